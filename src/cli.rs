@@ -1,0 +1,267 @@
+//! The command line: `corral [run] APP [FLAGS]`, gunicorn-style flags that
+//! override the TOML file (see [`crate::config::load`]).
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::config::{BindAddr, ByteSize, HumanDuration, Interface};
+
+/// corral: a pre-fork supervisor and HTTP server for Python WSGI/ASGI apps, in place of gunicorn.
+#[derive(Debug, Parser)]
+#[command(
+    name = "corral",
+    version,
+    args_conflicts_with_subcommands = true,
+    after_help = "Flags override the config file: --config FILE, else ./corral.toml when present.\n\
+                  Durations: \"500ms\", \"30s\", \"2m\", \"1h\", \"1m30s\". \
+                  Sizes: \"512KB\" (1000-based), \"64KiB\", \"10MiB\", \"1GiB\" (1024-based), or bytes."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// `corral APP ...` without a subcommand means `corral run APP ...`.
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve the app (the default when no subcommand is given).
+    Run(RunArgs),
+}
+
+impl Cli {
+    /// The arguments of `run`, whether or not the subcommand was spelled out.
+    pub fn into_run_args(self) -> RunArgs {
+        match self.command {
+            Some(Command::Run(args)) => args,
+            None => self.run,
+        }
+    }
+}
+
+/// Flags of `corral run`. Everything is optional so that the config file
+/// (and then the defaults) fill what is not given.
+#[derive(Debug, Clone, Default, Args)]
+pub struct RunArgs {
+    /// The app to serve, as "module:callable", e.g. "main:app"; the callable defaults to
+    /// "application" [toml: app.module]
+    #[arg(value_name = "APP")]
+    pub app: Option<String>,
+
+    /// Config file to read [default: ./corral.toml when it exists]
+    #[arg(short = 'c', long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// Address to listen on: HOST:PORT, [::1]:PORT or unix:/path; repeat for more
+    /// [toml: server.bind] [default: 127.0.0.1:8000]
+    #[arg(short = 'b', long, value_name = "ADDR")]
+    pub bind: Vec<BindAddr>,
+
+    /// Number of worker processes [toml: workers.count] [default: 1]
+    #[arg(short = 'w', long, value_name = "N")]
+    pub workers: Option<usize>,
+
+    /// Threads per WSGI worker [toml: workers.threads] [default: 1]
+    #[arg(long, value_name = "N")]
+    pub threads: Option<usize>,
+
+    /// Protocol of the app [toml: app.interface] [default: auto]
+    #[arg(long, value_enum, value_name = "INTERFACE")]
+    pub interface: Option<Interface>,
+
+    /// Python interpreter for the workers [toml: app.python]
+    /// [default: $VIRTUAL_ENV/bin/python, else python3]
+    #[arg(long, value_name = "PATH")]
+    pub python: Option<PathBuf>,
+
+    /// Folder the workers run in and import the app from [toml: app.chdir]
+    #[arg(long, value_name = "DIR")]
+    pub chdir: Option<PathBuf>,
+
+    /// Folder to put in front of sys.path; repeat or separate with commas
+    /// [toml: app.pythonpath]
+    #[arg(long, value_name = "DIR", value_delimiter = ',')]
+    pub pythonpath: Vec<PathBuf>,
+
+    /// Environment variable for the workers; repeat for more [toml: app.env]
+    #[arg(short = 'e', long = "env", value_name = "KEY=VALUE", value_parser = parse_env)]
+    pub env: Vec<(String, String)>,
+
+    /// Longest wait for a response head before 504 and a worker restart
+    /// [toml: workers.timeout] [default: 30s]
+    #[arg(short = 't', long, value_name = "DURATION")]
+    pub timeout: Option<HumanDuration>,
+
+    /// Time a stopping worker gets to finish its requests
+    /// [toml: workers.graceful_timeout] [default: 30s]
+    #[arg(long, value_name = "DURATION")]
+    pub graceful_timeout: Option<HumanDuration>,
+
+    /// Idle time before a keep-alive connection is closed
+    /// [toml: server.keepalive] [default: 5s]
+    #[arg(long, alias = "keep-alive", value_name = "DURATION")]
+    pub keepalive: Option<HumanDuration>,
+
+    /// Listen queue length [toml: server.backlog] [default: 2048]
+    #[arg(long, value_name = "N")]
+    pub backlog: Option<u32>,
+
+    /// Largest request head accepted (431 above) [toml: server.max_header_bytes]
+    /// [default: 64KiB]
+    #[arg(long, value_name = "SIZE")]
+    pub max_header_bytes: Option<ByteSize>,
+
+    /// Largest request body accepted (413 above) [toml: server.max_body_bytes]
+    /// [default: 100MiB]
+    #[arg(long, value_name = "SIZE")]
+    pub max_body_bytes: Option<ByteSize>,
+
+    /// Log verbosity of corral itself
+    #[arg(long, value_enum, value_name = "LEVEL", default_value_t = LogLevel::Info)]
+    pub log_level: LogLevel,
+}
+
+/// `--log-level`; gunicorn's "critical" and "warning" are accepted too.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum)]
+pub enum LogLevel {
+    #[value(alias = "critical")]
+    Error,
+    #[value(alias = "warning")]
+    Warn,
+    #[default]
+    Info,
+    Debug,
+    Trace,
+}
+
+impl From<LogLevel> for tracing::level_filters::LevelFilter {
+    fn from(level: LogLevel) -> Self {
+        match level {
+            LogLevel::Error => Self::ERROR,
+            LogLevel::Warn => Self::WARN,
+            LogLevel::Info => Self::INFO,
+            LogLevel::Debug => Self::DEBUG,
+            LogLevel::Trace => Self::TRACE,
+        }
+    }
+}
+
+/// "KEY=VALUE" for `--env`.
+fn parse_env(s: &str) -> Result<(String, String), String> {
+    let (key, value) = s
+        .split_once('=')
+        .ok_or_else(|| format!("\"{s}\" has no '=': write it as KEY=VALUE"))?;
+    crate::config::check_env(key, value)?;
+    Ok((key.to_owned(), value.to_owned()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    fn run_args(argv: &[&str]) -> RunArgs {
+        Cli::try_parse_from(argv).unwrap().into_run_args()
+    }
+
+    #[test]
+    fn definition_is_valid() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn with_and_without_run() {
+        let argv = [
+            "corral",
+            "main:app",
+            "-b",
+            "127.0.0.1:8000",
+            "-w",
+            "2",
+            "--chdir",
+            "d",
+        ];
+        for args in [
+            run_args(&argv),
+            run_args(&[&["corral", "run"][..], &argv[1..]].concat()),
+        ] {
+            assert_eq!(args.app.as_deref(), Some("main:app"));
+            assert_eq!(args.bind, ["127.0.0.1:8000".parse().unwrap()]);
+            assert_eq!(args.workers, Some(2));
+            assert_eq!(args.chdir, Some(PathBuf::from("d")));
+            assert_eq!(args.log_level, LogLevel::Info);
+        }
+    }
+
+    #[test]
+    fn every_flag() {
+        let args = run_args(&[
+            "corral",
+            "-c",
+            "c.toml",
+            "-b",
+            "unix:/s",
+            "--bind",
+            "[::1]:80",
+            "--threads",
+            "8",
+            "--interface",
+            "asgi",
+            "--python",
+            "py",
+            "--pythonpath",
+            "a,b",
+            "--pythonpath",
+            "c",
+            "-e",
+            "A=1=2",
+            "--env",
+            "B=",
+            "-t",
+            "1m",
+            "--graceful-timeout",
+            "5s",
+            "--keep-alive",
+            "2s",
+            "--backlog",
+            "10",
+            "--max-header-bytes",
+            "16KiB",
+            "--max-body-bytes",
+            "1MB",
+            "--log-level",
+            "warning",
+            "pkg:app",
+        ]);
+        assert_eq!(args.bind.len(), 2);
+        assert_eq!(args.interface, Some(Interface::Asgi));
+        assert_eq!(
+            args.pythonpath,
+            [PathBuf::from("a"), "b".into(), "c".into()]
+        );
+        assert_eq!(
+            args.env,
+            [("A".into(), "1=2".into()), ("B".into(), String::new())]
+        );
+        assert_eq!(args.timeout.unwrap().0.as_secs(), 60);
+        assert_eq!(args.max_header_bytes, Some(ByteSize(16384)));
+        assert_eq!(args.max_body_bytes, Some(ByteSize(1_000_000)));
+        assert_eq!(args.log_level, LogLevel::Warn);
+        assert_eq!(args.app.as_deref(), Some("pkg:app"));
+    }
+
+    #[test]
+    fn bad_values_are_refused_with_the_reason() {
+        for (argv, reason) in [
+            (&["corral", "--timeout", "30"][..], "add a unit"),
+            (&["corral", "--env", "NOEQUALS"], "KEY=VALUE"),
+            (&["corral", "-b", "example.com:80"], "invalid bind address"),
+            (&["corral", "--max-body-bytes", "10M"], "10MiB"),
+        ] {
+            let err = Cli::try_parse_from(argv).unwrap_err().to_string();
+            assert!(err.contains(reason), "{argv:?}: {err}");
+        }
+    }
+}

@@ -1,0 +1,146 @@
+//! Response bodies: a whole body the worker sent in one frame, or a stream of
+//! DATA frames that grants the worker more credit as the client takes it.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http_body::{Frame, SizeHint};
+use tokio::sync::mpsc;
+
+use crate::router::Lease;
+use crate::worker::channel::{Channel, Event};
+use crate::worker::protocol;
+
+#[derive(Debug, thiserror::Error)]
+pub enum BodyError {
+    #[error("the worker died while sending the response")]
+    WorkerGone,
+    #[error("the app failed while sending the response")]
+    AppFailed,
+}
+
+pub enum Body {
+    Full(Option<Bytes>),
+    Stream(StreamBody),
+}
+
+impl Body {
+    pub fn full(b: impl Into<Bytes>) -> Body {
+        let b = b.into();
+        Body::Full(if b.is_empty() { None } else { Some(b) })
+    }
+
+    pub fn empty() -> Body {
+        Body::Full(None)
+    }
+}
+
+/// A response streamed from a worker.
+pub struct StreamBody {
+    pub events: mpsc::UnboundedReceiver<Event>,
+    pub stream: u32,
+    /// Holds the worker's place until the response is complete.
+    pub lease: Option<Lease>,
+    pub unacked: usize,
+    pub done: bool,
+    /// The task streaming the request body, stopped with the response.
+    pub _pump: PumpGuard,
+}
+
+/// Aborts the request-body pump when the request is over.
+pub struct PumpGuard(pub Option<tokio::task::JoinHandle<()>>);
+
+impl Drop for PumpGuard {
+    fn drop(&mut self) {
+        if let Some(h) = &self.0 {
+            h.abort();
+        }
+    }
+}
+
+impl StreamBody {
+    fn channel(&self) -> Option<&Arc<Channel>> {
+        self.lease.as_ref().map(|l| &l.channel)
+    }
+}
+
+impl Drop for StreamBody {
+    fn drop(&mut self) {
+        if !self.done
+            && let Some(ch) = self.channel()
+        {
+            // The client went away: tell the app to stop producing.
+            ch.send(protocol::encode(protocol::CANCEL, self.stream, b""));
+        }
+    }
+}
+
+impl http_body::Body for Body {
+    type Data = Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        match self.get_mut() {
+            Body::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
+            Body::Stream(s) => {
+                if s.done {
+                    return Poll::Ready(None);
+                }
+                match s.events.poll_recv(cx) {
+                    Poll::Pending => Poll::Pending,
+                    Poll::Ready(Some(Event::Data(b))) => {
+                        s.unacked += b.len();
+                        if s.unacked >= protocol::RESPONSE_WINDOW / 2 {
+                            let grant = s.unacked as u32;
+                            s.unacked = 0;
+                            if let Some(ch) = s.channel() {
+                                ch.send(protocol::encode_u32(protocol::WINDOW, s.stream, grant));
+                            }
+                        }
+                        Poll::Ready(Some(Ok(Frame::data(b))))
+                    }
+                    Poll::Ready(Some(Event::End)) => {
+                        s.done = true;
+                        s.lease = None;
+                        Poll::Ready(None)
+                    }
+                    Poll::Ready(Some(Event::Abort(_))) => {
+                        s.done = true;
+                        s.lease = None;
+                        Poll::Ready(Some(Err(BodyError::AppFailed)))
+                    }
+                    Poll::Ready(Some(_)) => {
+                        s.done = true;
+                        s.lease = None;
+                        Poll::Ready(Some(Err(BodyError::AppFailed)))
+                    }
+                    Poll::Ready(None) => {
+                        s.done = true;
+                        s.lease = None;
+                        Poll::Ready(Some(Err(BodyError::WorkerGone)))
+                    }
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            Body::Full(b) => b.is_none(),
+            Body::Stream(s) => s.done,
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            Body::Full(Some(b)) => SizeHint::with_exact(b.len() as u64),
+            Body::Full(None) => SizeHint::with_exact(0),
+            Body::Stream(_) => SizeHint::default(),
+        }
+    }
+}

@@ -1,0 +1,253 @@
+//! One HTTP request: checked and answered in Rust when it is bad, otherwise
+//! handed to the least-loaded worker and its response streamed back.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use http::{HeaderName, HeaderValue, Method, Response, StatusCode};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use tokio::sync::mpsc;
+
+use super::body::{Body, PumpGuard, StreamBody};
+use super::environ::{self, ConnInfo};
+use crate::router::{NoWorker, Router};
+use crate::worker::channel::{Channel, Credit, Event};
+use crate::worker::protocol;
+
+/// What a request needs from the rest of corral.
+pub struct Shared {
+    pub router: Arc<Router>,
+    pub timeout: Duration,
+    pub max_body_bytes: u64,
+    /// Tells the supervisor to replace a worker (serial, reason).
+    pub replace: mpsc::UnboundedSender<(u64, String)>,
+}
+
+pub async fn handle(
+    req: http::Request<Incoming>,
+    shared: Arc<Shared>,
+    conn: Arc<ConnInfo>,
+) -> Result<Response<Body>, std::convert::Infallible> {
+    Ok(match dispatch(req, &shared, &conn).await {
+        Ok(resp) => resp,
+        Err(resp) => resp,
+    })
+}
+
+type Reply = Result<Response<Body>, Response<Body>>;
+
+async fn dispatch(req: http::Request<Incoming>, shared: &Shared, conn: &ConnInfo) -> Reply {
+    let (parts, mut body) = req.into_parts();
+    let is_head = parts.method == Method::HEAD;
+    let head = environ::encode(&parts, conn)
+        .map_err(|_| plain(StatusCode::BAD_REQUEST, "Bad Request: NUL in path\n"))?;
+    let declared = parts
+        .headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > shared.max_body_bytes) {
+        return Err(too_large(shared.max_body_bytes));
+    }
+
+    // Read the start of the body before taking a worker's time.
+    let mut inline = BytesMut::new();
+    let mut received: u64 = 0;
+    let mut more = !hyper::body::Body::is_end_stream(&body);
+    while more && inline.len() < protocol::INLINE_BODY {
+        match body.frame().await {
+            None => more = false,
+            Some(Err(_)) => return Err(plain(StatusCode::BAD_REQUEST, "Bad Request: broken body\n")),
+            Some(Ok(frame)) => {
+                if let Ok(data) = frame.into_data() {
+                    received += data.len() as u64;
+                    if received > shared.max_body_bytes {
+                        return Err(too_large(shared.max_body_bytes));
+                    }
+                    inline.extend_from_slice(&data);
+                }
+            }
+        }
+    }
+
+    let lease = match shared.router.acquire(shared.timeout).await {
+        Ok(lease) => lease,
+        Err(NoWorker::NoneInService) => return Err(unavailable("no worker is in service")),
+        Err(NoWorker::Busy) => return Err(unavailable("all workers are busy")),
+    };
+    let channel = lease.channel.clone();
+    let mut stream = channel.open();
+    channel.send(protocol::encode_request(stream.id, &head, &inline, more));
+    drop(inline);
+    let pump = more.then(|| {
+        tokio::spawn(pump_body(
+            body,
+            channel.clone(),
+            stream.id,
+            stream.credit.clone(),
+            received,
+            shared.max_body_bytes,
+        ))
+    });
+    let pump = PumpGuard(pump);
+
+    let first = match tokio::time::timeout(shared.timeout, stream.events.recv()).await {
+        Err(_) => {
+            let reason = format!(
+                "request {} {} exceeded the timeout of {:?}",
+                parts.method,
+                parts.uri.path(),
+                shared.timeout
+            );
+            let _ = shared.replace.send((channel.serial, reason));
+            return Err(plain(StatusCode::GATEWAY_TIMEOUT, "Gateway Timeout\n"));
+        }
+        Ok(None) => return Err(plain(StatusCode::BAD_GATEWAY, "Bad Gateway: the worker died\n")),
+        Ok(Some(ev)) => ev,
+    };
+    channel.served.fetch_add(1, Ordering::Relaxed);
+    match first {
+        Event::Full(payload) => {
+            drop(lease);
+            let Some((head, body)) = split_full(&payload) else {
+                return Err(bad_app("malformed response frame"));
+            };
+            let body = if is_head { Body::empty() } else { Body::full(body) };
+            build(head, body)
+        }
+        Event::Start(head) => {
+            let body = Body::Stream(StreamBody {
+                events: stream.events,
+                stream: stream.id,
+                lease: Some(lease),
+                unacked: 0,
+                done: false,
+                _pump: pump,
+            });
+            build(head, body)
+        }
+        _ => Err(bad_app("response body before its head")),
+    }
+}
+
+/// Streams the rest of a request body to the worker as it grants credit.
+async fn pump_body(
+    mut body: Incoming,
+    channel: Arc<Channel>,
+    stream: u32,
+    credit: Arc<Credit>,
+    mut received: u64,
+    max: u64,
+) {
+    loop {
+        // Wait for credit.
+        loop {
+            let notified = credit.notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if credit.closed.load(Ordering::Acquire) {
+                return;
+            }
+            if credit.available.load(Ordering::Acquire) > 0 {
+                break;
+            }
+            notified.await;
+        }
+        match body.frame().await {
+            None => {
+                channel.send(protocol::encode(protocol::BODY_END, stream, b""));
+                return;
+            }
+            Some(Err(_)) => {
+                channel.send(protocol::encode(protocol::CANCEL, stream, b""));
+                return;
+            }
+            Some(Ok(frame)) => {
+                let Ok(data) = frame.into_data() else { continue };
+                received += data.len() as u64;
+                if received > max {
+                    tracing::warn!("request body exceeded max_body_bytes ({max}) while streaming");
+                    channel.send(protocol::encode(protocol::CANCEL, stream, b""));
+                    return;
+                }
+                for chunk in data.chunks(protocol::MAX_FRAME) {
+                    channel.send(protocol::encode(protocol::BODY, stream, chunk));
+                }
+                credit
+                    .available
+                    .fetch_sub(data.len() as i64, Ordering::AcqRel);
+            }
+        }
+    }
+}
+
+fn split_full(payload: &Bytes) -> Option<(Bytes, Bytes)> {
+    let len = u32::from_le_bytes(payload.get(..4)?.try_into().ok()?) as usize;
+    if payload.len() < 4 + len {
+        return None;
+    }
+    Some((payload.slice(4..4 + len), payload.slice(4 + len..)))
+}
+
+fn build(head: Bytes, body: Body) -> Reply {
+    let head = protocol::parse_response_head(&head).map_err(|e| bad_app(&e))?;
+    let status = StatusCode::from_u16(head.status).map_err(|e| bad_app(&e.to_string()))?;
+    let mut resp = Response::new(body);
+    *resp.status_mut() = status;
+    if status.canonical_reason().map(str::as_bytes) != Some(&head.reason[..])
+        && let Ok(reason) = hyper::ext::ReasonPhrase::try_from(head.reason.clone())
+    {
+        resp.extensions_mut().insert(reason);
+    }
+    let headers = resp.headers_mut();
+    headers.reserve(head.headers.len());
+    for (name, value) in head.headers {
+        let name = HeaderName::from_bytes(&name)
+            .map_err(|_| bad_app(&format!("invalid header name {:?}", String::from_utf8_lossy(&name))))?;
+        if name == http::header::TRANSFER_ENCODING {
+            continue; // framing is corral's job
+        }
+        let value = HeaderValue::from_maybe_shared(value)
+            .map_err(|_| bad_app(&format!("invalid value for header {name}")))?;
+        headers.append(name, value);
+    }
+    Ok(resp)
+}
+
+fn bad_app(why: &str) -> Response<Body> {
+    tracing::error!("the app sent an invalid response: {why}");
+    plain(StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error\n")
+}
+
+fn too_large(max: u64) -> Response<Body> {
+    let mut r = plain(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        &format!("Payload Too Large: the limit is {max} bytes\n"),
+    );
+    r.headers_mut()
+        .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+    r
+}
+
+fn unavailable(why: &str) -> Response<Body> {
+    let mut r = plain(
+        StatusCode::SERVICE_UNAVAILABLE,
+        &format!("Service Unavailable: {why}\n"),
+    );
+    r.headers_mut()
+        .insert(http::header::RETRY_AFTER, HeaderValue::from_static("1"));
+    r
+}
+
+pub fn plain(status: StatusCode, text: &str) -> Response<Body> {
+    let mut r = Response::new(Body::full(Bytes::copy_from_slice(text.as_bytes())));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    r
+}

@@ -1,0 +1,245 @@
+//! The HTTP front: binds the listen sockets, terminates HTTP/1.x with hyper
+//! (parsing, limits, keep-alive, timeouts are all handled here, in Rust) and
+//! hands each request to [`handler`].
+
+pub mod body;
+pub mod environ;
+pub mod handler;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, UnixListener};
+use tokio::sync::watch;
+
+use crate::config::{Bind, BindAddr, ServerConfig};
+use environ::ConnInfo;
+use handler::Shared;
+
+#[derive(Debug, thiserror::Error)]
+pub enum BindError {
+    #[error(
+        "cannot listen on {addr} (set by {origin}): {source}{hint}",
+        hint = hint(source)
+    )]
+    Listen {
+        addr: String,
+        origin: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+fn hint(e: &std::io::Error) -> &'static str {
+    match e.kind() {
+        std::io::ErrorKind::AddrInUse => {
+            "\n  another process already listens there: stop it, or choose another address with --bind or [server] bind"
+        }
+        std::io::ErrorKind::PermissionDenied => {
+            "\n  ports below 1024 need root or CAP_NET_BIND_SERVICE; choose a port above 1024"
+        }
+        std::io::ErrorKind::AddrNotAvailable => {
+            "\n  no local interface has that address: use 127.0.0.1, 0.0.0.0 or one of this machine's addresses"
+        }
+        _ => "",
+    }
+}
+
+/// A bound listen socket.
+pub enum Listener {
+    Tcp(TcpListener),
+    Unix(UnixListener, std::path::PathBuf),
+}
+
+impl Listener {
+    /// The address as a user would type it, e.g. `http://127.0.0.1:8000`.
+    pub fn describe(&self) -> String {
+        match self {
+            Listener::Tcp(l) => match l.local_addr() {
+                Ok(a) => format!("http://{a}"),
+                Err(_) => "tcp".into(),
+            },
+            Listener::Unix(_, p) => format!("unix:{}", p.display()),
+        }
+    }
+}
+
+/// Binds every configured address (before any worker starts).
+pub fn bind_all(binds: &[Bind], backlog: u32) -> Result<Vec<Listener>, BindError> {
+    binds.iter().map(|b| bind_one(b, backlog)).collect()
+}
+
+fn bind_one(bind: &Bind, backlog: u32) -> Result<Listener, BindError> {
+    let err = |source| BindError::Listen {
+        addr: match &bind.addr {
+            BindAddr::Tcp(a) => a.to_string(),
+            BindAddr::Unix(p) => format!("unix:{}", p.display()),
+        },
+        origin: bind.origin.clone(),
+        source,
+    };
+    match &bind.addr {
+        BindAddr::Tcp(addr) => {
+            use socket2::{Domain, Protocol, Socket, Type};
+            let sock = Socket::new(Domain::for_address(*addr), Type::STREAM, Some(Protocol::TCP))
+                .map_err(err)?;
+            sock.set_reuse_address(true).map_err(err)?;
+            if addr.is_ipv6() {
+                sock.set_only_v6(true).map_err(err)?;
+            }
+            sock.bind(&(*addr).into()).map_err(err)?;
+            sock.listen(backlog.min(i32::MAX as u32) as i32).map_err(err)?;
+            sock.set_nonblocking(true).map_err(err)?;
+            let std: std::net::TcpListener = sock.into();
+            Ok(Listener::Tcp(TcpListener::from_std(std).map_err(err)?))
+        }
+        BindAddr::Unix(path) => {
+            // A socket file left by a previous run that nobody listens on is
+            // stale: remove it. A live one is an error.
+            if path.exists() && std::os::unix::net::UnixStream::connect(path).is_err() {
+                let _ = std::fs::remove_file(path);
+            }
+            let std = std::os::unix::net::UnixListener::bind(path).map_err(err)?;
+            std.set_nonblocking(true).map_err(err)?;
+            Ok(Listener::Unix(
+                UnixListener::from_std(std).map_err(err)?,
+                path.clone(),
+            ))
+        }
+    }
+}
+
+/// The running front: stop it with [`Front::shutdown`].
+pub struct Front {
+    stop: watch::Sender<bool>,
+    graceful: Arc<tokio::sync::Mutex<Option<GracefulShutdown>>>,
+    accept_tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Front {
+    pub fn start(listeners: Vec<Listener>, server: &ServerConfig, shared: Arc<Shared>) -> Front {
+        let (stop, stop_rx) = watch::channel(false);
+        let graceful = Arc::new(tokio::sync::Mutex::new(Some(GracefulShutdown::new())));
+        let opts = Arc::new(ConnOpts {
+            keepalive: server.keepalive,
+            max_buf: server.max_header_bytes.max(8192),
+        });
+        let accept_tasks = listeners
+            .into_iter()
+            .map(|l| {
+                tokio::spawn(accept_loop(
+                    l,
+                    shared.clone(),
+                    opts.clone(),
+                    graceful.clone(),
+                    stop_rx.clone(),
+                ))
+            })
+            .collect();
+        Front {
+            stop,
+            graceful,
+            accept_tasks,
+        }
+    }
+
+    /// Stops accepting, lets requests in flight finish (idle keep-alive
+    /// connections close at once), waiting at most `grace`. Returns false
+    /// when the grace period ran out first.
+    pub async fn shutdown(self, grace: Duration) -> bool {
+        let _ = self.stop.send(true);
+        for t in self.accept_tasks {
+            let _ = t.await;
+        }
+        let Some(g) = self.graceful.lock().await.take() else {
+            return true;
+        };
+        tokio::time::timeout(grace, g.shutdown()).await.is_ok()
+    }
+}
+
+struct ConnOpts {
+    keepalive: Duration,
+    max_buf: usize,
+}
+
+async fn accept_loop(
+    listener: Listener,
+    shared: Arc<Shared>,
+    opts: Arc<ConnOpts>,
+    graceful: Arc<tokio::sync::Mutex<Option<GracefulShutdown>>>,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        let accepted = tokio::select! {
+            _ = stop.changed() => return,
+            a = accept(&listener) => a,
+        };
+        let (io, info) = match accepted {
+            Ok(x) => x,
+            Err(e) => {
+                // EMFILE and friends: back off instead of spinning.
+                tracing::warn!("accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let service = {
+            let shared = shared.clone();
+            let info = Arc::new(info);
+            service_fn(move |req| handler::handle(req, shared.clone(), info.clone()))
+        };
+        let conn = http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(opts.keepalive)
+            .max_buf_size(opts.max_buf)
+            .keep_alive(true)
+            .serve_connection(io, service);
+        let guard = graceful.lock().await;
+        let Some(g) = guard.as_ref() else { return };
+        let conn = g.watch(conn);
+        drop(guard);
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+    }
+}
+
+type Io = TokioIo<Box<dyn AsyncReadWrite>>;
+
+trait AsyncReadWrite: AsyncRead + AsyncWrite + Send + Unpin {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin> AsyncReadWrite for T {}
+
+async fn accept(listener: &Listener) -> std::io::Result<(Io, ConnInfo)> {
+    match listener {
+        Listener::Tcp(l) => {
+            let (s, peer) = l.accept().await?;
+            let _ = s.set_nodelay(true);
+            let local = s.local_addr()?;
+            let info = ConnInfo {
+                remote_addr: peer.ip().to_string(),
+                remote_port: peer.port().to_string(),
+                server_name: local.ip().to_string(),
+                server_port: local.port().to_string(),
+                scheme: "http",
+            };
+            Ok((TokioIo::new(Box::new(s) as Box<dyn AsyncReadWrite>), info))
+        }
+        Listener::Unix(l, path) => {
+            let (s, _) = l.accept().await?;
+            let info = ConnInfo {
+                remote_addr: String::new(),
+                remote_port: String::new(),
+                server_name: path.display().to_string(),
+                server_port: String::new(),
+                scheme: "http",
+            };
+            Ok((TokioIo::new(Box::new(s) as Box<dyn AsyncReadWrite>), info))
+        }
+    }
+}

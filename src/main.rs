@@ -1,0 +1,117 @@
+//! corral: a pre-fork supervisor for Python web apps (a gunicorn replacement).
+//!
+//! `main` parses the command line, loads the configuration, binds the listen
+//! sockets, writes the embedded worker script into a private runtime
+//! directory and hands over to the [`supervisor`], which owns the workers,
+//! while the [`front`] serves HTTP and the [`router`] picks workers.
+
+mod cli;
+mod config;
+mod front;
+mod router;
+mod signals;
+mod supervisor;
+mod worker;
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::Parser;
+
+/// Exit code for a configuration or start-up mistake.
+const EXIT_CONFIG: u8 = 2;
+
+fn main() -> ExitCode {
+    let cli = cli::Cli::parse();
+    let args = cli.into_run_args();
+    init_logging(args.log_level.into());
+    let cfg = match config::load(&args) {
+        Ok(c) => Arc::new(c),
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("corral")
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let code = runtime.block_on(run(cfg));
+    // Workers are reaped or killed by now; do not wait for idle connections.
+    runtime.shutdown_timeout(std::time::Duration::from_millis(100));
+    ExitCode::from(code)
+}
+
+async fn run(cfg: Arc<config::Config>) -> u8 {
+    let listeners = match front::bind_all(&cfg.server.bind, cfg.server.backlog) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return EXIT_CONFIG;
+        }
+    };
+    let runtime_dir = match tempfile::Builder::new().prefix("corral-").tempdir() {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("error: cannot create a private runtime directory: {e}");
+            return 1;
+        }
+    };
+    let script = runtime_dir.path().join("corral_worker.py");
+    if let Err(e) = std::fs::write(&script, worker::process::WORKER_SCRIPT) {
+        eprintln!("error: cannot write {}: {e}", script.display());
+        return 1;
+    }
+    let launcher = worker::process::Launcher::new(&cfg, &script);
+    let router = router::Router::new(cfg.workers.threads + 8);
+    let sup = supervisor::Supervisor::new(cfg.clone(), launcher, router.clone());
+    let tx = sup.sender();
+    if let Err(e) = signals::forward(tx.clone()) {
+        eprintln!("error: cannot install signal handlers: {e}");
+        return 1;
+    }
+    let (replace_tx, mut replace_rx) = tokio::sync::mpsc::unbounded_channel();
+    {
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            while let Some((serial, reason)) = replace_rx.recv().await {
+                let _ = tx.send(supervisor::Msg::Replace(serial, reason));
+            }
+        });
+    }
+    let shared = Arc::new(front::handler::Shared {
+        router,
+        timeout: cfg.workers.timeout,
+        max_body_bytes: cfg.server.max_body_bytes,
+        replace: replace_tx,
+    });
+    for l in &listeners {
+        tracing::info!("listening on {}", l.describe());
+    }
+    tracing::info!(
+        "starting {} worker(s) for {} with {}",
+        cfg.workers.count,
+        cfg.app.module,
+        cfg.app.python.display()
+    );
+    let front = front::Front::start(listeners, &cfg.server, shared);
+    let code = sup.run(front).await;
+    tracing::info!("stopped");
+    drop(runtime_dir);
+    code as u8
+}
+
+fn init_logging(level: tracing::level_filters::LevelFilter) {
+    tracing_subscriber::fmt()
+        .with_max_level(level)
+        .with_target(false)
+        .with_writer(std::io::stderr)
+        .init();
+}

@@ -1,0 +1,50 @@
+//! Signals: the handlers only enqueue. A thread owned by signal-hook waits
+//! for them and forwards each one to the supervisor's channel, where the
+//! main loop dispatches it (as gunicorn's arbiter does).
+
+use signal_hook::consts::{SIGHUP, SIGINT, SIGQUIT, SIGTERM};
+use signal_hook::iterator::Signals;
+use tokio::sync::mpsc;
+
+use crate::supervisor::Msg;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sig {
+    Term,
+    Int,
+    Quit,
+    Hup,
+}
+
+impl Sig {
+    pub fn name(self) -> &'static str {
+        match self {
+            Sig::Term => "SIGTERM",
+            Sig::Int => "SIGINT",
+            Sig::Quit => "SIGQUIT",
+            Sig::Hup => "SIGHUP",
+        }
+    }
+}
+
+/// Starts forwarding signals to `tx`.
+pub fn forward(tx: mpsc::UnboundedSender<Msg>) -> std::io::Result<()> {
+    let mut signals = Signals::new([SIGTERM, SIGINT, SIGQUIT, SIGHUP])?;
+    std::thread::Builder::new()
+        .name("corral-signals".into())
+        .spawn(move || {
+            for raw in signals.forever() {
+                let sig = match raw {
+                    SIGTERM => Sig::Term,
+                    SIGINT => Sig::Int,
+                    SIGQUIT => Sig::Quit,
+                    SIGHUP => Sig::Hup,
+                    _ => continue,
+                };
+                if tx.send(Msg::Signal(sig)).is_err() {
+                    return;
+                }
+            }
+        })?;
+    Ok(())
+}

@@ -1,0 +1,290 @@
+//! The private channel to one worker: a writer task that batches frames into
+//! few syscalls, a reader task that routes the worker's frames to the
+//! request they belong to, and the handle the front uses to open streams.
+//!
+//! The reader owns the stream table. A request registers its stream (through
+//! an unbounded queue the reader drains before each batch) before its
+//! REQUEST frame is queued, so no response can arrive for an unknown stream.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+
+use bytes::{Bytes, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::UnixStream;
+use tokio::sync::{Notify, mpsc};
+
+use super::protocol::{self, Frame};
+
+/// What a worker says on its control stream, or that its channel closed.
+#[derive(Debug)]
+pub enum ControlEvent {
+    Booted(BootInfo),
+    BootFailed(String),
+    Closed,
+}
+
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct BootInfo {
+    pub pid: u32,
+    pub import_ms: f64,
+    pub interface: String,
+}
+
+/// Frames of one response, as the reader routes them.
+#[derive(Debug)]
+pub enum Event {
+    /// Response head; body frames follow.
+    Start(Bytes),
+    /// `u32 head length`, head, whole body.
+    Full(Bytes),
+    Data(Bytes),
+    End,
+    /// The app failed after sending the head (traceback).
+    Abort(Bytes),
+}
+
+/// Request-body credit granted by the worker.
+#[derive(Default)]
+pub struct Credit {
+    pub available: AtomicI64,
+    /// Set once the worker finished the stream or the channel closed.
+    pub closed: AtomicBool,
+    pub notify: Notify,
+}
+
+impl Credit {
+    fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+        self.notify.notify_one();
+    }
+}
+
+struct StreamEntry {
+    events: mpsc::UnboundedSender<Event>,
+    credit: Arc<Credit>,
+}
+
+/// The handle to one worker's channel, shared by the router and requests.
+pub struct Channel {
+    /// Serial number of the worker, unique for the life of the supervisor.
+    pub serial: u64,
+    pub slot: usize,
+    pub pid: u32,
+    out: mpsc::UnboundedSender<Bytes>,
+    register: mpsc::UnboundedSender<(u32, StreamEntry)>,
+    next_stream: AtomicU32,
+    /// Requests dispatched to this worker and not yet answered in full.
+    pub in_flight: AtomicUsize,
+    pub served: AtomicU64,
+    closed: AtomicBool,
+}
+
+/// One open request stream on a channel.
+pub struct Stream {
+    pub id: u32,
+    pub events: mpsc::UnboundedReceiver<Event>,
+    pub credit: Arc<Credit>,
+}
+
+impl Channel {
+    /// Starts the reader and writer tasks on `sock`; control events go to
+    /// `control` tagged with `serial`.
+    pub fn start(
+        serial: u64,
+        slot: usize,
+        pid: u32,
+        sock: UnixStream,
+        control: mpsc::UnboundedSender<(u64, ControlEvent)>,
+    ) -> Arc<Channel> {
+        let (out_tx, out_rx) = mpsc::unbounded_channel();
+        let (reg_tx, reg_rx) = mpsc::unbounded_channel();
+        let channel = Arc::new(Channel {
+            serial,
+            slot,
+            pid,
+            out: out_tx,
+            register: reg_tx,
+            next_stream: AtomicU32::new(1),
+            in_flight: AtomicUsize::new(0),
+            served: AtomicU64::new(0),
+            closed: AtomicBool::new(false),
+        });
+        let (rd, wr) = sock.into_split();
+        tokio::spawn(write_loop(wr, out_rx));
+        let ch = channel.clone();
+        tokio::spawn(async move {
+            read_loop(rd, reg_rx, &control, serial).await;
+            ch.closed.store(true, Ordering::Release);
+            let _ = control.send((serial, ControlEvent::Closed));
+        });
+        channel
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+
+    /// Registers a new stream; send its REQUEST frame next.
+    pub fn open(&self) -> Stream {
+        let mut id = self.next_stream.fetch_add(1, Ordering::Relaxed);
+        if id == 0 {
+            id = self.next_stream.fetch_add(1, Ordering::Relaxed);
+        }
+        let (tx, rx) = mpsc::unbounded_channel();
+        let credit = Arc::new(Credit::default());
+        credit
+            .available
+            .store(protocol::BODY_CREDIT as i64, Ordering::Relaxed);
+        let _ = self.register.send((
+            id,
+            StreamEntry {
+                events: tx,
+                credit: credit.clone(),
+            },
+        ));
+        Stream {
+            id,
+            events: rx,
+            credit,
+        }
+    }
+
+    /// Queues a frame for the worker; false when the channel is gone.
+    pub fn send(&self, frame: Bytes) -> bool {
+        self.out.send(frame).is_ok()
+    }
+}
+
+async fn write_loop(mut wr: tokio::net::unix::OwnedWriteHalf, mut rx: mpsc::UnboundedReceiver<Bytes>) {
+    let mut batch = BytesMut::with_capacity(64 * 1024);
+    while let Some(first) = rx.recv().await {
+        // Coalesce whatever else is queued into one write.
+        if first.len() >= 16 * 1024 {
+            if wr.write_all(&first).await.is_err() {
+                return;
+            }
+            continue;
+        }
+        batch.extend_from_slice(&first);
+        while batch.len() < 256 * 1024 {
+            match rx.try_recv() {
+                Ok(f) => batch.extend_from_slice(&f),
+                Err(_) => break,
+            }
+        }
+        if wr.write_all(&batch).await.is_err() {
+            return;
+        }
+        batch.clear();
+    }
+}
+
+async fn read_loop(
+    mut rd: tokio::net::unix::OwnedReadHalf,
+    mut reg: mpsc::UnboundedReceiver<(u32, StreamEntry)>,
+    control: &mpsc::UnboundedSender<(u64, ControlEvent)>,
+    serial: u64,
+) {
+    let mut streams: HashMap<u32, StreamEntry> = HashMap::new();
+    read_frames(&mut rd, &mut reg, &mut streams, control, serial).await;
+    // Dropping the entries tells every waiting request that the worker is gone.
+    for entry in streams.values() {
+        entry.credit.close();
+    }
+}
+
+async fn read_frames(
+    rd: &mut tokio::net::unix::OwnedReadHalf,
+    reg: &mut mpsc::UnboundedReceiver<(u32, StreamEntry)>,
+    streams: &mut HashMap<u32, StreamEntry>,
+    control: &mpsc::UnboundedSender<(u64, ControlEvent)>,
+    serial: u64,
+) {
+    let mut buf = BytesMut::with_capacity(256 * 1024);
+    loop {
+        if buf.capacity() - buf.len() < 16 * 1024 {
+            buf.reserve(256 * 1024);
+        }
+        match rd.read_buf(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {}
+        }
+        while let Ok((id, entry)) = reg.try_recv() {
+            streams.insert(id, entry);
+        }
+        loop {
+            let frame = match protocol::decode(&mut buf) {
+                Ok(Some(f)) => f,
+                Ok(None) => break,
+                Err(e) => {
+                    tracing::error!(worker = serial, "bad frame from worker: {e}");
+                    return;
+                }
+            };
+            route(frame, streams, control, serial);
+        }
+    }
+}
+
+fn route(
+    frame: Frame,
+    streams: &mut HashMap<u32, StreamEntry>,
+    control: &mpsc::UnboundedSender<(u64, ControlEvent)>,
+    serial: u64,
+) {
+    let Frame {
+        kind,
+        stream,
+        payload,
+    } = frame;
+    match kind {
+        protocol::BOOT_OK => match serde_json::from_slice::<BootInfo>(&payload) {
+            Ok(info) => {
+                let _ = control.send((serial, ControlEvent::Booted(info)));
+            }
+            Err(e) => {
+                let _ = control.send((
+                    serial,
+                    ControlEvent::BootFailed(format!("bad boot report from worker: {e}")),
+                ));
+            }
+        },
+        protocol::BOOT_ERROR => {
+            let text = String::from_utf8_lossy(&payload).into_owned();
+            let _ = control.send((serial, ControlEvent::BootFailed(text)));
+        }
+        protocol::BODY_WINDOW => {
+            if let (Some(entry), Ok(bytes)) = (streams.get(&stream), <[u8; 4]>::try_from(&payload[..])) {
+                entry
+                    .credit
+                    .available
+                    .fetch_add(u32::from_le_bytes(bytes) as i64, Ordering::AcqRel);
+                entry.credit.notify.notify_one();
+            }
+        }
+        protocol::START | protocol::DATA => {
+            if let Some(entry) = streams.get(&stream) {
+                let ev = if kind == protocol::START {
+                    Event::Start(payload)
+                } else {
+                    Event::Data(payload)
+                };
+                let _ = entry.events.send(ev);
+            }
+        }
+        protocol::RESPONSE | protocol::END | protocol::ABORT => {
+            if let Some(entry) = streams.remove(&stream) {
+                let ev = match kind {
+                    protocol::RESPONSE => Event::Full(payload),
+                    protocol::END => Event::End,
+                    _ => Event::Abort(payload),
+                };
+                let _ = entry.events.send(ev);
+                entry.credit.close();
+            }
+        }
+        other => tracing::warn!(worker = serial, "unknown frame kind {other} from worker"),
+    }
+}

@@ -1,0 +1,469 @@
+"""corral worker: runs one Python web app behind the corral supervisor.
+
+This script is compiled into the corral binary and run by the configured
+interpreter (CPython 3.9+, standard library only). It never parses HTTP:
+corral sends pre-parsed requests over a private, inherited Unix socket
+(fd CORRAL_FD) using the framed protocol described in src/worker/protocol.rs.
+
+Frame: 9-byte header <u32 payload length, u8 kind, u32 stream id> + payload.
+Concurrency: CORRAL_THREADS threads take turns reading the socket
+(leader/follower): the thread that reads a new request usually runs it
+itself, so a request costs no thread hand-off.
+"""
+
+import collections
+import faulthandler
+import os
+import signal
+import socket
+import struct
+import sys
+import threading
+import time
+import traceback
+
+HDR = struct.Struct("<IBI")
+U32 = struct.Struct("<I")
+HDR_SIZE = HDR.size
+
+# corral -> worker
+K_REQUEST = 1
+K_BODY = 2
+K_BODY_END = 3
+K_WINDOW = 4
+K_CANCEL = 5
+# worker -> corral
+K_BOOT_OK = 10
+K_BOOT_ERROR = 11
+K_START = 12
+K_DATA = 13
+K_END = 14
+K_ABORT = 15
+K_BODY_WINDOW = 16
+K_RESPONSE = 17
+
+F_MORE_BODY = 1
+
+# Bytes the worker may send on one response before corral grants more, and
+# how much request body it consumes before granting corral more.
+RESPONSE_WINDOW = 256 * 1024
+BODY_GRANT = 64 * 1024
+MAX_FRAME = 64 * 1024
+
+
+class ClientDisconnected(OSError):
+    """Raised in the app's thread when the client went away mid-response."""
+
+
+class Stream:
+    """One request in flight: its body as it arrives and its response credit."""
+
+    __slots__ = ("sid", "head", "chunks", "body_done", "window", "cancelled")
+
+    def __init__(self, sid, head, body, more):
+        self.sid = sid
+        self.head = head
+        self.chunks = collections.deque()
+        if body:
+            self.chunks.append(body)
+        self.body_done = not more
+        self.window = RESPONSE_WINDOW
+        self.cancelled = False
+
+
+class Input:
+    """wsgi.input: the request body, streamed from corral with back-pressure."""
+
+    def __init__(self, conn, stream):
+        self._conn = conn
+        self._stream = stream
+        self._buf = b""
+        self._consumed = 0
+
+    def _fill(self):
+        """Append the next chunk to the buffer; False at end of body."""
+        s = self._stream
+        if not s.chunks and not s.body_done and not s.cancelled:
+            self._conn.wait_until(lambda: s.chunks or s.body_done or s.cancelled)
+        if s.chunks:
+            chunk = s.chunks.popleft()
+            self._buf = self._buf + chunk if self._buf else chunk
+            self._consumed += len(chunk)
+            if self._consumed >= BODY_GRANT and not s.body_done:
+                self._conn.send(K_BODY_WINDOW, s.sid, U32.pack(self._consumed), True)
+                self._consumed = 0
+            return True
+        if s.cancelled:
+            raise ClientDisconnected("client disconnected while sending the body")
+        return False
+
+    def read(self, size=-1):
+        if size is None or size < 0:
+            while self._fill():
+                pass
+            data, self._buf = self._buf, b""
+            return data
+        while len(self._buf) < size and self._fill():
+            pass
+        data, self._buf = self._buf[:size], self._buf[size:]
+        return data
+
+    def readline(self, size=-1):
+        while True:
+            i = self._buf.find(b"\n")
+            if i >= 0 and (size is None or size < 0 or i < size):
+                data, self._buf = self._buf[: i + 1], self._buf[i + 1 :]
+                return data
+            if size is not None and 0 <= size <= len(self._buf):
+                data, self._buf = self._buf[:size], self._buf[size:]
+                return data
+            if not self._fill():
+                data, self._buf = self._buf, b""
+                return data
+
+    def readlines(self, hint=-1):
+        lines, total = [], 0
+        while True:
+            line = self.readline()
+            if not line:
+                return lines
+            lines.append(line)
+            total += len(line)
+            if hint is not None and 0 < hint <= total:
+                return lines
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        line = self.readline()
+        if not line:
+            raise StopIteration
+        return line
+
+
+class Connection:
+    """The channel to corral, shared by the worker's threads."""
+
+    def __init__(self, sock):
+        self.sock = sock
+        self.rlock = threading.Lock()  # held by the thread reading the socket
+        self.wlock = threading.Lock()
+        self.cv = threading.Condition(threading.Lock())
+        self.waiters = 0
+        self.pending = collections.deque()
+        self.streams = {}
+        self.rbuf = bytearray()
+        self.active = 0
+
+    # -- reading (leader/follower) --------------------------------------
+
+    def wait_until(self, pred):
+        """Block until pred() is true, reading the socket when nobody else is."""
+        while not pred():
+            if self.rlock.acquire(False):
+                try:
+                    if not pred():
+                        self._read()
+                finally:
+                    self.rlock.release()
+                if self.waiters:
+                    with self.cv:
+                        self.cv.notify_all()
+            else:
+                with self.cv:
+                    if pred() or not self.rlock.locked():
+                        continue
+                    self.waiters += 1
+                    self.cv.wait(1.0)
+                    self.waiters -= 1
+
+    def _read(self):
+        try:
+            data = self.sock.recv(1 << 18)
+        except InterruptedError:
+            return
+        if not data:
+            # corral is gone: no one can receive our responses any more.
+            os._exit(0)
+        buf = self.rbuf
+        buf += data
+        n = len(buf)
+        pos = 0
+        streams = self.streams
+        while n - pos >= HDR_SIZE:
+            length, kind, sid = HDR.unpack_from(buf, pos)
+            end = pos + HDR_SIZE + length
+            if end > n:
+                break
+            start = pos + HDR_SIZE
+            pos = end
+            if kind == K_REQUEST:
+                flags = buf[start]
+                hlen = U32.unpack_from(buf, start + 1)[0]
+                hstart = start + 5
+                head = bytes(buf[hstart : hstart + hlen])
+                body = bytes(buf[hstart + hlen : end])
+                st = Stream(sid, head, body, flags & F_MORE_BODY)
+                streams[sid] = st
+                self.pending.append(st)
+            elif kind == K_BODY:
+                st = streams.get(sid)
+                if st is not None:
+                    st.chunks.append(bytes(buf[start:end]))
+            elif kind == K_BODY_END:
+                st = streams.get(sid)
+                if st is not None:
+                    st.body_done = True
+            elif kind == K_WINDOW:
+                st = streams.get(sid)
+                if st is not None:
+                    st.window += U32.unpack_from(buf, start)[0]
+            elif kind == K_CANCEL:
+                st = streams.get(sid)
+                if st is not None:
+                    st.cancelled = True
+        del buf[:pos]
+
+    # -- writing ----------------------------------------------------------
+
+    def send(self, kind, sid, payload, _flush=True):
+        frame = HDR.pack(len(payload), kind, sid) + payload
+        with self.wlock:
+            self.sock.sendall(frame)
+
+    def send_many(self, frames):
+        data = b"".join(frames)
+        with self.wlock:
+            self.sock.sendall(data)
+
+
+def frame(kind, sid, payload):
+    return HDR.pack(len(payload), kind, sid) + payload
+
+
+def encode_head(status, headers):
+    parts = [status]
+    for name, value in headers:
+        parts.append(name)
+        parts.append(value)
+    return "\0".join(parts).encode("latin-1")
+
+
+class WsgiRunner:
+    """Runs one WSGI request per call, PEP 3333."""
+
+    def __init__(self, conn, app, threads):
+        self.conn = conn
+        self.app = app
+        from wsgiref.util import FileWrapper
+
+        self.base = {
+            "wsgi.version": (1, 0),
+            "wsgi.url_scheme": "http",
+            "wsgi.errors": sys.stderr,
+            "wsgi.multithread": threads > 1,
+            "wsgi.multiprocess": True,
+            "wsgi.run_once": False,
+            "wsgi.file_wrapper": FileWrapper,
+            "SCRIPT_NAME": "",
+        }
+
+    def run(self, st):
+        conn = self.conn
+        sid = st.sid
+        environ = self.base.copy()
+        it = iter(st.head.decode("latin-1").split("\0"))
+        environ.update(zip(it, it))
+        environ["wsgi.input"] = Input(conn, st)
+        is_head = environ.get("REQUEST_METHOD") == "HEAD"
+        state = [None, None, False]  # status, headers, head sent
+
+        def send_data(data):
+            if not state[2]:
+                conn.send(K_START, sid, encode_head(state[0], state[1]))
+                state[2] = True
+            if is_head or not data:
+                return
+            view = memoryview(data)
+            for off in range(0, len(view), MAX_FRAME):
+                if st.window <= 0 and not st.cancelled:
+                    conn.wait_until(lambda: st.window > 0 or st.cancelled)
+                if st.cancelled:
+                    raise ClientDisconnected("client disconnected")
+                part = view[off : off + MAX_FRAME]
+                st.window -= len(part)
+                conn.send_many((HDR.pack(len(part), K_DATA, sid), part))
+
+        def write(data):
+            if state[0] is None:
+                raise AssertionError("write() called before start_response()")
+            if type(data) is not bytes:
+                raise TypeError("write() argument must be bytes, not %s" % type(data).__name__)
+            send_data(data)
+
+        def start_response(status, headers, exc_info=None):
+            if exc_info:
+                try:
+                    if state[2]:
+                        raise exc_info[1].with_traceback(exc_info[2])
+                finally:
+                    exc_info = None
+            elif state[0] is not None:
+                raise AssertionError("start_response() called twice without exc_info")
+            if type(status) is not str:
+                raise TypeError("status must be a str, not %s" % type(status).__name__)
+            state[0] = status
+            state[1] = headers
+            return write
+
+        result = None
+        try:
+            result = self.app(environ, start_response)
+            if type(result) is list and not state[2]:
+                # The whole body is known: one frame, one syscall.
+                if state[0] is None:
+                    raise AssertionError("app returned without calling start_response()")
+                body = b"".join(result) if not is_head else b""
+                head = encode_head(state[0], state[1])
+                conn.send(K_RESPONSE, sid, U32.pack(len(head)) + head + body)
+            else:
+                for chunk in result:
+                    if type(chunk) is not bytes:
+                        raise TypeError("app must yield bytes, not %s" % type(chunk).__name__)
+                    if chunk or not state[2]:
+                        if state[0] is None:
+                            raise AssertionError("app yielded before calling start_response()")
+                        send_data(chunk)
+                if not state[2]:
+                    if state[0] is None:
+                        raise AssertionError("app returned without calling start_response()")
+                    send_data(b"")
+                conn.send(K_END, sid, b"")
+        except ClientDisconnected:
+            conn.send(K_END, sid, b"")
+        except Exception:
+            tb = traceback.format_exc()
+            sys.stderr.write("Error handling request %s %s\n%s" % (
+                environ.get("REQUEST_METHOD"), environ.get("RAW_URI"), tb))
+            sys.stderr.flush()
+            if not state[2]:
+                body = b"Internal Server Error"
+                head = encode_head("500 Internal Server Error", [
+                    ("Content-Type", "text/plain"),
+                    ("Content-Length", str(len(body))),
+                ])
+                conn.send(K_RESPONSE, sid, U32.pack(len(head)) + head + body)
+            else:
+                conn.send(K_ABORT, sid, tb.encode("utf-8", "replace"))
+        finally:
+            if result is not None and hasattr(result, "close"):
+                try:
+                    result.close()
+                except Exception:
+                    traceback.print_exc()
+            conn.streams.pop(sid, None)
+
+
+class Worker:
+    def __init__(self, conn, runner, threads):
+        self.conn = conn
+        self.runner = runner
+        self.threads = threads
+        self.stopping = False
+
+    def serve_forever(self):
+        conn = self.conn
+        pending = conn.pending
+        while True:
+            if not pending:
+                conn.wait_until(lambda: pending)
+            try:
+                st = pending.popleft()
+            except IndexError:
+                continue
+            conn.active += 1
+            try:
+                self.runner.run(st)
+            finally:
+                conn.active -= 1
+
+    def start(self):
+        for i in range(self.threads):
+            t = threading.Thread(target=self._thread_main, name="corral-%d" % i, daemon=True)
+            t.start()
+
+    def _thread_main(self):
+        try:
+            self.serve_forever()
+        except BaseException:
+            traceback.print_exc()
+            os._exit(70)
+
+
+def load_app(spec):
+    module_name, _, attr = spec.partition(":")
+    attr = attr or "application"
+    import importlib
+
+    module = importlib.import_module(module_name)
+    obj = module
+    for part in attr.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def main():
+    fd = int(os.environ.pop("CORRAL_FD", "3"))
+    spec = os.environ.pop("CORRAL_APP")
+    threads = int(os.environ.pop("CORRAL_THREADS", "1"))
+    extra_path = os.environ.pop("CORRAL_PYTHONPATH", "")
+    graceful = float(os.environ.pop("CORRAL_GRACEFUL_TIMEOUT", "30"))
+    os.environ.pop("CORRAL_INTERFACE", None)
+    sock = socket.socket(fileno=fd)
+    conn = Connection(sock)
+
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
+    signal.signal(signal.SIGQUIT, lambda *_: os._exit(0))
+    signal.signal(signal.SIGINT, lambda *_: os._exit(0))
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+
+    paths = [p for p in extra_path.split(os.pathsep) if p]
+    for p in reversed(paths + [os.getcwd()]):
+        if p not in sys.path:
+            sys.path.insert(0, p)
+
+    t0 = time.monotonic()
+    try:
+        app = load_app(spec)
+        if not callable(app):
+            raise TypeError("%s is not callable (got %s)" % (spec, type(app).__name__))
+    except BaseException:
+        tb = traceback.format_exc()
+        conn.send(K_BOOT_ERROR, 0, tb.encode("utf-8", "replace"))
+        sys.exit(1)
+    import_ms = (time.monotonic() - t0) * 1000.0
+
+    worker = Worker(conn, WsgiRunner(conn, app, threads), threads)
+    worker.start()
+    conn.send(K_BOOT_OK, 0, ('{"pid": %d, "import_ms": %.1f, "interface": "wsgi"}'
+                             % (os.getpid(), import_ms)).encode())
+    # The main thread only waits for TERM, then lets requests in flight finish.
+    parent = os.getppid()
+    while not stop.wait(1.0):
+        if os.getppid() != parent:
+            os._exit(0)  # corral is gone (PR_SET_PDEATHSIG is the first line)
+    deadline = time.monotonic() + graceful
+    while conn.active and time.monotonic() < deadline:
+        time.sleep(0.01)
+    import atexit
+
+    atexit._run_exitfuncs()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,140 @@
+//! Starting a worker process: fork+exec of the configured interpreter running
+//! the embedded worker script, with its end of a private socket pair as fd 3.
+
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+
+use nix::sys::socket::{AddressFamily, SockFlag, SockType, socketpair};
+use tokio::net::UnixStream;
+
+use crate::config::Config;
+
+/// The Python side of the protocol, compiled into the binary.
+pub const WORKER_SCRIPT: &str = include_str!("corral_worker.py");
+
+/// The fd number the worker finds its channel on.
+const CHANNEL_FD: i32 = 3;
+
+/// Everything needed to start workers, computed once before any fork.
+pub struct Launcher {
+    python: PathBuf,
+    script: PathBuf,
+    chdir: Option<PathBuf>,
+    env: Vec<(String, String)>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SpawnError {
+    #[error("cannot create the worker channel: {0}")]
+    Channel(#[source] std::io::Error),
+    #[error("cannot start `{python}` for the worker: {source}")]
+    Exec {
+        python: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+pub struct Spawned {
+    pub child: tokio::process::Child,
+    pub pid: u32,
+    pub sock: UnixStream,
+}
+
+impl Launcher {
+    /// `script` is where the worker script was written (a private runtime dir).
+    pub fn new(cfg: &Config, script: &Path) -> Launcher {
+        let mut env: Vec<(String, String)> = cfg
+            .app
+            .env
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let pythonpath = std::env::join_paths(&cfg.app.pythonpath)
+            .map(|p| p.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        env.extend([
+            ("CORRAL_FD".into(), CHANNEL_FD.to_string()),
+            ("CORRAL_APP".into(), cfg.app.module.clone()),
+            ("CORRAL_THREADS".into(), cfg.workers.threads.to_string()),
+            ("CORRAL_PYTHONPATH".into(), pythonpath),
+            (
+                "CORRAL_GRACEFUL_TIMEOUT".into(),
+                cfg.workers.graceful_timeout.as_secs_f64().to_string(),
+            ),
+            ("PYTHONUNBUFFERED".into(), "1".into()),
+        ]);
+        Launcher {
+            python: cfg.app.python.clone(),
+            script: script.to_path_buf(),
+            chdir: cfg.app.chdir.clone(),
+            env,
+        }
+    }
+
+    pub fn spawn(&self, slot: usize) -> Result<Spawned, SpawnError> {
+        let (ours, theirs): (OwnedFd, OwnedFd) = socketpair(
+            AddressFamily::Unix,
+            SockType::Stream,
+            None,
+            SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
+        )
+        .map_err(|e| SpawnError::Channel(e.into()))?;
+        // The worker side must block: Python reads it with plain recv().
+        set_blocking(&theirs).map_err(SpawnError::Channel)?;
+        let child_fd = theirs.as_raw_fd();
+        let parent_pid = std::process::id() as libc::pid_t;
+
+        let mut cmd = tokio::process::Command::new(&self.python);
+        cmd.arg(&self.script)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .env("CORRAL_SLOT", slot.to_string())
+            .stdin(Stdio::null())
+            .kill_on_drop(false)
+            .process_group(0);
+        if let Some(dir) = &self.chdir {
+            cmd.current_dir(dir);
+        }
+        // SAFETY: between fork and exec the closure only makes
+        // async-signal-safe calls (dup2, fcntl, prctl, getppid, _exit) on
+        // values computed before the fork; it allocates nothing.
+        unsafe {
+            cmd.pre_exec(move || {
+                if child_fd == CHANNEL_FD {
+                    let flags = libc::fcntl(CHANNEL_FD, libc::F_GETFD);
+                    libc::fcntl(CHANNEL_FD, libc::F_SETFD, flags & !libc::FD_CLOEXEC);
+                } else if libc::dup2(child_fd, CHANNEL_FD) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                // No worker outlives corral: the kernel kills it when the
+                // supervisor dies, and if it already has, we stop here.
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                if libc::getppid() != parent_pid {
+                    libc::_exit(1);
+                }
+                Ok(())
+            });
+        }
+        let child = cmd.spawn().map_err(|source| SpawnError::Exec {
+            python: self.python.display().to_string(),
+            source,
+        })?;
+        drop(theirs);
+        let pid = child.id().unwrap_or(0);
+        let std_sock = std::os::unix::net::UnixStream::from(ours);
+        let sock = UnixStream::from_std(std_sock).map_err(SpawnError::Channel)?;
+        Ok(Spawned { child, pid, sock })
+    }
+}
+
+fn set_blocking(fd: &OwnedFd) -> std::io::Result<()> {
+    // SAFETY: fcntl on an fd we own, with no pointers involved.
+    unsafe {
+        let flags = libc::fcntl(fd.as_raw_fd(), libc::F_GETFL);
+        if flags < 0 || libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, flags & !libc::O_NONBLOCK) < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}

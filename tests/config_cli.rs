@@ -1,0 +1,232 @@
+//! The real binary refuses a bad config before it starts anything, and says
+//! where the problem is (file, line, key) and how to fix it. Also: `--help`
+//! documents every flag.
+
+use std::io::Read;
+use std::path::Path;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// Longest any one run of the binary may take.
+const DEADLINE: Duration = Duration::from_secs(10);
+
+/// Kills the child on drop, so a failing test never leaves one behind.
+struct Guard(Child);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+struct Output {
+    status: ExitStatus,
+    stdout: String,
+    stderr: String,
+}
+
+/// Runs corral in `dir` and waits at most [`DEADLINE`] for it to exit.
+fn corral(dir: &Path, args: &[&str]) -> Output {
+    let mut child = Guard(
+        Command::new(env!("CARGO_BIN_EXE_corral"))
+            .args(args)
+            .current_dir(dir)
+            .env_remove("VIRTUAL_ENV")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn corral"),
+    );
+    let drain = |mut pipe: Box<dyn Read + Send>| {
+        thread::spawn(move || {
+            let mut text = String::new();
+            let _ = pipe.read_to_string(&mut text);
+            text
+        })
+    };
+    let stdout = drain(Box::new(child.0.stdout.take().unwrap()));
+    let stderr = drain(Box::new(child.0.stderr.take().unwrap()));
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.0.try_wait().expect("wait for corral") {
+            break status;
+        }
+        assert!(
+            started.elapsed() < DEADLINE,
+            "corral {args:?} still running after {DEADLINE:?}; a bad config must stop it at once"
+        );
+        thread::sleep(Duration::from_millis(20));
+    };
+    Output {
+        status,
+        stdout: stdout.join().unwrap(),
+        stderr: stderr.join().unwrap(),
+    }
+}
+
+/// A temporary folder holding `name` with `text`.
+fn dir_with(name: &str, text: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join(name), text).unwrap();
+    dir
+}
+
+/// Asserts corral exited on its own with a non-zero code, and that stderr
+/// contains every one of `needles`.
+fn assert_refused(out: &Output, needles: &[&str]) {
+    assert!(
+        out.status.code().is_some_and(|code| code != 0),
+        "expected a non-zero exit, got {:?}; stderr:\n{}",
+        out.status,
+        out.stderr
+    );
+    for needle in needles {
+        assert!(
+            out.stderr.contains(needle),
+            "stderr lacks {needle:?}:\n{}",
+            out.stderr
+        );
+    }
+}
+
+#[test]
+fn unknown_key_names_file_line_key_and_the_valid_keys() {
+    let dir = dir_with(
+        "corral.toml",
+        "[app]\nmodule = \"main:app\"\n\n[server]\nkeepalvie = \"5s\"\n",
+    );
+    // ./corral.toml is read without --config.
+    let out = corral(dir.path(), &[]);
+    assert_refused(
+        &out,
+        &[
+            "error: corral.toml:5: server.keepalvie: unknown key `keepalvie`",
+            "`keepalive`",
+            "`max_body_bytes`",
+        ],
+    );
+}
+
+#[test]
+fn wrong_type_names_file_line_key_and_an_example() {
+    let dir = dir_with("prod.toml", "[workers]\ncount = \"four\"\n");
+    let out = corral(dir.path(), &["main:app", "-c", "prod.toml"]);
+    assert_refused(
+        &out,
+        &["prod.toml:2", "workers.count", "invalid type", "count = 1"],
+    );
+}
+
+#[test]
+fn bad_duration_names_file_line_key_and_the_format() {
+    let dir = dir_with(
+        "corral.toml",
+        "[app]\nmodule = \"main:app\"\n[server]\nkeepalive = \"5x\"\n",
+    );
+    for args in [&[][..], &["run"][..]] {
+        let out = corral(dir.path(), args);
+        assert_refused(
+            &out,
+            &[
+                "corral.toml:4: server.keepalive: invalid duration \"5x\"",
+                "\"30s\"",
+            ],
+        );
+    }
+}
+
+#[test]
+fn unreadable_file_names_the_path_and_the_os_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = corral(dir.path(), &["main:app", "-c", "missing.toml"]);
+    assert_refused(&out, &["missing.toml", "os error"]);
+    std::fs::create_dir(dir.path().join("folder.toml")).unwrap();
+    let out = corral(dir.path(), &["main:app", "--config", "folder.toml"]);
+    assert_refused(&out, &["folder.toml", "os error"]);
+}
+
+#[test]
+fn every_invalid_value_is_reported_at_once() {
+    let dir = dir_with(
+        "corral.toml",
+        "[app]\nmodule = \"main.py:app\"\n[server]\nbind = [\"0.0.0.0\"]\n[workers]\ncount = 0\n",
+    );
+    let out = corral(dir.path(), &[]);
+    assert_refused(
+        &out,
+        &[
+            "3 problems",
+            "corral.toml:2: app.module:",
+            "\"main:app\"",
+            "corral.toml:4: server.bind: invalid bind address \"0.0.0.0\"",
+            "corral.toml:6: workers.count: must be at least 1",
+        ],
+    );
+}
+
+#[test]
+fn missing_app_says_how_to_give_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = corral(dir.path(), &[]);
+    assert_refused(&out, &["no app given", "corral main:app", "[app] module"]);
+}
+
+#[test]
+fn bad_flag_value_is_refused_with_the_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = corral(dir.path(), &["main:app", "--timeout", "30"]);
+    assert_refused(&out, &["--timeout", "add a unit", "\"30s\""]);
+}
+
+#[test]
+fn help_documents_every_flag() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = corral(dir.path(), &["--help"]);
+    assert!(out.status.success(), "{:?}: {}", out.status, out.stderr);
+    let flags = [
+        "APP",
+        "-c, --config",
+        "-b, --bind",
+        "-w, --workers",
+        "--threads",
+        "--interface",
+        "--python",
+        "--chdir",
+        "--pythonpath",
+        "-e, --env",
+        "-t, --timeout",
+        "--graceful-timeout",
+        "--keepalive",
+        "--backlog",
+        "--max-header-bytes",
+        "--max-body-bytes",
+        "--log-level",
+    ];
+    let keys = [
+        "app.module",
+        "server.bind",
+        "workers.count",
+        "workers.threads",
+        "app.interface",
+        "app.python",
+        "app.chdir",
+        "app.pythonpath",
+        "app.env",
+        "workers.timeout",
+        "workers.graceful_timeout",
+        "server.keepalive",
+        "server.backlog",
+        "server.max_header_bytes",
+        "server.max_body_bytes",
+    ];
+    for needle in flags.iter().chain(&keys) {
+        assert!(
+            out.stdout.contains(needle),
+            "--help lacks {needle:?}:\n{}",
+            out.stdout
+        );
+    }
+}
