@@ -91,17 +91,17 @@ pub struct RunArgs {
 
     /// Longest wait for a response head before 504 and a worker restart
     /// [toml: workers.timeout] [default: 30s]
-    #[arg(short = 't', long, value_name = "DURATION")]
+    #[arg(short = 't', long, value_name = "DURATION", value_parser = parse_duration)]
     pub timeout: Option<HumanDuration>,
 
     /// Time a stopping worker gets to finish its requests
     /// [toml: workers.graceful_timeout] [default: 30s]
-    #[arg(long, value_name = "DURATION")]
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub graceful_timeout: Option<HumanDuration>,
 
     /// Idle time before a keep-alive connection is closed
     /// [toml: server.keepalive] [default: 5s]
-    #[arg(long, alias = "keep-alive", value_name = "DURATION")]
+    #[arg(long, alias = "keep-alive", value_name = "DURATION", value_parser = parse_duration)]
     pub keepalive: Option<HumanDuration>,
 
     /// Listen queue length [toml: server.backlog] [default: 2048]
@@ -149,6 +149,17 @@ impl From<LogLevel> for tracing::level_filters::LevelFilter {
 }
 
 /// "KEY=VALUE" for `--env`.
+/// A duration flag: "30s", "500ms", "2m", or a bare number of seconds as
+/// gunicorn takes it (`--timeout 30`). The TOML file insists on a unit.
+fn parse_duration(s: &str) -> Result<HumanDuration, String> {
+    match s.trim().parse::<f64>() {
+        Ok(secs) if secs.is_finite() && secs >= 0.0 => {
+            Ok(HumanDuration(std::time::Duration::from_secs_f64(secs)))
+        }
+        _ => s.parse(),
+    }
+}
+
 fn parse_env(s: &str) -> Result<(String, String), String> {
     let (key, value) = s
         .split_once('=')

@@ -13,6 +13,7 @@ mod signals;
 mod supervisor;
 mod worker;
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -96,10 +97,14 @@ async fn run(cfg: Arc<config::Config>) -> u8 {
         tracing::info!("listening on {}", l.describe());
     }
     tracing::info!(
-        "starting {} worker(s) for {} with {}",
+        "starting {} worker(s) for {} with {}{}",
         cfg.workers.count,
         cfg.app.module,
-        cfg.app.python.display()
+        cfg.app.python.display(),
+        cfg.source
+            .as_ref()
+            .map(|p| format!(" (config {})", p.display()))
+            .unwrap_or_default()
     );
     let front = front::Front::start(listeners, &cfg.server, shared);
     let code = sup.run(front).await;
@@ -112,6 +117,7 @@ fn init_logging(level: tracing::level_filters::LevelFilter) {
     tracing_subscriber::fmt()
         .with_max_level(level)
         .with_target(false)
+        .with_ansi(std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none())
         .with_writer(std::io::stderr)
         .init();
 }

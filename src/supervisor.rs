@@ -210,7 +210,7 @@ impl Supervisor {
                 w.state = State::InService;
                 tracing::info!(
                     "worker {slot} (pid {}) booted in {:.0} ms ({} import {:.0} ms)",
-                    w.pid,
+                    info.pid,
                     w.started.elapsed().as_secs_f64() * 1000.0,
                     info.interface,
                     info.import_ms

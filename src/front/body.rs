@@ -109,7 +109,7 @@ impl http_body::Body for Body {
                         s.lease = None;
                         Poll::Ready(None)
                     }
-                    Poll::Ready(Some(Event::Abort(_))) => {
+                    Poll::Ready(Some(Event::Abort)) => {
                         s.done = true;
                         s.lease = None;
                         Poll::Ready(Some(Err(BodyError::AppFailed)))

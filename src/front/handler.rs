@@ -97,10 +97,12 @@ async fn dispatch(req: http::Request<Incoming>, shared: &Shared, conn: &ConnInfo
     let first = match tokio::time::timeout(shared.timeout, stream.events.recv()).await {
         Err(_) => {
             let reason = format!(
-                "request {} {} exceeded the timeout of {:?}",
+                "request {} {} exceeded the timeout of {:?} on worker {} (pid {})",
                 parts.method,
                 parts.uri.path(),
-                shared.timeout
+                shared.timeout,
+                channel.slot,
+                channel.pid
             );
             let _ = shared.replace.send((channel.serial, reason));
             return Err(plain(StatusCode::GATEWAY_TIMEOUT, "Gateway Timeout\n"));

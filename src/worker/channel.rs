@@ -41,8 +41,8 @@ pub enum Event {
     Full(Bytes),
     Data(Bytes),
     End,
-    /// The app failed after sending the head (traceback).
-    Abort(Bytes),
+    /// The app failed after sending the head (the worker logged why).
+    Abort,
 }
 
 /// Request-body credit granted by the worker.
@@ -279,7 +279,7 @@ fn route(
                 let ev = match kind {
                     protocol::RESPONSE => Event::Full(payload),
                     protocol::END => Event::End,
-                    _ => Event::Abort(payload),
+                    _ => Event::Abort,
                 };
                 let _ = entry.events.send(ev);
                 entry.credit.close();

@@ -401,6 +401,16 @@ class Worker:
             os._exit(70)
 
 
+def is_asgi(app):
+    """An ASGI app is a coroutine function, or an object whose __call__ is one."""
+    import inspect
+
+    if inspect.iscoroutinefunction(app):
+        return True
+    call = getattr(app, "__call__", None)
+    return call is not None and inspect.iscoroutinefunction(call)
+
+
 def load_app(spec):
     module_name, _, attr = spec.partition(":")
     attr = attr or "application"
@@ -419,7 +429,7 @@ def main():
     threads = int(os.environ.pop("CORRAL_THREADS", "1"))
     extra_path = os.environ.pop("CORRAL_PYTHONPATH", "")
     graceful = float(os.environ.pop("CORRAL_GRACEFUL_TIMEOUT", "30"))
-    os.environ.pop("CORRAL_INTERFACE", None)
+    interface = os.environ.pop("CORRAL_INTERFACE", "auto")
     sock = socket.socket(fileno=fd)
     conn = Connection(sock)
 
@@ -439,6 +449,10 @@ def main():
         app = load_app(spec)
         if not callable(app):
             raise TypeError("%s is not callable (got %s)" % (spec, type(app).__name__))
+        if interface == "asgi" or (interface == "auto" and is_asgi(app)):
+            raise RuntimeError(
+                "%s is an ASGI app: this corral serves WSGI apps only so far "
+                "(ASGI support is on the way); use interface = \"wsgi\" for a WSGI app" % spec)
     except BaseException:
         tb = traceback.format_exc()
         conn.send(K_BOOT_ERROR, 0, tb.encode("utf-8", "replace"))

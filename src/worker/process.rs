@@ -8,7 +8,7 @@ use std::process::Stdio;
 use nix::sys::socket::{AddressFamily, SockFlag, SockType, socketpair};
 use tokio::net::UnixStream;
 
-use crate::config::Config;
+use crate::config::{Config, Interface};
 
 /// The Python side of the protocol, compiled into the binary.
 pub const WORKER_SCRIPT: &str = include_str!("corral_worker.py");
@@ -58,6 +58,15 @@ impl Launcher {
             ("CORRAL_FD".into(), CHANNEL_FD.to_string()),
             ("CORRAL_APP".into(), cfg.app.module.clone()),
             ("CORRAL_THREADS".into(), cfg.workers.threads.to_string()),
+            (
+                "CORRAL_INTERFACE".into(),
+                match cfg.app.interface {
+                    Interface::Wsgi => "wsgi",
+                    Interface::Asgi => "asgi",
+                    Interface::Auto => "auto",
+                }
+                .into(),
+            ),
             ("CORRAL_PYTHONPATH".into(), pythonpath),
             (
                 "CORRAL_GRACEFUL_TIMEOUT".into(),

@@ -1,0 +1,379 @@
+//! Test harness: starts the real `corral` binary with real Python workers on
+//! an app written to a temporary folder, and talks HTTP to it over real
+//! sockets. Every wait has a timeout; every process is killed on drop.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+/// The interpreter the tests run workers with: `$CORRAL_TEST_PYTHON`, else
+/// the project's `.venv` (made by `./test.sh`), else `python3`.
+pub fn python() -> String {
+    if let Ok(p) = std::env::var("CORRAL_TEST_PYTHON") {
+        return p;
+    }
+    let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
+    if venv.exists() {
+        return venv.display().to_string();
+    }
+    "python3".into()
+}
+
+/// A temporary folder holding the app's files.
+pub struct AppDir {
+    pub dir: tempfile::TempDir,
+}
+
+impl AppDir {
+    pub fn new(files: &[(&str, &str)]) -> AppDir {
+        let dir = tempfile::tempdir().expect("tempdir");
+        for (name, text) in files {
+            let p = dir.path().join(name);
+            if let Some(parent) = p.parent() {
+                std::fs::create_dir_all(parent).unwrap();
+            }
+            std::fs::write(p, text).unwrap();
+        }
+        AppDir { dir }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+/// Log lines of a running process, shared with the thread that reads them.
+#[derive(Clone, Default)]
+pub struct Log(Arc<(Mutex<Vec<String>>, Condvar)>);
+
+impl Log {
+    fn push(&self, line: String) {
+        let (lines, cv) = &*self.0;
+        lines.lock().unwrap().push(line);
+        cv.notify_all();
+    }
+
+    pub fn text(&self) -> String {
+        self.0 .0.lock().unwrap().join("\n")
+    }
+
+    /// Waits until a line contains `needle`; returns that line.
+    pub fn wait_for(&self, needle: &str, timeout: Duration) -> Option<String> {
+        let (lines, cv) = &*self.0;
+        let deadline = Instant::now() + timeout;
+        let mut guard = lines.lock().unwrap();
+        loop {
+            if let Some(l) = guard.iter().find(|l| l.contains(needle)) {
+                return Some(l.clone());
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return None;
+            }
+            guard = cv.wait_timeout(guard, deadline - now).unwrap().0;
+        }
+    }
+
+    pub fn count(&self, needle: &str) -> usize {
+        self.0 .0.lock().unwrap().iter().filter(|l| l.contains(needle)).count()
+    }
+}
+
+/// A running corral; killed (SIGKILL) on drop if still running.
+pub struct Corral {
+    pub child: Child,
+    pub log: Log,
+    pub addr: String,
+}
+
+pub fn corral_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_corral")
+}
+
+impl Corral {
+    /// Starts corral in `dir` with `args` (binding 127.0.0.1:0 unless the
+    /// args bind something) and waits until `workers` workers are in service.
+    pub fn start(dir: &Path, args: &[&str], workers: usize) -> Corral {
+        let mut c = Corral::spawn(dir, args, &[]);
+        c.wait_listening();
+        if workers > 0 {
+            c.wait_in_service(workers);
+        }
+        c
+    }
+
+    /// Starts corral without waiting for anything.
+    pub fn spawn(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Corral {
+        let mut cmd = Command::new(corral_bin());
+        cmd.current_dir(dir)
+            .args(args)
+            .arg("--python")
+            .arg(python())
+            .env_remove("VIRTUAL_ENV")
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        if !args.iter().any(|a| *a == "-b" || *a == "--bind" || *a == "-c" || *a == "--config") {
+            cmd.args(["-b", "127.0.0.1:0"]);
+        }
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("start corral");
+        let log = Log::default();
+        for stream in [
+            Box::new(child.stderr.take().unwrap()) as Box<dyn Read + Send>,
+            Box::new(child.stdout.take().unwrap()) as Box<dyn Read + Send>,
+        ] {
+            let log = log.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stream).lines() {
+                    let Ok(line) = line else { break };
+                    eprintln!("[corral] {line}");
+                    log.push(line);
+                }
+            });
+        }
+        Corral {
+            child,
+            log,
+            addr: String::new(),
+        }
+    }
+
+    pub fn wait_listening(&mut self) {
+        let line = self
+            .log
+            .wait_for("listening on http://", Duration::from_secs(20))
+            .unwrap_or_else(|| panic!("corral never listened; log:\n{}", self.log.text()));
+        let addr = line.split("listening on http://").nth(1).unwrap().trim();
+        self.addr = addr.split_whitespace().next().unwrap().to_string();
+    }
+
+    pub fn wait_in_service(&self, n: usize) {
+        let needle = format!("all {n} workers in service");
+        self.log
+            .wait_for(&needle, Duration::from_secs(30))
+            .unwrap_or_else(|| panic!("workers never came in service; log:\n{}", self.log.text()));
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn signal(&self, sig: i32) {
+        // SAFETY: signalling a child we started and have not reaped.
+        unsafe {
+            libc::kill(self.child.id() as i32, sig);
+        }
+    }
+
+    /// Waits for corral to exit; None on timeout.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(st) = self.child.try_wait().unwrap() {
+                return Some(st);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn get(&self, path: &str) -> Response {
+        request(&self.addr, "GET", path, &[], b"")
+    }
+
+    pub fn connect(&self) -> TcpStream {
+        connect(&self.addr)
+    }
+}
+
+impl Drop for Corral {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// The Python worker processes whose parent is `ppid`.
+pub fn children_of(ppid: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    let Ok(rd) = std::fs::read_dir("/proc") else { return out };
+    for e in rd.flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else { continue };
+        if let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+            // pid (comm) state ppid ...
+            if let Some(rest) = stat.rsplit(')').next() {
+                let fields: Vec<&str> = rest.split_whitespace().collect();
+                if fields.get(1).and_then(|p| p.parse::<u32>().ok()) == Some(ppid) {
+                    out.push(pid);
+                }
+            }
+        }
+    }
+    out
+}
+
+pub fn alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // A zombie has exited; only its parent has not reaped it yet.
+        Ok(stat) => !stat.rsplit(')').next().unwrap_or("").trim_start().starts_with('Z'),
+        Err(_) => false,
+    }
+}
+
+/// Waits until none of `pids` is alive.
+pub fn wait_gone(pids: &[u32], timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if pids.iter().all(|p| !alive(*p)) {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    false
+}
+
+pub fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+// ---------------------------------------------------------------- HTTP
+
+pub fn connect(addr: &str) -> TcpStream {
+    let s = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    s.set_write_timeout(Some(Duration::from_secs(30))).unwrap();
+    s
+}
+
+#[derive(Debug, Clone)]
+pub struct Response {
+    pub version: String,
+    pub status: u16,
+    pub reason: String,
+    /// Header names lower-cased, in order.
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == &name.to_ascii_lowercase())
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    pub fn json(&self) -> HashMap<String, serde_json::Value> {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text()))
+    }
+}
+
+/// One request on a new connection.
+pub fn request(addr: &str, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Response {
+    let mut s = connect(addr);
+    send_request(&mut s, method, path, headers, body);
+    let mut r = BufReader::new(s);
+    read_response(&mut r, method == "HEAD").expect("response")
+}
+
+pub fn send_request(s: &mut TcpStream, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) {
+    let mut req = format!("{method} {path} HTTP/1.1\r\n");
+    if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")) {
+        req.push_str("Host: localhost\r\n");
+    }
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    if !body.is_empty() && !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("content-length") || k.eq_ignore_ascii_case("transfer-encoding")) {
+        req.push_str(&format!("Content-Length: {}\r\n", body.len()));
+    }
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes()).unwrap();
+    s.write_all(body).unwrap();
+}
+
+/// Reads one response; `head_only` for responses to HEAD.
+pub fn read_response<R: BufRead>(r: &mut R, head_only: bool) -> std::io::Result<Response> {
+    let mut line = String::new();
+    if r.read_line(&mut line)? == 0 {
+        return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "connection closed"));
+    }
+    let mut parts = line.trim_end().splitn(3, ' ');
+    let version = parts.next().unwrap_or("").to_string();
+    let status: u16 = parts.next().unwrap_or("0").parse().unwrap_or(0);
+    let reason = parts.next().unwrap_or("").to_string();
+    let mut headers = Vec::new();
+    loop {
+        line.clear();
+        r.read_line(&mut line)?;
+        let l = line.trim_end();
+        if l.is_empty() {
+            break;
+        }
+        if let Some((k, v)) = l.split_once(':') {
+            headers.push((k.trim().to_ascii_lowercase(), v.trim().to_string()));
+        }
+    }
+    let mut resp = Response { version, status, reason, headers, body: Vec::new() };
+    if head_only || status == 204 || status == 304 || (100..200).contains(&status) {
+        return Ok(resp);
+    }
+    if resp.header("transfer-encoding").is_some_and(|v| v.contains("chunked")) {
+        loop {
+            line.clear();
+            r.read_line(&mut line)?;
+            let size = usize::from_str_radix(line.trim().split(';').next().unwrap_or("0"), 16).unwrap_or(0);
+            if size == 0 {
+                // trailers
+                loop {
+                    line.clear();
+                    r.read_line(&mut line)?;
+                    if line.trim_end().is_empty() {
+                        break;
+                    }
+                }
+                break;
+            }
+            let mut chunk = vec![0; size];
+            r.read_exact(&mut chunk)?;
+            resp.body.extend_from_slice(&chunk);
+            line.clear();
+            r.read_line(&mut line)?;
+        }
+    } else if let Some(n) = resp.header("content-length").and_then(|v| v.parse::<usize>().ok()) {
+        resp.body = vec![0; n];
+        r.read_exact(&mut resp.body)?;
+    } else {
+        r.read_to_end(&mut resp.body)?;
+    }
+    Ok(resp)
+}
+
+/// A path relative to the repository.
+pub fn repo(path: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
+}

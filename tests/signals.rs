@@ -1,0 +1,103 @@
+//! Signals sent to corral: TERM drains gracefully, INT and QUIT stop fast,
+//! and no Python worker outlives corral, even when corral is SIGKILLed.
+
+mod common;
+use common::*;
+use std::time::{Duration, Instant};
+
+const SLEEP_APP: &str = r#"
+import time
+
+def app(environ, start_response):
+    secs = float(environ["QUERY_STRING"] or 0)
+    time.sleep(secs)
+    body = b"slept %.1f" % secs
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
+    return [body]
+"#;
+
+fn start(args: &[&str]) -> (AppDir, Corral, Vec<u32>) {
+    let app = AppDir::new(&[("sleepy.py", SLEEP_APP)]);
+    let mut all = vec!["sleepy:app", "-w", "2"];
+    all.extend_from_slice(args);
+    let c = Corral::start(app.path(), &all, 2);
+    let workers = children_of(c.pid());
+    assert_eq!(workers.len(), 2);
+    (app, c, workers)
+}
+
+/// Starts a request in the background and waits until corral has it.
+fn in_flight(c: &Corral, secs: f64) -> std::thread::JoinHandle<Result<Response, String>> {
+    let addr = c.addr.clone();
+    let h = std::thread::spawn(move || {
+        let mut s = connect(&addr);
+        send_request(&mut s, "GET", &format!("/?{secs}"), &[], b"");
+        let mut r = std::io::BufReader::new(s);
+        read_response(&mut r, false).map_err(|e| e.to_string())
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    h
+}
+
+#[test]
+fn term_finishes_requests_in_flight_then_exits_0_with_no_worker_left() {
+    let (_app, mut c, workers) = start(&[]);
+    let req = in_flight(&c, 2.0);
+    let t = Instant::now();
+    c.signal(libc::SIGTERM);
+    // New connections are refused while the old request finishes.
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(std::net::TcpStream::connect(&c.addr).is_err(), "still accepting after TERM");
+    let r = req.join().unwrap().expect("the in-flight request completes");
+    assert_eq!((r.status, r.text().as_str()), (200, "slept 2.0"));
+    let st = c.wait_exit(Duration::from_secs(15)).expect("corral exits");
+    assert_eq!(st.code(), Some(0), "exit code after TERM");
+    assert!(t.elapsed() >= Duration::from_millis(1500), "did not wait for the request");
+    assert!(wait_gone(&workers, Duration::from_secs(5)), "orphan workers: {workers:?}");
+}
+
+#[test]
+fn term_gives_up_on_requests_after_graceful_timeout() {
+    let (_app, mut c, workers) = start(&["--graceful-timeout", "1s"]);
+    let req = in_flight(&c, 30.0);
+    let t = Instant::now();
+    c.signal(libc::SIGTERM);
+    let st = c.wait_exit(Duration::from_secs(15)).expect("corral exits");
+    assert_eq!(st.code(), Some(0));
+    assert!(t.elapsed() < Duration::from_secs(10), "took {:?}", t.elapsed());
+    assert!(wait_gone(&workers, Duration::from_secs(5)), "orphan workers: {workers:?}");
+    // The cut request gets a 502 or its connection closed, never a hang.
+    if let Ok(r) = req.join().unwrap() {
+        assert_eq!(r.status, 502, "{}", r.text());
+    }
+}
+
+fn fast_stop(sig: i32) {
+    let (_app, mut c, workers) = start(&[]);
+    let _req = in_flight(&c, 30.0);
+    let t = Instant::now();
+    c.signal(sig);
+    let st = c.wait_exit(Duration::from_secs(10)).expect("corral exits");
+    assert!(t.elapsed() < Duration::from_secs(4), "fast stop took {:?}", t.elapsed());
+    assert_eq!(st.code(), Some(0));
+    assert!(wait_gone(&workers, Duration::from_secs(5)), "orphan workers: {workers:?}");
+}
+
+#[test]
+fn int_stops_fast_with_no_worker_left() {
+    fast_stop(libc::SIGINT);
+}
+
+#[test]
+fn quit_stops_fast_with_no_worker_left() {
+    fast_stop(libc::SIGQUIT);
+}
+
+#[test]
+fn workers_exit_when_corral_is_killed() {
+    let (_app, mut c, workers) = start(&[]);
+    let _req = in_flight(&c, 30.0);
+    c.signal(libc::SIGKILL);
+    c.wait_exit(Duration::from_secs(5)).expect("corral died");
+    assert!(wait_gone(&workers, Duration::from_secs(5)), "orphan workers: {workers:?}");
+}
