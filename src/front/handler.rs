@@ -111,6 +111,9 @@ async fn dispatch(req: http::Request<Incoming>, shared: &Shared, conn: &ConnInfo
         Ok(Some(ev)) => ev,
     };
     channel.served.fetch_add(1, Ordering::Relaxed);
+    if stream.credit.overflow.load(Ordering::Acquire) {
+        return Err(too_large(shared.max_body_bytes));
+    }
     match first {
         Event::Full(payload) => {
             drop(lease);
@@ -171,7 +174,7 @@ async fn pump_body(
                 let Ok(data) = frame.into_data() else { continue };
                 received += data.len() as u64;
                 if received > max {
-                    tracing::warn!("request body exceeded max_body_bytes ({max}) while streaming");
+                    credit.overflow.store(true, Ordering::Release);
                     channel.send(protocol::encode(protocol::CANCEL, stream, b""));
                     return;
                 }

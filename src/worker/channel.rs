@@ -51,6 +51,8 @@ pub struct Credit {
     pub available: AtomicI64,
     /// Set once the worker finished the stream or the channel closed.
     pub closed: AtomicBool,
+    /// Set by the body pump when the body outgrew `max_body_bytes`.
+    pub overflow: AtomicBool,
     pub notify: Notify,
 }
 

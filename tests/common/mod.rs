@@ -59,7 +59,7 @@ impl Log {
     }
 
     pub fn text(&self) -> String {
-        self.0 .0.lock().unwrap().join("\n")
+        self.0.0.lock().unwrap().join("\n")
     }
 
     /// Waits until a line contains `needle`; returns that line.
@@ -80,7 +80,13 @@ impl Log {
     }
 
     pub fn count(&self, needle: &str) -> usize {
-        self.0 .0.lock().unwrap().iter().filter(|l| l.contains(needle)).count()
+        self.0
+            .0
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|l| l.contains(needle))
+            .count()
     }
 }
 
@@ -119,7 +125,10 @@ impl Corral {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
-        if !args.iter().any(|a| *a == "-b" || *a == "--bind" || *a == "-c" || *a == "--config") {
+        if !args
+            .iter()
+            .any(|a| *a == "-b" || *a == "--bind" || *a == "-c" || *a == "--config")
+        {
             cmd.args(["-b", "127.0.0.1:0"]);
         }
         for (k, v) in env {
@@ -209,9 +218,13 @@ impl Drop for Corral {
 /// The Python worker processes whose parent is `ppid`.
 pub fn children_of(ppid: u32) -> Vec<u32> {
     let mut out = Vec::new();
-    let Ok(rd) = std::fs::read_dir("/proc") else { return out };
+    let Ok(rd) = std::fs::read_dir("/proc") else {
+        return out;
+    };
     for e in rd.flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else { continue };
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
         if let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) {
             // pid (comm) state ppid ...
             if let Some(rest) = stat.rsplit(')').next() {
@@ -228,7 +241,12 @@ pub fn children_of(ppid: u32) -> Vec<u32> {
 pub fn alive(pid: u32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
         // A zombie has exited; only its parent has not reaped it yet.
-        Ok(stat) => !stat.rsplit(')').next().unwrap_or("").trim_start().starts_with('Z'),
+        Ok(stat) => !stat
+            .rsplit(')')
+            .next()
+            .unwrap_or("")
+            .trim_start()
+            .starts_with('Z'),
         Err(_) => false,
     }
 }
@@ -293,14 +311,26 @@ impl Response {
 }
 
 /// One request on a new connection.
-pub fn request(addr: &str, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Response {
+pub fn request(
+    addr: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Response {
     let mut s = connect(addr);
     send_request(&mut s, method, path, headers, body);
     let mut r = BufReader::new(s);
     read_response(&mut r, method == "HEAD").expect("response")
 }
 
-pub fn send_request(s: &mut TcpStream, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) {
+pub fn send_request(
+    s: &mut TcpStream,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) {
     let mut req = format!("{method} {path} HTTP/1.1\r\n");
     if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")) {
         req.push_str("Host: localhost\r\n");
@@ -308,7 +338,11 @@ pub fn send_request(s: &mut TcpStream, method: &str, path: &str, headers: &[(&st
     for (k, v) in headers {
         req.push_str(&format!("{k}: {v}\r\n"));
     }
-    if !body.is_empty() && !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("content-length") || k.eq_ignore_ascii_case("transfer-encoding")) {
+    if !body.is_empty()
+        && !headers.iter().any(|(k, _)| {
+            k.eq_ignore_ascii_case("content-length") || k.eq_ignore_ascii_case("transfer-encoding")
+        })
+    {
         req.push_str(&format!("Content-Length: {}\r\n", body.len()));
     }
     req.push_str("\r\n");
@@ -320,7 +354,10 @@ pub fn send_request(s: &mut TcpStream, method: &str, path: &str, headers: &[(&st
 pub fn read_response<R: BufRead>(r: &mut R, head_only: bool) -> std::io::Result<Response> {
     let mut line = String::new();
     if r.read_line(&mut line)? == 0 {
-        return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "connection closed"));
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            "connection closed",
+        ));
     }
     let mut parts = line.trim_end().splitn(3, ' ');
     let version = parts.next().unwrap_or("").to_string();
@@ -338,15 +375,25 @@ pub fn read_response<R: BufRead>(r: &mut R, head_only: bool) -> std::io::Result<
             headers.push((k.trim().to_ascii_lowercase(), v.trim().to_string()));
         }
     }
-    let mut resp = Response { version, status, reason, headers, body: Vec::new() };
+    let mut resp = Response {
+        version,
+        status,
+        reason,
+        headers,
+        body: Vec::new(),
+    };
     if head_only || status == 204 || status == 304 || (100..200).contains(&status) {
         return Ok(resp);
     }
-    if resp.header("transfer-encoding").is_some_and(|v| v.contains("chunked")) {
+    if resp
+        .header("transfer-encoding")
+        .is_some_and(|v| v.contains("chunked"))
+    {
         loop {
             line.clear();
             r.read_line(&mut line)?;
-            let size = usize::from_str_radix(line.trim().split(';').next().unwrap_or("0"), 16).unwrap_or(0);
+            let size = usize::from_str_radix(line.trim().split(';').next().unwrap_or("0"), 16)
+                .unwrap_or(0);
             if size == 0 {
                 // trailers
                 loop {
@@ -364,7 +411,10 @@ pub fn read_response<R: BufRead>(r: &mut R, head_only: bool) -> std::io::Result<
             line.clear();
             r.read_line(&mut line)?;
         }
-    } else if let Some(n) = resp.header("content-length").and_then(|v| v.parse::<usize>().ok()) {
+    } else if let Some(n) = resp
+        .header("content-length")
+        .and_then(|v| v.parse::<usize>().ok())
+    {
         resp.body = vec![0; n];
         r.read_exact(&mut resp.body)?;
     } else {

@@ -1,0 +1,601 @@
+#!/usr/bin/env python3
+"""corral benchmark driver (stdlib only). Started by bench/run.sh, which installs
+wrk, the bench virtualenv and the corral release binary first.
+
+For every (app, connections, server) case: start the server on a free loopback
+port in its own session, wait until it answers correctly with all its workers
+up, warm up with wrk, then run wrk while sampling the RSS of the server's whole
+process tree, and read each worker's CPU time before and after. Stop the server
+by PID (SIGTERM, then SIGKILL), make sure every process of its tree is gone,
+and print one markdown table at the end.
+
+Settings come from environment variables, see bench/README.md.
+"""
+
+import datetime
+import http.client
+import json
+import os
+import re
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+APPS_DIR = os.path.join(HERE, "apps")
+LUA = os.path.join(HERE, "post16k.lua")
+VENV = os.environ.get("BENCH_VENV", os.path.join(HERE, ".venv"))
+VBIN = os.path.join(VENV, "bin")
+CORRAL = os.environ.get("CORRAL_BIN", os.path.join(ROOT, "target", "release", "corral"))
+
+
+def env_num(name, default, kind=float):
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        return kind(raw)
+    except ValueError:
+        sys.exit(f"bench: {name}={raw!r} is not a number")
+
+
+def env_list(name, default):
+    raw = os.environ.get(name, "").strip() or default
+    return [x for x in raw.replace(",", " ").split() if x]
+
+
+DURATION = env_num("DURATION", 10, int)
+WARMUP = env_num("WARMUP", 2.0)
+CONNS = [int(c) for c in env_list("CONNS", "32 256")]
+APPS = env_list("APPS", "hello echo")
+SERVER_KEYS = env_list("SERVERS", "corral corral-t4 gunicorn-sync gunicorn-gthread granian")
+WRK_THREADS = env_num("WRK_THREADS", 2, int)
+BODY_BYTES = env_num("BODY_BYTES", 16384, int)
+REPEAT = max(1, env_num("REPEAT", 1, int))
+BUDGET = env_num("BUDGET", 780.0)  # seconds for the whole measuring phase
+BOOT_TIMEOUT = env_num("BOOT_TIMEOUT", 30.0)
+STOP_TIMEOUT = env_num("STOP_TIMEOUT", 10.0)
+SAMPLE_INTERVAL = env_num("SAMPLE_INTERVAL", 0.25)
+OUT_DIR = os.environ.get("OUT_DIR") or os.path.join(
+    "/tmp", "corral-bench-" + datetime.datetime.now().strftime("%Y%m%d-%H%M%S"))
+WORKERS = 2
+PAGE_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+# ---------------------------------------------------------------- servers
+
+def corral_cmd(threads):
+    def build(module, port):
+        return [CORRAL, f"{module}:app", "-w", str(WORKERS), "--threads", str(threads),
+                "-b", f"127.0.0.1:{port}", "--chdir", APPS_DIR,
+                "--python", os.path.join(VBIN, "python")]
+    return build
+
+
+def gunicorn_cmd(*extra):
+    def build(module, port):
+        return [os.path.join(VBIN, "gunicorn"), "-w", str(WORKERS), *extra,
+                "-b", f"127.0.0.1:{port}", "--chdir", APPS_DIR, f"{module}:app"]
+    return build
+
+
+def granian_cmd(module, port):
+    return [os.path.join(VBIN, "granian"), "--interface", "wsgi",
+            "--workers", str(WORKERS), "--blocking-threads", "1",
+            "--host", "127.0.0.1", "--port", str(port), "--working-dir", APPS_DIR,
+            "--no-ws", "--log-level", "warning", f"{module}:app"]
+
+
+# key -> (label in the table, argv builder, regex the log must show before ready)
+SERVERS = {
+    "corral": ("corral -w 2 --threads 1", corral_cmd(1), r"all 2 workers in service"),
+    "corral-t4": ("corral -w 2 --threads 4", corral_cmd(4), r"all 2 workers in service"),
+    "gunicorn-sync": ("gunicorn -w 2 -k sync", gunicorn_cmd("-k", "sync"), None),
+    "gunicorn-gthread": ("gunicorn -w 2 -k gthread --threads 4",
+                         gunicorn_cmd("-k", "gthread", "--threads", "4"), None),
+    "granian": ("granian wsgi --workers 2 --blocking-threads 1", granian_cmd, None),
+}
+
+
+# ---------------------------------------------------------------- /proc
+
+class ProcStat:
+    __slots__ = ("pid", "state", "ppid", "pgrp", "cpu_ticks", "start")
+
+    def __init__(self, pid):
+        with open(f"/proc/{pid}/stat") as f:
+            raw = f.read()
+        rest = raw[raw.rindex(")") + 2:].split()
+        self.pid = pid
+        self.state = rest[0]
+        self.ppid = int(rest[1])
+        self.pgrp = int(rest[2])
+        self.cpu_ticks = int(rest[11]) + int(rest[12])  # utime + stime, all threads
+        self.start = int(rest[19])
+
+
+def stat(pid):
+    try:
+        return ProcStat(pid)
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def all_stats():
+    out = []
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            st = stat(int(name))
+            if st is not None:
+                out.append(st)
+    return out
+
+
+def tree(root):
+    """The root and all its descendants, as {pid: ProcStat}."""
+    stats = all_stats()
+    kids = {}
+    for st in stats:
+        kids.setdefault(st.ppid, []).append(st)
+    found = {}
+    root_st = stat(root)
+    if root_st is None:
+        return found
+    todo = [root_st]
+    while todo:
+        st = todo.pop()
+        if st.pid in found:
+            continue
+        found[st.pid] = st
+        todo.extend(kids.get(st.pid, []))
+    return found
+
+
+def cmdline(pid):
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def workers_of(root):
+    """Worker processes: direct children of the server's main process, minus
+    multiprocessing's helper processes."""
+    out = {}
+    for pid, st in tree(root).items():
+        if st.ppid == root and st.state != "Z" and "resource_tracker" not in cmdline(pid):
+            out[pid] = st
+    return out
+
+
+def rss_kib(pid):
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0  # gone, zombie or kernel thread
+
+
+def alive(st):
+    now = stat(st.pid)
+    return now is not None and now.start == st.start and now.state != "Z"
+
+
+class RssSampler(threading.Thread):
+    """Samples the summed VmRSS of the whole tree and of the root process."""
+
+    def __init__(self, root):
+        super().__init__(daemon=True)
+        self.root = root
+        self.stop_evt = threading.Event()
+        self.max_tree = 0
+        self.max_root = 0
+        self.max_procs = 0
+        self.samples = 0
+
+    def sample(self):
+        pids = tree(self.root)
+        total = sum(rss_kib(p) for p in pids)
+        self.max_tree = max(self.max_tree, total)
+        self.max_root = max(self.max_root, rss_kib(self.root))
+        self.max_procs = max(self.max_procs, len(pids))
+        self.samples += 1
+
+    def run(self):
+        while not self.stop_evt.is_set():
+            self.sample()
+            self.stop_evt.wait(SAMPLE_INTERVAL)
+
+    def stop(self):
+        self.stop_evt.set()
+        self.join(5)
+
+
+# ---------------------------------------------------------------- helpers
+
+class CaseError(Exception):
+    pass
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+ECHO_PAYLOAD = os.urandom(BODY_BYTES // 2).hex().encode()[:BODY_BYTES]
+
+
+def check(port, app, timeout=2.0):
+    """One request; True when the app answered correctly."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        if app == "echo":
+            conn.request("POST", "/", body=ECHO_PAYLOAD,
+                         headers={"Content-Type": "application/octet-stream"})
+            expect = ECHO_PAYLOAD
+        else:
+            conn.request("GET", "/")
+            expect = b"Hello, World!"
+        resp = conn.getresponse()
+        body = resp.read()
+        return resp.status == 200 and body == expect
+    except (OSError, http.client.HTTPException):
+        return False
+    finally:
+        conn.close()
+
+
+def log_tail(path, n=15):
+    try:
+        with open(path, errors="replace") as f:
+            return "".join(f.readlines()[-n:])
+    except OSError:
+        return ""
+
+
+def wait_ready(proc, port, app, ready_re, log_path):
+    deadline = time.monotonic() + BOOT_TIMEOUT
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise CaseError(f"server exited with {proc.returncode} during start-up:\n"
+                            + log_tail(log_path))
+        logged = True
+        if ready_re:
+            try:
+                with open(log_path, errors="replace") as f:
+                    logged = re.search(ready_re, f.read()) is not None
+            except OSError:
+                logged = False
+        if logged and len(workers_of(proc.pid)) >= WORKERS and check(port, app, 1.0):
+            return
+        time.sleep(0.1)
+    raise CaseError(f"not ready after {BOOT_TIMEOUT:.0f}s:\n" + log_tail(log_path))
+
+
+UNIT_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0}
+
+
+def parse_wrk(out):
+    def grab(pattern, cast=int, default=None):
+        m = re.search(pattern, out, re.M)
+        return cast(m.group(1)) if m else default
+
+    res = {"rps": grab(r"^Requests/sec:\s+([\d.]+)", float),
+           "requests": grab(r"^\s*(\d+) requests in"),
+           "non2xx": grab(r"Non-2xx or 3xx responses:\s+(\d+)", default=0)}
+    for pct in ("50", "99"):
+        m = re.search(rf"^\s*{pct}(?:\.0+)?%\s+([\d.]+)(us|ms|s|m)\s*$", out, re.M)
+        res[f"p{pct}_ms"] = float(m.group(1)) * UNIT_MS[m.group(2)] if m else None
+    m = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    res["sock"] = dict(zip(("connect", "read", "write", "timeout"),
+                           (int(x) for x in m.groups()))) if m else {}
+    res["errors"] = sum(res["sock"].values()) + res["non2xx"]
+    if res["rps"] is None:
+        raise CaseError("could not parse wrk output:\n" + out[-2000:])
+    return res
+
+
+def run_wrk(port, app, conns, seconds):
+    cmd = ["wrk", "-t", str(min(WRK_THREADS, conns)), "-c", str(conns),
+           "-d", f"{seconds}s", "--latency"]
+    if app == "echo":
+        cmd += ["-s", LUA]
+    cmd.append(f"http://127.0.0.1:{port}/")
+    env = dict(os.environ, BODY_BYTES=str(BODY_BYTES))
+    try:
+        done = subprocess.run(cmd, capture_output=True, text=True, env=env,
+                              timeout=seconds + 30)
+    except subprocess.TimeoutExpired:
+        raise CaseError(f"wrk did not finish within {seconds + 30}s")
+    if done.returncode != 0:
+        raise CaseError(f"wrk exited {done.returncode}: {done.stderr[-1000:]}")
+    return done.stdout
+
+
+def stop_server(proc):
+    """SIGTERM the main process, SIGKILL after STOP_TIMEOUT, then make sure
+    every process of its tree (and of its process group) is gone.
+    Returns a list of problems (empty when the stop was clean)."""
+    problems = []
+    known = tree(proc.pid) if proc.poll() is None else {}
+    t0 = time.monotonic()
+    if proc.poll() is None:
+        os.kill(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            problems.append(f"main process ignored SIGTERM for {STOP_TIMEOUT:.0f}s, SIGKILLed")
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait(5)
+    # Children may outlive the main process by a little; give them the rest of the timeout.
+    deadline = t0 + STOP_TIMEOUT
+    while time.monotonic() < deadline and any(alive(st) for st in known.values()):
+        time.sleep(0.05)
+    left = [st for st in known.values() if alive(st)]
+    # Anything else still in the server's own process group (pgid == its pid).
+    left += [st for st in all_stats()
+             if st.pgrp == proc.pid and st.state != "Z" and st.pid not in known]
+    if left:
+        problems.append("left running after stop, SIGKILLed: "
+                        + ", ".join(f"{st.pid} ({cmdline(st.pid)[:60]})" for st in left))
+        for st in left:
+            try:
+                os.kill(st.pid, signal.SIGKILL)
+            except OSError:
+                pass
+        end = time.monotonic() + 5
+        while time.monotonic() < end and any(alive(st) for st in left):
+            time.sleep(0.05)
+        still = [st.pid for st in left if alive(st)]
+        if still:
+            problems.append(f"still alive after SIGKILL: {still}")
+    return problems, time.monotonic() - t0
+
+
+# ---------------------------------------------------------------- one case
+
+CURRENT = {"proc": None}
+
+
+def run_case(key, app, conns, rep):
+    label, build, ready_re = SERVERS[key]
+    port = free_port()
+    argv = build(app, port)
+    log_path = os.path.join(OUT_DIR, f"{key}-{app}-c{conns}-r{rep}.log")
+    env = dict(os.environ, PATH=VBIN + os.pathsep + os.environ.get("PATH", ""),
+               VIRTUAL_ENV=VENV, PYTHONUNBUFFERED="1")
+    res = {"server": key, "label": label, "app": app, "conns": conns, "rep": rep,
+           "argv": argv, "log": log_path, "notes": []}
+    with open(log_path, "wb") as log:
+        t_start = time.monotonic()
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                                env=env, cwd=APPS_DIR, start_new_session=True)
+    CURRENT["proc"] = proc
+    try:
+        wait_ready(proc, port, app, ready_re, log_path)
+        res["boot_s"] = round(time.monotonic() - t_start, 2)
+        if WARMUP > 0:
+            run_wrk(port, app, conns, max(1, round(WARMUP)))
+        if proc.poll() is not None:
+            raise CaseError(f"server exited with {proc.returncode} during warm-up:\n"
+                            + log_tail(log_path))
+        before = workers_of(proc.pid)
+        root_before = stat(proc.pid)
+        sampler = RssSampler(proc.pid)
+        sampler.sample()
+        sampler.start()
+        try:
+            out = run_wrk(port, app, conns, DURATION)
+        finally:
+            sampler.stop()
+        after = workers_of(proc.pid)
+        root_after = stat(proc.pid)
+        res["wrk_output"] = out
+        res.update(parse_wrk(out))
+        res["tree_rss_mib"] = sampler.max_tree / 1024
+        res["root_rss_mib"] = sampler.max_root / 1024
+        res["max_procs"] = sampler.max_procs
+        res["rss_samples"] = sampler.samples
+        # CPU spread over the workers that lived through the whole run.
+        deltas = {}
+        for pid, st in before.items():
+            st2 = after.get(pid)
+            if st2 is not None and st2.start == st.start:
+                deltas[pid] = (st2.cpu_ticks - st.cpu_ticks) / PAGE_TICKS
+        gone = sorted(set(before) - set(deltas))
+        new = sorted(set(after) - set(before))
+        if gone or new:
+            res["notes"].append(f"worker set changed during the run: gone {gone}, new {new}")
+        res["worker_cpu_s"] = {str(p): round(v, 2) for p, v in deltas.items()}
+        total = sum(deltas.values())
+        res["busiest_share"] = max(deltas.values()) / total if total > 0 else None
+        if root_before and root_after:
+            res["main_cpu_s"] = round((root_after.cpu_ticks - root_before.cpu_ticks)
+                                      / PAGE_TICKS, 2)
+        if proc.poll() is not None:
+            res["notes"].append(f"server exited with {proc.returncode} during the run")
+        elif not check(port, app, 5.0):
+            res["notes"].append("server did not answer correctly right after the run")
+    except CaseError as exc:
+        res["error"] = str(exc)
+    finally:
+        problems, stop_s = stop_server(proc)
+        CURRENT["proc"] = None
+        res["stop_s"] = round(stop_s, 2)
+        res["notes"].extend(problems)
+        if proc.returncode not in (0, -signal.SIGTERM, None) and "error" not in res:
+            res["notes"].append(f"exit status after SIGTERM: {proc.returncode}")
+    # Flag suspicious lines in the server's log.
+    bad = [ln.strip() for ln in log_tail(log_path, 10_000).splitlines()
+           if re.search(r"\b(ERROR|WARN|WARNING|CRITICAL|panicked|Traceback)\b", ln)]
+    if bad:
+        res["notes"].append(f"{len(bad)} error/warning log lines, first: {bad[0][:200]}")
+    return res
+
+
+# ---------------------------------------------------------------- report
+
+def fmt(v, spec):
+    return "—" if v is None else format(v, spec)
+
+
+def table(rows):
+    best = {}
+    for r in rows:
+        if r.get("rps"):
+            k = (r["app"], r["conns"])
+            best[k] = max(best.get(k, 0), r["rps"])
+    head = ["server", "app", "conns", "req/s", "vs best", "p50 ms", "p99 ms", "errors",
+            "tree RSS MiB", "supervisor RSS MiB", "busiest worker share"]
+    lines = ["| " + " | ".join(head) + " |",
+             "|" + "|".join(["---"] + ["---:"] * (len(head) - 1)) + "|"]
+    for r in rows:
+        if "rps" not in r:
+            reason = (r.get("error") or "skipped").splitlines()[0][:80]
+            lines.append(f"| {r['label']} | {r['app']} | {r['conns']} | FAILED: {reason} |"
+                         + " |" * (len(head) - 4))
+            continue
+        errs = str(r["errors"])
+        if r["errors"]:
+            sock = ", ".join(f"{k} {v}" for k, v in r["sock"].items() if v)
+            errs += " (" + "; ".join(x for x in (sock, f"non-2xx {r['non2xx']}"
+                                                 if r["non2xx"] else "") if x) + ")"
+        share = r.get("busiest_share")
+        cells = [r["label"], r["app"], str(r["conns"]), f"{r['rps']:.0f}",
+                 f"{r['rps'] / best[(r['app'], r['conns'])]:.2f}",
+                 fmt(r.get("p50_ms"), ".2f"), fmt(r.get("p99_ms"), ".2f"), errs,
+                 f"{r['tree_rss_mib']:.1f}",
+                 f"{r['root_rss_mib']:.1f}" if r["server"].startswith("corral") else "—",
+                 "—" if share is None else f"{share * 100:.0f}%"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def pick(runs):
+    """Of the repeats of one case, the run with the median req/s."""
+    ok = [r for r in runs if r.get("rps") is not None]
+    if not ok:
+        return runs[-1]
+    ok.sort(key=lambda r: r["rps"])
+    return ok[(len(ok) - 1) // 2]
+
+
+def version(argv):
+    try:
+        out = subprocess.run(argv, capture_output=True, text=True, timeout=20)
+        return (out.stdout + out.stderr).strip().splitlines()[0]
+    except (OSError, subprocess.TimeoutExpired, IndexError):
+        return "?"
+
+
+def header():
+    rev = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"],
+                         capture_output=True, text=True).stdout.strip() or "?"
+    dirty = subprocess.run(["git", "-C", ROOT, "status", "--porcelain", "--", "src", "Cargo.toml"],
+                           capture_output=True, text=True).stdout.strip()
+    return [
+        f"date: {datetime.datetime.now().astimezone().isoformat(timespec='seconds')}",
+        f"machine: {os.cpu_count()} CPUs ({platform_cpu()}), wrk on the same cores",
+        f"corral: {version([CORRAL, '--version'])} (git {rev}{', src/ modified' if dirty else ''})",
+        f"python: {version([os.path.join(VBIN, 'python'), '--version'])}; "
+        f"gunicorn: {version([os.path.join(VBIN, 'gunicorn'), '--version'])}; "
+        f"granian: {version([os.path.join(VBIN, 'granian'), '--version'])}; "
+        f"wrk: {version(['wrk', '--version'])}",
+        f"wrk: {WRK_THREADS} threads, {DURATION}s per run after {WARMUP:g}s warm-up, keep-alive; "
+        f"echo body {BODY_BYTES} bytes; repeats {REPEAT} (median req/s run shown)",
+    ]
+
+
+def platform_cpu():
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "?"
+
+
+def on_signal(signum, _frame):
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def main():
+    for key in SERVER_KEYS:
+        if key not in SERVERS:
+            sys.exit(f"bench: unknown server {key!r}; known: {', '.join(SERVERS)}")
+    for app in APPS:
+        if not os.path.exists(os.path.join(APPS_DIR, app + ".py")):
+            sys.exit(f"bench: no app bench/apps/{app}.py")
+    os.makedirs(OUT_DIR, exist_ok=True)
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGHUP, on_signal)
+
+    cases = [(rep, app, conns, key) for rep in range(REPEAT) for app in APPS
+             for conns in CONNS for key in SERVER_KEYS]
+    per_case = WARMUP + DURATION + 8
+    print(f"bench: {len(cases)} runs, about {len(cases) * per_case / 60:.1f} min "
+          f"(budget {BUDGET:.0f}s); logs in {OUT_DIR}", file=sys.stderr, flush=True)
+    t0 = time.monotonic()
+    results = []
+    interrupted = False
+    try:
+        for i, (rep, app, conns, key) in enumerate(cases, 1):
+            if time.monotonic() - t0 + per_case > BUDGET:
+                results.append({"server": key, "label": SERVERS[key][0], "app": app,
+                                "conns": conns, "rep": rep, "notes": [],
+                                "error": "skipped: time budget (BUDGET) used up"})
+                continue
+            r = run_case(key, app, conns, rep)
+            results.append(r)
+            if "rps" in r:
+                msg = (f"{r['rps']:.0f} req/s, p99 {fmt(r.get('p99_ms'), '.2f')} ms, "
+                       f"errors {r['errors']}, tree RSS {r['tree_rss_mib']:.0f} MiB")
+            else:
+                msg = "FAILED: " + r.get("error", "").splitlines()[0]
+            print(f"[{i}/{len(cases)}] {key} {app} c={conns} rep={rep}: {msg}"
+                  + "".join(f"\n    note: {n}" for n in r["notes"]), file=sys.stderr, flush=True)
+    except KeyboardInterrupt:
+        interrupted = True
+        proc = CURRENT["proc"]
+        if proc is not None:
+            stop_server(proc)
+        print("bench: interrupted, reporting what was measured", file=sys.stderr)
+
+    grouped = {}
+    for r in results:
+        grouped.setdefault((r["app"], r["conns"], r["server"]), []).append(r)
+    order = {k: i for i, k in enumerate(SERVER_KEYS)}
+    rows = [pick(grouped[k]) for k in sorted(
+        grouped, key=lambda k: (APPS.index(k[0]), CONNS.index(k[1]), order[k[2]]))]
+
+    lines = header()
+    text = "\n".join(lines) + "\n\n" + table(rows) + "\n"
+    notes = [f"- {r['label']} {r['app']} c={r['conns']} rep={r['rep']}: {n}"
+             for r in results for n in r.get("notes", [])]
+    if notes:
+        text += "\nnotes:\n" + "\n".join(notes) + "\n"
+    print(text)
+    with open(os.path.join(OUT_DIR, "table.md"), "w") as f:
+        f.write(text)
+    with open(os.path.join(OUT_DIR, "results.json"), "w") as f:
+        json.dump({"header": lines, "results": results}, f, indent=1)
+    print(f"bench: results in {OUT_DIR} (table.md, results.json, server logs); "
+          f"measuring took {time.monotonic() - t0:.0f}s", file=sys.stderr)
+    failed = [r for r in results if "rps" not in r]
+    return 130 if interrupted else (1 if failed else 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

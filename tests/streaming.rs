@@ -1,0 +1,145 @@
+//! Bodies stream both ways in bounded memory: a 1 GiB response from a
+//! generator and a 1 GiB upload read in chunks pass through while the RSS of
+//! corral and of the worker stays flat.
+
+mod common;
+use common::*;
+use sha2::{Digest, Sha256};
+use std::io::{BufReader, Read, Write};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+const STREAM_APP: &str = r#"
+import hashlib
+CHUNK = bytes(range(256)) * 256  # 64 KiB
+
+def app(environ, start_response):
+    path = environ["PATH_INFO"]
+    if path == "/download":
+        n = int(environ["QUERY_STRING"])
+        start_response("200 OK", [("Content-Type", "application/octet-stream")])
+        return (CHUNK for _ in range(n))
+    h = hashlib.sha256()
+    total = 0
+    inp = environ["wsgi.input"]
+    while True:
+        b = inp.read(65536)
+        if not b:
+            break
+        total += len(b)
+        h.update(b)
+    body = ("%d %s" % (total, h.hexdigest())).encode()
+    start_response("200 OK", [("Content-Length", str(len(body)))])
+    return [body]
+"#;
+
+const GIB: u64 = 1 << 30;
+const CHUNK: usize = 64 * 1024;
+
+/// Samples the peak RSS of the given pids while `f` runs.
+fn peak_rss_during<T>(pids: &[u32], f: impl FnOnce() -> T) -> (T, Vec<u64>) {
+    let stop = Arc::new(AtomicBool::new(false));
+    let peaks: Vec<Arc<AtomicU64>> = pids.iter().map(|_| Arc::new(AtomicU64::new(0))).collect();
+    let sampler = {
+        let (stop, peaks, pids) = (stop.clone(), peaks.clone(), pids.to_vec());
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                for (pid, peak) in pids.iter().zip(&peaks) {
+                    peak.fetch_max(rss_kib(*pid), Ordering::Relaxed);
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        })
+    };
+    let out = f();
+    stop.store(true, Ordering::Relaxed);
+    sampler.join().unwrap();
+    (out, peaks.iter().map(|p| p.load(Ordering::Relaxed)).collect())
+}
+
+fn pattern() -> Vec<u8> {
+    (0..=255u8).cycle().take(CHUNK).collect()
+}
+
+#[test]
+fn one_gib_each_way_in_flat_memory() {
+    let app = AppDir::new(&[("stream.py", STREAM_APP)]);
+    let c = Corral::start(app.path(), &["stream:app", "-w", "1", "--max-body-bytes", "2GiB"], 1);
+    let worker = children_of(c.pid())[0];
+    // Warm up both paths so the baseline includes buffers that are reused.
+    c.get("/download?16");
+    request(&c.addr, "POST", "/upload", &[], &pattern());
+    let base = [rss_kib(c.pid()), rss_kib(worker)];
+
+    // Download: read 1 GiB in chunks, hashing as it arrives.
+    let n = GIB / CHUNK as u64;
+    let (got, down_peak) = peak_rss_during(&[c.pid(), worker], || {
+        let mut s = c.connect();
+        send_request(&mut s, "GET", &format!("/download?{n}"), &[("Connection", "close")], b"");
+        let mut r = BufReader::new(s);
+        // Skip the head, then de-chunk by hand while counting.
+        let mut total = 0u64;
+        let mut line = String::new();
+        use std::io::BufRead;
+        loop {
+            line.clear();
+            r.read_line(&mut line).unwrap();
+            if line == "\r\n" {
+                break;
+            }
+        }
+        let mut buf = vec![0u8; CHUNK];
+        let mut hasher = Sha256::new();
+        loop {
+            line.clear();
+            r.read_line(&mut line).unwrap();
+            let mut size = usize::from_str_radix(line.trim(), 16).unwrap();
+            if size == 0 {
+                break;
+            }
+            while size > 0 {
+                let k = size.min(buf.len());
+                r.read_exact(&mut buf[..k]).unwrap();
+                hasher.update(&buf[..k]);
+                total += k as u64;
+                size -= k;
+            }
+            line.clear();
+            r.read_line(&mut line).unwrap();
+        }
+        (total, hasher.finalize())
+    });
+    let mut expect = Sha256::new();
+    let chunk = pattern();
+    for _ in 0..n {
+        expect.update(&chunk);
+    }
+    assert_eq!(got.0, GIB);
+    assert_eq!(got.1, expect.clone().finalize());
+
+    // Upload: send 1 GiB, the app reads it in 64 KiB pieces.
+    let (reply, up_peak) = peak_rss_during(&[c.pid(), worker], || {
+        let mut s = c.connect();
+        let head = format!("POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: {GIB}\r\n\r\n");
+        s.write_all(head.as_bytes()).unwrap();
+        for _ in 0..n {
+            s.write_all(&chunk).unwrap();
+        }
+        let mut r = BufReader::new(s);
+        read_response(&mut r, false).unwrap()
+    });
+    assert_eq!(reply.status, 200);
+    let hex: String = expect.finalize().iter().map(|b| format!("{b:02x}")).collect();
+    assert_eq!(reply.text(), format!("{GIB} {hex}"));
+
+    let grow = |peak: &[u64]| [peak[0].saturating_sub(base[0]), peak[1].saturating_sub(base[1])];
+    let (d, u) = (grow(&down_peak), grow(&up_peak));
+    eprintln!(
+        "RSS baseline corral {} KiB, worker {} KiB; growth during 1 GiB download: corral {} KiB, worker {} KiB; during 1 GiB upload: corral {} KiB, worker {} KiB",
+        base[0], base[1], d[0], d[1], u[0], u[1]
+    );
+    for (what, kib) in [("corral, download", d[0]), ("worker, download", d[1]), ("corral, upload", u[0]), ("worker, upload", u[1])] {
+        assert!(kib < 32 * 1024, "{what}: RSS grew by {kib} KiB while streaming 1 GiB");
+    }
+}
