@@ -19,6 +19,7 @@ use common::*;
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -198,7 +199,9 @@ impl Gunicorn {
             .env_remove("VIRTUAL_ENV")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+            .stderr(Stdio::piped())
+            // Its own process group, so that drop kills the workers too.
+            .process_group(0);
         if env.no_control_socket {
             cmd.arg("--no-control-socket");
         }
@@ -251,6 +254,11 @@ impl Gunicorn {
 
 impl Drop for Gunicorn {
     fn drop(&mut self) {
+        // SAFETY: signalling the process group of a child we started (its
+        // pid is the group id: see `process_group(0)`) and have not reaped.
+        unsafe {
+            libc::kill(-(self.child.id() as i32), libc::SIGKILL);
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }

@@ -6,12 +6,11 @@
 //! an unbounded queue the reader drains before each batch) before its
 //! REQUEST frame is queued, so no response can arrive for an unknown stream.
 
-use std::collections::HashMap;
-use std::sync::Arc;
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
 use bytes::{Bytes, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
 use tokio::sync::{Notify, mpsc};
 
@@ -74,7 +73,9 @@ pub struct Channel {
     pub serial: u64,
     pub slot: usize,
     pub pid: u32,
-    out: mpsc::UnboundedSender<Bytes>,
+    sock: Arc<UnixStream>,
+    outbox: Mutex<Outbox>,
+    wake_writer: Notify,
     register: mpsc::UnboundedSender<(u32, StreamEntry)>,
     next_stream: AtomicU32,
     /// Requests dispatched to this worker and not yet answered in full.
@@ -100,25 +101,27 @@ impl Channel {
         sock: UnixStream,
         control: mpsc::UnboundedSender<(u64, ControlEvent)>,
     ) -> Arc<Channel> {
-        let (out_tx, out_rx) = mpsc::unbounded_channel();
         let (reg_tx, reg_rx) = mpsc::unbounded_channel();
         let channel = Arc::new(Channel {
             serial,
             slot,
             pid,
-            out: out_tx,
+            sock: Arc::new(sock),
+            outbox: Mutex::new(Outbox::default()),
+            wake_writer: Notify::new(),
             register: reg_tx,
             next_stream: AtomicU32::new(1),
             in_flight: AtomicUsize::new(0),
             served: AtomicU64::new(0),
             closed: AtomicBool::new(false),
         });
-        let (rd, wr) = sock.into_split();
-        tokio::spawn(write_loop(wr, out_rx));
+        tokio::spawn(write_loop(channel.clone()));
         let ch = channel.clone();
         tokio::spawn(async move {
-            read_loop(rd, reg_rx, &control, serial).await;
+            read_loop(&ch.sock, reg_rx, &control, serial).await;
             ch.closed.store(true, Ordering::Release);
+            ch.outbox.lock().unwrap().closed = true;
+            ch.wake_writer.notify_one();
             let _ = control.send((serial, ControlEvent::Closed));
         });
         channel
@@ -154,43 +157,91 @@ impl Channel {
     }
 
     /// Queues a frame for the worker; false when the channel is gone.
+    ///
+    /// The frame is written at once from the caller's task when nothing is
+    /// queued (no task wake-up on the hot path); otherwise it queues for the
+    /// writer task, which batches.
     pub fn send(&self, frame: Bytes) -> bool {
-        self.out.send(frame).is_ok()
+        let mut ob = self.outbox.lock().unwrap();
+        if ob.closed {
+            return false;
+        }
+        if ob.writer_busy {
+            ob.queue.push_back(frame);
+            return true;
+        }
+        match self.sock.try_write(&frame) {
+            Ok(n) if n == frame.len() => return true,
+            Ok(n) => ob.queue.push_back(frame.slice(n..)),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => ob.queue.push_back(frame),
+            Err(_) => {
+                ob.closed = true;
+                return false;
+            }
+        }
+        ob.writer_busy = true;
+        drop(ob);
+        self.wake_writer.notify_one();
+        true
     }
 }
 
-async fn write_loop(mut wr: tokio::net::unix::OwnedWriteHalf, mut rx: mpsc::UnboundedReceiver<Bytes>) {
-    let mut batch = BytesMut::with_capacity(64 * 1024);
-    while let Some(first) = rx.recv().await {
-        // Coalesce whatever else is queued into one write.
-        if first.len() >= 16 * 1024 {
-            if wr.write_all(&first).await.is_err() {
-                return;
+/// Frames waiting for the writer task.
+#[derive(Default)]
+struct Outbox {
+    queue: VecDeque<Bytes>,
+    /// The writer task owns the write side until the queue is empty; until
+    /// then every frame queues behind it, so frames never interleave.
+    writer_busy: bool,
+    closed: bool,
+}
+
+/// Writes what [`Channel::send`] could not write at once.
+async fn write_loop(channel: Arc<Channel>) {
+    loop {
+        channel.wake_writer.notified().await;
+        loop {
+            let batch: Vec<Bytes> = {
+                let mut ob = channel.outbox.lock().unwrap();
+                if ob.closed {
+                    return;
+                }
+                if ob.queue.is_empty() {
+                    ob.writer_busy = false;
+                    break;
+                }
+                ob.queue.drain(..).collect()
+            };
+            for frame in batch {
+                if write_all(&channel.sock, &frame).await.is_err() {
+                    channel.outbox.lock().unwrap().closed = true;
+                    return;
+                }
             }
-            continue;
         }
-        batch.extend_from_slice(&first);
-        while batch.len() < 256 * 1024 {
-            match rx.try_recv() {
-                Ok(f) => batch.extend_from_slice(&f),
-                Err(_) => break,
-            }
-        }
-        if wr.write_all(&batch).await.is_err() {
-            return;
-        }
-        batch.clear();
     }
+}
+
+async fn write_all(sock: &UnixStream, mut buf: &[u8]) -> std::io::Result<()> {
+    while !buf.is_empty() {
+        sock.writable().await?;
+        match sock.try_write(buf) {
+            Ok(n) => buf = &buf[n..],
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 async fn read_loop(
-    mut rd: tokio::net::unix::OwnedReadHalf,
+    sock: &UnixStream,
     mut reg: mpsc::UnboundedReceiver<(u32, StreamEntry)>,
     control: &mpsc::UnboundedSender<(u64, ControlEvent)>,
     serial: u64,
 ) {
     let mut streams: HashMap<u32, StreamEntry> = HashMap::new();
-    read_frames(&mut rd, &mut reg, &mut streams, control, serial).await;
+    read_frames(sock, &mut reg, &mut streams, control, serial).await;
     // Dropping the entries tells every waiting request that the worker is gone.
     for entry in streams.values() {
         entry.credit.close();
@@ -198,7 +249,7 @@ async fn read_loop(
 }
 
 async fn read_frames(
-    rd: &mut tokio::net::unix::OwnedReadHalf,
+    sock: &UnixStream,
     reg: &mut mpsc::UnboundedReceiver<(u32, StreamEntry)>,
     streams: &mut HashMap<u32, StreamEntry>,
     control: &mpsc::UnboundedSender<(u64, ControlEvent)>,
@@ -209,9 +260,14 @@ async fn read_frames(
         if buf.capacity() - buf.len() < 16 * 1024 {
             buf.reserve(256 * 1024);
         }
-        match rd.read_buf(&mut buf).await {
-            Ok(0) | Err(_) => return,
+        if sock.readable().await.is_err() {
+            return;
+        }
+        match sock.try_read_buf(&mut buf) {
+            Ok(0) => return,
             Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+            Err(_) => return,
         }
         while let Ok((id, entry)) = reg.try_recv() {
             streams.insert(id, entry);
