@@ -17,6 +17,7 @@ import http.client
 import json
 import os
 import re
+import resource
 import signal
 import socket
 import statistics
@@ -183,6 +184,26 @@ def rss_kib(pid):
     except OSError:
         pass
     return 0  # gone, zombie or kernel thread
+
+
+def host_cpu():
+    """(busy ticks over all CPUs, total ticks) from /proc/stat; busy includes steal."""
+    with open("/proc/stat") as f:
+        vals = [int(x) for x in f.readline().split()[1:]]
+    idle = vals[3] + (vals[4] if len(vals) > 4 else 0)  # idle + iowait
+    total = sum(vals[:8])  # guest time is already inside user
+    return total - idle, total
+
+
+def own_cpu_s():
+    """CPU seconds of this script plus its reaped children (wrk)."""
+    me = resource.getrusage(resource.RUSAGE_SELF)
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+def tree_cpu_ticks(procs):
+    return {pid: (st.start, st.cpu_ticks) for pid, st in procs.items()}
 
 
 def alive(st):
@@ -391,15 +412,31 @@ def run_case(key, app, conns, rep):
                             + log_tail(log_path))
         before = workers_of(proc.pid)
         root_before = stat(proc.pid)
+        tree_before = tree_cpu_ticks(tree(proc.pid))
         sampler = RssSampler(proc.pid)
         sampler.sample()
+        host_before, own_before, wall_before = host_cpu(), own_cpu_s(), time.monotonic()
         sampler.start()
         try:
             out = run_wrk(port, app, conns, DURATION)
         finally:
             sampler.stop()
+        host_after, own_after, wall = host_cpu(), own_cpu_s(), time.monotonic() - wall_before
         after = workers_of(proc.pid)
         root_after = stat(proc.pid)
+        tree_after = tree_cpu_ticks(tree(proc.pid))
+        # Where the machine's CPU went during the run: the server's tree, wrk plus
+        # this script, and everything else (other tenants: the noise).
+        server_s = sum(t - tree_before[p][1] for p, (start, t) in tree_after.items()
+                       if p in tree_before and tree_before[p][0] == start) / PAGE_TICKS
+        host_busy_s = (host_after[0] - host_before[0]) / PAGE_TICKS
+        capacity_s = (host_after[1] - host_before[1]) / PAGE_TICKS
+        bench_s = own_after - own_before
+        res["cpu"] = {"server_s": round(server_s, 2), "wrk_and_driver_s": round(bench_s, 2),
+                      "host_busy_s": round(host_busy_s, 2), "capacity_s": round(capacity_s, 2),
+                      "wall_s": round(wall, 2)}
+        res["other_cpu_pct"] = (max(0.0, host_busy_s - server_s - bench_s) / capacity_s * 100
+                                if capacity_s > 0 else None)
         res["wrk_output"] = out
         res.update(parse_wrk(out))
         res["tree_rss_mib"] = sampler.max_tree / 1024
@@ -456,7 +493,7 @@ def table(rows):
             k = (r["app"], r["conns"])
             best[k] = max(best.get(k, 0), r["rps"])
     head = ["server", "app", "conns", "req/s", "vs best", "p50 ms", "p99 ms", "errors",
-            "tree RSS MiB", "supervisor RSS MiB", "busiest worker share"]
+            "tree RSS MiB", "supervisor RSS MiB", "busiest worker share", "other load"]
     lines = ["| " + " | ".join(head) + " |",
              "|" + "|".join(["---"] + ["---:"] * (len(head) - 1)) + "|"]
     for r in rows:
@@ -476,7 +513,8 @@ def table(rows):
                  fmt(r.get("p50_ms"), ".2f"), fmt(r.get("p99_ms"), ".2f"), errs,
                  f"{r['tree_rss_mib']:.1f}",
                  f"{r['root_rss_mib']:.1f}" if r["server"].startswith("corral") else "—",
-                 "—" if share is None else f"{share * 100:.0f}%"]
+                 "—" if share is None else f"{share * 100:.0f}%",
+                 "—" if r.get("other_cpu_pct") is None else f"{r['other_cpu_pct']:.0f}%"]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -561,7 +599,8 @@ def main():
             results.append(r)
             if "rps" in r:
                 msg = (f"{r['rps']:.0f} req/s, p99 {fmt(r.get('p99_ms'), '.2f')} ms, "
-                       f"errors {r['errors']}, tree RSS {r['tree_rss_mib']:.0f} MiB")
+                       f"errors {r['errors']}, tree RSS {r['tree_rss_mib']:.0f} MiB, "
+                       f"busiest {fmt(r.get('busiest_share'), '.2f')}, cpu {r.get('cpu')}")
             else:
                 msg = "FAILED: " + r.get("error", "").splitlines()[0]
             print(f"[{i}/{len(cases)}] {key} {app} c={conns} rep={rep}: {msg}"

@@ -265,6 +265,9 @@ class WsgiRunner:
             "wsgi.multithread": threads > 1,
             "wsgi.multiprocess": True,
             "wsgi.run_once": False,
+            # wsgi.input returns b"" at the end of the body, chunked or not
+            # (Werkzeug reads chunked bodies only when this is set).
+            "wsgi.input_terminated": True,
             "wsgi.file_wrapper": FileWrapper,
             "SCRIPT_NAME": "",
         }

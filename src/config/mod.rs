@@ -1,0 +1,377 @@
+//! Configuration: the TOML file and the command line, merged and validated
+//! into one resolved [`Config`] with every default filled in.
+//!
+//! INTERFACE CONTRACT (used by the rest of the binary; keep these names):
+//! `config::load(&cli::RunArgs) -> Result<Config, ConfigError>`.
+//!
+//! The flow is: read the file → parse it into the raw `Raw*` structs (serde,
+//! `deny_unknown_fields`; the first syntax or type error stops here) → merge
+//! the command line over it, fill the defaults and check the values (every
+//! problem is collected, then all are reported at once). Each problem names
+//! the file, the line and the key (or the flag) and says how to fix it. The
+//! `///` docs on the `Raw*` fields are the config reference;
+//! `config/example.toml` shows every key with its default.
+//!
+//! Where the parts live: `units` parses the value types written as text in
+//! the file and on the command line (durations, sizes, bind addresses);
+//! `raw` holds the file format (the `Raw*` structs and their parsing);
+//! `validate` merges the command line over the file, fills the defaults and
+//! checks every value. This module holds the resolved types, the errors and
+//! the pipeline that ties those steps together.
+
+mod raw;
+mod units;
+mod validate;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::cli::RunArgs;
+use raw::{RawConfig, parse};
+pub use units::{BindAddr, ByteSize, HumanDuration};
+pub(crate) use validate::check_env;
+use validate::{Resolver, absolute};
+
+/// The file read when no `--config` is given and it exists in the cwd.
+const DEFAULT_FILE: &str = "corral.toml";
+
+/// The resolved configuration: every default filled in.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The TOML file this came from (absolute), if any.
+    pub source: Option<PathBuf>,
+    pub app: AppConfig,
+    pub server: ServerConfig,
+    pub workers: WorkersConfig,
+}
+
+#[derive(Debug, Clone)]
+pub struct AppConfig {
+    /// "pkg.mod:callable" (callable defaults to "application" like gunicorn when
+    /// the ":callable" part is missing).
+    pub module: String,
+    pub interface: Interface,
+    /// Interpreter: `$VIRTUAL_ENV/bin/python` when set, else `python3`.
+    /// A bare name (no `/`) is looked up in `PATH`; anything else is absolute.
+    pub python: PathBuf,
+    /// Absolute path (resolved against the config file's folder or the cwd).
+    pub chdir: Option<PathBuf>,
+    /// Absolute paths, in the order given.
+    pub pythonpath: Vec<PathBuf>,
+    pub env: BTreeMap<String, String>,
+}
+
+/// The protocol between the worker and the app.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Interface {
+    Wsgi,
+    Asgi,
+    /// The worker tells from the callable.
+    Auto,
+}
+
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Never empty.
+    pub bind: Vec<Bind>,
+    pub backlog: u32,
+    /// Idle time a keep-alive connection is kept open between requests (> 0).
+    pub keepalive: Duration,
+    /// At least 8 KiB (hyper's smallest `max_buf_size`).
+    pub max_header_bytes: usize,
+    pub max_body_bytes: u64,
+}
+
+/// One listen address and where it was configured (for error messages).
+#[derive(Debug, Clone)]
+pub struct Bind {
+    pub addr: BindAddr,
+    /// e.g. "corral.toml:7 (key server.bind)", "--bind" or
+    /// "default (no --bind or server.bind given)".
+    pub origin: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct WorkersConfig {
+    /// At least 1.
+    pub count: usize,
+    /// Concurrent requests per WSGI worker (threads). At least 1.
+    pub threads: usize,
+    /// Per-request timeout (time to the response head). Longer than 0.
+    pub timeout: Duration,
+    /// May be 0 (stop without waiting).
+    pub graceful_timeout: Duration,
+}
+
+/// Why the configuration could not be loaded. Printed as `error: {err}`.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot find the current directory: {0}")]
+    CurrentDir(#[source] std::io::Error),
+    #[error("cannot read config file {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// TOML syntax, unknown key, wrong type or unparsable value (the first one).
+    #[error("{0}")]
+    Parse(Problem),
+    /// Values that parsed but make no sense; all of them.
+    #[error("{}", render_problems(.0))]
+    Validate(Vec<Problem>),
+}
+
+/// One thing wrong in the configuration, e.g.
+/// `corral.toml:7: server.keepalive: invalid duration "5x": use ...`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// "corral.toml:7"; `None` for a flag or the config as a whole.
+    pub location: Option<String>,
+    /// The TOML key path ("server.bind") or the flag ("--workers").
+    pub key: Option<String>,
+    /// What is wrong and how to fix it.
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(location) = &self.location {
+            write!(f, "{location}: ")?;
+        }
+        if let Some(key) = &self.key {
+            write!(f, "{key}: ")?;
+        }
+        f.write_str(&self.message)
+    }
+}
+
+fn render_problems(problems: &[Problem]) -> String {
+    match problems {
+        [one] => one.to_string(),
+        many => {
+            let mut out = format!("{} problems in the configuration:", many.len());
+            for problem in many {
+                out.push_str("\n  ");
+                out.push_str(&problem.to_string());
+            }
+            out
+        }
+    }
+}
+
+/// A config file read into memory.
+struct ConfigFile {
+    /// As the user wrote it, for messages ("corral.toml").
+    shown: String,
+    /// Absolute.
+    path: PathBuf,
+    /// Folder that relative paths in the file are resolved against.
+    dir: PathBuf,
+    text: String,
+}
+
+impl ConfigFile {
+    fn new(shown: &Path, cwd: &Path, text: String) -> ConfigFile {
+        let path = absolute(cwd, shown);
+        let dir = path
+            .parent()
+            .map_or_else(|| cwd.to_path_buf(), Path::to_path_buf);
+        ConfigFile {
+            shown: shown.display().to_string(),
+            path,
+            dir,
+            text,
+        }
+    }
+
+    /// "corral.toml:7" for a byte offset into the text.
+    fn location(&self, offset: usize) -> String {
+        let before = &self.text.as_bytes()[..offset.min(self.text.len())];
+        let line = before.iter().filter(|&&b| b == b'\n').count() + 1;
+        format!("{}:{line}", self.shown)
+    }
+
+    /// The trimmed, non-empty line holding a byte offset.
+    fn line_text(&self, offset: usize) -> Option<&str> {
+        let offset = offset.min(self.text.len());
+        let before = &self.text.as_bytes()[..offset];
+        let start = before
+            .iter()
+            .rposition(|&b| b == b'\n')
+            .map_or(0, |i| i + 1);
+        let line = self.text.get(start..)?.lines().next()?.trim();
+        (!line.is_empty()).then_some(line)
+    }
+}
+
+/// Reads `--config FILE` (or `./corral.toml` when present), merges the
+/// command line over it and validates the result.
+pub fn load(args: &RunArgs) -> Result<Config, ConfigError> {
+    let cwd = std::env::current_dir().map_err(ConfigError::CurrentDir)?;
+    let file = match &args.config {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                path: path.clone(),
+                source,
+            })?;
+            Some(ConfigFile::new(path, &cwd, text))
+        }
+        None => match std::fs::read_to_string(cwd.join(DEFAULT_FILE)) {
+            Ok(text) => Some(ConfigFile::new(Path::new(DEFAULT_FILE), &cwd, text)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(source) => {
+                let path = PathBuf::from(DEFAULT_FILE);
+                return Err(ConfigError::Read { path, source });
+            }
+        },
+    };
+    let virtual_env = std::env::var_os("VIRTUAL_ENV").map(PathBuf::from);
+    resolve(args, file.as_ref(), &cwd, virtual_env.as_deref())
+}
+
+/// Everything after reading: parse, merge, fill defaults, validate. No I/O.
+fn resolve(
+    args: &RunArgs,
+    file: Option<&ConfigFile>,
+    cwd: &Path,
+    virtual_env: Option<&Path>,
+) -> Result<Config, ConfigError> {
+    let raw = match file {
+        Some(file) => parse(file).map_err(ConfigError::Parse)?,
+        None => RawConfig::default(),
+    };
+    let mut r = Resolver {
+        file,
+        cwd,
+        problems: Vec::new(),
+    };
+    let app = r.app(args, raw.app, virtual_env);
+    let server = r.server(args, raw.server);
+    let workers = r.workers(args, raw.workers);
+    match app {
+        Some(app) if r.problems.is_empty() => Ok(Config {
+            source: file.map(|f| f.path.clone()),
+            app,
+            server,
+            workers,
+        }),
+        _ => Err(ConfigError::Validate(r.problems)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::validate::DEFAULT_BIND;
+    use super::*;
+
+    /// Resolves `text` as "corral.toml" in /srv/app, run from /cwd.
+    pub(super) fn resolve_text(text: &str, args: &RunArgs) -> Result<Config, ConfigError> {
+        let file = ConfigFile::new(Path::new("corral.toml"), Path::new("/srv/app"), text.into());
+        resolve(args, Some(&file), Path::new("/cwd"), None)
+    }
+
+    #[test]
+    fn defaults_without_a_file() {
+        let args = RunArgs {
+            app: Some("main".into()),
+            ..RunArgs::default()
+        };
+        let config = resolve(&args, None, Path::new("/cwd"), Some(Path::new("/venv"))).unwrap();
+        assert_eq!(config.source, None);
+        assert_eq!(config.app.module, "main:application");
+        assert_eq!(config.app.interface, Interface::Auto);
+        assert_eq!(config.app.python, PathBuf::from("/venv/bin/python"));
+        assert_eq!(config.app.chdir, None);
+        assert_eq!(config.server.bind.len(), 1);
+        assert_eq!(config.server.bind[0].addr, BindAddr::Tcp(DEFAULT_BIND));
+        assert_eq!(config.server.backlog, 2048);
+        assert_eq!(config.server.keepalive, Duration::from_secs(5));
+        assert_eq!(config.server.max_header_bytes, 64 * 1024);
+        assert_eq!(config.server.max_body_bytes, 100 << 20);
+        assert_eq!(config.workers.count, 1);
+        assert_eq!(config.workers.threads, 1);
+        assert_eq!(config.workers.timeout, Duration::from_secs(30));
+        assert_eq!(config.workers.graceful_timeout, Duration::from_secs(30));
+        let config = resolve(&args, None, Path::new("/cwd"), None).unwrap();
+        assert_eq!(config.app.python, PathBuf::from("python3"));
+    }
+
+    #[test]
+    fn file_values_and_relative_paths() {
+        let text = r#"
+[app]
+module = "pkg.web:app"
+interface = "asgi"
+python = ".venv/bin/python"
+chdir = "src"
+pythonpath = ["lib", "/abs"]
+env = { A = "1" }
+
+[server]
+bind = ["0.0.0.0:9000", "unix:run/web.sock"]
+keepalive = "1m30s"
+max_body_bytes = 1024
+
+[workers]
+count = 4
+timeout = "2m"
+"#;
+        let config = resolve_text(text, &RunArgs::default()).unwrap();
+        assert_eq!(
+            config.app.python,
+            PathBuf::from("/srv/app/.venv/bin/python")
+        );
+        assert_eq!(config.app.chdir, Some(PathBuf::from("/srv/app/src")));
+        assert_eq!(
+            config.app.pythonpath,
+            [PathBuf::from("/srv/app/lib"), "/abs".into()]
+        );
+        assert_eq!(config.app.interface, Interface::Asgi);
+        assert_eq!(
+            config.server.bind[0].origin,
+            "corral.toml:11 (key server.bind)"
+        );
+        assert_eq!(
+            config.server.bind[1].addr,
+            BindAddr::Unix("/srv/app/run/web.sock".into())
+        );
+        assert_eq!(config.server.keepalive, Duration::from_secs(90));
+        assert_eq!(config.server.max_body_bytes, 1024);
+        assert_eq!(config.workers.count, 4);
+        assert_eq!(config.workers.timeout, Duration::from_secs(120));
+    }
+
+    #[test]
+    fn flags_override_the_file() {
+        let text = "[app]\nmodule = \"a:app\"\nenv = { A = \"file\", B = \"file\" }\n\
+                    [server]\nbind = [\"0.0.0.0:9000\"]\n[workers]\ncount = 4\n";
+        let args = RunArgs {
+            app: Some("b:app".into()),
+            bind: vec!["unix:web.sock".parse().unwrap()],
+            workers: Some(2),
+            chdir: Some("x".into()),
+            python: Some("python3.12".into()),
+            env: vec![("B".into(), "flag".into())],
+            ..RunArgs::default()
+        };
+        let config = resolve_text(text, &args).unwrap();
+        assert_eq!(config.app.module, "b:app");
+        assert_eq!(config.app.chdir, Some(PathBuf::from("/cwd/x")));
+        assert_eq!(config.app.python, PathBuf::from("python3.12"));
+        assert_eq!(config.app.env["A"], "file");
+        assert_eq!(config.app.env["B"], "flag");
+        assert_eq!(config.server.bind.len(), 1);
+        assert_eq!(
+            config.server.bind[0].addr,
+            BindAddr::Unix("/cwd/web.sock".into())
+        );
+        assert_eq!(config.server.bind[0].origin, "--bind");
+        assert_eq!(config.workers.count, 2);
+    }
+}

@@ -1,0 +1,257 @@
+//! The config file format: the raw `Raw*` structs that serde reads (with
+//! `deny_unknown_fields`; their `///` docs are the config reference), the
+//! compiled-in example config, and [`parse`], which turns a file into those
+//! structs or the first syntax or type error, pointed at its line and key.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use super::{ByteSize, ConfigFile, HumanDuration, Interface, Problem};
+
+/// Every key with its default; tested to parse and validate.
+const EXAMPLE: &str = include_str!("../../config/example.toml");
+
+/// A `corral.toml` file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawConfig {
+    /// `[app]`: what to import and how to start Python.
+    #[serde(default)]
+    pub(super) app: RawApp,
+    /// `[server]`: the HTTP side that corral serves itself.
+    #[serde(default)]
+    pub(super) server: RawServer,
+    /// `[workers]`: the Python worker processes.
+    #[serde(default)]
+    pub(super) workers: RawWorkers,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawApp {
+    /// The app, as "module:callable" (gunicorn's APP argument), e.g.
+    /// "main:app" or "pkg.wsgi:application". Without ":callable" the
+    /// callable is "application". Required here or on the command line.
+    pub(super) module: Option<Spanned<String>>,
+    /// "wsgi", "asgi" or "auto" (the worker tells from the callable).
+    /// Default "auto".
+    pub(super) interface: Option<Interface>,
+    /// The Python interpreter. A bare name ("python3.12") is looked up in
+    /// PATH; a path is relative to this file's folder. Default
+    /// `$VIRTUAL_ENV/bin/python` when VIRTUAL_ENV is set, else "python3".
+    pub(super) python: Option<Spanned<String>>,
+    /// Folder the workers run in and import the app from, relative to this
+    /// file's folder. Default: corral's own working directory.
+    pub(super) chdir: Option<Spanned<String>>,
+    /// Folders put in front of sys.path, relative to this file's folder.
+    /// Default none.
+    #[serde(default)]
+    pub(super) pythonpath: Vec<Spanned<String>>,
+    /// Extra environment variables for the workers (a table of strings).
+    /// `--env KEY=VALUE` flags are merged over it.
+    #[serde(default)]
+    pub(super) env: BTreeMap<String, Spanned<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawServer {
+    /// Addresses to listen on: "HOST:PORT" with an IP address
+    /// ("0.0.0.0:8000", "[::]:8000", "localhost:8000") or "unix:/path"
+    /// (relative to this file's folder). Default ["127.0.0.1:8000"].
+    pub(super) bind: Option<Spanned<Vec<Spanned<String>>>>,
+    /// Listen queue length passed to listen(2). Default 2048.
+    pub(super) backlog: Option<Spanned<u32>>,
+    /// How long an idle keep-alive connection stays open between requests,
+    /// e.g. "5s". Default "5s".
+    pub(super) keepalive: Option<Spanned<HumanDuration>>,
+    /// Largest request head (request line and headers) accepted; bigger ones
+    /// get 431. At least "8KiB". Default "64KiB".
+    pub(super) max_header_bytes: Option<Spanned<ByteSize>>,
+    /// Largest request body accepted; bigger ones get 413. Default "100MiB".
+    pub(super) max_body_bytes: Option<Spanned<ByteSize>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawWorkers {
+    /// Number of worker processes. Default 1.
+    pub(super) count: Option<Spanned<usize>>,
+    /// Threads per WSGI worker (concurrent requests each). Default 1.
+    pub(super) threads: Option<Spanned<usize>>,
+    /// Longest a request may wait for its response head; after that the
+    /// client gets 504 and the worker is replaced. Default "30s".
+    pub(super) timeout: Option<Spanned<HumanDuration>>,
+    /// How long a stopping worker may finish its requests before it is
+    /// killed. Default "30s".
+    pub(super) graceful_timeout: Option<Spanned<HumanDuration>>,
+}
+
+/// The file into the raw structs; the first syntax or type error.
+pub(super) fn parse(file: &ConfigFile) -> Result<RawConfig, Problem> {
+    let de = toml::Deserializer::parse(&file.text).map_err(|e| {
+        let mut message = format!("invalid TOML: {}", e.message());
+        if let Some(line) = e.span().and_then(|s| file.line_text(s.start)) {
+            message.push_str(&format!(" (in `{line}`)"));
+        }
+        Problem {
+            location: e.span().map(|s| file.location(s.start)),
+            key: None,
+            message,
+        }
+    })?;
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let key = key_path(e.path());
+        let mut message = e
+            .inner()
+            .message()
+            .replacen("unknown field", "unknown key", 1)
+            .replace("expected a sequence", "expected an array")
+            .replace("expected a map", "expected a table");
+        let wrong_type =
+            message.starts_with("invalid type") || message.starts_with("invalid value");
+        if wrong_type {
+            if let Some(example) = example_for(&key) {
+                message.push_str(&format!("; for example: {example}"));
+            } else if message.ends_with("expected a string") {
+                message.push_str("; put the value in quotes");
+            }
+        }
+        Problem {
+            location: e.inner().span().map(|s| file.location(s.start)),
+            key: Some(key).filter(|k| !k.is_empty()),
+            message,
+        }
+    })
+}
+
+/// "server.bind[1]" from serde_path_to_error's path, without the segments
+/// that `toml::Spanned` adds.
+fn key_path(path: &serde_path_to_error::Path) -> String {
+    use serde_path_to_error::Segment;
+    let mut out = String::new();
+    for segment in path.iter() {
+        match segment {
+            Segment::Map { key } if key.starts_with("$__serde_spanned") => {}
+            Segment::Map { key } | Segment::Enum { variant: key } => {
+                if !out.is_empty() {
+                    out.push('.');
+                }
+                out.push_str(key);
+            }
+            Segment::Seq { index } => out.push_str(&format!("[{index}]")),
+            Segment::Unknown => {}
+        }
+    }
+    out
+}
+
+/// `key = value` for a key path, taken from the example config.
+fn example_for(key: &str) -> Option<String> {
+    let example: toml::Table = toml::from_str(EXAMPLE).ok()?;
+    let (section, rest) = key.split_once('.')?;
+    let name = rest.split(['.', '[']).next()?;
+    let value = example.get(section)?.get(name)?;
+    (!value.is_table()).then(|| format!("{name} = {value}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::{Path, PathBuf};
+
+    use super::*;
+    use crate::cli::RunArgs;
+    use crate::config::tests::resolve_text;
+    use crate::config::{ConfigFile, resolve};
+
+    fn error_text(text: &str) -> String {
+        resolve_text(text, &RunArgs::default())
+            .unwrap_err()
+            .to_string()
+    }
+
+    #[test]
+    fn example_config_parses_and_validates() {
+        let file = ConfigFile::new(
+            Path::new("config/example.toml"),
+            Path::new("/repo"),
+            EXAMPLE.into(),
+        );
+        let config = resolve(&RunArgs::default(), Some(&file), Path::new("/repo"), None).unwrap();
+        assert_eq!(
+            config.source,
+            Some(PathBuf::from("/repo/config/example.toml"))
+        );
+        assert_eq!(config.app.module, "app:app");
+        assert_eq!(config.app.chdir, Some(PathBuf::from("/repo/example")));
+        // The example shows the defaults.
+        let defaults = resolve(
+            &RunArgs {
+                app: Some("app:app".into()),
+                ..RunArgs::default()
+            },
+            None,
+            Path::new("/repo"),
+            None,
+        )
+        .unwrap();
+        assert_eq!(config.server.backlog, defaults.server.backlog);
+        assert_eq!(config.server.keepalive, defaults.server.keepalive);
+        assert_eq!(
+            config.server.max_header_bytes,
+            defaults.server.max_header_bytes
+        );
+        assert_eq!(config.server.max_body_bytes, defaults.server.max_body_bytes);
+        assert_eq!(config.server.bind[0].addr, defaults.server.bind[0].addr);
+        assert_eq!(config.workers.count, defaults.workers.count);
+        assert_eq!(config.workers.threads, defaults.workers.threads);
+        assert_eq!(config.workers.timeout, defaults.workers.timeout);
+        assert_eq!(
+            config.workers.graceful_timeout,
+            defaults.workers.graceful_timeout
+        );
+        assert_eq!(config.app.interface, defaults.app.interface);
+    }
+
+    #[test]
+    fn parse_errors_name_file_line_and_key() {
+        assert_eq!(
+            error_text("[app]\nmodule = \"a:b\"\n[server]\nkeepalive = \"5x\"\n"),
+            "corral.toml:4: server.keepalive: invalid duration \"5x\": use a number with a unit, like \"30s\", \"500ms\", \"2m\""
+        );
+        let unknown = error_text("[server]\nbind = []\nkeepalvie = \"5s\"\n");
+        assert!(
+            unknown.starts_with("corral.toml:3: server.keepalvie: unknown key `keepalvie`, expected one of `bind`, `backlog`, `keepalive`"),
+            "{unknown}"
+        );
+        let wrong_type = error_text("[workers]\n\ncount = \"4\"\n");
+        assert_eq!(
+            wrong_type,
+            "corral.toml:3: workers.count: invalid type: string \"4\", expected usize; for example: count = 1"
+        );
+        let bind_type = error_text("[server]\nbind = \"0.0.0.0:80\"\n");
+        assert!(
+            bind_type.contains("expected an array; for example: bind = [\"127.0.0.1:8000\"]"),
+            "{bind_type}"
+        );
+        assert!(error_text("[sever]\n").starts_with("corral.toml:1: sever: unknown key `sever`"));
+        assert!(
+            error_text("[workers]\ntimeout = 30\n")
+                .contains("workers.timeout: invalid duration 30: add a unit")
+        );
+        let syntax = error_text("[app]\nmodule = main:app\n");
+        assert!(
+            syntax.starts_with("corral.toml:2: invalid TOML: "),
+            "{syntax}"
+        );
+        assert!(syntax.ends_with(" (in `module = main:app`)"), "{syntax}");
+        let env = error_text("[app.env]\nPORT = 8000\n");
+        assert!(env.ends_with("app.env.PORT: invalid type: integer `8000`, expected a string; put the value in quotes"), "{env}");
+        assert!(
+            error_text("[app]\ninterface = \"wgsi\"\n")
+                .contains("corral.toml:2: app.interface: unknown variant `wgsi`")
+        );
+    }
+}

@@ -1,0 +1,305 @@
+//! The value types written as text in the config file and on the command
+//! line: durations ([`HumanDuration`], "30s"), byte sizes ([`ByteSize`],
+//! "64KiB") and listen addresses ([`BindAddr`], "127.0.0.1:8000" or
+//! "unix:/path"). Each parses with `FromStr` (used by the flags); the first two
+//! also deserialize from TOML with messages that say how to write the value.
+
+use std::fmt;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde::de::{self, Deserializer, Visitor};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BindAddr {
+    Tcp(SocketAddr),
+    Unix(PathBuf),
+}
+
+impl FromStr for BindAddr {
+    type Err = String;
+
+    /// "HOST:PORT" (IPv4, "[IPv6]" or "localhost"), or "unix:/path".
+    fn from_str(s: &str) -> Result<BindAddr, String> {
+        if let Some(path) = s.strip_prefix("unix:") {
+            if path.is_empty() {
+                return Err(format!(
+                    "invalid bind address \"{s}\": the socket path is missing, like \"unix:/run/corral.sock\""
+                ));
+            }
+            return Ok(BindAddr::Unix(PathBuf::from(path)));
+        }
+        if let Ok(addr) = s.parse::<SocketAddr>() {
+            return Ok(BindAddr::Tcp(addr));
+        }
+        if let Some(port) = s.strip_prefix("localhost:")
+            && let Ok(port) = port.parse::<u16>()
+        {
+            return Ok(BindAddr::Tcp(SocketAddr::from((Ipv4Addr::LOCALHOST, port))));
+        }
+        if let Ok(ip) = s.parse::<std::net::IpAddr>() {
+            let with_port = SocketAddr::new(ip, 8000);
+            return Err(format!(
+                "invalid bind address \"{s}\": the port is missing, like \"{with_port}\""
+            ));
+        }
+        Err(format!(
+            "invalid bind address \"{s}\": use IP:PORT like \"127.0.0.1:8000\", \"0.0.0.0:8000\" or \"[::]:8000\", or \"unix:/path/to.sock\""
+        ))
+    }
+}
+
+impl fmt::Display for BindAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BindAddr::Tcp(addr) => write!(f, "{addr}"),
+            BindAddr::Unix(path) => write!(f, "unix:{}", path.display()),
+        }
+    }
+}
+
+/// A duration written like "30s", "500ms", "2m", "1h" or "1m30s".
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HumanDuration(pub Duration);
+
+impl FromStr for HumanDuration {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<HumanDuration, String> {
+        let bad = || {
+            format!(
+                "invalid duration \"{s}\": use a number with a unit, like \"30s\", \"500ms\", \"2m\""
+            )
+        };
+        let text = s.trim();
+        if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
+            return Err(format!(
+                "invalid duration \"{s}\": add a unit, like \"{text}s\" or \"{text}ms\""
+            ));
+        }
+        let mut rest = text;
+        let mut nanos: u128 = 0;
+        if rest.is_empty() {
+            return Err(bad());
+        }
+        while !rest.is_empty() {
+            let (number, after) = split_number(rest);
+            let unit_len = after
+                .find(|c: char| !c.is_ascii_alphabetic())
+                .unwrap_or(after.len());
+            let (unit, after) = after.split_at(unit_len);
+            let scale: u128 = match unit {
+                "ms" => 1_000_000,
+                "s" => 1_000_000_000,
+                "m" => 60 * 1_000_000_000,
+                "h" => 3600 * 1_000_000_000,
+                _ => return Err(bad()),
+            };
+            nanos += scaled(number, scale).ok_or_else(bad)?;
+            rest = after.trim_start();
+        }
+        u64::try_from(nanos)
+            .map(|n| HumanDuration(Duration::from_nanos(n)))
+            .map_err(|_| format!("invalid duration \"{s}\": too long"))
+    }
+}
+
+impl<'de> Deserialize<'de> for HumanDuration {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = HumanDuration;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a duration like \"30s\"")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<HumanDuration, E> {
+                v.parse().map_err(E::custom)
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<HumanDuration, E> {
+                Err(E::custom(format!(
+                    "invalid duration {v}: add a unit and quotes, like \"{v}s\" or \"{v}ms\""
+                )))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<HumanDuration, E> {
+                self.visit_i64(i64::try_from(v).unwrap_or(i64::MAX))
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<HumanDuration, E> {
+                Err(E::custom(format!(
+                    "invalid duration {v}: add a unit and quotes, like \"{v}s\""
+                )))
+            }
+        }
+        deserializer.deserialize_any(V)
+    }
+}
+
+/// A byte count written like "64KiB", "10MiB", "1GiB", "512KB" (1000-based),
+/// "100B", or a plain number of bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ByteSize(pub u64);
+
+impl FromStr for ByteSize {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<ByteSize, String> {
+        let bad = || {
+            format!(
+                "invalid size \"{s}\": use a number of bytes or a number with a unit, like \"64KiB\", \"10MiB\", \"512KB\""
+            )
+        };
+        let (number, unit) = split_number(s.trim());
+        let unit = unit.trim_start();
+        let scale: u128 = match unit.to_ascii_lowercase().as_str() {
+            "" | "b" if number.contains('.') => return Err(bad()),
+            "" | "b" => 1,
+            "kb" => 1000,
+            "mb" => 1000_u128.pow(2),
+            "gb" => 1000_u128.pow(3),
+            "tb" => 1000_u128.pow(4),
+            "kib" => 1 << 10,
+            "mib" => 1 << 20,
+            "gib" => 1 << 30,
+            "tib" => 1 << 40,
+            "k" | "m" | "g" | "t" => {
+                let u = unit.to_ascii_uppercase();
+                return Err(format!(
+                    "invalid size \"{s}\": write \"{number}{u}iB\" (1024-based) or \"{number}{u}B\" (1000-based)"
+                ));
+            }
+            _ => return Err(bad()),
+        };
+        let bytes = scaled(number, scale).ok_or_else(bad)?;
+        u64::try_from(bytes)
+            .map(ByteSize)
+            .map_err(|_| format!("invalid size \"{s}\": too large"))
+    }
+}
+
+impl<'de> Deserialize<'de> for ByteSize {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = ByteSize;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a size like \"64KiB\"")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<ByteSize, E> {
+                v.parse().map_err(E::custom)
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<ByteSize, E> {
+                Ok(ByteSize(v))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<ByteSize, E> {
+                u64::try_from(v)
+                    .map(ByteSize)
+                    .map_err(|_| E::custom(format!("invalid size {v}: must not be negative")))
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<ByteSize, E> {
+                Err(E::custom(format!(
+                    "invalid size {v}: use a whole number of bytes or a unit, like \"1.5MiB\""
+                )))
+            }
+        }
+        deserializer.deserialize_any(V)
+    }
+}
+
+/// Splits "1.5MiB" into ("1.5", "MiB").
+fn split_number(s: &str) -> (&str, &str) {
+    let len = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(s.len());
+    s.split_at(len)
+}
+
+/// The decimal `number` ("12", "1.5", ".5") times `scale`, rounded down.
+fn scaled(number: &str, scale: u128) -> Option<u128> {
+    let (int, frac) = number.split_once('.').unwrap_or((number, ""));
+    let digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
+    if (int.is_empty() && frac.is_empty()) || !digits(int) || !digits(frac) {
+        return None;
+    }
+    let int: u128 = if int.is_empty() { 0 } else { int.parse().ok()? };
+    let frac = &frac[..frac.len().min(18)];
+    let frac_part = if frac.is_empty() {
+        0
+    } else {
+        frac.parse::<u128>().ok()? * scale / 10_u128.pow(frac.len() as u32)
+    };
+    int.checked_mul(scale)?.checked_add(frac_part)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dur(s: &str) -> Result<Duration, String> {
+        s.parse::<HumanDuration>().map(|d| d.0)
+    }
+
+    fn size(s: &str) -> Result<u64, String> {
+        s.parse::<ByteSize>().map(|b| b.0)
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(dur("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(dur("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(dur("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(dur("1h"), Ok(Duration::from_secs(3600)));
+        assert_eq!(dur("1m30s"), Ok(Duration::from_secs(90)));
+        assert_eq!(dur("1m 30s"), Ok(Duration::from_secs(90)));
+        assert_eq!(dur("1.5s"), Ok(Duration::from_millis(1500)));
+        assert_eq!(dur(".25s"), Ok(Duration::from_millis(250)));
+        assert_eq!(dur("0s"), Ok(Duration::ZERO));
+        for bad in ["", "5x", "s", "-5s", "1.2.3s", "5 s x", "1m30"] {
+            let err = dur(bad).unwrap_err();
+            assert!(err.contains("use a number with a unit"), "{bad}: {err}");
+        }
+        assert_eq!(
+            dur("30").unwrap_err(),
+            "invalid duration \"30\": add a unit, like \"30s\" or \"30ms\""
+        );
+        assert!(dur("999999999999h").unwrap_err().contains("too long"));
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(size("64KiB"), Ok(64 * 1024));
+        assert_eq!(size("10MiB"), Ok(10 << 20));
+        assert_eq!(size("1GiB"), Ok(1 << 30));
+        assert_eq!(size("512KB"), Ok(512_000));
+        assert_eq!(size("100B"), Ok(100));
+        assert_eq!(size("100"), Ok(100));
+        assert_eq!(size("1.5 MiB"), Ok(3 << 19));
+        assert_eq!(size("64kib"), Ok(64 * 1024));
+        for bad in ["", "1.5", "10XB", "MiB", "-1KiB"] {
+            assert!(size(bad).unwrap_err().contains("invalid size"), "{bad}");
+        }
+        assert!(size("64K").unwrap_err().contains("\"64KiB\" (1024-based)"));
+        assert!(size("99999999TiB").unwrap_err().contains("too large"));
+    }
+
+    #[test]
+    fn binds() {
+        let tcp = |s: &str| BindAddr::Tcp(s.parse().unwrap());
+        assert_eq!("127.0.0.1:8000".parse(), Ok(tcp("127.0.0.1:8000")));
+        assert_eq!("[::1]:80".parse(), Ok(tcp("[::1]:80")));
+        assert_eq!("localhost:9".parse(), Ok(tcp("127.0.0.1:9")));
+        assert_eq!(
+            "unix:/run/a.sock".parse(),
+            Ok(BindAddr::Unix("/run/a.sock".into()))
+        );
+        let missing_port = "0.0.0.0".parse::<BindAddr>().unwrap_err();
+        assert!(
+            missing_port.contains("like \"0.0.0.0:8000\""),
+            "{missing_port}"
+        );
+        for bad in ["unix:", "example.com:80", "1.2.3.4:99999", ""] {
+            assert!(bad.parse::<BindAddr>().is_err(), "{bad}");
+        }
+    }
+}

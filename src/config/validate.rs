@@ -1,0 +1,460 @@
+//! Merging and checking: the command line over the raw file, every default
+//! filled in and every value checked, collecting all problems with where
+//! each value came from ([`At`]: a file line and key, or a flag) and how to
+//! fix it. Also the helpers that check app and environment names and make
+//! paths absolute.
+
+use std::collections::BTreeMap;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::ops::Range;
+use std::path::{Component, Path, PathBuf};
+use std::time::Duration;
+
+use toml::Spanned;
+
+use super::raw::{RawApp, RawServer, RawWorkers};
+use super::{
+    AppConfig, Bind, BindAddr, ByteSize, ConfigFile, DEFAULT_FILE, HumanDuration, Interface,
+    Problem, ServerConfig, WorkersConfig,
+};
+use crate::cli::RunArgs;
+
+/// gunicorn's default listen address.
+pub(super) const DEFAULT_BIND: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::LOCALHOST), 8000);
+/// hyper refuses (panics on) a smaller read buffer than this.
+const MIN_HEADER_BYTES: u64 = 8 * 1024;
+
+/// Where a value came from, to point a problem at it.
+struct At {
+    location: Option<String>,
+    key: String,
+}
+
+impl At {
+    fn flag(flag: &str) -> At {
+        At {
+            location: None,
+            key: flag.to_owned(),
+        }
+    }
+}
+
+/// Merges one raw file with the command line and collects problems.
+pub(super) struct Resolver<'a> {
+    pub(super) file: Option<&'a ConfigFile>,
+    pub(super) cwd: &'a Path,
+    pub(super) problems: Vec<Problem>,
+}
+
+impl Resolver<'_> {
+    fn fail(&mut self, at: &At, message: impl Into<String>) {
+        self.problems.push(Problem {
+            location: at.location.clone(),
+            key: Some(at.key.clone()),
+            message: message.into(),
+        });
+    }
+
+    fn in_file(&self, span: Range<usize>, key: &str) -> At {
+        At {
+            location: self.file.map(|f| f.location(span.start)),
+            key: key.to_owned(),
+        }
+    }
+
+    /// The folder relative paths in the file are resolved against.
+    fn file_dir(&self) -> &Path {
+        self.file.map_or(self.cwd, |f| &f.dir)
+    }
+
+    /// The flag's value, else the file's, else the default.
+    fn pick<T: Clone>(
+        &self,
+        flag: (Option<&T>, &str),
+        file: (Option<&Spanned<T>>, &str),
+        default: T,
+    ) -> (T, At) {
+        match (flag.0, file.0) {
+            (Some(v), _) => (v.clone(), At::flag(flag.1)),
+            (None, Some(v)) => (v.get_ref().clone(), self.in_file(v.span(), file.1)),
+            (None, None) => (default, At::flag(file.1)),
+        }
+    }
+
+    /// A path from the file, checked non-empty and made absolute.
+    fn file_path(&mut self, value: &Spanned<String>, key: &str) -> Option<PathBuf> {
+        if value.get_ref().is_empty() {
+            let at = self.in_file(value.span(), key);
+            self.fail(&at, "is empty: give a path or leave the key out");
+            return None;
+        }
+        Some(absolute(self.file_dir(), Path::new(value.get_ref())))
+    }
+
+    pub(super) fn app(
+        &mut self,
+        args: &RunArgs,
+        raw: RawApp,
+        virtual_env: Option<&Path>,
+    ) -> Option<AppConfig> {
+        let module = match (&args.app, &raw.module) {
+            (Some(m), _) => Some((m.clone(), At::flag("APP"))),
+            (None, Some(m)) => Some((m.get_ref().clone(), self.in_file(m.span(), "app.module"))),
+            (None, None) => None,
+        };
+        let module = match module {
+            None => {
+                let file = self.file.map_or(DEFAULT_FILE, |f| &f.shown);
+                self.problems.push(Problem {
+                    location: None,
+                    key: None,
+                    message: format!(
+                        "no app given: pass it as `corral main:app` or set [app] module in {file}"
+                    ),
+                });
+                None
+            }
+            Some((module, at)) => check_module(&module)
+                .map_err(|message| self.fail(&at, message))
+                .ok(),
+        };
+
+        let (interface, _) = self.pick(
+            (args.interface.as_ref(), "--interface"),
+            (None, "app.interface"),
+            raw.interface.unwrap_or(Interface::Auto),
+        );
+
+        let python = match (&args.python, &raw.python) {
+            (Some(p), _) => Some(command_path(self.cwd, p)),
+            (None, Some(p)) if p.get_ref().is_empty() => {
+                let at = self.in_file(p.span(), "app.python");
+                self.fail(
+                    &at,
+                    "is empty: give an interpreter like \"python3\" or leave the key out",
+                );
+                None
+            }
+            (None, Some(p)) => Some(command_path(self.file_dir(), Path::new(p.get_ref()))),
+            (None, None) => Some(match virtual_env {
+                Some(venv) => venv.join("bin/python"),
+                None => PathBuf::from("python3"),
+            }),
+        };
+
+        let chdir = match (&args.chdir, &raw.chdir) {
+            (Some(dir), _) => Some(absolute(self.cwd, dir)),
+            (None, Some(dir)) => self.file_path(dir, "app.chdir"),
+            (None, None) => None,
+        };
+
+        let pythonpath = if args.pythonpath.is_empty() {
+            let mut paths = Vec::new();
+            for p in &raw.pythonpath {
+                paths.extend(self.file_path(p, "app.pythonpath"));
+            }
+            paths
+        } else {
+            args.pythonpath
+                .iter()
+                .map(|p| absolute(self.cwd, p))
+                .collect()
+        };
+
+        let mut env = BTreeMap::new();
+        for (key, value) in &raw.env {
+            let at = self.in_file(value.span(), &format!("app.env.{key}"));
+            match check_env(key, value.get_ref()) {
+                Ok(()) => drop(env.insert(key.clone(), value.get_ref().clone())),
+                Err(message) => self.fail(&at, message),
+            }
+        }
+        for (key, value) in &args.env {
+            env.insert(key.clone(), value.clone());
+        }
+
+        Some(AppConfig {
+            module: module?,
+            interface,
+            python: python?,
+            chdir,
+            pythonpath,
+            env,
+        })
+    }
+
+    pub(super) fn server(&mut self, args: &RunArgs, raw: RawServer) -> ServerConfig {
+        let mut bind = Vec::new();
+        if !args.bind.is_empty() {
+            for addr in &args.bind {
+                let addr = match addr {
+                    BindAddr::Unix(path) => BindAddr::Unix(absolute(self.cwd, path)),
+                    tcp => tcp.clone(),
+                };
+                bind.push((addr, At::flag("--bind")));
+            }
+        } else if let Some(list) = &raw.bind {
+            if list.get_ref().is_empty() {
+                let at = self.in_file(list.span(), "server.bind");
+                self.fail(&at, "is empty: list at least one address like [\"127.0.0.1:8000\"], or leave the key out for the default 127.0.0.1:8000");
+            }
+            for entry in list.get_ref() {
+                let at = self.in_file(entry.span(), "server.bind");
+                match entry.get_ref().parse::<BindAddr>() {
+                    Ok(BindAddr::Unix(path)) => {
+                        bind.push((BindAddr::Unix(absolute(self.file_dir(), &path)), at))
+                    }
+                    Ok(tcp) => bind.push((tcp, at)),
+                    Err(message) => self.fail(&at, message),
+                }
+            }
+        }
+        let mut seen: Vec<Bind> = Vec::new();
+        for (addr, at) in bind {
+            if let Some(first) = seen.iter().find(|b| b.addr == addr) {
+                let message = format!("{addr} is listed twice (first at {})", first.origin);
+                self.fail(&at, message);
+                continue;
+            }
+            let origin = match &at.location {
+                Some(location) => format!("{location} (key {})", at.key),
+                None => at.key,
+            };
+            seen.push(Bind { addr, origin });
+        }
+        if seen.is_empty() && args.bind.is_empty() && raw.bind.is_none() {
+            seen.push(Bind {
+                addr: BindAddr::Tcp(DEFAULT_BIND),
+                origin: "default (no --bind or server.bind given)".to_owned(),
+            });
+        }
+
+        let (backlog, at) = self.pick(
+            (args.backlog.as_ref(), "--backlog"),
+            (raw.backlog.as_ref(), "server.backlog"),
+            2048,
+        );
+        if backlog == 0 {
+            self.fail(&at, "must be at least 1, like 2048");
+        }
+        let (keepalive, at) = self.pick(
+            (args.keepalive.as_ref(), "--keepalive"),
+            (raw.keepalive.as_ref(), "server.keepalive"),
+            HumanDuration(Duration::from_secs(5)),
+        );
+        if keepalive.0.is_zero() {
+            self.fail(&at, "must be longer than 0s, like \"5s\"");
+        }
+        let (max_header_bytes, at) = self.pick(
+            (args.max_header_bytes.as_ref(), "--max-header-bytes"),
+            (raw.max_header_bytes.as_ref(), "server.max_header_bytes"),
+            ByteSize(64 * 1024),
+        );
+        if max_header_bytes.0 < MIN_HEADER_BYTES {
+            self.fail(&at, "must be at least \"8KiB\", like \"64KiB\"");
+        }
+        let (max_body_bytes, _) = self.pick(
+            (args.max_body_bytes.as_ref(), "--max-body-bytes"),
+            (raw.max_body_bytes.as_ref(), "server.max_body_bytes"),
+            ByteSize(100 * 1024 * 1024),
+        );
+        ServerConfig {
+            bind: seen,
+            backlog,
+            keepalive: keepalive.0,
+            max_header_bytes: usize::try_from(max_header_bytes.0).unwrap_or(usize::MAX),
+            max_body_bytes: max_body_bytes.0,
+        }
+    }
+
+    pub(super) fn workers(&mut self, args: &RunArgs, raw: RawWorkers) -> WorkersConfig {
+        let (count, at) = self.pick(
+            (args.workers.as_ref(), "--workers"),
+            (raw.count.as_ref(), "workers.count"),
+            1,
+        );
+        if count == 0 {
+            self.fail(
+                &at,
+                "must be at least 1 (it is the number of worker processes)",
+            );
+        }
+        let (threads, at) = self.pick(
+            (args.threads.as_ref(), "--threads"),
+            (raw.threads.as_ref(), "workers.threads"),
+            1,
+        );
+        if threads == 0 {
+            self.fail(
+                &at,
+                "must be at least 1 (it is the number of threads per worker)",
+            );
+        }
+        let (timeout, at) = self.pick(
+            (args.timeout.as_ref(), "--timeout"),
+            (raw.timeout.as_ref(), "workers.timeout"),
+            HumanDuration(Duration::from_secs(30)),
+        );
+        if timeout.0.is_zero() {
+            self.fail(&at, "must be longer than 0s, like \"30s\"");
+        }
+        let (graceful_timeout, _) = self.pick(
+            (args.graceful_timeout.as_ref(), "--graceful-timeout"),
+            (raw.graceful_timeout.as_ref(), "workers.graceful_timeout"),
+            HumanDuration(Duration::from_secs(30)),
+        );
+        WorkersConfig {
+            count,
+            threads,
+            timeout: timeout.0,
+            graceful_timeout: graceful_timeout.0,
+        }
+    }
+}
+
+/// "pkg.mod:callable" checked, with ":application" added when missing.
+fn check_module(spec: &str) -> Result<String, String> {
+    let example = "write it as \"module:callable\", like \"main:app\"";
+    if spec.trim().is_empty() {
+        return Err(format!("is empty: {example}"));
+    }
+    let (module, callable) = spec.split_once(':').unwrap_or((spec, "application"));
+    if let Some(stem) = module.strip_suffix(".py") {
+        return Err(format!(
+            "\"{spec}\" names a file: use the module name, like \"{}:{callable}\"",
+            stem.replace('/', ".")
+        ));
+    }
+    if module.contains('/') {
+        return Err(format!(
+            "\"{module}\" is a path: use dots between packages, like \"{}\"",
+            module.trim_matches('/').replace('/', ".")
+        ));
+    }
+    let identifier = |part: &str| {
+        let mut chars = part.chars();
+        chars.next().is_some_and(|c| c.is_alphabetic() || c == '_')
+            && chars.all(|c| c.is_alphanumeric() || c == '_')
+    };
+    if !module.split('.').all(identifier) {
+        return Err(format!(
+            "\"{module}\" is not a Python module name: {example} (dotted names like \"pkg.web:app\" work)"
+        ));
+    }
+    if callable.trim().is_empty() {
+        return Err(format!("\"{spec}\" has no callable after ':': {example}"));
+    }
+    Ok(format!("{module}:{callable}"))
+}
+
+/// Checks one environment variable for the workers.
+pub(crate) fn check_env(key: &str, value: &str) -> Result<(), String> {
+    if key.is_empty() || key.contains(['=', '\0']) {
+        return Err(format!(
+            "\"{key}\" is not a valid variable name (it must be non-empty, without '=')"
+        ));
+    }
+    if value.contains('\0') {
+        return Err(format!("the value of {key} contains a NUL byte"));
+    }
+    Ok(())
+}
+
+/// A bare command name stays as is (PATH lookup); a path is made absolute.
+fn command_path(base: &Path, path: &Path) -> PathBuf {
+    if path.to_string_lossy().contains('/') {
+        absolute(base, path)
+    } else {
+        path.to_path_buf()
+    }
+}
+
+/// `base.join(path)` with "." and ".." removed lexically (like Python's
+/// `os.path.abspath`).
+pub(super) fn absolute(base: &Path, path: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for component in base.join(path).components() {
+        match component {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                out.pop();
+            }
+            other => out.push(other),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::resolve;
+    use crate::config::tests::resolve_text;
+
+    #[test]
+    fn modules() {
+        assert_eq!(check_module("main:app"), Ok("main:app".into()));
+        assert_eq!(check_module("pkg.wsgi"), Ok("pkg.wsgi:application".into()));
+        assert_eq!(check_module("m:create_app()"), Ok("m:create_app()".into()));
+        assert!(
+            check_module("main.py:app")
+                .unwrap_err()
+                .contains("\"main:app\"")
+        );
+        assert!(
+            check_module("pkg/web:app")
+                .unwrap_err()
+                .contains("\"pkg.web\"")
+        );
+        assert!(check_module("").is_err());
+        assert!(check_module(":app").is_err());
+        assert!(check_module("main:").is_err());
+        assert!(check_module("my-app:app").is_err());
+    }
+
+    #[test]
+    fn validation_reports_every_problem() {
+        let text = "[app]\nmodule = \"\"\nenv = { \"A=B\" = \"x\" }\n\n[server]\nbind = [\"0.0.0.0\", \"[::]:80\", \"[::]:80\"]\n\
+                    max_header_bytes = \"1KiB\"\n[workers]\ncount = 0\nthreads = 0\ntimeout = \"0s\"\n";
+        let text = resolve_text(text, &RunArgs::default())
+            .unwrap_err()
+            .to_string();
+        let expected = [
+            "8 problems in the configuration:",
+            "  corral.toml:2: app.module: is empty: write it as \"module:callable\", like \"main:app\"",
+            "  corral.toml:3: app.env.A=B: \"A=B\" is not a valid variable name",
+            "  corral.toml:6: server.bind: invalid bind address \"0.0.0.0\": the port is missing, like \"0.0.0.0:8000\"",
+            "  corral.toml:6: server.bind: [::]:80 is listed twice (first at corral.toml:6 (key server.bind))",
+            "  corral.toml:7: server.max_header_bytes: must be at least \"8KiB\"",
+            "  corral.toml:9: workers.count: must be at least 1",
+            "  corral.toml:10: workers.threads: must be at least 1",
+        ];
+        for line in expected {
+            assert!(text.contains(line), "missing {line:?} in:\n{text}");
+        }
+        assert!(
+            text.contains("corral.toml:11: workers.timeout: must be longer than 0s"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn missing_app_and_flag_problems() {
+        let err = resolve(&RunArgs::default(), None, Path::new("/cwd"), None).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "no app given: pass it as `corral main:app` or set [app] module in corral.toml"
+        );
+        let args = RunArgs {
+            app: Some("main:app".into()),
+            workers: Some(0),
+            ..RunArgs::default()
+        };
+        let err = resolve(&args, None, Path::new("/cwd"), None).unwrap_err();
+        assert!(
+            err.to_string().starts_with("--workers: must be at least 1"),
+            "{err}"
+        );
+    }
+}
