@@ -264,9 +264,23 @@ mod tests {
     }
 
     #[test]
+    fn duration_flags_take_gunicorn_seconds_or_units() {
+        let args = Cli::try_parse_from(["corral", "-t", "30", "--graceful-timeout", "1.5"])
+            .unwrap()
+            .into_run_args();
+        assert_eq!(args.timeout.map(|d| d.0), Some(std::time::Duration::from_secs(30)));
+        assert_eq!(
+            args.graceful_timeout.map(|d| d.0),
+            Some(std::time::Duration::from_millis(1500))
+        );
+        let args = Cli::try_parse_from(["corral", "--keepalive", "2m"]).unwrap().into_run_args();
+        assert_eq!(args.keepalive.map(|d| d.0), Some(std::time::Duration::from_secs(120)));
+    }
+
+    #[test]
     fn bad_values_are_refused_with_the_reason() {
         for (argv, reason) in [
-            (&["corral", "--timeout", "30"][..], "add a unit"),
+            (&["corral", "--timeout", "5x"][..], "invalid duration"),
             (&["corral", "--env", "NOEQUALS"], "KEY=VALUE"),
             (&["corral", "-b", "example.com:80"], "invalid bind address"),
             (&["corral", "--max-body-bytes", "10M"], "10MiB"),

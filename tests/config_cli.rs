@@ -177,8 +177,8 @@ fn missing_app_says_how_to_give_it() {
 #[test]
 fn bad_flag_value_is_refused_with_the_reason() {
     let dir = tempfile::tempdir().unwrap();
-    let out = corral(dir.path(), &["main:app", "--timeout", "30"]);
-    assert_refused(&out, &["--timeout", "add a unit", "\"30s\""]);
+    let out = corral(dir.path(), &["main:app", "--timeout", "30x"]);
+    assert_refused(&out, &["--timeout", "invalid duration", "\"30s\""]);
 }
 
 #[test]

@@ -1561,3 +1561,30 @@ fn an_unread_request_body_does_not_break_the_response_or_the_connection() {
         ),
     }
 }
+
+#[test]
+fn concurrent_uploads_to_one_threaded_worker_each_get_their_own_body() {
+    let s = Server::start(ECHO_APP, &["--threads", "4"]);
+    let handles: Vec<_> = (0..8u8)
+        .map(|i| {
+            let addr = s.addr().to_string();
+            std::thread::spawn(move || {
+                let body: Vec<u8> = big_body(1024 * 1024 + usize::from(i) * 4099)
+                    .into_iter()
+                    .map(|b| b.wrapping_add(i.wrapping_mul(37)))
+                    .collect();
+                let path = if i % 2 == 0 { "/pieces" } else { "/read" };
+                let r = request(&addr, "POST", path, &[], &body);
+                (i, r.status, r.body == body, r.body.len(), body.len())
+            })
+        })
+        .collect();
+    for h in handles {
+        let (i, status, same, got, sent) = h.join().unwrap();
+        assert_eq!(status, 200, "upload {i}");
+        assert!(
+            same,
+            "upload {i}: echoed {got} bytes of {sent}, not its own body"
+        );
+    }
+}
