@@ -268,13 +268,21 @@ mod tests {
         let args = Cli::try_parse_from(["corral", "-t", "30", "--graceful-timeout", "1.5"])
             .unwrap()
             .into_run_args();
-        assert_eq!(args.timeout.map(|d| d.0), Some(std::time::Duration::from_secs(30)));
+        assert_eq!(
+            args.timeout.map(|d| d.0),
+            Some(std::time::Duration::from_secs(30))
+        );
         assert_eq!(
             args.graceful_timeout.map(|d| d.0),
             Some(std::time::Duration::from_millis(1500))
         );
-        let args = Cli::try_parse_from(["corral", "--keepalive", "2m"]).unwrap().into_run_args();
-        assert_eq!(args.keepalive.map(|d| d.0), Some(std::time::Duration::from_secs(120)));
+        let args = Cli::try_parse_from(["corral", "--keepalive", "2m"])
+            .unwrap()
+            .into_run_args();
+        assert_eq!(
+            args.keepalive.map(|d| d.0),
+            Some(std::time::Duration::from_secs(120))
+        );
     }
 
     #[test]

@@ -130,7 +130,8 @@ impl Supervisor {
     }
 
     fn finished(&self) -> bool {
-        matches!(self.phase, Phase::Stopping { .. }) && self.slots.iter().all(|s| s.worker.is_none())
+        matches!(self.phase, Phase::Stopping { .. })
+            && self.slots.iter().all(|s| s.worker.is_none())
     }
 
     fn on_msg(&mut self, msg: Msg) {

@@ -50,7 +50,11 @@ fn a_request_on_a_worker_that_dies_gets_502_at_once_and_the_worker_is_replaced()
     let t = Instant::now();
     let r = c.get("/die");
     assert_eq!(r.status, 502, "{}", r.text());
-    assert!(t.elapsed() < Duration::from_secs(5), "502 took {:?}", t.elapsed());
+    assert!(
+        t.elapsed() < Duration::from_secs(5),
+        "502 took {:?}",
+        t.elapsed()
+    );
     // The supervisor stays up and a new worker serves.
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
@@ -73,7 +77,11 @@ fn a_request_past_the_timeout_gets_504_its_stack_is_dumped_and_its_worker_replac
     let t = Instant::now();
     let r = c.get("/hang");
     assert_eq!(r.status, 504, "{}", r.text());
-    assert!(t.elapsed() < Duration::from_secs(5), "504 took {:?}", t.elapsed());
+    assert!(
+        t.elapsed() < Duration::from_secs(5),
+        "504 took {:?}",
+        t.elapsed()
+    );
     // faulthandler's dump shows where the app hung.
     assert!(
         c.log.wait_for("in app", Duration::from_secs(5)).is_some(),
@@ -81,7 +89,10 @@ fn a_request_past_the_timeout_gets_504_its_stack_is_dumped_and_its_worker_replac
         c.log.text()
     );
     assert!(c.log.text().contains("exceeded the timeout"));
-    assert!(wait_gone(&[before], Duration::from_secs(5)), "hung worker still alive");
+    assert!(
+        wait_gone(&[before], Duration::from_secs(5)),
+        "hung worker still alive"
+    );
     let deadline = Instant::now() + Duration::from_secs(20);
     while c.get("/").status != 200 {
         assert!(Instant::now() < deadline, "never replaced");
@@ -109,15 +120,22 @@ fn malformed_and_oversize_requests_are_refused_by_corral_without_a_worker() {
     let r = raw(&c, b"GET /a%00b HTTP/1.1\r\nHost: x\r\n\r\n");
     assert_eq!(r.status, 400);
 
-    let big = format!("GET / HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n", "a".repeat(32 * 1024));
+    let big = format!(
+        "GET / HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n",
+        "a".repeat(32 * 1024)
+    );
     let r = raw(&c, big.as_bytes());
     assert_eq!(r.status, 431);
 
     // Declared too large: refused before the body is read.
-    let r = raw(&c, b"POST /read HTTP/1.1\r\nHost: x\r\nContent-Length: 5000\r\n\r\n");
+    let r = raw(
+        &c,
+        b"POST /read HTTP/1.1\r\nHost: x\r\nContent-Length: 5000\r\n\r\n",
+    );
     assert_eq!(r.status, 413);
     // Chunked, found too large while reading it.
-    let mut chunked = b"POST /read HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+    let mut chunked =
+        b"POST /read HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
     for _ in 0..4 {
         chunked.extend_from_slice(b"200\r\n");
         chunked.extend_from_slice(&[b'x'; 0x200]);
@@ -127,7 +145,11 @@ fn malformed_and_oversize_requests_are_refused_by_corral_without_a_worker() {
     let r = raw(&c, &chunked);
     assert_eq!(r.status, 413);
 
-    assert_eq!(c.get("/count").text(), "0", "no bad request reached the app");
+    assert_eq!(
+        c.get("/count").text(),
+        "0",
+        "no bad request reached the app"
+    );
     // A request within the limits does.
     let r = request(&c.addr, "POST", "/read", &[], &[b'y'; 1000]);
     assert_eq!(r.status, 200);
@@ -139,7 +161,12 @@ fn with_no_worker_in_service_the_app_port_answers_503_with_retry_after() {
     let app = AppDir::new(&[("broken.py", "raise RuntimeError('no database')\n")]);
     let mut c = Corral::spawn(app.path(), &["broken:app", "-w", "1"], &[]);
     c.wait_listening();
-    assert!(c.log.wait_for("no database", Duration::from_secs(20)).is_some(), "the boot error is logged");
+    assert!(
+        c.log
+            .wait_for("no database", Duration::from_secs(20))
+            .is_some(),
+        "the boot error is logged"
+    );
     let t = Instant::now();
     let r = c.get("/");
     assert_eq!(r.status, 503);

@@ -47,13 +47,25 @@ fn term_finishes_requests_in_flight_then_exits_0_with_no_worker_left() {
     c.signal(libc::SIGTERM);
     // New connections are refused while the old request finishes.
     std::thread::sleep(Duration::from_millis(300));
-    assert!(std::net::TcpStream::connect(&c.addr).is_err(), "still accepting after TERM");
-    let r = req.join().unwrap().expect("the in-flight request completes");
+    assert!(
+        std::net::TcpStream::connect(&c.addr).is_err(),
+        "still accepting after TERM"
+    );
+    let r = req
+        .join()
+        .unwrap()
+        .expect("the in-flight request completes");
     assert_eq!((r.status, r.text().as_str()), (200, "slept 2.0"));
     let st = c.wait_exit(Duration::from_secs(15)).expect("corral exits");
     assert_eq!(st.code(), Some(0), "exit code after TERM");
-    assert!(t.elapsed() >= Duration::from_millis(1500), "did not wait for the request");
-    assert!(wait_gone(&workers, Duration::from_secs(5)), "orphan workers: {workers:?}");
+    assert!(
+        t.elapsed() >= Duration::from_millis(1500),
+        "did not wait for the request"
+    );
+    assert!(
+        wait_gone(&workers, Duration::from_secs(5)),
+        "orphan workers: {workers:?}"
+    );
 }
 
 #[test]
@@ -64,8 +76,15 @@ fn term_gives_up_on_requests_after_graceful_timeout() {
     c.signal(libc::SIGTERM);
     let st = c.wait_exit(Duration::from_secs(15)).expect("corral exits");
     assert_eq!(st.code(), Some(0));
-    assert!(t.elapsed() < Duration::from_secs(10), "took {:?}", t.elapsed());
-    assert!(wait_gone(&workers, Duration::from_secs(5)), "orphan workers: {workers:?}");
+    assert!(
+        t.elapsed() < Duration::from_secs(10),
+        "took {:?}",
+        t.elapsed()
+    );
+    assert!(
+        wait_gone(&workers, Duration::from_secs(5)),
+        "orphan workers: {workers:?}"
+    );
     // The cut request gets a 502 or its connection closed, never a hang.
     if let Ok(r) = req.join().unwrap() {
         assert_eq!(r.status, 502, "{}", r.text());
@@ -78,9 +97,16 @@ fn fast_stop(sig: i32) {
     let t = Instant::now();
     c.signal(sig);
     let st = c.wait_exit(Duration::from_secs(10)).expect("corral exits");
-    assert!(t.elapsed() < Duration::from_secs(4), "fast stop took {:?}", t.elapsed());
+    assert!(
+        t.elapsed() < Duration::from_secs(4),
+        "fast stop took {:?}",
+        t.elapsed()
+    );
     assert_eq!(st.code(), Some(0));
-    assert!(wait_gone(&workers, Duration::from_secs(5)), "orphan workers: {workers:?}");
+    assert!(
+        wait_gone(&workers, Duration::from_secs(5)),
+        "orphan workers: {workers:?}"
+    );
 }
 
 #[test]
@@ -99,5 +125,8 @@ fn workers_exit_when_corral_is_killed() {
     let _req = in_flight(&c, 30.0);
     c.signal(libc::SIGKILL);
     c.wait_exit(Duration::from_secs(5)).expect("corral died");
-    assert!(wait_gone(&workers, Duration::from_secs(5)), "orphan workers: {workers:?}");
+    assert!(
+        wait_gone(&workers, Duration::from_secs(5)),
+        "orphan workers: {workers:?}"
+    );
 }

@@ -55,7 +55,10 @@ fn peak_rss_during<T>(pids: &[u32], f: impl FnOnce() -> T) -> (T, Vec<u64>) {
     let out = f();
     stop.store(true, Ordering::Relaxed);
     sampler.join().unwrap();
-    (out, peaks.iter().map(|p| p.load(Ordering::Relaxed)).collect())
+    (
+        out,
+        peaks.iter().map(|p| p.load(Ordering::Relaxed)).collect(),
+    )
 }
 
 fn pattern() -> Vec<u8> {
@@ -65,7 +68,11 @@ fn pattern() -> Vec<u8> {
 #[test]
 fn one_gib_each_way_in_flat_memory() {
     let app = AppDir::new(&[("stream.py", STREAM_APP)]);
-    let c = Corral::start(app.path(), &["stream:app", "-w", "1", "--max-body-bytes", "2GiB"], 1);
+    let c = Corral::start(
+        app.path(),
+        &["stream:app", "-w", "1", "--max-body-bytes", "2GiB"],
+        1,
+    );
     let worker = children_of(c.pid())[0];
     // Warm up both paths so the baseline includes buffers that are reused.
     c.get("/download?16");
@@ -76,7 +83,13 @@ fn one_gib_each_way_in_flat_memory() {
     let n = GIB / CHUNK as u64;
     let (got, down_peak) = peak_rss_during(&[c.pid(), worker], || {
         let mut s = c.connect();
-        send_request(&mut s, "GET", &format!("/download?{n}"), &[("Connection", "close")], b"");
+        send_request(
+            &mut s,
+            "GET",
+            &format!("/download?{n}"),
+            &[("Connection", "close")],
+            b"",
+        );
         let mut r = BufReader::new(s);
         // Skip the head, then de-chunk by hand while counting.
         let mut total = 0u64;
@@ -130,16 +143,33 @@ fn one_gib_each_way_in_flat_memory() {
         read_response(&mut r, false).unwrap()
     });
     assert_eq!(reply.status, 200);
-    let hex: String = expect.finalize().iter().map(|b| format!("{b:02x}")).collect();
+    let hex: String = expect
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
     assert_eq!(reply.text(), format!("{GIB} {hex}"));
 
-    let grow = |peak: &[u64]| [peak[0].saturating_sub(base[0]), peak[1].saturating_sub(base[1])];
+    let grow = |peak: &[u64]| {
+        [
+            peak[0].saturating_sub(base[0]),
+            peak[1].saturating_sub(base[1]),
+        ]
+    };
     let (d, u) = (grow(&down_peak), grow(&up_peak));
     eprintln!(
         "RSS baseline corral {} KiB, worker {} KiB; growth during 1 GiB download: corral {} KiB, worker {} KiB; during 1 GiB upload: corral {} KiB, worker {} KiB",
         base[0], base[1], d[0], d[1], u[0], u[1]
     );
-    for (what, kib) in [("corral, download", d[0]), ("worker, download", d[1]), ("corral, upload", u[0]), ("worker, upload", u[1])] {
-        assert!(kib < 32 * 1024, "{what}: RSS grew by {kib} KiB while streaming 1 GiB");
+    for (what, kib) in [
+        ("corral, download", d[0]),
+        ("worker, download", d[1]),
+        ("corral, upload", u[0]),
+        ("worker, upload", u[1]),
+    ] {
+        assert!(
+            kib < 32 * 1024,
+            "{what}: RSS grew by {kib} KiB while streaming 1 GiB"
+        );
     }
 }

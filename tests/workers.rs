@@ -31,7 +31,10 @@ fn each_worker_imports_the_app_in_its_own_process() {
         for h in handles {
             let text = h.join().unwrap();
             let (imported, serving) = text.split_once(' ').unwrap();
-            assert_eq!(imported, serving, "the app was imported in the process that serves it");
+            assert_eq!(
+                imported, serving,
+                "the app was imported in the process that serves it"
+            );
             pids.insert(serving.parse::<u32>().unwrap());
         }
         if pids.len() == 3 {
@@ -48,7 +51,14 @@ fn each_worker_imports_the_app_in_its_own_process() {
 fn a_dead_worker_is_replaced_and_the_supervisor_stays_up() {
     let app = AppDir::new(&[("pidapp.py", PID_APP)]);
     let c = Corral::start(app.path(), &["pidapp:app", "-w", "1"], 1);
-    let first: u32 = c.get("/").text().split(' ').nth(1).unwrap().parse().unwrap();
+    let first: u32 = c
+        .get("/")
+        .text()
+        .split(' ')
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
     // SAFETY: killing a worker process of the corral we started.
     unsafe { libc::kill(first as i32, libc::SIGKILL) };
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
@@ -60,8 +70,15 @@ fn a_dead_worker_is_replaced_and_the_supervisor_stays_up() {
                 break;
             }
         }
-        assert!(std::time::Instant::now() < deadline, "no replacement worker");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no replacement worker"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
-    assert!(c.log.wait_for("was killed by SIGKILL", Duration::from_secs(1)).is_some());
+    assert!(
+        c.log
+            .wait_for("was killed by SIGKILL", Duration::from_secs(1))
+            .is_some()
+    );
 }

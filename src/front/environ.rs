@@ -82,10 +82,13 @@ pub fn encode(parts: &Parts, conn: &ConnInfo) -> Result<Vec<u8>, HeadError> {
             key.extend_from_slice(b"CONTENT_LENGTH");
         } else {
             key.extend_from_slice(b"HTTP_");
-            key.extend(
-                n.bytes()
-                    .map(|b| if b == b'-' { b'_' } else { b.to_ascii_uppercase() }),
-            );
+            key.extend(n.bytes().map(|b| {
+                if b == b'-' {
+                    b'_'
+                } else {
+                    b.to_ascii_uppercase()
+                }
+            }));
         }
         let mut values = parts.headers.get_all(name).iter();
         let first = values.next().map(|v| v.as_bytes()).unwrap_or_default();

@@ -61,7 +61,9 @@ async fn dispatch(req: http::Request<Incoming>, shared: &Shared, conn: &ConnInfo
     while more && inline.len() < protocol::INLINE_BODY {
         match body.frame().await {
             None => more = false,
-            Some(Err(_)) => return Err(plain(StatusCode::BAD_REQUEST, "Bad Request: broken body\n")),
+            Some(Err(_)) => {
+                return Err(plain(StatusCode::BAD_REQUEST, "Bad Request: broken body\n"));
+            }
             Some(Ok(frame)) => {
                 if let Ok(data) = frame.into_data() {
                     received += data.len() as u64;
@@ -108,7 +110,12 @@ async fn dispatch(req: http::Request<Incoming>, shared: &Shared, conn: &ConnInfo
             let _ = shared.replace.send((channel.serial, reason));
             return Err(plain(StatusCode::GATEWAY_TIMEOUT, "Gateway Timeout\n"));
         }
-        Ok(None) => return Err(plain(StatusCode::BAD_GATEWAY, "Bad Gateway: the worker died\n")),
+        Ok(None) => {
+            return Err(plain(
+                StatusCode::BAD_GATEWAY,
+                "Bad Gateway: the worker died\n",
+            ));
+        }
         Ok(Some(ev)) => ev,
     };
     channel.served.fetch_add(1, Ordering::Relaxed);
@@ -121,8 +128,17 @@ async fn dispatch(req: http::Request<Incoming>, shared: &Shared, conn: &ConnInfo
             let Some((head, body)) = split_full(&payload) else {
                 return Err(bad_app("malformed response frame"));
             };
-            let body = if is_head { Body::empty() } else { Body::full(body) };
-            build(head, body)
+            let mut resp = build(head, Body::empty())?;
+            if !is_head {
+                *resp.body_mut() = Body::full(fit_to_content_length(&mut resp, body));
+            }
+            // The app answered without reading the whole body: hyper will
+            // close the connection, so say so rather than promise keep-alive.
+            if pump.0.as_ref().is_some_and(|p| !p.is_finished()) {
+                resp.headers_mut()
+                    .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+            }
+            Ok(resp)
         }
         Event::Start(head) => {
             let body = Body::Stream(StreamBody {
@@ -172,7 +188,9 @@ async fn pump_body(
                 return;
             }
             Some(Ok(frame)) => {
-                let Ok(data) = frame.into_data() else { continue };
+                let Ok(data) = frame.into_data() else {
+                    continue;
+                };
                 received += data.len() as u64;
                 if received > max {
                     credit.overflow.store(true, Ordering::Release);
@@ -187,6 +205,30 @@ async fn pump_body(
                     .fetch_sub(data.len() as i64, Ordering::AcqRel);
             }
         }
+    }
+}
+
+/// A whole body must match the app's Content-Length: PEP 3333 says never
+/// send more than it declares (the rest is cut), and a shorter body than
+/// declared would leave the client waiting (its header is corrected).
+fn fit_to_content_length(resp: &mut Response<Body>, body: Bytes) -> Bytes {
+    let declared = resp
+        .headers()
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<usize>().ok());
+    match declared {
+        Some(n) if n < body.len() => body.slice(..n),
+        Some(n) if n > body.len() => {
+            tracing::warn!(
+                "the app declared Content-Length: {n} but sent {} bytes; sending what it sent",
+                body.len()
+            );
+            resp.headers_mut()
+                .insert(http::header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+            body
+        }
+        _ => body,
     }
 }
 
@@ -213,8 +255,12 @@ fn build(head: Bytes, body: Body) -> Reply {
     let headers = resp.headers_mut();
     headers.reserve(head.headers.len());
     for (name, value) in head.headers {
-        let name = HeaderName::from_bytes(&name)
-            .map_err(|_| bad_app(&format!("invalid header name {:?}", String::from_utf8_lossy(&name))))?;
+        let name = HeaderName::from_bytes(&name).map_err(|_| {
+            bad_app(&format!(
+                "invalid header name {:?}",
+                String::from_utf8_lossy(&name)
+            ))
+        })?;
         if name == http::header::TRANSFER_ENCODING {
             continue; // framing is corral's job
         }

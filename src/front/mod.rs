@@ -86,14 +86,19 @@ fn bind_one(bind: &Bind, backlog: u32) -> Result<Listener, BindError> {
     match &bind.addr {
         BindAddr::Tcp(addr) => {
             use socket2::{Domain, Protocol, Socket, Type};
-            let sock = Socket::new(Domain::for_address(*addr), Type::STREAM, Some(Protocol::TCP))
-                .map_err(err)?;
+            let sock = Socket::new(
+                Domain::for_address(*addr),
+                Type::STREAM,
+                Some(Protocol::TCP),
+            )
+            .map_err(err)?;
             sock.set_reuse_address(true).map_err(err)?;
             if addr.is_ipv6() {
                 sock.set_only_v6(true).map_err(err)?;
             }
             sock.bind(&(*addr).into()).map_err(err)?;
-            sock.listen(backlog.min(i32::MAX as u32) as i32).map_err(err)?;
+            sock.listen(backlog.min(i32::MAX as u32) as i32)
+                .map_err(err)?;
             sock.set_nonblocking(true).map_err(err)?;
             let std: std::net::TcpListener = sock.into();
             Ok(Listener::Tcp(TcpListener::from_std(std).map_err(err)?))

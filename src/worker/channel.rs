@@ -7,8 +7,8 @@
 //! REQUEST frame is queued, so no response can arrive for an unknown stream.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, Mutex};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 use bytes::{Bytes, BytesMut};
 use tokio::net::UnixStream;
@@ -314,7 +314,9 @@ fn route(
             let _ = control.send((serial, ControlEvent::BootFailed(text)));
         }
         protocol::BODY_WINDOW => {
-            if let (Some(entry), Ok(bytes)) = (streams.get(&stream), <[u8; 4]>::try_from(&payload[..])) {
+            if let (Some(entry), Ok(bytes)) =
+                (streams.get(&stream), <[u8; 4]>::try_from(&payload[..]))
+            {
                 entry
                     .credit
                     .available

@@ -13,6 +13,8 @@ itself, so a request costs no thread hand-off.
 
 import collections
 import faulthandler
+from io import BytesIO
+from time import perf_counter
 import os
 import signal
 import socket
@@ -24,6 +26,8 @@ import traceback
 
 HDR = struct.Struct("<IBI")
 U32 = struct.Struct("<I")
+# A RESPONSE frame's header plus its u32 head length.
+RESP_HDR = struct.Struct("<IBII")
 HDR_SIZE = HDR.size
 
 # corral -> worker
@@ -49,6 +53,9 @@ F_MORE_BODY = 1
 RESPONSE_WINDOW = 256 * 1024
 BODY_GRANT = 64 * 1024
 MAX_FRAME = 64 * 1024
+# Responses are batched only while requests take less than this on average,
+# so a held response waits for at most a few fast requests.
+HOLD_IF_FASTER_THAN = 0.0005
 
 
 class ClientDisconnected(OSError):
@@ -56,19 +63,27 @@ class ClientDisconnected(OSError):
 
 
 class Stream:
-    """One request in flight: its body as it arrives and its response credit."""
+    """One request in flight: its body as it arrives and its response credit.
 
-    __slots__ = ("sid", "head", "chunks", "body_done", "window", "cancelled")
+    `body` holds the whole body when it came inside the REQUEST frame;
+    otherwise `chunks` collects it as BODY frames arrive.
+    """
+
+    __slots__ = ("sid", "head", "body", "chunks", "body_done", "window", "cancelled")
 
     def __init__(self, sid, head, body, more):
         self.sid = sid
         self.head = head
-        self.chunks = collections.deque()
-        if body:
-            self.chunks.append(body)
-        self.body_done = not more
         self.window = RESPONSE_WINDOW
         self.cancelled = False
+        if more:
+            self.body = None
+            self.chunks = collections.deque((body,)) if body else collections.deque()
+            self.body_done = False
+        else:
+            self.body = body
+            self.chunks = None
+            self.body_done = True
 
 
 class Input:
@@ -90,7 +105,7 @@ class Input:
             self._buf = self._buf + chunk if self._buf else chunk
             self._consumed += len(chunk)
             if self._consumed >= BODY_GRANT and not s.body_done:
-                self._conn.send(K_BODY_WINDOW, s.sid, U32.pack(self._consumed), True)
+                self._conn.send(K_BODY_WINDOW, s.sid, U32.pack(self._consumed))
                 self._consumed = 0
             return True
         if s.cancelled:
@@ -155,12 +170,18 @@ class Connection:
         self.streams = {}
         self.rbuf = bytearray()
         self.active = 0
+        self.out = []
+        # Moving average of request run time (seconds): responses are only
+        # held back for batching while requests are fast.
+        self.avg_run = 0.0
 
     # -- reading (leader/follower) --------------------------------------
 
     def wait_until(self, pred):
         """Block until pred() is true, reading the socket when nobody else is."""
         while not pred():
+            if self.out:
+                self.flush()
             if self.rlock.acquire(False):
                 try:
                     if not pred():
@@ -209,7 +230,7 @@ class Connection:
                 self.pending.append(st)
             elif kind == K_BODY:
                 st = streams.get(sid)
-                if st is not None:
+                if st is not None and st.chunks is not None:
                     st.chunks.append(bytes(buf[start:end]))
             elif kind == K_BODY_END:
                 st = streams.get(sid)
@@ -227,15 +248,35 @@ class Connection:
 
     # -- writing ----------------------------------------------------------
 
-    def send(self, kind, sid, payload, _flush=True):
-        frame = HDR.pack(len(payload), kind, sid) + payload
+    # Whole responses of fast requests are held back while more requests are
+    # already waiting to run, then written together: one syscall for a batch
+    # instead of one per response. Everything else is written at once, and
+    # the buffer is flushed before any thread blocks.
+
+    def send(self, kind, sid, payload):
+        self.send_raw(HDR.pack(len(payload), kind, sid) + payload)
+
+    def send_raw(self, data, hold=False):
         with self.wlock:
-            self.sock.sendall(frame)
+            out = self.out
+            if hold and len(out) < 16:
+                out.append(data)
+                return
+            if out:
+                out.append(data)
+                data = b"".join(out)
+                out.clear()
+            self.sock.sendall(data)
 
     def send_many(self, frames):
-        data = b"".join(frames)
+        self.send_raw(b"".join(frames))
+
+    def flush(self):
         with self.wlock:
-            self.sock.sendall(data)
+            if self.out:
+                data = b"".join(self.out)
+                self.out.clear()
+                self.sock.sendall(data)
 
 
 def frame(kind, sid, payload):
@@ -278,7 +319,8 @@ class WsgiRunner:
         environ = self.base.copy()
         it = iter(st.head.decode("latin-1").split("\0"))
         environ.update(zip(it, it))
-        environ["wsgi.input"] = Input(conn, st)
+        # A body that came whole needs no flow control: C-speed BytesIO.
+        environ["wsgi.input"] = BytesIO(st.body) if st.chunks is None else Input(conn, st)
         is_head = environ.get("REQUEST_METHOD") == "HEAD"
         state = [None, None, False]  # status, headers, head sent
 
@@ -329,7 +371,9 @@ class WsgiRunner:
                     raise AssertionError("app returned without calling start_response()")
                 body = b"".join(result) if not is_head else b""
                 head = encode_head(state[0], state[1])
-                conn.send(K_RESPONSE, sid, U32.pack(len(head)) + head + body)
+                conn.send_raw(b"".join((
+                    RESP_HDR.pack(4 + len(head) + len(body), K_RESPONSE, sid, len(head)),
+                    head, body)), conn.pending and conn.avg_run < HOLD_IF_FASTER_THAN)
             else:
                 for chunk in result:
                     if type(chunk) is not bytes:
@@ -386,10 +430,12 @@ class Worker:
             except IndexError:
                 continue
             conn.active += 1
+            t0 = perf_counter()
             try:
                 self.runner.run(st)
             finally:
                 conn.active -= 1
+                conn.avg_run = conn.avg_run * 0.875 + (perf_counter() - t0) * 0.125
 
     def start(self):
         for i in range(self.threads):
