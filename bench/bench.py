@@ -493,7 +493,8 @@ def table(rows):
             k = (r["app"], r["conns"])
             best[k] = max(best.get(k, 0), r["rps"])
     head = ["server", "app", "conns", "req/s", "vs best", "p50 ms", "p99 ms", "errors",
-            "tree RSS MiB", "supervisor RSS MiB", "busiest worker share", "other load"]
+            "tree RSS MiB", "supervisor RSS MiB", "busiest worker share", "CPU µs/req",
+            "other load"]
     lines = ["| " + " | ".join(head) + " |",
              "|" + "|".join(["---"] + ["---:"] * (len(head) - 1)) + "|"]
     for r in rows:
@@ -514,9 +515,21 @@ def table(rows):
                  f"{r['tree_rss_mib']:.1f}",
                  f"{r['root_rss_mib']:.1f}" if r["server"].startswith("corral") else "—",
                  "—" if share is None else f"{share * 100:.0f}%",
+                 cpu_per_req(r),
                  "—" if r.get("other_cpu_pct") is None else f"{r['other_cpu_pct']:.0f}%"]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def cpu_per_req(r):
+    """Server CPU time per request (whole tree); for corral also the supervisor's part."""
+    n = r.get("requests")
+    if not n or "cpu" not in r:
+        return "—"
+    text = f"{r['cpu']['server_s'] / n * 1e6:.0f}"
+    if r["server"].startswith("corral") and r.get("main_cpu_s") is not None:
+        text += f" (sup {r['main_cpu_s'] / n * 1e6:.0f})"
+    return text
 
 
 def pick(runs):
@@ -569,7 +582,30 @@ def on_signal(signum, _frame):
     raise KeyboardInterrupt(f"signal {signum}")
 
 
+def report(results, lines):
+    grouped = {}
+    for r in results:
+        grouped.setdefault((r["app"], r["conns"], r["server"]), []).append(r)
+    apps = list(dict.fromkeys(r["app"] for r in results))
+    conns = sorted(set(r["conns"] for r in results))
+    keys = list(SERVERS)
+    rows = [pick(grouped[k]) for k in sorted(
+        grouped, key=lambda k: (apps.index(k[0]), conns.index(k[1]), keys.index(k[2])))]
+    text = "\n".join(lines) + "\n\n" + table(rows) + "\n"
+    notes = [f"- {r['label']} {r['app']} c={r['conns']} rep={r['rep']}: {n}"
+             for r in results for n in r.get("notes", [])]
+    if notes:
+        text += "\nnotes:\n" + "\n".join(notes) + "\n"
+    return text
+
+
 def main():
+    if len(sys.argv) == 3 and sys.argv[1] == "--report":
+        # Re-print the table of an earlier run from its results.json.
+        with open(sys.argv[2]) as f:
+            data = json.load(f)
+        print(report(data["results"], data["header"]), end="")
+        return 0
     for key in SERVER_KEYS:
         if key not in SERVERS:
             sys.exit(f"bench: unknown server {key!r}; known: {', '.join(SERVERS)}")
@@ -612,19 +648,8 @@ def main():
             stop_server(proc)
         print("bench: interrupted, reporting what was measured", file=sys.stderr)
 
-    grouped = {}
-    for r in results:
-        grouped.setdefault((r["app"], r["conns"], r["server"]), []).append(r)
-    order = {k: i for i, k in enumerate(SERVER_KEYS)}
-    rows = [pick(grouped[k]) for k in sorted(
-        grouped, key=lambda k: (APPS.index(k[0]), CONNS.index(k[1]), order[k[2]]))]
-
     lines = header()
-    text = "\n".join(lines) + "\n\n" + table(rows) + "\n"
-    notes = [f"- {r['label']} {r['app']} c={r['conns']} rep={r['rep']}: {n}"
-             for r in results for n in r.get("notes", [])]
-    if notes:
-        text += "\nnotes:\n" + "\n".join(notes) + "\n"
+    text = report(results, lines)
     print(text)
     with open(os.path.join(OUT_DIR, "table.md"), "w") as f:
         f.write(text)

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::config::{BindAddr, ByteSize, HumanDuration, Interface};
+use crate::config::{BindAddr, ByteSize, HumanDuration, Interface, MinReady};
 
 /// corral: a pre-fork supervisor and HTTP server for Python WSGI/ASGI apps, in place of gunicorn.
 #[derive(Debug, Parser)]
@@ -98,6 +98,23 @@ pub struct RunArgs {
     /// [toml: workers.graceful_timeout] [default: 30s]
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub graceful_timeout: Option<HumanDuration>,
+
+    /// Longest a new worker may take to import the app before it counts as
+    /// failed to boot [toml: workers.boot_timeout] [default: 30s]
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub boot_timeout: Option<HumanDuration>,
+
+    /// Address of the status server (/health/live, /health/ready, /status,
+    /// /metrics): HOST:PORT, [::1]:PORT or unix:/path; not one of the --bind
+    /// addresses [toml: health.status_bind] [default: none, no status server]
+    #[arg(long, value_name = "ADDR")]
+    pub status_bind: Option<BindAddr>,
+
+    /// Workers that must be in service for /health/ready to answer 200: a
+    /// count like 2 or a percentage like 50% [toml: health.min_ready]
+    /// [default: 1]
+    #[arg(long, value_name = "N|PERCENT")]
+    pub min_ready: Option<MinReady>,
 
     /// Idle time before a keep-alive connection is closed
     /// [toml: server.keepalive] [default: 5s]
@@ -242,6 +259,12 @@ mod tests {
             "16KiB",
             "--max-body-bytes",
             "1MB",
+            "--boot-timeout",
+            "90",
+            "--status-bind",
+            "unix:status.sock",
+            "--min-ready",
+            "50%",
             "--log-level",
             "warning",
             "pkg:app",
@@ -259,8 +282,17 @@ mod tests {
         assert_eq!(args.timeout.unwrap().0.as_secs(), 60);
         assert_eq!(args.max_header_bytes, Some(ByteSize(16384)));
         assert_eq!(args.max_body_bytes, Some(ByteSize(1_000_000)));
+        assert_eq!(
+            args.boot_timeout.map(|d| d.0),
+            Some(std::time::Duration::from_secs(90))
+        );
+        assert_eq!(args.status_bind, Some(BindAddr::Unix("status.sock".into())));
+        assert_eq!(args.min_ready, Some(MinReady::Percent(50)));
         assert_eq!(args.log_level, LogLevel::Warn);
         assert_eq!(args.app.as_deref(), Some("pkg:app"));
+        let args = run_args(&["corral", "--min-ready", "2", "--status-bind", "[::1]:9000"]);
+        assert_eq!(args.min_ready, Some(MinReady::Count(2)));
+        assert_eq!(args.status_bind, Some("[::1]:9000".parse().unwrap()));
     }
 
     #[test]
@@ -292,6 +324,16 @@ mod tests {
             (&["corral", "--env", "NOEQUALS"], "KEY=VALUE"),
             (&["corral", "-b", "example.com:80"], "invalid bind address"),
             (&["corral", "--max-body-bytes", "10M"], "10MiB"),
+            (&["corral", "--boot-timeout", "soon"], "invalid duration"),
+            (
+                &["corral", "--status-bind", "0.0.0.0"],
+                "the port is missing",
+            ),
+            (
+                &["corral", "--min-ready", "half"],
+                "use a count like 2 or a percentage like \"50%\"",
+            ),
+            (&["corral", "--min-ready", "150%"], "more than 100%"),
         ] {
             let err = Cli::try_parse_from(argv).unwrap_err().to_string();
             assert!(err.contains(reason), "{argv:?}: {err}");

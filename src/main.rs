@@ -8,8 +8,10 @@
 mod cli;
 mod config;
 mod front;
+mod metrics;
 mod router;
 mod signals;
+mod status;
 mod supervisor;
 mod worker;
 
@@ -58,6 +60,19 @@ async fn run(cfg: Arc<config::Config>) -> u8 {
             return EXIT_CONFIG;
         }
     };
+    let status_listener = match cfg
+        .health
+        .status_bind
+        .as_ref()
+        .map(|b| front::bind_one(b, 128))
+    {
+        None => None,
+        Some(Ok(l)) => Some(l),
+        Some(Err(e)) => {
+            eprintln!("error: {e}");
+            return EXIT_CONFIG;
+        }
+    };
     let runtime_dir = match tempfile::Builder::new().prefix("corral-").tempdir() {
         Ok(d) => d,
         Err(e) => {
@@ -87,12 +102,26 @@ async fn run(cfg: Arc<config::Config>) -> u8 {
             }
         });
     }
+    let metrics = Arc::new(metrics::Metrics::default());
     let shared = Arc::new(front::handler::Shared {
         router,
         timeout: cfg.workers.timeout,
         max_body_bytes: cfg.server.max_body_bytes,
         replace: replace_tx,
+        metrics: metrics.clone(),
     });
+    if let Some(status) = status_listener {
+        tracing::info!("status server on {}", status.describe());
+        status::start(
+            status,
+            Arc::new(status::StatusState {
+                snapshots: sup.snapshots(),
+                metrics,
+                supervisor: tx.clone(),
+                cfg: cfg.clone(),
+            }),
+        );
+    }
     for l in &listeners {
         tracing::info!("listening on {}", l.describe());
     }

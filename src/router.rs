@@ -61,10 +61,6 @@ impl Router {
         self.freed.notify_waiters();
     }
 
-    pub fn in_service(&self) -> usize {
-        self.in_service.load().len()
-    }
-
     /// Picks the least-loaded worker, waiting up to `wait` for a free place.
     pub async fn acquire(self: &Arc<Self>, wait: Duration) -> Result<Lease, NoWorker> {
         let deadline = tokio::time::Instant::now() + wait;

@@ -168,6 +168,52 @@ fn every_invalid_value_is_reported_at_once() {
 }
 
 #[test]
+fn health_and_restart_problems_name_the_keys_they_clash_with() {
+    let dir = dir_with(
+        "corral.toml",
+        "[app]\nmodule = \"main:app\"\n[server]\nbind = [\"127.0.0.1:8000\"]\n\
+         [workers]\ncount = 2\nrestart_backoff = \"1s\"\nrestart_backoff_max = \"500ms\"\n\
+         [health]\nstatus_bind = \"127.0.0.1:8000\"\nmin_ready = 3\n",
+    );
+    let out = corral(dir.path(), &[]);
+    assert_refused(
+        &out,
+        &[
+            "3 problems",
+            "corral.toml:8: workers.restart_backoff_max: 500ms is shorter than workers.restart_backoff (1s)",
+            "corral.toml:10: health.status_bind: 127.0.0.1:8000 is also a server address (at corral.toml:4 (key server.bind))",
+            "corral.toml:11: health.min_ready: needs 3 workers in service but workers.count is 2",
+        ],
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let out = corral(
+        dir.path(),
+        &[
+            "main:app",
+            "-b",
+            "unix:web.sock",
+            "--status-bind",
+            "unix:web.sock",
+        ],
+    );
+    assert_refused(
+        &out,
+        &[
+            "--status-bind: unix:",
+            "web.sock is also a server address (at --bind)",
+        ],
+    );
+    let out = corral(dir.path(), &["main:app", "--min-ready", "half"]);
+    assert_refused(
+        &out,
+        &[
+            "--min-ready",
+            "use a count like 2 or a percentage like \"50%\"",
+        ],
+    );
+}
+
+#[test]
 fn missing_app_says_how_to_give_it() {
     let dir = tempfile::tempdir().unwrap();
     let out = corral(dir.path(), &[]);
@@ -203,6 +249,9 @@ fn help_documents_every_flag() {
         "--backlog",
         "--max-header-bytes",
         "--max-body-bytes",
+        "--boot-timeout",
+        "--status-bind",
+        "--min-ready",
         "--log-level",
     ];
     let keys = [
@@ -221,6 +270,9 @@ fn help_documents_every_flag() {
         "server.backlog",
         "server.max_header_bytes",
         "server.max_body_bytes",
+        "workers.boot_timeout",
+        "health.status_bind",
+        "health.min_ready",
     ];
     for needle in flags.iter().chain(&keys) {
         assert!(

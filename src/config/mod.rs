@@ -32,7 +32,7 @@ use serde::Deserialize;
 
 use crate::cli::RunArgs;
 use raw::{RawConfig, parse};
-pub use units::{BindAddr, ByteSize, HumanDuration};
+pub use units::{BindAddr, ByteSize, HumanDuration, MinReady};
 pub(crate) use validate::check_env;
 use validate::{Resolver, absolute};
 
@@ -47,6 +47,7 @@ pub struct Config {
     pub app: AppConfig,
     pub server: ServerConfig,
     pub workers: WorkersConfig,
+    pub health: HealthConfig,
 }
 
 #[derive(Debug, Clone)]
@@ -106,6 +107,28 @@ pub struct WorkersConfig {
     pub timeout: Duration,
     /// May be 0 (stop without waiting).
     pub graceful_timeout: Duration,
+    /// Longest a new worker may take to import the app and report ready
+    /// before it counts as failed to boot. Longer than 0.
+    pub boot_timeout: Duration,
+    /// Delay before restarting a slot whose worker failed to boot or died
+    /// soon after starting; doubles per consecutive failure. Longer than 0.
+    pub restart_backoff: Duration,
+    /// Cap on that delay. At least `restart_backoff`.
+    pub restart_backoff_max: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct HealthConfig {
+    /// Where the status server (/health/live, /health/ready, /status,
+    /// /metrics) listens; `None`: no status server. Never one of
+    /// `server.bind` (nor overlapping one on the same TCP port). Origins
+    /// look like "corral.toml:12 (key health.status_bind)" or
+    /// "--status-bind".
+    pub status_bind: Option<Bind>,
+    /// Workers that must be in service for /health/ready to answer 200; see
+    /// [`MinReady::required`]. A count is between 1 and `workers.count`; a
+    /// percentage between 1 and 100.
+    pub min_ready: MinReady,
 }
 
 /// Why the configuration could not be loaded. Printed as `error: {err}`.
@@ -254,12 +277,14 @@ fn resolve(
     let app = r.app(args, raw.app, virtual_env);
     let server = r.server(args, raw.server);
     let workers = r.workers(args, raw.workers);
+    let health = r.health(args, raw.health, &server, &workers);
     match app {
         Some(app) if r.problems.is_empty() => Ok(Config {
             source: file.map(|f| f.path.clone()),
             app,
             server,
             workers,
+            health,
         }),
         _ => Err(ConfigError::Validate(r.problems)),
     }
@@ -298,6 +323,11 @@ mod tests {
         assert_eq!(config.workers.threads, 1);
         assert_eq!(config.workers.timeout, Duration::from_secs(30));
         assert_eq!(config.workers.graceful_timeout, Duration::from_secs(30));
+        assert_eq!(config.workers.boot_timeout, Duration::from_secs(30));
+        assert_eq!(config.workers.restart_backoff, Duration::from_millis(100));
+        assert_eq!(config.workers.restart_backoff_max, Duration::from_secs(30));
+        assert!(config.health.status_bind.is_none());
+        assert_eq!(config.health.min_ready, MinReady::Count(1));
         let config = resolve(&args, None, Path::new("/cwd"), None).unwrap();
         assert_eq!(config.app.python, PathBuf::from("python3"));
     }
@@ -321,6 +351,13 @@ max_body_bytes = 1024
 [workers]
 count = 4
 timeout = "2m"
+boot_timeout = "1m"
+restart_backoff = "250ms"
+restart_backoff_max = "10s"
+
+[health]
+status_bind = "unix:run/status.sock"
+min_ready = "75%"
 "#;
         let config = resolve_text(text, &RunArgs::default()).unwrap();
         assert_eq!(
@@ -345,12 +382,24 @@ timeout = "2m"
         assert_eq!(config.server.max_body_bytes, 1024);
         assert_eq!(config.workers.count, 4);
         assert_eq!(config.workers.timeout, Duration::from_secs(120));
+        assert_eq!(config.workers.boot_timeout, Duration::from_secs(60));
+        assert_eq!(config.workers.restart_backoff, Duration::from_millis(250));
+        assert_eq!(config.workers.restart_backoff_max, Duration::from_secs(10));
+        let status = config.health.status_bind.unwrap();
+        assert_eq!(
+            status.addr,
+            BindAddr::Unix("/srv/app/run/status.sock".into())
+        );
+        assert_eq!(status.origin, "corral.toml:23 (key health.status_bind)");
+        assert_eq!(config.health.min_ready, MinReady::Percent(75));
+        assert_eq!(config.health.min_ready.required(config.workers.count), 3);
     }
 
     #[test]
     fn flags_override_the_file() {
         let text = "[app]\nmodule = \"a:app\"\nenv = { A = \"file\", B = \"file\" }\n\
-                    [server]\nbind = [\"0.0.0.0:9000\"]\n[workers]\ncount = 4\n";
+                    [server]\nbind = [\"0.0.0.0:9000\"]\n[workers]\ncount = 4\nboot_timeout = \"1m\"\n\
+                    [health]\nstatus_bind = \"127.0.0.1:9100\"\nmin_ready = 4\n";
         let args = RunArgs {
             app: Some("b:app".into()),
             bind: vec!["unix:web.sock".parse().unwrap()],
@@ -358,6 +407,9 @@ timeout = "2m"
             chdir: Some("x".into()),
             python: Some("python3.12".into()),
             env: vec![("B".into(), "flag".into())],
+            boot_timeout: Some(HumanDuration(Duration::from_secs(5))),
+            status_bind: Some("unix:status.sock".parse().unwrap()),
+            min_ready: Some(MinReady::Count(2)),
             ..RunArgs::default()
         };
         let config = resolve_text(text, &args).unwrap();
@@ -373,5 +425,10 @@ timeout = "2m"
         );
         assert_eq!(config.server.bind[0].origin, "--bind");
         assert_eq!(config.workers.count, 2);
+        assert_eq!(config.workers.boot_timeout, Duration::from_secs(5));
+        let status = config.health.status_bind.unwrap();
+        assert_eq!(status.addr, BindAddr::Unix("/cwd/status.sock".into()));
+        assert_eq!(status.origin, "--status-bind");
+        assert_eq!(config.health.min_ready, MinReady::Count(2));
     }
 }

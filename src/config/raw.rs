@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 use toml::Spanned;
 
-use super::{ByteSize, ConfigFile, HumanDuration, Interface, Problem};
+use super::{ByteSize, ConfigFile, HumanDuration, Interface, MinReady, Problem};
 
 /// Every key with its default; tested to parse and validate.
 const EXAMPLE: &str = include_str!("../../config/example.toml");
@@ -26,6 +26,9 @@ pub(super) struct RawConfig {
     /// `[workers]`: the Python worker processes.
     #[serde(default)]
     pub(super) workers: RawWorkers,
+    /// `[health]`: the status server and when the instance counts as ready.
+    #[serde(default)]
+    pub(super) health: RawHealth,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -87,6 +90,33 @@ pub(super) struct RawWorkers {
     /// How long a stopping worker may finish its requests before it is
     /// killed. Default "30s".
     pub(super) graceful_timeout: Option<Spanned<HumanDuration>>,
+    /// How long a new worker may take to start Python and import the app;
+    /// after that it counts as failed to boot and is killed. Longer than 0.
+    /// Default "30s".
+    pub(super) boot_timeout: Option<Spanned<HumanDuration>>,
+    /// Wait before restarting a worker that failed to boot or died soon
+    /// after starting; it doubles with each consecutive failure of the same
+    /// worker slot, up to `restart_backoff_max`. Longer than 0. Default
+    /// "100ms".
+    pub(super) restart_backoff: Option<Spanned<HumanDuration>>,
+    /// Longest wait between restarts of a failing worker slot. At least
+    /// `restart_backoff`. Default "30s".
+    pub(super) restart_backoff_max: Option<Spanned<HumanDuration>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawHealth {
+    /// Address of the status server (/health/live, /health/ready, /status,
+    /// /metrics), written like a `server.bind` entry: "127.0.0.1:9000",
+    /// "[::1]:9000" or "unix:/path" (relative to this file's folder). It
+    /// must differ from every `server.bind` address. Default: none (no
+    /// status server).
+    pub(super) status_bind: Option<Spanned<String>>,
+    /// How many workers must be in service for /health/ready to answer 200:
+    /// a count like 2 (at most `workers.count`) or a percentage of
+    /// `workers.count` like "50%" (rounded up). Default 1.
+    pub(super) min_ready: Option<Spanned<MinReady>>,
 }
 
 /// The file into the raw structs; the first syntax or type error.
@@ -213,6 +243,18 @@ mod tests {
             defaults.workers.graceful_timeout
         );
         assert_eq!(config.app.interface, defaults.app.interface);
+        assert_eq!(config.workers.boot_timeout, defaults.workers.boot_timeout);
+        assert_eq!(
+            config.workers.restart_backoff,
+            defaults.workers.restart_backoff
+        );
+        assert_eq!(
+            config.workers.restart_backoff_max,
+            defaults.workers.restart_backoff_max
+        );
+        assert!(config.health.status_bind.is_none());
+        assert!(defaults.health.status_bind.is_none());
+        assert_eq!(config.health.min_ready, defaults.health.min_ready);
     }
 
     #[test]
@@ -252,6 +294,48 @@ mod tests {
         assert!(
             error_text("[app]\ninterface = \"wgsi\"\n")
                 .contains("corral.toml:2: app.interface: unknown variant `wgsi`")
+        );
+    }
+
+    #[test]
+    fn health_parse_errors() {
+        let how = "use a count like 2 or a percentage like \"50%\"";
+        assert_eq!(
+            error_text("[health]\nmin_ready = \"half\"\n"),
+            format!(
+                "corral.toml:2: health.min_ready: \"half\" is not a count or a percentage: {how}"
+            )
+        );
+        assert_eq!(
+            error_text("[health]\n\nmin_ready = -1\n"),
+            format!("corral.toml:3: health.min_ready: -1 is not a count or a percentage: {how}")
+        );
+        assert_eq!(
+            error_text("[health]\nmin_ready = 0.5\n"),
+            format!("corral.toml:2: health.min_ready: 0.5 is not a count or a percentage: {how}")
+        );
+        assert!(
+            error_text("[health]\nmin_ready = \"200%\"\n")
+                .starts_with("corral.toml:2: health.min_ready: \"200%\" is more than 100%")
+        );
+        let wrong_type = error_text("[health]\nmin_ready = true\n");
+        assert_eq!(
+            wrong_type,
+            "corral.toml:2: health.min_ready: invalid type: boolean `true`, expected a count like 2 or a percentage like \"50%\"; for example: min_ready = 1"
+        );
+        let bind_type = error_text("[health]\nstatus_bind = 9000\n");
+        assert_eq!(
+            bind_type,
+            "corral.toml:2: health.status_bind: invalid type: integer `9000`, expected a string; put the value in quotes"
+        );
+        let unknown = error_text("[health]\nmin_redy = 1\n");
+        assert!(
+            unknown.starts_with("corral.toml:2: health.min_redy: unknown key `min_redy`, expected `status_bind` or `min_ready`"),
+            "{unknown}"
+        );
+        assert!(
+            error_text("[workers]\nboot_timeout = 30\n")
+                .contains("corral.toml:2: workers.boot_timeout: invalid duration 30: add a unit")
         );
     }
 }

@@ -1,8 +1,9 @@
 //! The value types written as text in the config file and on the command
 //! line: durations ([`HumanDuration`], "30s"), byte sizes ([`ByteSize`],
-//! "64KiB") and listen addresses ([`BindAddr`], "127.0.0.1:8000" or
-//! "unix:/path"). Each parses with `FromStr` (used by the flags); the first two
-//! also deserialize from TOML with messages that say how to write the value.
+//! "64KiB"), listen addresses ([`BindAddr`], "127.0.0.1:8000" or
+//! "unix:/path") and worker counts for readiness ([`MinReady`], 2 or "50%").
+//! Each parses with `FromStr` (used by the flags); all but [`BindAddr`] also
+//! deserialize from TOML with messages that say how to write the value.
 
 use std::fmt;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -207,6 +208,105 @@ impl<'de> Deserialize<'de> for ByteSize {
     }
 }
 
+/// How many workers must be in service for the instance to count as ready:
+/// a count (TOML `2`, flag `2`) or a percentage of the workers (`"50%"`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MinReady {
+    Count(usize),
+    /// 0 to 100 (validation refuses 0).
+    Percent(u8),
+}
+
+impl MinReady {
+    /// Workers that must be in service out of `workers`: a count as given
+    /// (validation keeps it within `workers.count`), a percentage rounded up
+    /// and at least 1 when `workers > 0`.
+    pub fn required(&self, workers: usize) -> usize {
+        match *self {
+            MinReady::Count(n) => n,
+            MinReady::Percent(_) if workers == 0 => 0,
+            MinReady::Percent(p) => {
+                let n = (workers as u128 * u128::from(p)).div_ceil(100);
+                usize::try_from(n).unwrap_or(usize::MAX).max(1)
+            }
+        }
+    }
+}
+
+impl fmt::Display for MinReady {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            MinReady::Count(n) => write!(f, "{n}"),
+            MinReady::Percent(p) => write!(f, "{p}%"),
+        }
+    }
+}
+
+const MIN_READY_HOW: &str = "use a count like 2 or a percentage like \"50%\"";
+
+impl FromStr for MinReady {
+    type Err = String;
+
+    /// "2" or "50%".
+    fn from_str(s: &str) -> Result<MinReady, String> {
+        let bad = || format!("\"{s}\" is not a count or a percentage: {MIN_READY_HOW}");
+        let text = s.trim();
+        let digits = |t: &str| !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit());
+        if let Some(number) = text.strip_suffix('%') {
+            let number = number.trim_end();
+            if !digits(number) {
+                return Err(bad());
+            }
+            return match number.parse::<u64>() {
+                Ok(p) if p <= 100 => Ok(MinReady::Percent(p as u8)),
+                _ => Err(format!(
+                    "\"{s}\" is more than 100%: use a percentage from 1% to 100%, like \"50%\""
+                )),
+            };
+        }
+        if !digits(text) {
+            return Err(bad());
+        }
+        text.parse()
+            .map(MinReady::Count)
+            .map_err(|_| format!("\"{s}\" is too large: {MIN_READY_HOW}"))
+    }
+}
+
+impl<'de> Deserialize<'de> for MinReady {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = MinReady;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a count like 2 or a percentage like \"50%\"")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<MinReady, E> {
+                v.parse().map_err(E::custom)
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<MinReady, E> {
+                usize::try_from(v)
+                    .map(MinReady::Count)
+                    .map_err(|_| E::custom(format!("{v} is too large: {MIN_READY_HOW}")))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<MinReady, E> {
+                match u64::try_from(v) {
+                    Ok(v) => self.visit_u64(v),
+                    Err(_) => Err(E::custom(format!(
+                        "{v} is not a count or a percentage: {MIN_READY_HOW}"
+                    ))),
+                }
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<MinReady, E> {
+                Err(E::custom(format!(
+                    "{v} is not a count or a percentage: {MIN_READY_HOW}"
+                )))
+            }
+        }
+        deserializer.deserialize_any(V)
+    }
+}
+
 /// Splits "1.5MiB" into ("1.5", "MiB").
 fn split_number(s: &str) -> (&str, &str) {
     let len = s
@@ -281,6 +381,62 @@ mod tests {
         }
         assert!(size("64K").unwrap_err().contains("\"64KiB\" (1024-based)"));
         assert!(size("99999999TiB").unwrap_err().contains("too large"));
+    }
+
+    #[test]
+    fn min_ready_values() {
+        let parse = |s: &str| s.parse::<MinReady>();
+        assert_eq!(parse("2"), Ok(MinReady::Count(2)));
+        assert_eq!(parse(" 3 "), Ok(MinReady::Count(3)));
+        assert_eq!(parse("0"), Ok(MinReady::Count(0)));
+        assert_eq!(parse("50%"), Ok(MinReady::Percent(50)));
+        assert_eq!(parse("100 %"), Ok(MinReady::Percent(100)));
+        assert_eq!(parse("0%"), Ok(MinReady::Percent(0)));
+        for bad in [
+            "",
+            "%",
+            "two",
+            "-1",
+            "1.5",
+            "50.5%",
+            "50%%",
+            "%50",
+            "2 workers",
+        ] {
+            assert_eq!(
+                parse(bad).unwrap_err(),
+                format!(
+                    "\"{bad}\" is not a count or a percentage: use a count like 2 or a percentage like \"50%\""
+                )
+            );
+        }
+        assert!(parse("101%").unwrap_err().contains("more than 100%"));
+        assert!(
+            parse("99999999999999999999%")
+                .unwrap_err()
+                .contains("more than 100%")
+        );
+        assert!(
+            parse("99999999999999999999")
+                .unwrap_err()
+                .contains("too large")
+        );
+        assert_eq!(MinReady::Percent(50).to_string(), "50%");
+        assert_eq!(MinReady::Count(2).to_string(), "2");
+    }
+
+    #[test]
+    fn min_ready_required_rounds_percentages_up() {
+        assert_eq!(MinReady::Count(2).required(4), 2);
+        assert_eq!(MinReady::Count(3).required(0), 3);
+        assert_eq!(MinReady::Percent(50).required(4), 2);
+        assert_eq!(MinReady::Percent(50).required(5), 3);
+        assert_eq!(MinReady::Percent(1).required(3), 1);
+        assert_eq!(MinReady::Percent(0).required(3), 1);
+        assert_eq!(MinReady::Percent(100).required(7), 7);
+        assert_eq!(MinReady::Percent(34).required(3), 2);
+        assert_eq!(MinReady::Percent(50).required(0), 0);
+        assert_eq!(MinReady::Percent(100).required(usize::MAX), usize::MAX);
     }
 
     #[test]

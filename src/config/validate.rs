@@ -12,10 +12,10 @@ use std::time::Duration;
 
 use toml::Spanned;
 
-use super::raw::{RawApp, RawServer, RawWorkers};
+use super::raw::{RawApp, RawHealth, RawServer, RawWorkers};
 use super::{
-    AppConfig, Bind, BindAddr, ByteSize, ConfigFile, DEFAULT_FILE, HumanDuration, Interface,
-    Problem, ServerConfig, WorkersConfig,
+    AppConfig, Bind, BindAddr, ByteSize, ConfigFile, DEFAULT_FILE, HealthConfig, HumanDuration,
+    Interface, MinReady, Problem, ServerConfig, WorkersConfig,
 };
 use crate::cli::RunArgs;
 
@@ -36,6 +36,14 @@ impl At {
         At {
             location: None,
             key: flag.to_owned(),
+        }
+    }
+
+    /// "corral.toml:7 (key server.bind)" or "--bind", for [`Bind::origin`].
+    fn origin(&self) -> String {
+        match &self.location {
+            Some(location) => format!("{location} (key {})", self.key),
+            None => self.key.clone(),
         }
     }
 }
@@ -217,10 +225,7 @@ impl Resolver<'_> {
                 self.fail(&at, message);
                 continue;
             }
-            let origin = match &at.location {
-                Some(location) => format!("{location} (key {})", at.key),
-                None => at.key,
-            };
+            let origin = at.origin();
             seen.push(Bind { addr, origin });
         }
         if seen.is_empty() && args.bind.is_empty() && raw.bind.is_none() {
@@ -304,12 +309,156 @@ impl Resolver<'_> {
             (raw.graceful_timeout.as_ref(), "workers.graceful_timeout"),
             HumanDuration(Duration::from_secs(30)),
         );
+        let (boot_timeout, at) = self.pick(
+            (args.boot_timeout.as_ref(), "--boot-timeout"),
+            (raw.boot_timeout.as_ref(), "workers.boot_timeout"),
+            HumanDuration(Duration::from_secs(30)),
+        );
+        if boot_timeout.0.is_zero() {
+            self.fail(&at, "must be longer than 0s, like \"30s\"");
+        }
+        let (backoff, backoff_at) = self.pick(
+            (None, ""),
+            (raw.restart_backoff.as_ref(), "workers.restart_backoff"),
+            HumanDuration(Duration::from_millis(100)),
+        );
+        if backoff.0.is_zero() {
+            self.fail(&backoff_at, "must be longer than 0s, like \"100ms\"");
+        }
+        let (backoff_max, max_at) = self.pick(
+            (None, ""),
+            (
+                raw.restart_backoff_max.as_ref(),
+                "workers.restart_backoff_max",
+            ),
+            HumanDuration(Duration::from_secs(30)),
+        );
+        if backoff_max.0.is_zero() {
+            self.fail(&max_at, "must be longer than 0s, like \"30s\"");
+        } else if backoff_max.0 < backoff.0 {
+            let (initial, max) = (backoff.0, backoff_max.0);
+            if raw.restart_backoff_max.is_some() {
+                let message = format!(
+                    "{max:?} is shorter than workers.restart_backoff ({initial:?}): \
+                     make it at least as long, or shorten restart_backoff"
+                );
+                self.fail(&max_at, message);
+            } else {
+                let message = format!(
+                    "{initial:?} is longer than workers.restart_backoff_max ({max:?} by default): \
+                     shorten it, or set restart_backoff_max to at least {initial:?}"
+                );
+                self.fail(&backoff_at, message);
+            }
+        }
         WorkersConfig {
             count,
             threads,
             timeout: timeout.0,
             graceful_timeout: graceful_timeout.0,
+            boot_timeout: boot_timeout.0,
+            restart_backoff: backoff.0,
+            restart_backoff_max: backoff_max.0,
         }
+    }
+
+    pub(super) fn health(
+        &mut self,
+        args: &RunArgs,
+        raw: RawHealth,
+        server: &ServerConfig,
+        workers: &WorkersConfig,
+    ) -> HealthConfig {
+        let status = match (&args.status_bind, &raw.status_bind) {
+            (Some(addr), _) => Some((absolute_bind(self.cwd, addr), At::flag("--status-bind"))),
+            (None, Some(text)) => {
+                let at = self.in_file(text.span(), "health.status_bind");
+                match text.get_ref().parse::<BindAddr>() {
+                    Ok(addr) => Some((absolute_bind(self.file_dir(), &addr), at)),
+                    Err(message) => {
+                        self.fail(&at, message);
+                        None
+                    }
+                }
+            }
+            (None, None) => None,
+        };
+        let status_bind = status.map(|(addr, at)| {
+            if let Some(taken) = server.bind.iter().find(|b| overlaps(&b.addr, &addr)) {
+                let message = if taken.addr == addr {
+                    format!(
+                        "{addr} is also a server address (at {}): give the status server its own address, like \"127.0.0.1:9000\"",
+                        taken.origin
+                    )
+                } else {
+                    format!(
+                        "{addr} overlaps the server address {} (at {}) on the same port: give the status server its own port, like \"127.0.0.1:9000\"",
+                        taken.addr, taken.origin
+                    )
+                };
+                self.fail(&at, message);
+            }
+            Bind {
+                addr,
+                origin: at.origin(),
+            }
+        });
+
+        let (min_ready, at) = self.pick(
+            (args.min_ready.as_ref(), "--min-ready"),
+            (raw.min_ready.as_ref(), "health.min_ready"),
+            MinReady::Count(1),
+        );
+        let count_key = match args.workers {
+            Some(_) => "--workers",
+            None => "workers.count",
+        };
+        match min_ready {
+            MinReady::Count(0) => self.fail(
+                &at,
+                "must be at least 1: use a count like 2 or a percentage like \"50%\"",
+            ),
+            MinReady::Percent(0) => self.fail(
+                &at,
+                "must be at least 1%: use a percentage like \"50%\" or a count like 2",
+            ),
+            MinReady::Count(n) if workers.count > 0 && n > workers.count => {
+                let message = format!(
+                    "needs {n} workers in service but {count_key} is {}: lower it to {} or less, or use a percentage like \"100%\"",
+                    workers.count, workers.count
+                );
+                self.fail(&at, message);
+            }
+            _ => {}
+        }
+        HealthConfig {
+            status_bind,
+            min_ready,
+        }
+    }
+}
+
+/// A bind address with a relative socket path made absolute.
+fn absolute_bind(base: &Path, addr: &BindAddr) -> BindAddr {
+    match addr {
+        BindAddr::Unix(path) => BindAddr::Unix(absolute(base, path)),
+        tcp => tcp.clone(),
+    }
+}
+
+/// Whether listening on both addresses would fail: the same address, or the
+/// same TCP port where one side takes every address of its family
+/// ("0.0.0.0", "[::]"; IPv6 sockets are IPv6-only). Port 0 never clashes
+/// (the kernel picks a free port for each).
+fn overlaps(a: &BindAddr, b: &BindAddr) -> bool {
+    match (a, b) {
+        (BindAddr::Tcp(a), BindAddr::Tcp(b)) => {
+            a.port() != 0
+                && a.port() == b.port()
+                && a.is_ipv4() == b.is_ipv4()
+                && (a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified())
+        }
+        (a, b) => a == b,
     }
 }
 
@@ -436,6 +585,194 @@ mod tests {
         assert!(
             text.contains("corral.toml:11: workers.timeout: must be longer than 0s"),
             "{text}"
+        );
+    }
+
+    fn problems(text: &str, args: &RunArgs) -> String {
+        resolve_text(text, args).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn boot_timeout_and_restart_backoff() {
+        let text = "[app]\nmodule = \"m:a\"\n[workers]\nboot_timeout = \"0s\"\n\
+                    restart_backoff = \"0ms\"\nrestart_backoff_max = \"0s\"\n";
+        let text = problems(text, &RunArgs::default());
+        let expected = [
+            "3 problems in the configuration:",
+            "  corral.toml:4: workers.boot_timeout: must be longer than 0s, like \"30s\"",
+            "  corral.toml:5: workers.restart_backoff: must be longer than 0s, like \"100ms\"",
+            "  corral.toml:6: workers.restart_backoff_max: must be longer than 0s, like \"30s\"",
+        ];
+        for line in expected {
+            assert!(text.contains(line), "missing {line:?} in:\n{text}");
+        }
+
+        let text = "[app]\nmodule = \"m:a\"\n[workers]\nrestart_backoff = \"2s\"\n\
+                    restart_backoff_max = \"500ms\"\n";
+        assert_eq!(
+            problems(text, &RunArgs::default()),
+            "corral.toml:5: workers.restart_backoff_max: 500ms is shorter than workers.restart_backoff (2s): \
+             make it at least as long, or shorten restart_backoff"
+        );
+        // Without restart_backoff_max, the problem is the key that was set.
+        let text = "[app]\nmodule = \"m:a\"\n[workers]\nrestart_backoff = \"1m\"\n";
+        assert_eq!(
+            problems(text, &RunArgs::default()),
+            "corral.toml:4: workers.restart_backoff: 60s is longer than workers.restart_backoff_max (30s by default): \
+             shorten it, or set restart_backoff_max to at least 60s"
+        );
+        let text = "[app]\nmodule = \"m:a\"\n[workers]\nrestart_backoff = \"1s\"\n\
+                    restart_backoff_max = \"1s\"\n";
+        let config = resolve_text(text, &RunArgs::default()).unwrap();
+        assert_eq!(config.workers.restart_backoff, Duration::from_secs(1));
+        assert_eq!(config.workers.restart_backoff_max, Duration::from_secs(1));
+
+        let args = RunArgs {
+            app: Some("m:a".into()),
+            boot_timeout: Some(HumanDuration(Duration::ZERO)),
+            ..RunArgs::default()
+        };
+        assert_eq!(
+            problems("", &args),
+            "--boot-timeout: must be longer than 0s, like \"30s\""
+        );
+    }
+
+    #[test]
+    fn status_bind_must_not_be_a_server_address() {
+        let text = "[app]\nmodule = \"m:a\"\n[server]\nbind = [\"127.0.0.1:8000\", \"unix:web.sock\"]\n\
+                    [health]\nstatus_bind = \"127.0.0.1:8000\"\n";
+        assert_eq!(
+            problems(text, &RunArgs::default()),
+            "corral.toml:6: health.status_bind: 127.0.0.1:8000 is also a server address \
+             (at corral.toml:4 (key server.bind)): give the status server its own address, like \"127.0.0.1:9000\""
+        );
+        // Socket paths are compared once made absolute.
+        let text = "[app]\nmodule = \"m:a\"\n[server]\nbind = [\"unix:/srv/app/web.sock\"]\n\
+                    [health]\nstatus_bind = \"unix:./web.sock\"\n";
+        assert!(problems(text, &RunArgs::default()).starts_with(
+            "corral.toml:6: health.status_bind: unix:/srv/app/web.sock is also a server address"
+        ));
+        // The default server address counts too.
+        let text = "[app]\nmodule = \"m:a\"\n[health]\nstatus_bind = \"127.0.0.1:8000\"\n";
+        assert!(
+            problems(text, &RunArgs::default())
+                .contains("(at default (no --bind or server.bind given))")
+        );
+        // A wildcard address takes the port on every address of its family.
+        let text = "[app]\nmodule = \"m:a\"\n[server]\nbind = [\"0.0.0.0:8000\"]\n\
+                    [health]\nstatus_bind = \"127.0.0.1:8000\"\n";
+        assert_eq!(
+            problems(text, &RunArgs::default()),
+            "corral.toml:6: health.status_bind: 127.0.0.1:8000 overlaps the server address 0.0.0.0:8000 \
+             (at corral.toml:4 (key server.bind)) on the same port: give the status server its own port, like \"127.0.0.1:9000\""
+        );
+        // Flags: both sides.
+        let args = RunArgs {
+            app: Some("m:a".into()),
+            bind: vec!["[::]:8000".parse().unwrap()],
+            status_bind: Some("[::1]:8000".parse().unwrap()),
+            ..RunArgs::default()
+        };
+        assert!(problems("", &args).starts_with(
+            "--status-bind: [::1]:8000 overlaps the server address [::]:8000 (at --bind)"
+        ));
+        let text = "[health]\nstatus_bind = \"localhost\"\n";
+        let args = RunArgs {
+            app: Some("m:a".into()),
+            ..RunArgs::default()
+        };
+        assert!(
+            problems(text, &args).starts_with(
+                "corral.toml:2: health.status_bind: invalid bind address \"localhost\""
+            )
+        );
+
+        // Different ports, families, port 0 or paths are fine.
+        for (server, status) in [
+            ("127.0.0.1:8000", "127.0.0.1:9000"),
+            ("0.0.0.0:8000", "[::1]:8000"),
+            ("127.0.0.1:0", "127.0.0.1:0"),
+            ("unix:web.sock", "unix:status.sock"),
+            ("127.0.0.1:8000", "unix:8000"),
+        ] {
+            let text = format!(
+                "[app]\nmodule = \"m:a\"\n[server]\nbind = [\"{server}\"]\n[health]\nstatus_bind = \"{status}\"\n"
+            );
+            let config = resolve_text(&text, &RunArgs::default()).unwrap();
+            let status = config.health.status_bind.unwrap();
+            assert_eq!(status.origin, "corral.toml:6 (key health.status_bind)");
+        }
+    }
+
+    #[test]
+    fn min_ready_counts_and_percentages() {
+        let min_ready = |text: &str, args: &RunArgs| {
+            let text = format!("[app]\nmodule = \"m:a\"\n{text}");
+            resolve_text(&text, args).map(|c| c.health.min_ready)
+        };
+        let none = RunArgs::default();
+        assert_eq!(
+            min_ready("[workers]\ncount = 4\n[health]\nmin_ready = 4\n", &none).unwrap(),
+            MinReady::Count(4)
+        );
+        assert_eq!(
+            min_ready("[health]\nmin_ready = \"2\"\n[workers]\ncount = 3\n", &none).unwrap(),
+            MinReady::Count(2)
+        );
+        assert_eq!(
+            min_ready("[health]\nmin_ready = \"100%\"\n", &none).unwrap(),
+            MinReady::Percent(100)
+        );
+        let err = min_ready("[workers]\ncount = 2\n[health]\nmin_ready = 3\n", &none)
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            "corral.toml:6: health.min_ready: needs 3 workers in service but workers.count is 2: \
+             lower it to 2 or less, or use a percentage like \"100%\""
+        );
+        let args = RunArgs {
+            workers: Some(1),
+            ..RunArgs::default()
+        };
+        let err = min_ready("[workers]\ncount = 4\n[health]\nmin_ready = 2\n", &args)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with(
+                "corral.toml:6: health.min_ready: needs 2 workers in service but --workers is 1"
+            ),
+            "{err}"
+        );
+        let args = RunArgs {
+            min_ready: Some(MinReady::Count(3)),
+            ..RunArgs::default()
+        };
+        let err = min_ready("", &args).unwrap_err().to_string();
+        assert!(
+            err.starts_with("--min-ready: needs 3 workers in service but workers.count is 1"),
+            "{err}"
+        );
+        assert_eq!(
+            min_ready("[health]\nmin_ready = 0\n", &none)
+                .unwrap_err()
+                .to_string(),
+            "corral.toml:4: health.min_ready: must be at least 1: use a count like 2 or a percentage like \"50%\""
+        );
+        assert_eq!(
+            min_ready("[health]\nmin_ready = \"0%\"\n", &none)
+                .unwrap_err()
+                .to_string(),
+            "corral.toml:4: health.min_ready: must be at least 1%: use a percentage like \"50%\" or a count like 2"
+        );
+        // workers.count = 0 is reported once, not again through min_ready.
+        let err = min_ready("[workers]\ncount = 0\n[health]\nmin_ready = 2\n", &none)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("corral.toml:4: workers.count: must be at least 1"),
+            "{err}"
         );
     }
 

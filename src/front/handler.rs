@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use http::{HeaderName, HeaderValue, Method, Response, StatusCode};
@@ -13,6 +13,7 @@ use tokio::sync::mpsc;
 
 use super::body::{Body, PumpGuard, StreamBody};
 use super::environ::{self, ConnInfo};
+use crate::metrics::Metrics;
 use crate::router::{NoWorker, Router};
 use crate::worker::channel::{Channel, Credit, Event};
 use crate::worker::protocol;
@@ -24,6 +25,7 @@ pub struct Shared {
     pub max_body_bytes: u64,
     /// Tells the supervisor to replace a worker (serial, reason).
     pub replace: mpsc::UnboundedSender<(u64, String)>,
+    pub metrics: Arc<Metrics>,
 }
 
 pub async fn handle(
@@ -31,10 +33,15 @@ pub async fn handle(
     shared: Arc<Shared>,
     conn: Arc<ConnInfo>,
 ) -> Result<Response<Body>, std::convert::Infallible> {
-    Ok(match dispatch(req, &shared, &conn).await {
+    let start = Instant::now();
+    let resp = match dispatch(req, &shared, &conn).await {
         Ok(resp) => resp,
         Err(resp) => resp,
-    })
+    };
+    shared
+        .metrics
+        .record(resp.status().as_u16(), start.elapsed());
+    Ok(resp)
 }
 
 /// Both arms are responses: `Err` is the early answer corral gives itself.

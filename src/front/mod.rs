@@ -74,7 +74,7 @@ pub fn bind_all(binds: &[Bind], backlog: u32) -> Result<Vec<Listener>, BindError
     binds.iter().map(|b| bind_one(b, backlog)).collect()
 }
 
-fn bind_one(bind: &Bind, backlog: u32) -> Result<Listener, BindError> {
+pub fn bind_one(bind: &Bind, backlog: u32) -> Result<Listener, BindError> {
     let err = |source| BindError::Listen {
         addr: match &bind.addr {
             BindAddr::Tcp(a) => a.to_string(),
@@ -215,12 +215,13 @@ async fn accept_loop(
     }
 }
 
-type Io = TokioIo<Box<dyn AsyncReadWrite>>;
+type BoxedIo = TokioIo<Box<dyn Io>>;
 
-trait AsyncReadWrite: AsyncRead + AsyncWrite + Send + Unpin {}
-impl<T: AsyncRead + AsyncWrite + Send + Unpin> AsyncReadWrite for T {}
+/// A connected stream, TCP or Unix.
+pub trait Io: AsyncRead + AsyncWrite + Send + Unpin {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin> Io for T {}
 
-async fn accept(listener: &Listener) -> std::io::Result<(Io, ConnInfo)> {
+async fn accept(listener: &Listener) -> std::io::Result<(BoxedIo, ConnInfo)> {
     match listener {
         Listener::Tcp(l) => {
             let (s, peer) = l.accept().await?;
@@ -233,7 +234,7 @@ async fn accept(listener: &Listener) -> std::io::Result<(Io, ConnInfo)> {
                 server_port: local.port().to_string(),
                 scheme: "http",
             };
-            Ok((TokioIo::new(Box::new(s) as Box<dyn AsyncReadWrite>), info))
+            Ok((TokioIo::new(Box::new(s) as Box<dyn Io>), info))
         }
         Listener::Unix(l, path) => {
             let (s, _) = l.accept().await?;
@@ -244,7 +245,7 @@ async fn accept(listener: &Listener) -> std::io::Result<(Io, ConnInfo)> {
                 server_port: String::new(),
                 scheme: "http",
             };
-            Ok((TokioIo::new(Box::new(s) as Box<dyn AsyncReadWrite>), info))
+            Ok((TokioIo::new(Box::new(s) as Box<dyn Io>), info))
         }
     }
 }

@@ -26,9 +26,8 @@ pub enum ControlEvent {
 
 #[derive(Debug, Clone, serde::Deserialize)]
 pub struct BootInfo {
-    pub pid: u32,
+    /// Time the app's import took, as the worker measured it.
     pub import_ms: f64,
-    pub interface: String,
 }
 
 /// Frames of one response, as the reader routes them.

@@ -505,7 +505,9 @@ def main():
     except BaseException:
         tb = traceback.format_exc()
         conn.send(K_BOOT_ERROR, 0, tb.encode("utf-8", "replace"))
-        sys.exit(1)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(1)  # not sys.exit: threads the app started must not keep us alive
     import_ms = (time.monotonic() - t0) * 1000.0
 
     worker = Worker(conn, WsgiRunner(conn, app, threads), threads)

@@ -1,0 +1,92 @@
+//! Request counters kept by the front with atomics (no locks on the request
+//! path), rendered with the supervisor's snapshot as Prometheus text.
+
+use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+/// Upper bounds (seconds) of the latency histogram's buckets.
+pub const BUCKETS: [f64; 12] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
+];
+
+#[derive(Default)]
+pub struct Metrics {
+    /// Responses by status class: index 0 is 1xx ... 4 is 5xx.
+    by_class: [AtomicU64; 5],
+    /// Counts per bucket (not cumulative); the last one is +Inf.
+    latency: [AtomicU64; BUCKETS.len() + 1],
+    latency_sum_us: AtomicU64,
+}
+
+impl Metrics {
+    /// Records one answered request: its status and time to the head.
+    pub fn record(&self, status: u16, elapsed: Duration) {
+        let class = (status / 100).clamp(1, 5) as usize - 1;
+        self.by_class[class].fetch_add(1, Ordering::Relaxed);
+        let secs = elapsed.as_secs_f64();
+        let bucket = BUCKETS
+            .iter()
+            .position(|b| secs <= *b)
+            .unwrap_or(BUCKETS.len());
+        self.latency[bucket].fetch_add(1, Ordering::Relaxed);
+        self.latency_sum_us
+            .fetch_add(elapsed.as_micros() as u64, Ordering::Relaxed);
+    }
+
+    /// The request metrics in Prometheus text format.
+    pub fn render(&self, out: &mut String) {
+        out.push_str("# HELP corral_requests_total Requests answered, by status class.\n");
+        out.push_str("# TYPE corral_requests_total counter\n");
+        for (i, c) in self.by_class.iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "corral_requests_total{{class=\"{}xx\"}} {}",
+                i + 1,
+                c.load(Ordering::Relaxed)
+            );
+        }
+        out.push_str(
+            "# HELP corral_request_duration_seconds Time from the request to the response head.\n",
+        );
+        out.push_str("# TYPE corral_request_duration_seconds histogram\n");
+        let mut cumulative = 0;
+        for (i, b) in BUCKETS.iter().enumerate() {
+            cumulative += self.latency[i].load(Ordering::Relaxed);
+            let _ = writeln!(
+                out,
+                "corral_request_duration_seconds_bucket{{le=\"{b}\"}} {cumulative}"
+            );
+        }
+        cumulative += self.latency[BUCKETS.len()].load(Ordering::Relaxed);
+        let _ = writeln!(
+            out,
+            "corral_request_duration_seconds_bucket{{le=\"+Inf\"}} {cumulative}"
+        );
+        let sum = self.latency_sum_us.load(Ordering::Relaxed) as f64 / 1e6;
+        let _ = writeln!(out, "corral_request_duration_seconds_sum {sum}");
+        let _ = writeln!(out, "corral_request_duration_seconds_count {cumulative}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_is_cumulative_and_classes_count() {
+        let m = Metrics::default();
+        m.record(200, Duration::from_micros(300));
+        m.record(204, Duration::from_millis(3));
+        m.record(503, Duration::from_secs(10));
+        let mut s = String::new();
+        m.render(&mut s);
+        assert!(s.contains("corral_requests_total{class=\"2xx\"} 2\n"));
+        assert!(s.contains("corral_requests_total{class=\"5xx\"} 1\n"));
+        assert!(s.contains("corral_request_duration_seconds_bucket{le=\"0.0005\"} 1\n"));
+        assert!(s.contains("corral_request_duration_seconds_bucket{le=\"0.005\"} 2\n"));
+        assert!(s.contains("corral_request_duration_seconds_bucket{le=\"5\"} 2\n"));
+        assert!(s.contains("corral_request_duration_seconds_bucket{le=\"+Inf\"} 3\n"));
+        assert!(s.contains("corral_request_duration_seconds_count 3\n"));
+    }
+}

@@ -1,0 +1,250 @@
+//! The status server, on its own address (`[health] status_bind`):
+//! `/health/live`, `/health/ready`, `/status` and `/metrics`. It reads the
+//! supervisor's published [`Snapshot`] and the front's [`Metrics`]; it never
+//! touches the worker table.
+
+use std::fmt::Write;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderValue, Method, Response, StatusCode};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use serde_json::json;
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::config::{Config, MinReady};
+use crate::front::Listener;
+use crate::front::body::Body;
+use crate::metrics::Metrics;
+use crate::supervisor::{Msg, Snapshot};
+
+pub struct StatusState {
+    pub snapshots: watch::Receiver<Snapshot>,
+    pub metrics: Arc<Metrics>,
+    pub supervisor: mpsc::UnboundedSender<Msg>,
+    pub cfg: Arc<Config>,
+}
+
+/// Serves the status endpoints on `listener` until the runtime stops.
+pub fn start(listener: Listener, state: Arc<StatusState>) {
+    tokio::spawn(async move {
+        loop {
+            let io = match &listener {
+                Listener::Tcp(l) => match l.accept().await {
+                    Ok((s, _)) => TokioIo::new(Box::new(s) as Box<dyn crate::front::Io>),
+                    Err(_) => continue,
+                },
+                Listener::Unix(l, _) => match l.accept().await {
+                    Ok((s, _)) => TokioIo::new(Box::new(s) as Box<dyn crate::front::Io>),
+                    Err(_) => continue,
+                },
+            };
+            let state = state.clone();
+            tokio::spawn(async move {
+                let svc = service_fn(move |req| {
+                    let state = state.clone();
+                    async move { Ok::<_, std::convert::Infallible>(route(req, &state).await) }
+                });
+                let _ = http1::Builder::new().serve_connection(io, svc).await;
+            });
+        }
+    });
+}
+
+async fn route(req: http::Request<hyper::body::Incoming>, state: &StatusState) -> Response<Body> {
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        return text(StatusCode::METHOD_NOT_ALLOWED, "use GET\n");
+    }
+    match req.uri().path() {
+        "/health/live" => live(state).await,
+        "/health/ready" => {
+            let (ok, body) = readiness(&state.snapshots.borrow(), &state.cfg.health.min_ready);
+            json_response(
+                if ok {
+                    StatusCode::OK
+                } else {
+                    StatusCode::SERVICE_UNAVAILABLE
+                },
+                &body,
+            )
+        }
+        "/status" => json_response(StatusCode::OK, &status(state)),
+        "/metrics" => {
+            let mut out = String::with_capacity(4096);
+            state.metrics.render(&mut out);
+            render_workers(&state.snapshots.borrow(), &mut out);
+            let mut r = text(StatusCode::OK, &out);
+            r.headers_mut().insert(
+                http::header::CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+            );
+            r
+        }
+        _ => text(
+            StatusCode::NOT_FOUND,
+            "not found: try /health/live, /health/ready, /status or /metrics\n",
+        ),
+    }
+}
+
+/// 200 when the supervisor loop answers a ping within a second.
+async fn live(state: &StatusState) -> Response<Body> {
+    let (tx, rx) = oneshot::channel();
+    if state.supervisor.send(Msg::Ping(tx)).is_ok()
+        && tokio::time::timeout(Duration::from_secs(1), rx)
+            .await
+            .is_ok_and(|r| r.is_ok())
+    {
+        return text(StatusCode::OK, "ok\n");
+    }
+    text(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "the supervisor loop does not answer\n",
+    )
+}
+
+/// Whether enough workers are in service, and the JSON that says so.
+pub fn readiness(snap: &Snapshot, min_ready: &MinReady) -> (bool, serde_json::Value) {
+    let required = min_ready.required(snap.workers_configured);
+    let (ok, reason) = if snap.stopping {
+        (false, "corral is stopping".to_string())
+    } else if snap.in_service >= required {
+        (
+            true,
+            format!(
+                "{} of {} workers in service",
+                snap.in_service, snap.workers_configured
+            ),
+        )
+    } else {
+        let err = snap
+            .slots
+            .iter()
+            .filter_map(|s| s.last_boot_error.as_ref())
+            .max_by(|a, b| a.at.total_cmp(&b.at))
+            .map(|e| format!("; last boot error: {}", last_line(&e.text)))
+            .unwrap_or_default();
+        (
+            false,
+            format!(
+                "{} of {} workers in service, {required} required{err}",
+                snap.in_service, snap.workers_configured
+            ),
+        )
+    };
+    let body = json!({
+        "ready": ok,
+        "in_service": snap.in_service,
+        "booting": snap.booting,
+        "workers": snap.workers_configured,
+        "required": required,
+        "reason": reason,
+    });
+    (ok, body)
+}
+
+fn last_line(text: &str) -> &str {
+    text.trim_end().lines().last().unwrap_or("")
+}
+
+fn status(state: &StatusState) -> serde_json::Value {
+    let snap = state.snapshots.borrow().clone();
+    let (ready, readiness) = readiness(&snap, &state.cfg.health.min_ready);
+    let mut v = serde_json::to_value(&snap).unwrap_or_default();
+    if let Some(slots) = v.get_mut("slots").and_then(|s| s.as_array_mut()) {
+        for slot in slots {
+            let pid = slot
+                .pointer("/worker/pid")
+                .and_then(|p| p.as_u64())
+                .unwrap_or(0);
+            if pid != 0
+                && let Some(w) = slot.get_mut("worker")
+            {
+                w["rss_bytes"] = json!(rss_bytes(pid as u32));
+            }
+        }
+    }
+    json!({
+        "supervisor": {
+            "pid": snap.pid,
+            "version": snap.version,
+            "uptime_seconds": snap.uptime_seconds,
+            "config": state.cfg.source.as_ref().map(|p| p.display().to_string()),
+            "app": state.cfg.app.module,
+            "stopping": snap.stopping,
+            "rss_bytes": rss_bytes(snap.pid),
+        },
+        "ready": ready,
+        "readiness": readiness,
+        "workers": {
+            "configured": snap.workers_configured,
+            "in_service": snap.in_service,
+            "booting": snap.booting,
+            "restarts": snap.restarts,
+            "boot_failures": snap.boot_failures,
+        },
+        "slots": v["slots"],
+    })
+}
+
+fn render_workers(snap: &Snapshot, out: &mut String) {
+    let stopping = snap.slots.iter().filter_map(|s| s.worker.as_ref()).count()
+        - snap.in_service
+        - snap.booting;
+    out.push_str("# HELP corral_workers Worker processes by state.\n");
+    out.push_str("# TYPE corral_workers gauge\n");
+    for (state, n) in [
+        ("booting", snap.booting),
+        ("in_service", snap.in_service),
+        ("stopping", stopping),
+    ] {
+        let _ = writeln!(out, "corral_workers{{state=\"{state}\"}} {n}");
+    }
+    out.push_str("# HELP corral_workers_configured Worker slots configured.\n");
+    out.push_str("# TYPE corral_workers_configured gauge\n");
+    let _ = writeln!(out, "corral_workers_configured {}", snap.workers_configured);
+    out.push_str("# HELP corral_boot_failures_total Worker boots that failed.\n");
+    out.push_str("# TYPE corral_boot_failures_total counter\n");
+    let _ = writeln!(out, "corral_boot_failures_total {}", snap.boot_failures);
+    out.push_str("# HELP corral_worker_restarts_total Worker processes restarted.\n");
+    out.push_str("# TYPE corral_worker_restarts_total counter\n");
+    let _ = writeln!(out, "corral_worker_restarts_total {}", snap.restarts);
+}
+
+/// Resident memory of a process, from /proc.
+pub fn rss_bytes(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let kib: u64 = status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()?;
+    Some(kib * 1024)
+}
+
+fn text(status: StatusCode, body: &str) -> Response<Body> {
+    let mut r = Response::new(Body::full(Bytes::copy_from_slice(body.as_bytes())));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    r
+}
+
+fn json_response(status: StatusCode, v: &serde_json::Value) -> Response<Body> {
+    let mut body = serde_json::to_vec_pretty(v).unwrap_or_default();
+    body.push(b'\n');
+    let mut r = Response::new(Body::full(body));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    r
+}

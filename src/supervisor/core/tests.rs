@@ -1,0 +1,338 @@
+//! Life-cycle rules with a fake clock: every test drives [`Core`] with
+//! events at chosen instants and checks the actions it asks for.
+
+use super::*;
+
+fn settings(count: usize) -> Settings {
+    Settings {
+        count,
+        boot_timeout: Duration::from_secs(30),
+        backoff: Duration::from_millis(100),
+        backoff_max: Duration::from_secs(10),
+        young: Duration::from_secs(1),
+        dump_grace: Duration::from_millis(200),
+        term_grace: Duration::from_secs(5),
+        quit_grace: Duration::from_secs(1),
+    }
+}
+
+fn spawns(actions: &[Action]) -> Vec<(usize, u64)> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Spawn { slot, serial } => Some((*slot, *serial)),
+            _ => None,
+        })
+        .collect()
+}
+
+fn published(actions: &[Action]) -> Option<Vec<u64>> {
+    actions.iter().rev().find_map(|a| match a {
+        Action::Publish(v) => Some(v.clone()),
+        _ => None,
+    })
+}
+
+fn signals(actions: &[Action]) -> Vec<(u32, Sig)> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Signal { pid, sig, .. } => Some((*pid, *sig)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Starts `count` workers and boots them all; returns the core and serials.
+fn running(count: usize, t0: Instant) -> (Core, Vec<u64>) {
+    let mut core = Core::new(settings(count));
+    let started = spawns(&core.start());
+    let mut serials = Vec::new();
+    for (slot, serial) in started {
+        core.on_event(
+            t0,
+            Event::Spawned {
+                serial,
+                pid: 100 + slot as u32,
+            },
+        );
+        core.on_event(
+            t0,
+            Event::Booted {
+                serial,
+                import_ms: 5.0,
+            },
+        );
+        serials.push(serial);
+    }
+    (core, serials)
+}
+
+#[test]
+fn a_worker_takes_requests_only_after_it_booted() {
+    let t0 = Instant::now();
+    let mut core = Core::new(settings(2));
+    let s = spawns(&core.start());
+    assert_eq!(s.len(), 2);
+    let a = core.on_event(
+        t0,
+        Event::Spawned {
+            serial: s[0].1,
+            pid: 10,
+        },
+    );
+    assert_eq!(published(&a), None, "a booting worker is not published");
+    let a = core.on_event(
+        t0,
+        Event::Booted {
+            serial: s[0].1,
+            import_ms: 3.0,
+        },
+    );
+    assert_eq!(published(&a), Some(vec![s[0].1]));
+    core.on_event(
+        t0,
+        Event::Spawned {
+            serial: s[1].1,
+            pid: 11,
+        },
+    );
+    let a = core.on_event(
+        t0,
+        Event::Booted {
+            serial: s[1].1,
+            import_ms: 3.0,
+        },
+    );
+    assert_eq!(published(&a), Some(vec![s[0].1, s[1].1]));
+    assert!(a.contains(&Action::Log(Level::Info, "all 2 workers in service".into())));
+}
+
+#[test]
+fn a_boot_failure_never_enters_service_and_backs_off_exponentially_up_to_the_cap() {
+    let t0 = Instant::now();
+    let mut core = Core::new(settings(1));
+    let mut now = t0;
+    let mut serial = spawns(&core.start())[0].1;
+    let mut delays = Vec::new();
+    for _ in 0..10 {
+        core.on_event(now, Event::Spawned { serial, pid: 7 });
+        let a = core.on_event(
+            now,
+            Event::BootFailed {
+                serial,
+                error: "ImportError: x".into(),
+            },
+        );
+        assert_eq!(published(&a), None);
+        let a = core.on_event(
+            now,
+            Event::Exited {
+                serial,
+                exit: Exit::Code(1),
+            },
+        );
+        assert!(spawns(&a).is_empty(), "no hot restart");
+        let due = core.next_deadline().expect("a restart is scheduled");
+        delays.push(due - now);
+        // Nothing happens before the deadline...
+        assert!(spawns(&core.on_event(due - Duration::from_millis(1), Event::Tick)).is_empty());
+        // ...and the slot restarts at it.
+        now = due;
+        let s = spawns(&core.on_event(now, Event::Tick));
+        assert_eq!(s.len(), 1);
+        serial = s[0].1;
+    }
+    let ms: Vec<u128> = delays.iter().map(|d| d.as_millis()).collect();
+    assert_eq!(
+        ms,
+        [100, 200, 400, 800, 1600, 3200, 6400, 10000, 10000, 10000]
+    );
+    let err = core.slots[0].last_error.as_ref().unwrap();
+    assert_eq!(err.text, "ImportError: x");
+    assert_eq!(core.slots[0].restarts, 10);
+}
+
+#[test]
+fn a_crash_at_import_without_a_report_is_recorded_as_a_boot_failure() {
+    let t0 = Instant::now();
+    let mut core = Core::new(settings(1));
+    let serial = spawns(&core.start())[0].1;
+    core.on_event(t0, Event::Spawned { serial, pid: 7 });
+    core.on_event(
+        t0,
+        Event::Exited {
+            serial,
+            exit: Exit::Signal(libc::SIGSEGV),
+        },
+    );
+    let err = core.slots[0].last_error.as_ref().unwrap();
+    assert!(err.text.contains("SIGSEGV"), "{}", err.text);
+    assert_eq!(core.slots[0].failures, 1);
+}
+
+#[test]
+fn a_boot_that_hangs_past_boot_timeout_is_dumped_then_killed() {
+    let t0 = Instant::now();
+    let mut core = Core::new(settings(1));
+    let serial = spawns(&core.start())[0].1;
+    core.on_event(t0, Event::Spawned { serial, pid: 7 });
+    assert_eq!(core.next_deadline(), Some(t0 + Duration::from_secs(30)));
+    assert!(signals(&core.on_event(t0 + Duration::from_secs(29), Event::Tick)).is_empty());
+    let t1 = t0 + Duration::from_secs(30);
+    let a = core.on_event(t1, Event::Tick);
+    assert_eq!(signals(&a), vec![(7, Sig::DumpStacks)]);
+    assert!(
+        core.slots[0]
+            .last_error
+            .as_ref()
+            .unwrap()
+            .text
+            .contains("timed out after 30s")
+    );
+    let a = core.on_event(t1 + Duration::from_millis(200), Event::Tick);
+    assert_eq!(signals(&a), vec![(7, Sig::Kill)]);
+    let a = core.on_event(
+        t1,
+        Event::Exited {
+            serial,
+            exit: Exit::Signal(libc::SIGKILL),
+        },
+    );
+    assert!(spawns(&a).is_empty());
+    assert_eq!(core.slots[0].failures, 1);
+    assert!(
+        core.slots[0]
+            .last_error
+            .as_ref()
+            .unwrap()
+            .text
+            .contains("timed out")
+    );
+}
+
+#[test]
+fn one_failing_slot_leaves_the_others_in_service() {
+    let t0 = Instant::now();
+    let (mut core, serials) = running(3, t0);
+    let a = core.on_event(
+        t0,
+        Event::Exited {
+            serial: serials[1],
+            exit: Exit::Signal(9),
+        },
+    );
+    assert_eq!(published(&a), Some(vec![serials[0], serials[2]]));
+}
+
+#[test]
+fn a_worker_that_served_a_while_restarts_at_once_and_resets_its_failures() {
+    let t0 = Instant::now();
+    let (mut core, serials) = running(1, t0);
+    core.slots[0].failures = 3;
+    let later = t0 + Duration::from_secs(60);
+    let a = core.on_event(
+        later,
+        Event::Exited {
+            serial: serials[0],
+            exit: Exit::Code(0),
+        },
+    );
+    assert_eq!(spawns(&a).len(), 1, "restarted at once");
+    assert_eq!(core.slots[0].failures, 0);
+}
+
+#[test]
+fn a_worker_dying_young_counts_as_a_failure() {
+    let t0 = Instant::now();
+    let (mut core, serials) = running(1, t0);
+    let a = core.on_event(
+        t0 + Duration::from_millis(300),
+        Event::Exited {
+            serial: serials[0],
+            exit: Exit::Code(1),
+        },
+    );
+    assert!(spawns(&a).is_empty());
+    assert_eq!(core.slots[0].failures, 1);
+}
+
+#[test]
+fn replace_takes_the_worker_out_dumps_its_stacks_then_kills_it() {
+    let t0 = Instant::now();
+    let (mut core, serials) = running(2, t0);
+    let a = core.on_event(
+        t0,
+        Event::Replace {
+            serial: serials[0],
+            reason: "timeout".into(),
+        },
+    );
+    assert_eq!(published(&a), Some(vec![serials[1]]));
+    assert_eq!(signals(&a), vec![(100, Sig::DumpStacks)]);
+    let a = core.on_event(t0 + Duration::from_millis(200), Event::Tick);
+    assert_eq!(signals(&a), vec![(100, Sig::Kill)]);
+    let a = core.on_event(
+        t0 + Duration::from_secs(5),
+        Event::Exited {
+            serial: serials[0],
+            exit: Exit::Signal(9),
+        },
+    );
+    assert_eq!(spawns(&a).len(), 1, "replaced");
+}
+
+#[test]
+fn graceful_stop_terms_every_worker_then_kills_stragglers_and_exits_when_all_are_gone() {
+    let t0 = Instant::now();
+    let (mut core, serials) = running(2, t0);
+    let a = core.on_event(t0, Event::Stop { fast: false });
+    assert_eq!(signals(&a), vec![(100, Sig::Term), (101, Sig::Term)]);
+    assert_eq!(published(&a), Some(vec![]));
+    let a = core.on_event(
+        t0 + Duration::from_secs(1),
+        Event::Exited {
+            serial: serials[0],
+            exit: Exit::Code(0),
+        },
+    );
+    assert!(spawns(&a).is_empty(), "no restarts while stopping");
+    assert!(!a.contains(&Action::Exit));
+    let a = core.on_event(t0 + Duration::from_secs(5), Event::Tick);
+    assert_eq!(signals(&a), vec![(101, Sig::Kill)]);
+    let a = core.on_event(
+        t0 + Duration::from_secs(5),
+        Event::Exited {
+            serial: serials[1],
+            exit: Exit::Signal(9),
+        },
+    );
+    assert!(a.contains(&Action::Exit));
+}
+
+#[test]
+fn fast_stop_quits_and_kills_after_a_second() {
+    let t0 = Instant::now();
+    let (mut core, _) = running(1, t0);
+    let a = core.on_event(t0, Event::Stop { fast: true });
+    assert_eq!(signals(&a), vec![(100, Sig::Quit)]);
+    assert_eq!(core.next_deadline(), Some(t0 + Duration::from_secs(1)));
+}
+
+#[test]
+fn a_stop_while_a_slot_waits_for_its_back_off_cancels_the_restart() {
+    let t0 = Instant::now();
+    let mut core = Core::new(settings(1));
+    let serial = spawns(&core.start())[0].1;
+    core.on_event(t0, Event::Spawned { serial, pid: 7 });
+    core.on_event(
+        t0,
+        Event::Exited {
+            serial,
+            exit: Exit::Code(1),
+        },
+    );
+    let a = core.on_event(t0, Event::Stop { fast: false });
+    assert!(a.contains(&Action::Exit), "nothing left to wait for");
+    assert!(spawns(&core.on_event(t0 + Duration::from_secs(60), Event::Tick)).is_empty());
+}

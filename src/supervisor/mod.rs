@@ -1,0 +1,282 @@
+//! The supervisor: one task that owns the worker table. The life-cycle rules
+//! live in [`core`] (a pure state machine); this actor feeds it events
+//! (control frames, exits, signals, timers) and performs its actions: spawn
+//! a worker, signal one, publish the in-service set to the router, log. It
+//! publishes a [`Snapshot`] of the table on a `watch` channel for the status
+//! server. Each child is awaited exactly once, by its own task.
+
+pub mod core;
+pub mod snapshot;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::{mpsc, watch};
+
+use crate::config::Config;
+use crate::front::Front;
+use crate::router::Router;
+use crate::signals::Sig as OsSignal;
+use crate::worker::channel::{Channel, ControlEvent};
+use crate::worker::process::Launcher;
+use core::{Action, Core, Event, Exit, Level, Settings, Sig};
+pub use snapshot::Snapshot;
+
+/// Everything that reaches the supervisor.
+#[derive(Debug)]
+pub enum Msg {
+    Control(u64, ControlEvent),
+    Exited(u64, std::process::ExitStatus),
+    Replace(u64, String),
+    Signal(OsSignal),
+    FrontDrained(bool),
+    /// The status server checks that the loop answers (`/health/live`).
+    Ping(tokio::sync::oneshot::Sender<()>),
+}
+
+pub struct Supervisor {
+    cfg: Arc<Config>,
+    launcher: Launcher,
+    router: Arc<Router>,
+    core: Core,
+    channels: HashMap<u64, Arc<Channel>>,
+    tx: mpsc::UnboundedSender<Msg>,
+    rx: mpsc::UnboundedReceiver<Msg>,
+    control_tx: mpsc::UnboundedSender<(u64, ControlEvent)>,
+    front: Option<Front>,
+    draining: bool,
+    snapshot: watch::Sender<Snapshot>,
+    started: Instant,
+}
+
+impl Supervisor {
+    pub fn new(cfg: Arc<Config>, launcher: Launcher, router: Arc<Router>) -> Supervisor {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let (control_tx, mut control_rx) = mpsc::unbounded_channel();
+        let fwd = tx.clone();
+        tokio::spawn(async move {
+            while let Some((serial, ev)) = control_rx.recv().await {
+                if fwd.send(Msg::Control(serial, ev)).is_err() {
+                    return;
+                }
+            }
+        });
+        let w = &cfg.workers;
+        let core = Core::new(Settings {
+            count: w.count,
+            boot_timeout: w.boot_timeout,
+            backoff: w.restart_backoff,
+            backoff_max: w.restart_backoff_max,
+            young: Duration::from_secs(1),
+            dump_grace: Duration::from_millis(200),
+            term_grace: Duration::from_secs(5),
+            quit_grace: Duration::from_secs(1),
+        });
+        let started = Instant::now();
+        let (snapshot, _) = watch::channel(Snapshot::default());
+        Supervisor {
+            cfg,
+            launcher,
+            router,
+            core,
+            channels: HashMap::new(),
+            tx,
+            rx,
+            control_tx,
+            front: None,
+            draining: false,
+            snapshot,
+            started,
+        }
+    }
+
+    pub fn sender(&self) -> mpsc::UnboundedSender<Msg> {
+        self.tx.clone()
+    }
+
+    /// Snapshots of the worker table, for the status server.
+    pub fn snapshots(&self) -> watch::Receiver<Snapshot> {
+        self.snapshot.subscribe()
+    }
+
+    /// Runs until corral has stopped; returns the process exit code.
+    pub async fn run(mut self, front: Front) -> i32 {
+        self.front = Some(front);
+        let actions = self.core.start();
+        if self.perform(actions) {
+            return 0;
+        }
+        loop {
+            let deadline = self.core.next_deadline();
+            let event = tokio::select! {
+                msg = self.rx.recv() => match msg {
+                    Some(m) => self.translate(m),
+                    None => return 0,
+                },
+                _ = sleep_until(deadline) => Some(Event::Tick),
+            };
+            let Some(event) = event else { continue };
+            let actions = self.core.on_event(Instant::now(), event);
+            if self.perform(actions) {
+                return 0;
+            }
+            self.publish_snapshot();
+        }
+    }
+
+    /// Turns a message into a core event (or handles it here).
+    fn translate(&mut self, msg: Msg) -> Option<Event> {
+        match msg {
+            Msg::Control(serial, ControlEvent::Booted(info)) => Some(Event::Booted {
+                serial,
+                import_ms: info.import_ms,
+            }),
+            Msg::Control(serial, ControlEvent::BootFailed(error)) => {
+                Some(Event::BootFailed { serial, error })
+            }
+            Msg::Control(serial, ControlEvent::Closed) => Some(Event::ChannelClosed { serial }),
+            Msg::Exited(serial, status) => {
+                self.channels.remove(&serial);
+                Some(Event::Exited {
+                    serial,
+                    exit: exit_of(status),
+                })
+            }
+            Msg::Replace(serial, reason) => Some(Event::Replace { serial, reason }),
+            Msg::Ping(reply) => {
+                let _ = reply.send(());
+                None
+            }
+            Msg::Signal(OsSignal::Term) => {
+                if self.draining || self.core.phase == core::Phase::Stopping {
+                    return None;
+                }
+                tracing::info!(
+                    "SIGTERM: graceful stop (finishing requests in flight, up to {:?})",
+                    self.cfg.workers.graceful_timeout
+                );
+                self.draining = true;
+                if let Some(front) = self.front.take() {
+                    let grace = self.cfg.workers.graceful_timeout;
+                    let tx = self.tx.clone();
+                    tokio::spawn(async move {
+                        let in_time = front.shutdown(grace).await;
+                        let _ = tx.send(Msg::FrontDrained(in_time));
+                    });
+                }
+                None
+            }
+            Msg::Signal(sig @ (OsSignal::Int | OsSignal::Quit)) => {
+                tracing::info!("{}: fast stop", sig.name());
+                self.front = None;
+                Some(Event::Stop { fast: true })
+            }
+            Msg::Signal(OsSignal::Hup) => {
+                tracing::warn!("SIGHUP: reload is not implemented yet; ignoring");
+                None
+            }
+            Msg::FrontDrained(in_time) => {
+                if !in_time {
+                    tracing::warn!(
+                        "graceful_timeout ({:?}) ran out with requests still in flight",
+                        self.cfg.workers.graceful_timeout
+                    );
+                }
+                Some(Event::Stop { fast: false })
+            }
+        }
+    }
+
+    /// Performs the core's actions; true when the supervisor may exit.
+    fn perform(&mut self, actions: Vec<Action>) -> bool {
+        let mut exit = false;
+        for action in actions {
+            match action {
+                Action::Spawn { slot, serial } => {
+                    let event = self.spawn(slot, serial);
+                    let more = self.core.on_event(Instant::now(), event);
+                    exit |= self.perform(more);
+                }
+                Action::Signal { pid, sig, .. } => signal(
+                    pid,
+                    match sig {
+                        Sig::Term => libc::SIGTERM,
+                        Sig::Quit => libc::SIGQUIT,
+                        Sig::Kill => libc::SIGKILL,
+                        Sig::DumpStacks => libc::SIGUSR1,
+                    },
+                ),
+                Action::Publish(serials) => {
+                    let list = serials
+                        .iter()
+                        .filter_map(|s| self.channels.get(s).cloned())
+                        .collect();
+                    self.router.publish(list);
+                }
+                Action::Log(Level::Info, m) => tracing::info!("{m}"),
+                Action::Log(Level::Warn, m) => tracing::warn!("{m}"),
+                Action::Log(Level::Error, m) => tracing::error!("{m}"),
+                Action::Exit => exit = true,
+            }
+        }
+        exit
+    }
+
+    fn spawn(&mut self, slot: usize, serial: u64) -> Event {
+        let spawned = match self.launcher.spawn(slot) {
+            Ok(s) => s,
+            Err(e) => {
+                return Event::SpawnFailed {
+                    serial,
+                    error: e.to_string(),
+                };
+            }
+        };
+        let pid = spawned.pid;
+        let channel = Channel::start(serial, slot, pid, spawned.sock, self.control_tx.clone());
+        self.channels.insert(serial, channel);
+        let tx = self.tx.clone();
+        let mut child = spawned.child;
+        tokio::spawn(async move {
+            if let Ok(status) = child.wait().await {
+                let _ = tx.send(Msg::Exited(serial, status));
+            }
+        });
+        tracing::debug!("worker {slot} (pid {pid}) starting");
+        Event::Spawned { serial, pid }
+    }
+
+    fn publish_snapshot(&self) {
+        let snap = snapshot::take(&self.core, &self.channels, self.started, self.draining);
+        self.snapshot.send_replace(snap);
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
+fn exit_of(status: std::process::ExitStatus) -> Exit {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(c), _) => Exit::Code(c),
+        (None, Some(s)) => Exit::Signal(s),
+        (None, None) => Exit::Code(-1),
+    }
+}
+
+fn signal(pid: u32, sig: i32) {
+    if pid == 0 {
+        return;
+    }
+    // SAFETY: kill(2) takes no pointers. The pid is a child we started whose
+    // exit the core has not seen yet; between its reaping and that report
+    // the pid could in theory be reused, a window of one channel hop.
+    unsafe {
+        libc::kill(pid as libc::pid_t, sig);
+    }
+}

@@ -1,0 +1,131 @@
+//! A read-only picture of the worker table, published by the supervisor
+//! after every event for the status server (`/status`, `/health/ready`,
+//! `/metrics`), which never locks the table itself.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use serde::Serialize;
+
+use super::core::{Core, State};
+use crate::worker::channel::Channel;
+
+#[derive(Clone, Default, Serialize)]
+pub struct Snapshot {
+    pub pid: u32,
+    pub version: &'static str,
+    pub uptime_seconds: f64,
+    /// True once a stop began.
+    pub stopping: bool,
+    pub workers_configured: usize,
+    pub in_service: usize,
+    pub booting: usize,
+    pub boot_failures: u64,
+    pub restarts: u64,
+    pub slots: Vec<SlotView>,
+    #[serde(skip)]
+    pub channels: Vec<(usize, Arc<Channel>)>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SlotView {
+    pub slot: usize,
+    /// The current process, if one runs.
+    pub worker: Option<WorkerView>,
+    pub restarts: u32,
+    /// Failures in a row (drives the back-off).
+    pub failures: u32,
+    /// Seconds until the next start when the slot is backing off.
+    pub next_start_in: Option<f64>,
+    pub last_exit: Option<String>,
+    pub last_boot_error: Option<ErrorView>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct WorkerView {
+    pub pid: u32,
+    pub generation: u64,
+    pub state: State,
+    /// Unix time (seconds) of the last state change.
+    pub since: f64,
+    pub boot_ms: Option<f64>,
+    pub import_ms: Option<f64>,
+    pub requests: u64,
+    pub in_flight: usize,
+    pub rss_bytes: Option<u64>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ErrorView {
+    /// Unix time (seconds).
+    pub at: f64,
+    pub text: String,
+}
+
+fn unix(now: Instant, then: Instant) -> f64 {
+    let wall = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs_f64();
+    wall - now.saturating_duration_since(then).as_secs_f64()
+}
+
+pub fn take(
+    core: &Core,
+    channels: &HashMap<u64, Arc<Channel>>,
+    started: Instant,
+    draining: bool,
+) -> Snapshot {
+    let now = Instant::now();
+    let mut snap = Snapshot {
+        pid: std::process::id(),
+        version: env!("CARGO_PKG_VERSION"),
+        uptime_seconds: now.duration_since(started).as_secs_f64(),
+        stopping: draining || core.phase == super::core::Phase::Stopping,
+        workers_configured: core.slots.len(),
+        ..Snapshot::default()
+    };
+    for (i, slot) in core.slots.iter().enumerate() {
+        let worker = slot.worker.and_then(|s| core.workers.get(&s)).map(|w| {
+            let ch = channels.get(&w.serial);
+            if let Some(ch) = ch {
+                snap.channels.push((i, ch.clone()));
+            }
+            match w.state {
+                State::InService => snap.in_service += 1,
+                State::Booting => snap.booting += 1,
+                State::Stopping => {}
+            }
+            WorkerView {
+                pid: w.pid,
+                generation: 1,
+                state: w.state,
+                since: unix(now, w.since),
+                boot_ms: w.boot_time.map(|d| d.as_secs_f64() * 1000.0),
+                import_ms: w.import_ms,
+                requests: ch.map_or(0, |c| c.served.load(Ordering::Relaxed)),
+                in_flight: ch.map_or(0, |c| c.in_flight.load(Ordering::Relaxed)),
+                rss_bytes: None,
+            }
+        });
+        snap.restarts += u64::from(slot.restarts);
+        snap.slots.push(SlotView {
+            slot: i,
+            worker,
+            restarts: slot.restarts,
+            failures: slot.failures,
+            next_start_in: slot
+                .start_at
+                .map(|t| t.saturating_duration_since(now).as_secs_f64()),
+            last_exit: slot.last_exit.clone(),
+            last_boot_error: slot.last_error.as_ref().map(|e| ErrorView {
+                at: unix(now, e.at),
+                text: e.text.clone(),
+            }),
+        });
+    }
+    snap.boot_failures = core.boot_failures;
+    snap
+}
