@@ -116,6 +116,27 @@ pub struct RunArgs {
     #[arg(long, value_name = "N|PERCENT")]
     pub min_ready: Option<MinReady>,
 
+    /// Path that corral GETs from each worker before it enters service and
+    /// every probe_interval after; 2xx means ready. Starts with "/", like
+    /// /health/ready [toml: health.ready_path] [default: none, no readiness probe]
+    #[arg(long, value_name = "PATH")]
+    pub ready_path: Option<String>,
+
+    /// Requests after which a worker is gracefully replaced; 0 means never
+    /// [toml: workers.max_requests] [default: 0]
+    #[arg(long, value_name = "N")]
+    pub max_requests: Option<u64>,
+
+    /// Up to this many more requests, at random, before a worker is replaced
+    /// [toml: workers.max_requests_jitter] [default: 0]
+    #[arg(long, value_name = "N")]
+    pub max_requests_jitter: Option<u64>,
+
+    /// Memory use (RSS) above which a worker is gracefully replaced, like 512MiB
+    /// [toml: workers.max_memory] [default: none, no limit]
+    #[arg(long, value_name = "SIZE")]
+    pub max_memory: Option<ByteSize>,
+
     /// Idle time before a keep-alive connection is closed
     /// [toml: server.keepalive] [default: 5s]
     #[arg(long, alias = "keep-alive", value_name = "DURATION", value_parser = parse_duration)]
@@ -265,6 +286,14 @@ mod tests {
             "unix:status.sock",
             "--min-ready",
             "50%",
+            "--ready-path",
+            "/health/ready",
+            "--max-requests",
+            "1000",
+            "--max-requests-jitter",
+            "50",
+            "--max-memory",
+            "512MiB",
             "--log-level",
             "warning",
             "pkg:app",
@@ -288,6 +317,10 @@ mod tests {
         );
         assert_eq!(args.status_bind, Some(BindAddr::Unix("status.sock".into())));
         assert_eq!(args.min_ready, Some(MinReady::Percent(50)));
+        assert_eq!(args.ready_path.as_deref(), Some("/health/ready"));
+        assert_eq!(args.max_requests, Some(1000));
+        assert_eq!(args.max_requests_jitter, Some(50));
+        assert_eq!(args.max_memory, Some(ByteSize(512 << 20)));
         assert_eq!(args.log_level, LogLevel::Warn);
         assert_eq!(args.app.as_deref(), Some("pkg:app"));
         let args = run_args(&["corral", "--min-ready", "2", "--status-bind", "[::1]:9000"]);
@@ -334,6 +367,12 @@ mod tests {
                 "use a count like 2 or a percentage like \"50%\"",
             ),
             (&["corral", "--min-ready", "150%"], "more than 100%"),
+            (&["corral", "--max-requests", "-1"], "--max-requests"),
+            (
+                &["corral", "--max-requests-jitter", "many"],
+                "invalid digit",
+            ),
+            (&["corral", "--max-memory", "512M"], "512MiB"),
         ] {
             let err = Cli::try_parse_from(argv).unwrap_err().to_string();
             assert!(err.contains(reason), "{argv:?}: {err}");

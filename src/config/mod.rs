@@ -115,6 +115,20 @@ pub struct WorkersConfig {
     pub restart_backoff: Duration,
     /// Cap on that delay. At least `restart_backoff`.
     pub restart_backoff_max: Duration,
+    /// Longest a worker's interpreter may go without a heartbeat (a C call
+    /// holding the GIL, a deadlock) before its stacks are dumped and it is
+    /// replaced. Longer than 0.
+    pub heartbeat_timeout: Duration,
+    /// Requests after which a worker is recycled (replaced gracefully), plus
+    /// a random 0..=`max_requests_jitter`; 0: never. `max_requests +
+    /// max_requests_jitter` fits in a `u64`.
+    pub max_requests: u64,
+    /// Upper bound of the random extra requests added to `max_requests` per
+    /// worker (ignored while `max_requests` is 0).
+    pub max_requests_jitter: u64,
+    /// RSS in bytes above which a worker is recycled gracefully; `None`: no
+    /// limit. At least 16 MiB.
+    pub max_memory: Option<u64>,
 }
 
 #[derive(Debug, Clone)]
@@ -129,6 +143,22 @@ pub struct HealthConfig {
     /// [`MinReady::required`]. A count is between 1 and `workers.count`; a
     /// percentage between 1 and 100.
     pub min_ready: MinReady,
+    /// The path ("/health/ready", maybe with a "?query") that corral GETs
+    /// from each worker through its private channel before the worker
+    /// enters service and every `probe_interval` after; 2xx means ready.
+    /// `None`: no readiness probe. Starts with "/" and holds only visible
+    /// ASCII, without '#'.
+    pub ready_path: Option<String>,
+    /// Time between two probes of a worker in service. Longer than 0.
+    pub probe_interval: Duration,
+    /// Longest one probe may take before it counts as failed. Longer than 0.
+    pub probe_timeout: Duration,
+    /// Failed probes in a row that take a worker out of service. At least 1.
+    pub unhealthy_after: u32,
+    /// The panic threshold (as in Envoy): when fewer workers than this are
+    /// in service, requests go to every live worker rather than to none; see
+    /// [`MinReady::required`]. Same bounds as `min_ready`.
+    pub min_in_service: MinReady,
 }
 
 /// Why the configuration could not be loaded. Printed as `error: {err}`.
@@ -326,8 +356,17 @@ mod tests {
         assert_eq!(config.workers.boot_timeout, Duration::from_secs(30));
         assert_eq!(config.workers.restart_backoff, Duration::from_millis(100));
         assert_eq!(config.workers.restart_backoff_max, Duration::from_secs(30));
+        assert_eq!(config.workers.heartbeat_timeout, Duration::from_secs(30));
+        assert_eq!(config.workers.max_requests, 0);
+        assert_eq!(config.workers.max_requests_jitter, 0);
+        assert_eq!(config.workers.max_memory, None);
         assert!(config.health.status_bind.is_none());
         assert_eq!(config.health.min_ready, MinReady::Count(1));
+        assert_eq!(config.health.ready_path, None);
+        assert_eq!(config.health.probe_interval, Duration::from_secs(10));
+        assert_eq!(config.health.probe_timeout, Duration::from_secs(5));
+        assert_eq!(config.health.unhealthy_after, 3);
+        assert_eq!(config.health.min_in_service, MinReady::Percent(50));
         let config = resolve(&args, None, Path::new("/cwd"), None).unwrap();
         assert_eq!(config.app.python, PathBuf::from("python3"));
     }
@@ -354,10 +393,19 @@ timeout = "2m"
 boot_timeout = "1m"
 restart_backoff = "250ms"
 restart_backoff_max = "10s"
+heartbeat_timeout = "1m"
+max_requests = 5000
+max_requests_jitter = 500
+max_memory = "1.5GiB"
 
 [health]
 status_bind = "unix:run/status.sock"
 min_ready = "75%"
+ready_path = "/health/ready?full=1"
+probe_interval = "2s"
+probe_timeout = "500ms"
+unhealthy_after = 1
+min_in_service = 2
 "#;
         let config = resolve_text(text, &RunArgs::default()).unwrap();
         assert_eq!(
@@ -390,16 +438,29 @@ min_ready = "75%"
             status.addr,
             BindAddr::Unix("/srv/app/run/status.sock".into())
         );
-        assert_eq!(status.origin, "corral.toml:23 (key health.status_bind)");
+        assert_eq!(status.origin, "corral.toml:27 (key health.status_bind)");
         assert_eq!(config.health.min_ready, MinReady::Percent(75));
         assert_eq!(config.health.min_ready.required(config.workers.count), 3);
+        assert_eq!(config.workers.heartbeat_timeout, Duration::from_secs(60));
+        assert_eq!(config.workers.max_requests, 5000);
+        assert_eq!(config.workers.max_requests_jitter, 500);
+        assert_eq!(config.workers.max_memory, Some(3 << 29));
+        assert_eq!(
+            config.health.ready_path.as_deref(),
+            Some("/health/ready?full=1")
+        );
+        assert_eq!(config.health.probe_interval, Duration::from_secs(2));
+        assert_eq!(config.health.probe_timeout, Duration::from_millis(500));
+        assert_eq!(config.health.unhealthy_after, 1);
+        assert_eq!(config.health.min_in_service, MinReady::Count(2));
     }
 
     #[test]
     fn flags_override_the_file() {
         let text = "[app]\nmodule = \"a:app\"\nenv = { A = \"file\", B = \"file\" }\n\
-                    [server]\nbind = [\"0.0.0.0:9000\"]\n[workers]\ncount = 4\nboot_timeout = \"1m\"\n\
-                    [health]\nstatus_bind = \"127.0.0.1:9100\"\nmin_ready = 4\n";
+                    [server]\nbind = [\"0.0.0.0:9000\"]\n[workers]\ncount = 4\nboot_timeout = \"1m\"\nmax_requests = 10\nmax_requests_jitter = 2\n\
+                    max_memory = \"1GiB\"\n\
+                    [health]\nstatus_bind = \"127.0.0.1:9100\"\nmin_ready = 4\nready_path = \"/file\"\n";
         let args = RunArgs {
             app: Some("b:app".into()),
             bind: vec!["unix:web.sock".parse().unwrap()],
@@ -410,6 +471,10 @@ min_ready = "75%"
             boot_timeout: Some(HumanDuration(Duration::from_secs(5))),
             status_bind: Some("unix:status.sock".parse().unwrap()),
             min_ready: Some(MinReady::Count(2)),
+            ready_path: Some("/flag".into()),
+            max_requests: Some(0),
+            max_requests_jitter: Some(5),
+            max_memory: Some(ByteSize(64 << 20)),
             ..RunArgs::default()
         };
         let config = resolve_text(text, &args).unwrap();
@@ -430,5 +495,9 @@ min_ready = "75%"
         assert_eq!(status.addr, BindAddr::Unix("/cwd/status.sock".into()));
         assert_eq!(status.origin, "--status-bind");
         assert_eq!(config.health.min_ready, MinReady::Count(2));
+        assert_eq!(config.health.ready_path.as_deref(), Some("/flag"));
+        assert_eq!(config.workers.max_requests, 0);
+        assert_eq!(config.workers.max_requests_jitter, 5);
+        assert_eq!(config.workers.max_memory, Some(64 << 20));
     }
 }

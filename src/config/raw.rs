@@ -26,7 +26,8 @@ pub(super) struct RawConfig {
     /// `[workers]`: the Python worker processes.
     #[serde(default)]
     pub(super) workers: RawWorkers,
-    /// `[health]`: the status server and when the instance counts as ready.
+    /// `[health]`: the status server, when the instance counts as ready and
+    /// the readiness probe of the workers.
     #[serde(default)]
     pub(super) health: RawHealth,
 }
@@ -102,6 +103,21 @@ pub(super) struct RawWorkers {
     /// Longest wait between restarts of a failing worker slot. At least
     /// `restart_backoff`. Default "30s".
     pub(super) restart_backoff_max: Option<Spanned<HumanDuration>>,
+    /// How long a worker's Python interpreter may go without sending a
+    /// heartbeat (a C call holding the GIL, a deadlock) before corral dumps
+    /// its stacks to the log and replaces it. Longer than 0. Default "30s".
+    pub(super) heartbeat_timeout: Option<Spanned<HumanDuration>>,
+    /// Requests a worker serves before it is recycled (gracefully replaced),
+    /// as in gunicorn; guards against leaks. 0 means never. Default 0.
+    pub(super) max_requests: Option<Spanned<u64>>,
+    /// Up to this many more requests, chosen at random per worker, are added
+    /// to `max_requests` so that the workers are not all recycled at once
+    /// (as in gunicorn). Ignored while `max_requests` is 0. Default 0.
+    pub(super) max_requests_jitter: Option<Spanned<u64>>,
+    /// A worker whose memory use (RSS) grows above this size is recycled
+    /// gracefully, e.g. "512MiB". A plain number is bytes. At least "16MiB".
+    /// Default: none (no limit).
+    pub(super) max_memory: Option<Spanned<ByteSize>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -117,6 +133,30 @@ pub(super) struct RawHealth {
     /// a count like 2 (at most `workers.count`) or a percentage of
     /// `workers.count` like "50%" (rounded up). Default 1.
     pub(super) min_ready: Option<Spanned<MinReady>>,
+    /// The readiness probe: a path like "/health/ready" (a "?query" may
+    /// follow) that corral requests (GET) from each worker through its
+    /// private channel before the worker enters service, then every
+    /// `probe_interval`; a 2xx answer means ready. A new worker whose probe
+    /// has not passed within `workers.boot_timeout` counts as failed to
+    /// boot. It must start with "/". Default: none (no readiness probe; a
+    /// worker is in service once it has imported the app).
+    pub(super) ready_path: Option<Spanned<String>>,
+    /// Time between two readiness probes of a worker. Longer than 0.
+    /// Default "10s".
+    pub(super) probe_interval: Option<Spanned<HumanDuration>>,
+    /// How long one readiness probe may take before it counts as failed.
+    /// Longer than 0. Default "5s".
+    pub(super) probe_timeout: Option<Spanned<HumanDuration>>,
+    /// Failed readiness probes in a row that take a worker out of service
+    /// (it gets no new requests until a probe succeeds again). At least 1.
+    /// Default 3.
+    pub(super) unhealthy_after: Option<Spanned<u32>>,
+    /// The panic threshold, as in Envoy: when fewer workers than this are in
+    /// service, corral sends requests to every live worker rather than to
+    /// none. Written like `min_ready`: a count like 2 (at most
+    /// `workers.count`) or a percentage of `workers.count` like "50%"
+    /// (rounded up). Default "50%".
+    pub(super) min_in_service: Option<Spanned<MinReady>>,
 }
 
 /// The file into the raw structs; the first syntax or type error.
@@ -252,9 +292,41 @@ mod tests {
             config.workers.restart_backoff_max,
             defaults.workers.restart_backoff_max
         );
+        assert_eq!(
+            config.workers.heartbeat_timeout,
+            defaults.workers.heartbeat_timeout
+        );
+        assert_eq!(config.workers.max_requests, defaults.workers.max_requests);
+        assert_eq!(
+            config.workers.max_requests_jitter,
+            defaults.workers.max_requests_jitter
+        );
+        assert!(config.workers.max_memory.is_none());
+        assert!(defaults.workers.max_memory.is_none());
         assert!(config.health.status_bind.is_none());
         assert!(defaults.health.status_bind.is_none());
         assert_eq!(config.health.min_ready, defaults.health.min_ready);
+        assert!(config.health.ready_path.is_none());
+        assert!(defaults.health.ready_path.is_none());
+        assert_eq!(config.health.probe_interval, defaults.health.probe_interval);
+        assert_eq!(config.health.probe_timeout, defaults.health.probe_timeout);
+        assert_eq!(
+            config.health.unhealthy_after,
+            defaults.health.unhealthy_after
+        );
+        assert_eq!(config.health.min_in_service, defaults.health.min_in_service);
+        // The commented-out examples are valid too.
+        let uncommented = EXAMPLE
+            .replace("# ready_path = ", "ready_path = ")
+            .replace("# max_memory = ", "max_memory = ");
+        let file = ConfigFile::new(
+            Path::new("config/example.toml"),
+            Path::new("/repo"),
+            uncommented,
+        );
+        let config = resolve(&RunArgs::default(), Some(&file), Path::new("/repo"), None).unwrap();
+        assert_eq!(config.health.ready_path.as_deref(), Some("/health/ready"));
+        assert_eq!(config.workers.max_memory, Some(512 << 20));
     }
 
     #[test]
@@ -330,12 +402,72 @@ mod tests {
         );
         let unknown = error_text("[health]\nmin_redy = 1\n");
         assert!(
-            unknown.starts_with("corral.toml:2: health.min_redy: unknown key `min_redy`, expected `status_bind` or `min_ready`"),
+            unknown.starts_with("corral.toml:2: health.min_redy: unknown key `min_redy`, expected one of `status_bind`, `min_ready`, `ready_path`"),
+            "{unknown}"
+        );
+        assert!(
+            unknown.ends_with("`unhealthy_after`, `min_in_service`"),
             "{unknown}"
         );
         assert!(
             error_text("[workers]\nboot_timeout = 30\n")
                 .contains("corral.toml:2: workers.boot_timeout: invalid duration 30: add a unit")
         );
+    }
+
+    #[test]
+    fn probe_and_recycling_parse_errors() {
+        assert_eq!(
+            error_text("[health]\nprobe_interval = 10\n"),
+            "corral.toml:2: health.probe_interval: invalid duration 10: add a unit and quotes, like \"10s\" or \"10ms\""
+        );
+        assert!(
+            error_text("[health]\nprobe_timeout = \"5 seconds\"\n")
+                .starts_with("corral.toml:2: health.probe_timeout: invalid duration \"5 seconds\"")
+        );
+        assert_eq!(
+            error_text("[health]\nunhealthy_after = -1\n"),
+            "corral.toml:2: health.unhealthy_after: invalid value: integer `-1`, expected u32; for example: unhealthy_after = 3"
+        );
+        assert_eq!(
+            error_text("[health]\nready_path = 1\n"),
+            "corral.toml:2: health.ready_path: invalid type: integer `1`, expected a string; put the value in quotes"
+        );
+        assert!(
+            error_text("[health]\nmin_in_service = \"half\"\n").starts_with(
+                "corral.toml:2: health.min_in_service: \"half\" is not a count or a percentage"
+            )
+        );
+        assert_eq!(
+            error_text("[health]\nmin_in_service = false\n"),
+            "corral.toml:2: health.min_in_service: invalid type: boolean `false`, expected a count like 2 or a percentage like \"50%\"; for example: min_in_service = \"50%\""
+        );
+        assert_eq!(
+            error_text("[workers]\nmax_requests = \"1000\"\n"),
+            "corral.toml:2: workers.max_requests: invalid type: string \"1000\", expected u64; for example: max_requests = 0"
+        );
+        assert!(
+            error_text("[workers]\nmax_requests_jitter = -5\n").contains(
+                "workers.max_requests_jitter: invalid value: integer `-5`, expected u64; for example: max_requests_jitter = 0"
+            )
+        );
+        assert!(
+            error_text("[workers]\nmax_memory = \"512M\"\n").starts_with(
+                "corral.toml:2: workers.max_memory: invalid size \"512M\": write \"512MiB\" (1024-based)"
+            )
+        );
+        assert!(
+            error_text("[workers]\nheartbeat_timeout = 30\n").contains(
+                "corral.toml:2: workers.heartbeat_timeout: invalid duration 30: add a unit"
+            )
+        );
+        let unknown = error_text("[workers]\nmax_request = 10\n");
+        assert!(
+            unknown.starts_with(
+                "corral.toml:2: workers.max_request: unknown key `max_request`, expected one of"
+            ),
+            "{unknown}"
+        );
+        assert!(unknown.contains("`max_requests`"), "{unknown}");
     }
 }

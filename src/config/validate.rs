@@ -24,6 +24,10 @@ pub(super) const DEFAULT_BIND: SocketAddr =
     SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::LOCALHOST), 8000);
 /// hyper refuses (panics on) a smaller read buffer than this.
 const MIN_HEADER_BYTES: u64 = 8 * 1024;
+/// Smallest `workers.max_memory`: a Python interpreter alone uses about
+/// 10 MiB, so a lower limit would recycle every worker at once (and a plain
+/// number, which is bytes, is most likely a missing unit).
+const MIN_MAX_MEMORY: u64 = 16 << 20;
 
 /// Where a value came from, to point a problem at it.
 struct At {
@@ -351,6 +355,51 @@ impl Resolver<'_> {
                 self.fail(&backoff_at, message);
             }
         }
+        let (heartbeat_timeout, at) = self.pick(
+            (None, ""),
+            (raw.heartbeat_timeout.as_ref(), "workers.heartbeat_timeout"),
+            HumanDuration(Duration::from_secs(30)),
+        );
+        if heartbeat_timeout.0.is_zero() {
+            self.fail(&at, "must be longer than 0s, like \"30s\"");
+        }
+        let (max_requests, _) = self.pick(
+            (args.max_requests.as_ref(), "--max-requests"),
+            (raw.max_requests.as_ref(), "workers.max_requests"),
+            0,
+        );
+        let (max_requests_jitter, at) = self.pick(
+            (args.max_requests_jitter.as_ref(), "--max-requests-jitter"),
+            (
+                raw.max_requests_jitter.as_ref(),
+                "workers.max_requests_jitter",
+            ),
+            0,
+        );
+        if max_requests.checked_add(max_requests_jitter).is_none() {
+            let message = format!(
+                "max_requests + max_requests_jitter is more than {}: lower them",
+                u64::MAX
+            );
+            self.fail(&at, message);
+        }
+        let max_memory = match (&args.max_memory, &raw.max_memory) {
+            (Some(size), _) => Some((*size, At::flag("--max-memory"))),
+            (None, Some(size)) => Some((
+                *size.get_ref(),
+                self.in_file(size.span(), "workers.max_memory"),
+            )),
+            (None, None) => None,
+        };
+        if let Some((ByteSize(bytes), at)) = &max_memory
+            && *bytes < MIN_MAX_MEMORY
+        {
+            let message = format!(
+                "{bytes} bytes is less than a Python worker needs: give at least \"16MiB\", \
+                 with a unit, like \"512MiB\""
+            );
+            self.fail(at, message);
+        }
         WorkersConfig {
             count,
             threads,
@@ -359,6 +408,10 @@ impl Resolver<'_> {
             boot_timeout: boot_timeout.0,
             restart_backoff: backoff.0,
             restart_backoff_max: backoff_max.0,
+            heartbeat_timeout: heartbeat_timeout.0,
+            max_requests,
+            max_requests_jitter,
+            max_memory: max_memory.map(|(size, _)| size.0),
         }
     }
 
@@ -404,36 +457,103 @@ impl Resolver<'_> {
             }
         });
 
+        let count_key = match args.workers {
+            Some(_) => "--workers",
+            None => "workers.count",
+        };
         let (min_ready, at) = self.pick(
             (args.min_ready.as_ref(), "--min-ready"),
             (raw.min_ready.as_ref(), "health.min_ready"),
             MinReady::Count(1),
         );
-        let count_key = match args.workers {
-            Some(_) => "--workers",
-            None => "workers.count",
-        };
-        match min_ready {
-            MinReady::Count(0) => self.fail(
-                &at,
-                "must be at least 1: use a count like 2 or a percentage like \"50%\"",
-            ),
-            MinReady::Percent(0) => self.fail(
-                &at,
-                "must be at least 1%: use a percentage like \"50%\" or a count like 2",
-            ),
-            MinReady::Count(n) if workers.count > 0 && n > workers.count => {
-                let message = format!(
-                    "needs {n} workers in service but {count_key} is {}: lower it to {} or less, or use a percentage like \"100%\"",
-                    workers.count, workers.count
-                );
-                self.fail(&at, message);
+        self.check_min_workers(min_ready, &at, workers.count, count_key, "100%");
+
+        let ready_path = match (&args.ready_path, &raw.ready_path) {
+            (Some(path), _) => Some((path.clone(), At::flag("--ready-path"))),
+            (None, Some(path)) => {
+                let at = self.in_file(path.span(), "health.ready_path");
+                Some((path.get_ref().clone(), at))
             }
-            _ => {}
+            (None, None) => None,
+        };
+        if let Some((path, at)) = &ready_path
+            && let Err(message) = check_ready_path(path)
+        {
+            self.fail(at, message);
         }
+        let (probe_interval, at) = self.pick(
+            (None, ""),
+            (raw.probe_interval.as_ref(), "health.probe_interval"),
+            HumanDuration(Duration::from_secs(10)),
+        );
+        if probe_interval.0.is_zero() {
+            self.fail(&at, "must be longer than 0s, like \"10s\"");
+        }
+        let (probe_timeout, at) = self.pick(
+            (None, ""),
+            (raw.probe_timeout.as_ref(), "health.probe_timeout"),
+            HumanDuration(Duration::from_secs(5)),
+        );
+        if probe_timeout.0.is_zero() {
+            self.fail(&at, "must be longer than 0s, like \"5s\"");
+        }
+        let (unhealthy_after, at) = self.pick(
+            (None, ""),
+            (raw.unhealthy_after.as_ref(), "health.unhealthy_after"),
+            3,
+        );
+        if unhealthy_after == 0 {
+            self.fail(
+                &at,
+                "must be at least 1 (it is the number of failed probes in a row), like 3",
+            );
+        }
+        let (min_in_service, at) = self.pick(
+            (None, ""),
+            (raw.min_in_service.as_ref(), "health.min_in_service"),
+            MinReady::Percent(50),
+        );
+        self.check_min_workers(min_in_service, &at, workers.count, count_key, "50%");
+
         HealthConfig {
             status_bind,
             min_ready,
+            ready_path: ready_path.map(|(path, _)| path),
+            probe_interval: probe_interval.0,
+            probe_timeout: probe_timeout.0,
+            unhealthy_after,
+            min_in_service,
+        }
+    }
+
+    /// Checks a number of workers in service (`min_ready`,
+    /// `min_in_service`): at least 1 (or 1%), a count at most `count`
+    /// (`count_key` names where that came from; `percent` is the percentage
+    /// the message suggests instead). `count` 0 is reported elsewhere.
+    fn check_min_workers(
+        &mut self,
+        value: MinReady,
+        at: &At,
+        count: usize,
+        count_key: &str,
+        percent: &str,
+    ) {
+        match value {
+            MinReady::Count(0) => self.fail(
+                at,
+                "must be at least 1: use a count like 2 or a percentage like \"50%\"",
+            ),
+            MinReady::Percent(0) => self.fail(
+                at,
+                "must be at least 1%: use a percentage like \"50%\" or a count like 2",
+            ),
+            MinReady::Count(n) if count > 0 && n > count => {
+                let message = format!(
+                    "needs {n} workers in service but {count_key} is {count}: lower it to {count} or less, or use a percentage like \"{percent}\""
+                );
+                self.fail(at, message);
+            }
+            _ => {}
         }
     }
 }
@@ -495,6 +615,37 @@ fn check_module(spec: &str) -> Result<String, String> {
         return Err(format!("\"{spec}\" has no callable after ':': {example}"));
     }
     Ok(format!("{module}:{callable}"))
+}
+
+/// Checks `health.ready_path`: a request path like "/health/ready" that can
+/// be sent as is (visible ASCII, no fragment).
+fn check_ready_path(path: &str) -> Result<(), String> {
+    let example = "like \"/health/ready\"";
+    if path.is_empty() {
+        return Err(format!(
+            "is empty: give a path {example}, or leave it out for no readiness probe"
+        ));
+    }
+    if !path.starts_with('/') {
+        if let Some((_, rest)) = path.split_once("://") {
+            let only = rest.find('/').map_or("/", |i| &rest[i..]);
+            return Err(format!(
+                "\"{path}\" is a URL: it must start with \"/\"; give only the path, like \"{only}\" \
+                 (corral sends the probe to each worker itself)"
+            ));
+        }
+        return Err(format!(
+            "\"{path}\" must start with \"/\", like \"/{path}\""
+        ));
+    }
+    if let Some(c) = path.chars().find(|&c| !c.is_ascii_graphic() || c == '#') {
+        return Err(format!(
+            "\"{}\" holds {c:?}, which cannot be sent in a request path: \
+             percent-encode it (a space is %20)",
+            path.escape_debug()
+        ));
+    }
+    Ok(())
 }
 
 /// Checks one environment variable for the workers.
@@ -773,6 +924,198 @@ mod tests {
         assert!(
             err.starts_with("corral.toml:4: workers.count: must be at least 1"),
             "{err}"
+        );
+    }
+
+    #[test]
+    fn ready_path_must_start_with_a_slash() {
+        let ready_path = |path: &str| {
+            let text = format!("[app]\nmodule = \"m:a\"\n[health]\nready_path = {path:?}\n");
+            resolve_text(&text, &RunArgs::default())
+                .map(|c| c.health.ready_path.unwrap())
+                .map_err(|e| e.to_string())
+        };
+        for good in ["/health/ready", "/", "/ready?deep=1&x=%20", "//x"] {
+            assert_eq!(ready_path(good).as_deref(), Ok(good));
+        }
+        let at = "corral.toml:4: health.ready_path: ";
+        assert_eq!(
+            ready_path("health/ready").unwrap_err(),
+            format!("{at}\"health/ready\" must start with \"/\", like \"/health/ready\"")
+        );
+        assert_eq!(
+            ready_path("http://127.0.0.1:8000/healthz").unwrap_err(),
+            format!(
+                "{at}\"http://127.0.0.1:8000/healthz\" is a URL: it must start with \"/\"; give only the path, \
+                 like \"/healthz\" (corral sends the probe to each worker itself)"
+            )
+        );
+        assert!(
+            ready_path("http://localhost")
+                .unwrap_err()
+                .contains("like \"/\"")
+        );
+        assert_eq!(
+            ready_path("").unwrap_err(),
+            format!(
+                "{at}is empty: give a path like \"/health/ready\", or leave it out for no readiness probe"
+            )
+        );
+        assert_eq!(
+            ready_path("/health ready").unwrap_err(),
+            format!(
+                "{at}\"/health ready\" holds ' ', which cannot be sent in a request path: \
+                 percent-encode it (a space is %20)"
+            )
+        );
+        for bad in ["/a\tb", "/caf\u{e9}", "/ready#top", "/a\nb"] {
+            assert!(
+                ready_path(bad)
+                    .unwrap_err()
+                    .contains("cannot be sent in a request path"),
+                "{bad:?}"
+            );
+        }
+        let args = RunArgs {
+            app: Some("m:a".into()),
+            ready_path: Some("ready".into()),
+            ..RunArgs::default()
+        };
+        assert_eq!(
+            problems("[health]\nready_path = \"/ok\"\n", &args),
+            "--ready-path: \"ready\" must start with \"/\", like \"/ready\""
+        );
+    }
+
+    #[test]
+    fn probe_settings() {
+        let text = "[app]\nmodule = \"m:a\"\n[health]\nprobe_interval = \"0s\"\n\
+                    probe_timeout = \"0ms\"\nunhealthy_after = 0\nmin_in_service = 0\n";
+        let text = problems(text, &RunArgs::default());
+        let expected = [
+            "4 problems in the configuration:",
+            "  corral.toml:4: health.probe_interval: must be longer than 0s, like \"10s\"",
+            "  corral.toml:5: health.probe_timeout: must be longer than 0s, like \"5s\"",
+            "  corral.toml:6: health.unhealthy_after: must be at least 1 (it is the number of failed probes in a row), like 3",
+            "  corral.toml:7: health.min_in_service: must be at least 1: use a count like 2 or a percentage like \"50%\"",
+        ];
+        for line in expected {
+            assert!(text.contains(line), "missing {line:?} in:\n{text}");
+        }
+        // A probe may take longer than the interval; the probes do not overlap.
+        let text = "[app]\nmodule = \"m:a\"\n[health]\nprobe_interval = \"1s\"\n\
+                    probe_timeout = \"3s\"\nunhealthy_after = 10\n";
+        let config = resolve_text(text, &RunArgs::default()).unwrap();
+        assert_eq!(config.health.probe_interval, Duration::from_secs(1));
+        assert_eq!(config.health.probe_timeout, Duration::from_secs(3));
+        assert_eq!(config.health.unhealthy_after, 10);
+    }
+
+    #[test]
+    fn min_in_service_follows_the_rules_of_min_ready() {
+        let min_in_service = |text: &str, args: &RunArgs| {
+            let text = format!("[app]\nmodule = \"m:a\"\n{text}");
+            resolve_text(&text, args)
+                .map(|c| c.health.min_in_service)
+                .map_err(|e| e.to_string())
+        };
+        let none = RunArgs::default();
+        assert_eq!(
+            min_in_service(
+                "[workers]\ncount = 4\n[health]\nmin_in_service = 4\n",
+                &none
+            ),
+            Ok(MinReady::Count(4))
+        );
+        assert_eq!(
+            min_in_service("[health]\nmin_in_service = \"100%\"\n", &none),
+            Ok(MinReady::Percent(100))
+        );
+        assert_eq!(
+            min_in_service("[workers]\ncount = 2\n[health]\nmin_in_service = 3\n", &none),
+            Err(
+                "corral.toml:6: health.min_in_service: needs 3 workers in service but workers.count is 2: \
+                 lower it to 2 or less, or use a percentage like \"50%\""
+                    .into()
+            )
+        );
+        let args = RunArgs {
+            workers: Some(1),
+            ..RunArgs::default()
+        };
+        assert!(
+            min_in_service("[workers]\ncount = 4\n[health]\nmin_in_service = 2\n", &args)
+                .unwrap_err()
+                .starts_with(
+                    "corral.toml:6: health.min_in_service: needs 2 workers in service but --workers is 1"
+                )
+        );
+        // The default 50% fits any number of workers.
+        assert_eq!(min_in_service("", &args), Ok(MinReady::Percent(50)));
+        assert_eq!(
+            min_in_service("[health]\nmin_in_service = \"0%\"\n", &none),
+            Err(
+                "corral.toml:4: health.min_in_service: must be at least 1%: use a percentage like \"50%\" or a count like 2"
+                    .into()
+            )
+        );
+        // Both thresholds wrong: both reported.
+        let err = min_in_service(
+            "[workers]\ncount = 2\n[health]\nmin_ready = 3\nmin_in_service = 5\n",
+            &none,
+        )
+        .unwrap_err();
+        assert!(err.starts_with("2 problems in the configuration:"), "{err}");
+        assert!(err.contains("health.min_ready: needs 3 workers"), "{err}");
+        assert!(
+            err.contains("health.min_in_service: needs 5 workers"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn recycling_and_heartbeat() {
+        let text = "[app]\nmodule = \"m:a\"\n[workers]\nheartbeat_timeout = \"0s\"\n\
+                    max_memory = 512\n";
+        let text = problems(text, &RunArgs::default());
+        let expected = [
+            "2 problems in the configuration:",
+            "  corral.toml:4: workers.heartbeat_timeout: must be longer than 0s, like \"30s\"",
+            "  corral.toml:5: workers.max_memory: 512 bytes is less than a Python worker needs: \
+             give at least \"16MiB\", with a unit, like \"512MiB\"",
+        ];
+        for line in expected {
+            assert!(text.contains(line), "missing {line:?} in:\n{text}");
+        }
+        let text = "[app]\nmodule = \"m:a\"\n[workers]\nmax_memory = \"16MiB\"\n\
+                    max_requests = 1\nmax_requests_jitter = 9223372036854775807\n";
+        let config = resolve_text(text, &RunArgs::default()).unwrap();
+        assert_eq!(config.workers.max_memory, Some(16 << 20));
+        assert_eq!(config.workers.max_requests, 1);
+        assert_eq!(config.workers.max_requests_jitter, i64::MAX as u64);
+        // A jitter without max_requests is ignored, as in gunicorn.
+        let text = "[app]\nmodule = \"m:a\"\n[workers]\nmax_requests_jitter = 50\n";
+        let config = resolve_text(text, &RunArgs::default()).unwrap();
+        assert_eq!(config.workers.max_requests, 0);
+        assert_eq!(config.workers.max_requests_jitter, 50);
+
+        let args = RunArgs {
+            app: Some("m:a".into()),
+            max_requests: Some(u64::MAX),
+            max_requests_jitter: Some(1),
+            max_memory: Some(ByteSize(0)),
+            ..RunArgs::default()
+        };
+        let text = problems("", &args);
+        assert!(
+            text.contains(
+                "--max-requests-jitter: max_requests + max_requests_jitter is more than 18446744073709551615: lower them"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("--max-memory: 0 bytes is less than a Python worker needs"),
+            "{text}"
         );
     }
 

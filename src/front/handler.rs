@@ -132,7 +132,7 @@ async fn dispatch(req: http::Request<Incoming>, shared: &Shared, conn: &ConnInfo
     match first {
         Event::Full(payload) => {
             drop(lease);
-            let Some((head, body)) = split_full(&payload) else {
+            let Some((head, body)) = protocol::split_full(&payload) else {
                 return Err(bad_app("malformed response frame"));
             };
             let mut resp = build(head, Body::empty())?;
@@ -237,14 +237,6 @@ fn fit_to_content_length(resp: &mut Response<Body>, body: Bytes) -> Bytes {
         }
         _ => body,
     }
-}
-
-fn split_full(payload: &Bytes) -> Option<(Bytes, Bytes)> {
-    let len = u32::from_le_bytes(payload.get(..4)?.try_into().ok()?) as usize;
-    if payload.len() < 4 + len {
-        return None;
-    }
-    Some((payload.slice(4..4 + len), payload.slice(4 + len..)))
 }
 
 // Boxing the `Err` response would not shrink the `Result`: `Ok` is as large.

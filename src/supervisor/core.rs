@@ -5,11 +5,17 @@
 //! the core says when it next needs a [`Event::Tick`] ([`Core::next_deadline`]).
 //!
 //! ```text
-//! spawned ─► Booting ─(BOOT_OK)─► InService ─(replace, stop, channel closed)─► Stopping ─► exited
-//!               │ boot error, exit, or boot_timeout
-//!               └──► exited: the slot restarts after a back-off that doubles
-//!                    per failure in a row (restart_backoff .. restart_backoff_max)
+//! spawned ─► Booting ─(BOOT_OK)─► Probing ─(ready_path 2xx)─► InService ─(replace, stop)─► Stopping ─► exited
+//!               │                    │     (no ready_path: straight in)  │  ▲
+//!               │ boot error, exit,  │ boot_timeout        unhealthy_after│  │ probe passes
+//!               │ or boot_timeout    │                          failures ▼  │
+//!               └────────────────────┴──► exited                       Unready
 //! ```
+//!
+//! A slot whose worker failed to boot restarts after a back-off that doubles
+//! per failure in a row (restart_backoff .. restart_backoff_max). Requests go
+//! to InService workers; when fewer than `min_in_service` are, the *panic
+//! threshold* (as in Envoy) routes to every booted worker rather than none.
 //!
 //! A worker that boots and then serves for at least [`Settings::young`] resets
 //! its slot's failure count when it exits; one that fails to boot, or dies
@@ -22,8 +28,19 @@ use std::time::{Duration, Instant};
 #[serde(rename_all = "snake_case")]
 pub enum State {
     Booting,
+    /// Booted; waiting for its readiness path to answer 2xx.
+    Probing,
     InService,
+    /// Was in service; failed `unhealthy_after` probes in a row.
+    Unready,
     Stopping,
+}
+
+impl State {
+    /// Booted and not stopping: may take requests in a panic.
+    fn live(self) -> bool {
+        matches!(self, State::Probing | State::InService | State::Unready)
+    }
 }
 
 /// How a worker process ended.
@@ -51,6 +68,16 @@ impl Exit {
     }
 }
 
+/// Classifies how a child process ended.
+pub fn exit_of(status: std::process::ExitStatus) -> Exit {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(c), _) => Exit::Code(c),
+        (None, Some(s)) => Exit::Signal(s),
+        (None, None) => Exit::Code(-1),
+    }
+}
+
 /// The life-cycle settings, from the configuration.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -65,6 +92,18 @@ pub struct Settings {
     /// Time workers get after SIGTERM (graceful) or SIGQUIT (fast) before SIGKILL.
     pub term_grace: Duration,
     pub quit_grace: Duration,
+    /// Readiness probing: None when no ready_path is configured.
+    pub probe: Option<ProbeSettings>,
+    /// Below this many workers in service, route to every live worker.
+    pub min_in_service: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct ProbeSettings {
+    pub interval: Duration,
+    /// Time between probes of a worker that has not passed yet.
+    pub retry: Duration,
+    pub unhealthy_after: u32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -113,6 +152,11 @@ pub enum Event {
         serial: u64,
         reason: String,
     },
+    /// The answer to a readiness probe: a 2xx, or why not.
+    ProbeResult {
+        serial: u64,
+        result: Result<(), String>,
+    },
     /// Stop everything: fast (QUIT/INT) or after the front drained (TERM).
     Stop {
         fast: bool,
@@ -130,6 +174,10 @@ pub enum Action {
         serial: u64,
         pid: u32,
         sig: Sig,
+    },
+    /// Send the readiness request to this worker; answer with ProbeResult.
+    Probe {
+        serial: u64,
     },
     /// The workers that take requests now.
     Publish(Vec<u64>),
@@ -150,6 +198,9 @@ pub struct Worker {
     pub import_ms: Option<f64>,
     boot_failed: bool,
     kill_at: Option<Instant>,
+    probe_fails: u32,
+    next_probe: Option<Instant>,
+    probing: bool,
 }
 
 /// A boot failure kept for the status page and the logs.
@@ -184,6 +235,9 @@ pub struct Core {
     pub phase: Phase,
     /// Boots that failed (error, crash or timeout), since the start.
     pub boot_failures: u64,
+    pub probe_failures: u64,
+    /// Routing to every live worker because too few are in service.
+    pub panic: bool,
     next_serial: u64,
     /// Serials of spawns requested and not yet reported.
     spawning: BTreeMap<u64, usize>,
@@ -197,6 +251,8 @@ impl Core {
             workers: BTreeMap::new(),
             phase: Phase::Running,
             boot_failures: 0,
+            probe_failures: 0,
+            panic: false,
             next_serial: 1,
             spawning: BTreeMap::new(),
         }
@@ -234,10 +290,15 @@ impl Core {
         let boots = self
             .workers
             .values()
-            .filter(|w| w.state == State::Booting && w.kill_at.is_none())
+            .filter(|w| matches!(w.state, State::Booting | State::Probing) && w.kill_at.is_none())
             .map(|w| w.started + self.settings.boot_timeout);
         let kills = self.workers.values().filter_map(|w| w.kill_at);
-        starts.chain(boots).chain(kills).min()
+        let probes = self
+            .workers
+            .values()
+            .filter(|w| w.state.live() && !w.probing && w.kill_at.is_none())
+            .filter_map(|w| w.next_probe);
+        starts.chain(boots).chain(kills).chain(probes).min()
     }
 
     pub fn on_event(&mut self, now: Instant, event: Event) -> Vec<Action> {
@@ -260,18 +321,31 @@ impl Core {
             Event::BootFailed { serial, error } => {
                 if let Some(w) = self.workers.get_mut(&serial) {
                     w.boot_failed = true;
+                    self.boot_failures += 1;
                     // It exits by itself; if it lingers (a thread the app
                     // started), it is killed.
                     w.kill_at.get_or_insert(now + self.settings.quit_grace);
-                    out.push(Action::Log(
-                        Level::Error,
+                    // The full traceback is logged once; the same error
+                    // again (each retry) gets one line.
+                    let same = self.slots[w.slot]
+                        .last_error
+                        .as_ref()
+                        .is_some_and(|e| e.text == error);
+                    let msg = if same {
+                        let last = error.trim_end().lines().last().unwrap_or("");
+                        format!(
+                            "worker {} (pid {}) failed to boot again with the same error: {last}",
+                            w.slot, w.pid
+                        )
+                    } else {
                         format!(
                             "worker {} (pid {}) failed to boot:\n{}",
                             w.slot,
                             w.pid,
                             error.trim_end()
-                        ),
-                    ));
+                        )
+                    };
+                    out.push(Action::Log(Level::Error, msg));
                     self.slots[w.slot].last_error = Some(BootError {
                         at: now,
                         serial,
@@ -281,7 +355,7 @@ impl Core {
             }
             Event::ChannelClosed { serial } => {
                 if let Some(w) = self.workers.get_mut(&serial)
-                    && w.state == State::InService
+                    && w.state.live()
                 {
                     w.state = State::Stopping;
                     w.since = now;
@@ -290,6 +364,7 @@ impl Core {
             }
             Event::Exited { serial, exit } => self.on_exited(now, serial, exit, &mut out),
             Event::Replace { serial, reason } => self.replace(now, serial, &reason, &mut out),
+            Event::ProbeResult { serial, result } => self.on_probe(now, serial, result, &mut out),
             Event::Stop { fast } => self.stop(now, fast, &mut out),
             Event::Tick => self.tick(now, &mut out),
         }
@@ -322,6 +397,9 @@ impl Core {
                 import_ms: None,
                 boot_failed: false,
                 kill_at: None,
+                probe_fails: 0,
+                next_probe: None,
+                probing: false,
             },
         );
         if self.phase == Phase::Stopping {
@@ -342,7 +420,6 @@ impl Core {
         if w.state != State::Booting || stopping || w.kill_at.is_some() {
             return;
         }
-        w.state = State::InService;
         w.since = now;
         w.boot_time = Some(now - w.started);
         w.import_ms = Some(import_ms);
@@ -356,6 +433,18 @@ impl Core {
                 import_ms
             ),
         ));
+        if self.settings.probe.is_some() {
+            w.state = State::Probing;
+            w.probing = true;
+            out.push(Action::Probe { serial });
+            out.push(self.publish());
+        } else {
+            w.state = State::InService;
+            self.entered_service(out);
+        }
+    }
+
+    fn entered_service(&mut self, out: &mut Vec<Action>) {
         out.push(self.publish());
         let n = self.in_service().count();
         if n == self.slots.len() {
@@ -363,6 +452,80 @@ impl Core {
                 Level::Info,
                 format!("all {n} workers in service"),
             ));
+        }
+    }
+
+    fn on_probe(
+        &mut self,
+        now: Instant,
+        serial: u64,
+        result: Result<(), String>,
+        out: &mut Vec<Action>,
+    ) {
+        let Some(probe) = self.settings.probe.clone() else {
+            return;
+        };
+        let Some(w) = self.workers.get_mut(&serial) else {
+            return;
+        };
+        w.probing = false;
+        if !w.state.live() || w.kill_at.is_some() {
+            return;
+        }
+        let (slot, pid) = (w.slot, w.pid);
+        match result {
+            Ok(()) => {
+                w.probe_fails = 0;
+                w.next_probe = Some(now + probe.interval);
+                if matches!(w.state, State::Probing | State::Unready) {
+                    let was = w.state;
+                    w.state = State::InService;
+                    w.since = now;
+                    if was == State::Unready {
+                        out.push(Action::Log(
+                            Level::Info,
+                            format!("worker {slot} (pid {pid}) is ready again; back in service"),
+                        ));
+                    }
+                    self.entered_service(out);
+                }
+            }
+            Err(why) => {
+                self.probe_failures += 1;
+                w.probe_fails += 1;
+                let fails = w.probe_fails;
+                match w.state {
+                    State::Probing => {
+                        w.next_probe = Some(now + probe.retry);
+                        if fails == 1 {
+                            out.push(Action::Log(
+                                Level::Warn,
+                                format!("worker {slot} (pid {pid}) is not ready yet: {why}"),
+                            ));
+                        }
+                        self.slots[slot].last_error = Some(BootError {
+                            at: now,
+                            serial,
+                            text: format!("readiness check failed: {why}"),
+                        });
+                    }
+                    State::InService => {
+                        w.next_probe = Some(now + probe.interval);
+                        if fails >= probe.unhealthy_after {
+                            w.state = State::Unready;
+                            w.since = now;
+                            out.push(Action::Log(
+                                Level::Warn,
+                                format!(
+                                    "worker {slot} (pid {pid}) failed {fails} readiness checks in a row ({why}); out of service until it passes"
+                                ),
+                            ));
+                            out.push(self.publish());
+                        }
+                    }
+                    _ => w.next_probe = Some(now + probe.interval),
+                }
+            }
         }
     }
 
@@ -376,7 +539,7 @@ impl Core {
         }
         let how = exit.describe();
         self.slots[slot].last_exit = Some(how.clone());
-        if w.state == State::InService {
+        if w.state.live() {
             out.push(self.publish());
         }
         if self.phase == Phase::Stopping {
@@ -391,25 +554,25 @@ impl Core {
         }
         self.slots[slot].restarts += 1;
         match w.state {
-            State::Booting => {
+            State::Booting | State::Probing => {
                 if !w.boot_failed && w.kill_at.is_none() {
                     // Died while importing without a report: a crash
                     // (os._exit, segfault) rather than a Python exception.
                     let text = format!("the worker {how} while booting, before it could report");
+                    out.push(Action::Log(
+                        Level::Error,
+                        format!("worker {slot} (pid {}) failed to boot: {text}", w.pid),
+                    ));
                     self.slots[slot].last_error = Some(BootError {
                         at: now,
                         serial,
                         text,
                     });
+                    self.boot_failures += 1;
                 }
-                out.push(Action::Log(
-                    Level::Error,
-                    format!("worker {slot} (pid {}) failed to boot: it {how}", w.pid),
-                ));
-                self.boot_failures += 1;
                 self.failed(now, slot, out);
             }
-            State::InService | State::Stopping => {
+            State::InService | State::Unready | State::Stopping => {
                 let level = if w.state == State::Stopping {
                     Level::Info
                 } else {
@@ -422,7 +585,7 @@ impl Core {
                         w.pid
                     ),
                 ));
-                if now - w.since < self.settings.young && w.state == State::InService {
+                if now - w.since < self.settings.young && w.state != State::Stopping {
                     self.failed(now, slot, out);
                 } else {
                     self.slots[slot].failures = 0;
@@ -475,7 +638,7 @@ impl Core {
             pid: w.pid,
             sig: Sig::DumpStacks,
         });
-        if was == State::InService {
+        if was.live() {
             out.push(self.publish());
         }
     }
@@ -534,23 +697,47 @@ impl Core {
                     pid: w.pid,
                     sig: Sig::Kill,
                 });
-            } else if w.state == State::Booting && w.kill_at.is_none() && now - w.started >= timeout
+            } else if matches!(w.state, State::Booting | State::Probing)
+                && w.kill_at.is_none()
+                && now - w.started >= timeout
             {
                 timed_out.push(w.serial);
+            } else if w.state.live()
+                && !w.probing
+                && w.kill_at.is_none()
+                && w.next_probe.is_some_and(|t| t <= now)
+            {
+                w.probing = true;
+                out.push(Action::Probe { serial: w.serial });
             }
         }
         for serial in timed_out {
             let w = self.workers.get_mut(&serial).unwrap();
-            let text = format!(
-                "timed out after {} while booting (importing the app); its Python stack is in the log",
-                human(timeout)
-            );
+            let text = if w.state == State::Probing {
+                let last = self.slots[w.slot]
+                    .last_error
+                    .as_ref()
+                    .map(|e| format!(" (last: {})", e.text))
+                    .unwrap_or_default();
+                format!(
+                    "did not pass its readiness check within {}{last}",
+                    human(timeout)
+                )
+            } else {
+                format!(
+                    "timed out after {} while booting (importing the app); its Python stack is in the log",
+                    human(timeout)
+                )
+            };
+            let was_live = w.state.live();
+            w.state = State::Booting;
             out.push(Action::Log(
                 Level::Error,
                 format!("worker {} (pid {}) {text}", w.slot, w.pid),
             ));
             w.kill_at = Some(now + self.settings.dump_grace);
             w.boot_failed = true;
+            self.boot_failures += 1;
             out.push(Action::Signal {
                 serial,
                 pid: w.pid,
@@ -561,11 +748,29 @@ impl Core {
                 serial,
                 text,
             });
+            if was_live {
+                out.push(self.publish());
+            }
         }
     }
 
-    fn publish(&self) -> Action {
-        Action::Publish(self.in_service().map(|w| w.serial).collect())
+    /// The routing set: workers in service, or every live worker while
+    /// fewer than `min_in_service` are (the panic threshold).
+    fn publish(&mut self) -> Action {
+        let in_service: Vec<u64> = self.in_service().map(|w| w.serial).collect();
+        let live: Vec<u64> = self
+            .workers
+            .values()
+            .filter(|w| w.state.live() && w.kill_at.is_none())
+            .map(|w| w.serial)
+            .collect();
+        let panic = self.phase == Phase::Running
+            && in_service.len() < self.settings.min_in_service
+            && live.len() > in_service.len();
+        if panic != self.panic {
+            self.panic = panic;
+        }
+        Action::Publish(if panic { live } else { in_service })
     }
 }
 

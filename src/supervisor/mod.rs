@@ -20,7 +20,7 @@ use crate::router::Router;
 use crate::signals::Sig as OsSignal;
 use crate::worker::channel::{Channel, ControlEvent};
 use crate::worker::process::Launcher;
-use core::{Action, Core, Event, Exit, Level, Settings, Sig};
+use core::{Action, Core, Event, Level, ProbeSettings, Settings, Sig};
 pub use snapshot::Snapshot;
 
 /// Everything that reaches the supervisor.
@@ -31,6 +31,7 @@ pub enum Msg {
     Replace(u64, String),
     Signal(OsSignal),
     FrontDrained(bool),
+    Probed(u64, Result<(), String>),
     /// The status server checks that the loop answers (`/health/live`).
     Ping(tokio::sync::oneshot::Sender<()>),
 }
@@ -72,6 +73,12 @@ impl Supervisor {
             dump_grace: Duration::from_millis(200),
             term_grace: Duration::from_secs(5),
             quit_grace: Duration::from_secs(1),
+            probe: cfg.health.ready_path.as_ref().map(|_| ProbeSettings {
+                interval: cfg.health.probe_interval,
+                retry: cfg.health.probe_interval.min(Duration::from_secs(1)),
+                unhealthy_after: cfg.health.unhealthy_after,
+            }),
+            min_in_service: cfg.health.min_in_service.required(w.count),
         });
         let started = Instant::now();
         let (snapshot, _) = watch::channel(Snapshot::default());
@@ -140,10 +147,11 @@ impl Supervisor {
                 self.channels.remove(&serial);
                 Some(Event::Exited {
                     serial,
-                    exit: exit_of(status),
+                    exit: core::exit_of(status),
                 })
             }
             Msg::Replace(serial, reason) => Some(Event::Replace { serial, reason }),
+            Msg::Probed(serial, result) => Some(Event::ProbeResult { serial, result }),
             Msg::Ping(reply) => {
                 let _ = reply.send(());
                 None
@@ -207,6 +215,7 @@ impl Supervisor {
                         Sig::DumpStacks => libc::SIGUSR1,
                     },
                 ),
+                Action::Probe { serial } => self.probe(serial),
                 Action::Publish(serials) => {
                     let list = serials
                         .iter()
@@ -247,6 +256,19 @@ impl Supervisor {
         Event::Spawned { serial, pid }
     }
 
+    fn probe(&self, serial: u64) {
+        let (Some(ch), Some(path)) = (self.channels.get(&serial), &self.cfg.health.ready_path)
+        else {
+            return;
+        };
+        let (ch, path, tx) = (ch.clone(), path.clone(), self.tx.clone());
+        let timeout = self.cfg.health.probe_timeout;
+        tokio::spawn(async move {
+            let result = crate::worker::probe::probe(&ch, &path, timeout).await;
+            let _ = tx.send(Msg::Probed(serial, result));
+        });
+    }
+
     fn publish_snapshot(&self) {
         let snap = snapshot::take(&self.core, &self.channels, self.started, self.draining);
         self.snapshot.send_replace(snap);
@@ -257,15 +279,6 @@ async fn sleep_until(deadline: Option<Instant>) {
     match deadline {
         Some(d) => tokio::time::sleep_until(d.into()).await,
         None => std::future::pending().await,
-    }
-}
-
-fn exit_of(status: std::process::ExitStatus) -> Exit {
-    use std::os::unix::process::ExitStatusExt;
-    match (status.code(), status.signal()) {
-        (Some(c), _) => Exit::Code(c),
-        (None, Some(s)) => Exit::Signal(s),
-        (None, None) => Exit::Code(-1),
     }
 }
 

@@ -22,7 +22,13 @@ pub struct Snapshot {
     pub workers_configured: usize,
     pub in_service: usize,
     pub booting: usize,
+    /// Booted workers failing their readiness checks.
+    pub unready: usize,
+    /// True while fewer than min_in_service workers are in service and
+    /// requests go to every live worker (the panic threshold).
+    pub panic: bool,
     pub boot_failures: u64,
+    pub probe_failures: u64,
     pub restarts: u64,
     pub slots: Vec<SlotView>,
     #[serde(skip)]
@@ -95,7 +101,8 @@ pub fn take(
             }
             match w.state {
                 State::InService => snap.in_service += 1,
-                State::Booting => snap.booting += 1,
+                State::Booting | State::Probing => snap.booting += 1,
+                State::Unready => snap.unready += 1,
                 State::Stopping => {}
             }
             WorkerView {
@@ -127,5 +134,7 @@ pub fn take(
         });
     }
     snap.boot_failures = core.boot_failures;
+    snap.probe_failures = core.probe_failures;
+    snap.panic = core.panic;
     snap
 }

@@ -3,5 +3,6 @@
 //! `corral_worker.py`, compiled into the binary.
 
 pub mod channel;
+pub mod probe;
 pub mod process;
 pub mod protocol;

@@ -123,6 +123,15 @@ pub fn decode(buf: &mut BytesMut) -> Result<Option<Frame>, String> {
     }))
 }
 
+/// Splits a RESPONSE payload into head and body.
+pub fn split_full(payload: &Bytes) -> Option<(Bytes, Bytes)> {
+    let len = u32::from_le_bytes(payload.get(..4)?.try_into().ok()?) as usize;
+    if payload.len() < 4 + len {
+        return None;
+    }
+    Some((payload.slice(4..4 + len), payload.slice(4 + len..)))
+}
+
 /// A response head from the worker: status code, reason and header pairs.
 #[derive(Debug)]
 pub struct ResponseHead {

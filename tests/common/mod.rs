@@ -95,6 +95,8 @@ pub struct Corral {
     pub child: Child,
     pub log: Log,
     pub addr: String,
+    /// The status server's address, when one was asked for.
+    pub status_addr: String,
 }
 
 pub fn corral_bin() -> &'static str {
@@ -153,6 +155,7 @@ impl Corral {
             child,
             log,
             addr: String::new(),
+            status_addr: String::new(),
         }
     }
 
@@ -163,6 +166,31 @@ impl Corral {
             .unwrap_or_else(|| panic!("corral never listened; log:\n{}", self.log.text()));
         let addr = line.split("listening on http://").nth(1).unwrap().trim();
         self.addr = addr.split_whitespace().next().unwrap().to_string();
+        if let Some(line) = self
+            .log
+            .wait_for("status server on http://", Duration::from_millis(200))
+        {
+            let addr = line
+                .split("status server on http://")
+                .nth(1)
+                .unwrap()
+                .trim();
+            self.status_addr = addr.split_whitespace().next().unwrap().to_string();
+        }
+    }
+
+    /// GET on the status server (start corral with `--status-bind 127.0.0.1:0`).
+    pub fn status(&self, path: &str) -> Response {
+        assert!(
+            !self.status_addr.is_empty(),
+            "no status server: pass --status-bind"
+        );
+        request(&self.status_addr, "GET", path, &[], b"")
+    }
+
+    /// `/status` as JSON.
+    pub fn status_json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.status("/status").body).expect("/status is JSON")
     }
 
     pub fn wait_in_service(&self, n: usize) {

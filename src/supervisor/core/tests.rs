@@ -13,7 +13,56 @@ fn settings(count: usize) -> Settings {
         dump_grace: Duration::from_millis(200),
         term_grace: Duration::from_secs(5),
         quit_grace: Duration::from_secs(1),
+        probe: None,
+        min_in_service: 1,
     }
+}
+
+fn probed(count: usize, min_in_service: usize) -> Settings {
+    Settings {
+        probe: Some(ProbeSettings {
+            interval: Duration::from_secs(10),
+            retry: Duration::from_secs(1),
+            unhealthy_after: 3,
+        }),
+        min_in_service,
+        ..settings(count)
+    }
+}
+
+fn probes(actions: &[Action]) -> Vec<u64> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Probe { serial } => Some(*serial),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Starts and boots `count` workers with probing on; none has passed yet.
+fn booted_probing(settings: Settings, t0: Instant) -> (Core, Vec<u64>) {
+    let mut core = Core::new(settings);
+    let mut serials = Vec::new();
+    for (slot, serial) in spawns(&core.start()) {
+        core.on_event(
+            t0,
+            Event::Spawned {
+                serial,
+                pid: 100 + slot as u32,
+            },
+        );
+        let a = core.on_event(
+            t0,
+            Event::Booted {
+                serial,
+                import_ms: 1.0,
+            },
+        );
+        assert_eq!(probes(&a), vec![serial], "probed as soon as it booted");
+        serials.push(serial);
+    }
+    (core, serials)
 }
 
 fn spawns(actions: &[Action]) -> Vec<(usize, u64)> {
@@ -335,4 +384,160 @@ fn a_stop_while_a_slot_waits_for_its_back_off_cancels_the_restart() {
     let a = core.on_event(t0, Event::Stop { fast: false });
     assert!(a.contains(&Action::Exit), "nothing left to wait for");
     assert!(spawns(&core.on_event(t0 + Duration::from_secs(60), Event::Tick)).is_empty());
+}
+
+#[test]
+fn with_a_ready_path_a_worker_enters_service_only_after_a_passing_probe() {
+    let t0 = Instant::now();
+    let (mut core, s) = booted_probing(probed(2, 1), t0);
+    assert_eq!(core.in_service().count(), 0);
+    let a = core.on_event(
+        t0,
+        Event::ProbeResult {
+            serial: s[0],
+            result: Err("503".into()),
+        },
+    );
+    assert_eq!(published(&a), None);
+    assert!(
+        core.slots[0]
+            .last_error
+            .as_ref()
+            .unwrap()
+            .text
+            .contains("readiness check failed: 503")
+    );
+    // Retried after `retry`, not `interval`.
+    let a = core.on_event(t0 + Duration::from_secs(1), Event::Tick);
+    assert_eq!(probes(&a), vec![s[0]]);
+    let a = core.on_event(
+        t0 + Duration::from_secs(1),
+        Event::ProbeResult {
+            serial: s[0],
+            result: Ok(()),
+        },
+    );
+    assert_eq!(published(&a), Some(vec![s[0]]));
+}
+
+#[test]
+fn a_worker_never_passing_readiness_counts_as_a_boot_failure_at_boot_timeout() {
+    let t0 = Instant::now();
+    let (mut core, s) = booted_probing(probed(1, 1), t0);
+    core.on_event(
+        t0,
+        Event::ProbeResult {
+            serial: s[0],
+            result: Err("GET /ready answered 503".into()),
+        },
+    );
+    let a = core.on_event(t0 + Duration::from_secs(30), Event::Tick);
+    assert_eq!(signals(&a), vec![(100, Sig::DumpStacks)]);
+    let err = &core.slots[0].last_error.as_ref().unwrap().text;
+    assert!(
+        err.contains("did not pass its readiness check within 30s"),
+        "{err}"
+    );
+    assert!(err.contains("503"), "{err}");
+    core.on_event(
+        t0 + Duration::from_secs(30),
+        Event::Exited {
+            serial: s[0],
+            exit: Exit::Signal(9),
+        },
+    );
+    assert_eq!(core.slots[0].failures, 1, "backs off like a boot failure");
+}
+
+#[test]
+fn unhealthy_after_failed_probes_in_a_row_takes_a_worker_out_until_it_passes() {
+    let t0 = Instant::now();
+    let (mut core, s) = booted_probing(probed(2, 1), t0);
+    for &serial in &s {
+        core.on_event(
+            t0,
+            Event::ProbeResult {
+                serial,
+                result: Ok(()),
+            },
+        );
+    }
+    let mut now = t0;
+    for i in 1..=3 {
+        now += Duration::from_secs(10);
+        let a = core.on_event(now, Event::Tick);
+        assert!(probes(&a).contains(&s[0]), "re-probed every interval");
+        core.on_event(
+            now,
+            Event::ProbeResult {
+                serial: s[1],
+                result: Ok(()),
+            },
+        );
+        let a = core.on_event(
+            now,
+            Event::ProbeResult {
+                serial: s[0],
+                result: Err("db down".into()),
+            },
+        );
+        if i < 3 {
+            assert_eq!(published(&a), None, "still in service after {i} failures");
+        } else {
+            assert_eq!(published(&a), Some(vec![s[1]]), "out after 3 in a row");
+        }
+    }
+    assert_eq!(core.workers[&s[0]].state, State::Unready);
+    now += Duration::from_secs(10);
+    core.on_event(now, Event::Tick);
+    let a = core.on_event(
+        now,
+        Event::ProbeResult {
+            serial: s[0],
+            result: Ok(()),
+        },
+    );
+    assert_eq!(published(&a), Some(vec![s[0], s[1]]), "back in service");
+}
+
+#[test]
+fn below_min_in_service_requests_go_to_every_live_worker() {
+    let t0 = Instant::now();
+    // 4 workers, panic below 2 in service.
+    let (mut core, s) = booted_probing(probed(4, 2), t0);
+    // None passes: all 4 are live but unproven, so route to all of them.
+    let a = core.on_event(
+        t0,
+        Event::ProbeResult {
+            serial: s[0],
+            result: Err("x".into()),
+        },
+    );
+    assert_eq!(published(&a), None);
+    let a = core.on_event(
+        t0,
+        Event::ProbeResult {
+            serial: s[1],
+            result: Ok(()),
+        },
+    );
+    assert_eq!(
+        published(&a),
+        Some(s.clone()),
+        "1 < 2 in service: panic routes to all live"
+    );
+    assert!(core.panic);
+    let a = core.on_event(
+        t0,
+        Event::ProbeResult {
+            serial: s[2],
+            result: Ok(()),
+        },
+    );
+    assert_eq!(
+        published(&a),
+        Some(vec![s[1], s[2]]),
+        "2 in service: only those"
+    );
+    assert!(!core.panic);
 }

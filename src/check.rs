@@ -1,0 +1,123 @@
+//! `corral check`: boots one worker exactly as `run` would (same
+//! interpreter, environment, folder, worker script), runs the readiness
+//! check if one is configured, prints `OK` or the failure, and exits 0 or 1.
+//! No listen socket is bound. The drop-in for `python -c "from main import
+//! app"` in a deploy pipeline, which also catches errors that only appear at
+//! start-up.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc;
+
+use crate::config::Config;
+use crate::worker::channel::{Channel, ControlEvent};
+use crate::worker::process::{Launcher, WORKER_SCRIPT};
+
+/// Exit code when the app failed the check.
+pub const EXIT_FAILED: u8 = 1;
+
+/// What the check found.
+#[derive(Debug)]
+pub enum Outcome {
+    Ok { import_ms: f64, boot: Duration, ready: Option<String> },
+    Failed(String),
+}
+
+pub async fn run(cfg: Arc<Config>) -> u8 {
+    match check(&cfg).await {
+        Ok(Outcome::Ok { import_ms, boot, ready }) => {
+            println!(
+                "OK: {} imported in {import_ms:.0} ms (worker booted in {} ms){}",
+                cfg.app.module,
+                boot.as_millis(),
+                ready.map(|p| format!("; readiness GET {p} passed")).unwrap_or_default()
+            );
+            0
+        }
+        Ok(Outcome::Failed(why)) => {
+            println!("FAILED: {} does not boot:\n{}", cfg.app.module, why.trim_end());
+            EXIT_FAILED
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            EXIT_FAILED
+        }
+    }
+}
+
+async fn check(cfg: &Config) -> Result<Outcome, String> {
+    let dir = tempfile::Builder::new()
+        .prefix("corral-check-")
+        .tempdir()
+        .map_err(|e| format!("cannot create a private runtime directory: {e}"))?;
+    let script = dir.path().join("corral_worker.py");
+    std::fs::write(&script, WORKER_SCRIPT)
+        .map_err(|e| format!("cannot write {}: {e}", script.display()))?;
+    let launcher = Launcher::new(cfg, &script);
+    let spawned = launcher.spawn(0).map_err(|e| e.to_string())?;
+    let pid = spawned.pid;
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let channel = Channel::start(1, 0, pid, spawned.sock, tx);
+    let mut child = spawned.child;
+    let started = Instant::now();
+    let deadline = started + cfg.workers.boot_timeout;
+    let outcome = tokio::select! {
+        ev = rx.recv() => match ev {
+            Some((_, ControlEvent::Booted(info))) => {
+                let boot = started.elapsed();
+                match &cfg.health.ready_path {
+                    None => Outcome::Ok { import_ms: info.import_ms, boot, ready: None },
+                    Some(path) => match ready(&channel, path, cfg, deadline).await {
+                        Ok(()) => Outcome::Ok { import_ms: info.import_ms, boot, ready: Some(path.clone()) },
+                        Err(why) => Outcome::Failed(format!("the app booted, but its readiness check failed: {why}")),
+                    },
+                }
+            }
+            Some((_, ControlEvent::BootFailed(tb))) => Outcome::Failed(tb),
+            Some((_, ControlEvent::Closed)) | None => {
+                let status = tokio::time::timeout(Duration::from_secs(2), child.wait()).await;
+                let how = match status {
+                    Ok(Ok(st)) => crate::supervisor::core::exit_of(st).describe(),
+                    _ => "closed its channel".to_string(),
+                };
+                Outcome::Failed(format!("the worker {how} while booting, before it could report"))
+            }
+        },
+        _ = tokio::time::sleep_until(deadline.into()) => {
+            // Show where it hangs before giving up.
+            signal(pid, libc::SIGUSR1);
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            Outcome::Failed(format!(
+                "timed out after {:?} while booting (importing the app); its Python stack is above",
+                cfg.workers.boot_timeout
+            ))
+        }
+    };
+    signal(pid, libc::SIGTERM);
+    if tokio::time::timeout(Duration::from_secs(3), child.wait()).await.is_err() {
+        signal(pid, libc::SIGKILL);
+        let _ = child.wait().await;
+    }
+    Ok(outcome)
+}
+
+/// Probes until a 2xx or the deadline.
+async fn ready(channel: &Channel, path: &str, cfg: &Config, deadline: Instant) -> Result<(), String> {
+    loop {
+        let last = crate::worker::probe::probe(channel, path, cfg.health.probe_timeout).await;
+        match last {
+            Ok(()) => return Ok(()),
+            Err(why) if Instant::now() + Duration::from_millis(500) >= deadline => return Err(why),
+            Err(_) => tokio::time::sleep(Duration::from_millis(500)).await,
+        }
+    }
+}
+
+fn signal(pid: u32, sig: i32) {
+    // SAFETY: kill(2) takes no pointers; `pid` is our child, not yet reaped
+    // (it is reaped only by the `wait` after this call).
+    unsafe {
+        libc::kill(pid as libc::pid_t, sig);
+    }
+}

@@ -1,0 +1,199 @@
+//! A broken worker never takes the service down: every way an app can fail
+//! to boot is caught, shown in the log and `/status`, retried with back-off,
+//! and never receives a request; workers that did boot keep serving.
+
+mod common;
+use common::*;
+use std::time::{Duration, Instant};
+
+const OK_APP: &str = r#"
+import os
+
+def app(environ, start_response):
+    body = str(os.getpid()).encode()
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
+    return [body]
+"#;
+
+/// Starts corral on an app whose module body is `broken` and checks what a
+/// user sees: 503 with Retry-After on the app port, 503 on /health/ready,
+/// the error in the log and in /status.
+fn assert_boot_failure(broken: &str, extra: &[&str], expect_in_error: &str) {
+    let app = AppDir::new(&[("brokenapp.py", &format!("{broken}\n{OK_APP}"))]);
+    // `extra` may end with `--` and another app spec to replace the default.
+    let (extra, spec) = match extra.iter().position(|a| *a == "--") {
+        Some(i) => (&extra[..i], extra[i + 1]),
+        None => (extra, "brokenapp:app"),
+    };
+    let mut args = vec![spec, "-w", "1", "--status-bind", "127.0.0.1:0"];
+    args.extend_from_slice(extra);
+    let mut c = Corral::spawn(app.path(), &args, &[]);
+    c.wait_listening();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        let s = c.status_json();
+        if s["slots"][0]["last_boot_error"]["text"].is_string() {
+            break s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no boot error in /status; log:\n{}",
+            c.log.text()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let text = status["slots"][0]["last_boot_error"]["text"]
+        .as_str()
+        .unwrap();
+    assert!(
+        text.contains(expect_in_error),
+        "/status error {text:?} lacks {expect_in_error:?}"
+    );
+    assert_eq!(status["workers"]["in_service"], 0);
+    assert!(status["workers"]["boot_failures"].as_u64().unwrap() >= 1);
+    assert!(
+        c.log.text().contains(expect_in_error),
+        "log lacks {expect_in_error:?}"
+    );
+
+    let t = Instant::now();
+    let r = c.get("/");
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert!(r.header("retry-after").is_some());
+    assert!(
+        t.elapsed() < Duration::from_secs(2),
+        "503 took {:?}",
+        t.elapsed()
+    );
+    let ready = c.status("/health/ready");
+    assert_eq!(ready.status, 503);
+    let v: serde_json::Value = serde_json::from_slice(&ready.body).unwrap();
+    assert_eq!(v["ready"], false);
+    assert!(v["reason"].as_str().unwrap().contains("0 of 1"), "{v}");
+    assert!(alive(c.pid()), "the supervisor stays up");
+}
+
+#[test]
+fn import_error() {
+    assert_boot_failure(
+        "import no_such_module_anywhere",
+        &[],
+        "ModuleNotFoundError: No module named 'no_such_module_anywhere'",
+    );
+}
+
+#[test]
+fn syntax_error() {
+    assert_boot_failure("def broken(:\n    pass", &[], "SyntaxError");
+}
+
+#[test]
+fn exception_at_import() {
+    assert_boot_failure(
+        "raise RuntimeError('DATABASE_URL is not set')",
+        &[],
+        "RuntimeError: DATABASE_URL is not set",
+    );
+}
+
+#[test]
+fn sys_exit_at_import() {
+    assert_boot_failure("import sys\nsys.exit(3)", &[], "SystemExit: 3");
+}
+
+#[test]
+fn os_exit_at_import() {
+    assert_boot_failure(
+        "import os\nos._exit(4)",
+        &[],
+        "exited with code 4 while booting",
+    );
+}
+
+#[test]
+fn segfault_at_import() {
+    assert_boot_failure("import ctypes\nctypes.string_at(0)", &[], "SIGSEGV");
+}
+
+#[test]
+fn import_that_hangs_past_boot_timeout() {
+    assert_boot_failure(
+        "import time\ntime.sleep(600)",
+        &["--boot-timeout", "1s"],
+        "timed out after 1s while booting",
+    );
+}
+
+#[test]
+fn missing_callable() {
+    assert_boot_failure("", &["--", "brokenapp:nope"], "AttributeError");
+}
+
+#[test]
+fn a_slot_that_cannot_boot_leaves_the_others_serving() {
+    // Slot 1 fails to import; slots 0 and 2 serve every request.
+    let src = format!(
+        "import os\nif os.environ.get('CORRAL_SLOT') == '1':\n    raise ImportError('slot 1 is broken')\n{OK_APP}"
+    );
+    let app = AppDir::new(&[("partial.py", &src)]);
+    let mut c = Corral::spawn(
+        app.path(),
+        &["partial:app", "-w", "3", "--status-bind", "127.0.0.1:0"],
+        &[],
+    );
+    c.wait_listening();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while c.status_json()["workers"]["in_service"] != 2 {
+        assert!(
+            Instant::now() < deadline,
+            "two workers never served; log:\n{}",
+            c.log.text()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    for i in 0..200 {
+        let r = c.get("/");
+        assert_eq!(r.status, 200, "request {i}: {}", r.text());
+    }
+    let s = c.status_json();
+    assert!(
+        s["slots"][1]["last_boot_error"]["text"]
+            .as_str()
+            .unwrap()
+            .contains("slot 1 is broken")
+    );
+    assert!(s["slots"][0]["worker"]["requests"].as_u64().unwrap() > 0);
+    assert!(s["slots"][2]["worker"]["requests"].as_u64().unwrap() > 0);
+    assert_eq!(c.status("/health/ready").status, 200);
+}
+
+#[test]
+fn a_broken_app_recovers_by_itself_once_the_code_is_fixed() {
+    let src = format!(
+        "import os\nif os.path.exists('broken'):\n    raise RuntimeError('still broken')\n{OK_APP}"
+    );
+    let app = AppDir::new(&[("fixable.py", &src), ("broken", "")]);
+    let mut c = Corral::spawn(
+        app.path(),
+        &["fixable:app", "-w", "1", "--status-bind", "127.0.0.1:0"],
+        &[],
+    );
+    c.wait_listening();
+    assert!(
+        c.log
+            .wait_for("still broken", Duration::from_secs(20))
+            .is_some()
+    );
+    assert_eq!(c.get("/").status, 503);
+    std::fs::remove_file(app.path().join("broken")).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while c.get("/").status != 200 {
+        assert!(
+            Instant::now() < deadline,
+            "never recovered; log:\n{}",
+            c.log.text()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(c.status("/health/ready").status, 200);
+}
