@@ -367,7 +367,7 @@ mod tests {
                 "use a count like 2 or a percentage like \"50%\"",
             ),
             (&["corral", "--min-ready", "150%"], "more than 100%"),
-            (&["corral", "--max-requests", "-1"], "--max-requests"),
+            (&["corral", "--max-requests=-1"], "invalid digit"),
             (
                 &["corral", "--max-requests-jitter", "many"],
                 "invalid digit",

@@ -214,6 +214,37 @@ fn health_and_restart_problems_name_the_keys_they_clash_with() {
 }
 
 #[test]
+fn probe_and_recycling_problems_name_file_line_and_key() {
+    let dir = dir_with(
+        "corral.toml",
+        "[app]\nmodule = \"main:app\"\n[workers]\ncount = 2\nheartbeat_timeout = \"0s\"\n\
+         max_memory = 512\n[health]\nready_path = \"health/ready\"\nprobe_timeout = \"0s\"\n\
+         unhealthy_after = 0\nmin_in_service = 3\n",
+    );
+    let out = corral(dir.path(), &[]);
+    assert_refused(
+        &out,
+        &[
+            "6 problems",
+            "corral.toml:5: workers.heartbeat_timeout: must be longer than 0s",
+            "corral.toml:6: workers.max_memory: 512 bytes is less than a Python worker needs",
+            "\"512MiB\"",
+            "corral.toml:8: health.ready_path: \"health/ready\" must start with \"/\"",
+            "corral.toml:9: health.probe_timeout: must be longer than 0s",
+            "corral.toml:10: health.unhealthy_after: must be at least 1",
+            "corral.toml:11: health.min_in_service: needs 3 workers in service but workers.count is 2",
+        ],
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let out = corral(dir.path(), &["main:app", "--ready-path", "ready"]);
+    assert_refused(&out, &["--ready-path: \"ready\" must start with \"/\""]);
+    let out = corral(dir.path(), &["main:app", "--max-memory", "1G"]);
+    assert_refused(&out, &["--max-memory", "\"1GiB\" (1024-based)"]);
+    let out = corral(dir.path(), &["main:app", "--max-requests", "many"]);
+    assert_refused(&out, &["--max-requests", "invalid digit"]);
+}
+
+#[test]
 fn missing_app_says_how_to_give_it() {
     let dir = tempfile::tempdir().unwrap();
     let out = corral(dir.path(), &[]);
@@ -252,6 +283,10 @@ fn help_documents_every_flag() {
         "--boot-timeout",
         "--status-bind",
         "--min-ready",
+        "--ready-path",
+        "--max-requests",
+        "--max-requests-jitter",
+        "--max-memory",
         "--log-level",
     ];
     let keys = [
@@ -273,6 +308,10 @@ fn help_documents_every_flag() {
         "workers.boot_timeout",
         "health.status_bind",
         "health.min_ready",
+        "health.ready_path",
+        "workers.max_requests",
+        "workers.max_requests_jitter",
+        "workers.max_memory",
     ];
     for needle in flags.iter().chain(&keys) {
         assert!(

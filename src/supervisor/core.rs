@@ -96,6 +96,16 @@ pub struct Settings {
     pub probe: Option<ProbeSettings>,
     /// Below this many workers in service, route to every live worker.
     pub min_in_service: usize,
+    /// A live worker silent for this long is wedged (None: no check).
+    pub heartbeat_timeout: Option<Duration>,
+    /// Recycle a worker after this many requests (0: never) plus a random
+    /// 0..=jitter, so workers do not all recycle at once.
+    pub max_requests: u64,
+    pub max_requests_jitter: u64,
+    /// Recycle a worker whose RSS exceeds this many bytes.
+    pub max_memory: Option<u64>,
+    /// Seed of the jitter's random numbers (fixed in tests).
+    pub seed: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -152,6 +162,16 @@ pub enum Event {
         serial: u64,
         reason: String,
     },
+    /// The worker's interpreter is alive (it can take the GIL).
+    Heartbeat {
+        serial: u64,
+    },
+    /// What a worker has used so far: requests served and resident memory.
+    Usage {
+        serial: u64,
+        requests: u64,
+        rss: Option<u64>,
+    },
     /// The answer to a readiness probe: a 2xx, or why not.
     ProbeResult {
         serial: u64,
@@ -174,6 +194,12 @@ pub enum Action {
         serial: u64,
         pid: u32,
         sig: Sig,
+    },
+    /// Wait until the worker has no request in flight (at most
+    /// graceful_timeout), then SIGTERM it.
+    DrainThenTerm {
+        serial: u64,
+        pid: u32,
     },
     /// Send the readiness request to this worker; answer with ProbeResult.
     Probe {
@@ -201,6 +227,11 @@ pub struct Worker {
     probe_fails: u32,
     next_probe: Option<Instant>,
     probing: bool,
+    last_beat: Instant,
+    /// Requests after which this worker is recycled.
+    pub recycle_after: Option<u64>,
+    /// Its replacement is starting; it serves until that one is in service.
+    pub recycling: bool,
 }
 
 /// A boot failure kept for the status page and the logs.
@@ -214,6 +245,8 @@ pub struct BootError {
 #[derive(Debug, Clone, Default)]
 pub struct Slot {
     pub worker: Option<u64>,
+    /// A replacement booting while `worker` is recycled.
+    pub successor: Option<u64>,
     /// Failures in a row, for the back-off.
     pub failures: u32,
     pub start_at: Option<Instant>,
@@ -241,13 +274,14 @@ pub struct Core {
     next_serial: u64,
     /// Serials of spawns requested and not yet reported.
     spawning: BTreeMap<u64, usize>,
+    pub recycled: u64,
+    rng: u64,
 }
 
 impl Core {
     pub fn new(settings: Settings) -> Core {
         Core {
             slots: vec![Slot::default(); settings.count],
-            settings,
             workers: BTreeMap::new(),
             phase: Phase::Running,
             boot_failures: 0,
@@ -255,6 +289,9 @@ impl Core {
             panic: false,
             next_serial: 1,
             spawning: BTreeMap::new(),
+            recycled: 0,
+            rng: settings.seed | 1,
+            settings,
         }
     }
 
@@ -298,7 +335,18 @@ impl Core {
             .values()
             .filter(|w| w.state.live() && !w.probing && w.kill_at.is_none())
             .filter_map(|w| w.next_probe);
-        starts.chain(boots).chain(kills).chain(probes).min()
+        let beats = self.settings.heartbeat_timeout.into_iter().flat_map(|hb| {
+            self.workers
+                .values()
+                .filter(|w| w.state.live() && w.kill_at.is_none())
+                .map(move |w| w.last_beat + hb)
+        });
+        starts
+            .chain(boots)
+            .chain(kills)
+            .chain(probes)
+            .chain(beats)
+            .min()
     }
 
     pub fn on_event(&mut self, now: Instant, event: Event) -> Vec<Action> {
@@ -365,6 +413,16 @@ impl Core {
             Event::Exited { serial, exit } => self.on_exited(now, serial, exit, &mut out),
             Event::Replace { serial, reason } => self.replace(now, serial, &reason, &mut out),
             Event::ProbeResult { serial, result } => self.on_probe(now, serial, result, &mut out),
+            Event::Heartbeat { serial } => {
+                if let Some(w) = self.workers.get_mut(&serial) {
+                    w.last_beat = now;
+                }
+            }
+            Event::Usage {
+                serial,
+                requests,
+                rss,
+            } => self.on_usage(now, serial, requests, rss, &mut out),
             Event::Stop { fast } => self.stop(now, fast, &mut out),
             Event::Tick => self.tick(now, &mut out),
         }
@@ -383,7 +441,16 @@ impl Core {
         let Some(slot) = self.spawning.remove(&serial) else {
             return;
         };
-        self.slots[slot].worker = Some(serial);
+        let recycling = self.slots[slot]
+            .worker
+            .and_then(|s| self.workers.get(&s))
+            .is_some_and(|w| w.recycling);
+        if recycling {
+            self.slots[slot].successor = Some(serial);
+        } else {
+            self.slots[slot].worker = Some(serial);
+        }
+        let recycle_after = self.recycle_limit();
         self.workers.insert(
             serial,
             Worker {
@@ -400,6 +467,9 @@ impl Core {
                 probe_fails: 0,
                 next_probe: None,
                 probing: false,
+                last_beat: now,
+                recycle_after,
+                recycling: false,
             },
         );
         if self.phase == Phase::Stopping {
@@ -421,6 +491,7 @@ impl Core {
             return;
         }
         w.since = now;
+        w.last_beat = now;
         w.boot_time = Some(now - w.started);
         w.import_ms = Some(import_ms);
         out.push(Action::Log(
@@ -445,6 +516,7 @@ impl Core {
     }
 
     fn entered_service(&mut self, out: &mut Vec<Action>) {
+        self.promote_successors(out);
         out.push(self.publish());
         let n = self.in_service().count();
         if n == self.slots.len() {
@@ -534,10 +606,45 @@ impl Core {
             return;
         };
         let slot = w.slot;
-        if self.slots[slot].worker == Some(serial) {
-            self.slots[slot].worker = None;
-        }
         let how = exit.describe();
+        if self.slots[slot].worker != Some(serial) && self.slots[slot].successor != Some(serial) {
+            // A recycled worker whose successor already took its slot.
+            out.push(Action::Log(
+                Level::Info,
+                format!("worker {slot} (pid {}) {how} after it was recycled", w.pid),
+            ));
+            if self.phase == Phase::Stopping && self.workers.is_empty() && self.spawning.is_empty()
+            {
+                out.push(Action::Exit);
+            }
+            return;
+        }
+        if self.slots[slot].successor == Some(serial) {
+            // The replacement of a recycled worker failed: the old one keeps
+            // serving, and recycling is tried again after the back-off.
+            self.slots[slot].successor = None;
+            if let Some(old) = self.slots[slot].worker.and_then(|s| self.workers.get_mut(&s)) {
+                old.recycling = false;
+            }
+            if self.phase == Phase::Stopping {
+                if self.workers.is_empty() && self.spawning.is_empty() {
+                    out.push(Action::Exit);
+                }
+                return;
+            }
+            out.push(Action::Log(
+                Level::Error,
+                format!(
+                    "worker {slot}: its replacement (pid {}) {how} before it was in service; the old worker keeps serving",
+                    w.pid
+                ),
+            ));
+            self.slots[slot].failures += 1;
+            let delay = self.backoff(self.slots[slot].failures);
+            self.slots[slot].start_at = Some(now + delay);
+            return;
+        }
+        self.slots[slot].worker = None;
         self.slots[slot].last_exit = Some(how.clone());
         if w.state.live() {
             out.push(self.publish());
@@ -687,6 +794,7 @@ impl Core {
         }
         let timeout = self.settings.boot_timeout;
         let mut timed_out = Vec::new();
+        let mut wedged = Vec::new();
         for w in self.workers.values_mut() {
             if let Some(k) = w.kill_at
                 && k <= now
@@ -702,6 +810,12 @@ impl Core {
                 && now - w.started >= timeout
             {
                 timed_out.push(w.serial);
+            } else if let Some(hb) = self.settings.heartbeat_timeout
+                && w.state.live()
+                && w.kill_at.is_none()
+                && now - w.last_beat >= hb
+            {
+                wedged.push(w.serial);
             } else if w.state.live()
                 && !w.probing
                 && w.kill_at.is_none()
@@ -750,6 +864,93 @@ impl Core {
             });
             if was_live {
                 out.push(self.publish());
+            }
+        }
+        for serial in wedged {
+            let hb = self.settings.heartbeat_timeout.unwrap_or_default();
+            let reason = format!(
+                "sent no heartbeat for {} (its interpreter is wedged: a C call holding the GIL, or a deadlock)",
+                human(hb)
+            );
+            self.replace(now, serial, &reason, out);
+        }
+    }
+
+    /// max_requests plus jitter for a new worker (None: never).
+    fn recycle_limit(&mut self) -> Option<u64> {
+        if self.settings.max_requests == 0 {
+            return None;
+        }
+        // xorshift64: deterministic for a given seed, good enough for jitter.
+        self.rng ^= self.rng << 13;
+        self.rng ^= self.rng >> 7;
+        self.rng ^= self.rng << 17;
+        let jitter = self.rng % (self.settings.max_requests_jitter + 1);
+        Some(self.settings.max_requests + jitter)
+    }
+
+    /// Starts recycling a worker that is past its request or memory limit:
+    /// its replacement boots first; it keeps serving until then.
+    fn on_usage(&mut self, now: Instant, serial: u64, requests: u64, rss: Option<u64>, out: &mut Vec<Action>) {
+        if self.phase != Phase::Running {
+            return;
+        }
+        let max_memory = self.settings.max_memory;
+        let Some(w) = self.workers.get_mut(&serial) else {
+            return;
+        };
+        let slot = w.slot;
+        if w.state != State::InService
+            || w.recycling
+            || self.slots[slot].worker != Some(serial)
+            || self.slots[slot].start_at.is_some_and(|t| t > now)
+        {
+            return;
+        }
+        let why = if let Some(limit) = w.recycle_after.filter(|l| requests >= *l) {
+            format!("served {requests} requests (its limit: {limit}, max_requests plus jitter)")
+        } else if let (Some(max), Some(rss)) = (max_memory, rss.filter(|r| Some(*r) > max_memory)) {
+            format!(
+                "uses {} MiB of memory (max_memory {} MiB)",
+                rss / (1 << 20),
+                max / (1 << 20)
+            )
+        } else {
+            return;
+        };
+        w.recycling = true;
+        out.push(Action::Log(
+            Level::Info,
+            format!(
+                "worker {slot} (pid {}) {why}: recycling it; its replacement starts first",
+                w.pid
+            ),
+        ));
+        self.slots[slot].start_at = None;
+        self.spawn(slot, out);
+    }
+
+    /// A successor in service takes its slot; the recycled worker stops
+    /// taking requests, finishes those in flight, and is stopped.
+    fn promote_successors(&mut self, out: &mut Vec<Action>) {
+        for slot in 0..self.slots.len() {
+            let Some(next) = self.slots[slot].successor else {
+                continue;
+            };
+            if self.workers.get(&next).map(|w| w.state) != Some(State::InService) {
+                continue;
+            }
+            self.slots[slot].successor = None;
+            let old = self.slots[slot].worker.replace(next);
+            self.slots[slot].failures = 0;
+            self.slots[slot].restarts += 1;
+            self.recycled += 1;
+            if let Some(w) = old.and_then(|s| self.workers.get_mut(&s)) {
+                w.state = State::Stopping;
+                out.push(Action::DrainThenTerm {
+                    serial: w.serial,
+                    pid: w.pid,
+                });
             }
         }
     }

@@ -79,6 +79,11 @@ impl Supervisor {
                 unhealthy_after: cfg.health.unhealthy_after,
             }),
             min_in_service: cfg.health.min_in_service.required(w.count),
+            heartbeat_timeout: Some(w.heartbeat_timeout),
+            max_requests: w.max_requests,
+            max_requests_jitter: w.max_requests_jitter,
+            max_memory: w.max_memory,
+            seed: std::process::id() as u64 ^ started_nanos(),
         });
         let started = Instant::now();
         let (snapshot, _) = watch::channel(Snapshot::default());
@@ -114,19 +119,24 @@ impl Supervisor {
         if self.perform(actions) {
             return 0;
         }
+        let recycling = self.cfg.workers.max_requests > 0 || self.cfg.workers.max_memory.is_some();
+        let mut usage = tokio::time::interval(Duration::from_millis(500));
+        usage.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let deadline = self.core.next_deadline();
-            let event = tokio::select! {
+            let events = tokio::select! {
                 msg = self.rx.recv() => match msg {
-                    Some(m) => self.translate(m),
+                    Some(m) => self.translate(m).into_iter().collect(),
                     None => return 0,
                 },
-                _ = sleep_until(deadline) => Some(Event::Tick),
+                _ = sleep_until(deadline) => vec![Event::Tick],
+                _ = usage.tick(), if recycling => self.usage_events(),
             };
-            let Some(event) = event else { continue };
-            let actions = self.core.on_event(Instant::now(), event);
-            if self.perform(actions) {
-                return 0;
+            for event in events {
+                let actions = self.core.on_event(Instant::now(), event);
+                if self.perform(actions) {
+                    return 0;
+                }
             }
             self.publish_snapshot();
         }
@@ -143,6 +153,7 @@ impl Supervisor {
                 Some(Event::BootFailed { serial, error })
             }
             Msg::Control(serial, ControlEvent::Closed) => Some(Event::ChannelClosed { serial }),
+            Msg::Control(serial, ControlEvent::Heartbeat) => Some(Event::Heartbeat { serial }),
             Msg::Exited(serial, status) => {
                 self.channels.remove(&serial);
                 Some(Event::Exited {
@@ -216,6 +227,7 @@ impl Supervisor {
                     },
                 ),
                 Action::Probe { serial } => self.probe(serial),
+                Action::DrainThenTerm { serial, pid } => self.drain_then_term(serial, pid),
                 Action::Publish(serials) => {
                     let list = serials
                         .iter()
@@ -256,6 +268,43 @@ impl Supervisor {
         Event::Spawned { serial, pid }
     }
 
+    /// Waits until nothing is in flight on the worker (the router no longer
+    /// picks it), then SIGTERMs it; SIGKILL follows if it lingers.
+    fn drain_then_term(&self, serial: u64, pid: u32) {
+        let channel = self.channels.get(&serial).cloned();
+        let grace = self.cfg.workers.graceful_timeout;
+        tokio::spawn(async move {
+            let deadline = tokio::time::Instant::now() + grace;
+            if let Some(ch) = channel {
+                while ch.in_flight.load(std::sync::atomic::Ordering::Acquire) > 0
+                    && tokio::time::Instant::now() < deadline
+                {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            }
+            signal(pid, libc::SIGTERM);
+            tokio::time::sleep(grace + Duration::from_secs(5)).await;
+            // Still there after its own grace period: the exit was not seen.
+            signal(pid, libc::SIGKILL);
+        });
+    }
+
+    /// Reports each worker's requests and memory so the core can recycle.
+    fn usage_events(&self) -> Vec<Event> {
+        self.channels
+            .iter()
+            .map(|(serial, ch)| Event::Usage {
+                serial: *serial,
+                requests: ch.served.load(std::sync::atomic::Ordering::Relaxed),
+                rss: self
+                    .cfg
+                    .workers
+                    .max_memory
+                    .and_then(|_| crate::status::rss_bytes(ch.pid)),
+            })
+            .collect()
+    }
+
     fn probe(&self, serial: u64) {
         let (Some(ch), Some(path)) = (self.channels.get(&serial), &self.cfg.health.ready_path)
         else {
@@ -273,6 +322,13 @@ impl Supervisor {
         let snap = snapshot::take(&self.core, &self.channels, self.started, self.draining);
         self.snapshot.send_replace(snap);
     }
+}
+
+fn started_nanos() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
 }
 
 async fn sleep_until(deadline: Option<Instant>) {

@@ -21,6 +21,8 @@ use super::protocol::{self, Frame};
 pub enum ControlEvent {
     Booted(BootInfo),
     BootFailed(String),
+    /// The worker's interpreter took the GIL to say it is alive.
+    Heartbeat,
     Closed,
 }
 
@@ -311,6 +313,9 @@ fn route(
         protocol::BOOT_ERROR => {
             let text = String::from_utf8_lossy(&payload).into_owned();
             let _ = control.send((serial, ControlEvent::BootFailed(text)));
+        }
+        protocol::HEARTBEAT => {
+            let _ = control.send((serial, ControlEvent::Heartbeat));
         }
         protocol::BODY_WINDOW => {
             if let (Some(entry), Ok(bytes)) =

@@ -45,6 +45,7 @@ K_END = 14
 K_ABORT = 15
 K_BODY_WINDOW = 16
 K_RESPONSE = 17
+K_HEARTBEAT = 18
 
 F_MORE_BODY = 1
 
@@ -450,6 +451,15 @@ class Worker:
             os._exit(70)
 
 
+def beat(conn, interval):
+    """Says "alive" every interval; it needs the GIL, so a wedged
+    interpreter (a C call holding the GIL, a deadlock) falls silent."""
+    frame = HDR.pack(0, K_HEARTBEAT, 0)
+    while True:
+        time.sleep(interval)
+        conn.send_raw(frame)
+
+
 def is_asgi(app):
     """An ASGI app is a coroutine function, or an object whose __call__ is one."""
     import inspect
@@ -479,6 +489,7 @@ def main():
     extra_path = os.environ.pop("CORRAL_PYTHONPATH", "")
     graceful = float(os.environ.pop("CORRAL_GRACEFUL_TIMEOUT", "30"))
     interface = os.environ.pop("CORRAL_INTERFACE", "auto")
+    heartbeat = float(os.environ.pop("CORRAL_HEARTBEAT", "0"))
     sock = socket.socket(fileno=fd)
     conn = Connection(sock)
 
@@ -512,6 +523,9 @@ def main():
 
     worker = Worker(conn, WsgiRunner(conn, app, threads), threads)
     worker.start()
+    if heartbeat > 0:
+        threading.Thread(target=beat, args=(conn, heartbeat), name="corral-heartbeat",
+                         daemon=True).start()
     conn.send(K_BOOT_OK, 0, ('{"pid": %d, "import_ms": %.1f, "interface": "wsgi"}'
                              % (os.getpid(), import_ms)).encode())
     # The main thread only waits for TERM, then lets requests in flight finish.

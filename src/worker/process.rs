@@ -73,6 +73,10 @@ impl Launcher {
                 cfg.workers.graceful_timeout.as_secs_f64().to_string(),
             ),
             ("PYTHONUNBUFFERED".into(), "1".into()),
+            (
+                "CORRAL_HEARTBEAT".into(),
+                (cfg.workers.heartbeat_timeout.as_secs_f64() / 4.0).to_string(),
+            ),
         ]);
         Launcher {
             python: cfg.app.python.clone(),

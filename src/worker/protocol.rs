@@ -17,6 +17,7 @@
 //! | `RESPONSE` | worker → corral | `u32 head length`, head, whole body (start + data + end in one) |
 //! | `ABORT` | worker → corral | traceback: the app failed after the head was sent |
 //! | `BODY_WINDOW` | worker → corral | `u32`: corral may send that many more request body bytes |
+//! | `HEARTBEAT` | worker → corral | none: a thread that needs the GIL is alive (stream 0) |
 //!
 //! A request head is latin-1 text `KEY\0VALUE\0KEY\0VALUE...` whose keys are
 //! already WSGI environ keys (`REQUEST_METHOD`, `PATH_INFO`, `HTTP_HOST`, ...),
@@ -45,6 +46,7 @@ pub const END: u8 = 14;
 pub const ABORT: u8 = 15;
 pub const BODY_WINDOW: u8 = 16;
 pub const RESPONSE: u8 = 17;
+pub const HEARTBEAT: u8 = 18;
 
 pub const FLAG_MORE_BODY: u8 = 1;
 
