@@ -574,12 +574,8 @@ fn recycling(count: usize, max_requests: u64, jitter: u64) -> Settings {
 #[test]
 fn max_requests_recycles_with_the_replacement_in_service_first() {
     let t0 = Instant::now();
-    let (mut core, s) = running(2, t0);
-    core.settings = recycling(2, 100, 0);
-    // Limits are set at spawn: respawn the core with the settings.
     let mut core = Core::new(recycling(2, 100, 0));
     let started = spawns(&core.start());
-    let _ = s;
     for (slot, serial) in &started {
         core.on_event(t0, Event::Spawned { serial: *serial, pid: 100 + *slot as u32 });
         core.on_event(t0, Event::Booted { serial: *serial, import_ms: 1.0 });
