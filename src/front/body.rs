@@ -114,11 +114,6 @@ impl http_body::Body for Body {
                         s.lease = None;
                         Poll::Ready(Some(Err(BodyError::AppFailed)))
                     }
-                    Poll::Ready(Some(_)) => {
-                        s.done = true;
-                        s.lease = None;
-                        Poll::Ready(Some(Err(BodyError::AppFailed)))
-                    }
                     Poll::Ready(None) => {
                         s.done = true;
                         s.lease = None;

@@ -15,7 +15,7 @@ use super::body::{Body, PumpGuard, StreamBody};
 use super::environ::{self, ConnInfo};
 use crate::metrics::Metrics;
 use crate::router::{NoWorker, Router};
-use crate::worker::channel::{Channel, Credit, Event};
+use crate::worker::channel::{Channel, Credit, First};
 use crate::worker::protocol;
 
 /// What a request needs from the rest of corral.
@@ -89,23 +89,31 @@ async fn dispatch(req: http::Request<Incoming>, shared: &Shared, conn: &ConnInfo
         Err(NoWorker::Busy) => return Err(unavailable("all workers are busy")),
     };
     let channel = lease.channel.clone();
-    let mut stream = channel.open();
+    let stream = channel.open(more, shared.timeout);
     channel.send(protocol::encode_request(stream.id, &head, &inline, more));
     drop(inline);
-    let pump = more.then(|| {
+    let pump = stream.credit.clone().map(|credit| {
         tokio::spawn(pump_body(
             body,
             channel.clone(),
             stream.id,
-            stream.credit.clone(),
+            credit,
             received,
             shared.max_body_bytes,
         ))
     });
     let pump = PumpGuard(pump);
 
-    let first = match tokio::time::timeout(shared.timeout, stream.events.recv()).await {
-        Err(_) => {
+    let first = stream.first.await;
+    if stream
+        .credit
+        .as_ref()
+        .is_some_and(|c| c.overflow.load(Ordering::Acquire))
+    {
+        return Err(too_large(shared.max_body_bytes));
+    }
+    let first = match first {
+        Ok(First::TimedOut) => {
             let reason = format!(
                 "request {} {} exceeded the timeout of {:?} on worker {} (pid {})",
                 parts.method,
@@ -117,20 +125,17 @@ async fn dispatch(req: http::Request<Incoming>, shared: &Shared, conn: &ConnInfo
             let _ = shared.replace.send((channel.serial, reason));
             return Err(plain(StatusCode::GATEWAY_TIMEOUT, "Gateway Timeout\n"));
         }
-        Ok(None) => {
+        Err(_) => {
             return Err(plain(
                 StatusCode::BAD_GATEWAY,
                 "Bad Gateway: the worker died\n",
             ));
         }
-        Ok(Some(ev)) => ev,
+        Ok(first) => first,
     };
     channel.served.fetch_add(1, Ordering::Relaxed);
-    if stream.credit.overflow.load(Ordering::Acquire) {
-        return Err(too_large(shared.max_body_bytes));
-    }
     match first {
-        Event::Full(payload) => {
+        First::Full(payload) => {
             drop(lease);
             let Some((head, body)) = protocol::split_full(&payload) else {
                 return Err(bad_app("malformed response frame"));
@@ -147,9 +152,9 @@ async fn dispatch(req: http::Request<Incoming>, shared: &Shared, conn: &ConnInfo
             }
             Ok(resp)
         }
-        Event::Start(head) => {
+        First::Start(head, events) => {
             let body = Body::Stream(StreamBody {
-                events: stream.events,
+                events,
                 stream: stream.id,
                 lease: Some(lease),
                 unacked: 0,
@@ -158,7 +163,7 @@ async fn dispatch(req: http::Request<Incoming>, shared: &Shared, conn: &ConnInfo
             });
             build(head, body)
         }
-        _ => Err(bad_app("response body before its head")),
+        First::TimedOut => unreachable!("handled above"),
     }
 }
 

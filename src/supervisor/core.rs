@@ -623,7 +623,10 @@ impl Core {
             // The replacement of a recycled worker failed: the old one keeps
             // serving, and recycling is tried again after the back-off.
             self.slots[slot].successor = None;
-            if let Some(old) = self.slots[slot].worker.and_then(|s| self.workers.get_mut(&s)) {
+            if let Some(old) = self.slots[slot]
+                .worker
+                .and_then(|s| self.workers.get_mut(&s))
+            {
                 old.recycling = false;
             }
             if self.phase == Phase::Stopping {
@@ -891,7 +894,14 @@ impl Core {
 
     /// Starts recycling a worker that is past its request or memory limit:
     /// its replacement boots first; it keeps serving until then.
-    fn on_usage(&mut self, now: Instant, serial: u64, requests: u64, rss: Option<u64>, out: &mut Vec<Action>) {
+    fn on_usage(
+        &mut self,
+        now: Instant,
+        serial: u64,
+        requests: u64,
+        rss: Option<u64>,
+        out: &mut Vec<Action>,
+    ) {
         if self.phase != Phase::Running {
             return;
         }

@@ -9,10 +9,11 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use tokio::net::UnixStream;
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::{Notify, mpsc, oneshot};
 
 use super::protocol::{self, Frame};
 
@@ -33,12 +34,20 @@ pub struct BootInfo {
 }
 
 /// Frames of one response, as the reader routes them.
+/// The first answer on a stream.
+#[derive(Debug)]
+pub enum First {
+    /// The whole response: `u32 head length`, head, body.
+    Full(Bytes),
+    /// The head of a streamed response; its body follows on the receiver.
+    Start(Bytes, mpsc::UnboundedReceiver<Event>),
+    /// No head came before the stream's deadline.
+    TimedOut,
+}
+
+/// The frames of a streamed response body.
 #[derive(Debug)]
 pub enum Event {
-    /// Response head; body frames follow.
-    Start(Bytes),
-    /// `u32 head length`, head, whole body.
-    Full(Bytes),
     Data(Bytes),
     End,
     /// The app failed after sending the head (the worker logged why).
@@ -63,9 +72,23 @@ impl Credit {
     }
 }
 
+/// The reader's record of one open stream. Cheap on purpose: a oneshot for
+/// the first answer (most responses are whole), a body channel only once a
+/// streamed response starts, credit only for requests with more body.
 struct StreamEntry {
-    events: mpsc::UnboundedSender<Event>,
-    credit: Arc<Credit>,
+    first: Option<oneshot::Sender<First>>,
+    rest: Option<mpsc::UnboundedSender<Event>>,
+    credit: Option<Arc<Credit>>,
+    /// When the head must have arrived.
+    deadline: Instant,
+}
+
+impl StreamEntry {
+    fn finish(self) {
+        if let Some(c) = &self.credit {
+            c.close();
+        }
+    }
 }
 
 /// The handle to one worker's channel, shared by the router and requests.
@@ -88,8 +111,9 @@ pub struct Channel {
 /// One open request stream on a channel.
 pub struct Stream {
     pub id: u32,
-    pub events: mpsc::UnboundedReceiver<Event>,
-    pub credit: Arc<Credit>,
+    pub first: oneshot::Receiver<First>,
+    /// Present when the request body streams after the REQUEST frame.
+    pub credit: Option<Arc<Credit>>,
 }
 
 impl Channel {
@@ -132,27 +156,33 @@ impl Channel {
         self.closed.load(Ordering::Acquire)
     }
 
-    /// Registers a new stream; send its REQUEST frame next.
-    pub fn open(&self) -> Stream {
+    /// Registers a new stream; send its REQUEST frame next. `more_body`:
+    /// the body streams after the REQUEST frame, under credit. `timeout`:
+    /// the head must come within it, or the stream gets [`First::TimedOut`].
+    pub fn open(&self, more_body: bool, timeout: Duration) -> Stream {
         let mut id = self.next_stream.fetch_add(1, Ordering::Relaxed);
         if id == 0 {
             id = self.next_stream.fetch_add(1, Ordering::Relaxed);
         }
-        let (tx, rx) = mpsc::unbounded_channel();
-        let credit = Arc::new(Credit::default());
-        credit
-            .available
-            .store(protocol::BODY_CREDIT as i64, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        let credit = more_body.then(|| {
+            let c = Credit::default();
+            c.available
+                .store(protocol::BODY_CREDIT as i64, Ordering::Relaxed);
+            Arc::new(c)
+        });
         let _ = self.register.send((
             id,
             StreamEntry {
-                events: tx,
+                first: Some(tx),
+                rest: None,
                 credit: credit.clone(),
+                deadline: Instant::now() + timeout,
             },
         ));
         Stream {
             id,
-            events: rx,
+            first: rx,
             credit,
         }
     }
@@ -244,8 +274,8 @@ async fn read_loop(
     let mut streams: HashMap<u32, StreamEntry> = HashMap::new();
     read_frames(sock, &mut reg, &mut streams, control, serial).await;
     // Dropping the entries tells every waiting request that the worker is gone.
-    for entry in streams.values() {
-        entry.credit.close();
+    for (_, entry) in streams.drain() {
+        entry.finish();
     }
 }
 
@@ -257,12 +287,22 @@ async fn read_frames(
     serial: u64,
 ) {
     let mut buf = BytesMut::with_capacity(256 * 1024);
+    // Request timeouts are found by a sweep, not a timer per request.
+    let mut sweep = tokio::time::interval(SWEEP_EVERY);
+    sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         if buf.capacity() - buf.len() < 16 * 1024 {
             buf.reserve(256 * 1024);
         }
-        if sock.readable().await.is_err() {
-            return;
+        tokio::select! {
+            r = sock.readable() => if r.is_err() { return },
+            _ = sweep.tick() => {
+                while let Ok((id, entry)) = reg.try_recv() {
+                    streams.insert(id, entry);
+                }
+                expire(streams);
+                continue;
+            }
         }
         match sock.try_read_buf(&mut buf) {
             Ok(0) => return,
@@ -285,6 +325,26 @@ async fn read_frames(
             route(frame, streams, control, serial);
         }
     }
+}
+
+/// How often the reader looks for requests past their deadline.
+const SWEEP_EVERY: Duration = Duration::from_millis(50);
+
+/// Answers [`First::TimedOut`] to every stream whose head is overdue.
+fn expire(streams: &mut HashMap<u32, StreamEntry>) {
+    let now = Instant::now();
+    streams.retain(|_, e| {
+        if e.first.is_some() && e.deadline <= now {
+            if let Some(tx) = e.first.take() {
+                let _ = tx.send(First::TimedOut);
+            }
+            if let Some(c) = &e.credit {
+                c.close();
+            }
+            return false;
+        }
+        true
+    });
 }
 
 fn route(
@@ -318,35 +378,49 @@ fn route(
             let _ = control.send((serial, ControlEvent::Heartbeat));
         }
         protocol::BODY_WINDOW => {
-            if let (Some(entry), Ok(bytes)) =
-                (streams.get(&stream), <[u8; 4]>::try_from(&payload[..]))
+            if let Some(credit) = streams.get(&stream).and_then(|e| e.credit.as_ref())
+                && let Ok(bytes) = <[u8; 4]>::try_from(&payload[..])
             {
-                entry
-                    .credit
+                credit
                     .available
                     .fetch_add(u32::from_le_bytes(bytes) as i64, Ordering::AcqRel);
-                entry.credit.notify.notify_one();
+                credit.notify.notify_one();
             }
         }
-        protocol::START | protocol::DATA => {
-            if let Some(entry) = streams.get(&stream) {
-                let ev = if kind == protocol::START {
-                    Event::Start(payload)
-                } else {
-                    Event::Data(payload)
-                };
-                let _ = entry.events.send(ev);
+        protocol::START => {
+            if let Some(entry) = streams.get_mut(&stream)
+                && let Some(first) = entry.first.take()
+            {
+                let (tx, rx) = mpsc::unbounded_channel();
+                entry.rest = Some(tx);
+                let _ = first.send(First::Start(payload, rx));
             }
         }
-        protocol::RESPONSE | protocol::END | protocol::ABORT => {
+        protocol::DATA => {
+            if let Some(rest) = streams.get(&stream).and_then(|e| e.rest.as_ref()) {
+                let _ = rest.send(Event::Data(payload));
+            }
+        }
+        protocol::RESPONSE => {
+            if let Some(mut entry) = streams.remove(&stream) {
+                if let Some(first) = entry.first.take() {
+                    let _ = first.send(First::Full(payload));
+                }
+                entry.finish();
+            }
+        }
+        protocol::END | protocol::ABORT => {
             if let Some(entry) = streams.remove(&stream) {
-                let ev = match kind {
-                    protocol::RESPONSE => Event::Full(payload),
-                    protocol::END => Event::End,
-                    _ => Event::Abort,
-                };
-                let _ = entry.events.send(ev);
-                entry.credit.close();
+                if let Some(rest) = &entry.rest {
+                    let _ = rest.send(if kind == protocol::END {
+                        Event::End
+                    } else {
+                        Event::Abort
+                    });
+                }
+                // An END before any head (the client went away first) just
+                // drops `first`: the request sees the stream closed.
+                entry.finish();
             }
         }
         other => tracing::warn!(worker = serial, "unknown frame kind {other} from worker"),

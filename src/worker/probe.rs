@@ -4,31 +4,30 @@
 
 use std::time::Duration;
 
-use super::channel::{Channel, Event};
+use super::channel::{Channel, First};
 use super::protocol;
 
 /// Sends `GET path` to the worker; Ok on a 2xx, else why not.
 pub async fn probe(channel: &Channel, path: &str, timeout: Duration) -> Result<(), String> {
-    let mut stream = channel.open();
+    let stream = channel.open(false, timeout);
     let head = request_head(path);
     if !channel.send(protocol::encode_request(stream.id, &head, b"", false)) {
         return Err("the worker's channel is closed".into());
     }
-    let (head, body) = match tokio::time::timeout(timeout, stream.events.recv()).await {
-        Err(_) => {
+    let (head, body) = match stream.first.await {
+        Ok(First::TimedOut) => {
             channel.send(protocol::encode(protocol::CANCEL, stream.id, b""));
             return Err(format!("GET {path} got no answer within {timeout:?}"));
         }
-        Ok(None) => return Err(format!("the worker died while answering GET {path}")),
-        Ok(Some(Event::Full(payload))) => {
+        Err(_) => return Err(format!("the worker died while answering GET {path}")),
+        Ok(First::Full(payload)) => {
             protocol::split_full(&payload).ok_or_else(|| "malformed response frame".to_string())?
         }
-        Ok(Some(Event::Start(head))) => {
+        Ok(First::Start(head, _)) => {
             // A streamed answer: the status is all we need.
             channel.send(protocol::encode(protocol::CANCEL, stream.id, b""));
             (head, bytes::Bytes::new())
         }
-        Ok(Some(_)) => return Err("malformed response from the worker".into()),
     };
     let head = protocol::parse_response_head(&head)?;
     if (200..300).contains(&head.status) {

@@ -558,9 +558,15 @@ fn a_live_worker_without_heartbeats_is_dumped_and_replaced() {
     core.on_event(t1, Event::Heartbeat { serial: s[1] });
     assert_eq!(core.next_deadline(), Some(t0 + Duration::from_secs(30)));
     let a = core.on_event(t0 + Duration::from_secs(30), Event::Tick);
-    assert_eq!(signals(&a), vec![(100, Sig::DumpStacks)], "only the silent one");
+    assert_eq!(
+        signals(&a),
+        vec![(100, Sig::DumpStacks)],
+        "only the silent one"
+    );
     assert_eq!(published(&a), Some(vec![s[1]]));
-    assert!(a.iter().any(|x| matches!(x, Action::Log(Level::Error, m) if m.contains("sent no heartbeat for 30s"))));
+    assert!(a.iter().any(
+        |x| matches!(x, Action::Log(Level::Error, m) if m.contains("sent no heartbeat for 30s"))
+    ));
 }
 
 fn recycling(count: usize, max_requests: u64, jitter: u64) -> Settings {
@@ -577,24 +583,74 @@ fn max_requests_recycles_with_the_replacement_in_service_first() {
     let mut core = Core::new(recycling(2, 100, 0));
     let started = spawns(&core.start());
     for (slot, serial) in &started {
-        core.on_event(t0, Event::Spawned { serial: *serial, pid: 100 + *slot as u32 });
-        core.on_event(t0, Event::Booted { serial: *serial, import_ms: 1.0 });
+        core.on_event(
+            t0,
+            Event::Spawned {
+                serial: *serial,
+                pid: 100 + *slot as u32,
+            },
+        );
+        core.on_event(
+            t0,
+            Event::Booted {
+                serial: *serial,
+                import_ms: 1.0,
+            },
+        );
     }
     let (old, other) = (started[0].1, started[1].1);
-    let a = core.on_event(t0, Event::Usage { serial: old, requests: 99, rss: None });
+    let a = core.on_event(
+        t0,
+        Event::Usage {
+            serial: old,
+            requests: 99,
+            rss: None,
+        },
+    );
     assert!(spawns(&a).is_empty());
-    let a = core.on_event(t0, Event::Usage { serial: old, requests: 100, rss: None });
+    let a = core.on_event(
+        t0,
+        Event::Usage {
+            serial: old,
+            requests: 100,
+            rss: None,
+        },
+    );
     let next = spawns(&a);
     assert_eq!(next.len(), 1, "the replacement starts");
     assert_eq!(published(&a), None, "the old worker still serves");
     let new = next[0].1;
-    core.on_event(t0, Event::Spawned { serial: new, pid: 200 });
-    let a = core.on_event(t0, Event::Booted { serial: new, import_ms: 1.0 });
+    core.on_event(
+        t0,
+        Event::Spawned {
+            serial: new,
+            pid: 200,
+        },
+    );
+    let a = core.on_event(
+        t0,
+        Event::Booted {
+            serial: new,
+            import_ms: 1.0,
+        },
+    );
     // The new one is in, the old one out, in one publish: capacity never drops.
     assert_eq!(published(&a), Some(vec![other, new]));
-    assert!(a.contains(&Action::DrainThenTerm { serial: old, pid: 100 }));
-    let a = core.on_event(t0, Event::Exited { serial: old, exit: Exit::Code(0) });
-    assert!(spawns(&a).is_empty(), "no extra worker after the recycled one exits");
+    assert!(a.contains(&Action::DrainThenTerm {
+        serial: old,
+        pid: 100
+    }));
+    let a = core.on_event(
+        t0,
+        Event::Exited {
+            serial: old,
+            exit: Exit::Code(0),
+        },
+    );
+    assert!(
+        spawns(&a).is_empty(),
+        "no extra worker after the recycled one exits"
+    );
     assert_eq!(core.slots[0].worker, Some(new));
     assert_eq!(core.recycled, 1);
 }
@@ -608,7 +664,10 @@ fn jitter_spreads_the_limits() {
         core.on_event(t0, Event::Spawned { serial, pid: 1 });
         limits.push(core.workers[&serial].recycle_after.unwrap());
     }
-    assert!(limits.iter().all(|l| (1000..=1100).contains(l)), "{limits:?}");
+    assert!(
+        limits.iter().all(|l| (1000..=1100).contains(l)),
+        "{limits:?}"
+    );
     limits.sort();
     limits.dedup();
     assert!(limits.len() > 4, "not spread: {limits:?}");
@@ -620,17 +679,73 @@ fn a_replacement_that_fails_to_boot_leaves_the_old_worker_serving() {
     let mut core = Core::new(recycling(1, 10, 0));
     let serial = spawns(&core.start())[0].1;
     core.on_event(t0, Event::Spawned { serial, pid: 100 });
-    core.on_event(t0, Event::Booted { serial, import_ms: 1.0 });
-    let new = spawns(&core.on_event(t0, Event::Usage { serial, requests: 10, rss: None }))[0].1;
-    core.on_event(t0, Event::Spawned { serial: new, pid: 200 });
-    core.on_event(t0, Event::BootFailed { serial: new, error: "ImportError: new code".into() });
-    let a = core.on_event(t0, Event::Exited { serial: new, exit: Exit::Code(1) });
+    core.on_event(
+        t0,
+        Event::Booted {
+            serial,
+            import_ms: 1.0,
+        },
+    );
+    let new = spawns(&core.on_event(
+        t0,
+        Event::Usage {
+            serial,
+            requests: 10,
+            rss: None,
+        },
+    ))[0]
+        .1;
+    core.on_event(
+        t0,
+        Event::Spawned {
+            serial: new,
+            pid: 200,
+        },
+    );
+    core.on_event(
+        t0,
+        Event::BootFailed {
+            serial: new,
+            error: "ImportError: new code".into(),
+        },
+    );
+    let a = core.on_event(
+        t0,
+        Event::Exited {
+            serial: new,
+            exit: Exit::Code(1),
+        },
+    );
     assert_eq!(published(&a), None, "the old worker was never unpublished");
-    assert_eq!(core.in_service().map(|w| w.serial).collect::<Vec<_>>(), vec![serial]);
+    assert_eq!(
+        core.in_service().map(|w| w.serial).collect::<Vec<_>>(),
+        vec![serial]
+    );
     // Tried again only after the back-off.
-    assert!(spawns(&core.on_event(t0, Event::Usage { serial, requests: 11, rss: None })).is_empty());
+    assert!(
+        spawns(&core.on_event(
+            t0,
+            Event::Usage {
+                serial,
+                requests: 11,
+                rss: None
+            }
+        ))
+        .is_empty()
+    );
     let later = t0 + Duration::from_millis(100);
-    assert_eq!(spawns(&core.on_event(later, Event::Usage { serial, requests: 12, rss: None })).len(), 1);
+    assert_eq!(
+        spawns(&core.on_event(
+            later,
+            Event::Usage {
+                serial,
+                requests: 12,
+                rss: None
+            }
+        ))
+        .len(),
+        1
+    );
 }
 
 #[test]
@@ -642,9 +757,32 @@ fn max_memory_recycles_a_worker_over_the_limit() {
     });
     let serial = spawns(&core.start())[0].1;
     core.on_event(t0, Event::Spawned { serial, pid: 100 });
-    core.on_event(t0, Event::Booted { serial, import_ms: 1.0 });
-    assert!(spawns(&core.on_event(t0, Event::Usage { serial, requests: 5, rss: Some(99 << 20) })).is_empty());
-    let a = core.on_event(t0, Event::Usage { serial, requests: 5, rss: Some(101 << 20) });
+    core.on_event(
+        t0,
+        Event::Booted {
+            serial,
+            import_ms: 1.0,
+        },
+    );
+    assert!(
+        spawns(&core.on_event(
+            t0,
+            Event::Usage {
+                serial,
+                requests: 5,
+                rss: Some(99 << 20)
+            }
+        ))
+        .is_empty()
+    );
+    let a = core.on_event(
+        t0,
+        Event::Usage {
+            serial,
+            requests: 5,
+            rss: Some(101 << 20),
+        },
+    );
     assert_eq!(spawns(&a).len(), 1);
     assert!(a.iter().any(|x| matches!(x, Action::Log(_, m) if m.contains("uses 101 MiB of memory (max_memory 100 MiB)"))));
 }
