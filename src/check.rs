@@ -20,23 +20,37 @@ pub const EXIT_FAILED: u8 = 1;
 /// What the check found.
 #[derive(Debug)]
 pub enum Outcome {
-    Ok { import_ms: f64, boot: Duration, ready: Option<String> },
+    Ok {
+        import_ms: f64,
+        boot: Duration,
+        ready: Option<String>,
+    },
     Failed(String),
 }
 
 pub async fn run(cfg: Arc<Config>) -> u8 {
     match check(&cfg).await {
-        Ok(Outcome::Ok { import_ms, boot, ready }) => {
+        Ok(Outcome::Ok {
+            import_ms,
+            boot,
+            ready,
+        }) => {
             println!(
                 "OK: {} imported in {import_ms:.0} ms (worker booted in {} ms){}",
                 cfg.app.module,
                 boot.as_millis(),
-                ready.map(|p| format!("; readiness GET {p} passed")).unwrap_or_default()
+                ready
+                    .map(|p| format!("; readiness GET {p} passed"))
+                    .unwrap_or_default()
             );
             0
         }
         Ok(Outcome::Failed(why)) => {
-            println!("FAILED: {} does not boot:\n{}", cfg.app.module, why.trim_end());
+            println!(
+                "FAILED: {} does not boot:\n{}",
+                cfg.app.module,
+                why.trim_end()
+            );
             EXIT_FAILED
         }
         Err(e) => {
@@ -63,7 +77,7 @@ async fn check(cfg: &Config) -> Result<Outcome, String> {
     let started = Instant::now();
     let deadline = started + cfg.workers.boot_timeout;
     let outcome = tokio::select! {
-        ev = rx.recv() => match ev {
+        ev = boot_report(&mut rx) => match ev {
             Some((_, ControlEvent::Booted(info))) => {
                 let boot = started.elapsed();
                 match &cfg.health.ready_path {
@@ -75,7 +89,7 @@ async fn check(cfg: &Config) -> Result<Outcome, String> {
                 }
             }
             Some((_, ControlEvent::BootFailed(tb))) => Outcome::Failed(tb),
-            Some((_, ControlEvent::Closed)) | None => {
+            Some((_, ControlEvent::Closed | ControlEvent::Heartbeat)) | None => {
                 let status = tokio::time::timeout(Duration::from_secs(2), child.wait()).await;
                 let how = match status {
                     Ok(Ok(st)) => crate::supervisor::core::exit_of(st).describe(),
@@ -95,15 +109,35 @@ async fn check(cfg: &Config) -> Result<Outcome, String> {
         }
     };
     signal(pid, libc::SIGTERM);
-    if tokio::time::timeout(Duration::from_secs(3), child.wait()).await.is_err() {
+    if tokio::time::timeout(Duration::from_secs(3), child.wait())
+        .await
+        .is_err()
+    {
         signal(pid, libc::SIGKILL);
         let _ = child.wait().await;
     }
     Ok(outcome)
 }
 
+/// The worker's first word that is not a heartbeat.
+async fn boot_report(
+    rx: &mut mpsc::UnboundedReceiver<(u64, ControlEvent)>,
+) -> Option<(u64, ControlEvent)> {
+    loop {
+        match rx.recv().await {
+            Some((_, ControlEvent::Heartbeat)) => continue,
+            other => return other,
+        }
+    }
+}
+
 /// Probes until a 2xx or the deadline.
-async fn ready(channel: &Channel, path: &str, cfg: &Config, deadline: Instant) -> Result<(), String> {
+async fn ready(
+    channel: &Channel,
+    path: &str,
+    cfg: &Config,
+    deadline: Instant,
+) -> Result<(), String> {
     loop {
         let last = crate::worker::probe::probe(channel, path, cfg.health.probe_timeout).await;
         match last {

@@ -29,14 +29,56 @@ pub struct Cli {
 pub enum Command {
     /// Serve the app (the default when no subcommand is given).
     Run(RunArgs),
+    /// Boot one worker exactly as `run` would (same interpreter, environment,
+    /// folder, readiness check) without binding any port; print OK with the
+    /// import time, or the traceback. Exit code 0 when the app boots, 1 when
+    /// it does not, 2 for a configuration mistake. Use it in a deploy
+    /// pipeline in place of `python -c "from main import app"`.
+    Check(RunArgs),
+    /// Show the workers of a running corral (from its status server).
+    Status(StatusArgs),
+}
+
+/// Flags of `corral status`.
+#[derive(Debug, Clone, Default, Args)]
+pub struct StatusArgs {
+    /// Config file of the running corral; its [health] status_bind is asked
+    /// [default: ./corral.toml when it exists]
+    #[arg(short = 'c', long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// Address of the status server, when not taken from the config file
+    #[arg(long, value_name = "ADDR")]
+    pub status_bind: Option<BindAddr>,
+
+    /// Print the raw JSON of /status instead of a table
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// What the command line asks for.
+pub enum Action {
+    Run(RunArgs),
+    Check(RunArgs),
+    Status(StatusArgs),
 }
 
 impl Cli {
     /// The arguments of `run`, whether or not the subcommand was spelled out.
+    #[cfg(test)]
     pub fn into_run_args(self) -> RunArgs {
+        match self.into_action() {
+            Action::Run(args) | Action::Check(args) => args,
+            Action::Status(_) => RunArgs::default(),
+        }
+    }
+
+    pub fn into_action(self) -> Action {
         match self.command {
-            Some(Command::Run(args)) => args,
-            None => self.run,
+            Some(Command::Run(args)) => Action::Run(args),
+            Some(Command::Check(args)) => Action::Check(args),
+            Some(Command::Status(args)) => Action::Status(args),
+            None => Action::Run(self.run),
         }
     }
 }

@@ -5,6 +5,7 @@
 //! directory and hands over to the [`supervisor`], which owns the workers,
 //! while the [`front`] serves HTTP and the [`router`] picks workers.
 
+mod check;
 mod cli;
 mod config;
 mod front;
@@ -12,6 +13,7 @@ mod metrics;
 mod router;
 mod signals;
 mod status;
+mod status_cmd;
 mod supervisor;
 mod worker;
 
@@ -25,8 +27,11 @@ use clap::Parser;
 const EXIT_CONFIG: u8 = 2;
 
 fn main() -> ExitCode {
-    let cli = cli::Cli::parse();
-    let args = cli.into_run_args();
+    let (args, check) = match cli::Cli::parse().into_action() {
+        cli::Action::Run(args) => (args, false),
+        cli::Action::Check(args) => (args, true),
+        cli::Action::Status(args) => return ExitCode::from(status_cmd::run(&args)),
+    };
     init_logging(args.log_level.into());
     let cfg = match config::load(&args) {
         Ok(c) => Arc::new(c),
@@ -46,7 +51,11 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let code = runtime.block_on(run(cfg));
+    let code = if check {
+        runtime.block_on(check::run(cfg))
+    } else {
+        runtime.block_on(run(cfg))
+    };
     // Workers are reaped or killed by now; do not wait for idle connections.
     runtime.shutdown_timeout(std::time::Duration::from_millis(100));
     ExitCode::from(code)

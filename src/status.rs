@@ -164,6 +164,16 @@ fn status(state: &StatusState) -> serde_json::Value {
                 && let Some(w) = slot.get_mut("worker")
             {
                 w["rss_bytes"] = json!(rss_bytes(pid as u32));
+                // Request counters are live, not as of the last snapshot.
+                if let Some(ch) = snap
+                    .channels
+                    .iter()
+                    .map(|(_, c)| c)
+                    .find(|c| c.pid == pid as u32)
+                {
+                    w["requests"] = json!(ch.served.load(std::sync::atomic::Ordering::Relaxed));
+                    w["in_flight"] = json!(ch.in_flight.load(std::sync::atomic::Ordering::Relaxed));
+                }
             }
         }
     }
@@ -179,12 +189,17 @@ fn status(state: &StatusState) -> serde_json::Value {
         },
         "ready": ready,
         "readiness": readiness,
+        // Fewer than min_in_service workers in service: requests go to
+        // every live worker (Envoy's panic threshold).
+        "panic": snap.panic,
         "workers": {
             "configured": snap.workers_configured,
             "in_service": snap.in_service,
             "booting": snap.booting,
             "restarts": snap.restarts,
             "boot_failures": snap.boot_failures,
+            "unready": snap.unready,
+            "probe_failures": snap.probe_failures,
         },
         "slots": v["slots"],
     })
@@ -193,12 +208,14 @@ fn status(state: &StatusState) -> serde_json::Value {
 fn render_workers(snap: &Snapshot, out: &mut String) {
     let stopping = snap.slots.iter().filter_map(|s| s.worker.as_ref()).count()
         - snap.in_service
-        - snap.booting;
+        - snap.booting
+        - snap.unready;
     out.push_str("# HELP corral_workers Worker processes by state.\n");
     out.push_str("# TYPE corral_workers gauge\n");
     for (state, n) in [
         ("booting", snap.booting),
         ("in_service", snap.in_service),
+        ("unready", snap.unready),
         ("stopping", stopping),
     ] {
         let _ = writeln!(out, "corral_workers{{state=\"{state}\"}} {n}");
@@ -209,6 +226,9 @@ fn render_workers(snap: &Snapshot, out: &mut String) {
     out.push_str("# HELP corral_boot_failures_total Worker boots that failed.\n");
     out.push_str("# TYPE corral_boot_failures_total counter\n");
     let _ = writeln!(out, "corral_boot_failures_total {}", snap.boot_failures);
+    out.push_str("# HELP corral_probe_failures_total Readiness probes that failed.\n");
+    out.push_str("# TYPE corral_probe_failures_total counter\n");
+    let _ = writeln!(out, "corral_probe_failures_total {}", snap.probe_failures);
     out.push_str("# HELP corral_worker_restarts_total Worker processes restarted.\n");
     out.push_str("# TYPE corral_worker_restarts_total counter\n");
     let _ = writeln!(out, "corral_worker_restarts_total {}", snap.restarts);

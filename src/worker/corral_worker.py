@@ -470,6 +470,23 @@ def is_asgi(app):
     return call is not None and inspect.iscoroutinefunction(call)
 
 
+def app_traceback(exc):
+    """The traceback of an import error from the app's first frame on, as
+    `python -c "import main"` would show it (without this script's and
+    importlib's frames)."""
+    tb = exc.__traceback__
+    here = os.path.abspath(__file__)
+
+    def internal(frame):
+        name = frame.f_code.co_filename
+        return (os.path.abspath(name) == here or name.startswith("<frozen importlib")
+                or name.endswith(os.path.join("importlib", "__init__.py")))
+
+    while tb is not None and internal(tb.tb_frame):
+        tb = tb.tb_next
+    return "".join(traceback.format_exception(type(exc), exc, tb))
+
+
 def load_app(spec):
     module_name, _, attr = spec.partition(":")
     attr = attr or "application"
@@ -513,8 +530,8 @@ def main():
             raise RuntimeError(
                 "%s is an ASGI app: this corral serves WSGI apps only so far "
                 "(ASGI support is on the way); use interface = \"wsgi\" for a WSGI app" % spec)
-    except BaseException:
-        tb = traceback.format_exc()
+    except BaseException as e:
+        tb = app_traceback(e)
         conn.send(K_BOOT_ERROR, 0, tb.encode("utf-8", "replace"))
         sys.stdout.flush()
         sys.stderr.flush()

@@ -1,0 +1,194 @@
+//! `corral status`: asks a running corral's status server for `/status` and
+//! prints it as a table (or the JSON with `--json`).
+
+use std::io::{Read, Write};
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::cli::{RunArgs, StatusArgs};
+use crate::config::BindAddr;
+
+pub fn run(args: &StatusArgs) -> u8 {
+    match fetch(args) {
+        Ok(v) if args.json => {
+            println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+            0
+        }
+        Ok(v) => {
+            print!("{}", render(&v));
+            0
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            1
+        }
+    }
+}
+
+fn address(args: &StatusArgs) -> Result<BindAddr, String> {
+    if let Some(a) = &args.status_bind {
+        return Ok(a.clone());
+    }
+    let run = RunArgs {
+        config: args.config.clone(),
+        ..RunArgs::default()
+    };
+    // The app may be missing from the file (it can come from flags at run
+    // time); only the status address matters here.
+    let cfg = crate::config::load(&RunArgs {
+        app: Some("unused:app".into()),
+        ..run
+    })
+    .map_err(|e| e.to_string())?;
+    let source = cfg
+        .source
+        .as_ref()
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|| "no config file".into());
+    cfg.health.status_bind.map(|b| b.addr).ok_or_else(|| {
+        format!(
+            "{source} has no [health] status_bind: start corral with one, or pass --status-bind ADDR"
+        )
+    })
+}
+
+fn fetch(args: &StatusArgs) -> Result<Value, String> {
+    let addr = address(args)?;
+    let request = b"GET /status HTTP/1.0\r\nHost: localhost\r\n\r\n";
+    let timeout = Some(Duration::from_secs(5));
+    let mut raw = Vec::new();
+    let unreachable = |e: std::io::Error| {
+        format!("cannot reach the status server at {addr}: {e} (is corral running?)")
+    };
+    match &addr {
+        BindAddr::Tcp(a) => {
+            let mut s = std::net::TcpStream::connect_timeout(a, Duration::from_secs(5))
+                .map_err(unreachable)?;
+            s.set_read_timeout(timeout).ok();
+            s.write_all(request).map_err(unreachable)?;
+            s.read_to_end(&mut raw).map_err(unreachable)?;
+        }
+        BindAddr::Unix(p) => {
+            let mut s = std::os::unix::net::UnixStream::connect(p).map_err(unreachable)?;
+            s.set_read_timeout(timeout).ok();
+            s.write_all(request).map_err(unreachable)?;
+            s.read_to_end(&mut raw).map_err(unreachable)?;
+        }
+    }
+    let text = String::from_utf8_lossy(&raw);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b)
+        .ok_or("the status server sent no HTTP response")?;
+    serde_json::from_str(body).map_err(|e| format!("the status server sent no JSON: {e}"))
+}
+
+fn ago(unix: f64) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(unix);
+    duration((now - unix).max(0.0))
+}
+
+fn duration(secs: f64) -> String {
+    let s = secs as u64;
+    match s {
+        0..=59 => format!("{secs:.0}s"),
+        60..=3599 => format!("{}m{}s", s / 60, s % 60),
+        _ => format!("{}h{}m", s / 3600, (s % 3600) / 60),
+    }
+}
+
+/// The human-readable form of `/status`.
+pub fn render(v: &Value) -> String {
+    let mut out = String::new();
+    let sup = &v["supervisor"];
+    out.push_str(&format!(
+        "corral {} (pid {}), up {}, app {}{}\n",
+        sup["version"].as_str().unwrap_or("?"),
+        sup["pid"],
+        duration(sup["uptime_seconds"].as_f64().unwrap_or(0.0)),
+        sup["app"].as_str().unwrap_or("?"),
+        sup["config"]
+            .as_str()
+            .map(|c| format!(", config {c}"))
+            .unwrap_or_default(),
+    ));
+    out.push_str(&format!(
+        "ready: {} ({})\n\n",
+        if v["ready"].as_bool() == Some(true) {
+            "yes"
+        } else {
+            "NO"
+        },
+        v["readiness"]["reason"].as_str().unwrap_or("")
+    ));
+    out.push_str(&format!(
+        "{:<5} {:<8} {:<11} {:>7} {:>8} {:>9} {:>6} {:>9} {:>8}  {}\n",
+        "SLOT", "PID", "STATE", "SINCE", "BOOT", "REQUESTS", "INFL", "RSS", "RESTARTS", "LAST EXIT"
+    ));
+    let empty = Vec::new();
+    for slot in v["slots"].as_array().unwrap_or(&empty) {
+        let w = &slot["worker"];
+        let last_exit = slot["last_exit"].as_str().unwrap_or("-");
+        if w.is_null() {
+            let state = slot["next_start_in"]
+                .as_f64()
+                .map(|s| format!("(next start in {s:.1}s)"))
+                .unwrap_or_else(|| "(none)".into());
+            out.push_str(&format!(
+                "{:<5} {:<8} {:<56} {:>8}  {}\n",
+                slot["slot"].to_string(),
+                "-",
+                state,
+                slot["restarts"].to_string(),
+                last_exit
+            ));
+            continue;
+        }
+        out.push_str(&format!(
+            "{:<5} {:<8} {:<11} {:>7} {:>8} {:>9} {:>6} {:>9} {:>8}  {}\n",
+            slot["slot"].to_string(),
+            w["pid"].to_string(),
+            w["state"].as_str().unwrap_or("?"),
+            w["since"].as_f64().map(ago).unwrap_or_default(),
+            w["boot_ms"]
+                .as_f64()
+                .map(|ms| format!("{ms:.0}ms"))
+                .unwrap_or_else(|| "-".into()),
+            w["requests"].to_string(),
+            w["in_flight"].to_string(),
+            w["rss_bytes"]
+                .as_u64()
+                .map(|b| format!("{:.1}MiB", b as f64 / 1048576.0))
+                .unwrap_or_else(|| "-".into()),
+            slot["restarts"].to_string(),
+            last_exit,
+        ));
+    }
+    for slot in v["slots"].as_array().unwrap_or(&empty) {
+        if let Some(err) = slot["last_boot_error"].as_object() {
+            out.push_str(&format!(
+                "\nslot {}: last boot error, {} ago:\n",
+                slot["slot"],
+                err.get("at")
+                    .and_then(|a| a.as_f64())
+                    .map(ago)
+                    .unwrap_or_default()
+            ));
+            for line in err
+                .get("text")
+                .and_then(|t| t.as_str())
+                .unwrap_or("")
+                .lines()
+            {
+                out.push_str("  ");
+                out.push_str(line);
+                out.push('\n');
+            }
+        }
+    }
+    out
+}
