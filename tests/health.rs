@@ -60,13 +60,13 @@ fn parse_metrics(text: &str) -> HashMap<String, f64> {
             .parse()
             .unwrap_or_else(|_| panic!("bad value: {line}"));
         let name = key.split('{').next().unwrap();
-        if let Some(labels) = key.strip_prefix(name) {
-            if !labels.is_empty() {
-                assert!(
-                    labels.starts_with('{') && labels.ends_with('}'),
-                    "bad labels: {line}"
-                );
-            }
+        if let Some(labels) = key.strip_prefix(name)
+            && !labels.is_empty()
+        {
+            assert!(
+                labels.starts_with('{') && labels.ends_with('}'),
+                "bad labels: {line}"
+            );
         }
         let family = ["_bucket", "_sum", "_count"]
             .iter()

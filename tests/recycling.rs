@@ -1,0 +1,178 @@
+//! Workers are recycled (max_requests with jitter, max_memory) with their
+//! replacement in service first, so no request is dropped and capacity never
+//! falls; a wedged interpreter is found by its missing heartbeats.
+
+mod common;
+use common::*;
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+const APP: &str = r#"
+import os, time
+
+BALLAST = []
+
+def app(environ, start_response):
+    path = environ["PATH_INFO"]
+    if path == "/grow":
+        BALLAST.append(bytearray(64 << 20))
+    elif path == "/wedge":
+        # A C call that keeps the GIL (PyDLL does not release it): no other
+        # thread of this interpreter can run.
+        import ctypes
+        ctypes.PyDLL(None).sleep(60)
+    elif path == "/slow":
+        time.sleep(0.05)
+    body = str(os.getpid()).encode()
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
+    return [body]
+"#;
+
+#[test]
+fn max_requests_recycles_under_load_without_a_failed_request_or_lost_capacity() {
+    let app = AppDir::new(&[("app.py", APP)]);
+    let c = Corral::start(
+        app.path(),
+        &[
+            "app:app",
+            "-w",
+            "2",
+            "--max-requests",
+            "40",
+            "--max-requests-jitter",
+            "10",
+            "--status-bind",
+            "127.0.0.1:0",
+        ],
+        2,
+    );
+    let stop = Arc::new(AtomicBool::new(false));
+    let ok = Arc::new(AtomicUsize::new(0));
+    let failed = Arc::new(AtomicUsize::new(0));
+    let clients: Vec<_> = (0..4)
+        .map(|_| {
+            let (addr, stop, ok, failed) =
+                (c.addr.clone(), stop.clone(), ok.clone(), failed.clone());
+            std::thread::spawn(move || {
+                let mut pids = HashSet::new();
+                let deadline = Instant::now() + Duration::from_secs(20);
+                while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
+                    let r = request(&addr, "GET", "/slow", &[], b"");
+                    if r.status == 200 {
+                        ok.fetch_add(1, Ordering::Relaxed);
+                        pids.insert(r.text());
+                    } else {
+                        failed.fetch_add(1, Ordering::Relaxed);
+                        eprintln!("failed: {} {}", r.status, r.text());
+                    }
+                }
+                pids
+            })
+        })
+        .collect();
+    // Sample capacity while the load runs: never fewer than 2 in service.
+    let mut min_in_service = u64::MAX;
+    let t = Instant::now();
+    while t.elapsed() < Duration::from_secs(6) {
+        let s = c.status_json();
+        min_in_service = min_in_service.min(s["workers"]["in_service"].as_u64().unwrap());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    stop.store(true, Ordering::Relaxed);
+    let mut pids = HashSet::new();
+    for h in clients {
+        pids.extend(h.join().unwrap());
+    }
+    let (ok, failed) = (ok.load(Ordering::Relaxed), failed.load(Ordering::Relaxed));
+    eprintln!(
+        "{ok} requests, {failed} failed, {} worker processes served, min in service {min_in_service}",
+        pids.len()
+    );
+    assert_eq!(failed, 0, "no request fails while workers recycle");
+    assert!(ok > 150, "only {ok} requests");
+    assert!(
+        pids.len() >= 4,
+        "workers were recycled: {} pids",
+        pids.len()
+    );
+    assert!(min_in_service >= 2, "capacity fell to {min_in_service}");
+    assert!(c.log.text().contains("(its limit: "), "the log says why");
+    assert_eq!(children_of(c.pid()).len(), 2, "recycled workers are gone");
+}
+
+#[test]
+fn max_memory_recycles_a_worker_over_the_limit() {
+    let app = AppDir::new(&[("app.py", APP)]);
+    let c = Corral::start(
+        app.path(),
+        &["app:app", "-w", "1", "--max-memory", "200MiB"],
+        1,
+    );
+    let first = c.get("/").text();
+    for _ in 0..4 {
+        assert_eq!(c.get("/grow").status, 200);
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let r = c.get("/");
+        assert_eq!(r.status, 200, "never a failed request: {}", r.text());
+        if r.text() != first {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not recycled; log:\n{}",
+            c.log.text()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        c.log.text().contains("MiB of memory (max_memory 200 MiB)"),
+        "{}",
+        c.log.text()
+    );
+}
+
+#[test]
+fn a_wedged_interpreter_is_found_by_its_heartbeats_dumped_and_replaced() {
+    let app = AppDir::new(&[
+        ("app.py", APP),
+        (
+            "corral.toml",
+            "[app]\nmodule = \"app:app\"\n[workers]\ncount = 1\nheartbeat_timeout = \"1s\"\ntimeout = \"60s\"\n[server]\nbind = [\"127.0.0.1:0\"]\n",
+        ),
+    ]);
+    let c = Corral::start(app.path(), &["-c", "corral.toml"], 1);
+    let first = c.get("/").text();
+    let addr = c.addr.clone();
+    let wedged = std::thread::spawn(move || request(&addr, "GET", "/wedge", &[], b"").status);
+    assert!(
+        c.log
+            .wait_for("sent no heartbeat for 1s", Duration::from_secs(10))
+            .is_some(),
+        "{}",
+        c.log.text()
+    );
+    // faulthandler dumps the stacks even with the GIL held.
+    assert!(
+        c.log.wait_for("in app", Duration::from_secs(5)).is_some(),
+        "{}",
+        c.log.text()
+    );
+    assert_eq!(
+        wedged.join().unwrap(),
+        502,
+        "its request fails at once, not after 60 s"
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let r = c.get("/");
+        if r.status == 200 && r.text() != first {
+            break;
+        }
+        assert!(Instant::now() < deadline, "not replaced");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
