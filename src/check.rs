@@ -102,8 +102,11 @@ async fn check(cfg: &Config) -> Result<Outcome, String> {
             // Show where it hangs before giving up.
             signal(pid, libc::SIGUSR1);
             tokio::time::sleep(Duration::from_millis(300)).await;
+            let stacks = crate::worker::process::take_stacks(&script, pid)
+                .map(|s| format!("\n\nPython stacks at that moment:\n{}", s.trim_end()))
+                .unwrap_or_default();
             Outcome::Failed(format!(
-                "timed out after {:?} while booting (importing the app); its Python stack is above",
+                "timed out after {:?} while booting (importing the app){stacks}",
                 cfg.workers.boot_timeout
             ))
         }

@@ -197,3 +197,31 @@ fn a_broken_app_recovers_by_itself_once_the_code_is_fixed() {
     }
     assert_eq!(c.status("/health/ready").status, 200);
 }
+
+#[test]
+fn a_hung_import_shows_its_python_stack_in_status() {
+    let app = AppDir::new(&[(
+        "hangs.py",
+        "import time\n\ndef connect():\n    time.sleep(600)\n\nconnect()\n",
+    )]);
+    let mut c = Corral::spawn(
+        app.path(),
+        &["hangs:app", "-w", "1", "--boot-timeout", "1s", "--status-bind", "127.0.0.1:0"],
+        &[],
+    );
+    c.wait_listening();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let text = c.status_json()["slots"][0]["last_boot_error"]["text"]
+            .as_str()
+            .unwrap_or("")
+            .to_string();
+        if text.contains("Python stacks at that moment") {
+            assert!(text.contains("hangs.py\", line 4 in connect"), "{text}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "no stack in /status; log:\n{}", c.log.text());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(c.log.text().contains("line 4 in connect"));
+}

@@ -842,7 +842,7 @@ impl Core {
                 )
             } else {
                 format!(
-                    "timed out after {} while booting (importing the app); its Python stack is in the log",
+                    "timed out after {} while booting (importing the app)",
                     human(timeout)
                 )
             };
@@ -876,6 +876,19 @@ impl Core {
                 human(hb)
             );
             self.replace(now, serial, &reason, out);
+        }
+    }
+
+    /// Adds a worker's dumped stacks to its slot's boot error (a boot that
+    /// hung), so /status shows where it hung.
+    pub fn attach_stacks(&mut self, serial: u64, stacks: &str) {
+        let Some(slot) = self.workers.get(&serial).map(|w| w.slot) else {
+            return;
+        };
+        if let Some(err) = &mut self.slots[slot].last_error
+            && err.serial == serial
+        {
+            err.text = format!("{}\n\nPython stacks at that moment:\n{}", err.text.trim_end(), stacks.trim_end());
         }
     }
 

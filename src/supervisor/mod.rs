@@ -217,15 +217,20 @@ impl Supervisor {
                     let more = self.core.on_event(Instant::now(), event);
                     exit |= self.perform(more);
                 }
-                Action::Signal { pid, sig, .. } => signal(
-                    pid,
-                    match sig {
-                        Sig::Term => libc::SIGTERM,
-                        Sig::Quit => libc::SIGQUIT,
-                        Sig::Kill => libc::SIGKILL,
-                        Sig::DumpStacks => libc::SIGUSR1,
-                    },
-                ),
+                Action::Signal { serial, pid, sig } => {
+                    if sig == Sig::Kill {
+                        self.collect_stacks(serial, pid);
+                    }
+                    signal(
+                        pid,
+                        match sig {
+                            Sig::Term => libc::SIGTERM,
+                            Sig::Quit => libc::SIGQUIT,
+                            Sig::Kill => libc::SIGKILL,
+                            Sig::DumpStacks => libc::SIGUSR1,
+                        },
+                    )
+                }
                 Action::Probe { serial } => self.probe(serial),
                 Action::DrainThenTerm { serial, pid } => self.drain_then_term(serial, pid),
                 Action::Publish(serials) => {
@@ -266,6 +271,20 @@ impl Supervisor {
         });
         tracing::debug!("worker {slot} (pid {pid}) starting");
         Event::Spawned { serial, pid }
+    }
+
+    /// Before a worker is killed: log the stacks it dumped (on SIGUSR1) and
+    /// keep them with its boot error for /status.
+    fn collect_stacks(&mut self, serial: u64, pid: u32) {
+        if let Some(stacks) = crate::worker::process::take_stacks(self.launcher.script(), pid) {
+            let slot = self.core.workers.get(&serial).map(|w| w.slot);
+            tracing::error!(
+                "Python stacks of worker {} (pid {pid}) before it is killed:\n{}",
+                slot.map(|s| s.to_string()).unwrap_or_default(),
+                stacks.trim_end()
+            );
+            self.core.attach_stacks(serial, &stacks);
+        }
     }
 
     /// Waits until nothing is in flight on the worker (the router no longer

@@ -59,6 +59,9 @@ MAX_FRAME = 64 * 1024
 HOLD_IF_FASTER_THAN = 0.0005
 
 
+STACKS = None  # where SIGUSR1 dumps the stacks (kept open)
+
+
 class ClientDisconnected(OSError):
     """Raised in the app's thread when the client went away mid-response."""
 
@@ -510,7 +513,13 @@ def main():
     sock = socket.socket(fileno=fd)
     conn = Connection(sock)
 
-    faulthandler.register(signal.SIGUSR1, all_threads=True)
+    # SIGUSR1 dumps every thread's stack (even with the GIL held) into a file
+    # corral reads, logs and shows in /status; stderr when there is none.
+    stacks_dir = os.environ.pop("CORRAL_STACKS_DIR", "")
+    global STACKS
+    STACKS = (open(os.path.join(stacks_dir, "stacks-%d.txt" % os.getpid()), "w")
+              if stacks_dir else sys.stderr)
+    faulthandler.register(signal.SIGUSR1, file=STACKS, all_threads=True)
     signal.signal(signal.SIGQUIT, lambda *_: os._exit(0))
     signal.signal(signal.SIGINT, lambda *_: os._exit(0))
     stop = threading.Event()

@@ -36,6 +36,22 @@ pub enum SpawnError {
     },
 }
 
+/// The file a worker's SIGUSR1 stack dump goes to (in the runtime dir).
+pub fn stacks_file(script: &Path, pid: u32) -> PathBuf {
+    script
+        .parent()
+        .unwrap_or(Path::new("/tmp"))
+        .join(format!("stacks-{pid}.txt"))
+}
+
+/// Reads (and removes) a worker's stack dump, if it wrote one.
+pub fn take_stacks(script: &Path, pid: u32) -> Option<String> {
+    let path = stacks_file(script, pid);
+    let text = std::fs::read_to_string(&path).ok();
+    let _ = std::fs::remove_file(&path);
+    text.filter(|t| !t.trim().is_empty())
+}
+
 pub struct Spawned {
     pub child: tokio::process::Child,
     pub pid: u32,
@@ -43,6 +59,10 @@ pub struct Spawned {
 }
 
 impl Launcher {
+    pub fn script(&self) -> &Path {
+        &self.script
+    }
+
     /// `script` is where the worker script was written (a private runtime dir).
     pub fn new(cfg: &Config, script: &Path) -> Launcher {
         let mut env: Vec<(String, String)> = cfg
@@ -73,6 +93,13 @@ impl Launcher {
                 cfg.workers.graceful_timeout.as_secs_f64().to_string(),
             ),
             ("PYTHONUNBUFFERED".into(), "1".into()),
+            (
+                "CORRAL_STACKS_DIR".into(),
+                script
+                    .parent()
+                    .map(|d| d.display().to_string())
+                    .unwrap_or_default(),
+            ),
             (
                 "CORRAL_HEARTBEAT".into(),
                 (cfg.workers.heartbeat_timeout.as_secs_f64() / 4.0).to_string(),
