@@ -206,7 +206,15 @@ fn a_hung_import_shows_its_python_stack_in_status() {
     )]);
     let mut c = Corral::spawn(
         app.path(),
-        &["hangs:app", "-w", "1", "--boot-timeout", "1s", "--status-bind", "127.0.0.1:0"],
+        &[
+            "hangs:app",
+            "-w",
+            "1",
+            "--boot-timeout",
+            "1s",
+            "--status-bind",
+            "127.0.0.1:0",
+        ],
         &[],
     );
     c.wait_listening();
@@ -220,7 +228,11 @@ fn a_hung_import_shows_its_python_stack_in_status() {
             assert!(text.contains("hangs.py\", line 4 in connect"), "{text}");
             break;
         }
-        assert!(Instant::now() < deadline, "no stack in /status; log:\n{}", c.log.text());
+        assert!(
+            Instant::now() < deadline,
+            "no stack in /status; log:\n{}",
+            c.log.text()
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     assert!(c.log.text().contains("line 4 in connect"));

@@ -197,10 +197,14 @@ fn a_worker_enters_service_only_once_its_ready_path_answers_2xx() {
             .is_some()
     );
     assert!(c.log.wait_for("is not ready yet: GET /health/ready answered 503 Service Unavailable: database is down", Duration::from_secs(10)).is_some(), "{}", c.log.text());
-    // Booted, not ready: corral's /health/ready says no, with the reason.
-    let r = c.status("/health/ready");
-    assert_eq!(r.status, 503);
-    assert!(r.text().contains("database is down"), "{}", r.text());
+    // Booted, not ready: corral's /health/ready says no, with the reason
+    // (the snapshot it reads is published just after the log line).
+    wait_until("the reason in /health/ready", &c, || {
+        c.status("/health/ready")
+            .text()
+            .contains("database is down")
+    });
+    assert_eq!(c.status("/health/ready").status, 503);
     let s = c.status_json();
     assert_eq!(s["slots"][0]["worker"]["state"], "probing");
     // The database comes up: the worker enters service by itself.
@@ -220,7 +224,7 @@ fn a_worker_failing_unhealthy_after_probes_leaves_service_and_the_panic_threshol
         ),
     ]);
     let c = Corral::start(app.path(), &["-c", "corral.toml"], 1);
-    assert_eq!(c.status("/health/ready").status, 200);
+    wait_until("readiness", &c, || c.status("/health/ready").status == 200);
     std::fs::remove_file(app.path().join("ready")).unwrap();
     wait_until("the worker to leave service", &c, || {
         c.status_json()["slots"][0]["worker"]["state"] == "unready"

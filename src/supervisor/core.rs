@@ -888,7 +888,11 @@ impl Core {
         if let Some(err) = &mut self.slots[slot].last_error
             && err.serial == serial
         {
-            err.text = format!("{}\n\nPython stacks at that moment:\n{}", err.text.trim_end(), stacks.trim_end());
+            err.text = format!(
+                "{}\n\nPython stacks at that moment:\n{}",
+                err.text.trim_end(),
+                stacks.trim_end()
+            );
         }
     }
 

@@ -239,6 +239,9 @@ impl Supervisor {
                         .filter_map(|s| self.channels.get(s).cloned())
                         .collect();
                     self.router.publish(list);
+                    // /status and /health/ready agree with the router (and
+                    // with the log lines that follow) at once.
+                    self.publish_snapshot();
                 }
                 Action::Log(Level::Info, m) => tracing::info!("{m}"),
                 Action::Log(Level::Warn, m) => tracing::warn!("{m}"),

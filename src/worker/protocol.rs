@@ -28,7 +28,7 @@
 //! unacknowledged per stream, and corral [`BODY_CREDIT`] request body bytes
 //! beyond the first [`INLINE_BODY`]; so memory per request is bounded.
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 
 pub const HEADER_LEN: usize = 9;
 
@@ -101,6 +101,9 @@ pub fn encode_u32(kind: u8, stream: u32, value: u32) -> Bytes {
     encode(kind, stream, &value.to_le_bytes())
 }
 
+/// Payloads up to this size are copied out of the read buffer.
+const COPY_BELOW: usize = 64 * 1024;
+
 /// Splits one whole frame off the front of `buf`, if one is there.
 pub fn decode(buf: &mut BytesMut) -> Result<Option<Frame>, String> {
     if buf.len() < HEADER_LEN {
@@ -116,8 +119,17 @@ pub fn decode(buf: &mut BytesMut) -> Result<Option<Frame>, String> {
     }
     let kind = buf[4];
     let stream = u32::from_le_bytes(buf[5..9].try_into().unwrap());
-    let mut frame = buf.split_to(HEADER_LEN + len);
-    let payload = frame.split_off(HEADER_LEN).freeze();
+    // Small payloads are copied out, so a response waiting for a slow client
+    // does not pin the reader's whole buffer (memory stays bounded); large
+    // ones are split off without a copy.
+    let payload = if len <= COPY_BELOW {
+        let p = Bytes::copy_from_slice(&buf[HEADER_LEN..HEADER_LEN + len]);
+        buf.advance(HEADER_LEN + len);
+        p
+    } else {
+        let mut frame = buf.split_to(HEADER_LEN + len);
+        frame.split_off(HEADER_LEN).freeze()
+    };
     Ok(Some(Frame {
         kind,
         stream,
