@@ -237,3 +237,21 @@ fn a_hung_import_shows_its_python_stack_in_status() {
     }
     assert!(c.log.text().contains("line 4 in connect"));
 }
+
+#[test]
+fn asgi_lifespan_startup_that_raises() {
+    assert_boot_failure(
+        "async def asgi_app(scope, receive, send):\n    await receive()\n    raise ConnectionError('cannot reach redis')\n",
+        &["--", "brokenapp:asgi_app"],
+        "ConnectionError: cannot reach redis",
+    );
+}
+
+#[test]
+fn asgi_lifespan_startup_failed_message() {
+    assert_boot_failure(
+        "async def asgi_app(scope, receive, send):\n    await receive()\n    await send({'type': 'lifespan.startup.failed', 'message': 'migrations are not applied'})\n",
+        &["--", "brokenapp:asgi_app"],
+        "ASGI lifespan startup failed: migrations are not applied",
+    );
+}

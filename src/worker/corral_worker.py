@@ -463,6 +463,59 @@ def beat(conn, interval):
         conn.send_raw(frame)
 
 
+class LifespanFailed(Exception):
+    """The app's ASGI lifespan startup failed (the app's message follows)."""
+
+
+def lifespan_startup(app):
+    """Runs the ASGI lifespan startup (spec 2.0) on a fresh event loop.
+
+    Raises LifespanFailed when the app sends lifespan.startup.failed, or
+    raises after it took the startup event. An app that raises before it
+    receives anything does not support lifespan, which is fine (as with
+    uvicorn's lifespan "auto"). Returns the loop, the lifespan task and the
+    scope's state for the app's requests.
+    """
+    import asyncio
+
+    loop = asyncio.new_event_loop()
+    state = {}
+    engaged = []
+
+    async def run():
+        inbox = asyncio.Queue()
+        started = loop.create_future()
+
+        async def receive():
+            engaged.append(True)
+            return await inbox.get()
+
+        async def send(message):
+            kind = message.get("type")
+            if started.done():
+                return
+            if kind == "lifespan.startup.complete":
+                started.set_result(None)
+            elif kind == "lifespan.startup.failed":
+                started.set_exception(LifespanFailed(message.get("message", "")))
+
+        scope = {"type": "lifespan", "asgi": {"version": "3.0", "spec_version": "2.0"},
+                 "state": state}
+        task = loop.create_task(app(scope, receive, send))
+        await inbox.put({"type": "lifespan.startup"})
+        await asyncio.wait({started, task}, return_when=asyncio.FIRST_COMPLETED)
+        if started.done():
+            started.result()  # raises LifespanFailed
+            return task
+        exc = task.exception()
+        if exc is not None and engaged:
+            raise LifespanFailed("the app raised %s" % type(exc).__name__) from exc
+        return None  # lifespan not supported: carry on without it
+
+    task = loop.run_until_complete(run())
+    return loop, task, state
+
+
 def is_asgi(app):
     """An ASGI app is a coroutine function, or an object whose __call__ is one."""
     import inspect
@@ -536,9 +589,18 @@ def main():
         if not callable(app):
             raise TypeError("%s is not callable (got %s)" % (spec, type(app).__name__))
         if interface == "asgi" or (interface == "auto" and is_asgi(app)):
+            # Start-up errors surface now, as boot errors, like an import error.
+            lifespan_startup(app)
             raise RuntimeError(
-                "%s is an ASGI app: this corral serves WSGI apps only so far "
-                "(ASGI support is on the way); use interface = \"wsgi\" for a WSGI app" % spec)
+                "%s is an ASGI app and its lifespan startup succeeded, but this corral "
+                "serves WSGI apps only so far (ASGI support is on the way)" % spec)
+    except LifespanFailed as e:
+        tb = "ASGI lifespan startup failed: %s\n" % e
+        if e.__cause__ is not None:
+            tb += app_traceback(e.__cause__)
+        conn.send(K_BOOT_ERROR, 0, tb.encode("utf-8", "replace"))
+        sys.stderr.flush()
+        os._exit(1)
     except BaseException as e:
         tb = app_traceback(e)
         conn.send(K_BOOT_ERROR, 0, tb.encode("utf-8", "replace"))
