@@ -189,6 +189,9 @@ fn status(state: &StatusState) -> serde_json::Value {
         },
         "ready": ready,
         "readiness": readiness,
+        "generation": snap.generation,
+        "reloading": snap.reloading,
+        "last_reload": snap.last_reload,
         // Fewer than min_in_service workers in service: requests go to
         // every live worker (Envoy's panic threshold).
         "panic": snap.panic,

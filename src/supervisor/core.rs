@@ -106,6 +106,32 @@ pub struct Settings {
     pub max_memory: Option<u64>,
     /// Seed of the jitter's random numbers (fixed in tests).
     pub seed: u64,
+    /// How long a new generation may take to be all in service.
+    pub reload_timeout: Duration,
+}
+
+/// A reload in progress: generation `generation` is booting beside the
+/// current one, which keeps serving untouched until every slot of the new
+/// one is in service.
+#[derive(Debug, Clone)]
+pub struct Reload {
+    pub generation: u64,
+    pub started: Instant,
+    pub deadline: Instant,
+}
+
+/// How the last reload ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ReloadOutcome {
+    Done {
+        generation: u64,
+        at: Instant,
+    },
+    Failed {
+        generation: u64,
+        at: Instant,
+        reason: String,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -181,6 +207,8 @@ pub enum Event {
     Stop {
         fast: bool,
     },
+    /// Start the next generation beside the current one (SIGHUP).
+    Reload,
     Tick,
 }
 
@@ -228,6 +256,8 @@ pub struct Worker {
     next_probe: Option<Instant>,
     probing: bool,
     last_beat: Instant,
+    /// The generation (code revision) this worker was started for.
+    pub generation: u64,
     /// Requests after which this worker is recycled.
     pub recycle_after: Option<u64>,
     /// Its replacement is starting; it serves until that one is in service.
@@ -273,8 +303,12 @@ pub struct Core {
     pub panic: bool,
     next_serial: u64,
     /// Serials of spawns requested and not yet reported.
-    spawning: BTreeMap<u64, usize>,
+    spawning: BTreeMap<u64, (usize, u64)>,
     pub recycled: u64,
+    /// The generation that serves.
+    pub generation: u64,
+    pub reload: Option<Reload>,
+    pub last_reload: Option<ReloadOutcome>,
     rng: u64,
 }
 
@@ -290,6 +324,9 @@ impl Core {
             next_serial: 1,
             spawning: BTreeMap::new(),
             recycled: 0,
+            generation: 1,
+            reload: None,
+            last_reload: None,
             rng: settings.seed | 1,
             settings,
         }
@@ -342,6 +379,7 @@ impl Core {
                 .map(move |w| w.last_beat + hb)
         });
         starts
+            .chain(self.reload.as_ref().map(|r| r.deadline))
             .chain(boots)
             .chain(kills)
             .chain(probes)
@@ -354,7 +392,7 @@ impl Core {
         match event {
             Event::Spawned { serial, pid } => self.on_spawned(now, serial, pid, &mut out),
             Event::SpawnFailed { serial, error } => {
-                if let Some(slot) = self.spawning.remove(&serial) {
+                if let Some((slot, _)) = self.spawning.remove(&serial) {
                     out.push(Action::Log(Level::Error, format!("worker {slot}: {error}")));
                     self.slots[slot].last_error = Some(BootError {
                         at: now,
@@ -424,6 +462,7 @@ impl Core {
                 rss,
             } => self.on_usage(now, serial, requests, rss, &mut out),
             Event::Stop { fast } => self.stop(now, fast, &mut out),
+            Event::Reload => self.start_reload(now, &mut out),
             Event::Tick => self.tick(now, &mut out),
         }
         out
@@ -433,12 +472,16 @@ impl Core {
         let serial = self.next_serial;
         self.next_serial += 1;
         self.slots[slot].start_at = None;
-        self.spawning.insert(serial, slot);
+        let generation = self
+            .reload
+            .as_ref()
+            .map_or(self.generation, |r| r.generation);
+        self.spawning.insert(serial, (slot, generation));
         out.push(Action::Spawn { slot, serial });
     }
 
     fn on_spawned(&mut self, now: Instant, serial: u64, pid: u32, out: &mut Vec<Action>) {
-        let Some(slot) = self.spawning.remove(&serial) else {
+        let Some((slot, generation)) = self.spawning.remove(&serial) else {
             return;
         };
         let recycling = self.slots[slot]
@@ -468,6 +511,7 @@ impl Core {
                 next_probe: None,
                 probing: false,
                 last_beat: now,
+                generation,
                 recycle_after,
                 recycling: false,
             },
@@ -511,12 +555,12 @@ impl Core {
             out.push(self.publish());
         } else {
             w.state = State::InService;
-            self.entered_service(out);
+            self.entered_service(now, out);
         }
     }
 
-    fn entered_service(&mut self, out: &mut Vec<Action>) {
-        self.promote_successors(out);
+    fn entered_service(&mut self, now: Instant, out: &mut Vec<Action>) {
+        self.promote_successors(now, out);
         out.push(self.publish());
         let n = self.in_service().count();
         if n == self.slots.len() {
@@ -559,7 +603,7 @@ impl Core {
                             format!("worker {slot} (pid {pid}) is ready again; back in service"),
                         ));
                     }
-                    self.entered_service(out);
+                    self.entered_service(now, out);
                 }
             }
             Err(why) => {
@@ -617,6 +661,22 @@ impl Core {
             {
                 out.push(Action::Exit);
             }
+            return;
+        }
+        if self.slots[slot].successor == Some(serial)
+            && self
+                .reload
+                .as_ref()
+                .is_some_and(|r| r.generation == w.generation)
+        {
+            self.slots[slot].successor = None;
+            let what = match &self.slots[slot].last_error {
+                Some(e) if e.serial == serial => {
+                    e.text.trim_end().lines().last().unwrap_or("").to_string()
+                }
+                _ => format!("its worker {how}"),
+            };
+            self.fail_reload(now, &format!("slot {slot} did not boot: {what}"), out);
             return;
         }
         if self.slots[slot].successor == Some(serial) {
@@ -795,6 +855,16 @@ impl Core {
                 self.spawn(slot, out);
             }
         }
+        if let Some(r) = &self.reload
+            && r.deadline <= now
+        {
+            let why = format!(
+                "generation {} was not all in service within {}",
+                r.generation,
+                human(self.settings.reload_timeout)
+            );
+            self.fail_reload(now, &why, out);
+        }
         let timeout = self.settings.boot_timeout;
         let mut timed_out = Vec::new();
         let mut wedged = Vec::new();
@@ -896,6 +966,103 @@ impl Core {
         }
     }
 
+    /// Starts generation N+1 beside N: a successor for every slot.
+    fn start_reload(&mut self, now: Instant, out: &mut Vec<Action>) {
+        if self.phase != Phase::Running {
+            return;
+        }
+        if let Some(r) = &self.reload {
+            out.push(Action::Log(
+                Level::Warn,
+                format!(
+                    "reload ignored: generation {} is still starting",
+                    r.generation
+                ),
+            ));
+            return;
+        }
+        let generation = self.generation + 1;
+        self.reload = Some(Reload {
+            generation,
+            started: now,
+            deadline: now + self.settings.reload_timeout,
+        });
+        out.push(Action::Log(
+            Level::Info,
+            format!(
+                "reload: starting generation {generation} beside generation {}",
+                self.generation
+            ),
+        ));
+        for slot in 0..self.slots.len() {
+            // A successor that was recycling a worker is replaced by one of
+            // the new generation.
+            if let Some(old) = self.slots[slot].successor.take()
+                && let Some(w) = self.workers.get(&old)
+            {
+                out.push(Action::Signal {
+                    serial: old,
+                    pid: w.pid,
+                    sig: Sig::Kill,
+                });
+            }
+            if let Some(w) = self.slots[slot]
+                .worker
+                .and_then(|s| self.workers.get_mut(&s))
+            {
+                w.recycling = true;
+            }
+            self.slots[slot].start_at = None;
+            self.spawn(slot, out);
+        }
+    }
+
+    /// The new generation failed: stop its workers; the old one, which never
+    /// stopped serving, stays.
+    fn fail_reload(&mut self, now: Instant, why: &str, out: &mut Vec<Action>) {
+        let Some(r) = self.reload.take() else {
+            return;
+        };
+        out.push(Action::Log(
+            Level::Error,
+            format!(
+                "reload failed: {why}; generation {} keeps serving",
+                self.generation
+            ),
+        ));
+        self.last_reload = Some(ReloadOutcome::Failed {
+            generation: r.generation,
+            at: now,
+            reason: why.to_string(),
+        });
+        let mut unpublish = false;
+        for slot in 0..self.slots.len() {
+            if let Some(next) = self.slots[slot].successor.take()
+                && let Some(w) = self.workers.get_mut(&next)
+            {
+                unpublish |= w.state.live();
+                w.state = State::Stopping;
+                w.kill_at = Some(now + self.settings.quit_grace);
+                out.push(Action::Signal {
+                    serial: next,
+                    pid: w.pid,
+                    sig: Sig::Quit,
+                });
+            }
+            if let Some(w) = self.slots[slot]
+                .worker
+                .and_then(|s| self.workers.get_mut(&s))
+            {
+                w.recycling = false;
+            }
+        }
+        // Spawns of the new generation not reported yet are dropped.
+        self.spawning.retain(|_, (_, g)| *g != r.generation);
+        if unpublish {
+            out.push(self.publish());
+        }
+    }
+
     /// max_requests plus jitter for a new worker (None: never).
     fn recycle_limit(&mut self) -> Option<u64> {
         if self.settings.max_requests == 0 {
@@ -919,7 +1086,7 @@ impl Core {
         rss: Option<u64>,
         out: &mut Vec<Action>,
     ) {
-        if self.phase != Phase::Running {
+        if self.phase != Phase::Running || self.reload.is_some() {
             return;
         }
         let max_memory = self.settings.max_memory;
@@ -959,7 +1126,34 @@ impl Core {
 
     /// A successor in service takes its slot; the recycled worker stops
     /// taking requests, finishes those in flight, and is stopped.
-    fn promote_successors(&mut self, out: &mut Vec<Action>) {
+    fn promote_successors(&mut self, now: Instant, out: &mut Vec<Action>) {
+        if let Some(r) = &self.reload {
+            // All at once: the old generation serves untouched until every
+            // slot of the new one is in service.
+            let ready = self.slots.iter().all(|s| {
+                let id = s.successor.or(s.worker);
+                id.and_then(|id| self.workers.get(&id))
+                    .is_some_and(|w| w.generation == r.generation && w.state == State::InService)
+            });
+            if !ready {
+                return;
+            }
+            let r = self.reload.take().unwrap();
+            self.generation = r.generation;
+            self.last_reload = Some(ReloadOutcome::Done {
+                generation: r.generation,
+                at: now,
+            });
+            out.push(Action::Log(
+                Level::Info,
+                format!(
+                    "reload done: generation {} is in service ({} ms); generation {} drains",
+                    r.generation,
+                    now.saturating_duration_since(r.started).as_millis(),
+                    r.generation - 1
+                ),
+            ));
+        }
         for slot in 0..self.slots.len() {
             let Some(next) = self.slots[slot].successor else {
                 continue;

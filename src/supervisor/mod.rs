@@ -84,6 +84,8 @@ impl Supervisor {
             max_requests_jitter: w.max_requests_jitter,
             max_memory: w.max_memory,
             seed: std::process::id() as u64 ^ started_nanos(),
+            // Every new worker boots in parallel, each within boot_timeout.
+            reload_timeout: w.boot_timeout,
         });
         let started = Instant::now();
         let (snapshot, _) = watch::channel(Snapshot::default());
@@ -192,8 +194,11 @@ impl Supervisor {
                 Some(Event::Stop { fast: true })
             }
             Msg::Signal(OsSignal::Hup) => {
-                tracing::warn!("SIGHUP: reload is not implemented yet; ignoring");
-                None
+                if self.draining {
+                    return None;
+                }
+                tracing::info!("SIGHUP: reload");
+                Some(Event::Reload)
             }
             Msg::FrontDrained(in_time) => {
                 if !in_time {

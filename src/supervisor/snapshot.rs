@@ -29,6 +29,11 @@ pub struct Snapshot {
     pub panic: bool,
     pub boot_failures: u64,
     pub probe_failures: u64,
+    /// The generation that serves, and the one starting during a reload.
+    pub generation: u64,
+    pub reloading: Option<u64>,
+    /// "done" or "failed: why", for the last reload.
+    pub last_reload: Option<String>,
     pub restarts: u64,
     pub slots: Vec<SlotView>,
     #[serde(skip)]
@@ -107,7 +112,7 @@ pub fn take(
             }
             WorkerView {
                 pid: w.pid,
-                generation: 1,
+                generation: w.generation,
                 state: w.state,
                 since: unix(now, w.since),
                 boot_ms: w.boot_time.map(|d| d.as_secs_f64() * 1000.0),
@@ -134,6 +139,16 @@ pub fn take(
         });
     }
     snap.boot_failures = core.boot_failures;
+    snap.generation = core.generation;
+    snap.reloading = core.reload.as_ref().map(|r| r.generation);
+    snap.last_reload = core.last_reload.as_ref().map(|r| match r {
+        super::core::ReloadOutcome::Done { generation, .. } => {
+            format!("generation {generation} in service")
+        }
+        super::core::ReloadOutcome::Failed {
+            generation, reason, ..
+        } => format!("generation {generation} failed: {reason}"),
+    });
     snap.probe_failures = core.probe_failures;
     snap.panic = core.panic;
     snap

@@ -20,6 +20,7 @@ fn settings(count: usize) -> Settings {
         max_requests_jitter: 0,
         max_memory: None,
         seed: 42,
+        reload_timeout: Duration::from_secs(30),
     }
 }
 
@@ -785,4 +786,150 @@ fn max_memory_recycles_a_worker_over_the_limit() {
     );
     assert_eq!(spawns(&a).len(), 1);
     assert!(a.iter().any(|x| matches!(x, Action::Log(_, m) if m.contains("uses 101 MiB of memory (max_memory 100 MiB)"))));
+}
+
+/// Boots the successors that a reload asked for; returns their serials.
+fn boot_all(core: &mut Core, actions: &[Action], t: Instant) -> Vec<u64> {
+    let mut out = Vec::new();
+    for (slot, serial) in spawns(actions) {
+        core.on_event(
+            t,
+            Event::Spawned {
+                serial,
+                pid: 300 + slot as u32,
+            },
+        );
+        out.push(serial);
+    }
+    out
+}
+
+#[test]
+fn a_reload_moves_traffic_only_when_the_whole_new_generation_is_in_service() {
+    let t0 = Instant::now();
+    let (mut core, old) = running(2, t0);
+    let a = core.on_event(t0, Event::Reload);
+    let new = boot_all(&mut core, &a, t0);
+    assert_eq!(new.len(), 2, "a successor per slot");
+    let a = core.on_event(
+        t0,
+        Event::Booted {
+            serial: new[0],
+            import_ms: 1.0,
+        },
+    );
+    // The first new worker takes requests beside the old ones; none drains yet.
+    assert_eq!(published(&a), Some(vec![old[0], old[1], new[0]]));
+    assert!(!a.iter().any(|x| matches!(x, Action::DrainThenTerm { .. })));
+    let a = core.on_event(
+        t0,
+        Event::Booted {
+            serial: new[1],
+            import_ms: 1.0,
+        },
+    );
+    assert_eq!(published(&a), Some(vec![new[0], new[1]]));
+    let drained: Vec<u64> = a
+        .iter()
+        .filter_map(|x| match x {
+            Action::DrainThenTerm { serial, .. } => Some(*serial),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(drained, old);
+    assert_eq!(core.generation, 2);
+    assert!(matches!(
+        core.last_reload,
+        Some(ReloadOutcome::Done { generation: 2, .. })
+    ));
+    for s in old {
+        let a = core.on_event(
+            t0,
+            Event::Exited {
+                serial: s,
+                exit: Exit::Code(0),
+            },
+        );
+        assert!(spawns(&a).is_empty());
+    }
+    assert_eq!(
+        core.in_service().map(|w| w.generation).collect::<Vec<_>>(),
+        vec![2, 2]
+    );
+}
+
+#[test]
+fn a_reload_whose_new_code_fails_to_boot_leaves_the_old_generation_untouched() {
+    let t0 = Instant::now();
+    let (mut core, old) = running(2, t0);
+    let a = core.on_event(t0, Event::Reload);
+    let new = boot_all(&mut core, &a, t0);
+    core.on_event(
+        t0,
+        Event::Booted {
+            serial: new[0],
+            import_ms: 1.0,
+        },
+    );
+    core.on_event(
+        t0,
+        Event::BootFailed {
+            serial: new[1],
+            error: "Traceback...\nSyntaxError: invalid syntax".into(),
+        },
+    );
+    let a = core.on_event(
+        t0,
+        Event::Exited {
+            serial: new[1],
+            exit: Exit::Code(1),
+        },
+    );
+    assert!(a.iter().any(|x| matches!(x, Action::Log(Level::Error, m) if m.contains("reload failed: slot 1 did not boot: SyntaxError: invalid syntax; generation 1 keeps serving"))), "{a:?}");
+    assert_eq!(
+        signals(&a),
+        vec![(300, Sig::Quit)],
+        "the new generation's other worker stops"
+    );
+    assert_eq!(
+        published(&a),
+        Some(old.clone()),
+        "only the old generation serves"
+    );
+    assert!(spawns(&a).is_empty(), "no retry of the broken generation");
+    assert_eq!(core.generation, 1);
+    assert!(matches!(
+        &core.last_reload,
+        Some(ReloadOutcome::Failed { generation: 2, .. })
+    ));
+    // The old workers are not recycling any more and keep their slots.
+    assert!(old.iter().all(|s| !core.workers[s].recycling));
+    let a = core.on_event(
+        t0,
+        Event::Exited {
+            serial: new[0],
+            exit: Exit::Code(0),
+        },
+    );
+    assert!(spawns(&a).is_empty());
+    assert_eq!(
+        core.slots.iter().map(|s| s.worker).collect::<Vec<_>>(),
+        vec![Some(old[0]), Some(old[1])]
+    );
+}
+
+#[test]
+fn a_reload_that_does_not_come_up_in_time_fails_at_its_deadline() {
+    let t0 = Instant::now();
+    let (mut core, old) = running(1, t0);
+    let a = core.on_event(t0, Event::Reload);
+    boot_all(&mut core, &a, t0);
+    assert_eq!(core.next_deadline(), Some(t0 + Duration::from_secs(30)));
+    core.on_event(
+        t0 + Duration::from_secs(29),
+        Event::Heartbeat { serial: old[0] },
+    );
+    let a = core.on_event(t0 + Duration::from_secs(30), Event::Tick);
+    assert!(a.iter().any(|x| matches!(x, Action::Log(Level::Error, m) if m.contains("reload failed: generation 2 was not all in service within 30s"))), "{a:?}");
+    assert_eq!(core.in_service().map(|w| w.serial).collect::<Vec<_>>(), old);
 }

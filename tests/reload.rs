@@ -1,0 +1,159 @@
+//! SIGHUP reload: generation N+1 starts beside N and takes over only once it
+//! is all in service; broken new code never takes the service down. Both
+//! under constant load, counting every failed request.
+
+mod common;
+use common::*;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+fn app_version(tag: &str, padding: usize) -> String {
+    // Different sizes for different versions: Python's bytecode cache keys
+    // on the source's mtime (in seconds) and size.
+    format!(
+        "# {}\nimport time\n\ndef app(environ, start_response):\n    time.sleep(0.005)\n    body = b\"{tag}\"\n    start_response(\"200 OK\", [(\"Content-Length\", str(len(body)))])\n    return [body]\n",
+        "x".repeat(padding)
+    )
+}
+
+/// Constant load from 4 clients; counts answers by body and failures.
+struct Load {
+    stop: Arc<AtomicBool>,
+    failed: Arc<AtomicUsize>,
+    threads: Vec<std::thread::JoinHandle<Vec<String>>>,
+}
+
+impl Load {
+    fn start(addr: &str) -> Load {
+        let stop = Arc::new(AtomicBool::new(false));
+        let failed = Arc::new(AtomicUsize::new(0));
+        let threads = (0..4)
+            .map(|_| {
+                let (addr, stop, failed) = (addr.to_string(), stop.clone(), failed.clone());
+                std::thread::spawn(move || {
+                    let mut bodies = Vec::new();
+                    let deadline = Instant::now() + Duration::from_secs(40);
+                    while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
+                        let r = request(&addr, "GET", "/", &[], b"");
+                        if r.status == 200 {
+                            bodies.push(r.text());
+                        } else {
+                            failed.fetch_add(1, Ordering::Relaxed);
+                            eprintln!("failed: {} {}", r.status, r.text());
+                        }
+                    }
+                    bodies
+                })
+            })
+            .collect();
+        Load {
+            stop,
+            failed,
+            threads,
+        }
+    }
+
+    fn finish(self) -> (Vec<String>, usize) {
+        self.stop.store(true, Ordering::Relaxed);
+        let mut bodies = Vec::new();
+        for t in self.threads {
+            bodies.extend(t.join().unwrap());
+        }
+        (bodies, self.failed.load(Ordering::Relaxed))
+    }
+}
+
+fn wait_log(c: &Corral, needle: &str) {
+    assert!(
+        c.log.wait_for(needle, Duration::from_secs(30)).is_some(),
+        "no {needle:?} in the log:\n{}",
+        c.log.text()
+    );
+}
+
+#[test]
+fn sighup_reloads_good_code_under_load_with_zero_failed_requests() {
+    let app = AppDir::new(&[("app.py", &app_version("v1", 1))]);
+    let c = Corral::start(
+        app.path(),
+        &["app:app", "-w", "2", "--status-bind", "127.0.0.1:0"],
+        2,
+    );
+    let load = Load::start(&c.addr);
+    std::thread::sleep(Duration::from_millis(500));
+    std::fs::write(app.path().join("app.py"), app_version("v2", 20)).unwrap();
+    c.signal(libc::SIGHUP);
+    wait_log(&c, "reload done: generation 2 is in service");
+    // Let the old generation drain and the load see the new one.
+    std::thread::sleep(Duration::from_millis(800));
+    let (bodies, failed) = load.finish();
+    assert_eq!(failed, 0, "no request fails during a good reload");
+    assert!(bodies.iter().any(|b| b == "v1") && bodies.last().map(String::as_str) == Some("v2"));
+    assert_eq!(c.get("/").text(), "v2");
+    let s = c.status_json();
+    assert_eq!(s["generation"], 2);
+    assert_eq!(s["slots"][0]["worker"]["generation"], 2);
+    assert!(
+        s["last_reload"]
+            .as_str()
+            .unwrap()
+            .contains("generation 2 in service")
+    );
+    // The old generation is gone: two workers, both new.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while children_of(c.pid()).len() != 2 {
+        assert!(Instant::now() < deadline, "old workers linger");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn sighup_with_broken_code_keeps_the_old_generation_serving_with_zero_failed_requests() {
+    let app = AppDir::new(&[("app.py", &app_version("v1", 1))]);
+    let c = Corral::start(
+        app.path(),
+        &["app:app", "-w", "2", "--status-bind", "127.0.0.1:0"],
+        2,
+    );
+    let before = children_of(c.pid());
+    let load = Load::start(&c.addr);
+    std::thread::sleep(Duration::from_millis(300));
+    std::fs::write(
+        app.path().join("app.py"),
+        "def app(environ, start_response:\n    pass\n",
+    )
+    .unwrap();
+    c.signal(libc::SIGHUP);
+    wait_log(&c, "reload failed");
+    std::thread::sleep(Duration::from_millis(500));
+    let (bodies, failed) = load.finish();
+    assert_eq!(failed, 0, "no request fails during a failed reload");
+    assert!(bodies.len() > 50 && bodies.iter().all(|b| b == "v1"));
+    assert!(c.log.text().contains("SyntaxError"), "the reason is logged");
+    let s = c.status_json();
+    assert_eq!(s["generation"], 1);
+    assert!(
+        s["last_reload"]
+            .as_str()
+            .unwrap()
+            .contains("generation 2 failed"),
+        "{s}"
+    );
+    let mut before = before;
+    before.sort();
+    // The new generation's workers stop; the old ones were never touched.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let mut after = children_of(c.pid());
+        after.sort();
+        if after == before {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "workers {after:?}, expected {before:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
