@@ -1,5 +1,7 @@
 //! The command line: `corral [run] APP [FLAGS]`, gunicorn-style flags that
-//! override the TOML file (see [`crate::config::load`]).
+//! override the TOML file (see [`crate::config::load`]), and the client
+//! commands that talk to a running corral: `status`, `reload`, `scale`,
+//! `stop` (see [`crate::config::control_socket`]).
 
 use std::path::PathBuf;
 
@@ -37,6 +39,14 @@ pub enum Command {
     Check(RunArgs),
     /// Show the workers of a running corral (from its status server).
     Status(StatusArgs),
+    /// Start a new generation of workers; with --wait, block until it is in
+    /// service (exit 0, print the generation) or has failed (exit 1, print
+    /// the reason and the traceback).
+    Reload(ReloadArgs),
+    /// Set the number of workers.
+    Scale(ScaleArgs),
+    /// Stop gracefully (like SIGTERM).
+    Stop(ControlArgs),
 }
 
 /// Flags of `corral status`.
@@ -54,6 +64,57 @@ pub struct StatusArgs {
     /// Print the raw JSON of /status instead of a table
     #[arg(long)]
     pub json: bool,
+
+    /// Control socket of the running corral, when not taken from the config
+    /// file [default: its [control] socket, else the default of `corral run
+    /// --socket`]
+    #[arg(long, value_name = "PATH")]
+    pub socket: Option<PathBuf>,
+}
+
+/// How a client command (`reload`, `scale`, `stop`) finds the control
+/// socket of the running corral: see [`crate::config::control_socket`].
+#[derive(Debug, Clone, Default, Args)]
+pub struct ControlArgs {
+    /// Config file of the running corral; its [control] socket is used
+    /// [default: ./corral.toml when it exists]
+    #[arg(short = 'c', long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// Control socket of the running corral, when not taken from the config
+    /// file [default: its [control] socket, else the default of `corral run
+    /// --socket`]
+    #[arg(long, value_name = "PATH")]
+    pub socket: Option<PathBuf>,
+}
+
+/// Flags of `corral reload`.
+#[derive(Debug, Clone, Default, Args)]
+pub struct ReloadArgs {
+    #[command(flatten)]
+    pub control: ControlArgs,
+
+    /// Wait until the new generation is in service (exit 0, print the
+    /// generation) or has failed (exit 1, print the reason and the traceback)
+    #[arg(long)]
+    pub wait: bool,
+
+    /// How long the new generation may take to be all in service before the
+    /// reload counts as failed [default: deploy.ready_timeout of the running
+    /// corral]
+    #[arg(long, value_name = "DURATION", value_parser = parse_timeout)]
+    pub timeout: Option<HumanDuration>,
+}
+
+/// Flags of `corral scale`.
+#[derive(Debug, Clone, Args)]
+pub struct ScaleArgs {
+    #[command(flatten)]
+    pub control: ControlArgs,
+
+    /// The number of worker processes to run from now on (at least 1)
+    #[arg(value_name = "N", value_parser = parse_count)]
+    pub count: usize,
 }
 
 /// What the command line asks for.
@@ -61,6 +122,9 @@ pub enum Action {
     Run(RunArgs),
     Check(RunArgs),
     Status(StatusArgs),
+    Reload(ReloadArgs),
+    Scale(ScaleArgs),
+    Stop(ControlArgs),
 }
 
 impl Cli {
@@ -69,7 +133,7 @@ impl Cli {
     pub fn into_run_args(self) -> RunArgs {
         match self.into_action() {
             Action::Run(args) | Action::Check(args) => args,
-            Action::Status(_) => RunArgs::default(),
+            _ => RunArgs::default(),
         }
     }
 
@@ -78,6 +142,9 @@ impl Cli {
             Some(Command::Run(args)) => Action::Run(args),
             Some(Command::Check(args)) => Action::Check(args),
             Some(Command::Status(args)) => Action::Status(args),
+            Some(Command::Reload(args)) => Action::Reload(args),
+            Some(Command::Scale(args)) => Action::Scale(args),
+            Some(Command::Stop(args)) => Action::Stop(args),
             None => Action::Run(self.run),
         }
     }
@@ -164,6 +231,14 @@ pub struct RunArgs {
     #[arg(long, value_name = "PATH")]
     pub ready_path: Option<String>,
 
+    /// Control socket (a Unix socket; its file permissions are the access
+    /// control) for `corral reload`, `scale` and `stop` [toml: control.socket]
+    /// [default: $RUNTIME_DIRECTORY/corral.sock, else
+    /// $XDG_RUNTIME_DIR/corral.sock, else /run/corral/corral.sock as root,
+    /// else /tmp/corral-UID/corral.sock]
+    #[arg(long, value_name = "PATH")]
+    pub socket: Option<PathBuf>,
+
     /// Requests after which a worker is gracefully replaced; 0 means never
     /// [toml: workers.max_requests] [default: 0]
     #[arg(long, value_name = "N")]
@@ -228,7 +303,6 @@ impl From<LogLevel> for tracing::level_filters::LevelFilter {
     }
 }
 
-/// "KEY=VALUE" for `--env`.
 /// A duration flag: "30s", "500ms", "2m", or a bare number of seconds as
 /// gunicorn takes it (`--timeout 30`). The TOML file insists on a unit.
 fn parse_duration(s: &str) -> Result<HumanDuration, String> {
@@ -240,6 +314,25 @@ fn parse_duration(s: &str) -> Result<HumanDuration, String> {
     }
 }
 
+/// `corral reload --timeout`: a duration flag longer than 0.
+fn parse_timeout(s: &str) -> Result<HumanDuration, String> {
+    let timeout = parse_duration(s)?;
+    if timeout.0.is_zero() {
+        return Err("must be longer than 0s, like \"60s\"".into());
+    }
+    Ok(timeout)
+}
+
+/// `corral scale N`: a number of workers, at least 1.
+fn parse_count(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(0) => Err("must be at least 1 (it is the number of worker processes)".into()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(format!("\"{s}\" is not a number of workers: {e}")),
+    }
+}
+
+/// "KEY=VALUE" for `--env`.
 fn parse_env(s: &str) -> Result<(String, String), String> {
     let (key, value) = s
         .split_once('=')
@@ -415,6 +508,92 @@ mod tests {
                 "invalid digit",
             ),
             (&["corral", "--max-memory", "512M"], "512MiB"),
+        ] {
+            let err = Cli::try_parse_from(argv).unwrap_err().to_string();
+            assert!(err.contains(reason), "{argv:?}: {err}");
+        }
+    }
+
+    fn action(argv: &[&str]) -> Action {
+        Cli::try_parse_from(argv).unwrap().into_action()
+    }
+
+    #[test]
+    fn control_commands() {
+        let Action::Reload(args) = action(&["corral", "reload"]) else {
+            panic!("not reload")
+        };
+        assert!(!args.wait);
+        assert!(args.timeout.is_none());
+        assert!(args.control.config.is_none() && args.control.socket.is_none());
+        let Action::Reload(args) = action(&[
+            "corral",
+            "reload",
+            "--wait",
+            "--timeout",
+            "90",
+            "-c",
+            "prod.toml",
+            "--socket",
+            "ctl.sock",
+        ]) else {
+            panic!("not reload")
+        };
+        assert!(args.wait);
+        assert_eq!(
+            args.timeout.map(|d| d.0),
+            Some(std::time::Duration::from_secs(90))
+        );
+        assert_eq!(args.control.config, Some(PathBuf::from("prod.toml")));
+        assert_eq!(args.control.socket, Some(PathBuf::from("ctl.sock")));
+        let Action::Reload(args) = action(&["corral", "reload", "--timeout", "2m"]) else {
+            panic!("not reload")
+        };
+        assert_eq!(
+            args.timeout.map(|d| d.0),
+            Some(std::time::Duration::from_secs(120))
+        );
+
+        let Action::Scale(args) = action(&["corral", "scale", "4", "--config", "c.toml"]) else {
+            panic!("not scale")
+        };
+        assert_eq!(args.count, 4);
+        assert_eq!(args.control.config, Some(PathBuf::from("c.toml")));
+        assert!(args.control.socket.is_none());
+
+        let Action::Stop(args) = action(&["corral", "stop", "--socket", "/run/c.sock"]) else {
+            panic!("not stop")
+        };
+        assert_eq!(args.socket, Some(PathBuf::from("/run/c.sock")));
+        assert!(args.config.is_none());
+
+        let Action::Status(args) = action(&["corral", "status", "--socket", "s", "--json"]) else {
+            panic!("not status")
+        };
+        assert_eq!(args.socket, Some(PathBuf::from("s")));
+        assert!(args.json && args.config.is_none() && args.status_bind.is_none());
+
+        let args = run_args(&["corral", "main:app", "--socket", "ctl.sock"]);
+        assert_eq!(args.socket, Some(PathBuf::from("ctl.sock")));
+        assert_eq!(run_args(&["corral", "main:app"]).socket, None);
+    }
+
+    #[test]
+    fn bad_control_commands_are_refused() {
+        for (argv, reason) in [
+            (&["corral", "scale"][..], "<N>"),
+            (&["corral", "scale", "0"], "must be at least 1"),
+            (&["corral", "scale", "-1"], "unexpected argument"),
+            (&["corral", "scale", "many"], "is not a number of workers"),
+            (&["corral", "scale", "2", "3"], "unexpected argument"),
+            (&["corral", "reload", "--timeout", "0s"], "longer than 0s"),
+            (
+                &["corral", "reload", "--timeout", "soon"],
+                "invalid duration",
+            ),
+            (&["corral", "reload", "main:app"], "unexpected argument"),
+            (&["corral", "stop", "--wait"], "unexpected argument"),
+            (&["corral", "stop", "--socket"], "a value is required"),
         ] {
             let err = Cli::try_parse_from(argv).unwrap_err().to_string();
             assert!(err.contains(reason), "{argv:?}: {err}");

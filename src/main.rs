@@ -8,6 +8,7 @@
 mod check;
 mod cli;
 mod config;
+mod control;
 mod front;
 mod metrics;
 mod router;
@@ -31,6 +32,25 @@ fn main() -> ExitCode {
         cli::Action::Run(args) => (args, false),
         cli::Action::Check(args) => (args, true),
         cli::Action::Status(args) => return ExitCode::from(status_cmd::run(&args)),
+        cli::Action::Reload(args) => {
+            return ExitCode::from(with_socket(&args.control, |s| {
+                control::reload_cmd(s, args.wait, args.timeout.map(|t| t.0))
+            }));
+        }
+        cli::Action::Scale(args) => {
+            return ExitCode::from(with_socket(&args.control, |s| {
+                control::simple_cmd(
+                    s,
+                    serde_json::json!({"cmd": "scale", "count": args.count}),
+                    &format!("scaling to {} workers", args.count),
+                )
+            }));
+        }
+        cli::Action::Stop(args) => {
+            return ExitCode::from(with_socket(&args, |s| {
+                control::simple_cmd(s, serde_json::json!({"cmd": "stop"}), "stopping")
+            }));
+        }
     };
     init_logging(args.log_level.into());
     let cfg = match config::load(&args) {
@@ -82,6 +102,13 @@ async fn run(cfg: Arc<config::Config>) -> u8 {
             return EXIT_CONFIG;
         }
     };
+    let control_listener = match control::bind(&cfg.control.socket) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return EXIT_CONFIG;
+        }
+    };
     let runtime_dir = match tempfile::Builder::new().prefix("corral-").tempdir() {
         Ok(d) => d,
         Err(e) => {
@@ -119,18 +146,18 @@ async fn run(cfg: Arc<config::Config>) -> u8 {
         replace: replace_tx,
         metrics: metrics.clone(),
     });
+    let state = Arc::new(status::StatusState {
+        snapshots: sup.snapshots(),
+        metrics,
+        supervisor: tx.clone(),
+        cfg: cfg.clone(),
+    });
     if let Some(status) = status_listener {
         tracing::info!("status server on {}", status.describe());
-        status::start(
-            status,
-            Arc::new(status::StatusState {
-                snapshots: sup.snapshots(),
-                metrics,
-                supervisor: tx.clone(),
-                cfg: cfg.clone(),
-            }),
-        );
+        status::start(status, state.clone());
     }
+    tracing::info!("control socket {}", cfg.control.socket.display());
+    control::serve(control_listener, state);
     for l in &listeners {
         tracing::info!("listening on {}", l.describe());
     }
@@ -146,9 +173,21 @@ async fn run(cfg: Arc<config::Config>) -> u8 {
     );
     let front = front::Front::start(listeners, &cfg.server, shared);
     let code = sup.run(front).await;
+    let _ = std::fs::remove_file(&cfg.control.socket);
     tracing::info!("stopped");
     drop(runtime_dir);
     code as u8
+}
+
+/// Runs a client command against the control socket the args point at.
+fn with_socket(args: &cli::ControlArgs, f: impl FnOnce(&std::path::Path) -> u8) -> u8 {
+    match control::socket_for(args.config.as_deref(), args.socket.as_deref()) {
+        Ok(path) => f(&path),
+        Err(e) => {
+            eprintln!("error: {e}");
+            EXIT_CONFIG
+        }
+    }
 }
 
 fn init_logging(level: tracing::level_filters::LevelFilter) {

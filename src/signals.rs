@@ -2,7 +2,7 @@
 //! for them and forwards each one to the supervisor's channel, where the
 //! main loop dispatches it (as gunicorn's arbiter does).
 
-use signal_hook::consts::{SIGHUP, SIGINT, SIGQUIT, SIGTERM};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGTTIN, SIGTTOU};
 use signal_hook::iterator::Signals;
 use tokio::sync::mpsc;
 
@@ -14,6 +14,10 @@ pub enum Sig {
     Int,
     Quit,
     Hup,
+    /// One more worker.
+    Ttin,
+    /// One worker less.
+    Ttou,
 }
 
 impl Sig {
@@ -23,13 +27,15 @@ impl Sig {
             Sig::Int => "SIGINT",
             Sig::Quit => "SIGQUIT",
             Sig::Hup => "SIGHUP",
+            Sig::Ttin => "SIGTTIN",
+            Sig::Ttou => "SIGTTOU",
         }
     }
 }
 
 /// Starts forwarding signals to `tx`.
 pub fn forward(tx: mpsc::UnboundedSender<Msg>) -> std::io::Result<()> {
-    let mut signals = Signals::new([SIGTERM, SIGINT, SIGQUIT, SIGHUP])?;
+    let mut signals = Signals::new([SIGTERM, SIGINT, SIGQUIT, SIGHUP, SIGTTIN, SIGTTOU])?;
     std::thread::Builder::new()
         .name("corral-signals".into())
         .spawn(move || {
@@ -39,6 +45,8 @@ pub fn forward(tx: mpsc::UnboundedSender<Msg>) -> std::io::Result<()> {
                     SIGINT => Sig::Int,
                     SIGQUIT => Sig::Quit,
                     SIGHUP => Sig::Hup,
+                    SIGTTIN => Sig::Ttin,
+                    SIGTTOU => Sig::Ttou,
                     _ => continue,
                 };
                 if tx.send(Msg::Signal(sig)).is_err() {

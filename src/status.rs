@@ -150,7 +150,8 @@ fn last_line(text: &str) -> &str {
     text.trim_end().lines().last().unwrap_or("")
 }
 
-fn status(state: &StatusState) -> serde_json::Value {
+/// The `/status` document (also served on the control socket).
+pub fn status(state: &StatusState) -> serde_json::Value {
     let snap = state.snapshots.borrow().clone();
     let (ready, readiness) = readiness(&snap, &state.cfg.health.min_ready);
     let mut v = serde_json::to_value(&snap).unwrap_or_default();

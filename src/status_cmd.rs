@@ -54,6 +54,14 @@ fn address(args: &StatusArgs) -> Result<BindAddr, String> {
 }
 
 fn fetch(args: &StatusArgs) -> Result<Value, String> {
+    // The control socket first (it is always there); the status server when
+    // asked for by address.
+    if args.status_bind.is_none() {
+        let socket = crate::control::socket_for(args.config.as_deref(), args.socket.as_deref())?;
+        if socket.exists() || args.socket.is_some() {
+            return crate::control::status(&socket);
+        }
+    }
     let addr = address(args)?;
     let request = b"GET /status HTTP/1.0\r\nHost: localhost\r\n\r\n";
     let timeout = Some(Duration::from_secs(5));

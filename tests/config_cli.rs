@@ -287,6 +287,7 @@ fn help_documents_every_flag() {
         "--max-requests",
         "--max-requests-jitter",
         "--max-memory",
+        "--socket",
         "--log-level",
     ];
     let keys = [
@@ -312,6 +313,7 @@ fn help_documents_every_flag() {
         "workers.max_requests",
         "workers.max_requests_jitter",
         "workers.max_memory",
+        "control.socket",
     ];
     for needle in flags.iter().chain(&keys) {
         assert!(
@@ -320,4 +322,69 @@ fn help_documents_every_flag() {
             out.stdout
         );
     }
+}
+
+#[test]
+fn control_commands_document_their_flags() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = corral(dir.path(), &["reload", "--help"]);
+    assert!(out.status.success(), "{:?}: {}", out.status, out.stderr);
+    for needle in [
+        "new generation",
+        "--wait",
+        "--timeout",
+        "-c, --config",
+        "--socket",
+        "deploy.ready_timeout",
+    ] {
+        assert!(
+            out.stdout.contains(needle),
+            "reload --help lacks {needle:?}:\n{}",
+            out.stdout
+        );
+    }
+    for (command, about) in [
+        ("scale", "number of workers"),
+        ("stop", "gracefully"),
+        ("status", "workers"),
+    ] {
+        let out = corral(dir.path(), &[command, "--help"]);
+        assert!(out.status.success(), "{:?}: {}", out.status, out.stderr);
+        for needle in [about, "-c, --config", "--socket"] {
+            assert!(
+                out.stdout.contains(needle),
+                "{command} --help lacks {needle:?}:\n{}",
+                out.stdout
+            );
+        }
+    }
+    let out = corral(dir.path(), &["--help"]);
+    for command in ["reload", "scale", "stop"] {
+        assert!(
+            out.stdout.contains(command),
+            "--help lacks {command:?}:\n{}",
+            out.stdout
+        );
+    }
+}
+
+#[test]
+fn control_commands_report_a_bad_config_file_like_run() {
+    // ./corral.toml is read without --config; no app is needed, but the
+    // file must parse.
+    let dir = dir_with(
+        "corral.toml",
+        "[control]\nsocket = \"ctl.sock\"\nsokcet = 1\n",
+    );
+    for args in [&["reload"][..], &["scale", "2"], &["stop"]] {
+        let out = corral(dir.path(), args);
+        assert_refused(
+            &out,
+            &["error: corral.toml:3: control.sokcet: unknown key `sokcet`, expected `socket`"],
+        );
+    }
+    let out = corral(dir.path(), &["stop", "-c", "missing.toml"]);
+    assert_refused(&out, &["missing.toml", "os error"]);
+    let out = corral(dir.path(), &["scale", "0"]);
+    assert_refused(&out, &["must be at least 1"]);
 }

@@ -2,7 +2,10 @@
 //! into one resolved [`Config`] with every default filled in.
 //!
 //! INTERFACE CONTRACT (used by the rest of the binary; keep these names):
-//! `config::load(&cli::RunArgs) -> Result<Config, ConfigError>`.
+//! `config::load(&cli::RunArgs) -> Result<Config, ConfigError>`;
+//! `config::control_socket(config, socket) -> Result<PathBuf, ConfigError>`
+//! for the client commands (`corral reload`, `scale`, `stop`), which need
+//! only the control socket and no app.
 //!
 //! The flow is: read the file → parse it into the raw `Raw*` structs (serde,
 //! `deny_unknown_fields`; the first syntax or type error stops here) → merge
@@ -24,7 +27,9 @@ mod units;
 mod validate;
 
 use std::collections::BTreeMap;
+use std::ffi::OsStr;
 use std::fmt;
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -48,6 +53,8 @@ pub struct Config {
     pub server: ServerConfig,
     pub workers: WorkersConfig,
     pub health: HealthConfig,
+    pub control: ControlConfig,
+    pub deploy: DeployConfig,
 }
 
 #[derive(Debug, Clone)]
@@ -161,6 +168,24 @@ pub struct HealthConfig {
     pub min_in_service: MinReady,
 }
 
+#[derive(Debug, Clone)]
+pub struct ControlConfig {
+    /// The control socket (a Unix socket whose file permissions are the
+    /// access control): absolute, at most 107 bytes. From `--socket`
+    /// (relative to the cwd), else `control.socket` (relative to the config
+    /// file's folder), else the default: `$RUNTIME_DIRECTORY/corral.sock`,
+    /// `$XDG_RUNTIME_DIR/corral.sock`, `/run/corral/corral.sock` as root,
+    /// else `/tmp/corral-UID/corral.sock`. Its folder may not exist yet.
+    pub socket: PathBuf,
+}
+
+#[derive(Debug, Clone)]
+pub struct DeployConfig {
+    /// Longest a new generation started by a reload may take to be all in
+    /// service before the reload counts as failed. Longer than 0.
+    pub ready_timeout: Duration,
+}
+
 /// Why the configuration could not be loaded. Printed as `error: {err}`.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -263,29 +288,130 @@ impl ConfigFile {
     }
 }
 
+/// What the defaults take from the process environment, read once (tests
+/// give it directly).
+struct Env {
+    /// `$VIRTUAL_ENV`, for the default `app.python`.
+    virtual_env: Option<PathBuf>,
+    /// The default `control.socket` (see [`default_socket`]).
+    default_socket: PathBuf,
+}
+
+impl Env {
+    fn from_process() -> Env {
+        Env {
+            virtual_env: std::env::var_os("VIRTUAL_ENV").map(PathBuf::from),
+            default_socket: default_socket(),
+        }
+    }
+}
+
+/// Reads `--config FILE`, else `./corral.toml` when present, else nothing.
+fn read_file(config: Option<&Path>, cwd: &Path) -> Result<Option<ConfigFile>, ConfigError> {
+    match config {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                path: path.to_path_buf(),
+                source,
+            })?;
+            Ok(Some(ConfigFile::new(path, cwd, text)))
+        }
+        None => match std::fs::read_to_string(cwd.join(DEFAULT_FILE)) {
+            Ok(text) => Ok(Some(ConfigFile::new(Path::new(DEFAULT_FILE), cwd, text))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(source) => {
+                let path = PathBuf::from(DEFAULT_FILE);
+                Err(ConfigError::Read { path, source })
+            }
+        },
+    }
+}
+
 /// Reads `--config FILE` (or `./corral.toml` when present), merges the
 /// command line over it and validates the result.
 pub fn load(args: &RunArgs) -> Result<Config, ConfigError> {
     let cwd = std::env::current_dir().map_err(ConfigError::CurrentDir)?;
-    let file = match &args.config {
-        Some(path) => {
-            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-                path: path.clone(),
-                source,
-            })?;
-            Some(ConfigFile::new(path, &cwd, text))
-        }
-        None => match std::fs::read_to_string(cwd.join(DEFAULT_FILE)) {
-            Ok(text) => Some(ConfigFile::new(Path::new(DEFAULT_FILE), &cwd, text)),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-            Err(source) => {
-                let path = PathBuf::from(DEFAULT_FILE);
-                return Err(ConfigError::Read { path, source });
-            }
-        },
+    let file = read_file(args.config.as_deref(), &cwd)?;
+    resolve(args, file.as_ref(), &cwd, &Env::from_process())
+}
+
+/// The control socket of a running corral, for the client commands
+/// (`corral reload`, `scale`, `stop`, `status`): `socket` (the `--socket`
+/// flag, relative to the cwd) when given; else `[control] socket` of
+/// `config` (or of `./corral.toml` when present), relative to that file's
+/// folder; else the default (see [`ControlConfig::socket`]). Only the
+/// `[control]` section is checked, so no app is needed; a file that cannot
+/// be read or parsed gives the same errors as [`load`] (file, line, key).
+pub fn control_socket(
+    config: Option<&Path>,
+    socket: Option<&Path>,
+) -> Result<PathBuf, ConfigError> {
+    let cwd = std::env::current_dir().map_err(ConfigError::CurrentDir)?;
+    let file = match socket {
+        Some(_) => None,
+        None => read_file(config, &cwd)?,
     };
-    let virtual_env = std::env::var_os("VIRTUAL_ENV").map(PathBuf::from);
-    resolve(args, file.as_ref(), &cwd, virtual_env.as_deref())
+    resolve_socket(socket, file.as_ref(), &cwd, &default_socket())
+}
+
+/// [`control_socket`] after reading. No I/O.
+fn resolve_socket(
+    socket: Option<&Path>,
+    file: Option<&ConfigFile>,
+    cwd: &Path,
+    default: &Path,
+) -> Result<PathBuf, ConfigError> {
+    let raw = match file {
+        Some(file) => parse(file).map_err(ConfigError::Parse)?,
+        None => RawConfig::default(),
+    };
+    let mut r = Resolver {
+        file,
+        cwd,
+        problems: Vec::new(),
+    };
+    let control = r.control(socket, raw.control, default);
+    if r.problems.is_empty() {
+        Ok(control.socket)
+    } else {
+        Err(ConfigError::Validate(r.problems))
+    }
+}
+
+/// The default control socket, from this process's environment and user.
+fn default_socket() -> PathBuf {
+    default_socket_in(
+        std::env::var_os("RUNTIME_DIRECTORY").as_deref(),
+        std::env::var_os("XDG_RUNTIME_DIR").as_deref(),
+        nix::unistd::getuid().as_raw(),
+    )
+}
+
+/// The default control socket: `corral.sock` in `$RUNTIME_DIRECTORY` (set
+/// by systemd's RuntimeDirectory=; the first folder when it lists several,
+/// joined with ':'), else in `$XDG_RUNTIME_DIR`, else
+/// `/run/corral/corral.sock` for root (uid 0), else
+/// `/tmp/corral-UID/corral.sock`. Empty or relative values count as unset,
+/// as the XDG base directory spec asks.
+fn default_socket_in(
+    runtime_directory: Option<&OsStr>,
+    xdg_runtime_dir: Option<&OsStr>,
+    uid: u32,
+) -> PathBuf {
+    const NAME: &str = "corral.sock";
+    let first = runtime_directory
+        .and_then(|dirs| dirs.as_bytes().split(|&b| b == b':').next())
+        .map(OsStr::from_bytes);
+    [first, xdg_runtime_dir]
+        .into_iter()
+        .flatten()
+        .map(Path::new)
+        .find(|dir| dir.is_absolute())
+        .map(|dir| dir.join(NAME))
+        .unwrap_or_else(|| match uid {
+            0 => PathBuf::from("/run/corral").join(NAME),
+            uid => PathBuf::from(format!("/tmp/corral-{uid}")).join(NAME),
+        })
 }
 
 /// Everything after reading: parse, merge, fill defaults, validate. No I/O.
@@ -293,7 +419,7 @@ fn resolve(
     args: &RunArgs,
     file: Option<&ConfigFile>,
     cwd: &Path,
-    virtual_env: Option<&Path>,
+    env: &Env,
 ) -> Result<Config, ConfigError> {
     let raw = match file {
         Some(file) => parse(file).map_err(ConfigError::Parse)?,
@@ -304,10 +430,12 @@ fn resolve(
         cwd,
         problems: Vec::new(),
     };
-    let app = r.app(args, raw.app, virtual_env);
+    let app = r.app(args, raw.app, env.virtual_env.as_deref());
     let server = r.server(args, raw.server);
     let workers = r.workers(args, raw.workers);
     let health = r.health(args, raw.health, &server, &workers);
+    let control = r.control(args.socket.as_deref(), raw.control, &env.default_socket);
+    let deploy = r.deploy(raw.deploy);
     match app {
         Some(app) if r.problems.is_empty() => Ok(Config {
             source: file.map(|f| f.path.clone()),
@@ -315,6 +443,8 @@ fn resolve(
             server,
             workers,
             health,
+            control,
+            deploy,
         }),
         _ => Err(ConfigError::Validate(r.problems)),
     }
@@ -325,10 +455,19 @@ mod tests {
     use super::validate::DEFAULT_BIND;
     use super::*;
 
+    /// The environment of the tests: no virtualenv, and the default socket
+    /// of uid 1000 without a runtime directory.
+    pub(super) fn env() -> Env {
+        Env {
+            virtual_env: None,
+            default_socket: PathBuf::from("/tmp/corral-1000/corral.sock"),
+        }
+    }
+
     /// Resolves `text` as "corral.toml" in /srv/app, run from /cwd.
     pub(super) fn resolve_text(text: &str, args: &RunArgs) -> Result<Config, ConfigError> {
         let file = ConfigFile::new(Path::new("corral.toml"), Path::new("/srv/app"), text.into());
-        resolve(args, Some(&file), Path::new("/cwd"), None)
+        resolve(args, Some(&file), Path::new("/cwd"), &env())
     }
 
     #[test]
@@ -337,7 +476,11 @@ mod tests {
             app: Some("main".into()),
             ..RunArgs::default()
         };
-        let config = resolve(&args, None, Path::new("/cwd"), Some(Path::new("/venv"))).unwrap();
+        let venv = Env {
+            virtual_env: Some("/venv".into()),
+            ..env()
+        };
+        let config = resolve(&args, None, Path::new("/cwd"), &venv).unwrap();
         assert_eq!(config.source, None);
         assert_eq!(config.app.module, "main:application");
         assert_eq!(config.app.interface, Interface::Auto);
@@ -367,7 +510,12 @@ mod tests {
         assert_eq!(config.health.probe_timeout, Duration::from_secs(5));
         assert_eq!(config.health.unhealthy_after, 3);
         assert_eq!(config.health.min_in_service, MinReady::Percent(50));
-        let config = resolve(&args, None, Path::new("/cwd"), None).unwrap();
+        assert_eq!(
+            config.control.socket,
+            PathBuf::from("/tmp/corral-1000/corral.sock")
+        );
+        assert_eq!(config.deploy.ready_timeout, Duration::from_secs(60));
+        let config = resolve(&args, None, Path::new("/cwd"), &env()).unwrap();
         assert_eq!(config.app.python, PathBuf::from("python3"));
     }
 
@@ -499,5 +647,153 @@ min_in_service = 2
         assert_eq!(config.workers.max_requests, 0);
         assert_eq!(config.workers.max_requests_jitter, 5);
         assert_eq!(config.workers.max_memory, Some(64 << 20));
+    }
+
+    #[test]
+    fn default_socket_order() {
+        let os = |s: &'static str| Some(OsStr::new(s));
+        let sock = |s: &str| PathBuf::from(s);
+        assert_eq!(
+            default_socket_in(os("/run/app"), os("/run/user/1000"), 1000),
+            sock("/run/app/corral.sock")
+        );
+        // systemd joins several RuntimeDirectory= folders with ':'.
+        assert_eq!(
+            default_socket_in(os("/run/app:/run/other"), None, 0),
+            sock("/run/app/corral.sock")
+        );
+        assert_eq!(
+            default_socket_in(None, os("/run/user/1000"), 1000),
+            sock("/run/user/1000/corral.sock")
+        );
+        assert_eq!(
+            default_socket_in(None, os("/run/user/0"), 0),
+            sock("/run/user/0/corral.sock")
+        );
+        assert_eq!(
+            default_socket_in(None, None, 0),
+            sock("/run/corral/corral.sock")
+        );
+        assert_eq!(
+            default_socket_in(None, None, 1000),
+            sock("/tmp/corral-1000/corral.sock")
+        );
+        // Empty or relative values count as unset.
+        assert_eq!(
+            default_socket_in(os(""), os("run/user"), 42),
+            sock("/tmp/corral-42/corral.sock")
+        );
+        assert_eq!(
+            default_socket_in(os("relative"), os("/run/user/42"), 42),
+            sock("/run/user/42/corral.sock")
+        );
+        // The real environment gives an absolute path.
+        assert!(default_socket().is_absolute());
+    }
+
+    #[test]
+    fn control_socket_and_ready_timeout() {
+        let app = RunArgs {
+            app: Some("m:a".into()),
+            ..RunArgs::default()
+        };
+        let text = "[control]\nsocket = \"run/../ctl.sock\"\n[deploy]\nready_timeout = \"2m\"\n";
+        let config = resolve_text(text, &app).unwrap();
+        assert_eq!(config.control.socket, PathBuf::from("/srv/app/ctl.sock"));
+        assert_eq!(config.deploy.ready_timeout, Duration::from_secs(120));
+        // The flag wins, relative to the cwd.
+        let args = RunArgs {
+            socket: Some("ctl.sock".into()),
+            ..app.clone()
+        };
+        let config = resolve_text(text, &args).unwrap();
+        assert_eq!(config.control.socket, PathBuf::from("/cwd/ctl.sock"));
+        let args = RunArgs {
+            socket: Some("/abs/ctl.sock".into()),
+            ..app.clone()
+        };
+        let config = resolve(&args, None, Path::new("/cwd"), &env()).unwrap();
+        assert_eq!(config.control.socket, PathBuf::from("/abs/ctl.sock"));
+        // The default comes from the environment.
+        let runtime = Env {
+            default_socket: "/run/app/corral.sock".into(),
+            ..env()
+        };
+        let config = resolve(&app, None, Path::new("/cwd"), &runtime).unwrap();
+        assert_eq!(config.control.socket, PathBuf::from("/run/app/corral.sock"));
+    }
+
+    #[test]
+    fn the_client_finds_the_socket_without_an_app() {
+        let default = Path::new("/tmp/corral-1000/corral.sock");
+        let find = |socket: Option<&str>, text: Option<&str>| {
+            let file = text.map(|text| {
+                ConfigFile::new(Path::new("corral.toml"), Path::new("/srv/app"), text.into())
+            });
+            resolve_socket(
+                socket.map(Path::new),
+                file.as_ref(),
+                Path::new("/cwd"),
+                default,
+            )
+            .map_err(|e| e.to_string())
+        };
+        let file = "[control]\nsocket = \"ctl.sock\"\n";
+        assert_eq!(find(None, Some(file)), Ok("/srv/app/ctl.sock".into()));
+        assert_eq!(find(Some("my.sock"), Some(file)), Ok("/cwd/my.sock".into()));
+        assert_eq!(find(None, None), Ok(default.into()));
+        // No [app] module, and problems outside [control] do not matter.
+        let other = "[workers]\ncount = 0\n[health]\nmin_ready = 5\n";
+        assert_eq!(find(None, Some(other)), Ok(default.into()));
+        // A file that does not parse, or a bad socket, is reported as usual.
+        assert_eq!(
+            find(None, Some("[control]\nsokcet = \"x\"\n")),
+            Err("corral.toml:2: control.sokcet: unknown key `sokcet`, expected `socket`".into())
+        );
+        assert_eq!(
+            find(None, Some("[workers]\ncount = \"4\"\n")),
+            Err("corral.toml:2: workers.count: invalid type: string \"4\", expected usize; for example: count = 1".into())
+        );
+        assert_eq!(
+            find(None, Some("[control]\n\nsocket = \"\"\n")),
+            Err("corral.toml:3: control.socket: is empty: give a path or leave the key out".into())
+        );
+    }
+
+    #[test]
+    fn control_socket_reads_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("prod.toml");
+        std::fs::write(&config, "[control]\nsocket = \"run/ctl.sock\"\n").unwrap();
+        assert_eq!(
+            control_socket(Some(&config), None).unwrap(),
+            dir.path().join("run/ctl.sock")
+        );
+        // --socket wins, and the file is not even read.
+        let missing = dir.path().join("missing.toml");
+        assert_eq!(
+            control_socket(Some(&missing), Some(Path::new("/abs/ctl.sock"))).unwrap(),
+            PathBuf::from("/abs/ctl.sock")
+        );
+        let cwd = std::env::current_dir().unwrap();
+        assert_eq!(
+            control_socket(Some(&config), Some(Path::new("rel.sock"))).unwrap(),
+            cwd.join("rel.sock")
+        );
+        let err = control_socket(Some(&missing), None)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with(&format!("cannot read config file {}: ", missing.display())),
+            "{err}"
+        );
+        std::fs::write(&config, "[control]\nsocket = 1\n").unwrap();
+        let err = control_socket(Some(&config), None).unwrap_err().to_string();
+        assert!(
+            err.ends_with(
+                "prod.toml:2: control.socket: invalid type: integer `1`, expected a string; put the value in quotes"
+            ),
+            "{err}"
+        );
     }
 }

@@ -30,6 +30,13 @@ pub(super) struct RawConfig {
     /// the readiness probe of the workers.
     #[serde(default)]
     pub(super) health: RawHealth,
+    /// `[control]`: the control socket that `corral reload`, `corral scale`
+    /// and `corral stop` talk to.
+    #[serde(default)]
+    pub(super) control: RawControl,
+    /// `[deploy]`: reloads (a new generation of workers taking over).
+    #[serde(default)]
+    pub(super) deploy: RawDeploy,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -159,6 +166,30 @@ pub(super) struct RawHealth {
     pub(super) min_in_service: Option<Spanned<MinReady>>,
 }
 
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawControl {
+    /// Path of the control socket of the running corral (a Unix socket;
+    /// its file permissions are the access control), relative to this
+    /// file's folder. `corral reload`, `corral scale` and `corral stop`
+    /// read it from the same file. Default
+    /// `$RUNTIME_DIRECTORY/corral.sock` when RUNTIME_DIRECTORY is set
+    /// (systemd's RuntimeDirectory=), else `$XDG_RUNTIME_DIR/corral.sock`
+    /// when XDG_RUNTIME_DIR is set, else "/run/corral/corral.sock" as root,
+    /// else "/tmp/corral-UID/corral.sock".
+    pub(super) socket: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawDeploy {
+    /// How long a new generation of workers started by a reload may take
+    /// to be all in service; after that the reload counts as failed, the
+    /// new generation is stopped and the old one keeps serving. Longer
+    /// than 0. Default "60s".
+    pub(super) ready_timeout: Option<Spanned<HumanDuration>>,
+}
+
 /// The file into the raw structs; the first syntax or type error.
 pub(super) fn parse(file: &ConfigFile) -> Result<RawConfig, Problem> {
     let de = toml::Deserializer::parse(&file.text).map_err(|e| {
@@ -233,7 +264,7 @@ mod tests {
 
     use super::*;
     use crate::cli::RunArgs;
-    use crate::config::tests::resolve_text;
+    use crate::config::tests::{env, resolve_text};
     use crate::config::{ConfigFile, resolve};
 
     fn error_text(text: &str) -> String {
@@ -249,7 +280,7 @@ mod tests {
             Path::new("/repo"),
             EXAMPLE.into(),
         );
-        let config = resolve(&RunArgs::default(), Some(&file), Path::new("/repo"), None).unwrap();
+        let config = resolve(&RunArgs::default(), Some(&file), Path::new("/repo"), &env()).unwrap();
         assert_eq!(
             config.source,
             Some(PathBuf::from("/repo/config/example.toml"))
@@ -264,7 +295,7 @@ mod tests {
             },
             None,
             Path::new("/repo"),
-            None,
+            &env(),
         )
         .unwrap();
         assert_eq!(config.server.backlog, defaults.server.backlog);
@@ -315,18 +346,25 @@ mod tests {
             defaults.health.unhealthy_after
         );
         assert_eq!(config.health.min_in_service, defaults.health.min_in_service);
+        assert_eq!(config.control.socket, defaults.control.socket);
+        assert_eq!(config.deploy.ready_timeout, defaults.deploy.ready_timeout);
         // The commented-out examples are valid too.
         let uncommented = EXAMPLE
             .replace("# ready_path = ", "ready_path = ")
-            .replace("# max_memory = ", "max_memory = ");
+            .replace("# max_memory = ", "max_memory = ")
+            .replace("# socket = ", "socket = ");
         let file = ConfigFile::new(
             Path::new("config/example.toml"),
             Path::new("/repo"),
             uncommented,
         );
-        let config = resolve(&RunArgs::default(), Some(&file), Path::new("/repo"), None).unwrap();
+        let config = resolve(&RunArgs::default(), Some(&file), Path::new("/repo"), &env()).unwrap();
         assert_eq!(config.health.ready_path.as_deref(), Some("/health/ready"));
         assert_eq!(config.workers.max_memory, Some(512 << 20));
+        assert_eq!(
+            config.control.socket,
+            PathBuf::from("/run/corral/corral.sock")
+        );
     }
 
     #[test]
@@ -412,6 +450,26 @@ mod tests {
         assert!(
             error_text("[workers]\nboot_timeout = 30\n")
                 .contains("corral.toml:2: workers.boot_timeout: invalid duration 30: add a unit")
+        );
+    }
+
+    #[test]
+    fn control_and_deploy_parse_errors() {
+        assert_eq!(
+            error_text("[deploy]\nready_timeout = 60\n"),
+            "corral.toml:2: deploy.ready_timeout: invalid duration 60: add a unit and quotes, like \"60s\" or \"60ms\""
+        );
+        assert_eq!(
+            error_text("[deploy]\nready_timout = \"1m\"\n"),
+            "corral.toml:2: deploy.ready_timout: unknown key `ready_timout`, expected `ready_timeout`"
+        );
+        assert_eq!(
+            error_text("[control]\nsocket = [\"a\"]\n"),
+            "corral.toml:2: control.socket: invalid type: sequence, expected a string; put the value in quotes"
+        );
+        assert_eq!(
+            error_text("[control]\nbind = \"unix:/run/c.sock\"\n"),
+            "corral.toml:2: control.bind: unknown key `bind`, expected `socket`"
         );
     }
 

@@ -12,10 +12,10 @@ use std::time::Duration;
 
 use toml::Spanned;
 
-use super::raw::{RawApp, RawHealth, RawServer, RawWorkers};
+use super::raw::{RawApp, RawControl, RawDeploy, RawHealth, RawServer, RawWorkers};
 use super::{
-    AppConfig, Bind, BindAddr, ByteSize, ConfigFile, DEFAULT_FILE, HealthConfig, HumanDuration,
-    Interface, MinReady, Problem, ServerConfig, WorkersConfig,
+    AppConfig, Bind, BindAddr, ByteSize, ConfigFile, ControlConfig, DEFAULT_FILE, DeployConfig,
+    HealthConfig, HumanDuration, Interface, MinReady, Problem, ServerConfig, WorkersConfig,
 };
 use crate::cli::RunArgs;
 
@@ -28,6 +28,8 @@ const MIN_HEADER_BYTES: u64 = 8 * 1024;
 /// 10 MiB, so a lower limit would recycle every worker at once (and a plain
 /// number, which is bytes, is most likely a missing unit).
 const MIN_MAX_MEMORY: u64 = 16 << 20;
+/// Longest Unix socket path: `sun_path` holds 108 bytes with the final NUL.
+const MAX_SOCKET_PATH: usize = 107;
 
 /// Where a value came from, to point a problem at it.
 struct At {
@@ -526,6 +528,47 @@ impl Resolver<'_> {
         }
     }
 
+    /// `control.socket`: the flag (relative to the cwd), else the file's
+    /// (relative to its folder), else `default` (see
+    /// [`super::default_socket`]).
+    pub(super) fn control(
+        &mut self,
+        flag: Option<&Path>,
+        raw: RawControl,
+        default: &Path,
+    ) -> ControlConfig {
+        let socket = match (flag, &raw.socket) {
+            (Some(path), _) => Some((absolute(self.cwd, path), At::flag("--socket"))),
+            (None, Some(path)) => {
+                let at = self.in_file(path.span(), "control.socket");
+                self.file_path(path, "control.socket").map(|p| (p, at))
+            }
+            (None, None) => Some((default.to_path_buf(), At::flag("control.socket"))),
+        };
+        if let Some((path, at)) = &socket
+            && let Err(message) = check_socket_path(path)
+        {
+            self.fail(at, message);
+        }
+        ControlConfig {
+            socket: socket.map_or_else(|| default.to_path_buf(), |(path, _)| path),
+        }
+    }
+
+    pub(super) fn deploy(&mut self, raw: RawDeploy) -> DeployConfig {
+        let (ready_timeout, at) = self.pick(
+            (None, ""),
+            (raw.ready_timeout.as_ref(), "deploy.ready_timeout"),
+            HumanDuration(Duration::from_secs(60)),
+        );
+        if ready_timeout.0.is_zero() {
+            self.fail(&at, "must be longer than 0s, like \"60s\"");
+        }
+        DeployConfig {
+            ready_timeout: ready_timeout.0,
+        }
+    }
+
     /// Checks a number of workers in service (`min_ready`,
     /// `min_in_service`): at least 1 (or 1%), a count at most `count`
     /// (`count_key` names where that came from; `percent` is the percentage
@@ -648,6 +691,20 @@ fn check_ready_path(path: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// Checks a Unix socket path (absolute) for `control.socket`: short enough
+/// for `bind(2)`.
+fn check_socket_path(path: &Path) -> Result<(), String> {
+    let len = path.as_os_str().len();
+    if len > MAX_SOCKET_PATH {
+        return Err(format!(
+            "\"{}\" is {len} bytes long, more than the {MAX_SOCKET_PATH} that a Unix socket path \
+             may hold: use a shorter path",
+            path.display()
+        ));
+    }
+    Ok(())
+}
+
 /// Checks one environment variable for the workers.
 pub(crate) fn check_env(key: &str, value: &str) -> Result<(), String> {
     if key.is_empty() || key.contains(['=', '\0']) {
@@ -690,7 +747,7 @@ pub(super) fn absolute(base: &Path, path: &Path) -> PathBuf {
 mod tests {
     use super::*;
     use crate::config::resolve;
-    use crate::config::tests::resolve_text;
+    use crate::config::tests::{env, resolve_text};
 
     #[test]
     fn modules() {
@@ -1121,7 +1178,7 @@ mod tests {
 
     #[test]
     fn missing_app_and_flag_problems() {
-        let err = resolve(&RunArgs::default(), None, Path::new("/cwd"), None).unwrap_err();
+        let err = resolve(&RunArgs::default(), None, Path::new("/cwd"), &env()).unwrap_err();
         assert_eq!(
             err.to_string(),
             "no app given: pass it as `corral main:app` or set [app] module in corral.toml"
@@ -1131,10 +1188,51 @@ mod tests {
             workers: Some(0),
             ..RunArgs::default()
         };
-        let err = resolve(&args, None, Path::new("/cwd"), None).unwrap_err();
+        let err = resolve(&args, None, Path::new("/cwd"), &env()).unwrap_err();
         assert!(
             err.to_string().starts_with("--workers: must be at least 1"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn control_socket_and_deploy_problems() {
+        let long = format!("/{}.sock", "s".repeat(110));
+        let text = format!(
+            "[app]\nmodule = \"m:a\"\n[control]\nsocket = {long:?}\n[deploy]\nready_timeout = \"0s\"\n"
+        );
+        let text = problems(&text, &RunArgs::default());
+        let expected = [
+            "2 problems in the configuration:".to_owned(),
+            format!(
+                "  corral.toml:4: control.socket: \"{long}\" is 116 bytes long, more than the 107 \
+                 that a Unix socket path may hold: use a shorter path"
+            ),
+            "  corral.toml:6: deploy.ready_timeout: must be longer than 0s, like \"60s\""
+                .to_owned(),
+        ];
+        for line in expected {
+            assert!(text.contains(&line), "missing {line:?} in:\n{text}");
+        }
+        // A relative path counts once made absolute.
+        let name = "s".repeat(100);
+        let text = format!("[app]\nmodule = \"m:a\"\n[control]\nsocket = \"{name}\"\n");
+        assert!(problems(&text, &RunArgs::default()).contains("is 109 bytes long"));
+        let args = RunArgs {
+            app: Some("m:a".into()),
+            socket: Some(long.clone().into()),
+            ..RunArgs::default()
+        };
+        assert!(
+            problems("", &args).starts_with(&format!("--socket: \"{long}\" is 116 bytes long")),
+        );
+        // Exactly 107 bytes fit.
+        let fits = format!("/{}", "s".repeat(106));
+        let args = RunArgs {
+            socket: Some(fits.clone().into()),
+            ..args
+        };
+        let config = resolve_text("", &args).unwrap();
+        assert_eq!(config.control.socket, PathBuf::from(fits));
     }
 }

@@ -131,6 +131,8 @@ pub enum ReloadOutcome {
         generation: u64,
         at: Instant,
         reason: String,
+        /// The failing worker's full error (traceback), when there is one.
+        detail: Option<String>,
     },
 }
 
@@ -207,8 +209,15 @@ pub enum Event {
     Stop {
         fast: bool,
     },
-    /// Start the next generation beside the current one (SIGHUP).
-    Reload,
+    /// Start the next generation beside the current one (SIGHUP); it must
+    /// be all in service within `timeout` (default: reload_timeout).
+    Reload {
+        timeout: Option<Duration>,
+    },
+    /// Run this many workers (`corral scale`, TTIN/TTOU).
+    Scale {
+        count: usize,
+    },
     Tick,
 }
 
@@ -277,6 +286,8 @@ pub struct Slot {
     pub worker: Option<u64>,
     /// A replacement booting while `worker` is recycled.
     pub successor: Option<u64>,
+    /// Scaled away: its worker drains and the slot is not restarted.
+    pub retired: bool,
     /// Failures in a row, for the back-off.
     pub failures: u32,
     pub start_at: Option<Instant>,
@@ -462,7 +473,8 @@ impl Core {
                 rss,
             } => self.on_usage(now, serial, requests, rss, &mut out),
             Event::Stop { fast } => self.stop(now, fast, &mut out),
-            Event::Reload => self.start_reload(now, &mut out),
+            Event::Reload { timeout } => self.start_reload(now, timeout, &mut out),
+            Event::Scale { count } => self.scale(now, count, &mut out),
             Event::Tick => self.tick(now, &mut out),
         }
         out
@@ -563,7 +575,7 @@ impl Core {
         self.promote_successors(now, out);
         out.push(self.publish());
         let n = self.in_service().count();
-        if n == self.slots.len() {
+        if n == self.active() {
             out.push(Action::Log(
                 Level::Info,
                 format!("all {n} workers in service"),
@@ -655,7 +667,7 @@ impl Core {
             // A recycled worker whose successor already took its slot.
             out.push(Action::Log(
                 Level::Info,
-                format!("worker {slot} (pid {}) {how} after it was recycled", w.pid),
+                format!("worker {slot} (pid {}) {how}; it no longer served (recycled, or its generation was stopped)", w.pid),
             ));
             if self.phase == Phase::Stopping && self.workers.is_empty() && self.spawning.is_empty()
             {
@@ -670,13 +682,19 @@ impl Core {
                 .is_some_and(|r| r.generation == w.generation)
         {
             self.slots[slot].successor = None;
-            let what = match &self.slots[slot].last_error {
-                Some(e) if e.serial == serial => {
-                    e.text.trim_end().lines().last().unwrap_or("").to_string()
-                }
-                _ => format!("its worker {how}"),
+            let (what, detail) = match &self.slots[slot].last_error {
+                Some(e) if e.serial == serial => (
+                    e.text.trim_end().lines().last().unwrap_or("").to_string(),
+                    Some(e.text.clone()),
+                ),
+                _ => (format!("its worker {how}"), None),
             };
-            self.fail_reload(now, &format!("slot {slot} did not boot: {what}"), out);
+            self.fail_reload(
+                now,
+                &format!("slot {slot} did not boot: {what}"),
+                detail,
+                out,
+            );
             return;
         }
         if self.slots[slot].successor == Some(serial) {
@@ -722,6 +740,13 @@ impl Core {
             }
             return;
         }
+        if self.slots[slot].retired {
+            out.push(Action::Log(
+                Level::Info,
+                format!("worker {slot} (pid {}) {how} (scaled down)", w.pid),
+            ));
+            return;
+        }
         self.slots[slot].restarts += 1;
         match w.state {
             State::Booting | State::Probing => {
@@ -755,7 +780,9 @@ impl Core {
                         w.pid
                     ),
                 ));
-                if now - w.since < self.settings.young && w.state != State::Stopping {
+                if self.slots[slot].retired {
+                    // Scaled away: not replaced.
+                } else if now - w.since < self.settings.young && w.state != State::Stopping {
                     self.failed(now, slot, out);
                 } else {
                     self.slots[slot].failures = 0;
@@ -848,6 +875,7 @@ impl Core {
             let due: Vec<usize> = (0..self.slots.len())
                 .filter(|&i| {
                     self.slots[i].worker.is_none()
+                        && !self.slots[i].retired
                         && self.slots[i].start_at.is_some_and(|t| t <= now)
                 })
                 .collect();
@@ -861,9 +889,9 @@ impl Core {
             let why = format!(
                 "generation {} was not all in service within {}",
                 r.generation,
-                human(self.settings.reload_timeout)
+                human(r.deadline.saturating_duration_since(r.started))
             );
-            self.fail_reload(now, &why, out);
+            self.fail_reload(now, &why, None, out);
         }
         let timeout = self.settings.boot_timeout;
         let mut timed_out = Vec::new();
@@ -966,8 +994,74 @@ impl Core {
         }
     }
 
+    /// Slots that are not scaled away.
+    pub fn active(&self) -> usize {
+        self.slots.iter().filter(|s| !s.retired).count()
+    }
+
+    /// Runs `count` workers: new slots start; slots beyond it drain and stop
+    /// (the highest first).
+    fn scale(&mut self, now: Instant, count: usize, out: &mut Vec<Action>) {
+        if self.phase != Phase::Running || count == 0 {
+            return;
+        }
+        let before = self.active();
+        out.push(Action::Log(
+            Level::Info,
+            format!("scaling from {before} to {count} workers"),
+        ));
+        while self.slots.len() < count {
+            self.slots.push(Slot::default());
+        }
+        let mut changed = false;
+        for slot in 0..self.slots.len() {
+            let keep = slot < count;
+            let s = &mut self.slots[slot];
+            if keep && s.retired {
+                s.retired = false;
+                s.failures = 0;
+                if s.worker.is_none() {
+                    self.spawn(slot, out);
+                }
+            } else if keep
+                && s.worker.is_none()
+                && s.start_at.is_none()
+                && !self.spawning.values().any(|(sl, _)| *sl == slot)
+            {
+                self.spawn(slot, out);
+            } else if !keep && !s.retired {
+                s.retired = true;
+                s.start_at = None;
+                if let Some(next) = s.successor.take()
+                    && let Some(w) = self.workers.get_mut(&next)
+                {
+                    w.state = State::Stopping;
+                    w.kill_at = Some(now + self.settings.quit_grace);
+                    out.push(Action::Signal {
+                        serial: next,
+                        pid: w.pid,
+                        sig: Sig::Quit,
+                    });
+                }
+                if let Some(w) = s.worker.and_then(|id| self.workers.get_mut(&id)) {
+                    changed |= w.state.live();
+                    w.state = State::Stopping;
+                    w.since = now;
+                    out.push(Action::DrainThenTerm {
+                        serial: w.serial,
+                        pid: w.pid,
+                    });
+                }
+            }
+        }
+        self.settings.count = count;
+        if changed {
+            out.push(self.publish());
+        }
+    }
+
     /// Starts generation N+1 beside N: a successor for every slot.
-    fn start_reload(&mut self, now: Instant, out: &mut Vec<Action>) {
+    fn start_reload(&mut self, now: Instant, timeout: Option<Duration>, out: &mut Vec<Action>) {
         if self.phase != Phase::Running {
             return;
         }
@@ -985,7 +1079,7 @@ impl Core {
         self.reload = Some(Reload {
             generation,
             started: now,
-            deadline: now + self.settings.reload_timeout,
+            deadline: now + timeout.unwrap_or(self.settings.reload_timeout),
         });
         out.push(Action::Log(
             Level::Info,
@@ -995,6 +1089,9 @@ impl Core {
             ),
         ));
         for slot in 0..self.slots.len() {
+            if self.slots[slot].retired {
+                continue;
+            }
             // A successor that was recycling a worker is replaced by one of
             // the new generation.
             if let Some(old) = self.slots[slot].successor.take()
@@ -1019,7 +1116,13 @@ impl Core {
 
     /// The new generation failed: stop its workers; the old one, which never
     /// stopped serving, stays.
-    fn fail_reload(&mut self, now: Instant, why: &str, out: &mut Vec<Action>) {
+    fn fail_reload(
+        &mut self,
+        now: Instant,
+        why: &str,
+        detail: Option<String>,
+        out: &mut Vec<Action>,
+    ) {
         let Some(r) = self.reload.take() else {
             return;
         };
@@ -1034,6 +1137,7 @@ impl Core {
             generation: r.generation,
             at: now,
             reason: why.to_string(),
+            detail,
         });
         let mut unpublish = false;
         for slot in 0..self.slots.len() {
@@ -1130,7 +1234,7 @@ impl Core {
         if let Some(r) = &self.reload {
             // All at once: the old generation serves untouched until every
             // slot of the new one is in service.
-            let ready = self.slots.iter().all(|s| {
+            let ready = self.slots.iter().filter(|s| !s.retired).all(|s| {
                 let id = s.successor.or(s.worker);
                 id.and_then(|id| self.workers.get(&id))
                     .is_some_and(|w| w.generation == r.generation && w.state == State::InService)

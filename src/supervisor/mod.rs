@@ -32,6 +32,14 @@ pub enum Msg {
     Signal(OsSignal),
     FrontDrained(bool),
     Probed(u64, Result<(), String>),
+    /// Start a new generation; the sender (`corral reload --wait`) hears
+    /// how it ended: Ok(generation) or Err(reason and traceback).
+    Reload(
+        Option<Duration>,
+        Option<tokio::sync::oneshot::Sender<Result<u64, String>>>,
+    ),
+    /// Run this many workers.
+    Scale(usize),
     /// The status server checks that the loop answers (`/health/live`).
     Ping(tokio::sync::oneshot::Sender<()>),
 }
@@ -49,6 +57,9 @@ pub struct Supervisor {
     draining: bool,
     snapshot: watch::Sender<Snapshot>,
     started: Instant,
+    /// `reload --wait` callers: the generation they wait for.
+    reload_waiters: Vec<(u64, tokio::sync::oneshot::Sender<Result<u64, String>>)>,
+    new_waiter: Option<tokio::sync::oneshot::Sender<Result<u64, String>>>,
 }
 
 impl Supervisor {
@@ -84,8 +95,7 @@ impl Supervisor {
             max_requests_jitter: w.max_requests_jitter,
             max_memory: w.max_memory,
             seed: std::process::id() as u64 ^ started_nanos(),
-            // Every new worker boots in parallel, each within boot_timeout.
-            reload_timeout: w.boot_timeout,
+            reload_timeout: cfg.deploy.ready_timeout,
         });
         let started = Instant::now();
         let (snapshot, _) = watch::channel(Snapshot::default());
@@ -102,6 +112,8 @@ impl Supervisor {
             draining: false,
             snapshot,
             started,
+            reload_waiters: Vec::new(),
+            new_waiter: None,
         }
     }
 
@@ -137,9 +149,11 @@ impl Supervisor {
             for event in events {
                 let actions = self.core.on_event(Instant::now(), event);
                 if self.perform(actions) {
+                    self.answer_waiters();
                     return 0;
                 }
             }
+            self.answer_waiters();
             self.publish_snapshot();
         }
     }
@@ -165,6 +179,17 @@ impl Supervisor {
             }
             Msg::Replace(serial, reason) => Some(Event::Replace { serial, reason }),
             Msg::Probed(serial, result) => Some(Event::ProbeResult { serial, result }),
+            Msg::Reload(timeout, waiter) => {
+                if self.draining || self.core.phase == core::Phase::Stopping {
+                    if let Some(w) = waiter {
+                        let _ = w.send(Err("corral is stopping".into()));
+                    }
+                    return None;
+                }
+                self.new_waiter = waiter;
+                Some(Event::Reload { timeout })
+            }
+            Msg::Scale(count) => Some(Event::Scale { count }),
             Msg::Ping(reply) => {
                 let _ = reply.send(());
                 None
@@ -198,7 +223,21 @@ impl Supervisor {
                     return None;
                 }
                 tracing::info!("SIGHUP: reload");
-                Some(Event::Reload)
+                Some(Event::Reload { timeout: None })
+            }
+            Msg::Signal(OsSignal::Ttin) => {
+                let count = self.core.active() + 1;
+                tracing::info!("SIGTTIN: one more worker ({count})");
+                Some(Event::Scale { count })
+            }
+            Msg::Signal(OsSignal::Ttou) => {
+                let count = self.core.active().saturating_sub(1);
+                if count == 0 {
+                    tracing::warn!("SIGTTOU: already at one worker; ignoring");
+                    return None;
+                }
+                tracing::info!("SIGTTOU: one less worker ({count})");
+                Some(Event::Scale { count })
             }
             Msg::FrontDrained(in_time) => {
                 if !in_time {
@@ -279,6 +318,44 @@ impl Supervisor {
         });
         tracing::debug!("worker {slot} (pid {pid}) starting");
         Event::Spawned { serial, pid }
+    }
+
+    /// Tells `reload --wait` callers how their reload ended.
+    fn answer_waiters(&mut self) {
+        if let Some(w) = self.new_waiter.take() {
+            match &self.core.reload {
+                Some(r) => self.reload_waiters.push((r.generation, w)),
+                None => {
+                    let _ = w.send(Err("the reload did not start".into()));
+                }
+            }
+        }
+        let pending = self.core.reload.as_ref().map(|r| r.generation);
+        let mut still = Vec::new();
+        for (generation, w) in self.reload_waiters.drain(..) {
+            if pending == Some(generation) {
+                still.push((generation, w));
+                continue;
+            }
+            let answer = match &self.core.last_reload {
+                Some(core::ReloadOutcome::Done { generation: g, .. }) if *g == generation => {
+                    Ok(generation)
+                }
+                Some(core::ReloadOutcome::Failed {
+                    generation: g,
+                    reason,
+                    detail,
+                    ..
+                }) if *g == generation => Err(match detail {
+                    Some(d) => format!("{reason}\n\n{}", d.trim_end()),
+                    None => reason.clone(),
+                }),
+                _ if self.core.phase == core::Phase::Stopping => Err("corral is stopping".into()),
+                _ => Err("the reload was superseded".into()),
+            };
+            let _ = w.send(answer);
+        }
+        self.reload_waiters = still;
     }
 
     /// Before a worker is killed: log the stacks it dumped (on SIGUSR1) and

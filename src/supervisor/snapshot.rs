@@ -98,7 +98,11 @@ pub fn take(
         workers_configured: core.slots.len(),
         ..Snapshot::default()
     };
+    snap.workers_configured = core.active();
     for (i, slot) in core.slots.iter().enumerate() {
+        if slot.retired && slot.worker.is_none() {
+            continue;
+        }
         let worker = slot.worker.and_then(|s| core.workers.get(&s)).map(|w| {
             let ch = channels.get(&w.serial);
             if let Some(ch) = ch {

@@ -97,6 +97,8 @@ pub struct Corral {
     pub addr: String,
     /// The status server's address, when one was asked for.
     pub status_addr: String,
+    /// The control socket (unless the test gave its own `--socket`).
+    pub socket: PathBuf,
 }
 
 pub fn corral_bin() -> &'static str {
@@ -133,6 +135,11 @@ impl Corral {
         {
             cmd.args(["-b", "127.0.0.1:0"]);
         }
+        // Each corral gets its own control socket (tests run in parallel).
+        let socket = dir.join(".corral-control.sock");
+        if !args.contains(&"--socket") {
+            cmd.arg("--socket").arg(&socket);
+        }
         for (k, v) in env {
             cmd.env(k, v);
         }
@@ -156,6 +163,7 @@ impl Corral {
             log,
             addr: String::new(),
             status_addr: String::new(),
+            socket,
         }
     }
 

@@ -808,7 +808,7 @@ fn boot_all(core: &mut Core, actions: &[Action], t: Instant) -> Vec<u64> {
 fn a_reload_moves_traffic_only_when_the_whole_new_generation_is_in_service() {
     let t0 = Instant::now();
     let (mut core, old) = running(2, t0);
-    let a = core.on_event(t0, Event::Reload);
+    let a = core.on_event(t0, Event::Reload { timeout: None });
     let new = boot_all(&mut core, &a, t0);
     assert_eq!(new.len(), 2, "a successor per slot");
     let a = core.on_event(
@@ -862,7 +862,7 @@ fn a_reload_moves_traffic_only_when_the_whole_new_generation_is_in_service() {
 fn a_reload_whose_new_code_fails_to_boot_leaves_the_old_generation_untouched() {
     let t0 = Instant::now();
     let (mut core, old) = running(2, t0);
-    let a = core.on_event(t0, Event::Reload);
+    let a = core.on_event(t0, Event::Reload { timeout: None });
     let new = boot_all(&mut core, &a, t0);
     core.on_event(
         t0,
@@ -922,7 +922,7 @@ fn a_reload_whose_new_code_fails_to_boot_leaves_the_old_generation_untouched() {
 fn a_reload_that_does_not_come_up_in_time_fails_at_its_deadline() {
     let t0 = Instant::now();
     let (mut core, old) = running(1, t0);
-    let a = core.on_event(t0, Event::Reload);
+    let a = core.on_event(t0, Event::Reload { timeout: None });
     boot_all(&mut core, &a, t0);
     assert_eq!(core.next_deadline(), Some(t0 + Duration::from_secs(30)));
     core.on_event(
@@ -932,4 +932,58 @@ fn a_reload_that_does_not_come_up_in_time_fails_at_its_deadline() {
     let a = core.on_event(t0 + Duration::from_secs(30), Event::Tick);
     assert!(a.iter().any(|x| matches!(x, Action::Log(Level::Error, m) if m.contains("reload failed: generation 2 was not all in service within 30s"))), "{a:?}");
     assert_eq!(core.in_service().map(|w| w.serial).collect::<Vec<_>>(), old);
+}
+
+#[test]
+fn scaling_up_starts_slots_and_down_drains_the_highest() {
+    let t0 = Instant::now();
+    let (mut core, s) = running(2, t0);
+    let a = core.on_event(t0, Event::Scale { count: 3 });
+    let new = spawns(&a);
+    assert_eq!(
+        new.iter().map(|(slot, _)| *slot).collect::<Vec<_>>(),
+        vec![2]
+    );
+    core.on_event(
+        t0,
+        Event::Spawned {
+            serial: new[0].1,
+            pid: 102,
+        },
+    );
+    let a = core.on_event(
+        t0,
+        Event::Booted {
+            serial: new[0].1,
+            import_ms: 1.0,
+        },
+    );
+    assert!(a.contains(&Action::Log(Level::Info, "all 3 workers in service".into())));
+    let a = core.on_event(t0, Event::Scale { count: 1 });
+    assert_eq!(published(&a), Some(vec![s[0]]));
+    let drained: Vec<u64> = a
+        .iter()
+        .filter_map(|x| match x {
+            Action::DrainThenTerm { serial, .. } => Some(*serial),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(drained, vec![s[1], new[0].1]);
+    let later = t0 + Duration::from_secs(60);
+    core.on_event(later, Event::Heartbeat { serial: s[0] });
+    let a = core.on_event(
+        later,
+        Event::Exited {
+            serial: s[1],
+            exit: Exit::Code(0),
+        },
+    );
+    assert!(spawns(&a).is_empty(), "a scaled-away slot is not restarted");
+    assert_eq!(core.active(), 1);
+    // Scaling up again reuses the retired slot.
+    let a = core.on_event(later, Event::Scale { count: 2 });
+    assert_eq!(
+        spawns(&a).iter().map(|(slot, _)| *slot).collect::<Vec<_>>(),
+        vec![1]
+    );
 }

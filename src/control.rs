@@ -1,0 +1,206 @@
+//! The control socket: a Unix socket (`[control] socket`) whose file
+//! permissions (0600, in a folder corral creates 0700) are the access
+//! control. `corral reload [--wait]`, `corral scale N`, `corral stop` and
+//! `corral status` talk to it: one JSON request line, one JSON answer line.
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+use tokio::net::UnixListener;
+use tokio::sync::oneshot;
+
+use crate::signals::Sig;
+use crate::status::StatusState;
+use crate::supervisor::Msg;
+
+/// Binds the control socket. A socket file nobody answers on is stale and
+/// replaced; a live one means another corral uses it.
+pub fn bind(path: &Path) -> Result<UnixListener, String> {
+    if let Some(dir) = path.parent()
+        && !dir.exists()
+    {
+        std::fs::create_dir_all(dir).map_err(|e| {
+            format!(
+                "cannot create {} for the control socket: {e}",
+                dir.display()
+            )
+        })?;
+        let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
+    }
+    if path.exists() {
+        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            return Err(format!(
+                "another corral is running with the control socket {}: stop it, or give this one its own with [control] socket or --socket",
+                path.display()
+            ));
+        }
+        let _ = std::fs::remove_file(path);
+    }
+    let std = std::os::unix::net::UnixListener::bind(path)
+        .map_err(|e| format!("cannot create the control socket {}: {e}", path.display()))?;
+    let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600));
+    std.set_nonblocking(true).map_err(|e| e.to_string())?;
+    UnixListener::from_std(std).map_err(|e| e.to_string())
+}
+
+/// Serves control requests until the runtime stops.
+pub fn serve(listener: UnixListener, state: Arc<StatusState>) {
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let state = state.clone();
+            tokio::spawn(async move {
+                let (rd, mut wr) = stream.into_split();
+                let mut line = String::new();
+                let mut rd = tokio::io::BufReader::new(rd);
+                if rd.read_line(&mut line).await.is_err() {
+                    return;
+                }
+                let answer = match serde_json::from_str::<Value>(&line) {
+                    Ok(req) => handle(&req, &state).await,
+                    Err(e) => json!({"ok": false, "error": format!("bad request: {e}")}),
+                };
+                let mut out = answer.to_string();
+                out.push('\n');
+                let _ = wr.write_all(out.as_bytes()).await;
+            });
+        }
+    });
+}
+
+async fn handle(req: &Value, state: &StatusState) -> Value {
+    let sup = &state.supervisor;
+    match req["cmd"].as_str() {
+        Some("status") => json!({"ok": true, "status": crate::status::status(state)}),
+        Some("reload") => {
+            let wait = req["wait"].as_bool().unwrap_or(false);
+            let (tx, rx) = oneshot::channel();
+            let timeout = req["timeout_ms"].as_u64().map(Duration::from_millis);
+            if sup.send(Msg::Reload(timeout, Some(tx))).is_err() {
+                return json!({"ok": false, "error": "corral is stopping"});
+            }
+            if !wait {
+                return json!({"ok": true, "started": true});
+            }
+            match rx.await {
+                Ok(Ok(generation)) => json!({"ok": true, "generation": generation}),
+                Ok(Err(why)) => json!({"ok": false, "error": why}),
+                Err(_) => json!({"ok": false, "error": "corral stopped during the reload"}),
+            }
+        }
+        Some("scale") => match req["count"].as_u64() {
+            Some(n) if n >= 1 => {
+                let _ = sup.send(Msg::Scale(n as usize));
+                json!({"ok": true, "count": n})
+            }
+            _ => json!({"ok": false, "error": "scale needs a count of at least 1"}),
+        },
+        Some("stop") => {
+            let _ = sup.send(Msg::Signal(Sig::Term));
+            json!({"ok": true})
+        }
+        _ => json!({"ok": false, "error": "unknown command: use status, reload, scale or stop"}),
+    }
+}
+
+/// Sends one request to the control socket at `path` and reads the answer.
+pub fn request(path: &Path, req: &Value, timeout: Option<Duration>) -> Result<Value, String> {
+    let mut s = std::os::unix::net::UnixStream::connect(path).map_err(|e| {
+        let hint = match e.kind() {
+            std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused => {
+                " (is corral running? pass -c FILE or --socket PATH if it uses another socket)"
+            }
+            std::io::ErrorKind::PermissionDenied => {
+                " (the socket's permissions allow only the user corral runs as)"
+            }
+            _ => "",
+        };
+        format!(
+            "cannot reach corral's control socket {}: {e}{hint}",
+            path.display()
+        )
+    })?;
+    s.set_read_timeout(timeout).ok();
+    let mut line = req.to_string();
+    line.push('\n');
+    s.write_all(line.as_bytes()).map_err(|e| e.to_string())?;
+    let mut answer = String::new();
+    BufReader::new(s)
+        .read_line(&mut answer)
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => {
+                "timed out waiting for corral's answer".to_string()
+            }
+            _ => e.to_string(),
+        })?;
+    serde_json::from_str(&answer).map_err(|_| "corral sent no answer".to_string())
+}
+
+/// The socket a client command talks to.
+pub fn socket_for(config: Option<&Path>, socket: Option<&Path>) -> Result<PathBuf, String> {
+    crate::config::control_socket(config, socket).map_err(|e| e.to_string())
+}
+
+/// `corral reload [--wait]`: exit 0 and the generation, or 1 and why.
+pub fn reload_cmd(path: &Path, wait: bool, timeout: Option<Duration>) -> u8 {
+    let req = json!({
+        "cmd": "reload",
+        "wait": wait,
+        "timeout_ms": timeout.map(|t| t.as_millis() as u64),
+    });
+    // The server answers by the reload's own deadline; wait a little longer.
+    let read_timeout = timeout.map(|t| t + Duration::from_secs(15));
+    match request(path, &req, read_timeout) {
+        Ok(v) if v["ok"] == true && wait => {
+            println!("reloaded: generation {} is in service", v["generation"]);
+            0
+        }
+        Ok(v) if v["ok"] == true => {
+            println!("reload started");
+            0
+        }
+        Ok(v) => {
+            println!(
+                "reload FAILED: {}",
+                v["error"].as_str().unwrap_or("unknown error")
+            );
+            1
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            1
+        }
+    }
+}
+
+/// `corral scale N` and `corral stop`.
+pub fn simple_cmd(path: &Path, req: Value, done: &str) -> u8 {
+    match request(path, &req, Some(Duration::from_secs(10))) {
+        Ok(v) if v["ok"] == true => {
+            println!("{done}");
+            0
+        }
+        Ok(v) => {
+            eprintln!("error: {}", v["error"].as_str().unwrap_or("unknown error"));
+            1
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            1
+        }
+    }
+}
+
+/// Shortcut for the status command: `/status` through the control socket.
+pub fn status(path: &Path) -> Result<Value, String> {
+    let v = request(
+        path,
+        &json!({"cmd": "status"}),
+        Some(Duration::from_secs(10)),
+    )?;
+    Ok(v["status"].clone())
+}
