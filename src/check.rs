@@ -69,7 +69,8 @@ async fn check(cfg: &Config) -> Result<Outcome, String> {
     std::fs::write(&script, WORKER_SCRIPT)
         .map_err(|e| format!("cannot write {}: {e}", script.display()))?;
     let launcher = Launcher::new(cfg, &script);
-    let spawned = launcher.spawn(0).map_err(|e| e.to_string())?;
+    let info = crate::deploy::resolve(cfg);
+    let spawned = launcher.spawn(0, 1, &info).map_err(|e| e.to_string())?;
     let pid = spawned.pid;
     let (tx, mut rx) = mpsc::unbounded_channel();
     let channel = Channel::start(1, 0, pid, spawned.sock, tx);

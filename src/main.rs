@@ -9,6 +9,7 @@ mod check;
 mod cli;
 mod config;
 mod control;
+mod deploy;
 mod front;
 mod metrics;
 mod router;

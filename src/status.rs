@@ -191,6 +191,9 @@ pub fn status(state: &StatusState) -> serde_json::Value {
         "ready": ready,
         "readiness": readiness,
         "generation": snap.generation,
+        "revision": snap.revision,
+        "last_good_revision": snap.last_good_revision,
+        "rollback_hook": snap.rollback_hook,
         "reloading": snap.reloading,
         "last_reload": snap.last_reload,
         // Fewer than min_in_service workers in service: requests go to

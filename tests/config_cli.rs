@@ -245,6 +245,44 @@ fn probe_and_recycling_problems_name_file_line_and_key() {
 }
 
 #[test]
+fn deploy_problems_name_file_line_and_key() {
+    let dir = dir_with(
+        "corral.toml",
+        "[app]\nmodule = \"main:app\"\n[deploy]\nrevision = \"gti\"\nstate_dir = \"\"\n\
+         rollback_hook = \"./rollback.sh --notify\"\nhook_timeout = \"0s\"\n",
+    );
+    let out = corral(dir.path(), &[]);
+    assert_refused(
+        &out,
+        &[
+            "4 problems",
+            "corral.toml:4: deploy.revision: unknown revision source \"gti\": use \"auto\", \"git\", \"symlink\" or \"none\"",
+            "corral.toml:5: deploy.state_dir: is empty",
+            "corral.toml:6: deploy.rollback_hook: is a string: write the command as an array of strings",
+            "[\"./rollback.sh\", \"--notify\"]",
+            "corral.toml:7: deploy.hook_timeout: must be longer than 0s",
+        ],
+    );
+    let dir = dir_with(
+        "corral.toml",
+        "[app]\nmodule = \"main:app\"\n[deploy]\nrevision = []\n",
+    );
+    let out = corral(dir.path(), &[]);
+    assert_refused(
+        &out,
+        &[
+            "error: corral.toml:4: deploy.revision: is empty: give a command like [\"cat\", \"REVISION\"]",
+        ],
+    );
+    let dir = dir_with("corral.toml", "[deploy]\nhook_timeout = 60\n");
+    let out = corral(dir.path(), &["main:app"]);
+    assert_refused(
+        &out,
+        &["error: corral.toml:2: deploy.hook_timeout: invalid duration 60: add a unit"],
+    );
+}
+
+#[test]
 fn missing_app_says_how_to_give_it() {
     let dir = tempfile::tempdir().unwrap();
     let out = corral(dir.path(), &[]);

@@ -184,6 +184,43 @@ pub struct DeployConfig {
     /// Longest a new generation started by a reload may take to be all in
     /// service before the reload counts as failed. Longer than 0.
     pub ready_timeout: Duration,
+    /// How the code a generation runs is named (its revision).
+    pub revision: RevisionSource,
+    /// Where corral keeps what outlives it (the last known good revision):
+    /// absolute. From `deploy.state_dir` (relative to the config file's
+    /// folder), else the default: `$STATE_DIRECTORY`, `/var/lib/corral` as
+    /// root, `$XDG_STATE_HOME/corral`, `$HOME/.local/state/corral`, else
+    /// `/tmp/corral-UID-state`. It may not exist yet.
+    pub state_dir: PathBuf,
+    /// The command run when a reload (or the first start) fails to come up:
+    /// the program, then its arguments. Never empty, and the program is not
+    /// empty; a program path with '/' is absolute (resolved against the
+    /// config file's folder), a bare name is looked up in `PATH`. No string
+    /// holds a NUL byte. `None`: no hook.
+    pub rollback_hook: Option<Vec<String>>,
+    /// Longest a hook (`rollback_hook`) may run before it is killed. Longer
+    /// than 0.
+    pub hook_timeout: Duration,
+}
+
+/// How corral names the code a generation runs (`deploy.revision`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RevisionSource {
+    /// The default: whichever of the others fits the app folder (the
+    /// runtime decides).
+    Auto,
+    /// The commit checked out in the app folder (`app.chdir`), from
+    /// `git rev-parse HEAD`.
+    Git,
+    /// The resolved target of the app folder when it is a symlink, like
+    /// `current -> releases/X`.
+    Symlink,
+    /// A command whose output is the revision: the program, then its
+    /// arguments. Same rules as [`DeployConfig::rollback_hook`]: never
+    /// empty, the program not empty, a program path with '/' absolute.
+    Command(Vec<String>),
+    /// No revision.
+    None,
 }
 
 /// Why the configuration could not be loaded. Printed as `error: {err}`.
@@ -295,6 +332,8 @@ struct Env {
     virtual_env: Option<PathBuf>,
     /// The default `control.socket` (see [`default_socket`]).
     default_socket: PathBuf,
+    /// The default `deploy.state_dir` (see [`default_state_dir_in`]).
+    default_state_dir: PathBuf,
 }
 
 impl Env {
@@ -302,6 +341,7 @@ impl Env {
         Env {
             virtual_env: std::env::var_os("VIRTUAL_ENV").map(PathBuf::from),
             default_socket: default_socket(),
+            default_state_dir: default_state_dir(),
         }
     }
 }
@@ -414,6 +454,50 @@ fn default_socket_in(
         })
 }
 
+/// The default `deploy.state_dir`, from this process's environment and
+/// user.
+fn default_state_dir() -> PathBuf {
+    default_state_dir_in(
+        std::env::var_os("STATE_DIRECTORY").as_deref(),
+        std::env::var_os("XDG_STATE_HOME").as_deref(),
+        std::env::var_os("HOME").as_deref(),
+        nix::unistd::getuid().as_raw(),
+    )
+}
+
+/// The default `deploy.state_dir`: `$STATE_DIRECTORY` (set by systemd's
+/// StateDirectory=; the first folder when it lists several, joined with
+/// ':'), else `/var/lib/corral` for root (uid 0), else
+/// `$XDG_STATE_HOME/corral`, else `$HOME/.local/state/corral`, else
+/// `/tmp/corral-UID-state`. Empty or relative values count as unset, as the
+/// XDG base directory spec asks.
+fn default_state_dir_in(
+    state_directory: Option<&OsStr>,
+    xdg_state_home: Option<&OsStr>,
+    home: Option<&OsStr>,
+    uid: u32,
+) -> PathBuf {
+    let absolute = |value: Option<&OsStr>| {
+        value
+            .map(Path::new)
+            .filter(|dir| dir.is_absolute())
+            .map(Path::to_path_buf)
+    };
+    let first = state_directory
+        .and_then(|dirs| dirs.as_bytes().split(|&b| b == b':').next())
+        .map(OsStr::from_bytes);
+    if let Some(dir) = absolute(first) {
+        return dir;
+    }
+    if uid == 0 {
+        return PathBuf::from("/var/lib/corral");
+    }
+    absolute(xdg_state_home)
+        .map(|dir| dir.join("corral"))
+        .or_else(|| absolute(home).map(|home| home.join(".local/state/corral")))
+        .unwrap_or_else(|| PathBuf::from(format!("/tmp/corral-{uid}-state")))
+}
+
 /// Everything after reading: parse, merge, fill defaults, validate. No I/O.
 fn resolve(
     args: &RunArgs,
@@ -435,7 +519,7 @@ fn resolve(
     let workers = r.workers(args, raw.workers);
     let health = r.health(args, raw.health, &server, &workers);
     let control = r.control(args.socket.as_deref(), raw.control, &env.default_socket);
-    let deploy = r.deploy(raw.deploy);
+    let deploy = r.deploy(raw.deploy, &env.default_state_dir);
     match app {
         Some(app) if r.problems.is_empty() => Ok(Config {
             source: file.map(|f| f.path.clone()),
@@ -456,11 +540,13 @@ mod tests {
     use super::*;
 
     /// The environment of the tests: no virtualenv, and the default socket
-    /// of uid 1000 without a runtime directory.
+    /// and state folder of uid 1000 without a runtime or state directory,
+    /// with HOME=/home/u.
     pub(super) fn env() -> Env {
         Env {
             virtual_env: None,
             default_socket: PathBuf::from("/tmp/corral-1000/corral.sock"),
+            default_state_dir: PathBuf::from("/home/u/.local/state/corral"),
         }
     }
 
@@ -515,6 +601,13 @@ mod tests {
             PathBuf::from("/tmp/corral-1000/corral.sock")
         );
         assert_eq!(config.deploy.ready_timeout, Duration::from_secs(60));
+        assert_eq!(config.deploy.revision, RevisionSource::Auto);
+        assert_eq!(
+            config.deploy.state_dir,
+            PathBuf::from("/home/u/.local/state/corral")
+        );
+        assert_eq!(config.deploy.rollback_hook, None);
+        assert_eq!(config.deploy.hook_timeout, Duration::from_secs(60));
         let config = resolve(&args, None, Path::new("/cwd"), &env()).unwrap();
         assert_eq!(config.app.python, PathBuf::from("python3"));
     }
@@ -689,6 +782,118 @@ min_in_service = 2
         );
         // The real environment gives an absolute path.
         assert!(default_socket().is_absolute());
+    }
+
+    #[test]
+    fn default_state_dir_order() {
+        let os = |s: &'static str| Some(OsStr::new(s));
+        let dir = |s: &str| PathBuf::from(s);
+        let home = os("/home/u");
+        assert_eq!(
+            default_state_dir_in(os("/var/lib/app"), os("/home/u/.state"), home, 1000),
+            dir("/var/lib/app")
+        );
+        // systemd joins several StateDirectory= folders with ':'; it wins
+        // over root's default too.
+        assert_eq!(
+            default_state_dir_in(os("/var/lib/app:/var/lib/other"), None, None, 0),
+            dir("/var/lib/app")
+        );
+        // Root without STATE_DIRECTORY: /var/lib/corral, even with
+        // XDG_STATE_HOME or HOME set.
+        assert_eq!(
+            default_state_dir_in(None, os("/root/.state"), os("/root"), 0),
+            dir("/var/lib/corral")
+        );
+        assert_eq!(
+            default_state_dir_in(None, os("/home/u/.state"), home, 1000),
+            dir("/home/u/.state/corral")
+        );
+        assert_eq!(
+            default_state_dir_in(None, None, home, 1000),
+            dir("/home/u/.local/state/corral")
+        );
+        assert_eq!(
+            default_state_dir_in(None, None, None, 1000),
+            dir("/tmp/corral-1000-state")
+        );
+        // Empty or relative values count as unset.
+        assert_eq!(
+            default_state_dir_in(os(""), os("state"), os(""), 42),
+            dir("/tmp/corral-42-state")
+        );
+        assert_eq!(
+            default_state_dir_in(os("relative:/var/lib/app"), os(""), home, 42),
+            dir("/home/u/.local/state/corral")
+        );
+        // The real environment gives an absolute path.
+        assert!(default_state_dir().is_absolute());
+    }
+
+    #[test]
+    fn deploy_revision_state_dir_and_hook() {
+        let app = RunArgs {
+            app: Some("m:a".into()),
+            ..RunArgs::default()
+        };
+        let deploy = |text: &str| resolve_text(text, &app).unwrap().deploy;
+        for (name, source) in [
+            ("auto", RevisionSource::Auto),
+            ("git", RevisionSource::Git),
+            ("symlink", RevisionSource::Symlink),
+            ("none", RevisionSource::None),
+        ] {
+            let text = format!("[deploy]\nrevision = \"{name}\"\n");
+            assert_eq!(deploy(&text).revision, source, "{name}");
+        }
+        let text = r#"
+[deploy]
+revision = ["bin/../revision.sh", "--short", "./x"]
+state_dir = "state"
+rollback_hook = ["./hooks/rollback", "", "a b"]
+hook_timeout = "1m30s"
+"#;
+        let config = deploy(text);
+        // A relative program path is resolved against the file's folder;
+        // the arguments are passed as they are.
+        assert_eq!(
+            config.revision,
+            RevisionSource::Command(vec![
+                "/srv/app/revision.sh".into(),
+                "--short".into(),
+                "./x".into()
+            ])
+        );
+        assert_eq!(config.state_dir, PathBuf::from("/srv/app/state"));
+        assert_eq!(
+            config.rollback_hook,
+            Some(vec![
+                "/srv/app/hooks/rollback".into(),
+                String::new(),
+                "a b".into()
+            ])
+        );
+        assert_eq!(config.hook_timeout, Duration::from_secs(90));
+        // A bare program name stays for the PATH lookup; absolute paths stay.
+        let text = "[deploy]\nrevision = [\"cat\", \"REVISION\"]\nstate_dir = \"/var/lib/x/\"\n\
+                    rollback_hook = [\"/usr/local/bin/rollback\"]\n";
+        let config = deploy(text);
+        assert_eq!(
+            config.revision,
+            RevisionSource::Command(vec!["cat".into(), "REVISION".into()])
+        );
+        assert_eq!(config.state_dir, PathBuf::from("/var/lib/x"));
+        assert_eq!(
+            config.rollback_hook,
+            Some(vec!["/usr/local/bin/rollback".into()])
+        );
+        // The default state folder comes from the environment.
+        let systemd = Env {
+            default_state_dir: "/var/lib/app".into(),
+            ..env()
+        };
+        let config = resolve(&app, None, Path::new("/cwd"), &systemd).unwrap();
+        assert_eq!(config.deploy.state_dir, PathBuf::from("/var/lib/app"));
     }
 
     #[test]

@@ -4,8 +4,10 @@
 //! structs or the first syntax or type error, pointed at its line and key.
 
 use std::collections::BTreeMap;
+use std::fmt;
 
 use serde::Deserialize;
+use serde::de::{self, Deserializer, SeqAccess, Visitor};
 use toml::Spanned;
 
 use super::{ByteSize, ConfigFile, HumanDuration, Interface, MinReady, Problem};
@@ -188,6 +190,68 @@ pub(super) struct RawDeploy {
     /// new generation is stopped and the old one keeps serving. Longer
     /// than 0. Default "60s".
     pub(super) ready_timeout: Option<Spanned<HumanDuration>>,
+    /// How corral names the code a generation runs (its revision; the last
+    /// one that came up is remembered as the last known good one): "git" (the
+    /// commit checked out in the app folder `app.chdir`, from `git
+    /// rev-parse HEAD`), "symlink" (where the app folder points when it is
+    /// a symlink like `current -> releases/X`), "none", or a command as an
+    /// array of strings, like ["cat", "REVISION"], whose first line of
+    /// output is the revision (it runs in the app folder; a relative program path with a
+    /// "/" is relative to this file's folder, a bare name is looked up in
+    /// PATH). Default "auto": "symlink" when the app folder is a symlink,
+    /// else "git".
+    pub(super) revision: Option<Spanned<StringOrArray>>,
+    /// Folder where corral remembers what must outlive it, like the last
+    /// known good revision, relative to this file's folder; created when
+    /// needed. Default `$STATE_DIRECTORY` when STATE_DIRECTORY is set
+    /// (systemd's StateDirectory=), else "/var/lib/corral" as root, else
+    /// `$XDG_STATE_HOME/corral` when XDG_STATE_HOME is set, else
+    /// `$HOME/.local/state/corral`, else "/tmp/corral-UID-state".
+    pub(super) state_dir: Option<Spanned<String>>,
+    /// A command, as an array of strings (the program, then its arguments),
+    /// that corral runs when a reload (or the first start) fails to come
+    /// up, e.g. to put the previous release back and reload again. A
+    /// relative program path with a "/" is relative to this file's folder;
+    /// a bare name is looked up in PATH. Its environment describes the
+    /// failure: CORRAL_FAILED_REVISION, CORRAL_GOOD_REVISION (the last
+    /// known good revision), CORRAL_REASON, CORRAL_ERROR_FILE and
+    /// CORRAL_APP_DIR. Default: none (no hook).
+    pub(super) rollback_hook: Option<Spanned<StringOrArray>>,
+    /// How long a hook (`rollback_hook`) may run before it is killed.
+    /// Longer than 0. Default "60s".
+    pub(super) hook_timeout: Option<Spanned<HumanDuration>>,
+}
+
+/// A value written as a string or as an array of strings
+/// (`deploy.revision`, `deploy.rollback_hook`); validation says which forms
+/// each key takes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum StringOrArray {
+    String(String),
+    Array(Vec<String>),
+}
+
+impl<'de> Deserialize<'de> for StringOrArray {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = StringOrArray;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string or an array of strings")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<StringOrArray, E> {
+                Ok(StringOrArray::String(v.to_owned()))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<StringOrArray, A::Error> {
+                let mut items = Vec::new();
+                while let Some(item) = seq.next_element()? {
+                    items.push(item);
+                }
+                Ok(StringOrArray::Array(items))
+            }
+        }
+        deserializer.deserialize_any(V)
+    }
 }
 
 /// The file into the raw structs; the first syntax or type error.
@@ -265,7 +329,7 @@ mod tests {
     use super::*;
     use crate::cli::RunArgs;
     use crate::config::tests::{env, resolve_text};
-    use crate::config::{ConfigFile, resolve};
+    use crate::config::{ConfigFile, RevisionSource, resolve};
 
     fn error_text(text: &str) -> String {
         resolve_text(text, &RunArgs::default())
@@ -348,11 +412,20 @@ mod tests {
         assert_eq!(config.health.min_in_service, defaults.health.min_in_service);
         assert_eq!(config.control.socket, defaults.control.socket);
         assert_eq!(config.deploy.ready_timeout, defaults.deploy.ready_timeout);
+        assert_eq!(config.deploy.revision, defaults.deploy.revision);
+        assert_eq!(config.deploy.state_dir, defaults.deploy.state_dir);
+        assert_eq!(config.deploy.rollback_hook, None);
+        assert_eq!(defaults.deploy.rollback_hook, None);
+        assert_eq!(config.deploy.hook_timeout, defaults.deploy.hook_timeout);
         // The commented-out examples are valid too.
         let uncommented = EXAMPLE
             .replace("# ready_path = ", "ready_path = ")
             .replace("# max_memory = ", "max_memory = ")
-            .replace("# socket = ", "socket = ");
+            .replace("# socket = ", "socket = ")
+            .replace("\nrevision = \"auto\"", "\n# revision = \"auto\"")
+            .replace("# revision = [", "revision = [")
+            .replace("# state_dir = ", "state_dir = ")
+            .replace("# rollback_hook = ", "rollback_hook = ");
         let file = ConfigFile::new(
             Path::new("config/example.toml"),
             Path::new("/repo"),
@@ -364,6 +437,15 @@ mod tests {
         assert_eq!(
             config.control.socket,
             PathBuf::from("/run/corral/corral.sock")
+        );
+        assert_eq!(
+            config.deploy.revision,
+            RevisionSource::Command(vec!["cat".into(), "REVISION".into()])
+        );
+        assert_eq!(config.deploy.state_dir, PathBuf::from("/var/lib/corral"));
+        assert_eq!(
+            config.deploy.rollback_hook,
+            Some(vec!["/repo/config/rollback.sh".into(), "--notify".into()])
         );
     }
 
@@ -461,7 +543,34 @@ mod tests {
         );
         assert_eq!(
             error_text("[deploy]\nready_timout = \"1m\"\n"),
-            "corral.toml:2: deploy.ready_timout: unknown key `ready_timout`, expected `ready_timeout`"
+            "corral.toml:2: deploy.ready_timout: unknown key `ready_timout`, expected one of \
+             `ready_timeout`, `revision`, `state_dir`, `rollback_hook`, `hook_timeout`"
+        );
+        assert_eq!(
+            error_text("[deploy]\nhook_timeout = 60\n"),
+            "corral.toml:2: deploy.hook_timeout: invalid duration 60: add a unit and quotes, like \"60s\" or \"60ms\""
+        );
+        assert_eq!(
+            error_text("[deploy]\nrevision = true\n"),
+            "corral.toml:2: deploy.revision: invalid type: boolean `true`, expected a string or an \
+             array of strings; for example: revision = \"auto\""
+        );
+        assert_eq!(
+            error_text("[deploy]\n\nrevision = [\"cat\", 1]\n"),
+            "corral.toml:3: deploy.revision[1]: invalid type: integer `1`, expected a string; \
+             for example: revision = \"auto\""
+        );
+        assert_eq!(
+            error_text("[deploy]\nrollback_hook = { program = \"x\" }\n"),
+            "corral.toml:2: deploy.rollback_hook: invalid type: map, expected a string or an array of strings"
+        );
+        assert_eq!(
+            error_text("[deploy]\nrollback_hook = [\"./rollback.sh\", 2]\n"),
+            "corral.toml:2: deploy.rollback_hook[1]: invalid type: integer `2`, expected a string; put the value in quotes"
+        );
+        assert_eq!(
+            error_text("[deploy]\nstate_dir = [\"/var/lib/x\"]\n"),
+            "corral.toml:2: deploy.state_dir: invalid type: sequence, expected a string; put the value in quotes"
         );
         assert_eq!(
             error_text("[control]\nsocket = [\"a\"]\n"),

@@ -12,10 +12,11 @@ use std::time::Duration;
 
 use toml::Spanned;
 
-use super::raw::{RawApp, RawControl, RawDeploy, RawHealth, RawServer, RawWorkers};
+use super::raw::{RawApp, RawControl, RawDeploy, RawHealth, RawServer, RawWorkers, StringOrArray};
 use super::{
     AppConfig, Bind, BindAddr, ByteSize, ConfigFile, ControlConfig, DEFAULT_FILE, DeployConfig,
-    HealthConfig, HumanDuration, Interface, MinReady, Problem, ServerConfig, WorkersConfig,
+    HealthConfig, HumanDuration, Interface, MinReady, Problem, RevisionSource, ServerConfig,
+    WorkersConfig,
 };
 use crate::cli::RunArgs;
 
@@ -555,7 +556,9 @@ impl Resolver<'_> {
         }
     }
 
-    pub(super) fn deploy(&mut self, raw: RawDeploy) -> DeployConfig {
+    /// `[deploy]`; `default_state_dir` is the default `state_dir` (see
+    /// [`super::default_state_dir_in`]).
+    pub(super) fn deploy(&mut self, raw: RawDeploy, default_state_dir: &Path) -> DeployConfig {
         let (ready_timeout, at) = self.pick(
             (None, ""),
             (raw.ready_timeout.as_ref(), "deploy.ready_timeout"),
@@ -564,9 +567,102 @@ impl Resolver<'_> {
         if ready_timeout.0.is_zero() {
             self.fail(&at, "must be longer than 0s, like \"60s\"");
         }
+        let revision = match &raw.revision {
+            None => RevisionSource::Auto,
+            Some(value) => {
+                let at = self.in_file(value.span(), "deploy.revision");
+                match value.get_ref() {
+                    StringOrArray::String(name) => match name.as_str() {
+                        "auto" => RevisionSource::Auto,
+                        "git" => RevisionSource::Git,
+                        "symlink" => RevisionSource::Symlink,
+                        "none" => RevisionSource::None,
+                        other => {
+                            self.fail(&at, unknown_revision(other));
+                            RevisionSource::Auto
+                        }
+                    },
+                    StringOrArray::Array(words) => self
+                        .file_command(words, &at, REVISION_EXAMPLE)
+                        .map_or(RevisionSource::Auto, RevisionSource::Command),
+                }
+            }
+        };
+        let state_dir = raw
+            .state_dir
+            .as_ref()
+            .and_then(|dir| self.file_path(dir, "deploy.state_dir"))
+            .unwrap_or_else(|| default_state_dir.to_path_buf());
+        let rollback_hook = raw.rollback_hook.as_ref().and_then(|value| {
+            let at = self.in_file(value.span(), "deploy.rollback_hook");
+            match value.get_ref() {
+                StringOrArray::String(text) => {
+                    let message = format!(
+                        "is a string: write the command as an array of strings (the program, \
+                         then its arguments), like {}",
+                        as_array(text, HOOK_EXAMPLE)
+                    );
+                    self.fail(&at, message);
+                    None
+                }
+                StringOrArray::Array(words) => self.file_command(words, &at, HOOK_EXAMPLE),
+            }
+        });
+        let (hook_timeout, at) = self.pick(
+            (None, ""),
+            (raw.hook_timeout.as_ref(), "deploy.hook_timeout"),
+            HumanDuration(Duration::from_secs(60)),
+        );
+        if hook_timeout.0.is_zero() {
+            self.fail(&at, "must be longer than 0s, like \"60s\"");
+        }
         DeployConfig {
             ready_timeout: ready_timeout.0,
+            revision,
+            state_dir,
+            rollback_hook,
+            hook_timeout: hook_timeout.0,
         }
+    }
+
+    /// A command from the file (`deploy.revision`, `deploy.rollback_hook`),
+    /// checked: not empty, a program that is not empty, no NUL byte; a
+    /// program path with '/' made absolute against the file's folder (a
+    /// bare name stays for the PATH lookup). `example` is a command like
+    /// `["cat", "REVISION"]` for the messages.
+    fn file_command(&mut self, words: &[String], at: &At, example: &str) -> Option<Vec<String>> {
+        let Some((program, args)) = words.split_first() else {
+            let message = format!("is empty: give a command like {example}, or leave the key out");
+            self.fail(at, message);
+            return None;
+        };
+        if program.is_empty() {
+            let message =
+                format!("the program (the first string) is empty: give a command like {example}");
+            self.fail(at, message);
+            return None;
+        }
+        if let Some(word) = words.iter().find(|w| w.contains('\0')) {
+            let message = format!("\"{}\" holds a NUL byte", word.escape_debug());
+            self.fail(at, message);
+            return None;
+        }
+        let program = match command_path(self.file_dir(), Path::new(program))
+            .into_os_string()
+            .into_string()
+        {
+            Ok(program) => program,
+            Err(path) => {
+                let message = format!(
+                    "the program \"{program}\" is relative to this file's folder {}, which is \
+                     not valid UTF-8: give an absolute path",
+                    Path::new(&path).display()
+                );
+                self.fail(at, message);
+                return None;
+            }
+        };
+        Some([program].into_iter().chain(args.iter().cloned()).collect())
     }
 
     /// Checks a number of workers in service (`min_ready`,
@@ -689,6 +785,41 @@ fn check_ready_path(path: &str) -> Result<(), String> {
         ));
     }
     Ok(())
+}
+
+/// The command in the messages about `deploy.revision`.
+const REVISION_EXAMPLE: &str = "[\"cat\", \"REVISION\"]";
+/// The command in the messages about `deploy.rollback_hook`.
+const HOOK_EXAMPLE: &str = "[\"./rollback.sh\", \"--notify\"]";
+
+/// Why a string is not a `deploy.revision` name, and what to write.
+fn unknown_revision(name: &str) -> String {
+    let names = "\"auto\", \"git\", \"symlink\" or \"none\"";
+    if name.contains(char::is_whitespace) || name.contains('/') {
+        format!(
+            "\"{name}\" is not {names}: to run a command, write it as an array of strings, like {}",
+            as_array(name, REVISION_EXAMPLE)
+        )
+    } else {
+        format!(
+            "unknown revision source \"{name}\": use {names}, or a command as an array of \
+             strings, like {REVISION_EXAMPLE}"
+        )
+    }
+}
+
+/// `text` split at whitespace as a TOML array, like `["a", "b"]`; `example`
+/// when there is nothing to split.
+fn as_array(text: &str, example: &str) -> String {
+    let words: Vec<String> = text
+        .split_whitespace()
+        .map(|word| format!("{word:?}"))
+        .collect();
+    if words.is_empty() {
+        example.to_owned()
+    } else {
+        format!("[{}]", words.join(", "))
+    }
 }
 
 /// Checks a Unix socket path (absolute) for `control.socket`: short enough
@@ -1234,5 +1365,86 @@ mod tests {
         };
         let config = resolve_text("", &args).unwrap();
         assert_eq!(config.control.socket, PathBuf::from(fits));
+    }
+
+    #[test]
+    fn revision_and_hook_problems() {
+        let text = "[app]\nmodule = \"m:a\"\n[deploy]\nrevision = \"gti\"\nstate_dir = \"\"\n\
+                    rollback_hook = []\nhook_timeout = \"0s\"\n";
+        let text = problems(text, &RunArgs::default());
+        let expected = [
+            "4 problems in the configuration:",
+            "  corral.toml:4: deploy.revision: unknown revision source \"gti\": use \"auto\", \"git\", \
+             \"symlink\" or \"none\", or a command as an array of strings, like [\"cat\", \"REVISION\"]",
+            "  corral.toml:5: deploy.state_dir: is empty: give a path or leave the key out",
+            "  corral.toml:6: deploy.rollback_hook: is empty: give a command like \
+             [\"./rollback.sh\", \"--notify\"], or leave the key out",
+            "  corral.toml:7: deploy.hook_timeout: must be longer than 0s, like \"60s\"",
+        ];
+        for line in expected {
+            assert!(text.contains(line), "missing {line:?} in:\n{text}");
+        }
+
+        let deploy = |text: &str| {
+            let text = format!("[app]\nmodule = \"m:a\"\n[deploy]\n{text}");
+            resolve_text(&text, &RunArgs::default())
+                .map(|c| c.deploy)
+                .map_err(|e| e.to_string())
+        };
+        let at = "corral.toml:4: deploy.";
+        // Names are exact.
+        assert!(
+            deploy("revision = \"Git\"\n")
+                .unwrap_err()
+                .starts_with(&format!("{at}revision: unknown revision source \"Git\""))
+        );
+        // A command written as a string: the array to write instead.
+        assert_eq!(
+            deploy("revision = \"git rev-parse HEAD\"\n").unwrap_err(),
+            format!(
+                "{at}revision: \"git rev-parse HEAD\" is not \"auto\", \"git\", \"symlink\" or \"none\": \
+                 to run a command, write it as an array of strings, like [\"git\", \"rev-parse\", \"HEAD\"]"
+            )
+        );
+        assert!(
+            deploy("revision = \"./revision.sh\"\n")
+                .unwrap_err()
+                .ends_with("like [\"./revision.sh\"]")
+        );
+        assert_eq!(
+            deploy("rollback_hook = \"./rollback.sh --notify\"\n").unwrap_err(),
+            format!(
+                "{at}rollback_hook: is a string: write the command as an array of strings (the \
+                 program, then its arguments), like [\"./rollback.sh\", \"--notify\"]"
+            )
+        );
+        assert!(
+            deploy("rollback_hook = \" \"\n")
+                .unwrap_err()
+                .ends_with("like [\"./rollback.sh\", \"--notify\"]")
+        );
+        assert_eq!(
+            deploy("revision = []\n").unwrap_err(),
+            format!(
+                "{at}revision: is empty: give a command like [\"cat\", \"REVISION\"], or leave the key out"
+            )
+        );
+        assert_eq!(
+            deploy("revision = [\"\", \"x\"]\n").unwrap_err(),
+            format!(
+                "{at}revision: the program (the first string) is empty: give a command like [\"cat\", \"REVISION\"]"
+            )
+        );
+        assert_eq!(
+            deploy("rollback_hook = [\"rollback\", \"a\\u0000b\"]\n").unwrap_err(),
+            format!("{at}rollback_hook: \"a\\0b\" holds a NUL byte")
+        );
+        // An empty argument is fine.
+        assert_eq!(
+            deploy("rollback_hook = [\"rollback\", \"\"]\n")
+                .unwrap()
+                .rollback_hook,
+            Some(vec!["rollback".into(), String::new()])
+        );
     }
 }

@@ -226,6 +226,8 @@ pub enum Action {
     Spawn {
         slot: usize,
         serial: u64,
+        /// The generation it belongs to (its code and folder).
+        generation: u64,
     },
     Signal {
         serial: u64,
@@ -489,7 +491,11 @@ impl Core {
             .as_ref()
             .map_or(self.generation, |r| r.generation);
         self.spawning.insert(serial, (slot, generation));
-        out.push(Action::Spawn { slot, serial });
+        out.push(Action::Spawn {
+            slot,
+            serial,
+            generation,
+        });
     }
 
     fn on_spawned(&mut self, now: Instant, serial: u64, pid: u32, out: &mut Vec<Action>) {

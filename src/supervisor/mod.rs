@@ -32,6 +32,8 @@ pub enum Msg {
     Signal(OsSignal),
     FrontDrained(bool),
     Probed(u64, Result<(), String>),
+    /// The rollback hook finished.
+    HookDone(crate::deploy::HookRun),
     /// Start a new generation; the sender (`corral reload --wait`) hears
     /// how it ended: Ok(generation) or Err(reason and traceback).
     Reload(
@@ -59,6 +61,14 @@ pub struct Supervisor {
     started: Instant,
     /// `reload --wait` callers: the generation they wait for.
     reload_waiters: Vec<(u64, tokio::sync::oneshot::Sender<Result<u64, String>>)>,
+    /// Folder and revision of each generation, resolved when it started.
+    gens: HashMap<u64, crate::deploy::GenerationInfo>,
+    /// The last generation recorded as good, and the last reload outcome
+    /// handled (for the hook).
+    recorded_good: u64,
+    handled_failure: Option<u64>,
+    cold_hook_ran: bool,
+    hook: Option<crate::deploy::HookRun>,
     new_waiter: Option<tokio::sync::oneshot::Sender<Result<u64, String>>>,
 }
 
@@ -114,6 +124,11 @@ impl Supervisor {
             started,
             reload_waiters: Vec::new(),
             new_waiter: None,
+            gens: HashMap::new(),
+            recorded_good: 0,
+            handled_failure: None,
+            cold_hook_ran: false,
+            hook: None,
         }
     }
 
@@ -129,6 +144,7 @@ impl Supervisor {
     /// Runs until corral has stopped; returns the process exit code.
     pub async fn run(mut self, front: Front) -> i32 {
         self.front = Some(front);
+        self.start_generation(1);
         let actions = self.core.start();
         if self.perform(actions) {
             return 0;
@@ -154,6 +170,7 @@ impl Supervisor {
                 }
             }
             self.answer_waiters();
+            self.deploy_bookkeeping();
             self.publish_snapshot();
         }
     }
@@ -179,6 +196,10 @@ impl Supervisor {
             }
             Msg::Replace(serial, reason) => Some(Event::Replace { serial, reason }),
             Msg::Probed(serial, result) => Some(Event::ProbeResult { serial, result }),
+            Msg::HookDone(run) => {
+                self.hook = Some(run);
+                None
+            }
             Msg::Reload(timeout, waiter) => {
                 if self.draining || self.core.phase == core::Phase::Stopping {
                     if let Some(w) = waiter {
@@ -187,6 +208,9 @@ impl Supervisor {
                     return None;
                 }
                 self.new_waiter = waiter;
+                if self.core.reload.is_none() {
+                    self.start_generation(self.core.generation + 1);
+                }
                 Some(Event::Reload { timeout })
             }
             Msg::Scale(count) => Some(Event::Scale { count }),
@@ -223,6 +247,9 @@ impl Supervisor {
                     return None;
                 }
                 tracing::info!("SIGHUP: reload");
+                if self.core.reload.is_none() {
+                    self.start_generation(self.core.generation + 1);
+                }
                 Some(Event::Reload { timeout: None })
             }
             Msg::Signal(OsSignal::Ttin) => {
@@ -256,8 +283,12 @@ impl Supervisor {
         let mut exit = false;
         for action in actions {
             match action {
-                Action::Spawn { slot, serial } => {
-                    let event = self.spawn(slot, serial);
+                Action::Spawn {
+                    slot,
+                    serial,
+                    generation,
+                } => {
+                    let event = self.spawn(slot, serial, generation);
                     let more = self.core.on_event(Instant::now(), event);
                     exit |= self.perform(more);
                 }
@@ -296,8 +327,9 @@ impl Supervisor {
         exit
     }
 
-    fn spawn(&mut self, slot: usize, serial: u64) -> Event {
-        let spawned = match self.launcher.spawn(slot) {
+    fn spawn(&mut self, slot: usize, serial: u64, generation: u64) -> Event {
+        let info = self.gens.get(&generation).cloned().unwrap_or_default();
+        let spawned = match self.launcher.spawn(slot, generation, &info) {
             Ok(s) => s,
             Err(e) => {
                 return Event::SpawnFailed {
@@ -318,6 +350,92 @@ impl Supervisor {
         });
         tracing::debug!("worker {slot} (pid {pid}) starting");
         Event::Spawned { serial, pid }
+    }
+
+    /// Resolves the folder and revision the generation will run.
+    fn start_generation(&mut self, generation: u64) {
+        let info = crate::deploy::resolve(&self.cfg);
+        tracing::info!(
+            "generation {generation}: revision {}{}",
+            info.revision.as_deref().unwrap_or("unknown"),
+            info.chdir
+                .as_ref()
+                .map(|d| format!(", folder {}", d.display()))
+                .unwrap_or_default()
+        );
+        self.gens.insert(generation, info);
+    }
+
+    /// Records good generations in the state dir, and runs the rollback
+    /// hook once per failed generation (and once at a cold start that has
+    /// no worker in service after every slot failed).
+    fn deploy_bookkeeping(&mut self) {
+        let generation = self.core.generation;
+        if generation > self.recorded_good
+            && self.core.reload.is_none()
+            && self.core.active() > 0
+            && self
+                .core
+                .in_service()
+                .filter(|w| w.generation == generation)
+                .count()
+                >= self.core.active()
+        {
+            self.recorded_good = generation;
+            if let Some(rev) = self.gens.get(&generation).and_then(|g| g.revision.clone()) {
+                crate::deploy::remember_good(&self.cfg.deploy.state_dir, &rev);
+                tracing::info!("revision {rev} is the last known good one");
+            }
+        }
+        let failure = match &self.core.last_reload {
+            Some(core::ReloadOutcome::Failed {
+                generation,
+                reason,
+                detail,
+                ..
+            }) if self.handled_failure != Some(*generation) => {
+                self.handled_failure = Some(*generation);
+                Some(crate::deploy::Failure {
+                    revision: self.gens.get(generation).and_then(|g| g.revision.clone()),
+                    reason: reason.clone(),
+                    detail: detail.clone(),
+                })
+            }
+            _ => None,
+        };
+        let cold = if failure.is_none()
+            && !self.cold_hook_ran
+            && self.recorded_good == 0
+            && self.core.phase == core::Phase::Running
+            && self.core.in_service().count() == 0
+            && self.core.slots.iter().all(|s| s.failures > 0)
+        {
+            self.cold_hook_ran = true;
+            let err = self.core.slots.iter().find_map(|s| s.last_error.clone());
+            Some(crate::deploy::Failure {
+                revision: self.gens.get(&1).and_then(|g| g.revision.clone()),
+                reason: format!(
+                    "no worker of generation 1 could boot: {}",
+                    err.as_ref()
+                        .and_then(|e| e.text.trim_end().lines().last().map(str::to_string))
+                        .unwrap_or_default()
+                ),
+                detail: err.map(|e| e.text),
+            })
+        } else {
+            None
+        };
+        if let Some(failure) = failure.or(cold)
+            && self.cfg.deploy.rollback_hook.is_some()
+        {
+            let cfg = self.cfg.clone();
+            let tx = self.tx.clone();
+            tokio::spawn(async move {
+                if let Some(run) = crate::deploy::run_hook(&cfg, &failure).await {
+                    let _ = tx.send(Msg::HookDone(run));
+                }
+            });
+        }
     }
 
     /// Tells `reload --wait` callers how their reload ended.
@@ -423,7 +541,13 @@ impl Supervisor {
     }
 
     fn publish_snapshot(&self) {
-        let snap = snapshot::take(&self.core, &self.channels, self.started, self.draining);
+        let mut snap = snapshot::take(&self.core, &self.channels, self.started, self.draining);
+        snap.revision = self
+            .gens
+            .get(&self.core.generation)
+            .and_then(|g| g.revision.clone());
+        snap.last_good_revision = crate::deploy::last_good(&self.cfg.deploy.state_dir);
+        snap.rollback_hook = self.hook.clone();
         self.snapshot.send_replace(snap);
     }
 }

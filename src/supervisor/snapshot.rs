@@ -34,6 +34,11 @@ pub struct Snapshot {
     pub reloading: Option<u64>,
     /// "done" or "failed: why", for the last reload.
     pub last_reload: Option<String>,
+    /// The serving generation's revision, and the last known good one.
+    pub revision: Option<String>,
+    pub last_good_revision: Option<String>,
+    /// The last run of the rollback hook.
+    pub rollback_hook: Option<crate::deploy::HookRun>,
     pub restarts: u64,
     pub slots: Vec<SlotView>,
     #[serde(skip)]

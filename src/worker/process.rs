@@ -113,7 +113,14 @@ impl Launcher {
         }
     }
 
-    pub fn spawn(&self, slot: usize) -> Result<Spawned, SpawnError> {
+    /// Starts a worker for `slot` of `generation`, in the generation's
+    /// resolved folder.
+    pub fn spawn(
+        &self,
+        slot: usize,
+        generation: u64,
+        info: &crate::deploy::GenerationInfo,
+    ) -> Result<Spawned, SpawnError> {
         let (ours, theirs): (OwnedFd, OwnedFd) = socketpair(
             AddressFamily::Unix,
             SockType::Stream,
@@ -130,10 +137,12 @@ impl Launcher {
         cmd.arg(&self.script)
             .envs(self.env.iter().map(|(k, v)| (k, v)))
             .env("CORRAL_SLOT", slot.to_string())
+            .env("CORRAL_GENERATION", generation.to_string())
+            .env("CORRAL_REVISION", info.revision.as_deref().unwrap_or(""))
             .stdin(Stdio::null())
             .kill_on_drop(false)
             .process_group(0);
-        if let Some(dir) = &self.chdir {
+        if let Some(dir) = info.chdir.as_ref().or(self.chdir.as_ref()) {
             cmd.current_dir(dir);
         }
         // SAFETY: between fork and exec the closure only makes

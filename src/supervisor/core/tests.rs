@@ -75,7 +75,7 @@ fn spawns(actions: &[Action]) -> Vec<(usize, u64)> {
     actions
         .iter()
         .filter_map(|a| match a {
-            Action::Spawn { slot, serial } => Some((*slot, *serial)),
+            Action::Spawn { slot, serial, .. } => Some((*slot, *serial)),
             _ => None,
         })
         .collect()

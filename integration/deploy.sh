@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# A deploy with corral: fetch the new code, check that it boots, reload, and
+# fail loudly (with the traceback) when it does not come up, while the old
+# generation keeps serving.
+#
+#   integration/deploy.sh APP_DIR [CORRAL_CONFIG]
+#
+# APP_DIR is a git checkout of the app (corral's [app] chdir); CORRAL_CONFIG
+# is the running corral's config file (default: APP_DIR/corral.toml). Set
+# CORRAL to the corral binary (default: corral on PATH) and GIT_REF to the
+# ref to deploy (default: the upstream of the current branch).
+set -euo pipefail
+
+app_dir=${1:?usage: deploy.sh APP_DIR [CORRAL_CONFIG]}
+config=${2:-$app_dir/corral.toml}
+corral=${CORRAL:-corral}
+
+cd "$app_dir"
+before=$(git rev-parse --short=12 HEAD)
+git fetch --quiet origin
+ref=${GIT_REF:-}
+[ -n "$ref" ] || ref='@{upstream}'
+git merge --quiet --ff-only "$ref"
+after=$(git rev-parse --short=12 HEAD)
+echo "deploy: $before -> $after"
+
+# 1. Does the new code boot at all (imports, start-up, readiness)?
+if ! "$corral" check -c "$config"; then
+    echo "deploy: $after does not boot; nothing was reloaded, $before keeps serving" >&2
+    git reset --quiet --hard "$before"
+    exit 1
+fi
+
+# 2. Reload and wait: the new generation takes over only when it is all in
+#    service; otherwise corral keeps the old one and says why.
+if ! "$corral" reload --wait -c "$config"; then
+    echo "deploy: reload to $after failed; $before keeps serving" >&2
+    git reset --quiet --hard "$before"
+    exit 1
+fi
+echo "deploy: $after is in service"

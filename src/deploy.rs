@@ -1,0 +1,255 @@
+//! Deploy bookkeeping around generations: what code a generation runs (its
+//! folder, resolved once, and its revision), the last known good revision
+//! (kept in `[deploy] state_dir` across restarts), and the rollback hook run
+//! when a new generation fails to come up.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+use crate::config::{Config, RevisionSource};
+
+/// What one generation runs.
+#[derive(Debug, Clone, Default)]
+pub struct GenerationInfo {
+    /// The app folder with symlinks resolved when the generation started: a
+    /// generation keeps running the release it started from even after a
+    /// `current` symlink moves.
+    pub chdir: Option<PathBuf>,
+    pub revision: Option<String>,
+}
+
+/// Resolves the folder and the revision for a generation starting now.
+pub fn resolve(cfg: &Config) -> GenerationInfo {
+    let chdir = cfg
+        .app
+        .chdir
+        .as_ref()
+        .map(|d| std::fs::canonicalize(d).unwrap_or_else(|_| d.clone()));
+    let dir = cfg
+        .app
+        .chdir
+        .clone()
+        .unwrap_or_else(|| std::env::current_dir().unwrap_or_default());
+    GenerationInfo {
+        revision: revision(&cfg.deploy.revision, &dir),
+        chdir,
+    }
+}
+
+/// Names the code in `dir` as `source` says.
+pub fn revision(source: &RevisionSource, dir: &Path) -> Option<String> {
+    match source {
+        RevisionSource::None => None,
+        RevisionSource::Git => git(dir),
+        RevisionSource::Symlink => symlink(dir),
+        RevisionSource::Command(argv) => command(argv, dir),
+        RevisionSource::Auto => {
+            if std::fs::symlink_metadata(dir).is_ok_and(|m| m.file_type().is_symlink()) {
+                symlink(dir)
+            } else {
+                git(dir)
+            }
+        }
+    }
+}
+
+fn git(dir: &Path) -> Option<String> {
+    command(
+        &[
+            "git".into(),
+            "rev-parse".into(),
+            "--short=12".into(),
+            "HEAD".into(),
+        ],
+        dir,
+    )
+}
+
+fn symlink(dir: &Path) -> Option<String> {
+    let target = std::fs::canonicalize(dir).ok()?;
+    Some(target.file_name()?.to_string_lossy().into_owned())
+}
+
+/// Runs `argv` in `dir` (at most 5 s); its first stdout line.
+fn command(argv: &[String], dir: &Path) -> Option<String> {
+    let (prog, args) = argv.split_first()?;
+    let mut child = std::process::Command::new(prog)
+        .args(args)
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .ok()?;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        match child.try_wait() {
+            Ok(Some(st)) if st.success() => break,
+            Ok(Some(_)) | Err(_) => return None,
+            Ok(None) if Instant::now() >= deadline => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return None;
+            }
+            Ok(None) => std::thread::sleep(Duration::from_millis(5)),
+        }
+    }
+    let mut out = String::new();
+    use std::io::Read;
+    child.stdout.take()?.read_to_string(&mut out).ok()?;
+    let line = out.lines().next()?.trim().to_string();
+    (!line.is_empty()).then_some(line)
+}
+
+/// The last known good revision, from `state_dir`.
+pub fn last_good(state_dir: &Path) -> Option<String> {
+    let text = std::fs::read_to_string(state_dir.join("last-good-revision")).ok()?;
+    let line = text.trim();
+    (!line.is_empty()).then(|| line.to_string())
+}
+
+/// Remembers `revision` as the last known good one.
+pub fn remember_good(state_dir: &Path, revision: &str) {
+    if std::fs::create_dir_all(state_dir).is_err() {
+        tracing::warn!("cannot create the state dir {}", state_dir.display());
+        return;
+    }
+    let tmp = state_dir.join("last-good-revision.tmp");
+    if std::fs::write(&tmp, format!("{revision}\n")).is_ok() {
+        let _ = std::fs::rename(&tmp, state_dir.join("last-good-revision"));
+    }
+}
+
+/// Why a generation failed, for the hook.
+#[derive(Debug, Clone)]
+pub struct Failure {
+    pub revision: Option<String>,
+    pub reason: String,
+    pub detail: Option<String>,
+}
+
+/// How the hook ended, for /status.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct HookRun {
+    pub at: f64,
+    pub exit_code: Option<i32>,
+    pub timed_out: bool,
+    pub output_tail: String,
+}
+
+/// Runs the rollback hook with the failure in its environment; its output
+/// goes to the log line by line.
+pub async fn run_hook(cfg: &Config, failure: &Failure) -> Option<HookRun> {
+    let argv = cfg.deploy.rollback_hook.as_ref()?;
+    let (prog, args) = argv.split_first()?;
+    let state_dir = &cfg.deploy.state_dir;
+    let _ = std::fs::create_dir_all(state_dir);
+    let error_file = state_dir.join("last-error.txt");
+    let _ = std::fs::write(
+        &error_file,
+        failure
+            .detail
+            .clone()
+            .unwrap_or_else(|| failure.reason.clone()),
+    );
+    let app_dir = cfg
+        .app
+        .chdir
+        .clone()
+        .unwrap_or_else(|| std::env::current_dir().unwrap_or_default());
+    tracing::warn!("running the rollback hook {}", argv.join(" "));
+    let mut cmd = tokio::process::Command::new(prog);
+    cmd.args(args)
+        .env(
+            "CORRAL_FAILED_REVISION",
+            failure.revision.as_deref().unwrap_or(""),
+        )
+        .env(
+            "CORRAL_GOOD_REVISION",
+            last_good(state_dir).unwrap_or_default(),
+        )
+        .env("CORRAL_REASON", failure.reason.lines().next().unwrap_or(""))
+        .env("CORRAL_ERROR_FILE", &error_file)
+        .env("CORRAL_APP_DIR", &app_dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0);
+    let mut child = match cmd.spawn() {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!("cannot run the rollback hook {prog}: {e}");
+            return Some(HookRun {
+                at: now,
+                exit_code: None,
+                timed_out: false,
+                output_tail: format!("cannot run {prog}: {e}"),
+            });
+        }
+    };
+    let (out, err) = (child.stdout.take(), child.stderr.take());
+    let collect = async {
+        let mut tail: Vec<String> = Vec::new();
+        let mut out = out.map(|o| BufReader::new(o).lines());
+        let mut err = err.map(|e| BufReader::new(e).lines());
+        while out.is_some() || err.is_some() {
+            let (line, from_out) = tokio::select! {
+                l = next(&mut out), if out.is_some() => (l, true),
+                l = next(&mut err), if err.is_some() => (l, false),
+            };
+            match line {
+                Some(l) => {
+                    tracing::info!("rollback hook: {l}");
+                    tail.push(l);
+                    if tail.len() > 20 {
+                        tail.remove(0);
+                    }
+                }
+                None if from_out => out = None,
+                None => err = None,
+            }
+        }
+        let status = child.wait().await.ok();
+        (tail, status)
+    };
+    match tokio::time::timeout(cfg.deploy.hook_timeout, collect).await {
+        Ok((tail, status)) => {
+            let code = status.and_then(|s| s.code());
+            tracing::info!("rollback hook exited with code {code:?}");
+            Some(HookRun {
+                at: now,
+                exit_code: code,
+                timed_out: false,
+                output_tail: tail.join("\n"),
+            })
+        }
+        Err(_) => {
+            tracing::error!(
+                "rollback hook timed out after {:?}; killed",
+                cfg.deploy.hook_timeout
+            );
+            Some(HookRun {
+                at: now,
+                exit_code: None,
+                timed_out: true,
+                output_tail: String::new(),
+            })
+        }
+    }
+}
+
+type Lines<R> = tokio::io::Lines<BufReader<R>>;
+
+async fn next<R: tokio::io::AsyncRead + Unpin>(lines: &mut Option<Lines<R>>) -> Option<String> {
+    match lines {
+        Some(l) => l.next_line().await.ok().flatten(),
+        None => None,
+    }
+}

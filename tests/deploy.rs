@@ -1,0 +1,251 @@
+//! Deploys as a pipeline runs them: a real git repository, the
+//! `integration/deploy.sh` script (`git pull`, `corral check`, `corral
+//! reload --wait`), revisions, the last known good one, the rollback hook,
+//! and release symlinks.
+
+mod common;
+use common::*;
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+fn git(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .current_dir(dir)
+        .args([
+            "-c",
+            "user.name=t",
+            "-c",
+            "user.email=t@example.com",
+            "-c",
+            "init.defaultBranch=main",
+        ])
+        .args(args)
+        .output()
+        .expect("git");
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+fn app_source(tag: &str, extra: &str) -> String {
+    format!(
+        "import os\n{extra}\n\ndef app(environ, start_response):\n    body = b\"{tag}\"\n    start_response(\"200 OK\", [(\"Content-Length\", str(len(body)))])\n    return [body]\n"
+    )
+}
+
+/// Commits `source` as app.py in the developer's clone and pushes it.
+fn push(dev: &Path, source: &str, msg: &str) -> String {
+    std::fs::write(dev.join("app.py"), source).unwrap();
+    git(dev, &["commit", "-qam", msg]);
+    git(dev, &["push", "-q", "origin", "main"]);
+    git(dev, &["rev-parse", "--short=12", "HEAD"])
+}
+
+#[test]
+fn a_pipeline_deploys_good_commits_and_a_broken_one_fails_with_its_traceback_and_the_hook() {
+    let root = AppDir::new(&[]);
+    let r = root.path();
+    git(r, &["init", "-q", "--bare", "origin.git"]);
+    git(r, &["clone", "-q", "origin.git", "dev"]);
+    let dev = r.join("dev");
+    std::fs::write(dev.join("app.py"), app_source("v1", "")).unwrap();
+    git(&dev, &["add", "app.py"]);
+    git(&dev, &["commit", "-qm", "v1"]);
+    git(&dev, &["push", "-q", "origin", "HEAD:main"]);
+    let v1 = git(&dev, &["rev-parse", "--short=12", "HEAD"]);
+    git(r, &["clone", "-q", "origin.git", "app"]);
+    std::fs::write(
+        r.join("hook.sh"),
+        "#!/bin/sh\nenv | grep ^CORRAL_ | sort > \"$(dirname \"$0\")/hook-env.txt\"\necho rolled back from $CORRAL_FAILED_REVISION\n",
+    )
+    .unwrap();
+    Command::new("chmod")
+        .args(["+x", r.join("hook.sh").to_str().unwrap()])
+        .status()
+        .unwrap();
+    let socket = r.join("ctl.sock");
+    std::fs::write(
+        r.join("corral.toml"),
+        format!(
+            "[app]\nmodule = \"app:app\"\nchdir = \"app\"\npython = \"{}\"\n[server]\nbind = [\"127.0.0.1:0\"]\n[workers]\ncount = 2\n[health]\nstatus_bind = \"127.0.0.1:0\"\n[control]\nsocket = \"ctl.sock\"\n[deploy]\nstate_dir = \"state\"\nrollback_hook = [\"./hook.sh\"]\n",
+            python()
+        ),
+    )
+    .unwrap();
+    let c = Corral::start(
+        r,
+        &["-c", "corral.toml", "--socket", socket.to_str().unwrap()],
+        2,
+    );
+    assert_eq!(c.get("/").text(), "v1");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::fs::read_to_string(r.join("state/last-good-revision"))
+        .unwrap_or_default()
+        .trim()
+        != v1
+    {
+        assert!(Instant::now() < deadline, "v1 never recorded as good");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(c.status_json()["revision"], v1.as_str());
+
+    let deploy = |expect_ok: bool| {
+        let out = Command::new(repo("integration/deploy.sh"))
+            .args([
+                r.join("app").to_str().unwrap(),
+                r.join("corral.toml").to_str().unwrap(),
+            ])
+            .env("CORRAL", corral_bin())
+            .env("GIT_REF", "origin/main")
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(out.status.success(), expect_ok, "deploy.sh:\n{text}");
+        text
+    };
+
+    // A good commit goes live.
+    let v2 = push(&dev, &app_source("v2", "# second"), "v2");
+    let text = deploy(true);
+    assert!(text.contains(&format!("{v2} is in service")), "{text}");
+    assert_eq!(c.get("/").text(), "v2");
+    assert_eq!(c.status_json()["revision"], v2.as_str());
+    assert_eq!(c.status_json()["last_good_revision"], v2.as_str());
+
+    // A commit that does not even import: `corral check` stops the deploy.
+    push(&dev, "import no_such_dependency\n", "v3 broken import");
+    let text = deploy(false);
+    assert!(
+        text.contains("ModuleNotFoundError: No module named 'no_such_dependency'"),
+        "{text}"
+    );
+    assert!(
+        text.contains("does not boot; nothing was reloaded"),
+        "{text}"
+    );
+    assert_eq!(c.get("/").text(), "v2");
+
+    // A commit that passes the check but fails to start in the real workers
+    // (here: slot 1 only; `check` boots slot 0): the reload fails, v2 keeps
+    // serving, and the rollback hook runs with the facts.
+    let v4 = push(
+        &dev,
+        &app_source(
+            "v4",
+            "if os.environ.get('CORRAL_SLOT') == '1':\n    raise RuntimeError('cache warm-up failed')",
+        ),
+        "v4 fails at start-up",
+    );
+    let text = deploy(false);
+    assert!(text.contains("reload FAILED"), "{text}");
+    assert!(
+        text.contains("RuntimeError: cache warm-up failed"),
+        "{text}"
+    );
+    assert!(text.contains("Traceback"), "{text}");
+    assert_eq!(c.get("/").text(), "v2");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !r.join("hook-env.txt").exists() {
+        assert!(
+            Instant::now() < deadline,
+            "the hook did not run; log:\n{}",
+            c.log.text()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    let env = std::fs::read_to_string(r.join("hook-env.txt")).unwrap();
+    assert!(
+        env.contains(&format!("CORRAL_FAILED_REVISION={v4}")),
+        "{env}"
+    );
+    assert!(env.contains(&format!("CORRAL_GOOD_REVISION={v2}")), "{env}");
+    assert!(
+        env.contains("CORRAL_REASON=slot 1 did not boot: RuntimeError: cache warm-up failed"),
+        "{env}"
+    );
+    let error_file = env
+        .lines()
+        .find_map(|l| l.strip_prefix("CORRAL_ERROR_FILE="))
+        .unwrap();
+    assert!(
+        std::fs::read_to_string(error_file)
+            .unwrap()
+            .contains("Traceback")
+    );
+    assert!(env.contains("CORRAL_APP_DIR="), "{env}");
+    assert!(
+        c.log
+            .wait_for(
+                &format!("rollback hook: rolled back from {v4}"),
+                Duration::from_secs(5)
+            )
+            .is_some()
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while c.status_json()["rollback_hook"]["exit_code"] != 0 {
+        assert!(Instant::now() < deadline, "hook result not in /status");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(c.status_json()["last_good_revision"], v2.as_str());
+}
+
+#[test]
+fn a_generation_keeps_its_release_after_the_current_symlink_moves() {
+    let root = AppDir::new(&[
+        ("releases/r1/app.py", &app_source("r1", "")),
+        ("releases/r2/app.py", &app_source("r2", "# two")),
+    ]);
+    let r = root.path();
+    std::os::unix::fs::symlink(r.join("releases/r1"), r.join("current")).unwrap();
+    let c = Corral::start(
+        r,
+        &[
+            "app:app",
+            "-w",
+            "1",
+            "--chdir",
+            "current",
+            "--status-bind",
+            "127.0.0.1:0",
+        ],
+        1,
+    );
+    assert_eq!(c.get("/").text(), "r1");
+    assert_eq!(c.status_json()["revision"], "r1");
+    // The symlink moves, and the worker dies: its replacement belongs to the
+    // same generation, so it runs r1, not what `current` points at now.
+    std::fs::remove_file(r.join("current")).unwrap();
+    std::os::unix::fs::symlink(r.join("releases/r2"), r.join("current")).unwrap();
+    let pid = children_of(c.pid())[0];
+    // SAFETY: killing a worker of the corral this test started.
+    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let now = children_of(c.pid());
+        if now.len() == 1 && now[0] != pid && c.get("/").status == 200 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no replacement");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(c.get("/").text(), "r1");
+    // A reload moves to the new release.
+    c.signal(libc::SIGHUP);
+    assert!(
+        c.log
+            .wait_for("reload done", Duration::from_secs(20))
+            .is_some()
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(c.get("/").text(), "r2");
+    assert_eq!(c.status_json()["revision"], "r2");
+}
