@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncBufReadExt, BufReader};
 
-use crate::config::{Config, RevisionSource};
+use crate::config::{Config, RevisionSource, Rollback};
 
 /// What one generation runs.
 #[derive(Debug, Clone, Default)]
@@ -251,5 +251,72 @@ async fn next<R: tokio::io::AsyncRead + Unpin>(lines: &mut Option<Lines<R>>) -> 
     match lines {
         Some(l) => l.next_line().await.ok().flatten(),
         None => None,
+    }
+}
+
+/// The folder of the last known good generation (for the symlink rollback).
+pub fn last_good_path(state_dir: &Path) -> Option<PathBuf> {
+    let text = std::fs::read_to_string(state_dir.join("last-good-path")).ok()?;
+    let line = text.trim();
+    (!line.is_empty()).then(|| PathBuf::from(line))
+}
+
+/// Remembers the folder a good generation ran from.
+pub fn remember_good_path(state_dir: &Path, dir: &Path) {
+    let tmp = state_dir.join("last-good-path.tmp");
+    if std::fs::write(&tmp, format!("{}\n", dir.display())).is_ok() {
+        let _ = std::fs::rename(&tmp, state_dir.join("last-good-path"));
+    }
+}
+
+/// The built-in rollbacks: put the last known good code back on disk.
+/// Returns what was done, for the log.
+pub fn builtin_rollback(cfg: &Config) -> Result<String, String> {
+    let state = &cfg.deploy.state_dir;
+    match cfg.deploy.rollback {
+        Rollback::None => Err("no built-in rollback configured".into()),
+        Rollback::GitReset => {
+            let dir = cfg
+                .app
+                .chdir
+                .clone()
+                .unwrap_or_else(|| std::env::current_dir().unwrap_or_default());
+            let good = last_good(state).ok_or("no last known good revision yet")?;
+            let out = std::process::Command::new("git")
+                .args(["reset", "--hard", "--quiet", &good])
+                .current_dir(&dir)
+                .output()
+                .map_err(|e| format!("cannot run git: {e}"))?;
+            if !out.status.success() {
+                return Err(format!(
+                    "git reset --hard {good} failed: {}",
+                    String::from_utf8_lossy(&out.stderr).trim()
+                ));
+            }
+            Ok(format!(
+                "reset {} to the last good commit {good}",
+                dir.display()
+            ))
+        }
+        Rollback::Symlink => {
+            let link = cfg.app.chdir.clone().ok_or("app.chdir is not set")?;
+            let good = last_good_path(state).ok_or("no last known good release yet")?;
+            if !good.is_dir() {
+                return Err(format!("the last good release {} is gone", good.display()));
+            }
+            // Atomic swap: a new link beside, renamed over the old one.
+            let tmp = link.with_extension("corral-rollback");
+            let _ = std::fs::remove_file(&tmp);
+            std::os::unix::fs::symlink(&good, &tmp)
+                .and_then(|()| std::fs::rename(&tmp, &link))
+                .map_err(|e| {
+                    format!("cannot point {} at {}: {e}", link.display(), good.display())
+                })?;
+            Ok(format!(
+                "pointed {} back at the last good release {}",
+                link.display(),
+                good.display()
+            ))
+        }
     }
 }

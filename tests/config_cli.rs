@@ -283,6 +283,49 @@ fn deploy_problems_name_file_line_and_key() {
 }
 
 #[test]
+fn rollback_and_strategy_problems_name_the_keys_they_clash_with() {
+    let dir = dir_with(
+        "corral.toml",
+        "[app]\nmodule = \"main:app\"\n[deploy]\nrevision = \"symlink\"\n\
+         rollback = \"git-reset\"\nstrategy = \"Rolling\"\nmax_surge = 0\n",
+    );
+    let out = corral(dir.path(), &[]);
+    assert_refused(
+        &out,
+        &[
+            "3 problems",
+            "corral.toml:5: deploy.rollback: \"git-reset\" resets the app folder to the last known \
+             good commit, so it needs deploy.revision \"git\" or \"auto\", but deploy.revision is \
+             \"symlink\" (at corral.toml:4)",
+            "corral.toml:6: deploy.strategy: unknown strategy \"Rolling\": write \"rolling\"",
+            "corral.toml:7: deploy.max_surge: must be at least 1",
+        ],
+    );
+    // "symlink" needs the app folder, named by app.chdir or --chdir.
+    let dir = dir_with(
+        "corral.toml",
+        "[app]\nmodule = \"main:app\"\n[deploy]\nrollback = \"symlink\"\n",
+    );
+    let out = corral(dir.path(), &[]);
+    assert_refused(
+        &out,
+        &["error: corral.toml:4: deploy.rollback: \"symlink\" needs app.chdir"],
+    );
+    let out = corral(dir.path(), &["--chdir", "current", "--workers", "0"]);
+    assert_refused(&out, &["--workers: must be at least 1"]);
+    assert!(!out.stderr.contains("deploy.rollback"), "{}", out.stderr);
+    let dir = dir_with("corral.toml", "[deploy]\nexit_on_boot_failure = \"yes\"\n");
+    let out = corral(dir.path(), &["main:app"]);
+    assert_refused(
+        &out,
+        &[
+            "error: corral.toml:2: deploy.exit_on_boot_failure: invalid type: string \"yes\", \
+             expected a boolean; for example: exit_on_boot_failure = false",
+        ],
+    );
+}
+
+#[test]
 fn missing_app_says_how_to_give_it() {
     let dir = tempfile::tempdir().unwrap();
     let out = corral(dir.path(), &[]);

@@ -249,3 +249,172 @@ fn a_generation_keeps_its_release_after_the_current_symlink_moves() {
     assert_eq!(c.get("/").text(), "r2");
     assert_eq!(c.status_json()["revision"], "r2");
 }
+
+fn config(extra: &str) -> String {
+    format!(
+        "[app]\nmodule = \"app:app\"\nchdir = \"current\"\npython = \"{}\"\n[server]\nbind = [\"127.0.0.1:0\"]\n[workers]\ncount = 1\n[health]\nstatus_bind = \"127.0.0.1:0\"\n[deploy]\nstate_dir = \"state\"\n{extra}\n",
+        python()
+    )
+}
+
+fn wait_until(c: &Corral, what: &str, mut ok: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !ok() {
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what}; log:\n{}",
+            c.log.text()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn the_built_in_git_reset_rollback_restores_the_last_good_commit_and_reloads_it() {
+    let root = AppDir::new(&[]);
+    let r = root.path();
+    let app = r.join("current");
+    std::fs::create_dir(&app).unwrap();
+    git(&app, &["init", "-q"]);
+    std::fs::write(app.join("app.py"), app_source("good", "")).unwrap();
+    git(&app, &["add", "app.py"]);
+    git(&app, &["commit", "-qm", "good"]);
+    let good = git(&app, &["rev-parse", "--short=12", "HEAD"]);
+    std::fs::write(
+        r.join("corral.toml"),
+        config("revision = \"git\"\nrollback = \"git-reset\""),
+    )
+    .unwrap();
+    let c = Corral::start(r, &["-c", "corral.toml"], 1);
+    wait_until(&c, "good recorded", || {
+        c.status_json()["last_good_revision"] == good.as_str()
+    });
+    // A broken commit lands on disk (a `git pull`), then a reload.
+    std::fs::write(app.join("app.py"), "raise ImportError('broken release')\n").unwrap();
+    git(&app, &["commit", "-qam", "broken"]);
+    c.signal(libc::SIGHUP);
+    assert!(
+        c.log
+            .wait_for("reload failed", Duration::from_secs(20))
+            .is_some()
+    );
+    assert!(
+        c.log
+            .wait_for(
+                &format!("to the last good commit {good}"),
+                Duration::from_secs(20)
+            )
+            .is_some(),
+        "{}",
+        c.log.text()
+    );
+    assert!(
+        c.log
+            .wait_for("reload done: generation 3", Duration::from_secs(20))
+            .is_some(),
+        "{}",
+        c.log.text()
+    );
+    assert_eq!(
+        git(&app, &["rev-parse", "--short=12", "HEAD"]),
+        good,
+        "the checkout is back on the good commit"
+    );
+    assert_eq!(c.get("/").text(), "good");
+    assert_eq!(c.status_json()["revision"], good.as_str());
+}
+
+#[test]
+fn the_built_in_symlink_rollback_points_current_back_at_the_last_good_release() {
+    let root = AppDir::new(&[
+        ("releases/r1/app.py", &app_source("r1", "")),
+        ("releases/r2/app.py", "import no_such_module_in_r2\n"),
+    ]);
+    let r = root.path();
+    std::os::unix::fs::symlink(r.join("releases/r1"), r.join("current")).unwrap();
+    std::fs::write(
+        r.join("corral.toml"),
+        config("revision = \"symlink\"\nrollback = \"symlink\""),
+    )
+    .unwrap();
+    let c = Corral::start(r, &["-c", "corral.toml"], 1);
+    wait_until(&c, "r1 recorded", || {
+        c.status_json()["last_good_revision"] == "r1"
+    });
+    std::fs::remove_file(r.join("current")).unwrap();
+    std::os::unix::fs::symlink(r.join("releases/r2"), r.join("current")).unwrap();
+    c.signal(libc::SIGHUP);
+    assert!(
+        c.log
+            .wait_for("reload done: generation 3", Duration::from_secs(30))
+            .is_some(),
+        "{}",
+        c.log.text()
+    );
+    assert!(c.log.text().contains("pointed"), "{}", c.log.text());
+    assert_eq!(
+        std::fs::canonicalize(r.join("current")).unwrap(),
+        std::fs::canonicalize(r.join("releases/r1")).unwrap()
+    );
+    assert_eq!(c.get("/").text(), "r1");
+}
+
+#[test]
+fn a_cold_start_with_nothing_good_runs_the_hook_once_and_recovers_when_the_code_is_fixed() {
+    let root = AppDir::new(&[("current/app.py", "raise RuntimeError('not yet')\n")]);
+    let r = root.path();
+    std::fs::write(
+        r.join("hook.sh"),
+        "#!/bin/sh\necho ran >> \"$(dirname \"$0\")/hook-runs.txt\"\n",
+    )
+    .unwrap();
+    Command::new("chmod")
+        .args(["+x", r.join("hook.sh").to_str().unwrap()])
+        .status()
+        .unwrap();
+    std::fs::write(
+        r.join("corral.toml"),
+        config("rollback_hook = [\"./hook.sh\"]"),
+    )
+    .unwrap();
+    let mut c = Corral::spawn(r, &["-c", "corral.toml"], &[]);
+    c.wait_listening();
+    wait_until(&c, "the hook", || r.join("hook-runs.txt").exists());
+    let r503 = c.get("/");
+    assert_eq!(r503.status, 503);
+    assert!(r503.header("retry-after").is_some());
+    assert_eq!(c.status("/health/ready").status, 503);
+    // Several more boot attempts: the hook does not run again.
+    wait_until(&c, "retries", || {
+        c.status_json()["workers"]["boot_failures"]
+            .as_u64()
+            .unwrap_or(0)
+            >= 3
+    });
+    assert_eq!(
+        std::fs::read_to_string(r.join("hook-runs.txt"))
+            .unwrap()
+            .lines()
+            .count(),
+        1
+    );
+    // The code is fixed on disk: corral becomes ready by itself.
+    std::fs::write(
+        r.join("current/app.py"),
+        app_source("fixed", "# now it works"),
+    )
+    .unwrap();
+    wait_until(&c, "recovery", || c.get("/").status == 200);
+    assert_eq!(c.get("/").text(), "fixed");
+}
+
+#[test]
+fn exit_on_boot_failure_exits_with_its_own_code() {
+    let root = AppDir::new(&[("current/app.py", "raise RuntimeError('broken')\n")]);
+    let r = root.path();
+    std::fs::write(r.join("corral.toml"), config("exit_on_boot_failure = true")).unwrap();
+    let mut c = Corral::spawn(r, &["-c", "corral.toml"], &[]);
+    let st = c.wait_exit(Duration::from_secs(20)).expect("corral exits");
+    assert_eq!(st.code(), Some(3), "{}", c.log.text());
+    assert!(c.log.text().contains("exit_on_boot_failure"));
+}

@@ -157,3 +157,43 @@ fn sighup_with_broken_code_keeps_the_old_generation_serving_with_zero_failed_req
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+#[test]
+fn a_rolling_reload_under_load_fails_no_request_and_keeps_capacity() {
+    let app = AppDir::new(&[
+        ("app.py", &app_version("v1", 1)),
+        (
+            "corral.toml",
+            "[app]\nmodule = \"app:app\"\n[server]\nbind = [\"127.0.0.1:0\"]\n[workers]\ncount = 3\n[health]\nstatus_bind = \"127.0.0.1:0\"\n[deploy]\nstrategy = \"rolling\"\nmax_surge = 1\n",
+        ),
+    ]);
+    let c = Corral::start(app.path(), &["-c", "corral.toml"], 3);
+    let load = Load::start(&c.addr);
+    std::thread::sleep(Duration::from_millis(300));
+    std::fs::write(app.path().join("app.py"), app_version("v2", 20)).unwrap();
+    c.signal(libc::SIGHUP);
+    let mut most = 0;
+    let mut fewest_in_service = u64::MAX;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !c.log.text().contains("reload done") {
+        assert!(
+            Instant::now() < deadline,
+            "no reload done; log:\n{}",
+            c.log.text()
+        );
+        most = most.max(children_of(c.pid()).len());
+        let s = c.status_json();
+        fewest_in_service = fewest_in_service.min(s["workers"]["in_service"].as_u64().unwrap_or(0));
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let (bodies, failed) = load.finish();
+    assert_eq!(failed, 0);
+    assert_eq!(bodies.last().map(String::as_str), Some("v2"));
+    assert!(most <= 4, "at most max_surge = 1 extra worker, saw {most}");
+    assert!(
+        fewest_in_service >= 3,
+        "capacity fell to {fewest_in_service}"
+    );
+    assert!(c.log.text().contains("rolling"));
+}

@@ -201,6 +201,45 @@ pub struct DeployConfig {
     /// Longest a hook (`rollback_hook`) may run before it is killed. Longer
     /// than 0.
     pub hook_timeout: Duration,
+    /// The built-in rollback run when a reload (or the first start) fails
+    /// to come up, after `rollback_hook` when both are set. `GitReset` only
+    /// with `revision` [`RevisionSource::Git`] or [`RevisionSource::Auto`];
+    /// `Symlink` only with `app.chdir` set.
+    pub rollback: Rollback,
+    /// At a cold start where every worker fails to boot (none has come up
+    /// yet), exit with code 3 instead of restarting them with backoff.
+    pub exit_on_boot_failure: bool,
+    /// How a reload replaces the workers.
+    pub strategy: Strategy,
+    /// With [`Strategy::Rolling`], the most workers a reload may run beyond
+    /// `workers.count` at any time. At least 1; ignored with
+    /// [`Strategy::AllAtOnce`].
+    pub max_surge: usize,
+}
+
+/// The built-in rollback (`deploy.rollback`): what puts the last known good
+/// code back on disk when a reload (or the first start) fails to come up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rollback {
+    /// The default: no built-in rollback.
+    None,
+    /// Reset the git checkout in the app folder (`app.chdir`, else the cwd)
+    /// to the last known good commit (not HEAD~1).
+    GitReset,
+    /// Point the `current` symlink, the app folder (`app.chdir`) itself,
+    /// back at the last good release.
+    Symlink,
+}
+
+/// How a reload replaces the workers (`deploy.strategy`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Strategy {
+    /// The default: the whole new generation boots beside the old one and
+    /// takes over once all of it is in service.
+    AllAtOnce,
+    /// A few workers at a time, at most [`DeployConfig::max_surge`] beyond
+    /// `workers.count`.
+    Rolling,
 }
 
 /// How corral names the code a generation runs (`deploy.revision`).
@@ -514,12 +553,14 @@ fn resolve(
         cwd,
         problems: Vec::new(),
     };
+    // Whether `app.chdir` is set, even when [app] has problems of its own.
+    let chdir_given = args.chdir.is_some() || raw.app.chdir.is_some();
     let app = r.app(args, raw.app, env.virtual_env.as_deref());
     let server = r.server(args, raw.server);
     let workers = r.workers(args, raw.workers);
     let health = r.health(args, raw.health, &server, &workers);
     let control = r.control(args.socket.as_deref(), raw.control, &env.default_socket);
-    let deploy = r.deploy(raw.deploy, &env.default_state_dir);
+    let deploy = r.deploy(raw.deploy, &env.default_state_dir, chdir_given);
     match app {
         Some(app) if r.problems.is_empty() => Ok(Config {
             source: file.map(|f| f.path.clone()),
@@ -608,6 +649,10 @@ mod tests {
         );
         assert_eq!(config.deploy.rollback_hook, None);
         assert_eq!(config.deploy.hook_timeout, Duration::from_secs(60));
+        assert_eq!(config.deploy.rollback, Rollback::None);
+        assert!(!config.deploy.exit_on_boot_failure);
+        assert_eq!(config.deploy.strategy, Strategy::AllAtOnce);
+        assert_eq!(config.deploy.max_surge, 1);
         let config = resolve(&args, None, Path::new("/cwd"), &env()).unwrap();
         assert_eq!(config.app.python, PathBuf::from("python3"));
     }
@@ -894,6 +939,77 @@ hook_timeout = "1m30s"
         };
         let config = resolve(&app, None, Path::new("/cwd"), &systemd).unwrap();
         assert_eq!(config.deploy.state_dir, PathBuf::from("/var/lib/app"));
+    }
+
+    #[test]
+    fn deploy_rollback_strategy_and_surge() {
+        let app = RunArgs {
+            app: Some("m:a".into()),
+            ..RunArgs::default()
+        };
+        let deploy = |text: &str, args: &RunArgs| resolve_text(text, args).unwrap().deploy;
+        let text = r#"
+[app]
+chdir = "current"
+
+[deploy]
+rollback = "symlink"
+rollback_hook = ["./notify.sh"]
+exit_on_boot_failure = true
+strategy = "rolling"
+max_surge = 3
+"#;
+        let config = deploy(text, &app);
+        assert_eq!(config.rollback, Rollback::Symlink);
+        // A hook and a built-in rollback go together.
+        assert_eq!(
+            config.rollback_hook,
+            Some(vec!["/srv/app/notify.sh".into()])
+        );
+        assert!(config.exit_on_boot_failure);
+        assert_eq!(config.strategy, Strategy::Rolling);
+        assert_eq!(config.max_surge, 3);
+        // "symlink" takes the app folder from --chdir too.
+        let args = RunArgs {
+            chdir: Some("/srv/app/current".into()),
+            ..app.clone()
+        };
+        let config = deploy("[deploy]\nrollback = \"symlink\"\n", &args);
+        assert_eq!(config.rollback, Rollback::Symlink);
+        // "git-reset" with the default revision ("auto") or "git", with or
+        // without app.chdir (the app folder is then the cwd).
+        for text in [
+            "[deploy]\nrollback = \"git-reset\"\n",
+            "[deploy]\nrevision = \"git\"\nrollback = \"git-reset\"\n",
+            "[deploy]\nrollback = \"git-reset\"\nrevision = \"auto\"\n",
+            "[app]\nchdir = \"src\"\n[deploy]\nrollback = \"git-reset\"\n",
+        ] {
+            assert_eq!(deploy(text, &app).rollback, Rollback::GitReset, "{text}");
+        }
+        let config = deploy(
+            "[deploy]\nrollback = \"none\"\nexit_on_boot_failure = false\n",
+            &app,
+        );
+        assert_eq!(config.rollback, Rollback::None);
+        assert!(!config.exit_on_boot_failure);
+        // max_surge with all-at-once is kept but ignored; the default
+        // strategy is all-at-once.
+        let config = deploy("[deploy]\nmax_surge = 4\n", &app);
+        assert_eq!(config.strategy, Strategy::AllAtOnce);
+        assert_eq!(config.max_surge, 4);
+        let config = deploy(
+            "[deploy]\nstrategy = \"all-at-once\"\nmax_surge = 2\n",
+            &app,
+        );
+        assert_eq!(config.strategy, Strategy::AllAtOnce);
+        assert_eq!(config.max_surge, 2);
+        // More than workers.count is fine too.
+        let config = deploy(
+            "[workers]\ncount = 2\n[deploy]\nstrategy = \"rolling\"\nmax_surge = 8\n",
+            &app,
+        );
+        assert_eq!(config.strategy, Strategy::Rolling);
+        assert_eq!(config.max_surge, 8);
     }
 
     #[test]

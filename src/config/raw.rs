@@ -220,6 +220,32 @@ pub(super) struct RawDeploy {
     /// How long a hook (`rollback_hook`) may run before it is killed.
     /// Longer than 0. Default "60s".
     pub(super) hook_timeout: Option<Spanned<HumanDuration>>,
+    /// A built-in rollback, run when a reload (or the first start) fails to
+    /// come up; no script needed. With `rollback_hook` too, the hook runs
+    /// first, then the built-in rollback. "none"; "git-reset": reset the
+    /// git checkout in the app folder `app.chdir` to the last known good
+    /// commit (the one that last came up, not HEAD~1), like `git reset
+    /// --hard`, so uncommitted changes there are lost; it needs `revision`
+    /// "git", or "auto" with an app folder that is not a symlink;
+    /// "symlink": point the `current` symlink, that is `app.chdir` itself
+    /// (like `current -> releases/X`), back at the release that last came
+    /// up; it needs `app.chdir`. Default "none".
+    pub(super) rollback: Option<Spanned<String>>,
+    /// When corral starts and every worker fails to boot (none has come up
+    /// yet), exit with code 3 instead of restarting them with backoff, for
+    /// setups that let the service manager decide (systemd: `Restart=`,
+    /// `RestartPreventExitStatus=`). Only the first start: a reload that
+    /// fails leaves the old generation serving. Default false.
+    pub(super) exit_on_boot_failure: Option<Spanned<bool>>,
+    /// How a reload replaces the workers: "all-at-once" (the whole new
+    /// generation boots beside the old one and takes over when all of it is
+    /// in service) or "rolling" (a few at a time, at most `max_surge` more
+    /// workers than `workers.count` at any time). Default "all-at-once".
+    pub(super) strategy: Option<Spanned<String>>,
+    /// With `strategy` "rolling", the most workers a reload may run beyond
+    /// `workers.count` at any time. At least 1. Ignored with "all-at-once"
+    /// (it may stay set). Default 1.
+    pub(super) max_surge: Option<Spanned<usize>>,
 }
 
 /// A value written as a string or as an array of strings
@@ -329,7 +355,7 @@ mod tests {
     use super::*;
     use crate::cli::RunArgs;
     use crate::config::tests::{env, resolve_text};
-    use crate::config::{ConfigFile, RevisionSource, resolve};
+    use crate::config::{ConfigFile, RevisionSource, Rollback, Strategy, resolve};
 
     fn error_text(text: &str) -> String {
         resolve_text(text, &RunArgs::default())
@@ -417,6 +443,13 @@ mod tests {
         assert_eq!(config.deploy.rollback_hook, None);
         assert_eq!(defaults.deploy.rollback_hook, None);
         assert_eq!(config.deploy.hook_timeout, defaults.deploy.hook_timeout);
+        assert_eq!(config.deploy.rollback, defaults.deploy.rollback);
+        assert_eq!(
+            config.deploy.exit_on_boot_failure,
+            defaults.deploy.exit_on_boot_failure
+        );
+        assert_eq!(config.deploy.strategy, defaults.deploy.strategy);
+        assert_eq!(config.deploy.max_surge, defaults.deploy.max_surge);
         // The commented-out examples are valid too.
         let uncommented = EXAMPLE
             .replace("# ready_path = ", "ready_path = ")
@@ -425,7 +458,16 @@ mod tests {
             .replace("\nrevision = \"auto\"", "\n# revision = \"auto\"")
             .replace("# revision = [", "revision = [")
             .replace("# state_dir = ", "state_dir = ")
-            .replace("# rollback_hook = ", "rollback_hook = ");
+            .replace("# rollback_hook = ", "rollback_hook = ")
+            .replace("\nrollback = \"none\"", "\n# rollback = \"none\"")
+            .replace("# rollback = \"symlink\"", "rollback = \"symlink\"")
+            .replace(
+                "\nstrategy = \"all-at-once\"",
+                "\n# strategy = \"all-at-once\"",
+            )
+            .replace("# strategy = \"rolling\"", "strategy = \"rolling\"")
+            .replace("\nmax_surge = 1", "\n# max_surge = 1")
+            .replace("# max_surge = 2", "max_surge = 2");
         let file = ConfigFile::new(
             Path::new("config/example.toml"),
             Path::new("/repo"),
@@ -447,6 +489,19 @@ mod tests {
             config.deploy.rollback_hook,
             Some(vec!["/repo/config/rollback.sh".into(), "--notify".into()])
         );
+        assert_eq!(config.deploy.rollback, Rollback::Symlink);
+        assert_eq!(config.deploy.strategy, Strategy::Rolling);
+        assert_eq!(config.deploy.max_surge, 2);
+        // And so is the git-reset rollback, with the default revision.
+        let git_reset = EXAMPLE.replace("# rollback = \"git-reset\"", "rollback = \"git-reset\"");
+        let git_reset = git_reset.replace("\nrollback = \"none\"", "\n");
+        let file = ConfigFile::new(
+            Path::new("config/example.toml"),
+            Path::new("/repo"),
+            git_reset,
+        );
+        let config = resolve(&RunArgs::default(), Some(&file), Path::new("/repo"), &env()).unwrap();
+        assert_eq!(config.deploy.rollback, Rollback::GitReset);
     }
 
     #[test]
@@ -544,7 +599,43 @@ mod tests {
         assert_eq!(
             error_text("[deploy]\nready_timout = \"1m\"\n"),
             "corral.toml:2: deploy.ready_timout: unknown key `ready_timout`, expected one of \
-             `ready_timeout`, `revision`, `state_dir`, `rollback_hook`, `hook_timeout`"
+             `ready_timeout`, `revision`, `state_dir`, `rollback_hook`, `hook_timeout`, \
+             `rollback`, `exit_on_boot_failure`, `strategy`, `max_surge`"
+        );
+        assert_eq!(
+            error_text("[deploy]\nrollback = true\n"),
+            "corral.toml:2: deploy.rollback: invalid type: boolean `true`, expected a string; \
+             for example: rollback = \"none\""
+        );
+        assert_eq!(
+            error_text("[deploy]\nrollback = [\"./rollback.sh\"]\n"),
+            "corral.toml:2: deploy.rollback: invalid type: sequence, expected a string; \
+             for example: rollback = \"none\""
+        );
+        assert_eq!(
+            error_text("[deploy]\nexit_on_boot_failure = \"yes\"\n"),
+            "corral.toml:2: deploy.exit_on_boot_failure: invalid type: string \"yes\", expected a \
+             boolean; for example: exit_on_boot_failure = false"
+        );
+        assert_eq!(
+            error_text("[deploy]\nexit_on_boot_failure = 1\n"),
+            "corral.toml:2: deploy.exit_on_boot_failure: invalid type: integer `1`, expected a \
+             boolean; for example: exit_on_boot_failure = false"
+        );
+        assert_eq!(
+            error_text("[deploy]\nstrategy = 2\n"),
+            "corral.toml:2: deploy.strategy: invalid type: integer `2`, expected a string; \
+             for example: strategy = \"all-at-once\""
+        );
+        assert_eq!(
+            error_text("[deploy]\nmax_surge = -1\n"),
+            "corral.toml:2: deploy.max_surge: invalid value: integer `-1`, expected usize; \
+             for example: max_surge = 1"
+        );
+        assert_eq!(
+            error_text("[deploy]\n\nmax_surge = \"25%\"\n"),
+            "corral.toml:3: deploy.max_surge: invalid type: string \"25%\", expected usize; \
+             for example: max_surge = 1"
         );
         assert_eq!(
             error_text("[deploy]\nhook_timeout = 60\n"),

@@ -15,8 +15,8 @@ use toml::Spanned;
 use super::raw::{RawApp, RawControl, RawDeploy, RawHealth, RawServer, RawWorkers, StringOrArray};
 use super::{
     AppConfig, Bind, BindAddr, ByteSize, ConfigFile, ControlConfig, DEFAULT_FILE, DeployConfig,
-    HealthConfig, HumanDuration, Interface, MinReady, Problem, RevisionSource, ServerConfig,
-    WorkersConfig,
+    HealthConfig, HumanDuration, Interface, MinReady, Problem, RevisionSource, Rollback,
+    ServerConfig, Strategy, WorkersConfig,
 };
 use crate::cli::RunArgs;
 
@@ -557,8 +557,14 @@ impl Resolver<'_> {
     }
 
     /// `[deploy]`; `default_state_dir` is the default `state_dir` (see
-    /// [`super::default_state_dir_in`]).
-    pub(super) fn deploy(&mut self, raw: RawDeploy, default_state_dir: &Path) -> DeployConfig {
+    /// [`super::default_state_dir_in`]); `chdir_given` says whether
+    /// `app.chdir` (or `--chdir`) is set, which `rollback = "symlink"` needs.
+    pub(super) fn deploy(
+        &mut self,
+        raw: RawDeploy,
+        default_state_dir: &Path,
+        chdir_given: bool,
+    ) -> DeployConfig {
         let (ready_timeout, at) = self.pick(
             (None, ""),
             (raw.ready_timeout.as_ref(), "deploy.ready_timeout"),
@@ -616,12 +622,73 @@ impl Resolver<'_> {
         if hook_timeout.0.is_zero() {
             self.fail(&at, "must be longer than 0s, like \"60s\"");
         }
+        let rollback = raw.rollback.as_ref().map_or(Rollback::None, |value| {
+            let at = self.in_file(value.span(), "deploy.rollback");
+            let rollback = match value.get_ref().as_str() {
+                "none" => Rollback::None,
+                "git-reset" => Rollback::GitReset,
+                "symlink" => Rollback::Symlink,
+                other => {
+                    self.fail(&at, unknown_rollback(other));
+                    Rollback::None
+                }
+            };
+            if rollback == Rollback::Symlink && !chdir_given {
+                self.fail(
+                    &at,
+                    "\"symlink\" needs app.chdir: set it to the `current` symlink that points at \
+                     the release, like \"/srv/app/current\" (or pass --chdir)",
+                );
+            }
+            let revision_at = raw
+                .revision
+                .as_ref()
+                .and_then(|v| self.file.map(|f| f.location(v.span().start)));
+            if rollback == Rollback::GitReset
+                && let Some(message) = git_reset_conflict(&revision, revision_at.as_deref())
+            {
+                self.fail(&at, message);
+            }
+            rollback
+        });
+        let (exit_on_boot_failure, _) = self.pick(
+            (None, ""),
+            (
+                raw.exit_on_boot_failure.as_ref(),
+                "deploy.exit_on_boot_failure",
+            ),
+            false,
+        );
+        let strategy = raw.strategy.as_ref().map_or(Strategy::AllAtOnce, |value| {
+            match value.get_ref().as_str() {
+                "all-at-once" => Strategy::AllAtOnce,
+                "rolling" => Strategy::Rolling,
+                other => {
+                    let at = self.in_file(value.span(), "deploy.strategy");
+                    self.fail(&at, unknown_name("strategy", other, STRATEGIES));
+                    Strategy::AllAtOnce
+                }
+            }
+        });
+        let (max_surge, at) =
+            self.pick((None, ""), (raw.max_surge.as_ref(), "deploy.max_surge"), 1);
+        if max_surge == 0 {
+            self.fail(
+                &at,
+                "must be at least 1 (it is the number of extra workers a rolling reload may \
+                 run), like 1",
+            );
+        }
         DeployConfig {
             ready_timeout: ready_timeout.0,
             revision,
             state_dir,
             rollback_hook,
             hook_timeout: hook_timeout.0,
+            rollback,
+            exit_on_boot_failure,
+            strategy,
+            max_surge,
         }
     }
 
@@ -806,6 +873,80 @@ fn unknown_revision(name: &str) -> String {
              strings, like {REVISION_EXAMPLE}"
         )
     }
+}
+
+/// The values of `deploy.rollback`.
+const ROLLBACKS: &[&str] = &["none", "git-reset", "symlink"];
+/// The values of `deploy.strategy`.
+const STRATEGIES: &[&str] = &["all-at-once", "rolling"];
+
+/// Why a string is not one of `names` (the values a key takes; `what` names
+/// them in the message), and what to write: the name meant when only case,
+/// spaces, '-' or '_' differ.
+fn unknown_name(what: &str, name: &str, names: &[&str]) -> String {
+    let list = match names {
+        [] => String::new(),
+        [one] => format!("\"{one}\""),
+        [first @ .., last] => {
+            let first: Vec<String> = first.iter().map(|n| format!("\"{n}\"")).collect();
+            format!("{} or \"{last}\"", first.join(", "))
+        }
+    };
+    match close_name(name, names) {
+        Some(meant) => format!("unknown {what} \"{name}\": write \"{meant}\" (one of {list})"),
+        None => format!("unknown {what} \"{name}\": use {list}"),
+    }
+}
+
+/// The one of `names` that `name` means when only case, spaces, '-' or '_'
+/// differ.
+fn close_name<'a>(name: &str, names: &[&'a str]) -> Option<&'a str> {
+    let squash = |s: &str| -> String {
+        s.chars()
+            .filter(char::is_ascii_alphanumeric)
+            .map(|c| c.to_ascii_lowercase())
+            .collect()
+    };
+    names.iter().copied().find(|n| squash(n) == squash(name))
+}
+
+/// Why a string is not a `deploy.rollback` name, and what to write; a
+/// script belongs in `deploy.rollback_hook`.
+fn unknown_rollback(name: &str) -> String {
+    let script = name.contains(char::is_whitespace) || name.contains('/');
+    if script && close_name(name, ROLLBACKS).is_none() {
+        format!(
+            "\"{name}\" is not \"none\", \"git-reset\" or \"symlink\": to run a script of your \
+             own, give it as rollback_hook = {}",
+            as_array(name, HOOK_EXAMPLE)
+        )
+    } else {
+        unknown_name("rollback", name, ROLLBACKS)
+    }
+}
+
+/// Why `rollback = "git-reset"` cannot work with `revision`, if it cannot:
+/// it resets to the last known good revision, which must then be a git
+/// commit. `revision_at` is where `deploy.revision` is set
+/// ("corral.toml:4").
+fn git_reset_conflict(revision: &RevisionSource, revision_at: Option<&str>) -> Option<String> {
+    let (is, instead) = match revision {
+        RevisionSource::Git | RevisionSource::Auto => return None,
+        RevisionSource::Symlink => (
+            "\"symlink\"",
+            ", or use rollback = \"symlink\" to point the app folder back at the last good release",
+        ),
+        RevisionSource::None => ("\"none\"", ""),
+        RevisionSource::Command(_) => {
+            ("a command", ", or do the rollback in rollback_hook instead")
+        }
+    };
+    let at = revision_at.map_or_else(String::new, |at| format!(" (at {at})"));
+    Some(format!(
+        "\"git-reset\" resets the app folder to the last known good commit, so it needs \
+         deploy.revision \"git\" or \"auto\", but deploy.revision is {is}{at}: set revision = \
+         \"git\"{instead}"
+    ))
 }
 
 /// `text` split at whitespace as a TOML array, like `["a", "b"]`; `example`
@@ -1446,5 +1587,131 @@ mod tests {
                 .rollback_hook,
             Some(vec!["rollback".into(), String::new()])
         );
+    }
+
+    #[test]
+    fn rollback_and_strategy_problems() {
+        let text = "[app]\nmodule = \"m:a\"\n[deploy]\nrollback = \"git_reset\"\n\
+                    strategy = \"canary\"\nmax_surge = 0\n";
+        let text = problems(text, &RunArgs::default());
+        let expected = [
+            "3 problems in the configuration:",
+            "  corral.toml:4: deploy.rollback: unknown rollback \"git_reset\": write \"git-reset\" \
+             (one of \"none\", \"git-reset\" or \"symlink\")",
+            "  corral.toml:5: deploy.strategy: unknown strategy \"canary\": use \"all-at-once\" or \
+             \"rolling\"",
+            "  corral.toml:6: deploy.max_surge: must be at least 1 (it is the number of extra \
+             workers a rolling reload may run), like 1",
+        ];
+        for line in expected {
+            assert!(text.contains(line), "missing {line:?} in:\n{text}");
+        }
+
+        let deploy = |text: &str, args: &RunArgs| {
+            let text = format!("[app]\nmodule = \"m:a\"\n[deploy]\n{text}");
+            resolve_text(&text, args)
+                .map(|c| c.deploy)
+                .map_err(|e| e.to_string())
+        };
+        let none = RunArgs::default();
+        let at = "corral.toml:4: deploy.";
+        // Names are exact; close ones get the spelling to use.
+        for (wrong, meant) in [
+            ("GitReset", "git-reset"),
+            ("git reset", "git-reset"),
+            ("Symlink", "symlink"),
+            ("NONE", "none"),
+        ] {
+            assert_eq!(
+                deploy(&format!("rollback = {wrong:?}\n"), &none).unwrap_err(),
+                format!(
+                    "{at}rollback: unknown rollback \"{wrong}\": write \"{meant}\" (one of \
+                     \"none\", \"git-reset\" or \"symlink\")"
+                )
+            );
+        }
+        for (wrong, meant) in [
+            ("all_at_once", "all-at-once"),
+            ("AllAtOnce", "all-at-once"),
+            ("Rolling", "rolling"),
+        ] {
+            assert!(
+                deploy(&format!("strategy = {wrong:?}\n"), &none)
+                    .unwrap_err()
+                    .starts_with(&format!(
+                        "{at}strategy: unknown strategy \"{wrong}\": write \"{meant}\""
+                    ))
+            );
+        }
+        assert_eq!(
+            deploy("rollback = \"\"\n", &none).unwrap_err(),
+            format!(
+                "{at}rollback: unknown rollback \"\": use \"none\", \"git-reset\" or \"symlink\""
+            )
+        );
+        // A script belongs in rollback_hook.
+        assert_eq!(
+            deploy("rollback = \"./rollback.sh --notify\"\n", &none).unwrap_err(),
+            format!(
+                "{at}rollback: \"./rollback.sh --notify\" is not \"none\", \"git-reset\" or \
+                 \"symlink\": to run a script of your own, give it as rollback_hook = \
+                 [\"./rollback.sh\", \"--notify\"]"
+            )
+        );
+
+        // "symlink" needs app.chdir.
+        assert_eq!(
+            deploy("rollback = \"symlink\"\n", &none).unwrap_err(),
+            format!(
+                "{at}rollback: \"symlink\" needs app.chdir: set it to the `current` symlink that \
+                 points at the release, like \"/srv/app/current\" (or pass --chdir)"
+            )
+        );
+        // An app.chdir with a problem of its own is reported once.
+        let text = "[app]\nmodule = \"m:a\"\nchdir = \"\"\n[deploy]\nrollback = \"symlink\"\n";
+        assert_eq!(
+            problems(text, &none),
+            "corral.toml:3: app.chdir: is empty: give a path or leave the key out"
+        );
+
+        // "git-reset" needs a revision that is a git commit.
+        let prefix = "\"git-reset\" resets the app folder to the last known good commit, so it \
+                      needs deploy.revision \"git\" or \"auto\", but deploy.revision is";
+        assert_eq!(
+            deploy("revision = \"symlink\"\nrollback = \"git-reset\"\n", &none).unwrap_err(),
+            format!(
+                "corral.toml:5: deploy.rollback: {prefix} \"symlink\" (at corral.toml:4): set \
+                 revision = \"git\", or use rollback = \"symlink\" to point the app folder back at \
+                 the last good release"
+            )
+        );
+        assert_eq!(
+            deploy("rollback = \"git-reset\"\n\nrevision = \"none\"\n", &none).unwrap_err(),
+            format!("{at}rollback: {prefix} \"none\" (at corral.toml:6): set revision = \"git\"")
+        );
+        assert_eq!(
+            deploy(
+                "rollback = \"git-reset\"\nrevision = [\"cat\", \"REVISION\"]\n",
+                &none
+            )
+            .unwrap_err(),
+            format!(
+                "{at}rollback: {prefix} a command (at corral.toml:5): set revision = \"git\", or \
+                 do the rollback in rollback_hook instead"
+            )
+        );
+        // A revision with a problem of its own is reported once.
+        let text =
+            "[app]\nmodule = \"m:a\"\n[deploy]\nrevision = \"svn\"\nrollback = \"git-reset\"\n";
+        assert!(
+            problems(text, &none)
+                .starts_with("corral.toml:4: deploy.revision: unknown revision source \"svn\""),
+        );
+        assert!(!problems(text, &none).contains("deploy.rollback"));
+
+        // Every deploy problem at once.
+        let text = "[app]\nmodule = \"m:a\"\n[deploy]\nrevision = \"none\"\n\
+                    rollback = \"git-reset\"\nstrategy = \"\"\nmax_surge = 0\n";
+        assert!(problems(text, &none).starts_with("3 problems in the configuration:"));
     }
 }

@@ -108,6 +108,9 @@ pub struct Settings {
     pub seed: u64,
     /// How long a new generation may take to be all in service.
     pub reload_timeout: Duration,
+    /// Rolling reloads with at most this many extra workers at a time
+    /// (None: all at once).
+    pub rolling: Option<usize>,
 }
 
 /// A reload in progress: generation `generation` is booting beside the
@@ -118,6 +121,8 @@ pub struct Reload {
     pub generation: u64,
     pub started: Instant,
     pub deadline: Instant,
+    /// Rolling: slots whose successor has not started yet.
+    pub pending: Vec<usize>,
 }
 
 /// How the last reload ended.
@@ -671,6 +676,7 @@ impl Core {
         let how = exit.describe();
         if self.slots[slot].worker != Some(serial) && self.slots[slot].successor != Some(serial) {
             // A recycled worker whose successor already took its slot.
+            self.roll_next(out);
             out.push(Action::Log(
                 Level::Info,
                 format!("worker {slot} (pid {}) {how}; it no longer served (recycled, or its generation was stopped)", w.pid),
@@ -1000,6 +1006,16 @@ impl Core {
         }
     }
 
+    /// The number the next reload's generation gets: a failed generation's
+    /// number is not reused.
+    pub fn next_generation(&self) -> u64 {
+        let failed = match &self.last_reload {
+            Some(ReloadOutcome::Failed { generation, .. }) => *generation,
+            _ => 0,
+        };
+        self.generation.max(failed) + 1
+    }
+
     /// Slots that are not scaled away.
     pub fn active(&self) -> usize {
         self.slots.iter().filter(|s| !s.retired).count()
@@ -1081,11 +1097,19 @@ impl Core {
             ));
             return;
         }
-        let generation = self.generation + 1;
+        let generation = self.next_generation();
+        let mut slots: Vec<usize> = (0..self.slots.len())
+            .filter(|&s| !self.slots[s].retired)
+            .collect();
+        let pending = match self.settings.rolling {
+            Some(surge) if surge < slots.len() => slots.split_off(surge.max(1)),
+            _ => Vec::new(),
+        };
         self.reload = Some(Reload {
             generation,
             started: now,
             deadline: now + timeout.unwrap_or(self.settings.reload_timeout),
+            pending,
         });
         out.push(Action::Log(
             Level::Info,
@@ -1094,30 +1118,32 @@ impl Core {
                 self.generation
             ),
         ));
-        for slot in 0..self.slots.len() {
-            if self.slots[slot].retired {
-                continue;
-            }
-            // A successor that was recycling a worker is replaced by one of
-            // the new generation.
-            if let Some(old) = self.slots[slot].successor.take()
-                && let Some(w) = self.workers.get(&old)
-            {
-                out.push(Action::Signal {
-                    serial: old,
-                    pid: w.pid,
-                    sig: Sig::Kill,
-                });
-            }
-            if let Some(w) = self.slots[slot]
-                .worker
-                .and_then(|s| self.workers.get_mut(&s))
-            {
-                w.recycling = true;
-            }
-            self.slots[slot].start_at = None;
-            self.spawn(slot, out);
+        for slot in slots {
+            self.start_successor(slot, out);
         }
+    }
+
+    /// Starts the new generation's worker for `slot` beside the old one.
+    fn start_successor(&mut self, slot: usize, out: &mut Vec<Action>) {
+        // A successor that was recycling a worker is replaced by one of the
+        // new generation.
+        if let Some(old) = self.slots[slot].successor.take()
+            && let Some(w) = self.workers.get(&old)
+        {
+            out.push(Action::Signal {
+                serial: old,
+                pid: w.pid,
+                sig: Sig::Kill,
+            });
+        }
+        if let Some(w) = self.slots[slot]
+            .worker
+            .and_then(|s| self.workers.get_mut(&s))
+        {
+            w.recycling = true;
+        }
+        self.slots[slot].start_at = None;
+        self.spawn(slot, out);
     }
 
     /// The new generation failed: stop its workers; the old one, which never
@@ -1237,6 +1263,9 @@ impl Core {
     /// A successor in service takes its slot; the recycled worker stops
     /// taking requests, finishes those in flight, and is stopped.
     fn promote_successors(&mut self, now: Instant, out: &mut Vec<Action>) {
+        if self.settings.rolling.is_some() && self.reload.is_some() {
+            return self.roll(now, out);
+        }
         if let Some(r) = &self.reload {
             // All at once: the old generation serves untouched until every
             // slot of the new one is in service.
@@ -1283,6 +1312,86 @@ impl Core {
                     pid: w.pid,
                 });
             }
+        }
+    }
+
+    /// Rolling reload: each successor in service takes its slot at once (its
+    /// old worker drains) and the next slot's successor starts, so at most
+    /// max_surge extra workers run. When the last slot is done, so is the
+    /// reload. (A failure part-way leaves the slots already moved on the new
+    /// generation: they passed their checks.)
+    fn roll(&mut self, now: Instant, out: &mut Vec<Action>) {
+        let Some(generation) = self.reload.as_ref().map(|r| r.generation) else {
+            return;
+        };
+        for slot in 0..self.slots.len() {
+            let Some(next) = self.slots[slot].successor else {
+                continue;
+            };
+            if self.workers.get(&next).map(|w| (w.state, w.generation))
+                != Some((State::InService, generation))
+            {
+                continue;
+            }
+            self.slots[slot].successor = None;
+            let old = self.slots[slot].worker.replace(next);
+            self.slots[slot].failures = 0;
+            self.slots[slot].restarts += 1;
+            if let Some(w) = old.and_then(|s| self.workers.get_mut(&s)) {
+                w.state = State::Stopping;
+                out.push(Action::DrainThenTerm {
+                    serial: w.serial,
+                    pid: w.pid,
+                });
+            } else {
+                // The slot had no old worker to drain: go on at once.
+                self.roll_next(out);
+            }
+        }
+        self.roll_done(now, out);
+    }
+
+    /// Rolling: an old worker is gone, so the next slot's successor may start
+    /// without exceeding max_surge extra processes.
+    fn roll_next(&mut self, out: &mut Vec<Action>) {
+        if self.settings.rolling.is_none() {
+            return;
+        }
+        let next = self
+            .reload
+            .as_mut()
+            .and_then(|r| (!r.pending.is_empty()).then(|| r.pending.remove(0)));
+        if let Some(slot) = next {
+            self.start_successor(slot, out);
+        }
+    }
+
+    fn roll_done(&mut self, now: Instant, out: &mut Vec<Action>) {
+        let Some(generation) = self.reload.as_ref().map(|r| r.generation) else {
+            return;
+        };
+        let done = self.reload.as_ref().is_some_and(|r| r.pending.is_empty())
+            && self.slots.iter().filter(|s| !s.retired).all(|s| {
+                s.successor.is_none()
+                    && s.worker
+                        .and_then(|w| self.workers.get(&w))
+                        .is_some_and(|w| w.generation == generation)
+            });
+        if done {
+            let r = self.reload.take().unwrap();
+            self.generation = r.generation;
+            self.last_reload = Some(ReloadOutcome::Done {
+                generation: r.generation,
+                at: now,
+            });
+            out.push(Action::Log(
+                Level::Info,
+                format!(
+                    "reload done: generation {} is in service ({} ms, rolling)",
+                    r.generation,
+                    now.saturating_duration_since(r.started).as_millis()
+                ),
+            ));
         }
     }
 

@@ -34,6 +34,8 @@ pub enum Msg {
     Probed(u64, Result<(), String>),
     /// The rollback hook finished.
     HookDone(crate::deploy::HookRun),
+    /// The built-in rollback put the good code back (or could not).
+    RolledBack(Result<String, String>),
     /// Start a new generation; the sender (`corral reload --wait`) hears
     /// how it ended: Ok(generation) or Err(reason and traceback).
     Reload(
@@ -69,6 +71,10 @@ pub struct Supervisor {
     handled_failure: Option<u64>,
     cold_hook_ran: bool,
     hook: Option<crate::deploy::HookRun>,
+    /// The generation a built-in rollback reloaded, if any (not rolled back
+    /// again when it fails too).
+    rollback_generation: Option<u64>,
+    exit_code: i32,
     new_waiter: Option<tokio::sync::oneshot::Sender<Result<u64, String>>>,
 }
 
@@ -106,6 +112,8 @@ impl Supervisor {
             max_memory: w.max_memory,
             seed: std::process::id() as u64 ^ started_nanos(),
             reload_timeout: cfg.deploy.ready_timeout,
+            rolling: (cfg.deploy.strategy == crate::config::Strategy::Rolling)
+                .then_some(cfg.deploy.max_surge),
         });
         let started = Instant::now();
         let (snapshot, _) = watch::channel(Snapshot::default());
@@ -129,6 +137,8 @@ impl Supervisor {
             handled_failure: None,
             cold_hook_ran: false,
             hook: None,
+            rollback_generation: None,
+            exit_code: 0,
         }
     }
 
@@ -166,7 +176,7 @@ impl Supervisor {
                 let actions = self.core.on_event(Instant::now(), event);
                 if self.perform(actions) {
                     self.answer_waiters();
-                    return 0;
+                    return self.exit_code;
                 }
             }
             self.answer_waiters();
@@ -200,6 +210,22 @@ impl Supervisor {
                 self.hook = Some(run);
                 None
             }
+            Msg::RolledBack(Ok(what)) => {
+                if self.core.reload.is_some() || self.core.phase != core::Phase::Running {
+                    return None;
+                }
+                let generation = self.core.next_generation();
+                tracing::warn!(
+                    "rollback: {what}; reloading the restored code as generation {generation}"
+                );
+                self.rollback_generation = Some(generation);
+                self.start_generation(generation);
+                Some(Event::Reload { timeout: None })
+            }
+            Msg::RolledBack(Err(why)) => {
+                tracing::error!("rollback failed: {why}");
+                None
+            }
             Msg::Reload(timeout, waiter) => {
                 if self.draining || self.core.phase == core::Phase::Stopping {
                     if let Some(w) = waiter {
@@ -209,7 +235,7 @@ impl Supervisor {
                 }
                 self.new_waiter = waiter;
                 if self.core.reload.is_none() {
-                    self.start_generation(self.core.generation + 1);
+                    self.start_generation(self.core.next_generation());
                 }
                 Some(Event::Reload { timeout })
             }
@@ -248,7 +274,7 @@ impl Supervisor {
                 }
                 tracing::info!("SIGHUP: reload");
                 if self.core.reload.is_none() {
-                    self.start_generation(self.core.generation + 1);
+                    self.start_generation(self.core.next_generation());
                 }
                 Some(Event::Reload { timeout: None })
             }
@@ -382,9 +408,15 @@ impl Supervisor {
                 >= self.core.active()
         {
             self.recorded_good = generation;
-            if let Some(rev) = self.gens.get(&generation).and_then(|g| g.revision.clone()) {
-                crate::deploy::remember_good(&self.cfg.deploy.state_dir, &rev);
-                tracing::info!("revision {rev} is the last known good one");
+            let state = &self.cfg.deploy.state_dir;
+            if let Some(info) = self.gens.get(&generation) {
+                if let Some(rev) = &info.revision {
+                    crate::deploy::remember_good(state, rev);
+                    tracing::info!("revision {rev} is the last known good one");
+                }
+                if let Some(dir) = &info.chdir {
+                    crate::deploy::remember_good_path(state, dir);
+                }
             }
         }
         let failure = match &self.core.last_reload {
@@ -401,6 +433,10 @@ impl Supervisor {
                     detail: detail.clone(),
                 })
             }
+            _ => None,
+        };
+        let failed_generation = match &self.core.last_reload {
+            Some(core::ReloadOutcome::Failed { generation, .. }) => Some(*generation),
             _ => None,
         };
         let cold = if failure.is_none()
@@ -425,17 +461,44 @@ impl Supervisor {
         } else {
             None
         };
-        if let Some(failure) = failure.or(cold)
-            && self.cfg.deploy.rollback_hook.is_some()
-        {
-            let cfg = self.cfg.clone();
-            let tx = self.tx.clone();
-            tokio::spawn(async move {
-                if let Some(run) = crate::deploy::run_hook(&cfg, &failure).await {
-                    let _ = tx.send(Msg::HookDone(run));
-                }
-            });
+        let is_cold = cold.is_some();
+        if is_cold && self.cfg.deploy.exit_on_boot_failure {
+            tracing::error!(
+                "no worker could boot and exit_on_boot_failure is set: exiting with code {EXIT_BOOT_FAILURE}"
+            );
+            self.exit_code = EXIT_BOOT_FAILURE;
+            let _ = self.tx.send(Msg::Signal(OsSignal::Quit));
+            return;
         }
+        let Some(failure) = failure.or(cold) else {
+            return;
+        };
+        // The code a rollback restored failed too: say so, do not loop.
+        let again = failed_generation.is_some()
+            && failed_generation == self.rollback_generation
+            && !is_cold;
+        if again {
+            tracing::error!("the restored code failed too; not rolling back again");
+        }
+        let builtin = self.cfg.deploy.rollback != crate::config::Rollback::None && !again;
+        if self.cfg.deploy.rollback_hook.is_none() && !builtin {
+            return;
+        }
+        let cfg = self.cfg.clone();
+        let tx = self.tx.clone();
+        tokio::spawn(async move {
+            if let Some(run) = crate::deploy::run_hook(&cfg, &failure).await {
+                let _ = tx.send(Msg::HookDone(run));
+            }
+            if builtin {
+                let c = cfg.clone();
+                let result =
+                    tokio::task::spawn_blocking(move || crate::deploy::builtin_rollback(&c))
+                        .await
+                        .unwrap_or_else(|e| Err(e.to_string()));
+                let _ = tx.send(Msg::RolledBack(result));
+            }
+        });
     }
 
     /// Tells `reload --wait` callers how their reload ended.
@@ -551,6 +614,9 @@ impl Supervisor {
         self.snapshot.send_replace(snap);
     }
 }
+
+/// Exit code when no worker could boot and `exit_on_boot_failure` is set.
+pub const EXIT_BOOT_FAILURE: i32 = 3;
 
 fn started_nanos() -> u64 {
     std::time::SystemTime::now()

@@ -21,6 +21,7 @@ fn settings(count: usize) -> Settings {
         max_memory: None,
         seed: 42,
         reload_timeout: Duration::from_secs(30),
+        rolling: None,
     }
 }
 
@@ -986,4 +987,69 @@ fn scaling_up_starts_slots_and_down_drains_the_highest() {
         spawns(&a).iter().map(|(slot, _)| *slot).collect::<Vec<_>>(),
         vec![1]
     );
+}
+
+#[test]
+fn a_rolling_reload_replaces_one_slot_at_a_time_within_max_surge() {
+    let t0 = Instant::now();
+    let mut core = Core::new(Settings {
+        rolling: Some(1),
+        ..settings(3)
+    });
+    let mut old = Vec::new();
+    for (slot, serial) in spawns(&core.start()) {
+        core.on_event(
+            t0,
+            Event::Spawned {
+                serial,
+                pid: 100 + slot as u32,
+            },
+        );
+        core.on_event(
+            t0,
+            Event::Booted {
+                serial,
+                import_ms: 1.0,
+            },
+        );
+        old.push(serial);
+    }
+    let mut a = core.on_event(t0, Event::Reload { timeout: None });
+    let mut max_alive = 0;
+    for round in 0..3 {
+        let s = spawns(&a);
+        assert_eq!(s.len(), 1, "round {round}: one successor at a time");
+        let (slot, new) = s[0];
+        assert_eq!(slot, round);
+        core.on_event(
+            t0,
+            Event::Spawned {
+                serial: new,
+                pid: 200 + slot as u32,
+            },
+        );
+        max_alive = max_alive.max(core.workers.len());
+        let b = core.on_event(
+            t0,
+            Event::Booted {
+                serial: new,
+                import_ms: 1.0,
+            },
+        );
+        assert!(b.contains(&Action::DrainThenTerm {
+            serial: old[slot],
+            pid: 100 + slot as u32
+        }));
+        a = core.on_event(
+            t0,
+            Event::Exited {
+                serial: old[slot],
+                exit: Exit::Code(0),
+            },
+        );
+    }
+    assert_eq!(max_alive, 4, "never more than max_surge = 1 extra worker");
+    assert!(core.reload.is_none());
+    assert_eq!(core.generation, 2);
+    assert!(core.in_service().all(|w| w.generation == 2));
 }
