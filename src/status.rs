@@ -193,6 +193,7 @@ pub fn status(state: &StatusState) -> serde_json::Value {
         "generation": snap.generation,
         "revision": snap.revision,
         "last_good_revision": snap.last_good_revision,
+        "revision_drift": snap.drift,
         "rollback_hook": snap.rollback_hook,
         "reloading": snap.reloading,
         "last_reload": snap.last_reload,

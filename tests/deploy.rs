@@ -418,3 +418,44 @@ fn exit_on_boot_failure_exits_with_its_own_code() {
     assert_eq!(st.code(), Some(3), "{}", c.log.text());
     assert!(c.log.text().contains("exit_on_boot_failure"));
 }
+
+#[test]
+fn a_respawn_after_the_code_changed_in_place_reports_drift_and_never_takes_the_others_down() {
+    let root = AppDir::new(&[]);
+    let r = root.path();
+    let app = r.join("current");
+    std::fs::create_dir(&app).unwrap();
+    git(&app, &["init", "-q"]);
+    std::fs::write(app.join("app.py"), app_source("good", "")).unwrap();
+    git(&app, &["add", "app.py"]);
+    git(&app, &["commit", "-qm", "good"]);
+    let good = git(&app, &["rev-parse", "--short=12", "HEAD"]);
+    let mut cfg = config("revision = \"git\"");
+    cfg = cfg.replace("count = 1", "count = 2");
+    std::fs::write(r.join("corral.toml"), cfg).unwrap();
+    let c = Corral::start(r, &["-c", "corral.toml"], 2);
+    // New, broken code lands in place, with no reload (gunicorn's
+    // max_requests trap): a worker dies and is respawned from the disk.
+    std::fs::write(app.join("app.py"), "raise RuntimeError('half-deployed')\n").unwrap();
+    git(&app, &["commit", "-qam", "broken"]);
+    let bad = git(&app, &["rev-parse", "--short=12", "HEAD"]);
+    let victim = children_of(c.pid())[0];
+    // SAFETY: killing a worker of the corral this test started.
+    unsafe { libc::kill(victim as i32, libc::SIGKILL) };
+    let expect = format!("generation 1 runs {good}; disk now has {bad}; reload to deploy it");
+    wait_until(&c, "drift in /status", || {
+        c.status_json()["revision_drift"] == expect.as_str()
+    });
+    assert!(c.log.text().contains(&expect));
+    // The respawn fails (new code), the other worker keeps serving.
+    assert!(
+        c.log
+            .wait_for("half-deployed", Duration::from_secs(20))
+            .is_some()
+    );
+    for _ in 0..20 {
+        let resp = c.get("/");
+        assert_eq!(resp.status, 200);
+        assert_eq!(resp.text(), "good");
+    }
+}

@@ -111,11 +111,17 @@ fn max_requests_recycles_under_load_without_a_failed_request_or_lost_capacity() 
     // Once the load stops, any recycling in progress settles on 2 workers.
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
-        let live: Vec<u32> = children_of(c.pid()).into_iter().filter(|p| alive(*p)).collect();
+        let live: Vec<u32> = children_of(c.pid())
+            .into_iter()
+            .filter(|p| alive(*p))
+            .collect();
         if live.len() == 2 {
             break;
         }
-        assert!(Instant::now() < deadline, "recycled workers linger: {live:?}");
+        assert!(
+            Instant::now() < deadline,
+            "recycled workers linger: {live:?}"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }

@@ -75,6 +75,8 @@ pub struct Supervisor {
     /// again when it fails too).
     rollback_generation: Option<u64>,
     exit_code: i32,
+    /// "generation N runs X; disk now has Y" while they differ.
+    drift: Option<String>,
     new_waiter: Option<tokio::sync::oneshot::Sender<Result<u64, String>>>,
 }
 
@@ -139,6 +141,7 @@ impl Supervisor {
             hook: None,
             rollback_generation: None,
             exit_code: 0,
+            drift: None,
         }
     }
 
@@ -355,6 +358,9 @@ impl Supervisor {
 
     fn spawn(&mut self, slot: usize, serial: u64, generation: u64) -> Event {
         let info = self.gens.get(&generation).cloned().unwrap_or_default();
+        if self.core.reload.is_none() && generation == self.core.generation {
+            self.check_drift(generation, &info);
+        }
         let spawned = match self.launcher.spawn(slot, generation, &info) {
             Ok(s) => s,
             Err(e) => {
@@ -376,6 +382,33 @@ impl Supervisor {
         });
         tracing::debug!("worker {slot} (pid {pid}) starting");
         Event::Spawned { serial, pid }
+    }
+
+    /// A worker of a running generation is (re)started: if the code on disk
+    /// is no longer the generation's, say so (the worker may run code the
+    /// generation never checked; a reload is how to deploy it).
+    fn check_drift(&mut self, generation: u64, info: &crate::deploy::GenerationInfo) {
+        let Some(running) = &info.revision else {
+            return;
+        };
+        let dir = info
+            .chdir
+            .clone()
+            .or_else(|| self.cfg.app.chdir.clone())
+            .unwrap_or_else(|| std::env::current_dir().unwrap_or_default());
+        let on_disk = crate::deploy::revision(&self.cfg.deploy.revision, &dir);
+        self.drift = match on_disk {
+            Some(disk) if &disk != running => {
+                let msg = format!(
+                    "generation {generation} runs {running}; disk now has {disk}; reload to deploy it"
+                );
+                if self.drift.as_deref() != Some(msg.as_str()) {
+                    tracing::warn!("revision drift: {msg}");
+                }
+                Some(msg)
+            }
+            _ => None,
+        };
     }
 
     /// Resolves the folder and revision the generation will run.
@@ -408,6 +441,7 @@ impl Supervisor {
                 >= self.core.active()
         {
             self.recorded_good = generation;
+            self.drift = None;
             let state = &self.cfg.deploy.state_dir;
             if let Some(info) = self.gens.get(&generation) {
                 if let Some(rev) = &info.revision {
@@ -611,6 +645,7 @@ impl Supervisor {
             .and_then(|g| g.revision.clone());
         snap.last_good_revision = crate::deploy::last_good(&self.cfg.deploy.state_dir);
         snap.rollback_hook = self.hook.clone();
+        snap.drift = self.drift.clone();
         self.snapshot.send_replace(snap);
     }
 }

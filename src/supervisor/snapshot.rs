@@ -39,6 +39,8 @@ pub struct Snapshot {
     pub last_good_revision: Option<String>,
     /// The last run of the rollback hook.
     pub rollback_hook: Option<crate::deploy::HookRun>,
+    /// Set while the code on disk differs from the serving generation's.
+    pub drift: Option<String>,
     pub restarts: u64,
     pub slots: Vec<SlotView>,
     #[serde(skip)]
