@@ -12,4 +12,4 @@ if [ ! -x .venv/bin/python ] || ! cmp -s requirements-test.txt "$stamp"; then
     cp requirements-test.txt "$stamp"
 fi
 export CORRAL_TEST_PYTHON="$PWD/.venv/bin/python"
-cargo test --locked "$@"
+cargo test --locked --no-fail-fast "$@"

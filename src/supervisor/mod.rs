@@ -34,6 +34,8 @@ pub enum Msg {
     Probed(u64, Result<(), String>),
     /// The rollback hook finished.
     HookDone(crate::deploy::HookRun),
+    /// A held exit may go to the core now, channel closed or not.
+    ExitHoldOver(u64),
     /// The built-in rollback put the good code back (or could not).
     RolledBack(Result<String, String>),
     /// Start a new generation; the sender (`corral reload --wait`) hears
@@ -77,6 +79,10 @@ pub struct Supervisor {
     exit_code: i32,
     /// "generation N runs X; disk now has Y" while they differ.
     drift: Option<String>,
+    /// Exits waiting for their channel to close, and channels closed
+    /// before their exit was seen.
+    held_exits: HashMap<u64, std::process::ExitStatus>,
+    closed: std::collections::HashSet<u64>,
     new_waiter: Option<tokio::sync::oneshot::Sender<Result<u64, String>>>,
 }
 
@@ -142,6 +148,8 @@ impl Supervisor {
             rollback_generation: None,
             exit_code: 0,
             drift: None,
+            held_exits: HashMap::new(),
+            closed: std::collections::HashSet::new(),
         }
     }
 
@@ -169,7 +177,7 @@ impl Supervisor {
             let deadline = self.core.next_deadline();
             let events = tokio::select! {
                 msg = self.rx.recv() => match msg {
-                    Some(m) => self.translate(m).into_iter().collect(),
+                    Some(m) => self.receive(m),
                     None => return 0,
                 },
                 _ = sleep_until(deadline) => vec![Event::Tick],
@@ -188,6 +196,52 @@ impl Supervisor {
         }
     }
 
+    /// Turns a message into core events. A child's exit is held until its
+    /// channel has closed (at most [`EXIT_HOLD`]), so that everything the
+    /// worker said before it died (its boot error) reaches the core first:
+    /// the reaper and the channel reader are separate tasks.
+    fn receive(&mut self, msg: Msg) -> Vec<Event> {
+        match msg {
+            Msg::Control(serial, ControlEvent::Closed) => {
+                let mut events = vec![Event::ChannelClosed { serial }];
+                match self.held_exits.remove(&serial) {
+                    Some(status) => events.push(self.exited(serial, status)),
+                    None if self.channels.contains_key(&serial) => {
+                        self.closed.insert(serial);
+                    }
+                    None => {}
+                }
+                events
+            }
+            Msg::Exited(serial, status) => {
+                if self.closed.remove(&serial) || !self.channels.contains_key(&serial) {
+                    return vec![self.exited(serial, status)];
+                }
+                self.held_exits.insert(serial, status);
+                let tx = self.tx.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(EXIT_HOLD).await;
+                    let _ = tx.send(Msg::ExitHoldOver(serial));
+                });
+                Vec::new()
+            }
+            Msg::ExitHoldOver(serial) => match self.held_exits.remove(&serial) {
+                Some(status) => vec![self.exited(serial, status)],
+                None => Vec::new(),
+            },
+            other => self.translate(other).into_iter().collect(),
+        }
+    }
+
+    fn exited(&mut self, serial: u64, status: std::process::ExitStatus) -> Event {
+        self.channels.remove(&serial);
+        self.closed.remove(&serial);
+        Event::Exited {
+            serial,
+            exit: core::exit_of(status),
+        }
+    }
+
     /// Turns a message into a core event (or handles it here).
     fn translate(&mut self, msg: Msg) -> Option<Event> {
         match msg {
@@ -200,13 +254,8 @@ impl Supervisor {
             }
             Msg::Control(serial, ControlEvent::Closed) => Some(Event::ChannelClosed { serial }),
             Msg::Control(serial, ControlEvent::Heartbeat) => Some(Event::Heartbeat { serial }),
-            Msg::Exited(serial, status) => {
-                self.channels.remove(&serial);
-                Some(Event::Exited {
-                    serial,
-                    exit: core::exit_of(status),
-                })
-            }
+            Msg::Exited(serial, status) => Some(self.exited(serial, status)),
+            Msg::ExitHoldOver(_) => None,
             Msg::Replace(serial, reason) => Some(Event::Replace { serial, reason }),
             Msg::Probed(serial, result) => Some(Event::ProbeResult { serial, result }),
             Msg::HookDone(run) => {
@@ -649,6 +698,9 @@ impl Supervisor {
         self.snapshot.send_replace(snap);
     }
 }
+
+/// Longest a child's exit waits for its channel's last words.
+const EXIT_HOLD: Duration = Duration::from_millis(500);
 
 /// Exit code when no worker could boot and `exit_on_boot_failure` is set.
 pub const EXIT_BOOT_FAILURE: i32 = 3;
