@@ -33,15 +33,24 @@ def app(environ, start_response):
 BROKEN = "import this_module_does_not_exist  # a broken deploy\n"
 
 LUA = """
-counts = {}
-response = function(status, headers, body)
+local threads = {}
+function setup(thread)
+  table.insert(threads, thread)
+end
+function init(args)
+  counts = {}
+end
+function response(status, headers, body)
   counts[body] = (counts[body] or 0) + 1
 end
-done = function(summary, latency, requests)
-  for k, v in pairs(counts) do io.write(string.format("body %s %d\\n", k, v)) end
+function done(summary, latency, requests)
+  local total = {}
+  for _, t in ipairs(threads) do
+    for k, v in pairs(t:get("counts")) do total[k] = (total[k] or 0) + v end
+  end
+  for k, v in pairs(total) do io.write(string.format("body %s %d\\n", k, v)) end
 end
 """
-
 
 def free_port():
     s = socket.socket()
