@@ -19,8 +19,9 @@ use crate::status::StatusState;
 use crate::supervisor::Msg;
 
 /// Binds the control socket. A socket file nobody answers on is stale and
-/// replaced; a live one means another corral uses it.
-pub fn bind(path: &Path) -> Result<UnixListener, String> {
+/// replaced; a live one means another corral uses it, unless `takeover`
+/// (we are the new corral of a USR2 re-exec, replacing our parent).
+pub fn bind(path: &Path, takeover: bool) -> Result<UnixListener, String> {
     if let Some(dir) = path.parent()
         && !dir.exists()
     {
@@ -33,7 +34,7 @@ pub fn bind(path: &Path) -> Result<UnixListener, String> {
         let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
     }
     if path.exists() {
-        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+        if !takeover && std::os::unix::net::UnixStream::connect(path).is_ok() {
             return Err(format!(
                 "another corral is running with the control socket {}: stop it, or give this one its own with [control] socket or --socket",
                 path.display()

@@ -12,6 +12,7 @@ mod control;
 mod deploy;
 mod front;
 mod metrics;
+mod reexec;
 mod router;
 mod signals;
 mod status;
@@ -29,6 +30,7 @@ use clap::Parser;
 const EXIT_CONFIG: u8 = 2;
 
 fn main() -> ExitCode {
+    reexec::init();
     let (args, check) = match cli::Cli::parse().into_action() {
         cli::Action::Run(args) => (args, false),
         cli::Action::Check(args) => (args, true),
@@ -94,7 +96,7 @@ async fn run(cfg: Arc<config::Config>) -> u8 {
         .health
         .status_bind
         .as_ref()
-        .map(|b| front::bind_one(b, 128))
+        .map(|b| front::bind_one(b, 128, "status"))
     {
         None => None,
         Some(Ok(l)) => Some(l),
@@ -103,13 +105,27 @@ async fn run(cfg: Arc<config::Config>) -> u8 {
             return EXIT_CONFIG;
         }
     };
-    let control_listener = match control::bind(&cfg.control.socket) {
+    // Sockets a USR2 re-exec hands down: the configured address and the fd.
+    let mut sockets: Vec<(String, std::os::fd::RawFd)> = cfg
+        .server
+        .bind
+        .iter()
+        .zip(&listeners)
+        .enumerate()
+        .map(|(i, (b, l))| (front::inherit_key(b, &format!("server{i}")), l.raw_fd()))
+        .collect();
+    if let (Some(b), Some(l)) = (&cfg.health.status_bind, &status_listener) {
+        sockets.push((front::inherit_key(b, "status"), l.raw_fd()));
+    }
+    let takeover = reexec::inherited().parent.is_some();
+    let control_listener = match control::bind(&cfg.control.socket, takeover) {
         Ok(l) => l,
         Err(e) => {
             eprintln!("error: {e}");
             return EXIT_CONFIG;
         }
     };
+    let control_inode = inode(&cfg.control.socket);
     let runtime_dir = match tempfile::Builder::new().prefix("corral-").tempdir() {
         Ok(d) => d,
         Err(e) => {
@@ -124,7 +140,8 @@ async fn run(cfg: Arc<config::Config>) -> u8 {
     }
     let launcher = worker::process::Launcher::new(&cfg, &script);
     let router = router::Router::new(cfg.workers.threads + 8);
-    let sup = supervisor::Supervisor::new(cfg.clone(), launcher, router.clone());
+    let mut sup = supervisor::Supervisor::new(cfg.clone(), launcher, router.clone());
+    sup.set_sockets(sockets);
     let tx = sup.sender();
     if let Err(e) = signals::forward(tx.clone()) {
         eprintln!("error: cannot install signal handlers: {e}");
@@ -153,9 +170,12 @@ async fn run(cfg: Arc<config::Config>) -> u8 {
         supervisor: tx.clone(),
         cfg: cfg.clone(),
     });
+    let (gate_tx, gate_rx) = tokio::sync::watch::channel(false);
+    let gate = reexec::inherited().parent.map(|_| gate_rx);
+    sup.set_accept_gate(gate_tx);
     if let Some(status) = status_listener {
         tracing::info!("status server on {}", status.describe());
-        status::start(status, state.clone());
+        status::start(status, state.clone(), gate.clone());
     }
     tracing::info!("control socket {}", cfg.control.socket.display());
     control::serve(control_listener, state);
@@ -172,12 +192,20 @@ async fn run(cfg: Arc<config::Config>) -> u8 {
             .map(|p| format!(" (config {})", p.display()))
             .unwrap_or_default()
     );
-    let front = front::Front::start(listeners, &cfg.server, shared);
+    let front = front::Front::start(listeners, &cfg.server, shared, gate);
     let code = sup.run(front).await;
-    let _ = std::fs::remove_file(&cfg.control.socket);
+    // Remove the control socket unless a re-executed corral took it over.
+    if control_inode.is_some() && control_inode == inode(&cfg.control.socket) {
+        let _ = std::fs::remove_file(&cfg.control.socket);
+    }
     tracing::info!("stopped");
     drop(runtime_dir);
     code as u8
+}
+
+fn inode(path: &std::path::Path) -> Option<u64> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).ok().map(|m| m.ino())
 }
 
 /// Runs a client command against the control socket the args point at.

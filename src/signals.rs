@@ -2,7 +2,7 @@
 //! for them and forwards each one to the supervisor's channel, where the
 //! main loop dispatches it (as gunicorn's arbiter does).
 
-use signal_hook::consts::{SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGTTIN, SIGTTOU};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGTTIN, SIGTTOU, SIGUSR1, SIGUSR2};
 use signal_hook::iterator::Signals;
 use tokio::sync::mpsc;
 
@@ -18,6 +18,10 @@ pub enum Sig {
     Ttin,
     /// One worker less.
     Ttou,
+    /// Reopen log files.
+    Usr1,
+    /// Re-execute the binary without closing the listen sockets.
+    Usr2,
 }
 
 impl Sig {
@@ -29,13 +33,17 @@ impl Sig {
             Sig::Hup => "SIGHUP",
             Sig::Ttin => "SIGTTIN",
             Sig::Ttou => "SIGTTOU",
+            Sig::Usr1 => "SIGUSR1",
+            Sig::Usr2 => "SIGUSR2",
         }
     }
 }
 
 /// Starts forwarding signals to `tx`.
 pub fn forward(tx: mpsc::UnboundedSender<Msg>) -> std::io::Result<()> {
-    let mut signals = Signals::new([SIGTERM, SIGINT, SIGQUIT, SIGHUP, SIGTTIN, SIGTTOU])?;
+    let mut signals = Signals::new([
+        SIGTERM, SIGINT, SIGQUIT, SIGHUP, SIGTTIN, SIGTTOU, SIGUSR1, SIGUSR2,
+    ])?;
     std::thread::Builder::new()
         .name("corral-signals".into())
         .spawn(move || {
@@ -47,6 +55,8 @@ pub fn forward(tx: mpsc::UnboundedSender<Msg>) -> std::io::Result<()> {
                     SIGHUP => Sig::Hup,
                     SIGTTIN => Sig::Ttin,
                     SIGTTOU => Sig::Ttou,
+                    SIGUSR1 => Sig::Usr1,
+                    SIGUSR2 => Sig::Usr2,
                     _ => continue,
                 };
                 if tx.send(Msg::Signal(sig)).is_err() {

@@ -28,9 +28,15 @@ pub struct StatusState {
     pub cfg: Arc<Config>,
 }
 
-/// Serves the status endpoints on `listener` until the runtime stops.
-pub fn start(listener: Listener, state: Arc<StatusState>) {
+/// Serves the status endpoints on `listener` until the runtime stops (with
+/// `gate`, from when it turns true: see `Front::start`).
+pub fn start(listener: Listener, state: Arc<StatusState>, gate: Option<watch::Receiver<bool>>) {
     tokio::spawn(async move {
+        if let Some(mut gate) = gate
+            && gate.wait_for(|open| *open).await.is_err()
+        {
+            return;
+        }
         loop {
             let io = match &listener {
                 Listener::Tcp(l) => match l.accept().await {

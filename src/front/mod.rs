@@ -71,10 +71,19 @@ impl Listener {
 
 /// Binds every configured address (before any worker starts).
 pub fn bind_all(binds: &[Bind], backlog: u32) -> Result<Vec<Listener>, BindError> {
-    binds.iter().map(|b| bind_one(b, backlog)).collect()
+    binds
+        .iter()
+        .enumerate()
+        .map(|(i, b)| bind_one(b, backlog, &format!("server{i}")))
+        .collect()
 }
 
-pub fn bind_one(bind: &Bind, backlog: u32) -> Result<Listener, BindError> {
+/// Binds `bind`, or adopts the socket a USR2 parent handed down under the
+/// key `role` (`server0`, `server1`, ..., `status`).
+pub fn bind_one(bind: &Bind, backlog: u32, role: &str) -> Result<Listener, BindError> {
+    if let Some(l) = adopt(bind, role) {
+        return Ok(l);
+    }
     let err = |source| BindError::Listen {
         addr: match &bind.addr {
             BindAddr::Tcp(a) => a.to_string(),
@@ -119,6 +128,51 @@ pub fn bind_one(bind: &Bind, backlog: u32) -> Result<Listener, BindError> {
     }
 }
 
+/// The name of a listen socket in `CORRAL_INHERIT`: its role and its
+/// address as configured (two `127.0.0.1:0` binds must not collide).
+pub fn inherit_key(bind: &Bind, role: &str) -> String {
+    match &bind.addr {
+        BindAddr::Tcp(a) => format!("{role}#{a}"),
+        BindAddr::Unix(p) => format!("{role}#unix:{}", p.display()),
+    }
+}
+
+/// A listen socket handed down by the corral that re-executed us (USR2).
+fn adopt(bind: &Bind, role: &str) -> Option<Listener> {
+    use std::os::fd::FromRawFd;
+    let fd = *crate::reexec::inherited()
+        .fds
+        .get(&inherit_key(bind, role))?;
+    crate::reexec::set_cloexec(fd);
+    match &bind.addr {
+        BindAddr::Tcp(_) => {
+            // SAFETY: the fd is a listening TCP socket our parent handed
+            // down for this address; nothing else in this process owns it.
+            let std = unsafe { std::net::TcpListener::from_raw_fd(fd) };
+            std.set_nonblocking(true).ok()?;
+            TcpListener::from_std(std).ok().map(Listener::Tcp)
+        }
+        BindAddr::Unix(path) => {
+            // SAFETY: as above, a listening Unix socket for this path.
+            let std = unsafe { std::os::unix::net::UnixListener::from_raw_fd(fd) };
+            std.set_nonblocking(true).ok()?;
+            UnixListener::from_std(std)
+                .ok()
+                .map(|l| Listener::Unix(l, path.clone()))
+        }
+    }
+}
+
+impl Listener {
+    pub fn raw_fd(&self) -> std::os::fd::RawFd {
+        use std::os::fd::AsRawFd;
+        match self {
+            Listener::Tcp(l) => l.as_raw_fd(),
+            Listener::Unix(l, _) => l.as_raw_fd(),
+        }
+    }
+}
+
 /// The running front: stop it with [`Front::shutdown`].
 pub struct Front {
     stop: watch::Sender<bool>,
@@ -127,7 +181,15 @@ pub struct Front {
 }
 
 impl Front {
-    pub fn start(listeners: Vec<Listener>, server: &ServerConfig, shared: Arc<Shared>) -> Front {
+    /// Starts accepting on `listeners`; with `gate`, only once it turns
+    /// true (a re-executed corral accepts once its workers are in service,
+    /// while its parent keeps accepting on the same sockets).
+    pub fn start(
+        listeners: Vec<Listener>,
+        server: &ServerConfig,
+        shared: Arc<Shared>,
+        gate: Option<watch::Receiver<bool>>,
+    ) -> Front {
         let (stop, stop_rx) = watch::channel(false);
         let graceful = Arc::new(tokio::sync::Mutex::new(Some(GracefulShutdown::new())));
         let opts = Arc::new(ConnOpts {
@@ -143,6 +205,7 @@ impl Front {
                     opts.clone(),
                     graceful.clone(),
                     stop_rx.clone(),
+                    gate.clone(),
                 ))
             })
             .collect();
@@ -161,6 +224,10 @@ impl Front {
         for t in self.accept_tasks {
             let _ = t.await;
         }
+        // A connection accepted a moment ago whose request hyper has not
+        // read yet looks idle, and a graceful shutdown would close it unread:
+        // give such requests time to start first.
+        tokio::time::sleep(Duration::from_millis(300)).await;
         let Some(g) = self.graceful.lock().await.take() else {
             return true;
         };
@@ -179,7 +246,14 @@ async fn accept_loop(
     opts: Arc<ConnOpts>,
     graceful: Arc<tokio::sync::Mutex<Option<GracefulShutdown>>>,
     mut stop: watch::Receiver<bool>,
+    gate: Option<watch::Receiver<bool>>,
 ) {
+    if let Some(mut gate) = gate {
+        tokio::select! {
+            _ = stop.changed() => return,
+            r = gate.wait_for(|open| *open) => if r.is_err() { return },
+        }
+    }
     loop {
         let accepted = tokio::select! {
             _ = stop.changed() => return,

@@ -36,6 +36,8 @@ pub enum Msg {
     HookDone(crate::deploy::HookRun),
     /// A held exit may go to the core now, channel closed or not.
     ExitHoldOver(u64),
+    /// A re-executed corral had ready_timeout to get its workers in service.
+    ReexecDeadline,
     /// The built-in rollback put the good code back (or could not).
     RolledBack(Result<String, String>),
     /// Start a new generation; the sender (`corral reload --wait`) hears
@@ -83,6 +85,12 @@ pub struct Supervisor {
     /// before their exit was seen.
     held_exits: HashMap<u64, std::process::ExitStatus>,
     closed: std::collections::HashSet<u64>,
+    /// Listen sockets a USR2 re-exec hands down, and whether one started.
+    sockets: Vec<(String, std::os::fd::RawFd)>,
+    reexec_started: bool,
+    /// Re-executed by this parent: stop it once we are in service.
+    reexec_parent: Option<u32>,
+    accept_gate: Option<watch::Sender<bool>>,
     new_waiter: Option<tokio::sync::oneshot::Sender<Result<u64, String>>>,
 }
 
@@ -150,7 +158,21 @@ impl Supervisor {
             drift: None,
             held_exits: HashMap::new(),
             closed: std::collections::HashSet::new(),
+            sockets: Vec::new(),
+            reexec_started: false,
+            reexec_parent: crate::reexec::inherited().parent,
+            accept_gate: None,
         }
+    }
+
+    /// Opened once this corral is in service (a re-exec accepts only then).
+    pub fn set_accept_gate(&mut self, gate: watch::Sender<bool>) {
+        self.accept_gate = Some(gate);
+    }
+
+    /// The listen sockets (configured address, fd) a USR2 hands down.
+    pub fn set_sockets(&mut self, sockets: Vec<(String, std::os::fd::RawFd)>) {
+        self.sockets = sockets;
     }
 
     pub fn sender(&self) -> mpsc::UnboundedSender<Msg> {
@@ -165,6 +187,17 @@ impl Supervisor {
     /// Runs until corral has stopped; returns the process exit code.
     pub async fn run(mut self, front: Front) -> i32 {
         self.front = Some(front);
+        if let Some(parent) = self.reexec_parent {
+            tracing::info!(
+                "re-executed by corral pid {parent}: serving on its sockets; it stops once this one is in service"
+            );
+            let tx = self.tx.clone();
+            let limit = self.cfg.deploy.ready_timeout;
+            tokio::spawn(async move {
+                tokio::time::sleep(limit).await;
+                let _ = tx.send(Msg::ReexecDeadline);
+            });
+        }
         self.start_generation(1);
         let actions = self.core.start();
         if self.perform(actions) {
@@ -256,6 +289,39 @@ impl Supervisor {
             Msg::Control(serial, ControlEvent::Heartbeat) => Some(Event::Heartbeat { serial }),
             Msg::Exited(serial, status) => Some(self.exited(serial, status)),
             Msg::ExitHoldOver(_) => None,
+            Msg::ReexecDeadline => {
+                if self.reexec_parent.is_some() && self.recorded_good == 0 {
+                    tracing::error!(
+                        "re-exec: not in service within {:?}; exiting, the old corral keeps serving",
+                        self.cfg.deploy.ready_timeout
+                    );
+                    self.exit_code = 1;
+                    self.front = None;
+                    return Some(Event::Stop { fast: true });
+                }
+                None
+            }
+            Msg::Signal(OsSignal::Usr1) => {
+                tracing::info!("SIGUSR1: corral logs to stderr; there is no log file to reopen");
+                None
+            }
+            Msg::Signal(OsSignal::Usr2) => {
+                if self.reexec_started || self.draining {
+                    tracing::warn!("SIGUSR2 ignored: a re-exec or a stop is already under way");
+                    return None;
+                }
+                match crate::reexec::spawn(&self.sockets) {
+                    Ok(pid) => {
+                        self.reexec_started = true;
+                        tracing::info!(
+                            "SIGUSR2: started a new corral (pid {pid}) on the same sockets; this one (pid {}) stops once it is in service",
+                            std::process::id()
+                        );
+                    }
+                    Err(e) => tracing::error!("SIGUSR2: cannot start a new corral: {e}"),
+                }
+                None
+            }
             Msg::Replace(serial, reason) => Some(Event::Replace { serial, reason }),
             Msg::Probed(serial, result) => Some(Event::ProbeResult { serial, result }),
             Msg::HookDone(run) => {
@@ -491,6 +557,13 @@ impl Supervisor {
         {
             self.recorded_good = generation;
             self.drift = None;
+            if let Some(gate) = &self.accept_gate {
+                let _ = gate.send(true);
+            }
+            if let Some(parent) = self.reexec_parent.take() {
+                tracing::info!("re-exec: in service; asking the old corral (pid {parent}) to stop");
+                signal(parent, libc::SIGTERM);
+            }
             let state = &self.cfg.deploy.state_dir;
             if let Some(info) = self.gens.get(&generation) {
                 if let Some(rev) = &info.revision {
