@@ -88,7 +88,11 @@ async fn handle(req: &Value, state: &StatusState) -> Value {
                 return json!({"ok": true, "started": true});
             }
             match rx.await {
-                Ok(Ok(generation)) => json!({"ok": true, "generation": generation}),
+                Ok(Ok(done)) => json!({
+                    "ok": true,
+                    "generation": done.generation,
+                    "revision": done.revision,
+                }),
                 Ok(Err(why)) => json!({"ok": false, "error": why}),
                 Err(_) => json!({"ok": false, "error": "corral stopped during the reload"}),
             }
@@ -157,7 +161,11 @@ pub fn reload_cmd(path: &Path, wait: bool, timeout: Option<Duration>) -> u8 {
     let read_timeout = timeout.map(|t| t + Duration::from_secs(15));
     match request(path, &req, read_timeout) {
         Ok(v) if v["ok"] == true && wait => {
-            println!("reloaded: generation {} is in service", v["generation"]);
+            println!(
+                "reloaded: generation {} (revision {}) is in service",
+                v["generation"],
+                v["revision"].as_str().unwrap_or("unknown")
+            );
             0
         }
         Ok(v) if v["ok"] == true => {

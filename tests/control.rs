@@ -38,7 +38,7 @@ fn reload_wait_reports_success_and_failure_with_the_traceback() {
     let out = corral(&["reload", "--wait", "--socket", &socket]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     assert!(
-        text(&out).contains("generation 2 is in service"),
+        text(&out).contains("generation 2 (revision "),
         "{}",
         text(&out)
     );

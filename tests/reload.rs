@@ -197,3 +197,56 @@ fn a_rolling_reload_under_load_fails_no_request_and_keeps_capacity() {
     );
     assert!(c.log.text().contains("rolling"));
 }
+
+#[test]
+fn a_reload_whose_new_code_fails_its_readiness_check_is_stopped_and_the_old_keeps_serving() {
+    let ready_app = |tag: &str, ready: bool, pad: usize| {
+        format!(
+            "# {}\ndef app(environ, start_response):\n    if environ['PATH_INFO'] == '/ready':\n        start_response('{}', [])\n        return [b'db?']\n    body = b'{tag}'\n    start_response('200 OK', [('Content-Length', str(len(body)))])\n    return [body]\n",
+            "x".repeat(pad),
+            if ready {
+                "200 OK"
+            } else {
+                "503 Service Unavailable"
+            }
+        )
+    };
+    let app = AppDir::new(&[
+        ("app.py", &ready_app("v1", true, 1)),
+        (
+            "corral.toml",
+            "[app]\nmodule = \"app:app\"\n[server]\nbind = [\"127.0.0.1:0\"]\n[workers]\ncount = 2\n[health]\nready_path = \"/ready\"\nprobe_interval = \"200ms\"\nstatus_bind = \"127.0.0.1:0\"\n[deploy]\nready_timeout = \"2s\"\n",
+        ),
+    ]);
+    let c = Corral::start(app.path(), &["-c", "corral.toml"], 2);
+    let load = Load::start(&c.addr);
+    std::thread::sleep(Duration::from_millis(300));
+    std::fs::write(app.path().join("app.py"), ready_app("v2", false, 30)).unwrap();
+    let out = std::process::Command::new(corral_bin())
+        .args(["reload", "--wait", "--socket", c.socket.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains("was not all in service within 2s"), "{text}");
+    std::thread::sleep(Duration::from_millis(300));
+    let (bodies, failed) = load.finish();
+    assert_eq!(failed, 0, "no request fails");
+    // The new generation's workers never passed readiness, so they never
+    // took a request: every answer came from v1.
+    assert!(
+        bodies.len() > 20 && bodies.iter().all(|b| b == "v1"),
+        "{:?}",
+        bodies
+            .iter()
+            .filter(|b| *b != "v1")
+            .take(3)
+            .collect::<Vec<_>>()
+    );
+    assert!(
+        c.status_json()["last_reload"]
+            .as_str()
+            .unwrap()
+            .contains("generation 2 failed")
+    );
+}

@@ -23,6 +23,13 @@ use crate::worker::process::Launcher;
 use core::{Action, Core, Event, Level, ProbeSettings, Settings, Sig};
 pub use snapshot::Snapshot;
 
+/// A reload that came up: its generation and revision.
+#[derive(Debug, Clone)]
+pub struct ReloadDone {
+    pub generation: u64,
+    pub revision: Option<String>,
+}
+
 /// Everything that reaches the supervisor.
 #[derive(Debug)]
 pub enum Msg {
@@ -41,10 +48,10 @@ pub enum Msg {
     /// The built-in rollback put the good code back (or could not).
     RolledBack(Result<String, String>),
     /// Start a new generation; the sender (`corral reload --wait`) hears
-    /// how it ended: Ok(generation) or Err(reason and traceback).
+    /// how it ended: Ok(generation and revision) or Err(reason and traceback).
     Reload(
         Option<Duration>,
-        Option<tokio::sync::oneshot::Sender<Result<u64, String>>>,
+        Option<tokio::sync::oneshot::Sender<Result<ReloadDone, String>>>,
     ),
     /// Run this many workers.
     Scale(usize),
@@ -66,7 +73,10 @@ pub struct Supervisor {
     snapshot: watch::Sender<Snapshot>,
     started: Instant,
     /// `reload --wait` callers: the generation they wait for.
-    reload_waiters: Vec<(u64, tokio::sync::oneshot::Sender<Result<u64, String>>)>,
+    reload_waiters: Vec<(
+        u64,
+        tokio::sync::oneshot::Sender<Result<ReloadDone, String>>,
+    )>,
     /// Folder and revision of each generation, resolved when it started.
     gens: HashMap<u64, crate::deploy::GenerationInfo>,
     /// The last generation recorded as good, and the last reload outcome
@@ -91,7 +101,7 @@ pub struct Supervisor {
     /// Re-executed by this parent: stop it once we are in service.
     reexec_parent: Option<u32>,
     accept_gate: Option<watch::Sender<bool>>,
-    new_waiter: Option<tokio::sync::oneshot::Sender<Result<u64, String>>>,
+    new_waiter: Option<tokio::sync::oneshot::Sender<Result<ReloadDone, String>>>,
 }
 
 impl Supervisor {
@@ -676,7 +686,10 @@ impl Supervisor {
             }
             let answer = match &self.core.last_reload {
                 Some(core::ReloadOutcome::Done { generation: g, .. }) if *g == generation => {
-                    Ok(generation)
+                    Ok(ReloadDone {
+                        generation,
+                        revision: self.gens.get(&generation).and_then(|g| g.revision.clone()),
+                    })
                 }
                 Some(core::ReloadOutcome::Failed {
                     generation: g,
