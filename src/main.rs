@@ -18,6 +18,7 @@ mod signals;
 mod status;
 mod status_cmd;
 mod supervisor;
+mod systemd;
 mod worker;
 
 use std::io::IsTerminal;
@@ -31,6 +32,7 @@ const EXIT_CONFIG: u8 = 2;
 
 fn main() -> ExitCode {
     reexec::init();
+    systemd::init();
     let (args, check) = match cli::Cli::parse().into_action() {
         cli::Action::Run(args) => (args, false),
         cli::Action::Check(args) => (args, true),

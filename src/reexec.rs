@@ -73,7 +73,8 @@ pub fn spawn(sockets: &[(String, RawFd)]) -> std::io::Result<u32> {
     let mut cmd = std::process::Command::new(exe);
     cmd.args(std::env::args_os().skip(1))
         .env(INHERIT, inherit)
-        .env(PARENT, std::process::id().to_string());
+        .env(PARENT, std::process::id().to_string())
+        .envs(crate::systemd::inherited_env());
     // SAFETY: between fork and exec only fcntl(2) on fds we own, with no
     // allocation: the listen sockets stay open across exec in the child.
     unsafe {

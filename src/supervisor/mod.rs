@@ -101,6 +101,13 @@ pub struct Supervisor {
     /// Re-executed by this parent: stop it once we are in service.
     reexec_parent: Option<u32>,
     accept_gate: Option<watch::Sender<bool>>,
+    /// The new corral a USR2 started (it becomes systemd's MAINPID).
+    reexec_child: Option<u32>,
+    /// What systemd has been told.
+    sd_ready: bool,
+    sd_reloading: Option<u64>,
+    sd_stopping: bool,
+    sd_status: String,
     new_waiter: Option<tokio::sync::oneshot::Sender<Result<ReloadDone, String>>>,
 }
 
@@ -172,6 +179,11 @@ impl Supervisor {
             reexec_started: false,
             reexec_parent: crate::reexec::inherited().parent,
             accept_gate: None,
+            reexec_child: None,
+            sd_ready: false,
+            sd_reloading: None,
+            sd_stopping: false,
+            sd_status: String::new(),
         }
     }
 
@@ -214,6 +226,9 @@ impl Supervisor {
             return 0;
         }
         let recycling = self.cfg.workers.max_requests > 0 || self.cfg.workers.max_memory.is_some();
+        let watchdog_every = crate::systemd::watchdog_interval();
+        let mut watchdog =
+            tokio::time::interval(watchdog_every.unwrap_or(Duration::from_secs(3600)));
         let mut usage = tokio::time::interval(Duration::from_millis(500));
         usage.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -225,6 +240,11 @@ impl Supervisor {
                 },
                 _ = sleep_until(deadline) => vec![Event::Tick],
                 _ = usage.tick(), if recycling => self.usage_events(),
+                // Sent from this loop, so it stops when the loop is stuck.
+                _ = watchdog.tick(), if watchdog_every.is_some() => {
+                    crate::systemd::notify("WATCHDOG=1");
+                    Vec::new()
+                }
             };
             for event in events {
                 let actions = self.core.on_event(Instant::now(), event);
@@ -235,6 +255,7 @@ impl Supervisor {
             }
             self.answer_waiters();
             self.deploy_bookkeeping();
+            self.notify_systemd();
             self.publish_snapshot();
         }
     }
@@ -323,6 +344,7 @@ impl Supervisor {
                 match crate::reexec::spawn(&self.sockets) {
                     Ok(pid) => {
                         self.reexec_started = true;
+                        self.reexec_child = Some(pid);
                         tracing::info!(
                             "SIGUSR2: started a new corral (pid {pid}) on the same sockets; this one (pid {}) stops once it is in service",
                             std::process::id()
@@ -665,6 +687,64 @@ impl Supervisor {
                 let _ = tx.send(Msg::RolledBack(result));
             }
         });
+    }
+
+    /// Keeps systemd informed: READY=1 once min_ready workers are in service
+    /// (so `systemctl start` waits, and fails on a broken deploy),
+    /// RELOADING=1/READY=1 around reloads, STOPPING=1, and STATUS=.
+    fn notify_systemd(&mut self) {
+        use crate::systemd::notify;
+        let active = self.core.active();
+        let in_service = self.core.in_service().count();
+        let status = format!(
+            "STATUS={in_service}/{active} workers in service, generation {}, rev {}",
+            self.core.generation,
+            self.gens
+                .get(&self.core.generation)
+                .and_then(|g| g.revision.as_deref())
+                .unwrap_or("unknown")
+        );
+        let stopping = self.draining || self.core.phase == core::Phase::Stopping;
+        if stopping {
+            if !self.sd_stopping {
+                self.sd_stopping = true;
+                match self.reexec_child {
+                    // Handing over to the re-executed corral: it is the
+                    // service now, not a stop.
+                    Some(pid) if self.recorded_good > 0 => notify(&format!("MAINPID={pid}")),
+                    _ => notify("STOPPING=1"),
+                }
+            }
+            return;
+        }
+        let required = self.cfg.health.min_ready.required(active).max(1);
+        let mut msg = Vec::new();
+        if !self.sd_ready && in_service >= required {
+            self.sd_ready = true;
+            msg.push("READY=1".to_string());
+        }
+        match (&self.core.reload, self.sd_reloading) {
+            (Some(r), None) => {
+                self.sd_reloading = Some(r.generation);
+                msg.push("RELOADING=1".into());
+                msg.push(format!(
+                    "MONOTONIC_USEC={}",
+                    crate::systemd::monotonic_usec()
+                ));
+            }
+            (None, Some(_)) => {
+                self.sd_reloading = None;
+                msg.push("READY=1".into());
+            }
+            _ => {}
+        }
+        if status != self.sd_status || !msg.is_empty() {
+            self.sd_status = status.clone();
+            msg.push(status);
+        }
+        if !msg.is_empty() && (self.sd_ready || msg.iter().any(|m| m.starts_with("STATUS"))) {
+            notify(&msg.join("\n"));
+        }
     }
 
     /// Tells `reload --wait` callers how their reload ended.
