@@ -5,6 +5,7 @@
 //! directory and hands over to the [`supervisor`], which owns the workers,
 //! while the [`front`] serves HTTP and the [`router`] picks workers.
 
+mod activation;
 mod check;
 mod cli;
 mod config;
@@ -33,6 +34,7 @@ const EXIT_CONFIG: u8 = 2;
 fn main() -> ExitCode {
     reexec::init();
     systemd::init();
+    activation::init();
     let (args, check) = match cli::Cli::parse().into_action() {
         cli::Action::Run(args) => (args, false),
         cli::Action::Check(args) => (args, true),
@@ -87,38 +89,54 @@ fn main() -> ExitCode {
 }
 
 async fn run(cfg: Arc<config::Config>) -> u8 {
-    let listeners = match front::bind_all(&cfg.server.bind, cfg.server.backlog) {
-        Ok(l) => l,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return EXIT_CONFIG;
+    // Sockets a USR2 re-exec hands down: a name and the fd.
+    let mut sockets: Vec<(String, std::os::fd::RawFd)> = Vec::new();
+    let activated = front::inherited_listeners();
+    let is_activated = activated.is_some();
+    let (listeners, status_listener) = match activated {
+        Some((listeners, status)) => {
+            for (i, l) in listeners.iter().enumerate() {
+                sockets.push((format!("activated-{i:03}"), l.raw_fd()));
+            }
+            if let Some(s) = &status {
+                sockets.push(("activated-status".into(), s.raw_fd()));
+            }
+            tracing::info!(
+                "socket activation: serving on {} inherited socket(s)",
+                listeners.len()
+            );
+            (listeners, status)
+        }
+        None => {
+            let listeners = match front::bind_all(&cfg.server.bind, cfg.server.backlog) {
+                Ok(l) => l,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return EXIT_CONFIG;
+                }
+            };
+            let status_listener = match cfg
+                .health
+                .status_bind
+                .as_ref()
+                .map(|b| front::bind_one(b, 128, "status"))
+            {
+                None => None,
+                Some(Ok(l)) => Some(l),
+                Some(Err(e)) => {
+                    eprintln!("error: {e}");
+                    return EXIT_CONFIG;
+                }
+            };
+            for (i, (b, l)) in cfg.server.bind.iter().zip(&listeners).enumerate() {
+                sockets.push((front::inherit_key(b, &format!("server{i}")), l.raw_fd()));
+            }
+            if let (Some(b), Some(l)) = (&cfg.health.status_bind, &status_listener) {
+                sockets.push((front::inherit_key(b, "status"), l.raw_fd()));
+            }
+            (listeners, status_listener)
         }
     };
-    let status_listener = match cfg
-        .health
-        .status_bind
-        .as_ref()
-        .map(|b| front::bind_one(b, 128, "status"))
-    {
-        None => None,
-        Some(Ok(l)) => Some(l),
-        Some(Err(e)) => {
-            eprintln!("error: {e}");
-            return EXIT_CONFIG;
-        }
-    };
-    // Sockets a USR2 re-exec hands down: the configured address and the fd.
-    let mut sockets: Vec<(String, std::os::fd::RawFd)> = cfg
-        .server
-        .bind
-        .iter()
-        .zip(&listeners)
-        .enumerate()
-        .map(|(i, (b, l))| (front::inherit_key(b, &format!("server{i}")), l.raw_fd()))
-        .collect();
-    if let (Some(b), Some(l)) = (&cfg.health.status_bind, &status_listener) {
-        sockets.push((front::inherit_key(b, "status"), l.raw_fd()));
-    }
     let takeover = reexec::inherited().parent.is_some();
     let control_listener = match control::bind(&cfg.control.socket, takeover) {
         Ok(l) => l,
@@ -173,7 +191,10 @@ async fn run(cfg: Arc<config::Config>) -> u8 {
         cfg: cfg.clone(),
     });
     let (gate_tx, gate_rx) = tokio::sync::watch::channel(false);
-    let gate = reexec::inherited().parent.map(|_| gate_rx);
+    // A re-executed corral, and a socket-activated one, accept once their
+    // workers are in service: connections wait in the kernel's queue, not
+    // for a 503.
+    let gate = (reexec::inherited().parent.is_some() || is_activated).then_some(gate_rx);
     sup.set_accept_gate(gate_tx);
     if let Some(status) = status_listener {
         tracing::info!("status server on {}", status.describe());

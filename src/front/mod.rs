@@ -139,28 +139,73 @@ pub fn inherit_key(bind: &Bind, role: &str) -> String {
 
 /// A listen socket handed down by the corral that re-executed us (USR2).
 fn adopt(bind: &Bind, role: &str) -> Option<Listener> {
-    use std::os::fd::FromRawFd;
     let fd = *crate::reexec::inherited()
         .fds
         .get(&inherit_key(bind, role))?;
+    let path = match &bind.addr {
+        BindAddr::Tcp(_) => None,
+        BindAddr::Unix(p) => Some(p.clone()),
+    };
+    adopt_fd(fd, path)
+}
+
+/// Takes over a listening socket this process inherited (systemd socket
+/// activation or a USR2 parent): a Unix socket when `unix_path` is given.
+pub fn adopt_fd(fd: std::os::fd::RawFd, unix_path: Option<std::path::PathBuf>) -> Option<Listener> {
+    use std::os::fd::FromRawFd;
     crate::reexec::set_cloexec(fd);
-    match &bind.addr {
-        BindAddr::Tcp(_) => {
-            // SAFETY: the fd is a listening TCP socket our parent handed
-            // down for this address; nothing else in this process owns it.
+    match unix_path {
+        None => {
+            // SAFETY: the fd is a listening TCP socket handed down to this
+            // process for serving; nothing else in this process owns it.
             let std = unsafe { std::net::TcpListener::from_raw_fd(fd) };
             std.set_nonblocking(true).ok()?;
             TcpListener::from_std(std).ok().map(Listener::Tcp)
         }
-        BindAddr::Unix(path) => {
-            // SAFETY: as above, a listening Unix socket for this path.
+        Some(path) => {
+            // SAFETY: as above, a listening Unix socket.
             let std = unsafe { std::os::unix::net::UnixListener::from_raw_fd(fd) };
             std.set_nonblocking(true).ok()?;
             UnixListener::from_std(std)
                 .ok()
-                .map(|l| Listener::Unix(l, path.clone()))
+                .map(|l| Listener::Unix(l, path))
         }
     }
+}
+
+/// The inherited sockets to serve on instead of binding, if any: from a
+/// USR2 parent that was itself socket-activated, or from systemd.
+pub fn inherited_listeners() -> Option<(Vec<Listener>, Option<Listener>)> {
+    let unix_path =
+        |fd| crate::activation::is_unix(fd).then(|| std::path::PathBuf::from(format!("(fd {fd})")));
+    let from_parent = &crate::reexec::inherited().fds;
+    let mut handed: Vec<(&String, &std::os::fd::RawFd)> = from_parent
+        .iter()
+        .filter(|(k, _)| k.starts_with("activated"))
+        .collect();
+    let pairs: Vec<(std::os::fd::RawFd, String)> = if !handed.is_empty() {
+        handed.sort();
+        handed
+            .into_iter()
+            .map(|(k, fd)| (*fd, k.trim_start_matches("activated-").to_string()))
+            .collect()
+    } else {
+        crate::activation::sockets().to_vec()
+    };
+    if pairs.is_empty() {
+        return None;
+    }
+    let mut listeners = Vec::new();
+    let mut status = None;
+    for (fd, name) in pairs {
+        let l = adopt_fd(fd, unix_path(fd))?;
+        if name == "status" {
+            status = Some(l);
+        } else {
+            listeners.push(l);
+        }
+    }
+    Some((listeners, status))
 }
 
 impl Listener {
