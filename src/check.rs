@@ -68,7 +68,7 @@ async fn check(cfg: &Config) -> Result<Outcome, String> {
     let script = dir.path().join("corral_worker.py");
     std::fs::write(&script, WORKER_SCRIPT)
         .map_err(|e| format!("cannot write {}: {e}", script.display()))?;
-    let launcher = Launcher::new(cfg, &script);
+    let launcher = Launcher::new(cfg, &script).inherit_output();
     let info = crate::deploy::resolve(cfg);
     let spawned = launcher.spawn(0, 1, &info).map_err(|e| e.to_string())?;
     let pid = spawned.pid;

@@ -276,6 +276,19 @@ pub struct RunArgs {
     /// Log verbosity of corral itself
     #[arg(long, value_enum, value_name = "LEVEL", default_value_t = LogLevel::Info)]
     pub log_level: LogLevel,
+
+    /// Log format: human-readable text, or one JSON object per line. Workers'
+    /// output is logged line by line either way, tagged with slot and pid
+    #[arg(long, value_enum, value_name = "FORMAT", default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+/// `--log-format`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
 }
 
 /// `--log-level`; gunicorn's "critical" and "warning" are accepted too.

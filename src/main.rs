@@ -59,7 +59,7 @@ fn main() -> ExitCode {
             }));
         }
     };
-    init_logging(args.log_level.into());
+    init_logging(args.log_level.into(), args.log_format);
     let cfg = match config::load(&args) {
         Ok(c) => Arc::new(c),
         Err(e) => {
@@ -242,11 +242,18 @@ fn with_socket(args: &cli::ControlArgs, f: impl FnOnce(&std::path::Path) -> u8) 
     }
 }
 
-fn init_logging(level: tracing::level_filters::LevelFilter) {
-    tracing_subscriber::fmt()
+fn init_logging(level: tracing::level_filters::LevelFilter, format: cli::LogFormat) {
+    let builder = tracing_subscriber::fmt()
         .with_max_level(level)
         .with_target(false)
-        .with_ansi(std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none())
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    // Under systemd (JOURNAL_STREAM set) the journal stamps every line.
+    let journal = std::env::var_os("JOURNAL_STREAM").is_some();
+    match (format, journal) {
+        (cli::LogFormat::Json, _) => builder.json().with_current_span(false).init(),
+        (cli::LogFormat::Text, true) => builder.with_ansi(false).without_time().init(),
+        (cli::LogFormat::Text, false) => builder
+            .with_ansi(std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none())
+            .init(),
+    }
 }

@@ -20,11 +20,15 @@ fn the_unit_files_verify() {
         .arg(dir.path().join("corral.socket"))
         .output()
         .expect("systemd-analyze (Debian package systemd)");
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(out.status.success(), "{text}");
-    let complaints: Vec<&str> = text
-        .lines()
-        .filter(|l| l.contains("corral."))
-        .collect();
-    assert!(complaints.is_empty(), "systemd-analyze complains: {complaints:#?}");
+    let complaints: Vec<&str> = text.lines().filter(|l| l.contains("corral.")).collect();
+    assert!(
+        complaints.is_empty(),
+        "systemd-analyze complains: {complaints:#?}"
+    );
 }

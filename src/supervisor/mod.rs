@@ -518,10 +518,16 @@ impl Supervisor {
             }
         };
         let pid = spawned.pid;
+        let mut child = spawned.child;
+        if let Some(out) = child.stdout.take() {
+            crate::worker::output::forward(out, slot, pid, "stdout");
+        }
+        if let Some(err) = child.stderr.take() {
+            crate::worker::output::forward(err, slot, pid, "stderr");
+        }
         let channel = Channel::start(serial, slot, pid, spawned.sock, self.control_tx.clone());
         self.channels.insert(serial, channel);
         let tx = self.tx.clone();
-        let mut child = spawned.child;
         tokio::spawn(async move {
             if let Ok(status) = child.wait().await {
                 let _ = tx.send(Msg::Exited(serial, status));

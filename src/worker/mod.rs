@@ -3,6 +3,7 @@
 //! `corral_worker.py`, compiled into the binary.
 
 pub mod channel;
+pub mod output;
 pub mod probe;
 pub mod process;
 pub mod protocol;

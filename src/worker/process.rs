@@ -22,6 +22,8 @@ pub struct Launcher {
     script: PathBuf,
     chdir: Option<PathBuf>,
     env: Vec<(String, String)>,
+    /// Read the workers' stdout/stderr into corral's log (else inherit them).
+    capture: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -59,6 +61,12 @@ pub struct Spawned {
 }
 
 impl Launcher {
+    /// Let workers write to corral's own stdout/stderr (`corral check`).
+    pub fn inherit_output(mut self) -> Launcher {
+        self.capture = false;
+        self
+    }
+
     pub fn script(&self) -> &Path {
         &self.script
     }
@@ -110,6 +118,7 @@ impl Launcher {
             script: script.to_path_buf(),
             chdir: cfg.app.chdir.clone(),
             env,
+            capture: true,
         }
     }
 
@@ -140,6 +149,16 @@ impl Launcher {
             .env("CORRAL_GENERATION", generation.to_string())
             .env("CORRAL_REVISION", info.revision.as_deref().unwrap_or(""))
             .stdin(Stdio::null())
+            .stdout(if self.capture {
+                Stdio::piped()
+            } else {
+                Stdio::inherit()
+            })
+            .stderr(if self.capture {
+                Stdio::piped()
+            } else {
+                Stdio::inherit()
+            })
             .kill_on_drop(false)
             .process_group(0);
         if let Some(dir) = info.chdir.as_ref().or(self.chdir.as_ref()) {

@@ -1,0 +1,88 @@
+//! A worker's stdout and stderr, read line by line and logged tagged with
+//! its slot and pid: whole lines only (no interleaved halves), at most
+//! [`MAX_LINE`] bytes each (longer ones are cut and marked).
+
+use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
+
+/// Longest line kept; the rest of a longer one is dropped.
+pub const MAX_LINE: usize = 16 * 1024;
+
+/// Logs every line of `stream` as coming from worker `slot` (`pid`).
+pub fn forward<R: AsyncRead + Unpin + Send + 'static>(
+    stream: R,
+    slot: usize,
+    pid: u32,
+    name: &'static str,
+) {
+    tokio::spawn(async move {
+        let mut reader = BufReader::new(stream);
+        let mut line = Vec::with_capacity(256);
+        loop {
+            line.clear();
+            match read_line_capped(&mut reader, &mut line).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+            while matches!(line.last(), Some(b'\n' | b'\r')) {
+                line.pop();
+            }
+            let text = String::from_utf8_lossy(&line);
+            tracing::info!("worker {slot} (pid {pid}) {name}: {text}");
+        }
+    });
+}
+
+/// Reads one line into `buf`, keeping at most MAX_LINE bytes of it.
+async fn read_line_capped<R: AsyncBufReadExt + Unpin>(
+    reader: &mut R,
+    buf: &mut Vec<u8>,
+) -> std::io::Result<usize> {
+    let mut total = 0;
+    let mut cut = false;
+    loop {
+        let available = reader.fill_buf().await?;
+        if available.is_empty() {
+            return Ok(total);
+        }
+        let (chunk, done) = match available.iter().position(|&b| b == b'\n') {
+            Some(i) => (&available[..=i], true),
+            None => (available, false),
+        };
+        let n = chunk.len();
+        let room = MAX_LINE.saturating_sub(buf.len());
+        buf.extend_from_slice(&chunk[..n.min(room)]);
+        if n > room && !cut {
+            cut = true;
+            buf.extend_from_slice(" [line cut]".as_bytes());
+        }
+        reader.consume(n);
+        total += n;
+        if done {
+            return Ok(total);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn lines_are_whole_and_capped() {
+        let long = "x".repeat(MAX_LINE + 10);
+        let input = format!("one\ntwo\n{long}\nlast");
+        let mut r = BufReader::new(input.as_bytes());
+        let mut lines = Vec::new();
+        loop {
+            let mut buf = Vec::new();
+            if read_line_capped(&mut r, &mut buf).await.unwrap() == 0 {
+                break;
+            }
+            lines.push(String::from_utf8(buf).unwrap());
+        }
+        assert_eq!(lines[0], "one\n");
+        assert_eq!(lines[1], "two\n");
+        assert!(lines[2].ends_with("[line cut]") && lines[2].len() == MAX_LINE + 11);
+        assert_eq!(lines[3], "last");
+    }
+}
