@@ -183,6 +183,7 @@ async fn run(cfg: Arc<config::Config>) -> u8 {
         max_body_bytes: cfg.server.max_body_bytes,
         replace: replace_tx,
         metrics: metrics.clone(),
+        access: front::access::AccessLog::Off,
     });
     let state = Arc::new(status::StatusState {
         snapshots: sup.snapshots(),

@@ -11,6 +11,7 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use tokio::sync::mpsc;
 
+use super::access::{AccessLog, Entry};
 use super::body::{Body, PumpGuard, StreamBody};
 use super::environ::{self, ConnInfo};
 use crate::metrics::Metrics;
@@ -26,6 +27,7 @@ pub struct Shared {
     /// Tells the supervisor to replace a worker (serial, reason).
     pub replace: mpsc::UnboundedSender<(u64, String)>,
     pub metrics: Arc<Metrics>,
+    pub access: AccessLog,
 }
 
 pub async fn handle(
@@ -34,13 +36,39 @@ pub async fn handle(
     conn: Arc<ConnInfo>,
 ) -> Result<Response<Body>, std::convert::Infallible> {
     let start = Instant::now();
+    // What the access log needs, kept only when it is on.
+    let logged = (shared.access != AccessLog::Off).then(|| {
+        let mut b = http::Request::builder()
+            .method(req.method().clone())
+            .uri(req.uri().clone())
+            .version(req.version());
+        for name in [http::header::REFERER, http::header::USER_AGENT] {
+            if let Some(v) = req.headers().get(&name) {
+                b = b.header(name, v.clone());
+            }
+        }
+        b.body(()).map(|r| r.into_parts().0)
+    });
     let resp = match dispatch(req, &shared, &conn).await {
         Ok(resp) => resp,
         Err(resp) => resp,
     };
-    shared
-        .metrics
-        .record(resp.status().as_u16(), start.elapsed());
+    let elapsed = start.elapsed();
+    shared.metrics.record(resp.status().as_u16(), elapsed);
+    if let Some(Ok(parts)) = logged {
+        let bytes = resp
+            .headers()
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok());
+        shared.access.log(&Entry {
+            remote: &conn.remote_addr,
+            parts: &parts,
+            status: resp.status().as_u16(),
+            bytes,
+            elapsed,
+        });
+    }
     Ok(resp)
 }
 

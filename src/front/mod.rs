@@ -2,6 +2,7 @@
 //! (parsing, limits, keep-alive, timeouts are all handled here, in Rust) and
 //! hands each request to [`handler`].
 
+pub mod access;
 pub mod body;
 pub mod environ;
 pub mod handler;

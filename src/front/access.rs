@@ -1,0 +1,182 @@
+//! The access log (off by default): one line per request, in the Common or
+//! Combined Log Format of Apache and gunicorn, or as JSON, written through
+//! corral's log (so it goes where the rest goes: stderr, the journal).
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use http::request::Parts;
+
+/// Which access log, if any.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum AccessLog {
+    #[default]
+    Off,
+    Common,
+    Combined,
+    Json,
+}
+
+/// What a line says about one request.
+pub struct Entry<'a> {
+    pub remote: &'a str,
+    pub parts: &'a Parts,
+    pub status: u16,
+    /// Response body size when known (Content-Length), else None.
+    pub bytes: Option<u64>,
+    pub elapsed: Duration,
+}
+
+impl AccessLog {
+    pub fn log(self, e: &Entry<'_>) {
+        if self == AccessLog::Off {
+            return;
+        }
+        let line = self.format(e, SystemTime::now());
+        tracing::info!(target: "access", "{line}");
+    }
+
+    fn format(self, e: &Entry<'_>, now: SystemTime) -> String {
+        let p = e.parts;
+        let target = p.uri.path_and_query().map(|x| x.as_str()).unwrap_or("/");
+        let version = match p.version {
+            http::Version::HTTP_10 => "HTTP/1.0",
+            _ => "HTTP/1.1",
+        };
+        let header = |name: http::header::HeaderName| {
+            p.headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("-")
+                .to_string()
+        };
+        let remote = if e.remote.is_empty() { "-" } else { e.remote };
+        let bytes = e.bytes.map_or("-".to_string(), |b| b.to_string());
+        match self {
+            AccessLog::Off => String::new(),
+            AccessLog::Common | AccessLog::Combined => {
+                let mut line = format!(
+                    "{remote} - - [{}] \"{} {} {version}\" {} {bytes}",
+                    clf_time(now),
+                    p.method,
+                    escape(target),
+                    e.status
+                );
+                if self == AccessLog::Combined {
+                    line.push_str(&format!(
+                        " \"{}\" \"{}\"",
+                        escape(&header(http::header::REFERER)),
+                        escape(&header(http::header::USER_AGENT))
+                    ));
+                }
+                line
+            }
+            AccessLog::Json => serde_json::json!({
+                "remote": remote,
+                "time": now.duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0),
+                "method": p.method.as_str(),
+                "target": target,
+                "version": version,
+                "status": e.status,
+                "bytes": e.bytes,
+                "referer": header(http::header::REFERER),
+                "user_agent": header(http::header::USER_AGENT),
+                "duration_ms": e.elapsed.as_secs_f64() * 1000.0,
+            })
+            .to_string(),
+        }
+    }
+}
+
+/// Quotes and control characters escaped, so a line stays one line.
+fn escape(s: &str) -> String {
+    s.chars()
+        .flat_map(|c| match c {
+            '"' => vec!['\\', '"'],
+            '\\' => vec!['\\', '\\'],
+            c if c.is_control() => format!("\\x{:02x}", c as u32).chars().collect(),
+            c => vec![c],
+        })
+        .collect()
+}
+
+/// `26/Nov/2026:05:10:00 +0000` (always UTC).
+fn clf_time(t: SystemTime) -> String {
+    let secs = t
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    format!(
+        "{day:02}/{}/{year}:{:02}:{:02}:{:02} +0000",
+        MONTHS[(month - 1) as usize],
+        rem / 3600,
+        (rem % 3600) / 60,
+        rem % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parts() -> Parts {
+        http::Request::builder()
+            .method("GET")
+            .uri("/a?b=c")
+            .header("referer", "http://x/")
+            .header("user-agent", "curl/8 \"quoted\"")
+            .body(())
+            .unwrap()
+            .into_parts()
+            .0
+    }
+
+    #[test]
+    fn common_and_combined_lines() {
+        let p = parts();
+        let e = Entry {
+            remote: "127.0.0.1",
+            parts: &p,
+            status: 200,
+            bytes: Some(13),
+            elapsed: Duration::from_millis(2),
+        };
+        let t = UNIX_EPOCH + Duration::from_secs(1_795_669_800); // 2026-11-26 05:10:00 UTC
+        assert_eq!(
+            AccessLog::Common.format(&e, t),
+            "127.0.0.1 - - [26/Nov/2026:05:10:00 +0000] \"GET /a?b=c HTTP/1.1\" 200 13"
+        );
+        assert!(
+            AccessLog::Combined
+                .format(&e, t)
+                .ends_with(" \"http://x/\" \"curl/8 \\\"quoted\\\"\""),
+            "{}",
+            AccessLog::Combined.format(&e, t)
+        );
+        let v: serde_json::Value = serde_json::from_str(&AccessLog::Json.format(&e, t)).unwrap();
+        assert_eq!(v["status"], 200);
+        assert_eq!(v["target"], "/a?b=c");
+        assert_eq!(v["user_agent"], "curl/8 \"quoted\"");
+    }
+
+    #[test]
+    fn dates_across_years_and_leap_days() {
+        let at = |s| clf_time(UNIX_EPOCH + Duration::from_secs(s));
+        assert_eq!(at(0), "01/Jan/1970:00:00:00 +0000");
+        assert_eq!(at(951_782_400), "29/Feb/2000:00:00:00 +0000");
+        assert_eq!(at(1_704_067_199), "31/Dec/2023:23:59:59 +0000");
+    }
+}
