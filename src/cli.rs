@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::config::{BindAddr, ByteSize, HumanDuration, Interface, MinReady};
+use crate::front::access::AccessLog;
 
 /// corral: a pre-fork supervisor and HTTP server for Python WSGI/ASGI apps, in place of gunicorn.
 #[derive(Debug, Parser)]
@@ -254,6 +255,17 @@ pub struct RunArgs {
     #[arg(long, value_name = "SIZE")]
     pub max_memory: Option<ByteSize>,
 
+    /// Run the workers as this user (a name or a numeric uid), with its
+    /// groups; corral itself keeps its own user (root, to bind the ports)
+    /// [toml: workers.user] [default: corral's own user]
+    #[arg(short = 'u', long, value_name = "USER")]
+    pub user: Option<String>,
+
+    /// Run the workers as this group (a name or a numeric gid)
+    /// [toml: workers.group] [default: the primary group of --user]
+    #[arg(short = 'g', long, value_name = "GROUP")]
+    pub group: Option<String>,
+
     /// Idle time before a keep-alive connection is closed
     /// [toml: server.keepalive] [default: 5s]
     #[arg(long, alias = "keep-alive", value_name = "DURATION", value_parser = parse_duration)]
@@ -281,6 +293,11 @@ pub struct RunArgs {
     /// output is logged line by line either way, tagged with slot and pid
     #[arg(long, value_enum, value_name = "FORMAT", default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+
+    /// Access log, one line per request: off, common or combined (the Common
+    /// and Combined Log Formats of Apache and gunicorn), or json
+    #[arg(long, value_enum, value_name = "FORMAT", default_value_t = AccessLog::Off)]
+    pub access_log: AccessLog,
 }
 
 /// `--log-format`.
@@ -442,6 +459,10 @@ mod tests {
             "50",
             "--max-memory",
             "512MiB",
+            "-u",
+            "www-data",
+            "--group",
+            "33",
             "--log-level",
             "warning",
             "pkg:app",
@@ -469,11 +490,17 @@ mod tests {
         assert_eq!(args.max_requests, Some(1000));
         assert_eq!(args.max_requests_jitter, Some(50));
         assert_eq!(args.max_memory, Some(ByteSize(512 << 20)));
+        assert_eq!(args.user.as_deref(), Some("www-data"));
+        assert_eq!(args.group.as_deref(), Some("33"));
         assert_eq!(args.log_level, LogLevel::Warn);
         assert_eq!(args.app.as_deref(), Some("pkg:app"));
         let args = run_args(&["corral", "--min-ready", "2", "--status-bind", "[::1]:9000"]);
         assert_eq!(args.min_ready, Some(MinReady::Count(2)));
         assert_eq!(args.status_bind, Some("[::1]:9000".parse().unwrap()));
+        assert_eq!((args.user, args.group), (None, None));
+        let args = run_args(&["corral", "--user", "0", "-g", "nogroup"]);
+        assert_eq!(args.user.as_deref(), Some("0"));
+        assert_eq!(args.group.as_deref(), Some("nogroup"));
     }
 
     #[test]

@@ -81,14 +81,14 @@ fn main() -> ExitCode {
     let code = if check {
         runtime.block_on(check::run(cfg))
     } else {
-        runtime.block_on(run(cfg))
+        runtime.block_on(run(cfg, args.access_log))
     };
     // Workers are reaped or killed by now; do not wait for idle connections.
     runtime.shutdown_timeout(std::time::Duration::from_millis(100));
     ExitCode::from(code)
 }
 
-async fn run(cfg: Arc<config::Config>) -> u8 {
+async fn run(cfg: Arc<config::Config>, access: front::access::AccessLog) -> u8 {
     // Sockets a USR2 re-exec hands down: a name and the fd.
     let mut sockets: Vec<(String, std::os::fd::RawFd)> = Vec::new();
     let activated = front::inherited_listeners();
@@ -158,6 +158,12 @@ async fn run(cfg: Arc<config::Config>) -> u8 {
         eprintln!("error: cannot write {}: {e}", script.display());
         return 1;
     }
+    if let Some(id) = &cfg.workers.identity
+        && let Err(e) = share_runtime_dir(runtime_dir.path(), &script, id.gid)
+    {
+        eprintln!("error: cannot give the workers' group access to the runtime directory: {e}");
+        return 1;
+    }
     let launcher = worker::process::Launcher::new(&cfg, &script);
     let router = router::Router::new(cfg.workers.threads + 8);
     let mut sup = supervisor::Supervisor::new(cfg.clone(), launcher, router.clone());
@@ -183,7 +189,7 @@ async fn run(cfg: Arc<config::Config>) -> u8 {
         max_body_bytes: cfg.server.max_body_bytes,
         replace: replace_tx,
         metrics: metrics.clone(),
-        access: front::access::AccessLog::Off,
+        access,
     });
     let state = Arc::new(status::StatusState {
         snapshots: sup.snapshots(),
@@ -225,6 +231,21 @@ async fn run(cfg: Arc<config::Config>) -> u8 {
     tracing::info!("stopped");
     drop(runtime_dir);
     code as u8
+}
+
+/// Workers running as another user read the worker script and write their
+/// stack dumps in the runtime dir: it becomes corral's and their group's
+/// (0770, script 0640), and stays closed to everyone else.
+fn share_runtime_dir(
+    dir: &std::path::Path,
+    script: &std::path::Path,
+    gid: u32,
+) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::os::unix::fs::chown(dir, None, Some(gid))?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o770))?;
+    std::os::unix::fs::chown(script, None, Some(gid))?;
+    std::fs::set_permissions(script, std::fs::Permissions::from_mode(0o640))
 }
 
 fn inode(path: &std::path::Path) -> Option<u64> {

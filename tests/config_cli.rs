@@ -245,6 +245,58 @@ fn probe_and_recycling_problems_name_file_line_and_key() {
 }
 
 #[test]
+fn unknown_users_and_bad_limits_name_file_line_and_key() {
+    let dir = dir_with(
+        "corral.toml",
+        "[app]\nmodule = \"main:app\"\n[workers]\nuser = \"corral-no-such-user\"\n\
+         group = \"corral-no-such-group\"\n[workers.limits]\nnofile = 10\n\
+         address_space = 4096\n",
+    );
+    let out = corral(dir.path(), &[]);
+    assert_refused(
+        &out,
+        &[
+            "4 problems",
+            "corral.toml:4: workers.user: unknown user \"corral-no-such-user\"",
+            "`getent passwd`",
+            "corral.toml:5: workers.group: unknown group \"corral-no-such-group\"",
+            "corral.toml:7: workers.limits.nofile: 10 is too few open files",
+            "corral.toml:8: workers.limits.address_space: 4096 bytes is less than a Python worker needs",
+        ],
+    );
+    // The flags, gunicorn's -u and -g, win over the file.
+    let out = corral(
+        dir.path(),
+        &["-u", "corral-other-user", "--group", "root", "-w", "0"],
+    );
+    assert_refused(
+        &out,
+        &[
+            "--user: unknown user \"corral-other-user\"",
+            "--workers: must be at least 1",
+        ],
+    );
+    assert!(!out.stderr.contains("workers.group"), "{}", out.stderr);
+    let dir = tempfile::tempdir().unwrap();
+    let out = corral(dir.path(), &["main:app", "-g", "4294967294"]);
+    assert_refused(&out, &["--group: no group has gid 4294967294"]);
+    let dir = dir_with("corral.toml", "[workers.limits]\numask = 22\n");
+    let out = corral(dir.path(), &["main:app"]);
+    assert_refused(
+        &out,
+        &[
+            "error: corral.toml:2: workers.limits.umask: invalid umask 22: write the octal digits in quotes, like \"027\"",
+        ],
+    );
+    let dir = dir_with("corral.toml", "[workers.limits]\numask = \"0999\"\n");
+    let out = corral(dir.path(), &["main:app"]);
+    assert_refused(
+        &out,
+        &["error: corral.toml:2: workers.limits.umask: invalid umask \"0999\": use octal digits"],
+    );
+}
+
+#[test]
 fn deploy_problems_name_file_line_and_key() {
     let dir = dir_with(
         "corral.toml",
@@ -368,6 +420,8 @@ fn help_documents_every_flag() {
         "--max-requests",
         "--max-requests-jitter",
         "--max-memory",
+        "-u, --user",
+        "-g, --group",
         "--socket",
         "--log-level",
     ];
@@ -394,6 +448,8 @@ fn help_documents_every_flag() {
         "workers.max_requests",
         "workers.max_requests_jitter",
         "workers.max_memory",
+        "workers.user",
+        "workers.group",
         "control.socket",
     ];
     for needle in flags.iter().chain(&keys) {

@@ -100,3 +100,47 @@ fn under_journald_lines_carry_no_timestamp_of_their_own() {
     c.signal(libc::SIGTERM);
     c.wait_exit(Duration::from_secs(10));
 }
+
+#[test]
+fn the_access_log_is_off_by_default_and_writes_combined_lines_when_asked() {
+    let app = AppDir::new(&[("app.py", APP)]);
+    let c = Corral::start(app.path(), &["app:app", "-w", "1"], 1);
+    c.get("/quiet");
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        !c.log.text().contains("\"GET /quiet"),
+        "no access log by default"
+    );
+    drop(c);
+
+    let c = Corral::start(
+        app.path(),
+        &["app:app", "-w", "1", "--access-log", "combined"],
+        1,
+    );
+    let r = request(
+        &c.addr,
+        "GET",
+        "/x?y=1",
+        &[("User-Agent", "tester/1.0"), ("Referer", "http://ref/")],
+        b"",
+    );
+    assert_eq!(r.status, 200);
+    let line = c
+        .log
+        .wait_for("\"GET /x?y=1 HTTP/1.1\"", Duration::from_secs(5))
+        .expect("an access line");
+    assert!(line.contains("127.0.0.1 - - ["), "{line}");
+    assert!(
+        line.contains("\"GET /x?y=1 HTTP/1.1\" 200 2 \"http://ref/\" \"tester/1.0\""),
+        "{line}"
+    );
+    // Requests corral answers itself are logged too.
+    let raw = request(&c.addr, "GET", "/a%00b", &[], b"");
+    assert_eq!(raw.status, 400);
+    assert!(
+        c.log
+            .wait_for("\"GET /a%00b HTTP/1.1\" 400", Duration::from_secs(5))
+            .is_some()
+    );
+}

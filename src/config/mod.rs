@@ -136,6 +136,44 @@ pub struct WorkersConfig {
     /// RSS in bytes above which a worker is recycled gracefully; `None`: no
     /// limit. At least 16 MiB.
     pub max_memory: Option<u64>,
+    /// Who the workers run as (`workers.user`, `workers.group`), looked up
+    /// when the config is loaded; `None` (neither key set): corral's own
+    /// user and groups.
+    pub identity: Option<Identity>,
+    /// Resource limits and umask of the workers (`[workers.limits]`).
+    pub limits: Limits,
+}
+
+/// The user and groups the workers run as, while corral keeps its own user
+/// (root, to bind the ports).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    /// The user's name (from `workers.user`, else corral's own user's name,
+    /// or its uid when it has no name).
+    pub user: String,
+    /// From `workers.user`; corral's own uid when only `workers.group` is
+    /// set.
+    pub uid: u32,
+    /// The primary group: from `workers.group`, else the user's.
+    pub gid: u32,
+    /// The supplementary groups (for setgroups(2)): those of `user` in the
+    /// group database, `gid` included, as from getgrouplist(3) (initgroups);
+    /// just `[gid]` when only `workers.group` is set.
+    pub groups: Vec<u32>,
+}
+
+/// Resource limits and umask of the workers (`[workers.limits]`). Each
+/// limit is both the soft and the hard limit; `None`: corral's own is kept.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Limits {
+    /// RLIMIT_NOFILE (open files). At least 64.
+    pub nofile: Option<u64>,
+    /// RLIMIT_AS in bytes (address space). At least 16 MiB.
+    pub address_space: Option<u64>,
+    /// RLIMIT_CORE in bytes; 0 disables core dumps.
+    pub core: Option<u64>,
+    /// The umask. At most 0o777.
+    pub umask: Option<u32>,
 }
 
 #[derive(Debug, Clone)]
@@ -537,7 +575,8 @@ fn default_state_dir_in(
         .unwrap_or_else(|| PathBuf::from(format!("/tmp/corral-{uid}-state")))
 }
 
-/// Everything after reading: parse, merge, fill defaults, validate. No I/O.
+/// Everything after reading: parse, merge, fill defaults, validate. No I/O
+/// but the user and group lookups of `workers.user` and `workers.group`.
 fn resolve(
     args: &RunArgs,
     file: Option<&ConfigFile>,
@@ -630,6 +669,8 @@ mod tests {
         assert_eq!(config.workers.max_requests, 0);
         assert_eq!(config.workers.max_requests_jitter, 0);
         assert_eq!(config.workers.max_memory, None);
+        assert_eq!(config.workers.identity, None);
+        assert_eq!(config.workers.limits, Limits::default());
         assert!(config.health.status_bind.is_none());
         assert_eq!(config.health.min_ready, MinReady::Count(1));
         assert_eq!(config.health.ready_path, None);
@@ -683,6 +724,11 @@ heartbeat_timeout = "1m"
 max_requests = 5000
 max_requests_jitter = 500
 max_memory = "1.5GiB"
+user = "root"
+
+[workers.limits]
+nofile = 4096
+umask = "022"
 
 [health]
 status_bind = "unix:run/status.sock"
@@ -724,13 +770,26 @@ min_in_service = 2
             status.addr,
             BindAddr::Unix("/srv/app/run/status.sock".into())
         );
-        assert_eq!(status.origin, "corral.toml:27 (key health.status_bind)");
+        assert_eq!(status.origin, "corral.toml:32 (key health.status_bind)");
         assert_eq!(config.health.min_ready, MinReady::Percent(75));
         assert_eq!(config.health.min_ready.required(config.workers.count), 3);
         assert_eq!(config.workers.heartbeat_timeout, Duration::from_secs(60));
         assert_eq!(config.workers.max_requests, 5000);
         assert_eq!(config.workers.max_requests_jitter, 500);
         assert_eq!(config.workers.max_memory, Some(3 << 29));
+        let identity = config.workers.identity.unwrap();
+        assert_eq!(
+            (identity.user.as_str(), identity.uid, identity.gid),
+            ("root", 0, 0)
+        );
+        assert_eq!(
+            config.workers.limits,
+            Limits {
+                nofile: Some(4096),
+                umask: Some(0o022),
+                ..Limits::default()
+            }
+        );
         assert_eq!(
             config.health.ready_path.as_deref(),
             Some("/health/ready?full=1")

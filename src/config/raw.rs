@@ -10,6 +10,7 @@ use serde::Deserialize;
 use serde::de::{self, Deserializer, SeqAccess, Visitor};
 use toml::Spanned;
 
+use super::units::Umask;
 use super::{ByteSize, ConfigFile, HumanDuration, Interface, MinReady, Problem};
 
 /// Every key with its default; tested to parse and validate.
@@ -127,6 +128,46 @@ pub(super) struct RawWorkers {
     /// gracefully, e.g. "512MiB". A plain number is bytes. At least "16MiB".
     /// Default: none (no limit).
     pub(super) max_memory: Option<Spanned<ByteSize>>,
+    /// The user the workers run as: a user name like "www-data" or a numeric
+    /// uid, as gunicorn's `--user`; they get the user's supplementary groups
+    /// too. corral itself keeps its own user (root, so that it can bind
+    /// ports below 1024), which must be root to switch to another user. The
+    /// user must exist when corral starts. Default: none (the workers run as
+    /// corral's own user).
+    pub(super) user: Option<Spanned<String>>,
+    /// The group the workers run as: a group name like "www-data" or a
+    /// numeric gid, as gunicorn's `--group`. The group must exist when
+    /// corral starts. Default: the primary group of `user`; with `group`
+    /// but no `user`, the workers keep corral's own user, with this group as
+    /// their only group.
+    pub(super) group: Option<Spanned<String>>,
+    /// `[workers.limits]`: resource limits and umask of the workers.
+    #[serde(default)]
+    pub(super) limits: RawLimits,
+}
+
+/// Each limit is set as both the soft and the hard limit of every worker;
+/// a key left out keeps corral's own limit (or umask).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a table")]
+pub(super) struct RawLimits {
+    /// Most files a worker may have open at once (RLIMIT_NOFILE), sockets
+    /// included, e.g. 65536. At least 64, and at most the kernel's
+    /// fs.nr_open (1048576 by default). Default: corral's own limit.
+    pub(super) nofile: Option<Spanned<u64>>,
+    /// Largest virtual memory (address space) a worker may map (RLIMIT_AS),
+    /// e.g. "2GiB"; beyond it allocations fail (Python raises MemoryError).
+    /// Each thread's stack counts too. A plain number is bytes. At least
+    /// "16MiB". Default: corral's own limit.
+    pub(super) address_space: Option<Spanned<ByteSize>>,
+    /// Largest core dump a crashing worker may write (RLIMIT_CORE), e.g.
+    /// "1GiB"; 0 disables core dumps. A plain number is bytes. Default:
+    /// corral's own limit.
+    pub(super) core: Option<Spanned<ByteSize>>,
+    /// The umask of the workers, as a string of octal digits like "027"
+    /// (files the app creates get no write access for the group and no
+    /// access for others); at most "777". Default: corral's own umask.
+    pub(super) umask: Option<Spanned<Umask>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -355,7 +396,7 @@ mod tests {
     use super::*;
     use crate::cli::RunArgs;
     use crate::config::tests::{env, resolve_text};
-    use crate::config::{ConfigFile, RevisionSource, Rollback, Strategy, resolve};
+    use crate::config::{ConfigFile, Limits, RevisionSource, Rollback, Strategy, resolve};
 
     fn error_text(text: &str) -> String {
         resolve_text(text, &RunArgs::default())
@@ -424,6 +465,10 @@ mod tests {
         );
         assert!(config.workers.max_memory.is_none());
         assert!(defaults.workers.max_memory.is_none());
+        assert_eq!(config.workers.identity, None);
+        assert_eq!(defaults.workers.identity, None);
+        assert_eq!(config.workers.limits, Limits::default());
+        assert_eq!(defaults.workers.limits, Limits::default());
         assert!(config.health.status_bind.is_none());
         assert!(defaults.health.status_bind.is_none());
         assert_eq!(config.health.min_ready, defaults.health.min_ready);
@@ -454,6 +499,14 @@ mod tests {
         let uncommented = EXAMPLE
             .replace("# ready_path = ", "ready_path = ")
             .replace("# max_memory = ", "max_memory = ")
+            // www-data may not exist on the machine running the tests;
+            // root exists everywhere.
+            .replace("# user = \"www-data\"", "user = \"root\"")
+            .replace("# group = \"www-data\"", "group = \"root\"")
+            .replace("# nofile = ", "nofile = ")
+            .replace("# address_space = ", "address_space = ")
+            .replace("# core = ", "core = ")
+            .replace("# umask = ", "umask = ")
             .replace("# socket = ", "socket = ")
             .replace("\nrevision = \"auto\"", "\n# revision = \"auto\"")
             .replace("# revision = [", "revision = [")
@@ -476,6 +529,20 @@ mod tests {
         let config = resolve(&RunArgs::default(), Some(&file), Path::new("/repo"), &env()).unwrap();
         assert_eq!(config.health.ready_path.as_deref(), Some("/health/ready"));
         assert_eq!(config.workers.max_memory, Some(512 << 20));
+        let identity = config.workers.identity.unwrap();
+        assert_eq!(
+            (identity.user.as_str(), identity.uid, identity.gid),
+            ("root", 0, 0)
+        );
+        assert_eq!(
+            config.workers.limits,
+            Limits {
+                nofile: Some(65536),
+                address_space: Some(2 << 30),
+                core: Some(0),
+                umask: Some(0o027),
+            }
+        );
         assert_eq!(
             config.control.socket,
             PathBuf::from("/run/corral/corral.sock")
@@ -727,5 +794,68 @@ mod tests {
             "{unknown}"
         );
         assert!(unknown.contains("`max_requests`"), "{unknown}");
+    }
+
+    #[test]
+    fn identity_and_limits_parse_errors() {
+        assert_eq!(
+            error_text("[workers]\nuser = 33\n"),
+            "corral.toml:2: workers.user: invalid type: integer `33`, expected a string; put the value in quotes"
+        );
+        assert_eq!(
+            error_text("[workers]\n\ngroup = [\"www-data\"]\n"),
+            "corral.toml:3: workers.group: invalid type: sequence, expected a string; put the value in quotes"
+        );
+        assert_eq!(
+            error_text("[workers]\nlimits = 1024\n"),
+            "corral.toml:2: workers.limits: invalid type: integer `1024`, expected a table"
+        );
+        assert_eq!(
+            error_text("[workers.limits]\nnofiles = 1024\n"),
+            "corral.toml:2: workers.limits.nofiles: unknown key `nofiles`, expected one of \
+             `nofile`, `address_space`, `core`, `umask`"
+        );
+        assert_eq!(
+            error_text("[workers.limits]\nnofile = \"1024\"\n"),
+            "corral.toml:2: workers.limits.nofile: invalid type: string \"1024\", expected u64"
+        );
+        assert_eq!(
+            error_text("[workers.limits]\nnofile = -1\n"),
+            "corral.toml:2: workers.limits.nofile: invalid value: integer `-1`, expected u64"
+        );
+        assert!(
+            error_text("[workers]\nlimits = { address_space = \"2G\" }\n").starts_with(
+                "corral.toml:2: workers.limits.address_space: invalid size \"2G\": write \"2GiB\" (1024-based)"
+            )
+        );
+        assert_eq!(
+            error_text("[workers.limits]\ncore = -1\n"),
+            "corral.toml:2: workers.limits.core: invalid size -1: must not be negative"
+        );
+        // A TOML number loses the octal digits (0o27 is 23): the umask is
+        // a string.
+        let how = "write the octal digits in quotes, like \"027\"";
+        assert_eq!(
+            error_text("[workers.limits]\numask = 27\n"),
+            format!("corral.toml:2: workers.limits.umask: invalid umask 27: {how}")
+        );
+        assert_eq!(
+            error_text("[workers.limits]\numask = 0o27\n"),
+            format!("corral.toml:2: workers.limits.umask: invalid umask 23: {how}")
+        );
+        assert_eq!(
+            error_text("[workers.limits]\n\numask = \"0o027\"\n"),
+            "corral.toml:3: workers.limits.umask: invalid umask \"0o027\": write only the octal \
+             digits, like \"027\""
+        );
+        assert!(
+            error_text("[workers.limits]\numask = \"1000\"\n").starts_with(
+                "corral.toml:2: workers.limits.umask: invalid umask \"1000\": it is more than \"777\""
+            )
+        );
+        assert_eq!(
+            error_text("[workers.limits]\numask = true\n"),
+            "corral.toml:2: workers.limits.umask: invalid type: boolean `true`, expected a umask like \"027\""
+        );
     }
 }

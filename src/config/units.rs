@@ -1,9 +1,10 @@
 //! The value types written as text in the config file and on the command
 //! line: durations ([`HumanDuration`], "30s"), byte sizes ([`ByteSize`],
 //! "64KiB"), listen addresses ([`BindAddr`], "127.0.0.1:8000" or
-//! "unix:/path") and worker counts for readiness ([`MinReady`], 2 or "50%").
-//! Each parses with `FromStr` (used by the flags); all but [`BindAddr`] also
-//! deserialize from TOML with messages that say how to write the value.
+//! "unix:/path"), worker counts for readiness ([`MinReady`], 2 or "50%") and
+//! umasks ([`Umask`], "027"). Each parses with `FromStr` (used by the
+//! flags); all but [`BindAddr`] also deserialize from TOML with messages
+//! that say how to write the value.
 
 use std::fmt;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -307,6 +308,61 @@ impl<'de> Deserialize<'de> for MinReady {
     }
 }
 
+/// A umask written as octal digits, like "027" or "0027"; at most "777"
+/// (the permission bits). A TOML number is refused: it would lose the octal
+/// meaning of the digits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Umask(pub u32);
+
+impl FromStr for Umask {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Umask, String> {
+        let octal = |t: &str| !t.is_empty() && t.bytes().all(|b| (b'0'..=b'7').contains(&b));
+        if let Some(digits) = s.strip_prefix("0o").filter(|d| octal(d)) {
+            return Err(format!(
+                "invalid umask \"{s}\": write only the octal digits, like \"{digits}\""
+            ));
+        }
+        if !octal(s) {
+            return Err(format!(
+                "invalid umask \"{s}\": use octal digits (0 to 7), like \"027\" or \"077\""
+            ));
+        }
+        match u32::from_str_radix(s, 8) {
+            Ok(mask) if mask <= 0o777 => Ok(Umask(mask)),
+            _ => Err(format!(
+                "invalid umask \"{s}\": it is more than \"777\" (the permission bits): \
+                 use three octal digits, like \"027\""
+            )),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Umask {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = Umask;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a umask like \"027\"")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Umask, E> {
+                v.parse().map_err(E::custom)
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Umask, E> {
+                Err(E::custom(format!(
+                    "invalid umask {v}: write the octal digits in quotes, like \"027\""
+                )))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Umask, E> {
+                self.visit_i64(i64::try_from(v).unwrap_or(i64::MAX))
+            }
+        }
+        deserializer.deserialize_any(V)
+    }
+}
+
 /// Splits "1.5MiB" into ("1.5", "MiB").
 fn split_number(s: &str) -> (&str, &str) {
     let len = s
@@ -437,6 +493,37 @@ mod tests {
         assert_eq!(MinReady::Percent(34).required(3), 2);
         assert_eq!(MinReady::Percent(50).required(0), 0);
         assert_eq!(MinReady::Percent(100).required(usize::MAX), usize::MAX);
+    }
+
+    #[test]
+    fn umasks() {
+        let parse = |s: &str| s.parse::<Umask>();
+        assert_eq!(parse("027"), Ok(Umask(0o027)));
+        assert_eq!(parse("0027"), Ok(Umask(0o027)));
+        assert_eq!(parse("22"), Ok(Umask(0o022)));
+        assert_eq!(parse("0"), Ok(Umask(0)));
+        assert_eq!(parse("777"), Ok(Umask(0o777)));
+        for bad in ["", "089", "u=rwx", "-022", "+022", " 022", "0x1f", "02 7"] {
+            assert_eq!(
+                parse(bad).unwrap_err(),
+                format!(
+                    "invalid umask \"{bad}\": use octal digits (0 to 7), like \"027\" or \"077\""
+                )
+            );
+        }
+        assert_eq!(
+            parse("0o027").unwrap_err(),
+            "invalid umask \"0o027\": write only the octal digits, like \"027\""
+        );
+        for big in ["1000", "1777", "77777777777777777777777"] {
+            assert_eq!(
+                parse(big).unwrap_err(),
+                format!(
+                    "invalid umask \"{big}\": it is more than \"777\" (the permission bits): \
+                     use three octal digits, like \"027\""
+                )
+            );
+        }
     }
 
     #[test]

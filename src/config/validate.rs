@@ -5,18 +5,22 @@
 //! paths absolute.
 
 use std::collections::BTreeMap;
+use std::ffi::CString;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::ops::Range;
 use std::path::{Component, Path, PathBuf};
 use std::time::Duration;
 
+use nix::unistd::{Gid, Group, Uid, User};
 use toml::Spanned;
 
-use super::raw::{RawApp, RawControl, RawDeploy, RawHealth, RawServer, RawWorkers, StringOrArray};
+use super::raw::{
+    RawApp, RawControl, RawDeploy, RawHealth, RawLimits, RawServer, RawWorkers, StringOrArray,
+};
 use super::{
     AppConfig, Bind, BindAddr, ByteSize, ConfigFile, ControlConfig, DEFAULT_FILE, DeployConfig,
-    HealthConfig, HumanDuration, Interface, MinReady, Problem, RevisionSource, Rollback,
-    ServerConfig, Strategy, WorkersConfig,
+    HealthConfig, HumanDuration, Identity, Interface, Limits, MinReady, Problem, RevisionSource,
+    Rollback, ServerConfig, Strategy, WorkersConfig,
 };
 use crate::cli::RunArgs;
 
@@ -29,6 +33,13 @@ const MIN_HEADER_BYTES: u64 = 8 * 1024;
 /// 10 MiB, so a lower limit would recycle every worker at once (and a plain
 /// number, which is bytes, is most likely a missing unit).
 const MIN_MAX_MEMORY: u64 = 16 << 20;
+/// Smallest `workers.limits.nofile`: a worker's interpreter, its channel
+/// to corral and the app's files and sockets all need file descriptors.
+const MIN_NOFILE: u64 = 64;
+/// Smallest `workers.limits.address_space`: a Python interpreter alone maps
+/// more than that (and a plain number, which is bytes, is most likely a
+/// missing unit).
+const MIN_ADDRESS_SPACE: u64 = 16 << 20;
 /// Longest Unix socket path: `sun_path` holds 108 bytes with the final NUL.
 const MAX_SOCKET_PATH: usize = 107;
 
@@ -403,6 +414,24 @@ impl Resolver<'_> {
             );
             self.fail(at, message);
         }
+        let user = match (&args.user, &raw.user) {
+            (Some(user), _) => Some((user.clone(), At::flag("--user"))),
+            (None, Some(user)) => Some((
+                user.get_ref().clone(),
+                self.in_file(user.span(), "workers.user"),
+            )),
+            (None, None) => None,
+        };
+        let group = match (&args.group, &raw.group) {
+            (Some(group), _) => Some((group.clone(), At::flag("--group"))),
+            (None, Some(group)) => Some((
+                group.get_ref().clone(),
+                self.in_file(group.span(), "workers.group"),
+            )),
+            (None, None) => None,
+        };
+        let identity = self.identity(user, group);
+        let limits = self.limits(&raw.limits);
         WorkersConfig {
             count,
             threads,
@@ -415,6 +444,100 @@ impl Resolver<'_> {
             max_requests,
             max_requests_jitter,
             max_memory: max_memory.map(|(size, _)| size.0),
+            identity,
+            limits,
+        }
+    }
+
+    /// `workers.user` and `workers.group` (each with where it came from),
+    /// looked up; `None` when neither is given or one is unknown (reported).
+    fn identity(
+        &mut self,
+        user: Option<(String, At)>,
+        group: Option<(String, At)>,
+    ) -> Option<Identity> {
+        // Outer `None`: not given; inner `None`: unknown (reported).
+        let user = user.map(|(name, at)| match find_user(&name) {
+            Ok(user) => Some((user, at)),
+            Err(message) => {
+                self.fail(&at, message);
+                None
+            }
+        });
+        let group = group.map(|(name, at)| {
+            find_group(&name)
+                .map_err(|message| self.fail(&at, message))
+                .ok()
+        });
+        match (user, group) {
+            (None, None) | (Some(None), _) | (_, Some(None)) => None,
+            (Some(Some((user, at))), group) => {
+                let gid = group.flatten().map_or(user.gid, |group| group.gid);
+                let groups = CString::new(user.name.as_bytes())
+                    .map_err(|_| format!("the name {:?} holds a NUL byte", user.name))
+                    .and_then(|name| {
+                        nix::unistd::getgrouplist(&name, gid).map_err(|errno| {
+                            format!("cannot read the groups of user {:?}: {errno}", user.name)
+                        })
+                    });
+                match groups {
+                    Ok(groups) => Some(Identity {
+                        user: user.name,
+                        uid: user.uid.as_raw(),
+                        gid: gid.as_raw(),
+                        groups: groups.into_iter().map(Gid::as_raw).collect(),
+                    }),
+                    Err(message) => {
+                        self.fail(&at, message);
+                        None
+                    }
+                }
+            }
+            (None, Some(Some(group))) => {
+                let uid = nix::unistd::getuid();
+                let user = match User::from_uid(uid) {
+                    Ok(Some(user)) => user.name,
+                    _ => uid.to_string(),
+                };
+                Some(Identity {
+                    user,
+                    uid: uid.as_raw(),
+                    gid: group.gid.as_raw(),
+                    groups: vec![group.gid.as_raw()],
+                })
+            }
+        }
+    }
+
+    /// `[workers.limits]`, checked.
+    fn limits(&mut self, raw: &RawLimits) -> Limits {
+        if let Some(nofile) = &raw.nofile
+            && *nofile.get_ref() < MIN_NOFILE
+        {
+            let at = self.in_file(nofile.span(), "workers.limits.nofile");
+            let message = format!(
+                "{} is too few open files for a Python worker: give at least {MIN_NOFILE}, \
+                 like 65536",
+                nofile.get_ref()
+            );
+            self.fail(&at, message);
+        }
+        if let Some(size) = &raw.address_space
+            && size.get_ref().0 < MIN_ADDRESS_SPACE
+        {
+            let at = self.in_file(size.span(), "workers.limits.address_space");
+            let message = format!(
+                "{} bytes is less than a Python worker needs: give at least \"16MiB\", with a \
+                 unit, like \"2GiB\"",
+                size.get_ref().0
+            );
+            self.fail(&at, message);
+        }
+        Limits {
+            nofile: raw.nofile.as_ref().map(|n| *n.get_ref()),
+            address_space: raw.address_space.as_ref().map(|size| size.get_ref().0),
+            core: raw.core.as_ref().map(|size| size.get_ref().0),
+            umask: raw.umask.as_ref().map(|umask| umask.get_ref().0),
         }
     }
 
@@ -762,6 +885,57 @@ impl Resolver<'_> {
             _ => {}
         }
     }
+}
+
+/// A user (`workers.user`) by name, or by uid when all digits.
+fn find_user(name: &str) -> Result<User, String> {
+    let uid = id_number(name, "user name like \"www-data\" or a uid", "uid")?;
+    let found = match uid {
+        Some(uid) => User::from_uid(Uid::from_raw(uid)),
+        None => User::from_name(name),
+    };
+    let how = "give a user that exists on this machine (see `getent passwd`), by name or uid";
+    match found {
+        Ok(Some(user)) => Ok(user),
+        Ok(None) => Err(match uid {
+            Some(uid) => format!("no user has uid {uid}: {how}"),
+            None => format!("unknown user {name:?}: {how}"),
+        }),
+        Err(errno) => Err(format!("cannot look up the user {name:?}: {errno}")),
+    }
+}
+
+/// A group (`workers.group`) by name, or by gid when all digits.
+fn find_group(name: &str) -> Result<Group, String> {
+    let gid = id_number(name, "group name like \"www-data\" or a gid", "gid")?;
+    let found = match gid {
+        Some(gid) => Group::from_gid(Gid::from_raw(gid)),
+        None => Group::from_name(name),
+    };
+    let how = "give a group that exists on this machine (see `getent group`), by name or gid";
+    match found {
+        Ok(Some(group)) => Ok(group),
+        Ok(None) => Err(match gid {
+            Some(gid) => format!("no group has gid {gid}: {how}"),
+            None => format!("unknown group {name:?}: {how}"),
+        }),
+        Err(errno) => Err(format!("cannot look up the group {name:?}: {errno}")),
+    }
+}
+
+/// The number a user or group is given as (`kind`: "uid" or "gid") when
+/// `name` is all digits; `None` for a name. Empty is an error (`what` says
+/// what to give instead).
+fn id_number(name: &str, what: &str, kind: &str) -> Result<Option<u32>, String> {
+    if name.is_empty() {
+        return Err(format!("is empty: give a {what}, or leave it out"));
+    }
+    if !name.bytes().all(|b| b.is_ascii_digit()) {
+        return Ok(None);
+    }
+    name.parse()
+        .map(Some)
+        .map_err(|_| format!("{name} is too large for a {kind} (at most {})", u32::MAX))
 }
 
 /// A bind address with a relative socket path made absolute.
@@ -1446,6 +1620,142 @@ mod tests {
             text.contains("--max-memory: 0 bytes is less than a Python worker needs"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn user_and_group() {
+        let workers = |text: &str, args: &RunArgs| {
+            let text = format!("[app]\nmodule = \"m:a\"\n[workers]\n{text}");
+            resolve_text(&text, args)
+                .map(|c| c.workers)
+                .map_err(|e| e.to_string())
+        };
+        let none = RunArgs::default();
+        assert_eq!(workers("", &none).unwrap().identity, None);
+        // By name or uid; the group defaults to the user's primary group,
+        // and the groups are the user's (root's include its own group).
+        for user in ["\"root\"", "\"0\"", "\"00\""] {
+            let identity = workers(&format!("user = {user}\n"), &none)
+                .unwrap()
+                .identity
+                .unwrap();
+            assert_eq!(identity.user, "root", "{user}");
+            assert_eq!((identity.uid, identity.gid), (0, 0), "{user}");
+            assert!(identity.groups.contains(&0), "{identity:?}");
+        }
+        let with_group = |text: &str| workers(text, &none).unwrap().identity.unwrap();
+        let identity = with_group("user = \"root\"\ngroup = \"0\"\n");
+        assert_eq!((identity.uid, identity.gid), (0, 0));
+        assert!(identity.groups.contains(&0), "{identity:?}");
+        // Only a group: corral's own user, with just that group.
+        let identity = with_group("group = \"root\"\n");
+        let own = nix::unistd::getuid().as_raw();
+        assert_eq!((identity.uid, identity.gid), (own, 0));
+        assert_eq!(identity.groups, [0]);
+        assert!(!identity.user.is_empty());
+        // The flags win over the file (the file's user is not looked up).
+        let args = RunArgs {
+            user: Some("0".into()),
+            group: Some("root".into()),
+            ..RunArgs::default()
+        };
+        let text = "user = \"corral-no-such-user\"\ngroup = \"corral-no-such-group\"\n";
+        let identity = workers(text, &args).unwrap().identity.unwrap();
+        assert_eq!(
+            (identity.user.as_str(), identity.uid, identity.gid),
+            ("root", 0, 0)
+        );
+
+        // Unknown users and groups name the key (or the flag); both are
+        // reported.
+        assert_eq!(
+            workers(text, &none).unwrap_err(),
+            "2 problems in the configuration:\n  \
+             corral.toml:4: workers.user: unknown user \"corral-no-such-user\": give a user that \
+             exists on this machine (see `getent passwd`), by name or uid\n  \
+             corral.toml:5: workers.group: unknown group \"corral-no-such-group\": give a group \
+             that exists on this machine (see `getent group`), by name or gid"
+        );
+        let args = RunArgs {
+            user: Some("4294967294".into()),
+            ..RunArgs::default()
+        };
+        assert_eq!(
+            workers("group = \"root\"\n", &args).unwrap_err(),
+            "--user: no user has uid 4294967294: give a user that exists on this machine \
+             (see `getent passwd`), by name or uid"
+        );
+        let args = RunArgs {
+            group: Some("4294967294".into()),
+            ..RunArgs::default()
+        };
+        assert_eq!(
+            workers("user = \"root\"\n", &args).unwrap_err(),
+            "--group: no group has gid 4294967294: give a group that exists on this machine \
+             (see `getent group`), by name or gid"
+        );
+        assert_eq!(
+            workers("user = \"\"\n", &none).unwrap_err(),
+            "corral.toml:4: workers.user: is empty: give a user name like \"www-data\" or a \
+             uid, or leave it out"
+        );
+        assert_eq!(
+            workers("group = \"99999999999\"\n", &none).unwrap_err(),
+            "corral.toml:4: workers.group: 99999999999 is too large for a gid (at most 4294967295)"
+        );
+        assert!(
+            workers("user = \"root\\u0000\"\n", &none)
+                .unwrap_err()
+                .starts_with("corral.toml:4: workers.user: unknown user \"root\\0\"")
+        );
+    }
+
+    #[test]
+    fn limits() {
+        let limits = |text: &str| {
+            let text = format!("[app]\nmodule = \"m:a\"\n[workers.limits]\n{text}");
+            resolve_text(&text, &RunArgs::default())
+                .map(|c| c.workers.limits)
+                .map_err(|e| e.to_string())
+        };
+        assert_eq!(limits(""), Ok(Limits::default()));
+        let text = "nofile = 1024\naddress_space = \"1.5GiB\"\ncore = 0\numask = \"077\"\n";
+        assert_eq!(
+            limits(text),
+            Ok(Limits {
+                nofile: Some(1024),
+                address_space: Some(3 << 29),
+                core: Some(0),
+                umask: Some(0o077),
+            })
+        );
+        let text = "nofile = 64\naddress_space = \"16MiB\"\ncore = \"1GiB\"\numask = \"0\"\n";
+        assert_eq!(
+            limits(text),
+            Ok(Limits {
+                nofile: Some(64),
+                address_space: Some(16 << 20),
+                core: Some(1 << 30),
+                umask: Some(0),
+            })
+        );
+        // Too low to run Python; a plain number is bytes. Both reported,
+        // with the other [workers] problems.
+        let text = "[app]\nmodule = \"m:a\"\n[workers]\ncount = 0\nuser = \"corral-no-such-user\"\n\
+                    [workers.limits]\nnofile = 0\naddress_space = 2048\n";
+        let text = problems(text, &RunArgs::default());
+        let expected = [
+            "4 problems in the configuration:",
+            "  corral.toml:4: workers.count: must be at least 1",
+            "  corral.toml:5: workers.user: unknown user \"corral-no-such-user\"",
+            "  corral.toml:7: workers.limits.nofile: 0 is too few open files for a Python worker: \
+             give at least 64, like 65536",
+            "  corral.toml:8: workers.limits.address_space: 2048 bytes is less than a Python \
+             worker needs: give at least \"16MiB\", with a unit, like \"2GiB\"",
+        ];
+        for line in expected {
+            assert!(text.contains(line), "missing {line:?} in:\n{text}");
+        }
     }
 
     #[test]

@@ -24,6 +24,9 @@ pub struct Launcher {
     env: Vec<(String, String)>,
     /// Read the workers' stdout/stderr into corral's log (else inherit them).
     capture: bool,
+    /// Who the workers run as: uid, gid, supplementary groups.
+    identity: Option<(u32, u32, Vec<libc::gid_t>)>,
+    limits: crate::config::Limits,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -119,6 +122,14 @@ impl Launcher {
             chdir: cfg.app.chdir.clone(),
             env,
             capture: true,
+            identity: cfg.workers.identity.as_ref().map(|i| {
+                (
+                    i.uid,
+                    i.gid,
+                    i.groups.iter().map(|g| *g as libc::gid_t).collect(),
+                )
+            }),
+            limits: cfg.workers.limits.clone(),
         }
     }
 
@@ -141,6 +152,17 @@ impl Launcher {
         set_blocking(&theirs).map_err(SpawnError::Channel)?;
         let child_fd = theirs.as_raw_fd();
         let parent_pid = std::process::id() as libc::pid_t;
+        // Everything the child needs is computed here, before the fork.
+        let identity = self.identity.clone();
+        let rlimits: Vec<(libc::__rlimit_resource_t, u64)> = [
+            (libc::RLIMIT_NOFILE, self.limits.nofile),
+            (libc::RLIMIT_AS, self.limits.address_space),
+            (libc::RLIMIT_CORE, self.limits.core),
+        ]
+        .into_iter()
+        .filter_map(|(r, v)| v.map(|v| (r, v)))
+        .collect();
+        let umask = self.limits.umask;
 
         let mut cmd = tokio::process::Command::new(&self.python);
         cmd.arg(&self.script)
@@ -165,8 +187,9 @@ impl Launcher {
             cmd.current_dir(dir);
         }
         // SAFETY: between fork and exec the closure only makes
-        // async-signal-safe calls (dup2, fcntl, prctl, getppid, _exit) on
-        // values computed before the fork; it allocates nothing.
+        // async-signal-safe calls (dup2, fcntl, setrlimit, umask, setgroups,
+        // setgid, setuid, prctl, getppid, _exit) on values computed before
+        // the fork; it allocates nothing.
         unsafe {
             cmd.pre_exec(move || {
                 if child_fd == CHANNEL_FD {
@@ -175,6 +198,28 @@ impl Launcher {
                 } else if libc::dup2(child_fd, CHANNEL_FD) < 0 {
                     return Err(std::io::Error::last_os_error());
                 }
+                for &(resource, value) in &rlimits {
+                    let lim = libc::rlimit {
+                        rlim_cur: value,
+                        rlim_max: value,
+                    };
+                    if libc::setrlimit(resource, &lim) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                }
+                if let Some(mask) = umask {
+                    libc::umask(mask as libc::mode_t);
+                }
+                // Groups first, the user last: after setuid there is no
+                // privilege left to change groups.
+                if let Some((uid, gid, groups)) = &identity
+                    && (libc::setgroups(groups.len(), groups.as_ptr()) != 0
+                        || libc::setgid(*gid) != 0
+                        || libc::setuid(*uid) != 0)
+                {
+                    return Err(std::io::Error::last_os_error());
+                }
+                // (After the credential change, which would clear it.)
                 // No worker outlives corral: the kernel kills it when the
                 // supervisor dies, and if it already has, we stop here.
                 libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);

@@ -120,11 +120,11 @@ impl Corral {
     /// Starts corral without waiting for anything.
     pub fn spawn(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Corral {
         let mut cmd = Command::new(corral_bin());
-        cmd.current_dir(dir)
-            .args(args)
-            .arg("--python")
-            .arg(python())
-            .env_remove("VIRTUAL_ENV")
+        cmd.current_dir(dir).args(args);
+        if !args.contains(&"--python") {
+            cmd.arg("--python").arg(python());
+        }
+        cmd.env_remove("VIRTUAL_ENV")
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

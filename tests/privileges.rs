@@ -1,0 +1,76 @@
+//! Workers run as `[workers] user`/`group` with their limits, each in its
+//! own process group, while corral itself stays root (it binds the ports).
+//! Needs root, as CI and the development machines have.
+
+mod common;
+use common::*;
+
+const APP: &str = r#"
+import os, json, resource
+
+def app(environ, start_response):
+    mask = os.umask(0)
+    os.umask(mask)
+    body = json.dumps({
+        "uid": os.getuid(), "gid": os.getgid(), "groups": sorted(os.getgroups()),
+        "nofile": resource.getrlimit(resource.RLIMIT_NOFILE),
+        "core": resource.getrlimit(resource.RLIMIT_CORE),
+        "as": resource.getrlimit(resource.RLIMIT_AS),
+        "umask": mask,
+        "pgid": os.getpgid(0), "pid": os.getpid(),
+    }).encode()
+    start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
+    return [body]
+"#;
+
+#[test]
+fn workers_drop_to_their_user_with_limits_in_their_own_process_group() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: needs root to change users");
+        return;
+    }
+    let app = AppDir::new(&[
+        ("app.py", APP),
+        (
+            "corral.toml",
+            "[app]\nmodule = \"app:app\"\npython = \"/usr/bin/python3\"\n[server]\nbind = [\"127.0.0.1:0\"]\n[workers]\ncount = 2\nuser = \"nobody\"\ngroup = \"nogroup\"\n[workers.limits]\nnofile = 1234\ncore = 0\naddress_space = \"4GiB\"\numask = \"027\"\n",
+        ),
+    ]);
+    std::fs::set_permissions(
+        app.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        app.path().join("app.py"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o644),
+    )
+    .unwrap();
+    let c = Corral::start(
+        app.path(),
+        &["-c", "corral.toml", "--python", "/usr/bin/python3"],
+        2,
+    );
+    let r = c.get("/");
+    assert_eq!(r.status, 200, "{}", r.text());
+    let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(v["uid"], 65534, "{v}");
+    assert_eq!(v["gid"], 65534, "{v}");
+    assert_eq!(v["groups"], serde_json::json!([65534]), "{v}");
+    assert_eq!(v["nofile"], serde_json::json!([1234, 1234]));
+    assert_eq!(v["core"], serde_json::json!([0, 0]));
+    assert_eq!(v["as"], serde_json::json!([4u64 << 30, 4u64 << 30]));
+    assert_eq!(v["umask"], 0o027);
+    assert_eq!(
+        v["pgid"], v["pid"],
+        "each worker leads its own process group"
+    );
+    // corral itself is still root; its runtime dir is not world-readable.
+    let status = std::fs::read_to_string(format!("/proc/{}/status", c.pid())).unwrap();
+    assert!(
+        status
+            .lines()
+            .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
+    );
+}
