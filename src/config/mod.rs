@@ -71,6 +71,9 @@ pub struct AppConfig {
     /// Absolute paths, in the order given.
     pub pythonpath: Vec<PathBuf>,
     pub env: BTreeMap<String, String>,
+    /// Names of corral's environment variables passed to the workers
+    /// (`["*"]`: all of them).
+    pub pass_env: Vec<String>,
 }
 
 /// The protocol between the worker and the app.

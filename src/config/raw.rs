@@ -67,6 +67,13 @@ pub(super) struct RawApp {
     /// `--env KEY=VALUE` flags are merged over it.
     #[serde(default)]
     pub(super) env: BTreeMap<String, Spanned<String>>,
+    /// Names of corral's own environment variables the workers get too
+    /// (e.g. ["DATABASE_URL", "SENTRY_DSN"]). Workers otherwise see only a
+    /// fixed base (PATH, HOME, LANG, LC_*, TZ, TMPDIR, VIRTUAL_ENV,
+    /// PYTHONPATH), `env`, and corral's CORRAL_* variables. Default none;
+    /// `["*"]` passes everything (gunicorn's behaviour).
+    #[serde(default)]
+    pub(super) pass_env: Vec<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -207,6 +207,7 @@ impl Resolver<'_> {
             chdir,
             pythonpath,
             env,
+            pass_env: raw.pass_env,
         })
     }
 

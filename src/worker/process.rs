@@ -24,6 +24,9 @@ pub struct Launcher {
     env: Vec<(String, String)>,
     /// Read the workers' stdout/stderr into corral's log (else inherit them).
     capture: bool,
+    /// corral's variables the workers get besides the base (or all of them).
+    pass_env: Vec<String>,
+    pass_all_env: bool,
     /// Who the workers run as: uid, gid, supplementary groups.
     identity: Option<(u32, u32, Vec<libc::gid_t>)>,
     limits: crate::config::Limits,
@@ -39,6 +42,23 @@ pub enum SpawnError {
         #[source]
         source: std::io::Error,
     },
+}
+
+/// The variables every worker gets from corral's environment: what Python
+/// and common libraries need to find things and speak the right language.
+pub const BASE_ENV: &[&str] = &[
+    "PATH",
+    "HOME",
+    "LANG",
+    "LANGUAGE",
+    "TZ",
+    "TMPDIR",
+    "VIRTUAL_ENV",
+    "PYTHONPATH",
+];
+
+fn is_base_env(name: &str) -> bool {
+    BASE_ENV.contains(&name) || name.starts_with("LC_")
 }
 
 /// The file a worker's SIGUSR1 stack dump goes to (in the runtime dir).
@@ -121,6 +141,8 @@ impl Launcher {
             script: script.to_path_buf(),
             chdir: cfg.app.chdir.clone(),
             env,
+            pass_env: cfg.app.pass_env.clone(),
+            pass_all_env: cfg.app.pass_env.iter().any(|p| p == "*"),
             capture: true,
             identity: cfg.workers.identity.as_ref().map(|i| {
                 (
@@ -165,6 +187,17 @@ impl Launcher {
         let umask = self.limits.umask;
 
         let mut cmd = tokio::process::Command::new(&self.python);
+        if !self.pass_all_env {
+            // Exactly the documented base, the passed names and the
+            // configured env: nothing leaks from corral by accident.
+            cmd.env_clear();
+            for (k, v) in std::env::vars_os() {
+                let name = k.to_string_lossy();
+                if is_base_env(&name) || self.pass_env.iter().any(|p| *p == name) {
+                    cmd.env(&k, &v);
+                }
+            }
+        }
         cmd.arg(&self.script)
             .envs(self.env.iter().map(|(k, v)| (k, v)))
             .env("CORRAL_SLOT", slot.to_string())

@@ -1,0 +1,52 @@
+//! Workers get exactly the documented environment: a fixed base, the
+//! variables named in `[app] pass_env`, `[app] env`, and corral's CORRAL_*
+//! variables; nothing else from corral's environment leaks in.
+
+mod common;
+use common::*;
+
+const APP: &str = "import os, json\n\ndef app(environ, start_response):\n    body = json.dumps(sorted(os.environ)).encode()\n    start_response('200 OK', [('Content-Length', str(len(body)))])\n    return [body]\n";
+
+#[test]
+fn workers_see_only_the_configured_environment() {
+    let app = AppDir::new(&[
+        ("app.py", APP),
+        (
+            "corral.toml",
+            "[app]\nmodule = \"app:app\"\npass_env = [\"PASSED_ON\"]\n[app.env]\nFROM_CONFIG = \"yes\"\n[server]\nbind = [\"127.0.0.1:0\"]\n",
+        ),
+    ]);
+    let mut c = Corral::spawn(
+        app.path(),
+        &["-c", "corral.toml"],
+        &[
+            ("SUPERVISOR_SECRET", "do-not-leak"),
+            ("PASSED_ON", "1"),
+            ("LC_ALL", "C.UTF-8"),
+        ],
+    );
+    c.wait_listening();
+    c.wait_in_service(1);
+    let names: Vec<String> = serde_json::from_slice(&c.get("/").body).unwrap();
+    for expected in [
+        "PATH",
+        "LC_ALL",
+        "PASSED_ON",
+        "FROM_CONFIG",
+        "CORRAL_SLOT",
+        "CORRAL_GENERATION",
+        "CORRAL_REVISION",
+        "PYTHONUNBUFFERED",
+    ] {
+        assert!(
+            names.iter().any(|n| n == expected),
+            "{expected} missing from {names:?}"
+        );
+    }
+    for leaked in ["SUPERVISOR_SECRET", "NO_COLOR", "CORRAL_APP", "CORRAL_FD"] {
+        assert!(
+            !names.iter().any(|n| n == leaked),
+            "{leaked} leaked into the worker: {names:?}"
+        );
+    }
+}
