@@ -1300,19 +1300,27 @@ impl Core {
             if self.workers.get(&next).map(|w| w.state) != Some(State::InService) {
                 continue;
             }
-            self.slots[slot].successor = None;
-            let old = self.slots[slot].worker.replace(next);
-            self.slots[slot].failures = 0;
-            self.slots[slot].restarts += 1;
             self.recycled += 1;
-            if let Some(w) = old.and_then(|s| self.workers.get_mut(&s)) {
-                w.state = State::Stopping;
-                out.push(Action::DrainThenTerm {
-                    serial: w.serial,
-                    pid: w.pid,
-                });
-            }
+            self.take_slot(slot, next, out);
         }
+    }
+
+    /// `next` (in service) takes `slot`; the worker it replaces leaves the
+    /// routing set, drains and gets SIGTERM. False when there was none.
+    fn take_slot(&mut self, slot: usize, next: u64, out: &mut Vec<Action>) -> bool {
+        self.slots[slot].successor = None;
+        let old = self.slots[slot].worker.replace(next);
+        self.slots[slot].failures = 0;
+        self.slots[slot].restarts += 1;
+        let Some(w) = old.and_then(|s| self.workers.get_mut(&s)) else {
+            return false;
+        };
+        w.state = State::Stopping;
+        out.push(Action::DrainThenTerm {
+            serial: w.serial,
+            pid: w.pid,
+        });
+        true
     }
 
     /// Rolling reload: each successor in service takes its slot at once (its
@@ -1333,17 +1341,7 @@ impl Core {
             {
                 continue;
             }
-            self.slots[slot].successor = None;
-            let old = self.slots[slot].worker.replace(next);
-            self.slots[slot].failures = 0;
-            self.slots[slot].restarts += 1;
-            if let Some(w) = old.and_then(|s| self.workers.get_mut(&s)) {
-                w.state = State::Stopping;
-                out.push(Action::DrainThenTerm {
-                    serial: w.serial,
-                    pid: w.pid,
-                });
-            } else {
+            if !self.take_slot(slot, next, out) {
                 // The slot had no old worker to drain: go on at once.
                 self.roll_next(out);
             }
