@@ -525,3 +525,29 @@ fn control_commands_report_a_bad_config_file_like_run() {
     let out = corral(dir.path(), &["scale", "0"]);
     assert_refused(&out, &["must be at least 1"]);
 }
+
+#[test]
+fn an_address_in_use_names_the_file_line_and_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    std::fs::write(
+        dir.path().join("corral.toml"),
+        format!("[app]\nmodule = \"main:app\"\n\n[server]\nbind = [\"127.0.0.1:{port}\"]\n"),
+    )
+    .unwrap();
+    let out = corral(
+        dir.path(),
+        &["--socket", dir.path().join("c.sock").to_str().unwrap()],
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", out.stderr);
+    assert_refused(
+        &out,
+        &[
+            &format!("cannot listen on 127.0.0.1:{port}"),
+            "corral.toml:5 (key server.bind)",
+            "another process already listens there",
+        ],
+    );
+    drop(taken);
+}
