@@ -164,6 +164,15 @@ async fn run(cfg: Arc<config::Config>, access: front::access::AccessLog) -> u8 {
         eprintln!("error: cannot give the workers' group access to the runtime directory: {e}");
         return 1;
     }
+    if cfg.server.drop_privileges {
+        match drop_privileges(&cfg) {
+            Ok(who) => tracing::info!("dropped privileges: corral now runs as {who}"),
+            Err(e) => {
+                eprintln!("error: {e}");
+                return EXIT_CONFIG;
+            }
+        }
+    }
     let launcher = worker::process::Launcher::new(&cfg, &script);
     let router = router::Router::new(cfg.workers.threads + 8);
     let mut sup = supervisor::Supervisor::new(cfg.clone(), launcher, router.clone());
@@ -231,6 +240,26 @@ async fn run(cfg: Arc<config::Config>, access: front::access::AccessLog) -> u8 {
     tracing::info!("stopped");
     drop(runtime_dir);
     code as u8
+}
+
+/// corral itself becomes the workers' user, its sockets already bound.
+/// glibc applies the change to every thread of the process.
+fn drop_privileges(cfg: &config::Config) -> Result<String, String> {
+    use nix::unistd::{Gid, Uid, setgid, setgroups, setuid};
+    let id = cfg.workers.identity.as_ref().ok_or(
+        "server.drop_privileges needs [workers] user (or group): the user corral switches to",
+    )?;
+    let groups: Vec<Gid> = id.groups.iter().map(|g| Gid::from_raw(*g)).collect();
+    setgroups(&groups)
+        .and_then(|()| setgid(Gid::from_raw(id.gid)))
+        .and_then(|()| setuid(Uid::from_raw(id.uid)))
+        .map_err(|e| {
+            format!(
+                "cannot switch to user {} (uid {}): {e}; run corral as root",
+                id.user, id.uid
+            )
+        })?;
+    Ok(format!("{} (uid {}, gid {})", id.user, id.uid, id.gid))
 }
 
 /// Workers running as another user read the worker script and write their

@@ -74,3 +74,47 @@ fn workers_drop_to_their_user_with_limits_in_their_own_process_group() {
             .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
     );
 }
+
+#[test]
+fn corral_can_drop_its_own_privileges_after_binding() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: needs root to change users");
+        return;
+    }
+    let app = AppDir::new(&[
+        ("app.py", APP),
+        (
+            "corral.toml",
+            "[app]\nmodule = \"app:app\"\npython = \"/usr/bin/python3\"\n[server]\nbind = [\"127.0.0.1:0\"]\ndrop_privileges = true\n[workers]\ncount = 1\nuser = \"nobody\"\n",
+        ),
+    ]);
+    std::fs::set_permissions(
+        app.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        app.path().join("app.py"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o644),
+    )
+    .unwrap();
+    let c = Corral::start(
+        app.path(),
+        &["-c", "corral.toml", "--python", "/usr/bin/python3"],
+        1,
+    );
+    assert!(
+        c.log
+            .text()
+            .contains("dropped privileges: corral now runs as nobody")
+    );
+    let status = std::fs::read_to_string(format!("/proc/{}/status", c.pid())).unwrap();
+    let uid_line = status.lines().find(|l| l.starts_with("Uid:")).unwrap();
+    assert!(
+        uid_line.split_whitespace().skip(1).all(|u| u == "65534"),
+        "{uid_line}"
+    );
+    let v: serde_json::Value = serde_json::from_slice(&c.get("/").body).unwrap();
+    assert_eq!(v["uid"], 65534);
+}

@@ -96,6 +96,8 @@ pub struct ServerConfig {
     /// At least 8 KiB (hyper's smallest `max_buf_size`).
     pub max_header_bytes: usize,
     pub max_body_bytes: u64,
+    /// corral itself runs as the workers' user once its sockets are bound.
+    pub drop_privileges: bool,
 }
 
 /// One listen address and where it was configured (for error messages).

@@ -93,6 +93,9 @@ pub(super) struct RawServer {
     pub(super) max_header_bytes: Option<Spanned<ByteSize>>,
     /// Largest request body accepted; bigger ones get 413. Default "100MiB".
     pub(super) max_body_bytes: Option<Spanned<ByteSize>>,
+    /// After binding its sockets as root, corral itself switches to
+    /// `[workers] user`/`group` (which must be set). Default false.
+    pub(super) drop_privileges: Option<Spanned<bool>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -289,6 +289,7 @@ impl Resolver<'_> {
             keepalive: keepalive.0,
             max_header_bytes: usize::try_from(max_header_bytes.0).unwrap_or(usize::MAX),
             max_body_bytes: max_body_bytes.0,
+            drop_privileges: raw.drop_privileges.map(|d| d.into_inner()).unwrap_or(false),
         }
     }
 

@@ -144,13 +144,19 @@ impl Launcher {
             pass_env: cfg.app.pass_env.clone(),
             pass_all_env: cfg.app.pass_env.iter().any(|p| p == "*"),
             capture: true,
-            identity: cfg.workers.identity.as_ref().map(|i| {
-                (
-                    i.uid,
-                    i.gid,
-                    i.groups.iter().map(|g| *g as libc::gid_t).collect(),
-                )
-            }),
+            // When corral already became that user, workers inherit it.
+            identity: cfg
+                .workers
+                .identity
+                .as_ref()
+                .filter(|_| !cfg.server.drop_privileges)
+                .map(|i| {
+                    (
+                        i.uid,
+                        i.gid,
+                        i.groups.iter().map(|g| *g as libc::gid_t).collect(),
+                    )
+                }),
             limits: cfg.workers.limits.clone(),
         }
     }
