@@ -161,3 +161,53 @@ fn the_watchdog_is_fed_at_half_its_interval_and_abstract_sockets_work() {
     c.signal(libc::SIGTERM);
     c.wait_exit(Duration::from_secs(10));
 }
+
+#[test]
+fn a_usr2_handover_tells_systemd_the_new_main_pid() {
+    let app = AppDir::new(&[("app.py", APP)]);
+    let (sock, path) = listen(app.path());
+    let mut c = Corral::spawn(
+        app.path(),
+        &["app:app", "-w", "1"],
+        &[("NOTIFY_SOCKET", &path)],
+    );
+    c.wait_listening();
+    let mut seen = Vec::new();
+    until(&sock, "READY=1", &mut seen);
+    c.signal(libc::SIGUSR2);
+    let line = c
+        .log
+        .wait_for("started a new corral (pid ", Duration::from_secs(10))
+        .expect("USR2 starts a new corral");
+    let new: u32 = line
+        .split("(pid ")
+        .nth(1)
+        .unwrap()
+        .split(')')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    struct Kill(u32);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            // SAFETY: the corral this test's USR2 started, by its logged pid.
+            unsafe { libc::kill(self.0 as i32, libc::SIGKILL) };
+        }
+    }
+    let _new = Kill(new);
+    let mut seen = Vec::new();
+    until(&sock, "MAINPID=", &mut seen);
+    assert!(
+        seen.last().unwrap().contains(&format!("MAINPID={new}")),
+        "{seen:?}"
+    );
+    assert!(
+        !seen.iter().any(|m| m.contains("STOPPING=1")),
+        "a handover is not a stop: {seen:?}"
+    );
+    assert_eq!(
+        c.wait_exit(Duration::from_secs(15)).and_then(|s| s.code()),
+        Some(0)
+    );
+}
