@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
 use crate::config::Config;
+use crate::supervisor::signal;
 use crate::worker::channel::{Channel, ControlEvent};
 use crate::worker::process::{Launcher, WORKER_SCRIPT};
 
@@ -149,13 +150,5 @@ async fn ready(
             Err(why) if Instant::now() + Duration::from_millis(500) >= deadline => return Err(why),
             Err(_) => tokio::time::sleep(Duration::from_millis(500)).await,
         }
-    }
-}
-
-fn signal(pid: u32, sig: i32) {
-    // SAFETY: kill(2) takes no pointers; `pid` is our child, not yet reaped
-    // (it is reaped only by the `wait` after this call).
-    unsafe {
-        libc::kill(pid as libc::pid_t, sig);
     }
 }

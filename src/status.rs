@@ -7,17 +7,16 @@ use std::fmt::Write;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use http::{HeaderValue, Method, Response, StatusCode};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
 use serde_json::json;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::config::{Config, MinReady};
 use crate::front::Listener;
 use crate::front::body::Body;
+use crate::front::handler::plain as text;
 use crate::metrics::Metrics;
 use crate::supervisor::{Msg, Snapshot};
 
@@ -38,15 +37,9 @@ pub fn start(listener: Listener, state: Arc<StatusState>, gate: Option<watch::Re
             return;
         }
         loop {
-            let io = match &listener {
-                Listener::Tcp(l) => match l.accept().await {
-                    Ok((s, _)) => TokioIo::new(Box::new(s) as Box<dyn crate::front::Io>),
-                    Err(_) => continue,
-                },
-                Listener::Unix(l, _) => match l.accept().await {
-                    Ok((s, _)) => TokioIo::new(Box::new(s) as Box<dyn crate::front::Io>),
-                    Err(_) => continue,
-                },
+            let Ok((io, _)) = crate::front::accept(&listener).await else {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
             };
             let state = state.clone();
             tokio::spawn(async move {
@@ -259,16 +252,6 @@ pub fn rss_bytes(pid: u32) -> Option<u64> {
         .parse()
         .ok()?;
     Some(kib * 1024)
-}
-
-fn text(status: StatusCode, body: &str) -> Response<Body> {
-    let mut r = Response::new(Body::full(Bytes::copy_from_slice(body.as_bytes())));
-    *r.status_mut() = status;
-    r.headers_mut().insert(
-        http::header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    r
 }
 
 fn json_response(status: StatusCode, v: &serde_json::Value) -> Response<Body> {

@@ -335,13 +335,14 @@ async fn accept_loop(
     }
 }
 
-type BoxedIo = TokioIo<Box<dyn Io>>;
+pub type BoxedIo = TokioIo<Box<dyn Io>>;
 
 /// A connected stream, TCP or Unix.
 pub trait Io: AsyncRead + AsyncWrite + Send + Unpin {}
 impl<T: AsyncRead + AsyncWrite + Send + Unpin> Io for T {}
 
-async fn accept(listener: &Listener) -> std::io::Result<(BoxedIo, ConnInfo)> {
+/// Accepts one connection on `listener` (TCP gets TCP_NODELAY).
+pub async fn accept(listener: &Listener) -> std::io::Result<(BoxedIo, ConnInfo)> {
     match listener {
         Listener::Tcp(l) => {
             let (s, peer) = l.accept().await?;

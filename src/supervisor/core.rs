@@ -1076,7 +1076,6 @@ impl Core {
                 }
             }
         }
-        self.settings.count = count;
         if changed {
             out.push(self.publish());
         }

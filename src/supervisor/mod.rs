@@ -91,6 +91,10 @@ pub struct Supervisor {
     exit_code: i32,
     /// "generation N runs X; disk now has Y" while they differ.
     drift: Option<String>,
+    /// The last known good revision (as kept in the state dir).
+    last_good: Option<String>,
+    /// Off while the first workers start (their code was just resolved).
+    drift_checks: bool,
     /// Exits waiting for their channel to close, and channels closed
     /// before their exit was seen.
     held_exits: HashMap<u64, std::process::ExitStatus>,
@@ -149,6 +153,7 @@ impl Supervisor {
                 .then_some(cfg.deploy.max_surge),
         });
         let started = Instant::now();
+        let last_good = crate::deploy::last_good(&cfg.deploy.state_dir);
         let (snapshot, _) = watch::channel(Snapshot::default());
         Supervisor {
             cfg,
@@ -173,6 +178,8 @@ impl Supervisor {
             rollback_generation: None,
             exit_code: 0,
             drift: None,
+            last_good,
+            drift_checks: false,
             held_exits: HashMap::new(),
             closed: std::collections::HashSet::new(),
             sockets: Vec::new(),
@@ -225,6 +232,7 @@ impl Supervisor {
         if self.perform(actions) {
             return 0;
         }
+        self.drift_checks = true;
         let recycling = self.cfg.workers.max_requests > 0 || self.cfg.workers.max_memory.is_some();
         let watchdog_every = crate::systemd::watchdog_interval();
         let mut watchdog =
@@ -316,10 +324,9 @@ impl Supervisor {
             Msg::Control(serial, ControlEvent::BootFailed(error)) => {
                 Some(Event::BootFailed { serial, error })
             }
-            Msg::Control(serial, ControlEvent::Closed) => Some(Event::ChannelClosed { serial }),
+            // Handled by `receive` (exits wait for their channel to close).
+            Msg::Control(_, ControlEvent::Closed) | Msg::Exited(..) | Msg::ExitHoldOver(_) => None,
             Msg::Control(serial, ControlEvent::Heartbeat) => Some(Event::Heartbeat { serial }),
-            Msg::Exited(serial, status) => Some(self.exited(serial, status)),
-            Msg::ExitHoldOver(_) => None,
             Msg::ReexecDeadline => {
                 if self.reexec_parent.is_some() && self.recorded_good == 0 {
                     tracing::error!(
@@ -505,7 +512,7 @@ impl Supervisor {
 
     fn spawn(&mut self, slot: usize, serial: u64, generation: u64) -> Event {
         let info = self.gens.get(&generation).cloned().unwrap_or_default();
-        if self.core.reload.is_none() && generation == self.core.generation {
+        if self.drift_checks && self.core.reload.is_none() && generation == self.core.generation {
             self.check_drift(generation, &info);
         }
         let spawned = match self.launcher.spawn(slot, generation, &info) {
@@ -606,6 +613,7 @@ impl Supervisor {
             if let Some(info) = self.gens.get(&generation) {
                 if let Some(rev) = &info.revision {
                     crate::deploy::remember_good(state, rev);
+                    self.last_good = Some(rev.clone());
                     tracing::info!("revision {rev} is the last known good one");
                 }
                 if let Some(dir) = &info.chdir {
@@ -864,7 +872,7 @@ impl Supervisor {
             .gens
             .get(&self.core.generation)
             .and_then(|g| g.revision.clone());
-        snap.last_good_revision = crate::deploy::last_good(&self.cfg.deploy.state_dir);
+        snap.last_good_revision = self.last_good.clone();
         snap.rollback_hook = self.hook.clone();
         snap.drift = self.drift.clone();
         self.snapshot.send_replace(snap);
@@ -891,7 +899,8 @@ async fn sleep_until(deadline: Option<Instant>) {
     }
 }
 
-fn signal(pid: u32, sig: i32) {
+/// kill(2) on a worker (or corral) pid; 0 is ignored.
+pub fn signal(pid: u32, sig: i32) {
     if pid == 0 {
         return;
     }

@@ -283,10 +283,6 @@ class Connection:
                 self.sock.sendall(data)
 
 
-def frame(kind, sid, payload):
-    return HDR.pack(len(payload), kind, sid) + payload
-
-
 def encode_head(status, headers):
     parts = [status]
     for name, value in headers:
@@ -421,7 +417,6 @@ class Worker:
         self.conn = conn
         self.runner = runner
         self.threads = threads
-        self.stopping = False
 
     def serve_forever(self):
         conn = self.conn
