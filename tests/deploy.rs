@@ -250,6 +250,18 @@ fn a_generation_keeps_its_release_after_the_current_symlink_moves() {
     assert_eq!(c.status_json()["revision"], "r2");
 }
 
+/// `current/`, a git checkout whose one commit is a good app; its revision.
+fn git_app(root: &Path) -> (std::path::PathBuf, String) {
+    let app = root.join("current");
+    std::fs::create_dir(&app).unwrap();
+    git(&app, &["init", "-q"]);
+    std::fs::write(app.join("app.py"), app_source("good", "")).unwrap();
+    git(&app, &["add", "app.py"]);
+    git(&app, &["commit", "-qm", "good"]);
+    let good = git(&app, &["rev-parse", "--short=12", "HEAD"]);
+    (app, good)
+}
+
 fn config(extra: &str) -> String {
     format!(
         "[app]\nmodule = \"app:app\"\nchdir = \"current\"\npython = \"{}\"\n[server]\nbind = [\"127.0.0.1:0\"]\n[workers]\ncount = 1\n[health]\nstatus_bind = \"127.0.0.1:0\"\n[deploy]\nstate_dir = \"state\"\n{extra}\n",
@@ -257,36 +269,18 @@ fn config(extra: &str) -> String {
     )
 }
 
-fn wait_until(c: &Corral, what: &str, mut ok: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !ok() {
-        assert!(
-            Instant::now() < deadline,
-            "timed out waiting for {what}; log:\n{}",
-            c.log.text()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 #[test]
 fn the_built_in_git_reset_rollback_restores_the_last_good_commit_and_reloads_it() {
     let root = AppDir::new(&[]);
     let r = root.path();
-    let app = r.join("current");
-    std::fs::create_dir(&app).unwrap();
-    git(&app, &["init", "-q"]);
-    std::fs::write(app.join("app.py"), app_source("good", "")).unwrap();
-    git(&app, &["add", "app.py"]);
-    git(&app, &["commit", "-qm", "good"]);
-    let good = git(&app, &["rev-parse", "--short=12", "HEAD"]);
+    let (app, good) = git_app(r);
     std::fs::write(
         r.join("corral.toml"),
         config("revision = \"git\"\nrollback = \"git-reset\""),
     )
     .unwrap();
     let c = Corral::start(r, &["-c", "corral.toml"], 1);
-    wait_until(&c, "good recorded", || {
+    c.wait_until("good recorded", || {
         c.status_json()["last_good_revision"] == good.as_str()
     });
     // A broken commit lands on disk (a `git pull`), then a reload.
@@ -338,7 +332,7 @@ fn the_built_in_symlink_rollback_points_current_back_at_the_last_good_release() 
     )
     .unwrap();
     let c = Corral::start(r, &["-c", "corral.toml"], 1);
-    wait_until(&c, "r1 recorded", || {
+    c.wait_until("r1 recorded", || {
         c.status_json()["last_good_revision"] == "r1"
     });
     std::fs::remove_file(r.join("current")).unwrap();
@@ -379,13 +373,13 @@ fn a_cold_start_with_nothing_good_runs_the_hook_once_and_recovers_when_the_code_
     .unwrap();
     let mut c = Corral::spawn(r, &["-c", "corral.toml"], &[]);
     c.wait_listening();
-    wait_until(&c, "the hook", || r.join("hook-runs.txt").exists());
+    c.wait_until("the hook", || r.join("hook-runs.txt").exists());
     let r503 = c.get("/");
     assert_eq!(r503.status, 503);
     assert!(r503.header("retry-after").is_some());
     assert_eq!(c.status("/health/ready").status, 503);
     // Several more boot attempts: the hook does not run again.
-    wait_until(&c, "retries", || {
+    c.wait_until("retries", || {
         c.status_json()["workers"]["boot_failures"]
             .as_u64()
             .unwrap_or(0)
@@ -404,7 +398,7 @@ fn a_cold_start_with_nothing_good_runs_the_hook_once_and_recovers_when_the_code_
         app_source("fixed", "# now it works"),
     )
     .unwrap();
-    wait_until(&c, "recovery", || c.get("/").status == 200);
+    c.wait_until("recovery", || c.get("/").status == 200);
     assert_eq!(c.get("/").text(), "fixed");
 }
 
@@ -423,13 +417,7 @@ fn exit_on_boot_failure_exits_with_its_own_code() {
 fn a_respawn_after_the_code_changed_in_place_reports_drift_and_never_takes_the_others_down() {
     let root = AppDir::new(&[]);
     let r = root.path();
-    let app = r.join("current");
-    std::fs::create_dir(&app).unwrap();
-    git(&app, &["init", "-q"]);
-    std::fs::write(app.join("app.py"), app_source("good", "")).unwrap();
-    git(&app, &["add", "app.py"]);
-    git(&app, &["commit", "-qm", "good"]);
-    let good = git(&app, &["rev-parse", "--short=12", "HEAD"]);
+    let (app, good) = git_app(r);
     let mut cfg = config("revision = \"git\"");
     cfg = cfg.replace("count = 1", "count = 2");
     std::fs::write(r.join("corral.toml"), cfg).unwrap();
@@ -443,7 +431,7 @@ fn a_respawn_after_the_code_changed_in_place_reports_drift_and_never_takes_the_o
     // SAFETY: killing a worker of the corral this test started.
     unsafe { libc::kill(victim as i32, libc::SIGKILL) };
     let expect = format!("generation 1 runs {good}; disk now has {bad}; reload to deploy it");
-    wait_until(&c, "drift in /status", || {
+    c.wait_until("drift in /status", || {
         c.status_json()["revision_drift"] == expect.as_str()
     });
     assert!(c.log.text().contains(&expect));

@@ -24,18 +24,6 @@ def app(environ, start_response):
     return [body]
 "#;
 
-fn wait_until(what: &str, c: &Corral, mut ok: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !ok() {
-        assert!(
-            Instant::now() < deadline,
-            "timed out waiting for {what}; log:\n{}",
-            c.log.text()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 /// A minimal Prometheus text-format parser: every sample line is
 /// `name{labels} value`, every family has HELP and TYPE before its samples.
 fn parse_metrics(text: &str) -> HashMap<String, f64> {
@@ -199,7 +187,7 @@ fn a_worker_enters_service_only_once_its_ready_path_answers_2xx() {
     assert!(c.log.wait_for("is not ready yet: GET /health/ready answered 503 Service Unavailable: database is down", Duration::from_secs(10)).is_some(), "{}", c.log.text());
     // Booted, not ready: corral's /health/ready says no, with the reason
     // (the snapshot it reads is published just after the log line).
-    wait_until("the reason in /health/ready", &c, || {
+    c.wait_until("the reason in /health/ready", || {
         c.status("/health/ready")
             .text()
             .contains("database is down")
@@ -209,7 +197,7 @@ fn a_worker_enters_service_only_once_its_ready_path_answers_2xx() {
     assert_eq!(s["slots"][0]["worker"]["state"], "probing");
     // The database comes up: the worker enters service by itself.
     std::fs::write(app.path().join("ready"), "").unwrap();
-    wait_until("readiness", &c, || c.status("/health/ready").status == 200);
+    c.wait_until("readiness", || c.status("/health/ready").status == 200);
     assert_eq!(c.get("/").status, 200);
 }
 
@@ -224,9 +212,9 @@ fn a_worker_failing_unhealthy_after_probes_leaves_service_and_the_panic_threshol
         ),
     ]);
     let c = Corral::start(app.path(), &["-c", "corral.toml"], 1);
-    wait_until("readiness", &c, || c.status("/health/ready").status == 200);
+    c.wait_until("readiness", || c.status("/health/ready").status == 200);
     std::fs::remove_file(app.path().join("ready")).unwrap();
-    wait_until("the worker to leave service", &c, || {
+    c.wait_until("the worker to leave service", || {
         c.status_json()["slots"][0]["worker"]["state"] == "unready"
     });
     assert!(c.log.text().contains("failed 2 readiness checks in a row"));
@@ -237,7 +225,7 @@ fn a_worker_failing_unhealthy_after_probes_leaves_service_and_the_panic_threshol
     assert_eq!(s["panic"], true, "{s}");
     assert_eq!(c.get("/").status, 200);
     std::fs::write(app.path().join("ready"), "").unwrap();
-    wait_until("the worker to come back", &c, || {
+    c.wait_until("the worker to come back", || {
         c.status("/health/ready").status == 200
     });
     assert!(c.log.text().contains("is ready again"));

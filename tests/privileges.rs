@@ -23,35 +23,34 @@ def app(environ, start_response):
     return [body]
 "#;
 
-#[test]
-fn workers_drop_to_their_user_with_limits_in_their_own_process_group() {
+/// Starts corral as root on APP with `config`, readable by the workers'
+/// user (stdlib-only app, Debian's python3); None when not root.
+fn start_as_root(config: &str, workers: usize) -> Option<(AppDir, Corral)> {
+    use std::os::unix::fs::PermissionsExt;
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
         eprintln!("skipped: needs root to change users");
-        return;
+        return None;
     }
-    let app = AppDir::new(&[
-        ("app.py", APP),
-        (
-            "corral.toml",
-            "[app]\nmodule = \"app:app\"\npython = \"/usr/bin/python3\"\n[server]\nbind = [\"127.0.0.1:0\"]\n[workers]\ncount = 2\nuser = \"nobody\"\ngroup = \"nogroup\"\n[workers.limits]\nnofile = 1234\ncore = 0\naddress_space = \"4GiB\"\numask = \"027\"\n",
-        ),
-    ]);
-    std::fs::set_permissions(
-        app.path(),
-        std::os::unix::fs::PermissionsExt::from_mode(0o755),
-    )
-    .unwrap();
-    std::fs::set_permissions(
-        app.path().join("app.py"),
-        std::os::unix::fs::PermissionsExt::from_mode(0o644),
-    )
-    .unwrap();
+    let app = AppDir::new(&[("app.py", APP), ("corral.toml", config)]);
+    std::fs::set_permissions(app.path(), PermissionsExt::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(app.path().join("app.py"), PermissionsExt::from_mode(0o644)).unwrap();
     let c = Corral::start(
         app.path(),
         &["-c", "corral.toml", "--python", "/usr/bin/python3"],
-        2,
+        workers,
     );
+    Some((app, c))
+}
+
+#[test]
+fn workers_drop_to_their_user_with_limits_in_their_own_process_group() {
+    let Some((_app, c)) = start_as_root(
+        "[app]\nmodule = \"app:app\"\npython = \"/usr/bin/python3\"\n[server]\nbind = [\"127.0.0.1:0\"]\n[workers]\ncount = 2\nuser = \"nobody\"\ngroup = \"nogroup\"\n[workers.limits]\nnofile = 1234\ncore = 0\naddress_space = \"4GiB\"\numask = \"027\"\n",
+        2,
+    ) else {
+        return;
+    };
     let r = c.get("/");
     assert_eq!(r.status, 200, "{}", r.text());
     let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
@@ -77,33 +76,12 @@ fn workers_drop_to_their_user_with_limits_in_their_own_process_group() {
 
 #[test]
 fn corral_can_drop_its_own_privileges_after_binding() {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        eprintln!("skipped: needs root to change users");
-        return;
-    }
-    let app = AppDir::new(&[
-        ("app.py", APP),
-        (
-            "corral.toml",
-            "[app]\nmodule = \"app:app\"\npython = \"/usr/bin/python3\"\n[server]\nbind = [\"127.0.0.1:0\"]\ndrop_privileges = true\n[workers]\ncount = 1\nuser = \"nobody\"\n",
-        ),
-    ]);
-    std::fs::set_permissions(
-        app.path(),
-        std::os::unix::fs::PermissionsExt::from_mode(0o755),
-    )
-    .unwrap();
-    std::fs::set_permissions(
-        app.path().join("app.py"),
-        std::os::unix::fs::PermissionsExt::from_mode(0o644),
-    )
-    .unwrap();
-    let c = Corral::start(
-        app.path(),
-        &["-c", "corral.toml", "--python", "/usr/bin/python3"],
+    let Some((_app, c)) = start_as_root(
+        "[app]\nmodule = \"app:app\"\npython = \"/usr/bin/python3\"\n[server]\nbind = [\"127.0.0.1:0\"]\ndrop_privileges = true\n[workers]\ncount = 1\nuser = \"nobody\"\n",
         1,
-    );
+    ) else {
+        return;
+    };
     assert!(
         c.log
             .text()

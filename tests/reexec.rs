@@ -10,16 +10,6 @@ use std::time::{Duration, Instant};
 
 const APP: &str = "import os\n\ndef app(environ, start_response):\n    body = str(os.getppid()).encode()\n    start_response(\"200 OK\", [(\"Content-Length\", str(len(body)))])\n    return [body]\n";
 
-/// Kills the re-executed corral (not our child) when the test ends.
-struct KillOnDrop(u32);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        // SAFETY: a corral this test caused to start, found by its logged pid.
-        unsafe { libc::kill(self.0 as i32, libc::SIGKILL) };
-    }
-}
-
 #[test]
 fn usr2_hands_the_sockets_to_a_new_corral_without_a_refused_connection() {
     let app = AppDir::new(&[("app.py", APP)]);
@@ -60,20 +50,8 @@ fn usr2_hands_the_sockets_to_a_new_corral_without_a_refused_connection() {
         .collect();
     std::thread::sleep(Duration::from_millis(300));
     c.signal(libc::SIGUSR2);
-    let line = c
-        .log
-        .wait_for("started a new corral (pid ", Duration::from_secs(10))
-        .expect("USR2 starts a new corral");
-    let new: u32 = line
-        .split("(pid ")
-        .nth(1)
-        .unwrap()
-        .split(')')
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap();
-    let _guard = KillOnDrop(new);
+    let guard = c.reexec_child();
+    let new = guard.0;
     assert!(
         c.log
             .wait_for("asking the old corral", Duration::from_secs(30))

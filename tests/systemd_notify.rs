@@ -175,27 +175,8 @@ fn a_usr2_handover_tells_systemd_the_new_main_pid() {
     let mut seen = Vec::new();
     until(&sock, "READY=1", &mut seen);
     c.signal(libc::SIGUSR2);
-    let line = c
-        .log
-        .wait_for("started a new corral (pid ", Duration::from_secs(10))
-        .expect("USR2 starts a new corral");
-    let new: u32 = line
-        .split("(pid ")
-        .nth(1)
-        .unwrap()
-        .split(')')
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap();
-    struct Kill(u32);
-    impl Drop for Kill {
-        fn drop(&mut self) {
-            // SAFETY: the corral this test's USR2 started, by its logged pid.
-            unsafe { libc::kill(self.0 as i32, libc::SIGKILL) };
-        }
-    }
-    let _new = Kill(new);
+    let guard = c.reexec_child();
+    let new = guard.0;
     let mut seen = Vec::new();
     until(&sock, "MAINPID=", &mut seen);
     assert!(

@@ -233,12 +233,54 @@ impl Corral {
         }
     }
 
+    /// Waits until `ok()` holds, for at most 30 s; fails with the log.
+    pub fn wait_until(&self, what: &str, mut ok: impl FnMut() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !ok() {
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what}; log:\n{}",
+                self.log.text()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// After a SIGUSR2: the new corral's pid, from the log, in a guard that
+    /// kills it when the test ends (it is not our child).
+    pub fn reexec_child(&self) -> KillOnDrop {
+        let line = self
+            .log
+            .wait_for("started a new corral (pid ", Duration::from_secs(10))
+            .expect("USR2 starts a new corral");
+        let pid = line
+            .split("(pid ")
+            .nth(1)
+            .unwrap()
+            .split(')')
+            .next()
+            .unwrap();
+        KillOnDrop(pid.parse().unwrap())
+    }
+
     pub fn get(&self, path: &str) -> Response {
         request(&self.addr, "GET", path, &[], b"")
     }
 
     pub fn connect(&self) -> TcpStream {
         connect(&self.addr)
+    }
+}
+
+/// Kills a process this test caused to start (by its pid) on drop.
+pub struct KillOnDrop(pub u32);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        // SAFETY: kill(2) on a pid this test started, found in corral's log.
+        unsafe {
+            libc::kill(self.0 as i32, libc::SIGKILL);
+        }
     }
 }
 
