@@ -500,6 +500,16 @@ fn resolve_socket(
     }
 }
 
+/// The first folder of a systemd `*_DIRECTORY` variable (':'-separated).
+fn first_dir(dirs: &OsStr) -> &OsStr {
+    OsStr::from_bytes(
+        dirs.as_bytes()
+            .split(|&b| b == b':')
+            .next()
+            .unwrap_or_default(),
+    )
+}
+
 /// The default control socket, from this process's environment and user.
 fn default_socket() -> PathBuf {
     default_socket_in(
@@ -521,9 +531,7 @@ fn default_socket_in(
     uid: u32,
 ) -> PathBuf {
     const NAME: &str = "corral.sock";
-    let first = runtime_directory
-        .and_then(|dirs| dirs.as_bytes().split(|&b| b == b':').next())
-        .map(OsStr::from_bytes);
+    let first = runtime_directory.map(first_dir);
     [first, xdg_runtime_dir]
         .into_iter()
         .flatten()
@@ -565,9 +573,7 @@ fn default_state_dir_in(
             .filter(|dir| dir.is_absolute())
             .map(Path::to_path_buf)
     };
-    let first = state_directory
-        .and_then(|dirs| dirs.as_bytes().split(|&b| b == b':').next())
-        .map(OsStr::from_bytes);
+    let first = state_directory.map(first_dir);
     if let Some(dir) = absolute(first) {
         return dir;
     }

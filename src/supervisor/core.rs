@@ -713,12 +713,7 @@ impl Core {
             // The replacement of a recycled worker failed: the old one keeps
             // serving, and recycling is tried again after the back-off.
             self.slots[slot].successor = None;
-            if let Some(old) = self.slots[slot]
-                .worker
-                .and_then(|s| self.workers.get_mut(&s))
-            {
-                old.recycling = false;
-            }
+            self.set_recycling(slot, false);
             if self.phase == Phase::Stopping {
                 if self.workers.is_empty() && self.spawning.is_empty() {
                     out.push(Action::Exit);
@@ -1016,6 +1011,16 @@ impl Core {
         self.generation.max(failed) + 1
     }
 
+    /// Marks the slot's current worker as being replaced (or not any more).
+    fn set_recycling(&mut self, slot: usize, on: bool) {
+        if let Some(w) = self.slots[slot]
+            .worker
+            .and_then(|s| self.workers.get_mut(&s))
+        {
+            w.recycling = on;
+        }
+    }
+
     /// Slots that are not scaled away.
     pub fn active(&self) -> usize {
         self.slots.iter().filter(|s| !s.retired).count()
@@ -1135,12 +1140,7 @@ impl Core {
                 sig: Sig::Kill,
             });
         }
-        if let Some(w) = self.slots[slot]
-            .worker
-            .and_then(|s| self.workers.get_mut(&s))
-        {
-            w.recycling = true;
-        }
+        self.set_recycling(slot, true);
         self.slots[slot].start_at = None;
         self.spawn(slot, out);
     }
@@ -1184,12 +1184,7 @@ impl Core {
                     sig: Sig::Quit,
                 });
             }
-            if let Some(w) = self.slots[slot]
-                .worker
-                .and_then(|s| self.workers.get_mut(&s))
-            {
-                w.recycling = false;
-            }
+            self.set_recycling(slot, false);
         }
         // Spawns of the new generation not reported yet are dropped.
         self.spawning.retain(|_, (_, g)| *g != r.generation);
