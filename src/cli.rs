@@ -177,6 +177,12 @@ pub struct RunArgs {
     #[arg(long, value_name = "N")]
     pub threads: Option<usize>,
 
+    /// Most requests (open WebSockets and streaming responses included) one
+    /// ASGI worker holds at once; the rest wait in corral. WSGI workers take
+    /// --threads at a time [toml: workers.concurrency] [default: 1000]
+    #[arg(long, value_name = "N")]
+    pub concurrency: Option<usize>,
+
     /// Protocol of the app [toml: app.interface] [default: auto]
     #[arg(long, value_enum, value_name = "INTERFACE")]
     pub interface: Option<Interface>,
@@ -284,6 +290,12 @@ pub struct RunArgs {
     /// [default: 100MiB]
     #[arg(long, value_name = "SIZE")]
     pub max_body_bytes: Option<ByteSize>,
+
+    /// Most requests waiting in corral for a free worker place; one more gets
+    /// 503 with Retry-After at once; 0: none waits (503 whenever every worker
+    /// is full) [toml: server.max_queued] [default: 1024]
+    #[arg(long, value_name = "N")]
+    pub max_queued: Option<usize>,
 
     /// Log verbosity of corral itself
     #[arg(long, value_enum, value_name = "LEVEL", default_value_t = LogLevel::Info)]
@@ -421,6 +433,8 @@ mod tests {
             "[::1]:80",
             "--threads",
             "8",
+            "--concurrency",
+            "500",
             "--interface",
             "asgi",
             "--python",
@@ -445,6 +459,8 @@ mod tests {
             "16KiB",
             "--max-body-bytes",
             "1MB",
+            "--max-queued",
+            "0",
             "--boot-timeout",
             "90",
             "--status-bind",
@@ -480,6 +496,9 @@ mod tests {
         assert_eq!(args.timeout.unwrap().0.as_secs(), 60);
         assert_eq!(args.max_header_bytes, Some(ByteSize(16384)));
         assert_eq!(args.max_body_bytes, Some(ByteSize(1_000_000)));
+        assert_eq!(args.threads, Some(8));
+        assert_eq!(args.concurrency, Some(500));
+        assert_eq!(args.max_queued, Some(0));
         assert_eq!(
             args.boot_timeout.map(|d| d.0),
             Some(std::time::Duration::from_secs(90))
@@ -548,6 +567,8 @@ mod tests {
                 "invalid digit",
             ),
             (&["corral", "--max-memory", "512M"], "512MiB"),
+            (&["corral", "--concurrency", "many"], "invalid digit"),
+            (&["corral", "--max-queued=-1"], "invalid digit"),
         ] {
             let err = Cli::try_parse_from(argv).unwrap_err().to_string();
             assert!(err.contains(reason), "{argv:?}: {err}");

@@ -174,7 +174,7 @@ async fn run(cfg: Arc<config::Config>, access: front::access::AccessLog) -> u8 {
         }
     }
     let launcher = worker::process::Launcher::new(&cfg, &script);
-    let router = router::Router::new(cfg.workers.threads + 8);
+    let router = router::Router::new(cfg.server.max_queued);
     let mut sup = supervisor::Supervisor::new(cfg.clone(), launcher, router.clone());
     sup.set_sockets(sockets);
     let tx = sup.sender();
@@ -193,18 +193,20 @@ async fn run(cfg: Arc<config::Config>, access: front::access::AccessLog) -> u8 {
     }
     let metrics = Arc::new(metrics::Metrics::default());
     let shared = Arc::new(front::handler::Shared {
-        router,
+        router: router.clone(),
         timeout: cfg.workers.timeout,
         max_body_bytes: cfg.server.max_body_bytes,
         replace: replace_tx,
         metrics: metrics.clone(),
         access,
+        drain: front::Drain::new(),
     });
     let state = Arc::new(status::StatusState {
         snapshots: sup.snapshots(),
         metrics,
         supervisor: tx.clone(),
         cfg: cfg.clone(),
+        router,
     });
     let (gate_tx, gate_rx) = tokio::sync::watch::channel(false);
     // A re-executed corral, and a socket-activated one, accept once their

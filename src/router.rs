@@ -3,9 +3,11 @@
 //! The supervisor publishes the set of in-service workers; requests read it
 //! without locking ([`arc_swap`]). A request goes to the worker with the
 //! fewest requests outstanding (ties broken round-robin). Each worker holds
-//! at most `per_worker` requests (the ones it runs plus a short prefetch
-//! queue); beyond that, requests wait here, in corral, for the first free
-//! worker, so a slow worker never collects a queue of its own.
+//! at most its capacity (a WSGI worker: its threads plus a short prefetch
+//! queue; an ASGI worker: `[workers] concurrency`); beyond that, requests
+//! wait here, in corral, for the first free worker, so a slow worker never
+//! collects a queue of its own. At most `max_queued` requests wait; the
+//! next one is refused at once.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -20,7 +22,9 @@ pub struct Router {
     in_service: ArcSwap<Vec<Arc<Channel>>>,
     next: AtomicUsize,
     freed: Notify,
-    per_worker: usize,
+    /// Requests waiting for a place, and how many may.
+    waiting: AtomicUsize,
+    max_queued: usize,
 }
 
 /// Why no worker took a request.
@@ -30,6 +34,17 @@ pub enum NoWorker {
     NoneInService,
     /// Every worker stayed full for the whole wait.
     Busy,
+    /// Every worker is full and `max_queued` requests already wait.
+    QueueFull,
+}
+
+/// Counts a request among the waiting while it lives.
+struct Waiting<'a>(&'a AtomicUsize);
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 /// A request counted against a worker; dropping it frees the place.
@@ -46,13 +61,19 @@ impl Drop for Lease {
 }
 
 impl Router {
-    pub fn new(per_worker: usize) -> Arc<Router> {
+    pub fn new(max_queued: usize) -> Arc<Router> {
         Arc::new(Router {
             in_service: ArcSwap::from_pointee(Vec::new()),
             next: AtomicUsize::new(0),
             freed: Notify::new(),
-            per_worker: per_worker.max(1),
+            waiting: AtomicUsize::new(0),
+            max_queued,
         })
+    }
+
+    /// Requests waiting for a place right now.
+    pub fn queued(&self) -> usize {
+        self.waiting.load(Ordering::Relaxed)
     }
 
     /// Replaces the set of workers that take requests.
@@ -63,6 +84,15 @@ impl Router {
 
     /// Picks the least-loaded worker, waiting up to `wait` for a free place.
     pub async fn acquire(self: &Arc<Self>, wait: Duration) -> Result<Lease, NoWorker> {
+        match self.try_acquire() {
+            Err(NoWorker::Busy) => {}
+            done => return done,
+        }
+        if self.waiting.fetch_add(1, Ordering::AcqRel) >= self.max_queued {
+            self.waiting.fetch_sub(1, Ordering::AcqRel);
+            return Err(NoWorker::QueueFull);
+        }
+        let _waiting = Waiting(&self.waiting);
         let deadline = tokio::time::Instant::now() + wait;
         loop {
             let freed = self.freed.notified();
@@ -71,7 +101,7 @@ impl Router {
             match self.try_acquire() {
                 Ok(lease) => return Ok(lease),
                 Err(NoWorker::NoneInService) => return Err(NoWorker::NoneInService),
-                Err(NoWorker::Busy) => {}
+                Err(NoWorker::Busy | NoWorker::QueueFull) => {}
             }
             if tokio::time::timeout_at(deadline, freed).await.is_err() {
                 return Err(NoWorker::Busy);
@@ -86,19 +116,22 @@ impl Router {
             return Err(NoWorker::NoneInService);
         }
         let start = self.next.fetch_add(1, Ordering::Relaxed);
-        let mut best: Option<(&Arc<Channel>, usize)> = None;
+        let mut best: Option<(&Arc<Channel>, usize, usize)> = None;
         for i in 0..n {
             let ch = &workers[(start + i) % n];
             if ch.is_closed() {
                 continue;
             }
+            // Load is the share of the worker's capacity in use, compared
+            // without division: load_a / cap_a < load_b / cap_b.
             let load = ch.in_flight.load(Ordering::Acquire);
-            if best.is_none_or(|(_, l)| load < l) {
-                best = Some((ch, load));
+            let cap = ch.capacity.load(Ordering::Acquire).max(1);
+            if best.is_none_or(|(_, l, c)| load * c < l * cap) {
+                best = Some((ch, load, cap));
             }
         }
         match best {
-            Some((ch, load)) if load < self.per_worker => {
+            Some((ch, load, cap)) if load < cap => {
                 ch.in_flight.fetch_add(1, Ordering::AcqRel);
                 Ok(Lease {
                     channel: ch.clone(),

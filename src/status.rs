@@ -18,6 +18,7 @@ use crate::front::Listener;
 use crate::front::body::Body;
 use crate::front::handler::plain as text;
 use crate::metrics::Metrics;
+use crate::router::Router;
 use crate::supervisor::{Msg, Snapshot};
 
 pub struct StatusState {
@@ -25,6 +26,7 @@ pub struct StatusState {
     pub metrics: Arc<Metrics>,
     pub supervisor: mpsc::UnboundedSender<Msg>,
     pub cfg: Arc<Config>,
+    pub router: Arc<Router>,
 }
 
 /// Serves the status endpoints on `listener` until the runtime stops (with
@@ -75,6 +77,11 @@ async fn route(req: http::Request<hyper::body::Incoming>, state: &StatusState) -
             let mut out = String::with_capacity(4096);
             state.metrics.render(&mut out);
             render_workers(&state.snapshots.borrow(), &mut out);
+            out.push_str(
+                "# HELP corral_requests_queued Requests waiting in corral for a worker.\n",
+            );
+            out.push_str("# TYPE corral_requests_queued gauge\n");
+            let _ = writeln!(out, "corral_requests_queued {}", state.router.queued());
             let mut r = text(StatusCode::OK, &out);
             r.headers_mut().insert(
                 http::header::CONTENT_TYPE,
@@ -186,6 +193,8 @@ pub fn status(state: &StatusState) -> serde_json::Value {
             "app": state.cfg.app.module,
             "stopping": snap.stopping,
             "rss_bytes": rss_bytes(snap.pid),
+            // Requests waiting for a free worker place right now.
+            "queued": state.router.queued(),
         },
         "ready": ready,
         "readiness": readiness,

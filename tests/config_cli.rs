@@ -245,6 +245,42 @@ fn probe_and_recycling_problems_name_file_line_and_key() {
 }
 
 #[test]
+fn concurrency_and_queue_problems_name_file_line_and_key() {
+    let dir = dir_with(
+        "corral.toml",
+        "[app]\nmodule = \"main:app\"\n[server]\nmax_queued = 0\n[workers]\nthreads = 0\n\
+         concurrency = 0\n",
+    );
+    let out = corral(dir.path(), &[]);
+    assert_refused(
+        &out,
+        &[
+            "2 problems",
+            "corral.toml:6: workers.threads: must be at least 1",
+            "corral.toml:7: workers.concurrency: must be at least 1 (it is the number of \
+             requests one ASGI worker holds at once), like 1000",
+        ],
+    );
+    // max_queued = 0 is allowed (no request ever waits).
+    assert!(!out.stderr.contains("max_queued"), "{}", out.stderr);
+    // The flag wins over the file and is named when it is at fault.
+    let out = corral(dir.path(), &["--threads", "2", "--concurrency", "0"]);
+    assert_refused(&out, &["error: --concurrency: must be at least 1"]);
+    assert!(!out.stderr.contains("corral.toml"), "{}", out.stderr);
+    let dir = dir_with("corral.toml", "[server]\nmax_queued = -1\n");
+    let out = corral(dir.path(), &["main:app"]);
+    assert_refused(
+        &out,
+        &[
+            "error: corral.toml:2: server.max_queued: invalid value: integer `-1`, expected \
+             usize; for example: max_queued = 1024",
+        ],
+    );
+    let out = corral(dir.path(), &["main:app", "--max-queued", "many"]);
+    assert_refused(&out, &["--max-queued", "invalid digit"]);
+}
+
+#[test]
 fn unknown_users_and_bad_limits_name_file_line_and_key() {
     let dir = dir_with(
         "corral.toml",
@@ -402,6 +438,7 @@ fn help_documents_every_flag() {
         "-b, --bind",
         "-w, --workers",
         "--threads",
+        "--concurrency",
         "--interface",
         "--python",
         "--chdir",
@@ -413,6 +450,7 @@ fn help_documents_every_flag() {
         "--backlog",
         "--max-header-bytes",
         "--max-body-bytes",
+        "--max-queued",
         "--boot-timeout",
         "--status-bind",
         "--min-ready",
@@ -430,6 +468,7 @@ fn help_documents_every_flag() {
         "server.bind",
         "workers.count",
         "workers.threads",
+        "workers.concurrency",
         "app.interface",
         "app.python",
         "app.chdir",
@@ -441,6 +480,7 @@ fn help_documents_every_flag() {
         "server.backlog",
         "server.max_header_bytes",
         "server.max_body_bytes",
+        "server.max_queued",
         "workers.boot_timeout",
         "health.status_bind",
         "health.min_ready",

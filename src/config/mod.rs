@@ -96,6 +96,10 @@ pub struct ServerConfig {
     /// At least 8 KiB (hyper's smallest `max_buf_size`).
     pub max_header_bytes: usize,
     pub max_body_bytes: u64,
+    /// Most requests waiting in corral for a free worker place; one more
+    /// gets 503 with Retry-After at once, and a waiting one gets 503 after
+    /// `workers.timeout`. 0: none waits (503 whenever every worker is full).
+    pub max_queued: usize,
     /// corral itself runs as the workers' user once its sockets are bound.
     pub drop_privileges: bool,
 }
@@ -115,6 +119,10 @@ pub struct WorkersConfig {
     pub count: usize,
     /// Concurrent requests per WSGI worker (threads). At least 1.
     pub threads: usize,
+    /// Most requests (open WebSockets and streaming responses included) one
+    /// ASGI worker holds at once; the rest wait in corral. At least 1. WSGI
+    /// workers take `threads` at a time (plus a short prefetch) instead.
+    pub concurrency: usize,
     /// Per-request timeout (time to the response head). Longer than 0.
     pub timeout: Duration,
     /// May be 0 (stop without waiting).
@@ -669,8 +677,10 @@ mod tests {
         assert_eq!(config.server.keepalive, Duration::from_secs(5));
         assert_eq!(config.server.max_header_bytes, 64 * 1024);
         assert_eq!(config.server.max_body_bytes, 100 << 20);
+        assert_eq!(config.server.max_queued, 1024);
         assert_eq!(config.workers.count, 1);
         assert_eq!(config.workers.threads, 1);
+        assert_eq!(config.workers.concurrency, 1000);
         assert_eq!(config.workers.timeout, Duration::from_secs(30));
         assert_eq!(config.workers.graceful_timeout, Duration::from_secs(30));
         assert_eq!(config.workers.boot_timeout, Duration::from_secs(30));
@@ -855,6 +865,30 @@ min_in_service = 2
         assert_eq!(config.workers.max_requests, 0);
         assert_eq!(config.workers.max_requests_jitter, 5);
         assert_eq!(config.workers.max_memory, Some(64 << 20));
+    }
+
+    #[test]
+    fn concurrency_and_max_queued_flag_then_file_then_default() {
+        let app = RunArgs {
+            app: Some("m:a".into()),
+            ..RunArgs::default()
+        };
+        let text = "[server]\nmax_queued = 0\n[workers]\nconcurrency = 64\n";
+        let config = resolve_text(text, &app).unwrap();
+        // 0 is allowed: no request ever waits.
+        assert_eq!(config.server.max_queued, 0);
+        assert_eq!(config.workers.concurrency, 64);
+        let args = RunArgs {
+            concurrency: Some(1),
+            max_queued: Some(10_000),
+            ..app.clone()
+        };
+        let config = resolve_text(text, &args).unwrap();
+        assert_eq!(config.server.max_queued, 10_000);
+        assert_eq!(config.workers.concurrency, 1);
+        let config = resolve_text("[workers]\nthreads = 4\n", &app).unwrap();
+        assert_eq!(config.server.max_queued, 1024);
+        assert_eq!(config.workers.concurrency, 1000);
     }
 
     #[test]

@@ -93,6 +93,13 @@ pub(super) struct RawServer {
     pub(super) max_header_bytes: Option<Spanned<ByteSize>>,
     /// Largest request body accepted; bigger ones get 413. Default "100MiB".
     pub(super) max_body_bytes: Option<Spanned<ByteSize>>,
+    /// The most requests waiting in corral for a free worker place (see
+    /// `workers.threads` and `workers.concurrency`); a request arriving when
+    /// that many already wait gets 503 Service Unavailable with Retry-After
+    /// at once (a waiting request still gets 503 after `workers.timeout`).
+    /// 0 means no request ever waits (503 whenever every worker is full).
+    /// Default 1024.
+    pub(super) max_queued: Option<Spanned<usize>>,
     /// After binding its sockets as root, corral itself switches to
     /// `[workers] user`/`group` (which must be set). Default false.
     pub(super) drop_privileges: Option<Spanned<bool>>,
@@ -105,6 +112,12 @@ pub(super) struct RawWorkers {
     pub(super) count: Option<Spanned<usize>>,
     /// Threads per WSGI worker (concurrent requests each). Default 1.
     pub(super) threads: Option<Spanned<usize>>,
+    /// The most requests (open WebSockets and streaming responses included)
+    /// one ASGI worker holds at once; beyond it requests wait in corral's
+    /// queue (`server.max_queued`). ASGI workers only; WSGI workers take
+    /// `threads` requests at a time (plus a short prefetch). At least 1.
+    /// Default 1000.
+    pub(super) concurrency: Option<Spanned<usize>>,
     /// Longest a request may wait for its response head; after that the
     /// client gets 504 and the worker is replaced. Default "30s".
     pub(super) timeout: Option<Spanned<HumanDuration>>,
@@ -446,9 +459,11 @@ mod tests {
             defaults.server.max_header_bytes
         );
         assert_eq!(config.server.max_body_bytes, defaults.server.max_body_bytes);
+        assert_eq!(config.server.max_queued, defaults.server.max_queued);
         assert_eq!(config.server.bind[0].addr, defaults.server.bind[0].addr);
         assert_eq!(config.workers.count, defaults.workers.count);
         assert_eq!(config.workers.threads, defaults.workers.threads);
+        assert_eq!(config.workers.concurrency, defaults.workers.concurrency);
         assert_eq!(config.workers.timeout, defaults.workers.timeout);
         assert_eq!(
             config.workers.graceful_timeout,
@@ -619,6 +634,33 @@ mod tests {
             error_text("[app]\ninterface = \"wgsi\"\n")
                 .contains("corral.toml:2: app.interface: unknown variant `wgsi`")
         );
+    }
+
+    #[test]
+    fn concurrency_and_max_queued_parse_errors() {
+        assert_eq!(
+            error_text("[workers]\nconcurrency = \"many\"\n"),
+            "corral.toml:2: workers.concurrency: invalid type: string \"many\", expected usize; \
+             for example: concurrency = 1000"
+        );
+        assert_eq!(
+            error_text("[server]\n\nmax_queued = -1\n"),
+            "corral.toml:3: server.max_queued: invalid value: integer `-1`, expected usize; \
+             for example: max_queued = 1024"
+        );
+        assert_eq!(
+            error_text("[server]\nmax_queued = 1.5\n"),
+            "corral.toml:2: server.max_queued: invalid type: floating point `1.5`, expected \
+             usize; for example: max_queued = 1024"
+        );
+        let unknown = error_text("[server]\nmax_queue = 10\n");
+        assert!(
+            unknown.starts_with("corral.toml:2: server.max_queue: unknown key `max_queue`"),
+            "{unknown}"
+        );
+        assert!(unknown.contains("`max_queued`"), "{unknown}");
+        let unknown = error_text("[workers]\nconcurency = 10\n");
+        assert!(unknown.contains("`concurrency`"), "{unknown}");
     }
 
     #[test]

@@ -283,12 +283,18 @@ impl Resolver<'_> {
             (raw.max_body_bytes.as_ref(), "server.max_body_bytes"),
             ByteSize(100 * 1024 * 1024),
         );
+        let (max_queued, _) = self.pick(
+            (args.max_queued.as_ref(), "--max-queued"),
+            (raw.max_queued.as_ref(), "server.max_queued"),
+            1024,
+        );
         ServerConfig {
             bind: seen,
             backlog,
             keepalive: keepalive.0,
             max_header_bytes: usize::try_from(max_header_bytes.0).unwrap_or(usize::MAX),
             max_body_bytes: max_body_bytes.0,
+            max_queued,
             drop_privileges: raw.drop_privileges.map(|d| d.into_inner()).unwrap_or(false),
         }
     }
@@ -314,6 +320,18 @@ impl Resolver<'_> {
             self.fail(
                 &at,
                 "must be at least 1 (it is the number of threads per worker)",
+            );
+        }
+        let (concurrency, at) = self.pick(
+            (args.concurrency.as_ref(), "--concurrency"),
+            (raw.concurrency.as_ref(), "workers.concurrency"),
+            1000,
+        );
+        if concurrency == 0 {
+            self.fail(
+                &at,
+                "must be at least 1 (it is the number of requests one ASGI worker holds at \
+                 once), like 1000",
             );
         }
         let (timeout, at) = self.pick(
@@ -437,6 +455,7 @@ impl Resolver<'_> {
         WorkersConfig {
             count,
             threads,
+            concurrency,
             timeout: timeout.0,
             graceful_timeout: graceful_timeout.0,
             boot_timeout: boot_timeout.0,
@@ -1777,6 +1796,43 @@ mod tests {
             err.to_string().starts_with("--workers: must be at least 1"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn concurrency_must_be_at_least_one() {
+        let text = "[app]\nmodule = \"m:a\"\n[server]\nmax_queued = 0\n[workers]\n\
+                    threads = 0\nconcurrency = 0\n";
+        let text = problems(text, &RunArgs::default());
+        let expected = [
+            "2 problems in the configuration:",
+            "  corral.toml:6: workers.threads: must be at least 1",
+            "  corral.toml:7: workers.concurrency: must be at least 1 (it is the number of \
+             requests one ASGI worker holds at once), like 1000",
+        ];
+        for line in expected {
+            assert!(text.contains(line), "missing {line:?} in:\n{text}");
+        }
+        // max_queued = 0 is fine: no request ever waits.
+        assert!(!text.contains("max_queued"), "{text}");
+        // The flag is named when it is the one at fault, and wins over the
+        // file.
+        let args = RunArgs {
+            app: Some("main:app".into()),
+            concurrency: Some(0),
+            ..RunArgs::default()
+        };
+        let err = problems("[workers]\nconcurrency = 8\n", &args);
+        assert_eq!(
+            err,
+            "--concurrency: must be at least 1 (it is the number of requests one ASGI worker \
+             holds at once), like 1000"
+        );
+        let args = RunArgs {
+            concurrency: Some(8),
+            ..args
+        };
+        let config = resolve_text("[workers]\nconcurrency = 0\n", &args).unwrap();
+        assert_eq!(config.workers.concurrency, 8);
     }
 
     #[test]

@@ -109,7 +109,8 @@ impl http_body::Body for Body {
                         s.lease = None;
                         Poll::Ready(None)
                     }
-                    Poll::Ready(Some(Event::Abort)) => {
+                    // WebSocket events on an HTTP response: the app is confused.
+                    Poll::Ready(Some(Event::Abort | Event::Message { .. } | Event::Close(_))) => {
                         s.done = true;
                         s.lease = None;
                         Poll::Ready(Some(Err(BodyError::AppFailed)))

@@ -14,6 +14,8 @@ use tokio::sync::mpsc;
 use super::access::{AccessLog, Entry};
 use super::body::{Body, PumpGuard, StreamBody};
 use super::environ::{self, ConnInfo};
+use super::websocket::{self, Upgrade};
+use super::{Drain, scope};
 use crate::metrics::Metrics;
 use crate::router::{NoWorker, Router};
 use crate::worker::channel::{Channel, Credit, First};
@@ -28,6 +30,8 @@ pub struct Shared {
     pub replace: mpsc::UnboundedSender<(u64, String)>,
     pub metrics: Arc<Metrics>,
     pub access: AccessLog,
+    /// Open connections and WebSockets, and the signal to finish them.
+    pub drain: Arc<Drain>,
 }
 
 pub async fn handle(
@@ -75,11 +79,14 @@ pub async fn handle(
 /// Both arms are responses: `Err` is the early answer corral gives itself.
 type Reply = Result<Response<Body>, Response<Body>>;
 
-async fn dispatch(req: http::Request<Incoming>, shared: &Shared, conn: &ConnInfo) -> Reply {
+async fn dispatch(mut req: http::Request<Incoming>, shared: &Shared, conn: &ConnInfo) -> Reply {
+    let upgrade = match websocket::upgrade_kind(&req) {
+        Upgrade::None => None,
+        Upgrade::WebSocket => Some(hyper::upgrade::on(&mut req)),
+        Upgrade::BadVersion => return Err(websocket::bad_version()),
+    };
     let (parts, mut body) = req.into_parts();
     let is_head = parts.method == Method::HEAD;
-    let head = environ::encode(&parts, conn)
-        .map_err(|_| plain(StatusCode::BAD_REQUEST, "Bad Request: NUL in path\n"))?;
     let declared = parts
         .headers
         .get(http::header::CONTENT_LENGTH)
@@ -115,21 +122,41 @@ async fn dispatch(req: http::Request<Incoming>, shared: &Shared, conn: &ConnInfo
         Ok(lease) => lease,
         Err(NoWorker::NoneInService) => return Err(unavailable("no worker is in service")),
         Err(NoWorker::Busy) => return Err(unavailable("all workers are busy")),
+        Err(NoWorker::QueueFull) => {
+            return Err(unavailable("all workers are busy and the queue is full"));
+        }
     };
     let channel = lease.channel.clone();
-    let stream = channel.open(more, shared.timeout);
-    channel.send(protocol::encode_request(stream.id, &head, &inline, more));
+    let asgi = channel.is_asgi();
+    let head = if asgi {
+        scope::encode(&parts, conn)
+    } else {
+        environ::encode(&parts, conn)
+            .map_err(|_| plain(StatusCode::BAD_REQUEST, "Bad Request: NUL in path\n"))?
+    };
+    // A WSGI app sees a WebSocket handshake as a plain request.
+    let upgrade = upgrade.filter(|_| asgi);
+    let flags = if upgrade.is_some() {
+        protocol::FLAG_WEBSOCKET
+    } else if more {
+        protocol::FLAG_MORE_BODY
+    } else {
+        0
+    };
+    let stream = channel.open(more || upgrade.is_some(), shared.timeout);
+    channel.send(protocol::encode_request(stream.id, &head, &inline, flags));
     drop(inline);
-    let pump = stream.credit.clone().map(|credit| {
-        tokio::spawn(pump_body(
+    let pump = match &stream.credit {
+        Some(credit) if upgrade.is_none() => Some(tokio::spawn(pump_body(
             body,
             channel.clone(),
             stream.id,
-            credit,
+            credit.clone(),
             received,
             shared.max_body_bytes,
-        ))
-    });
+        ))),
+        _ => None,
+    };
     let pump = PumpGuard(pump);
 
     let first = stream.first.await;
@@ -150,7 +177,15 @@ async fn dispatch(req: http::Request<Incoming>, shared: &Shared, conn: &ConnInfo
                 channel.slot,
                 channel.pid
             );
-            let _ = shared.replace.send((channel.serial, reason));
+            if asgi {
+                // One slow coroutine says nothing about the others on its
+                // event loop: cancel it alone (a blocked loop stops the
+                // heartbeat, and that replaces the worker).
+                tracing::warn!("{reason}; cancelling it");
+                channel.send(protocol::encode(protocol::CANCEL, stream.id, b"t"));
+            } else {
+                let _ = shared.replace.send((channel.serial, reason));
+            }
             return Err(plain(StatusCode::GATEWAY_TIMEOUT, "Gateway Timeout\n"));
         }
         Err(_) => {
@@ -190,6 +225,26 @@ async fn dispatch(req: http::Request<Incoming>, shared: &Shared, conn: &ConnInfo
                 _pump: pump,
             });
             build(head, body)
+        }
+        First::Accept(head, events) => {
+            let (Some(upgrade), Some(key), Some(credit)) = (
+                upgrade,
+                parts.headers.get(http::header::SEC_WEBSOCKET_KEY),
+                stream.credit,
+            ) else {
+                return Err(bad_app(
+                    "websocket.accept for a request that is no handshake",
+                ));
+            };
+            let resp = websocket::accept_response(key, &head).map_err(|e| bad_app(&e))?;
+            let session = websocket::Session {
+                stream: stream.id,
+                lease,
+                events,
+                credit,
+            };
+            tokio::spawn(websocket::relay(upgrade, session, shared.drain.clone()));
+            Ok(resp)
         }
         First::TimedOut => unreachable!("handled above"),
     }
@@ -279,7 +334,8 @@ fn build(head: Bytes, body: Body) -> Reply {
     let status = StatusCode::from_u16(head.status).map_err(|e| bad_app(&e.to_string()))?;
     let mut resp = Response::new(body);
     *resp.status_mut() = status;
-    if status.canonical_reason().map(str::as_bytes) != Some(&head.reason[..])
+    if !head.reason.is_empty()
+        && status.canonical_reason().map(str::as_bytes) != Some(&head.reason[..])
         && let Ok(reason) = hyper::ext::ReasonPhrase::try_from(head.reason.clone())
     {
         resp.extensions_mut().insert(reason);

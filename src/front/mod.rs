@@ -1,22 +1,25 @@
 //! The HTTP front: binds the listen sockets, terminates HTTP/1.x with hyper
 //! (parsing, limits, keep-alive, timeouts are all handled here, in Rust) and
-//! hands each request to [`handler`].
+//! hands each request to [`handler`]; WebSocket upgrades for ASGI apps go
+//! on to [`websocket`].
 
 pub mod access;
 pub mod body;
 pub mod environ;
 pub mod handler;
+pub mod scope;
+pub mod websocket;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, UnixListener};
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 
 use crate::config::{Bind, BindAddr, ServerConfig};
 use environ::ConnInfo;
@@ -219,10 +222,73 @@ impl Listener {
     }
 }
 
+/// The open connections and WebSockets, and the signal that asks them to
+/// finish: an HTTP connection closes once its request in flight is
+/// answered, a WebSocket closes with 1001 (going away).
+pub struct Drain {
+    closing: watch::Sender<bool>,
+    open: AtomicUsize,
+    idle: Notify,
+}
+
+/// Resolves once `closing` (from [`Drain::closing`]) turns true.
+pub async fn closed(closing: &mut watch::Receiver<bool>) {
+    let _ = closing.wait_for(|c| *c).await;
+}
+
+/// Counts one connection or WebSocket as open while it lives.
+pub struct DrainGuard(Arc<Drain>);
+
+impl Drop for DrainGuard {
+    fn drop(&mut self) {
+        if self.0.open.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.idle.notify_waiters();
+        }
+    }
+}
+
+impl Drain {
+    pub fn new() -> Arc<Drain> {
+        Arc::new(Drain {
+            closing: watch::channel(false).0,
+            open: AtomicUsize::new(0),
+            idle: Notify::new(),
+        })
+    }
+
+    pub fn enter(self: &Arc<Self>) -> DrainGuard {
+        self.open.fetch_add(1, Ordering::AcqRel);
+        DrainGuard(self.clone())
+    }
+
+    /// Turns true when everything open should finish: see [`closed`].
+    pub fn closing(&self) -> watch::Receiver<bool> {
+        self.closing.subscribe()
+    }
+
+    /// Asks everything open to finish and waits up to `grace` for it;
+    /// false when the time ran out first.
+    async fn finish(&self, grace: Duration) -> bool {
+        self.closing.send_replace(true);
+        let all_closed = async {
+            loop {
+                let idle = self.idle.notified();
+                tokio::pin!(idle);
+                idle.as_mut().enable();
+                if self.open.load(Ordering::Acquire) == 0 {
+                    return;
+                }
+                idle.await;
+            }
+        };
+        tokio::time::timeout(grace, all_closed).await.is_ok()
+    }
+}
+
 /// The running front: stop it with [`Front::shutdown`].
 pub struct Front {
     stop: watch::Sender<bool>,
-    graceful: Arc<tokio::sync::Mutex<Option<GracefulShutdown>>>,
+    drain: Arc<Drain>,
     accept_tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -237,7 +303,7 @@ impl Front {
         gate: Option<watch::Receiver<bool>>,
     ) -> Front {
         let (stop, stop_rx) = watch::channel(false);
-        let graceful = Arc::new(tokio::sync::Mutex::new(Some(GracefulShutdown::new())));
+        let drain = shared.drain.clone();
         let opts = Arc::new(ConnOpts {
             keepalive: server.keepalive,
             max_buf: server.max_header_bytes.max(8192),
@@ -249,7 +315,6 @@ impl Front {
                     l,
                     shared.clone(),
                     opts.clone(),
-                    graceful.clone(),
                     stop_rx.clone(),
                     gate.clone(),
                 ))
@@ -257,14 +322,14 @@ impl Front {
             .collect();
         Front {
             stop,
-            graceful,
+            drain,
             accept_tasks,
         }
     }
 
     /// Stops accepting, lets requests in flight finish (idle keep-alive
-    /// connections close at once), waiting at most `grace`. Returns false
-    /// when the grace period ran out first.
+    /// connections close at once, WebSockets close with 1001), waiting at
+    /// most `grace`. Returns false when the grace period ran out first.
     pub async fn shutdown(self, grace: Duration) -> bool {
         let _ = self.stop.send(true);
         for t in self.accept_tasks {
@@ -274,10 +339,7 @@ impl Front {
         // read yet looks idle, and a graceful shutdown would close it unread:
         // give such requests time to start first.
         tokio::time::sleep(Duration::from_millis(300)).await;
-        let Some(g) = self.graceful.lock().await.take() else {
-            return true;
-        };
-        tokio::time::timeout(grace, g.shutdown()).await.is_ok()
+        self.drain.finish(grace).await
     }
 }
 
@@ -290,7 +352,6 @@ async fn accept_loop(
     listener: Listener,
     shared: Arc<Shared>,
     opts: Arc<ConnOpts>,
-    graceful: Arc<tokio::sync::Mutex<Option<GracefulShutdown>>>,
     mut stop: watch::Receiver<bool>,
     gate: Option<watch::Receiver<bool>>,
 ) {
@@ -324,12 +385,18 @@ async fn accept_loop(
             .header_read_timeout(opts.keepalive)
             .max_buf_size(opts.max_buf)
             .keep_alive(true)
-            .serve_connection(io, service);
-        let guard = graceful.lock().await;
-        let Some(g) = guard.as_ref() else { return };
-        let conn = g.watch(conn);
-        drop(guard);
+            .serve_connection(io, service)
+            .with_upgrades();
+        let open = shared.drain.enter();
+        let mut closing = shared.drain.closing();
         tokio::spawn(async move {
+            let _open = open;
+            tokio::pin!(conn);
+            tokio::select! {
+                _ = conn.as_mut() => return,
+                _ = closed(&mut closing) => {}
+            }
+            conn.as_mut().graceful_shutdown();
             let _ = conn.await;
         });
     }

@@ -532,7 +532,18 @@ impl Supervisor {
         if let Some(err) = child.stderr.take() {
             crate::worker::output::forward(err, slot, pid, "stderr");
         }
-        let channel = Channel::start(serial, slot, pid, spawned.sock, self.control_tx.clone());
+        let capacity = crate::worker::channel::Capacity {
+            wsgi: self.cfg.workers.threads + PREFETCH,
+            asgi: self.cfg.workers.concurrency,
+        };
+        let channel = Channel::start(
+            serial,
+            slot,
+            pid,
+            spawned.sock,
+            self.control_tx.clone(),
+            capacity,
+        );
         self.channels.insert(serial, channel);
         let tx = self.tx.clone();
         tokio::spawn(async move {
@@ -880,6 +891,10 @@ impl Supervisor {
 }
 
 /// Longest a child's exit waits for its channel's last words.
+/// Requests a WSGI worker holds beyond its threads: a short prefetch queue
+/// so a thread that finishes finds its next request already there.
+const PREFETCH: usize = 8;
+
 const EXIT_HOLD: Duration = Duration::from_millis(500);
 
 /// Exit code when no worker could boot and `exit_on_boot_failure` is set.

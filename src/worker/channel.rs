@@ -31,9 +31,20 @@ pub enum ControlEvent {
 pub struct BootInfo {
     /// Time the app's import took, as the worker measured it.
     pub import_ms: f64,
+    /// `"wsgi"` or `"asgi"`: what the worker found the app to be.
+    #[serde(default)]
+    pub interface: String,
 }
 
-/// Frames of one response, as the reader routes them.
+/// How many requests a worker holds at once, by the app's interface.
+#[derive(Debug, Clone, Copy)]
+pub struct Capacity {
+    /// A WSGI worker: its threads plus a short prefetch queue.
+    pub wsgi: usize,
+    /// An ASGI worker: `[workers] concurrency`.
+    pub asgi: usize,
+}
+
 /// The first answer on a stream.
 #[derive(Debug)]
 pub enum First {
@@ -41,17 +52,27 @@ pub enum First {
     Full(Bytes),
     /// The head of a streamed response; its body follows on the receiver.
     Start(Bytes, mpsc::UnboundedReceiver<Event>),
+    /// The app accepted a WebSocket (`SUBPROTOCOL\0NAME\0VALUE...`); its
+    /// messages follow on the receiver.
+    Accept(Bytes, mpsc::UnboundedReceiver<Event>),
     /// No head came before the stream's deadline.
     TimedOut,
 }
 
-/// The frames of a streamed response body.
+/// The frames of a streamed response body, or of an accepted WebSocket.
 #[derive(Debug)]
 pub enum Event {
     Data(Bytes),
     End,
     /// The app failed after sending the head (the worker logged why).
     Abort,
+    /// A WebSocket message from the app.
+    Message {
+        binary: bool,
+        data: Bytes,
+    },
+    /// The app closed the WebSocket: the `WS_CLOSE` payload.
+    Close(Bytes),
 }
 
 /// Request-body credit granted by the worker.
@@ -106,6 +127,11 @@ pub struct Channel {
     pub in_flight: AtomicUsize,
     pub served: AtomicU64,
     closed: AtomicBool,
+    /// Requests this worker may hold at once: set from [`Capacity`] when
+    /// the worker reports its interface.
+    pub capacity: AtomicUsize,
+    asgi: AtomicBool,
+    capacities: Capacity,
 }
 
 /// One open request stream on a channel.
@@ -125,6 +151,7 @@ impl Channel {
         pid: u32,
         sock: UnixStream,
         control: mpsc::UnboundedSender<(u64, ControlEvent)>,
+        capacities: Capacity,
     ) -> Arc<Channel> {
         let (reg_tx, reg_rx) = mpsc::unbounded_channel();
         let channel = Arc::new(Channel {
@@ -139,11 +166,14 @@ impl Channel {
             in_flight: AtomicUsize::new(0),
             served: AtomicU64::new(0),
             closed: AtomicBool::new(false),
+            capacity: AtomicUsize::new(capacities.wsgi),
+            asgi: AtomicBool::new(false),
+            capacities,
         });
         tokio::spawn(write_loop(channel.clone()));
         let ch = channel.clone();
         tokio::spawn(async move {
-            read_loop(&ch.sock, reg_rx, &control, serial).await;
+            read_loop(&ch, reg_rx, &control).await;
             ch.closed.store(true, Ordering::Release);
             ch.outbox.lock().unwrap().closed = true;
             ch.wake_writer.notify_one();
@@ -156,16 +186,33 @@ impl Channel {
         self.closed.load(Ordering::Acquire)
     }
 
-    /// Registers a new stream; send its REQUEST frame next. `more_body`:
-    /// the body streams after the REQUEST frame, under credit. `timeout`:
-    /// the head must come within it, or the stream gets [`First::TimedOut`].
-    pub fn open(&self, more_body: bool, timeout: Duration) -> Stream {
+    /// True once the worker reported an ASGI app.
+    pub fn is_asgi(&self) -> bool {
+        self.asgi.load(Ordering::Acquire)
+    }
+
+    fn booted(&self, info: &BootInfo) {
+        let asgi = info.interface == "asgi";
+        self.asgi.store(asgi, Ordering::Release);
+        let cap = if asgi {
+            self.capacities.asgi
+        } else {
+            self.capacities.wsgi
+        };
+        self.capacity.store(cap, Ordering::Release);
+    }
+
+    /// Registers a new stream; send its REQUEST frame next. `credit`: the
+    /// request body (or WebSocket messages) streams after the REQUEST frame,
+    /// under credit. `timeout`: the head must come within it, or the stream
+    /// gets [`First::TimedOut`].
+    pub fn open(&self, credit: bool, timeout: Duration) -> Stream {
         let mut id = self.next_stream.fetch_add(1, Ordering::Relaxed);
         if id == 0 {
             id = self.next_stream.fetch_add(1, Ordering::Relaxed);
         }
         let (tx, rx) = oneshot::channel();
-        let credit = more_body.then(|| {
+        let credit = credit.then(|| {
             let c = Credit::default();
             c.available
                 .store(protocol::BODY_CREDIT as i64, Ordering::Relaxed);
@@ -279,13 +326,12 @@ async fn write_all(sock: &UnixStream, mut buf: &[u8]) -> std::io::Result<()> {
 }
 
 async fn read_loop(
-    sock: &UnixStream,
+    channel: &Channel,
     mut reg: mpsc::UnboundedReceiver<(u32, StreamEntry)>,
     control: &mpsc::UnboundedSender<(u64, ControlEvent)>,
-    serial: u64,
 ) {
     let mut streams: HashMap<u32, StreamEntry> = HashMap::new();
-    read_frames(sock, &mut reg, &mut streams, control, serial).await;
+    read_frames(channel, &mut reg, &mut streams, control).await;
     // Dropping the entries tells every waiting request that the worker is gone.
     for (_, entry) in streams.drain() {
         entry.finish();
@@ -293,12 +339,13 @@ async fn read_loop(
 }
 
 async fn read_frames(
-    sock: &UnixStream,
+    channel: &Channel,
     reg: &mut mpsc::UnboundedReceiver<(u32, StreamEntry)>,
     streams: &mut HashMap<u32, StreamEntry>,
     control: &mpsc::UnboundedSender<(u64, ControlEvent)>,
-    serial: u64,
 ) {
+    let sock = &*channel.sock;
+    let serial = channel.serial;
     let mut buf = BytesMut::with_capacity(256 * 1024);
     // Request timeouts are found by a sweep, not a timer per request.
     let mut sweep = tokio::time::interval(SWEEP_EVERY);
@@ -335,7 +382,7 @@ async fn read_frames(
                     return;
                 }
             };
-            route(frame, streams, control, serial);
+            route(frame, streams, control, channel);
         }
     }
 }
@@ -364,8 +411,9 @@ fn route(
     frame: Frame,
     streams: &mut HashMap<u32, StreamEntry>,
     control: &mpsc::UnboundedSender<(u64, ControlEvent)>,
-    serial: u64,
+    channel: &Channel,
 ) {
+    let serial = channel.serial;
     let Frame {
         kind,
         stream,
@@ -374,6 +422,7 @@ fn route(
     match kind {
         protocol::BOOT_OK => match serde_json::from_slice::<BootInfo>(&payload) {
             Ok(info) => {
+                channel.booted(&info);
                 let _ = control.send((serial, ControlEvent::Booted(info)));
             }
             Err(e) => {
@@ -400,13 +449,34 @@ fn route(
                 credit.notify.notify_one();
             }
         }
-        protocol::START => {
+        protocol::START | protocol::WS_ACCEPT => {
             if let Some(entry) = streams.get_mut(&stream)
                 && let Some(first) = entry.first.take()
             {
                 let (tx, rx) = mpsc::unbounded_channel();
                 entry.rest = Some(tx);
-                let _ = first.send(First::Start(payload, rx));
+                let _ = first.send(if kind == protocol::START {
+                    First::Start(payload, rx)
+                } else {
+                    First::Accept(payload, rx)
+                });
+            }
+        }
+        protocol::WS_TEXT | protocol::WS_BINARY => {
+            if let Some(rest) = streams.get(&stream).and_then(|e| e.rest.as_ref()) {
+                let binary = kind == protocol::WS_BINARY;
+                let _ = rest.send(Event::Message {
+                    binary,
+                    data: payload,
+                });
+            }
+        }
+        protocol::WS_CLOSE => {
+            if let Some(entry) = streams.remove(&stream) {
+                if let Some(rest) = &entry.rest {
+                    let _ = rest.send(Event::Close(payload));
+                }
+                entry.finish();
             }
         }
         protocol::DATA => {

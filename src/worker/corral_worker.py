@@ -6,9 +6,11 @@ corral sends pre-parsed requests over a private, inherited Unix socket
 (fd CORRAL_FD) using the framed protocol described in src/worker/protocol.rs.
 
 Frame: 9-byte header <u32 payload length, u8 kind, u32 stream id> + payload.
-Concurrency: CORRAL_THREADS threads take turns reading the socket
+WSGI apps: CORRAL_THREADS threads take turns reading the socket
 (leader/follower): the thread that reads a new request usually runs it
 itself, so a request costs no thread hand-off.
+ASGI apps: one event loop (uvloop when installed) reads the socket as an
+asyncio protocol; every request and WebSocket is a task on it.
 """
 
 import collections
@@ -26,6 +28,7 @@ import traceback
 
 HDR = struct.Struct("<IBI")
 U32 = struct.Struct("<I")
+U16 = struct.Struct("<H")
 # A RESPONSE frame's header plus its u32 head length.
 RESP_HDR = struct.Struct("<IBII")
 HDR_SIZE = HDR.size
@@ -36,6 +39,10 @@ K_BODY = 2
 K_BODY_END = 3
 K_WINDOW = 4
 K_CANCEL = 5
+# both ways
+K_WS_TEXT = 21
+K_WS_BINARY = 22
+K_WS_CLOSE = 23
 # worker -> corral
 K_BOOT_OK = 10
 K_BOOT_ERROR = 11
@@ -46,8 +53,10 @@ K_ABORT = 15
 K_BODY_WINDOW = 16
 K_RESPONSE = 17
 K_HEARTBEAT = 18
+K_WS_ACCEPT = 20
 
 F_MORE_BODY = 1
+F_WEBSOCKET = 2
 
 # Bytes the worker may send on one response before corral grants more, and
 # how much request body it consumes before granting corral more.
@@ -462,53 +471,579 @@ class LifespanFailed(Exception):
     """The app's ASGI lifespan startup failed (the app's message follows)."""
 
 
-def lifespan_startup(app):
-    """Runs the ASGI lifespan startup (spec 2.0) on a fresh event loop.
+ASGI_VERSION = {"version": "3.0", "spec_version": "2.4"}
+LIFESPAN_VERSION = {"version": "3.0", "spec_version": "2.0"}
 
-    Raises LifespanFailed when the app sends lifespan.startup.failed, or
-    raises after it took the startup event. An app that raises before it
-    receives anything does not support lifespan, which is fine (as with
-    uvicorn's lifespan "auto"). Returns the loop, the lifespan task and the
-    scope's state for the app's requests.
+
+class Lifespan:
+    """The ASGI lifespan protocol (spec 2.0) on the worker's event loop.
+
+    An app that raises before it receives anything does not support
+    lifespan, which is fine (as with uvicorn's lifespan "auto").
     """
-    import asyncio
 
-    loop = asyncio.new_event_loop()
-    state = {}
-    engaged = []
+    def __init__(self, app):
+        self.app = app
+        self.state = {}
+        self.task = None
 
-    async def run():
-        inbox = asyncio.Queue()
-        started = loop.create_future()
+    async def startup(self):
+        """Raises LifespanFailed when the app sends lifespan.startup.failed,
+        or raises after it took the startup event."""
+        import asyncio
+
+        loop = asyncio.get_running_loop()
+        self.inbox = asyncio.Queue()
+        self.started = loop.create_future()
+        self.stopped = loop.create_future()
+        engaged = []
 
         async def receive():
             engaged.append(True)
-            return await inbox.get()
+            return await self.inbox.get()
 
         async def send(message):
             kind = message.get("type")
-            if started.done():
-                return
-            if kind == "lifespan.startup.complete":
-                started.set_result(None)
-            elif kind == "lifespan.startup.failed":
-                started.set_exception(LifespanFailed(message.get("message", "")))
+            if kind == "lifespan.startup.complete" and not self.started.done():
+                self.started.set_result(None)
+            elif kind == "lifespan.startup.failed" and not self.started.done():
+                self.started.set_exception(LifespanFailed(message.get("message", "")))
+            elif kind in ("lifespan.shutdown.complete", "lifespan.shutdown.failed"):
+                if not self.stopped.done():
+                    self.stopped.set_result(message.get("message", "")
+                                            if kind.endswith("failed") else None)
 
-        scope = {"type": "lifespan", "asgi": {"version": "3.0", "spec_version": "2.0"},
-                 "state": state}
-        task = loop.create_task(app(scope, receive, send))
-        await inbox.put({"type": "lifespan.startup"})
-        await asyncio.wait({started, task}, return_when=asyncio.FIRST_COMPLETED)
-        if started.done():
-            started.result()  # raises LifespanFailed
-            return task
+        scope = {"type": "lifespan", "asgi": LIFESPAN_VERSION, "state": self.state}
+        task = loop.create_task(self.app(scope, receive, send))
+        self.inbox.put_nowait({"type": "lifespan.startup"})
+        await asyncio.wait({self.started, task}, return_when=asyncio.FIRST_COMPLETED)
+        if self.started.done():
+            self.started.result()  # raises LifespanFailed
+            self.task = task
+            return
         exc = task.exception()
         if exc is not None and engaged:
             raise LifespanFailed("the app raised %s" % type(exc).__name__) from exc
-        return None  # lifespan not supported: carry on without it
+        # Lifespan not supported: carry on without it.
 
-    task = loop.run_until_complete(run())
-    return loop, task, state
+    async def shutdown(self, timeout):
+        """Runs the shutdown half, waiting at most timeout seconds."""
+        import asyncio
+
+        task = self.task
+        if task is None or task.done():
+            return
+        self.inbox.put_nowait({"type": "lifespan.shutdown"})
+        await asyncio.wait({self.stopped, task}, timeout=max(timeout, 0.1),
+                           return_when=asyncio.FIRST_COMPLETED)
+        if self.stopped.done():
+            if self.stopped.result():
+                log("ASGI lifespan shutdown failed: %s" % self.stopped.result())
+        elif task.done():
+            if task.exception() is not None:
+                log("ASGI lifespan shutdown raised:\n" + "".join(traceback.format_exception(
+                    type(task.exception()), task.exception(), task.exception().__traceback__)))
+        else:
+            log("ASGI lifespan shutdown did not finish within the graceful timeout")
+
+
+def log(text):
+    sys.stderr.write(text if text.endswith("\n") else text + "\n")
+    sys.stderr.flush()
+
+
+def new_event_loop():
+    """uvloop's loop when it is installed, asyncio's otherwise."""
+    try:
+        import uvloop
+    except ImportError:
+        import asyncio
+
+        return asyncio.new_event_loop(), "asyncio"
+    return uvloop.new_event_loop(), "uvloop"
+
+
+# WebSocket states.
+WS_CONNECTING, WS_ACCEPTED, WS_CLOSED, WS_RESPONSE = range(4)
+
+
+class AsgiStream:
+    """One ASGI request or WebSocket in flight.
+
+    The app's receive() and send() wait on `waiter` (one future at a time);
+    the frame parser wakes it whenever something for the stream arrives.
+    """
+
+    __slots__ = ("sid", "body", "chunks", "body_done", "window", "cancelled", "waiter",
+                 "task", "done", "ws", "inbox", "consumed")
+
+    def __init__(self, sid, body, more):
+        self.sid = sid
+        self.window = RESPONSE_WINDOW
+        self.cancelled = False
+        self.waiter = None
+        self.task = None
+        self.done = False  # a terminal frame was sent
+        self.ws = None  # WebSocket state, None for HTTP
+        self.inbox = None
+        self.consumed = 0
+        if more:
+            self.body = None
+            self.chunks = collections.deque((body,)) if body else collections.deque()
+            self.body_done = False
+        else:
+            self.body = body
+            self.chunks = None
+            self.body_done = True
+
+    def wake(self):
+        w = self.waiter
+        if w is not None and not w.done():
+            w.set_result(None)
+
+    async def wait(self, loop):
+        self.waiter = loop.create_future()
+        await self.waiter
+        self.waiter = None
+
+
+class AsgiWorker:
+    """Serves an ASGI 3 app: every request and WebSocket is a task on one
+    event loop; frames to corral are written once per loop iteration."""
+
+    def __init__(self, app, loop, lifespan, graceful):
+        from urllib.parse import unquote
+
+        self.app = app
+        self.loop = loop
+        self.lifespan = lifespan
+        self.graceful = graceful
+        self.unquote = unquote
+        self.streams = {}
+        self.rbuf = bytearray()
+        self.out = []
+        self.transport = None
+        self.stopping = False
+        self.idle = None  # set while stopping: resolved when nothing is in flight
+
+    # -- the channel --------------------------------------------------------
+
+    def connection_made(self, transport):
+        self.transport = transport
+
+    def connection_lost(self, exc):
+        os._exit(0)  # corral is gone: no one can receive our responses
+
+    def pause_writing(self):
+        pass  # every stream's window bounds what can queue
+
+    def resume_writing(self):
+        pass
+
+    def eof_received(self):
+        os._exit(0)
+
+    def write(self, frame):
+        out = self.out
+        out.append(frame)
+        if len(out) == 1:
+            self.loop.call_soon(self.flush)
+
+    def flush(self):
+        if self.out:
+            data = b"".join(self.out) if len(self.out) > 1 else self.out[0]
+            self.out.clear()
+            self.transport.write(data)
+
+    def send(self, kind, sid, payload):
+        self.write(HDR.pack(len(payload), kind, sid) + payload)
+
+    def data_received(self, data):
+        buf = self.rbuf
+        buf += data
+        n = len(buf)
+        pos = 0
+        streams = self.streams
+        while n - pos >= HDR_SIZE:
+            length, kind, sid = HDR.unpack_from(buf, pos)
+            end = pos + HDR_SIZE + length
+            if end > n:
+                break
+            start = pos + HDR_SIZE
+            pos = end
+            if kind == K_REQUEST:
+                flags = buf[start]
+                hlen = U32.unpack_from(buf, start + 1)[0]
+                hstart = start + 5
+                head = bytes(buf[hstart : hstart + hlen])
+                st = AsgiStream(sid, bytes(buf[hstart + hlen : end]), flags & F_MORE_BODY)
+                streams[sid] = st
+                run = self.run_ws if flags & F_WEBSOCKET else self.run_http
+                st.task = self.loop.create_task(run(st, head))
+                continue
+            st = streams.get(sid)
+            if st is None:
+                continue
+            if kind == K_BODY:
+                if st.chunks is not None:
+                    st.chunks.append(bytes(buf[start:end]))
+            elif kind == K_BODY_END:
+                st.body_done = True
+            elif kind == K_WINDOW:
+                st.window += U32.unpack_from(buf, start)[0]
+            elif kind == K_CANCEL:
+                st.cancelled = True
+                if st.ws is not None and st.ws != WS_CLOSED:
+                    st.ws = WS_CLOSED
+                    st.inbox.append({"type": "websocket.disconnect", "code": 1006, "reason": ""})
+                if buf[start:end] == b"t" and st.task is not None:
+                    st.task.cancel()  # it ran past the timeout: corral answered 504
+            elif kind == K_WS_TEXT or kind == K_WS_BINARY:
+                data = bytes(buf[start:end])
+                st.inbox.append({"type": "websocket.receive", "text": data.decode("utf-8")}
+                                if kind == K_WS_TEXT else
+                                {"type": "websocket.receive", "bytes": data})
+            elif kind == K_WS_CLOSE:
+                code = U16.unpack_from(buf, start)[0] if end - start >= 2 else 1005
+                reason = bytes(buf[start + 2 : end]).decode("utf-8", "replace")
+                if st.ws != WS_CLOSED:
+                    st.ws = WS_CLOSED
+                    st.inbox.append({"type": "websocket.disconnect", "code": code,
+                                     "reason": reason})
+            st.wake()
+        del buf[:pos]
+
+    # -- HTTP -----------------------------------------------------------------
+
+    def scope(self, kind, head):
+        """The scope for corral's head (see src/front/scope.rs)."""
+        parts = head.split(b"\0")
+        raw_path = parts[2]
+        path = raw_path.decode("latin-1")
+        if "%" in path:
+            path = self.unquote(path)
+        h = parts[9:]
+        scheme = parts[1].decode("latin-1")
+        if kind == "websocket":
+            scheme = "wss" if scheme == "https" else "ws"
+        return {
+            "type": kind,
+            "asgi": ASGI_VERSION,
+            "http_version": parts[4].decode("latin-1"),
+            "method": parts[0].decode("latin-1"),
+            "scheme": scheme,
+            "path": path,
+            "raw_path": raw_path,
+            "query_string": parts[3],
+            "root_path": "",
+            "headers": list(zip(h[::2], h[1::2])),
+            "client": (parts[5].decode("latin-1"), int(parts[6])) if parts[5] else None,
+            "server": (parts[7].decode("latin-1"), int(parts[8]) if parts[8] else None),
+            "state": self.lifespan.state.copy(),
+        }
+
+    def grant(self, st, n):
+        """The app consumed n bytes of body or messages: give corral credit."""
+        st.consumed += n
+        if st.consumed >= BODY_GRANT:
+            self.send(K_BODY_WINDOW, st.sid, U32.pack(st.consumed))
+            st.consumed = 0
+
+    async def run_http(self, st, head):
+        loop = self.loop
+        sid = st.sid
+        scope = self.scope("http", head)
+        # [head held back until the first body message, head sent, complete]
+        held = [None, False, False]
+
+        async def receive():
+            if st.body is not None:
+                body, st.body = st.body, None
+                st.body_done = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            chunks = st.chunks
+            if chunks is not None:
+                while not chunks and not st.body_done and not st.cancelled:
+                    await st.wait(loop)
+                if chunks:
+                    chunk = chunks.popleft()
+                    self.grant(st, len(chunk))
+                    return {"type": "http.request", "body": chunk,
+                            "more_body": bool(chunks) or not st.body_done}
+                if st.body_done and not st.cancelled:
+                    st.chunks = None
+                    return {"type": "http.request", "body": b"", "more_body": False}
+            while not st.cancelled and not held[2]:
+                await st.wait(loop)
+            return {"type": "http.disconnect"}
+
+        async def send(message):
+            kind = message["type"]
+            if kind == "http.response.start":
+                if held[0] is not None or held[1]:
+                    raise RuntimeError("http.response.start sent twice")
+                held[0] = encode_asgi_head(message["status"], message.get("headers", ()))
+                return
+            if kind != "http.response.body":
+                raise RuntimeError("unexpected ASGI message %r in an HTTP request" % kind)
+            if held[2]:
+                raise RuntimeError("http.response.body sent after the response completed")
+            if held[0] is None and not held[1]:
+                raise RuntimeError("http.response.body sent before http.response.start")
+            if st.cancelled:
+                raise ClientDisconnected("the client disconnected")
+            body = message.get("body", b"")
+            more = message.get("more_body", False)
+            if not held[1]:
+                head = held[0]
+                held[0] = None
+                held[1] = True
+                if not more and len(body) <= RESPONSE_WINDOW:
+                    self.write(b"".join((RESP_HDR.pack(4 + len(head) + len(body), K_RESPONSE,
+                                                       sid, len(head)), head, body)))
+                    held[2] = st.done = True
+                    st.wake()
+                    return
+                self.send(K_START, sid, head)
+            if body:
+                view = memoryview(body)
+                for off in range(0, len(view), MAX_FRAME):
+                    while st.window <= 0 and not st.cancelled:
+                        await st.wait(loop)
+                    if st.cancelled:
+                        raise ClientDisconnected("the client disconnected")
+                    part = view[off : off + MAX_FRAME]
+                    st.window -= len(part)
+                    self.write(HDR.pack(len(part), K_DATA, sid) + part)
+            if not more:
+                self.send(K_END, sid, b"")
+                held[2] = st.done = True
+                st.wake()
+
+        try:
+            await self.app(scope, receive, send)
+            if not held[2] and not st.done:
+                if held[1]:
+                    log("ASGI app returned without completing the response to %s %s"
+                        % (scope["method"], scope["path"]))
+                    self.send(K_ABORT, sid, b"response not completed")
+                elif not st.cancelled:
+                    log("ASGI app returned without sending a response to %s %s"
+                        % (scope["method"], scope["path"]))
+                    self.error_response(sid)
+                st.done = True
+        except ClientDisconnected:
+            pass
+        except asyncio_cancelled():
+            pass
+        except Exception:
+            tb = traceback.format_exc()
+            log("Error handling request %s %s\n%s" % (scope["method"], scope["path"], tb))
+            if not held[1]:
+                self.error_response(sid)
+            elif not held[2]:
+                self.send(K_ABORT, sid, tb.encode("utf-8", "replace"))
+            st.done = True
+        finally:
+            if not st.done:
+                self.send(K_END, sid, b"")
+            self.finished(st)
+
+    def error_response(self, sid):
+        body = b"Internal Server Error"
+        head = encode_asgi_head(500, [(b"content-type", b"text/plain; charset=utf-8"),
+                                      (b"content-length", b"%d" % len(body))])
+        self.send(K_RESPONSE, sid, U32.pack(len(head)) + head + body)
+
+    def finished(self, st):
+        self.streams.pop(st.sid, None)
+        if self.idle is not None and not self.streams and not self.idle.done():
+            self.idle.set_result(None)
+
+    # -- WebSocket ------------------------------------------------------------
+
+    async def run_ws(self, st, head):
+        loop = self.loop
+        sid = st.sid
+        scope = self.scope("websocket", head)
+        del scope["method"]
+        protocols = [v.decode("latin-1") for k, v in scope["headers"]
+                     if k == b"sec-websocket-protocol"]
+        scope["subprotocols"] = [p.strip() for v in protocols for p in v.split(",") if p.strip()]
+        scope["extensions"] = {"websocket.http.response": {}}
+        st.ws = WS_CONNECTING
+        st.inbox = collections.deque(({"type": "websocket.connect"},))
+        denial = [None, False]  # a denial response: head held back, head sent
+
+        async def receive():
+            inbox = st.inbox
+            while not inbox:
+                await st.wait(loop)
+            message = inbox.popleft()
+            data = message.get("bytes") or message.get("text")
+            if data:
+                self.grant(st, len(data))
+            return message
+
+        async def send(message):
+            kind = message["type"]
+            if kind == "websocket.send":
+                if st.ws == WS_CLOSED:
+                    raise ClientDisconnected("the WebSocket is closed")
+                if st.ws != WS_ACCEPTED:
+                    raise RuntimeError("websocket.send before websocket.accept")
+                data = message.get("bytes")
+                if data is not None:
+                    frame_kind = K_WS_BINARY
+                else:
+                    frame_kind = K_WS_TEXT
+                    data = message["text"].encode("utf-8")
+                while st.window <= 0 and st.ws == WS_ACCEPTED:
+                    await st.wait(loop)
+                if st.ws != WS_ACCEPTED:
+                    raise ClientDisconnected("the WebSocket is closed")
+                st.window -= len(data)
+                self.send(frame_kind, sid, data)
+            elif kind == "websocket.accept":
+                if st.ws != WS_CONNECTING:
+                    raise RuntimeError("websocket.accept sent twice or too late")
+                parts = [(message.get("subprotocol") or "").encode("latin-1")]
+                for name, value in message.get("headers") or ():
+                    parts.append(bytes(name))
+                    parts.append(bytes(value))
+                self.send(K_WS_ACCEPT, sid, b"\0".join(parts))
+                st.ws = WS_ACCEPTED
+            elif kind == "websocket.close":
+                if st.ws == WS_CONNECTING:
+                    # Refused before the handshake: 403, as the spec says.
+                    head = encode_asgi_head(403, [(b"content-length", b"0")])
+                    self.send(K_RESPONSE, sid, U32.pack(len(head)) + head)
+                    st.done = True
+                    st.ws = WS_CLOSED
+                elif st.ws == WS_ACCEPTED:
+                    code = message.get("code") or 1000
+                    reason = (message.get("reason") or "").encode("utf-8")
+                    self.send(K_WS_CLOSE, sid, U16.pack(code) + reason)
+                    st.done = True
+                    st.ws = WS_CLOSED
+            elif kind == "websocket.http.response.start":
+                if st.ws != WS_CONNECTING:
+                    raise RuntimeError("websocket.http.response.start after the handshake")
+                st.ws = WS_RESPONSE
+                denial[0] = encode_asgi_head(message["status"], message.get("headers", ()))
+            elif kind == "websocket.http.response.body":
+                if st.ws != WS_RESPONSE or st.done:
+                    raise RuntimeError("websocket.http.response.body out of order")
+                body = message.get("body", b"")
+                if not denial[1]:
+                    self.send(K_START, sid, denial[0])
+                    denial[1] = True
+                if body:
+                    self.send(K_DATA, sid, body)
+                if not message.get("more_body", False):
+                    self.send(K_END, sid, b"")
+                    st.done = True
+            else:
+                raise RuntimeError("unexpected ASGI message %r in a WebSocket" % kind)
+
+        try:
+            await self.app(scope, receive, send)
+            if st.ws == WS_CONNECTING:
+                log("ASGI app returned without accepting or refusing the WebSocket %s"
+                    % scope["path"])
+                self.error_response(sid)
+                st.done = True
+            elif st.ws == WS_ACCEPTED:
+                self.send(K_WS_CLOSE, sid, U16.pack(1000))
+                st.done = True
+        except (ClientDisconnected, asyncio_cancelled()):
+            pass
+        except Exception:
+            log("Error in WebSocket %s\n%s" % (scope["path"], traceback.format_exc()))
+            if st.ws == WS_CONNECTING:
+                self.error_response(sid)
+                st.done = True
+            elif st.ws == WS_ACCEPTED:
+                self.send(K_WS_CLOSE, sid, U16.pack(1011))
+                st.done = True
+        finally:
+            if not st.done:
+                self.send(K_END, sid, b"")
+            self.finished(st)
+
+    # -- life cycle -----------------------------------------------------------
+
+    def stop(self):
+        """SIGTERM: close WebSockets with 1001, let requests in flight
+        finish (up to the graceful timeout), run the lifespan shutdown."""
+        if self.stopping:
+            return
+        self.stopping = True
+        for st in list(self.streams.values()):
+            if st.ws == WS_ACCEPTED:
+                st.ws = WS_CLOSED
+                st.inbox.append({"type": "websocket.disconnect", "code": 1001, "reason": ""})
+                self.send(K_WS_CLOSE, st.sid, U16.pack(1001) + b"server shutting down")
+                st.done = True
+                st.wake()
+        self.loop.create_task(self.finish())
+
+    async def finish(self):
+        import asyncio
+
+        deadline = self.loop.time() + self.graceful
+        if self.streams:
+            self.idle = self.loop.create_future()
+            try:
+                await asyncio.wait_for(asyncio.shield(self.idle), self.graceful)
+            except asyncio.TimeoutError:
+                pass
+        await self.lifespan.shutdown(deadline - self.loop.time())
+        import atexit
+
+        atexit._run_exitfuncs()
+        self.flush()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
+
+    def beat(self, interval):
+        """Says "alive" every interval from the event loop: a loop blocked
+        by a synchronous call falls silent."""
+        self.write(HDR.pack(0, K_HEARTBEAT, 0))
+        self.loop.call_later(interval, self.beat, interval)
+
+    def watch_parent(self, parent):
+        if os.getppid() != parent:
+            os._exit(0)  # corral is gone (PR_SET_PDEATHSIG is the first line)
+        self.loop.call_later(1.0, self.watch_parent, parent)
+
+
+def asyncio_cancelled():
+    import asyncio
+
+    return asyncio.CancelledError
+
+
+def encode_asgi_head(status, headers):
+    parts = [b"%d" % status]
+    for name, value in headers:
+        parts.append(bytes(name))
+        parts.append(bytes(value))
+    return b"\0".join(parts)
+
+
+def serve_asgi(sock, app, lifespan, loop, loop_name, import_ms, heartbeat, graceful):
+    """Runs the ASGI worker on `loop` until SIGTERM (then exits)."""
+    worker = AsgiWorker(app, loop, lifespan, graceful)
+    loop.run_until_complete(loop.create_unix_connection(lambda: worker, sock=sock))
+    loop.add_signal_handler(signal.SIGTERM, worker.stop)
+    if heartbeat > 0:
+        worker.beat(heartbeat)
+    worker.watch_parent(os.getppid())
+    worker.send(K_BOOT_OK, 0, ('{"pid": %d, "import_ms": %.1f, "interface": "asgi", '
+                               '"loop": "%s"}' % (os.getpid(), import_ms, loop_name)).encode())
+    loop.run_forever()
 
 
 def is_asgi(app):
@@ -579,16 +1114,24 @@ def main():
             sys.path.insert(0, p)
 
     t0 = time.monotonic()
+    asgi = None
     try:
         app = load_app(spec)
         if not callable(app):
             raise TypeError("%s is not callable (got %s)" % (spec, type(app).__name__))
         if interface == "asgi" or (interface == "auto" and is_asgi(app)):
             # Start-up errors surface now, as boot errors, like an import error.
-            lifespan_startup(app)
-            raise RuntimeError(
-                "%s is an ASGI app and its lifespan startup succeeded, but this corral "
-                "serves WSGI apps only so far (ASGI support is on the way)" % spec)
+            loop, loop_name = new_event_loop()
+            import asyncio
+
+            asyncio.set_event_loop(loop)
+            lifespan = Lifespan(app)
+            loop.run_until_complete(lifespan.startup())
+            asgi = (lifespan, loop, loop_name)
+        elif is_asgi(app):
+            raise TypeError("%s is an ASGI app (its __call__ is a coroutine function) but "
+                            "interface is \"wsgi\": set interface = \"asgi\" (or \"auto\")"
+                            % spec)
     except LifespanFailed as e:
         tb = "ASGI lifespan startup failed: %s\n" % e
         if e.__cause__ is not None:
@@ -603,6 +1146,12 @@ def main():
         sys.stderr.flush()
         os._exit(1)  # not sys.exit: threads the app started must not keep us alive
     import_ms = (time.monotonic() - t0) * 1000.0
+    if asgi is not None:
+        lifespan, loop, loop_name = asgi
+        if stop.is_set():
+            os._exit(0)  # told to stop while booting
+        serve_asgi(sock, app, lifespan, loop, loop_name, import_ms, heartbeat, graceful)
+        os._exit(0)
 
     worker = Worker(conn, WsgiRunner(conn, app, threads), threads)
     worker.start()

@@ -6,12 +6,14 @@ use std::time::Duration;
 
 use super::channel::{Channel, First};
 use super::protocol;
+use crate::front::environ::{self, ConnInfo};
+use crate::front::scope;
 
 /// Sends `GET path` to the worker; Ok on a 2xx, else why not.
 pub async fn probe(channel: &Channel, path: &str, timeout: Duration) -> Result<(), String> {
+    let head = request_head(channel, path)?;
     let stream = channel.open(false, timeout);
-    let head = request_head(path);
-    if !channel.send(protocol::encode_request(stream.id, &head, b"", false)) {
+    if !channel.send(protocol::encode_request(stream.id, &head, b"", 0)) {
         return Err("the worker's channel is closed".into());
     }
     let (head, body) = match stream.first.await {
@@ -23,7 +25,7 @@ pub async fn probe(channel: &Channel, path: &str, timeout: Duration) -> Result<(
         Ok(First::Full(payload)) => {
             protocol::split_full(&payload).ok_or_else(|| "malformed response frame".to_string())?
         }
-        Ok(First::Start(head, _)) => {
+        Ok(First::Start(head, _) | First::Accept(head, _)) => {
             // A streamed answer: the status is all we need.
             channel.send(protocol::encode(protocol::CANCEL, stream.id, b""));
             (head, bytes::Bytes::new())
@@ -47,32 +49,26 @@ pub async fn probe(channel: &Channel, path: &str, timeout: Duration) -> Result<(
     ))
 }
 
-/// The environ of a probe request (see `front::environ` for real ones).
-fn request_head(path: &str) -> Vec<u8> {
-    let (path, query) = path.split_once('?').unwrap_or((path, ""));
+/// The head of a probe request, built like a real request's.
+fn request_head(channel: &Channel, path: &str) -> Result<Vec<u8>, String> {
     let ua = concat!("corral-probe/", env!("CARGO_PKG_VERSION"));
-    let pairs: [(&str, &str); 12] = [
-        ("REQUEST_METHOD", "GET"),
-        ("PATH_INFO", path),
-        ("QUERY_STRING", query),
-        ("RAW_URI", path),
-        ("SERVER_PROTOCOL", "HTTP/1.1"),
-        ("SERVER_NAME", "localhost"),
-        ("SERVER_PORT", "80"),
-        ("REMOTE_ADDR", "127.0.0.1"),
-        ("REMOTE_PORT", "0"),
-        ("wsgi.url_scheme", "http"),
-        ("HTTP_HOST", "localhost"),
-        ("HTTP_USER_AGENT", ua),
-    ];
-    let mut out = Vec::with_capacity(256);
-    for (i, (k, v)) in pairs.iter().enumerate() {
-        if i > 0 {
-            out.push(0);
-        }
-        out.extend_from_slice(k.as_bytes());
-        out.push(0);
-        out.extend_from_slice(v.as_bytes());
+    let (parts, ()) = http::Request::builder()
+        .uri(path)
+        .header(http::header::HOST, "localhost")
+        .header(http::header::USER_AGENT, ua)
+        .body(())
+        .map_err(|e| format!("invalid readiness path {path:?}: {e}"))?
+        .into_parts();
+    let conn = ConnInfo {
+        remote_addr: "127.0.0.1".into(),
+        remote_port: "0".into(),
+        server_name: "localhost".into(),
+        server_port: "80".into(),
+        scheme: "http",
+    };
+    if channel.is_asgi() {
+        Ok(scope::encode(&parts, &conn))
+    } else {
+        environ::encode(&parts, &conn).map_err(|_| format!("invalid readiness path {path:?}"))
     }
-    out
 }

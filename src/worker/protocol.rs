@@ -10,7 +10,9 @@
 //! | `REQUEST` | corral → worker | `u8 flags` (bit 0: more body follows), `u32 head length`, head, first body bytes |
 //! | `BODY` / `BODY_END` | corral → worker | request body bytes / none |
 //! | `WINDOW` | corral → worker | `u32`: the worker may send that many more response bytes |
-//! | `CANCEL` | corral → worker | none: the client went away |
+//! | `CANCEL` | corral → worker | none: the client went away; `t`: the request timed out (an ASGI worker cancels its task) |
+//! | `WS_TEXT` / `WS_BINARY` | both | one whole WebSocket message |
+//! | `WS_CLOSE` | both | `u16` close code (little endian), UTF-8 reason: the sender closed the WebSocket |
 //! | `BOOT_OK` / `BOOT_ERROR` | worker → corral | JSON `{pid, import_ms, interface}` / traceback text |
 //! | `START` | worker → corral | response head |
 //! | `DATA` / `END` | worker → corral | response body bytes / none |
@@ -18,10 +20,16 @@
 //! | `ABORT` | worker → corral | traceback: the app failed after the head was sent |
 //! | `BODY_WINDOW` | worker → corral | `u32`: corral may send that many more request body bytes |
 //! | `HEARTBEAT` | worker → corral | none: a thread that needs the GIL is alive (stream 0) |
+//! | `WS_ACCEPT` | worker → corral | `SUBPROTOCOL\0NAME\0VALUE...`: the app accepted the WebSocket |
 //!
-//! A request head is latin-1 text `KEY\0VALUE\0KEY\0VALUE...` whose keys are
-//! already WSGI environ keys (`REQUEST_METHOD`, `PATH_INFO`, `HTTP_HOST`, ...),
-//! so the worker builds the environ with one `split` and one `dict.update`.
+//! A REQUEST whose flags have [`FLAG_WEBSOCKET`] is a WebSocket handshake
+//! for an ASGI app: the worker answers `WS_ACCEPT`, or a RESPONSE to refuse.
+//!
+//! A request head for a WSGI worker is latin-1 text `KEY\0VALUE\0KEY\0VALUE...`
+//! whose keys are already WSGI environ keys (`REQUEST_METHOD`, `PATH_INFO`,
+//! `HTTP_HOST`, ...), so the worker builds the environ with one `split` and
+//! one `dict.update`. For an ASGI worker it is the scope's fields in a fixed
+//! order, then the header pairs (see `front/scope.rs`).
 //! A response head is `STATUS\0NAME\0VALUE\0...` (e.g. `200 OK\0Content-Type\0text/plain`).
 //!
 //! Flow control: the worker may have [`RESPONSE_WINDOW`] response bytes
@@ -47,8 +55,13 @@ pub const ABORT: u8 = 15;
 pub const BODY_WINDOW: u8 = 16;
 pub const RESPONSE: u8 = 17;
 pub const HEARTBEAT: u8 = 18;
+pub const WS_ACCEPT: u8 = 20;
+pub const WS_TEXT: u8 = 21;
+pub const WS_BINARY: u8 = 22;
+pub const WS_CLOSE: u8 = 23;
 
 pub const FLAG_MORE_BODY: u8 = 1;
+pub const FLAG_WEBSOCKET: u8 = 2;
 
 /// Response bytes a worker may send on one stream before corral grants more
 /// (must match `RESPONSE_WINDOW` in the worker script).
@@ -85,12 +98,13 @@ pub fn put_header(buf: &mut BytesMut, kind: u8, stream: u32, len: usize) {
     buf.put_u32_le(stream);
 }
 
-/// A REQUEST frame: head and the first body bytes.
-pub fn encode_request(stream: u32, head: &[u8], body: &[u8], more_body: bool) -> Bytes {
+/// A REQUEST frame: head and the first body bytes; `flags` are
+/// [`FLAG_MORE_BODY`] and [`FLAG_WEBSOCKET`].
+pub fn encode_request(stream: u32, head: &[u8], body: &[u8], flags: u8) -> Bytes {
     let len = 1 + 4 + head.len() + body.len();
     let mut buf = BytesMut::with_capacity(HEADER_LEN + len);
     put_header(&mut buf, REQUEST, stream, len);
-    buf.put_u8(if more_body { FLAG_MORE_BODY } else { 0 });
+    buf.put_u8(flags);
     buf.put_u32_le(head.len() as u32);
     buf.put_slice(head);
     buf.put_slice(body);
@@ -99,6 +113,26 @@ pub fn encode_request(stream: u32, head: &[u8], body: &[u8], more_body: bool) ->
 
 pub fn encode_u32(kind: u8, stream: u32, value: u32) -> Bytes {
     encode(kind, stream, &value.to_le_bytes())
+}
+
+/// A `WS_CLOSE` frame.
+pub fn encode_close(stream: u32, code: u16, reason: &str) -> Bytes {
+    let mut payload = Vec::with_capacity(2 + reason.len());
+    payload.extend_from_slice(&code.to_le_bytes());
+    payload.extend_from_slice(reason.as_bytes());
+    encode(WS_CLOSE, stream, &payload)
+}
+
+/// Splits a `WS_CLOSE` payload into code and reason (1005, "no status", when
+/// it carries none).
+pub fn decode_close(payload: &[u8]) -> (u16, String) {
+    match payload {
+        [a, b, reason @ ..] => (
+            u16::from_le_bytes([*a, *b]),
+            String::from_utf8_lossy(reason).into_owned(),
+        ),
+        _ => (1005, String::new()),
+    }
 }
 
 /// Payloads up to this size are copied out of the read buffer.

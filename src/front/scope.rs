@@ -1,0 +1,94 @@
+//! Turns a parsed HTTP request head into an ASGI worker's request head: the
+//! fields of the ASGI `http` / `websocket` scope the worker cannot know,
+//! NUL-separated in a fixed order, then the headers.
+//!
+//! `METHOD\0SCHEME\0RAW_PATH\0QUERY\0HTTP_VERSION\0CLIENT_HOST\0CLIENT_PORT\0
+//! SERVER_HOST\0SERVER_PORT` then `name\0value` per header. Header names are
+//! lower case (hyper's), in the order the request sent them, except that
+//! repeated headers come together at the first one's place. The worker
+//! decodes the path (percent-decoding, UTF-8) and builds the scope. NUL
+//! cannot occur in any part: hyper refuses it in the request line and in
+//! headers, and the client and server addresses are corral's own text.
+
+use http::Version;
+use http::request::Parts;
+
+use super::environ::ConnInfo;
+
+/// Builds the scope part of a REQUEST frame for an ASGI worker.
+pub fn encode(parts: &Parts, conn: &ConnInfo) -> Vec<u8> {
+    let mut h = Vec::with_capacity(256 + 48 * parts.headers.len());
+    let version: &[u8] = match parts.version {
+        Version::HTTP_10 => b"1.0",
+        Version::HTTP_09 => b"0.9",
+        _ => b"1.1",
+    };
+    for field in [
+        parts.method.as_str().as_bytes(),
+        conn.scheme.as_bytes(),
+        parts.uri.path().as_bytes(),
+        parts.uri.query().unwrap_or("").as_bytes(),
+        version,
+        conn.remote_addr.as_bytes(),
+        conn.remote_port.as_bytes(),
+        conn.server_name.as_bytes(),
+        conn.server_port.as_bytes(),
+    ] {
+        h.extend_from_slice(field);
+        h.push(0);
+    }
+    for (name, value) in &parts.headers {
+        h.extend_from_slice(name.as_str().as_bytes());
+        h.push(0);
+        h.extend_from_slice(value.as_bytes());
+        h.push(0);
+    }
+    h.pop();
+    h
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fields_then_lower_case_headers_in_order() {
+        let (parts, ()) = http::Request::builder()
+            .uri("/caf%C3%A9?a=1")
+            .header("Host", "example.com")
+            .header("X-B", "2")
+            .header("x-b", "3")
+            .body(())
+            .unwrap()
+            .into_parts();
+        let conn = ConnInfo {
+            remote_addr: "127.0.0.1".into(),
+            remote_port: "5555".into(),
+            server_name: "127.0.0.1".into(),
+            server_port: "8000".into(),
+            scheme: "http",
+        };
+        let head = encode(&parts, &conn);
+        let fields: Vec<&[u8]> = head.split(|&b| b == 0).collect();
+        assert_eq!(
+            fields,
+            [
+                &b"GET"[..],
+                b"http",
+                b"/caf%C3%A9",
+                b"a=1",
+                b"1.1",
+                b"127.0.0.1",
+                b"5555",
+                b"127.0.0.1",
+                b"8000",
+                b"host",
+                b"example.com",
+                b"x-b",
+                b"2",
+                b"x-b",
+                b"3"
+            ]
+        );
+    }
+}

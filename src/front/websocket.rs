@@ -1,0 +1,258 @@
+//! WebSockets for ASGI apps. hyper parses the upgrade request; the worker's
+//! app accepts (`WS_ACCEPT`) or refuses (a plain response) it; corral then
+//! answers 101 and relays whole messages between the client and the worker
+//! for as long as both keep the socket open. tungstenite speaks the wire
+//! protocol (framing, masking, fragmentation, ping/pong).
+//!
+//! Flow control is the same as for bodies: corral forwards at most
+//! [`protocol::BODY_CREDIT`] bytes of client messages before the worker
+//! grants more (it grants as the app receives them), and the worker sends
+//! at most [`protocol::RESPONSE_WINDOW`] bytes before corral grants more (it
+//! grants as the client takes them). A WebSocket holds its worker place (its
+//! lease) until it closes.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::stream::{SplitSink, SplitStream};
+use futures_util::{SinkExt, StreamExt};
+use http::header::{
+    CONNECTION, SEC_WEBSOCKET_ACCEPT, SEC_WEBSOCKET_KEY, SEC_WEBSOCKET_PROTOCOL,
+    SEC_WEBSOCKET_VERSION, UPGRADE,
+};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Response, StatusCode, Version};
+use hyper::upgrade::{OnUpgrade, Upgraded};
+use hyper_util::rt::TokioIo;
+use tokio::sync::mpsc;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
+use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
+
+use super::Drain;
+use super::body::Body;
+use crate::router::Lease;
+use crate::worker::channel::{Credit, Event};
+use crate::worker::protocol;
+
+/// Largest message accepted from a client (uvicorn's default too).
+pub const MAX_MESSAGE: usize = 16 * 1024 * 1024;
+/// tungstenite allocates its read buffer up front: small, so that thousands
+/// of idle sockets cost little (it grows for large messages).
+const READ_BUFFER: usize = 4096;
+/// How long a closing handshake may take before the socket is dropped.
+const CLOSE_WAIT: Duration = Duration::from_secs(1);
+
+/// What kind of upgrade a request asks for (RFC 6455 section 4.2.1).
+#[derive(Debug, PartialEq, Eq)]
+pub enum Upgrade {
+    /// Not a WebSocket handshake: plain HTTP.
+    None,
+    /// A WebSocket handshake corral can take.
+    WebSocket,
+    /// A WebSocket handshake for a protocol version other than 13.
+    BadVersion,
+}
+
+pub fn upgrade_kind<B>(req: &http::Request<B>) -> Upgrade {
+    let h = req.headers();
+    if req.method() != Method::GET
+        || req.version() != Version::HTTP_11
+        || !has_token(h, &CONNECTION, "upgrade")
+        || !has_token(h, &UPGRADE, "websocket")
+        || !h.contains_key(SEC_WEBSOCKET_KEY)
+    {
+        return Upgrade::None;
+    }
+    match h.get(SEC_WEBSOCKET_VERSION) {
+        Some(v) if v == "13" => Upgrade::WebSocket,
+        _ => Upgrade::BadVersion,
+    }
+}
+
+fn has_token(headers: &HeaderMap, name: &HeaderName, token: &str) -> bool {
+    headers.get_all(name).iter().any(|v| {
+        v.to_str()
+            .is_ok_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+    })
+}
+
+/// The 426 answer to a handshake for an unsupported protocol version.
+pub fn bad_version() -> Response<Body> {
+    let mut r = super::handler::plain(
+        StatusCode::UPGRADE_REQUIRED,
+        "Upgrade Required: WebSocket version 13 only\n",
+    );
+    r.headers_mut()
+        .insert(SEC_WEBSOCKET_VERSION, HeaderValue::from_static("13"));
+    r
+}
+
+/// The 101 answer to a handshake the app accepted: `head` is the worker's
+/// `SUBPROTOCOL\0NAME\0VALUE...`.
+pub fn accept_response(key: &HeaderValue, head: &Bytes) -> Result<Response<Body>, String> {
+    let mut parts = head.split(|&b| b == 0);
+    let subprotocol = parts.next().unwrap_or_default();
+    let mut resp = Response::new(Body::empty());
+    *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let h = resp.headers_mut();
+    h.insert(UPGRADE, HeaderValue::from_static("websocket"));
+    h.insert(CONNECTION, HeaderValue::from_static("Upgrade"));
+    let accept = derive_accept_key(key.as_bytes());
+    h.insert(
+        SEC_WEBSOCKET_ACCEPT,
+        HeaderValue::from_str(&accept).map_err(|e| e.to_string())?,
+    );
+    if !subprotocol.is_empty() {
+        let v = HeaderValue::from_bytes(subprotocol)
+            .map_err(|_| "invalid subprotocol in websocket.accept".to_string())?;
+        h.insert(SEC_WEBSOCKET_PROTOCOL, v);
+    }
+    while let Some(name) = parts.next() {
+        let value = parts.next().unwrap_or_default();
+        let name = HeaderName::from_bytes(name).map_err(|_| {
+            format!(
+                "invalid header name {:?} in websocket.accept",
+                String::from_utf8_lossy(name)
+            )
+        })?;
+        let value = HeaderValue::from_bytes(value)
+            .map_err(|_| format!("invalid value for header {name} in websocket.accept"))?;
+        h.append(name, value);
+    }
+    Ok(resp)
+}
+
+/// An accepted WebSocket: its stream on the worker's channel.
+pub struct Session {
+    pub stream: u32,
+    /// Holds the worker's place while the socket is open.
+    pub lease: Lease,
+    pub events: mpsc::UnboundedReceiver<Event>,
+    pub credit: Arc<Credit>,
+}
+
+type Sink = SplitSink<WebSocketStream<TokioIo<Upgraded>>, Message>;
+type Source = SplitStream<WebSocketStream<TokioIo<Upgraded>>>;
+
+/// Relays messages between the client and the app until either closes, the
+/// worker dies (1011) or corral stops (1001).
+pub async fn relay(upgrade: OnUpgrade, session: Session, drain: Arc<Drain>) {
+    let _open = drain.enter();
+    let mut closing = drain.closing();
+    let Session {
+        stream: id,
+        lease,
+        mut events,
+        credit,
+    } = session;
+    let channel = lease.channel.clone();
+    let io = match upgrade.await {
+        Ok(io) => io,
+        Err(_) => {
+            channel.send(protocol::encode_close(id, 1006, ""));
+            return;
+        }
+    };
+    let config = WebSocketConfig::default()
+        .read_buffer_size(READ_BUFFER)
+        .write_buffer_size(0)
+        .max_message_size(Some(MAX_MESSAGE))
+        .max_frame_size(Some(MAX_MESSAGE));
+    let ws = WebSocketStream::from_raw_socket(TokioIo::new(io), Role::Server, Some(config)).await;
+    let (mut sink, mut source) = ws.split();
+    let mut unacked = 0usize;
+    loop {
+        let can_read = credit.available.load(Ordering::Acquire) > 0;
+        tokio::select! {
+            msg = source.next(), if can_read => {
+                let (kind, data) = match msg {
+                    Some(Ok(Message::Text(t))) => (protocol::WS_TEXT, Bytes::from(t)),
+                    Some(Ok(Message::Binary(b))) => (protocol::WS_BINARY, b),
+                    Some(Ok(Message::Close(frame))) => {
+                        let (code, reason) = frame
+                            .map(|f| (u16::from(f.code), f.reason.to_string()))
+                            .unwrap_or((1005, String::new()));
+                        channel.send(protocol::encode_close(id, code, &reason));
+                        // tungstenite queued the reply to the client's close.
+                        let _ = tokio::time::timeout(CLOSE_WAIT, sink.flush()).await;
+                        return;
+                    }
+                    Some(Ok(_)) => continue, // ping and pong: tungstenite answers
+                    Some(Err(_)) | None => {
+                        channel.send(protocol::encode_close(id, 1006, ""));
+                        return;
+                    }
+                };
+                credit.available.fetch_sub(data.len() as i64, Ordering::AcqRel);
+                channel.send(protocol::encode(kind, id, &data));
+            }
+            _ = credit.notify.notified(), if !can_read => {}
+            event = events.recv() => match event {
+                Some(Event::Message { binary, data }) => {
+                    let len = data.len();
+                    let msg = if binary {
+                        Message::Binary(data)
+                    } else {
+                        match Utf8Bytes::try_from(data) {
+                            Ok(text) => Message::Text(text),
+                            Err(_) => {
+                                tracing::error!("the app sent a text message that is not UTF-8");
+                                channel.send(protocol::encode_close(id, 1011, ""));
+                                close(sink, source, 1011, "").await;
+                                return;
+                            }
+                        }
+                    };
+                    if sink.send(msg).await.is_err() {
+                        channel.send(protocol::encode_close(id, 1006, ""));
+                        return;
+                    }
+                    unacked += len;
+                    if unacked >= protocol::RESPONSE_WINDOW / 2 {
+                        channel.send(protocol::encode_u32(protocol::WINDOW, id, unacked as u32));
+                        unacked = 0;
+                    }
+                }
+                Some(Event::Close(payload)) => {
+                    let (code, reason) = protocol::decode_close(&payload);
+                    close(sink, source, code, &reason).await;
+                    return;
+                }
+                // The worker died, or ended the stream without closing.
+                Some(_) | None => {
+                    close(sink, source, 1011, "").await;
+                    return;
+                }
+            },
+            _ = super::closed(&mut closing) => {
+                const REASON: &str = "server shutting down";
+                channel.send(protocol::encode_close(id, 1001, REASON));
+                close(sink, source, 1001, REASON).await;
+                return;
+            }
+        }
+    }
+}
+
+/// Sends a close frame and waits (briefly) for the client's reply.
+async fn close(mut sink: Sink, mut source: Source, code: u16, reason: &str) {
+    // Codes that must never be sent in a frame (RFC 6455 section 7.4.1).
+    let code = match code {
+        1005 | 1006 | 1015 => 1000,
+        c => c,
+    };
+    let frame = CloseFrame {
+        code: CloseCode::from(code),
+        reason: reason.into(),
+    };
+    let _ = tokio::time::timeout(CLOSE_WAIT, async {
+        if sink.send(Message::Close(Some(frame))).await.is_ok() {
+            while let Some(Ok(_)) = source.next().await {}
+        }
+    })
+    .await;
+}
