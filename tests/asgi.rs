@@ -89,6 +89,9 @@ async def app(scope, receive, send):
             await respond(send, 200, str(INFLIGHT[1]).encode())
         elif path == "/pid":
             await respond(send, 200, str(os.getpid()).encode())
+        elif path == "/block":
+            import time
+            time.sleep(60)  # a synchronous call that blocks the event loop
         elif path == "/crash":
             os._exit(1)
         elif path == "/error":
@@ -403,4 +406,31 @@ fn a_graceful_stop_lets_requests_in_flight_finish() {
     let st = c.wait_exit(Duration::from_secs(20)).expect("corral exits");
     assert!(st.success(), "{st:?}");
     s.write_all(b"GET /pid HTTP/1.1\r\nHost: x\r\n\r\n").ok();
+}
+
+#[test]
+fn an_event_loop_blocked_by_a_synchronous_call_is_found_and_replaced() {
+    let dir = AppDir::new(&[
+        ("app.py", APP),
+        (
+            "corral.toml",
+            "[app]\nmodule = \"app:app\"\n[workers]\nheartbeat_timeout = \"1s\"\ntimeout = \"60s\"\n[server]\nbind = [\"127.0.0.1:0\"]\n",
+        ),
+    ]);
+    let c = Corral::start(dir.path(), &["-c", "corral.toml"], 1);
+    let first = c.get("/pid").text();
+    let addr = c.addr.clone();
+    let blocked = std::thread::spawn(move || request(&addr, "GET", "/block", &[], b"").status);
+    c.log
+        .wait_for("sent no heartbeat for 1s", Duration::from_secs(15))
+        .unwrap_or_else(|| panic!("not noticed; log:\n{}", c.log.text()));
+    // The stack dump shows where the loop is stuck.
+    c.log
+        .wait_for("in app", Duration::from_secs(5))
+        .unwrap_or_else(|| panic!("no stack dump; log:\n{}", c.log.text()));
+    assert_eq!(blocked.join().unwrap(), 502);
+    c.wait_until("a replacement worker", || {
+        let r = c.get("/pid");
+        r.status == 200 && r.text() != first
+    });
 }
