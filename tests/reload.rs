@@ -17,6 +17,13 @@ fn app_version(tag: &str, padding: usize) -> String {
     )
 }
 
+fn asgi_app_version(tag: &str, padding: usize) -> String {
+    format!(
+        "# {}\nimport asyncio\n\nasync def app(scope, receive, send):\n    if scope['type'] != 'http':\n        return\n    await asyncio.sleep(0.005)\n    await send({{'type': 'http.response.start', 'status': 200, 'headers': []}})\n    await send({{'type': 'http.response.body', 'body': b'{tag}'}})\n",
+        "x".repeat(padding)
+    )
+}
+
 /// Constant load from 4 clients; counts answers by body and failures.
 struct Load {
     stop: Arc<AtomicBool>,
@@ -249,4 +256,24 @@ fn a_reload_whose_new_code_fails_its_readiness_check_is_stopped_and_the_old_keep
             .unwrap()
             .contains("generation 2 failed")
     );
+}
+
+#[test]
+fn an_asgi_app_reloads_under_load_with_zero_failed_requests() {
+    let app = AppDir::new(&[("app.py", &asgi_app_version("v1", 1))]);
+    let c = Corral::start(app.path(), &["app:app", "-w", "2"], 2);
+    let load = Load::start(&c.addr);
+    std::thread::sleep(Duration::from_millis(500));
+    std::fs::write(app.path().join("app.py"), asgi_app_version("v2", 20)).unwrap();
+    c.signal(libc::SIGHUP);
+    wait_log(&c, "reload done: generation 2 is in service");
+    std::thread::sleep(Duration::from_millis(800));
+    let (bodies, failed) = load.finish();
+    assert_eq!(failed, 0, "no request fails during a good reload");
+    assert!(bodies.iter().any(|b| b == "v1") && bodies.last().map(String::as_str) == Some("v2"));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while children_of(c.pid()).len() != 2 {
+        assert!(Instant::now() < deadline, "old workers linger");
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }

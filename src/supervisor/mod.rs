@@ -828,13 +828,16 @@ impl Supervisor {
     }
 
     /// Waits until nothing is in flight on the worker (the router no longer
-    /// picks it), then SIGTERMs it; SIGKILL follows if it lingers.
+    /// picks it), then SIGTERMs it; SIGKILL follows if it lingers. An ASGI
+    /// worker gets SIGTERM at once: it drains itself, and its WebSockets
+    /// would otherwise hold it for the whole grace period (on SIGTERM it
+    /// closes them with 1001, so that clients reconnect to a new worker).
     fn drain_then_term(&self, serial: u64, pid: u32) {
         let channel = self.channels.get(&serial).cloned();
         let grace = self.cfg.workers.graceful_timeout;
         tokio::spawn(async move {
             let deadline = tokio::time::Instant::now() + grace;
-            if let Some(ch) = channel {
+            if let Some(ch) = channel.filter(|ch| !ch.is_asgi()) {
                 while ch.in_flight.load(std::sync::atomic::Ordering::Acquire) > 0
                     && tokio::time::Instant::now() < deadline
                 {

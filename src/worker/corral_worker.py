@@ -992,12 +992,19 @@ class AsgiWorker:
         import asyncio
 
         deadline = self.loop.time() + self.graceful
-        if self.streams:
-            self.idle = self.loop.create_future()
-            try:
-                await asyncio.wait_for(asyncio.shield(self.idle), self.graceful)
-            except asyncio.TimeoutError:
-                pass
+        # A request corral sent just before it stopped routing here may still
+        # be on its way: idle means no stream for a moment, not for an instant.
+        while self.loop.time() < deadline:
+            if self.streams:
+                self.idle = self.loop.create_future()
+                try:
+                    await asyncio.wait_for(asyncio.shield(self.idle),
+                                           deadline - self.loop.time())
+                except asyncio.TimeoutError:
+                    break
+            await asyncio.sleep(0.05)
+            if not self.streams:
+                break
         await self.lifespan.shutdown(deadline - self.loop.time())
         import atexit
 
