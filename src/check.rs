@@ -23,6 +23,8 @@ pub const EXIT_FAILED: u8 = 1;
 pub enum Outcome {
     Ok {
         import_ms: f64,
+        /// "wsgi" or "asgi", as the worker found the app.
+        interface: String,
         boot: Duration,
         ready: Option<String>,
     },
@@ -33,12 +35,14 @@ pub async fn run(cfg: Arc<Config>) -> u8 {
     match check(&cfg).await {
         Ok(Outcome::Ok {
             import_ms,
+            interface,
             boot,
             ready,
         }) => {
             println!(
-                "OK: {} imported in {import_ms:.0} ms (worker booted in {} ms){}",
+                "OK: {} imported in {import_ms:.0} ms ({} app; worker booted in {} ms){}",
                 cfg.app.module,
+                interface.to_uppercase(),
                 boot.as_millis(),
                 ready
                     .map(|p| format!("; readiness GET {p} passed"))
@@ -84,9 +88,9 @@ async fn check(cfg: &Config) -> Result<Outcome, String> {
             Some((_, ControlEvent::Booted(info))) => {
                 let boot = started.elapsed();
                 match &cfg.health.ready_path {
-                    None => Outcome::Ok { import_ms: info.import_ms, boot, ready: None },
+                    None => Outcome::Ok { import_ms: info.import_ms, interface: info.interface, boot, ready: None },
                     Some(path) => match ready(&channel, path, cfg, deadline).await {
-                        Ok(()) => Outcome::Ok { import_ms: info.import_ms, boot, ready: Some(path.clone()) },
+                        Ok(()) => Outcome::Ok { import_ms: info.import_ms, interface: info.interface, boot, ready: Some(path.clone()) },
                         Err(why) => Outcome::Failed(format!("the app booted, but its readiness check failed: {why}")),
                     },
                 }

@@ -695,21 +695,23 @@ class AsgiWorker:
                 st.cancelled = True
                 if st.ws is not None and st.ws != WS_CLOSED:
                     st.ws = WS_CLOSED
-                    st.inbox.append({"type": "websocket.disconnect", "code": 1006, "reason": ""})
+                    st.inbox.append(({"type": "websocket.disconnect", "code": 1006,
+                                      "reason": ""}, 0))
                 if buf[start:end] == b"t" and st.task is not None:
                     st.task.cancel()  # it ran past the timeout: corral answered 504
             elif kind == K_WS_TEXT or kind == K_WS_BINARY:
+                # With its size in bytes: the credit corral spent on it.
                 data = bytes(buf[start:end])
-                st.inbox.append({"type": "websocket.receive", "text": data.decode("utf-8")}
-                                if kind == K_WS_TEXT else
-                                {"type": "websocket.receive", "bytes": data})
+                st.inbox.append(({"type": "websocket.receive", "text": data.decode("utf-8")}
+                                 if kind == K_WS_TEXT else
+                                 {"type": "websocket.receive", "bytes": data}, end - start))
             elif kind == K_WS_CLOSE:
                 code = U16.unpack_from(buf, start)[0] if end - start >= 2 else 1005
                 reason = bytes(buf[start + 2 : end]).decode("utf-8", "replace")
                 if st.ws != WS_CLOSED:
                     st.ws = WS_CLOSED
-                    st.inbox.append({"type": "websocket.disconnect", "code": code,
-                                     "reason": reason})
+                    st.inbox.append(({"type": "websocket.disconnect", "code": code,
+                                      "reason": reason}, 0))
             st.wake()
         del buf[:pos]
 
@@ -872,17 +874,17 @@ class AsgiWorker:
         scope["subprotocols"] = [p.strip() for v in protocols for p in v.split(",") if p.strip()]
         scope["extensions"] = {"websocket.http.response": {}}
         st.ws = WS_CONNECTING
-        st.inbox = collections.deque(({"type": "websocket.connect"},))
+        # (message, its size in bytes) pairs.
+        st.inbox = collections.deque((({"type": "websocket.connect"}, 0),))
         denial = [None, False]  # a denial response: head held back, head sent
 
         async def receive():
             inbox = st.inbox
             while not inbox:
                 await st.wait(loop)
-            message = inbox.popleft()
-            data = message.get("bytes") or message.get("text")
-            if data:
-                self.grant(st, len(data))
+            message, size = inbox.popleft()
+            if size:
+                self.grant(st, size)
             return message
 
         async def send(message):
@@ -982,7 +984,7 @@ class AsgiWorker:
         for st in list(self.streams.values()):
             if st.ws == WS_ACCEPTED:
                 st.ws = WS_CLOSED
-                st.inbox.append({"type": "websocket.disconnect", "code": 1001, "reason": ""})
+                st.inbox.append(({"type": "websocket.disconnect", "code": 1001, "reason": ""}, 0))
                 self.send(K_WS_CLOSE, st.sid, U16.pack(1001) + b"server shutting down")
                 st.done = True
                 st.wake()
