@@ -297,6 +297,12 @@ pub struct RunArgs {
     #[arg(long, value_name = "N")]
     pub max_queued: Option<usize>,
 
+    /// Threads that corral's own HTTP front runs on; 0: half the CPUs, at
+    /// least 1, leaving the rest to the Python workers
+    /// [toml: server.io_threads] [default: 0]
+    #[arg(long, value_name = "N")]
+    pub io_threads: Option<usize>,
+
     /// Log verbosity of corral itself
     #[arg(long, value_enum, value_name = "LEVEL", default_value_t = LogLevel::Info)]
     pub log_level: LogLevel,
@@ -461,6 +467,8 @@ mod tests {
             "1MB",
             "--max-queued",
             "0",
+            "--io-threads",
+            "3",
             "--boot-timeout",
             "90",
             "--status-bind",
@@ -499,6 +507,7 @@ mod tests {
         assert_eq!(args.threads, Some(8));
         assert_eq!(args.concurrency, Some(500));
         assert_eq!(args.max_queued, Some(0));
+        assert_eq!(args.io_threads, Some(3));
         assert_eq!(
             args.boot_timeout.map(|d| d.0),
             Some(std::time::Duration::from_secs(90))
@@ -569,6 +578,7 @@ mod tests {
             (&["corral", "--max-memory", "512M"], "512MiB"),
             (&["corral", "--concurrency", "many"], "invalid digit"),
             (&["corral", "--max-queued=-1"], "invalid digit"),
+            (&["corral", "--io-threads", "auto"], "invalid digit"),
         ] {
             let err = Cli::try_parse_from(argv).unwrap_err().to_string();
             assert!(err.contains(reason), "{argv:?}: {err}");

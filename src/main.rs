@@ -69,6 +69,7 @@ fn main() -> ExitCode {
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        .worker_threads(cfg.server.io_threads)
         .thread_name("corral")
         .build()
     {

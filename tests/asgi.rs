@@ -77,6 +77,26 @@ async def app(scope, receive, send):
                 await asyncio.wait({gone}, timeout=0.05)
             with open("disconnected.txt", "w") as f:
                 f.write("after %d events" % i)
+        elif path == "/big-stream":
+            # Starlette's pattern: one task listens for the disconnect while
+            # another streams to a slow client (and waits for credit).
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+            async def listen():
+                while True:
+                    m = await receive()
+                    if m["type"] == "http.disconnect":
+                        with open("listener.txt", "w") as f:
+                            f.write(m["type"])
+                        return
+            listener = asyncio.ensure_future(listen())
+            await asyncio.sleep(0)
+            try:
+                for _ in range(1024):
+                    await send({"type": "http.response.body", "body": b"x" * 65536,
+                                "more_body": True})
+            except OSError:
+                pass
+            await asyncio.wait_for(listener, 20)
         elif path == "/sleep":
             try:
                 await asyncio.sleep(float(query))
@@ -433,4 +453,24 @@ fn an_event_loop_blocked_by_a_synchronous_call_is_found_and_replaced() {
         let r = c.get("/pid");
         r.status == 200 && r.text() != first
     });
+}
+
+#[test]
+fn a_listener_and_a_streamer_on_one_request_both_see_the_client_leave() {
+    let (dir, c) = start(&["-w", "1"], 1);
+    let mut s = c.connect();
+    send_request(&mut s, "GET", "/big-stream", &[], b"");
+    // Read slowly, so that the app runs out of credit and waits for it
+    // while its listener waits for the disconnect.
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut total = 0;
+    while total < 2 << 20 {
+        total += s.read(&mut buf).expect("stream data");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    drop(s);
+    assert_eq!(
+        wait_for_file(&c, &dir.path().join("listener.txt")),
+        "http.disconnect"
+    );
 }

@@ -280,6 +280,63 @@ fn concurrency_and_queue_problems_name_file_line_and_key() {
     assert_refused(&out, &["--max-queued", "invalid digit"]);
 }
 
+/// The interpreter to boot a worker with: `$CORRAL_TEST_PYTHON`, else the
+/// project's `.venv`, else `python3`.
+fn python() -> String {
+    if let Ok(p) = std::env::var("CORRAL_TEST_PYTHON") {
+        return p;
+    }
+    let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
+    if venv.exists() {
+        return venv.display().to_string();
+    }
+    "python3".into()
+}
+
+#[test]
+fn io_threads_problems_name_file_line_and_key() {
+    let dir = dir_with(
+        "corral.toml",
+        "[app]\nmodule = \"main:app\"\n[server]\nio_threads = \"auto\"\n",
+    );
+    let out = corral(dir.path(), &[]);
+    assert_refused(
+        &out,
+        &[
+            "error: corral.toml:4: server.io_threads: invalid type: string \"auto\", expected \
+             usize; for example: io_threads = 0",
+        ],
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let out = corral(dir.path(), &["main:app", "--io-threads=-1"]);
+    assert_refused(&out, &["--io-threads", "invalid digit"]);
+}
+
+#[test]
+fn io_threads_zero_or_a_number_starts_the_runtime() {
+    let app = "def app(environ, start_response):\n    start_response('200 OK', [])\n    \
+               return [b'ok']\n";
+    let dir = dir_with("main.py", app);
+    std::fs::write(
+        dir.path().join("corral.toml"),
+        "[app]\nmodule = \"main:app\"\n[server]\nio_threads = 0\n",
+    )
+    .unwrap();
+    let python = python();
+    // 0 (automatic) from the file, then a number from the flag over it.
+    for flags in [&[][..], &["--io-threads", "3"]] {
+        let args = [&["check", "--python", &python][..], flags].concat();
+        let out = corral(dir.path(), &args);
+        assert!(
+            out.status.success() && out.stdout.starts_with("OK: main:app imported"),
+            "corral {args:?}: {:?}\nstdout:\n{}\nstderr:\n{}",
+            out.status,
+            out.stdout,
+            out.stderr
+        );
+    }
+}
+
 #[test]
 fn unknown_users_and_bad_limits_name_file_line_and_key() {
     let dir = dir_with(
@@ -451,6 +508,7 @@ fn help_documents_every_flag() {
         "--max-header-bytes",
         "--max-body-bytes",
         "--max-queued",
+        "--io-threads",
         "--boot-timeout",
         "--status-bind",
         "--min-ready",
@@ -481,6 +539,7 @@ fn help_documents_every_flag() {
         "server.max_header_bytes",
         "server.max_body_bytes",
         "server.max_queued",
+        "server.io_threads",
         "workers.boot_timeout",
         "health.status_bind",
         "health.min_ready",

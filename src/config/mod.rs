@@ -100,6 +100,11 @@ pub struct ServerConfig {
     /// gets 503 with Retry-After at once, and a waiting one gets 503 after
     /// `workers.timeout`. 0: none waits (503 whenever every worker is full).
     pub max_queued: usize,
+    /// Threads of corral's own async runtime (the HTTP front, the
+    /// supervisor, the status server). At least 1: `server.io_threads = 0`
+    /// (the default) is resolved at load time to half the CPUs this process
+    /// may use (`std::thread::available_parallelism`), at least 1.
+    pub io_threads: usize,
     /// corral itself runs as the workers' user once its sockets are bound.
     pub drop_privileges: bool,
 }
@@ -424,6 +429,10 @@ struct Env {
     default_socket: PathBuf,
     /// The default `deploy.state_dir` (see [`default_state_dir_in`]).
     default_state_dir: PathBuf,
+    /// The CPUs this process may use (`available_parallelism`: its CPU
+    /// affinity and cgroup quota count), for `server.io_threads = 0`; 1 when
+    /// unknown.
+    cpus: usize,
 }
 
 impl Env {
@@ -432,6 +441,7 @@ impl Env {
             virtual_env: std::env::var_os("VIRTUAL_ENV").map(PathBuf::from),
             default_socket: default_socket(),
             default_state_dir: default_state_dir(),
+            cpus: std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get),
         }
     }
 }
@@ -614,7 +624,7 @@ fn resolve(
     // Whether `app.chdir` is set, even when [app] has problems of its own.
     let chdir_given = args.chdir.is_some() || raw.app.chdir.is_some();
     let app = r.app(args, raw.app, env.virtual_env.as_deref());
-    let server = r.server(args, raw.server);
+    let server = r.server(args, raw.server, env.cpus);
     let workers = r.workers(args, raw.workers);
     let health = r.health(args, raw.health, &server, &workers);
     let control = r.control(args.socket.as_deref(), raw.control, &env.default_socket);
@@ -640,12 +650,13 @@ mod tests {
 
     /// The environment of the tests: no virtualenv, and the default socket
     /// and state folder of uid 1000 without a runtime or state directory,
-    /// with HOME=/home/u.
+    /// with HOME=/home/u, on 4 CPUs.
     pub(super) fn env() -> Env {
         Env {
             virtual_env: None,
             default_socket: PathBuf::from("/tmp/corral-1000/corral.sock"),
             default_state_dir: PathBuf::from("/home/u/.local/state/corral"),
+            cpus: 4,
         }
     }
 
@@ -678,6 +689,8 @@ mod tests {
         assert_eq!(config.server.max_header_bytes, 64 * 1024);
         assert_eq!(config.server.max_body_bytes, 100 << 20);
         assert_eq!(config.server.max_queued, 1024);
+        // Half of the 4 CPUs of `env()`.
+        assert_eq!(config.server.io_threads, 2);
         assert_eq!(config.workers.count, 1);
         assert_eq!(config.workers.threads, 1);
         assert_eq!(config.workers.concurrency, 1000);
@@ -889,6 +902,37 @@ min_in_service = 2
         let config = resolve_text("[workers]\nthreads = 4\n", &app).unwrap();
         assert_eq!(config.server.max_queued, 1024);
         assert_eq!(config.workers.concurrency, 1000);
+    }
+
+    #[test]
+    fn io_threads_flag_then_file_then_half_the_cpus() {
+        let app = RunArgs {
+            app: Some("m:a".into()),
+            ..RunArgs::default()
+        };
+        let text = "[server]\nio_threads = 3\n";
+        assert_eq!(resolve_text(text, &app).unwrap().server.io_threads, 3);
+        let args = RunArgs {
+            io_threads: Some(1),
+            ..app.clone()
+        };
+        assert_eq!(resolve_text(text, &args).unwrap().server.io_threads, 1);
+        // 0, written or left out, is resolved now: half the CPUs, at least 1.
+        for text in ["[server]\nio_threads = 0\n", ""] {
+            for (cpus, threads) in [(1, 1), (2, 1), (3, 1), (4, 2), (8, 4), (64, 32)] {
+                let env = Env { cpus, ..env() };
+                let file =
+                    ConfigFile::new(Path::new("corral.toml"), Path::new("/srv"), text.into());
+                let config = resolve(&app, Some(&file), Path::new("/cwd"), &env).unwrap();
+                assert_eq!(config.server.io_threads, threads, "{cpus} CPUs, {text:?}");
+            }
+        }
+        // The flag's 0 is automatic too, over a number in the file.
+        let args = RunArgs {
+            io_threads: Some(0),
+            ..app
+        };
+        assert_eq!(resolve_text(text, &args).unwrap().server.io_threads, 2);
     }
 
     #[test]

@@ -100,6 +100,12 @@ pub(super) struct RawServer {
     /// 0 means no request ever waits (503 whenever every worker is full).
     /// Default 1024.
     pub(super) max_queued: Option<Spanned<usize>>,
+    /// Threads that corral's own HTTP front (its async runtime) runs on. 0
+    /// means automatic: half the CPUs corral may use, at least 1, leaving
+    /// the other half for the Python workers, which do most of the work
+    /// (fewer front threads also means fewer wake-ups across threads).
+    /// Default 0.
+    pub(super) io_threads: Option<Spanned<usize>>,
     /// After binding its sockets as root, corral itself switches to
     /// `[workers] user`/`group` (which must be set). Default false.
     pub(super) drop_privileges: Option<Spanned<bool>>,
@@ -460,6 +466,7 @@ mod tests {
         );
         assert_eq!(config.server.max_body_bytes, defaults.server.max_body_bytes);
         assert_eq!(config.server.max_queued, defaults.server.max_queued);
+        assert_eq!(config.server.io_threads, defaults.server.io_threads);
         assert_eq!(config.server.bind[0].addr, defaults.server.bind[0].addr);
         assert_eq!(config.workers.count, defaults.workers.count);
         assert_eq!(config.workers.threads, defaults.workers.threads);
@@ -545,7 +552,9 @@ mod tests {
             )
             .replace("# strategy = \"rolling\"", "strategy = \"rolling\"")
             .replace("\nmax_surge = 1", "\n# max_surge = 1")
-            .replace("# max_surge = 2", "max_surge = 2");
+            .replace("# max_surge = 2", "max_surge = 2")
+            .replace("\nio_threads = 0", "\n# io_threads = 0")
+            .replace("# io_threads = 4", "io_threads = 4");
         let file = ConfigFile::new(
             Path::new("config/example.toml"),
             Path::new("/repo"),
@@ -584,6 +593,7 @@ mod tests {
         assert_eq!(config.deploy.rollback, Rollback::Symlink);
         assert_eq!(config.deploy.strategy, Strategy::Rolling);
         assert_eq!(config.deploy.max_surge, 2);
+        assert_eq!(config.server.io_threads, 4);
         // And so is the git-reset rollback, with the default revision.
         let git_reset = EXAMPLE.replace("# rollback = \"git-reset\"", "rollback = \"git-reset\"");
         let git_reset = git_reset.replace("\nrollback = \"none\"", "\n");
@@ -661,6 +671,26 @@ mod tests {
         assert!(unknown.contains("`max_queued`"), "{unknown}");
         let unknown = error_text("[workers]\nconcurency = 10\n");
         assert!(unknown.contains("`concurrency`"), "{unknown}");
+    }
+
+    #[test]
+    fn io_threads_parse_errors() {
+        assert_eq!(
+            error_text("[server]\nio_threads = \"auto\"\n"),
+            "corral.toml:2: server.io_threads: invalid type: string \"auto\", expected usize; \
+             for example: io_threads = 0"
+        );
+        assert_eq!(
+            error_text("[server]\n\nio_threads = -1\n"),
+            "corral.toml:3: server.io_threads: invalid value: integer `-1`, expected usize; \
+             for example: io_threads = 0"
+        );
+        let unknown = error_text("[server]\nio_thread = 2\n");
+        assert!(
+            unknown.starts_with("corral.toml:2: server.io_thread: unknown key `io_thread`"),
+            "{unknown}"
+        );
+        assert!(unknown.contains("`io_threads`"), "{unknown}");
     }
 
     #[test]

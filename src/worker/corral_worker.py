@@ -570,18 +570,19 @@ WS_CONNECTING, WS_ACCEPTED, WS_CLOSED, WS_RESPONSE = range(4)
 class AsgiStream:
     """One ASGI request or WebSocket in flight.
 
-    The app's receive() and send() wait on `waiter` (one future at a time);
-    the frame parser wakes it whenever something for the stream arrives.
+    The app's receive() and send() wait (both at once, in Starlette's
+    streaming responses) on futures in `waiters`; the frame parser wakes them
+    all whenever something for the stream arrives, and each checks again.
     """
 
-    __slots__ = ("sid", "body", "chunks", "body_done", "window", "cancelled", "waiter",
+    __slots__ = ("sid", "body", "chunks", "body_done", "window", "cancelled", "waiters",
                  "task", "done", "ws", "inbox", "consumed")
 
     def __init__(self, sid, body, more):
         self.sid = sid
         self.window = RESPONSE_WINDOW
         self.cancelled = False
-        self.waiter = None
+        self.waiters = None
         self.task = None
         self.done = False  # a terminal frame was sent
         self.ws = None  # WebSocket state, None for HTTP
@@ -597,14 +598,20 @@ class AsgiStream:
             self.body_done = True
 
     def wake(self):
-        w = self.waiter
-        if w is not None and not w.done():
-            w.set_result(None)
+        waiters = self.waiters
+        if waiters:
+            self.waiters = None
+            for w in waiters:
+                if not w.done():
+                    w.set_result(None)
 
     async def wait(self, loop):
-        self.waiter = loop.create_future()
-        await self.waiter
-        self.waiter = None
+        w = loop.create_future()
+        if self.waiters is None:
+            self.waiters = [w]
+        else:
+            self.waiters.append(w)
+        await w
 
 
 class AsgiWorker:
