@@ -105,7 +105,25 @@ async def deny(scope, receive, send):
     await send({"type": "websocket.http.response.body", "body": b", no socket"})
 
 
-ROUTES = {"echo": echo, "chat": chat, "forbid": forbid, "deny": deny}
+async def flood(scope, receive, send):
+    # Sends N messages while it receives N: both directions full at once.
+    import asyncio
+    n = int(scope["query_string"].decode())
+    await send({"type": "websocket.accept"})
+    async def out():
+        for _ in range(n):
+            await send({"type": "websocket.send", "bytes": b"o" * 65536})
+    sender = asyncio.ensure_future(out())
+    got = 0
+    while got < n * 65536:
+        m = await receive()
+        assert m["type"] == "websocket.receive", m
+        got += len(m["bytes"])
+    await sender
+    await send({"type": "websocket.send", "text": "got %d" % got})
+
+
+ROUTES = {"echo": echo, "chat": chat, "forbid": forbid, "deny": deny, "flood": flood}
 
 
 async def app(scope, receive, send):
@@ -545,4 +563,20 @@ async fn plain_http_works_beside_sockets_and_bad_versions_get_426() {
     let r = request(&c.addr, "GET", "/echo", &raw_handshake("8"), b"");
     assert_eq!(r.status, 426);
     assert_eq!(r.header("sec-websocket-version"), Some("13"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_client_that_writes_before_it_reads_does_not_wedge_the_socket() {
+    let (_dir, c) = start(1, &[]);
+    // 32 MiB each way, more than the kernel buffers on the way hold: corral
+    // must keep reading the client while the client is not reading yet.
+    const N: usize = 512;
+    let mut ws = connect(&c, &format!("/flood?{N}")).await;
+    for _ in 0..N {
+        send(&mut ws, Message::Binary(vec![b'i'; 65536].into())).await;
+    }
+    for _ in 0..N {
+        assert_eq!(expect_binary(&mut ws).await.len(), 65536);
+    }
+    assert_eq!(expect_text(&mut ws).await, format!("got {}", N * 65536));
 }

@@ -138,8 +138,23 @@ pub struct Session {
 type Sink = SplitSink<WebSocketStream<TokioIo<Upgraded>>, Message>;
 type Source = SplitStream<WebSocketStream<TokioIo<Upgraded>>>;
 
+/// Why a relay ended.
+enum End {
+    /// The client sent a close frame (code, reason).
+    ClientClosed(u16, String),
+    /// The client's connection broke without a close frame.
+    ClientGone,
+    /// The app closed the socket (code, reason).
+    AppClosed(u16, String),
+    /// The worker died, or broke the protocol.
+    AppFailed,
+    /// corral is stopping.
+    Shutdown,
+}
+
 /// Relays messages between the client and the app until either closes, the
-/// worker dies (1011) or corral stops (1001).
+/// worker dies (1011) or corral stops (1001). The two directions run side by
+/// side, so a client that writes without reading cannot wedge the other.
 pub async fn relay(upgrade: OnUpgrade, session: Session, drain: Arc<Drain>) {
     let _open = drain.enter();
     let mut closing = drain.closing();
@@ -164,76 +179,97 @@ pub async fn relay(upgrade: OnUpgrade, session: Session, drain: Arc<Drain>) {
         .max_frame_size(Some(MAX_MESSAGE));
     let ws = WebSocketStream::from_raw_socket(TokioIo::new(io), Role::Server, Some(config)).await;
     let (mut sink, mut source) = ws.split();
-    let mut unacked = 0usize;
-    loop {
-        let can_read = credit.available.load(Ordering::Acquire) > 0;
-        tokio::select! {
-            msg = source.next(), if can_read => {
-                let (kind, data) = match msg {
-                    Some(Ok(Message::Text(t))) => (protocol::WS_TEXT, Bytes::from(t)),
-                    Some(Ok(Message::Binary(b))) => (protocol::WS_BINARY, b),
-                    Some(Ok(Message::Close(frame))) => {
-                        let (code, reason) = frame
-                            .map(|f| (u16::from(f.code), f.reason.to_string()))
-                            .unwrap_or((1005, String::new()));
-                        channel.send(protocol::encode_close(id, code, &reason));
-                        // tungstenite queued the reply to the client's close.
-                        let _ = tokio::time::timeout(CLOSE_WAIT, sink.flush()).await;
-                        return;
-                    }
-                    Some(Ok(_)) => continue, // ping and pong: tungstenite answers
-                    Some(Err(_)) | None => {
-                        channel.send(protocol::encode_close(id, 1006, ""));
-                        return;
-                    }
-                };
-                credit.available.fetch_sub(data.len() as i64, Ordering::AcqRel);
-                channel.send(protocol::encode(kind, id, &data));
+
+    let inbound = async {
+        loop {
+            while credit.available.load(Ordering::Acquire) <= 0 {
+                let granted = credit.notify.notified();
+                tokio::pin!(granted);
+                granted.as_mut().enable();
+                if credit.available.load(Ordering::Acquire) > 0 {
+                    break;
+                }
+                granted.await;
             }
-            _ = credit.notify.notified(), if !can_read => {}
-            event = events.recv() => match event {
-                Some(Event::Message { binary, data }) => {
+            let (kind, data) = match source.next().await {
+                Some(Ok(Message::Text(t))) => (protocol::WS_TEXT, Bytes::from(t)),
+                Some(Ok(Message::Binary(b))) => (protocol::WS_BINARY, b),
+                Some(Ok(Message::Close(frame))) => {
+                    let (code, reason) = frame
+                        .map(|f| (u16::from(f.code), f.reason.to_string()))
+                        .unwrap_or((1005, String::new()));
+                    return End::ClientClosed(code, reason);
+                }
+                Some(Ok(_)) => continue, // ping and pong: tungstenite answers
+                Some(Err(_)) | None => return End::ClientGone,
+            };
+            credit
+                .available
+                .fetch_sub(data.len() as i64, Ordering::AcqRel);
+            channel.send(protocol::encode(kind, id, &data));
+        }
+    };
+    let outbound = async {
+        let mut unacked = 0usize;
+        loop {
+            let (msg, len) = match events.recv().await {
+                Some(Event::Message { binary: true, data }) => {
                     let len = data.len();
-                    let msg = if binary {
-                        Message::Binary(data)
-                    } else {
-                        match Utf8Bytes::try_from(data) {
-                            Ok(text) => Message::Text(text),
-                            Err(_) => {
-                                tracing::error!("the app sent a text message that is not UTF-8");
-                                channel.send(protocol::encode_close(id, 1011, ""));
-                                close(sink, source, 1011, "").await;
-                                return;
-                            }
+                    (Message::Binary(data), len)
+                }
+                Some(Event::Message {
+                    binary: false,
+                    data,
+                }) => {
+                    let len = data.len();
+                    match Utf8Bytes::try_from(data) {
+                        Ok(text) => (Message::Text(text), len),
+                        Err(_) => {
+                            tracing::error!("the app sent a text message that is not UTF-8");
+                            return End::AppFailed;
                         }
-                    };
-                    if sink.send(msg).await.is_err() {
-                        channel.send(protocol::encode_close(id, 1006, ""));
-                        return;
-                    }
-                    unacked += len;
-                    if unacked >= protocol::RESPONSE_WINDOW / 2 {
-                        channel.send(protocol::encode_u32(protocol::WINDOW, id, unacked as u32));
-                        unacked = 0;
                     }
                 }
                 Some(Event::Close(payload)) => {
                     let (code, reason) = protocol::decode_close(&payload);
-                    close(sink, source, code, &reason).await;
-                    return;
+                    return End::AppClosed(code, reason);
                 }
                 // The worker died, or ended the stream without closing.
-                Some(_) | None => {
-                    close(sink, source, 1011, "").await;
-                    return;
-                }
-            },
-            _ = super::closed(&mut closing) => {
-                const REASON: &str = "server shutting down";
-                channel.send(protocol::encode_close(id, 1001, REASON));
-                close(sink, source, 1001, REASON).await;
-                return;
+                Some(_) | None => return End::AppFailed,
+            };
+            if sink.send(msg).await.is_err() {
+                return End::ClientGone;
             }
+            unacked += len;
+            if unacked >= protocol::RESPONSE_WINDOW / 2 {
+                channel.send(protocol::encode_u32(protocol::WINDOW, id, unacked as u32));
+                unacked = 0;
+            }
+        }
+    };
+    let end = tokio::select! {
+        end = inbound => end,
+        end = outbound => end,
+        _ = super::closed(&mut closing) => End::Shutdown,
+    };
+    const GOING_AWAY: &str = "server shutting down";
+    match end {
+        End::ClientClosed(code, reason) => {
+            channel.send(protocol::encode_close(id, code, &reason));
+            // tungstenite queued the reply to the client's close.
+            let _ = tokio::time::timeout(CLOSE_WAIT, sink.flush()).await;
+        }
+        End::ClientGone => {
+            channel.send(protocol::encode_close(id, 1006, ""));
+        }
+        End::AppClosed(code, reason) => close(sink, source, code, &reason).await,
+        End::AppFailed => {
+            channel.send(protocol::encode_close(id, 1011, ""));
+            close(sink, source, 1011, "").await;
+        }
+        End::Shutdown => {
+            channel.send(protocol::encode_close(id, 1001, GOING_AWAY));
+            close(sink, source, 1001, GOING_AWAY).await;
         }
     }
 }
