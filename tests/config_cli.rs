@@ -2,6 +2,9 @@
 //! where the problem is (file, line, key) and how to fix it. Also: `--help`
 //! documents every flag.
 
+mod common;
+use common::python;
+
 use std::io::Read;
 use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -278,19 +281,6 @@ fn concurrency_and_queue_problems_name_file_line_and_key() {
     );
     let out = corral(dir.path(), &["main:app", "--max-queued", "many"]);
     assert_refused(&out, &["--max-queued", "invalid digit"]);
-}
-
-/// The interpreter to boot a worker with: `$CORRAL_TEST_PYTHON`, else the
-/// project's `.venv`, else `python3`.
-fn python() -> String {
-    if let Ok(p) = std::env::var("CORRAL_TEST_PYTHON") {
-        return p;
-    }
-    let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
-    if venv.exists() {
-        return venv.display().to_string();
-    }
-    "python3".into()
 }
 
 #[test]

@@ -14,27 +14,17 @@
 //! Without them every test here fails and says so.
 
 mod common;
+use common::compare::*;
 use common::*;
 
-use std::collections::BTreeSet;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex, OnceLock};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::sync::OnceLock;
+use std::time::Duration;
 
-/// Longest wait for any one connect, read or write.
-const IO_TIMEOUT: Duration = Duration::from_secs(10);
 /// Longest wait for gunicorn to accept connections, or for the framework
 /// probe to answer.
 const START_TIMEOUT: Duration = Duration::from_secs(15);
-
-/// Headers that describe the server or the connection, not the app.
-/// Content-Length is compared only when both servers send it (a server may
-/// frame a body by chunks instead).
-const IGNORED_HEADERS: &[&str] = &["date", "server", "connection", "transfer-encoding"];
 
 // ------------------------------------------------------------------ apps
 
@@ -121,7 +111,7 @@ print("no-control-socket" if hasattr(gunicorn.config, "ControlSocketDisable") el
 /// finds the gunicorn next to it. Panics with what to do when it cannot.
 fn py_env() -> &'static PyEnv {
     static ENV: OnceLock<Result<PyEnv, String>> = OnceLock::new();
-    match ENV.get_or_init(probe_python) {
+    match ENV.get_or_init(find_gunicorn) {
         Ok(env) => env,
         Err(why) => panic!(
             "{why}\nThese tests serve real Flask and Django apps and compare corral with gunicorn. \
@@ -131,39 +121,9 @@ fn py_env() -> &'static PyEnv {
     }
 }
 
-fn probe_python() -> Result<PyEnv, String> {
+fn find_gunicorn() -> Result<PyEnv, String> {
+    let out = probe_python(PROBE, START_TIMEOUT)?;
     let py = python();
-    let mut child = Command::new(&py)
-        .args(["-c", PROBE])
-        .env_remove("VIRTUAL_ENV")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| format!("cannot run the test interpreter {py}: {e}"))?;
-    let deadline = Instant::now() + START_TIMEOUT;
-    let status = loop {
-        if let Some(st) = child.try_wait().map_err(|e| e.to_string())? {
-            break st;
-        }
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            return Err(format!("{py} did not answer within {START_TIMEOUT:?}"));
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let mut out = String::new();
-    let mut err = String::new();
-    child.stdout.take().unwrap().read_to_string(&mut out).ok();
-    child.stderr.take().unwrap().read_to_string(&mut err).ok();
-    if !status.success() {
-        return Err(format!(
-            "the test interpreter {py} {}{}",
-            out.trim(),
-            err.trim()
-        ));
-    }
     let gunicorn = Path::new(&py).with_file_name("gunicorn");
     if !gunicorn.is_file() {
         return Err(format!(
@@ -179,118 +139,31 @@ fn probe_python() -> Result<PyEnv, String> {
 
 // -------------------------------------------------------------- gunicorn
 
-/// A running gunicorn; killed on drop.
-struct Gunicorn {
-    child: Child,
-    addr: String,
-    log: Arc<Mutex<Vec<String>>>,
+/// `gunicorn APP -w 2 -b 127.0.0.1:PORT --chdir DIR`, accepting connections.
+fn gunicorn(dir: &Path, app: &str) -> Reference {
+    let env = py_env();
+    let addr = format!("127.0.0.1:{}", free_port());
+    let mut cmd = Command::new(&env.gunicorn);
+    cmd.args([app, "-w", "2", "-b", &addr, "--chdir"])
+        .arg(dir)
+        .current_dir(dir);
+    if env.no_control_socket {
+        cmd.arg("--no-control-socket");
+    }
+    Reference::start("gunicorn", cmd, addr, START_TIMEOUT)
 }
 
-impl Gunicorn {
-    /// `gunicorn APP -w 2 -b 127.0.0.1:PORT --chdir DIR`, then waits until
-    /// it accepts connections.
-    fn start(dir: &Path, app: &str) -> Gunicorn {
-        let env = py_env();
-        let addr = format!("127.0.0.1:{}", free_port());
-        let mut cmd = Command::new(&env.gunicorn);
-        cmd.args([app, "-w", "2", "-b", &addr, "--chdir"])
-            .arg(dir)
-            .current_dir(dir)
-            .env_remove("VIRTUAL_ENV")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            // Its own process group, so that drop kills the workers too.
-            .process_group(0);
-        if env.no_control_socket {
-            cmd.arg("--no-control-socket");
-        }
-        let mut child = cmd.spawn().expect("start gunicorn");
-        let log = Arc::new(Mutex::new(Vec::new()));
-        for stream in [
-            Box::new(child.stderr.take().unwrap()) as Box<dyn Read + Send>,
-            Box::new(child.stdout.take().unwrap()) as Box<dyn Read + Send>,
-        ] {
-            let log = log.clone();
-            std::thread::spawn(move || {
-                for line in BufReader::new(stream).lines() {
-                    let Ok(line) = line else { break };
-                    eprintln!("[gunicorn] {line}");
-                    log.lock().unwrap().push(line);
-                }
-            });
-        }
-        let mut g = Gunicorn { child, addr, log };
-        g.wait_accepting();
-        g
-    }
-
-    fn wait_accepting(&mut self) {
-        let addr: SocketAddr = self.addr.parse().unwrap();
-        let deadline = Instant::now() + START_TIMEOUT;
-        loop {
-            if let Ok(Some(st)) = self.child.try_wait() {
-                panic!(
-                    "gunicorn exited ({st}) before it listened; log:\n{}",
-                    self.log_text()
-                );
-            }
-            if TcpStream::connect_timeout(&addr, Duration::from_millis(500)).is_ok() {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "gunicorn did not accept connections on {addr} within {START_TIMEOUT:?}; log:\n{}",
-                self.log_text()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    fn log_text(&self) -> String {
-        self.log.lock().unwrap().join("\n")
-    }
-}
-
-impl Drop for Gunicorn {
-    fn drop(&mut self) {
-        // SAFETY: signalling the process group of a child we started (its
-        // pid is the group id: see `process_group(0)`) and have not reaped.
-        unsafe {
-            libc::kill(-(self.child.id() as i32), libc::SIGKILL);
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// A port nothing listens on (the OS picks it; released before use).
-fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-    l.local_addr().unwrap().port()
-}
-
-/// Both servers on one copy of the app.
-struct Servers {
-    corral: Corral,
-    gunicorn: Gunicorn,
-    _app: AppDir,
-}
-
-impl Servers {
-    fn start(fw: Framework) -> Servers {
-        py_env();
-        let app = AppDir::new(fw.files());
-        let dir = app.path().to_str().expect("utf-8 temp path").to_string();
-        // gunicorn's workers import the app while corral starts.
-        let gunicorn = Gunicorn::start(app.path(), fw.app());
-        let corral = Corral::start(app.path(), &[fw.app(), "-w", "2", "--chdir", &dir], 2);
-        Servers {
-            corral,
-            gunicorn,
-            _app: app,
-        }
-    }
+/// Both servers on one copy of `fw`'s app.
+fn start_servers(fw: Framework) -> Servers {
+    py_env();
+    // gunicorn's workers import the app while corral starts.
+    Servers::start(
+        fw.name(),
+        fw.files(),
+        |dir| gunicorn(dir, fw.app()),
+        &[fw.app(), "-w", "2"],
+        2,
+    )
 }
 
 // -------------------------------------------------------------- requests
@@ -298,61 +171,6 @@ impl Servers {
 /// Stands for the CSRF token the client last saw in a form, in request
 /// bodies and header values.
 const CSRF: &str = "{csrf}";
-
-#[derive(Clone)]
-struct Req {
-    label: &'static str,
-    method: &'static str,
-    path: String,
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
-    /// Send the cookies the client holds (like a browser).
-    cookies: bool,
-    /// What the app must answer (checked on both servers, so that two
-    /// servers broken the same way do not pass): status and a body excerpt.
-    expect: Option<(u16, String)>,
-}
-
-impl Req {
-    fn new(label: &'static str, method: &'static str, path: &str) -> Req {
-        Req {
-            label,
-            method,
-            path: path.to_string(),
-            headers: Vec::new(),
-            body: Vec::new(),
-            cookies: true,
-            expect: None,
-        }
-    }
-
-    fn get(label: &'static str, path: &str) -> Req {
-        Req::new(label, "GET", path)
-    }
-
-    fn post(label: &'static str, path: &str, content_type: &str, body: impl Into<Vec<u8>>) -> Req {
-        let mut r = Req::new(label, "POST", path).header("Content-Type", content_type);
-        r.body = body.into();
-        r
-    }
-
-    fn header(mut self, name: &str, value: &str) -> Req {
-        self.headers.push((name.to_string(), value.to_string()));
-        self
-    }
-
-    fn without_cookies(mut self) -> Req {
-        self.cookies = false;
-        self
-    }
-
-    fn expect(mut self, status: u16, body_contains: &str) -> Req {
-        self.expect = Some((status, body_contains.to_string()));
-        self
-    }
-}
-
-type Outcome = Result<Response, String>;
 
 /// A browser-like client of one server: keeps the cookies it is given and
 /// the last CSRF token it saw in a form.
@@ -452,50 +270,8 @@ impl Client {
         // Werkzeug builds a 405's Allow from a set of method names, whose
         // order follows Python's per-process string hashing: two worker
         // processes of the same server may list them in different orders.
-        for (name, value) in &mut resp.headers {
-            if name == "allow" {
-                let mut methods: Vec<&str> = value.split(',').map(str::trim).collect();
-                methods.sort_unstable();
-                *value = methods.join(", ");
-            }
-        }
+        sort_allow(resp);
     }
-}
-
-/// One request on a fresh connection, with timeouts; errors as text.
-fn exchange(
-    addr: &str,
-    method: &str,
-    path: &str,
-    headers: &[(String, String)],
-    body: &[u8],
-) -> Outcome {
-    let sock: SocketAddr = addr
-        .parse()
-        .map_err(|e| format!("bad address {addr}: {e}"))?;
-    let mut s = TcpStream::connect_timeout(&sock, IO_TIMEOUT)
-        .map_err(|e| format!("connect {addr}: {e}"))?;
-    s.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
-    s.set_write_timeout(Some(IO_TIMEOUT)).unwrap();
-    let mut head = format!("{method} {path} HTTP/1.1\r\n");
-    if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")) {
-        head.push_str("Host: localhost\r\n");
-    }
-    for (k, v) in headers {
-        head.push_str(&format!("{k}: {v}\r\n"));
-    }
-    let framed = headers.iter().any(|(k, _)| {
-        k.eq_ignore_ascii_case("content-length") || k.eq_ignore_ascii_case("transfer-encoding")
-    });
-    if !body.is_empty() && !framed {
-        head.push_str(&format!("Content-Length: {}\r\n", body.len()));
-    }
-    head.push_str("\r\n");
-    s.write_all(head.as_bytes())
-        .and_then(|()| s.write_all(body))
-        .map_err(|e| format!("sending the request: {e}"))?;
-    let mut r = BufReader::new(s);
-    read_response(&mut r, method == "HEAD").map_err(|e| format!("reading the response: {e}"))
 }
 
 fn replace_bytes(hay: &[u8], from: &[u8], to: &[u8]) -> Vec<u8> {
@@ -518,192 +294,21 @@ fn replace_bytes(hay: &[u8], from: &[u8], to: &[u8]) -> Vec<u8> {
 
 // ------------------------------------------------------------ comparison
 
-/// Starts both servers on `fw`'s app, sends `reqs` in order to each, and
-/// fails with a readable diff of every request they answered differently.
+/// Starts both servers on `fw`'s app, sends `reqs` in order to each through
+/// its own browser-like client, and fails with a readable diff of every
+/// request they answered differently.
 fn same_answers(fw: Framework, reqs: &[Req]) {
-    let servers = Servers::start(fw);
-    let mut reference = Client::new(&servers.gunicorn.addr);
+    let servers = start_servers(fw);
+    let mut reference = Client::new(&servers.reference.addr);
     let mut tested = Client::new(&servers.corral.addr);
-    let mut problems = Vec::new();
-    for (i, req) in reqs.iter().enumerate() {
-        let g = reference.send(req);
-        let c = tested.send(req);
-        let mut found = Vec::new();
-        if let Some((status, needle)) = &req.expect {
-            for (server, outcome) in [("gunicorn", &g), ("corral", &c)] {
-                if let Ok(r) = outcome
-                    && (r.status != *status || !contains(&r.body, needle.as_bytes()))
-                {
-                    found.push(format!(
-                        "{server}: expected status {status} and a body containing {needle:?}; got {} {} with body {:?}",
-                        r.status,
-                        r.reason,
-                        excerpt(&r.body, 0, 300)
-                    ));
-                }
-            }
-        }
-        found.extend(differences(&g, &c));
-        if !found.is_empty() {
-            problems.push(format!(
-                "#{} {} {} ({}):\n  {}",
-                i + 1,
-                req.method,
-                req.path,
-                req.label,
-                found.join("\n  ")
-            ));
-        }
-    }
-    assert!(
-        problems.is_empty(),
-        "{}: corral answered {} of {} requests differently from gunicorn, or not as the app should:\n\n{}\n",
-        fw.name(),
-        problems.len(),
-        reqs.len(),
-        problems.join("\n\n")
-    );
-}
-
-/// What differs between the two answers, one line (or block) each.
-fn differences(g: &Outcome, c: &Outcome) -> Vec<String> {
-    let (g, c) = match (g, c) {
-        (Ok(g), Ok(c)) => (g, c),
-        (Err(ge), Err(ce)) => return vec![format!("no answer: gunicorn: {ge}; corral: {ce}")],
-        (Err(ge), Ok(_)) => return vec![format!("gunicorn gave no answer: {ge}")],
-        (Ok(g), Err(ce)) => {
-            return vec![format!(
-                "corral gave no answer ({ce}); gunicorn answered {} {}",
-                g.status, g.reason
-            )];
-        }
-    };
-    let mut out = Vec::new();
-    if (g.status, &g.reason) != (c.status, &c.reason) {
-        out.push(format!(
-            "status line: gunicorn {:?}, corral {:?}",
-            format!("{} {}", g.status, g.reason),
-            format!("{} {}", c.status, c.reason)
-        ));
-    }
-    let names: BTreeSet<&str> = g
-        .headers
-        .iter()
-        .chain(&c.headers)
-        .map(|(k, _)| k.as_str())
-        .filter(|k| !IGNORED_HEADERS.contains(k))
-        .collect();
-    for name in names {
-        let gv = values(g, name);
-        let cv = values(c, name);
-        if name == "content-length" && (gv.is_empty() || cv.is_empty()) {
-            continue;
-        }
-        if gv != cv {
-            out.push(format!(
-                "header {name}: gunicorn {}, corral {}",
-                show_values(&gv),
-                show_values(&cv)
-            ));
-        }
-    }
-    if g.body != c.body {
-        out.push(body_diff(&g.body, &c.body));
-    }
-    out
-}
-
-/// Every value of header `name` (names are lower case), in order.
-fn values<'a>(r: &'a Response, name: &str) -> Vec<&'a str> {
-    r.headers
-        .iter()
-        .filter(|(k, _)| k == name)
-        .map(|(_, v)| v.as_str())
-        .collect()
-}
-
-fn show_values(v: &[&str]) -> String {
-    if v.is_empty() {
-        "(absent)".into()
-    } else {
-        format!("{v:?}")
-    }
-}
-
-fn contains(hay: &[u8], needle: &[u8]) -> bool {
-    needle.is_empty() || hay.windows(needle.len()).any(|w| w == needle)
-}
-
-fn excerpt(b: &[u8], from: usize, len: usize) -> String {
-    let to = (from + len).min(b.len());
-    let from = from.min(to);
-    let mut s = String::from_utf8_lossy(&b[from..to]).into_owned();
-    if to < b.len() {
-        s.push('…');
-    }
-    s
-}
-
-/// Where two bodies part, and a line diff when they are text.
-fn body_diff(g: &[u8], c: &[u8]) -> String {
-    let at = g
-        .iter()
-        .zip(c)
-        .position(|(a, b)| a != b)
-        .unwrap_or(g.len().min(c.len()));
-    let from = at.saturating_sub(60);
-    let mut out = format!(
-        "body: gunicorn {} bytes, corral {} bytes, first difference at byte {at}:\n    gunicorn: {:?}\n    corral:   {:?}",
-        g.len(),
-        c.len(),
-        excerpt(g, from, 120),
-        excerpt(c, from, 120)
-    );
-    if let (Ok(gt), Ok(ct)) = (std::str::from_utf8(g), std::str::from_utf8(c))
-        && (gt.lines().count() > 1 || ct.lines().count() > 1)
-    {
-        out.push_str("\n    line diff (- gunicorn, + corral):");
-        out.push_str(&line_diff(gt, ct));
-    }
-    out
-}
-
-/// A longest-common-subsequence line diff, changed lines only.
-fn line_diff(a: &str, b: &str) -> String {
-    let a: Vec<&str> = a.lines().take(400).collect();
-    let b: Vec<&str> = b.lines().take(400).collect();
-    let (n, m) = (a.len(), b.len());
-    let mut lcs = vec![vec![0u32; m + 1]; n + 1];
-    for i in (0..n).rev() {
-        for j in (0..m).rev() {
-            lcs[i][j] = if a[i] == b[j] {
-                lcs[i + 1][j + 1] + 1
-            } else {
-                lcs[i + 1][j].max(lcs[i][j + 1])
-            };
-        }
-    }
-    let mut out = String::new();
-    let (mut i, mut j) = (0, 0);
-    while i < n || j < m {
-        if i < n && j < m && a[i] == b[j] {
-            i += 1;
-            j += 1;
-        } else if j == m || (i < n && lcs[i + 1][j] >= lcs[i][j + 1]) {
-            out.push_str(&format!("\n    - {:4} {:?}", i + 1, a[i]));
-            i += 1;
-        } else {
-            out.push_str(&format!("\n    + {:4} {:?}", j + 1, b[j]));
-            j += 1;
-        }
-    }
-    out
+    assert_same_answers(&servers, reqs, |req| {
+        [reference.send(req), tested.send(req)]
+    });
 }
 
 // ---------------------------------------------------------- request data
 
 const FORM_TYPE: &str = "application/x-www-form-urlencoded";
-const JSON_TYPE: &str = "application/json";
 const BOUNDARY: &str = "----corral-test-boundary-7MA4YWxkTrZu0gW";
 
 /// A urlencoded form with repeated keys, `+` for space, percent-encoded
@@ -764,18 +369,6 @@ fn binary(len: usize) -> Vec<u8> {
             }
         })
         .collect()
-}
-
-/// `body` in HTTP/1.1 chunks of `size` bytes.
-fn chunked(body: &[u8], size: usize) -> Vec<u8> {
-    let mut out = Vec::new();
-    for chunk in body.chunks(size) {
-        out.extend_from_slice(format!("{:x}\r\n", chunk.len()).as_bytes());
-        out.extend_from_slice(chunk);
-        out.extend_from_slice(b"\r\n");
-    }
-    out.extend_from_slice(b"0\r\n\r\n");
-    out
 }
 
 /// The form, JSON and upload requests; `slash` ends each path ("" for Flask's

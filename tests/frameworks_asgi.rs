@@ -13,15 +13,12 @@
 //! Without them every test here fails and says so.
 
 mod common;
+use common::compare::*;
 use common::*;
 
-use std::collections::BTreeSet;
-use std::fs::File;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::os::unix::process::CommandExt;
+use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
@@ -31,16 +28,9 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
-/// Longest wait for any one connect, read or write.
-const IO_TIMEOUT: Duration = Duration::from_secs(10);
 /// Longest wait for uvicorn to accept connections, for the Python probe to
 /// answer, or for a background task's effect to show.
 const START_TIMEOUT: Duration = Duration::from_secs(20);
-
-/// Headers that describe the server or the connection, not the app.
-/// Content-Length is compared only when both servers send it (a server may
-/// frame a body by chunks instead).
-const IGNORED_HEADERS: &[&str] = &["date", "server", "connection", "transfer-encoding"];
 
 // ------------------------------------------------------------------ apps
 
@@ -83,8 +73,14 @@ const STARLETTE: App = App {
 /// Checks once that `python()` can import FastAPI, Starlette and uvicorn;
 /// panics with what to do when it cannot.
 fn check_python() {
-    static CHECKED: OnceLock<Result<(), String>> = OnceLock::new();
-    if let Err(why) = CHECKED.get_or_init(probe_python) {
+    static CHECKED: OnceLock<Result<String, String>> = OnceLock::new();
+    let probe = || {
+        probe_python(
+            "import fastapi, starlette, uvicorn, websockets",
+            START_TIMEOUT,
+        )
+    };
+    if let Err(why) = CHECKED.get_or_init(probe) {
         panic!(
             "{why}\nThese tests serve real FastAPI and Starlette apps and compare corral with \
              uvicorn. Run ./test.sh (it makes .venv from requirements-test.txt and runs the tests \
@@ -93,277 +89,35 @@ fn check_python() {
     }
 }
 
-fn probe_python() -> Result<(), String> {
-    let py = python();
-    let mut child = Command::new(&py)
-        .args(["-c", "import fastapi, starlette, uvicorn, websockets"])
-        .env_remove("VIRTUAL_ENV")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| format!("cannot run the test interpreter {py}: {e}"))?;
-    let status = wait_child(&mut child, START_TIMEOUT)
-        .ok_or_else(|| format!("{py} did not answer within {START_TIMEOUT:?}"))?;
-    let mut err = String::new();
-    child.stderr.take().unwrap().read_to_string(&mut err).ok();
-    if !status.success() {
-        return Err(format!("the test interpreter {py} failed: {}", err.trim()));
-    }
-    Ok(())
-}
-
-/// Waits for a child to exit; kills it and returns None on timeout.
-fn wait_child(child: &mut Child, timeout: Duration) -> Option<std::process::ExitStatus> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Ok(Some(st)) = child.try_wait() {
-            return Some(st);
-        }
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            return None;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 // --------------------------------------------------------------- uvicorn
 
-/// A running uvicorn (one process); killed on drop.
-struct Uvicorn {
-    child: Child,
-    addr: String,
-    log: std::path::PathBuf,
+/// `python -m uvicorn SPEC --port PORT --no-access-log` in `dir` (one
+/// process), accepting connections (after the lifespan startup).
+fn uvicorn(dir: &Path, spec: &str) -> Reference {
+    let port = free_port();
+    let mut cmd = Command::new(python());
+    cmd.args(["-m", "uvicorn", spec, "--host", "127.0.0.1", "--port"])
+        .arg(port.to_string())
+        .args(["--no-access-log", "--app-dir"])
+        .arg(dir)
+        .current_dir(dir)
+        .env_remove("WEB_CONCURRENCY");
+    Reference::start("uvicorn", cmd, format!("127.0.0.1:{port}"), START_TIMEOUT)
 }
 
-impl Uvicorn {
-    /// `python -m uvicorn SPEC --port PORT --no-access-log` in `dir`, then
-    /// waits until it accepts connections (after the lifespan startup).
-    fn start(dir: &Path, spec: &str) -> Uvicorn {
-        let port = free_port();
-        let log = dir.join(".uvicorn.log");
-        let out = File::create(&log).expect("uvicorn log file");
-        let child = Command::new(python())
-            .args(["-m", "uvicorn", spec, "--host", "127.0.0.1", "--port"])
-            .arg(port.to_string())
-            .args(["--no-access-log", "--app-dir"])
-            .arg(dir)
-            .current_dir(dir)
-            .env_remove("VIRTUAL_ENV")
-            .env_remove("WEB_CONCURRENCY")
-            .stdin(Stdio::null())
-            .stdout(out.try_clone().unwrap())
-            .stderr(out)
-            // Its own process group, so that drop kills anything it started.
-            .process_group(0)
-            .spawn()
-            .expect("start uvicorn");
-        let mut u = Uvicorn {
-            child,
-            addr: format!("127.0.0.1:{port}"),
-            log,
-        };
-        u.wait_accepting();
-        u
-    }
-
-    fn wait_accepting(&mut self) {
-        let addr: SocketAddr = self.addr.parse().unwrap();
-        let deadline = Instant::now() + START_TIMEOUT;
-        loop {
-            if let Ok(Some(st)) = self.child.try_wait() {
-                panic!(
-                    "uvicorn exited ({st}) before it listened; log:\n{}",
-                    self.log_text()
-                );
-            }
-            if TcpStream::connect_timeout(&addr, Duration::from_millis(500)).is_ok() {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "uvicorn did not accept connections on {addr} within {START_TIMEOUT:?}; log:\n{}",
-                self.log_text()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
+/// Both servers on one copy of the app, one worker process each.
+fn start_servers(app: &'static App) -> Servers {
+    check_python();
+    Servers::start(
+        app.name,
+        &[app.file],
+        |dir| uvicorn(dir, app.spec),
+        &[app.spec, "-w", "1", "--interface", app.interface],
+        1,
+    )
 }
 
-impl Drop for Uvicorn {
-    fn drop(&mut self) {
-        // SAFETY: signalling the process group of a child we started (its
-        // pid is the group id: see `process_group(0)`) and have not reaped.
-        unsafe {
-            libc::kill(-(self.child.id() as i32), libc::SIGKILL);
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// A port nothing listens on (the OS picks it; released before use).
-fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-    l.local_addr().unwrap().port()
-}
-
-/// Both servers on one copy of the app.
-struct Servers {
-    app: &'static App,
-    corral: Corral,
-    uvicorn: Uvicorn,
-    _dir: AppDir,
-}
-
-impl Servers {
-    fn start(app: &'static App) -> Servers {
-        check_python();
-        let dir = AppDir::new(&[app.file]);
-        let path = dir.path().to_str().expect("utf-8 temp path").to_string();
-        let uvicorn = Uvicorn::start(dir.path(), app.spec);
-        let corral = Corral::start(
-            dir.path(),
-            &[
-                app.spec,
-                "-w",
-                "1",
-                "--interface",
-                app.interface,
-                "--chdir",
-                &path,
-            ],
-            1,
-        );
-        Servers {
-            app,
-            corral,
-            uvicorn,
-            _dir: dir,
-        }
-    }
-
-    /// (name, address) of each server, the reference first.
-    fn both(&self) -> [(&'static str, &str); 2] {
-        [
-            ("uvicorn", &self.uvicorn.addr),
-            ("corral", &self.corral.addr),
-        ]
-    }
-
-    /// What each server logged, for failure messages.
-    fn logs(&self) -> String {
-        format!(
-            "uvicorn log:\n{}\ncorral log:\n{}",
-            self.uvicorn.log_text(),
-            self.corral.log.text()
-        )
-    }
-}
-
-// -------------------------------------------------------------- requests
-
-struct Req {
-    label: &'static str,
-    method: &'static str,
-    path: String,
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
-    /// What the app must answer (checked on both servers, so that two
-    /// servers broken the same way do not pass): status and a body excerpt.
-    expect: Option<(u16, String)>,
-}
-
-impl Req {
-    fn new(label: &'static str, method: &'static str, path: &str) -> Req {
-        Req {
-            label,
-            method,
-            path: path.to_string(),
-            headers: Vec::new(),
-            body: Vec::new(),
-            expect: None,
-        }
-    }
-
-    fn get(label: &'static str, path: &str) -> Req {
-        Req::new(label, "GET", path)
-    }
-
-    fn post(label: &'static str, path: &str, content_type: &str, body: impl Into<Vec<u8>>) -> Req {
-        let mut r = Req::new(label, "POST", path).header("Content-Type", content_type);
-        r.body = body.into();
-        r
-    }
-
-    fn header(mut self, name: &str, value: &str) -> Req {
-        self.headers.push((name.to_string(), value.to_string()));
-        self
-    }
-
-    fn expect(mut self, status: u16, body_contains: &str) -> Req {
-        self.expect = Some((status, body_contains.to_string()));
-        self
-    }
-}
-
-type Outcome = Result<Response, String>;
-
-/// One request on a fresh connection, with timeouts; errors as text.
-fn exchange(addr: &str, req: &Req) -> Outcome {
-    let mut s = connect_with_timeouts(addr)?;
-    let mut head = format!("{} {} HTTP/1.1\r\n", req.method, req.path);
-    if !req
-        .headers
-        .iter()
-        .any(|(k, _)| k.eq_ignore_ascii_case("host"))
-    {
-        head.push_str("Host: localhost\r\n");
-    }
-    for (k, v) in &req.headers {
-        head.push_str(&format!("{k}: {v}\r\n"));
-    }
-    let framed = req.headers.iter().any(|(k, _)| {
-        k.eq_ignore_ascii_case("content-length") || k.eq_ignore_ascii_case("transfer-encoding")
-    });
-    if !req.body.is_empty() && !framed {
-        head.push_str(&format!("Content-Length: {}\r\n", req.body.len()));
-    }
-    head.push_str("\r\n");
-    s.write_all(head.as_bytes())
-        .and_then(|()| s.write_all(&req.body))
-        .map_err(|e| format!("sending the request: {e}"))?;
-    let mut r = BufReader::new(s);
-    let mut interim = Vec::new();
-    loop {
-        let mut resp = read_response(&mut r, req.method == "HEAD")
-            .map_err(|e| format!("reading the response: {e}"))?;
-        if !(100..200).contains(&resp.status) {
-            // Compared like a header: both servers must send the same ones.
-            for status in interim {
-                resp.headers
-                    .push(("(interim response)".to_string(), status));
-            }
-            return Ok(resp);
-        }
-        interim.push(format!("{} {}", resp.status, resp.reason));
-    }
-}
-
-fn connect_with_timeouts(addr: &str) -> Result<TcpStream, String> {
-    let sock: SocketAddr = addr.parse().map_err(|e| format!("address {addr}: {e}"))?;
-    let s = TcpStream::connect_timeout(&sock, IO_TIMEOUT)
-        .map_err(|e| format!("connect {addr}: {e}"))?;
-    s.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
-    s.set_write_timeout(Some(IO_TIMEOUT)).unwrap();
-    Ok(s)
-}
+// ----------------------------------------------- responses, read by hand
 
 /// The status line and headers of a response, as text.
 fn read_head(r: &mut impl BufRead) -> std::io::Result<String> {
@@ -393,46 +147,11 @@ fn read_chunk(r: &mut impl BufRead) -> std::io::Result<Vec<u8>> {
 /// Sends `reqs` in order to both servers and fails with a readable diff of
 /// every request they answered differently, or not as expected.
 fn same_answers(servers: &Servers, reqs: &[Req]) {
-    let mut problems = Vec::new();
-    for (i, req) in reqs.iter().enumerate() {
-        let u = exchange(&servers.uvicorn.addr, req).map(normalise);
-        let c = exchange(&servers.corral.addr, req).map(normalise);
-        let mut found = Vec::new();
-        if let Some((status, needle)) = &req.expect {
-            for (server, outcome) in [("uvicorn", &u), ("corral", &c)] {
-                if let Ok(r) = outcome
-                    && (r.status != *status || !contains(&r.body, needle.as_bytes()))
-                {
-                    found.push(format!(
-                        "{server}: expected status {status} and a body containing {needle:?}; got {} {} with body {:?}",
-                        r.status,
-                        r.reason,
-                        excerpt(&r.body)
-                    ));
-                }
-            }
-        }
-        found.extend(differences(&u, &c));
-        if !found.is_empty() {
-            problems.push(format!(
-                "#{} {} {} ({}):\n  {}",
-                i + 1,
-                req.method,
-                req.path,
-                req.label,
-                found.join("\n  ")
-            ));
-        }
-    }
-    assert!(
-        problems.is_empty(),
-        "{}: corral answered {} of {} requests differently from uvicorn, or not as the app should:\n\n{}\n\n{}",
-        servers.app.name,
-        problems.len(),
-        reqs.len(),
-        problems.join("\n\n"),
-        servers.logs()
-    );
+    assert_same_answers(servers, reqs, |req| {
+        servers
+            .both()
+            .map(|(_, addr)| req.send_to(addr).map(normalise))
+    });
 }
 
 /// Removes what legitimately differs between two servers running the same
@@ -440,82 +159,8 @@ fn same_answers(servers: &Servers, reqs: &[Req]) {
 fn normalise(mut resp: Response) -> Response {
     // Starlette builds a 405's Allow from a set of method names, whose order
     // follows Python's per-process string hashing.
-    for (name, value) in &mut resp.headers {
-        if name == "allow" {
-            let mut methods: Vec<&str> = value.split(',').map(str::trim).collect();
-            methods.sort_unstable();
-            *value = methods.join(", ");
-        }
-    }
+    sort_allow(&mut resp);
     resp
-}
-
-/// What differs between the two answers, one line each.
-fn differences(u: &Outcome, c: &Outcome) -> Vec<String> {
-    let (u, c) = match (u, c) {
-        (Ok(u), Ok(c)) => (u, c),
-        (Err(ue), Err(ce)) => return vec![format!("no answer: uvicorn: {ue}; corral: {ce}")],
-        (Err(ue), Ok(_)) => return vec![format!("uvicorn gave no answer: {ue}")],
-        (Ok(u), Err(ce)) => {
-            return vec![format!(
-                "corral gave no answer ({ce}); uvicorn answered {} {}",
-                u.status, u.reason
-            )];
-        }
-    };
-    let mut out = Vec::new();
-    if (u.status, &u.reason) != (c.status, &c.reason) {
-        out.push(format!(
-            "status line: uvicorn \"{} {}\", corral \"{} {}\"",
-            u.status, u.reason, c.status, c.reason
-        ));
-    }
-    let names: BTreeSet<&str> = u
-        .headers
-        .iter()
-        .chain(&c.headers)
-        .map(|(k, _)| k.as_str())
-        .filter(|k| !IGNORED_HEADERS.contains(k))
-        .collect();
-    for name in names {
-        let (uv, cv) = (values(u, name), values(c, name));
-        if name == "content-length" && (uv.is_empty() || cv.is_empty()) {
-            continue;
-        }
-        if uv != cv {
-            out.push(format!("header {name}: uvicorn {uv:?}, corral {cv:?}"));
-        }
-    }
-    if u.body != c.body {
-        out.push(format!(
-            "body: uvicorn {:?}, corral {:?}",
-            excerpt(&u.body),
-            excerpt(&c.body)
-        ));
-    }
-    out
-}
-
-/// Every value of header `name` (names are lower case), in order.
-fn values<'a>(r: &'a Response, name: &str) -> Vec<&'a str> {
-    r.headers
-        .iter()
-        .filter(|(k, _)| k == name)
-        .map(|(_, v)| v.as_str())
-        .collect()
-}
-
-fn contains(hay: &[u8], needle: &[u8]) -> bool {
-    needle.is_empty() || hay.windows(needle.len()).any(|w| w == needle)
-}
-
-/// The start of a body, as text.
-fn excerpt(b: &[u8]) -> String {
-    let mut s = String::from_utf8_lossy(&b[..b.len().min(400)]).into_owned();
-    if b.len() > 400 {
-        s.push('…');
-    }
-    s
 }
 
 /// Polls GET `path` on every server until its body contains `needle`.
@@ -523,7 +168,7 @@ fn wait_for_body(servers: &Servers, path: &str, needle: &str) {
     for (server, addr) in servers.both() {
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
-            let got = exchange(addr, &Req::get("poll", path));
+            let got = Req::get("poll", path).send_to(addr);
             if got
                 .as_ref()
                 .is_ok_and(|r| contains(&r.body, needle.as_bytes()))
@@ -542,8 +187,6 @@ fn wait_for_body(servers: &Servers, path: &str, needle: &str) {
 
 // ---------------------------------------------------------- request data
 
-const JSON_TYPE: &str = "application/json";
-
 /// Deterministic bytes covering every byte value.
 fn binary(len: usize) -> Vec<u8> {
     let mut x: u32 = 0x2545_f491;
@@ -560,18 +203,6 @@ fn sha256_hex(data: &[u8]) -> String {
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect()
-}
-
-/// `body` in HTTP/1.1 chunks of `size` bytes.
-fn chunked(body: &[u8], size: usize) -> Vec<u8> {
-    let mut out = Vec::new();
-    for chunk in body.chunks(size) {
-        out.extend_from_slice(format!("{:x}\r\n", chunk.len()).as_bytes());
-        out.extend_from_slice(chunk);
-        out.extend_from_slice(b"\r\n");
-    }
-    out.extend_from_slice(b"0\r\n\r\n");
-    out
 }
 
 // ------------------------------------------------------------- WebSocket
@@ -736,14 +367,14 @@ fn same_transcript(
         u,
         expected,
         "{}: uvicorn's WebSocket {path} did not behave as the app should\n{}",
-        servers.app.name,
+        servers.app,
         servers.logs()
     );
     assert_eq!(
         c,
         u,
         "{}: corral's WebSocket {path} (left) differs from uvicorn's (right)\n{}",
-        servers.app.name,
+        servers.app,
         servers.logs()
     );
 }
@@ -752,7 +383,7 @@ fn same_transcript(
 
 #[test]
 fn fastapi_path_query_and_json_bodies() {
-    let servers = Servers::start(&FASTAPI);
+    let servers = start_servers(&FASTAPI);
     same_answers(
         &servers,
         &[
@@ -807,7 +438,7 @@ fn fastapi_path_query_and_json_bodies() {
 
 #[test]
 fn fastapi_dependency_injection_and_lifespan_state() {
-    let servers = Servers::start(&FASTAPI);
+    let servers = start_servers(&FASTAPI);
     same_answers(
         &servers,
         &[
@@ -830,7 +461,7 @@ fn fastapi_dependency_injection_and_lifespan_state() {
 /// order sent; the app sorts them by name, see `/scope`).
 #[test]
 fn fastapi_sees_the_scope_as_under_uvicorn() {
-    let servers = Servers::start(&FASTAPI);
+    let servers = start_servers(&FASTAPI);
     same_answers(
         &servers,
         &[
@@ -861,7 +492,7 @@ fn fastapi_sees_the_scope_as_under_uvicorn() {
 /// not wait for it), and a later request sees what it did.
 #[test]
 fn fastapi_background_tasks_run_after_the_response() {
-    let servers = Servers::start(&FASTAPI);
+    let servers = start_servers(&FASTAPI);
     same_answers(
         &servers,
         &[
@@ -886,7 +517,7 @@ fn fastapi_background_tasks_run_after_the_response() {
 
 #[test]
 fn fastapi_streaming_response() {
-    let servers = Servers::start(&FASTAPI);
+    let servers = start_servers(&FASTAPI);
     let lines: String = (0..50).map(|i| format!("line {i}\n")).collect();
     same_answers(
         &servers,
@@ -901,7 +532,7 @@ fn fastapi_streaming_response() {
 /// while the generator waits at its gate for a second request.
 #[test]
 fn fastapi_streaming_response_sends_chunks_as_they_come() {
-    let servers = Servers::start(&FASTAPI);
+    let servers = start_servers(&FASTAPI);
     for (server, addr) in servers.both() {
         let mut s = connect_with_timeouts(addr).unwrap();
         s.write_all(b"GET /stream-gated HTTP/1.1\r\nHost: localhost\r\n\r\n")
@@ -922,7 +553,7 @@ fn fastapi_streaming_response_sends_chunks_as_they_come() {
         });
         assert_eq!(first, b"before the gate\n", "{server}");
         let open = Req::post("open", "/gates/stream", JSON_TYPE, "");
-        assert_eq!(exchange(addr, &open).map(|r| r.status), Ok(200), "{server}");
+        assert_eq!(open.send_to(addr).map(|r| r.status), Ok(200), "{server}");
         let rest = read_chunk(&mut r).unwrap_or_else(|e| panic!("{server}: {e}"));
         assert_eq!(rest, b"after the gate\n", "{server}");
         assert_eq!(read_chunk(&mut r).unwrap(), b"", "{server}: the last chunk");
@@ -934,7 +565,7 @@ fn fastapi_streaming_response_sends_chunks_as_they_come() {
 /// corral by `send` raising once corral reports the client gone).
 #[test]
 fn fastapi_streaming_response_stops_when_the_client_goes() {
-    let servers = Servers::start(&FASTAPI);
+    let servers = start_servers(&FASTAPI);
     for (server, addr) in servers.both() {
         let mut s = connect_with_timeouts(addr).unwrap();
         s.write_all(b"GET /stream-endless HTTP/1.1\r\nHost: localhost\r\n\r\n")
@@ -953,7 +584,7 @@ fn fastapi_streaming_response_stops_when_the_client_goes() {
 /// corral's flow-control windows), then the app closes with its own code.
 #[test]
 fn fastapi_websocket_echo_and_server_close() {
-    let servers = Servers::start(&FASTAPI);
+    let servers = start_servers(&FASTAPI);
     let big = binary(1024 * 1024);
     let reversed: Vec<u8> = big.iter().rev().copied().collect();
     let big_line = format!("binary: 1048576 bytes, sha256 {}", sha256_hex(&reversed));
@@ -992,7 +623,7 @@ fn fastapi_websocket_echo_and_server_close() {
 /// UTF-8): more bytes in all than corral's credit for client messages.
 #[test]
 fn fastapi_websocket_many_non_ascii_messages() {
-    let servers = Servers::start(&FASTAPI);
+    let servers = start_servers(&FASTAPI);
     let message = "✓".repeat(1000);
     let mut steps = vec![Step::Receive];
     for _ in 0..300 {
@@ -1020,7 +651,7 @@ fn fastapi_websocket_many_non_ascii_messages() {
 /// accepting is refused with 403.
 #[test]
 fn fastapi_websocket_client_close_and_refusal() {
-    let servers = Servers::start(&FASTAPI);
+    let servers = start_servers(&FASTAPI);
     same_transcript(
         &servers,
         "/ws/echo?name=bob",
@@ -1063,7 +694,7 @@ fn fastapi_websocket_client_close_and_refusal() {
 
 #[test]
 fn starlette_routes() {
-    let servers = Servers::start(&STARLETTE);
+    let servers = start_servers(&STARLETTE);
     same_answers(
         &servers,
         &[
@@ -1096,7 +727,7 @@ fn starlette_routes() {
 /// in chunks.
 #[test]
 fn starlette_streams_large_uploads() {
-    let servers = Servers::start(&STARLETTE);
+    let servers = start_servers(&STARLETTE);
     let body = binary(4 * 1024 * 1024 + 123);
     let sha = sha256_hex(&body);
     let octets = "application/octet-stream";
@@ -1122,7 +753,7 @@ fn starlette_streams_large_uploads() {
 
 #[test]
 fn starlette_websocket_subprotocol_json_and_binary() {
-    let servers = Servers::start(&STARLETTE);
+    let servers = start_servers(&STARLETTE);
     let big = binary(1024 * 1024);
     let big_line = format!("text: 1048576 bytes, sha256 {}", sha256_hex(&big));
     same_transcript(
@@ -1154,7 +785,7 @@ fn starlette_websocket_subprotocol_json_and_binary() {
 /// `websocket.http.response` extension).
 #[test]
 fn starlette_websocket_denial_response() {
-    let servers = Servers::start(&STARLETTE);
+    let servers = start_servers(&STARLETTE);
     same_transcript(
         &servers,
         "/ws/lobby",

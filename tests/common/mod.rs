@@ -3,6 +3,8 @@
 //! sockets. Every wait has a timeout; every process is killed on drop.
 #![allow(dead_code)]
 
+pub mod compare;
+
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
@@ -52,6 +54,26 @@ impl AppDir {
 pub struct Log(Arc<(Mutex<Vec<String>>, Condvar)>);
 
 impl Log {
+    /// The lines `child` writes to its piped stderr and stdout, each also
+    /// echoed to the test's output as "[name] line".
+    pub fn collect(child: &mut Child, name: &'static str) -> Log {
+        let log = Log::default();
+        for stream in [
+            Box::new(child.stderr.take().unwrap()) as Box<dyn Read + Send>,
+            Box::new(child.stdout.take().unwrap()) as Box<dyn Read + Send>,
+        ] {
+            let log = log.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stream).lines() {
+                    let Ok(line) = line else { break };
+                    eprintln!("[{name}] {line}");
+                    log.push(line);
+                }
+            });
+        }
+        log
+    }
+
     fn push(&self, line: String) {
         let (lines, cv) = &*self.0;
         lines.lock().unwrap().push(line);
@@ -144,20 +166,7 @@ impl Corral {
             cmd.env(k, v);
         }
         let mut child = cmd.spawn().expect("start corral");
-        let log = Log::default();
-        for stream in [
-            Box::new(child.stderr.take().unwrap()) as Box<dyn Read + Send>,
-            Box::new(child.stdout.take().unwrap()) as Box<dyn Read + Send>,
-        ] {
-            let log = log.clone();
-            std::thread::spawn(move || {
-                for line in BufReader::new(stream).lines() {
-                    let Ok(line) = line else { break };
-                    eprintln!("[corral] {line}");
-                    log.push(line);
-                }
-            });
-        }
+        let log = Log::collect(&mut child, "corral");
         Corral {
             child,
             log,
