@@ -7,7 +7,10 @@ port in its own session, wait until it answers correctly with all its workers
 up, warm up with wrk, then run wrk while sampling the RSS of the server's whole
 process tree, and read each worker's CPU time before and after. Stop the server
 by PID (SIGTERM, then SIGKILL), make sure every process of its tree is gone,
-and print one markdown table at the end.
+and print one markdown table per interface at the end.
+
+BENCH_SUITE=wsgi (the default) runs the WSGI apps and servers, asgi the ASGI
+ones, all both in one run; a server runs only the apps of its own interface.
 
 Settings come from environment variables, see bench/README.md.
 """
@@ -18,6 +21,7 @@ import json
 import os
 import re
 import resource
+import shlex
 import signal
 import socket
 import statistics
@@ -50,11 +54,22 @@ def env_list(name, default):
     return [x for x in raw.replace(",", " ").split() if x]
 
 
+# Which table(s): wsgi (the default), asgi, or all (both, one run).
+SUITES = {"wsgi": ["wsgi"], "asgi": ["asgi"], "all": ["wsgi", "asgi"]}
+SUITE = os.environ.get("BENCH_SUITE", "").strip() or "wsgi"
+if SUITE not in SUITES:
+    sys.exit(f"bench: BENCH_SUITE={SUITE!r}; known: {', '.join(SUITES)}")
+DEFAULT_APPS = {"wsgi": "hello echo", "asgi": "asgi_hello asgi_fastapi"}
+DEFAULT_SERVERS = {"wsgi": "corral corral-t4 gunicorn-sync gunicorn-gthread granian",
+                   "asgi": "corral-asgi uvicorn gunicorn-uvicorn granian-asgi"}
+
 DURATION = env_num("DURATION", 10, int)
 WARMUP = env_num("WARMUP", 2.0)
 CONNS = [int(c) for c in env_list("CONNS", "32 256")]
-APPS = env_list("APPS", "hello echo")
-SERVER_KEYS = env_list("SERVERS", "corral corral-t4 gunicorn-sync gunicorn-gthread granian")
+APPS = env_list("APPS", " ".join(DEFAULT_APPS[i] for i in SUITES[SUITE]))
+SERVER_KEYS = env_list("SERVERS", " ".join(DEFAULT_SERVERS[i] for i in SUITES[SUITE]))
+# Extra arguments for the corral ASGI row, e.g. "--concurrency 512".
+CORRAL_ASGI_ARGS = shlex.split(os.environ.get("CORRAL_ASGI_ARGS", ""))
 WRK_THREADS = env_num("WRK_THREADS", 2, int)
 BODY_BYTES = env_num("BODY_BYTES", 16384, int)
 REPEAT = max(1, env_num("REPEAT", 1, int))
@@ -66,6 +81,28 @@ OUT_DIR = os.environ.get("OUT_DIR") or os.path.join(
     "/tmp", "corral-bench-" + datetime.datetime.now().strftime("%Y%m%d-%H%M%S"))
 WORKERS = 2
 PAGE_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+# ---------------------------------------------------------------- apps
+
+# name -> interface, method, path (what wrk requests), expected answer, wrk script.
+# The expected answer is bytes (the exact body) or a dict (the JSON body).
+ECHO_MARK = object()  # the echo app answers with the body it was sent
+APP_SPECS = {
+    "hello": ("wsgi", "GET", "/", b"Hello, World!", None),
+    "echo": ("wsgi", "POST", "/", ECHO_MARK, LUA),
+    "asgi_hello": ("asgi", "GET", "/", b"Hello, World!", None),
+    "asgi_fastapi": ("asgi", "GET", "/json?name=bench",
+                     {"message": "Hello, bench!", "name": "bench", "length": 5,
+                      "tags": ["bench", "fastapi"]}, None),
+    # WebSocket echo for ws_idle.py; plain HTTP gets Hello, World!
+    "asgi_ws": ("asgi", "GET", "/", b"Hello, World!", None),
+}
+
+
+def app_iface(app):
+    spec = APP_SPECS.get(app)
+    return spec[0] if spec else ("asgi" if app.startswith("asgi") else "wsgi")
 
 
 # ---------------------------------------------------------------- servers
@@ -92,14 +129,47 @@ def granian_cmd(module, port):
             "--no-ws", "--log-level", "warning", f"{module}:app"]
 
 
-# key -> (label in the table, argv builder, regex the log must show before ready)
+def corral_asgi_cmd(module, port, extra=()):
+    return [CORRAL, f"{module}:app", "--interface", "asgi", "-w", str(WORKERS),
+            "-b", f"127.0.0.1:{port}", "--chdir", APPS_DIR,
+            "--python", os.path.join(VBIN, "python"), *CORRAL_ASGI_ARGS, *extra]
+
+
+def uvicorn_cmd(module, port, extra=()):
+    return [os.path.join(VBIN, "uvicorn"), f"{module}:app", "--workers", str(WORKERS),
+            "--http", "httptools", "--loop", "uvloop", "--no-access-log",
+            "--log-level", "warning", "--host", "127.0.0.1", "--port", str(port),
+            "--app-dir", APPS_DIR, *extra]
+
+
+def gunicorn_uvicorn_cmd(module, port, extra=()):
+    # The worker class picks httptools and uvloop itself when they are installed.
+    return gunicorn_cmd("-k", "uvicorn.workers.UvicornWorker", *extra)(module, port)
+
+
+def granian_asgi_cmd(module, port, extra=()):
+    # --ws stays on (the default) so that the same row also serves ws_idle.py;
+    # it costs nothing for plain HTTP requests.
+    return [os.path.join(VBIN, "granian"), "--interface", "asgi",
+            "--workers", str(WORKERS), "--loop", "uvloop", "--no-access-log",
+            "--host", "127.0.0.1", "--port", str(port), "--working-dir", APPS_DIR,
+            "--log-level", "warning", *extra, f"{module}:app"]
+
+
+# key -> (label in the table, argv builder, regex the log must show before ready, interface)
+READY_CORRAL = r"all 2 workers in service"
 SERVERS = {
-    "corral": ("corral -w 2 --threads 1", corral_cmd(1), r"all 2 workers in service"),
-    "corral-t4": ("corral -w 2 --threads 4", corral_cmd(4), r"all 2 workers in service"),
-    "gunicorn-sync": ("gunicorn -w 2 -k sync", gunicorn_cmd("-k", "sync"), None),
+    "corral": ("corral -w 2 --threads 1", corral_cmd(1), READY_CORRAL, "wsgi"),
+    "corral-t4": ("corral -w 2 --threads 4", corral_cmd(4), READY_CORRAL, "wsgi"),
+    "gunicorn-sync": ("gunicorn -w 2 -k sync", gunicorn_cmd("-k", "sync"), None, "wsgi"),
     "gunicorn-gthread": ("gunicorn -w 2 -k gthread --threads 4",
-                         gunicorn_cmd("-k", "gthread", "--threads", "4"), None),
-    "granian": ("granian wsgi --workers 2 --blocking-threads 1", granian_cmd, None),
+                         gunicorn_cmd("-k", "gthread", "--threads", "4"), None, "wsgi"),
+    "granian": ("granian wsgi --workers 2 --blocking-threads 1", granian_cmd, None, "wsgi"),
+    "corral-asgi": ("corral asgi -w 2", corral_asgi_cmd, READY_CORRAL, "asgi"),
+    "uvicorn": ("uvicorn --workers 2 (httptools, uvloop)", uvicorn_cmd, None, "asgi"),
+    "gunicorn-uvicorn": ("gunicorn -w 2 -k uvicorn.workers.UvicornWorker",
+                         gunicorn_uvicorn_cmd, None, "asgi"),
+    "granian-asgi": ("granian asgi --workers 2 (uvloop)", granian_asgi_cmd, None, "asgi"),
 }
 
 
@@ -258,18 +328,25 @@ ECHO_PAYLOAD = os.urandom(BODY_BYTES // 2).hex().encode()[:BODY_BYTES]
 
 def check(port, app, timeout=2.0):
     """One request; True when the app answered correctly."""
+    _iface, method, path, expect, _lua = APP_SPECS[app]
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
     try:
-        if app == "echo":
-            conn.request("POST", "/", body=ECHO_PAYLOAD,
+        if expect is ECHO_MARK:
+            conn.request(method, path, body=ECHO_PAYLOAD,
                          headers={"Content-Type": "application/octet-stream"})
             expect = ECHO_PAYLOAD
         else:
-            conn.request("GET", "/")
-            expect = b"Hello, World!"
+            conn.request(method, path)
         resp = conn.getresponse()
         body = resp.read()
-        return resp.status == 200 and body == expect
+        if resp.status != 200:
+            return False
+        if isinstance(expect, dict):
+            try:
+                return json.loads(body) == expect
+            except ValueError:
+                return False
+        return body == expect
     except (OSError, http.client.HTTPException):
         return False
     finally:
@@ -284,6 +361,11 @@ def log_tail(path, n=15):
         return ""
 
 
+# corral logs this when a worker failed to boot twice in a row with the same error
+# (say, an app this corral cannot serve): no point in waiting for BOOT_TIMEOUT.
+CORRAL_BOOT_FAILED = r"failed to boot again with the same error: (.*)"
+
+
 def wait_ready(proc, port, app, ready_re, log_path):
     deadline = time.monotonic() + BOOT_TIMEOUT
     while time.monotonic() < deadline:
@@ -294,9 +376,13 @@ def wait_ready(proc, port, app, ready_re, log_path):
         if ready_re:
             try:
                 with open(log_path, errors="replace") as f:
-                    logged = re.search(ready_re, f.read()) is not None
+                    text = f.read()
             except OSError:
-                logged = False
+                text = ""
+            logged = re.search(ready_re, text) is not None
+            failed = re.search(CORRAL_BOOT_FAILED, text) if ready_re == READY_CORRAL else None
+            if failed and not logged:
+                raise CaseError(f"workers fail to boot: {failed.group(1)[:300]}")
         if logged and len(workers_of(proc.pid)) >= WORKERS and check(port, app, 1.0):
             return
         time.sleep(0.1)
@@ -327,11 +413,12 @@ def parse_wrk(out):
 
 
 def run_wrk(port, app, conns, seconds):
+    _iface, _method, path, _expect, lua = APP_SPECS[app]
     cmd = ["wrk", "-t", str(min(WRK_THREADS, conns)), "-c", str(conns),
            "-d", f"{seconds}s", "--latency"]
-    if app == "echo":
-        cmd += ["-s", LUA]
-    cmd.append(f"http://127.0.0.1:{port}/")
+    if lua:
+        cmd += ["-s", lua]
+    cmd.append(f"http://127.0.0.1:{port}{path}")
     env = dict(os.environ, BODY_BYTES=str(BODY_BYTES))
     try:
         done = subprocess.run(cmd, capture_output=True, text=True, env=env,
@@ -389,14 +476,14 @@ CURRENT = {"proc": None}
 
 
 def run_case(key, app, conns, rep):
-    label, build, ready_re = SERVERS[key]
+    label, build, ready_re, _iface = SERVERS[key]
     port = free_port()
     argv = build(app, port)
     log_path = os.path.join(OUT_DIR, f"{key}-{app}-c{conns}-r{rep}.log")
     env = dict(os.environ, PATH=VBIN + os.pathsep + os.environ.get("PATH", ""),
                VIRTUAL_ENV=VENV, PYTHONUNBUFFERED="1")
-    res = {"server": key, "label": label, "app": app, "conns": conns, "rep": rep,
-           "argv": argv, "log": log_path, "notes": []}
+    res = {"server": key, "label": label, "app": app, "iface": app_iface(app),
+           "conns": conns, "rep": rep, "argv": argv, "log": log_path, "notes": []}
     with open(log_path, "wb") as log:
         t_start = time.monotonic()
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
@@ -549,7 +636,28 @@ def version(argv):
         return "?"
 
 
-def header():
+PKG_VERSIONS = """
+import importlib.metadata as m, sys
+out = []
+for name in sys.argv[1:]:
+    try:
+        out.append(name + " " + m.version(name))
+    except m.PackageNotFoundError:
+        out.append(name + " -")
+print(", ".join(out))
+"""
+
+
+def pkg_versions(names):
+    try:
+        out = subprocess.run([os.path.join(VBIN, "python"), "-c", PKG_VERSIONS, *names],
+                             capture_output=True, text=True, timeout=30)
+        return out.stdout.strip() or "?"
+    except (OSError, subprocess.TimeoutExpired):
+        return "?"
+
+
+def header(ifaces=("wsgi",)):
     rev = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"],
                          capture_output=True, text=True).stdout.strip() or "?"
     dirty = subprocess.run(["git", "-C", ROOT, "status", "--porcelain", "--", "src", "Cargo.toml"],
@@ -562,6 +670,8 @@ def header():
         f"gunicorn: {version([os.path.join(VBIN, 'gunicorn'), '--version'])}; "
         f"granian: {version([os.path.join(VBIN, 'granian'), '--version'])}; "
         f"wrk: {version(['wrk', '--version'])}",
+        *([f"asgi: {pkg_versions(['uvicorn', 'uvloop', 'httptools', 'websockets', 'fastapi', 'starlette', 'pydantic'])}"]
+          if "asgi" in ifaces else []),
         f"wrk: {WRK_THREADS} threads, {DURATION}s per run after {WARMUP:g}s warm-up, keep-alive; "
         f"echo body {BODY_BYTES} bytes; repeats {REPEAT} (median req/s run shown)",
     ]
@@ -590,8 +700,13 @@ def report(results, lines):
     conns = sorted(set(r["conns"] for r in results))
     keys = list(SERVERS)
     rows = [pick(grouped[k]) for k in sorted(
-        grouped, key=lambda k: (apps.index(k[0]), conns.index(k[1]), keys.index(k[2])))]
-    text = "\n".join(lines) + "\n\n" + table(rows) + "\n"
+        grouped, key=lambda k: (apps.index(k[0]), conns.index(k[1]),
+                                keys.index(k[2]) if k[2] in keys else len(keys)))]
+    text = "\n".join(lines) + "\n"
+    for iface in ("wsgi", "asgi"):
+        part = [r for r in rows if r.get("iface", app_iface(r["app"])) == iface]
+        if part:
+            text += f"\n### {iface.upper()}\n\n" + table(part) + "\n"
     notes = [f"- {r['label']} {r['app']} c={r['conns']} rep={r['rep']}: {n}"
              for r in results for n in r.get("notes", [])]
     if notes:
@@ -610,14 +725,23 @@ def main():
         if key not in SERVERS:
             sys.exit(f"bench: unknown server {key!r}; known: {', '.join(SERVERS)}")
     for app in APPS:
-        if not os.path.exists(os.path.join(APPS_DIR, app + ".py")):
-            sys.exit(f"bench: no app bench/apps/{app}.py")
+        if app not in APP_SPECS or not os.path.exists(os.path.join(APPS_DIR, app + ".py")):
+            sys.exit(f"bench: no app {app!r}; known: {', '.join(APP_SPECS)} (bench/apps/)")
+    # A server runs the apps of its own interface (WSGI or ASGI) only.
+    pairs = [(app, key) for app in APPS for key in SERVER_KEYS
+             if SERVERS[key][3] == app_iface(app)]
+    if not pairs:
+        sys.exit("bench: no server in SERVERS speaks the interface of any app in APPS")
+    for key in SERVER_KEYS:
+        if not any(k == key for _a, k in pairs):
+            print(f"bench: {key} has no {SERVERS[key][3].upper()} app in APPS, not run",
+                  file=sys.stderr)
     os.makedirs(OUT_DIR, exist_ok=True)
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGHUP, on_signal)
 
     cases = [(rep, app, conns, key) for rep in range(REPEAT) for app in APPS
-             for conns in CONNS for key in SERVER_KEYS]
+             for conns in CONNS for key in SERVER_KEYS if (app, key) in pairs]
     per_case = WARMUP + DURATION + 8
     print(f"bench: {len(cases)} runs, about {len(cases) * per_case / 60:.1f} min "
           f"(budget {BUDGET:.0f}s); logs in {OUT_DIR}", file=sys.stderr, flush=True)
@@ -628,7 +752,7 @@ def main():
         for i, (rep, app, conns, key) in enumerate(cases, 1):
             if time.monotonic() - t0 + per_case > BUDGET:
                 results.append({"server": key, "label": SERVERS[key][0], "app": app,
-                                "conns": conns, "rep": rep, "notes": [],
+                                "iface": app_iface(app), "conns": conns, "rep": rep, "notes": [],
                                 "error": "skipped: time budget (BUDGET) used up"})
                 continue
             r = run_case(key, app, conns, rep)
@@ -648,7 +772,7 @@ def main():
             stop_server(proc)
         print("bench: interrupted, reporting what was measured", file=sys.stderr)
 
-    lines = header()
+    lines = header(sorted(set(app_iface(a) for a in APPS)))
     text = report(results, lines)
     print(text)
     with open(os.path.join(OUT_DIR, "table.md"), "w") as f:

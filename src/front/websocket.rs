@@ -42,7 +42,7 @@ use crate::worker::protocol;
 pub const MAX_MESSAGE: usize = 16 * 1024 * 1024;
 /// tungstenite allocates its read buffer up front: small, so that thousands
 /// of idle sockets cost little (it grows for large messages).
-const READ_BUFFER: usize = 4096;
+const READ_BUFFER: usize = 2048;
 /// How long a closing handshake may take before the socket is dropped.
 const CLOSE_WAIT: Duration = Duration::from_secs(1);
 
