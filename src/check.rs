@@ -78,7 +78,10 @@ async fn check(cfg: &Config) -> Result<Outcome, String> {
     let spawned = launcher.spawn(0, 1, &info).map_err(|e| e.to_string())?;
     let pid = spawned.pid;
     let (tx, mut rx) = mpsc::unbounded_channel();
-    let capacity = crate::worker::channel::Capacity { wsgi: 1, asgi: 1 };
+    let capacity = crate::worker::channel::Capacity {
+        threads: 1,
+        asgi: 1,
+    };
     let channel = Channel::start(1, 0, pid, spawned.sock, tx, capacity);
     let mut child = spawned.child;
     let started = Instant::now();

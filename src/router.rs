@@ -3,8 +3,9 @@
 //! The supervisor publishes the set of in-service workers; requests read it
 //! without locking ([`arc_swap`]). A request goes to the worker with the
 //! fewest requests outstanding (ties broken round-robin). Each worker holds
-//! at most its capacity (a WSGI worker: its threads plus a short prefetch
-//! queue; an ASGI worker: `[workers] concurrency`); beyond that, requests
+//! at most its capacity (a WSGI worker: its threads plus a prefetch queue
+//! sized by its answer time, see `Channel::answered`; an ASGI worker:
+//! `[workers] concurrency`); beyond that, requests
 //! wait here, in corral, for the first free worker, so a slow worker never
 //! collects a queue of its own. At most `max_queued` requests wait; the
 //! next one is refused at once.

@@ -180,6 +180,9 @@ pub fn status(state: &StatusState) -> serde_json::Value {
                 {
                     w["requests"] = json!(ch.served.load(std::sync::atomic::Ordering::Relaxed));
                     w["in_flight"] = json!(ch.in_flight.load(std::sync::atomic::Ordering::Relaxed));
+                    // How many it may hold: ASGI's concurrency, or WSGI's
+                    // threads plus a prefetch sized by its answer time.
+                    w["capacity"] = json!(ch.capacity.load(std::sync::atomic::Ordering::Relaxed));
                 }
             }
         }

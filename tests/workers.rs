@@ -82,3 +82,60 @@ fn a_dead_worker_is_replaced_and_the_supervisor_stays_up() {
             .is_some()
     );
 }
+
+const SPEED_APP: &str = r#"
+import time
+
+def app(environ, start_response):
+    if environ["PATH_INFO"] == "/slow":
+        time.sleep(0.05)
+    start_response("200 OK", [("Content-Length", "2")])
+    return [b"ok"]
+"#;
+
+/// What /status says one worker may hold at once.
+fn capacity(c: &Corral) -> u64 {
+    c.status_json()["slots"][0]["worker"]["capacity"]
+        .as_u64()
+        .expect("capacity in /status")
+}
+
+#[test]
+fn a_wsgi_workers_prefetch_queue_follows_how_fast_the_app_answers() {
+    let app = AppDir::new(&[("speed.py", SPEED_APP)]);
+    let c = Corral::start(
+        app.path(),
+        &["speed:app", "-w", "1", "--status-bind", "127.0.0.1:0"],
+        1,
+    );
+    let burst = |path: &'static str, n: usize| {
+        let threads: Vec<_> = (0..4)
+            .map(|_| {
+                let addr = c.addr.clone();
+                std::thread::spawn(move || {
+                    let mut s = connect(&addr);
+                    let mut r = std::io::BufReader::new(s.try_clone().unwrap());
+                    for _ in 0..n {
+                        send_request(&mut s, "GET", path, &[], b"");
+                        assert_eq!(read_response(&mut r, false).unwrap().status, 200);
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+    };
+    // Answers in microseconds: a deep queue, so one read carries many.
+    burst("/fast", 200);
+    // (How deep depends on this machine's speed: the hop to the worker
+    // counts too; the bench reaches the cap of 64.)
+    let fast = capacity(&c);
+    assert!(fast > 2, "capacity {fast} after fast answers");
+    // Answers in 50 ms: one request waits in the worker, the rest in
+    // corral, where any free worker can take them.
+    burst("/slow", 2);
+    assert_eq!(capacity(&c), 2, "one thread plus one queued");
+    burst("/fast", 200);
+    assert!(capacity(&c) > 2, "it deepens again");
+}

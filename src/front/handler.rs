@@ -144,6 +144,8 @@ async fn dispatch(mut req: http::Request<Incoming>, shared: &Shared, conn: &Conn
         0
     };
     let stream = channel.open(more || upgrade.is_some(), shared.timeout);
+    let depth = channel.in_flight.load(Ordering::Relaxed);
+    let sent = Instant::now();
     channel.send(protocol::encode_request(stream.id, &head, &inline, flags));
     drop(inline);
     let pump = match &stream.credit {
@@ -197,6 +199,7 @@ async fn dispatch(mut req: http::Request<Incoming>, shared: &Shared, conn: &Conn
         Ok(first) => first,
     };
     channel.served.fetch_add(1, Ordering::Relaxed);
+    channel.answered(sent.elapsed(), depth);
     match first {
         First::Full(payload) => {
             drop(lease);

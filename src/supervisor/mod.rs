@@ -533,7 +533,7 @@ impl Supervisor {
             crate::worker::output::forward(err, slot, pid, "stderr");
         }
         let capacity = crate::worker::channel::Capacity {
-            wsgi: self.cfg.workers.threads + PREFETCH,
+            threads: self.cfg.workers.threads,
             asgi: self.cfg.workers.concurrency,
         };
         let channel = Channel::start(
@@ -894,10 +894,6 @@ impl Supervisor {
 }
 
 /// Longest a child's exit waits for its channel's last words.
-/// Requests a WSGI worker holds beyond its threads: a short prefetch queue
-/// so a thread that finishes finds its next request already there.
-const PREFETCH: usize = 8;
-
 const EXIT_HOLD: Duration = Duration::from_millis(500);
 
 /// Exit code when no worker could boot and `exit_on_boot_failure` is set.

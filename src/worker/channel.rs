@@ -39,11 +39,22 @@ pub struct BootInfo {
 /// How many requests a worker holds at once, by the app's interface.
 #[derive(Debug, Clone, Copy)]
 pub struct Capacity {
-    /// A WSGI worker: its threads plus a short prefetch queue.
-    pub wsgi: usize,
+    /// A WSGI worker: its threads, plus a prefetch queue sized by how fast
+    /// the app answers (see [`Channel::answered`]).
+    pub threads: usize,
     /// An ASGI worker: `[workers] concurrency`.
     pub asgi: usize,
 }
+
+/// The longest a request should wait in a WSGI worker's prefetch queue
+/// behind the requests before it: the queue holds what the worker's threads
+/// clear in this time.
+const QUEUE_BUDGET_NS: u64 = 1_000_000;
+/// Bounds of that queue (requests beyond the worker's threads).
+const MIN_PREFETCH: u64 = 1;
+const MAX_PREFETCH: u64 = 64;
+/// Its length until the first answers are timed.
+const INITIAL_PREFETCH: usize = 8;
 
 /// The first answer on a stream.
 #[derive(Debug)]
@@ -127,11 +138,13 @@ pub struct Channel {
     pub in_flight: AtomicUsize,
     pub served: AtomicU64,
     closed: AtomicBool,
-    /// Requests this worker may hold at once: set from [`Capacity`] when
-    /// the worker reports its interface.
+    /// Requests this worker may hold at once: from [`Capacity`], by its
+    /// interface, and for WSGI by how fast it answers.
     pub capacity: AtomicUsize,
     asgi: AtomicBool,
     capacities: Capacity,
+    /// A WSGI worker's time per request per thread (an average, ns).
+    service_ns: AtomicU64,
 }
 
 /// One open request stream on a channel.
@@ -166,9 +179,10 @@ impl Channel {
             in_flight: AtomicUsize::new(0),
             served: AtomicU64::new(0),
             closed: AtomicBool::new(false),
-            capacity: AtomicUsize::new(capacities.wsgi),
+            capacity: AtomicUsize::new(capacities.threads + INITIAL_PREFETCH),
             asgi: AtomicBool::new(false),
             capacities,
+            service_ns: AtomicU64::new(0),
         });
         tokio::spawn(write_loop(channel.clone()));
         let ch = channel.clone();
@@ -194,12 +208,38 @@ impl Channel {
     fn booted(&self, info: &BootInfo) {
         let asgi = info.interface == "asgi";
         self.asgi.store(asgi, Ordering::Release);
-        let cap = if asgi {
-            self.capacities.asgi
+        if asgi {
+            self.capacity.store(self.capacities.asgi, Ordering::Release);
+        }
+    }
+
+    /// A request got its answer `latency` after it was sent, when it was one
+    /// of `depth` requests on the worker. For a WSGI worker this sizes the
+    /// prefetch queue: deep for an app that answers in microseconds (one
+    /// read of the channel then carries many requests), one request for an
+    /// app that takes milliseconds (a slow request never holds others back
+    /// while another worker is free).
+    pub fn answered(&self, latency: Duration, depth: usize) {
+        if self.is_asgi() {
+            return;
+        }
+        let threads = self.capacities.threads as u64;
+        // First in, first out on `threads` threads: the answer came after
+        // about depth / threads requests' worth of work.
+        let depth = (depth as u64).max(threads);
+        let sample = (latency.as_nanos() as u64).saturating_mul(threads) / depth;
+        let old = self.service_ns.load(Ordering::Relaxed);
+        let avg = if old == 0 {
+            sample
         } else {
-            self.capacities.wsgi
+            (old * 7 + sample) / 8
         };
-        self.capacity.store(cap, Ordering::Release);
+        self.service_ns.store(avg, Ordering::Relaxed);
+        let prefetch = (QUEUE_BUDGET_NS * threads / avg.max(1)).clamp(MIN_PREFETCH, MAX_PREFETCH);
+        self.capacity.store(
+            self.capacities.threads + prefetch as usize,
+            Ordering::Release,
+        );
     }
 
     /// Registers a new stream; send its REQUEST frame next. `credit`: the
