@@ -80,9 +80,12 @@ pub struct AppConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum Interface {
+    /// PEP 3333: `app(environ, start_response)`, run on the worker's threads.
     Wsgi,
+    /// ASGI 3: `async app(scope, receive, send)`, run on an event loop.
     Asgi,
-    /// The worker tells from the callable.
+    /// ASGI when the callable (or its `__call__`) is a coroutine function,
+    /// else WSGI.
     Auto,
 }
 
