@@ -79,9 +79,10 @@ fn wait_log(c: &Corral, needle: &str) {
     );
 }
 
-#[test]
-fn sighup_reloads_good_code_under_load_with_zero_failed_requests() {
-    let app = AppDir::new(&[("app.py", &app_version("v1", 1))]);
+/// Starts `version("v1")` on two workers, reloads to `version("v2")` under
+/// load and checks that no request failed and the old workers are gone.
+fn good_reload_under_load(version: fn(&str, usize) -> String) -> (AppDir, Corral) {
+    let app = AppDir::new(&[("app.py", &version("v1", 1))]);
     let c = Corral::start(
         app.path(),
         &["app:app", "-w", "2", "--status-bind", "127.0.0.1:0"],
@@ -89,7 +90,7 @@ fn sighup_reloads_good_code_under_load_with_zero_failed_requests() {
     );
     let load = Load::start(&c.addr);
     std::thread::sleep(Duration::from_millis(500));
-    std::fs::write(app.path().join("app.py"), app_version("v2", 20)).unwrap();
+    std::fs::write(app.path().join("app.py"), version("v2", 20)).unwrap();
     c.signal(libc::SIGHUP);
     wait_log(&c, "reload done: generation 2 is in service");
     // Let the old generation drain and the load see the new one.
@@ -98,6 +99,18 @@ fn sighup_reloads_good_code_under_load_with_zero_failed_requests() {
     assert_eq!(failed, 0, "no request fails during a good reload");
     assert!(bodies.iter().any(|b| b == "v1") && bodies.last().map(String::as_str) == Some("v2"));
     assert_eq!(c.get("/").text(), "v2");
+    // The old generation is gone: two workers, both new.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while children_of(c.pid()).len() != 2 {
+        assert!(Instant::now() < deadline, "old workers linger");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    (app, c)
+}
+
+#[test]
+fn sighup_reloads_good_code_under_load_with_zero_failed_requests() {
+    let (_app, c) = good_reload_under_load(app_version);
     let s = c.status_json();
     assert_eq!(s["generation"], 2);
     assert_eq!(s["slots"][0]["worker"]["generation"], 2);
@@ -107,12 +120,6 @@ fn sighup_reloads_good_code_under_load_with_zero_failed_requests() {
             .unwrap()
             .contains("generation 2 in service")
     );
-    // The old generation is gone: two workers, both new.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while children_of(c.pid()).len() != 2 {
-        assert!(Instant::now() < deadline, "old workers linger");
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 #[test]
@@ -260,20 +267,5 @@ fn a_reload_whose_new_code_fails_its_readiness_check_is_stopped_and_the_old_keep
 
 #[test]
 fn an_asgi_app_reloads_under_load_with_zero_failed_requests() {
-    let app = AppDir::new(&[("app.py", &asgi_app_version("v1", 1))]);
-    let c = Corral::start(app.path(), &["app:app", "-w", "2"], 2);
-    let load = Load::start(&c.addr);
-    std::thread::sleep(Duration::from_millis(500));
-    std::fs::write(app.path().join("app.py"), asgi_app_version("v2", 20)).unwrap();
-    c.signal(libc::SIGHUP);
-    wait_log(&c, "reload done: generation 2 is in service");
-    std::thread::sleep(Duration::from_millis(800));
-    let (bodies, failed) = load.finish();
-    assert_eq!(failed, 0, "no request fails during a good reload");
-    assert!(bodies.iter().any(|b| b == "v1") && bodies.last().map(String::as_str) == Some("v2"));
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while children_of(c.pid()).len() != 2 {
-        assert!(Instant::now() < deadline, "old workers linger");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    good_reload_under_load(asgi_app_version);
 }
