@@ -183,6 +183,9 @@ pub fn status(state: &StatusState) -> serde_json::Value {
                     // How many it may hold: ASGI's concurrency, or WSGI's
                     // threads plus a prefetch sized by its answer time.
                     w["capacity"] = json!(ch.capacity.load(std::sync::atomic::Ordering::Relaxed));
+                    if w["state"] != "booting" {
+                        w["interface"] = json!(if ch.is_asgi() { "asgi" } else { "wsgi" });
+                    }
                 }
             }
         }

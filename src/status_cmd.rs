@@ -134,8 +134,8 @@ pub fn render(v: &Value) -> String {
         v["readiness"]["reason"].as_str().unwrap_or("")
     ));
     out.push_str(&format!(
-        "{:<5} {:<8} {:<11} {:>7} {:>8} {:>9} {:>6} {:>9} {:>8}  {}\n",
-        "SLOT", "PID", "STATE", "SINCE", "BOOT", "REQUESTS", "INFL", "RSS", "RESTARTS", "LAST EXIT"
+        "{:<5} {:<8} {:<11} {:>7} {:>8} {:>9} {:>9} {:>9} {:>8}  {}\n",
+        "SLOT", "PID", "STATE", "SINCE", "BOOT", "REQUESTS", "INFL/CAP", "RSS", "RESTARTS", "LAST EXIT"
     ));
     let empty = Vec::new();
     for slot in v["slots"].as_array().unwrap_or(&empty) {
@@ -147,7 +147,7 @@ pub fn render(v: &Value) -> String {
                 .map(|s| format!("(next start in {s:.1}s)"))
                 .unwrap_or_else(|| "(none)".into());
             out.push_str(&format!(
-                "{:<5} {:<8} {:<56} {:>8}  {}\n",
+                "{:<5} {:<8} {:<59} {:>8}  {}\n",
                 slot["slot"].to_string(),
                 "-",
                 state,
@@ -157,7 +157,7 @@ pub fn render(v: &Value) -> String {
             continue;
         }
         out.push_str(&format!(
-            "{:<5} {:<8} {:<11} {:>7} {:>8} {:>9} {:>6} {:>9} {:>8}  {}\n",
+            "{:<5} {:<8} {:<11} {:>7} {:>8} {:>9} {:>9} {:>9} {:>8}  {}\n",
             slot["slot"].to_string(),
             w["pid"].to_string(),
             w["state"].as_str().unwrap_or("?"),
@@ -167,7 +167,7 @@ pub fn render(v: &Value) -> String {
                 .map(|ms| format!("{ms:.0}ms"))
                 .unwrap_or_else(|| "-".into()),
             w["requests"].to_string(),
-            w["in_flight"].to_string(),
+            format!("{}/{}", w["in_flight"], w["capacity"]),
             w["rss_bytes"]
                 .as_u64()
                 .map(|b| format!("{:.1}MiB", b as f64 / 1048576.0))

@@ -348,6 +348,11 @@ fn the_concurrency_cap_holds_and_the_queue_is_bounded() {
         let s = c.status_json();
         s["supervisor"]["queued"] == 1 && s["slots"][0]["worker"]["in_flight"] == 2
     });
+    let w = &c.status_json()["slots"][0]["worker"];
+    assert_eq!(
+        (&w["interface"], &w["capacity"]),
+        (&"asgi".into(), &2.into())
+    );
     let t0 = Instant::now();
     let refused = c.get("/pid");
     assert_eq!(refused.status, 503, "{}", refused.text());

@@ -136,6 +136,7 @@ fn status_server_reports_health_status_and_metrics() {
     let table = String::from_utf8_lossy(&out.stdout);
     assert!(table.contains("ready: yes"), "{table}");
     assert!(table.contains("in_service"), "{table}");
+    assert!(table.contains("INFL/CAP"), "{table}");
     for w in &workers {
         assert!(table.contains(&w.to_string()), "{table}");
     }
@@ -145,6 +146,7 @@ fn status_server_reports_health_status_and_metrics() {
         .unwrap();
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["workers"]["in_service"], 2);
+    assert_eq!(v["slots"][0]["worker"]["interface"], "wsgi");
 }
 
 #[test]
