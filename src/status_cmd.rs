@@ -135,7 +135,16 @@ pub fn render(v: &Value) -> String {
     ));
     out.push_str(&format!(
         "{:<5} {:<8} {:<11} {:>7} {:>8} {:>9} {:>9} {:>9} {:>8}  {}\n",
-        "SLOT", "PID", "STATE", "SINCE", "BOOT", "REQUESTS", "INFL/CAP", "RSS", "RESTARTS", "LAST EXIT"
+        "SLOT",
+        "PID",
+        "STATE",
+        "SINCE",
+        "BOOT",
+        "REQUESTS",
+        "INFL/CAP",
+        "RSS",
+        "RESTARTS",
+        "LAST EXIT"
     ));
     let empty = Vec::new();
     for slot in v["slots"].as_array().unwrap_or(&empty) {
