@@ -303,6 +303,14 @@ pub struct RunArgs {
     #[arg(long, value_name = "N")]
     pub io_threads: Option<usize>,
 
+    /// Peers whose X-Forwarded-For and X-Forwarded-Proto headers are trusted
+    /// (a reverse proxy), separated with commas: IP addresses, networks like
+    /// 10.0.0.0/8, or * for any peer; "" trusts nobody. Unix socket
+    /// connections are always trusted [toml: server.forwarded_allow_ips]
+    /// [default: 127.0.0.1,::1]
+    #[arg(long, value_name = "LIST")]
+    pub forwarded_allow_ips: Option<String>,
+
     /// Log verbosity of corral itself
     #[arg(long, value_enum, value_name = "LEVEL", default_value_t = LogLevel::Info)]
     pub log_level: LogLevel,
@@ -469,6 +477,8 @@ mod tests {
             "0",
             "--io-threads",
             "3",
+            "--forwarded-allow-ips",
+            "10.0.0.0/8, ::1",
             "--boot-timeout",
             "90",
             "--status-bind",
@@ -508,6 +518,8 @@ mod tests {
         assert_eq!(args.concurrency, Some(500));
         assert_eq!(args.max_queued, Some(0));
         assert_eq!(args.io_threads, Some(3));
+        // Checked when the config is resolved, like the file's entries.
+        assert_eq!(args.forwarded_allow_ips.as_deref(), Some("10.0.0.0/8, ::1"));
         assert_eq!(
             args.boot_timeout.map(|d| d.0),
             Some(std::time::Duration::from_secs(90))
@@ -526,6 +538,11 @@ mod tests {
         assert_eq!(args.min_ready, Some(MinReady::Count(2)));
         assert_eq!(args.status_bind, Some("[::1]:9000".parse().unwrap()));
         assert_eq!((args.user, args.group), (None, None));
+        assert_eq!(args.forwarded_allow_ips, None);
+        let args = run_args(&["corral", "--forwarded-allow-ips", ""]);
+        assert_eq!(args.forwarded_allow_ips.as_deref(), Some(""));
+        let args = run_args(&["corral", "--forwarded-allow-ips=*"]);
+        assert_eq!(args.forwarded_allow_ips.as_deref(), Some("*"));
         let args = run_args(&["corral", "--user", "0", "-g", "nogroup"]);
         assert_eq!(args.user.as_deref(), Some("0"));
         assert_eq!(args.group.as_deref(), Some("nogroup"));

@@ -201,6 +201,7 @@ async fn run(cfg: Arc<config::Config>, access: front::access::AccessLog) -> u8 {
         metrics: metrics.clone(),
         access,
         drain: front::Drain::new(),
+        forwarded_allow: cfg.server.forwarded_allow_ips.clone(),
     });
     let state = Arc::new(status::StatusState {
         snapshots: sup.snapshots(),

@@ -501,3 +501,19 @@ fn the_event_loop_is_uvloop_when_installed_and_asyncio_otherwise() {
     assert_eq!(out["total"], 300_000);
     assert_eq!(c.get("/scope").json()["state"]["started"], "yes");
 }
+
+#[test]
+fn a_trusted_proxy_sets_the_scopes_client_and_scheme() {
+    let proxied: &[(&str, &str)] = &[
+        ("X-Forwarded-For", "198.51.100.4, 127.0.0.1"),
+        ("X-Forwarded-Proto", "https"),
+    ];
+    let (_dir, c) = start(&["-w", "1"], 1);
+    let s = request(&c.addr, "GET", "/scope", proxied, b"").json();
+    assert_eq!(s["client"], serde_json::json!(["198.51.100.4", 0]));
+    assert_eq!(s["scheme"], "https");
+    let (_dir, c) = start(&["-w", "1", "--forwarded-allow-ips", "10.0.0.1"], 1);
+    let s = request(&c.addr, "GET", "/scope", proxied, b"").json();
+    assert_eq!(s["client"][0], "127.0.0.1");
+    assert_eq!(s["scheme"], "http");
+}

@@ -303,6 +303,72 @@ fn io_threads_problems_name_file_line_and_key() {
 }
 
 #[test]
+fn forwarded_allow_ips_problems_name_file_line_key_and_the_fix() {
+    let how = "is not an IP address or network: use e.g. \"127.0.0.1\", \"10.0.0.0/8\" or \"*\"";
+    let dir = dir_with(
+        "corral.toml",
+        "[app]\nmodule = \"main:app\"\n[server]\nforwarded_allow_ips = [\"10.0.0.300\"]\n",
+    );
+    let out = corral(dir.path(), &[]);
+    assert_refused(
+        &out,
+        &[&format!(
+            "error: corral.toml:4: server.forwarded_allow_ips: \"10.0.0.300\" {how}"
+        )],
+    );
+    // The flag wins over the file and is named when it is at fault.
+    let out = corral(dir.path(), &["--forwarded-allow-ips", "127.0.0.1,nginx"]);
+    assert_refused(
+        &out,
+        &[&format!("error: --forwarded-allow-ips: \"nginx\" {how}")],
+    );
+    assert!(!out.stderr.contains("corral.toml"), "{}", out.stderr);
+    let dir = dir_with(
+        "corral.toml",
+        "[server]\nforwarded_allow_ips = \"127.0.0.1\"\n",
+    );
+    let out = corral(dir.path(), &["main:app"]);
+    assert_refused(
+        &out,
+        &[
+            "error: corral.toml:2: server.forwarded_allow_ips: invalid type: string \
+             \"127.0.0.1\", expected an array; for example: \
+             forwarded_allow_ips = [\"127.0.0.1\", \"::1\"]",
+        ],
+    );
+}
+
+#[test]
+fn forwarded_allow_ips_from_the_file_or_the_flag_start_the_app() {
+    let app = "def app(environ, start_response):\n    start_response('200 OK', [])\n    \
+               return [b'ok']\n";
+    let dir = dir_with("main.py", app);
+    std::fs::write(
+        dir.path().join("corral.toml"),
+        "[app]\nmodule = \"main:app\"\n[server]\n\
+         forwarded_allow_ips = [\"10.0.0.0/8\", \"fd00::/8\", \"::1\"]\n",
+    )
+    .unwrap();
+    let python = python();
+    // The file's networks, then "*" and "" (nobody) from the flag over it.
+    for flags in [
+        &[][..],
+        &["--forwarded-allow-ips", "*"],
+        &["--forwarded-allow-ips", ""],
+    ] {
+        let args = [&["check", "--python", &python][..], flags].concat();
+        let out = corral(dir.path(), &args);
+        assert!(
+            out.status.success() && out.stdout.starts_with("OK: main:app imported"),
+            "corral {args:?}: {:?}\nstdout:\n{}\nstderr:\n{}",
+            out.status,
+            out.stdout,
+            out.stderr
+        );
+    }
+}
+
+#[test]
 fn io_threads_zero_or_a_number_starts_the_runtime() {
     let app = "def app(environ, start_response):\n    start_response('200 OK', [])\n    \
                return [b'ok']\n";
@@ -499,6 +565,7 @@ fn help_documents_every_flag() {
         "--max-body-bytes",
         "--max-queued",
         "--io-threads",
+        "--forwarded-allow-ips",
         "--boot-timeout",
         "--status-bind",
         "--min-ready",
@@ -530,6 +597,7 @@ fn help_documents_every_flag() {
         "server.max_body_bytes",
         "server.max_queued",
         "server.io_threads",
+        "server.forwarded_allow_ips",
         "workers.boot_timeout",
         "health.status_bind",
         "health.min_ready",

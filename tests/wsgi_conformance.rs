@@ -297,6 +297,27 @@ fn environ_request_method_is_passed_verbatim() {
 }
 
 #[test]
+fn a_trusted_proxy_sets_the_client_address_and_url_scheme() {
+    let proxied: &[(&str, &str)] = &[
+        ("Host", "example.com"),
+        ("X-Forwarded-For", "203.0.113.9"),
+        ("X-Forwarded-Proto", "https"),
+    ];
+    // The test client is 127.0.0.1, trusted by default (like gunicorn's
+    // forwarded_allow_ips and uvicorn's).
+    let s = Server::start(ENVIRON_APP, &[]);
+    let env = request(s.addr(), "GET", "/p", proxied, b"").json();
+    assert_eq!(text(&env, "REMOTE_ADDR").as_deref(), Some("203.0.113.9"));
+    assert_eq!(text(&env, "wsgi.url_scheme").as_deref(), Some("https"));
+    assert_eq!(text(&env, "SERVER_PORT").as_deref(), Some("443"));
+    // Not from a trusted proxy: the headers change nothing.
+    let s = Server::start(ENVIRON_APP, &["--forwarded-allow-ips", "10.0.0.0/8"]);
+    let env = request(s.addr(), "GET", "/p", proxied, b"").json();
+    assert_eq!(text(&env, "REMOTE_ADDR").as_deref(), Some("127.0.0.1"));
+    assert_eq!(text(&env, "wsgi.url_scheme").as_deref(), Some("http"));
+}
+
+#[test]
 fn environ_for_http10_without_host_uses_the_listen_address() {
     let s = Server::start(ENVIRON_APP, &[]);
     let port = s.addr().rsplit(':').next().unwrap().to_string();

@@ -16,7 +16,8 @@
 //! `config/example.toml` shows every key with its default.
 //!
 //! Where the parts live: `units` parses the value types written as text in
-//! the file and on the command line (durations, sizes, bind addresses);
+//! the file and on the command line (durations, sizes, bind addresses,
+//! trusted proxies);
 //! `raw` holds the file format (the `Raw*` structs and their parsing);
 //! `validate` merges the command line over the file, fills the defaults and
 //! checks every value. This module holds the resolved types, the errors and
@@ -37,7 +38,7 @@ use serde::Deserialize;
 
 use crate::cli::RunArgs;
 use raw::{RawConfig, parse};
-pub use units::{BindAddr, ByteSize, HumanDuration, MinReady};
+pub use units::{BindAddr, ByteSize, ForwardedAllow, HumanDuration, MinReady};
 pub(crate) use validate::check_env;
 use validate::{Resolver, absolute};
 
@@ -110,6 +111,10 @@ pub struct ServerConfig {
     pub io_threads: usize,
     /// corral itself runs as the workers' user once its sockets are bound.
     pub drop_privileges: bool,
+    /// TCP peers whose X-Forwarded-For and X-Forwarded-Proto headers are
+    /// trusted (`server.forwarded_allow_ips`); by default 127.0.0.1 and ::1.
+    /// Connections on Unix sockets are always trusted.
+    pub forwarded_allow_ips: ForwardedAllow,
 }
 
 /// One listen address and where it was configured (for error messages).
@@ -694,6 +699,13 @@ mod tests {
         assert_eq!(config.server.max_queued, 1024);
         // Half of the 4 CPUs of `env()`.
         assert_eq!(config.server.io_threads, 2);
+        assert_eq!(
+            config.server.forwarded_allow_ips,
+            ForwardedAllow::Networks(vec![
+                "127.0.0.1/32".parse().unwrap(),
+                "::1/128".parse().unwrap()
+            ])
+        );
         assert_eq!(config.workers.count, 1);
         assert_eq!(config.workers.threads, 1);
         assert_eq!(config.workers.concurrency, 1000);
@@ -936,6 +948,48 @@ min_in_service = 2
             ..app
         };
         assert_eq!(resolve_text(text, &args).unwrap().server.io_threads, 2);
+    }
+
+    #[test]
+    fn forwarded_allow_ips_flag_then_file_then_default() {
+        let app = RunArgs {
+            app: Some("m:a".into()),
+            ..RunArgs::default()
+        };
+        let allow = |text: &str, args: &RunArgs| {
+            resolve_text(text, args).unwrap().server.forwarded_allow_ips
+        };
+        let nets = |nets: &[&str]| {
+            ForwardedAllow::Networks(nets.iter().map(|n| n.parse().unwrap()).collect())
+        };
+        let text =
+            "[server]\nforwarded_allow_ips = [\"10.0.0.0/8\", \"fd00::/8\", \"192.0.2.1\"]\n";
+        assert_eq!(
+            allow(text, &app),
+            nets(&["10.0.0.0/8", "fd00::/8", "192.0.2.1/32"])
+        );
+        assert_eq!(
+            allow("[server]\nforwarded_allow_ips = [\"*\"]\n", &app),
+            ForwardedAllow::Any
+        );
+        // An empty array trusts nobody (not the default).
+        let nobody = allow("[server]\nforwarded_allow_ips = []\n", &app);
+        assert_eq!(nobody, nets(&[]));
+        assert!(!nobody.allows("127.0.0.1".parse().unwrap()));
+        assert_eq!(allow("", &app), nets(&["127.0.0.1/32", "::1/128"]));
+        // The flag (comma-separated, spaces allowed) wins over the file.
+        let flag = |list: &str| RunArgs {
+            forwarded_allow_ips: Some(list.into()),
+            ..app.clone()
+        };
+        assert_eq!(
+            allow(text, &flag("127.0.0.1, ::ffff:10.1.1.1,fd00::/16")),
+            nets(&["127.0.0.1/32", "10.1.1.1/32", "fd00::/16"])
+        );
+        assert_eq!(allow(text, &flag("*")), ForwardedAllow::Any);
+        // "" (or only commas) trusts nobody.
+        assert_eq!(allow(text, &flag("")), nets(&[]));
+        assert_eq!(allow("", &flag(" , ")), nets(&[]));
     }
 
     #[test]

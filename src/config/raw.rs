@@ -109,6 +109,16 @@ pub(super) struct RawServer {
     /// After binding its sockets as root, corral itself switches to
     /// `[workers] user`/`group` (which must be set). Default false.
     pub(super) drop_privileges: Option<Spanned<bool>>,
+    /// The peers whose X-Forwarded-For and X-Forwarded-Proto headers corral
+    /// trusts: a reverse proxy in front of it, like nginx (gunicorn's and
+    /// uvicorn's `forwarded_allow_ips`). Each entry is an IP address
+    /// ("127.0.0.1", "::1"), a network in CIDR form ("10.0.0.0/8",
+    /// "fd00::/8") or "*" (any peer). An IPv4 peer on an IPv6 socket
+    /// ("::ffff:127.0.0.1") matches the IPv4 entries. [] trusts nobody.
+    /// Connections on Unix sockets are always trusted: only local processes
+    /// that the socket's file permissions let in can connect, as with a
+    /// proxy on a Unix socket. Default ["127.0.0.1", "::1"].
+    pub(super) forwarded_allow_ips: Option<Spanned<Vec<Spanned<String>>>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -467,6 +477,10 @@ mod tests {
         assert_eq!(config.server.max_body_bytes, defaults.server.max_body_bytes);
         assert_eq!(config.server.max_queued, defaults.server.max_queued);
         assert_eq!(config.server.io_threads, defaults.server.io_threads);
+        assert_eq!(
+            config.server.forwarded_allow_ips,
+            defaults.server.forwarded_allow_ips
+        );
         assert_eq!(config.server.bind[0].addr, defaults.server.bind[0].addr);
         assert_eq!(config.workers.count, defaults.workers.count);
         assert_eq!(config.workers.threads, defaults.workers.threads);
@@ -554,7 +568,12 @@ mod tests {
             .replace("\nmax_surge = 1", "\n# max_surge = 1")
             .replace("# max_surge = 2", "max_surge = 2")
             .replace("\nio_threads = 0", "\n# io_threads = 0")
-            .replace("# io_threads = 4", "io_threads = 4");
+            .replace("# io_threads = 4", "io_threads = 4")
+            .replace("\nforwarded_allow_ips = ", "\n# forwarded_allow_ips = ")
+            .replace(
+                "# forwarded_allow_ips = [\"10.",
+                "forwarded_allow_ips = [\"10.",
+            );
         let file = ConfigFile::new(
             Path::new("config/example.toml"),
             Path::new("/repo"),
@@ -594,6 +613,13 @@ mod tests {
         assert_eq!(config.deploy.strategy, Strategy::Rolling);
         assert_eq!(config.deploy.max_surge, 2);
         assert_eq!(config.server.io_threads, 4);
+        assert_eq!(
+            config.server.forwarded_allow_ips,
+            crate::config::ForwardedAllow::Networks(vec![
+                "10.0.0.0/8".parse().unwrap(),
+                "fd00::/8".parse().unwrap()
+            ])
+        );
         // And so is the git-reset rollback, with the default revision.
         let git_reset = EXAMPLE.replace("# rollback = \"git-reset\"", "rollback = \"git-reset\"");
         let git_reset = git_reset.replace("\nrollback = \"none\"", "\n");
@@ -691,6 +717,33 @@ mod tests {
             "{unknown}"
         );
         assert!(unknown.contains("`io_threads`"), "{unknown}");
+    }
+
+    #[test]
+    fn forwarded_allow_ips_parse_errors() {
+        let example = "for example: forwarded_allow_ips = [\"127.0.0.1\", \"::1\"]";
+        assert_eq!(
+            error_text("[server]\nforwarded_allow_ips = \"127.0.0.1\"\n"),
+            format!(
+                "corral.toml:2: server.forwarded_allow_ips: invalid type: string \"127.0.0.1\", \
+                 expected an array; {example}"
+            )
+        );
+        assert_eq!(
+            error_text("[server]\n\nforwarded_allow_ips = [\"10.0.0.1\", 10]\n"),
+            format!(
+                "corral.toml:3: server.forwarded_allow_ips[1]: invalid type: integer `10`, \
+                 expected a string; {example}"
+            )
+        );
+        let unknown = error_text("[server]\nforwarded_allow_ip = []\n");
+        assert!(
+            unknown.starts_with(
+                "corral.toml:2: server.forwarded_allow_ip: unknown key `forwarded_allow_ip`"
+            ),
+            "{unknown}"
+        );
+        assert!(unknown.contains("`forwarded_allow_ips`"), "{unknown}");
     }
 
     #[test]

@@ -1,17 +1,21 @@
 //! The value types written as text in the config file and on the command
 //! line: durations ([`HumanDuration`], "30s"), byte sizes ([`ByteSize`],
 //! "64KiB"), listen addresses ([`BindAddr`], "127.0.0.1:8000" or
-//! "unix:/path"), worker counts for readiness ([`MinReady`], 2 or "50%") and
-//! umasks ([`Umask`], "027"). Each parses with `FromStr` (used by the
-//! flags); all but [`BindAddr`] also deserialize from TOML with messages
-//! that say how to write the value.
+//! "unix:/path"), worker counts for readiness ([`MinReady`], 2 or "50%"),
+//! umasks ([`Umask`], "027") and the trusted proxies ([`ForwardedAllow`],
+//! "10.0.0.0/8" or "*"). Each but [`ForwardedAllow`] parses with `FromStr`
+//! (used by the flags); all but [`BindAddr`] and [`ForwardedAllow`] also
+//! deserialize from TOML with messages that say how to write the value.
+//! [`ForwardedAllow`] is a list built one entry at a time
+//! ([`ForwardedAllow::add`]), so that each bad entry is reported where it is.
 
 use std::fmt;
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
+use ipnet::IpNet;
 use serde::Deserialize;
 use serde::de::{self, Deserializer, Visitor};
 
@@ -363,6 +367,79 @@ impl<'de> Deserialize<'de> for Umask {
     }
 }
 
+/// Peers whose forwarding headers (X-Forwarded-For, X-Forwarded-Proto) are
+/// trusted (`server.forwarded_allow_ips`): a reverse proxy such as nginx.
+/// Connections on Unix sockets are always trusted (only local processes that
+/// the socket's file permissions let in can connect); that is decided where
+/// the connection is known, not here.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ForwardedAllow {
+    /// "*": every peer.
+    Any,
+    /// The peers in these networks (an exact IP is a /32 or /128 network);
+    /// empty: no peer.
+    Networks(Vec<IpNet>),
+}
+
+impl ForwardedAllow {
+    /// Whether a TCP peer's forwarding headers are trusted. An IPv4 peer
+    /// seen on an IPv6 socket (`::ffff:127.0.0.1`) matches the IPv4 entries.
+    pub fn allows(&self, ip: IpAddr) -> bool {
+        match self {
+            ForwardedAllow::Any => true,
+            ForwardedAllow::Networks(networks) => {
+                let ip = ip.to_canonical();
+                networks.iter().any(|network| network.contains(&ip))
+            }
+        }
+    }
+
+    /// Adds one entry as written: "*" (every peer, whatever else is
+    /// listed), an IP address ("127.0.0.1", "::1") or a network in CIDR form
+    /// ("10.0.0.0/8", "fd00::/8"; host bits are dropped, so "10.1.2.3/8" is
+    /// "10.0.0.0/8"). The error says how to write it.
+    pub(super) fn add(&mut self, entry: &str) -> Result<(), String> {
+        let network = if entry == "*" {
+            None
+        } else if let Ok(ip) = entry.parse::<IpAddr>() {
+            // "::ffff:10.0.0.1" is the IPv4 peer 10.0.0.1 (see `allows`).
+            Some(IpNet::from(ip.to_canonical()))
+        } else if let Ok(network) = entry.parse::<IpNet>() {
+            Some(network.trunc())
+        } else {
+            return Err(bad_forwarded_entry(entry));
+        };
+        match (self, network) {
+            (ForwardedAllow::Any, _) => {}
+            (allow, None) => *allow = ForwardedAllow::Any,
+            (ForwardedAllow::Networks(networks), Some(network)) => {
+                if !networks.contains(&network) {
+                    networks.push(network);
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Why `entry` is not a `server.forwarded_allow_ips` entry, and what to
+/// write.
+fn bad_forwarded_entry(entry: &str) -> String {
+    const HOW: &str = "use e.g. \"127.0.0.1\", \"10.0.0.0/8\" or \"*\"";
+    let prefix = entry
+        .split_once('/')
+        .and_then(|(ip, _)| ip.parse::<IpAddr>().ok());
+    match prefix {
+        Some(IpAddr::V4(_)) => format!(
+            "\"{entry}\" has a bad prefix length: write 0 to 32 after the \"/\", like \"10.0.0.0/8\""
+        ),
+        Some(IpAddr::V6(_)) => format!(
+            "\"{entry}\" has a bad prefix length: write 0 to 128 after the \"/\", like \"fd00::/8\""
+        ),
+        None => format!("\"{entry}\" is not an IP address or network: {HOW}"),
+    }
+}
+
 /// Splits "1.5MiB" into ("1.5", "MiB").
 fn split_number(s: &str) -> (&str, &str) {
     let len = s
@@ -524,6 +601,122 @@ mod tests {
                 )
             );
         }
+    }
+
+    /// The entries added one by one, as `server.forwarded_allow_ips`.
+    fn allow(entries: &[&str]) -> Result<ForwardedAllow, String> {
+        let mut allow = ForwardedAllow::Networks(Vec::new());
+        for entry in entries {
+            allow.add(entry)?;
+        }
+        Ok(allow)
+    }
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn forwarded_allow_exact_ips() {
+        let local = allow(&["127.0.0.1", "::1"]).unwrap();
+        assert_eq!(
+            local,
+            ForwardedAllow::Networks(vec![
+                "127.0.0.1/32".parse().unwrap(),
+                "::1/128".parse().unwrap()
+            ])
+        );
+        assert!(local.allows(ip("127.0.0.1")));
+        assert!(local.allows(ip("::1")));
+        assert!(!local.allows(ip("127.0.0.2")));
+        assert!(!local.allows(ip("10.0.0.1")));
+        assert!(!local.allows(ip("::2")));
+        // An IPv4 peer on an IPv6 socket matches the IPv4 entry; ::1 is not
+        // 127.0.0.1.
+        assert!(local.allows(ip("::ffff:127.0.0.1")));
+        assert!(!local.allows(ip("::ffff:127.0.0.2")));
+        let v4 = allow(&["127.0.0.1"]).unwrap();
+        assert!(!v4.allows(ip("::1")));
+        // A mapped entry is the IPv4 address.
+        let mapped = allow(&["::ffff:10.0.0.1"]).unwrap();
+        assert_eq!(mapped, allow(&["10.0.0.1"]).unwrap());
+        assert!(mapped.allows(ip("10.0.0.1")));
+        assert!(mapped.allows(ip("::ffff:10.0.0.1")));
+    }
+
+    #[test]
+    fn forwarded_allow_networks() {
+        let nets = allow(&["10.0.0.0/8", "fd00::/8", "192.168.1.7/24"]).unwrap();
+        for yes in [
+            "10.0.0.1",
+            "10.255.255.255",
+            "::ffff:10.1.2.3",
+            "fd12::1",
+            "192.168.1.200",
+        ] {
+            assert!(nets.allows(ip(yes)), "{yes}");
+        }
+        for no in ["11.0.0.1", "127.0.0.1", "fe80::1", "::1", "192.168.2.1"] {
+            assert!(!nets.allows(ip(no)), "{no}");
+        }
+        // Host bits are dropped; a duplicate counts once.
+        assert_eq!(
+            allow(&["10.1.2.3/8", "10.0.0.0/8"]).unwrap(),
+            ForwardedAllow::Networks(vec!["10.0.0.0/8".parse().unwrap()])
+        );
+        // /0 is every peer of that family.
+        let all_v4 = allow(&["0.0.0.0/0"]).unwrap();
+        assert!(all_v4.allows(ip("203.0.113.7")));
+        assert!(all_v4.allows(ip("::ffff:203.0.113.7")));
+        assert!(!all_v4.allows(ip("2001:db8::1")));
+    }
+
+    #[test]
+    fn forwarded_allow_any_and_none() {
+        for entries in [&["*"][..], &["127.0.0.1", "*"], &["*", "10.0.0.0/8"]] {
+            let any = allow(entries).unwrap();
+            assert_eq!(any, ForwardedAllow::Any, "{entries:?}");
+            for peer in ["203.0.113.7", "2001:db8::1", "::ffff:1.2.3.4"] {
+                assert!(any.allows(ip(peer)), "{peer}");
+            }
+        }
+        let none = allow(&[]).unwrap();
+        assert_eq!(none, ForwardedAllow::Networks(Vec::new()));
+        for peer in ["127.0.0.1", "::1", "::ffff:127.0.0.1"] {
+            assert!(!none.allows(ip(peer)), "{peer}");
+        }
+    }
+
+    #[test]
+    fn forwarded_allow_bad_entries() {
+        for bad in [
+            "10.0.0.300",
+            "",
+            " 127.0.0.1",
+            "localhost",
+            "127.0.0.1:8000",
+            "[::1]",
+            "**",
+            "fe80::1%eth0",
+        ] {
+            assert_eq!(
+                allow(&[bad]).unwrap_err(),
+                format!(
+                    "\"{bad}\" is not an IP address or network: use e.g. \"127.0.0.1\", \
+                     \"10.0.0.0/8\" or \"*\""
+                )
+            );
+        }
+        assert_eq!(
+            allow(&["10.0.0.0/33"]).unwrap_err(),
+            "\"10.0.0.0/33\" has a bad prefix length: write 0 to 32 after the \"/\", like \
+             \"10.0.0.0/8\""
+        );
+        assert_eq!(
+            allow(&["fd00::/abc"]).unwrap_err(),
+            "\"fd00::/abc\" has a bad prefix length: write 0 to 128 after the \"/\", like \
+             \"fd00::/8\""
+        );
     }
 
     #[test]

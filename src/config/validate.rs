@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::ffi::CString;
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::ops::Range;
 use std::path::{Component, Path, PathBuf};
 use std::time::Duration;
@@ -19,8 +19,8 @@ use super::raw::{
 };
 use super::{
     AppConfig, Bind, BindAddr, ByteSize, ConfigFile, ControlConfig, DEFAULT_FILE, DeployConfig,
-    HealthConfig, HumanDuration, Identity, Interface, Limits, MinReady, Problem, RevisionSource,
-    Rollback, ServerConfig, Strategy, WorkersConfig,
+    ForwardedAllow, HealthConfig, HumanDuration, Identity, Interface, Limits, MinReady, Problem,
+    RevisionSource, Rollback, ServerConfig, Strategy, WorkersConfig,
 };
 use crate::cli::RunArgs;
 
@@ -49,6 +49,15 @@ const MAX_SOCKET_PATH: usize = 107;
 /// served 8-10% more requests/s (fewer wake-ups across threads).
 pub(super) fn auto_io_threads(cpus: usize) -> usize {
     (cpus / 2).max(1)
+}
+
+/// The default `server.forwarded_allow_ips`: a proxy on the same machine
+/// (gunicorn and uvicorn trust 127.0.0.1; ::1 is the same over IPv6).
+fn default_forwarded_allow() -> ForwardedAllow {
+    ForwardedAllow::Networks(vec![
+        IpAddr::V4(Ipv4Addr::LOCALHOST).into(),
+        IpAddr::V6(Ipv6Addr::LOCALHOST).into(),
+    ])
 }
 
 /// Where a value came from, to point a problem at it.
@@ -302,6 +311,10 @@ impl Resolver<'_> {
             (raw.io_threads.as_ref(), "server.io_threads"),
             0,
         );
+        let forwarded_allow_ips = self.forwarded_allow(
+            args.forwarded_allow_ips.as_deref(),
+            raw.forwarded_allow_ips.as_ref(),
+        );
         ServerConfig {
             bind: seen,
             backlog,
@@ -314,7 +327,39 @@ impl Resolver<'_> {
                 n => n,
             },
             drop_privileges: raw.drop_privileges.map(|d| d.into_inner()).unwrap_or(false),
+            forwarded_allow_ips,
         }
+    }
+
+    /// `server.forwarded_allow_ips`: the flag's comma-separated list (empty
+    /// items skipped, so "" trusts nobody), else the file's array, else
+    /// [`default_forwarded_allow`]. Each bad entry is reported.
+    fn forwarded_allow(
+        &mut self,
+        flag: Option<&str>,
+        file: Option<&Spanned<Vec<Spanned<String>>>>,
+    ) -> ForwardedAllow {
+        let mut allow = ForwardedAllow::Networks(Vec::new());
+        match (flag, file) {
+            (Some(list), _) => {
+                let entries = list.split(',').map(str::trim).filter(|e| !e.is_empty());
+                for entry in entries {
+                    if let Err(message) = allow.add(entry) {
+                        self.fail(&At::flag("--forwarded-allow-ips"), message);
+                    }
+                }
+            }
+            (None, Some(list)) => {
+                for entry in list.get_ref() {
+                    if let Err(message) = allow.add(entry.get_ref()) {
+                        let at = self.in_file(entry.span(), "server.forwarded_allow_ips");
+                        self.fail(&at, message);
+                    }
+                }
+            }
+            (None, None) => allow = default_forwarded_allow(),
+        }
+        allow
     }
 
     pub(super) fn workers(&mut self, args: &RunArgs, raw: RawWorkers) -> WorkersConfig {
@@ -1813,6 +1858,45 @@ mod tests {
         assert!(
             err.to_string().starts_with("--workers: must be at least 1"),
             "{err}"
+        );
+    }
+
+    #[test]
+    fn forwarded_allow_ips_problems_name_each_bad_entry() {
+        let how = "is not an IP address or network: use e.g. \"127.0.0.1\", \"10.0.0.0/8\" \
+                   or \"*\"";
+        let text = "[app]\nmodule = \"m:a\"\n[server]\nforwarded_allow_ips = [\"10.0.0.300\"]\n";
+        assert_eq!(
+            problems(text, &RunArgs::default()),
+            format!("corral.toml:4: server.forwarded_allow_ips: \"10.0.0.300\" {how}")
+        );
+        // Every bad entry, each at its own line.
+        let text = "[app]\nmodule = \"m:a\"\n[server]\nforwarded_allow_ips = [\n  \"127.0.0.1\",\n  \
+                    \"localhost\",\n  \"10.0.0.0/33\",\n]\n";
+        let text = problems(text, &RunArgs::default());
+        let expected = [
+            "2 problems in the configuration:",
+            &format!("  corral.toml:6: server.forwarded_allow_ips: \"localhost\" {how}"),
+            "  corral.toml:7: server.forwarded_allow_ips: \"10.0.0.0/33\" has a bad prefix \
+             length: write 0 to 32 after the \"/\", like \"10.0.0.0/8\"",
+        ];
+        for line in expected {
+            assert!(text.contains(line), "missing {line:?} in:\n{text}");
+        }
+        // The flag is named, and the file's entries are not checked then.
+        let args = RunArgs {
+            app: Some("m:a".into()),
+            forwarded_allow_ips: Some("127.0.0.1, 10.0.0.300,::1,nginx".into()),
+            ..RunArgs::default()
+        };
+        let text = problems("[server]\nforwarded_allow_ips = [\"bad\"]\n", &args);
+        assert_eq!(
+            text,
+            format!(
+                "2 problems in the configuration:\n  \
+                 --forwarded-allow-ips: \"10.0.0.300\" {how}\n  \
+                 --forwarded-allow-ips: \"nginx\" {how}"
+            )
         );
     }
 

@@ -1,8 +1,12 @@
 //! Turns a parsed HTTP request head into the worker's request head: WSGI
 //! environ keys and values (PEP 3333), as latin-1 `KEY\0VALUE\0...` bytes.
 
+use std::net::IpAddr;
+
 use http::request::Parts;
-use http::{HeaderName, Version};
+use http::{HeaderMap, HeaderName, Version};
+
+use crate::config::ForwardedAllow;
 use percent_encoding::percent_decode;
 
 /// Where the connection came from and where it arrived.
@@ -15,6 +19,54 @@ pub struct ConnInfo {
     pub server_name: String,
     pub server_port: String,
     pub scheme: &'static str,
+    /// The peer may report the client and scheme (`[server]
+    /// forwarded_allow_ips`; Unix sockets always may).
+    pub trusted: bool,
+}
+
+/// What a trusted proxy reports: `conn` with the client from
+/// `X-Forwarded-For` (walking from the right, the first address that is not
+/// itself a trusted proxy, as uvicorn does) and the scheme from
+/// `X-Forwarded-Proto`. None when the peer is not trusted or reports
+/// neither.
+pub fn forwarded(headers: &HeaderMap, conn: &ConnInfo, allow: &ForwardedAllow) -> Option<ConnInfo> {
+    if !conn.trusted {
+        return None;
+    }
+    let proto = headers.get(HeaderName::from_static("x-forwarded-proto"));
+    let chain = headers.get_all(HeaderName::from_static("x-forwarded-for"));
+    if proto.is_none() && chain.iter().next().is_none() {
+        return None;
+    }
+    let mut out = conn.clone();
+    if let Some(proto) = proto.and_then(|v| v.to_str().ok()) {
+        match proto.rsplit(',').next().unwrap_or("").trim() {
+            p if p.eq_ignore_ascii_case("https") || p.eq_ignore_ascii_case("wss") => {
+                out.scheme = "https"
+            }
+            p if p.eq_ignore_ascii_case("http") || p.eq_ignore_ascii_case("ws") => {
+                out.scheme = "http"
+            }
+            _ => {}
+        }
+    }
+    let hops: Vec<&str> = chain
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .filter(|h| !h.is_empty())
+        .collect();
+    let client = hops
+        .iter()
+        .rev()
+        .find(|h| !h.parse::<IpAddr>().is_ok_and(|ip| allow.allows(ip)))
+        .or(hops.first());
+    if let Some(client) = client {
+        out.remote_addr = client.to_string();
+        out.remote_port = "0".into();
+    }
+    Some(out)
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -140,6 +192,7 @@ mod tests {
             server_name: "127.0.0.1".into(),
             server_port: "8000".into(),
             scheme: "http",
+            trusted: false,
         }
     }
 
@@ -179,6 +232,42 @@ mod tests {
         assert_eq!(get(&env, "SERVER_NAME"), Some("example.com"));
         assert_eq!(get(&env, "SERVER_PORT"), Some("9000"));
         assert_eq!(get(&env, "REMOTE_ADDR"), Some("127.0.0.1"));
+    }
+
+    #[test]
+    fn a_trusted_proxy_reports_the_client_and_scheme() {
+        let allow = ForwardedAllow::Networks(vec!["127.0.0.1/32".parse().unwrap()]);
+        let headers = |pairs: &[(&'static str, &'static str)]| {
+            let mut h = HeaderMap::new();
+            for (k, v) in pairs {
+                h.append(*k, v.parse().unwrap());
+            }
+            h
+        };
+        let trusted = ConnInfo {
+            trusted: true,
+            ..conn()
+        };
+        let h = headers(&[
+            ("x-forwarded-for", "203.0.113.7, 10.1.1.1"),
+            ("x-forwarded-for", "127.0.0.1"),
+            ("x-forwarded-proto", "https"),
+        ]);
+        let f = forwarded(&h, &trusted, &allow).unwrap();
+        // 127.0.0.1 is a trusted proxy; 10.1.1.1 is not, so it is the client
+        // as far as anyone trusted can tell.
+        assert_eq!((f.remote_addr.as_str(), f.scheme), ("10.1.1.1", "https"));
+        let all = ForwardedAllow::Any;
+        assert_eq!(
+            forwarded(&h, &trusted, &all).unwrap().remote_addr,
+            "203.0.113.7"
+        );
+        // An untrusted peer's headers change nothing; no headers, nothing.
+        assert!(forwarded(&h, &conn(), &allow).is_none());
+        assert!(forwarded(&HeaderMap::new(), &trusted, &allow).is_none());
+        let h = headers(&[("x-forwarded-proto", "gopher")]);
+        let f = forwarded(&h, &trusted, &allow).unwrap();
+        assert_eq!((f.remote_addr.as_str(), f.scheme), ("127.0.0.1", "http"));
     }
 
     #[test]

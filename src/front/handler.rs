@@ -16,6 +16,7 @@ use super::body::{Body, PumpGuard, StreamBody};
 use super::environ::{self, ConnInfo};
 use super::websocket::{self, Upgrade};
 use super::{Drain, scope};
+use crate::config::ForwardedAllow;
 use crate::metrics::Metrics;
 use crate::router::{NoWorker, Router};
 use crate::worker::channel::{Channel, Credit, First};
@@ -32,6 +33,8 @@ pub struct Shared {
     pub access: AccessLog,
     /// Open connections and WebSockets, and the signal to finish them.
     pub drain: Arc<Drain>,
+    /// Proxies whose X-Forwarded-For and X-Forwarded-Proto count.
+    pub forwarded_allow: ForwardedAllow,
 }
 
 pub async fn handle(
@@ -53,7 +56,10 @@ pub async fn handle(
         }
         b.body(()).map(|r| r.into_parts().0)
     });
-    let resp = match dispatch(req, &shared, &conn).await {
+    // Behind a trusted proxy, the client and scheme are the ones it reports.
+    let forwarded = environ::forwarded(req.headers(), &conn, &shared.forwarded_allow);
+    let conn: &ConnInfo = forwarded.as_ref().unwrap_or(&conn);
+    let resp = match dispatch(req, &shared, conn).await {
         Ok(resp) => resp,
         Err(resp) => resp,
     };

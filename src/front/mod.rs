@@ -366,7 +366,7 @@ async fn accept_loop(
             _ = stop.changed() => return,
             a = accept(&listener) => a,
         };
-        let (io, info) = match accepted {
+        let (io, mut info) = match accepted {
             Ok(x) => x,
             Err(e) => {
                 // EMFILE and friends: back off instead of spinning.
@@ -375,6 +375,12 @@ async fn accept_loop(
                 continue;
             }
         };
+        // A Unix socket's peer has no address: only local processes the
+        // socket's permissions let in can connect, so they are trusted.
+        info.trusted = info
+            .remote_addr
+            .parse::<std::net::IpAddr>()
+            .map_or(true, |ip| shared.forwarded_allow.allows(ip));
         let service = {
             let shared = shared.clone();
             let info = Arc::new(info);
@@ -421,6 +427,7 @@ pub async fn accept(listener: &Listener) -> std::io::Result<(BoxedIo, ConnInfo)>
                 server_name: local.ip().to_string(),
                 server_port: local.port().to_string(),
                 scheme: "http",
+                trusted: false,
             };
             Ok((TokioIo::new(Box::new(s) as Box<dyn Io>), info))
         }
@@ -432,6 +439,7 @@ pub async fn accept(listener: &Listener) -> std::io::Result<(BoxedIo, ConnInfo)>
                 server_name: path.display().to_string(),
                 server_port: String::new(),
                 scheme: "http",
+                trusted: false,
             };
             Ok((TokioIo::new(Box::new(s) as Box<dyn Io>), info))
         }

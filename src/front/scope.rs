@@ -67,6 +67,7 @@ mod tests {
             server_name: "127.0.0.1".into(),
             server_port: "8000".into(),
             scheme: "http",
+            trusted: false,
         };
         let head = encode(&parts, &conn);
         let fields: Vec<&[u8]> = head.split(|&b| b == 0).collect();

@@ -65,6 +65,7 @@ fn request_head(channel: &Channel, path: &str) -> Result<Vec<u8>, String> {
         server_name: "localhost".into(),
         server_port: "80".into(),
         scheme: "http",
+        trusted: false,
     };
     if channel.is_asgi() {
         Ok(scope::encode(&parts, &conn))
