@@ -1,5 +1,7 @@
 //! Turns a parsed HTTP request head into the worker's request head: WSGI
 //! environ keys and values (PEP 3333), as latin-1 `KEY\0VALUE\0...` bytes.
+//! Also where a connection comes from ([`ConnInfo`]), as a trusted proxy
+//! reports it ([`forwarded`]).
 
 use std::net::IpAddr;
 
