@@ -490,7 +490,7 @@ impl Supervisor {
                     )
                 }
                 Action::Probe { serial } => self.probe(serial),
-                Action::DrainThenTerm { serial, pid } => self.drain_then_term(serial, pid),
+                Action::DrainThenTerm { pid, .. } => self.drain_then_term(pid),
                 Action::Publish(serials) => {
                     let list = serials
                         .iter()
@@ -827,24 +827,15 @@ impl Supervisor {
         }
     }
 
-    /// Waits until nothing is in flight on the worker (the router no longer
-    /// picks it), then SIGTERMs it; SIGKILL follows if it lingers. An ASGI
-    /// worker gets SIGTERM at once: it drains itself, and its WebSockets
-    /// would otherwise hold it for the whole grace period (on SIGTERM it
-    /// closes them with 1001, so that clients reconnect to a new worker).
-    fn drain_then_term(&self, serial: u64, pid: u32) {
-        let channel = self.channels.get(&serial).cloned();
+    /// SIGTERMs a worker the router no longer picks; SIGKILL follows if it
+    /// lingers. The worker drains itself: it finishes what it holds (and
+    /// whatever corral sent just before it stopped routing there), an ASGI
+    /// worker closes its WebSockets with 1001 so that clients reconnect to
+    /// a new one, then it exits.
+    fn drain_then_term(&self, pid: u32) {
         let grace = self.cfg.workers.graceful_timeout;
+        signal(pid, libc::SIGTERM);
         tokio::spawn(async move {
-            let deadline = tokio::time::Instant::now() + grace;
-            if let Some(ch) = channel.filter(|ch| !ch.is_asgi()) {
-                while ch.in_flight.load(std::sync::atomic::Ordering::Acquire) > 0
-                    && tokio::time::Instant::now() < deadline
-                {
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                }
-            }
-            signal(pid, libc::SIGTERM);
             tokio::time::sleep(grace + Duration::from_secs(5)).await;
             // Still there after its own grace period: the exit was not seen.
             signal(pid, libc::SIGKILL);

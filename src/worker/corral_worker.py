@@ -1181,9 +1181,17 @@ def main():
     while not stop.wait(1.0):
         if os.getppid() != parent:
             os._exit(0)  # corral is gone (PR_SET_PDEATHSIG is the first line)
+    # Drain: finish every request this worker holds, running or queued. A
+    # request corral sent just before it stopped routing here may still be
+    # on its way: idle means no request for a moment, not for an instant.
     deadline = time.monotonic() + graceful
-    while conn.active and time.monotonic() < deadline:
-        time.sleep(0.01)
+    while time.monotonic() < deadline:
+        if conn.streams:
+            time.sleep(0.01)
+            continue
+        time.sleep(0.05)
+        if not conn.streams:
+            break
     import atexit
 
     atexit._run_exitfuncs()
