@@ -36,8 +36,12 @@ impl Metrics {
 
     /// The request metrics in Prometheus text format.
     pub fn render(&self, out: &mut String) {
-        out.push_str("# HELP corral_requests_total Requests answered, by status class.\n");
-        out.push_str("# TYPE corral_requests_total counter\n");
+        header(
+            out,
+            "corral_requests_total",
+            "counter",
+            "Requests answered, by status class.",
+        );
         for (i, c) in self.by_class.iter().enumerate() {
             let _ = writeln!(
                 out,
@@ -46,10 +50,12 @@ impl Metrics {
                 c.load(Ordering::Relaxed)
             );
         }
-        out.push_str(
-            "# HELP corral_request_duration_seconds Time from the request to the response head.\n",
+        header(
+            out,
+            "corral_request_duration_seconds",
+            "histogram",
+            "Time from the request to the response head.",
         );
-        out.push_str("# TYPE corral_request_duration_seconds histogram\n");
         let mut cumulative = 0;
         for (i, b) in BUCKETS.iter().enumerate() {
             cumulative += self.latency[i].load(Ordering::Relaxed);
@@ -67,6 +73,18 @@ impl Metrics {
         let _ = writeln!(out, "corral_request_duration_seconds_sum {sum}");
         let _ = writeln!(out, "corral_request_duration_seconds_count {cumulative}");
     }
+}
+
+/// The `# HELP` and `# TYPE` lines of one metric.
+pub fn header(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+}
+
+/// A metric with one unlabelled sample.
+pub fn scalar(out: &mut String, name: &str, kind: &str, help: &str, value: impl std::fmt::Display) {
+    header(out, name, kind, help);
+    let _ = writeln!(out, "{name} {value}");
 }
 
 #[cfg(test)]

@@ -17,7 +17,7 @@ use crate::config::{Config, MinReady};
 use crate::front::Listener;
 use crate::front::body::Body;
 use crate::front::handler::plain as text;
-use crate::metrics::Metrics;
+use crate::metrics::{self, Metrics};
 use crate::router::Router;
 use crate::supervisor::{Msg, Snapshot};
 
@@ -77,11 +77,13 @@ async fn route(req: http::Request<hyper::body::Incoming>, state: &StatusState) -
             let mut out = String::with_capacity(4096);
             state.metrics.render(&mut out);
             render_workers(&state.snapshots.borrow(), &mut out);
-            out.push_str(
-                "# HELP corral_requests_queued Requests waiting in corral for a worker.\n",
+            metrics::scalar(
+                &mut out,
+                "corral_requests_queued",
+                "gauge",
+                "Requests waiting in corral for a worker.",
+                state.router.queued(),
             );
-            out.push_str("# TYPE corral_requests_queued gauge\n");
-            let _ = writeln!(out, "corral_requests_queued {}", state.router.queued());
             let mut r = text(StatusCode::OK, &out);
             r.headers_mut().insert(
                 http::header::CONTENT_TYPE,
@@ -232,8 +234,7 @@ fn render_workers(snap: &Snapshot, out: &mut String) {
         - snap.in_service
         - snap.booting
         - snap.unready;
-    out.push_str("# HELP corral_workers Worker processes by state.\n");
-    out.push_str("# TYPE corral_workers gauge\n");
+    metrics::header(out, "corral_workers", "gauge", "Worker processes by state.");
     for (state, n) in [
         ("booting", snap.booting),
         ("in_service", snap.in_service),
@@ -242,18 +243,34 @@ fn render_workers(snap: &Snapshot, out: &mut String) {
     ] {
         let _ = writeln!(out, "corral_workers{{state=\"{state}\"}} {n}");
     }
-    out.push_str("# HELP corral_workers_configured Worker slots configured.\n");
-    out.push_str("# TYPE corral_workers_configured gauge\n");
-    let _ = writeln!(out, "corral_workers_configured {}", snap.workers_configured);
-    out.push_str("# HELP corral_boot_failures_total Worker boots that failed.\n");
-    out.push_str("# TYPE corral_boot_failures_total counter\n");
-    let _ = writeln!(out, "corral_boot_failures_total {}", snap.boot_failures);
-    out.push_str("# HELP corral_probe_failures_total Readiness probes that failed.\n");
-    out.push_str("# TYPE corral_probe_failures_total counter\n");
-    let _ = writeln!(out, "corral_probe_failures_total {}", snap.probe_failures);
-    out.push_str("# HELP corral_worker_restarts_total Worker processes restarted.\n");
-    out.push_str("# TYPE corral_worker_restarts_total counter\n");
-    let _ = writeln!(out, "corral_worker_restarts_total {}", snap.restarts);
+    for (name, kind, help, value) in [
+        (
+            "corral_workers_configured",
+            "gauge",
+            "Worker slots configured.",
+            snap.workers_configured as u64,
+        ),
+        (
+            "corral_boot_failures_total",
+            "counter",
+            "Worker boots that failed.",
+            snap.boot_failures,
+        ),
+        (
+            "corral_probe_failures_total",
+            "counter",
+            "Readiness probes that failed.",
+            snap.probe_failures,
+        ),
+        (
+            "corral_worker_restarts_total",
+            "counter",
+            "Worker processes restarted.",
+            snap.restarts,
+        ),
+    ] {
+        metrics::scalar(out, name, kind, help, value);
+    }
 }
 
 /// Resident memory of a process, from /proc.

@@ -184,10 +184,11 @@ fn server_name_port(parts: &Parts, conn: &ConnInfo) -> (String, String) {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
-    fn conn() -> ConnInfo {
+    /// A connection from 127.0.0.1:5555 to 127.0.0.1:8000.
+    pub(in crate::front) fn conn() -> ConnInfo {
         ConnInfo {
             remote_addr: "127.0.0.1".into(),
             remote_port: "5555".into(),

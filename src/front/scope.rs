@@ -61,15 +61,7 @@ mod tests {
             .body(())
             .unwrap()
             .into_parts();
-        let conn = ConnInfo {
-            remote_addr: "127.0.0.1".into(),
-            remote_port: "5555".into(),
-            server_name: "127.0.0.1".into(),
-            server_port: "8000".into(),
-            scheme: "http",
-            trusted: false,
-        };
-        let head = encode(&parts, &conn);
+        let head = encode(&parts, &crate::front::environ::tests::conn());
         let fields: Vec<&[u8]> = head.split(|&b| b == 0).collect();
         assert_eq!(
             fields,

@@ -236,10 +236,11 @@ impl Channel {
         };
         self.service_ns.store(avg, Ordering::Relaxed);
         let prefetch = (QUEUE_BUDGET_NS * threads / avg.max(1)).clamp(MIN_PREFETCH, MAX_PREFETCH);
-        self.capacity.store(
-            self.capacities.threads + prefetch as usize,
-            Ordering::Release,
-        );
+        let capacity = self.capacities.threads + prefetch as usize;
+        // Every request's router scan reads it: write only when it changes.
+        if self.capacity.load(Ordering::Relaxed) != capacity {
+            self.capacity.store(capacity, Ordering::Release);
+        }
     }
 
     /// Registers a new stream; send its REQUEST frame next. `credit`: the
