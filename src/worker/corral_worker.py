@@ -170,6 +170,30 @@ class Input:
         return line
 
 
+def frames(buf):
+    """Yields (kind, stream id, payload start, payload end) for every whole
+    frame at the front of buf (a bytearray), then removes them from it."""
+    n = len(buf)
+    pos = 0
+    try:
+        while n - pos >= HDR_SIZE:
+            length, kind, sid = HDR.unpack_from(buf, pos)
+            end = pos + HDR_SIZE + length
+            if end > n:
+                break
+            yield kind, sid, pos + HDR_SIZE, end
+            pos = end
+    finally:
+        del buf[:pos]
+
+
+def request_parts(buf, start, end):
+    """A REQUEST payload's flags, head and first body bytes."""
+    hlen = U32.unpack_from(buf, start + 1)[0]
+    hstart = start + 5
+    return buf[start], bytes(buf[hstart : hstart + hlen]), bytes(buf[hstart + hlen : end])
+
+
 class Connection:
     """The channel to corral, shared by the worker's threads."""
 
@@ -222,22 +246,10 @@ class Connection:
             os._exit(0)
         buf = self.rbuf
         buf += data
-        n = len(buf)
-        pos = 0
         streams = self.streams
-        while n - pos >= HDR_SIZE:
-            length, kind, sid = HDR.unpack_from(buf, pos)
-            end = pos + HDR_SIZE + length
-            if end > n:
-                break
-            start = pos + HDR_SIZE
-            pos = end
+        for kind, sid, start, end in frames(buf):
             if kind == K_REQUEST:
-                flags = buf[start]
-                hlen = U32.unpack_from(buf, start + 1)[0]
-                hstart = start + 5
-                head = bytes(buf[hstart : hstart + hlen])
-                body = bytes(buf[hstart + hlen : end])
+                flags, head, body = request_parts(buf, start, end)
                 st = Stream(sid, head, body, flags & F_MORE_BODY)
                 streams[sid] = st
                 self.pending.append(st)
@@ -257,7 +269,6 @@ class Connection:
                 st = streams.get(sid)
                 if st is not None:
                     st.cancelled = True
-        del buf[:pos]
 
     # -- writing ----------------------------------------------------------
 
@@ -668,22 +679,11 @@ class AsgiWorker:
     def data_received(self, data):
         buf = self.rbuf
         buf += data
-        n = len(buf)
-        pos = 0
         streams = self.streams
-        while n - pos >= HDR_SIZE:
-            length, kind, sid = HDR.unpack_from(buf, pos)
-            end = pos + HDR_SIZE + length
-            if end > n:
-                break
-            start = pos + HDR_SIZE
-            pos = end
+        for kind, sid, start, end in frames(buf):
             if kind == K_REQUEST:
-                flags = buf[start]
-                hlen = U32.unpack_from(buf, start + 1)[0]
-                hstart = start + 5
-                head = bytes(buf[hstart : hstart + hlen])
-                st = AsgiStream(sid, bytes(buf[hstart + hlen : end]), flags & F_MORE_BODY)
+                flags, head, body = request_parts(buf, start, end)
+                st = AsgiStream(sid, body, flags & F_MORE_BODY)
                 streams[sid] = st
                 run = self.run_ws if flags & F_WEBSOCKET else self.run_http
                 st.task = self.loop.create_task(run(st, head))
@@ -720,7 +720,6 @@ class AsgiWorker:
                     st.inbox.append(({"type": "websocket.disconnect", "code": code,
                                       "reason": reason}, 0))
             st.wake()
-        del buf[:pos]
 
     # -- HTTP -----------------------------------------------------------------
 
