@@ -77,6 +77,13 @@ fn dir_with(name: &str, text: &str) -> tempfile::TempDir {
     dir
 }
 
+/// Runs corral in a folder holding `corral.toml` = `toml` and asserts it
+/// refused to start with every one of `needles` on stderr.
+fn refused_config(toml: &str, args: &[&str], needles: &[&str]) {
+    let dir = dir_with("corral.toml", toml);
+    assert_refused(&corral(dir.path(), args), needles);
+}
+
 /// Asserts corral exited on its own with a non-zero code, and that stderr
 /// contains every one of `needles`.
 fn assert_refused(out: &Output, needles: &[&str]) {
@@ -153,13 +160,9 @@ fn unreadable_file_names_the_path_and_the_os_error() {
 
 #[test]
 fn every_invalid_value_is_reported_at_once() {
-    let dir = dir_with(
-        "corral.toml",
+    refused_config(
         "[app]\nmodule = \"main.py:app\"\n[server]\nbind = [\"0.0.0.0\"]\n[workers]\ncount = 0\n",
-    );
-    let out = corral(dir.path(), &[]);
-    assert_refused(
-        &out,
+        &[],
         &[
             "3 problems",
             "corral.toml:2: app.module:",
@@ -172,15 +175,11 @@ fn every_invalid_value_is_reported_at_once() {
 
 #[test]
 fn health_and_restart_problems_name_the_keys_they_clash_with() {
-    let dir = dir_with(
-        "corral.toml",
+    refused_config(
         "[app]\nmodule = \"main:app\"\n[server]\nbind = [\"127.0.0.1:8000\"]\n\
          [workers]\ncount = 2\nrestart_backoff = \"1s\"\nrestart_backoff_max = \"500ms\"\n\
          [health]\nstatus_bind = \"127.0.0.1:8000\"\nmin_ready = 3\n",
-    );
-    let out = corral(dir.path(), &[]);
-    assert_refused(
-        &out,
+        &[],
         &[
             "3 problems",
             "corral.toml:8: workers.restart_backoff_max: 500ms is shorter than workers.restart_backoff (1s)",
@@ -218,15 +217,11 @@ fn health_and_restart_problems_name_the_keys_they_clash_with() {
 
 #[test]
 fn probe_and_recycling_problems_name_file_line_and_key() {
-    let dir = dir_with(
-        "corral.toml",
+    refused_config(
         "[app]\nmodule = \"main:app\"\n[workers]\ncount = 2\nheartbeat_timeout = \"0s\"\n\
          max_memory = 512\n[health]\nready_path = \"health/ready\"\nprobe_timeout = \"0s\"\n\
          unhealthy_after = 0\nmin_in_service = 3\n",
-    );
-    let out = corral(dir.path(), &[]);
-    assert_refused(
-        &out,
+        &[],
         &[
             "6 problems",
             "corral.toml:5: workers.heartbeat_timeout: must be longer than 0s",
@@ -285,13 +280,9 @@ fn concurrency_and_queue_problems_name_file_line_and_key() {
 
 #[test]
 fn io_threads_problems_name_file_line_and_key() {
-    let dir = dir_with(
-        "corral.toml",
+    refused_config(
         "[app]\nmodule = \"main:app\"\n[server]\nio_threads = \"auto\"\n",
-    );
-    let out = corral(dir.path(), &[]);
-    assert_refused(
-        &out,
+        &[],
         &[
             "error: corral.toml:4: server.io_threads: invalid type: string \"auto\", expected \
              usize; for example: io_threads = 0",
@@ -323,13 +314,9 @@ fn forwarded_allow_ips_problems_name_file_line_key_and_the_fix() {
         &[&format!("error: --forwarded-allow-ips: \"nginx\" {how}")],
     );
     assert!(!out.stderr.contains("corral.toml"), "{}", out.stderr);
-    let dir = dir_with(
-        "corral.toml",
+    refused_config(
         "[server]\nforwarded_allow_ips = \"127.0.0.1\"\n",
-    );
-    let out = corral(dir.path(), &["main:app"]);
-    assert_refused(
-        &out,
+        &["main:app"],
         &[
             "error: corral.toml:2: server.forwarded_allow_ips: invalid type: string \
              \"127.0.0.1\", expected an array; for example: \
@@ -429,32 +416,26 @@ fn unknown_users_and_bad_limits_name_file_line_and_key() {
     let dir = tempfile::tempdir().unwrap();
     let out = corral(dir.path(), &["main:app", "-g", "4294967294"]);
     assert_refused(&out, &["--group: no group has gid 4294967294"]);
-    let dir = dir_with("corral.toml", "[workers.limits]\numask = 22\n");
-    let out = corral(dir.path(), &["main:app"]);
-    assert_refused(
-        &out,
+    refused_config(
+        "[workers.limits]\numask = 22\n",
+        &["main:app"],
         &[
             "error: corral.toml:2: workers.limits.umask: invalid umask 22: write the octal digits in quotes, like \"027\"",
         ],
     );
-    let dir = dir_with("corral.toml", "[workers.limits]\numask = \"0999\"\n");
-    let out = corral(dir.path(), &["main:app"]);
-    assert_refused(
-        &out,
+    refused_config(
+        "[workers.limits]\numask = \"0999\"\n",
+        &["main:app"],
         &["error: corral.toml:2: workers.limits.umask: invalid umask \"0999\": use octal digits"],
     );
 }
 
 #[test]
 fn deploy_problems_name_file_line_and_key() {
-    let dir = dir_with(
-        "corral.toml",
+    refused_config(
         "[app]\nmodule = \"main:app\"\n[deploy]\nrevision = \"gti\"\nstate_dir = \"\"\n\
          rollback_hook = \"./rollback.sh --notify\"\nhook_timeout = \"0s\"\n",
-    );
-    let out = corral(dir.path(), &[]);
-    assert_refused(
-        &out,
+        &[],
         &[
             "4 problems",
             "corral.toml:4: deploy.revision: unknown revision source \"gti\": use \"auto\", \"git\", \"symlink\" or \"none\"",
@@ -464,21 +445,16 @@ fn deploy_problems_name_file_line_and_key() {
             "corral.toml:7: deploy.hook_timeout: must be longer than 0s",
         ],
     );
-    let dir = dir_with(
-        "corral.toml",
+    refused_config(
         "[app]\nmodule = \"main:app\"\n[deploy]\nrevision = []\n",
-    );
-    let out = corral(dir.path(), &[]);
-    assert_refused(
-        &out,
+        &[],
         &[
             "error: corral.toml:4: deploy.revision: is empty: give a command like [\"cat\", \"REVISION\"]",
         ],
     );
-    let dir = dir_with("corral.toml", "[deploy]\nhook_timeout = 60\n");
-    let out = corral(dir.path(), &["main:app"]);
-    assert_refused(
-        &out,
+    refused_config(
+        "[deploy]\nhook_timeout = 60\n",
+        &["main:app"],
         &["error: corral.toml:2: deploy.hook_timeout: invalid duration 60: add a unit"],
     );
 }
@@ -515,10 +491,9 @@ fn rollback_and_strategy_problems_name_the_keys_they_clash_with() {
     let out = corral(dir.path(), &["--chdir", "current", "--workers", "0"]);
     assert_refused(&out, &["--workers: must be at least 1"]);
     assert!(!out.stderr.contains("deploy.rollback"), "{}", out.stderr);
-    let dir = dir_with("corral.toml", "[deploy]\nexit_on_boot_failure = \"yes\"\n");
-    let out = corral(dir.path(), &["main:app"]);
-    assert_refused(
-        &out,
+    refused_config(
+        "[deploy]\nexit_on_boot_failure = \"yes\"\n",
+        &["main:app"],
         &[
             "error: corral.toml:2: deploy.exit_on_boot_failure: invalid type: string \"yes\", \
              expected a boolean; for example: exit_on_boot_failure = false",
