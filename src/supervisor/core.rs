@@ -1271,21 +1271,7 @@ impl Core {
             if !ready {
                 return;
             }
-            let r = self.reload.take().unwrap();
-            self.generation = r.generation;
-            self.last_reload = Some(ReloadOutcome::Done {
-                generation: r.generation,
-                at: now,
-            });
-            out.push(Action::Log(
-                Level::Info,
-                format!(
-                    "reload done: generation {} is in service ({} ms); generation {} drains",
-                    r.generation,
-                    now.saturating_duration_since(r.started).as_millis(),
-                    r.generation - 1
-                ),
-            ));
+            self.reload_done(now, false, out);
         }
         for slot in 0..self.slots.len() {
             let Some(next) = self.slots[slot].successor else {
@@ -1370,21 +1356,31 @@ impl Core {
                         .is_some_and(|w| w.generation == generation)
             });
         if done {
-            let r = self.reload.take().unwrap();
-            self.generation = r.generation;
-            self.last_reload = Some(ReloadOutcome::Done {
-                generation: r.generation,
-                at: now,
-            });
-            out.push(Action::Log(
-                Level::Info,
-                format!(
-                    "reload done: generation {} is in service ({} ms, rolling)",
-                    r.generation,
-                    now.saturating_duration_since(r.started).as_millis()
-                ),
-            ));
+            self.reload_done(now, true, out);
         }
+    }
+
+    /// Ends the reload in progress: its generation is now the current one.
+    fn reload_done(&mut self, now: Instant, rolling: bool, out: &mut Vec<Action>) {
+        let r = self.reload.take().expect("a reload in progress");
+        self.generation = r.generation;
+        self.last_reload = Some(ReloadOutcome::Done {
+            generation: r.generation,
+            at: now,
+        });
+        let ms = now.saturating_duration_since(r.started).as_millis();
+        let how = if rolling {
+            format!("{ms} ms, rolling)")
+        } else {
+            format!("{ms} ms); generation {} drains", r.generation - 1)
+        };
+        out.push(Action::Log(
+            Level::Info,
+            format!(
+                "reload done: generation {} is in service ({how}",
+                r.generation
+            ),
+        ));
     }
 
     /// The routing set: workers in service, or every live worker while
