@@ -11,9 +11,9 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
 use crate::config::Config;
-use crate::supervisor::signal;
+use crate::runtime_dir::{Owner, RuntimeDir};
 use crate::worker::channel::{Channel, ControlEvent};
-use crate::worker::process::{Launcher, WORKER_SCRIPT};
+use crate::worker::process::Launcher;
 
 /// Exit code when the app failed the check.
 pub const EXIT_FAILED: u8 = 1;
@@ -66,17 +66,22 @@ pub async fn run(cfg: Arc<Config>) -> u8 {
 }
 
 async fn check(cfg: &Config) -> Result<Outcome, String> {
-    let dir = tempfile::Builder::new()
-        .prefix("corral-check-")
-        .tempdir()
-        .map_err(|e| format!("cannot create a private runtime directory: {e}"))?;
-    let script = dir.path().join("corral_worker.py");
-    std::fs::write(&script, WORKER_SCRIPT)
-        .map_err(|e| format!("cannot write {}: {e}", script.display()))?;
-    let launcher = Launcher::new(cfg, &script).inherit_output();
+    // As `run` makes it, so that workers running as [workers] user can
+    // read the script (corral check never drops its own privileges).
+    let dir = RuntimeDir::create(
+        "corral-check-",
+        Owner {
+            identity: cfg.workers.identity.as_ref(),
+            drop_privileges: false,
+        },
+    )
+    .map_err(|e| format!("cannot create a private runtime directory: {e}"))?;
+    let launcher = Launcher::new(cfg, dir.script()).inherit_output();
     let info = crate::deploy::resolve(cfg);
     let spawned = launcher.spawn(0, 1, &info).map_err(|e| e.to_string())?;
     let pid = spawned.pid;
+    let process = spawned.process;
+    let mut stacks = spawned.stacks;
     let (tx, mut rx) = mpsc::unbounded_channel();
     let capacity = crate::worker::channel::Capacity {
         threads: 1,
@@ -99,7 +104,7 @@ async fn check(cfg: &Config) -> Result<Outcome, String> {
                 }
             }
             Some((_, ControlEvent::BootFailed(tb))) => Outcome::Failed(tb),
-            Some((_, ControlEvent::Closed | ControlEvent::Heartbeat)) | None => {
+            Some((_, ControlEvent::Closed(_) | ControlEvent::Heartbeat)) | None => {
                 let status = tokio::time::timeout(Duration::from_secs(2), child.wait()).await;
                 let how = match status {
                     Ok(Ok(st)) => crate::supervisor::core::exit_of(st).describe(),
@@ -110,9 +115,10 @@ async fn check(cfg: &Config) -> Result<Outcome, String> {
         },
         _ = tokio::time::sleep_until(deadline.into()) => {
             // Show where it hangs before giving up.
-            signal(pid, libc::SIGUSR1);
+            process.signal(libc::SIGUSR1);
             tokio::time::sleep(Duration::from_millis(300)).await;
-            let stacks = crate::worker::process::take_stacks(&script, pid)
+            let stacks = stacks
+                .take()
                 .map(|s| format!("\n\nPython stacks at that moment:\n{}", s.trim_end()))
                 .unwrap_or_default();
             Outcome::Failed(format!(
@@ -121,12 +127,12 @@ async fn check(cfg: &Config) -> Result<Outcome, String> {
             ))
         }
     };
-    signal(pid, libc::SIGTERM);
+    process.signal(libc::SIGTERM);
     if tokio::time::timeout(Duration::from_secs(3), child.wait())
         .await
         .is_err()
     {
-        signal(pid, libc::SIGKILL);
+        process.signal(libc::SIGKILL);
         let _ = child.wait().await;
     }
     Ok(outcome)

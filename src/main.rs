@@ -15,6 +15,7 @@ mod front;
 mod metrics;
 mod reexec;
 mod router;
+mod runtime_dir;
 mod signals;
 mod status;
 mod status_cmd;
@@ -147,24 +148,21 @@ async fn run(cfg: Arc<config::Config>, access: front::access::AccessLog) -> u8 {
         }
     };
     let control_inode = inode(&cfg.control.socket);
-    let runtime_dir = match tempfile::Builder::new().prefix("corral-").tempdir() {
+    let runtime_dir = match runtime_dir::RuntimeDir::create(
+        "corral-",
+        runtime_dir::Owner {
+            identity: cfg.workers.identity.as_ref(),
+            drop_privileges: cfg.server.drop_privileges,
+        },
+    ) {
         Ok(d) => d,
         Err(e) => {
-            eprintln!("error: cannot create a private runtime directory: {e}");
+            eprintln!(
+                "error: cannot create a private runtime directory for the worker script: {e}"
+            );
             return 1;
         }
     };
-    let script = runtime_dir.path().join("corral_worker.py");
-    if let Err(e) = std::fs::write(&script, worker::process::WORKER_SCRIPT) {
-        eprintln!("error: cannot write {}: {e}", script.display());
-        return 1;
-    }
-    if let Some(id) = &cfg.workers.identity
-        && let Err(e) = share_runtime_dir(runtime_dir.path(), &script, id.gid)
-    {
-        eprintln!("error: cannot give the workers' group access to the runtime directory: {e}");
-        return 1;
-    }
     if cfg.server.drop_privileges {
         match drop_privileges(&cfg) {
             Ok(who) => tracing::info!("dropped privileges: corral now runs as {who}"),
@@ -174,7 +172,7 @@ async fn run(cfg: Arc<config::Config>, access: front::access::AccessLog) -> u8 {
             }
         }
     }
-    let launcher = worker::process::Launcher::new(&cfg, &script);
+    let launcher = worker::process::Launcher::new(&cfg, runtime_dir.script());
     let router = router::Router::new(cfg.server.max_queued);
     let mut sup = supervisor::Supervisor::new(cfg.clone(), launcher, router.clone());
     sup.set_sockets(sockets);
@@ -264,21 +262,6 @@ fn drop_privileges(cfg: &config::Config) -> Result<String, String> {
             )
         })?;
     Ok(format!("{} (uid {}, gid {})", id.user, id.uid, id.gid))
-}
-
-/// Workers running as another user read the worker script and write their
-/// stack dumps in the runtime dir: it becomes corral's and their group's
-/// (0770, script 0640), and stays closed to everyone else.
-fn share_runtime_dir(
-    dir: &std::path::Path,
-    script: &std::path::Path,
-    gid: u32,
-) -> std::io::Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    std::os::unix::fs::chown(dir, None, Some(gid))?;
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o770))?;
-    std::os::unix::fs::chown(script, None, Some(gid))?;
-    std::fs::set_permissions(script, std::fs::Permissions::from_mode(0o640))
 }
 
 fn inode(path: &std::path::Path) -> Option<u64> {

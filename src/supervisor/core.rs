@@ -92,6 +92,10 @@ pub struct Settings {
     /// Time workers get after SIGTERM (graceful) or SIGQUIT (fast) before SIGKILL.
     pub term_grace: Duration,
     pub quit_grace: Duration,
+    /// Time a drained worker (SIGTERM while corral keeps running: recycled,
+    /// replaced by a reload, scaled away) has to finish before SIGKILL: its
+    /// own graceful timeout plus a margin.
+    pub drain_grace: Duration,
     /// Readiness probing: None when no ready_path is configured.
     pub probe: Option<ProbeSettings>,
     /// Below this many workers in service, route to every live worker.
@@ -183,8 +187,11 @@ pub enum Event {
         serial: u64,
         error: String,
     },
+    /// The worker's channel closed: at its exit, or because corral
+    /// refused what the worker sent (`error`).
     ChannelClosed {
         serial: u64,
+        error: Option<String>,
     },
     Exited {
         serial: u64,
@@ -210,6 +217,9 @@ pub enum Event {
         serial: u64,
         result: Result<(), String>,
     },
+    /// SIGTERM arrived: the front drains its requests; from now on nothing
+    /// new starts (no restarts, recycling, reloads or scaling).
+    Drain,
     /// Stop everything: fast (QUIT/INT) or after the front drained (TERM).
     Stop {
         fast: bool,
@@ -239,12 +249,6 @@ pub enum Action {
         pid: u32,
         sig: Sig,
     },
-    /// Wait until the worker has no request in flight (at most
-    /// graceful_timeout), then SIGTERM it.
-    DrainThenTerm {
-        serial: u64,
-        pid: u32,
-    },
     /// Send the readiness request to this worker; answer with ProbeResult.
     Probe {
         serial: u64,
@@ -267,7 +271,10 @@ pub struct Worker {
     pub boot_time: Option<Duration>,
     pub import_ms: Option<f64>,
     boot_failed: bool,
+    /// When SIGKILL is due (a stack dump, a drain or a stop is under way).
     kill_at: Option<Instant>,
+    /// SIGKILL was sent: nothing more to do but wait for the exit.
+    killed: bool,
     probe_fails: u32,
     next_probe: Option<Instant>,
     probing: bool,
@@ -306,6 +313,9 @@ pub struct Slot {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Phase {
     Running,
+    /// SIGTERM: the front finishes its requests; workers keep serving, but
+    /// none is started, restarted, recycled or added.
+    Draining,
     Stopping,
 }
 
@@ -457,14 +467,8 @@ impl Core {
                     });
                 }
             }
-            Event::ChannelClosed { serial } => {
-                if let Some(w) = self.workers.get_mut(&serial)
-                    && w.state.live()
-                {
-                    w.state = State::Stopping;
-                    w.since = now;
-                    out.push(self.publish());
-                }
+            Event::ChannelClosed { serial, error } => {
+                self.on_channel_closed(now, serial, error, &mut out)
             }
             Event::Exited { serial, exit } => self.on_exited(now, serial, exit, &mut out),
             Event::Replace { serial, reason } => self.replace(now, serial, &reason, &mut out),
@@ -479,6 +483,7 @@ impl Core {
                 requests,
                 rss,
             } => self.on_usage(now, serial, requests, rss, &mut out),
+            Event::Drain => self.drain_all(now),
             Event::Stop { fast } => self.stop(now, fast, &mut out),
             Event::Reload { timeout } => self.start_reload(now, timeout, &mut out),
             Event::Scale { count } => self.scale(now, count, &mut out),
@@ -530,6 +535,7 @@ impl Core {
                 import_ms: None,
                 boot_failed: false,
                 kill_at: None,
+                killed: false,
                 probe_fails: 0,
                 next_probe: None,
                 probing: false,
@@ -714,8 +720,11 @@ impl Core {
             // serving, and recycling is tried again after the back-off.
             self.slots[slot].successor = None;
             self.set_recycling(slot, false);
-            if self.phase == Phase::Stopping {
-                if self.workers.is_empty() && self.spawning.is_empty() {
+            if self.phase != Phase::Running {
+                if self.phase == Phase::Stopping
+                    && self.workers.is_empty()
+                    && self.spawning.is_empty()
+                {
                     out.push(Action::Exit);
                 }
                 return;
@@ -737,12 +746,19 @@ impl Core {
         if w.state.live() {
             out.push(self.publish());
         }
-        if self.phase == Phase::Stopping {
+        if self.phase != Phase::Running {
+            // Stopping, or draining after SIGTERM: nothing is replaced.
+            let note = if self.phase == Phase::Draining {
+                " (corral is stopping: not replaced)"
+            } else {
+                ""
+            };
             out.push(Action::Log(
                 Level::Info,
-                format!("worker {slot} (pid {}) {how}", w.pid),
+                format!("worker {slot} (pid {}) {how}{note}", w.pid),
             ));
-            if self.workers.is_empty() && self.spawning.is_empty() {
+            if self.phase == Phase::Stopping && self.workers.is_empty() && self.spawning.is_empty()
+            {
                 out.push(Action::Exit);
             }
             return;
@@ -757,7 +773,7 @@ impl Core {
         self.slots[slot].restarts += 1;
         match w.state {
             State::Booting | State::Probing => {
-                if !w.boot_failed && w.kill_at.is_none() {
+                if !w.boot_failed {
                     // Died while importing without a report: a crash
                     // (os._exit, segfault) rather than a Python exception.
                     let text = format!("the worker {how} while booting, before it could report");
@@ -819,11 +835,92 @@ impl Core {
         ));
     }
 
+    /// A worker's channel closed. At a normal exit it closes a moment
+    /// before the exit is seen; a worker still alive a `quit_grace` later is
+    /// killed, so a slot never waits on a process that can no longer serve.
+    /// When corral closed it over a protocol error, the worker is killed at
+    /// once (its exit then starts the replacement).
+    fn on_channel_closed(
+        &mut self,
+        now: Instant,
+        serial: u64,
+        error: Option<String>,
+        out: &mut Vec<Action>,
+    ) {
+        let Some(w) = self.workers.get_mut(&serial) else {
+            return;
+        };
+        let was_live = w.state.live();
+        if was_live {
+            w.state = State::Stopping;
+            w.since = now;
+        }
+        match error {
+            Some(why) => {
+                out.push(Action::Log(
+                    Level::Error,
+                    format!(
+                        "worker {} (pid {}) broke the worker protocol ({why}); killing it",
+                        w.slot, w.pid
+                    ),
+                ));
+                w.kill_at = Some(now + KILLED);
+                w.killed = true;
+                out.push(Action::Signal {
+                    serial,
+                    pid: w.pid,
+                    sig: Sig::Kill,
+                });
+            }
+            None => {
+                let at = now + self.settings.quit_grace;
+                w.kill_at = Some(w.kill_at.map_or(at, |k| k.min(at)));
+            }
+        }
+        if was_live {
+            out.push(self.publish());
+        }
+    }
+
+    /// Asks a worker that no longer takes requests to finish those it holds
+    /// and exit (SIGTERM); SIGKILL follows after `drain_grace`.
+    fn drain(&mut self, now: Instant, serial: u64, out: &mut Vec<Action>) {
+        let Some(w) = self.workers.get_mut(&serial) else {
+            return;
+        };
+        w.state = State::Stopping;
+        w.since = now;
+        let at = now + self.settings.drain_grace;
+        w.kill_at = Some(w.kill_at.map_or(at, |k| k.min(at)));
+        out.push(Action::Signal {
+            serial,
+            pid: w.pid,
+            sig: Sig::Term,
+        });
+    }
+
+    /// SIGTERM arrived: nothing new starts from now on; the workers keep
+    /// serving while the front drains, then [`Event::Stop`] stops them.
+    fn drain_all(&mut self, _now: Instant) {
+        if self.phase != Phase::Running {
+            return;
+        }
+        self.phase = Phase::Draining;
+        for s in &mut self.slots {
+            s.start_at = None;
+        }
+    }
+
     fn replace(&mut self, now: Instant, serial: u64, reason: &str, out: &mut Vec<Action>) {
         let Some(w) = self.workers.get_mut(&serial) else {
             return;
         };
-        if w.kill_at.is_some() {
+        // Already being killed soon (a draining worker is not: its deadline
+        // is its grace period, and a hung request is reason to end it now).
+        if w.killed
+            || w.kill_at
+                .is_some_and(|k| k <= now + self.settings.dump_grace)
+        {
             return;
         }
         out.push(Action::Log(
@@ -907,7 +1004,8 @@ impl Core {
             if let Some(k) = w.kill_at
                 && k <= now
             {
-                w.kill_at = Some(now + Duration::from_secs(3600));
+                w.kill_at = Some(now + KILLED);
+                w.killed = true;
                 out.push(Action::Signal {
                     serial: w.serial,
                     pid: w.pid,
@@ -1070,14 +1168,11 @@ impl Core {
                         sig: Sig::Quit,
                     });
                 }
-                if let Some(w) = s.worker.and_then(|id| self.workers.get_mut(&id)) {
+                if let Some(id) = s.worker
+                    && let Some(w) = self.workers.get(&id)
+                {
                     changed |= w.state.live();
-                    w.state = State::Stopping;
-                    w.since = now;
-                    out.push(Action::DrainThenTerm {
-                        serial: w.serial,
-                        pid: w.pid,
-                    });
+                    self.drain(now, id, out);
                 }
             }
         }
@@ -1281,26 +1376,24 @@ impl Core {
                 continue;
             }
             self.recycled += 1;
-            self.take_slot(slot, next, out);
+            self.take_slot(now, slot, next, out);
         }
     }
 
     /// `next` (in service) takes `slot`; the worker it replaces leaves the
     /// routing set, drains and gets SIGTERM. False when there was none.
-    fn take_slot(&mut self, slot: usize, next: u64, out: &mut Vec<Action>) -> bool {
+    fn take_slot(&mut self, now: Instant, slot: usize, next: u64, out: &mut Vec<Action>) -> bool {
         self.slots[slot].successor = None;
         let old = self.slots[slot].worker.replace(next);
         self.slots[slot].failures = 0;
         self.slots[slot].restarts += 1;
-        let Some(w) = old.and_then(|s| self.workers.get_mut(&s)) else {
-            return false;
-        };
-        w.state = State::Stopping;
-        out.push(Action::DrainThenTerm {
-            serial: w.serial,
-            pid: w.pid,
-        });
-        true
+        match old.filter(|s| self.workers.contains_key(s)) {
+            Some(old) => {
+                self.drain(now, old, out);
+                true
+            }
+            None => false,
+        }
     }
 
     /// Rolling reload: each successor in service takes its slot at once (its
@@ -1321,7 +1414,7 @@ impl Core {
             {
                 continue;
             }
-            if !self.take_slot(slot, next, out) {
+            if !self.take_slot(now, slot, next, out) {
                 // The slot had no old worker to drain: go on at once.
                 self.roll_next(out);
             }
@@ -1332,7 +1425,7 @@ impl Core {
     /// Rolling: an old worker is gone, so the next slot's successor may start
     /// without exceeding max_surge extra processes.
     fn roll_next(&mut self, out: &mut Vec<Action>) {
-        if self.settings.rolling.is_none() {
+        if self.settings.rolling.is_none() || self.phase != Phase::Running {
             return;
         }
         let next = self
@@ -1393,7 +1486,7 @@ impl Core {
             .filter(|w| w.state.live() && w.kill_at.is_none())
             .map(|w| w.serial)
             .collect();
-        let panic = self.phase == Phase::Running
+        let panic = self.phase != Phase::Stopping
             && in_service.len() < self.settings.min_in_service
             && live.len() > in_service.len();
         if panic != self.panic {
@@ -1402,6 +1495,9 @@ impl Core {
         Action::Publish(if panic { live } else { in_service })
     }
 }
+
+/// Pushes a killed worker's deadline out of the way: SIGKILL is sent once.
+const KILLED: Duration = Duration::from_secs(3600);
 
 /// "100ms", "1.6s", "30s".
 pub fn human(d: Duration) -> String {

@@ -19,7 +19,9 @@ use crate::front::Front;
 use crate::router::Router;
 use crate::signals::Sig as OsSignal;
 use crate::worker::channel::{Channel, ControlEvent};
+use crate::worker::pidfd::Process;
 use crate::worker::process::Launcher;
+use crate::worker::stacks::Stacks;
 use core::{Action, Core, Event, Level, ProbeSettings, Settings, Sig};
 pub use snapshot::Snapshot;
 
@@ -65,6 +67,9 @@ pub struct Supervisor {
     router: Arc<Router>,
     core: Core,
     channels: HashMap<u64, Arc<Channel>>,
+    /// Each live worker's process handle (signals go through its pidfd)
+    /// and stack dump file, until its exit is seen.
+    procs: HashMap<u64, (Process, Stacks)>,
     tx: mpsc::UnboundedSender<Msg>,
     rx: mpsc::UnboundedReceiver<Msg>,
     control_tx: mpsc::UnboundedSender<(u64, ControlEvent)>,
@@ -137,6 +142,8 @@ impl Supervisor {
             dump_grace: Duration::from_millis(200),
             term_grace: Duration::from_secs(5),
             quit_grace: Duration::from_secs(1),
+            // Past its own graceful timeout, a draining worker is stuck.
+            drain_grace: w.graceful_timeout + Duration::from_secs(5),
             probe: cfg.health.ready_path.as_ref().map(|_| ProbeSettings {
                 interval: cfg.health.probe_interval,
                 retry: cfg.health.probe_interval.min(Duration::from_secs(1)),
@@ -161,6 +168,7 @@ impl Supervisor {
             router,
             core,
             channels: HashMap::new(),
+            procs: HashMap::new(),
             tx,
             rx,
             control_tx,
@@ -274,8 +282,8 @@ impl Supervisor {
     /// the reaper and the channel reader are separate tasks.
     fn receive(&mut self, msg: Msg) -> Vec<Event> {
         match msg {
-            Msg::Control(serial, ControlEvent::Closed) => {
-                let mut events = vec![Event::ChannelClosed { serial }];
+            Msg::Control(serial, ControlEvent::Closed(error)) => {
+                let mut events = vec![Event::ChannelClosed { serial, error }];
                 match self.held_exits.remove(&serial) {
                     Some(status) => events.push(self.exited(serial, status)),
                     None if self.channels.contains_key(&serial) => {
@@ -305,8 +313,14 @@ impl Supervisor {
         }
     }
 
+    /// The worker process is gone: that, not its channel's EOF, ends it. A
+    /// process it left behind (a subprocess holding its channel) keeps no
+    /// request waiting: the channel is shut down here.
     fn exited(&mut self, serial: u64, status: std::process::ExitStatus) -> Event {
-        self.channels.remove(&serial);
+        if let Some(ch) = self.channels.remove(&serial) {
+            ch.shutdown();
+        }
+        self.procs.remove(&serial);
         self.closed.remove(&serial);
         Event::Exited {
             serial,
@@ -325,7 +339,9 @@ impl Supervisor {
                 Some(Event::BootFailed { serial, error })
             }
             // Handled by `receive` (exits wait for their channel to close).
-            Msg::Control(_, ControlEvent::Closed) | Msg::Exited(..) | Msg::ExitHoldOver(_) => None,
+            Msg::Control(_, ControlEvent::Closed(_)) | Msg::Exited(..) | Msg::ExitHoldOver(_) => {
+                None
+            }
             Msg::Control(serial, ControlEvent::Heartbeat) => Some(Event::Heartbeat { serial }),
             Msg::ReexecDeadline => {
                 if self.reexec_parent.is_some() && self.recorded_good == 0 {
@@ -418,7 +434,9 @@ impl Supervisor {
                         let _ = tx.send(Msg::FrontDrained(in_time));
                     });
                 }
-                None
+                // Nothing starts any more, even if a worker exits meanwhile
+                // (systemd sends TERM to every process of the unit).
+                Some(Event::Drain)
             }
             Msg::Signal(sig @ (OsSignal::Int | OsSignal::Quit)) => {
                 tracing::info!("{}: fast stop", sig.name());
@@ -479,18 +497,18 @@ impl Supervisor {
                     if sig == Sig::Kill {
                         self.collect_stacks(serial, pid);
                     }
-                    signal(
-                        pid,
-                        match sig {
+                    // Only through the handle: once the exit is seen there
+                    // is none, and the pid may be someone else's.
+                    if let Some((process, _)) = self.procs.get(&serial) {
+                        process.signal(match sig {
                             Sig::Term => libc::SIGTERM,
                             Sig::Quit => libc::SIGQUIT,
                             Sig::Kill => libc::SIGKILL,
                             Sig::DumpStacks => libc::SIGUSR1,
-                        },
-                    )
+                        });
+                    }
                 }
                 Action::Probe { serial } => self.probe(serial),
-                Action::DrainThenTerm { pid, .. } => self.drain_then_term(pid),
                 Action::Publish(serials) => {
                     let list = serials
                         .iter()
@@ -525,6 +543,7 @@ impl Supervisor {
             }
         };
         let pid = spawned.pid;
+        self.procs.insert(serial, (spawned.process, spawned.stacks));
         let mut child = spawned.child;
         if let Some(out) = child.stdout.take() {
             crate::worker::output::forward(out, slot, pid, "stdout");
@@ -816,30 +835,16 @@ impl Supervisor {
     /// Before a worker is killed: log the stacks it dumped (on SIGUSR1) and
     /// keep them with its boot error for /status.
     fn collect_stacks(&mut self, serial: u64, pid: u32) {
-        if let Some(stacks) = crate::worker::process::take_stacks(self.launcher.script(), pid) {
-            let slot = self.core.workers.get(&serial).map(|w| w.slot);
-            tracing::error!(
-                "Python stacks of worker {} (pid {pid}) before it is killed:\n{}",
-                slot.map(|s| s.to_string()).unwrap_or_default(),
-                stacks.trim_end()
-            );
-            self.core.attach_stacks(serial, &stacks);
-        }
-    }
-
-    /// SIGTERMs a worker the router no longer picks; SIGKILL follows if it
-    /// lingers. The worker drains itself: it finishes what it holds (and
-    /// whatever corral sent just before it stopped routing there), an ASGI
-    /// worker closes its WebSockets with 1001 so that clients reconnect to
-    /// a new one, then it exits.
-    fn drain_then_term(&self, pid: u32) {
-        let grace = self.cfg.workers.graceful_timeout;
-        signal(pid, libc::SIGTERM);
-        tokio::spawn(async move {
-            tokio::time::sleep(grace + Duration::from_secs(5)).await;
-            // Still there after its own grace period: the exit was not seen.
-            signal(pid, libc::SIGKILL);
-        });
+        let Some(stacks) = self.procs.get_mut(&serial).and_then(|(_, s)| s.take()) else {
+            return;
+        };
+        let slot = self.core.workers.get(&serial).map(|w| w.slot);
+        tracing::error!(
+            "Python stacks of worker {} (pid {pid}) before it is killed:\n{}",
+            slot.map(|s| s.to_string()).unwrap_or_default(),
+            stacks.trim_end()
+        );
+        self.core.attach_stacks(serial, &stacks);
     }
 
     /// Reports each worker's requests and memory so the core can recycle.
@@ -904,14 +909,15 @@ async fn sleep_until(deadline: Option<Instant>) {
     }
 }
 
-/// kill(2) on a worker (or corral) pid; 0 is ignored.
+/// kill(2) on another corral's pid (the parent or child of a USR2
+/// re-exec, which is not a worker); 0 is ignored.
 pub fn signal(pid: u32, sig: i32) {
     if pid == 0 {
         return;
     }
-    // SAFETY: kill(2) takes no pointers. The pid is a child we started whose
-    // exit the core has not seen yet; between its reaping and that report
-    // the pid could in theory be reused, a window of one channel hop.
+    // SAFETY: kill(2) takes no pointers. Workers are never signalled this
+    // way (see `Process`): this is for the corral that re-executed us, our
+    // parent while it lives.
     unsafe {
         libc::kill(pid as libc::pid_t, sig);
     }

@@ -24,7 +24,9 @@ pub enum ControlEvent {
     BootFailed(String),
     /// The worker's interpreter took the GIL to say it is alive.
     Heartbeat,
-    Closed,
+    /// The channel closed: at the worker's exit (None), or because corral
+    /// refused what the worker sent (why).
+    Closed(Option<String>),
 }
 
 #[derive(Debug, Clone, serde::Deserialize)]
@@ -187,13 +189,24 @@ impl Channel {
         tokio::spawn(write_loop(channel.clone()));
         let ch = channel.clone();
         tokio::spawn(async move {
-            read_loop(&ch, reg_rx, &control).await;
+            let error = read_loop(&ch, reg_rx, &control).await;
             ch.closed.store(true, Ordering::Release);
             ch.outbox.lock().unwrap().closed = true;
             ch.wake_writer.notify_one();
-            let _ = control.send((serial, ControlEvent::Closed));
+            if error.is_some() {
+                // The worker sees EOF and exits (it is killed if it does not).
+                ch.shutdown();
+            }
+            let _ = control.send((serial, ControlEvent::Closed(error)));
         });
         channel
+    }
+
+    /// Closes the channel both ways: every request waiting on it gets its
+    /// answer (502) at once, and the worker sees EOF. Called when the worker
+    /// has exited, even if a process it left behind still holds its end.
+    pub fn shutdown(&self) {
+        let _ = socket2::SockRef::from(&*self.sock).shutdown(std::net::Shutdown::Both);
     }
 
     pub fn is_closed(&self) -> bool {
@@ -366,17 +379,25 @@ async fn write_all(sock: &UnixStream, mut buf: &[u8]) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Reads until the channel closes; the protocol error that closed it, if
+/// one did.
 async fn read_loop(
     channel: &Channel,
     mut reg: mpsc::UnboundedReceiver<(u32, StreamEntry)>,
     control: &mpsc::UnboundedSender<(u64, ControlEvent)>,
-) {
+) -> Option<String> {
     let mut streams: HashMap<u32, StreamEntry> = HashMap::new();
-    read_frames(channel, &mut reg, &mut streams, control).await;
+    let error = read_frames(channel, &mut reg, &mut streams, control).await;
     // Dropping the entries tells every waiting request that the worker is gone.
     for (_, entry) in streams.drain() {
         entry.finish();
     }
+    // Requests registered after the last read get the same answer.
+    reg.close();
+    while let Ok((_, entry)) = reg.try_recv() {
+        entry.finish();
+    }
+    error
 }
 
 async fn read_frames(
@@ -384,7 +405,7 @@ async fn read_frames(
     reg: &mut mpsc::UnboundedReceiver<(u32, StreamEntry)>,
     streams: &mut HashMap<u32, StreamEntry>,
     control: &mpsc::UnboundedSender<(u64, ControlEvent)>,
-) {
+) -> Option<String> {
     let sock = &*channel.sock;
     let serial = channel.serial;
     let mut buf = BytesMut::with_capacity(256 * 1024);
@@ -396,7 +417,7 @@ async fn read_frames(
             buf.reserve(256 * 1024);
         }
         tokio::select! {
-            r = sock.readable() => if r.is_err() { return },
+            r = sock.readable() => if r.is_err() { return None },
             _ = sweep.tick() => {
                 while let Ok((id, entry)) = reg.try_recv() {
                     streams.insert(id, entry);
@@ -406,10 +427,10 @@ async fn read_frames(
             }
         }
         match sock.try_read_buf(&mut buf) {
-            Ok(0) => return,
+            Ok(0) => return None,
             Ok(_) => {}
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
-            Err(_) => return,
+            Err(_) => return None,
         }
         while let Ok((id, entry)) = reg.try_recv() {
             streams.insert(id, entry);
@@ -420,7 +441,7 @@ async fn read_frames(
                 Ok(None) => break,
                 Err(e) => {
                     tracing::error!(worker = serial, "bad frame from worker: {e}");
-                    return;
+                    return Some(format!("bad frame: {e}"));
                 }
             };
             route(frame, streams, control, channel);

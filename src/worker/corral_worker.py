@@ -68,7 +68,7 @@ MAX_FRAME = 64 * 1024
 HOLD_IF_FASTER_THAN = 0.0005
 
 
-STACKS = None  # where SIGUSR1 dumps the stacks (kept open)
+STACKS = None  # where SIGUSR1 dumps the stacks: an fd, kept open
 
 
 class ClientDisconnected(OSError):
@@ -1102,6 +1102,9 @@ def load_app(spec):
 
 def main():
     fd = int(os.environ.pop("CORRAL_FD", "3"))
+    # The channel stays with this process: a subprocess the app starts
+    # (os.system, a shell) must not hold it open after the worker is gone.
+    os.set_inheritable(fd, False)
     spec = os.environ.pop("CORRAL_APP")
     threads = int(os.environ.pop("CORRAL_THREADS", "1"))
     extra_path = os.environ.pop("CORRAL_PYTHONPATH", "")
@@ -1111,12 +1114,16 @@ def main():
     sock = socket.socket(fileno=fd)
     conn = Connection(sock)
 
-    # SIGUSR1 dumps every thread's stack (even with the GIL held) into a file
-    # corral reads, logs and shows in /status; stderr when there is none.
-    stacks_dir = os.environ.pop("CORRAL_STACKS_DIR", "")
+    # SIGUSR1 dumps every thread's stack (even with the GIL held) into the
+    # file corral handed over as an open fd (it reads, logs and shows them
+    # in /status); stderr when there is none.
+    stacks_fd = os.environ.pop("CORRAL_STACKS_FD", "")
     global STACKS
-    STACKS = (open(os.path.join(stacks_dir, "stacks-%d.txt" % os.getpid()), "w")
-              if stacks_dir else sys.stderr)
+    if stacks_fd:
+        STACKS = int(stacks_fd)
+        os.set_inheritable(STACKS, False)
+    else:
+        STACKS = sys.stderr
     faulthandler.register(signal.SIGUSR1, file=STACKS, all_threads=True)
     signal.signal(signal.SIGQUIT, lambda *_: os._exit(0))
     signal.signal(signal.SIGINT, lambda *_: os._exit(0))

@@ -4,6 +4,8 @@
 
 pub mod channel;
 pub mod output;
+pub mod pidfd;
 pub mod probe;
 pub mod process;
 pub mod protocol;
+pub mod stacks;

@@ -8,6 +8,8 @@ use std::process::Stdio;
 use nix::sys::socket::{AddressFamily, SockFlag, SockType, socketpair};
 use tokio::net::UnixStream;
 
+use super::pidfd::Process;
+use super::stacks::Stacks;
 use crate::config::{Config, Interface};
 
 /// The Python side of the protocol, compiled into the binary.
@@ -15,6 +17,11 @@ pub const WORKER_SCRIPT: &str = include_str!("corral_worker.py");
 
 /// The fd number the worker finds its channel on.
 const CHANNEL_FD: i32 = 3;
+/// The fd number of its stack dump file ([`Stacks`]).
+const STACKS_FD: i32 = 4;
+/// The fds passed on are moved above this number before the fork, so
+/// that putting them at 3 and 4 in the child never overwrites one another.
+const HIGH_FD: i32 = 10;
 
 /// Everything needed to start workers, computed once before any fork.
 pub struct Launcher {
@@ -36,6 +43,8 @@ pub struct Launcher {
 pub enum SpawnError {
     #[error("cannot create the worker channel: {0}")]
     Channel(#[source] std::io::Error),
+    #[error("cannot create the worker's stack dump file: {0}")]
+    Stacks(#[source] std::io::Error),
     #[error("cannot start `{python}` for the worker: {source}")]
     Exec {
         python: String,
@@ -61,26 +70,14 @@ fn is_base_env(name: &str) -> bool {
     BASE_ENV.contains(&name) || name.starts_with("LC_")
 }
 
-/// The file a worker's SIGUSR1 stack dump goes to (in the runtime dir).
-pub fn stacks_file(script: &Path, pid: u32) -> PathBuf {
-    script
-        .parent()
-        .unwrap_or(Path::new("/tmp"))
-        .join(format!("stacks-{pid}.txt"))
-}
-
-/// Reads (and removes) a worker's stack dump, if it wrote one.
-pub fn take_stacks(script: &Path, pid: u32) -> Option<String> {
-    let path = stacks_file(script, pid);
-    let text = std::fs::read_to_string(&path).ok();
-    let _ = std::fs::remove_file(&path);
-    text.filter(|t| !t.trim().is_empty())
-}
-
 pub struct Spawned {
     pub child: tokio::process::Child,
     pub pid: u32,
+    /// Signals go through this, never by pid.
+    pub process: Process,
     pub sock: UnixStream,
+    /// Where the worker dumps its stacks on SIGUSR1.
+    pub stacks: Stacks,
 }
 
 impl Launcher {
@@ -88,10 +85,6 @@ impl Launcher {
     pub fn inherit_output(mut self) -> Launcher {
         self.capture = false;
         self
-    }
-
-    pub fn script(&self) -> &Path {
-        &self.script
     }
 
     /// `script` is where the worker script was written (a private runtime dir).
@@ -124,13 +117,7 @@ impl Launcher {
                 cfg.workers.graceful_timeout.as_secs_f64().to_string(),
             ),
             ("PYTHONUNBUFFERED".into(), "1".into()),
-            (
-                "CORRAL_STACKS_DIR".into(),
-                script
-                    .parent()
-                    .map(|d| d.display().to_string())
-                    .unwrap_or_default(),
-            ),
+            ("CORRAL_STACKS_FD".into(), STACKS_FD.to_string()),
             (
                 "CORRAL_HEARTBEAT".into(),
                 (cfg.workers.heartbeat_timeout.as_secs_f64() / 4.0).to_string(),
@@ -178,7 +165,11 @@ impl Launcher {
         .map_err(|e| SpawnError::Channel(e.into()))?;
         // The worker side must block: Python reads it with plain recv().
         set_blocking(&theirs).map_err(SpawnError::Channel)?;
+        let theirs = dup_above(&theirs, HIGH_FD).map_err(SpawnError::Channel)?;
         let child_fd = theirs.as_raw_fd();
+        let stacks = Stacks::new().map_err(SpawnError::Stacks)?;
+        let stacks_copy = stacks.dup_above(HIGH_FD).map_err(SpawnError::Stacks)?;
+        let stacks_fd = stacks_copy.as_raw_fd();
         let parent_pid = std::process::id() as libc::pid_t;
         // Everything the child needs is computed here, before the fork.
         let identity = self.identity.clone();
@@ -225,17 +216,29 @@ impl Launcher {
         if let Some(dir) = info.chdir.as_ref().or(self.chdir.as_ref()) {
             cmd.current_dir(dir);
         }
+        let max_fd = open_max();
         // SAFETY: between fork and exec the closure only makes
-        // async-signal-safe calls (dup2, fcntl, setrlimit, umask, setgroups,
-        // setgid, setuid, prctl, getppid, _exit) on values computed before
-        // the fork; it allocates nothing.
+        // async-signal-safe calls (dup2, close_range, fcntl, setrlimit,
+        // umask, setgroups, setgid, setuid, prctl, getppid, _exit) on values
+        // computed before the fork; it allocates nothing.
         unsafe {
             cmd.pre_exec(move || {
-                if child_fd == CHANNEL_FD {
-                    let flags = libc::fcntl(CHANNEL_FD, libc::F_GETFD);
-                    libc::fcntl(CHANNEL_FD, libc::F_SETFD, flags & !libc::FD_CLOEXEC);
-                } else if libc::dup2(child_fd, CHANNEL_FD) < 0 {
+                // Both are above HIGH_FD, so neither dup2 overwrites the
+                // other; dup2 leaves the copies inheritable.
+                if libc::dup2(child_fd, CHANNEL_FD) < 0 || libc::dup2(stacks_fd, STACKS_FD) < 0 {
                     return Err(std::io::Error::last_os_error());
+                }
+                // Nothing else of corral's reaches the worker: not the other
+                // workers' channels, not fds corral itself inherited.
+                // Close-on-exec rather than closed, so that the standard
+                // library's own exec-error pipe keeps working until the exec.
+                let first = STACKS_FD as libc::c_uint + 1;
+                if libc::close_range(first, libc::c_uint::MAX, libc::CLOSE_RANGE_CLOEXEC as i32)
+                    != 0
+                {
+                    for fd in first as i32..max_fd {
+                        libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC);
+                    }
                 }
                 for &(resource, value) in &rlimits {
                     let lim = libc::rlimit {
@@ -273,11 +276,42 @@ impl Launcher {
             source,
         })?;
         drop(theirs);
+        drop(stacks_copy);
         let pid = child.id().unwrap_or(0);
+        // Not reaped yet (nothing waits on `child` before we return), so
+        // the pid is still this child's.
+        let process = Process::open(pid);
         let std_sock = std::os::unix::net::UnixStream::from(ours);
         let sock = UnixStream::from_std(std_sock).map_err(SpawnError::Channel)?;
-        Ok(Spawned { child, pid, sock })
+        Ok(Spawned {
+            child,
+            pid,
+            process,
+            sock,
+            stacks,
+        })
     }
+}
+
+/// A close-on-exec copy of `fd` numbered at least `min`.
+fn dup_above(fd: &OwnedFd, min: i32) -> std::io::Result<OwnedFd> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: F_DUPFD_CLOEXEC on an fd we own returns a new fd or -1.
+    let new = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, min) };
+    if new < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: a fresh fd, ours alone.
+    Ok(unsafe { OwnedFd::from_raw_fd(new) })
+}
+
+/// The fd limit, for marking fds close-on-exec one by one where the kernel
+/// has no close_range (before Linux 5.11).
+fn open_max() -> i32 {
+    let lim = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+        .map(|(soft, _)| soft)
+        .unwrap_or(1024);
+    lim.min(1 << 20) as i32
 }
 
 fn set_blocking(fd: &OwnedFd) -> std::io::Result<()> {

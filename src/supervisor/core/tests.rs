@@ -13,6 +13,7 @@ fn settings(count: usize) -> Settings {
         dump_grace: Duration::from_millis(200),
         term_grace: Duration::from_secs(5),
         quit_grace: Duration::from_secs(1),
+        drain_grace: Duration::from_secs(35),
         probe: None,
         min_in_service: 1,
         heartbeat_timeout: Some(Duration::from_secs(30)),
@@ -638,9 +639,10 @@ fn max_requests_recycles_with_the_replacement_in_service_first() {
     );
     // The new one is in, the old one out, in one publish: capacity never drops.
     assert_eq!(published(&a), Some(vec![other, new]));
-    assert!(a.contains(&Action::DrainThenTerm {
+    assert!(a.contains(&Action::Signal {
         serial: old,
-        pid: 100
+        pid: 100,
+        sig: Sig::Term,
     }));
     let a = core.on_event(
         t0,
@@ -821,7 +823,7 @@ fn a_reload_moves_traffic_only_when_the_whole_new_generation_is_in_service() {
     );
     // The first new worker takes requests beside the old ones; none drains yet.
     assert_eq!(published(&a), Some(vec![old[0], old[1], new[0]]));
-    assert!(!a.iter().any(|x| matches!(x, Action::DrainThenTerm { .. })));
+    assert!(signals(&a).is_empty(), "none drains yet");
     let a = core.on_event(
         t0,
         Event::Booted {
@@ -833,7 +835,11 @@ fn a_reload_moves_traffic_only_when_the_whole_new_generation_is_in_service() {
     let drained: Vec<u64> = a
         .iter()
         .filter_map(|x| match x {
-            Action::DrainThenTerm { serial, .. } => Some(*serial),
+            Action::Signal {
+                serial,
+                sig: Sig::Term,
+                ..
+            } => Some(*serial),
             _ => None,
         })
         .collect();
@@ -965,7 +971,11 @@ fn scaling_up_starts_slots_and_down_drains_the_highest() {
     let drained: Vec<u64> = a
         .iter()
         .filter_map(|x| match x {
-            Action::DrainThenTerm { serial, .. } => Some(*serial),
+            Action::Signal {
+                serial,
+                sig: Sig::Term,
+                ..
+            } => Some(*serial),
             _ => None,
         })
         .collect();
@@ -1036,9 +1046,10 @@ fn a_rolling_reload_replaces_one_slot_at_a_time_within_max_surge() {
                 import_ms: 1.0,
             },
         );
-        assert!(b.contains(&Action::DrainThenTerm {
+        assert!(b.contains(&Action::Signal {
             serial: old[slot],
-            pid: 100 + slot as u32
+            pid: 100 + slot as u32,
+            sig: Sig::Term,
         }));
         a = core.on_event(
             t0,
@@ -1052,4 +1063,208 @@ fn a_rolling_reload_replaces_one_slot_at_a_time_within_max_surge() {
     assert!(core.reload.is_none());
     assert_eq!(core.generation, 2);
     assert!(core.in_service().all(|w| w.generation == 2));
+}
+
+/// Recycles slot 0 of two workers: returns the core, the old worker's
+/// serial (pid 100, draining), and its successor's (pid 200, in service).
+fn recycled_one(t0: Instant) -> (Core, u64, u64) {
+    let (mut core, serials) = running(2, t0);
+    core.settings.max_requests = 10;
+    // Only the drain's own timer is left to watch.
+    core.settings.heartbeat_timeout = None;
+    let old = serials[0];
+    core.workers.get_mut(&old).unwrap().recycle_after = Some(10);
+    let a = core.on_event(
+        t0,
+        Event::Usage {
+            serial: old,
+            requests: 10,
+            rss: None,
+        },
+    );
+    let new = spawns(&a)[0].1;
+    core.on_event(
+        t0,
+        Event::Spawned {
+            serial: new,
+            pid: 200,
+        },
+    );
+    let a = core.on_event(
+        t0,
+        Event::Booted {
+            serial: new,
+            import_ms: 1.0,
+        },
+    );
+    assert_eq!(signals(&a), vec![(100, Sig::Term)], "the old one drains");
+    (core, old, new)
+}
+
+#[test]
+fn a_drained_worker_that_outstays_its_grace_is_killed_by_the_core() {
+    let t0 = Instant::now();
+    let (mut core, _old, _) = recycled_one(t0);
+    // The deadline is the core's own timer, not a task that outlives it.
+    assert_eq!(core.next_deadline(), Some(t0 + Duration::from_secs(35)));
+    let a = core.on_event(t0 + Duration::from_secs(34), Event::Tick);
+    assert!(signals(&a).is_empty());
+    let a = core.on_event(t0 + Duration::from_secs(35), Event::Tick);
+    assert_eq!(signals(&a), vec![(100, Sig::Kill)]);
+    let a = core.on_event(t0 + Duration::from_secs(36), Event::Tick);
+    assert!(signals(&a).is_empty(), "SIGKILL is sent once");
+}
+
+#[test]
+fn a_drained_worker_that_exits_in_time_is_never_signalled_again() {
+    let t0 = Instant::now();
+    let (mut core, old, _) = recycled_one(t0);
+    core.on_event(
+        t0 + Duration::from_secs(2),
+        Event::Exited {
+            serial: old,
+            exit: Exit::Code(0),
+        },
+    );
+    // Its pid may be anyone's now: no timer is left that would signal it.
+    let a = core.on_event(t0 + Duration::from_secs(3600), Event::Tick);
+    assert!(signals(&a).is_empty());
+}
+
+#[test]
+fn a_hung_request_on_a_draining_worker_ends_it_now_not_at_its_deadline() {
+    let t0 = Instant::now();
+    let (mut core, old, _) = recycled_one(t0);
+    let a = core.on_event(
+        t0 + Duration::from_secs(1),
+        Event::Replace {
+            serial: old,
+            reason: "request timed out".into(),
+        },
+    );
+    assert_eq!(signals(&a), vec![(100, Sig::DumpStacks)]);
+    let a = core.on_event(t0 + Duration::from_millis(1200), Event::Tick);
+    assert_eq!(signals(&a), vec![(100, Sig::Kill)]);
+    let a = core.on_event(
+        t0 + Duration::from_secs(2),
+        Event::Replace {
+            serial: old,
+            reason: "another request timed out".into(),
+        },
+    );
+    assert!(signals(&a).is_empty(), "already killed");
+}
+
+#[test]
+fn a_protocol_error_kills_the_worker_at_once_and_its_exit_replaces_it() {
+    let t0 = Instant::now();
+    let (mut core, serials) = running(2, t0);
+    let later = t0 + Duration::from_secs(10);
+    let a = core.on_event(
+        later,
+        Event::ChannelClosed {
+            serial: serials[0],
+            error: Some("bad frame".into()),
+        },
+    );
+    assert_eq!(
+        published(&a),
+        Some(vec![serials[1]]),
+        "out of service at once"
+    );
+    assert_eq!(signals(&a), vec![(100, Sig::Kill)]);
+    let a = core.on_event(
+        later,
+        Event::Exited {
+            serial: serials[0],
+            exit: Exit::Signal(9),
+        },
+    );
+    assert_eq!(spawns(&a).len(), 1, "replaced at once, no zombie slot");
+}
+
+#[test]
+fn a_worker_that_closed_its_channel_but_lingers_is_killed() {
+    let t0 = Instant::now();
+    let (mut core, serials) = running(1, t0);
+    let a = core.on_event(
+        t0,
+        Event::ChannelClosed {
+            serial: serials[0],
+            error: None,
+        },
+    );
+    assert_eq!(published(&a), Some(vec![]));
+    assert!(signals(&a).is_empty(), "a normal exit closes it first");
+    let a = core.on_event(t0 + Duration::from_secs(1), Event::Tick);
+    assert_eq!(signals(&a), vec![(100, Sig::Kill)], "still there: killed");
+}
+
+#[test]
+fn after_sigterm_nothing_starts_even_when_a_worker_exits_before_the_stop() {
+    let t0 = Instant::now();
+    let (mut core, serials) = running(2, t0);
+    core.settings.max_requests = 1;
+    core.on_event(t0, Event::Drain);
+    // systemd TERMs every process of the unit: a worker drains and exits
+    // while the front is still finishing its requests.
+    let a = core.on_event(
+        t0 + Duration::from_secs(5),
+        Event::Exited {
+            serial: serials[0],
+            exit: Exit::Code(0),
+        },
+    );
+    assert!(spawns(&a).is_empty(), "not replaced");
+    assert_eq!(published(&a), Some(vec![serials[1]]));
+    assert!(!a.contains(&Action::Exit), "the front is still draining");
+    let later = t0 + Duration::from_secs(60);
+    assert!(spawns(&core.on_event(later, Event::Tick)).is_empty());
+    let recycle = Event::Usage {
+        serial: serials[1],
+        requests: 1_000,
+        rss: None,
+    };
+    assert!(spawns(&core.on_event(later, recycle)).is_empty());
+    assert!(spawns(&core.on_event(later, Event::Reload { timeout: None })).is_empty());
+    assert!(spawns(&core.on_event(later, Event::Scale { count: 4 })).is_empty());
+    let a = core.on_event(later, Event::Stop { fast: false });
+    assert_eq!(signals(&a), vec![(101, Sig::Term)]);
+    let a = core.on_event(
+        later,
+        Event::Exited {
+            serial: serials[1],
+            exit: Exit::Code(0),
+        },
+    );
+    assert!(a.contains(&Action::Exit));
+}
+
+#[test]
+fn a_crash_while_booting_is_a_boot_failure_even_after_its_channel_closed() {
+    let t0 = Instant::now();
+    let mut core = Core::new(settings(1));
+    let serial = spawns(&core.start())[0].1;
+    core.on_event(t0, Event::Spawned { serial, pid: 7 });
+    core.on_event(
+        t0,
+        Event::ChannelClosed {
+            serial,
+            error: None,
+        },
+    );
+    core.on_event(
+        t0,
+        Event::Exited {
+            serial,
+            exit: Exit::Signal(11),
+        },
+    );
+    assert_eq!(core.boot_failures, 1);
+    assert!(
+        core.slots[0]
+            .last_error
+            .as_ref()
+            .is_some_and(|e| e.text.contains("SIGSEGV"))
+    );
 }

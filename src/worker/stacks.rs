@@ -1,0 +1,100 @@
+//! Where a worker writes its Python stacks on SIGUSR1 (faulthandler), and
+//! where corral reads them before it kills a hung worker.
+//!
+//! It is an anonymous memory file (memfd) that corral creates and hands to
+//! the worker as an open fd: there is no path for a worker (or anyone else)
+//! to swap for a symlink to a secret or for a FIFO that would block corral.
+//! Its size is fixed and sealed ([`CAPACITY`]), so a worker cannot make
+//! corral read more than that, and reading it never blocks.
+
+use std::fs::File;
+use std::io::Seek;
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::fs::FileExt;
+
+/// The most a worker can write into its dump file, all dumps together.
+pub const CAPACITY: u64 = 1 << 20;
+/// The most read from it at once (one dump, for the log and `/status`).
+const READ_MAX: u64 = 256 * 1024;
+
+/// A worker's stack dump file.
+#[derive(Debug)]
+pub struct Stacks {
+    file: File,
+    /// Bytes already taken by [`Stacks::take`].
+    read: u64,
+}
+
+impl Stacks {
+    /// A new, empty dump file (close-on-exec in corral).
+    pub fn new() -> std::io::Result<Stacks> {
+        use nix::fcntl::{FcntlArg, SealFlag, fcntl};
+        use nix::sys::memfd::{MFdFlags, memfd_create};
+        let fd = memfd_create(
+            c"corral-stacks",
+            MFdFlags::MFD_CLOEXEC | MFdFlags::MFD_ALLOW_SEALING,
+        )?;
+        let file = File::from(fd);
+        file.set_len(CAPACITY)?;
+        fcntl(
+            file.as_fd(),
+            FcntlArg::F_ADD_SEALS(
+                SealFlag::F_SEAL_GROW | SealFlag::F_SEAL_SHRINK | SealFlag::F_SEAL_SEAL,
+            ),
+        )?;
+        Ok(Stacks { file, read: 0 })
+    }
+
+    /// A copy of the fd numbered at least `min`, close-on-exec, for the
+    /// worker to get at a fixed number after the fork.
+    pub fn dup_above(&self, min: i32) -> std::io::Result<OwnedFd> {
+        // SAFETY: F_DUPFD_CLOEXEC on an fd we own returns a new fd or -1.
+        let fd = unsafe { libc::fcntl(self.file.as_raw_fd(), libc::F_DUPFD_CLOEXEC, min) };
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: a fresh fd, ours alone.
+        Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    }
+
+    /// What the worker wrote since the last call (at most [`READ_MAX`]
+    /// bytes), if anything. The worker's writes move the file offset the
+    /// two share; corral reads with pread and never moves it.
+    pub fn take(&mut self) -> Option<String> {
+        let written = (&self.file).stream_position().ok()?.min(CAPACITY);
+        if written <= self.read {
+            return None;
+        }
+        let len = (written - self.read).min(READ_MAX);
+        let mut buf = vec![0; len as usize];
+        let n = self.file.read_at(&mut buf, self.read).ok()?;
+        buf.truncate(n);
+        self.read = written;
+        let text = String::from_utf8_lossy(&buf).into_owned();
+        (!text.trim().is_empty()).then_some(text)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    #[test]
+    fn dumps_are_read_once_each_and_the_file_cannot_grow() {
+        let mut s = Stacks::new().unwrap();
+        assert_eq!(s.take(), None);
+        // The worker's copy of the fd shares the offset.
+        let mut worker = File::from(s.dup_above(10).unwrap());
+        worker.write_all(b"Thread 1:\n  File \"app.py\"\n").unwrap();
+        assert_eq!(s.take().unwrap(), "Thread 1:\n  File \"app.py\"\n");
+        assert_eq!(s.take(), None);
+        worker.write_all(b"second dump\n").unwrap();
+        assert_eq!(s.take().unwrap(), "second dump\n");
+        // Sealed: no growth past the capacity, no shrinking.
+        worker.seek(std::io::SeekFrom::Start(CAPACITY - 2)).unwrap();
+        assert!(worker.write_all(b"overflow").is_err());
+        assert!(worker.set_len(0).is_err());
+        assert!(s.take().is_some(), "what fit is read, capped");
+    }
+}
