@@ -4,7 +4,6 @@
 //! `corral status` talk to it: one JSON request line, one JSON answer line.
 
 use std::io::{BufRead, BufReader, Write};
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,26 +13,75 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
 use tokio::net::UnixListener;
 use tokio::sync::oneshot;
 
+use crate::private_fs;
 use crate::signals::Sig;
 use crate::status::StatusState;
 use crate::supervisor::Msg;
 
-/// Binds the control socket. A socket file nobody answers on is stale and
-/// replaced; a live one means another corral uses it, unless `takeover`
-/// (we are the new corral of a USR2 re-exec, replacing our parent).
-pub fn bind(path: &Path, takeover: bool) -> Result<UnixListener, String> {
-    if let Some(dir) = path.parent()
-        && !dir.exists()
-    {
-        std::fs::create_dir_all(dir).map_err(|e| {
+/// The bound control socket, and the folder corral made for it (removed
+/// again at exit).
+pub struct Bound {
+    pub listener: UnixListener,
+    pub made_dir: Option<PathBuf>,
+}
+
+/// Binds the control socket. Its folder is created (0700) when missing,
+/// and it and every folder above must be private (see `private_fs`): else
+/// another user could replace the socket, and `corral reload` would talk
+/// to them. A socket file nobody answers on is stale and replaced; a live
+/// one means another corral uses it, unless `takeover` (we are the new
+/// corral of a USR2 re-exec, replacing our parent). Anything at the path
+/// that is not a socket is left alone and refused. `owner`: the user
+/// corral becomes after `drop_privileges`, who must be able to remove the
+/// socket at exit.
+pub fn bind(path: &Path, takeover: bool, owner: Option<(u32, u32)>) -> Result<Bound, String> {
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let mut made_dir = None;
+    if !dir.exists() {
+        if let Some(parent) = dir.parent()
+            && !parent.exists()
+        {
+            // A shared root like /run/corral: root's others may traverse it
+            // (to remove their socket after dropping privileges), not write.
+            let mode = if nix::unistd::geteuid().is_root() {
+                0o755
+            } else {
+                0o700
+            };
+            private_fs::create_dir(parent, mode).map_err(|e| {
+                format!(
+                    "cannot create {} for the control socket: {e}",
+                    parent.display()
+                )
+            })?;
+        }
+        private_fs::create_dir(dir, 0o700).map_err(|e| {
             format!(
                 "cannot create {} for the control socket: {e}",
                 dir.display()
             )
         })?;
-        let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
+        made_dir = Some(dir.to_path_buf());
     }
-    if path.exists() {
+    for folder in dir.ancestors() {
+        if let Some(why) = private_fs::not_private(folder, true) {
+            return Err(format!(
+                "refusing the control socket {}: its folder {} is not private: {why}; remove it, or choose a folder only corral's user can write with [control] socket or --socket",
+                path.display(),
+                folder.display()
+            ));
+        }
+    }
+    if std::fs::symlink_metadata(path).is_ok() {
+        if !private_fs::is_socket(path) {
+            return Err(format!(
+                "{} exists and is not a socket; corral does not delete it: remove it yourself, or choose another path with [control] socket or --socket",
+                path.display()
+            ));
+        }
         if !takeover && std::os::unix::net::UnixStream::connect(path).is_ok() {
             return Err(format!(
                 "another corral is running with the control socket {}: stop it, or give this one its own with [control] socket or --socket",
@@ -42,11 +90,45 @@ pub fn bind(path: &Path, takeover: bool) -> Result<UnixListener, String> {
         }
         let _ = std::fs::remove_file(path);
     }
-    let std = std::os::unix::net::UnixListener::bind(path)
+    let std = private_fs::bind_unix(path, 0o600)
         .map_err(|e| format!("cannot create the control socket {}: {e}", path.display()))?;
-    let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600));
+    if let Some((uid, gid)) = owner {
+        let _ = std::os::unix::fs::chown(path, Some(uid), Some(gid));
+        if let Some(d) = &made_dir {
+            let _ = std::os::unix::fs::chown(d, Some(uid), Some(gid));
+        }
+    }
     std.set_nonblocking(true).map_err(|e| e.to_string())?;
-    UnixListener::from_std(std).map_err(|e| e.to_string())
+    let listener = UnixListener::from_std(std).map_err(|e| e.to_string())?;
+    Ok(Bound { listener, made_dir })
+}
+
+/// Whether the process answering on `stream` (at `path`) is one this user
+/// can trust: itself or root, or, for root, a corral that dropped its
+/// privileges in a folder only root could have made.
+fn check_peer(stream: &std::os::unix::net::UnixStream, path: &Path) -> Result<(), String> {
+    use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
+    let peer = getsockopt(stream, PeerCredentials)
+        .map_err(|e| format!("cannot tell who serves {}: {e}", path.display()))?;
+    let me = nix::unistd::geteuid().as_raw();
+    if peer.uid() == me || peer.uid() == 0 {
+        return Ok(());
+    }
+    let made_by_root = me == 0
+        && path.parent().and_then(Path::parent).is_some_and(|above| {
+            above
+                .ancestors()
+                .all(|f| private_fs::not_private(f, false).is_none())
+        });
+    if made_by_root {
+        return Ok(());
+    }
+    Err(format!(
+        "refusing to talk to {}: it is served by uid {} (pid {}), not by you (uid {me}) or root, in a folder others could write; another user may have put it there",
+        path.display(),
+        peer.uid(),
+        peer.pid()
+    ))
 }
 
 /// Serves control requests until the runtime stops.
@@ -129,6 +211,7 @@ pub fn request(path: &Path, req: &Value, timeout: Option<Duration>) -> Result<Va
             path.display()
         )
     })?;
+    check_peer(&s, path)?;
     s.set_read_timeout(timeout).ok();
     let mut line = req.to_string();
     line.push('\n');

@@ -106,20 +106,82 @@ fn command(argv: &[String], dir: &Path) -> Option<String> {
 
 /// The last known good revision, from `state_dir`.
 pub fn last_good(state_dir: &Path) -> Option<String> {
-    let text = std::fs::read_to_string(state_dir.join("last-good-revision")).ok()?;
+    let text = read_state(state_dir, "last-good-revision")?;
     let line = text.trim();
     (!line.is_empty()).then(|| line.to_string())
 }
 
+/// The state folder, created (0700) when missing; None, with a warning,
+/// when it is not private (see `private_fs`): its files then cannot be
+/// trusted, and what corral would write there could be read by others.
+fn state_folder(state_dir: &Path) -> Option<&Path> {
+    if !state_dir.exists()
+        && let Err(e) = crate::private_fs::create_dir(state_dir, 0o700)
+    {
+        tracing::warn!("cannot create the state dir {}: {e}", state_dir.display());
+        return None;
+    }
+    match crate::private_fs::not_private(state_dir, false) {
+        None => Some(state_dir),
+        Some(why) => {
+            tracing::warn!(
+                "not using the state dir {}: {why}; make it corral's own with mode 0700, or set [deploy] state_dir",
+                state_dir.display()
+            );
+            None
+        }
+    }
+}
+
+/// A state file's text, from a private state folder only.
+fn read_state(state_dir: &Path, name: &str) -> Option<String> {
+    if !state_dir.exists() {
+        return None;
+    }
+    std::fs::read_to_string(state_folder(state_dir)?.join(name)).ok()
+}
+
+/// Replaces a state file as a whole (see `private_fs::write_atomic`).
+fn write_state(state_dir: &Path, name: &str, text: &str) {
+    let Some(dir) = state_folder(state_dir) else {
+        return;
+    };
+    if let Err(e) = crate::private_fs::write_atomic(dir, name, text.as_bytes()) {
+        tracing::warn!("cannot write {}: {e}", dir.join(name).display());
+    }
+}
+
 /// Remembers `revision` as the last known good one.
 pub fn remember_good(state_dir: &Path, revision: &str) {
-    if std::fs::create_dir_all(state_dir).is_err() {
-        tracing::warn!("cannot create the state dir {}", state_dir.display());
-        return;
+    write_state(state_dir, "last-good-revision", &format!("{revision}\n"));
+}
+
+/// Records good generations in the state folder from a thread of its own,
+/// in order: the supervisor loop never waits on the disk.
+pub struct StateWriter(std::sync::mpsc::Sender<(Option<String>, Option<PathBuf>)>);
+
+impl StateWriter {
+    pub fn start(state_dir: PathBuf) -> StateWriter {
+        let (tx, rx) = std::sync::mpsc::channel::<(Option<String>, Option<PathBuf>)>();
+        std::thread::Builder::new()
+            .name("corral-state".into())
+            .spawn(move || {
+                for (revision, dir) in rx {
+                    if let Some(rev) = revision {
+                        remember_good(&state_dir, &rev);
+                    }
+                    if let Some(dir) = dir {
+                        remember_good_path(&state_dir, &dir);
+                    }
+                }
+            })
+            .ok();
+        StateWriter(tx)
     }
-    let tmp = state_dir.join("last-good-revision.tmp");
-    if std::fs::write(&tmp, format!("{revision}\n")).is_ok() {
-        let _ = std::fs::rename(&tmp, state_dir.join("last-good-revision"));
+
+    /// Remembers a good generation's revision and folder.
+    pub fn good(&self, revision: Option<String>, dir: Option<PathBuf>) {
+        let _ = self.0.send((revision, dir));
     }
 }
 
@@ -146,15 +208,14 @@ pub async fn run_hook(cfg: &Config, failure: &Failure) -> Option<HookRun> {
     let argv = cfg.deploy.rollback_hook.as_ref()?;
     let (prog, args) = argv.split_first()?;
     let state_dir = &cfg.deploy.state_dir;
-    let _ = std::fs::create_dir_all(state_dir);
     let error_file = state_dir.join("last-error.txt");
-    let _ = std::fs::write(
-        &error_file,
-        failure
-            .detail
-            .clone()
-            .unwrap_or_else(|| failure.reason.clone()),
-    );
+    // A traceback may hold secrets: the file is 0600 in a 0700 folder.
+    let text = failure
+        .detail
+        .clone()
+        .unwrap_or_else(|| failure.reason.clone());
+    let dir = state_dir.clone();
+    let _ = tokio::task::spawn_blocking(move || write_state(&dir, "last-error.txt", &text)).await;
     let app_dir = cfg
         .app
         .chdir
@@ -256,17 +317,14 @@ async fn next<R: tokio::io::AsyncRead + Unpin>(lines: &mut Option<Lines<R>>) -> 
 
 /// The folder of the last known good generation (for the symlink rollback).
 pub fn last_good_path(state_dir: &Path) -> Option<PathBuf> {
-    let text = std::fs::read_to_string(state_dir.join("last-good-path")).ok()?;
+    let text = read_state(state_dir, "last-good-path")?;
     let line = text.trim();
     (!line.is_empty()).then(|| PathBuf::from(line))
 }
 
 /// Remembers the folder a good generation ran from.
 pub fn remember_good_path(state_dir: &Path, dir: &Path) {
-    let tmp = state_dir.join("last-good-path.tmp");
-    if std::fs::write(&tmp, format!("{}\n", dir.display())).is_ok() {
-        let _ = std::fs::rename(&tmp, state_dir.join("last-good-path"));
-    }
+    write_state(state_dir, "last-good-path", &format!("{}\n", dir.display()));
 }
 
 /// The built-in rollbacks: put the last known good code back on disk.

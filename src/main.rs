@@ -13,6 +13,7 @@ mod control;
 mod deploy;
 mod front;
 mod metrics;
+mod private_fs;
 mod reexec;
 mod router;
 mod runtime_dir;
@@ -140,7 +141,14 @@ async fn run(cfg: Arc<config::Config>, access: front::access::AccessLog) -> u8 {
         }
     };
     let takeover = reexec::inherited().parent.is_some();
-    let control_listener = match control::bind(&cfg.control.socket, takeover) {
+    // After drop_privileges, corral must still be able to remove it.
+    let owner = cfg
+        .workers
+        .identity
+        .as_ref()
+        .filter(|_| cfg.server.drop_privileges)
+        .map(|id| (id.uid, id.gid));
+    let control = match control::bind(&cfg.control.socket, takeover, owner) {
         Ok(l) => l,
         Err(e) => {
             eprintln!("error: {e}");
@@ -218,8 +226,13 @@ async fn run(cfg: Arc<config::Config>, access: front::access::AccessLog) -> u8 {
         tracing::info!("status server on {}", status.describe());
         status::start(status, state.clone(), gate.clone());
     }
-    tracing::info!("control socket {}", cfg.control.socket.display());
-    control::serve(control_listener, state);
+    tracing::info!(
+        "instance {}: control socket {}, state {}",
+        cfg.instance,
+        cfg.control.socket.display(),
+        cfg.deploy.state_dir.display()
+    );
+    control::serve(control.listener, state);
     for l in &listeners {
         tracing::info!("listening on {}", l.describe());
     }
@@ -237,7 +250,15 @@ async fn run(cfg: Arc<config::Config>, access: front::access::AccessLog) -> u8 {
     let code = sup.run(front).await;
     // Remove the control socket unless a re-executed corral took it over.
     if control_inode.is_some() && control_inode == inode(&cfg.control.socket) {
-        let _ = std::fs::remove_file(&cfg.control.socket);
+        if let Err(e) = std::fs::remove_file(&cfg.control.socket) {
+            tracing::warn!(
+                "cannot remove the control socket {}: {e}",
+                cfg.control.socket.display()
+            );
+        }
+        if let Some(dir) = &control.made_dir {
+            let _ = std::fs::remove_dir(dir);
+        }
     }
     tracing::info!("stopped");
     drop(runtime_dir);

@@ -10,6 +10,16 @@ use crate::cli::{RunArgs, StatusArgs};
 use crate::config::BindAddr;
 
 pub fn run(args: &StatusArgs) -> u8 {
+    if args.config.is_none()
+        && args.socket.is_none()
+        && args.status_bind.is_none()
+        && !std::path::Path::new("corral.toml").exists()
+        && let (_, found) = crate::config::running_sockets()
+        && found.len() > 1
+    {
+        print!("{}", list(&found));
+        return 0;
+    }
     match fetch(args) {
         Ok(v) if args.json => {
             println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
@@ -90,6 +100,40 @@ fn fetch(args: &StatusArgs) -> Result<Value, String> {
         .map(|(_, b)| b)
         .ok_or("the status server sent no HTTP response")?;
     serde_json::from_str(body).map_err(|e| format!("the status server sent no JSON: {e}"))
+}
+
+/// One line per running instance (`corral status` on a host with
+/// several and no hint which one is meant).
+fn list(sockets: &[std::path::PathBuf]) -> String {
+    let mut out = format!(
+        "{} corral instances; `corral status --socket PATH` (or -c FILE) shows one:\n\n{:<24} {:<8} {:<6} {:<24} {}\n",
+        sockets.len(),
+        "INSTANCE",
+        "PID",
+        "READY",
+        "APP",
+        "SOCKET"
+    );
+    for socket in sockets {
+        let name = socket
+            .parent()
+            .and_then(|d| d.file_name())
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let (pid, ready, app) = match crate::control::status(socket) {
+            Ok(v) => (
+                v["supervisor"]["pid"].to_string(),
+                if v["ready"] == true { "yes" } else { "NO" }.to_string(),
+                v["supervisor"]["app"].as_str().unwrap_or("?").to_string(),
+            ),
+            Err(e) => ("-".into(), "?".into(), format!("({e})")),
+        };
+        out.push_str(&format!(
+            "{name:<24} {pid:<8} {ready:<6} {app:<24} {}\n",
+            socket.display()
+        ));
+    }
+    out
 }
 
 fn ago(unix: f64) -> String {

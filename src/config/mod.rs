@@ -23,20 +23,20 @@
 //! checks every value. This module holds the resolved types, the errors and
 //! the pipeline that ties those steps together.
 
+mod instance;
 mod raw;
 mod units;
 mod validate;
 
 use std::collections::BTreeMap;
-use std::ffi::OsStr;
 use std::fmt;
-use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
 
 use crate::cli::RunArgs;
+pub use instance::{Place, SOCKET_NAME, running_sockets};
 use raw::{RawConfig, parse};
 pub use units::{BindAddr, ByteSize, ForwardedAllow, HumanDuration, MinReady};
 pub(crate) use validate::check_env;
@@ -50,6 +50,9 @@ const DEFAULT_FILE: &str = "corral.toml";
 pub struct Config {
     /// The TOML file this came from (absolute), if any.
     pub source: Option<PathBuf>,
+    /// This instance's name, which keys its default control socket and
+    /// state folder (see `config/instance.rs`), e.g. `shop-5c1e0a3f`.
+    pub instance: String,
     pub app: AppConfig,
     pub server: ServerConfig,
     pub workers: WorkersConfig,
@@ -343,6 +346,29 @@ pub enum ConfigError {
     /// Values that parsed but make no sense; all of them.
     #[error("{}", render_problems(.0))]
     Validate(Vec<Problem>),
+    /// A client command given neither a config file nor `--socket` found
+    /// no running instance, or several.
+    #[error("{}", instances_error(place, found))]
+    Instances { place: Place, found: Vec<PathBuf> },
+}
+
+fn instances_error(place: &Place, found: &[PathBuf]) -> String {
+    let root = match place {
+        Place::Fixed(p) | Place::PerInstance(p) => p.display().to_string(),
+    };
+    if found.is_empty() {
+        return format!(
+            "no running corral found in {root} (and no corral.toml here): pass -c FILE (the config it runs with) or --socket PATH"
+        );
+    }
+    let mut out = format!(
+        "{} corral instances run here; pick one with -c FILE or --socket PATH:",
+        found.len()
+    );
+    for p in found {
+        out.push_str(&format!("\n  --socket {}", p.display()));
+    }
+    out
 }
 
 /// One thing wrong in the configuration, e.g.
@@ -433,10 +459,10 @@ impl ConfigFile {
 struct Env {
     /// `$VIRTUAL_ENV`, for the default `app.python`.
     virtual_env: Option<PathBuf>,
-    /// The default `control.socket` (see [`default_socket`]).
-    default_socket: PathBuf,
-    /// The default `deploy.state_dir` (see [`default_state_dir_in`]).
-    default_state_dir: PathBuf,
+    /// Where the default `control.socket` goes (see `instance.rs`).
+    default_socket: Place,
+    /// Where the default `deploy.state_dir` goes.
+    default_state_dir: Place,
     /// The CPUs this process may use (`available_parallelism`: its CPU
     /// affinity and cgroup quota count), for `server.io_threads = 0`; 1 when
     /// unknown.
@@ -447,8 +473,8 @@ impl Env {
     fn from_process() -> Env {
         Env {
             virtual_env: std::env::var_os("VIRTUAL_ENV").map(PathBuf::from),
-            default_socket: default_socket(),
-            default_state_dir: default_state_dir(),
+            default_socket: instance::default_socket(),
+            default_state_dir: instance::default_state_dir(),
             cpus: std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get),
         }
     }
@@ -487,9 +513,12 @@ pub fn load(args: &RunArgs) -> Result<Config, ConfigError> {
 /// (`corral reload`, `scale`, `stop`, `status`): `socket` (the `--socket`
 /// flag, relative to the cwd) when given; else `[control] socket` of
 /// `config` (or of `./corral.toml` when present), relative to that file's
-/// folder; else the default (see [`ControlConfig::socket`]). Only the
-/// `[control]` section is checked, so no app is needed; a file that cannot
-/// be read or parsed gives the same errors as [`load`] (file, line, key).
+/// folder; else that file's instance's default socket (see
+/// [`ControlConfig::socket`]). Only the `[control]` section is checked, so
+/// no app is needed; a file that cannot be read or parsed gives the same
+/// errors as [`load`] (file, line, key). With neither, the one instance
+/// running under the default folder; none or several is an error that
+/// lists them.
 pub fn control_socket(
     config: Option<&Path>,
     socket: Option<&Path>,
@@ -499,7 +528,20 @@ pub fn control_socket(
         Some(_) => None,
         None => read_file(config, &cwd)?,
     };
-    resolve_socket(socket, file.as_ref(), &cwd, &default_socket())
+    if socket.is_none() && file.is_none() {
+        return match running_sockets() {
+            (_, found) if found.len() == 1 => Ok(found[0].clone()),
+            (place, found) => Err(ConfigError::Instances { place, found }),
+        };
+    }
+    let default = match &file {
+        Some(f) => instance::default_socket().for_instance(
+            &instance::name(Some(&f.path), &cwd, "", None),
+            Some(SOCKET_NAME),
+        ),
+        None => PathBuf::new(),
+    };
+    resolve_socket(socket, file.as_ref(), &cwd, &default)
 }
 
 /// [`control_socket`] after reading. No I/O.
@@ -526,92 +568,6 @@ fn resolve_socket(
     }
 }
 
-/// The first folder of a systemd `*_DIRECTORY` variable (':'-separated).
-fn first_dir(dirs: &OsStr) -> &OsStr {
-    OsStr::from_bytes(
-        dirs.as_bytes()
-            .split(|&b| b == b':')
-            .next()
-            .unwrap_or_default(),
-    )
-}
-
-/// The default control socket, from this process's environment and user.
-fn default_socket() -> PathBuf {
-    default_socket_in(
-        std::env::var_os("RUNTIME_DIRECTORY").as_deref(),
-        std::env::var_os("XDG_RUNTIME_DIR").as_deref(),
-        nix::unistd::getuid().as_raw(),
-    )
-}
-
-/// The default control socket: `corral.sock` in `$RUNTIME_DIRECTORY` (set
-/// by systemd's RuntimeDirectory=; the first folder when it lists several,
-/// joined with ':'), else in `$XDG_RUNTIME_DIR`, else
-/// `/run/corral/corral.sock` for root (uid 0), else
-/// `/tmp/corral-UID/corral.sock`. Empty or relative values count as unset,
-/// as the XDG base directory spec asks.
-fn default_socket_in(
-    runtime_directory: Option<&OsStr>,
-    xdg_runtime_dir: Option<&OsStr>,
-    uid: u32,
-) -> PathBuf {
-    const NAME: &str = "corral.sock";
-    let first = runtime_directory.map(first_dir);
-    [first, xdg_runtime_dir]
-        .into_iter()
-        .flatten()
-        .map(Path::new)
-        .find(|dir| dir.is_absolute())
-        .map(|dir| dir.join(NAME))
-        .unwrap_or_else(|| match uid {
-            0 => PathBuf::from("/run/corral").join(NAME),
-            uid => PathBuf::from(format!("/tmp/corral-{uid}")).join(NAME),
-        })
-}
-
-/// The default `deploy.state_dir`, from this process's environment and
-/// user.
-fn default_state_dir() -> PathBuf {
-    default_state_dir_in(
-        std::env::var_os("STATE_DIRECTORY").as_deref(),
-        std::env::var_os("XDG_STATE_HOME").as_deref(),
-        std::env::var_os("HOME").as_deref(),
-        nix::unistd::getuid().as_raw(),
-    )
-}
-
-/// The default `deploy.state_dir`: `$STATE_DIRECTORY` (set by systemd's
-/// StateDirectory=; the first folder when it lists several, joined with
-/// ':'), else `/var/lib/corral` for root (uid 0), else
-/// `$XDG_STATE_HOME/corral`, else `$HOME/.local/state/corral`, else
-/// `/tmp/corral-UID-state`. Empty or relative values count as unset, as the
-/// XDG base directory spec asks.
-fn default_state_dir_in(
-    state_directory: Option<&OsStr>,
-    xdg_state_home: Option<&OsStr>,
-    home: Option<&OsStr>,
-    uid: u32,
-) -> PathBuf {
-    let absolute = |value: Option<&OsStr>| {
-        value
-            .map(Path::new)
-            .filter(|dir| dir.is_absolute())
-            .map(Path::to_path_buf)
-    };
-    let first = state_directory.map(first_dir);
-    if let Some(dir) = absolute(first) {
-        return dir;
-    }
-    if uid == 0 {
-        return PathBuf::from("/var/lib/corral");
-    }
-    absolute(xdg_state_home)
-        .map(|dir| dir.join("corral"))
-        .or_else(|| absolute(home).map(|home| home.join(".local/state/corral")))
-        .unwrap_or_else(|| PathBuf::from(format!("/tmp/corral-{uid}-state")))
-}
-
 /// Everything after reading: parse, merge, fill defaults, validate. No I/O
 /// but the user and group lookups of `workers.user` and `workers.group`.
 fn resolve(
@@ -635,11 +591,22 @@ fn resolve(
     let server = r.server(args, raw.server, env.cpus);
     let workers = r.workers(args, raw.workers);
     let health = r.health(args, raw.health, &server, &workers);
-    let control = r.control(args.socket.as_deref(), raw.control, &env.default_socket);
-    let deploy = r.deploy(raw.deploy, &env.default_state_dir, chdir_given);
+    let instance = instance::name(
+        file.map(|f| f.path.as_path()),
+        app.as_ref().and_then(|a| a.chdir.as_deref()).unwrap_or(cwd),
+        app.as_ref().map_or("", |a| a.module.as_str()),
+        server.bind.first().map(|b| &b.addr),
+    );
+    let socket = env
+        .default_socket
+        .for_instance(&instance, Some(SOCKET_NAME));
+    let control = r.control(args.socket.as_deref(), raw.control, &socket);
+    let state_dir = env.default_state_dir.for_instance(&instance, None);
+    let deploy = r.deploy(raw.deploy, &state_dir, chdir_given);
     match app {
         Some(app) if r.problems.is_empty() => Ok(Config {
             source: file.map(|f| f.path.clone()),
+            instance,
             app,
             server,
             workers,
@@ -662,8 +629,8 @@ mod tests {
     pub(super) fn env() -> Env {
         Env {
             virtual_env: None,
-            default_socket: PathBuf::from("/tmp/corral-1000/corral.sock"),
-            default_state_dir: PathBuf::from("/home/u/.local/state/corral"),
+            default_socket: Place::Fixed("/tmp/corral-1000/corral.sock".into()),
+            default_state_dir: Place::Fixed("/home/u/.local/state/corral".into()),
             cpus: 4,
         }
     }
@@ -993,94 +960,6 @@ min_in_service = 2
     }
 
     #[test]
-    fn default_socket_order() {
-        let os = |s: &'static str| Some(OsStr::new(s));
-        let sock = |s: &str| PathBuf::from(s);
-        assert_eq!(
-            default_socket_in(os("/run/app"), os("/run/user/1000"), 1000),
-            sock("/run/app/corral.sock")
-        );
-        // systemd joins several RuntimeDirectory= folders with ':'.
-        assert_eq!(
-            default_socket_in(os("/run/app:/run/other"), None, 0),
-            sock("/run/app/corral.sock")
-        );
-        assert_eq!(
-            default_socket_in(None, os("/run/user/1000"), 1000),
-            sock("/run/user/1000/corral.sock")
-        );
-        assert_eq!(
-            default_socket_in(None, os("/run/user/0"), 0),
-            sock("/run/user/0/corral.sock")
-        );
-        assert_eq!(
-            default_socket_in(None, None, 0),
-            sock("/run/corral/corral.sock")
-        );
-        assert_eq!(
-            default_socket_in(None, None, 1000),
-            sock("/tmp/corral-1000/corral.sock")
-        );
-        // Empty or relative values count as unset.
-        assert_eq!(
-            default_socket_in(os(""), os("run/user"), 42),
-            sock("/tmp/corral-42/corral.sock")
-        );
-        assert_eq!(
-            default_socket_in(os("relative"), os("/run/user/42"), 42),
-            sock("/run/user/42/corral.sock")
-        );
-        // The real environment gives an absolute path.
-        assert!(default_socket().is_absolute());
-    }
-
-    #[test]
-    fn default_state_dir_order() {
-        let os = |s: &'static str| Some(OsStr::new(s));
-        let dir = |s: &str| PathBuf::from(s);
-        let home = os("/home/u");
-        assert_eq!(
-            default_state_dir_in(os("/var/lib/app"), os("/home/u/.state"), home, 1000),
-            dir("/var/lib/app")
-        );
-        // systemd joins several StateDirectory= folders with ':'; it wins
-        // over root's default too.
-        assert_eq!(
-            default_state_dir_in(os("/var/lib/app:/var/lib/other"), None, None, 0),
-            dir("/var/lib/app")
-        );
-        // Root without STATE_DIRECTORY: /var/lib/corral, even with
-        // XDG_STATE_HOME or HOME set.
-        assert_eq!(
-            default_state_dir_in(None, os("/root/.state"), os("/root"), 0),
-            dir("/var/lib/corral")
-        );
-        assert_eq!(
-            default_state_dir_in(None, os("/home/u/.state"), home, 1000),
-            dir("/home/u/.state/corral")
-        );
-        assert_eq!(
-            default_state_dir_in(None, None, home, 1000),
-            dir("/home/u/.local/state/corral")
-        );
-        assert_eq!(
-            default_state_dir_in(None, None, None, 1000),
-            dir("/tmp/corral-1000-state")
-        );
-        // Empty or relative values count as unset.
-        assert_eq!(
-            default_state_dir_in(os(""), os("state"), os(""), 42),
-            dir("/tmp/corral-42-state")
-        );
-        assert_eq!(
-            default_state_dir_in(os("relative:/var/lib/app"), os(""), home, 42),
-            dir("/home/u/.local/state/corral")
-        );
-        // The real environment gives an absolute path.
-        assert!(default_state_dir().is_absolute());
-    }
-
-    #[test]
     fn deploy_revision_state_dir_and_hook() {
         let app = RunArgs {
             app: Some("m:a".into()),
@@ -1139,7 +1018,7 @@ hook_timeout = "1m30s"
         );
         // The default state folder comes from the environment.
         let systemd = Env {
-            default_state_dir: "/var/lib/app".into(),
+            default_state_dir: Place::Fixed("/var/lib/app".into()),
             ..env()
         };
         let config = resolve(&app, None, Path::new("/cwd"), &systemd).unwrap();
@@ -1242,11 +1121,63 @@ max_surge = 3
         assert_eq!(config.control.socket, PathBuf::from("/abs/ctl.sock"));
         // The default comes from the environment.
         let runtime = Env {
-            default_socket: "/run/app/corral.sock".into(),
+            default_socket: Place::Fixed("/run/app/corral.sock".into()),
             ..env()
         };
         let config = resolve(&app, None, Path::new("/cwd"), &runtime).unwrap();
         assert_eq!(config.control.socket, PathBuf::from("/run/app/corral.sock"));
+    }
+
+    #[test]
+    fn each_instance_gets_its_own_socket_and_state_folder_by_default() {
+        let shared = Env {
+            default_socket: Place::PerInstance("/run/corral".into()),
+            default_state_dir: Place::PerInstance("/var/lib/corral".into()),
+            ..env()
+        };
+        let run = |app: &str, bind: &str| {
+            let args = RunArgs {
+                app: Some(app.into()),
+                bind: vec![bind.parse().unwrap()],
+                ..RunArgs::default()
+            };
+            resolve(&args, None, Path::new("/srv/api"), &shared).unwrap()
+        };
+        let a = run("main:app", "127.0.0.1:8000");
+        let b = run("main:app", "127.0.0.1:8001");
+        assert_ne!(a.instance, b.instance);
+        assert_eq!(
+            a.control.socket,
+            Path::new("/run/corral")
+                .join(&a.instance)
+                .join("corral.sock")
+        );
+        assert_eq!(
+            a.deploy.state_dir,
+            Path::new("/var/lib/corral").join(&a.instance)
+        );
+        assert_ne!(a.control.socket, b.control.socket);
+        assert_ne!(a.deploy.state_dir, b.deploy.state_dir);
+        // The same command names the same instance again.
+        assert_eq!(a.instance, run("main:app", "127.0.0.1:8000").instance);
+        // A config file names it, whatever the flags say.
+        let text = "[app]\nmodule = \"main:app\"\n";
+        let file = ConfigFile::new(
+            Path::new("corral.toml"),
+            Path::new("/srv/shop"),
+            text.into(),
+        );
+        let c = resolve(&RunArgs::default(), Some(&file), Path::new("/cwd"), &shared).unwrap();
+        assert!(c.instance.starts_with("shop-"), "{}", c.instance);
+        assert_eq!(
+            c.instance,
+            instance::name(
+                Some(Path::new("/srv/shop/corral.toml")),
+                Path::new("/"),
+                "",
+                None
+            )
+        );
     }
 
     #[test]

@@ -118,11 +118,23 @@ pub fn bind_one(bind: &Bind, backlog: u32, role: &str) -> Result<Listener, BindE
         }
         BindAddr::Unix(path) => {
             // A socket file left by a previous run that nobody listens on is
-            // stale: remove it. A live one is an error.
-            if path.exists() && std::os::unix::net::UnixStream::connect(path).is_err() {
-                let _ = std::fs::remove_file(path);
+            // stale: remove it. A live one is an error, and so is anything
+            // that is not a socket (corral never deletes a regular file).
+            if std::fs::symlink_metadata(path).is_ok() {
+                if !crate::private_fs::is_socket(path) {
+                    return Err(err(std::io::Error::new(
+                        std::io::ErrorKind::AlreadyExists,
+                        "a file that is not a socket is in the way; corral does not delete it: remove it yourself or choose another path",
+                    )));
+                }
+                if std::os::unix::net::UnixStream::connect(path).is_err() {
+                    let _ = std::fs::remove_file(path);
+                }
             }
-            let std = std::os::unix::net::UnixListener::bind(path).map_err(err)?;
+            // The mode it always had (0666 under the umask), set only once
+            // bound: in between nobody else may connect.
+            let std = crate::private_fs::bind_unix(path, crate::private_fs::default_mode())
+                .map_err(err)?;
             std.set_nonblocking(true).map_err(err)?;
             Ok(Listener::Unix(
                 UnixListener::from_std(std).map_err(err)?,

@@ -98,6 +98,8 @@ pub struct Supervisor {
     drift: Option<String>,
     /// The last known good revision (as kept in the state dir).
     last_good: Option<String>,
+    /// Writes the state dir, off this loop.
+    state: crate::deploy::StateWriter,
     /// Off while the first workers start (their code was just resolved).
     drift_checks: bool,
     /// Exits waiting for their channel to close, and channels closed
@@ -161,6 +163,7 @@ impl Supervisor {
         });
         let started = Instant::now();
         let last_good = crate::deploy::last_good(&cfg.deploy.state_dir);
+        let state = crate::deploy::StateWriter::start(cfg.deploy.state_dir.clone());
         let (snapshot, _) = watch::channel(Snapshot::default());
         Supervisor {
             cfg,
@@ -187,6 +190,7 @@ impl Supervisor {
             exit_code: 0,
             drift: None,
             last_good,
+            state,
             drift_checks: false,
             held_exits: HashMap::new(),
             closed: std::collections::HashSet::new(),
@@ -639,16 +643,12 @@ impl Supervisor {
                 tracing::info!("re-exec: in service; asking the old corral (pid {parent}) to stop");
                 signal(parent, libc::SIGTERM);
             }
-            let state = &self.cfg.deploy.state_dir;
             if let Some(info) = self.gens.get(&generation) {
                 if let Some(rev) = &info.revision {
-                    crate::deploy::remember_good(state, rev);
                     self.last_good = Some(rev.clone());
                     tracing::info!("revision {rev} is the last known good one");
                 }
-                if let Some(dir) = &info.chdir {
-                    crate::deploy::remember_good_path(state, dir);
-                }
+                self.state.good(info.revision.clone(), info.chdir.clone());
             }
         }
         let failure = match &self.core.last_reload {

@@ -1,0 +1,366 @@
+//! Which corral instance this is, and the defaults that belong to one
+//! instance: its control socket and its state folder. Several corrals run
+//! side by side on one host with no config, as several gunicorn services
+//! do, and never see each other's sockets or last known good revisions.
+//!
+//! An instance is named after what identifies it: its config file (the
+//! absolute path), or without one the app folder, the app and the first
+//! bind address. The name is a readable part and a hash of the whole,
+//! e.g. `shop-5c1e0a3f` for `/srv/shop/corral.toml` or `main-91d2b7e0` for
+//! `corral main:app -b 127.0.0.1:8000` run in `/srv/api`. The hash is
+//! FNV-1a (64 bits, the first 32 shown): stable across versions, so the
+//! same command finds the same instance after an upgrade.
+//!
+//! The defaults, when `[control] socket` and `[deploy] state_dir` are not
+//! set: systemd's `RuntimeDirectory=`/`StateDirectory=` are already one
+//! unit's own and are used as they are; the shared places get one folder
+//! per instance:
+//!
+//! | | control socket | state |
+//! |---|---|---|
+//! | systemd unit | `$RUNTIME_DIRECTORY/corral.sock` | `$STATE_DIRECTORY` |
+//! | root | `/run/corral/NAME/corral.sock` | `/var/lib/corral/NAME` |
+//! | a user | `$XDG_RUNTIME_DIR/corral/NAME/corral.sock`, else `/tmp/corral-UID/NAME/corral.sock` | `$XDG_STATE_HOME/corral/NAME`, else `~/.local/state/corral/NAME`, else `/tmp/corral-UID-state/NAME` |
+
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+use super::BindAddr;
+
+/// The file name of a control socket.
+pub const SOCKET_NAME: &str = "corral.sock";
+
+/// Where a default lives: given as is, or one folder per instance under a
+/// shared root.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Place {
+    Fixed(PathBuf),
+    PerInstance(PathBuf),
+}
+
+impl Place {
+    /// The path for `instance`: `root/instance/leaf` (or `root/instance`).
+    pub fn for_instance(&self, instance: &str, leaf: Option<&str>) -> PathBuf {
+        match self {
+            Place::Fixed(path) => path.clone(),
+            Place::PerInstance(root) => {
+                let dir = root.join(instance);
+                match leaf {
+                    Some(leaf) => dir.join(leaf),
+                    None => dir,
+                }
+            }
+        }
+    }
+}
+
+/// The instance's name from its config file, else from its folder, app
+/// and first bind address.
+pub fn name(config: Option<&Path>, dir: &Path, module: &str, bind: Option<&BindAddr>) -> String {
+    match config {
+        Some(file) => {
+            let readable = file
+                .parent()
+                .and_then(Path::file_name)
+                .map(|d| d.to_string_lossy().into_owned())
+                .unwrap_or_else(|| "corral".into());
+            format!(
+                "{}-{:08x}",
+                slug(&readable),
+                fnv1a(file.as_os_str().as_bytes()) >> 32
+            )
+        }
+        None => {
+            let bind = match bind {
+                Some(BindAddr::Tcp(a)) => a.to_string(),
+                Some(BindAddr::Unix(p)) => format!("unix:{}", p.display()),
+                None => String::new(),
+            };
+            let mut key = dir.as_os_str().as_bytes().to_vec();
+            for part in [module.as_bytes(), bind.as_bytes()] {
+                key.push(0);
+                key.extend_from_slice(part);
+            }
+            let module = module.split(':').next().unwrap_or(module);
+            format!("{}-{:08x}", slug(module), fnv1a(&key) >> 32)
+        }
+    }
+}
+
+/// Letters, digits, '.', '_' and '-' of `text` (others become '-'), at
+/// most 32 of them; "corral" when nothing is left.
+fn slug(text: &str) -> String {
+    let s: String = text
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
+                c
+            } else {
+                '-'
+            }
+        })
+        .take(32)
+        .collect();
+    let s = s.trim_matches(|c| c == '-' || c == '.').to_string();
+    if s.is_empty() { "corral".into() } else { s }
+}
+
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
+/// The first folder of a systemd `*_DIRECTORY` variable (':'-separated).
+fn first_dir(dirs: &OsStr) -> &OsStr {
+    OsStr::from_bytes(
+        dirs.as_bytes()
+            .split(|&b| b == b':')
+            .next()
+            .unwrap_or_default(),
+    )
+}
+
+fn absolute(value: Option<&OsStr>) -> Option<PathBuf> {
+    value
+        .map(Path::new)
+        .filter(|dir| dir.is_absolute())
+        .map(Path::to_path_buf)
+}
+
+/// The default control socket, from this process's environment and user.
+pub fn default_socket() -> Place {
+    default_socket_in(
+        std::env::var_os("RUNTIME_DIRECTORY").as_deref(),
+        std::env::var_os("XDG_RUNTIME_DIR").as_deref(),
+        nix::unistd::getuid().as_raw(),
+    )
+}
+
+/// The default control socket (see the table in the module docs). Empty
+/// or relative values count as unset, as the XDG base directory spec asks.
+pub(super) fn default_socket_in(
+    runtime_directory: Option<&OsStr>,
+    xdg_runtime_dir: Option<&OsStr>,
+    uid: u32,
+) -> Place {
+    if let Some(dir) = absolute(runtime_directory.map(first_dir)) {
+        return Place::Fixed(dir.join(SOCKET_NAME));
+    }
+    Place::PerInstance(match (absolute(xdg_runtime_dir), uid) {
+        (Some(dir), _) => dir.join("corral"),
+        (None, 0) => PathBuf::from("/run/corral"),
+        (None, uid) => PathBuf::from(format!("/tmp/corral-{uid}")),
+    })
+}
+
+/// The default `deploy.state_dir`, from this process's environment and
+/// user.
+pub fn default_state_dir() -> Place {
+    default_state_dir_in(
+        std::env::var_os("STATE_DIRECTORY").as_deref(),
+        std::env::var_os("XDG_STATE_HOME").as_deref(),
+        std::env::var_os("HOME").as_deref(),
+        nix::unistd::getuid().as_raw(),
+    )
+}
+
+/// The default `deploy.state_dir` (see the table in the module docs).
+/// Empty or relative values count as unset.
+pub(super) fn default_state_dir_in(
+    state_directory: Option<&OsStr>,
+    xdg_state_home: Option<&OsStr>,
+    home: Option<&OsStr>,
+    uid: u32,
+) -> Place {
+    if let Some(dir) = absolute(state_directory.map(first_dir)) {
+        return Place::Fixed(dir);
+    }
+    if uid == 0 {
+        return Place::PerInstance(PathBuf::from("/var/lib/corral"));
+    }
+    Place::PerInstance(
+        absolute(xdg_state_home)
+            .map(|dir| dir.join("corral"))
+            .or_else(|| absolute(home).map(|home| home.join(".local/state/corral")))
+            .unwrap_or_else(|| PathBuf::from(format!("/tmp/corral-{uid}-state"))),
+    )
+}
+
+/// The control sockets of the instances under the default root (for the
+/// client commands given neither a config file nor `--socket`): the root
+/// and, sorted, every `NAME/corral.sock` in it.
+pub fn running_sockets() -> (Place, Vec<PathBuf>) {
+    let place = default_socket();
+    let found = match &place {
+        Place::Fixed(path) => vec![path.clone()],
+        Place::PerInstance(root) => {
+            let mut found: Vec<PathBuf> = std::fs::read_dir(root)
+                .into_iter()
+                .flatten()
+                .flatten()
+                .map(|e| e.path().join(SOCKET_NAME))
+                .filter(|p| crate::private_fs::is_socket(p))
+                .collect();
+            found.sort();
+            found
+        }
+    };
+    (place, found)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_readable_stable_and_distinct() {
+        let a = name(
+            Some(Path::new("/srv/shop/corral.toml")),
+            Path::new("/"),
+            "x",
+            None,
+        );
+        assert!(
+            a.starts_with("shop-") && a.len() == "shop-".len() + 8,
+            "{a}"
+        );
+        assert_eq!(
+            a,
+            name(
+                Some(Path::new("/srv/shop/corral.toml")),
+                Path::new("/x"),
+                "y",
+                None
+            ),
+            "a config file alone names the instance"
+        );
+        assert_ne!(
+            a,
+            name(
+                Some(Path::new("/srv/blog/corral.toml")),
+                Path::new("/"),
+                "x",
+                None
+            )
+        );
+        let tcp = |s: &str| BindAddr::Tcp(s.parse().unwrap());
+        let api = name(
+            None,
+            Path::new("/srv/api"),
+            "main:app",
+            Some(&tcp("127.0.0.1:8000")),
+        );
+        assert!(api.starts_with("main-"), "{api}");
+        // Another port, folder or app is another instance.
+        for other in [
+            name(
+                None,
+                Path::new("/srv/api"),
+                "main:app",
+                Some(&tcp("127.0.0.1:8001")),
+            ),
+            name(
+                None,
+                Path::new("/srv/web"),
+                "main:app",
+                Some(&tcp("127.0.0.1:8000")),
+            ),
+            name(
+                None,
+                Path::new("/srv/api"),
+                "main:api",
+                Some(&tcp("127.0.0.1:8000")),
+            ),
+        ] {
+            assert_ne!(api, other);
+        }
+        // Stable across versions: the same command finds the same instance.
+        // The published FNV-1a test vectors.
+        assert_eq!(fnv1a(b"a"), 0xaf63_dc4c_8601_ec8c);
+        assert_eq!(fnv1a(b"foobar"), 0x8594_4171_f739_67e8);
+        assert_eq!(slug("../we ird/"), "we-ird");
+        assert_eq!(slug("///"), "corral");
+    }
+
+    #[test]
+    fn default_socket_order() {
+        let os = |s: &'static str| Some(OsStr::new(s));
+        let fixed = |s: &str| Place::Fixed(PathBuf::from(s));
+        let per = |s: &str| Place::PerInstance(PathBuf::from(s));
+        assert_eq!(
+            default_socket_in(os("/run/app"), os("/run/user/1000"), 1000),
+            fixed("/run/app/corral.sock")
+        );
+        // systemd joins several RuntimeDirectory= folders with ':'.
+        assert_eq!(
+            default_socket_in(os("/run/app:/run/other"), None, 0),
+            fixed("/run/app/corral.sock")
+        );
+        assert_eq!(
+            default_socket_in(None, os("/run/user/1000"), 1000),
+            per("/run/user/1000/corral")
+        );
+        assert_eq!(default_socket_in(None, None, 0), per("/run/corral"));
+        assert_eq!(default_socket_in(None, None, 1000), per("/tmp/corral-1000"));
+        // Empty or relative values count as unset.
+        assert_eq!(
+            default_socket_in(os(""), os("run/user"), 42),
+            per("/tmp/corral-42")
+        );
+        assert_eq!(
+            default_socket_in(os("relative"), os("/run/user/42"), 42),
+            per("/run/user/42/corral")
+        );
+        assert_eq!(
+            per("/run/corral").for_instance("shop-0badf00d", Some(SOCKET_NAME)),
+            PathBuf::from("/run/corral/shop-0badf00d/corral.sock")
+        );
+        assert_eq!(
+            fixed("/run/app/corral.sock").for_instance("shop-0badf00d", Some(SOCKET_NAME)),
+            PathBuf::from("/run/app/corral.sock")
+        );
+    }
+
+    #[test]
+    fn default_state_dir_order() {
+        let os = |s: &'static str| Some(OsStr::new(s));
+        let fixed = |s: &str| Place::Fixed(PathBuf::from(s));
+        let per = |s: &str| Place::PerInstance(PathBuf::from(s));
+        let home = os("/home/u");
+        assert_eq!(
+            default_state_dir_in(os("/var/lib/app"), os("/home/u/.state"), home, 1000),
+            fixed("/var/lib/app")
+        );
+        // systemd joins several StateDirectory= folders with ':'; it wins
+        // over root's default too.
+        assert_eq!(
+            default_state_dir_in(os("/var/lib/app:/var/lib/other"), None, None, 0),
+            fixed("/var/lib/app")
+        );
+        // Root without STATE_DIRECTORY: /var/lib/corral/NAME, even with
+        // XDG_STATE_HOME or HOME set.
+        assert_eq!(
+            default_state_dir_in(None, os("/root/.state"), os("/root"), 0),
+            per("/var/lib/corral")
+        );
+        assert_eq!(
+            default_state_dir_in(None, os("/home/u/.state"), home, 1000),
+            per("/home/u/.state/corral")
+        );
+        assert_eq!(
+            default_state_dir_in(None, None, home, 1000),
+            per("/home/u/.local/state/corral")
+        );
+        assert_eq!(
+            default_state_dir_in(None, None, None, 1000),
+            per("/tmp/corral-1000-state")
+        );
+        // Empty or relative values count as unset.
+        assert_eq!(
+            default_state_dir_in(os(""), os("state"), os(""), 42),
+            per("/tmp/corral-42-state")
+        );
+    }
+}

@@ -1,0 +1,129 @@
+//! Files and folders corral keeps for itself (the control socket's folder,
+//! the state folder): checks that no other user can change them, and
+//! writes that never leave a half-written file behind.
+//!
+//! The rule: corral only uses a folder that is not a symlink, belongs to
+//! the user corral runs as (or to root), and that group and others cannot
+//! write; otherwise another local user could swap what corral reads, or
+//! put a socket of their own where corral's clients look for it.
+
+use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, PermissionsExt};
+use std::path::Path;
+
+/// Why a folder is not private, or None when it is. `sticky_ok`: a
+/// world-writable folder with the sticky bit (/tmp) owned by root counts
+/// as private (nobody can remove or rename what another user put there).
+pub fn not_private(dir: &Path, sticky_ok: bool) -> Option<String> {
+    let meta = match std::fs::symlink_metadata(dir) {
+        Ok(m) => m,
+        Err(e) => return Some(format!("cannot inspect it: {e}")),
+    };
+    if meta.file_type().is_symlink() {
+        return Some("it is a symlink, which another user may have put there".into());
+    }
+    if !meta.is_dir() {
+        return Some("it is not a folder".into());
+    }
+    let me = nix::unistd::geteuid().as_raw();
+    if meta.uid() != me && meta.uid() != 0 {
+        return Some(format!(
+            "it belongs to uid {}, not to uid {me} (corral's user) or root",
+            meta.uid()
+        ));
+    }
+    let mode = meta.mode() & 0o7777;
+    let sticky = mode & 0o1000 != 0 && meta.uid() == 0;
+    if mode & 0o022 != 0 && !(sticky_ok && sticky) {
+        return Some(format!("group or others may write to it (mode {mode:04o})"));
+    }
+    None
+}
+
+/// Creates `dir` (and any missing parent) with `mode`, as a new folder
+/// only: a parent that exists is left as it is.
+pub fn create_dir(dir: &Path, mode: u32) -> std::io::Result<()> {
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(mode)
+        .create(dir)?;
+    // The umask may have taken bits away; the folder is ours to set.
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode))
+}
+
+/// Replaces `dir/name` with `contents` (mode 0600) so that a reader sees
+/// the old file or the new one, never a part: a temporary file with a
+/// unique name, flushed to disk, renamed over the old one, and the folder
+/// flushed so the rename survives a crash.
+pub fn write_atomic(dir: &Path, name: &str, contents: &[u8]) -> std::io::Result<()> {
+    let mut tmp = tempfile::Builder::new()
+        .prefix(&format!(".{name}."))
+        .permissions(std::fs::Permissions::from_mode(0o600))
+        .tempfile_in(dir)?;
+    tmp.write_all(contents)?;
+    tmp.as_file().sync_all()?;
+    tmp.persist(dir.join(name)).map_err(|e| e.error)?;
+    std::fs::File::open(dir)?.sync_all()
+}
+
+/// Whether `path` is a Unix socket (not following a symlink).
+pub fn is_socket(path: &Path) -> bool {
+    std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_socket())
+}
+
+/// Binds a Unix socket at `path` with `mode`: created under umask 077, so
+/// that no one else can connect in the moment before the chmod.
+pub fn bind_unix(path: &Path, mode: u32) -> std::io::Result<std::os::unix::net::UnixListener> {
+    use nix::sys::stat::{Mode, umask};
+    let old = umask(Mode::from_bits_truncate(0o077));
+    let bound = std::os::unix::net::UnixListener::bind(path);
+    umask(old);
+    let listener = bound?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
+    Ok(listener)
+}
+
+/// The permissions a file made now would get by default: 0666 under the
+/// process umask (read without changing it for long).
+pub fn default_mode() -> u32 {
+    use nix::sys::stat::{Mode, umask};
+    let old = umask(Mode::from_bits_truncate(0o077));
+    umask(old);
+    0o666 & !old.bits()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_folders_no_one_else_can_write_are_private() {
+        let t = tempfile::tempdir().unwrap();
+        let dir = t.path().join("d");
+        create_dir(&dir.join("sub"), 0o700).unwrap();
+        assert_eq!(not_private(&dir.join("sub"), false), None);
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+        assert!(not_private(&dir, false).unwrap().contains("mode 0777"));
+        std::os::unix::fs::symlink(&dir, t.path().join("link")).unwrap();
+        assert!(
+            not_private(&t.path().join("link"), false)
+                .unwrap()
+                .contains("symlink")
+        );
+        // /tmp: world-writable, sticky, root's.
+        assert!(not_private(Path::new("/tmp"), false).is_some());
+        assert_eq!(not_private(Path::new("/tmp"), true), None);
+    }
+
+    #[test]
+    fn atomic_writes_replace_whole_files_privately() {
+        let t = tempfile::tempdir().unwrap();
+        write_atomic(t.path(), "rev", b"one\n").unwrap();
+        write_atomic(t.path(), "rev", b"two\n").unwrap();
+        assert_eq!(std::fs::read(t.path().join("rev")).unwrap(), b"two\n");
+        let mode = std::fs::metadata(t.path().join("rev")).unwrap().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        let names: Vec<_> = std::fs::read_dir(t.path()).unwrap().flatten().collect();
+        assert_eq!(names.len(), 1, "no temporary file left behind");
+    }
+}
