@@ -39,13 +39,26 @@ pub fn bind(path: &Path, takeover: bool, owner: Option<(u32, u32)>) -> Result<Bo
         .parent()
         .filter(|d| !d.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
+    // Every folder that exists is checked before anything is made in it.
+    for folder in dir.ancestors().filter(|f| f.exists()) {
+        // The socket's own folder may be the dropped-to user's: corral
+        // gave it to that user at an earlier start.
+        let also = owner.map(|(uid, _)| uid).filter(|_| folder == dir);
+        if let Some(why) = private_fs::not_private_to(folder, true, also) {
+            return Err(format!(
+                "refusing the control socket {}: its folder {} is not private: {why}; remove it, or choose a folder only corral's user can write with [control] socket or --socket",
+                path.display(),
+                folder.display()
+            ));
+        }
+    }
     let mut made_dir = None;
     if !dir.exists() {
         if let Some(parent) = dir.parent()
             && !parent.exists()
         {
             // A shared root like /run/corral: root's others may traverse it
-            // (to remove their socket after dropping privileges), not write.
+            // (to reach their socket after dropping privileges), not write.
             let mode = if nix::unistd::geteuid().is_root() {
                 0o755
             } else {
@@ -66,15 +79,6 @@ pub fn bind(path: &Path, takeover: bool, owner: Option<(u32, u32)>) -> Result<Bo
         })?;
         made_dir = Some(dir.to_path_buf());
     }
-    for folder in dir.ancestors() {
-        if let Some(why) = private_fs::not_private(folder, true) {
-            return Err(format!(
-                "refusing the control socket {}: its folder {} is not private: {why}; remove it, or choose a folder only corral's user can write with [control] socket or --socket",
-                path.display(),
-                folder.display()
-            ));
-        }
-    }
     if std::fs::symlink_metadata(path).is_ok() {
         if !private_fs::is_socket(path) {
             return Err(format!(
@@ -93,9 +97,12 @@ pub fn bind(path: &Path, takeover: bool, owner: Option<(u32, u32)>) -> Result<Bo
     let std = private_fs::bind_unix(path, 0o600)
         .map_err(|e| format!("cannot create the control socket {}: {e}", path.display()))?;
     if let Some((uid, gid)) = owner {
+        // Its folder too, so that the unprivileged corral can remove the
+        // socket at exit (the empty folder stays: only root may remove it
+        // from the folder above; the next start uses it again).
         let _ = std::os::unix::fs::chown(path, Some(uid), Some(gid));
-        if let Some(d) = &made_dir {
-            let _ = std::os::unix::fs::chown(d, Some(uid), Some(gid));
+        if made_dir.is_some() {
+            let _ = std::os::unix::fs::chown(dir, Some(uid), Some(gid));
         }
     }
     std.set_nonblocking(true).map_err(|e| e.to_string())?;

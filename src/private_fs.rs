@@ -15,6 +15,13 @@ use std::path::Path;
 /// world-writable folder with the sticky bit (/tmp) owned by root counts
 /// as private (nobody can remove or rename what another user put there).
 pub fn not_private(dir: &Path, sticky_ok: bool) -> Option<String> {
+    not_private_to(dir, sticky_ok, None)
+}
+
+/// [`not_private`], where the folder may also belong to `also` (the user
+/// corral becomes with `drop_privileges`, who owns what corral made for
+/// itself).
+pub fn not_private_to(dir: &Path, sticky_ok: bool, also: Option<u32>) -> Option<String> {
     let meta = match std::fs::symlink_metadata(dir) {
         Ok(m) => m,
         Err(e) => return Some(format!("cannot inspect it: {e}")),
@@ -26,7 +33,7 @@ pub fn not_private(dir: &Path, sticky_ok: bool) -> Option<String> {
         return Some("it is not a folder".into());
     }
     let me = nix::unistd::geteuid().as_raw();
-    if meta.uid() != me && meta.uid() != 0 {
+    if meta.uid() != me && meta.uid() != 0 && Some(meta.uid()) != also {
         return Some(format!(
             "it belongs to uid {}, not to uid {me} (corral's user) or root",
             meta.uid()

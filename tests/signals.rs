@@ -130,3 +130,44 @@ fn workers_exit_when_corral_is_killed() {
         "orphan workers: {workers:?}"
     );
 }
+
+#[test]
+fn term_to_corral_and_its_workers_at_once_starts_no_replacement() {
+    // What systemd does on `systemctl stop` (KillMode=control-group): TERM
+    // to every process of the unit. The idle worker drains and exits at
+    // once, while the front still finishes the other worker's request.
+    let (_app, mut c, workers) = start(&[]);
+    let req = in_flight(&c, 2.0);
+    c.signal(libc::SIGTERM);
+    for &w in &workers {
+        // SAFETY: kill(2) on a worker of the corral this test started,
+        // still alive (found as its child a moment ago).
+        unsafe {
+            libc::kill(w as i32, libc::SIGTERM);
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while alive(c.pid()) && Instant::now() < deadline {
+        let new: Vec<u32> = children_of(c.pid())
+            .into_iter()
+            .filter(|p| !workers.contains(p))
+            .collect();
+        assert!(
+            new.is_empty(),
+            "a stopping corral started worker(s) {new:?}; log:\n{}",
+            c.log.text()
+        );
+        if c.child.try_wait().unwrap().is_some() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let r = req
+        .join()
+        .unwrap()
+        .expect("the in-flight request completes");
+    assert_eq!(r.status, 200);
+    let st = c.wait_exit(Duration::from_secs(15)).expect("corral exits");
+    assert_eq!(st.code(), Some(0));
+    assert!(!c.log.text().contains("starting its replacement"));
+}

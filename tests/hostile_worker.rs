@@ -1,0 +1,248 @@
+//! A worker is untrusted: a buggy or compromised app may break the worker
+//! protocol, leave subprocesses behind, ignore signals or poke at corral's
+//! files. It hurts only its own requests; its slot always comes back.
+
+mod common;
+use common::*;
+use std::time::{Duration, Instant};
+
+const APP: &str = r#"
+import json, os, signal, subprocess, sys, time
+
+def fds(pid="self"):
+    out = {}
+    for fd in os.listdir("/proc/%s/fd" % pid):
+        try:
+            out[fd] = os.readlink("/proc/%s/fd/%s" % (pid, fd))
+        except OSError:
+            pass
+    return out
+
+def app(environ, start_response):
+    path = environ["PATH_INFO"]
+    if path == "/break":
+        # A frame header announcing a 4 GiB payload, written straight into
+        # corral's channel: a protocol error.
+        os.write(3, b"\xff\xff\xff\xff\x0d\x00\x00\x00\x00")
+        time.sleep(60)
+    elif path == "/orphan":
+        # A shell that leaves a child behind, then the worker dies.
+        os.system("sleep 30 &")
+        time.sleep(0.2)
+        os.kill(os.getpid(), signal.SIGKILL)
+    elif path == "/fds":
+        child = subprocess.run(
+            [sys.executable, "-c", "import json, os\n"
+             "print(json.dumps({fd: os.readlink('/proc/self/fd/' + fd) "
+             "for fd in os.listdir('/proc/self/fd') if os.path.exists('/proc/self/fd/' + fd)}))"],
+            close_fds=False, capture_output=True, check=True)
+        body = json.dumps({"worker": fds(), "child": json.loads(child.stdout)}).encode()
+        start_response("200 OK", [("Content-Length", str(len(body)))])
+        return [body]
+    elif path == "/rundir":
+        folder = os.path.dirname(os.path.abspath(sys.argv[0]))
+        body = json.dumps({"mode": os.stat(folder).st_mode & 0o7777,
+                           "files": sorted(os.listdir(folder))}).encode()
+        start_response("200 OK", [("Content-Length", str(len(body)))])
+        return [body]
+    elif path == "/hang":
+        time.sleep(60)
+    body = str(os.getpid()).encode()
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
+    return [body]
+"#;
+
+fn start(args: &[&str]) -> (AppDir, Corral) {
+    let app = AppDir::new(&[("hostile.py", APP)]);
+    let mut all = vec!["hostile:app", "-w", "1"];
+    all.extend_from_slice(args);
+    let c = Corral::start(app.path(), &all, 1);
+    (app, c)
+}
+
+fn pid_of(c: &Corral) -> u32 {
+    let r = c.get("/");
+    assert_eq!(r.status, 200, "{}", r.text());
+    r.text().parse().unwrap()
+}
+
+/// Waits until a worker other than `old` answers; returns its pid.
+fn served_by_another(c: &Corral, old: u32, within: Duration) -> u32 {
+    let deadline = Instant::now() + within;
+    loop {
+        let r = c.get("/");
+        if r.status == 200 {
+            let pid: u32 = r.text().parse().unwrap();
+            if pid != old {
+                return pid;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no other worker answered within {within:?} (last: {} {}); log:\n{}",
+            r.status,
+            r.text(),
+            c.log.text()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn a_worker_that_breaks_the_protocol_is_killed_and_its_slot_serves_again() {
+    let (_app, c) = start(&["--timeout", "30s"]);
+    let before = pid_of(&c);
+    let t = Instant::now();
+    let r = c.get("/break");
+    assert_eq!(r.status, 502, "{}", r.text());
+    assert!(
+        t.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        t.elapsed()
+    );
+    // Not a slot stuck in "stopping" until a reload: killed and replaced.
+    served_by_another(&c, before, Duration::from_secs(10));
+    assert!(wait_gone(&[before], Duration::from_secs(5)));
+    assert!(c.log.text().contains("broke the worker protocol"));
+}
+
+#[test]
+fn a_subprocess_left_behind_holds_no_request_and_no_channel() {
+    let (_app, c) = start(&["--timeout", "20s"]);
+    let before = pid_of(&c);
+    // The worker's exit ends its requests, even if a process it started
+    // lives on: 502 at once, not 504 after the timeout.
+    let t = Instant::now();
+    let r = c.get("/orphan");
+    assert_eq!(r.status, 502, "{}", r.text());
+    assert!(
+        t.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        t.elapsed()
+    );
+    served_by_another(&c, before, Duration::from_secs(10));
+}
+
+#[test]
+fn workers_and_their_subprocesses_get_no_fd_but_the_channel_and_the_dump_file() {
+    use std::os::unix::process::CommandExt;
+    let app = AppDir::new(&[("hostile.py", APP)]);
+    // corral itself inherits an open file (as from a careless parent or a
+    // service manager); it must not reach the workers.
+    let marker = app.path().join("inherited-marker");
+    std::fs::write(&marker, "x").unwrap();
+    let file = std::fs::File::open(&marker).unwrap();
+    let raw = std::os::fd::AsRawFd::as_raw_fd(&file);
+    let mut cmd = std::process::Command::new(corral_bin());
+    cmd.current_dir(app.path())
+        .args(["hostile:app", "-w", "1", "-b", "127.0.0.1:0", "--python"])
+        .arg(python())
+        .arg("--socket")
+        .arg(app.path().join("ctl.sock"))
+        .env("NO_COLOR", "1")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    // SAFETY: dup2 in the child between fork and exec: async-signal-safe.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::dup2(raw, 9) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().unwrap();
+    let log = Log::collect(&mut child, "corral");
+    let mut c = Corral {
+        child,
+        log,
+        addr: String::new(),
+        status_addr: String::new(),
+        socket: app.path().join("ctl.sock"),
+    };
+    c.wait_listening();
+    c.wait_in_service(1);
+    let r = c.get("/fds");
+    assert_eq!(r.status, 200, "{}", r.text());
+    let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    let marker = marker.display().to_string();
+    for (who, table) in [("worker", &v["worker"]), ("its subprocess", &v["child"])] {
+        let table = table.as_object().unwrap();
+        assert!(
+            !table.values().any(|t| t.as_str() == Some(marker.as_str())),
+            "{who} got corral's inherited fd: {table:?}"
+        );
+        let sockets = table
+            .values()
+            .filter(|t| t.as_str().is_some_and(|t| t.starts_with("socket:")))
+            .count();
+        let memfds = table
+            .values()
+            .filter(|t| t.as_str().is_some_and(|t| t.contains("corral-stacks")))
+            .count();
+        if who == "worker" {
+            assert_eq!((sockets, memfds), (1, 1), "{who}: {table:?}");
+        } else {
+            assert_eq!((sockets, memfds), (0, 0), "{who}: {table:?}");
+        }
+    }
+}
+
+#[test]
+fn the_runtime_folder_is_private_and_holds_only_the_script() {
+    let (_app, c) = start(&["--timeout", "1s"]);
+    let before = pid_of(&c);
+    // A hung request gets its stacks dumped: into a file corral handed over
+    // as an fd, not one in the folder.
+    assert_eq!(c.get("/hang").status, 504);
+    c.log
+        .wait_for("Python stacks of worker", Duration::from_secs(10))
+        .expect("the stacks are logged");
+    served_by_another(&c, before, Duration::from_secs(10));
+    let r = c.get("/rundir");
+    assert_eq!(r.status, 200, "{}", r.text());
+    let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(v["mode"], 0o700, "{v}");
+    assert_eq!(v["files"], serde_json::json!(["corral_worker.py"]), "{v}");
+}
+
+#[test]
+fn a_recycled_worker_that_ignores_sigterm_is_killed_after_its_grace() {
+    let app = AppDir::new(&[(
+        "stubborn.py",
+        r#"
+import os, signal
+signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+def app(environ, start_response):
+    body = str(os.getpid()).encode()
+    start_response("200 OK", [("Content-Length", str(len(body)))])
+    return [body]
+"#,
+    )]);
+    let c = Corral::start(
+        app.path(),
+        &[
+            "stubborn:app",
+            "-w",
+            "1",
+            "--max-requests",
+            "2",
+            "--graceful-timeout",
+            "1s",
+        ],
+        1,
+    );
+    let first = pid_of(&c);
+    pid_of(&c);
+    // Recycled after two requests: the replacement serves, the old one
+    // ignores TERM and is killed once its grace (1 s + 5 s) is over.
+    served_by_another(&c, first, Duration::from_secs(15));
+    assert!(
+        wait_gone(&[first], Duration::from_secs(12)),
+        "the stubborn worker outlived its grace; log:\n{}",
+        c.log.text()
+    );
+    assert!(alive(c.pid()));
+}
