@@ -240,9 +240,10 @@ pub struct RunArgs {
 
     /// Control socket (a Unix socket; its file permissions are the access
     /// control) for `corral reload`, `scale` and `stop` [toml: control.socket]
-    /// [default: $RUNTIME_DIRECTORY/corral.sock, else
-    /// $XDG_RUNTIME_DIR/corral.sock, else /run/corral/corral.sock as root,
-    /// else /tmp/corral-UID/corral.sock]
+    /// [default: $RUNTIME_DIRECTORY/corral.sock, else one per instance:
+    /// $XDG_RUNTIME_DIR/corral/NAME/corral.sock, else
+    /// /run/corral/NAME/corral.sock as root, else
+    /// /tmp/corral-UID/NAME/corral.sock]
     #[arg(long, value_name = "PATH")]
     pub socket: Option<PathBuf>,
 

@@ -241,8 +241,10 @@ pub struct ControlConfig {
     /// access control): absolute, at most 107 bytes. From `--socket`
     /// (relative to the cwd), else `control.socket` (relative to the config
     /// file's folder), else the default: `$RUNTIME_DIRECTORY/corral.sock`,
-    /// `$XDG_RUNTIME_DIR/corral.sock`, `/run/corral/corral.sock` as root,
-    /// else `/tmp/corral-UID/corral.sock`. Its folder may not exist yet.
+    /// else one per instance (`config/instance.rs`):
+    /// `$XDG_RUNTIME_DIR/corral/NAME/corral.sock`,
+    /// `/run/corral/NAME/corral.sock` as root, else
+    /// `/tmp/corral-UID/NAME/corral.sock`. Its folder may not exist yet.
     pub socket: PathBuf,
 }
 
@@ -255,7 +257,8 @@ pub struct DeployConfig {
     pub revision: RevisionSource,
     /// Where corral keeps what outlives it (the last known good revision):
     /// absolute. From `deploy.state_dir` (relative to the config file's
-    /// folder), else the default: `$STATE_DIRECTORY`, `/var/lib/corral` as
+    /// folder), else the default: `$STATE_DIRECTORY`, else one folder per
+    /// instance under `/var/lib/corral` as
     /// root, `$XDG_STATE_HOME/corral`, `$HOME/.local/state/corral`, else
     /// `/tmp/corral-UID-state`. It may not exist yet.
     pub state_dir: PathBuf,

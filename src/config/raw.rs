@@ -254,11 +254,17 @@ pub(super) struct RawControl {
     /// Path of the control socket of the running corral (a Unix socket;
     /// its file permissions are the access control), relative to this
     /// file's folder. `corral reload`, `corral scale` and `corral stop`
-    /// read it from the same file. Default
+    /// read it from the same file. Its folder, and every folder above, must
+    /// be private: not a symlink, corral's user's or root's, and not
+    /// writable by group or others (a sticky /tmp is fine); corral creates
+    /// a missing one with mode 0700. Default
     /// `$RUNTIME_DIRECTORY/corral.sock` when RUNTIME_DIRECTORY is set
-    /// (systemd's RuntimeDirectory=), else `$XDG_RUNTIME_DIR/corral.sock`
-    /// when XDG_RUNTIME_DIR is set, else "/run/corral/corral.sock" as root,
-    /// else "/tmp/corral-UID/corral.sock".
+    /// (systemd's RuntimeDirectory=, one unit's own), else one folder per
+    /// instance: `$XDG_RUNTIME_DIR/corral/NAME/corral.sock` when
+    /// XDG_RUNTIME_DIR is set, else "/run/corral/NAME/corral.sock" as root,
+    /// else "/tmp/corral-UID/NAME/corral.sock", where NAME names this
+    /// instance after this file's path (or, without a file, its folder, app
+    /// and first bind address), like "shop-5c1e0a3f".
     pub(super) socket: Option<Spanned<String>>,
 }
 
@@ -283,10 +289,13 @@ pub(super) struct RawDeploy {
     pub(super) revision: Option<Spanned<StringOrArray>>,
     /// Folder where corral remembers what must outlive it, like the last
     /// known good revision, relative to this file's folder; created when
-    /// needed. Default `$STATE_DIRECTORY` when STATE_DIRECTORY is set
-    /// (systemd's StateDirectory=), else "/var/lib/corral" as root, else
-    /// `$XDG_STATE_HOME/corral` when XDG_STATE_HOME is set, else
-    /// `$HOME/.local/state/corral`, else "/tmp/corral-UID-state".
+    /// needed (mode 0700; its files are 0600, replaced whole). It must not
+    /// be writable by group or others. Default `$STATE_DIRECTORY` when
+    /// STATE_DIRECTORY is set (systemd's StateDirectory=, one unit's own),
+    /// else one folder per instance (NAME as for `control.socket`):
+    /// "/var/lib/corral/NAME" as root, else `$XDG_STATE_HOME/corral/NAME`
+    /// when XDG_STATE_HOME is set, else `$HOME/.local/state/corral/NAME`,
+    /// else "/tmp/corral-UID-state/NAME".
     pub(super) state_dir: Option<Spanned<String>>,
     /// A command, as an array of strings (the program, then its arguments),
     /// that corral runs when a reload (or the first start) fails to come
@@ -598,13 +607,13 @@ mod tests {
         );
         assert_eq!(
             config.control.socket,
-            PathBuf::from("/run/corral/corral.sock")
+            PathBuf::from("/run/corral/shop.sock")
         );
         assert_eq!(
             config.deploy.revision,
             RevisionSource::Command(vec!["cat".into(), "REVISION".into()])
         );
-        assert_eq!(config.deploy.state_dir, PathBuf::from("/var/lib/corral"));
+        assert_eq!(config.deploy.state_dir, PathBuf::from("/var/lib/shop"));
         assert_eq!(
             config.deploy.rollback_hook,
             Some(vec!["/repo/config/rollback.sh".into(), "--notify".into()])
