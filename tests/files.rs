@@ -187,7 +187,9 @@ fn the_default_control_folder_of_another_user_is_refused() {
     let _ = std::fs::remove_dir_all(&squat);
     std::fs::create_dir(&squat).unwrap();
     std::os::unix::fs::chown(&squat, Some(DAEMON), Some(DAEMON)).unwrap();
-    std::fs::set_permissions(&squat, PermissionsExt::from_mode(0o755)).unwrap();
+    // Open to anyone: the victim can bind there, and its owner can swap
+    // the socket afterwards.
+    std::fs::set_permissions(&squat, PermissionsExt::from_mode(0o777)).unwrap();
     let app = shared_app(&[("app.py", PID_APP)]);
     let mut c = corral_as(
         app.path(),

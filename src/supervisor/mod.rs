@@ -57,6 +57,8 @@ pub enum Msg {
     ),
     /// Run this many workers.
     Scale(usize),
+    /// What a revision check found: the drift message, or None.
+    Drift(Option<String>),
     /// The status server checks that the loop answers (`/health/live`).
     Ping(tokio::sync::oneshot::Sender<()>),
 }
@@ -417,6 +419,15 @@ impl Supervisor {
                 Some(Event::Reload { timeout })
             }
             Msg::Scale(count) => Some(Event::Scale { count }),
+            Msg::Drift(drift) => {
+                if let Some(msg) = &drift
+                    && self.drift.as_ref() != Some(msg)
+                {
+                    tracing::warn!("revision drift: {msg}");
+                }
+                self.drift = drift;
+                None
+            }
             Msg::Ping(reply) => {
                 let _ = reply.send(());
                 None
@@ -580,9 +591,11 @@ impl Supervisor {
 
     /// A worker of a running generation is (re)started: if the code on disk
     /// is no longer the generation's, say so (the worker may run code the
-    /// generation never checked; a reload is how to deploy it).
-    fn check_drift(&mut self, generation: u64, info: &crate::deploy::GenerationInfo) {
-        let Some(running) = &info.revision else {
+    /// generation never checked; a reload is how to deploy it). The
+    /// revision command (git) runs off this loop; the answer comes back as
+    /// [`Msg::Drift`].
+    fn check_drift(&self, generation: u64, info: &crate::deploy::GenerationInfo) {
+        let Some(running) = info.revision.clone() else {
             return;
         };
         let dir = info
@@ -590,19 +603,17 @@ impl Supervisor {
             .clone()
             .or_else(|| self.cfg.app.chdir.clone())
             .unwrap_or_else(|| std::env::current_dir().unwrap_or_default());
-        let on_disk = crate::deploy::revision(&self.cfg.deploy.revision, &dir);
-        self.drift = match on_disk {
-            Some(disk) if &disk != running => {
-                let msg = format!(
+        let source = self.cfg.deploy.revision.clone();
+        let tx = self.tx.clone();
+        tokio::task::spawn_blocking(move || {
+            let drift = match crate::deploy::revision(&source, &dir) {
+                Some(disk) if disk != running => Some(format!(
                     "generation {generation} runs {running}; disk now has {disk}; reload to deploy it"
-                );
-                if self.drift.as_deref() != Some(msg.as_str()) {
-                    tracing::warn!("revision drift: {msg}");
-                }
-                Some(msg)
-            }
-            _ => None,
-        };
+                )),
+                _ => None,
+            };
+            let _ = tx.send(Msg::Drift(drift));
+        });
     }
 
     /// Resolves the folder and revision the generation will run.
