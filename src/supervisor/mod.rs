@@ -651,8 +651,16 @@ impl Supervisor {
                 let _ = gate.send(true);
             }
             if let Some(parent) = self.reexec_parent.take() {
-                tracing::info!("re-exec: in service; asking the old corral (pid {parent}) to stop");
-                signal(parent, libc::SIGTERM);
+                // The old corral started us: while it lives it is our parent,
+                // and only then is the pid surely still its own.
+                if std::os::unix::process::parent_id() == parent {
+                    tracing::info!(
+                        "re-exec: in service; asking the old corral (pid {parent}) to stop"
+                    );
+                    signal(parent, libc::SIGTERM);
+                } else {
+                    tracing::info!("re-exec: in service; the old corral (pid {parent}) is gone");
+                }
             }
             if let Some(info) = self.gens.get(&generation) {
                 if let Some(rev) = &info.revision {
@@ -927,8 +935,8 @@ pub fn signal(pid: u32, sig: i32) {
         return;
     }
     // SAFETY: kill(2) takes no pointers. Workers are never signalled this
-    // way (see `Process`): this is for the corral that re-executed us, our
-    // parent while it lives.
+    // way (see `Process`): this is for the corral that re-executed us,
+    // checked to be our parent still, so its pid cannot have been reused.
     unsafe {
         libc::kill(pid as libc::pid_t, sig);
     }
