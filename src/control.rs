@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixListener;
 use tokio::sync::oneshot;
 
@@ -138,6 +138,10 @@ fn check_peer(stream: &std::os::unix::net::UnixStream, path: &Path) -> Result<()
     ))
 }
 
+/// The longest control request line, and how long a client has to send it.
+const REQUEST_MAX: u64 = 64 * 1024;
+const REQUEST_WAIT: Duration = Duration::from_secs(10);
+
 /// Serves control requests until the runtime stops.
 pub fn serve(listener: UnixListener, state: Arc<StatusState>) {
     tokio::spawn(async move {
@@ -146,9 +150,12 @@ pub fn serve(listener: UnixListener, state: Arc<StatusState>) {
             tokio::spawn(async move {
                 let (rd, mut wr) = stream.into_split();
                 let mut line = String::new();
-                let mut rd = tokio::io::BufReader::new(rd);
-                if rd.read_line(&mut line).await.is_err() {
-                    return;
+                // One short line, sent at once: a client that sends more, or
+                // nothing, does not keep a task and a socket for ever.
+                let mut rd = tokio::io::BufReader::new(rd.take(REQUEST_MAX));
+                match tokio::time::timeout(REQUEST_WAIT, rd.read_line(&mut line)).await {
+                    Ok(Ok(_)) => {}
+                    _ => return,
                 }
                 let answer = match serde_json::from_str::<Value>(&line) {
                     Ok(req) => handle(&req, &state).await,
