@@ -195,7 +195,11 @@ fn a_worker_enters_service_only_once_its_ready_path_answers_2xx() {
     });
     let ready = c.status("/health/ready");
     assert_eq!(ready.status, 503);
-    assert!(!ready.text().contains("database is down"), "{}", ready.text());
+    assert!(
+        !ready.text().contains("database is down"),
+        "{}",
+        ready.text()
+    );
     let s = c.status_json();
     assert_eq!(s["slots"][0]["worker"]["state"], "probing");
     // The database comes up: the worker enters service by itself.

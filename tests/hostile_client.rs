@@ -43,6 +43,39 @@ def app(environ, start_response):
     return [body]
 "#;
 
+const ASGI_APP: &str = r#"
+import os, sys
+
+async def app(scope, receive, send):
+    if scope["type"] == "lifespan":
+        return
+    if scope["type"] == "websocket":
+        await receive()
+        await send({"type": "websocket.accept"})
+        try:
+            while True:
+                await send({"type": "websocket.send", "bytes": b"x" * 65536})
+        except Exception as e:
+            print("ws send failed: %s" % type(e).__name__, file=sys.stderr, flush=True)
+        return
+    body = b""
+    if scope["path"] == "/upload":
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                print("upload disconnected", file=sys.stderr, flush=True)
+                return
+            body += message.get("body", b"")
+            if not message.get("more_body"):
+                break
+        body = b"read %d" % len(body)
+    else:
+        body = str(os.getpid()).encode()
+    await send({"type": "http.response.start", "status": 200,
+                "headers": [(b"content-type", b"text/plain")]})
+    await send({"type": "http.response.body", "body": body})
+"#;
+
 /// 64 MiB: far more than the socket buffers between corral and a client.
 const STREAM_BYTES: usize = 1024 * 65536;
 
@@ -202,6 +235,86 @@ fn a_slow_but_steady_upload_does_not_count_against_the_request_timeout() {
 }
 
 #[test]
+fn an_asgi_app_reading_a_stalled_upload_sees_a_disconnect() {
+    let app = AppDir::new(&[("hostile_asgi.py", ASGI_APP)]);
+    let c = Corral::start(
+        app.path(),
+        &[
+            "hostile_asgi:app",
+            "-w",
+            "1",
+            "--timeout",
+            "2s",
+            "--body-timeout",
+            "1s",
+        ],
+        1,
+    );
+    let pid = pid_of(&c);
+    let mut s = connect_with(&c.addr, Duration::from_secs(10));
+    s.write_all(b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 200000\r\n\r\n")
+        .unwrap();
+    s.write_all(&[b'a'; 70_000]).unwrap();
+    let r = read_response(&mut BufReader::new(s), false).expect("an answer");
+    assert_eq!(r.status, 408, "{}", r.text());
+    assert!(
+        c.log
+            .wait_for("upload disconnected", Duration::from_secs(5))
+            .is_some()
+    );
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(pid_of(&c), pid);
+    assert!(!c.log.text().contains("exceeded the timeout"));
+}
+
+#[test]
+fn a_client_that_vanishes_mid_upload_frees_the_apps_thread() {
+    let (_app, c) = start(&["--timeout", "3s"]);
+    let pid = pid_of(&c);
+    let mut s = connect(&c.addr);
+    s.write_all(b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 200000\r\n\r\n")
+        .unwrap();
+    s.write_all(&[b'a'; 70_000]).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    reset(s);
+    assert!(
+        c.log
+            .wait_for("upload failed: ClientDisconnected", Duration::from_secs(2))
+            .is_some(),
+        "the app still waits for the body"
+    );
+    let t = Instant::now();
+    assert_eq!(pid_of(&c), pid);
+    assert!(
+        t.elapsed() < Duration::from_secs(2),
+        "took {:?}",
+        t.elapsed()
+    );
+}
+
+/// Closes `s` with a reset (SO_LINGER 0), as a client that crashed.
+fn reset(s: TcpStream) {
+    use std::os::fd::AsRawFd;
+    let linger = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    // SAFETY: setsockopt on a socket this test owns, with a valid linger
+    // struct of the size given.
+    let rc = unsafe {
+        libc::setsockopt(
+            s.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            (&linger as *const libc::linger).cast(),
+            std::mem::size_of::<libc::linger>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(rc, 0);
+    drop(s);
+}
+
+#[test]
 fn an_app_that_hangs_while_its_body_streams_still_times_out() {
     let (_app, c) = start(&["--timeout", "1s"]);
     let pid = pid_of(&c);
@@ -247,6 +360,47 @@ fn a_client_that_stops_reading_is_cut_off_and_its_worker_thread_freed() {
     assert!(got < STREAM_BYTES, "got all {got} bytes");
     assert_eq!(metric(&c, "corral_send_timeouts_total"), 1.0);
     assert!(!c.log.text().contains("exceeded the timeout"));
+}
+
+#[test]
+fn a_websocket_client_that_stops_reading_is_closed_and_its_place_freed() {
+    let app = AppDir::new(&[("hostile_asgi.py", ASGI_APP)]);
+    let c = Corral::start(
+        app.path(),
+        &[
+            "hostile_asgi:app",
+            "-w",
+            "1",
+            "--concurrency",
+            "1",
+            "--timeout",
+            "2s",
+            "--send-timeout",
+            "1s",
+            "--status-bind",
+            "127.0.0.1:0",
+        ],
+        1,
+    );
+    let mut ws = connect_with(&c.addr, Duration::from_secs(10));
+    ws.write_all(
+        b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+    )
+    .unwrap();
+    let mut r = BufReader::new(ws);
+    assert_eq!(read_response(&mut r, false).unwrap().status, 101);
+    // Never read the messages: the app's sends block, then the socket is
+    // given up and the app told.
+    assert!(
+        c.log
+            .wait_for("ws send failed: ClientDisconnected", Duration::from_secs(6))
+            .is_some(),
+        "the app was never told"
+    );
+    // The worker's only place is free again.
+    assert_eq!(c.get("/pid").status, 200);
+    assert_eq!(metric(&c, "corral_send_timeouts_total"), 1.0);
 }
 
 // ------------------------------------------------------------- connection cap
