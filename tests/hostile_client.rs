@@ -409,6 +409,7 @@ fn a_websocket_client_that_stops_reading_is_closed_and_its_place_freed() {
 fn at_max_connections_new_ones_wait_in_the_backlog_and_open_ones_keep_working() {
     let (_app, c) = start(&["--max-connections", "2", "--keepalive", "30s"]);
     let get_pid = b"GET /pid HTTP/1.1\r\nHost: x\r\n\r\n";
+    assert_eq!(metric(&c, "corral_connections_open"), 0.0);
     let mut open: Vec<BufReader<TcpStream>> = (0..2)
         .map(|_| {
             let mut s = connect_with(&c.addr, Duration::from_secs(10));
@@ -434,6 +435,10 @@ fn at_max_connections_new_ones_wait_in_the_backlog_and_open_ones_keep_working() 
         .unwrap();
     let r = read_response(&mut BufReader::new(third), false).expect("served");
     assert_eq!(r.status, 200);
+    drop(open);
+    c.wait_until("every connection closed", || {
+        metric(&c, "corral_connections_open") == 0.0
+    });
 }
 
 // ------------------------------------------------------------- status server

@@ -36,6 +36,8 @@ impl Limits {
 
     /// Waits until fewer than the cap are open. Accept only then: until
     /// a slot is free, new connections wait in the kernel's listen queue.
+    /// (So each listen socket holds at most one slot while it waits in
+    /// accept.)
     pub async fn slot(self: &Arc<Self>) -> Slot {
         let permit = match self.slots.clone().try_acquire_owned() {
             Ok(permit) => permit,
@@ -50,12 +52,10 @@ impl Limits {
                     .expect("the semaphore is never closed")
             }
         };
-        if let Some(m) = &self.metrics {
-            m.connection_opened();
-        }
         Slot {
             _permit: permit,
             limits: self.clone(),
+            open: false,
         }
     }
 }
@@ -64,11 +64,24 @@ impl Limits {
 pub struct Slot {
     _permit: OwnedSemaphorePermit,
     limits: Arc<Limits>,
+    /// A connection holds it (not just an accept loop waiting for one).
+    open: bool,
+}
+
+impl Slot {
+    fn opened(&mut self) {
+        self.open = true;
+        if let Some(m) = &self.limits.metrics {
+            m.connection_opened();
+        }
+    }
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        if let Some(m) = &self.limits.metrics {
+        if self.open
+            && let Some(m) = &self.limits.metrics
+        {
             m.connection_closed();
         }
     }
@@ -88,7 +101,8 @@ pub struct Guarded<S> {
 }
 
 impl<S> Guarded<S> {
-    pub fn new(io: S, slot: Slot) -> Guarded<S> {
+    pub fn new(io: S, mut slot: Slot) -> Guarded<S> {
+        slot.opened();
         Guarded {
             io,
             slot,
