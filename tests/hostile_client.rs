@@ -345,7 +345,7 @@ fn a_client_that_stops_reading_is_cut_off_and_its_worker_thread_freed() {
     let t = Instant::now();
     assert_eq!(pid_of(&c), pid);
     assert!(
-        t.elapsed() < Duration::from_secs(2),
+        t.elapsed() < Duration::from_millis(2500),
         "took {:?}",
         t.elapsed()
     );

@@ -23,7 +23,7 @@ use super::{Drain, checks, scope};
 use crate::config::ForwardedAllow;
 use crate::metrics::Metrics;
 use crate::router::{NoWorker, Router};
-use crate::worker::channel::{Channel, First};
+use crate::worker::channel::{Channel, First, Stream};
 use crate::worker::protocol;
 
 /// What a request needs from the rest of corral.
@@ -206,14 +206,18 @@ async fn dispatch(mut req: http::Request<Incoming>, shared: &Shared, conn: &Conn
         Some(up) => match up.first_answer(&mut stream.first, shared.timeout).await {
             Ok(first) => first,
             Err(PumpEnd::TimedOut) => return Err(body_timed_out(&shared.metrics)),
-            Err(PumpEnd::TooLarge) => return Err(too_large(shared.max_body_bytes)),
+            Err(_) if overflowed(&stream) => return Err(too_large(shared.max_body_bytes)),
             Err(_) => return Err(broken_body()),
         },
     };
-    // A body still streaming goes on beside the response.
+    // A body still streaming goes on beside the response (a stall now
+    // cancels the request at the worker, which ends its response early).
     let pump = PumpGuard(uploading.and_then(|mut up| up.pump.take()).map(|pump| {
+        let metrics = shared.metrics.clone();
         tokio::spawn(async move {
-            pump.await;
+            if pump.await == PumpEnd::TimedOut {
+                metrics.body_timed_out();
+            }
         })
     }));
     let first = match first {
@@ -279,6 +283,14 @@ async fn dispatch(mut req: http::Request<Incoming>, shared: &Shared, conn: &Conn
         }
         First::TimedOut => unreachable!("handled above"),
     }
+}
+
+/// Whether the pump found the body larger than `max_body_bytes`.
+fn overflowed(stream: &Stream) -> bool {
+    stream
+        .credit
+        .as_ref()
+        .is_some_and(|c| c.overflow.load(Ordering::Acquire))
 }
 
 /// No deadline on the channel: [`upload::Clock`] keeps the request timeout.

@@ -27,13 +27,12 @@ pub enum PumpEnd {
     /// The worker finished the request (or its channel closed) first.
     WorkerDone,
     /// The client broke the body off (its connection closed or its chunked
-    /// framing was wrong): the worker got a CANCEL.
-    ClientBroke,
+    /// framing was wrong), or the body grew past `max_body_bytes` (then
+    /// `Credit::overflow` is set): the worker got a CANCEL.
+    Cancelled,
     /// No byte from the client for the body timeout: the worker got a
     /// CANCEL.
     TimedOut,
-    /// The body grew past `max_body_bytes`: the worker got a CANCEL.
-    TooLarge,
 }
 
 /// The app's time on a request whose body streams: the time since
@@ -148,7 +147,7 @@ pub async fn pump(
             }
             Some(Err(_)) => {
                 cancel();
-                return PumpEnd::ClientBroke;
+                return PumpEnd::Cancelled;
             }
             Some(Ok(frame)) => {
                 let Ok(data) = frame.into_data() else {
@@ -158,7 +157,7 @@ pub async fn pump(
                 if received > max {
                     credit.overflow.store(true, Ordering::Release);
                     cancel();
-                    return PumpEnd::TooLarge;
+                    return PumpEnd::Cancelled;
                 }
                 for chunk in data.chunks(protocol::MAX_FRAME) {
                     channel.send(protocol::encode(protocol::BODY, stream, chunk));
