@@ -315,6 +315,34 @@ fn reset(s: TcpStream) {
 }
 
 #[test]
+fn a_chunked_body_that_outgrows_the_limit_while_it_streams_gets_413() {
+    let (_app, c) = start(&["--max-body-bytes", "100KiB"]);
+    let pid = pid_of(&c);
+    let mut body = Vec::new();
+    for _ in 0..10 {
+        body.extend_from_slice(b"5000\r\n");
+        body.extend_from_slice(&[b'a'; 0x5000]);
+        body.extend_from_slice(b"\r\n");
+    }
+    body.extend_from_slice(b"0\r\n\r\n");
+    let r = request(
+        &c.addr,
+        "POST",
+        "/upload",
+        &[("Transfer-Encoding", "chunked")],
+        &body,
+    );
+    assert_eq!(r.status, 413, "{}", r.text());
+    // The app, already reading, was told; its worker serves on.
+    assert!(
+        c.log
+            .wait_for("upload failed: ClientDisconnected", Duration::from_secs(5))
+            .is_some()
+    );
+    assert_eq!(pid_of(&c), pid);
+}
+
+#[test]
 fn an_app_that_hangs_while_its_body_streams_still_times_out() {
     let (_app, c) = start(&["--timeout", "1s"]);
     let pid = pid_of(&c);
