@@ -226,6 +226,12 @@ pub struct RunArgs {
     #[arg(long, value_name = "ADDR")]
     pub status_bind: Option<BindAddr>,
 
+    /// File holding the bearer token that /status and /metrics require
+    /// (the environment variable CORRAL_STATUS_TOKEN can hold it instead)
+    /// [toml: health.status_token_file] [default: none, no token]
+    #[arg(long, value_name = "FILE")]
+    pub status_token_file: Option<PathBuf>,
+
     /// Workers that must be in service for /health/ready to answer 200: a
     /// count like 2 or a percentage like 50% [toml: health.min_ready]
     /// [default: 1]
@@ -291,6 +297,24 @@ pub struct RunArgs {
     /// [default: 100MiB]
     #[arg(long, value_name = "SIZE")]
     pub max_body_bytes: Option<ByteSize>,
+
+    /// Longest a request body may go without a byte from the client: then
+    /// 408, and the app sees the client gone; its worker is not touched
+    /// [toml: server.body_timeout] [default: 20s]
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub body_timeout: Option<HumanDuration>,
+
+    /// Longest a client may take no byte of its response: then its request
+    /// is cancelled and the connection closed [toml: server.send_timeout]
+    /// [default: 20s]
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub send_timeout: Option<HumanDuration>,
+
+    /// Most client connections open at once (WebSockets included); at the
+    /// cap new ones wait in the listen queue [toml: server.max_connections]
+    /// [default: 10000]
+    #[arg(long, value_name = "N")]
+    pub max_connections: Option<usize>,
 
     /// Most requests waiting in corral for a free worker place; one more gets
     /// 503 with Retry-After at once; 0: none waits (503 whenever every worker

@@ -203,6 +203,7 @@ async fn run(cfg: Arc<config::Config>, access: front::access::AccessLog) -> u8 {
         router: router.clone(),
         timeout: cfg.workers.timeout,
         max_body_bytes: cfg.server.max_body_bytes,
+        body_timeout: cfg.server.body_timeout,
         replace: replace_tx,
         metrics: metrics.clone(),
         access,

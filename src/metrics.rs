@@ -1,5 +1,6 @@
-//! Request counters kept by the front with atomics (no locks on the request
-//! path), rendered with the supervisor's snapshot as Prometheus text.
+//! Request and connection counters kept by the front with atomics (no locks
+//! on the request path), rendered with the supervisor's snapshot as
+//! Prometheus text.
 
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -17,6 +18,14 @@ pub struct Metrics {
     /// Counts per bucket (not cumulative); the last one is +Inf.
     latency: [AtomicU64; BUCKETS.len() + 1],
     latency_sum_us: AtomicU64,
+    /// Client connections open now, WebSockets included.
+    connections_open: AtomicU64,
+    /// Times the accept loops stopped at `server.max_connections`.
+    connections_capped: AtomicU64,
+    /// Requests answered 408: no body byte for `server.body_timeout`.
+    body_timeouts: AtomicU64,
+    /// Connections closed: no response byte taken for `server.send_timeout`.
+    send_timeouts: AtomicU64,
 }
 
 impl Metrics {
@@ -34,7 +43,27 @@ impl Metrics {
             .fetch_add(elapsed.as_micros() as u64, Ordering::Relaxed);
     }
 
-    /// The request metrics in Prometheus text format.
+    pub fn connection_opened(&self) {
+        self.connections_open.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn connection_closed(&self) {
+        self.connections_open.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    pub fn connections_capped(&self) {
+        self.connections_capped.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn body_timed_out(&self) {
+        self.body_timeouts.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn send_timed_out(&self) {
+        self.send_timeouts.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The request and connection metrics in Prometheus text format.
     pub fn render(&self, out: &mut String) {
         header(
             out,
@@ -72,6 +101,35 @@ impl Metrics {
         let sum = self.latency_sum_us.load(Ordering::Relaxed) as f64 / 1e6;
         let _ = writeln!(out, "corral_request_duration_seconds_sum {sum}");
         let _ = writeln!(out, "corral_request_duration_seconds_count {cumulative}");
+        let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        for (name, kind, help, value) in [
+            (
+                "corral_connections_open",
+                "gauge",
+                "Client connections open, WebSockets included.",
+                load(&self.connections_open),
+            ),
+            (
+                "corral_connections_capped_total",
+                "counter",
+                "Times corral stopped accepting with server.max_connections connections open.",
+                load(&self.connections_capped),
+            ),
+            (
+                "corral_body_timeouts_total",
+                "counter",
+                "Requests answered 408: the client sent no body byte for server.body_timeout.",
+                load(&self.body_timeouts),
+            ),
+            (
+                "corral_send_timeouts_total",
+                "counter",
+                "Connections closed: the client took no response byte for server.send_timeout.",
+                load(&self.send_timeouts),
+            ),
+        ] {
+            scalar(out, name, kind, help, value);
+        }
     }
 }
 
@@ -106,5 +164,24 @@ mod tests {
         assert!(s.contains("corral_request_duration_seconds_bucket{le=\"5\"} 2\n"));
         assert!(s.contains("corral_request_duration_seconds_bucket{le=\"+Inf\"} 3\n"));
         assert!(s.contains("corral_request_duration_seconds_count 3\n"));
+        assert!(s.contains("corral_connections_open 0\n"));
+    }
+
+    #[test]
+    fn connection_counters() {
+        let m = Metrics::default();
+        m.connection_opened();
+        m.connection_opened();
+        m.connection_closed();
+        m.connections_capped();
+        m.body_timed_out();
+        m.send_timed_out();
+        m.send_timed_out();
+        let mut s = String::new();
+        m.render(&mut s);
+        assert!(s.contains("# TYPE corral_connections_open gauge\ncorral_connections_open 1\n"));
+        assert!(s.contains("corral_connections_capped_total 1\n"));
+        assert!(s.contains("corral_body_timeouts_total 1\n"));
+        assert!(s.contains("corral_send_timeouts_total 2\n"));
     }
 }

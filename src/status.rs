@@ -2,21 +2,27 @@
 //! `/health/live`, `/health/ready`, `/status` and `/metrics`. It reads the
 //! supervisor's published [`Snapshot`] and the front's [`Metrics`]; it never
 //! touches the worker table.
+//!
+//! It shares corral's file descriptors with the app port, so a client may
+//! cost it little: at most [`MAX_CONNECTIONS`] connections, the app port's
+//! header timeout (`server.keepalive`) and send timeout, and a head of at
+//! most [`MAX_HEADER_BYTES`]. The probes (`/health/*`) say counts and
+//! states only and are always open; `/status` (tracebacks) and `/metrics`
+//! take the bearer token `[health] status_token` when one is set.
 
 use std::fmt::Write;
 use std::sync::Arc;
 use std::time::Duration;
 
 use http::{HeaderValue, Method, Response, StatusCode};
-use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use serde_json::json;
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::config::{Config, MinReady};
-use crate::front::Listener;
+use crate::config::{Config, MinReady, Secret};
 use crate::front::body::Body;
 use crate::front::handler::plain as text;
+use crate::front::{Listener, conn};
 use crate::metrics::{self, Metrics};
 use crate::router::Router;
 use crate::supervisor::{Msg, Snapshot};
@@ -29,9 +35,28 @@ pub struct StatusState {
     pub router: Arc<Router>,
 }
 
+/// The most connections the status server holds open at once; beyond, new
+/// ones wait in its listen queue. Probes and scrapers need a handful.
+pub const MAX_CONNECTIONS: usize = 64;
+/// The largest request head it takes (431 beyond): its requests are GETs
+/// of a short path.
+pub const MAX_HEADER_BYTES: usize = 8 * 1024;
+
 /// Serves the status endpoints on `listener` until the runtime stops (with
 /// `gate`, from when it turns true: see `Front::start`).
 pub fn start(listener: Listener, state: Arc<StatusState>, gate: Option<watch::Receiver<bool>>) {
+    if state.cfg.health.status_token.is_none()
+        && let Some(addr) = exposed(&listener)
+    {
+        tracing::warn!(
+            "the status server on {addr} is reachable from other hosts and has no token: \
+             anyone who reaches it reads /status (boot tracebacks) and /metrics; set \
+             [health] status_token_file (or CORRAL_STATUS_TOKEN), or bind it to 127.0.0.1"
+        );
+    }
+    let server = &state.cfg.server;
+    let limits = conn::Limits::new(MAX_CONNECTIONS, server.send_timeout, None);
+    let builder = crate::front::http1(server.keepalive, MAX_HEADER_BYTES);
     tokio::spawn(async move {
         if let Some(mut gate) = gate
             && gate.wait_for(|open| *open).await.is_err()
@@ -39,27 +64,88 @@ pub fn start(listener: Listener, state: Arc<StatusState>, gate: Option<watch::Re
             return;
         }
         loop {
-            let Ok((io, _)) = crate::front::accept(&listener).await else {
+            let slot = limits.slot().await;
+            let Ok((io, _)) = crate::front::accept(&listener, slot).await else {
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
             };
             let state = state.clone();
-            tokio::spawn(async move {
-                let svc = service_fn(move |req| {
+            let conn = builder.serve_connection(
+                io,
+                service_fn(move |req| {
                     let state = state.clone();
                     async move { Ok::<_, std::convert::Infallible>(route(req, &state).await) }
-                });
-                let _ = http1::Builder::new().serve_connection(io, svc).await;
-            });
+                }),
+            );
+            tokio::spawn(conn);
         }
     });
+}
+
+/// The address of a TCP listener that other hosts can reach (not
+/// loopback), as the log shows it.
+fn exposed(listener: &Listener) -> Option<String> {
+    match listener {
+        Listener::Tcp(l) => {
+            let addr = l.local_addr().ok()?;
+            let ip = match addr.ip() {
+                std::net::IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(v6.into(), Into::into),
+                ip => ip,
+            };
+            (!ip.is_loopback()).then(|| addr.to_string())
+        }
+        Listener::Unix(..) => None,
+    }
+}
+
+/// Whether the request carries `Authorization: Bearer TOKEN` with `token`.
+fn authorized(headers: &http::HeaderMap, token: &Secret) -> bool {
+    let Some(value) = headers.get(http::header::AUTHORIZATION) else {
+        return false;
+    };
+    let value = value.as_bytes();
+    let Some(space) = value.iter().position(|&b| b == b' ') else {
+        return false;
+    };
+    let (scheme, presented) = (&value[..space], value[space..].trim_ascii());
+    scheme.eq_ignore_ascii_case(b"bearer") && same_bytes(presented, token.expose().as_bytes())
+}
+
+/// Equal bytes, compared in a time that depends only on the lengths, never
+/// on where the first difference is (so the token cannot be guessed byte by
+/// byte from response times).
+fn same_bytes(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    let diff = a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y));
+    std::hint::black_box(diff) == 0
+}
+
+fn unauthorized() -> Response<Body> {
+    let mut r = text(
+        StatusCode::UNAUTHORIZED,
+        "Unauthorized: send Authorization: Bearer with the status token\n",
+    );
+    r.headers_mut().insert(
+        http::header::WWW_AUTHENTICATE,
+        HeaderValue::from_static("Bearer realm=\"corral\""),
+    );
+    r
 }
 
 async fn route(req: http::Request<hyper::body::Incoming>, state: &StatusState) -> Response<Body> {
     if req.method() != Method::GET && req.method() != Method::HEAD {
         return text(StatusCode::METHOD_NOT_ALLOWED, "use GET\n");
     }
-    match req.uri().path() {
+    let path = req.uri().path();
+    if let Some(token) = &state.cfg.health.status_token
+        && !path.starts_with("/health/")
+        && !authorized(req.headers(), token)
+    {
+        return unauthorized();
+    }
+    match path {
         "/health/live" => live(state).await,
         "/health/ready" => {
             let (ok, body) = readiness(&state.snapshots.borrow(), &state.cfg.health.min_ready);
@@ -114,7 +200,9 @@ async fn live(state: &StatusState) -> Response<Body> {
     )
 }
 
-/// Whether enough workers are in service, and the JSON that says so.
+/// Whether enough workers are in service, and the JSON that says so: counts
+/// and states only (it is served to probes, on `/health/ready`; the boot
+/// errors are in `/status`).
 pub fn readiness(snap: &Snapshot, min_ready: &MinReady) -> (bool, serde_json::Value) {
     let required = min_ready.required(snap.workers_configured);
     let (ok, reason) = if snap.stopping {
@@ -128,17 +216,10 @@ pub fn readiness(snap: &Snapshot, min_ready: &MinReady) -> (bool, serde_json::Va
             ),
         )
     } else {
-        let err = snap
-            .slots
-            .iter()
-            .filter_map(|s| s.last_boot_error.as_ref())
-            .max_by(|a, b| a.at.total_cmp(&b.at))
-            .map(|e| format!("; last boot error: {}", last_line(&e.text)))
-            .unwrap_or_default();
         (
             false,
             format!(
-                "{} of {} workers in service, {required} required{err}",
+                "{} of {} workers in service, {required} required",
                 snap.in_service, snap.workers_configured
             ),
         )
@@ -161,7 +242,23 @@ fn last_line(text: &str) -> &str {
 /// The `/status` document (also served on the control socket).
 pub fn status(state: &StatusState) -> serde_json::Value {
     let snap = state.snapshots.borrow().clone();
-    let (ready, readiness) = readiness(&snap, &state.cfg.health.min_ready);
+    let (ready, mut readiness) = readiness(&snap, &state.cfg.health.min_ready);
+    // Not ready: the latest boot error says why.
+    if !ready
+        && !snap.stopping
+        && let Some(err) = snap
+            .slots
+            .iter()
+            .filter_map(|s| s.last_boot_error.as_ref())
+            .max_by(|a, b| a.at.total_cmp(&b.at))
+    {
+        let reason = format!(
+            "{}; last boot error: {}",
+            readiness["reason"].as_str().unwrap_or_default(),
+            last_line(&err.text)
+        );
+        readiness["reason"] = json!(reason);
+    }
     let mut v = serde_json::to_value(&snap).unwrap_or_default();
     if let Some(slots) = v.get_mut("slots").and_then(|s| s.as_array_mut()) {
         for slot in slots {
@@ -299,4 +396,30 @@ fn json_response(status: StatusCode, v: &serde_json::Value) -> Response<Body> {
         HeaderValue::from_static("application/json"),
     );
     r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bearer_token_must_match_exactly() {
+        let token = Secret::new("0123456789abcdef".into());
+        let with = |value: &'static str| {
+            let mut h = http::HeaderMap::new();
+            h.insert(http::header::AUTHORIZATION, value.parse().unwrap());
+            authorized(&h, &token)
+        };
+        assert!(with("Bearer 0123456789abcdef"));
+        assert!(with("bearer  0123456789abcdef "));
+        assert!(!with("Bearer 0123456789abcdeF"));
+        assert!(!with("Bearer 0123456789abcdef0"));
+        assert!(!with("Bearer 0123456789abcde"));
+        assert!(!with("Basic 0123456789abcdef"));
+        assert!(!with("Bearer"));
+        assert!(!with("0123456789abcdef"));
+        assert!(!authorized(&http::HeaderMap::new(), &token));
+        assert!(same_bytes(b"", b""));
+        assert!(!same_bytes(b"a", b""));
+    }
 }

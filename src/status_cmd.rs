@@ -36,9 +36,12 @@ pub fn run(args: &StatusArgs) -> u8 {
     }
 }
 
-fn address(args: &StatusArgs) -> Result<BindAddr, String> {
+/// The status server's address, and its token when the config file names
+/// one (`$CORRAL_STATUS_TOKEN` wins, as for `corral run`).
+fn address(args: &StatusArgs) -> Result<(BindAddr, Option<String>), String> {
+    let env_token = std::env::var(crate::config::STATUS_TOKEN_ENV).ok();
     if let Some(a) = &args.status_bind {
-        return Ok(a.clone());
+        return Ok((a.clone(), env_token));
     }
     let run = RunArgs {
         config: args.config.clone(),
@@ -56,7 +59,8 @@ fn address(args: &StatusArgs) -> Result<BindAddr, String> {
         .as_ref()
         .map(|p| p.display().to_string())
         .unwrap_or_else(|| "no config file".into());
-    cfg.health.status_bind.map(|b| b.addr).ok_or_else(|| {
+    let token = env_token.or(cfg.health.status_token.map(|t| t.expose().to_owned()));
+    cfg.health.status_bind.map(|b| (b.addr, token)).ok_or_else(|| {
         format!(
             "{source} has no [health] status_bind: start corral with one, or pass --status-bind ADDR"
         )
@@ -72,8 +76,10 @@ fn fetch(args: &StatusArgs) -> Result<Value, String> {
             return crate::control::status(&socket);
         }
     }
-    let addr = address(args)?;
-    let request = b"GET /status HTTP/1.0\r\nHost: localhost\r\n\r\n";
+    let (addr, token) = address(args)?;
+    let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
+    let request = format!("GET /status HTTP/1.0\r\nHost: localhost\r\n{auth}\r\n");
+    let request = request.as_bytes();
     let timeout = Some(Duration::from_secs(5));
     let mut raw = Vec::new();
     let unreachable = |e: std::io::Error| {
@@ -95,6 +101,13 @@ fn fetch(args: &StatusArgs) -> Result<Value, String> {
         }
     }
     let text = String::from_utf8_lossy(&raw);
+    if text.starts_with("HTTP/1.1 401") || text.starts_with("HTTP/1.0 401") {
+        return Err(format!(
+            "the status server at {addr} wants its token: set {} or [health] \
+             status_token_file in the config file",
+            crate::config::STATUS_TOKEN_ENV
+        ));
+    }
     let body = text
         .split_once("\r\n\r\n")
         .map(|(_, b)| b)

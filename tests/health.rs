@@ -187,14 +187,19 @@ fn a_worker_enters_service_only_once_its_ready_path_answers_2xx() {
             .is_some()
     );
     assert!(c.log.wait_for("is not ready yet: GET /health/ready answered 503 Service Unavailable: database is down", Duration::from_secs(10)).is_some(), "{}", c.log.text());
-    // Booted, not ready: corral's /health/ready says no, with the reason
-    // (the snapshot it reads is published just after the log line).
-    c.wait_until("the reason in /health/ready", || {
-        c.status("/health/ready")
-            .text()
-            .contains("database is down")
+    // Booted, not ready: /status says why (the snapshot it reads is
+    // published just after the log line); /health/ready says no, with the
+    // counts only (the app's answer is for the operator, not for probes).
+    c.wait_until("the reason in /status", || {
+        c.status("/status").text().contains("database is down")
     });
-    assert_eq!(c.status("/health/ready").status, 503);
+    let ready = c.status("/health/ready");
+    assert_eq!(ready.status, 503);
+    assert!(
+        !ready.text().contains("database is down"),
+        "{}",
+        ready.text()
+    );
     let s = c.status_json();
     assert_eq!(s["slots"][0]["worker"]["state"], "probing");
     // The database comes up: the worker enters service by itself.

@@ -100,9 +100,20 @@ pub struct ServerConfig {
     pub backlog: u32,
     /// Idle time a keep-alive connection is kept open between requests (> 0).
     pub keepalive: Duration,
-    /// At least 8 KiB (hyper's smallest `max_buf_size`).
+    /// The largest request head in bytes, counted exactly (request line,
+    /// headers, final empty line). At least 8 KiB (hyper's smallest
+    /// `max_buf_size`).
     pub max_header_bytes: usize,
     pub max_body_bytes: u64,
+    /// Longest a request body may go without a byte from the client (408
+    /// and a CANCEL to the worker). Longer than 0.
+    pub body_timeout: Duration,
+    /// Longest a client may take no byte of its response before its request
+    /// is cancelled and its connection closed. Longer than 0.
+    pub send_timeout: Duration,
+    /// Most client connections open at once on all binds together
+    /// (WebSockets included); at the cap corral stops accepting. At least 1.
+    pub max_connections: usize,
     /// Most requests waiting in corral for a free worker place; one more
     /// gets 503 with Retry-After at once, and a waiting one gets 503 after
     /// `workers.timeout`. 0: none waits (503 whenever every worker is full).
@@ -118,6 +129,28 @@ pub struct ServerConfig {
     /// trusted (`server.forwarded_allow_ips`); by default 127.0.0.1 and ::1.
     /// Connections on Unix sockets are always trusted.
     pub forwarded_allow_ips: ForwardedAllow,
+}
+
+/// A value that must not show up in logs or debug output (the status
+/// token): its `Debug` prints a placeholder.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    #[cfg(test)]
+    pub fn new(value: String) -> Secret {
+        Secret(value)
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(..)")
+    }
 }
 
 /// One listen address and where it was configured (for error messages).
@@ -223,6 +256,11 @@ pub struct HealthConfig {
     /// `None`: no readiness probe. Starts with "/" and holds only visible
     /// ASCII, without '#'.
     pub ready_path: Option<String>,
+    /// The bearer token /status and /metrics require: from
+    /// `--status-token-file`, else `$CORRAL_STATUS_TOKEN`, else
+    /// `health.status_token_file`, else `health.status_token`. At least 16
+    /// bytes of visible ASCII. `None`: no token.
+    pub status_token: Option<Secret>,
     /// Time between two probes of a worker in service. Longer than 0.
     pub probe_interval: Duration,
     /// Longest one probe may take before it counts as failed. Longer than 0.
@@ -470,7 +508,12 @@ struct Env {
     /// affinity and cgroup quota count), for `server.io_threads = 0`; 1 when
     /// unknown.
     cpus: usize,
+    /// `$CORRAL_STATUS_TOKEN` (see [`HealthConfig::status_token`]).
+    status_token: Option<String>,
 }
+
+/// The environment variable that holds the status token.
+pub const STATUS_TOKEN_ENV: &str = "CORRAL_STATUS_TOKEN";
 
 impl Env {
     fn from_process() -> Env {
@@ -479,6 +522,7 @@ impl Env {
             default_socket: instance::default_socket(),
             default_state_dir: instance::default_state_dir(),
             cpus: std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get),
+            status_token: std::env::var(STATUS_TOKEN_ENV).ok(),
         }
     }
 }
@@ -593,7 +637,13 @@ fn resolve(
     let app = r.app(args, raw.app, env.virtual_env.as_deref());
     let server = r.server(args, raw.server, env.cpus);
     let workers = r.workers(args, raw.workers);
-    let health = r.health(args, raw.health, &server, &workers);
+    let health = r.health(
+        args,
+        raw.health,
+        &server,
+        &workers,
+        env.status_token.as_deref(),
+    );
     let instance = instance::name(
         file.map(|f| f.path.as_path()),
         app.as_ref().and_then(|a| a.chdir.as_deref()).unwrap_or(cwd),
@@ -635,6 +685,7 @@ mod tests {
             default_socket: Place::Fixed("/tmp/corral-1000/corral.sock".into()),
             default_state_dir: Place::Fixed("/home/u/.local/state/corral".into()),
             cpus: 4,
+            status_token: None,
         }
     }
 

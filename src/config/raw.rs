@@ -88,11 +88,38 @@ pub(super) struct RawServer {
     /// How long an idle keep-alive connection stays open between requests,
     /// e.g. "5s". Default "5s".
     pub(super) keepalive: Option<Spanned<HumanDuration>>,
-    /// Largest request head (request line and headers) accepted; bigger ones
-    /// get 431. At least "8KiB". Default "64KiB".
+    /// Largest request head accepted: the request line, the headers and the
+    /// empty line that ends them, counted exactly as received; a bigger one
+    /// gets 431 Request Header Fields Too Large. At least "8KiB". Default
+    /// "64KiB".
     pub(super) max_header_bytes: Option<Spanned<ByteSize>>,
     /// Largest request body accepted; bigger ones get 413. Default "100MiB".
     pub(super) max_body_bytes: Option<Spanned<ByteSize>>,
+    /// Longest a request body may go without a byte from the client, before
+    /// it reaches a worker and while it streams to one: the client then gets
+    /// 408 Request Timeout, and an app already reading the body sees the
+    /// client gone (`wsgi.input` raises, ASGI `receive()` returns
+    /// `http.disconnect`); its worker is never touched. The time a worker
+    /// spends waiting for the client's bytes does not count against
+    /// `workers.timeout`. Longer than 0. Default "20s": it rides out TCP
+    /// retransmission back-off on a poor link (1 + 2 + 4 + 8 s), and it is
+    /// a third of nginx's `client_body_timeout` because here a stalled
+    /// upload may hold a Python thread, which nginx's does not.
+    pub(super) body_timeout: Option<Spanned<HumanDuration>>,
+    /// Longest a client may take no byte of its response (it stopped
+    /// reading): its request is then cancelled (the app's next write raises,
+    /// its worker place is freed) and the connection closed. The same holds
+    /// for a WebSocket whose client stops reading. Longer than 0. Default
+    /// "20s", for the same reasons as `body_timeout`.
+    pub(super) send_timeout: Option<Spanned<HumanDuration>>,
+    /// The most client connections open at once, on all `bind` addresses
+    /// together, WebSockets included. At the cap corral stops accepting:
+    /// new connections wait in the kernel's listen queue (`backlog`) while
+    /// the open ones keep working, and `corral_connections_capped_total` in
+    /// /metrics counts the times. Each connection needs a file descriptor:
+    /// keep it below corral's open-file limit (systemd's LimitNOFILE=). At
+    /// least 1. Default 10000.
+    pub(super) max_connections: Option<Spanned<usize>>,
     /// The most requests waiting in corral for a free worker place (see
     /// `workers.threads` and `workers.concurrency`); a request arriving when
     /// that many already wait gets 503 Service Unavailable with Retry-After
@@ -215,9 +242,23 @@ pub(super) struct RawHealth {
     /// Address of the status server (/health/live, /health/ready, /status,
     /// /metrics), written like a `server.bind` entry: "127.0.0.1:9000",
     /// "[::1]:9000" or "unix:/path" (relative to this file's folder). It
-    /// must differ from every `server.bind` address. Default: none (no
-    /// status server).
+    /// must differ from every `server.bind` address. /status shows boot
+    /// tracebacks: on an address other hosts can reach, set a
+    /// `status_token` (corral warns at start-up otherwise). Default: none
+    /// (no status server).
     pub(super) status_bind: Option<Spanned<String>>,
+    /// A bearer token that /status and /metrics require (`Authorization:
+    /// Bearer TOKEN`; without it they answer 401); /health/live and
+    /// /health/ready stay open for probes. At least 16 characters of visible
+    /// ASCII, like the output of `openssl rand -hex 32`. Rather than writing
+    /// it here, put it in a file (`status_token_file`) or in the environment
+    /// variable CORRAL_STATUS_TOKEN, which wins over both keys. Default:
+    /// none (open to whoever reaches `status_bind`).
+    pub(super) status_token: Option<Spanned<String>>,
+    /// A file holding the `status_token` (surrounding white space, like the
+    /// final newline, is ignored), relative to this file's folder; read
+    /// once at start-up. Not with `status_token`. Default: none.
+    pub(super) status_token_file: Option<Spanned<String>>,
     /// How many workers must be in service for /health/ready to answer 200:
     /// a count like 2 (at most `workers.count`) or a percentage of
     /// `workers.count` like "50%" (rounded up). Default 1.
@@ -484,6 +525,14 @@ mod tests {
             defaults.server.max_header_bytes
         );
         assert_eq!(config.server.max_body_bytes, defaults.server.max_body_bytes);
+        assert_eq!(config.server.body_timeout, defaults.server.body_timeout);
+        assert_eq!(config.server.send_timeout, defaults.server.send_timeout);
+        assert_eq!(
+            config.server.max_connections,
+            defaults.server.max_connections
+        );
+        assert!(config.health.status_token.is_none());
+        assert!(defaults.health.status_token.is_none());
         assert_eq!(config.server.max_queued, defaults.server.max_queued);
         assert_eq!(config.server.io_threads, defaults.server.io_threads);
         assert_eq!(
@@ -576,6 +625,7 @@ mod tests {
             .replace("# strategy = \"rolling\"", "strategy = \"rolling\"")
             .replace("\nmax_surge = 1", "\n# max_surge = 1")
             .replace("# max_surge = 2", "max_surge = 2")
+            .replace("# status_token = ", "status_token = ")
             .replace("\nio_threads = 0", "\n# io_threads = 0")
             .replace("# io_threads = 4", "io_threads = 4")
             .replace("\nforwarded_allow_ips = ", "\n# forwarded_allow_ips = ")
@@ -622,6 +672,10 @@ mod tests {
         assert_eq!(config.deploy.strategy, Strategy::Rolling);
         assert_eq!(config.deploy.max_surge, 2);
         assert_eq!(config.server.io_threads, 4);
+        assert_eq!(
+            config.health.status_token.unwrap().expose(),
+            "0123456789abcdef0123456789abcdef"
+        );
         assert_eq!(
             config.server.forwarded_allow_ips,
             crate::config::ForwardedAllow::Networks(vec![
@@ -788,7 +842,7 @@ mod tests {
         );
         let unknown = error_text("[health]\nmin_redy = 1\n");
         assert!(
-            unknown.starts_with("corral.toml:2: health.min_redy: unknown key `min_redy`, expected one of `status_bind`, `min_ready`, `ready_path`"),
+            unknown.starts_with("corral.toml:2: health.min_redy: unknown key `min_redy`, expected one of `status_bind`, `status_token`, `status_token_file`, `min_ready`, `ready_path`"),
             "{unknown}"
         );
         assert!(

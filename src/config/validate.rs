@@ -20,7 +20,7 @@ use super::raw::{
 use super::{
     AppConfig, Bind, BindAddr, ByteSize, ConfigFile, ControlConfig, DEFAULT_FILE, DeployConfig,
     ForwardedAllow, HealthConfig, HumanDuration, Identity, Interface, Limits, MinReady, Problem,
-    RevisionSource, Rollback, ServerConfig, Strategy, WorkersConfig,
+    RevisionSource, Rollback, Secret, ServerConfig, Strategy, WorkersConfig,
 };
 use crate::cli::RunArgs;
 
@@ -29,6 +29,13 @@ pub(super) const DEFAULT_BIND: SocketAddr =
     SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::LOCALHOST), 8000);
 /// hyper refuses (panics on) a smaller read buffer than this.
 const MIN_HEADER_BYTES: u64 = 8 * 1024;
+/// The default `server.body_timeout` and `server.send_timeout` (see their
+/// docs in `raw` for why).
+const DEFAULT_CLIENT_TIMEOUT: Duration = Duration::from_secs(20);
+/// The default `server.max_connections`.
+const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+/// Shortest status token: 16 characters of visible ASCII.
+const MIN_TOKEN_LEN: usize = 16;
 /// Smallest `workers.max_memory`: a Python interpreter alone uses about
 /// 10 MiB, so a lower limit would recycle every worker at once (and a plain
 /// number, which is bytes, is most likely a missing unit).
@@ -301,6 +308,34 @@ impl Resolver<'_> {
             (raw.max_body_bytes.as_ref(), "server.max_body_bytes"),
             ByteSize(100 * 1024 * 1024),
         );
+        let (body_timeout, at) = self.pick(
+            (args.body_timeout.as_ref(), "--body-timeout"),
+            (raw.body_timeout.as_ref(), "server.body_timeout"),
+            HumanDuration(DEFAULT_CLIENT_TIMEOUT),
+        );
+        if body_timeout.0.is_zero() {
+            self.fail(&at, "must be longer than 0s, like \"20s\"");
+        }
+        let (send_timeout, at) = self.pick(
+            (args.send_timeout.as_ref(), "--send-timeout"),
+            (raw.send_timeout.as_ref(), "server.send_timeout"),
+            HumanDuration(DEFAULT_CLIENT_TIMEOUT),
+        );
+        if send_timeout.0.is_zero() {
+            self.fail(&at, "must be longer than 0s, like \"20s\"");
+        }
+        let (max_connections, at) = self.pick(
+            (args.max_connections.as_ref(), "--max-connections"),
+            (raw.max_connections.as_ref(), "server.max_connections"),
+            DEFAULT_MAX_CONNECTIONS,
+        );
+        if max_connections == 0 {
+            self.fail(
+                &at,
+                "must be at least 1 (it is the number of client connections open at once), \
+                 like 10000",
+            );
+        }
         let (max_queued, _) = self.pick(
             (args.max_queued.as_ref(), "--max-queued"),
             (raw.max_queued.as_ref(), "server.max_queued"),
@@ -321,6 +356,9 @@ impl Resolver<'_> {
             keepalive: keepalive.0,
             max_header_bytes: usize::try_from(max_header_bytes.0).unwrap_or(usize::MAX),
             max_body_bytes: max_body_bytes.0,
+            body_timeout: body_timeout.0,
+            send_timeout: send_timeout.0,
+            max_connections,
             max_queued,
             io_threads: match io_threads {
                 0 => auto_io_threads(cpus),
@@ -631,6 +669,7 @@ impl Resolver<'_> {
         raw: RawHealth,
         server: &ServerConfig,
         workers: &WorkersConfig,
+        env_token: Option<&str>,
     ) -> HealthConfig {
         let status = match (&args.status_bind, &raw.status_bind) {
             (Some(addr), _) => Some((absolute_bind(self.cwd, addr), At::flag("--status-bind"))),
@@ -725,14 +764,75 @@ impl Resolver<'_> {
         );
         self.check_min_workers(min_in_service, &at, workers.count, count_key, "50%");
 
+        let status_token = self.status_token(args, &raw, env_token);
+
         HealthConfig {
             status_bind,
             min_ready,
             ready_path: ready_path.map(|(path, _)| path),
+            status_token,
             probe_interval: probe_interval.0,
             probe_timeout: probe_timeout.0,
             unhealthy_after,
             min_in_service,
+        }
+    }
+
+    /// The status token: `--status-token-file`, else `env_token`
+    /// (`$CORRAL_STATUS_TOKEN`), else `health.status_token_file`, else
+    /// `health.status_token` (the two keys exclude each other). The file is
+    /// read here, once.
+    fn status_token(
+        &mut self,
+        args: &RunArgs,
+        raw: &RawHealth,
+        env_token: Option<&str>,
+    ) -> Option<Secret> {
+        if let (Some(_), Some(file)) = (&raw.status_token, &raw.status_token_file) {
+            let at = self.in_file(file.span(), "health.status_token_file");
+            self.fail(
+                &at,
+                "health.status_token is set too: keep one of the two (the file keeps the \
+                 token out of this config)",
+            );
+            return None;
+        }
+        let (text, at) = if let Some(path) = &args.status_token_file {
+            let at = At::flag("--status-token-file");
+            (self.read_token(&absolute(self.cwd, path), &at)?, at)
+        } else if let Some(token) = env_token {
+            (token.to_owned(), At::flag(super::STATUS_TOKEN_ENV))
+        } else if let Some(file) = &raw.status_token_file {
+            let at = self.in_file(file.span(), "health.status_token_file");
+            let path = self.file_path(file, "health.status_token_file")?;
+            (self.read_token(&path, &at)?, at)
+        } else if let Some(token) = &raw.status_token {
+            let at = self.in_file(token.span(), "health.status_token");
+            (token.get_ref().clone(), at)
+        } else {
+            return None;
+        };
+        match check_token(&text) {
+            Ok(()) => Some(Secret(text)),
+            Err(message) => {
+                self.fail(&at, message);
+                None
+            }
+        }
+    }
+
+    /// A token file's content without surrounding white space.
+    fn read_token(&mut self, path: &Path, at: &At) -> Option<String> {
+        match std::fs::read_to_string(path) {
+            Ok(text) => Some(text.trim().to_owned()),
+            Err(e) => {
+                let message = format!(
+                    "cannot read {}: {e}: write the token into that file, or give another path",
+                    path.display()
+                );
+                self.fail(at, message);
+                None
+            }
         }
     }
 
@@ -1081,6 +1181,25 @@ fn check_module(spec: &str) -> Result<String, String> {
     Ok(format!("{module}:{callable}"))
 }
 
+/// Why `token` cannot be the status token: it travels in an
+/// `Authorization: Bearer` header, so visible ASCII only, and it must not be
+/// guessable.
+fn check_token(token: &str) -> Result<(), String> {
+    let hint = "like the output of `openssl rand -hex 32`";
+    if let Some(c) = token.chars().find(|c| !c.is_ascii_graphic()) {
+        return Err(format!(
+            "holds {c:?}: use visible ASCII only (no spaces), {hint}"
+        ));
+    }
+    if token.len() < MIN_TOKEN_LEN {
+        return Err(format!(
+            "is {} characters long: use at least {MIN_TOKEN_LEN}, {hint}",
+            token.len()
+        ));
+    }
+    Ok(())
+}
+
 /// Checks `health.ready_path`: a request path like "/health/ready" that can
 /// be sent as is (visible ASCII, no fragment).
 fn check_ready_path(path: &str) -> Result<(), String> {
@@ -1276,8 +1395,8 @@ pub(super) fn absolute(base: &Path, path: &Path) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::resolve;
     use crate::config::tests::{env, resolve_text};
+    use crate::config::{Env, resolve};
 
     #[test]
     fn modules() {
@@ -1858,6 +1977,144 @@ mod tests {
         assert!(
             err.to_string().starts_with("--workers: must be at least 1"),
             "{err}"
+        );
+    }
+
+    #[test]
+    fn client_timeouts_and_connection_cap() {
+        let text = "[app]\nmodule = \"m:a\"\n[server]\nbody_timeout = \"0s\"\n\
+                    send_timeout = \"0ms\"\nmax_connections = 0\n";
+        let text = problems(text, &RunArgs::default());
+        let expected = [
+            "3 problems in the configuration:",
+            "  corral.toml:4: server.body_timeout: must be longer than 0s, like \"20s\"",
+            "  corral.toml:5: server.send_timeout: must be longer than 0s, like \"20s\"",
+            "  corral.toml:6: server.max_connections: must be at least 1 (it is the number of \
+             client connections open at once), like 10000",
+        ];
+        for line in expected {
+            assert!(text.contains(line), "missing {line:?} in:\n{text}");
+        }
+        let args = RunArgs {
+            app: Some("m:a".into()),
+            body_timeout: Some(HumanDuration(Duration::ZERO)),
+            ..RunArgs::default()
+        };
+        assert_eq!(
+            problems("", &args),
+            "--body-timeout: must be longer than 0s, like \"20s\""
+        );
+        // Flags win over the file; the defaults fill the rest.
+        let args = RunArgs {
+            send_timeout: Some(HumanDuration(Duration::from_secs(3))),
+            max_connections: Some(7),
+            ..RunArgs::default()
+        };
+        let text =
+            "[app]\nmodule = \"m:a\"\n[server]\nsend_timeout = \"9s\"\nmax_connections = 9\n";
+        let config = resolve_text(text, &args).unwrap();
+        assert_eq!(config.server.send_timeout, Duration::from_secs(3));
+        assert_eq!(config.server.max_connections, 7);
+        assert_eq!(config.server.body_timeout, DEFAULT_CLIENT_TIMEOUT);
+    }
+
+    #[test]
+    fn status_token_from_the_file_a_token_file_or_the_environment() {
+        let app = "[app]\nmodule = \"m:a\"\n[health]\n";
+        let token = "0123456789abcdef0123";
+        let config = resolve_text(
+            &format!("{app}status_token = \"{token}\"\n"),
+            &RunArgs::default(),
+        )
+        .unwrap();
+        let got = config.health.status_token.clone().unwrap();
+        assert_eq!(got.expose(), token);
+        // It never shows in debug output.
+        assert!(!format!("{config:?}").contains(token));
+
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("token");
+        std::fs::write(&file, format!("  {token}\n")).unwrap();
+        let text = format!("{app}status_token_file = \"{}\"\n", file.display());
+        let config = resolve_text(&text, &RunArgs::default()).unwrap();
+        assert_eq!(config.health.status_token.unwrap().expose(), token);
+
+        // The environment wins over the file's keys; the flag over all.
+        let from_env = Env {
+            status_token: Some("from-the-environment".into()),
+            ..env()
+        };
+        let f = ConfigFile::new(Path::new("corral.toml"), Path::new("/srv/app"), text);
+        let config = resolve(&RunArgs::default(), Some(&f), Path::new("/cwd"), &from_env).unwrap();
+        assert_eq!(
+            config.health.status_token.unwrap().expose(),
+            "from-the-environment"
+        );
+        let flag_file = dir.path().join("flag-token");
+        std::fs::write(&flag_file, "from-the-flag-file\n").unwrap();
+        let args = RunArgs {
+            status_token_file: Some(flag_file),
+            ..RunArgs::default()
+        };
+        let config = resolve(&args, Some(&f), Path::new("/cwd"), &from_env).unwrap();
+        assert_eq!(
+            config.health.status_token.unwrap().expose(),
+            "from-the-flag-file"
+        );
+    }
+
+    #[test]
+    fn status_token_problems_say_where_and_how() {
+        let app = "[app]\nmodule = \"m:a\"\n[health]\n";
+        let hint = "like the output of `openssl rand -hex 32`";
+        assert_eq!(
+            problems(
+                &format!("{app}status_token = \"short\"\n"),
+                &RunArgs::default()
+            ),
+            format!(
+                "corral.toml:4: health.status_token: is 5 characters long: use at least 16, {hint}"
+            )
+        );
+        assert_eq!(
+            problems(
+                &format!("{app}status_token = \"with a space in it\"\n"),
+                &RunArgs::default()
+            ),
+            format!(
+                "corral.toml:4: health.status_token: holds ' ': use visible ASCII only (no spaces), {hint}"
+            )
+        );
+        let both =
+            format!("{app}status_token = \"0123456789abcdef\"\nstatus_token_file = \"token\"\n");
+        assert_eq!(
+            problems(&both, &RunArgs::default()),
+            "corral.toml:5: health.status_token_file: health.status_token is set too: keep one \
+             of the two (the file keeps the token out of this config)"
+        );
+        let missing = problems(
+            &format!("{app}status_token_file = \"no-such-token\"\n"),
+            &RunArgs::default(),
+        );
+        assert!(
+            missing.starts_with(
+                "corral.toml:4: health.status_token_file: cannot read /srv/app/no-such-token: "
+            ) && missing.ends_with("write the token into that file, or give another path"),
+            "{missing}"
+        );
+        let from_env = Env {
+            status_token: Some("tiny".into()),
+            ..env()
+        };
+        let args = RunArgs {
+            app: Some("m:a".into()),
+            ..RunArgs::default()
+        };
+        assert_eq!(
+            resolve(&args, None, Path::new("/cwd"), &from_env)
+                .unwrap_err()
+                .to_string(),
+            format!("CORRAL_STATUS_TOKEN: is 4 characters long: use at least 16, {hint}")
         );
     }
 

@@ -1,7 +1,10 @@
 //! The access log (off by default): one line per request, in the Common or
 //! Combined Log Format of Apache and gunicorn, or as JSON, written through
 //! corral's log (so it goes where the rest goes: stderr, the journal).
+//! Everything in a line that a client chose is escaped ([`escape`]), so a
+//! line stays one line and cannot fake another.
 
+use std::fmt::Write;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use http::request::Parts;
@@ -42,61 +45,77 @@ impl AccessLog {
             http::Version::HTTP_10 => "HTTP/1.0",
             _ => "HTTP/1.1",
         };
-        let header = |name: http::header::HeaderName| {
-            p.headers
-                .get(name)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("-")
-                .to_string()
-        };
+        let header = |name: http::header::HeaderName| p.headers.get(name).map(|v| v.as_bytes());
         let remote = if e.remote.is_empty() { "-" } else { e.remote };
         let bytes = e.bytes.map_or("-".to_string(), |b| b.to_string());
         match self {
             AccessLog::Off => String::new(),
             AccessLog::Common | AccessLog::Combined => {
                 let mut line = format!(
-                    "{remote} - - [{}] \"{} {} {version}\" {} {bytes}",
+                    "{} - - [{}] \"{} {} {version}\" {} {bytes}",
+                    escape(remote.as_bytes()),
                     clf_time(now),
-                    p.method,
-                    escape(target),
+                    escape(p.method.as_str().as_bytes()),
+                    escape(target.as_bytes()),
                     e.status
                 );
                 if self == AccessLog::Combined {
+                    let quoted = |v: Option<&[u8]>| v.map_or("-".into(), escape);
                     line.push_str(&format!(
                         " \"{}\" \"{}\"",
-                        escape(&header(http::header::REFERER)),
-                        escape(&header(http::header::USER_AGENT))
+                        quoted(header(http::header::REFERER)),
+                        quoted(header(http::header::USER_AGENT))
                     ));
                 }
                 line
             }
-            AccessLog::Json => serde_json::json!({
-                "remote": remote,
-                "time": now.duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0),
-                "method": p.method.as_str(),
-                "target": target,
-                "version": version,
-                "status": e.status,
-                "bytes": e.bytes,
-                "referer": header(http::header::REFERER),
-                "user_agent": header(http::header::USER_AGENT),
-                "duration_ms": e.elapsed.as_secs_f64() * 1000.0,
-            })
-            .to_string(),
+            // JSON escapes control characters itself; bytes that are not
+            // UTF-8 become U+FFFD.
+            AccessLog::Json => {
+                let text = |v: Option<&[u8]>| {
+                    v.map_or_else(
+                        || "-".to_string(),
+                        |v| String::from_utf8_lossy(v).into_owned(),
+                    )
+                };
+                serde_json::json!({
+                    "remote": remote,
+                    "time": now.duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0),
+                    "method": p.method.as_str(),
+                    "target": target,
+                    "version": version,
+                    "status": e.status,
+                    "bytes": e.bytes,
+                    "referer": text(header(http::header::REFERER)),
+                    "user_agent": text(header(http::header::USER_AGENT)),
+                    "duration_ms": e.elapsed.as_secs_f64() * 1000.0,
+                })
+                .to_string()
+            }
         }
     }
 }
 
-/// Quotes and control characters escaped, so a line stays one line.
-fn escape(s: &str) -> String {
-    s.chars()
-        .flat_map(|c| match c {
-            '"' => vec!['\\', '"'],
-            '\\' => vec!['\\', '\\'],
-            c if c.is_control() => format!("\\x{:02x}", c as u32).chars().collect(),
-            c => vec![c],
-        })
-        .collect()
+/// Request data made safe for a log line, as nginx writes it: `"` and `\`
+/// get a backslash, and every byte outside printable ASCII (control bytes,
+/// DEL, and each byte of a non-ASCII character) is written `\xHH`, so a
+/// line stays one line whatever the client sent, and no terminal escape or
+/// look-alike character gets through.
+pub fn escape(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len());
+    for &b in bytes {
+        match b {
+            b'"' | b'\\' => {
+                out.push('\\');
+                out.push(b as char);
+            }
+            0x20..=0x7e => out.push(b as char),
+            _ => {
+                let _ = write!(out, "\\x{b:02X}");
+            }
+        }
+    }
+    out
 }
 
 /// `26/Nov/2026:05:10:00 +0000` (always UTC).
@@ -170,6 +189,37 @@ mod tests {
         assert_eq!(v["status"], 200);
         assert_eq!(v["target"], "/a?b=c");
         assert_eq!(v["user_agent"], "curl/8 \"quoted\"");
+    }
+
+    #[test]
+    fn client_data_is_escaped_in_text_lines() {
+        let p = http::Request::builder()
+            .method("GET")
+            .uri("/caf%C3%A9/\u{e9}\u{202e}x")
+            .header("user-agent", &b"evil\"\t\\ \xe9"[..])
+            .body(())
+            .unwrap()
+            .into_parts()
+            .0;
+        let e = Entry {
+            remote: "10.0.0.1\n127.0.0.1 - - [fake]",
+            parts: &p,
+            status: 200,
+            bytes: None,
+            elapsed: Duration::ZERO,
+        };
+        let line = AccessLog::Combined.format(&e, UNIX_EPOCH);
+        assert_eq!(
+            line,
+            "10.0.0.1\\x0A127.0.0.1 - - [fake] - - [01/Jan/1970:00:00:00 +0000] \
+             \"GET /caf%C3%A9/\\xC3\\xA9\\xE2\\x80\\xAEx HTTP/1.1\" 200 - \
+             \"-\" \"evil\\\"\\x09\\\\ \\xE9\""
+        );
+        assert_eq!(escape(b"\x1b[31mred\x7f"), "\\x1B[31mred\\x7F");
+        let v: serde_json::Value =
+            serde_json::from_str(&AccessLog::Json.format(&e, UNIX_EPOCH)).unwrap();
+        assert_eq!(v["user_agent"], "evil\"\t\\ \u{fffd}");
+        assert!(!AccessLog::Json.format(&e, UNIX_EPOCH).contains('\n'));
     }
 
     #[test]

@@ -1,25 +1,29 @@
 //! One HTTP request: checked and answered in Rust when it is bad, otherwise
 //! handed to the least-loaded worker and its response streamed back.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
+use http::request::Parts;
 use http::{HeaderName, HeaderValue, Method, Response, StatusCode};
-use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant as TokioInstant;
 
-use super::access::{AccessLog, Entry};
+use super::access::{self, AccessLog, Entry};
 use super::body::{Body, PumpGuard, StreamBody};
 use super::environ::{self, ConnInfo};
+use super::upload::{self, PumpEnd};
 use super::websocket::{self, Upgrade};
-use super::{Drain, scope};
+use super::{Drain, checks, scope};
 use crate::config::ForwardedAllow;
 use crate::metrics::Metrics;
 use crate::router::{NoWorker, Router};
-use crate::worker::channel::{Channel, Credit, First};
+use crate::worker::channel::{Channel, First, Stream};
 use crate::worker::protocol;
 
 /// What a request needs from the rest of corral.
@@ -27,6 +31,8 @@ pub struct Shared {
     pub router: Arc<Router>,
     pub timeout: Duration,
     pub max_body_bytes: u64,
+    /// Longest a request body may go without a byte from the client.
+    pub body_timeout: Duration,
     /// Tells the supervisor to replace a worker (serial, reason).
     pub replace: mpsc::UnboundedSender<(u64, String)>,
     pub metrics: Arc<Metrics>,
@@ -86,6 +92,9 @@ pub async fn handle(
 type Reply = Result<Response<Body>, Response<Body>>;
 
 async fn dispatch(mut req: http::Request<Incoming>, shared: &Shared, conn: &ConnInfo) -> Reply {
+    if let Some(why) = checks::refuse(req.version(), req.headers()) {
+        return Err(bad_request(why));
+    }
     let upgrade = match websocket::upgrade_kind(&req) {
         Upgrade::None => None,
         Upgrade::WebSocket => Some(hyper::upgrade::on(&mut req)),
@@ -102,23 +111,28 @@ async fn dispatch(mut req: http::Request<Incoming>, shared: &Shared, conn: &Conn
         return Err(too_large(shared.max_body_bytes));
     }
 
-    // Read the start of the body before taking a worker's time.
+    // Read the start of the body before taking a worker's time, each wait
+    // for the client bounded by the body timeout.
     let mut inline = BytesMut::new();
     let mut received: u64 = 0;
     let mut more = !hyper::body::Body::is_end_stream(&body);
-    while more && inline.len() < protocol::INLINE_BODY {
-        match body.frame().await {
-            None => more = false,
-            Some(Err(_)) => {
-                return Err(plain(StatusCode::BAD_REQUEST, "Bad Request: broken body\n"));
-            }
-            Some(Ok(frame)) => {
-                if let Ok(data) = frame.into_data() {
-                    received += data.len() as u64;
-                    if received > shared.max_body_bytes {
-                        return Err(too_large(shared.max_body_bytes));
+    if more {
+        let timer = tokio::time::sleep(shared.body_timeout);
+        tokio::pin!(timer);
+        while more && inline.len() < protocol::INLINE_BODY {
+            let next = upload::next_frame(&mut body, timer.as_mut(), shared.body_timeout).await;
+            match next {
+                None => return Err(body_timed_out(&shared.metrics)),
+                Some(None) => more = false,
+                Some(Some(Err(_))) => return Err(broken_body()),
+                Some(Some(Ok(frame))) => {
+                    if let Ok(data) = frame.into_data() {
+                        received += data.len() as u64;
+                        if received > shared.max_body_bytes {
+                            return Err(too_large(shared.max_body_bytes));
+                        }
+                        inline.extend_from_slice(&data);
                     }
-                    inline.extend_from_slice(&data);
                 }
             }
         }
@@ -149,53 +163,65 @@ async fn dispatch(mut req: http::Request<Incoming>, shared: &Shared, conn: &Conn
     } else {
         0
     };
-    let stream = channel.open(more || upgrade.is_some(), shared.timeout);
+    // With the whole body in the REQUEST frame, the channel's deadline is
+    // the request timeout; a body that streams after it runs the timeout on
+    // its own clock, which stops while the worker waits for the client.
+    let streams_body = more && upgrade.is_none();
+    let deadline = if streams_body {
+        NO_DEADLINE
+    } else {
+        shared.timeout
+    };
+    let mut stream = channel.open(more || upgrade.is_some(), deadline);
     let depth = channel.in_flight.load(Ordering::Relaxed);
     let sent = Instant::now();
     channel.send(protocol::encode_request(stream.id, &head, &inline, flags));
     drop(inline);
-    let pump = match &stream.credit {
-        Some(credit) if upgrade.is_none() => Some(tokio::spawn(pump_body(
-            body,
-            channel.clone(),
-            stream.id,
-            credit.clone(),
-            received,
-            shared.max_body_bytes,
-        ))),
+    let mut uploading = match &stream.credit {
+        Some(credit) if streams_body => {
+            let clock = upload::Clock::start();
+            let pump = upload::pump(
+                body,
+                channel.clone(),
+                stream.id,
+                credit.clone(),
+                received,
+                shared.max_body_bytes,
+                shared.body_timeout,
+                clock.clone(),
+            );
+            Some(Upload {
+                pump: Some(Box::pin(pump)),
+                clock,
+                channel: channel.clone(),
+                stream: stream.id,
+                settled: false,
+            })
+        }
         _ => None,
     };
-    let pump = PumpGuard(pump);
 
-    let first = stream.first.await;
-    if stream
-        .credit
-        .as_ref()
-        .is_some_and(|c| c.overflow.load(Ordering::Acquire))
-    {
-        return Err(too_large(shared.max_body_bytes));
-    }
-    let first = match first {
-        Ok(First::TimedOut) => {
-            let reason = format!(
-                "request {} {} exceeded the timeout of {:?} on worker {} (pid {})",
-                parts.method,
-                parts.uri.path(),
-                shared.timeout,
-                channel.slot,
-                channel.pid
-            );
-            if asgi {
-                // One slow coroutine says nothing about the others on its
-                // event loop: cancel it alone (a blocked loop stops the
-                // heartbeat, and that replaces the worker).
-                tracing::warn!("{reason}; cancelling it");
-                channel.send(protocol::encode(protocol::CANCEL, stream.id, b"t"));
-            } else {
-                let _ = shared.replace.send((channel.serial, reason));
+    let first = match &mut uploading {
+        None => (&mut stream.first).await,
+        Some(up) => match up.first_answer(&mut stream.first, shared.timeout).await {
+            Ok(first) => first,
+            Err(PumpEnd::TimedOut) => return Err(body_timed_out(&shared.metrics)),
+            Err(_) if overflowed(&stream) => return Err(too_large(shared.max_body_bytes)),
+            Err(_) => return Err(broken_body()),
+        },
+    };
+    // A body still streaming goes on beside the response (a stall now
+    // cancels the request at the worker, which ends its response early).
+    let pump = PumpGuard(uploading.and_then(|mut up| up.pump.take()).map(|pump| {
+        let metrics = shared.metrics.clone();
+        tokio::spawn(async move {
+            if pump.await == PumpEnd::TimedOut {
+                metrics.body_timed_out();
             }
-            return Err(plain(StatusCode::GATEWAY_TIMEOUT, "Gateway Timeout\n"));
-        }
+        })
+    }));
+    let first = match first {
+        Ok(First::TimedOut) => return Err(timed_out(shared, &channel, stream.id, &parts)),
         Err(_) => {
             return Err(plain(
                 StatusCode::BAD_GATEWAY,
@@ -259,57 +285,100 @@ async fn dispatch(mut req: http::Request<Incoming>, shared: &Shared, conn: &Conn
     }
 }
 
-/// Streams the rest of a request body to the worker as it grants credit.
-async fn pump_body(
-    mut body: Incoming,
+/// Whether the pump found the body larger than `max_body_bytes`.
+fn overflowed(stream: &Stream) -> bool {
+    stream
+        .credit
+        .as_ref()
+        .is_some_and(|c| c.overflow.load(Ordering::Acquire))
+}
+
+/// No deadline on the channel: [`upload::Clock`] keeps the request timeout.
+const NO_DEADLINE: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
+/// A request whose body still streams to its worker, until its answer: the
+/// pump, the request's clock, and the CANCEL owed to the worker if the
+/// request is dropped first (the client went away), so that the app stops
+/// waiting for the rest of the body.
+struct Upload {
+    pump: Option<Pin<Box<dyn Future<Output = PumpEnd> + Send>>>,
+    clock: Arc<upload::Clock>,
     channel: Arc<Channel>,
     stream: u32,
-    credit: Arc<Credit>,
-    mut received: u64,
-    max: u64,
-) {
-    loop {
-        // Wait for credit.
+    /// The worker answered, or was told the request is over.
+    settled: bool,
+}
+
+impl Upload {
+    /// Waits for the worker's first answer while the pump runs: `timeout`
+    /// counts the app's time only (see [`upload::Clock`]). `Err` when the
+    /// pump ended the request first (it has sent the worker a CANCEL).
+    async fn first_answer(
+        &mut self,
+        first: &mut oneshot::Receiver<First>,
+        timeout: Duration,
+    ) -> Result<Result<First, oneshot::error::RecvError>, PumpEnd> {
+        let timer = tokio::time::sleep_until(self.clock.due(timeout, TokioInstant::now()));
+        tokio::pin!(timer);
         loop {
-            let notified = credit.notify.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            if credit.closed.load(Ordering::Acquire) {
-                return;
-            }
-            if credit.available.load(Ordering::Acquire) > 0 {
-                break;
-            }
-            notified.await;
-        }
-        match body.frame().await {
-            None => {
-                channel.send(protocol::encode(protocol::BODY_END, stream, b""));
-                return;
-            }
-            Some(Err(_)) => {
-                channel.send(protocol::encode(protocol::CANCEL, stream, b""));
-                return;
-            }
-            Some(Ok(frame)) => {
-                let Ok(data) = frame.into_data() else {
-                    continue;
-                };
-                received += data.len() as u64;
-                if received > max {
-                    credit.overflow.store(true, Ordering::Release);
-                    channel.send(protocol::encode(protocol::CANCEL, stream, b""));
-                    return;
+            let pumping = self.pump.is_some();
+            tokio::select! {
+                biased;
+                first = &mut *first => {
+                    self.settled = true;
+                    return Ok(first);
                 }
-                for chunk in data.chunks(protocol::MAX_FRAME) {
-                    channel.send(protocol::encode(protocol::BODY, stream, chunk));
+                end = async { self.pump.as_mut().expect("pumping").await }, if pumping => {
+                    self.pump = None;
+                    if !matches!(end, PumpEnd::Done | PumpEnd::WorkerDone) {
+                        self.settled = true;
+                        return Err(end);
+                    }
                 }
-                credit
-                    .available
-                    .fetch_sub(data.len() as i64, Ordering::AcqRel);
+                () = &mut timer => {
+                    let now = TokioInstant::now();
+                    let due = self.clock.due(timeout, now);
+                    if due <= now {
+                        self.settled = true;
+                        return Ok(Ok(First::TimedOut));
+                    }
+                    timer.as_mut().reset(due);
+                }
             }
         }
     }
+}
+
+impl Drop for Upload {
+    fn drop(&mut self) {
+        if !self.settled {
+            self.channel
+                .send(protocol::encode(protocol::CANCEL, self.stream, b""));
+        }
+    }
+}
+
+/// The 504 for a request past the timeout; for WSGI its worker is replaced,
+/// for ASGI the request's task is cancelled.
+fn timed_out(shared: &Shared, channel: &Channel, stream: u32, parts: &Parts) -> Response<Body> {
+    let reason = format!(
+        "request {} {} exceeded the timeout of {:?} on worker {} (pid {})",
+        parts.method,
+        access::escape(parts.uri.path().as_bytes()),
+        shared.timeout,
+        channel.slot,
+        channel.pid
+    );
+    if channel.is_asgi() {
+        // One slow coroutine says nothing about the others on its event
+        // loop: cancel it alone (a blocked loop stops the heartbeat, and
+        // that replaces the worker).
+        tracing::warn!("{reason}; cancelling it");
+        channel.send(protocol::encode(protocol::CANCEL, stream, b"t"));
+    } else {
+        let _ = shared.replace.send((channel.serial, reason));
+    }
+    plain(StatusCode::GATEWAY_TIMEOUT, "Gateway Timeout\n")
 }
 
 /// A whole body must match the app's Content-Length: PEP 3333 says never
@@ -377,6 +446,31 @@ fn too_large(max: u64) -> Response<Body> {
     let mut r = plain(
         StatusCode::PAYLOAD_TOO_LARGE,
         &format!("Payload Too Large: the limit is {max} bytes\n"),
+    );
+    r.headers_mut()
+        .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+    r
+}
+
+/// A 400 that closes the connection: after a bad head or a broken body,
+/// nothing more on it can be trusted.
+fn bad_request(why: &str) -> Response<Body> {
+    let mut r = plain(StatusCode::BAD_REQUEST, &format!("Bad Request: {why}\n"));
+    r.headers_mut()
+        .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+    r
+}
+
+fn broken_body() -> Response<Body> {
+    bad_request("broken body")
+}
+
+/// The 408 for a body whose client sent nothing for the body timeout.
+fn body_timed_out(metrics: &Metrics) -> Response<Body> {
+    metrics.body_timed_out();
+    let mut r = plain(
+        StatusCode::REQUEST_TIMEOUT,
+        "Request Timeout: the request body stalled\n",
     );
     r.headers_mut()
         .insert(http::header::CONNECTION, HeaderValue::from_static("close"));

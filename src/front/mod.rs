@@ -2,12 +2,21 @@
 //! (parsing, limits, keep-alive, timeouts are all handled here, in Rust) and
 //! hands each request to [`handler`]; WebSocket upgrades for ASGI apps go
 //! on to [`websocket`].
+//!
+//! What a client may cost is bounded here: at most `server.max_connections`
+//! connections (then corral stops accepting; [`conn`]), `keepalive` to send
+//! a request head of at most `max_header_bytes` (hyper), `body_timeout`
+//! between two body bytes ([`upload`] and the handler), `send_timeout`
+//! without taking a response byte ([`conn`]).
 
 pub mod access;
 pub mod body;
+pub mod checks;
+pub mod conn;
 pub mod environ;
 pub mod handler;
 pub mod scope;
+pub mod upload;
 pub mod websocket;
 
 use std::sync::Arc;
@@ -318,8 +327,14 @@ impl Front {
         let drain = shared.drain.clone();
         let opts = Arc::new(ConnOpts {
             keepalive: server.keepalive,
-            max_buf: server.max_header_bytes.max(8192),
+            max_header_bytes: server.max_header_bytes,
         });
+        // One cap for all the listen sockets together.
+        let limits = conn::Limits::new(
+            server.max_connections,
+            server.send_timeout,
+            Some(shared.metrics.clone()),
+        );
         let accept_tasks = listeners
             .into_iter()
             .map(|l| {
@@ -327,6 +342,7 @@ impl Front {
                     l,
                     shared.clone(),
                     opts.clone(),
+                    limits.clone(),
                     stop_rx.clone(),
                     gate.clone(),
                 ))
@@ -357,13 +373,32 @@ impl Front {
 
 struct ConnOpts {
     keepalive: Duration,
-    max_buf: usize,
+    max_header_bytes: usize,
 }
+
+/// hyper's HTTP/1 settings for a connection: `keepalive` is also the time a
+/// client has to send a whole request head (hyper's header read timeout
+/// runs from the end of the previous response), and the head may be at
+/// most `max_header_bytes`, counted exactly by hyper (431 beyond).
+pub fn http1(keepalive: Duration, max_header_bytes: usize) -> http1::Builder {
+    let mut b = http1::Builder::new();
+    b.timer(TokioTimer::new())
+        .header_read_timeout(keepalive)
+        .max_header_size(max_header_bytes)
+        // The read buffer: a head that cannot fit is refused before it grows.
+        .max_buf_size(max_header_bytes.max(MIN_BUF))
+        .keep_alive(true);
+    b
+}
+
+/// hyper's smallest `max_buf_size`.
+const MIN_BUF: usize = 8192;
 
 async fn accept_loop(
     listener: Listener,
     shared: Arc<Shared>,
     opts: Arc<ConnOpts>,
+    limits: Arc<conn::Limits>,
     mut stop: watch::Receiver<bool>,
     gate: Option<watch::Receiver<bool>>,
 ) {
@@ -373,10 +408,16 @@ async fn accept_loop(
             r = gate.wait_for(|open| *open) => if r.is_err() { return },
         }
     }
+    let builder = http1(opts.keepalive, opts.max_header_bytes);
     loop {
+        // At the cap, stop accepting: new connections wait in the backlog.
+        let slot = tokio::select! {
+            _ = stop.changed() => return,
+            s = limits.slot() => s,
+        };
         let accepted = tokio::select! {
             _ = stop.changed() => return,
-            a = accept(&listener) => a,
+            a = accept(&listener, slot) => a,
         };
         let (io, mut info) = match accepted {
             Ok(x) => x,
@@ -398,13 +439,7 @@ async fn accept_loop(
             let info = Arc::new(info);
             service_fn(move |req| handler::handle(req, shared.clone(), info.clone()))
         };
-        let conn = http1::Builder::new()
-            .timer(TokioTimer::new())
-            .header_read_timeout(opts.keepalive)
-            .max_buf_size(opts.max_buf)
-            .keep_alive(true)
-            .serve_connection(io, service)
-            .with_upgrades();
+        let conn = builder.serve_connection(io, service).with_upgrades();
         let open = shared.drain.enter();
         let mut closing = shared.drain.closing();
         tokio::spawn(async move {
@@ -426,8 +461,9 @@ pub type BoxedIo = TokioIo<Box<dyn Io>>;
 pub trait Io: AsyncRead + AsyncWrite + Send + Unpin {}
 impl<T: AsyncRead + AsyncWrite + Send + Unpin> Io for T {}
 
-/// Accepts one connection on `listener` (TCP gets TCP_NODELAY).
-pub async fn accept(listener: &Listener) -> std::io::Result<(BoxedIo, ConnInfo)> {
+/// Accepts one connection on `listener` (TCP gets TCP_NODELAY), counted in
+/// `slot` while it lives (see [`conn::Guarded`]).
+pub async fn accept(listener: &Listener, slot: conn::Slot) -> std::io::Result<(BoxedIo, ConnInfo)> {
     match listener {
         Listener::Tcp(l) => {
             let (s, peer) = l.accept().await?;
@@ -441,7 +477,10 @@ pub async fn accept(listener: &Listener) -> std::io::Result<(BoxedIo, ConnInfo)>
                 scheme: "http",
                 trusted: false,
             };
-            Ok((TokioIo::new(Box::new(s) as Box<dyn Io>), info))
+            Ok((
+                TokioIo::new(Box::new(conn::Guarded::new(s, slot)) as Box<dyn Io>),
+                info,
+            ))
         }
         Listener::Unix(l, path) => {
             let (s, _) = l.accept().await?;
@@ -453,7 +492,10 @@ pub async fn accept(listener: &Listener) -> std::io::Result<(BoxedIo, ConnInfo)>
                 scheme: "http",
                 trusted: false,
             };
-            Ok((TokioIo::new(Box::new(s) as Box<dyn Io>), info))
+            Ok((
+                TokioIo::new(Box::new(conn::Guarded::new(s, slot)) as Box<dyn Io>),
+                info,
+            ))
         }
     }
 }

@@ -1,0 +1,137 @@
+//! What corral refuses in a request head, beyond what hyper refuses itself,
+//! before any worker sees it (RFC 9112): no `Host` on HTTP/1.1, several
+//! `Host` lines, a `Host` that is no `host[:port]`, and any
+//! `Transfer-Encoding` but exactly `chunked` (hyper takes `gzip, chunked`
+//! and repeated lines, which a proxy in front may read differently: the
+//! stuff of request smuggling).
+
+use http::header::{HOST, TRANSFER_ENCODING};
+use http::{HeaderMap, Version};
+
+/// Why the head must get 400, or `None` when it may go on.
+pub fn refuse(version: Version, headers: &HeaderMap) -> Option<&'static str> {
+    let mut hosts = headers.get_all(HOST).iter();
+    match (hosts.next(), hosts.next()) {
+        (None, _) if version == Version::HTTP_11 => return Some("no Host header"),
+        (Some(_), Some(_)) => return Some("more than one Host header"),
+        (Some(host), None) if !is_host(host.as_bytes()) => return Some("invalid Host header"),
+        _ => {}
+    }
+    let mut codings = headers.get_all(TRANSFER_ENCODING).iter();
+    match (codings.next(), codings.next()) {
+        (None, _) => None,
+        (Some(te), None) if te.as_bytes().trim_ascii().eq_ignore_ascii_case(b"chunked") => None,
+        _ => Some("Transfer-Encoding other than chunked"),
+    }
+}
+
+/// `uri-host [":" port]` (RFC 9110 section 7.2), or empty (allowed when
+/// the target has no authority). No user info, no path, no white space.
+fn is_host(value: &[u8]) -> bool {
+    let (host, port) = match value {
+        [b'[', rest @ ..] => match rest.iter().position(|&b| b == b']') {
+            // An IP literal: hex digits, ':' and '.' (an IPv4 tail).
+            Some(end) => {
+                let literal = &rest[..end];
+                if literal.is_empty()
+                    || !literal
+                        .iter()
+                        .all(|&b| b.is_ascii_hexdigit() || b == b':' || b == b'.')
+                {
+                    return false;
+                }
+                match &rest[end + 1..] {
+                    [] => return true,
+                    [b':', port @ ..] => (&[][..], port),
+                    _ => return false,
+                }
+            }
+            None => return false,
+        },
+        _ => match value.iter().position(|&b| b == b':') {
+            Some(i) => (&value[..i], &value[i + 1..]),
+            None => (value, &[][..]),
+        },
+    };
+    // A reg-name or IPv4 address: unreserved, pct-encoded, sub-delims.
+    let name_ok = host
+        .iter()
+        .all(|&b| b.is_ascii_alphanumeric() || b"-._~%!$&'()*+,;=".contains(&b));
+    name_ok && port.iter().all(u8::is_ascii_digit)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn head(version: Version, pairs: &[(&'static str, &'static str)]) -> Option<&'static str> {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(*k, v.parse().unwrap());
+        }
+        refuse(version, &h)
+    }
+
+    #[test]
+    fn host_once_on_http_1_1() {
+        let v11 = Version::HTTP_11;
+        assert_eq!(head(v11, &[("host", "example.com")]), None);
+        assert_eq!(head(v11, &[]), Some("no Host header"));
+        assert_eq!(head(Version::HTTP_10, &[]), None);
+        let two = [("host", "a.example"), ("host", "b.example")];
+        assert_eq!(head(v11, &two), Some("more than one Host header"));
+        assert_eq!(
+            head(Version::HTTP_10, &two),
+            Some("more than one Host header")
+        );
+        for good in [
+            "",
+            "example.com:8080",
+            "127.0.0.1",
+            "[::1]",
+            "[::1]:80",
+            "xn--caf-dma.fr",
+        ] {
+            assert_eq!(head(v11, &[("host", good)]), None, "{good}");
+        }
+        for bad in [
+            "user@example.com",
+            "example.com/path",
+            "example.com:80:80",
+            "example.com:http",
+            "[::1",
+            "[]",
+            "[::1]x",
+            "a b",
+            "\"quoted\"",
+        ] {
+            assert_eq!(
+                head(v11, &[("host", bad)]),
+                Some("invalid Host header"),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn transfer_encoding_exactly_chunked() {
+        let v11 = Version::HTTP_11;
+        let host = ("host", "x");
+        assert_eq!(head(v11, &[host, ("transfer-encoding", "chunked")]), None);
+        assert_eq!(head(v11, &[host, ("transfer-encoding", "Chunked ")]), None);
+        let refused = Some("Transfer-Encoding other than chunked");
+        for te in ["gzip, chunked", "chunked, chunked", "identity", ""] {
+            assert_eq!(
+                head(v11, &[host, ("transfer-encoding", te)]),
+                refused,
+                "{te}"
+            );
+        }
+        let twice = [
+            host,
+            ("transfer-encoding", "chunked"),
+            ("transfer-encoding", "chunked"),
+        ];
+        assert_eq!(head(v11, &twice), refused);
+    }
+}

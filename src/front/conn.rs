@@ -1,0 +1,186 @@
+//! One client connection below HTTP: the cap on open connections
+//! (`server.max_connections`) and the send timeout (`server.send_timeout`).
+//! Both live on the socket itself, so they hold for HTTP and for WebSockets
+//! alike: an upgraded connection keeps its wrapper and its slot.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::time::{Instant, Sleep};
+
+use crate::metrics::Metrics;
+
+/// The open-connection cap and the send timeout of one server (the app
+/// port, or the status server).
+pub struct Limits {
+    slots: Arc<Semaphore>,
+    send_timeout: Duration,
+    /// Where the app port counts its connections and timeouts; `None` for
+    /// the status server.
+    metrics: Option<Arc<Metrics>>,
+}
+
+impl Limits {
+    pub fn new(max: usize, send_timeout: Duration, metrics: Option<Arc<Metrics>>) -> Arc<Limits> {
+        Arc::new(Limits {
+            slots: Arc::new(Semaphore::new(max.min(Semaphore::MAX_PERMITS))),
+            send_timeout,
+            metrics,
+        })
+    }
+
+    /// Waits until fewer than the cap are open. Accept only then: until
+    /// a slot is free, new connections wait in the kernel's listen queue.
+    /// (So each listen socket holds at most one slot while it waits in
+    /// accept.)
+    pub async fn slot(self: &Arc<Self>) -> Slot {
+        let permit = match self.slots.clone().try_acquire_owned() {
+            Ok(permit) => permit,
+            Err(_) => {
+                if let Some(m) = &self.metrics {
+                    m.connections_capped();
+                }
+                self.slots
+                    .clone()
+                    .acquire_owned()
+                    .await
+                    .expect("the semaphore is never closed")
+            }
+        };
+        Slot {
+            _permit: permit,
+            limits: self.clone(),
+            open: false,
+        }
+    }
+}
+
+/// One connection counted against the cap while it lives.
+pub struct Slot {
+    _permit: OwnedSemaphorePermit,
+    limits: Arc<Limits>,
+    /// A connection holds it (not just an accept loop waiting for one).
+    open: bool,
+}
+
+impl Slot {
+    fn opened(&mut self) {
+        self.open = true;
+        if let Some(m) = &self.limits.metrics {
+            m.connection_opened();
+        }
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        if self.open
+            && let Some(m) = &self.limits.metrics
+        {
+            m.connection_closed();
+        }
+    }
+}
+
+/// A client stream that holds its [`Slot`] and fails a write that has made
+/// no progress for the send timeout: hyper (or the WebSocket relay) then
+/// drops the connection, which cancels its request at the worker.
+pub struct Guarded<S> {
+    io: S,
+    slot: Slot,
+    /// Armed while writes are blocked (the client takes no bytes); made on
+    /// the first stall and reset after, so a connection costs one timer at
+    /// most.
+    stall: Option<Pin<Box<Sleep>>>,
+    stalled: bool,
+}
+
+impl<S> Guarded<S> {
+    pub fn new(io: S, mut slot: Slot) -> Guarded<S> {
+        slot.opened();
+        Guarded {
+            io,
+            slot,
+            stall: None,
+            stalled: false,
+        }
+    }
+
+    /// Passes on a write's outcome; while writes stay blocked for the send
+    /// timeout, answers an error instead.
+    fn progress<T>(&mut self, cx: &mut Context<'_>, r: Poll<io::Result<T>>) -> Poll<io::Result<T>> {
+        if r.is_ready() {
+            self.stalled = false;
+            return r;
+        }
+        let timeout = self.slot.limits.send_timeout;
+        if !self.stalled {
+            self.stalled = true;
+            let deadline = Instant::now() + timeout;
+            match &mut self.stall {
+                Some(stall) => stall.as_mut().reset(deadline),
+                None => self.stall = Some(Box::pin(tokio::time::sleep_until(deadline))),
+            }
+        }
+        let stall = self.stall.as_mut().expect("armed above");
+        ready!(stall.as_mut().poll(cx));
+        if let Some(m) = &self.slot.limits.metrics {
+            m.send_timed_out();
+        }
+        tracing::debug!("a client took no bytes for {timeout:?}: closing its connection");
+        Poll::Ready(Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            "the client took no bytes for the send timeout",
+        )))
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Guarded<S> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Guarded<S> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let r = Pin::new(&mut this.io).poll_write(cx, buf);
+        this.progress(cx, r)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let r = Pin::new(&mut this.io).poll_write_vectored(cx, bufs);
+        this.progress(cx, r)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    // Sockets flush and shut down at once: only writes can stall.
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+    }
+}

@@ -1,0 +1,171 @@
+//! A request body that streams to its worker after the REQUEST frame (one
+//! larger than what is read before dispatch): [`pump`] forwards it under
+//! the worker's credit and gives up after `server.body_timeout` without a
+//! byte from the client; [`Clock`] is the request timeout of such a
+//! request, which stops while the worker waits for the client, so that a
+//! slow client can never make its worker look hung.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body::Frame;
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use tokio::time::{Instant, Sleep};
+
+use crate::worker::channel::{Channel, Credit};
+use crate::worker::protocol;
+
+/// How a [`pump`] ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PumpEnd {
+    /// The whole body went to the worker.
+    Done,
+    /// The worker finished the request (or its channel closed) first.
+    WorkerDone,
+    /// The client broke the body off (its connection closed or its chunked
+    /// framing was wrong), or the body grew past `max_body_bytes` (then
+    /// `Credit::overflow` is set): the worker got a CANCEL.
+    Cancelled,
+    /// No byte from the client for the body timeout: the worker got a
+    /// CANCEL.
+    TimedOut,
+}
+
+/// The app's time on a request whose body streams: the time since
+/// dispatch, less the time the pump waited for the client.
+pub struct Clock {
+    start: Instant,
+    /// Nanoseconds since `start` at which the pump began waiting for the
+    /// client, plus one; 0 while it is not waiting.
+    waiting_since: AtomicU64,
+    /// Nanoseconds the pump waited for the client, finished waits only.
+    waited: AtomicU64,
+}
+
+impl Clock {
+    /// A clock that starts now, as the request goes to its worker.
+    pub fn start() -> Arc<Clock> {
+        Arc::new(Clock {
+            start: Instant::now(),
+            waiting_since: AtomicU64::new(0),
+            waited: AtomicU64::new(0),
+        })
+    }
+
+    fn nanos(&self, at: Instant) -> u64 {
+        at.saturating_duration_since(self.start).as_nanos() as u64
+    }
+
+    fn wait_begins(&self) {
+        let now = self.nanos(Instant::now());
+        self.waiting_since.store(now + 1, Ordering::Relaxed);
+    }
+
+    fn wait_ends(&self) {
+        let since = self.waiting_since.swap(0, Ordering::Relaxed);
+        if since != 0 {
+            let now = self.nanos(Instant::now());
+            self.waited
+                .fetch_add(now.saturating_sub(since - 1), Ordering::Relaxed);
+        }
+    }
+
+    /// When `timeout` of the app's time will have passed, as far as is
+    /// known at `now` (a wait for the client that is still going on moves
+    /// it later).
+    pub fn due(&self, timeout: Duration, now: Instant) -> Instant {
+        let mut waited = self.waited.load(Ordering::Relaxed);
+        let since = self.waiting_since.load(Ordering::Relaxed);
+        if since != 0 {
+            waited += self.nanos(now).saturating_sub(since - 1);
+        }
+        self.start + timeout + Duration::from_nanos(waited)
+    }
+}
+
+/// The next frame of `body` (`Some(None)` at its end), or `None` when the
+/// client sent nothing for `idle`; `timer` is the caller's, reused.
+pub async fn next_frame(
+    body: &mut Incoming,
+    mut timer: Pin<&mut Sleep>,
+    idle: Duration,
+) -> Option<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    timer.as_mut().reset(Instant::now() + idle);
+    tokio::select! {
+        biased;
+        frame = body.frame() => Some(frame),
+        () = timer => None,
+    }
+}
+
+/// Streams the rest of a request body to the worker as it grants credit.
+/// Waiting for credit is the app's time; waiting for the client stops
+/// `clock` and lasts at most `idle` per wait.
+#[allow(clippy::too_many_arguments)]
+pub async fn pump(
+    mut body: Incoming,
+    channel: Arc<Channel>,
+    stream: u32,
+    credit: Arc<Credit>,
+    mut received: u64,
+    max: u64,
+    idle: Duration,
+    clock: Arc<Clock>,
+) -> PumpEnd {
+    let cancel = || channel.send(protocol::encode(protocol::CANCEL, stream, b""));
+    let timer = tokio::time::sleep(idle);
+    tokio::pin!(timer);
+    loop {
+        // Wait for credit.
+        loop {
+            let notified = credit.notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if credit.closed.load(Ordering::Acquire) {
+                return PumpEnd::WorkerDone;
+            }
+            if credit.available.load(Ordering::Acquire) > 0 {
+                break;
+            }
+            notified.await;
+        }
+        clock.wait_begins();
+        let frame = next_frame(&mut body, timer.as_mut(), idle).await;
+        clock.wait_ends();
+        let Some(frame) = frame else {
+            cancel();
+            return PumpEnd::TimedOut;
+        };
+        match frame {
+            None => {
+                channel.send(protocol::encode(protocol::BODY_END, stream, b""));
+                return PumpEnd::Done;
+            }
+            Some(Err(_)) => {
+                cancel();
+                return PumpEnd::Cancelled;
+            }
+            Some(Ok(frame)) => {
+                let Ok(data) = frame.into_data() else {
+                    continue;
+                };
+                received += data.len() as u64;
+                if received > max {
+                    credit.overflow.store(true, Ordering::Release);
+                    cancel();
+                    return PumpEnd::Cancelled;
+                }
+                for chunk in data.chunks(protocol::MAX_FRAME) {
+                    channel.send(protocol::encode(protocol::BODY, stream, chunk));
+                }
+                credit
+                    .available
+                    .fetch_sub(data.len() as i64, Ordering::AcqRel);
+            }
+        }
+    }
+}
