@@ -69,6 +69,15 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
+    if !check {
+        let nofile = worker::process::raise_nofile();
+        if (nofile as usize) < cfg.server.max_connections + 64 {
+            tracing::warn!(
+                "the open-file limit ({nofile}) is below server.max_connections ({}): connections beyond it fail; raise LimitNOFILE (systemd) or ulimit -n",
+                cfg.server.max_connections
+            );
+        }
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .worker_threads(cfg.server.io_threads)

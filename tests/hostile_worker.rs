@@ -133,34 +133,17 @@ fn workers_and_their_subprocesses_get_no_fd_but_the_channel_and_the_dump_file() 
     std::fs::write(&marker, "x").unwrap();
     let file = std::fs::File::open(&marker).unwrap();
     let raw = std::os::fd::AsRawFd::as_raw_fd(&file);
-    let mut cmd = std::process::Command::new(corral_bin());
-    cmd.current_dir(app.path())
-        .args(["hostile:app", "-w", "1", "-b", "127.0.0.1:0", "--python"])
-        .arg(python())
-        .arg("--socket")
-        .arg(app.path().join("ctl.sock"))
-        .env("NO_COLOR", "1")
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped());
-    // SAFETY: dup2 in the child between fork and exec: async-signal-safe.
-    unsafe {
-        cmd.pre_exec(move || {
-            if libc::dup2(raw, 9) < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-    let mut child = cmd.spawn().unwrap();
-    let log = Log::collect(&mut child, "corral");
-    let mut c = Corral {
-        child,
-        log,
-        addr: String::new(),
-        status_addr: String::new(),
-        socket: app.path().join("ctl.sock"),
-    };
+    let mut c = Corral::spawn_with(app.path(), &["hostile:app", "-w", "1"], &[], |cmd| {
+        // SAFETY: dup2 in the child between fork and exec: async-signal-safe.
+        unsafe {
+            cmd.pre_exec(move || {
+                if libc::dup2(raw, 9) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+    });
     c.wait_listening();
     c.wait_in_service(1);
     let r = c.get("/fds");

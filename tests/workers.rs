@@ -139,3 +139,58 @@ fn a_wsgi_workers_prefetch_queue_follows_how_fast_the_app_answers() {
     burst("/fast", 200);
     assert!(capacity(&c) > 2, "it deepens again");
 }
+
+#[test]
+fn corral_raises_its_own_open_file_limit_and_workers_get_the_old_one_back() {
+    use std::os::unix::process::CommandExt;
+    let app = AppDir::new(&[(
+        "limits.py",
+        r#"
+import resource
+
+def app(environ, start_response):
+    body = ("%d %d" % resource.getrlimit(resource.RLIMIT_NOFILE)).encode()
+    start_response("200 OK", [("Content-Length", str(len(body)))])
+    return [body]
+"#,
+    )]);
+    let mut hard: libc::rlimit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes into the struct we pass.
+    unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut hard) };
+    let hard = hard.rlim_max;
+    assert!(hard > 256, "the machine's hard limit is too low to tell");
+    // corral starts with a low soft limit, as under many service managers.
+    let mut c = Corral::spawn_with(app.path(), &["limits:app", "-w", "1"], &[], |cmd| {
+        // SAFETY: setrlimit in the child between fork and exec.
+        unsafe {
+            cmd.pre_exec(move || {
+                let lim = libc::rlimit {
+                    rlim_cur: 256,
+                    rlim_max: hard,
+                };
+                if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+    });
+    c.wait_listening();
+    c.wait_in_service(1);
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", c.pid())).unwrap();
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap();
+    let soft: u64 = line.split_whitespace().nth(3).unwrap().parse().unwrap();
+    assert_eq!(soft, hard.min(1 << 20), "{line}");
+    let r = c.get("/");
+    assert_eq!(
+        r.text(),
+        format!("256 {hard}"),
+        "the worker got the old limit"
+    );
+}

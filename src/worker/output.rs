@@ -27,9 +27,31 @@ pub fn forward<R: AsyncRead + Unpin + Send + 'static>(
                 line.pop();
             }
             let text = String::from_utf8_lossy(&line);
+            let text = printable(&text);
             tracing::info!("worker {slot} (pid {pid}) {name}: {text}");
         }
     });
+}
+
+/// The line with control characters (but tab) shown as `\xHH` or
+/// `\u{HHHH}`: what an app prints (user input included) cannot move the
+/// cursor, clear the screen or fake a line of corral's own on a terminal.
+fn printable(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.chars().any(|c| c.is_control() && c != '\t') {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        match c {
+            '\t' => out.push(c),
+            c if c.is_control() && (c as u32) < 0x100 => {
+                out.push_str(&format!("\\x{:02x}", c as u32))
+            }
+            c if c.is_control() => out.push_str(&format!("\\u{{{:04x}}}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    std::borrow::Cow::Owned(out)
 }
 
 /// Reads one line into `buf`, keeping at most MAX_LINE bytes of it.
@@ -66,6 +88,16 @@ async fn read_line_capped<R: AsyncBufReadExt + Unpin>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn control_characters_are_shown_not_sent() {
+        assert_eq!(printable("plain\ttext"), "plain\ttext");
+        assert_eq!(
+            printable("\x1b[2Jcleared\r2026 INFO fake"),
+            "\\x1b[2Jcleared\\x0d2026 INFO fake"
+        );
+        assert_eq!(printable("a\u{85}b"), "a\\x85b");
+    }
 
     #[tokio::test]
     async fn lines_are_whole_and_capped() {

@@ -173,17 +173,24 @@ impl Launcher {
         let parent_pid = std::process::id() as libc::pid_t;
         // Everything the child needs is computed here, before the fork.
         let identity = self.identity.clone();
-        let rlimits: Vec<(libc::__rlimit_resource_t, u64)> = [
+        let mut rlimits: Vec<(libc::__rlimit_resource_t, u64, u64)> = [
             (libc::RLIMIT_NOFILE, self.limits.nofile),
             (libc::RLIMIT_AS, self.limits.address_space),
             (libc::RLIMIT_CORE, self.limits.core),
         ]
         .into_iter()
-        .filter_map(|(r, v)| v.map(|v| (r, v)))
+        .filter_map(|(r, v)| v.map(|v| (r, v, v)))
         .collect();
+        if self.limits.nofile.is_none()
+            && let Some(&(soft, hard)) = STARTING_NOFILE.get()
+        {
+            rlimits.push((libc::RLIMIT_NOFILE, soft, hard));
+        }
         let umask = self.limits.umask;
 
         let mut cmd = tokio::process::Command::new(&self.python);
+        // The status token is corral's secret, never the app's.
+        cmd.env_remove(crate::config::STATUS_TOKEN_ENV);
         if !self.pass_all_env {
             // Exactly the documented base, the passed names and the
             // configured env: nothing leaks from corral by accident.
@@ -240,10 +247,10 @@ impl Launcher {
                         libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC);
                     }
                 }
-                for &(resource, value) in &rlimits {
+                for &(resource, soft, hard) in &rlimits {
                     let lim = libc::rlimit {
-                        rlim_cur: value,
-                        rlim_max: value,
+                        rlim_cur: soft,
+                        rlim_max: hard,
                     };
                     if libc::setrlimit(resource, &lim) != 0 {
                         return Err(std::io::Error::last_os_error());
@@ -291,6 +298,29 @@ impl Launcher {
             stacks,
         })
     }
+}
+
+/// corral's own open-file limit as it started, before [`raise_nofile`].
+static STARTING_NOFILE: std::sync::OnceLock<(u64, u64)> = std::sync::OnceLock::new();
+
+/// Raises corral's soft open-file limit to its hard limit (as Go programs
+/// do): each connection costs an fd, and the soft limit is often 1024,
+/// far below `[server] max_connections`. Workers get the limit corral
+/// started with back (unless `[workers.limits] nofile` says otherwise), so
+/// an app that uses select() is not handed fds above 1023. Call once, at
+/// start-up. Returns the new soft limit.
+pub fn raise_nofile() -> u64 {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
+        return 0;
+    };
+    let _ = STARTING_NOFILE.set((soft, hard));
+    // A hard limit of "unlimited" is capped where the kernel caps fds.
+    let target = hard.min(1 << 20);
+    if target > soft && setrlimit(Resource::RLIMIT_NOFILE, target, hard).is_ok() {
+        return target;
+    }
+    soft
 }
 
 /// A close-on-exec copy of `fd` numbered at least `min`.

@@ -141,6 +141,16 @@ impl Corral {
 
     /// Starts corral without waiting for anything.
     pub fn spawn(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Corral {
+        Corral::spawn_with(dir, args, env, |_| {})
+    }
+
+    /// [`Corral::spawn`], with a last say on the command (`setup`).
+    pub fn spawn_with(
+        dir: &Path,
+        args: &[&str],
+        env: &[(&str, &str)],
+        setup: impl FnOnce(&mut Command),
+    ) -> Corral {
         let mut cmd = Command::new(corral_bin());
         cmd.current_dir(dir).args(args);
         if !args.contains(&"--python") {
@@ -165,6 +175,7 @@ impl Corral {
         for (k, v) in env {
             cmd.env(k, v);
         }
+        setup(&mut cmd);
         let mut child = cmd.spawn().expect("start corral");
         let log = Log::collect(&mut child, "corral");
         Corral {
