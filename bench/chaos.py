@@ -743,7 +743,8 @@ def main():
         return 2
     raw = dict(args=vars(a), run=run, log_path=c.log_path, seen_dir=c.seen_dir,
                counts=[[k, cls, n] for (k, cls), n in rec.counts.items()],
-               failures=rec.failures, ws_messages=rec.ws_messages, late_echoes=rec.late_echoes,
+               failures=rec.failures, trace=rec.trace, ws_messages=rec.ws_messages,
+               late_echoes=rec.late_echoes,
                faults=faults.log if faults else [], stopped=faults.stopped if faults else {},
                problems=faults.problems if faults else [],
                samples=sampler.samples if sampler else [])

@@ -46,6 +46,9 @@ WS_WRONG = "ws wrong echo"
 CLASSES = [OK, WS_OK, WRONG, C4XX, C502, C503, C504, OTHER, REFUSED, RESET, TIMEOUT, CUT,
            WS_1001, WS_1011, WS_CLOSED, WS_RESET, WS_STALL, WS_WRONG]
 GOOD = {OK, WS_OK}
+# Clients whose every request is kept (few, and each holds megabytes), to
+# tell what was in flight when corral's RSS jumped.
+TRACED = {"upload", "upload, slow", "slow reader"}
 
 WS_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
@@ -60,12 +63,15 @@ class Recorder:
         self.ws_messages = 0
         self.late_echoes = 0                  # echoes that came after a stall, but came
         self.closed = False                   # set on Ctrl-C: what ends after is not counted
+        self.trace = []                       # (kind, t0, t1, request, class) of the big ones
 
     def add(self, kind, cls, t0, t1, rid, **info):
         with self.lock:
             if self.closed:
                 return
             self.counts[(kind, cls)] += 1
+            if kind in TRACED:
+                self.trace.append((kind, t0, t1, info.get("req"), cls))
             if cls not in GOOD:
                 self.failures.append(dict(kind=kind, cls=cls, t0=t0, t1=t1, id=rid, **info))
 

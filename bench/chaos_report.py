@@ -236,6 +236,7 @@ def analyse(raw):
                unaccounted=unaccounted, ambiguous=ambiguous, faults=raw["faults"],
                problems=raw["problems"], samples=raw["samples"])
     res.update(rss_figures(a, res["samples"]))
+    res["rss_jumps"] = rss_jumps(res["samples"], raw.get("trace", []), t0)
     res["recycles"] = len(v.recycled)
     res["corral_replaced"] = {p: r for p, r in v.replaced.items() if p not in v.pids}
     res["stop_starts"] = [f"{t - t0:.2f}s {lvl} {msg}" for t, lvl, msg in log
@@ -276,6 +277,19 @@ def rss_figures(a, samples):
                 rss_start=samples[0][1] / 1024 if samples else None,
                 rss_max=max(s[1] for s in samples) / 1024 if samples else None,
                 rss_end=samples[-1][1] / 1024 if samples else None)
+
+
+def rss_jumps(samples, trace, t0, mib=2.0):
+    """Each rise of corral's RSS by more than `mib` between two samples, with
+    the large requests (uploads, slow reads) in flight across it."""
+    out = []
+    for prev, cur in zip(samples, samples[1:]):
+        rise = (cur[1] - prev[1]) / 1024
+        if rise > mib:
+            lo, hi = t0 + prev[0], t0 + cur[0]
+            busy = [req for _k, s, e, req, _c in trace if s <= hi and e >= lo]
+            out.append((prev[0], cur[0], rise, cur[1] / 1024, busy))
+    return out
 
 
 def criteria(a, r):
@@ -451,6 +465,17 @@ def render(r):
                    + ("n/a" if sl is None else f"{sl:+.3f} MiB/min") + f" ({r['rss_points']} "
                    f"samples, every {a.sample_every:g}s); slope of the 30 s minima: "
                    + ("n/a" if floor is None else f"{floor:+.3f} MiB/min"))
+    if r["rss_jumps"]:
+        out.append("")
+        out.append("RSS rises of more than 2 MiB between two samples, with the large requests "
+                   "in flight across each:")
+        for lo, hi, rise, now, busy in r["rss_jumps"][:12]:
+            kinds = {}
+            for req in busy:
+                kinds[req] = kinds.get(req, 0) + 1
+            out.append(f"- {lo:.0f}-{hi:.0f}s: +{rise:.1f} MiB (to {now:.1f}): "
+                       + (", ".join(f"{req} x{n}" if n > 1 else req for req, n in
+                                    sorted(kinds.items())) or "none"))
     start, st = run.get("start") or {}, run.get("settle")
     if st:
         out.append(f"end state after {st['seconds']:g}s of settling: {len(st['workers'])} live "
