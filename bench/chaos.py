@@ -603,7 +603,7 @@ class Faults(threading.Thread):
             self.record("scale", to=self.a.workers, rc=rc, why="back to --workers for the end")
 
 
-# ---------------------------------------------------------------- helpers
+# ---------------------------------------------------------------- the run
 
 def note(msg):
     print(f"chaos: {msg}", file=sys.stderr, flush=True)

@@ -79,12 +79,17 @@ class Victims:
         self.pids = set(self.killed) | set(self.stopped)
 
     def death(self, pid):
-        if pid in self.deaths:
-            return self.deaths[pid][0]
+        """When a worker the run touched died of it, else None (a stopped
+        worker that was resumed and died later died of something else)."""
         if pid in self.killed:
-            return self.killed[pid]
+            return self.deaths.get(pid, (self.killed[pid],))[0]
         s = self.stopped.get(pid)
-        return s.get("gone") if s else None
+        if not s:
+            return None
+        d = self.deaths[pid][0] if pid in self.deaths else s.get("gone")
+        if d is not None and s["cont"] is not None and d > s["cont"] + 1:
+            return None
+        return d
 
     def stop_span(self, pid):
         s = self.stopped[pid]
@@ -108,7 +113,7 @@ class Victims:
     def other_deaths(self, lo, hi):
         """Workers that died abnormally in [lo, hi] that the run did not touch."""
         return [(pid, how) for pid, (t, how) in self.deaths.items()
-                if lo <= t <= hi and pid not in self.pids and how != "code 0"]
+                if lo <= t <= hi and self.death(pid) is None and how != "code 0"]
 
 
 def fd_kinds(table):
