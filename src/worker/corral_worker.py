@@ -1086,8 +1086,9 @@ class AsgiWorker:
             elif kind == "websocket.http.response.start":
                 if st.ws != WS_CONNECTING:
                     raise RuntimeError("websocket.http.response.start after the handshake")
+                head = asgi_head(message["status"], message.get("headers", ()))
                 st.ws = WS_RESPONSE
-                denial[0] = asgi_head(message["status"], message.get("headers", ()))
+                denial[0] = head
             elif kind == "websocket.http.response.body":
                 if st.ws != WS_RESPONSE or st.done:
                     raise RuntimeError("websocket.http.response.body out of order")
@@ -1117,7 +1118,7 @@ class AsgiWorker:
             pass
         except Exception:
             log("Error in WebSocket %s\n%s" % (scope["path"], traceback.format_exc()))
-            if st.ws == WS_CONNECTING:
+            if st.ws == WS_CONNECTING or st.ws == WS_RESPONSE and not denial[1]:
                 self.error_response(sid)
                 st.done = True
             elif st.ws == WS_ACCEPTED:
