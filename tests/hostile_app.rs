@@ -129,10 +129,6 @@ fn get_close(path: &str) -> Vec<u8> {
     format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").into_bytes()
 }
 
-fn contains(haystack: &[u8], needle: &[u8]) -> bool {
-    haystack.windows(needle.len()).any(|w| w == needle)
-}
-
 /// Fails with the log unless a log line containing `needle` shows up.
 fn logged(c: &Corral, needle: &str) -> String {
     c.log

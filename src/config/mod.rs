@@ -23,6 +23,8 @@
 //! checks every value. This module holds the resolved types, the errors and
 //! the pipeline that ties those steps together.
 
+#[cfg(test)]
+mod proptests;
 mod raw;
 mod units;
 mod validate;

@@ -464,4 +464,151 @@ mod tests {
         let p = Bytes::from(encode_fields(b"", &[(b"X-Id", b"7\r\nx: y")]));
         assert!(parse_accept(&p).is_err());
     }
+
+    /// Property tests of the decoders: any bytes a worker sends are decoded
+    /// or refused, never a panic. 256 cases each by default; for a longer
+    /// run: `PROPTEST_CASES=100000 cargo test --bin corral protocol::tests::props`.
+    mod props {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// A few frames: kinds, streams and payloads, some over the size
+        /// that is split off the read buffer instead of copied.
+        fn frames() -> impl Strategy<Value = Vec<(u8, u32, Vec<u8>)>> {
+            let payload = prop_oneof![
+                8 => proptest::collection::vec(any::<u8>(), 0..100),
+                1 => (COPY_BELOW - 2..COPY_BELOW + 100).prop_map(|n| vec![7u8; n]),
+            ];
+            proptest::collection::vec((any::<u8>(), any::<u32>(), payload), 0..6)
+        }
+
+        /// An RFC 9110 token.
+        fn token() -> impl Strategy<Value = Vec<u8>> {
+            let tchar = prop::sample::select(
+                b"!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+                    .to_vec(),
+            );
+            proptest::collection::vec(tchar, 1..20)
+        }
+
+        /// A field value (or reason): HTAB, SP, visible ASCII, obs-text.
+        fn text(max: usize) -> impl Strategy<Value = Vec<u8>> {
+            let byte = prop_oneof![Just(b'\t'), 0x20u8..0x7f, 0x80u8..=0xff,];
+            proptest::collection::vec(byte, 0..max)
+        }
+
+        /// Status, reason and header pairs.
+        type Head = (u16, Vec<u8>, Vec<(Vec<u8>, Vec<u8>)>);
+
+        fn head() -> impl Strategy<Value = Head> {
+            (
+                100u16..1000,
+                text(30),
+                proptest::collection::vec((token(), text(40)), 0..8),
+            )
+        }
+
+        fn head_bytes((status, reason, headers): &Head) -> Bytes {
+            let mut line = status.to_string().into_bytes();
+            if !reason.is_empty() {
+                line.push(b' ');
+                line.extend_from_slice(reason);
+            }
+            let pairs: Vec<(&[u8], &[u8])> =
+                headers.iter().map(|(n, v)| (&n[..], &v[..])).collect();
+            encode_response_head(&line, &pairs)
+        }
+
+        proptest! {
+            #[test]
+            fn decode_never_panics_on_any_bytes(bytes in proptest::collection::vec(any::<u8>(), 0..2048)) {
+                let mut buf = BytesMut::from(&bytes[..]);
+                while let Ok(Some(frame)) = decode(&mut buf) {
+                    prop_assert!(frame.payload.len() <= MAX_INCOMING_FRAME);
+                }
+            }
+
+            #[test]
+            fn frames_round_trip_however_the_input_is_cut(
+                frames in frames(),
+                cuts in proptest::collection::vec(any::<prop::sample::Index>(), 0..8),
+            ) {
+                let wire: Vec<u8> = frames.iter().flat_map(|(k, s, p)| encode(*k, *s, p).to_vec()).collect();
+                let mut cuts: Vec<usize> = cuts.iter().map(|i| i.index(wire.len() + 1)).collect();
+                cuts.push(wire.len());
+                cuts.sort_unstable();
+                let mut buf = BytesMut::new();
+                let mut got = Vec::new();
+                let mut from = 0;
+                for to in cuts {
+                    buf.extend_from_slice(&wire[from..to]);
+                    from = to;
+                    while let Some(f) = decode(&mut buf).unwrap() {
+                        got.push((f.kind, f.stream, f.payload.to_vec()));
+                    }
+                }
+                prop_assert!(buf.is_empty());
+                prop_assert_eq!(got, frames);
+            }
+
+            #[test]
+            fn response_heads_never_panic_on_any_bytes(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+                let bytes = Bytes::from(bytes);
+                let _ = parse_response_head(&bytes);
+                let _ = parse_accept(&bytes);
+            }
+
+            #[test]
+            fn mutated_heads_never_panic(
+                head in head(),
+                edits in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..4),
+                cut in any::<prop::sample::Index>(),
+            ) {
+                let mut bytes = head_bytes(&head).to_vec();
+                for (at, byte) in edits {
+                    let i = at.index(bytes.len());
+                    bytes[i] = byte;
+                }
+                bytes.truncate(cut.index(bytes.len() + 1));
+                if let Ok(h) = parse_response_head(&Bytes::from(bytes)) {
+                    for (_, value) in &h.headers {
+                        prop_assert!(value.as_bytes().iter().all(|&b| b == b'\t' || (b >= 0x20 && b != 0x7f)));
+                    }
+                }
+            }
+
+            #[test]
+            fn valid_heads_round_trip(head in head()) {
+                let h = parse_response_head(&head_bytes(&head)).unwrap();
+                let (status, reason, headers) = head;
+                prop_assert_eq!(h.status.as_u16(), status);
+                prop_assert_eq!(h.reason.as_ref().map_or(&b""[..], |r| r.as_bytes()), &reason[..]);
+                prop_assert_eq!(h.headers.len(), headers.len());
+                for ((name, value), (n, v)) in h.headers.iter().zip(&headers) {
+                    prop_assert_eq!(name.as_str().as_bytes(), &n.to_ascii_lowercase()[..]);
+                    prop_assert_eq!(value.as_bytes(), &v[..]);
+                }
+            }
+
+            #[test]
+            fn a_control_character_in_any_value_is_refused(
+                head in head().prop_filter("a header", |h| !h.2.is_empty()),
+                which in any::<prop::sample::Index>(),
+                at in any::<prop::sample::Index>(),
+                ctl in prop_oneof![0u8..9, 10u8..32, Just(0x7f)],
+            ) {
+                let mut head = head;
+                let i = which.index(head.2.len());
+                let value = &mut head.2[i].1;
+                let at = at.index(value.len() + 1);
+                value.insert(at, ctl);
+                let name = HeaderName::from_bytes(&head.2[i].0).unwrap();
+                // The first bad header is the one named.
+                match parse_response_head(&head_bytes(&head)) {
+                    Err(HeadError::Value(n)) => prop_assert!(n == name || head.2[..i].iter().any(|(_, v)| v.contains(&ctl))),
+                    other => prop_assert!(false, "{other:?}"),
+                }
+            }
+        }
+    }
 }
