@@ -52,8 +52,25 @@ def arg(environ):
     return unquote(environ["QUERY_STRING"], encoding="latin-1")
 
 
+WINDOW = getattr(worker, "RESPONSE_WINDOW", 0)
+
+
 def app(environ, start_response):
     path = environ["PATH_INFO"]
+    # /whole-over-window makes the worker send a big body in one frame.
+    worker.RESPONSE_WINDOW = WINDOW if path != "/whole-over-window" else 1 << 30
+    if path == "/whole-over-window":
+        start_response("200 OK", [])
+        return [b"x" * (WINDOW + 1)]
+    if path == "/huge-header":
+        start_response("200 OK", [("X-Big", "x" * 70_000_000)])
+        return [b"huge"]
+    if path == "/huge-error":
+        def body():
+            yield b"start"
+            raise ValueError("x" * 70_000_000)
+        start_response("200 OK", [])
+        return body()
     if path.startswith("/raw/"):
         start_response(path[5:], [])
         return [b"raw"]
@@ -373,6 +390,49 @@ fn a_slow_reader_of_a_20_mb_list_body_costs_corral_no_more_than_the_window() {
     assert_eq!(read_chunked(&mut r), (20_000_000, true));
 }
 
+#[test]
+fn nothing_an_app_sends_makes_a_frame_over_the_limit() {
+    let (_dir, c) = wsgi();
+    let worker = pid(&c);
+    // A 70 MB header: refused in the worker, as a head over 1 MiB.
+    let r = c.get("/huge-header");
+    assert_eq!(r.status, 500);
+    logged(
+        &c,
+        "response headers of 70000011 bytes: the limit is 1048576",
+    );
+    // A 70 MB error message after the head: the traceback is clipped.
+    let mut s = c.connect();
+    send_request(&mut s, "GET", "/huge-error", &[], b"");
+    let mut r = BufReader::new(s);
+    assert!(read_head(&mut r).starts_with("HTTP/1.1 200 OK"));
+    let mut rest = Vec::new();
+    let _ = r.read_to_end(&mut rest);
+    assert!(
+        !contains(&rest, b"0\r\n\r\n"),
+        "a failed body must not end cleanly"
+    );
+    // A whole body over the window in one frame: corral refuses it.
+    let r = c.get("/whole-over-window");
+    assert_eq!(r.status, 500);
+    logged(&c, "a whole body of 262145 bytes, over the response window");
+    assert_eq!(pid(&c), worker);
+    assert_eq!(c.log.count("bad frame"), 0, "{}", c.log.text());
+}
+
+#[test]
+fn a_70_mb_boot_error_is_clipped_and_reported() {
+    let dir = AppDir::new(&[("app.py", "raise RuntimeError('x' * 70_000_000)\n")]);
+    let c = Corral::start(dir.path(), &["app:app", "-w", "1"], 0);
+    logged(&c, "failed to boot");
+    logged(&c, "characters cut ...]");
+    assert_eq!(c.log.count("bad frame"), 0, "{}", c.log.text());
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
 // ------------------------------------------------------------------ ASGI
 
 const ASGI_APP: &str = r#"
@@ -427,6 +487,17 @@ async def websocket(scope, receive, send):
     elif path == "/bad-denial":
         await send({"type": "websocket.http.response.start", "status": 403,
                     "headers": [(b"x-a", b"1\0set-cookie\0x")]})
+    elif path == "/big-denial":
+        await send({"type": "websocket.http.response.start", "status": 403, "headers": []})
+        await send({"type": "websocket.http.response.body",
+                    "body": bytes(range(256)) * (70_000_128 // 256)})
+    elif path == "/huge-message":
+        await send({"type": "websocket.accept"})
+        try:
+            await send({"type": "websocket.send", "bytes": b"x" * 20_000_000})
+        except ValueError as e:
+            await send({"type": "websocket.send", "text": str(e)})
+        await send({"type": "websocket.close", "code": 1000})
     elif path.startswith("/close/"):
         await send({"type": "websocket.accept"})
         code = int(path.split("/")[2])
@@ -519,6 +590,27 @@ fn websocket_handshake_heads_are_checked_too() {
         assert!(!head.contains("set-cookie"), "{path}: {head}");
         logged(&c, needle);
     }
+}
+
+#[test]
+fn a_70_mb_denial_body_streams_and_a_20_mb_message_raises_in_send() {
+    let (_dir, c) = asgi();
+    let worker = c.get("/pid").text();
+    let (head, mut r) = ws_handshake(&c, "/big-denial");
+    assert!(head.starts_with("HTTP/1.1 403 "), "{head}");
+    assert_eq!(read_chunked(&mut r), (70_000_128, true));
+
+    let (head, mut r) = ws_handshake(&c, "/huge-message");
+    assert!(head.starts_with("HTTP/1.1 101 "), "{head}");
+    let (op, text) = read_frame(&mut r);
+    assert_eq!(op, 1);
+    assert_eq!(
+        String::from_utf8(text).unwrap(),
+        "WebSocket message of 20000000 bytes: the limit is 16777216"
+    );
+    assert_eq!(read_frame(&mut r).0, 8);
+    assert_eq!(c.get("/pid").text(), worker);
+    assert_eq!(c.log.count("bad frame"), 0, "{}", c.log.text());
 }
 
 /// Reads one server frame (unmasked): opcode and payload.

@@ -212,6 +212,15 @@ async fn dispatch(mut req: http::Request<Incoming>, shared: &Shared, conn: &Conn
             let Some((head, body)) = protocol::split_full(&payload) else {
                 return Err(bad_app("malformed response frame"));
             };
+            // Bigger bodies must stream under the window: corral holds
+            // this one until a client, perhaps a slow one, takes it.
+            if body.len() > protocol::RESPONSE_WINDOW {
+                return Err(bad_app(&format!(
+                    "a whole body of {} bytes, over the response window of {}",
+                    body.len(),
+                    protocol::RESPONSE_WINDOW
+                )));
+            }
             let mut resp = build(head, Body::empty())?;
             if !is_head && may_have_body(resp.status()) {
                 *resp.body_mut() = Body::full(fit_to_content_length(&mut resp, body));

@@ -963,15 +963,7 @@ class AsgiWorker:
                     return
                 self.send(K_START, sid, head)
             if body:
-                view = memoryview(body)
-                for off in range(0, len(view), MAX_FRAME):
-                    while st.window <= 0 and not st.cancelled:
-                        await st.wait(loop)
-                    if st.cancelled:
-                        raise ClientDisconnected("the client disconnected")
-                    part = view[off : off + MAX_FRAME]
-                    st.window -= len(part)
-                    self.write(HDR.pack(len(part), K_DATA, sid) + part)
+                await self.send_data(st, body)
             if not more:
                 self.send(K_END, sid, b"")
                 held[2] = st.done = True
@@ -1005,6 +997,18 @@ class AsgiWorker:
             if not st.done:
                 self.send(K_END, sid, b"")
             self.finished(st)
+
+    async def send_data(self, st, body):
+        """Sends body as DATA frames, each when the stream has window."""
+        view = memoryview(body)
+        for off in range(0, len(view), MAX_FRAME):
+            while st.window <= 0 and not st.cancelled:
+                await st.wait(self.loop)
+            if st.cancelled:
+                raise ClientDisconnected("the client disconnected")
+            part = view[off : off + MAX_FRAME]
+            st.window -= len(part)
+            self.write(HDR.pack(len(part), K_DATA, st.sid) + part)
 
     def error_response(self, sid):
         self.send(K_RESPONSE, sid, U32.pack(len(ERROR_HEAD)) + ERROR_HEAD + ERROR_BODY)
@@ -1097,7 +1101,7 @@ class AsgiWorker:
                     self.send(K_START, sid, denial[0])
                     denial[1] = True
                 if body:
-                    self.send(K_DATA, sid, body)
+                    await self.send_data(st, body)
                 if not message.get("more_body", False):
                     self.send(K_END, sid, b"")
                     st.done = True
