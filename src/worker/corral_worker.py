@@ -317,24 +317,28 @@ FIELD_LENGTHS = {}  # field count -> its struct
 TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+\Z").match
 TOKEN_BYTES = re.compile(rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+\Z").match
 CONTROL = re.compile("[\x00-\x08\x0a-\x1f\x7f]").search
-# Header names already found to be tokens (str for WSGI, bytes for ASGI):
-# most responses repeat a few names, so most names cost one set lookup.
+# Header names already found to be tokens (str for WSGI, bytes for ASGI),
+# and WSGI status lines found valid: most responses repeat a few of each, so
+# most cost one set lookup.
 GOOD_NAMES = set()
+GOOD_STATUSES = set()
 # A head bigger than this is refused: no client takes one.
 MAX_HEAD = 1 << 20
 
 
-def pack_fields(fields, data):
-    """fields' lengths, then data (fields joined and encoded)."""
-    n = len(fields)
-    lengths = FIELD_LENGTHS.get(n)
-    if lengths is None:
-        lengths = struct.Struct("<H%dI" % n)
+def pack_fields(lengths, data):
+    """The header count and field lengths (`lengths`: a list with a slot
+    for the count, then one length per field), then the fields' bytes."""
+    n = len(lengths)
+    packer = FIELD_LENGTHS.get(n)
+    if packer is None:
+        packer = struct.Struct("<H%dI" % (n - 1))
         if len(FIELD_LENGTHS) < 64:
-            FIELD_LENGTHS[n] = lengths
+            FIELD_LENGTHS[n] = packer
     if len(data) > MAX_HEAD:
         raise ValueError("response headers of %d bytes: the limit is %d" % (len(data), MAX_HEAD))
-    return lengths.pack(n >> 1, *map(len, fields)) + data
+    lengths[0] = (n - 2) >> 1
+    return packer.pack(*lengths) + data
 
 
 def check_text(what, text):
@@ -391,39 +395,60 @@ def wsgi_head(status, headers):
     """The response head for start_response's status and headers; raises
     ValueError or TypeError naming the status or header that is invalid."""
     fields = [status]
+    lengths = [0, len(status)]
+    good = GOOD_NAMES
+    known = True
+    # One pass: the fields, their lengths, and whether every name is known.
     for name, value in headers:
-        fields += (name, value)
-    code = status[:3]
-    if not (code.isdecimal() and "200" <= code <= "599" and status[3:4] in (" ", "")):
-        raise ValueError("invalid status %r: expected e.g. \"200 OK\" (200 to 599)" % (status,))
+        if type(name) is not str or name not in good:
+            known = False
+        fields.append(name)
+        fields.append(value)
+        lengths.append(len(name))
+        lengths.append(len(value))
+    if status not in GOOD_STATUSES:
+        code = status[:3]
+        if not (code.isdecimal() and "200" <= code <= "599" and status[3:4] in (" ", "")):
+            raise ValueError("invalid status %r: expected e.g. \"200 OK\" (200 to 599)"
+                             % (status,))
+        check_text("status", status)
+        if len(GOOD_STATUSES) < 100:
+            GOOD_STATUSES.add(status)
     try:
         text = "".join(fields)
         data = text.encode("latin-1")
-        ok = GOOD_NAMES.issuperset(fields[1::2]) and (text.isprintable() or not CONTROL(text))
     except (TypeError, UnicodeEncodeError):
-        ok = False
-    if not ok:
-        check_text("status", status)
+        known = False
+    if not known or not text.isprintable() and CONTROL(text):
+        # Latin-1 letters are not all printable: only then the regex runs.
         fields = check_fields(fields, "WSGI")
         data = "".join(fields).encode("latin-1")
-    return pack_fields(fields, data)
+    return pack_fields(lengths, data)
 
 
 def asgi_fields(first, headers, kind):
     """Fields with `first` (bytes) first, then the headers (bytes pairs)."""
     fields = [first]
+    lengths = [0, len(first)]
+    good = GOOD_NAMES
+    known = True
     for name, value in headers:
-        fields += (name, value)
+        if type(name) is not bytes or name not in good:
+            known = False
+        fields.append(name)
+        fields.append(value)
+        lengths.append(len(name))
+        lengths.append(len(value))
     try:
         data = b"".join(fields)
         text = data.decode("latin-1")
-        ok = GOOD_NAMES.issuperset(fields[1::2]) and (text.isprintable() or not CONTROL(text))
     except TypeError:
-        ok = False
-    if not ok:
+        known = False
+    if not known or not text.isprintable() and CONTROL(text):
         fields = check_fields(fields, kind)
         data = b"".join(fields)
-    return pack_fields(fields, data)
+        lengths[1:] = map(len, fields)
+    return pack_fields(lengths, data)
 
 
 def asgi_head(status, headers):
