@@ -91,9 +91,12 @@ def app(environ, start_response):
     if path == "/content-length":
         start_response("200 OK", [("Content-Length", arg(environ))])
         return [b"hello"]
+    if path == "/streamed-length":
+        start_response("200 OK", [("Content-Length", arg(environ))])
+        return (b for b in [b"hel", b"lo"])
     if path == "/two-lengths-streamed":
         start_response("200 OK", [("Content-Length", "5"), ("Content-Length", "6")])
-        return (b for b in [b"hello"])
+        return (b"x" * 65536 for _ in range(64))  # more than the window
     if path in ("/204", "/304"):
         start_response("204 No Content" if path == "/204" else "304 Not Modified",
                        [("Content-Length", "5"), ("ETag", '"v1"')])
@@ -279,11 +282,21 @@ fn content_length_must_be_a_number_and_one_number() {
     assert_eq!(r.header("content-length"), Some("5"));
     assert_eq!(r.text(), "hello");
 
+    // A streamed body longer than its length is cut; a shorter one ends
+    // the connection (the client sees it cut), and corral says why.
+    let wire = exchange(&c.addr, &get_close("/streamed-length?3"));
+    assert!(wire.ends_with(b"\r\n\r\nhel"), "{wire:?}");
+    exchange(&c.addr, &get_close("/streamed-length?10"));
+    logged(&c, "declared Content-Length: 10 but sent 5 bytes");
+    assert_eq!(c.log.count("panicked"), 0, "{}", c.log.text());
+
     // Two lengths on a streamed body: a 500 and a log line, not an empty
     // reply with nothing said.
     let r = c.get("/two-lengths-streamed");
     assert_eq!(r.status, 500);
     logged(&c, "conflicting Content-Length values 5 and 6");
+    // The refused stream was cancelled: the worker's one thread is free.
+    assert_eq!(c.get("/pid").status, 200);
 }
 
 #[test]
@@ -382,6 +395,7 @@ fn a_slow_reader_of_a_20_mb_list_body_costs_corral_no_more_than_the_window() {
     assert!(read_head(&mut r).starts_with("HTTP/1.1 200 OK"));
     std::thread::sleep(Duration::from_millis(1500));
     let grown = rss_kib(c.pid()).saturating_sub(before);
+    eprintln!("corral's RSS grew by {grown} KiB with a slow reader of 20 MB");
     assert!(
         grown < 4 * 1024,
         "corral grew by {grown} KiB for one slow reader of a 20 MB body"

@@ -241,9 +241,21 @@ async fn dispatch(mut req: http::Request<Incoming>, shared: &Shared, conn: &Conn
                 lease: Some(lease),
                 unacked: 0,
                 done: false,
+                declared: None,
+                sent: 0,
                 _pump: pump,
             });
-            build(head, body)
+            // On an invalid head the body is dropped, which cancels the stream.
+            let mut resp = build(head, body)?;
+            let declared = resp
+                .headers()
+                .get(http::header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok()?.parse().ok())
+                .filter(|_| !is_head && may_have_body(resp.status()));
+            if let Body::Stream(s) = resp.body_mut() {
+                s.declared = declared;
+            }
+            Ok(resp)
         }
         First::Accept(head, events) => {
             let (Some(upgrade), Some(key), Some(credit)) = (
