@@ -10,6 +10,11 @@
 //! at most [`protocol::RESPONSE_WINDOW`] bytes before corral grants more (it
 //! grants as the client takes them). A WebSocket holds its worker place (its
 //! lease) until it closes.
+//!
+//! Limits: a client message over [`MAX_MESSAGE`] closes the socket with 1009
+//! (the app hears 1009 too); a close code the app may not send (see
+//! `sendable`) goes out as 1011, logged; close reasons are cut to 123 bytes.
+//! The app's `WS_ACCEPT` headers are checked like a response head.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
