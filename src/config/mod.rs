@@ -24,6 +24,8 @@
 //! the pipeline that ties those steps together.
 
 mod instance;
+#[cfg(test)]
+mod proptests;
 mod raw;
 mod units;
 mod validate;

@@ -45,6 +45,10 @@ pub struct StreamBody {
     pub lease: Option<Lease>,
     pub unacked: usize,
     pub done: bool,
+    /// The app's Content-Length, when the response carries a body.
+    pub declared: Option<u64>,
+    /// Body bytes taken from the worker so far.
+    pub sent: u64,
     /// The task streaming the request body, stopped with the response.
     pub _pump: PumpGuard,
 }
@@ -95,6 +99,7 @@ impl http_body::Body for Body {
                     Poll::Pending => Poll::Pending,
                     Poll::Ready(Some(Event::Data(b))) => {
                         s.unacked += b.len();
+                        s.sent += b.len() as u64;
                         if s.unacked >= protocol::RESPONSE_WINDOW / 2 {
                             let grant = s.unacked as u32;
                             s.unacked = 0;
@@ -107,6 +112,13 @@ impl http_body::Body for Body {
                     Poll::Ready(Some(Event::End)) => {
                         s.done = true;
                         s.lease = None;
+                        if let Some(n) = s.declared.filter(|&n| n > s.sent) {
+                            // hyper ends the connection: the client sees a cut body.
+                            tracing::warn!(
+                                "the app declared Content-Length: {n} but sent {} bytes",
+                                s.sent
+                            );
+                        }
                         Poll::Ready(None)
                     }
                     // WebSocket events on an HTTP response: the app is confused.

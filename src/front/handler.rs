@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use http::request::Parts;
-use http::{HeaderName, HeaderValue, Method, Response, StatusCode};
+use http::{HeaderValue, Method, Response, StatusCode};
 use hyper::body::Incoming;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant as TokioInstant;
@@ -238,8 +238,17 @@ async fn dispatch(mut req: http::Request<Incoming>, shared: &Shared, conn: &Conn
             let Some((head, body)) = protocol::split_full(&payload) else {
                 return Err(bad_app("malformed response frame"));
             };
+            // Bigger bodies must stream under the window: corral holds
+            // this one until a client, perhaps a slow one, takes it.
+            if body.len() > protocol::RESPONSE_WINDOW {
+                return Err(bad_app(&format!(
+                    "a whole body of {} bytes, over the response window of {}",
+                    body.len(),
+                    protocol::RESPONSE_WINDOW
+                )));
+            }
             let mut resp = build(head, Body::empty())?;
-            if !is_head {
+            if !is_head && may_have_body(resp.status()) {
                 *resp.body_mut() = Body::full(fit_to_content_length(&mut resp, body));
             }
             // The app answered without reading the whole body: hyper will
@@ -251,15 +260,28 @@ async fn dispatch(mut req: http::Request<Incoming>, shared: &Shared, conn: &Conn
             Ok(resp)
         }
         First::Start(head, events) => {
+            // A 204 or 304 has no body: hyper sends none, and ends the stream.
             let body = Body::Stream(StreamBody {
                 events,
                 stream: stream.id,
                 lease: Some(lease),
                 unacked: 0,
                 done: false,
+                declared: None,
+                sent: 0,
                 _pump: pump,
             });
-            build(head, body)
+            // On an invalid head the body is dropped, which cancels the stream.
+            let mut resp = build(head, body)?;
+            let declared = resp
+                .headers()
+                .get(http::header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok()?.parse().ok())
+                .filter(|_| !is_head && may_have_body(resp.status()));
+            if let Body::Stream(s) = resp.body_mut() {
+                s.declared = declared;
+            }
+            Ok(resp)
         }
         First::Accept(head, events) => {
             let (Some(upgrade), Some(key), Some(credit)) = (
@@ -384,12 +406,13 @@ fn timed_out(shared: &Shared, channel: &Channel, stream: u32, parts: &Parts) -> 
 /// A whole body must match the app's Content-Length: PEP 3333 says never
 /// send more than it declares (the rest is cut), and a shorter body than
 /// declared would leave the client waiting (its header is corrected).
+/// [`build`] left at most one Content-Length, a number.
 fn fit_to_content_length(resp: &mut Response<Body>, body: Bytes) -> Bytes {
     let declared = resp
         .headers()
         .get(http::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<usize>().ok());
+        .and_then(|v| v.parse::<usize>().ok());
     match declared {
         Some(n) if n < body.len() => body.slice(..n),
         Some(n) if n > body.len() => {
@@ -405,34 +428,83 @@ fn fit_to_content_length(resp: &mut Response<Body>, body: Bytes) -> Bytes {
     }
 }
 
+/// Whether a response with this status carries a body (RFC 9110 sections
+/// 15.3.5 and 15.4.5; 1xx never ends a response here).
+fn may_have_body(status: StatusCode) -> bool {
+    !matches!(status, StatusCode::NO_CONTENT | StatusCode::NOT_MODIFIED)
+}
+
+/// The app's Content-Length: one decimal number, or a list of the same
+/// number repeated (RFC 9110 section 8.6); anything else is an error. With
+/// it, whether it was written as anything but one plain number.
+fn content_length(headers: &http::HeaderMap) -> Result<Option<(u64, bool)>, String> {
+    let mut length = None;
+    let mut parts = 0;
+    for value in headers.get_all(http::header::CONTENT_LENGTH) {
+        for part in value.as_bytes().split(|&b| b == b',') {
+            parts += 1;
+            let n = std::str::from_utf8(part.trim_ascii())
+                .ok()
+                .filter(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+                .and_then(|p| p.parse::<u64>().ok())
+                .ok_or_else(|| {
+                    format!(
+                        "invalid Content-Length {}",
+                        protocol::shown(value.as_bytes())
+                    )
+                })?;
+            match length {
+                Some(l) if l != n => {
+                    return Err(format!("conflicting Content-Length values {l} and {n}"));
+                }
+                _ => length = Some(n),
+            }
+        }
+    }
+    let plain = parts == 1
+        && headers
+            .get(http::header::CONTENT_LENGTH)
+            .is_some_and(|v| v.as_bytes().iter().all(u8::is_ascii_digit));
+    Ok(length.map(|n| (n, !plain)))
+}
+
+/// The response for a head from the worker, or a 500 (logged) when the head
+/// is invalid: a field the worker should have refused, a status that cannot
+/// end a response, a Content-Length that is no length. Framing is corral's:
+/// Transfer-Encoding is dropped, and 204 and 304 carry no Content-Length.
 // Boxing the `Err` response would not shrink the `Result`: `Ok` is as large.
 #[allow(clippy::result_large_err)]
 fn build(head: Bytes, body: Body) -> Reply {
-    let head = protocol::parse_response_head(&head).map_err(|e| bad_app(&e))?;
-    let status = StatusCode::from_u16(head.status).map_err(|e| bad_app(&e.to_string()))?;
+    let head = protocol::parse_response_head(&head).map_err(|e| bad_app(&e.to_string()))?;
+    let status = head.status;
+    // 1xx are interim (and 101 only ends a WebSocket handshake, which corral
+    // answers itself): a final response is 200 to 599.
+    if !(200..=599).contains(&status.as_u16()) {
+        return Err(bad_app(&format!(
+            "status {} cannot end a response: expected 200 to 599",
+            status.as_u16()
+        )));
+    }
     let mut resp = Response::new(body);
     *resp.status_mut() = status;
-    if !head.reason.is_empty()
-        && status.canonical_reason().map(str::as_bytes) != Some(&head.reason[..])
-        && let Ok(reason) = hyper::ext::ReasonPhrase::try_from(head.reason.clone())
+    if let Some(reason) = head.reason
+        && status.canonical_reason().map(str::as_bytes) != Some(reason.as_bytes())
     {
         resp.extensions_mut().insert(reason);
     }
     let headers = resp.headers_mut();
     headers.reserve(head.headers.len());
     for (name, value) in head.headers {
-        let name = HeaderName::from_bytes(&name).map_err(|_| {
-            bad_app(&format!(
-                "invalid header name {:?}",
-                String::from_utf8_lossy(&name)
-            ))
-        })?;
         if name == http::header::TRANSFER_ENCODING {
             continue; // framing is corral's job
         }
-        let value = HeaderValue::from_maybe_shared(value)
-            .map_err(|_| bad_app(&format!("invalid value for header {name}")))?;
         headers.append(name, value);
+    }
+    let length = content_length(headers).map_err(|e| bad_app(&e))?;
+    if !may_have_body(status) {
+        headers.remove(http::header::CONTENT_LENGTH);
+    } else if let Some((n, true)) = length {
+        headers.insert(http::header::CONTENT_LENGTH, HeaderValue::from(n));
     }
     Ok(resp)
 }

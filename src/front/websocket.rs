@@ -10,6 +10,11 @@
 //! at most [`protocol::RESPONSE_WINDOW`] bytes before corral grants more (it
 //! grants as the client takes them). A WebSocket holds its worker place (its
 //! lease) until it closes.
+//!
+//! Limits: a client message over [`MAX_MESSAGE`] closes the socket with 1009
+//! (the app hears 1009 too); a close code the app may not send (see
+//! `sendable`) goes out as 1011, logged; close reasons are cut to 123 bytes.
+//! The app's `WS_ACCEPT` headers are checked like a response head.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -30,7 +35,7 @@ use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
-use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
+use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
 
 use super::Drain;
 use super::body::Body;
@@ -91,37 +96,37 @@ pub fn bad_version() -> Response<Body> {
     r
 }
 
-/// The 101 answer to a handshake the app accepted: `head` is the worker's
-/// `SUBPROTOCOL\0NAME\0VALUE...`.
-pub fn accept_response(key: &HeaderValue, head: &Bytes) -> Result<Response<Body>, String> {
-    let mut parts = head.split(|&b| b == 0);
-    let subprotocol = parts.next().unwrap_or_default();
+/// The 101 answer to a handshake the app accepted: `payload` is the
+/// worker's `WS_ACCEPT` (subprotocol and headers, checked again here).
+pub fn accept_response(key: &HeaderValue, payload: &Bytes) -> Result<Response<Body>, String> {
+    let accept = protocol::parse_accept(payload).map_err(|e| format!("websocket.accept: {e}"))?;
     let mut resp = Response::new(Body::empty());
     *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
     let h = resp.headers_mut();
+    for (name, value) in accept.headers {
+        // The handshake's own headers are corral's to write.
+        if ![
+            UPGRADE,
+            CONNECTION,
+            SEC_WEBSOCKET_ACCEPT,
+            SEC_WEBSOCKET_PROTOCOL,
+        ]
+        .contains(&name)
+            && name != http::header::CONTENT_LENGTH
+            && name != http::header::TRANSFER_ENCODING
+        {
+            h.append(name, value);
+        }
+    }
     h.insert(UPGRADE, HeaderValue::from_static("websocket"));
     h.insert(CONNECTION, HeaderValue::from_static("Upgrade"));
-    let accept = derive_accept_key(key.as_bytes());
+    let accept_key = derive_accept_key(key.as_bytes());
     h.insert(
         SEC_WEBSOCKET_ACCEPT,
-        HeaderValue::from_str(&accept).map_err(|e| e.to_string())?,
+        HeaderValue::from_str(&accept_key).map_err(|e| e.to_string())?,
     );
-    if !subprotocol.is_empty() {
-        let v = HeaderValue::from_bytes(subprotocol)
-            .map_err(|_| "invalid subprotocol in websocket.accept".to_string())?;
-        h.insert(SEC_WEBSOCKET_PROTOCOL, v);
-    }
-    while let Some(name) = parts.next() {
-        let value = parts.next().unwrap_or_default();
-        let name = HeaderName::from_bytes(name).map_err(|_| {
-            format!(
-                "invalid header name {:?} in websocket.accept",
-                String::from_utf8_lossy(name)
-            )
-        })?;
-        let value = HeaderValue::from_bytes(value)
-            .map_err(|_| format!("invalid value for header {name} in websocket.accept"))?;
-        h.append(name, value);
+    if let Some(subprotocol) = accept.subprotocol {
+        h.insert(SEC_WEBSOCKET_PROTOCOL, subprotocol);
     }
     Ok(resp)
 }
@@ -144,6 +149,8 @@ enum End {
     ClientClosed(u16, String),
     /// The client's connection broke without a close frame.
     ClientGone,
+    /// The client sent a message over [`MAX_MESSAGE`].
+    TooBig,
     /// The app closed the socket (code, reason).
     AppClosed(u16, String),
     /// The worker died, or broke the protocol.
@@ -201,6 +208,7 @@ pub async fn relay(upgrade: OnUpgrade, session: Session, drain: Arc<Drain>) {
                     return End::ClientClosed(code, reason);
                 }
                 Some(Ok(_)) => continue, // ping and pong: tungstenite answers
+                Some(Err(WsError::Capacity(_))) => return End::TooBig,
                 Some(Err(_)) | None => return End::ClientGone,
             };
             credit
@@ -262,7 +270,23 @@ pub async fn relay(upgrade: OnUpgrade, session: Session, drain: Arc<Drain>) {
         End::ClientGone => {
             channel.send(protocol::encode_close(id, 1006, ""));
         }
-        End::AppClosed(code, reason) => close(sink, source, code, &reason).await,
+        End::TooBig => {
+            const TOO_BIG: &str = "message too big";
+            channel.send(protocol::encode_close(id, 1009, TOO_BIG));
+            close(sink, source, 1009, TOO_BIG).await;
+        }
+        End::AppClosed(code, reason) => {
+            let code = if sendable(code) {
+                code
+            } else {
+                tracing::error!(
+                    "the app closed a WebSocket with code {code}, which may not be sent \
+                     (RFC 6455 section 7.4): sending 1011 instead"
+                );
+                1011
+            };
+            close(sink, source, code, &reason).await;
+        }
         End::AppFailed => {
             channel.send(protocol::encode_close(id, 1011, ""));
             close(sink, source, 1011, "").await;
@@ -274,16 +298,29 @@ pub async fn relay(upgrade: OnUpgrade, session: Session, drain: Arc<Drain>) {
     }
 }
 
+/// Close codes an endpoint may send: RFC 6455 section 7.4 and the IANA
+/// registry (1004 is reserved; 1005, 1006 and 1015 never go in a frame;
+/// 1016 to 2999 are for the protocol itself).
+fn sendable(code: u16) -> bool {
+    matches!(code, 1000..=1003 | 1007..=1014 | 3000..=4999)
+}
+
+/// A close reason cut to the 123 bytes a close frame has room for, on a
+/// character boundary.
+fn clamp_reason(reason: &str) -> &str {
+    const MAX_REASON: usize = 123;
+    let mut end = reason.len().min(MAX_REASON);
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    &reason[..end]
+}
+
 /// Sends a close frame and waits (briefly) for the client's reply.
 async fn close(mut sink: Sink, mut source: Source, code: u16, reason: &str) {
-    // Codes that must never be sent in a frame (RFC 6455 section 7.4.1).
-    let code = match code {
-        1005 | 1006 | 1015 => 1000,
-        c => c,
-    };
     let frame = CloseFrame {
         code: CloseCode::from(code),
-        reason: reason.into(),
+        reason: clamp_reason(reason).into(),
     };
     let _ = tokio::time::timeout(CLOSE_WAIT, async {
         if sink.send(Message::Close(Some(frame))).await.is_ok() {
@@ -291,4 +328,29 @@ async fn close(mut sink: Sink, mut source: Source, code: u16, reason: &str) {
         }
     })
     .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reasons_are_cut_on_a_character_boundary() {
+        assert_eq!(clamp_reason("bye"), "bye");
+        let long = "é".repeat(100); // 200 bytes
+        let cut = clamp_reason(&long);
+        assert_eq!(cut.len(), 122);
+        assert!(cut.chars().all(|c| c == 'é'));
+        assert_eq!(clamp_reason(&"x".repeat(500)).len(), 123);
+    }
+
+    #[test]
+    fn only_sendable_close_codes_pass() {
+        for code in [1000, 1001, 1003, 1007, 1011, 1012, 1014, 3000, 4999] {
+            assert!(sendable(code), "{code}");
+        }
+        for code in [0, 999, 1004, 1005, 1006, 1015, 1016, 2999, 5000, 65535] {
+            assert!(!sendable(code), "{code}");
+        }
+    }
 }

@@ -65,7 +65,7 @@ pub enum First {
     Full(Bytes),
     /// The head of a streamed response; its body follows on the receiver.
     Start(Bytes, mpsc::UnboundedReceiver<Event>),
-    /// The app accepted a WebSocket (`SUBPROTOCOL\0NAME\0VALUE...`); its
+    /// The app accepted a WebSocket (its `WS_ACCEPT` payload); its
     /// messages follow on the receiver.
     Accept(Bytes, mpsc::UnboundedReceiver<Event>),
     /// No head came before the stream's deadline.

@@ -18,6 +18,7 @@ import faulthandler
 from io import BytesIO
 from time import perf_counter
 import os
+import re
 import signal
 import socket
 import struct
@@ -63,6 +64,9 @@ F_WEBSOCKET = 2
 RESPONSE_WINDOW = 256 * 1024
 BODY_GRANT = 64 * 1024
 MAX_FRAME = 64 * 1024
+# The largest WebSocket message an app may send (the largest corral takes
+# from a client too): a message is one frame on the channel.
+MAX_WS_MESSAGE = 16 * 1024 * 1024
 # Responses are batched only while requests take less than this on average,
 # so a held response waits for at most a few fast requests.
 HOLD_IF_FASTER_THAN = 0.0005
@@ -303,12 +307,180 @@ class Connection:
                 self.sock.sendall(data)
 
 
-def encode_head(status, headers):
-    parts = [status]
+# Response heads and WS_ACCEPT payloads are fields: u16 header count, one
+# u32 length per field, then the fields back to back (the status line or the
+# subprotocol, then name and value of each header). A length ends a field,
+# never a byte in it; and the fields are checked before they go: header
+# names must be RFC 9110 tokens, values and the reason phrase must hold no
+# control character but HTAB (as gunicorn refuses them).
+FIELD_LENGTHS = {}  # field count -> its struct
+TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+\Z").match
+TOKEN_BYTES = re.compile(rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+\Z").match
+CONTROL = re.compile("[\x00-\x08\x0a-\x1f\x7f]").search
+# Header names already found to be tokens (str for WSGI, bytes for ASGI),
+# and WSGI status lines found valid: most responses repeat a few of each, so
+# most cost one set lookup.
+GOOD_NAMES = set()
+GOOD_STATUSES = set()
+# A head bigger than this is refused: no client takes one.
+MAX_HEAD = 1 << 20
+
+
+def pack_fields(lengths, data):
+    """The header count and field lengths (`lengths`: a list with a slot
+    for the count, then one length per field), then the fields' bytes."""
+    n = len(lengths)
+    packer = FIELD_LENGTHS.get(n)
+    if packer is None:
+        packer = struct.Struct("<H%dI" % (n - 1))
+        if len(FIELD_LENGTHS) < 64:
+            FIELD_LENGTHS[n] = packer
+    if len(data) > MAX_HEAD:
+        raise ValueError("response headers of %d bytes: the limit is %d" % (len(data), MAX_HEAD))
+    lengths[0] = (n - 2) >> 1
+    return packer.pack(*lengths) + data
+
+
+def check_text(what, text):
+    """Raises unless text (a status line, a subprotocol) is latin-1 with no
+    control character but HTAB."""
+    try:
+        text.encode("latin-1")
+    except UnicodeEncodeError:
+        raise ValueError("invalid %s %r: not latin-1" % (what, text)) from None
+    if CONTROL(text):
+        raise ValueError("invalid %s %r: control characters (CR, LF, NUL...) are not allowed"
+                         % (what, text))
+
+
+def check_fields(fields, kind):
+    """Finds what is wrong in fields ([first, name, value, ...], str for
+    WSGI, bytes for ASGI) and raises saying which header; else returns them
+    (bytes-like ones as bytes) and remembers their names as good."""
+    wsgi = kind == "WSGI"
+    out = [fields[0]]
+    for i in range(1, len(fields), 2):
+        name, value = fields[i], fields[i + 1]
+        if wsgi and type(name) is str and type(value) is str:
+            if not TOKEN(name):
+                raise ValueError("invalid WSGI response header name %r: a header name is a "
+                                 "token (RFC 9110)" % (name,))
+            try:
+                value.encode("latin-1")
+            except UnicodeEncodeError:
+                raise ValueError("invalid value for WSGI response header %r: %r is not latin-1"
+                                 % (name, value)) from None
+            text = value
+        elif not wsgi and isinstance(name, (bytes, bytearray, memoryview)) and isinstance(
+                value, (bytes, bytearray, memoryview)):
+            name, value = bytes(name), bytes(value)
+            if not TOKEN_BYTES(name):
+                raise ValueError("invalid %s response header name %r: a header name is a "
+                                 "token (RFC 9110)" % (kind, name))
+            text = value.decode("latin-1")
+        else:
+            raise TypeError("%s response header %r: name and value must be %s, not %s and %s"
+                            % (kind, name, "str" if wsgi else "bytes",
+                               type(name).__name__, type(value).__name__))
+        if CONTROL(text):
+            raise ValueError("invalid value for %s response header %r: control characters "
+                             "(CR, LF, NUL...) are not allowed: %r" % (kind, name, value))
+        if len(GOOD_NAMES) < 1000:
+            GOOD_NAMES.add(name)
+        out += (name, value)
+    return out
+
+
+def wsgi_head(status, headers):
+    """The response head for start_response's status and headers; raises
+    ValueError or TypeError naming the status or header that is invalid."""
+    fields = [status]
+    lengths = [0, len(status)]
+    good = GOOD_NAMES
+    known = True
+    # One pass: the fields, their lengths, and whether every name is known.
     for name, value in headers:
-        parts.append(name)
-        parts.append(value)
-    return "\0".join(parts).encode("latin-1")
+        if type(name) is not str or name not in good:
+            known = False
+        fields.append(name)
+        fields.append(value)
+        lengths.append(len(name))
+        lengths.append(len(value))
+    if status not in GOOD_STATUSES:
+        code = status[:3]
+        if not (code.isdecimal() and "200" <= code <= "599" and status[3:4] in (" ", "")):
+            raise ValueError("invalid status %r: expected e.g. \"200 OK\" (200 to 599)"
+                             % (status,))
+        check_text("status", status)
+        if len(GOOD_STATUSES) < 100:
+            GOOD_STATUSES.add(status)
+    try:
+        text = "".join(fields)
+        data = text.encode("latin-1")
+    except (TypeError, UnicodeEncodeError):
+        known = False
+    if not known or not text.isprintable() and CONTROL(text):
+        # Latin-1 letters are not all printable: only then the regex runs.
+        fields = check_fields(fields, "WSGI")
+        data = "".join(fields).encode("latin-1")
+    return pack_fields(lengths, data)
+
+
+def asgi_fields(first, headers, kind):
+    """Fields with `first` (bytes) first, then the headers (bytes pairs)."""
+    fields = [first]
+    lengths = [0, len(first)]
+    good = GOOD_NAMES
+    known = True
+    for name, value in headers:
+        if type(name) is not bytes or name not in good:
+            known = False
+        fields.append(name)
+        fields.append(value)
+        lengths.append(len(name))
+        lengths.append(len(value))
+    try:
+        data = b"".join(fields)
+        text = data.decode("latin-1")
+    except TypeError:
+        known = False
+    if not known or not text.isprintable() and CONTROL(text):
+        fields = check_fields(fields, kind)
+        data = b"".join(fields)
+        lengths[1:] = map(len, fields)
+    return pack_fields(lengths, data)
+
+
+def asgi_head(status, headers):
+    """The response head for an ASGI start message's status and headers;
+    raises ValueError or TypeError naming the status or header."""
+    if not isinstance(status, int) or not 200 <= status <= 599:
+        raise ValueError("invalid status %r: expected an int from 200 to 599" % (status,))
+    return asgi_fields(b"%d" % status, headers, "ASGI")
+
+
+def clip(text, limit=64 * 1024):
+    """A traceback cut to its first and last limit/2 characters."""
+    if len(text) <= limit:
+        return text
+    half = limit // 2
+    return "%s\n[... %d characters cut ...]\n%s" % (text[:half], len(text) - limit, text[-half:])
+
+
+def close_reason(reason):
+    """A WebSocket close reason, UTF-8, cut to the 123 bytes a close frame
+    holds (at a character boundary)."""
+    data = reason.encode("utf-8")
+    if len(data) > 123:
+        data = data[:123].decode("utf-8", "ignore").encode("utf-8")
+    return data
+
+
+ERROR_BODY = b"Internal Server Error"
+ERROR_HEAD = wsgi_head("500 Internal Server Error", [
+    ("Content-Type", "text/plain"), ("Content-Length", str(len(ERROR_BODY)))])
+# A WebSocket refused before the handshake (websocket.close first).
+FORBIDDEN_HEAD = wsgi_head("403 Forbidden", [("Content-Length", "0")])
 
 
 class WsgiRunner:
@@ -342,11 +514,11 @@ class WsgiRunner:
         # A body that came whole needs no flow control: C-speed BytesIO.
         environ["wsgi.input"] = BytesIO(st.body) if st.chunks is None else Input(conn, st)
         is_head = environ.get("REQUEST_METHOD") == "HEAD"
-        state = [None, None, False]  # status, headers, head sent
+        state = [None, None, False]  # status, encoded head, head sent
 
         def send_data(data):
             if not state[2]:
-                conn.send(K_START, sid, encode_head(state[0], state[1]))
+                conn.send(K_START, sid, state[1])
                 state[2] = True
             if is_head or not data:
                 return
@@ -378,22 +550,29 @@ class WsgiRunner:
                 raise AssertionError("start_response() called twice without exc_info")
             if type(status) is not str:
                 raise TypeError("status must be a str, not %s" % type(status).__name__)
+            # Checked and encoded now, so a bad header raises here, in the
+            # app, where its own error handling can see it.
+            state[1] = wsgi_head(status, headers)
             state[0] = status
-            state[1] = headers
             return write
 
         result = None
         try:
             result = self.app(environ, start_response)
             if type(result) is list and not state[2]:
-                # The whole body is known: one frame, one syscall.
                 if state[0] is None:
                     raise AssertionError("app returned without calling start_response()")
                 body = b"".join(result) if not is_head else b""
-                head = encode_head(state[0], state[1])
-                conn.send_raw(b"".join((
-                    RESP_HDR.pack(4 + len(head) + len(body), K_RESPONSE, sid, len(head)),
-                    head, body)), conn.pending and conn.avg_run < HOLD_IF_FASTER_THAN)
+                if len(body) <= RESPONSE_WINDOW:
+                    # The whole body is known and small: one frame, one syscall.
+                    head = state[1]
+                    conn.send_raw(b"".join((
+                        RESP_HDR.pack(4 + len(head) + len(body), K_RESPONSE, sid, len(head)),
+                        head, body)), conn.pending and conn.avg_run < HOLD_IF_FASTER_THAN)
+                else:
+                    # A big one streams under the window like any other.
+                    send_data(body)
+                    conn.send(K_END, sid, b"")
             else:
                 for chunk in result:
                     if type(chunk) is not bytes:
@@ -415,14 +594,9 @@ class WsgiRunner:
                 environ.get("REQUEST_METHOD"), environ.get("RAW_URI"), tb))
             sys.stderr.flush()
             if not state[2]:
-                body = b"Internal Server Error"
-                head = encode_head("500 Internal Server Error", [
-                    ("Content-Type", "text/plain"),
-                    ("Content-Length", str(len(body))),
-                ])
-                conn.send(K_RESPONSE, sid, U32.pack(len(head)) + head + body)
+                conn.send(K_RESPONSE, sid, U32.pack(len(ERROR_HEAD)) + ERROR_HEAD + ERROR_BODY)
             else:
-                conn.send(K_ABORT, sid, tb.encode("utf-8", "replace"))
+                conn.send(K_ABORT, sid, clip(tb).encode("utf-8", "replace"))
         finally:
             if result is not None and hasattr(result, "close"):
                 try:
@@ -790,7 +964,7 @@ class AsgiWorker:
             if kind == "http.response.start":
                 if held[0] is not None or held[1]:
                     raise RuntimeError("http.response.start sent twice")
-                held[0] = encode_asgi_head(message["status"], message.get("headers", ()))
+                held[0] = asgi_head(message["status"], message.get("headers", ()))
                 return
             if kind != "http.response.body":
                 raise RuntimeError("unexpected ASGI message %r in an HTTP request" % kind)
@@ -814,15 +988,7 @@ class AsgiWorker:
                     return
                 self.send(K_START, sid, head)
             if body:
-                view = memoryview(body)
-                for off in range(0, len(view), MAX_FRAME):
-                    while st.window <= 0 and not st.cancelled:
-                        await st.wait(loop)
-                    if st.cancelled:
-                        raise ClientDisconnected("the client disconnected")
-                    part = view[off : off + MAX_FRAME]
-                    st.window -= len(part)
-                    self.write(HDR.pack(len(part), K_DATA, sid) + part)
+                await self.send_data(st, body)
             if not more:
                 self.send(K_END, sid, b"")
                 held[2] = st.done = True
@@ -850,18 +1016,27 @@ class AsgiWorker:
             if not held[1]:
                 self.error_response(sid)
             elif not held[2]:
-                self.send(K_ABORT, sid, tb.encode("utf-8", "replace"))
+                self.send(K_ABORT, sid, clip(tb).encode("utf-8", "replace"))
             st.done = True
         finally:
             if not st.done:
                 self.send(K_END, sid, b"")
             self.finished(st)
 
+    async def send_data(self, st, body):
+        """Sends body as DATA frames, each when the stream has window."""
+        view = memoryview(body)
+        for off in range(0, len(view), MAX_FRAME):
+            while st.window <= 0 and not st.cancelled:
+                await st.wait(self.loop)
+            if st.cancelled:
+                raise ClientDisconnected("the client disconnected")
+            part = view[off : off + MAX_FRAME]
+            st.window -= len(part)
+            self.write(HDR.pack(len(part), K_DATA, st.sid) + part)
+
     def error_response(self, sid):
-        body = b"Internal Server Error"
-        head = encode_asgi_head(500, [(b"content-type", b"text/plain; charset=utf-8"),
-                                      (b"content-length", b"%d" % len(body))])
-        self.send(K_RESPONSE, sid, U32.pack(len(head)) + head + body)
+        self.send(K_RESPONSE, sid, U32.pack(len(ERROR_HEAD)) + ERROR_HEAD + ERROR_BODY)
 
     def finished(self, st):
         self.streams.pop(st.sid, None)
@@ -906,6 +1081,9 @@ class AsgiWorker:
                 else:
                     frame_kind = K_WS_TEXT
                     data = message["text"].encode("utf-8")
+                if len(data) > MAX_WS_MESSAGE:
+                    raise ValueError("WebSocket message of %d bytes: the limit is %d"
+                                     % (len(data), MAX_WS_MESSAGE))
                 while st.window <= 0 and st.ws == WS_ACCEPTED:
                     await st.wait(loop)
                 if st.ws != WS_ACCEPTED:
@@ -915,30 +1093,31 @@ class AsgiWorker:
             elif kind == "websocket.accept":
                 if st.ws != WS_CONNECTING:
                     raise RuntimeError("websocket.accept sent twice or too late")
-                parts = [(message.get("subprotocol") or "").encode("latin-1")]
-                for name, value in message.get("headers") or ():
-                    parts.append(bytes(name))
-                    parts.append(bytes(value))
-                self.send(K_WS_ACCEPT, sid, b"\0".join(parts))
+                subprotocol = message.get("subprotocol") or ""
+                check_text("subprotocol", subprotocol)
+                self.send(K_WS_ACCEPT, sid, asgi_fields(
+                    subprotocol.encode("latin-1"), message.get("headers") or (),
+                    "websocket.accept"))
                 st.ws = WS_ACCEPTED
             elif kind == "websocket.close":
                 if st.ws == WS_CONNECTING:
                     # Refused before the handshake: 403, as the spec says.
-                    head = encode_asgi_head(403, [(b"content-length", b"0")])
-                    self.send(K_RESPONSE, sid, U32.pack(len(head)) + head)
+                    self.send(K_RESPONSE, sid, U32.pack(len(FORBIDDEN_HEAD)) + FORBIDDEN_HEAD)
                     st.done = True
                     st.ws = WS_CLOSED
                 elif st.ws == WS_ACCEPTED:
                     code = message.get("code") or 1000
-                    reason = (message.get("reason") or "").encode("utf-8")
-                    self.send(K_WS_CLOSE, sid, U16.pack(code) + reason)
+                    # corral checks the code (an invalid one becomes 1011).
+                    self.send(K_WS_CLOSE, sid, U16.pack(code)
+                              + close_reason(message.get("reason") or ""))
                     st.done = True
                     st.ws = WS_CLOSED
             elif kind == "websocket.http.response.start":
                 if st.ws != WS_CONNECTING:
                     raise RuntimeError("websocket.http.response.start after the handshake")
+                head = asgi_head(message["status"], message.get("headers", ()))
                 st.ws = WS_RESPONSE
-                denial[0] = encode_asgi_head(message["status"], message.get("headers", ()))
+                denial[0] = head
             elif kind == "websocket.http.response.body":
                 if st.ws != WS_RESPONSE or st.done:
                     raise RuntimeError("websocket.http.response.body out of order")
@@ -947,7 +1126,7 @@ class AsgiWorker:
                     self.send(K_START, sid, denial[0])
                     denial[1] = True
                 if body:
-                    self.send(K_DATA, sid, body)
+                    await self.send_data(st, body)
                 if not message.get("more_body", False):
                     self.send(K_END, sid, b"")
                     st.done = True
@@ -968,7 +1147,7 @@ class AsgiWorker:
             pass
         except Exception:
             log("Error in WebSocket %s\n%s" % (scope["path"], traceback.format_exc()))
-            if st.ws == WS_CONNECTING:
+            if st.ws == WS_CONNECTING or st.ws == WS_RESPONSE and not denial[1]:
                 self.error_response(sid)
                 st.done = True
             elif st.ws == WS_ACCEPTED:
@@ -1038,14 +1217,6 @@ def asyncio_cancelled():
     import asyncio
 
     return asyncio.CancelledError
-
-
-def encode_asgi_head(status, headers):
-    parts = [b"%d" % status]
-    for name, value in headers:
-        parts.append(bytes(name))
-        parts.append(bytes(value))
-    return b"\0".join(parts)
 
 
 def serve_asgi(sock, app, lifespan, loop, loop_name, import_ms, heartbeat, graceful):
@@ -1158,12 +1329,12 @@ def main():
         tb = "ASGI lifespan startup failed: %s\n" % e
         if e.__cause__ is not None:
             tb += app_traceback(e.__cause__)
-        conn.send(K_BOOT_ERROR, 0, tb.encode("utf-8", "replace"))
+        conn.send(K_BOOT_ERROR, 0, clip(tb).encode("utf-8", "replace"))
         sys.stderr.flush()
         os._exit(1)
     except BaseException as e:
         tb = app_traceback(e)
-        conn.send(K_BOOT_ERROR, 0, tb.encode("utf-8", "replace"))
+        conn.send(K_BOOT_ERROR, 0, clip(tb).encode("utf-8", "replace"))
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(1)  # not sys.exit: threads the app started must not keep us alive

@@ -31,16 +31,20 @@ pub async fn probe(channel: &Channel, path: &str, timeout: Duration) -> Result<(
             (head, bytes::Bytes::new())
         }
     };
-    let head = protocol::parse_response_head(&head)?;
-    if (200..300).contains(&head.status) {
+    let head = protocol::parse_response_head(&head)
+        .map_err(|e| format!("GET {path} got an invalid response: {e}"))?;
+    if head.status.is_success() {
         return Ok(());
     }
     let text = String::from_utf8_lossy(&body[..body.len().min(200)]);
     let text = text.trim();
     Err(format!(
-        "GET {path} answered {} {}{}",
-        head.status,
-        String::from_utf8_lossy(&head.reason),
+        "GET {path} answered {}{}{}",
+        head.status.as_u16(),
+        head.reason.map_or_else(String::new, |r| format!(
+            " {}",
+            String::from_utf8_lossy(r.as_bytes())
+        )),
         if text.is_empty() {
             String::new()
         } else {

@@ -16,11 +16,11 @@
 //! | `BOOT_OK` / `BOOT_ERROR` | worker → corral | JSON `{pid, import_ms, interface}` / traceback text |
 //! | `START` | worker → corral | response head |
 //! | `DATA` / `END` | worker → corral | response body bytes / none |
-//! | `RESPONSE` | worker → corral | `u32 head length`, head, whole body (start + data + end in one) |
+//! | `RESPONSE` | worker → corral | `u32 head length`, head, whole body of at most [`RESPONSE_WINDOW`] bytes (start + data + end in one) |
 //! | `ABORT` | worker → corral | traceback: the app failed after the head was sent |
 //! | `BODY_WINDOW` | worker → corral | `u32`: corral may send that many more request body bytes |
 //! | `HEARTBEAT` | worker → corral | none: a thread that needs the GIL is alive (stream 0) |
-//! | `WS_ACCEPT` | worker → corral | `SUBPROTOCOL\0NAME\0VALUE...`: the app accepted the WebSocket |
+//! | `WS_ACCEPT` | worker → corral | fields: subprotocol, then name and value of each header: the app accepted the WebSocket |
 //!
 //! A REQUEST whose flags have [`FLAG_WEBSOCKET`] is a WebSocket handshake
 //! for an ASGI app: the worker answers `WS_ACCEPT`, or a RESPONSE to refuse.
@@ -30,13 +30,28 @@
 //! `HTTP_HOST`, ...), so the worker builds the environ with one `split` and
 //! one `dict.update`. For an ASGI worker it is the scope's fields in a fixed
 //! order, then the header pairs (see `front/scope.rs`).
-//! A response head is `STATUS\0NAME\0VALUE\0...` (e.g. `200 OK\0Content-Type\0text/plain`).
+//!
+//! A response head is fields: the status line (`200 OK`, or just `200`),
+//! then the name and value of each header. Fields are `u16 header count`,
+//! one `u32` length per field (1 + 2 × count of them), then the fields'
+//! bytes back to back: a length ends a field, never a byte in it, so a value
+//! cannot smuggle in another header. `200 OK` with `Content-Type:
+//! text/plain` is the bytes `01 00`, `06 00 00 00`, `0c 00 00 00`,
+//! `0a 00 00 00`, then `200 OKContent-Typetext/plain`. A `WS_ACCEPT` payload
+//! is fields too, with the subprotocol first (empty for none).
+//!
+//! The worker refuses names that are not RFC 9110 tokens and values or
+//! reasons with control characters; corral checks every field again
+//! ([`parse_response_head`], [`parse_accept`]) and answers 500 to a head
+//! that fails.
 //!
 //! Flow control: the worker may have [`RESPONSE_WINDOW`] response bytes
 //! unacknowledged per stream, and corral [`BODY_CREDIT`] request body bytes
 //! beyond the first [`INLINE_BODY`]; so memory per request is bounded.
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
+use http::{HeaderName, HeaderValue, StatusCode};
+use hyper::ext::ReasonPhrase;
 
 pub const HEADER_LEN: usize = 9;
 
@@ -180,43 +195,170 @@ pub fn split_full(payload: &Bytes) -> Option<(Bytes, Bytes)> {
     Some((payload.slice(4..4 + len), payload.slice(4 + len..)))
 }
 
-/// A response head from the worker: status code, reason and header pairs.
+/// A response head from the worker, every field checked: a status of 100
+/// to 999, a reason phrase and header values with no control character but
+/// HTAB, header names that are RFC 9110 tokens.
 #[derive(Debug)]
 pub struct ResponseHead {
-    pub status: u16,
-    pub reason: Bytes,
-    pub headers: Vec<(Bytes, Bytes)>,
+    pub status: StatusCode,
+    /// None when the worker sent an empty reason.
+    pub reason: Option<ReasonPhrase>,
+    pub headers: Vec<(HeaderName, HeaderValue)>,
 }
 
-/// Parses `STATUS\0NAME\0VALUE...`.
-pub fn parse_response_head(head: &Bytes) -> Result<ResponseHead, String> {
-    let mut parts = head.split(|&b| b == 0);
-    let status_line = parts.next().unwrap_or_default();
-    let status_str = String::from_utf8_lossy(status_line);
-    let (code, reason) = status_str
-        .split_once(' ')
-        .unwrap_or((status_str.as_ref(), ""));
-    let status: u16 = code
-        .parse()
-        .ok()
-        .filter(|c| (100..=999).contains(c))
-        .ok_or_else(|| format!("invalid status line {status_str:?}: expected e.g. \"200 OK\""))?;
-    let reason = head.slice_ref(&status_line[status_line.len() - reason.len()..]);
-    let mut headers = Vec::new();
-    while let Some(name) = parts.next() {
-        let Some(value) = parts.next() else {
-            return Err(format!(
-                "header {:?} has no value",
-                String::from_utf8_lossy(name)
-            ));
-        };
-        headers.push((head.slice_ref(name), head.slice_ref(value)));
+/// A `WS_ACCEPT` payload, every field checked as in [`ResponseHead`].
+#[derive(Debug)]
+pub struct AcceptHead {
+    /// None when the app chose no subprotocol.
+    pub subprotocol: Option<HeaderValue>,
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+}
+
+/// Why a response head (or a `WS_ACCEPT` payload) from a worker was refused.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum HeadError {
+    #[error("malformed head: {0}")]
+    Malformed(&'static str),
+    #[error("invalid status line {0}: expected e.g. \"200 OK\"")]
+    Status(String),
+    #[error("invalid reason phrase {0}: control characters are not allowed")]
+    Reason(String),
+    #[error("invalid header name {0}: a header name is a token (RFC 9110)")]
+    Name(String),
+    #[error("invalid value for header {0}: control characters are not allowed")]
+    Value(HeaderName),
+    #[error("invalid subprotocol {0}")]
+    Subprotocol(String),
+}
+
+/// Bytes from a worker shown in a log line: quoted, escaped, cut at 100.
+pub fn shown(bytes: &[u8]) -> String {
+    let mut s = String::from("\"");
+    for &b in bytes.iter().take(100) {
+        s.extend(std::ascii::escape_default(b).map(char::from));
     }
+    if bytes.len() > 100 {
+        s.push_str("...");
+    }
+    s.push('"');
+    s
+}
+
+/// Splits `u16 pairs`, `u32` lengths of `1 + 2 * pairs` fields, the fields:
+/// into the first field and the name/value pairs.
+fn split_fields(b: &Bytes) -> Result<(Bytes, Vec<(Bytes, Bytes)>), HeadError> {
+    let pairs = u16::from_le_bytes(
+        b.get(..2)
+            .ok_or(HeadError::Malformed("no header count"))?
+            .try_into()
+            .unwrap_or_default(),
+    ) as usize;
+    let count = 1 + 2 * pairs;
+    let lens = b
+        .get(2..2 + 4 * count)
+        .ok_or(HeadError::Malformed("field lengths cut short"))?;
+    let mut at = 2 + 4 * count;
+    let mut fields = lens.chunks_exact(4).map(|l| {
+        let len = u32::from_le_bytes([l[0], l[1], l[2], l[3]]) as usize;
+        let field = b.get(at..at.checked_add(len)?).map(|f| b.slice_ref(f));
+        at = at.saturating_add(len);
+        field
+    });
+    let first = fields
+        .next()
+        .flatten()
+        .ok_or(HeadError::Malformed("field cut short"))?;
+    let mut headers = Vec::with_capacity(pairs);
+    while let (Some(name), Some(value)) = (fields.next(), fields.next()) {
+        match (name, value) {
+            (Some(name), Some(value)) => headers.push((name, value)),
+            _ => return Err(HeadError::Malformed("field cut short")),
+        }
+    }
+    drop(fields);
+    if at != b.len() {
+        return Err(HeadError::Malformed("bytes after the last field"));
+    }
+    Ok((first, headers))
+}
+
+fn check_headers(pairs: Vec<(Bytes, Bytes)>) -> Result<Vec<(HeaderName, HeaderValue)>, HeadError> {
+    pairs
+        .into_iter()
+        .map(|(name, value)| {
+            let name = HeaderName::from_bytes(&name).map_err(|_| HeadError::Name(shown(&name)))?;
+            let value = HeaderValue::from_maybe_shared(value)
+                .map_err(|_| HeadError::Value(name.clone()))?;
+            Ok((name, value))
+        })
+        .collect()
+}
+
+/// Parses and checks a response head (`START`, or the head of a `RESPONSE`).
+pub fn parse_response_head(head: &Bytes) -> Result<ResponseHead, HeadError> {
+    let (line, headers) = split_fields(head)?;
+    // "200", or "200 OK": three digits, then a space and the reason.
+    let (code, reason) = match (line.get(..3), line.get(3)) {
+        (Some(code), None) => (code, Bytes::new()),
+        (Some(code), Some(b' ')) => (code, line.slice(4..)),
+        _ => return Err(HeadError::Status(shown(&line))),
+    };
+    let status = StatusCode::from_bytes(code).map_err(|_| HeadError::Status(shown(&line)))?;
+    let reason = if reason.is_empty() {
+        None
+    } else {
+        Some(
+            ReasonPhrase::try_from(reason.clone())
+                .map_err(|_| HeadError::Reason(shown(&reason)))?,
+        )
+    };
     Ok(ResponseHead {
         status,
         reason,
-        headers,
+        headers: check_headers(headers)?,
     })
+}
+
+/// Parses and checks a `WS_ACCEPT` payload.
+pub fn parse_accept(payload: &Bytes) -> Result<AcceptHead, HeadError> {
+    let (subprotocol, headers) = split_fields(payload)?;
+    let subprotocol = if subprotocol.is_empty() {
+        None
+    } else {
+        Some(
+            HeaderValue::from_maybe_shared(subprotocol.clone())
+                .map_err(|_| HeadError::Subprotocol(shown(&subprotocol)))?,
+        )
+    };
+    Ok(AcceptHead {
+        subprotocol,
+        headers: check_headers(headers)?,
+    })
+}
+
+/// The fields of a response head or `WS_ACCEPT` payload, as the worker
+/// encodes them.
+#[cfg(test)]
+pub fn encode_fields(first: &[u8], headers: &[(&[u8], &[u8])]) -> Vec<u8> {
+    let mut out = Vec::new();
+    out.extend_from_slice(&(headers.len() as u16).to_le_bytes());
+    out.extend_from_slice(&(first.len() as u32).to_le_bytes());
+    for (name, value) in headers {
+        out.extend_from_slice(&(name.len() as u32).to_le_bytes());
+        out.extend_from_slice(&(value.len() as u32).to_le_bytes());
+    }
+    out.extend_from_slice(first);
+    for (name, value) in headers {
+        out.extend_from_slice(name);
+        out.extend_from_slice(value);
+    }
+    out
+}
+
+/// A response head as the worker encodes it.
+#[cfg(test)]
+pub fn encode_response_head(status_line: &[u8], headers: &[(&[u8], &[u8])]) -> Bytes {
+    encode_fields(status_line, headers).into()
 }
 
 #[cfg(test)]
@@ -241,13 +383,232 @@ mod tests {
 
     #[test]
     fn response_head_parses_status_reason_and_headers() {
-        let head = Bytes::from_static(b"404 Not Found\0Content-Type\0text/plain\0X-A\0");
+        let head = encode_response_head(
+            b"404 Not Found",
+            &[(b"Content-Type", b"text/plain"), (b"X-A", b"")],
+        );
         let h = parse_response_head(&head).unwrap();
         assert_eq!(h.status, 404);
-        assert_eq!(&h.reason[..], b"Not Found");
+        assert_eq!(h.reason.unwrap().as_bytes(), b"Not Found");
         assert_eq!(h.headers.len(), 2);
-        assert_eq!(&h.headers[1].1[..], b"");
-        assert!(parse_response_head(&Bytes::from_static(b"OK\0A\0b")).is_err());
-        assert!(parse_response_head(&Bytes::from_static(b"200 OK\0A")).is_err());
+        assert_eq!(h.headers[0].0, "content-type");
+        assert_eq!(h.headers[1].1, "");
+    }
+
+    #[test]
+    fn a_nul_in_a_value_is_refused_not_split() {
+        let head = encode_response_head(
+            b"200 OK",
+            &[(b"Content-Disposition", b"attachment\0set-cookie\0x")],
+        );
+        assert_eq!(
+            parse_response_head(&head).unwrap_err().to_string(),
+            "invalid value for header content-disposition: control characters are not allowed"
+        );
+        let head = encode_response_head(b"200 OK\r\nSet-Cookie: x", &[]);
+        assert!(matches!(
+            parse_response_head(&head),
+            Err(HeadError::Reason(_))
+        ));
+        let head = encode_response_head(b"200 OK", &[(b"Bad Name", b"x")]);
+        assert_eq!(
+            parse_response_head(&head).unwrap_err(),
+            HeadError::Name("\"Bad Name\"".into())
+        );
+    }
+
+    #[test]
+    fn latin1_reasons_are_kept_as_bytes() {
+        let head = encode_response_head(b"200 Caf\xe9 \xe9\xe9\xe9", &[]);
+        let h = parse_response_head(&head).unwrap();
+        assert_eq!(h.reason.unwrap().as_bytes(), b"Caf\xe9 \xe9\xe9\xe9");
+    }
+
+    #[test]
+    fn cut_or_padded_heads_are_malformed() {
+        let head = encode_response_head(b"200 OK", &[(b"A", b"b")]);
+        for end in 0..head.len() {
+            assert!(parse_response_head(&head.slice(..end)).is_err(), "{end}");
+        }
+        let mut padded = head.to_vec();
+        padded.push(b'x');
+        assert!(parse_response_head(&padded.into()).is_err());
+        for line in [
+            &b"42"[..],
+            b"042 x",
+            b"2000",
+            b"20x OK",
+            b"200\tOK",
+            b"\xe9\xe9\xe9",
+        ] {
+            let head = encode_response_head(line, &[]);
+            assert!(
+                matches!(parse_response_head(&head), Err(HeadError::Status(_))),
+                "{line:?}"
+            );
+        }
+        assert_eq!(
+            parse_response_head(&encode_response_head(b"204", &[]))
+                .unwrap()
+                .status,
+            204
+        );
+    }
+
+    #[test]
+    fn accept_payload_has_subprotocol_and_headers() {
+        let p = Bytes::from(encode_fields(b"chat", &[(b"X-Id", b"7")]));
+        let a = parse_accept(&p).unwrap();
+        assert_eq!(a.subprotocol.unwrap(), "chat");
+        assert_eq!(a.headers[0].0, "x-id");
+        let p = Bytes::from(encode_fields(b"", &[(b"X-Id", b"7\r\nx: y")]));
+        assert!(parse_accept(&p).is_err());
+    }
+
+    /// Property tests of the decoders: any bytes a worker sends are decoded
+    /// or refused, never a panic. 256 cases each by default; for a longer
+    /// run: `PROPTEST_CASES=100000 cargo test --bin corral protocol::tests::props`.
+    mod props {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// A few frames: kinds, streams and payloads, some over the size
+        /// that is split off the read buffer instead of copied.
+        fn frames() -> impl Strategy<Value = Vec<(u8, u32, Vec<u8>)>> {
+            let payload = prop_oneof![
+                8 => proptest::collection::vec(any::<u8>(), 0..100),
+                1 => (COPY_BELOW - 2..COPY_BELOW + 100).prop_map(|n| vec![7u8; n]),
+            ];
+            proptest::collection::vec((any::<u8>(), any::<u32>(), payload), 0..6)
+        }
+
+        /// An RFC 9110 token.
+        fn token() -> impl Strategy<Value = Vec<u8>> {
+            let tchar = prop::sample::select(
+                b"!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+                    .to_vec(),
+            );
+            proptest::collection::vec(tchar, 1..20)
+        }
+
+        /// A field value (or reason): HTAB, SP, visible ASCII, obs-text.
+        fn text(max: usize) -> impl Strategy<Value = Vec<u8>> {
+            let byte = prop_oneof![Just(b'\t'), 0x20u8..0x7f, 0x80u8..=0xff,];
+            proptest::collection::vec(byte, 0..max)
+        }
+
+        /// Status, reason and header pairs.
+        type Head = (u16, Vec<u8>, Vec<(Vec<u8>, Vec<u8>)>);
+
+        fn head() -> impl Strategy<Value = Head> {
+            (
+                100u16..1000,
+                text(30),
+                proptest::collection::vec((token(), text(40)), 0..8),
+            )
+        }
+
+        fn head_bytes((status, reason, headers): &Head) -> Bytes {
+            let mut line = status.to_string().into_bytes();
+            if !reason.is_empty() {
+                line.push(b' ');
+                line.extend_from_slice(reason);
+            }
+            let pairs: Vec<(&[u8], &[u8])> =
+                headers.iter().map(|(n, v)| (&n[..], &v[..])).collect();
+            encode_response_head(&line, &pairs)
+        }
+
+        proptest! {
+            #[test]
+            fn decode_never_panics_on_any_bytes(bytes in proptest::collection::vec(any::<u8>(), 0..2048)) {
+                let mut buf = BytesMut::from(&bytes[..]);
+                while let Ok(Some(frame)) = decode(&mut buf) {
+                    prop_assert!(frame.payload.len() <= MAX_INCOMING_FRAME);
+                }
+            }
+
+            #[test]
+            fn frames_round_trip_however_the_input_is_cut(
+                frames in frames(),
+                cuts in proptest::collection::vec(any::<prop::sample::Index>(), 0..8),
+            ) {
+                let wire: Vec<u8> = frames.iter().flat_map(|(k, s, p)| encode(*k, *s, p).to_vec()).collect();
+                let mut cuts: Vec<usize> = cuts.iter().map(|i| i.index(wire.len() + 1)).collect();
+                cuts.push(wire.len());
+                cuts.sort_unstable();
+                let mut buf = BytesMut::new();
+                let mut got = Vec::new();
+                let mut from = 0;
+                for to in cuts {
+                    buf.extend_from_slice(&wire[from..to]);
+                    from = to;
+                    while let Some(f) = decode(&mut buf).unwrap() {
+                        got.push((f.kind, f.stream, f.payload.to_vec()));
+                    }
+                }
+                prop_assert!(buf.is_empty());
+                prop_assert_eq!(got, frames);
+            }
+
+            #[test]
+            fn response_heads_never_panic_on_any_bytes(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+                let bytes = Bytes::from(bytes);
+                let _ = parse_response_head(&bytes);
+                let _ = parse_accept(&bytes);
+            }
+
+            #[test]
+            fn mutated_heads_never_panic(
+                head in head(),
+                edits in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..4),
+                cut in any::<prop::sample::Index>(),
+            ) {
+                let mut bytes = head_bytes(&head).to_vec();
+                for (at, byte) in edits {
+                    let i = at.index(bytes.len());
+                    bytes[i] = byte;
+                }
+                bytes.truncate(cut.index(bytes.len() + 1));
+                if let Ok(h) = parse_response_head(&Bytes::from(bytes)) {
+                    for (_, value) in &h.headers {
+                        prop_assert!(value.as_bytes().iter().all(|&b| b == b'\t' || (b >= 0x20 && b != 0x7f)));
+                    }
+                }
+            }
+
+            #[test]
+            fn valid_heads_round_trip(head in head()) {
+                let h = parse_response_head(&head_bytes(&head)).unwrap();
+                let (status, reason, headers) = head;
+                prop_assert_eq!(h.status.as_u16(), status);
+                prop_assert_eq!(h.reason.as_ref().map_or(&b""[..], |r| r.as_bytes()), &reason[..]);
+                prop_assert_eq!(h.headers.len(), headers.len());
+                for ((name, value), (n, v)) in h.headers.iter().zip(&headers) {
+                    prop_assert_eq!(name.as_str().as_bytes(), &n.to_ascii_lowercase()[..]);
+                    prop_assert_eq!(value.as_bytes(), &v[..]);
+                }
+            }
+
+            #[test]
+            fn a_control_character_in_any_value_is_refused(
+                head in head().prop_filter("a header", |h| !h.2.is_empty()),
+                which in any::<prop::sample::Index>(),
+                at in any::<prop::sample::Index>(),
+                ctl in prop_oneof![0u8..9, 10u8..32, Just(0x7f)],
+            ) {
+                let mut head = head;
+                let i = which.index(head.2.len());
+                let value = &mut head.2[i].1;
+                let at = at.index(value.len() + 1);
+                value.insert(at, ctl);
+                let name = HeaderName::from_bytes(&head.2[i].0).unwrap();
+                // The first bad header is the one named.
+                match parse_response_head(&head_bytes(&head)) {
+                    Err(HeadError::Value(n)) => prop_assert!(n == name || head.2[..i].iter().any(|(_, v)| v.contains(&ctl))),
+                    other => prop_assert!(false, "{other:?}"),
+                }
+            }
+        }
     }
 }
