@@ -104,6 +104,14 @@ def app(environ, start_response):
     if path == "/head":
         start_response("200 OK", [("Content-Length", "5")])
         return [b"hello"]
+    if path == "/hop":
+        start_response("200 OK", [("Content-Length", "3"), ("Connection", "keep-alive, x-a"),
+                                  ("Keep-Alive", "timeout=999"), ("Upgrade", "h2c"),
+                                  ("TE", "trailers"), ("Trailer", "X-Sum"), ("X-A", "kept")])
+        return [b"hop"]
+    if path == "/close":
+        start_response("200 OK", [("Content-Length", "5"), ("Connection", "close")])
+        return [b"close"]
     if path == "/big":
         n = int(environ["QUERY_STRING"])
         start_response("200 OK", [("Content-Type", "application/octet-stream")])
@@ -320,6 +328,32 @@ fn no_body_or_length_on_204_and_304_and_heads_keep_their_length() {
     let r = request(&c.addr, "HEAD", "/head", &[], b"");
     assert_eq!(r.status, 200);
     assert_eq!(r.header("content-length"), Some("5"));
+}
+
+#[test]
+fn hop_by_hop_headers_from_the_app_are_dropped_but_connection_close_is_kept() {
+    let (_dir, c) = wsgi();
+    let mut raw = b"GET /hop HTTP/1.1\r\nHost: x\r\n\r\n".to_vec();
+    raw.extend_from_slice(&get_close("/pid"));
+    let wire = exchange(&c.addr, &raw);
+    let mut r = BufReader::new(&wire[..]);
+    let first = read_response(&mut r, false).unwrap();
+    assert_eq!((first.status, first.text().as_str()), (200, "hop"));
+    for name in ["connection", "keep-alive", "upgrade", "te", "trailer"] {
+        assert_eq!(first.header(name), None, "{name}: {wire:?}");
+    }
+    assert_eq!(first.header("x-a"), Some("kept"));
+    // The connection is corral's: it stayed open for the next request.
+    let second = read_response(&mut r, false).unwrap();
+    assert_eq!(second.status, 200, "{wire:?}");
+    // Connection: close from the app closes it after the response.
+    let mut raw = b"GET /close HTTP/1.1\r\nHost: x\r\n\r\n".to_vec();
+    raw.extend_from_slice(&get_close("/pid"));
+    let wire = exchange(&c.addr, &raw);
+    let mut r = BufReader::new(&wire[..]);
+    let first = read_response(&mut r, false).unwrap();
+    assert_eq!(first.header("connection"), Some("close"));
+    assert!(read_response(&mut r, false).is_err(), "{wire:?}");
 }
 
 /// Reads a response's head; returns the reader positioned at the body.

@@ -35,6 +35,13 @@ def app(environ, start_response):
             finally:
                 print("stream closed", file=sys.stderr, flush=True)
         return chunks()
+    elif path == "/late":
+        # The response starts before the app reads the upload.
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        def late():
+            yield b"started\n"
+            yield b"read %d\n" % len(environ["wsgi.input"].read())
+        return late()
     elif path == "/remote":
         body = environ["REMOTE_ADDR"].encode()
     else:
@@ -722,4 +729,35 @@ fn a_forwarded_for_that_is_no_address_is_ignored_and_log_lines_are_escaped() {
         .unwrap();
     assert!(line.contains("/sleep/\\xE2\\x80\\xAE"), "{line}");
     assert!(!line.contains('\u{202e}'), "{line}");
+}
+
+#[test]
+fn a_response_cut_short_by_a_stalled_upload_does_not_look_complete() {
+    let (_app, c) = start(&["--body-timeout", "1s"]);
+    let mut s = connect_with(&c.addr, Duration::from_secs(10));
+    s.write_all(b"POST /late HTTP/1.1\r\nHost: x\r\nContent-Length: 200000\r\n\r\n")
+        .unwrap();
+    s.write_all(&[b'a'; 70_000]).unwrap();
+    // The head and the first chunk come; then the upload stalls, and the
+    // response must end without chunked encoding's last chunk, or the
+    // client would take "started" for the whole body.
+    let mut raw = Vec::new();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    loop {
+        let mut buf = [0; 4096];
+        match s.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => raw.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == ErrorKind::ConnectionReset => break,
+            Err(e) => panic!("the connection never closed: {e}"),
+        }
+    }
+    let text = String::from_utf8_lossy(&raw);
+    assert!(text.starts_with("HTTP/1.1 200 OK"), "{text}");
+    assert!(text.contains("started"), "{text}");
+    assert!(!text.contains("read "), "{text}");
+    assert!(
+        !text.ends_with("0\r\n\r\n"),
+        "ended as if complete: {text:?}"
+    );
 }

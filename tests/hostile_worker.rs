@@ -229,3 +229,42 @@ def app(environ, start_response):
     );
     assert!(alive(c.pid()));
 }
+
+#[test]
+fn a_worker_that_ignores_flow_control_is_killed_not_buffered() {
+    // A compromised app switches the worker's flow control off: every
+    // response may send without waiting for the client.
+    let app = AppDir::new(&[(
+        "flood.py",
+        r#"
+import os
+import __main__ as worker
+worker.RESPONSE_WINDOW = 1 << 40
+
+def app(environ, start_response):
+    if environ["PATH_INFO"] == "/flood":
+        start_response("200 OK", [])
+        chunk = b"x" * 65536
+        return (chunk for _ in range(1000))  # 64 MB, as fast as it can
+    body = str(os.getpid()).encode()
+    start_response("200 OK", [("Content-Length", str(len(body)))])
+    return [body]
+"#,
+    )]);
+    let c = Corral::start(app.path(), &["flood:app", "-w", "1"], 1);
+    let before_pid = pid_of(&c);
+    let before = rss_kib(c.pid());
+    // A client that reads the head and then nothing.
+    let mut s = c.connect();
+    send_request(&mut s, "GET", "/flood", &[], b"");
+    c.log
+        .wait_for("beyond its response window", Duration::from_secs(10))
+        .unwrap_or_else(|| panic!("not refused; log:\n{}", c.log.text()));
+    let grown = rss_kib(c.pid()).saturating_sub(before);
+    assert!(
+        grown < 8 * 1024,
+        "corral buffered {grown} KiB for a client that reads nothing"
+    );
+    served_by_another(&c, before_pid, Duration::from_secs(10));
+    drop(s);
+}

@@ -10,7 +10,7 @@ use http_body::{Frame, SizeHint};
 use tokio::sync::mpsc;
 
 use crate::router::Lease;
-use crate::worker::channel::{Channel, Event};
+use crate::worker::channel::{Channel, Event, Window};
 use crate::worker::protocol;
 
 #[derive(Debug, thiserror::Error)]
@@ -44,6 +44,8 @@ pub struct StreamBody {
     /// Holds the worker's place until the response is complete.
     pub lease: Option<Lease>,
     pub unacked: usize,
+    /// The worker's response credit on this stream.
+    pub window: Arc<Window>,
     pub done: bool,
     /// The app's Content-Length, when the response carries a body.
     pub declared: Option<u64>,
@@ -104,7 +106,7 @@ impl http_body::Body for Body {
                             let grant = s.unacked as u32;
                             s.unacked = 0;
                             if let Some(ch) = s.channel() {
-                                ch.send(protocol::encode_u32(protocol::WINDOW, s.stream, grant));
+                                ch.grant(s.stream, &s.window, grant);
                             }
                         }
                         Poll::Ready(Some(Ok(Frame::data(b))))

@@ -266,6 +266,7 @@ async fn dispatch(mut req: http::Request<Incoming>, shared: &Shared, conn: &Conn
                 stream: stream.id,
                 lease: Some(lease),
                 unacked: 0,
+                window: stream.window.clone(),
                 done: false,
                 declared: None,
                 sent: 0,
@@ -299,6 +300,7 @@ async fn dispatch(mut req: http::Request<Incoming>, shared: &Shared, conn: &Conn
                 lease,
                 events,
                 credit,
+                window: stream.window.clone(),
             };
             tokio::spawn(websocket::relay(upgrade, session, shared.drain.clone()));
             Ok(resp)
@@ -494,11 +496,25 @@ fn build(head: Bytes, body: Body) -> Reply {
     }
     let headers = resp.headers_mut();
     headers.reserve(head.headers.len());
+    let mut close = false;
     for (name, value) in head.headers {
-        if name == http::header::TRANSFER_ENCODING {
-            continue; // framing is corral's job
+        // Hop-by-hop headers describe corral's connection with the client,
+        // which is corral's to manage (framing, keep-alive, upgrades); as
+        // gunicorn does, they are dropped, and `Connection: close` is kept
+        // as a request to close the connection after this response.
+        if name == http::header::CONNECTION {
+            close |= value
+                .to_str()
+                .is_ok_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("close")));
+            continue;
+        }
+        if is_hop_by_hop(&name) {
+            continue;
         }
         headers.append(name, value);
+    }
+    if close {
+        headers.insert(http::header::CONNECTION, HeaderValue::from_static("close"));
     }
     let length = content_length(headers).map_err(|e| bad_app(&e))?;
     if !may_have_body(status) {
@@ -507,6 +523,18 @@ fn build(head: Bytes, body: Body) -> Reply {
         headers.insert(http::header::CONTENT_LENGTH, HeaderValue::from(n));
     }
     Ok(resp)
+}
+
+/// RFC 9110 section 7.6.1's hop-by-hop headers (and the old
+/// `Proxy-Connection`), but `Connection` itself.
+fn is_hop_by_hop(name: &http::HeaderName) -> bool {
+    use http::header::{TE, TRAILER, TRANSFER_ENCODING, UPGRADE};
+    name == TRANSFER_ENCODING
+        || name == TE
+        || name == TRAILER
+        || name == UPGRADE
+        || name.as_str() == "keep-alive"
+        || name.as_str() == "proxy-connection"
 }
 
 fn bad_app(why: &str) -> Response<Body> {

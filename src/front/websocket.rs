@@ -40,11 +40,11 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
 use super::Drain;
 use super::body::Body;
 use crate::router::Lease;
-use crate::worker::channel::{Credit, Event};
+use crate::worker::channel::{Credit, Event, Window};
 use crate::worker::protocol;
 
 /// Largest message accepted from a client (uvicorn's default too).
-pub const MAX_MESSAGE: usize = 16 * 1024 * 1024;
+pub const MAX_MESSAGE: usize = protocol::MAX_MESSAGE;
 /// tungstenite allocates its read buffer up front: small, so that thousands
 /// of idle sockets cost little (it grows for large messages).
 const READ_BUFFER: usize = 2048;
@@ -138,6 +138,8 @@ pub struct Session {
     pub lease: Lease,
     pub events: mpsc::UnboundedReceiver<Event>,
     pub credit: Arc<Credit>,
+    /// The app's credit for messages to the client.
+    pub window: Arc<Window>,
 }
 
 type Sink = SplitSink<WebSocketStream<TokioIo<Upgraded>>, Message>;
@@ -170,6 +172,7 @@ pub async fn relay(upgrade: OnUpgrade, session: Session, drain: Arc<Drain>) {
         lease,
         mut events,
         credit,
+        window,
     } = session;
     let channel = lease.channel.clone();
     let io = match upgrade.await {
@@ -250,7 +253,7 @@ pub async fn relay(upgrade: OnUpgrade, session: Session, drain: Arc<Drain>) {
             }
             unacked += len;
             if unacked >= protocol::RESPONSE_WINDOW / 2 {
-                channel.send(protocol::encode_u32(protocol::WINDOW, id, unacked as u32));
+                channel.grant(id, &window, unacked as u32);
                 unacked = 0;
             }
         }

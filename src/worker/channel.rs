@@ -106,6 +106,27 @@ impl Credit {
     }
 }
 
+/// The response bytes a worker may still send on one stream. The worker
+/// sends a DATA frame or a WebSocket message only while its window is
+/// above 0 (so at most one frame beyond it); corral adds a grant here
+/// before the WINDOW frame goes out, so its count is never below the
+/// worker's, and a frame that arrives with nothing left is a worker
+/// ignoring flow control: a protocol error. That bounds what corral holds
+/// for a slow client whatever the worker does.
+#[derive(Debug)]
+pub struct Window(AtomicI64);
+
+impl Window {
+    fn new() -> Window {
+        Window(AtomicI64::new(protocol::RESPONSE_WINDOW as i64))
+    }
+
+    /// Counts `n` bytes the worker sent; false when it had no credit left.
+    fn spend(&self, n: usize) -> bool {
+        self.0.fetch_sub(n as i64, Ordering::AcqRel) > 0
+    }
+}
+
 /// The reader's record of one open stream. Cheap on purpose: a oneshot for
 /// the first answer (most responses are whole), a body channel only once a
 /// streamed response starts, credit only for requests with more body.
@@ -113,6 +134,7 @@ struct StreamEntry {
     first: Option<oneshot::Sender<First>>,
     rest: Option<mpsc::UnboundedSender<Event>>,
     credit: Option<Arc<Credit>>,
+    window: Arc<Window>,
     /// When the head must have arrived.
     deadline: Instant,
 }
@@ -155,6 +177,8 @@ pub struct Stream {
     pub first: oneshot::Receiver<First>,
     /// Present when the request body streams after the REQUEST frame.
     pub credit: Option<Arc<Credit>>,
+    /// The response credit: give more with [`Channel::grant`].
+    pub window: Arc<Window>,
 }
 
 impl Channel {
@@ -272,12 +296,14 @@ impl Channel {
                 .store(protocol::BODY_CREDIT as i64, Ordering::Relaxed);
             Arc::new(c)
         });
+        let window = Arc::new(Window::new());
         let _ = self.register.send((
             id,
             StreamEntry {
                 first: Some(tx),
                 rest: None,
                 credit: credit.clone(),
+                window: window.clone(),
                 deadline: Instant::now() + timeout,
             },
         ));
@@ -285,7 +311,14 @@ impl Channel {
             id,
             first: rx,
             credit,
+            window,
         }
+    }
+
+    /// Lets the worker send `n` more response bytes on `stream`.
+    pub fn grant(&self, stream: u32, window: &Window, n: u32) {
+        window.0.fetch_add(i64::from(n), Ordering::AcqRel);
+        self.send(protocol::encode_u32(protocol::WINDOW, stream, n));
     }
 
     /// Queues a frame for the worker; false when the channel is gone.
@@ -444,7 +477,10 @@ async fn read_frames(
                     return Some(format!("bad frame: {e}"));
                 }
             };
-            route(frame, streams, control, channel);
+            if let Err(e) = route(frame, streams, control, channel) {
+                tracing::error!(worker = serial, "bad frame from worker: {e}");
+                return Some(e);
+            }
         }
     }
 }
@@ -469,18 +505,51 @@ fn expire(streams: &mut HashMap<u32, StreamEntry>) {
     });
 }
 
+/// The largest payload of each kind of frame a worker may send (the
+/// decoder already refused anything over [`protocol::MAX_INCOMING_FRAME`]).
+fn max_payload(kind: u8) -> usize {
+    match kind {
+        protocol::DATA => protocol::MAX_FRAME,
+        protocol::START | protocol::WS_ACCEPT => protocol::MAX_HEAD_FRAME,
+        protocol::RESPONSE => protocol::MAX_HEAD_FRAME + protocol::RESPONSE_WINDOW,
+        protocol::WS_TEXT | protocol::WS_BINARY => protocol::MAX_MESSAGE,
+        protocol::WS_CLOSE => 2 + 123,
+        _ => 1 << 20,
+    }
+}
+
+/// Hands a frame to the request it belongs to. An error is a worker
+/// breaking the protocol: the channel closes and the worker is killed.
 fn route(
     frame: Frame,
     streams: &mut HashMap<u32, StreamEntry>,
     control: &mpsc::UnboundedSender<(u64, ControlEvent)>,
     channel: &Channel,
-) {
+) -> Result<(), String> {
     let serial = channel.serial;
     let Frame {
         kind,
         stream,
         payload,
     } = frame;
+    if payload.len() > max_payload(kind) {
+        return Err(format!(
+            "a frame of kind {kind} with {} bytes (the limit is {})",
+            payload.len(),
+            max_payload(kind)
+        ));
+    }
+    if matches!(
+        kind,
+        protocol::DATA | protocol::WS_TEXT | protocol::WS_BINARY
+    ) && let Some(entry) = streams.get(&stream)
+        && !entry.window.spend(payload.len())
+    {
+        return Err(format!(
+            "{} bytes on stream {stream} beyond its response window",
+            payload.len()
+        ));
+    }
     match kind {
         protocol::BOOT_OK => match serde_json::from_slice::<BootInfo>(&payload) {
             Ok(info) => {
@@ -570,4 +639,5 @@ fn route(
         }
         other => tracing::warn!(worker = serial, "unknown frame kind {other} from worker"),
     }
+    Ok(())
 }

@@ -587,7 +587,13 @@ class WsgiRunner:
                     send_data(b"")
                 conn.send(K_END, sid, b"")
         except ClientDisconnected:
-            conn.send(K_END, sid, b"")
+            # Once the head is out, only an abort tells corral the body is
+            # cut short (a client that stalled its upload is still there and
+            # must not take a truncated body for a whole one).
+            if state[2]:
+                conn.send(K_ABORT, sid, b"the request was cancelled")
+            else:
+                conn.send(K_END, sid, b"")
         except Exception:
             tb = traceback.format_exc()
             sys.stderr.write("Error handling request %s %s\n%s" % (
@@ -1007,7 +1013,10 @@ class AsgiWorker:
                     self.error_response(sid)
                 st.done = True
         except ClientDisconnected:
-            pass
+            if held[1] and not held[2]:
+                # The head is out: an abort, so the body is not taken whole.
+                self.send(K_ABORT, sid, b"the request was cancelled")
+                st.done = True
         except asyncio_cancelled():
             pass
         except Exception:

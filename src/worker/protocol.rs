@@ -88,8 +88,14 @@ pub const BODY_CREDIT: usize = 256 * 1024;
 pub const INLINE_BODY: usize = 64 * 1024;
 /// Largest frame payload corral sends.
 pub const MAX_FRAME: usize = 64 * 1024;
-/// Largest frame payload corral accepts from a worker.
-pub const MAX_INCOMING_FRAME: usize = 64 * 1024 * 1024;
+/// Largest WebSocket message either way (uvicorn's default too).
+pub const MAX_MESSAGE: usize = 16 * 1024 * 1024;
+/// Largest response head frame from a worker: the worker refuses heads
+/// over 1 MiB of names and values; this leaves room for the field lengths.
+pub const MAX_HEAD_FRAME: usize = 2 * 1024 * 1024;
+/// Largest frame payload corral accepts from a worker (each kind has its
+/// own, smaller limit; see `channel::max_payload`).
+pub const MAX_INCOMING_FRAME: usize = MAX_MESSAGE + 64 * 1024;
 
 /// One decoded frame from a worker.
 #[derive(Debug)]
