@@ -53,10 +53,8 @@ pub enum Command {
 /// Flags of `corral status`.
 #[derive(Debug, Clone, Default, Args)]
 pub struct StatusArgs {
-    /// Config file of the running corral; its [health] status_bind is asked
-    /// [default: ./corral.toml when it exists]
-    #[arg(short = 'c', long, value_name = "FILE")]
-    pub config: Option<PathBuf>,
+    #[command(flatten)]
+    pub control: ControlArgs,
 
     /// Address of the status server, when not taken from the config file
     #[arg(long, value_name = "ADDR")]
@@ -65,18 +63,22 @@ pub struct StatusArgs {
     /// Print the raw JSON of /status instead of a table
     #[arg(long)]
     pub json: bool,
-
-    /// Control socket of the running corral, when not taken from the config
-    /// file [default: its [control] socket, else the default of `corral run
-    /// --socket`]
-    #[arg(long, value_name = "PATH")]
-    pub socket: Option<PathBuf>,
 }
 
-/// How a client command (`reload`, `scale`, `stop`) finds the control
-/// socket of the running corral: see [`crate::config::control_socket`].
+/// How a client command (`status`, `reload`, `scale`, `stop`) finds the
+/// running corral it talks to: see [`crate::config::control_socket`].
 #[derive(Debug, Clone, Default, Args)]
 pub struct ControlArgs {
+    /// The app as given to `corral run`, like "main:app": the running
+    /// instance serving it is asked (with --bind, the one serving it there)
+    #[arg(value_name = "APP", value_parser = parse_app)]
+    pub app: Option<String>,
+
+    /// An address as given to `corral run --bind`: the running instance
+    /// listening there is asked; repeat to require several
+    #[arg(short = 'b', long, value_name = "ADDR")]
+    pub bind: Vec<BindAddr>,
+
     /// Config file of the running corral; its [control] socket is used
     /// [default: ./corral.toml when it exists]
     #[arg(short = 'c', long, value_name = "FILE")]
@@ -110,12 +112,12 @@ pub struct ReloadArgs {
 /// Flags of `corral scale`.
 #[derive(Debug, Clone, Args)]
 pub struct ScaleArgs {
-    #[command(flatten)]
-    pub control: ControlArgs,
-
     /// The number of worker processes to run from now on (at least 1)
     #[arg(value_name = "N", value_parser = parse_count)]
     pub count: usize,
+
+    #[command(flatten)]
+    pub control: ControlArgs,
 }
 
 /// What the command line asks for.
@@ -413,6 +415,22 @@ fn parse_count(s: &str) -> Result<usize, String> {
     }
 }
 
+/// The APP of a client command: "module:callable" as `run` takes it.
+fn parse_app(s: &str) -> Result<String, String> {
+    let module = s.split(':').next().unwrap_or_default();
+    let ok = module.split('.').all(|part| {
+        part.chars().next().is_some_and(|c| c.is_alphabetic() || c == '_')
+            && part.chars().all(|c| c.is_alphanumeric() || c == '_')
+    });
+    if ok {
+        Ok(s.to_string())
+    } else {
+        Err(format!(
+            "\"{s}\" is not an app: give it as \"module:callable\" like \"main:app\", as to `corral run`"
+        ))
+    }
+}
+
 /// "KEY=VALUE" for `--env`.
 fn parse_env(s: &str) -> Result<(String, String), String> {
     let (key, value) = s
@@ -683,8 +701,25 @@ mod tests {
         let Action::Status(args) = action(&["corral", "status", "--socket", "s", "--json"]) else {
             panic!("not status")
         };
-        assert_eq!(args.socket, Some(PathBuf::from("s")));
-        assert!(args.json && args.config.is_none() && args.status_bind.is_none());
+        assert_eq!(args.control.socket, Some(PathBuf::from("s")));
+        assert!(args.json && args.control.config.is_none() && args.status_bind.is_none());
+
+        // The instance as given to `run`: its app and bind address.
+        let Action::Stop(args) = action(&["corral", "stop", "main:app", "-b", "127.0.0.1:8001"])
+        else {
+            panic!("not stop")
+        };
+        assert_eq!(args.app.as_deref(), Some("main:app"));
+        assert_eq!(args.bind, vec!["127.0.0.1:8001".parse().unwrap()]);
+        let Action::Scale(args) = action(&["corral", "scale", "3", "main:app"]) else {
+            panic!("not scale")
+        };
+        assert_eq!((args.count, args.control.app.as_deref()), (3, Some("main:app")));
+        let Action::Status(args) = action(&["corral", "status", "--bind", "unix:/run/a.sock"])
+        else {
+            panic!("not status")
+        };
+        assert_eq!(args.control.bind, vec!["unix:/run/a.sock".parse().unwrap()]);
 
         let args = run_args(&["corral", "main:app", "--socket", "ctl.sock"]);
         assert_eq!(args.socket, Some(PathBuf::from("ctl.sock")));
@@ -698,13 +733,13 @@ mod tests {
             (&["corral", "scale", "0"], "must be at least 1"),
             (&["corral", "scale", "-1"], "unexpected argument"),
             (&["corral", "scale", "many"], "is not a number of workers"),
-            (&["corral", "scale", "2", "3"], "unexpected argument"),
+            (&["corral", "scale", "2", "3"], "\"3\" is not an app"),
             (&["corral", "reload", "--timeout", "0s"], "longer than 0s"),
             (
                 &["corral", "reload", "--timeout", "soon"],
                 "invalid duration",
             ),
-            (&["corral", "reload", "main:app"], "unexpected argument"),
+            (&["corral", "reload", "main:app", "extra"], "unexpected argument"),
             (&["corral", "stop", "--wait"], "unexpected argument"),
             (&["corral", "stop", "--socket"], "a value is required"),
         ] {

@@ -13,6 +13,8 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixListener;
 use tokio::sync::oneshot;
 
+use crate::cli::ControlArgs;
+use crate::config::{BindAddr, Place};
 use crate::private_fs;
 use crate::signals::Sig;
 use crate::status::StatusState;
@@ -242,9 +244,96 @@ pub fn request(path: &Path, req: &Value, timeout: Option<Duration>) -> Result<Va
     serde_json::from_str(&answer).map_err(|_| "corral sent no answer".to_string())
 }
 
-/// The socket a client command talks to.
-pub fn socket_for(config: Option<&Path>, socket: Option<&Path>) -> Result<PathBuf, String> {
-    crate::config::control_socket(config, socket).map_err(|e| e.to_string())
+/// The socket a client command talks to: `--socket`, else the config
+/// file's (see [`crate::config::control_socket`]); given the app or bind
+/// addresses of `corral run` instead, the one running instance that serves
+/// them (see [`find_instance`]).
+pub fn socket_for(args: &ControlArgs) -> Result<PathBuf, String> {
+    if args.socket.is_none() && args.config.is_none() && (args.app.is_some() || !args.bind.is_empty())
+    {
+        return find_instance(args.app.as_deref(), &args.bind);
+    }
+    crate::config::control_socket(args.config.as_deref(), args.socket.as_deref())
+        .map_err(|e| e.to_string())
+}
+
+/// The control socket of the one running instance (under the default
+/// folder, see [`crate::config::running_sockets`]) that serves `app`
+/// ("main:app"; "main" means "main:application" as for `run`) and listens
+/// on every one of `binds`. Asking each instance is what makes this work
+/// from any folder: the instance's name depends on the folder it was
+/// started in, what it serves does not.
+fn find_instance(app: Option<&str>, binds: &[BindAddr]) -> Result<PathBuf, String> {
+    let want_app = app.map(full_app);
+    let want_binds: Vec<String> = binds.iter().map(ToString::to_string).collect();
+    let (place, sockets) = crate::config::running_sockets();
+    let mut matches = Vec::new();
+    let mut others = Vec::new();
+    for socket in sockets {
+        let seen = match status(&socket) {
+            Ok(v) => {
+                let sup = &v["supervisor"];
+                let app = sup["app"].as_str().unwrap_or("?").to_string();
+                let serving: Vec<String> = sup["binds"]
+                    .as_array()
+                    .map(|a| {
+                        a.iter()
+                            .filter_map(|b| b.as_str().map(str::to_string))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                let fits = want_app.as_ref().is_none_or(|w| *w == app)
+                    && want_binds.iter().all(|b| serving.contains(b));
+                if fits {
+                    matches.push(socket);
+                    continue;
+                }
+                format!("{app} on {}", serving.join(", "))
+            }
+            Err(e) => format!("({e})"),
+        };
+        others.push(format!("  {}: {seen}", socket.display()));
+    }
+    let wanted = match (&want_app, want_binds.is_empty()) {
+        (Some(app), true) => app.clone(),
+        (Some(app), false) => format!("{app} on {}", want_binds.join(", ")),
+        (None, _) => want_binds.join(", "),
+    };
+    match matches.len() {
+        1 => Ok(matches.remove(0)),
+        0 => {
+            let root = match &place {
+                Place::Fixed(p) | Place::PerInstance(p) => p.display().to_string(),
+            };
+            let running = if others.is_empty() {
+                format!("no corral is running under {root}")
+            } else {
+                format!("running under {root}:\n{}", others.join("\n"))
+            };
+            Err(format!(
+                "no running corral serves {wanted}; {running}\n\
+                 (an instance with its own [control] socket is found with -c FILE or --socket PATH)"
+            ))
+        }
+        _ => Err(format!(
+            "{} running corrals serve {wanted}: pick one with --bind ADDR or --socket PATH:\n{}",
+            matches.len(),
+            matches
+                .iter()
+                .map(|s| format!("  {}", s.display()))
+                .collect::<Vec<_>>()
+                .join("\n")
+        )),
+    }
+}
+
+/// "main" as `run` reads it: "main:application".
+fn full_app(app: &str) -> String {
+    if app.contains(':') {
+        app.to_string()
+    } else {
+        format!("{app}:application")
+    }
 }
 
 /// `corral reload [--wait]`: exit 0 and the generation, or 1 and why.

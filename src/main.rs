@@ -302,7 +302,7 @@ fn inode(path: &std::path::Path) -> Option<u64> {
 
 /// Runs a client command against the control socket the args point at.
 fn with_socket(args: &cli::ControlArgs, f: impl FnOnce(&std::path::Path) -> u8) -> u8 {
-    match control::socket_for(args.config.as_deref(), args.socket.as_deref()) {
+    match control::socket_for(args) {
         Ok(path) => f(&path),
         Err(e) => {
             eprintln!("error: {e}");

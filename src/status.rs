@@ -299,6 +299,7 @@ pub fn status(state: &StatusState) -> serde_json::Value {
             "control_socket": state.cfg.control.socket,
             "state_dir": state.cfg.deploy.state_dir,
             "app": state.cfg.app.module,
+            "binds": state.cfg.server.bind.iter().map(|b| b.addr.to_string()).collect::<Vec<_>>(),
             "stopping": snap.stopping,
             "rss_bytes": rss_bytes(snap.pid),
             // Requests waiting for a free worker place right now.

@@ -10,8 +10,11 @@ use crate::cli::{RunArgs, StatusArgs};
 use crate::config::BindAddr;
 
 pub fn run(args: &StatusArgs) -> u8 {
-    if args.config.is_none()
-        && args.socket.is_none()
+    let c = &args.control;
+    if c.config.is_none()
+        && c.socket.is_none()
+        && c.app.is_none()
+        && c.bind.is_empty()
         && args.status_bind.is_none()
         && !std::path::Path::new("corral.toml").exists()
         && let (_, found) = crate::config::running_sockets()
@@ -44,7 +47,7 @@ fn address(args: &StatusArgs) -> Result<(BindAddr, Option<String>), String> {
         return Ok((a.clone(), env_token));
     }
     let run = RunArgs {
-        config: args.config.clone(),
+        config: args.control.config.clone(),
         ..RunArgs::default()
     };
     // The app may be missing from the file (it can come from flags at run
@@ -71,8 +74,9 @@ fn fetch(args: &StatusArgs) -> Result<Value, String> {
     // The control socket first (it is always there); the status server when
     // asked for by address.
     if args.status_bind.is_none() {
-        let socket = crate::control::socket_for(args.config.as_deref(), args.socket.as_deref())?;
-        if socket.exists() || args.socket.is_some() {
+        let c = &args.control;
+        let socket = crate::control::socket_for(c)?;
+        if socket.exists() || c.socket.is_some() || c.app.is_some() || !c.bind.is_empty() {
             return crate::control::status(&socket);
         }
     }
@@ -119,12 +123,14 @@ fn fetch(args: &StatusArgs) -> Result<Value, String> {
 /// several and no hint which one is meant).
 fn list(sockets: &[std::path::PathBuf]) -> String {
     let mut out = format!(
-        "{} corral instances; `corral status --socket PATH` (or -c FILE) shows one:\n\n{:<24} {:<8} {:<6} {:<24} {}\n",
+        "{} corral instances; `corral status APP`, `--bind ADDR`, `-c FILE` or `--socket PATH` shows one:\n\n\
+         {:<24} {:<8} {:<6} {:<24} {:<22} {}\n",
         sockets.len(),
         "INSTANCE",
         "PID",
         "READY",
         "APP",
+        "BIND",
         "SOCKET"
     );
     for socket in sockets {
@@ -133,16 +139,25 @@ fn list(sockets: &[std::path::PathBuf]) -> String {
             .and_then(|d| d.file_name())
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
-        let (pid, ready, app) = match crate::control::status(socket) {
+        let (pid, ready, app, bind) = match crate::control::status(socket) {
             Ok(v) => (
                 v["supervisor"]["pid"].to_string(),
                 if v["ready"] == true { "yes" } else { "NO" }.to_string(),
                 v["supervisor"]["app"].as_str().unwrap_or("?").to_string(),
+                v["supervisor"]["binds"]
+                    .as_array()
+                    .map(|a| {
+                        a.iter()
+                            .filter_map(Value::as_str)
+                            .collect::<Vec<_>>()
+                            .join(",")
+                    })
+                    .unwrap_or_default(),
             ),
-            Err(e) => ("-".into(), "?".into(), format!("({e})")),
+            Err(e) => ("-".into(), "?".into(), format!("({e})"), String::new()),
         };
         out.push_str(&format!(
-            "{name:<24} {pid:<8} {ready:<6} {app:<24} {}\n",
+            "{name:<24} {pid:<8} {ready:<6} {app:<24} {bind:<22} {}\n",
             socket.display()
         ));
     }

@@ -140,3 +140,93 @@ fn a_second_corral_on_the_same_control_socket_is_refused() {
     );
     assert_eq!(c.get("/").status, 200, "the first one is untouched");
 }
+
+/// Two corrals started with no config and no `--socket`, the same app on
+/// two ports, as two gunicorn services would be: both start, each gets
+/// its own control socket, and the client commands reach the right one
+/// from any folder by the app and bind address given to `run`.
+#[test]
+fn two_instances_side_by_side_are_told_apart_by_app_and_bind() {
+    let runtime = tempfile::tempdir().unwrap();
+    let elsewhere = tempfile::tempdir().unwrap();
+    let rt = runtime.path().to_str().unwrap().to_string();
+    let (p1, p2) = (free_port(), free_port());
+    let (b1, b2) = (format!("127.0.0.1:{p1}"), format!("127.0.0.1:{p2}"));
+    let one = AppDir::new(&[("app.py", &app_version("one", 1))]);
+    let two = AppDir::new(&[("app.py", &app_version("two", 1))]);
+    let state1 = one.path().join("state");
+    let state2 = two.path().join("state");
+    let mut a = Corral::spawn_default_socket(
+        one.path(),
+        &["app:app", "-w", "1", "-b", &b1],
+        &[("XDG_RUNTIME_DIR", &rt), ("STATE_DIRECTORY", state1.to_str().unwrap())],
+    );
+    let mut b = Corral::spawn_default_socket(
+        two.path(),
+        &["app:app", "-w", "1", "-b", &b2],
+        &[("XDG_RUNTIME_DIR", &rt), ("STATE_DIRECTORY", state2.to_str().unwrap())],
+    );
+    a.wait_listening();
+    b.wait_listening();
+    a.wait_in_service(1);
+    b.wait_in_service(1);
+    let client = |args: &[&str]| {
+        Command::new(corral_bin())
+            .args(args)
+            .current_dir(elsewhere.path())
+            .env("XDG_RUNTIME_DIR", &rt)
+            .output()
+            .expect("run corral")
+    };
+
+    // Listed, not guessed.
+    let out = client(&["status"]);
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{t}");
+    assert!(t.contains("2 corral instances"), "{t}");
+    for (c, bind) in [(&a, &b1), (&b, &b2)] {
+        let line = t
+            .lines()
+            .find(|l| l.contains(bind))
+            .unwrap_or_else(|| panic!("{bind} listed: {t}"));
+        assert!(line.contains(&c.pid().to_string()) && line.contains("app:app"), "{line}");
+        assert!(line.contains("yes"), "ready: {line}");
+    }
+
+    // The app alone is ambiguous here, and says so.
+    let out = client(&["status", "app:app"]);
+    assert_ne!(out.status.code(), Some(0));
+    assert!(text(&out).contains("2 running corrals serve app:app"), "{}", text(&out));
+
+    // The bind address picks one.
+    let out = client(&["status", "--json", "-b", &b2]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["supervisor"]["pid"], b.pid(), "{v}");
+
+    let out = client(&["scale", "2", "app:app", "-b", &b1]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    a.wait_in_service(2);
+    let out = client(&["reload", "--wait", "--bind", &b2]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let gens = |bind: &str| {
+        let out = client(&["status", "--json", "-b", bind]);
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        (v["generation"].clone(), v["workers"]["configured"].clone())
+    };
+    assert_eq!(gens(&b1), (1.into(), 2.into()), "A scaled, not reloaded");
+    assert_eq!(gens(&b2), (2.into(), 1.into()), "B reloaded, not scaled");
+
+    let out = client(&["stop", "app:app", "-b", &b1]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(a.wait_exit(Duration::from_secs(15)).and_then(|s| s.code()), Some(0));
+    assert_eq!(b.get("/").text(), "two", "B serves on");
+
+    // One left: `status` shows it without being told which.
+    let out = client(&["status"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(text(&out).contains(&format!("(pid {})", b.pid())), "{}", text(&out));
+    let out = client(&["stop", "-b", &b1]);
+    assert_ne!(out.status.code(), Some(0));
+    assert!(text(&out).contains(&format!("no running corral serves {b1}")), "{}", text(&out));
+}

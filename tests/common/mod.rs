@@ -151,6 +151,23 @@ impl Corral {
         env: &[(&str, &str)],
         setup: impl FnOnce(&mut Command),
     ) -> Corral {
+        Corral::spawn_inner(dir, args, env, setup, true)
+    }
+
+    /// [`Corral::spawn`] with corral's default control socket (no
+    /// `--socket`): one per instance under `$XDG_RUNTIME_DIR/corral`, so
+    /// pass `XDG_RUNTIME_DIR` (a private temporary folder) in `env`.
+    pub fn spawn_default_socket(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Corral {
+        Corral::spawn_inner(dir, args, env, |_| {}, false)
+    }
+
+    fn spawn_inner(
+        dir: &Path,
+        args: &[&str],
+        env: &[(&str, &str)],
+        setup: impl FnOnce(&mut Command),
+        own_socket: bool,
+    ) -> Corral {
         let mut cmd = Command::new(corral_bin());
         cmd.current_dir(dir).args(args);
         if !args.contains(&"--python") {
@@ -169,7 +186,7 @@ impl Corral {
         }
         // Each corral gets its own control socket (tests run in parallel).
         let socket = dir.join(".corral-control.sock");
-        if !args.contains(&"--socket") {
+        if own_socket && !args.contains(&"--socket") {
             cmd.arg("--socket").arg(&socket);
         }
         for (k, v) in env {
@@ -334,6 +351,16 @@ pub fn children_of(ppid: u32) -> Vec<u32> {
         }
     }
     out
+}
+
+/// A TCP port on 127.0.0.1 that was free a moment ago, for a test that
+/// must give corral a fixed `--bind` (the kernel picks it; another process
+/// taking it in between would make the test fail loudly, not pass).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
 }
 
 pub fn alive(pid: u32) -> bool {
