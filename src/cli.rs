@@ -419,7 +419,9 @@ fn parse_count(s: &str) -> Result<usize, String> {
 fn parse_app(s: &str) -> Result<String, String> {
     let module = s.split(':').next().unwrap_or_default();
     let ok = module.split('.').all(|part| {
-        part.chars().next().is_some_and(|c| c.is_alphabetic() || c == '_')
+        part.chars()
+            .next()
+            .is_some_and(|c| c.is_alphabetic() || c == '_')
             && part.chars().all(|c| c.is_alphanumeric() || c == '_')
     });
     if ok {
@@ -714,7 +716,10 @@ mod tests {
         let Action::Scale(args) = action(&["corral", "scale", "3", "main:app"]) else {
             panic!("not scale")
         };
-        assert_eq!((args.count, args.control.app.as_deref()), (3, Some("main:app")));
+        assert_eq!(
+            (args.count, args.control.app.as_deref()),
+            (3, Some("main:app"))
+        );
         let Action::Status(args) = action(&["corral", "status", "--bind", "unix:/run/a.sock"])
         else {
             panic!("not status")
@@ -739,7 +744,10 @@ mod tests {
                 &["corral", "reload", "--timeout", "soon"],
                 "invalid duration",
             ),
-            (&["corral", "reload", "main:app", "extra"], "unexpected argument"),
+            (
+                &["corral", "reload", "main:app", "extra"],
+                "unexpected argument",
+            ),
             (&["corral", "stop", "--wait"], "unexpected argument"),
             (&["corral", "stop", "--socket"], "a value is required"),
         ] {

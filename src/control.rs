@@ -249,7 +249,9 @@ pub fn request(path: &Path, req: &Value, timeout: Option<Duration>) -> Result<Va
 /// addresses of `corral run` instead, the one running instance that serves
 /// them (see [`find_instance`]).
 pub fn socket_for(args: &ControlArgs) -> Result<PathBuf, String> {
-    if args.socket.is_none() && args.config.is_none() && (args.app.is_some() || !args.bind.is_empty())
+    if args.socket.is_none()
+        && args.config.is_none()
+        && (args.app.is_some() || !args.bind.is_empty())
     {
         return find_instance(args.app.as_deref(), &args.bind);
     }

@@ -65,7 +65,7 @@ pub fn start(listener: Listener, state: Arc<StatusState>, gate: Option<watch::Re
         }
         loop {
             let slot = limits.slot().await;
-            let Ok((io, _)) = crate::front::accept(&listener, slot).await else {
+            let Ok((io, _)) = crate::front::accept(&listener, slot, None).await else {
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
             };

@@ -150,7 +150,7 @@ fn two_instances_side_by_side_are_told_apart_by_app_and_bind() {
     let runtime = tempfile::tempdir().unwrap();
     let elsewhere = tempfile::tempdir().unwrap();
     let rt = runtime.path().to_str().unwrap().to_string();
-    let (p1, p2) = (free_port(), free_port());
+    let (p1, p2) = (compare::free_port(), compare::free_port());
     let (b1, b2) = (format!("127.0.0.1:{p1}"), format!("127.0.0.1:{p2}"));
     let one = AppDir::new(&[("app.py", &app_version("one", 1))]);
     let two = AppDir::new(&[("app.py", &app_version("two", 1))]);
@@ -159,12 +159,18 @@ fn two_instances_side_by_side_are_told_apart_by_app_and_bind() {
     let mut a = Corral::spawn_default_socket(
         one.path(),
         &["app:app", "-w", "1", "-b", &b1],
-        &[("XDG_RUNTIME_DIR", &rt), ("STATE_DIRECTORY", state1.to_str().unwrap())],
+        &[
+            ("XDG_RUNTIME_DIR", &rt),
+            ("STATE_DIRECTORY", state1.to_str().unwrap()),
+        ],
     );
     let mut b = Corral::spawn_default_socket(
         two.path(),
         &["app:app", "-w", "1", "-b", &b2],
-        &[("XDG_RUNTIME_DIR", &rt), ("STATE_DIRECTORY", state2.to_str().unwrap())],
+        &[
+            ("XDG_RUNTIME_DIR", &rt),
+            ("STATE_DIRECTORY", state2.to_str().unwrap()),
+        ],
     );
     a.wait_listening();
     b.wait_listening();
@@ -189,14 +195,21 @@ fn two_instances_side_by_side_are_told_apart_by_app_and_bind() {
             .lines()
             .find(|l| l.contains(bind))
             .unwrap_or_else(|| panic!("{bind} listed: {t}"));
-        assert!(line.contains(&c.pid().to_string()) && line.contains("app:app"), "{line}");
+        assert!(
+            line.contains(&c.pid().to_string()) && line.contains("app:app"),
+            "{line}"
+        );
         assert!(line.contains("yes"), "ready: {line}");
     }
 
     // The app alone is ambiguous here, and says so.
     let out = client(&["status", "app:app"]);
     assert_ne!(out.status.code(), Some(0));
-    assert!(text(&out).contains("2 running corrals serve app:app"), "{}", text(&out));
+    assert!(
+        text(&out).contains("2 running corrals serve app:app"),
+        "{}",
+        text(&out)
+    );
 
     // The bind address picks one.
     let out = client(&["status", "--json", "-b", &b2]);
@@ -219,14 +232,25 @@ fn two_instances_side_by_side_are_told_apart_by_app_and_bind() {
 
     let out = client(&["stop", "app:app", "-b", &b1]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
-    assert_eq!(a.wait_exit(Duration::from_secs(15)).and_then(|s| s.code()), Some(0));
+    assert_eq!(
+        a.wait_exit(Duration::from_secs(15)).and_then(|s| s.code()),
+        Some(0)
+    );
     assert_eq!(b.get("/").text(), "two", "B serves on");
 
     // One left: `status` shows it without being told which.
     let out = client(&["status"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
-    assert!(text(&out).contains(&format!("(pid {})", b.pid())), "{}", text(&out));
+    assert!(
+        text(&out).contains(&format!("(pid {})", b.pid())),
+        "{}",
+        text(&out)
+    );
     let out = client(&["stop", "-b", &b1]);
     assert_ne!(out.status.code(), Some(0));
-    assert!(text(&out).contains(&format!("no running corral serves {b1}")), "{}", text(&out));
+    assert!(
+        text(&out).contains(&format!("no running corral serves {b1}")),
+        "{}",
+        text(&out)
+    );
 }

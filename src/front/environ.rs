@@ -9,6 +9,7 @@ use http::header::GetAll;
 use http::request::Parts;
 use http::{HeaderMap, HeaderName, HeaderValue, Version};
 
+use super::target::RawTarget;
 use crate::config::ForwardedAllow;
 use percent_encoding::percent_decode;
 
@@ -129,14 +130,21 @@ pub fn encode(parts: &Parts, conn: &ConnInfo) -> Result<Vec<u8>, HeadError> {
         return Err(HeadError::NulInPath);
     }
     h.pair(b"PATH_INFO", &decoded);
-    h.pair(b"QUERY_STRING", parts.uri.query().unwrap_or("").as_bytes());
-    let raw_uri = parts
-        .uri
-        .path_and_query()
-        .map(|p| p.as_str())
-        .unwrap_or(path);
-    h.pair(b"RAW_URI", raw_uri.as_bytes());
-    h.pair(b"REQUEST_URI", raw_uri.as_bytes());
+    // The target as the client sent it, when corral had to encode it for
+    // hyper (see `target`); the decoded path is the same either way.
+    let raw = parts.extensions.get::<RawTarget>();
+    let query = raw.map_or(parts.uri.query().unwrap_or("").as_bytes(), |r| r.query());
+    h.pair(b"QUERY_STRING", query);
+    let raw_uri = match raw {
+        Some(r) => r.without_fragment(),
+        None => parts
+            .uri
+            .path_and_query()
+            .map_or(path, |p| p.as_str())
+            .as_bytes(),
+    };
+    h.pair(b"RAW_URI", raw_uri);
+    h.pair(b"REQUEST_URI", raw_uri);
     let proto: &[u8] = match parts.version {
         Version::HTTP_10 => b"HTTP/1.0",
         Version::HTTP_09 => b"HTTP/0.9",

@@ -95,6 +95,16 @@ async fn dispatch(mut req: http::Request<Incoming>, shared: &Shared, conn: &Conn
     if let Some(why) = checks::refuse(req.version(), req.headers()) {
         return Err(bad_request(why));
     }
+    // A tunnel (CONNECT host:port) or a question to the server itself
+    // (OPTIONS *): not for the app, which would answer them as a path.
+    if req.method() == Method::CONNECT {
+        return Err(not_a_proxy());
+    }
+    if req.uri().path() == "*" {
+        return Err(bad_request(
+            "the asterisk-form target (OPTIONS *) is not served: ask a path",
+        ));
+    }
     let upgrade = match websocket::upgrade_kind(&req) {
         Upgrade::None => None,
         Upgrade::WebSocket => Some(hyper::upgrade::on(&mut req)),
@@ -556,6 +566,21 @@ fn too_large(max: u64) -> Response<Body> {
 /// nothing more on it can be trusted.
 fn bad_request(why: &str) -> Response<Body> {
     let mut r = plain(StatusCode::BAD_REQUEST, &format!("Bad Request: {why}\n"));
+    r.headers_mut()
+        .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+    r
+}
+
+/// The 405 for CONNECT: corral is no forward proxy.
+fn not_a_proxy() -> Response<Body> {
+    let mut r = plain(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "Method Not Allowed: CONNECT (this is no proxy)\n",
+    );
+    r.headers_mut().insert(
+        http::header::ALLOW,
+        HeaderValue::from_static("GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"),
+    );
     r.headers_mut()
         .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
     r

@@ -16,6 +16,7 @@ pub mod conn;
 pub mod environ;
 pub mod handler;
 pub mod scope;
+pub mod target;
 pub mod upload;
 pub mod websocket;
 
@@ -415,9 +416,10 @@ async fn accept_loop(
             _ = stop.changed() => return,
             s = limits.slot() => s,
         };
+        let raw = Arc::new(target::RawTargets::default());
         let accepted = tokio::select! {
             _ = stop.changed() => return,
-            a = accept(&listener, slot) => a,
+            a = accept(&listener, slot, Some(raw.clone())) => a,
         };
         let (io, mut info) = match accepted {
             Ok(x) => x,
@@ -437,7 +439,14 @@ async fn accept_loop(
         let service = {
             let shared = shared.clone();
             let info = Arc::new(info);
-            service_fn(move |req| handler::handle(req, shared.clone(), info.clone()))
+            let raw = raw.clone();
+            service_fn(move |mut req: http::Request<hyper::body::Incoming>| {
+                // Once per request, in order: see `target::RawTargets`.
+                if let Some(t) = raw.next() {
+                    req.extensions_mut().insert(target::RawTarget(t));
+                }
+                handler::handle(req, shared.clone(), info.clone())
+            })
         };
         let conn = builder.serve_connection(io, service).with_upgrades();
         let open = shared.drain.enter();
@@ -462,8 +471,23 @@ pub trait Io: AsyncRead + AsyncWrite + Send + Unpin {}
 impl<T: AsyncRead + AsyncWrite + Send + Unpin> Io for T {}
 
 /// Accepts one connection on `listener` (TCP gets TCP_NODELAY), counted in
-/// `slot` while it lives (see [`conn::Guarded`]).
-pub async fn accept(listener: &Listener, slot: conn::Slot) -> std::io::Result<(BoxedIo, ConnInfo)> {
+/// `slot` while it lives (see [`conn::Guarded`]). With `raw`, its request
+/// targets are relaxed and their raw bytes kept there (see [`target`]).
+pub async fn accept(
+    listener: &Listener,
+    slot: conn::Slot,
+    raw: Option<Arc<target::RawTargets>>,
+) -> std::io::Result<(BoxedIo, ConnInfo)> {
+    fn boxed<S: Io + 'static>(
+        s: S,
+        slot: conn::Slot,
+        raw: Option<Arc<target::RawTargets>>,
+    ) -> BoxedIo {
+        TokioIo::new(match raw {
+            Some(raw) => Box::new(conn::Guarded::new(target::Relaxed::new(s, raw), slot)),
+            None => Box::new(conn::Guarded::new(s, slot)) as Box<dyn Io>,
+        })
+    }
     match listener {
         Listener::Tcp(l) => {
             let (s, peer) = l.accept().await?;
@@ -477,10 +501,7 @@ pub async fn accept(listener: &Listener, slot: conn::Slot) -> std::io::Result<(B
                 scheme: "http",
                 trusted: false,
             };
-            Ok((
-                TokioIo::new(Box::new(conn::Guarded::new(s, slot)) as Box<dyn Io>),
-                info,
-            ))
+            Ok((boxed(s, slot, raw), info))
         }
         Listener::Unix(l, path) => {
             let (s, _) = l.accept().await?;
@@ -492,10 +513,7 @@ pub async fn accept(listener: &Listener, slot: conn::Slot) -> std::io::Result<(B
                 scheme: "http",
                 trusted: false,
             };
-            Ok((
-                TokioIo::new(Box::new(conn::Guarded::new(s, slot)) as Box<dyn Io>),
-                info,
-            ))
+            Ok((boxed(s, slot, raw), info))
         }
     }
 }

@@ -8,12 +8,14 @@
 //! repeated headers come together at the first one's place. The worker
 //! decodes the path (percent-decoding, UTF-8) and builds the scope. NUL
 //! cannot occur in any part: hyper refuses it in the request line and in
-//! headers, and the client and server addresses are corral's own text.
+//! headers, the relaxed target bytes (see `target`) are printable or above
+//! 0x7F, and the client and server addresses are corral's own text.
 
 use http::Version;
 use http::request::Parts;
 
 use super::environ::ConnInfo;
+use super::target::RawTarget;
 
 /// Builds the scope part of a REQUEST frame for an ASGI worker.
 pub fn encode(parts: &Parts, conn: &ConnInfo) -> Vec<u8> {
@@ -23,11 +25,14 @@ pub fn encode(parts: &Parts, conn: &ConnInfo) -> Vec<u8> {
         Version::HTTP_09 => b"0.9",
         _ => b"1.1",
     };
+    // The path and query as the client sent them, when corral had to
+    // encode them for hyper (see `target`).
+    let raw = parts.extensions.get::<RawTarget>();
     for field in [
         parts.method.as_str().as_bytes(),
         conn.scheme.as_bytes(),
-        parts.uri.path().as_bytes(),
-        parts.uri.query().unwrap_or("").as_bytes(),
+        raw.map_or(parts.uri.path().as_bytes(), |r| r.path()),
+        raw.map_or(parts.uri.query().unwrap_or("").as_bytes(), |r| r.query()),
         version,
         conn.remote_addr.as_bytes(),
         conn.remote_port.as_bytes(),

@@ -810,13 +810,14 @@ class AsgiWorker:
     event loop; frames to corral are written once per loop iteration."""
 
     def __init__(self, app, loop, lifespan, graceful):
-        from urllib.parse import unquote
+        from urllib.parse import unquote, unquote_to_bytes
 
         self.app = app
         self.loop = loop
         self.lifespan = lifespan
         self.graceful = graceful
         self.unquote = unquote
+        self.unquote_to_bytes = unquote_to_bytes
         self.streams = {}
         self.rbuf = bytearray()
         self.out = []
@@ -907,9 +908,14 @@ class AsgiWorker:
         """The scope for corral's head (see src/front/scope.rs)."""
         parts = head.split(b"\0")
         raw_path = parts[2]
-        path = raw_path.decode("latin-1")
-        if "%" in path:
-            path = self.unquote(path)
+        try:
+            path = raw_path.decode("ascii")
+            if "%" in path:
+                path = self.unquote(path)
+        except UnicodeDecodeError:
+            # UTF-8 sent as it is (corral passes bytes above 0x7F through):
+            # decoded as its percent-encoded form would be.
+            path = self.unquote_to_bytes(raw_path).decode("utf-8", "replace")
         h = parts[9:]
         scheme = parts[1].decode("latin-1")
         if kind == "websocket":

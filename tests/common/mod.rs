@@ -353,16 +353,6 @@ pub fn children_of(ppid: u32) -> Vec<u32> {
     out
 }
 
-/// A TCP port on 127.0.0.1 that was free a moment ago, for a test that
-/// must give corral a fixed `--bind` (the kernel picks it; another process
-/// taking it in between would make the test fail loudly, not pass).
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
-}
-
 pub fn alive(pid: u32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
         // A zombie has exited; only its parent has not reaped it yet.

@@ -1,0 +1,811 @@
+//! Request targets that gunicorn and nginx accept but the `http` crate's
+//! URI parser (behind hyper) refuses with 400: a raw `"`, `<`, `>` or
+//! `` ` `` (`curl 'http://host/search?q="hello"'` sends them as they are)
+//! and bytes above 0x7F that are not UTF-8 (obs-text; UTF-8 hyper takes).
+//! [`Relaxed`] sits between the client's socket and hyper, holds each
+//! request line's target until its end, percent-encodes those bytes in a
+//! target hyper would refuse, so that hyper parses it, and keeps the
+//! target as received for
+//! the handler ([`RawTargets`]): `RAW_URI`, `QUERY_STRING` and the ASGI
+//! `raw_path` and `query_string` carry the client's own bytes, and
+//! `PATH_INFO` decodes to the same bytes either way. Controls, spaces and
+//! NUL are left alone, and hyper still answers them 400.
+//!
+//! To find each request line, [`Scanner`] follows HTTP/1.1 request framing
+//! (RFC 9112 section 6): the head up to its empty line, then a body of
+//! `Content-Length` bytes or `chunked`, or none. It rewrites nothing but
+//! the bytes above, inside a target, and only while it is sure where it
+//! is: a head it does not follow (several or odd `Content-Length`s, any
+//! `Transfer-Encoding` but `chunked`, `Upgrade`, `CONNECT`, a head or line
+//! longer than [`MAX_LINE`]) makes it step aside for the rest of the
+//! connection, and from then on the bytes pass as they are (hyper judges
+//! them as it would without it). So a disagreement with hyper can cost a
+//! relaxed target, never a body byte that hyper reads as a body.
+//!
+//! Requests are counted in the same order on both sides (hyper serves one
+//! HTTP/1.1 request at a time, in order), so the handler takes the raw
+//! target by the request's number on its connection.
+
+use std::collections::VecDeque;
+use std::io;
+use std::pin::Pin;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+/// The longest request line or header line the scanner follows; past it,
+/// it steps aside (hyper's own head limit answers such heads anyway).
+pub const MAX_LINE: usize = 64 * 1024;
+
+/// Bytes the `http` crate refuses in a target (in the path or the query)
+/// that gunicorn or nginx take.
+fn refused_byte(b: u8) -> bool {
+    matches!(b, b'"' | b'<' | b'>' | b'`')
+}
+
+/// Whether hyper would refuse `target` for bytes corral relaxes: one of
+/// [`refused_byte`], or bytes above 0x7F that are not UTF-8 (UTF-8 it takes).
+fn refused_by_hyper(target: &[u8]) -> bool {
+    target.iter().any(|&b| refused_byte(b))
+        || (!target.is_ascii() && std::str::from_utf8(target).is_err())
+}
+
+/// `target` with the bytes hyper refuses percent-encoded: the
+/// [`refused_byte`]s, and every byte above 0x7F when they are not UTF-8.
+fn encode(target: &[u8], out: &mut Vec<u8>) {
+    let high = std::str::from_utf8(target).is_err();
+    for &b in target {
+        if refused_byte(b) || (high && b >= 0x80) {
+            out.extend_from_slice(&[b'%', hex(b >> 4), hex(b & 15)]);
+        } else {
+            out.push(b);
+        }
+    }
+}
+
+/// The raw targets of one connection's rewritten requests, by request
+/// number, from the reader to the handler.
+#[derive(Default)]
+pub struct RawTargets {
+    rewritten: Mutex<VecDeque<(u64, Box<[u8]>)>>,
+    served: AtomicU64,
+}
+
+impl RawTargets {
+    /// The raw target of the connection's next request, if the scanner
+    /// rewrote it. Called once per request, in order.
+    pub fn next(&self) -> Option<Box<[u8]>> {
+        let n = self.served.fetch_add(1, Ordering::Relaxed);
+        let mut queue = self.rewritten.lock().unwrap_or_else(|e| e.into_inner());
+        // Entries of requests hyper never served (it closed first) are
+        // older than `n`: drop them.
+        while queue.front().is_some_and(|(i, _)| *i < n) {
+            queue.pop_front();
+        }
+        match queue.front() {
+            Some((i, _)) if *i == n => queue.pop_front().map(|(_, raw)| raw),
+            _ => None,
+        }
+    }
+
+    fn push(&self, n: u64, raw: Vec<u8>) {
+        self.rewritten
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push_back((n, raw.into_boxed_slice()));
+    }
+}
+
+/// The target as received, put in a request's extensions by the handler.
+#[derive(Clone, Debug)]
+pub struct RawTarget(pub Box<[u8]>);
+
+impl RawTarget {
+    /// The target without its fragment, as `RAW_URI` and `raw_path` take it.
+    pub fn without_fragment(&self) -> &[u8] {
+        let t = &self.0[..];
+        t.iter().position(|&b| b == b'#').map_or(t, |i| &t[..i])
+    }
+
+    /// The path part (up to '?').
+    pub fn path(&self) -> &[u8] {
+        let t = self.without_fragment();
+        t.iter().position(|&b| b == b'?').map_or(t, |i| &t[..i])
+    }
+
+    /// The query (after the first '?'), empty without one.
+    pub fn query(&self) -> &[u8] {
+        let t = self.without_fragment();
+        t.iter()
+            .position(|&b| b == b'?')
+            .map_or(&[][..], |i| &t[i + 1..])
+    }
+}
+
+/// Where the scanner is in the client's byte stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum State {
+    /// Before a request line (empty lines before one are allowed).
+    Start,
+    /// In the method, up to the space.
+    Method,
+    /// In the target, up to the space.
+    Target,
+    /// After the target, up to the end of the request line.
+    Version,
+    /// In a header line (or the empty line that ends the head).
+    Header,
+    /// In a `Content-Length` body: this many bytes left.
+    Body(u64),
+    /// In a chunked body's size line.
+    ChunkSize,
+    /// In a chunk's data: this many bytes left, then CRLF.
+    ChunkData(u64),
+    /// The CRLF after a chunk's data.
+    ChunkEnd,
+    /// In the trailer section after the last chunk.
+    Trailer,
+    /// Not following any more: everything passes as it is.
+    Aside,
+}
+
+/// Follows request framing and rewrites targets; see the module docs.
+#[derive(Debug)]
+pub struct Scanner {
+    state: State,
+    /// The current header, chunk-size or trailer line, for the decisions
+    /// at its end.
+    line: Vec<u8>,
+    /// Bytes of the current line so far (against [`MAX_LINE`]).
+    line_len: usize,
+    method: Vec<u8>,
+    /// The target so far, while it is cut by the end of a read.
+    target: Vec<u8>,
+    /// Bytes of `target` were held back from hyper.
+    held: bool,
+    /// This head's `Content-Length`, and whether it was odd or repeated.
+    length: Option<u64>,
+    chunked: bool,
+    odd: bool,
+    /// Requests whose line has begun.
+    requests: u64,
+}
+
+impl Default for Scanner {
+    fn default() -> Self {
+        Scanner {
+            state: State::Start,
+            line: Vec::new(),
+            line_len: 0,
+            method: Vec::new(),
+            target: Vec::new(),
+            held: false,
+            length: None,
+            chunked: false,
+            odd: false,
+            requests: 0,
+        }
+    }
+}
+
+impl Scanner {
+    /// Whether it still follows the stream.
+    pub fn following(&self) -> bool {
+        self.state != State::Aside
+    }
+
+    /// Scans `input`; `None` when it passes unchanged, else the bytes to
+    /// pass in its place (possibly none: a target cut by the end of
+    /// `input` is held back until its end is seen). Raw targets of
+    /// rewritten requests go to `raw`.
+    pub fn feed(&mut self, input: &[u8], raw: &RawTargets) -> Option<Vec<u8>> {
+        let mut out: Option<Vec<u8>> = None;
+        let mut i = 0;
+        while i < input.len() {
+            match self.state {
+                State::Aside => {
+                    if let Some(o) = out.as_mut() {
+                        o.extend_from_slice(&input[i..]);
+                    }
+                    return out;
+                }
+                State::Body(left) | State::ChunkData(left) => {
+                    let take = (input.len() - i).min(usize::try_from(left).unwrap_or(usize::MAX));
+                    if let Some(o) = out.as_mut() {
+                        o.extend_from_slice(&input[i..i + take]);
+                    }
+                    i += take;
+                    let left = left - take as u64;
+                    self.state = match (&self.state, left) {
+                        (State::Body(_), 0) => State::Start,
+                        (State::Body(_), _) => State::Body(left),
+                        (_, 0) => State::ChunkEnd,
+                        _ => State::ChunkData(left),
+                    };
+                }
+                State::Target => i = self.target(input, i, &mut out, raw),
+                _ => {
+                    let b = input[i];
+                    if let Some(o) = out.as_mut() {
+                        o.push(b);
+                    }
+                    self.step(b);
+                    i += 1;
+                }
+            }
+        }
+        out
+    }
+
+    /// The target from `input[i..]`: up to its end (a space) it is held;
+    /// then it passes as it came, or rewritten when hyper would refuse it.
+    /// Returns where scanning goes on.
+    fn target(
+        &mut self,
+        input: &[u8],
+        i: usize,
+        out: &mut Option<Vec<u8>>,
+        raw: &RawTargets,
+    ) -> usize {
+        let rest = &input[i..];
+        let end = rest.iter().position(|&b| matches!(b, b' ' | b'\r' | b'\n'));
+        let piece = &rest[..end.unwrap_or(rest.len())];
+        if self.target.len() + piece.len() > MAX_LINE {
+            // Give back what was held, as it came.
+            let held = std::mem::take(&mut self.target);
+            if self.held {
+                out.get_or_insert_with(|| input[..i].to_vec())
+                    .extend_from_slice(&held);
+            }
+            self.aside();
+            return i;
+        }
+        let Some(end) = end else {
+            // Cut by the end of the input: hold it until its end comes.
+            out.get_or_insert_with(|| input[..i].to_vec());
+            self.target.extend_from_slice(piece);
+            self.held = true;
+            return input.len();
+        };
+        self.target.extend_from_slice(piece);
+        let target = std::mem::take(&mut self.target);
+        let held = std::mem::replace(&mut self.held, false);
+        if rest[end] != b' ' {
+            // No version: not a request line hyper takes. Step aside.
+            if held {
+                out.get_or_insert_with(|| input[..i].to_vec())
+                    .extend_from_slice(&target);
+            }
+            self.aside();
+            return i + piece.len();
+        }
+        let rewrite = refused_by_hyper(&target);
+        // As hyper counts it (an upper bound when rewritten).
+        self.line_len += if rewrite {
+            3 * target.len()
+        } else {
+            target.len()
+        };
+        if rewrite || held {
+            let o = out.get_or_insert_with(|| input[..i].to_vec());
+            if rewrite {
+                encode(&target, o);
+            } else {
+                o.extend_from_slice(&target);
+            }
+        } else if let Some(o) = out.as_mut() {
+            o.extend_from_slice(piece);
+        }
+        if rewrite {
+            raw.push(self.requests - 1, target);
+        }
+        self.state = State::Version;
+        i + piece.len()
+    }
+
+    /// One byte outside a target and a body's data.
+    fn step(&mut self, b: u8) {
+        if self.state != State::Start {
+            self.line_len += 1;
+            if self.line_len > MAX_LINE {
+                return self.aside();
+            }
+        }
+        match self.state {
+            State::Start => match b {
+                b'\r' | b'\n' => {}
+                _ => {
+                    self.requests += 1;
+                    self.method.clear();
+                    self.method.push(b);
+                    self.line_len = 1;
+                    self.length = None;
+                    self.chunked = false;
+                    self.odd = false;
+                    self.state = State::Method;
+                }
+            },
+            State::Method => match b {
+                b' ' => self.state = State::Target,
+                b'\r' | b'\n' => self.aside(),
+                _ => self.method.push(b),
+            },
+            State::Version => {
+                if b == b'\n' {
+                    self.new_line(State::Header);
+                }
+            }
+            State::Header => {
+                self.line.push(b);
+                if b == b'\n' {
+                    let line = std::mem::take(&mut self.line);
+                    let line = line.strip_suffix(b"\n").unwrap_or(&line);
+                    let line = line.strip_suffix(b"\r").unwrap_or(line);
+                    if line.is_empty() {
+                        self.end_of_head();
+                    } else {
+                        self.header(line);
+                    }
+                    self.line_len = 0;
+                }
+            }
+            State::ChunkSize => {
+                self.line.push(b);
+                if b == b'\n' {
+                    let line = std::mem::take(&mut self.line);
+                    match chunk_size(&line) {
+                        Some(0) => self.new_line(State::Trailer),
+                        Some(n) => self.new_line(State::ChunkData(n)),
+                        None => self.aside(),
+                    }
+                }
+            }
+            State::ChunkEnd => {
+                // Exactly CRLF (hyper takes a bare LF too).
+                self.line.push(b);
+                match (self.line.as_slice(), b) {
+                    (b"\r", b'\r') => {}
+                    (b"\r\n" | b"\n", b'\n') => self.new_line(State::ChunkSize),
+                    _ => self.aside(),
+                }
+            }
+            State::Trailer => {
+                self.line.push(b);
+                if b == b'\n' {
+                    let line = std::mem::take(&mut self.line);
+                    self.line_len = 0;
+                    if line == b"\r\n" || line == b"\n" {
+                        self.state = State::Start;
+                    }
+                }
+            }
+            State::Target | State::Body(_) | State::ChunkData(_) | State::Aside => {}
+        }
+    }
+
+    fn new_line(&mut self, state: State) {
+        self.line.clear();
+        self.line_len = 0;
+        self.state = state;
+    }
+
+    /// A header line of the head: only the framing ones matter.
+    fn header(&mut self, line: &[u8]) {
+        let Some(colon) = line.iter().position(|&b| b == b':') else {
+            return self.aside();
+        };
+        let name = &line[..colon];
+        let value = line[colon + 1..].trim_ascii();
+        if name.eq_ignore_ascii_case(b"content-length") {
+            let n = std::str::from_utf8(value)
+                .ok()
+                .filter(|v| !v.is_empty() && v.bytes().all(|c| c.is_ascii_digit()))
+                .and_then(|v| v.parse::<u64>().ok());
+            match (n, self.length) {
+                (Some(n), None) => self.length = Some(n),
+                _ => self.odd = true,
+            }
+        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
+            if self.chunked || !value.eq_ignore_ascii_case(b"chunked") {
+                self.odd = true;
+            }
+            self.chunked = true;
+        } else if name.eq_ignore_ascii_case(b"upgrade") {
+            // The connection may turn into another protocol after this.
+            self.odd = true;
+        }
+    }
+
+    fn end_of_head(&mut self) {
+        if self.odd
+            || (self.chunked && self.length.is_some())
+            || self.method.eq_ignore_ascii_case(b"CONNECT")
+        {
+            return self.aside();
+        }
+        self.new_line(State::Start);
+        self.state = match (self.chunked, self.length) {
+            (true, _) => State::ChunkSize,
+            (false, Some(n)) if n > 0 => State::Body(n),
+            _ => State::Start,
+        };
+    }
+
+    fn aside(&mut self) {
+        self.state = State::Aside;
+        self.line = Vec::new();
+        self.method = Vec::new();
+        self.target = Vec::new();
+    }
+}
+
+/// A chunk-size line: hex digits, then optional extensions, then CRLF.
+fn chunk_size(line: &[u8]) -> Option<u64> {
+    let line = line.strip_suffix(b"\n")?;
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    let end = line
+        .iter()
+        .position(|&b| b == b';' || b == b' ' || b == b'\t')
+        .unwrap_or(line.len());
+    let digits = &line[..end];
+    if digits.is_empty() || digits.len() > 15 || !digits.iter().all(u8::is_ascii_hexdigit) {
+        return None;
+    }
+    u64::from_str_radix(std::str::from_utf8(digits).ok()?, 16).ok()
+}
+
+fn hex(n: u8) -> u8 {
+    b"0123456789ABCDEF"[usize::from(n)]
+}
+
+/// A client stream whose request targets are relaxed (see the module docs).
+pub struct Relaxed<S> {
+    io: S,
+    scanner: Scanner,
+    raw: std::sync::Arc<RawTargets>,
+    /// Rewritten bytes that did not fit in the caller's buffer.
+    pending: Vec<u8>,
+    sent: usize,
+}
+
+impl<S> Relaxed<S> {
+    pub fn new(io: S, raw: std::sync::Arc<RawTargets>) -> Relaxed<S> {
+        Relaxed {
+            io,
+            scanner: Scanner::default(),
+            raw,
+            pending: Vec::new(),
+            sent: 0,
+        }
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Relaxed<S> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if this.sent < this.pending.len() {
+            let n = (this.pending.len() - this.sent).min(buf.remaining());
+            buf.put_slice(&this.pending[this.sent..this.sent + n]);
+            this.sent += n;
+            if this.sent == this.pending.len() {
+                this.pending = Vec::new();
+                this.sent = 0;
+            }
+            return Poll::Ready(Ok(()));
+        }
+        let start = buf.filled().len();
+        loop {
+            std::task::ready!(Pin::new(&mut this.io).poll_read(cx, buf))?;
+            let read = buf.filled().len() - start;
+            if read == 0 || !this.scanner.following() {
+                return Poll::Ready(Ok(()));
+            }
+            let Some(out) = this.scanner.feed(&buf.filled()[start..], &this.raw) else {
+                return Poll::Ready(Ok(()));
+            };
+            buf.set_filled(start);
+            let n = out.len().min(buf.remaining());
+            buf.put_slice(&out[..n]);
+            if n < out.len() {
+                this.pending = out;
+                this.sent = n;
+            }
+            // All of it held back (a target cut by the read): read on, as
+            // an empty read would mean the end of the stream to hyper.
+            if n > 0 {
+                return Poll::Ready(Ok(()));
+            }
+        }
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Relaxed<S> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Raw targets by request number.
+    type Raws = Vec<(u64, Vec<u8>)>;
+
+    /// Feeds `input` in pieces of `step` bytes; the output, the raw
+    /// targets, and whether the scanner still follows.
+    fn scan(input: &[u8], step: usize) -> (Vec<u8>, Raws, bool) {
+        let raw = RawTargets::default();
+        let mut s = Scanner::default();
+        let mut out = Vec::new();
+        for piece in input.chunks(step.max(1)) {
+            match s.feed(piece, &raw) {
+                Some(o) => out.extend_from_slice(&o),
+                None => out.extend_from_slice(piece),
+            }
+        }
+        let targets = raw
+            .rewritten
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(n, t)| (*n, t.to_vec()))
+            .collect();
+        (out, targets, s.following())
+    }
+
+    #[test]
+    fn targets_are_encoded_and_kept_raw() {
+        let input = b"GET /s?q=\"a<b>\"&t=`x` HTTP/1.1\r\nHost: h\r\n\r\n";
+        for step in [1, 3, 7, input.len()] {
+            let (out, raw, following) = scan(input, step);
+            assert_eq!(
+                out,
+                b"GET /s?q=%22a%3Cb%3E%22&t=%60x%60 HTTP/1.1\r\nHost: h\r\n\r\n".to_vec()
+            );
+            assert_eq!(raw, vec![(0, b"/s?q=\"a<b>\"&t=`x`".to_vec())]);
+            assert!(following);
+        }
+        // Bytes above 0x7F: all encoded when they are no UTF-8, left as
+        // they are when they are (hyper takes UTF-8).
+        let (out, raw, _) = scan(b"GET /caf\xc3\xa9/\xff HTTP/1.1\r\n\r\n", 2);
+        assert_eq!(out, b"GET /caf%C3%A9/%FF HTTP/1.1\r\n\r\n".to_vec());
+        assert_eq!(raw[0].1, b"/caf\xc3\xa9/\xff");
+        let (out, raw, _) = scan(b"GET /caf\xc3\xa9?q=\"\xc3\xa9\" HTTP/1.1\r\n\r\n", 3);
+        assert_eq!(
+            out,
+            b"GET /caf\xc3\xa9?q=%22\xc3\xa9%22 HTTP/1.1\r\n\r\n".to_vec()
+        );
+        assert_eq!(raw[0].1, b"/caf\xc3\xa9?q=\"\xc3\xa9\"");
+        let utf8 = b"GET /caf\xc3\xa9/\xe2\x80\xae HTTP/1.1\r\n\r\n";
+        assert_eq!(scan(utf8, 1), (utf8.to_vec(), vec![], true));
+    }
+
+    #[test]
+    fn clean_requests_pass_untouched() {
+        let input = b"GET /a?b=c HTTP/1.1\r\nHost: h\r\nX: \"<q>\"\r\n\r\n";
+        let raw = RawTargets::default();
+        assert_eq!(Scanner::default().feed(input, &raw), None);
+        assert!(raw.rewritten.lock().unwrap().is_empty());
+        // A target cut by a read is held back, then passes whole.
+        let mut s = Scanner::default();
+        assert_eq!(s.feed(b"GET /a?b", &raw).as_deref(), Some(&b"GET "[..]));
+        assert_eq!(s.feed(b"=c", &raw).as_deref(), Some(&b""[..]));
+        assert_eq!(
+            s.feed(b"d HTTP/1.1\r\n", &raw).as_deref(),
+            Some(&b"/a?b=cd HTTP/1.1\r\n"[..])
+        );
+        assert_eq!(s.feed(b"\r\n", &raw), None);
+    }
+
+    #[test]
+    fn bodies_are_never_rewritten_and_pipelined_requests_are() {
+        let mut input = Vec::new();
+        input.extend_from_slice(
+            b"POST /x HTTP/1.1\r\nContent-Length: 21\r\n\r\nGET /\"<>\" HTTP/1.1\r\n\r\n",
+        );
+        input.extend_from_slice(b"GET /two\" HTTP/1.1\r\n\r\n");
+        input.extend_from_slice(
+            b"POST /c HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5;ext=1\r\n<\"\">>\r\n3\r\n\"`\"\r\n0\r\nT: \"\r\n\r\n",
+        );
+        input.extend_from_slice(b"\r\nGET /four< HTTP/1.1\r\n\r\n");
+        for step in [1, 2, 5, input.len()] {
+            let (out, raw, following) = scan(&input, step);
+            let text = String::from_utf8(out).unwrap();
+            assert!(
+                text.contains("\r\n\r\nGET /\"<>\" HTTP/1.1\r\n\r\nGET /two%22 "),
+                "{text}"
+            );
+            assert!(
+                text.contains("\r\n<\"\">>\r\n3\r\n\"`\"\r\n0\r\nT: \"\r\n\r\n"),
+                "{text}"
+            );
+            assert!(
+                text.ends_with("\r\nGET /four%3C HTTP/1.1\r\n\r\n"),
+                "{text}"
+            );
+            assert_eq!(
+                raw,
+                vec![(1, b"/two\"".to_vec()), (3, b"/four<".to_vec())],
+                "step {step}"
+            );
+            assert!(following);
+        }
+    }
+
+    #[test]
+    fn heads_it_does_not_follow_make_it_step_aside() {
+        for head in [
+            &b"GET /a HTTP/1.1\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n"[..],
+            b"CONNECT h:443 HTTP/1.1\r\n\r\n",
+            b"POST /a HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\n",
+            b"POST /a HTTP/1.1\r\nContent-Length: +1\r\n\r\n",
+            b"POST /a HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
+            b"POST /a HTTP/1.1\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n",
+            b"POST /a HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+            b"GET /a\r\n",
+            b"GET /a HTTP/1.1\r\nno colon\r\n\r\n",
+        ] {
+            let mut input = head.to_vec();
+            input.extend_from_slice(b"GET /\"b HTTP/1.1\r\n\r\n");
+            let (out, raw, following) = scan(&input, 4);
+            assert_eq!(out, input, "{}", String::from_utf8_lossy(head));
+            assert!(raw.is_empty() && !following);
+        }
+        let long = format!("GET /{} HTTP/1.1\r\n\r\n", "a".repeat(MAX_LINE));
+        let (_, _, following) = scan(long.as_bytes(), 4096);
+        assert!(!following, "a line over MAX_LINE");
+    }
+
+    #[test]
+    fn the_handler_takes_raw_targets_by_request_number() {
+        let raw = RawTargets::default();
+        raw.push(1, b"/one\"".to_vec());
+        raw.push(3, b"/three\"".to_vec());
+        assert_eq!(raw.next(), None);
+        assert_eq!(raw.next().as_deref(), Some(&b"/one\""[..]));
+        assert_eq!(raw.next(), None);
+        assert_eq!(raw.next().as_deref(), Some(&b"/three\""[..]));
+        assert_eq!(raw.next(), None);
+        let t = RawTarget(b"/p\"a?q=<1>?x#frag".to_vec().into_boxed_slice());
+        assert_eq!(t.path(), b"/p\"a");
+        assert_eq!(t.query(), b"q=<1>?x");
+        assert_eq!(t.without_fragment(), b"/p\"a?q=<1>?x");
+    }
+}
+
+#[cfg(test)]
+mod proptests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Any bytes, in any pieces: no panic; without a byte to encode the
+        /// output is the input; a rewrite only ever percent-encodes.
+        #[test]
+        fn any_stream(input in proptest::collection::vec(any::<u8>(), 0..600), step in 1usize..64) {
+            // A last space ends a target the input may end in (held back).
+            let mut input = input;
+            input.push(b' ');
+            let raw = RawTargets::default();
+            let mut s = Scanner::default();
+            let mut out = Vec::new();
+            for piece in input.chunks(step) {
+                match s.feed(piece, &raw) {
+                    Some(o) => out.extend_from_slice(&o),
+                    None => out.extend_from_slice(piece),
+                }
+            }
+            if !input.iter().any(|&b| refused_byte(b)) && std::str::from_utf8(&input).is_ok() {
+                prop_assert_eq!(&out, &input);
+            }
+            let decode = |b: &[u8]| percent_encoding::percent_decode(b).collect::<Vec<u8>>();
+            prop_assert_eq!(decode(&out), decode(&input));
+        }
+
+        /// Pipelined well-formed requests with targets full of bytes to
+        /// encode and bodies (by length or chunked) full of request-like
+        /// bytes, in any pieces: every target is encoded and kept raw by
+        /// its number, every body passes byte for byte.
+        #[test]
+        fn pipelined_requests(
+            requests in proptest::collection::vec(
+                (
+                    proptest::collection::vec(prop_oneof![
+                        Just(b'"'), Just(b'<'), Just(b'>'), Just(b'`'), Just(b'a'), Just(b'/'),
+                        Just(b'?'), Just(b'%'), 0x80u8..=0xff,
+                    ], 0..12),
+                    proptest::collection::vec(prop_oneof![
+                        Just(b'"'), Just(b'<'), Just(b' '), Just(b'\r'), Just(b'\n'), Just(b'G'), any::<u8>(),
+                    ], 0..80),
+                    any::<bool>(),
+                ),
+                1..6,
+            ),
+            step in 1usize..40,
+        ) {
+            let mut input = Vec::new();
+            let mut expected = Vec::new();
+            let mut raws = Vec::new();
+            for (n, (target, body, chunked)) in requests.iter().enumerate() {
+                let mut t = b"/".to_vec();
+                t.extend_from_slice(target);
+                let mut head_in = b"POST ".to_vec();
+                head_in.extend_from_slice(&t);
+                let mut head_out = b"POST ".to_vec();
+                if refused_by_hyper(&t) {
+                    encode(&t, &mut head_out);
+                    raws.push((n as u64, t.clone()));
+                } else {
+                    head_out.extend_from_slice(&t);
+                }
+                let mut rest = b" HTTP/1.1\r\nHost: h\r\n".to_vec();
+                if *chunked {
+                    rest.extend_from_slice(b"Transfer-Encoding: chunked\r\n\r\n");
+                    for piece in body.chunks(17) {
+                        rest.extend_from_slice(format!("{:x}\r\n", piece.len()).as_bytes());
+                        rest.extend_from_slice(piece);
+                        rest.extend_from_slice(b"\r\n");
+                    }
+                    rest.extend_from_slice(b"0\r\n\r\n");
+                } else {
+                    rest.extend_from_slice(format!("Content-Length: {}\r\n\r\n", body.len()).as_bytes());
+                    rest.extend_from_slice(body);
+                }
+                input.extend_from_slice(&head_in);
+                input.extend_from_slice(&rest);
+                expected.extend_from_slice(&head_out);
+                expected.extend_from_slice(&rest);
+            }
+            let raw = RawTargets::default();
+            let mut s = Scanner::default();
+            let mut out = Vec::new();
+            for piece in input.chunks(step) {
+                match s.feed(piece, &raw) {
+                    Some(o) => out.extend_from_slice(&o),
+                    None => out.extend_from_slice(piece),
+                }
+            }
+            prop_assert_eq!(out, expected);
+            prop_assert!(s.following());
+            let got: Vec<(u64, Vec<u8>)> = raw
+                .rewritten
+                .lock()
+                .unwrap()
+                .iter()
+                .map(|(n, t)| (*n, t.to_vec()))
+                .collect();
+            prop_assert_eq!(got, raws);
+        }
+    }
+}
