@@ -16,20 +16,7 @@ const DAEMON: u32 = 1;
 
 /// True when root; otherwise a failure under CI, a skip elsewhere.
 fn root() -> bool {
-    if nix_is_root() {
-        return true;
-    }
-    assert!(
-        std::env::var_os("CI").is_none(),
-        "this test needs root, and CI runs as root"
-    );
-    eprintln!("skipped: needs root");
-    false
-}
-
-fn nix_is_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
+    require_root("to be two users at once")
 }
 
 /// An app folder other users may read (the workers run as nobody).
@@ -106,7 +93,7 @@ for name, attempt in [
     except OSError as e:
         print("REFUSED", name, type(e).__name__, flush=True)
 st = os.stat(folder)
-print("FOLDER %o %d" % (st.st_mode & 0o7777, st.st_uid), flush=True)
+print("FOLDER %o %d %d" % (st.st_mode & 0o7777, st.st_uid, st.st_gid), flush=True)
 time.sleep(60)
 app = None
 "#,
@@ -139,8 +126,8 @@ app = None
     assert_eq!(log.matches("REFUSED").count(), 3, "{log}");
     assert!(!log.contains("PLANTED"), "{log}");
     assert!(
-        log.contains("FOLDER 750 0"),
-        "root's, group read-only: {log}"
+        log.contains("FOLDER 750 0 65534"),
+        "root's, shared read-only with the workers' group (nogroup) only: {log}"
     );
     assert_eq!(c.status("/health/live").status, 200);
     let status = c.status_json();

@@ -353,6 +353,22 @@ pub fn children_of(ppid: u32) -> Vec<u32> {
     out
 }
 
+/// True when the test runs as root (as CI does). Otherwise the test
+/// fails under `CI` (a missing precondition must not pass for a green
+/// run) and says it is skipped elsewhere; `why` says what needs root.
+pub fn require_root(why: &str) -> bool {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        return true;
+    }
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "this test needs root ({why}), and CI runs as root"
+    );
+    eprintln!("SKIPPED: needs root ({why})");
+    false
+}
+
 pub fn alive(pid: u32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
         // A zombie has exited; only its parent has not reaped it yet.
