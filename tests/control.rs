@@ -154,23 +154,15 @@ fn two_instances_side_by_side_are_told_apart_by_app_and_bind() {
     let (b1, b2) = (format!("127.0.0.1:{p1}"), format!("127.0.0.1:{p2}"));
     let one = AppDir::new(&[("app.py", &app_version("one", 1))]);
     let two = AppDir::new(&[("app.py", &app_version("two", 1))]);
-    let state1 = one.path().join("state");
-    let state2 = two.path().join("state");
     let mut a = Corral::spawn_default_socket(
         one.path(),
         &["app:app", "-w", "1", "-b", &b1],
-        &[
-            ("XDG_RUNTIME_DIR", &rt),
-            ("STATE_DIRECTORY", state1.to_str().unwrap()),
-        ],
+        &[("XDG_RUNTIME_DIR", &rt)],
     );
     let mut b = Corral::spawn_default_socket(
         two.path(),
         &["app:app", "-w", "1", "-b", &b2],
-        &[
-            ("XDG_RUNTIME_DIR", &rt),
-            ("STATE_DIRECTORY", state2.to_str().unwrap()),
-        ],
+        &[("XDG_RUNTIME_DIR", &rt)],
     );
     a.wait_listening();
     b.wait_listening();

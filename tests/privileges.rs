@@ -46,10 +46,7 @@ fn start_as_root_with(
     let mut c = Corral::spawn_with(
         app.path(),
         &["-c", "corral.toml", "--python", "/usr/bin/python3"],
-        &[(
-            "STATE_DIRECTORY",
-            app.path().join("state").to_str().unwrap(),
-        )],
+        &[],
         setup,
     );
     c.wait_listening();

@@ -189,6 +189,10 @@ impl Corral {
         if own_socket && !args.contains(&"--socket") {
             cmd.arg("--socket").arg(&socket);
         }
+        // Each corral keeps its state in its own folder, never in the
+        // host's default (/var/lib/corral/NAME as root), which would fill
+        // up with every test run; a test's own env or setup may override.
+        cmd.env("STATE_DIRECTORY", dir.join(".corral-state"));
         for (k, v) in env {
             cmd.env(k, v);
         }
