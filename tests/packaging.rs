@@ -1,0 +1,137 @@
+//! `pip install corral`: the wheel maturin builds from this checkout puts
+//! the `corral` binary into a virtualenv's bin/, and `python -m corral`
+//! runs it in the Python process's place. The wheel is built once (a dev
+//! build: the same binary the other tests run) and installed offline into
+//! a fresh virtualenv.
+
+mod common;
+use common::*;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+/// The wheel, built once for every test here.
+fn wheel() -> &'static Path {
+    static WHEEL: OnceLock<(tempfile::TempDir, PathBuf)> = OnceLock::new();
+    &WHEEL
+        .get_or_init(|| {
+            let maturin = Path::new(&python()).with_file_name("maturin");
+            assert!(
+                maturin.exists(),
+                "maturin is not installed beside {}: run ./test.sh (requirements-test.txt has it)",
+                python()
+            );
+            let out = tempfile::tempdir().unwrap();
+            let run = Command::new(&maturin)
+                .args(["build", "--quiet", "-o"])
+                .arg(out.path())
+                .current_dir(env!("CARGO_MANIFEST_DIR"))
+                .stdin(Stdio::null())
+                .output()
+                .expect("run maturin");
+            assert!(run.status.success(), "maturin build: {}", text(&run));
+            let wheel = std::fs::read_dir(out.path())
+                .unwrap()
+                .flatten()
+                .map(|e| e.path())
+                .find(|p| p.extension().is_some_and(|e| e == "whl"))
+                .expect("a .whl");
+            (out, wheel)
+        })
+        .1
+}
+
+/// A fresh virtualenv with the wheel installed (offline, no other package).
+fn venv_with_corral() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let venv = dir.path().join("venv");
+    let made = Command::new(python())
+        .args(["-m", "venv", "--without-pip"])
+        .arg(&venv)
+        .output()
+        .expect("python -m venv");
+    assert!(made.status.success(), "venv: {}", text(&made));
+    // The test venv's pip installs into the new one (--prefix), so no
+    // network and no pip inside it are needed.
+    let pip = Command::new(python())
+        .args([
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--no-index",
+            "--no-deps",
+            "--prefix",
+        ])
+        .arg(&venv)
+        .arg(wheel())
+        .output()
+        .expect("pip install");
+    assert!(pip.status.success(), "pip install: {}", text(&pip));
+    dir
+}
+
+/// A child killed and reaped on drop (a no-op once it was waited for).
+struct Reaped(std::process::Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+#[test]
+fn the_wheel_puts_corral_into_the_venv_and_python_m_corral_execs_it() {
+    let dir = venv_with_corral();
+    let bin = dir.path().join("venv/bin");
+    let version = format!("corral {}", env!("CARGO_PKG_VERSION"));
+    let out = Command::new(bin.join("corral"))
+        .arg("--version")
+        .output()
+        .unwrap();
+    assert_eq!(text(&out).trim(), version);
+    let out = Command::new(bin.join("python"))
+        .args(["-m", "corral", "--version"])
+        .env_remove("VIRTUAL_ENV")
+        .output()
+        .unwrap();
+    assert_eq!(text(&out).trim(), version, "python -m corral");
+
+    // exec, not a child: the process python started is corral itself, so
+    // signals and the exit code are corral's.
+    let app = AppDir::new(&[(
+        "app.py",
+        "def app(environ, start_response):\n    start_response('200 OK', [])\n    return [b'ok']\n",
+    )]);
+    let child = Command::new(bin.join("python"))
+        .args(["-m", "corral", "app:app", "-b", "127.0.0.1:0", "--socket"])
+        .arg(app.path().join("ctl.sock"))
+        .args(["--python", &python()])
+        .current_dir(app.path())
+        .env_remove("VIRTUAL_ENV")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut child = Reaped(child);
+    let log = Log::collect(&mut child.0, "corral");
+    log.wait_for("listening on http://", Duration::from_secs(20))
+        .unwrap_or_else(|| panic!("never listened: {}", log.text()));
+    let exe = std::fs::read_link(format!("/proc/{}/exe", child.0.id())).unwrap();
+    assert_eq!(exe, bin.join("corral").canonicalize().unwrap());
+    // SAFETY: signalling a child we started and have not reaped.
+    unsafe { libc::kill(child.0.id() as i32, libc::SIGTERM) };
+    let st = child.0.wait().unwrap();
+    assert_eq!(st.code(), Some(0), "{}", log.text());
+}
