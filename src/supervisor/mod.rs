@@ -370,6 +370,14 @@ impl Supervisor {
                     tracing::warn!("SIGUSR2 ignored: a re-exec or a stop is already under way");
                     return None;
                 }
+                if crate::reaper::is_init() {
+                    // The new corral would be our child, and when PID 1
+                    // exits the kernel kills every process of the namespace.
+                    tracing::warn!(
+                        "SIGUSR2 ignored: corral is PID 1 (a container), which cannot hand over to a new corral; restart the container, or reload (SIGHUP) for new code"
+                    );
+                    return None;
+                }
                 match crate::reexec::spawn(&self.sockets) {
                     Ok(pid) => {
                         self.reexec_started = true;
@@ -580,10 +588,18 @@ impl Supervisor {
         );
         self.channels.insert(serial, channel);
         let tx = self.tx.clone();
+        let (watch, ours) = (spawned.watch, spawned.ours);
         tokio::spawn(async move {
+            // The app's subprocesses go with their worker: once it has
+            // exited (drained, or killed after its grace period), whatever
+            // is left in its process group is killed, while the unreaped
+            // worker still holds the group's id (see `Process::exited`).
+            watch.exited().await;
+            watch.signal_group(libc::SIGKILL);
             if let Ok(status) = child.wait().await {
                 let _ = tx.send(Msg::Exited(serial, status));
             }
+            drop(ours);
         });
         tracing::debug!("worker {slot} (pid {pid}) starting");
         Event::Spawned { serial, pid }
