@@ -2021,14 +2021,14 @@ mod tests {
         let config = resolve_text(text, &args).unwrap();
         assert_eq!(config.server.send_timeout, Duration::from_secs(3));
         assert_eq!(config.server.shutdown_delay, Duration::from_secs(15));
+        assert_eq!(config.server.max_connections, 7);
+        assert_eq!(config.server.body_timeout, DEFAULT_CLIENT_TIMEOUT);
         let args = RunArgs {
             shutdown_delay: Some(HumanDuration(Duration::from_secs(2))),
             ..RunArgs::default()
         };
         let config = resolve_text(text, &args).unwrap();
         assert_eq!(config.server.shutdown_delay, Duration::from_secs(2));
-        assert_eq!(config.server.max_connections, 7);
-        assert_eq!(config.server.body_timeout, DEFAULT_CLIENT_TIMEOUT);
     }
 
     #[test]
