@@ -110,7 +110,41 @@ fn every_interval_only() {
 
 /// Reaps every exited child that no code waits for; returns how many.
 pub fn sweep() -> usize {
-    sweep_among(children())
+    match children() {
+        Some(pids) => sweep_among(pids),
+        None => sweep_without_proc(),
+    }
+}
+
+/// Without /proc: asks the kernel for one exited child at a time without
+/// reaping it (WNOWAIT), and reaps it if it is no one's. A child that is
+/// someone's ends the sweep: its owner reaps it soon, and the next sweep
+/// sees past it.
+fn sweep_without_proc() -> usize {
+    let guard = registry();
+    let mut reaped = 0;
+    loop {
+        // SAFETY: waitid(2) writes only into the zeroed siginfo we pass;
+        // WNOWAIT leaves the child unreaped.
+        let pid = unsafe {
+            let mut info: libc::siginfo_t = std::mem::zeroed();
+            let found = libc::waitid(
+                libc::P_ALL,
+                0,
+                &mut info,
+                libc::WEXITED | libc::WNOHANG | libc::WNOWAIT,
+            ) == 0;
+            if !found {
+                return reaped;
+            }
+            info.si_pid() as u32
+        };
+        let ours = guard.as_ref().is_some_and(|set| set.contains(&pid));
+        if pid == 0 || ours || !reap(pid) {
+            return reaped;
+        }
+        reaped += 1;
+    }
 }
 
 /// Reaps those of `candidates` that exited and are not registered.
@@ -147,8 +181,9 @@ fn reap(pid: u32) -> bool {
 }
 
 /// corral's children: from each thread's `children` list, or where the
-/// kernel has none (CONFIG_PROC_CHILDREN off), from every process's PPid.
-fn children() -> Vec<u32> {
+/// kernel has none (CONFIG_PROC_CHILDREN off), from every process's PPid;
+/// None without /proc.
+fn children() -> Option<Vec<u32>> {
     let mut pids = Vec::new();
     let mut listed = false;
     if let Ok(tasks) = std::fs::read_dir("/proc/self/task") {
@@ -163,12 +198,10 @@ fn children() -> Vec<u32> {
         }
     }
     if listed {
-        return pids;
+        return Some(pids);
     }
     let me = std::process::id();
-    let Ok(procs) = std::fs::read_dir("/proc") else {
-        return pids;
-    };
+    let procs = std::fs::read_dir("/proc").ok()?;
     for entry in procs.flatten() {
         let Some(pid) = entry
             .file_name()
@@ -181,7 +214,7 @@ fn children() -> Vec<u32> {
             pids.push(pid);
         }
     }
-    pids
+    Some(pids)
 }
 
 /// The PPid of `pid` from /proc/PID/stat (after the last ')' of the name).
