@@ -93,12 +93,9 @@ fn processes_running(argv: &[&str]) -> Vec<u32> {
         .collect()
 }
 
-#[test]
-fn as_pid_1_corral_reaps_orphans_stops_on_term_and_leaves_nothing_behind() {
-    if !precondition() {
-        return;
-    }
-    let app = AppDir::new(&[("app.py", APP)]);
+/// Starts corral as PID 1 of a new PID namespace, serving APP with two
+/// workers; the Corral (its child is unshare) and corral's pid as seen here.
+fn start_as_pid_1(app: &AppDir) -> (Corral, u32) {
     let mut cmd = Command::new("unshare");
     // --kill-child: if this test dies, corral (and so the namespace) does too.
     cmd.args(["--pid", "--fork", "--mount-proc", "--kill-child"])
@@ -134,7 +131,16 @@ fn as_pid_1_corral_reaps_orphans_stops_on_term_and_leaves_nothing_behind() {
     // corral as this test sees it: unshare's only child.
     let corral = children_of(c.pid());
     assert_eq!(corral.len(), 1, "unshare runs one child: {corral:?}");
-    let corral = corral[0];
+    (c, corral[0])
+}
+
+#[test]
+fn as_pid_1_corral_reaps_orphans_stops_on_term_and_leaves_nothing_behind() {
+    if !precondition() {
+        return;
+    }
+    let app = AppDir::new(&[("app.py", APP)]);
+    let (mut c, corral) = start_as_pid_1(&app);
 
     for _ in 0..20 {
         let r = c.get("/orphan");
@@ -176,5 +182,34 @@ fn as_pid_1_corral_reaps_orphans_stops_on_term_and_leaves_nothing_behind() {
     assert!(
         wait_gone(&kept, Duration::from_secs(5)),
         "the app's subprocess outlived corral"
+    );
+}
+
+#[test]
+fn as_pid_1_corral_stops_fast_on_int_with_exit_code_0() {
+    if !precondition() {
+        return;
+    }
+    let app = AppDir::new(&[("app.py", APP)]);
+    let (mut c, corral) = start_as_pid_1(&app);
+    assert_eq!(c.get("/").status, 200);
+    let t = Instant::now();
+    // SAFETY: kill(2) on corral, the child of the unshare this test runs.
+    unsafe {
+        libc::kill(corral as i32, libc::SIGINT);
+    }
+    let st = c
+        .wait_exit(Duration::from_secs(10))
+        .expect("corral stops on INT");
+    assert_eq!(st.code(), Some(0), "exit code; log:\n{}", c.log.text());
+    assert!(
+        t.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        t.elapsed()
+    );
+    assert!(
+        c.log.text().contains("SIGINT: fast stop"),
+        "log:\n{}",
+        c.log.text()
     );
 }
