@@ -312,6 +312,13 @@ pub struct RunArgs {
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub send_timeout: Option<HumanDuration>,
 
+    /// On SIGTERM, keep serving this long before the graceful stop, with
+    /// /health/ready answering 503 at once (so load balancers and
+    /// Kubernetes stop sending traffic first); a second SIGTERM ends the
+    /// wait [toml: server.shutdown_delay] [default: 0s]
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub shutdown_delay: Option<HumanDuration>,
+
     /// Most client connections open at once (WebSockets included); at the
     /// cap new ones wait in the listen queue [toml: server.max_connections]
     /// [default: 10000]

@@ -76,14 +76,14 @@ fn symlink(dir: &Path) -> Option<String> {
 /// Runs `argv` in `dir` (at most 5 s); its first stdout line.
 fn command(argv: &[String], dir: &Path) -> Option<String> {
     let (prog, args) = argv.split_first()?;
-    let mut child = std::process::Command::new(prog)
-        .args(args)
+    let mut cmd = std::process::Command::new(prog);
+    cmd.args(args)
         .current_dir(dir)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .ok()?;
+        .stderr(Stdio::null());
+    // Registered until this function returns, after every wait below.
+    let (mut child, _ours) = crate::reaper::spawn(|| cmd.spawn(), |c| Some(c.id())).ok()?;
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
         match child.try_wait() {
@@ -243,7 +243,10 @@ pub async fn run_hook(cfg: &Config, failure: &Failure) -> Option<HookRun> {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs_f64())
         .unwrap_or(0.0);
-    let mut child = match cmd.spawn() {
+    // Registered until this function returns. A hook past its timeout is
+    // dropped, killed and left to tokio's reaping; should the orphan reaper
+    // get to it first, tokio finds it gone, which it takes in its stride.
+    let (mut child, _ours) = match crate::reaper::spawn(|| cmd.spawn(), |c| c.id()) {
         Ok(c) => c,
         Err(e) => {
             tracing::error!("cannot run the rollback hook {prog}: {e}");
@@ -340,11 +343,18 @@ pub fn builtin_rollback(cfg: &Config) -> Result<String, String> {
                 .clone()
                 .unwrap_or_else(|| std::env::current_dir().unwrap_or_default());
             let good = last_good(state).ok_or("no last known good revision yet")?;
-            let out = std::process::Command::new("git")
-                .args(["reset", "--hard", "--quiet", &good])
+            let mut cmd = std::process::Command::new("git");
+            cmd.args(["reset", "--hard", "--quiet", &good])
                 .current_dir(&dir)
-                .output()
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped());
+            let (child, ours) = crate::reaper::spawn(|| cmd.spawn(), |c| Some(c.id()))
                 .map_err(|e| format!("cannot run git: {e}"))?;
+            let out = child
+                .wait_with_output()
+                .map_err(|e| format!("cannot run git: {e}"))?;
+            drop(ours);
             if !out.status.success() {
                 return Err(format!(
                     "git reset --hard {good} failed: {}",

@@ -14,6 +14,7 @@ mod deploy;
 mod front;
 mod metrics;
 mod private_fs;
+mod reaper;
 mod reexec;
 mod router;
 mod runtime_dir;
@@ -189,6 +190,7 @@ async fn run(cfg: Arc<config::Config>, access: front::access::AccessLog) -> u8 {
             }
         }
     }
+    reaper::start();
     let launcher = worker::process::Launcher::new(&cfg, runtime_dir.script());
     let router = router::Router::new(cfg.server.max_queued);
     let mut sup = supervisor::Supervisor::new(cfg.clone(), launcher, router.clone());

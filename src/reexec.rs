@@ -88,7 +88,7 @@ pub fn spawn(sockets: &[(String, RawFd)]) -> std::io::Result<u32> {
             Ok(())
         });
     }
-    let mut child = cmd.spawn()?;
+    let (mut child, ours) = crate::reaper::spawn(|| cmd.spawn(), |c| Some(c.id()))?;
     let pid = child.id();
     // Its only reaper: the new corral outlives this one when all goes well.
     std::thread::spawn(move || {
@@ -97,6 +97,7 @@ pub fn spawn(sockets: &[(String, RawFd)]) -> std::io::Result<u32> {
         {
             tracing::error!("the new corral (pid {pid}) exited: {st}; this one keeps serving");
         }
+        drop(ours);
     });
     Ok(pid)
 }

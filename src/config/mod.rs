@@ -113,6 +113,9 @@ pub struct ServerConfig {
     /// Longest a client may take no byte of its response before its request
     /// is cancelled and its connection closed. Longer than 0.
     pub send_timeout: Duration,
+    /// On SIGTERM: not ready at once, but serving for this long before the
+    /// graceful stop (0: the stop begins at once).
+    pub shutdown_delay: Duration,
     /// Most client connections open at once on all binds together
     /// (WebSockets included); at the cap corral stops accepting. At least 1.
     pub max_connections: usize,

@@ -112,6 +112,17 @@ pub(super) struct RawServer {
     /// for a WebSocket whose client stops reading. Longer than 0. Default
     /// "20s", for the same reasons as `body_timeout`.
     pub(super) send_timeout: Option<Spanned<HumanDuration>>,
+    /// On SIGTERM, how long corral keeps serving before its graceful stop
+    /// begins: `/health/ready` on the status server answers 503 at once, so
+    /// a load balancer or Kubernetes takes the instance out of rotation,
+    /// while corral goes on accepting and serving as before; then it drains
+    /// as it does without a delay. A second SIGTERM ends the wait at once
+    /// (INT and QUIT stop at once, as always). It is what a Kubernetes
+    /// `preStop: sleep` does, without a shell in the image. The service
+    /// manager's stop timeout (`terminationGracePeriodSeconds`, systemd's
+    /// `TimeoutStopSec=`) must cover shutdown_delay + graceful_timeout.
+    /// Default "0s": the graceful stop begins at once, as gunicorn's.
+    pub(super) shutdown_delay: Option<Spanned<HumanDuration>>,
     /// The most client connections open at once, on all `bind` addresses
     /// together, WebSockets included. At the cap corral stops accepting:
     /// new connections wait in the kernel's listen queue (`backlog`) while
@@ -527,6 +538,8 @@ mod tests {
         assert_eq!(config.server.max_body_bytes, defaults.server.max_body_bytes);
         assert_eq!(config.server.body_timeout, defaults.server.body_timeout);
         assert_eq!(config.server.send_timeout, defaults.server.send_timeout);
+        assert!(config.server.shutdown_delay.is_zero());
+        assert!(defaults.server.shutdown_delay.is_zero());
         assert_eq!(
             config.server.max_connections,
             defaults.server.max_connections

@@ -324,6 +324,11 @@ impl Resolver<'_> {
         if send_timeout.0.is_zero() {
             self.fail(&at, "must be longer than 0s, like \"20s\"");
         }
+        let (shutdown_delay, _) = self.pick(
+            (args.shutdown_delay.as_ref(), "--shutdown-delay"),
+            (raw.shutdown_delay.as_ref(), "server.shutdown_delay"),
+            HumanDuration(Duration::ZERO),
+        );
         let (max_connections, at) = self.pick(
             (args.max_connections.as_ref(), "--max-connections"),
             (raw.max_connections.as_ref(), "server.max_connections"),
@@ -358,6 +363,7 @@ impl Resolver<'_> {
             max_body_bytes: max_body_bytes.0,
             body_timeout: body_timeout.0,
             send_timeout: send_timeout.0,
+            shutdown_delay: shutdown_delay.0,
             max_connections,
             max_queued,
             io_threads: match io_threads {
@@ -2010,12 +2016,19 @@ mod tests {
             max_connections: Some(7),
             ..RunArgs::default()
         };
-        let text =
-            "[app]\nmodule = \"m:a\"\n[server]\nsend_timeout = \"9s\"\nmax_connections = 9\n";
+        let text = "[app]\nmodule = \"m:a\"\n[server]\nsend_timeout = \"9s\"\nmax_connections = 9\n\
+                    shutdown_delay = \"15s\"\n";
         let config = resolve_text(text, &args).unwrap();
         assert_eq!(config.server.send_timeout, Duration::from_secs(3));
+        assert_eq!(config.server.shutdown_delay, Duration::from_secs(15));
         assert_eq!(config.server.max_connections, 7);
         assert_eq!(config.server.body_timeout, DEFAULT_CLIENT_TIMEOUT);
+        let args = RunArgs {
+            shutdown_delay: Some(HumanDuration(Duration::from_secs(2))),
+            ..RunArgs::default()
+        };
+        let config = resolve_text(text, &args).unwrap();
+        assert_eq!(config.server.shutdown_delay, Duration::from_secs(2));
     }
 
     #[test]

@@ -59,6 +59,8 @@ pub enum Msg {
     Scale(usize),
     /// What a revision check found: the drift message, or None.
     Drift(Option<String>),
+    /// `server.shutdown_delay` after a TERM has passed.
+    DelayOver,
     /// The status server checks that the loop answers (`/health/live`).
     Ping(tokio::sync::oneshot::Sender<()>),
 }
@@ -76,7 +78,11 @@ pub struct Supervisor {
     rx: mpsc::UnboundedReceiver<Msg>,
     control_tx: mpsc::UnboundedSender<(u64, ControlEvent)>,
     front: Option<Front>,
+    /// TERM arrived: not ready, no reload; the front drains unless
+    /// `delaying`.
     draining: bool,
+    /// Within `server.shutdown_delay` after TERM: serving as before.
+    delaying: bool,
     snapshot: watch::Sender<Snapshot>,
     started: Instant,
     /// `reload --wait` callers: the generation they wait for.
@@ -179,6 +185,7 @@ impl Supervisor {
             control_tx,
             front: None,
             draining: false,
+            delaying: false,
             snapshot,
             started,
             reload_waiters: Vec::new(),
@@ -370,6 +377,14 @@ impl Supervisor {
                     tracing::warn!("SIGUSR2 ignored: a re-exec or a stop is already under way");
                     return None;
                 }
+                if crate::reaper::is_init() {
+                    // The new corral would be our child, and when PID 1
+                    // exits the kernel kills every process of the namespace.
+                    tracing::warn!(
+                        "SIGUSR2 ignored: corral is PID 1 (a container), which cannot hand over to a new corral; restart the container, or reload (SIGHUP) for new code"
+                    );
+                    return None;
+                }
                 match crate::reexec::spawn(&self.sockets) {
                     Ok(pid) => {
                         self.reexec_started = true;
@@ -433,28 +448,44 @@ impl Supervisor {
                 None
             }
             Msg::Signal(OsSignal::Term) => {
-                if self.draining || self.core.phase == core::Phase::Stopping {
+                if self.core.phase == core::Phase::Stopping {
                     return None;
                 }
-                tracing::info!(
-                    "SIGTERM: graceful stop (finishing requests in flight, up to {:?})",
-                    self.cfg.workers.graceful_timeout
-                );
+                if self.delaying {
+                    return self.graceful_stop("SIGTERM again: the rest of shutdown_delay skipped");
+                }
+                if self.draining {
+                    return None;
+                }
+                // Not ready from now on (the snapshot says stopping), and
+                // nothing reloads or re-executes any more.
                 self.draining = true;
-                if let Some(front) = self.front.take() {
-                    let grace = self.cfg.workers.graceful_timeout;
+                let delay = self.cfg.server.shutdown_delay;
+                // A USR2 hand-over needs no delay: the new corral already
+                // serves on the same sockets.
+                if !delay.is_zero() && self.reexec_child.is_none() {
+                    tracing::info!(
+                        "SIGTERM: /health/ready answers 503 from now on; serving for shutdown_delay ({delay:?}) before the graceful stop (a second SIGTERM skips the wait)"
+                    );
+                    self.delaying = true;
                     let tx = self.tx.clone();
                     tokio::spawn(async move {
-                        let in_time = front.shutdown(grace).await;
-                        let _ = tx.send(Msg::FrontDrained(in_time));
+                        tokio::time::sleep(delay).await;
+                        let _ = tx.send(Msg::DelayOver);
                     });
+                    return None;
                 }
-                // Nothing starts any more, even if a worker exits meanwhile
-                // (systemd sends TERM to every process of the unit).
-                Some(Event::Drain)
+                self.graceful_stop("SIGTERM")
+            }
+            Msg::DelayOver => {
+                if !self.delaying {
+                    return None;
+                }
+                self.graceful_stop("shutdown_delay is over")
             }
             Msg::Signal(sig @ (OsSignal::Int | OsSignal::Quit)) => {
                 tracing::info!("{}: fast stop", sig.name());
+                self.delaying = false;
                 self.front = None;
                 Some(Event::Stop { fast: true })
             }
@@ -492,6 +523,27 @@ impl Supervisor {
                 Some(Event::Stop { fast: false })
             }
         }
+    }
+
+    /// The graceful stop (TERM, after `shutdown_delay`): the front stops
+    /// accepting and finishes the requests in flight, then the workers stop.
+    fn graceful_stop(&mut self, why: &str) -> Option<Event> {
+        self.delaying = false;
+        tracing::info!(
+            "{why}: graceful stop (finishing requests in flight, up to {:?})",
+            self.cfg.workers.graceful_timeout
+        );
+        if let Some(front) = self.front.take() {
+            let grace = self.cfg.workers.graceful_timeout;
+            let tx = self.tx.clone();
+            tokio::spawn(async move {
+                let in_time = front.shutdown(grace).await;
+                let _ = tx.send(Msg::FrontDrained(in_time));
+            });
+        }
+        // Nothing starts any more, even if a worker exits meanwhile
+        // (systemd sends TERM to every process of the unit).
+        Some(Event::Drain)
     }
 
     /// Performs the core's actions; true when the supervisor may exit.
@@ -580,10 +632,18 @@ impl Supervisor {
         );
         self.channels.insert(serial, channel);
         let tx = self.tx.clone();
+        let (watch, ours) = (spawned.watch, spawned.ours);
         tokio::spawn(async move {
+            // The app's subprocesses go with their worker: once it has
+            // exited (drained, or killed after its grace period), whatever
+            // is left in its process group is killed, while the unreaped
+            // worker still holds the group's id (see `Process::exited`).
+            watch.exited().await;
+            watch.signal_group(libc::SIGKILL);
             if let Ok(status) = child.wait().await {
                 let _ = tx.send(Msg::Exited(serial, status));
             }
+            drop(ours);
         });
         tracing::debug!("worker {slot} (pid {pid}) starting");
         Event::Spawned { serial, pid }

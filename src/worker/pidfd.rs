@@ -2,6 +2,15 @@
 //! on its number. Once the worker has exited and been reaped its pid may be
 //! given to any other process, root's included; a signal sent through the
 //! pidfd then fails with ESRCH instead of reaching that process.
+//!
+//! A worker leads its own process group (its id is the worker's pid), which
+//! holds the subprocesses the app started. A process group id is a pid too,
+//! and can be reused once the group is empty; but a pid stays taken while
+//! its process is a zombie, so while the worker has exited and is not yet
+//! reaped, no other process or group can have its number. That is the one
+//! moment corral signals the group: [`Process::exited`] waits for the exit
+//! without reaping, [`Process::signal_group`] kills what the worker left,
+//! and only then does the worker's owner reap it.
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
@@ -48,6 +57,51 @@ impl Process {
             None if self.pid != 0 => unsafe { libc::kill(self.pid as libc::pid_t, sig) == 0 },
             None => false,
         }
+    }
+
+    /// Waits until the process has exited, without reaping it: until its
+    /// owner reaps it, its pid (and so its process group id) stays taken.
+    pub async fn exited(&self) {
+        if let Some(fd) = &self.fd
+            && let Ok(copy) = fd.try_clone()
+            // SAFETY: `copy` is an OwnedFd moved into the AsyncFd, which
+            // keeps it open, and its raw fd the same, until dropped.
+            && let Ok(fd) = unsafe {
+                tokio::io::unix::AsyncFd::register_with_interest(copy, tokio::io::Interest::READABLE)
+            }
+        {
+            // A pidfd turns readable when its process exits.
+            let _ = fd.readable().await;
+            return;
+        }
+        let pid = self.pid;
+        let _ = tokio::task::spawn_blocking(move || {
+            // SAFETY: waitid(2) writes only into our zeroed siginfo; WNOWAIT
+            // leaves the child to be reaped by its owner.
+            unsafe {
+                let mut info: libc::siginfo_t = std::mem::zeroed();
+                libc::waitid(
+                    libc::P_PID,
+                    pid as libc::id_t,
+                    &mut info,
+                    libc::WEXITED | libc::WNOWAIT,
+                )
+            }
+        })
+        .await;
+    }
+
+    /// Sends `sig` to every process in the group this process leads. Call
+    /// it only between [`Process::exited`] and the reaping (or while the
+    /// process surely lives): only then is the group id surely this
+    /// process's. False when the group has no one left (or the call failed).
+    pub fn signal_group(&self, sig: i32) -> bool {
+        // 0 and 1 would name corral's own group or every process.
+        if self.pid <= 1 {
+            return false;
+        }
+        // SAFETY: kill(2) takes no pointers; a negative pid names a group.
+        unsafe { libc::kill(-(self.pid as libc::pid_t), sig) == 0 }
     }
 }
 

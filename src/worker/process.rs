@@ -75,6 +75,11 @@ pub struct Spawned {
     pub pid: u32,
     /// Signals go through this, never by pid.
     pub process: Process,
+    /// A second handle on the same process, for the task that waits for
+    /// its exit (and then stops its process group, see [`Process::exited`]).
+    pub watch: Process,
+    /// Registered with the orphan reaper until the exit has been awaited.
+    pub ours: crate::reaper::Ours,
     pub sock: UnixStream,
     /// Where the worker dumps its stacks on SIGUSR1.
     pub stacks: Stacks,
@@ -278,22 +283,28 @@ impl Launcher {
                 Ok(())
             });
         }
-        let child = cmd.spawn().map_err(|source| SpawnError::Exec {
-            python: self.python.display().to_string(),
-            source,
-        })?;
+        let (child, registered) =
+            crate::reaper::spawn(|| cmd.spawn(), |c| c.id()).map_err(|source| {
+                SpawnError::Exec {
+                    python: self.python.display().to_string(),
+                    source,
+                }
+            })?;
         drop(theirs);
         drop(stacks_copy);
         let pid = child.id().unwrap_or(0);
         // Not reaped yet (nothing waits on `child` before we return), so
         // the pid is still this child's.
         let process = Process::open(pid);
+        let watch = Process::open(pid);
         let std_sock = std::os::unix::net::UnixStream::from(ours);
         let sock = UnixStream::from_std(std_sock).map_err(SpawnError::Channel)?;
         Ok(Spawned {
             child,
             pid,
             process,
+            watch,
+            ours: registered,
             sock,
             stacks,
         })
