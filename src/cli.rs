@@ -135,7 +135,9 @@ pub enum Action {
 /// which `run`/`check` flags were taken from the environment.
 pub fn parse() -> Cli {
     use clap::{CommandFactory, FromArgMatches};
-    let matches = Cli::command().get_matches();
+    let matches = Cli::command()
+        .try_get_matches()
+        .unwrap_or_else(|e| exit_naming_the_variable(e));
     let mut cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     let run_matches = match matches.subcommand() {
         Some(("run" | "check", sub)) => sub,
@@ -157,6 +159,40 @@ pub fn parse() -> Cli {
         _ => cli.run.from_env = from_env,
     }
     cli
+}
+
+/// Exits with clap's error; when the bad value came from a flag's
+/// `CORRAL_*` variable rather than the command line, says so.
+fn exit_naming_the_variable(e: clap::Error) -> ! {
+    use clap::CommandFactory;
+    use clap::error::{ContextKind, ContextValue};
+    let Some(ContextValue::String(arg)) = e.get(ContextKind::InvalidArg) else {
+        e.exit()
+    };
+    let Some(long) = arg
+        .split_whitespace()
+        .next()
+        .filter(|a| a.starts_with("--"))
+    else {
+        e.exit()
+    };
+    let var = env_name(long);
+    let short = Cli::command()
+        .get_arguments()
+        .find(|a| a.get_long() == long.strip_prefix("--"))
+        .and_then(|a| a.get_short())
+        .map(|c| format!("-{c}"));
+    let on_command_line = std::env::args().skip(1).any(|a| {
+        a == long
+            || a.starts_with(&format!("{long}="))
+            || short.as_ref().is_some_and(|s| a.starts_with(s.as_str()))
+    });
+    if on_command_line || std::env::var_os(&var).is_none() {
+        e.exit()
+    }
+    let _ = e.print();
+    eprintln!("note: the value comes from the environment variable {var}");
+    std::process::exit(e.exit_code())
 }
 
 /// The environment variable of a `run` flag: "--max-requests" →

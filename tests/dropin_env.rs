@@ -235,7 +235,7 @@ fn get_in_netns(pid: u32, port: u16, path: &str) -> (u16, String) {
         .stderr(Stdio::inherit())
         .spawn()
         .expect("nsenter");
-    let _guard = KillOnDrop(child.id());
+    // Bounded: urlopen gives up after 20 s, and the interpreter then exits.
     let mut out = String::new();
     child
         .stdout
@@ -243,6 +243,7 @@ fn get_in_netns(pid: u32, port: u16, path: &str) -> (u16, String) {
         .unwrap()
         .read_to_string(&mut out)
         .unwrap();
+    child.wait().unwrap();
     let (status, body) = out.split_once('\n').unwrap_or(("0", ""));
     (status.trim().parse().unwrap_or(0), body.trim().to_owned())
 }
@@ -354,6 +355,20 @@ fn flags_from_the_environment_between_the_command_line_and_the_file() {
     assert_eq!(status.code(), Some(2), "{out}");
     assert!(
         out.contains("error: CORRAL_WORKERS: must be at least 1"),
+        "{out}"
+    );
+    let (status, out) = run(
+        app.path(),
+        &[],
+        &["-c", "corral.toml", "-b", "127.0.0.1:0"],
+        &[("CORRAL_MAX_REQUESTS", "many")],
+    );
+    assert_eq!(status.code(), Some(2), "{out}");
+    assert!(
+        out.contains("invalid value 'many' for '--max-requests <N>'")
+            && out.contains(
+                "note: the value comes from the environment variable CORRAL_MAX_REQUESTS"
+            ),
         "{out}"
     );
     let (status, out) = run(app.path(), &[], &["--help"], &[]);
