@@ -273,7 +273,11 @@ pub struct RunArgs {
     /// The APP attribute is an app factory: call it with no arguments and serve
     /// what it returns, as uvicorn's and granian's --factory ("main:create_app('prod')"
     /// calls it with those literal arguments without this flag) [toml: app.factory]
-    #[arg(long, env = "CORRAL_FACTORY")]
+    #[arg(
+        long,
+        env = "CORRAL_FACTORY",
+        value_parser = clap::builder::BoolishValueParser::new()
+    )]
     pub factory: bool,
 
     /// Path prefix the app is mounted under behind a proxy, like /api: SCRIPT_NAME

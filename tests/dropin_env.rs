@@ -457,6 +457,14 @@ fn factories_with_literal_arguments_and_the_factory_flag() {
         c.wait_in_service(1);
         assert_eq!(c.get("/").text(), body, "{args:?}");
     }
+    // From the environment, as a boolean variable is usually written.
+    for value in ["1", "true", "yes"] {
+        let env = [("CORRAL_APP", "main:create_app"), ("CORRAL_FACTORY", value)];
+        let mut c = spawn(app.path(), &[], &["-b", "127.0.0.1:0"], &env);
+        c.wait_listening();
+        c.wait_in_service(1);
+        assert_eq!(c.get("/").text(), "dev True []", "CORRAL_FACTORY={value}");
+    }
 }
 
 #[test]

@@ -547,7 +547,10 @@ impl Resolver<'_> {
                 self.fail(&env_at(), message);
                 (None, env_at())
             }
-            (None, None, None) => (Some(WorkerCount::Count(1)), At::flag("default")),
+            (None, None, None) => (
+                Some(WorkerCount::Count(1)),
+                At::flag("default: no --workers, workers.count or WEB_CONCURRENCY given"),
+            ),
         };
         let (count, count_origin) = match count {
             Some(WorkerCount::Count(n)) => (n, at.origin()),
