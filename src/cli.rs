@@ -1,5 +1,7 @@
 //! The command line: `corral [run] APP [FLAGS]`, gunicorn-style flags that
-//! override the TOML file (see [`crate::config::load`]), and the client
+//! override the TOML file (see [`crate::config::load`]), each also read from
+//! its `CORRAL_<FLAG>` environment variable when not given ([`env_name`];
+//! [`parse`] notes which were, so that problems name the variable), and the client
 //! commands that talk to a running corral: `status`, `reload`, `scale`,
 //! `stop` (see [`crate::config::control_socket`]).
 

@@ -9,7 +9,9 @@
 //!
 //! The flow is: read the file → parse it into the raw `Raw*` structs (serde,
 //! `deny_unknown_fields`; the first syntax or type error stops here) → merge
-//! the command line over it, fill the defaults and check the values (every
+//! the command line over it (flags, and the `CORRAL_*` variables clap read
+//! for flags not given), fill the defaults (some from the environment:
+//! `$PORT`, `$WEB_CONCURRENCY`, `$SCRIPT_NAME`, the usable CPUs) and check the values (every
 //! problem is collected, then all are reported at once). Each problem names
 //! the file, the line and the key (or the flag) and says how to fix it. The
 //! `///` docs on the `Raw*` fields are the config reference;

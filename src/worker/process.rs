@@ -1,5 +1,9 @@
 //! Starting a worker process: fork+exec of the configured interpreter running
 //! the embedded worker script, with its end of a private socket pair as fd 3.
+//! Its environment is corral's (or the part `[app] env_allow` names) minus
+//! the service manager's and corral's own variables
+//! ([`crate::config::is_corral_own_env`]), then `[app] env` and the
+//! `CORRAL_WORKER_*` hand-over variables the worker script reads.
 
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
