@@ -48,6 +48,10 @@ pub async fn run(cfg: Arc<Config>) -> u8 {
                     .map(|p| format!("; readiness GET {p} passed"))
                     .unwrap_or_default()
             );
+            println!(
+                "`corral run` would start {} worker(s): {}",
+                cfg.workers.count, cfg.workers.count_origin
+            );
             0
         }
         Ok(Outcome::Failed(why)) => {

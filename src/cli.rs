@@ -1,5 +1,7 @@
 //! The command line: `corral [run] APP [FLAGS]`, gunicorn-style flags that
-//! override the TOML file (see [`crate::config::load`]), and the client
+//! override the TOML file (see [`crate::config::load`]), each also read from
+//! its `CORRAL_<FLAG>` environment variable when not given ([`env_name`];
+//! [`parse`] notes which were, so that problems name the variable), and the client
 //! commands that talk to a running corral: `status`, `reload`, `scale`,
 //! `stop` (see [`crate::config::control_socket`]).
 
@@ -7,7 +9,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::config::{BindAddr, ByteSize, HumanDuration, Interface, MinReady};
+use crate::config::{BindAddr, ByteSize, HumanDuration, Interface, MinReady, WorkerCount};
 use crate::front::access::AccessLog;
 
 /// corral: a pre-fork supervisor and HTTP server for Python WSGI/ASGI apps, in place of gunicorn.
@@ -17,6 +19,9 @@ use crate::front::access::AccessLog;
     version,
     args_conflicts_with_subcommands = true,
     after_help = "Flags override the config file: --config FILE, else ./corral.toml when present.\n\
+                  Every flag of `run` and `check` can be set in the environment as CORRAL_<FLAG> \
+                  (--max-requests: CORRAL_MAX_REQUESTS; lists like CORRAL_BIND separated with \
+                  commas); a flag wins over its variable, which wins over the file.\n\
                   Durations: \"500ms\", \"30s\", \"2m\", \"1h\", \"1m30s\". \
                   Sizes: \"512KB\" (1000-based), \"64KiB\", \"10MiB\", \"1GiB\" (1024-based), or bytes."
 )]
@@ -71,23 +76,30 @@ pub struct StatusArgs {
 pub struct ControlArgs {
     /// The app as given to `corral run`, like "main:app": the running
     /// instance serving it is asked (with --bind, the one serving it there)
-    #[arg(value_name = "APP", value_parser = parse_app)]
+    #[arg(value_name = "APP", env = "CORRAL_APP", value_parser = parse_app)]
     pub app: Option<String>,
 
     /// An address as given to `corral run --bind`: the running instance
-    /// listening there is asked; repeat to require several
-    #[arg(short = 'b', long, value_name = "ADDR")]
+    /// listening there is asked; repeat (or separate with commas) to
+    /// require several
+    #[arg(
+        short = 'b',
+        long,
+        value_name = "ADDR",
+        env = "CORRAL_BIND",
+        value_delimiter = ','
+    )]
     pub bind: Vec<BindAddr>,
 
     /// Config file of the running corral; its [control] socket is used
     /// [default: ./corral.toml when it exists]
-    #[arg(short = 'c', long, value_name = "FILE")]
+    #[arg(short = 'c', long, value_name = "FILE", env = "CORRAL_CONFIG")]
     pub config: Option<PathBuf>,
 
     /// Control socket of the running corral, when not taken from the config
     /// file [default: its [control] socket, else the default of `corral run
     /// --socket`]
-    #[arg(long, value_name = "PATH")]
+    #[arg(long, value_name = "PATH", env = "CORRAL_SOCKET")]
     pub socket: Option<PathBuf>,
 }
 
@@ -130,6 +142,81 @@ pub enum Action {
     Stop(ControlArgs),
 }
 
+/// Parses the command line (exits with clap's message on a mistake), noting
+/// which `run`/`check` flags were taken from the environment.
+pub fn parse() -> Cli {
+    use clap::{CommandFactory, FromArgMatches};
+    let matches = Cli::command()
+        .try_get_matches()
+        .unwrap_or_else(|e| exit_naming_the_variable(e));
+    let mut cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    let run_matches = match matches.subcommand() {
+        Some(("run" | "check", sub)) => sub,
+        _ => &matches,
+    };
+    let from_env: Vec<String> = Cli::command()
+        .get_arguments()
+        .filter(|arg| {
+            run_matches.value_source(arg.get_id().as_str())
+                == Some(clap::parser::ValueSource::EnvVariable)
+        })
+        .map(|arg| match arg.get_long() {
+            Some(long) => format!("--{long}"),
+            None => arg.get_id().as_str().to_uppercase(),
+        })
+        .collect();
+    match &mut cli.command {
+        Some(Command::Run(args) | Command::Check(args)) => args.from_env = from_env,
+        _ => cli.run.from_env = from_env,
+    }
+    cli
+}
+
+/// Exits with clap's error; when the bad value came from a flag's
+/// `CORRAL_*` variable rather than the command line, says so.
+fn exit_naming_the_variable(e: clap::Error) -> ! {
+    use clap::CommandFactory;
+    use clap::error::{ContextKind, ContextValue};
+    let Some(ContextValue::String(arg)) = e.get(ContextKind::InvalidArg) else {
+        e.exit()
+    };
+    let Some(long) = arg
+        .split_whitespace()
+        .next()
+        .filter(|a| a.starts_with("--"))
+    else {
+        e.exit()
+    };
+    let var = env_name(long);
+    let short = Cli::command()
+        .get_arguments()
+        .find(|a| a.get_long() == long.strip_prefix("--"))
+        .and_then(|a| a.get_short())
+        .map(|c| format!("-{c}"));
+    let on_command_line = std::env::args().skip(1).any(|a| {
+        a == long
+            || a.starts_with(&format!("{long}="))
+            || short.as_ref().is_some_and(|s| a.starts_with(s.as_str()))
+    });
+    if on_command_line || std::env::var_os(&var).is_none() {
+        e.exit()
+    }
+    let _ = e.print();
+    eprintln!("note: the value comes from the environment variable {var}");
+    std::process::exit(e.exit_code())
+}
+
+/// The environment variable of a `run` flag: "--max-requests" →
+/// "CORRAL_MAX_REQUESTS", "APP" → "CORRAL_APP".
+pub fn env_name(flag: &str) -> String {
+    format!(
+        "CORRAL_{}",
+        flag.trim_start_matches('-')
+            .replace('-', "_")
+            .to_uppercase()
+    )
+}
+
 impl Cli {
     /// The arguments of `run`, whether or not the subcommand was spelled out.
     #[cfg(test)]
@@ -159,91 +246,122 @@ impl Cli {
 pub struct RunArgs {
     /// The app to serve, as "module:callable", e.g. "main:app"; the callable defaults to
     /// "application" [toml: app.module]
-    #[arg(value_name = "APP")]
+    #[arg(value_name = "APP", env = "CORRAL_APP")]
     pub app: Option<String>,
 
     /// Config file to read [default: ./corral.toml when it exists]
-    #[arg(short = 'c', long, value_name = "FILE")]
+    #[arg(short = 'c', long, value_name = "FILE", env = "CORRAL_CONFIG")]
     pub config: Option<PathBuf>,
 
-    /// Address to listen on: HOST:PORT, [::1]:PORT or unix:/path; repeat for more
-    /// [toml: server.bind] [default: 127.0.0.1:8000]
-    #[arg(short = 'b', long, value_name = "ADDR")]
+    /// Address to listen on: HOST:PORT, [::1]:PORT or unix:/path; repeat for more,
+    /// or separate with commas [toml: server.bind] [default: 0.0.0.0:$PORT when
+    /// PORT is set, else 127.0.0.1:8000]
+    #[arg(
+        short = 'b',
+        long,
+        value_name = "ADDR",
+        env = "CORRAL_BIND",
+        value_delimiter = ','
+    )]
     pub bind: Vec<BindAddr>,
 
-    /// Number of worker processes [toml: workers.count] [default: 1]
-    #[arg(short = 'w', long, value_name = "N")]
-    pub workers: Option<usize>,
+    /// Number of worker processes, or "auto": one per CPU this process may use
+    /// (affinity mask, cgroup quota) [toml: workers.count] [default:
+    /// $WEB_CONCURRENCY when set, else 1]
+    #[arg(short = 'w', long, value_name = "N|auto", env = "CORRAL_WORKERS")]
+    pub workers: Option<WorkerCount>,
 
     /// Threads per WSGI worker [toml: workers.threads] [default: 1]
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", env = "CORRAL_THREADS")]
     pub threads: Option<usize>,
 
     /// Most requests (open WebSockets and streaming responses included) one
     /// ASGI worker holds at once; the rest wait in corral. WSGI workers take
     /// --threads at a time [toml: workers.concurrency] [default: 1000]
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", env = "CORRAL_CONCURRENCY")]
     pub concurrency: Option<usize>,
 
+    /// The APP attribute is an app factory: call it with no arguments and serve
+    /// what it returns, as uvicorn's and granian's --factory ("main:create_app('prod')"
+    /// calls it with those literal arguments without this flag) [toml: app.factory]
+    #[arg(
+        long,
+        env = "CORRAL_FACTORY",
+        value_parser = clap::builder::BoolishValueParser::new()
+    )]
+    pub factory: bool,
+
+    /// Path prefix the app is mounted under behind a proxy, like /api: SCRIPT_NAME
+    /// for WSGI, root_path for ASGI [toml: app.root_path] [default: $SCRIPT_NAME,
+    /// else none]
+    #[arg(long, value_name = "PATH", env = "CORRAL_ROOT_PATH")]
+    pub root_path: Option<String>,
+
     /// Protocol of the app [toml: app.interface] [default: auto]
-    #[arg(long, value_enum, value_name = "INTERFACE")]
+    #[arg(long, value_enum, value_name = "INTERFACE", env = "CORRAL_INTERFACE")]
     pub interface: Option<Interface>,
 
     /// Python interpreter for the workers [toml: app.python]
     /// [default: $VIRTUAL_ENV/bin/python, else python3]
-    #[arg(long, value_name = "PATH")]
+    #[arg(long, value_name = "PATH", env = "CORRAL_PYTHON")]
     pub python: Option<PathBuf>,
 
     /// Folder the workers run in and import the app from [toml: app.chdir]
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, value_name = "DIR", env = "CORRAL_CHDIR")]
     pub chdir: Option<PathBuf>,
 
     /// Folder to put in front of sys.path; repeat or separate with commas
     /// [toml: app.pythonpath]
-    #[arg(long, value_name = "DIR", value_delimiter = ',')]
+    #[arg(
+        long,
+        value_name = "DIR",
+        value_delimiter = ',',
+        env = "CORRAL_PYTHONPATH"
+    )]
     pub pythonpath: Vec<PathBuf>,
 
-    /// Environment variable for the workers; repeat for more [toml: app.env]
-    #[arg(short = 'e', long = "env", value_name = "KEY=VALUE", value_parser = parse_env)]
+    /// Environment variable for the workers, set over what they inherit from
+    /// corral; repeat for more (CORRAL_ENV holds one) [toml: app.env]
+    #[arg(short = 'e', long = "env", value_name = "KEY=VALUE", value_parser = parse_env, env = "CORRAL_ENV")]
     pub env: Vec<(String, String)>,
 
     /// Longest wait for a response head before 504 and a worker restart
     /// [toml: workers.timeout] [default: 30s]
-    #[arg(short = 't', long, value_name = "DURATION", value_parser = parse_duration)]
+    #[arg(short = 't', long, value_name = "DURATION", value_parser = parse_duration, env = "CORRAL_TIMEOUT")]
     pub timeout: Option<HumanDuration>,
 
     /// Time a stopping worker gets to finish its requests
     /// [toml: workers.graceful_timeout] [default: 30s]
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, env = "CORRAL_GRACEFUL_TIMEOUT")]
     pub graceful_timeout: Option<HumanDuration>,
 
     /// Longest a new worker may take to import the app before it counts as
     /// failed to boot [toml: workers.boot_timeout] [default: 30s]
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, env = "CORRAL_BOOT_TIMEOUT")]
     pub boot_timeout: Option<HumanDuration>,
 
     /// Address of the status server (/health/live, /health/ready, /status,
     /// /metrics): HOST:PORT, [::1]:PORT or unix:/path; not one of the --bind
     /// addresses [toml: health.status_bind] [default: none, no status server]
-    #[arg(long, value_name = "ADDR")]
+    #[arg(long, value_name = "ADDR", env = "CORRAL_STATUS_BIND")]
     pub status_bind: Option<BindAddr>,
 
     /// File holding the bearer token that /status and /metrics require
     /// (the environment variable CORRAL_STATUS_TOKEN can hold it instead)
     /// [toml: health.status_token_file] [default: none, no token]
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", env = "CORRAL_STATUS_TOKEN_FILE")]
     pub status_token_file: Option<PathBuf>,
 
     /// Workers that must be in service for /health/ready to answer 200: a
     /// count like 2 or a percentage like 50% [toml: health.min_ready]
     /// [default: 1]
-    #[arg(long, value_name = "N|PERCENT")]
+    #[arg(long, value_name = "N|PERCENT", env = "CORRAL_MIN_READY")]
     pub min_ready: Option<MinReady>,
 
     /// Path that corral GETs from each worker before it enters service and
     /// every probe_interval after; 2xx means ready. Starts with "/", like
     /// /health/ready [toml: health.ready_path] [default: none, no readiness probe]
-    #[arg(long, value_name = "PATH")]
+    #[arg(long, value_name = "PATH", env = "CORRAL_READY_PATH")]
     pub ready_path: Option<String>,
 
     /// Control socket (a Unix socket; its file permissions are the access
@@ -252,89 +370,89 @@ pub struct RunArgs {
     /// $XDG_RUNTIME_DIR/corral/NAME/corral.sock, else
     /// /run/corral/NAME/corral.sock as root, else
     /// /tmp/corral-UID/NAME/corral.sock]
-    #[arg(long, value_name = "PATH")]
+    #[arg(long, value_name = "PATH", env = "CORRAL_SOCKET")]
     pub socket: Option<PathBuf>,
 
     /// Requests after which a worker is gracefully replaced; 0 means never
     /// [toml: workers.max_requests] [default: 0]
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", env = "CORRAL_MAX_REQUESTS")]
     pub max_requests: Option<u64>,
 
     /// Up to this many more requests, at random, before a worker is replaced
     /// [toml: workers.max_requests_jitter] [default: 0]
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", env = "CORRAL_MAX_REQUESTS_JITTER")]
     pub max_requests_jitter: Option<u64>,
 
     /// Memory use (RSS) above which a worker is gracefully replaced, like 512MiB
     /// [toml: workers.max_memory] [default: none, no limit]
-    #[arg(long, value_name = "SIZE")]
+    #[arg(long, value_name = "SIZE", env = "CORRAL_MAX_MEMORY")]
     pub max_memory: Option<ByteSize>,
 
     /// Run the workers as this user (a name or a numeric uid), with its
     /// groups; corral itself keeps its own user (root, to bind the ports)
     /// [toml: workers.user] [default: corral's own user]
-    #[arg(short = 'u', long, value_name = "USER")]
+    #[arg(short = 'u', long, value_name = "USER", env = "CORRAL_USER")]
     pub user: Option<String>,
 
     /// Run the workers as this group (a name or a numeric gid)
     /// [toml: workers.group] [default: the primary group of --user]
-    #[arg(short = 'g', long, value_name = "GROUP")]
+    #[arg(short = 'g', long, value_name = "GROUP", env = "CORRAL_GROUP")]
     pub group: Option<String>,
 
     /// Idle time before a keep-alive connection is closed
     /// [toml: server.keepalive] [default: 5s]
-    #[arg(long, alias = "keep-alive", value_name = "DURATION", value_parser = parse_duration)]
+    #[arg(long, alias = "keep-alive", value_name = "DURATION", value_parser = parse_duration, env = "CORRAL_KEEPALIVE")]
     pub keepalive: Option<HumanDuration>,
 
     /// Listen queue length [toml: server.backlog] [default: 2048]
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", env = "CORRAL_BACKLOG")]
     pub backlog: Option<u32>,
 
     /// Largest request head accepted (431 above) [toml: server.max_header_bytes]
     /// [default: 64KiB]
-    #[arg(long, value_name = "SIZE")]
+    #[arg(long, value_name = "SIZE", env = "CORRAL_MAX_HEADER_BYTES")]
     pub max_header_bytes: Option<ByteSize>,
 
     /// Largest request body accepted (413 above) [toml: server.max_body_bytes]
     /// [default: 100MiB]
-    #[arg(long, value_name = "SIZE")]
+    #[arg(long, value_name = "SIZE", env = "CORRAL_MAX_BODY_BYTES")]
     pub max_body_bytes: Option<ByteSize>,
 
     /// Longest a request body may go without a byte from the client: then
     /// 408, and the app sees the client gone; its worker is not touched
     /// [toml: server.body_timeout] [default: 20s]
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, env = "CORRAL_BODY_TIMEOUT")]
     pub body_timeout: Option<HumanDuration>,
 
     /// Longest a client may take no byte of its response: then its request
     /// is cancelled and the connection closed [toml: server.send_timeout]
     /// [default: 20s]
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, env = "CORRAL_SEND_TIMEOUT")]
     pub send_timeout: Option<HumanDuration>,
 
     /// On SIGTERM, keep serving this long before the graceful stop, with
     /// /health/ready answering 503 at once (so load balancers and
     /// Kubernetes stop sending traffic first); a second SIGTERM ends the
     /// wait [toml: server.shutdown_delay] [default: 0s]
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    #[arg(long, value_name = "DURATION", env = "CORRAL_SHUTDOWN_DELAY", value_parser = parse_duration)]
     pub shutdown_delay: Option<HumanDuration>,
 
     /// Most client connections open at once (WebSockets included); at the
     /// cap new ones wait in the listen queue [toml: server.max_connections]
     /// [default: 10000]
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", env = "CORRAL_MAX_CONNECTIONS")]
     pub max_connections: Option<usize>,
 
     /// Most requests waiting in corral for a free worker place; one more gets
     /// 503 with Retry-After at once; 0: none waits (503 whenever every worker
     /// is full) [toml: server.max_queued] [default: 1024]
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", env = "CORRAL_MAX_QUEUED")]
     pub max_queued: Option<usize>,
 
     /// Threads that corral's own HTTP front runs on; 0: half the CPUs, at
     /// least 1, leaving the rest to the Python workers
     /// [toml: server.io_threads] [default: 0]
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", env = "CORRAL_IO_THREADS")]
     pub io_threads: Option<usize>,
 
     /// Peers whose X-Forwarded-For and X-Forwarded-Proto headers are trusted
@@ -342,22 +460,27 @@ pub struct RunArgs {
     /// 10.0.0.0/8, or * for any peer; "" trusts nobody. Unix socket
     /// connections are always trusted [toml: server.forwarded_allow_ips]
     /// [default: 127.0.0.1,::1]
-    #[arg(long, value_name = "LIST")]
+    #[arg(long, value_name = "LIST", env = "CORRAL_FORWARDED_ALLOW_IPS")]
     pub forwarded_allow_ips: Option<String>,
 
     /// Log verbosity of corral itself
-    #[arg(long, value_enum, value_name = "LEVEL", default_value_t = LogLevel::Info)]
+    #[arg(long, value_enum, value_name = "LEVEL", default_value_t = LogLevel::Info, env = "CORRAL_LOG_LEVEL")]
     pub log_level: LogLevel,
 
     /// Log format: human-readable text, or one JSON object per line. Workers'
     /// output is logged line by line either way, tagged with slot and pid
-    #[arg(long, value_enum, value_name = "FORMAT", default_value_t = LogFormat::Text)]
+    #[arg(long, value_enum, value_name = "FORMAT", default_value_t = LogFormat::Text, env = "CORRAL_LOG_FORMAT")]
     pub log_format: LogFormat,
 
     /// Access log, one line per request: off, common or combined (the Common
     /// and Combined Log Formats of Apache and gunicorn), or json
-    #[arg(long, value_enum, value_name = "FORMAT", default_value_t = AccessLog::Off)]
+    #[arg(long, value_enum, value_name = "FORMAT", default_value_t = AccessLog::Off, env = "CORRAL_ACCESS_LOG")]
     pub access_log: AccessLog,
+
+    /// The flags ("--workers", "APP") whose value came from their `CORRAL_*`
+    /// environment variable, filled by [`parse`], for error messages.
+    #[arg(skip)]
+    pub from_env: Vec<String>,
 }
 
 /// `--log-format`.
@@ -481,7 +604,7 @@ mod tests {
         ] {
             assert_eq!(args.app.as_deref(), Some("main:app"));
             assert_eq!(args.bind, ["127.0.0.1:8000".parse().unwrap()]);
-            assert_eq!(args.workers, Some(2));
+            assert_eq!(args.workers, Some(WorkerCount::Count(2)));
             assert_eq!(args.chdir, Some(PathBuf::from("d")));
             assert_eq!(args.log_level, LogLevel::Info);
         }
@@ -598,6 +721,100 @@ mod tests {
         let args = run_args(&["corral", "--user", "0", "-g", "nogroup"]);
         assert_eq!(args.user.as_deref(), Some("0"));
         assert_eq!(args.group.as_deref(), Some("nogroup"));
+    }
+
+    #[test]
+    fn every_run_flag_has_its_corral_variable() {
+        let cmd = Cli::command();
+        let run = cmd.find_subcommand("run").unwrap();
+        for arg in run.get_arguments() {
+            let Some(long) = arg.get_long() else {
+                assert_eq!(arg.get_id(), "app");
+                assert_eq!(arg.get_env().unwrap(), "CORRAL_APP");
+                continue;
+            };
+            if long == "help" {
+                continue;
+            }
+            let flag = format!("--{long}");
+            assert_eq!(
+                arg.get_env().map(|e| e.to_string_lossy().into_owned()),
+                Some(env_name(&flag)),
+                "{flag}"
+            );
+        }
+        assert_eq!(env_name("--max-requests"), "CORRAL_MAX_REQUESTS");
+    }
+
+    #[test]
+    fn flag_variables_never_collide_with_internal_ones() {
+        // What corral reads or sets for itself, and what it hands a worker
+        // (the worker script pops them from its environment).
+        let script = crate::worker::process::WORKER_SCRIPT;
+        let mut internal: Vec<String> = script
+            .match_indices("os.environ.pop(\"")
+            .map(|(i, m)| {
+                let rest = &script[i + m.len()..];
+                rest[..rest.find('"').unwrap()].to_owned()
+            })
+            .collect();
+        assert!(internal.len() >= 8, "{internal:?}");
+        internal.extend(
+            [
+                crate::config::STATUS_TOKEN_ENV,
+                "CORRAL_INHERIT",
+                "CORRAL_REEXEC_PARENT",
+                "CORRAL_TEST_PYTHON",
+                "CORRAL_SLOT",
+                "CORRAL_GENERATION",
+                "CORRAL_REVISION",
+                "CORRAL_FAILED_REVISION",
+                "CORRAL_GOOD_REVISION",
+                "CORRAL_REASON",
+                "CORRAL_ERROR_FILE",
+                "CORRAL_APP_DIR",
+            ]
+            .map(String::from),
+        );
+        let cmd = Cli::command();
+        for arg in cmd.find_subcommand("run").unwrap().get_arguments() {
+            if let Some(env) = arg.get_env() {
+                let env = env.to_string_lossy();
+                assert!(!internal.iter().any(|i| *i == env), "{env} is internal");
+            }
+        }
+    }
+
+    #[test]
+    fn auto_workers_and_comma_separated_binds() {
+        let args = run_args(&[
+            "corral",
+            "-w",
+            "auto",
+            "-b",
+            "127.0.0.1:1,unix:/s",
+            "-b",
+            "[::1]:2",
+        ]);
+        assert_eq!(args.workers, Some(WorkerCount::Auto));
+        assert_eq!(args.bind.len(), 3);
+        assert_eq!(
+            run_args(&["corral", "--workers=4"]).workers,
+            Some(WorkerCount::Count(4))
+        );
+        let err = Cli::try_parse_from(["corral", "-w", "many"])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("\"many\" is not a number of workers"), "{err}");
+        let args = run_args(&[
+            "corral",
+            "main:create_app()",
+            "--factory",
+            "--root-path",
+            "/api",
+        ]);
+        assert!(args.factory);
+        assert_eq!(args.root_path.as_deref(), Some("/api"));
     }
 
     #[test]

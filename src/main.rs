@@ -10,6 +10,7 @@ mod check;
 mod cli;
 mod config;
 mod control;
+mod cpus;
 mod deploy;
 mod front;
 mod metrics;
@@ -29,8 +30,6 @@ use std::io::IsTerminal;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use clap::Parser;
-
 /// Exit code for a configuration or start-up mistake.
 const EXIT_CONFIG: u8 = 2;
 
@@ -38,7 +37,7 @@ fn main() -> ExitCode {
     reexec::init();
     systemd::init();
     activation::init();
-    let (args, check) = match cli::Cli::parse().into_action() {
+    let (args, check) = match cli::parse().into_action() {
         cli::Action::Run(args) => (args, false),
         cli::Action::Check(args) => (args, true),
         cli::Action::Status(args) => return ExitCode::from(status_cmd::run(&args)),
@@ -70,6 +69,9 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
+    for warning in &cfg.warnings {
+        tracing::warn!("{warning}");
+    }
     if !check {
         let nofile = worker::process::raise_nofile();
         if (nofile as usize) < cfg.server.max_connections + 64 {
@@ -249,8 +251,9 @@ async fn run(cfg: Arc<config::Config>, access: front::access::AccessLog) -> u8 {
         tracing::info!("listening on {}", l.describe());
     }
     tracing::info!(
-        "starting {} worker(s) for {} with {}{}",
+        "starting {} worker(s) ({}) for {} with {}{}",
         cfg.workers.count,
+        cfg.workers.count_origin,
         cfg.app.module,
         cfg.app.python.display(),
         cfg.source

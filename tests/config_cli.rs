@@ -122,11 +122,25 @@ fn unknown_key_names_file_line_key_and_the_valid_keys() {
 
 #[test]
 fn wrong_type_names_file_line_key_and_an_example() {
+    let dir = dir_with("prod.toml", "[workers]\nthreads = \"four\"\n");
+    let out = corral(dir.path(), &["main:app", "-c", "prod.toml"]);
+    assert_refused(
+        &out,
+        &[
+            "prod.toml:2",
+            "workers.threads",
+            "invalid type",
+            "threads = 1",
+        ],
+    );
+    // workers.count takes a number or "auto", and says so.
     let dir = dir_with("prod.toml", "[workers]\ncount = \"four\"\n");
     let out = corral(dir.path(), &["main:app", "-c", "prod.toml"]);
     assert_refused(
         &out,
-        &["prod.toml:2", "workers.count", "invalid type", "count = 1"],
+        &[
+            "prod.toml:2: workers.count: \"four\" is not a number of workers: use a number of workers like 4, or \"auto\"",
+        ],
     );
 }
 

@@ -1,6 +1,8 @@
-//! Workers get exactly the documented environment: a fixed base, the
-//! variables named in `[app] pass_env`, `[app] env`, and corral's CORRAL_*
-//! variables; nothing else from corral's environment leaks in.
+//! The deprecated `[app] pass_env` keeps its old meaning: workers get a
+//! fixed base, the variables it names, `[app] env`, and corral's
+//! CORRAL_SLOT, CORRAL_GENERATION and CORRAL_REVISION; nothing else from
+//! corral's environment leaks in. (The default, the whole environment, is
+//! tested in `dropin_env.rs`.)
 
 mod common;
 use common::*;
@@ -43,7 +45,14 @@ fn workers_see_only_the_configured_environment() {
             "{expected} missing from {names:?}"
         );
     }
-    for leaked in ["SUPERVISOR_SECRET", "NO_COLOR", "CORRAL_APP", "CORRAL_FD"] {
+    for leaked in [
+        "SUPERVISOR_SECRET",
+        "NO_COLOR",
+        "CORRAL_APP",
+        "CORRAL_FD",
+        "CORRAL_WORKER_APP",
+        "CORRAL_WORKER_FD",
+    ] {
         assert!(
             !names.iter().any(|n| n == leaked),
             "{leaked} leaked into the worker: {names:?}"

@@ -9,7 +9,9 @@
 //!
 //! The flow is: read the file → parse it into the raw `Raw*` structs (serde,
 //! `deny_unknown_fields`; the first syntax or type error stops here) → merge
-//! the command line over it, fill the defaults and check the values (every
+//! the command line over it (flags, and the `CORRAL_*` variables clap read
+//! for flags not given), fill the defaults (some from the environment:
+//! `$PORT`, `$WEB_CONCURRENCY`, `$SCRIPT_NAME`, the usable CPUs) and check the values (every
 //! problem is collected, then all are reported at once). Each problem names
 //! the file, the line and the key (or the flag) and says how to fix it. The
 //! `///` docs on the `Raw*` fields are the config reference;
@@ -23,6 +25,8 @@
 //! checks every value. This module holds the resolved types, the errors and
 //! the pipeline that ties those steps together.
 
+#[cfg(test)]
+mod dropin_tests;
 mod instance;
 #[cfg(test)]
 mod proptests;
@@ -40,7 +44,7 @@ use serde::Deserialize;
 use crate::cli::RunArgs;
 pub use instance::{Place, SOCKET_NAME, running_sockets};
 use raw::{RawConfig, parse};
-pub use units::{BindAddr, ByteSize, ForwardedAllow, HumanDuration, MinReady};
+pub use units::{BindAddr, ByteSize, ForwardedAllow, HumanDuration, MinReady, WorkerCount};
 pub(crate) use validate::check_env;
 use validate::{Resolver, absolute};
 
@@ -61,6 +65,9 @@ pub struct Config {
     pub health: HealthConfig,
     pub control: ControlConfig,
     pub deploy: DeployConfig,
+    /// Things that work but should be written differently (a deprecated
+    /// key), logged once at start-up.
+    pub warnings: Vec<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -76,11 +83,93 @@ pub struct AppConfig {
     pub chdir: Option<PathBuf>,
     /// Absolute paths, in the order given.
     pub pythonpath: Vec<PathBuf>,
+    /// Set over what the workers inherit (`app.env`, then `--env`).
     pub env: BTreeMap<String, String>,
-    /// Names of corral's environment variables passed to the workers
-    /// (`["*"]`: all of them).
-    pub pass_env: Vec<String>,
+    /// The only variables of corral's environment the workers inherit:
+    /// names, or patterns with `*` ([`EnvAllow::allows`]). `None`: all of
+    /// them. Either way never the service manager's nor corral's own
+    /// ([`is_corral_own_env`]).
+    pub env_allow: Option<EnvAllow>,
+    /// Call the attribute with no arguments and serve what it returns
+    /// (`app.factory`, `--factory`). Never together with a `module` that
+    /// has arguments ("main:create_app('prod')"), which is a factory call
+    /// of its own.
+    pub factory: bool,
+    /// The prefix the app is mounted under ("/api"): SCRIPT_NAME for WSGI,
+    /// `root_path` for ASGI. "" for none; else it starts with "/", does not
+    /// end with "/", and holds only visible ASCII without '?', '#' or '%'.
+    pub root_path: String,
 }
+
+/// `app.env_allow`: the names and `*` patterns of the variables workers
+/// inherit from corral.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EnvAllow(pub Vec<String>);
+
+impl EnvAllow {
+    /// Whether `name` matches one of the names or patterns; `*` matches any
+    /// run of characters ("LC_*", "*_URL", "*").
+    pub fn allows(&self, name: &str) -> bool {
+        self.0.iter().any(|pattern| glob_match(pattern, name))
+    }
+}
+
+/// `*`-only glob matching, for [`EnvAllow`].
+fn glob_match(pattern: &str, name: &str) -> bool {
+    match pattern.split_once('*') {
+        None => pattern == name,
+        Some((head, rest)) => {
+            let Some(mut tail) = name.strip_prefix(head) else {
+                return false;
+            };
+            if !rest.contains('*') {
+                return tail.len() >= rest.len() && tail.ends_with(rest);
+            }
+            // Try every position for the next literal part.
+            loop {
+                if glob_match(rest, tail) {
+                    return true;
+                }
+                let mut chars = tail.chars();
+                if chars.next().is_none() {
+                    return false;
+                }
+                tail = chars.as_str();
+            }
+        }
+    }
+}
+
+/// The variables of corral's environment that belong to its service
+/// manager (systemd's socket activation, notify socket and watchdog) or to
+/// corral itself (`CORRAL_*`: its flags set from the environment, the
+/// status token, its re-exec hand-over): no worker inherits them, whatever
+/// `app.env_allow` says.
+pub fn is_corral_own_env(name: &str) -> bool {
+    const SERVICE_MANAGER: &[&str] = &[
+        "LISTEN_FDS",
+        "LISTEN_PID",
+        "LISTEN_FDNAMES",
+        "NOTIFY_SOCKET",
+        "WATCHDOG_USEC",
+        "WATCHDOG_PID",
+    ];
+    SERVICE_MANAGER.contains(&name) || name.starts_with("CORRAL_")
+}
+
+/// What `app.pass_env` (deprecated) used to give on top of its names, so
+/// that an old file keeps its meaning as `app.env_allow`.
+pub const OLD_BASE_ENV: &[&str] = &[
+    "PATH",
+    "HOME",
+    "LANG",
+    "LANGUAGE",
+    "LC_*",
+    "TZ",
+    "TMPDIR",
+    "VIRTUAL_ENV",
+    "PYTHONPATH",
+];
 
 /// The protocol between the worker and the app.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
@@ -171,6 +260,9 @@ pub struct Bind {
 pub struct WorkersConfig {
     /// At least 1.
     pub count: usize,
+    /// Where `count` came from, for the start-up log and `corral check`:
+    /// "--workers", "workers.count = \"auto\": affinity mask: 2 CPUs", ...
+    pub count_origin: String,
     /// Concurrent requests per WSGI worker (threads). At least 1.
     pub threads: usize,
     /// Most requests (open WebSockets and streaming responses included) one
@@ -509,12 +601,19 @@ struct Env {
     default_socket: Place,
     /// Where the default `deploy.state_dir` goes.
     default_state_dir: Place,
-    /// The CPUs this process may use (`available_parallelism`: its CPU
-    /// affinity and cgroup quota count), for `server.io_threads = 0`; 1 when
-    /// unknown.
+    /// The CPUs this process may use (its CPU affinity and cgroup quota,
+    /// see [`crate::cpus`]), for `server.io_threads = 0`.
     cpus: usize,
     /// `$CORRAL_STATUS_TOKEN` (see [`HealthConfig::status_token`]).
     status_token: Option<String>,
+    /// `$PORT`: the default bind is 0.0.0.0:$PORT when set.
+    port: Option<String>,
+    /// `$WEB_CONCURRENCY`: the default `workers.count` when set.
+    web_concurrency: Option<String>,
+    /// `$SCRIPT_NAME`: the default `app.root_path` when set (gunicorn).
+    script_name: Option<String>,
+    /// The CPUs for `workers.count = "auto"`, with the reason.
+    usable_cpus: crate::cpus::Usable,
 }
 
 /// The environment variable that holds the status token.
@@ -522,12 +621,18 @@ pub const STATUS_TOKEN_ENV: &str = "CORRAL_STATUS_TOKEN";
 
 impl Env {
     fn from_process() -> Env {
+        let usable_cpus = crate::cpus::usable();
+        let var = |name: &str| std::env::var_os(name).map(|v| v.to_string_lossy().into_owned());
         Env {
             virtual_env: std::env::var_os("VIRTUAL_ENV").map(PathBuf::from),
             default_socket: instance::default_socket(),
             default_state_dir: instance::default_state_dir(),
-            cpus: std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get),
+            cpus: usable_cpus.count,
             status_token: std::env::var(STATUS_TOKEN_ENV).ok(),
+            port: var("PORT"),
+            web_concurrency: var("WEB_CONCURRENCY"),
+            script_name: var("SCRIPT_NAME"),
+            usable_cpus,
         }
     }
 }
@@ -611,6 +716,8 @@ fn resolve_socket(
         file,
         cwd,
         problems: Vec::new(),
+        warnings: Vec::new(),
+        from_env: &[],
     };
     let control = r.control(socket, raw.control, default);
     if r.problems.is_empty() {
@@ -636,12 +743,14 @@ fn resolve(
         file,
         cwd,
         problems: Vec::new(),
+        warnings: Vec::new(),
+        from_env: &args.from_env,
     };
     // Whether `app.chdir` is set, even when [app] has problems of its own.
     let chdir_given = args.chdir.is_some() || raw.app.chdir.is_some();
-    let app = r.app(args, raw.app, env.virtual_env.as_deref());
-    let server = r.server(args, raw.server, env.cpus);
-    let workers = r.workers(args, raw.workers);
+    let app = r.app(args, raw.app, env);
+    let server = r.server(args, raw.server, env);
+    let workers = r.workers(args, raw.workers, env);
     let health = r.health(
         args,
         raw.health,
@@ -671,6 +780,7 @@ fn resolve(
             health,
             control,
             deploy,
+            warnings: r.warnings,
         }),
         _ => Err(ConfigError::Validate(r.problems)),
     }
@@ -691,6 +801,13 @@ mod tests {
             default_state_dir: Place::Fixed("/home/u/.local/state/corral".into()),
             cpus: 4,
             status_token: None,
+            port: None,
+            web_concurrency: None,
+            script_name: None,
+            usable_cpus: crate::cpus::Usable {
+                count: 4,
+                why: "affinity mask: 4 CPUs".into(),
+            },
         }
     }
 
@@ -884,7 +1001,7 @@ min_in_service = 2
         let args = RunArgs {
             app: Some("b:app".into()),
             bind: vec!["unix:web.sock".parse().unwrap()],
-            workers: Some(2),
+            workers: Some(WorkerCount::Count(2)),
             chdir: Some("x".into()),
             python: Some("python3.12".into()),
             env: vec![("B".into(), "flag".into())],
@@ -1267,8 +1384,8 @@ max_surge = 3
             Err("corral.toml:2: control.sokcet: unknown key `sokcet`, expected `socket`".into())
         );
         assert_eq!(
-            find(None, Some("[workers]\ncount = \"4\"\n")),
-            Err("corral.toml:2: workers.count: invalid type: string \"4\", expected usize; for example: count = 1".into())
+            find(None, Some("[workers]\nthreads = \"4\"\n")),
+            Err("corral.toml:2: workers.threads: invalid type: string \"4\", expected usize; for example: threads = 1".into())
         );
         assert_eq!(
             find(None, Some("[control]\n\nsocket = \"\"\n")),

@@ -11,7 +11,7 @@ use serde::de::{self, Deserializer, SeqAccess, Visitor};
 use toml::Spanned;
 
 use super::units::Umask;
-use super::{ByteSize, ConfigFile, HumanDuration, Interface, MinReady, Problem};
+use super::{ByteSize, ConfigFile, HumanDuration, Interface, MinReady, Problem, WorkerCount};
 
 /// Every key with its default; tested to parse and validate.
 const EXAMPLE: &str = include_str!("../../config/example.toml");
@@ -63,17 +63,38 @@ pub(super) struct RawApp {
     /// Default none.
     #[serde(default)]
     pub(super) pythonpath: Vec<Spanned<String>>,
-    /// Extra environment variables for the workers (a table of strings).
-    /// `--env KEY=VALUE` flags are merged over it.
+    /// Extra environment variables for the workers (a table of strings),
+    /// set over what they inherit. `--env KEY=VALUE` flags are merged over
+    /// it.
     #[serde(default)]
     pub(super) env: BTreeMap<String, Spanned<String>>,
-    /// Names of corral's own environment variables the workers get too
-    /// (e.g. ["DATABASE_URL", "SENTRY_DSN"]). Workers otherwise see only a
-    /// fixed base (PATH, HOME, LANG, LC_*, TZ, TMPDIR, VIRTUAL_ENV,
-    /// PYTHONPATH), `env`, and corral's CORRAL_* variables. Default none;
-    /// `["*"]` passes everything (gunicorn's behaviour).
-    #[serde(default)]
-    pub(super) pass_env: Vec<String>,
+    /// Hardening: the only variables of corral's environment the workers
+    /// inherit, as names or patterns with `*` (like "LC_*"), e.g. ["PATH",
+    /// "HOME", "LANG", "LC_*", "DATABASE_URL"]. `env` and corral's own
+    /// CORRAL_SLOT, CORRAL_GENERATION and CORRAL_REVISION are set either way.
+    /// Default: not set, the workers inherit corral's whole environment
+    /// (as under gunicorn, uvicorn and granian) except the service
+    /// manager's variables (LISTEN_FDS, LISTEN_PID, LISTEN_FDNAMES,
+    /// NOTIFY_SOCKET, WATCHDOG_USEC, WATCHDOG_PID) and corral's own
+    /// (every CORRAL_* variable, like CORRAL_STATUS_TOKEN), which never
+    /// reach a worker, allowed or not.
+    pub(super) env_allow: Option<Spanned<Vec<Spanned<String>>>>,
+    /// Deprecated: read as `env_allow` with the base corral used to pass
+    /// (PATH, HOME, LANG, LANGUAGE, LC_*, TZ, TMPDIR, VIRTUAL_ENV,
+    /// PYTHONPATH) plus these names, so an old file keeps its meaning, with
+    /// a warning; ["*"] is the default now. Not together with `env_allow`.
+    pub(super) pass_env: Option<Spanned<Vec<String>>>,
+    /// The attribute named by `module` is an app factory: call it with no
+    /// arguments and serve what it returns (uvicorn's and granian's
+    /// `--factory`). "main:create_app('prod', debug=False)" calls it with
+    /// those arguments instead (literals only, as gunicorn). Default false.
+    pub(super) factory: Option<Spanned<bool>>,
+    /// The path prefix the app is mounted under behind a proxy, like
+    /// "/api": WSGI apps get it as SCRIPT_NAME (and PATH_INFO without it
+    /// when the request path starts with it), ASGI apps as the scope's
+    /// `root_path` (with `path` starting with it, as uvicorn does). Default:
+    /// $SCRIPT_NAME when set (as gunicorn reads it), else none.
+    pub(super) root_path: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -81,7 +102,9 @@ pub(super) struct RawApp {
 pub(super) struct RawServer {
     /// Addresses to listen on: "HOST:PORT" with an IP address
     /// ("0.0.0.0:8000", "[::]:8000", "localhost:8000") or "unix:/path"
-    /// (relative to this file's folder). Default ["127.0.0.1:8000"].
+    /// (relative to this file's folder). Default: ["0.0.0.0:$PORT"] when the
+    /// environment variable PORT is set (as gunicorn and uvicorn do on
+    /// Heroku, Render, Cloud Run, Fly), else ["127.0.0.1:8000"].
     pub(super) bind: Option<Spanned<Vec<Spanned<String>>>>,
     /// Listen queue length passed to listen(2). Default 2048.
     pub(super) backlog: Option<Spanned<u32>>,
@@ -162,8 +185,11 @@ pub(super) struct RawServer {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawWorkers {
-    /// Number of worker processes. Default 1.
-    pub(super) count: Option<Spanned<usize>>,
+    /// Number of worker processes, or "auto": one per CPU this process may
+    /// use (its affinity mask and cgroup CPU quota, the smallest, rounded
+    /// up). Default: $WEB_CONCURRENCY when set (as gunicorn and uvicorn
+    /// read it on Heroku, Render, Fly), else 1.
+    pub(super) count: Option<Spanned<WorkerCount>>,
     /// Threads per WSGI worker (concurrent requests each). Default 1.
     pub(super) threads: Option<Spanned<usize>>,
     /// The most requests (open WebSockets and streaming responses included)
@@ -719,10 +745,18 @@ mod tests {
             unknown.starts_with("corral.toml:3: server.keepalvie: unknown key `keepalvie`, expected one of `bind`, `backlog`, `keepalive`"),
             "{unknown}"
         );
-        let wrong_type = error_text("[workers]\n\ncount = \"4\"\n");
+        let wrong_type = error_text("[workers]\n\nthreads = \"4\"\n");
         assert_eq!(
             wrong_type,
-            "corral.toml:3: workers.count: invalid type: string \"4\", expected usize; for example: count = 1"
+            "corral.toml:3: workers.threads: invalid type: string \"4\", expected usize; for example: threads = 1"
+        );
+        assert_eq!(
+            error_text("[workers]\ncount = \"many\"\n"),
+            "corral.toml:2: workers.count: \"many\" is not a number of workers: use a number of workers like 4, or \"auto\" for one per CPU"
+        );
+        assert_eq!(
+            error_text("[workers]\ncount = -2\n"),
+            "corral.toml:2: workers.count: -2 is not a number of workers: use a number of workers like 4, or \"auto\" for one per CPU"
         );
         let bind_type = error_text("[server]\nbind = \"0.0.0.0:80\"\n");
         assert!(

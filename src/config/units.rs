@@ -2,6 +2,7 @@
 //! line: durations ([`HumanDuration`], "30s"), byte sizes ([`ByteSize`],
 //! "64KiB"), listen addresses ([`BindAddr`], "127.0.0.1:8000" or
 //! "unix:/path"), worker counts for readiness ([`MinReady`], 2 or "50%"),
+//! the number of workers ([`WorkerCount`], 4 or "auto"),
 //! umasks ([`Umask`], "027") and the trusted proxies ([`ForwardedAllow`],
 //! "10.0.0.0/8" or "*"). Each but [`ForwardedAllow`] parses with `FromStr`
 //! (used by the flags); all but [`BindAddr`] and [`ForwardedAllow`] also
@@ -305,6 +306,64 @@ impl<'de> Deserialize<'de> for MinReady {
             fn visit_f64<E: de::Error>(self, v: f64) -> Result<MinReady, E> {
                 Err(E::custom(format!(
                     "{v} is not a count or a percentage: {MIN_READY_HOW}"
+                )))
+            }
+        }
+        deserializer.deserialize_any(V)
+    }
+}
+
+/// `workers.count` and `--workers`: a number of worker processes, or
+/// "auto" for the CPUs this process may use (see [`crate::cpus`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WorkerCount {
+    Count(usize),
+    Auto,
+}
+
+const WORKER_COUNT_HOW: &str = "use a number of workers like 4, or \"auto\" for one per CPU";
+
+impl FromStr for WorkerCount {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<WorkerCount, String> {
+        let text = s.trim();
+        if text.eq_ignore_ascii_case("auto") {
+            return Ok(WorkerCount::Auto);
+        }
+        text.parse()
+            .map(WorkerCount::Count)
+            .map_err(|_| format!("\"{s}\" is not a number of workers: {WORKER_COUNT_HOW}"))
+    }
+}
+
+impl<'de> Deserialize<'de> for WorkerCount {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = WorkerCount;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a number of workers like 4, or \"auto\"")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<WorkerCount, E> {
+                v.parse().map_err(E::custom)
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<WorkerCount, E> {
+                usize::try_from(v)
+                    .map(WorkerCount::Count)
+                    .map_err(|_| E::custom(format!("{v} is too large: {WORKER_COUNT_HOW}")))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<WorkerCount, E> {
+                match u64::try_from(v) {
+                    Ok(v) => self.visit_u64(v),
+                    Err(_) => Err(E::custom(format!(
+                        "{v} is not a number of workers: {WORKER_COUNT_HOW}"
+                    ))),
+                }
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<WorkerCount, E> {
+                Err(E::custom(format!(
+                    "{v} is not a number of workers: {WORKER_COUNT_HOW}"
                 )))
             }
         }

@@ -19,8 +19,9 @@ use super::raw::{
 };
 use super::{
     AppConfig, Bind, BindAddr, ByteSize, ConfigFile, ControlConfig, DEFAULT_FILE, DeployConfig,
-    ForwardedAllow, HealthConfig, HumanDuration, Identity, Interface, Limits, MinReady, Problem,
-    RevisionSource, Rollback, Secret, ServerConfig, Strategy, WorkersConfig,
+    Env, EnvAllow, ForwardedAllow, HealthConfig, HumanDuration, Identity, Interface, Limits,
+    MinReady, OLD_BASE_ENV, Problem, RevisionSource, Rollback, Secret, ServerConfig, Strategy,
+    WorkerCount, WorkersConfig, is_corral_own_env,
 };
 use crate::cli::RunArgs;
 
@@ -95,6 +96,10 @@ pub(super) struct Resolver<'a> {
     pub(super) file: Option<&'a ConfigFile>,
     pub(super) cwd: &'a Path,
     pub(super) problems: Vec<Problem>,
+    pub(super) warnings: Vec<String>,
+    /// The flags ("--workers", "APP") whose value came from the
+    /// environment (`CORRAL_WORKERS`), so that a problem names the variable.
+    pub(super) from_env: &'a [String],
 }
 
 impl Resolver<'_> {
@@ -104,6 +109,15 @@ impl Resolver<'_> {
             key: Some(at.key.clone()),
             message: message.into(),
         });
+    }
+
+    /// A flag, or its `CORRAL_*` variable when that is where the value came
+    /// from.
+    fn flag(&self, flag: &str) -> At {
+        if self.from_env.iter().any(|f| f == flag) {
+            return At::flag(&crate::cli::env_name(flag));
+        }
+        At::flag(flag)
     }
 
     fn in_file(&self, span: Range<usize>, key: &str) -> At {
@@ -126,7 +140,7 @@ impl Resolver<'_> {
         default: T,
     ) -> (T, At) {
         match (flag.0, file.0) {
-            (Some(v), _) => (v.clone(), At::flag(flag.1)),
+            (Some(v), _) => (v.clone(), self.flag(flag.1)),
             (None, Some(v)) => (v.get_ref().clone(), self.in_file(v.span(), file.1)),
             (None, None) => (default, At::flag(file.1)),
         }
@@ -142,14 +156,11 @@ impl Resolver<'_> {
         Some(absolute(self.file_dir(), Path::new(value.get_ref())))
     }
 
-    pub(super) fn app(
-        &mut self,
-        args: &RunArgs,
-        raw: RawApp,
-        virtual_env: Option<&Path>,
-    ) -> Option<AppConfig> {
+    pub(super) fn app(&mut self, args: &RunArgs, raw: RawApp, env: &Env) -> Option<AppConfig> {
+        let virtual_env = env.virtual_env.as_deref();
+        let script_name = env.script_name.clone();
         let module = match (&args.app, &raw.module) {
-            (Some(m), _) => Some((m.clone(), At::flag("APP"))),
+            (Some(m), _) => Some((m.clone(), self.flag("APP"))),
             (None, Some(m)) => Some((m.get_ref().clone(), self.in_file(m.span(), "app.module"))),
             (None, None) => None,
         };
@@ -224,6 +235,40 @@ impl Resolver<'_> {
             env.insert(key.clone(), value.clone());
         }
 
+        let env_allow = self.env_allow(raw.env_allow, raw.pass_env);
+
+        let (factory, factory_at) = match (args.factory, &raw.factory) {
+            (true, _) => (true, Some(self.flag("--factory"))),
+            (false, Some(f)) => (*f.get_ref(), Some(self.in_file(f.span(), "app.factory"))),
+            (false, None) => (false, None),
+        };
+        if let (true, Some(module), Some(at)) = (factory, &module, factory_at)
+            && module.contains('(')
+        {
+            let message = format!(
+                "\"{module}\" already calls its factory with arguments: drop {} or the parentheses",
+                if at.location.is_some() {
+                    "`factory = true`"
+                } else {
+                    "--factory"
+                }
+            );
+            self.fail(&at, message);
+        }
+
+        let root_path = match (&args.root_path, &raw.root_path) {
+            (Some(p), _) => Some((p.clone(), self.flag("--root-path"))),
+            (None, Some(p)) => Some((p.get_ref().clone(), self.in_file(p.span(), "app.root_path"))),
+            (None, None) => script_name.map(|p| (p, At::flag("SCRIPT_NAME (environment)"))),
+        };
+        let root_path = match root_path {
+            None => String::new(),
+            Some((path, at)) => check_root_path(&path).unwrap_or_else(|message| {
+                self.fail(&at, message);
+                String::new()
+            }),
+        };
+
         Some(AppConfig {
             module: module?,
             interface,
@@ -231,12 +276,81 @@ impl Resolver<'_> {
             chdir,
             pythonpath,
             env,
-            pass_env: raw.pass_env,
+            env_allow,
+            factory,
+            root_path,
         })
     }
 
-    /// `cpus`: the CPUs this process may use, for `io_threads = 0`.
-    pub(super) fn server(&mut self, args: &RunArgs, raw: RawServer, cpus: usize) -> ServerConfig {
+    /// `app.env_allow`, or the deprecated `app.pass_env` read as one.
+    fn env_allow(
+        &mut self,
+        allow: Option<Spanned<Vec<Spanned<String>>>>,
+        pass_env: Option<Spanned<Vec<String>>>,
+    ) -> Option<EnvAllow> {
+        if let (Some(_), Some(pass)) = (&allow, &pass_env) {
+            let at = self.in_file(pass.span(), "app.pass_env");
+            self.fail(
+                &at,
+                "is the old name of env_allow: move its names into env_allow and remove it",
+            );
+            return None;
+        }
+        if let Some(pass) = pass_env {
+            let at = self.in_file(pass.span(), "app.pass_env");
+            let names = pass.into_inner();
+            if names.iter().any(|n| n == "*") {
+                self.warnings.push(format!(
+                    "{}: pass_env = [\"*\"] is the default now (workers inherit corral's environment): remove it",
+                    at.origin()
+                ));
+                return None;
+            }
+            let mut allowed: Vec<String> = OLD_BASE_ENV.iter().map(|n| (*n).to_owned()).collect();
+            allowed.extend(names.iter().cloned());
+            let list = allowed
+                .iter()
+                .map(|n| format!("\"{n}\""))
+                .collect::<Vec<_>>()
+                .join(", ");
+            self.warnings.push(format!(
+                "{}: pass_env is deprecated: workers now inherit corral's whole environment; to keep \
+                 this file's allowlist write env_allow = [{list}], or remove pass_env to pass everything",
+                at.origin()
+            ));
+            return Some(EnvAllow(allowed));
+        }
+        let allow = allow?;
+        let mut names = Vec::new();
+        for name in allow.into_inner() {
+            let at = self.in_file(name.span(), "app.env_allow");
+            let text = name.into_inner();
+            if text.is_empty() || text.contains(['=', '\0']) {
+                self.fail(
+                    &at,
+                    format!(
+                        "\"{}\" is not a variable name or pattern: write names like \"DATABASE_URL\" or patterns like \"LC_*\"",
+                        text.escape_default()
+                    ),
+                );
+            } else if is_corral_own_env(&text) {
+                self.fail(
+                    &at,
+                    format!(
+                        "{text} belongs to corral or its service manager and never reaches a worker: remove it (set a value for the workers in [app.env] instead)"
+                    ),
+                );
+            } else {
+                names.push(text);
+            }
+        }
+        Some(EnvAllow(names))
+    }
+
+    /// `env`: `$PORT` for the default bind, the CPUs this process may use
+    /// for `io_threads = 0`.
+    pub(super) fn server(&mut self, args: &RunArgs, raw: RawServer, env: &Env) -> ServerConfig {
+        let cpus = env.cpus;
         let mut bind = Vec::new();
         if !args.bind.is_empty() {
             for addr in &args.bind {
@@ -244,7 +358,7 @@ impl Resolver<'_> {
                     BindAddr::Unix(path) => BindAddr::Unix(absolute(self.cwd, path)),
                     tcp => tcp.clone(),
                 };
-                bind.push((addr, At::flag("--bind")));
+                bind.push((addr, self.flag("--bind")));
             }
         } else if let Some(list) = &raw.bind {
             if list.get_ref().is_empty() {
@@ -273,10 +387,26 @@ impl Resolver<'_> {
             seen.push(Bind { addr, origin });
         }
         if seen.is_empty() && args.bind.is_empty() && raw.bind.is_none() {
-            seen.push(Bind {
-                addr: BindAddr::Tcp(DEFAULT_BIND),
-                origin: "default (no --bind or server.bind given)".to_owned(),
-            });
+            match env.port.as_deref().map(str::trim) {
+                // As gunicorn and uvicorn do on a PaaS: all interfaces.
+                Some(port) => match port.parse::<u16>() {
+                    Ok(port) => seen.push(Bind {
+                        addr: BindAddr::Tcp(SocketAddr::new(Ipv4Addr::UNSPECIFIED.into(), port)),
+                        origin: "PORT (environment; no --bind or server.bind given)".to_owned(),
+                    }),
+                    Err(_) => self.fail(
+                        &At::flag("PORT (environment)"),
+                        format!(
+                            "\"{}\" is not a port number (0 to 65535); it is used because no --bind or server.bind is given: fix or unset PORT, or give --bind",
+                            port.escape_default()
+                        ),
+                    ),
+                },
+                None => seen.push(Bind {
+                    addr: BindAddr::Tcp(DEFAULT_BIND),
+                    origin: "default (no --bind or server.bind given)".to_owned(),
+                }),
+            }
         }
 
         let (backlog, at) = self.pick(
@@ -389,7 +519,7 @@ impl Resolver<'_> {
                 let entries = list.split(',').map(str::trim).filter(|e| !e.is_empty());
                 for entry in entries {
                     if let Err(message) = allow.add(entry) {
-                        self.fail(&At::flag("--forwarded-allow-ips"), message);
+                        self.fail(&self.flag("--forwarded-allow-ips"), message);
                     }
                 }
             }
@@ -406,16 +536,40 @@ impl Resolver<'_> {
         allow
     }
 
-    pub(super) fn workers(&mut self, args: &RunArgs, raw: RawWorkers) -> WorkersConfig {
-        let (count, at) = self.pick(
-            (args.workers.as_ref(), "--workers"),
-            (raw.count.as_ref(), "workers.count"),
-            1,
-        );
+    /// `env`: `$WEB_CONCURRENCY` and the CPUs for `count = "auto"`.
+    pub(super) fn workers(&mut self, args: &RunArgs, raw: RawWorkers, env: &Env) -> WorkersConfig {
+        let web_concurrency = env
+            .web_concurrency
+            .as_deref()
+            .map(|text| text.parse::<WorkerCount>());
+        let env_at = || At::flag("WEB_CONCURRENCY (environment)");
+        let (count, at) = match (args.workers, &raw.count, web_concurrency) {
+            (Some(n), _, _) => (Some(n), self.flag("--workers")),
+            (None, Some(n), _) => (Some(*n.get_ref()), self.in_file(n.span(), "workers.count")),
+            (None, None, Some(Ok(n))) => (Some(n), env_at()),
+            (None, None, Some(Err(message))) => {
+                let message =
+                    format!("{message}; it is used because no --workers or workers.count is given");
+                self.fail(&env_at(), message);
+                (None, env_at())
+            }
+            (None, None, None) => (
+                Some(WorkerCount::Count(1)),
+                At::flag("default: no --workers, workers.count or WEB_CONCURRENCY given"),
+            ),
+        };
+        let (count, count_origin) = match count {
+            Some(WorkerCount::Count(n)) => (n, at.origin()),
+            Some(WorkerCount::Auto) => (
+                env.usable_cpus.count,
+                format!("{} = auto: {}", at.origin(), env.usable_cpus.why),
+            ),
+            None => (1, at.origin()),
+        };
         if count == 0 {
             self.fail(
                 &at,
-                "must be at least 1 (it is the number of worker processes)",
+                "must be at least 1 (it is the number of worker processes), or \"auto\"",
             );
         }
         let (threads, at) = self.pick(
@@ -525,7 +679,7 @@ impl Resolver<'_> {
             self.fail(&at, message);
         }
         let max_memory = match (&args.max_memory, &raw.max_memory) {
-            (Some(size), _) => Some((*size, At::flag("--max-memory"))),
+            (Some(size), _) => Some((*size, self.flag("--max-memory"))),
             (None, Some(size)) => Some((
                 *size.get_ref(),
                 self.in_file(size.span(), "workers.max_memory"),
@@ -542,7 +696,7 @@ impl Resolver<'_> {
             self.fail(at, message);
         }
         let user = match (&args.user, &raw.user) {
-            (Some(user), _) => Some((user.clone(), At::flag("--user"))),
+            (Some(user), _) => Some((user.clone(), self.flag("--user"))),
             (None, Some(user)) => Some((
                 user.get_ref().clone(),
                 self.in_file(user.span(), "workers.user"),
@@ -550,7 +704,7 @@ impl Resolver<'_> {
             (None, None) => None,
         };
         let group = match (&args.group, &raw.group) {
-            (Some(group), _) => Some((group.clone(), At::flag("--group"))),
+            (Some(group), _) => Some((group.clone(), self.flag("--group"))),
             (None, Some(group)) => Some((
                 group.get_ref().clone(),
                 self.in_file(group.span(), "workers.group"),
@@ -561,6 +715,7 @@ impl Resolver<'_> {
         let limits = self.limits(&raw.limits);
         WorkersConfig {
             count,
+            count_origin,
             threads,
             concurrency,
             timeout: timeout.0,
@@ -678,7 +833,7 @@ impl Resolver<'_> {
         env_token: Option<&str>,
     ) -> HealthConfig {
         let status = match (&args.status_bind, &raw.status_bind) {
-            (Some(addr), _) => Some((absolute_bind(self.cwd, addr), At::flag("--status-bind"))),
+            (Some(addr), _) => Some((absolute_bind(self.cwd, addr), self.flag("--status-bind"))),
             (None, Some(text)) => {
                 let at = self.in_file(text.span(), "health.status_bind");
                 match text.get_ref().parse::<BindAddr>() {
@@ -724,7 +879,7 @@ impl Resolver<'_> {
         self.check_min_workers(min_ready, &at, workers.count, count_key, "100%");
 
         let ready_path = match (&args.ready_path, &raw.ready_path) {
-            (Some(path), _) => Some((path.clone(), At::flag("--ready-path"))),
+            (Some(path), _) => Some((path.clone(), self.flag("--ready-path"))),
             (None, Some(path)) => {
                 let at = self.in_file(path.span(), "health.ready_path");
                 Some((path.get_ref().clone(), at))
@@ -804,7 +959,7 @@ impl Resolver<'_> {
             return None;
         }
         let (text, at) = if let Some(path) = &args.status_token_file {
-            let at = At::flag("--status-token-file");
+            let at = self.flag("--status-token-file");
             (self.read_token(&absolute(self.cwd, path), &at)?, at)
         } else if let Some(token) = env_token {
             (token.to_owned(), At::flag(super::STATUS_TOKEN_ENV))
@@ -852,7 +1007,7 @@ impl Resolver<'_> {
         default: &Path,
     ) -> ControlConfig {
         let socket = match (flag, &raw.socket) {
-            (Some(path), _) => Some((absolute(self.cwd, path), At::flag("--socket"))),
+            (Some(path), _) => Some((absolute(self.cwd, path), self.flag("--socket"))),
             (None, Some(path)) => {
                 let at = self.in_file(path.span(), "control.socket");
                 self.file_path(path, "control.socket").map(|p| (p, at))
@@ -1184,7 +1339,46 @@ fn check_module(spec: &str) -> Result<String, String> {
     if callable.trim().is_empty() {
         return Err(format!("\"{spec}\" has no callable after ':': {example}"));
     }
+    // "create_app('prod', debug=False)": a factory call, whose literal
+    // arguments the worker parses (it never evaluates code).
+    let name = match callable.split_once('(') {
+        Some((name, _)) if !callable.ends_with(')') => {
+            return Err(format!(
+                "\"{spec}\" opens a call to {name} but does not end with ')': write \"{module}:{name}()\" or \"{module}:{name}('arg', key=1)\""
+            ));
+        }
+        Some((name, _)) => name,
+        None => callable,
+    };
+    if !name.split('.').all(identifier) {
+        return Err(format!(
+            "\"{name}\" is not a Python attribute name: {example}, or a factory call like \"main:create_app()\""
+        ));
+    }
     Ok(format!("{module}:{callable}"))
+}
+
+/// `app.root_path` checked and normalised: "" or "/" is none, a trailing
+/// '/' is dropped.
+fn check_root_path(path: &str) -> Result<String, String> {
+    let example = "write the prefix the app is mounted under, like \"/api\"";
+    if path.is_empty() || path == "/" {
+        return Ok(String::new());
+    }
+    if !path.starts_with('/') {
+        return Err(format!("\"{path}\" does not start with '/': {example}"));
+    }
+    if let Some(c) = path
+        .chars()
+        .find(|c| !c.is_ascii_graphic() || matches!(c, '?' | '#' | '%'))
+    {
+        return Err(format!(
+            "\"{}\" holds {:?}, which a path prefix may not: {example} (visible ASCII, no '?', '#' or '%')",
+            path.escape_default(),
+            c
+        ));
+    }
+    Ok(path.trim_end_matches('/').to_owned())
 }
 
 /// Why `token` cannot be the status token: it travels in an
@@ -1596,7 +1790,7 @@ mod tests {
              lower it to 2 or less, or use a percentage like \"100%\""
         );
         let args = RunArgs {
-            workers: Some(1),
+            workers: Some(WorkerCount::Count(1)),
             ..RunArgs::default()
         };
         let err = min_ready("[workers]\ncount = 4\n[health]\nmin_ready = 2\n", &args)
@@ -1752,7 +1946,7 @@ mod tests {
             )
         );
         let args = RunArgs {
-            workers: Some(1),
+            workers: Some(WorkerCount::Count(1)),
             ..RunArgs::default()
         };
         assert!(
@@ -1976,7 +2170,7 @@ mod tests {
         );
         let args = RunArgs {
             app: Some("main:app".into()),
-            workers: Some(0),
+            workers: Some(WorkerCount::Count(0)),
             ..RunArgs::default()
         };
         let err = resolve(&args, None, Path::new("/cwd"), &env()).unwrap_err();

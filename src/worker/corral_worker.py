@@ -3,10 +3,10 @@
 This script is compiled into the corral binary and run by the configured
 interpreter (CPython 3.9+, standard library only). It never parses HTTP:
 corral sends pre-parsed requests over a private, inherited Unix socket
-(fd CORRAL_FD) using the framed protocol described in src/worker/protocol.rs.
+(fd CORRAL_WORKER_FD) using the framed protocol described in src/worker/protocol.rs.
 
 Frame: 9-byte header <u32 payload length, u8 kind, u32 stream id> + payload.
-WSGI apps: CORRAL_THREADS threads take turns reading the socket
+WSGI apps: CORRAL_WORKER_THREADS threads take turns reading the socket
 (leader/follower): the thread that reads a new request usually runs it
 itself, so a request costs no thread hand-off.
 ASGI apps: one event loop (uvloop when installed) reads the socket as an
@@ -73,6 +73,14 @@ HOLD_IF_FASTER_THAN = 0.0005
 
 
 STACKS = None  # where SIGUSR1 dumps the stacks: an fd, kept open
+# The prefix the app is mounted under ([app] root_path), like "/api", or "".
+ROOT_PATH = ""
+
+
+def under_root(path, root):
+    """Whether the request path already carries the prefix (at a segment
+    boundary: "/api" and "/api/x" do, "/apix" does not)."""
+    return path == root or path.startswith(root + "/")
 
 
 class ClientDisconnected(OSError):
@@ -502,8 +510,9 @@ class WsgiRunner:
             # (Werkzeug reads chunked bodies only when this is set).
             "wsgi.input_terminated": True,
             "wsgi.file_wrapper": FileWrapper,
-            "SCRIPT_NAME": "",
+            "SCRIPT_NAME": ROOT_PATH,
         }
+        self.root = ROOT_PATH
 
     def run(self, st):
         conn = self.conn
@@ -511,6 +520,13 @@ class WsgiRunner:
         environ = self.base.copy()
         it = iter(st.head.decode("latin-1").split("\0"))
         environ.update(zip(it, it))
+        root = self.root
+        if root:
+            # As gunicorn does with SCRIPT_NAME; a path without the prefix
+            # (a proxy that strips it) is the app's path as it is.
+            path = environ.get("PATH_INFO", "")
+            if under_root(path, root):
+                environ["PATH_INFO"] = path[len(root):]
         # A body that came whole needs no flow control: C-speed BytesIO.
         environ["wsgi.input"] = BytesIO(st.body) if st.chunks is None else Input(conn, st)
         is_head = environ.get("REQUEST_METHOD") == "HEAD"
@@ -916,6 +932,12 @@ class AsgiWorker:
             # UTF-8 sent as it is (corral passes bytes above 0x7F through):
             # decoded as its percent-encoded form would be.
             path = self.unquote_to_bytes(raw_path).decode("utf-8", "replace")
+        root = ROOT_PATH
+        if root and not under_root(path, root):
+            # uvicorn's --root-path: the proxy stripped the prefix, and the
+            # ASGI spec wants it in front of path (and raw_path).
+            path = root + path
+            raw_path = root.encode("ascii") + raw_path
         h = parts[9:]
         scheme = parts[1].decode("latin-1")
         if kind == "websocket":
@@ -929,7 +951,7 @@ class AsgiWorker:
             "path": path,
             "raw_path": raw_path,
             "query_string": parts[3],
-            "root_path": "",
+            "root_path": root,
             "headers": list(zip(h[::2], h[1::2])),
             "client": (parts[5].decode("latin-1"), int(parts[6])) if parts[5] else None,
             "server": (parts[7].decode("latin-1"), int(parts[8]) if parts[8] else None),
@@ -1274,36 +1296,94 @@ def app_traceback(exc):
     return "".join(traceback.format_exception(type(exc), exc, tb))
 
 
-def load_app(spec):
+def parse_call(text):
+    """"create_app('prod', debug=False)" -> ("create_app", args, kwargs). The
+    arguments must be literals (ast.literal_eval): nothing is evaluated."""
+    import ast
+
+    how = ("write a call with literal arguments, like create_app() or "
+           "create_app('prod', debug=False)")
+    try:
+        node = ast.parse(text.strip(), mode="eval").body
+    except SyntaxError:
+        raise ValueError("%r is not a factory call: %s" % (text, how)) from None
+    if not isinstance(node, ast.Call):
+        raise ValueError("%r is not a factory call: %s" % (text, how))
+    names = []
+    func = node.func
+    while isinstance(func, ast.Attribute):
+        names.append(func.attr)
+        func = func.value
+    if not isinstance(func, ast.Name):
+        raise ValueError("%r does not call a name: %s" % (text, how))
+    names.append(func.id)
+
+    def literal(arg):
+        if isinstance(arg, ast.Starred):
+            raise ValueError("%r unpacks *args: %s" % (text, how))
+        try:
+            return ast.literal_eval(arg)
+        except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+            raise ValueError(
+                "%r: argument %s is not a literal (strings, numbers, True, False, None, "
+                "tuples, lists, dicts, sets): %s" % (text, ast.dump(arg)[:80], how)) from None
+
+    args = [literal(a) for a in node.args]
+    kwargs = {}
+    for kw in node.keywords:
+        if kw.arg is None:
+            raise ValueError("%r unpacks **kwargs: %s" % (text, how))
+        kwargs[kw.arg] = literal(kw.value)
+    return ".".join(reversed(names)), args, kwargs
+
+
+def load_app(spec, factory=False):
+    """Imports "module:attr" and returns the app. "module:factory(args)", or
+    factory=True (--factory), calls the attribute and returns what it gives."""
     module_name, _, attr = spec.partition(":")
     attr = attr or "application"
+    args, kwargs, call = (), {}, factory
+    if "(" in attr:
+        attr, args, kwargs = parse_call(attr)
+        call = True
     import importlib
 
     module = importlib.import_module(module_name)
     obj = module
     for part in attr.split("."):
         obj = getattr(obj, part)
+    if call:
+        if not callable(obj):
+            raise TypeError("%s:%s is not callable (got %s), so it cannot be an app factory"
+                            % (module_name, attr, type(obj).__name__))
+        obj = obj(*args, **kwargs)
+        if not callable(obj):
+            raise TypeError("the app factory %s returned %s, not a callable app"
+                            % (spec if "(" in spec else spec + "()", type(obj).__name__))
     return obj
 
 
 def main():
-    fd = int(os.environ.pop("CORRAL_FD", "3"))
+    fd = int(os.environ.pop("CORRAL_WORKER_FD", "3"))
     # The channel stays with this process: a subprocess the app starts
     # (os.system, a shell) must not hold it open after the worker is gone.
     os.set_inheritable(fd, False)
-    spec = os.environ.pop("CORRAL_APP")
-    threads = int(os.environ.pop("CORRAL_THREADS", "1"))
-    extra_path = os.environ.pop("CORRAL_PYTHONPATH", "")
-    graceful = float(os.environ.pop("CORRAL_GRACEFUL_TIMEOUT", "30"))
-    interface = os.environ.pop("CORRAL_INTERFACE", "auto")
-    heartbeat = float(os.environ.pop("CORRAL_HEARTBEAT", "0"))
+    spec = os.environ.pop("CORRAL_WORKER_APP")
+    threads = int(os.environ.pop("CORRAL_WORKER_THREADS", "1"))
+    extra_path = os.environ.pop("CORRAL_WORKER_PYTHONPATH", "")
+    graceful = float(os.environ.pop("CORRAL_WORKER_GRACEFUL_TIMEOUT", "30"))
+    interface = os.environ.pop("CORRAL_WORKER_INTERFACE", "auto")
+    heartbeat = float(os.environ.pop("CORRAL_WORKER_HEARTBEAT", "0"))
+    factory = bool(os.environ.pop("CORRAL_WORKER_FACTORY", ""))
+    global ROOT_PATH
+    ROOT_PATH = os.environ.pop("CORRAL_WORKER_ROOT_PATH", "")
     sock = socket.socket(fileno=fd)
     conn = Connection(sock)
 
     # SIGUSR1 dumps every thread's stack (even with the GIL held) into the
     # file corral handed over as an open fd (it reads, logs and shows them
     # in /status); stderr when there is none.
-    stacks_fd = os.environ.pop("CORRAL_STACKS_FD", "")
+    stacks_fd = os.environ.pop("CORRAL_WORKER_STACKS_FD", "")
     global STACKS
     if stacks_fd:
         STACKS = int(stacks_fd)
@@ -1324,7 +1404,7 @@ def main():
     t0 = time.monotonic()
     asgi = None
     try:
-        app = load_app(spec)
+        app = load_app(spec, factory)
         if not callable(app):
             raise TypeError("%s is not callable (got %s)" % (spec, type(app).__name__))
         if interface == "asgi" or (interface == "auto" and is_asgi(app)):

@@ -1,5 +1,9 @@
 //! Starting a worker process: fork+exec of the configured interpreter running
 //! the embedded worker script, with its end of a private socket pair as fd 3.
+//! Its environment is corral's (or the part `[app] env_allow` names) minus
+//! the service manager's and corral's own variables
+//! ([`crate::config::is_corral_own_env`]), then `[app] env` and the
+//! `CORRAL_WORKER_*` hand-over variables the worker script reads.
 
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
@@ -31,9 +35,9 @@ pub struct Launcher {
     env: Vec<(String, String)>,
     /// Read the workers' stdout/stderr into corral's log (else inherit them).
     capture: bool,
-    /// corral's variables the workers get besides the base (or all of them).
-    pass_env: Vec<String>,
-    pass_all_env: bool,
+    /// The only variables of corral's environment the workers inherit;
+    /// `None`: all but corral's own.
+    env_allow: Option<crate::config::EnvAllow>,
     /// Who the workers run as: uid, gid, supplementary groups.
     identity: Option<(u32, u32, Vec<libc::gid_t>)>,
     limits: crate::config::Limits,
@@ -53,22 +57,10 @@ pub enum SpawnError {
     },
 }
 
-/// The variables every worker gets from corral's environment: what Python
-/// and common libraries need to find things and speak the right language.
-pub const BASE_ENV: &[&str] = &[
-    "PATH",
-    "HOME",
-    "LANG",
-    "LANGUAGE",
-    "TZ",
-    "TMPDIR",
-    "VIRTUAL_ENV",
-    "PYTHONPATH",
-];
-
-fn is_base_env(name: &str) -> bool {
-    BASE_ENV.contains(&name) || name.starts_with("LC_")
-}
+// The worker script gets its settings in `CORRAL_WORKER_*` variables
+// (it removes them before it imports the app), so that none is also a
+// `run` flag's variable (`CORRAL_THREADS` is `--threads`); a unit test in
+// `cli.rs` keeps it so.
 
 pub struct Spawned {
     pub child: tokio::process::Child,
@@ -104,11 +96,19 @@ impl Launcher {
             .map(|p| p.to_string_lossy().into_owned())
             .unwrap_or_default();
         env.extend([
-            ("CORRAL_FD".into(), CHANNEL_FD.to_string()),
-            ("CORRAL_APP".into(), cfg.app.module.clone()),
-            ("CORRAL_THREADS".into(), cfg.workers.threads.to_string()),
+            ("CORRAL_WORKER_FD".into(), CHANNEL_FD.to_string()),
+            ("CORRAL_WORKER_APP".into(), cfg.app.module.clone()),
             (
-                "CORRAL_INTERFACE".into(),
+                "CORRAL_WORKER_FACTORY".into(),
+                if cfg.app.factory { "1" } else { "" }.into(),
+            ),
+            ("CORRAL_WORKER_ROOT_PATH".into(), cfg.app.root_path.clone()),
+            (
+                "CORRAL_WORKER_THREADS".into(),
+                cfg.workers.threads.to_string(),
+            ),
+            (
+                "CORRAL_WORKER_INTERFACE".into(),
                 match cfg.app.interface {
                     Interface::Wsgi => "wsgi",
                     Interface::Asgi => "asgi",
@@ -116,15 +116,15 @@ impl Launcher {
                 }
                 .into(),
             ),
-            ("CORRAL_PYTHONPATH".into(), pythonpath),
+            ("CORRAL_WORKER_PYTHONPATH".into(), pythonpath),
             (
-                "CORRAL_GRACEFUL_TIMEOUT".into(),
+                "CORRAL_WORKER_GRACEFUL_TIMEOUT".into(),
                 cfg.workers.graceful_timeout.as_secs_f64().to_string(),
             ),
             ("PYTHONUNBUFFERED".into(), "1".into()),
-            ("CORRAL_STACKS_FD".into(), STACKS_FD.to_string()),
+            ("CORRAL_WORKER_STACKS_FD".into(), STACKS_FD.to_string()),
             (
-                "CORRAL_HEARTBEAT".into(),
+                "CORRAL_WORKER_HEARTBEAT".into(),
                 (cfg.workers.heartbeat_timeout.as_secs_f64() / 4.0).to_string(),
             ),
         ]);
@@ -133,8 +133,7 @@ impl Launcher {
             script: script.to_path_buf(),
             chdir: cfg.app.chdir.clone(),
             env,
-            pass_env: cfg.app.pass_env.clone(),
-            pass_all_env: cfg.app.pass_env.iter().any(|p| p == "*"),
+            env_allow: cfg.app.env_allow.clone(),
             capture: true,
             // When corral already became that user, workers inherit it.
             identity: cfg
@@ -194,17 +193,16 @@ impl Launcher {
         let umask = self.limits.umask;
 
         let mut cmd = tokio::process::Command::new(&self.python);
-        // The status token is corral's secret, never the app's.
-        cmd.env_remove(crate::config::STATUS_TOKEN_ENV);
-        if !self.pass_all_env {
-            // Exactly the documented base, the passed names and the
-            // configured env: nothing leaks from corral by accident.
-            cmd.env_clear();
-            for (k, v) in std::env::vars_os() {
-                let name = k.to_string_lossy();
-                if is_base_env(&name) || self.pass_env.iter().any(|p| *p == name) {
-                    cmd.env(&k, &v);
-                }
+        // What the app inherits: corral's environment (or the part
+        // `app.env_allow` names), never the service manager's variables nor
+        // corral's own CORRAL_* (the status token is corral's secret, never
+        // the app's); then `app.env` and the hand-over variables on top.
+        cmd.env_clear();
+        for (key, value) in std::env::vars_os() {
+            let name = key.to_string_lossy();
+            let allowed = self.env_allow.as_ref().is_none_or(|a| a.allows(&name));
+            if allowed && !crate::config::is_corral_own_env(&name) {
+                cmd.env(&key, &value);
             }
         }
         cmd.arg(&self.script)

@@ -1,0 +1,320 @@
+//! Unit tests of what makes corral a drop-in where gunicorn runs: the
+//! workers' environment (`app.env_allow`, the deprecated `app.pass_env`),
+//! `$PORT`, `$WEB_CONCURRENCY`, `workers = "auto"`, app factories,
+//! `app.root_path` and flags set from the environment.
+
+use std::path::Path;
+
+use super::tests::{env, resolve_text};
+use super::*;
+
+fn app() -> RunArgs {
+    RunArgs {
+        app: Some("m:a".into()),
+        ..RunArgs::default()
+    }
+}
+
+fn problems(text: &str, args: &RunArgs) -> String {
+    resolve_text(text, args).unwrap_err().to_string()
+}
+
+#[test]
+fn workers_inherit_everything_by_default_or_only_what_env_allow_names() {
+    let config = resolve_text("", &app()).unwrap();
+    assert_eq!(config.app.env_allow, None);
+    assert!(config.warnings.is_empty());
+    let text = "[app]\nenv_allow = [\"PATH\", \"LC_*\", \"DATABASE_URL\"]\n";
+    let allow = resolve_text(text, &app()).unwrap().app.env_allow.unwrap();
+    for (name, allowed) in [
+        ("PATH", true),
+        ("LC_ALL", true),
+        ("LC_", true),
+        ("DATABASE_URL", true),
+        ("DATABASE_URL2", false),
+        ("HOME", false),
+        ("XLC_ALL", false),
+    ] {
+        assert_eq!(allow.allows(name), allowed, "{name}");
+    }
+    let glob = EnvAllow(vec!["*_URL".into(), "A*B*C".into()]);
+    for (name, allowed) in [
+        ("SENTRY_URL", true),
+        ("_URL", true),
+        ("URL", false),
+        ("ABC", true),
+        ("AxxBxxC", true),
+        ("AxxCxxB", false),
+        ("ABCD", false),
+    ] {
+        assert_eq!(glob.allows(name), allowed, "{name}");
+    }
+    assert!(EnvAllow(vec!["*".into()]).allows("ANYTHING"));
+    assert!(!EnvAllow(vec![]).allows("PATH"));
+}
+
+#[test]
+fn corral_and_service_manager_variables_are_never_inherited() {
+    for name in [
+        "LISTEN_FDS",
+        "LISTEN_PID",
+        "LISTEN_FDNAMES",
+        "NOTIFY_SOCKET",
+        "WATCHDOG_USEC",
+        "WATCHDOG_PID",
+        "CORRAL_STATUS_TOKEN",
+        "CORRAL_WORKERS",
+        "CORRAL_INHERIT",
+    ] {
+        assert!(is_corral_own_env(name), "{name}");
+    }
+    for name in ["PATH", "DATABASE_URL", "LISTEN_ADDR", "CORRAL"] {
+        assert!(!is_corral_own_env(name), "{name}");
+    }
+    // Allowing one of them is a mistake that says so.
+    let text = "[app]\nenv_allow = [\"PATH\",\n  \"CORRAL_STATUS_TOKEN\", \"\"]\n";
+    let err = problems(text, &app());
+    assert!(
+        err.contains("corral.toml:3: app.env_allow: CORRAL_STATUS_TOKEN belongs to corral"),
+        "{err}"
+    );
+    assert!(
+        err.contains("corral.toml:3: app.env_allow: \"\" is not a variable name"),
+        "{err}"
+    );
+}
+
+#[test]
+fn pass_env_keeps_its_old_meaning_with_a_warning() {
+    let text = "[app]\npass_env = [\"DATABASE_URL\"]\n";
+    let config = resolve_text(text, &app()).unwrap();
+    let allow = config.app.env_allow.unwrap();
+    for name in ["PATH", "HOME", "LC_ALL", "VIRTUAL_ENV", "DATABASE_URL"] {
+        assert!(allow.allows(name), "{name}");
+    }
+    assert!(!allow.allows("SECRET_KEY"));
+    assert_eq!(config.warnings.len(), 1);
+    assert!(
+        config.warnings[0].starts_with("corral.toml:2 (key app.pass_env): pass_env is deprecated")
+            && config.warnings[0].contains("env_allow = [\"PATH\", \"HOME\"")
+            && config.warnings[0].contains("\"DATABASE_URL\"]"),
+        "{}",
+        config.warnings[0]
+    );
+    // ["*"] was gunicorn's behaviour and is the default now.
+    let config = resolve_text("[app]\npass_env = [\"*\"]\n", &app()).unwrap();
+    assert_eq!(config.app.env_allow, None);
+    assert!(config.warnings[0].contains("the default now"));
+    // Not both.
+    let err = problems(
+        "[app]\nenv_allow = [\"PATH\"]\npass_env = [\"HOME\"]\n",
+        &app(),
+    );
+    assert_eq!(
+        err,
+        "corral.toml:3: app.pass_env: is the old name of env_allow: move its names into env_allow and remove it"
+    );
+}
+
+fn with_env(text: &str, args: &RunArgs, env: &Env) -> Result<Config, ConfigError> {
+    let file = ConfigFile::new(Path::new("corral.toml"), Path::new("/srv/app"), text.into());
+    resolve(args, Some(&file), Path::new("/cwd"), env)
+}
+
+#[test]
+fn port_is_the_default_bind_on_all_interfaces() {
+    let paas = Env {
+        port: Some("5000".into()),
+        ..env()
+    };
+    let config = with_env("", &app(), &paas).unwrap();
+    assert_eq!(
+        config.server.bind[0].addr,
+        "0.0.0.0:5000".parse::<BindAddr>().unwrap()
+    );
+    assert_eq!(config.server.bind.len(), 1);
+    // A bind in the file or on the command line wins.
+    let config = with_env("[server]\nbind = [\"127.0.0.1:81\"]\n", &app(), &paas).unwrap();
+    assert_eq!(
+        config.server.bind[0].addr,
+        "127.0.0.1:81".parse::<BindAddr>().unwrap()
+    );
+    let args = RunArgs {
+        bind: vec!["unix:/s".parse().unwrap()],
+        ..app()
+    };
+    let config = with_env("", &args, &paas).unwrap();
+    assert_eq!(config.server.bind[0].addr, BindAddr::Unix("/s".into()));
+    // A bad PORT is an error only when it is used.
+    let bad = Env {
+        port: Some("http".into()),
+        ..env()
+    };
+    let err = with_env("", &app(), &bad).unwrap_err().to_string();
+    assert!(
+        err.starts_with("PORT (environment): \"http\" is not a port number"),
+        "{err}"
+    );
+    assert!(with_env("[server]\nbind = [\"127.0.0.1:81\"]\n", &app(), &bad).is_ok());
+}
+
+#[test]
+fn web_concurrency_is_the_default_worker_count() {
+    let paas = Env {
+        web_concurrency: Some("3".into()),
+        ..env()
+    };
+    let config = with_env("", &app(), &paas).unwrap();
+    assert_eq!(config.workers.count, 3);
+    assert_eq!(config.workers.count_origin, "WEB_CONCURRENCY (environment)");
+    let config = with_env("[workers]\ncount = 2\n", &app(), &paas).unwrap();
+    assert_eq!(config.workers.count, 2);
+    assert_eq!(
+        config.workers.count_origin,
+        "corral.toml:2 (key workers.count)"
+    );
+    let bad = Env {
+        web_concurrency: Some("lots".into()),
+        ..env()
+    };
+    let err = with_env("", &app(), &bad).unwrap_err().to_string();
+    assert_eq!(
+        err,
+        "WEB_CONCURRENCY (environment): \"lots\" is not a number of workers: use a number of workers like 4, or \"auto\" for one per CPU; it is used because no --workers or workers.count is given"
+    );
+    assert!(with_env("[workers]\ncount = 1\n", &app(), &bad).is_ok());
+    let zero = Env {
+        web_concurrency: Some("0".into()),
+        ..env()
+    };
+    let err = with_env("", &app(), &zero).unwrap_err().to_string();
+    assert!(
+        err.starts_with("WEB_CONCURRENCY (environment): must be at least 1"),
+        "{err}"
+    );
+}
+
+#[test]
+fn auto_workers_are_the_usable_cpus_and_say_why() {
+    let two = Env {
+        usable_cpus: crate::cpus::Usable {
+            count: 2,
+            why: "affinity mask: 64 CPUs; cgroup v2 cpu.max 200000/100000 = 2.00 CPUs in /sys/fs/cgroup".into(),
+        },
+        ..env()
+    };
+    let config = with_env("[workers]\ncount = \"auto\"\n", &app(), &two).unwrap();
+    assert_eq!(config.workers.count, 2);
+    assert_eq!(
+        config.workers.count_origin,
+        "corral.toml:2 (key workers.count) = auto: affinity mask: 64 CPUs; cgroup v2 cpu.max 200000/100000 = 2.00 CPUs in /sys/fs/cgroup"
+    );
+    let args = RunArgs {
+        workers: Some(WorkerCount::Auto),
+        ..app()
+    };
+    assert_eq!(
+        with_env("[workers]\ncount = 8\n", &args, &two)
+            .unwrap()
+            .workers
+            .count,
+        2
+    );
+    let paas = Env {
+        web_concurrency: Some("auto".into()),
+        ..two
+    };
+    assert_eq!(with_env("", &app(), &paas).unwrap().workers.count, 2);
+}
+
+#[test]
+fn app_factories() {
+    let args = RunArgs {
+        app: Some("main:create_app('prod', debug=False)".into()),
+        ..RunArgs::default()
+    };
+    let config = resolve_text("", &args).unwrap();
+    assert_eq!(config.app.module, "main:create_app('prod', debug=False)");
+    assert!(!config.app.factory);
+    let config = resolve_text(
+        "[app]\nmodule = \"main:create_app\"\nfactory = true\n",
+        &RunArgs::default(),
+    )
+    .unwrap();
+    assert!(config.app.factory);
+    let args = RunArgs {
+        factory: true,
+        ..args
+    };
+    assert_eq!(
+        problems("", &args),
+        "--factory: \"main:create_app('prod', debug=False)\" already calls its factory with arguments: drop --factory or the parentheses"
+    );
+    for (spec, reason) in [
+        ("main:create_app(", "does not end with ')'"),
+        ("main:create app()", "is not a Python attribute name"),
+        ("main:(lambda: 1)()", "is not a Python attribute name"),
+    ] {
+        let args = RunArgs {
+            app: Some(spec.into()),
+            ..RunArgs::default()
+        };
+        let err = problems("", &args);
+        assert!(err.contains(reason), "{spec}: {err}");
+    }
+}
+
+#[test]
+fn root_path_from_the_flag_the_file_or_script_name() {
+    let root = |text: &str, args: &RunArgs, script_name: Option<&str>| {
+        let env = Env {
+            script_name: script_name.map(str::to_owned),
+            ..env()
+        };
+        with_env(text, args, &env).map(|c| c.app.root_path)
+    };
+    assert_eq!(root("", &app(), None).unwrap(), "");
+    assert_eq!(root("", &app(), Some("/legacy")).unwrap(), "/legacy");
+    let text = "[app]\nroot_path = \"/api/\"\n";
+    assert_eq!(root(text, &app(), Some("/legacy")).unwrap(), "/api");
+    let args = RunArgs {
+        root_path: Some("/v2".into()),
+        ..app()
+    };
+    assert_eq!(root(text, &args, None).unwrap(), "/v2");
+    assert_eq!(
+        root("[app]\nroot_path = \"/\"\n", &app(), None).unwrap(),
+        ""
+    );
+    for (bad, reason) in [
+        ("api", "does not start with '/'"),
+        ("/a b", "holds ' '"),
+        ("/a?b", "holds '?'"),
+        ("/%41", "holds '%'"),
+    ] {
+        let text = format!("[app]\nroot_path = \"{bad}\"\n");
+        let err = root(&text, &app(), None).unwrap_err().to_string();
+        assert!(
+            err.starts_with("corral.toml:2: app.root_path: ") && err.contains(reason),
+            "{bad}: {err}"
+        );
+    }
+}
+
+#[test]
+fn a_value_from_the_environment_is_named_by_its_variable() {
+    let args = RunArgs {
+        workers: Some(WorkerCount::Count(0)),
+        from_env: vec!["--workers".into()],
+        ..app()
+    };
+    assert_eq!(
+        problems("", &args),
+        "CORRAL_WORKERS: must be at least 1 (it is the number of worker processes), or \"auto\""
+    );
+    let args = RunArgs {
+        workers: Some(WorkerCount::Count(0)),
+        ..app()
+    };
+    assert!(problems("", &args).starts_with("--workers: "));
+}
