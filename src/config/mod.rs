@@ -24,6 +24,7 @@
 //! the pipeline that ties those steps together.
 
 mod instance;
+mod logs;
 #[cfg(test)]
 mod proptests;
 mod raw;
@@ -38,6 +39,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::cli::RunArgs;
+pub use logs::{AccessConfig, AccessTarget, HeadLimits, LogConfig};
 pub use instance::{Place, SOCKET_NAME, running_sockets};
 use raw::{RawConfig, parse};
 pub use units::{BindAddr, ByteSize, ForwardedAllow, HumanDuration, MinReady};
@@ -61,6 +63,7 @@ pub struct Config {
     pub health: HealthConfig,
     pub control: ControlConfig,
     pub deploy: DeployConfig,
+    pub log: LogConfig,
 }
 
 #[derive(Debug, Clone)]
@@ -93,6 +96,17 @@ pub enum Interface {
     /// ASGI when the callable (or its `__call__`) is a coroutine function,
     /// else WSGI.
     Auto,
+}
+
+impl Interface {
+    /// As written in the file and on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Interface::Wsgi => "wsgi",
+            Interface::Asgi => "asgi",
+            Interface::Auto => "auto",
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -131,6 +145,10 @@ pub struct ServerConfig {
     /// trusted (`server.forwarded_allow_ips`); by default 127.0.0.1 and ::1.
     /// Connections on Unix sockets are always trusted.
     pub forwarded_allow_ips: ForwardedAllow,
+    /// gunicorn's `limit_request_*` beside `max_header_bytes`.
+    pub head_limits: HeadLimits,
+    /// Where corral writes its pid, if anywhere.
+    pub pid_file: Option<PathBuf>,
 }
 
 /// A value that must not show up in logs or debug output (the status
@@ -658,6 +676,7 @@ fn resolve(
     let control = r.control(args.socket.as_deref(), raw.control, &socket);
     let state_dir = env.default_state_dir.for_instance(&instance, None);
     let deploy = r.deploy(raw.deploy, &state_dir, chdir_given);
+    let log = r.log(args, raw.log);
     match app {
         Some(app) if r.problems.is_empty() => Ok(Config {
             source: file.map(|f| f.path.clone()),
@@ -668,6 +687,7 @@ fn resolve(
             health,
             control,
             deploy,
+            log,
         }),
         _ => Err(ConfigError::Validate(r.problems)),
     }

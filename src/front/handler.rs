@@ -14,7 +14,7 @@ use hyper::body::Incoming;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant as TokioInstant;
 
-use super::access::{self, AccessLog, Entry};
+use super::access::{self, Entry, Logger};
 use super::body::{Body, PumpGuard, StreamBody};
 use super::environ::{self, ConnInfo};
 use super::upload::{self, PumpEnd};
@@ -36,7 +36,10 @@ pub struct Shared {
     /// Tells the supervisor to replace a worker (serial, reason).
     pub replace: mpsc::UnboundedSender<(u64, String)>,
     pub metrics: Arc<Metrics>,
-    pub access: AccessLog,
+    /// The access log, when it is on.
+    pub access: Option<Arc<Logger>>,
+    /// gunicorn's `limit_request_*`.
+    pub head_limits: crate::config::HeadLimits,
     /// Open connections and WebSockets, and the signal to finish them.
     pub drain: Arc<Drain>,
     /// Proxies whose X-Forwarded-For and X-Forwarded-Proto count.
@@ -50,14 +53,20 @@ pub async fn handle(
 ) -> Result<Response<Body>, std::convert::Infallible> {
     let start = Instant::now();
     // What the access log needs, kept only when it is on.
-    let logged = (shared.access != AccessLog::Off).then(|| {
+    let logged = shared.access.as_ref().map(|log| {
         let mut b = http::Request::builder()
             .method(req.method().clone())
             .uri(req.uri().clone())
             .version(req.version());
-        for name in [http::header::REFERER, http::header::USER_AGENT] {
-            if let Some(v) = req.headers().get(&name) {
-                b = b.header(name, v.clone());
+        if log.needs_headers() {
+            if let Some(headers) = b.headers_mut() {
+                *headers = req.headers().clone();
+            }
+        } else {
+            for name in [http::header::REFERER, http::header::USER_AGENT] {
+                if let Some(v) = req.headers().get(&name) {
+                    b = b.header(name, v.clone());
+                }
             }
         }
         b.body(()).map(|r| r.into_parts().0)
@@ -71,18 +80,19 @@ pub async fn handle(
     };
     let elapsed = start.elapsed();
     shared.metrics.record(resp.status().as_u16(), elapsed);
-    if let Some(Ok(parts)) = logged {
+    if let (Some(Ok(parts)), Some(log)) = (logged, &shared.access) {
         let bytes = resp
             .headers()
             .get(http::header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse().ok());
-        shared.access.log(&Entry {
+        log.log(&Entry {
             remote: &conn.remote_addr,
             parts: &parts,
             status: resp.status().as_u16(),
             bytes,
             elapsed,
+            response: resp.headers(),
         });
     }
     Ok(resp)
@@ -94,6 +104,9 @@ type Reply = Result<Response<Body>, Response<Body>>;
 async fn dispatch(mut req: http::Request<Incoming>, shared: &Shared, conn: &ConnInfo) -> Reply {
     if let Some(why) = checks::refuse(req.version(), req.headers()) {
         return Err(bad_request(why));
+    }
+    if let Some((status, why)) = checks::over_limits(&req, &shared.head_limits) {
+        return Err(refused(status, why));
     }
     let upgrade = match websocket::upgrade_kind(&req) {
         Upgrade::None => None,
@@ -556,6 +569,16 @@ fn too_large(max: u64) -> Response<Body> {
 /// nothing more on it can be trusted.
 fn bad_request(why: &str) -> Response<Body> {
     let mut r = plain(StatusCode::BAD_REQUEST, &format!("Bad Request: {why}\n"));
+    r.headers_mut()
+        .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+    r
+}
+
+/// A head over one of gunicorn's `limit_request_*`: 414 or 431, and the
+/// connection closed, as gunicorn does.
+fn refused(status: StatusCode, why: &str) -> Response<Body> {
+    let reason = status.canonical_reason().unwrap_or("Refused");
+    let mut r = plain(status, &format!("{reason}: {why}\n"));
     r.headers_mut()
         .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
     r
