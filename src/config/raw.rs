@@ -667,6 +667,15 @@ mod tests {
             .replace("# address_space = ", "address_space = ")
             .replace("# core = ", "core = ")
             .replace("# umask = ", "umask = ")
+            .replace("\nmax_request_line = 0", "\n# max_request_line = 0")
+            .replace("# max_request_line = 4094", "max_request_line = 4094")
+            .replace("\nmax_header_field_bytes = 0", "\n# max_header_field_bytes = 0")
+            .replace("# max_header_field_bytes = 8190", "max_header_field_bytes = 8190")
+            .replace("# pid_file = ", "pid_file = ")
+            .replace("\nerror_file = \"-\"", "\n# error_file = \"-\"")
+            .replace("# error_file = \"/var", "error_file = \"/var")
+            .replace("# access_file = ", "access_file = ")
+            .replace("# access_format = ", "access_format = ")
             .replace("# socket = ", "socket = ")
             .replace("\nrevision = \"auto\"", "\n# revision = \"auto\"")
             .replace("# revision = [", "revision = [")
@@ -697,6 +706,13 @@ mod tests {
         let config = resolve(&RunArgs::default(), Some(&file), Path::new("/repo"), &env()).unwrap();
         assert_eq!(config.health.ready_path.as_deref(), Some("/health/ready"));
         assert_eq!(config.workers.max_memory, Some(512 << 20));
+        assert_eq!(config.server.head_limits.request_line, Some(4094));
+        assert_eq!(config.server.pid_file, Some("/run/app/corral.pid".into()));
+        assert_eq!(
+            config.log.error_file,
+            Some("/var/log/app/error.log".into())
+        );
+        assert!(config.log.access.is_some());
         let identity = config.workers.identity.unwrap();
         assert_eq!(
             (identity.user.as_str(), identity.uid, identity.gid),

@@ -281,7 +281,7 @@ mod tests {
             .uri("/caf%C3%A9/x?a=1&b=%22")
             .header("referer", "http://r/")
             .header("user-agent", "ua \"q\"")
-            .header("x-request-id", "abc\n123")
+            .header("x-request-id", &b"abc\xe9 \"1\""[..])
             .header("host", "example.com")
             .body(())
             .unwrap()
@@ -324,7 +324,7 @@ mod tests {
     fn header_environ_and_unknown_atoms() {
         assert_eq!(
             line("%({X-Request-Id}i)s %({content-type}o)s %({missing}i)s"),
-            "abc\\x0A123 text/plain -"
+            "abc\\xE9 \\\"1\\\" text/plain -"
         );
         assert_eq!(
             line("%({REQUEST_METHOD}e)s %({HTTP_HOST}e)s %({wsgi.version}e)s"),
