@@ -521,7 +521,9 @@ fn parse_count(s: &str) -> Result<usize, String> {
 /// stand in for; any other is refused with what to use instead.
 pub fn parse_worker_class(s: &str) -> Result<Interface, String> {
     match s {
-        "sync" | "gthread" | "gunicorn.workers.sync.SyncWorker"
+        "sync"
+        | "gthread"
+        | "gunicorn.workers.sync.SyncWorker"
         | "gunicorn.workers.gthread.ThreadWorker" => Ok(Interface::Wsgi),
         "asgi"
         | "uvicorn.workers.UvicornWorker"
@@ -536,7 +538,10 @@ pub fn parse_worker_class(s: &str) -> Result<Interface, String> {
 /// Why corral has no such worker class, and what to use instead.
 pub fn unsupported_worker_class(class: &str) -> String {
     let green = ["gevent", "eventlet", "gevent_wsgi", "gevent_pywsgi"];
-    if green.iter().any(|g| class.starts_with(g) || class.contains(".ggevent.")) {
+    if green
+        .iter()
+        .any(|g| class.starts_with(g) || class.contains(".ggevent."))
+    {
         format!(
             "corral has no {class} workers (no monkey-patched green threads): \
              use --threads N for a WSGI app that waits on I/O, or serve an ASGI app \

@@ -214,7 +214,10 @@ mod tests {
         LogFile::open(&private.join("app.log"))
             .unwrap()
             .write_all(b"more\n");
-        assert_eq!(std::fs::read_to_string(&target).unwrap(), "precious\nmore\n");
+        assert_eq!(
+            std::fs::read_to_string(&target).unwrap(),
+            "precious\nmore\n"
+        );
     }
 
     #[test]

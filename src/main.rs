@@ -175,11 +175,11 @@ async fn run(cfg: Arc<config::Config>) -> u8 {
             (listeners, status_listener)
         }
     };
-    if let Some(path) = &cfg.server.pid_file {
-        if let Err(e) = logfile::write_pid_file(path) {
-            eprintln!("error: {e}");
-            return EXIT_CONFIG;
-        }
+    if let Some(path) = &cfg.server.pid_file
+        && let Err(e) = logfile::write_pid_file(path)
+    {
+        eprintln!("error: {e}");
+        return EXIT_CONFIG;
     }
     let takeover = reexec::inherited().parent.is_some();
     // After drop_privileges, corral must still be able to remove it.
@@ -372,9 +372,8 @@ fn init_logging(cfg: &config::LogConfig) -> Result<(), String> {
     // Under systemd (JOURNAL_STREAM set) the journal stamps every line; a
     // file gets timestamps and no colours.
     let journal = std::env::var_os("JOURNAL_STREAM").is_some() && file.is_none();
-    let colour = file.is_none()
-        && std::io::stderr().is_terminal()
-        && std::env::var_os("NO_COLOR").is_none();
+    let colour =
+        file.is_none() && std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
     match (cfg.format, journal) {
         (cli::LogFormat::Json, _) => builder.json().with_current_span(false).init(),
         (cli::LogFormat::Text, true) => builder.with_ansi(false).without_time().init(),

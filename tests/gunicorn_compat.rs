@@ -184,7 +184,9 @@ fn a_gunicorn_command_line_runs_with_the_command_renamed() {
     // --worker-tmp-dir note is there.
     wait_line(&error_log, "--worker-tmp-dir /dev/shm ignored");
     assert!(
-        c.log.wait_for("listening on", Duration::from_millis(300)).is_none(),
+        c.log
+            .wait_for("listening on", Duration::from_millis(300))
+            .is_none(),
         "corral's log belongs in --error-logfile, not on stderr"
     );
     let pid_file = app.path().join("app.pid");
@@ -193,12 +195,18 @@ fn a_gunicorn_command_line_runs_with_the_command_renamed() {
         format!("{}\n", c.pid())
     );
     let mode = std::fs::metadata(&pid_file).unwrap();
-    assert_eq!(std::os::unix::fs::PermissionsExt::mode(&mode.permissions()) & 0o777, 0o644);
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&mode.permissions()) & 0o777,
+        0o644
+    );
 
     c.signal(libc::SIGTERM);
     let status = c.wait_exit(Duration::from_secs(30)).expect("corral exits");
     assert_eq!(status.code(), Some(0));
-    assert!(!pid_file.exists(), "the pid file is removed on a clean exit");
+    assert!(
+        !pid_file.exists(),
+        "the pid file is removed on a clean exit"
+    );
 }
 
 #[test]
@@ -244,7 +252,10 @@ fn usr1_reopens_the_log_files_for_logrotate() {
         "no access for others"
     );
     c.signal(libc::SIGTERM);
-    assert_eq!(c.wait_exit(Duration::from_secs(30)).and_then(|s| s.code()), Some(0));
+    assert_eq!(
+        c.wait_exit(Duration::from_secs(30)).and_then(|s| s.code()),
+        Some(0)
+    );
 }
 
 #[test]
@@ -272,7 +283,10 @@ fn a_log_file_symlink_planted_in_a_shared_folder_is_refused() {
         ],
     );
     assert_eq!(code, Some(2), "{stderr}");
-    assert!(stderr.contains("symlink in a folder another user may change"), "{stderr}");
+    assert!(
+        stderr.contains("symlink in a folder another user may change"),
+        "{stderr}"
+    );
     assert_eq!(std::fs::read_to_string(&victim).unwrap(), "untouched\n");
 }
 
@@ -307,7 +321,10 @@ fn gunicorn_request_limits_answer_414_and_431() {
     assert_eq!(request(&c.addr, "GET", "/", &eleven, b"").status, 431);
     // "X-Long: " + 52 = 60 bytes: served; 61 is refused.
     let value = "v".repeat(52);
-    assert_eq!(request(&c.addr, "GET", "/", &[("X-Long", &value)], b"").status, 200);
+    assert_eq!(
+        request(&c.addr, "GET", "/", &[("X-Long", &value)], b"").status,
+        200
+    );
     let longer = format!("{value}v");
     let r = request(&c.addr, "GET", "/", &[("X-Long", &longer)], b"");
     assert_eq!(r.status, 431, "{}", r.text());
@@ -327,8 +344,16 @@ fn worker_classes_map_to_interfaces_and_the_rest_is_refused_with_advice() {
     for (extra, needle, code) in [
         (&["-k", "gevent"][..], "corral has no gevent workers", 2),
         (&["-k", "eventlet"], "use --threads N", 2),
-        (&["-k", "tornado"], "corral has no worker class \"tornado\"", 2),
-        (&["--preload"], "--preload: corral never preloads the app", 2),
+        (
+            &["-k", "tornado"],
+            "corral has no worker class \"tornado\"",
+            2,
+        ),
+        (
+            &["--preload"],
+            "--preload: corral never preloads the app",
+            2,
+        ),
         (
             &["-k", "sync", "--interface", "asgi"],
             "--worker-class: says wsgi but --interface says asgi",
@@ -401,7 +426,10 @@ fn import_gunicorn_converts_a_conf_file_that_corral_then_serves() {
         "post_fork: is a function; not supported",
         "not gunicorn settings, ignored (as gunicorn ignores them): here",
     ] {
-        assert!(stderr.contains(needle), "{needle} missing from stderr:\n{stderr}");
+        assert!(
+            stderr.contains(needle),
+            "{needle} missing from stderr:\n{stderr}"
+        );
     }
     std::fs::write(app.path().join("corral.toml"), &stdout).unwrap();
     let mut c = Corral::spawn(app.path(), &["-c", "corral.toml"], &[]);
@@ -410,9 +438,15 @@ fn import_gunicorn_converts_a_conf_file_that_corral_then_serves() {
     wait_line(&error_log, "all 2 workers in service");
     let r = request(&addr, "GET", "/converted", &[], b"");
     assert_eq!((r.status, r.text().as_str()), (200, "/converted from-conf"));
-    wait_line(&app.path().join("access.log"), "\"GET /converted HTTP/1.1\" 200");
+    wait_line(
+        &app.path().join("access.log"),
+        "\"GET /converted HTTP/1.1\" 200",
+    );
     c.signal(libc::SIGTERM);
-    assert_eq!(c.wait_exit(Duration::from_secs(30)).and_then(|s| s.code()), Some(0));
+    assert_eq!(
+        c.wait_exit(Duration::from_secs(30)).and_then(|s| s.code()),
+        Some(0)
+    );
 }
 
 #[test]
@@ -464,5 +498,9 @@ fn the_migration_table_lists_every_gunicorn_setting() {
             missing.push(format!("src/import_gunicorn/settings.rs: {name}"));
         }
     }
-    assert!(missing.is_empty(), "gunicorn settings not covered:\n{}", missing.join("\n"));
+    assert!(
+        missing.is_empty(),
+        "gunicorn settings not covered:\n{}",
+        missing.join("\n")
+    );
 }

@@ -119,7 +119,10 @@ impl Resolver<'_> {
     fn log_path(&mut self, value: &Spanned<String>, key: &str) -> Option<PathBuf> {
         if value.get_ref().is_empty() {
             let at = self.in_file(value.span(), key);
-            self.fail(&at, "is empty: give a path, or \"-\" for the default stream");
+            self.fail(
+                &at,
+                "is empty: give a path, or \"-\" for the default stream",
+            );
             return None;
         }
         Some(absolute(self.file_dir(), Path::new(value.get_ref())))
@@ -176,7 +179,10 @@ impl Resolver<'_> {
     pub(super) fn pid_file(&mut self, args: &RunArgs, raw: &RawServer) -> Option<PathBuf> {
         match (&args.pid, &raw.pid_file) {
             (Some(p), _) if p.as_os_str().is_empty() => {
-                self.fail(&At::flag("--pid"), "is empty: give a path like /run/app.pid");
+                self.fail(
+                    &At::flag("--pid"),
+                    "is empty: give a path like /run/app.pid",
+                );
                 None
             }
             (Some(p), _) => Some(absolute(self.cwd, p)),
@@ -269,7 +275,10 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(err.contains("corral.toml:2: log.access_format"), "{err}");
-        assert!(err.contains("corral.toml:3: log.error_file: is empty"), "{err}");
+        assert!(
+            err.contains("corral.toml:3: log.error_file: is empty"),
+            "{err}"
+        );
         let err = resolve_text("[log]\nlevel = \"loud\"\n", &args())
             .unwrap_err()
             .to_string();
@@ -302,7 +311,10 @@ mod tests {
         )
         .unwrap_err()
         .to_string();
-        assert!(err.contains("--limit-request-fields: is above 32768"), "{err}");
+        assert!(
+            err.contains("--limit-request-fields: is above 32768"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -329,6 +341,9 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(err.contains("--preload: corral never preloads"), "{err}");
-        assert!(err.contains("--worker-class: says asgi but --interface says wsgi"), "{err}");
+        assert!(
+            err.contains("--worker-class: says asgi but --interface says wsgi"),
+            "{err}"
+        );
     }
 }

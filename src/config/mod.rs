@@ -39,8 +39,8 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::cli::RunArgs;
-pub use logs::{AccessConfig, AccessTarget, HeadLimits, LogConfig};
 pub use instance::{Place, SOCKET_NAME, running_sockets};
+pub use logs::{AccessConfig, AccessTarget, HeadLimits, LogConfig};
 use raw::{RawConfig, parse};
 pub use units::{BindAddr, ByteSize, ForwardedAllow, HumanDuration, MinReady};
 pub(crate) use validate::check_env;

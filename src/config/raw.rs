@@ -11,9 +11,9 @@ use serde::de::{self, Deserializer, SeqAccess, Visitor};
 use toml::Spanned;
 
 use super::units::Umask;
+use super::{ByteSize, ConfigFile, HumanDuration, Interface, MinReady, Problem};
 use crate::cli::{LogFormat, LogLevel};
 use crate::front::access::AccessLog;
-use super::{ByteSize, ConfigFile, HumanDuration, Interface, MinReady, Problem};
 
 /// Every key with its default; tested to parse and validate.
 const EXAMPLE: &str = include_str!("../../config/example.toml");
@@ -669,8 +669,14 @@ mod tests {
             .replace("# umask = ", "umask = ")
             .replace("\nmax_request_line = 0", "\n# max_request_line = 0")
             .replace("# max_request_line = 4094", "max_request_line = 4094")
-            .replace("\nmax_header_field_bytes = 0", "\n# max_header_field_bytes = 0")
-            .replace("# max_header_field_bytes = 8190", "max_header_field_bytes = 8190")
+            .replace(
+                "\nmax_header_field_bytes = 0",
+                "\n# max_header_field_bytes = 0",
+            )
+            .replace(
+                "# max_header_field_bytes = 8190",
+                "max_header_field_bytes = 8190",
+            )
             .replace("# pid_file = ", "pid_file = ")
             .replace("\nerror_file = \"-\"", "\n# error_file = \"-\"")
             .replace("# error_file = \"/var", "error_file = \"/var")
@@ -708,10 +714,7 @@ mod tests {
         assert_eq!(config.workers.max_memory, Some(512 << 20));
         assert_eq!(config.server.head_limits.request_line, Some(4094));
         assert_eq!(config.server.pid_file, Some("/run/app/corral.pid".into()));
-        assert_eq!(
-            config.log.error_file,
-            Some("/var/log/app/error.log".into())
-        );
+        assert_eq!(config.log.error_file, Some("/var/log/app/error.log".into()));
         assert!(config.log.access.is_some());
         let identity = config.workers.identity.unwrap();
         assert_eq!(

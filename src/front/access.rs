@@ -81,7 +81,9 @@ impl Logger {
             Sink::Log => tracing::info!(target: "access", "{line}"),
             Sink::Stdout => {
                 use std::io::Write as _;
-                let _ = std::io::stdout().lock().write_all(format!("{line}\n").as_bytes());
+                let _ = std::io::stdout()
+                    .lock()
+                    .write_all(format!("{line}\n").as_bytes());
             }
             Sink::File(file) => file.write_all(format!("{line}\n").as_bytes()),
         }

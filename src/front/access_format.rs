@@ -228,12 +228,7 @@ fn atom_value(out: &mut String, atom: &Atom, e: &Entry<'_>, now: SystemTime) {
             let _ = write!(out, "{}", elapsed.as_millis());
         }
         Atom::DecimalSeconds => {
-            let _ = write!(
-                out,
-                "{}.{:06}",
-                elapsed.as_secs(),
-                elapsed.subsec_micros()
-            );
+            let _ = write!(out, "{}.{:06}", elapsed.as_secs(), elapsed.subsec_micros());
         }
         Atom::Pid => {
             let _ = write!(out, "<{}>", std::process::id());
@@ -330,7 +325,10 @@ mod tests {
             line("%({REQUEST_METHOD}e)s %({HTTP_HOST}e)s %({wsgi.version}e)s"),
             "POST example.com -"
         );
-        assert_eq!(line("%(zz)s %(u)s %(l)s 100%% %(s)d %(s)-5s"), "- - - 100% 201 201");
+        assert_eq!(
+            line("%(zz)s %(u)s %(l)s 100%% %(s)d %(s)-5s"),
+            "- - - 100% 201 201"
+        );
     }
 
     #[test]

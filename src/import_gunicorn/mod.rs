@@ -22,12 +22,13 @@ const READ_CONF: &str = include_str!("read_conf.py");
 const SECTIONS: [&str; 5] = ["app", "server", "workers", "workers.limits", "log"];
 
 pub fn run(args: &ImportArgs) -> u8 {
-    let python = args.python.clone().unwrap_or_else(|| {
-        match std::env::var_os("VIRTUAL_ENV") {
+    let python = args
+        .python
+        .clone()
+        .unwrap_or_else(|| match std::env::var_os("VIRTUAL_ENV") {
             Some(venv) => Path::new(&venv).join("bin/python"),
             None => PathBuf::from("python3"),
-        }
-    });
+        });
     let output = Command::new(&python)
         .arg("-c")
         .arg(READ_CONF)
@@ -64,8 +65,14 @@ pub fn run(args: &ImportArgs) -> u8 {
     let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
     let conversion = convert(&settings, args.app.as_deref(), &cwd, &args.file);
     print!("{}", conversion.toml);
+    if !conversion.notes.is_empty() {
+        eprintln!(
+            "not converted ({}; the README's migration table has every setting):",
+            args.file.display()
+        );
+    }
     for note in &conversion.notes {
-        eprintln!("{note}");
+        eprintln!("  {note}");
     }
     0
 }
@@ -243,8 +250,14 @@ pub fn convert(
                 }
                 out.set("server", "bind", Value::Array(addrs));
             }
-            "backlog" | "workers" | "threads" | "max_requests" | "max_requests_jitter"
-            | "limit_request_line" | "limit_request_fields" | "limit_request_field_size" => {
+            "backlog"
+            | "workers"
+            | "threads"
+            | "max_requests"
+            | "max_requests_jitter"
+            | "limit_request_line"
+            | "limit_request_fields"
+            | "limit_request_field_size" => {
                 let Some(n) = integer(v).filter(|n| *n >= 0) else {
                     bad(&mut out, v);
                     continue;
@@ -319,7 +332,11 @@ pub fn convert(
                 out.set("app", "env", Value::Table(env));
             }
             "user" | "group" => match text(v) {
-                Some(id) => out.set("workers", if *name == "user" { "user" } else { "group" }, Value::String(id)),
+                Some(id) => out.set(
+                    "workers",
+                    if *name == "user" { "user" } else { "group" },
+                    Value::String(id),
+                ),
                 None => bad(&mut out, v),
             },
             "umask" => match umask(v) {
@@ -331,7 +348,9 @@ pub fn convert(
                 out.set("server", "forwarded_allow_ips", Value::Array(ips));
             }
             "loglevel" => match text(v).map(|l| l.to_ascii_lowercase()) {
-                Some(l) if ["debug", "info", "warning", "error", "critical"].contains(&l.as_str()) => {
+                Some(l)
+                    if ["debug", "info", "warning", "error", "critical"].contains(&l.as_str()) =>
+                {
                     let level = match l.as_str() {
                         "warning" => "warn",
                         "critical" => "error",
@@ -425,7 +444,12 @@ mod tests {
     }
 
     fn convert_json(json: &str) -> Conversion {
-        convert(&settings(json), None, Path::new("/srv"), Path::new("gunicorn.conf.py"))
+        convert(
+            &settings(json),
+            None,
+            Path::new("/srv"),
+            Path::new("gunicorn.conf.py"),
+        )
     }
 
     #[test]
@@ -457,7 +481,10 @@ mod tests {
         assert_eq!(get("server.bind")[0].as_str(), Some("0.0.0.0:8000"));
         assert_eq!(get("server.keepalive").as_str(), Some("2s"));
         assert_eq!(get("server.max_request_line").as_integer(), Some(4094));
-        assert_eq!(get("server.forwarded_allow_ips")[1].as_str(), Some("10.0.0.2"));
+        assert_eq!(
+            get("server.forwarded_allow_ips")[1].as_str(),
+            Some("10.0.0.2")
+        );
         assert_eq!(get("workers.count").as_integer(), Some(3));
         assert_eq!(get("workers.timeout").as_str(), Some("60s"));
         assert_eq!(get("workers.graceful_timeout").as_str(), Some("1500ms"));
@@ -467,10 +494,19 @@ mod tests {
         assert_eq!(get("log.access_file").as_str(), Some("-"));
         assert_eq!(get("log.error_file").as_str(), Some("/srv/logs/error.log"));
         assert_eq!(get("log.level").as_str(), Some("warn"));
-        assert_eq!(get("log.access_format").as_str(), Some("%(h)s \"%(r)s\" %(D)s"));
+        assert_eq!(
+            get("log.access_format").as_str(),
+            Some("%(h)s \"%(r)s\" %(D)s")
+        );
         let notes = c.notes.join("\n");
-        assert!(notes.contains("raw_env: \"bad\" is no KEY=VALUE"), "{notes}");
-        assert!(notes.contains("ignored (as gunicorn ignores them): helper"), "{notes}");
+        assert!(
+            notes.contains("raw_env: \"bad\" is no KEY=VALUE"),
+            "{notes}"
+        );
+        assert!(
+            notes.contains("ignored (as gunicorn ignores them): helper"),
+            "{notes}"
+        );
     }
 
     #[test]
@@ -480,7 +516,10 @@ mod tests {
                 "bind": ["unix:app.sock", "fd://3", "localhost"], "statsd_host": "x:8125"}"#,
         );
         s.insert("post_fork".into(), serde_json::json!({"callable": true}));
-        s.insert("ssl_version".into(), serde_json::json!({"repr": "<_SSLMethod>"}));
+        s.insert(
+            "ssl_version".into(),
+            serde_json::json!({"repr": "<_SSLMethod>"}),
+        );
         let c = convert(&s, Some("wsgi:app"), Path::new("/srv"), Path::new("g.py"));
         let notes = c.notes.join("\n");
         for needle in [
@@ -496,7 +535,8 @@ mod tests {
         assert!(!notes.contains("daemon"), "false means not set: {notes}");
         assert!(c.toml.contains("module = \"wsgi:app\""), "{}", c.toml);
         assert!(
-            c.toml.contains("bind = [\"unix:/srv/app.sock\", \"localhost:8000\"]"),
+            c.toml
+                .contains("bind = [\"unix:/srv/app.sock\", \"localhost:8000\"]"),
             "{}",
             c.toml
         );
