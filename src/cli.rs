@@ -1,7 +1,9 @@
 //! The command line: `corral [run] APP [FLAGS]`, gunicorn-style flags that
 //! override the TOML file (see [`crate::config::load`]), and the client
 //! commands that talk to a running corral: `status`, `reload`, `scale`,
-//! `stop` (see [`crate::config::control_socket`]).
+//! `stop` (see [`crate::config::control_socket`]), and `import-gunicorn`.
+//! gunicorn's own spellings (`--access-logfile`, `-k`, `-p`, ...) are at
+//! the end of [`RunArgs`].
 
 use std::path::PathBuf;
 

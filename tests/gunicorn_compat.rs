@@ -494,7 +494,7 @@ fn the_migration_table_lists_every_gunicorn_setting() {
         if !rows.iter().any(|r| r.starts_with(&format!("| `{name}` |"))) {
             missing.push(format!("README: {name}"));
         }
-        if !settings.contains(&format!("(\"{name}\", ")) {
+        if !settings.contains(&format!("\"{name}\",")) {
             missing.push(format!("src/import_gunicorn/settings.rs: {name}"));
         }
     }

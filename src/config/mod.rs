@@ -20,7 +20,9 @@
 //! trusted proxies);
 //! `raw` holds the file format (the `Raw*` structs and their parsing);
 //! `validate` merges the command line over the file, fills the defaults and
-//! checks every value. This module holds the resolved types, the errors and
+//! checks every value; `logs` does the same for `[log]` and the gunicorn
+//! flags that sit beside corral's own (`--limit-request-*`, `-p`, `-k`,
+//! `--preload`). This module holds the resolved types, the errors and
 //! the pipeline that ties those steps together.
 
 mod instance;

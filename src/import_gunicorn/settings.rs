@@ -338,3 +338,22 @@ pub const SETTINGS: &[(&str, &str)] = &[
 pub fn note(name: &str) -> Option<&'static str> {
     SETTINGS.iter().find(|(n, _)| *n == name).map(|(_, t)| *t)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The README's table says the same as this list, row for row.
+    #[test]
+    fn the_readme_table_matches() {
+        let readme = include_str!("../../README.md");
+        for (name, text) in SETTINGS {
+            let row = format!("| `{name}` | {text} |");
+            assert!(readme.contains(&row), "README lacks the row:\n{row}");
+        }
+        let mut names: Vec<&str> = SETTINGS.iter().map(|(n, _)| *n).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), SETTINGS.len(), "a setting is listed twice");
+    }
+}
