@@ -397,7 +397,7 @@ pub struct RunArgs {
     /// of stderr ("-": stderr), reopened on SIGUSR1 [toml: log.error_file]
     #[arg(
         long,
-        alias = "log-file",
+        visible_alias = "log-file",
         value_name = "FILE",
         env = "CORRAL_ERROR_LOGFILE"
     )]

@@ -142,9 +142,26 @@ fn open_append(path: &Path) -> Result<File, String> {
     Ok(file)
 }
 
+/// A pid file that is removed (while it holds this process's pid) when
+/// the guard is dropped, whatever path `run` leaves by.
+pub struct PidFile(PathBuf);
+
+impl PidFile {
+    pub fn create(path: &Path) -> Result<PidFile, String> {
+        write_pid_file(path)?;
+        Ok(PidFile(path.to_owned()))
+    }
+}
+
+impl Drop for PidFile {
+    fn drop(&mut self) {
+        remove_pid_file(&self.0);
+    }
+}
+
 /// A pid file: written whole (a new file renamed over the path, so a
 /// symlink there is replaced, not followed), mode 0644.
-pub fn write_pid_file(path: &Path) -> Result<(), String> {
+fn write_pid_file(path: &Path) -> Result<(), String> {
     use std::os::unix::fs::PermissionsExt;
     let dir = folder(path);
     let name = path
@@ -163,7 +180,7 @@ pub fn write_pid_file(path: &Path) -> Result<(), String> {
 
 /// Removes the pid file if it still holds this process's pid (a corral
 /// started by a USR2 re-exec has written its own by then).
-pub fn remove_pid_file(path: &Path) {
+fn remove_pid_file(path: &Path) {
     let ours = std::fs::read_to_string(path)
         .is_ok_and(|text| text.trim() == std::process::id().to_string());
     if ours && let Err(e) = std::fs::remove_file(path) {

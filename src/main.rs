@@ -175,12 +175,15 @@ async fn run(cfg: Arc<config::Config>) -> u8 {
             (listeners, status_listener)
         }
     };
-    if let Some(path) = &cfg.server.pid_file
-        && let Err(e) = logfile::write_pid_file(path)
-    {
-        eprintln!("error: {e}");
-        return EXIT_CONFIG;
-    }
+    // Removed when `run` returns, by whichever path.
+    let _pid_file = match cfg.server.pid_file.as_deref().map(logfile::PidFile::create) {
+        None => None,
+        Some(Ok(guard)) => Some(guard),
+        Some(Err(e)) => {
+            eprintln!("error: {e}");
+            return EXIT_CONFIG;
+        }
+    };
     let takeover = reexec::inherited().parent.is_some();
     // After drop_privileges, corral must still be able to remove it.
     let owner = cfg
@@ -302,9 +305,6 @@ async fn run(cfg: Arc<config::Config>) -> u8 {
         if let Some(dir) = &control.made_dir {
             let _ = std::fs::remove_dir(dir);
         }
-    }
-    if let Some(path) = &cfg.server.pid_file {
-        logfile::remove_pid_file(path);
     }
     tracing::info!("stopped");
     drop(runtime_dir);

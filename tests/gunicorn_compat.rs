@@ -259,6 +259,21 @@ fn usr1_reopens_the_log_files_for_logrotate() {
 }
 
 #[test]
+fn access_logfile_dash_is_stdout_without_corral_s_prefix() {
+    let app = AppDir::new(&[("app.py", APP)]);
+    let c = Corral::start(app.path(), &["app:app", "--access-logfile", "-"], 1);
+    assert_eq!(c.get("/to-stdout").status, 200);
+    let line = c
+        .log
+        .wait_for("/to-stdout HTTP/1.1", Duration::from_secs(10))
+        .expect("an access line");
+    assert!(
+        line.starts_with("127.0.0.1 - - [") && line.ends_with(" 200 12 \"-\" \"-\""),
+        "gunicorn's default line, alone on stdout: {line}"
+    );
+}
+
+#[test]
 fn a_log_file_symlink_planted_in_a_shared_folder_is_refused() {
     use std::os::unix::fs::PermissionsExt;
     let app = AppDir::new(&[("app.py", APP)]);
