@@ -3,7 +3,9 @@
 //! its `CORRAL_<FLAG>` environment variable when not given ([`env_name`];
 //! [`parse`] notes which were, so that problems name the variable), and the client
 //! commands that talk to a running corral: `status`, `reload`, `scale`,
-//! `stop` (see [`crate::config::control_socket`]).
+//! `stop` (see [`crate::config::control_socket`]), and `import-gunicorn`.
+//! gunicorn's own spellings (`--access-logfile`, `-k`, `-p`, ...) are at
+//! the end of [`RunArgs`].
 
 use std::path::PathBuf;
 
@@ -53,6 +55,29 @@ pub enum Command {
     Scale(ScaleArgs),
     /// Stop gracefully (like SIGTERM).
     Stop(ControlArgs),
+    /// Read a gunicorn config file (run with Python, as gunicorn runs it;
+    /// gunicorn need not be installed) and print the equivalent corral.toml
+    /// on stdout; every setting that has no equivalent is named on stderr,
+    /// with the reason. Exit code 0, or 1 when the file cannot be run.
+    ImportGunicorn(ImportArgs),
+}
+
+/// Flags of `corral import-gunicorn`.
+#[derive(Debug, Clone, Args)]
+pub struct ImportArgs {
+    /// The gunicorn config file, like gunicorn.conf.py
+    #[arg(value_name = "FILE")]
+    pub file: PathBuf,
+
+    /// The app as given to gunicorn ("main:app"), when the file has no
+    /// wsgi_app
+    #[arg(value_name = "APP")]
+    pub app: Option<String>,
+
+    /// Python interpreter that runs the file (the app's)
+    /// [default: $VIRTUAL_ENV/bin/python, else python3]
+    #[arg(long, value_name = "PATH")]
+    pub python: Option<PathBuf>,
 }
 
 /// Flags of `corral status`.
@@ -140,6 +165,7 @@ pub enum Action {
     Reload(ReloadArgs),
     Scale(ScaleArgs),
     Stop(ControlArgs),
+    ImportGunicorn(ImportArgs),
 }
 
 /// Parses the command line (exits with clap's message on a mistake), noting
@@ -235,6 +261,7 @@ impl Cli {
             Some(Command::Reload(args)) => Action::Reload(args),
             Some(Command::Scale(args)) => Action::Scale(args),
             Some(Command::Stop(args)) => Action::Stop(args),
+            Some(Command::ImportGunicorn(args)) => Action::ImportGunicorn(args),
             None => Action::Run(self.run),
         }
     }
@@ -463,19 +490,94 @@ pub struct RunArgs {
     #[arg(long, value_name = "LIST", env = "CORRAL_FORWARDED_ALLOW_IPS")]
     pub forwarded_allow_ips: Option<String>,
 
-    /// Log verbosity of corral itself
-    #[arg(long, value_enum, value_name = "LEVEL", default_value_t = LogLevel::Info, env = "CORRAL_LOG_LEVEL")]
-    pub log_level: LogLevel,
+    /// Log verbosity of corral itself [toml: log.level] [default: info]
+    #[arg(long, value_enum, value_name = "LEVEL", env = "CORRAL_LOG_LEVEL")]
+    pub log_level: Option<LogLevel>,
 
     /// Log format: human-readable text, or one JSON object per line. Workers'
     /// output is logged line by line either way, tagged with slot and pid
-    #[arg(long, value_enum, value_name = "FORMAT", default_value_t = LogFormat::Text, env = "CORRAL_LOG_FORMAT")]
-    pub log_format: LogFormat,
+    /// [toml: log.format] [default: text]
+    #[arg(long, value_enum, value_name = "FORMAT", env = "CORRAL_LOG_FORMAT")]
+    pub log_format: Option<LogFormat>,
 
     /// Access log, one line per request: off, common or combined (the Common
     /// and Combined Log Formats of Apache and gunicorn), or json
-    #[arg(long, value_enum, value_name = "FORMAT", default_value_t = AccessLog::Off, env = "CORRAL_ACCESS_LOG")]
-    pub access_log: AccessLog,
+    /// [toml: log.access] [default: off, or combined with --access-logfile]
+    #[arg(long, value_enum, value_name = "FORMAT", env = "CORRAL_ACCESS_LOG")]
+    pub access_log: Option<AccessLog>,
+
+    // gunicorn's own spellings, for a gunicorn command line with the
+    // command renamed (see the README's migration table).
+    /// Write the access log to this file ("-": stdout), reopened on SIGUSR1;
+    /// turns the access log on (gunicorn's format unless --access-log or
+    /// --access-logformat says otherwise) [toml: log.access_file]
+    #[arg(long, value_name = "FILE", env = "CORRAL_ACCESS_LOGFILE")]
+    pub access_logfile: Option<PathBuf>,
+
+    /// Access log line in gunicorn's atoms, like
+    /// '%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s" %(D)s';
+    /// turns the access log on [toml: log.access_format]
+    #[arg(long, value_name = "FORMAT", env = "CORRAL_ACCESS_LOGFORMAT")]
+    pub access_logformat: Option<String>,
+
+    /// Write corral's own log (workers' output included) to this file instead
+    /// of stderr ("-": stderr), reopened on SIGUSR1 [toml: log.error_file]
+    #[arg(
+        long,
+        visible_alias = "log-file",
+        value_name = "FILE",
+        env = "CORRAL_ERROR_LOGFILE"
+    )]
+    pub error_logfile: Option<PathBuf>,
+
+    /// Longest request line (method, target, version) accepted, in bytes;
+    /// 414 above; 0: no limit of its own [toml: server.max_request_line]
+    /// [default: 0, the head is bounded by --max-header-bytes]
+    #[arg(long, value_name = "BYTES", env = "CORRAL_LIMIT_REQUEST_LINE")]
+    pub limit_request_line: Option<usize>,
+
+    /// Most header fields in a request; 431 above; 0: 32768
+    /// [toml: server.max_header_fields] [default: 100]
+    #[arg(long, value_name = "N", env = "CORRAL_LIMIT_REQUEST_FIELDS")]
+    pub limit_request_fields: Option<usize>,
+
+    /// Longest header field ("Name: value") accepted, in bytes; 431 above;
+    /// 0: no limit of its own [toml: server.max_header_field_bytes]
+    /// [default: 0, the head is bounded by --max-header-bytes]
+    #[arg(
+        long = "limit-request-field_size",
+        alias = "limit-request-field-size",
+        value_name = "BYTES",
+        env = "CORRAL_LIMIT_REQUEST_FIELD_SIZE"
+    )]
+    pub limit_request_field_size: Option<usize>,
+
+    /// Write corral's pid to this file (replaced whole, never through a
+    /// symlink), removed on a clean exit [toml: server.pid_file]
+    #[arg(short = 'p', long = "pid", value_name = "FILE", env = "CORRAL_PID")]
+    pub pid: Option<PathBuf>,
+
+    /// Accepted for gunicorn's sake and ignored: corral's workers need no
+    /// heartbeat file (they send heartbeats over their channel)
+    #[arg(long, value_name = "DIR", env = "CORRAL_WORKER_TMP_DIR")]
+    pub worker_tmp_dir: Option<PathBuf>,
+
+    /// gunicorn's worker class: sync or gthread mean --interface wsgi;
+    /// uvicorn.workers.UvicornWorker, uvicorn_worker.UvicornWorker or asgi
+    /// mean --interface asgi. gevent, eventlet and tornado are refused
+    #[arg(
+        short = 'k',
+        long,
+        value_name = "CLASS",
+        value_parser = parse_worker_class,
+        env = "CORRAL_WORKER_CLASS"
+    )]
+    pub worker_class: Option<Interface>,
+
+    /// Refused: corral never preloads the app (each worker imports it, so a
+    /// reload runs new code and a broken import never reaches the supervisor)
+    #[arg(long, env = "CORRAL_PRELOAD")]
+    pub preload: bool,
 
     /// The flags ("--workers", "APP") whose value came from their `CORRAL_*`
     /// environment variable, filled by [`parse`], for error messages.
@@ -484,7 +586,8 @@ pub struct RunArgs {
 }
 
 /// `--log-format`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum LogFormat {
     #[default]
     Text,
@@ -492,11 +595,14 @@ pub enum LogFormat {
 }
 
 /// `--log-level`; gunicorn's "critical" and "warning" are accepted too.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum LogLevel {
     #[value(alias = "critical")]
+    #[serde(alias = "critical")]
     Error,
     #[value(alias = "warning")]
+    #[serde(alias = "warning")]
     Warn,
     #[default]
     Info,
@@ -563,6 +669,45 @@ fn parse_app(s: &str) -> Result<String, String> {
     }
 }
 
+/// `-k/--worker-class`: gunicorn's worker classes that corral's workers
+/// stand in for; any other is refused with what to use instead.
+pub fn parse_worker_class(s: &str) -> Result<Interface, String> {
+    match s {
+        "sync"
+        | "gthread"
+        | "gunicorn.workers.sync.SyncWorker"
+        | "gunicorn.workers.gthread.ThreadWorker" => Ok(Interface::Wsgi),
+        "asgi"
+        | "uvicorn.workers.UvicornWorker"
+        | "uvicorn.workers.UvicornH11Worker"
+        | "uvicorn_worker.UvicornWorker"
+        | "uvicorn_worker.UvicornH11Worker"
+        | "gunicorn.workers.gasgi.ASGIWorker" => Ok(Interface::Asgi),
+        other => Err(unsupported_worker_class(other)),
+    }
+}
+
+/// Why corral has no such worker class, and what to use instead.
+pub fn unsupported_worker_class(class: &str) -> String {
+    let green = ["gevent", "eventlet", "gevent_wsgi", "gevent_pywsgi"];
+    if green
+        .iter()
+        .any(|g| class.starts_with(g) || class.contains(".ggevent."))
+    {
+        format!(
+            "corral has no {class} workers (no monkey-patched green threads): \
+             use --threads N for a WSGI app that waits on I/O, or serve an ASGI app \
+             (-k asgi) for many concurrent connections"
+        )
+    } else {
+        format!(
+            "corral has no worker class {class:?}: it runs WSGI apps in threads \
+             (-k sync, -k gthread) and ASGI apps on an event loop \
+             (-k uvicorn.workers.UvicornWorker, -k asgi)"
+        )
+    }
+}
+
 /// "KEY=VALUE" for `--env`.
 fn parse_env(s: &str) -> Result<(String, String), String> {
     let (key, value) = s
@@ -606,7 +751,7 @@ mod tests {
             assert_eq!(args.bind, ["127.0.0.1:8000".parse().unwrap()]);
             assert_eq!(args.workers, Some(WorkerCount::Count(2)));
             assert_eq!(args.chdir, Some(PathBuf::from("d")));
-            assert_eq!(args.log_level, LogLevel::Info);
+            assert_eq!(args.log_level, None);
         }
     }
 
@@ -707,7 +852,7 @@ mod tests {
         assert_eq!(args.max_memory, Some(ByteSize(512 << 20)));
         assert_eq!(args.user.as_deref(), Some("www-data"));
         assert_eq!(args.group.as_deref(), Some("33"));
-        assert_eq!(args.log_level, LogLevel::Warn);
+        assert_eq!(args.log_level, Some(LogLevel::Warn));
         assert_eq!(args.app.as_deref(), Some("pkg:app"));
         let args = run_args(&["corral", "--min-ready", "2", "--status-bind", "[::1]:9000"]);
         assert_eq!(args.min_ready, Some(MinReady::Count(2)));

@@ -13,6 +13,8 @@ mod control;
 mod cpus;
 mod deploy;
 mod front;
+mod import_gunicorn;
+mod logfile;
 mod metrics;
 mod private_fs;
 mod reaper;
@@ -60,8 +62,8 @@ fn main() -> ExitCode {
                 control::simple_cmd(s, serde_json::json!({"cmd": "stop"}), "stopping")
             }));
         }
+        cli::Action::ImportGunicorn(args) => return ExitCode::from(import_gunicorn::run(&args)),
     };
-    init_logging(args.log_level.into(), args.log_format);
     let cfg = match config::load(&args) {
         Ok(c) => Arc::new(c),
         Err(e) => {
@@ -69,8 +71,24 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
+    if let Err(e) = init_logging(&cfg.log) {
+        eprintln!("error: {e}");
+        return ExitCode::from(EXIT_CONFIG);
+    }
     for warning in &cfg.warnings {
         tracing::warn!("{warning}");
+    }
+    if std::env::var_os("GUNICORN_CMD_ARGS").is_some() {
+        tracing::warn!(
+            "GUNICORN_CMD_ARGS is set but corral does not read it: give those flags to corral, \
+             or set them in corral.toml (`corral import-gunicorn` converts a gunicorn.conf.py)"
+        );
+    }
+    if let Some(dir) = &args.worker_tmp_dir {
+        tracing::info!(
+            "--worker-tmp-dir {} ignored: corral's workers send heartbeats over their channel, not through a file",
+            dir.display()
+        );
     }
     if !check {
         let nofile = worker::process::raise_nofile();
@@ -96,14 +114,22 @@ fn main() -> ExitCode {
     let code = if check {
         runtime.block_on(check::run(cfg))
     } else {
-        runtime.block_on(run(cfg, args.access_log))
+        runtime.block_on(run(cfg))
     };
     // Workers are reaped or killed by now; do not wait for idle connections.
     runtime.shutdown_timeout(std::time::Duration::from_millis(100));
     ExitCode::from(code)
 }
 
-async fn run(cfg: Arc<config::Config>, access: front::access::AccessLog) -> u8 {
+async fn run(cfg: Arc<config::Config>) -> u8 {
+    let access = match cfg.log.access.as_ref().map(front::access::Logger::new) {
+        None => None,
+        Some(Ok(logger)) => Some(Arc::new(logger)),
+        Some(Err(e)) => {
+            eprintln!("error: access log: {e}");
+            return EXIT_CONFIG;
+        }
+    };
     // Sockets a USR2 re-exec hands down: a name and the fd.
     let mut sockets: Vec<(String, std::os::fd::RawFd)> = Vec::new();
     let activated = front::inherited_listeners();
@@ -150,6 +176,15 @@ async fn run(cfg: Arc<config::Config>, access: front::access::AccessLog) -> u8 {
                 sockets.push((front::inherit_key(b, "status"), l.raw_fd()));
             }
             (listeners, status_listener)
+        }
+    };
+    // Removed when `run` returns, by whichever path.
+    let _pid_file = match cfg.server.pid_file.as_deref().map(logfile::PidFile::create) {
+        None => None,
+        Some(Ok(guard)) => Some(guard),
+        Some(Err(e)) => {
+            eprintln!("error: {e}");
+            return EXIT_CONFIG;
         }
     };
     let takeover = reexec::inherited().parent.is_some();
@@ -220,6 +255,7 @@ async fn run(cfg: Arc<config::Config>, access: front::access::AccessLog) -> u8 {
         replace: replace_tx,
         metrics: metrics.clone(),
         access,
+        head_limits: cfg.server.head_limits,
         drain: front::Drain::new(),
         forwarded_allow: cfg.server.forwarded_allow_ips.clone(),
     });
@@ -316,18 +352,37 @@ fn with_socket(args: &cli::ControlArgs, f: impl FnOnce(&std::path::Path) -> u8) 
     }
 }
 
-fn init_logging(level: tracing::level_filters::LevelFilter, format: cli::LogFormat) {
+/// corral's own log: to stderr, or to `[log] error_file` (reopened on
+/// SIGUSR1, see [`logfile`]).
+fn init_logging(cfg: &config::LogConfig) -> Result<(), String> {
+    let level: tracing::level_filters::LevelFilter = cfg.level.into();
+    let file = cfg
+        .error_file
+        .as_deref()
+        .map(logfile::LogFile::open)
+        .transpose()?;
+    let writer = tracing_subscriber::fmt::writer::BoxMakeWriter::new({
+        let file = file.clone();
+        move || -> Box<dyn std::io::Write> {
+            match &file {
+                Some(f) => Box::new(logfile::Writer(f.clone())),
+                None => Box::new(std::io::stderr()),
+            }
+        }
+    });
     let builder = tracing_subscriber::fmt()
         .with_max_level(level)
         .with_target(false)
-        .with_writer(std::io::stderr);
-    // Under systemd (JOURNAL_STREAM set) the journal stamps every line.
-    let journal = std::env::var_os("JOURNAL_STREAM").is_some();
-    match (format, journal) {
+        .with_writer(writer);
+    // Under systemd (JOURNAL_STREAM set) the journal stamps every line; a
+    // file gets timestamps and no colours.
+    let journal = std::env::var_os("JOURNAL_STREAM").is_some() && file.is_none();
+    let colour =
+        file.is_none() && std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+    match (cfg.format, journal) {
         (cli::LogFormat::Json, _) => builder.json().with_current_span(false).init(),
         (cli::LogFormat::Text, true) => builder.with_ansi(false).without_time().init(),
-        (cli::LogFormat::Text, false) => builder
-            .with_ansi(std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none())
-            .init(),
+        (cli::LogFormat::Text, false) => builder.with_ansi(colour).init(),
     }
+    Ok(())
 }

@@ -22,12 +22,15 @@
 //! trusted proxies);
 //! `raw` holds the file format (the `Raw*` structs and their parsing);
 //! `validate` merges the command line over the file, fills the defaults and
-//! checks every value. This module holds the resolved types, the errors and
+//! checks every value; `logs` does the same for `[log]` and the gunicorn
+//! flags that sit beside corral's own (`--limit-request-*`, `-p`, `-k`,
+//! `--preload`). This module holds the resolved types, the errors and
 //! the pipeline that ties those steps together.
 
 #[cfg(test)]
 mod dropin_tests;
 mod instance;
+mod logs;
 #[cfg(test)]
 mod proptests;
 mod raw;
@@ -43,6 +46,7 @@ use serde::Deserialize;
 
 use crate::cli::RunArgs;
 pub use instance::{Place, SOCKET_NAME, running_sockets};
+pub use logs::{AccessConfig, AccessTarget, HeadLimits, LogConfig};
 use raw::{RawConfig, parse};
 pub use units::{BindAddr, ByteSize, ForwardedAllow, HumanDuration, MinReady, WorkerCount};
 pub(crate) use validate::check_env;
@@ -68,6 +72,7 @@ pub struct Config {
     /// Things that work but should be written differently (a deprecated
     /// key), logged once at start-up.
     pub warnings: Vec<String>,
+    pub log: LogConfig,
 }
 
 #[derive(Debug, Clone)]
@@ -184,6 +189,17 @@ pub enum Interface {
     Auto,
 }
 
+impl Interface {
+    /// As written in the file and on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Interface::Wsgi => "wsgi",
+            Interface::Asgi => "asgi",
+            Interface::Auto => "auto",
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
     /// Never empty.
@@ -223,6 +239,10 @@ pub struct ServerConfig {
     /// trusted (`server.forwarded_allow_ips`); by default 127.0.0.1 and ::1.
     /// Connections on Unix sockets are always trusted.
     pub forwarded_allow_ips: ForwardedAllow,
+    /// gunicorn's `limit_request_*` beside `max_header_bytes`.
+    pub head_limits: HeadLimits,
+    /// Where corral writes its pid, if anywhere.
+    pub pid_file: Option<PathBuf>,
 }
 
 /// A value that must not show up in logs or debug output (the status
@@ -770,6 +790,7 @@ fn resolve(
     let control = r.control(args.socket.as_deref(), raw.control, &socket);
     let state_dir = env.default_state_dir.for_instance(&instance, None);
     let deploy = r.deploy(raw.deploy, &state_dir, chdir_given);
+    let log = r.log(args, raw.log);
     match app {
         Some(app) if r.problems.is_empty() => Ok(Config {
             source: file.map(|f| f.path.clone()),
@@ -781,6 +802,7 @@ fn resolve(
             control,
             deploy,
             warnings: r.warnings,
+            log,
         }),
         _ => Err(ConfigError::Validate(r.problems)),
     }

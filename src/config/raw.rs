@@ -12,6 +12,8 @@ use toml::Spanned;
 
 use super::units::Umask;
 use super::{ByteSize, ConfigFile, HumanDuration, Interface, MinReady, Problem, WorkerCount};
+use crate::cli::{LogFormat, LogLevel};
+use crate::front::access::AccessLog;
 
 /// Every key with its default; tested to parse and validate.
 const EXAMPLE: &str = include_str!("../../config/example.toml");
@@ -40,6 +42,40 @@ pub(super) struct RawConfig {
     /// `[deploy]`: reloads (a new generation of workers taking over).
     #[serde(default)]
     pub(super) deploy: RawDeploy,
+    /// `[log]`: corral's own log and the access log.
+    #[serde(default)]
+    pub(super) log: RawLog,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawLog {
+    /// Verbosity of corral's own log: "error" (gunicorn's "critical" too),
+    /// "warn" ("warning"), "info", "debug" or "trace". Default "info".
+    pub(super) level: Option<LogLevel>,
+    /// "text" (human-readable) or "json" (one object per line). Default
+    /// "text".
+    pub(super) format: Option<LogFormat>,
+    /// A file for corral's own log (workers' output included) instead of
+    /// stderr, relative to this file's folder; "-" means stderr (gunicorn's
+    /// `errorlog`). Opened for appending, created mode 0640; reopened on
+    /// SIGUSR1 (for logrotate). In a folder another user may write to, a
+    /// symlink is refused, and so is a file neither corral's user nor the
+    /// folder's owner owns. Default: stderr.
+    pub(super) error_file: Option<Spanned<String>>,
+    /// The access log, one line per request: "off", "common", "combined"
+    /// (Apache's and gunicorn's formats) or "json". Default "off", or
+    /// "combined" (gunicorn's default line) when `access_file` is set.
+    pub(super) access: Option<AccessLog>,
+    /// A file for the access log, relative to this file's folder; "-" means
+    /// stdout (gunicorn's `accesslog`). Opened and reopened as `error_file`.
+    /// Default: the access lines go to corral's own log.
+    pub(super) access_file: Option<Spanned<String>>,
+    /// The access line in gunicorn's `access_log_format` atoms, like
+    /// '%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s" %(D)s'
+    /// (an unknown atom is written "-", as gunicorn does); turns the access
+    /// log on. Default: none (the format of `access`).
+    pub(super) access_format: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -180,6 +216,26 @@ pub(super) struct RawServer {
     /// that the socket's file permissions let in can connect, as with a
     /// proxy on a Unix socket. Default ["127.0.0.1", "::1"].
     pub(super) forwarded_allow_ips: Option<Spanned<Vec<Spanned<String>>>>,
+    /// Longest request line (method, target and version, as gunicorn's
+    /// `limit_request_line` counts it) in bytes; a longer one gets 414 URI
+    /// Too Long. 0 means no limit of its own (`max_header_bytes` bounds the
+    /// whole head). Default 0: gunicorn's 4094 refuses long query strings
+    /// that corral, bounding the head as a whole, can serve.
+    pub(super) max_request_line: Option<Spanned<usize>>,
+    /// Most header fields in a request (gunicorn's `limit_request_fields`);
+    /// more get 431 Request Header Fields Too Large. At most 32768; 0 means
+    /// 32768. Default 100, as gunicorn.
+    pub(super) max_header_fields: Option<Spanned<usize>>,
+    /// Longest header field ("Name: value") in bytes (gunicorn's
+    /// `limit_request_field_size`); a longer one gets 431. 0 means no limit
+    /// of its own. Default 0 (`max_header_bytes` bounds the whole head).
+    pub(super) max_header_field_bytes: Option<Spanned<usize>>,
+    /// A file corral writes its pid to once its sockets are bound (gunicorn's
+    /// `pidfile`), relative to this file's folder; replaced whole (a new
+    /// file renamed over it, so a symlink there is replaced, never
+    /// followed), mode 0644, and removed when corral exits cleanly while it
+    /// still holds corral's pid. Default: none.
+    pub(super) pid_file: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -650,6 +706,21 @@ mod tests {
             .replace("# address_space = ", "address_space = ")
             .replace("# core = ", "core = ")
             .replace("# umask = ", "umask = ")
+            .replace("\nmax_request_line = 0", "\n# max_request_line = 0")
+            .replace("# max_request_line = 4094", "max_request_line = 4094")
+            .replace(
+                "\nmax_header_field_bytes = 0",
+                "\n# max_header_field_bytes = 0",
+            )
+            .replace(
+                "# max_header_field_bytes = 8190",
+                "max_header_field_bytes = 8190",
+            )
+            .replace("# pid_file = ", "pid_file = ")
+            .replace("\nerror_file = \"-\"", "\n# error_file = \"-\"")
+            .replace("# error_file = \"/var", "error_file = \"/var")
+            .replace("# access_file = ", "access_file = ")
+            .replace("# access_format = ", "access_format = ")
             .replace("# socket = ", "socket = ")
             .replace("\nrevision = \"auto\"", "\n# revision = \"auto\"")
             .replace("# revision = [", "revision = [")
@@ -680,6 +751,10 @@ mod tests {
         let config = resolve(&RunArgs::default(), Some(&file), Path::new("/repo"), &env()).unwrap();
         assert_eq!(config.health.ready_path.as_deref(), Some("/health/ready"));
         assert_eq!(config.workers.max_memory, Some(512 << 20));
+        assert_eq!(config.server.head_limits.request_line, Some(4094));
+        assert_eq!(config.server.pid_file, Some("/run/app/corral.pid".into()));
+        assert_eq!(config.log.error_file, Some("/var/log/app/error.log".into()));
+        assert!(config.log.access.is_some());
         let identity = config.workers.identity.unwrap();
         assert_eq!(
             (identity.user.as_str(), identity.uid, identity.gid),

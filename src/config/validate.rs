@@ -69,13 +69,13 @@ fn default_forwarded_allow() -> ForwardedAllow {
 }
 
 /// Where a value came from, to point a problem at it.
-struct At {
+pub(super) struct At {
     location: Option<String>,
     key: String,
 }
 
 impl At {
-    fn flag(flag: &str) -> At {
+    pub(super) fn flag(flag: &str) -> At {
         At {
             location: None,
             key: flag.to_owned(),
@@ -103,7 +103,7 @@ pub(super) struct Resolver<'a> {
 }
 
 impl Resolver<'_> {
-    fn fail(&mut self, at: &At, message: impl Into<String>) {
+    pub(super) fn fail(&mut self, at: &At, message: impl Into<String>) {
         self.problems.push(Problem {
             location: at.location.clone(),
             key: Some(at.key.clone()),
@@ -120,7 +120,7 @@ impl Resolver<'_> {
         At::flag(flag)
     }
 
-    fn in_file(&self, span: Range<usize>, key: &str) -> At {
+    pub(super) fn in_file(&self, span: Range<usize>, key: &str) -> At {
         At {
             location: self.file.map(|f| f.location(span.start)),
             key: key.to_owned(),
@@ -128,12 +128,12 @@ impl Resolver<'_> {
     }
 
     /// The folder relative paths in the file are resolved against.
-    fn file_dir(&self) -> &Path {
+    pub(super) fn file_dir(&self) -> &Path {
         self.file.map_or(self.cwd, |f| &f.dir)
     }
 
     /// The flag's value, else the file's, else the default.
-    fn pick<T: Clone>(
+    pub(super) fn pick<T: Clone>(
         &self,
         flag: (Option<&T>, &str),
         file: (Option<&Spanned<T>>, &str),
@@ -181,8 +181,9 @@ impl Resolver<'_> {
                 .ok(),
         };
 
+        let interface_flag = self.gunicorn_flags(args);
         let (interface, _) = self.pick(
-            (args.interface.as_ref(), "--interface"),
+            (interface_flag.as_ref(), "--interface"),
             (None, "app.interface"),
             raw.interface.unwrap_or(Interface::Auto),
         );
@@ -485,6 +486,8 @@ impl Resolver<'_> {
             args.forwarded_allow_ips.as_deref(),
             raw.forwarded_allow_ips.as_ref(),
         );
+        let head_limits = self.head_limits(args, &raw);
+        let pid_file = self.pid_file(args, &raw);
         ServerConfig {
             bind: seen,
             backlog,
@@ -502,6 +505,8 @@ impl Resolver<'_> {
             },
             drop_privileges: raw.drop_privileges.map(|d| d.into_inner()).unwrap_or(false),
             forwarded_allow_ips,
+            head_limits,
+            pid_file,
         }
     }
 

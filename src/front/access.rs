@@ -1,22 +1,93 @@
 //! The access log (off by default): one line per request, in the Common or
-//! Combined Log Format of Apache and gunicorn, or as JSON, written through
-//! corral's log (so it goes where the rest goes: stderr, the journal).
-//! Everything in a line that a client chose is escaped ([`escape`]), so a
-//! line stays one line and cannot fake another.
+//! Combined Log Format of Apache and gunicorn, as JSON, or in gunicorn's
+//! `access_log_format` atoms ([`super::access_format`]); written through
+//! corral's log (so it goes where the rest goes: stderr, the journal), or
+//! to stdout or a file of its own (`[log] access_file`, reopened on
+//! SIGUSR1). Everything in a line that a client chose is escaped
+//! ([`escape`]), so a line stays one line and cannot fake another.
 
 use std::fmt::Write;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use http::HeaderMap;
 use http::request::Parts;
 
+use super::access_format::{self, Piece};
+use crate::config::{AccessConfig, AccessTarget};
+use crate::logfile::LogFile;
+
 /// Which access log, if any.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum AccessLog {
     #[default]
     Off,
     Common,
     Combined,
     Json,
+}
+
+/// The line format of a running access log.
+#[derive(Debug, Clone)]
+pub enum Format {
+    Common,
+    Combined,
+    Json,
+    /// gunicorn's `access_log_format`.
+    Gunicorn(Vec<Piece>),
+}
+
+/// The access log of a running corral: its format and where it writes.
+pub struct Logger {
+    format: Format,
+    sink: Sink,
+}
+
+enum Sink {
+    Log,
+    Stdout,
+    File(Arc<LogFile>),
+}
+
+impl Logger {
+    /// Opens the access log's file, if it has one.
+    pub fn new(cfg: &AccessConfig) -> Result<Logger, String> {
+        let sink = match &cfg.target {
+            AccessTarget::Log => Sink::Log,
+            AccessTarget::Stdout => Sink::Stdout,
+            AccessTarget::File(path) => Sink::File(LogFile::open(path)?),
+        };
+        Ok(Logger {
+            format: cfg.format.clone(),
+            sink,
+        })
+    }
+
+    /// Whether a line needs every request header (not only Referer and
+    /// User-Agent).
+    pub fn needs_headers(&self) -> bool {
+        match &self.format {
+            Format::Gunicorn(pieces) => pieces
+                .iter()
+                .any(|p| matches!(p, Piece::Atom(a) if a.needs_headers())),
+            _ => false,
+        }
+    }
+
+    pub fn log(&self, e: &Entry<'_>) {
+        let line = self.format.line(e, SystemTime::now());
+        match &self.sink {
+            Sink::Log => tracing::info!(target: "access", "{line}"),
+            Sink::Stdout => {
+                use std::io::Write as _;
+                let _ = std::io::stdout()
+                    .lock()
+                    .write_all(format!("{line}\n").as_bytes());
+            }
+            Sink::File(file) => file.write_all(format!("{line}\n").as_bytes()),
+        }
+    }
 }
 
 /// What a line says about one request.
@@ -27,30 +98,47 @@ pub struct Entry<'a> {
     /// Response body size when known (Content-Length), else None.
     pub bytes: Option<u64>,
     pub elapsed: Duration,
+    /// The response's headers.
+    pub response: &'a HeaderMap,
 }
 
-impl AccessLog {
-    pub fn log(self, e: &Entry<'_>) {
-        if self == AccessLog::Off {
-            return;
+impl Entry<'_> {
+    pub(super) fn remote_or_dash(&self) -> &str {
+        if self.remote.is_empty() {
+            "-"
+        } else {
+            self.remote
         }
-        let line = self.format(e, SystemTime::now());
-        tracing::info!(target: "access", "{line}");
     }
 
-    fn format(self, e: &Entry<'_>, now: SystemTime) -> String {
-        let p = e.parts;
-        let target = p.uri.path_and_query().map(|x| x.as_str()).unwrap_or("/");
-        let version = match p.version {
+    /// The request target as received.
+    pub(super) fn target(&self) -> &str {
+        self.parts
+            .uri
+            .path_and_query()
+            .map(|x| x.as_str())
+            .unwrap_or("/")
+    }
+
+    pub(super) fn protocol(&self) -> &'static str {
+        match self.parts.version {
             http::Version::HTTP_10 => "HTTP/1.0",
             _ => "HTTP/1.1",
-        };
+        }
+    }
+}
+
+impl Format {
+    fn line(&self, e: &Entry<'_>, now: SystemTime) -> String {
+        let p = e.parts;
+        let target = e.target();
+        let version = e.protocol();
         let header = |name: http::header::HeaderName| p.headers.get(name).map(|v| v.as_bytes());
-        let remote = if e.remote.is_empty() { "-" } else { e.remote };
+        let remote = e.remote_or_dash();
         let bytes = e.bytes.map_or("-".to_string(), |b| b.to_string());
         match self {
-            AccessLog::Off => String::new(),
-            AccessLog::Common | AccessLog::Combined => {
+            Format::Gunicorn(pieces) => access_format::render(pieces, e, now),
+            Format::Common | Format::Combined => {
                 let mut line = format!(
                     "{} - - [{}] \"{} {} {version}\" {} {bytes}",
                     escape(remote.as_bytes()),
@@ -59,7 +147,7 @@ impl AccessLog {
                     escape(target.as_bytes()),
                     e.status
                 );
-                if self == AccessLog::Combined {
+                if matches!(self, Format::Combined) {
                     let quoted = |v: Option<&[u8]>| v.map_or("-".into(), escape);
                     line.push_str(&format!(
                         " \"{}\" \"{}\"",
@@ -71,7 +159,7 @@ impl AccessLog {
             }
             // JSON escapes control characters itself; bytes that are not
             // UTF-8 become U+FFFD.
-            AccessLog::Json => {
+            Format::Json => {
                 let text = |v: Option<&[u8]>| {
                     v.map_or_else(
                         || "-".to_string(),
@@ -119,7 +207,7 @@ pub fn escape(bytes: &[u8]) -> String {
 }
 
 /// `26/Nov/2026:05:10:00 +0000` (always UTC).
-fn clf_time(t: SystemTime) -> String {
+pub(super) fn clf_time(t: SystemTime) -> String {
     let secs = t
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
@@ -172,20 +260,21 @@ mod tests {
             status: 200,
             bytes: Some(13),
             elapsed: Duration::from_millis(2),
+            response: &HeaderMap::new(),
         };
         let t = UNIX_EPOCH + Duration::from_secs(1_795_669_800); // 2026-11-26 05:10:00 UTC
         assert_eq!(
-            AccessLog::Common.format(&e, t),
+            Format::Common.line(&e, t),
             "127.0.0.1 - - [26/Nov/2026:05:10:00 +0000] \"GET /a?b=c HTTP/1.1\" 200 13"
         );
         assert!(
-            AccessLog::Combined
-                .format(&e, t)
+            Format::Combined
+                .line(&e, t)
                 .ends_with(" \"http://x/\" \"curl/8 \\\"quoted\\\"\""),
             "{}",
-            AccessLog::Combined.format(&e, t)
+            Format::Combined.line(&e, t)
         );
-        let v: serde_json::Value = serde_json::from_str(&AccessLog::Json.format(&e, t)).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&Format::Json.line(&e, t)).unwrap();
         assert_eq!(v["status"], 200);
         assert_eq!(v["target"], "/a?b=c");
         assert_eq!(v["user_agent"], "curl/8 \"quoted\"");
@@ -207,8 +296,9 @@ mod tests {
             status: 200,
             bytes: None,
             elapsed: Duration::ZERO,
+            response: &HeaderMap::new(),
         };
-        let line = AccessLog::Combined.format(&e, UNIX_EPOCH);
+        let line = Format::Combined.line(&e, UNIX_EPOCH);
         assert_eq!(
             line,
             "10.0.0.1\\x0A127.0.0.1 - - [fake] - - [01/Jan/1970:00:00:00 +0000] \
@@ -217,9 +307,9 @@ mod tests {
         );
         assert_eq!(escape(b"\x1b[31mred\x7f"), "\\x1B[31mred\\x7F");
         let v: serde_json::Value =
-            serde_json::from_str(&AccessLog::Json.format(&e, UNIX_EPOCH)).unwrap();
+            serde_json::from_str(&Format::Json.line(&e, UNIX_EPOCH)).unwrap();
         assert_eq!(v["user_agent"], "evil\"\t\\ \u{fffd}");
-        assert!(!AccessLog::Json.format(&e, UNIX_EPOCH).contains('\n'));
+        assert!(!Format::Json.line(&e, UNIX_EPOCH).contains('\n'));
     }
 
     #[test]

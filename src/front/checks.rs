@@ -3,7 +3,9 @@
 //! `Host` lines, a `Host` that is no `host[:port]`, and any
 //! `Transfer-Encoding` but exactly `chunked` (hyper takes `gzip, chunked`
 //! and repeated lines, which a proxy in front may read differently: the
-//! stuff of request smuggling).
+//! stuff of request smuggling). Also gunicorn's `limit_request_line` (414)
+//! and `limit_request_field_size` (431) ([`over_limits`]); hyper counts the
+//! fields itself (`max_headers`, 431).
 
 use http::header::{HOST, TRANSFER_ENCODING};
 use http::{HeaderMap, Version};
@@ -23,6 +25,37 @@ pub fn refuse(version: Version, headers: &HeaderMap) -> Option<&'static str> {
         (Some(te), None) if te.as_bytes().trim_ascii().eq_ignore_ascii_case(b"chunked") => None,
         _ => Some("Transfer-Encoding other than chunked"),
     }
+}
+
+/// The status and reason when the head is over a limit of `limits`. The
+/// request line is counted as gunicorn counts it (method, target and
+/// version with their two spaces, no CRLF), a field as "Name: value".
+pub fn over_limits<B>(
+    req: &http::Request<B>,
+    limits: &crate::config::HeadLimits,
+) -> Option<(http::StatusCode, &'static str)> {
+    if let Some(max) = limits.request_line {
+        let target = match req.uri().path_and_query() {
+            Some(pq) if req.uri().scheme().is_none() => pq.as_str().len(),
+            _ => req.uri().to_string().len(),
+        };
+        if req.method().as_str().len() + 1 + target + 1 + "HTTP/1.1".len() > max {
+            return Some((http::StatusCode::URI_TOO_LONG, "request line too long"));
+        }
+    }
+    if let Some(max) = limits.field_bytes {
+        let long = req
+            .headers()
+            .iter()
+            .any(|(name, value)| name.as_str().len() + 2 + value.len() > max);
+        if long {
+            return Some((
+                http::StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                "a header field is too long",
+            ));
+        }
+    }
+    None
 }
 
 /// `uri-host [":" port]` (RFC 9110 section 7.2), or empty (allowed when

@@ -14,7 +14,7 @@ use hyper::body::Incoming;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant as TokioInstant;
 
-use super::access::{self, AccessLog, Entry};
+use super::access::{self, Entry, Logger};
 use super::body::{Body, PumpGuard, StreamBody};
 use super::environ::{self, ConnInfo};
 use super::upload::{self, PumpEnd};
@@ -36,7 +36,10 @@ pub struct Shared {
     /// Tells the supervisor to replace a worker (serial, reason).
     pub replace: mpsc::UnboundedSender<(u64, String)>,
     pub metrics: Arc<Metrics>,
-    pub access: AccessLog,
+    /// The access log, when it is on.
+    pub access: Option<Arc<Logger>>,
+    /// gunicorn's `limit_request_*`.
+    pub head_limits: crate::config::HeadLimits,
     /// Open connections and WebSockets, and the signal to finish them.
     pub drain: Arc<Drain>,
     /// Proxies whose X-Forwarded-For and X-Forwarded-Proto count.
@@ -50,14 +53,20 @@ pub async fn handle(
 ) -> Result<Response<Body>, std::convert::Infallible> {
     let start = Instant::now();
     // What the access log needs, kept only when it is on.
-    let logged = (shared.access != AccessLog::Off).then(|| {
+    let logged = shared.access.as_ref().map(|log| {
         let mut b = http::Request::builder()
             .method(req.method().clone())
             .uri(req.uri().clone())
             .version(req.version());
-        for name in [http::header::REFERER, http::header::USER_AGENT] {
-            if let Some(v) = req.headers().get(&name) {
-                b = b.header(name, v.clone());
+        if log.needs_headers() {
+            if let Some(headers) = b.headers_mut() {
+                *headers = req.headers().clone();
+            }
+        } else {
+            for name in [http::header::REFERER, http::header::USER_AGENT] {
+                if let Some(v) = req.headers().get(&name) {
+                    b = b.header(name, v.clone());
+                }
             }
         }
         b.body(()).map(|r| r.into_parts().0)
@@ -71,18 +80,19 @@ pub async fn handle(
     };
     let elapsed = start.elapsed();
     shared.metrics.record(resp.status().as_u16(), elapsed);
-    if let Some(Ok(parts)) = logged {
+    if let (Some(Ok(parts)), Some(log)) = (logged, &shared.access) {
         let bytes = resp
             .headers()
             .get(http::header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse().ok());
-        shared.access.log(&Entry {
+        log.log(&Entry {
             remote: &conn.remote_addr,
             parts: &parts,
             status: resp.status().as_u16(),
             bytes,
             elapsed,
+            response: resp.headers(),
         });
     }
     Ok(resp)
@@ -104,6 +114,9 @@ async fn dispatch(mut req: http::Request<Incoming>, shared: &Shared, conn: &Conn
         return Err(bad_request(
             "the asterisk-form target (OPTIONS *) is not served: ask a path",
         ));
+    }
+    if let Some((status, why)) = checks::over_limits(&req, &shared.head_limits) {
+        return Err(refused(status, why));
     }
     let upgrade = match websocket::upgrade_kind(&req) {
         Upgrade::None => None,
@@ -581,6 +594,16 @@ fn not_a_proxy() -> Response<Body> {
         http::header::ALLOW,
         HeaderValue::from_static("GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"),
     );
+    r.headers_mut()
+        .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+    r
+}
+
+/// A head over one of gunicorn's `limit_request_*`: 414 or 431, and the
+/// connection closed, as gunicorn does.
+fn refused(status: StatusCode, why: &str) -> Response<Body> {
+    let reason = status.canonical_reason().unwrap_or("Refused");
+    let mut r = plain(status, &format!("{reason}: {why}\n"));
     r.headers_mut()
         .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
     r

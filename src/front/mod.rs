@@ -10,6 +10,7 @@
 //! without taking a response byte ([`conn`]).
 
 pub mod access;
+pub mod access_format;
 pub mod body;
 pub mod checks;
 pub mod conn;
@@ -329,6 +330,7 @@ impl Front {
         let opts = Arc::new(ConnOpts {
             keepalive: server.keepalive,
             max_header_bytes: server.max_header_bytes,
+            max_headers: server.head_limits.fields,
         });
         // One cap for all the listen sockets together.
         let limits = conn::Limits::new(
@@ -375,6 +377,7 @@ impl Front {
 struct ConnOpts {
     keepalive: Duration,
     max_header_bytes: usize,
+    max_headers: usize,
 }
 
 /// hyper's HTTP/1 settings for a connection: `keepalive` is also the time a
@@ -409,7 +412,8 @@ async fn accept_loop(
             r = gate.wait_for(|open| *open) => if r.is_err() { return },
         }
     }
-    let builder = http1(opts.keepalive, opts.max_header_bytes);
+    let mut builder = http1(opts.keepalive, opts.max_header_bytes);
+    builder.max_headers(opts.max_headers);
     loop {
         // At the cap, stop accepting: new connections wait in the backlog.
         let slot = tokio::select! {

@@ -369,7 +369,21 @@ impl Supervisor {
                 None
             }
             Msg::Signal(OsSignal::Usr1) => {
-                tracing::info!("SIGUSR1: corral logs to stderr; there is no log file to reopen");
+                // Opening files is blocking I/O: not on the supervisor loop.
+                tokio::task::spawn_blocking(|| {
+                    let reopened = crate::logfile::reopen_all();
+                    if reopened.is_empty() {
+                        tracing::info!(
+                            "SIGUSR1: corral logs to stderr; there is no log file to reopen"
+                        );
+                    }
+                    for (path, error) in reopened {
+                        match error {
+                            None => tracing::info!("SIGUSR1: reopened {}", path.display()),
+                            Some(e) => tracing::error!("SIGUSR1: kept the old file: {e}"),
+                        }
+                    }
+                });
                 None
             }
             Msg::Signal(OsSignal::Usr2) => {

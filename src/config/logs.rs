@@ -1,0 +1,349 @@
+//! The `[log]` section and the gunicorn settings that live beside corral's
+//! own (`[server]` request-head limits and `pid_file`, `-k`, `--preload`):
+//! merged from the command line over the file and checked like the rest
+//! (see [`super::validate`]).
+
+use std::path::{Path, PathBuf};
+
+use toml::Spanned;
+
+use super::raw::{RawLog, RawServer};
+use super::validate::{At, Resolver, absolute};
+use super::{Interface, Problem};
+use crate::cli::{LogFormat, LogLevel, RunArgs};
+use crate::front::access::{AccessLog, Format};
+use crate::front::access_format;
+
+/// gunicorn's ceiling for `limit_request_fields` (and what 0 means there).
+const MAX_HEADER_FIELDS: usize = 32768;
+/// gunicorn's and hyper's default number of header fields.
+const DEFAULT_HEADER_FIELDS: usize = 100;
+
+/// Where corral's own log and the access log go.
+#[derive(Debug, Clone)]
+pub struct LogConfig {
+    pub level: LogLevel,
+    pub format: LogFormat,
+    /// `None`: stderr.
+    pub error_file: Option<PathBuf>,
+    /// `None`: no access log.
+    pub access: Option<AccessConfig>,
+}
+
+/// The access log, when it is on.
+#[derive(Debug, Clone)]
+pub struct AccessConfig {
+    pub format: Format,
+    pub target: AccessTarget,
+}
+
+/// Where access lines are written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AccessTarget {
+    /// Through corral's own log (stderr, the journal or `error_file`).
+    Log,
+    /// gunicorn's `--access-logfile -`.
+    Stdout,
+    File(PathBuf),
+}
+
+/// The request-head limits beyond `max_header_bytes` (gunicorn's
+/// `limit_request_*`), enforced by the front.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HeadLimits {
+    /// Longest request line, or no limit of its own: 414 beyond.
+    pub request_line: Option<usize>,
+    /// Most header fields: 431 beyond (hyper counts them).
+    pub fields: usize,
+    /// Longest "Name: value", or no limit of its own: 431 beyond.
+    pub field_bytes: Option<usize>,
+}
+
+impl Default for HeadLimits {
+    fn default() -> Self {
+        HeadLimits {
+            request_line: None,
+            fields: DEFAULT_HEADER_FIELDS,
+            field_bytes: None,
+        }
+    }
+}
+
+impl Resolver<'_> {
+    pub(super) fn log(&mut self, args: &RunArgs, raw: RawLog) -> LogConfig {
+        let level = args.log_level.or(raw.level).unwrap_or_default();
+        let log_format = args.log_format.or(raw.format).unwrap_or_default();
+        let error_file = match (&args.error_logfile, &raw.error_file) {
+            (Some(p), _) if p.as_os_str() == "-" => None,
+            (Some(p), _) => Some(absolute(self.cwd, p)),
+            (None, Some(p)) if p.get_ref() == "-" => None,
+            (None, Some(p)) => self.log_path(p, "log.error_file"),
+            (None, None) => None,
+        };
+        let target = match (&args.access_logfile, &raw.access_file) {
+            (Some(p), _) if p.as_os_str() == "-" => Some(AccessTarget::Stdout),
+            (Some(p), _) => Some(AccessTarget::File(absolute(self.cwd, p))),
+            (None, Some(p)) if p.get_ref() == "-" => Some(AccessTarget::Stdout),
+            (None, Some(p)) => self.log_path(p, "log.access_file").map(AccessTarget::File),
+            (None, None) => None,
+        };
+        let custom = match (&args.access_logformat, &raw.access_format) {
+            (Some(f), _) => self.access_format(f, &At::flag("--access-logformat")),
+            (None, Some(f)) => {
+                let at = self.in_file(f.span(), "log.access_format");
+                self.access_format(f.get_ref(), &at)
+            }
+            (None, None) => None,
+        };
+        let kind = args.access_log.or(raw.access);
+        let format = match (custom, kind) {
+            (Some(pieces), _) => Some(Format::Gunicorn(pieces)),
+            (None, Some(AccessLog::Off)) => None,
+            (None, Some(AccessLog::Common)) => Some(Format::Common),
+            (None, Some(AccessLog::Combined)) => Some(Format::Combined),
+            (None, Some(AccessLog::Json)) => Some(Format::Json),
+            // gunicorn's default line is the Combined Log Format.
+            (None, None) => target.as_ref().map(|_| Format::Combined),
+        };
+        LogConfig {
+            level,
+            format: log_format,
+            error_file,
+            access: format.map(|format| AccessConfig {
+                format,
+                target: target.unwrap_or(AccessTarget::Log),
+            }),
+        }
+    }
+
+    fn log_path(&mut self, value: &Spanned<String>, key: &str) -> Option<PathBuf> {
+        if value.get_ref().is_empty() {
+            let at = self.in_file(value.span(), key);
+            self.fail(
+                &at,
+                "is empty: give a path, or \"-\" for the default stream",
+            );
+            return None;
+        }
+        Some(absolute(self.file_dir(), Path::new(value.get_ref())))
+    }
+
+    fn access_format(&mut self, text: &str, at: &At) -> Option<Vec<access_format::Piece>> {
+        access_format::parse(text)
+            .map_err(|message| self.fail(at, message))
+            .ok()
+    }
+
+    /// `server.max_request_line`, `max_header_fields`,
+    /// `max_header_field_bytes` (gunicorn's `--limit-request-*`).
+    pub(super) fn head_limits(&mut self, args: &RunArgs, raw: &RawServer) -> HeadLimits {
+        let (line, _) = self.pick(
+            (args.limit_request_line.as_ref(), "--limit-request-line"),
+            (raw.max_request_line.as_ref(), "server.max_request_line"),
+            0,
+        );
+        let (fields, at) = self.pick(
+            (args.limit_request_fields.as_ref(), "--limit-request-fields"),
+            (raw.max_header_fields.as_ref(), "server.max_header_fields"),
+            DEFAULT_HEADER_FIELDS,
+        );
+        if fields > MAX_HEADER_FIELDS {
+            self.fail(
+                &at,
+                format!("is above {MAX_HEADER_FIELDS}, the most gunicorn allows; use 0 for that"),
+            );
+        }
+        let (field_bytes, _) = self.pick(
+            (
+                args.limit_request_field_size.as_ref(),
+                "--limit-request-field_size",
+            ),
+            (
+                raw.max_header_field_bytes.as_ref(),
+                "server.max_header_field_bytes",
+            ),
+            0,
+        );
+        HeadLimits {
+            request_line: (line > 0).then_some(line),
+            fields: if fields == 0 {
+                MAX_HEADER_FIELDS
+            } else {
+                fields.min(MAX_HEADER_FIELDS)
+            },
+            field_bytes: (field_bytes > 0).then_some(field_bytes),
+        }
+    }
+
+    /// `server.pid_file` (`-p/--pid`).
+    pub(super) fn pid_file(&mut self, args: &RunArgs, raw: &RawServer) -> Option<PathBuf> {
+        match (&args.pid, &raw.pid_file) {
+            (Some(p), _) if p.as_os_str().is_empty() => {
+                self.fail(
+                    &At::flag("--pid"),
+                    "is empty: give a path like /run/app.pid",
+                );
+                None
+            }
+            (Some(p), _) => Some(absolute(self.cwd, p)),
+            (None, Some(p)) => self.log_path(p, "server.pid_file"),
+            (None, None) => None,
+        }
+    }
+
+    /// `-k/--worker-class` beside `--interface`, and `--preload`.
+    pub(super) fn gunicorn_flags(&mut self, args: &RunArgs) -> Option<Interface> {
+        if args.preload {
+            self.fail(
+                &At::flag("--preload"),
+                "corral never preloads the app: each worker imports it on its own, so that \
+                 a reload runs the new code and an import that crashes or hangs costs one \
+                 worker, never the supervisor; leave --preload out (for shared memory, \
+                 keep what the app loads small or load it lazily)",
+            );
+        }
+        match (args.interface, args.worker_class) {
+            (Some(i), Some(k)) if i != k && i != Interface::Auto => {
+                self.problems.push(Problem {
+                    location: None,
+                    key: Some("--worker-class".into()),
+                    message: format!(
+                        "says {} but --interface says {}: give only one of them",
+                        k.name(),
+                        i.name()
+                    ),
+                });
+                None
+            }
+            (Some(Interface::Auto) | None, Some(k)) => Some(k),
+            (i, _) => i,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::resolve_text;
+    use super::*;
+
+    fn args() -> RunArgs {
+        RunArgs {
+            app: Some("main:app".into()),
+            ..RunArgs::default()
+        }
+    }
+
+    #[test]
+    fn log_defaults_and_files() {
+        let cfg = resolve_text("", &args()).unwrap();
+        assert_eq!(cfg.log.level, LogLevel::Info);
+        assert_eq!(cfg.log.error_file, None);
+        assert!(cfg.log.access.is_none());
+        let cfg = resolve_text(
+            "[log]\nlevel = \"warning\"\nerror_file = \"logs/error.log\"\naccess_file = \"-\"\n",
+            &args(),
+        )
+        .unwrap();
+        assert_eq!(cfg.log.level, LogLevel::Warn);
+        assert_eq!(cfg.log.error_file, Some("/srv/app/logs/error.log".into()));
+        let access = cfg.log.access.unwrap();
+        assert_eq!(access.target, AccessTarget::Stdout);
+        assert!(matches!(access.format, Format::Combined));
+        // The flags win, relative to the cwd.
+        let cfg = resolve_text(
+            "[log]\naccess_file = \"a.log\"\n",
+            &RunArgs {
+                access_logfile: Some("b.log".into()),
+                access_logformat: Some("%(h)s %(s)s".into()),
+                error_logfile: Some("-".into()),
+                ..args()
+            },
+        )
+        .unwrap();
+        let access = cfg.log.access.unwrap();
+        assert_eq!(access.target, AccessTarget::File("/cwd/b.log".into()));
+        assert!(matches!(access.format, Format::Gunicorn(_)));
+        assert_eq!(cfg.log.error_file, None);
+    }
+
+    #[test]
+    fn log_problems_name_the_key() {
+        let err = resolve_text(
+            "[log]\naccess_format = \"%(h\"\nerror_file = \"\"\n",
+            &args(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("corral.toml:2: log.access_format"), "{err}");
+        assert!(
+            err.contains("corral.toml:3: log.error_file: is empty"),
+            "{err}"
+        );
+        let err = resolve_text("[log]\nlevel = \"loud\"\n", &args())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("log.level"), "{err}");
+    }
+
+    #[test]
+    fn head_limits_as_gunicorn_counts_them() {
+        let cfg = resolve_text("", &args()).unwrap();
+        assert_eq!(cfg.server.head_limits, HeadLimits::default());
+        let cfg = resolve_text(
+            "[server]\nmax_request_line = 4094\nmax_header_fields = 0\nmax_header_field_bytes = 8190\n",
+            &args(),
+        )
+        .unwrap();
+        assert_eq!(
+            cfg.server.head_limits,
+            HeadLimits {
+                request_line: Some(4094),
+                fields: 32768,
+                field_bytes: Some(8190)
+            }
+        );
+        let err = resolve_text(
+            "",
+            &RunArgs {
+                limit_request_fields: Some(40000),
+                ..args()
+            },
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("--limit-request-fields: is above 32768"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn worker_class_preload_and_pid_file() {
+        let cfg = resolve_text(
+            "[server]\npid_file = \"run/app.pid\"\n",
+            &RunArgs {
+                worker_class: Some(Interface::Asgi),
+                ..args()
+            },
+        )
+        .unwrap();
+        assert_eq!(cfg.app.interface, Interface::Asgi);
+        assert_eq!(cfg.server.pid_file, Some("/srv/app/run/app.pid".into()));
+        let err = resolve_text(
+            "",
+            &RunArgs {
+                worker_class: Some(Interface::Asgi),
+                interface: Some(Interface::Wsgi),
+                preload: true,
+                ..args()
+            },
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("--preload: corral never preloads"), "{err}");
+        assert!(
+            err.contains("--worker-class: says asgi but --interface says wsgi"),
+            "{err}"
+        );
+    }
+}

@@ -1,0 +1,544 @@
+//! `corral import-gunicorn FILE [APP]`: runs a gunicorn config file with the
+//! app's Python exactly as gunicorn does (`exec` in a fresh namespace, see
+//! `read_conf.py`; no gunicorn import), then [`convert`]s the settings it
+//! defines into a `corral.toml` printed on stdout. Every setting with no
+//! equivalent is named on stderr with the reason ([`settings::SETTINGS`]).
+
+mod settings;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use serde_json::Value as Json;
+use toml::Value;
+
+use crate::cli::ImportArgs;
+
+/// Executes the config file and prints its settings as JSON.
+const READ_CONF: &str = include_str!("read_conf.py");
+
+/// The sections of the output, in order.
+const SECTIONS: [&str; 5] = ["app", "server", "workers", "workers.limits", "log"];
+
+pub fn run(args: &ImportArgs) -> u8 {
+    let python = args
+        .python
+        .clone()
+        .unwrap_or_else(|| match std::env::var_os("VIRTUAL_ENV") {
+            Some(venv) => Path::new(&venv).join("bin/python"),
+            None => PathBuf::from("python3"),
+        });
+    let output = Command::new(&python)
+        .arg("-c")
+        .arg(READ_CONF)
+        .arg(&args.file)
+        .stdin(Stdio::null())
+        .stderr(Stdio::inherit())
+        .output();
+    let output = match output {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!(
+                "error: cannot run {}: {e}; give the app's interpreter with --python",
+                python.display()
+            );
+            return 1;
+        }
+    };
+    if !output.status.success() {
+        eprintln!(
+            "error: {} did not run under {} ({}); its traceback is above",
+            args.file.display(),
+            python.display(),
+            output.status
+        );
+        return 1;
+    }
+    let settings: BTreeMap<String, Json> = match serde_json::from_slice(&output.stdout) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: unexpected output from {}: {e}", python.display());
+            return 1;
+        }
+    };
+    let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
+    let conversion = convert(&settings, args.app.as_deref(), &cwd, &args.file);
+    print!("{}", conversion.toml);
+    if !conversion.notes.is_empty() {
+        eprintln!(
+            "not converted ({}; the README's migration table has every setting):",
+            args.file.display()
+        );
+    }
+    for note in &conversion.notes {
+        eprintln!("  {note}");
+    }
+    0
+}
+
+/// A converted file: the TOML text, and a line for each setting it could
+/// not carry over.
+#[derive(Debug)]
+pub struct Conversion {
+    pub toml: String,
+    pub notes: Vec<String>,
+}
+
+/// What the file set for one name: `{"value": ...}`, `{"callable": true}`
+/// or `{"repr": "..."}` (see `read_conf.py`).
+fn value_of(entry: &Json) -> Result<&Json, String> {
+    if let Some(v) = entry.get("value") {
+        return Ok(v);
+    }
+    if entry.get("callable").is_some() {
+        return Err("a function".into());
+    }
+    Err(format!(
+        "{} (not a plain value)",
+        entry.get("repr").and_then(Json::as_str).unwrap_or("?")
+    ))
+}
+
+/// Whether a value means "off / not set" in gunicorn, so that there is
+/// nothing to carry over.
+fn is_unset(v: &Json) -> bool {
+    match v {
+        Json::Null => true,
+        Json::Bool(b) => !b,
+        Json::String(s) => s.is_empty(),
+        Json::Array(a) => a.is_empty(),
+        Json::Object(o) => o.is_empty(),
+        Json::Number(_) => false,
+    }
+}
+
+struct Out<'a> {
+    sections: BTreeMap<&'static str, Vec<(&'static str, Value)>>,
+    notes: Vec<String>,
+    cwd: &'a Path,
+}
+
+impl Out<'_> {
+    fn set(&mut self, section: &'static str, key: &'static str, value: Value) {
+        self.sections.entry(section).or_default().push((key, value));
+    }
+
+    fn note(&mut self, name: &str, why: impl std::fmt::Display) {
+        self.notes.push(format!("{name}: {why}"));
+    }
+
+    fn path(&self, p: &str) -> Value {
+        if p == "-" {
+            return Value::String(p.into());
+        }
+        Value::String(self.cwd.join(p).display().to_string())
+    }
+}
+
+fn text(v: &Json) -> Option<String> {
+    match v {
+        Json::String(s) => Some(s.clone()),
+        Json::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+fn integer(v: &Json) -> Option<i64> {
+    v.as_i64()
+        .or_else(|| v.as_str().and_then(|s| s.trim().parse().ok()))
+}
+
+/// Seconds as gunicorn gives them, as a corral duration.
+fn seconds(v: &Json) -> Option<Value> {
+    let secs = v
+        .as_f64()
+        .or_else(|| v.as_str().and_then(|s| s.trim().parse().ok()))?;
+    if !secs.is_finite() || secs < 0.0 {
+        return None;
+    }
+    Some(Value::String(if secs.fract() == 0.0 {
+        format!("{}s", secs as u64)
+    } else {
+        format!("{}ms", (secs * 1000.0).round() as u64)
+    }))
+}
+
+/// A list as gunicorn takes it: a list, or one string split at commas.
+fn list(v: &Json) -> Vec<String> {
+    match v {
+        Json::Array(items) => items.iter().filter_map(text).collect(),
+        Json::String(s) => s
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(String::from)
+            .collect(),
+        other => text(other).into_iter().collect(),
+    }
+}
+
+/// A gunicorn bind address as corral writes it.
+fn bind(addr: &str, cwd: &Path) -> Result<String, String> {
+    if let Some(path) = addr.strip_prefix("unix:") {
+        return Ok(format!("unix:{}", cwd.join(path).display()));
+    }
+    if addr.starts_with("fd://") {
+        return Err("file descriptors are not supported: use systemd socket activation".into());
+    }
+    let addr = addr.strip_prefix("tcp://").unwrap_or(addr);
+    // gunicorn's default port when none is given.
+    let has_port = match addr.rsplit_once(':') {
+        Some((host, port)) => {
+            !port.is_empty() && port.chars().all(|c| c.is_ascii_digit()) && !host.ends_with(':')
+        }
+        None => false,
+    };
+    Ok(if has_port && !addr.ends_with(']') {
+        addr.to_owned()
+    } else {
+        format!("{addr}:8000")
+    })
+}
+
+/// Converts the settings a gunicorn config file defined. `app`: the APP
+/// given on gunicorn's command line, if any; relative paths are made
+/// absolute against `cwd` (gunicorn resolves them against its cwd).
+pub fn convert(
+    settings: &BTreeMap<String, Json>,
+    app: Option<&str>,
+    cwd: &Path,
+    file: &Path,
+) -> Conversion {
+    let mut out = Out {
+        sections: BTreeMap::new(),
+        notes: Vec::new(),
+        cwd,
+    };
+    let mut asgi = false;
+    if let Some(app) = app {
+        out.set("app", "module", Value::String(app.into()));
+    }
+    for (name, note) in settings::SETTINGS {
+        let Some(entry) = settings.get(*name) else {
+            continue;
+        };
+        let v = match value_of(entry) {
+            Ok(v) => v,
+            Err(what) => {
+                out.note(name, format!("is {what}; {note}"));
+                continue;
+            }
+        };
+        if is_unset(v) {
+            continue;
+        }
+        let bad = |out: &mut Out, v: &Json| out.note(name, format!("cannot convert {v}"));
+        match *name {
+            "wsgi_app" if app.is_none() => match text(v) {
+                Some(m) => out.set("app", "module", Value::String(m)),
+                None => bad(&mut out, v),
+            },
+            "wsgi_app" => {}
+            "bind" => {
+                let mut addrs = Vec::new();
+                for a in list(v) {
+                    match bind(&a, cwd) {
+                        Ok(b) => addrs.push(Value::String(b)),
+                        Err(why) => out.note(name, format!("{a}: {why}")),
+                    }
+                }
+                out.set("server", "bind", Value::Array(addrs));
+            }
+            "backlog"
+            | "workers"
+            | "threads"
+            | "max_requests"
+            | "max_requests_jitter"
+            | "limit_request_line"
+            | "limit_request_fields"
+            | "limit_request_field_size" => {
+                let Some(n) = integer(v).filter(|n| *n >= 0) else {
+                    bad(&mut out, v);
+                    continue;
+                };
+                let (section, key) = match *name {
+                    "backlog" => ("server", "backlog"),
+                    "workers" => ("workers", "count"),
+                    "threads" => ("workers", "threads"),
+                    "max_requests" => ("workers", "max_requests"),
+                    "max_requests_jitter" => ("workers", "max_requests_jitter"),
+                    "limit_request_line" => ("server", "max_request_line"),
+                    "limit_request_fields" => ("server", "max_header_fields"),
+                    _ => ("server", "max_header_field_bytes"),
+                };
+                out.set(section, key, Value::Integer(n));
+            }
+            "timeout" | "graceful_timeout" | "keepalive" => {
+                let Some(d) = seconds(v) else {
+                    bad(&mut out, v);
+                    continue;
+                };
+                let (section, key) = match *name {
+                    "timeout" => ("workers", "timeout"),
+                    "graceful_timeout" => ("workers", "graceful_timeout"),
+                    _ => ("server", "keepalive"),
+                };
+                out.set(section, key, d);
+            }
+            "worker_class" => match text(v).map(|c| crate::cli::parse_worker_class(&c)) {
+                Some(Ok(interface)) => {
+                    asgi = interface == crate::config::Interface::Asgi;
+                    out.set("app", "interface", Value::String(interface.name().into()));
+                }
+                Some(Err(why)) => out.note(name, why),
+                None => bad(&mut out, v),
+            },
+            "worker_connections" if asgi => match integer(v).filter(|n| *n > 0) {
+                Some(n) => out.set("workers", "concurrency", Value::Integer(n)),
+                None => bad(&mut out, v),
+            },
+            "chdir" | "pidfile" | "accesslog" | "errorlog" => {
+                let Some(p) = text(v) else {
+                    bad(&mut out, v);
+                    continue;
+                };
+                if *name == "errorlog" && p == "-" {
+                    continue;
+                }
+                let (section, key) = match *name {
+                    "chdir" => ("app", "chdir"),
+                    "pidfile" => ("server", "pid_file"),
+                    "accesslog" => ("log", "access_file"),
+                    _ => ("log", "error_file"),
+                };
+                let path = out.path(&p);
+                out.set(section, key, path);
+            }
+            "pythonpath" => {
+                let paths = list(v).iter().map(|p| out.path(p)).collect();
+                out.set("app", "pythonpath", Value::Array(paths));
+            }
+            "raw_env" => {
+                let mut env = toml::Table::new();
+                for pair in list_keep_commas(v) {
+                    match pair.split_once('=') {
+                        Some((k, val)) if crate::config::check_env(k, val).is_ok() => {
+                            env.insert(k.to_owned(), Value::String(val.to_owned()));
+                        }
+                        _ => out.note(name, format!("{pair:?} is no KEY=VALUE; left out")),
+                    }
+                }
+                out.set("app", "env", Value::Table(env));
+            }
+            "user" | "group" => match text(v) {
+                Some(id) => out.set(
+                    "workers",
+                    if *name == "user" { "user" } else { "group" },
+                    Value::String(id),
+                ),
+                None => bad(&mut out, v),
+            },
+            "umask" => match umask(v) {
+                Some(m) => out.set("workers.limits", "umask", Value::String(format!("{m:03o}"))),
+                None => bad(&mut out, v),
+            },
+            "forwarded_allow_ips" => {
+                let ips = list(v).into_iter().map(Value::String).collect();
+                out.set("server", "forwarded_allow_ips", Value::Array(ips));
+            }
+            "loglevel" => match text(v).map(|l| l.to_ascii_lowercase()) {
+                Some(l)
+                    if ["debug", "info", "warning", "error", "critical"].contains(&l.as_str()) =>
+                {
+                    let level = match l.as_str() {
+                        "warning" => "warn",
+                        "critical" => "error",
+                        other => other,
+                    };
+                    out.set("log", "level", Value::String(level.into()));
+                }
+                _ => bad(&mut out, v),
+            },
+            "access_log_format" => match text(v) {
+                Some(f) => match crate::front::access_format::parse(&f) {
+                    Ok(_) => out.set("log", "access_format", Value::String(f)),
+                    Err(why) => out.note(name, why),
+                },
+                None => bad(&mut out, v),
+            },
+            // Already corral's behaviour.
+            "initgroups" | "capture_output" | "asgi_loop" | "asgi_lifespan" | "config" => {}
+            _ => out.note(name, note),
+        }
+    }
+    let unknown: Vec<&str> = settings
+        .keys()
+        .map(String::as_str)
+        .filter(|k| settings::note(k).is_none())
+        .collect();
+    if !unknown.is_empty() {
+        out.notes.push(format!(
+            "not gunicorn settings, ignored (as gunicorn ignores them): {}",
+            unknown.join(", ")
+        ));
+    }
+    Conversion {
+        toml: render(&out.sections, file),
+        notes: out.notes,
+    }
+}
+
+/// `raw_env` is a list whose values may hold commas.
+fn list_keep_commas(v: &Json) -> Vec<String> {
+    match v {
+        Json::String(s) => vec![s.clone()],
+        other => list(other),
+    }
+}
+
+/// gunicorn's `umask`: a number, or a string as Python's `int(s, 0)` reads it.
+fn umask(v: &Json) -> Option<u32> {
+    let m = match v {
+        Json::Number(n) => n.as_u64()?,
+        Json::String(s) => {
+            let s = s.trim();
+            match s.strip_prefix("0o").or_else(|| s.strip_prefix("0O")) {
+                Some(oct) => u64::from_str_radix(oct, 8).ok()?,
+                None => s.parse().ok()?,
+            }
+        }
+        _ => return None,
+    };
+    u32::try_from(m).ok().filter(|m| *m <= 0o777)
+}
+
+fn render(sections: &BTreeMap<&'static str, Vec<(&'static str, Value)>>, file: &Path) -> String {
+    let mut text = format!(
+        "# Converted from {} by `corral import-gunicorn`.\n\
+         # Every key is documented in corral's config/example.toml.\n",
+        file.display()
+    );
+    for section in SECTIONS {
+        let Some(keys) = sections.get(section) else {
+            continue;
+        };
+        text.push_str(&format!("\n[{section}]\n"));
+        for (key, value) in keys {
+            text.push_str(&format!("{key} = {value}\n"));
+        }
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(json: &str) -> BTreeMap<String, Json> {
+        let plain: BTreeMap<String, Json> = serde_json::from_str(json).unwrap();
+        plain
+            .into_iter()
+            .map(|(k, v)| (k, serde_json::json!({ "value": v })))
+            .collect()
+    }
+
+    fn convert_json(json: &str) -> Conversion {
+        convert(
+            &settings(json),
+            None,
+            Path::new("/srv"),
+            Path::new("gunicorn.conf.py"),
+        )
+    }
+
+    #[test]
+    fn common_settings_become_corral_keys() {
+        let c = convert_json(
+            r#"{"bind": "0.0.0.0:8000", "workers": 3, "threads": 4, "timeout": 60,
+                "graceful_timeout": 1.5, "keepalive": 2, "max_requests": 1000,
+                "max_requests_jitter": 50, "accesslog": "-", "errorlog": "logs/error.log",
+                "loglevel": "warning", "user": 33, "group": "www-data", "chdir": "app",
+                "raw_env": ["A=1", "B=x,y", "bad"], "forwarded_allow_ips": "10.0.0.1, 10.0.0.2",
+                "limit_request_line": 4094, "limit_request_fields": 50,
+                "limit_request_field_size": 8190, "umask": 18, "pidfile": "/run/app.pid",
+                "worker_class": "uvicorn.workers.UvicornWorker", "worker_connections": 500,
+                "wsgi_app": "main:app", "access_log_format": "%(h)s \"%(r)s\" %(D)s",
+                "helper": 1}"#,
+        );
+        let parsed: toml::Table = c.toml.parse().unwrap_or_else(|e| panic!("{e}\n{}", c.toml));
+        let get = |path: &str| {
+            let mut v = &Value::Table(parsed.clone());
+            for part in path.split('.') {
+                v = &v[part];
+            }
+            v.clone()
+        };
+        assert_eq!(get("app.module").as_str(), Some("main:app"));
+        assert_eq!(get("app.interface").as_str(), Some("asgi"));
+        assert_eq!(get("app.chdir").as_str(), Some("/srv/app"));
+        assert_eq!(get("app.env.B").as_str(), Some("x,y"));
+        assert_eq!(get("server.bind")[0].as_str(), Some("0.0.0.0:8000"));
+        assert_eq!(get("server.keepalive").as_str(), Some("2s"));
+        assert_eq!(get("server.max_request_line").as_integer(), Some(4094));
+        assert_eq!(
+            get("server.forwarded_allow_ips")[1].as_str(),
+            Some("10.0.0.2")
+        );
+        assert_eq!(get("workers.count").as_integer(), Some(3));
+        assert_eq!(get("workers.timeout").as_str(), Some("60s"));
+        assert_eq!(get("workers.graceful_timeout").as_str(), Some("1500ms"));
+        assert_eq!(get("workers.user").as_str(), Some("33"));
+        assert_eq!(get("workers.concurrency").as_integer(), Some(500));
+        assert_eq!(get("workers.limits.umask").as_str(), Some("022"));
+        assert_eq!(get("log.access_file").as_str(), Some("-"));
+        assert_eq!(get("log.error_file").as_str(), Some("/srv/logs/error.log"));
+        assert_eq!(get("log.level").as_str(), Some("warn"));
+        assert_eq!(
+            get("log.access_format").as_str(),
+            Some("%(h)s \"%(r)s\" %(D)s")
+        );
+        let notes = c.notes.join("\n");
+        assert!(
+            notes.contains("raw_env: \"bad\" is no KEY=VALUE"),
+            "{notes}"
+        );
+        assert!(
+            notes.contains("ignored (as gunicorn ignores them): helper"),
+            "{notes}"
+        );
+    }
+
+    #[test]
+    fn what_cannot_be_mapped_is_named_with_the_reason() {
+        let mut s = settings(
+            r#"{"preload_app": true, "worker_class": "gevent", "daemon": false,
+                "bind": ["unix:app.sock", "fd://3", "localhost"], "statsd_host": "x:8125"}"#,
+        );
+        s.insert("post_fork".into(), serde_json::json!({"callable": true}));
+        s.insert(
+            "ssl_version".into(),
+            serde_json::json!({"repr": "<_SSLMethod>"}),
+        );
+        let c = convert(&s, Some("wsgi:app"), Path::new("/srv"), Path::new("g.py"));
+        let notes = c.notes.join("\n");
+        for needle in [
+            "preload_app: not supported: each worker imports the app itself",
+            "worker_class: corral has no gevent workers",
+            "post_fork: is a function; not supported",
+            "ssl_version: is <_SSLMethod> (not a plain value)",
+            "bind: fd://3: file descriptors are not supported",
+            "statsd_host: not supported: scrape `/metrics`",
+        ] {
+            assert!(notes.contains(needle), "{needle} missing from:\n{notes}");
+        }
+        assert!(!notes.contains("daemon"), "false means not set: {notes}");
+        assert!(c.toml.contains("module = \"wsgi:app\""), "{}", c.toml);
+        assert!(
+            c.toml
+                .contains("bind = [\"unix:/srv/app.sock\", \"localhost:8000\"]"),
+            "{}",
+            c.toml
+        );
+    }
+}

@@ -1,0 +1,39 @@
+# Run by `corral import-gunicorn` with the app's Python: executes a gunicorn
+# config file in a fresh namespace, as gunicorn does, and prints the names
+# it defines as one JSON object on the real stdout (the file's own prints go
+# to stderr). Values JSON cannot hold are given as their repr; callables
+# (server hooks) as {"callable": true}. No gunicorn import is needed.
+import json
+import os
+import sys
+import types
+
+path = sys.argv[1]
+out = sys.stdout
+sys.stdout = sys.stderr
+namespace = {
+    "__builtins__": __builtins__,
+    "__name__": "__config__",
+    "__file__": os.path.abspath(path),
+    "__doc__": None,
+    "__package__": None,
+}
+with open(path, "rb") as f:
+    source = f.read()
+exec(compile(source, path, "exec"), namespace)
+settings = {}
+for name, value in namespace.items():
+    if name.startswith("__") or isinstance(value, types.ModuleType):
+        continue
+    if callable(value):
+        settings[name] = {"callable": True}
+        continue
+    if isinstance(value, (set, frozenset)):
+        value = sorted(value, key=repr)
+    try:
+        json.dumps(value)
+        settings[name] = {"value": value}
+    except (TypeError, ValueError):
+        settings[name] = {"repr": repr(value)}
+out.write(json.dumps(settings))
+out.flush()

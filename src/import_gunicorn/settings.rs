@@ -1,0 +1,359 @@
+//! Every setting in gunicorn's settings reference, with corral's equivalent
+//! or why there is none. `corral import-gunicorn` names these reasons; the
+//! README's migration table says the same (a test checks that it lists
+//! every setting the installed gunicorn knows).
+
+/// (gunicorn setting, corral's equivalent or "not supported: why").
+pub const SETTINGS: &[(&str, &str)] = &[
+    (
+        "config",
+        "`-c corral.toml`; `corral import-gunicorn gunicorn.conf.py` converts the file",
+    ),
+    ("wsgi_app", "`APP` argument, `[app] module`"),
+    (
+        "bind",
+        "`-b/--bind`, `[server] bind` (`fd://N` not supported: use systemd socket activation)",
+    ),
+    ("backlog", "`--backlog`, `[server] backlog`"),
+    ("workers", "`-w/--workers`, `[workers] count`"),
+    (
+        "worker_class",
+        "`-k sync`/`gthread` = `--interface wsgi`; `-k uvicorn.workers.UvicornWorker`/`asgi` = `--interface asgi`; gevent, eventlet, tornado not supported: no green threads, use `--threads` or an ASGI app",
+    ),
+    ("threads", "`--threads`, `[workers] threads`"),
+    (
+        "worker_connections",
+        "ASGI: `--concurrency`, `[workers] concurrency`; for WSGI not supported: it only applies to gevent/eventlet workers",
+    ),
+    ("max_requests", "`--max-requests`, `[workers] max_requests`"),
+    (
+        "max_requests_jitter",
+        "`--max-requests-jitter`, `[workers] max_requests_jitter`",
+    ),
+    (
+        "timeout",
+        "`-t/--timeout`, `[workers] timeout` (504, stack dump, worker replaced)",
+    ),
+    (
+        "graceful_timeout",
+        "`--graceful-timeout`, `[workers] graceful_timeout`",
+    ),
+    (
+        "keepalive",
+        "`--keep-alive`/`--keepalive`, `[server] keepalive`",
+    ),
+    (
+        "limit_request_line",
+        "`--limit-request-line`, `[server] max_request_line` (414; default 0: the head is bounded by `max_header_bytes`)",
+    ),
+    (
+        "limit_request_fields",
+        "`--limit-request-fields`, `[server] max_header_fields` (431; default 100)",
+    ),
+    (
+        "limit_request_field_size",
+        "`--limit-request-field_size`, `[server] max_header_field_bytes` (431; default 0: bounded by `max_header_bytes`)",
+    ),
+    (
+        "reload",
+        "not supported: corral never restarts on file changes; deploy with `corral reload --wait` (or HUP), which checks the new code first",
+    ),
+    ("reload_engine", "not supported: see `reload`"),
+    ("reload_extra_files", "not supported: see `reload`"),
+    (
+        "spew",
+        "not supported: trace with a debugger or `sys.settrace` in the app",
+    ),
+    (
+        "check_config",
+        "`corral check` (also boots one worker and runs the readiness check)",
+    ),
+    (
+        "print_config",
+        "not supported: `/status` shows the resolved config",
+    ),
+    (
+        "preload_app",
+        "not supported: each worker imports the app itself, so a reload runs new code and a broken import never reaches the supervisor; `--preload` is refused",
+    ),
+    (
+        "sendfile",
+        "not supported: responses stream through corral, which writes them to the client",
+    ),
+    (
+        "reuse_port",
+        "not supported: corral binds each address once; hand sockets over with USR2 re-exec or systemd socket activation",
+    ),
+    ("chdir", "`--chdir`, `[app] chdir`"),
+    (
+        "daemon",
+        "not supported: run corral under systemd or a container, which keep it in the foreground",
+    ),
+    ("raw_env", "`-e/--env`, `[app] env`"),
+    ("pidfile", "`-p/--pid`, `[server] pid_file`"),
+    (
+        "worker_tmp_dir",
+        "accepted and ignored (`--worker-tmp-dir`): workers send heartbeats over their channel, not through a file",
+    ),
+    ("user", "`-u/--user`, `[workers] user`"),
+    ("group", "`-g/--group`, `[workers] group`"),
+    ("umask", "`[workers.limits] umask`"),
+    (
+        "initgroups",
+        "always on: workers get the supplementary groups of `[workers] user`",
+    ),
+    (
+        "tmp_upload_dir",
+        "not supported: bodies stream to the app; the app decides where uploads go",
+    ),
+    (
+        "secure_scheme_headers",
+        "not supported as a table: `X-Forwarded-Proto` from `forwarded_allow_ips` peers sets the scheme",
+    ),
+    (
+        "forwarded_allow_ips",
+        "`--forwarded-allow-ips`, `[server] forwarded_allow_ips` (also sets the client address from `X-Forwarded-For`)",
+    ),
+    (
+        "accesslog",
+        "`--access-logfile`, `[log] access_file` (`-` is stdout)",
+    ),
+    (
+        "disable_redirect_access_to_syslog",
+        "not supported: corral has no syslog output (see `syslog`)",
+    ),
+    (
+        "access_log_format",
+        "`--access-logformat`, `[log] access_format` (same atoms; `u` is always `-`)",
+    ),
+    (
+        "errorlog",
+        "`--error-logfile`/`--log-file`, `[log] error_file` (`-` is stderr)",
+    ),
+    ("loglevel", "`--log-level`, `[log] level`"),
+    (
+        "capture_output",
+        "always on: workers' stdout and stderr are logged line by line",
+    ),
+    (
+        "logger_class",
+        "not supported: corral's log is not Python; use `--log-format json` and a log shipper",
+    ),
+    ("logconfig", "not supported: see `logger_class`"),
+    ("logconfig_dict", "not supported: see `logger_class`"),
+    ("logconfig_json", "not supported: see `logger_class`"),
+    (
+        "syslog_addr",
+        "not supported: log to stderr (the journal) or a file",
+    ),
+    (
+        "syslog",
+        "not supported: log to stderr (the journal) or a file",
+    ),
+    ("syslog_prefix", "not supported: see `syslog`"),
+    ("syslog_facility", "not supported: see `syslog`"),
+    (
+        "enable_stdio_inheritance",
+        "not supported: workers' output always goes through corral's log",
+    ),
+    (
+        "statsd_host",
+        "not supported: scrape `/metrics` (Prometheus) on the status server",
+    ),
+    ("dogstatsd_tags", "not supported: see `statsd_host`"),
+    ("statsd_prefix", "not supported: see `statsd_host`"),
+    (
+        "enable_backlog_metric",
+        "not supported: `/metrics` has the queue and connection counts",
+    ),
+    (
+        "proc_name",
+        "not supported: corral's process is named `corral`; `/status` shows the instance",
+    ),
+    ("default_proc_name", "not supported: see `proc_name`"),
+    ("pythonpath", "`--pythonpath`, `[app] pythonpath`"),
+    (
+        "paste",
+        "not supported: load the Paste app in a module and serve that (`main:app`)",
+    ),
+    (
+        "on_starting",
+        "not supported: server hooks run Python in gunicorn's arbiter, which corral does not have; use `ExecStartPre=`",
+    ),
+    (
+        "on_reload",
+        "not supported: no Python in the supervisor; `[deploy] rollback_hook` runs when a reload fails",
+    ),
+    (
+        "when_ready",
+        "not supported: no Python in the supervisor; corral tells systemd `READY=1` once workers are in service",
+    ),
+    ("pre_fork", "not supported: no Python in the supervisor"),
+    (
+        "post_fork",
+        "not supported: workers are not forked from a preloaded app; put the code at the app module's import time",
+    ),
+    (
+        "post_worker_init",
+        "not supported: put the code at the app module's import time, or in an ASGI lifespan startup",
+    ),
+    (
+        "worker_int",
+        "not supported: no Python hook; a stopping worker gets SIGTERM and finishes its requests",
+    ),
+    (
+        "worker_abort",
+        "not supported: a worker past `timeout` has its Python stack logged before it is replaced",
+    ),
+    ("pre_exec", "not supported: a USR2 re-exec runs no Python"),
+    ("pre_request", "not supported: use WSGI/ASGI middleware"),
+    ("post_request", "not supported: use WSGI/ASGI middleware"),
+    (
+        "child_exit",
+        "not supported: exits are logged and shown in `/status`",
+    ),
+    (
+        "worker_exit",
+        "not supported: use `atexit` in the app, or an ASGI lifespan shutdown",
+    ),
+    (
+        "nworkers_changed",
+        "not supported: no Python in the supervisor; `/status` shows the workers",
+    ),
+    ("on_exit", "not supported: use `ExecStopPost=`"),
+    (
+        "ssl_context",
+        "not supported: TLS is not in corral yet; terminate it in a proxy",
+    ),
+    (
+        "proxy_protocol",
+        "not supported: corral does not read the PROXY protocol; use `X-Forwarded-For`",
+    ),
+    ("proxy_allow_ips", "not supported: see `proxy_protocol`"),
+    (
+        "protocol",
+        "not supported: corral speaks HTTP only (no uwsgi protocol)",
+    ),
+    ("uwsgi_allow_ips", "not supported: see `protocol`"),
+    (
+        "keyfile",
+        "not supported: TLS is not in corral yet; terminate it in a proxy",
+    ),
+    ("certfile", "not supported: see `keyfile`"),
+    ("ssl_version", "not supported: see `keyfile`"),
+    ("cert_reqs", "not supported: see `keyfile`"),
+    ("ca_certs", "not supported: see `keyfile`"),
+    ("suppress_ragged_eofs", "not supported: see `keyfile`"),
+    ("do_handshake_on_connect", "not supported: see `keyfile`"),
+    ("ciphers", "not supported: see `keyfile`"),
+    ("http_protocols", "not supported: HTTP/1.1 only for now"),
+    ("http2_cleartext", "not supported: HTTP/1.1 only for now"),
+    (
+        "http2_max_concurrent_streams",
+        "not supported: HTTP/1.1 only for now",
+    ),
+    (
+        "http2_initial_window_size",
+        "not supported: HTTP/1.1 only for now",
+    ),
+    (
+        "http2_max_frame_size",
+        "not supported: HTTP/1.1 only for now",
+    ),
+    (
+        "http2_max_header_list_size",
+        "not supported: HTTP/1.1 only for now",
+    ),
+    ("raw_paste_global_conf", "not supported: see `paste`"),
+    (
+        "permit_obsolete_folding",
+        "not supported: obsolete line folding is refused with 400 (hyper)",
+    ),
+    (
+        "strip_header_spaces",
+        "not supported: a space before a header's colon is refused with 400 (hyper)",
+    ),
+    (
+        "permit_unconventional_http_method",
+        "not supported: hyper takes any token as a method",
+    ),
+    (
+        "permit_unconventional_http_version",
+        "not supported: HTTP/1.0 and 1.1 only",
+    ),
+    (
+        "casefold_http_method",
+        "not supported: methods are passed as sent",
+    ),
+    (
+        "forwarder_headers",
+        "not supported: `SCRIPT_NAME` comes from `[app] root_path`, never from a header",
+    ),
+    (
+        "header_map",
+        "not supported: headers with `_` in their name are dropped (gunicorn's `drop`)",
+    ),
+    (
+        "asgi_loop",
+        "automatic: uvloop when installed, else asyncio",
+    ),
+    (
+        "asgi_lifespan",
+        "automatic: lifespan runs when the app supports it",
+    ),
+    (
+        "asgi_disconnect_grace_period",
+        "not supported: a request whose client went away is cancelled at once",
+    ),
+    ("websocket_max_message_size", "fixed at 16 MiB each way"),
+    ("http_parser", "not supported: hyper parses every request"),
+    ("root_path", "`--root-path`, `[app] root_path`"),
+    (
+        "dirty_apps",
+        "not supported: run a separate corral (or a task queue) for long jobs",
+    ),
+    ("dirty_workers", "not supported: see `dirty_apps`"),
+    ("dirty_timeout", "not supported: see `dirty_apps`"),
+    ("dirty_threads", "not supported: see `dirty_apps`"),
+    ("dirty_graceful_timeout", "not supported: see `dirty_apps`"),
+    ("on_dirty_starting", "not supported: see `dirty_apps`"),
+    ("dirty_post_fork", "not supported: see `dirty_apps`"),
+    ("dirty_worker_init", "not supported: see `dirty_apps`"),
+    ("dirty_worker_exit", "not supported: see `dirty_apps`"),
+    (
+        "control_socket",
+        "`--socket`, `[control] socket` (`corral status`, `reload`, `scale`, `stop`)",
+    ),
+    (
+        "control_socket_mode",
+        "fixed at 0600, in a folder corral makes 0700",
+    ),
+    (
+        "control_socket_disable",
+        "not supported: the control socket is always on (it is private to corral's user)",
+    ),
+];
+
+/// What corral says about a gunicorn setting, if it is one.
+pub fn note(name: &str) -> Option<&'static str> {
+    SETTINGS.iter().find(|(n, _)| *n == name).map(|(_, t)| *t)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The README's table says the same as this list, row for row.
+    #[test]
+    fn the_readme_table_matches() {
+        let readme = include_str!("../../README.md");
+        for (name, text) in SETTINGS {
+            let row = format!("| `{name}` | {text} |");
+            assert!(readme.contains(&row), "README lacks the row:\n{row}");
+        }
+        let mut names: Vec<&str> = SETTINGS.iter().map(|(n, _)| *n).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), SETTINGS.len(), "a setting is listed twice");
+    }
+}

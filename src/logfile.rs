@@ -1,0 +1,260 @@
+//! Log files corral writes itself (`[log] error_file`, `access_file`) and
+//! its pid file: opened for appending so that no other local user can
+//! point corral at a file of their choosing, and reopened at the same path
+//! on SIGUSR1 ([`reopen_all`]), as gunicorn does for logrotate.
+//!
+//! The rule for opening (see also `private_fs`): in a folder only corral's
+//! user or root may write to, the path is opened as given (an operator's
+//! symlink is followed). In any other folder (another user's, or one others
+//! may write to, like /tmp) a symlink is refused (`O_NOFOLLOW`), and so is a
+//! file with more than one link or one owned by neither corral's user nor
+//! the folder's owner: otherwise that user could make corral append to, or
+//! create, a file elsewhere.
+
+use std::fs::File;
+use std::io::Write;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use crate::private_fs;
+
+/// A log file that can be reopened at its path.
+#[derive(Debug)]
+pub struct LogFile {
+    path: PathBuf,
+    file: Mutex<File>,
+}
+
+/// Every log file opened, for [`reopen_all`].
+fn registry() -> &'static Mutex<Vec<Arc<LogFile>>> {
+    static FILES: OnceLock<Mutex<Vec<Arc<LogFile>>>> = OnceLock::new();
+    FILES.get_or_init(Mutex::default)
+}
+
+impl LogFile {
+    /// Opens `path` for appending (see the module's rule) and registers it
+    /// for [`reopen_all`].
+    pub fn open(path: &Path) -> Result<Arc<LogFile>, String> {
+        let file = open_append(path)?;
+        let log = Arc::new(LogFile {
+            path: path.to_owned(),
+            file: Mutex::new(file),
+        });
+        registry()
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(log.clone());
+        Ok(log)
+    }
+
+    /// Writes `bytes` in one piece (whole lines stay whole under
+    /// `O_APPEND`). A failed write is dropped: there is nowhere to log it.
+    pub fn write_all(&self, bytes: &[u8]) {
+        let mut file = self.file.lock().unwrap_or_else(|e| e.into_inner());
+        let _ = file.write_all(bytes);
+    }
+
+    /// Opens the path again and writes there from now on; on failure the
+    /// old file is kept.
+    fn reopen(&self) -> Result<(), String> {
+        let fresh = open_append(&self.path)?;
+        *self.file.lock().unwrap_or_else(|e| e.into_inner()) = fresh;
+        Ok(())
+    }
+}
+
+/// A writer for `tracing_subscriber` over a [`LogFile`].
+pub struct Writer(pub Arc<LogFile>);
+
+impl Write for Writer {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.write_all(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Reopens every log file (SIGUSR1); returns each path with the error, if
+/// its reopening failed.
+pub fn reopen_all() -> Vec<(PathBuf, Option<String>)> {
+    let files = registry().lock().unwrap_or_else(|e| e.into_inner()).clone();
+    files
+        .iter()
+        .map(|f| (f.path.clone(), f.reopen().err()))
+        .collect()
+}
+
+/// The folder `path` is in.
+fn folder(path: &Path) -> &Path {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    }
+}
+
+/// Opens `path` for appending, created mode 0640, under the module's rule.
+fn open_append(path: &Path) -> Result<File, String> {
+    let dir = folder(path);
+    let shared = private_fs::not_private(dir, false);
+    let mut options = std::fs::OpenOptions::new();
+    options.append(true).create(true).mode(0o640);
+    if shared.is_some() {
+        options.custom_flags(libc::O_NOFOLLOW | libc::O_NOCTTY);
+    }
+    let file = options.open(path).map_err(|e| match e.raw_os_error() {
+        Some(libc::ELOOP) => format!(
+            "cannot open {}: it is a symlink in a folder another user may change ({}); \
+             give the real path, or use a folder only corral's user or root can write to",
+            path.display(),
+            shared.as_deref().unwrap_or("")
+        ),
+        _ => format!("cannot open {}: {e}", path.display()),
+    })?;
+    let meta = file
+        .metadata()
+        .map_err(|e| format!("cannot inspect {}: {e}", path.display()))?;
+    if !meta.is_file() {
+        return Err(format!("{} is not a regular file", path.display()));
+    }
+    if let Some(why) = shared {
+        let me = nix::unistd::geteuid().as_raw();
+        let dir_owner = std::fs::metadata(dir).map(|m| m.uid()).ok();
+        if meta.uid() != me && Some(meta.uid()) != dir_owner {
+            return Err(format!(
+                "refusing {}: it belongs to uid {}, and its folder is not private ({why}); \
+                 remove it, or chown it to corral's user",
+                path.display(),
+                meta.uid()
+            ));
+        }
+        if meta.nlink() > 1 {
+            return Err(format!(
+                "refusing {}: it has {} hard links, and its folder is not private ({why})",
+                path.display(),
+                meta.nlink()
+            ));
+        }
+    }
+    Ok(file)
+}
+
+/// A pid file that is removed (while it holds this process's pid) when
+/// the guard is dropped, whatever path `run` leaves by.
+pub struct PidFile(PathBuf);
+
+impl PidFile {
+    pub fn create(path: &Path) -> Result<PidFile, String> {
+        write_pid_file(path)?;
+        Ok(PidFile(path.to_owned()))
+    }
+}
+
+impl Drop for PidFile {
+    fn drop(&mut self) {
+        remove_pid_file(&self.0);
+    }
+}
+
+/// A pid file: written whole (a new file renamed over the path, so a
+/// symlink there is replaced, not followed), mode 0644.
+fn write_pid_file(path: &Path) -> Result<(), String> {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = folder(path);
+    let name = path
+        .file_name()
+        .ok_or_else(|| format!("{} names no file", path.display()))?;
+    let fail = |e: std::io::Error| format!("cannot write the pid file {}: {e}", path.display());
+    let mut tmp = tempfile::Builder::new()
+        .prefix(&format!(".{}.", name.to_string_lossy()))
+        .permissions(std::fs::Permissions::from_mode(0o644))
+        .tempfile_in(dir)
+        .map_err(fail)?;
+    writeln!(tmp, "{}", std::process::id()).map_err(fail)?;
+    tmp.persist(path).map_err(|e| fail(e.error))?;
+    Ok(())
+}
+
+/// Removes the pid file if it still holds this process's pid (a corral
+/// started by a USR2 re-exec has written its own by then).
+fn remove_pid_file(path: &Path) {
+    let ours = std::fs::read_to_string(path)
+        .is_ok_and(|text| text.trim() == std::process::id().to_string());
+    if ours && let Err(e) = std::fs::remove_file(path) {
+        tracing::warn!("cannot remove the pid file {}: {e}", path.display());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn reopen_writes_to_a_new_file_at_the_old_path() {
+        let t = tempfile::tempdir().unwrap();
+        let path = t.path().join("app.log");
+        let log = LogFile::open(&path).unwrap();
+        log.write_all(b"one\n");
+        std::fs::rename(&path, t.path().join("app.log.1")).unwrap();
+        log.write_all(b"two\n");
+        log.reopen().unwrap();
+        log.write_all(b"three\n");
+        assert_eq!(
+            std::fs::read_to_string(t.path().join("app.log.1")).unwrap(),
+            "one\ntwo\n"
+        );
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "three\n");
+        let mode = std::fs::metadata(&path).unwrap().mode() & 0o777;
+        assert_eq!(mode & 0o007, 0, "no access for others: {mode:o}");
+    }
+
+    #[test]
+    fn a_symlink_in_a_folder_others_may_write_is_refused() {
+        let t = tempfile::tempdir().unwrap();
+        let shared = t.path().join("shared");
+        std::fs::create_dir(&shared).unwrap();
+        std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let target = t.path().join("target");
+        std::fs::write(&target, "precious\n").unwrap();
+        std::os::unix::fs::symlink(&target, shared.join("app.log")).unwrap();
+        let err = LogFile::open(&shared.join("app.log")).unwrap_err();
+        assert!(err.contains("symlink"), "{err}");
+        assert_eq!(std::fs::read_to_string(&target).unwrap(), "precious\n");
+        // In a private folder an operator's symlink is followed.
+        let private = t.path().join("private");
+        std::fs::create_dir(&private).unwrap();
+        std::os::unix::fs::symlink(&target, private.join("app.log")).unwrap();
+        LogFile::open(&private.join("app.log"))
+            .unwrap()
+            .write_all(b"more\n");
+        assert_eq!(
+            std::fs::read_to_string(&target).unwrap(),
+            "precious\nmore\n"
+        );
+    }
+
+    #[test]
+    fn pid_files_replace_a_symlink_and_are_removed_only_when_ours() {
+        let t = tempfile::tempdir().unwrap();
+        let target = t.path().join("target");
+        std::fs::write(&target, "precious\n").unwrap();
+        let pid = t.path().join("app.pid");
+        std::os::unix::fs::symlink(&target, &pid).unwrap();
+        write_pid_file(&pid).unwrap();
+        assert_eq!(std::fs::read_to_string(&target).unwrap(), "precious\n");
+        assert_eq!(
+            std::fs::read_to_string(&pid).unwrap(),
+            format!("{}\n", std::process::id())
+        );
+        std::fs::write(&pid, "1\n").unwrap();
+        remove_pid_file(&pid);
+        assert!(pid.exists(), "another process's pid file stays");
+        write_pid_file(&pid).unwrap();
+        remove_pid_file(&pid);
+        assert!(!pid.exists());
+    }
+}
