@@ -52,6 +52,11 @@ pub async fn run(cfg: Arc<Config>) -> u8 {
                 "`corral run` would start {} worker(s): {}",
                 cfg.workers.count, cfg.workers.count_origin
             );
+            println!(
+                "interpreter: {} ({})",
+                cfg.app.python.display(),
+                cfg.app.python_origin
+            );
             0
         }
         Ok(Outcome::Failed(why)) => {

@@ -74,8 +74,9 @@ pub struct ImportArgs {
     #[arg(value_name = "APP")]
     pub app: Option<String>,
 
-    /// Python interpreter that runs the file (the app's)
-    /// [default: $VIRTUAL_ENV/bin/python, else python3]
+    /// Python interpreter that runs the file (the app's) [default: as for
+    /// `run`: the virtualenv corral is installed in, else
+    /// $VIRTUAL_ENV/bin/python, else python3]
     #[arg(long, value_name = "PATH")]
     pub python: Option<PathBuf>,
 }
@@ -329,7 +330,8 @@ pub struct RunArgs {
     pub interface: Option<Interface>,
 
     /// Python interpreter for the workers [toml: app.python]
-    /// [default: $VIRTUAL_ENV/bin/python, else python3]
+    /// [default: the python of the virtualenv corral is installed in, else
+    /// $VIRTUAL_ENV/bin/python, else python3 on PATH]
     #[arg(long, value_name = "PATH", env = "CORRAL_PYTHON")]
     pub python: Option<PathBuf>,
 

@@ -287,11 +287,12 @@ async fn run(cfg: Arc<config::Config>) -> u8 {
         tracing::info!("listening on {}", l.describe());
     }
     tracing::info!(
-        "starting {} worker(s) ({}) for {} with {}{}",
+        "starting {} worker(s) ({}) for {} with {} ({}){}",
         cfg.workers.count,
         cfg.workers.count_origin,
         cfg.app.module,
         cfg.app.python.display(),
+        cfg.app.python_origin,
         cfg.source
             .as_ref()
             .map(|p| format!(" (config {})", p.display()))

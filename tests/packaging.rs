@@ -135,3 +135,73 @@ fn the_wheel_puts_corral_into_the_venv_and_python_m_corral_execs_it() {
     let st = child.0.wait().unwrap();
     assert_eq!(st.code(), Some(0), "{}", log.text());
 }
+
+/// Installed in a virtualenv and started by its path, with nothing
+/// activated, corral runs the app with that virtualenv's python: an app
+/// that imports a module only that virtualenv has boots, and `corral
+/// check` and the start-up log say which interpreter and why.
+#[test]
+fn corral_from_a_venv_runs_the_app_with_that_venvs_python_without_activation() {
+    let dir = venv_with_corral();
+    let venv = dir.path().join("venv");
+    let out = Command::new(venv.join("bin/python"))
+        .args([
+            "-c",
+            "import sysconfig; print(sysconfig.get_path('purelib'))",
+        ])
+        .output()
+        .unwrap();
+    let site = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+    std::fs::create_dir_all(&site).unwrap();
+    std::fs::write(
+        site.join("only_in_this_venv.py"),
+        "VALUE = b'from the venv'\n",
+    )
+    .unwrap();
+    let app = AppDir::new(&[(
+        "app.py",
+        "import only_in_this_venv\n\ndef app(environ, start_response):\n    start_response('200 OK', [])\n    return [only_in_this_venv.VALUE]\n",
+    )]);
+    let corral = venv.join("bin/corral");
+    // No VIRTUAL_ENV, and PATH without the venv: python3 there would fail.
+    let check = Command::new(&corral)
+        .args(["check", "app:app"])
+        .current_dir(app.path())
+        .env_remove("VIRTUAL_ENV")
+        .env("PATH", "/usr/bin:/bin")
+        .output()
+        .unwrap();
+    let said = text(&check);
+    assert_eq!(check.status.code(), Some(0), "{said}");
+    let expected = format!(
+        "interpreter: {} (the virtualenv corral is installed in ({}))",
+        venv.join("bin/python").display(),
+        venv.display()
+    );
+    assert!(said.contains(&expected), "{said}");
+
+    let mut c = Corral::spawn_with(app.path(), &["app:app"], &[], |cmd| {
+        // The venv's corral, not the one the other tests run; and no
+        // --python (the harness adds one unless told).
+        *cmd = Command::new(&corral);
+        cmd.current_dir(app.path())
+            .args(["app:app", "-b", "127.0.0.1:0", "--socket"])
+            .arg(app.path().join("ctl.sock"))
+            .env_remove("VIRTUAL_ENV")
+            .env("PATH", "/usr/bin:/bin")
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+    });
+    c.wait_listening();
+    c.wait_in_service(1);
+    assert_eq!(c.get("/").text(), "from the venv");
+    assert!(
+        c.log
+            .text()
+            .contains("(the virtualenv corral is installed in"),
+        "{}",
+        c.log.text()
+    );
+}

@@ -81,9 +81,13 @@ pub struct AppConfig {
     /// the ":callable" part is missing).
     pub module: String,
     pub interface: Interface,
-    /// Interpreter: `$VIRTUAL_ENV/bin/python` when set, else `python3`.
-    /// A bare name (no `/`) is looked up in `PATH`; anything else is absolute.
+    /// Interpreter: `--python`, `app.python`, else the virtualenv corral is
+    /// installed in, else `$VIRTUAL_ENV/bin/python`, else `python3` (see
+    /// `validate::default_python`). A bare name (no `/`) is looked up in
+    /// `PATH`; anything else is absolute.
     pub python: PathBuf,
+    /// Where `python` came from, for the start-up log and `corral check`.
+    pub python_origin: String,
     /// Absolute path (resolved against the config file's folder or the cwd).
     pub chdir: Option<PathBuf>,
     /// Absolute paths, in the order given.
@@ -617,6 +621,9 @@ impl ConfigFile {
 struct Env {
     /// `$VIRTUAL_ENV`, for the default `app.python`.
     virtual_env: Option<PathBuf>,
+    /// The virtualenv the running corral binary is installed in, for the
+    /// default `app.python` (see [`installed_in_venv`]).
+    installed_in: Option<PathBuf>,
     /// Where the default `control.socket` goes (see `instance.rs`).
     default_socket: Place,
     /// Where the default `deploy.state_dir` goes.
@@ -636,6 +643,25 @@ struct Env {
     usable_cpus: crate::cpus::Usable,
 }
 
+/// The interpreter `run` uses when none is configured (see
+/// `validate::default_python`), for commands that run Python without a
+/// config (`corral import-gunicorn`).
+pub fn default_interpreter() -> PathBuf {
+    let virtual_env = std::env::var_os("VIRTUAL_ENV").map(PathBuf::from);
+    validate::default_python(installed_in_venv().as_deref(), virtual_env.as_deref()).0
+}
+
+/// The virtualenv this corral binary was installed into (by `pip install
+/// corral`): the folder above the binary's own, when it holds the
+/// `pyvenv.cfg` every virtualenv has and a `bin/python`. `/proc/self/exe`
+/// names the binary itself, whatever link or `PATH` entry started it.
+fn installed_in_venv() -> Option<PathBuf> {
+    let exe = std::fs::read_link("/proc/self/exe").ok()?;
+    let venv = exe.parent()?.parent()?;
+    (venv.join("pyvenv.cfg").is_file() && venv.join("bin/python").exists())
+        .then(|| venv.to_path_buf())
+}
+
 /// The environment variable that holds the status token.
 pub const STATUS_TOKEN_ENV: &str = "CORRAL_STATUS_TOKEN";
 
@@ -645,6 +671,7 @@ impl Env {
         let var = |name: &str| std::env::var_os(name).map(|v| v.to_string_lossy().into_owned());
         Env {
             virtual_env: std::env::var_os("VIRTUAL_ENV").map(PathBuf::from),
+            installed_in: installed_in_venv(),
             default_socket: instance::default_socket(),
             default_state_dir: instance::default_state_dir(),
             cpus: usable_cpus.count,
@@ -819,6 +846,7 @@ mod tests {
     pub(super) fn env() -> Env {
         Env {
             virtual_env: None,
+            installed_in: None,
             default_socket: Place::Fixed("/tmp/corral-1000/corral.sock".into()),
             default_state_dir: Place::Fixed("/home/u/.local/state/corral".into()),
             cpus: 4,
@@ -839,6 +867,79 @@ mod tests {
         resolve(args, Some(&file), Path::new("/cwd"), &env())
     }
 
+    /// The default interpreter: the venv corral is installed in, then
+    /// `$VIRTUAL_ENV`, then `python3`; a flag or the file always wins; the
+    /// origin says which.
+    #[test]
+    fn the_default_interpreter_is_the_venv_corral_is_installed_in() {
+        let args = RunArgs {
+            app: Some("main:app".into()),
+            ..RunArgs::default()
+        };
+        let both = Env {
+            virtual_env: Some("/activated".into()),
+            installed_in: Some("/srv/app/.venv".into()),
+            ..env()
+        };
+        let app = resolve(&args, None, Path::new("/cwd"), &both).unwrap().app;
+        assert_eq!(app.python, PathBuf::from("/srv/app/.venv/bin/python"));
+        assert!(
+            app.python_origin.contains("installed in (/srv/app/.venv)"),
+            "{}",
+            app.python_origin
+        );
+        let activated = Env {
+            installed_in: None,
+            ..both
+        };
+        let app = resolve(&args, None, Path::new("/cwd"), &activated)
+            .unwrap()
+            .app;
+        assert_eq!(app.python, PathBuf::from("/activated/bin/python"));
+        assert!(
+            app.python_origin.starts_with("$VIRTUAL_ENV"),
+            "{}",
+            app.python_origin
+        );
+        let app = resolve(&args, None, Path::new("/cwd"), &env()).unwrap().app;
+        assert_eq!(app.python, PathBuf::from("python3"));
+        assert!(
+            app.python_origin.starts_with("python3 on PATH"),
+            "{}",
+            app.python_origin
+        );
+
+        let installed = Env {
+            installed_in: Some("/srv/app/.venv".into()),
+            ..env()
+        };
+        let flag = RunArgs {
+            python: Some("/usr/bin/python3.12".into()),
+            ..args.clone()
+        };
+        let app = resolve(&flag, None, Path::new("/cwd"), &installed)
+            .unwrap()
+            .app;
+        assert_eq!(
+            (app.python.to_str(), app.python_origin.as_str()),
+            (Some("/usr/bin/python3.12"), "--python")
+        );
+        let file = ConfigFile::new(
+            Path::new("corral.toml"),
+            Path::new("/srv/app"),
+            "[app]\npython = \"py/bin/python\"\n".into(),
+        );
+        let app = resolve(&args, Some(&file), Path::new("/cwd"), &installed)
+            .unwrap()
+            .app;
+        assert_eq!(app.python, PathBuf::from("/srv/app/py/bin/python"));
+        assert!(
+            app.python_origin.contains("app.python"),
+            "{}",
+            app.python_origin
+        );
+    }
+
     #[test]
     fn defaults_without_a_file() {
         let args = RunArgs {
@@ -847,6 +948,7 @@ mod tests {
         };
         let venv = Env {
             virtual_env: Some("/venv".into()),
+            installed_in: None,
             ..env()
         };
         let config = resolve(&args, None, Path::new("/cwd"), &venv).unwrap();

@@ -189,7 +189,7 @@ impl Resolver<'_> {
         );
 
         let python = match (&args.python, &raw.python) {
-            (Some(p), _) => Some(command_path(self.cwd, p)),
+            (Some(p), _) => Some((command_path(self.cwd, p), self.flag("--python").origin())),
             (None, Some(p)) if p.get_ref().is_empty() => {
                 let at = self.in_file(p.span(), "app.python");
                 self.fail(
@@ -198,12 +198,13 @@ impl Resolver<'_> {
                 );
                 None
             }
-            (None, Some(p)) => Some(command_path(self.file_dir(), Path::new(p.get_ref()))),
-            (None, None) => Some(match virtual_env {
-                Some(venv) => venv.join("bin/python"),
-                None => PathBuf::from("python3"),
-            }),
+            (None, Some(p)) => Some((
+                command_path(self.file_dir(), Path::new(p.get_ref())),
+                self.in_file(p.span(), "app.python").origin(),
+            )),
+            (None, None) => Some(default_python(env.installed_in.as_deref(), virtual_env)),
         };
+        let (python, python_origin) = python.unzip();
 
         let chdir = match (&args.chdir, &raw.chdir) {
             (Some(dir), _) => Some(absolute(self.cwd, dir)),
@@ -274,6 +275,7 @@ impl Resolver<'_> {
             module: module?,
             interface,
             python: python?,
+            python_origin: python_origin?,
             chdir,
             pythonpath,
             env,
@@ -1572,6 +1574,29 @@ pub(crate) fn check_env(key: &str, value: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// The interpreter when neither `--python` nor `app.python` names one, and
+/// why: the virtualenv corral itself is installed in (`pip install corral`
+/// put it in that venv's `bin/`, next to its `python`), else
+/// `$VIRTUAL_ENV/bin/python`, else `python3` on `PATH`.
+pub(super) fn default_python(
+    installed_in: Option<&Path>,
+    virtual_env: Option<&Path>,
+) -> (PathBuf, String) {
+    match (installed_in, virtual_env) {
+        (Some(venv), _) => (
+            venv.join("bin/python"),
+            format!("the virtualenv corral is installed in ({})", venv.display()),
+        ),
+        (None, Some(venv)) => (
+            venv.join("bin/python"),
+            format!("$VIRTUAL_ENV ({})", venv.display()),
+        ),
+        (None, None) => (
+            PathBuf::from("python3"),
+            "python3 on PATH: corral is not installed in a virtualenv, and no $VIRTUAL_ENV, --python or app.python is given".into(),
+        ),
+    }
+}
 /// A bare command name stays as is (PATH lookup); a path is made absolute.
 fn command_path(base: &Path, path: &Path) -> PathBuf {
     if path.to_string_lossy().contains('/') {

@@ -25,10 +25,7 @@ pub fn run(args: &ImportArgs) -> u8 {
     let python = args
         .python
         .clone()
-        .unwrap_or_else(|| match std::env::var_os("VIRTUAL_ENV") {
-            Some(venv) => Path::new(&venv).join("bin/python"),
-            None => PathBuf::from("python3"),
-        });
+        .unwrap_or_else(crate::config::default_interpreter);
     let output = Command::new(&python)
         .arg("-c")
         .arg(READ_CONF)
