@@ -364,6 +364,10 @@ pub fn convert(
                 },
                 None => bad(&mut out, v),
             },
+            "root_path" => match text(v) {
+                Some(p) => out.set("app", "root_path", Value::String(p)),
+                None => bad(&mut out, v),
+            },
             // Already corral's behaviour.
             "initgroups" | "capture_output" | "asgi_loop" | "asgi_lifespan" | "config" => {}
             _ => out.note(name, note),
@@ -461,7 +465,7 @@ mod tests {
                 "limit_request_field_size": 8190, "umask": 18, "pidfile": "/run/app.pid",
                 "worker_class": "uvicorn.workers.UvicornWorker", "worker_connections": 500,
                 "wsgi_app": "main:app", "access_log_format": "%(h)s \"%(r)s\" %(D)s",
-                "helper": 1}"#,
+                "root_path": "/api", "helper": 1}"#,
         );
         let parsed: toml::Table = c.toml.parse().unwrap_or_else(|e| panic!("{e}\n{}", c.toml));
         let get = |path: &str| {
@@ -474,6 +478,7 @@ mod tests {
         assert_eq!(get("app.module").as_str(), Some("main:app"));
         assert_eq!(get("app.interface").as_str(), Some("asgi"));
         assert_eq!(get("app.chdir").as_str(), Some("/srv/app"));
+        assert_eq!(get("app.root_path").as_str(), Some("/api"));
         assert_eq!(get("app.env.B").as_str(), Some("x,y"));
         assert_eq!(get("server.bind")[0].as_str(), Some("0.0.0.0:8000"));
         assert_eq!(get("server.keepalive").as_str(), Some("2s"));
