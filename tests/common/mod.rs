@@ -562,3 +562,36 @@ pub fn read_response<R: BufRead>(r: &mut R, head_only: bool) -> std::io::Result<
 pub fn repo(path: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
 }
+
+// ---------------------------------------------------------------- memory
+
+/// Runs `f` while a thread samples the RSS of each of `pids` every 20 ms;
+/// returns what `f` returned and the largest RSS (KiB) seen for each pid,
+/// so a buffer that grows while a body flows and is freed at the end still
+/// counts.
+pub fn peak_rss_during<T>(pids: &[u32], f: impl FnOnce() -> T) -> (T, Vec<u64>) {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    let stop = Arc::new(AtomicBool::new(false));
+    let peaks: Vec<Arc<AtomicU64>> = pids.iter().map(|_| Arc::new(AtomicU64::new(0))).collect();
+    let sampler = {
+        let (stop, peaks, pids) = (stop.clone(), peaks.clone(), pids.to_vec());
+        std::thread::spawn(move || {
+            loop {
+                for (pid, peak) in pids.iter().zip(&peaks) {
+                    peak.fetch_max(rss_kib(*pid), Ordering::Relaxed);
+                }
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        })
+    };
+    let out = f();
+    stop.store(true, Ordering::Relaxed);
+    sampler.join().unwrap();
+    (
+        out,
+        peaks.iter().map(|p| p.load(Ordering::Relaxed)).collect(),
+    )
+}
