@@ -134,6 +134,14 @@ fn start(args: &[&str], workers: usize) -> (AppDir, Corral) {
     (dir, c)
 }
 
+/// Waits until the app holds a request besides the one asking: `/inflight`
+/// answers the most requests the worker held at once.
+fn wait_in_app(c: &Corral) {
+    c.wait_until("the app to hold the request", || {
+        c.get("/inflight").text() == "2"
+    });
+}
+
 fn wait_for_file(c: &Corral, path: &std::path::Path) -> String {
     c.wait_until(&format!("{} to appear", path.display()), || path.exists());
     std::fs::read_to_string(path).unwrap()
@@ -400,7 +408,7 @@ fn a_worker_crash_answers_502_and_the_worker_is_replaced() {
         let addr = c.addr.clone();
         std::thread::spawn(move || request(&addr, "GET", "/sleep?5", &[], b"").status)
     };
-    std::thread::sleep(Duration::from_millis(300));
+    wait_in_app(&c);
     assert_eq!(c.get("/crash").status, 502);
     assert_eq!(slow.join().unwrap(), 502, "in flight on the crashed worker");
     c.wait_until("a replacement worker", || {
@@ -447,7 +455,7 @@ fn a_graceful_stop_lets_requests_in_flight_finish() {
     let (_dir, mut c) = start(&["-w", "1"], 1);
     let mut s = c.connect();
     send_request(&mut s, "GET", "/sleep?1", &[], b"");
-    std::thread::sleep(Duration::from_millis(200));
+    wait_in_app(&c);
     c.signal(libc::SIGTERM);
     let r = read_response(&mut BufReader::new(&mut s), false).expect("an answer");
     assert_eq!((r.status, r.text().as_str()), (200, "slept"));

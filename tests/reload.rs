@@ -28,6 +28,7 @@ fn asgi_app_version(tag: &str, padding: usize) -> String {
 struct Load {
     stop: Arc<AtomicBool>,
     failed: Arc<AtomicUsize>,
+    answered: Arc<AtomicUsize>,
     threads: Vec<std::thread::JoinHandle<Vec<String>>>,
 }
 
@@ -35,9 +36,15 @@ impl Load {
     fn start(addr: &str) -> Load {
         let stop = Arc::new(AtomicBool::new(false));
         let failed = Arc::new(AtomicUsize::new(0));
+        let answered = Arc::new(AtomicUsize::new(0));
         let threads = (0..4)
             .map(|_| {
-                let (addr, stop, failed) = (addr.to_string(), stop.clone(), failed.clone());
+                let (addr, stop, failed, answered) = (
+                    addr.to_string(),
+                    stop.clone(),
+                    failed.clone(),
+                    answered.clone(),
+                );
                 std::thread::spawn(move || {
                     let mut bodies = Vec::new();
                     let deadline = Instant::now() + Duration::from_secs(40);
@@ -45,6 +52,7 @@ impl Load {
                         let r = request(&addr, "GET", "/", &[], b"");
                         if r.status == 200 {
                             bodies.push(r.text());
+                            answered.fetch_add(1, Ordering::Relaxed);
                         } else {
                             failed.fetch_add(1, Ordering::Relaxed);
                             eprintln!("failed: {} {}", r.status, r.text());
@@ -57,7 +65,18 @@ impl Load {
         Load {
             stop,
             failed,
+            answered,
             threads,
+        }
+    }
+
+    /// Waits until the load has had `n` more answers (at most 30 s).
+    fn wait_answered(&self, n: usize) {
+        let target = self.answered.load(Ordering::Relaxed) + n;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while self.answered.load(Ordering::Relaxed) < target {
+            assert!(Instant::now() < deadline, "the load got no answers");
+            std::thread::sleep(Duration::from_millis(10));
         }
     }
 
@@ -89,12 +108,15 @@ fn good_reload_under_load(version: fn(&str, usize) -> String) -> (AppDir, Corral
         2,
     );
     let load = Load::start(&c.addr);
-    std::thread::sleep(Duration::from_millis(500));
+    load.wait_answered(40);
     std::fs::write(app.path().join("app.py"), version("v2", 20)).unwrap();
     c.signal(libc::SIGHUP);
     wait_log(&c, "reload done: generation 2 is in service");
-    // Let the old generation drain and the load see the new one.
-    std::thread::sleep(Duration::from_millis(800));
+    // The old generation drains and exits; then the load sees the new one.
+    c.wait_until("the old workers to exit", || {
+        children_of(c.pid()).len() == 2
+    });
+    load.wait_answered(40);
     let (bodies, failed) = load.finish();
     assert_eq!(failed, 0, "no request fails during a good reload");
     assert!(bodies.iter().any(|b| b == "v1") && bodies.last().map(String::as_str) == Some("v2"));
@@ -132,7 +154,7 @@ fn sighup_with_broken_code_keeps_the_old_generation_serving_with_zero_failed_req
     );
     let before = children_of(c.pid());
     let load = Load::start(&c.addr);
-    std::thread::sleep(Duration::from_millis(300));
+    load.wait_answered(40);
     std::fs::write(
         app.path().join("app.py"),
         "def app(environ, start_response:\n    pass\n",
@@ -140,7 +162,7 @@ fn sighup_with_broken_code_keeps_the_old_generation_serving_with_zero_failed_req
     .unwrap();
     c.signal(libc::SIGHUP);
     wait_log(&c, "reload failed");
-    std::thread::sleep(Duration::from_millis(500));
+    load.wait_answered(40);
     let (bodies, failed) = load.finish();
     assert_eq!(failed, 0, "no request fails during a failed reload");
     assert!(bodies.len() > 50 && bodies.iter().all(|b| b == "v1"));
@@ -262,7 +284,7 @@ fn a_reload_whose_new_code_fails_its_readiness_check_is_stopped_and_the_old_keep
     ]);
     let c = Corral::start(app.path(), &["-c", "corral.toml"], 2);
     let load = Load::start(&c.addr);
-    std::thread::sleep(Duration::from_millis(300));
+    load.wait_answered(40);
     std::fs::write(app.path().join("app.py"), ready_app("v2", false, 30)).unwrap();
     let out = std::process::Command::new(corral_bin())
         .args(["reload", "--wait", "--socket", c.socket.to_str().unwrap()])
@@ -271,7 +293,7 @@ fn a_reload_whose_new_code_fails_its_readiness_check_is_stopped_and_the_old_keep
     let text = String::from_utf8_lossy(&out.stdout).to_string();
     assert_eq!(out.status.code(), Some(1), "{text}");
     assert!(text.contains("was not all in service within 2s"), "{text}");
-    std::thread::sleep(Duration::from_millis(300));
+    load.wait_answered(40);
     let (bodies, failed) = load.finish();
     assert_eq!(failed, 0, "no request fails");
     // The new generation's workers never passed readiness, so they never
