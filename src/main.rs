@@ -381,9 +381,9 @@ fn init_logging(cfg: &config::LogConfig) -> Result<(), String> {
     let colour =
         file.is_none() && std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
     match (cfg.format, journal) {
-        (cli::LogFormat::Json, _) => builder.json().with_current_span(false).init(),
-        (cli::LogFormat::Text, true) => builder.with_ansi(false).without_time().init(),
-        (cli::LogFormat::Text, false) => builder.with_ansi(colour).init(),
+        (config::LogFormat::Json, _) => builder.json().with_current_span(false).init(),
+        (config::LogFormat::Text, true) => builder.with_ansi(false).without_time().init(),
+        (config::LogFormat::Text, false) => builder.with_ansi(colour).init(),
     }
     Ok(())
 }

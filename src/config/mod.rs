@@ -2,7 +2,8 @@
 //! into one resolved [`Config`] with every default filled in.
 //!
 //! INTERFACE CONTRACT (used by the rest of the binary; keep these names):
-//! `config::load(&cli::RunArgs) -> Result<Config, ConfigError>`;
+//! `config::load(&Overrides) -> Result<Config, ConfigError>`, where
+//! [`Overrides`] are the flags of `corral run` (the command line flattens it);
 //! `config::control_socket(config, socket) -> Result<PathBuf, ConfigError>`
 //! for the client commands (`corral reload`, `scale`, `stop`), which need
 //! only the control socket and no app.
@@ -31,6 +32,7 @@
 mod dropin_tests;
 mod instance;
 mod logs;
+mod overrides;
 #[cfg(test)]
 mod proptests;
 mod raw;
@@ -44,9 +46,9 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::cli::RunArgs;
 pub use instance::{Place, SOCKET_NAME, running_sockets};
 pub use logs::{AccessConfig, AccessTarget, HeadLimits, LogConfig};
+pub use overrides::{LogFormat, LogLevel, Overrides, env_name, parse_duration, parse_worker_class};
 use raw::{RawConfig, parse};
 pub use units::{BindAddr, ByteSize, ForwardedAllow, HumanDuration, MinReady, WorkerCount};
 pub(crate) use validate::check_env;
@@ -707,7 +709,7 @@ fn read_file(config: Option<&Path>, cwd: &Path) -> Result<Option<ConfigFile>, Co
 
 /// Reads `--config FILE` (or `./corral.toml` when present), merges the
 /// command line over it and validates the result.
-pub fn load(args: &RunArgs) -> Result<Config, ConfigError> {
+pub fn load(args: &Overrides) -> Result<Config, ConfigError> {
     let cwd = std::env::current_dir().map_err(ConfigError::CurrentDir)?;
     let file = read_file(args.config.as_deref(), &cwd)?;
     resolve(args, file.as_ref(), &cwd, &Env::from_process())
@@ -777,7 +779,7 @@ fn resolve_socket(
 /// Everything after reading: parse, merge, fill defaults, validate. No I/O
 /// but the user and group lookups of `workers.user` and `workers.group`.
 fn resolve(
-    args: &RunArgs,
+    args: &Overrides,
     file: Option<&ConfigFile>,
     cwd: &Path,
     env: &Env,
@@ -862,7 +864,7 @@ mod tests {
     }
 
     /// Resolves `text` as "corral.toml" in /srv/app, run from /cwd.
-    pub(super) fn resolve_text(text: &str, args: &RunArgs) -> Result<Config, ConfigError> {
+    pub(super) fn resolve_text(text: &str, args: &Overrides) -> Result<Config, ConfigError> {
         let file = ConfigFile::new(Path::new("corral.toml"), Path::new("/srv/app"), text.into());
         resolve(args, Some(&file), Path::new("/cwd"), &env())
     }
@@ -872,9 +874,9 @@ mod tests {
     /// origin says which.
     #[test]
     fn the_default_interpreter_is_the_venv_corral_is_installed_in() {
-        let args = RunArgs {
+        let args = Overrides {
             app: Some("main:app".into()),
-            ..RunArgs::default()
+            ..Overrides::default()
         };
         let both = Env {
             virtual_env: Some("/activated".into()),
@@ -913,7 +915,7 @@ mod tests {
             installed_in: Some("/srv/app/.venv".into()),
             ..env()
         };
-        let flag = RunArgs {
+        let flag = Overrides {
             python: Some("/usr/bin/python3.12".into()),
             ..args.clone()
         };
@@ -942,9 +944,9 @@ mod tests {
 
     #[test]
     fn defaults_without_a_file() {
-        let args = RunArgs {
+        let args = Overrides {
             app: Some("main".into()),
-            ..RunArgs::default()
+            ..Overrides::default()
         };
         let venv = Env {
             virtual_env: Some("/venv".into()),
@@ -1055,7 +1057,7 @@ probe_timeout = "500ms"
 unhealthy_after = 1
 min_in_service = 2
 "#;
-        let config = resolve_text(text, &RunArgs::default()).unwrap();
+        let config = resolve_text(text, &Overrides::default()).unwrap();
         assert_eq!(
             config.app.python,
             PathBuf::from("/srv/app/.venv/bin/python")
@@ -1122,7 +1124,7 @@ min_in_service = 2
                     [server]\nbind = [\"0.0.0.0:9000\"]\n[workers]\ncount = 4\nboot_timeout = \"1m\"\nmax_requests = 10\nmax_requests_jitter = 2\n\
                     max_memory = \"1GiB\"\n\
                     [health]\nstatus_bind = \"127.0.0.1:9100\"\nmin_ready = 4\nready_path = \"/file\"\n";
-        let args = RunArgs {
+        let args = Overrides {
             app: Some("b:app".into()),
             bind: vec!["unix:web.sock".parse().unwrap()],
             workers: Some(WorkerCount::Count(2)),
@@ -1136,7 +1138,7 @@ min_in_service = 2
             max_requests: Some(0),
             max_requests_jitter: Some(5),
             max_memory: Some(ByteSize(64 << 20)),
-            ..RunArgs::default()
+            ..Overrides::default()
         };
         let config = resolve_text(text, &args).unwrap();
         assert_eq!(config.app.module, "b:app");
@@ -1164,16 +1166,16 @@ min_in_service = 2
 
     #[test]
     fn concurrency_and_max_queued_flag_then_file_then_default() {
-        let app = RunArgs {
+        let app = Overrides {
             app: Some("m:a".into()),
-            ..RunArgs::default()
+            ..Overrides::default()
         };
         let text = "[server]\nmax_queued = 0\n[workers]\nconcurrency = 64\n";
         let config = resolve_text(text, &app).unwrap();
         // 0 is allowed: no request ever waits.
         assert_eq!(config.server.max_queued, 0);
         assert_eq!(config.workers.concurrency, 64);
-        let args = RunArgs {
+        let args = Overrides {
             concurrency: Some(1),
             max_queued: Some(10_000),
             ..app.clone()
@@ -1188,13 +1190,13 @@ min_in_service = 2
 
     #[test]
     fn io_threads_flag_then_file_then_half_the_cpus() {
-        let app = RunArgs {
+        let app = Overrides {
             app: Some("m:a".into()),
-            ..RunArgs::default()
+            ..Overrides::default()
         };
         let text = "[server]\nio_threads = 3\n";
         assert_eq!(resolve_text(text, &app).unwrap().server.io_threads, 3);
-        let args = RunArgs {
+        let args = Overrides {
             io_threads: Some(1),
             ..app.clone()
         };
@@ -1210,7 +1212,7 @@ min_in_service = 2
             }
         }
         // The flag's 0 is automatic too, over a number in the file.
-        let args = RunArgs {
+        let args = Overrides {
             io_threads: Some(0),
             ..app
         };
@@ -1219,11 +1221,11 @@ min_in_service = 2
 
     #[test]
     fn forwarded_allow_ips_flag_then_file_then_default() {
-        let app = RunArgs {
+        let app = Overrides {
             app: Some("m:a".into()),
-            ..RunArgs::default()
+            ..Overrides::default()
         };
-        let allow = |text: &str, args: &RunArgs| {
+        let allow = |text: &str, args: &Overrides| {
             resolve_text(text, args).unwrap().server.forwarded_allow_ips
         };
         let nets = |nets: &[&str]| {
@@ -1245,7 +1247,7 @@ min_in_service = 2
         assert!(!nobody.allows("127.0.0.1".parse().unwrap()));
         assert_eq!(allow("", &app), nets(&["127.0.0.1/32", "::1/128"]));
         // The flag (comma-separated, spaces allowed) wins over the file.
-        let flag = |list: &str| RunArgs {
+        let flag = |list: &str| Overrides {
             forwarded_allow_ips: Some(list.into()),
             ..app.clone()
         };
@@ -1261,9 +1263,9 @@ min_in_service = 2
 
     #[test]
     fn deploy_revision_state_dir_and_hook() {
-        let app = RunArgs {
+        let app = Overrides {
             app: Some("m:a".into()),
-            ..RunArgs::default()
+            ..Overrides::default()
         };
         let deploy = |text: &str| resolve_text(text, &app).unwrap().deploy;
         for (name, source) in [
@@ -1327,11 +1329,11 @@ hook_timeout = "1m30s"
 
     #[test]
     fn deploy_rollback_strategy_and_surge() {
-        let app = RunArgs {
+        let app = Overrides {
             app: Some("m:a".into()),
-            ..RunArgs::default()
+            ..Overrides::default()
         };
-        let deploy = |text: &str, args: &RunArgs| resolve_text(text, args).unwrap().deploy;
+        let deploy = |text: &str, args: &Overrides| resolve_text(text, args).unwrap().deploy;
         let text = r#"
 [app]
 chdir = "current"
@@ -1354,7 +1356,7 @@ max_surge = 3
         assert_eq!(config.strategy, Strategy::Rolling);
         assert_eq!(config.max_surge, 3);
         // "symlink" takes the app folder from --chdir too.
-        let args = RunArgs {
+        let args = Overrides {
             chdir: Some("/srv/app/current".into()),
             ..app.clone()
         };
@@ -1398,22 +1400,22 @@ max_surge = 3
 
     #[test]
     fn control_socket_and_ready_timeout() {
-        let app = RunArgs {
+        let app = Overrides {
             app: Some("m:a".into()),
-            ..RunArgs::default()
+            ..Overrides::default()
         };
         let text = "[control]\nsocket = \"run/../ctl.sock\"\n[deploy]\nready_timeout = \"2m\"\n";
         let config = resolve_text(text, &app).unwrap();
         assert_eq!(config.control.socket, PathBuf::from("/srv/app/ctl.sock"));
         assert_eq!(config.deploy.ready_timeout, Duration::from_secs(120));
         // The flag wins, relative to the cwd.
-        let args = RunArgs {
+        let args = Overrides {
             socket: Some("ctl.sock".into()),
             ..app.clone()
         };
         let config = resolve_text(text, &args).unwrap();
         assert_eq!(config.control.socket, PathBuf::from("/cwd/ctl.sock"));
-        let args = RunArgs {
+        let args = Overrides {
             socket: Some("/abs/ctl.sock".into()),
             ..app.clone()
         };
@@ -1436,10 +1438,10 @@ max_surge = 3
             ..env()
         };
         let run = |app: &str, bind: &str| {
-            let args = RunArgs {
+            let args = Overrides {
                 app: Some(app.into()),
                 bind: vec![bind.parse().unwrap()],
-                ..RunArgs::default()
+                ..Overrides::default()
             };
             resolve(&args, None, Path::new("/srv/api"), &shared).unwrap()
         };
@@ -1467,7 +1469,13 @@ max_surge = 3
             Path::new("/srv/shop"),
             text.into(),
         );
-        let c = resolve(&RunArgs::default(), Some(&file), Path::new("/cwd"), &shared).unwrap();
+        let c = resolve(
+            &Overrides::default(),
+            Some(&file),
+            Path::new("/cwd"),
+            &shared,
+        )
+        .unwrap();
         assert!(c.instance.starts_with("shop-"), "{}", c.instance);
         assert_eq!(
             c.instance,

@@ -12,7 +12,7 @@ use toml::Spanned;
 
 use super::units::Umask;
 use super::{ByteSize, ConfigFile, HumanDuration, Interface, MinReady, Problem, WorkerCount};
-use crate::cli::{LogFormat, LogLevel};
+use super::{LogFormat, LogLevel};
 use crate::front::access::AccessLog;
 
 /// Every key with its default; tested to parse and validate.
@@ -576,12 +576,12 @@ mod tests {
     use std::path::{Path, PathBuf};
 
     use super::*;
-    use crate::cli::RunArgs;
+    use crate::config::Overrides;
     use crate::config::tests::{env, resolve_text};
     use crate::config::{ConfigFile, Limits, RevisionSource, Rollback, Strategy, resolve};
 
     fn error_text(text: &str) -> String {
-        resolve_text(text, &RunArgs::default())
+        resolve_text(text, &Overrides::default())
             .unwrap_err()
             .to_string()
     }
@@ -593,7 +593,13 @@ mod tests {
             Path::new("/repo"),
             EXAMPLE.into(),
         );
-        let config = resolve(&RunArgs::default(), Some(&file), Path::new("/repo"), &env()).unwrap();
+        let config = resolve(
+            &Overrides::default(),
+            Some(&file),
+            Path::new("/repo"),
+            &env(),
+        )
+        .unwrap();
         assert_eq!(
             config.source,
             Some(PathBuf::from("/repo/config/example.toml"))
@@ -602,9 +608,9 @@ mod tests {
         assert_eq!(config.app.chdir, Some(PathBuf::from("/repo/example")));
         // The example shows the defaults.
         let defaults = resolve(
-            &RunArgs {
+            &Overrides {
                 app: Some("app:app".into()),
-                ..RunArgs::default()
+                ..Overrides::default()
             },
             None,
             Path::new("/repo"),
@@ -748,7 +754,13 @@ mod tests {
             Path::new("/repo"),
             uncommented,
         );
-        let config = resolve(&RunArgs::default(), Some(&file), Path::new("/repo"), &env()).unwrap();
+        let config = resolve(
+            &Overrides::default(),
+            Some(&file),
+            Path::new("/repo"),
+            &env(),
+        )
+        .unwrap();
         assert_eq!(config.health.ready_path.as_deref(), Some("/health/ready"));
         assert_eq!(config.workers.max_memory, Some(512 << 20));
         assert_eq!(config.server.head_limits.request_line, Some(4094));
@@ -805,7 +817,13 @@ mod tests {
             Path::new("/repo"),
             git_reset,
         );
-        let config = resolve(&RunArgs::default(), Some(&file), Path::new("/repo"), &env()).unwrap();
+        let config = resolve(
+            &Overrides::default(),
+            Some(&file),
+            Path::new("/repo"),
+            &env(),
+        )
+        .unwrap();
         assert_eq!(config.deploy.rollback, Rollback::GitReset);
     }
 
