@@ -1,4 +1,3 @@
-
 use super::validate::DEFAULT_BIND;
 use super::*;
 
