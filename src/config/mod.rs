@@ -30,6 +30,8 @@
 
 #[cfg(test)]
 mod dropin_tests;
+#[cfg(test)]
+mod example_tests;
 mod instance;
 mod logs;
 mod overrides;

@@ -16,7 +16,7 @@ use super::{LogFormat, LogLevel};
 use crate::front::access::AccessLog;
 
 /// Every key with its default; tested to parse and validate.
-const EXAMPLE: &str = include_str!("../../config/example.toml");
+pub(super) const EXAMPLE: &str = include_str!("../../config/example.toml");
 
 /// A `corral.toml` file.
 #[derive(Debug, Default, Deserialize)]
