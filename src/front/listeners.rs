@@ -330,3 +330,132 @@ fn adopt_fd(fd: RawFd, unix_path: Option<PathBuf>) -> Option<Listener> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::os::fd::IntoRawFd;
+
+    use super::*;
+
+    fn tcp(addr: &str) -> Bind {
+        Bind {
+            addr: BindAddr::Tcp(addr.parse().unwrap()),
+            origin: "--bind".into(),
+        }
+    }
+
+    /// A listening loopback socket as a parent would hand it down: its fd
+    /// and its port.
+    fn handed_down() -> (RawFd, u16) {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        (l.into_raw_fd(), port)
+    }
+
+    fn port(l: &Listener) -> u16 {
+        match l {
+            Listener::Tcp(l) => l.local_addr().unwrap().port(),
+            Listener::Unix(..) => panic!("a Unix socket"),
+        }
+    }
+
+    #[tokio::test]
+    async fn binds_each_address_under_a_key_of_its_role_and_address() {
+        let binds = [tcp("127.0.0.1:0"), tcp("127.0.0.1:0")];
+        let status = tcp("127.0.0.1:0");
+        let l = Listeners::open(&binds, 16, Some(&status), &Inherited::default()).unwrap();
+        assert!(!l.activated);
+        assert_eq!(l.server.len(), 2);
+        assert_ne!(port(&l.server[0]), port(&l.server[1]));
+        let keys: Vec<String> = l.handover().into_iter().map(|(k, _)| k).collect();
+        assert_eq!(
+            keys,
+            [
+                "server0#127.0.0.1:0",
+                "server1#127.0.0.1:0",
+                "status#127.0.0.1:0"
+            ]
+        );
+        let fds: Vec<RawFd> = l.handover().into_iter().map(|(_, fd)| fd).collect();
+        assert_eq!(fds[0], l.server[0].raw_fd());
+        assert_eq!(fds[2], l.status.as_ref().unwrap().raw_fd());
+    }
+
+    #[tokio::test]
+    async fn adopts_the_socket_a_parent_handed_down_for_the_same_key() {
+        let (fd, handed_port) = handed_down();
+        let inherited = Inherited {
+            from_parent: HashMap::from([("server1#127.0.0.1:0".to_owned(), fd)]),
+            parent: Some(1),
+            ..Inherited::default()
+        };
+        let binds = [tcp("127.0.0.1:0"), tcp("127.0.0.1:0")];
+        let l = Listeners::open(&binds, 16, None, &inherited).unwrap();
+        // The first address has no socket handed down: bound anew.
+        assert_ne!(port(&l.server[0]), handed_port);
+        assert_eq!(port(&l.server[1]), handed_port);
+        assert_eq!(l.server[1].raw_fd(), fd);
+        assert_eq!(l.handover()[1], ("server1#127.0.0.1:0".to_owned(), fd));
+    }
+
+    #[tokio::test]
+    async fn systemd_sockets_replace_the_configured_ones_and_status_is_named() {
+        let (web, web_port) = handed_down();
+        let (status, status_port) = handed_down();
+        let inherited = Inherited {
+            activated: vec![(web, "web".into()), (status, "status".into())],
+            ..Inherited::default()
+        };
+        let l = Listeners::open(&[tcp("127.0.0.1:0")], 16, None, &inherited).unwrap();
+        assert!(l.activated);
+        assert_eq!(l.server.len(), 1);
+        assert_eq!(port(&l.server[0]), web_port);
+        assert_eq!(port(l.status.as_ref().unwrap()), status_port);
+        assert_eq!(
+            l.handover(),
+            [
+                ("activated-000".to_owned(), web),
+                ("activated-status".to_owned(), status)
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_parent_that_was_socket_activated_hands_its_systemd_sockets_on() {
+        let sockets: Vec<(RawFd, u16)> = (0..5).map(|_| handed_down()).collect();
+        let inherited = Inherited {
+            // In their order, whatever the order of the map.
+            from_parent: sockets
+                .iter()
+                .enumerate()
+                .map(|(i, (fd, _))| (format!("activated-{i:03}"), *fd))
+                .collect(),
+            parent: Some(1),
+            ..Inherited::default()
+        };
+        let l = Listeners::open(&[tcp("127.0.0.1:0")], 16, None, &inherited).unwrap();
+        assert!(l.activated);
+        let ports: Vec<u16> = l.server.iter().map(port).collect();
+        let handed: Vec<u16> = sockets.iter().map(|(_, port)| *port).collect();
+        assert_eq!(ports, handed);
+        assert!(l.status.is_none());
+    }
+
+    #[tokio::test]
+    async fn a_taken_address_names_the_flag_that_set_it() {
+        let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = taken.local_addr().unwrap().to_string();
+        let err = Listeners::open(&[tcp(&addr)], 16, None, &Inherited::default())
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            err.starts_with(&format!("cannot listen on {addr} (set by --bind): ")),
+            "{err}"
+        );
+        assert!(
+            err.contains("another process already listens there"),
+            "{err}"
+        );
+    }
+}
