@@ -20,13 +20,20 @@
 //!
 //! Where the parts live: `units` parses the value types written as text in
 //! the file and on the command line (durations, sizes, bind addresses,
-//! trusted proxies);
-//! `raw` holds the file format (the `Raw*` structs and their parsing);
-//! `validate` merges the command line over the file, fills the defaults and
-//! checks every value; `logs` does the same for `[log]` and the gunicorn
-//! flags that sit beside corral's own (`--limit-request-*`, `-p`, `-k`,
-//! `--preload`). This module holds the resolved types, the errors and
-//! the pipeline that ties those steps together.
+//! trusted proxies); `raw` holds the file format (the `Raw*` structs and
+//! their parsing); `overrides` the flags of `run` and `check`, each with its
+//! `--help`, its `CORRAL_*` variable and the key it stands for; `validate`
+//! (one file per section) merges the flags over the file, fills the
+//! defaults and checks every value; `logs` does the same for `[log]` and
+//! the gunicorn flags that sit beside corral's own (`--limit-request-*`,
+//! `-p`, `-k`, `--preload`). This module holds the resolved types, the
+//! errors and the pipeline that ties those steps together.
+//!
+//! Adding a key: its `Raw*` field with a `///` doc (raw), its flag if it has
+//! one (overrides), its `pick` and checks (validate) and the resolved field
+//! (here), and its line in `config/example.toml`. `example_tests` fails
+//! until the example shows it, with the default the code fills in and the
+//! one the flag's `--help` names.
 
 #[cfg(test)]
 mod dropin_tests;

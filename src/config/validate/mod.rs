@@ -1,8 +1,10 @@
 //! Merging and checking: the command line over the raw file, every default
 //! filled in and every value checked, collecting all problems with where
 //! each value came from ([`At`]: a file line and key, or a flag) and how to
-//! fix it. Also the helpers that check app and environment names and make
-//! paths absolute.
+//! fix it. One file per section (`app`, `server`, `workers`, `health` with
+//! `[control]` and `[deploy]`), each an `impl` block of [`Resolver`]; this
+//! file holds the resolver itself and the helpers that check app and
+//! environment names and make paths absolute.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::ops::Range;
