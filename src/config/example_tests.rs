@@ -1,9 +1,10 @@
 //! `config/example.toml` held against the definitions: every key the file
 //! format accepts is shown there (set, or commented out) and every key shown
-//! there is accepted; what it sets is the default; and the `[default: ...]`
-//! that a flag's `--help` repeats agrees with it. Adding a key without its
-//! line in the example, or with a different default in one of the places,
-//! fails here.
+//! there is accepted; what it sets is the default the code fills in; and the
+//! default that the config reference (the `///` docs in `raw.rs`) states and
+//! the `[default: ...]` that a flag's `--help` repeats agree with it. Adding
+//! a key without its line in the example, or with a different default in one
+//! of those places, fails here.
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -208,4 +209,83 @@ fn flag_help_names_real_keys_and_the_example_defaults() {
         checked += 1;
     }
     assert!(checked > 20, "only {checked} flag defaults checked");
+}
+
+/// The section each `Raw*` struct of `raw.rs` reads.
+const SECTIONS: &[(&str, &str)] = &[
+    ("RawApp", "app"),
+    ("RawServer", "server"),
+    ("RawWorkers", "workers"),
+    ("RawLimits", "workers.limits"),
+    ("RawHealth", "health"),
+    ("RawControl", "control"),
+    ("RawDeploy", "deploy"),
+    ("RawLog", "log"),
+];
+
+/// The `Default ...` that a key's `///` doc in `raw.rs` (the config
+/// reference) states, when it is one value (`Default "5s".`, `Default
+/// 2048.`), by key.
+fn documented_defaults() -> Vec<(String, String)> {
+    let source = include_str!("raw.rs");
+    let mut section = None;
+    let mut doc = String::new();
+    let mut found = Vec::new();
+    for line in source.lines().map(str::trim) {
+        if let Some(rest) = line.strip_prefix("pub(super) struct ") {
+            let name = rest.split([' ', '{']).next().unwrap_or_default();
+            section = SECTIONS.iter().find(|(s, _)| *s == name).map(|(_, k)| *k);
+            doc.clear();
+        } else if let Some(text) = line.strip_prefix("///") {
+            doc.push(' ');
+            doc.push_str(text.trim());
+        } else if let Some(field) = line.strip_prefix("pub(super) ") {
+            let name = field.split(':').next().unwrap_or_default();
+            let value = doc.split_once(" Default ").and_then(|(_, rest)| {
+                let value = if let Some(quoted) = rest.strip_prefix('"') {
+                    format!("\"{}\"", quoted.split('"').next()?)
+                } else if rest.starts_with('[') {
+                    format!("{}]", rest.split(']').next()?)
+                } else {
+                    rest.split(['.', ',', ' ', ':']).next()?.to_owned()
+                };
+                (!value.is_empty() && value != "none").then_some(value)
+            });
+            if let (Some(section), Some(value)) = (section, value) {
+                found.push((format!("{section}.{name}"), value));
+            }
+            doc.clear();
+        } else if !line.starts_with("#[") {
+            doc.clear();
+        }
+    }
+    found
+}
+
+/// The config reference (the `///` docs in `raw.rs`) states the default
+/// the example sets.
+#[test]
+fn the_reference_states_the_default_the_example_sets() {
+    let set: Vec<(String, String)> = shown()
+        .into_iter()
+        .filter_map(|(k, v)| Some((k, v?)))
+        .collect();
+    let documented = documented_defaults();
+    assert!(
+        documented
+            .iter()
+            .any(|(k, v)| k == "server.backlog" && v == "2048")
+    );
+    let mut checked = 0;
+    for (key, default) in &documented {
+        let Some((_, value)) = set.iter().find(|(k, _)| k == key) else {
+            continue;
+        };
+        assert_eq!(
+            default, value,
+            "raw.rs documents {key} with \"Default {default}\" but config/example.toml sets {value}"
+        );
+        checked += 1;
+    }
+    assert!(checked > 25, "only {checked} documented defaults checked");
 }

@@ -32,8 +32,8 @@
 //! Adding a key: its `Raw*` field with a `///` doc (raw), its flag if it has
 //! one (overrides), its `pick` and checks (validate) and the resolved field
 //! (here), and its line in `config/example.toml`. `example_tests` fails
-//! until the example shows it, with the default the code fills in and the
-//! one the flag's `--help` names.
+//! until the example shows it, with the default the code fills in, the one
+//! its `///` doc states and the one the flag's `--help` names.
 
 #[cfg(test)]
 mod dropin_tests;
