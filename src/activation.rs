@@ -3,19 +3,17 @@
 //! instead of binding `[server] bind`. A socket named `status` in
 //! `LISTEN_FDNAMES` (`FileDescriptorName=status`) serves the status server.
 //! The variables are removed and the fds marked close-on-exec at start-up,
-//! so workers see neither.
+//! so workers see neither; the sockets go into the
+//! [`crate::front::listeners::Inherited`] that `main` passes down.
 
 use std::os::fd::RawFd;
-use std::sync::OnceLock;
-
-/// Inherited sockets: (fd, name).
-static SOCKETS: OnceLock<Vec<(RawFd, String)>> = OnceLock::new();
 
 const FIRST_FD: RawFd = 3;
 
-/// Takes the activation variables. Call at the start of main, before any
-/// thread exists.
-pub fn init() {
+/// Takes the activation variables: the sockets systemd passed, each with
+/// its name (empty when not socket-activated). Call at the start of main,
+/// before any thread exists.
+pub fn take_sockets() -> Vec<(RawFd, String)> {
     let pid_ok = std::env::var("LISTEN_PID")
         .ok()
         .and_then(|p| p.parse::<u32>().ok())
@@ -35,20 +33,14 @@ pub fn init() {
             std::env::remove_var(var);
         }
     }
-    let sockets = (0..count)
+    (0..count)
         .map(|i| {
             let fd = FIRST_FD + i;
             crate::reexec::set_cloexec(fd);
             let name = names.get(i as usize).cloned().unwrap_or_default();
             (fd, name)
         })
-        .collect();
-    let _ = SOCKETS.set(sockets);
-}
-
-/// The sockets systemd passed (empty when not socket-activated).
-pub fn sockets() -> &'static [(RawFd, String)] {
-    SOCKETS.get().map(Vec::as_slice).unwrap_or(&[])
+        .collect()
 }
 
 /// Whether `fd` is a Unix socket (else TCP).

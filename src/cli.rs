@@ -1,18 +1,17 @@
 //! The command line: `corral [run] APP [FLAGS]`, gunicorn-style flags that
 //! override the TOML file (see [`crate::config::load`]), each also read from
-//! its `CORRAL_<FLAG>` environment variable when not given ([`env_name`];
+//! its `CORRAL_<FLAG>` environment variable when not given ([`env_name`], which [`crate::config::Overrides`] defines with the flags;
 //! [`parse`] notes which were, so that problems name the variable), and the client
 //! commands that talk to a running corral: `status`, `reload`, `scale`,
 //! `stop` (see [`crate::config::control_socket`]), and `import-gunicorn`.
 //! gunicorn's own spellings (`--access-logfile`, `-k`, `-p`, ...) are at
-//! the end of [`RunArgs`].
+//! the end of [`Overrides`].
 
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand};
 
-use crate::config::{BindAddr, ByteSize, HumanDuration, Interface, MinReady, WorkerCount};
-use crate::front::access::AccessLog;
+use crate::config::{BindAddr, HumanDuration, Overrides, env_name, parse_duration};
 
 /// corral: a pre-fork supervisor and HTTP server for Python WSGI/ASGI apps, in place of gunicorn.
 #[derive(Debug, Parser)]
@@ -32,19 +31,19 @@ pub struct Cli {
     pub command: Option<Command>,
     /// `corral APP ...` without a subcommand means `corral run APP ...`.
     #[command(flatten)]
-    pub run: RunArgs,
+    pub run: Overrides,
 }
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Serve the app (the default when no subcommand is given).
-    Run(RunArgs),
+    Run(Overrides),
     /// Boot one worker exactly as `run` would (same interpreter, environment,
     /// folder, readiness check) without binding any port; print OK with the
     /// import time, or the traceback. Exit code 0 when the app boots, 1 when
     /// it does not, 2 for a configuration mistake. Use it in a deploy
     /// pipeline in place of `python -c "from main import app"`.
-    Check(RunArgs),
+    Check(Overrides),
     /// Show the workers of a running corral (from its status server).
     Status(StatusArgs),
     /// Start a new generation of workers; with --wait, block until it is in
@@ -160,8 +159,8 @@ pub struct ScaleArgs {
 
 /// What the command line asks for.
 pub enum Action {
-    Run(RunArgs),
-    Check(RunArgs),
+    Run(Overrides),
+    Check(Overrides),
     Status(StatusArgs),
     Reload(ReloadArgs),
     Scale(ScaleArgs),
@@ -233,24 +232,13 @@ fn exit_naming_the_variable(e: clap::Error) -> ! {
     std::process::exit(e.exit_code())
 }
 
-/// The environment variable of a `run` flag: "--max-requests" →
-/// "CORRAL_MAX_REQUESTS", "APP" → "CORRAL_APP".
-pub fn env_name(flag: &str) -> String {
-    format!(
-        "CORRAL_{}",
-        flag.trim_start_matches('-')
-            .replace('-', "_")
-            .to_uppercase()
-    )
-}
-
 impl Cli {
     /// The arguments of `run`, whether or not the subcommand was spelled out.
     #[cfg(test)]
-    pub fn into_run_args(self) -> RunArgs {
+    pub fn into_run_args(self) -> Overrides {
         match self.into_action() {
             Action::Run(args) | Action::Check(args) => args,
-            _ => RunArgs::default(),
+            _ => Overrides::default(),
         }
     }
 
@@ -265,373 +253,6 @@ impl Cli {
             Some(Command::ImportGunicorn(args)) => Action::ImportGunicorn(args),
             None => Action::Run(self.run),
         }
-    }
-}
-
-/// Flags of `corral run`. Everything is optional so that the config file
-/// (and then the defaults) fill what is not given.
-#[derive(Debug, Clone, Default, Args)]
-pub struct RunArgs {
-    /// The app to serve, as "module:callable", e.g. "main:app"; the callable defaults to
-    /// "application" [toml: app.module]
-    #[arg(value_name = "APP", env = "CORRAL_APP")]
-    pub app: Option<String>,
-
-    /// Config file to read [default: ./corral.toml when it exists]
-    #[arg(short = 'c', long, value_name = "FILE", env = "CORRAL_CONFIG")]
-    pub config: Option<PathBuf>,
-
-    /// Address to listen on: HOST:PORT, [::1]:PORT or unix:/path; repeat for more,
-    /// or separate with commas [toml: server.bind] [default: 0.0.0.0:$PORT when
-    /// PORT is set, else 127.0.0.1:8000]
-    #[arg(
-        short = 'b',
-        long,
-        value_name = "ADDR",
-        env = "CORRAL_BIND",
-        value_delimiter = ','
-    )]
-    pub bind: Vec<BindAddr>,
-
-    /// Number of worker processes, or "auto": one per CPU this process may use
-    /// (affinity mask, cgroup quota) [toml: workers.count] [default:
-    /// $WEB_CONCURRENCY when set, else 1]
-    #[arg(short = 'w', long, value_name = "N|auto", env = "CORRAL_WORKERS")]
-    pub workers: Option<WorkerCount>,
-
-    /// Threads per WSGI worker [toml: workers.threads] [default: 1]
-    #[arg(long, value_name = "N", env = "CORRAL_THREADS")]
-    pub threads: Option<usize>,
-
-    /// Most requests (open WebSockets and streaming responses included) one
-    /// ASGI worker holds at once; the rest wait in corral. WSGI workers take
-    /// --threads at a time [toml: workers.concurrency] [default: 1000]
-    #[arg(long, value_name = "N", env = "CORRAL_CONCURRENCY")]
-    pub concurrency: Option<usize>,
-
-    /// The APP attribute is an app factory: call it with no arguments and serve
-    /// what it returns, as uvicorn's and granian's --factory ("main:create_app('prod')"
-    /// calls it with those literal arguments without this flag) [toml: app.factory]
-    #[arg(
-        long,
-        env = "CORRAL_FACTORY",
-        value_parser = clap::builder::BoolishValueParser::new()
-    )]
-    pub factory: bool,
-
-    /// Path prefix the app is mounted under behind a proxy, like /api: SCRIPT_NAME
-    /// for WSGI, root_path for ASGI [toml: app.root_path] [default: $SCRIPT_NAME,
-    /// else none]
-    #[arg(long, value_name = "PATH", env = "CORRAL_ROOT_PATH")]
-    pub root_path: Option<String>,
-
-    /// Protocol of the app [toml: app.interface] [default: auto]
-    #[arg(long, value_enum, value_name = "INTERFACE", env = "CORRAL_INTERFACE")]
-    pub interface: Option<Interface>,
-
-    /// Python interpreter for the workers [toml: app.python]
-    /// [default: the python of the virtualenv corral is installed in, else
-    /// $VIRTUAL_ENV/bin/python, else python3 on PATH]
-    #[arg(long, value_name = "PATH", env = "CORRAL_PYTHON")]
-    pub python: Option<PathBuf>,
-
-    /// Folder the workers run in and import the app from [toml: app.chdir]
-    #[arg(long, value_name = "DIR", env = "CORRAL_CHDIR")]
-    pub chdir: Option<PathBuf>,
-
-    /// Folder to put in front of sys.path; repeat or separate with commas
-    /// [toml: app.pythonpath]
-    #[arg(
-        long,
-        value_name = "DIR",
-        value_delimiter = ',',
-        env = "CORRAL_PYTHONPATH"
-    )]
-    pub pythonpath: Vec<PathBuf>,
-
-    /// Environment variable for the workers, set over what they inherit from
-    /// corral; repeat for more (CORRAL_ENV holds one) [toml: app.env]
-    #[arg(short = 'e', long = "env", value_name = "KEY=VALUE", value_parser = parse_env, env = "CORRAL_ENV")]
-    pub env: Vec<(String, String)>,
-
-    /// Longest wait for a response head before 504 and a worker restart
-    /// [toml: workers.timeout] [default: 30s]
-    #[arg(short = 't', long, value_name = "DURATION", value_parser = parse_duration, env = "CORRAL_TIMEOUT")]
-    pub timeout: Option<HumanDuration>,
-
-    /// Time a stopping worker gets to finish its requests
-    /// [toml: workers.graceful_timeout] [default: 30s]
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration, env = "CORRAL_GRACEFUL_TIMEOUT")]
-    pub graceful_timeout: Option<HumanDuration>,
-
-    /// Longest a new worker may take to import the app before it counts as
-    /// failed to boot [toml: workers.boot_timeout] [default: 30s]
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration, env = "CORRAL_BOOT_TIMEOUT")]
-    pub boot_timeout: Option<HumanDuration>,
-
-    /// Address of the status server (/health/live, /health/ready, /status,
-    /// /metrics): HOST:PORT, [::1]:PORT or unix:/path; not one of the --bind
-    /// addresses [toml: health.status_bind] [default: none, no status server]
-    #[arg(long, value_name = "ADDR", env = "CORRAL_STATUS_BIND")]
-    pub status_bind: Option<BindAddr>,
-
-    /// File holding the bearer token that /status and /metrics require
-    /// (the environment variable CORRAL_STATUS_TOKEN can hold it instead)
-    /// [toml: health.status_token_file] [default: none, no token]
-    #[arg(long, value_name = "FILE", env = "CORRAL_STATUS_TOKEN_FILE")]
-    pub status_token_file: Option<PathBuf>,
-
-    /// Workers that must be in service for /health/ready to answer 200: a
-    /// count like 2 or a percentage like 50% [toml: health.min_ready]
-    /// [default: 1]
-    #[arg(long, value_name = "N|PERCENT", env = "CORRAL_MIN_READY")]
-    pub min_ready: Option<MinReady>,
-
-    /// Path that corral GETs from each worker before it enters service and
-    /// every probe_interval after; 2xx means ready. Starts with "/", like
-    /// /health/ready [toml: health.ready_path] [default: none, no readiness probe]
-    #[arg(long, value_name = "PATH", env = "CORRAL_READY_PATH")]
-    pub ready_path: Option<String>,
-
-    /// Control socket (a Unix socket; its file permissions are the access
-    /// control) for `corral reload`, `scale` and `stop` [toml: control.socket]
-    /// [default: $RUNTIME_DIRECTORY/corral.sock, else one per instance:
-    /// $XDG_RUNTIME_DIR/corral/NAME/corral.sock, else
-    /// /run/corral/NAME/corral.sock as root, else
-    /// /tmp/corral-UID/NAME/corral.sock]
-    #[arg(long, value_name = "PATH", env = "CORRAL_SOCKET")]
-    pub socket: Option<PathBuf>,
-
-    /// Requests after which a worker is gracefully replaced; 0 means never
-    /// [toml: workers.max_requests] [default: 0]
-    #[arg(long, value_name = "N", env = "CORRAL_MAX_REQUESTS")]
-    pub max_requests: Option<u64>,
-
-    /// Up to this many more requests, at random, before a worker is replaced
-    /// [toml: workers.max_requests_jitter] [default: 0]
-    #[arg(long, value_name = "N", env = "CORRAL_MAX_REQUESTS_JITTER")]
-    pub max_requests_jitter: Option<u64>,
-
-    /// Memory use (RSS) above which a worker is gracefully replaced, like 512MiB
-    /// [toml: workers.max_memory] [default: none, no limit]
-    #[arg(long, value_name = "SIZE", env = "CORRAL_MAX_MEMORY")]
-    pub max_memory: Option<ByteSize>,
-
-    /// Run the workers as this user (a name or a numeric uid), with its
-    /// groups; corral itself keeps its own user (root, to bind the ports)
-    /// [toml: workers.user] [default: corral's own user]
-    #[arg(short = 'u', long, value_name = "USER", env = "CORRAL_USER")]
-    pub user: Option<String>,
-
-    /// Run the workers as this group (a name or a numeric gid)
-    /// [toml: workers.group] [default: the primary group of --user]
-    #[arg(short = 'g', long, value_name = "GROUP", env = "CORRAL_GROUP")]
-    pub group: Option<String>,
-
-    /// Idle time before a keep-alive connection is closed
-    /// [toml: server.keepalive] [default: 5s]
-    #[arg(long, alias = "keep-alive", value_name = "DURATION", value_parser = parse_duration, env = "CORRAL_KEEPALIVE")]
-    pub keepalive: Option<HumanDuration>,
-
-    /// Listen queue length [toml: server.backlog] [default: 2048]
-    #[arg(long, value_name = "N", env = "CORRAL_BACKLOG")]
-    pub backlog: Option<u32>,
-
-    /// Largest request head accepted (431 above) [toml: server.max_header_bytes]
-    /// [default: 64KiB]
-    #[arg(long, value_name = "SIZE", env = "CORRAL_MAX_HEADER_BYTES")]
-    pub max_header_bytes: Option<ByteSize>,
-
-    /// Largest request body accepted (413 above) [toml: server.max_body_bytes]
-    /// [default: 100MiB]
-    #[arg(long, value_name = "SIZE", env = "CORRAL_MAX_BODY_BYTES")]
-    pub max_body_bytes: Option<ByteSize>,
-
-    /// Longest a request body may go without a byte from the client: then
-    /// 408, and the app sees the client gone; its worker is not touched
-    /// [toml: server.body_timeout] [default: 20s]
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration, env = "CORRAL_BODY_TIMEOUT")]
-    pub body_timeout: Option<HumanDuration>,
-
-    /// Longest a client may take no byte of its response: then its request
-    /// is cancelled and the connection closed [toml: server.send_timeout]
-    /// [default: 20s]
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration, env = "CORRAL_SEND_TIMEOUT")]
-    pub send_timeout: Option<HumanDuration>,
-
-    /// On SIGTERM, keep serving this long before the graceful stop, with
-    /// /health/ready answering 503 at once (so load balancers and
-    /// Kubernetes stop sending traffic first); a second SIGTERM ends the
-    /// wait [toml: server.shutdown_delay] [default: 0s]
-    #[arg(long, value_name = "DURATION", env = "CORRAL_SHUTDOWN_DELAY", value_parser = parse_duration)]
-    pub shutdown_delay: Option<HumanDuration>,
-
-    /// Most client connections open at once (WebSockets included); at the
-    /// cap new ones wait in the listen queue [toml: server.max_connections]
-    /// [default: 10000]
-    #[arg(long, value_name = "N", env = "CORRAL_MAX_CONNECTIONS")]
-    pub max_connections: Option<usize>,
-
-    /// Most requests waiting in corral for a free worker place; one more gets
-    /// 503 with Retry-After at once; 0: none waits (503 whenever every worker
-    /// is full) [toml: server.max_queued] [default: 1024]
-    #[arg(long, value_name = "N", env = "CORRAL_MAX_QUEUED")]
-    pub max_queued: Option<usize>,
-
-    /// Threads that corral's own HTTP front runs on; 0: half the CPUs, at
-    /// least 1, leaving the rest to the Python workers
-    /// [toml: server.io_threads] [default: 0]
-    #[arg(long, value_name = "N", env = "CORRAL_IO_THREADS")]
-    pub io_threads: Option<usize>,
-
-    /// Peers whose X-Forwarded-For and X-Forwarded-Proto headers are trusted
-    /// (a reverse proxy), separated with commas: IP addresses, networks like
-    /// 10.0.0.0/8, or * for any peer; "" trusts nobody. Unix socket
-    /// connections are always trusted [toml: server.forwarded_allow_ips]
-    /// [default: 127.0.0.1,::1]
-    #[arg(long, value_name = "LIST", env = "CORRAL_FORWARDED_ALLOW_IPS")]
-    pub forwarded_allow_ips: Option<String>,
-
-    /// Log verbosity of corral itself [toml: log.level] [default: info]
-    #[arg(long, value_enum, value_name = "LEVEL", env = "CORRAL_LOG_LEVEL")]
-    pub log_level: Option<LogLevel>,
-
-    /// Log format: human-readable text, or one JSON object per line. Workers'
-    /// output is logged line by line either way, tagged with slot and pid
-    /// [toml: log.format] [default: text]
-    #[arg(long, value_enum, value_name = "FORMAT", env = "CORRAL_LOG_FORMAT")]
-    pub log_format: Option<LogFormat>,
-
-    /// Access log, one line per request: off, common or combined (the Common
-    /// and Combined Log Formats of Apache and gunicorn), or json
-    /// [toml: log.access] [default: off, or combined with --access-logfile]
-    #[arg(long, value_enum, value_name = "FORMAT", env = "CORRAL_ACCESS_LOG")]
-    pub access_log: Option<AccessLog>,
-
-    // gunicorn's own spellings, for a gunicorn command line with the
-    // command renamed (see the README's migration table).
-    /// Write the access log to this file ("-": stdout), reopened on SIGUSR1;
-    /// turns the access log on (gunicorn's format unless --access-log or
-    /// --access-logformat says otherwise) [toml: log.access_file]
-    #[arg(long, value_name = "FILE", env = "CORRAL_ACCESS_LOGFILE")]
-    pub access_logfile: Option<PathBuf>,
-
-    /// Access log line in gunicorn's atoms, like
-    /// '%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s" %(D)s';
-    /// turns the access log on [toml: log.access_format]
-    #[arg(long, value_name = "FORMAT", env = "CORRAL_ACCESS_LOGFORMAT")]
-    pub access_logformat: Option<String>,
-
-    /// Write corral's own log (workers' output included) to this file instead
-    /// of stderr ("-": stderr), reopened on SIGUSR1 [toml: log.error_file]
-    #[arg(
-        long,
-        visible_alias = "log-file",
-        value_name = "FILE",
-        env = "CORRAL_ERROR_LOGFILE"
-    )]
-    pub error_logfile: Option<PathBuf>,
-
-    /// Longest request line (method, target, version) accepted, in bytes;
-    /// 414 above; 0: no limit of its own [toml: server.max_request_line]
-    /// [default: 0, the head is bounded by --max-header-bytes]
-    #[arg(long, value_name = "BYTES", env = "CORRAL_LIMIT_REQUEST_LINE")]
-    pub limit_request_line: Option<usize>,
-
-    /// Most header fields in a request; 431 above; 0: 32768
-    /// [toml: server.max_header_fields] [default: 100]
-    #[arg(long, value_name = "N", env = "CORRAL_LIMIT_REQUEST_FIELDS")]
-    pub limit_request_fields: Option<usize>,
-
-    /// Longest header field ("Name: value") accepted, in bytes; 431 above;
-    /// 0: no limit of its own [toml: server.max_header_field_bytes]
-    /// [default: 0, the head is bounded by --max-header-bytes]
-    #[arg(
-        long = "limit-request-field_size",
-        alias = "limit-request-field-size",
-        value_name = "BYTES",
-        env = "CORRAL_LIMIT_REQUEST_FIELD_SIZE"
-    )]
-    pub limit_request_field_size: Option<usize>,
-
-    /// Write corral's pid to this file (replaced whole, never through a
-    /// symlink), removed on a clean exit [toml: server.pid_file]
-    #[arg(short = 'p', long = "pid", value_name = "FILE", env = "CORRAL_PID")]
-    pub pid: Option<PathBuf>,
-
-    /// Accepted for gunicorn's sake and ignored: corral's workers need no
-    /// heartbeat file (they send heartbeats over their channel)
-    #[arg(long, value_name = "DIR", env = "CORRAL_WORKER_TMP_DIR")]
-    pub worker_tmp_dir: Option<PathBuf>,
-
-    /// gunicorn's worker class: sync or gthread mean --interface wsgi;
-    /// uvicorn.workers.UvicornWorker, uvicorn_worker.UvicornWorker or asgi
-    /// mean --interface asgi. gevent, eventlet and tornado are refused
-    #[arg(
-        short = 'k',
-        long,
-        value_name = "CLASS",
-        value_parser = parse_worker_class,
-        env = "CORRAL_WORKER_CLASS"
-    )]
-    pub worker_class: Option<Interface>,
-
-    /// Refused: corral never preloads the app (each worker imports it, so a
-    /// reload runs new code and a broken import never reaches the supervisor)
-    #[arg(long, env = "CORRAL_PRELOAD")]
-    pub preload: bool,
-
-    /// The flags ("--workers", "APP") whose value came from their `CORRAL_*`
-    /// environment variable, filled by [`parse`], for error messages.
-    #[arg(skip)]
-    pub from_env: Vec<String>,
-}
-
-/// `--log-format`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum LogFormat {
-    #[default]
-    Text,
-    Json,
-}
-
-/// `--log-level`; gunicorn's "critical" and "warning" are accepted too.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum LogLevel {
-    #[value(alias = "critical")]
-    #[serde(alias = "critical")]
-    Error,
-    #[value(alias = "warning")]
-    #[serde(alias = "warning")]
-    Warn,
-    #[default]
-    Info,
-    Debug,
-    Trace,
-}
-
-impl From<LogLevel> for tracing::level_filters::LevelFilter {
-    fn from(level: LogLevel) -> Self {
-        match level {
-            LogLevel::Error => Self::ERROR,
-            LogLevel::Warn => Self::WARN,
-            LogLevel::Info => Self::INFO,
-            LogLevel::Debug => Self::DEBUG,
-            LogLevel::Trace => Self::TRACE,
-        }
-    }
-}
-
-/// A duration flag: "30s", "500ms", "2m", or a bare number of seconds as
-/// gunicorn takes it (`--timeout 30`). The TOML file insists on a unit.
-fn parse_duration(s: &str) -> Result<HumanDuration, String> {
-    match s.trim().parse::<f64>() {
-        Ok(secs) if secs.is_finite() && secs >= 0.0 => {
-            Ok(HumanDuration(std::time::Duration::from_secs_f64(secs)))
-        }
-        _ => s.parse(),
     }
 }
 
@@ -671,60 +292,13 @@ fn parse_app(s: &str) -> Result<String, String> {
     }
 }
 
-/// `-k/--worker-class`: gunicorn's worker classes that corral's workers
-/// stand in for; any other is refused with what to use instead.
-pub fn parse_worker_class(s: &str) -> Result<Interface, String> {
-    match s {
-        "sync"
-        | "gthread"
-        | "gunicorn.workers.sync.SyncWorker"
-        | "gunicorn.workers.gthread.ThreadWorker" => Ok(Interface::Wsgi),
-        "asgi"
-        | "uvicorn.workers.UvicornWorker"
-        | "uvicorn.workers.UvicornH11Worker"
-        | "uvicorn_worker.UvicornWorker"
-        | "uvicorn_worker.UvicornH11Worker"
-        | "gunicorn.workers.gasgi.ASGIWorker" => Ok(Interface::Asgi),
-        other => Err(unsupported_worker_class(other)),
-    }
-}
-
-/// Why corral has no such worker class, and what to use instead.
-pub fn unsupported_worker_class(class: &str) -> String {
-    let green = ["gevent", "eventlet", "gevent_wsgi", "gevent_pywsgi"];
-    if green
-        .iter()
-        .any(|g| class.starts_with(g) || class.contains(".ggevent."))
-    {
-        format!(
-            "corral has no {class} workers (no monkey-patched green threads): \
-             use --threads N for a WSGI app that waits on I/O, or serve an ASGI app \
-             (-k asgi) for many concurrent connections"
-        )
-    } else {
-        format!(
-            "corral has no worker class {class:?}: it runs WSGI apps in threads \
-             (-k sync, -k gthread) and ASGI apps on an event loop \
-             (-k uvicorn.workers.UvicornWorker, -k asgi)"
-        )
-    }
-}
-
-/// "KEY=VALUE" for `--env`.
-fn parse_env(s: &str) -> Result<(String, String), String> {
-    let (key, value) = s
-        .split_once('=')
-        .ok_or_else(|| format!("\"{s}\" has no '=': write it as KEY=VALUE"))?;
-    crate::config::check_env(key, value)?;
-    Ok((key.to_owned(), value.to_owned()))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::{ByteSize, Interface, LogLevel, MinReady, WorkerCount};
     use clap::CommandFactory;
 
-    fn run_args(argv: &[&str]) -> RunArgs {
+    fn run_args(argv: &[&str]) -> Overrides {
         Cli::try_parse_from(argv).unwrap().into_run_args()
     }
 

@@ -37,9 +37,10 @@ use std::sync::Arc;
 const EXIT_CONFIG: u8 = 2;
 
 fn main() -> ExitCode {
-    reexec::init();
+    // Before any thread: the sockets this process inherited, out of the
+    // environment and into a value passed down.
+    let inherited = front::listeners::Inherited::take();
     systemd::init();
-    activation::init();
     let (args, check) = match cli::parse().into_action() {
         cli::Action::Run(args) => (args, false),
         cli::Action::Check(args) => (args, true),
@@ -115,14 +116,14 @@ fn main() -> ExitCode {
     let code = if check {
         runtime.block_on(check::run(cfg))
     } else {
-        runtime.block_on(run(cfg))
+        runtime.block_on(run(cfg, inherited))
     };
     // Workers are reaped or killed by now; do not wait for idle connections.
     runtime.shutdown_timeout(std::time::Duration::from_millis(100));
     ExitCode::from(code)
 }
 
-async fn run(cfg: Arc<config::Config>) -> u8 {
+async fn run(cfg: Arc<config::Config>, inherited: front::listeners::Inherited) -> u8 {
     let access = match cfg.log.access.as_ref().map(front::access::Logger::new) {
         None => None,
         Some(Ok(logger)) => Some(Arc::new(logger)),
@@ -131,54 +132,24 @@ async fn run(cfg: Arc<config::Config>) -> u8 {
             return EXIT_CONFIG;
         }
     };
-    // Sockets a USR2 re-exec hands down: a name and the fd.
-    let mut sockets: Vec<(String, std::os::fd::RawFd)> = Vec::new();
-    let activated = front::inherited_listeners();
-    let is_activated = activated.is_some();
-    let (listeners, status_listener) = match activated {
-        Some((listeners, status)) => {
-            for (i, l) in listeners.iter().enumerate() {
-                sockets.push((format!("activated-{i:03}"), l.raw_fd()));
-            }
-            if let Some(s) = &status {
-                sockets.push(("activated-status".into(), s.raw_fd()));
-            }
-            tracing::info!(
-                "socket activation: serving on {} inherited socket(s)",
-                listeners.len()
-            );
-            (listeners, status)
-        }
-        None => {
-            let listeners = match front::bind_all(&cfg.server.bind, cfg.server.backlog) {
-                Ok(l) => l,
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    return EXIT_CONFIG;
-                }
-            };
-            let status_listener = match cfg
-                .health
-                .status_bind
-                .as_ref()
-                .map(|b| front::bind_one(b, 128, "status"))
-            {
-                None => None,
-                Some(Ok(l)) => Some(l),
-                Some(Err(e)) => {
-                    eprintln!("error: {e}");
-                    return EXIT_CONFIG;
-                }
-            };
-            for (i, (b, l)) in cfg.server.bind.iter().zip(&listeners).enumerate() {
-                sockets.push((front::inherit_key(b, &format!("server{i}")), l.raw_fd()));
-            }
-            if let (Some(b), Some(l)) = (&cfg.health.status_bind, &status_listener) {
-                sockets.push((front::inherit_key(b, "status"), l.raw_fd()));
-            }
-            (listeners, status_listener)
+    let listeners = match front::listeners::Listeners::open(
+        &cfg.server.bind,
+        cfg.server.backlog,
+        cfg.health.status_bind.as_ref(),
+        &inherited,
+    ) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return EXIT_CONFIG;
         }
     };
+    if listeners.activated {
+        tracing::info!(
+            "socket activation: serving on {} inherited socket(s)",
+            listeners.server.len()
+        );
+    }
     // Removed when `run` returns, by whichever path.
     let _pid_file = match cfg.server.pid_file.as_deref().map(logfile::PidFile::create) {
         None => None,
@@ -188,7 +159,7 @@ async fn run(cfg: Arc<config::Config>) -> u8 {
             return EXIT_CONFIG;
         }
     };
-    let takeover = reexec::inherited().parent.is_some();
+    let takeover = inherited.parent.is_some();
     // After drop_privileges, corral must still be able to remove it.
     let owner = cfg
         .workers
@@ -232,7 +203,7 @@ async fn run(cfg: Arc<config::Config>) -> u8 {
     let launcher = worker::process::Launcher::new(&cfg, runtime_dir.script());
     let router = router::Router::new(cfg.server.max_queued);
     let mut sup = supervisor::Supervisor::new(cfg.clone(), launcher, router.clone());
-    sup.set_sockets(sockets);
+    sup.set_reexec(listeners.handover(), inherited.parent);
     let tx = sup.sender();
     if let Err(e) = signals::forward(tx.clone()) {
         eprintln!("error: cannot install signal handlers: {e}");
@@ -271,9 +242,9 @@ async fn run(cfg: Arc<config::Config>) -> u8 {
     // A re-executed corral, and a socket-activated one, accept once their
     // workers are in service: connections wait in the kernel's queue, not
     // for a 503.
-    let gate = (reexec::inherited().parent.is_some() || is_activated).then_some(gate_rx);
+    let gate = (inherited.parent.is_some() || listeners.activated).then_some(gate_rx);
     sup.set_accept_gate(gate_tx);
-    if let Some(status) = status_listener {
+    if let Some(status) = listeners.status {
         tracing::info!("status server on {}", status.describe());
         status::start(status, state.clone(), gate.clone());
     }
@@ -284,7 +255,7 @@ async fn run(cfg: Arc<config::Config>) -> u8 {
         cfg.deploy.state_dir.display()
     );
     control::serve(control.listener, state);
-    for l in &listeners {
+    for l in &listeners.server {
         tracing::info!("listening on {}", l.describe());
     }
     tracing::info!(
@@ -299,7 +270,7 @@ async fn run(cfg: Arc<config::Config>) -> u8 {
             .map(|p| format!(" (config {})", p.display()))
             .unwrap_or_default()
     );
-    let front = front::Front::start(listeners, &cfg.server, shared, gate);
+    let front = front::Front::start(listeners.server, &cfg.server, shared, gate);
     let code = sup.run(front).await;
     // Remove the control socket unless a re-executed corral took it over.
     if control_inode.is_some() && control_inode == inode(&cfg.control.socket) {
@@ -382,9 +353,9 @@ fn init_logging(cfg: &config::LogConfig) -> Result<(), String> {
     let colour =
         file.is_none() && std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
     match (cfg.format, journal) {
-        (cli::LogFormat::Json, _) => builder.json().with_current_span(false).init(),
-        (cli::LogFormat::Text, true) => builder.with_ansi(false).without_time().init(),
-        (cli::LogFormat::Text, false) => builder.with_ansi(colour).init(),
+        (config::LogFormat::Json, _) => builder.json().with_current_span(false).init(),
+        (config::LogFormat::Text, true) => builder.with_ansi(false).without_time().init(),
+        (config::LogFormat::Text, false) => builder.with_ansi(colour).init(),
     }
     Ok(())
 }

@@ -8,38 +8,30 @@
 //! socket, starts its workers, and once they are all in service tells the
 //! parent (SIGTERM), which drains and exits. If the new one never gets there
 //! (broken binary or code), it exits after `[deploy] ready_timeout` and the
-//! parent keeps serving.
+//! parent keeps serving. Which socket goes under which name is the listener
+//! table's business ([`crate::front::listeners`]); this module carries them
+//! across the exec.
 
 use std::collections::HashMap;
 use std::os::fd::RawFd;
 use std::os::unix::process::CommandExt;
-use std::sync::OnceLock;
 
 const INHERIT: &str = "CORRAL_INHERIT";
 const PARENT: &str = "CORRAL_REEXEC_PARENT";
 
-/// What a re-executed corral got from its parent.
+/// What a re-executed corral got from its parent (empty unless started by a
+/// USR2).
 #[derive(Debug, Default)]
-pub struct Inherited {
+pub struct Handover {
+    /// The listen sockets, each under its name.
     pub fds: HashMap<String, RawFd>,
+    /// The parent's pid.
     pub parent: Option<u32>,
-}
-
-static INHERITED: OnceLock<Inherited> = OnceLock::new();
-
-/// What this process inherited (empty unless started by a USR2).
-pub fn inherited() -> &'static Inherited {
-    INHERITED.get_or_init(Inherited::default)
-}
-
-/// Takes the inheritance from the environment once, at start-up.
-pub fn init() {
-    let _ = INHERITED.set(take_inherited());
 }
 
 /// Reads (and removes from the environment, so workers do not see them) the
 /// variables a parent set. Call before any thread starts.
-pub fn take_inherited() -> Inherited {
+pub fn take_handover() -> Handover {
     let fds = std::env::var(INHERIT)
         .ok()
         .map(|v| {
@@ -58,10 +50,11 @@ pub fn take_inherited() -> Inherited {
         std::env::remove_var(INHERIT);
         std::env::remove_var(PARENT);
     }
-    Inherited { fds, parent }
+    Handover { fds, parent }
 }
 
-/// Starts the new corral, handing it `sockets` (configured address, fd).
+/// Starts the new corral, handing it `sockets` (name, fd; see
+/// [`crate::front::listeners::Listeners::handover`]).
 pub fn spawn(sockets: &[(String, RawFd)]) -> std::io::Result<u32> {
     let exe = std::env::current_exe()?;
     let inherit = sockets

@@ -6,8 +6,9 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::cli::{RunArgs, StatusArgs};
+use crate::cli::StatusArgs;
 use crate::config::BindAddr;
+use crate::config::Overrides;
 
 pub fn run(args: &StatusArgs) -> u8 {
     let c = &args.control;
@@ -46,13 +47,13 @@ fn address(args: &StatusArgs) -> Result<(BindAddr, Option<String>), String> {
     if let Some(a) = &args.status_bind {
         return Ok((a.clone(), env_token));
     }
-    let run = RunArgs {
+    let run = Overrides {
         config: args.control.config.clone(),
-        ..RunArgs::default()
+        ..Overrides::default()
     };
     // The app may be missing from the file (it can come from flags at run
     // time); only the status address matters here.
-    let cfg = crate::config::load(&RunArgs {
+    let cfg = crate::config::load(&Overrides {
         app: Some("unused:app".into()),
         ..run
     })

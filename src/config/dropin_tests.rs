@@ -8,14 +8,14 @@ use std::path::Path;
 use super::tests::{env, resolve_text};
 use super::*;
 
-fn app() -> RunArgs {
-    RunArgs {
+fn app() -> Overrides {
+    Overrides {
         app: Some("m:a".into()),
-        ..RunArgs::default()
+        ..Overrides::default()
     }
 }
 
-fn problems(text: &str, args: &RunArgs) -> String {
+fn problems(text: &str, args: &Overrides) -> String {
     resolve_text(text, args).unwrap_err().to_string()
 }
 
@@ -116,7 +116,7 @@ fn pass_env_keeps_its_old_meaning_with_a_warning() {
     );
 }
 
-fn with_env(text: &str, args: &RunArgs, env: &Env) -> Result<Config, ConfigError> {
+fn with_env(text: &str, args: &Overrides, env: &Env) -> Result<Config, ConfigError> {
     let file = ConfigFile::new(Path::new("corral.toml"), Path::new("/srv/app"), text.into());
     resolve(args, Some(&file), Path::new("/cwd"), env)
 }
@@ -139,7 +139,7 @@ fn port_is_the_default_bind_on_all_interfaces() {
         config.server.bind[0].addr,
         "127.0.0.1:81".parse::<BindAddr>().unwrap()
     );
-    let args = RunArgs {
+    let args = Overrides {
         bind: vec!["unix:/s".parse().unwrap()],
         ..app()
     };
@@ -209,7 +209,7 @@ fn auto_workers_are_the_usable_cpus_and_say_why() {
         config.workers.count_origin,
         "corral.toml:2 (key workers.count) = auto: affinity mask: 64 CPUs; cgroup v2 cpu.max 200000/100000 = 2.00 CPUs in /sys/fs/cgroup"
     );
-    let args = RunArgs {
+    let args = Overrides {
         workers: Some(WorkerCount::Auto),
         ..app()
     };
@@ -229,20 +229,20 @@ fn auto_workers_are_the_usable_cpus_and_say_why() {
 
 #[test]
 fn app_factories() {
-    let args = RunArgs {
+    let args = Overrides {
         app: Some("main:create_app('prod', debug=False)".into()),
-        ..RunArgs::default()
+        ..Overrides::default()
     };
     let config = resolve_text("", &args).unwrap();
     assert_eq!(config.app.module, "main:create_app('prod', debug=False)");
     assert!(!config.app.factory);
     let config = resolve_text(
         "[app]\nmodule = \"main:create_app\"\nfactory = true\n",
-        &RunArgs::default(),
+        &Overrides::default(),
     )
     .unwrap();
     assert!(config.app.factory);
-    let args = RunArgs {
+    let args = Overrides {
         factory: true,
         ..args
     };
@@ -255,9 +255,9 @@ fn app_factories() {
         ("main:create app()", "is not a Python attribute name"),
         ("main:(lambda: 1)()", "is not a Python attribute name"),
     ] {
-        let args = RunArgs {
+        let args = Overrides {
             app: Some(spec.into()),
-            ..RunArgs::default()
+            ..Overrides::default()
         };
         let err = problems("", &args);
         assert!(err.contains(reason), "{spec}: {err}");
@@ -266,7 +266,7 @@ fn app_factories() {
 
 #[test]
 fn root_path_from_the_flag_the_file_or_script_name() {
-    let root = |text: &str, args: &RunArgs, script_name: Option<&str>| {
+    let root = |text: &str, args: &Overrides, script_name: Option<&str>| {
         let env = Env {
             script_name: script_name.map(str::to_owned),
             ..env()
@@ -277,7 +277,7 @@ fn root_path_from_the_flag_the_file_or_script_name() {
     assert_eq!(root("", &app(), Some("/legacy")).unwrap(), "/legacy");
     let text = "[app]\nroot_path = \"/api/\"\n";
     assert_eq!(root(text, &app(), Some("/legacy")).unwrap(), "/api");
-    let args = RunArgs {
+    let args = Overrides {
         root_path: Some("/v2".into()),
         ..app()
     };
@@ -303,7 +303,7 @@ fn root_path_from_the_flag_the_file_or_script_name() {
 
 #[test]
 fn a_value_from_the_environment_is_named_by_its_variable() {
-    let args = RunArgs {
+    let args = Overrides {
         workers: Some(WorkerCount::Count(0)),
         from_env: vec!["--workers".into()],
         ..app()
@@ -312,7 +312,7 @@ fn a_value_from_the_environment_is_named_by_its_variable() {
         problems("", &args),
         "CORRAL_WORKERS: must be at least 1 (it is the number of worker processes), or \"auto\""
     );
-    let args = RunArgs {
+    let args = Overrides {
         workers: Some(WorkerCount::Count(0)),
         ..app()
     };

@@ -10,7 +10,7 @@ use toml::Spanned;
 use super::raw::{RawLog, RawServer};
 use super::validate::{At, Resolver, absolute};
 use super::{Interface, Problem};
-use crate::cli::{LogFormat, LogLevel, RunArgs};
+use super::{LogFormat, LogLevel, Overrides};
 use crate::front::access::{AccessLog, Format};
 use crate::front::access_format;
 
@@ -70,7 +70,7 @@ impl Default for HeadLimits {
 }
 
 impl Resolver<'_> {
-    pub(super) fn log(&mut self, args: &RunArgs, raw: RawLog) -> LogConfig {
+    pub(super) fn log(&mut self, args: &Overrides, raw: RawLog) -> LogConfig {
         let level = args.log_level.or(raw.level).unwrap_or_default();
         let log_format = args.log_format.or(raw.format).unwrap_or_default();
         let error_file = match (&args.error_logfile, &raw.error_file) {
@@ -136,7 +136,7 @@ impl Resolver<'_> {
 
     /// `server.max_request_line`, `max_header_fields`,
     /// `max_header_field_bytes` (gunicorn's `--limit-request-*`).
-    pub(super) fn head_limits(&mut self, args: &RunArgs, raw: &RawServer) -> HeadLimits {
+    pub(super) fn head_limits(&mut self, args: &Overrides, raw: &RawServer) -> HeadLimits {
         let (line, _) = self.pick(
             (args.limit_request_line.as_ref(), "--limit-request-line"),
             (raw.max_request_line.as_ref(), "server.max_request_line"),
@@ -176,7 +176,7 @@ impl Resolver<'_> {
     }
 
     /// `server.pid_file` (`-p/--pid`).
-    pub(super) fn pid_file(&mut self, args: &RunArgs, raw: &RawServer) -> Option<PathBuf> {
+    pub(super) fn pid_file(&mut self, args: &Overrides, raw: &RawServer) -> Option<PathBuf> {
         match (&args.pid, &raw.pid_file) {
             (Some(p), _) if p.as_os_str().is_empty() => {
                 self.fail(
@@ -192,7 +192,7 @@ impl Resolver<'_> {
     }
 
     /// `-k/--worker-class` beside `--interface`, and `--preload`.
-    pub(super) fn gunicorn_flags(&mut self, args: &RunArgs) -> Option<Interface> {
+    pub(super) fn gunicorn_flags(&mut self, args: &Overrides) -> Option<Interface> {
         if args.preload {
             self.fail(
                 &At::flag("--preload"),
@@ -226,10 +226,10 @@ mod tests {
     use super::super::tests::resolve_text;
     use super::*;
 
-    fn args() -> RunArgs {
-        RunArgs {
+    fn args() -> Overrides {
+        Overrides {
             app: Some("main:app".into()),
-            ..RunArgs::default()
+            ..Overrides::default()
         }
     }
 
@@ -252,7 +252,7 @@ mod tests {
         // The flags win, relative to the cwd.
         let cfg = resolve_text(
             "[log]\naccess_file = \"a.log\"\n",
-            &RunArgs {
+            &Overrides {
                 access_logfile: Some("b.log".into()),
                 access_logformat: Some("%(h)s %(s)s".into()),
                 error_logfile: Some("-".into()),
@@ -304,7 +304,7 @@ mod tests {
         );
         let err = resolve_text(
             "",
-            &RunArgs {
+            &Overrides {
                 limit_request_fields: Some(40000),
                 ..args()
             },
@@ -321,7 +321,7 @@ mod tests {
     fn worker_class_preload_and_pid_file() {
         let cfg = resolve_text(
             "[server]\npid_file = \"run/app.pid\"\n",
-            &RunArgs {
+            &Overrides {
                 worker_class: Some(Interface::Asgi),
                 ..args()
             },
@@ -331,7 +331,7 @@ mod tests {
         assert_eq!(cfg.server.pid_file, Some("/srv/app/run/app.pid".into()));
         let err = resolve_text(
             "",
-            &RunArgs {
+            &Overrides {
                 worker_class: Some(Interface::Asgi),
                 interface: Some(Interface::Wsgi),
                 preload: true,

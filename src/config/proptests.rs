@@ -7,7 +7,7 @@ use proptest::prelude::*;
 
 use super::tests::resolve_text;
 use super::{ConfigError, Problem};
-use crate::cli::RunArgs;
+use crate::config::Overrides;
 
 const EXAMPLE: &str = include_str!("../../config/example.toml");
 
@@ -109,11 +109,11 @@ fn points_into(problem: &Problem, text: &str) -> bool {
 /// problem must point at a line, but the one that says no app was given
 /// (it is about the config as a whole).
 fn check(text: &str) -> Result<(), TestCaseError> {
-    let with_app = RunArgs {
+    let with_app = Overrides {
         app: Some("main:app".into()),
-        ..RunArgs::default()
+        ..Overrides::default()
     };
-    for args in [RunArgs::default(), with_app] {
+    for args in [Overrides::default(), with_app] {
         match resolve_text(text, &args) {
             Ok(_) => {}
             Err(ConfigError::Parse(p)) => {

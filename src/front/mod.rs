@@ -1,7 +1,7 @@
-//! The HTTP front: binds the listen sockets, terminates HTTP/1.x with hyper
-//! (parsing, limits, keep-alive, timeouts are all handled here, in Rust) and
-//! hands each request to [`handler`]; WebSocket upgrades for ASGI apps go
-//! on to [`websocket`].
+//! The HTTP front: serves on the sockets of the [`listeners`] table,
+//! terminates HTTP/1.x with hyper (parsing, limits, keep-alive, timeouts are
+//! all handled here, in Rust) and hands each request to [`handler`];
+//! WebSocket upgrades for ASGI apps go on to [`websocket`].
 //!
 //! What a client may cost is bounded here: at most `server.max_connections`
 //! connections (then corral stops accepting; [`conn`]), `keepalive` to send
@@ -16,6 +16,7 @@ pub mod checks;
 pub mod conn;
 pub mod environ;
 pub mod handler;
+pub mod listeners;
 pub mod scope;
 pub mod target;
 pub mod upload;
@@ -29,221 +30,12 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::{Notify, watch};
 
-use crate::config::{Bind, BindAddr, ServerConfig};
+use crate::config::ServerConfig;
 use environ::ConnInfo;
 use handler::Shared;
-
-#[derive(Debug, thiserror::Error)]
-pub enum BindError {
-    #[error(
-        "cannot listen on {addr} (set by {origin}): {source}{hint}",
-        hint = hint(source)
-    )]
-    Listen {
-        addr: String,
-        origin: String,
-        #[source]
-        source: std::io::Error,
-    },
-}
-
-fn hint(e: &std::io::Error) -> &'static str {
-    match e.kind() {
-        std::io::ErrorKind::AddrInUse => {
-            "\n  another process already listens there: stop it, or choose another address with --bind or [server] bind"
-        }
-        std::io::ErrorKind::PermissionDenied => {
-            "\n  ports below 1024 need root or CAP_NET_BIND_SERVICE; choose a port above 1024"
-        }
-        std::io::ErrorKind::AddrNotAvailable => {
-            "\n  no local interface has that address: use 127.0.0.1, 0.0.0.0 or one of this machine's addresses"
-        }
-        _ => "",
-    }
-}
-
-/// A bound listen socket.
-pub enum Listener {
-    Tcp(TcpListener),
-    Unix(UnixListener, std::path::PathBuf),
-}
-
-impl Listener {
-    /// The address as a user would type it, e.g. `http://127.0.0.1:8000`.
-    pub fn describe(&self) -> String {
-        match self {
-            Listener::Tcp(l) => match l.local_addr() {
-                Ok(a) => format!("http://{a}"),
-                Err(_) => "tcp".into(),
-            },
-            Listener::Unix(_, p) => format!("unix:{}", p.display()),
-        }
-    }
-}
-
-/// Binds every configured address (before any worker starts).
-pub fn bind_all(binds: &[Bind], backlog: u32) -> Result<Vec<Listener>, BindError> {
-    binds
-        .iter()
-        .enumerate()
-        .map(|(i, b)| bind_one(b, backlog, &format!("server{i}")))
-        .collect()
-}
-
-/// Binds `bind`, or adopts the socket a USR2 parent handed down under the
-/// key `role` (`server0`, `server1`, ..., `status`).
-pub fn bind_one(bind: &Bind, backlog: u32, role: &str) -> Result<Listener, BindError> {
-    if let Some(l) = adopt(bind, role) {
-        return Ok(l);
-    }
-    let err = |source| BindError::Listen {
-        addr: match &bind.addr {
-            BindAddr::Tcp(a) => a.to_string(),
-            BindAddr::Unix(p) => format!("unix:{}", p.display()),
-        },
-        origin: bind.origin.clone(),
-        source,
-    };
-    match &bind.addr {
-        BindAddr::Tcp(addr) => {
-            use socket2::{Domain, Protocol, Socket, Type};
-            let sock = Socket::new(
-                Domain::for_address(*addr),
-                Type::STREAM,
-                Some(Protocol::TCP),
-            )
-            .map_err(err)?;
-            sock.set_reuse_address(true).map_err(err)?;
-            if addr.is_ipv6() {
-                sock.set_only_v6(true).map_err(err)?;
-            }
-            sock.bind(&(*addr).into()).map_err(err)?;
-            sock.listen(backlog.min(i32::MAX as u32) as i32)
-                .map_err(err)?;
-            sock.set_nonblocking(true).map_err(err)?;
-            let std: std::net::TcpListener = sock.into();
-            Ok(Listener::Tcp(TcpListener::from_std(std).map_err(err)?))
-        }
-        BindAddr::Unix(path) => {
-            // A socket file left by a previous run that nobody listens on is
-            // stale: remove it. A live one is an error, and so is anything
-            // that is not a socket (corral never deletes a regular file).
-            if std::fs::symlink_metadata(path).is_ok() {
-                if !crate::private_fs::is_socket(path) {
-                    return Err(err(std::io::Error::new(
-                        std::io::ErrorKind::AlreadyExists,
-                        "a file that is not a socket is in the way; corral does not delete it: remove it yourself or choose another path",
-                    )));
-                }
-                if std::os::unix::net::UnixStream::connect(path).is_err() {
-                    let _ = std::fs::remove_file(path);
-                }
-            }
-            // The mode it always had (0666 under the umask), set only once
-            // bound: in between nobody else may connect.
-            let std = crate::private_fs::bind_unix(path, crate::private_fs::default_mode())
-                .map_err(err)?;
-            std.set_nonblocking(true).map_err(err)?;
-            Ok(Listener::Unix(
-                UnixListener::from_std(std).map_err(err)?,
-                path.clone(),
-            ))
-        }
-    }
-}
-
-/// The name of a listen socket in `CORRAL_INHERIT`: its role and its
-/// address as configured (two `127.0.0.1:0` binds must not collide).
-pub fn inherit_key(bind: &Bind, role: &str) -> String {
-    match &bind.addr {
-        BindAddr::Tcp(a) => format!("{role}#{a}"),
-        BindAddr::Unix(p) => format!("{role}#unix:{}", p.display()),
-    }
-}
-
-/// A listen socket handed down by the corral that re-executed us (USR2).
-fn adopt(bind: &Bind, role: &str) -> Option<Listener> {
-    let fd = *crate::reexec::inherited()
-        .fds
-        .get(&inherit_key(bind, role))?;
-    let path = match &bind.addr {
-        BindAddr::Tcp(_) => None,
-        BindAddr::Unix(p) => Some(p.clone()),
-    };
-    adopt_fd(fd, path)
-}
-
-/// Takes over a listening socket this process inherited (systemd socket
-/// activation or a USR2 parent): a Unix socket when `unix_path` is given.
-pub fn adopt_fd(fd: std::os::fd::RawFd, unix_path: Option<std::path::PathBuf>) -> Option<Listener> {
-    use std::os::fd::FromRawFd;
-    crate::reexec::set_cloexec(fd);
-    match unix_path {
-        None => {
-            // SAFETY: the fd is a listening TCP socket handed down to this
-            // process for serving; nothing else in this process owns it.
-            let std = unsafe { std::net::TcpListener::from_raw_fd(fd) };
-            std.set_nonblocking(true).ok()?;
-            TcpListener::from_std(std).ok().map(Listener::Tcp)
-        }
-        Some(path) => {
-            // SAFETY: as above, a listening Unix socket.
-            let std = unsafe { std::os::unix::net::UnixListener::from_raw_fd(fd) };
-            std.set_nonblocking(true).ok()?;
-            UnixListener::from_std(std)
-                .ok()
-                .map(|l| Listener::Unix(l, path))
-        }
-    }
-}
-
-/// The inherited sockets to serve on instead of binding, if any: from a
-/// USR2 parent that was itself socket-activated, or from systemd.
-pub fn inherited_listeners() -> Option<(Vec<Listener>, Option<Listener>)> {
-    let unix_path =
-        |fd| crate::activation::is_unix(fd).then(|| std::path::PathBuf::from(format!("(fd {fd})")));
-    let from_parent = &crate::reexec::inherited().fds;
-    let mut handed: Vec<(&String, &std::os::fd::RawFd)> = from_parent
-        .iter()
-        .filter(|(k, _)| k.starts_with("activated"))
-        .collect();
-    let pairs: Vec<(std::os::fd::RawFd, String)> = if !handed.is_empty() {
-        handed.sort();
-        handed
-            .into_iter()
-            .map(|(k, fd)| (*fd, k.trim_start_matches("activated-").to_string()))
-            .collect()
-    } else {
-        crate::activation::sockets().to_vec()
-    };
-    if pairs.is_empty() {
-        return None;
-    }
-    let mut listeners = Vec::new();
-    let mut status = None;
-    for (fd, name) in pairs {
-        let l = adopt_fd(fd, unix_path(fd))?;
-        if name == "status" {
-            status = Some(l);
-        } else {
-            listeners.push(l);
-        }
-    }
-    Some((listeners, status))
-}
-
-impl Listener {
-    pub fn raw_fd(&self) -> std::os::fd::RawFd {
-        use std::os::fd::AsRawFd;
-        match self {
-            Listener::Tcp(l) => l.as_raw_fd(),
-            Listener::Unix(l, _) => l.as_raw_fd(),
-        }
-    }
-}
+pub use listeners::Listener;
 
 /// The open connections and WebSockets, and the signal that asks them to
 /// finish: an HTTP connection closes once its request in flight is

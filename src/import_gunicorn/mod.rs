@@ -283,7 +283,7 @@ pub fn convert(
                 };
                 out.set(section, key, d);
             }
-            "worker_class" => match text(v).map(|c| crate::cli::parse_worker_class(&c)) {
+            "worker_class" => match text(v).map(|c| crate::config::parse_worker_class(&c)) {
                 Some(Ok(interface)) => {
                     asgi = interface == crate::config::Interface::Asgi;
                     out.set("app", "interface", Value::String(interface.name().into()));

@@ -205,7 +205,7 @@ impl Supervisor {
             closed: std::collections::HashSet::new(),
             sockets: Vec::new(),
             reexec_started: false,
-            reexec_parent: crate::reexec::inherited().parent,
+            reexec_parent: None,
             accept_gate: None,
             reexec_child: None,
             sd_ready: false,
@@ -220,9 +220,11 @@ impl Supervisor {
         self.accept_gate = Some(gate);
     }
 
-    /// The listen sockets (configured address, fd) a USR2 hands down.
-    pub fn set_sockets(&mut self, sockets: Vec<(String, std::os::fd::RawFd)>) {
+    /// The listen sockets (name, fd) a USR2 hands down, and the corral
+    /// that re-executed this one, if any.
+    pub fn set_reexec(&mut self, sockets: Vec<(String, std::os::fd::RawFd)>, parent: Option<u32>) {
         self.sockets = sockets;
+        self.reexec_parent = parent;
     }
 
     pub fn sender(&self) -> mpsc::UnboundedSender<Msg> {

@@ -1,0 +1,215 @@
+//! `[app]`: the module, interpreter, folders and environment of the workers.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use toml::Spanned;
+
+use crate::config::Overrides;
+use crate::config::raw::RawApp;
+use crate::config::{
+    AppConfig, DEFAULT_FILE, Env, EnvAllow, Interface, OLD_BASE_ENV, Problem, is_corral_own_env,
+};
+
+use super::*;
+
+impl Resolver<'_> {
+    pub(in crate::config) fn app(
+        &mut self,
+        args: &Overrides,
+        raw: RawApp,
+        env: &Env,
+    ) -> Option<AppConfig> {
+        let virtual_env = env.virtual_env.as_deref();
+        let script_name = env.script_name.clone();
+        let module = match (&args.app, &raw.module) {
+            (Some(m), _) => Some((m.clone(), self.flag("APP"))),
+            (None, Some(m)) => Some((m.get_ref().clone(), self.in_file(m.span(), "app.module"))),
+            (None, None) => None,
+        };
+        let module = match module {
+            None => {
+                let file = self.file.map_or(DEFAULT_FILE, |f| &f.shown);
+                self.problems.push(Problem {
+                    location: None,
+                    key: None,
+                    message: format!(
+                        "no app given: pass it as `corral main:app` or set [app] module in {file}"
+                    ),
+                });
+                None
+            }
+            Some((module, at)) => check_module(&module)
+                .map_err(|message| self.fail(&at, message))
+                .ok(),
+        };
+
+        let interface_flag = self.gunicorn_flags(args);
+        let (interface, _) = self.pick(
+            (interface_flag.as_ref(), "--interface"),
+            (None, "app.interface"),
+            raw.interface.unwrap_or(Interface::Auto),
+        );
+
+        let python = match (&args.python, &raw.python) {
+            (Some(p), _) => Some((command_path(self.cwd, p), self.flag("--python").origin())),
+            (None, Some(p)) if p.get_ref().is_empty() => {
+                let at = self.in_file(p.span(), "app.python");
+                self.fail(
+                    &at,
+                    "is empty: give an interpreter like \"python3\" or leave the key out",
+                );
+                None
+            }
+            (None, Some(p)) => Some((
+                command_path(self.file_dir(), Path::new(p.get_ref())),
+                self.in_file(p.span(), "app.python").origin(),
+            )),
+            (None, None) => Some(default_python(env.installed_in.as_deref(), virtual_env)),
+        };
+        let (python, python_origin) = python.unzip();
+
+        let chdir = match (&args.chdir, &raw.chdir) {
+            (Some(dir), _) => Some(absolute(self.cwd, dir)),
+            (None, Some(dir)) => self.file_path(dir, "app.chdir"),
+            (None, None) => None,
+        };
+
+        let pythonpath = if args.pythonpath.is_empty() {
+            let mut paths = Vec::new();
+            for p in &raw.pythonpath {
+                paths.extend(self.file_path(p, "app.pythonpath"));
+            }
+            paths
+        } else {
+            args.pythonpath
+                .iter()
+                .map(|p| absolute(self.cwd, p))
+                .collect()
+        };
+
+        let mut env = BTreeMap::new();
+        for (key, value) in &raw.env {
+            let at = self.in_file(value.span(), &format!("app.env.{key}"));
+            match check_env(key, value.get_ref()) {
+                Ok(()) => drop(env.insert(key.clone(), value.get_ref().clone())),
+                Err(message) => self.fail(&at, message),
+            }
+        }
+        for (key, value) in &args.env {
+            env.insert(key.clone(), value.clone());
+        }
+
+        let env_allow = self.env_allow(raw.env_allow, raw.pass_env);
+
+        let (factory, factory_at) = match (args.factory, &raw.factory) {
+            (true, _) => (true, Some(self.flag("--factory"))),
+            (false, Some(f)) => (*f.get_ref(), Some(self.in_file(f.span(), "app.factory"))),
+            (false, None) => (false, None),
+        };
+        if let (true, Some(module), Some(at)) = (factory, &module, factory_at)
+            && module.contains('(')
+        {
+            let message = format!(
+                "\"{module}\" already calls its factory with arguments: drop {} or the parentheses",
+                if at.location.is_some() {
+                    "`factory = true`"
+                } else {
+                    "--factory"
+                }
+            );
+            self.fail(&at, message);
+        }
+
+        let root_path = match (&args.root_path, &raw.root_path) {
+            (Some(p), _) => Some((p.clone(), self.flag("--root-path"))),
+            (None, Some(p)) => Some((p.get_ref().clone(), self.in_file(p.span(), "app.root_path"))),
+            (None, None) => script_name.map(|p| (p, At::flag("SCRIPT_NAME (environment)"))),
+        };
+        let root_path = match root_path {
+            None => String::new(),
+            Some((path, at)) => check_root_path(&path).unwrap_or_else(|message| {
+                self.fail(&at, message);
+                String::new()
+            }),
+        };
+
+        Some(AppConfig {
+            module: module?,
+            interface,
+            python: python?,
+            python_origin: python_origin?,
+            chdir,
+            pythonpath,
+            env,
+            env_allow,
+            factory,
+            root_path,
+        })
+    }
+
+    /// `app.env_allow`, or the deprecated `app.pass_env` read as one.
+    fn env_allow(
+        &mut self,
+        allow: Option<Spanned<Vec<Spanned<String>>>>,
+        pass_env: Option<Spanned<Vec<String>>>,
+    ) -> Option<EnvAllow> {
+        if let (Some(_), Some(pass)) = (&allow, &pass_env) {
+            let at = self.in_file(pass.span(), "app.pass_env");
+            self.fail(
+                &at,
+                "is the old name of env_allow: move its names into env_allow and remove it",
+            );
+            return None;
+        }
+        if let Some(pass) = pass_env {
+            let at = self.in_file(pass.span(), "app.pass_env");
+            let names = pass.into_inner();
+            if names.iter().any(|n| n == "*") {
+                self.warnings.push(format!(
+                    "{}: pass_env = [\"*\"] is the default now (workers inherit corral's environment): remove it",
+                    at.origin()
+                ));
+                return None;
+            }
+            let mut allowed: Vec<String> = OLD_BASE_ENV.iter().map(|n| (*n).to_owned()).collect();
+            allowed.extend(names.iter().cloned());
+            let list = allowed
+                .iter()
+                .map(|n| format!("\"{n}\""))
+                .collect::<Vec<_>>()
+                .join(", ");
+            self.warnings.push(format!(
+                "{}: pass_env is deprecated: workers now inherit corral's whole environment; to keep \
+                 this file's allowlist write env_allow = [{list}], or remove pass_env to pass everything",
+                at.origin()
+            ));
+            return Some(EnvAllow(allowed));
+        }
+        let allow = allow?;
+        let mut names = Vec::new();
+        for name in allow.into_inner() {
+            let at = self.in_file(name.span(), "app.env_allow");
+            let text = name.into_inner();
+            if text.is_empty() || text.contains(['=', '\0']) {
+                self.fail(
+                    &at,
+                    format!(
+                        "\"{}\" is not a variable name or pattern: write names like \"DATABASE_URL\" or patterns like \"LC_*\"",
+                        text.escape_default()
+                    ),
+                );
+            } else if is_corral_own_env(&text) {
+                self.fail(
+                    &at,
+                    format!(
+                        "{text} belongs to corral or its service manager and never reaches a worker: remove it (set a value for the workers in [app.env] instead)"
+                    ),
+                );
+            } else {
+                names.push(text);
+            }
+        }
+        Some(EnvAllow(names))
+    }
+}

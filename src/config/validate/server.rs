@@ -1,0 +1,212 @@
+//! `[server]`: the listen addresses, client limits and trusted proxies.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::time::Duration;
+
+use toml::Spanned;
+
+use crate::config::Overrides;
+use crate::config::raw::RawServer;
+use crate::config::{Bind, BindAddr, ByteSize, Env, ForwardedAllow, HumanDuration, ServerConfig};
+
+use super::*;
+
+impl Resolver<'_> {
+    /// `env`: `$PORT` for the default bind, the CPUs this process may use
+    /// for `io_threads = 0`.
+    pub(in crate::config) fn server(
+        &mut self,
+        args: &Overrides,
+        raw: RawServer,
+        env: &Env,
+    ) -> ServerConfig {
+        let cpus = env.cpus;
+        let mut bind = Vec::new();
+        if !args.bind.is_empty() {
+            for addr in &args.bind {
+                let addr = match addr {
+                    BindAddr::Unix(path) => BindAddr::Unix(absolute(self.cwd, path)),
+                    tcp => tcp.clone(),
+                };
+                bind.push((addr, self.flag("--bind")));
+            }
+        } else if let Some(list) = &raw.bind {
+            if list.get_ref().is_empty() {
+                let at = self.in_file(list.span(), "server.bind");
+                self.fail(&at, "is empty: list at least one address like [\"127.0.0.1:8000\"], or leave the key out for the default 127.0.0.1:8000");
+            }
+            for entry in list.get_ref() {
+                let at = self.in_file(entry.span(), "server.bind");
+                match entry.get_ref().parse::<BindAddr>() {
+                    Ok(BindAddr::Unix(path)) => {
+                        bind.push((BindAddr::Unix(absolute(self.file_dir(), &path)), at))
+                    }
+                    Ok(tcp) => bind.push((tcp, at)),
+                    Err(message) => self.fail(&at, message),
+                }
+            }
+        }
+        let mut seen: Vec<Bind> = Vec::new();
+        for (addr, at) in bind {
+            if let Some(first) = seen.iter().find(|b| b.addr == addr) {
+                let message = format!("{addr} is listed twice (first at {})", first.origin);
+                self.fail(&at, message);
+                continue;
+            }
+            let origin = at.origin();
+            seen.push(Bind { addr, origin });
+        }
+        if seen.is_empty() && args.bind.is_empty() && raw.bind.is_none() {
+            match env.port.as_deref().map(str::trim) {
+                // As gunicorn and uvicorn do on a PaaS: all interfaces.
+                Some(port) => match port.parse::<u16>() {
+                    Ok(port) => seen.push(Bind {
+                        addr: BindAddr::Tcp(SocketAddr::new(Ipv4Addr::UNSPECIFIED.into(), port)),
+                        origin: "PORT (environment; no --bind or server.bind given)".to_owned(),
+                    }),
+                    Err(_) => self.fail(
+                        &At::flag("PORT (environment)"),
+                        format!(
+                            "\"{}\" is not a port number (0 to 65535); it is used because no --bind or server.bind is given: fix or unset PORT, or give --bind",
+                            port.escape_default()
+                        ),
+                    ),
+                },
+                None => seen.push(Bind {
+                    addr: BindAddr::Tcp(DEFAULT_BIND),
+                    origin: "default (no --bind or server.bind given)".to_owned(),
+                }),
+            }
+        }
+
+        let (backlog, at) = self.pick(
+            (args.backlog.as_ref(), "--backlog"),
+            (raw.backlog.as_ref(), "server.backlog"),
+            2048,
+        );
+        if backlog == 0 {
+            self.fail(&at, "must be at least 1, like 2048");
+        }
+        let (keepalive, at) = self.pick(
+            (args.keepalive.as_ref(), "--keepalive"),
+            (raw.keepalive.as_ref(), "server.keepalive"),
+            HumanDuration(Duration::from_secs(5)),
+        );
+        if keepalive.0.is_zero() {
+            self.fail(&at, "must be longer than 0s, like \"5s\"");
+        }
+        let (max_header_bytes, at) = self.pick(
+            (args.max_header_bytes.as_ref(), "--max-header-bytes"),
+            (raw.max_header_bytes.as_ref(), "server.max_header_bytes"),
+            ByteSize(64 * 1024),
+        );
+        if max_header_bytes.0 < MIN_HEADER_BYTES {
+            self.fail(&at, "must be at least \"8KiB\", like \"64KiB\"");
+        }
+        let (max_body_bytes, _) = self.pick(
+            (args.max_body_bytes.as_ref(), "--max-body-bytes"),
+            (raw.max_body_bytes.as_ref(), "server.max_body_bytes"),
+            ByteSize(100 * 1024 * 1024),
+        );
+        let (body_timeout, at) = self.pick(
+            (args.body_timeout.as_ref(), "--body-timeout"),
+            (raw.body_timeout.as_ref(), "server.body_timeout"),
+            HumanDuration(DEFAULT_CLIENT_TIMEOUT),
+        );
+        if body_timeout.0.is_zero() {
+            self.fail(&at, "must be longer than 0s, like \"20s\"");
+        }
+        let (send_timeout, at) = self.pick(
+            (args.send_timeout.as_ref(), "--send-timeout"),
+            (raw.send_timeout.as_ref(), "server.send_timeout"),
+            HumanDuration(DEFAULT_CLIENT_TIMEOUT),
+        );
+        if send_timeout.0.is_zero() {
+            self.fail(&at, "must be longer than 0s, like \"20s\"");
+        }
+        let (shutdown_delay, _) = self.pick(
+            (args.shutdown_delay.as_ref(), "--shutdown-delay"),
+            (raw.shutdown_delay.as_ref(), "server.shutdown_delay"),
+            HumanDuration(Duration::ZERO),
+        );
+        let (max_connections, at) = self.pick(
+            (args.max_connections.as_ref(), "--max-connections"),
+            (raw.max_connections.as_ref(), "server.max_connections"),
+            DEFAULT_MAX_CONNECTIONS,
+        );
+        if max_connections == 0 {
+            self.fail(
+                &at,
+                "must be at least 1 (it is the number of client connections open at once), \
+                 like 10000",
+            );
+        }
+        let (max_queued, _) = self.pick(
+            (args.max_queued.as_ref(), "--max-queued"),
+            (raw.max_queued.as_ref(), "server.max_queued"),
+            1024,
+        );
+        let (io_threads, _) = self.pick(
+            (args.io_threads.as_ref(), "--io-threads"),
+            (raw.io_threads.as_ref(), "server.io_threads"),
+            0,
+        );
+        let forwarded_allow_ips = self.forwarded_allow(
+            args.forwarded_allow_ips.as_deref(),
+            raw.forwarded_allow_ips.as_ref(),
+        );
+        let head_limits = self.head_limits(args, &raw);
+        let pid_file = self.pid_file(args, &raw);
+        ServerConfig {
+            bind: seen,
+            backlog,
+            keepalive: keepalive.0,
+            max_header_bytes: usize::try_from(max_header_bytes.0).unwrap_or(usize::MAX),
+            max_body_bytes: max_body_bytes.0,
+            body_timeout: body_timeout.0,
+            send_timeout: send_timeout.0,
+            shutdown_delay: shutdown_delay.0,
+            max_connections,
+            max_queued,
+            io_threads: match io_threads {
+                0 => auto_io_threads(cpus),
+                n => n,
+            },
+            drop_privileges: raw.drop_privileges.map(|d| d.into_inner()).unwrap_or(false),
+            forwarded_allow_ips,
+            head_limits,
+            pid_file,
+        }
+    }
+
+    /// `server.forwarded_allow_ips`: the flag's comma-separated list (empty
+    /// items skipped, so "" trusts nobody), else the file's array, else
+    /// [`default_forwarded_allow`]. Each bad entry is reported.
+    fn forwarded_allow(
+        &mut self,
+        flag: Option<&str>,
+        file: Option<&Spanned<Vec<Spanned<String>>>>,
+    ) -> ForwardedAllow {
+        let mut allow = ForwardedAllow::Networks(Vec::new());
+        match (flag, file) {
+            (Some(list), _) => {
+                let entries = list.split(',').map(str::trim).filter(|e| !e.is_empty());
+                for entry in entries {
+                    if let Err(message) = allow.add(entry) {
+                        self.fail(&self.flag("--forwarded-allow-ips"), message);
+                    }
+                }
+            }
+            (None, Some(list)) => {
+                for entry in list.get_ref() {
+                    if let Err(message) = allow.add(entry.get_ref()) {
+                        let at = self.in_file(entry.span(), "server.forwarded_allow_ips");
+                        self.fail(&at, message);
+                    }
+                }
+            }
+            (None, None) => allow = default_forwarded_allow(),
+        }
+        allow
+    }
+}

@@ -1,0 +1,461 @@
+//! The listen sockets, in one table: each is adopted from what this process
+//! inherited or bound here, keyed by its role and address as configured.
+//!
+//! What a process inherits is read from the environment once, at the start
+//! of `main`, into an explicit [`Inherited`] that is passed down (nothing
+//! here reads a global):
+//! - systemd socket activation ([`crate::activation`]): corral serves on
+//!   the sockets systemd passed instead of binding `[server] bind`; the one
+//!   named `status` serves the status server;
+//! - a USR2 re-exec ([`crate::reexec`]): the parent hands its sockets down
+//!   under the keys of [`Listeners::handover`], and each configured address
+//!   adopts the socket of its key instead of binding again.
+//!
+//! [`Listeners::open`] does one or the other for every socket; the table
+//! then knows the keys and fds to hand to the next corral on USR2.
+
+use std::collections::HashMap;
+use std::os::fd::RawFd;
+use std::path::PathBuf;
+
+use tokio::net::{TcpListener, UnixListener};
+
+use crate::config::{Bind, BindAddr};
+
+/// The listen queue of the status server's socket.
+const STATUS_BACKLOG: u32 = 128;
+
+/// The sockets this process was handed when it started: from systemd, from
+/// the corral that re-executed it, or none.
+#[derive(Debug, Default)]
+pub struct Inherited {
+    /// systemd socket activation: each fd with its `FileDescriptorName`.
+    pub activated: Vec<(RawFd, String)>,
+    /// From a USR2 parent: each fd under its key (see [`Listeners::handover`]).
+    pub from_parent: HashMap<String, RawFd>,
+    /// The pid of the corral that re-executed this one (USR2).
+    pub parent: Option<u32>,
+}
+
+impl Inherited {
+    /// Takes what this process inherited out of the environment, so that
+    /// workers see none of it. Call at the start of main, before any thread
+    /// exists.
+    pub fn take() -> Inherited {
+        let handover = crate::reexec::take_handover();
+        Inherited {
+            activated: crate::activation::take_sockets(),
+            from_parent: handover.fds,
+            parent: handover.parent,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BindError {
+    #[error(
+        "cannot listen on {addr} (set by {origin}): {source}{hint}",
+        hint = hint(source)
+    )]
+    Listen {
+        addr: String,
+        origin: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+fn hint(e: &std::io::Error) -> &'static str {
+    match e.kind() {
+        std::io::ErrorKind::AddrInUse => {
+            "\n  another process already listens there: stop it, or choose another address with --bind or [server] bind"
+        }
+        std::io::ErrorKind::PermissionDenied => {
+            "\n  ports below 1024 need root or CAP_NET_BIND_SERVICE; choose a port above 1024"
+        }
+        std::io::ErrorKind::AddrNotAvailable => {
+            "\n  no local interface has that address: use 127.0.0.1, 0.0.0.0 or one of this machine's addresses"
+        }
+        _ => "",
+    }
+}
+
+/// A bound listen socket.
+pub enum Listener {
+    Tcp(TcpListener),
+    Unix(UnixListener, PathBuf),
+}
+
+impl Listener {
+    /// The address as a user would type it, e.g. `http://127.0.0.1:8000`.
+    pub fn describe(&self) -> String {
+        match self {
+            Listener::Tcp(l) => match l.local_addr() {
+                Ok(a) => format!("http://{a}"),
+                Err(_) => "tcp".into(),
+            },
+            Listener::Unix(_, p) => format!("unix:{}", p.display()),
+        }
+    }
+
+    pub fn raw_fd(&self) -> RawFd {
+        use std::os::fd::AsRawFd;
+        match self {
+            Listener::Tcp(l) => l.as_raw_fd(),
+            Listener::Unix(l, _) => l.as_raw_fd(),
+        }
+    }
+}
+
+/// Every listen socket of this corral.
+pub struct Listeners {
+    /// The `[server] bind` sockets in their order, or the ones systemd
+    /// passed.
+    pub server: Vec<Listener>,
+    /// The status server's socket (`[health] status_bind`, or the one
+    /// systemd passed named `status`).
+    pub status: Option<Listener>,
+    /// Whether they came from systemd socket activation (directly, or
+    /// through the corral that re-executed this one).
+    pub activated: bool,
+    /// The key of each socket for a USR2 hand-over, with its fd.
+    handover: Vec<(String, RawFd)>,
+}
+
+impl Listeners {
+    /// Adopts the sockets systemd passed (directly or through a USR2
+    /// parent) when there are any; else, for each configured address,
+    /// adopts the socket a USR2 parent handed down for it or binds it.
+    /// Call before any worker starts.
+    pub fn open(
+        binds: &[Bind],
+        backlog: u32,
+        status_bind: Option<&Bind>,
+        inherited: &Inherited,
+    ) -> Result<Listeners, BindError> {
+        if let Some(listeners) = Self::activated(inherited) {
+            return Ok(listeners);
+        }
+        let mut handover = Vec::new();
+        let mut server = Vec::new();
+        for (i, bind) in binds.iter().enumerate() {
+            let key = key(bind, &format!("server{i}"));
+            let listener = adopt_or_bind(bind, backlog, &key, inherited)?;
+            handover.push((key, listener.raw_fd()));
+            server.push(listener);
+        }
+        let status = match status_bind {
+            None => None,
+            Some(bind) => {
+                let key = key(bind, "status");
+                let listener = adopt_or_bind(bind, STATUS_BACKLOG, &key, inherited)?;
+                handover.push((key, listener.raw_fd()));
+                Some(listener)
+            }
+        };
+        Ok(Listeners {
+            server,
+            status,
+            activated: false,
+            handover,
+        })
+    }
+
+    /// The sockets of systemd socket activation: handed down by a USR2
+    /// parent that was itself socket-activated (under `activated-*` keys),
+    /// else passed by systemd. `None` when there are none, or one cannot be
+    /// adopted (then the configured addresses are bound).
+    fn activated(inherited: &Inherited) -> Option<Listeners> {
+        let mut from_parent: Vec<(&String, &RawFd)> = inherited
+            .from_parent
+            .iter()
+            .filter(|(k, _)| k.starts_with("activated"))
+            .collect();
+        let pairs: Vec<(RawFd, String)> = if !from_parent.is_empty() {
+            from_parent.sort();
+            from_parent
+                .into_iter()
+                .map(|(k, fd)| (*fd, k.trim_start_matches("activated-").to_string()))
+                .collect()
+        } else {
+            inherited.activated.clone()
+        };
+        if pairs.is_empty() {
+            return None;
+        }
+        let mut server = Vec::new();
+        let mut status = None;
+        for (fd, name) in pairs {
+            let unix_path =
+                crate::activation::is_unix(fd).then(|| PathBuf::from(format!("(fd {fd})")));
+            let l = adopt_fd(fd, unix_path)?;
+            if name == "status" {
+                status = Some(l);
+            } else {
+                server.push(l);
+            }
+        }
+        let mut handover: Vec<(String, RawFd)> = server
+            .iter()
+            .enumerate()
+            .map(|(i, l)| (format!("activated-{i:03}"), l.raw_fd()))
+            .collect();
+        if let Some(s) = &status {
+            handover.push(("activated-status".into(), s.raw_fd()));
+        }
+        Some(Listeners {
+            server,
+            status,
+            activated: true,
+            handover,
+        })
+    }
+
+    /// The sockets to hand to a new corral on USR2: each under its key (its
+    /// role and address as configured, see [`key`]) with its fd.
+    pub fn handover(&self) -> Vec<(String, RawFd)> {
+        self.handover.clone()
+    }
+}
+
+/// The key of a listen socket in a USR2 hand-over: its role (`server0`,
+/// `server1`, ..., `status`) and its address as configured (two
+/// `127.0.0.1:0` binds must not collide).
+fn key(bind: &Bind, role: &str) -> String {
+    match &bind.addr {
+        BindAddr::Tcp(a) => format!("{role}#{a}"),
+        BindAddr::Unix(p) => format!("{role}#unix:{}", p.display()),
+    }
+}
+
+/// The socket a USR2 parent handed down under `key`, else `bind` bound.
+fn adopt_or_bind(
+    bind: &Bind,
+    backlog: u32,
+    key: &str,
+    inherited: &Inherited,
+) -> Result<Listener, BindError> {
+    let unix_path = match &bind.addr {
+        BindAddr::Tcp(_) => None,
+        BindAddr::Unix(p) => Some(p.clone()),
+    };
+    if let Some(l) = inherited
+        .from_parent
+        .get(key)
+        .and_then(|fd| adopt_fd(*fd, unix_path))
+    {
+        return Ok(l);
+    }
+    bind_one(bind, backlog)
+}
+
+/// Binds `bind` (a stale Unix socket file is replaced).
+fn bind_one(bind: &Bind, backlog: u32) -> Result<Listener, BindError> {
+    let err = |source| BindError::Listen {
+        addr: match &bind.addr {
+            BindAddr::Tcp(a) => a.to_string(),
+            BindAddr::Unix(p) => format!("unix:{}", p.display()),
+        },
+        origin: bind.origin.clone(),
+        source,
+    };
+    match &bind.addr {
+        BindAddr::Tcp(addr) => {
+            use socket2::{Domain, Protocol, Socket, Type};
+            let sock = Socket::new(
+                Domain::for_address(*addr),
+                Type::STREAM,
+                Some(Protocol::TCP),
+            )
+            .map_err(err)?;
+            sock.set_reuse_address(true).map_err(err)?;
+            if addr.is_ipv6() {
+                sock.set_only_v6(true).map_err(err)?;
+            }
+            sock.bind(&(*addr).into()).map_err(err)?;
+            sock.listen(backlog.min(i32::MAX as u32) as i32)
+                .map_err(err)?;
+            sock.set_nonblocking(true).map_err(err)?;
+            let std: std::net::TcpListener = sock.into();
+            Ok(Listener::Tcp(TcpListener::from_std(std).map_err(err)?))
+        }
+        BindAddr::Unix(path) => {
+            // A socket file left by a previous run that nobody listens on is
+            // stale: remove it. A live one is an error, and so is anything
+            // that is not a socket (corral never deletes a regular file).
+            if std::fs::symlink_metadata(path).is_ok() {
+                if !crate::private_fs::is_socket(path) {
+                    return Err(err(std::io::Error::new(
+                        std::io::ErrorKind::AlreadyExists,
+                        "a file that is not a socket is in the way; corral does not delete it: remove it yourself or choose another path",
+                    )));
+                }
+                if std::os::unix::net::UnixStream::connect(path).is_err() {
+                    let _ = std::fs::remove_file(path);
+                }
+            }
+            // The mode it always had (0666 under the umask), set only once
+            // bound: in between nobody else may connect.
+            let std = crate::private_fs::bind_unix(path, crate::private_fs::default_mode())
+                .map_err(err)?;
+            std.set_nonblocking(true).map_err(err)?;
+            Ok(Listener::Unix(
+                UnixListener::from_std(std).map_err(err)?,
+                path.clone(),
+            ))
+        }
+    }
+}
+
+/// Takes over a listening socket this process inherited (systemd socket
+/// activation or a USR2 parent): a Unix socket when `unix_path` is given.
+fn adopt_fd(fd: RawFd, unix_path: Option<PathBuf>) -> Option<Listener> {
+    use std::os::fd::FromRawFd;
+    crate::reexec::set_cloexec(fd);
+    match unix_path {
+        None => {
+            // SAFETY: the fd is a listening TCP socket handed down to this
+            // process for serving; nothing else in this process owns it.
+            let std = unsafe { std::net::TcpListener::from_raw_fd(fd) };
+            std.set_nonblocking(true).ok()?;
+            TcpListener::from_std(std).ok().map(Listener::Tcp)
+        }
+        Some(path) => {
+            // SAFETY: as above, a listening Unix socket.
+            let std = unsafe { std::os::unix::net::UnixListener::from_raw_fd(fd) };
+            std.set_nonblocking(true).ok()?;
+            UnixListener::from_std(std)
+                .ok()
+                .map(|l| Listener::Unix(l, path))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::fd::IntoRawFd;
+
+    use super::*;
+
+    fn tcp(addr: &str) -> Bind {
+        Bind {
+            addr: BindAddr::Tcp(addr.parse().unwrap()),
+            origin: "--bind".into(),
+        }
+    }
+
+    /// A listening loopback socket as a parent would hand it down: its fd
+    /// and its port.
+    fn handed_down() -> (RawFd, u16) {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        (l.into_raw_fd(), port)
+    }
+
+    fn port(l: &Listener) -> u16 {
+        match l {
+            Listener::Tcp(l) => l.local_addr().unwrap().port(),
+            Listener::Unix(..) => panic!("a Unix socket"),
+        }
+    }
+
+    #[tokio::test]
+    async fn binds_each_address_under_a_key_of_its_role_and_address() {
+        let binds = [tcp("127.0.0.1:0"), tcp("127.0.0.1:0")];
+        let status = tcp("127.0.0.1:0");
+        let l = Listeners::open(&binds, 16, Some(&status), &Inherited::default()).unwrap();
+        assert!(!l.activated);
+        assert_eq!(l.server.len(), 2);
+        assert_ne!(port(&l.server[0]), port(&l.server[1]));
+        let keys: Vec<String> = l.handover().into_iter().map(|(k, _)| k).collect();
+        assert_eq!(
+            keys,
+            [
+                "server0#127.0.0.1:0",
+                "server1#127.0.0.1:0",
+                "status#127.0.0.1:0"
+            ]
+        );
+        let fds: Vec<RawFd> = l.handover().into_iter().map(|(_, fd)| fd).collect();
+        assert_eq!(fds[0], l.server[0].raw_fd());
+        assert_eq!(fds[2], l.status.as_ref().unwrap().raw_fd());
+    }
+
+    #[tokio::test]
+    async fn adopts_the_socket_a_parent_handed_down_for_the_same_key() {
+        let (fd, handed_port) = handed_down();
+        let inherited = Inherited {
+            from_parent: HashMap::from([("server1#127.0.0.1:0".to_owned(), fd)]),
+            parent: Some(1),
+            ..Inherited::default()
+        };
+        let binds = [tcp("127.0.0.1:0"), tcp("127.0.0.1:0")];
+        let l = Listeners::open(&binds, 16, None, &inherited).unwrap();
+        // The first address has no socket handed down: bound anew.
+        assert_ne!(port(&l.server[0]), handed_port);
+        assert_eq!(port(&l.server[1]), handed_port);
+        assert_eq!(l.server[1].raw_fd(), fd);
+        assert_eq!(l.handover()[1], ("server1#127.0.0.1:0".to_owned(), fd));
+    }
+
+    #[tokio::test]
+    async fn systemd_sockets_replace_the_configured_ones_and_status_is_named() {
+        let (web, web_port) = handed_down();
+        let (status, status_port) = handed_down();
+        let inherited = Inherited {
+            activated: vec![(web, "web".into()), (status, "status".into())],
+            ..Inherited::default()
+        };
+        let l = Listeners::open(&[tcp("127.0.0.1:0")], 16, None, &inherited).unwrap();
+        assert!(l.activated);
+        assert_eq!(l.server.len(), 1);
+        assert_eq!(port(&l.server[0]), web_port);
+        assert_eq!(port(l.status.as_ref().unwrap()), status_port);
+        assert_eq!(
+            l.handover(),
+            [
+                ("activated-000".to_owned(), web),
+                ("activated-status".to_owned(), status)
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_parent_that_was_socket_activated_hands_its_systemd_sockets_on() {
+        let sockets: Vec<(RawFd, u16)> = (0..5).map(|_| handed_down()).collect();
+        let inherited = Inherited {
+            // In their order, whatever the order of the map.
+            from_parent: sockets
+                .iter()
+                .enumerate()
+                .map(|(i, (fd, _))| (format!("activated-{i:03}"), *fd))
+                .collect(),
+            parent: Some(1),
+            ..Inherited::default()
+        };
+        let l = Listeners::open(&[tcp("127.0.0.1:0")], 16, None, &inherited).unwrap();
+        assert!(l.activated);
+        let ports: Vec<u16> = l.server.iter().map(port).collect();
+        let handed: Vec<u16> = sockets.iter().map(|(_, port)| *port).collect();
+        assert_eq!(ports, handed);
+        assert!(l.status.is_none());
+    }
+
+    #[tokio::test]
+    async fn a_taken_address_names_the_flag_that_set_it() {
+        let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = taken.local_addr().unwrap().to_string();
+        let err = Listeners::open(&[tcp(&addr)], 16, None, &Inherited::default())
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            err.starts_with(&format!("cannot listen on {addr} (set by --bind): ")),
+            "{err}"
+        );
+        assert!(
+            err.contains("another process already listens there"),
+            "{err}"
+        );
+    }
+}
