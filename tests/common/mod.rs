@@ -49,9 +49,10 @@ impl AppDir {
     }
 }
 
-/// Log lines of a running process, shared with the thread that reads them.
+/// Log lines of a running process, shared with the threads that read them,
+/// and how many of its streams have reached their end.
 #[derive(Clone, Default)]
-pub struct Log(Arc<(Mutex<Vec<String>>, Condvar)>);
+pub struct Log(Arc<(Mutex<(Vec<String>, usize)>, Condvar)>);
 
 impl Log {
     /// The lines `child` writes to its piped stderr and stdout, each also
@@ -69,28 +70,31 @@ impl Log {
                     eprintln!("[{name}] {line}");
                     log.push(line);
                 }
+                let (state, cv) = &*log.0;
+                state.lock().unwrap().1 += 1;
+                cv.notify_all();
             });
         }
         log
     }
 
     fn push(&self, line: String) {
-        let (lines, cv) = &*self.0;
-        lines.lock().unwrap().push(line);
+        let (state, cv) = &*self.0;
+        state.lock().unwrap().0.push(line);
         cv.notify_all();
     }
 
     pub fn text(&self) -> String {
-        self.0.0.lock().unwrap().join("\n")
+        self.0.0.lock().unwrap().0.join("\n")
     }
 
     /// Waits until a line contains `needle`; returns that line.
     pub fn wait_for(&self, needle: &str, timeout: Duration) -> Option<String> {
-        let (lines, cv) = &*self.0;
+        let (state, cv) = &*self.0;
         let deadline = Instant::now() + timeout;
-        let mut guard = lines.lock().unwrap();
+        let mut guard = state.lock().unwrap();
         loop {
-            if let Some(l) = guard.iter().find(|l| l.contains(needle)) {
+            if let Some(l) = guard.0.iter().find(|l| l.contains(needle)) {
                 return Some(l.clone());
             }
             let now = Instant::now();
@@ -101,11 +105,29 @@ impl Log {
         }
     }
 
+    /// Waits (at most `timeout`) until both streams have ended, so that
+    /// every line the process wrote before it exited is here. A stream a
+    /// child of the process still holds open may not end: then it returns
+    /// after the timeout.
+    pub fn wait_closed(&self, timeout: Duration) {
+        let (state, cv) = &*self.0;
+        let deadline = Instant::now() + timeout;
+        let mut guard = state.lock().unwrap();
+        while guard.1 < 2 {
+            let now = Instant::now();
+            if now >= deadline {
+                return;
+            }
+            guard = cv.wait_timeout(guard, deadline - now).unwrap().0;
+        }
+    }
+
     pub fn count(&self, needle: &str) -> usize {
         self.0
             .0
             .lock()
             .unwrap()
+            .0
             .iter()
             .filter(|l| l.contains(needle))
             .count()
@@ -265,6 +287,8 @@ impl Corral {
         let deadline = Instant::now() + timeout;
         loop {
             if let Some(st) = self.child.try_wait().unwrap() {
+                // Every line it wrote before exiting, read.
+                self.log.wait_closed(Duration::from_secs(5));
                 return Some(st);
             }
             if Instant::now() >= deadline {
