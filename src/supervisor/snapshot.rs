@@ -9,7 +9,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 
-use super::core::{Core, State};
+use super::core::{Core, KillCause, State};
 use crate::worker::channel::Channel;
 
 #[derive(Clone, Default, Serialize)]
@@ -117,9 +117,13 @@ pub fn take(
             }
             match w.state {
                 State::InService => snap.in_service += 1,
-                State::Booting | State::Probing => snap.booting += 1,
+                State::Booting
+                | State::Probing
+                | State::Killing {
+                    cause: KillCause::BootTimeout,
+                } => snap.booting += 1,
                 State::Unready => snap.unready += 1,
-                State::Stopping => {}
+                State::Stopping | State::Killing { .. } => {}
             }
             WorkerView {
                 pid: w.pid,
