@@ -89,7 +89,12 @@ impl Core {
     }
 
     /// Starts generation N+1 beside N: a successor for every slot.
-    pub(super) fn start_reload(&mut self, now: Instant, timeout: Option<Duration>, out: &mut Vec<Action>) {
+    pub(super) fn start_reload(
+        &mut self,
+        now: Instant,
+        timeout: Option<Duration>,
+        out: &mut Vec<Action>,
+    ) {
         if self.phase != Phase::Running {
             return;
         }
@@ -288,7 +293,13 @@ impl Core {
 
     /// `next` (in service) takes `slot`; the worker it replaces leaves the
     /// routing set, drains and gets SIGTERM. False when there was none.
-    pub(super) fn take_slot(&mut self, now: Instant, slot: usize, next: u64, out: &mut Vec<Action>) -> bool {
+    pub(super) fn take_slot(
+        &mut self,
+        now: Instant,
+        slot: usize,
+        next: u64,
+        out: &mut Vec<Action>,
+    ) -> bool {
         self.slots[slot].successor = None;
         let old = self.slots[slot].worker.replace(next);
         self.slots[slot].failures = 0;

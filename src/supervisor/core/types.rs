@@ -18,7 +18,9 @@ pub enum State {
     /// channel closed); SIGKILL follows if it outstays its grace.
     Stopping,
     /// Being killed for a fault: its stacks are dumped, SIGKILL is due.
-    Killing { cause: KillCause },
+    Killing {
+        cause: KillCause,
+    },
 }
 
 /// Why a worker is being killed.
@@ -61,8 +63,18 @@ impl State {
             (Booting, Probing | InService) => true,
             (Probing | Unready, InService) => true,
             (InService, Unready) => true,
-            (Booting | Probing, Killing { cause: KillCause::BootTimeout }) => true,
-            (_, Killing { cause: KillCause::BootTimeout }) => false,
+            (
+                Booting | Probing,
+                Killing {
+                    cause: KillCause::BootTimeout,
+                },
+            ) => true,
+            (
+                _,
+                Killing {
+                    cause: KillCause::BootTimeout,
+                },
+            ) => false,
             (Stopping, Stopping) => true,
             (Stopping, _) => matches!(to, Killing { .. }),
             (_, Stopping | Killing { .. }) => true,
@@ -75,7 +87,10 @@ impl State {
     /// another fault as stopping.
     pub fn name(self) -> &'static str {
         match self {
-            State::Booting | State::Killing { cause: KillCause::BootTimeout } => "booting",
+            State::Booting
+            | State::Killing {
+                cause: KillCause::BootTimeout,
+            } => "booting",
             State::Probing => "probing",
             State::InService => "in_service",
             State::Unready => "unready",
@@ -390,7 +405,6 @@ pub enum Phase {
     Draining,
     Stopping,
 }
-
 
 /// "100ms", "1.6s", "30s".
 pub fn human(d: Duration) -> String {
