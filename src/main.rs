@@ -232,19 +232,10 @@ async fn run(cfg: Arc<config::Config>) -> u8 {
     let router = router::Router::new(cfg.server.max_queued);
     let mut sup = supervisor::Supervisor::new(cfg.clone(), launcher, router.clone());
     sup.set_sockets(sockets);
-    let tx = sup.sender();
-    if let Err(e) = signals::forward(tx.clone()) {
+    let handle = sup.handle();
+    if let Err(e) = signals::forward(handle.clone()) {
         eprintln!("error: cannot install signal handlers: {e}");
         return 1;
-    }
-    let (replace_tx, mut replace_rx) = tokio::sync::mpsc::unbounded_channel();
-    {
-        let tx = tx.clone();
-        tokio::spawn(async move {
-            while let Some((serial, reason)) = replace_rx.recv().await {
-                let _ = tx.send(supervisor::Msg::Replace(serial, reason));
-            }
-        });
     }
     let metrics = Arc::new(metrics::Metrics::default());
     let shared = Arc::new(front::handler::Shared {
@@ -252,7 +243,7 @@ async fn run(cfg: Arc<config::Config>) -> u8 {
         timeout: cfg.workers.timeout,
         max_body_bytes: cfg.server.max_body_bytes,
         body_timeout: cfg.server.body_timeout,
-        replace: replace_tx,
+        replace: handle.replace_requests(),
         metrics: metrics.clone(),
         access,
         head_limits: cfg.server.head_limits,
@@ -262,7 +253,7 @@ async fn run(cfg: Arc<config::Config>) -> u8 {
     let state = Arc::new(status::StatusState {
         snapshots: sup.snapshots(),
         metrics,
-        supervisor: tx.clone(),
+        supervisor: handle,
         cfg: cfg.clone(),
         router,
     });

@@ -4,43 +4,11 @@
 
 use signal_hook::consts::{SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGTTIN, SIGTTOU, SIGUSR1, SIGUSR2};
 use signal_hook::iterator::Signals;
-use tokio::sync::mpsc;
 
-use crate::supervisor::Msg;
+use crate::supervisor::{Msg, Signal as Sig, SupervisorHandle};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Sig {
-    Term,
-    Int,
-    Quit,
-    Hup,
-    /// One more worker.
-    Ttin,
-    /// One worker less.
-    Ttou,
-    /// Reopen log files.
-    Usr1,
-    /// Re-execute the binary without closing the listen sockets.
-    Usr2,
-}
-
-impl Sig {
-    pub fn name(self) -> &'static str {
-        match self {
-            Sig::Term => "SIGTERM",
-            Sig::Int => "SIGINT",
-            Sig::Quit => "SIGQUIT",
-            Sig::Hup => "SIGHUP",
-            Sig::Ttin => "SIGTTIN",
-            Sig::Ttou => "SIGTTOU",
-            Sig::Usr1 => "SIGUSR1",
-            Sig::Usr2 => "SIGUSR2",
-        }
-    }
-}
-
-/// Starts forwarding signals to `tx`.
-pub fn forward(tx: mpsc::UnboundedSender<Msg>) -> std::io::Result<()> {
+/// Starts forwarding signals to the supervisor loop.
+pub fn forward(tx: SupervisorHandle) -> std::io::Result<()> {
     let mut signals = Signals::new([
         SIGTERM, SIGINT, SIGQUIT, SIGHUP, SIGTTIN, SIGTTOU, SIGUSR1, SIGUSR2,
     ])?;
