@@ -1,11 +1,12 @@
 //! Signals: the handlers only enqueue. A thread owned by signal-hook waits
-//! for them and forwards each one to the supervisor's channel, where the
-//! main loop dispatches it (as gunicorn's arbiter does).
+//! for them and queues each one as a [`Signal`] through the
+//! [`SupervisorHandle`]; the supervisor loop dispatches it to a `handle_*`
+//! method (`supervisor/handlers.rs`), as gunicorn's arbiter does.
 
 use signal_hook::consts::{SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGTTIN, SIGTTOU, SIGUSR1, SIGUSR2};
 use signal_hook::iterator::Signals;
 
-use crate::supervisor::{Msg, Signal as Sig, SupervisorHandle};
+use crate::supervisor::{Msg, Signal, SupervisorHandle};
 
 /// Starts forwarding signals to the supervisor loop.
 pub fn forward(tx: SupervisorHandle) -> std::io::Result<()> {
@@ -17,14 +18,14 @@ pub fn forward(tx: SupervisorHandle) -> std::io::Result<()> {
         .spawn(move || {
             for raw in signals.forever() {
                 let sig = match raw {
-                    SIGTERM => Sig::Term,
-                    SIGINT => Sig::Int,
-                    SIGQUIT => Sig::Quit,
-                    SIGHUP => Sig::Hup,
-                    SIGTTIN => Sig::Ttin,
-                    SIGTTOU => Sig::Ttou,
-                    SIGUSR1 => Sig::Usr1,
-                    SIGUSR2 => Sig::Usr2,
+                    SIGTERM => Signal::Term,
+                    SIGINT => Signal::Int,
+                    SIGQUIT => Signal::Quit,
+                    SIGHUP => Signal::Hup,
+                    SIGTTIN => Signal::Ttin,
+                    SIGTTOU => Signal::Ttou,
+                    SIGUSR1 => Signal::Usr1,
+                    SIGUSR2 => Signal::Usr2,
                     _ => continue,
                 };
                 if tx.send(Msg::Signal(sig)).is_err() {
