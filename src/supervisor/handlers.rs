@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use super::core::{Event, Phase};
-use super::{Handover, Msg, ReloadDone, Signal, Supervisor};
+use super::{Handover, Msg, ReloadDone, Signal, Supervisor, Term};
 use crate::worker::channel::ControlEvent;
 
 type Waiter = tokio::sync::oneshot::Sender<Result<ReloadDone, String>>;
@@ -80,15 +80,15 @@ impl Supervisor {
         if self.core.phase == Phase::Stopping {
             return None;
         }
-        if self.delaying {
-            return self.graceful_stop("SIGTERM again: the rest of shutdown_delay skipped");
-        }
-        if self.draining {
-            return None;
+        match self.term {
+            Term::Delaying => {
+                return self.graceful_stop("SIGTERM again: the rest of shutdown_delay skipped");
+            }
+            Term::Draining => return None,
+            Term::NotYet => {}
         }
         // Not ready from now on (the snapshot says stopping), and
         // nothing reloads or re-executes any more.
-        self.draining = true;
         let delay = self.cfg.server.shutdown_delay;
         // A USR2 hand-over needs no delay: the new corral already
         // serves on the same sockets.
@@ -96,19 +96,15 @@ impl Supervisor {
             tracing::info!(
                 "SIGTERM: /health/ready answers 503 from now on; serving for shutdown_delay ({delay:?}) before the graceful stop (a second SIGTERM skips the wait)"
             );
-            self.delaying = true;
-            let tx = self.tx.clone();
-            tokio::spawn(async move {
-                tokio::time::sleep(delay).await;
-                let _ = tx.send(Msg::DelayOver);
-            });
+            self.term = Term::Delaying;
+            self.after(delay, Msg::DelayOver);
             return None;
         }
         self.graceful_stop("SIGTERM")
     }
 
     fn handle_delay_over(&mut self) -> Option<Event> {
-        if !self.delaying {
+        if self.term != Term::Delaying {
             return None;
         }
         self.graceful_stop("shutdown_delay is over")
@@ -117,7 +113,9 @@ impl Supervisor {
     /// INT, QUIT: the fast stop, at once.
     fn handle_fast_stop(&mut self, sig: Signal) -> Option<Event> {
         tracing::info!("{}: fast stop", sig.name());
-        self.delaying = false;
+        if self.term == Term::Delaying {
+            self.term = Term::Draining;
+        }
         self.front = None;
         Some(Event::Stop { fast: true })
     }
@@ -125,7 +123,7 @@ impl Supervisor {
     /// The graceful stop (TERM, after `shutdown_delay`): the front stops
     /// accepting and finishes the requests in flight, then the workers stop.
     fn graceful_stop(&mut self, why: &str) -> Option<Event> {
-        self.delaying = false;
+        self.term = Term::Draining;
         tracing::info!(
             "{why}: graceful stop (finishing requests in flight, up to {:?})",
             self.cfg.workers.graceful_timeout
@@ -154,7 +152,7 @@ impl Supervisor {
     }
 
     fn handle_hup(&mut self) -> Option<Event> {
-        if self.draining {
+        if self.term != Term::NotYet {
             return None;
         }
         tracing::info!("SIGHUP: reload");
@@ -239,7 +237,7 @@ impl Supervisor {
     /// USR2: start a new corral on the same sockets; it takes over once its
     /// workers are in service.
     fn handle_usr2(&mut self) {
-        if !matches!(self.handover, Handover::None) || self.draining {
+        if self.handover != Handover::None || self.term != Term::NotYet {
             tracing::warn!("SIGUSR2 ignored: a re-exec or a stop is already under way");
             return;
         }

@@ -86,6 +86,18 @@ impl SupervisorHandle {
     }
 }
 
+/// How far a TERM has got. From the TERM on, corral is not ready and
+/// nothing reloads or re-executes; INT and QUIT go to the core's fast stop
+/// at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Term {
+    NotYet,
+    /// Within `server.shutdown_delay`: serving as before.
+    Delaying,
+    /// The graceful stop: the front drains, then the workers stop.
+    Draining,
+}
+
 /// Where this corral is in a USR2 hand-over.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Handover {
@@ -116,7 +128,8 @@ pub enum Msg {
     Probed(u64, Result<(), String>),
     /// The rollback hook finished.
     HookDone(crate::deploy::HookRun),
-    /// A held exit may go to the core now, channel closed or not.
+    /// A held exit may go to the core now, channel closed or not (a
+    /// timer of the loop, as are `ReexecDeadline` and `DelayOver`).
     ExitHoldOver(u64),
     /// A re-executed corral had ready_timeout to get its workers in service.
     ReexecDeadline,
@@ -156,11 +169,10 @@ pub struct Supervisor {
     replace_tx: mpsc::UnboundedSender<(u64, String)>,
     replace_rx: mpsc::UnboundedReceiver<(u64, String)>,
     front: Option<Front>,
-    /// TERM arrived: not ready, no reload; the front drains unless
-    /// `delaying`.
-    draining: bool,
-    /// Within `server.shutdown_delay` after TERM: serving as before.
-    delaying: bool,
+    /// How far a TERM has got.
+    term: Term,
+    /// The loop's own deadlines and what each delivers (see `after`).
+    timers: Vec<(Instant, Msg)>,
     snapshot: watch::Sender<Snapshot>,
     started: Instant,
     /// `reload --wait` callers: the generation they wait for.
@@ -245,8 +257,8 @@ impl Supervisor {
             replace_tx,
             replace_rx,
             front: None,
-            draining: false,
-            delaying: false,
+            term: Term::NotYet,
+            timers: Vec::new(),
             snapshot,
             started,
             reload_waiters: Vec::new(),
@@ -295,7 +307,7 @@ impl Supervisor {
 
     /// A stop began: TERM (even within its shutdown delay), INT or QUIT.
     fn stopping(&self) -> bool {
-        self.draining || self.core.phase == core::Phase::Stopping
+        self.term != Term::NotYet || self.core.phase == core::Phase::Stopping
     }
 
     /// Snapshots of the worker table, for the status server.
@@ -310,12 +322,7 @@ impl Supervisor {
             tracing::info!(
                 "re-executed by corral pid {parent}: serving on its sockets; it stops once this one is in service"
             );
-            let tx = self.tx.clone();
-            let limit = self.cfg.deploy.ready_timeout;
-            tokio::spawn(async move {
-                tokio::time::sleep(limit).await;
-                let _ = tx.send(Msg::ReexecDeadline);
-            });
+            self.after(self.cfg.deploy.ready_timeout, Msg::ReexecDeadline);
         }
         self.start_generation(1);
         let actions = self.core.start();
@@ -330,7 +337,12 @@ impl Supervisor {
         let mut usage = tokio::time::interval(Duration::from_millis(500));
         usage.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            let deadline = self.core.next_deadline();
+            let deadline = self
+                .core
+                .next_deadline()
+                .into_iter()
+                .chain(self.next_timer())
+                .min();
             let events = tokio::select! {
                 msg = self.rx.recv() => match msg {
                     Some(m) => self.receive(m),
@@ -342,7 +354,7 @@ impl Supervisor {
                 Some((serial, reason)) = self.replace_rx.recv() => {
                     self.receive(Msg::Replace(serial, reason))
                 }
-                _ = sleep_until(deadline) => vec![Event::Tick],
+                _ = sleep_until(deadline) => self.on_deadline(),
                 _ = usage.tick(), if recycling => self.usage_events(),
                 // Sent from this loop, so it stops when the loop is stuck.
                 _ = watchdog.tick(), if watchdog_every.is_some() => {
@@ -362,6 +374,34 @@ impl Supervisor {
             self.notify_systemd();
             self.publish_snapshot();
         }
+    }
+
+    /// Delivers `msg` to this loop once `delay` has passed: the actor's own
+    /// deadlines (exit holds, the shutdown delay, the re-exec deadline) are
+    /// timers of the loop, as the workers' are the core's; no task sleeps
+    /// on the side.
+    fn after(&mut self, delay: Duration, msg: Msg) {
+        self.timers.push((Instant::now() + delay, msg));
+    }
+
+    fn next_timer(&self) -> Option<Instant> {
+        self.timers.iter().map(|(at, _)| *at).min()
+    }
+
+    /// A deadline passed: the loop's own timers that are due, then a tick
+    /// for the core (which acts on whatever of its deadlines is due).
+    fn on_deadline(&mut self) -> Vec<Event> {
+        let now = Instant::now();
+        let (due, later) = std::mem::take(&mut self.timers)
+            .into_iter()
+            .partition(|(at, _)| *at <= now);
+        self.timers = later;
+        let mut events: Vec<Event> = due
+            .into_iter()
+            .flat_map(|(_, msg): (Instant, Msg)| self.receive(msg))
+            .collect();
+        events.push(Event::Tick);
+        events
     }
 
     /// Turns a message into core events. A child's exit is held until its
@@ -386,11 +426,7 @@ impl Supervisor {
                     return vec![self.exited(serial, status)];
                 }
                 self.held_exits.insert(serial, status);
-                let tx = self.tx.clone();
-                tokio::spawn(async move {
-                    tokio::time::sleep(EXIT_HOLD).await;
-                    let _ = tx.send(Msg::ExitHoldOver(serial));
-                });
+                self.after(EXIT_HOLD, Msg::ExitHoldOver(serial));
                 Vec::new()
             }
             Msg::ExitHoldOver(serial) => match self.held_exits.remove(&serial) {
