@@ -5,9 +5,9 @@
 //! publishes a [`Snapshot`] of the table on a `watch` channel for the status
 //! server. Each child is awaited exactly once, by its own task.
 //!
-//! Around the loop: [`handlers`] (one `handle_*` per message kind),
+//! Around the loop: `handlers.rs` (one `handle_*` per message kind),
 //! [`policy`] (the deploy policy, pure: when a generation is good, when to
-//! roll back or exit), [`rollout`] (generations, the policy's decisions
+//! roll back or exit), `rollout.rs` (generations, the policy's decisions
 //! carried out, systemd, `reload --wait`), [`snapshot`] (what the status
 //! server reads). Others reach the loop through a [`SupervisorHandle`].
 
