@@ -232,6 +232,7 @@ async fn run(cfg: Arc<config::Config>) -> u8 {
     let router = router::Router::new(cfg.server.max_queued);
     let mut sup = supervisor::Supervisor::new(cfg.clone(), launcher, router.clone());
     sup.set_sockets(sockets);
+    sup.set_reexec_parent(reexec::inherited().parent);
     let handle = sup.handle();
     if let Err(e) = signals::forward(handle.clone()) {
         eprintln!("error: cannot install signal handlers: {e}");

@@ -278,10 +278,7 @@ impl Supervisor {
             held_exits: HashMap::new(),
             closed: std::collections::HashSet::new(),
             sockets: Vec::new(),
-            handover: match crate::reexec::inherited().parent {
-                Some(parent) => Handover::FromParent(parent),
-                None => Handover::None,
-            },
+            handover: Handover::None,
             accept_gate: None,
             notifier: crate::systemd::Notifier::default(),
             cfg,
@@ -291,6 +288,15 @@ impl Supervisor {
     /// Opened once this corral is in service (a re-exec accepts only then).
     pub fn set_accept_gate(&mut self, gate: watch::Sender<bool>) {
         self.accept_gate = Some(gate);
+    }
+
+    /// Started by a USR2 of the corral with this pid (from `CORRAL_REEXEC_PARENT`):
+    /// it is asked to stop once this one is in service.
+    pub fn set_reexec_parent(&mut self, parent: Option<u32>) {
+        self.handover = match parent {
+            Some(parent) => Handover::FromParent(parent),
+            None => Handover::None,
+        };
     }
 
     /// The listen sockets (configured address, fd) a USR2 hands down.
