@@ -16,9 +16,8 @@ use tokio::sync::oneshot;
 use crate::cli::ControlArgs;
 use crate::config::{BindAddr, Place};
 use crate::private_fs;
-use crate::signals::Sig;
 use crate::status::StatusState;
-use crate::supervisor::Msg;
+use crate::supervisor::{Msg, Signal};
 
 /// The bound control socket, and the folder corral made for it (removed
 /// again at exit).
@@ -203,7 +202,7 @@ async fn handle(req: &Value, state: &StatusState) -> Value {
             _ => json!({"ok": false, "error": "scale needs a count of at least 1"}),
         },
         Some("stop") => {
-            let _ = sup.send(Msg::Signal(Sig::Term));
+            let _ = sup.send(Msg::Signal(Signal::Term));
             json!({"ok": true})
         }
         _ => json!({"ok": false, "error": "unknown command: use status, reload, scale or stop"}),

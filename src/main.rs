@@ -203,20 +203,12 @@ async fn run(cfg: Arc<config::Config>, inherited: front::listeners::Inherited) -
     let launcher = worker::process::Launcher::new(&cfg, runtime_dir.script());
     let router = router::Router::new(cfg.server.max_queued);
     let mut sup = supervisor::Supervisor::new(cfg.clone(), launcher, router.clone());
-    sup.set_reexec(listeners.handover(), inherited.parent);
-    let tx = sup.sender();
-    if let Err(e) = signals::forward(tx.clone()) {
+    sup.set_sockets(listeners.handover());
+    sup.set_reexec_parent(inherited.parent);
+    let handle = sup.handle();
+    if let Err(e) = signals::forward(handle.clone()) {
         eprintln!("error: cannot install signal handlers: {e}");
         return 1;
-    }
-    let (replace_tx, mut replace_rx) = tokio::sync::mpsc::unbounded_channel();
-    {
-        let tx = tx.clone();
-        tokio::spawn(async move {
-            while let Some((serial, reason)) = replace_rx.recv().await {
-                let _ = tx.send(supervisor::Msg::Replace(serial, reason));
-            }
-        });
     }
     let metrics = Arc::new(metrics::Metrics::default());
     let shared = Arc::new(front::handler::Shared {
@@ -224,7 +216,7 @@ async fn run(cfg: Arc<config::Config>, inherited: front::listeners::Inherited) -
         timeout: cfg.workers.timeout,
         max_body_bytes: cfg.server.max_body_bytes,
         body_timeout: cfg.server.body_timeout,
-        replace: replace_tx,
+        replace: handle.replace_requests(),
         metrics: metrics.clone(),
         access,
         head_limits: cfg.server.head_limits,
@@ -234,7 +226,7 @@ async fn run(cfg: Arc<config::Config>, inherited: front::listeners::Inherited) -
     let state = Arc::new(status::StatusState {
         snapshots: sup.snapshots(),
         metrics,
-        supervisor: tx.clone(),
+        supervisor: handle,
         cfg: cfg.clone(),
         router,
     });

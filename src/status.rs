@@ -21,7 +21,7 @@ use std::time::Duration;
 use http::{HeaderValue, Method, Response, StatusCode};
 use hyper::service::service_fn;
 use serde_json::json;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{oneshot, watch};
 
 use crate::config::{Config, MinReady, Secret};
 use crate::front::body::Body;
@@ -30,12 +30,12 @@ use crate::front::{Listener, conn};
 use crate::history::{History, SECONDS};
 use crate::metrics::{self, Metrics};
 use crate::router::Router;
-use crate::supervisor::{Msg, Snapshot};
+use crate::supervisor::{Msg, Snapshot, SupervisorHandle, rss_bytes};
 
 pub struct StatusState {
     pub snapshots: watch::Receiver<Snapshot>,
     pub metrics: Arc<Metrics>,
-    pub supervisor: mpsc::UnboundedSender<Msg>,
+    pub supervisor: SupervisorHandle,
     pub cfg: Arc<Config>,
     pub router: Arc<Router>,
 }
@@ -430,7 +430,6 @@ fn render_workers(snap: &Snapshot, out: &mut String) {
     }
 }
 
-/// Resident memory of a process, from /proc.
 /// How long this process has run: the system's uptime minus the process's
 /// start time (both from /proc, in clock ticks since boot).
 fn process_uptime() -> Option<f64> {
@@ -448,18 +447,6 @@ fn process_uptime() -> Option<f64> {
     // SAFETY: sysconf has no preconditions.
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
     (hz > 0).then(|| (up - ticks / hz as f64).max(0.0))
-}
-
-pub fn rss_bytes(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let kib: u64 = status
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))?
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()?;
-    Some(kib * 1024)
 }
 
 fn json_response(status: StatusCode, v: &serde_json::Value) -> Response<Body> {

@@ -3,7 +3,8 @@
 //! `STATUS=`, `WATCHDOG=1` from the supervisor loop, and `MAINPID=` when a
 //! USR2 re-exec hands over. Nothing is sent when `NOTIFY_SOCKET` is unset.
 //! The variables are taken out of the environment at start-up, so workers
-//! never see them.
+//! never see them. [`Notifier`] decides what to say when (pure, unit
+//! tested); [`notify`] sends it.
 
 use std::os::linux::net::SocketAddrExt;
 use std::os::unix::net::{SocketAddr, UnixDatagram};
@@ -91,4 +92,160 @@ pub fn monotonic_usec() -> u64 {
         libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts);
     }
     ts.tv_sec as u64 * 1_000_000 + ts.tv_nsec as u64 / 1_000
+}
+
+/// What systemd has been told, and what to tell it next. The supervisor
+/// calls [`Notifier::update`] after each round of events and sends what it
+/// returns.
+#[derive(Debug, Default)]
+pub struct Notifier {
+    ready: bool,
+    reloading: Option<u64>,
+    stopping: bool,
+    status: String,
+}
+
+/// The service as systemd should see it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Service {
+    pub active: usize,
+    pub in_service: usize,
+    /// In service needed for READY=1 (`[health] min_ready`, at least 1).
+    pub required: usize,
+    pub generation: u64,
+    pub revision: Option<String>,
+    /// The generation a reload is starting, if one is.
+    pub reloading: Option<u64>,
+    /// A stop began (TERM, INT, QUIT).
+    pub stopping: bool,
+    /// A USR2 re-exec hands over to this pid: it is the service now.
+    pub handing_over_to: Option<u32>,
+    /// CLOCK_MONOTONIC in microseconds, for `RELOADING=1`.
+    pub monotonic_usec: u64,
+}
+
+impl Notifier {
+    /// READY=1 once `required` workers are in service (so `systemctl start`
+    /// waits, and fails on a broken deploy), RELOADING=1/READY=1 around
+    /// reloads, STOPPING=1 (or MAINPID= at a hand-over), and STATUS= when it
+    /// changes. None: nothing to say.
+    pub fn update(&mut self, s: &Service) -> Option<String> {
+        if s.stopping {
+            if self.stopping {
+                return None;
+            }
+            self.stopping = true;
+            return Some(match s.handing_over_to {
+                Some(pid) => format!("MAINPID={pid}"),
+                None => "STOPPING=1".into(),
+            });
+        }
+        let status = format!(
+            "STATUS={}/{} workers in service, generation {}, rev {}",
+            s.in_service,
+            s.active,
+            s.generation,
+            s.revision.as_deref().unwrap_or("unknown")
+        );
+        let mut msg = Vec::new();
+        if !self.ready && s.in_service >= s.required {
+            self.ready = true;
+            msg.push("READY=1".to_string());
+        }
+        match (s.reloading, self.reloading) {
+            (Some(generation), None) => {
+                self.reloading = Some(generation);
+                msg.push("RELOADING=1".into());
+                msg.push(format!("MONOTONIC_USEC={}", s.monotonic_usec));
+            }
+            (None, Some(_)) => {
+                self.reloading = None;
+                msg.push("READY=1".into());
+            }
+            _ => {}
+        }
+        if status != self.status || !msg.is_empty() {
+            self.status = status.clone();
+            msg.push(status);
+        }
+        (!msg.is_empty() && (self.ready || msg.iter().any(|m| m.starts_with("STATUS"))))
+            .then(|| msg.join("\n"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn service(in_service: usize) -> Service {
+        Service {
+            active: 2,
+            in_service,
+            required: 2,
+            generation: 1,
+            revision: Some("abc".into()),
+            reloading: None,
+            stopping: false,
+            handing_over_to: None,
+            monotonic_usec: 42,
+        }
+    }
+
+    #[test]
+    fn ready_once_enough_workers_are_in_service_and_status_only_when_it_changes() {
+        let mut n = Notifier::default();
+        assert_eq!(
+            n.update(&service(1)).as_deref(),
+            Some("STATUS=1/2 workers in service, generation 1, rev abc")
+        );
+        assert_eq!(n.update(&service(1)), None, "nothing new");
+        assert_eq!(
+            n.update(&service(2)).as_deref(),
+            Some("READY=1\nSTATUS=2/2 workers in service, generation 1, rev abc")
+        );
+        assert_eq!(n.update(&service(2)), None);
+    }
+
+    #[test]
+    fn a_reload_is_bracketed_by_reloading_and_ready() {
+        let mut n = Notifier::default();
+        n.update(&service(2));
+        let reloading = Service {
+            reloading: Some(2),
+            ..service(2)
+        };
+        assert_eq!(
+            n.update(&reloading).as_deref(),
+            Some(
+                "RELOADING=1\nMONOTONIC_USEC=42\nSTATUS=2/2 workers in service, generation 1, rev abc"
+            )
+        );
+        assert_eq!(n.update(&reloading), None);
+        let done = Service {
+            generation: 2,
+            revision: Some("def".into()),
+            ..service(2)
+        };
+        assert_eq!(
+            n.update(&done).as_deref(),
+            Some("READY=1\nSTATUS=2/2 workers in service, generation 2, rev def")
+        );
+    }
+
+    #[test]
+    fn stopping_is_said_once_and_a_hand_over_names_the_new_main_pid() {
+        let mut n = Notifier::default();
+        let stopping = Service {
+            stopping: true,
+            ..service(2)
+        };
+        assert_eq!(n.update(&stopping).as_deref(), Some("STOPPING=1"));
+        assert_eq!(n.update(&stopping), None);
+        let mut n = Notifier::default();
+        let handing_over = Service {
+            handing_over_to: Some(4242),
+            ..stopping
+        };
+        assert_eq!(n.update(&handing_over).as_deref(), Some("MAINPID=4242"));
+    }
 }

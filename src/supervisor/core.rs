@@ -20,304 +20,27 @@
 //! A worker that boots and then serves for at least [`Settings::young`] resets
 //! its slot's failure count when it exits; one that fails to boot, or dies
 //! younger than that, adds one.
+//!
+//! Every SIGKILL deadline is the core's: a worker's `kill_at` (stack dump,
+//! drain, stop, a lingering exit) is a timer [`Core::tick`] acts on. A worker
+//! killed for a fault is in [`State::Killing`] with its [`KillCause`]; every
+//! state change goes through [`Worker::enter`], which checks it against
+//! [`State::may_become`] (the table of allowed transitions).
+//!
+//! The types live in [`types`]; reloads, rolling reloads, recycling and
+//! scaling (what moves workers between slots and generations) in
+//! `generations.rs`.
+
+mod generations;
+mod types;
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum State {
-    Booting,
-    /// Booted; waiting for its readiness path to answer 2xx.
-    Probing,
-    InService,
-    /// Was in service; failed `unhealthy_after` probes in a row.
-    Unready,
-    Stopping,
-}
-
-impl State {
-    /// Booted and not stopping: may take requests in a panic.
-    fn live(self) -> bool {
-        matches!(self, State::Probing | State::InService | State::Unready)
-    }
-}
-
-/// How a worker process ended.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Exit {
-    Code(i32),
-    Signal(i32),
-}
-
-impl Exit {
-    pub fn describe(&self) -> String {
-        match self {
-            Exit::Code(c) => format!("exited with code {c}"),
-            Exit::Signal(s) => {
-                let name = nix::sys::signal::Signal::try_from(*s)
-                    .map(|s| s.as_str().to_string())
-                    .unwrap_or_else(|_| format!("signal {s}"));
-                if *s == libc::SIGKILL {
-                    format!("was killed by {name} (by corral, or the OOM killer)")
-                } else {
-                    format!("was killed by {name}")
-                }
-            }
-        }
-    }
-}
-
-/// Classifies how a child process ended.
-pub fn exit_of(status: std::process::ExitStatus) -> Exit {
-    use std::os::unix::process::ExitStatusExt;
-    match (status.code(), status.signal()) {
-        (Some(c), _) => Exit::Code(c),
-        (None, Some(s)) => Exit::Signal(s),
-        (None, None) => Exit::Code(-1),
-    }
-}
-
-/// The life-cycle settings, from the configuration.
-#[derive(Debug, Clone)]
-pub struct Settings {
-    pub count: usize,
-    pub boot_timeout: Duration,
-    pub backoff: Duration,
-    pub backoff_max: Duration,
-    /// A worker that exits sooner than this after booting counts as failed.
-    pub young: Duration,
-    /// Time between the stack dump and SIGKILL for a hung worker.
-    pub dump_grace: Duration,
-    /// Time workers get after SIGTERM (graceful) or SIGQUIT (fast) before SIGKILL.
-    pub term_grace: Duration,
-    pub quit_grace: Duration,
-    /// Time a drained worker (SIGTERM while corral keeps running: recycled,
-    /// replaced by a reload, scaled away) has to finish before SIGKILL: its
-    /// own graceful timeout plus a margin.
-    pub drain_grace: Duration,
-    /// Readiness probing: None when no ready_path is configured.
-    pub probe: Option<ProbeSettings>,
-    /// Below this many workers in service, route to every live worker.
-    pub min_in_service: usize,
-    /// A live worker silent for this long is wedged (None: no check).
-    pub heartbeat_timeout: Option<Duration>,
-    /// Recycle a worker after this many requests (0: never) plus a random
-    /// 0..=jitter, so workers do not all recycle at once.
-    pub max_requests: u64,
-    pub max_requests_jitter: u64,
-    /// Recycle a worker whose RSS exceeds this many bytes.
-    pub max_memory: Option<u64>,
-    /// Seed of the jitter's random numbers (fixed in tests).
-    pub seed: u64,
-    /// How long a new generation may take to be all in service.
-    pub reload_timeout: Duration,
-    /// Rolling reloads with at most this many extra workers at a time
-    /// (None: all at once).
-    pub rolling: Option<usize>,
-}
-
-/// A reload in progress: generation `generation` is booting beside the
-/// current one, which keeps serving untouched until every slot of the new
-/// one is in service.
-#[derive(Debug, Clone)]
-pub struct Reload {
-    pub generation: u64,
-    pub started: Instant,
-    pub deadline: Instant,
-    /// Rolling: slots whose successor has not started yet.
-    pub pending: Vec<usize>,
-}
-
-/// How the last reload ended.
-#[derive(Debug, Clone, PartialEq)]
-pub enum ReloadOutcome {
-    Done {
-        generation: u64,
-        at: Instant,
-    },
-    Failed {
-        generation: u64,
-        at: Instant,
-        reason: String,
-        /// The failing worker's full error (traceback), when there is one.
-        detail: Option<String>,
-    },
-}
-
-#[derive(Debug, Clone)]
-pub struct ProbeSettings {
-    pub interval: Duration,
-    /// Time between probes of a worker that has not passed yet.
-    pub retry: Duration,
-    pub unhealthy_after: u32,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Sig {
-    Term,
-    Quit,
-    Kill,
-    /// SIGUSR1: the worker's faulthandler prints every thread's stack.
-    DumpStacks,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Level {
-    Info,
-    Warn,
-    Error,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub enum Event {
-    Spawned {
-        serial: u64,
-        pid: u32,
-    },
-    SpawnFailed {
-        serial: u64,
-        error: String,
-    },
-    Booted {
-        serial: u64,
-        import_ms: f64,
-    },
-    BootFailed {
-        serial: u64,
-        error: String,
-    },
-    /// The worker's channel closed: at its exit, or because corral
-    /// refused what the worker sent (`error`).
-    ChannelClosed {
-        serial: u64,
-        error: Option<String>,
-    },
-    Exited {
-        serial: u64,
-        exit: Exit,
-    },
-    /// Take a worker out of service and kill it (e.g. a request timed out).
-    Replace {
-        serial: u64,
-        reason: String,
-    },
-    /// The worker's interpreter is alive (it can take the GIL).
-    Heartbeat {
-        serial: u64,
-    },
-    /// What a worker has used so far: requests served and resident memory.
-    Usage {
-        serial: u64,
-        requests: u64,
-        rss: Option<u64>,
-    },
-    /// The answer to a readiness probe: a 2xx, or why not.
-    ProbeResult {
-        serial: u64,
-        result: Result<(), String>,
-    },
-    /// SIGTERM arrived: the front drains its requests; from now on nothing
-    /// new starts (no restarts, recycling, reloads or scaling).
-    Drain,
-    /// Stop everything: fast (QUIT/INT) or after the front drained (TERM).
-    Stop {
-        fast: bool,
-    },
-    /// Start the next generation beside the current one (SIGHUP); it must
-    /// be all in service within `timeout` (default: reload_timeout).
-    Reload {
-        timeout: Option<Duration>,
-    },
-    /// Run this many workers (`corral scale`, TTIN/TTOU).
-    Scale {
-        count: usize,
-    },
-    Tick,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub enum Action {
-    Spawn {
-        slot: usize,
-        serial: u64,
-        /// The generation it belongs to (its code and folder).
-        generation: u64,
-    },
-    Signal {
-        serial: u64,
-        pid: u32,
-        sig: Sig,
-    },
-    /// Send the readiness request to this worker; answer with ProbeResult.
-    Probe {
-        serial: u64,
-    },
-    /// The workers that take requests now.
-    Publish(Vec<u64>),
-    Log(Level, String),
-    /// Every worker is gone after a stop: the supervisor may exit.
-    Exit,
-}
-
-#[derive(Debug, Clone)]
-pub struct Worker {
-    pub serial: u64,
-    pub slot: usize,
-    pub pid: u32,
-    pub state: State,
-    pub started: Instant,
-    pub since: Instant,
-    pub boot_time: Option<Duration>,
-    pub import_ms: Option<f64>,
-    boot_failed: bool,
-    /// When SIGKILL is due (a stack dump, a drain or a stop is under way).
-    kill_at: Option<Instant>,
-    /// SIGKILL was sent: nothing more to do but wait for the exit.
-    killed: bool,
-    probe_fails: u32,
-    next_probe: Option<Instant>,
-    probing: bool,
-    last_beat: Instant,
-    /// The generation (code revision) this worker was started for.
-    pub generation: u64,
-    /// Requests after which this worker is recycled.
-    pub recycle_after: Option<u64>,
-    /// Its replacement is starting; it serves until that one is in service.
-    pub recycling: bool,
-}
-
-/// A boot failure kept for the status page and the logs.
-#[derive(Debug, Clone, PartialEq)]
-pub struct BootError {
-    pub at: Instant,
-    pub serial: u64,
-    pub text: String,
-}
-
-#[derive(Debug, Clone, Default)]
-pub struct Slot {
-    pub worker: Option<u64>,
-    /// A replacement booting while `worker` is recycled.
-    pub successor: Option<u64>,
-    /// Scaled away: its worker drains and the slot is not restarted.
-    pub retired: bool,
-    /// Failures in a row, for the back-off.
-    pub failures: u32,
-    pub start_at: Option<Instant>,
-    pub restarts: u32,
-    pub last_exit: Option<String>,
-    pub last_error: Option<BootError>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Phase {
-    Running,
-    /// SIGTERM: the front finishes its requests; workers keep serving, but
-    /// none is started, restarted, recycled or added.
-    Draining,
-    Stopping,
-}
+pub use types::{
+    Action, BootError, Event, Exit, KillCause, Level, Phase, ProbeSettings, Reload, ReloadOutcome,
+    Settings, Sig, Slot, State, Worker, exit_of, human,
+};
 
 pub struct Core {
     pub settings: Settings,
@@ -578,12 +301,12 @@ impl Core {
             ),
         ));
         if self.settings.probe.is_some() {
-            w.state = State::Probing;
+            w.enter(State::Probing);
             w.probing = true;
             out.push(Action::Probe { serial });
             out.push(self.publish());
         } else {
-            w.state = State::InService;
+            w.enter(State::InService);
             self.entered_service(now, out);
         }
     }
@@ -624,7 +347,7 @@ impl Core {
                 w.next_probe = Some(now + probe.interval);
                 if matches!(w.state, State::Probing | State::Unready) {
                     let was = w.state;
-                    w.state = State::InService;
+                    w.enter(State::InService);
                     w.since = now;
                     if was == State::Unready {
                         out.push(Action::Log(
@@ -657,7 +380,7 @@ impl Core {
                     State::InService => {
                         w.next_probe = Some(now + probe.interval);
                         if fails >= probe.unhealthy_after {
-                            w.state = State::Unready;
+                            w.enter(State::Unready);
                             w.since = now;
                             out.push(Action::Log(
                                 Level::Warn,
@@ -772,7 +495,11 @@ impl Core {
         }
         self.slots[slot].restarts += 1;
         match w.state {
-            State::Booting | State::Probing => {
+            State::Booting
+            | State::Probing
+            | State::Killing {
+                cause: KillCause::BootTimeout,
+            } => {
                 if !w.boot_failed {
                     // Died while importing without a report: a crash
                     // (os._exit, segfault) rather than a Python exception.
@@ -790,8 +517,8 @@ impl Core {
                 }
                 self.failed(now, slot, out);
             }
-            State::InService | State::Unready | State::Stopping => {
-                let level = if w.state == State::Stopping {
+            State::InService | State::Unready | State::Stopping | State::Killing { .. } => {
+                let level = if w.state.leaving() {
                     Level::Info
                 } else {
                     Level::Warn
@@ -805,7 +532,7 @@ impl Core {
                 ));
                 if self.slots[slot].retired {
                     // Scaled away: not replaced.
-                } else if now - w.since < self.settings.young && w.state != State::Stopping {
+                } else if now - w.since < self.settings.young && !w.state.leaving() {
                     self.failed(now, slot, out);
                 } else {
                     self.slots[slot].failures = 0;
@@ -851,12 +578,14 @@ impl Core {
             return;
         };
         let was_live = w.state.live();
-        if was_live {
-            w.state = State::Stopping;
-            w.since = now;
-        }
         match error {
             Some(why) => {
+                if was_live || w.state == State::Stopping {
+                    w.enter(State::Killing {
+                        cause: KillCause::ProtocolError,
+                    });
+                    w.since = now;
+                }
                 out.push(Action::Log(
                     Level::Error,
                     format!(
@@ -872,6 +601,7 @@ impl Core {
                     sig: Sig::Kill,
                 });
             }
+            None if was_live => w.stop_by(now, now + self.settings.quit_grace),
             None => {
                 let at = now + self.settings.quit_grace;
                 w.kill_at = Some(w.kill_at.map_or(at, |k| k.min(at)));
@@ -888,10 +618,7 @@ impl Core {
         let Some(w) = self.workers.get_mut(&serial) else {
             return;
         };
-        w.state = State::Stopping;
-        w.since = now;
-        let at = now + self.settings.drain_grace;
-        w.kill_at = Some(w.kill_at.map_or(at, |k| k.min(at)));
+        w.stop_by(now, now + self.settings.drain_grace);
         out.push(Action::Signal {
             serial,
             pid: w.pid,
@@ -918,6 +645,7 @@ impl Core {
         // Already being killed soon (a draining worker is not: its deadline
         // is its grace period, and a hung request is reason to end it now).
         if w.killed
+            || matches!(w.state, State::Killing { .. })
             || w.kill_at
                 .is_some_and(|k| k <= now + self.settings.dump_grace)
         {
@@ -931,7 +659,9 @@ impl Core {
             ),
         ));
         let was = w.state;
-        w.state = State::Stopping;
+        w.enter(State::Killing {
+            cause: KillCause::Hung,
+        });
         w.since = now;
         w.kill_at = Some(now + self.settings.dump_grace);
         out.push(Action::Signal {
@@ -958,10 +688,7 @@ impl Core {
             (Sig::Term, self.settings.term_grace)
         };
         for w in self.workers.values_mut() {
-            w.state = State::Stopping;
-            w.since = now;
-            let kill_at = now + grace;
-            w.kill_at = Some(w.kill_at.map_or(kill_at, |k| k.min(kill_at)));
+            w.stop_by(now, now + grace);
             out.push(Action::Signal {
                 serial: w.serial,
                 pid: w.pid,
@@ -1050,7 +777,9 @@ impl Core {
                 )
             };
             let was_live = w.state.live();
-            w.state = State::Booting;
+            w.enter(State::Killing {
+                cause: KillCause::BootTimeout,
+            });
             out.push(Action::Log(
                 Level::Error,
                 format!("worker {} (pid {}) {text}", w.slot, w.pid),
@@ -1099,383 +828,6 @@ impl Core {
         }
     }
 
-    /// The number the next reload's generation gets: a failed generation's
-    /// number is not reused.
-    pub fn next_generation(&self) -> u64 {
-        let failed = match &self.last_reload {
-            Some(ReloadOutcome::Failed { generation, .. }) => *generation,
-            _ => 0,
-        };
-        self.generation.max(failed) + 1
-    }
-
-    /// Marks the slot's current worker as being replaced (or not any more).
-    fn set_recycling(&mut self, slot: usize, on: bool) {
-        if let Some(w) = self.slots[slot]
-            .worker
-            .and_then(|s| self.workers.get_mut(&s))
-        {
-            w.recycling = on;
-        }
-    }
-
-    /// Slots that are not scaled away.
-    pub fn active(&self) -> usize {
-        self.slots.iter().filter(|s| !s.retired).count()
-    }
-
-    /// Runs `count` workers: new slots start; slots beyond it drain and stop
-    /// (the highest first).
-    fn scale(&mut self, now: Instant, count: usize, out: &mut Vec<Action>) {
-        if self.phase != Phase::Running || count == 0 {
-            return;
-        }
-        let before = self.active();
-        out.push(Action::Log(
-            Level::Info,
-            format!("scaling from {before} to {count} workers"),
-        ));
-        while self.slots.len() < count {
-            self.slots.push(Slot::default());
-        }
-        let mut changed = false;
-        for slot in 0..self.slots.len() {
-            let keep = slot < count;
-            let s = &mut self.slots[slot];
-            if keep && s.retired {
-                s.retired = false;
-                s.failures = 0;
-                if s.worker.is_none() {
-                    self.spawn(slot, out);
-                }
-            } else if keep
-                && s.worker.is_none()
-                && s.start_at.is_none()
-                && !self.spawning.values().any(|(sl, _)| *sl == slot)
-            {
-                self.spawn(slot, out);
-            } else if !keep && !s.retired {
-                s.retired = true;
-                s.start_at = None;
-                if let Some(next) = s.successor.take()
-                    && let Some(w) = self.workers.get_mut(&next)
-                {
-                    w.state = State::Stopping;
-                    w.kill_at = Some(now + self.settings.quit_grace);
-                    out.push(Action::Signal {
-                        serial: next,
-                        pid: w.pid,
-                        sig: Sig::Quit,
-                    });
-                }
-                if let Some(id) = s.worker
-                    && let Some(w) = self.workers.get(&id)
-                {
-                    changed |= w.state.live();
-                    self.drain(now, id, out);
-                }
-            }
-        }
-        if changed {
-            out.push(self.publish());
-        }
-    }
-
-    /// Starts generation N+1 beside N: a successor for every slot.
-    fn start_reload(&mut self, now: Instant, timeout: Option<Duration>, out: &mut Vec<Action>) {
-        if self.phase != Phase::Running {
-            return;
-        }
-        if let Some(r) = &self.reload {
-            out.push(Action::Log(
-                Level::Warn,
-                format!(
-                    "reload ignored: generation {} is still starting",
-                    r.generation
-                ),
-            ));
-            return;
-        }
-        let generation = self.next_generation();
-        let mut slots: Vec<usize> = (0..self.slots.len())
-            .filter(|&s| !self.slots[s].retired)
-            .collect();
-        let pending = match self.settings.rolling {
-            Some(surge) if surge < slots.len() => slots.split_off(surge.max(1)),
-            _ => Vec::new(),
-        };
-        self.reload = Some(Reload {
-            generation,
-            started: now,
-            deadline: now + timeout.unwrap_or(self.settings.reload_timeout),
-            pending,
-        });
-        out.push(Action::Log(
-            Level::Info,
-            format!(
-                "reload: starting generation {generation} beside generation {}",
-                self.generation
-            ),
-        ));
-        for slot in slots {
-            self.start_successor(slot, out);
-        }
-    }
-
-    /// Starts the new generation's worker for `slot` beside the old one.
-    fn start_successor(&mut self, slot: usize, out: &mut Vec<Action>) {
-        // A successor that was recycling a worker is replaced by one of the
-        // new generation.
-        if let Some(old) = self.slots[slot].successor.take()
-            && let Some(w) = self.workers.get(&old)
-        {
-            out.push(Action::Signal {
-                serial: old,
-                pid: w.pid,
-                sig: Sig::Kill,
-            });
-        }
-        self.set_recycling(slot, true);
-        self.slots[slot].start_at = None;
-        self.spawn(slot, out);
-    }
-
-    /// The new generation failed: stop its workers; the old one, which never
-    /// stopped serving, stays.
-    fn fail_reload(
-        &mut self,
-        now: Instant,
-        why: &str,
-        detail: Option<String>,
-        out: &mut Vec<Action>,
-    ) {
-        let Some(r) = self.reload.take() else {
-            return;
-        };
-        out.push(Action::Log(
-            Level::Error,
-            format!(
-                "reload failed: {why}; generation {} keeps serving",
-                self.generation
-            ),
-        ));
-        self.last_reload = Some(ReloadOutcome::Failed {
-            generation: r.generation,
-            at: now,
-            reason: why.to_string(),
-            detail,
-        });
-        let mut unpublish = false;
-        for slot in 0..self.slots.len() {
-            if let Some(next) = self.slots[slot].successor.take()
-                && let Some(w) = self.workers.get_mut(&next)
-            {
-                unpublish |= w.state.live();
-                w.state = State::Stopping;
-                w.kill_at = Some(now + self.settings.quit_grace);
-                out.push(Action::Signal {
-                    serial: next,
-                    pid: w.pid,
-                    sig: Sig::Quit,
-                });
-            }
-            self.set_recycling(slot, false);
-        }
-        // Spawns of the new generation not reported yet are dropped.
-        self.spawning.retain(|_, (_, g)| *g != r.generation);
-        if unpublish {
-            out.push(self.publish());
-        }
-    }
-
-    /// max_requests plus jitter for a new worker (None: never).
-    fn recycle_limit(&mut self) -> Option<u64> {
-        if self.settings.max_requests == 0 {
-            return None;
-        }
-        // xorshift64: deterministic for a given seed, good enough for jitter.
-        self.rng ^= self.rng << 13;
-        self.rng ^= self.rng >> 7;
-        self.rng ^= self.rng << 17;
-        let jitter = self.rng % (self.settings.max_requests_jitter + 1);
-        Some(self.settings.max_requests + jitter)
-    }
-
-    /// Starts recycling a worker that is past its request or memory limit:
-    /// its replacement boots first; it keeps serving until then.
-    fn on_usage(
-        &mut self,
-        now: Instant,
-        serial: u64,
-        requests: u64,
-        rss: Option<u64>,
-        out: &mut Vec<Action>,
-    ) {
-        if self.phase != Phase::Running || self.reload.is_some() {
-            return;
-        }
-        let max_memory = self.settings.max_memory;
-        let Some(w) = self.workers.get_mut(&serial) else {
-            return;
-        };
-        let slot = w.slot;
-        if w.state != State::InService
-            || w.recycling
-            || self.slots[slot].worker != Some(serial)
-            || self.slots[slot].start_at.is_some_and(|t| t > now)
-        {
-            return;
-        }
-        let why = if let Some(limit) = w.recycle_after.filter(|l| requests >= *l) {
-            format!("served {requests} requests (its limit: {limit}, max_requests plus jitter)")
-        } else if let (Some(max), Some(rss)) = (max_memory, rss.filter(|r| Some(*r) > max_memory)) {
-            format!(
-                "uses {} MiB of memory (max_memory {} MiB)",
-                rss / (1 << 20),
-                max / (1 << 20)
-            )
-        } else {
-            return;
-        };
-        w.recycling = true;
-        out.push(Action::Log(
-            Level::Info,
-            format!(
-                "worker {slot} (pid {}) {why}: recycling it; its replacement starts first",
-                w.pid
-            ),
-        ));
-        self.slots[slot].start_at = None;
-        self.spawn(slot, out);
-    }
-
-    /// A successor in service takes its slot; the recycled worker stops
-    /// taking requests, finishes those in flight, and is stopped.
-    fn promote_successors(&mut self, now: Instant, out: &mut Vec<Action>) {
-        if self.settings.rolling.is_some() && self.reload.is_some() {
-            return self.roll(now, out);
-        }
-        if let Some(r) = &self.reload {
-            // All at once: the old generation serves untouched until every
-            // slot of the new one is in service.
-            let ready = self.slots.iter().filter(|s| !s.retired).all(|s| {
-                let id = s.successor.or(s.worker);
-                id.and_then(|id| self.workers.get(&id))
-                    .is_some_and(|w| w.generation == r.generation && w.state == State::InService)
-            });
-            if !ready {
-                return;
-            }
-            self.reload_done(now, false, out);
-        }
-        for slot in 0..self.slots.len() {
-            let Some(next) = self.slots[slot].successor else {
-                continue;
-            };
-            if self.workers.get(&next).map(|w| w.state) != Some(State::InService) {
-                continue;
-            }
-            self.recycled += 1;
-            self.take_slot(now, slot, next, out);
-        }
-    }
-
-    /// `next` (in service) takes `slot`; the worker it replaces leaves the
-    /// routing set, drains and gets SIGTERM. False when there was none.
-    fn take_slot(&mut self, now: Instant, slot: usize, next: u64, out: &mut Vec<Action>) -> bool {
-        self.slots[slot].successor = None;
-        let old = self.slots[slot].worker.replace(next);
-        self.slots[slot].failures = 0;
-        self.slots[slot].restarts += 1;
-        match old.filter(|s| self.workers.contains_key(s)) {
-            Some(old) => {
-                self.drain(now, old, out);
-                true
-            }
-            None => false,
-        }
-    }
-
-    /// Rolling reload: each successor in service takes its slot at once (its
-    /// old worker drains) and the next slot's successor starts, so at most
-    /// max_surge extra workers run. When the last slot is done, so is the
-    /// reload. (A failure part-way leaves the slots already moved on the new
-    /// generation: they passed their checks.)
-    fn roll(&mut self, now: Instant, out: &mut Vec<Action>) {
-        let Some(generation) = self.reload.as_ref().map(|r| r.generation) else {
-            return;
-        };
-        for slot in 0..self.slots.len() {
-            let Some(next) = self.slots[slot].successor else {
-                continue;
-            };
-            if self.workers.get(&next).map(|w| (w.state, w.generation))
-                != Some((State::InService, generation))
-            {
-                continue;
-            }
-            if !self.take_slot(now, slot, next, out) {
-                // The slot had no old worker to drain: go on at once.
-                self.roll_next(out);
-            }
-        }
-        self.roll_done(now, out);
-    }
-
-    /// Rolling: an old worker is gone, so the next slot's successor may start
-    /// without exceeding max_surge extra processes.
-    fn roll_next(&mut self, out: &mut Vec<Action>) {
-        if self.settings.rolling.is_none() || self.phase != Phase::Running {
-            return;
-        }
-        let next = self
-            .reload
-            .as_mut()
-            .and_then(|r| (!r.pending.is_empty()).then(|| r.pending.remove(0)));
-        if let Some(slot) = next {
-            self.start_successor(slot, out);
-        }
-    }
-
-    fn roll_done(&mut self, now: Instant, out: &mut Vec<Action>) {
-        let Some(generation) = self.reload.as_ref().map(|r| r.generation) else {
-            return;
-        };
-        let done = self.reload.as_ref().is_some_and(|r| r.pending.is_empty())
-            && self.slots.iter().filter(|s| !s.retired).all(|s| {
-                s.successor.is_none()
-                    && s.worker
-                        .and_then(|w| self.workers.get(&w))
-                        .is_some_and(|w| w.generation == generation)
-            });
-        if done {
-            self.reload_done(now, true, out);
-        }
-    }
-
-    /// Ends the reload in progress: its generation is now the current one.
-    fn reload_done(&mut self, now: Instant, rolling: bool, out: &mut Vec<Action>) {
-        let r = self.reload.take().expect("a reload in progress");
-        self.generation = r.generation;
-        self.last_reload = Some(ReloadOutcome::Done {
-            generation: r.generation,
-            at: now,
-        });
-        let ms = now.saturating_duration_since(r.started).as_millis();
-        let how = if rolling {
-            format!("{ms} ms, rolling)")
-        } else {
-            format!("{ms} ms); generation {} drains", r.generation - 1)
-        };
-        out.push(Action::Log(
-            Level::Info,
-            format!(
-                "reload done: generation {} is in service ({how}",
-                r.generation
-            ),
-        ));
-    }
-
     /// The routing set: workers in service, or every live worker while
     /// fewer than `min_in_service` are (the panic threshold).
     fn publish(&mut self) -> Action {
@@ -1498,17 +850,6 @@ impl Core {
 
 /// Pushes a killed worker's deadline out of the way: SIGKILL is sent once.
 const KILLED: Duration = Duration::from_secs(3600);
-
-/// "100ms", "1.6s", "30s".
-pub fn human(d: Duration) -> String {
-    if d < Duration::from_secs(1) {
-        format!("{}ms", d.as_millis())
-    } else if d.subsec_millis() == 0 {
-        format!("{}s", d.as_secs())
-    } else {
-        format!("{:.1}s", d.as_secs_f64())
-    }
-}
 
 #[cfg(test)]
 mod tests;

@@ -4,8 +4,17 @@
 //! a worker, signal one, publish the in-service set to the router, log. It
 //! publishes a [`Snapshot`] of the table on a `watch` channel for the status
 //! server. Each child is awaited exactly once, by its own task.
+//!
+//! Around the loop: `handlers.rs` (one `handle_*` per message kind),
+//! [`policy`] (the deploy policy, pure: when a generation is good, when to
+//! roll back or exit), `rollout.rs` (generations, the policy's decisions
+//! carried out, systemd, `reload --wait`), [`snapshot`] (what the status
+//! server reads). Others reach the loop through a [`SupervisorHandle`].
 
 pub mod core;
+mod handlers;
+pub mod policy;
+mod rollout;
 pub mod snapshot;
 
 use std::collections::HashMap;
@@ -17,13 +26,89 @@ use tokio::sync::{mpsc, watch};
 use crate::config::Config;
 use crate::front::Front;
 use crate::router::Router;
-use crate::signals::Sig as OsSignal;
 use crate::worker::channel::{Channel, ControlEvent};
 use crate::worker::pidfd::Process;
 use crate::worker::process::Launcher;
 use crate::worker::stacks::Stacks;
 use core::{Action, Core, Event, Level, ProbeSettings, Settings, Sig};
-pub use snapshot::Snapshot;
+use policy::{Policy, PolicySettings};
+pub use snapshot::{Snapshot, rss_bytes};
+
+/// The signals corral acts on (see `signals.rs`, which forwards them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Signal {
+    Term,
+    Int,
+    Quit,
+    Hup,
+    /// One more worker.
+    Ttin,
+    /// One worker less.
+    Ttou,
+    /// Reopen log files.
+    Usr1,
+    /// Re-execute the binary without closing the listen sockets.
+    Usr2,
+}
+
+impl Signal {
+    pub fn name(self) -> &'static str {
+        match self {
+            Signal::Term => "SIGTERM",
+            Signal::Int => "SIGINT",
+            Signal::Quit => "SIGQUIT",
+            Signal::Hup => "SIGHUP",
+            Signal::Ttin => "SIGTTIN",
+            Signal::Ttou => "SIGTTOU",
+            Signal::Usr1 => "SIGUSR1",
+            Signal::Usr2 => "SIGUSR2",
+        }
+    }
+}
+
+/// How the rest of corral talks to the supervisor loop: it queues a
+/// [`Msg`]; the loop handles one at a time.
+#[derive(Clone)]
+pub struct SupervisorHandle {
+    tx: mpsc::UnboundedSender<Msg>,
+    replace: mpsc::UnboundedSender<(u64, String)>,
+}
+
+impl SupervisorHandle {
+    pub fn send(&self, msg: Msg) -> Result<(), mpsc::error::SendError<Msg>> {
+        self.tx.send(msg)
+    }
+
+    /// Where the front asks for a worker to be replaced (serial, reason:
+    /// a request timed out on it); read by the loop itself.
+    pub fn replace_requests(&self) -> mpsc::UnboundedSender<(u64, String)> {
+        self.replace.clone()
+    }
+}
+
+/// How far a TERM has got. From the TERM on, corral is not ready and
+/// nothing reloads or re-executes; INT and QUIT go to the core's fast stop
+/// at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Term {
+    NotYet,
+    /// Within `server.shutdown_delay`: serving as before.
+    Delaying,
+    /// The graceful stop: the front drains, then the workers stop.
+    Draining,
+}
+
+/// Where this corral is in a USR2 hand-over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Handover {
+    None,
+    /// Started by the corral with this pid: it is asked to stop once this
+    /// one is in service.
+    FromParent(u32),
+    /// This corral started the new one with this pid, which takes over once
+    /// its workers are in service.
+    ToChild(u32),
+}
 
 /// A reload that came up: its generation and revision.
 #[derive(Debug, Clone)]
@@ -38,12 +123,13 @@ pub enum Msg {
     Control(u64, ControlEvent),
     Exited(u64, std::process::ExitStatus),
     Replace(u64, String),
-    Signal(OsSignal),
+    Signal(Signal),
     FrontDrained(bool),
     Probed(u64, Result<(), String>),
     /// The rollback hook finished.
     HookDone(crate::deploy::HookRun),
-    /// A held exit may go to the core now, channel closed or not.
+    /// A held exit may go to the core now, channel closed or not (a
+    /// timer of the loop, as are `ReexecDeadline` and `DelayOver`).
     ExitHoldOver(u64),
     /// A re-executed corral had ready_timeout to get its workers in service.
     ReexecDeadline,
@@ -76,13 +162,17 @@ pub struct Supervisor {
     procs: HashMap<u64, (Process, Stacks)>,
     tx: mpsc::UnboundedSender<Msg>,
     rx: mpsc::UnboundedReceiver<Msg>,
+    /// Worker control frames and the front's replace requests, read by the
+    /// loop directly (no relay task).
     control_tx: mpsc::UnboundedSender<(u64, ControlEvent)>,
+    control_rx: mpsc::UnboundedReceiver<(u64, ControlEvent)>,
+    replace_tx: mpsc::UnboundedSender<(u64, String)>,
+    replace_rx: mpsc::UnboundedReceiver<(u64, String)>,
     front: Option<Front>,
-    /// TERM arrived: not ready, no reload; the front drains unless
-    /// `delaying`.
-    draining: bool,
-    /// Within `server.shutdown_delay` after TERM: serving as before.
-    delaying: bool,
+    /// How far a TERM has got.
+    term: Term,
+    /// The loop's own deadlines and what each delivers (see `after`).
+    timers: Vec<(Instant, Msg)>,
     snapshot: watch::Sender<Snapshot>,
     started: Instant,
     /// `reload --wait` callers: the generation they wait for.
@@ -90,17 +180,13 @@ pub struct Supervisor {
         u64,
         tokio::sync::oneshot::Sender<Result<ReloadDone, String>>,
     )>,
+    new_waiter: Option<tokio::sync::oneshot::Sender<Result<ReloadDone, String>>>,
     /// Folder and revision of each generation, resolved when it started.
     gens: HashMap<u64, crate::deploy::GenerationInfo>,
-    /// The last generation recorded as good, and the last reload outcome
-    /// handled (for the hook).
-    recorded_good: u64,
-    handled_failure: Option<u64>,
-    cold_hook_ran: bool,
+    /// When a generation is good, and what a failure sets off.
+    policy: Policy,
+    /// The last run of the rollback hook.
     hook: Option<crate::deploy::HookRun>,
-    /// The generation a built-in rollback reloaded, if any (not rolled back
-    /// again when it fails too).
-    rollback_generation: Option<u64>,
     exit_code: i32,
     /// "generation N runs X; disk now has Y" while they differ.
     drift: Option<String>,
@@ -114,34 +200,19 @@ pub struct Supervisor {
     /// before their exit was seen.
     held_exits: HashMap<u64, std::process::ExitStatus>,
     closed: std::collections::HashSet<u64>,
-    /// Listen sockets a USR2 re-exec hands down, and whether one started.
+    /// Listen sockets a USR2 re-exec hands down.
     sockets: Vec<(String, std::os::fd::RawFd)>,
-    reexec_started: bool,
-    /// Re-executed by this parent: stop it once we are in service.
-    reexec_parent: Option<u32>,
+    handover: Handover,
     accept_gate: Option<watch::Sender<bool>>,
-    /// The new corral a USR2 started (it becomes systemd's MAINPID).
-    reexec_child: Option<u32>,
     /// What systemd has been told.
-    sd_ready: bool,
-    sd_reloading: Option<u64>,
-    sd_stopping: bool,
-    sd_status: String,
-    new_waiter: Option<tokio::sync::oneshot::Sender<Result<ReloadDone, String>>>,
+    notifier: crate::systemd::Notifier,
 }
 
 impl Supervisor {
     pub fn new(cfg: Arc<Config>, launcher: Launcher, router: Arc<Router>) -> Supervisor {
         let (tx, rx) = mpsc::unbounded_channel();
-        let (control_tx, mut control_rx) = mpsc::unbounded_channel();
-        let fwd = tx.clone();
-        tokio::spawn(async move {
-            while let Some((serial, ev)) = control_rx.recv().await {
-                if fwd.send(Msg::Control(serial, ev)).is_err() {
-                    return;
-                }
-            }
-        });
+        let (control_tx, control_rx) = mpsc::unbounded_channel();
+        let (replace_tx, replace_rx) = mpsc::unbounded_channel();
         let w = &cfg.workers;
         let core = Core::new(Settings {
             count: w.count,
@@ -174,7 +245,6 @@ impl Supervisor {
         let state = crate::deploy::StateWriter::start(cfg.deploy.state_dir.clone());
         let (snapshot, _) = watch::channel(Snapshot::default());
         Supervisor {
-            cfg,
             launcher,
             router,
             core,
@@ -183,19 +253,23 @@ impl Supervisor {
             tx,
             rx,
             control_tx,
+            control_rx,
+            replace_tx,
+            replace_rx,
             front: None,
-            draining: false,
-            delaying: false,
+            term: Term::NotYet,
+            timers: Vec::new(),
             snapshot,
             started,
             reload_waiters: Vec::new(),
             new_waiter: None,
             gens: HashMap::new(),
-            recorded_good: 0,
-            handled_failure: None,
-            cold_hook_ran: false,
+            policy: Policy::new(PolicySettings {
+                exit_on_boot_failure: cfg.deploy.exit_on_boot_failure,
+                builtin_rollback: cfg.deploy.rollback != crate::config::Rollback::None,
+                hook: cfg.deploy.rollback_hook.is_some(),
+            }),
             hook: None,
-            rollback_generation: None,
             exit_code: 0,
             drift: None,
             last_good,
@@ -204,14 +278,10 @@ impl Supervisor {
             held_exits: HashMap::new(),
             closed: std::collections::HashSet::new(),
             sockets: Vec::new(),
-            reexec_started: false,
-            reexec_parent: None,
+            handover: Handover::None,
             accept_gate: None,
-            reexec_child: None,
-            sd_ready: false,
-            sd_reloading: None,
-            sd_stopping: false,
-            sd_status: String::new(),
+            notifier: crate::systemd::Notifier::default(),
+            cfg,
         }
     }
 
@@ -220,15 +290,30 @@ impl Supervisor {
         self.accept_gate = Some(gate);
     }
 
-    /// The listen sockets (name, fd) a USR2 hands down, and the corral
-    /// that re-executed this one, if any.
-    pub fn set_reexec(&mut self, sockets: Vec<(String, std::os::fd::RawFd)>, parent: Option<u32>) {
-        self.sockets = sockets;
-        self.reexec_parent = parent;
+    /// Started by a USR2 of the corral with this pid (from `CORRAL_REEXEC_PARENT`):
+    /// it is asked to stop once this one is in service.
+    pub fn set_reexec_parent(&mut self, parent: Option<u32>) {
+        self.handover = match parent {
+            Some(parent) => Handover::FromParent(parent),
+            None => Handover::None,
+        };
     }
 
-    pub fn sender(&self) -> mpsc::UnboundedSender<Msg> {
-        self.tx.clone()
+    /// The listen sockets (configured address, fd) a USR2 hands down.
+    pub fn set_sockets(&mut self, sockets: Vec<(String, std::os::fd::RawFd)>) {
+        self.sockets = sockets;
+    }
+
+    pub fn handle(&self) -> SupervisorHandle {
+        SupervisorHandle {
+            tx: self.tx.clone(),
+            replace: self.replace_tx.clone(),
+        }
+    }
+
+    /// A stop began: TERM (even within its shutdown delay), INT or QUIT.
+    fn stopping(&self) -> bool {
+        self.term != Term::NotYet || self.core.phase == core::Phase::Stopping
     }
 
     /// Snapshots of the worker table, for the status server.
@@ -239,16 +324,11 @@ impl Supervisor {
     /// Runs until corral has stopped; returns the process exit code.
     pub async fn run(mut self, front: Front) -> i32 {
         self.front = Some(front);
-        if let Some(parent) = self.reexec_parent {
+        if let Handover::FromParent(parent) = self.handover {
             tracing::info!(
                 "re-executed by corral pid {parent}: serving on its sockets; it stops once this one is in service"
             );
-            let tx = self.tx.clone();
-            let limit = self.cfg.deploy.ready_timeout;
-            tokio::spawn(async move {
-                tokio::time::sleep(limit).await;
-                let _ = tx.send(Msg::ReexecDeadline);
-            });
+            self.after(self.cfg.deploy.ready_timeout, Msg::ReexecDeadline);
         }
         self.start_generation(1);
         let actions = self.core.start();
@@ -263,13 +343,24 @@ impl Supervisor {
         let mut usage = tokio::time::interval(Duration::from_millis(500));
         usage.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            let deadline = self.core.next_deadline();
+            let deadline = self
+                .core
+                .next_deadline()
+                .into_iter()
+                .chain(self.next_timer())
+                .min();
             let events = tokio::select! {
                 msg = self.rx.recv() => match msg {
                     Some(m) => self.receive(m),
                     None => return 0,
                 },
-                _ = sleep_until(deadline) => vec![Event::Tick],
+                Some((serial, event)) = self.control_rx.recv() => {
+                    self.receive(Msg::Control(serial, event))
+                }
+                Some((serial, reason)) = self.replace_rx.recv() => {
+                    self.receive(Msg::Replace(serial, reason))
+                }
+                _ = sleep_until(deadline) => self.on_deadline(),
                 _ = usage.tick(), if recycling => self.usage_events(),
                 // Sent from this loop, so it stops when the loop is stuck.
                 _ = watchdog.tick(), if watchdog_every.is_some() => {
@@ -289,6 +380,34 @@ impl Supervisor {
             self.notify_systemd();
             self.publish_snapshot();
         }
+    }
+
+    /// Delivers `msg` to this loop once `delay` has passed: the actor's own
+    /// deadlines (exit holds, the shutdown delay, the re-exec deadline) are
+    /// timers of the loop, as the workers' are the core's; no task sleeps
+    /// on the side.
+    fn after(&mut self, delay: Duration, msg: Msg) {
+        self.timers.push((Instant::now() + delay, msg));
+    }
+
+    fn next_timer(&self) -> Option<Instant> {
+        self.timers.iter().map(|(at, _)| *at).min()
+    }
+
+    /// A deadline passed: the loop's own timers that are due, then a tick
+    /// for the core (which acts on whatever of its deadlines is due).
+    fn on_deadline(&mut self) -> Vec<Event> {
+        let now = Instant::now();
+        let (due, later) = std::mem::take(&mut self.timers)
+            .into_iter()
+            .partition(|(at, _)| *at <= now);
+        self.timers = later;
+        let mut events: Vec<Event> = due
+            .into_iter()
+            .flat_map(|(_, msg): (Instant, Msg)| self.receive(msg))
+            .collect();
+        events.push(Event::Tick);
+        events
     }
 
     /// Turns a message into core events. A child's exit is held until its
@@ -313,18 +432,14 @@ impl Supervisor {
                     return vec![self.exited(serial, status)];
                 }
                 self.held_exits.insert(serial, status);
-                let tx = self.tx.clone();
-                tokio::spawn(async move {
-                    tokio::time::sleep(EXIT_HOLD).await;
-                    let _ = tx.send(Msg::ExitHoldOver(serial));
-                });
+                self.after(EXIT_HOLD, Msg::ExitHoldOver(serial));
                 Vec::new()
             }
             Msg::ExitHoldOver(serial) => match self.held_exits.remove(&serial) {
                 Some(status) => vec![self.exited(serial, status)],
                 None => Vec::new(),
             },
-            other => self.translate(other).into_iter().collect(),
+            other => self.dispatch(other).into_iter().collect(),
         }
     }
 
@@ -341,227 +456,6 @@ impl Supervisor {
             serial,
             exit: core::exit_of(status),
         }
-    }
-
-    /// Turns a message into a core event (or handles it here).
-    fn translate(&mut self, msg: Msg) -> Option<Event> {
-        match msg {
-            Msg::Control(serial, ControlEvent::Booted(info)) => Some(Event::Booted {
-                serial,
-                import_ms: info.import_ms,
-            }),
-            Msg::Control(serial, ControlEvent::BootFailed(error)) => {
-                Some(Event::BootFailed { serial, error })
-            }
-            // Handled by `receive` (exits wait for their channel to close).
-            Msg::Control(_, ControlEvent::Closed(_)) | Msg::Exited(..) | Msg::ExitHoldOver(_) => {
-                None
-            }
-            Msg::Control(serial, ControlEvent::Heartbeat) => Some(Event::Heartbeat { serial }),
-            Msg::ReexecDeadline => {
-                if self.reexec_parent.is_some() && self.recorded_good == 0 {
-                    tracing::error!(
-                        "re-exec: not in service within {:?}; exiting, the old corral keeps serving",
-                        self.cfg.deploy.ready_timeout
-                    );
-                    self.exit_code = 1;
-                    self.front = None;
-                    return Some(Event::Stop { fast: true });
-                }
-                None
-            }
-            Msg::Signal(OsSignal::Usr1) => {
-                // Opening files is blocking I/O: not on the supervisor loop.
-                tokio::task::spawn_blocking(|| {
-                    let reopened = crate::logfile::reopen_all();
-                    if reopened.is_empty() {
-                        tracing::info!(
-                            "SIGUSR1: corral logs to stderr; there is no log file to reopen"
-                        );
-                    }
-                    for (path, error) in reopened {
-                        match error {
-                            None => tracing::info!("SIGUSR1: reopened {}", path.display()),
-                            Some(e) => tracing::error!("SIGUSR1: kept the old file: {e}"),
-                        }
-                    }
-                });
-                None
-            }
-            Msg::Signal(OsSignal::Usr2) => {
-                if self.reexec_started || self.draining {
-                    tracing::warn!("SIGUSR2 ignored: a re-exec or a stop is already under way");
-                    return None;
-                }
-                if crate::reaper::is_init() {
-                    // The new corral would be our child, and when PID 1
-                    // exits the kernel kills every process of the namespace.
-                    tracing::warn!(
-                        "SIGUSR2 ignored: corral is PID 1 (a container), which cannot hand over to a new corral; restart the container, or reload (SIGHUP) for new code"
-                    );
-                    return None;
-                }
-                match crate::reexec::spawn(&self.sockets) {
-                    Ok(pid) => {
-                        self.reexec_started = true;
-                        self.reexec_child = Some(pid);
-                        tracing::info!(
-                            "SIGUSR2: started a new corral (pid {pid}) on the same sockets; this one (pid {}) stops once it is in service",
-                            std::process::id()
-                        );
-                    }
-                    Err(e) => tracing::error!("SIGUSR2: cannot start a new corral: {e}"),
-                }
-                None
-            }
-            Msg::Replace(serial, reason) => Some(Event::Replace { serial, reason }),
-            Msg::Probed(serial, result) => Some(Event::ProbeResult { serial, result }),
-            Msg::HookDone(run) => {
-                self.hook = Some(run);
-                None
-            }
-            Msg::RolledBack(Ok(what)) => {
-                if self.core.reload.is_some() || self.core.phase != core::Phase::Running {
-                    return None;
-                }
-                let generation = self.core.next_generation();
-                tracing::warn!(
-                    "rollback: {what}; reloading the restored code as generation {generation}"
-                );
-                self.rollback_generation = Some(generation);
-                self.start_generation(generation);
-                Some(Event::Reload { timeout: None })
-            }
-            Msg::RolledBack(Err(why)) => {
-                tracing::error!("rollback failed: {why}");
-                None
-            }
-            Msg::Reload(timeout, waiter) => {
-                if self.draining || self.core.phase == core::Phase::Stopping {
-                    if let Some(w) = waiter {
-                        let _ = w.send(Err("corral is stopping".into()));
-                    }
-                    return None;
-                }
-                self.new_waiter = waiter;
-                if self.core.reload.is_none() {
-                    self.start_generation(self.core.next_generation());
-                }
-                Some(Event::Reload { timeout })
-            }
-            Msg::Scale(count) => Some(Event::Scale { count }),
-            Msg::Drift(drift) => {
-                if let Some(msg) = &drift
-                    && self.drift.as_ref() != Some(msg)
-                {
-                    tracing::warn!("revision drift: {msg}");
-                }
-                self.drift = drift;
-                None
-            }
-            Msg::Ping(reply) => {
-                let _ = reply.send(());
-                None
-            }
-            Msg::Signal(OsSignal::Term) => {
-                if self.core.phase == core::Phase::Stopping {
-                    return None;
-                }
-                if self.delaying {
-                    return self.graceful_stop("SIGTERM again: the rest of shutdown_delay skipped");
-                }
-                if self.draining {
-                    return None;
-                }
-                // Not ready from now on (the snapshot says stopping), and
-                // nothing reloads or re-executes any more.
-                self.draining = true;
-                let delay = self.cfg.server.shutdown_delay;
-                // A USR2 hand-over needs no delay: the new corral already
-                // serves on the same sockets.
-                if !delay.is_zero() && self.reexec_child.is_none() {
-                    tracing::info!(
-                        "SIGTERM: /health/ready answers 503 from now on; serving for shutdown_delay ({delay:?}) before the graceful stop (a second SIGTERM skips the wait)"
-                    );
-                    self.delaying = true;
-                    let tx = self.tx.clone();
-                    tokio::spawn(async move {
-                        tokio::time::sleep(delay).await;
-                        let _ = tx.send(Msg::DelayOver);
-                    });
-                    return None;
-                }
-                self.graceful_stop("SIGTERM")
-            }
-            Msg::DelayOver => {
-                if !self.delaying {
-                    return None;
-                }
-                self.graceful_stop("shutdown_delay is over")
-            }
-            Msg::Signal(sig @ (OsSignal::Int | OsSignal::Quit)) => {
-                tracing::info!("{}: fast stop", sig.name());
-                self.delaying = false;
-                if let Some(front) = self.front.take() {
-                    front.stop_now();
-                }
-                Some(Event::Stop { fast: true })
-            }
-            Msg::Signal(OsSignal::Hup) => {
-                if self.draining {
-                    return None;
-                }
-                tracing::info!("SIGHUP: reload");
-                if self.core.reload.is_none() {
-                    self.start_generation(self.core.next_generation());
-                }
-                Some(Event::Reload { timeout: None })
-            }
-            Msg::Signal(OsSignal::Ttin) => {
-                let count = self.core.active() + 1;
-                tracing::info!("SIGTTIN: one more worker ({count})");
-                Some(Event::Scale { count })
-            }
-            Msg::Signal(OsSignal::Ttou) => {
-                let count = self.core.active().saturating_sub(1);
-                if count == 0 {
-                    tracing::warn!("SIGTTOU: already at one worker; ignoring");
-                    return None;
-                }
-                tracing::info!("SIGTTOU: one less worker ({count})");
-                Some(Event::Scale { count })
-            }
-            Msg::FrontDrained(in_time) => {
-                if !in_time {
-                    tracing::warn!(
-                        "graceful_timeout ({:?}) ran out with requests still in flight",
-                        self.cfg.workers.graceful_timeout
-                    );
-                }
-                Some(Event::Stop { fast: false })
-            }
-        }
-    }
-
-    /// The graceful stop (TERM, after `shutdown_delay`): the front stops
-    /// accepting and finishes the requests in flight, then the workers stop.
-    fn graceful_stop(&mut self, why: &str) -> Option<Event> {
-        self.delaying = false;
-        tracing::info!(
-            "{why}: graceful stop (finishing requests in flight, up to {:?})",
-            self.cfg.workers.graceful_timeout
-        );
-        if let Some(front) = self.front.take() {
-            let grace = self.cfg.workers.graceful_timeout;
-            let tx = self.tx.clone();
-            tokio::spawn(async move {
-                let in_time = front.shutdown(grace).await;
-                let _ = tx.send(Msg::FrontDrained(in_time));
-            });
-        }
-        // Nothing starts any more, even if a worker exits meanwhile
-        // (systemd sends TERM to every process of the unit).
-        Some(Event::Drain)
     }
 
     /// Performs the core's actions; true when the supervisor may exit.
@@ -667,268 +561,6 @@ impl Supervisor {
         Event::Spawned { serial, pid }
     }
 
-    /// A worker of a running generation is (re)started: if the code on disk
-    /// is no longer the generation's, say so (the worker may run code the
-    /// generation never checked; a reload is how to deploy it). The
-    /// revision command (git) runs off this loop; the answer comes back as
-    /// [`Msg::Drift`].
-    fn check_drift(&self, generation: u64, info: &crate::deploy::GenerationInfo) {
-        let Some(running) = info.revision.clone() else {
-            return;
-        };
-        let dir = info
-            .chdir
-            .clone()
-            .or_else(|| self.cfg.app.chdir.clone())
-            .unwrap_or_else(|| std::env::current_dir().unwrap_or_default());
-        let source = self.cfg.deploy.revision.clone();
-        let tx = self.tx.clone();
-        tokio::task::spawn_blocking(move || {
-            let drift = match crate::deploy::revision(&source, &dir) {
-                Some(disk) if disk != running => Some(format!(
-                    "generation {generation} runs {running}; disk now has {disk}; reload to deploy it"
-                )),
-                _ => None,
-            };
-            let _ = tx.send(Msg::Drift(drift));
-        });
-    }
-
-    /// Resolves the folder and revision the generation will run.
-    fn start_generation(&mut self, generation: u64) {
-        let info = crate::deploy::resolve(&self.cfg);
-        tracing::info!(
-            "generation {generation}: revision {}{}",
-            info.revision.as_deref().unwrap_or("unknown"),
-            info.chdir
-                .as_ref()
-                .map(|d| format!(", folder {}", d.display()))
-                .unwrap_or_default()
-        );
-        self.gens.insert(generation, info);
-    }
-
-    /// Records good generations in the state dir, and runs the rollback
-    /// hook once per failed generation (and once at a cold start that has
-    /// no worker in service after every slot failed).
-    fn deploy_bookkeeping(&mut self) {
-        let generation = self.core.generation;
-        if generation > self.recorded_good
-            && self.core.reload.is_none()
-            && self.core.active() > 0
-            && self
-                .core
-                .in_service()
-                .filter(|w| w.generation == generation)
-                .count()
-                >= self.core.active()
-        {
-            self.recorded_good = generation;
-            self.drift = None;
-            if let Some(gate) = &self.accept_gate {
-                let _ = gate.send(true);
-            }
-            if let Some(parent) = self.reexec_parent.take() {
-                // The old corral started us: while it lives it is our parent,
-                // and only then is the pid surely still its own.
-                if std::os::unix::process::parent_id() == parent {
-                    tracing::info!(
-                        "re-exec: in service; asking the old corral (pid {parent}) to stop"
-                    );
-                    signal(parent, libc::SIGTERM);
-                } else {
-                    tracing::info!("re-exec: in service; the old corral (pid {parent}) is gone");
-                }
-            }
-            if let Some(info) = self.gens.get(&generation) {
-                if let Some(rev) = &info.revision {
-                    self.last_good = Some(rev.clone());
-                    tracing::info!("revision {rev} is the last known good one");
-                }
-                self.state.good(info.revision.clone(), info.chdir.clone());
-            }
-        }
-        let failure = match &self.core.last_reload {
-            Some(core::ReloadOutcome::Failed {
-                generation,
-                reason,
-                detail,
-                ..
-            }) if self.handled_failure != Some(*generation) => {
-                self.handled_failure = Some(*generation);
-                Some(crate::deploy::Failure {
-                    revision: self.gens.get(generation).and_then(|g| g.revision.clone()),
-                    reason: reason.clone(),
-                    detail: detail.clone(),
-                })
-            }
-            _ => None,
-        };
-        let failed_generation = match &self.core.last_reload {
-            Some(core::ReloadOutcome::Failed { generation, .. }) => Some(*generation),
-            _ => None,
-        };
-        let cold = if failure.is_none()
-            && !self.cold_hook_ran
-            && self.recorded_good == 0
-            && self.core.phase == core::Phase::Running
-            && self.core.in_service().count() == 0
-            && self.core.slots.iter().all(|s| s.failures > 0)
-        {
-            self.cold_hook_ran = true;
-            let err = self.core.slots.iter().find_map(|s| s.last_error.clone());
-            Some(crate::deploy::Failure {
-                revision: self.gens.get(&1).and_then(|g| g.revision.clone()),
-                reason: format!(
-                    "no worker of generation 1 could boot: {}",
-                    err.as_ref()
-                        .and_then(|e| e.text.trim_end().lines().last().map(str::to_string))
-                        .unwrap_or_default()
-                ),
-                detail: err.map(|e| e.text),
-            })
-        } else {
-            None
-        };
-        let is_cold = cold.is_some();
-        if is_cold && self.cfg.deploy.exit_on_boot_failure {
-            tracing::error!(
-                "no worker could boot and exit_on_boot_failure is set: exiting with code {EXIT_BOOT_FAILURE}"
-            );
-            self.exit_code = EXIT_BOOT_FAILURE;
-            let _ = self.tx.send(Msg::Signal(OsSignal::Quit));
-            return;
-        }
-        let Some(failure) = failure.or(cold) else {
-            return;
-        };
-        // The code a rollback restored failed too: say so, do not loop.
-        let again = failed_generation.is_some()
-            && failed_generation == self.rollback_generation
-            && !is_cold;
-        if again {
-            tracing::error!("the restored code failed too; not rolling back again");
-        }
-        let builtin = self.cfg.deploy.rollback != crate::config::Rollback::None && !again;
-        if self.cfg.deploy.rollback_hook.is_none() && !builtin {
-            return;
-        }
-        let cfg = self.cfg.clone();
-        let tx = self.tx.clone();
-        tokio::spawn(async move {
-            if let Some(run) = crate::deploy::run_hook(&cfg, &failure).await {
-                let _ = tx.send(Msg::HookDone(run));
-            }
-            if builtin {
-                let c = cfg.clone();
-                let result =
-                    tokio::task::spawn_blocking(move || crate::deploy::builtin_rollback(&c))
-                        .await
-                        .unwrap_or_else(|e| Err(e.to_string()));
-                let _ = tx.send(Msg::RolledBack(result));
-            }
-        });
-    }
-
-    /// Keeps systemd informed: READY=1 once min_ready workers are in service
-    /// (so `systemctl start` waits, and fails on a broken deploy),
-    /// RELOADING=1/READY=1 around reloads, STOPPING=1, and STATUS=.
-    fn notify_systemd(&mut self) {
-        use crate::systemd::notify;
-        let active = self.core.active();
-        let in_service = self.core.in_service().count();
-        let status = format!(
-            "STATUS={in_service}/{active} workers in service, generation {}, rev {}",
-            self.core.generation,
-            self.gens
-                .get(&self.core.generation)
-                .and_then(|g| g.revision.as_deref())
-                .unwrap_or("unknown")
-        );
-        let stopping = self.draining || self.core.phase == core::Phase::Stopping;
-        if stopping {
-            if !self.sd_stopping {
-                self.sd_stopping = true;
-                match self.reexec_child {
-                    // Handing over to the re-executed corral: it is the
-                    // service now, not a stop.
-                    Some(pid) if self.recorded_good > 0 => notify(&format!("MAINPID={pid}")),
-                    _ => notify("STOPPING=1"),
-                }
-            }
-            return;
-        }
-        let required = self.cfg.health.min_ready.required(active).max(1);
-        let mut msg = Vec::new();
-        if !self.sd_ready && in_service >= required {
-            self.sd_ready = true;
-            msg.push("READY=1".to_string());
-        }
-        match (&self.core.reload, self.sd_reloading) {
-            (Some(r), None) => {
-                self.sd_reloading = Some(r.generation);
-                msg.push("RELOADING=1".into());
-                msg.push(format!(
-                    "MONOTONIC_USEC={}",
-                    crate::systemd::monotonic_usec()
-                ));
-            }
-            (None, Some(_)) => {
-                self.sd_reloading = None;
-                msg.push("READY=1".into());
-            }
-            _ => {}
-        }
-        if status != self.sd_status || !msg.is_empty() {
-            self.sd_status = status.clone();
-            msg.push(status);
-        }
-        if !msg.is_empty() && (self.sd_ready || msg.iter().any(|m| m.starts_with("STATUS"))) {
-            notify(&msg.join("\n"));
-        }
-    }
-
-    /// Tells `reload --wait` callers how their reload ended.
-    fn answer_waiters(&mut self) {
-        if let Some(w) = self.new_waiter.take() {
-            match &self.core.reload {
-                Some(r) => self.reload_waiters.push((r.generation, w)),
-                None => {
-                    let _ = w.send(Err("the reload did not start".into()));
-                }
-            }
-        }
-        let pending = self.core.reload.as_ref().map(|r| r.generation);
-        let mut still = Vec::new();
-        for (generation, w) in self.reload_waiters.drain(..) {
-            if pending == Some(generation) {
-                still.push((generation, w));
-                continue;
-            }
-            let answer = match &self.core.last_reload {
-                Some(core::ReloadOutcome::Done { generation: g, .. }) if *g == generation => {
-                    Ok(ReloadDone {
-                        generation,
-                        revision: self.gens.get(&generation).and_then(|g| g.revision.clone()),
-                    })
-                }
-                Some(core::ReloadOutcome::Failed {
-                    generation: g,
-                    reason,
-                    detail,
-                    ..
-                }) if *g == generation => Err(match detail {
-                    Some(d) => format!("{reason}\n\n{}", d.trim_end()),
-                    None => reason.clone(),
-                }),
-                _ if self.core.phase == core::Phase::Stopping => Err("corral is stopping".into()),
-                _ => Err("the reload was superseded".into()),
-            };
-            let _ = w.send(answer);
-        }
-        self.reload_waiters = still;
-    }
-
     /// Before a worker is killed: log the stacks it dumped (on SIGUSR1) and
     /// keep them with its boot error for /status.
     fn collect_stacks(&mut self, serial: u64, pid: u32) {
@@ -951,11 +583,7 @@ impl Supervisor {
             .map(|(serial, ch)| Event::Usage {
                 serial: *serial,
                 requests: ch.served.load(std::sync::atomic::Ordering::Relaxed),
-                rss: self
-                    .cfg
-                    .workers
-                    .max_memory
-                    .and_then(|_| crate::status::rss_bytes(ch.pid)),
+                rss: self.cfg.workers.max_memory.and_then(|_| rss_bytes(ch.pid)),
             })
             .collect()
     }
@@ -974,7 +602,7 @@ impl Supervisor {
     }
 
     fn publish_snapshot(&self) {
-        let mut snap = snapshot::take(&self.core, &self.channels, self.started, self.draining);
+        let mut snap = snapshot::take(&self.core, &self.channels, self.started, self.stopping());
         snap.revision = self
             .gens
             .get(&self.core.generation)

@@ -9,7 +9,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 
-use super::core::{Core, State};
+use super::core::{Core, KillCause, State};
 use crate::worker::channel::Channel;
 
 #[derive(Clone, Default, Serialize)]
@@ -94,14 +94,14 @@ pub fn take(
     core: &Core,
     channels: &HashMap<u64, Arc<Channel>>,
     started: Instant,
-    draining: bool,
+    stopping: bool,
 ) -> Snapshot {
     let now = Instant::now();
     let mut snap = Snapshot {
         pid: std::process::id(),
         version: env!("CARGO_PKG_VERSION"),
         uptime_seconds: now.duration_since(started).as_secs_f64(),
-        stopping: draining || core.phase == super::core::Phase::Stopping,
+        stopping,
         workers_configured: core.slots.len(),
         ..Snapshot::default()
     };
@@ -117,9 +117,13 @@ pub fn take(
             }
             match w.state {
                 State::InService => snap.in_service += 1,
-                State::Booting | State::Probing => snap.booting += 1,
+                State::Booting
+                | State::Probing
+                | State::Killing {
+                    cause: KillCause::BootTimeout,
+                } => snap.booting += 1,
                 State::Unready => snap.unready += 1,
-                State::Stopping => {}
+                State::Stopping | State::Killing { .. } => {}
             }
             WorkerView {
                 pid: w.pid,
@@ -163,4 +167,17 @@ pub fn take(
     snap.probe_failures = core.probe_failures;
     snap.panic = core.panic;
     snap
+}
+
+/// Resident memory of a process, from /proc.
+pub fn rss_bytes(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let kib: u64 = status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()?;
+    Some(kib * 1024)
 }

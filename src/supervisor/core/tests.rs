@@ -3,6 +3,43 @@
 
 use super::*;
 
+/// Shorthands for the events every test sends, so a test reads as its
+/// story: `core.spawned(t, serial, pid)`, `core.booted(...)`, ...
+trait Drive {
+    fn spawned(&mut self, t: Instant, serial: u64, pid: u32) -> Vec<Action>;
+    fn booted(&mut self, t: Instant, serial: u64, import_ms: f64) -> Vec<Action>;
+    fn boot_failed(&mut self, t: Instant, serial: u64, error: &str) -> Vec<Action>;
+    fn exited(&mut self, t: Instant, serial: u64, exit: Exit) -> Vec<Action>;
+    fn tick_at(&mut self, t: Instant) -> Vec<Action>;
+}
+
+impl Drive for Core {
+    fn spawned(&mut self, t: Instant, serial: u64, pid: u32) -> Vec<Action> {
+        self.on_event(t, Event::Spawned { serial, pid })
+    }
+    fn booted(&mut self, t: Instant, serial: u64, import_ms: f64) -> Vec<Action> {
+        self.on_event(t, Event::Booted { serial, import_ms })
+    }
+    fn boot_failed(&mut self, t: Instant, serial: u64, error: &str) -> Vec<Action> {
+        let error = error.to_string();
+        self.on_event(t, Event::BootFailed { serial, error })
+    }
+    fn exited(&mut self, t: Instant, serial: u64, exit: Exit) -> Vec<Action> {
+        self.on_event(t, Event::Exited { serial, exit })
+    }
+    fn tick_at(&mut self, t: Instant) -> Vec<Action> {
+        self.on_event(t, Event::Tick)
+    }
+}
+
+/// One slot's worker spawned (pid 7) and not booted yet, at `t0`.
+fn spawned_one(settings: Settings, t0: Instant) -> (Core, u64) {
+    let mut core = Core::new(settings);
+    let serial = spawns(&core.start())[0].1;
+    core.spawned(t0, serial, 7);
+    (core, serial)
+}
+
 fn settings(count: usize) -> Settings {
     Settings {
         count,
@@ -53,20 +90,8 @@ fn booted_probing(settings: Settings, t0: Instant) -> (Core, Vec<u64>) {
     let mut core = Core::new(settings);
     let mut serials = Vec::new();
     for (slot, serial) in spawns(&core.start()) {
-        core.on_event(
-            t0,
-            Event::Spawned {
-                serial,
-                pid: 100 + slot as u32,
-            },
-        );
-        let a = core.on_event(
-            t0,
-            Event::Booted {
-                serial,
-                import_ms: 1.0,
-            },
-        );
+        core.spawned(t0, serial, 100 + slot as u32);
+        let a = core.booted(t0, serial, 1.0);
         assert_eq!(probes(&a), vec![serial], "probed as soon as it booted");
         serials.push(serial);
     }
@@ -106,20 +131,8 @@ fn running(count: usize, t0: Instant) -> (Core, Vec<u64>) {
     let started = spawns(&core.start());
     let mut serials = Vec::new();
     for (slot, serial) in started {
-        core.on_event(
-            t0,
-            Event::Spawned {
-                serial,
-                pid: 100 + slot as u32,
-            },
-        );
-        core.on_event(
-            t0,
-            Event::Booted {
-                serial,
-                import_ms: 5.0,
-            },
-        );
+        core.spawned(t0, serial, 100 + slot as u32);
+        core.booted(t0, serial, 5.0);
         serials.push(serial);
     }
     (core, serials)
@@ -131,36 +144,12 @@ fn a_worker_takes_requests_only_after_it_booted() {
     let mut core = Core::new(settings(2));
     let s = spawns(&core.start());
     assert_eq!(s.len(), 2);
-    let a = core.on_event(
-        t0,
-        Event::Spawned {
-            serial: s[0].1,
-            pid: 10,
-        },
-    );
+    let a = core.spawned(t0, s[0].1, 10);
     assert_eq!(published(&a), None, "a booting worker is not published");
-    let a = core.on_event(
-        t0,
-        Event::Booted {
-            serial: s[0].1,
-            import_ms: 3.0,
-        },
-    );
+    let a = core.booted(t0, s[0].1, 3.0);
     assert_eq!(published(&a), Some(vec![s[0].1]));
-    core.on_event(
-        t0,
-        Event::Spawned {
-            serial: s[1].1,
-            pid: 11,
-        },
-    );
-    let a = core.on_event(
-        t0,
-        Event::Booted {
-            serial: s[1].1,
-            import_ms: 3.0,
-        },
-    );
+    core.spawned(t0, s[1].1, 11);
+    let a = core.booted(t0, s[1].1, 3.0);
     assert_eq!(published(&a), Some(vec![s[0].1, s[1].1]));
     assert!(a.contains(&Action::Log(Level::Info, "all 2 workers in service".into())));
 }
@@ -173,30 +162,18 @@ fn a_boot_failure_never_enters_service_and_backs_off_exponentially_up_to_the_cap
     let mut serial = spawns(&core.start())[0].1;
     let mut delays = Vec::new();
     for _ in 0..10 {
-        core.on_event(now, Event::Spawned { serial, pid: 7 });
-        let a = core.on_event(
-            now,
-            Event::BootFailed {
-                serial,
-                error: "ImportError: x".into(),
-            },
-        );
+        core.spawned(now, serial, 7);
+        let a = core.boot_failed(now, serial, "ImportError: x");
         assert_eq!(published(&a), None);
-        let a = core.on_event(
-            now,
-            Event::Exited {
-                serial,
-                exit: Exit::Code(1),
-            },
-        );
+        let a = core.exited(now, serial, Exit::Code(1));
         assert!(spawns(&a).is_empty(), "no hot restart");
         let due = core.next_deadline().expect("a restart is scheduled");
         delays.push(due - now);
         // Nothing happens before the deadline...
-        assert!(spawns(&core.on_event(due - Duration::from_millis(1), Event::Tick)).is_empty());
+        assert!(spawns(&core.tick_at(due - Duration::from_millis(1))).is_empty());
         // ...and the slot restarts at it.
         now = due;
-        let s = spawns(&core.on_event(now, Event::Tick));
+        let s = spawns(&core.tick_at(now));
         assert_eq!(s.len(), 1);
         serial = s[0].1;
     }
@@ -213,16 +190,8 @@ fn a_boot_failure_never_enters_service_and_backs_off_exponentially_up_to_the_cap
 #[test]
 fn a_crash_at_import_without_a_report_is_recorded_as_a_boot_failure() {
     let t0 = Instant::now();
-    let mut core = Core::new(settings(1));
-    let serial = spawns(&core.start())[0].1;
-    core.on_event(t0, Event::Spawned { serial, pid: 7 });
-    core.on_event(
-        t0,
-        Event::Exited {
-            serial,
-            exit: Exit::Signal(libc::SIGSEGV),
-        },
-    );
+    let (mut core, serial) = spawned_one(settings(1), t0);
+    core.exited(t0, serial, Exit::Signal(libc::SIGSEGV));
     let err = core.slots[0].last_error.as_ref().unwrap();
     assert!(err.text.contains("SIGSEGV"), "{}", err.text);
     assert_eq!(core.slots[0].failures, 1);
@@ -231,13 +200,11 @@ fn a_crash_at_import_without_a_report_is_recorded_as_a_boot_failure() {
 #[test]
 fn a_boot_that_hangs_past_boot_timeout_is_dumped_then_killed() {
     let t0 = Instant::now();
-    let mut core = Core::new(settings(1));
-    let serial = spawns(&core.start())[0].1;
-    core.on_event(t0, Event::Spawned { serial, pid: 7 });
+    let (mut core, serial) = spawned_one(settings(1), t0);
     assert_eq!(core.next_deadline(), Some(t0 + Duration::from_secs(30)));
-    assert!(signals(&core.on_event(t0 + Duration::from_secs(29), Event::Tick)).is_empty());
+    assert!(signals(&core.tick_at(t0 + Duration::from_secs(29))).is_empty());
     let t1 = t0 + Duration::from_secs(30);
-    let a = core.on_event(t1, Event::Tick);
+    let a = core.tick_at(t1);
     assert_eq!(signals(&a), vec![(7, Sig::DumpStacks)]);
     assert!(
         core.slots[0]
@@ -247,15 +214,9 @@ fn a_boot_that_hangs_past_boot_timeout_is_dumped_then_killed() {
             .text
             .contains("timed out after 30s")
     );
-    let a = core.on_event(t1 + Duration::from_millis(200), Event::Tick);
+    let a = core.tick_at(t1 + Duration::from_millis(200));
     assert_eq!(signals(&a), vec![(7, Sig::Kill)]);
-    let a = core.on_event(
-        t1,
-        Event::Exited {
-            serial,
-            exit: Exit::Signal(libc::SIGKILL),
-        },
-    );
+    let a = core.exited(t1, serial, Exit::Signal(libc::SIGKILL));
     assert!(spawns(&a).is_empty());
     assert_eq!(core.slots[0].failures, 1);
     assert!(
@@ -272,13 +233,7 @@ fn a_boot_that_hangs_past_boot_timeout_is_dumped_then_killed() {
 fn one_failing_slot_leaves_the_others_in_service() {
     let t0 = Instant::now();
     let (mut core, serials) = running(3, t0);
-    let a = core.on_event(
-        t0,
-        Event::Exited {
-            serial: serials[1],
-            exit: Exit::Signal(9),
-        },
-    );
+    let a = core.exited(t0, serials[1], Exit::Signal(9));
     assert_eq!(published(&a), Some(vec![serials[0], serials[2]]));
 }
 
@@ -288,13 +243,7 @@ fn a_worker_that_served_a_while_restarts_at_once_and_resets_its_failures() {
     let (mut core, serials) = running(1, t0);
     core.slots[0].failures = 3;
     let later = t0 + Duration::from_secs(60);
-    let a = core.on_event(
-        later,
-        Event::Exited {
-            serial: serials[0],
-            exit: Exit::Code(0),
-        },
-    );
+    let a = core.exited(later, serials[0], Exit::Code(0));
     assert_eq!(spawns(&a).len(), 1, "restarted at once");
     assert_eq!(core.slots[0].failures, 0);
 }
@@ -303,13 +252,7 @@ fn a_worker_that_served_a_while_restarts_at_once_and_resets_its_failures() {
 fn a_worker_dying_young_counts_as_a_failure() {
     let t0 = Instant::now();
     let (mut core, serials) = running(1, t0);
-    let a = core.on_event(
-        t0 + Duration::from_millis(300),
-        Event::Exited {
-            serial: serials[0],
-            exit: Exit::Code(1),
-        },
-    );
+    let a = core.exited(t0 + Duration::from_millis(300), serials[0], Exit::Code(1));
     assert!(spawns(&a).is_empty());
     assert_eq!(core.slots[0].failures, 1);
 }
@@ -327,15 +270,9 @@ fn replace_takes_the_worker_out_dumps_its_stacks_then_kills_it() {
     );
     assert_eq!(published(&a), Some(vec![serials[1]]));
     assert_eq!(signals(&a), vec![(100, Sig::DumpStacks)]);
-    let a = core.on_event(t0 + Duration::from_millis(200), Event::Tick);
+    let a = core.tick_at(t0 + Duration::from_millis(200));
     assert_eq!(signals(&a), vec![(100, Sig::Kill)]);
-    let a = core.on_event(
-        t0 + Duration::from_secs(5),
-        Event::Exited {
-            serial: serials[0],
-            exit: Exit::Signal(9),
-        },
-    );
+    let a = core.exited(t0 + Duration::from_secs(5), serials[0], Exit::Signal(9));
     assert_eq!(spawns(&a).len(), 1, "replaced");
 }
 
@@ -346,24 +283,12 @@ fn graceful_stop_terms_every_worker_then_kills_stragglers_and_exits_when_all_are
     let a = core.on_event(t0, Event::Stop { fast: false });
     assert_eq!(signals(&a), vec![(100, Sig::Term), (101, Sig::Term)]);
     assert_eq!(published(&a), Some(vec![]));
-    let a = core.on_event(
-        t0 + Duration::from_secs(1),
-        Event::Exited {
-            serial: serials[0],
-            exit: Exit::Code(0),
-        },
-    );
+    let a = core.exited(t0 + Duration::from_secs(1), serials[0], Exit::Code(0));
     assert!(spawns(&a).is_empty(), "no restarts while stopping");
     assert!(!a.contains(&Action::Exit));
-    let a = core.on_event(t0 + Duration::from_secs(5), Event::Tick);
+    let a = core.tick_at(t0 + Duration::from_secs(5));
     assert_eq!(signals(&a), vec![(101, Sig::Kill)]);
-    let a = core.on_event(
-        t0 + Duration::from_secs(5),
-        Event::Exited {
-            serial: serials[1],
-            exit: Exit::Signal(9),
-        },
-    );
+    let a = core.exited(t0 + Duration::from_secs(5), serials[1], Exit::Signal(9));
     assert!(a.contains(&Action::Exit));
 }
 
@@ -379,19 +304,11 @@ fn fast_stop_quits_and_kills_after_a_second() {
 #[test]
 fn a_stop_while_a_slot_waits_for_its_back_off_cancels_the_restart() {
     let t0 = Instant::now();
-    let mut core = Core::new(settings(1));
-    let serial = spawns(&core.start())[0].1;
-    core.on_event(t0, Event::Spawned { serial, pid: 7 });
-    core.on_event(
-        t0,
-        Event::Exited {
-            serial,
-            exit: Exit::Code(1),
-        },
-    );
+    let (mut core, serial) = spawned_one(settings(1), t0);
+    core.exited(t0, serial, Exit::Code(1));
     let a = core.on_event(t0, Event::Stop { fast: false });
     assert!(a.contains(&Action::Exit), "nothing left to wait for");
-    assert!(spawns(&core.on_event(t0 + Duration::from_secs(60), Event::Tick)).is_empty());
+    assert!(spawns(&core.tick_at(t0 + Duration::from_secs(60))).is_empty());
 }
 
 #[test]
@@ -416,7 +333,7 @@ fn with_a_ready_path_a_worker_enters_service_only_after_a_passing_probe() {
             .contains("readiness check failed: 503")
     );
     // Retried after `retry`, not `interval`.
-    let a = core.on_event(t0 + Duration::from_secs(1), Event::Tick);
+    let a = core.tick_at(t0 + Duration::from_secs(1));
     assert_eq!(probes(&a), vec![s[0]]);
     let a = core.on_event(
         t0 + Duration::from_secs(1),
@@ -439,7 +356,7 @@ fn a_worker_never_passing_readiness_counts_as_a_boot_failure_at_boot_timeout() {
             result: Err("GET /ready answered 503".into()),
         },
     );
-    let a = core.on_event(t0 + Duration::from_secs(30), Event::Tick);
+    let a = core.tick_at(t0 + Duration::from_secs(30));
     assert_eq!(signals(&a), vec![(100, Sig::DumpStacks)]);
     let err = &core.slots[0].last_error.as_ref().unwrap().text;
     assert!(
@@ -447,13 +364,7 @@ fn a_worker_never_passing_readiness_counts_as_a_boot_failure_at_boot_timeout() {
         "{err}"
     );
     assert!(err.contains("503"), "{err}");
-    core.on_event(
-        t0 + Duration::from_secs(30),
-        Event::Exited {
-            serial: s[0],
-            exit: Exit::Signal(9),
-        },
-    );
+    core.exited(t0 + Duration::from_secs(30), s[0], Exit::Signal(9));
     assert_eq!(core.slots[0].failures, 1, "backs off like a boot failure");
 }
 
@@ -476,7 +387,7 @@ fn unhealthy_after_failed_probes_in_a_row_takes_a_worker_out_until_it_passes() {
         for &serial in &s {
             core.on_event(now, Event::Heartbeat { serial });
         }
-        let a = core.on_event(now, Event::Tick);
+        let a = core.tick_at(now);
         assert!(probes(&a).contains(&s[0]), "re-probed every interval");
         core.on_event(
             now,
@@ -500,7 +411,7 @@ fn unhealthy_after_failed_probes_in_a_row_takes_a_worker_out_until_it_passes() {
     }
     assert_eq!(core.workers[&s[0]].state, State::Unready);
     now += Duration::from_secs(10);
-    core.on_event(now, Event::Tick);
+    core.tick_at(now);
     let a = core.on_event(
         now,
         Event::ProbeResult {
@@ -560,7 +471,7 @@ fn a_live_worker_without_heartbeats_is_dumped_and_replaced() {
     let t1 = t0 + Duration::from_secs(20);
     core.on_event(t1, Event::Heartbeat { serial: s[1] });
     assert_eq!(core.next_deadline(), Some(t0 + Duration::from_secs(30)));
-    let a = core.on_event(t0 + Duration::from_secs(30), Event::Tick);
+    let a = core.tick_at(t0 + Duration::from_secs(30));
     assert_eq!(
         signals(&a),
         vec![(100, Sig::DumpStacks)],
@@ -586,20 +497,8 @@ fn max_requests_recycles_with_the_replacement_in_service_first() {
     let mut core = Core::new(recycling(2, 100, 0));
     let started = spawns(&core.start());
     for (slot, serial) in &started {
-        core.on_event(
-            t0,
-            Event::Spawned {
-                serial: *serial,
-                pid: 100 + *slot as u32,
-            },
-        );
-        core.on_event(
-            t0,
-            Event::Booted {
-                serial: *serial,
-                import_ms: 1.0,
-            },
-        );
+        core.spawned(t0, *serial, 100 + *slot as u32);
+        core.booted(t0, *serial, 1.0);
     }
     let (old, other) = (started[0].1, started[1].1);
     let a = core.on_event(
@@ -623,20 +522,8 @@ fn max_requests_recycles_with_the_replacement_in_service_first() {
     assert_eq!(next.len(), 1, "the replacement starts");
     assert_eq!(published(&a), None, "the old worker still serves");
     let new = next[0].1;
-    core.on_event(
-        t0,
-        Event::Spawned {
-            serial: new,
-            pid: 200,
-        },
-    );
-    let a = core.on_event(
-        t0,
-        Event::Booted {
-            serial: new,
-            import_ms: 1.0,
-        },
-    );
+    core.spawned(t0, new, 200);
+    let a = core.booted(t0, new, 1.0);
     // The new one is in, the old one out, in one publish: capacity never drops.
     assert_eq!(published(&a), Some(vec![other, new]));
     assert!(a.contains(&Action::Signal {
@@ -644,13 +531,7 @@ fn max_requests_recycles_with_the_replacement_in_service_first() {
         pid: 100,
         sig: Sig::Term,
     }));
-    let a = core.on_event(
-        t0,
-        Event::Exited {
-            serial: old,
-            exit: Exit::Code(0),
-        },
-    );
+    let a = core.exited(t0, old, Exit::Code(0));
     assert!(
         spawns(&a).is_empty(),
         "no extra worker after the recycled one exits"
@@ -665,7 +546,7 @@ fn jitter_spreads_the_limits() {
     let t0 = Instant::now();
     let mut limits = Vec::new();
     for (_, serial) in spawns(&core.start()) {
-        core.on_event(t0, Event::Spawned { serial, pid: 1 });
+        core.spawned(t0, serial, 1);
         limits.push(core.workers[&serial].recycle_after.unwrap());
     }
     assert!(
@@ -682,14 +563,8 @@ fn a_replacement_that_fails_to_boot_leaves_the_old_worker_serving() {
     let t0 = Instant::now();
     let mut core = Core::new(recycling(1, 10, 0));
     let serial = spawns(&core.start())[0].1;
-    core.on_event(t0, Event::Spawned { serial, pid: 100 });
-    core.on_event(
-        t0,
-        Event::Booted {
-            serial,
-            import_ms: 1.0,
-        },
-    );
+    core.spawned(t0, serial, 100);
+    core.booted(t0, serial, 1.0);
     let new = spawns(&core.on_event(
         t0,
         Event::Usage {
@@ -699,27 +574,9 @@ fn a_replacement_that_fails_to_boot_leaves_the_old_worker_serving() {
         },
     ))[0]
         .1;
-    core.on_event(
-        t0,
-        Event::Spawned {
-            serial: new,
-            pid: 200,
-        },
-    );
-    core.on_event(
-        t0,
-        Event::BootFailed {
-            serial: new,
-            error: "ImportError: new code".into(),
-        },
-    );
-    let a = core.on_event(
-        t0,
-        Event::Exited {
-            serial: new,
-            exit: Exit::Code(1),
-        },
-    );
+    core.spawned(t0, new, 200);
+    core.boot_failed(t0, new, "ImportError: new code");
+    let a = core.exited(t0, new, Exit::Code(1));
     assert_eq!(published(&a), None, "the old worker was never unpublished");
     assert_eq!(
         core.in_service().map(|w| w.serial).collect::<Vec<_>>(),
@@ -760,14 +617,8 @@ fn max_memory_recycles_a_worker_over_the_limit() {
         ..settings(1)
     });
     let serial = spawns(&core.start())[0].1;
-    core.on_event(t0, Event::Spawned { serial, pid: 100 });
-    core.on_event(
-        t0,
-        Event::Booted {
-            serial,
-            import_ms: 1.0,
-        },
-    );
+    core.spawned(t0, serial, 100);
+    core.booted(t0, serial, 1.0);
     assert!(
         spawns(&core.on_event(
             t0,
@@ -795,13 +646,7 @@ fn max_memory_recycles_a_worker_over_the_limit() {
 fn boot_all(core: &mut Core, actions: &[Action], t: Instant) -> Vec<u64> {
     let mut out = Vec::new();
     for (slot, serial) in spawns(actions) {
-        core.on_event(
-            t,
-            Event::Spawned {
-                serial,
-                pid: 300 + slot as u32,
-            },
-        );
+        core.spawned(t, serial, 300 + slot as u32);
         out.push(serial);
     }
     out
@@ -814,23 +659,11 @@ fn a_reload_moves_traffic_only_when_the_whole_new_generation_is_in_service() {
     let a = core.on_event(t0, Event::Reload { timeout: None });
     let new = boot_all(&mut core, &a, t0);
     assert_eq!(new.len(), 2, "a successor per slot");
-    let a = core.on_event(
-        t0,
-        Event::Booted {
-            serial: new[0],
-            import_ms: 1.0,
-        },
-    );
+    let a = core.booted(t0, new[0], 1.0);
     // The first new worker takes requests beside the old ones; none drains yet.
     assert_eq!(published(&a), Some(vec![old[0], old[1], new[0]]));
     assert!(signals(&a).is_empty(), "none drains yet");
-    let a = core.on_event(
-        t0,
-        Event::Booted {
-            serial: new[1],
-            import_ms: 1.0,
-        },
-    );
+    let a = core.booted(t0, new[1], 1.0);
     assert_eq!(published(&a), Some(vec![new[0], new[1]]));
     let drained: Vec<u64> = a
         .iter()
@@ -850,13 +683,7 @@ fn a_reload_moves_traffic_only_when_the_whole_new_generation_is_in_service() {
         Some(ReloadOutcome::Done { generation: 2, .. })
     ));
     for s in old {
-        let a = core.on_event(
-            t0,
-            Event::Exited {
-                serial: s,
-                exit: Exit::Code(0),
-            },
-        );
+        let a = core.exited(t0, s, Exit::Code(0));
         assert!(spawns(&a).is_empty());
     }
     assert_eq!(
@@ -871,27 +698,9 @@ fn a_reload_whose_new_code_fails_to_boot_leaves_the_old_generation_untouched() {
     let (mut core, old) = running(2, t0);
     let a = core.on_event(t0, Event::Reload { timeout: None });
     let new = boot_all(&mut core, &a, t0);
-    core.on_event(
-        t0,
-        Event::Booted {
-            serial: new[0],
-            import_ms: 1.0,
-        },
-    );
-    core.on_event(
-        t0,
-        Event::BootFailed {
-            serial: new[1],
-            error: "Traceback...\nSyntaxError: invalid syntax".into(),
-        },
-    );
-    let a = core.on_event(
-        t0,
-        Event::Exited {
-            serial: new[1],
-            exit: Exit::Code(1),
-        },
-    );
+    core.booted(t0, new[0], 1.0);
+    core.boot_failed(t0, new[1], "Traceback...\nSyntaxError: invalid syntax");
+    let a = core.exited(t0, new[1], Exit::Code(1));
     assert!(a.iter().any(|x| matches!(x, Action::Log(Level::Error, m) if m.contains("reload failed: slot 1 did not boot: SyntaxError: invalid syntax; generation 1 keeps serving"))), "{a:?}");
     assert_eq!(
         signals(&a),
@@ -911,13 +720,7 @@ fn a_reload_whose_new_code_fails_to_boot_leaves_the_old_generation_untouched() {
     ));
     // The old workers are not recycling any more and keep their slots.
     assert!(old.iter().all(|s| !core.workers[s].recycling));
-    let a = core.on_event(
-        t0,
-        Event::Exited {
-            serial: new[0],
-            exit: Exit::Code(0),
-        },
-    );
+    let a = core.exited(t0, new[0], Exit::Code(0));
     assert!(spawns(&a).is_empty());
     assert_eq!(
         core.slots.iter().map(|s| s.worker).collect::<Vec<_>>(),
@@ -936,7 +739,7 @@ fn a_reload_that_does_not_come_up_in_time_fails_at_its_deadline() {
         t0 + Duration::from_secs(29),
         Event::Heartbeat { serial: old[0] },
     );
-    let a = core.on_event(t0 + Duration::from_secs(30), Event::Tick);
+    let a = core.tick_at(t0 + Duration::from_secs(30));
     assert!(a.iter().any(|x| matches!(x, Action::Log(Level::Error, m) if m.contains("reload failed: generation 2 was not all in service within 30s"))), "{a:?}");
     assert_eq!(core.in_service().map(|w| w.serial).collect::<Vec<_>>(), old);
 }
@@ -951,20 +754,8 @@ fn scaling_up_starts_slots_and_down_drains_the_highest() {
         new.iter().map(|(slot, _)| *slot).collect::<Vec<_>>(),
         vec![2]
     );
-    core.on_event(
-        t0,
-        Event::Spawned {
-            serial: new[0].1,
-            pid: 102,
-        },
-    );
-    let a = core.on_event(
-        t0,
-        Event::Booted {
-            serial: new[0].1,
-            import_ms: 1.0,
-        },
-    );
+    core.spawned(t0, new[0].1, 102);
+    let a = core.booted(t0, new[0].1, 1.0);
     assert!(a.contains(&Action::Log(Level::Info, "all 3 workers in service".into())));
     let a = core.on_event(t0, Event::Scale { count: 1 });
     assert_eq!(published(&a), Some(vec![s[0]]));
@@ -982,13 +773,7 @@ fn scaling_up_starts_slots_and_down_drains_the_highest() {
     assert_eq!(drained, vec![s[1], new[0].1]);
     let later = t0 + Duration::from_secs(60);
     core.on_event(later, Event::Heartbeat { serial: s[0] });
-    let a = core.on_event(
-        later,
-        Event::Exited {
-            serial: s[1],
-            exit: Exit::Code(0),
-        },
-    );
+    let a = core.exited(later, s[1], Exit::Code(0));
     assert!(spawns(&a).is_empty(), "a scaled-away slot is not restarted");
     assert_eq!(core.active(), 1);
     // Scaling up again reuses the retired slot.
@@ -1008,20 +793,8 @@ fn a_rolling_reload_replaces_one_slot_at_a_time_within_max_surge() {
     });
     let mut old = Vec::new();
     for (slot, serial) in spawns(&core.start()) {
-        core.on_event(
-            t0,
-            Event::Spawned {
-                serial,
-                pid: 100 + slot as u32,
-            },
-        );
-        core.on_event(
-            t0,
-            Event::Booted {
-                serial,
-                import_ms: 1.0,
-            },
-        );
+        core.spawned(t0, serial, 100 + slot as u32);
+        core.booted(t0, serial, 1.0);
         old.push(serial);
     }
     let mut a = core.on_event(t0, Event::Reload { timeout: None });
@@ -1031,33 +804,15 @@ fn a_rolling_reload_replaces_one_slot_at_a_time_within_max_surge() {
         assert_eq!(s.len(), 1, "round {round}: one successor at a time");
         let (slot, new) = s[0];
         assert_eq!(slot, round);
-        core.on_event(
-            t0,
-            Event::Spawned {
-                serial: new,
-                pid: 200 + slot as u32,
-            },
-        );
+        core.spawned(t0, new, 200 + slot as u32);
         max_alive = max_alive.max(core.workers.len());
-        let b = core.on_event(
-            t0,
-            Event::Booted {
-                serial: new,
-                import_ms: 1.0,
-            },
-        );
+        let b = core.booted(t0, new, 1.0);
         assert!(b.contains(&Action::Signal {
             serial: old[slot],
             pid: 100 + slot as u32,
             sig: Sig::Term,
         }));
-        a = core.on_event(
-            t0,
-            Event::Exited {
-                serial: old[slot],
-                exit: Exit::Code(0),
-            },
-        );
+        a = core.exited(t0, old[slot], Exit::Code(0));
     }
     assert_eq!(max_alive, 4, "never more than max_surge = 1 extra worker");
     assert!(core.reload.is_none());
@@ -1083,20 +838,8 @@ fn recycled_one(t0: Instant) -> (Core, u64, u64) {
         },
     );
     let new = spawns(&a)[0].1;
-    core.on_event(
-        t0,
-        Event::Spawned {
-            serial: new,
-            pid: 200,
-        },
-    );
-    let a = core.on_event(
-        t0,
-        Event::Booted {
-            serial: new,
-            import_ms: 1.0,
-        },
-    );
+    core.spawned(t0, new, 200);
+    let a = core.booted(t0, new, 1.0);
     assert_eq!(signals(&a), vec![(100, Sig::Term)], "the old one drains");
     (core, old, new)
 }
@@ -1107,11 +850,11 @@ fn a_drained_worker_that_outstays_its_grace_is_killed_by_the_core() {
     let (mut core, _old, _) = recycled_one(t0);
     // The deadline is the core's own timer, not a task that outlives it.
     assert_eq!(core.next_deadline(), Some(t0 + Duration::from_secs(35)));
-    let a = core.on_event(t0 + Duration::from_secs(34), Event::Tick);
+    let a = core.tick_at(t0 + Duration::from_secs(34));
     assert!(signals(&a).is_empty());
-    let a = core.on_event(t0 + Duration::from_secs(35), Event::Tick);
+    let a = core.tick_at(t0 + Duration::from_secs(35));
     assert_eq!(signals(&a), vec![(100, Sig::Kill)]);
-    let a = core.on_event(t0 + Duration::from_secs(36), Event::Tick);
+    let a = core.tick_at(t0 + Duration::from_secs(36));
     assert!(signals(&a).is_empty(), "SIGKILL is sent once");
 }
 
@@ -1119,15 +862,9 @@ fn a_drained_worker_that_outstays_its_grace_is_killed_by_the_core() {
 fn a_drained_worker_that_exits_in_time_is_never_signalled_again() {
     let t0 = Instant::now();
     let (mut core, old, _) = recycled_one(t0);
-    core.on_event(
-        t0 + Duration::from_secs(2),
-        Event::Exited {
-            serial: old,
-            exit: Exit::Code(0),
-        },
-    );
+    core.exited(t0 + Duration::from_secs(2), old, Exit::Code(0));
     // Its pid may be anyone's now: no timer is left that would signal it.
-    let a = core.on_event(t0 + Duration::from_secs(3600), Event::Tick);
+    let a = core.tick_at(t0 + Duration::from_secs(3600));
     assert!(signals(&a).is_empty());
 }
 
@@ -1143,7 +880,7 @@ fn a_hung_request_on_a_draining_worker_ends_it_now_not_at_its_deadline() {
         },
     );
     assert_eq!(signals(&a), vec![(100, Sig::DumpStacks)]);
-    let a = core.on_event(t0 + Duration::from_millis(1200), Event::Tick);
+    let a = core.tick_at(t0 + Duration::from_millis(1200));
     assert_eq!(signals(&a), vec![(100, Sig::Kill)]);
     let a = core.on_event(
         t0 + Duration::from_secs(2),
@@ -1173,13 +910,7 @@ fn a_protocol_error_kills_the_worker_at_once_and_its_exit_replaces_it() {
         "out of service at once"
     );
     assert_eq!(signals(&a), vec![(100, Sig::Kill)]);
-    let a = core.on_event(
-        later,
-        Event::Exited {
-            serial: serials[0],
-            exit: Exit::Signal(9),
-        },
-    );
+    let a = core.exited(later, serials[0], Exit::Signal(9));
     assert_eq!(spawns(&a).len(), 1, "replaced at once, no zombie slot");
 }
 
@@ -1196,7 +927,7 @@ fn a_worker_that_closed_its_channel_but_lingers_is_killed() {
     );
     assert_eq!(published(&a), Some(vec![]));
     assert!(signals(&a).is_empty(), "a normal exit closes it first");
-    let a = core.on_event(t0 + Duration::from_secs(1), Event::Tick);
+    let a = core.tick_at(t0 + Duration::from_secs(1));
     assert_eq!(signals(&a), vec![(100, Sig::Kill)], "still there: killed");
 }
 
@@ -1208,18 +939,12 @@ fn after_sigterm_nothing_starts_even_when_a_worker_exits_before_the_stop() {
     core.on_event(t0, Event::Drain);
     // systemd TERMs every process of the unit: a worker drains and exits
     // while the front is still finishing its requests.
-    let a = core.on_event(
-        t0 + Duration::from_secs(5),
-        Event::Exited {
-            serial: serials[0],
-            exit: Exit::Code(0),
-        },
-    );
+    let a = core.exited(t0 + Duration::from_secs(5), serials[0], Exit::Code(0));
     assert!(spawns(&a).is_empty(), "not replaced");
     assert_eq!(published(&a), Some(vec![serials[1]]));
     assert!(!a.contains(&Action::Exit), "the front is still draining");
     let later = t0 + Duration::from_secs(60);
-    assert!(spawns(&core.on_event(later, Event::Tick)).is_empty());
+    assert!(spawns(&core.tick_at(later)).is_empty());
     let recycle = Event::Usage {
         serial: serials[1],
         requests: 1_000,
@@ -1230,22 +955,14 @@ fn after_sigterm_nothing_starts_even_when_a_worker_exits_before_the_stop() {
     assert!(spawns(&core.on_event(later, Event::Scale { count: 4 })).is_empty());
     let a = core.on_event(later, Event::Stop { fast: false });
     assert_eq!(signals(&a), vec![(101, Sig::Term)]);
-    let a = core.on_event(
-        later,
-        Event::Exited {
-            serial: serials[1],
-            exit: Exit::Code(0),
-        },
-    );
+    let a = core.exited(later, serials[1], Exit::Code(0));
     assert!(a.contains(&Action::Exit));
 }
 
 #[test]
 fn a_crash_while_booting_is_a_boot_failure_even_after_its_channel_closed() {
     let t0 = Instant::now();
-    let mut core = Core::new(settings(1));
-    let serial = spawns(&core.start())[0].1;
-    core.on_event(t0, Event::Spawned { serial, pid: 7 });
+    let (mut core, serial) = spawned_one(settings(1), t0);
     core.on_event(
         t0,
         Event::ChannelClosed {
@@ -1253,18 +970,130 @@ fn a_crash_while_booting_is_a_boot_failure_even_after_its_channel_closed() {
             error: None,
         },
     );
-    core.on_event(
-        t0,
-        Event::Exited {
-            serial,
-            exit: Exit::Signal(11),
-        },
-    );
+    core.exited(t0, serial, Exit::Signal(11));
     assert_eq!(core.boot_failures, 1);
     assert!(
         core.slots[0]
             .last_error
             .as_ref()
             .is_some_and(|e| e.text.contains("SIGSEGV"))
+    );
+}
+
+#[test]
+fn the_transition_table_allows_the_life_cycle_and_nothing_else() {
+    use State::*;
+    let boot_timeout = Killing {
+        cause: KillCause::BootTimeout,
+    };
+    let hung = Killing {
+        cause: KillCause::Hung,
+    };
+    for (from, to) in [
+        (Booting, Probing),
+        (Booting, InService),
+        (Probing, InService),
+        (InService, Unready),
+        (Unready, InService),
+        (Booting, boot_timeout),
+        (Probing, boot_timeout),
+        (InService, Stopping),
+        (Stopping, Stopping),
+        (Stopping, hung),
+        (InService, hung),
+    ] {
+        assert!(from.may_become(to), "{from:?} -> {to:?} must be allowed");
+    }
+    for (from, to) in [
+        (InService, Booting),
+        (Probing, Booting),
+        (Stopping, InService),
+        (Stopping, Probing),
+        (Unready, Probing),
+        (InService, boot_timeout),
+        (Stopping, boot_timeout),
+        (boot_timeout, Stopping),
+        (hung, Stopping),
+        (hung, InService),
+    ] {
+        assert!(!from.may_become(to), "{from:?} -> {to:?} must be refused");
+    }
+}
+
+#[test]
+fn a_probe_that_never_passes_puts_the_worker_in_killing_and_a_stop_keeps_its_deadline() {
+    let t0 = Instant::now();
+    let (mut core, s) = booted_probing(probed(1, 1), t0);
+    let t1 = t0 + Duration::from_secs(30);
+    let a = core.tick_at(t1);
+    assert_eq!(signals(&a), vec![(100, Sig::DumpStacks)]);
+    let w = &core.workers[&s[0]];
+    assert_eq!(
+        w.state,
+        State::Killing {
+            cause: KillCause::BootTimeout
+        }
+    );
+    assert_eq!(w.state.name(), "booting", "/status still calls it booting");
+    // A stop in the middle neither softens the state nor postpones SIGKILL.
+    let a = core.on_event(t1 + Duration::from_millis(50), Event::Stop { fast: true });
+    assert_eq!(signals(&a), vec![(100, Sig::Quit)]);
+    assert!(matches!(core.workers[&s[0]].state, State::Killing { .. }));
+    assert_eq!(core.next_deadline(), Some(t1 + Duration::from_millis(200)));
+    let a = core.tick_at(t1 + Duration::from_millis(200));
+    assert_eq!(signals(&a), vec![(100, Sig::Kill)]);
+}
+
+#[test]
+fn a_boot_timeout_exit_is_a_failed_boot_and_a_hung_worker_exit_is_not() {
+    let t0 = Instant::now();
+    // Boot timeout: the exit counts as a failure and backs off.
+    let (mut core, s) = booted_probing(probed(1, 1), t0);
+    let t1 = t0 + Duration::from_secs(30);
+    core.tick_at(t1);
+    let a = core.exited(t1, s[0], Exit::Signal(libc::SIGKILL));
+    assert!(spawns(&a).is_empty(), "backs off");
+    assert_eq!(core.slots[0].failures, 1);
+    assert_eq!(core.boot_failures, 1);
+    // Hung (a request timed out) young or not: replaced at once, no failure.
+    let (mut core, s) = running(1, t0);
+    core.on_event(
+        t0,
+        Event::Replace {
+            serial: s[0],
+            reason: "request timed out".into(),
+        },
+    );
+    assert_eq!(
+        core.workers[&s[0]].state,
+        State::Killing {
+            cause: KillCause::Hung
+        }
+    );
+    assert_eq!(core.workers[&s[0]].state.name(), "stopping");
+    let a = core.exited(t0 + Duration::from_millis(300), s[0], Exit::Signal(9));
+    assert_eq!(spawns(&a).len(), 1, "replaced at once");
+    assert_eq!(core.slots[0].failures, 0);
+}
+
+#[test]
+fn a_protocol_error_on_a_draining_worker_kills_it_for_that_cause() {
+    let t0 = Instant::now();
+    let (mut core, s) = running(2, t0);
+    core.on_event(t0, Event::Scale { count: 1 });
+    assert_eq!(core.workers[&s[1]].state, State::Stopping);
+    let a = core.on_event(
+        t0 + Duration::from_millis(10),
+        Event::ChannelClosed {
+            serial: s[1],
+            error: Some("bad frame".into()),
+        },
+    );
+    assert_eq!(signals(&a), vec![(101, Sig::Kill)]);
+    assert_eq!(
+        core.workers[&s[1]].state,
+        State::Killing {
+            cause: KillCause::ProtocolError
+        }
     );
 }

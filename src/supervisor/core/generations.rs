@@ -1,0 +1,395 @@
+//! How workers move between slots and generations: reloads (all at once or
+//! rolling), recycling past `max_requests`/`max_memory`, and scaling. Part of
+//! the pure [`Core`]: no I/O, the time comes in as `now`.
+
+use std::time::{Duration, Instant};
+
+use super::{Action, Core, Level, Phase, Reload, ReloadOutcome, Sig, Slot, State};
+
+impl Core {
+    /// The number the next reload's generation gets: a failed generation's
+    /// number is not reused.
+    pub fn next_generation(&self) -> u64 {
+        let failed = match &self.last_reload {
+            Some(ReloadOutcome::Failed { generation, .. }) => *generation,
+            _ => 0,
+        };
+        self.generation.max(failed) + 1
+    }
+
+    /// Marks the slot's current worker as being replaced (or not any more).
+    pub(super) fn set_recycling(&mut self, slot: usize, on: bool) {
+        if let Some(w) = self.slots[slot]
+            .worker
+            .and_then(|s| self.workers.get_mut(&s))
+        {
+            w.recycling = on;
+        }
+    }
+
+    /// Slots that are not scaled away.
+    pub fn active(&self) -> usize {
+        self.slots.iter().filter(|s| !s.retired).count()
+    }
+
+    /// Runs `count` workers: new slots start; slots beyond it drain and stop
+    /// (the highest first).
+    pub(super) fn scale(&mut self, now: Instant, count: usize, out: &mut Vec<Action>) {
+        if self.phase != Phase::Running || count == 0 {
+            return;
+        }
+        let before = self.active();
+        out.push(Action::Log(
+            Level::Info,
+            format!("scaling from {before} to {count} workers"),
+        ));
+        while self.slots.len() < count {
+            self.slots.push(Slot::default());
+        }
+        let mut changed = false;
+        for slot in 0..self.slots.len() {
+            let keep = slot < count;
+            let s = &mut self.slots[slot];
+            if keep && s.retired {
+                s.retired = false;
+                s.failures = 0;
+                if s.worker.is_none() {
+                    self.spawn(slot, out);
+                }
+            } else if keep
+                && s.worker.is_none()
+                && s.start_at.is_none()
+                && !self.spawning.values().any(|(sl, _)| *sl == slot)
+            {
+                self.spawn(slot, out);
+            } else if !keep && !s.retired {
+                s.retired = true;
+                s.start_at = None;
+                if let Some(next) = s.successor.take()
+                    && let Some(w) = self.workers.get_mut(&next)
+                {
+                    w.stop_by(now, now + self.settings.quit_grace);
+                    out.push(Action::Signal {
+                        serial: next,
+                        pid: w.pid,
+                        sig: Sig::Quit,
+                    });
+                }
+                if let Some(id) = s.worker
+                    && let Some(w) = self.workers.get(&id)
+                {
+                    changed |= w.state.live();
+                    self.drain(now, id, out);
+                }
+            }
+        }
+        if changed {
+            out.push(self.publish());
+        }
+    }
+
+    /// Starts generation N+1 beside N: a successor for every slot.
+    pub(super) fn start_reload(
+        &mut self,
+        now: Instant,
+        timeout: Option<Duration>,
+        out: &mut Vec<Action>,
+    ) {
+        if self.phase != Phase::Running {
+            return;
+        }
+        if let Some(r) = &self.reload {
+            out.push(Action::Log(
+                Level::Warn,
+                format!(
+                    "reload ignored: generation {} is still starting",
+                    r.generation
+                ),
+            ));
+            return;
+        }
+        let generation = self.next_generation();
+        let mut slots: Vec<usize> = (0..self.slots.len())
+            .filter(|&s| !self.slots[s].retired)
+            .collect();
+        let pending = match self.settings.rolling {
+            Some(surge) if surge < slots.len() => slots.split_off(surge.max(1)),
+            _ => Vec::new(),
+        };
+        self.reload = Some(Reload {
+            generation,
+            started: now,
+            deadline: now + timeout.unwrap_or(self.settings.reload_timeout),
+            pending,
+        });
+        out.push(Action::Log(
+            Level::Info,
+            format!(
+                "reload: starting generation {generation} beside generation {}",
+                self.generation
+            ),
+        ));
+        for slot in slots {
+            self.start_successor(slot, out);
+        }
+    }
+
+    /// Starts the new generation's worker for `slot` beside the old one.
+    pub(super) fn start_successor(&mut self, slot: usize, out: &mut Vec<Action>) {
+        // A successor that was recycling a worker is replaced by one of the
+        // new generation.
+        if let Some(old) = self.slots[slot].successor.take()
+            && let Some(w) = self.workers.get(&old)
+        {
+            out.push(Action::Signal {
+                serial: old,
+                pid: w.pid,
+                sig: Sig::Kill,
+            });
+        }
+        self.set_recycling(slot, true);
+        self.slots[slot].start_at = None;
+        self.spawn(slot, out);
+    }
+
+    /// The new generation failed: stop its workers; the old one, which never
+    /// stopped serving, stays.
+    pub(super) fn fail_reload(
+        &mut self,
+        now: Instant,
+        why: &str,
+        detail: Option<String>,
+        out: &mut Vec<Action>,
+    ) {
+        let Some(r) = self.reload.take() else {
+            return;
+        };
+        out.push(Action::Log(
+            Level::Error,
+            format!(
+                "reload failed: {why}; generation {} keeps serving",
+                self.generation
+            ),
+        ));
+        self.last_reload = Some(ReloadOutcome::Failed {
+            generation: r.generation,
+            at: now,
+            reason: why.to_string(),
+            detail,
+        });
+        let mut unpublish = false;
+        for slot in 0..self.slots.len() {
+            if let Some(next) = self.slots[slot].successor.take()
+                && let Some(w) = self.workers.get_mut(&next)
+            {
+                unpublish |= w.state.live();
+                w.stop_by(now, now + self.settings.quit_grace);
+                out.push(Action::Signal {
+                    serial: next,
+                    pid: w.pid,
+                    sig: Sig::Quit,
+                });
+            }
+            self.set_recycling(slot, false);
+        }
+        // Spawns of the new generation not reported yet are dropped.
+        self.spawning.retain(|_, (_, g)| *g != r.generation);
+        if unpublish {
+            out.push(self.publish());
+        }
+    }
+
+    /// max_requests plus jitter for a new worker (None: never).
+    pub(super) fn recycle_limit(&mut self) -> Option<u64> {
+        if self.settings.max_requests == 0 {
+            return None;
+        }
+        // xorshift64: deterministic for a given seed, good enough for jitter.
+        self.rng ^= self.rng << 13;
+        self.rng ^= self.rng >> 7;
+        self.rng ^= self.rng << 17;
+        let jitter = self.rng % (self.settings.max_requests_jitter + 1);
+        Some(self.settings.max_requests + jitter)
+    }
+
+    /// Starts recycling a worker that is past its request or memory limit:
+    /// its replacement boots first; it keeps serving until then.
+    pub(super) fn on_usage(
+        &mut self,
+        now: Instant,
+        serial: u64,
+        requests: u64,
+        rss: Option<u64>,
+        out: &mut Vec<Action>,
+    ) {
+        if self.phase != Phase::Running || self.reload.is_some() {
+            return;
+        }
+        let max_memory = self.settings.max_memory;
+        let Some(w) = self.workers.get_mut(&serial) else {
+            return;
+        };
+        let slot = w.slot;
+        if w.state != State::InService
+            || w.recycling
+            || self.slots[slot].worker != Some(serial)
+            || self.slots[slot].start_at.is_some_and(|t| t > now)
+        {
+            return;
+        }
+        let why = if let Some(limit) = w.recycle_after.filter(|l| requests >= *l) {
+            format!("served {requests} requests (its limit: {limit}, max_requests plus jitter)")
+        } else if let (Some(max), Some(rss)) = (max_memory, rss.filter(|r| Some(*r) > max_memory)) {
+            format!(
+                "uses {} MiB of memory (max_memory {} MiB)",
+                rss / (1 << 20),
+                max / (1 << 20)
+            )
+        } else {
+            return;
+        };
+        w.recycling = true;
+        out.push(Action::Log(
+            Level::Info,
+            format!(
+                "worker {slot} (pid {}) {why}: recycling it; its replacement starts first",
+                w.pid
+            ),
+        ));
+        self.slots[slot].start_at = None;
+        self.spawn(slot, out);
+    }
+
+    /// A successor in service takes its slot; the recycled worker stops
+    /// taking requests, finishes those in flight, and is stopped.
+    pub(super) fn promote_successors(&mut self, now: Instant, out: &mut Vec<Action>) {
+        if self.settings.rolling.is_some() && self.reload.is_some() {
+            return self.roll(now, out);
+        }
+        if let Some(r) = &self.reload {
+            // All at once: the old generation serves untouched until every
+            // slot of the new one is in service.
+            let ready = self.slots.iter().filter(|s| !s.retired).all(|s| {
+                let id = s.successor.or(s.worker);
+                id.and_then(|id| self.workers.get(&id))
+                    .is_some_and(|w| w.generation == r.generation && w.state == State::InService)
+            });
+            if !ready {
+                return;
+            }
+            self.reload_done(now, false, out);
+        }
+        for slot in 0..self.slots.len() {
+            let Some(next) = self.slots[slot].successor else {
+                continue;
+            };
+            if self.workers.get(&next).map(|w| w.state) != Some(State::InService) {
+                continue;
+            }
+            self.recycled += 1;
+            self.take_slot(now, slot, next, out);
+        }
+    }
+
+    /// `next` (in service) takes `slot`; the worker it replaces leaves the
+    /// routing set, drains and gets SIGTERM. False when there was none.
+    pub(super) fn take_slot(
+        &mut self,
+        now: Instant,
+        slot: usize,
+        next: u64,
+        out: &mut Vec<Action>,
+    ) -> bool {
+        self.slots[slot].successor = None;
+        let old = self.slots[slot].worker.replace(next);
+        self.slots[slot].failures = 0;
+        self.slots[slot].restarts += 1;
+        match old.filter(|s| self.workers.contains_key(s)) {
+            Some(old) => {
+                self.drain(now, old, out);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Rolling reload: each successor in service takes its slot at once (its
+    /// old worker drains) and the next slot's successor starts, so at most
+    /// max_surge extra workers run. When the last slot is done, so is the
+    /// reload. (A failure part-way leaves the slots already moved on the new
+    /// generation: they passed their checks.)
+    pub(super) fn roll(&mut self, now: Instant, out: &mut Vec<Action>) {
+        let Some(generation) = self.reload.as_ref().map(|r| r.generation) else {
+            return;
+        };
+        for slot in 0..self.slots.len() {
+            let Some(next) = self.slots[slot].successor else {
+                continue;
+            };
+            if self.workers.get(&next).map(|w| (w.state, w.generation))
+                != Some((State::InService, generation))
+            {
+                continue;
+            }
+            if !self.take_slot(now, slot, next, out) {
+                // The slot had no old worker to drain: go on at once.
+                self.roll_next(out);
+            }
+        }
+        self.roll_done(now, out);
+    }
+
+    /// Rolling: an old worker is gone, so the next slot's successor may start
+    /// without exceeding max_surge extra processes.
+    pub(super) fn roll_next(&mut self, out: &mut Vec<Action>) {
+        if self.settings.rolling.is_none() || self.phase != Phase::Running {
+            return;
+        }
+        let next = self
+            .reload
+            .as_mut()
+            .and_then(|r| (!r.pending.is_empty()).then(|| r.pending.remove(0)));
+        if let Some(slot) = next {
+            self.start_successor(slot, out);
+        }
+    }
+
+    pub(super) fn roll_done(&mut self, now: Instant, out: &mut Vec<Action>) {
+        let Some(generation) = self.reload.as_ref().map(|r| r.generation) else {
+            return;
+        };
+        let done = self.reload.as_ref().is_some_and(|r| r.pending.is_empty())
+            && self.slots.iter().filter(|s| !s.retired).all(|s| {
+                s.successor.is_none()
+                    && s.worker
+                        .and_then(|w| self.workers.get(&w))
+                        .is_some_and(|w| w.generation == generation)
+            });
+        if done {
+            self.reload_done(now, true, out);
+        }
+    }
+
+    /// Ends the reload in progress: its generation is now the current one.
+    pub(super) fn reload_done(&mut self, now: Instant, rolling: bool, out: &mut Vec<Action>) {
+        let r = self.reload.take().expect("a reload in progress");
+        self.generation = r.generation;
+        self.last_reload = Some(ReloadOutcome::Done {
+            generation: r.generation,
+            at: now,
+        });
+        let ms = now.saturating_duration_since(r.started).as_millis();
+        let how = if rolling {
+            format!("{ms} ms, rolling)")
+        } else {
+            format!("{ms} ms); generation {} drains", r.generation - 1)
+        };
+        out.push(Action::Log(
+            Level::Info,
+            format!(
+                "reload done: generation {} is in service ({how}",
+                r.generation
+            ),
+        ));
+    }
+}

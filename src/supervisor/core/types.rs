@@ -1,0 +1,418 @@
+//! The life cycle's vocabulary: a worker's [`State`] and the transitions
+//! allowed between them, the [`Event`]s the core takes and the [`Action`]s
+//! it asks for, and the settings, slots and workers it keeps.
+
+use std::time::{Duration, Instant};
+
+/// Where a worker is in its life cycle. The allowed transitions are
+/// [`State::may_become`]; [`Worker::enter`] checks every change against it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    Booting,
+    /// Booted; waiting for its readiness path to answer 2xx.
+    Probing,
+    InService,
+    /// Was in service; failed `unhealthy_after` probes in a row.
+    Unready,
+    /// Asked to finish and exit (drained, stopped, a successor given up, its
+    /// channel closed); SIGKILL follows if it outstays its grace.
+    Stopping,
+    /// Being killed for a fault: its stacks are dumped, SIGKILL is due.
+    Killing {
+        cause: KillCause,
+    },
+}
+
+/// Why a worker is being killed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KillCause {
+    /// It did not boot (or pass its readiness check) within boot_timeout:
+    /// its exit is a failed boot.
+    BootTimeout,
+    /// A request timed out on it, or it sent no heartbeat.
+    Hung,
+    /// It broke the worker protocol; corral closed its channel.
+    ProtocolError,
+}
+
+impl State {
+    /// Booted and not stopping: may take requests in a panic.
+    pub(super) fn live(self) -> bool {
+        matches!(self, State::Probing | State::InService | State::Unready)
+    }
+
+    /// Asked to go (stopping, or being killed for a fault other than a
+    /// boot): its exit is expected, not a crash.
+    pub(super) fn leaving(self) -> bool {
+        matches!(
+            self,
+            State::Stopping
+                | State::Killing {
+                    cause: KillCause::Hung | KillCause::ProtocolError
+                }
+        )
+    }
+
+    /// The table of allowed transitions. A worker being killed stays so
+    /// until it exits; nothing returns to Booting.
+    pub fn may_become(self, to: State) -> bool {
+        use State::*;
+        match (self, to) {
+            (Killing { .. }, _) => false,
+            (_, Booting) => false,
+            (Booting, Probing | InService) => true,
+            (Probing | Unready, InService) => true,
+            (InService, Unready) => true,
+            (
+                Booting | Probing,
+                Killing {
+                    cause: KillCause::BootTimeout,
+                },
+            ) => true,
+            (
+                _,
+                Killing {
+                    cause: KillCause::BootTimeout,
+                },
+            ) => false,
+            (Stopping, Stopping) => true,
+            (Stopping, _) => matches!(to, Killing { .. }),
+            (_, Stopping | Killing { .. }) => true,
+            _ => false,
+        }
+    }
+
+    /// The name /status shows. A worker killed for a boot timeout still
+    /// counts as booting (its exit is a failed boot); one killed for
+    /// another fault as stopping.
+    pub fn name(self) -> &'static str {
+        match self {
+            State::Booting
+            | State::Killing {
+                cause: KillCause::BootTimeout,
+            } => "booting",
+            State::Probing => "probing",
+            State::InService => "in_service",
+            State::Unready => "unready",
+            State::Stopping | State::Killing { .. } => "stopping",
+        }
+    }
+}
+
+impl serde::Serialize for State {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.name())
+    }
+}
+
+/// How a worker process ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Exit {
+    Code(i32),
+    Signal(i32),
+}
+
+impl Exit {
+    pub fn describe(&self) -> String {
+        match self {
+            Exit::Code(c) => format!("exited with code {c}"),
+            Exit::Signal(s) => {
+                let name = nix::sys::signal::Signal::try_from(*s)
+                    .map(|s| s.as_str().to_string())
+                    .unwrap_or_else(|_| format!("signal {s}"));
+                if *s == libc::SIGKILL {
+                    format!("was killed by {name} (by corral, or the OOM killer)")
+                } else {
+                    format!("was killed by {name}")
+                }
+            }
+        }
+    }
+}
+
+/// Classifies how a child process ended.
+pub fn exit_of(status: std::process::ExitStatus) -> Exit {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(c), _) => Exit::Code(c),
+        (None, Some(s)) => Exit::Signal(s),
+        (None, None) => Exit::Code(-1),
+    }
+}
+
+/// The life-cycle settings, from the configuration.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub count: usize,
+    pub boot_timeout: Duration,
+    pub backoff: Duration,
+    pub backoff_max: Duration,
+    /// A worker that exits sooner than this after booting counts as failed.
+    pub young: Duration,
+    /// Time between the stack dump and SIGKILL for a hung worker.
+    pub dump_grace: Duration,
+    /// Time workers get after SIGTERM (graceful) or SIGQUIT (fast) before SIGKILL.
+    pub term_grace: Duration,
+    pub quit_grace: Duration,
+    /// Time a drained worker (SIGTERM while corral keeps running: recycled,
+    /// replaced by a reload, scaled away) has to finish before SIGKILL: its
+    /// own graceful timeout plus a margin.
+    pub drain_grace: Duration,
+    /// Readiness probing: None when no ready_path is configured.
+    pub probe: Option<ProbeSettings>,
+    /// Below this many workers in service, route to every live worker.
+    pub min_in_service: usize,
+    /// A live worker silent for this long is wedged (None: no check).
+    pub heartbeat_timeout: Option<Duration>,
+    /// Recycle a worker after this many requests (0: never) plus a random
+    /// 0..=jitter, so workers do not all recycle at once.
+    pub max_requests: u64,
+    pub max_requests_jitter: u64,
+    /// Recycle a worker whose RSS exceeds this many bytes.
+    pub max_memory: Option<u64>,
+    /// Seed of the jitter's random numbers (fixed in tests).
+    pub seed: u64,
+    /// How long a new generation may take to be all in service.
+    pub reload_timeout: Duration,
+    /// Rolling reloads with at most this many extra workers at a time
+    /// (None: all at once).
+    pub rolling: Option<usize>,
+}
+
+/// A reload in progress: generation `generation` is booting beside the
+/// current one, which keeps serving untouched until every slot of the new
+/// one is in service.
+#[derive(Debug, Clone)]
+pub struct Reload {
+    pub generation: u64,
+    pub started: Instant,
+    pub deadline: Instant,
+    /// Rolling: slots whose successor has not started yet.
+    pub pending: Vec<usize>,
+}
+
+/// How the last reload ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ReloadOutcome {
+    Done {
+        generation: u64,
+        at: Instant,
+    },
+    Failed {
+        generation: u64,
+        at: Instant,
+        reason: String,
+        /// The failing worker's full error (traceback), when there is one.
+        detail: Option<String>,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub struct ProbeSettings {
+    pub interval: Duration,
+    /// Time between probes of a worker that has not passed yet.
+    pub retry: Duration,
+    pub unhealthy_after: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sig {
+    Term,
+    Quit,
+    Kill,
+    /// SIGUSR1: the worker's faulthandler prints every thread's stack.
+    DumpStacks,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Level {
+    Info,
+    Warn,
+    Error,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    Spawned {
+        serial: u64,
+        pid: u32,
+    },
+    SpawnFailed {
+        serial: u64,
+        error: String,
+    },
+    Booted {
+        serial: u64,
+        import_ms: f64,
+    },
+    BootFailed {
+        serial: u64,
+        error: String,
+    },
+    /// The worker's channel closed: at its exit, or because corral
+    /// refused what the worker sent (`error`).
+    ChannelClosed {
+        serial: u64,
+        error: Option<String>,
+    },
+    Exited {
+        serial: u64,
+        exit: Exit,
+    },
+    /// Take a worker out of service and kill it (e.g. a request timed out).
+    Replace {
+        serial: u64,
+        reason: String,
+    },
+    /// The worker's interpreter is alive (it can take the GIL).
+    Heartbeat {
+        serial: u64,
+    },
+    /// What a worker has used so far: requests served and resident memory.
+    Usage {
+        serial: u64,
+        requests: u64,
+        rss: Option<u64>,
+    },
+    /// The answer to a readiness probe: a 2xx, or why not.
+    ProbeResult {
+        serial: u64,
+        result: Result<(), String>,
+    },
+    /// SIGTERM arrived: the front drains its requests; from now on nothing
+    /// new starts (no restarts, recycling, reloads or scaling).
+    Drain,
+    /// Stop everything: fast (QUIT/INT) or after the front drained (TERM).
+    Stop {
+        fast: bool,
+    },
+    /// Start the next generation beside the current one (SIGHUP); it must
+    /// be all in service within `timeout` (default: reload_timeout).
+    Reload {
+        timeout: Option<Duration>,
+    },
+    /// Run this many workers (`corral scale`, TTIN/TTOU).
+    Scale {
+        count: usize,
+    },
+    Tick,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    Spawn {
+        slot: usize,
+        serial: u64,
+        /// The generation it belongs to (its code and folder).
+        generation: u64,
+    },
+    Signal {
+        serial: u64,
+        pid: u32,
+        sig: Sig,
+    },
+    /// Send the readiness request to this worker; answer with ProbeResult.
+    Probe {
+        serial: u64,
+    },
+    /// The workers that take requests now.
+    Publish(Vec<u64>),
+    Log(Level, String),
+    /// Every worker is gone after a stop: the supervisor may exit.
+    Exit,
+}
+
+#[derive(Debug, Clone)]
+pub struct Worker {
+    pub serial: u64,
+    pub slot: usize,
+    pub pid: u32,
+    pub state: State,
+    pub started: Instant,
+    pub since: Instant,
+    pub boot_time: Option<Duration>,
+    pub import_ms: Option<f64>,
+    pub(super) boot_failed: bool,
+    /// When SIGKILL is due (a stack dump, a drain or a stop is under way).
+    pub(super) kill_at: Option<Instant>,
+    /// SIGKILL was sent: nothing more to do but wait for the exit.
+    pub(super) killed: bool,
+    pub(super) probe_fails: u32,
+    pub(super) next_probe: Option<Instant>,
+    pub(super) probing: bool,
+    pub(super) last_beat: Instant,
+    /// The generation (code revision) this worker was started for.
+    pub generation: u64,
+    /// Requests after which this worker is recycled.
+    pub recycle_after: Option<u64>,
+    /// Its replacement is starting; it serves until that one is in service.
+    pub recycling: bool,
+}
+
+impl Worker {
+    /// Moves the worker to `to`; a transition outside
+    /// [`State::may_become`] is a bug (checked in debug builds).
+    pub(super) fn enter(&mut self, to: State) {
+        debug_assert!(
+            self.state.may_become(to),
+            "worker {}: {:?} may not become {:?}",
+            self.serial,
+            self.state,
+            to
+        );
+        self.state = to;
+    }
+
+    /// Asks it to go: Stopping (unless it is being killed already, which
+    /// it stays), with SIGKILL due by `deadline` at the latest.
+    pub(super) fn stop_by(&mut self, now: Instant, deadline: Instant) {
+        if !matches!(self.state, State::Killing { .. }) {
+            self.enter(State::Stopping);
+            self.since = now;
+        }
+        self.kill_at = Some(self.kill_at.map_or(deadline, |k| k.min(deadline)));
+    }
+}
+
+/// A boot failure kept for the status page and the logs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BootError {
+    pub at: Instant,
+    pub serial: u64,
+    pub text: String,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Slot {
+    pub worker: Option<u64>,
+    /// A replacement booting while `worker` is recycled.
+    pub successor: Option<u64>,
+    /// Scaled away: its worker drains and the slot is not restarted.
+    pub retired: bool,
+    /// Failures in a row, for the back-off.
+    pub failures: u32,
+    pub start_at: Option<Instant>,
+    pub restarts: u32,
+    pub last_exit: Option<String>,
+    pub last_error: Option<BootError>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    Running,
+    /// SIGTERM: the front finishes its requests; workers keep serving, but
+    /// none is started, restarted, recycled or added.
+    Draining,
+    Stopping,
+}
+
+/// "100ms", "1.6s", "30s".
+pub fn human(d: Duration) -> String {
+    if d < Duration::from_secs(1) {
+        format!("{}ms", d.as_millis())
+    } else if d.subsec_millis() == 0 {
+        format!("{}s", d.as_secs())
+    } else {
+        format!("{:.1}s", d.as_secs_f64())
+    }
+}

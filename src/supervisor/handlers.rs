@@ -1,0 +1,291 @@
+//! One handler per message kind, as in gunicorn's arbiter: the signal
+//! thread and the other tasks only queue a [`Msg`]; the supervisor loop
+//! takes one at a time and [`Supervisor::dispatch`] hands it to a small
+//! `handle_*` method, which either handles it here (logs, the re-exec, the
+//! shutdown delay) or turns it into an [`Event`] for the core.
+
+use std::time::Duration;
+
+use super::core::{Event, Phase};
+use super::{Handover, Msg, ReloadDone, Signal, Supervisor, Term};
+use crate::worker::channel::ControlEvent;
+
+type Waiter = tokio::sync::oneshot::Sender<Result<ReloadDone, String>>;
+
+impl Supervisor {
+    /// Turns a message into a core event (or handles it here). Exits and
+    /// channel closes are not here: [`Supervisor::receive`] pairs them.
+    pub(super) fn dispatch(&mut self, msg: Msg) -> Option<Event> {
+        match msg {
+            Msg::Control(serial, event) => Self::handle_control(serial, event),
+            Msg::Exited(..) | Msg::ExitHoldOver(_) => None,
+            Msg::Signal(sig) => self.handle_signal(sig),
+            Msg::Replace(serial, reason) => Some(Event::Replace { serial, reason }),
+            Msg::Probed(serial, result) => Some(Event::ProbeResult { serial, result }),
+            Msg::HookDone(run) => {
+                self.hook = Some(run);
+                None
+            }
+            Msg::RolledBack(result) => self.handle_rolled_back(result),
+            Msg::Reload(timeout, waiter) => self.handle_reload(timeout, waiter),
+            Msg::Scale(count) => Some(Event::Scale { count }),
+            Msg::Drift(drift) => {
+                self.handle_drift(drift);
+                None
+            }
+            Msg::Ping(reply) => {
+                let _ = reply.send(());
+                None
+            }
+            Msg::DelayOver => self.handle_delay_over(),
+            Msg::FrontDrained(in_time) => self.handle_front_drained(in_time),
+            Msg::ReexecDeadline => self.handle_reexec_deadline(),
+        }
+    }
+
+    fn handle_control(serial: u64, event: ControlEvent) -> Option<Event> {
+        match event {
+            ControlEvent::Booted(info) => Some(Event::Booted {
+                serial,
+                import_ms: info.import_ms,
+            }),
+            ControlEvent::BootFailed(error) => Some(Event::BootFailed { serial, error }),
+            ControlEvent::Heartbeat => Some(Event::Heartbeat { serial }),
+            // Paired with the exit by `receive`.
+            ControlEvent::Closed(_) => None,
+        }
+    }
+
+    fn handle_signal(&mut self, sig: Signal) -> Option<Event> {
+        match sig {
+            Signal::Term => self.handle_term(),
+            Signal::Int | Signal::Quit => self.handle_fast_stop(sig),
+            Signal::Hup => self.handle_hup(),
+            Signal::Ttin => self.handle_ttin(),
+            Signal::Ttou => self.handle_ttou(),
+            Signal::Usr1 => {
+                Self::handle_usr1();
+                None
+            }
+            Signal::Usr2 => {
+                self.handle_usr2();
+                None
+            }
+        }
+    }
+
+    /// TERM: not ready from now on; after `shutdown_delay` (or at once, or
+    /// at a second TERM), the graceful stop.
+    fn handle_term(&mut self) -> Option<Event> {
+        if self.core.phase == Phase::Stopping {
+            return None;
+        }
+        match self.term {
+            Term::Delaying => {
+                return self.graceful_stop("SIGTERM again: the rest of shutdown_delay skipped");
+            }
+            Term::Draining => return None,
+            Term::NotYet => {}
+        }
+        // Not ready from now on (the snapshot says stopping), and
+        // nothing reloads or re-executes any more.
+        let delay = self.cfg.server.shutdown_delay;
+        // A USR2 hand-over needs no delay: the new corral already
+        // serves on the same sockets.
+        if !delay.is_zero() && !matches!(self.handover, Handover::ToChild(_)) {
+            tracing::info!(
+                "SIGTERM: /health/ready answers 503 from now on; serving for shutdown_delay ({delay:?}) before the graceful stop (a second SIGTERM skips the wait)"
+            );
+            self.term = Term::Delaying;
+            self.after(delay, Msg::DelayOver);
+            return None;
+        }
+        self.graceful_stop("SIGTERM")
+    }
+
+    fn handle_delay_over(&mut self) -> Option<Event> {
+        if self.term != Term::Delaying {
+            return None;
+        }
+        self.graceful_stop("shutdown_delay is over")
+    }
+
+    /// INT, QUIT: the fast stop, at once.
+    fn handle_fast_stop(&mut self, sig: Signal) -> Option<Event> {
+        tracing::info!("{}: fast stop", sig.name());
+        if self.term == Term::Delaying {
+            self.term = Term::Draining;
+        }
+        // The front closes its WebSockets with 1001 before the workers go.
+        if let Some(front) = self.front.take() {
+            front.stop_now();
+        }
+        Some(Event::Stop { fast: true })
+    }
+
+    /// The graceful stop (TERM, after `shutdown_delay`): the front stops
+    /// accepting and finishes the requests in flight, then the workers stop.
+    fn graceful_stop(&mut self, why: &str) -> Option<Event> {
+        self.term = Term::Draining;
+        tracing::info!(
+            "{why}: graceful stop (finishing requests in flight, up to {:?})",
+            self.cfg.workers.graceful_timeout
+        );
+        if let Some(front) = self.front.take() {
+            let grace = self.cfg.workers.graceful_timeout;
+            let tx = self.tx.clone();
+            tokio::spawn(async move {
+                let in_time = front.shutdown(grace).await;
+                let _ = tx.send(Msg::FrontDrained(in_time));
+            });
+        }
+        // Nothing starts any more, even if a worker exits meanwhile
+        // (systemd sends TERM to every process of the unit).
+        Some(Event::Drain)
+    }
+
+    fn handle_front_drained(&mut self, in_time: bool) -> Option<Event> {
+        if !in_time {
+            tracing::warn!(
+                "graceful_timeout ({:?}) ran out with requests still in flight",
+                self.cfg.workers.graceful_timeout
+            );
+        }
+        Some(Event::Stop { fast: false })
+    }
+
+    fn handle_hup(&mut self) -> Option<Event> {
+        if self.term != Term::NotYet {
+            return None;
+        }
+        tracing::info!("SIGHUP: reload");
+        if self.core.reload.is_none() {
+            self.start_generation(self.core.next_generation());
+        }
+        Some(Event::Reload { timeout: None })
+    }
+
+    /// `corral reload [--wait]`: the waiter hears how the reload ended.
+    fn handle_reload(
+        &mut self,
+        timeout: Option<Duration>,
+        waiter: Option<Waiter>,
+    ) -> Option<Event> {
+        if self.stopping() {
+            if let Some(w) = waiter {
+                let _ = w.send(Err("corral is stopping".into()));
+            }
+            return None;
+        }
+        self.new_waiter = waiter;
+        if self.core.reload.is_none() {
+            self.start_generation(self.core.next_generation());
+        }
+        Some(Event::Reload { timeout })
+    }
+
+    /// The built-in rollback put the good code back: reload it (once; see
+    /// `Policy::rolled_back`).
+    fn handle_rolled_back(&mut self, result: Result<String, String>) -> Option<Event> {
+        let what = match result {
+            Ok(what) => what,
+            Err(why) => {
+                tracing::error!("rollback failed: {why}");
+                return None;
+            }
+        };
+        if self.core.reload.is_some() || self.core.phase != Phase::Running {
+            return None;
+        }
+        let generation = self.core.next_generation();
+        tracing::warn!("rollback: {what}; reloading the restored code as generation {generation}");
+        self.policy.rolled_back(generation);
+        self.start_generation(generation);
+        Some(Event::Reload { timeout: None })
+    }
+
+    fn handle_ttin(&mut self) -> Option<Event> {
+        let count = self.core.active() + 1;
+        tracing::info!("SIGTTIN: one more worker ({count})");
+        Some(Event::Scale { count })
+    }
+
+    fn handle_ttou(&mut self) -> Option<Event> {
+        let count = self.core.active().saturating_sub(1);
+        if count == 0 {
+            tracing::warn!("SIGTTOU: already at one worker; ignoring");
+            return None;
+        }
+        tracing::info!("SIGTTOU: one less worker ({count})");
+        Some(Event::Scale { count })
+    }
+
+    /// USR1: reopen the log files.
+    fn handle_usr1() {
+        // Opening files is blocking I/O: not on the supervisor loop.
+        tokio::task::spawn_blocking(|| {
+            let reopened = crate::logfile::reopen_all();
+            if reopened.is_empty() {
+                tracing::info!("SIGUSR1: corral logs to stderr; there is no log file to reopen");
+            }
+            for (path, error) in reopened {
+                match error {
+                    None => tracing::info!("SIGUSR1: reopened {}", path.display()),
+                    Some(e) => tracing::error!("SIGUSR1: kept the old file: {e}"),
+                }
+            }
+        });
+    }
+
+    /// USR2: start a new corral on the same sockets; it takes over once its
+    /// workers are in service.
+    fn handle_usr2(&mut self) {
+        if self.handover != Handover::None || self.term != Term::NotYet {
+            tracing::warn!("SIGUSR2 ignored: a re-exec or a stop is already under way");
+            return;
+        }
+        if crate::reaper::is_init() {
+            // The new corral would be our child, and when PID 1
+            // exits the kernel kills every process of the namespace.
+            tracing::warn!(
+                "SIGUSR2 ignored: corral is PID 1 (a container), which cannot hand over to a new corral; restart the container, or reload (SIGHUP) for new code"
+            );
+            return;
+        }
+        match crate::reexec::spawn(&self.sockets) {
+            Ok(pid) => {
+                self.handover = Handover::ToChild(pid);
+                tracing::info!(
+                    "SIGUSR2: started a new corral (pid {pid}) on the same sockets; this one (pid {}) stops once it is in service",
+                    std::process::id()
+                );
+            }
+            Err(e) => tracing::error!("SIGUSR2: cannot start a new corral: {e}"),
+        }
+    }
+
+    /// A re-executed corral not in service within ready_timeout gives up;
+    /// the old one keeps serving.
+    fn handle_reexec_deadline(&mut self) -> Option<Event> {
+        if !matches!(self.handover, Handover::FromParent(_)) || self.policy.recorded_good() > 0 {
+            return None;
+        }
+        tracing::error!(
+            "re-exec: not in service within {:?}; exiting, the old corral keeps serving",
+            self.cfg.deploy.ready_timeout
+        );
+        self.exit_code = 1;
+        self.front = None;
+        Some(Event::Stop { fast: true })
+    }
+
+    /// What a revision check found: log a new drift once.
+    fn handle_drift(&mut self, drift: Option<String>) {
+        if let Some(msg) = &drift
+            && self.drift.as_ref() != Some(msg)
+        {
+            tracing::warn!("revision drift: {msg}");
+        }
+        self.drift = drift;
+    }
+}

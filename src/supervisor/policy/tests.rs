@@ -1,0 +1,202 @@
+//! The deploy policy's rules, one view of the worker table at a time.
+
+use std::time::Instant;
+
+use super::*;
+
+fn settings(hook: bool, builtin_rollback: bool) -> PolicySettings {
+    PolicySettings {
+        exit_on_boot_failure: false,
+        builtin_rollback,
+        hook,
+    }
+}
+
+/// Generation `generation` with `active` slots, all in service.
+fn serving(generation: u64, active: usize) -> View {
+    View {
+        generation,
+        reloading: false,
+        active,
+        in_service: active,
+        in_service_of_generation: active,
+        running: true,
+        every_slot_failed: false,
+        first_error: None,
+        last_reload: None,
+    }
+}
+
+/// A cold start where every slot failed with `error`.
+fn nothing_boots(error: &str) -> View {
+    View {
+        in_service: 0,
+        in_service_of_generation: 0,
+        every_slot_failed: true,
+        first_error: Some(error.into()),
+        ..serving(1, 2)
+    }
+}
+
+fn failed(generation: u64, reason: &str) -> Option<ReloadOutcome> {
+    Some(ReloadOutcome::Failed {
+        generation,
+        at: Instant::now(),
+        reason: reason.into(),
+        detail: Some(format!("Traceback\n{reason}")),
+    })
+}
+
+#[test]
+fn a_generation_is_recorded_good_once_when_every_active_slot_is_in_service() {
+    let mut p = Policy::new(settings(true, true));
+    let partly = View {
+        in_service: 1,
+        in_service_of_generation: 1,
+        ..serving(1, 2)
+    };
+    assert_eq!(p.step(&partly), vec![]);
+    assert_eq!(p.recorded_good(), 0);
+    assert_eq!(p.step(&serving(1, 2)), vec![Decision::Good(1)]);
+    assert_eq!(p.step(&serving(1, 2)), vec![], "recorded once");
+    // While generation 2 starts beside 1, nothing new is good.
+    let reloading = View {
+        reloading: true,
+        ..serving(1, 2)
+    };
+    assert_eq!(p.step(&reloading), vec![]);
+    assert_eq!(p.step(&serving(2, 2)), vec![Decision::Good(2)]);
+    assert_eq!(p.recorded_good(), 2);
+}
+
+#[test]
+fn a_failed_reload_runs_the_rollback_once_per_failed_generation() {
+    let mut p = Policy::new(settings(true, false));
+    p.step(&serving(1, 2));
+    let v = View {
+        last_reload: failed(2, "ImportError: x"),
+        ..serving(1, 2)
+    };
+    assert_eq!(
+        p.step(&v),
+        vec![Decision::Rollback {
+            generation: 2,
+            reason: "ImportError: x".into(),
+            detail: Some("Traceback\nImportError: x".into()),
+            builtin: false,
+        }]
+    );
+    assert_eq!(p.step(&v), vec![], "once for generation 2");
+    let v = View {
+        last_reload: failed(3, "SyntaxError"),
+        ..serving(1, 2)
+    };
+    assert_eq!(p.step(&v).len(), 1, "again for generation 3");
+}
+
+#[test]
+fn without_a_hook_or_a_builtin_rollback_a_failure_sets_nothing_off() {
+    let mut p = Policy::new(settings(false, false));
+    p.step(&serving(1, 1));
+    let v = View {
+        last_reload: failed(2, "boom"),
+        ..serving(1, 1)
+    };
+    assert_eq!(p.step(&v), vec![]);
+}
+
+#[test]
+fn the_code_a_rollback_restored_is_not_rolled_back_again() {
+    let mut p = Policy::new(settings(true, true));
+    p.step(&serving(1, 1));
+    let first = View {
+        last_reload: failed(2, "broken"),
+        ..serving(1, 1)
+    };
+    assert!(matches!(
+        p.step(&first).as_slice(),
+        [Decision::Rollback { builtin: true, .. }]
+    ));
+    // The built-in rollback restored the good code as generation 3; it fails too.
+    p.rolled_back(3);
+    let again = View {
+        last_reload: failed(3, "still broken"),
+        ..serving(1, 1)
+    };
+    assert_eq!(
+        p.step(&again),
+        vec![
+            Decision::NoSecondRollback,
+            Decision::Rollback {
+                generation: 3,
+                reason: "still broken".into(),
+                detail: Some("Traceback\nstill broken".into()),
+                builtin: false,
+            }
+        ],
+        "the hook still hears of it; the built-in rollback does not run"
+    );
+    // Without a hook there is nothing left to run.
+    let mut p = Policy::new(settings(false, true));
+    p.step(&serving(1, 1));
+    p.rolled_back(3);
+    assert_eq!(p.step(&again), vec![Decision::NoSecondRollback]);
+}
+
+#[test]
+fn a_cold_start_where_nothing_boots_runs_the_rollback_once_with_the_last_error_line() {
+    let mut p = Policy::new(settings(true, false));
+    let v = nothing_boots("Traceback (most recent call last):\n  ...\nKeyError: 'DATABASE_URL'\n");
+    assert_eq!(
+        p.step(&v),
+        vec![Decision::Rollback {
+            generation: 1,
+            reason: "no worker of generation 1 could boot: KeyError: 'DATABASE_URL'".into(),
+            detail: v.first_error.clone(),
+            builtin: false,
+        }]
+    );
+    assert_eq!(p.step(&v), vec![], "once");
+}
+
+#[test]
+fn the_cold_start_rollback_waits_for_every_slot_and_never_follows_a_good_generation() {
+    let mut p = Policy::new(settings(true, true));
+    let one_left = View {
+        every_slot_failed: false,
+        ..nothing_boots("E")
+    };
+    assert_eq!(p.step(&one_left), vec![]);
+    let stopping = View {
+        running: false,
+        ..nothing_boots("E")
+    };
+    assert_eq!(p.step(&stopping), vec![], "not while stopping");
+    let mut p = Policy::new(settings(true, true));
+    p.step(&serving(1, 2));
+    assert_eq!(
+        p.step(&nothing_boots("E")),
+        vec![],
+        "generation 1 served once: a crash loop later is no cold start"
+    );
+}
+
+#[test]
+fn exit_on_boot_failure_exits_at_a_cold_start_instead_of_rolling_back() {
+    let mut p = Policy::new(PolicySettings {
+        exit_on_boot_failure: true,
+        ..settings(true, true)
+    });
+    assert_eq!(p.step(&nothing_boots("E")), vec![Decision::ExitBootFailure]);
+    // A failed reload later is not a boot failure of the service.
+    let mut p = Policy::new(PolicySettings {
+        exit_on_boot_failure: true,
+        ..settings(true, false)
+    });
+    p.step(&serving(1, 1));
+    let v = View {
+        last_reload: failed(2, "broken"),
+        ..serving(1, 1)
+    };
+    assert!(matches!(p.step(&v).as_slice(), [Decision::Rollback { .. }]));
+}

@@ -1,0 +1,200 @@
+//! Generations around the core: the folder and revision each one runs
+//! (resolved once, when it starts), drift between that and the disk, the
+//! deploy [`Policy`](super::policy::Policy)'s decisions carried out (the
+//! state dir, the accept gate, the re-exec hand-over, the rollback hook and
+//! the built-in rollback), systemd's view of it all, and the answers to
+//! `reload --wait`.
+
+use super::core::{Phase, ReloadOutcome};
+use super::policy::{Decision, View};
+use super::{EXIT_BOOT_FAILURE, Handover, Msg, ReloadDone, Signal, Supervisor};
+
+impl Supervisor {
+    /// A worker of a running generation is (re)started: if the code on disk
+    /// is no longer the generation's, say so (the worker may run code the
+    /// generation never checked; a reload is how to deploy it). The
+    /// revision command (git) runs off this loop; the answer comes back as
+    /// [`Msg::Drift`].
+    pub(super) fn check_drift(&self, generation: u64, info: &crate::deploy::GenerationInfo) {
+        let Some(running) = info.revision.clone() else {
+            return;
+        };
+        let dir = info
+            .chdir
+            .clone()
+            .or_else(|| self.cfg.app.chdir.clone())
+            .unwrap_or_else(|| std::env::current_dir().unwrap_or_default());
+        let source = self.cfg.deploy.revision.clone();
+        let tx = self.tx.clone();
+        tokio::task::spawn_blocking(move || {
+            let drift = match crate::deploy::revision(&source, &dir) {
+                Some(disk) if disk != running => Some(format!(
+                    "generation {generation} runs {running}; disk now has {disk}; reload to deploy it"
+                )),
+                _ => None,
+            };
+            let _ = tx.send(Msg::Drift(drift));
+        });
+    }
+
+    /// Resolves the folder and revision the generation will run.
+    pub(super) fn start_generation(&mut self, generation: u64) {
+        let info = crate::deploy::resolve(&self.cfg);
+        tracing::info!(
+            "generation {generation}: revision {}{}",
+            info.revision.as_deref().unwrap_or("unknown"),
+            info.chdir
+                .as_ref()
+                .map(|d| format!(", folder {}", d.display()))
+                .unwrap_or_default()
+        );
+        self.gens.insert(generation, info);
+    }
+
+    /// After each round of events: asks the deploy policy what follows
+    /// from the worker table and does it.
+    pub(super) fn deploy_bookkeeping(&mut self) {
+        for decision in self.policy.step(&View::of(&self.core)) {
+            match decision {
+                Decision::Good(generation) => self.record_good(generation),
+                Decision::ExitBootFailure => {
+                    tracing::error!(
+                        "no worker could boot and exit_on_boot_failure is set: exiting with code {EXIT_BOOT_FAILURE}"
+                    );
+                    self.exit_code = EXIT_BOOT_FAILURE;
+                    let _ = self.tx.send(Msg::Signal(Signal::Quit));
+                }
+                Decision::NoSecondRollback => {
+                    tracing::error!("the restored code failed too; not rolling back again");
+                }
+                Decision::Rollback {
+                    generation,
+                    reason,
+                    detail,
+                    builtin,
+                } => self.roll_back(generation, reason, detail, builtin),
+            }
+        }
+    }
+
+    /// `generation` is all in service: it is the last known good one. A
+    /// re-executed corral now accepts and asks the old one to stop.
+    fn record_good(&mut self, generation: u64) {
+        self.drift = None;
+        if let Some(gate) = &self.accept_gate {
+            let _ = gate.send(true);
+        }
+        if let Handover::FromParent(parent) = self.handover {
+            self.handover = Handover::None;
+            // The old corral started us: while it lives it is our parent,
+            // and only then is the pid surely still its own.
+            if std::os::unix::process::parent_id() == parent {
+                tracing::info!("re-exec: in service; asking the old corral (pid {parent}) to stop");
+                super::signal(parent, libc::SIGTERM);
+            } else {
+                tracing::info!("re-exec: in service; the old corral (pid {parent}) is gone");
+            }
+        }
+        if let Some(info) = self.gens.get(&generation) {
+            if let Some(rev) = &info.revision {
+                self.last_good = Some(rev.clone());
+                tracing::info!("revision {rev} is the last known good one");
+            }
+            self.state.good(info.revision.clone(), info.chdir.clone());
+        }
+    }
+
+    /// Runs the rollback hook (when set) and then, when `builtin`, the
+    /// built-in rollback, off this loop; the results come back as
+    /// [`Msg::HookDone`] and [`Msg::RolledBack`].
+    fn roll_back(&self, generation: u64, reason: String, detail: Option<String>, builtin: bool) {
+        let failure = crate::deploy::Failure {
+            revision: self.gens.get(&generation).and_then(|g| g.revision.clone()),
+            reason,
+            detail,
+        };
+        let cfg = self.cfg.clone();
+        let tx = self.tx.clone();
+        tokio::spawn(async move {
+            if let Some(run) = crate::deploy::run_hook(&cfg, &failure).await {
+                let _ = tx.send(Msg::HookDone(run));
+            }
+            if builtin {
+                let c = cfg.clone();
+                let result =
+                    tokio::task::spawn_blocking(move || crate::deploy::builtin_rollback(&c))
+                        .await
+                        .unwrap_or_else(|e| Err(e.to_string()));
+                let _ = tx.send(Msg::RolledBack(result));
+            }
+        });
+    }
+
+    /// Tells systemd what changed (see [`crate::systemd::Notifier`]).
+    pub(super) fn notify_systemd(&mut self) {
+        let active = self.core.active();
+        let service = crate::systemd::Service {
+            active,
+            in_service: self.core.in_service().count(),
+            required: self.cfg.health.min_ready.required(active).max(1),
+            generation: self.core.generation,
+            revision: self
+                .gens
+                .get(&self.core.generation)
+                .and_then(|g| g.revision.clone()),
+            reloading: self.core.reload.as_ref().map(|r| r.generation),
+            stopping: self.stopping(),
+            handing_over_to: match self.handover {
+                // Handing over to the re-executed corral: it is the
+                // service now, not a stop.
+                Handover::ToChild(pid) if self.policy.recorded_good() > 0 => Some(pid),
+                _ => None,
+            },
+            monotonic_usec: crate::systemd::monotonic_usec(),
+        };
+        if let Some(message) = self.notifier.update(&service) {
+            crate::systemd::notify(&message);
+        }
+    }
+
+    /// Tells `reload --wait` callers how their reload ended.
+    pub(super) fn answer_waiters(&mut self) {
+        if let Some(w) = self.new_waiter.take() {
+            match &self.core.reload {
+                Some(r) => self.reload_waiters.push((r.generation, w)),
+                None => {
+                    let _ = w.send(Err("the reload did not start".into()));
+                }
+            }
+        }
+        let pending = self.core.reload.as_ref().map(|r| r.generation);
+        let mut still = Vec::new();
+        for (generation, w) in self.reload_waiters.drain(..) {
+            if pending == Some(generation) {
+                still.push((generation, w));
+                continue;
+            }
+            let answer = match &self.core.last_reload {
+                Some(ReloadOutcome::Done { generation: g, .. }) if *g == generation => {
+                    Ok(ReloadDone {
+                        generation,
+                        revision: self.gens.get(&generation).and_then(|g| g.revision.clone()),
+                    })
+                }
+                Some(ReloadOutcome::Failed {
+                    generation: g,
+                    reason,
+                    detail,
+                    ..
+                }) if *g == generation => Err(match detail {
+                    Some(d) => format!("{reason}\n\n{}", d.trim_end()),
+                    None => reason.clone(),
+                }),
+                _ if self.core.phase == Phase::Stopping => Err("corral is stopping".into()),
+                _ => Err("the reload was superseded".into()),
+            };
+            let _ = w.send(answer);
+        }
+        self.reload_waiters = still;
+    }
+}
