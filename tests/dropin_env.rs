@@ -62,17 +62,8 @@ fn run(dir: &Path, prefix: &[&str], args: &[&str], env: &[(&str, &str)]) -> (Exi
     let status = c
         .wait_exit(Duration::from_secs(60))
         .unwrap_or_else(|| panic!("corral {args:?} did not end; log:\n{}", c.log.text()));
-    // The reader threads finish once the pipes close.
-    let deadline = Instant::now() + Duration::from_secs(5);
-    let mut text = c.log.text();
-    while Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(50));
-        let now = c.log.text();
-        if now == text {
-            break;
-        }
-        text = now;
-    }
+    // `wait_exit` has read its output to the end.
+    let text = c.log.text();
     (status, text)
 }
 

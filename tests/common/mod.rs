@@ -52,7 +52,10 @@ impl AppDir {
 /// Log lines of a running process, shared with the threads that read them,
 /// and how many of its streams have reached their end.
 #[derive(Clone, Default)]
-pub struct Log(Arc<(Mutex<(Vec<String>, usize)>, Condvar)>);
+pub struct Log(Arc<(Mutex<LogState>, Condvar)>);
+
+/// The lines so far, and how many streams have ended.
+type LogState = (Vec<String>, usize);
 
 impl Log {
     /// The lines `child` writes to its piped stderr and stdout, each also
