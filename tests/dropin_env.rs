@@ -10,7 +10,7 @@ use common::*;
 use std::io::Read;
 use std::path::Path;
 use std::process::{Command, ExitStatus, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// An app that answers with the environment it sees, as JSON.
 const ENV_APP: &str = "import os, json\n\n\
