@@ -399,8 +399,11 @@ impl Upload {
 impl Drop for Upload {
     fn drop(&mut self) {
         if !self.settled {
-            self.channel
-                .send(protocol::encode(protocol::CANCEL, self.stream, b""));
+            self.channel.send(protocol::encode(
+                protocol::FrameKind::Cancel,
+                self.stream,
+                b"",
+            ));
         }
     }
 }
@@ -421,7 +424,7 @@ fn timed_out(shared: &Shared, channel: &Channel, stream: u32, parts: &Parts) -> 
         // loop: cancel it alone (a blocked loop stops the heartbeat, and
         // that replaces the worker).
         tracing::warn!("{reason}; cancelling it");
-        channel.send(protocol::encode(protocol::CANCEL, stream, b"t"));
+        channel.send(protocol::encode(protocol::FrameKind::Cancel, stream, b"t"));
     } else {
         let _ = shared.replace.send((channel.serial, reason));
     }

@@ -55,25 +55,112 @@ use hyper::ext::ReasonPhrase;
 
 pub const HEADER_LEN: usize = 9;
 
-pub const REQUEST: u8 = 1;
-pub const BODY: u8 = 2;
-pub const BODY_END: u8 = 3;
-pub const WINDOW: u8 = 4;
-pub const CANCEL: u8 = 5;
+/// What a frame is, its header's `u8 kind`. The worker script names the
+/// same numbers `K_*` (a unit test reads them from the script, so the two
+/// cannot drift apart).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum FrameKind {
+    // corral -> worker
+    Request = 1,
+    Body = 2,
+    BodyEnd = 3,
+    Window = 4,
+    Cancel = 5,
+    // worker -> corral
+    BootOk = 10,
+    BootError = 11,
+    Start = 12,
+    Data = 13,
+    End = 14,
+    Abort = 15,
+    BodyWindow = 16,
+    Response = 17,
+    Heartbeat = 18,
+    WsAccept = 20,
+    // both ways
+    WsText = 21,
+    WsBinary = 22,
+    WsClose = 23,
+}
 
-pub const BOOT_OK: u8 = 10;
-pub const BOOT_ERROR: u8 = 11;
-pub const START: u8 = 12;
-pub const DATA: u8 = 13;
-pub const END: u8 = 14;
-pub const ABORT: u8 = 15;
-pub const BODY_WINDOW: u8 = 16;
-pub const RESPONSE: u8 = 17;
-pub const HEARTBEAT: u8 = 18;
-pub const WS_ACCEPT: u8 = 20;
-pub const WS_TEXT: u8 = 21;
-pub const WS_BINARY: u8 = 22;
-pub const WS_CLOSE: u8 = 23;
+/// A `u8 kind` no [`FrameKind`] has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("unknown frame kind {0}")]
+pub struct UnknownKind(pub u8);
+
+impl TryFrom<u8> for FrameKind {
+    type Error = UnknownKind;
+
+    fn try_from(byte: u8) -> Result<FrameKind, UnknownKind> {
+        use FrameKind::*;
+        Ok(match byte {
+            1 => Request,
+            2 => Body,
+            3 => BodyEnd,
+            4 => Window,
+            5 => Cancel,
+            10 => BootOk,
+            11 => BootError,
+            12 => Start,
+            13 => Data,
+            14 => End,
+            15 => Abort,
+            16 => BodyWindow,
+            17 => Response,
+            18 => Heartbeat,
+            20 => WsAccept,
+            21 => WsText,
+            22 => WsBinary,
+            23 => WsClose,
+            other => return Err(UnknownKind(other)),
+        })
+    }
+}
+
+impl FrameKind {
+    /// Every kind, in the order of their numbers.
+    #[cfg(test)]
+    pub const ALL: [FrameKind; 18] = {
+        use FrameKind::*;
+        [
+            Request, Body, BodyEnd, Window, Cancel, BootOk, BootError, Start, Data, End, Abort,
+            BodyWindow, Response, Heartbeat, WsAccept, WsText, WsBinary, WsClose,
+        ]
+    };
+
+    /// The kind's name in the protocol table above (and, with `K_` in
+    /// front, in the worker script).
+    pub fn name(self) -> &'static str {
+        use FrameKind::*;
+        match self {
+            Request => "REQUEST",
+            Body => "BODY",
+            BodyEnd => "BODY_END",
+            Window => "WINDOW",
+            Cancel => "CANCEL",
+            BootOk => "BOOT_OK",
+            BootError => "BOOT_ERROR",
+            Start => "START",
+            Data => "DATA",
+            End => "END",
+            Abort => "ABORT",
+            BodyWindow => "BODY_WINDOW",
+            Response => "RESPONSE",
+            Heartbeat => "HEARTBEAT",
+            WsAccept => "WS_ACCEPT",
+            WsText => "WS_TEXT",
+            WsBinary => "WS_BINARY",
+            WsClose => "WS_CLOSE",
+        }
+    }
+}
+
+impl std::fmt::Display for FrameKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} ({})", *self as u8, self.name())
+    }
+}
 
 pub const FLAG_MORE_BODY: u8 = 1;
 pub const FLAG_WEBSOCKET: u8 = 2;
@@ -100,22 +187,24 @@ pub const MAX_INCOMING_FRAME: usize = MAX_MESSAGE + 64 * 1024;
 /// One decoded frame from a worker.
 #[derive(Debug)]
 pub struct Frame {
-    pub kind: u8,
+    /// Its kind, or the byte that names no kind (the reader logs it and
+    /// skips the frame).
+    pub kind: Result<FrameKind, UnknownKind>,
     pub stream: u32,
     pub payload: Bytes,
 }
 
 /// Encodes a frame header followed by `payload`.
-pub fn encode(kind: u8, stream: u32, payload: &[u8]) -> Bytes {
+pub fn encode(kind: FrameKind, stream: u32, payload: &[u8]) -> Bytes {
     let mut buf = BytesMut::with_capacity(HEADER_LEN + payload.len());
     put_header(&mut buf, kind, stream, payload.len());
     buf.put_slice(payload);
     buf.freeze()
 }
 
-pub fn put_header(buf: &mut BytesMut, kind: u8, stream: u32, len: usize) {
+pub fn put_header(buf: &mut BytesMut, kind: FrameKind, stream: u32, len: usize) {
     buf.put_u32_le(len as u32);
-    buf.put_u8(kind);
+    buf.put_u8(kind as u8);
     buf.put_u32_le(stream);
 }
 
@@ -124,7 +213,7 @@ pub fn put_header(buf: &mut BytesMut, kind: u8, stream: u32, len: usize) {
 pub fn encode_request(stream: u32, head: &[u8], body: &[u8], flags: u8) -> Bytes {
     let len = 1 + 4 + head.len() + body.len();
     let mut buf = BytesMut::with_capacity(HEADER_LEN + len);
-    put_header(&mut buf, REQUEST, stream, len);
+    put_header(&mut buf, FrameKind::Request, stream, len);
     buf.put_u8(flags);
     buf.put_u32_le(head.len() as u32);
     buf.put_slice(head);
@@ -132,7 +221,7 @@ pub fn encode_request(stream: u32, head: &[u8], body: &[u8], flags: u8) -> Bytes
     buf.freeze()
 }
 
-pub fn encode_u32(kind: u8, stream: u32, value: u32) -> Bytes {
+pub fn encode_u32(kind: FrameKind, stream: u32, value: u32) -> Bytes {
     encode(kind, stream, &value.to_le_bytes())
 }
 
@@ -141,7 +230,7 @@ pub fn encode_close(stream: u32, code: u16, reason: &str) -> Bytes {
     let mut payload = Vec::with_capacity(2 + reason.len());
     payload.extend_from_slice(&code.to_le_bytes());
     payload.extend_from_slice(reason.as_bytes());
-    encode(WS_CLOSE, stream, &payload)
+    encode(FrameKind::WsClose, stream, &payload)
 }
 
 /// Splits a `WS_CLOSE` payload into code and reason (1005, "no status", when
@@ -156,23 +245,31 @@ pub fn decode_close(payload: &[u8]) -> (u16, String) {
     }
 }
 
+/// Why the frames from a worker cannot be read on: the channel closes.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    /// The header announces a payload over [`MAX_INCOMING_FRAME`].
+    #[error("frame of {0} bytes exceeds the limit")]
+    TooLarge(usize),
+}
+
 /// Payloads up to this size are copied out of the read buffer.
 const COPY_BELOW: usize = 64 * 1024;
 
 /// Splits one whole frame off the front of `buf`, if one is there.
-pub fn decode(buf: &mut BytesMut) -> Result<Option<Frame>, String> {
+pub fn decode(buf: &mut BytesMut) -> Result<Option<Frame>, DecodeError> {
     if buf.len() < HEADER_LEN {
         return Ok(None);
     }
     let len = u32::from_le_bytes(buf[0..4].try_into().unwrap()) as usize;
     if len > MAX_INCOMING_FRAME {
-        return Err(format!("frame of {len} bytes exceeds the limit"));
+        return Err(DecodeError::TooLarge(len));
     }
     if buf.len() < HEADER_LEN + len {
         buf.reserve(HEADER_LEN + len - buf.len());
         return Ok(None);
     }
-    let kind = buf[4];
+    let kind = FrameKind::try_from(buf[4]);
     let stream = u32::from_le_bytes(buf[5..9].try_into().unwrap());
     // Small payloads are copied out, so a response waiting for a slow client
     // does not pin the reader's whole buffer (memory stays bounded); large
@@ -374,17 +471,164 @@ mod tests {
     #[test]
     fn frames_round_trip_and_split_at_boundaries() {
         let mut buf = BytesMut::new();
-        buf.extend_from_slice(&encode(DATA, 7, b"hello"));
-        buf.extend_from_slice(&encode(END, 7, b""));
+        buf.extend_from_slice(&encode(FrameKind::Data, 7, b"hello"));
+        buf.extend_from_slice(&encode(FrameKind::End, 7, b""));
         let partial = buf.split_off(12);
         let mut first = buf;
         assert!(decode(&mut first).unwrap().is_none());
         first.unsplit(partial);
         let f = decode(&mut first).unwrap().unwrap();
-        assert_eq!((f.kind, f.stream, &f.payload[..]), (DATA, 7, &b"hello"[..]));
+        assert_eq!(
+            (f.kind, f.stream, &f.payload[..]),
+            (Ok(FrameKind::Data), 7, &b"hello"[..])
+        );
         let f = decode(&mut first).unwrap().unwrap();
-        assert_eq!((f.kind, f.stream, f.payload.len()), (END, 7, 0));
+        assert_eq!(
+            (f.kind, f.stream, f.payload.len()),
+            (Ok(FrameKind::End), 7, 0)
+        );
         assert!(first.is_empty());
+    }
+
+    #[test]
+    fn every_kind_round_trips_through_its_byte() {
+        let mut seen = std::collections::HashSet::new();
+        for kind in FrameKind::ALL {
+            assert!(seen.insert(kind as u8), "{kind} twice");
+            assert_eq!(FrameKind::try_from(kind as u8), Ok(kind));
+            let mut buf = BytesMut::from(&encode(kind, 3, b"xy")[..]);
+            assert_eq!(buf[4], kind as u8);
+            let f = decode(&mut buf).unwrap().unwrap();
+            assert_eq!(
+                (f.kind, f.stream, &f.payload[..]),
+                (Ok(kind), 3, &b"xy"[..])
+            );
+        }
+        for byte in 0..=u8::MAX {
+            match FrameKind::try_from(byte) {
+                Ok(kind) => assert_eq!(kind as u8, byte),
+                Err(e) => {
+                    assert_eq!(e, UnknownKind(byte));
+                    assert!(!seen.contains(&byte));
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn an_unknown_kind_is_decoded_as_such_and_the_next_frame_still_read() {
+        let mut buf = BytesMut::new();
+        buf.extend_from_slice(&[2, 0, 0, 0, 99, 5, 0, 0, 0, b'a', b'b']);
+        buf.extend_from_slice(&encode(FrameKind::Heartbeat, 0, b""));
+        let f = decode(&mut buf).unwrap().unwrap();
+        assert_eq!(
+            (f.kind, f.stream, &f.payload[..]),
+            (Err(UnknownKind(99)), 5, &b"ab"[..])
+        );
+        let f = decode(&mut buf).unwrap().unwrap();
+        assert_eq!(f.kind, Ok(FrameKind::Heartbeat));
+        assert!(buf.is_empty());
+    }
+
+    #[test]
+    fn a_length_over_the_limit_is_refused_before_its_payload_arrives() {
+        let too_long = (MAX_INCOMING_FRAME + 1) as u32;
+        let mut buf = BytesMut::new();
+        buf.extend_from_slice(&too_long.to_le_bytes());
+        buf.extend_from_slice(&[FrameKind::Data as u8, 1, 0, 0, 0]);
+        assert_eq!(
+            decode(&mut buf).unwrap_err(),
+            DecodeError::TooLarge(MAX_INCOMING_FRAME + 1)
+        );
+        let mut buf = BytesMut::from(&[0xff, 0xff, 0xff, 0xff, 13, 0, 0, 0, 0][..]);
+        assert_eq!(
+            decode(&mut buf).unwrap_err(),
+            DecodeError::TooLarge(u32::MAX as usize)
+        );
+        // At the limit a frame is awaited, not refused; a short header is
+        // awaited whatever it says.
+        let mut buf = BytesMut::new();
+        buf.extend_from_slice(&(MAX_INCOMING_FRAME as u32).to_le_bytes());
+        buf.extend_from_slice(&[FrameKind::WsBinary as u8, 1, 0, 0, 0]);
+        assert!(decode(&mut buf).unwrap().is_none());
+        assert!(buf.capacity() >= HEADER_LEN + MAX_INCOMING_FRAME);
+        let mut buf = BytesMut::from(&[0xff, 0xff, 0xff, 0xff, 13, 0, 0, 0][..]);
+        assert!(decode(&mut buf).unwrap().is_none());
+    }
+
+    #[test]
+    fn large_payloads_are_split_off_small_ones_copied_both_whole() {
+        for len in [0, 1, COPY_BELOW, COPY_BELOW + 1, 200_000] {
+            let payload: Vec<u8> = (0..len).map(|i| i as u8).collect();
+            let mut buf = BytesMut::from(&encode(FrameKind::Data, 9, &payload)[..]);
+            buf.extend_from_slice(b"rest");
+            let f = decode(&mut buf).unwrap().unwrap();
+            assert_eq!(&f.payload[..], &payload[..], "{len}");
+            assert_eq!(&buf[..], b"rest", "{len}");
+        }
+    }
+
+    #[test]
+    fn request_frames_carry_flags_head_and_body() {
+        let frame = encode_request(7, b"HEAD", b"body", FLAG_MORE_BODY | FLAG_WEBSOCKET);
+        let mut buf = BytesMut::from(&frame[..]);
+        let f = decode(&mut buf).unwrap().unwrap();
+        assert_eq!((f.kind, f.stream), (Ok(FrameKind::Request), 7));
+        assert_eq!(&f.payload[..], b"\x03\x04\0\0\0HEADbody");
+        let f = encode_u32(FrameKind::Window, 2, 65536);
+        assert_eq!(&f[..], b"\x04\0\0\0\x04\x02\0\0\0\0\0\x01\0");
+    }
+
+    #[test]
+    fn close_frames_round_trip_and_a_short_one_means_no_status() {
+        let mut buf = BytesMut::from(&encode_close(4, 1001, "going away")[..]);
+        let f = decode(&mut buf).unwrap().unwrap();
+        assert_eq!(f.kind, Ok(FrameKind::WsClose));
+        assert_eq!(decode_close(&f.payload), (1001, "going away".to_string()));
+        assert_eq!(decode_close(b""), (1005, String::new()));
+        assert_eq!(decode_close(b"\x01"), (1005, String::new()));
+        assert_eq!(
+            decode_close(b"\xe8\x03\xff"),
+            (1000, "\u{fffd}".to_string())
+        );
+    }
+
+    #[test]
+    fn response_payloads_split_only_when_the_head_fits() {
+        let mut p = 3u32.to_le_bytes().to_vec();
+        p.extend_from_slice(b"abcBODY");
+        let (head, body) = split_full(&p.into()).unwrap();
+        assert_eq!((&head[..], &body[..]), (&b"abc"[..], &b"BODY"[..]));
+        for bad in [&b""[..], b"\x03\0\0", b"\x03\0\0\0ab", b"\xff\xff\xff\xffx"] {
+            assert!(
+                split_full(&Bytes::copy_from_slice(bad)).is_none(),
+                "{bad:?}"
+            );
+        }
+    }
+
+    /// The worker script's `K_*` numbers are the ones above, every one of
+    /// them, and it names no other.
+    #[test]
+    fn the_worker_script_numbers_the_kinds_as_corral_does() {
+        let script = crate::worker::process::WORKER_SCRIPT;
+        let mut found = std::collections::HashMap::new();
+        for line in script.lines() {
+            let Some(rest) = line.strip_prefix("K_") else {
+                continue;
+            };
+            let (name, value) = rest.split_once('=').expect("K_NAME = number");
+            let value: u8 = value.trim().parse().expect("a number");
+            assert!(
+                found.insert(name.trim().to_string(), value).is_none(),
+                "{line}"
+            );
+        }
+        let ours: std::collections::HashMap<String, u8> = FrameKind::ALL
+            .iter()
+            .map(|k| (k.name().to_string(), *k as u8))
+            .collect();
+        assert_eq!(found, ours);
     }
 
     #[test]
@@ -480,12 +724,13 @@ mod tests {
 
         /// A few frames: kinds, streams and payloads, some over the size
         /// that is split off the read buffer instead of copied.
-        fn frames() -> impl Strategy<Value = Vec<(u8, u32, Vec<u8>)>> {
+        fn frames() -> impl Strategy<Value = Vec<(FrameKind, u32, Vec<u8>)>> {
             let payload = prop_oneof![
                 8 => proptest::collection::vec(any::<u8>(), 0..100),
                 1 => (COPY_BELOW - 2..COPY_BELOW + 100).prop_map(|n| vec![7u8; n]),
             ];
-            proptest::collection::vec((any::<u8>(), any::<u32>(), payload), 0..6)
+            let kind = prop::sample::select(FrameKind::ALL.to_vec());
+            proptest::collection::vec((kind, any::<u32>(), payload), 0..6)
         }
 
         /// An RFC 9110 token.
@@ -550,7 +795,7 @@ mod tests {
                     buf.extend_from_slice(&wire[from..to]);
                     from = to;
                     while let Some(f) = decode(&mut buf).unwrap() {
-                        got.push((f.kind, f.stream, f.payload.to_vec()));
+                        got.push((f.kind.unwrap(), f.stream, f.payload.to_vec()));
                     }
                 }
                 prop_assert!(buf.is_empty());
