@@ -21,7 +21,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::config::{Config, MinReady, Secret};
 use crate::front::body::Body;
-use crate::front::handler::plain as text;
+use crate::front::reply::plain as text;
 use crate::front::{Listener, conn};
 use crate::metrics::{self, Metrics};
 use crate::router::Router;

@@ -14,9 +14,9 @@ pub mod access_format;
 pub mod body;
 pub mod checks;
 pub mod conn;
-pub mod environ;
+pub mod forwarded;
 pub mod handler;
-pub mod scope;
+pub mod reply;
 pub mod target;
 pub mod upload;
 pub mod websocket;
@@ -33,7 +33,7 @@ use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::{Notify, watch};
 
 use crate::config::{Bind, BindAddr, ServerConfig};
-use environ::ConnInfo;
+use crate::worker::head::ConnInfo;
 use handler::Shared;
 
 #[derive(Debug, thiserror::Error)]

@@ -87,7 +87,7 @@ fn has_token(headers: &HeaderMap, name: &HeaderName, token: &str) -> bool {
 
 /// The 426 answer to a handshake for an unsupported protocol version.
 pub fn bad_version() -> Response<Body> {
-    let mut r = super::handler::plain(
+    let mut r = super::reply::plain(
         StatusCode::UPGRADE_REQUIRED,
         "Upgrade Required: WebSocket version 13 only\n",
     );

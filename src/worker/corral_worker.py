@@ -921,7 +921,7 @@ class AsgiWorker:
     # -- HTTP -----------------------------------------------------------------
 
     def scope(self, kind, head):
-        """The scope for corral's head (see src/front/scope.rs)."""
+        """The scope for corral's head (see src/worker/head/scope.rs)."""
         parts = head.split(b"\0")
         raw_path = parts[2]
         try:

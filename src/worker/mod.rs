@@ -3,6 +3,7 @@
 //! `corral_worker.py`, compiled into the binary.
 
 pub mod channel;
+pub mod head;
 pub mod output;
 pub mod pidfd;
 pub mod probe;

@@ -5,9 +5,8 @@
 use std::time::Duration;
 
 use super::channel::{Channel, First};
+use super::head::{ConnInfo, environ, scope};
 use super::protocol;
-use crate::front::environ::{self, ConnInfo};
-use crate::front::scope;
 
 /// Sends `GET path` to the worker; Ok on a 2xx, else why not.
 pub async fn probe(channel: &Channel, path: &str, timeout: Duration) -> Result<(), String> {

@@ -29,7 +29,7 @@
 //! whose keys are already WSGI environ keys (`REQUEST_METHOD`, `PATH_INFO`,
 //! `HTTP_HOST`, ...), so the worker builds the environ with one `split` and
 //! one `dict.update`. For an ASGI worker it is the scope's fields in a fixed
-//! order, then the header pairs (see `front/scope.rs`).
+//! order, then the header pairs (see `worker/head/scope.rs`).
 //!
 //! A response head is fields: the status line (`200 OK`, or just `200`),
 //! then the name and value of each header. Fields are `u16 header count`,
