@@ -607,12 +607,12 @@ mod tests {
         }
     }
 
-    /// The worker script's `K_*` numbers are the ones above, every one of
-    /// them, and it names no other.
+    /// The worker's `K_*` numbers are the ones above, every one of them,
+    /// and it names no other.
     #[test]
     fn the_worker_script_numbers_the_kinds_as_corral_does() {
-        let script = crate::worker::process::WORKER_SCRIPT;
-        let mut found = std::collections::HashMap::new();
+        let script = crate::worker::script::file("corral_worker/protocol.py");
+        let mut found = std::collections::BTreeMap::new();
         for line in script.lines() {
             let Some(rest) = line.strip_prefix("K_") else {
                 continue;
@@ -624,7 +624,7 @@ mod tests {
                 "{line}"
             );
         }
-        let ours: std::collections::HashMap<String, u8> = FrameKind::ALL
+        let ours: std::collections::BTreeMap<String, u8> = FrameKind::ALL
             .iter()
             .map(|k| (k.name().to_string(), *k as u8))
             .collect();
