@@ -18,7 +18,7 @@ from .wsgi import Connection, Worker, WsgiRunner, beat
 
 def app_traceback(exc):
     """The traceback of an import error from the app's first frame on, as
-    `python -c "import main"` would show it (without this script's and
+    `python -c "import main"` would show it (without the worker's and
     importlib's frames)."""
     tb = exc.__traceback__
     # This package's folder, and the script that imports it beside it.
