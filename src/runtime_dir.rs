@@ -103,7 +103,7 @@ mod tests {
     use std::os::unix::fs::MetadataExt;
 
     #[test]
-    fn the_folders_and_files_are_private() {
+    fn the_folder_and_script_are_private() {
         let rt = RuntimeDir::create(
             "corral-test-",
             Owner {

@@ -177,7 +177,7 @@ fn workers_and_their_subprocesses_get_no_fd_but_the_channel_and_the_dump_file() 
 }
 
 #[test]
-fn the_runtime_folder_is_private_and_holds_only_the_worker_script() {
+fn the_runtime_folder_is_private_and_holds_only_the_script() {
     let (_app, c) = start(&["--timeout", "1s"]);
     let before = pid_of(&c);
     // A hung request gets its stacks dumped: into a file corral handed over
