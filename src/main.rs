@@ -13,6 +13,7 @@ mod control;
 mod cpus;
 mod deploy;
 mod front;
+mod history;
 mod import_gunicorn;
 mod logfile;
 mod metrics;

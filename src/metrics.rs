@@ -6,6 +6,8 @@ use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use crate::history::History;
+
 /// Upper bounds (seconds) of the latency histogram's buckets.
 pub const BUCKETS: [f64; 12] = [
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
@@ -26,6 +28,8 @@ pub struct Metrics {
     body_timeouts: AtomicU64,
     /// Connections closed: no response byte taken for `server.send_timeout`.
     send_timeouts: AtomicU64,
+    /// The last minutes second by second, for the status page.
+    pub history: History,
 }
 
 impl Metrics {
@@ -41,6 +45,7 @@ impl Metrics {
         self.latency[bucket].fetch_add(1, Ordering::Relaxed);
         self.latency_sum_us
             .fetch_add(elapsed.as_micros() as u64, Ordering::Relaxed);
+        self.history.record(status, bucket);
     }
 
     pub fn connection_opened(&self) {

@@ -1,5 +1,8 @@
 //! The status server, on its own address (`[health] status_bind`):
-//! `/health/live`, `/health/ready`, `/status` and `/metrics`. It reads the
+//! `/health/live`, `/health/ready`, `/status` and `/metrics`, and at `/` a
+//! status page for people (`status_page.html`: one self-contained file
+//! that draws `/status` every 2 s, with the last minutes of traffic from
+//! [`crate::history`]). It reads the
 //! supervisor's published [`Snapshot`] and the front's [`Metrics`]; it never
 //! touches the worker table.
 //!
@@ -7,8 +10,9 @@
 //! cost it little: at most [`MAX_CONNECTIONS`] connections, the app port's
 //! header timeout (`server.keepalive`) and send timeout, and a head of at
 //! most [`MAX_HEADER_BYTES`]. The probes (`/health/*`) say counts and
-//! states only and are always open; `/status` (tracebacks) and `/metrics`
-//! take the bearer token `[health] status_token` when one is set.
+//! states only and are always open, as is the page (it holds no data and
+//! asks for the token itself); `/status` (tracebacks) and `/metrics` take
+//! the bearer token `[health] status_token` when one is set.
 
 use std::fmt::Write;
 use std::sync::Arc;
@@ -23,6 +27,7 @@ use crate::config::{Config, MinReady, Secret};
 use crate::front::body::Body;
 use crate::front::reply::plain as text;
 use crate::front::{Listener, conn};
+use crate::history::{History, SECONDS};
 use crate::metrics::{self, Metrics};
 use crate::router::Router;
 use crate::supervisor::{Msg, Snapshot};
@@ -139,13 +144,17 @@ async fn route(req: http::Request<hyper::body::Incoming>, state: &StatusState) -
         return text(StatusCode::METHOD_NOT_ALLOWED, "use GET\n");
     }
     let path = req.uri().path();
+    // The probes and the page are open: the page holds no data (it asks
+    // for /status with the token itself).
     if let Some(token) = &state.cfg.health.status_token
         && !path.starts_with("/health/")
+        && path != "/"
         && !authorized(req.headers(), token)
     {
         return unauthorized();
     }
     match path {
+        "/" => page(),
         "/health/live" => live(state).await,
         "/health/ready" => {
             let (ok, body) = readiness(&state.snapshots.borrow(), &state.cfg.health.min_ready);
@@ -179,9 +188,40 @@ async fn route(req: http::Request<hyper::body::Incoming>, state: &StatusState) -
         }
         _ => text(
             StatusCode::NOT_FOUND,
-            "not found: try /health/live, /health/ready, /status or /metrics\n",
+            "not found: try / (the status page), /health/live, /health/ready, /status or /metrics\n",
         ),
     }
+}
+
+/// The status page: one self-contained HTML file (no external asset) that
+/// draws `/status` and refreshes itself.
+const PAGE: &str = include_str!("status_page.html");
+
+fn page() -> Response<Body> {
+    let mut r = text(StatusCode::OK, PAGE);
+    let headers = r.headers_mut();
+    headers.insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    // Nothing but itself and /status: no other origin, no framing.
+    headers.insert(
+        http::header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(
+            "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; \
+             connect-src 'self'; img-src data:; frame-ancestors 'none'; base-uri 'none'; \
+             form-action 'none'",
+        ),
+    );
+    headers.insert(
+        http::header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    headers.insert(
+        http::header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    r
 }
 
 /// 200 when the supervisor loop answers a ping within a second.
@@ -293,7 +333,9 @@ pub fn status(state: &StatusState) -> serde_json::Value {
         "supervisor": {
             "pid": snap.pid,
             "version": snap.version,
-            "uptime_seconds": snap.uptime_seconds,
+            // Now, not when the snapshot was taken (it is published on
+            // changes only).
+            "uptime_seconds": process_uptime().unwrap_or(snap.uptime_seconds),
             "config": state.cfg.source.as_ref().map(|p| p.display().to_string()),
             "instance": state.cfg.instance,
             "control_socket": state.cfg.control.socket,
@@ -327,6 +369,20 @@ pub fn status(state: &StatusState) -> serde_json::Value {
             "probe_failures": snap.probe_failures,
         },
         "slots": v["slots"],
+        "recent": recent(&state.metrics.history),
+    })
+}
+
+/// The last three minutes second by second, oldest first, in columns (the
+/// status page draws them).
+fn recent(history: &History) -> serde_json::Value {
+    let seconds = history.recent(SECONDS - 1);
+    json!({
+        "seconds": seconds.len(),
+        "requests": seconds.iter().map(|s| s.requests).collect::<Vec<_>>(),
+        "errors": seconds.iter().map(|s| s.errors).collect::<Vec<_>>(),
+        "p50_ms": seconds.iter().map(|s| s.p50_ms).collect::<Vec<_>>(),
+        "p99_ms": seconds.iter().map(|s| s.p99_ms).collect::<Vec<_>>(),
     })
 }
 
@@ -375,6 +431,25 @@ fn render_workers(snap: &Snapshot, out: &mut String) {
 }
 
 /// Resident memory of a process, from /proc.
+/// How long this process has run: the system's uptime minus the process's
+/// start time (both from /proc, in clock ticks since boot).
+fn process_uptime() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the command name, which is in parentheses and may hold
+    // spaces: starttime is field 22, the 20th after the ')'.
+    let after = &stat[stat.rfind(')')? + 1..];
+    let ticks: f64 = after.split_whitespace().nth(19)?.parse().ok()?;
+    let up: f64 = std::fs::read_to_string("/proc/uptime")
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()?;
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    (hz > 0).then(|| (up - ticks / hz as f64).max(0.0))
+}
+
 pub fn rss_bytes(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let kib: u64 = status

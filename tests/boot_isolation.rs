@@ -255,3 +255,46 @@ fn asgi_lifespan_startup_failed_message() {
         "ASGI lifespan startup failed: migrations are not applied",
     );
 }
+
+#[test]
+fn a_repeated_boot_error_is_logged_in_full_once_then_as_one_line() {
+    let app = AppDir::new(&[(
+        "brokenapp.py",
+        "def connect():\n    raise RuntimeError('no database')\n\nconnect()\n",
+    )]);
+    let c = Corral::spawn(
+        app.path(),
+        &["brokenapp:app", "-w", "1", "--status-bind", "127.0.0.1:0"],
+        &[],
+    );
+    let mut c = c;
+    c.wait_listening();
+    // Three failures after the first (the back-off starts at 100 ms).
+    c.wait_until("four boot failures", || {
+        c.status_json()["workers"]["boot_failures"]
+            .as_u64()
+            .unwrap_or(0)
+            >= 4
+            && c.log.count("failed to boot again with the same error") >= 3
+    });
+    let log = c.log.text();
+    assert_eq!(
+        c.log.count("Traceback (most recent call last)"),
+        1,
+        "the traceback once; log:\n{log}"
+    );
+    assert_eq!(
+        c.log.count("in connect"),
+        1,
+        "the stack lines once; log:\n{log}"
+    );
+    for line in log
+        .lines()
+        .filter(|l| l.contains("failed to boot again with the same error"))
+    {
+        assert!(
+            line.contains("RuntimeError: no database"),
+            "each repeat names the error on its line: {line}"
+        );
+    }
+}

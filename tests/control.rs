@@ -66,10 +66,19 @@ fn reload_wait_reports_success_and_failure_with_the_traceback() {
 }
 
 #[test]
-fn scale_adds_and_removes_workers_and_stop_exits_cleanly() {
+fn the_control_socket_is_0600_scale_adds_and_removes_workers_and_stop_exits_cleanly() {
     let app = AppDir::new(&[("app.py", &app_version("v1", 1))]);
     let mut c = Corral::start(app.path(), &["app:app", "-w", "1"], 1);
     let socket = c.socket.to_str().unwrap().to_string();
+    // The control socket is the operator's alone.
+    use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+    let meta = std::fs::metadata(&c.socket).unwrap();
+    assert!(meta.file_type().is_socket());
+    assert_eq!(
+        meta.permissions().mode() & 0o777,
+        0o600,
+        "control socket mode"
+    );
     let out = corral(&["scale", "3", "--socket", &socket]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     c.wait_in_service(3);

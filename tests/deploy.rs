@@ -161,7 +161,10 @@ fn a_pipeline_deploys_good_commits_and_a_broken_one_fails_with_its_traceback_and
         );
         std::thread::sleep(Duration::from_millis(50));
     }
-    std::thread::sleep(Duration::from_millis(200));
+    // The hook's shell creates the file before `sort` writes it.
+    c.wait_until("the hook to write its environment", || {
+        std::fs::read_to_string(r.join("hook-env.txt")).is_ok_and(|t| t.contains("CORRAL_REASON="))
+    });
     let env = std::fs::read_to_string(r.join("hook-env.txt")).unwrap();
     assert!(
         env.contains(&format!("CORRAL_FAILED_REVISION={v4}")),
@@ -245,8 +248,8 @@ fn a_generation_keeps_its_release_after_the_current_symlink_moves() {
             .wait_for("reload done", Duration::from_secs(20))
             .is_some()
     );
-    std::thread::sleep(Duration::from_millis(300));
-    assert_eq!(c.get("/").text(), "r2");
+    // The old generation drains; then only r2 answers.
+    c.wait_until("r2 to answer", || c.get("/").text() == "r2");
     assert_eq!(c.status_json()["revision"], "r2");
 }
 
@@ -446,4 +449,54 @@ fn a_respawn_after_the_code_changed_in_place_reports_drift_and_never_takes_the_o
         assert_eq!(resp.status, 200);
         assert_eq!(resp.text(), "good");
     }
+}
+
+#[test]
+fn the_last_known_good_revision_survives_a_restart() {
+    let root = AppDir::new(&[]);
+    let r = root.path();
+    let (app, good) = git_app(r);
+    std::fs::write(
+        r.join("hook.sh"),
+        "#!/bin/sh\necho \"$CORRAL_GOOD_REVISION\" > \"$(dirname \"$0\")/hook-good.tmp\"\nmv \"$(dirname \"$0\")/hook-good.tmp\" \"$(dirname \"$0\")/hook-good.txt\"\n",
+    )
+    .unwrap();
+    Command::new("chmod")
+        .args(["+x", r.join("hook.sh").to_str().unwrap()])
+        .status()
+        .unwrap();
+    std::fs::write(
+        r.join("corral.toml"),
+        config("revision = \"git\"\nrollback_hook = [\"./hook.sh\"]"),
+    )
+    .unwrap();
+    let mut c = Corral::start(r, &["-c", "corral.toml"], 1);
+    c.wait_until("good recorded", || {
+        c.status_json()["last_good_revision"] == good.as_str()
+    });
+    c.signal(libc::SIGTERM);
+    assert_eq!(
+        c.wait_exit(Duration::from_secs(15)).and_then(|s| s.code()),
+        Some(0)
+    );
+    drop(c);
+
+    // A broken commit lands while corral is down; the next corral (same
+    // state_dir) cannot boot it, and still knows the good revision.
+    std::fs::write(app.join("app.py"), "raise ImportError('broken release')\n").unwrap();
+    git(&app, &["commit", "-qam", "broken"]);
+    let mut c = Corral::spawn(r, &["-c", "corral.toml"], &[]);
+    c.wait_listening();
+    c.wait_until("the hook at a cold start with nothing good", || {
+        r.join("hook-good.txt").exists()
+    });
+    assert_eq!(
+        std::fs::read_to_string(r.join("hook-good.txt"))
+            .unwrap()
+            .trim(),
+        good,
+        "CORRAL_GOOD_REVISION after a restart"
+    );
+    assert_eq!(c.status_json()["last_good_revision"], good.as_str());
+    assert_eq!(c.get("/").status, 503);
 }

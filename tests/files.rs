@@ -162,10 +162,16 @@ fn a_control_socket_folder_others_can_write_is_refused() {
     );
     let st = c.wait_exit(Duration::from_secs(20)).expect("corral exits");
     assert_eq!(st.code(), Some(2), "{}", c.log.text());
-    let log = c.log.text();
+    // The exit can come before the thread reading the log has the line.
     assert!(
-        log.contains("is not private: group or others may write to it (mode 0777)"),
-        "{log}"
+        c.log
+            .wait_for(
+                "is not private: group or others may write to it (mode 0777)",
+                Duration::from_secs(5)
+            )
+            .is_some(),
+        "{}",
+        c.log.text()
     );
     assert!(!socket.exists());
 }

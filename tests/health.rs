@@ -312,3 +312,71 @@ fn corral_check_says_ok_or_shows_the_traceback() {
     let (code, text, _) = check(app.path(), &["good:app", "--timeout", "5x"]);
     assert_eq!(code, Some(2), "{text}");
 }
+
+/// `--status-token-file`: /status and /metrics want the token the file
+/// holds (its trailing newline ignored); the probes stay open; the flag
+/// wins over a token in the environment (flag > environment > file).
+#[test]
+fn the_status_token_can_come_from_a_file() {
+    let app = AppDir::new(&[("app.py", APP)]);
+    let token = "5e884898da28047151d0e56f8dc62927";
+    let file = app.path().join("token");
+    std::fs::write(&file, format!("{token}\n")).unwrap();
+    std::fs::set_permissions(&file, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let file = file.to_str().unwrap().to_string();
+    let mut c = Corral::spawn(
+        app.path(),
+        &[
+            "app:app",
+            "--status-bind",
+            "127.0.0.1:0",
+            "--status-token-file",
+            &file,
+        ],
+        &[],
+    );
+    c.wait_listening();
+    c.wait_in_service(1);
+    let get = |path: &str, auth: Option<String>| {
+        let auth = auth.map(|a| ("Authorization", a));
+        let headers: Vec<(&str, &str)> = auth.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        request(&c.status_addr, "GET", path, &headers, b"").status
+    };
+    for path in ["/status", "/metrics"] {
+        assert_eq!(get(path, None), 401, "{path}");
+        assert_eq!(
+            get(path, Some("Bearer not-the-token-at-all-xx".into())),
+            401
+        );
+        assert_eq!(get(path, Some(format!("Bearer {token}"))), 200, "{path}");
+    }
+    assert_eq!(get("/health/ready", None), 200);
+    drop(c);
+
+    let other = "0123456789abcdef0123456789abcdef";
+    let mut c = Corral::spawn(
+        app.path(),
+        &[
+            "app:app",
+            "--status-bind",
+            "127.0.0.1:0",
+            "--status-token-file",
+            &file,
+        ],
+        &[("CORRAL_STATUS_TOKEN", other)],
+    );
+    c.wait_listening();
+    let status = |t: &str| {
+        let auth = format!("Bearer {t}");
+        request(
+            &c.status_addr,
+            "GET",
+            "/status",
+            &[("Authorization", &auth)],
+            b"",
+        )
+        .status
+    };
+    assert_eq!(status(token), 200, "the flag wins");
+    assert_eq!(status(other), 401);
+}

@@ -106,6 +106,8 @@ fn the_access_log_is_off_by_default_and_writes_combined_lines_when_asked() {
     let app = AppDir::new(&[("app.py", APP)]);
     let c = Corral::start(app.path(), &["app:app", "-w", "1"], 1);
     c.get("/quiet");
+    // An absence is checked: a short wait in which the line would appear
+    // (with --access-log it is written as the response ends, below).
     std::thread::sleep(Duration::from_millis(300));
     assert!(
         !c.log.text().contains("\"GET /quiet"),

@@ -21,9 +21,15 @@ fn usr2_hands_the_sockets_to_a_new_corral_without_a_refused_connection() {
     let old = c.pid();
     let stop = Arc::new(AtomicBool::new(false));
     let failed = Arc::new(AtomicUsize::new(0));
+    let answered = Arc::new(AtomicUsize::new(0));
     let clients: Vec<_> = (0..4)
         .map(|_| {
-            let (addr, stop, failed) = (c.addr.clone(), stop.clone(), failed.clone());
+            let (addr, stop, failed, answered) = (
+                c.addr.clone(),
+                stop.clone(),
+                failed.clone(),
+                answered.clone(),
+            );
             std::thread::spawn(move || {
                 let mut served_by = std::collections::HashSet::new();
                 let deadline = Instant::now() + Duration::from_secs(30);
@@ -38,6 +44,7 @@ fn usr2_hands_the_sockets_to_a_new_corral_without_a_refused_connection() {
                             let r = request(&addr, "GET", "/", &[("Connection", "close")], b"");
                             if r.status == 200 {
                                 served_by.insert(r.text());
+                                answered.fetch_add(1, Ordering::Relaxed);
                             } else {
                                 failed.fetch_add(1, Ordering::Relaxed);
                             }
@@ -48,7 +55,16 @@ fn usr2_hands_the_sockets_to_a_new_corral_without_a_refused_connection() {
             })
         })
         .collect();
-    std::thread::sleep(Duration::from_millis(300));
+    // `n` more answers to the load (at most 30 s).
+    let more_answers = |n: usize| {
+        let target = answered.load(Ordering::Relaxed) + n;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while answered.load(Ordering::Relaxed) < target {
+            assert!(Instant::now() < deadline, "the load got no answers");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    };
+    more_answers(20);
     c.signal(libc::SIGUSR2);
     let guard = c.reexec_child();
     let new = guard.0;
@@ -63,7 +79,8 @@ fn usr2_hands_the_sockets_to_a_new_corral_without_a_refused_connection() {
         .wait_exit(Duration::from_secs(30))
         .expect("the old corral exits");
     assert_eq!(st.code(), Some(0));
-    std::thread::sleep(Duration::from_millis(500));
+    // The old corral is gone: these answers come from the new one.
+    more_answers(20);
     stop.store(true, Ordering::Relaxed);
     let mut parents = std::collections::HashSet::new();
     for h in clients {

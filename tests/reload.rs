@@ -28,6 +28,7 @@ fn asgi_app_version(tag: &str, padding: usize) -> String {
 struct Load {
     stop: Arc<AtomicBool>,
     failed: Arc<AtomicUsize>,
+    answered: Arc<AtomicUsize>,
     threads: Vec<std::thread::JoinHandle<Vec<String>>>,
 }
 
@@ -35,9 +36,15 @@ impl Load {
     fn start(addr: &str) -> Load {
         let stop = Arc::new(AtomicBool::new(false));
         let failed = Arc::new(AtomicUsize::new(0));
+        let answered = Arc::new(AtomicUsize::new(0));
         let threads = (0..4)
             .map(|_| {
-                let (addr, stop, failed) = (addr.to_string(), stop.clone(), failed.clone());
+                let (addr, stop, failed, answered) = (
+                    addr.to_string(),
+                    stop.clone(),
+                    failed.clone(),
+                    answered.clone(),
+                );
                 std::thread::spawn(move || {
                     let mut bodies = Vec::new();
                     let deadline = Instant::now() + Duration::from_secs(40);
@@ -45,6 +52,7 @@ impl Load {
                         let r = request(&addr, "GET", "/", &[], b"");
                         if r.status == 200 {
                             bodies.push(r.text());
+                            answered.fetch_add(1, Ordering::Relaxed);
                         } else {
                             failed.fetch_add(1, Ordering::Relaxed);
                             eprintln!("failed: {} {}", r.status, r.text());
@@ -57,7 +65,18 @@ impl Load {
         Load {
             stop,
             failed,
+            answered,
             threads,
+        }
+    }
+
+    /// Waits until the load has had `n` more answers (at most 30 s).
+    fn wait_answered(&self, n: usize) {
+        let target = self.answered.load(Ordering::Relaxed) + n;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while self.answered.load(Ordering::Relaxed) < target {
+            assert!(Instant::now() < deadline, "the load got no answers");
+            std::thread::sleep(Duration::from_millis(10));
         }
     }
 
@@ -89,12 +108,15 @@ fn good_reload_under_load(version: fn(&str, usize) -> String) -> (AppDir, Corral
         2,
     );
     let load = Load::start(&c.addr);
-    std::thread::sleep(Duration::from_millis(500));
+    load.wait_answered(40);
     std::fs::write(app.path().join("app.py"), version("v2", 20)).unwrap();
     c.signal(libc::SIGHUP);
     wait_log(&c, "reload done: generation 2 is in service");
-    // Let the old generation drain and the load see the new one.
-    std::thread::sleep(Duration::from_millis(800));
+    // The old generation drains and exits; then the load sees the new one.
+    c.wait_until("the old workers to exit", || {
+        children_of(c.pid()).len() == 2
+    });
+    load.wait_answered(40);
     let (bodies, failed) = load.finish();
     assert_eq!(failed, 0, "no request fails during a good reload");
     assert!(bodies.iter().any(|b| b == "v1") && bodies.last().map(String::as_str) == Some("v2"));
@@ -132,7 +154,7 @@ fn sighup_with_broken_code_keeps_the_old_generation_serving_with_zero_failed_req
     );
     let before = children_of(c.pid());
     let load = Load::start(&c.addr);
-    std::thread::sleep(Duration::from_millis(300));
+    load.wait_answered(40);
     std::fs::write(
         app.path().join("app.py"),
         "def app(environ, start_response:\n    pass\n",
@@ -140,7 +162,7 @@ fn sighup_with_broken_code_keeps_the_old_generation_serving_with_zero_failed_req
     .unwrap();
     c.signal(libc::SIGHUP);
     wait_log(&c, "reload failed");
-    std::thread::sleep(Duration::from_millis(500));
+    load.wait_answered(40);
     let (bodies, failed) = load.finish();
     assert_eq!(failed, 0, "no request fails during a failed reload");
     assert!(bodies.len() > 50 && bodies.iter().all(|b| b == "v1"));
@@ -172,22 +194,32 @@ fn sighup_with_broken_code_keeps_the_old_generation_serving_with_zero_failed_req
     }
 }
 
+/// `app_version` that holds each request 100 ms and answers "TAG PID".
+fn app_version_pid(tag: &str, padding: usize) -> String {
+    format!(
+        "# {}\nimport os, time\n\ndef app(environ, start_response):\n    time.sleep(0.1)\n    body = b\"{tag} %d\" % os.getpid()\n    start_response(\"200 OK\", [(\"Content-Length\", str(len(body)))])\n    return [body]\n",
+        "x".repeat(padding)
+    )
+}
+
 #[test]
 fn a_rolling_reload_under_load_fails_no_request_and_keeps_capacity() {
     let app = AppDir::new(&[
-        ("app.py", &app_version("v1", 1)),
+        ("app.py", &app_version_pid("v1", 1)),
         (
             "corral.toml",
-            "[app]\nmodule = \"app:app\"\n[server]\nbind = [\"127.0.0.1:0\"]\n[workers]\ncount = 3\n[health]\nstatus_bind = \"127.0.0.1:0\"\n[deploy]\nstrategy = \"rolling\"\nmax_surge = 1\n",
+            "[app]\nmodule = \"app:app\"\n[server]\nbind = [\"127.0.0.1:0\"]\n[workers]\ncount = 3\n[deploy]\nstrategy = \"rolling\"\nmax_surge = 1\n",
         ),
     ]);
     let c = Corral::start(app.path(), &["-c", "corral.toml"], 3);
-    let load = Load::start(&c.addr);
+    // Rounds of 3 requests at once, each held 100 ms: with 3 workers in
+    // service each round is answered by 3 distinct pids.
+    let load = CapacityLoad::start(&c.addr, "/", 3);
+    // A few rounds on the old generation first (the load's own duration).
     std::thread::sleep(Duration::from_millis(300));
-    std::fs::write(app.path().join("app.py"), app_version("v2", 20)).unwrap();
+    std::fs::write(app.path().join("app.py"), app_version_pid("v2", 20)).unwrap();
     c.signal(libc::SIGHUP);
     let mut most = 0;
-    let mut fewest_in_service = u64::MAX;
     let deadline = Instant::now() + Duration::from_secs(30);
     while !c.log.text().contains("reload done") {
         assert!(
@@ -196,18 +228,36 @@ fn a_rolling_reload_under_load_fails_no_request_and_keeps_capacity() {
             c.log.text()
         );
         most = most.max(children_of(c.pid()).len());
-        let s = c.status_json();
-        fewest_in_service = fewest_in_service.min(s["workers"]["in_service"].as_u64().unwrap_or(0));
         std::thread::sleep(Duration::from_millis(10));
     }
+    // The old workers drain and exit; then a few rounds on the new ones
+    // (the load itself must be the only client: another request would take
+    // a worker from a round).
+    c.wait_until("the old workers to exit", || {
+        children_of(c.pid()).len() == 3
+    });
     std::thread::sleep(Duration::from_millis(500));
-    let (bodies, failed) = load.finish();
-    assert_eq!(failed, 0);
-    assert_eq!(bodies.last().map(String::as_str), Some("v2"));
-    assert!(most <= 4, "at most max_surge = 1 extra worker, saw {most}");
+    let seen = load.finish();
+    eprintln!(
+        "{} rounds, {} failed, {} worker processes served, fewest pids in a round {}",
+        seen.rounds,
+        seen.failed.len(),
+        seen.pids.len(),
+        seen.fewest_pids
+    );
+    assert_eq!(seen.failed, Vec::<String>::new());
+    assert!(seen.bodies.iter().any(|b| b.starts_with("v1 ")));
+    assert!(seen.bodies.last().unwrap().starts_with("v2 "), "{seen:?}");
     assert!(
-        fewest_in_service >= 3,
-        "capacity fell to {fewest_in_service}"
+        seen.pids.len() >= 6,
+        "3 old and 3 new workers served: {seen:?}"
+    );
+    assert!(most <= 4, "at most max_surge = 1 extra worker, saw {most}");
+    assert_eq!(
+        seen.fewest_pids,
+        3,
+        "a round of 3 requests found fewer than 3 workers; log:\n{}",
+        c.log.text()
     );
     assert!(c.log.text().contains("rolling"));
 }
@@ -234,7 +284,7 @@ fn a_reload_whose_new_code_fails_its_readiness_check_is_stopped_and_the_old_keep
     ]);
     let c = Corral::start(app.path(), &["-c", "corral.toml"], 2);
     let load = Load::start(&c.addr);
-    std::thread::sleep(Duration::from_millis(300));
+    load.wait_answered(40);
     std::fs::write(app.path().join("app.py"), ready_app("v2", false, 30)).unwrap();
     let out = std::process::Command::new(corral_bin())
         .args(["reload", "--wait", "--socket", c.socket.to_str().unwrap()])
@@ -243,7 +293,7 @@ fn a_reload_whose_new_code_fails_its_readiness_check_is_stopped_and_the_old_keep
     let text = String::from_utf8_lossy(&out.stdout).to_string();
     assert_eq!(out.status.code(), Some(1), "{text}");
     assert!(text.contains("was not all in service within 2s"), "{text}");
-    std::thread::sleep(Duration::from_millis(300));
+    load.wait_answered(40);
     let (bodies, failed) = load.finish();
     assert_eq!(failed, 0, "no request fails");
     // The new generation's workers never passed readiness, so they never

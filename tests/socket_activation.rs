@@ -1,6 +1,8 @@
 //! systemd socket activation, through Debian's `systemd-socket-activate`:
 //! corral serves on the socket it is handed instead of binding, and the
-//! LISTEN_* variables and the fd never reach the workers.
+//! LISTEN_*, NOTIFY_SOCKET and WATCHDOG_* variables (set here, and used by
+//! corral: it reports ready) and the fd never reach the workers, even with
+//! `pass_env = ["*"]`.
 
 mod common;
 use common::*;
@@ -46,26 +48,32 @@ impl Drop for Killed {
 
 #[test]
 fn corral_serves_on_the_socket_systemd_hands_it() {
-    let app = AppDir::new(&[("app.py", APP)]);
     let port = free_port();
     let addr = format!("127.0.0.1:{port}");
-    // corral's own bind (-b) would be a different port: it must not be used.
+    // corral's own bind would be a different port: it must not be used.
     let unused = free_port();
+    // pass_env = ["*"] hands workers all of corral's environment, so only
+    // corral's own clearing of systemd's variables keeps them out.
+    let config = format!(
+        "[app]\nmodule = \"app:app\"\npass_env = [\"*\"]\n[workers]\ncount = 2\n[server]\nbind = [\"127.0.0.1:{unused}\"]\n"
+    );
+    let app = AppDir::new(&[("app.py", APP), ("corral.toml", &config)]);
+    // systemd's variables for corral itself: they must not reach workers.
+    let notify_path = app.path().join("notify.sock");
+    let notify = std::os::unix::net::UnixDatagram::bind(&notify_path).unwrap();
+    notify
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let notify_env = format!("NOTIFY_SOCKET={}", notify_path.display());
     let child = Command::new("systemd-socket-activate")
-        .args(["-l", &addr, "-E", "CORRAL_TEST=1"])
+        .args(["-l", &addr, "-E", "CORRAL_TEST=1", "-E", &notify_env])
+        .args(["-E", "WATCHDOG_USEC=10000000"])
         .arg(corral_bin())
-        .args([
-            "app:app",
-            "-w",
-            "2",
-            "--python",
-            &python(),
-            "-b",
-            &format!("127.0.0.1:{unused}"),
-        ])
+        .args(["-c", "corral.toml", "--python", &python()])
         .arg("--socket")
         .arg(app.path().join("ctl.sock"))
         .current_dir(app.path())
+        .env("STATE_DIRECTORY", app.path().join(".corral-state"))
         .env_remove("VIRTUAL_ENV")
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
@@ -88,8 +96,17 @@ fn corral_serves_on_the_socket_systemd_hands_it() {
     assert_eq!(
         v["env"],
         serde_json::json!([]),
-        "LISTEN_* cleared before workers start: {v}"
+        "LISTEN_*, NOTIFY_SOCKET and WATCHDOG_* cleared before workers start: {v}"
     );
+    // corral itself got them: it reports ready on that socket.
+    let mut buf = [0u8; 4096];
+    let mut seen = Vec::new();
+    while !seen.iter().any(|m: &String| m.contains("READY=1")) {
+        let n = notify
+            .recv(&mut buf)
+            .unwrap_or_else(|e| panic!("no READY=1 on NOTIFY_SOCKET ({e}); got {seen:?}"));
+        seen.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+    }
     let sockets: Vec<&str> = v["fds"]
         .as_array()
         .unwrap()

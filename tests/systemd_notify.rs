@@ -57,6 +57,9 @@ fn ready_reloading_stopping_and_status_in_order() {
             .all(|m| !m.contains("READY=1")),
         "READY=1 only once in service: {seen:?}"
     );
+    // Ready as seen from outside: the app answers.
+    assert_eq!(c.get("/").text(), "ok");
+    let mut before_stop = seen.clone();
 
     // A good reload: RELOADING=1 with MONOTONIC_USEC, then READY=1.
     std::fs::write(app.path().join("app.py"), format!("{APP}# v2, longer\n")).unwrap();
@@ -73,6 +76,7 @@ fn ready_reloading_stopping_and_status_in_order() {
     assert!(usec > 0);
     until(&sock, "READY=1", &mut seen);
     assert!(seen.last().unwrap().contains("generation 2"), "{seen:?}");
+    before_stop.extend(seen);
 
     // A broken reload: RELOADING=1, then READY=1 again (the old generation
     // still serves).
@@ -86,6 +90,11 @@ fn ready_reloading_stopping_and_status_in_order() {
         c.log
             .wait_for("reload failed", Duration::from_secs(5))
             .is_some()
+    );
+    before_stop.extend(seen);
+    assert!(
+        !before_stop.iter().any(|m| m.contains("STOPPING=1")),
+        "STOPPING=1 before any stop: {before_stop:?}"
     );
 
     c.signal(libc::SIGTERM);
@@ -126,38 +135,75 @@ fn a_broken_deploy_never_reports_ready() {
     }
 }
 
-#[test]
-fn the_watchdog_is_fed_at_half_its_interval_and_abstract_sockets_work() {
-    let app = AppDir::new(&[("app.py", APP)]);
-    let name = format!("corral-test-{}", std::process::id());
-    let sock = {
-        use std::os::linux::net::SocketAddrExt;
-        let addr = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes()).unwrap();
-        UnixDatagram::bind_addr(&addr).unwrap()
-    };
-    sock.set_read_timeout(Some(Duration::from_millis(200)))
-        .unwrap();
-    let mut c = Corral::spawn(
-        app.path(),
-        &["app:app", "-w", "1"],
-        &[
-            ("NOTIFY_SOCKET", &format!("@{name}")),
-            ("WATCHDOG_USEC", "400000"),
-        ],
-    );
-    c.wait_listening();
+/// Counts `WATCHDOG=1` datagrams for `window`.
+fn watchdog_pings(sock: &UnixDatagram, window: Duration) -> usize {
     let t = Instant::now();
     let mut beats = 0;
     let mut buf = [0u8; 4096];
-    while t.elapsed() < Duration::from_millis(1500) {
+    while t.elapsed() < window {
         if let Ok(n) = sock.recv(&mut buf)
             && String::from_utf8_lossy(&buf[..n]).contains("WATCHDOG=1")
         {
             beats += 1;
         }
     }
-    // Every 200 ms for 1.5 s: about 7; a stuck loop would send none.
+    beats
+}
+
+#[test]
+fn the_watchdog_is_fed_by_the_supervisor_loop_and_abstract_sockets_work() {
+    // The revision command runs on the supervisor loop when a generation
+    // starts (at most 5 s). With the file `wedge` present it holds the loop
+    // for 3 s (and says so with `wedged`): the only way from outside to
+    // wedge the loop alone while the HTTP front keeps serving.
+    let config = "[app]\nmodule = \"app:app\"\n[server]\nbind = [\"127.0.0.1:0\"]\n[workers]\ncount = 1\n[deploy]\nrevision = [\"sh\", \"-c\", \"if [ -e wedge ]; then touch wedged; sleep 3; fi; echo r1\"]\n";
+    let app = AppDir::new(&[("app.py", APP), ("corral.toml", config)]);
+    let name = format!("corral-test-{}", std::process::id());
+    let sock = {
+        use std::os::linux::net::SocketAddrExt;
+        let addr = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes()).unwrap();
+        UnixDatagram::bind_addr(&addr).unwrap()
+    };
+    sock.set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    let mut c = Corral::spawn(
+        app.path(),
+        &["-c", "corral.toml"],
+        &[
+            ("NOTIFY_SOCKET", &format!("@{name}")),
+            ("WATCHDOG_USEC", "400000"),
+        ],
+    );
+    c.wait_listening();
+    c.wait_in_service(1);
+    // Every 200 ms for 1.5 s: about 7.
+    let beats = watchdog_pings(&sock, Duration::from_millis(1500));
     assert!((4..=10).contains(&beats), "{beats} watchdog pings in 1.5 s");
+
+    // Wedge the loop: a reload runs the revision command on it.
+    std::fs::write(app.path().join("wedge"), "").unwrap();
+    c.signal(libc::SIGHUP);
+    c.wait_until("the revision command to hold the loop", || {
+        app.path().join("wedged").exists()
+    });
+    // Drop what was sent before the wedge, then count for 1.5 s of it.
+    while sock.recv(&mut [0u8; 4096]).is_ok() {}
+    let t = Instant::now();
+    let wedged_beats = watchdog_pings(&sock, Duration::from_millis(1500));
+    // The front still answers: only the supervisor loop is stuck.
+    assert_eq!(c.get("/").text(), "ok");
+    assert!(
+        t.elapsed() < Duration::from_millis(2800),
+        "the count ran past the wedge"
+    );
+    assert_eq!(
+        wedged_beats, 0,
+        "WATCHDOG=1 went on while the supervisor loop was stuck"
+    );
+    // Unstuck, it pings again.
+    std::fs::remove_file(app.path().join("wedge")).unwrap();
+    let beats = watchdog_pings(&sock, Duration::from_millis(3000));
+    assert!(beats >= 4, "{beats} watchdog pings after the wedge");
     c.signal(libc::SIGTERM);
     c.wait_exit(Duration::from_secs(10));
 }
@@ -183,12 +229,67 @@ fn a_usr2_handover_tells_systemd_the_new_main_pid() {
         seen.last().unwrap().contains(&format!("MAINPID={new}")),
         "{seen:?}"
     );
-    assert!(
-        !seen.iter().any(|m| m.contains("STOPPING=1")),
-        "a handover is not a stop: {seen:?}"
-    );
     assert_eq!(
         c.wait_exit(Duration::from_secs(15)).and_then(|s| s.code()),
         Some(0)
     );
+    // Everything the old corral sent, up to its exit, and what the new one
+    // sends after it: a short wait, since an absence is what is checked.
+    let deadline = Instant::now() + Duration::from_millis(500);
+    let mut buf = [0u8; 4096];
+    while Instant::now() < deadline {
+        if let Ok(n) = sock.recv(&mut buf) {
+            seen.push(String::from_utf8_lossy(&buf[..n]).to_string());
+        }
+    }
+    assert!(
+        !seen.iter().any(|m| m.contains("STOPPING=1")),
+        "a handover is not a stop: {seen:?}"
+    );
+}
+
+/// Slot 0 imports at once; the other slots wait (at import) until the file
+/// `release` exists.
+const SLOW_BOOT_APP: &str = r#"
+import os, time
+if os.environ["CORRAL_SLOT"] != "0":
+    deadline = time.monotonic() + 60
+    while not os.path.exists("release") and time.monotonic() < deadline:
+        time.sleep(0.02)
+
+def app(environ, start_response):
+    body = str(os.getpid()).encode()
+    start_response("200 OK", [("Content-Length", str(len(body)))])
+    return [body]
+"#;
+
+#[test]
+fn ready_is_sent_at_min_ready_while_other_workers_still_boot() {
+    let app = AppDir::new(&[("app.py", SLOW_BOOT_APP)]);
+    let (sock, path) = listen(app.path());
+    let mut c = Corral::spawn(
+        app.path(),
+        &["app:app", "-w", "3", "--min-ready", "1"],
+        &[("NOTIFY_SOCKET", &path)],
+    );
+    c.wait_listening();
+    let mut seen = Vec::new();
+    until(&sock, "READY=1", &mut seen);
+    let ready = seen.last().unwrap().clone();
+    assert!(
+        ready.contains("STATUS=1/3 workers in service"),
+        "READY=1 with one of three in service: {ready}"
+    );
+    // From the outside: the service answers, from one worker, while the
+    // two others are still importing (they wait for `release`).
+    let booting = children_of(c.pid());
+    assert_eq!(booting.len(), 3, "{booting:?}");
+    let pids: std::collections::HashSet<String> = (0..6).map(|_| c.get("/").text()).collect();
+    assert_eq!(pids.len(), 1, "one worker answers: {pids:?}");
+    assert!(!app.path().join("release").exists());
+
+    std::fs::write(app.path().join("release"), "").unwrap();
+    c.wait_in_service(3);
+    c.signal(libc::SIGTERM);
+    c.wait_exit(Duration::from_secs(15));
 }

@@ -580,3 +580,99 @@ async fn a_client_that_writes_before_it_reads_does_not_wedge_the_socket() {
     }
     assert_eq!(expect_text(&mut ws).await, format!("got {}", N * 65536));
 }
+
+/// Opens /echo with client limits above corral's, so only corral's own
+/// 16 MiB limit can show.
+async fn connect_big(c: &Corral, path: &str) -> Ws {
+    use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+    let config = WebSocketConfig::default()
+        .max_message_size(Some(64 << 20))
+        .max_frame_size(Some(64 << 20));
+    let (ws, _) = within(
+        "handshake",
+        tokio_tungstenite::connect_async_with_config(
+            format!("ws://{}{path}", c.addr),
+            Some(config),
+            false,
+        ),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("handshake for {path} failed: {e}"));
+    ws
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn messages_up_to_16_mib_pass_and_a_bigger_one_closes_with_1009() {
+    let (dir, c) = start(1, &[]);
+    let mut ws = connect_big(&c, "/echo?tag=big").await;
+    hello(&mut ws).await;
+    // Exactly 16 MiB each way, bytes and text.
+    let bytes: Vec<u8> = (0..16u32 << 20).map(|i| (i % 251) as u8).collect();
+    send(&mut ws, Message::binary(bytes.clone())).await;
+    assert!(expect_binary(&mut ws).await == bytes, "16 MiB of bytes");
+    let text = "é".repeat(8 << 20);
+    send(&mut ws, Message::text(text.as_str())).await;
+    assert!(expect_text(&mut ws).await == text, "16 MiB of text");
+    // One byte more: corral closes with 1009, and the app is told so. The
+    // last byte comes in a continuation frame, so the client has written
+    // everything when corral closes (a close while a big frame is still
+    // coming in would reset the connection before the client reads 1009).
+    use tokio_tungstenite::tungstenite::protocol::frame::Frame;
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
+    let first = Frame::message(bytes, OpCode::Data(Data::Binary), false);
+    send(&mut ws, Message::Frame(first)).await;
+    let last = Frame::message(vec![0u8], OpCode::Data(Data::Continue), true);
+    send(&mut ws, Message::Frame(last)).await;
+    assert_eq!(expect_close(&mut ws).await.0, 1009);
+    let seen = event(&dir, "big").await;
+    assert!(seen.starts_with("1009"), "the app saw {seen:?}");
+}
+
+/// A stop by `how` closes every open socket with 1001 and corral exits 0.
+async fn a_stop_closes_sockets_with_1001(how: &str) {
+    let (dir, mut c) = start(2, &["--graceful-timeout", "10s"]);
+    let (mut sockets, _) = open_echoes(&c, how, 3).await;
+    match how {
+        "int" => c.signal(libc::SIGINT),
+        "quit" => c.signal(libc::SIGQUIT),
+        _ => {
+            let out = std::process::Command::new(corral_bin())
+                .arg("stop")
+                .arg("--socket")
+                .arg(&c.socket)
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "{out:?}");
+        }
+    }
+    for ws in &mut sockets {
+        assert_eq!(expect_close(ws).await.0, 1001, "{how}");
+    }
+    let status = c
+        .wait_exit(Duration::from_secs(15))
+        .unwrap_or_else(|| panic!("corral still runs; log:\n{}", c.log.text()));
+    assert_eq!(status.code(), Some(0), "log:\n{}", c.log.text());
+    if how == "stop" {
+        // A graceful stop lets the app see the close (INT and QUIT stop
+        // the workers at once).
+        for i in 0..sockets.len() {
+            let seen = event(&dir, &format!("{how}-{i}")).await;
+            assert!(seen.starts_with("1001"), "the app saw {seen:?}");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigint_closes_sockets_with_1001() {
+    a_stop_closes_sockets_with_1001("int").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigquit_closes_sockets_with_1001() {
+    a_stop_closes_sockets_with_1001("quit").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn corral_stop_closes_sockets_with_1001() {
+    a_stop_closes_sockets_with_1001("stop").await;
+}

@@ -1103,6 +1103,8 @@ fn an_app_wrapped_in_wsgiref_validator_sees_no_violation() {
             .wait_for("validated GET /query", Duration::from_secs(2))
             .is_some()
     );
+    // An absence is checked: the validator's warning would come when the
+    // iterable is collected, just after the request; a short wait for it.
     std::thread::sleep(Duration::from_millis(200));
     let log = s.c.log.text();
     assert!(!log.contains("without being closed"), "{log}");

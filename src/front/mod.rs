@@ -372,6 +372,14 @@ impl Front {
         tokio::time::sleep(Duration::from_millis(300)).await;
         self.drain.finish(grace).await
     }
+
+    /// A fast stop: accepts no more and tells everything open to finish
+    /// now, without waiting (an open WebSocket is closed with 1001, also
+    /// when its worker is stopped first).
+    pub fn stop_now(self) {
+        let _ = self.stop.send(true);
+        self.drain.closing.send_replace(true);
+    }
 }
 
 struct ConnOpts {

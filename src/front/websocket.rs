@@ -290,6 +290,10 @@ pub async fn relay(upgrade: OnUpgrade, session: Session, drain: Arc<Drain>) {
             };
             close(sink, source, code, &reason).await;
         }
+        // A worker stopped by a fast stop: corral is going away.
+        End::AppFailed if *closing.borrow() => {
+            close(sink, source, 1001, GOING_AWAY).await;
+        }
         End::AppFailed => {
             channel.send(protocol::encode_close(id, 1011, ""));
             close(sink, source, 1011, "").await;

@@ -500,7 +500,9 @@ impl Supervisor {
             Msg::Signal(sig @ (OsSignal::Int | OsSignal::Quit)) => {
                 tracing::info!("{}: fast stop", sig.name());
                 self.delaying = false;
-                self.front = None;
+                if let Some(front) = self.front.take() {
+                    front.stop_now();
+                }
                 Some(Event::Stop { fast: true })
             }
             Msg::Signal(OsSignal::Hup) => {

@@ -562,3 +562,105 @@ pub fn read_response<R: BufRead>(r: &mut R, head_only: bool) -> std::io::Result<
 pub fn repo(path: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
 }
+
+// ---------------------------------------------------------------- memory
+
+/// Runs `f` while a thread samples the RSS of each of `pids` every 20 ms;
+/// returns what `f` returned and the largest RSS (KiB) seen for each pid,
+/// so a buffer that grows while a body flows and is freed at the end still
+/// counts.
+pub fn peak_rss_during<T>(pids: &[u32], f: impl FnOnce() -> T) -> (T, Vec<u64>) {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    let stop = Arc::new(AtomicBool::new(false));
+    let peaks: Vec<Arc<AtomicU64>> = pids.iter().map(|_| Arc::new(AtomicU64::new(0))).collect();
+    let sampler = {
+        let (stop, peaks, pids) = (stop.clone(), peaks.clone(), pids.to_vec());
+        std::thread::spawn(move || {
+            loop {
+                for (pid, peak) in pids.iter().zip(&peaks) {
+                    peak.fetch_max(rss_kib(*pid), Ordering::Relaxed);
+                }
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        })
+    };
+    let out = f();
+    stop.store(true, Ordering::Relaxed);
+    sampler.join().unwrap();
+    (
+        out,
+        peaks.iter().map(|p| p.load(Ordering::Relaxed)).collect(),
+    )
+}
+
+// ---------------------------------------------------------------- capacity
+
+/// Capacity seen from the outside: rounds of `width` requests sent at once
+/// to `path` (an endpoint that holds each request a while and answers the
+/// worker's pid), each round started when the last one ended. With `width`
+/// workers in service, each round is answered by `width` distinct pids; a
+/// worker missing from service shows as a round with fewer.
+pub struct CapacityLoad {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<CapacityReport>,
+}
+
+/// What a [`CapacityLoad`] saw.
+#[derive(Debug, Default)]
+pub struct CapacityReport {
+    pub rounds: usize,
+    /// The fewest distinct pids that answered one round.
+    pub fewest_pids: usize,
+    /// Requests not answered 200, with what they got.
+    pub failed: Vec<String>,
+    /// Every pid that answered, and every body.
+    pub pids: std::collections::HashSet<String>,
+    pub bodies: Vec<String>,
+}
+
+impl CapacityLoad {
+    pub fn start(addr: &str, path: &str, width: usize) -> CapacityLoad {
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (addr, path, flag) = (addr.to_string(), path.to_string(), stop.clone());
+        let thread = std::thread::spawn(move || {
+            let mut report = CapacityReport {
+                fewest_pids: usize::MAX,
+                ..Default::default()
+            };
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while !flag.load(std::sync::atomic::Ordering::Relaxed) && Instant::now() < deadline {
+                let round: Vec<_> = (0..width)
+                    .map(|_| {
+                        let (addr, path) = (addr.clone(), path.clone());
+                        std::thread::spawn(move || request(&addr, "GET", &path, &[], b""))
+                    })
+                    .collect();
+                let mut pids = std::collections::HashSet::new();
+                for r in round {
+                    let r = r.join().unwrap();
+                    if r.status == 200 {
+                        let body = r.text();
+                        let pid = body.split_whitespace().last().unwrap_or("").to_string();
+                        pids.insert(pid.clone());
+                        report.pids.insert(pid);
+                        report.bodies.push(body);
+                    } else {
+                        report.failed.push(format!("{} {}", r.status, r.text()));
+                    }
+                }
+                report.rounds += 1;
+                report.fewest_pids = report.fewest_pids.min(pids.len());
+            }
+            report
+        });
+        CapacityLoad { stop, thread }
+    }
+
+    pub fn finish(self) -> CapacityReport {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread.join().unwrap()
+    }
+}
