@@ -471,7 +471,7 @@ mod tests {
     fn flag_variables_never_collide_with_internal_ones() {
         // What corral reads or sets for itself, and what it hands a worker
         // (the worker script pops them from its environment).
-        let script = crate::worker::process::WORKER_SCRIPT;
+        let script = crate::worker::script::file("corral_worker/main.py");
         let mut internal: Vec<String> = script
             .match_indices("os.environ.pop(\"")
             .map(|(i, m)| {

@@ -1,14 +1,17 @@
 //! The control socket: a Unix socket (`[control] socket`) whose file
 //! permissions (0600, in a folder corral creates 0700) are the access
 //! control. `corral reload [--wait]`, `corral scale N`, `corral stop` and
-//! `corral status` talk to it: one JSON request line, one JSON answer line.
+//! `corral status` talk to it: one JSON request line ([`ControlRequest`]),
+//! one JSON answer line ([`ControlReply`]); client and server share the
+//! types.
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixListener;
 use tokio::sync::oneshot;
@@ -18,6 +21,148 @@ use crate::config::{BindAddr, Place};
 use crate::private_fs;
 use crate::status::StatusState;
 use crate::supervisor::{Msg, Signal};
+
+/// A request on the control socket: `{"cmd": "status"}`, `{"cmd":
+/// "reload", "wait": true, "timeout_ms": 30000}`, `{"cmd": "scale",
+/// "count": 4}`, `{"cmd": "stop"}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "cmd", rename_all = "lowercase")]
+pub enum ControlRequest {
+    Status,
+    Reload {
+        /// Answer when the new generation is in service (or failed),
+        /// rather than when it starts.
+        #[serde(default)]
+        wait: bool,
+        /// The reload's deadline, instead of the configured one.
+        #[serde(default)]
+        timeout_ms: Option<u64>,
+    },
+    Scale {
+        count: usize,
+    },
+    Stop,
+}
+
+impl ControlRequest {
+    /// Reads a request line; the error is the answer to send instead.
+    fn parse(line: &str) -> Result<ControlRequest, String> {
+        const SCALE: &str = "scale needs a count of at least 1";
+        match serde_json::from_str::<ControlRequest>(line) {
+            Ok(ControlRequest::Scale { count: 0 }) => Err(SCALE.into()),
+            Ok(req) => Ok(req),
+            Err(e) => match serde_json::from_str::<Value>(line) {
+                Err(e) => Err(format!("bad request: {e}")),
+                Ok(v) => match v["cmd"].as_str() {
+                    Some("scale") => Err(SCALE.into()),
+                    Some("status" | "reload" | "stop") => Err(format!("bad request: {e}")),
+                    _ => Err("unknown command: use status, reload, scale or stop".into()),
+                },
+            },
+        }
+    }
+}
+
+/// The answer to a [`ControlRequest`]: `{"ok": true, ...}` with what the
+/// request asked for, or `{"ok": false, "error": "why"}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(into = "ReplyFields", from = "ReplyFields")]
+pub enum ControlReply {
+    /// `status`: what `/status` shows.
+    Status(Value),
+    /// `reload` without `wait`: the new generation is starting.
+    ReloadStarted,
+    /// `reload` with `wait`: the new generation is in service.
+    Reloaded {
+        generation: u64,
+        revision: Option<String>,
+    },
+    /// `scale`: the number of workers from now on.
+    Scaled { count: usize },
+    /// `stop`: corral is stopping.
+    Stopping,
+    /// Any request that failed, and why.
+    Failed(String),
+}
+
+/// A [`ControlReply`] as it is on the wire.
+#[derive(Serialize, Deserialize)]
+struct ReplyFields {
+    ok: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    status: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    started: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    generation: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    revision: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    count: Option<usize>,
+}
+
+impl From<ControlReply> for ReplyFields {
+    fn from(reply: ControlReply) -> ReplyFields {
+        let mut f = ReplyFields {
+            ok: true,
+            error: None,
+            status: None,
+            started: None,
+            generation: None,
+            revision: None,
+            count: None,
+        };
+        match reply {
+            ControlReply::Status(v) => f.status = Some(v),
+            ControlReply::ReloadStarted => f.started = Some(true),
+            ControlReply::Reloaded {
+                generation,
+                revision,
+            } => {
+                f.generation = Some(generation);
+                f.revision = revision;
+            }
+            ControlReply::Scaled { count } => f.count = Some(count),
+            ControlReply::Stopping => {}
+            ControlReply::Failed(why) => {
+                f.ok = false;
+                f.error = Some(why);
+            }
+        }
+        f
+    }
+}
+
+impl From<ReplyFields> for ControlReply {
+    fn from(f: ReplyFields) -> ControlReply {
+        match f {
+            ReplyFields {
+                ok: false, error, ..
+            } => ControlReply::Failed(error.unwrap_or_else(|| "unknown error".into())),
+            ReplyFields {
+                status: Some(v), ..
+            } => ControlReply::Status(v),
+            ReplyFields {
+                generation: Some(generation),
+                revision,
+                ..
+            } => ControlReply::Reloaded {
+                generation,
+                revision,
+            },
+            ReplyFields {
+                started: Some(true),
+                ..
+            } => ControlReply::ReloadStarted,
+            ReplyFields {
+                count: Some(count), ..
+            } => ControlReply::Scaled { count },
+            _ => ControlReply::Stopping,
+        }
+    }
+}
 
 /// The bound control socket, and the folder corral made for it (removed
 /// again at exit).
@@ -158,11 +303,11 @@ pub fn serve(listener: UnixListener, state: Arc<StatusState>) {
                     Ok(Ok(_)) => {}
                     _ => return,
                 }
-                let answer = match serde_json::from_str::<Value>(&line) {
-                    Ok(req) => handle(&req, &state).await,
-                    Err(e) => json!({"ok": false, "error": format!("bad request: {e}")}),
+                let answer = match ControlRequest::parse(&line) {
+                    Ok(req) => handle(req, &state).await,
+                    Err(why) => ControlReply::Failed(why),
                 };
-                let mut out = answer.to_string();
+                let mut out = serde_json::to_string(&answer).unwrap_or_default();
                 out.push('\n');
                 let _ = wr.write_all(out.as_bytes()).await;
             });
@@ -170,47 +315,45 @@ pub fn serve(listener: UnixListener, state: Arc<StatusState>) {
     });
 }
 
-async fn handle(req: &Value, state: &StatusState) -> Value {
+async fn handle(req: ControlRequest, state: &StatusState) -> ControlReply {
     let sup = &state.supervisor;
-    match req["cmd"].as_str() {
-        Some("status") => json!({"ok": true, "status": crate::status::status(state)}),
-        Some("reload") => {
-            let wait = req["wait"].as_bool().unwrap_or(false);
+    match req {
+        ControlRequest::Status => ControlReply::Status(crate::status::status(state)),
+        ControlRequest::Reload { wait, timeout_ms } => {
             let (tx, rx) = oneshot::channel();
-            let timeout = req["timeout_ms"].as_u64().map(Duration::from_millis);
+            let timeout = timeout_ms.map(Duration::from_millis);
             if sup.send(Msg::Reload(timeout, Some(tx))).is_err() {
-                return json!({"ok": false, "error": "corral is stopping"});
+                return ControlReply::Failed("corral is stopping".into());
             }
             if !wait {
-                return json!({"ok": true, "started": true});
+                return ControlReply::ReloadStarted;
             }
             match rx.await {
-                Ok(Ok(done)) => json!({
-                    "ok": true,
-                    "generation": done.generation,
-                    "revision": done.revision,
-                }),
-                Ok(Err(why)) => json!({"ok": false, "error": why}),
-                Err(_) => json!({"ok": false, "error": "corral stopped during the reload"}),
+                Ok(Ok(done)) => ControlReply::Reloaded {
+                    generation: done.generation,
+                    revision: done.revision,
+                },
+                Ok(Err(why)) => ControlReply::Failed(why),
+                Err(_) => ControlReply::Failed("corral stopped during the reload".into()),
             }
         }
-        Some("scale") => match req["count"].as_u64() {
-            Some(n) if n >= 1 => {
-                let _ = sup.send(Msg::Scale(n as usize));
-                json!({"ok": true, "count": n})
-            }
-            _ => json!({"ok": false, "error": "scale needs a count of at least 1"}),
-        },
-        Some("stop") => {
+        ControlRequest::Scale { count } => {
+            let _ = sup.send(Msg::Scale(count));
+            ControlReply::Scaled { count }
+        }
+        ControlRequest::Stop => {
             let _ = sup.send(Msg::Signal(Signal::Term));
-            json!({"ok": true})
+            ControlReply::Stopping
         }
-        _ => json!({"ok": false, "error": "unknown command: use status, reload, scale or stop"}),
     }
 }
 
 /// Sends one request to the control socket at `path` and reads the answer.
-pub fn request(path: &Path, req: &Value, timeout: Option<Duration>) -> Result<Value, String> {
+pub fn request(
+    path: &Path,
+    req: &ControlRequest,
+    timeout: Option<Duration>,
+) -> Result<ControlReply, String> {
     let mut s = std::os::unix::net::UnixStream::connect(path).map_err(|e| {
         let hint = match e.kind() {
             std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused => {
@@ -228,7 +371,7 @@ pub fn request(path: &Path, req: &Value, timeout: Option<Duration>) -> Result<Va
     })?;
     check_peer(&s, path)?;
     s.set_read_timeout(timeout).ok();
-    let mut line = req.to_string();
+    let mut line = serde_json::to_string(req).map_err(|e| e.to_string())?;
     line.push('\n');
     s.write_all(line.as_bytes()).map_err(|e| e.to_string())?;
     let mut answer = String::new();
@@ -339,32 +482,30 @@ fn full_app(app: &str) -> String {
 
 /// `corral reload [--wait]`: exit 0 and the generation, or 1 and why.
 pub fn reload_cmd(path: &Path, wait: bool, timeout: Option<Duration>) -> u8 {
-    let req = json!({
-        "cmd": "reload",
-        "wait": wait,
-        "timeout_ms": timeout.map(|t| t.as_millis() as u64),
-    });
+    let req = ControlRequest::Reload {
+        wait,
+        timeout_ms: timeout.map(|t| t.as_millis() as u64),
+    };
     // The server answers by the reload's own deadline; wait a little longer.
     let read_timeout = timeout.map(|t| t + Duration::from_secs(15));
     match request(path, &req, read_timeout) {
-        Ok(v) if v["ok"] == true && wait => {
+        Ok(ControlReply::Reloaded {
+            generation,
+            revision,
+        }) if wait => {
             println!(
-                "reloaded: generation {} (revision {}) is in service",
-                v["generation"],
-                v["revision"].as_str().unwrap_or("unknown")
+                "reloaded: generation {generation} (revision {}) is in service",
+                revision.as_deref().unwrap_or("unknown")
             );
             0
         }
-        Ok(v) if v["ok"] == true => {
+        Ok(ControlReply::Failed(why)) => {
+            println!("reload FAILED: {why}");
+            1
+        }
+        Ok(_) => {
             println!("reload started");
             0
-        }
-        Ok(v) => {
-            println!(
-                "reload FAILED: {}",
-                v["error"].as_str().unwrap_or("unknown error")
-            );
-            1
         }
         Err(e) => {
             eprintln!("error: {e}");
@@ -374,15 +515,15 @@ pub fn reload_cmd(path: &Path, wait: bool, timeout: Option<Duration>) -> u8 {
 }
 
 /// `corral scale N` and `corral stop`.
-pub fn simple_cmd(path: &Path, req: Value, done: &str) -> u8 {
+pub fn simple_cmd(path: &Path, req: ControlRequest, done: &str) -> u8 {
     match request(path, &req, Some(Duration::from_secs(10))) {
-        Ok(v) if v["ok"] == true => {
+        Ok(ControlReply::Failed(why)) => {
+            eprintln!("error: {why}");
+            1
+        }
+        Ok(_) => {
             println!("{done}");
             0
-        }
-        Ok(v) => {
-            eprintln!("error: {}", v["error"].as_str().unwrap_or("unknown error"));
-            1
         }
         Err(e) => {
             eprintln!("error: {e}");
@@ -393,10 +534,138 @@ pub fn simple_cmd(path: &Path, req: Value, done: &str) -> u8 {
 
 /// Shortcut for the status command: `/status` through the control socket.
 pub fn status(path: &Path) -> Result<Value, String> {
-    let v = request(
-        path,
-        &json!({"cmd": "status"}),
-        Some(Duration::from_secs(10)),
-    )?;
-    Ok(v["status"].clone())
+    match request(path, &ControlRequest::Status, Some(Duration::from_secs(10)))? {
+        ControlReply::Status(v) => Ok(v),
+        ControlReply::Failed(why) => Err(why),
+        other => Err(format!("corral answered {other:?} to status")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn requests_read_as_the_clients_write_them() {
+        let cases = [
+            (json!({"cmd": "status"}), ControlRequest::Status),
+            (
+                json!({"cmd": "reload", "wait": true, "timeout_ms": 5000}),
+                ControlRequest::Reload {
+                    wait: true,
+                    timeout_ms: Some(5000),
+                },
+            ),
+            (
+                json!({"cmd": "reload", "wait": false, "timeout_ms": null}),
+                ControlRequest::Reload {
+                    wait: false,
+                    timeout_ms: None,
+                },
+            ),
+            (
+                json!({"cmd": "reload"}),
+                ControlRequest::Reload {
+                    wait: false,
+                    timeout_ms: None,
+                },
+            ),
+            (
+                json!({"cmd": "scale", "count": 4}),
+                ControlRequest::Scale { count: 4 },
+            ),
+            (json!({"cmd": "stop"}), ControlRequest::Stop),
+        ];
+        for (wire, req) in cases {
+            assert_eq!(ControlRequest::parse(&wire.to_string()), Ok(req.clone()));
+            let back = serde_json::to_string(&req).unwrap();
+            assert_eq!(ControlRequest::parse(&back), Ok(req));
+        }
+    }
+
+    #[test]
+    fn a_bad_request_is_answered_with_what_is_wrong() {
+        let scale = "scale needs a count of at least 1";
+        for (line, why) in [
+            (r#"{"cmd": "scale", "count": 0}"#, scale),
+            (r#"{"cmd": "scale"}"#, scale),
+            (r#"{"cmd": "scale", "count": "four"}"#, scale),
+            (r#"{"cmd": "scale", "count": -1}"#, scale),
+            (
+                r#"{"cmd": "restart"}"#,
+                "unknown command: use status, reload, scale or stop",
+            ),
+            (
+                r#"{"verb": "stop"}"#,
+                "unknown command: use status, reload, scale or stop",
+            ),
+            (
+                r#"[1, 2]"#,
+                "unknown command: use status, reload, scale or stop",
+            ),
+        ] {
+            assert_eq!(ControlRequest::parse(line), Err(why.to_string()), "{line}");
+        }
+        for line in ["", "{", "stop\n", r#"{"cmd": "reload", "wait": "yes"}"#] {
+            let err = ControlRequest::parse(line).unwrap_err();
+            assert!(err.starts_with("bad request: "), "{line}: {err}");
+        }
+    }
+
+    #[test]
+    fn replies_have_their_wire_shape_and_read_back() {
+        let cases = [
+            (
+                ControlReply::Status(json!({"ready": true})),
+                json!({"ok": true, "status": {"ready": true}}),
+            ),
+            (
+                ControlReply::ReloadStarted,
+                json!({"ok": true, "started": true}),
+            ),
+            (
+                ControlReply::Reloaded {
+                    generation: 3,
+                    revision: Some("abc123".into()),
+                },
+                json!({"ok": true, "generation": 3, "revision": "abc123"}),
+            ),
+            (
+                ControlReply::Reloaded {
+                    generation: 2,
+                    revision: None,
+                },
+                json!({"ok": true, "generation": 2}),
+            ),
+            (
+                ControlReply::Scaled { count: 4 },
+                json!({"ok": true, "count": 4}),
+            ),
+            (ControlReply::Stopping, json!({"ok": true})),
+            (
+                ControlReply::Failed("corral is stopping".into()),
+                json!({"ok": false, "error": "corral is stopping"}),
+            ),
+        ];
+        for (reply, wire) in cases {
+            assert_eq!(serde_json::to_value(&reply).unwrap(), wire);
+            let back: ControlReply = serde_json::from_value(wire).unwrap();
+            assert_eq!(back, reply);
+        }
+        // What an older corral wrote reads the same.
+        let old = json!({"ok": true, "generation": 2, "revision": null});
+        assert_eq!(
+            serde_json::from_value::<ControlReply>(old).unwrap(),
+            ControlReply::Reloaded {
+                generation: 2,
+                revision: None
+            }
+        );
+        let old = json!({"ok": false});
+        assert_eq!(
+            serde_json::from_value::<ControlReply>(old).unwrap(),
+            ControlReply::Failed("unknown error".into())
+        );
+    }
 }

@@ -54,14 +54,14 @@ fn main() -> ExitCode {
             return ExitCode::from(with_socket(&args.control, |s| {
                 control::simple_cmd(
                     s,
-                    serde_json::json!({"cmd": "scale", "count": args.count}),
+                    control::ControlRequest::Scale { count: args.count },
                     &format!("scaling to {} workers", args.count),
                 )
             }));
         }
         cli::Action::Stop(args) => {
             return ExitCode::from(with_socket(&args, |s| {
-                control::simple_cmd(s, serde_json::json!({"cmd": "stop"}), "stopping")
+                control::simple_cmd(s, control::ControlRequest::Stop, "stopping")
             }));
         }
         cli::Action::ImportGunicorn(args) => return ExitCode::from(import_gunicorn::run(&args)),

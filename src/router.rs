@@ -144,3 +144,190 @@ impl Router {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::worker::channel::{Capacity, ControlEvent};
+    use tokio::net::UnixStream;
+    use tokio::sync::mpsc;
+
+    /// A worker's channel with room for `capacity` requests, and the
+    /// worker's end of it (dropping that closes the channel).
+    struct Worker {
+        channel: Arc<Channel>,
+        theirs: Option<UnixStream>,
+    }
+
+    fn worker(serial: u64, capacity: usize) -> Worker {
+        let (ours, theirs) = UnixStream::pair().unwrap();
+        let (control, _) = mpsc::unbounded_channel::<(u64, ControlEvent)>();
+        let caps = Capacity {
+            threads: 1,
+            asgi: 1,
+        };
+        let channel = Channel::start(serial, serial as usize, 0, ours, control, caps);
+        channel.capacity.store(capacity, Ordering::Release);
+        Worker {
+            channel,
+            theirs: Some(theirs),
+        }
+    }
+
+    fn serials(leases: &[Lease]) -> Vec<u64> {
+        leases.iter().map(|l| l.channel.serial).collect()
+    }
+
+    async fn until(what: &str, done: impl Fn() -> bool) {
+        tokio::time::timeout(Duration::from_secs(5), async {
+            while !done() {
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("{what} within 5s"));
+    }
+
+    const NOW: Duration = Duration::ZERO;
+
+    #[tokio::test]
+    async fn with_no_worker_in_service_a_request_is_refused_at_once() {
+        let router = Router::new(10);
+        let started = std::time::Instant::now();
+        let got = router.acquire(Duration::from_secs(5)).await;
+        assert_eq!(got.err(), Some(NoWorker::NoneInService));
+        assert!(started.elapsed() < Duration::from_secs(1));
+        assert_eq!(router.queued(), 0);
+    }
+
+    #[tokio::test]
+    async fn requests_go_to_the_least_loaded_worker_up_to_its_capacity() {
+        let router = Router::new(0);
+        let (a, b) = (worker(1, 2), worker(2, 2));
+        router.publish(vec![a.channel.clone(), b.channel.clone()]);
+        let mut leases = Vec::new();
+        for _ in 0..4 {
+            leases.push(router.acquire(NOW).await.unwrap());
+        }
+        let mut got = serials(&leases);
+        got.sort_unstable();
+        assert_eq!(got, [1, 1, 2, 2], "two each");
+        assert_eq!(a.channel.in_flight.load(Ordering::Acquire), 2);
+        // Both full, and no request may wait.
+        assert_eq!(router.acquire(NOW).await.err(), Some(NoWorker::QueueFull));
+        // A lease dropped frees its worker's place, and that worker takes
+        // the next request.
+        let freed = leases.iter().position(|l| l.channel.serial == 2).unwrap();
+        drop(leases.remove(freed));
+        assert_eq!(b.channel.in_flight.load(Ordering::Acquire), 1);
+        let next = router.acquire(NOW).await.unwrap();
+        assert_eq!(next.channel.serial, 2);
+    }
+
+    #[tokio::test]
+    async fn load_is_the_share_of_a_workers_capacity_in_use() {
+        let router = Router::new(0);
+        let (big, small) = (worker(1, 4), worker(2, 1));
+        router.publish(vec![big.channel.clone(), small.channel.clone()]);
+        // 1/4 of the big one in use is less than 1/1 of the small one, and
+        // 0/1 is less than 1/4: one request each, whoever is first.
+        let mut held = vec![router.acquire(NOW).await.unwrap()];
+        held.push(router.acquire(NOW).await.unwrap());
+        let mut got = serials(&held);
+        got.sort_unstable();
+        assert_eq!(got, [1, 2]);
+        // With the small one full, the big one takes the rest of its room.
+        for _ in 0..3 {
+            held.push(router.acquire(NOW).await.unwrap());
+        }
+        assert_eq!(serials(&held[2..]), [1, 1, 1]);
+        assert_eq!(router.acquire(NOW).await.err(), Some(NoWorker::QueueFull));
+    }
+
+    #[tokio::test]
+    async fn equally_loaded_workers_take_turns() {
+        let router = Router::new(0);
+        let workers: Vec<Worker> = (1..=3).map(|s| worker(s, 4)).collect();
+        router.publish(workers.iter().map(|w| w.channel.clone()).collect());
+        let mut seen = std::collections::BTreeMap::new();
+        for _ in 0..30 {
+            // Taken and given back at once: every worker is always idle.
+            let lease = router.acquire(NOW).await.unwrap();
+            *seen.entry(lease.channel.serial).or_insert(0) += 1;
+        }
+        let seen: Vec<(u64, i32)> = seen.into_iter().collect();
+        assert_eq!(seen, [(1, 10), (2, 10), (3, 10)]);
+    }
+
+    #[tokio::test]
+    async fn a_closed_channel_takes_no_request() {
+        let router = Router::new(0);
+        let (mut a, b) = (worker(1, 8), worker(2, 8));
+        router.publish(vec![a.channel.clone(), b.channel.clone()]);
+        // The worker exits: its channel reads EOF.
+        a.theirs = None;
+        until("the channel closes", || a.channel.is_closed()).await;
+        for _ in 0..4 {
+            assert_eq!(router.acquire(NOW).await.unwrap().channel.serial, 2);
+        }
+        b.channel.shutdown();
+        until("the channel closes", || b.channel.is_closed()).await;
+        assert_eq!(
+            router.acquire(NOW).await.err(),
+            Some(NoWorker::NoneInService)
+        );
+    }
+
+    #[tokio::test]
+    async fn a_request_waits_in_corral_for_the_first_free_place() {
+        let router = Router::new(1);
+        let a = worker(1, 1);
+        router.publish(vec![a.channel.clone()]);
+        let held = router.acquire(NOW).await.unwrap();
+        let waiter = tokio::spawn({
+            let router = router.clone();
+            async move {
+                let lease = router.acquire(Duration::from_secs(10)).await;
+                lease.map(|l| l.channel.serial)
+            }
+        });
+        until("the request waits", || router.queued() == 1).await;
+        // One waits already: the next is refused at once.
+        assert_eq!(router.acquire(NOW).await.err(), Some(NoWorker::QueueFull));
+        drop(held);
+        let got = tokio::time::timeout(Duration::from_secs(5), waiter)
+            .await
+            .expect("the waiter is woken by the freed place")
+            .unwrap();
+        assert_eq!(got, Ok(1));
+        assert_eq!(router.queued(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_wait_ends_busy_at_its_deadline_or_with_a_newly_published_worker() {
+        let router = Router::new(4);
+        let a = worker(1, 1);
+        router.publish(vec![a.channel.clone()]);
+        let _held = router.acquire(NOW).await.unwrap();
+        let started = std::time::Instant::now();
+        let got = router.acquire(Duration::from_millis(50)).await;
+        assert_eq!(got.err(), Some(NoWorker::Busy));
+        assert!(started.elapsed() >= Duration::from_millis(50));
+        assert_eq!(router.queued(), 0, "no longer counted as waiting");
+        let waiter = tokio::spawn({
+            let router = router.clone();
+            async move {
+                let lease = router.acquire(Duration::from_secs(10)).await;
+                lease.map(|l| l.channel.serial)
+            }
+        });
+        until("the request waits", || router.queued() == 1).await;
+        let b = worker(2, 1);
+        router.publish(vec![a.channel.clone(), b.channel.clone()]);
+        let got = tokio::time::timeout(Duration::from_secs(5), waiter)
+            .await
+            .expect("publishing wakes the waiter")
+            .unwrap();
+        assert_eq!(got, Ok(2));
+    }
+}

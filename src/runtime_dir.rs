@@ -1,24 +1,27 @@
-//! The private folder that holds the worker script while corral runs (and
-//! nothing else: stack dumps go to files corral hands the workers as open
-//! fds, see `worker::stacks`). Workers only read it, so they can never put
-//! a file there that corral would open.
+//! The private folder that holds the worker script and its package while
+//! corral runs (and nothing else: stack dumps go to files corral hands the
+//! workers as open fds, see `worker::stacks`). Workers only read it, so they
+//! can never put a file there that corral would open; the script imports
+//! the package without writing bytecode beside it.
 //!
-//! | corral runs as | workers run as | folder | script |
+//! | corral runs as | workers run as | folders | files |
 //! |---|---|---|---|
 //! | any user | the same user | 0700 | 0600 |
 //! | root | `[workers] user`/`group` | 0750 root:their group | 0640 root:their group |
 //! | root, `drop_privileges` | corral becomes their user | 0700 theirs | 0600 theirs |
 //!
-//! With `drop_privileges` the folder belongs to the user corral becomes, so
-//! that corral can still remove it when it stops.
+//! "Folders" are the folder and the package's folder in it
+//! ([`worker::script::PACKAGE`](crate::worker::script::PACKAGE)). With
+//! `drop_privileges` both belong to the user corral becomes, so that corral
+//! can still remove them when it stops.
 
-use std::fs::OpenOptions;
+use std::fs::{DirBuilder, OpenOptions};
 use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use crate::config::Identity;
-use crate::worker::process::WORKER_SCRIPT;
+use crate::worker::script;
 
 /// The folder (removed on drop) and the script in it.
 pub struct RuntimeDir {
@@ -36,29 +39,37 @@ pub struct Owner<'a> {
 
 impl RuntimeDir {
     /// Creates the folder (under `$TMPDIR`, else /tmp) named `prefix...`
-    /// and writes the worker script into it.
+    /// and writes the worker script and its package into it.
     pub fn create(prefix: &str, owner: Owner<'_>) -> std::io::Result<RuntimeDir> {
         let dir = tempfile::Builder::new()
             .prefix(prefix)
             .permissions(std::fs::Permissions::from_mode(0o700))
             .tempdir()?;
-        let script = dir.path().join("corral_worker.py");
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&script)?;
-        f.write_all(WORKER_SCRIPT.as_bytes())?;
-        f.sync_all()?;
-        drop(f);
+        let package = dir.path().join(script::PACKAGE);
+        DirBuilder::new().mode(0o700).create(&package)?;
+        let mut files = Vec::with_capacity(script::FILES.len());
+        for (name, text) in script::FILES {
+            let path = dir.path().join(name);
+            let mut f = OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&path)?;
+            f.write_all(text.as_bytes())?;
+            f.sync_all()?;
+            files.push(path);
+        }
         let is_root = nix::unistd::geteuid().is_root();
+        // The folder last: until then, nobody else may enter it.
+        let folders = [package.as_path(), dir.path()];
         match owner.identity {
             Some(id) if is_root && owner.drop_privileges => {
-                share(dir.path(), &script, Some(id.uid), id.gid, 0o700, 0o600)?
+                share(&files, &folders, Some(id.uid), id.gid, 0o700, 0o600)?
             }
-            Some(id) if is_root => share(dir.path(), &script, None, id.gid, 0o750, 0o640)?,
+            Some(id) if is_root => share(&files, &folders, None, id.gid, 0o750, 0o640)?,
             _ => {}
         }
+        let script = dir.path().join(script::SCRIPT);
         Ok(RuntimeDir { _dir: dir, script })
     }
 
@@ -68,17 +79,22 @@ impl RuntimeDir {
 }
 
 fn share(
-    dir: &Path,
-    script: &Path,
+    files: &[PathBuf],
+    folders: &[&Path],
     uid: Option<u32>,
     gid: u32,
     dir_mode: u32,
-    script_mode: u32,
+    file_mode: u32,
 ) -> std::io::Result<()> {
-    std::os::unix::fs::chown(script, uid, Some(gid))?;
-    std::fs::set_permissions(script, std::fs::Permissions::from_mode(script_mode))?;
-    std::os::unix::fs::chown(dir, uid, Some(gid))?;
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(dir_mode))
+    for file in files {
+        std::os::unix::fs::chown(file, uid, Some(gid))?;
+        std::fs::set_permissions(file, std::fs::Permissions::from_mode(file_mode))?;
+    }
+    for dir in folders {
+        std::os::unix::fs::chown(dir, uid, Some(gid))?;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(dir_mode))?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -97,11 +113,17 @@ mod tests {
         )
         .unwrap();
         let path = rt.script().parent().unwrap().to_path_buf();
-        let dir = std::fs::metadata(&path).unwrap();
-        assert_eq!(dir.mode() & 0o7777, 0o700);
-        let script = std::fs::metadata(rt.script()).unwrap();
-        assert_eq!(script.mode() & 0o7777, 0o600);
-        assert_eq!(std::fs::read_to_string(rt.script()).unwrap(), WORKER_SCRIPT);
+        for dir in [path.clone(), path.join(script::PACKAGE)] {
+            let meta = std::fs::metadata(&dir).unwrap();
+            assert_eq!(meta.mode() & 0o7777, 0o700, "{}", dir.display());
+        }
+        assert_eq!(rt.script(), path.join(script::SCRIPT));
+        for (name, text) in script::FILES {
+            let file = path.join(name);
+            let meta = std::fs::metadata(&file).unwrap();
+            assert_eq!(meta.mode() & 0o7777, 0o600, "{name}");
+            assert_eq!(std::fs::read_to_string(&file).unwrap(), text);
+        }
         drop(rt);
         assert!(!path.exists(), "removed on drop");
     }

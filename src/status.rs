@@ -25,7 +25,7 @@ use tokio::sync::{oneshot, watch};
 
 use crate::config::{Config, MinReady, Secret};
 use crate::front::body::Body;
-use crate::front::handler::plain as text;
+use crate::front::reply::plain as text;
 use crate::front::{Listener, conn};
 use crate::history::{History, SECONDS};
 use crate::metrics::{self, Metrics};

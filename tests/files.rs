@@ -94,6 +94,9 @@ for name, attempt in [
         print("REFUSED", name, type(e).__name__, flush=True)
 st = os.stat(folder)
 print("FOLDER %o %d %d" % (st.st_mode & 0o7777, st.st_uid, st.st_gid), flush=True)
+for name in ["corral_worker", "corral_worker/main.py"]:
+    st = os.stat(os.path.join(folder, name))
+    print("SHARED %s %o %d %d" % (name, st.st_mode & 0o7777, st.st_uid, st.st_gid), flush=True)
 time.sleep(60)
 app = None
 "#,
@@ -128,6 +131,11 @@ app = None
     assert!(
         log.contains("FOLDER 750 0 65534"),
         "root's, shared read-only with the workers' group (nogroup) only: {log}"
+    );
+    assert!(log.contains("SHARED corral_worker 750 0 65534"), "{log}");
+    assert!(
+        log.contains("SHARED corral_worker/main.py 640 0 65534"),
+        "{log}"
     );
     assert_eq!(c.status("/health/live").status, 200);
     let status = c.status_json();

@@ -3,8 +3,9 @@
 //! headers that make no sense, bodies too big for one frame, non-UTF-8
 //! reason phrases, and WebSocket close codes and sizes. Each test looks at
 //! what the client gets on the wire and what corral logs. Some apps reach
-//! into the worker script (`import __main__`) to send heads its own checks
-//! would refuse, as a compromised app could: corral must refuse them too.
+//! into the worker (`from corral_worker import wsgi`) to send heads its own
+//! checks would refuse, as a compromised app could: corral must refuse them
+//! too.
 
 mod common;
 use common::*;
@@ -15,7 +16,7 @@ use std::time::{Duration, Instant};
 const WSGI_APP: &str = r#"
 import os, struct
 from urllib.parse import unquote
-import __main__ as worker  # the corral worker script
+from corral_worker import wsgi as worker  # the corral worker's WSGI side
 
 
 def fields(first, *pairs):
@@ -503,8 +504,8 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
 // ------------------------------------------------------------------ ASGI
 
 const ASGI_APP: &str = r#"
-import os
-import __main__ as worker  # the corral worker script
+import os, struct
+from corral_worker import asgi as worker  # the corral worker's ASGI side
 
 checked_fields = getattr(worker, "asgi_fields", None)
 
@@ -513,7 +514,7 @@ def unchecked_fields(first, headers, kind):
     """The subprotocol "raw" sends a header with NUL, unchecked."""
     if first == b"raw":
         fs = [b"", b"x-a", b"1\0set-cookie\0x"]
-        return worker.struct.pack("<H3I", 1, *map(len, fs)) + b"".join(fs)
+        return struct.pack("<H3I", 1, *map(len, fs)) + b"".join(fs)
     return checked_fields(first, headers, kind)
 
 

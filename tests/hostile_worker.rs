@@ -41,8 +41,12 @@ def app(environ, start_response):
         return [body]
     elif path == "/rundir":
         folder = os.path.dirname(os.path.abspath(sys.argv[0]))
+        package = os.path.join(folder, "corral_worker")
         body = json.dumps({"mode": os.stat(folder).st_mode & 0o7777,
-                           "files": sorted(os.listdir(folder))}).encode()
+                           "files": sorted(os.listdir(folder)),
+                           "package_mode": os.stat(package).st_mode & 0o7777,
+                           "package": {name: os.stat(os.path.join(package, name)).st_mode & 0o7777
+                                       for name in os.listdir(package)}}).encode()
         start_response("200 OK", [("Content-Length", str(len(body)))])
         return [body]
     elif path == "/hang":
@@ -187,7 +191,20 @@ fn the_runtime_folder_is_private_and_holds_only_the_script() {
     assert_eq!(r.status, 200, "{}", r.text());
     let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
     assert_eq!(v["mode"], 0o700, "{v}");
-    assert_eq!(v["files"], serde_json::json!(["corral_worker.py"]), "{v}");
+    // The script and the package it imports, with nothing written beside
+    // them (no __pycache__) though the worker has imported every module.
+    assert_eq!(
+        v["files"],
+        serde_json::json!(["corral_worker", "corral_worker.py"]),
+        "{v}"
+    );
+    assert_eq!(v["package_mode"], 0o700, "{v}");
+    assert_eq!(
+        v["package"],
+        serde_json::json!({"__init__.py": 0o600, "asgi.py": 0o600, "main.py": 0o600,
+                           "protocol.py": 0o600, "wsgi.py": 0o600}),
+        "{v}"
+    );
 }
 
 #[test]
@@ -238,7 +255,7 @@ fn a_worker_that_ignores_flow_control_is_killed_not_buffered() {
         "flood.py",
         r#"
 import os
-import __main__ as worker
+from corral_worker import wsgi as worker
 worker.RESPONSE_WINDOW = 1 << 40
 
 def app(environ, start_response):

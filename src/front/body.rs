@@ -78,7 +78,11 @@ impl Drop for StreamBody {
             && let Some(ch) = self.channel()
         {
             // The client went away: tell the app to stop producing.
-            ch.send(protocol::encode(protocol::CANCEL, self.stream, b""));
+            ch.send(protocol::encode(
+                protocol::FrameKind::Cancel,
+                self.stream,
+                b"",
+            ));
         }
     }
 }

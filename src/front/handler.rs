@@ -16,14 +16,18 @@ use tokio::time::Instant as TokioInstant;
 
 use super::access::{self, Entry, Logger};
 use super::body::{Body, PumpGuard, StreamBody};
-use super::environ::{self, ConnInfo};
+use super::reply::{
+    bad_app, bad_request, body_timed_out, broken_body, not_a_proxy, plain, refused, too_large,
+    unavailable,
+};
 use super::upload::{self, PumpEnd};
 use super::websocket::{self, Upgrade};
-use super::{Drain, checks, scope};
+use super::{Drain, checks, forwarded};
 use crate::config::ForwardedAllow;
 use crate::metrics::Metrics;
 use crate::router::{NoWorker, Router};
 use crate::worker::channel::{Channel, First, Stream};
+use crate::worker::head::{ConnInfo, environ, scope};
 use crate::worker::protocol;
 
 /// What a request needs from the rest of corral.
@@ -72,7 +76,7 @@ pub async fn handle(
         b.body(()).map(|r| r.into_parts().0)
     });
     // Behind a trusted proxy, the client and scheme are the ones it reports.
-    let forwarded = environ::forwarded(req.headers(), &conn, &shared.forwarded_allow);
+    let forwarded = forwarded::forwarded(req.headers(), &conn, &shared.forwarded_allow);
     let conn: &ConnInfo = forwarded.as_ref().unwrap_or(&conn);
     let resp = match dispatch(req, &shared, conn).await {
         Ok(resp) => resp,
@@ -399,8 +403,11 @@ impl Upload {
 impl Drop for Upload {
     fn drop(&mut self) {
         if !self.settled {
-            self.channel
-                .send(protocol::encode(protocol::CANCEL, self.stream, b""));
+            self.channel.send(protocol::encode(
+                protocol::FrameKind::Cancel,
+                self.stream,
+                b"",
+            ));
         }
     }
 }
@@ -421,7 +428,7 @@ fn timed_out(shared: &Shared, channel: &Channel, stream: u32, parts: &Parts) -> 
         // loop: cancel it alone (a blocked loop stops the heartbeat, and
         // that replaces the worker).
         tracing::warn!("{reason}; cancelling it");
-        channel.send(protocol::encode(protocol::CANCEL, stream, b"t"));
+        channel.send(protocol::encode(protocol::FrameKind::Cancel, stream, b"t"));
     } else {
         let _ = shared.replace.send((channel.serial, reason));
     }
@@ -558,89 +565,4 @@ fn is_hop_by_hop(name: &http::HeaderName) -> bool {
         || name == UPGRADE
         || name.as_str() == "keep-alive"
         || name.as_str() == "proxy-connection"
-}
-
-fn bad_app(why: &str) -> Response<Body> {
-    tracing::error!("the app sent an invalid response: {why}");
-    plain(StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error\n")
-}
-
-fn too_large(max: u64) -> Response<Body> {
-    let mut r = plain(
-        StatusCode::PAYLOAD_TOO_LARGE,
-        &format!("Payload Too Large: the limit is {max} bytes\n"),
-    );
-    r.headers_mut()
-        .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
-    r
-}
-
-/// A 400 that closes the connection: after a bad head or a broken body,
-/// nothing more on it can be trusted.
-fn bad_request(why: &str) -> Response<Body> {
-    let mut r = plain(StatusCode::BAD_REQUEST, &format!("Bad Request: {why}\n"));
-    r.headers_mut()
-        .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
-    r
-}
-
-/// The 405 for CONNECT: corral is no forward proxy.
-fn not_a_proxy() -> Response<Body> {
-    let mut r = plain(
-        StatusCode::METHOD_NOT_ALLOWED,
-        "Method Not Allowed: CONNECT (this is no proxy)\n",
-    );
-    r.headers_mut().insert(
-        http::header::ALLOW,
-        HeaderValue::from_static("GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"),
-    );
-    r.headers_mut()
-        .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
-    r
-}
-
-/// A head over one of gunicorn's `limit_request_*`: 414 or 431, and the
-/// connection closed, as gunicorn does.
-fn refused(status: StatusCode, why: &str) -> Response<Body> {
-    let reason = status.canonical_reason().unwrap_or("Refused");
-    let mut r = plain(status, &format!("{reason}: {why}\n"));
-    r.headers_mut()
-        .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
-    r
-}
-
-fn broken_body() -> Response<Body> {
-    bad_request("broken body")
-}
-
-/// The 408 for a body whose client sent nothing for the body timeout.
-fn body_timed_out(metrics: &Metrics) -> Response<Body> {
-    metrics.body_timed_out();
-    let mut r = plain(
-        StatusCode::REQUEST_TIMEOUT,
-        "Request Timeout: the request body stalled\n",
-    );
-    r.headers_mut()
-        .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
-    r
-}
-
-fn unavailable(why: &str) -> Response<Body> {
-    let mut r = plain(
-        StatusCode::SERVICE_UNAVAILABLE,
-        &format!("Service Unavailable: {why}\n"),
-    );
-    r.headers_mut()
-        .insert(http::header::RETRY_AFTER, HeaderValue::from_static("1"));
-    r
-}
-
-pub fn plain(status: StatusCode, text: &str) -> Response<Body> {
-    let mut r = Response::new(Body::full(Bytes::copy_from_slice(text.as_bytes())));
-    *r.status_mut() = status;
-    r.headers_mut().insert(
-        http::header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    r
 }

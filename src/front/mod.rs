@@ -14,10 +14,10 @@ pub mod access_format;
 pub mod body;
 pub mod checks;
 pub mod conn;
-pub mod environ;
+pub mod forwarded;
 pub mod handler;
 pub mod listeners;
-pub mod scope;
+pub mod reply;
 pub mod target;
 pub mod upload;
 pub mod websocket;
@@ -33,7 +33,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{Notify, watch};
 
 use crate::config::ServerConfig;
-use environ::ConnInfo;
+use crate::worker::head::ConnInfo;
 use handler::Shared;
 pub use listeners::Listener;
 

@@ -98,31 +98,7 @@ impl RawTargets {
     }
 }
 
-/// The target as received, put in a request's extensions by the handler.
-#[derive(Clone, Debug)]
-pub struct RawTarget(pub Box<[u8]>);
-
-impl RawTarget {
-    /// The target without its fragment, as `RAW_URI` and `raw_path` take it.
-    pub fn without_fragment(&self) -> &[u8] {
-        let t = &self.0[..];
-        t.iter().position(|&b| b == b'#').map_or(t, |i| &t[..i])
-    }
-
-    /// The path part (up to '?').
-    pub fn path(&self) -> &[u8] {
-        let t = self.without_fragment();
-        t.iter().position(|&b| b == b'?').map_or(t, |i| &t[..i])
-    }
-
-    /// The query (after the first '?'), empty without one.
-    pub fn query(&self) -> &[u8] {
-        let t = self.without_fragment();
-        t.iter()
-            .position(|&b| b == b'?')
-            .map_or(&[][..], |i| &t[i + 1..])
-    }
-}
+pub use crate::worker::head::RawTarget;
 
 /// Where the scanner is in the client's byte stream.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -116,7 +116,7 @@ pub async fn pump(
     idle: Duration,
     clock: Arc<Clock>,
 ) -> PumpEnd {
-    let cancel = || channel.send(protocol::encode(protocol::CANCEL, stream, b""));
+    let cancel = || channel.send(protocol::encode(protocol::FrameKind::Cancel, stream, b""));
     let timer = tokio::time::sleep(idle);
     tokio::pin!(timer);
     loop {
@@ -142,7 +142,7 @@ pub async fn pump(
         };
         match frame {
             None => {
-                channel.send(protocol::encode(protocol::BODY_END, stream, b""));
+                channel.send(protocol::encode(protocol::FrameKind::BodyEnd, stream, b""));
                 return PumpEnd::Done;
             }
             Some(Err(_)) => {
@@ -160,7 +160,7 @@ pub async fn pump(
                     return PumpEnd::Cancelled;
                 }
                 for chunk in data.chunks(protocol::MAX_FRAME) {
-                    channel.send(protocol::encode(protocol::BODY, stream, chunk));
+                    channel.send(protocol::encode(protocol::FrameKind::Body, stream, chunk));
                 }
                 credit
                     .available

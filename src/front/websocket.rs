@@ -87,7 +87,7 @@ fn has_token(headers: &HeaderMap, name: &HeaderName, token: &str) -> bool {
 
 /// The 426 answer to a handshake for an unsupported protocol version.
 pub fn bad_version() -> Response<Body> {
-    let mut r = super::handler::plain(
+    let mut r = super::reply::plain(
         StatusCode::UPGRADE_REQUIRED,
         "Upgrade Required: WebSocket version 13 only\n",
     );
@@ -202,8 +202,8 @@ pub async fn relay(upgrade: OnUpgrade, session: Session, drain: Arc<Drain>) {
                 granted.await;
             }
             let (kind, data) = match source.next().await {
-                Some(Ok(Message::Text(t))) => (protocol::WS_TEXT, Bytes::from(t)),
-                Some(Ok(Message::Binary(b))) => (protocol::WS_BINARY, b),
+                Some(Ok(Message::Text(t))) => (protocol::FrameKind::WsText, Bytes::from(t)),
+                Some(Ok(Message::Binary(b))) => (protocol::FrameKind::WsBinary, b),
                 Some(Ok(Message::Close(frame))) => {
                     let (code, reason) = frame
                         .map(|f| (u16::from(f.code), f.reason.to_string()))

@@ -15,7 +15,7 @@ use bytes::{Bytes, BytesMut};
 use tokio::net::UnixStream;
 use tokio::sync::{Notify, mpsc, oneshot};
 
-use super::protocol::{self, Frame};
+use super::protocol::{self, Frame, FrameKind, UnknownKind};
 
 /// What a worker says on its control stream, or that its channel closed.
 #[derive(Debug)]
@@ -318,7 +318,7 @@ impl Channel {
     /// Lets the worker send `n` more response bytes on `stream`.
     pub fn grant(&self, stream: u32, window: &Window, n: u32) {
         window.0.fetch_add(i64::from(n), Ordering::AcqRel);
-        self.send(protocol::encode_u32(protocol::WINDOW, stream, n));
+        self.send(protocol::encode_u32(FrameKind::Window, stream, n));
     }
 
     /// Queues a frame for the worker; false when the channel is gone.
@@ -507,14 +507,19 @@ fn expire(streams: &mut HashMap<u32, StreamEntry>) {
 
 /// The largest payload of each kind of frame a worker may send (the
 /// decoder already refused anything over [`protocol::MAX_INCOMING_FRAME`]).
-fn max_payload(kind: u8) -> usize {
+fn max_payload(kind: Result<FrameKind, UnknownKind>) -> usize {
+    use FrameKind::*;
     match kind {
-        protocol::DATA => protocol::MAX_FRAME,
-        protocol::START | protocol::WS_ACCEPT => protocol::MAX_HEAD_FRAME,
-        protocol::RESPONSE => protocol::MAX_HEAD_FRAME + protocol::RESPONSE_WINDOW,
-        protocol::WS_TEXT | protocol::WS_BINARY => protocol::MAX_MESSAGE,
-        protocol::WS_CLOSE => 2 + 123,
-        _ => 1 << 20,
+        Ok(Data) => protocol::MAX_FRAME,
+        Ok(Start | WsAccept) => protocol::MAX_HEAD_FRAME,
+        Ok(Response) => protocol::MAX_HEAD_FRAME + protocol::RESPONSE_WINDOW,
+        Ok(WsText | WsBinary) => protocol::MAX_MESSAGE,
+        Ok(WsClose) => 2 + 123,
+        Ok(
+            Request | Body | BodyEnd | Window | Cancel | BootOk | BootError | End | Abort
+            | BodyWindow | Heartbeat,
+        )
+        | Err(_) => 1 << 20,
     }
 }
 
@@ -526,23 +531,30 @@ fn route(
     control: &mpsc::UnboundedSender<(u64, ControlEvent)>,
     channel: &Channel,
 ) -> Result<(), String> {
+    use FrameKind::*;
     let serial = channel.serial;
     let Frame {
         kind,
         stream,
         payload,
     } = frame;
-    if payload.len() > max_payload(kind) {
+    let limit = max_payload(kind);
+    if payload.len() > limit {
+        let byte = kind.map_or_else(|UnknownKind(b)| b, |k| k as u8);
         return Err(format!(
-            "a frame of kind {kind} with {} bytes (the limit is {})",
+            "a frame of kind {byte} with {} bytes (the limit is {limit})",
             payload.len(),
-            max_payload(kind)
         ));
     }
-    if matches!(
-        kind,
-        protocol::DATA | protocol::WS_TEXT | protocol::WS_BINARY
-    ) && let Some(entry) = streams.get(&stream)
+    let kind = match kind {
+        Ok(kind) => kind,
+        Err(UnknownKind(byte)) => {
+            tracing::warn!(worker = serial, "unknown frame kind {byte} from worker");
+            return Ok(());
+        }
+    };
+    if matches!(kind, Data | WsText | WsBinary)
+        && let Some(entry) = streams.get(&stream)
         && !entry.window.spend(payload.len())
     {
         return Err(format!(
@@ -551,7 +563,7 @@ fn route(
         ));
     }
     match kind {
-        protocol::BOOT_OK => match serde_json::from_slice::<BootInfo>(&payload) {
+        BootOk => match serde_json::from_slice::<BootInfo>(&payload) {
             Ok(info) => {
                 channel.booted(&info);
                 let _ = control.send((serial, ControlEvent::Booted(info)));
@@ -563,14 +575,14 @@ fn route(
                 ));
             }
         },
-        protocol::BOOT_ERROR => {
+        BootError => {
             let text = String::from_utf8_lossy(&payload).into_owned();
             let _ = control.send((serial, ControlEvent::BootFailed(text)));
         }
-        protocol::HEARTBEAT => {
+        Heartbeat => {
             let _ = control.send((serial, ControlEvent::Heartbeat));
         }
-        protocol::BODY_WINDOW => {
+        BodyWindow => {
             if let Some(credit) = streams.get(&stream).and_then(|e| e.credit.as_ref())
                 && let Ok(bytes) = <[u8; 4]>::try_from(&payload[..])
             {
@@ -580,29 +592,29 @@ fn route(
                 credit.notify.notify_one();
             }
         }
-        protocol::START | protocol::WS_ACCEPT => {
+        Start | WsAccept => {
             if let Some(entry) = streams.get_mut(&stream)
                 && let Some(first) = entry.first.take()
             {
                 let (tx, rx) = mpsc::unbounded_channel();
                 entry.rest = Some(tx);
-                let _ = first.send(if kind == protocol::START {
+                let _ = first.send(if kind == Start {
                     First::Start(payload, rx)
                 } else {
                     First::Accept(payload, rx)
                 });
             }
         }
-        protocol::WS_TEXT | protocol::WS_BINARY => {
+        WsText | WsBinary => {
             if let Some(rest) = streams.get(&stream).and_then(|e| e.rest.as_ref()) {
-                let binary = kind == protocol::WS_BINARY;
+                let binary = kind == WsBinary;
                 let _ = rest.send(Event::Message {
                     binary,
                     data: payload,
                 });
             }
         }
-        protocol::WS_CLOSE => {
+        WsClose => {
             if let Some(entry) = streams.remove(&stream) {
                 if let Some(rest) = &entry.rest {
                     let _ = rest.send(Event::Close(payload));
@@ -610,12 +622,12 @@ fn route(
                 entry.finish();
             }
         }
-        protocol::DATA => {
+        Data => {
             if let Some(rest) = streams.get(&stream).and_then(|e| e.rest.as_ref()) {
                 let _ = rest.send(Event::Data(payload));
             }
         }
-        protocol::RESPONSE => {
+        Response => {
             if let Some(mut entry) = streams.remove(&stream) {
                 if let Some(first) = entry.first.take() {
                     let _ = first.send(First::Full(payload));
@@ -623,10 +635,10 @@ fn route(
                 entry.finish();
             }
         }
-        protocol::END | protocol::ABORT => {
+        End | Abort => {
             if let Some(entry) = streams.remove(&stream) {
                 if let Some(rest) = &entry.rest {
-                    let _ = rest.send(if kind == protocol::END {
+                    let _ = rest.send(if kind == End {
                         Event::End
                     } else {
                         Event::Abort
@@ -637,7 +649,14 @@ fn route(
                 entry.finish();
             }
         }
-        other => tracing::warn!(worker = serial, "unknown frame kind {other} from worker"),
+        // corral's own kinds: a worker never sends them.
+        Request | Body | BodyEnd | Window | Cancel => {
+            tracing::warn!(
+                worker = serial,
+                "unknown frame kind {} from worker",
+                kind as u8
+            )
+        }
     }
     Ok(())
 }

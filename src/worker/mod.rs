@@ -1,11 +1,14 @@
-//! A worker: its process ([`process`]), its private channel ([`channel`]) and
-//! the protocol spoken on it ([`protocol`]). The Python side is
-//! `corral_worker.py`, compiled into the binary.
+//! A worker: its process ([`process`]), its private channel ([`channel`]),
+//! the protocol spoken on it ([`protocol`]) and the request heads sent on
+//! it ([`head`]). The Python side is the `corral_worker` package under
+//! `python/`, compiled into the binary ([`script`]).
 
 pub mod channel;
+pub mod head;
 pub mod output;
 pub mod pidfd;
 pub mod probe;
 pub mod process;
 pub mod protocol;
+pub mod script;
 pub mod stacks;

@@ -5,9 +5,8 @@
 use std::time::Duration;
 
 use super::channel::{Channel, First};
+use super::head::{ConnInfo, environ, scope};
 use super::protocol;
-use crate::front::environ::{self, ConnInfo};
-use crate::front::scope;
 
 /// Sends `GET path` to the worker; Ok on a 2xx, else why not.
 pub async fn probe(channel: &Channel, path: &str, timeout: Duration) -> Result<(), String> {
@@ -18,7 +17,11 @@ pub async fn probe(channel: &Channel, path: &str, timeout: Duration) -> Result<(
     }
     let (head, body) = match stream.first.await {
         Ok(First::TimedOut) => {
-            channel.send(protocol::encode(protocol::CANCEL, stream.id, b""));
+            channel.send(protocol::encode(
+                protocol::FrameKind::Cancel,
+                stream.id,
+                b"",
+            ));
             return Err(format!("GET {path} got no answer within {timeout:?}"));
         }
         Err(_) => return Err(format!("the worker died while answering GET {path}")),
@@ -27,7 +30,11 @@ pub async fn probe(channel: &Channel, path: &str, timeout: Duration) -> Result<(
         }
         Ok(First::Start(head, _) | First::Accept(head, _)) => {
             // A streamed answer: the status is all we need.
-            channel.send(protocol::encode(protocol::CANCEL, stream.id, b""));
+            channel.send(protocol::encode(
+                protocol::FrameKind::Cancel,
+                stream.id,
+                b"",
+            ));
             (head, bytes::Bytes::new())
         }
     };

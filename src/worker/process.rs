@@ -1,5 +1,6 @@
 //! Starting a worker process: fork+exec of the configured interpreter running
-//! the embedded worker script, with its end of a private socket pair as fd 3.
+//! the embedded worker script ([`super::script`]), with its end of a
+//! private socket pair as fd 3.
 //! Its environment is corral's (or the part `[app] env_allow` names) minus
 //! the service manager's and corral's own variables
 //! ([`crate::config::is_corral_own_env`]), then `[app] env` and the
@@ -15,9 +16,6 @@ use tokio::net::UnixStream;
 use super::pidfd::Process;
 use super::stacks::Stacks;
 use crate::config::{Config, Interface};
-
-/// The Python side of the protocol, compiled into the binary.
-pub const WORKER_SCRIPT: &str = include_str!("corral_worker.py");
 
 /// The fd number the worker finds its channel on.
 const CHANNEL_FD: i32 = 3;

@@ -29,7 +29,7 @@
 //! whose keys are already WSGI environ keys (`REQUEST_METHOD`, `PATH_INFO`,
 //! `HTTP_HOST`, ...), so the worker builds the environ with one `split` and
 //! one `dict.update`. For an ASGI worker it is the scope's fields in a fixed
-//! order, then the header pairs (see `front/scope.rs`).
+//! order, then the header pairs (see `worker/head/scope.rs`).
 //!
 //! A response head is fields: the status line (`200 OK`, or just `200`),
 //! then the name and value of each header. Fields are `u16 header count`,
@@ -55,25 +55,112 @@ use hyper::ext::ReasonPhrase;
 
 pub const HEADER_LEN: usize = 9;
 
-pub const REQUEST: u8 = 1;
-pub const BODY: u8 = 2;
-pub const BODY_END: u8 = 3;
-pub const WINDOW: u8 = 4;
-pub const CANCEL: u8 = 5;
+/// What a frame is, its header's `u8 kind`. The worker script names the
+/// same numbers `K_*` (a unit test reads them from the script, so the two
+/// cannot drift apart).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum FrameKind {
+    // corral -> worker
+    Request = 1,
+    Body = 2,
+    BodyEnd = 3,
+    Window = 4,
+    Cancel = 5,
+    // worker -> corral
+    BootOk = 10,
+    BootError = 11,
+    Start = 12,
+    Data = 13,
+    End = 14,
+    Abort = 15,
+    BodyWindow = 16,
+    Response = 17,
+    Heartbeat = 18,
+    WsAccept = 20,
+    // both ways
+    WsText = 21,
+    WsBinary = 22,
+    WsClose = 23,
+}
 
-pub const BOOT_OK: u8 = 10;
-pub const BOOT_ERROR: u8 = 11;
-pub const START: u8 = 12;
-pub const DATA: u8 = 13;
-pub const END: u8 = 14;
-pub const ABORT: u8 = 15;
-pub const BODY_WINDOW: u8 = 16;
-pub const RESPONSE: u8 = 17;
-pub const HEARTBEAT: u8 = 18;
-pub const WS_ACCEPT: u8 = 20;
-pub const WS_TEXT: u8 = 21;
-pub const WS_BINARY: u8 = 22;
-pub const WS_CLOSE: u8 = 23;
+/// A `u8 kind` no [`FrameKind`] has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("unknown frame kind {0}")]
+pub struct UnknownKind(pub u8);
+
+impl TryFrom<u8> for FrameKind {
+    type Error = UnknownKind;
+
+    fn try_from(byte: u8) -> Result<FrameKind, UnknownKind> {
+        use FrameKind::*;
+        Ok(match byte {
+            1 => Request,
+            2 => Body,
+            3 => BodyEnd,
+            4 => Window,
+            5 => Cancel,
+            10 => BootOk,
+            11 => BootError,
+            12 => Start,
+            13 => Data,
+            14 => End,
+            15 => Abort,
+            16 => BodyWindow,
+            17 => Response,
+            18 => Heartbeat,
+            20 => WsAccept,
+            21 => WsText,
+            22 => WsBinary,
+            23 => WsClose,
+            other => return Err(UnknownKind(other)),
+        })
+    }
+}
+
+impl FrameKind {
+    /// Every kind, in the order of their numbers.
+    #[cfg(test)]
+    pub const ALL: [FrameKind; 18] = {
+        use FrameKind::*;
+        [
+            Request, Body, BodyEnd, Window, Cancel, BootOk, BootError, Start, Data, End, Abort,
+            BodyWindow, Response, Heartbeat, WsAccept, WsText, WsBinary, WsClose,
+        ]
+    };
+
+    /// The kind's name in the protocol table above (and, with `K_` in
+    /// front, in the worker script).
+    pub fn name(self) -> &'static str {
+        use FrameKind::*;
+        match self {
+            Request => "REQUEST",
+            Body => "BODY",
+            BodyEnd => "BODY_END",
+            Window => "WINDOW",
+            Cancel => "CANCEL",
+            BootOk => "BOOT_OK",
+            BootError => "BOOT_ERROR",
+            Start => "START",
+            Data => "DATA",
+            End => "END",
+            Abort => "ABORT",
+            BodyWindow => "BODY_WINDOW",
+            Response => "RESPONSE",
+            Heartbeat => "HEARTBEAT",
+            WsAccept => "WS_ACCEPT",
+            WsText => "WS_TEXT",
+            WsBinary => "WS_BINARY",
+            WsClose => "WS_CLOSE",
+        }
+    }
+}
+
+impl std::fmt::Display for FrameKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} ({})", *self as u8, self.name())
+    }
+}
 
 pub const FLAG_MORE_BODY: u8 = 1;
 pub const FLAG_WEBSOCKET: u8 = 2;
@@ -100,22 +187,24 @@ pub const MAX_INCOMING_FRAME: usize = MAX_MESSAGE + 64 * 1024;
 /// One decoded frame from a worker.
 #[derive(Debug)]
 pub struct Frame {
-    pub kind: u8,
+    /// Its kind, or the byte that names no kind (the reader logs it and
+    /// skips the frame).
+    pub kind: Result<FrameKind, UnknownKind>,
     pub stream: u32,
     pub payload: Bytes,
 }
 
 /// Encodes a frame header followed by `payload`.
-pub fn encode(kind: u8, stream: u32, payload: &[u8]) -> Bytes {
+pub fn encode(kind: FrameKind, stream: u32, payload: &[u8]) -> Bytes {
     let mut buf = BytesMut::with_capacity(HEADER_LEN + payload.len());
     put_header(&mut buf, kind, stream, payload.len());
     buf.put_slice(payload);
     buf.freeze()
 }
 
-pub fn put_header(buf: &mut BytesMut, kind: u8, stream: u32, len: usize) {
+pub fn put_header(buf: &mut BytesMut, kind: FrameKind, stream: u32, len: usize) {
     buf.put_u32_le(len as u32);
-    buf.put_u8(kind);
+    buf.put_u8(kind as u8);
     buf.put_u32_le(stream);
 }
 
@@ -124,7 +213,7 @@ pub fn put_header(buf: &mut BytesMut, kind: u8, stream: u32, len: usize) {
 pub fn encode_request(stream: u32, head: &[u8], body: &[u8], flags: u8) -> Bytes {
     let len = 1 + 4 + head.len() + body.len();
     let mut buf = BytesMut::with_capacity(HEADER_LEN + len);
-    put_header(&mut buf, REQUEST, stream, len);
+    put_header(&mut buf, FrameKind::Request, stream, len);
     buf.put_u8(flags);
     buf.put_u32_le(head.len() as u32);
     buf.put_slice(head);
@@ -132,7 +221,7 @@ pub fn encode_request(stream: u32, head: &[u8], body: &[u8], flags: u8) -> Bytes
     buf.freeze()
 }
 
-pub fn encode_u32(kind: u8, stream: u32, value: u32) -> Bytes {
+pub fn encode_u32(kind: FrameKind, stream: u32, value: u32) -> Bytes {
     encode(kind, stream, &value.to_le_bytes())
 }
 
@@ -141,7 +230,7 @@ pub fn encode_close(stream: u32, code: u16, reason: &str) -> Bytes {
     let mut payload = Vec::with_capacity(2 + reason.len());
     payload.extend_from_slice(&code.to_le_bytes());
     payload.extend_from_slice(reason.as_bytes());
-    encode(WS_CLOSE, stream, &payload)
+    encode(FrameKind::WsClose, stream, &payload)
 }
 
 /// Splits a `WS_CLOSE` payload into code and reason (1005, "no status", when
@@ -156,23 +245,31 @@ pub fn decode_close(payload: &[u8]) -> (u16, String) {
     }
 }
 
+/// Why the frames from a worker cannot be read on: the channel closes.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    /// The header announces a payload over [`MAX_INCOMING_FRAME`].
+    #[error("frame of {0} bytes exceeds the limit")]
+    TooLarge(usize),
+}
+
 /// Payloads up to this size are copied out of the read buffer.
 const COPY_BELOW: usize = 64 * 1024;
 
 /// Splits one whole frame off the front of `buf`, if one is there.
-pub fn decode(buf: &mut BytesMut) -> Result<Option<Frame>, String> {
+pub fn decode(buf: &mut BytesMut) -> Result<Option<Frame>, DecodeError> {
     if buf.len() < HEADER_LEN {
         return Ok(None);
     }
     let len = u32::from_le_bytes(buf[0..4].try_into().unwrap()) as usize;
     if len > MAX_INCOMING_FRAME {
-        return Err(format!("frame of {len} bytes exceeds the limit"));
+        return Err(DecodeError::TooLarge(len));
     }
     if buf.len() < HEADER_LEN + len {
         buf.reserve(HEADER_LEN + len - buf.len());
         return Ok(None);
     }
-    let kind = buf[4];
+    let kind = FrameKind::try_from(buf[4]);
     let stream = u32::from_le_bytes(buf[5..9].try_into().unwrap());
     // Small payloads are copied out, so a response waiting for a slow client
     // does not pin the reader's whole buffer (memory stays bounded); large
@@ -368,253 +465,4 @@ pub fn encode_response_head(status_line: &[u8], headers: &[(&[u8], &[u8])]) -> B
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn frames_round_trip_and_split_at_boundaries() {
-        let mut buf = BytesMut::new();
-        buf.extend_from_slice(&encode(DATA, 7, b"hello"));
-        buf.extend_from_slice(&encode(END, 7, b""));
-        let partial = buf.split_off(12);
-        let mut first = buf;
-        assert!(decode(&mut first).unwrap().is_none());
-        first.unsplit(partial);
-        let f = decode(&mut first).unwrap().unwrap();
-        assert_eq!((f.kind, f.stream, &f.payload[..]), (DATA, 7, &b"hello"[..]));
-        let f = decode(&mut first).unwrap().unwrap();
-        assert_eq!((f.kind, f.stream, f.payload.len()), (END, 7, 0));
-        assert!(first.is_empty());
-    }
-
-    #[test]
-    fn response_head_parses_status_reason_and_headers() {
-        let head = encode_response_head(
-            b"404 Not Found",
-            &[(b"Content-Type", b"text/plain"), (b"X-A", b"")],
-        );
-        let h = parse_response_head(&head).unwrap();
-        assert_eq!(h.status, 404);
-        assert_eq!(h.reason.unwrap().as_bytes(), b"Not Found");
-        assert_eq!(h.headers.len(), 2);
-        assert_eq!(h.headers[0].0, "content-type");
-        assert_eq!(h.headers[1].1, "");
-    }
-
-    #[test]
-    fn a_nul_in_a_value_is_refused_not_split() {
-        let head = encode_response_head(
-            b"200 OK",
-            &[(b"Content-Disposition", b"attachment\0set-cookie\0x")],
-        );
-        assert_eq!(
-            parse_response_head(&head).unwrap_err().to_string(),
-            "invalid value for header content-disposition: control characters are not allowed"
-        );
-        let head = encode_response_head(b"200 OK\r\nSet-Cookie: x", &[]);
-        assert!(matches!(
-            parse_response_head(&head),
-            Err(HeadError::Reason(_))
-        ));
-        let head = encode_response_head(b"200 OK", &[(b"Bad Name", b"x")]);
-        assert_eq!(
-            parse_response_head(&head).unwrap_err(),
-            HeadError::Name("\"Bad Name\"".into())
-        );
-    }
-
-    #[test]
-    fn latin1_reasons_are_kept_as_bytes() {
-        let head = encode_response_head(b"200 Caf\xe9 \xe9\xe9\xe9", &[]);
-        let h = parse_response_head(&head).unwrap();
-        assert_eq!(h.reason.unwrap().as_bytes(), b"Caf\xe9 \xe9\xe9\xe9");
-    }
-
-    #[test]
-    fn cut_or_padded_heads_are_malformed() {
-        let head = encode_response_head(b"200 OK", &[(b"A", b"b")]);
-        for end in 0..head.len() {
-            assert!(parse_response_head(&head.slice(..end)).is_err(), "{end}");
-        }
-        let mut padded = head.to_vec();
-        padded.push(b'x');
-        assert!(parse_response_head(&padded.into()).is_err());
-        for line in [
-            &b"42"[..],
-            b"042 x",
-            b"2000",
-            b"20x OK",
-            b"200\tOK",
-            b"\xe9\xe9\xe9",
-        ] {
-            let head = encode_response_head(line, &[]);
-            assert!(
-                matches!(parse_response_head(&head), Err(HeadError::Status(_))),
-                "{line:?}"
-            );
-        }
-        assert_eq!(
-            parse_response_head(&encode_response_head(b"204", &[]))
-                .unwrap()
-                .status,
-            204
-        );
-    }
-
-    #[test]
-    fn accept_payload_has_subprotocol_and_headers() {
-        let p = Bytes::from(encode_fields(b"chat", &[(b"X-Id", b"7")]));
-        let a = parse_accept(&p).unwrap();
-        assert_eq!(a.subprotocol.unwrap(), "chat");
-        assert_eq!(a.headers[0].0, "x-id");
-        let p = Bytes::from(encode_fields(b"", &[(b"X-Id", b"7\r\nx: y")]));
-        assert!(parse_accept(&p).is_err());
-    }
-
-    /// Property tests of the decoders: any bytes a worker sends are decoded
-    /// or refused, never a panic. 256 cases each by default; for a longer
-    /// run: `PROPTEST_CASES=100000 cargo test --bin corral protocol::tests::props`.
-    mod props {
-        use super::*;
-        use proptest::prelude::*;
-
-        /// A few frames: kinds, streams and payloads, some over the size
-        /// that is split off the read buffer instead of copied.
-        fn frames() -> impl Strategy<Value = Vec<(u8, u32, Vec<u8>)>> {
-            let payload = prop_oneof![
-                8 => proptest::collection::vec(any::<u8>(), 0..100),
-                1 => (COPY_BELOW - 2..COPY_BELOW + 100).prop_map(|n| vec![7u8; n]),
-            ];
-            proptest::collection::vec((any::<u8>(), any::<u32>(), payload), 0..6)
-        }
-
-        /// An RFC 9110 token.
-        fn token() -> impl Strategy<Value = Vec<u8>> {
-            let tchar = prop::sample::select(
-                b"!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
-                    .to_vec(),
-            );
-            proptest::collection::vec(tchar, 1..20)
-        }
-
-        /// A field value (or reason): HTAB, SP, visible ASCII, obs-text.
-        fn text(max: usize) -> impl Strategy<Value = Vec<u8>> {
-            let byte = prop_oneof![Just(b'\t'), 0x20u8..0x7f, 0x80u8..=0xff,];
-            proptest::collection::vec(byte, 0..max)
-        }
-
-        /// Status, reason and header pairs.
-        type Head = (u16, Vec<u8>, Vec<(Vec<u8>, Vec<u8>)>);
-
-        fn head() -> impl Strategy<Value = Head> {
-            (
-                100u16..1000,
-                text(30),
-                proptest::collection::vec((token(), text(40)), 0..8),
-            )
-        }
-
-        fn head_bytes((status, reason, headers): &Head) -> Bytes {
-            let mut line = status.to_string().into_bytes();
-            if !reason.is_empty() {
-                line.push(b' ');
-                line.extend_from_slice(reason);
-            }
-            let pairs: Vec<(&[u8], &[u8])> =
-                headers.iter().map(|(n, v)| (&n[..], &v[..])).collect();
-            encode_response_head(&line, &pairs)
-        }
-
-        proptest! {
-            #[test]
-            fn decode_never_panics_on_any_bytes(bytes in proptest::collection::vec(any::<u8>(), 0..2048)) {
-                let mut buf = BytesMut::from(&bytes[..]);
-                while let Ok(Some(frame)) = decode(&mut buf) {
-                    prop_assert!(frame.payload.len() <= MAX_INCOMING_FRAME);
-                }
-            }
-
-            #[test]
-            fn frames_round_trip_however_the_input_is_cut(
-                frames in frames(),
-                cuts in proptest::collection::vec(any::<prop::sample::Index>(), 0..8),
-            ) {
-                let wire: Vec<u8> = frames.iter().flat_map(|(k, s, p)| encode(*k, *s, p).to_vec()).collect();
-                let mut cuts: Vec<usize> = cuts.iter().map(|i| i.index(wire.len() + 1)).collect();
-                cuts.push(wire.len());
-                cuts.sort_unstable();
-                let mut buf = BytesMut::new();
-                let mut got = Vec::new();
-                let mut from = 0;
-                for to in cuts {
-                    buf.extend_from_slice(&wire[from..to]);
-                    from = to;
-                    while let Some(f) = decode(&mut buf).unwrap() {
-                        got.push((f.kind, f.stream, f.payload.to_vec()));
-                    }
-                }
-                prop_assert!(buf.is_empty());
-                prop_assert_eq!(got, frames);
-            }
-
-            #[test]
-            fn response_heads_never_panic_on_any_bytes(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
-                let bytes = Bytes::from(bytes);
-                let _ = parse_response_head(&bytes);
-                let _ = parse_accept(&bytes);
-            }
-
-            #[test]
-            fn mutated_heads_never_panic(
-                head in head(),
-                edits in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..4),
-                cut in any::<prop::sample::Index>(),
-            ) {
-                let mut bytes = head_bytes(&head).to_vec();
-                for (at, byte) in edits {
-                    let i = at.index(bytes.len());
-                    bytes[i] = byte;
-                }
-                bytes.truncate(cut.index(bytes.len() + 1));
-                if let Ok(h) = parse_response_head(&Bytes::from(bytes)) {
-                    for (_, value) in &h.headers {
-                        prop_assert!(value.as_bytes().iter().all(|&b| b == b'\t' || (b >= 0x20 && b != 0x7f)));
-                    }
-                }
-            }
-
-            #[test]
-            fn valid_heads_round_trip(head in head()) {
-                let h = parse_response_head(&head_bytes(&head)).unwrap();
-                let (status, reason, headers) = head;
-                prop_assert_eq!(h.status.as_u16(), status);
-                prop_assert_eq!(h.reason.as_ref().map_or(&b""[..], |r| r.as_bytes()), &reason[..]);
-                prop_assert_eq!(h.headers.len(), headers.len());
-                for ((name, value), (n, v)) in h.headers.iter().zip(&headers) {
-                    prop_assert_eq!(name.as_str().as_bytes(), &n.to_ascii_lowercase()[..]);
-                    prop_assert_eq!(value.as_bytes(), &v[..]);
-                }
-            }
-
-            #[test]
-            fn a_control_character_in_any_value_is_refused(
-                head in head().prop_filter("a header", |h| !h.2.is_empty()),
-                which in any::<prop::sample::Index>(),
-                at in any::<prop::sample::Index>(),
-                ctl in prop_oneof![0u8..9, 10u8..32, Just(0x7f)],
-            ) {
-                let mut head = head;
-                let i = which.index(head.2.len());
-                let value = &mut head.2[i].1;
-                let at = at.index(value.len() + 1);
-                value.insert(at, ctl);
-                let name = HeaderName::from_bytes(&head.2[i].0).unwrap();
-                // The first bad header is the one named.
-                match parse_response_head(&head_bytes(&head)) {
-                    Err(HeadError::Value(n)) => prop_assert!(n == name || head.2[..i].iter().any(|(_, v)| v.contains(&ctl))),
-                    other => prop_assert!(false, "{other:?}"),
-                }
-            }
-        }
-    }
-}
+mod tests;

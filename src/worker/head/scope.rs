@@ -14,8 +14,7 @@
 use http::Version;
 use http::request::Parts;
 
-use super::environ::ConnInfo;
-use super::target::RawTarget;
+use super::{ConnInfo, RawTarget};
 
 /// Builds the scope part of a REQUEST frame for an ASGI worker.
 pub fn encode(parts: &Parts, conn: &ConnInfo) -> Vec<u8> {
@@ -66,7 +65,7 @@ mod tests {
             .body(())
             .unwrap()
             .into_parts();
-        let head = encode(&parts, &crate::front::environ::tests::conn());
+        let head = encode(&parts, &crate::worker::head::tests::conn());
         let fields: Vec<&[u8]> = head.split(|&b| b == 0).collect();
         assert_eq!(
             fields,

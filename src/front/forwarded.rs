@@ -1,0 +1,170 @@
+//! Where a request comes from when a trusted proxy says so: the client in
+//! `X-Forwarded-For` and the scheme in `X-Forwarded-Proto`, believed only
+//! from the peers `[server] forwarded_allow_ips` names (Unix sockets always).
+
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+
+use http::header::GetAll;
+use http::{HeaderMap, HeaderName, HeaderValue};
+
+use crate::config::ForwardedAllow;
+use crate::worker::head::ConnInfo;
+
+/// What a trusted proxy reports: `conn` with the client from
+/// `X-Forwarded-For` (see [`forwarded_client`]) and the scheme from
+/// `X-Forwarded-Proto`. None when the peer is not trusted or reports
+/// neither.
+pub fn forwarded(headers: &HeaderMap, conn: &ConnInfo, allow: &ForwardedAllow) -> Option<ConnInfo> {
+    if !conn.trusted {
+        return None;
+    }
+    let proto = headers.get(HeaderName::from_static("x-forwarded-proto"));
+    let chain = headers.get_all(HeaderName::from_static("x-forwarded-for"));
+    if proto.is_none() && chain.iter().next().is_none() {
+        return None;
+    }
+    let mut out = conn.clone();
+    if let Some(proto) = proto.and_then(|v| v.to_str().ok()) {
+        match proto.rsplit(',').next().unwrap_or("").trim() {
+            p if p.eq_ignore_ascii_case("https") || p.eq_ignore_ascii_case("wss") => {
+                out.scheme = "https"
+            }
+            p if p.eq_ignore_ascii_case("http") || p.eq_ignore_ascii_case("ws") => {
+                out.scheme = "http"
+            }
+            _ => {}
+        }
+    }
+    if let Some((ip, port)) = forwarded_client(chain, allow) {
+        out.remote_addr = ip.to_string();
+        out.remote_port = port.unwrap_or(0).to_string();
+    }
+    Some(out)
+}
+
+/// The client in `X-Forwarded-For`: walking the hops from the right (the
+/// nearest proxy first), the first that is not itself a trusted proxy, as
+/// uvicorn does; the leftmost when all are trusted. Only IP addresses count
+/// (`203.0.113.7`, `2001:db8::1`, with a port: `203.0.113.7:5000`,
+/// `[2001:db8::1]:5000`): at a hop that is anything else the walk stops,
+/// and the client is the hop before it (or nobody), since what lies beyond
+/// was written by whoever wrote the garbage.
+fn forwarded_client(
+    chain: GetAll<'_, HeaderValue>,
+    allow: &ForwardedAllow,
+) -> Option<(IpAddr, Option<u16>)> {
+    let mut nearest = None;
+    for value in chain.iter().rev() {
+        let Ok(value) = value.to_str() else {
+            return nearest;
+        };
+        for hop in value.rsplit(',').map(str::trim).filter(|h| !h.is_empty()) {
+            let Some((ip, port)) = ip_hop(hop) else {
+                return nearest;
+            };
+            nearest = Some((ip, port));
+            if !allow.allows(ip) {
+                return nearest;
+            }
+        }
+    }
+    nearest
+}
+
+/// An IP address, maybe with a port (`[v6]:port` for IPv6).
+fn ip_hop(hop: &str) -> Option<(IpAddr, Option<u16>)> {
+    if let Ok(ip) = hop.parse::<IpAddr>() {
+        return Some((ip, None));
+    }
+    if let Ok(addr) = hop.parse::<SocketAddr>() {
+        return Some((addr.ip(), Some(addr.port())));
+    }
+    let v6 = hop.strip_prefix('[')?.strip_suffix(']')?;
+    v6.parse::<Ipv6Addr>().ok().map(|ip| (IpAddr::V6(ip), None))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::worker::head::tests::conn;
+
+    #[test]
+    fn a_trusted_proxy_reports_the_client_and_scheme() {
+        let allow = ForwardedAllow::Networks(vec!["127.0.0.1/32".parse().unwrap()]);
+        let headers = |pairs: &[(&'static str, &'static str)]| {
+            let mut h = HeaderMap::new();
+            for (k, v) in pairs {
+                h.append(*k, v.parse().unwrap());
+            }
+            h
+        };
+        let trusted = ConnInfo {
+            trusted: true,
+            ..conn()
+        };
+        let h = headers(&[
+            ("x-forwarded-for", "203.0.113.7, 10.1.1.1"),
+            ("x-forwarded-for", "127.0.0.1"),
+            ("x-forwarded-proto", "https"),
+        ]);
+        let f = forwarded(&h, &trusted, &allow).unwrap();
+        // 127.0.0.1 is a trusted proxy; 10.1.1.1 is not, so it is the client
+        // as far as anyone trusted can tell.
+        assert_eq!((f.remote_addr.as_str(), f.scheme), ("10.1.1.1", "https"));
+        let all = ForwardedAllow::Any;
+        assert_eq!(
+            forwarded(&h, &trusted, &all).unwrap().remote_addr,
+            "203.0.113.7"
+        );
+        // An untrusted peer's headers change nothing; no headers, nothing.
+        assert!(forwarded(&h, &conn(), &allow).is_none());
+        assert!(forwarded(&HeaderMap::new(), &trusted, &allow).is_none());
+        let h = headers(&[("x-forwarded-proto", "gopher")]);
+        let f = forwarded(&h, &trusted, &allow).unwrap();
+        assert_eq!((f.remote_addr.as_str(), f.scheme), ("127.0.0.1", "http"));
+    }
+
+    #[test]
+    fn only_ip_addresses_count_as_forwarded_clients() {
+        let allow = ForwardedAllow::Networks(vec!["127.0.0.1/32".parse().unwrap()]);
+        let trusted = ConnInfo {
+            trusted: true,
+            ..conn()
+        };
+        let client = |xff: &'static str| {
+            let mut h = HeaderMap::new();
+            h.append("x-forwarded-for", xff.parse().unwrap());
+            let f = forwarded(&h, &trusted, &allow).unwrap();
+            (f.remote_addr, f.remote_port)
+        };
+        let got = |ip: &str, port: &str| (ip.to_string(), port.to_string());
+        assert_eq!(client("203.0.113.7"), got("203.0.113.7", "0"));
+        assert_eq!(client("203.0.113.7:5000"), got("203.0.113.7", "5000"));
+        assert_eq!(client("[2001:db8::1]:443"), got("2001:db8::1", "443"));
+        assert_eq!(client("[2001:db8::1]"), got("2001:db8::1", "0"));
+        assert_eq!(client("2001:DB8:0::1"), got("2001:db8::1", "0"));
+        // Not an address: the connection's own peer stays the client.
+        for junk in [
+            "\"><script>",
+            "unknown",
+            "evil.example",
+            "1.2.3.4 - - [01/Jan/1970] \"GET /admin\"",
+            "203.0.113.7:99999",
+            "[203.0.113.7]",
+        ] {
+            let mut h = HeaderMap::new();
+            h.append("x-forwarded-for", junk.parse().unwrap());
+            let f = forwarded(&h, &trusted, &allow).unwrap();
+            assert_eq!(f.remote_addr, "127.0.0.1", "{junk}");
+        }
+        // The walk stops at garbage: nothing left of it is believed.
+        assert_eq!(
+            client("198.51.100.1, junk, 127.0.0.1"),
+            got("127.0.0.1", "0")
+        );
+        assert_eq!(
+            client("junk, 198.51.100.1, 127.0.0.1"),
+            got("198.51.100.1", "0")
+        );
+    }
+}

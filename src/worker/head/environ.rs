@@ -1,0 +1,181 @@
+//! Turns a parsed HTTP request head into a WSGI worker's request head:
+//! environ keys and values (PEP 3333), as latin-1 `KEY\0VALUE\0...` bytes.
+
+use http::request::Parts;
+use http::{HeaderName, Version};
+use percent_encoding::percent_decode;
+
+use super::{ConnInfo, RawTarget};
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum HeadError {
+    /// The decoded path holds a NUL byte.
+    NulInPath,
+}
+
+struct Head(Vec<u8>);
+
+impl Head {
+    fn pair(&mut self, key: &[u8], value: &[u8]) {
+        if !self.0.is_empty() {
+            self.0.push(0);
+        }
+        self.0.extend_from_slice(key);
+        self.0.push(0);
+        self.0.extend_from_slice(value);
+    }
+}
+
+/// Builds the environ part of a REQUEST frame.
+pub fn encode(parts: &Parts, conn: &ConnInfo) -> Result<Vec<u8>, HeadError> {
+    let mut h = Head(Vec::with_capacity(512));
+    h.pair(b"REQUEST_METHOD", parts.method.as_str().as_bytes());
+    let path = parts.uri.path();
+    let decoded: Vec<u8> = percent_decode(path.as_bytes()).collect();
+    if decoded.contains(&0) {
+        return Err(HeadError::NulInPath);
+    }
+    h.pair(b"PATH_INFO", &decoded);
+    // The target as the client sent it, when corral had to encode it for
+    // hyper (see `target`); the decoded path is the same either way.
+    let raw = parts.extensions.get::<RawTarget>();
+    let query = raw.map_or(parts.uri.query().unwrap_or("").as_bytes(), |r| r.query());
+    h.pair(b"QUERY_STRING", query);
+    let raw_uri = match raw {
+        Some(r) => r.without_fragment(),
+        None => parts
+            .uri
+            .path_and_query()
+            .map_or(path, |p| p.as_str())
+            .as_bytes(),
+    };
+    h.pair(b"RAW_URI", raw_uri);
+    h.pair(b"REQUEST_URI", raw_uri);
+    let proto: &[u8] = match parts.version {
+        Version::HTTP_10 => b"HTTP/1.0",
+        Version::HTTP_09 => b"HTTP/0.9",
+        _ => b"HTTP/1.1",
+    };
+    h.pair(b"SERVER_PROTOCOL", proto);
+    let (name, port) = server_name_port(parts, conn);
+    h.pair(b"SERVER_NAME", name.as_bytes());
+    h.pair(b"SERVER_PORT", port.as_bytes());
+    h.pair(b"REMOTE_ADDR", conn.remote_addr.as_bytes());
+    h.pair(b"REMOTE_PORT", conn.remote_port.as_bytes());
+    h.pair(b"wsgi.url_scheme", conn.scheme.as_bytes());
+
+    let mut key = Vec::with_capacity(64);
+    for name in parts.headers.keys() {
+        let n = name.as_str();
+        // Like gunicorn: a header with "_" would alias one with "-" in the
+        // environ (X_Forwarded vs X-Forwarded), so it is dropped.
+        if n.contains('_') {
+            continue;
+        }
+        key.clear();
+        if name == http::header::CONTENT_TYPE {
+            key.extend_from_slice(b"CONTENT_TYPE");
+        } else if name == http::header::CONTENT_LENGTH {
+            key.extend_from_slice(b"CONTENT_LENGTH");
+        } else {
+            key.extend_from_slice(b"HTTP_");
+            key.extend(n.bytes().map(|b| {
+                if b == b'-' {
+                    b'_'
+                } else {
+                    b.to_ascii_uppercase()
+                }
+            }));
+        }
+        let mut values = parts.headers.get_all(name).iter();
+        let first = values.next().map(|v| v.as_bytes()).unwrap_or_default();
+        match values.next() {
+            None => h.pair(&key, first),
+            Some(second) => {
+                let mut joined = first.to_vec();
+                for v in std::iter::once(second).chain(values) {
+                    joined.extend_from_slice(b", ");
+                    joined.extend_from_slice(v.as_bytes());
+                }
+                h.pair(&key, &joined);
+            }
+        }
+    }
+    Ok(h.0)
+}
+
+fn server_name_port(parts: &Parts, conn: &ConnInfo) -> (String, String) {
+    let host = parts
+        .headers
+        .get(HeaderName::from_static("host"))
+        .and_then(|v| v.to_str().ok())
+        .or_else(|| parts.uri.authority().map(|a| a.as_str()));
+    if let Some(host) = host.filter(|h| !h.is_empty()) {
+        // "[::1]:8000", "example.com:8000", "example.com"
+        let (name, port) = match host.rfind(':') {
+            Some(i) if !host[i..].contains(']') => (&host[..i], &host[i + 1..]),
+            _ => (host, ""),
+        };
+        let port = if port.is_empty() {
+            if conn.scheme == "https" { "443" } else { "80" }
+        } else {
+            port
+        };
+        return (name.to_string(), port.to_string());
+    }
+    (conn.server_name.clone(), conn.server_port.clone())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::worker::head::tests::conn;
+
+    fn environ(req: http::Request<()>) -> Vec<(String, String)> {
+        let (parts, ()) = req.into_parts();
+        let head = encode(&parts, &conn()).unwrap();
+        let text: String = head.iter().map(|&b| b as char).collect();
+        let items: Vec<&str> = text.split('\0').collect();
+        items
+            .chunks(2)
+            .map(|c| (c[0].to_string(), c[1].to_string()))
+            .collect()
+    }
+
+    fn get<'a>(env: &'a [(String, String)], key: &str) -> Option<&'a str> {
+        env.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+    }
+
+    #[test]
+    fn path_is_decoded_query_is_raw_and_repeated_headers_join() {
+        let req = http::Request::builder()
+            .uri("/caf%C3%A9/a%20b?x=%20y&z")
+            .header("Host", "example.com:9000")
+            .header("X-Thing", "1")
+            .header("X-Thing", "2")
+            .header("X_Spoof", "no")
+            .header("Content-Type", "text/plain")
+            .body(())
+            .unwrap();
+        let env = environ(req);
+        // PEP 3333: the path's bytes, decoded as latin-1.
+        assert_eq!(get(&env, "PATH_INFO"), Some("/caf\u{c3}\u{a9}/a b"));
+        assert_eq!(get(&env, "QUERY_STRING"), Some("x=%20y&z"));
+        assert_eq!(get(&env, "HTTP_X_THING"), Some("1, 2"));
+        assert_eq!(get(&env, "HTTP_X_SPOOF"), None);
+        assert_eq!(get(&env, "CONTENT_TYPE"), Some("text/plain"));
+        assert_eq!(get(&env, "SERVER_NAME"), Some("example.com"));
+        assert_eq!(get(&env, "SERVER_PORT"), Some("9000"));
+        assert_eq!(get(&env, "REMOTE_ADDR"), Some("127.0.0.1"));
+    }
+
+    #[test]
+    fn nul_in_decoded_path_is_refused() {
+        let (parts, ()) = http::Request::builder()
+            .uri("/a%00b")
+            .body(())
+            .unwrap()
+            .into_parts();
+        assert_eq!(encode(&parts, &conn()), Err(HeadError::NulInPath));
+    }
+}

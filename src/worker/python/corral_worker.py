@@ -1,0 +1,25 @@
+"""corral worker: the script the interpreter runs. It imports the
+corral_worker package beside it (see corral_worker/__init__.py) and starts
+the worker."""
+
+import os
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+# The script's folder is on the path already, unless PYTHONSAFEPATH (-P)
+# keeps it off: then it is put there for this one import.
+ADDED = HERE not in sys.path
+if ADDED:
+    sys.path.insert(0, HERE)
+# Nothing is written into the folder (no __pycache__): it is corral's, and
+# the workers only read it. The app's own imports write bytecode as usual.
+WRITE_BYTECODE = sys.dont_write_bytecode
+sys.dont_write_bytecode = True
+try:
+    from corral_worker.main import main
+finally:
+    sys.dont_write_bytecode = WRITE_BYTECODE
+    if ADDED:
+        sys.path.remove(HERE)
+
+main()

@@ -1,0 +1,214 @@
+"""The worker's start: read corral's CORRAL_WORKER_* settings, import the
+app (or report why it cannot be imported, with the app's traceback), then
+serve it as WSGI or ASGI until SIGTERM."""
+
+import faulthandler
+import os
+import signal
+import socket
+import sys
+import threading
+import time
+import traceback
+
+from .asgi import Lifespan, LifespanFailed, is_asgi, new_event_loop, serve_asgi
+from .protocol import K_BOOT_ERROR, K_BOOT_OK, clip
+from .wsgi import Connection, Worker, WsgiRunner, beat
+
+
+def app_traceback(exc):
+    """The traceback of an import error from the app's first frame on, as
+    `python -c "import main"` would show it (without the worker's and
+    importlib's frames)."""
+    tb = exc.__traceback__
+    # This package's folder, and the script that imports it beside it.
+    here = os.path.dirname(os.path.abspath(__file__))
+    launcher = here + ".py"
+
+    def internal(frame):
+        name = frame.f_code.co_filename
+        path = os.path.abspath(name)
+        return (os.path.dirname(path) == here or path == launcher
+                or name.startswith("<frozen importlib")
+                or name.endswith(os.path.join("importlib", "__init__.py")))
+
+    while tb is not None and internal(tb.tb_frame):
+        tb = tb.tb_next
+    return "".join(traceback.format_exception(type(exc), exc, tb))
+
+
+def parse_call(text):
+    """"create_app('prod', debug=False)" -> ("create_app", args, kwargs). The
+    arguments must be literals (ast.literal_eval): nothing is evaluated."""
+    import ast
+
+    how = ("write a call with literal arguments, like create_app() or "
+           "create_app('prod', debug=False)")
+    try:
+        node = ast.parse(text.strip(), mode="eval").body
+    except SyntaxError:
+        raise ValueError("%r is not a factory call: %s" % (text, how)) from None
+    if not isinstance(node, ast.Call):
+        raise ValueError("%r is not a factory call: %s" % (text, how))
+    names = []
+    func = node.func
+    while isinstance(func, ast.Attribute):
+        names.append(func.attr)
+        func = func.value
+    if not isinstance(func, ast.Name):
+        raise ValueError("%r does not call a name: %s" % (text, how))
+    names.append(func.id)
+
+    def literal(arg):
+        if isinstance(arg, ast.Starred):
+            raise ValueError("%r unpacks *args: %s" % (text, how))
+        try:
+            return ast.literal_eval(arg)
+        except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+            raise ValueError(
+                "%r: argument %s is not a literal (strings, numbers, True, False, None, "
+                "tuples, lists, dicts, sets): %s" % (text, ast.dump(arg)[:80], how)) from None
+
+    args = [literal(a) for a in node.args]
+    kwargs = {}
+    for kw in node.keywords:
+        if kw.arg is None:
+            raise ValueError("%r unpacks **kwargs: %s" % (text, how))
+        kwargs[kw.arg] = literal(kw.value)
+    return ".".join(reversed(names)), args, kwargs
+
+
+def load_app(spec, factory=False):
+    """Imports "module:attr" and returns the app. "module:factory(args)", or
+    factory=True (--factory), calls the attribute and returns what it gives."""
+    module_name, _, attr = spec.partition(":")
+    attr = attr or "application"
+    args, kwargs, call = (), {}, factory
+    if "(" in attr:
+        attr, args, kwargs = parse_call(attr)
+        call = True
+    import importlib
+
+    module = importlib.import_module(module_name)
+    obj = module
+    for part in attr.split("."):
+        obj = getattr(obj, part)
+    if call:
+        if not callable(obj):
+            raise TypeError("%s:%s is not callable (got %s), so it cannot be an app factory"
+                            % (module_name, attr, type(obj).__name__))
+        obj = obj(*args, **kwargs)
+        if not callable(obj):
+            raise TypeError("the app factory %s returned %s, not a callable app"
+                            % (spec if "(" in spec else spec + "()", type(obj).__name__))
+    return obj
+
+
+def main():
+    fd = int(os.environ.pop("CORRAL_WORKER_FD", "3"))
+    # The channel stays with this process: a subprocess the app starts
+    # (os.system, a shell) must not hold it open after the worker is gone.
+    os.set_inheritable(fd, False)
+    spec = os.environ.pop("CORRAL_WORKER_APP")
+    threads = int(os.environ.pop("CORRAL_WORKER_THREADS", "1"))
+    extra_path = os.environ.pop("CORRAL_WORKER_PYTHONPATH", "")
+    graceful = float(os.environ.pop("CORRAL_WORKER_GRACEFUL_TIMEOUT", "30"))
+    interface = os.environ.pop("CORRAL_WORKER_INTERFACE", "auto")
+    heartbeat = float(os.environ.pop("CORRAL_WORKER_HEARTBEAT", "0"))
+    factory = bool(os.environ.pop("CORRAL_WORKER_FACTORY", ""))
+    # The prefix the app is mounted under ([app] root_path), like "/api", or "".
+    root_path = os.environ.pop("CORRAL_WORKER_ROOT_PATH", "")
+    sock = socket.socket(fileno=fd)
+    conn = Connection(sock)
+
+    # SIGUSR1 dumps every thread's stack (even with the GIL held) into the
+    # file corral handed over as an open fd (it reads, logs and shows them
+    # in /status); stderr when there is none.
+    stacks_fd = os.environ.pop("CORRAL_WORKER_STACKS_FD", "")
+    if stacks_fd:
+        stacks = int(stacks_fd)
+        os.set_inheritable(stacks, False)
+    else:
+        stacks = sys.stderr
+    faulthandler.register(signal.SIGUSR1, file=stacks, all_threads=True)
+    signal.signal(signal.SIGQUIT, lambda *_: os._exit(0))
+    signal.signal(signal.SIGINT, lambda *_: os._exit(0))
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+
+    paths = [p for p in extra_path.split(os.pathsep) if p]
+    for p in reversed(paths + [os.getcwd()]):
+        if p not in sys.path:
+            sys.path.insert(0, p)
+
+    t0 = time.monotonic()
+    asgi = None
+    try:
+        app = load_app(spec, factory)
+        if not callable(app):
+            raise TypeError("%s is not callable (got %s)" % (spec, type(app).__name__))
+        if interface == "asgi" or (interface == "auto" and is_asgi(app)):
+            # Start-up errors surface now, as boot errors, like an import error.
+            loop, loop_name = new_event_loop()
+            import asyncio
+
+            asyncio.set_event_loop(loop)
+            lifespan = Lifespan(app)
+            loop.run_until_complete(lifespan.startup())
+            asgi = (lifespan, loop, loop_name)
+        elif is_asgi(app):
+            raise TypeError("%s is an ASGI app (its __call__ is a coroutine function) but "
+                            "interface is \"wsgi\": set interface = \"asgi\" (or \"auto\")"
+                            % spec)
+    except LifespanFailed as e:
+        tb = "ASGI lifespan startup failed: %s\n" % e
+        if e.__cause__ is not None:
+            tb += app_traceback(e.__cause__)
+        conn.send(K_BOOT_ERROR, 0, clip(tb).encode("utf-8", "replace"))
+        sys.stderr.flush()
+        os._exit(1)
+    except BaseException as e:
+        tb = app_traceback(e)
+        conn.send(K_BOOT_ERROR, 0, clip(tb).encode("utf-8", "replace"))
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(1)  # not sys.exit: threads the app started must not keep us alive
+    import_ms = (time.monotonic() - t0) * 1000.0
+    if asgi is not None:
+        lifespan, loop, loop_name = asgi
+        if stop.is_set():
+            os._exit(0)  # told to stop while booting
+        serve_asgi(sock, app, lifespan, loop, loop_name, import_ms, heartbeat, graceful,
+                   root_path)
+        os._exit(0)
+
+    worker = Worker(conn, WsgiRunner(conn, app, threads, root_path), threads)
+    worker.start()
+    if heartbeat > 0:
+        threading.Thread(target=beat, args=(conn, heartbeat), name="corral-heartbeat",
+                         daemon=True).start()
+    conn.send(K_BOOT_OK, 0, ('{"pid": %d, "import_ms": %.1f, "interface": "wsgi"}'
+                             % (os.getpid(), import_ms)).encode())
+    # The main thread only waits for TERM, then lets requests in flight finish.
+    parent = os.getppid()
+    while not stop.wait(1.0):
+        if os.getppid() != parent:
+            os._exit(0)  # corral is gone (PR_SET_PDEATHSIG is the first line)
+    # Drain: finish every request this worker holds, running or queued. A
+    # request corral sent just before it stopped routing here may still be
+    # on its way: idle means no request for a moment, not for an instant.
+    deadline = time.monotonic() + graceful
+    while time.monotonic() < deadline:
+        if conn.streams:
+            time.sleep(0.01)
+            continue
+        time.sleep(0.05)
+        if not conn.streams:
+            break
+    import atexit
+
+    atexit._run_exitfuncs()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
+

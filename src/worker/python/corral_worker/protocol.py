@@ -1,0 +1,274 @@
+"""The framed protocol between corral and this worker, as corral's
+src/worker/protocol.rs describes it: frame kinds, the frame reader, and the
+encoding of response heads (with the checks gunicorn makes on them).
+
+Frame: 9-byte header <u32 payload length, u8 kind, u32 stream id> + payload.
+The K_* numbers are corral's FrameKind; a unit test in protocol.rs reads
+them from this file, so the two cannot drift apart.
+"""
+
+import re
+import struct
+import sys
+
+HDR = struct.Struct("<IBI")
+U32 = struct.Struct("<I")
+U16 = struct.Struct("<H")
+# A RESPONSE frame's header plus its u32 head length.
+RESP_HDR = struct.Struct("<IBII")
+HDR_SIZE = HDR.size
+
+# corral -> worker
+K_REQUEST = 1
+K_BODY = 2
+K_BODY_END = 3
+K_WINDOW = 4
+K_CANCEL = 5
+# both ways
+K_WS_TEXT = 21
+K_WS_BINARY = 22
+K_WS_CLOSE = 23
+# worker -> corral
+K_BOOT_OK = 10
+K_BOOT_ERROR = 11
+K_START = 12
+K_DATA = 13
+K_END = 14
+K_ABORT = 15
+K_BODY_WINDOW = 16
+K_RESPONSE = 17
+K_HEARTBEAT = 18
+K_WS_ACCEPT = 20
+
+F_MORE_BODY = 1
+F_WEBSOCKET = 2
+
+# Bytes the worker may send on one response before corral grants more, and
+# how much request body it consumes before granting corral more.
+RESPONSE_WINDOW = 256 * 1024
+BODY_GRANT = 64 * 1024
+MAX_FRAME = 64 * 1024
+# The largest WebSocket message an app may send (the largest corral takes
+# from a client too): a message is one frame on the channel.
+MAX_WS_MESSAGE = 16 * 1024 * 1024
+# Responses are batched only while requests take less than this on average,
+# so a held response waits for at most a few fast requests.
+HOLD_IF_FASTER_THAN = 0.0005
+
+
+def under_root(path, root):
+    """Whether the request path already carries the prefix (at a segment
+    boundary: "/api" and "/api/x" do, "/apix" does not)."""
+    return path == root or path.startswith(root + "/")
+
+
+class ClientDisconnected(OSError):
+    """Raised in the app's thread when the client went away mid-response."""
+
+
+
+def frames(buf):
+    """Yields (kind, stream id, payload start, payload end) for every whole
+    frame at the front of buf (a bytearray), then removes them from it."""
+    n = len(buf)
+    pos = 0
+    try:
+        while n - pos >= HDR_SIZE:
+            length, kind, sid = HDR.unpack_from(buf, pos)
+            end = pos + HDR_SIZE + length
+            if end > n:
+                break
+            yield kind, sid, pos + HDR_SIZE, end
+            pos = end
+    finally:
+        del buf[:pos]
+
+
+def request_parts(buf, start, end):
+    """A REQUEST payload's flags, head and first body bytes."""
+    hlen = U32.unpack_from(buf, start + 1)[0]
+    hstart = start + 5
+    return buf[start], bytes(buf[hstart : hstart + hlen]), bytes(buf[hstart + hlen : end])
+
+
+
+# Response heads and WS_ACCEPT payloads are fields: u16 header count, one
+# u32 length per field, then the fields back to back (the status line or the
+# subprotocol, then name and value of each header). A length ends a field,
+# never a byte in it; and the fields are checked before they go: header
+# names must be RFC 9110 tokens, values and the reason phrase must hold no
+# control character but HTAB (as gunicorn refuses them).
+FIELD_LENGTHS = {}  # field count -> its struct
+TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+\Z").match
+TOKEN_BYTES = re.compile(rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+\Z").match
+CONTROL = re.compile("[\x00-\x08\x0a-\x1f\x7f]").search
+# Header names already found to be tokens (str for WSGI, bytes for ASGI),
+# and WSGI status lines found valid: most responses repeat a few of each, so
+# most cost one set lookup.
+GOOD_NAMES = set()
+GOOD_STATUSES = set()
+# A head bigger than this is refused: no client takes one.
+MAX_HEAD = 1 << 20
+
+
+def pack_fields(lengths, data):
+    """The header count and field lengths (`lengths`: a list with a slot
+    for the count, then one length per field), then the fields' bytes."""
+    n = len(lengths)
+    packer = FIELD_LENGTHS.get(n)
+    if packer is None:
+        packer = struct.Struct("<H%dI" % (n - 1))
+        if len(FIELD_LENGTHS) < 64:
+            FIELD_LENGTHS[n] = packer
+    if len(data) > MAX_HEAD:
+        raise ValueError("response headers of %d bytes: the limit is %d" % (len(data), MAX_HEAD))
+    lengths[0] = (n - 2) >> 1
+    return packer.pack(*lengths) + data
+
+
+def check_text(what, text):
+    """Raises unless text (a status line, a subprotocol) is latin-1 with no
+    control character but HTAB."""
+    try:
+        text.encode("latin-1")
+    except UnicodeEncodeError:
+        raise ValueError("invalid %s %r: not latin-1" % (what, text)) from None
+    if CONTROL(text):
+        raise ValueError("invalid %s %r: control characters (CR, LF, NUL...) are not allowed"
+                         % (what, text))
+
+
+def check_fields(fields, kind):
+    """Finds what is wrong in fields ([first, name, value, ...], str for
+    WSGI, bytes for ASGI) and raises saying which header; else returns them
+    (bytes-like ones as bytes) and remembers their names as good."""
+    wsgi = kind == "WSGI"
+    out = [fields[0]]
+    for i in range(1, len(fields), 2):
+        name, value = fields[i], fields[i + 1]
+        if wsgi and type(name) is str and type(value) is str:
+            if not TOKEN(name):
+                raise ValueError("invalid WSGI response header name %r: a header name is a "
+                                 "token (RFC 9110)" % (name,))
+            try:
+                value.encode("latin-1")
+            except UnicodeEncodeError:
+                raise ValueError("invalid value for WSGI response header %r: %r is not latin-1"
+                                 % (name, value)) from None
+            text = value
+        elif not wsgi and isinstance(name, (bytes, bytearray, memoryview)) and isinstance(
+                value, (bytes, bytearray, memoryview)):
+            name, value = bytes(name), bytes(value)
+            if not TOKEN_BYTES(name):
+                raise ValueError("invalid %s response header name %r: a header name is a "
+                                 "token (RFC 9110)" % (kind, name))
+            text = value.decode("latin-1")
+        else:
+            raise TypeError("%s response header %r: name and value must be %s, not %s and %s"
+                            % (kind, name, "str" if wsgi else "bytes",
+                               type(name).__name__, type(value).__name__))
+        if CONTROL(text):
+            raise ValueError("invalid value for %s response header %r: control characters "
+                             "(CR, LF, NUL...) are not allowed: %r" % (kind, name, value))
+        if len(GOOD_NAMES) < 1000:
+            GOOD_NAMES.add(name)
+        out += (name, value)
+    return out
+
+
+def wsgi_head(status, headers):
+    """The response head for start_response's status and headers; raises
+    ValueError or TypeError naming the status or header that is invalid."""
+    fields = [status]
+    lengths = [0, len(status)]
+    good = GOOD_NAMES
+    known = True
+    # One pass: the fields, their lengths, and whether every name is known.
+    for name, value in headers:
+        if type(name) is not str or name not in good:
+            known = False
+        fields.append(name)
+        fields.append(value)
+        lengths.append(len(name))
+        lengths.append(len(value))
+    if status not in GOOD_STATUSES:
+        code = status[:3]
+        if not (code.isdecimal() and "200" <= code <= "599" and status[3:4] in (" ", "")):
+            raise ValueError("invalid status %r: expected e.g. \"200 OK\" (200 to 599)"
+                             % (status,))
+        check_text("status", status)
+        if len(GOOD_STATUSES) < 100:
+            GOOD_STATUSES.add(status)
+    try:
+        text = "".join(fields)
+        data = text.encode("latin-1")
+    except (TypeError, UnicodeEncodeError):
+        known = False
+    if not known or not text.isprintable() and CONTROL(text):
+        # Latin-1 letters are not all printable: only then the regex runs.
+        fields = check_fields(fields, "WSGI")
+        data = "".join(fields).encode("latin-1")
+    return pack_fields(lengths, data)
+
+
+def asgi_fields(first, headers, kind):
+    """Fields with `first` (bytes) first, then the headers (bytes pairs)."""
+    fields = [first]
+    lengths = [0, len(first)]
+    good = GOOD_NAMES
+    known = True
+    for name, value in headers:
+        if type(name) is not bytes or name not in good:
+            known = False
+        fields.append(name)
+        fields.append(value)
+        lengths.append(len(name))
+        lengths.append(len(value))
+    try:
+        data = b"".join(fields)
+        text = data.decode("latin-1")
+    except TypeError:
+        known = False
+    if not known or not text.isprintable() and CONTROL(text):
+        fields = check_fields(fields, kind)
+        data = b"".join(fields)
+        lengths[1:] = map(len, fields)
+    return pack_fields(lengths, data)
+
+
+def asgi_head(status, headers):
+    """The response head for an ASGI start message's status and headers;
+    raises ValueError or TypeError naming the status or header."""
+    if not isinstance(status, int) or not 200 <= status <= 599:
+        raise ValueError("invalid status %r: expected an int from 200 to 599" % (status,))
+    return asgi_fields(b"%d" % status, headers, "ASGI")
+
+
+def clip(text, limit=64 * 1024):
+    """A traceback cut to its first and last limit/2 characters."""
+    if len(text) <= limit:
+        return text
+    half = limit // 2
+    return "%s\n[... %d characters cut ...]\n%s" % (text[:half], len(text) - limit, text[-half:])
+
+
+def close_reason(reason):
+    """A WebSocket close reason, UTF-8, cut to the 123 bytes a close frame
+    holds (at a character boundary)."""
+    data = reason.encode("utf-8")
+    if len(data) > 123:
+        data = data[:123].decode("utf-8", "ignore").encode("utf-8")
+    return data
+
+
+ERROR_BODY = b"Internal Server Error"
+ERROR_HEAD = wsgi_head("500 Internal Server Error", [
+    ("Content-Type", "text/plain"), ("Content-Length", str(len(ERROR_BODY)))])
+# A WebSocket refused before the handshake (websocket.close first).
+FORBIDDEN_HEAD = wsgi_head("403 Forbidden", [("Content-Length", "0")])
+
+
+def log(text):
+    sys.stderr.write(text if text.endswith("\n") else text + "\n")
+    sys.stderr.flush()
+

@@ -1,0 +1,410 @@
+"""WSGI apps (PEP 3333): CORRAL_WORKER_THREADS threads take turns reading
+the channel (leader/follower): the thread that reads a new request usually
+runs it itself, so a request costs no thread hand-off."""
+
+import collections
+from io import BytesIO
+import os
+import sys
+import threading
+import time
+from time import perf_counter
+import traceback
+
+from .protocol import (
+    BODY_GRANT, ERROR_BODY, ERROR_HEAD, F_MORE_BODY, HDR, HOLD_IF_FASTER_THAN, K_ABORT,
+    K_BODY, K_BODY_END, K_BODY_WINDOW, K_CANCEL, K_DATA, K_END, K_HEARTBEAT, K_REQUEST,
+    K_RESPONSE, K_START, K_WINDOW, MAX_FRAME, RESP_HDR, RESPONSE_WINDOW, U32,
+    ClientDisconnected, clip, frames, request_parts, under_root, wsgi_head,
+)
+
+
+class Stream:
+    """One request in flight: its body as it arrives and its response credit.
+
+    `body` holds the whole body when it came inside the REQUEST frame;
+    otherwise `chunks` collects it as BODY frames arrive.
+    """
+
+    __slots__ = ("sid", "head", "body", "chunks", "body_done", "window", "cancelled")
+
+    def __init__(self, sid, head, body, more):
+        self.sid = sid
+        self.head = head
+        self.window = RESPONSE_WINDOW
+        self.cancelled = False
+        if more:
+            self.body = None
+            self.chunks = collections.deque((body,)) if body else collections.deque()
+            self.body_done = False
+        else:
+            self.body = body
+            self.chunks = None
+            self.body_done = True
+
+
+class Input:
+    """wsgi.input: the request body, streamed from corral with back-pressure."""
+
+    def __init__(self, conn, stream):
+        self._conn = conn
+        self._stream = stream
+        self._buf = b""
+        self._consumed = 0
+
+    def _fill(self):
+        """Append the next chunk to the buffer; False at end of body."""
+        s = self._stream
+        if not s.chunks and not s.body_done and not s.cancelled:
+            self._conn.wait_until(lambda: s.chunks or s.body_done or s.cancelled)
+        if s.chunks:
+            chunk = s.chunks.popleft()
+            self._buf = self._buf + chunk if self._buf else chunk
+            self._consumed += len(chunk)
+            if self._consumed >= BODY_GRANT and not s.body_done:
+                self._conn.send(K_BODY_WINDOW, s.sid, U32.pack(self._consumed))
+                self._consumed = 0
+            return True
+        if s.cancelled:
+            raise ClientDisconnected("client disconnected while sending the body")
+        return False
+
+    def read(self, size=-1):
+        if size is None or size < 0:
+            while self._fill():
+                pass
+            data, self._buf = self._buf, b""
+            return data
+        while len(self._buf) < size and self._fill():
+            pass
+        data, self._buf = self._buf[:size], self._buf[size:]
+        return data
+
+    def readline(self, size=-1):
+        while True:
+            i = self._buf.find(b"\n")
+            if i >= 0 and (size is None or size < 0 or i < size):
+                data, self._buf = self._buf[: i + 1], self._buf[i + 1 :]
+                return data
+            if size is not None and 0 <= size <= len(self._buf):
+                data, self._buf = self._buf[:size], self._buf[size:]
+                return data
+            if not self._fill():
+                data, self._buf = self._buf, b""
+                return data
+
+    def readlines(self, hint=-1):
+        lines, total = [], 0
+        while True:
+            line = self.readline()
+            if not line:
+                return lines
+            lines.append(line)
+            total += len(line)
+            if hint is not None and 0 < hint <= total:
+                return lines
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        line = self.readline()
+        if not line:
+            raise StopIteration
+        return line
+
+
+
+class Connection:
+    """The channel to corral, shared by the worker's threads."""
+
+    def __init__(self, sock):
+        self.sock = sock
+        self.rlock = threading.Lock()  # held by the thread reading the socket
+        self.wlock = threading.Lock()
+        self.cv = threading.Condition(threading.Lock())
+        self.waiters = 0
+        self.pending = collections.deque()
+        self.streams = {}
+        self.rbuf = bytearray()
+        self.active = 0
+        self.out = []
+        # Moving average of request run time (seconds): responses are only
+        # held back for batching while requests are fast.
+        self.avg_run = 0.0
+
+    # -- reading (leader/follower) --------------------------------------
+
+    def wait_until(self, pred):
+        """Block until pred() is true, reading the socket when nobody else is."""
+        while not pred():
+            if self.out:
+                self.flush()
+            if self.rlock.acquire(False):
+                try:
+                    if not pred():
+                        self._read()
+                finally:
+                    self.rlock.release()
+                if self.waiters:
+                    with self.cv:
+                        self.cv.notify_all()
+            else:
+                with self.cv:
+                    if pred() or not self.rlock.locked():
+                        continue
+                    self.waiters += 1
+                    self.cv.wait(1.0)
+                    self.waiters -= 1
+
+    def _read(self):
+        try:
+            data = self.sock.recv(1 << 18)
+        except InterruptedError:
+            return
+        if not data:
+            # corral is gone: no one can receive our responses any more.
+            os._exit(0)
+        buf = self.rbuf
+        buf += data
+        streams = self.streams
+        for kind, sid, start, end in frames(buf):
+            if kind == K_REQUEST:
+                flags, head, body = request_parts(buf, start, end)
+                st = Stream(sid, head, body, flags & F_MORE_BODY)
+                streams[sid] = st
+                self.pending.append(st)
+            elif kind == K_BODY:
+                st = streams.get(sid)
+                if st is not None and st.chunks is not None:
+                    st.chunks.append(bytes(buf[start:end]))
+            elif kind == K_BODY_END:
+                st = streams.get(sid)
+                if st is not None:
+                    st.body_done = True
+            elif kind == K_WINDOW:
+                st = streams.get(sid)
+                if st is not None:
+                    st.window += U32.unpack_from(buf, start)[0]
+            elif kind == K_CANCEL:
+                st = streams.get(sid)
+                if st is not None:
+                    st.cancelled = True
+
+    # -- writing ----------------------------------------------------------
+
+    # Whole responses of fast requests are held back while more requests are
+    # already waiting to run, then written together: one syscall for a batch
+    # instead of one per response. Everything else is written at once, and
+    # the buffer is flushed before any thread blocks.
+
+    def send(self, kind, sid, payload):
+        self.send_raw(HDR.pack(len(payload), kind, sid) + payload)
+
+    def send_raw(self, data, hold=False):
+        with self.wlock:
+            out = self.out
+            if hold and len(out) < 16:
+                out.append(data)
+                return
+            if out:
+                out.append(data)
+                data = b"".join(out)
+                out.clear()
+            self.sock.sendall(data)
+
+    def send_many(self, frames):
+        self.send_raw(b"".join(frames))
+
+    def flush(self):
+        with self.wlock:
+            if self.out:
+                data = b"".join(self.out)
+                self.out.clear()
+                self.sock.sendall(data)
+
+
+
+class WsgiRunner:
+    """Runs one WSGI request per call, PEP 3333."""
+
+    def __init__(self, conn, app, threads, root):
+        self.conn = conn
+        self.app = app
+        from wsgiref.util import FileWrapper
+
+        self.base = {
+            "wsgi.version": (1, 0),
+            "wsgi.url_scheme": "http",
+            "wsgi.errors": sys.stderr,
+            "wsgi.multithread": threads > 1,
+            "wsgi.multiprocess": True,
+            "wsgi.run_once": False,
+            # wsgi.input returns b"" at the end of the body, chunked or not
+            # (Werkzeug reads chunked bodies only when this is set).
+            "wsgi.input_terminated": True,
+            "wsgi.file_wrapper": FileWrapper,
+            "SCRIPT_NAME": root,
+        }
+        # The prefix the app is mounted under ([app] root_path), or "".
+        self.root = root
+
+    def run(self, st):
+        conn = self.conn
+        sid = st.sid
+        environ = self.base.copy()
+        it = iter(st.head.decode("latin-1").split("\0"))
+        environ.update(zip(it, it))
+        root = self.root
+        if root:
+            # As gunicorn does with SCRIPT_NAME; a path without the prefix
+            # (a proxy that strips it) is the app's path as it is.
+            path = environ.get("PATH_INFO", "")
+            if under_root(path, root):
+                environ["PATH_INFO"] = path[len(root):]
+        # A body that came whole needs no flow control: C-speed BytesIO.
+        environ["wsgi.input"] = BytesIO(st.body) if st.chunks is None else Input(conn, st)
+        is_head = environ.get("REQUEST_METHOD") == "HEAD"
+        state = [None, None, False]  # status, encoded head, head sent
+
+        def send_data(data):
+            if not state[2]:
+                conn.send(K_START, sid, state[1])
+                state[2] = True
+            if is_head or not data:
+                return
+            view = memoryview(data)
+            for off in range(0, len(view), MAX_FRAME):
+                if st.window <= 0 and not st.cancelled:
+                    conn.wait_until(lambda: st.window > 0 or st.cancelled)
+                if st.cancelled:
+                    raise ClientDisconnected("client disconnected")
+                part = view[off : off + MAX_FRAME]
+                st.window -= len(part)
+                conn.send_many((HDR.pack(len(part), K_DATA, sid), part))
+
+        def write(data):
+            if state[0] is None:
+                raise AssertionError("write() called before start_response()")
+            if type(data) is not bytes:
+                raise TypeError("write() argument must be bytes, not %s" % type(data).__name__)
+            send_data(data)
+
+        def start_response(status, headers, exc_info=None):
+            if exc_info:
+                try:
+                    if state[2]:
+                        raise exc_info[1].with_traceback(exc_info[2])
+                finally:
+                    exc_info = None
+            elif state[0] is not None:
+                raise AssertionError("start_response() called twice without exc_info")
+            if type(status) is not str:
+                raise TypeError("status must be a str, not %s" % type(status).__name__)
+            # Checked and encoded now, so a bad header raises here, in the
+            # app, where its own error handling can see it.
+            state[1] = wsgi_head(status, headers)
+            state[0] = status
+            return write
+
+        result = None
+        try:
+            result = self.app(environ, start_response)
+            if type(result) is list and not state[2]:
+                if state[0] is None:
+                    raise AssertionError("app returned without calling start_response()")
+                body = b"".join(result) if not is_head else b""
+                if len(body) <= RESPONSE_WINDOW:
+                    # The whole body is known and small: one frame, one syscall.
+                    head = state[1]
+                    conn.send_raw(b"".join((
+                        RESP_HDR.pack(4 + len(head) + len(body), K_RESPONSE, sid, len(head)),
+                        head, body)), conn.pending and conn.avg_run < HOLD_IF_FASTER_THAN)
+                else:
+                    # A big one streams under the window like any other.
+                    send_data(body)
+                    conn.send(K_END, sid, b"")
+            else:
+                for chunk in result:
+                    if type(chunk) is not bytes:
+                        raise TypeError("app must yield bytes, not %s" % type(chunk).__name__)
+                    if chunk or not state[2]:
+                        if state[0] is None:
+                            raise AssertionError("app yielded before calling start_response()")
+                        send_data(chunk)
+                if not state[2]:
+                    if state[0] is None:
+                        raise AssertionError("app returned without calling start_response()")
+                    send_data(b"")
+                conn.send(K_END, sid, b"")
+        except ClientDisconnected:
+            # Once the head is out, only an abort tells corral the body is
+            # cut short (a client that stalled its upload is still there and
+            # must not take a truncated body for a whole one).
+            if state[2]:
+                conn.send(K_ABORT, sid, b"the request was cancelled")
+            else:
+                conn.send(K_END, sid, b"")
+        except Exception:
+            tb = traceback.format_exc()
+            sys.stderr.write("Error handling request %s %s\n%s" % (
+                environ.get("REQUEST_METHOD"), environ.get("RAW_URI"), tb))
+            sys.stderr.flush()
+            if not state[2]:
+                conn.send(K_RESPONSE, sid, U32.pack(len(ERROR_HEAD)) + ERROR_HEAD + ERROR_BODY)
+            else:
+                conn.send(K_ABORT, sid, clip(tb).encode("utf-8", "replace"))
+        finally:
+            if result is not None and hasattr(result, "close"):
+                try:
+                    result.close()
+                except Exception:
+                    traceback.print_exc()
+            conn.streams.pop(sid, None)
+
+
+class Worker:
+    def __init__(self, conn, runner, threads):
+        self.conn = conn
+        self.runner = runner
+        self.threads = threads
+
+    def serve_forever(self):
+        conn = self.conn
+        pending = conn.pending
+        while True:
+            if not pending:
+                conn.wait_until(lambda: pending)
+            try:
+                st = pending.popleft()
+            except IndexError:
+                continue
+            conn.active += 1
+            t0 = perf_counter()
+            try:
+                self.runner.run(st)
+            finally:
+                conn.active -= 1
+                conn.avg_run = conn.avg_run * 0.875 + (perf_counter() - t0) * 0.125
+
+    def start(self):
+        for i in range(self.threads):
+            t = threading.Thread(target=self._thread_main, name="corral-%d" % i, daemon=True)
+            t.start()
+
+    def _thread_main(self):
+        try:
+            self.serve_forever()
+        except BaseException:
+            traceback.print_exc()
+            os._exit(70)
+
+
+def beat(conn, interval):
+    """Says "alive" every interval; it needs the GIL, so a wedged
+    interpreter (a C call holding the GIL, a deadlock) falls silent."""
+    frame = HDR.pack(0, K_HEARTBEAT, 0)
+    while True:
+        time.sleep(interval)
+        conn.send_raw(frame)
+

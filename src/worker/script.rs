@@ -1,0 +1,75 @@
+//! The Python side of the protocol, compiled into the binary: the script
+//! the interpreter runs and the stdlib-only `corral_worker` package it
+//! imports (`protocol`, `wsgi`, `asgi`, `main`), as files under
+//! `src/worker/python/`. `runtime_dir` writes them into a private folder
+//! at start-up; [`process`](super::process) runs the script.
+
+/// The script the interpreter runs, relative to the folder.
+pub const SCRIPT: &str = "corral_worker.py";
+
+/// The package's folder, relative to the folder.
+pub const PACKAGE: &str = "corral_worker";
+
+/// Every file, by its path relative to the folder: the script first.
+pub const FILES: [(&str, &str); 6] = [
+    (SCRIPT, include_str!("python/corral_worker.py")),
+    (
+        "corral_worker/__init__.py",
+        include_str!("python/corral_worker/__init__.py"),
+    ),
+    (
+        "corral_worker/protocol.py",
+        include_str!("python/corral_worker/protocol.py"),
+    ),
+    (
+        "corral_worker/wsgi.py",
+        include_str!("python/corral_worker/wsgi.py"),
+    ),
+    (
+        "corral_worker/asgi.py",
+        include_str!("python/corral_worker/asgi.py"),
+    ),
+    (
+        "corral_worker/main.py",
+        include_str!("python/corral_worker/main.py"),
+    ),
+];
+
+/// The text of the file at `path` (one of [`FILES`]).
+#[cfg(test)]
+pub fn file(path: &str) -> &'static str {
+    FILES
+        .iter()
+        .find(|(p, _)| *p == path)
+        .map(|(_, text)| *text)
+        .unwrap_or_else(|| panic!("no worker file {path}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every `.py` under `src/worker/python/` is compiled in, and nothing
+    /// else is listed.
+    #[test]
+    fn every_python_file_is_compiled_in() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/worker/python");
+        let mut on_disk = Vec::new();
+        for dir in [root.clone(), root.join(PACKAGE)] {
+            for entry in std::fs::read_dir(&dir).unwrap() {
+                let path = entry.unwrap().path();
+                if path.extension().is_some_and(|e| e == "py") {
+                    let rel = path.strip_prefix(&root).unwrap();
+                    on_disk.push(rel.to_string_lossy().into_owned());
+                }
+            }
+        }
+        on_disk.sort();
+        let mut listed: Vec<String> = FILES.iter().map(|(p, _)| p.to_string()).collect();
+        listed.sort();
+        assert_eq!(on_disk, listed);
+        for (path, text) in FILES {
+            assert_eq!(std::fs::read_to_string(root.join(path)).unwrap(), text);
+        }
+    }
+}
