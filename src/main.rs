@@ -6,6 +6,7 @@
 //! while the [`front`] serves HTTP and the [`router`] picks workers.
 
 mod activation;
+mod canary;
 mod check;
 mod cli;
 mod config;

@@ -25,7 +25,7 @@ use super::websocket::{self, Upgrade};
 use super::{Drain, checks, forwarded};
 use crate::config::ForwardedAllow;
 use crate::metrics::Metrics;
-use crate::router::{NoWorker, Router};
+use crate::router::{NoWorker, Router, Split};
 use crate::worker::channel::{Channel, First, Stream};
 use crate::worker::head::{ConnInfo, environ, scope};
 use crate::worker::protocol;
@@ -78,12 +78,17 @@ pub async fn handle(
     // Behind a trusted proxy, the client and scheme are the ones it reports.
     let forwarded = forwarded::forwarded(req.headers(), &conn, &shared.forwarded_allow);
     let conn: &ConnInfo = forwarded.as_ref().unwrap_or(&conn);
-    let resp = match dispatch(req, &shared, conn).await {
+    let mut side = None;
+    let resp = match dispatch(req, &shared, conn, &mut side).await {
         Ok(resp) => resp,
         Err(resp) => resp,
     };
     let elapsed = start.elapsed();
     shared.metrics.record(resp.status().as_u16(), elapsed);
+    // During a canary, the generation that served counts the answer.
+    if let Some((split, new)) = side {
+        split.record(new, resp.status().as_u16(), elapsed);
+    }
     if let (Some(Ok(parts)), Some(log)) = (logged, &shared.access) {
         let bytes = resp
             .headers()
@@ -105,7 +110,14 @@ pub async fn handle(
 /// Both arms are responses: `Err` is the early answer corral gives itself.
 type Reply = Result<Response<Body>, Response<Body>>;
 
-async fn dispatch(mut req: http::Request<Incoming>, shared: &Shared, conn: &ConnInfo) -> Reply {
+/// `side` is set to the canary side that took the request, when a canary
+/// runs.
+async fn dispatch(
+    mut req: http::Request<Incoming>,
+    shared: &Shared,
+    conn: &ConnInfo,
+    side: &mut Option<(Arc<Split>, bool)>,
+) -> Reply {
     if let Some(why) = checks::refuse(req.version(), req.headers()) {
         return Err(bad_request(why));
     }
@@ -173,6 +185,7 @@ async fn dispatch(mut req: http::Request<Incoming>, shared: &Shared, conn: &Conn
             return Err(unavailable("all workers are busy and the queue is full"));
         }
     };
+    side.clone_from(&lease.side);
     let channel = lease.channel.clone();
     let asgi = channel.is_asgi();
     let head = if asgi {
