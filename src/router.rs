@@ -132,7 +132,8 @@ impl Router {
         self.waiting.load(Ordering::Relaxed)
     }
 
-    /// Replaces the set of workers that take requests.
+    /// Replaces the set of workers that take requests (no split).
+    #[cfg(test)]
     pub fn publish(&self, workers: Vec<Arc<Channel>>) {
         let canary = vec![false; workers.len()];
         self.publish_split(workers, canary, None);

@@ -38,7 +38,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 pub use types::{
-    Action, BootError, Event, Exit, KillCause, Level, Phase, ProbeSettings, Reload, ReloadOutcome,
+    Action, BootError, CanarySettings, Event, Exit, KillCause, Level, Phase, ProbeSettings, Reload, ReloadOutcome,
     Settings, Sig, Slot, State, Worker, exit_of, human,
 };
 
@@ -210,6 +210,10 @@ impl Core {
             Event::Stop { fast } => self.stop(now, fast, &mut out),
             Event::Reload { timeout } => self.start_reload(now, timeout, &mut out),
             Event::Scale { count } => self.scale(now, count, &mut out),
+            Event::Canary {
+                generation,
+                verdict,
+            } => self.on_canary(now, generation, verdict, &mut out),
             Event::Tick => self.tick(now, &mut out),
         }
         out

@@ -7,7 +7,7 @@ use std::time::Duration;
 use crate::config::Overrides;
 use crate::config::raw::{RawControl, RawDeploy, RawHealth, StringOrArray};
 use crate::config::{
-    Bind, BindAddr, ControlConfig, DeployConfig, HealthConfig, HumanDuration, MinReady,
+    Bind, BindAddr, ControlConfig, CanaryConfig, DeployConfig, HealthConfig, HumanDuration, MinReady,
     RevisionSource, Rollback, Secret, ServerConfig, Strategy, WorkersConfig,
 };
 
@@ -337,7 +337,9 @@ impl Resolver<'_> {
                  run), like 1",
             );
         }
+        let canary = self.canary(&raw);
         DeployConfig {
+            canary,
             ready_timeout: ready_timeout.0,
             revision,
             state_dir,
@@ -348,6 +350,69 @@ impl Resolver<'_> {
             strategy,
             max_surge,
         }
+    }
+
+    /// `deploy.canary_*`: off with a share of 0.
+    fn canary(&mut self, raw: &RawDeploy) -> Option<CanaryConfig> {
+        let (share, at) = self.pick(
+            (None, ""),
+            (raw.canary_share.as_ref(), "deploy.canary_share"),
+            0,
+        );
+        if share > 50 {
+            self.fail(
+                &at,
+                "must be a percentage from 1 to 50 (the new generation's share of the \
+                 requests), like 10, or 0 for no canary",
+            );
+        }
+        let (duration, at) = self.pick(
+            (None, ""),
+            (raw.canary_duration.as_ref(), "deploy.canary_duration"),
+            HumanDuration(Duration::from_secs(60)),
+        );
+        if duration.0.is_zero() {
+            self.fail(&at, "must be longer than 0s, like \"60s\"");
+        }
+        let (min_requests, at) = self.pick(
+            (None, ""),
+            (raw.canary_min_requests.as_ref(), "deploy.canary_min_requests"),
+            100,
+        );
+        if min_requests == 0 {
+            self.fail(&at, "must be at least 1, like 100");
+        }
+        let (confidence, at) = self.pick(
+            (None, ""),
+            (raw.canary_confidence.as_ref(), "deploy.canary_confidence"),
+            0.999,
+        );
+        if !(confidence > 0.5 && confidence < 1.0) {
+            self.fail(&at, "must be between 0.5 and 1 (exclusive), like 0.999");
+        }
+        let (latency_ratio, at) = self.pick(
+            (None, ""),
+            (raw.canary_latency_ratio.as_ref(), "deploy.canary_latency_ratio"),
+            2.0,
+        );
+        if !(latency_ratio >= 1.0 && latency_ratio.is_finite()) {
+            self.fail(&at, "must be at least 1, like 2.0");
+        }
+        let (floor, _) = self.pick(
+            (None, ""),
+            (raw.canary_latency_floor.as_ref(), "deploy.canary_latency_floor"),
+            HumanDuration(Duration::from_millis(50)),
+        );
+        (share > 0).then_some(CanaryConfig {
+            share,
+            thresholds: crate::canary::Thresholds {
+                duration: duration.0,
+                min_requests,
+                confidence,
+                latency_ratio,
+                latency_floor: floor.0,
+            },
+        })
     }
 
     /// A command from the file (`deploy.revision`, `deploy.rollback_hook`),

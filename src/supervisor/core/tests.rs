@@ -60,6 +60,7 @@ fn settings(count: usize) -> Settings {
         seed: 42,
         reload_timeout: Duration::from_secs(30),
         rolling: None,
+        canary: None,
     }
 }
 

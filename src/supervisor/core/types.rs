@@ -177,6 +177,17 @@ pub struct Settings {
     /// Rolling reloads with at most this many extra workers at a time
     /// (None: all at once).
     pub rolling: Option<usize>,
+    /// Canary reloads (None: a reload switches once it is in service).
+    pub canary: Option<CanarySettings>,
+}
+
+/// `[deploy] canary_*` as far as the core is concerned: the new
+/// generation's share of requests, and how much longer than
+/// `reload_timeout` a reload may take (the canary's longest window).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CanarySettings {
+    pub permille: u64,
+    pub hold: Duration,
 }
 
 /// A reload in progress: generation `generation` is booting beside the
@@ -189,6 +200,10 @@ pub struct Reload {
     pub deadline: Instant,
     /// Rolling: slots whose successor has not started yet.
     pub pending: Vec<usize>,
+    /// A canary reload: None without one; Some(false) while it runs (the
+    /// new generation gets its share and takes no slot); Some(true) once it
+    /// passed.
+    pub canary: Option<bool>,
 }
 
 /// How the last reload ended.
@@ -295,6 +310,12 @@ pub enum Event {
     Scale {
         count: usize,
     },
+    /// The deploy policy judged the canary of `generation`: it passed
+    /// (`Ok`), or failed (`Err(reason, detail)`).
+    Canary {
+        generation: u64,
+        verdict: Result<(), (String, Option<String>)>,
+    },
     Tick,
 }
 
@@ -317,6 +338,10 @@ pub enum Action {
     },
     /// The workers that take requests now.
     Publish(Vec<u64>),
+    /// From now on (and until the next `Route`) the workers of this
+    /// generation get this share (thousandths) of the requests; None: no
+    /// split. The next `Publish` carries it to the router.
+    Route(Option<(u64, u64)>),
     Log(Level, String),
     /// Every worker is gone after a stop: the supervisor may exit.
     Exit,
