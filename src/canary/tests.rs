@@ -32,7 +32,13 @@ fn verdicts_on_tables_of_counts() {
     let fast = 5 * MS;
     let table: &[(&str, Sample, Sample, u64, &str)] = &[
         // (case, old, new, seconds into the window, verdict)
-        ("no traffic yet", Sample::of(0, 0, fast), Sample::of(0, 0, fast), 1, "wait"),
+        (
+            "no traffic yet",
+            Sample::of(0, 0, fast),
+            Sample::of(0, 0, fast),
+            1,
+            "wait",
+        ),
         (
             "one error in five, early",
             Sample::of(900, 0, fast),
@@ -140,7 +146,10 @@ fn failures_say_why() {
 fn tallies_count_errors_and_latency() {
     let t = Tally::default();
     for i in 0..100 {
-        t.record(if i < 3 { 502 } else { 200 }, if i < 98 { 2 * MS } else { 900 * MS });
+        t.record(
+            if i < 3 { 502 } else { 200 },
+            if i < 98 { 2 * MS } else { 900 * MS },
+        );
     }
     let s = t.sample();
     assert_eq!((s.requests, s.errors), (100, 3));

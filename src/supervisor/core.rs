@@ -38,8 +38,8 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 pub use types::{
-    Action, BootError, CanarySettings, Event, Exit, KillCause, Level, Phase, ProbeSettings, Reload, ReloadOutcome,
-    Settings, Sig, Slot, State, Worker, exit_of, human,
+    Action, BootError, CanarySettings, Event, Exit, KillCause, Level, Phase, ProbeSettings, Reload,
+    ReloadOutcome, Settings, Sig, Slot, State, Worker, exit_of, human,
 };
 
 pub struct Core {

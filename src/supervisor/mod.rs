@@ -509,9 +509,8 @@ impl Supervisor {
                 }
                 Action::Probe { serial } => self.probe(serial),
                 Action::Route(route) => {
-                    self.split = route.map(|(generation, permille)| {
-                        Arc::new(Split::new(generation, permille))
-                    });
+                    self.split = route
+                        .map(|(generation, permille)| Arc::new(Split::new(generation, permille)));
                     self.route(self.published.clone());
                 }
                 Action::Publish(serials) => {

@@ -57,7 +57,10 @@ impl Supervisor {
     /// from the worker table and does it.
     pub(super) fn deploy_bookkeeping(&mut self) {
         let mut view = View::of(&self.core, Instant::now());
-        view.samples = self.split.as_ref().map(|s| (s.old.sample(), s.new.sample()));
+        view.samples = self
+            .split
+            .as_ref()
+            .map(|s| (s.old.sample(), s.new.sample()));
         for decision in self.policy.step(&view) {
             match decision {
                 Decision::Canary {

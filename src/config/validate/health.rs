@@ -7,8 +7,8 @@ use std::time::Duration;
 use crate::config::Overrides;
 use crate::config::raw::{RawControl, RawDeploy, RawHealth, StringOrArray};
 use crate::config::{
-    Bind, BindAddr, ControlConfig, CanaryConfig, DeployConfig, HealthConfig, HumanDuration, MinReady,
-    RevisionSource, Rollback, Secret, ServerConfig, Strategy, WorkersConfig,
+    Bind, BindAddr, CanaryConfig, ControlConfig, DeployConfig, HealthConfig, HumanDuration,
+    MinReady, RevisionSource, Rollback, Secret, ServerConfig, Strategy, WorkersConfig,
 };
 
 use super::*;
@@ -376,7 +376,10 @@ impl Resolver<'_> {
         }
         let (min_requests, at) = self.pick(
             (None, ""),
-            (raw.canary_min_requests.as_ref(), "deploy.canary_min_requests"),
+            (
+                raw.canary_min_requests.as_ref(),
+                "deploy.canary_min_requests",
+            ),
             100,
         );
         if min_requests == 0 {
@@ -392,7 +395,10 @@ impl Resolver<'_> {
         }
         let (latency_ratio, at) = self.pick(
             (None, ""),
-            (raw.canary_latency_ratio.as_ref(), "deploy.canary_latency_ratio"),
+            (
+                raw.canary_latency_ratio.as_ref(),
+                "deploy.canary_latency_ratio",
+            ),
             2.0,
         );
         if !(latency_ratio >= 1.0 && latency_ratio.is_finite()) {
@@ -400,7 +406,10 @@ impl Resolver<'_> {
         }
         let (floor, _) = self.pick(
             (None, ""),
-            (raw.canary_latency_floor.as_ref(), "deploy.canary_latency_floor"),
+            (
+                raw.canary_latency_floor.as_ref(),
+                "deploy.canary_latency_floor",
+            ),
             HumanDuration(Duration::from_millis(50)),
         );
         (share > 0).then_some(CanaryConfig {

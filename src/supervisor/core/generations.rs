@@ -231,6 +231,7 @@ impl Core {
                     format!("canary passed: generation {generation} takes over"),
                 ));
                 self.promote_successors(now, out);
+                out.push(self.publish());
             }
             Err((reason, detail)) => self.fail_reload(now, &reason, detail, out),
         }
@@ -362,7 +363,11 @@ impl Core {
         };
         // During a canary the first successors serve their share beside
         // the old workers, and take no slot yet.
-        if self.reload.as_ref().is_some_and(|r| r.canary == Some(false)) {
+        if self
+            .reload
+            .as_ref()
+            .is_some_and(|r| r.canary == Some(false))
+        {
             return;
         }
         for slot in 0..self.slots.len() {

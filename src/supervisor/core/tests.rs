@@ -1098,3 +1098,117 @@ fn a_protocol_error_on_a_draining_worker_kills_it_for_that_cause() {
         }
     );
 }
+
+fn canary(count: usize) -> Settings {
+    Settings {
+        canary: Some(CanarySettings {
+            permille: 100,
+            hold: Duration::from_secs(125),
+        }),
+        ..settings(count)
+    }
+}
+
+fn running_with(settings: Settings, t0: Instant) -> (Core, Vec<u64>) {
+    let mut core = Core::new(settings);
+    let mut serials = Vec::new();
+    for (slot, serial) in spawns(&core.start()) {
+        core.spawned(t0, serial, 100 + slot as u32);
+        core.booted(t0, serial, 5.0);
+        serials.push(serial);
+    }
+    (core, serials)
+}
+
+#[test]
+fn a_canary_holds_the_switch_until_it_passes() {
+    let t0 = Instant::now();
+    let (mut core, old) = running_with(canary(2), t0);
+    let a = core.on_event(t0, Event::Reload { timeout: None });
+    assert!(a.contains(&Action::Route(Some((2, 100)))), "{a:?}");
+    // Its deadline leaves room for the canary's window.
+    assert_eq!(
+        core.reload.as_ref().map(|r| r.deadline),
+        Some(t0 + Duration::from_secs(30 + 125))
+    );
+    let new = boot_all(&mut core, &a, t0);
+    core.booted(t0, new[0], 1.0);
+    let a = core.booted(t0, new[1], 1.0);
+    // All in service: both generations take requests (the router splits),
+    // nothing drains, the old one still serves.
+    assert_eq!(published(&a), Some(vec![old[0], old[1], new[0], new[1]]));
+    assert!(signals(&a).is_empty());
+    assert_eq!(core.generation, 1);
+    // A verdict for another generation changes nothing.
+    let a = core.on_event(
+        t0,
+        Event::Canary {
+            generation: 7,
+            verdict: Ok(()),
+        },
+    );
+    assert!(a.is_empty());
+    let a = core.on_event(
+        t0,
+        Event::Canary {
+            generation: 2,
+            verdict: Ok(()),
+        },
+    );
+    assert_eq!(published(&a), Some(vec![new[0], new[1]]));
+    assert!(a.contains(&Action::Route(None)));
+    assert_eq!(signals(&a), vec![(100, Sig::Term), (101, Sig::Term)]);
+    assert_eq!(core.generation, 2);
+}
+
+#[test]
+fn a_failed_canary_stops_the_new_generation_and_leaves_the_old_untouched() {
+    let t0 = Instant::now();
+    let (mut core, old) = running_with(canary(2), t0);
+    let a = core.on_event(t0, Event::Reload { timeout: None });
+    let new = boot_all(&mut core, &a, t0);
+    core.booted(t0, new[0], 1.0);
+    let verdict = Err(("canary failed: 5xx".to_string(), Some("table".to_string())));
+    let a = core.on_event(
+        t0,
+        Event::Canary {
+            generation: 2,
+            verdict,
+        },
+    );
+    assert!(a.contains(&Action::Route(None)));
+    assert_eq!(published(&a), Some(old.clone()));
+    assert_eq!(signals(&a), vec![(300, Sig::Quit), (301, Sig::Quit)]);
+    assert_eq!(core.generation, 1);
+    assert!(matches!(
+        &core.last_reload,
+        Some(ReloadOutcome::Failed { generation: 2, reason, detail: Some(d), .. })
+            if reason == "canary failed: 5xx" && d == "table"
+    ));
+}
+
+#[test]
+fn a_rolling_canary_keeps_its_first_successors_beside_the_old_workers() {
+    let t0 = Instant::now();
+    let (mut core, old) = running_with(
+        Settings {
+            rolling: Some(1),
+            ..canary(3)
+        },
+        t0,
+    );
+    let a = core.on_event(t0, Event::Reload { timeout: None });
+    let new = boot_all(&mut core, &a, t0);
+    assert_eq!(new.len(), 1, "max_surge at a time");
+    let a = core.booted(t0, new[0], 1.0);
+    assert_eq!(published(&a), Some(vec![old[0], old[1], old[2], new[0]]));
+    assert!(signals(&a).is_empty(), "no slot is taken during the canary");
+    let a = core.on_event(
+        t0,
+        Event::Canary {
+            generation: 2,
+            verdict: Ok(()),
+        },
+    );
+    assert_eq!(signals(&a), vec![(100, Sig::Term)], "then the roll goes on");
+}

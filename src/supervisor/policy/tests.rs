@@ -248,7 +248,10 @@ fn a_canary_window_starts_when_its_first_worker_is_in_service() {
     p.step(&serving(1, 2));
     // Booting for a long time: no window yet, no verdict.
     assert_eq!(verdicts(&p.step(&canary_at(t0, 0, 0, (0, 0)))), vec![]);
-    assert_eq!(verdicts(&p.step(&canary_at(t0 + s(100), 0, 0, (0, 0)))), vec![]);
+    assert_eq!(
+        verdicts(&p.step(&canary_at(t0 + s(100), 0, 0, (0, 0)))),
+        vec![]
+    );
     // In service at 100 s: the window runs to 160 s.
     let started = t0 + s(100);
     assert_eq!(verdicts(&p.step(&canary_at(started, 1, 0, (0, 0)))), vec![]);
@@ -270,7 +273,10 @@ fn a_canary_fails_early_on_errors_and_never_passes_on_no_evidence() {
     p.step(&serving(1, 2));
     p.step(&canary_at(t0, 1, 0, (0, 0)));
     let got = verdicts(&p.step(&canary_at(t0 + s(5), 1, 900, (100, 25))));
-    assert!(matches!(&got[..], [Err(why)] if why.starts_with("5xx on 25.0%")), "{got:?}");
+    assert!(
+        matches!(&got[..], [Err(why)] if why.starts_with("5xx on 25.0%")),
+        "{got:?}"
+    );
 
     // Another reload, generation 3, with almost no traffic.
     let quiet = |at: Instant| View {
