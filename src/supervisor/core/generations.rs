@@ -187,11 +187,19 @@ impl Core {
             detail,
         });
         let mut unpublish = false;
+        let signals_from = out.len();
         for slot in 0..self.slots.len() {
             if let Some(next) = self.slots[slot].successor.take()
                 && let Some(w) = self.workers.get_mut(&next)
             {
                 unpublish |= w.state.live();
+                // A canary's workers served real requests: they finish
+                // those (SIGTERM, as in a drain) rather than drop them.
+                if r.canary.is_some() && w.state.live() {
+                    self.drain(now, next, out);
+                    self.set_recycling(slot, false);
+                    continue;
+                }
                 w.stop_by(now, now + self.settings.quit_grace);
                 out.push(Action::Signal {
                     serial: next,
@@ -203,7 +211,12 @@ impl Core {
         }
         // Spawns of the new generation not reported yet are dropped.
         self.spawning.retain(|_, (_, g)| *g != r.generation);
-        if unpublish || r.canary.is_some() {
+        if r.canary.is_some() {
+            // Out of the routing set before the signals: no new request
+            // reaches a worker told to stop.
+            let publish = self.publish();
+            out.insert(signals_from, publish);
+        } else if unpublish {
             out.push(self.publish());
         }
     }

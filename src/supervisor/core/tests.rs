@@ -1178,7 +1178,8 @@ fn a_failed_canary_stops_the_new_generation_and_leaves_the_old_untouched() {
     );
     assert!(a.contains(&Action::Route(None)));
     assert_eq!(published(&a), Some(old.clone()));
-    assert_eq!(signals(&a), vec![(300, Sig::Quit), (301, Sig::Quit)]);
+    // The one in service finishes its requests; the one booting stops.
+    assert_eq!(signals(&a), vec![(300, Sig::Term), (301, Sig::Quit)]);
     assert_eq!(core.generation, 1);
     assert!(matches!(
         &core.last_reload,
