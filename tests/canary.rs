@@ -248,3 +248,30 @@ fn a_canary_with_too_little_traffic_is_never_promoted() {
     assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
     assert_eq!(c.get("/a").text(), "v1", "never promoted");
 }
+
+#[test]
+fn a_canary_ten_times_slower_on_one_endpoint_is_rejected_on_latency() {
+    let slow = |tag: &str, delay: &str, padding: usize| {
+        format!(
+            "# {}\nimport time\n\ndef app(environ, start_response):\n    time.sleep({delay} if environ['PATH_INFO'] == '/d' else 0.002)\n    body = b'{tag}'\n    start_response('200 OK', [('Content-Length', str(len(body)))])\n    return [body]\n",
+            "x".repeat(padding)
+        )
+    };
+    let dir = AppDir::new(&[
+        ("app.py", &slow("v1", "0.02", 1)),
+        ("corral.toml", &config(20, "3s", 30)),
+    ]);
+    let c = Corral::start(dir.path(), &["-c", "corral.toml"], 2);
+    let load = Load::start(&c.addr);
+    load.wait_answered(100);
+    std::fs::write(dir.path().join("app.py"), slow("v2", "0.2", 40)).unwrap();
+    let (code, text, took) = reload_wait(&c);
+    load.wait_answered(50);
+    let answers = load.finish();
+    assert_eq!(code, Some(1), "{text}");
+    assert!(text.contains("canary failed: p99 latency"), "{text}");
+    assert!(took >= Duration::from_secs(3), "judged at the window's end: {took:?}");
+    assert!(answers.iter().all(|a| a.1 == 200), "slow, not failed");
+    assert_eq!(c.get("/a").text(), "v1");
+    c.wait_until("the rollback hook", || dir.path().join("hook.env").exists());
+}
