@@ -54,6 +54,13 @@ pub enum Command {
     Scale(ScaleArgs),
     /// Stop gracefully (like SIGTERM).
     Stop(ControlArgs),
+    /// End the running canary now: the new generation takes over without
+    /// waiting for the rest of its window.
+    Promote(ControlArgs),
+    /// End the running canary now: its workers finish their requests and
+    /// stop, the old generation serves on, and the reload counts as failed
+    /// (the rollback hook runs, `reload --wait` exits 1).
+    Abort(ControlArgs),
     /// Read a gunicorn config file (run with Python, as gunicorn runs it;
     /// gunicorn need not be installed) and print the equivalent corral.toml
     /// on stdout; every setting that has no equivalent is named on stderr,
@@ -165,6 +172,8 @@ pub enum Action {
     Reload(ReloadArgs),
     Scale(ScaleArgs),
     Stop(ControlArgs),
+    Promote(ControlArgs),
+    Abort(ControlArgs),
     ImportGunicorn(ImportArgs),
 }
 
@@ -250,6 +259,8 @@ impl Cli {
             Some(Command::Reload(args)) => Action::Reload(args),
             Some(Command::Scale(args)) => Action::Scale(args),
             Some(Command::Stop(args)) => Action::Stop(args),
+            Some(Command::Promote(args)) => Action::Promote(args),
+            Some(Command::Abort(args)) => Action::Abort(args),
             Some(Command::ImportGunicorn(args)) => Action::ImportGunicorn(args),
             None => Action::Run(self.run),
         }

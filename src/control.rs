@@ -24,7 +24,7 @@ use crate::supervisor::{Msg, Signal};
 
 /// A request on the control socket: `{"cmd": "status"}`, `{"cmd":
 /// "reload", "wait": true, "timeout_ms": 30000}`, `{"cmd": "scale",
-/// "count": 4}`, `{"cmd": "stop"}`.
+/// "count": 4}`, `{"cmd": "stop"}`, `{"cmd": "promote"}`, `{"cmd": "abort"}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "cmd", rename_all = "lowercase")]
 pub enum ControlRequest {
@@ -42,6 +42,11 @@ pub enum ControlRequest {
         count: usize,
     },
     Stop,
+    /// End the running canary now: the new generation takes over.
+    Promote,
+    /// End the running canary now: the new generation is stopped, as when
+    /// it fails.
+    Abort,
 }
 
 impl ControlRequest {
@@ -55,8 +60,13 @@ impl ControlRequest {
                 Err(e) => Err(format!("bad request: {e}")),
                 Ok(v) => match v["cmd"].as_str() {
                     Some("scale") => Err(SCALE.into()),
-                    Some("status" | "reload" | "stop") => Err(format!("bad request: {e}")),
-                    _ => Err("unknown command: use status, reload, scale or stop".into()),
+                    Some("status" | "reload" | "stop" | "promote" | "abort") => {
+                        Err(format!("bad request: {e}"))
+                    }
+                    _ => Err(
+                        "unknown command: use status, reload, scale, stop, promote or abort"
+                            .into(),
+                    ),
                 },
             },
         }
@@ -79,7 +89,8 @@ pub enum ControlReply {
     },
     /// `scale`: the number of workers from now on.
     Scaled { count: usize },
-    /// `stop`: corral is stopping.
+    /// `stop`: corral is stopping; `promote`, `abort`: done (a plain
+    /// `{"ok": true}`).
     Stopping,
     /// Any request that failed, and why.
     Failed(String),
@@ -344,6 +355,18 @@ async fn handle(req: ControlRequest, state: &StatusState) -> ControlReply {
         ControlRequest::Stop => {
             let _ = sup.send(Msg::Signal(Signal::Term));
             ControlReply::Stopping
+        }
+        ControlRequest::Promote | ControlRequest::Abort => {
+            let (tx, rx) = oneshot::channel();
+            let promote = req == ControlRequest::Promote;
+            if sup.send(Msg::Decide(promote, tx)).is_err() {
+                return ControlReply::Failed("corral is stopping".into());
+            }
+            match rx.await {
+                Ok(Ok(())) => ControlReply::Stopping,
+                Ok(Err(why)) => ControlReply::Failed(why),
+                Err(_) => ControlReply::Failed("corral is stopping".into()),
+            }
         }
     }
 }

@@ -65,6 +65,16 @@ fn main() -> ExitCode {
                 control::simple_cmd(s, control::ControlRequest::Stop, "stopping")
             }));
         }
+        cli::Action::Promote(args) => {
+            return ExitCode::from(with_socket(&args, |s| {
+                control::simple_cmd(s, control::ControlRequest::Promote, "canary promoted")
+            }));
+        }
+        cli::Action::Abort(args) => {
+            return ExitCode::from(with_socket(&args, |s| {
+                control::simple_cmd(s, control::ControlRequest::Abort, "canary aborted")
+            }));
+        }
         cli::Action::ImportGunicorn(args) => return ExitCode::from(import_gunicorn::run(&args)),
     };
     let cfg = match config::load(&args) {

@@ -29,6 +29,10 @@ impl Supervisor {
             Msg::RolledBack(result) => self.handle_rolled_back(result),
             Msg::Reload(timeout, waiter) => self.handle_reload(timeout, waiter),
             Msg::Scale(count) => Some(Event::Scale { count }),
+            Msg::Decide(promote, reply) => {
+                let _ = reply.send(self.handle_decide(promote));
+                None
+            }
             Msg::Drift(drift) => {
                 self.handle_drift(drift);
                 None
@@ -41,6 +45,24 @@ impl Supervisor {
             Msg::FrontDrained(in_time) => self.handle_front_drained(in_time),
             Msg::ReexecDeadline => self.handle_reexec_deadline(),
         }
+    }
+
+    /// `corral promote` / `corral abort`: the running canary ends now,
+    /// judged by the operator (its figures so far go with it).
+    fn handle_decide(&mut self, promote: bool) -> Result<(), String> {
+        let running = self.core.reload.as_ref().filter(|r| r.canary == Some(false));
+        let (Some(r), Some(split)) = (running, self.split.clone()) else {
+            return Err("no canary is running".into());
+        };
+        let generation = r.generation;
+        let verdict = if promote {
+            tracing::info!("canary of generation {generation}: promoted by `corral promote`");
+            Ok(())
+        } else {
+            Err("aborted by `corral abort`".into())
+        };
+        self.canary_judged(generation, verdict, &split.old.sample(), &split.new.sample());
+        Ok(())
     }
 
     fn handle_control(serial: u64, event: ControlEvent) -> Option<Event> {

@@ -143,6 +143,9 @@ pub enum Msg {
     ),
     /// Run this many workers.
     Scale(usize),
+    /// `corral promote` (true) or `corral abort` (false): end the running
+    /// canary now; the sender hears whether one was running.
+    Decide(bool, tokio::sync::oneshot::Sender<Result<(), String>>),
     /// What a revision check found: the drift message, or None.
     Drift(Option<String>),
     /// `server.shutdown_delay` after a TERM has passed.

@@ -94,7 +94,7 @@ impl Supervisor {
     /// it; a failure's figures go to the rollback hook, the log and
     /// `reload --wait`; then the policy looks again (a failed reload sets
     /// off the rollback).
-    fn canary_judged(
+    pub(super) fn canary_judged(
         &mut self,
         generation: u64,
         verdict: Result<(), String>,
