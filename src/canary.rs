@@ -140,6 +140,17 @@ pub struct Thresholds {
     pub latency_floor: Duration,
 }
 
+impl Thresholds {
+    /// The defaults of `[deploy] canary_*`.
+    pub const DEFAULT: Thresholds = Thresholds {
+        duration: Duration::from_secs(60),
+        min_requests: 100,
+        confidence: 0.999,
+        latency_ratio: 2.0,
+        latency_floor: Duration::from_millis(50),
+    };
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub enum Verdict {
     /// Not decided yet.

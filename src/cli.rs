@@ -151,6 +151,18 @@ pub struct ReloadArgs {
     /// corral]
     #[arg(long, value_name = "DURATION", value_parser = parse_timeout)]
     pub timeout: Option<HumanDuration>,
+
+    /// A canary for this reload: the new generation gets this share of the
+    /// requests (1% to 50%) beside the old one, and takes over only if it
+    /// is no worse (see [deploy] canary_* in the README) [default: deploy.canary_share of the
+    /// running corral]
+    #[arg(long, value_name = "PERCENT", value_parser = parse_share)]
+    pub canary: Option<u32>,
+
+    /// With --canary: how long the canary runs [default: deploy.canary_duration of the
+    /// running corral, else 60s]
+    #[arg(long = "for", value_name = "DURATION", value_parser = parse_timeout, requires = "canary")]
+    pub canary_for: Option<HumanDuration>,
 }
 
 /// Flags of `corral scale`.
@@ -274,6 +286,14 @@ fn parse_timeout(s: &str) -> Result<HumanDuration, String> {
         return Err("must be longer than 0s, like \"60s\"".into());
     }
     Ok(timeout)
+}
+
+/// `corral reload --canary`: a percentage from 1 to 50, like "10%".
+fn parse_share(s: &str) -> Result<u32, String> {
+    match s.strip_suffix('%').unwrap_or(s).trim().parse::<u32>() {
+        Ok(n @ 1..=50) => Ok(n),
+        _ => Err("must be a percentage from 1% to 50%, like 10%".into()),
+    }
 }
 
 /// `corral scale N`: a number of workers, at least 1.

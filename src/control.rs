@@ -16,10 +16,12 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixListener;
 use tokio::sync::oneshot;
 
+use crate::canary::Thresholds;
 use crate::cli::ControlArgs;
 use crate::config::{BindAddr, Place};
 use crate::private_fs;
 use crate::status::StatusState;
+use crate::supervisor::core::CanaryRun;
 use crate::supervisor::{Msg, Signal};
 
 /// A request on the control socket: `{"cmd": "status"}`, `{"cmd":
@@ -37,6 +39,12 @@ pub enum ControlRequest {
         /// The reload's deadline, instead of the configured one.
         #[serde(default)]
         timeout_ms: Option<u64>,
+        /// A canary for this reload: the new generation's share of the
+        /// requests (thousandths) and its window.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        canary_permille: Option<u64>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        canary_ms: Option<u64>,
     },
     Scale {
         count: usize,
@@ -64,8 +72,7 @@ impl ControlRequest {
                         Err(format!("bad request: {e}"))
                     }
                     _ => Err(
-                        "unknown command: use status, reload, scale, stop, promote or abort"
-                            .into(),
+                        "unknown command: use status, reload, scale, stop, promote or abort".into(),
                     ),
                 },
             },
@@ -330,10 +337,21 @@ async fn handle(req: ControlRequest, state: &StatusState) -> ControlReply {
     let sup = &state.supervisor;
     match req {
         ControlRequest::Status => ControlReply::Status(crate::status::status(state)),
-        ControlRequest::Reload { wait, timeout_ms } => {
+        ControlRequest::Reload {
+            wait,
+            timeout_ms,
+            canary_permille,
+            canary_ms,
+        } => {
             let (tx, rx) = oneshot::channel();
             let timeout = timeout_ms.map(Duration::from_millis);
-            if sup.send(Msg::Reload(timeout, Some(tx))).is_err() {
+            let canary = canary_permille.map(|permille| CanaryRun {
+                permille: permille.clamp(1, 1000),
+                window: Duration::from_millis(
+                    canary_ms.unwrap_or(Thresholds::DEFAULT.duration.as_millis() as u64),
+                ),
+            });
+            if sup.send(Msg::Reload(timeout, canary, Some(tx))).is_err() {
                 return ControlReply::Failed("corral is stopping".into());
             }
             if !wait {
@@ -504,13 +522,26 @@ fn full_app(app: &str) -> String {
 }
 
 /// `corral reload [--wait]`: exit 0 and the generation, or 1 and why.
-pub fn reload_cmd(path: &Path, wait: bool, timeout: Option<Duration>) -> u8 {
+///
+/// `canary`: a canary for this reload, its share in percent and its window.
+pub fn reload_cmd(
+    path: &Path,
+    wait: bool,
+    timeout: Option<Duration>,
+    canary: Option<(u32, Option<Duration>)>,
+) -> u8 {
     let req = ControlRequest::Reload {
         wait,
         timeout_ms: timeout.map(|t| t.as_millis() as u64),
+        canary_permille: canary.map(|(percent, _)| u64::from(percent) * 10),
+        canary_ms: canary.and_then(|(_, window)| window.map(|w| w.as_millis() as u64)),
     };
-    // The server answers by the reload's own deadline; wait a little longer.
-    let read_timeout = timeout.map(|t| t + Duration::from_secs(15));
+    // The server answers by the reload's own deadline (a canary's window,
+    // perhaps extended, comes on top); wait a little longer.
+    let window = canary.map_or(Duration::ZERO, |(_, w)| {
+        w.unwrap_or(Thresholds::DEFAULT.duration) * 2
+    });
+    let read_timeout = timeout.map(|t| t + window + Duration::from_secs(15));
     match request(path, &req, read_timeout) {
         Ok(ControlReply::Reloaded {
             generation,
@@ -578,6 +609,8 @@ mod tests {
                 ControlRequest::Reload {
                     wait: true,
                     timeout_ms: Some(5000),
+                    canary_permille: None,
+                    canary_ms: None,
                 },
             ),
             (
@@ -585,6 +618,8 @@ mod tests {
                 ControlRequest::Reload {
                     wait: false,
                     timeout_ms: None,
+                    canary_permille: None,
+                    canary_ms: None,
                 },
             ),
             (
@@ -592,6 +627,8 @@ mod tests {
                 ControlRequest::Reload {
                     wait: false,
                     timeout_ms: None,
+                    canary_permille: None,
+                    canary_ms: None,
                 },
             ),
             (

@@ -48,7 +48,13 @@ fn main() -> ExitCode {
         cli::Action::Status(args) => return ExitCode::from(status_cmd::run(&args)),
         cli::Action::Reload(args) => {
             return ExitCode::from(with_socket(&args.control, |s| {
-                control::reload_cmd(s, args.wait, args.timeout.map(|t| t.0))
+                control::reload_cmd(
+                    s,
+                    args.wait,
+                    args.timeout.map(|t| t.0),
+                    args.canary
+                        .map(|share| (share, args.canary_for.map(|f| f.0))),
+                )
             }));
         }
         cli::Action::Scale(args) => {

@@ -119,8 +119,7 @@ fn longest_gap(answers: &[Answer], from: Instant, to: Instant) -> Duration {
 }
 
 #[test]
-fn a_canary_that_raises_on_one_endpoint_fails_within_its_window_and_the_old_generation_serves_on()
-{
+fn a_canary_that_raises_on_one_endpoint_fails_within_its_window_and_the_old_generation_serves_on() {
     let share = 20;
     let window = Duration::from_secs(15);
     let dir = AppDir::new(&[
@@ -139,8 +138,18 @@ fn a_canary_that_raises_on_one_endpoint_fails_within_its_window_and_the_old_gene
     let answers = load.finish();
 
     assert_eq!(code, Some(1), "{text}");
-    assert!(text.contains("reload FAILED: canary failed: 5xx on"), "{text}");
-    for column in ["requests", "5xx", "p50 ms", "p99 ms", "old (gen 1)", "new (gen 2)"] {
+    assert!(
+        text.contains("reload FAILED: canary failed: 5xx on"),
+        "{text}"
+    );
+    for column in [
+        "requests",
+        "5xx",
+        "p50 ms",
+        "p99 ms",
+        "old (gen 1)",
+        "new (gen 2)",
+    ] {
         assert!(text.contains(column), "{column:?} in the table:\n{text}");
     }
     assert!(took < window, "failed within its window: took {took:?}");
@@ -151,7 +160,9 @@ fn a_canary_that_raises_on_one_endpoint_fails_within_its_window_and_the_old_gene
     assert!(!failed.is_empty(), "the canary saw the bug");
     assert!(failed.iter().all(|a| a.1 == 500), "{failed:?}");
     assert!(
-        failed.iter().all(|a| a.0 <= verdict_at + Duration::from_millis(100)),
+        failed
+            .iter()
+            .all(|a| a.0 <= verdict_at + Duration::from_millis(100)),
         "no failure after the verdict"
     );
     let first = answers.first().unwrap().0;
@@ -207,8 +218,15 @@ fn a_correct_canary_is_promoted_with_zero_failed_requests() {
     load.wait_answered(100);
     let answers = load.finish();
     assert_eq!(code, Some(0), "{text}");
-    assert!(took >= Duration::from_secs(3), "not before its window ended: {took:?}");
-    assert!(c.log.text().contains("canary passed: generation 2 takes over"));
+    assert!(
+        took >= Duration::from_secs(3),
+        "not before its window ended: {took:?}"
+    );
+    assert!(
+        c.log
+            .text()
+            .contains("canary passed: generation 2 takes over")
+    );
     let failed: Vec<&Answer> = answers.iter().filter(|a| a.1 != 200).collect();
     assert!(failed.is_empty(), "{failed:?}");
     // Both served during the canary; the new one serves alone after.
@@ -244,7 +262,10 @@ fn a_canary_with_too_little_traffic_is_never_promoted() {
     let statuses = trickle.join().unwrap();
     assert_eq!(code, Some(1), "{text}");
     assert!(text.contains("too little traffic"), "{text}");
-    assert!(took >= Duration::from_secs(2), "the window was extended once: {took:?}");
+    assert!(
+        took >= Duration::from_secs(2),
+        "the window was extended once: {took:?}"
+    );
     assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
     assert_eq!(c.get("/a").text(), "v1", "never promoted");
 }
@@ -270,8 +291,82 @@ fn a_canary_ten_times_slower_on_one_endpoint_is_rejected_on_latency() {
     let answers = load.finish();
     assert_eq!(code, Some(1), "{text}");
     assert!(text.contains("canary failed: p99 latency"), "{text}");
-    assert!(took >= Duration::from_secs(3), "judged at the window's end: {took:?}");
+    assert!(
+        took >= Duration::from_secs(3),
+        "judged at the window's end: {took:?}"
+    );
     assert!(answers.iter().all(|a| a.1 == 200), "slow, not failed");
     assert_eq!(c.get("/a").text(), "v1");
     c.wait_until("the rollback hook", || dir.path().join("hook.env").exists());
+}
+
+/// `corral CMD --socket ...`: its exit code and output (stdout, stderr).
+fn control(c: &Corral, args: &[&str]) -> (Option<i32>, String) {
+    let out = std::process::Command::new(corral_bin())
+        .args(args)
+        .args(["--socket", c.socket.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string()
+        + &String::from_utf8_lossy(&out.stderr);
+    (out.status.code(), text)
+}
+
+/// Starts v1 without a canary in its config, under load; reloads to v2
+/// with `reload --wait --canary 20% --for 60s`, and once v2 has answered
+/// some requests, runs `corral CMD`. Returns reload's exit code, output and
+/// time, CMD's answer, and the answers.
+fn canary_ended_by(cmd: &str) -> (Option<i32>, String, Duration, String, Vec<Answer>, Corral) {
+    let dir = AppDir::new(&[("app.py", &app("v1", false, 1))]);
+    let c = Corral::start(dir.path(), &["app:app", "-w", "2"], 2);
+    let (code, text) = control(&c, &[cmd]);
+    assert_eq!(code, Some(1), "no canary yet: {text}");
+    assert!(text.contains("no canary is running"), "{text}");
+    let load = Load::start(&c.addr);
+    load.wait_answered(100);
+    std::fs::write(dir.path().join("app.py"), app("v2", false, 40)).unwrap();
+    let started = Instant::now();
+    let socket = c.socket.clone();
+    let reload = std::thread::spawn(move || {
+        std::process::Command::new(corral_bin())
+            .args(["reload", "--wait", "--canary", "20%", "--for", "60s"])
+            .arg("--socket")
+            .arg(socket)
+            .output()
+            .unwrap()
+    });
+    c.wait_until("the canary to answer", || {
+        load.answers.lock().unwrap().iter().any(|a| a.2 == "v2")
+    });
+    let (code, answer) = control(&c, &[cmd]);
+    assert_eq!(code, Some(0), "{answer}");
+    let out = reload.join().unwrap();
+    let took = started.elapsed();
+    load.wait_answered(100);
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    (out.status.code(), text, took, answer, load.finish(), c)
+}
+
+#[test]
+fn corral_promote_ends_a_canary_at_once_and_the_new_generation_takes_over() {
+    let (code, text, took, answer, answers, c) = canary_ended_by("promote");
+    assert_eq!(answer.trim(), "canary promoted");
+    assert_eq!(code, Some(0), "{text}");
+    assert!(took < Duration::from_secs(30), "promoted before its window: {took:?}");
+    assert!(answers.iter().all(|a| a.1 == 200));
+    assert_eq!(answers.last().unwrap().2, "v2");
+    assert!(c.log.text().contains("promoted by `corral promote`"));
+}
+
+#[test]
+fn corral_abort_stops_a_canary_and_the_old_generation_serves_on() {
+    let (code, text, took, answer, answers, c) = canary_ended_by("abort");
+    assert_eq!(answer.trim(), "canary aborted");
+    assert_eq!(code, Some(1), "{text}");
+    assert!(text.contains("canary failed: aborted by `corral abort`"), "{text}");
+    assert!(text.contains("new (gen 2)"), "{text}");
+    assert!(took < Duration::from_secs(30), "{took:?}");
+    assert!(answers.iter().all(|a| a.1 == 200));
+    assert_eq!(answers.last().unwrap().2, "v1");
+    assert_eq!(c.get("/a").text(), "v1");
 }

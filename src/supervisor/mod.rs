@@ -30,7 +30,7 @@ use crate::worker::channel::{Channel, ControlEvent};
 use crate::worker::pidfd::Process;
 use crate::worker::process::Launcher;
 use crate::worker::stacks::Stacks;
-use core::{Action, CanarySettings, Core, Event, Level, ProbeSettings, Settings, Sig};
+use core::{Action, CanaryRun, Core, Event, Level, ProbeSettings, Settings, Sig};
 use policy::{Policy, PolicySettings};
 pub use snapshot::{Snapshot, rss_bytes};
 
@@ -139,6 +139,7 @@ pub enum Msg {
     /// how it ended: Ok(generation and revision) or Err(reason and traceback).
     Reload(
         Option<Duration>,
+        Option<core::CanaryRun>,
         Option<tokio::sync::oneshot::Sender<Result<ReloadDone, String>>>,
     ),
     /// Run this many workers.
@@ -249,11 +250,12 @@ impl Supervisor {
             reload_timeout: cfg.deploy.ready_timeout,
             rolling: (cfg.deploy.strategy == crate::config::Strategy::Rolling)
                 .then_some(cfg.deploy.max_surge),
-            canary: cfg.deploy.canary.map(|c| CanarySettings {
-                permille: u64::from(c.share) * 10,
-                // Twice the window (it may be extended), and a margin so
-                // the verdict, not the deadline, ends it.
-                hold: c.thresholds.duration * 2 + Duration::from_secs(5),
+            canary: cfg.deploy.canary.map(|c| {
+                CanaryRun {
+                    permille: u64::from(c.share) * 10,
+                    window: c.thresholds.duration,
+                }
+                .settings()
             }),
         });
         let started = Instant::now();

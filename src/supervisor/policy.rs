@@ -18,7 +18,7 @@
 //!   service; from then on each round judges the figures of both
 //!   generations ([`crate::canary::judge`]) until a verdict, given once.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::core::{Core, Phase, ReloadOutcome};
 use crate::canary::{Sample, Thresholds, Verdict, judge};
@@ -55,8 +55,9 @@ pub struct View {
     pub first_error: Option<String>,
     pub last_reload: Option<ReloadOutcome>,
     pub now: Instant,
-    /// A canary that runs: its generation and its workers in service.
-    pub canary: Option<(u64, usize)>,
+    /// A canary that runs: its generation, its workers in service, and
+    /// its window when the reload asked for its own.
+    pub canary: Option<(u64, usize, Option<Duration>)>,
     /// The figures of the old and the new generation so far (the
     /// supervisor reads them from the router).
     pub samples: Option<(Sample, Sample)>,
@@ -74,7 +75,7 @@ impl View {
                     .in_service()
                     .filter(|w| w.generation == r.generation)
                     .count();
-                (r.generation, serving)
+                (r.generation, serving, r.window)
             });
         View {
             now,
@@ -157,9 +158,15 @@ impl Policy {
     /// The canary's verdict, once its window has started: judged on every
     /// round until it is not [`Verdict::Wait`].
     fn canary_step(&mut self, v: &View, out: &mut Vec<Decision>) {
-        let (Some(t), Some((generation, serving))) = (self.settings.canary, v.canary) else {
+        let Some((generation, serving, window)) = v.canary else {
             return;
         };
+        // A reload may ask for a canary the config does not set up: the
+        // default rule, with its own window.
+        let mut t = self.settings.canary.unwrap_or(Thresholds::DEFAULT);
+        if let Some(window) = window {
+            t.duration = window;
+        }
         if self.canary.is_none_or(|(g, _)| g != generation) {
             self.canary = Some((generation, None));
         }

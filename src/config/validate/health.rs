@@ -4,6 +4,7 @@
 use std::path::Path;
 use std::time::Duration;
 
+use crate::canary::Thresholds;
 use crate::config::Overrides;
 use crate::config::raw::{RawControl, RawDeploy, RawHealth, StringOrArray};
 use crate::config::{
@@ -354,6 +355,7 @@ impl Resolver<'_> {
 
     /// `deploy.canary_*`: off with a share of 0.
     fn canary(&mut self, raw: &RawDeploy) -> Option<CanaryConfig> {
+        const DEFAULT: Thresholds = Thresholds::DEFAULT;
         let (share, at) = self.pick(
             (None, ""),
             (raw.canary_share.as_ref(), "deploy.canary_share"),
@@ -369,7 +371,7 @@ impl Resolver<'_> {
         let (duration, at) = self.pick(
             (None, ""),
             (raw.canary_duration.as_ref(), "deploy.canary_duration"),
-            HumanDuration(Duration::from_secs(60)),
+            HumanDuration(DEFAULT.duration),
         );
         if duration.0.is_zero() {
             self.fail(&at, "must be longer than 0s, like \"60s\"");
@@ -380,7 +382,7 @@ impl Resolver<'_> {
                 raw.canary_min_requests.as_ref(),
                 "deploy.canary_min_requests",
             ),
-            100,
+            DEFAULT.min_requests,
         );
         if min_requests == 0 {
             self.fail(&at, "must be at least 1, like 100");
@@ -388,7 +390,7 @@ impl Resolver<'_> {
         let (confidence, at) = self.pick(
             (None, ""),
             (raw.canary_confidence.as_ref(), "deploy.canary_confidence"),
-            0.999,
+            DEFAULT.confidence,
         );
         if !(confidence > 0.5 && confidence < 1.0) {
             self.fail(&at, "must be between 0.5 and 1 (exclusive), like 0.999");
@@ -399,7 +401,7 @@ impl Resolver<'_> {
                 raw.canary_latency_ratio.as_ref(),
                 "deploy.canary_latency_ratio",
             ),
-            2.0,
+            DEFAULT.latency_ratio,
         );
         if !(latency_ratio >= 1.0 && latency_ratio.is_finite()) {
             self.fail(&at, "must be at least 1, like 2.0");
@@ -410,11 +412,11 @@ impl Resolver<'_> {
                 raw.canary_latency_floor.as_ref(),
                 "deploy.canary_latency_floor",
             ),
-            HumanDuration(Duration::from_millis(50)),
+            HumanDuration(DEFAULT.latency_floor),
         );
         (share > 0).then_some(CanaryConfig {
             share,
-            thresholds: crate::canary::Thresholds {
+            thresholds: Thresholds {
                 duration: duration.0,
                 min_requests,
                 confidence,

@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use super::{Action, Core, Level, Phase, Reload, ReloadOutcome, Sig, Slot, State};
+use super::{Action, CanaryRun, Core, Level, Phase, Reload, ReloadOutcome, Sig, Slot, State};
 
 impl Core {
     /// The number the next reload's generation gets: a failed generation's
@@ -93,6 +93,7 @@ impl Core {
         &mut self,
         now: Instant,
         timeout: Option<Duration>,
+        run: Option<CanaryRun>,
         out: &mut Vec<Action>,
     ) {
         if self.phase != Phase::Running {
@@ -116,7 +117,7 @@ impl Core {
             Some(surge) if surge < slots.len() => slots.split_off(surge.max(1)),
             _ => Vec::new(),
         };
-        let canary = self.settings.canary;
+        let canary = run.map(CanaryRun::settings).or(self.settings.canary);
         let hold = canary.map_or(Duration::ZERO, |c| c.hold);
         self.reload = Some(Reload {
             generation,
@@ -124,6 +125,7 @@ impl Core {
             deadline: now + timeout.unwrap_or(self.settings.reload_timeout) + hold,
             pending,
             canary: canary.map(|_| false),
+            window: run.map(|r| r.window),
         });
         if let Some(c) = canary {
             out.push(Action::Route(Some((generation, c.permille))));

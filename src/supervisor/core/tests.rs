@@ -1,6 +1,7 @@
 //! Life-cycle rules with a fake clock: every test drives [`Core`] with
 //! events at chosen instants and checks the actions it asks for.
 
+use super::types::CanarySettings;
 use super::*;
 
 /// Shorthands for the events every test sends, so a test reads as its
@@ -657,7 +658,13 @@ fn boot_all(core: &mut Core, actions: &[Action], t: Instant) -> Vec<u64> {
 fn a_reload_moves_traffic_only_when_the_whole_new_generation_is_in_service() {
     let t0 = Instant::now();
     let (mut core, old) = running(2, t0);
-    let a = core.on_event(t0, Event::Reload { timeout: None });
+    let a = core.on_event(
+        t0,
+        Event::Reload {
+            timeout: None,
+            canary: None,
+        },
+    );
     let new = boot_all(&mut core, &a, t0);
     assert_eq!(new.len(), 2, "a successor per slot");
     let a = core.booted(t0, new[0], 1.0);
@@ -697,7 +704,13 @@ fn a_reload_moves_traffic_only_when_the_whole_new_generation_is_in_service() {
 fn a_reload_whose_new_code_fails_to_boot_leaves_the_old_generation_untouched() {
     let t0 = Instant::now();
     let (mut core, old) = running(2, t0);
-    let a = core.on_event(t0, Event::Reload { timeout: None });
+    let a = core.on_event(
+        t0,
+        Event::Reload {
+            timeout: None,
+            canary: None,
+        },
+    );
     let new = boot_all(&mut core, &a, t0);
     core.booted(t0, new[0], 1.0);
     core.boot_failed(t0, new[1], "Traceback...\nSyntaxError: invalid syntax");
@@ -733,7 +746,13 @@ fn a_reload_whose_new_code_fails_to_boot_leaves_the_old_generation_untouched() {
 fn a_reload_that_does_not_come_up_in_time_fails_at_its_deadline() {
     let t0 = Instant::now();
     let (mut core, old) = running(1, t0);
-    let a = core.on_event(t0, Event::Reload { timeout: None });
+    let a = core.on_event(
+        t0,
+        Event::Reload {
+            timeout: None,
+            canary: None,
+        },
+    );
     boot_all(&mut core, &a, t0);
     assert_eq!(core.next_deadline(), Some(t0 + Duration::from_secs(30)));
     core.on_event(
@@ -798,7 +817,13 @@ fn a_rolling_reload_replaces_one_slot_at_a_time_within_max_surge() {
         core.booted(t0, serial, 1.0);
         old.push(serial);
     }
-    let mut a = core.on_event(t0, Event::Reload { timeout: None });
+    let mut a = core.on_event(
+        t0,
+        Event::Reload {
+            timeout: None,
+            canary: None,
+        },
+    );
     let mut max_alive = 0;
     for round in 0..3 {
         let s = spawns(&a);
@@ -952,7 +977,16 @@ fn after_sigterm_nothing_starts_even_when_a_worker_exits_before_the_stop() {
         rss: None,
     };
     assert!(spawns(&core.on_event(later, recycle)).is_empty());
-    assert!(spawns(&core.on_event(later, Event::Reload { timeout: None })).is_empty());
+    assert!(
+        spawns(&core.on_event(
+            later,
+            Event::Reload {
+                timeout: None,
+                canary: None,
+            }
+        ))
+        .is_empty()
+    );
     assert!(spawns(&core.on_event(later, Event::Scale { count: 4 })).is_empty());
     let a = core.on_event(later, Event::Stop { fast: false });
     assert_eq!(signals(&a), vec![(101, Sig::Term)]);
@@ -1124,7 +1158,13 @@ fn running_with(settings: Settings, t0: Instant) -> (Core, Vec<u64>) {
 fn a_canary_holds_the_switch_until_it_passes() {
     let t0 = Instant::now();
     let (mut core, old) = running_with(canary(2), t0);
-    let a = core.on_event(t0, Event::Reload { timeout: None });
+    let a = core.on_event(
+        t0,
+        Event::Reload {
+            timeout: None,
+            canary: None,
+        },
+    );
     assert!(a.contains(&Action::Route(Some((2, 100)))), "{a:?}");
     // Its deadline leaves room for the canary's window.
     assert_eq!(
@@ -1165,7 +1205,13 @@ fn a_canary_holds_the_switch_until_it_passes() {
 fn a_failed_canary_stops_the_new_generation_and_leaves_the_old_untouched() {
     let t0 = Instant::now();
     let (mut core, old) = running_with(canary(2), t0);
-    let a = core.on_event(t0, Event::Reload { timeout: None });
+    let a = core.on_event(
+        t0,
+        Event::Reload {
+            timeout: None,
+            canary: None,
+        },
+    );
     let new = boot_all(&mut core, &a, t0);
     core.booted(t0, new[0], 1.0);
     let verdict = Err(("canary failed: 5xx".to_string(), Some("table".to_string())));
@@ -1198,7 +1244,13 @@ fn a_rolling_canary_keeps_its_first_successors_beside_the_old_workers() {
         },
         t0,
     );
-    let a = core.on_event(t0, Event::Reload { timeout: None });
+    let a = core.on_event(
+        t0,
+        Event::Reload {
+            timeout: None,
+            canary: None,
+        },
+    );
     let new = boot_all(&mut core, &a, t0);
     assert_eq!(new.len(), 1, "max_surge at a time");
     let a = core.booted(t0, new[0], 1.0);

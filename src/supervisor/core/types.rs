@@ -190,6 +190,26 @@ pub struct CanarySettings {
     pub hold: Duration,
 }
 
+/// A canary asked for by one reload (`corral reload --canary 10% --for
+/// 2m`): the share in thousandths, and the window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CanaryRun {
+    pub permille: u64,
+    pub window: Duration,
+}
+
+impl CanaryRun {
+    /// How much longer than its `reload_timeout` a reload with this canary
+    /// may take: twice the window (it may be extended), and a margin so the
+    /// verdict, not the deadline, ends it.
+    pub fn settings(self) -> CanarySettings {
+        CanarySettings {
+            permille: self.permille,
+            hold: self.window * 2 + Duration::from_secs(5),
+        }
+    }
+}
+
 /// A reload in progress: generation `generation` is booting beside the
 /// current one, which keeps serving untouched until every slot of the new
 /// one is in service.
@@ -204,6 +224,8 @@ pub struct Reload {
     /// new generation gets its share and takes no slot); Some(true) once it
     /// passed.
     pub canary: Option<bool>,
+    /// The canary's window when the reload asked for its own.
+    pub window: Option<Duration>,
 }
 
 /// How the last reload ended.
@@ -305,6 +327,8 @@ pub enum Event {
     /// be all in service within `timeout` (default: reload_timeout).
     Reload {
         timeout: Option<Duration>,
+        /// A canary for this reload, in place of `[deploy] canary_*`.
+        canary: Option<CanaryRun>,
     },
     /// Run this many workers (`corral scale`, TTIN/TTOU).
     Scale {

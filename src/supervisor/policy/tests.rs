@@ -225,7 +225,7 @@ fn canary_at(now: Instant, serving_new: usize, old: u64, new: (u64, u64)) -> Vie
     View {
         reloading: true,
         now,
-        canary: Some((2, serving_new)),
+        canary: Some((2, serving_new, None)),
         samples: Some((Sample::of(old, 0, ms), Sample::of(new.0, new.1, ms))),
         ..serving(1, 2)
     }
@@ -280,7 +280,7 @@ fn a_canary_fails_early_on_errors_and_never_passes_on_no_evidence() {
 
     // Another reload, generation 3, with almost no traffic.
     let quiet = |at: Instant| View {
-        canary: Some((3, 2)),
+        canary: Some((3, 2, None)),
         ..canary_at(at, 2, 40, (4, 0))
     };
     let mut p = Policy::new(canary_rules());
