@@ -268,6 +268,18 @@ pub fn table(old_generation: u64, new_generation: u64, old: &Sample, new: &Sampl
     )
 }
 
+impl Sample {
+    /// For `/status`: requests, 5xx, and the p50 and p99 in ms.
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "requests": self.requests,
+            "errors_5xx": self.errors,
+            "p50_ms": self.quantile(0.5).as_secs_f64() * 1e3,
+            "p99_ms": self.quantile(0.99).as_secs_f64() * 1e3,
+        })
+    }
+}
+
 /// The figures for the rollback hook's environment.
 pub fn env(old: &Sample, new: &Sample) -> Vec<(String, String)> {
     let mut out = Vec::new();

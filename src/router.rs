@@ -40,6 +40,11 @@ pub struct Split {
 }
 
 impl Split {
+    /// The new generation's share, in percent.
+    pub fn share_percent(&self) -> f64 {
+        self.permille as f64 / 10.0
+    }
+
     pub fn new(generation: u64, permille: u64) -> Split {
         Split {
             generation,
@@ -125,6 +130,11 @@ impl Router {
             waiting: AtomicUsize::new(0),
             max_queued,
         })
+    }
+
+    /// The canary that runs, if any.
+    pub fn split(&self) -> Option<Arc<Split>> {
+        self.in_service.load().split.clone()
     }
 
     /// Requests waiting for a place right now.

@@ -307,8 +307,8 @@ fn control(c: &Corral, args: &[&str]) -> (Option<i32>, String) {
         .args(["--socket", c.socket.to_str().unwrap()])
         .output()
         .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).to_string()
-        + &String::from_utf8_lossy(&out.stderr);
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
     (out.status.code(), text)
 }
 
@@ -318,7 +318,11 @@ fn control(c: &Corral, args: &[&str]) -> (Option<i32>, String) {
 /// time, CMD's answer, and the answers.
 fn canary_ended_by(cmd: &str) -> (Option<i32>, String, Duration, String, Vec<Answer>, Corral) {
     let dir = AppDir::new(&[("app.py", &app("v1", false, 1))]);
-    let c = Corral::start(dir.path(), &["app:app", "-w", "2"], 2);
+    let c = Corral::start(
+        dir.path(),
+        &["app:app", "-w", "2", "--status-bind", "127.0.0.1:0"],
+        2,
+    );
     let (code, text) = control(&c, &[cmd]);
     assert_eq!(code, Some(1), "no canary yet: {text}");
     assert!(text.contains("no canary is running"), "{text}");
@@ -338,6 +342,23 @@ fn canary_ended_by(cmd: &str) -> (Option<i32>, String, Duration, String, Vec<Ans
     c.wait_until("the canary to answer", || {
         load.answers.lock().unwrap().iter().any(|a| a.2 == "v2")
     });
+    // While it runs, /status and /metrics show both generations' figures.
+    let status = c.status_json();
+    let canary = &status["canary"];
+    assert_eq!(canary["generation"], 2, "{status}");
+    assert_eq!(canary["share_percent"], 20.0, "{status}");
+    assert!(canary["new"]["requests"].as_u64() > Some(0), "{status}");
+    assert!(canary["old"]["requests"].as_u64() > Some(0), "{status}");
+    assert!(canary["new"]["p99_ms"].as_f64() > Some(0.0), "{status}");
+    let metrics = c.status("/metrics").text();
+    assert!(
+        metrics.contains("corral_canary_requests{generation=\"new\"} "),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("corral_canary_errors{generation=\"old\"} 0"),
+        "{metrics}"
+    );
     let (code, answer) = control(&c, &[cmd]);
     assert_eq!(code, Some(0), "{answer}");
     let out = reload.join().unwrap();
@@ -352,10 +373,17 @@ fn corral_promote_ends_a_canary_at_once_and_the_new_generation_takes_over() {
     let (code, text, took, answer, answers, c) = canary_ended_by("promote");
     assert_eq!(answer.trim(), "canary promoted");
     assert_eq!(code, Some(0), "{text}");
-    assert!(took < Duration::from_secs(30), "promoted before its window: {took:?}");
+    assert!(
+        took < Duration::from_secs(30),
+        "promoted before its window: {took:?}"
+    );
     assert!(answers.iter().all(|a| a.1 == 200));
     assert_eq!(answers.last().unwrap().2, "v2");
     assert!(c.log.text().contains("promoted by `corral promote`"));
+    assert!(
+        c.status_json()["canary"].is_null(),
+        "no canary after it ended"
+    );
 }
 
 #[test]
@@ -363,7 +391,10 @@ fn corral_abort_stops_a_canary_and_the_old_generation_serves_on() {
     let (code, text, took, answer, answers, c) = canary_ended_by("abort");
     assert_eq!(answer.trim(), "canary aborted");
     assert_eq!(code, Some(1), "{text}");
-    assert!(text.contains("canary failed: aborted by `corral abort`"), "{text}");
+    assert!(
+        text.contains("canary failed: aborted by `corral abort`"),
+        "{text}"
+    );
     assert!(text.contains("new (gen 2)"), "{text}");
     assert!(took < Duration::from_secs(30), "{took:?}");
     assert!(answers.iter().all(|a| a.1 == 200));

@@ -208,6 +208,15 @@ impl Supervisor {
                 _ => None,
             },
             monotonic_usec: crate::systemd::monotonic_usec(),
+            canary: self.split.as_ref().map(|s| {
+                let (old, new) = (s.old.sample(), s.new.sample());
+                format!(
+                    "canary {}%: {:.1}% errors vs {:.1}%",
+                    s.share_percent(),
+                    100.0 * new.error_rate(),
+                    100.0 * old.error_rate()
+                )
+            }),
         };
         if let Some(message) = self.notifier.update(&service) {
             crate::systemd::notify(&message);
