@@ -654,15 +654,15 @@ mod tests {
             (r#"{"cmd": "scale", "count": -1}"#, scale),
             (
                 r#"{"cmd": "restart"}"#,
-                "unknown command: use status, reload, scale or stop",
+                "unknown command: use status, reload, scale, stop, promote or abort",
             ),
             (
                 r#"{"verb": "stop"}"#,
-                "unknown command: use status, reload, scale or stop",
+                "unknown command: use status, reload, scale, stop, promote or abort",
             ),
             (
                 r#"[1, 2]"#,
-                "unknown command: use status, reload, scale or stop",
+                "unknown command: use status, reload, scale, stop, promote or abort",
             ),
         ] {
             assert_eq!(ControlRequest::parse(line), Err(why.to_string()), "{line}");
