@@ -628,6 +628,37 @@ mod tests {
     }
 
     #[test]
+    fn reload_canary_flags() {
+        let Action::Reload(args) = action(&[
+            "corral", "reload", "--wait", "--canary", "10%", "--for", "2m",
+        ]) else {
+            panic!("not reload")
+        };
+        assert_eq!(args.canary, Some(10));
+        assert_eq!(
+            args.canary_for.map(|d| d.0),
+            Some(std::time::Duration::from_secs(120))
+        );
+        let Action::Reload(args) = action(&["corral", "reload", "--canary", "5"]) else {
+            panic!("not reload")
+        };
+        assert_eq!((args.canary, args.canary_for.is_none()), (Some(5), true));
+        for (argv, reason) in [
+            (
+                &["corral", "reload", "--canary", "0%"][..],
+                "from 1% to 50%",
+            ),
+            (&["corral", "reload", "--canary", "80%"], "from 1% to 50%"),
+            (&["corral", "reload", "--for", "2m"], "--canary"),
+        ] {
+            let err = Cli::try_parse_from(argv).unwrap_err().to_string();
+            assert!(err.contains(reason), "{argv:?}: {err}");
+        }
+        assert!(matches!(action(&["corral", "promote"]), Action::Promote(_)));
+        assert!(matches!(action(&["corral", "abort"]), Action::Abort(_)));
+    }
+
+    #[test]
     fn control_commands() {
         let Action::Reload(args) = action(&["corral", "reload"]) else {
             panic!("not reload")

@@ -604,6 +604,17 @@ mod tests {
     fn requests_read_as_the_clients_write_them() {
         let cases = [
             (json!({"cmd": "status"}), ControlRequest::Status),
+            (json!({"cmd": "promote"}), ControlRequest::Promote),
+            (json!({"cmd": "abort"}), ControlRequest::Abort),
+            (
+                json!({"cmd": "reload", "wait": true, "canary_permille": 100, "canary_ms": 120000}),
+                ControlRequest::Reload {
+                    wait: true,
+                    timeout_ms: None,
+                    canary_permille: Some(100),
+                    canary_ms: Some(120_000),
+                },
+            ),
             (
                 json!({"cmd": "reload", "wait": true, "timeout_ms": 5000}),
                 ControlRequest::Reload {
