@@ -232,6 +232,10 @@ impl Core {
         verdict: Result<(), (String, Option<String>)>,
         out: &mut Vec<Action>,
     ) {
+        // A stop has begun: the verdict changes nothing any more.
+        if self.phase != Phase::Running {
+            return;
+        }
         let Some(r) = self.reload.as_mut() else {
             return;
         };
