@@ -239,6 +239,7 @@ async fn run(cfg: Arc<config::Config>, inherited: front::listeners::Inherited) -
         head_limits: cfg.server.head_limits,
         drain: front::Drain::new(),
         forwarded_allow: cfg.server.forwarded_allow_ips.clone(),
+        canary_sticky: cfg.deploy.canary_sticky.clone(),
     });
     let state = Arc::new(status::StatusState {
         snapshots: sup.snapshots(),

@@ -166,14 +166,24 @@ impl Router {
     }
 
     /// Picks the least-loaded worker, waiting up to `wait` for a free place.
+    #[cfg(test)]
     pub async fn acquire(self: &Arc<Self>, wait: Duration) -> Result<Lease, NoWorker> {
+        self.acquire_for(wait, None).await
+    }
+
+    /// [`Router::acquire`] for a client: during a canary, a `sticky` key
+    /// (a hash of the client's address, header or cookie) always picks the
+    /// same side; without one each request goes on its own.
+    pub async fn acquire_for(
+        self: &Arc<Self>,
+        wait: Duration,
+        sticky: Option<u64>,
+    ) -> Result<Lease, NoWorker> {
         // The side is chosen once per request, then kept while it waits.
-        let to_new = self
-            .in_service
-            .load()
-            .split
-            .as_ref()
-            .map(|s| s.next_is_new());
+        let to_new = self.in_service.load().split.as_ref().map(|s| match sticky {
+            Some(key) => key % 1000 < s.permille,
+            None => s.next_is_new(),
+        });
         match self.try_acquire(to_new) {
             Err(NoWorker::Busy) => {}
             done => return done,
@@ -382,6 +392,21 @@ mod tests {
         for _ in 0..20 {
             assert_eq!(router.acquire(NOW).await.unwrap().channel.serial, 1);
         }
+        // A sticky key always picks the same side, and the keys spread by
+        // the share.
+        let (new2, mut sides) = (worker(3, 8), std::collections::HashMap::new());
+        router.publish_split(
+            vec![old.channel.clone(), new2.channel.clone()],
+            vec![false, true],
+            Some(split.clone()),
+        );
+        for key in 0..1000u64 {
+            let lease = router.acquire_for(NOW, Some(key * 7919)).await.unwrap();
+            let again = router.acquire_for(NOW, Some(key * 7919)).await.unwrap();
+            assert_eq!(lease.channel.serial, again.channel.serial);
+            *sides.entry(lease.channel.serial).or_insert(0) += 1;
+        }
+        assert_eq!(sides[&3], 100, "{sides:?}");
         // Without a split, no side is counted.
         router.publish(vec![old.channel.clone()]);
         assert!(router.acquire(NOW).await.unwrap().side.is_none());

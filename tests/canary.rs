@@ -401,3 +401,41 @@ fn corral_abort_stops_a_canary_and_the_old_generation_serves_on() {
     assert_eq!(answers.last().unwrap().2, "v1");
     assert_eq!(c.get("/a").text(), "v1");
 }
+
+#[test]
+fn canary_sticky_keeps_each_cookie_on_one_generation() {
+    let dir = AppDir::new(&[
+        ("app.py", &app("v1", false, 1)),
+        (
+            "corral.toml",
+            "[app]\nmodule = \"app:app\"\n[server]\nbind = [\"127.0.0.1:0\"]\n[workers]\ncount = 2\n\
+             [deploy]\ncanary_share = 50\ncanary_duration = \"60s\"\ncanary_sticky = \"cookie:sid\"\n",
+        ),
+    ]);
+    let c = Corral::start(dir.path(), &["-c", "corral.toml"], 2);
+    std::fs::write(dir.path().join("app.py"), app("v2", false, 40)).unwrap();
+    let (code, text) = control(&c, &["reload"]);
+    assert_eq!(code, Some(0), "{text}");
+    let get = |sid: usize| {
+        let cookie = format!("theme=dark; sid={sid}");
+        request(&c.addr, "GET", "/a", &[("Cookie", cookie.as_str())], b"").text()
+    };
+    c.wait_until("the canary to serve", || {
+        (0..20).any(|sid| get(sid) == "v2")
+    });
+    let mut seen = std::collections::BTreeSet::new();
+    for sid in 0..20 {
+        let first = get(sid);
+        for _ in 0..10 {
+            assert_eq!(get(sid), first, "sid={sid} changed generation");
+        }
+        seen.insert(first);
+    }
+    assert_eq!(
+        seen.len(),
+        2,
+        "both generations serve some clients: {seen:?}"
+    );
+    let (code, text) = control(&c, &["abort"]);
+    assert_eq!(code, Some(0), "{text}");
+}

@@ -458,6 +458,22 @@ pub struct DeployConfig {
     /// Canary reloads (`deploy.canary_*`); `None`: a reload switches as
     /// soon as the new generation is in service.
     pub canary: Option<CanaryConfig>,
+    /// `deploy.canary_sticky`: what keeps a client on one generation
+    /// during a canary.
+    pub canary_sticky: Sticky,
+}
+
+/// `deploy.canary_sticky`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Sticky {
+    /// Each request on its own.
+    #[default]
+    None,
+    ClientAddress,
+    /// A header's value (the name in lower case).
+    Header(String),
+    /// A cookie's value.
+    Cookie(String),
 }
 
 /// `deploy.canary_*`: the share of requests a new generation gets first,

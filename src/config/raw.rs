@@ -497,6 +497,12 @@ pub(super) struct RawDeploy {
     /// `canary_latency_ratio`, to fail the canary: small differences of
     /// fast endpoints are noise. Default "50ms".
     pub(super) canary_latency_floor: Option<Spanned<HumanDuration>>,
+    /// Which generation a canary's requests go to: "none" (each request on
+    /// its own), "client-address" (the client's address decides, so a
+    /// client stays on one generation), "header:NAME" or "cookie:NAME" (that
+    /// header's or cookie's value decides; requests without it go on their
+    /// own). Default "none".
+    pub(super) canary_sticky: Option<Spanned<String>>,
 }
 
 /// A value written as a string or as an array of strings

@@ -23,7 +23,7 @@ use super::reply::{
 use super::upload::{self, PumpEnd};
 use super::websocket::{self, Upgrade};
 use super::{Drain, checks, forwarded};
-use crate::config::ForwardedAllow;
+use crate::config::{ForwardedAllow, Sticky};
 use crate::metrics::Metrics;
 use crate::router::{NoWorker, Router, Split};
 use crate::worker::channel::{Channel, First, Stream};
@@ -48,6 +48,31 @@ pub struct Shared {
     pub drain: Arc<Drain>,
     /// Proxies whose X-Forwarded-For and X-Forwarded-Proto count.
     pub forwarded_allow: ForwardedAllow,
+    /// What keeps a client on one generation during a canary.
+    pub canary_sticky: Sticky,
+}
+
+/// The key that keeps a client on one side of a canary, if any: a hash of
+/// its address, or of the header's or cookie's value.
+fn sticky_key(sticky: &Sticky, headers: &http::HeaderMap, conn: &ConnInfo) -> Option<u64> {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::hash::DefaultHasher::new();
+    match sticky {
+        Sticky::None => return None,
+        Sticky::ClientAddress => conn.remote_addr.hash(&mut h),
+        Sticky::Header(name) => headers.get(name.as_str())?.as_bytes().hash(&mut h),
+        Sticky::Cookie(name) => headers
+            .get_all(http::header::COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(';'))
+            .find_map(|pair| {
+                let (k, v) = pair.trim().split_once('=')?;
+                (k == name).then_some(v)
+            })?
+            .hash(&mut h),
+    }
+    Some(h.finish())
 }
 
 pub async fn handle(
@@ -177,7 +202,8 @@ async fn dispatch(
         }
     }
 
-    let lease = match shared.router.acquire(shared.timeout).await {
+    let sticky = sticky_key(&shared.canary_sticky, &parts.headers, conn);
+    let lease = match shared.router.acquire_for(shared.timeout, sticky).await {
         Ok(lease) => lease,
         Err(NoWorker::NoneInService) => return Err(unavailable("no worker is in service")),
         Err(NoWorker::Busy) => return Err(unavailable("all workers are busy")),

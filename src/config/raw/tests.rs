@@ -435,7 +435,7 @@ fn control_and_deploy_parse_errors() {
              `ready_timeout`, `revision`, `state_dir`, `rollback_hook`, `hook_timeout`, \
              `rollback`, `exit_on_boot_failure`, `strategy`, `max_surge`, `canary_share`, \
              `canary_duration`, `canary_min_requests`, `canary_confidence`, \
-             `canary_latency_ratio`, `canary_latency_floor`"
+             `canary_latency_ratio`, `canary_latency_floor`, `canary_sticky`"
     );
     assert_eq!(
         error_text("[deploy]\nrollback = true\n"),

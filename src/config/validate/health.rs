@@ -9,7 +9,7 @@ use crate::config::Overrides;
 use crate::config::raw::{RawControl, RawDeploy, RawHealth, StringOrArray};
 use crate::config::{
     Bind, BindAddr, CanaryConfig, ControlConfig, DeployConfig, HealthConfig, HumanDuration,
-    MinReady, RevisionSource, Rollback, Secret, ServerConfig, Strategy, WorkersConfig,
+    MinReady, RevisionSource, Rollback, Secret, ServerConfig, Sticky, Strategy, WorkersConfig,
 };
 
 use super::*;
@@ -339,8 +339,23 @@ impl Resolver<'_> {
             );
         }
         let canary = self.canary(&raw);
+        let canary_sticky = raw.canary_sticky.as_ref().map_or(Sticky::None, |value| {
+            match parse_sticky(value.get_ref()) {
+                Some(sticky) => sticky,
+                None => {
+                    let at = self.in_file(value.span(), "deploy.canary_sticky");
+                    self.fail(
+                        &at,
+                        "must be \"none\", \"client-address\", \"header:NAME\" or \
+                         \"cookie:NAME\", like \"cookie:sessionid\"",
+                    );
+                    Sticky::None
+                }
+            }
+        });
         DeployConfig {
             canary,
+            canary_sticky,
             ready_timeout: ready_timeout.0,
             revision,
             state_dir,
@@ -353,7 +368,8 @@ impl Resolver<'_> {
         }
     }
 
-    /// `deploy.canary_*`: off with a share of 0.
+    /// `deploy.canary_*`: off with a share of 0. (`canary_sticky` is read
+    /// on its own: `corral reload --canary` uses it too.)
     fn canary(&mut self, raw: &RawDeploy) -> Option<CanaryConfig> {
         const DEFAULT: Thresholds = Thresholds::DEFAULT;
         let (share, at) = self.pick(
@@ -495,5 +511,20 @@ impl Resolver<'_> {
             }
             _ => {}
         }
+    }
+}
+
+/// `deploy.canary_sticky`: None when it is none of the forms.
+fn parse_sticky(text: &str) -> Option<Sticky> {
+    let valid_name =
+        |name: &str| !name.is_empty() && http::HeaderName::from_bytes(name.as_bytes()).is_ok();
+    match text.split_once(':') {
+        None if text == "none" => Some(Sticky::None),
+        None if text == "client-address" => Some(Sticky::ClientAddress),
+        Some(("header", name)) if valid_name(name) => {
+            Some(Sticky::Header(name.to_ascii_lowercase()))
+        }
+        Some(("cookie", name)) if valid_name(name) => Some(Sticky::Cookie(name.to_string())),
+        _ => None,
     }
 }

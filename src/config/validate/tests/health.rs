@@ -2,7 +2,7 @@
 
 use super::*;
 use crate::config::tests::{env, resolve_text};
-use crate::config::{Env, MinReady, Overrides, WorkerCount, resolve};
+use crate::config::{Env, MinReady, Overrides, Sticky, WorkerCount, resolve};
 
 #[test]
 fn status_bind_must_not_be_a_server_address() {
@@ -657,6 +657,24 @@ fn canary_keys_and_their_problems() {
     assert_eq!(on.thresholds.latency_floor, Duration::from_millis(20));
     assert_eq!(on.thresholds.min_requests, 100);
     assert_eq!(on.thresholds.confidence, 0.999);
+    for (text, sticky) in [
+        ("none", Sticky::None),
+        ("client-address", Sticky::ClientAddress),
+        ("header:X-User", Sticky::Header("x-user".into())),
+        ("cookie:sessionid", Sticky::Cookie("sessionid".into())),
+    ] {
+        let got = deploy(&format!("canary_sticky = \"{text}\"\n")).unwrap();
+        assert_eq!(got.canary_sticky, sticky, "{text}");
+    }
+    for bad in ["ip", "header:", "cookie:a b", "header"] {
+        let err = deploy(&format!("canary_sticky = \"{bad}\"\n")).unwrap_err();
+        assert!(
+            err.contains(
+                "corral.toml:4: deploy.canary_sticky: must be \"none\", \"client-address\""
+            ),
+            "{bad}: {err}"
+        );
+    }
     let text = problems(
         "[app]\nmodule = \"m:a\"\n[deploy]\ncanary_share = 60\ncanary_duration = \"0s\"\n\
          canary_min_requests = 0\ncanary_confidence = 1.5\ncanary_latency_ratio = 0.5\n",
