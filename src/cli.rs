@@ -54,6 +54,13 @@ pub enum Command {
     Scale(ScaleArgs),
     /// Stop gracefully (like SIGTERM).
     Stop(ControlArgs),
+    /// End the running canary now: the new generation takes over without
+    /// waiting for the rest of its window.
+    Promote(ControlArgs),
+    /// End the running canary now: its workers finish their requests and
+    /// stop, the old generation serves on, and the reload counts as failed
+    /// (the rollback hook runs, `reload --wait` exits 1).
+    Abort(ControlArgs),
     /// Read a gunicorn config file (run with Python, as gunicorn runs it;
     /// gunicorn need not be installed) and print the equivalent corral.toml
     /// on stdout; every setting that has no equivalent is named on stderr,
@@ -144,6 +151,18 @@ pub struct ReloadArgs {
     /// corral]
     #[arg(long, value_name = "DURATION", value_parser = parse_timeout)]
     pub timeout: Option<HumanDuration>,
+
+    /// A canary for this reload: the new generation gets this share of the
+    /// requests (1% to 50%) beside the old one, and takes over only if it
+    /// is no worse (see [deploy] canary_* in the README) [default: deploy.canary_share of the
+    /// running corral]
+    #[arg(long, value_name = "PERCENT", value_parser = parse_share)]
+    pub canary: Option<u32>,
+
+    /// With --canary: how long the canary runs [default: deploy.canary_duration of the
+    /// running corral, else 60s]
+    #[arg(long = "for", value_name = "DURATION", value_parser = parse_timeout, requires = "canary")]
+    pub canary_for: Option<HumanDuration>,
 }
 
 /// Flags of `corral scale`.
@@ -165,6 +184,8 @@ pub enum Action {
     Reload(ReloadArgs),
     Scale(ScaleArgs),
     Stop(ControlArgs),
+    Promote(ControlArgs),
+    Abort(ControlArgs),
     ImportGunicorn(ImportArgs),
 }
 
@@ -250,6 +271,8 @@ impl Cli {
             Some(Command::Reload(args)) => Action::Reload(args),
             Some(Command::Scale(args)) => Action::Scale(args),
             Some(Command::Stop(args)) => Action::Stop(args),
+            Some(Command::Promote(args)) => Action::Promote(args),
+            Some(Command::Abort(args)) => Action::Abort(args),
             Some(Command::ImportGunicorn(args)) => Action::ImportGunicorn(args),
             None => Action::Run(self.run),
         }
@@ -263,6 +286,14 @@ fn parse_timeout(s: &str) -> Result<HumanDuration, String> {
         return Err("must be longer than 0s, like \"60s\"".into());
     }
     Ok(timeout)
+}
+
+/// `corral reload --canary`: a percentage from 1 to 50, like "10%".
+fn parse_share(s: &str) -> Result<u32, String> {
+    match s.strip_suffix('%').unwrap_or(s).trim().parse::<u32>() {
+        Ok(n @ 1..=50) => Ok(n),
+        _ => Err("must be a percentage from 1% to 50%, like 10%".into()),
+    }
 }
 
 /// `corral scale N`: a number of workers, at least 1.
@@ -594,6 +625,37 @@ mod tests {
 
     fn action(argv: &[&str]) -> Action {
         Cli::try_parse_from(argv).unwrap().into_action()
+    }
+
+    #[test]
+    fn reload_canary_flags() {
+        let Action::Reload(args) = action(&[
+            "corral", "reload", "--wait", "--canary", "10%", "--for", "2m",
+        ]) else {
+            panic!("not reload")
+        };
+        assert_eq!(args.canary, Some(10));
+        assert_eq!(
+            args.canary_for.map(|d| d.0),
+            Some(std::time::Duration::from_secs(120))
+        );
+        let Action::Reload(args) = action(&["corral", "reload", "--canary", "5"]) else {
+            panic!("not reload")
+        };
+        assert_eq!((args.canary, args.canary_for.is_none()), (Some(5), true));
+        for (argv, reason) in [
+            (
+                &["corral", "reload", "--canary", "0%"][..],
+                "from 1% to 50%",
+            ),
+            (&["corral", "reload", "--canary", "80%"], "from 1% to 50%"),
+            (&["corral", "reload", "--for", "2m"], "--canary"),
+        ] {
+            let err = Cli::try_parse_from(argv).unwrap_err().to_string();
+            assert!(err.contains(reason), "{argv:?}: {err}");
+        }
+        assert!(matches!(action(&["corral", "promote"]), Action::Promote(_)));
+        assert!(matches!(action(&["corral", "abort"]), Action::Abort(_)));
     }
 
     #[test]

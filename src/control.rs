@@ -16,15 +16,17 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixListener;
 use tokio::sync::oneshot;
 
+use crate::canary::Thresholds;
 use crate::cli::ControlArgs;
 use crate::config::{BindAddr, Place};
 use crate::private_fs;
 use crate::status::StatusState;
+use crate::supervisor::core::CanaryRun;
 use crate::supervisor::{Msg, Signal};
 
 /// A request on the control socket: `{"cmd": "status"}`, `{"cmd":
 /// "reload", "wait": true, "timeout_ms": 30000}`, `{"cmd": "scale",
-/// "count": 4}`, `{"cmd": "stop"}`.
+/// "count": 4}`, `{"cmd": "stop"}`, `{"cmd": "promote"}`, `{"cmd": "abort"}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "cmd", rename_all = "lowercase")]
 pub enum ControlRequest {
@@ -37,11 +39,22 @@ pub enum ControlRequest {
         /// The reload's deadline, instead of the configured one.
         #[serde(default)]
         timeout_ms: Option<u64>,
+        /// A canary for this reload: the new generation's share of the
+        /// requests (thousandths) and its window.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        canary_permille: Option<u64>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        canary_ms: Option<u64>,
     },
     Scale {
         count: usize,
     },
     Stop,
+    /// End the running canary now: the new generation takes over.
+    Promote,
+    /// End the running canary now: the new generation is stopped, as when
+    /// it fails.
+    Abort,
 }
 
 impl ControlRequest {
@@ -55,8 +68,12 @@ impl ControlRequest {
                 Err(e) => Err(format!("bad request: {e}")),
                 Ok(v) => match v["cmd"].as_str() {
                     Some("scale") => Err(SCALE.into()),
-                    Some("status" | "reload" | "stop") => Err(format!("bad request: {e}")),
-                    _ => Err("unknown command: use status, reload, scale or stop".into()),
+                    Some("status" | "reload" | "stop" | "promote" | "abort") => {
+                        Err(format!("bad request: {e}"))
+                    }
+                    _ => Err(
+                        "unknown command: use status, reload, scale, stop, promote or abort".into(),
+                    ),
                 },
             },
         }
@@ -79,8 +96,9 @@ pub enum ControlReply {
     },
     /// `scale`: the number of workers from now on.
     Scaled { count: usize },
-    /// `stop`: corral is stopping.
-    Stopping,
+    /// `stop` (corral is stopping), `promote`, `abort`: done, a plain
+    /// `{"ok": true}`.
+    Done,
     /// Any request that failed, and why.
     Failed(String),
 }
@@ -125,7 +143,7 @@ impl From<ControlReply> for ReplyFields {
                 f.revision = revision;
             }
             ControlReply::Scaled { count } => f.count = Some(count),
-            ControlReply::Stopping => {}
+            ControlReply::Done => {}
             ControlReply::Failed(why) => {
                 f.ok = false;
                 f.error = Some(why);
@@ -159,7 +177,7 @@ impl From<ReplyFields> for ControlReply {
             ReplyFields {
                 count: Some(count), ..
             } => ControlReply::Scaled { count },
-            _ => ControlReply::Stopping,
+            _ => ControlReply::Done,
         }
     }
 }
@@ -319,10 +337,21 @@ async fn handle(req: ControlRequest, state: &StatusState) -> ControlReply {
     let sup = &state.supervisor;
     match req {
         ControlRequest::Status => ControlReply::Status(crate::status::status(state)),
-        ControlRequest::Reload { wait, timeout_ms } => {
+        ControlRequest::Reload {
+            wait,
+            timeout_ms,
+            canary_permille,
+            canary_ms,
+        } => {
             let (tx, rx) = oneshot::channel();
             let timeout = timeout_ms.map(Duration::from_millis);
-            if sup.send(Msg::Reload(timeout, Some(tx))).is_err() {
+            let canary = canary_permille.map(|permille| CanaryRun {
+                permille: permille.clamp(1, 1000),
+                window: Duration::from_millis(
+                    canary_ms.unwrap_or(Thresholds::DEFAULT.duration.as_millis() as u64),
+                ),
+            });
+            if sup.send(Msg::Reload(timeout, canary, Some(tx))).is_err() {
                 return ControlReply::Failed("corral is stopping".into());
             }
             if !wait {
@@ -343,7 +372,19 @@ async fn handle(req: ControlRequest, state: &StatusState) -> ControlReply {
         }
         ControlRequest::Stop => {
             let _ = sup.send(Msg::Signal(Signal::Term));
-            ControlReply::Stopping
+            ControlReply::Done
+        }
+        ControlRequest::Promote | ControlRequest::Abort => {
+            let (tx, rx) = oneshot::channel();
+            let promote = req == ControlRequest::Promote;
+            if sup.send(Msg::Decide(promote, tx)).is_err() {
+                return ControlReply::Failed("corral is stopping".into());
+            }
+            match rx.await {
+                Ok(Ok(())) => ControlReply::Done,
+                Ok(Err(why)) => ControlReply::Failed(why),
+                Err(_) => ControlReply::Failed("corral is stopping".into()),
+            }
         }
     }
 }
@@ -481,13 +522,26 @@ fn full_app(app: &str) -> String {
 }
 
 /// `corral reload [--wait]`: exit 0 and the generation, or 1 and why.
-pub fn reload_cmd(path: &Path, wait: bool, timeout: Option<Duration>) -> u8 {
+///
+/// `canary`: a canary for this reload, its share in percent and its window.
+pub fn reload_cmd(
+    path: &Path,
+    wait: bool,
+    timeout: Option<Duration>,
+    canary: Option<(u32, Option<Duration>)>,
+) -> u8 {
     let req = ControlRequest::Reload {
         wait,
         timeout_ms: timeout.map(|t| t.as_millis() as u64),
+        canary_permille: canary.map(|(percent, _)| u64::from(percent) * 10),
+        canary_ms: canary.and_then(|(_, window)| window.map(|w| w.as_millis() as u64)),
     };
-    // The server answers by the reload's own deadline; wait a little longer.
-    let read_timeout = timeout.map(|t| t + Duration::from_secs(15));
+    // The server answers by the reload's own deadline (a canary's window,
+    // perhaps extended, comes on top); wait a little longer.
+    let window = canary.map_or(Duration::ZERO, |(_, w)| {
+        w.unwrap_or(Thresholds::DEFAULT.duration) * 2
+    });
+    let read_timeout = timeout.map(|t| t + window + Duration::from_secs(15));
     match request(path, &req, read_timeout) {
         Ok(ControlReply::Reloaded {
             generation,
@@ -550,11 +604,24 @@ mod tests {
     fn requests_read_as_the_clients_write_them() {
         let cases = [
             (json!({"cmd": "status"}), ControlRequest::Status),
+            (json!({"cmd": "promote"}), ControlRequest::Promote),
+            (json!({"cmd": "abort"}), ControlRequest::Abort),
+            (
+                json!({"cmd": "reload", "wait": true, "canary_permille": 100, "canary_ms": 120000}),
+                ControlRequest::Reload {
+                    wait: true,
+                    timeout_ms: None,
+                    canary_permille: Some(100),
+                    canary_ms: Some(120_000),
+                },
+            ),
             (
                 json!({"cmd": "reload", "wait": true, "timeout_ms": 5000}),
                 ControlRequest::Reload {
                     wait: true,
                     timeout_ms: Some(5000),
+                    canary_permille: None,
+                    canary_ms: None,
                 },
             ),
             (
@@ -562,6 +629,8 @@ mod tests {
                 ControlRequest::Reload {
                     wait: false,
                     timeout_ms: None,
+                    canary_permille: None,
+                    canary_ms: None,
                 },
             ),
             (
@@ -569,6 +638,8 @@ mod tests {
                 ControlRequest::Reload {
                     wait: false,
                     timeout_ms: None,
+                    canary_permille: None,
+                    canary_ms: None,
                 },
             ),
             (
@@ -594,15 +665,15 @@ mod tests {
             (r#"{"cmd": "scale", "count": -1}"#, scale),
             (
                 r#"{"cmd": "restart"}"#,
-                "unknown command: use status, reload, scale or stop",
+                "unknown command: use status, reload, scale, stop, promote or abort",
             ),
             (
                 r#"{"verb": "stop"}"#,
-                "unknown command: use status, reload, scale or stop",
+                "unknown command: use status, reload, scale, stop, promote or abort",
             ),
             (
                 r#"[1, 2]"#,
-                "unknown command: use status, reload, scale or stop",
+                "unknown command: use status, reload, scale, stop, promote or abort",
             ),
         ] {
             assert_eq!(ControlRequest::parse(line), Err(why.to_string()), "{line}");
@@ -642,7 +713,7 @@ mod tests {
                 ControlReply::Scaled { count: 4 },
                 json!({"ok": true, "count": 4}),
             ),
-            (ControlReply::Stopping, json!({"ok": true})),
+            (ControlReply::Done, json!({"ok": true})),
             (
                 ControlReply::Failed("corral is stopping".into()),
                 json!({"ok": false, "error": "corral is stopping"}),

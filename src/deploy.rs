@@ -191,6 +191,9 @@ pub struct Failure {
     pub revision: Option<String>,
     pub reason: String,
     pub detail: Option<String>,
+    /// More environment for the hook (a failed canary's figures, and
+    /// CORRAL_REASON=canary), set after the rest.
+    pub env: Vec<(String, String)>,
 }
 
 /// How the hook ended, for /status.
@@ -233,6 +236,7 @@ pub async fn run_hook(cfg: &Config, failure: &Failure) -> Option<HookRun> {
             last_good(state_dir).unwrap_or_default(),
         )
         .env("CORRAL_REASON", failure.reason.lines().next().unwrap_or(""))
+        .envs(failure.env.iter().map(|(k, v)| (k, v)))
         .env("CORRAL_ERROR_FILE", &error_file)
         .env("CORRAL_APP_DIR", &app_dir)
         .stdin(Stdio::null())

@@ -6,6 +6,7 @@
 //! while the [`front`] serves HTTP and the [`router`] picks workers.
 
 mod activation;
+mod canary;
 mod check;
 mod cli;
 mod config;
@@ -47,7 +48,13 @@ fn main() -> ExitCode {
         cli::Action::Status(args) => return ExitCode::from(status_cmd::run(&args)),
         cli::Action::Reload(args) => {
             return ExitCode::from(with_socket(&args.control, |s| {
-                control::reload_cmd(s, args.wait, args.timeout.map(|t| t.0))
+                control::reload_cmd(
+                    s,
+                    args.wait,
+                    args.timeout.map(|t| t.0),
+                    args.canary
+                        .map(|share| (share, args.canary_for.map(|f| f.0))),
+                )
             }));
         }
         cli::Action::Scale(args) => {
@@ -62,6 +69,16 @@ fn main() -> ExitCode {
         cli::Action::Stop(args) => {
             return ExitCode::from(with_socket(&args, |s| {
                 control::simple_cmd(s, control::ControlRequest::Stop, "stopping")
+            }));
+        }
+        cli::Action::Promote(args) => {
+            return ExitCode::from(with_socket(&args, |s| {
+                control::simple_cmd(s, control::ControlRequest::Promote, "canary promoted")
+            }));
+        }
+        cli::Action::Abort(args) => {
+            return ExitCode::from(with_socket(&args, |s| {
+                control::simple_cmd(s, control::ControlRequest::Abort, "canary aborted")
             }));
         }
         cli::Action::ImportGunicorn(args) => return ExitCode::from(import_gunicorn::run(&args)),
@@ -222,6 +239,7 @@ async fn run(cfg: Arc<config::Config>, inherited: front::listeners::Inherited) -
         head_limits: cfg.server.head_limits,
         drain: front::Drain::new(),
         forwarded_allow: cfg.server.forwarded_allow_ips.clone(),
+        canary_sticky: cfg.deploy.canary_sticky.clone(),
     });
     let state = Arc::new(status::StatusState {
         snapshots: sup.snapshots(),

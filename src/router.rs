@@ -9,6 +9,14 @@
 //! wait here, in corral, for the first free worker, so a slow worker never
 //! collects a queue of its own. At most `max_queued` requests wait; the
 //! next one is refused at once.
+//!
+//! During a canary reload the set carries a [`Split`]: each request
+//! independently goes to the new generation's workers for `share` of the
+//! requests (spread evenly, not at random), to the old one's for the rest;
+//! a side with no live worker sends its requests to the other. The lease
+//! says which side served, so the front adds the answer to that side's
+//! [`Tally`]. A WebSocket keeps the worker, so the generation, that
+//! accepted it.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -17,10 +25,60 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use tokio::sync::Notify;
 
+use crate::canary::Tally;
 use crate::worker::channel::Channel;
 
+/// A canary in progress: which share of requests the new generation gets,
+/// and what each side answered.
+pub struct Split {
+    pub generation: u64,
+    /// The new generation's share, in thousandths.
+    permille: u64,
+    sent: AtomicUsize,
+    pub old: Tally,
+    pub new: Tally,
+}
+
+impl Split {
+    /// The new generation's share, in percent.
+    pub fn share_percent(&self) -> f64 {
+        self.permille as f64 / 10.0
+    }
+
+    pub fn new(generation: u64, permille: u64) -> Split {
+        Split {
+            generation,
+            permille: permille.min(1000),
+            sent: AtomicUsize::new(0),
+            old: Tally::default(),
+            new: Tally::default(),
+        }
+    }
+
+    /// Whether the next request goes to the new generation: exactly
+    /// `permille` of every thousand, spread evenly.
+    fn next_is_new(&self) -> bool {
+        let n = self.sent.fetch_add(1, Ordering::Relaxed) as u64;
+        (n + 1) * self.permille / 1000 > n * self.permille / 1000
+    }
+
+    pub fn record(&self, new: bool, status: u16, elapsed: Duration) {
+        let side = if new { &self.new } else { &self.old };
+        side.record(status, elapsed);
+    }
+}
+
+/// The workers that take requests; with a split, which of them are the
+/// canary's.
+#[derive(Default)]
+struct Routing {
+    workers: Vec<Arc<Channel>>,
+    canary: Vec<bool>,
+    split: Option<Arc<Split>>,
+}
+
 pub struct Router {
-    in_service: ArcSwap<Vec<Arc<Channel>>>,
+    in_service: ArcSwap<Routing>,
     next: AtomicUsize,
     freed: Notify,
     /// Requests waiting for a place, and how many may.
@@ -52,6 +110,8 @@ impl Drop for Waiting<'_> {
 pub struct Lease {
     pub channel: Arc<Channel>,
     router: Arc<Router>,
+    /// During a canary: the split, and whether the new generation serves.
+    pub side: Option<(Arc<Split>, bool)>,
 }
 
 impl Drop for Lease {
@@ -64,7 +124,7 @@ impl Drop for Lease {
 impl Router {
     pub fn new(max_queued: usize) -> Arc<Router> {
         Arc::new(Router {
-            in_service: ArcSwap::from_pointee(Vec::new()),
+            in_service: ArcSwap::from_pointee(Routing::default()),
             next: AtomicUsize::new(0),
             freed: Notify::new(),
             waiting: AtomicUsize::new(0),
@@ -72,20 +132,59 @@ impl Router {
         })
     }
 
+    /// The canary that runs, if any.
+    pub fn split(&self) -> Option<Arc<Split>> {
+        self.in_service.load().split.clone()
+    }
+
     /// Requests waiting for a place right now.
     pub fn queued(&self) -> usize {
         self.waiting.load(Ordering::Relaxed)
     }
 
-    /// Replaces the set of workers that take requests.
+    /// Replaces the set of workers that take requests (no split).
+    #[cfg(test)]
     pub fn publish(&self, workers: Vec<Arc<Channel>>) {
-        self.in_service.store(Arc::new(workers));
+        let canary = vec![false; workers.len()];
+        self.publish_split(workers, canary, None);
+    }
+
+    /// Replaces the set, with a canary: `canary[i]` says whether
+    /// `workers[i]` belongs to the split's new generation.
+    pub fn publish_split(
+        &self,
+        workers: Vec<Arc<Channel>>,
+        canary: Vec<bool>,
+        split: Option<Arc<Split>>,
+    ) {
+        self.in_service.store(Arc::new(Routing {
+            workers,
+            canary,
+            split,
+        }));
         self.freed.notify_waiters();
     }
 
     /// Picks the least-loaded worker, waiting up to `wait` for a free place.
+    #[cfg(test)]
     pub async fn acquire(self: &Arc<Self>, wait: Duration) -> Result<Lease, NoWorker> {
-        match self.try_acquire() {
+        self.acquire_for(wait, None).await
+    }
+
+    /// [`Router::acquire`] for a client: during a canary, a `sticky` key
+    /// (a hash of the client's address, header or cookie) always picks the
+    /// same side; without one each request goes on its own.
+    pub async fn acquire_for(
+        self: &Arc<Self>,
+        wait: Duration,
+        sticky: Option<u64>,
+    ) -> Result<Lease, NoWorker> {
+        // The side is chosen once per request, then kept while it waits.
+        let to_new = self.in_service.load().split.as_ref().map(|s| match sticky {
+            Some(key) => key % 1000 < s.permille,
+            None => s.next_is_new(),
+        });
+        match self.try_acquire(to_new) {
             Err(NoWorker::Busy) => {}
             done => return done,
         }
@@ -99,7 +198,7 @@ impl Router {
             let freed = self.freed.notified();
             tokio::pin!(freed);
             freed.as_mut().enable();
-            match self.try_acquire() {
+            match self.try_acquire(to_new) {
                 Ok(lease) => return Ok(lease),
                 Err(NoWorker::NoneInService) => return Err(NoWorker::NoneInService),
                 Err(NoWorker::Busy | NoWorker::QueueFull) => {}
@@ -110,33 +209,42 @@ impl Router {
         }
     }
 
-    fn try_acquire(self: &Arc<Self>) -> Result<Lease, NoWorker> {
-        let workers = self.in_service.load();
+    fn try_acquire(self: &Arc<Self>, to_new: Option<bool>) -> Result<Lease, NoWorker> {
+        let routing = self.in_service.load();
+        let workers = &routing.workers;
         let n = workers.len();
         if n == 0 {
             return Err(NoWorker::NoneInService);
         }
+        // With a split, only the chosen side's workers, unless none of
+        // them is live.
+        let side = to_new.filter(|_| routing.split.is_some()).filter(|&new| {
+            (0..n).any(|i| routing.canary.get(i) == Some(&new) && !workers[i].is_closed())
+        });
         let start = self.next.fetch_add(1, Ordering::Relaxed);
-        let mut best: Option<(&Arc<Channel>, usize, usize)> = None;
+        let mut best: Option<(&Arc<Channel>, bool, usize, usize)> = None;
         for i in 0..n {
-            let ch = &workers[(start + i) % n];
-            if ch.is_closed() {
+            let at = (start + i) % n;
+            let ch = &workers[at];
+            let new = routing.canary.get(at).copied().unwrap_or(false);
+            if ch.is_closed() || side.is_some_and(|s| s != new) {
                 continue;
             }
             // Load is the share of the worker's capacity in use, compared
             // without division: load_a / cap_a < load_b / cap_b.
             let load = ch.in_flight.load(Ordering::Acquire);
             let cap = ch.capacity.load(Ordering::Acquire).max(1);
-            if best.is_none_or(|(_, l, c)| load * c < l * cap) {
-                best = Some((ch, load, cap));
+            if best.is_none_or(|(_, _, l, c)| load * c < l * cap) {
+                best = Some((ch, new, load, cap));
             }
         }
         match best {
-            Some((ch, load, cap)) if load < cap => {
+            Some((ch, new, load, cap)) if load < cap => {
                 ch.in_flight.fetch_add(1, Ordering::AcqRel);
                 Ok(Lease {
                     channel: ch.clone(),
                     router: self.clone(),
+                    side: routing.split.clone().map(|s| (s, new)),
                 })
             }
             Some(_) => Err(NoWorker::Busy),
@@ -257,6 +365,51 @@ mod tests {
         }
         let seen: Vec<(u64, i32)> = seen.into_iter().collect();
         assert_eq!(seen, [(1, 10), (2, 10), (3, 10)]);
+    }
+
+    #[tokio::test]
+    async fn a_split_sends_its_share_to_the_new_generation() {
+        let router = Router::new(0);
+        let (old, new) = (worker(1, 8), worker(2, 8));
+        let split = Arc::new(Split::new(2, 100));
+        router.publish_split(
+            vec![old.channel.clone(), new.channel.clone()],
+            vec![false, true],
+            Some(split.clone()),
+        );
+        let mut to_new = 0;
+        for _ in 0..1000 {
+            let lease = router.acquire(NOW).await.unwrap();
+            let (_, is_new) = lease.side.clone().expect("a side during a split");
+            assert_eq!(is_new, lease.channel.serial == 2);
+            to_new += usize::from(is_new);
+        }
+        assert_eq!(to_new, 100, "10% exactly");
+        // A side with no live worker sends its share to the other.
+        let mut gone = new;
+        gone.theirs = None;
+        until("the channel closes", || gone.channel.is_closed()).await;
+        for _ in 0..20 {
+            assert_eq!(router.acquire(NOW).await.unwrap().channel.serial, 1);
+        }
+        // A sticky key always picks the same side, and the keys spread by
+        // the share.
+        let (new2, mut sides) = (worker(3, 8), std::collections::HashMap::new());
+        router.publish_split(
+            vec![old.channel.clone(), new2.channel.clone()],
+            vec![false, true],
+            Some(split.clone()),
+        );
+        for key in 0..1000u64 {
+            let lease = router.acquire_for(NOW, Some(key * 7919)).await.unwrap();
+            let again = router.acquire_for(NOW, Some(key * 7919)).await.unwrap();
+            assert_eq!(lease.channel.serial, again.channel.serial);
+            *sides.entry(lease.channel.serial).or_insert(0) += 1;
+        }
+        assert_eq!(sides[&3], 100, "{sides:?}");
+        // Without a split, no side is counted.
+        router.publish(vec![old.channel.clone()]);
+        assert!(router.acquire(NOW).await.unwrap().side.is_none());
     }
 
     #[tokio::test]

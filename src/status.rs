@@ -179,6 +179,7 @@ async fn route(req: http::Request<hyper::body::Incoming>, state: &StatusState) -
                 "Requests waiting in corral for a worker.",
                 state.router.queued(),
             );
+            render_canary(state, &mut out);
             let mut r = text(StatusCode::OK, &out);
             r.headers_mut().insert(
                 http::header::CONTENT_TYPE,
@@ -356,6 +357,13 @@ pub fn status(state: &StatusState) -> serde_json::Value {
         "rollback_hook": snap.rollback_hook,
         "reloading": snap.reloading,
         "last_reload": snap.last_reload,
+        // While a canary runs: its share and both generations' figures.
+        "canary": state.router.split().map(|s| json!({
+            "generation": s.generation,
+            "share_percent": s.share_percent(),
+            "old": s.old.sample().json(),
+            "new": s.new.sample().json(),
+        })),
         // Fewer than min_in_service workers in service: requests go to
         // every live worker (Envoy's panic threshold).
         "panic": snap.panic,
@@ -427,6 +435,30 @@ fn render_workers(snap: &Snapshot, out: &mut String) {
         ),
     ] {
         metrics::scalar(out, name, kind, help, value);
+    }
+}
+
+/// While a canary runs: each generation's requests and 5xx answers.
+fn render_canary(state: &StatusState, out: &mut String) {
+    let Some(split) = state.router.split() else {
+        return;
+    };
+    let (old, new) = (split.old.sample(), split.new.sample());
+    for (name, help, pick) in [
+        (
+            "corral_canary_requests",
+            "Requests answered during the running canary, by generation (old: serving, new: the canary).",
+            (|s: &crate::canary::Sample| s.requests) as fn(&crate::canary::Sample) -> u64,
+        ),
+        (
+            "corral_canary_errors",
+            "5xx answers during the running canary, by generation.",
+            |s: &crate::canary::Sample| s.errors,
+        ),
+    ] {
+        metrics::header(out, name, "gauge", help);
+        let _ = writeln!(out, "{name}{{generation=\"old\"}} {}", pick(&old));
+        let _ = writeln!(out, "{name}{{generation=\"new\"}} {}", pick(&new));
     }
 }
 

@@ -51,8 +51,11 @@ fn assert_boot_failure(broken: &str, extra: &[&str], expect_in_error: &str) {
     );
     assert_eq!(status["workers"]["in_service"], 0);
     assert!(status["workers"]["boot_failures"].as_u64().unwrap() >= 1);
+    // /status can show the error before the log reader has read its line.
     assert!(
-        c.log.text().contains(expect_in_error),
+        c.log
+            .wait_for(expect_in_error, Duration::from_secs(10))
+            .is_some(),
         "log lacks {expect_in_error:?}"
     );
 

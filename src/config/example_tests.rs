@@ -244,6 +244,12 @@ fn documented_defaults() -> Vec<(String, String)> {
             let value = doc.split_once(" Default ").and_then(|(_, rest)| {
                 let value = if let Some(quoted) = rest.strip_prefix('"') {
                     format!("\"{}\"", quoted.split('"').next()?)
+                } else if rest.starts_with(|c: char| c.is_ascii_digit()) {
+                    // A number, perhaps with a fraction: "0.999.".
+                    let end = rest
+                        .find(|c: char| !c.is_ascii_digit() && c != '.')
+                        .unwrap_or(rest.len());
+                    rest[..end].trim_end_matches('.').to_owned()
                 } else if rest.starts_with('[') {
                     format!("{}]", rest.split(']').next()?)
                 } else {

@@ -455,6 +455,34 @@ pub struct DeployConfig {
     /// `workers.count` at any time. At least 1; ignored with
     /// [`Strategy::AllAtOnce`].
     pub max_surge: usize,
+    /// Canary reloads (`deploy.canary_*`); `None`: a reload switches as
+    /// soon as the new generation is in service.
+    pub canary: Option<CanaryConfig>,
+    /// `deploy.canary_sticky`: what keeps a client on one generation
+    /// during a canary.
+    pub canary_sticky: Sticky,
+}
+
+/// `deploy.canary_sticky`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Sticky {
+    /// Each request on its own.
+    #[default]
+    None,
+    ClientAddress,
+    /// A header's value (the name in lower case).
+    Header(String),
+    /// A cookie's value.
+    Cookie(String),
+}
+
+/// `deploy.canary_*`: the share of requests a new generation gets first,
+/// and the rule it must pass ([`crate::canary::judge`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CanaryConfig {
+    /// Percent of requests, 1 to 50.
+    pub share: u32,
+    pub thresholds: crate::canary::Thresholds,
 }
 
 /// The built-in rollback (`deploy.rollback`): what puts the last known good

@@ -469,6 +469,40 @@ pub(super) struct RawDeploy {
     /// `workers.count` at any time. At least 1. Ignored with "all-at-once"
     /// (it may stay set). Default 1.
     pub(super) max_surge: Option<Spanned<usize>>,
+    /// Canary reloads: the percentage of requests (1 to 50) the new
+    /// generation's first workers get for `canary_duration` while the old
+    /// generation serves the rest; it takes over only when it is no worse
+    /// (see `canary_min_requests`, `canary_confidence`,
+    /// `canary_latency_ratio`); otherwise the reload fails and the old
+    /// generation stays. 0: no canary. Default 0.
+    pub(super) canary_share: Option<Spanned<u32>>,
+    /// How long a canary runs before the new generation may take over
+    /// (extended once by as much when it has had too few requests). Longer
+    /// than 0. Default "60s".
+    pub(super) canary_duration: Option<Spanned<HumanDuration>>,
+    /// Requests the new generation must answer during a canary before any
+    /// verdict; with fewer after twice `canary_duration` the reload fails
+    /// (never promoted on no evidence). At least 1. Default 100.
+    pub(super) canary_min_requests: Option<Spanned<u64>>,
+    /// How sure corral must be that the new generation answers 5xx more
+    /// often than the old one before it fails the canary (Fisher's exact
+    /// test, one-sided: it fails when the p-value is below 1 minus this).
+    /// Between 0.5 and 1, exclusive. Default 0.999.
+    pub(super) canary_confidence: Option<Spanned<f64>>,
+    /// The canary fails when the new generation's p99 latency is more than
+    /// this many times the old one's (and `canary_latency_floor` above
+    /// it). At least 1. Default 2.0.
+    pub(super) canary_latency_ratio: Option<Spanned<f64>>,
+    /// How much slower (p99) the new generation must be, beyond
+    /// `canary_latency_ratio`, to fail the canary: small differences of
+    /// fast endpoints are noise. Default "50ms".
+    pub(super) canary_latency_floor: Option<Spanned<HumanDuration>>,
+    /// Which generation a canary's requests go to: "none" (each request on
+    /// its own), "client-address" (the client's address decides, so a
+    /// client stays on one generation), "header:NAME" or "cookie:NAME" (that
+    /// header's or cookie's value decides; requests without it go on their
+    /// own). Default "none".
+    pub(super) canary_sticky: Option<Spanned<String>>,
 }
 
 /// A value written as a string or as an array of strings

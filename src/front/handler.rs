@@ -23,9 +23,9 @@ use super::reply::{
 use super::upload::{self, PumpEnd};
 use super::websocket::{self, Upgrade};
 use super::{Drain, checks, forwarded};
-use crate::config::ForwardedAllow;
+use crate::config::{ForwardedAllow, Sticky};
 use crate::metrics::Metrics;
-use crate::router::{NoWorker, Router};
+use crate::router::{NoWorker, Router, Split};
 use crate::worker::channel::{Channel, First, Stream};
 use crate::worker::head::{ConnInfo, environ, scope};
 use crate::worker::protocol;
@@ -48,6 +48,31 @@ pub struct Shared {
     pub drain: Arc<Drain>,
     /// Proxies whose X-Forwarded-For and X-Forwarded-Proto count.
     pub forwarded_allow: ForwardedAllow,
+    /// What keeps a client on one generation during a canary.
+    pub canary_sticky: Sticky,
+}
+
+/// The key that keeps a client on one side of a canary, if any: a hash of
+/// its address, or of the header's or cookie's value.
+fn sticky_key(sticky: &Sticky, headers: &http::HeaderMap, conn: &ConnInfo) -> Option<u64> {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::hash::DefaultHasher::new();
+    match sticky {
+        Sticky::None => return None,
+        Sticky::ClientAddress => conn.remote_addr.hash(&mut h),
+        Sticky::Header(name) => headers.get(name.as_str())?.as_bytes().hash(&mut h),
+        Sticky::Cookie(name) => headers
+            .get_all(http::header::COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(';'))
+            .find_map(|pair| {
+                let (k, v) = pair.trim().split_once('=')?;
+                (k == name).then_some(v)
+            })?
+            .hash(&mut h),
+    }
+    Some(h.finish())
 }
 
 pub async fn handle(
@@ -78,12 +103,17 @@ pub async fn handle(
     // Behind a trusted proxy, the client and scheme are the ones it reports.
     let forwarded = forwarded::forwarded(req.headers(), &conn, &shared.forwarded_allow);
     let conn: &ConnInfo = forwarded.as_ref().unwrap_or(&conn);
-    let resp = match dispatch(req, &shared, conn).await {
+    let mut side = None;
+    let resp = match dispatch(req, &shared, conn, &mut side).await {
         Ok(resp) => resp,
         Err(resp) => resp,
     };
     let elapsed = start.elapsed();
     shared.metrics.record(resp.status().as_u16(), elapsed);
+    // During a canary, the generation that served counts the answer.
+    if let Some((split, new)) = side {
+        split.record(new, resp.status().as_u16(), elapsed);
+    }
     if let (Some(Ok(parts)), Some(log)) = (logged, &shared.access) {
         let bytes = resp
             .headers()
@@ -105,7 +135,14 @@ pub async fn handle(
 /// Both arms are responses: `Err` is the early answer corral gives itself.
 type Reply = Result<Response<Body>, Response<Body>>;
 
-async fn dispatch(mut req: http::Request<Incoming>, shared: &Shared, conn: &ConnInfo) -> Reply {
+/// `side` is set to the canary side that took the request, when a canary
+/// runs.
+async fn dispatch(
+    mut req: http::Request<Incoming>,
+    shared: &Shared,
+    conn: &ConnInfo,
+    side: &mut Option<(Arc<Split>, bool)>,
+) -> Reply {
     if let Some(why) = checks::refuse(req.version(), req.headers()) {
         return Err(bad_request(why));
     }
@@ -165,7 +202,8 @@ async fn dispatch(mut req: http::Request<Incoming>, shared: &Shared, conn: &Conn
         }
     }
 
-    let lease = match shared.router.acquire(shared.timeout).await {
+    let sticky = sticky_key(&shared.canary_sticky, &parts.headers, conn);
+    let lease = match shared.router.acquire_for(shared.timeout, sticky).await {
         Ok(lease) => lease,
         Err(NoWorker::NoneInService) => return Err(unavailable("no worker is in service")),
         Err(NoWorker::Busy) => return Err(unavailable("all workers are busy")),
@@ -173,6 +211,7 @@ async fn dispatch(mut req: http::Request<Incoming>, shared: &Shared, conn: &Conn
             return Err(unavailable("all workers are busy and the queue is full"));
         }
     };
+    side.clone_from(&lease.side);
     let channel = lease.channel.clone();
     let asgi = channel.is_asgi();
     let head = if asgi {

@@ -38,8 +38,8 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 pub use types::{
-    Action, BootError, Event, Exit, KillCause, Level, Phase, ProbeSettings, Reload, ReloadOutcome,
-    Settings, Sig, Slot, State, Worker, exit_of, human,
+    Action, BootError, CanaryRun, Event, Exit, KillCause, Level, Phase, ProbeSettings, Reload,
+    ReloadOutcome, Settings, Sig, Slot, State, Worker, exit_of, human,
 };
 
 pub struct Core {
@@ -208,8 +208,12 @@ impl Core {
             } => self.on_usage(now, serial, requests, rss, &mut out),
             Event::Drain => self.drain_all(now),
             Event::Stop { fast } => self.stop(now, fast, &mut out),
-            Event::Reload { timeout } => self.start_reload(now, timeout, &mut out),
+            Event::Reload { timeout, canary } => self.start_reload(now, timeout, canary, &mut out),
             Event::Scale { count } => self.scale(now, count, &mut out),
+            Event::Canary {
+                generation,
+                verdict,
+            } => self.on_canary(now, generation, verdict, &mut out),
             Event::Tick => self.tick(now, &mut out),
         }
         out

@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use super::core::{Event, Phase};
+use super::core::{CanaryRun, Event, Phase};
 use super::{Handover, Msg, ReloadDone, Signal, Supervisor, Term};
 use crate::worker::channel::ControlEvent;
 
@@ -27,8 +27,12 @@ impl Supervisor {
                 None
             }
             Msg::RolledBack(result) => self.handle_rolled_back(result),
-            Msg::Reload(timeout, waiter) => self.handle_reload(timeout, waiter),
+            Msg::Reload(timeout, canary, waiter) => self.handle_reload(timeout, canary, waiter),
             Msg::Scale(count) => Some(Event::Scale { count }),
+            Msg::Decide(promote, reply) => {
+                let _ = reply.send(self.handle_decide(promote));
+                None
+            }
             Msg::Drift(drift) => {
                 self.handle_drift(drift);
                 None
@@ -41,6 +45,33 @@ impl Supervisor {
             Msg::FrontDrained(in_time) => self.handle_front_drained(in_time),
             Msg::ReexecDeadline => self.handle_reexec_deadline(),
         }
+    }
+
+    /// `corral promote` / `corral abort`: the running canary ends now,
+    /// judged by the operator (its figures so far go with it).
+    fn handle_decide(&mut self, promote: bool) -> Result<(), String> {
+        let running = self
+            .core
+            .reload
+            .as_ref()
+            .filter(|r| r.canary == Some(false));
+        let (Some(r), Some(split)) = (running, self.split.clone()) else {
+            return Err("no canary is running".into());
+        };
+        let generation = r.generation;
+        let verdict = if promote {
+            tracing::info!("canary of generation {generation}: promoted by `corral promote`");
+            Ok(())
+        } else {
+            Err("aborted by `corral abort`".into())
+        };
+        self.canary_judged(
+            generation,
+            verdict,
+            &split.old.sample(),
+            &split.new.sample(),
+        );
+        Ok(())
     }
 
     fn handle_control(serial: u64, event: ControlEvent) -> Option<Event> {
@@ -162,13 +193,17 @@ impl Supervisor {
         if self.core.reload.is_none() {
             self.start_generation(self.core.next_generation());
         }
-        Some(Event::Reload { timeout: None })
+        Some(Event::Reload {
+            timeout: None,
+            canary: None,
+        })
     }
 
     /// `corral reload [--wait]`: the waiter hears how the reload ended.
     fn handle_reload(
         &mut self,
         timeout: Option<Duration>,
+        canary: Option<CanaryRun>,
         waiter: Option<Waiter>,
     ) -> Option<Event> {
         if self.stopping() {
@@ -181,7 +216,7 @@ impl Supervisor {
         if self.core.reload.is_none() {
             self.start_generation(self.core.next_generation());
         }
-        Some(Event::Reload { timeout })
+        Some(Event::Reload { timeout, canary })
     }
 
     /// The built-in rollback put the good code back: reload it (once; see
@@ -201,7 +236,10 @@ impl Supervisor {
         tracing::warn!("rollback: {what}; reloading the restored code as generation {generation}");
         self.policy.rolled_back(generation);
         self.start_generation(generation);
-        Some(Event::Reload { timeout: None })
+        Some(Event::Reload {
+            timeout: None,
+            canary: None,
+        })
     }
 
     fn handle_ttin(&mut self) -> Option<Event> {

@@ -25,12 +25,12 @@ use tokio::sync::{mpsc, watch};
 
 use crate::config::Config;
 use crate::front::Front;
-use crate::router::Router;
+use crate::router::{Router, Split};
 use crate::worker::channel::{Channel, ControlEvent};
 use crate::worker::pidfd::Process;
 use crate::worker::process::Launcher;
 use crate::worker::stacks::Stacks;
-use core::{Action, Core, Event, Level, ProbeSettings, Settings, Sig};
+use core::{Action, CanaryRun, Core, Event, Level, ProbeSettings, Settings, Sig};
 use policy::{Policy, PolicySettings};
 pub use snapshot::{Snapshot, rss_bytes};
 
@@ -139,10 +139,14 @@ pub enum Msg {
     /// how it ended: Ok(generation and revision) or Err(reason and traceback).
     Reload(
         Option<Duration>,
+        Option<core::CanaryRun>,
         Option<tokio::sync::oneshot::Sender<Result<ReloadDone, String>>>,
     ),
     /// Run this many workers.
     Scale(usize),
+    /// `corral promote` (true) or `corral abort` (false): end the running
+    /// canary now; the sender hears whether one was running.
+    Decide(bool, tokio::sync::oneshot::Sender<Result<(), String>>),
     /// What a revision check found: the drift message, or None.
     Drift(Option<String>),
     /// `server.shutdown_delay` after a TERM has passed.
@@ -206,6 +210,13 @@ pub struct Supervisor {
     accept_gate: Option<watch::Sender<bool>>,
     /// What systemd has been told.
     notifier: crate::systemd::Notifier,
+    /// The canary that runs (its share and both generations' figures), and
+    /// the routing set last published, which it splits.
+    split: Option<Arc<Split>>,
+    published: Vec<u64>,
+    /// A failed canary's figures for the rollback hook: its generation and
+    /// the environment.
+    canary_env: Option<(u64, Vec<(String, String)>)>,
 }
 
 impl Supervisor {
@@ -239,6 +250,13 @@ impl Supervisor {
             reload_timeout: cfg.deploy.ready_timeout,
             rolling: (cfg.deploy.strategy == crate::config::Strategy::Rolling)
                 .then_some(cfg.deploy.max_surge),
+            canary: cfg.deploy.canary.map(|c| {
+                CanaryRun {
+                    permille: u64::from(c.share) * 10,
+                    window: c.thresholds.duration,
+                }
+                .settings()
+            }),
         });
         let started = Instant::now();
         let last_good = crate::deploy::last_good(&cfg.deploy.state_dir);
@@ -268,6 +286,7 @@ impl Supervisor {
                 exit_on_boot_failure: cfg.deploy.exit_on_boot_failure,
                 builtin_rollback: cfg.deploy.rollback != crate::config::Rollback::None,
                 hook: cfg.deploy.rollback_hook.is_some(),
+                canary: cfg.deploy.canary.map(|c| c.thresholds),
             }),
             hook: None,
             exit_code: 0,
@@ -281,6 +300,9 @@ impl Supervisor {
             handover: Handover::None,
             accept_gate: None,
             notifier: crate::systemd::Notifier::default(),
+            split: None,
+            published: Vec::new(),
+            canary_env: None,
             cfg,
         }
     }
@@ -343,11 +365,14 @@ impl Supervisor {
         let mut usage = tokio::time::interval(Duration::from_millis(500));
         usage.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
+            // A canary is judged at least this often.
+            let canary_check = self.split.as_ref().map(|_| Instant::now() + CANARY_CHECK);
             let deadline = self
                 .core
                 .next_deadline()
                 .into_iter()
                 .chain(self.next_timer())
+                .chain(canary_check)
                 .min();
             let events = tokio::select! {
                 msg = self.rx.recv() => match msg {
@@ -488,12 +513,13 @@ impl Supervisor {
                     }
                 }
                 Action::Probe { serial } => self.probe(serial),
+                Action::Route(route) => {
+                    self.split = route
+                        .map(|(generation, permille)| Arc::new(Split::new(generation, permille)));
+                    self.route(self.published.clone());
+                }
                 Action::Publish(serials) => {
-                    let list = serials
-                        .iter()
-                        .filter_map(|s| self.channels.get(s).cloned())
-                        .collect();
-                    self.router.publish(list);
+                    self.route(serials);
                     // /status and /health/ready agree with the router (and
                     // with the log lines that follow) at once.
                     self.publish_snapshot();
@@ -505,6 +531,24 @@ impl Supervisor {
             }
         }
         exit
+    }
+
+    /// Hands the routing set to the router, split when a canary runs.
+    fn route(&mut self, serials: Vec<u64>) {
+        let (list, canary) = serials
+            .iter()
+            .filter_map(|s| {
+                let ch = self.channels.get(s)?.clone();
+                let generation = self.core.workers.get(s).map(|w| w.generation);
+                let new = self
+                    .split
+                    .as_ref()
+                    .is_some_and(|sp| Some(sp.generation) == generation);
+                Some((ch, new))
+            })
+            .unzip();
+        self.router.publish_split(list, canary, self.split.clone());
+        self.published = serials;
     }
 
     fn spawn(&mut self, slot: usize, serial: u64, generation: u64) -> Event {
@@ -616,6 +660,9 @@ impl Supervisor {
 
 /// Longest a child's exit waits for its channel's last words.
 const EXIT_HOLD: Duration = Duration::from_millis(500);
+
+/// How often a running canary is judged when nothing else happens.
+const CANARY_CHECK: Duration = Duration::from_millis(250);
 
 /// Exit code when no worker could boot and `exit_on_boot_failure` is set.
 pub const EXIT_BOOT_FAILURE: i32 = 3;

@@ -13,12 +13,18 @@
 //!   and none is in service, the rollback runs once, or corral exits when
 //!   `exit_on_boot_failure` is set;
 //! - the code a built-in rollback restored is not rolled back again when it
-//!   fails too (no loop between two broken revisions).
+//!   fails too (no loop between two broken revisions);
+//! - a canary's window starts when the first worker of its generation is in
+//!   service; from then on each round judges the figures of both
+//!   generations ([`crate::canary::judge`]) until a verdict, given once.
+
+use std::time::{Duration, Instant};
 
 use super::core::{Core, Phase, ReloadOutcome};
+use crate::canary::{Sample, Thresholds, Verdict, judge};
 
 /// What the policy is configured to do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct PolicySettings {
     /// `[deploy] exit_on_boot_failure`.
     pub exit_on_boot_failure: bool,
@@ -26,6 +32,8 @@ pub struct PolicySettings {
     pub builtin_rollback: bool,
     /// `[deploy] rollback_hook` is set.
     pub hook: bool,
+    /// `[deploy] canary_*`, when canary reloads are on.
+    pub canary: Option<Thresholds>,
 }
 
 /// What the policy needs to know of the worker table.
@@ -46,12 +54,33 @@ pub struct View {
     /// The first slot's boot error (a traceback), if any.
     pub first_error: Option<String>,
     pub last_reload: Option<ReloadOutcome>,
+    pub now: Instant,
+    /// A canary that runs: its generation, its workers in service, and
+    /// its window when the reload asked for its own.
+    pub canary: Option<(u64, usize, Option<Duration>)>,
+    /// The figures of the old and the new generation so far (the
+    /// supervisor reads them from the router).
+    pub samples: Option<(Sample, Sample)>,
 }
 
 impl View {
-    pub fn of(core: &Core) -> View {
+    pub fn of(core: &Core, now: Instant) -> View {
         let generation = core.generation;
+        let canary = core
+            .reload
+            .as_ref()
+            .filter(|r| r.canary == Some(false))
+            .map(|r| {
+                let serving = core
+                    .in_service()
+                    .filter(|w| w.generation == r.generation)
+                    .count();
+                (r.generation, serving, r.window)
+            });
         View {
+            now,
+            canary,
+            samples: None,
             generation,
             reloading: core.reload.is_some(),
             active: core.active(),
@@ -88,6 +117,14 @@ pub enum Decision {
         detail: Option<String>,
         builtin: bool,
     },
+    /// The canary of `generation` is judged: it passed (`Ok`) or failed
+    /// (`Err(why)`), on these figures of the old and the new generation.
+    Canary {
+        generation: u64,
+        verdict: Result<(), String>,
+        old: Sample,
+        new: Sample,
+    },
 }
 
 #[derive(Debug)]
@@ -101,6 +138,9 @@ pub struct Policy {
     cold_ran: bool,
     /// The generation a built-in rollback reloaded, if any.
     rollback_generation: Option<u64>,
+    /// The canary that runs: its generation and when its window started
+    /// (None until its first worker is in service).
+    canary: Option<(u64, Option<Instant>)>,
 }
 
 impl Policy {
@@ -111,7 +151,45 @@ impl Policy {
             handled_failure: None,
             cold_ran: false,
             rollback_generation: None,
+            canary: None,
         }
+    }
+
+    /// The canary's verdict, once its window has started: judged on every
+    /// round until it is not [`Verdict::Wait`].
+    fn canary_step(&mut self, v: &View, out: &mut Vec<Decision>) {
+        let Some((generation, serving, window)) = v.canary else {
+            return;
+        };
+        // A reload may ask for a canary the config does not set up: the
+        // default rule, with its own window.
+        let mut t = self.settings.canary.unwrap_or(Thresholds::DEFAULT);
+        if let Some(window) = window {
+            t.duration = window;
+        }
+        if self.canary.is_none_or(|(g, _)| g != generation) {
+            self.canary = Some((generation, None));
+        }
+        let Some((_, since)) = self.canary.as_mut() else {
+            return;
+        };
+        if since.is_none() && serving > 0 {
+            *since = Some(v.now);
+        }
+        let (Some(since), Some((old, new))) = (*since, &v.samples) else {
+            return;
+        };
+        let verdict = match judge(&t, old, new, v.now.saturating_duration_since(since)) {
+            Verdict::Wait => return,
+            Verdict::Pass => Ok(()),
+            Verdict::Fail(why) => Err(why),
+        };
+        out.push(Decision::Canary {
+            generation,
+            verdict,
+            old: old.clone(),
+            new: new.clone(),
+        });
     }
 
     /// The last generation recorded as good; 0 before the first.
@@ -128,6 +206,7 @@ impl Policy {
     /// What to do after a round of events.
     pub fn step(&mut self, v: &View) -> Vec<Decision> {
         let mut out = Vec::new();
+        self.canary_step(v, &mut out);
         if v.generation > self.recorded_good
             && !v.reloading
             && v.active > 0

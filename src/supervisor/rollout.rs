@@ -5,7 +5,9 @@
 //! the built-in rollback), systemd's view of it all, and the answers to
 //! `reload --wait`.
 
-use super::core::{Phase, ReloadOutcome};
+use std::time::Instant;
+
+use super::core::{Event, Phase, ReloadOutcome};
 use super::policy::{Decision, View};
 use super::{EXIT_BOOT_FAILURE, Handover, Msg, ReloadDone, Signal, Supervisor};
 
@@ -54,8 +56,19 @@ impl Supervisor {
     /// After each round of events: asks the deploy policy what follows
     /// from the worker table and does it.
     pub(super) fn deploy_bookkeeping(&mut self) {
-        for decision in self.policy.step(&View::of(&self.core)) {
+        let mut view = View::of(&self.core, Instant::now());
+        view.samples = self
+            .split
+            .as_ref()
+            .map(|s| (s.old.sample(), s.new.sample()));
+        for decision in self.policy.step(&view) {
             match decision {
+                Decision::Canary {
+                    generation,
+                    verdict,
+                    old,
+                    new,
+                } => self.canary_judged(generation, verdict, &old, &new),
                 Decision::Good(generation) => self.record_good(generation),
                 Decision::ExitBootFailure => {
                     tracing::error!(
@@ -75,6 +88,45 @@ impl Supervisor {
                 } => self.roll_back(generation, reason, detail, builtin),
             }
         }
+    }
+
+    /// The canary of `generation` was judged: the core promotes or stops
+    /// it; a failure's figures go to the rollback hook, the log and
+    /// `reload --wait`; then the policy looks again (a failed reload sets
+    /// off the rollback).
+    pub(super) fn canary_judged(
+        &mut self,
+        generation: u64,
+        verdict: Result<(), String>,
+        old: &crate::canary::Sample,
+        new: &crate::canary::Sample,
+    ) {
+        let old_generation = self.core.generation;
+        let table = crate::canary::table(old_generation, generation, old, new);
+        let verdict = verdict.map_err(|why| {
+            let mut env = crate::canary::env(old, new);
+            env.push(("CORRAL_REASON".into(), "canary".into()));
+            env.push(("CORRAL_CANARY_VERDICT".into(), why.clone()));
+            self.canary_env = Some((generation, env));
+            (format!("canary failed: {why}"), Some(table.clone()))
+        });
+        tracing::info!(
+            "canary of generation {generation}: {}\n{}",
+            if verdict.is_ok() { "passed" } else { "failed" },
+            table.trim_end()
+        );
+        let actions = self.core.on_event(
+            Instant::now(),
+            Event::Canary {
+                generation,
+                verdict,
+            },
+        );
+        if self.perform(actions) {
+            let _ = self.tx.send(Msg::Signal(Signal::Quit));
+        }
+        self.answer_waiters();
+        self.deploy_bookkeeping();
     }
 
     /// `generation` is all in service: it is the last known good one. A
@@ -108,10 +160,15 @@ impl Supervisor {
     /// built-in rollback, off this loop; the results come back as
     /// [`Msg::HookDone`] and [`Msg::RolledBack`].
     fn roll_back(&self, generation: u64, reason: String, detail: Option<String>, builtin: bool) {
+        let env = match &self.canary_env {
+            Some((g, env)) if *g == generation => env.clone(),
+            _ => Vec::new(),
+        };
         let failure = crate::deploy::Failure {
             revision: self.gens.get(&generation).and_then(|g| g.revision.clone()),
             reason,
             detail,
+            env,
         };
         let cfg = self.cfg.clone();
         let tx = self.tx.clone();
@@ -151,6 +208,15 @@ impl Supervisor {
                 _ => None,
             },
             monotonic_usec: crate::systemd::monotonic_usec(),
+            canary: self.split.as_ref().map(|s| {
+                let (old, new) = (s.old.sample(), s.new.sample());
+                format!(
+                    "canary {}%: {:.1}% errors vs {:.1}%",
+                    s.share_percent(),
+                    100.0 * new.error_rate(),
+                    100.0 * old.error_rate()
+                )
+            }),
         };
         if let Some(message) = self.notifier.update(&service) {
             crate::systemd::notify(&message);

@@ -433,7 +433,9 @@ fn control_and_deploy_parse_errors() {
         error_text("[deploy]\nready_timout = \"1m\"\n"),
         "corral.toml:2: deploy.ready_timout: unknown key `ready_timout`, expected one of \
              `ready_timeout`, `revision`, `state_dir`, `rollback_hook`, `hook_timeout`, \
-             `rollback`, `exit_on_boot_failure`, `strategy`, `max_surge`"
+             `rollback`, `exit_on_boot_failure`, `strategy`, `max_surge`, `canary_share`, \
+             `canary_duration`, `canary_min_requests`, `canary_confidence`, \
+             `canary_latency_ratio`, `canary_latency_floor`, `canary_sticky`"
     );
     assert_eq!(
         error_text("[deploy]\nrollback = true\n"),

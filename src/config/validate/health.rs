@@ -4,11 +4,12 @@
 use std::path::Path;
 use std::time::Duration;
 
+use crate::canary::Thresholds;
 use crate::config::Overrides;
 use crate::config::raw::{RawControl, RawDeploy, RawHealth, StringOrArray};
 use crate::config::{
-    Bind, BindAddr, ControlConfig, DeployConfig, HealthConfig, HumanDuration, MinReady,
-    RevisionSource, Rollback, Secret, ServerConfig, Strategy, WorkersConfig,
+    Bind, BindAddr, CanaryConfig, ControlConfig, DeployConfig, HealthConfig, HumanDuration,
+    MinReady, RevisionSource, Rollback, Secret, ServerConfig, Sticky, Strategy, WorkersConfig,
 };
 
 use super::*;
@@ -337,7 +338,24 @@ impl Resolver<'_> {
                  run), like 1",
             );
         }
+        let canary = self.canary(&raw);
+        let canary_sticky = raw.canary_sticky.as_ref().map_or(Sticky::None, |value| {
+            match parse_sticky(value.get_ref()) {
+                Some(sticky) => sticky,
+                None => {
+                    let at = self.in_file(value.span(), "deploy.canary_sticky");
+                    self.fail(
+                        &at,
+                        "must be \"none\", \"client-address\", \"header:NAME\" or \
+                         \"cookie:NAME\", like \"cookie:sessionid\"",
+                    );
+                    Sticky::None
+                }
+            }
+        });
         DeployConfig {
+            canary,
+            canary_sticky,
             ready_timeout: ready_timeout.0,
             revision,
             state_dir,
@@ -348,6 +366,80 @@ impl Resolver<'_> {
             strategy,
             max_surge,
         }
+    }
+
+    /// `deploy.canary_*`: off with a share of 0. (`canary_sticky` is read
+    /// on its own: `corral reload --canary` uses it too.)
+    fn canary(&mut self, raw: &RawDeploy) -> Option<CanaryConfig> {
+        const DEFAULT: Thresholds = Thresholds::DEFAULT;
+        let (share, at) = self.pick(
+            (None, ""),
+            (raw.canary_share.as_ref(), "deploy.canary_share"),
+            0,
+        );
+        if share > 50 {
+            self.fail(
+                &at,
+                "must be a percentage from 1 to 50 (the new generation's share of the \
+                 requests), like 10, or 0 for no canary",
+            );
+        }
+        let (duration, at) = self.pick(
+            (None, ""),
+            (raw.canary_duration.as_ref(), "deploy.canary_duration"),
+            HumanDuration(DEFAULT.duration),
+        );
+        if duration.0.is_zero() {
+            self.fail(&at, "must be longer than 0s, like \"60s\"");
+        }
+        let (min_requests, at) = self.pick(
+            (None, ""),
+            (
+                raw.canary_min_requests.as_ref(),
+                "deploy.canary_min_requests",
+            ),
+            DEFAULT.min_requests,
+        );
+        if min_requests == 0 {
+            self.fail(&at, "must be at least 1, like 100");
+        }
+        let (confidence, at) = self.pick(
+            (None, ""),
+            (raw.canary_confidence.as_ref(), "deploy.canary_confidence"),
+            DEFAULT.confidence,
+        );
+        if !(confidence > 0.5 && confidence < 1.0) {
+            self.fail(&at, "must be between 0.5 and 1 (exclusive), like 0.999");
+        }
+        let (latency_ratio, at) = self.pick(
+            (None, ""),
+            (
+                raw.canary_latency_ratio.as_ref(),
+                "deploy.canary_latency_ratio",
+            ),
+            DEFAULT.latency_ratio,
+        );
+        if !(latency_ratio >= 1.0 && latency_ratio.is_finite()) {
+            self.fail(&at, "must be at least 1, like 2.0");
+        }
+        let (floor, _) = self.pick(
+            (None, ""),
+            (
+                raw.canary_latency_floor.as_ref(),
+                "deploy.canary_latency_floor",
+            ),
+            HumanDuration(DEFAULT.latency_floor),
+        );
+        (share > 0).then_some(CanaryConfig {
+            share,
+            thresholds: Thresholds {
+                duration: duration.0,
+                min_requests,
+                confidence,
+                latency_ratio,
+                latency_floor: floor.0,
+            },
+        })
     }
 
     /// A command from the file (`deploy.revision`, `deploy.rollback_hook`),
@@ -419,5 +511,20 @@ impl Resolver<'_> {
             }
             _ => {}
         }
+    }
+}
+
+/// `deploy.canary_sticky`: None when it is none of the forms.
+fn parse_sticky(text: &str) -> Option<Sticky> {
+    let valid_name =
+        |name: &str| !name.is_empty() && http::HeaderName::from_bytes(name.as_bytes()).is_ok();
+    match text.split_once(':') {
+        None if text == "none" => Some(Sticky::None),
+        None if text == "client-address" => Some(Sticky::ClientAddress),
+        Some(("header", name)) if valid_name(name) => {
+            Some(Sticky::Header(name.to_ascii_lowercase()))
+        }
+        Some(("cookie", name)) if valid_name(name) => Some(Sticky::Cookie(name.to_string())),
+        _ => None,
     }
 }

@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use super::{Action, Core, Level, Phase, Reload, ReloadOutcome, Sig, Slot, State};
+use super::{Action, CanaryRun, Core, Level, Phase, Reload, ReloadOutcome, Sig, Slot, State};
 
 impl Core {
     /// The number the next reload's generation gets: a failed generation's
@@ -93,6 +93,7 @@ impl Core {
         &mut self,
         now: Instant,
         timeout: Option<Duration>,
+        run: Option<CanaryRun>,
         out: &mut Vec<Action>,
     ) {
         if self.phase != Phase::Running {
@@ -116,12 +117,19 @@ impl Core {
             Some(surge) if surge < slots.len() => slots.split_off(surge.max(1)),
             _ => Vec::new(),
         };
+        let canary = run.map(CanaryRun::settings).or(self.settings.canary);
+        let hold = canary.map_or(Duration::ZERO, |c| c.hold);
         self.reload = Some(Reload {
             generation,
             started: now,
-            deadline: now + timeout.unwrap_or(self.settings.reload_timeout),
+            deadline: now + timeout.unwrap_or(self.settings.reload_timeout) + hold,
             pending,
+            canary: canary.map(|_| false),
+            window: run.map(|r| r.window),
         });
+        if let Some(c) = canary {
+            out.push(Action::Route(Some((generation, c.permille))));
+        }
         out.push(Action::Log(
             Level::Info,
             format!(
@@ -164,6 +172,9 @@ impl Core {
         let Some(r) = self.reload.take() else {
             return;
         };
+        if r.canary.is_some() {
+            out.push(Action::Route(None));
+        }
         out.push(Action::Log(
             Level::Error,
             format!(
@@ -178,11 +189,19 @@ impl Core {
             detail,
         });
         let mut unpublish = false;
+        let signals_from = out.len();
         for slot in 0..self.slots.len() {
             if let Some(next) = self.slots[slot].successor.take()
                 && let Some(w) = self.workers.get_mut(&next)
             {
                 unpublish |= w.state.live();
+                // A canary's workers served real requests: they finish
+                // those (SIGTERM, as in a drain) rather than drop them.
+                if r.canary.is_some() && w.state.live() {
+                    self.drain(now, next, out);
+                    self.set_recycling(slot, false);
+                    continue;
+                }
                 w.stop_by(now, now + self.settings.quit_grace);
                 out.push(Action::Signal {
                     serial: next,
@@ -194,8 +213,46 @@ impl Core {
         }
         // Spawns of the new generation not reported yet are dropped.
         self.spawning.retain(|_, (_, g)| *g != r.generation);
-        if unpublish {
+        if r.canary.is_some() {
+            // Out of the routing set before the signals: no new request
+            // reaches a worker told to stop.
+            let publish = self.publish();
+            out.insert(signals_from, publish);
+        } else if unpublish {
             out.push(self.publish());
+        }
+    }
+
+    /// The deploy policy's verdict on a canary: a pass lets the new
+    /// generation take over as in any reload; a failure stops it.
+    pub(super) fn on_canary(
+        &mut self,
+        now: Instant,
+        generation: u64,
+        verdict: Result<(), (String, Option<String>)>,
+        out: &mut Vec<Action>,
+    ) {
+        // A stop has begun: the verdict changes nothing any more.
+        if self.phase != Phase::Running {
+            return;
+        }
+        let Some(r) = self.reload.as_mut() else {
+            return;
+        };
+        if r.generation != generation || r.canary != Some(false) {
+            return;
+        }
+        match verdict {
+            Ok(()) => {
+                r.canary = Some(true);
+                out.push(Action::Log(
+                    Level::Info,
+                    format!("canary passed: generation {generation} takes over"),
+                ));
+                self.promote_successors(now, out);
+                out.push(self.publish());
+            }
+            Err((reason, detail)) => self.fail_reload(now, &reason, detail, out),
         }
     }
 
@@ -274,7 +331,8 @@ impl Core {
                 id.and_then(|id| self.workers.get(&id))
                     .is_some_and(|w| w.generation == r.generation && w.state == State::InService)
             });
-            if !ready {
+            // A canary holds the switch until it passed.
+            if !ready || r.canary == Some(false) {
                 return;
             }
             self.reload_done(now, false, out);
@@ -322,6 +380,15 @@ impl Core {
         let Some(generation) = self.reload.as_ref().map(|r| r.generation) else {
             return;
         };
+        // During a canary the first successors serve their share beside
+        // the old workers, and take no slot yet.
+        if self
+            .reload
+            .as_ref()
+            .is_some_and(|r| r.canary == Some(false))
+        {
+            return;
+        }
         for slot in 0..self.slots.len() {
             let Some(next) = self.slots[slot].successor else {
                 continue;
@@ -373,6 +440,9 @@ impl Core {
     /// Ends the reload in progress: its generation is now the current one.
     pub(super) fn reload_done(&mut self, now: Instant, rolling: bool, out: &mut Vec<Action>) {
         let r = self.reload.take().expect("a reload in progress");
+        if r.canary.is_some() {
+            out.push(Action::Route(None));
+        }
         self.generation = r.generation;
         self.last_reload = Some(ReloadOutcome::Done {
             generation: r.generation,

@@ -1,6 +1,7 @@
 //! Life-cycle rules with a fake clock: every test drives [`Core`] with
 //! events at chosen instants and checks the actions it asks for.
 
+use super::types::CanarySettings;
 use super::*;
 
 /// Shorthands for the events every test sends, so a test reads as its
@@ -60,6 +61,7 @@ fn settings(count: usize) -> Settings {
         seed: 42,
         reload_timeout: Duration::from_secs(30),
         rolling: None,
+        canary: None,
     }
 }
 
@@ -656,7 +658,13 @@ fn boot_all(core: &mut Core, actions: &[Action], t: Instant) -> Vec<u64> {
 fn a_reload_moves_traffic_only_when_the_whole_new_generation_is_in_service() {
     let t0 = Instant::now();
     let (mut core, old) = running(2, t0);
-    let a = core.on_event(t0, Event::Reload { timeout: None });
+    let a = core.on_event(
+        t0,
+        Event::Reload {
+            timeout: None,
+            canary: None,
+        },
+    );
     let new = boot_all(&mut core, &a, t0);
     assert_eq!(new.len(), 2, "a successor per slot");
     let a = core.booted(t0, new[0], 1.0);
@@ -696,7 +704,13 @@ fn a_reload_moves_traffic_only_when_the_whole_new_generation_is_in_service() {
 fn a_reload_whose_new_code_fails_to_boot_leaves_the_old_generation_untouched() {
     let t0 = Instant::now();
     let (mut core, old) = running(2, t0);
-    let a = core.on_event(t0, Event::Reload { timeout: None });
+    let a = core.on_event(
+        t0,
+        Event::Reload {
+            timeout: None,
+            canary: None,
+        },
+    );
     let new = boot_all(&mut core, &a, t0);
     core.booted(t0, new[0], 1.0);
     core.boot_failed(t0, new[1], "Traceback...\nSyntaxError: invalid syntax");
@@ -732,7 +746,13 @@ fn a_reload_whose_new_code_fails_to_boot_leaves_the_old_generation_untouched() {
 fn a_reload_that_does_not_come_up_in_time_fails_at_its_deadline() {
     let t0 = Instant::now();
     let (mut core, old) = running(1, t0);
-    let a = core.on_event(t0, Event::Reload { timeout: None });
+    let a = core.on_event(
+        t0,
+        Event::Reload {
+            timeout: None,
+            canary: None,
+        },
+    );
     boot_all(&mut core, &a, t0);
     assert_eq!(core.next_deadline(), Some(t0 + Duration::from_secs(30)));
     core.on_event(
@@ -797,7 +817,13 @@ fn a_rolling_reload_replaces_one_slot_at_a_time_within_max_surge() {
         core.booted(t0, serial, 1.0);
         old.push(serial);
     }
-    let mut a = core.on_event(t0, Event::Reload { timeout: None });
+    let mut a = core.on_event(
+        t0,
+        Event::Reload {
+            timeout: None,
+            canary: None,
+        },
+    );
     let mut max_alive = 0;
     for round in 0..3 {
         let s = spawns(&a);
@@ -951,7 +977,16 @@ fn after_sigterm_nothing_starts_even_when_a_worker_exits_before_the_stop() {
         rss: None,
     };
     assert!(spawns(&core.on_event(later, recycle)).is_empty());
-    assert!(spawns(&core.on_event(later, Event::Reload { timeout: None })).is_empty());
+    assert!(
+        spawns(&core.on_event(
+            later,
+            Event::Reload {
+                timeout: None,
+                canary: None,
+            }
+        ))
+        .is_empty()
+    );
     assert!(spawns(&core.on_event(later, Event::Scale { count: 4 })).is_empty());
     let a = core.on_event(later, Event::Stop { fast: false });
     assert_eq!(signals(&a), vec![(101, Sig::Term)]);
@@ -1096,4 +1131,137 @@ fn a_protocol_error_on_a_draining_worker_kills_it_for_that_cause() {
             cause: KillCause::ProtocolError
         }
     );
+}
+
+fn canary(count: usize) -> Settings {
+    Settings {
+        canary: Some(CanarySettings {
+            permille: 100,
+            hold: Duration::from_secs(125),
+        }),
+        ..settings(count)
+    }
+}
+
+fn running_with(settings: Settings, t0: Instant) -> (Core, Vec<u64>) {
+    let mut core = Core::new(settings);
+    let mut serials = Vec::new();
+    for (slot, serial) in spawns(&core.start()) {
+        core.spawned(t0, serial, 100 + slot as u32);
+        core.booted(t0, serial, 5.0);
+        serials.push(serial);
+    }
+    (core, serials)
+}
+
+#[test]
+fn a_canary_holds_the_switch_until_it_passes() {
+    let t0 = Instant::now();
+    let (mut core, old) = running_with(canary(2), t0);
+    let a = core.on_event(
+        t0,
+        Event::Reload {
+            timeout: None,
+            canary: None,
+        },
+    );
+    assert!(a.contains(&Action::Route(Some((2, 100)))), "{a:?}");
+    // Its deadline leaves room for the canary's window.
+    assert_eq!(
+        core.reload.as_ref().map(|r| r.deadline),
+        Some(t0 + Duration::from_secs(30 + 125))
+    );
+    let new = boot_all(&mut core, &a, t0);
+    core.booted(t0, new[0], 1.0);
+    let a = core.booted(t0, new[1], 1.0);
+    // All in service: both generations take requests (the router splits),
+    // nothing drains, the old one still serves.
+    assert_eq!(published(&a), Some(vec![old[0], old[1], new[0], new[1]]));
+    assert!(signals(&a).is_empty());
+    assert_eq!(core.generation, 1);
+    // A verdict for another generation changes nothing.
+    let a = core.on_event(
+        t0,
+        Event::Canary {
+            generation: 7,
+            verdict: Ok(()),
+        },
+    );
+    assert!(a.is_empty());
+    let a = core.on_event(
+        t0,
+        Event::Canary {
+            generation: 2,
+            verdict: Ok(()),
+        },
+    );
+    assert_eq!(published(&a), Some(vec![new[0], new[1]]));
+    assert!(a.contains(&Action::Route(None)));
+    assert_eq!(signals(&a), vec![(100, Sig::Term), (101, Sig::Term)]);
+    assert_eq!(core.generation, 2);
+}
+
+#[test]
+fn a_failed_canary_stops_the_new_generation_and_leaves_the_old_untouched() {
+    let t0 = Instant::now();
+    let (mut core, old) = running_with(canary(2), t0);
+    let a = core.on_event(
+        t0,
+        Event::Reload {
+            timeout: None,
+            canary: None,
+        },
+    );
+    let new = boot_all(&mut core, &a, t0);
+    core.booted(t0, new[0], 1.0);
+    let verdict = Err(("canary failed: 5xx".to_string(), Some("table".to_string())));
+    let a = core.on_event(
+        t0,
+        Event::Canary {
+            generation: 2,
+            verdict,
+        },
+    );
+    assert!(a.contains(&Action::Route(None)));
+    assert_eq!(published(&a), Some(old.clone()));
+    // The one in service finishes its requests; the one booting stops.
+    assert_eq!(signals(&a), vec![(300, Sig::Term), (301, Sig::Quit)]);
+    assert_eq!(core.generation, 1);
+    assert!(matches!(
+        &core.last_reload,
+        Some(ReloadOutcome::Failed { generation: 2, reason, detail: Some(d), .. })
+            if reason == "canary failed: 5xx" && d == "table"
+    ));
+}
+
+#[test]
+fn a_rolling_canary_keeps_its_first_successors_beside_the_old_workers() {
+    let t0 = Instant::now();
+    let (mut core, old) = running_with(
+        Settings {
+            rolling: Some(1),
+            ..canary(3)
+        },
+        t0,
+    );
+    let a = core.on_event(
+        t0,
+        Event::Reload {
+            timeout: None,
+            canary: None,
+        },
+    );
+    let new = boot_all(&mut core, &a, t0);
+    assert_eq!(new.len(), 1, "max_surge at a time");
+    let a = core.booted(t0, new[0], 1.0);
+    assert_eq!(published(&a), Some(vec![old[0], old[1], old[2], new[0]]));
+    assert!(signals(&a).is_empty(), "no slot is taken during the canary");
+    let a = core.on_event(
+        t0,
+        Event::Canary {
+            generation: 2,
+            verdict: Ok(()),
+        },
+    );
+    assert_eq!(signals(&a), vec![(100, Sig::Term)], "then the roll goes on");
 }

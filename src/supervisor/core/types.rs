@@ -177,6 +177,37 @@ pub struct Settings {
     /// Rolling reloads with at most this many extra workers at a time
     /// (None: all at once).
     pub rolling: Option<usize>,
+    /// Canary reloads (None: a reload switches once it is in service).
+    pub canary: Option<CanarySettings>,
+}
+
+/// `[deploy] canary_*` as far as the core is concerned: the new
+/// generation's share of requests, and how much longer than
+/// `reload_timeout` a reload may take (the canary's longest window).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CanarySettings {
+    pub permille: u64,
+    pub hold: Duration,
+}
+
+/// A canary asked for by one reload (`corral reload --canary 10% --for
+/// 2m`): the share in thousandths, and the window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CanaryRun {
+    pub permille: u64,
+    pub window: Duration,
+}
+
+impl CanaryRun {
+    /// How much longer than its `reload_timeout` a reload with this canary
+    /// may take: twice the window (it may be extended), and a margin so the
+    /// verdict, not the deadline, ends it.
+    pub fn settings(self) -> CanarySettings {
+        CanarySettings {
+            permille: self.permille,
+            hold: self.window * 2 + Duration::from_secs(5),
+        }
+    }
 }
 
 /// A reload in progress: generation `generation` is booting beside the
@@ -189,6 +220,12 @@ pub struct Reload {
     pub deadline: Instant,
     /// Rolling: slots whose successor has not started yet.
     pub pending: Vec<usize>,
+    /// A canary reload: None without one; Some(false) while it runs (the
+    /// new generation gets its share and takes no slot); Some(true) once it
+    /// passed.
+    pub canary: Option<bool>,
+    /// The canary's window when the reload asked for its own.
+    pub window: Option<Duration>,
 }
 
 /// How the last reload ended.
@@ -290,10 +327,18 @@ pub enum Event {
     /// be all in service within `timeout` (default: reload_timeout).
     Reload {
         timeout: Option<Duration>,
+        /// A canary for this reload, in place of `[deploy] canary_*`.
+        canary: Option<CanaryRun>,
     },
     /// Run this many workers (`corral scale`, TTIN/TTOU).
     Scale {
         count: usize,
+    },
+    /// The deploy policy judged the canary of `generation`: it passed
+    /// (`Ok`), or failed (`Err(reason, detail)`).
+    Canary {
+        generation: u64,
+        verdict: Result<(), (String, Option<String>)>,
     },
     Tick,
 }
@@ -317,6 +362,10 @@ pub enum Action {
     },
     /// The workers that take requests now.
     Publish(Vec<u64>),
+    /// From now on (and until the next `Route`) the workers of this
+    /// generation get this share (thousandths) of the requests; None: no
+    /// split. The next `Publish` carries it to the router.
+    Route(Option<(u64, u64)>),
     Log(Level, String),
     /// Every worker is gone after a stop: the supervisor may exit.
     Exit,

@@ -1,6 +1,6 @@
 //! The deploy policy's rules, one view of the worker table at a time.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::*;
 
@@ -9,6 +9,7 @@ fn settings(hook: bool, builtin_rollback: bool) -> PolicySettings {
         exit_on_boot_failure: false,
         builtin_rollback,
         hook,
+        canary: None,
     }
 }
 
@@ -24,6 +25,9 @@ fn serving(generation: u64, active: usize) -> View {
         every_slot_failed: false,
         first_error: None,
         last_reload: None,
+        now: Instant::now(),
+        canary: None,
+        samples: None,
     }
 }
 
@@ -199,4 +203,93 @@ fn exit_on_boot_failure_exits_at_a_cold_start_instead_of_rolling_back() {
         ..serving(1, 1)
     };
     assert!(matches!(p.step(&v).as_slice(), [Decision::Rollback { .. }]));
+}
+
+fn canary_rules() -> PolicySettings {
+    PolicySettings {
+        canary: Some(Thresholds {
+            duration: Duration::from_secs(60),
+            min_requests: 100,
+            confidence: 0.999,
+            latency_ratio: 2.0,
+            latency_floor: Duration::from_millis(50),
+        }),
+        ..settings(true, false)
+    }
+}
+
+/// Generation 1 serves; generation 2's canary runs with `serving` of its
+/// workers in service, at `now`, with these figures (old, new).
+fn canary_at(now: Instant, serving_new: usize, old: u64, new: (u64, u64)) -> View {
+    let ms = Duration::from_millis(5);
+    View {
+        reloading: true,
+        now,
+        canary: Some((2, serving_new, None)),
+        samples: Some((Sample::of(old, 0, ms), Sample::of(new.0, new.1, ms))),
+        ..serving(1, 2)
+    }
+}
+
+fn verdicts(d: &[Decision]) -> Vec<Result<(), String>> {
+    d.iter()
+        .filter_map(|d| match d {
+            Decision::Canary { verdict, .. } => Some(verdict.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_canary_window_starts_when_its_first_worker_is_in_service() {
+    let t0 = Instant::now();
+    let s = Duration::from_secs;
+    let mut p = Policy::new(canary_rules());
+    p.step(&serving(1, 2));
+    // Booting for a long time: no window yet, no verdict.
+    assert_eq!(verdicts(&p.step(&canary_at(t0, 0, 0, (0, 0)))), vec![]);
+    assert_eq!(
+        verdicts(&p.step(&canary_at(t0 + s(100), 0, 0, (0, 0)))),
+        vec![]
+    );
+    // In service at 100 s: the window runs to 160 s.
+    let started = t0 + s(100);
+    assert_eq!(verdicts(&p.step(&canary_at(started, 1, 0, (0, 0)))), vec![]);
+    assert_eq!(
+        verdicts(&p.step(&canary_at(started + s(59), 1, 900, (100, 0)))),
+        vec![]
+    );
+    assert_eq!(
+        verdicts(&p.step(&canary_at(started + s(60), 1, 900, (100, 0)))),
+        vec![Ok(())]
+    );
+}
+
+#[test]
+fn a_canary_fails_early_on_errors_and_never_passes_on_no_evidence() {
+    let t0 = Instant::now();
+    let s = Duration::from_secs;
+    let mut p = Policy::new(canary_rules());
+    p.step(&serving(1, 2));
+    p.step(&canary_at(t0, 1, 0, (0, 0)));
+    let got = verdicts(&p.step(&canary_at(t0 + s(5), 1, 900, (100, 25))));
+    assert!(
+        matches!(&got[..], [Err(why)] if why.starts_with("5xx on 25.0%")),
+        "{got:?}"
+    );
+
+    // Another reload, generation 3, with almost no traffic.
+    let quiet = |at: Instant| View {
+        canary: Some((3, 2, None)),
+        ..canary_at(at, 2, 40, (4, 0))
+    };
+    let mut p = Policy::new(canary_rules());
+    p.step(&serving(1, 2));
+    p.step(&quiet(t0));
+    assert_eq!(verdicts(&p.step(&quiet(t0 + s(60)))), vec![], "extended");
+    let got = verdicts(&p.step(&quiet(t0 + s(120))));
+    assert!(
+        matches!(&got[..], [Err(why)] if why.starts_with("too little traffic")),
+        "{got:?}"
+    );
 }

@@ -2,7 +2,7 @@
 
 use super::*;
 use crate::config::tests::{env, resolve_text};
-use crate::config::{Env, MinReady, Overrides, WorkerCount, resolve};
+use crate::config::{Env, MinReady, Overrides, Sticky, WorkerCount, resolve};
 
 #[test]
 fn status_bind_must_not_be_a_server_address() {
@@ -635,4 +635,59 @@ fn rollback_and_strategy_problems() {
     let text = "[app]\nmodule = \"m:a\"\n[deploy]\nrevision = \"none\"\n\
                     rollback = \"git-reset\"\nstrategy = \"\"\nmax_surge = 0\n";
     assert!(problems(text, &none).starts_with("3 problems in the configuration:"));
+}
+
+#[test]
+fn canary_keys_and_their_problems() {
+    let deploy = |text: &str| {
+        let text = format!("[app]\nmodule = \"m:a\"\n[deploy]\n{text}");
+        resolve_text(&text, &Overrides::default())
+            .map(|c| c.deploy)
+            .map_err(|e| e.to_string())
+    };
+    assert_eq!(deploy("").unwrap().canary, None, "off by default");
+    assert_eq!(deploy("canary_share = 0\n").unwrap().canary, None);
+    let on =
+        deploy("canary_share = 10\ncanary_duration = \"2m\"\ncanary_latency_floor = \"20ms\"\n")
+            .unwrap()
+            .canary
+            .unwrap();
+    assert_eq!(on.share, 10);
+    assert_eq!(on.thresholds.duration, Duration::from_secs(120));
+    assert_eq!(on.thresholds.latency_floor, Duration::from_millis(20));
+    assert_eq!(on.thresholds.min_requests, 100);
+    assert_eq!(on.thresholds.confidence, 0.999);
+    for (text, sticky) in [
+        ("none", Sticky::None),
+        ("client-address", Sticky::ClientAddress),
+        ("header:X-User", Sticky::Header("x-user".into())),
+        ("cookie:sessionid", Sticky::Cookie("sessionid".into())),
+    ] {
+        let got = deploy(&format!("canary_sticky = \"{text}\"\n")).unwrap();
+        assert_eq!(got.canary_sticky, sticky, "{text}");
+    }
+    for bad in ["ip", "header:", "cookie:a b", "header"] {
+        let err = deploy(&format!("canary_sticky = \"{bad}\"\n")).unwrap_err();
+        assert!(
+            err.contains(
+                "corral.toml:4: deploy.canary_sticky: must be \"none\", \"client-address\""
+            ),
+            "{bad}: {err}"
+        );
+    }
+    let text = problems(
+        "[app]\nmodule = \"m:a\"\n[deploy]\ncanary_share = 60\ncanary_duration = \"0s\"\n\
+         canary_min_requests = 0\ncanary_confidence = 1.5\ncanary_latency_ratio = 0.5\n",
+        &Overrides::default(),
+    );
+    for line in [
+        "5 problems in the configuration:",
+        "  corral.toml:4: deploy.canary_share: must be a percentage from 1 to 50",
+        "  corral.toml:5: deploy.canary_duration: must be longer than 0s, like \"60s\"",
+        "  corral.toml:6: deploy.canary_min_requests: must be at least 1, like 100",
+        "  corral.toml:7: deploy.canary_confidence: must be between 0.5 and 1 (exclusive), like 0.999",
+        "  corral.toml:8: deploy.canary_latency_ratio: must be at least 1, like 2.0",
+    ] {
+        assert!(text.contains(line), "missing {line:?} in:\n{text}");
+    }
 }
