@@ -27,6 +27,7 @@ mod status;
 mod status_cmd;
 mod supervisor;
 mod systemd;
+mod tls;
 mod worker;
 
 use std::io::IsTerminal;

@@ -258,6 +258,8 @@ pub struct ServerConfig {
     pub head_limits: HeadLimits,
     /// Where corral writes its pid, if anywhere.
     pub pid_file: Option<PathBuf>,
+    /// HTTPS on every bind (`[server.tls]`), if configured.
+    pub tls: Option<crate::tls::TlsFiles>,
 }
 
 /// A value that must not show up in logs or debug output (the status
