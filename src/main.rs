@@ -211,6 +211,18 @@ async fn run(cfg: Arc<config::Config>, inherited: front::listeners::Inherited) -
         eprintln!("error: cannot install signal handlers: {e}");
         return 1;
     }
+    // Read again here (the config check read them too): they may have
+    // changed in between.
+    let tls = match cfg.server.tls.clone().map(tls::Tls::new).transpose() {
+        Ok(tls) => tls.map(Arc::new),
+        Err(e) => {
+            eprintln!("error: [server.tls] {}: {e}", e.key());
+            return 1;
+        }
+    };
+    if let Some(tls) = &tls {
+        sup.set_tls(tls.clone());
+    }
     let metrics = Arc::new(metrics::Metrics::default());
     let shared = Arc::new(front::handler::Shared {
         router: router.clone(),
@@ -223,6 +235,7 @@ async fn run(cfg: Arc<config::Config>, inherited: front::listeners::Inherited) -
         head_limits: cfg.server.head_limits,
         drain: front::Drain::new(),
         forwarded_allow: cfg.server.forwarded_allow_ips.clone(),
+        tls: tls.clone(),
     });
     let state = Arc::new(status::StatusState {
         snapshots: sup.snapshots(),

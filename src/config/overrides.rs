@@ -302,6 +302,11 @@ pub struct Overrides {
     #[arg(short = 'p', long = "pid", value_name = "FILE", env = "CORRAL_PID")]
     pub pid: Option<PathBuf>,
 
+    /// The most HTTP/2 streams one connection may have open at once
+    /// [toml: server.max_concurrent_streams] [default: 100]
+    #[arg(long, value_name = "N", env = "CORRAL_MAX_CONCURRENT_STREAMS")]
+    pub max_concurrent_streams: Option<u32>,
+
     /// Serve HTTPS on every --bind address with this PEM certificate (and its
     /// chain) [toml: server.tls.certfile] [default: none, plain HTTP]
     #[arg(long, value_name = "FILE", env = "CORRAL_CERTFILE")]

@@ -236,6 +236,10 @@ pub(super) struct RawServer {
     /// followed), mode 0644, and removed when corral exits cleanly while it
     /// still holds corral's pid. Default: none.
     pub(super) pid_file: Option<Spanned<String>>,
+    /// The most HTTP/2 streams (requests) one connection may have open at
+    /// once (SETTINGS_MAX_CONCURRENT_STREAMS); more are refused with
+    /// RST_STREAM. At least 1. Default 100.
+    pub(super) max_concurrent_streams: Option<Spanned<u32>>,
     /// `[server.tls]`: HTTPS (and HTTP/2 by ALPN) on every `bind` address.
     #[serde(default)]
     pub(super) tls: RawTls,

@@ -48,6 +48,8 @@ pub struct Shared {
     pub drain: Arc<Drain>,
     /// Proxies whose X-Forwarded-For and X-Forwarded-Proto count.
     pub forwarded_allow: ForwardedAllow,
+    /// TLS on every app bind (`[server.tls]`).
+    pub tls: Option<Arc<crate::tls::Tls>>,
 }
 
 pub async fn handle(

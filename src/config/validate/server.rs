@@ -144,6 +144,14 @@ impl Resolver<'_> {
                  like 10000",
             );
         }
+        let (max_concurrent_streams, at) = self.pick(
+            (args.max_concurrent_streams.as_ref(), "--max-concurrent-streams"),
+            (raw.max_concurrent_streams.as_ref(), "server.max_concurrent_streams"),
+            100,
+        );
+        if max_concurrent_streams == 0 {
+            self.fail(&at, "must be at least 1, like 100");
+        }
         let (max_queued, _) = self.pick(
             (args.max_queued.as_ref(), "--max-queued"),
             (raw.max_queued.as_ref(), "server.max_queued"),
@@ -180,6 +188,7 @@ impl Resolver<'_> {
             forwarded_allow_ips,
             head_limits,
             pid_file,
+            max_concurrent_streams,
             tls,
         }
     }
@@ -224,7 +233,13 @@ impl Resolver<'_> {
         let (certfile, keyfile) = match (certfile, keyfile) {
             (Some(c), Some(k)) => (c, k),
             (None, None) => {
-                if let Some((name, at)) = at_of.first() {
+                // The example's `cert_reqs = "none"` and `min_version` are
+                // fine without TLS; asking for client certificates is not.
+                let asks = at_of.iter().find(|(name, _)| {
+                    *name == "ca_certs"
+                        || (*name == "cert_reqs" && cert_reqs != Some(crate::tls::CertReqs::None))
+                });
+                if let Some((name, at)) = asks {
                     let message = format!(
                         "{name} is set but TLS is off: set certfile and keyfile (--certfile, --keyfile) to serve HTTPS, or remove it"
                     );
