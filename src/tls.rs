@@ -173,7 +173,8 @@ fn private_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
     let pem = read("keyfile", path)?;
     // PKCS#8 "ENCRYPTED PRIVATE KEY", or OpenSSL's legacy encrypted PEM.
     let text = String::from_utf8_lossy(&pem);
-    if text.contains("-----BEGIN ENCRYPTED PRIVATE KEY-----") || text.contains("Proc-Type: 4,ENCRYPTED")
+    if text.contains("-----BEGIN ENCRYPTED PRIVATE KEY-----")
+        || text.contains("Proc-Type: 4,ENCRYPTED")
     {
         return Err(TlsError::EncryptedKey {
             path: path.to_owned(),

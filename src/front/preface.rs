@@ -29,7 +29,14 @@ pub async fn sniff(mut io: Box<dyn Io>) -> io::Result<(Box<dyn Io>, bool)> {
         seen.extend_from_slice(&buf[..n]);
     }
     let h2 = seen == PREFACE;
-    Ok((Box::new(Prefixed { head: seen, at: 0, io }), h2))
+    Ok((
+        Box::new(Prefixed {
+            head: seen,
+            at: 0,
+            io,
+        }),
+        h2,
+    ))
 }
 
 /// A stream with bytes already read from it put back in front.

@@ -9,8 +9,8 @@ use crate::config::Overrides;
 use std::path::{Path, PathBuf};
 
 use crate::config::raw::{RawServer, RawTls};
-use crate::tls::TlsFiles;
 use crate::config::{Bind, BindAddr, ByteSize, Env, ForwardedAllow, HumanDuration, ServerConfig};
+use crate::tls::TlsFiles;
 
 use super::*;
 
@@ -145,8 +145,14 @@ impl Resolver<'_> {
             );
         }
         let (max_concurrent_streams, at) = self.pick(
-            (args.max_concurrent_streams.as_ref(), "--max-concurrent-streams"),
-            (raw.max_concurrent_streams.as_ref(), "server.max_concurrent_streams"),
+            (
+                args.max_concurrent_streams.as_ref(),
+                "--max-concurrent-streams",
+            ),
+            (
+                raw.max_concurrent_streams.as_ref(),
+                "server.max_concurrent_streams",
+            ),
             100,
         );
         if max_concurrent_streams == 0 {
@@ -213,15 +219,43 @@ impl Resolver<'_> {
                 this.fail(&at, "is empty: give the path of a PEM file");
                 return None;
             }
-            let base = if flag.is_some() { this.cwd } else { this.file_dir() };
+            let base = if flag.is_some() {
+                this.cwd
+            } else {
+                this.file_dir()
+            };
             let path = absolute(base, Path::new(&path));
             at_of.push((name, at));
             Some(path)
         };
-        let certfile = path(self, args.certfile.as_ref(), raw.certfile, "certfile", "--certfile");
-        let keyfile = path(self, args.keyfile.as_ref(), raw.keyfile, "keyfile", "--keyfile");
-        let ca_certs = path(self, args.ca_certs.as_ref(), raw.ca_certs, "ca_certs", "--ca-certs");
-        let cert_reqs = self.tls_choice(args.cert_reqs, raw.cert_reqs, "cert_reqs", "--cert-reqs", &mut at_of);
+        let certfile = path(
+            self,
+            args.certfile.as_ref(),
+            raw.certfile,
+            "certfile",
+            "--certfile",
+        );
+        let keyfile = path(
+            self,
+            args.keyfile.as_ref(),
+            raw.keyfile,
+            "keyfile",
+            "--keyfile",
+        );
+        let ca_certs = path(
+            self,
+            args.ca_certs.as_ref(),
+            raw.ca_certs,
+            "ca_certs",
+            "--ca-certs",
+        );
+        let cert_reqs = self.tls_choice(
+            args.cert_reqs,
+            raw.cert_reqs,
+            "cert_reqs",
+            "--cert-reqs",
+            &mut at_of,
+        );
         let min_version = self.tls_choice(
             args.tls_min_version,
             raw.min_version,
@@ -229,7 +263,12 @@ impl Resolver<'_> {
             "--tls-min-version",
             &mut at_of,
         );
-        let at = |name: &str| at_of.iter().find(|(n, _)| *n == name).map(|(_, at)| at.clone());
+        let at = |name: &str| {
+            at_of
+                .iter()
+                .find(|(n, _)| *n == name)
+                .map(|(_, at)| at.clone())
+        };
         let (certfile, keyfile) = match (certfile, keyfile) {
             (Some(c), Some(k)) => (c, k),
             (None, None) => {
@@ -249,12 +288,18 @@ impl Resolver<'_> {
             }
             (Some(_), None) => {
                 let at = at("certfile").expect("set above");
-                self.fail(&at, "needs keyfile (--keyfile): the certificate's private key in PEM");
+                self.fail(
+                    &at,
+                    "needs keyfile (--keyfile): the certificate's private key in PEM",
+                );
                 return None;
             }
             (None, Some(_)) => {
                 let at = at("keyfile").expect("set above");
-                self.fail(&at, "needs certfile (--certfile): the server's certificate in PEM");
+                self.fail(
+                    &at,
+                    "needs certfile (--certfile): the server's certificate in PEM",
+                );
                 return None;
             }
         };
