@@ -262,7 +262,13 @@ async fn run(cfg: Arc<config::Config>, inherited: front::listeners::Inherited) -
     );
     control::serve(control.listener, state);
     for l in &listeners.server {
-        tracing::info!("listening on {}", l.describe());
+        let addr = l.describe();
+        match (&tls, addr.strip_prefix("http://")) {
+            (Some(_), Some(rest)) => {
+                tracing::info!("listening on https://{rest} (TLS, HTTP/2 and HTTP/1.1)")
+            }
+            _ => tracing::info!("listening on {addr}"),
+        }
     }
     tracing::info!(
         "starting {} worker(s) ({}) for {} with {} ({}){}",
