@@ -336,3 +336,48 @@ fn reload_reads_a_new_certificate_and_keeps_the_old_one_when_the_new_is_bad() {
     assert_eq!(served_subject(app.path(), &c.addr), "CN=second");
     assert!(c.log.text().contains("no PEM certificate"));
 }
+
+const WS_ECHO: &str = "async def app(scope, receive, send):\n    if scope['type'] != 'websocket':\n        return\n    await receive()\n    await send({'type': 'websocket.accept'})\n    while True:\n        msg = await receive()\n        if msg['type'] != 'websocket.receive':\n            return\n        await send({'type': 'websocket.send', 'text': scope['scheme'] + ' ' + msg['text']})\n";
+
+#[tokio::test(flavor = "multi_thread")]
+async fn websockets_work_over_tls_as_wss() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_rustls::rustls;
+    use tokio_tungstenite::tungstenite::Message;
+
+    let app = AppDir::new(&[("app.py", WS_ECHO)]);
+    make_certs(app.path(), "localhost");
+    let mut args = vec!["app:app", "--interface", "asgi"];
+    args.extend(tls_args());
+    let dir = app.path().to_owned();
+    let c = tokio::task::spawn_blocking(move || Corral::start(&dir, &args, 1))
+        .await
+        .unwrap();
+    let mut roots = rustls::RootCertStore::empty();
+    let ca = std::fs::read(app.path().join("ca.pem")).unwrap();
+    let ca = rustls_pki_types::pem::PemObject::from_pem_slice(&ca).unwrap();
+    roots.add(ca).unwrap();
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+    let step = async {
+        let tcp = tokio::net::TcpStream::connect(&c.addr).await.unwrap();
+        let name = rustls_pki_types::ServerName::try_from("127.0.0.1").unwrap();
+        let tls = connector.connect(name, tcp).await.expect("TLS handshake");
+        let url = format!("wss://{}/ws", c.addr);
+        let (mut ws, _) = tokio_tungstenite::client_async(url, tls)
+            .await
+            .expect("WebSocket handshake");
+        ws.send(Message::text("hello")).await.unwrap();
+        let reply = ws.next().await.expect("a reply").unwrap();
+        assert_eq!(reply.into_text().unwrap().as_str(), "wss hello");
+    };
+    tokio::time::timeout(Duration::from_secs(20), step)
+        .await
+        .expect("within 20 s");
+}
