@@ -1,11 +1,18 @@
 //! The HTTP front: serves on the sockets of the [`listeners`] table,
-//! terminates HTTP/1.x with hyper (parsing, limits, keep-alive, timeouts are
-//! all handled here, in Rust) and hands each request to [`handler`];
-//! WebSocket upgrades for ASGI apps go on to [`websocket`].
+//! terminates TLS (`crate::tls`, in each connection's own task) and HTTP
+//! with hyper (parsing, limits, keep-alive, timeouts are all handled here,
+//! in Rust) and hands each request to [`handler`]; WebSocket upgrades for
+//! ASGI apps go on to [`websocket`]. A connection speaks HTTP/2 when ALPN
+//! chose `h2`, or on a plain bind when it opens with HTTP/2's preface
+//! ([`preface`], h2c with prior knowledge); else HTTP/1.x. hyper's own
+//! `server::conn::auto` builder is not used: it has no HTTP/1
+//! `max_header_size`, which `max_header_bytes` needs.
 //!
 //! What a client may cost is bounded here: at most `server.max_connections`
-//! connections (then corral stops accepting; [`conn`]), `keepalive` to send
-//! a request head of at most `max_header_bytes` (hyper), `body_timeout`
+//! connections (then corral stops accepting; [`conn`]), `keepalive` to
+//! finish a TLS handshake and to send a request head of at most
+//! `max_header_bytes` (hyper; on HTTP/2 the decoded header list), at most
+//! `max_concurrent_streams` HTTP/2 streams per connection, `body_timeout`
 //! between two body bytes ([`upload`] and the handler), `send_timeout`
 //! without taking a response byte ([`conn`]).
 
