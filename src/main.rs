@@ -28,6 +28,7 @@ mod status;
 mod status_cmd;
 mod supervisor;
 mod systemd;
+mod tls;
 mod worker;
 
 use std::io::IsTerminal;
@@ -227,6 +228,18 @@ async fn run(cfg: Arc<config::Config>, inherited: front::listeners::Inherited) -
         eprintln!("error: cannot install signal handlers: {e}");
         return 1;
     }
+    // Read again here (the config check read them too): they may have
+    // changed in between.
+    let tls = match cfg.server.tls.clone().map(tls::Tls::new).transpose() {
+        Ok(tls) => tls.map(Arc::new),
+        Err(e) => {
+            eprintln!("error: [server.tls] {}: {e}", e.key());
+            return 1;
+        }
+    };
+    if let Some(tls) = &tls {
+        sup.set_tls(tls.clone());
+    }
     let metrics = Arc::new(metrics::Metrics::default());
     let shared = Arc::new(front::handler::Shared {
         router: router.clone(),
@@ -240,6 +253,7 @@ async fn run(cfg: Arc<config::Config>, inherited: front::listeners::Inherited) -
         drain: front::Drain::new(),
         forwarded_allow: cfg.server.forwarded_allow_ips.clone(),
         canary_sticky: cfg.deploy.canary_sticky.clone(),
+        tls: tls.clone(),
     });
     let state = Arc::new(status::StatusState {
         snapshots: sup.snapshots(),
@@ -266,7 +280,13 @@ async fn run(cfg: Arc<config::Config>, inherited: front::listeners::Inherited) -
     );
     control::serve(control.listener, state);
     for l in &listeners.server {
-        tracing::info!("listening on {}", l.describe());
+        let addr = l.describe();
+        match (&tls, addr.strip_prefix("http://")) {
+            (Some(_), Some(rest)) => {
+                tracing::info!("listening on https://{rest} (TLS, HTTP/2 and HTTP/1.1)")
+            }
+            _ => tracing::info!("listening on {addr}"),
+        }
     }
     tracing::info!(
         "starting {} worker(s) ({}) for {} with {} ({}){}",

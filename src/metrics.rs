@@ -24,6 +24,10 @@ pub struct Metrics {
     body_timeouts: AtomicU64,
     /// Connections closed: no response byte taken for `server.send_timeout`.
     send_timeouts: AtomicU64,
+    /// TLS handshakes that failed (`[server.tls]`).
+    tls_handshake_failures: AtomicU64,
+    /// Requests by HTTP version: 1.0 (and 0.9), 1.1, 2.
+    by_version: [AtomicU64; 3],
     /// The last minutes second by second, for the status page.
     pub history: History,
 }
@@ -58,6 +62,20 @@ impl Metrics {
 
     pub fn body_timed_out(&self) {
         self.body_timeouts.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn tls_handshake_failed(&self) {
+        self.tls_handshake_failures.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts one request by its HTTP version.
+    pub fn request_version(&self, version: http::Version) {
+        let i = match version {
+            http::Version::HTTP_2 => 2,
+            http::Version::HTTP_11 => 1,
+            _ => 0,
+        };
+        self.by_version[i].fetch_add(1, Ordering::Relaxed);
     }
 
     pub fn send_timed_out(&self) {
@@ -128,8 +146,27 @@ impl Metrics {
                 "Connections closed: the client took no response byte for server.send_timeout.",
                 load(&self.send_timeouts),
             ),
+            (
+                "corral_tls_handshake_failures_total",
+                "counter",
+                "TLS handshakes that failed (server.tls): bad or missing client certificates, protocol errors, timeouts.",
+                load(&self.tls_handshake_failures),
+            ),
         ] {
             scalar(out, name, kind, help, value);
+        }
+        header(
+            out,
+            "corral_requests_by_version_total",
+            "counter",
+            "Requests received, by HTTP version.",
+        );
+        for (version, count) in ["1.0", "1.1", "2"].iter().zip(&self.by_version) {
+            let _ = writeln!(
+                out,
+                "corral_requests_by_version_total{{version=\"{version}\"}} {}",
+                load(count)
+            );
         }
     }
 }

@@ -258,6 +258,10 @@ pub struct ServerConfig {
     pub head_limits: HeadLimits,
     /// Where corral writes its pid, if anywhere.
     pub pid_file: Option<PathBuf>,
+    /// HTTP/2 streams open at once on one connection.
+    pub max_concurrent_streams: u32,
+    /// HTTPS on every bind (`[server.tls]`), if configured.
+    pub tls: Option<crate::tls::TlsFiles>,
 }
 
 /// A value that must not show up in logs or debug output (the status

@@ -302,6 +302,35 @@ pub struct Overrides {
     #[arg(short = 'p', long = "pid", value_name = "FILE", env = "CORRAL_PID")]
     pub pid: Option<PathBuf>,
 
+    /// The most HTTP/2 streams one connection may have open at once
+    /// [toml: server.max_concurrent_streams] [default: 100]
+    #[arg(long, value_name = "N", env = "CORRAL_MAX_CONCURRENT_STREAMS")]
+    pub max_concurrent_streams: Option<u32>,
+
+    /// Serve HTTPS on every --bind address with this PEM certificate (and its
+    /// chain) [toml: server.tls.certfile] [default: none, plain HTTP]
+    #[arg(long, value_name = "FILE", env = "CORRAL_CERTFILE")]
+    pub certfile: Option<PathBuf>,
+
+    /// The PEM private key of --certfile, unencrypted [toml: server.tls.keyfile]
+    #[arg(long, value_name = "FILE", env = "CORRAL_KEYFILE")]
+    pub keyfile: Option<PathBuf>,
+
+    /// CA certificates (PEM) that client certificates are checked against
+    /// [toml: server.tls.ca_certs]
+    #[arg(long, value_name = "FILE", env = "CORRAL_CA_CERTS")]
+    pub ca_certs: Option<PathBuf>,
+
+    /// Client certificates: none, optional or required (gunicorn's 0, 1, 2)
+    /// [toml: server.tls.cert_reqs] [default: none]
+    #[arg(long, value_name = "none|optional|required", env = "CORRAL_CERT_REQS")]
+    pub cert_reqs: Option<crate::tls::CertReqs>,
+
+    /// Oldest TLS version offered: 1.2 or 1.3 [toml: server.tls.min_version]
+    /// [default: 1.2]
+    #[arg(long, value_name = "1.2|1.3", env = "CORRAL_TLS_MIN_VERSION")]
+    pub tls_min_version: Option<crate::tls::MinVersion>,
+
     /// Accepted for gunicorn's sake and ignored: corral's workers need no
     /// heartbeat file (they send heartbeats over their channel)
     #[arg(long, value_name = "DIR", env = "CORRAL_WORKER_TMP_DIR")]

@@ -236,6 +236,38 @@ pub(super) struct RawServer {
     /// followed), mode 0644, and removed when corral exits cleanly while it
     /// still holds corral's pid. Default: none.
     pub(super) pid_file: Option<Spanned<String>>,
+    /// The most HTTP/2 streams (requests) one connection may have open at
+    /// once (SETTINGS_MAX_CONCURRENT_STREAMS); more are refused with
+    /// RST_STREAM. At least 1. Default 100.
+    pub(super) max_concurrent_streams: Option<Spanned<u32>>,
+    /// `[server.tls]`: HTTPS (and HTTP/2 by ALPN) on every `bind` address.
+    #[serde(default)]
+    pub(super) tls: RawTls,
+}
+
+/// TLS on every `bind` address, as gunicorn's `--certfile`/`--keyfile`
+/// apply to all of them: set `certfile` and `keyfile` to turn it on. Paths
+/// are relative to this file's folder.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a table")]
+pub(super) struct RawTls {
+    /// The server's certificate in PEM, followed by its intermediate
+    /// certificates. Default: none (no TLS).
+    pub(super) certfile: Option<Spanned<String>>,
+    /// The certificate's private key in PEM (PKCS#8, RSA or EC),
+    /// unencrypted: corral never asks for a passphrase. Default: none.
+    pub(super) keyfile: Option<Spanned<String>>,
+    /// CA certificates in PEM that client certificates are checked against
+    /// (needed by `cert_reqs` "optional" and "required"). Default: none.
+    pub(super) ca_certs: Option<Spanned<String>>,
+    /// Client certificates: "none" (not asked for), "optional" (checked
+    /// when sent) or "required" (a client without a valid one is refused
+    /// during the handshake); gunicorn's 0, 1, 2 also work. The subject of
+    /// a client certificate reaches the app (`SSL_CLIENT_S_DN`, ASGI
+    /// `scope["extensions"]["tls"]`). Default "none".
+    pub(super) cert_reqs: Option<Spanned<String>>,
+    /// Oldest TLS version offered: "1.2" or "1.3". Default "1.2".
+    pub(super) min_version: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

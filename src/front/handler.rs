@@ -50,6 +50,8 @@ pub struct Shared {
     pub forwarded_allow: ForwardedAllow,
     /// What keeps a client on one generation during a canary.
     pub canary_sticky: Sticky,
+    /// TLS on every app bind (`[server.tls]`).
+    pub tls: Option<Arc<crate::tls::Tls>>,
 }
 
 /// The key that keeps a client on one side of a canary, if any: a hash of
@@ -268,7 +270,16 @@ async fn dispatch(
     };
 
     let first = match &mut uploading {
-        None => (&mut stream.first).await,
+        None => {
+            let mut unanswered = Unanswered {
+                channel: &channel,
+                stream: stream.id,
+                answered: false,
+            };
+            let first = (&mut stream.first).await;
+            unanswered.answered = true;
+            first
+        }
         Some(up) => match up.first_answer(&mut stream.first, shared.timeout).await {
             Ok(first) => first,
             Err(PumpEnd::TimedOut) => return Err(body_timed_out(&shared.metrics)),
@@ -442,6 +453,28 @@ impl Upload {
 impl Drop for Upload {
     fn drop(&mut self) {
         if !self.settled {
+            self.channel.send(protocol::encode(
+                protocol::FrameKind::Cancel,
+                self.stream,
+                b"",
+            ));
+        }
+    }
+}
+
+/// A request waiting for its worker's first answer, with its whole body
+/// sent: dropped before the answer (the client closed the connection, or
+/// reset the HTTP/2 stream), it owes the worker a CANCEL, so that an ASGI
+/// app sees `http.disconnect` and its place is not freed while it works.
+struct Unanswered<'a> {
+    channel: &'a Channel,
+    stream: u32,
+    answered: bool,
+}
+
+impl Drop for Unanswered<'_> {
+    fn drop(&mut self) {
+        if !self.answered {
             self.channel.send(protocol::encode(
                 protocol::FrameKind::Cancel,
                 self.stream,

@@ -1,11 +1,18 @@
 //! The HTTP front: serves on the sockets of the [`listeners`] table,
-//! terminates HTTP/1.x with hyper (parsing, limits, keep-alive, timeouts are
-//! all handled here, in Rust) and hands each request to [`handler`];
-//! WebSocket upgrades for ASGI apps go on to [`websocket`].
+//! terminates TLS (`crate::tls`, in each connection's own task) and HTTP
+//! with hyper (parsing, limits, keep-alive, timeouts are all handled here,
+//! in Rust) and hands each request to [`handler`]; WebSocket upgrades for
+//! ASGI apps go on to [`websocket`]. A connection speaks HTTP/2 when ALPN
+//! chose `h2`, or on a plain bind when it opens with HTTP/2's preface
+//! ([`preface`], h2c with prior knowledge); else HTTP/1.x. hyper's own
+//! `server::conn::auto` builder is not used: it has no HTTP/1
+//! `max_header_size`, which `max_header_bytes` needs.
 //!
 //! What a client may cost is bounded here: at most `server.max_connections`
-//! connections (then corral stops accepting; [`conn`]), `keepalive` to send
-//! a request head of at most `max_header_bytes` (hyper), `body_timeout`
+//! connections (then corral stops accepting; [`conn`]), `keepalive` to
+//! finish a TLS handshake and to send a request head of at most
+//! `max_header_bytes` (hyper; on HTTP/2 the decoded header list), at most
+//! `max_concurrent_streams` HTTP/2 streams per connection, `body_timeout`
 //! between two body bytes ([`upload`] and the handler), `send_timeout`
 //! without taking a response byte ([`conn`]).
 
@@ -17,6 +24,7 @@ pub mod conn;
 pub mod forwarded;
 pub mod handler;
 pub mod listeners;
+pub mod preface;
 pub mod reply;
 pub mod target;
 pub mod upload;
@@ -26,9 +34,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use hyper::server::conn::http1;
+use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{Notify, watch};
 
@@ -123,6 +131,7 @@ impl Front {
             keepalive: server.keepalive,
             max_header_bytes: server.max_header_bytes,
             max_headers: server.head_limits.fields,
+            max_concurrent_streams: server.max_concurrent_streams,
         });
         // One cap for all the listen sockets together.
         let limits = conn::Limits::new(
@@ -178,6 +187,7 @@ struct ConnOpts {
     keepalive: Duration,
     max_header_bytes: usize,
     max_headers: usize,
+    max_concurrent_streams: u32,
 }
 
 /// hyper's HTTP/1 settings for a connection: `keepalive` is also the time a
@@ -212,18 +222,21 @@ async fn accept_loop(
             r = gate.wait_for(|open| *open) => if r.is_err() { return },
         }
     }
-    let mut builder = http1(opts.keepalive, opts.max_header_bytes);
-    builder.max_headers(opts.max_headers);
+    let mut http1 = http1(opts.keepalive, opts.max_header_bytes);
+    http1.max_headers(opts.max_headers);
+    let builders = Arc::new(Builders {
+        http1,
+        http2: http2(&opts),
+    });
     loop {
         // At the cap, stop accepting: new connections wait in the backlog.
         let slot = tokio::select! {
             _ = stop.changed() => return,
             s = limits.slot() => s,
         };
-        let raw = Arc::new(target::RawTargets::default());
         let accepted = tokio::select! {
             _ = stop.changed() => return,
-            a = accept(&listener, slot, Some(raw.clone())) => a,
+            a = accept_stream(&listener, slot) => a,
         };
         let (io, mut info) = match accepted {
             Ok(x) => x,
@@ -240,31 +253,108 @@ async fn accept_loop(
             .remote_addr
             .parse::<std::net::IpAddr>()
             .map_or(true, |ip| shared.forwarded_allow.allows(ip));
-        let service = {
-            let shared = shared.clone();
-            let info = Arc::new(info);
-            let raw = raw.clone();
-            service_fn(move |mut req: http::Request<hyper::body::Incoming>| {
-                // Once per request, in order: see `target::RawTargets`.
-                if let Some(t) = raw.next() {
-                    req.extensions_mut().insert(target::RawTarget(t));
-                }
-                handler::handle(req, shared.clone(), info.clone())
-            })
-        };
-        let conn = builder.serve_connection(io, service).with_upgrades();
         let open = shared.drain.enter();
-        let mut closing = shared.drain.closing();
+        let shared = shared.clone();
+        let builders = builders.clone();
+        let handshake_timeout = opts.keepalive;
+        // The handshake runs in the connection's task: a slow client
+        // holds up no other.
         tokio::spawn(async move {
             let _open = open;
-            tokio::pin!(conn);
-            tokio::select! {
-                _ = conn.as_mut() => return,
-                _ = closed(&mut closing) => {}
-            }
-            conn.as_mut().graceful_shutdown();
-            let _ = conn.await;
+            let (io, h2) = match shared.tls.as_deref() {
+                None => (io, false),
+                Some(tls) => match tls.accept(io, handshake_timeout).await {
+                    Ok((stream, tls)) => {
+                        info.scheme = "https";
+                        let h2 = tls.h2;
+                        info.tls = Some(Arc::new(tls));
+                        (Box::new(stream) as Box<dyn Io>, h2)
+                    }
+                    Err(e) => {
+                        shared.metrics.tls_handshake_failed();
+                        tracing::debug!("TLS handshake with {} failed: {e}", info.remote_addr);
+                        return;
+                    }
+                },
+            };
+            serve(io, h2, info, shared, &builders, handshake_timeout).await;
         });
+    }
+}
+
+/// hyper's HTTP/2 settings: at most `max_concurrent_streams` streams at
+/// once, a decoded header list of at most `max_header_bytes`, and hyper's
+/// own guards (see the README's HTTP/2 section).
+fn http2(opts: &ConnOpts) -> http2::Builder<TokioExecutor> {
+    let mut b = http2::Builder::new(TokioExecutor::new());
+    b.timer(TokioTimer::new())
+        .max_concurrent_streams(opts.max_concurrent_streams)
+        .max_header_list_size(u32::try_from(opts.max_header_bytes).unwrap_or(u32::MAX));
+    b
+}
+
+struct Builders {
+    http1: http1::Builder,
+    http2: http2::Builder<TokioExecutor>,
+}
+
+/// Serves one connection until it closes or the front drains it (GOAWAY
+/// on HTTP/2, `Connection: close` on HTTP/1.1). `h2`: ALPN chose it; on a
+/// plain connection, the HTTP/2 preface chooses it (h2c with prior
+/// knowledge).
+async fn serve(
+    io: Box<dyn Io>,
+    h2: bool,
+    info: ConnInfo,
+    shared: Arc<Shared>,
+    builders: &Builders,
+    sniff_timeout: Duration,
+) {
+    let (io, h2) = if h2 || info.tls.is_some() {
+        (io, h2)
+    } else {
+        match tokio::time::timeout(sniff_timeout, preface::sniff(io)).await {
+            Ok(Ok(x)) => x,
+            _ => return,
+        }
+    };
+    let raw = Arc::new(target::RawTargets::default());
+    let io: Box<dyn Io> = if h2 {
+        io
+    } else {
+        Box::new(target::Relaxed::new(io, raw.clone()))
+    };
+    let mut closing = shared.drain.closing();
+    let service = {
+        let info = Arc::new(info);
+        service_fn(move |mut req: http::Request<hyper::body::Incoming>| {
+            // Once per request, in order: see `target::RawTargets`.
+            if let Some(t) = raw.next() {
+                req.extensions_mut().insert(target::RawTarget(t));
+            }
+            shared.metrics.request_version(req.version());
+            handler::handle(req, shared.clone(), info.clone())
+        })
+    };
+    let io = TokioIo::new(io);
+    if h2 {
+        let conn = builders.http2.serve_connection(io, service);
+        tokio::pin!(conn);
+        tokio::select! {
+            _ = conn.as_mut() => return,
+            _ = closed(&mut closing) => {}
+        }
+        conn.as_mut().graceful_shutdown();
+        let _ = conn.await;
+    } else {
+        let conn = builders.http1.serve_connection(io, service).with_upgrades();
+        tokio::pin!(conn);
+        tokio::select! {
+            _ = conn.as_mut() => return,
+            _ = closed(&mut closing) => {}
+        }
+        conn.as_mut().graceful_shutdown();
+        let _ = conn.await;
     }
 }
 
@@ -282,22 +372,26 @@ pub async fn accept(
     slot: conn::Slot,
     raw: Option<Arc<target::RawTargets>>,
 ) -> std::io::Result<(BoxedIo, ConnInfo)> {
-    fn boxed<S: Io + 'static>(
-        s: S,
-        slot: conn::Slot,
-        raw: Option<Arc<target::RawTargets>>,
-    ) -> BoxedIo {
-        TokioIo::new(match raw {
-            Some(raw) => Box::new(conn::Guarded::new(target::Relaxed::new(s, raw), slot)),
-            None => Box::new(conn::Guarded::new(s, slot)) as Box<dyn Io>,
-        })
-    }
+    let (io, info) = accept_stream(listener, slot).await?;
+    let io = match raw {
+        Some(raw) => Box::new(target::Relaxed::new(io, raw)),
+        None => io,
+    };
+    Ok((TokioIo::new(io), info))
+}
+
+/// Accepts one connection, counted in `slot` while it lives.
+async fn accept_stream(
+    listener: &Listener,
+    slot: conn::Slot,
+) -> std::io::Result<(Box<dyn Io>, ConnInfo)> {
     match listener {
         Listener::Tcp(l) => {
             let (s, peer) = l.accept().await?;
             let _ = s.set_nodelay(true);
             let local = s.local_addr()?;
             let info = ConnInfo {
+                tls: None,
                 remote_addr: peer.ip().to_string(),
                 remote_port: peer.port().to_string(),
                 server_name: local.ip().to_string(),
@@ -305,11 +399,12 @@ pub async fn accept(
                 scheme: "http",
                 trusted: false,
             };
-            Ok((boxed(s, slot, raw), info))
+            Ok((Box::new(conn::Guarded::new(s, slot)), info))
         }
         Listener::Unix(l, path) => {
             let (s, _) = l.accept().await?;
             let info = ConnInfo {
+                tls: None,
                 remote_addr: String::new(),
                 remote_port: String::new(),
                 server_name: path.display().to_string(),
@@ -317,7 +412,7 @@ pub async fn accept(
                 scheme: "http",
                 trusted: false,
             };
-            Ok((boxed(s, slot, raw), info))
+            Ok((Box::new(conn::Guarded::new(s, slot)), info))
         }
     }
 }

@@ -223,7 +223,7 @@ pub const SETTINGS: &[(&str, &str)] = &[
     ("on_exit", "not supported: use `ExecStopPost=`"),
     (
         "ssl_context",
-        "not supported: TLS is not in corral yet; terminate it in a proxy",
+        "not supported: no Python in the supervisor; use `[server.tls]`",
     ),
     (
         "proxy_protocol",
@@ -237,17 +237,35 @@ pub const SETTINGS: &[(&str, &str)] = &[
     ("uwsgi_allow_ips", "not supported: see `protocol`"),
     (
         "keyfile",
-        "not supported: TLS is not in corral yet; terminate it in a proxy",
+        "`--keyfile`, `[server.tls] keyfile` (PEM, unencrypted: an encrypted key is refused)",
     ),
-    ("certfile", "not supported: see `keyfile`"),
-    ("ssl_version", "not supported: see `keyfile`"),
-    ("cert_reqs", "not supported: see `keyfile`"),
-    ("ca_certs", "not supported: see `keyfile`"),
-    ("suppress_ragged_eofs", "not supported: see `keyfile`"),
-    ("do_handshake_on_connect", "not supported: see `keyfile`"),
-    ("ciphers", "not supported: see `keyfile`"),
-    ("http_protocols", "not supported: HTTP/1.1 only for now"),
-    ("http2_cleartext", "not supported: HTTP/1.1 only for now"),
+    ("certfile", "`--certfile`, `[server.tls] certfile`"),
+    (
+        "ssl_version",
+        "`--tls-min-version`, `[server.tls] min_version` (\"1.2\" or \"1.3\": nothing older)",
+    ),
+    (
+        "cert_reqs",
+        "`--cert-reqs`, `[server.tls] cert_reqs` (`none`/`optional`/`required`, or 0/1/2)",
+    ),
+    ("ca_certs", "`--ca-certs`, `[server.tls] ca_certs`"),
+    (
+        "suppress_ragged_eofs",
+        "not needed: rustls treats a missing close_notify as the end of the connection",
+    ),
+    (
+        "do_handshake_on_connect",
+        "not needed: the handshake always runs in the connection's own task, bounded by `keepalive`",
+    ),
+    ("ciphers", "not supported: rustls's safe default suites"),
+    (
+        "http_protocols",
+        "not needed: HTTP/1.1 and HTTP/2 always (ALPN on TLS binds, h2c with prior knowledge on plain ones)",
+    ),
+    (
+        "http2_cleartext",
+        "not needed: plain binds serve h2c with prior knowledge (no `Upgrade: h2c`)",
+    ),
     (
         "http2_max_concurrent_streams",
         "not supported: HTTP/1.1 only for now",

@@ -190,6 +190,7 @@ impl Supervisor {
             return None;
         }
         tracing::info!("SIGHUP: reload");
+        let _ = self.reload_tls();
         if self.core.reload.is_none() {
             self.start_generation(self.core.next_generation());
         }
@@ -211,6 +212,17 @@ impl Supervisor {
                 let _ = w.send(Err("corral is stopping".into()));
             }
             return None;
+        }
+        if let Err(message) = self.reload_tls() {
+            // Reported to `reload --wait` as a failed reload; the code
+            // reload goes on.
+            if let Some(w) = waiter {
+                let _ = w.send(Err(message));
+            }
+            if self.core.reload.is_none() {
+                self.start_generation(self.core.next_generation());
+            }
+            return Some(Event::Reload { timeout, canary });
         }
         self.new_waiter = waiter;
         if self.core.reload.is_none() {

@@ -173,6 +173,8 @@ pub struct Supervisor {
     replace_tx: mpsc::UnboundedSender<(u64, String)>,
     replace_rx: mpsc::UnboundedReceiver<(u64, String)>,
     front: Option<Front>,
+    /// The app port's TLS certificates, read again on each reload.
+    tls: Option<Arc<crate::tls::Tls>>,
     /// How far a TERM has got.
     term: Term,
     /// The loop's own deadlines and what each delivers (see `after`).
@@ -275,6 +277,7 @@ impl Supervisor {
             replace_tx,
             replace_rx,
             front: None,
+            tls: None,
             term: Term::NotYet,
             timers: Vec::new(),
             snapshot,
@@ -314,6 +317,31 @@ impl Supervisor {
 
     /// Started by a USR2 of the corral with this pid (from `CORRAL_REEXEC_PARENT`):
     /// it is asked to stop once this one is in service.
+    /// The certificates `corral reload` and SIGHUP read again.
+    pub fn set_tls(&mut self, tls: Arc<crate::tls::Tls>) {
+        self.tls = Some(tls);
+    }
+
+    /// Reads the TLS files again; a bad new certificate or key keeps the
+    /// ones in force, and the error is returned for the reload to report.
+    fn reload_tls(&self) -> Result<(), String> {
+        let Some(tls) = &self.tls else { return Ok(()) };
+        match tls.reload() {
+            Ok(()) => {
+                tracing::info!("TLS: certificate and key read again");
+                Ok(())
+            }
+            Err(e) => {
+                let message = format!(
+                    "TLS: [server.tls] {}: {e}; the certificate in force stays",
+                    e.key()
+                );
+                tracing::error!("{message}");
+                Err(message)
+            }
+        }
+    }
+
     pub fn set_reexec_parent(&mut self, parent: Option<u32>) {
         self.handover = match parent {
             Some(parent) => Handover::FromParent(parent),

@@ -236,9 +236,11 @@ impl Corral {
     pub fn wait_listening(&mut self) {
         let line = self
             .log
-            .wait_for("listening on http://", Duration::from_secs(20))
+            .wait_for("listening on http", Duration::from_secs(20))
             .unwrap_or_else(|| panic!("corral never listened; log:\n{}", self.log.text()));
-        let addr = line.split("listening on http://").nth(1).unwrap().trim();
+        // http://ADDR, or https://ADDR on a TLS bind.
+        let addr = line.split("listening on http").nth(1).unwrap();
+        let addr = addr.split("://").nth(1).unwrap().trim();
         self.addr = addr.split_whitespace().next().unwrap().to_string();
         if let Some(line) = self
             .log

@@ -65,6 +65,7 @@ fn default_forwarded_allow() -> ForwardedAllow {
 }
 
 /// Where a value came from, to point a problem at it.
+#[derive(Clone)]
 pub(super) struct At {
     location: Option<String>,
     key: String,

@@ -6,8 +6,11 @@ use std::time::Duration;
 use toml::Spanned;
 
 use crate::config::Overrides;
-use crate::config::raw::RawServer;
+use std::path::{Path, PathBuf};
+
+use crate::config::raw::{RawServer, RawTls};
 use crate::config::{Bind, BindAddr, ByteSize, Env, ForwardedAllow, HumanDuration, ServerConfig};
+use crate::tls::TlsFiles;
 
 use super::*;
 
@@ -141,6 +144,20 @@ impl Resolver<'_> {
                  like 10000",
             );
         }
+        let (max_concurrent_streams, at) = self.pick(
+            (
+                args.max_concurrent_streams.as_ref(),
+                "--max-concurrent-streams",
+            ),
+            (
+                raw.max_concurrent_streams.as_ref(),
+                "server.max_concurrent_streams",
+            ),
+            100,
+        );
+        if max_concurrent_streams == 0 {
+            self.fail(&at, "must be at least 1, like 100");
+        }
         let (max_queued, _) = self.pick(
             (args.max_queued.as_ref(), "--max-queued"),
             (raw.max_queued.as_ref(), "server.max_queued"),
@@ -157,6 +174,7 @@ impl Resolver<'_> {
         );
         let head_limits = self.head_limits(args, &raw);
         let pid_file = self.pid_file(args, &raw);
+        let tls = self.tls(args, raw.tls);
         ServerConfig {
             bind: seen,
             backlog,
@@ -176,6 +194,158 @@ impl Resolver<'_> {
             forwarded_allow_ips,
             head_limits,
             pid_file,
+            max_concurrent_streams,
+            tls,
+        }
+    }
+
+    /// `[server.tls]` and its flags; the files are read here, so that a
+    /// missing or bad certificate or key is a config error.
+    fn tls(&mut self, args: &Overrides, raw: RawTls) -> Option<TlsFiles> {
+        let mut at_of: Vec<(&'static str, At)> = Vec::new();
+        let mut path = |this: &mut Self,
+                        flag: Option<&PathBuf>,
+                        file: Option<Spanned<String>>,
+                        name: &'static str,
+                        flag_name: &str|
+         -> Option<PathBuf> {
+            let key = format!("server.tls.{name}");
+            let (path, at) = match (flag, file) {
+                (Some(p), _) => (p.clone(), this.flag(flag_name)),
+                (None, Some(p)) => (PathBuf::from(p.get_ref()), this.in_file(p.span(), &key)),
+                (None, None) => return None,
+            };
+            if path.as_os_str().is_empty() {
+                this.fail(&at, "is empty: give the path of a PEM file");
+                return None;
+            }
+            let base = if flag.is_some() {
+                this.cwd
+            } else {
+                this.file_dir()
+            };
+            let path = absolute(base, Path::new(&path));
+            at_of.push((name, at));
+            Some(path)
+        };
+        let certfile = path(
+            self,
+            args.certfile.as_ref(),
+            raw.certfile,
+            "certfile",
+            "--certfile",
+        );
+        let keyfile = path(
+            self,
+            args.keyfile.as_ref(),
+            raw.keyfile,
+            "keyfile",
+            "--keyfile",
+        );
+        let ca_certs = path(
+            self,
+            args.ca_certs.as_ref(),
+            raw.ca_certs,
+            "ca_certs",
+            "--ca-certs",
+        );
+        let cert_reqs = self.tls_choice(
+            args.cert_reqs,
+            raw.cert_reqs,
+            "cert_reqs",
+            "--cert-reqs",
+            &mut at_of,
+        );
+        let min_version = self.tls_choice(
+            args.tls_min_version,
+            raw.min_version,
+            "min_version",
+            "--tls-min-version",
+            &mut at_of,
+        );
+        let at = |name: &str| {
+            at_of
+                .iter()
+                .find(|(n, _)| *n == name)
+                .map(|(_, at)| at.clone())
+        };
+        let (certfile, keyfile) = match (certfile, keyfile) {
+            (Some(c), Some(k)) => (c, k),
+            (None, None) => {
+                // The example's `cert_reqs = "none"` and `min_version` are
+                // fine without TLS; asking for client certificates is not.
+                let asks = at_of.iter().find(|(name, _)| {
+                    *name == "ca_certs"
+                        || (*name == "cert_reqs" && cert_reqs != Some(crate::tls::CertReqs::None))
+                });
+                if let Some((name, at)) = asks {
+                    let message = format!(
+                        "{name} is set but TLS is off: set certfile and keyfile (--certfile, --keyfile) to serve HTTPS, or remove it"
+                    );
+                    self.fail(at, message);
+                }
+                return None;
+            }
+            (Some(_), None) => {
+                let at = at("certfile").expect("set above");
+                self.fail(
+                    &at,
+                    "needs keyfile (--keyfile): the certificate's private key in PEM",
+                );
+                return None;
+            }
+            (None, Some(_)) => {
+                let at = at("keyfile").expect("set above");
+                self.fail(
+                    &at,
+                    "needs certfile (--certfile): the server's certificate in PEM",
+                );
+                return None;
+            }
+        };
+        let files = TlsFiles {
+            certfile,
+            keyfile,
+            ca_certs,
+            cert_reqs: cert_reqs.unwrap_or_default(),
+            min_version: min_version.unwrap_or_default(),
+        };
+        if let Err(e) = crate::tls::load(&files) {
+            let at = at(e.key())
+                .or_else(|| at("cert_reqs"))
+                .or_else(|| at("certfile"))
+                .expect("certfile is set");
+            self.fail(&at, e.to_string());
+            return None;
+        }
+        Some(files)
+    }
+
+    /// `cert_reqs` or `min_version`: the flag's value, else the file's
+    /// (parsed here, so that a bad one points at its line).
+    fn tls_choice<T: std::str::FromStr<Err = String>>(
+        &mut self,
+        flag: Option<T>,
+        file: Option<Spanned<String>>,
+        name: &'static str,
+        flag_name: &str,
+        at_of: &mut Vec<(&'static str, At)>,
+    ) -> Option<T> {
+        if let Some(value) = flag {
+            at_of.push((name, self.flag(flag_name)));
+            return Some(value);
+        }
+        let file = file?;
+        let at = self.in_file(file.span(), &format!("server.tls.{name}"));
+        match file.get_ref().parse::<T>() {
+            Ok(value) => {
+                at_of.push((name, at));
+                Some(value)
+            }
+            Err(message) => {
+                self.fail(&at, message);
+                None
+            }
         }
     }
 

@@ -438,3 +438,37 @@ fn auto_io_threads_is_half_the_cpus_at_least_one() {
 }
 
 mod health;
+
+#[test]
+fn tls_problems_say_where_and_how() {
+    let text = "[app]\nmodule = \"main:app\"\n[server.tls]\ncert_reqs = \"sometimes\"\nmin_version = \"1.1\"\nca_certs = \"ca.pem\"\n";
+    let text = resolve_text(text, &Overrides::default())
+        .unwrap_err()
+        .to_string();
+    for expected in [
+        "corral.toml:4: server.tls.cert_reqs: \"sometimes\" is not one of \"none\", \"optional\", \"required\"",
+        "corral.toml:5: server.tls.min_version: \"1.1\" is not a TLS version corral offers: use \"1.2\" or \"1.3\"",
+        "corral.toml:6: server.tls.ca_certs: ca_certs is set but TLS is off: set certfile and keyfile",
+    ] {
+        assert!(text.contains(expected), "no {expected:?} in:\n{text}");
+    }
+    let text = "[app]\nmodule = \"main:app\"\n[server.tls]\ncertfile = \"cert.pem\"\n";
+    let text = resolve_text(text, &Overrides::default())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        text.contains("corral.toml:4: server.tls.certfile: needs keyfile (--keyfile)"),
+        "{text}"
+    );
+    // Without certfile and keyfile, the example's cert_reqs and min_version
+    // leave TLS off.
+    let text =
+        "[app]\nmodule = \"main:app\"\n[server.tls]\ncert_reqs = \"none\"\nmin_version = \"1.3\"\n";
+    assert_eq!(
+        resolve_text(text, &Overrides::default())
+            .unwrap()
+            .server
+            .tls,
+        None
+    );
+}

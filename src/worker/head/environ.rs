@@ -52,6 +52,7 @@ pub fn encode(parts: &Parts, conn: &ConnInfo) -> Result<Vec<u8>, HeadError> {
     h.pair(b"RAW_URI", raw_uri);
     h.pair(b"REQUEST_URI", raw_uri);
     let proto: &[u8] = match parts.version {
+        Version::HTTP_2 => b"HTTP/2",
         Version::HTTP_10 => b"HTTP/1.0",
         Version::HTTP_09 => b"HTTP/0.9",
         _ => b"HTTP/1.1",
@@ -63,6 +64,19 @@ pub fn encode(parts: &Parts, conn: &ConnInfo) -> Result<Vec<u8>, HeadError> {
     h.pair(b"REMOTE_ADDR", conn.remote_addr.as_bytes());
     h.pair(b"REMOTE_PORT", conn.remote_port.as_bytes());
     h.pair(b"wsgi.url_scheme", conn.scheme.as_bytes());
+    if conn.scheme == "https" {
+        h.pair(b"HTTPS", b"on");
+    }
+    if let Some(tls) = &conn.tls {
+        // As Apache's mod_ssl names them.
+        h.pair(b"SSL_PROTOCOL", tls.version_name().as_bytes());
+        if let Some(subject) = &tls.client_subject {
+            h.pair(b"SSL_CLIENT_S_DN", subject.as_bytes());
+        }
+        if let Some(leaf) = tls.client_chain.first() {
+            h.pair(b"SSL_CLIENT_CERT", leaf.as_bytes());
+        }
+    }
 
     let mut key = Vec::with_capacity(64);
     for name in parts.headers.keys() {

@@ -19,6 +19,8 @@ pub struct ConnInfo {
     /// The peer may report the client and scheme (`[server]
     /// forwarded_allow_ips`; Unix sockets always may).
     pub trusted: bool,
+    /// The TLS session, on a `[server.tls]` bind.
+    pub tls: Option<std::sync::Arc<crate::tls::TlsInfo>>,
 }
 
 /// The target as received, put in a request's extensions by the front's handler
@@ -55,6 +57,7 @@ pub(crate) mod tests {
     /// A connection from 127.0.0.1:5555 to 127.0.0.1:8000.
     pub(crate) fn conn() -> ConnInfo {
         ConnInfo {
+            tls: None,
             remote_addr: "127.0.0.1".into(),
             remote_port: "5555".into(),
             server_name: "127.0.0.1".into(),

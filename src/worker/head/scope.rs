@@ -3,7 +3,10 @@
 //! NUL-separated in a fixed order, then the headers.
 //!
 //! `METHOD\0SCHEME\0RAW_PATH\0QUERY\0HTTP_VERSION\0CLIENT_HOST\0CLIENT_PORT\0
-//! SERVER_HOST\0SERVER_PORT` then `name\0value` per header. Header names are
+//! SERVER_HOST\0SERVER_PORT\0TLS_VERSION\0CIPHER_SUITE\0CLIENT_CERT_NAME\0
+//! CLIENT_CERT_CHAIN` then `name\0value` per header. The four TLS fields
+//! (for the ASGI TLS extension) are empty on a plain connection; the
+//! version and suite are decimal numbers, the chain is PEM, leaf first. Header names are
 //! lower case (hyper's), in the order the request sent them, except that
 //! repeated headers come together at the first one's place. The worker
 //! decodes the path (percent-decoding, UTF-8) and builds the scope. NUL
@@ -20,6 +23,7 @@ use super::{ConnInfo, RawTarget};
 pub fn encode(parts: &Parts, conn: &ConnInfo) -> Vec<u8> {
     let mut h = Vec::with_capacity(256 + 48 * parts.headers.len());
     let version: &[u8] = match parts.version {
+        Version::HTTP_2 => b"2",
         Version::HTTP_10 => b"1.0",
         Version::HTTP_09 => b"0.9",
         _ => b"1.1",
@@ -27,6 +31,11 @@ pub fn encode(parts: &Parts, conn: &ConnInfo) -> Vec<u8> {
     // The path and query as the client sent them, when corral had to
     // encode them for hyper (see `target`).
     let raw = parts.extensions.get::<RawTarget>();
+    let tls = conn.tls.as_deref();
+    let number = |n: Option<u16>| n.map(|n| n.to_string()).unwrap_or_default();
+    let version_number = number(tls.map(|t| t.version));
+    let suite = number(tls.map(|t| t.cipher_suite));
+    let chain = tls.map(|t| t.client_chain.concat()).unwrap_or_default();
     for field in [
         parts.method.as_str().as_bytes(),
         conn.scheme.as_bytes(),
@@ -37,6 +46,12 @@ pub fn encode(parts: &Parts, conn: &ConnInfo) -> Vec<u8> {
         conn.remote_port.as_bytes(),
         conn.server_name.as_bytes(),
         conn.server_port.as_bytes(),
+        version_number.as_bytes(),
+        suite.as_bytes(),
+        tls.and_then(|t| t.client_subject.as_deref())
+            .unwrap_or("")
+            .as_bytes(),
+        chain.as_bytes(),
     ] {
         h.extend_from_slice(field);
         h.push(0);
@@ -79,6 +94,10 @@ mod tests {
                 b"5555",
                 b"127.0.0.1",
                 b"8000",
+                b"",
+                b"",
+                b"",
+                b"",
                 b"host",
                 b"example.com",
                 b"x-b",

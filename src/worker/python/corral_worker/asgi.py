@@ -280,10 +280,23 @@ class AsgiWorker:
             # ASGI spec wants it in front of path (and raw_path).
             path = root + path
             raw_path = root.encode("ascii") + raw_path
-        h = parts[9:]
+        h = parts[13:]
         scheme = parts[1].decode("latin-1")
         if kind == "websocket":
             scheme = "wss" if scheme == "https" else "ws"
+        extensions = {}
+        if parts[9]:
+            # The ASGI TLS extension; server_cert is not passed on.
+            chain = parts[12].decode("ascii")
+            end = "-----END CERTIFICATE-----\n"
+            extensions["tls"] = {
+                "server_cert": None,
+                "client_cert_chain": [c + end for c in chain.split(end) if c],
+                "client_cert_name": parts[11].decode("utf-8", "replace") or None,
+                "client_cert_error": None,
+                "tls_version": int(parts[9]),
+                "cipher_suite": int(parts[10]),
+            }
         return {
             "type": kind,
             "asgi": ASGI_VERSION,
@@ -298,6 +311,7 @@ class AsgiWorker:
             "client": (parts[5].decode("latin-1"), int(parts[6])) if parts[5] else None,
             "server": (parts[7].decode("latin-1"), int(parts[8]) if parts[8] else None),
             "state": self.lifespan.state.copy(),
+            "extensions": extensions,
         }
 
     def grant(self, st, n):
@@ -432,7 +446,7 @@ class AsgiWorker:
         protocols = [v.decode("latin-1") for k, v in scope["headers"]
                      if k == b"sec-websocket-protocol"]
         scope["subprotocols"] = [p.strip() for v in protocols for p in v.split(",") if p.strip()]
-        scope["extensions"] = {"websocket.http.response": {}}
+        scope["extensions"]["websocket.http.response"] = {}
         st.ws = WS_CONNECTING
         # (message, its size in bytes) pairs.
         st.inbox = collections.deque((({"type": "websocket.connect"}, 0),))

@@ -1,0 +1,344 @@
+//! TLS on the app port: the certificate, key and client-certificate policy
+//! of `[server.tls]` (`--certfile`, `--keyfile`, `--ca-certs`,
+//! `--cert-reqs`, `--tls-min-version`) read into a rustls server config,
+//! the handshake of one connection, and what the app learns of it.
+//!
+//! rustls runs on its `ring` crypto provider: it builds with a C compiler
+//! alone, where `aws-lc-rs` also wants cmake (and, for its FIPS build, Go).
+//! Cipher suites are rustls's defaults; TLS 1.2 and 1.3 are offered unless
+//! `min_version = "1.3"`. ALPN offers `h2` then `http/1.1`.
+//!
+//! [`Tls`] holds the config in force; [`Tls::reload`] reads the files
+//! again (on `corral reload` and SIGHUP) and keeps the old config when the
+//! new files do not load. Open connections keep the config they began with.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio_rustls::rustls;
+use tokio_rustls::server::TlsStream;
+
+/// Whether clients must present a certificate (gunicorn's `cert_reqs`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum CertReqs {
+    /// No client certificate is asked for.
+    #[default]
+    None,
+    /// One is asked for and checked against `ca_certs` when sent.
+    Optional,
+    /// A connection without a valid client certificate is refused.
+    Required,
+}
+
+impl std::str::FromStr for CertReqs {
+    type Err = String;
+
+    /// "none", "optional", "required", or gunicorn's 0, 1, 2.
+    fn from_str(s: &str) -> Result<CertReqs, String> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "none" | "0" => Ok(CertReqs::None),
+            "optional" | "1" => Ok(CertReqs::Optional),
+            "required" | "2" => Ok(CertReqs::Required),
+            _ => Err(format!(
+                "\"{}\" is not one of \"none\", \"optional\", \"required\" (or gunicorn's 0, 1, 2)",
+                s.escape_default()
+            )),
+        }
+    }
+}
+
+/// The oldest TLS version offered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum MinVersion {
+    #[default]
+    Tls12,
+    Tls13,
+}
+
+impl std::str::FromStr for MinVersion {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<MinVersion, String> {
+        match s.trim() {
+            "1.2" => Ok(MinVersion::Tls12),
+            "1.3" => Ok(MinVersion::Tls13),
+            _ => Err(format!(
+                "\"{}\" is not a TLS version corral offers: use \"1.2\" or \"1.3\"",
+                s.escape_default()
+            )),
+        }
+    }
+}
+
+/// The files and policy of `[server.tls]`, resolved (absolute paths).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    pub certfile: PathBuf,
+    pub keyfile: PathBuf,
+    pub ca_certs: Option<PathBuf>,
+    pub cert_reqs: CertReqs,
+    pub min_version: MinVersion,
+}
+
+/// Why the TLS files did not load; [`TlsError::key`] names the setting.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("cannot read {}: {source}", path.display())]
+    Read {
+        key: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "{} holds no PEM certificate (\"-----BEGIN CERTIFICATE-----\"): give the server's certificate, followed by its chain, in PEM",
+        path.display()
+    )]
+    NoCertificate { key: &'static str, path: PathBuf },
+    #[error("{} is not valid PEM: {reason}", path.display())]
+    BadPem {
+        key: &'static str,
+        path: PathBuf,
+        reason: String,
+    },
+    #[error(
+        "{} holds an encrypted private key, which corral cannot use (it never asks for a passphrase): decrypt it with `openssl pkey -in {} -out key.pem` and keep the result readable only by corral's user",
+        path.display(), path.display()
+    )]
+    EncryptedKey { path: PathBuf },
+    #[error(
+        "{} holds no PEM private key (\"-----BEGIN PRIVATE KEY-----\", RSA or EC): give the certificate's unencrypted key",
+        path.display()
+    )]
+    NoKey { path: PathBuf },
+    #[error("{}: {reason}", certfile.display())]
+    Rejected {
+        key: &'static str,
+        certfile: PathBuf,
+        reason: String,
+    },
+    #[error(
+        "cert_reqs = \"{}\" needs ca_certs: the CA certificates that client certificates are checked against",
+        if *cert_reqs == CertReqs::Required { "required" } else { "optional" }
+    )]
+    NoCa { cert_reqs: CertReqs },
+}
+
+impl TlsError {
+    /// The `[server.tls]` key whose value is at fault.
+    pub fn key(&self) -> &'static str {
+        match self {
+            TlsError::Read { key, .. }
+            | TlsError::NoCertificate { key, .. }
+            | TlsError::BadPem { key, .. }
+            | TlsError::Rejected { key, .. } => key,
+            TlsError::EncryptedKey { .. } | TlsError::NoKey { .. } => "keyfile",
+            TlsError::NoCa { .. } => "ca_certs",
+        }
+    }
+}
+
+fn read(key: &'static str, path: &Path) -> Result<Vec<u8>, TlsError> {
+    std::fs::read(path).map_err(|source| TlsError::Read {
+        key,
+        path: path.to_owned(),
+        source,
+    })
+}
+
+fn certificates(key: &'static str, path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let pem = read(key, path)?;
+    let certs = CertificateDer::pem_slice_iter(&pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| TlsError::BadPem {
+            key,
+            path: path.to_owned(),
+            reason: e.to_string(),
+        })?;
+    if certs.is_empty() {
+        return Err(TlsError::NoCertificate {
+            key,
+            path: path.to_owned(),
+        });
+    }
+    Ok(certs)
+}
+
+fn private_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
+    let pem = read("keyfile", path)?;
+    // PKCS#8 "ENCRYPTED PRIVATE KEY", or OpenSSL's legacy encrypted PEM.
+    let text = String::from_utf8_lossy(&pem);
+    if text.contains("-----BEGIN ENCRYPTED PRIVATE KEY-----")
+        || text.contains("Proc-Type: 4,ENCRYPTED")
+    {
+        return Err(TlsError::EncryptedKey {
+            path: path.to_owned(),
+        });
+    }
+    match PrivateKeyDer::from_pem_slice(&pem) {
+        Ok(key) => Ok(key),
+        Err(rustls_pki_types::pem::Error::NoItemsFound) => Err(TlsError::NoKey {
+            path: path.to_owned(),
+        }),
+        Err(e) => Err(TlsError::BadPem {
+            key: "keyfile",
+            path: path.to_owned(),
+            reason: e.to_string(),
+        }),
+    }
+}
+
+/// Reads the files into a rustls server config.
+pub fn load(files: &TlsFiles) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let versions: &[&rustls::SupportedProtocolVersion] = match files.min_version {
+        MinVersion::Tls12 => &[&rustls::version::TLS13, &rustls::version::TLS12],
+        MinVersion::Tls13 => &[&rustls::version::TLS13],
+    };
+    let certs = certificates("certfile", &files.certfile)?;
+    let key = private_key(&files.keyfile)?;
+    let rejected = |key: &'static str, reason: String| TlsError::Rejected {
+        key,
+        certfile: files.certfile.clone(),
+        reason,
+    };
+    let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(versions)
+        .map_err(|e| rejected("min_version", e.to_string()))?;
+    let builder = match (files.cert_reqs, &files.ca_certs) {
+        (CertReqs::None, _) => builder.with_no_client_auth(),
+        (reqs, None) => return Err(TlsError::NoCa { cert_reqs: reqs }),
+        (reqs, Some(ca)) => {
+            let mut roots = rustls::RootCertStore::empty();
+            for cert in certificates("ca_certs", ca)? {
+                roots.add(cert).map_err(|e| TlsError::BadPem {
+                    key: "ca_certs",
+                    path: ca.clone(),
+                    reason: e.to_string(),
+                })?;
+            }
+            let verifier =
+                rustls::server::WebPkiClientVerifier::builder_with_provider(roots.into(), provider);
+            let verifier = match reqs {
+                CertReqs::Optional => verifier.allow_unauthenticated(),
+                _ => verifier,
+            };
+            let verifier = verifier.build().map_err(|e| TlsError::BadPem {
+                key: "ca_certs",
+                path: ca.clone(),
+                reason: e.to_string(),
+            })?;
+            builder.with_client_cert_verifier(verifier)
+        }
+    };
+    let mut config = builder.with_single_cert(certs, key).map_err(|e| {
+        rejected(
+            "keyfile",
+            format!(
+                "{e} (is {} the key of this certificate?)",
+                files.keyfile.display()
+            ),
+        )
+    })?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// The TLS config in force on the app port, replaced whole on reload.
+pub struct Tls {
+    files: TlsFiles,
+    current: ArcSwap<rustls::ServerConfig>,
+}
+
+impl Tls {
+    pub fn new(files: TlsFiles) -> Result<Tls, TlsError> {
+        let config = load(&files)?;
+        Ok(Tls {
+            files,
+            current: ArcSwap::new(config),
+        })
+    }
+
+    /// Reads the files again; on an error the config in force stays.
+    pub fn reload(&self) -> Result<(), TlsError> {
+        self.current.store(load(&self.files)?);
+        Ok(())
+    }
+
+    /// The TLS handshake of one connection, within `timeout`.
+    pub async fn accept<S: AsyncRead + AsyncWrite + Unpin>(
+        &self,
+        io: S,
+        timeout: Duration,
+    ) -> std::io::Result<(TlsStream<S>, TlsInfo)> {
+        let acceptor = tokio_rustls::TlsAcceptor::from(self.current.load_full());
+        let stream = tokio::time::timeout(timeout, acceptor.accept(io))
+            .await
+            .map_err(|_| {
+                std::io::Error::new(std::io::ErrorKind::TimedOut, "TLS handshake timed out")
+            })??;
+        let info = TlsInfo::of(stream.get_ref().1);
+        Ok((stream, info))
+    }
+}
+
+/// What the app learns of a TLS connection.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TlsInfo {
+    /// The protocol version's number, e.g. 0x0304 for TLS 1.3.
+    pub version: u16,
+    /// The cipher suite's IANA number.
+    pub cipher_suite: u16,
+    /// The ALPN protocol agreed on was `h2`.
+    pub h2: bool,
+    /// The client certificate's subject, e.g. "CN=alice, O=Example".
+    pub client_subject: Option<String>,
+    /// The client's certificate chain as PEM, leaf first.
+    pub client_chain: Vec<String>,
+}
+
+impl TlsInfo {
+    fn of(conn: &rustls::ServerConnection) -> TlsInfo {
+        let chain = conn.peer_certificates().unwrap_or(&[]);
+        TlsInfo {
+            version: conn.protocol_version().map_or(0, u16::from),
+            cipher_suite: conn
+                .negotiated_cipher_suite()
+                .map_or(0, |s| u16::from(s.suite())),
+            h2: conn.alpn_protocol() == Some(b"h2"),
+            client_subject: chain.first().and_then(|c| subject(c)),
+            client_chain: chain.iter().map(|c| pem(c)).collect(),
+        }
+    }
+
+    /// The version as mod_ssl's `SSL_PROTOCOL` names it.
+    pub fn version_name(&self) -> &'static str {
+        match self.version {
+            0x0304 => "TLSv1.3",
+            0x0303 => "TLSv1.2",
+            _ => "",
+        }
+    }
+}
+
+/// A certificate's subject as "C=.., O=.., CN=..", in the certificate's order.
+fn subject(cert: &CertificateDer<'_>) -> Option<String> {
+    let (_, cert) = x509_parser::parse_x509_certificate(cert).ok()?;
+    Some(cert.subject().to_string())
+}
+
+fn pem(cert: &CertificateDer<'_>) -> String {
+    let b64 = data_encoding::BASE64.encode(cert);
+    let mut out = String::from("-----BEGIN CERTIFICATE-----\n");
+    for line in b64.as_bytes().chunks(64) {
+        out.push_str(std::str::from_utf8(line).unwrap_or_default());
+        out.push('\n');
+    }
+    out.push_str("-----END CERTIFICATE-----\n");
+    out
+}
