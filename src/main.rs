@@ -222,6 +222,7 @@ async fn run(cfg: Arc<config::Config>, inherited: front::listeners::Inherited) -
         head_limits: cfg.server.head_limits,
         drain: front::Drain::new(),
         forwarded_allow: cfg.server.forwarded_allow_ips.clone(),
+        websocket: cfg.server.websocket,
     });
     let state = Arc::new(status::StatusState {
         snapshots: sup.snapshots(),

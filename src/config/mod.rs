@@ -258,6 +258,20 @@ pub struct ServerConfig {
     pub head_limits: HeadLimits,
     /// Where corral writes its pid, if anywhere.
     pub pid_file: Option<PathBuf>,
+    /// Pings and the message limit of WebSockets.
+    pub websocket: WebSocketLimits,
+}
+
+/// `server.ws_*`: WebSocket keep-alive and the client message limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WebSocketLimits {
+    /// How often an open socket is pinged; `None`: never.
+    pub ping_interval: Option<Duration>,
+    /// How long a ping may go unanswered before the socket is closed with
+    /// 1011 (> 0).
+    pub ping_timeout: Duration,
+    /// Largest client message (1 to 16 MiB); a bigger one closes with 1009.
+    pub max_message: usize,
 }
 
 /// A value that must not show up in logs or debug output (the status

@@ -221,6 +221,23 @@ pub struct Overrides {
     #[arg(long, value_name = "N", env = "CORRAL_MAX_QUEUED")]
     pub max_queued: Option<usize>,
 
+    /// How often corral pings an open WebSocket (keeps proxies from closing
+    /// idle ones, finds vanished clients); 0s: no pings
+    /// [toml: server.ws_ping_interval] [default: 20s]
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, env = "CORRAL_WS_PING_INTERVAL")]
+    pub ws_ping_interval: Option<HumanDuration>,
+
+    /// How long a WebSocket client may take to answer a ping: then the
+    /// socket is closed with 1011 [toml: server.ws_ping_timeout]
+    /// [default: 20s]
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, env = "CORRAL_WS_PING_TIMEOUT")]
+    pub ws_ping_timeout: Option<HumanDuration>,
+
+    /// Largest WebSocket message a client may send (1009 above), at most
+    /// 16MiB [toml: server.ws_max_message] [default: 16MiB]
+    #[arg(long, value_name = "SIZE", env = "CORRAL_WS_MAX_MESSAGE")]
+    pub ws_max_message: Option<ByteSize>,
+
     /// Threads that corral's own HTTP front runs on; 0: half the CPUs, at
     /// least 1, leaving the rest to the Python workers
     /// [toml: server.io_threads] [default: 0]

@@ -197,6 +197,20 @@ pub(super) struct RawServer {
     /// 0 means no request ever waits (503 whenever every worker is full).
     /// Default 1024.
     pub(super) max_queued: Option<Spanned<usize>>,
+    /// How often corral pings an open WebSocket, so that proxies and load
+    /// balancers that close idle connections (nginx's and most cloud load
+    /// balancers' 60 s) see traffic, and a client that vanished without a
+    /// word is found. "0s" sends no pings. Default "20s", as uvicorn.
+    pub(super) ws_ping_interval: Option<Spanned<HumanDuration>>,
+    /// How long a WebSocket client may take to answer a ping with a pong:
+    /// after that corral closes the socket with 1011, the app sees
+    /// `websocket.disconnect` with 1011, and its worker place is freed.
+    /// Longer than 0. Default "20s", as uvicorn.
+    pub(super) ws_ping_timeout: Option<Spanned<HumanDuration>>,
+    /// Largest WebSocket message a client may send; a bigger one closes the
+    /// socket with 1009 (the app sees 1009 too). From "1B" to "16MiB" (the
+    /// most a worker's channel carries in one message). Default "16MiB".
+    pub(super) ws_max_message: Option<Spanned<ByteSize>>,
     /// Threads that corral's own HTTP front (its async runtime) runs on. 0
     /// means automatic: half the CPUs corral may use, at least 1, leaving
     /// the other half for the Python workers, which do most of the work

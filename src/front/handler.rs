@@ -48,6 +48,8 @@ pub struct Shared {
     pub drain: Arc<Drain>,
     /// Proxies whose X-Forwarded-For and X-Forwarded-Proto count.
     pub forwarded_allow: ForwardedAllow,
+    /// WebSocket pings and message limit.
+    pub websocket: crate::config::WebSocketLimits,
 }
 
 pub async fn handle(
@@ -329,7 +331,12 @@ async fn dispatch(mut req: http::Request<Incoming>, shared: &Shared, conn: &Conn
                 credit,
                 window: stream.window.clone(),
             };
-            tokio::spawn(websocket::relay(upgrade, session, shared.drain.clone()));
+            tokio::spawn(websocket::relay(
+                upgrade,
+                session,
+                shared.drain.clone(),
+                shared.websocket,
+            ));
             Ok(resp)
         }
         First::TimedOut => unreachable!("handled above"),

@@ -438,3 +438,28 @@ fn auto_io_threads_is_half_the_cpus_at_least_one() {
 }
 
 mod health;
+
+#[test]
+fn websocket_pings_and_message_limit() {
+    let text = "[app]\nmodule = \"m:a\"\n[server]\nws_ping_timeout = \"0s\"\n\
+                ws_max_message = \"17MiB\"\n";
+    let text = problems(text, &Overrides::default());
+    let expected = [
+        "2 problems in the configuration:",
+        "  corral.toml:4: server.ws_ping_timeout: must be longer than 0s, like \"20s\"",
+        "  corral.toml:5: server.ws_max_message: must be from \"1B\" to \"16MiB\"",
+    ];
+    for line in expected {
+        assert!(text.contains(line), "missing {line:?} in:\n{text}");
+    }
+    let text = "[app]\nmodule = \"m:a\"\n[server]\nws_ping_interval = \"0s\"\n\
+                ws_max_message = \"1KiB\"\n";
+    let config = resolve_text(text, &Overrides::default()).unwrap();
+    assert_eq!(config.server.websocket.ping_interval, None);
+    assert_eq!(config.server.websocket.max_message, 1024);
+    let defaults = resolve_text("[app]\nmodule = \"m:a\"\n", &Overrides::default()).unwrap();
+    let ws = defaults.server.websocket;
+    assert_eq!(ws.ping_interval, Some(Duration::from_secs(20)));
+    assert_eq!(ws.ping_timeout, Duration::from_secs(20));
+    assert_eq!(ws.max_message, 16 << 20);
+}
