@@ -14,6 +14,7 @@ mod cpus;
 mod deploy;
 mod front;
 mod history;
+mod hooks;
 mod import_gunicorn;
 mod logfile;
 mod metrics;

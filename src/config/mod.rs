@@ -84,6 +84,16 @@ pub struct Config {
     /// key), logged once at start-up.
     pub warnings: Vec<String>,
     pub log: LogConfig,
+    pub hooks: HooksConfig,
+}
+
+/// `[hooks]`: commands run on life-cycle events (see `crate::hooks`). Each
+/// is the program then its arguments, checked like `rollback_hook`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HooksConfig {
+    pub on_worker_exit: Option<Vec<String>>,
+    pub on_ready: Option<Vec<String>>,
+    pub on_reload_failed: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone)]
@@ -843,6 +853,7 @@ fn resolve(
     let state_dir = env.default_state_dir.for_instance(&instance, None);
     let deploy = r.deploy(raw.deploy, &state_dir, chdir_given);
     let log = r.log(args, raw.log);
+    let hooks = r.hooks(&raw.hooks);
     match app {
         Some(app) if r.problems.is_empty() => Ok(Config {
             source: file.map(|f| f.path.clone()),
@@ -855,6 +866,7 @@ fn resolve(
             deploy,
             warnings: r.warnings,
             log,
+            hooks,
         }),
         _ => Err(ConfigError::Validate(r.problems)),
     }

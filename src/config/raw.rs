@@ -45,6 +45,10 @@ pub(super) struct RawConfig {
     /// `[log]`: corral's own log and the access log.
     #[serde(default)]
     pub(super) log: RawLog,
+    /// `[hooks]`: commands run when a worker exits, a generation comes
+    /// into service, or a reload fails.
+    #[serde(default)]
+    pub(super) hooks: RawHooks,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -454,8 +458,8 @@ pub(super) struct RawDeploy {
     /// known good revision), CORRAL_REASON, CORRAL_ERROR_FILE and
     /// CORRAL_APP_DIR. Default: none (no hook).
     pub(super) rollback_hook: Option<Spanned<StringOrArray>>,
-    /// How long a hook (`rollback_hook`) may run before it is killed.
-    /// Longer than 0. Default "60s".
+    /// How long a hook (`rollback_hook` and the `[hooks]`) may run before
+    /// it is killed. Longer than 0. Default "60s".
     pub(super) hook_timeout: Option<Spanned<HumanDuration>>,
     /// A built-in rollback, run when a reload (or the first start) fails to
     /// come up; no script needed. With `rollback_hook` too, the hook runs
@@ -483,6 +487,33 @@ pub(super) struct RawDeploy {
     /// `workers.count` at any time. At least 1. Ignored with "all-at-once"
     /// (it may stay set). Default 1.
     pub(super) max_surge: Option<Spanned<usize>>,
+}
+
+/// The `[hooks]` section. Each hook is a command as an array of strings
+/// (the program, then its arguments; no shell), run off corral's own loop,
+/// killed after `deploy.hook_timeout`, its output logged line by line. A
+/// relative program path with a "/" is relative to this file's folder; a
+/// bare name is looked up in PATH. It inherits corral's environment plus
+/// the variables named below and runs in the app folder.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawHooks {
+    /// Run after a worker process exited, whatever the cause (a crash, a
+    /// recycle, a reload, a stop), with CORRAL_WORKER_PID, CORRAL_SLOT,
+    /// CORRAL_GENERATION and either CORRAL_EXIT_CODE or CORRAL_EXIT_SIGNAL
+    /// (the signal's number). gunicorn's `worker_exit` and `child_exit`;
+    /// prometheus_client's `mark_process_dead` belongs here. Default: none.
+    pub(super) on_worker_exit: Option<Spanned<StringOrArray>>,
+    /// Run when a generation is in service (every slot's worker is), once
+    /// per generation: at start-up and after each reload, with
+    /// CORRAL_GENERATION and CORRAL_REVISION. gunicorn's `when_ready`.
+    /// Default: none.
+    pub(super) on_ready: Option<Spanned<StringOrArray>>,
+    /// Run when a reload fails to come up (the old generation keeps
+    /// serving), beside `deploy.rollback_hook`, with CORRAL_GENERATION (the
+    /// failed one), CORRAL_REVISION (its revision) and CORRAL_REASON.
+    /// Default: none.
+    pub(super) on_reload_failed: Option<Spanned<StringOrArray>>,
 }
 
 /// A value written as a string or as an array of strings

@@ -160,6 +160,8 @@ pub struct Supervisor {
     /// Each live worker's process handle (signals go through its pidfd)
     /// and stack dump file, until its exit is seen.
     procs: HashMap<u64, (Process, Stacks)>,
+    /// `[hooks]`: each run in a task of its own.
+    hooks: crate::hooks::Hooks,
     tx: mpsc::UnboundedSender<Msg>,
     rx: mpsc::UnboundedReceiver<Msg>,
     /// Worker control frames and the front's replace requests, read by the
@@ -245,6 +247,7 @@ impl Supervisor {
         let state = crate::deploy::StateWriter::start(cfg.deploy.state_dir.clone());
         let (snapshot, _) = watch::channel(Snapshot::default());
         Supervisor {
+            hooks: crate::hooks::Hooks::new(&cfg),
             launcher,
             router,
             core,
@@ -452,10 +455,12 @@ impl Supervisor {
         }
         self.procs.remove(&serial);
         self.closed.remove(&serial);
-        Event::Exited {
-            serial,
-            exit: core::exit_of(status),
+        let exit = core::exit_of(status);
+        if let Some(w) = self.core.workers.get(&serial) {
+            self.hooks
+                .worker_exited(w.pid, w.slot, w.generation, exit.clone());
         }
+        Event::Exited { serial, exit }
     }
 
     /// Performs the core's actions; true when the supervisor may exit.

@@ -463,3 +463,25 @@ fn websocket_pings_and_message_limit() {
     assert_eq!(ws.ping_timeout, Duration::from_secs(20));
     assert_eq!(ws.max_message, 16 << 20);
 }
+
+#[test]
+fn hooks_are_commands_as_arrays() {
+    let text = "[app]\nmodule = \"m:a\"\n[hooks]\non_worker_exit = \"./exit.sh --all\"\n\
+                on_ready = []\non_reload_failed = [\"./page.sh\", \"now\"]\n";
+    let text = problems(text, &Overrides::default());
+    let expected = [
+        "2 problems in the configuration:",
+        "  corral.toml:4: hooks.on_worker_exit: is a string: write the command as an array of \
+         strings (the program, then its arguments; no shell runs it), like [\"./exit.sh\", \"--all\"]",
+        "  corral.toml:5: hooks.on_ready: is empty: give a command like",
+    ];
+    for line in expected {
+        assert!(text.contains(line), "missing {line:?} in:\n{text}");
+    }
+    let text = "[app]\nmodule = \"m:a\"\n[hooks]\non_ready = [\"./ready.sh\", \"a b\"]\n";
+    let config = resolve_text(text, &Overrides::default()).unwrap();
+    let ready = config.hooks.on_ready.expect("on_ready");
+    assert!(ready[0].ends_with("/ready.sh") && Path::new(&ready[0]).is_absolute());
+    assert_eq!(ready[1], "a b");
+    assert_eq!(config.hooks.on_worker_exit, None);
+}
