@@ -12,6 +12,7 @@ mod config;
 mod control;
 mod cpus;
 mod deploy;
+mod dev;
 mod front;
 mod history;
 mod hooks;
@@ -228,7 +229,7 @@ async fn run(cfg: Arc<config::Config>, inherited: front::listeners::Inherited) -
     let state = Arc::new(status::StatusState {
         snapshots: sup.snapshots(),
         metrics,
-        supervisor: handle,
+        supervisor: handle.clone(),
         cfg: cfg.clone(),
         router,
     });
@@ -264,6 +265,9 @@ async fn run(cfg: Arc<config::Config>, inherited: front::listeners::Inherited) -
             .map(|p| format!(" (config {})", p.display()))
             .unwrap_or_default()
     );
+    if let Some(first) = listeners.server.first() {
+        dev::start(&cfg, &first.describe(), handle, sup.snapshots());
+    }
     let front = front::Front::start(listeners.server, &cfg.server, shared, gate);
     let code = sup.run(front).await;
     // Remove the control socket unless a re-executed corral took it over.

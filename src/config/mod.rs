@@ -85,7 +85,32 @@ pub struct Config {
     pub warnings: Vec<String>,
     pub log: LogConfig,
     pub hooks: HooksConfig,
+    pub dev: DevConfig,
 }
+
+/// `[dev]`: `--reload` and what it watches (see `crate::dev`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DevConfig {
+    pub reload: bool,
+    /// Globs (checked: each compiles) of the files whose changes count.
+    pub include: Vec<String>,
+    /// Globs of the files and folders whose changes never count.
+    pub exclude: Vec<String>,
+}
+
+/// The default `dev.reload_include`.
+pub const RELOAD_INCLUDE: &[&str] = &["*.py"];
+/// The default `dev.reload_exclude`.
+pub const RELOAD_EXCLUDE: &[&str] = &[
+    ".git",
+    "__pycache__",
+    ".venv",
+    "venv",
+    "node_modules",
+    ".tox",
+    ".mypy_cache",
+    ".pytest_cache",
+];
 
 /// `[hooks]`: commands run on life-cycle events (see `crate::hooks`). Each
 /// is the program then its arguments, checked like `rollback_hook`.
@@ -832,7 +857,8 @@ fn resolve(
     let chdir_given = args.chdir.is_some() || raw.app.chdir.is_some();
     let app = r.app(args, raw.app, env);
     let server = r.server(args, raw.server, env);
-    let workers = r.workers(args, raw.workers, env);
+    let dev = r.dev(args, &raw.dev);
+    let workers = r.workers(args, raw.workers, env, dev.reload);
     let health = r.health(
         args,
         raw.health,
@@ -867,6 +893,7 @@ fn resolve(
             warnings: r.warnings,
             log,
             hooks,
+            dev,
         }),
         _ => Err(ConfigError::Validate(r.problems)),
     }

@@ -336,6 +336,36 @@ pub struct Overrides {
     )]
     pub worker_class: Option<Interface>,
 
+    /// Development: watch the app folder and pythonpath and start a new
+    /// generation on every change; a broken save keeps the last good code
+    /// serving. One worker unless --workers is given
+    /// [toml: dev.reload] [default: false]
+    #[arg(long, env = "CORRAL_RELOAD")]
+    pub reload: bool,
+
+    /// With --reload: globs of files whose changes count (repeat the flag,
+    /// or separate them with commas); they replace the default
+    /// [toml: dev.reload_include] [default: *.py]
+    #[arg(
+        long,
+        value_name = "GLOB",
+        value_delimiter = ',',
+        env = "CORRAL_RELOAD_INCLUDE"
+    )]
+    pub reload_include: Vec<String>,
+
+    /// With --reload: globs of files or folders whose changes never count
+    /// (repeat the flag, or separate them with commas); they replace the
+    /// default [toml: dev.reload_exclude]
+    /// [default: .git,__pycache__,.venv,venv,node_modules,.tox,.mypy_cache,.pytest_cache]
+    #[arg(
+        long,
+        value_name = "GLOB",
+        value_delimiter = ',',
+        env = "CORRAL_RELOAD_EXCLUDE"
+    )]
+    pub reload_exclude: Vec<String>,
+
     /// Refused: corral never preloads the app (each worker imports it, so a
     /// reload runs new code and a broken import never reaches the supervisor)
     #[arg(long, env = "CORRAL_PRELOAD")]

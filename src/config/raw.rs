@@ -49,6 +49,9 @@ pub(super) struct RawConfig {
     /// into service, or a reload fails.
     #[serde(default)]
     pub(super) hooks: RawHooks,
+    /// `[dev]`: development mode (`--reload`).
+    #[serde(default)]
+    pub(super) dev: RawDev,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -514,6 +517,29 @@ pub(super) struct RawHooks {
     /// failed one), CORRAL_REVISION (its revision) and CORRAL_REASON.
     /// Default: none.
     pub(super) on_reload_failed: Option<Spanned<StringOrArray>>,
+}
+
+/// The `[dev]` section: for development, never production.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawDev {
+    /// Watch the app folder (`app.chdir`, else the current folder) and
+    /// `app.pythonpath` and start a new generation when a watched file
+    /// changes. A broken save keeps the last good code serving and logs the
+    /// error once; the next save tries again. With it on, one worker runs
+    /// unless `--workers` is given, and `workers.graceful_timeout` defaults
+    /// to "1s". Default false.
+    pub(super) reload: Option<Spanned<bool>>,
+    /// Globs of the files whose changes count, matched against a file's
+    /// path below the watched folder ("*.py" matches at any depth;
+    /// "templates/**" a folder). Default ["*.py"].
+    pub(super) reload_include: Option<Spanned<Vec<Spanned<String>>>>,
+    /// Globs of the files and folders whose changes never count, matched
+    /// against the path below the watched folder and against each of its
+    /// folder names; a folder holding a `pyvenv.cfg` (a virtualenv) never
+    /// counts either. Default [".git", "__pycache__", ".venv", "venv",
+    /// "node_modules", ".tox", ".mypy_cache", ".pytest_cache"].
+    pub(super) reload_exclude: Option<Spanned<Vec<Spanned<String>>>>,
 }
 
 /// A value written as a string or as an array of strings

@@ -17,6 +17,7 @@ use toml::Spanned;
 use super::{BindAddr, ConfigFile, ForwardedAllow, Problem, RevisionSource};
 
 mod app;
+mod dev;
 mod health;
 mod hooks;
 mod server;

@@ -485,3 +485,32 @@ fn hooks_are_commands_as_arrays() {
     assert_eq!(ready[1], "a b");
     assert_eq!(config.hooks.on_worker_exit, None);
 }
+
+#[test]
+fn reload_sets_dev_defaults_and_checks_its_globs() {
+    let text = "[app]\nmodule = \"m:a\"\n[workers]\ncount = 4\n[dev]\nreload = true\n\
+                reload_include = [\"*.py\", \"a[\"]\n";
+    let text = problems(text, &Overrides::default());
+    assert!(
+        text.starts_with("corral.toml:7: dev.reload_include: \"a[\" is not a glob: "),
+        "{text}"
+    );
+    let text = "[app]\nmodule = \"m:a\"\n[workers]\ncount = 4\n[dev]\nreload = true\n";
+    let config = resolve_text(text, &Overrides::default()).unwrap();
+    assert!(config.dev.reload);
+    assert_eq!(config.dev.include, ["*.py"]);
+    assert!(config.dev.exclude.iter().any(|g| g == "__pycache__"));
+    assert_eq!(config.workers.count, 1, "one worker unless --workers");
+    assert_eq!(config.workers.graceful_timeout, Duration::from_secs(1));
+    let args = Overrides {
+        workers: Some(WorkerCount::Count(3)),
+        reload_exclude: vec!["migrations".into()],
+        ..Overrides::default()
+    };
+    let config = resolve_text(text, &args).unwrap();
+    assert_eq!(config.workers.count, 3);
+    assert_eq!(config.dev.exclude, ["migrations"]);
+    let off = resolve_text("[app]\nmodule = \"m:a\"\n", &Overrides::default()).unwrap();
+    assert!(!off.dev.reload);
+    assert_eq!(off.workers.graceful_timeout, Duration::from_secs(30));
+}
