@@ -102,3 +102,48 @@ fn changes_that_do_not_count_start_nothing() {
         .unwrap_or_else(|| panic!("helpers.py did not count; log:\n{}", c.log.text()));
     c.wait_in_service(2);
 }
+
+#[test]
+fn an_asgi_app_is_followed_too_and_a_failing_startup_keeps_the_old_code() {
+    let asgi = |tag: &str, startup: &str| {
+        format!(
+            "async def app(scope, receive, send):\n\
+             \x20   if scope[\"type\"] == \"lifespan\":\n\
+             \x20       await receive()\n\
+             \x20       {startup}\n\
+             \x20       await send({{\"type\": \"lifespan.startup.complete\"}})\n\
+             \x20       await receive()\n\
+             \x20       return\n\
+             \x20   await send({{\"type\": \"http.response.start\", \"status\": 200, \
+             \"headers\": [(b\"content-length\", b\"2\")]}})\n\
+             \x20   await send({{\"type\": \"http.response.body\", \"body\": b\"{tag}\"}})\n"
+        )
+    };
+    let dir = AppDir::new(&[("app.py", &asgi("a1", "pass"))]);
+    let c = Corral::start(dir.path(), &["app:app", "--reload"], 1);
+    assert_eq!(c.get("/").text(), "a1");
+    save(&dir, &asgi("a2", "pass"));
+    until_serving(&c, "a2");
+    save(&dir, &asgi("a3", "raise RuntimeError('no database')"));
+    c.log
+        .wait_for("reload failed", Duration::from_secs(10))
+        .unwrap_or_else(|| panic!("the failing startup was not tried; log:\n{}", c.log.text()));
+    assert_eq!(c.get("/").text(), "a2");
+    assert!(c.log.text().contains("RuntimeError: no database"));
+    save(&dir, &asgi("a4", "pass"));
+    until_serving(&c, "a4");
+}
+
+#[test]
+fn a_start_with_broken_code_serves_as_soon_as_the_fix_is_saved() {
+    let dir = AppDir::new(&[("app.py", "def app(environ, start_response:\n")]);
+    let mut c = Corral::spawn(dir.path(), &["app:app", "--reload"], &[]);
+    c.wait_listening();
+    c.log
+        .wait_for("failed to boot", Duration::from_secs(10))
+        .unwrap_or_else(|| panic!("log:\n{}", c.log.text()));
+    assert_eq!(c.get("/").status, 503);
+    save(&dir, &app("fixed"));
+    let took = until_serving(&c, "fixed");
+    assert!(took < Duration::from_secs(3), "the fix took {took:?}");
+}
