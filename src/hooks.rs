@@ -14,6 +14,7 @@
 //! app folder. At most [`AT_ONCE`] hooks run at once; the rest wait their
 //! turn, so a crash loop cannot fork a storm of them.
 
+use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::Arc;
@@ -23,7 +24,6 @@ use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::sync::Semaphore;
 
 use crate::config::{Config, HooksConfig};
-use crate::supervisor::core::Exit;
 
 /// Most hooks running at once.
 const AT_ONCE: usize = 4;
@@ -61,7 +61,13 @@ impl Hooks {
     }
 
     /// A worker process exited (`on_worker_exit`).
-    pub fn worker_exited(&self, pid: u32, slot: usize, generation: u64, exit: Exit) {
+    pub fn worker_exited(
+        &self,
+        pid: u32,
+        slot: usize,
+        generation: u64,
+        status: std::process::ExitStatus,
+    ) {
         let Some(argv) = &self.config.on_worker_exit else {
             return;
         };
@@ -70,9 +76,9 @@ impl Hooks {
             ("CORRAL_SLOT", slot.to_string()),
             ("CORRAL_GENERATION", generation.to_string()),
         ];
-        env.push(match exit {
-            Exit::Code(code) => ("CORRAL_EXIT_CODE", code.to_string()),
-            Exit::Signal(sig) => ("CORRAL_EXIT_SIGNAL", sig.to_string()),
+        env.push(match (status.code(), status.signal()) {
+            (None, Some(sig)) => ("CORRAL_EXIT_SIGNAL", sig.to_string()),
+            (code, _) => ("CORRAL_EXIT_CODE", code.unwrap_or(-1).to_string()),
         });
         self.run("on_worker_exit", argv, env);
     }

@@ -455,12 +455,14 @@ impl Supervisor {
         }
         self.procs.remove(&serial);
         self.closed.remove(&serial);
-        let exit = core::exit_of(status);
         if let Some(w) = self.core.workers.get(&serial) {
             self.hooks
-                .worker_exited(w.pid, w.slot, w.generation, exit.clone());
+                .worker_exited(w.pid, w.slot, w.generation, status);
         }
-        Event::Exited { serial, exit }
+        Event::Exited {
+            serial,
+            exit: core::exit_of(status),
+        }
     }
 
     /// Performs the core's actions; true when the supervisor may exit.
