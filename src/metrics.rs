@@ -6,12 +6,8 @@ use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+pub use crate::history::BUCKETS;
 use crate::history::History;
-
-/// Upper bounds (seconds) of the latency histogram's buckets.
-pub const BUCKETS: [f64; 12] = [
-    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
-];
 
 #[derive(Default)]
 pub struct Metrics {
