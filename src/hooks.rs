@@ -12,7 +12,9 @@
 //! own variables (as for workers: no `NOTIFY_SOCKET`, no status token),
 //! plus `[app] env` and the event's `CORRAL_*` variables; it runs in the
 //! app folder. At most [`AT_ONCE`] hooks run at once; the rest wait their
-//! turn, so a crash loop cannot fork a storm of them.
+//! turn, so a crash loop cannot fork a storm of them. When corral exits it
+//! first waits (at most [`AT_EXIT`]) for the hooks still running or
+//! waiting, so that the workers' last exits during a stop are heard.
 
 use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
@@ -21,12 +23,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, watch};
 
 use crate::config::{Config, HooksConfig};
 
 /// Most hooks running at once.
 const AT_ONCE: usize = 4;
+/// Longest corral waits for its hooks when it exits.
+const AT_EXIT: Duration = Duration::from_secs(5);
 
 /// The configured hooks and what every run of them shares.
 #[derive(Debug, Clone)]
@@ -38,6 +42,8 @@ pub struct Hooks {
     /// `[app] env`, set over corral's environment.
     app_env: Vec<(String, String)>,
     slots: Arc<Semaphore>,
+    /// Hooks started and not yet ended.
+    pending: Arc<watch::Sender<usize>>,
 }
 
 impl Hooks {
@@ -57,7 +63,19 @@ impl Hooks {
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect(),
             slots: Arc::new(Semaphore::new(AT_ONCE)),
+            pending: Arc::new(watch::Sender::new(0)),
         }
+    }
+
+    /// Waits until every hook started so far has ended, or the smaller of
+    /// [`AT_EXIT`] and `deploy.hook_timeout` has passed (corral is exiting).
+    pub async fn finish(&self) {
+        let mut rx = self.pending.subscribe();
+        if *rx.borrow() == 0 {
+            return;
+        }
+        tracing::info!("waiting for {} hook(s) to end", *rx.borrow());
+        let _ = tokio::time::timeout(self.timeout.min(AT_EXIT), rx.wait_for(|n| *n == 0)).await;
     }
 
     /// A worker process exited (`on_worker_exit`).
@@ -132,11 +150,13 @@ impl Hooks {
             .env("CORRAL_APP_DIR", &self.dir)
             .envs(env);
         let (program, timeout, slots) = (program.clone(), self.timeout, self.slots.clone());
+        self.pending.send_modify(|n| *n += 1);
+        let pending = self.pending.clone();
         tokio::spawn(async move {
-            let Ok(_turn) = slots.acquire_owned().await else {
-                return;
-            };
-            run(name, &program, cmd, timeout).await;
+            if let Ok(_turn) = slots.acquire_owned().await {
+                run(name, &program, cmd, timeout).await;
+            }
+            pending.send_modify(|n| *n = n.saturating_sub(1));
         });
     }
 }

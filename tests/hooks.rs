@@ -252,3 +252,44 @@ fn the_prometheus_multiprocess_recipe_marks_dead_workers() {
     // Counters of dead workers are kept, as prometheus_client intends.
     assert!(after.contains("demo_hits_total 1.0"), "{after}");
 }
+
+#[test]
+fn at_a_stop_corral_waits_for_the_last_workers_exit_hooks() {
+    let dir = AppDir::new(&[("app.py", APP)]);
+    let config = "[app]\nmodule = \"app:app\"\n[workers]\ncount = 2\n[hooks]\n\
+                  on_worker_exit = [\"sh\", \"-c\", \"sleep 1; echo done > exited-$CORRAL_WORKER_PID\"]\n";
+    std::fs::write(dir.path().join("corral.toml"), config).unwrap();
+    let mut c = Corral::start(dir.path(), &["-c", "corral.toml", "-b", "127.0.0.1:0"], 2);
+    let pids: Vec<String> = (0..2)
+        .map(|slot| {
+            let line = c
+                .log
+                .wait_for(&format!("worker {slot} (pid "), Duration::from_secs(5));
+            let line = line.expect("a booted worker");
+            line.split("(pid ")
+                .nth(1)
+                .unwrap()
+                .split(')')
+                .next()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    c.signal(libc::SIGTERM);
+    let status = c.wait_exit(Duration::from_secs(20)).expect("corral stops");
+    assert!(status.success(), "{status:?}");
+    let exited: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .flatten()
+        .filter_map(|e| {
+            e.file_name()
+                .to_str()?
+                .strip_prefix("exited-")
+                .map(str::to_owned)
+        })
+        .collect();
+    assert_eq!(exited.len(), 2, "{exited:?}; log:\n{}", c.log.text());
+    for pid in &pids {
+        assert!(exited.contains(pid), "{pid} not in {exited:?}");
+    }
+}

@@ -375,6 +375,8 @@ impl Supervisor {
                 let actions = self.core.on_event(Instant::now(), event);
                 if self.perform(actions) {
                     self.answer_waiters();
+                    // The workers' last exits are heard before corral goes.
+                    self.hooks.finish().await;
                     return self.exit_code;
                 }
             }
