@@ -13,8 +13,10 @@ mod config;
 mod control;
 mod cpus;
 mod deploy;
+mod dev;
 mod front;
 mod history;
+mod hooks;
 mod import_gunicorn;
 mod logfile;
 mod metrics;
@@ -254,11 +256,12 @@ async fn run(cfg: Arc<config::Config>, inherited: front::listeners::Inherited) -
         forwarded_allow: cfg.server.forwarded_allow_ips.clone(),
         canary_sticky: cfg.deploy.canary_sticky.clone(),
         tls: tls.clone(),
+        websocket: cfg.server.websocket,
     });
     let state = Arc::new(status::StatusState {
         snapshots: sup.snapshots(),
         metrics,
-        supervisor: handle,
+        supervisor: handle.clone(),
         cfg: cfg.clone(),
         router,
     });
@@ -300,6 +303,9 @@ async fn run(cfg: Arc<config::Config>, inherited: front::listeners::Inherited) -
             .map(|p| format!(" (config {})", p.display()))
             .unwrap_or_default()
     );
+    if let Some(first) = listeners.server.first() {
+        dev::start(&cfg, &first.describe(), handle, sup.snapshots());
+    }
     let front = front::Front::start(listeners.server, &cfg.server, shared, gate);
     let code = sup.run(front).await;
     // Remove the control socket unless a re-executed corral took it over.

@@ -123,7 +123,15 @@ async def flood(scope, receive, send):
     await send({"type": "websocket.send", "text": "got %d" % got})
 
 
-ROUTES = {"echo": echo, "chat": chat, "forbid": forbid, "deny": deny, "flood": flood}
+async def ext(scope, receive, send):
+    # Claims an extension corral does not speak.
+    await send({"type": "websocket.accept",
+                "headers": [(b"sec-websocket-extensions", b"permessage-deflate")]})
+    await send({"type": "websocket.send", "text": "plain"})
+
+
+ROUTES = {"echo": echo, "chat": chat, "forbid": forbid, "deny": deny, "flood": flood,
+          "ext": ext}
 
 
 async def app(scope, receive, send):
@@ -675,4 +683,169 @@ async fn sigquit_closes_sockets_with_1001() {
 #[tokio::test(flavor = "multi_thread")]
 async fn corral_stop_closes_sockets_with_1001() {
     a_stop_closes_sockets_with_1001("stop").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_idle_socket_is_pinged_every_ws_ping_interval_and_stays_open() {
+    let (_dir, c) = start(1, &["--ws-ping-interval", "500ms"]);
+    let mut ws = connect(&c, "/echo").await;
+    hello(&mut ws).await;
+    // Reading answers each ping with a pong (tungstenite does), so the
+    // socket lives on past the ping timeout.
+    let started = Instant::now();
+    let mut pings = 0;
+    while started.elapsed() < Duration::from_millis(2300) {
+        match tokio::time::timeout(Duration::from_millis(100), ws.next()).await {
+            Err(_) => continue,
+            Ok(Some(Ok(Message::Ping(_)))) => pings += 1,
+            Ok(other) => panic!("an idle socket got {other:?}"),
+        }
+    }
+    assert!((3..=5).contains(&pings), "{pings} pings in 2.3 s");
+    send(&mut ws, Message::text("still here")).await;
+    assert_eq!(expect_text(&mut ws).await, "still here");
+}
+
+/// A WebSocket client that reads frames but never answers one: a raw
+/// handshake on a TCP socket, then bytes read and split into frames.
+struct Mute {
+    tcp: TcpStream,
+    buf: Vec<u8>,
+}
+
+impl Mute {
+    async fn connect(c: &Corral, path: &str) -> Mute {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut tcp = within("connect", TcpStream::connect(c.addr.as_str()))
+            .await
+            .expect("connect");
+        let mut req = format!("GET {path} HTTP/1.1\r\nHost: {}\r\n", c.addr);
+        for (k, v) in raw_handshake("13") {
+            req.push_str(&format!("{k}: {v}\r\n"));
+        }
+        req.push_str("\r\n");
+        tcp.write_all(req.as_bytes()).await.unwrap();
+        let mut buf = Vec::new();
+        let end = within("the 101", async {
+            loop {
+                if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                    return end + 4;
+                }
+                let mut chunk = [0u8; 4096];
+                let n = tcp.read(&mut chunk).await.unwrap();
+                assert!(n > 0, "closed before the 101");
+                buf.extend_from_slice(&chunk[..n]);
+            }
+        })
+        .await;
+        let head = String::from_utf8_lossy(&buf[..end]).to_string();
+        assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+        buf.drain(..end);
+        Mute { tcp, buf }
+    }
+
+    /// The next frame from corral (unmasked): its opcode and payload.
+    async fn frame(&mut self) -> (u8, Vec<u8>) {
+        use tokio::io::AsyncReadExt;
+        within("the next frame", async {
+            loop {
+                if let Some((opcode, len, start)) = header(&self.buf)
+                    && self.buf.len() >= start + len
+                {
+                    let payload = self.buf[start..start + len].to_vec();
+                    self.buf.drain(..start + len);
+                    return (opcode, payload);
+                }
+                let mut chunk = [0u8; 4096];
+                let n = self.tcp.read(&mut chunk).await.unwrap();
+                assert!(n > 0, "the connection ended without a close frame");
+                self.buf.extend_from_slice(&chunk[..n]);
+            }
+        })
+        .await
+    }
+}
+
+/// A frame header's opcode, payload length and header length.
+fn header(buf: &[u8]) -> Option<(u8, usize, usize)> {
+    let (&b0, &b1) = (buf.first()?, buf.get(1)?);
+    let opcode = b0 & 0x0f;
+    match b1 & 0x7f {
+        126 => {
+            let len = u16::from_be_bytes([*buf.get(2)?, *buf.get(3)?]);
+            Some((opcode, len as usize, 4))
+        }
+        127 => panic!("a frame over 64 KiB"),
+        len => Some((opcode, len as usize, 2)),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_client_that_answers_no_ping_is_closed_with_1011_and_its_place_freed() {
+    // One socket per worker: the next one only opens once the first is gone.
+    let (dir, c) = start(
+        1,
+        &[
+            "--ws-ping-interval",
+            "1s",
+            "--ws-ping-timeout",
+            "1s",
+            "--concurrency",
+            "1",
+        ],
+    );
+    let mut mute = Mute::connect(&c, "/echo?tag=mute").await;
+    let opened = Instant::now();
+    let (opcode, _) = mute.frame().await;
+    assert_eq!(opcode, 0x1, "the app's hello");
+    let (opcode, _) = mute.frame().await;
+    assert_eq!(opcode, 0x9, "a ping");
+    let pinged = opened.elapsed();
+    let (opcode, payload) = mute.frame().await;
+    let waited = opened.elapsed();
+    assert_eq!(opcode, 0x8, "a close frame");
+    let code = u16::from_be_bytes([payload[0], payload[1]]);
+    assert_eq!(code, 1011, "{:?}", String::from_utf8_lossy(&payload[2..]));
+    // Pinged after ws_ping_interval, closed ws_ping_timeout later.
+    assert!(
+        pinged >= Duration::from_millis(900),
+        "pinged after {pinged:?}"
+    );
+    assert!(
+        (Duration::from_millis(1900)..Duration::from_millis(3500)).contains(&waited),
+        "closed after {waited:?}"
+    );
+    let seen = event(&dir, "mute").await;
+    assert!(seen.starts_with("1011"), "the app saw {seen:?}");
+    // The worker's only place is free again.
+    let mut ws = connect(&c, "/echo").await;
+    hello(&mut ws).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ws_max_message_is_the_largest_client_message_and_one_byte_more_gets_1009() {
+    let (dir, c) = start(1, &["--ws-max-message", "1KiB"]);
+    let mut ws = connect(&c, "/echo?tag=small").await;
+    hello(&mut ws).await;
+    send(&mut ws, Message::binary(vec![7u8; 1024])).await;
+    assert_eq!(expect_binary(&mut ws).await, vec![7u8; 1024]);
+    send(&mut ws, Message::binary(vec![7u8; 1025])).await;
+    assert_eq!(expect_close(&mut ws).await.0, 1009);
+    let seen = event(&dir, "small").await;
+    assert!(seen.starts_with("1009"), "the app saw {seen:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn no_extension_is_negotiated_even_when_the_app_names_one() {
+    let (_dir, c) = start(1, &[]);
+    let offer = [("Sec-WebSocket-Extensions", "permessage-deflate")];
+    let (mut ws, resp) = handshake(&c, "/ext", &offer)
+        .await
+        .unwrap_or_else(|e| panic!("handshake failed: {e}"));
+    assert!(
+        !resp.headers().contains_key("sec-websocket-extensions"),
+        "{:?}",
+        resp.headers()
+    );
+    assert_eq!(expect_text(&mut ws).await, "plain");
 }

@@ -221,6 +221,8 @@ const SECTIONS: &[(&str, &str)] = &[
     ("RawControl", "control"),
     ("RawDeploy", "deploy"),
     ("RawLog", "log"),
+    ("RawHooks", "hooks"),
+    ("RawDev", "dev"),
 ];
 
 /// The `Default ...` that a key's `///` doc in `raw.rs` (the config

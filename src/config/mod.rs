@@ -84,6 +84,41 @@ pub struct Config {
     /// key), logged once at start-up.
     pub warnings: Vec<String>,
     pub log: LogConfig,
+    pub hooks: HooksConfig,
+    pub dev: DevConfig,
+}
+
+/// `[dev]`: `--reload` and what it watches (see `crate::dev`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DevConfig {
+    pub reload: bool,
+    /// Globs (checked: each compiles) of the files whose changes count.
+    pub include: Vec<String>,
+    /// Globs of the files and folders whose changes never count.
+    pub exclude: Vec<String>,
+}
+
+/// The default `dev.reload_include`.
+pub const RELOAD_INCLUDE: &[&str] = &["*.py"];
+/// The default `dev.reload_exclude`.
+pub const RELOAD_EXCLUDE: &[&str] = &[
+    ".git",
+    "__pycache__",
+    ".venv",
+    "venv",
+    "node_modules",
+    ".tox",
+    ".mypy_cache",
+    ".pytest_cache",
+];
+
+/// `[hooks]`: commands run on life-cycle events (see `crate::hooks`). Each
+/// is the program then its arguments, checked like `rollback_hook`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HooksConfig {
+    pub on_worker_exit: Option<Vec<String>>,
+    pub on_ready: Option<Vec<String>>,
+    pub on_reload_failed: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone)]
@@ -262,6 +297,20 @@ pub struct ServerConfig {
     pub max_concurrent_streams: u32,
     /// HTTPS on every bind (`[server.tls]`), if configured.
     pub tls: Option<crate::tls::TlsFiles>,
+    /// Pings and the message limit of WebSockets.
+    pub websocket: WebSocketLimits,
+}
+
+/// `server.ws_*`: WebSocket keep-alive and the client message limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WebSocketLimits {
+    /// How often an open socket is pinged; `None`: never.
+    pub ping_interval: Option<Duration>,
+    /// How long a ping may go unanswered before the socket is closed with
+    /// 1011 (> 0).
+    pub ping_timeout: Duration,
+    /// Largest client message (1 to 16 MiB); a bigger one closes with 1009.
+    pub max_message: usize,
 }
 
 /// A value that must not show up in logs or debug output (the status
@@ -840,7 +889,8 @@ fn resolve(
     let chdir_given = args.chdir.is_some() || raw.app.chdir.is_some();
     let app = r.app(args, raw.app, env);
     let server = r.server(args, raw.server, env);
-    let workers = r.workers(args, raw.workers, env);
+    let dev = r.dev(args, &raw.dev);
+    let workers = r.workers(args, raw.workers, env, dev.reload);
     let health = r.health(
         args,
         raw.health,
@@ -861,6 +911,7 @@ fn resolve(
     let state_dir = env.default_state_dir.for_instance(&instance, None);
     let deploy = r.deploy(raw.deploy, &state_dir, chdir_given);
     let log = r.log(args, raw.log);
+    let hooks = r.hooks(&raw.hooks);
     match app {
         Some(app) if r.problems.is_empty() => Ok(Config {
             source: file.map(|f| f.path.clone()),
@@ -873,6 +924,8 @@ fn resolve(
             deploy,
             warnings: r.warnings,
             log,
+            hooks,
+            dev,
         }),
         _ => Err(ConfigError::Validate(r.problems)),
     }

@@ -221,6 +221,23 @@ pub struct Overrides {
     #[arg(long, value_name = "N", env = "CORRAL_MAX_QUEUED")]
     pub max_queued: Option<usize>,
 
+    /// How often corral pings an open WebSocket (keeps proxies from closing
+    /// idle ones, finds vanished clients); 0s: no pings
+    /// [toml: server.ws_ping_interval] [default: 20s]
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, env = "CORRAL_WS_PING_INTERVAL")]
+    pub ws_ping_interval: Option<HumanDuration>,
+
+    /// How long a WebSocket client may take to answer a ping: then the
+    /// socket is closed with 1011 [toml: server.ws_ping_timeout]
+    /// [default: 20s]
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, env = "CORRAL_WS_PING_TIMEOUT")]
+    pub ws_ping_timeout: Option<HumanDuration>,
+
+    /// Largest WebSocket message a client may send (1009 above), at most
+    /// 16MiB [toml: server.ws_max_message] [default: 16MiB]
+    #[arg(long, value_name = "SIZE", env = "CORRAL_WS_MAX_MESSAGE")]
+    pub ws_max_message: Option<ByteSize>,
+
     /// Threads that corral's own HTTP front runs on; 0: half the CPUs, at
     /// least 1, leaving the rest to the Python workers
     /// [toml: server.io_threads] [default: 0]
@@ -347,6 +364,36 @@ pub struct Overrides {
         env = "CORRAL_WORKER_CLASS"
     )]
     pub worker_class: Option<Interface>,
+
+    /// Development: watch the app folder and pythonpath and start a new
+    /// generation on every change; a broken save keeps the last good code
+    /// serving. One worker unless --workers is given
+    /// [toml: dev.reload] [default: false]
+    #[arg(long, env = "CORRAL_RELOAD")]
+    pub reload: bool,
+
+    /// With --reload: globs of files whose changes count (repeat the flag,
+    /// or separate them with commas); they replace the default
+    /// [toml: dev.reload_include] [default: *.py]
+    #[arg(
+        long,
+        value_name = "GLOB",
+        value_delimiter = ',',
+        env = "CORRAL_RELOAD_INCLUDE"
+    )]
+    pub reload_include: Vec<String>,
+
+    /// With --reload: globs of files or folders whose changes never count
+    /// (repeat the flag, or separate them with commas); they replace the
+    /// default [toml: dev.reload_exclude]
+    /// [default: .git,__pycache__,.venv,venv,node_modules,.tox,.mypy_cache,.pytest_cache]
+    #[arg(
+        long,
+        value_name = "GLOB",
+        value_delimiter = ',',
+        env = "CORRAL_RELOAD_EXCLUDE"
+    )]
+    pub reload_exclude: Vec<String>,
 
     /// Refused: corral never preloads the app (each worker imports it, so a
     /// reload runs new code and a broken import never reaches the supervisor)

@@ -45,6 +45,13 @@ pub(super) struct RawConfig {
     /// `[log]`: corral's own log and the access log.
     #[serde(default)]
     pub(super) log: RawLog,
+    /// `[hooks]`: commands run when a worker exits, a generation comes
+    /// into service, or a reload fails.
+    #[serde(default)]
+    pub(super) hooks: RawHooks,
+    /// `[dev]`: development mode (`--reload`).
+    #[serde(default)]
+    pub(super) dev: RawDev,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -197,6 +204,20 @@ pub(super) struct RawServer {
     /// 0 means no request ever waits (503 whenever every worker is full).
     /// Default 1024.
     pub(super) max_queued: Option<Spanned<usize>>,
+    /// How often corral pings an open WebSocket, so that proxies and load
+    /// balancers that close idle connections (nginx's and most cloud load
+    /// balancers' 60 s) see traffic, and a client that vanished without a
+    /// word is found. "0s" sends no pings. Default "20s", as uvicorn.
+    pub(super) ws_ping_interval: Option<Spanned<HumanDuration>>,
+    /// How long a WebSocket client may take to answer a ping with a pong:
+    /// after that corral closes the socket with 1011, the app sees
+    /// `websocket.disconnect` with 1011, and its worker place is freed.
+    /// Longer than 0. Default "20s", as uvicorn.
+    pub(super) ws_ping_timeout: Option<Spanned<HumanDuration>>,
+    /// Largest WebSocket message a client may send; a bigger one closes the
+    /// socket with 1009 (the app sees 1009 too). From "1B" to "16MiB" (the
+    /// most a worker's channel carries in one message). Default "16MiB".
+    pub(super) ws_max_message: Option<Spanned<ByteSize>>,
     /// Threads that corral's own HTTP front (its async runtime) runs on. 0
     /// means automatic: half the CPUs corral may use, at least 1, leaving
     /// the other half for the Python workers, which do most of the work
@@ -472,8 +493,8 @@ pub(super) struct RawDeploy {
     /// known good revision), CORRAL_REASON, CORRAL_ERROR_FILE and
     /// CORRAL_APP_DIR. Default: none (no hook).
     pub(super) rollback_hook: Option<Spanned<StringOrArray>>,
-    /// How long a hook (`rollback_hook`) may run before it is killed.
-    /// Longer than 0. Default "60s".
+    /// How long a hook (`rollback_hook` and the `[hooks]`) may run before
+    /// it is killed. Longer than 0. Default "60s".
     pub(super) hook_timeout: Option<Spanned<HumanDuration>>,
     /// A built-in rollback, run when a reload (or the first start) fails to
     /// come up; no script needed. With `rollback_hook` too, the hook runs
@@ -535,6 +556,56 @@ pub(super) struct RawDeploy {
     /// header's or cookie's value decides; requests without it go on their
     /// own). Default "none".
     pub(super) canary_sticky: Option<Spanned<String>>,
+}
+
+/// The `[hooks]` section. Each hook is a command as an array of strings
+/// (the program, then its arguments; no shell), run off corral's own loop,
+/// killed after `deploy.hook_timeout`, its output logged line by line. A
+/// relative program path with a "/" is relative to this file's folder; a
+/// bare name is looked up in PATH. It inherits corral's environment plus
+/// the variables named below and runs in the app folder.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawHooks {
+    /// Run after a worker process exited, whatever the cause (a crash, a
+    /// recycle, a reload, a stop), with CORRAL_WORKER_PID, CORRAL_SLOT,
+    /// CORRAL_GENERATION and either CORRAL_EXIT_CODE or CORRAL_EXIT_SIGNAL
+    /// (the signal's number). gunicorn's `worker_exit` and `child_exit`;
+    /// prometheus_client's `mark_process_dead` belongs here. Default: none.
+    pub(super) on_worker_exit: Option<Spanned<StringOrArray>>,
+    /// Run when a generation is in service (every slot's worker is), once
+    /// per generation: at start-up and after each reload, with
+    /// CORRAL_GENERATION and CORRAL_REVISION. gunicorn's `when_ready`.
+    /// Default: none.
+    pub(super) on_ready: Option<Spanned<StringOrArray>>,
+    /// Run when a reload fails to come up (the old generation keeps
+    /// serving), beside `deploy.rollback_hook`, with CORRAL_GENERATION (the
+    /// failed one), CORRAL_REVISION (its revision) and CORRAL_REASON.
+    /// Default: none.
+    pub(super) on_reload_failed: Option<Spanned<StringOrArray>>,
+}
+
+/// The `[dev]` section: for development, never production.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawDev {
+    /// Watch the app folder (`app.chdir`, else the current folder) and
+    /// `app.pythonpath` and start a new generation when a watched file
+    /// changes. A broken save keeps the last good code serving and logs the
+    /// error once; the next save tries again. With it on, one worker runs
+    /// unless `--workers` is given, and `workers.graceful_timeout` defaults
+    /// to "1s". Default false.
+    pub(super) reload: Option<Spanned<bool>>,
+    /// Globs of the files whose changes count, matched against a file's
+    /// path below the watched folder ("*.py" matches at any depth;
+    /// "templates/**" a folder). Default ["*.py"].
+    pub(super) reload_include: Option<Spanned<Vec<Spanned<String>>>>,
+    /// Globs of the files and folders whose changes never count, matched
+    /// against the path below the watched folder and against each of its
+    /// folder names; a folder holding a `pyvenv.cfg` (a virtualenv) never
+    /// counts either. Default [".git", "__pycache__", ".venv", "venv",
+    /// "node_modules", ".tox", ".mypy_cache", ".pytest_cache"].
+    pub(super) reload_exclude: Option<Spanned<Vec<Spanned<String>>>>,
 }
 
 /// A value written as a string or as an array of strings

@@ -52,6 +52,8 @@ pub struct Shared {
     pub canary_sticky: Sticky,
     /// TLS on every app bind (`[server.tls]`).
     pub tls: Option<Arc<crate::tls::Tls>>,
+    /// WebSocket pings and message limit.
+    pub websocket: crate::config::WebSocketLimits,
 }
 
 /// The key that keeps a client on one side of a canary, if any: a hash of
@@ -379,7 +381,12 @@ async fn dispatch(
                 credit,
                 window: stream.window.clone(),
             };
-            tokio::spawn(websocket::relay(upgrade, session, shared.drain.clone()));
+            tokio::spawn(websocket::relay(
+                upgrade,
+                session,
+                shared.drain.clone(),
+                shared.websocket,
+            ));
             Ok(resp)
         }
         First::TimedOut => unreachable!("handled above"),

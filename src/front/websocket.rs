@@ -11,10 +11,14 @@
 //! grants as the client takes them). A WebSocket holds its worker place (its
 //! lease) until it closes.
 //!
-//! Limits: a client message over [`MAX_MESSAGE`] closes the socket with 1009
-//! (the app hears 1009 too); a close code the app may not send (see
-//! `sendable`) goes out as 1011, logged; close reasons are cut to 123 bytes.
-//! The app's `WS_ACCEPT` headers are checked like a response head.
+//! Limits (`server.ws_*`, [`WebSocketLimits`]): a client message over
+//! `ws_max_message` closes the socket with 1009 (the app hears 1009 too);
+//! corral pings every `ws_ping_interval`, and a client that answers no ping
+//! within `ws_ping_timeout` is closed with 1011 (the pure [`KeepAlive`]
+//! decides when); a close code the app may not send (see `sendable`) goes
+//! out as 1011, logged; close reasons are cut to 123 bytes. The app's
+//! `WS_ACCEPT` headers are checked like a response head. No extension is
+//! negotiated (tungstenite has no permessage-deflate).
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -24,13 +28,14 @@ use bytes::Bytes;
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use http::header::{
-    CONNECTION, SEC_WEBSOCKET_ACCEPT, SEC_WEBSOCKET_KEY, SEC_WEBSOCKET_PROTOCOL,
-    SEC_WEBSOCKET_VERSION, UPGRADE,
+    CONNECTION, SEC_WEBSOCKET_ACCEPT, SEC_WEBSOCKET_EXTENSIONS, SEC_WEBSOCKET_KEY,
+    SEC_WEBSOCKET_PROTOCOL, SEC_WEBSOCKET_VERSION, UPGRADE,
 };
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Response, StatusCode, Version};
 use hyper::upgrade::{OnUpgrade, Upgraded};
 use hyper_util::rt::TokioIo;
-use tokio::sync::mpsc;
+use tokio::sync::{Notify, mpsc};
+use tokio::time::Instant;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -39,12 +44,11 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
 
 use super::Drain;
 use super::body::Body;
+use crate::config::WebSocketLimits;
 use crate::router::Lease;
 use crate::worker::channel::{Credit, Event, Window};
 use crate::worker::protocol;
 
-/// Largest message accepted from a client (uvicorn's default too).
-pub const MAX_MESSAGE: usize = protocol::MAX_MESSAGE;
 /// tungstenite allocates its read buffer up front: small, so that thousands
 /// of idle sockets cost little (it grows for large messages).
 const READ_BUFFER: usize = 2048;
@@ -110,6 +114,8 @@ pub fn accept_response(key: &HeaderValue, payload: &Bytes) -> Result<Response<Bo
             CONNECTION,
             SEC_WEBSOCKET_ACCEPT,
             SEC_WEBSOCKET_PROTOCOL,
+            // No extension is in use: an app may not claim one.
+            SEC_WEBSOCKET_EXTENSIONS,
         ]
         .contains(&name)
             && name != http::header::CONTENT_LENGTH
@@ -151,8 +157,10 @@ enum End {
     ClientClosed(u16, String),
     /// The client's connection broke without a close frame.
     ClientGone,
-    /// The client sent a message over [`MAX_MESSAGE`].
+    /// The client sent a message over `ws_max_message`.
     TooBig,
+    /// The client answered no ping within `ws_ping_timeout`.
+    NoPong,
     /// The app closed the socket (code, reason).
     AppClosed(u16, String),
     /// The worker died, or broke the protocol.
@@ -164,7 +172,12 @@ enum End {
 /// Relays messages between the client and the app until either closes, the
 /// worker dies (1011) or corral stops (1001). The two directions run side by
 /// side, so a client that writes without reading cannot wedge the other.
-pub async fn relay(upgrade: OnUpgrade, session: Session, drain: Arc<Drain>) {
+pub async fn relay(
+    upgrade: OnUpgrade,
+    session: Session,
+    drain: Arc<Drain>,
+    limits: WebSocketLimits,
+) {
     let _open = drain.enter();
     let mut closing = drain.closing();
     let Session {
@@ -185,10 +198,15 @@ pub async fn relay(upgrade: OnUpgrade, session: Session, drain: Arc<Drain>) {
     let config = WebSocketConfig::default()
         .read_buffer_size(READ_BUFFER)
         .write_buffer_size(0)
-        .max_message_size(Some(MAX_MESSAGE))
-        .max_frame_size(Some(MAX_MESSAGE));
+        .max_message_size(Some(limits.max_message))
+        .max_frame_size(Some(limits.max_message));
     let ws = WebSocketStream::from_raw_socket(TokioIo::new(io), Role::Server, Some(config)).await;
     let (mut sink, mut source) = ws.split();
+    // The inbound side tells the outbound side (which owns the sink, so
+    // sends the pings) of each pong, and whether it is held up waiting for
+    // the app's credit (then it reads nothing, pongs included).
+    let pong = Notify::new();
+    let starved = std::sync::atomic::AtomicBool::new(false);
 
     let inbound = async {
         loop {
@@ -199,7 +217,9 @@ pub async fn relay(upgrade: OnUpgrade, session: Session, drain: Arc<Drain>) {
                 if credit.available.load(Ordering::Acquire) > 0 {
                     break;
                 }
+                starved.store(true, Ordering::Release);
                 granted.await;
+                starved.store(false, Ordering::Release);
             }
             let (kind, data) = match source.next().await {
                 Some(Ok(Message::Text(t))) => (protocol::FrameKind::WsText, Bytes::from(t)),
@@ -210,7 +230,11 @@ pub async fn relay(upgrade: OnUpgrade, session: Session, drain: Arc<Drain>) {
                         .unwrap_or((1005, String::new()));
                     return End::ClientClosed(code, reason);
                 }
-                Some(Ok(_)) => continue, // ping and pong: tungstenite answers
+                Some(Ok(Message::Pong(_))) => {
+                    pong.notify_one();
+                    continue;
+                }
+                Some(Ok(_)) => continue, // a ping: tungstenite answers
                 Some(Err(WsError::Capacity(_))) => return End::TooBig,
                 Some(Err(_)) | None => return End::ClientGone,
             };
@@ -222,8 +246,35 @@ pub async fn relay(upgrade: OnUpgrade, session: Session, drain: Arc<Drain>) {
     };
     let outbound = async {
         let mut unacked = 0usize;
+        let mut keepalive = limits
+            .ping_interval
+            .map(|interval| KeepAlive::new(Instant::now(), interval, limits.ping_timeout));
         loop {
-            let (msg, len) = match events.recv().await {
+            let wake = keepalive.as_ref().map(KeepAlive::wake_at);
+            let event = tokio::select! {
+                event = events.recv() => event,
+                () = pong.notified() => {
+                    if let Some(k) = keepalive.as_mut() {
+                        k.answered();
+                    }
+                    continue;
+                }
+                () = sleep_until(wake) => {
+                    let Some(k) = keepalive.as_mut() else { continue };
+                    let alive = starved.load(Ordering::Acquire);
+                    match k.wake(Instant::now(), alive) {
+                        Beat::Ping => {
+                            if sink.send(Message::Ping(Bytes::new())).await.is_err() {
+                                return End::ClientGone;
+                            }
+                        }
+                        Beat::TimedOut => return End::NoPong,
+                        Beat::Wait => {}
+                    }
+                    continue;
+                }
+            };
+            let (msg, len) = match event {
                 Some(Event::Message { binary: true, data }) => {
                     let len = data.len();
                     (Message::Binary(data), len)
@@ -278,6 +329,11 @@ pub async fn relay(upgrade: OnUpgrade, session: Session, drain: Arc<Drain>) {
             channel.send(protocol::encode_close(id, 1009, TOO_BIG));
             close(sink, source, 1009, TOO_BIG).await;
         }
+        End::NoPong => {
+            const NO_PONG: &str = "no pong in time";
+            channel.send(protocol::encode_close(id, 1011, NO_PONG));
+            close(sink, source, 1011, NO_PONG).await;
+        }
         End::AppClosed(code, reason) => {
             let code = if sendable(code) {
                 code
@@ -302,6 +358,84 @@ pub async fn relay(upgrade: OnUpgrade, session: Session, drain: Arc<Drain>) {
             channel.send(protocol::encode_close(id, 1001, GOING_AWAY));
             close(sink, source, 1001, GOING_AWAY).await;
         }
+    }
+}
+
+/// Sleeps until `at`; forever when there is nothing to wait for.
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// What the keep-alive clock asks for when it wakes.
+#[derive(Debug, PartialEq, Eq)]
+enum Beat {
+    /// Send a ping now.
+    Ping,
+    /// The last ping went unanswered for `ping_timeout`: close with 1011.
+    TimedOut,
+    /// Nothing to do yet.
+    Wait,
+}
+
+/// The keep-alive clock of one socket, without I/O: one ping every
+/// `interval`, and at most one unanswered at a time; a ping unanswered for
+/// `timeout` ends the socket.
+#[derive(Debug)]
+struct KeepAlive {
+    interval: Duration,
+    timeout: Duration,
+    /// When the next ping is due.
+    next_ping: Instant,
+    /// When the ping not yet answered went out.
+    unanswered: Option<Instant>,
+}
+
+impl KeepAlive {
+    fn new(now: Instant, interval: Duration, timeout: Duration) -> KeepAlive {
+        KeepAlive {
+            interval,
+            timeout,
+            next_ping: now + interval,
+            unanswered: None,
+        }
+    }
+
+    /// When [`KeepAlive::wake`] is next due.
+    fn wake_at(&self) -> Instant {
+        match self.unanswered {
+            Some(sent) => sent + self.timeout,
+            None => self.next_ping,
+        }
+    }
+
+    /// A pong came.
+    fn answered(&mut self) {
+        self.unanswered = None;
+    }
+
+    /// The clock woke at `now`. `alive`: the client is known to be there
+    /// though its pong may not have been read (its messages wait for the
+    /// app, so corral reads nothing from it).
+    fn wake(&mut self, now: Instant, alive: bool) -> Beat {
+        if alive {
+            self.unanswered = None;
+        }
+        if let Some(sent) = self.unanswered {
+            return if now >= sent + self.timeout {
+                Beat::TimedOut
+            } else {
+                Beat::Wait
+            };
+        }
+        if now < self.next_ping {
+            return Beat::Wait;
+        }
+        self.unanswered = Some(now);
+        self.next_ping = now + self.interval;
+        Beat::Ping
     }
 }
 
@@ -349,6 +483,37 @@ mod tests {
         assert_eq!(cut.len(), 122);
         assert!(cut.chars().all(|c| c == 'é'));
         assert_eq!(clamp_reason(&"x".repeat(500)).len(), 123);
+    }
+
+    #[test]
+    fn keepalive_pings_each_interval_and_times_out_an_unanswered_ping() {
+        let t0 = Instant::now();
+        let s = Duration::from_secs;
+        let mut k = KeepAlive::new(t0, s(20), s(5));
+        assert_eq!(k.wake_at(), t0 + s(20));
+        assert_eq!(k.wake(t0 + s(10), false), Beat::Wait);
+        assert_eq!(k.wake(t0 + s(20), false), Beat::Ping);
+        // Unanswered: the deadline is the next wake, not the next ping.
+        assert_eq!(k.wake_at(), t0 + s(25));
+        assert_eq!(k.wake(t0 + s(24), false), Beat::Wait);
+        k.answered();
+        assert_eq!(k.wake_at(), t0 + s(40));
+        assert_eq!(k.wake(t0 + s(40), false), Beat::Ping);
+        assert_eq!(k.wake(t0 + s(45), false), Beat::TimedOut);
+    }
+
+    #[test]
+    fn keepalive_sends_one_ping_at_a_time_and_trusts_a_starved_client() {
+        let t0 = Instant::now();
+        let s = Duration::from_secs;
+        // A timeout longer than the interval: no second ping meanwhile.
+        let mut k = KeepAlive::new(t0, s(1), s(10));
+        assert_eq!(k.wake(t0 + s(1), false), Beat::Ping);
+        assert_eq!(k.wake_at(), t0 + s(11));
+        assert_eq!(k.wake(t0 + s(2), false), Beat::Wait);
+        // A client whose messages wait for the app is alive.
+        assert_eq!(k.wake(t0 + s(11), true), Beat::Ping);
+        assert_eq!(k.wake(t0 + s(21), false), Beat::TimedOut);
     }
 
     #[test]

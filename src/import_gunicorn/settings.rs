@@ -182,11 +182,11 @@ pub const SETTINGS: &[(&str, &str)] = &[
     ),
     (
         "on_reload",
-        "not supported: no Python in the supervisor; `[deploy] rollback_hook` runs when a reload fails",
+        "not supported: no Python in the supervisor; `[hooks] on_ready` runs a command when a reload is in service, `[hooks] on_reload_failed` and `[deploy] rollback_hook` when one fails",
     ),
     (
         "when_ready",
-        "not supported: no Python in the supervisor; corral tells systemd `READY=1` once workers are in service",
+        "`[hooks] on_ready` runs a command (no Python in the supervisor) once a generation is in service, when corral also tells systemd `READY=1`",
     ),
     ("pre_fork", "not supported: no Python in the supervisor"),
     (
@@ -210,11 +210,11 @@ pub const SETTINGS: &[(&str, &str)] = &[
     ("post_request", "not supported: use WSGI/ASGI middleware"),
     (
         "child_exit",
-        "not supported: exits are logged and shown in `/status`",
+        "`[hooks] on_worker_exit` runs a command after each worker exit (pid, slot, exit code or signal in its environment); exits are also logged and shown in `/status`",
     ),
     (
         "worker_exit",
-        "not supported: use `atexit` in the app, or an ASGI lifespan shutdown",
+        "`[hooks] on_worker_exit` runs a command after the exit (prometheus_client's `mark_process_dead` goes there); code that must run inside the worker: `atexit` in the app, or an ASGI lifespan shutdown",
     ),
     (
         "nworkers_changed",
@@ -323,7 +323,10 @@ pub const SETTINGS: &[(&str, &str)] = &[
         "asgi_disconnect_grace_period",
         "not supported: a request whose client went away is cancelled at once",
     ),
-    ("websocket_max_message_size", "fixed at 16 MiB each way"),
+    (
+        "websocket_max_message_size",
+        "`--ws-max-message`, `[server] ws_max_message` (client messages, at most 16 MiB); the app's messages are capped at 16 MiB",
+    ),
     ("http_parser", "not supported: hyper parses every request"),
     ("root_path", "`--root-path`, `[app] root_path`"),
     (

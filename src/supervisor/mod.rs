@@ -164,6 +164,8 @@ pub struct Supervisor {
     /// Each live worker's process handle (signals go through its pidfd)
     /// and stack dump file, until its exit is seen.
     procs: HashMap<u64, (Process, Stacks)>,
+    /// `[hooks]`: each run in a task of its own.
+    hooks: crate::hooks::Hooks,
     tx: mpsc::UnboundedSender<Msg>,
     rx: mpsc::UnboundedReceiver<Msg>,
     /// Worker control frames and the front's replace requests, read by the
@@ -265,6 +267,7 @@ impl Supervisor {
         let state = crate::deploy::StateWriter::start(cfg.deploy.state_dir.clone());
         let (snapshot, _) = watch::channel(Snapshot::default());
         Supervisor {
+            hooks: crate::hooks::Hooks::new(&cfg),
             launcher,
             router,
             core,
@@ -425,6 +428,8 @@ impl Supervisor {
                 let actions = self.core.on_event(Instant::now(), event);
                 if self.perform(actions) {
                     self.answer_waiters();
+                    // The workers' last exits are heard before corral goes.
+                    self.hooks.finish().await;
                     return self.exit_code;
                 }
             }
@@ -505,6 +510,10 @@ impl Supervisor {
         }
         self.procs.remove(&serial);
         self.closed.remove(&serial);
+        if let Some(w) = self.core.workers.get(&serial) {
+            self.hooks
+                .worker_exited(w.pid, w.slot, w.generation, status);
+        }
         Event::Exited {
             serial,
             exit: core::exit_of(status),

@@ -8,7 +8,8 @@
 //! The rules:
 //! - a generation whose every active slot is in service, with no reload
 //!   pending, is recorded as good, once;
-//! - a failed reload runs the rollback once per failed generation;
+//! - a failed reload is reported once (`on_reload_failed`), and runs the
+//!   rollback once per failed generation;
 //! - at a cold start (nothing recorded good yet) where every slot has failed
 //!   and none is in service, the rollback runs once, or corral exits when
 //!   `exit_on_boot_failure` is set;
@@ -107,6 +108,8 @@ pub enum Decision {
     Good(u64),
     /// Nothing could boot at a cold start and `exit_on_boot_failure` is set.
     ExitBootFailure,
+    /// A reload failed (reported once per generation): run `on_reload_failed`.
+    ReloadFailed { generation: u64, reason: String },
     /// The code a rollback restored failed too: it is not rolled back again.
     NoSecondRollback,
     /// Run the rollback hook (when one is set) for this failed generation,
@@ -227,6 +230,10 @@ impl Policy {
                 ..
             }) if self.handled_failure != Some(*generation) => {
                 self.handled_failure = Some(*generation);
+                out.push(Decision::ReloadFailed {
+                    generation: *generation,
+                    reason: reason.clone(),
+                });
                 Some((*generation, reason.clone(), detail.clone()))
             }
             _ => None,

@@ -77,6 +77,11 @@ impl Supervisor {
                     self.exit_code = EXIT_BOOT_FAILURE;
                     let _ = self.tx.send(Msg::Signal(Signal::Quit));
                 }
+                Decision::ReloadFailed { generation, reason } => {
+                    let revision = self.gens.get(&generation).and_then(|g| g.revision.clone());
+                    self.hooks
+                        .reload_failed(generation, revision.as_deref(), &reason);
+                }
                 Decision::NoSecondRollback => {
                     tracing::error!("the restored code failed too; not rolling back again");
                 }
@@ -147,6 +152,8 @@ impl Supervisor {
                 tracing::info!("re-exec: in service; the old corral (pid {parent}) is gone");
             }
         }
+        let revision = self.gens.get(&generation).and_then(|g| g.revision.clone());
+        self.hooks.ready(generation, revision.as_deref());
         if let Some(info) = self.gens.get(&generation) {
             if let Some(rev) = &info.revision {
                 self.last_good = Some(rev.clone());

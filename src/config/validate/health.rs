@@ -447,7 +447,12 @@ impl Resolver<'_> {
     /// program path with '/' made absolute against the file's folder (a
     /// bare name stays for the PATH lookup). `example` is a command like
     /// `["cat", "REVISION"]` for the messages.
-    fn file_command(&mut self, words: &[String], at: &At, example: &str) -> Option<Vec<String>> {
+    pub(super) fn file_command(
+        &mut self,
+        words: &[String],
+        at: &At,
+        example: &str,
+    ) -> Option<Vec<String>> {
         let Some((program, args)) = words.split_first() else {
             let message = format!("is empty: give a command like {example}, or leave the key out");
             self.fail(at, message);

@@ -2,7 +2,7 @@
 //! filled in and every value checked, collecting all problems with where
 //! each value came from ([`At`]: a file line and key, or a flag) and how to
 //! fix it. One file per section (`app`, `server`, `workers`, `health` with
-//! `[control]` and `[deploy]`), each an `impl` block of [`Resolver`]; this
+//! `[control]` and `[deploy]`, `hooks`), each an `impl` block of [`Resolver`]; this
 //! file holds the resolver itself and the helpers that check app and
 //! environment names and make paths absolute.
 
@@ -17,7 +17,9 @@ use toml::Spanned;
 use super::{BindAddr, ConfigFile, ForwardedAllow, Problem, RevisionSource};
 
 mod app;
+mod dev;
 mod health;
+mod hooks;
 mod server;
 mod workers;
 

@@ -5,11 +5,15 @@ use std::time::Duration;
 
 use toml::Spanned;
 
+use crate::worker::protocol;
+
 use crate::config::Overrides;
 use std::path::{Path, PathBuf};
 
 use crate::config::raw::{RawServer, RawTls};
-use crate::config::{Bind, BindAddr, ByteSize, Env, ForwardedAllow, HumanDuration, ServerConfig};
+use crate::config::{
+    Bind, BindAddr, ByteSize, Env, ForwardedAllow, HumanDuration, ServerConfig, WebSocketLimits,
+};
 use crate::tls::TlsFiles;
 
 use super::*;
@@ -174,6 +178,7 @@ impl Resolver<'_> {
         );
         let head_limits = self.head_limits(args, &raw);
         let pid_file = self.pid_file(args, &raw);
+        let websocket = self.websocket(args, &raw);
         let tls = self.tls(args, raw.tls);
         ServerConfig {
             bind: seen,
@@ -196,6 +201,7 @@ impl Resolver<'_> {
             pid_file,
             max_concurrent_streams,
             tls,
+            websocket,
         }
     }
 
@@ -346,6 +352,42 @@ impl Resolver<'_> {
                 self.fail(&at, message);
                 None
             }
+        }
+    }
+
+    /// `server.ws_ping_interval`, `ws_ping_timeout` and `ws_max_message`.
+    fn websocket(&mut self, args: &Overrides, raw: &RawServer) -> WebSocketLimits {
+        let (interval, _) = self.pick(
+            (args.ws_ping_interval.as_ref(), "--ws-ping-interval"),
+            (raw.ws_ping_interval.as_ref(), "server.ws_ping_interval"),
+            HumanDuration(Duration::from_secs(20)),
+        );
+        let (timeout, at) = self.pick(
+            (args.ws_ping_timeout.as_ref(), "--ws-ping-timeout"),
+            (raw.ws_ping_timeout.as_ref(), "server.ws_ping_timeout"),
+            HumanDuration(Duration::from_secs(20)),
+        );
+        if timeout.0.is_zero() {
+            self.fail(&at, "must be longer than 0s, like \"20s\"");
+        }
+        let (max_message, at) = self.pick(
+            (args.ws_max_message.as_ref(), "--ws-max-message"),
+            (raw.ws_max_message.as_ref(), "server.ws_max_message"),
+            ByteSize(protocol::MAX_MESSAGE as u64),
+        );
+        if max_message.0 == 0 || max_message.0 > protocol::MAX_MESSAGE as u64 {
+            self.fail(
+                &at,
+                "must be from \"1B\" to \"16MiB\" (the largest message a worker's channel \
+                 carries), like \"1MiB\"",
+            );
+        }
+        WebSocketLimits {
+            ping_interval: Some(interval.0).filter(|d| !d.is_zero()),
+            ping_timeout: timeout.0,
+            max_message: usize::try_from(max_message.0)
+                .unwrap_or(usize::MAX)
+                .clamp(1, protocol::MAX_MESSAGE),
         }
     }
 

@@ -472,3 +472,79 @@ fn tls_problems_say_where_and_how() {
         None
     );
 }
+
+#[test]
+fn websocket_pings_and_message_limit() {
+    let text = "[app]\nmodule = \"m:a\"\n[server]\nws_ping_timeout = \"0s\"\n\
+                ws_max_message = \"17MiB\"\n";
+    let text = problems(text, &Overrides::default());
+    let expected = [
+        "2 problems in the configuration:",
+        "  corral.toml:4: server.ws_ping_timeout: must be longer than 0s, like \"20s\"",
+        "  corral.toml:5: server.ws_max_message: must be from \"1B\" to \"16MiB\"",
+    ];
+    for line in expected {
+        assert!(text.contains(line), "missing {line:?} in:\n{text}");
+    }
+    let text = "[app]\nmodule = \"m:a\"\n[server]\nws_ping_interval = \"0s\"\n\
+                ws_max_message = \"1KiB\"\n";
+    let config = resolve_text(text, &Overrides::default()).unwrap();
+    assert_eq!(config.server.websocket.ping_interval, None);
+    assert_eq!(config.server.websocket.max_message, 1024);
+    let defaults = resolve_text("[app]\nmodule = \"m:a\"\n", &Overrides::default()).unwrap();
+    let ws = defaults.server.websocket;
+    assert_eq!(ws.ping_interval, Some(Duration::from_secs(20)));
+    assert_eq!(ws.ping_timeout, Duration::from_secs(20));
+    assert_eq!(ws.max_message, 16 << 20);
+}
+
+#[test]
+fn hooks_are_commands_as_arrays() {
+    let text = "[app]\nmodule = \"m:a\"\n[hooks]\non_worker_exit = \"./exit.sh --all\"\n\
+                on_ready = []\non_reload_failed = [\"./page.sh\", \"now\"]\n";
+    let text = problems(text, &Overrides::default());
+    let expected = [
+        "2 problems in the configuration:",
+        "  corral.toml:4: hooks.on_worker_exit: is a string: write the command as an array of \
+         strings (the program, then its arguments; no shell runs it), like [\"./exit.sh\", \"--all\"]",
+        "  corral.toml:5: hooks.on_ready: is empty: give a command like",
+    ];
+    for line in expected {
+        assert!(text.contains(line), "missing {line:?} in:\n{text}");
+    }
+    let text = "[app]\nmodule = \"m:a\"\n[hooks]\non_ready = [\"./ready.sh\", \"a b\"]\n";
+    let config = resolve_text(text, &Overrides::default()).unwrap();
+    let ready = config.hooks.on_ready.expect("on_ready");
+    assert!(ready[0].ends_with("/ready.sh") && Path::new(&ready[0]).is_absolute());
+    assert_eq!(ready[1], "a b");
+    assert_eq!(config.hooks.on_worker_exit, None);
+}
+
+#[test]
+fn reload_sets_dev_defaults_and_checks_its_globs() {
+    let text = "[app]\nmodule = \"m:a\"\n[workers]\ncount = 4\n[dev]\nreload = true\n\
+                reload_include = [\"*.py\", \"a[\"]\n";
+    let text = problems(text, &Overrides::default());
+    assert!(
+        text.starts_with("corral.toml:7: dev.reload_include: \"a[\" is not a glob: "),
+        "{text}"
+    );
+    let text = "[app]\nmodule = \"m:a\"\n[workers]\ncount = 4\n[dev]\nreload = true\n";
+    let config = resolve_text(text, &Overrides::default()).unwrap();
+    assert!(config.dev.reload);
+    assert_eq!(config.dev.include, ["*.py"]);
+    assert!(config.dev.exclude.iter().any(|g| g == "__pycache__"));
+    assert_eq!(config.workers.count, 1, "one worker unless --workers");
+    assert_eq!(config.workers.graceful_timeout, Duration::from_secs(1));
+    let args = Overrides {
+        workers: Some(WorkerCount::Count(3)),
+        reload_exclude: vec!["migrations".into()],
+        ..Overrides::default()
+    };
+    let config = resolve_text(text, &args).unwrap();
+    assert_eq!(config.workers.count, 3);
+    assert_eq!(config.dev.exclude, ["migrations"]);
+    let off = resolve_text("[app]\nmodule = \"m:a\"\n", &Overrides::default()).unwrap();
+    assert!(!off.dev.reload);
+    assert_eq!(off.workers.graceful_timeout, Duration::from_secs(30));
+}

@@ -18,6 +18,7 @@ impl Resolver<'_> {
         args: &Overrides,
         raw: RawWorkers,
         env: &Env,
+        dev_reload: bool,
     ) -> WorkersConfig {
         let web_concurrency = env
             .web_concurrency
@@ -26,6 +27,11 @@ impl Resolver<'_> {
         let env_at = || At::flag("WEB_CONCURRENCY (environment)");
         let (count, at) = match (args.workers, &raw.count, web_concurrency) {
             (Some(n), _, _) => (Some(n), self.flag("--workers")),
+            // Development: one worker unless the command line asks for more.
+            _ if dev_reload => (
+                Some(WorkerCount::Count(1)),
+                At::flag("--reload: 1 unless --workers is given"),
+            ),
             (None, Some(n), _) => (Some(*n.get_ref()), self.in_file(n.span(), "workers.count")),
             (None, None, Some(Ok(n))) => (Some(n), env_at()),
             (None, None, Some(Err(message))) => {
@@ -87,7 +93,8 @@ impl Resolver<'_> {
         let (graceful_timeout, _) = self.pick(
             (args.graceful_timeout.as_ref(), "--graceful-timeout"),
             (raw.graceful_timeout.as_ref(), "workers.graceful_timeout"),
-            HumanDuration(Duration::from_secs(30)),
+            // Development: an old generation should not linger.
+            HumanDuration(Duration::from_secs(if dev_reload { 1 } else { 30 })),
         );
         let (boot_timeout, at) = self.pick(
             (args.boot_timeout.as_ref(), "--boot-timeout"),

@@ -83,30 +83,41 @@ fn a_failed_reload_runs_the_rollback_once_per_failed_generation() {
     };
     assert_eq!(
         p.step(&v),
-        vec![Decision::Rollback {
-            generation: 2,
-            reason: "ImportError: x".into(),
-            detail: Some("Traceback\nImportError: x".into()),
-            builtin: false,
-        }]
+        vec![
+            Decision::ReloadFailed {
+                generation: 2,
+                reason: "ImportError: x".into(),
+            },
+            Decision::Rollback {
+                generation: 2,
+                reason: "ImportError: x".into(),
+                detail: Some("Traceback\nImportError: x".into()),
+                builtin: false,
+            }
+        ]
     );
     assert_eq!(p.step(&v), vec![], "once for generation 2");
     let v = View {
         last_reload: failed(3, "SyntaxError"),
         ..serving(1, 2)
     };
-    assert_eq!(p.step(&v).len(), 1, "again for generation 3");
+    assert_eq!(p.step(&v).len(), 2, "again for generation 3");
 }
 
 #[test]
-fn without_a_hook_or_a_builtin_rollback_a_failure_sets_nothing_off() {
+fn without_a_hook_or_a_builtin_rollback_a_failure_is_only_reported() {
     let mut p = Policy::new(settings(false, false));
     p.step(&serving(1, 1));
     let v = View {
         last_reload: failed(2, "boom"),
         ..serving(1, 1)
     };
-    assert_eq!(p.step(&v), vec![]);
+    let reported = Decision::ReloadFailed {
+        generation: 2,
+        reason: "boom".into(),
+    };
+    assert_eq!(p.step(&v), vec![reported]);
+    assert_eq!(p.step(&v), vec![], "once");
 }
 
 #[test]
@@ -119,7 +130,10 @@ fn the_code_a_rollback_restored_is_not_rolled_back_again() {
     };
     assert!(matches!(
         p.step(&first).as_slice(),
-        [Decision::Rollback { builtin: true, .. }]
+        [
+            Decision::ReloadFailed { generation: 2, .. },
+            Decision::Rollback { builtin: true, .. }
+        ]
     ));
     // The built-in rollback restored the good code as generation 3; it fails too.
     p.rolled_back(3);
@@ -130,6 +144,10 @@ fn the_code_a_rollback_restored_is_not_rolled_back_again() {
     assert_eq!(
         p.step(&again),
         vec![
+            Decision::ReloadFailed {
+                generation: 3,
+                reason: "still broken".into(),
+            },
             Decision::NoSecondRollback,
             Decision::Rollback {
                 generation: 3,
@@ -144,7 +162,10 @@ fn the_code_a_rollback_restored_is_not_rolled_back_again() {
     let mut p = Policy::new(settings(false, true));
     p.step(&serving(1, 1));
     p.rolled_back(3);
-    assert_eq!(p.step(&again), vec![Decision::NoSecondRollback]);
+    assert!(matches!(
+        p.step(&again).as_slice(),
+        [Decision::ReloadFailed { .. }, Decision::NoSecondRollback]
+    ));
 }
 
 #[test]
@@ -202,7 +223,10 @@ fn exit_on_boot_failure_exits_at_a_cold_start_instead_of_rolling_back() {
         last_reload: failed(2, "broken"),
         ..serving(1, 1)
     };
-    assert!(matches!(p.step(&v).as_slice(), [Decision::Rollback { .. }]));
+    assert!(matches!(
+        p.step(&v).as_slice(),
+        [Decision::ReloadFailed { .. }, Decision::Rollback { .. }]
+    ));
 }
 
 fn canary_rules() -> PolicySettings {
