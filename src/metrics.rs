@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use crate::history::History;
 
-/// Upper bounds (seconds) of the latency histogram's buckets.
+/// Upper bounds (seconds) of the latency and queue-time histograms'
+/// buckets.
 pub const BUCKETS: [f64; 12] = [
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
 ];
@@ -28,8 +29,60 @@ pub struct Metrics {
     body_timeouts: AtomicU64,
     /// Connections closed: no response byte taken for `server.send_timeout`.
     send_timeouts: AtomicU64,
+    /// Time requests waited in corral for a worker: counts per bucket (not
+    /// cumulative, the last is +Inf) and the sum.
+    queued: [AtomicU64; BUCKETS.len() + 1],
+    queued_sum_us: AtomicU64,
+    /// corral's own 502, 503 and 504 answers, by [`GatewayError`].
+    gateway_errors: [AtomicU64; GatewayError::ALL.len()],
+    request_body_bytes: AtomicU64,
+    response_body_bytes: AtomicU64,
     /// The last minutes second by second, for the status page.
     pub history: History,
+}
+
+/// Why corral answered a request itself with a 5xx instead of the app.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GatewayError {
+    /// 502: the worker died (or its channel broke) before it answered.
+    WorkerDied,
+    /// 503: no worker is in service.
+    NoneInService,
+    /// 503: every worker stayed busy for the whole request timeout.
+    Busy,
+    /// 503: every worker is busy and the queue is full.
+    QueueFull,
+    /// 504: the app took longer than the request timeout.
+    Timeout,
+}
+
+impl GatewayError {
+    const ALL: [GatewayError; 5] = [
+        GatewayError::WorkerDied,
+        GatewayError::NoneInService,
+        GatewayError::Busy,
+        GatewayError::QueueFull,
+        GatewayError::Timeout,
+    ];
+
+    /// The `status` and `cause` labels.
+    fn labels(self) -> (u16, &'static str) {
+        match self {
+            GatewayError::WorkerDied => (502, "worker_died"),
+            GatewayError::NoneInService => (503, "none_in_service"),
+            GatewayError::Busy => (503, "busy"),
+            GatewayError::QueueFull => (503, "queue_full"),
+            GatewayError::Timeout => (504, "timeout"),
+        }
+    }
+}
+
+fn bucket_of(elapsed: Duration) -> usize {
+    let secs = elapsed.as_secs_f64();
+    BUCKETS
+        .iter()
+        .position(|b| secs <= *b)
+        .unwrap_or(BUCKETS.len())
 }
 
 impl Metrics {
@@ -37,15 +90,30 @@ impl Metrics {
     pub fn record(&self, status: u16, elapsed: Duration) {
         let class = (status / 100).clamp(1, 5) as usize - 1;
         self.by_class[class].fetch_add(1, Ordering::Relaxed);
-        let secs = elapsed.as_secs_f64();
-        let bucket = BUCKETS
-            .iter()
-            .position(|b| secs <= *b)
-            .unwrap_or(BUCKETS.len());
+        let bucket = bucket_of(elapsed);
         self.latency[bucket].fetch_add(1, Ordering::Relaxed);
         self.latency_sum_us
             .fetch_add(elapsed.as_micros() as u64, Ordering::Relaxed);
         self.history.record(status, bucket);
+    }
+
+    /// Records the time a request waited in corral before a worker took it.
+    pub fn queued(&self, waited: Duration) {
+        self.queued[bucket_of(waited)].fetch_add(1, Ordering::Relaxed);
+        self.queued_sum_us
+            .fetch_add(waited.as_micros() as u64, Ordering::Relaxed);
+    }
+
+    pub fn gateway_error(&self, why: GatewayError) {
+        self.gateway_errors[why as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn request_body(&self, bytes: u64) {
+        self.request_body_bytes.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    pub fn response_body(&self, bytes: u64) {
+        self.response_body_bytes.fetch_add(bytes, Ordering::Relaxed);
     }
 
     pub fn connection_opened(&self) {
@@ -84,30 +152,48 @@ impl Metrics {
                 c.load(Ordering::Relaxed)
             );
         }
-        header(
+        histogram(
             out,
             "corral_request_duration_seconds",
-            "histogram",
             "Time from the request to the response head.",
+            &self.latency,
+            &self.latency_sum_us,
         );
-        let mut cumulative = 0;
-        for (i, b) in BUCKETS.iter().enumerate() {
-            cumulative += self.latency[i].load(Ordering::Relaxed);
+        histogram(
+            out,
+            "corral_queue_wait_seconds",
+            "Time requests waited in corral before a worker took them (add workers when it grows).",
+            &self.queued,
+            &self.queued_sum_us,
+        );
+        header(
+            out,
+            "corral_gateway_errors_total",
+            "counter",
+            "Requests corral answered 502, 503 or 504 itself, by cause.",
+        );
+        for why in GatewayError::ALL {
+            let (status, cause) = why.labels();
             let _ = writeln!(
                 out,
-                "corral_request_duration_seconds_bucket{{le=\"{b}\"}} {cumulative}"
+                "corral_gateway_errors_total{{status=\"{status}\",cause=\"{cause}\"}} {}",
+                self.gateway_errors[why as usize].load(Ordering::Relaxed)
             );
         }
-        cumulative += self.latency[BUCKETS.len()].load(Ordering::Relaxed);
-        let _ = writeln!(
-            out,
-            "corral_request_duration_seconds_bucket{{le=\"+Inf\"}} {cumulative}"
-        );
-        let sum = self.latency_sum_us.load(Ordering::Relaxed) as f64 / 1e6;
-        let _ = writeln!(out, "corral_request_duration_seconds_sum {sum}");
-        let _ = writeln!(out, "corral_request_duration_seconds_count {cumulative}");
         let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
         for (name, kind, help, value) in [
+            (
+                "corral_request_body_bytes_total",
+                "counter",
+                "Request body bytes received from clients.",
+                load(&self.request_body_bytes),
+            ),
+            (
+                "corral_response_body_bytes_total",
+                "counter",
+                "Response body bytes taken from workers for clients.",
+                load(&self.response_body_bytes),
+            ),
             (
                 "corral_connections_open",
                 "gauge",
@@ -136,6 +222,27 @@ impl Metrics {
             scalar(out, name, kind, help, value);
         }
     }
+}
+
+/// A histogram over [`BUCKETS`] from per-bucket counts and a sum in µs.
+fn histogram(
+    out: &mut String,
+    name: &str,
+    help: &str,
+    counts: &[AtomicU64; BUCKETS.len() + 1],
+    sum_us: &AtomicU64,
+) {
+    header(out, name, "histogram", help);
+    let mut cumulative = 0;
+    for (i, b) in BUCKETS.iter().enumerate() {
+        cumulative += counts[i].load(Ordering::Relaxed);
+        let _ = writeln!(out, "{name}_bucket{{le=\"{b}\"}} {cumulative}");
+    }
+    cumulative += counts[BUCKETS.len()].load(Ordering::Relaxed);
+    let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {cumulative}");
+    let sum = sum_us.load(Ordering::Relaxed) as f64 / 1e6;
+    let _ = writeln!(out, "{name}_sum {sum}");
+    let _ = writeln!(out, "{name}_count {cumulative}");
 }
 
 /// The `# HELP` and `# TYPE` lines of one metric.

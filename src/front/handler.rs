@@ -1,5 +1,7 @@
 //! One HTTP request: checked and answered in Rust when it is bad, otherwise
-//! handed to the least-loaded worker and its response streamed back.
+//! handed to the least-loaded worker and its response streamed back. Each
+//! gets its `X-Request-ID` first ([`request_id`]), which goes to the app,
+//! back in the response, and into every log line about the request.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -14,7 +16,7 @@ use hyper::body::Incoming;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant as TokioInstant;
 
-use super::access::{self, Entry, Logger};
+use super::access::{self, Entry, Logger, Trace, WorkerRef};
 use super::body::{Body, PumpGuard, StreamBody};
 use super::reply::{
     bad_app, bad_request, body_timed_out, broken_body, not_a_proxy, plain, refused, too_large,
@@ -22,9 +24,9 @@ use super::reply::{
 };
 use super::upload::{self, PumpEnd};
 use super::websocket::{self, Upgrade};
-use super::{Drain, checks, forwarded};
+use super::{Drain, checks, forwarded, request_id};
 use crate::config::ForwardedAllow;
-use crate::metrics::Metrics;
+use crate::metrics::{GatewayError, Metrics};
 use crate::router::{NoWorker, Router};
 use crate::worker::channel::{Channel, First, Stream};
 use crate::worker::head::{ConnInfo, environ, scope};
@@ -51,11 +53,15 @@ pub struct Shared {
 }
 
 pub async fn handle(
-    req: http::Request<Incoming>,
+    mut req: http::Request<Incoming>,
     shared: Arc<Shared>,
     conn: Arc<ConnInfo>,
 ) -> Result<Response<Body>, std::convert::Infallible> {
     let start = Instant::now();
+    // Set before anything copies the headers: the app and the access log
+    // see the id corral settled on, never an untrusted client's.
+    let id = request_id::take(req.headers(), conn.trusted);
+    req.headers_mut().insert(request_id::HEADER, id.clone());
     // What the access log needs, kept only when it is on.
     let logged = shared.access.as_ref().map(|log| {
         let mut b = http::Request::builder()
@@ -78,7 +84,9 @@ pub async fn handle(
     // Behind a trusted proxy, the client and scheme are the ones it reports.
     let forwarded = forwarded::forwarded(req.headers(), &conn, &shared.forwarded_allow);
     let conn: &ConnInfo = forwarded.as_ref().unwrap_or(&conn);
-    let resp = match dispatch(req, &shared, conn).await {
+    let id_text = id.to_str().unwrap_or("-");
+    let mut trace = Trace::default();
+    let mut resp = match dispatch(req, &shared, conn, id_text, &mut trace).await {
         Ok(resp) => resp,
         Err(resp) => resp,
     };
@@ -97,15 +105,26 @@ pub async fn handle(
             bytes,
             elapsed,
             response: resp.headers(),
+            request_id: id_text,
+            trace,
         });
     }
+    // The app's own X-Request-ID, if it set one, stands.
+    resp.headers_mut().entry(request_id::HEADER).or_insert(id);
     Ok(resp)
 }
 
 /// Both arms are responses: `Err` is the early answer corral gives itself.
 type Reply = Result<Response<Body>, Response<Body>>;
 
-async fn dispatch(mut req: http::Request<Incoming>, shared: &Shared, conn: &ConnInfo) -> Reply {
+/// `trace` gets what corral learns on the way: the time queued, the worker.
+async fn dispatch(
+    mut req: http::Request<Incoming>,
+    shared: &Shared,
+    conn: &ConnInfo,
+    id: &str,
+    trace: &mut Trace,
+) -> Reply {
     if let Some(why) = checks::refuse(req.version(), req.headers()) {
         return Err(bad_request(why));
     }
@@ -165,15 +184,34 @@ async fn dispatch(mut req: http::Request<Incoming>, shared: &Shared, conn: &Conn
         }
     }
 
-    let lease = match shared.router.acquire(shared.timeout).await {
+    shared.metrics.request_body(received);
+    let waiting = Instant::now();
+    let lease = shared.router.acquire(shared.timeout).await;
+    let queued = waiting.elapsed();
+    trace.queued = Some(queued);
+    shared.metrics.queued(queued);
+    let lease = match lease {
         Ok(lease) => lease,
-        Err(NoWorker::NoneInService) => return Err(unavailable("no worker is in service")),
-        Err(NoWorker::Busy) => return Err(unavailable("all workers are busy")),
+        Err(NoWorker::NoneInService) => {
+            shared.metrics.gateway_error(GatewayError::NoneInService);
+            return Err(unavailable("no worker is in service"));
+        }
+        Err(NoWorker::Busy) => {
+            shared.metrics.gateway_error(GatewayError::Busy);
+            tracing::warn!("request {id}: 503, every worker stayed busy for the request timeout");
+            return Err(unavailable("all workers are busy"));
+        }
         Err(NoWorker::QueueFull) => {
+            shared.metrics.gateway_error(GatewayError::QueueFull);
             return Err(unavailable("all workers are busy and the queue is full"));
         }
     };
     let channel = lease.channel.clone();
+    trace.worker = Some(WorkerRef {
+        slot: channel.slot,
+        pid: channel.pid,
+        generation: channel.generation.load(Ordering::Relaxed),
+    });
     let asgi = channel.is_asgi();
     let head = if asgi {
         scope::encode(&parts, conn)
@@ -216,6 +254,7 @@ async fn dispatch(mut req: http::Request<Incoming>, shared: &Shared, conn: &Conn
                 shared.max_body_bytes,
                 shared.body_timeout,
                 clock.clone(),
+                shared.metrics.clone(),
             );
             Some(Upload {
                 pump: Some(Box::pin(pump)),
@@ -248,8 +287,16 @@ async fn dispatch(mut req: http::Request<Incoming>, shared: &Shared, conn: &Conn
         })
     }));
     let first = match first {
-        Ok(First::TimedOut) => return Err(timed_out(shared, &channel, stream.id, &parts)),
+        Ok(First::TimedOut) => return Err(timed_out(shared, &channel, stream.id, &parts, id)),
         Err(_) => {
+            shared.metrics.gateway_error(GatewayError::WorkerDied);
+            tracing::error!(
+                "request {id} {} {}: 502, worker {} (pid {}) died before it answered",
+                parts.method,
+                access::escape(parts.uri.path().as_bytes()),
+                channel.slot,
+                channel.pid
+            );
             return Err(plain(
                 StatusCode::BAD_GATEWAY,
                 "Bad Gateway: the worker died\n",
@@ -276,7 +323,9 @@ async fn dispatch(mut req: http::Request<Incoming>, shared: &Shared, conn: &Conn
             }
             let mut resp = build(head, Body::empty())?;
             if !is_head && may_have_body(resp.status()) {
-                *resp.body_mut() = Body::full(fit_to_content_length(&mut resp, body));
+                let body = fit_to_content_length(&mut resp, body);
+                shared.metrics.response_body(body.len() as u64);
+                *resp.body_mut() = Body::full(body);
             }
             // The app answered without reading the whole body: hyper will
             // close the connection, so say so rather than promise keep-alive.
@@ -297,6 +346,7 @@ async fn dispatch(mut req: http::Request<Incoming>, shared: &Shared, conn: &Conn
                 done: false,
                 declared: None,
                 sent: 0,
+                metrics: shared.metrics.clone(),
                 _pump: pump,
             });
             // On an invalid head the body is dropped, which cancels the stream.
@@ -414,9 +464,16 @@ impl Drop for Upload {
 
 /// The 504 for a request past the timeout; for WSGI its worker is replaced,
 /// for ASGI the request's task is cancelled.
-fn timed_out(shared: &Shared, channel: &Channel, stream: u32, parts: &Parts) -> Response<Body> {
+fn timed_out(
+    shared: &Shared,
+    channel: &Channel,
+    stream: u32,
+    parts: &Parts,
+    id: &str,
+) -> Response<Body> {
+    shared.metrics.gateway_error(GatewayError::Timeout);
     let reason = format!(
-        "request {} {} exceeded the timeout of {:?} on worker {} (pid {})",
+        "request {id} {} {} exceeded the timeout of {:?} on worker {} (pid {})",
         parts.method,
         access::escape(parts.uri.path().as_bytes()),
         shared.timeout,

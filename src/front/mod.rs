@@ -18,6 +18,7 @@ pub mod forwarded;
 pub mod handler;
 pub mod listeners;
 pub mod reply;
+pub mod request_id;
 pub mod target;
 pub mod upload;
 pub mod websocket;

@@ -160,6 +160,9 @@ pub struct Supervisor {
     /// Each live worker's process handle (signals go through its pidfd)
     /// and stack dump file, until its exit is seen.
     procs: HashMap<u64, (Process, Stacks)>,
+    /// Why the front asked for a worker to be replaced (a request, by its
+    /// id, timed out on it), for the log line of its stacks.
+    replace_reasons: HashMap<u64, String>,
     tx: mpsc::UnboundedSender<Msg>,
     rx: mpsc::UnboundedReceiver<Msg>,
     /// Worker control frames and the front's replace requests, read by the
@@ -250,6 +253,7 @@ impl Supervisor {
             core,
             channels: HashMap::new(),
             procs: HashMap::new(),
+            replace_reasons: HashMap::new(),
             tx,
             rx,
             control_tx,
@@ -358,6 +362,7 @@ impl Supervisor {
                     self.receive(Msg::Control(serial, event))
                 }
                 Some((serial, reason)) = self.replace_rx.recv() => {
+                    self.replace_reasons.entry(serial).or_insert_with(|| reason.clone());
                     self.receive(Msg::Replace(serial, reason))
                 }
                 _ = sleep_until(deadline) => self.on_deadline(),
@@ -451,6 +456,7 @@ impl Supervisor {
             ch.shutdown();
         }
         self.procs.remove(&serial);
+        self.replace_reasons.remove(&serial);
         self.closed.remove(&serial);
         Event::Exited {
             serial,
@@ -542,6 +548,9 @@ impl Supervisor {
             self.control_tx.clone(),
             capacity,
         );
+        channel
+            .generation
+            .store(generation, std::sync::atomic::Ordering::Relaxed);
         self.channels.insert(serial, channel);
         let tx = self.tx.clone();
         let (watch, ours) = (spawned.watch, spawned.ours);
@@ -568,8 +577,13 @@ impl Supervisor {
             return;
         };
         let slot = self.core.workers.get(&serial).map(|w| w.slot);
+        let why = self
+            .replace_reasons
+            .remove(&serial)
+            .map(|r| format!(" ({r})"))
+            .unwrap_or_default();
         tracing::error!(
-            "Python stacks of worker {} (pid {pid}) before it is killed:\n{}",
+            "Python stacks of worker {} (pid {pid}) before it is killed{why}:\n{}",
             slot.map(|s| s.to_string()).unwrap_or_default(),
             stacks.trim_end()
         );
