@@ -14,7 +14,7 @@ def app(environ, start_response):
     if path == "/hang":
         time.sleep(60)
     if path == "/slow":
-        time.sleep(1)
+        time.sleep(0.5)
     if path == "/die":
         os._exit(1)
     body = json.dumps({
@@ -178,4 +178,263 @@ fn sample(m: &serde_json::Value, family: &str, name: &str, labels: &[(&str, &str
 
 fn kind(m: &serde_json::Value, family: &str) -> String {
     m[family]["type"].as_str().unwrap_or("missing").to_string()
+}
+
+/// Scrapes until `family`'s sample `name{labels}` passes `ok`, or panics
+/// after 20 s; returns that scrape.
+fn wait_metric(
+    c: &Corral,
+    family: &str,
+    name: &str,
+    labels: &[(&str, &str)],
+    ok: impl Fn(f64) -> bool,
+) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let m = scrape(c);
+        if m.get(family).is_some() && ok(sample(&m, family, name, labels)) {
+            return m;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{name}{labels:?} never got there: {}",
+            m.get(family).map(|f| f.to_string()).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn metrics_parse_with_prometheus_client_and_move_with_their_events() {
+    let app = AppDir::new(&[("app.py", APP)]);
+    let c = Corral::start(
+        app.path(),
+        &[
+            "app:app",
+            "-w",
+            "2",
+            "--threads",
+            "1",
+            "--status-bind",
+            "127.0.0.1:0",
+        ],
+        2,
+    );
+    let m = scrape(&c);
+    for (family, type_) in [
+        ("process_cpu_seconds", "counter"),
+        ("process_resident_memory_bytes", "gauge"),
+        ("process_open_fds", "gauge"),
+        ("process_max_fds", "gauge"),
+        ("process_start_time_seconds", "gauge"),
+        ("corral_build_info", "gauge"),
+        ("corral_generation", "gauge"),
+        ("corral_reloads", "counter"),
+        ("corral_rollback_hook_runs", "counter"),
+        ("corral_revision_drift", "gauge"),
+        ("corral_queue_wait_seconds", "histogram"),
+        ("corral_gateway_errors", "counter"),
+        ("corral_request_body_bytes", "counter"),
+        ("corral_response_body_bytes", "counter"),
+        ("corral_worker_state", "gauge"),
+        ("corral_worker_requests", "counter"),
+        ("corral_worker_in_flight", "gauge"),
+        ("corral_worker_resident_memory_bytes", "gauge"),
+        ("corral_worker_cpu_seconds", "counter"),
+        ("corral_slot_restarts", "counter"),
+    ] {
+        assert_eq!(kind(&m, family), type_, "{family}");
+    }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    let started = sample(
+        &m,
+        "process_start_time_seconds",
+        "process_start_time_seconds",
+        &[],
+    );
+    assert!(
+        started <= now && started > now - 120.0,
+        "{started} vs {now}"
+    );
+    assert!(
+        sample(
+            &m,
+            "process_resident_memory_bytes",
+            "process_resident_memory_bytes",
+            &[]
+        ) > 1e6
+    );
+    let version = env!("CARGO_PKG_VERSION");
+    assert_eq!(
+        sample(
+            &m,
+            "corral_build_info",
+            "corral_build_info",
+            &[("version", version)]
+        ),
+        1.0
+    );
+    assert_eq!(
+        sample(&m, "corral_generation", "corral_generation", &[]),
+        1.0
+    );
+    assert_eq!(
+        sample(&m, "corral_revision_drift", "corral_revision_drift", &[]),
+        0.0
+    );
+    // One series per slot, labelled with its generation.
+    for slot in ["0", "1"] {
+        let at = [("slot", slot), ("generation", "1")];
+        let state = [("slot", slot), ("generation", "1"), ("state", "in_service")];
+        assert_eq!(
+            sample(&m, "corral_worker_state", "corral_worker_state", &state),
+            1.0
+        );
+        let rss = "corral_worker_resident_memory_bytes";
+        assert!(sample(&m, rss, rss, &at) > 1e6);
+        let cpu = "corral_worker_cpu_seconds_total";
+        assert!(sample(&m, "corral_worker_cpu_seconds", cpu, &at) > 0.0);
+    }
+
+    // Bodies both ways are counted.
+    let body = vec![b'x'; 3000];
+    let r = request(&c.addr, "POST", "/", &[], &body);
+    assert_eq!(r.status, 200);
+    let m = scrape(&c);
+    let req_bytes = "corral_request_body_bytes_total";
+    assert!(sample(&m, "corral_request_body_bytes", req_bytes, &[]) >= 3000.0);
+    let resp_bytes = "corral_response_body_bytes_total";
+    assert!(sample(&m, "corral_response_body_bytes", resp_bytes, &[]) >= r.body.len() as f64);
+    let served: f64 = ["0", "1"]
+        .iter()
+        .map(|s| {
+            let at = [("slot", *s), ("generation", "1")];
+            sample(
+                &m,
+                "corral_worker_requests",
+                "corral_worker_requests_total",
+                &at,
+            )
+        })
+        .sum();
+    assert!(served >= 1.0, "{served}");
+
+    // Requests that wait in corral for a worker: each worker, once it is
+    // timed as slow, holds two (one running, one next); six at once leave
+    // two waiting.
+    let queue = "corral_queue_wait_seconds";
+    let waited_before = sample(&m, queue, "corral_queue_wait_seconds_sum", &[]);
+    let warm: Vec<_> = (0..2)
+        .map(|_| {
+            let addr = c.addr.clone();
+            std::thread::spawn(move || request(&addr, "GET", "/slow", &[], b"").status)
+        })
+        .collect();
+    for t in warm {
+        assert_eq!(t.join().unwrap(), 200);
+    }
+    let burst: Vec<_> = (0..6)
+        .map(|_| {
+            let addr = c.addr.clone();
+            std::thread::spawn(move || request(&addr, "GET", "/slow", &[], b"").status)
+        })
+        .collect();
+    for t in burst {
+        assert_eq!(t.join().unwrap(), 200);
+    }
+    let m = scrape(&c);
+    let waited = sample(&m, queue, "corral_queue_wait_seconds_sum", &[]) - waited_before;
+    assert!(waited > 0.8, "the burst waited {waited} s in corral");
+    let count = sample(&m, queue, "corral_queue_wait_seconds_count", &[]);
+    let quick = sample(
+        &m,
+        queue,
+        "corral_queue_wait_seconds_bucket",
+        &[("le", "0.25")],
+    );
+    assert!(
+        count - quick >= 2.0,
+        "{quick} of {count} waited under 0.25 s"
+    );
+
+    // A worker that dies mid-request: a 502 by cause, a restart in its slot.
+    let r = c.get("/die");
+    assert_eq!(r.status, 502, "{}", r.text());
+    let m = wait_metric(
+        &c,
+        "corral_worker_restarts",
+        "corral_worker_restarts_total",
+        &[],
+        |n| n >= 1.0,
+    );
+    let died = [("status", "502"), ("cause", "worker_died")];
+    assert_eq!(
+        sample(
+            &m,
+            "corral_gateway_errors",
+            "corral_gateway_errors_total",
+            &died
+        ),
+        1.0
+    );
+    let restarts: f64 = ["0", "1"]
+        .iter()
+        .map(|s| {
+            sample(
+                &m,
+                "corral_slot_restarts",
+                "corral_slot_restarts_total",
+                &[("slot", s)],
+            )
+        })
+        .sum();
+    assert_eq!(restarts, 1.0);
+    c.wait_in_service(2);
+
+    // A reload that works, then one that fails.
+    let reloads = |outcome| [("outcome", outcome)];
+    assert_eq!(
+        sample(&m, "corral_reloads", "corral_reloads_total", &reloads("ok")),
+        0.0
+    );
+    assert!(m.get("corral_last_reload_timestamp_seconds").is_none());
+    c.signal(libc::SIGHUP);
+    let m = wait_metric(
+        &c,
+        "corral_reloads",
+        "corral_reloads_total",
+        &reloads("ok"),
+        |n| n == 1.0,
+    );
+    assert_eq!(
+        sample(&m, "corral_generation", "corral_generation", &[]),
+        2.0
+    );
+    let at = sample(
+        &m,
+        "corral_last_reload_timestamp_seconds",
+        "corral_last_reload_timestamp_seconds",
+        &[],
+    );
+    assert!(at >= now, "{at} vs {now}");
+    std::fs::write(app.path().join("app.py"), "def app(environ:\n").unwrap();
+    c.signal(libc::SIGHUP);
+    let m = wait_metric(
+        &c,
+        "corral_reloads",
+        "corral_reloads_total",
+        &reloads("failed"),
+        |n| n == 1.0,
+    );
+    assert_eq!(
+        sample(&m, "corral_reloads", "corral_reloads_total", &reloads("ok")),
+        1.0
+    );
+    assert_eq!(
+        sample(&m, "corral_generation", "corral_generation", &[]),
+        2.0
+    );
 }

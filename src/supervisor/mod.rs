@@ -190,6 +190,9 @@ pub struct Supervisor {
     policy: Policy,
     /// The last run of the rollback hook.
     hook: Option<crate::deploy::HookRun>,
+    /// Runs of the rollback hook by how they ended, and built-in rollbacks.
+    hook_runs: std::collections::BTreeMap<String, u64>,
+    rollbacks: u64,
     exit_code: i32,
     /// "generation N runs X; disk now has Y" while they differ.
     drift: Option<String>,
@@ -274,6 +277,8 @@ impl Supervisor {
                 hook: cfg.deploy.rollback_hook.is_some(),
             }),
             hook: None,
+            hook_runs: Default::default(),
+            rollbacks: 0,
             exit_code: 0,
             drift: None,
             last_good,
@@ -623,6 +628,8 @@ impl Supervisor {
             .and_then(|g| g.revision.clone());
         snap.last_good_revision = self.last_good.clone();
         snap.rollback_hook = self.hook.clone();
+        snap.hook_runs = self.hook_runs.clone();
+        snap.reloads.rolled_back = self.rollbacks;
         snap.drift = self.drift.clone();
         self.snapshot.send_replace(snap);
     }

@@ -171,6 +171,7 @@ impl Core {
                 self.generation
             ),
         ));
+        self.reloads_failed += 1;
         self.last_reload = Some(ReloadOutcome::Failed {
             generation: r.generation,
             at: now,
@@ -374,6 +375,7 @@ impl Core {
     pub(super) fn reload_done(&mut self, now: Instant, rolling: bool, out: &mut Vec<Action>) {
         let r = self.reload.take().expect("a reload in progress");
         self.generation = r.generation;
+        self.reloads_done += 1;
         self.last_reload = Some(ReloadOutcome::Done {
             generation: r.generation,
             at: now,

@@ -8,6 +8,9 @@ use std::time::Duration;
 
 use crate::history::History;
 
+pub mod process;
+pub mod supervisor;
+
 /// Upper bounds (seconds) of the latency and queue-time histograms'
 /// buckets.
 pub const BUCKETS: [f64; 12] = [
