@@ -438,3 +438,97 @@ fn metrics_parse_with_prometheus_client_and_move_with_their_events() {
         2.0
     );
 }
+
+/// The metric names in a PromQL expression: its words that start like
+/// corral's and the process metrics.
+fn metric_names(expr: &str) -> Vec<String> {
+    expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == ':'))
+        .filter(|w| w.starts_with("corral_") || w.starts_with("process_"))
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn the_grafana_dashboard_and_alert_rules_name_only_metrics_that_exist() {
+    let dashboard = std::fs::read_to_string(repo("integration/grafana/corral-dashboard.json"))
+        .expect("the dashboard");
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&dashboard).expect("the dashboard is JSON");
+    let mut exprs: Vec<String> = dashboard["panels"]
+        .as_array()
+        .expect("panels")
+        .iter()
+        .flat_map(|p| p["targets"].as_array().expect("targets").iter())
+        .map(|t| t["expr"].as_str().expect("an expr").to_string())
+        .collect();
+    for list in dashboard["templating"]["list"].as_array().unwrap() {
+        if let Some(q) = list["definition"].as_str() {
+            exprs.push(q.to_string());
+        }
+    }
+    // Alert rules: each `expr:`, on its line or in the block under it.
+    let alerts = std::fs::read_to_string(repo("integration/grafana/corral-alerts.yml"))
+        .expect("the alert rules");
+    let mut rules = 0;
+    let mut lines = alerts.lines().peekable();
+    while let Some(line) = lines.next() {
+        if let Some(rest) = line.trim().strip_prefix("expr:") {
+            rules += 1;
+            let mut expr = rest.to_string();
+            while let Some(next) = lines.peek() {
+                if next.trim_start().len() + 10 <= next.len() && !next.trim().ends_with(':') {
+                    expr.push_str(next);
+                    lines.next();
+                } else {
+                    break;
+                }
+            }
+            exprs.push(expr);
+        }
+    }
+    assert!(rules >= 4, "{rules} alert rules");
+    assert!(exprs.len() >= 20, "{} expressions", exprs.len());
+
+    // A corral with a reload behind it, so every family has samples.
+    let app = AppDir::new(&[("app.py", APP)]);
+    let c = Corral::start(
+        app.path(),
+        &["app:app", "-w", "1", "--status-bind", "127.0.0.1:0"],
+        1,
+    );
+    c.signal(libc::SIGHUP);
+    let m = wait_metric(
+        &c,
+        "corral_reloads",
+        "corral_reloads_total",
+        &[("outcome", "ok")],
+        |n| n == 1.0,
+    );
+    let mut known = std::collections::HashSet::new();
+    for (family, f) in m.as_object().unwrap() {
+        known.insert(family.clone());
+        // A counter with no sample yet (no rollback hook has run) is
+        // declared all the same.
+        if f["type"] == "counter" {
+            known.insert(format!("{family}_total"));
+        }
+        for s in f["samples"].as_array().unwrap() {
+            known.insert(s[0].as_str().unwrap().to_string());
+        }
+    }
+    let mut named = 0;
+    for expr in &exprs {
+        for name in metric_names(expr) {
+            named += 1;
+            assert!(
+                known.contains(&name),
+                "{name} (in {expr}) is not in /metrics"
+            );
+        }
+    }
+    assert!(
+        named >= exprs.len(),
+        "{named} names in {} expressions",
+        exprs.len()
+    );
+}
