@@ -234,6 +234,7 @@ fn metrics_parse_with_prometheus_client_and_move_with_their_events() {
         ("corral_revision_drift", "gauge"),
         ("corral_queue_wait_seconds", "histogram"),
         ("corral_gateway_errors", "counter"),
+        ("corral_requests_dispatched", "counter"),
         ("corral_request_body_bytes", "counter"),
         ("corral_response_body_bytes", "counter"),
         ("corral_worker_state", "gauge"),
@@ -299,11 +300,24 @@ fn metrics_parse_with_prometheus_client_and_move_with_their_events() {
         assert!(sample(&m, "corral_worker_cpu_seconds", cpu, &at) > 0.0);
     }
 
-    // Bodies both ways are counted.
+    // Bodies both ways are counted, and the request by its protocol and
+    // interface.
+    let dispatched = |m: &serde_json::Value, protocol, interface| {
+        let at = [("protocol", protocol), ("interface", interface)];
+        sample(
+            m,
+            "corral_requests_dispatched",
+            "corral_requests_dispatched_total",
+            &at,
+        )
+    };
+    let before = dispatched(&m, "HTTP/1.1", "wsgi");
     let body = vec![b'x'; 3000];
     let r = request(&c.addr, "POST", "/", &[], &body);
     assert_eq!(r.status, 200);
     let m = scrape(&c);
+    assert_eq!(dispatched(&m, "HTTP/1.1", "wsgi"), before + 1.0);
+    assert_eq!(dispatched(&m, "WebSocket", "asgi"), 0.0);
     let req_bytes = "corral_request_body_bytes_total";
     assert!(sample(&m, "corral_request_body_bytes", req_bytes, &[]) >= 3000.0);
     let resp_bytes = "corral_response_body_bytes_total";

@@ -26,7 +26,7 @@ use super::upload::{self, PumpEnd};
 use super::websocket::{self, Upgrade};
 use super::{Drain, checks, forwarded, request_id};
 use crate::config::ForwardedAllow;
-use crate::metrics::{GatewayError, Metrics};
+use crate::metrics::{GatewayError, Metrics, Protocol};
 use crate::router::{NoWorker, Router};
 use crate::worker::channel::{Channel, First, Stream};
 use crate::worker::head::{ConnInfo, environ, scope};
@@ -221,6 +221,13 @@ async fn dispatch(
     };
     // A WSGI app sees a WebSocket handshake as a plain request.
     let upgrade = upgrade.filter(|_| asgi);
+    let protocol = match parts.version {
+        _ if upgrade.is_some() => Protocol::WebSocket,
+        http::Version::HTTP_10 => Protocol::Http10,
+        http::Version::HTTP_2 => Protocol::Http2,
+        _ => Protocol::Http11,
+    };
+    shared.metrics.dispatched(protocol, asgi);
     let flags = if upgrade.is_some() {
         protocol::FLAG_WEBSOCKET
     } else if more {

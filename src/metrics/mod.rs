@@ -38,6 +38,8 @@ pub struct Metrics {
     queued_sum_us: AtomicU64,
     /// corral's own 502, 503 and 504 answers, by [`GatewayError`].
     gateway_errors: [AtomicU64; GatewayError::ALL.len()],
+    /// Requests a worker took, by [`Protocol`] and interface (WSGI, ASGI).
+    dispatched: [[AtomicU64; 2]; Protocol::ALL.len()],
     request_body_bytes: AtomicU64,
     response_body_bytes: AtomicU64,
     /// The last minutes second by second, for the status page.
@@ -80,6 +82,33 @@ impl GatewayError {
     }
 }
 
+/// How a request came, for `corral_requests_dispatched_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    Http10,
+    Http11,
+    Http2,
+    WebSocket,
+}
+
+impl Protocol {
+    const ALL: [Protocol; 4] = [
+        Protocol::Http10,
+        Protocol::Http11,
+        Protocol::Http2,
+        Protocol::WebSocket,
+    ];
+
+    fn label(self) -> &'static str {
+        match self {
+            Protocol::Http10 => "HTTP/1.0",
+            Protocol::Http11 => "HTTP/1.1",
+            Protocol::Http2 => "HTTP/2",
+            Protocol::WebSocket => "WebSocket",
+        }
+    }
+}
+
 fn bucket_of(elapsed: Duration) -> usize {
     let secs = elapsed.as_secs_f64();
     BUCKETS
@@ -109,6 +138,11 @@ impl Metrics {
 
     pub fn gateway_error(&self, why: GatewayError) {
         self.gateway_errors[why as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A worker took a request: `asgi` tells the interface.
+    pub fn dispatched(&self, protocol: Protocol, asgi: bool) {
+        self.dispatched[protocol as usize][usize::from(asgi)].fetch_add(1, Ordering::Relaxed);
     }
 
     pub fn request_body(&self, bytes: u64) {
@@ -169,6 +203,22 @@ impl Metrics {
             &self.queued,
             &self.queued_sum_us,
         );
+        header(
+            out,
+            "corral_requests_dispatched_total",
+            "counter",
+            "Requests handed to a worker, by protocol and interface.",
+        );
+        for protocol in Protocol::ALL {
+            for (i, interface) in ["wsgi", "asgi"].iter().enumerate() {
+                let _ = writeln!(
+                    out,
+                    "corral_requests_dispatched_total{{protocol=\"{}\",interface=\"{interface}\"}} {}",
+                    protocol.label(),
+                    self.dispatched[protocol as usize][i].load(Ordering::Relaxed)
+                );
+            }
+        }
         header(
             out,
             "corral_gateway_errors_total",
