@@ -198,7 +198,6 @@ async fn dispatch(
         }
         Err(NoWorker::Busy) => {
             shared.metrics.gateway_error(GatewayError::Busy);
-            tracing::warn!("request {id}: 503, every worker stayed busy for the request timeout");
             return Err(unavailable("all workers are busy"));
         }
         Err(NoWorker::QueueFull) => {

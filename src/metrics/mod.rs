@@ -199,7 +199,7 @@ impl Metrics {
         histogram(
             out,
             "corral_queue_wait_seconds",
-            "Time requests waited in corral before a worker took them (add workers when it grows).",
+            "Time requests waited in corral for a worker (503s after a wait included); add workers when it grows.",
             &self.queued,
             &self.queued_sum_us,
         );
