@@ -11,7 +11,11 @@
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::metrics::BUCKETS;
+/// Upper bounds (seconds) of the latency buckets, shared with `/metrics`'
+/// histogram (`corral_request_duration_seconds`).
+pub const BUCKETS: [f64; 12] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
+];
 
 /// How many seconds the ring holds.
 pub const SECONDS: usize = 180;

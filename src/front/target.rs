@@ -70,6 +70,9 @@ fn encode(target: &[u8], out: &mut Vec<u8>) {
 #[derive(Default)]
 pub struct RawTargets {
     rewritten: Mutex<VecDeque<(u64, Box<[u8]>)>>,
+    /// Entries in `rewritten`: most connections never have one, and then
+    /// a request takes no lock.
+    queued: AtomicU64,
     served: AtomicU64,
 }
 
@@ -78,23 +81,29 @@ impl RawTargets {
     /// rewrote it. Called once per request, in order.
     pub fn next(&self) -> Option<Box<[u8]>> {
         let n = self.served.fetch_add(1, Ordering::Relaxed);
+        if self.queued.load(Ordering::Acquire) == 0 {
+            return None;
+        }
         let mut queue = self.rewritten.lock().unwrap_or_else(|e| e.into_inner());
         // Entries of requests hyper never served (it closed first) are
         // older than `n`: drop them.
+        let before = queue.len();
         while queue.front().is_some_and(|(i, _)| *i < n) {
             queue.pop_front();
         }
-        match queue.front() {
+        let raw = match queue.front() {
             Some((i, _)) if *i == n => queue.pop_front().map(|(_, raw)| raw),
             _ => None,
-        }
+        };
+        self.queued
+            .fetch_sub((before - queue.len()) as u64, Ordering::Release);
+        raw
     }
 
     fn push(&self, n: u64, raw: Vec<u8>) {
-        self.rewritten
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push_back((n, raw.into_boxed_slice()));
+        let mut queue = self.rewritten.lock().unwrap_or_else(|e| e.into_inner());
+        queue.push_back((n, raw.into_boxed_slice()));
+        self.queued.fetch_add(1, Ordering::Release);
     }
 }
 

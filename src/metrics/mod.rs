@@ -6,16 +6,12 @@ use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+// The latency buckets, which the queue-time histogram shares.
+pub use crate::history::BUCKETS;
 use crate::history::History;
 
 pub mod process;
 pub mod supervisor;
-
-/// Upper bounds (seconds) of the latency and queue-time histograms'
-/// buckets.
-pub const BUCKETS: [f64; 12] = [
-    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
-];
 
 #[derive(Default)]
 pub struct Metrics {
