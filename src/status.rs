@@ -14,7 +14,6 @@
 //! asks for the token itself); `/status` (tracebacks) and `/metrics` take
 //! the bearer token `[health] status_token` when one is set.
 
-use std::fmt::Write;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -171,7 +170,11 @@ async fn route(req: http::Request<hyper::body::Incoming>, state: &StatusState) -
         "/metrics" => {
             let mut out = String::with_capacity(4096);
             state.metrics.render(&mut out);
-            render_workers(&state.snapshots.borrow(), &mut out);
+            // A copy: the workers' /proc files are read without holding
+            // the supervisor's snapshot.
+            let snap = state.snapshots.borrow().clone();
+            metrics::supervisor::render(&snap, &mut out);
+            metrics::process::render_own(&mut out);
             metrics::scalar(
                 &mut out,
                 "corral_requests_queued",
@@ -179,7 +182,9 @@ async fn route(req: http::Request<hyper::body::Incoming>, state: &StatusState) -
                 "Requests waiting in corral for a worker.",
                 state.router.queued(),
             );
-            render_canary(state, &mut out);
+            if let Some(split) = state.router.split() {
+                metrics::canary(&split.old.sample(), &split.new.sample(), &mut out);
+            }
             let mut r = text(StatusCode::OK, &out);
             r.headers_mut().insert(
                 http::header::CONTENT_TYPE,
@@ -392,74 +397,6 @@ fn recent(history: &History) -> serde_json::Value {
         "p50_ms": seconds.iter().map(|s| s.p50_ms).collect::<Vec<_>>(),
         "p99_ms": seconds.iter().map(|s| s.p99_ms).collect::<Vec<_>>(),
     })
-}
-
-fn render_workers(snap: &Snapshot, out: &mut String) {
-    let stopping = snap.slots.iter().filter_map(|s| s.worker.as_ref()).count()
-        - snap.in_service
-        - snap.booting
-        - snap.unready;
-    metrics::header(out, "corral_workers", "gauge", "Worker processes by state.");
-    for (state, n) in [
-        ("booting", snap.booting),
-        ("in_service", snap.in_service),
-        ("unready", snap.unready),
-        ("stopping", stopping),
-    ] {
-        let _ = writeln!(out, "corral_workers{{state=\"{state}\"}} {n}");
-    }
-    for (name, kind, help, value) in [
-        (
-            "corral_workers_configured",
-            "gauge",
-            "Worker slots configured.",
-            snap.workers_configured as u64,
-        ),
-        (
-            "corral_boot_failures_total",
-            "counter",
-            "Worker boots that failed.",
-            snap.boot_failures,
-        ),
-        (
-            "corral_probe_failures_total",
-            "counter",
-            "Readiness probes that failed.",
-            snap.probe_failures,
-        ),
-        (
-            "corral_worker_restarts_total",
-            "counter",
-            "Worker processes restarted.",
-            snap.restarts,
-        ),
-    ] {
-        metrics::scalar(out, name, kind, help, value);
-    }
-}
-
-/// While a canary runs: each generation's requests and 5xx answers.
-fn render_canary(state: &StatusState, out: &mut String) {
-    let Some(split) = state.router.split() else {
-        return;
-    };
-    let (old, new) = (split.old.sample(), split.new.sample());
-    for (name, help, pick) in [
-        (
-            "corral_canary_requests",
-            "Requests answered during the running canary, by generation (old: serving, new: the canary).",
-            (|s: &crate::canary::Sample| s.requests) as fn(&crate::canary::Sample) -> u64,
-        ),
-        (
-            "corral_canary_errors",
-            "5xx answers during the running canary, by generation.",
-            |s: &crate::canary::Sample| s.errors,
-        ),
-    ] {
-        metrics::header(out, name, "gauge", help);
-        let _ = writeln!(out, "{name}{{generation=\"old\"}} {}", pick(&old));
-        let _ = writeln!(out, "{name}{{generation=\"new\"}} {}", pick(&new));
-    }
 }
 
 /// How long this process has run: the system's uptime minus the process's

@@ -187,9 +187,11 @@ fn the_http_scope_is_complete_and_correct() {
             pair("host", "localhost"),
             pair("x-one", "1"),
             pair("x-one", "3"),
-            pair("x-two", "2")
+            pair("x-two", "2"),
+            pair("x-request-id", r.header("x-request-id").unwrap()),
         ],
-        "lower-case names; a repeated header's values stay in order"
+        "lower-case names; a repeated header's values stay in order; the \
+         request's id last"
     );
     let port: u64 = c.addr.rsplit(':').next().unwrap().parse().unwrap();
     assert_eq!(s["server"], serde_json::json!(["127.0.0.1", port]));

@@ -202,6 +202,13 @@ fn a_canary_that_raises_on_one_endpoint_fails_within_its_window_and_the_old_gene
     let status = c.status_json();
     let last = status["last_reload"].as_str().unwrap_or_default();
     assert!(last.contains("canary failed"), "{status}");
+    let metrics = c.status("/metrics").text();
+    for sample in [
+        "corral_reloads_total{outcome=\"canary_failed\"} 1\n",
+        "corral_reloads_total{outcome=\"failed\"} 0\n",
+    ] {
+        assert!(metrics.contains(sample), "no {sample:?} in:\n{metrics}");
+    }
 }
 
 #[test]

@@ -472,17 +472,21 @@ fn fastapi_sees_the_scope_as_under_uvicorn() {
             .header("Host", "example.test:8080")
             .header("User-Agent", "corral-tests/1.0")
             .header("X-Custom", "one")
+            // From a trusted proxy (127.0.0.1), so corral keeps it where it
+            // is instead of adding one of its own.
+            .header("X-Request-ID", "req-1")
             .expect(
                 200,
                 r#""url":"http://example.test:8080/scope?q=caf%C3%A9&x=1+2&empty=""#,
             ),
             Req::get("scope with a repeated header", "/scope")
                 .header("X-Custom", "one")
+                .header("X-Request-ID", "req-2")
                 .header("X-Other", "1")
                 .header("X-Custom", "two")
                 .expect(
                     200,
-                    r#"[["host","localhost"],["x-custom","one"],["x-custom","two"],["x-other","1"]],"client_host":"127.0.0.1""#,
+                    r#"[["host","localhost"],["x-custom","one"],["x-custom","two"],["x-other","1"],["x-request-id","req-2"]],"client_host":"127.0.0.1""#,
                 ),
         ],
     );

@@ -277,8 +277,9 @@ pub struct Overrides {
     pub access_logfile: Option<PathBuf>,
 
     /// Access log line in gunicorn's atoms, like
-    /// '%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s" %(D)s';
-    /// turns the access log on [toml: log.access_format]
+    /// '%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s" %(D)s'
+    /// (corral adds request_id, queue_ms, worker_slot, worker_pid,
+    /// generation); turns the access log on [toml: log.access_format]
     #[arg(long, value_name = "FORMAT", env = "CORRAL_ACCESS_LOGFORMAT")]
     pub access_logformat: Option<String>,
 

@@ -80,8 +80,10 @@ pub(super) struct RawLog {
     pub(super) access_file: Option<Spanned<String>>,
     /// The access line in gunicorn's `access_log_format` atoms, like
     /// '%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s" %(D)s'
-    /// (an unknown atom is written "-", as gunicorn does); turns the access
-    /// log on. Default: none (the format of `access`).
+    /// (an unknown atom is written "-", as gunicorn does), plus corral's
+    /// `request_id`, `queue_ms`, `worker_slot`, `worker_pid` and
+    /// `generation`; turns the access log on. Default: none (the format of
+    /// `access`).
     pub(super) access_format: Option<Spanned<String>>,
 }
 

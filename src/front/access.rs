@@ -100,6 +100,25 @@ pub struct Entry<'a> {
     pub elapsed: Duration,
     /// The response's headers.
     pub response: &'a HeaderMap,
+    /// The request's `X-Request-ID` ([`super::request_id`]).
+    pub request_id: &'a str,
+    pub trace: Trace,
+}
+
+/// What only corral knows of a request: filled in as it goes to a worker.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Trace {
+    /// Time it waited in corral for a worker.
+    pub queued: Option<Duration>,
+    /// The worker that took it.
+    pub worker: Option<WorkerRef>,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct WorkerRef {
+    pub slot: usize,
+    pub pid: u32,
+    pub generation: u64,
 }
 
 impl Entry<'_> {
@@ -177,6 +196,11 @@ impl Format {
                     "referer": text(header(http::header::REFERER)),
                     "user_agent": text(header(http::header::USER_AGENT)),
                     "duration_ms": e.elapsed.as_secs_f64() * 1000.0,
+                    "request_id": e.request_id,
+                    "queue_ms": e.trace.queued.map(|d| d.as_secs_f64() * 1000.0),
+                    "worker_slot": e.trace.worker.map(|w| w.slot),
+                    "worker_pid": e.trace.worker.map(|w| w.pid),
+                    "generation": e.trace.worker.map(|w| w.generation),
                 })
                 .to_string()
             }
@@ -261,6 +285,8 @@ mod tests {
             bytes: Some(13),
             elapsed: Duration::from_millis(2),
             response: &HeaderMap::new(),
+            request_id: "r1",
+            trace: Trace::default(),
         };
         let t = UNIX_EPOCH + Duration::from_secs(1_795_669_800); // 2026-11-26 05:10:00 UTC
         assert_eq!(
@@ -297,6 +323,8 @@ mod tests {
             bytes: None,
             elapsed: Duration::ZERO,
             response: &HeaderMap::new(),
+            request_id: "r1",
+            trace: Trace::default(),
         };
         let line = Format::Combined.line(&e, UNIX_EPOCH);
         assert_eq!(

@@ -2,8 +2,10 @@
 //! `%(atom)s` placeholders, parsed once at start-up ([`parse`]) and filled
 //! per request ([`render`]) with what corral knows about it. The atoms are
 //! gunicorn's (`h l u t r s m U q H b B f a T D M L p`, `{header}i`,
-//! `{header}o`, `{variable}e`); one corral cannot know, or an unknown one,
-//! is written "-", as gunicorn writes it. Everything a client or the app
+//! `{header}o`, `{variable}e`), and corral's own for what only it knows:
+//! `request_id`, `queue_ms`, `worker_slot`, `worker_pid`, `generation`.
+//! One corral cannot know, or an unknown one, is written "-", as gunicorn
+//! writes it. Everything a client or the app
 //! chose goes through [`escape`], so a line stays one line.
 
 use std::fmt::Write;
@@ -63,6 +65,15 @@ pub enum Atom {
     ResponseHeader(String),
     /// `{name}e`: the WSGI environ variable, lowercased.
     Environ(String),
+    /// `request_id`: the request's `X-Request-ID`.
+    RequestId,
+    /// `queue_ms`: milliseconds (three decimals) the request waited in
+    /// corral for a worker.
+    QueueMillis,
+    /// `worker_slot`, `worker_pid`, `generation`: the worker that took it.
+    WorkerSlot,
+    WorkerPid,
+    Generation,
     /// `l`, `u` (corral does not decode the user of Basic authentication)
     /// and every atom gunicorn does not know: "-".
     Dash,
@@ -99,6 +110,11 @@ impl Atom {
             "M" => Atom::Millis,
             "L" => Atom::DecimalSeconds,
             "p" => Atom::Pid,
+            "request_id" => Atom::RequestId,
+            "queue_ms" => Atom::QueueMillis,
+            "worker_slot" => Atom::WorkerSlot,
+            "worker_pid" => Atom::WorkerPid,
+            "generation" => Atom::Generation,
             _ => Atom::Dash,
         }
     }
@@ -236,6 +252,23 @@ fn atom_value(out: &mut String, atom: &Atom, e: &Entry<'_>, now: SystemTime) {
         Atom::RequestHeader(name) => header_or_dash(out, &p.headers, name),
         Atom::ResponseHeader(name) => header_or_dash(out, e.response, name),
         Atom::Environ(name) => environ(out, name, e),
+        Atom::RequestId => out.push_str(&escape(e.request_id.as_bytes())),
+        Atom::QueueMillis => match e.trace.queued {
+            Some(d) => {
+                let _ = write!(out, "{:.3}", d.as_secs_f64() * 1000.0);
+            }
+            None => out.push('-'),
+        },
+        Atom::WorkerSlot | Atom::WorkerPid | Atom::Generation => match e.trace.worker {
+            Some(w) => {
+                let _ = match atom {
+                    Atom::WorkerSlot => write!(out, "{}", w.slot),
+                    Atom::WorkerPid => write!(out, "{}", w.pid),
+                    _ => write!(out, "{}", w.generation),
+                };
+            }
+            None => out.push('-'),
+        },
         Atom::Dash => out.push('-'),
     }
 }
@@ -266,6 +299,7 @@ fn environ(out: &mut String, name: &str, e: &Entry<'_>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::front::access::{Trace, WorkerRef};
     use std::time::UNIX_EPOCH;
 
     const GUNICORN_DEFAULT: &str = r#"%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s""#;
@@ -296,6 +330,15 @@ mod tests {
             bytes: Some(42),
             elapsed: Duration::from_micros(1_234_567),
             response: &response,
+            request_id: "7f3a",
+            trace: Trace {
+                queued: Some(Duration::from_micros(2_500)),
+                worker: Some(WorkerRef {
+                    slot: 3,
+                    pid: 4242,
+                    generation: 2,
+                }),
+            },
         };
         render(&parse(format).unwrap(), &e, UNIX_EPOCH)
     }
@@ -313,6 +356,14 @@ mod tests {
             "POST|/caf\\xC3\\xA9/x|a=1&b=%22|HTTP/1.1|42"
         );
         assert_eq!(line("%(p)s"), format!("<{}>", std::process::id()));
+    }
+
+    #[test]
+    fn corral_atoms() {
+        assert_eq!(
+            line("%(request_id)s %(queue_ms)s %(worker_slot)s %(worker_pid)s %(generation)s"),
+            "7f3a 2.500 3 4242 2"
+        );
     }
 
     #[test]

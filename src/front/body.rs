@@ -51,6 +51,8 @@ pub struct StreamBody {
     pub declared: Option<u64>,
     /// Body bytes taken from the worker so far.
     pub sent: u64,
+    /// Where `sent` is counted when the response is over.
+    pub metrics: Arc<crate::metrics::Metrics>,
     /// The task streaming the request body, stopped with the response.
     pub _pump: PumpGuard,
 }
@@ -74,6 +76,7 @@ impl StreamBody {
 
 impl Drop for StreamBody {
     fn drop(&mut self) {
+        self.metrics.response_body(self.sent);
         if !self.done
             && let Some(ch) = self.channel()
         {

@@ -1,5 +1,7 @@
 //! One HTTP request: checked and answered in Rust when it is bad, otherwise
-//! handed to the least-loaded worker and its response streamed back.
+//! handed to the least-loaded worker and its response streamed back. Each
+//! gets its `X-Request-ID` first ([`request_id`]), which goes to the app,
+//! back in the response, and into every log line about the request.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -14,7 +16,7 @@ use hyper::body::Incoming;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant as TokioInstant;
 
-use super::access::{self, Entry, Logger};
+use super::access::{self, Entry, Logger, Trace, WorkerRef};
 use super::body::{Body, PumpGuard, StreamBody};
 use super::reply::{
     bad_app, bad_request, body_timed_out, broken_body, not_a_proxy, plain, refused, too_large,
@@ -22,9 +24,9 @@ use super::reply::{
 };
 use super::upload::{self, PumpEnd};
 use super::websocket::{self, Upgrade};
-use super::{Drain, checks, forwarded};
+use super::{Drain, checks, forwarded, request_id};
 use crate::config::{ForwardedAllow, Sticky};
-use crate::metrics::Metrics;
+use crate::metrics::{GatewayError, Metrics, Protocol};
 use crate::router::{NoWorker, Router, Split};
 use crate::worker::channel::{Channel, First, Stream};
 use crate::worker::head::{ConnInfo, environ, scope};
@@ -80,11 +82,15 @@ fn sticky_key(sticky: &Sticky, headers: &http::HeaderMap, conn: &ConnInfo) -> Op
 }
 
 pub async fn handle(
-    req: http::Request<Incoming>,
+    mut req: http::Request<Incoming>,
     shared: Arc<Shared>,
     conn: Arc<ConnInfo>,
 ) -> Result<Response<Body>, std::convert::Infallible> {
     let start = Instant::now();
+    // Set before anything copies the headers: the app and the access log
+    // see the id corral settled on, never an untrusted client's.
+    let id = request_id::take(req.headers(), conn.trusted);
+    req.headers_mut().insert(request_id::HEADER, id.clone());
     // What the access log needs, kept only when it is on.
     let logged = shared.access.as_ref().map(|log| {
         let mut b = http::Request::builder()
@@ -107,8 +113,10 @@ pub async fn handle(
     // Behind a trusted proxy, the client and scheme are the ones it reports.
     let forwarded = forwarded::forwarded(req.headers(), &conn, &shared.forwarded_allow);
     let conn: &ConnInfo = forwarded.as_ref().unwrap_or(&conn);
+    let id_text = id.to_str().unwrap_or("-");
+    let mut trace = Trace::default();
     let mut side = None;
-    let resp = match dispatch(req, &shared, conn, &mut side).await {
+    let mut resp = match dispatch(req, &shared, conn, id_text, &mut trace, &mut side).await {
         Ok(resp) => resp,
         Err(resp) => resp,
     };
@@ -131,20 +139,27 @@ pub async fn handle(
             bytes,
             elapsed,
             response: resp.headers(),
+            request_id: id_text,
+            trace,
         });
     }
+    // The app's own X-Request-ID, if it set one, stands.
+    resp.headers_mut().entry(request_id::HEADER).or_insert(id);
     Ok(resp)
 }
 
 /// Both arms are responses: `Err` is the early answer corral gives itself.
 type Reply = Result<Response<Body>, Response<Body>>;
 
+/// `trace` gets what corral learns on the way: the time queued, the worker.
 /// `side` is set to the canary side that took the request, when a canary
 /// runs.
 async fn dispatch(
     mut req: http::Request<Incoming>,
     shared: &Shared,
     conn: &ConnInfo,
+    id: &str,
+    trace: &mut Trace,
     side: &mut Option<(Arc<Split>, bool)>,
 ) -> Reply {
     if let Some(why) = checks::refuse(req.version(), req.headers()) {
@@ -206,17 +221,35 @@ async fn dispatch(
         }
     }
 
+    shared.metrics.request_body(received);
     let sticky = sticky_key(&shared.canary_sticky, &parts.headers, conn);
-    let lease = match shared.router.acquire_for(shared.timeout, sticky).await {
+    let waiting = Instant::now();
+    let lease = shared.router.acquire_for(shared.timeout, sticky).await;
+    let queued = waiting.elapsed();
+    trace.queued = Some(queued);
+    shared.metrics.queued(queued);
+    let lease = match lease {
         Ok(lease) => lease,
-        Err(NoWorker::NoneInService) => return Err(unavailable("no worker is in service")),
-        Err(NoWorker::Busy) => return Err(unavailable("all workers are busy")),
+        Err(NoWorker::NoneInService) => {
+            shared.metrics.gateway_error(GatewayError::NoneInService);
+            return Err(unavailable("no worker is in service"));
+        }
+        Err(NoWorker::Busy) => {
+            shared.metrics.gateway_error(GatewayError::Busy);
+            return Err(unavailable("all workers are busy"));
+        }
         Err(NoWorker::QueueFull) => {
+            shared.metrics.gateway_error(GatewayError::QueueFull);
             return Err(unavailable("all workers are busy and the queue is full"));
         }
     };
     side.clone_from(&lease.side);
     let channel = lease.channel.clone();
+    trace.worker = Some(WorkerRef {
+        slot: channel.slot,
+        pid: channel.pid,
+        generation: channel.generation.load(Ordering::Relaxed),
+    });
     let asgi = channel.is_asgi();
     let head = if asgi {
         scope::encode(&parts, conn)
@@ -226,6 +259,13 @@ async fn dispatch(
     };
     // A WSGI app sees a WebSocket handshake as a plain request.
     let upgrade = upgrade.filter(|_| asgi);
+    let protocol = match parts.version {
+        _ if upgrade.is_some() => Protocol::WebSocket,
+        http::Version::HTTP_10 => Protocol::Http10,
+        http::Version::HTTP_2 => Protocol::Http2,
+        _ => Protocol::Http11,
+    };
+    shared.metrics.dispatched(protocol, asgi);
     let flags = if upgrade.is_some() {
         protocol::FLAG_WEBSOCKET
     } else if more {
@@ -259,6 +299,7 @@ async fn dispatch(
                 shared.max_body_bytes,
                 shared.body_timeout,
                 clock.clone(),
+                shared.metrics.clone(),
             );
             Some(Upload {
                 pump: Some(Box::pin(pump)),
@@ -300,8 +341,16 @@ async fn dispatch(
         })
     }));
     let first = match first {
-        Ok(First::TimedOut) => return Err(timed_out(shared, &channel, stream.id, &parts)),
+        Ok(First::TimedOut) => return Err(timed_out(shared, &channel, stream.id, &parts, id)),
         Err(_) => {
+            shared.metrics.gateway_error(GatewayError::WorkerDied);
+            tracing::error!(
+                "request {id} {} {}: 502, worker {} (pid {}) died before it answered",
+                parts.method,
+                access::escape(parts.uri.path().as_bytes()),
+                channel.slot,
+                channel.pid
+            );
             return Err(plain(
                 StatusCode::BAD_GATEWAY,
                 "Bad Gateway: the worker died\n",
@@ -328,7 +377,9 @@ async fn dispatch(
             }
             let mut resp = build(head, Body::empty())?;
             if !is_head && may_have_body(resp.status()) {
-                *resp.body_mut() = Body::full(fit_to_content_length(&mut resp, body));
+                let body = fit_to_content_length(&mut resp, body);
+                shared.metrics.response_body(body.len() as u64);
+                *resp.body_mut() = Body::full(body);
             }
             // The app answered without reading the whole body: hyper will
             // close the connection, so say so rather than promise keep-alive.
@@ -349,6 +400,7 @@ async fn dispatch(
                 done: false,
                 declared: None,
                 sent: 0,
+                metrics: shared.metrics.clone(),
                 _pump: pump,
             });
             // On an invalid head the body is dropped, which cancels the stream.
@@ -493,9 +545,16 @@ impl Drop for Unanswered<'_> {
 
 /// The 504 for a request past the timeout; for WSGI its worker is replaced,
 /// for ASGI the request's task is cancelled.
-fn timed_out(shared: &Shared, channel: &Channel, stream: u32, parts: &Parts) -> Response<Body> {
+fn timed_out(
+    shared: &Shared,
+    channel: &Channel,
+    stream: u32,
+    parts: &Parts,
+    id: &str,
+) -> Response<Body> {
+    shared.metrics.gateway_error(GatewayError::Timeout);
     let reason = format!(
-        "request {} {} exceeded the timeout of {:?} on worker {} (pid {})",
+        "request {id} {} {} exceeded the timeout of {:?} on worker {} (pid {})",
         parts.method,
         access::escape(parts.uri.path().as_bytes()),
         shared.timeout,

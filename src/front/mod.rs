@@ -26,6 +26,7 @@ pub mod handler;
 pub mod listeners;
 pub mod preface;
 pub mod reply;
+pub mod request_id;
 pub mod target;
 pub mod upload;
 pub mod websocket;

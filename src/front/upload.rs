@@ -115,6 +115,7 @@ pub async fn pump(
     max: u64,
     idle: Duration,
     clock: Arc<Clock>,
+    metrics: Arc<crate::metrics::Metrics>,
 ) -> PumpEnd {
     let cancel = || channel.send(protocol::encode(protocol::FrameKind::Cancel, stream, b""));
     let timer = tokio::time::sleep(idle);
@@ -154,6 +155,7 @@ pub async fn pump(
                     continue;
                 };
                 received += data.len() as u64;
+                metrics.request_body(data.len() as u64);
                 if received > max {
                     credit.overflow.store(true, Ordering::Release);
                     cancel();

@@ -60,6 +60,11 @@ pub struct Core {
     pub generation: u64,
     pub reload: Option<Reload>,
     pub last_reload: Option<ReloadOutcome>,
+    /// Reloads that ended with their generation in service, that failed
+    /// to come up, and whose canary failed.
+    pub reloads_done: u64,
+    pub reloads_failed: u64,
+    pub canaries_failed: u64,
     rng: u64,
 }
 
@@ -78,6 +83,9 @@ impl Core {
             generation: 1,
             reload: None,
             last_reload: None,
+            reloads_done: 0,
+            reloads_failed: 0,
+            canaries_failed: 0,
             rng: settings.seed | 1,
             settings,
         }

@@ -23,6 +23,12 @@ impl Supervisor {
             Msg::Replace(serial, reason) => Some(Event::Replace { serial, reason }),
             Msg::Probed(serial, result) => Some(Event::ProbeResult { serial, result }),
             Msg::HookDone(run) => {
+                let exit = match (run.timed_out, run.exit_code) {
+                    (true, _) => "timeout".to_string(),
+                    (false, Some(code)) => code.to_string(),
+                    (false, None) => "none".to_string(),
+                };
+                *self.hook_runs.entry(exit).or_default() += 1;
                 self.hook = Some(run);
                 None
             }
@@ -245,6 +251,7 @@ impl Supervisor {
             return None;
         }
         let generation = self.core.next_generation();
+        self.rollbacks += 1;
         tracing::warn!("rollback: {what}; reloading the restored code as generation {generation}");
         self.policy.rolled_back(generation);
         self.start_generation(generation);

@@ -166,6 +166,9 @@ pub struct Supervisor {
     procs: HashMap<u64, (Process, Stacks)>,
     /// `[hooks]`: each run in a task of its own.
     hooks: crate::hooks::Hooks,
+    /// Why the front asked for a worker to be replaced (a request, by its
+    /// id, timed out on it), for the log line of its stacks.
+    replace_reasons: HashMap<u64, String>,
     tx: mpsc::UnboundedSender<Msg>,
     rx: mpsc::UnboundedReceiver<Msg>,
     /// Worker control frames and the front's replace requests, read by the
@@ -195,6 +198,9 @@ pub struct Supervisor {
     policy: Policy,
     /// The last run of the rollback hook.
     hook: Option<crate::deploy::HookRun>,
+    /// Runs of the rollback hook by how they ended, and built-in rollbacks.
+    hook_runs: std::collections::BTreeMap<String, u64>,
+    rollbacks: u64,
     exit_code: i32,
     /// "generation N runs X; disk now has Y" while they differ.
     drift: Option<String>,
@@ -273,6 +279,7 @@ impl Supervisor {
             core,
             channels: HashMap::new(),
             procs: HashMap::new(),
+            replace_reasons: HashMap::new(),
             tx,
             rx,
             control_tx,
@@ -295,6 +302,8 @@ impl Supervisor {
                 canary: cfg.deploy.canary.map(|c| c.thresholds),
             }),
             hook: None,
+            hook_runs: Default::default(),
+            rollbacks: 0,
             exit_code: 0,
             drift: None,
             last_good,
@@ -414,6 +423,7 @@ impl Supervisor {
                     self.receive(Msg::Control(serial, event))
                 }
                 Some((serial, reason)) = self.replace_rx.recv() => {
+                    self.replace_reasons.entry(serial).or_insert_with(|| reason.clone());
                     self.receive(Msg::Replace(serial, reason))
                 }
                 _ = sleep_until(deadline) => self.on_deadline(),
@@ -509,6 +519,7 @@ impl Supervisor {
             ch.shutdown();
         }
         self.procs.remove(&serial);
+        self.replace_reasons.remove(&serial);
         self.closed.remove(&serial);
         if let Some(w) = self.core.workers.get(&serial) {
             self.hooks
@@ -623,6 +634,9 @@ impl Supervisor {
             self.control_tx.clone(),
             capacity,
         );
+        channel
+            .generation
+            .store(generation, std::sync::atomic::Ordering::Relaxed);
         self.channels.insert(serial, channel);
         let tx = self.tx.clone();
         let (watch, ours) = (spawned.watch, spawned.ours);
@@ -649,8 +663,13 @@ impl Supervisor {
             return;
         };
         let slot = self.core.workers.get(&serial).map(|w| w.slot);
+        let why = self
+            .replace_reasons
+            .remove(&serial)
+            .map(|r| format!(" ({r})"))
+            .unwrap_or_default();
         tracing::error!(
-            "Python stacks of worker {} (pid {pid}) before it is killed:\n{}",
+            "Python stacks of worker {} (pid {pid}) before it is killed{why}:\n{}",
             slot.map(|s| s.to_string()).unwrap_or_default(),
             stacks.trim_end()
         );
@@ -690,6 +709,8 @@ impl Supervisor {
             .and_then(|g| g.revision.clone());
         snap.last_good_revision = self.last_good.clone();
         snap.rollback_hook = self.hook.clone();
+        snap.hook_runs = self.hook_runs.clone();
+        snap.reloads.rolled_back = self.rollbacks;
         snap.drift = self.drift.clone();
         self.snapshot.send_replace(snap);
     }

@@ -42,9 +42,29 @@ pub struct Snapshot {
     /// Set while the code on disk differs from the serving generation's.
     pub drift: Option<String>,
     pub restarts: u64,
+    /// Reloads by outcome and the Unix time the last one ended, for
+    /// /metrics.
+    #[serde(skip)]
+    pub reloads: ReloadCounts,
+    #[serde(skip)]
+    pub last_reload_at: Option<f64>,
+    /// Runs of the rollback hook by how they ended ("0", "1", ...,
+    /// "timeout", "none": it could not start or a signal ended it).
+    #[serde(skip)]
+    pub hook_runs: std::collections::BTreeMap<String, u64>,
     pub slots: Vec<SlotView>,
     #[serde(skip)]
     pub channels: Vec<(usize, Arc<Channel>)>,
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ReloadCounts {
+    pub ok: u64,
+    pub failed: u64,
+    /// Canaries judged bad (or aborted): the old generation kept serving.
+    pub canary_failed: u64,
+    /// Built-in rollbacks: the last good code restored and reloaded.
+    pub rolled_back: u64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -163,6 +183,13 @@ pub fn take(
         super::core::ReloadOutcome::Failed {
             generation, reason, ..
         } => format!("generation {generation} failed: {reason}"),
+    });
+    snap.reloads.ok = core.reloads_done;
+    snap.reloads.failed = core.reloads_failed;
+    snap.reloads.canary_failed = core.canaries_failed;
+    snap.last_reload_at = core.last_reload.as_ref().map(|r| match r {
+        super::core::ReloadOutcome::Done { at, .. }
+        | super::core::ReloadOutcome::Failed { at, .. } => unix(now, *at),
     });
     snap.probe_failures = core.probe_failures;
     snap.panic = core.panic;

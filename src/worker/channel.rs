@@ -161,6 +161,9 @@ pub struct Channel {
     /// Requests dispatched to this worker and not yet answered in full.
     pub in_flight: AtomicUsize,
     pub served: AtomicU64,
+    /// The worker's generation, set by the supervisor once it has started
+    /// the channel (0 for a channel of no generation: `corral check`).
+    pub generation: AtomicU64,
     closed: AtomicBool,
     /// Requests this worker may hold at once: from [`Capacity`], by its
     /// interface, and for WSGI by how fast it answers.
@@ -204,6 +207,7 @@ impl Channel {
             next_stream: AtomicU32::new(1),
             in_flight: AtomicUsize::new(0),
             served: AtomicU64::new(0),
+            generation: AtomicU64::new(0),
             closed: AtomicBool::new(false),
             capacity: AtomicUsize::new(capacities.threads + INITIAL_PREFETCH),
             asgi: AtomicBool::new(false),

@@ -21,7 +21,14 @@ pub const IO_TIMEOUT: Duration = Duration::from_secs(10);
 /// Headers that describe the server or the connection, not the app.
 /// Content-Length is compared only when both servers send it (a server may
 /// frame a body by chunks instead).
-pub const IGNORED_HEADERS: &[&str] = &["date", "server", "connection", "transfer-encoding"];
+pub const IGNORED_HEADERS: &[&str] = &[
+    "date",
+    "server",
+    "connection",
+    "transfer-encoding",
+    // corral adds one to every response (README: request ids).
+    "x-request-id",
+];
 
 pub const JSON_TYPE: &str = "application/json";
 

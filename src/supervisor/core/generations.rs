@@ -169,6 +169,21 @@ impl Core {
         detail: Option<String>,
         out: &mut Vec<Action>,
     ) {
+        if self.reload.is_some() {
+            self.reloads_failed += 1;
+        }
+        self.end_reload(now, why, detail, out);
+    }
+
+    /// Ends the reload under way, which failed (its canary included): the
+    /// old generation keeps serving.
+    fn end_reload(
+        &mut self,
+        now: Instant,
+        why: &str,
+        detail: Option<String>,
+        out: &mut Vec<Action>,
+    ) {
         let Some(r) = self.reload.take() else {
             return;
         };
@@ -252,7 +267,11 @@ impl Core {
                 self.promote_successors(now, out);
                 out.push(self.publish());
             }
-            Err((reason, detail)) => self.fail_reload(now, &reason, detail, out),
+            Err((reason, detail)) => {
+                // Counted apart from the reloads that fail to come up.
+                self.canaries_failed += 1;
+                self.end_reload(now, &reason, detail, out);
+            }
         }
     }
 
@@ -444,6 +463,7 @@ impl Core {
             out.push(Action::Route(None));
         }
         self.generation = r.generation;
+        self.reloads_done += 1;
         self.last_reload = Some(ReloadOutcome::Done {
             generation: r.generation,
             at: now,

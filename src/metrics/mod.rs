@@ -6,8 +6,12 @@ use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+// The latency buckets, which the queue-time histogram shares.
 pub use crate::history::BUCKETS;
 use crate::history::History;
+
+pub mod process;
+pub mod supervisor;
 
 #[derive(Default)]
 pub struct Metrics {
@@ -28,8 +32,89 @@ pub struct Metrics {
     tls_handshake_failures: AtomicU64,
     /// Requests by HTTP version: 1.0 (and 0.9), 1.1, 2.
     by_version: [AtomicU64; 3],
+    /// Time requests waited in corral for a worker: counts per bucket (not
+    /// cumulative, the last is +Inf) and the sum.
+    queued: [AtomicU64; BUCKETS.len() + 1],
+    queued_sum_us: AtomicU64,
+    /// corral's own 502, 503 and 504 answers, by [`GatewayError`].
+    gateway_errors: [AtomicU64; GatewayError::ALL.len()],
+    /// Requests a worker took, by [`Protocol`] and interface (WSGI, ASGI).
+    dispatched: [[AtomicU64; 2]; Protocol::ALL.len()],
+    request_body_bytes: AtomicU64,
+    response_body_bytes: AtomicU64,
     /// The last minutes second by second, for the status page.
     pub history: History,
+}
+
+/// Why corral answered a request itself with a 5xx instead of the app.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GatewayError {
+    /// 502: the worker died (or its channel broke) before it answered.
+    WorkerDied,
+    /// 503: no worker is in service.
+    NoneInService,
+    /// 503: every worker stayed busy for the whole request timeout.
+    Busy,
+    /// 503: every worker is busy and the queue is full.
+    QueueFull,
+    /// 504: the app took longer than the request timeout.
+    Timeout,
+}
+
+impl GatewayError {
+    const ALL: [GatewayError; 5] = [
+        GatewayError::WorkerDied,
+        GatewayError::NoneInService,
+        GatewayError::Busy,
+        GatewayError::QueueFull,
+        GatewayError::Timeout,
+    ];
+
+    /// The `status` and `cause` labels.
+    fn labels(self) -> (u16, &'static str) {
+        match self {
+            GatewayError::WorkerDied => (502, "worker_died"),
+            GatewayError::NoneInService => (503, "none_in_service"),
+            GatewayError::Busy => (503, "busy"),
+            GatewayError::QueueFull => (503, "queue_full"),
+            GatewayError::Timeout => (504, "timeout"),
+        }
+    }
+}
+
+/// How a request came, for `corral_requests_dispatched_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    Http10,
+    Http11,
+    Http2,
+    WebSocket,
+}
+
+impl Protocol {
+    const ALL: [Protocol; 4] = [
+        Protocol::Http10,
+        Protocol::Http11,
+        Protocol::Http2,
+        Protocol::WebSocket,
+    ];
+
+    fn label(self) -> &'static str {
+        match self {
+            Protocol::Http10 => "HTTP/1.0",
+            Protocol::Http11 => "HTTP/1.1",
+            Protocol::Http2 => "HTTP/2",
+            Protocol::WebSocket => "WebSocket",
+        }
+    }
+}
+
+fn bucket_of(elapsed: Duration) -> usize {
+    let secs = elapsed.as_secs_f64();
+    BUCKETS
+        .iter()
+        .position(|b| secs <= *b)
+        .unwrap_or(BUCKETS.len())
 }
 
 impl Metrics {
@@ -37,15 +122,35 @@ impl Metrics {
     pub fn record(&self, status: u16, elapsed: Duration) {
         let class = (status / 100).clamp(1, 5) as usize - 1;
         self.by_class[class].fetch_add(1, Ordering::Relaxed);
-        let secs = elapsed.as_secs_f64();
-        let bucket = BUCKETS
-            .iter()
-            .position(|b| secs <= *b)
-            .unwrap_or(BUCKETS.len());
+        let bucket = bucket_of(elapsed);
         self.latency[bucket].fetch_add(1, Ordering::Relaxed);
         self.latency_sum_us
             .fetch_add(elapsed.as_micros() as u64, Ordering::Relaxed);
         self.history.record(status, bucket);
+    }
+
+    /// Records the time a request waited in corral before a worker took it.
+    pub fn queued(&self, waited: Duration) {
+        self.queued[bucket_of(waited)].fetch_add(1, Ordering::Relaxed);
+        self.queued_sum_us
+            .fetch_add(waited.as_micros() as u64, Ordering::Relaxed);
+    }
+
+    pub fn gateway_error(&self, why: GatewayError) {
+        self.gateway_errors[why as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A worker took a request: `asgi` tells the interface.
+    pub fn dispatched(&self, protocol: Protocol, asgi: bool) {
+        self.dispatched[protocol as usize][usize::from(asgi)].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn request_body(&self, bytes: u64) {
+        self.request_body_bytes.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    pub fn response_body(&self, bytes: u64) {
+        self.response_body_bytes.fetch_add(bytes, Ordering::Relaxed);
     }
 
     pub fn connection_opened(&self) {
@@ -98,30 +203,64 @@ impl Metrics {
                 c.load(Ordering::Relaxed)
             );
         }
-        header(
+        histogram(
             out,
             "corral_request_duration_seconds",
-            "histogram",
             "Time from the request to the response head.",
+            &self.latency,
+            &self.latency_sum_us,
         );
-        let mut cumulative = 0;
-        for (i, b) in BUCKETS.iter().enumerate() {
-            cumulative += self.latency[i].load(Ordering::Relaxed);
+        histogram(
+            out,
+            "corral_queue_wait_seconds",
+            "Time requests waited in corral for a worker (503s after a wait included); add workers when it grows.",
+            &self.queued,
+            &self.queued_sum_us,
+        );
+        header(
+            out,
+            "corral_requests_dispatched_total",
+            "counter",
+            "Requests handed to a worker, by protocol and interface.",
+        );
+        for protocol in Protocol::ALL {
+            for (i, interface) in ["wsgi", "asgi"].iter().enumerate() {
+                let _ = writeln!(
+                    out,
+                    "corral_requests_dispatched_total{{protocol=\"{}\",interface=\"{interface}\"}} {}",
+                    protocol.label(),
+                    self.dispatched[protocol as usize][i].load(Ordering::Relaxed)
+                );
+            }
+        }
+        header(
+            out,
+            "corral_gateway_errors_total",
+            "counter",
+            "Requests corral answered 502, 503 or 504 itself, by cause.",
+        );
+        for why in GatewayError::ALL {
+            let (status, cause) = why.labels();
             let _ = writeln!(
                 out,
-                "corral_request_duration_seconds_bucket{{le=\"{b}\"}} {cumulative}"
+                "corral_gateway_errors_total{{status=\"{status}\",cause=\"{cause}\"}} {}",
+                self.gateway_errors[why as usize].load(Ordering::Relaxed)
             );
         }
-        cumulative += self.latency[BUCKETS.len()].load(Ordering::Relaxed);
-        let _ = writeln!(
-            out,
-            "corral_request_duration_seconds_bucket{{le=\"+Inf\"}} {cumulative}"
-        );
-        let sum = self.latency_sum_us.load(Ordering::Relaxed) as f64 / 1e6;
-        let _ = writeln!(out, "corral_request_duration_seconds_sum {sum}");
-        let _ = writeln!(out, "corral_request_duration_seconds_count {cumulative}");
         let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
         for (name, kind, help, value) in [
+            (
+                "corral_request_body_bytes_total",
+                "counter",
+                "Request body bytes received from clients.",
+                load(&self.request_body_bytes),
+            ),
+            (
+                "corral_response_body_bytes_total",
+                "counter",
+                "Response body bytes taken from workers for clients.",
+                load(&self.response_body_bytes),
+            ),
             (
                 "corral_connections_open",
                 "gauge",
@@ -168,6 +307,49 @@ impl Metrics {
                 load(count)
             );
         }
+    }
+}
+
+/// A histogram over [`BUCKETS`] from per-bucket counts and a sum in µs.
+fn histogram(
+    out: &mut String,
+    name: &str,
+    help: &str,
+    counts: &[AtomicU64; BUCKETS.len() + 1],
+    sum_us: &AtomicU64,
+) {
+    header(out, name, "histogram", help);
+    let mut cumulative = 0;
+    for (i, b) in BUCKETS.iter().enumerate() {
+        cumulative += counts[i].load(Ordering::Relaxed);
+        let _ = writeln!(out, "{name}_bucket{{le=\"{b}\"}} {cumulative}");
+    }
+    cumulative += counts[BUCKETS.len()].load(Ordering::Relaxed);
+    let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {cumulative}");
+    let sum = sum_us.load(Ordering::Relaxed) as f64 / 1e6;
+    let _ = writeln!(out, "{name}_sum {sum}");
+    let _ = writeln!(out, "{name}_count {cumulative}");
+}
+
+/// While a canary runs: each generation's requests and 5xx answers.
+pub fn canary(old: &crate::canary::Sample, new: &crate::canary::Sample, out: &mut String) {
+    type Pick = fn(&crate::canary::Sample) -> u64;
+    let metrics: [(&str, &str, Pick); 2] = [
+        (
+            "corral_canary_requests",
+            "Requests answered during the running canary, by generation (old: serving, new: the canary).",
+            |s| s.requests,
+        ),
+        (
+            "corral_canary_errors",
+            "5xx answers during the running canary, by generation.",
+            |s| s.errors,
+        ),
+    ];
+    for (name, help, pick) in metrics {
+        header(out, name, "gauge", help);
+        let _ = writeln!(out, "{name}{{generation=\"old\"}} {}", pick(old));
+        let _ = writeln!(out, "{name}{{generation=\"new\"}} {}", pick(new));
     }
 }
 
