@@ -462,7 +462,8 @@ impl Core {
         if r.canary.is_some() {
             out.push(Action::Route(None));
         }
-        self.generation = r.generation;
+        // After a failed reload the one before is not r.generation - 1.
+        let old = std::mem::replace(&mut self.generation, r.generation);
         self.reloads_done += 1;
         self.last_reload = Some(ReloadOutcome::Done {
             generation: r.generation,
@@ -472,7 +473,7 @@ impl Core {
         let how = if rolling {
             format!("{ms} ms, rolling)")
         } else {
-            format!("{ms} ms); generation {} drains", r.generation - 1)
+            format!("{ms} ms); generation {old} drains")
         };
         out.push(Action::Log(
             Level::Info,

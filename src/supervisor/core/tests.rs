@@ -743,6 +743,24 @@ fn a_reload_whose_new_code_fails_to_boot_leaves_the_old_generation_untouched() {
 }
 
 #[test]
+fn the_reload_after_a_failed_one_names_the_generation_that_really_drains() {
+    let t0 = Instant::now();
+    let (mut core, _old) = running(1, t0);
+    let reload = Event::Reload {
+        timeout: None,
+        canary: None,
+    };
+    let a = core.on_event(t0, reload.clone());
+    let broken = boot_all(&mut core, &a, t0);
+    core.boot_failed(t0, broken[0], "SyntaxError: invalid syntax");
+    core.exited(t0, broken[0], Exit::Code(1));
+    let a = core.on_event(t0, reload);
+    let fixed = boot_all(&mut core, &a, t0);
+    let a = core.booted(t0, fixed[0], 1.0);
+    assert!(a.iter().any(|x| matches!(x, Action::Log(Level::Info, m) if m.contains("generation 3 is in service") && m.contains("generation 1 drains"))), "{a:?}");
+}
+
+#[test]
 fn a_reload_that_does_not_come_up_in_time_fails_at_its_deadline() {
     let t0 = Instant::now();
     let (mut core, old) = running(1, t0);
