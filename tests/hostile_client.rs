@@ -547,12 +547,12 @@ fn status_and_metrics_want_the_bearer_token_and_probes_stay_open() {
     let app = AppDir::new(&[("hostile.py", APP)]);
     let mut c = Corral::spawn(
         app.path(),
-        &["hostile:app", "-w", "1", "--status-bind", "0.0.0.0:0"],
+        &["hostile:app", "-w", "1", "--status-bind", "127.0.0.1:0"],
         &[("CORRAL_STATUS_TOKEN", token)],
     );
     c.wait_listening();
     c.wait_in_service(1);
-    let addr = c.status_addr.replace("0.0.0.0", "127.0.0.1");
+    let addr = c.status_addr.clone();
     let get = |path: &str, auth: Option<&str>| {
         let auth = auth.map(|a| ("Authorization", a));
         request(&addr, "GET", path, auth.as_slice(), b"")
@@ -612,7 +612,8 @@ fn status_and_metrics_want_the_bearer_token_and_probes_stay_open() {
 #[test]
 fn a_status_server_reachable_from_other_hosts_without_a_token_is_warned_about() {
     let app = AppDir::new(&[("hostile.py", APP)]);
-    let mut open = Corral::spawn(
+    // 0.0.0.0 in a network namespace of its own: reachable from nowhere.
+    let mut open = Corral::spawn_in_netns(
         app.path(),
         &["hostile:app", "-w", "1", "--status-bind", "0.0.0.0:0"],
         &[],

@@ -176,24 +176,49 @@ impl Corral {
         env: &[(&str, &str)],
         setup: impl FnOnce(&mut Command),
     ) -> Corral {
-        Corral::spawn_inner(dir, args, env, setup, true)
+        Corral::spawn_inner(&[], dir, args, env, setup, true)
+    }
+
+    /// [`Corral::spawn`] in a private network namespace with only its
+    /// loopback up: corral may bind `0.0.0.0` there, reachable from
+    /// nowhere else (read its log; requests from the test cannot reach it).
+    pub fn spawn_in_netns(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Corral {
+        let netns = [
+            "unshare",
+            "--net",
+            "sh",
+            "-c",
+            "ip link set lo up && exec \"$@\"",
+            "sh",
+        ];
+        Corral::spawn_inner(&netns, dir, args, env, |_| {}, true)
     }
 
     /// [`Corral::spawn`] with corral's default control socket (no
     /// `--socket`): one per instance under `$XDG_RUNTIME_DIR/corral`, so
     /// pass `XDG_RUNTIME_DIR` (a private temporary folder) in `env`.
     pub fn spawn_default_socket(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Corral {
-        Corral::spawn_inner(dir, args, env, |_| {}, false)
+        Corral::spawn_inner(&[], dir, args, env, |_| {}, false)
     }
 
+    /// Starts corral, after `prefix` (a program and its arguments that run
+    /// corral's path, given last) when there is one.
     fn spawn_inner(
+        prefix: &[&str],
         dir: &Path,
         args: &[&str],
         env: &[(&str, &str)],
         setup: impl FnOnce(&mut Command),
         own_socket: bool,
     ) -> Corral {
-        let mut cmd = Command::new(corral_bin());
+        let mut cmd = match prefix {
+            [] => Command::new(corral_bin()),
+            [program, rest @ ..] => {
+                let mut cmd = Command::new(program);
+                cmd.args(rest).arg(corral_bin());
+                cmd
+            }
+        };
         cmd.current_dir(dir).args(args);
         if !args.contains(&"--python") {
             cmd.arg("--python").arg(python());
