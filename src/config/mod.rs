@@ -40,6 +40,7 @@ mod dropin_tests;
 #[cfg(test)]
 mod example_tests;
 mod instance;
+mod keys;
 mod logs;
 mod overrides;
 #[cfg(test)]
@@ -59,6 +60,7 @@ pub use instance::{Place, SOCKET_NAME, running_sockets};
 pub use logs::{AccessConfig, AccessTarget, HeadLimits, LogConfig};
 pub use overrides::{LogFormat, LogLevel, Overrides, env_name, parse_duration, parse_worker_class};
 use raw::{RawConfig, parse};
+pub use raw::{ServerFlags, ServerKeys};
 pub use units::{BindAddr, ByteSize, ForwardedAllow, HumanDuration, MinReady, WorkerCount};
 pub(crate) use validate::check_env;
 use validate::{Resolver, absolute};
@@ -250,41 +252,19 @@ impl Interface {
     }
 }
 
+/// `[server]`, resolved.
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
+    /// The plain keys (`backlog`, `keepalive`, ...: see `RawServer`),
+    /// read through `Deref` as `server.keepalive`.
+    pub keys: ServerKeys,
     /// Never empty.
     pub bind: Vec<Bind>,
-    pub backlog: u32,
-    /// Idle time a keep-alive connection is kept open between requests (> 0).
-    pub keepalive: Duration,
-    /// The largest request head in bytes, counted exactly (request line,
-    /// headers, final empty line). At least 8 KiB (hyper's smallest
-    /// `max_buf_size`).
-    pub max_header_bytes: usize,
-    pub max_body_bytes: u64,
-    /// Longest a request body may go without a byte from the client (408
-    /// and a CANCEL to the worker). Longer than 0.
-    pub body_timeout: Duration,
-    /// Longest a client may take no byte of its response before its request
-    /// is cancelled and its connection closed. Longer than 0.
-    pub send_timeout: Duration,
-    /// On SIGTERM: not ready at once, but serving for this long before the
-    /// graceful stop (0: the stop begins at once).
-    pub shutdown_delay: Duration,
-    /// Most client connections open at once on all binds together
-    /// (WebSockets included); at the cap corral stops accepting. At least 1.
-    pub max_connections: usize,
-    /// Most requests waiting in corral for a free worker place; one more
-    /// gets 503 with Retry-After at once, and a waiting one gets 503 after
-    /// `workers.timeout`. 0: none waits (503 whenever every worker is full).
-    pub max_queued: usize,
     /// Threads of corral's own async runtime (the HTTP front, the
     /// supervisor, the status server). At least 1: `server.io_threads = 0`
     /// (the default) is resolved at load time to half the CPUs this process
     /// may use (`std::thread::available_parallelism`), at least 1.
     pub io_threads: usize,
-    /// corral itself runs as the workers' user once its sockets are bound.
-    pub drop_privileges: bool,
     /// TCP peers whose X-Forwarded-For and X-Forwarded-Proto headers are
     /// trusted (`server.forwarded_allow_ips`); by default 127.0.0.1 and ::1.
     /// Connections on Unix sockets are always trusted.
@@ -293,12 +273,17 @@ pub struct ServerConfig {
     pub head_limits: HeadLimits,
     /// Where corral writes its pid, if anywhere.
     pub pid_file: Option<PathBuf>,
-    /// HTTP/2 streams open at once on one connection.
-    pub max_concurrent_streams: u32,
     /// HTTPS on every bind (`[server.tls]`), if configured.
     pub tls: Option<crate::tls::TlsFiles>,
     /// Pings and the message limit of WebSockets.
     pub websocket: WebSocketLimits,
+}
+
+impl std::ops::Deref for ServerConfig {
+    type Target = ServerKeys;
+    fn deref(&self) -> &ServerKeys {
+        &self.keys
+    }
 }
 
 /// `server.ws_*`: WebSocket keep-alive and the client message limit.

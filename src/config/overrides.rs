@@ -8,7 +8,7 @@ use std::path::PathBuf;
 
 use clap::{Args, ValueEnum};
 
-use super::{BindAddr, ByteSize, HumanDuration, Interface, MinReady, WorkerCount};
+use super::{BindAddr, ByteSize, HumanDuration, Interface, MinReady, ServerFlags, WorkerCount};
 use crate::front::access::AccessLog;
 
 /// Flags of `corral run`. Everything is optional so that the config file
@@ -171,55 +171,10 @@ pub struct Overrides {
     #[arg(short = 'g', long, value_name = "GROUP", env = "CORRAL_GROUP")]
     pub group: Option<String>,
 
-    /// Idle time before a keep-alive connection is closed
-    /// [toml: server.keepalive] [default: 5s]
-    #[arg(long, alias = "keep-alive", value_name = "DURATION", value_parser = parse_duration, env = "CORRAL_KEEPALIVE")]
-    pub keepalive: Option<HumanDuration>,
-
-    /// Listen queue length [toml: server.backlog] [default: 2048]
-    #[arg(long, value_name = "N", env = "CORRAL_BACKLOG")]
-    pub backlog: Option<u32>,
-
-    /// Largest request head accepted (431 above) [toml: server.max_header_bytes]
-    /// [default: 64KiB]
-    #[arg(long, value_name = "SIZE", env = "CORRAL_MAX_HEADER_BYTES")]
-    pub max_header_bytes: Option<ByteSize>,
-
-    /// Largest request body accepted (413 above) [toml: server.max_body_bytes]
-    /// [default: 100MiB]
-    #[arg(long, value_name = "SIZE", env = "CORRAL_MAX_BODY_BYTES")]
-    pub max_body_bytes: Option<ByteSize>,
-
-    /// Longest a request body may go without a byte from the client: then
-    /// 408, and the app sees the client gone; its worker is not touched
-    /// [toml: server.body_timeout] [default: 20s]
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration, env = "CORRAL_BODY_TIMEOUT")]
-    pub body_timeout: Option<HumanDuration>,
-
-    /// Longest a client may take no byte of its response: then its request
-    /// is cancelled and the connection closed [toml: server.send_timeout]
-    /// [default: 20s]
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration, env = "CORRAL_SEND_TIMEOUT")]
-    pub send_timeout: Option<HumanDuration>,
-
-    /// On SIGTERM, keep serving this long before the graceful stop, with
-    /// /health/ready answering 503 at once (so load balancers and
-    /// Kubernetes stop sending traffic first); a second SIGTERM ends the
-    /// wait [toml: server.shutdown_delay] [default: 0s]
-    #[arg(long, value_name = "DURATION", env = "CORRAL_SHUTDOWN_DELAY", value_parser = parse_duration)]
-    pub shutdown_delay: Option<HumanDuration>,
-
-    /// Most client connections open at once (WebSockets included); at the
-    /// cap new ones wait in the listen queue [toml: server.max_connections]
-    /// [default: 10000]
-    #[arg(long, value_name = "N", env = "CORRAL_MAX_CONNECTIONS")]
-    pub max_connections: Option<usize>,
-
-    /// Most requests waiting in corral for a free worker place; one more gets
-    /// 503 with Retry-After at once; 0: none waits (503 whenever every worker
-    /// is full) [toml: server.max_queued] [default: 1024]
-    #[arg(long, value_name = "N", env = "CORRAL_MAX_QUEUED")]
-    pub max_queued: Option<usize>,
+    /// `--keepalive`, `--backlog`, ...: the flags of `[server]`'s plain keys
+    /// (defined with the keys in `raw.rs`).
+    #[command(flatten)]
+    pub server_flags: ServerFlags,
 
     /// How often corral pings an open WebSocket (keeps proxies from closing
     /// idle ones, finds vanished clients); 0s: no pings
@@ -319,11 +274,6 @@ pub struct Overrides {
     /// symlink), removed on a clean exit [toml: server.pid_file]
     #[arg(short = 'p', long = "pid", value_name = "FILE", env = "CORRAL_PID")]
     pub pid: Option<PathBuf>,
-
-    /// The most HTTP/2 streams one connection may have open at once
-    /// [toml: server.max_concurrent_streams] [default: 100]
-    #[arg(long, value_name = "N", env = "CORRAL_MAX_CONCURRENT_STREAMS")]
-    pub max_concurrent_streams: Option<u32>,
 
     /// Serve HTTPS on every --bind address with this PEM certificate (and its
     /// chain) [toml: server.tls.certfile] [default: none, plain HTTP]

@@ -1,7 +1,38 @@
-//! The config file format: the raw `Raw*` structs that serde reads (with
-//! `deny_unknown_fields`; their `///` docs are the config reference), the
-//! compiled-in example config, and [`parse`], which turns a file into those
-//! structs or the first syntax or type error, pointed at its line and key.
+//! The config file format, each key defined once: the `Raw*` structs that
+//! serde reads (with `deny_unknown_fields`; their `///` docs are the config
+//! reference), the compiled-in example config, and [`parse`], which turns a
+//! file into those structs or the first syntax or type error, pointed at its
+//! line and key.
+//!
+//! # How to add a key
+//!
+//! A plain key (one value with a default, like a duration, a size, a count
+//! or a bool) is one entry in its section's `section!` below:
+//!
+//! ```text
+//! /// What it does, for the config reference (the default is added).
+//! header_timeout: HumanDuration = "10s" => Duration,
+//!     flag "header-timeout": "The flag's --help line",
+//!     check longer_than_0;
+//! ```
+//!
+//! `name: Type` is the type the file and the flag are read as; `= "10s"` the
+//! default, written as `config/example.toml` writes it (a TOML value);
+//! `=> Duration` the type of the resolved field (`cfg.server.header_timeout`;
+//! see `keys::Resolve` for the conversions); `flag "NAME": "help"` (optional;
+//! `short 't'` and `alias "other"` may follow NAME) makes `--NAME` and
+//! `CORRAL_NAME`, whose `--help` ends `[toml: server.header_timeout]
+//! [default: 10s]`; `check F` (optional) runs `F(&value, default)` and
+//! reports its `Err` at the file's line or the flag (`keys.rs` has
+//! `longer_than_0`, `at_least_1`, `count_of(...)`). Then add its line, set to
+//! the default, to `config/example.toml`: `example_tests` fails until the
+//! example shows it with that default. That is all: no other file changes.
+//!
+//! A key of another shape (a list, a table, a value that depends on other
+//! keys or on the environment) is an entry with its full field type and no
+//! `= default` (like `bind: Option<Spanned<Vec<Spanned<String>>>>;`); its
+//! flag goes in `overrides.rs`, its resolution in `validate/`, its resolved
+//! field beside the section's `keys` in `resolved.rs`.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -10,6 +41,9 @@ use serde::Deserialize;
 use serde::de::{self, Deserializer, SeqAccess, Visitor};
 use toml::Spanned;
 
+use std::time::Duration;
+
+use super::keys::{at_least_1, count_of, header_bytes, longer_than_0, section};
 use super::units::Umask;
 use super::{ByteSize, ConfigFile, HumanDuration, Interface, MinReady, Problem, WorkerCount};
 use super::{LogFormat, LogLevel};
@@ -142,130 +176,155 @@ pub(super) struct RawApp {
     pub(super) root_path: Option<Spanned<String>>,
 }
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(super) struct RawServer {
-    /// Addresses to listen on: "HOST:PORT" with an IP address
-    /// ("0.0.0.0:8000", "[::]:8000", "localhost:8000") or "unix:/path"
-    /// (relative to this file's folder). Default: ["0.0.0.0:$PORT"] when the
-    /// environment variable PORT is set (as gunicorn and uvicorn do on
-    /// Heroku, Render, Cloud Run, Fly), else ["127.0.0.1:8000"].
-    pub(super) bind: Option<Spanned<Vec<Spanned<String>>>>,
-    /// Listen queue length passed to listen(2). Default 2048.
-    pub(super) backlog: Option<Spanned<u32>>,
-    /// How long an idle keep-alive connection stays open between requests,
-    /// e.g. "5s". Default "5s".
-    pub(super) keepalive: Option<Spanned<HumanDuration>>,
-    /// Largest request head accepted: the request line, the headers and the
-    /// empty line that ends them, counted exactly as received; a bigger one
-    /// gets 431 Request Header Fields Too Large. At least "8KiB". Default
-    /// "64KiB".
-    pub(super) max_header_bytes: Option<Spanned<ByteSize>>,
-    /// Largest request body accepted; bigger ones get 413. Default "100MiB".
-    pub(super) max_body_bytes: Option<Spanned<ByteSize>>,
-    /// Longest a request body may go without a byte from the client, before
-    /// it reaches a worker and while it streams to one: the client then gets
-    /// 408 Request Timeout, and an app already reading the body sees the
-    /// client gone (`wsgi.input` raises, ASGI `receive()` returns
-    /// `http.disconnect`); its worker is never touched. The time a worker
-    /// spends waiting for the client's bytes does not count against
-    /// `workers.timeout`. Longer than 0. Default "20s": it rides out TCP
-    /// retransmission back-off on a poor link (1 + 2 + 4 + 8 s), and it is
-    /// a third of nginx's `client_body_timeout` because here a stalled
-    /// upload may hold a Python thread, which nginx's does not.
-    pub(super) body_timeout: Option<Spanned<HumanDuration>>,
-    /// Longest a client may take no byte of its response (it stopped
-    /// reading): its request is then cancelled (the app's next write raises,
-    /// its worker place is freed) and the connection closed. The same holds
-    /// for a WebSocket whose client stops reading. Longer than 0. Default
-    /// "20s", for the same reasons as `body_timeout`.
-    pub(super) send_timeout: Option<Spanned<HumanDuration>>,
-    /// On SIGTERM, how long corral keeps serving before its graceful stop
-    /// begins: `/health/ready` on the status server answers 503 at once, so
-    /// a load balancer or Kubernetes takes the instance out of rotation,
-    /// while corral goes on accepting and serving as before; then it drains
-    /// as it does without a delay. A second SIGTERM ends the wait at once
-    /// (INT and QUIT stop at once, as always). It is what a Kubernetes
-    /// `preStop: sleep` does, without a shell in the image. The service
-    /// manager's stop timeout (`terminationGracePeriodSeconds`, systemd's
-    /// `TimeoutStopSec=`) must cover shutdown_delay + graceful_timeout.
-    /// Default "0s": the graceful stop begins at once, as gunicorn's.
-    pub(super) shutdown_delay: Option<Spanned<HumanDuration>>,
-    /// The most client connections open at once, on all `bind` addresses
-    /// together, WebSockets included. At the cap corral stops accepting:
-    /// new connections wait in the kernel's listen queue (`backlog`) while
-    /// the open ones keep working, and `corral_connections_capped_total` in
-    /// /metrics counts the times. Each connection needs a file descriptor:
-    /// keep it below corral's open-file limit (systemd's LimitNOFILE=). At
-    /// least 1. Default 10000.
-    pub(super) max_connections: Option<Spanned<usize>>,
-    /// The most requests waiting in corral for a free worker place (see
-    /// `workers.threads` and `workers.concurrency`); a request arriving when
-    /// that many already wait gets 503 Service Unavailable with Retry-After
-    /// at once (a waiting request still gets 503 after `workers.timeout`).
-    /// 0 means no request ever waits (503 whenever every worker is full).
-    /// Default 1024.
-    pub(super) max_queued: Option<Spanned<usize>>,
-    /// How often corral pings an open WebSocket, so that proxies and load
-    /// balancers that close idle connections (nginx's and most cloud load
-    /// balancers' 60 s) see traffic, and a client that vanished without a
-    /// word is found. "0s" sends no pings. Default "20s", as uvicorn.
-    pub(super) ws_ping_interval: Option<Spanned<HumanDuration>>,
-    /// How long a WebSocket client may take to answer a ping with a pong:
-    /// after that corral closes the socket with 1011, the app sees
-    /// `websocket.disconnect` with 1011, and its worker place is freed.
-    /// Longer than 0. Default "20s", as uvicorn.
-    pub(super) ws_ping_timeout: Option<Spanned<HumanDuration>>,
-    /// Largest WebSocket message a client may send; a bigger one closes the
-    /// socket with 1009 (the app sees 1009 too). From "1B" to "16MiB" (the
-    /// most a worker's channel carries in one message). Default "16MiB".
-    pub(super) ws_max_message: Option<Spanned<ByteSize>>,
-    /// Threads that corral's own HTTP front (its async runtime) runs on. 0
-    /// means automatic: half the CPUs corral may use, at least 1, leaving
-    /// the other half for the Python workers, which do most of the work
-    /// (fewer front threads also means fewer wake-ups across threads).
-    /// Default 0.
-    pub(super) io_threads: Option<Spanned<usize>>,
-    /// After binding its sockets as root, corral itself switches to
-    /// `[workers] user`/`group` (which must be set). Default false.
-    pub(super) drop_privileges: Option<Spanned<bool>>,
-    /// The peers whose X-Forwarded-For and X-Forwarded-Proto headers corral
-    /// trusts: a reverse proxy in front of it, like nginx (gunicorn's and
-    /// uvicorn's `forwarded_allow_ips`). Each entry is an IP address
-    /// ("127.0.0.1", "::1"), a network in CIDR form ("10.0.0.0/8",
-    /// "fd00::/8") or "*" (any peer). An IPv4 peer on an IPv6 socket
-    /// ("::ffff:127.0.0.1") matches the IPv4 entries. [] trusts nobody.
-    /// Connections on Unix sockets are always trusted: only local processes
-    /// that the socket's file permissions let in can connect, as with a
-    /// proxy on a Unix socket. Default ["127.0.0.1", "::1"].
-    pub(super) forwarded_allow_ips: Option<Spanned<Vec<Spanned<String>>>>,
-    /// Longest request line (method, target and version, as gunicorn's
-    /// `limit_request_line` counts it) in bytes; a longer one gets 414 URI
-    /// Too Long. 0 means no limit of its own (`max_header_bytes` bounds the
-    /// whole head). Default 0: gunicorn's 4094 refuses long query strings
-    /// that corral, bounding the head as a whole, can serve.
-    pub(super) max_request_line: Option<Spanned<usize>>,
-    /// Most header fields in a request (gunicorn's `limit_request_fields`);
-    /// more get 431 Request Header Fields Too Large. At most 32768; 0 means
-    /// 32768. Default 100, as gunicorn.
-    pub(super) max_header_fields: Option<Spanned<usize>>,
-    /// Longest header field ("Name: value") in bytes (gunicorn's
-    /// `limit_request_field_size`); a longer one gets 431. 0 means no limit
-    /// of its own. Default 0 (`max_header_bytes` bounds the whole head).
-    pub(super) max_header_field_bytes: Option<Spanned<usize>>,
-    /// A file corral writes its pid to once its sockets are bound (gunicorn's
-    /// `pidfile`), relative to this file's folder; replaced whole (a new
-    /// file renamed over it, so a symlink there is replaced, never
-    /// followed), mode 0644, and removed when corral exits cleanly while it
-    /// still holds corral's pid. Default: none.
-    pub(super) pid_file: Option<Spanned<String>>,
-    /// The most HTTP/2 streams (requests) one connection may have open at
-    /// once (SETTINGS_MAX_CONCURRENT_STREAMS); more are refused with
-    /// RST_STREAM. At least 1. Default 100.
-    pub(super) max_concurrent_streams: Option<Spanned<u32>>,
-    /// `[server.tls]`: HTTPS (and HTTP/2 by ALPN) on every `bind` address.
-    #[serde(default)]
-    pub(super) tls: RawTls,
+section! {
+    /// `[server]`: the HTTP side that corral serves itself.
+    RawServer, ServerKeys, ServerFlags, resolve_server_keys, SERVER_KEYS, "server" {
+        /// Addresses to listen on: "HOST:PORT" with an IP address
+        /// ("0.0.0.0:8000", "[::]:8000", "localhost:8000") or "unix:/path"
+        /// (relative to this file's folder). Default: ["0.0.0.0:$PORT"] when the
+        /// environment variable PORT is set (as gunicorn and uvicorn do on
+        /// Heroku, Render, Cloud Run, Fly), else ["127.0.0.1:8000"].
+        bind: Option<Spanned<Vec<Spanned<String>>>>;
+        /// Listen queue length passed to listen(2).
+        backlog: u32 = 2048 => u32,
+            flag "backlog": "Listen queue length",
+            check at_least_1;
+        /// How long an idle keep-alive connection stays open between requests, e.g.
+        /// "5s".
+        keepalive: HumanDuration = "5s" => Duration,
+            flag "keepalive" alias "keep-alive": "Idle time before a keep-alive connection is closed",
+            check longer_than_0;
+        /// Largest request head accepted: the request line, the headers and the
+        /// empty line that ends them, counted exactly as received; a bigger one
+        /// gets 431 Request Header Fields Too Large. At least "8KiB".
+        max_header_bytes: ByteSize = "64KiB" => usize,
+            flag "max-header-bytes": "Largest request head accepted (431 above)",
+            check header_bytes;
+        /// Largest request body accepted; bigger ones get 413.
+        max_body_bytes: ByteSize = "100MiB" => u64,
+            flag "max-body-bytes": "Largest request body accepted (413 above)";
+        /// Longest a request body may go without a byte from the client, before it
+        /// reaches a worker and while it streams to one: the client then gets 408
+        /// Request Timeout, and an app already reading the body sees the client
+        /// gone (`wsgi.input` raises, ASGI `receive()` returns `http.disconnect`);
+        /// its worker is never touched. The time a worker spends waiting for the
+        /// client's bytes does not count against `workers.timeout`. Longer than 0.
+        /// "20s" rides out TCP retransmission back-off on a poor link (1 + 2 +
+        /// 4 + 8 s), and is a third of nginx's `client_body_timeout` because
+        /// here a stalled upload may hold a Python thread, which nginx's does
+        /// not.
+        body_timeout: HumanDuration = "20s" => Duration,
+            flag "body-timeout":
+                "Longest a request body may go without a byte from the client: then 408, and the app \
+                 sees the client gone; its worker is not touched",
+            check longer_than_0;
+        /// Longest a client may take no byte of its response (it stopped reading):
+        /// its request is then cancelled (the app's next write raises, its worker
+        /// place is freed) and the connection closed. The same holds for a
+        /// WebSocket whose client stops reading. Longer than 0. "20s" for the
+        /// same reasons as `body_timeout`.
+        send_timeout: HumanDuration = "20s" => Duration,
+            flag "send-timeout":
+                "Longest a client may take no byte of its response: then its request is cancelled and \
+                 the connection closed",
+            check longer_than_0;
+        /// On SIGTERM, how long corral keeps serving before its graceful stop
+        /// begins: `/health/ready` on the status server answers 503 at once, so a
+        /// load balancer or Kubernetes takes the instance out of rotation, while
+        /// corral goes on accepting and serving as before; then it drains as it
+        /// does without a delay. A second SIGTERM ends the wait at once (INT and
+        /// QUIT stop at once, as always). It is what a Kubernetes `preStop: sleep`
+        /// does, without a shell in the image. The service manager's stop timeout
+        /// (`terminationGracePeriodSeconds`, systemd's `TimeoutStopSec=`) must
+        /// cover shutdown_delay + graceful_timeout. "0s": the graceful stop
+        /// begins at once, as gunicorn's.
+        shutdown_delay: HumanDuration = "0s" => Duration,
+            flag "shutdown-delay":
+                "On SIGTERM, keep serving this long before the graceful stop, with /health/ready \
+                 answering 503 at once (so load balancers and Kubernetes stop sending traffic first); a \
+                 second SIGTERM ends the wait";
+        /// The most client connections open at once, on all `bind` addresses
+        /// together, WebSockets included. At the cap corral stops accepting: new
+        /// connections wait in the kernel's listen queue (`backlog`) while the open
+        /// ones keep working, and `corral_connections_capped_total` in /metrics
+        /// counts the times. Each connection needs a file descriptor: keep it below
+        /// corral's open-file limit (systemd's LimitNOFILE=). At least 1.
+        max_connections: usize = 10000 => usize,
+            flag "max-connections":
+                "Most client connections open at once (WebSockets included); at the cap new ones wait \
+                 in the listen queue",
+            check count_of("client connections open at once");
+        /// The most requests waiting in corral for a free worker place (see
+        /// `workers.threads` and `workers.concurrency`); a request arriving when
+        /// that many already wait gets 503 Service Unavailable with Retry-After at
+        /// once (a waiting request still gets 503 after `workers.timeout`). 0 means
+        /// no request ever waits (503 whenever every worker is full).
+        max_queued: usize = 1024 => usize,
+            flag "max-queued":
+                "Most requests waiting in corral for a free worker place; one more gets 503 with \
+                 Retry-After at once; 0: none waits (503 whenever every worker is full)";
+        /// How often corral pings an open WebSocket, so that proxies and load
+        /// balancers that close idle connections (nginx's and most cloud load
+        /// balancers' 60 s) see traffic, and a client that vanished without a
+        /// word is found. "0s" sends no pings. Default "20s", as uvicorn.
+        ws_ping_interval: Option<Spanned<HumanDuration>>;
+        /// How long a WebSocket client may take to answer a ping with a pong:
+        /// after that corral closes the socket with 1011, the app sees
+        /// `websocket.disconnect` with 1011, and its worker place is freed.
+        /// Longer than 0. Default "20s", as uvicorn.
+        ws_ping_timeout: Option<Spanned<HumanDuration>>;
+        /// Largest WebSocket message a client may send; a bigger one closes the
+        /// socket with 1009 (the app sees 1009 too). From "1B" to "16MiB" (the
+        /// most a worker's channel carries in one message). Default "16MiB".
+        ws_max_message: Option<Spanned<ByteSize>>;
+        /// Threads that corral's own HTTP front (its async runtime) runs on. 0
+        /// means automatic: half the CPUs corral may use, at least 1, leaving
+        /// the other half for the Python workers, which do most of the work
+        /// (fewer front threads also means fewer wake-ups across threads).
+        /// Default 0.
+        io_threads: Option<Spanned<usize>>;
+        /// After binding its sockets as root, corral itself switches to `[workers]
+        /// user`/`group` (which must be set).
+        drop_privileges: bool = false => bool;
+        /// The peers whose X-Forwarded-For and X-Forwarded-Proto headers corral
+        /// trusts: a reverse proxy in front of it, like nginx (gunicorn's and
+        /// uvicorn's `forwarded_allow_ips`). Each entry is an IP address
+        /// ("127.0.0.1", "::1"), a network in CIDR form ("10.0.0.0/8",
+        /// "fd00::/8") or "*" (any peer). An IPv4 peer on an IPv6 socket
+        /// ("::ffff:127.0.0.1") matches the IPv4 entries. [] trusts nobody.
+        /// Connections on Unix sockets are always trusted: only local processes
+        /// that the socket's file permissions let in can connect, as with a
+        /// proxy on a Unix socket. Default ["127.0.0.1", "::1"].
+        forwarded_allow_ips: Option<Spanned<Vec<Spanned<String>>>>;
+        /// Longest request line (method, target and version, as gunicorn's
+        /// `limit_request_line` counts it) in bytes; a longer one gets 414 URI
+        /// Too Long. 0 means no limit of its own (`max_header_bytes` bounds the
+        /// whole head). Default 0: gunicorn's 4094 refuses long query strings
+        /// that corral, bounding the head as a whole, can serve.
+        max_request_line: Option<Spanned<usize>>;
+        /// Most header fields in a request (gunicorn's `limit_request_fields`);
+        /// more get 431 Request Header Fields Too Large. At most 32768; 0 means
+        /// 32768. Default 100, as gunicorn.
+        max_header_fields: Option<Spanned<usize>>;
+        /// Longest header field ("Name: value") in bytes (gunicorn's
+        /// `limit_request_field_size`); a longer one gets 431. 0 means no limit
+        /// of its own. Default 0 (`max_header_bytes` bounds the whole head).
+        max_header_field_bytes: Option<Spanned<usize>>;
+        /// A file corral writes its pid to once its sockets are bound (gunicorn's
+        /// `pidfile`), relative to this file's folder; replaced whole (a new
+        /// file renamed over it, so a symlink there is replaced, never
+        /// followed), mode 0644, and removed when corral exits cleanly while it
+        /// still holds corral's pid. Default: none.
+        pid_file: Option<Spanned<String>>;
+        /// The most HTTP/2 streams (requests) one connection may have open at once
+        /// (SETTINGS_MAX_CONCURRENT_STREAMS); more are refused with RST_STREAM. At
+        /// least 1.
+        max_concurrent_streams: u32 = 100 => u32,
+            flag "max-concurrent-streams": "The most HTTP/2 streams one connection may have open at once",
+            check at_least_1;
+        /// `[server.tls]`: HTTPS (and HTTP/2 by ALPN) on every `bind` address.
+        tls: RawTls;
+    }
 }
 
 /// TLS on every `bind` address, as gunicorn's `--certfile`/`--keyfile`

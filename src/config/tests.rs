@@ -336,7 +336,10 @@ fn concurrency_and_max_queued_flag_then_file_then_default() {
     assert_eq!(config.workers.concurrency, 64);
     let args = Overrides {
         concurrency: Some(1),
-        max_queued: Some(10_000),
+        server_flags: ServerFlags {
+            max_queued: Some(10_000),
+            ..ServerFlags::default()
+        },
         ..app.clone()
     };
     let config = resolve_text(text, &args).unwrap();
