@@ -288,7 +288,10 @@ fn documented_defaults() -> Vec<(String, String)> {
 
 /// Every plain key (a `section!` entry with a default), from all sections.
 fn plain_keys() -> impl Iterator<Item = &'static KeyInfo> {
-    [super::raw::SERVER_KEYS].into_iter().flatten()
+    use super::raw::{DEPLOY_KEYS, HEALTH_KEYS, SERVER_KEYS, WORKERS_KEYS};
+    [SERVER_KEYS, WORKERS_KEYS, HEALTH_KEYS, DEPLOY_KEYS]
+        .into_iter()
+        .flatten()
 }
 
 /// A plain key's default reads as its type, and `config/example.toml` sets

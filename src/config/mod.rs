@@ -59,8 +59,11 @@ use serde::Deserialize;
 pub use instance::{Place, SOCKET_NAME, running_sockets};
 pub use logs::{AccessConfig, AccessTarget, HeadLimits, LogConfig};
 pub use overrides::{LogFormat, LogLevel, Overrides, env_name, parse_duration, parse_worker_class};
+pub use raw::{
+    DeployFlags, DeployKeys, HealthFlags, HealthKeys, ServerFlags, ServerKeys, WorkersFlags,
+    WorkersKeys,
+};
 use raw::{RawConfig, parse};
-pub use raw::{ServerFlags, ServerKeys};
 pub use units::{BindAddr, ByteSize, ForwardedAllow, HumanDuration, MinReady, WorkerCount};
 pub(crate) use validate::check_env;
 use validate::{Resolver, absolute};
@@ -331,33 +334,20 @@ pub struct Bind {
 
 #[derive(Debug, Clone)]
 pub struct WorkersConfig {
+    /// The plain keys (see `RawWorkers` in `raw.rs`), read through `Deref`.
+    pub keys: WorkersKeys,
     /// At least 1.
     pub count: usize,
     /// Where `count` came from, for the start-up log and `corral check`:
     /// "--workers", "workers.count = \"auto\": affinity mask: 2 CPUs", ...
     pub count_origin: String,
-    /// Concurrent requests per WSGI worker (threads). At least 1.
-    pub threads: usize,
-    /// Most requests (open WebSockets and streaming responses included) one
-    /// ASGI worker holds at once; the rest wait in corral. At least 1. WSGI
-    /// workers take `threads` at a time (plus a short prefetch) instead.
-    pub concurrency: usize,
-    /// Per-request timeout (time to the response head). Longer than 0.
-    pub timeout: Duration,
     /// May be 0 (stop without waiting).
     pub graceful_timeout: Duration,
-    /// Longest a new worker may take to import the app and report ready
-    /// before it counts as failed to boot. Longer than 0.
-    pub boot_timeout: Duration,
     /// Delay before restarting a slot whose worker failed to boot or died
     /// soon after starting; doubles per consecutive failure. Longer than 0.
     pub restart_backoff: Duration,
     /// Cap on that delay. At least `restart_backoff`.
     pub restart_backoff_max: Duration,
-    /// Longest a worker's interpreter may go without a heartbeat (a C call
-    /// holding the GIL, a deadlock) before its stacks are dumped and it is
-    /// replaced. Longer than 0.
-    pub heartbeat_timeout: Duration,
     /// Requests after which a worker is recycled (replaced gracefully), plus
     /// a random 0..=`max_requests_jitter`; 0: never. `max_requests +
     /// max_requests_jitter` fits in a `u64`.
@@ -374,6 +364,13 @@ pub struct WorkersConfig {
     pub identity: Option<Identity>,
     /// Resource limits and umask of the workers (`[workers.limits]`).
     pub limits: Limits,
+}
+
+impl std::ops::Deref for WorkersConfig {
+    type Target = WorkersKeys;
+    fn deref(&self) -> &WorkersKeys {
+        &self.keys
+    }
 }
 
 /// The user and groups the workers run as, while corral keeps its own user
@@ -410,6 +407,8 @@ pub struct Limits {
 
 #[derive(Debug, Clone)]
 pub struct HealthConfig {
+    /// The plain keys (see `RawHealth` in `raw.rs`), read through `Deref`.
+    pub keys: HealthKeys,
     /// Where the status server (/health/live, /health/ready, /status,
     /// /metrics) listens; `None`: no status server. Never one of
     /// `server.bind` (nor overlapping one on the same TCP port). Origins
@@ -431,16 +430,17 @@ pub struct HealthConfig {
     /// `health.status_token_file`, else `health.status_token`. At least 16
     /// bytes of visible ASCII. `None`: no token.
     pub status_token: Option<Secret>,
-    /// Time between two probes of a worker in service. Longer than 0.
-    pub probe_interval: Duration,
-    /// Longest one probe may take before it counts as failed. Longer than 0.
-    pub probe_timeout: Duration,
-    /// Failed probes in a row that take a worker out of service. At least 1.
-    pub unhealthy_after: u32,
     /// The panic threshold (as in Envoy): when fewer workers than this are
     /// in service, requests go to every live worker rather than to none; see
     /// [`MinReady::required`]. Same bounds as `min_ready`.
     pub min_in_service: MinReady,
+}
+
+impl std::ops::Deref for HealthConfig {
+    type Target = HealthKeys;
+    fn deref(&self) -> &HealthKeys {
+        &self.keys
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -458,9 +458,8 @@ pub struct ControlConfig {
 
 #[derive(Debug, Clone)]
 pub struct DeployConfig {
-    /// Longest a new generation started by a reload may take to be all in
-    /// service before the reload counts as failed. Longer than 0.
-    pub ready_timeout: Duration,
+    /// The plain keys (see `RawDeploy` in `raw.rs`), read through `Deref`.
+    pub keys: DeployKeys,
     /// How the code a generation runs is named (its revision).
     pub revision: RevisionSource,
     /// Where corral keeps what outlives it (the last known good revision):
@@ -476,17 +475,11 @@ pub struct DeployConfig {
     /// config file's folder), a bare name is looked up in `PATH`. No string
     /// holds a NUL byte. `None`: no hook.
     pub rollback_hook: Option<Vec<String>>,
-    /// Longest a hook (`rollback_hook`) may run before it is killed. Longer
-    /// than 0.
-    pub hook_timeout: Duration,
     /// The built-in rollback run when a reload (or the first start) fails
     /// to come up, after `rollback_hook` when both are set. `GitReset` only
     /// with `revision` [`RevisionSource::Git`] or [`RevisionSource::Auto`];
     /// `Symlink` only with `app.chdir` set.
     pub rollback: Rollback,
-    /// At a cold start where every worker fails to boot (none has come up
-    /// yet), exit with code 3 instead of restarting them with backoff.
-    pub exit_on_boot_failure: bool,
     /// How a reload replaces the workers.
     pub strategy: Strategy,
     /// With [`Strategy::Rolling`], the most workers a reload may run beyond
@@ -499,6 +492,13 @@ pub struct DeployConfig {
     /// `deploy.canary_sticky`: what keeps a client on one generation
     /// during a canary.
     pub canary_sticky: Sticky,
+}
+
+impl std::ops::Deref for DeployConfig {
+    type Target = DeployKeys;
+    fn deref(&self) -> &DeployKeys {
+        &self.keys
+    }
 }
 
 /// `deploy.canary_sticky`.
@@ -894,7 +894,7 @@ fn resolve(
         .for_instance(&instance, Some(SOCKET_NAME));
     let control = r.control(args.socket.as_deref(), raw.control, &socket);
     let state_dir = env.default_state_dir.for_instance(&instance, None);
-    let deploy = r.deploy(raw.deploy, &state_dir, chdir_given);
+    let deploy = r.deploy(&args.deploy_flags, raw.deploy, &state_dir, chdir_given);
     let log = r.log(args, raw.log);
     let hooks = r.hooks(&raw.hooks);
     match app {

@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use clap::{Args, ValueEnum};
 
 use super::{BindAddr, ByteSize, HumanDuration, Interface, MinReady, ServerFlags, WorkerCount};
+use super::{DeployFlags, HealthFlags, WorkersFlags};
 use crate::front::access::AccessLog;
 
 /// Flags of `corral run`. Everything is optional so that the config file
@@ -41,16 +42,6 @@ pub struct Overrides {
     /// $WEB_CONCURRENCY when set, else 1]
     #[arg(short = 'w', long, value_name = "N|auto", env = "CORRAL_WORKERS")]
     pub workers: Option<WorkerCount>,
-
-    /// Threads per WSGI worker [toml: workers.threads] [default: 1]
-    #[arg(long, value_name = "N", env = "CORRAL_THREADS")]
-    pub threads: Option<usize>,
-
-    /// Most requests (open WebSockets and streaming responses included) one
-    /// ASGI worker holds at once; the rest wait in corral. WSGI workers take
-    /// --threads at a time [toml: workers.concurrency] [default: 1000]
-    #[arg(long, value_name = "N", env = "CORRAL_CONCURRENCY")]
-    pub concurrency: Option<usize>,
 
     /// The APP attribute is an app factory: call it with no arguments and serve
     /// what it returns, as uvicorn's and granian's --factory ("main:create_app('prod')"
@@ -97,20 +88,10 @@ pub struct Overrides {
     #[arg(short = 'e', long = "env", value_name = "KEY=VALUE", value_parser = parse_env, env = "CORRAL_ENV")]
     pub env: Vec<(String, String)>,
 
-    /// Longest wait for a response head before 504 and a worker restart
-    /// [toml: workers.timeout] [default: 30s]
-    #[arg(short = 't', long, value_name = "DURATION", value_parser = parse_duration, env = "CORRAL_TIMEOUT")]
-    pub timeout: Option<HumanDuration>,
-
     /// Time a stopping worker gets to finish its requests
     /// [toml: workers.graceful_timeout] [default: 30s]
     #[arg(long, value_name = "DURATION", value_parser = parse_duration, env = "CORRAL_GRACEFUL_TIMEOUT")]
     pub graceful_timeout: Option<HumanDuration>,
-
-    /// Longest a new worker may take to import the app before it counts as
-    /// failed to boot [toml: workers.boot_timeout] [default: 30s]
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration, env = "CORRAL_BOOT_TIMEOUT")]
-    pub boot_timeout: Option<HumanDuration>,
 
     /// Address of the status server (/health/live, /health/ready, /status,
     /// /metrics): HOST:PORT, [::1]:PORT or unix:/path; not one of the --bind
@@ -175,6 +156,18 @@ pub struct Overrides {
     /// (defined with the keys in `raw.rs`).
     #[command(flatten)]
     pub server_flags: ServerFlags,
+
+    /// `--threads`, `--timeout`, ...: the flags of `[workers]`' plain keys.
+    #[command(flatten)]
+    pub workers_flags: WorkersFlags,
+
+    /// The flags of `[health]`'s plain keys (none yet).
+    #[command(flatten)]
+    pub health_flags: HealthFlags,
+
+    /// The flags of `[deploy]`'s plain keys (none yet).
+    #[command(flatten)]
+    pub deploy_flags: DeployFlags,
 
     /// How often corral pings an open WebSocket (keeps proxies from closing
     /// idle ones, finds vanished clients); 0s: no pings

@@ -6,7 +6,7 @@ use std::time::Duration;
 use super::*;
 use crate::config::tests::{env, resolve_text};
 use crate::config::{
-    ByteSize, HumanDuration, Limits, Overrides, ServerFlags, WorkerCount, resolve,
+    ByteSize, HumanDuration, Limits, Overrides, ServerFlags, WorkerCount, WorkersFlags, resolve,
 };
 
 #[test]
@@ -97,7 +97,10 @@ fn boot_timeout_and_restart_backoff() {
 
     let args = Overrides {
         app: Some("m:a".into()),
-        boot_timeout: Some(HumanDuration(Duration::ZERO)),
+        workers_flags: WorkersFlags {
+            boot_timeout: Some(HumanDuration(Duration::ZERO)),
+            ..WorkersFlags::default()
+        },
         ..Overrides::default()
     };
     assert_eq!(
@@ -420,7 +423,10 @@ fn concurrency_must_be_at_least_one() {
     // file.
     let args = Overrides {
         app: Some("main:app".into()),
-        concurrency: Some(0),
+        workers_flags: WorkersFlags {
+            concurrency: Some(0),
+            ..WorkersFlags::default()
+        },
         ..Overrides::default()
     };
     let err = problems("[workers]\nconcurrency = 8\n", &args);
@@ -430,7 +436,10 @@ fn concurrency_must_be_at_least_one() {
              holds at once), like 1000"
     );
     let args = Overrides {
-        concurrency: Some(8),
+        workers_flags: WorkersFlags {
+            concurrency: Some(8),
+            ..args.workers_flags
+        },
         ..args
     };
     let config = resolve_text("[workers]\nconcurrency = 0\n", &args).unwrap();
