@@ -1,8 +1,10 @@
 //! The command-line flags of `corral run` and `corral check`, as overrides
-//! of the config file: each flag (with its `CORRAL_<FLAG>` variable, its
-//! `--help` text and the `[toml: ...]` key it stands for) is defined here,
-//! beside the file format in `raw`, and merged over it in `validate`. The
-//! command line ([`crate::cli`]) flattens [`Overrides`] into `run` and `check`.
+//! of the config file: each flag of a key of another shape (lists, tables,
+//! gunicorn's spellings; with its `CORRAL_<FLAG>` variable, its `--help`
+//! text and the `[toml: ...]` key it stands for) is defined here, and merged
+//! over the file in `validate`; the flags of the plain keys are defined with
+//! their keys in `raw.rs` and flattened in (`server_flags`, ...). The command
+//! line ([`crate::cli`]) flattens [`Overrides`] into `run` and `check`.
 
 use std::path::PathBuf;
 
