@@ -1,3 +1,5 @@
+use std::time::Duration;
+
 use super::validate::DEFAULT_BIND;
 use super::*;
 
