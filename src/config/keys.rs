@@ -1,4 +1,4 @@
-//! The [`section!`] macro that `raw.rs` defines the file format with: from
+//! The `section!` macro that `raw.rs` defines the file format with: from
 //! one entry per key it makes the `Raw*` field serde reads, and, for a
 //! *plain key* (one value with a default), also its `--flag` (with its
 //! `--help` and `CORRAL_<FLAG>` variable), its resolved field, and the code
