@@ -438,17 +438,17 @@ mod tests {
             args.env,
             [("A".into(), "1=2".into()), ("B".into(), String::new())]
         );
-        assert_eq!(args.timeout.unwrap().0.as_secs(), 60);
-        assert_eq!(args.max_header_bytes, Some(ByteSize(16384)));
-        assert_eq!(args.max_body_bytes, Some(ByteSize(1_000_000)));
-        assert_eq!(args.threads, Some(8));
-        assert_eq!(args.concurrency, Some(500));
-        assert_eq!(args.max_queued, Some(0));
+        assert_eq!(args.workers_flags.timeout.unwrap().0.as_secs(), 60);
+        assert_eq!(args.server_flags.max_header_bytes, Some(ByteSize(16384)));
+        assert_eq!(args.server_flags.max_body_bytes, Some(ByteSize(1_000_000)));
+        assert_eq!(args.workers_flags.threads, Some(8));
+        assert_eq!(args.workers_flags.concurrency, Some(500));
+        assert_eq!(args.server_flags.max_queued, Some(0));
         assert_eq!(args.io_threads, Some(3));
         // Checked when the config is resolved, like the file's entries.
         assert_eq!(args.forwarded_allow_ips.as_deref(), Some("10.0.0.0/8, ::1"));
         assert_eq!(
-            args.boot_timeout.map(|d| d.0),
+            args.workers_flags.boot_timeout.map(|d| d.0),
             Some(std::time::Duration::from_secs(90))
         );
         assert_eq!(args.status_bind, Some(BindAddr::Unix("status.sock".into())));
@@ -575,7 +575,7 @@ mod tests {
             .unwrap()
             .into_run_args();
         assert_eq!(
-            args.timeout.map(|d| d.0),
+            args.workers_flags.timeout.map(|d| d.0),
             Some(std::time::Duration::from_secs(30))
         );
         assert_eq!(
@@ -586,7 +586,7 @@ mod tests {
             .unwrap()
             .into_run_args();
         assert_eq!(
-            args.keepalive.map(|d| d.0),
+            args.server_flags.keepalive.map(|d| d.0),
             Some(std::time::Duration::from_secs(120))
         );
     }

@@ -11,6 +11,7 @@ use std::path::Path;
 
 use clap::Args;
 
+use super::keys::KeyInfo;
 use super::raw::{EXAMPLE, RawConfig};
 use super::tests::env;
 use super::{ConfigFile, Overrides, resolve};
@@ -241,7 +242,20 @@ fn documented_defaults() -> Vec<(String, String)> {
         } else if let Some(text) = line.strip_prefix("///") {
             doc.push(' ');
             doc.push_str(text.trim());
-        } else if let Some(field) = line.strip_prefix("pub(super) ") {
+        } else if let Some(name) = line.split(", ").next().filter(|_| line.ends_with(" {")) {
+            // The head of a `section!`: "RawServer, ServerKeys, ... {".
+            if let Some((_, key)) = SECTIONS.iter().find(|(s, _)| *s == name) {
+                section = Some(*key);
+            }
+            doc.clear();
+        } else if let Some(field) = line.strip_prefix("pub(super) ").or_else(|| {
+            // An entry of a `section!` of another shape: "bind: Type;".
+            let name = line.split(':').next()?;
+            let entry = name.chars().all(|c| c.is_ascii_lowercase() || c == '_')
+                && line.ends_with(';')
+                && !line.contains(" = ");
+            entry.then_some(line)
+        }) {
             let name = field.split(':').next().unwrap_or_default();
             let value = doc.split_once(" Default ").and_then(|(_, rest)| {
                 let value = if let Some(quoted) = rest.strip_prefix('"') {
@@ -267,7 +281,49 @@ fn documented_defaults() -> Vec<(String, String)> {
             doc.clear();
         }
     }
+    // A plain key's doc gets its default from its entry.
+    found.extend(plain_keys().map(|info| (info.key.to_owned(), info.default.to_owned())));
     found
+}
+
+/// Every plain key (a `section!` entry with a default), from all sections.
+fn plain_keys() -> impl Iterator<Item = &'static KeyInfo> {
+    use super::raw::{DEPLOY_KEYS, HEALTH_KEYS, SERVER_KEYS, WORKERS_KEYS};
+    [SERVER_KEYS, WORKERS_KEYS, HEALTH_KEYS, DEPLOY_KEYS]
+        .into_iter()
+        .flatten()
+}
+
+/// A plain key's default reads as its type, and `config/example.toml` sets
+/// the key to it, written the same way.
+#[test]
+fn every_plain_key_default_reads_and_the_example_sets_it() {
+    let set: Vec<(String, String)> = shown()
+        .into_iter()
+        .filter_map(|(k, v)| Some((k, v?)))
+        .collect();
+    let mut checked = 0;
+    for info in plain_keys() {
+        assert!(
+            (info.default_parses)(info.default),
+            "{}: the default {} does not read as the key's type",
+            info.key,
+            info.default
+        );
+        let value = set.iter().find(|(k, _)| k == info.key).map(|(_, v)| v);
+        assert_eq!(
+            value.map(String::as_str),
+            Some(info.default),
+            "config/example.toml must set {} = {}",
+            info.key,
+            info.default
+        );
+        if let Some(flag) = info.flag {
+            assert!(flag.starts_with("--"), "{flag}");
+        }
+        checked += 1;
+    }
+    assert!(checked >= 10, "only {checked} plain keys");
 }
 
 /// The config reference (the `///` docs in `raw.rs`) states the default

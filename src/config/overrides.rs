@@ -1,14 +1,17 @@
 //! The command-line flags of `corral run` and `corral check`, as overrides
-//! of the config file: each flag (with its `CORRAL_<FLAG>` variable, its
-//! `--help` text and the `[toml: ...]` key it stands for) is defined here,
-//! beside the file format in `raw`, and merged over it in `validate`. The
-//! command line ([`crate::cli`]) flattens [`Overrides`] into `run` and `check`.
+//! of the config file: each flag of a key of another shape (lists, tables,
+//! gunicorn's spellings; with its `CORRAL_<FLAG>` variable, its `--help`
+//! text and the `[toml: ...]` key it stands for) is defined here, and merged
+//! over the file in `validate`; the flags of the plain keys are defined with
+//! their keys in `raw.rs` and flattened in (`server_flags`, ...). The command
+//! line ([`crate::cli`]) flattens [`Overrides`] into `run` and `check`.
 
 use std::path::PathBuf;
 
 use clap::{Args, ValueEnum};
 
-use super::{BindAddr, ByteSize, HumanDuration, Interface, MinReady, WorkerCount};
+use super::{BindAddr, ByteSize, HumanDuration, Interface, MinReady, ServerFlags, WorkerCount};
+use super::{DeployFlags, HealthFlags, WorkersFlags};
 use crate::front::access::AccessLog;
 
 /// Flags of `corral run`. Everything is optional so that the config file
@@ -41,16 +44,6 @@ pub struct Overrides {
     /// $WEB_CONCURRENCY when set, else 1]
     #[arg(short = 'w', long, value_name = "N|auto", env = "CORRAL_WORKERS")]
     pub workers: Option<WorkerCount>,
-
-    /// Threads per WSGI worker [toml: workers.threads] [default: 1]
-    #[arg(long, value_name = "N", env = "CORRAL_THREADS")]
-    pub threads: Option<usize>,
-
-    /// Most requests (open WebSockets and streaming responses included) one
-    /// ASGI worker holds at once; the rest wait in corral. WSGI workers take
-    /// --threads at a time [toml: workers.concurrency] [default: 1000]
-    #[arg(long, value_name = "N", env = "CORRAL_CONCURRENCY")]
-    pub concurrency: Option<usize>,
 
     /// The APP attribute is an app factory: call it with no arguments and serve
     /// what it returns, as uvicorn's and granian's --factory ("main:create_app('prod')"
@@ -97,20 +90,10 @@ pub struct Overrides {
     #[arg(short = 'e', long = "env", value_name = "KEY=VALUE", value_parser = parse_env, env = "CORRAL_ENV")]
     pub env: Vec<(String, String)>,
 
-    /// Longest wait for a response head before 504 and a worker restart
-    /// [toml: workers.timeout] [default: 30s]
-    #[arg(short = 't', long, value_name = "DURATION", value_parser = parse_duration, env = "CORRAL_TIMEOUT")]
-    pub timeout: Option<HumanDuration>,
-
     /// Time a stopping worker gets to finish its requests
     /// [toml: workers.graceful_timeout] [default: 30s]
     #[arg(long, value_name = "DURATION", value_parser = parse_duration, env = "CORRAL_GRACEFUL_TIMEOUT")]
     pub graceful_timeout: Option<HumanDuration>,
-
-    /// Longest a new worker may take to import the app before it counts as
-    /// failed to boot [toml: workers.boot_timeout] [default: 30s]
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration, env = "CORRAL_BOOT_TIMEOUT")]
-    pub boot_timeout: Option<HumanDuration>,
 
     /// Address of the status server (/health/live, /health/ready, /status,
     /// /metrics): HOST:PORT, [::1]:PORT or unix:/path; not one of the --bind
@@ -171,55 +154,22 @@ pub struct Overrides {
     #[arg(short = 'g', long, value_name = "GROUP", env = "CORRAL_GROUP")]
     pub group: Option<String>,
 
-    /// Idle time before a keep-alive connection is closed
-    /// [toml: server.keepalive] [default: 5s]
-    #[arg(long, alias = "keep-alive", value_name = "DURATION", value_parser = parse_duration, env = "CORRAL_KEEPALIVE")]
-    pub keepalive: Option<HumanDuration>,
+    /// `--keepalive`, `--backlog`, ...: the flags of `[server]`'s plain keys
+    /// (defined with the keys in `raw.rs`).
+    #[command(flatten)]
+    pub server_flags: ServerFlags,
 
-    /// Listen queue length [toml: server.backlog] [default: 2048]
-    #[arg(long, value_name = "N", env = "CORRAL_BACKLOG")]
-    pub backlog: Option<u32>,
+    /// `--threads`, `--timeout`, ...: the flags of `[workers]`' plain keys.
+    #[command(flatten)]
+    pub workers_flags: WorkersFlags,
 
-    /// Largest request head accepted (431 above) [toml: server.max_header_bytes]
-    /// [default: 64KiB]
-    #[arg(long, value_name = "SIZE", env = "CORRAL_MAX_HEADER_BYTES")]
-    pub max_header_bytes: Option<ByteSize>,
+    /// The flags of `[health]`'s plain keys (none yet).
+    #[command(flatten)]
+    pub health_flags: HealthFlags,
 
-    /// Largest request body accepted (413 above) [toml: server.max_body_bytes]
-    /// [default: 100MiB]
-    #[arg(long, value_name = "SIZE", env = "CORRAL_MAX_BODY_BYTES")]
-    pub max_body_bytes: Option<ByteSize>,
-
-    /// Longest a request body may go without a byte from the client: then
-    /// 408, and the app sees the client gone; its worker is not touched
-    /// [toml: server.body_timeout] [default: 20s]
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration, env = "CORRAL_BODY_TIMEOUT")]
-    pub body_timeout: Option<HumanDuration>,
-
-    /// Longest a client may take no byte of its response: then its request
-    /// is cancelled and the connection closed [toml: server.send_timeout]
-    /// [default: 20s]
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration, env = "CORRAL_SEND_TIMEOUT")]
-    pub send_timeout: Option<HumanDuration>,
-
-    /// On SIGTERM, keep serving this long before the graceful stop, with
-    /// /health/ready answering 503 at once (so load balancers and
-    /// Kubernetes stop sending traffic first); a second SIGTERM ends the
-    /// wait [toml: server.shutdown_delay] [default: 0s]
-    #[arg(long, value_name = "DURATION", env = "CORRAL_SHUTDOWN_DELAY", value_parser = parse_duration)]
-    pub shutdown_delay: Option<HumanDuration>,
-
-    /// Most client connections open at once (WebSockets included); at the
-    /// cap new ones wait in the listen queue [toml: server.max_connections]
-    /// [default: 10000]
-    #[arg(long, value_name = "N", env = "CORRAL_MAX_CONNECTIONS")]
-    pub max_connections: Option<usize>,
-
-    /// Most requests waiting in corral for a free worker place; one more gets
-    /// 503 with Retry-After at once; 0: none waits (503 whenever every worker
-    /// is full) [toml: server.max_queued] [default: 1024]
-    #[arg(long, value_name = "N", env = "CORRAL_MAX_QUEUED")]
-    pub max_queued: Option<usize>,
+    /// The flags of `[deploy]`'s plain keys (none yet).
+    #[command(flatten)]
+    pub deploy_flags: DeployFlags,
 
     /// How often corral pings an open WebSocket (keeps proxies from closing
     /// idle ones, finds vanished clients); 0s: no pings
@@ -319,11 +269,6 @@ pub struct Overrides {
     /// symlink), removed on a clean exit [toml: server.pid_file]
     #[arg(short = 'p', long = "pid", value_name = "FILE", env = "CORRAL_PID")]
     pub pid: Option<PathBuf>,
-
-    /// The most HTTP/2 streams one connection may have open at once
-    /// [toml: server.max_concurrent_streams] [default: 100]
-    #[arg(long, value_name = "N", env = "CORRAL_MAX_CONCURRENT_STREAMS")]
-    pub max_concurrent_streams: Option<u32>,
 
     /// Serve HTTPS on every --bind address with this PEM certificate (and its
     /// chain) [toml: server.tls.certfile] [default: none, plain HTTP]

@@ -1,7 +1,38 @@
-//! The config file format: the raw `Raw*` structs that serde reads (with
-//! `deny_unknown_fields`; their `///` docs are the config reference), the
-//! compiled-in example config, and [`parse`], which turns a file into those
-//! structs or the first syntax or type error, pointed at its line and key.
+//! The config file format, each key defined once: the `Raw*` structs that
+//! serde reads (with `deny_unknown_fields`; their `///` docs are the config
+//! reference), the compiled-in example config, and [`parse`], which turns a
+//! file into those structs or the first syntax or type error, pointed at its
+//! line and key.
+//!
+//! # How to add a key
+//!
+//! A plain key (one value with a default, like a duration, a size, a count
+//! or a bool) is one entry in its section's `section!` below:
+//!
+//! ```text
+//! /// What it does, for the config reference (the default is added).
+//! header_timeout: HumanDuration = "10s" => Duration,
+//!     flag "header-timeout": "The flag's --help line",
+//!     check longer_than_0;
+//! ```
+//!
+//! `name: Type` is the type the file and the flag are read as; `= "10s"` the
+//! default, written as `config/example.toml` writes it (a TOML value);
+//! `=> Duration` the type of the resolved field (`cfg.server.header_timeout`;
+//! see `keys::Resolve` for the conversions); `flag "NAME": "help"` (optional;
+//! `short 't'` and `alias "other"` may follow NAME) makes `--NAME` and
+//! `CORRAL_NAME`, whose `--help` ends `[toml: server.header_timeout]
+//! [default: 10s]`; `check F` (optional) runs `F(&value, default)` and
+//! reports its `Err` at the file's line or the flag (`keys.rs` has
+//! `longer_than_0`, `at_least_1`, `count_of(...)`). Then add its line, set to
+//! the default, to `config/example.toml`: `example_tests` fails until the
+//! example shows it with that default. That is all: no other file changes.
+//!
+//! A key of another shape (a list, a table, a value that depends on other
+//! keys or on the environment) is an entry with its full field type and no
+//! `= default` (like `bind: Option<Spanned<Vec<Spanned<String>>>>;`); its
+//! flag goes in `overrides.rs`, its resolution in `validate/`, its resolved
+//! field beside the section's `keys` in `resolved.rs`.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -10,6 +41,9 @@ use serde::Deserialize;
 use serde::de::{self, Deserializer, SeqAccess, Visitor};
 use toml::Spanned;
 
+use std::time::Duration;
+
+use super::keys::{at_least_1, count_of, header_bytes, longer_than_0, section};
 use super::units::Umask;
 use super::{ByteSize, ConfigFile, HumanDuration, Interface, MinReady, Problem, WorkerCount};
 use super::{LogFormat, LogLevel};
@@ -142,130 +176,155 @@ pub(super) struct RawApp {
     pub(super) root_path: Option<Spanned<String>>,
 }
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(super) struct RawServer {
-    /// Addresses to listen on: "HOST:PORT" with an IP address
-    /// ("0.0.0.0:8000", "[::]:8000", "localhost:8000") or "unix:/path"
-    /// (relative to this file's folder). Default: ["0.0.0.0:$PORT"] when the
-    /// environment variable PORT is set (as gunicorn and uvicorn do on
-    /// Heroku, Render, Cloud Run, Fly), else ["127.0.0.1:8000"].
-    pub(super) bind: Option<Spanned<Vec<Spanned<String>>>>,
-    /// Listen queue length passed to listen(2). Default 2048.
-    pub(super) backlog: Option<Spanned<u32>>,
-    /// How long an idle keep-alive connection stays open between requests,
-    /// e.g. "5s". Default "5s".
-    pub(super) keepalive: Option<Spanned<HumanDuration>>,
-    /// Largest request head accepted: the request line, the headers and the
-    /// empty line that ends them, counted exactly as received; a bigger one
-    /// gets 431 Request Header Fields Too Large. At least "8KiB". Default
-    /// "64KiB".
-    pub(super) max_header_bytes: Option<Spanned<ByteSize>>,
-    /// Largest request body accepted; bigger ones get 413. Default "100MiB".
-    pub(super) max_body_bytes: Option<Spanned<ByteSize>>,
-    /// Longest a request body may go without a byte from the client, before
-    /// it reaches a worker and while it streams to one: the client then gets
-    /// 408 Request Timeout, and an app already reading the body sees the
-    /// client gone (`wsgi.input` raises, ASGI `receive()` returns
-    /// `http.disconnect`); its worker is never touched. The time a worker
-    /// spends waiting for the client's bytes does not count against
-    /// `workers.timeout`. Longer than 0. Default "20s": it rides out TCP
-    /// retransmission back-off on a poor link (1 + 2 + 4 + 8 s), and it is
-    /// a third of nginx's `client_body_timeout` because here a stalled
-    /// upload may hold a Python thread, which nginx's does not.
-    pub(super) body_timeout: Option<Spanned<HumanDuration>>,
-    /// Longest a client may take no byte of its response (it stopped
-    /// reading): its request is then cancelled (the app's next write raises,
-    /// its worker place is freed) and the connection closed. The same holds
-    /// for a WebSocket whose client stops reading. Longer than 0. Default
-    /// "20s", for the same reasons as `body_timeout`.
-    pub(super) send_timeout: Option<Spanned<HumanDuration>>,
-    /// On SIGTERM, how long corral keeps serving before its graceful stop
-    /// begins: `/health/ready` on the status server answers 503 at once, so
-    /// a load balancer or Kubernetes takes the instance out of rotation,
-    /// while corral goes on accepting and serving as before; then it drains
-    /// as it does without a delay. A second SIGTERM ends the wait at once
-    /// (INT and QUIT stop at once, as always). It is what a Kubernetes
-    /// `preStop: sleep` does, without a shell in the image. The service
-    /// manager's stop timeout (`terminationGracePeriodSeconds`, systemd's
-    /// `TimeoutStopSec=`) must cover shutdown_delay + graceful_timeout.
-    /// Default "0s": the graceful stop begins at once, as gunicorn's.
-    pub(super) shutdown_delay: Option<Spanned<HumanDuration>>,
-    /// The most client connections open at once, on all `bind` addresses
-    /// together, WebSockets included. At the cap corral stops accepting:
-    /// new connections wait in the kernel's listen queue (`backlog`) while
-    /// the open ones keep working, and `corral_connections_capped_total` in
-    /// /metrics counts the times. Each connection needs a file descriptor:
-    /// keep it below corral's open-file limit (systemd's LimitNOFILE=). At
-    /// least 1. Default 10000.
-    pub(super) max_connections: Option<Spanned<usize>>,
-    /// The most requests waiting in corral for a free worker place (see
-    /// `workers.threads` and `workers.concurrency`); a request arriving when
-    /// that many already wait gets 503 Service Unavailable with Retry-After
-    /// at once (a waiting request still gets 503 after `workers.timeout`).
-    /// 0 means no request ever waits (503 whenever every worker is full).
-    /// Default 1024.
-    pub(super) max_queued: Option<Spanned<usize>>,
-    /// How often corral pings an open WebSocket, so that proxies and load
-    /// balancers that close idle connections (nginx's and most cloud load
-    /// balancers' 60 s) see traffic, and a client that vanished without a
-    /// word is found. "0s" sends no pings. Default "20s", as uvicorn.
-    pub(super) ws_ping_interval: Option<Spanned<HumanDuration>>,
-    /// How long a WebSocket client may take to answer a ping with a pong:
-    /// after that corral closes the socket with 1011, the app sees
-    /// `websocket.disconnect` with 1011, and its worker place is freed.
-    /// Longer than 0. Default "20s", as uvicorn.
-    pub(super) ws_ping_timeout: Option<Spanned<HumanDuration>>,
-    /// Largest WebSocket message a client may send; a bigger one closes the
-    /// socket with 1009 (the app sees 1009 too). From "1B" to "16MiB" (the
-    /// most a worker's channel carries in one message). Default "16MiB".
-    pub(super) ws_max_message: Option<Spanned<ByteSize>>,
-    /// Threads that corral's own HTTP front (its async runtime) runs on. 0
-    /// means automatic: half the CPUs corral may use, at least 1, leaving
-    /// the other half for the Python workers, which do most of the work
-    /// (fewer front threads also means fewer wake-ups across threads).
-    /// Default 0.
-    pub(super) io_threads: Option<Spanned<usize>>,
-    /// After binding its sockets as root, corral itself switches to
-    /// `[workers] user`/`group` (which must be set). Default false.
-    pub(super) drop_privileges: Option<Spanned<bool>>,
-    /// The peers whose X-Forwarded-For and X-Forwarded-Proto headers corral
-    /// trusts: a reverse proxy in front of it, like nginx (gunicorn's and
-    /// uvicorn's `forwarded_allow_ips`). Each entry is an IP address
-    /// ("127.0.0.1", "::1"), a network in CIDR form ("10.0.0.0/8",
-    /// "fd00::/8") or "*" (any peer). An IPv4 peer on an IPv6 socket
-    /// ("::ffff:127.0.0.1") matches the IPv4 entries. [] trusts nobody.
-    /// Connections on Unix sockets are always trusted: only local processes
-    /// that the socket's file permissions let in can connect, as with a
-    /// proxy on a Unix socket. Default ["127.0.0.1", "::1"].
-    pub(super) forwarded_allow_ips: Option<Spanned<Vec<Spanned<String>>>>,
-    /// Longest request line (method, target and version, as gunicorn's
-    /// `limit_request_line` counts it) in bytes; a longer one gets 414 URI
-    /// Too Long. 0 means no limit of its own (`max_header_bytes` bounds the
-    /// whole head). Default 0: gunicorn's 4094 refuses long query strings
-    /// that corral, bounding the head as a whole, can serve.
-    pub(super) max_request_line: Option<Spanned<usize>>,
-    /// Most header fields in a request (gunicorn's `limit_request_fields`);
-    /// more get 431 Request Header Fields Too Large. At most 32768; 0 means
-    /// 32768. Default 100, as gunicorn.
-    pub(super) max_header_fields: Option<Spanned<usize>>,
-    /// Longest header field ("Name: value") in bytes (gunicorn's
-    /// `limit_request_field_size`); a longer one gets 431. 0 means no limit
-    /// of its own. Default 0 (`max_header_bytes` bounds the whole head).
-    pub(super) max_header_field_bytes: Option<Spanned<usize>>,
-    /// A file corral writes its pid to once its sockets are bound (gunicorn's
-    /// `pidfile`), relative to this file's folder; replaced whole (a new
-    /// file renamed over it, so a symlink there is replaced, never
-    /// followed), mode 0644, and removed when corral exits cleanly while it
-    /// still holds corral's pid. Default: none.
-    pub(super) pid_file: Option<Spanned<String>>,
-    /// The most HTTP/2 streams (requests) one connection may have open at
-    /// once (SETTINGS_MAX_CONCURRENT_STREAMS); more are refused with
-    /// RST_STREAM. At least 1. Default 100.
-    pub(super) max_concurrent_streams: Option<Spanned<u32>>,
-    /// `[server.tls]`: HTTPS (and HTTP/2 by ALPN) on every `bind` address.
-    #[serde(default)]
-    pub(super) tls: RawTls,
+section! {
+    /// `[server]`: the HTTP side that corral serves itself.
+    RawServer, ServerKeys, ServerFlags, resolve_server_keys, SERVER_KEYS, "server" {
+        /// Addresses to listen on: "HOST:PORT" with an IP address
+        /// ("0.0.0.0:8000", "[::]:8000", "localhost:8000") or "unix:/path"
+        /// (relative to this file's folder). Default: ["0.0.0.0:$PORT"] when the
+        /// environment variable PORT is set (as gunicorn and uvicorn do on
+        /// Heroku, Render, Cloud Run, Fly), else ["127.0.0.1:8000"].
+        bind: Option<Spanned<Vec<Spanned<String>>>>;
+        /// Listen queue length passed to listen(2).
+        backlog: u32 = 2048 => u32,
+            flag "backlog": "Listen queue length",
+            check at_least_1;
+        /// How long an idle keep-alive connection stays open between requests, e.g.
+        /// "5s".
+        keepalive: HumanDuration = "5s" => Duration,
+            flag "keepalive" alias "keep-alive": "Idle time before a keep-alive connection is closed",
+            check longer_than_0;
+        /// Largest request head accepted: the request line, the headers and the
+        /// empty line that ends them, counted exactly as received; a bigger one
+        /// gets 431 Request Header Fields Too Large. At least "8KiB".
+        max_header_bytes: ByteSize = "64KiB" => usize,
+            flag "max-header-bytes": "Largest request head accepted (431 above)",
+            check header_bytes;
+        /// Largest request body accepted; bigger ones get 413.
+        max_body_bytes: ByteSize = "100MiB" => u64,
+            flag "max-body-bytes": "Largest request body accepted (413 above)";
+        /// Longest a request body may go without a byte from the client, before it
+        /// reaches a worker and while it streams to one: the client then gets 408
+        /// Request Timeout, and an app already reading the body sees the client
+        /// gone (`wsgi.input` raises, ASGI `receive()` returns `http.disconnect`);
+        /// its worker is never touched. The time a worker spends waiting for the
+        /// client's bytes does not count against `workers.timeout`. Longer than 0.
+        /// "20s" rides out TCP retransmission back-off on a poor link (1 + 2 +
+        /// 4 + 8 s), and is a third of nginx's `client_body_timeout` because
+        /// here a stalled upload may hold a Python thread, which nginx's does
+        /// not.
+        body_timeout: HumanDuration = "20s" => Duration,
+            flag "body-timeout":
+                "Longest a request body may go without a byte from the client: then 408, and the app \
+                 sees the client gone; its worker is not touched",
+            check longer_than_0;
+        /// Longest a client may take no byte of its response (it stopped reading):
+        /// its request is then cancelled (the app's next write raises, its worker
+        /// place is freed) and the connection closed. The same holds for a
+        /// WebSocket whose client stops reading. Longer than 0. "20s" for the
+        /// same reasons as `body_timeout`.
+        send_timeout: HumanDuration = "20s" => Duration,
+            flag "send-timeout":
+                "Longest a client may take no byte of its response: then its request is cancelled and \
+                 the connection closed",
+            check longer_than_0;
+        /// On SIGTERM, how long corral keeps serving before its graceful stop
+        /// begins: `/health/ready` on the status server answers 503 at once, so a
+        /// load balancer or Kubernetes takes the instance out of rotation, while
+        /// corral goes on accepting and serving as before; then it drains as it
+        /// does without a delay. A second SIGTERM ends the wait at once (INT and
+        /// QUIT stop at once, as always). It is what a Kubernetes `preStop: sleep`
+        /// does, without a shell in the image. The service manager's stop timeout
+        /// (`terminationGracePeriodSeconds`, systemd's `TimeoutStopSec=`) must
+        /// cover shutdown_delay + graceful_timeout. "0s": the graceful stop
+        /// begins at once, as gunicorn's.
+        shutdown_delay: HumanDuration = "0s" => Duration,
+            flag "shutdown-delay":
+                "On SIGTERM, keep serving this long before the graceful stop, with /health/ready \
+                 answering 503 at once (so load balancers and Kubernetes stop sending traffic first); a \
+                 second SIGTERM ends the wait";
+        /// The most client connections open at once, on all `bind` addresses
+        /// together, WebSockets included. At the cap corral stops accepting: new
+        /// connections wait in the kernel's listen queue (`backlog`) while the open
+        /// ones keep working, and `corral_connections_capped_total` in /metrics
+        /// counts the times. Each connection needs a file descriptor: keep it below
+        /// corral's open-file limit (systemd's LimitNOFILE=). At least 1.
+        max_connections: usize = 10000 => usize,
+            flag "max-connections":
+                "Most client connections open at once (WebSockets included); at the cap new ones wait \
+                 in the listen queue",
+            check count_of("client connections open at once");
+        /// The most requests waiting in corral for a free worker place (see
+        /// `workers.threads` and `workers.concurrency`); a request arriving when
+        /// that many already wait gets 503 Service Unavailable with Retry-After at
+        /// once (a waiting request still gets 503 after `workers.timeout`). 0 means
+        /// no request ever waits (503 whenever every worker is full).
+        max_queued: usize = 1024 => usize,
+            flag "max-queued":
+                "Most requests waiting in corral for a free worker place; one more gets 503 with \
+                 Retry-After at once; 0: none waits (503 whenever every worker is full)";
+        /// How often corral pings an open WebSocket, so that proxies and load
+        /// balancers that close idle connections (nginx's and most cloud load
+        /// balancers' 60 s) see traffic, and a client that vanished without a
+        /// word is found. "0s" sends no pings. Default "20s", as uvicorn.
+        ws_ping_interval: Option<Spanned<HumanDuration>>;
+        /// How long a WebSocket client may take to answer a ping with a pong:
+        /// after that corral closes the socket with 1011, the app sees
+        /// `websocket.disconnect` with 1011, and its worker place is freed.
+        /// Longer than 0. Default "20s", as uvicorn.
+        ws_ping_timeout: Option<Spanned<HumanDuration>>;
+        /// Largest WebSocket message a client may send; a bigger one closes the
+        /// socket with 1009 (the app sees 1009 too). From "1B" to "16MiB" (the
+        /// most a worker's channel carries in one message). Default "16MiB".
+        ws_max_message: Option<Spanned<ByteSize>>;
+        /// Threads that corral's own HTTP front (its async runtime) runs on. 0
+        /// means automatic: half the CPUs corral may use, at least 1, leaving
+        /// the other half for the Python workers, which do most of the work
+        /// (fewer front threads also means fewer wake-ups across threads).
+        /// Default 0.
+        io_threads: Option<Spanned<usize>>;
+        /// After binding its sockets as root, corral itself switches to `[workers]
+        /// user`/`group` (which must be set).
+        drop_privileges: bool = false => bool;
+        /// The peers whose X-Forwarded-For and X-Forwarded-Proto headers corral
+        /// trusts: a reverse proxy in front of it, like nginx (gunicorn's and
+        /// uvicorn's `forwarded_allow_ips`). Each entry is an IP address
+        /// ("127.0.0.1", "::1"), a network in CIDR form ("10.0.0.0/8",
+        /// "fd00::/8") or "*" (any peer). An IPv4 peer on an IPv6 socket
+        /// ("::ffff:127.0.0.1") matches the IPv4 entries. [] trusts nobody.
+        /// Connections on Unix sockets are always trusted: only local processes
+        /// that the socket's file permissions let in can connect, as with a
+        /// proxy on a Unix socket. Default ["127.0.0.1", "::1"].
+        forwarded_allow_ips: Option<Spanned<Vec<Spanned<String>>>>;
+        /// Longest request line (method, target and version, as gunicorn's
+        /// `limit_request_line` counts it) in bytes; a longer one gets 414 URI
+        /// Too Long. 0 means no limit of its own (`max_header_bytes` bounds the
+        /// whole head). Default 0: gunicorn's 4094 refuses long query strings
+        /// that corral, bounding the head as a whole, can serve.
+        max_request_line: Option<Spanned<usize>>;
+        /// Most header fields in a request (gunicorn's `limit_request_fields`);
+        /// more get 431 Request Header Fields Too Large. At most 32768; 0 means
+        /// 32768. Default 100, as gunicorn.
+        max_header_fields: Option<Spanned<usize>>;
+        /// Longest header field ("Name: value") in bytes (gunicorn's
+        /// `limit_request_field_size`); a longer one gets 431. 0 means no limit
+        /// of its own. Default 0 (`max_header_bytes` bounds the whole head).
+        max_header_field_bytes: Option<Spanned<usize>>;
+        /// A file corral writes its pid to once its sockets are bound (gunicorn's
+        /// `pidfile`), relative to this file's folder; replaced whole (a new
+        /// file renamed over it, so a symlink there is replaced, never
+        /// followed), mode 0644, and removed when corral exits cleanly while it
+        /// still holds corral's pid. Default: none.
+        pid_file: Option<Spanned<String>>;
+        /// The most HTTP/2 streams (requests) one connection may have open at once
+        /// (SETTINGS_MAX_CONCURRENT_STREAMS); more are refused with RST_STREAM. At
+        /// least 1.
+        max_concurrent_streams: u32 = 100 => u32,
+            flag "max-concurrent-streams": "The most HTTP/2 streams one connection may have open at once",
+            check at_least_1;
+        /// `[server.tls]`: HTTPS (and HTTP/2 by ALPN) on every `bind` address.
+        tls: RawTls;
+    }
 }
 
 /// TLS on every `bind` address, as gunicorn's `--certfile`/`--keyfile`
@@ -293,71 +352,82 @@ pub(super) struct RawTls {
     pub(super) min_version: Option<Spanned<String>>,
 }
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(super) struct RawWorkers {
-    /// Number of worker processes, or "auto": one per CPU this process may
-    /// use (its affinity mask and cgroup CPU quota, the smallest, rounded
-    /// up). Default: $WEB_CONCURRENCY when set (as gunicorn and uvicorn
-    /// read it on Heroku, Render, Fly), else 1.
-    pub(super) count: Option<Spanned<WorkerCount>>,
-    /// Threads per WSGI worker (concurrent requests each). Default 1.
-    pub(super) threads: Option<Spanned<usize>>,
-    /// The most requests (open WebSockets and streaming responses included)
-    /// one ASGI worker holds at once; beyond it requests wait in corral's
-    /// queue (`server.max_queued`). ASGI workers only; WSGI workers take
-    /// `threads` requests at a time (plus a short prefetch). At least 1.
-    /// Default 1000.
-    pub(super) concurrency: Option<Spanned<usize>>,
-    /// Longest a request may wait for its response head; after that the
-    /// client gets 504 and the worker is replaced. Default "30s".
-    pub(super) timeout: Option<Spanned<HumanDuration>>,
-    /// How long a stopping worker may finish its requests before it is
-    /// killed. Default "30s".
-    pub(super) graceful_timeout: Option<Spanned<HumanDuration>>,
-    /// How long a new worker may take to start Python and import the app;
-    /// after that it counts as failed to boot and is killed. Longer than 0.
-    /// Default "30s".
-    pub(super) boot_timeout: Option<Spanned<HumanDuration>>,
-    /// Wait before restarting a worker that failed to boot or died soon
-    /// after starting; it doubles with each consecutive failure of the same
-    /// worker slot, up to `restart_backoff_max`. Longer than 0. Default
-    /// "100ms".
-    pub(super) restart_backoff: Option<Spanned<HumanDuration>>,
-    /// Longest wait between restarts of a failing worker slot. At least
-    /// `restart_backoff`. Default "30s".
-    pub(super) restart_backoff_max: Option<Spanned<HumanDuration>>,
-    /// How long a worker's Python interpreter may go without sending a
-    /// heartbeat (a C call holding the GIL, a deadlock) before corral dumps
-    /// its stacks to the log and replaces it. Longer than 0. Default "30s".
-    pub(super) heartbeat_timeout: Option<Spanned<HumanDuration>>,
-    /// Requests a worker serves before it is recycled (gracefully replaced),
-    /// as in gunicorn; guards against leaks. 0 means never. Default 0.
-    pub(super) max_requests: Option<Spanned<u64>>,
-    /// Up to this many more requests, chosen at random per worker, are added
-    /// to `max_requests` so that the workers are not all recycled at once
-    /// (as in gunicorn). Ignored while `max_requests` is 0. Default 0.
-    pub(super) max_requests_jitter: Option<Spanned<u64>>,
-    /// A worker whose memory use (RSS) grows above this size is recycled
-    /// gracefully, e.g. "512MiB". A plain number is bytes. At least "16MiB".
-    /// Default: none (no limit).
-    pub(super) max_memory: Option<Spanned<ByteSize>>,
-    /// The user the workers run as: a user name like "www-data" or a numeric
-    /// uid, as gunicorn's `--user`; they get the user's supplementary groups
-    /// too. corral itself keeps its own user (root, so that it can bind
-    /// ports below 1024), which must be root to switch to another user. The
-    /// user must exist when corral starts. Default: none (the workers run as
-    /// corral's own user).
-    pub(super) user: Option<Spanned<String>>,
-    /// The group the workers run as: a group name like "www-data" or a
-    /// numeric gid, as gunicorn's `--group`. The group must exist when
-    /// corral starts. Default: the primary group of `user`; with `group`
-    /// but no `user`, the workers keep corral's own user, with this group as
-    /// their only group.
-    pub(super) group: Option<Spanned<String>>,
-    /// `[workers.limits]`: resource limits and umask of the workers.
-    #[serde(default)]
-    pub(super) limits: RawLimits,
+section! {
+    /// `[workers]`: the Python worker processes.
+    RawWorkers, WorkersKeys, WorkersFlags, resolve_workers_keys, WORKERS_KEYS, "workers" {
+        /// Number of worker processes, or "auto": one per CPU this process may
+        /// use (its affinity mask and cgroup CPU quota, the smallest, rounded
+        /// up). Default: $WEB_CONCURRENCY when set (as gunicorn and uvicorn
+        /// read it on Heroku, Render, Fly), else 1.
+        count: Option<Spanned<WorkerCount>>;
+        /// Threads per WSGI worker (concurrent requests each).
+        threads: usize = 1 => usize,
+            flag "threads": "Threads per WSGI worker",
+            check count_of("threads per worker");
+        /// The most requests (open WebSockets and streaming responses included) one
+        /// ASGI worker holds at once; beyond it requests wait in corral's queue
+        /// (`server.max_queued`). ASGI workers only; WSGI workers take `threads`
+        /// requests at a time (plus a short prefetch). At least 1.
+        concurrency: usize = 1000 => usize,
+            flag "concurrency":
+                "Most requests (open WebSockets and streaming responses included) one ASGI worker \
+                 holds at once; the rest wait in corral. WSGI workers take --threads at a time",
+            check count_of("requests one ASGI worker holds at once");
+        /// Longest a request may wait for its response head; after that the client
+        /// gets 504 and the worker is replaced.
+        timeout: HumanDuration = "30s" => Duration,
+            flag "timeout" short 't':
+                "Longest wait for a response head before 504 and a worker restart",
+            check longer_than_0;
+        /// How long a stopping worker may finish its requests before it is
+        /// killed. Default "30s".
+        graceful_timeout: Option<Spanned<HumanDuration>>;
+        /// How long a new worker may take to start Python and import the app; after
+        /// that it counts as failed to boot and is killed. Longer than 0.
+        boot_timeout: HumanDuration = "30s" => Duration,
+            flag "boot-timeout":
+                "Longest a new worker may take to import the app before it counts as failed to boot",
+            check longer_than_0;
+        /// Wait before restarting a worker that failed to boot or died soon
+        /// after starting; it doubles with each consecutive failure of the same
+        /// worker slot, up to `restart_backoff_max`. Longer than 0. Default
+        /// "100ms".
+        restart_backoff: Option<Spanned<HumanDuration>>;
+        /// Longest wait between restarts of a failing worker slot. At least
+        /// `restart_backoff`. Default "30s".
+        restart_backoff_max: Option<Spanned<HumanDuration>>;
+        /// How long a worker's Python interpreter may go without sending a
+        /// heartbeat (a C call holding the GIL, a deadlock) before corral dumps its
+        /// stacks to the log and replaces it. Longer than 0.
+        heartbeat_timeout: HumanDuration = "30s" => Duration,
+            check longer_than_0;
+        /// Requests a worker serves before it is recycled (gracefully replaced),
+        /// as in gunicorn; guards against leaks. 0 means never. Default 0.
+        max_requests: Option<Spanned<u64>>;
+        /// Up to this many more requests, chosen at random per worker, are added
+        /// to `max_requests` so that the workers are not all recycled at once
+        /// (as in gunicorn). Ignored while `max_requests` is 0. Default 0.
+        max_requests_jitter: Option<Spanned<u64>>;
+        /// A worker whose memory use (RSS) grows above this size is recycled
+        /// gracefully, e.g. "512MiB". A plain number is bytes. At least "16MiB".
+        /// Default: none (no limit).
+        max_memory: Option<Spanned<ByteSize>>;
+        /// The user the workers run as: a user name like "www-data" or a numeric
+        /// uid, as gunicorn's `--user`; they get the user's supplementary groups
+        /// too. corral itself keeps its own user (root, so that it can bind
+        /// ports below 1024), which must be root to switch to another user. The
+        /// user must exist when corral starts. Default: none (the workers run as
+        /// corral's own user).
+        user: Option<Spanned<String>>;
+        /// The group the workers run as: a group name like "www-data" or a
+        /// numeric gid, as gunicorn's `--group`. The group must exist when
+        /// corral starts. Default: the primary group of `user`; with `group`
+        /// but no `user`, the workers keep corral's own user, with this group as
+        /// their only group.
+        group: Option<Spanned<String>>;
+        /// `[workers.limits]`: resource limits and umask of the workers.
+        limits: RawLimits;
+    }
 }
 
 /// Each limit is set as both the soft and the hard limit of every worker;
@@ -384,57 +454,59 @@ pub(super) struct RawLimits {
     pub(super) umask: Option<Spanned<Umask>>,
 }
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(super) struct RawHealth {
-    /// Address of the status server (/health/live, /health/ready, /status,
-    /// /metrics), written like a `server.bind` entry: "127.0.0.1:9000",
-    /// "[::1]:9000" or "unix:/path" (relative to this file's folder). It
-    /// must differ from every `server.bind` address. /status shows boot
-    /// tracebacks: on an address other hosts can reach, set a
-    /// `status_token` (corral warns at start-up otherwise). Default: none
-    /// (no status server).
-    pub(super) status_bind: Option<Spanned<String>>,
-    /// A bearer token that /status and /metrics require (`Authorization:
-    /// Bearer TOKEN`; without it they answer 401); /health/live and
-    /// /health/ready stay open for probes. At least 16 characters of visible
-    /// ASCII, like the output of `openssl rand -hex 32`. Rather than writing
-    /// it here, put it in a file (`status_token_file`) or in the environment
-    /// variable CORRAL_STATUS_TOKEN, which wins over both keys. Default:
-    /// none (open to whoever reaches `status_bind`).
-    pub(super) status_token: Option<Spanned<String>>,
-    /// A file holding the `status_token` (surrounding white space, like the
-    /// final newline, is ignored), relative to this file's folder; read
-    /// once at start-up. Not with `status_token`. Default: none.
-    pub(super) status_token_file: Option<Spanned<String>>,
-    /// How many workers must be in service for /health/ready to answer 200:
-    /// a count like 2 (at most `workers.count`) or a percentage of
-    /// `workers.count` like "50%" (rounded up). Default 1.
-    pub(super) min_ready: Option<Spanned<MinReady>>,
-    /// The readiness probe: a path like "/health/ready" (a "?query" may
-    /// follow) that corral requests (GET) from each worker through its
-    /// private channel before the worker enters service, then every
-    /// `probe_interval`; a 2xx answer means ready. A new worker whose probe
-    /// has not passed within `workers.boot_timeout` counts as failed to
-    /// boot. It must start with "/". Default: none (no readiness probe; a
-    /// worker is in service once it has imported the app).
-    pub(super) ready_path: Option<Spanned<String>>,
-    /// Time between two readiness probes of a worker. Longer than 0.
-    /// Default "10s".
-    pub(super) probe_interval: Option<Spanned<HumanDuration>>,
-    /// How long one readiness probe may take before it counts as failed.
-    /// Longer than 0. Default "5s".
-    pub(super) probe_timeout: Option<Spanned<HumanDuration>>,
-    /// Failed readiness probes in a row that take a worker out of service
-    /// (it gets no new requests until a probe succeeds again). At least 1.
-    /// Default 3.
-    pub(super) unhealthy_after: Option<Spanned<u32>>,
-    /// The panic threshold, as in Envoy: when fewer workers than this are in
-    /// service, corral sends requests to every live worker rather than to
-    /// none. Written like `min_ready`: a count like 2 (at most
-    /// `workers.count`) or a percentage of `workers.count` like "50%"
-    /// (rounded up). Default "50%".
-    pub(super) min_in_service: Option<Spanned<MinReady>>,
+section! {
+    /// `[health]`: the status server, when the instance counts as ready and the readiness probe of the workers.
+    RawHealth, HealthKeys, HealthFlags, resolve_health_keys, HEALTH_KEYS, "health" {
+        /// Address of the status server (/health/live, /health/ready, /status,
+        /// /metrics), written like a `server.bind` entry: "127.0.0.1:9000",
+        /// "[::1]:9000" or "unix:/path" (relative to this file's folder). It
+        /// must differ from every `server.bind` address. /status shows boot
+        /// tracebacks: on an address other hosts can reach, set a
+        /// `status_token` (corral warns at start-up otherwise). Default: none
+        /// (no status server).
+        status_bind: Option<Spanned<String>>;
+        /// A bearer token that /status and /metrics require (`Authorization:
+        /// Bearer TOKEN`; without it they answer 401); /health/live and
+        /// /health/ready stay open for probes. At least 16 characters of visible
+        /// ASCII, like the output of `openssl rand -hex 32`. Rather than writing
+        /// it here, put it in a file (`status_token_file`) or in the environment
+        /// variable CORRAL_STATUS_TOKEN, which wins over both keys. Default:
+        /// none (open to whoever reaches `status_bind`).
+        status_token: Option<Spanned<String>>;
+        /// A file holding the `status_token` (surrounding white space, like the
+        /// final newline, is ignored), relative to this file's folder; read
+        /// once at start-up. Not with `status_token`. Default: none.
+        status_token_file: Option<Spanned<String>>;
+        /// How many workers must be in service for /health/ready to answer 200:
+        /// a count like 2 (at most `workers.count`) or a percentage of
+        /// `workers.count` like "50%" (rounded up). Default 1.
+        min_ready: Option<Spanned<MinReady>>;
+        /// The readiness probe: a path like "/health/ready" (a "?query" may
+        /// follow) that corral requests (GET) from each worker through its
+        /// private channel before the worker enters service, then every
+        /// `probe_interval`; a 2xx answer means ready. A new worker whose probe
+        /// has not passed within `workers.boot_timeout` counts as failed to
+        /// boot. It must start with "/". Default: none (no readiness probe; a
+        /// worker is in service once it has imported the app).
+        ready_path: Option<Spanned<String>>;
+        /// Time between two readiness probes of a worker. Longer than 0.
+        probe_interval: HumanDuration = "10s" => Duration,
+            check longer_than_0;
+        /// How long one readiness probe may take before it counts as failed. Longer
+        /// than 0.
+        probe_timeout: HumanDuration = "5s" => Duration,
+            check longer_than_0;
+        /// Failed readiness probes in a row that take a worker out of service (it
+        /// gets no new requests until a probe succeeds again). At least 1.
+        unhealthy_after: u32 = 3 => u32,
+            check count_of("failed probes in a row");
+        /// The panic threshold, as in Envoy: when fewer workers than this are in
+        /// service, corral sends requests to every live worker rather than to
+        /// none. Written like `min_ready`: a count like 2 (at most
+        /// `workers.count`) or a percentage of `workers.count` like "50%"
+        /// (rounded up). Default "50%".
+        min_in_service: Option<Spanned<MinReady>>;
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -457,107 +529,109 @@ pub(super) struct RawControl {
     pub(super) socket: Option<Spanned<String>>,
 }
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(super) struct RawDeploy {
-    /// How long a new generation of workers started by a reload may take
-    /// to be all in service; after that the reload counts as failed, the
-    /// new generation is stopped and the old one keeps serving. Longer
-    /// than 0. Default "60s".
-    pub(super) ready_timeout: Option<Spanned<HumanDuration>>,
-    /// How corral names the code a generation runs (its revision; the last
-    /// one that came up is remembered as the last known good one): "git" (the
-    /// commit checked out in the app folder `app.chdir`, from `git
-    /// rev-parse HEAD`), "symlink" (where the app folder points when it is
-    /// a symlink like `current -> releases/X`), "none", or a command as an
-    /// array of strings, like ["cat", "REVISION"], whose first line of
-    /// output is the revision (it runs in the app folder; a relative program path with a
-    /// "/" is relative to this file's folder, a bare name is looked up in
-    /// PATH). Default "auto": "symlink" when the app folder is a symlink,
-    /// else "git".
-    pub(super) revision: Option<Spanned<StringOrArray>>,
-    /// Folder where corral remembers what must outlive it, like the last
-    /// known good revision, relative to this file's folder; created when
-    /// needed (mode 0700; its files are 0600, replaced whole). It must not
-    /// be writable by group or others. Default `$STATE_DIRECTORY` when
-    /// STATE_DIRECTORY is set (systemd's StateDirectory=, one unit's own),
-    /// else one folder per instance (NAME as for `control.socket`):
-    /// "/var/lib/corral/NAME" as root, else `$XDG_STATE_HOME/corral/NAME`
-    /// when XDG_STATE_HOME is set, else `$HOME/.local/state/corral/NAME`,
-    /// else "/tmp/corral-UID-state/NAME".
-    pub(super) state_dir: Option<Spanned<String>>,
-    /// A command, as an array of strings (the program, then its arguments),
-    /// that corral runs when a reload (or the first start) fails to come
-    /// up, e.g. to put the previous release back and reload again. A
-    /// relative program path with a "/" is relative to this file's folder;
-    /// a bare name is looked up in PATH. Its environment describes the
-    /// failure: CORRAL_FAILED_REVISION, CORRAL_GOOD_REVISION (the last
-    /// known good revision), CORRAL_REASON, CORRAL_ERROR_FILE and
-    /// CORRAL_APP_DIR. Default: none (no hook).
-    pub(super) rollback_hook: Option<Spanned<StringOrArray>>,
-    /// How long a hook (`rollback_hook` and the `[hooks]`) may run before
-    /// it is killed. Longer than 0. Default "60s".
-    pub(super) hook_timeout: Option<Spanned<HumanDuration>>,
-    /// A built-in rollback, run when a reload (or the first start) fails to
-    /// come up; no script needed. With `rollback_hook` too, the hook runs
-    /// first, then the built-in rollback. "none"; "git-reset": reset the
-    /// git checkout in the app folder `app.chdir` to the last known good
-    /// commit (the one that last came up, not HEAD~1), like `git reset
-    /// --hard`, so uncommitted changes there are lost; it needs `revision`
-    /// "git", or "auto" with an app folder that is not a symlink;
-    /// "symlink": point the `current` symlink, that is `app.chdir` itself
-    /// (like `current -> releases/X`), back at the release that last came
-    /// up; it needs `app.chdir`. Default "none".
-    pub(super) rollback: Option<Spanned<String>>,
-    /// When corral starts and every worker fails to boot (none has come up
-    /// yet), exit with code 3 instead of restarting them with backoff, for
-    /// setups that let the service manager decide (systemd: `Restart=`,
-    /// `RestartPreventExitStatus=`). Only the first start: a reload that
-    /// fails leaves the old generation serving. Default false.
-    pub(super) exit_on_boot_failure: Option<Spanned<bool>>,
-    /// How a reload replaces the workers: "all-at-once" (the whole new
-    /// generation boots beside the old one and takes over when all of it is
-    /// in service) or "rolling" (a few at a time, at most `max_surge` more
-    /// workers than `workers.count` at any time). Default "all-at-once".
-    pub(super) strategy: Option<Spanned<String>>,
-    /// With `strategy` "rolling", the most workers a reload may run beyond
-    /// `workers.count` at any time. At least 1. Ignored with "all-at-once"
-    /// (it may stay set). Default 1.
-    pub(super) max_surge: Option<Spanned<usize>>,
-    /// Canary reloads: the percentage of requests (1 to 50) the new
-    /// generation's first workers get for `canary_duration` while the old
-    /// generation serves the rest; it takes over only when it is no worse
-    /// (see `canary_min_requests`, `canary_confidence`,
-    /// `canary_latency_ratio`); otherwise the reload fails and the old
-    /// generation stays. 0: no canary. Default 0.
-    pub(super) canary_share: Option<Spanned<u32>>,
-    /// How long a canary runs before the new generation may take over
-    /// (extended once by as much when it has had too few requests). Longer
-    /// than 0. Default "60s".
-    pub(super) canary_duration: Option<Spanned<HumanDuration>>,
-    /// Requests the new generation must answer during a canary before any
-    /// verdict; with fewer after twice `canary_duration` the reload fails
-    /// (never promoted on no evidence). At least 1. Default 100.
-    pub(super) canary_min_requests: Option<Spanned<u64>>,
-    /// How sure corral must be that the new generation answers 5xx more
-    /// often than the old one before it fails the canary (Fisher's exact
-    /// test, one-sided: it fails when the p-value is below 1 minus this).
-    /// Between 0.5 and 1, exclusive. Default 0.999.
-    pub(super) canary_confidence: Option<Spanned<f64>>,
-    /// The canary fails when the new generation's p99 latency is more than
-    /// this many times the old one's (and `canary_latency_floor` above
-    /// it). At least 1. Default 2.0.
-    pub(super) canary_latency_ratio: Option<Spanned<f64>>,
-    /// How much slower (p99) the new generation must be, beyond
-    /// `canary_latency_ratio`, to fail the canary: small differences of
-    /// fast endpoints are noise. Default "50ms".
-    pub(super) canary_latency_floor: Option<Spanned<HumanDuration>>,
-    /// Which generation a canary's requests go to: "none" (each request on
-    /// its own), "client-address" (the client's address decides, so a
-    /// client stays on one generation), "header:NAME" or "cookie:NAME" (that
-    /// header's or cookie's value decides; requests without it go on their
-    /// own). Default "none".
-    pub(super) canary_sticky: Option<Spanned<String>>,
+section! {
+    /// `[deploy]`: reloads (a new generation of workers taking over).
+    RawDeploy, DeployKeys, DeployFlags, resolve_deploy_keys, DEPLOY_KEYS, "deploy" {
+        /// How long a new generation of workers started by a reload may take to be
+        /// all in service; after that the reload counts as failed, the new
+        /// generation is stopped and the old one keeps serving. Longer than 0.
+        ready_timeout: HumanDuration = "60s" => Duration,
+            check longer_than_0;
+        /// How corral names the code a generation runs (its revision; the last
+        /// one that came up is remembered as the last known good one): "git" (the
+        /// commit checked out in the app folder `app.chdir`, from `git
+        /// rev-parse HEAD`), "symlink" (where the app folder points when it is
+        /// a symlink like `current -> releases/X`), "none", or a command as an
+        /// array of strings, like ["cat", "REVISION"], whose first line of
+        /// output is the revision (it runs in the app folder; a relative program path with a
+        /// "/" is relative to this file's folder, a bare name is looked up in
+        /// PATH). Default "auto": "symlink" when the app folder is a symlink,
+        /// else "git".
+        revision: Option<Spanned<StringOrArray>>;
+        /// Folder where corral remembers what must outlive it, like the last
+        /// known good revision, relative to this file's folder; created when
+        /// needed (mode 0700; its files are 0600, replaced whole). It must not
+        /// be writable by group or others. Default `$STATE_DIRECTORY` when
+        /// STATE_DIRECTORY is set (systemd's StateDirectory=, one unit's own),
+        /// else one folder per instance (NAME as for `control.socket`):
+        /// "/var/lib/corral/NAME" as root, else `$XDG_STATE_HOME/corral/NAME`
+        /// when XDG_STATE_HOME is set, else `$HOME/.local/state/corral/NAME`,
+        /// else "/tmp/corral-UID-state/NAME".
+        state_dir: Option<Spanned<String>>;
+        /// A command, as an array of strings (the program, then its arguments),
+        /// that corral runs when a reload (or the first start) fails to come
+        /// up, e.g. to put the previous release back and reload again. A
+        /// relative program path with a "/" is relative to this file's folder;
+        /// a bare name is looked up in PATH. Its environment describes the
+        /// failure: CORRAL_FAILED_REVISION, CORRAL_GOOD_REVISION (the last
+        /// known good revision), CORRAL_REASON, CORRAL_ERROR_FILE and
+        /// CORRAL_APP_DIR. Default: none (no hook).
+        rollback_hook: Option<Spanned<StringOrArray>>;
+        /// How long a hook (`rollback_hook` and the `[hooks]`) may run before it is
+        /// killed. Longer than 0.
+        hook_timeout: HumanDuration = "60s" => Duration,
+            check longer_than_0;
+        /// A built-in rollback, run when a reload (or the first start) fails to
+        /// come up; no script needed. With `rollback_hook` too, the hook runs
+        /// first, then the built-in rollback. "none"; "git-reset": reset the
+        /// git checkout in the app folder `app.chdir` to the last known good
+        /// commit (the one that last came up, not HEAD~1), like `git reset
+        /// --hard`, so uncommitted changes there are lost; it needs `revision`
+        /// "git", or "auto" with an app folder that is not a symlink;
+        /// "symlink": point the `current` symlink, that is `app.chdir` itself
+        /// (like `current -> releases/X`), back at the release that last came
+        /// up; it needs `app.chdir`. Default "none".
+        rollback: Option<Spanned<String>>;
+        /// When corral starts and every worker fails to boot (none has come up
+        /// yet), exit with code 3 instead of restarting them with backoff, for
+        /// setups that let the service manager decide (systemd: `Restart=`,
+        /// `RestartPreventExitStatus=`). Only the first start: a reload that fails
+        /// leaves the old generation serving.
+        exit_on_boot_failure: bool = false => bool;
+        /// How a reload replaces the workers: "all-at-once" (the whole new
+        /// generation boots beside the old one and takes over when all of it is
+        /// in service) or "rolling" (a few at a time, at most `max_surge` more
+        /// workers than `workers.count` at any time). Default "all-at-once".
+        strategy: Option<Spanned<String>>;
+        /// With `strategy` "rolling", the most workers a reload may run beyond
+        /// `workers.count` at any time. At least 1. Ignored with "all-at-once"
+        /// (it may stay set). Default 1.
+        max_surge: Option<Spanned<usize>>;
+        /// Canary reloads: the percentage of requests (1 to 50) the new
+        /// generation's first workers get for `canary_duration` while the old
+        /// generation serves the rest; it takes over only when it is no worse
+        /// (see `canary_min_requests`, `canary_confidence`,
+        /// `canary_latency_ratio`); otherwise the reload fails and the old
+        /// generation stays. 0: no canary. Default 0.
+        canary_share: Option<Spanned<u32>>;
+        /// How long a canary runs before the new generation may take over
+        /// (extended once by as much when it has had too few requests). Longer
+        /// than 0. Default "60s".
+        canary_duration: Option<Spanned<HumanDuration>>;
+        /// Requests the new generation must answer during a canary before any
+        /// verdict; with fewer after twice `canary_duration` the reload fails
+        /// (never promoted on no evidence). At least 1. Default 100.
+        canary_min_requests: Option<Spanned<u64>>;
+        /// How sure corral must be that the new generation answers 5xx more
+        /// often than the old one before it fails the canary (Fisher's exact
+        /// test, one-sided: it fails when the p-value is below 1 minus this).
+        /// Between 0.5 and 1, exclusive. Default 0.999.
+        canary_confidence: Option<Spanned<f64>>;
+        /// The canary fails when the new generation's p99 latency is more than
+        /// this many times the old one's (and `canary_latency_floor` above
+        /// it). At least 1. Default 2.0.
+        canary_latency_ratio: Option<Spanned<f64>>;
+        /// How much slower (p99) the new generation must be, beyond
+        /// `canary_latency_ratio`, to fail the canary: small differences of
+        /// fast endpoints are noise. Default "50ms".
+        canary_latency_floor: Option<Spanned<HumanDuration>>;
+        /// Which generation a canary's requests go to: "none" (each request on
+        /// its own), "client-address" (the client's address decides, so a
+        /// client stays on one generation), "header:NAME" or "cookie:NAME" (that
+        /// header's or cookie's value decides; requests without it go on their
+        /// own). Default "none".
+        canary_sticky: Option<Spanned<String>>;
+    }
 }
 
 /// The `[hooks]` section. Each hook is a command as an array of strings

@@ -1,3 +1,5 @@
+use std::time::Duration;
+
 use super::validate::DEFAULT_BIND;
 use super::*;
 
@@ -242,7 +244,7 @@ min_in_service = 2
     assert_eq!(config.workers.boot_timeout, Duration::from_secs(60));
     assert_eq!(config.workers.restart_backoff, Duration::from_millis(250));
     assert_eq!(config.workers.restart_backoff_max, Duration::from_secs(10));
-    let status = config.health.status_bind.unwrap();
+    let status = config.health.status_bind.clone().unwrap();
     assert_eq!(
         status.addr,
         BindAddr::Unix("/srv/app/run/status.sock".into())
@@ -290,13 +292,16 @@ fn flags_override_the_file() {
         chdir: Some("x".into()),
         python: Some("python3.12".into()),
         env: vec![("B".into(), "flag".into())],
-        boot_timeout: Some(HumanDuration(Duration::from_secs(5))),
         status_bind: Some("unix:status.sock".parse().unwrap()),
         min_ready: Some(MinReady::Count(2)),
         ready_path: Some("/flag".into()),
         max_requests: Some(0),
         max_requests_jitter: Some(5),
         max_memory: Some(ByteSize(64 << 20)),
+        workers_flags: WorkersFlags {
+            boot_timeout: Some(HumanDuration(Duration::from_secs(5))),
+            ..WorkersFlags::default()
+        },
         ..Overrides::default()
     };
     let config = resolve_text(text, &args).unwrap();
@@ -313,7 +318,7 @@ fn flags_override_the_file() {
     assert_eq!(config.server.bind[0].origin, "--bind");
     assert_eq!(config.workers.count, 2);
     assert_eq!(config.workers.boot_timeout, Duration::from_secs(5));
-    let status = config.health.status_bind.unwrap();
+    let status = config.health.status_bind.clone().unwrap();
     assert_eq!(status.addr, BindAddr::Unix("/cwd/status.sock".into()));
     assert_eq!(status.origin, "--status-bind");
     assert_eq!(config.health.min_ready, MinReady::Count(2));
@@ -335,8 +340,14 @@ fn concurrency_and_max_queued_flag_then_file_then_default() {
     assert_eq!(config.server.max_queued, 0);
     assert_eq!(config.workers.concurrency, 64);
     let args = Overrides {
-        concurrency: Some(1),
-        max_queued: Some(10_000),
+        server_flags: ServerFlags {
+            max_queued: Some(10_000),
+            ..ServerFlags::default()
+        },
+        workers_flags: WorkersFlags {
+            concurrency: Some(1),
+            ..WorkersFlags::default()
+        },
         ..app.clone()
     };
     let config = resolve_text(text, &args).unwrap();

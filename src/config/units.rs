@@ -69,7 +69,7 @@ impl fmt::Display for BindAddr {
 }
 
 /// A duration written like "30s", "500ms", "2m", "1h" or "1m30s".
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct HumanDuration(pub Duration);
 
 impl FromStr for HumanDuration {
@@ -145,7 +145,7 @@ impl<'de> Deserialize<'de> for HumanDuration {
 
 /// A byte count written like "64KiB", "10MiB", "1GiB", "512KB" (1000-based),
 /// "100B", or a plain number of bytes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ByteSize(pub u64);
 
 impl FromStr for ByteSize {

@@ -2,15 +2,14 @@
 //! the control socket, revisions, rollback and hooks.
 
 use std::path::Path;
-use std::time::Duration;
 
 use crate::canary::Thresholds;
-use crate::config::Overrides;
 use crate::config::raw::{RawControl, RawDeploy, RawHealth, StringOrArray};
 use crate::config::{
     Bind, BindAddr, CanaryConfig, ControlConfig, DeployConfig, HealthConfig, HumanDuration,
     MinReady, RevisionSource, Rollback, Secret, ServerConfig, Sticky, Strategy, WorkersConfig,
 };
+use crate::config::{DeployFlags, Overrides};
 
 use super::*;
 
@@ -82,33 +81,7 @@ impl Resolver<'_> {
         {
             self.fail(at, message);
         }
-        let (probe_interval, at) = self.pick(
-            (None, ""),
-            (raw.probe_interval.as_ref(), "health.probe_interval"),
-            HumanDuration(Duration::from_secs(10)),
-        );
-        if probe_interval.0.is_zero() {
-            self.fail(&at, "must be longer than 0s, like \"10s\"");
-        }
-        let (probe_timeout, at) = self.pick(
-            (None, ""),
-            (raw.probe_timeout.as_ref(), "health.probe_timeout"),
-            HumanDuration(Duration::from_secs(5)),
-        );
-        if probe_timeout.0.is_zero() {
-            self.fail(&at, "must be longer than 0s, like \"5s\"");
-        }
-        let (unhealthy_after, at) = self.pick(
-            (None, ""),
-            (raw.unhealthy_after.as_ref(), "health.unhealthy_after"),
-            3,
-        );
-        if unhealthy_after == 0 {
-            self.fail(
-                &at,
-                "must be at least 1 (it is the number of failed probes in a row), like 3",
-            );
-        }
+        let keys = self.resolve_health_keys(&args.health_flags, &raw);
         let (min_in_service, at) = self.pick(
             (None, ""),
             (raw.min_in_service.as_ref(), "health.min_in_service"),
@@ -123,9 +96,7 @@ impl Resolver<'_> {
             min_ready,
             ready_path: ready_path.map(|(path, _)| path),
             status_token,
-            probe_interval: probe_interval.0,
-            probe_timeout: probe_timeout.0,
-            unhealthy_after,
+            keys,
             min_in_service,
         }
     }
@@ -220,18 +191,12 @@ impl Resolver<'_> {
     /// `app.chdir` (or `--chdir`) is set, which `rollback = "symlink"` needs.
     pub(in crate::config) fn deploy(
         &mut self,
+        flags: &DeployFlags,
         raw: RawDeploy,
         default_state_dir: &Path,
         chdir_given: bool,
     ) -> DeployConfig {
-        let (ready_timeout, at) = self.pick(
-            (None, ""),
-            (raw.ready_timeout.as_ref(), "deploy.ready_timeout"),
-            HumanDuration(Duration::from_secs(60)),
-        );
-        if ready_timeout.0.is_zero() {
-            self.fail(&at, "must be longer than 0s, like \"60s\"");
-        }
+        let keys = self.resolve_deploy_keys(flags, &raw);
         let revision = match &raw.revision {
             None => RevisionSource::Auto,
             Some(value) => {
@@ -273,14 +238,6 @@ impl Resolver<'_> {
                 StringOrArray::Array(words) => self.file_command(words, &at, HOOK_EXAMPLE),
             }
         });
-        let (hook_timeout, at) = self.pick(
-            (None, ""),
-            (raw.hook_timeout.as_ref(), "deploy.hook_timeout"),
-            HumanDuration(Duration::from_secs(60)),
-        );
-        if hook_timeout.0.is_zero() {
-            self.fail(&at, "must be longer than 0s, like \"60s\"");
-        }
         let rollback = raw.rollback.as_ref().map_or(Rollback::None, |value| {
             let at = self.in_file(value.span(), "deploy.rollback");
             let rollback = match value.get_ref().as_str() {
@@ -310,14 +267,6 @@ impl Resolver<'_> {
             }
             rollback
         });
-        let (exit_on_boot_failure, _) = self.pick(
-            (None, ""),
-            (
-                raw.exit_on_boot_failure.as_ref(),
-                "deploy.exit_on_boot_failure",
-            ),
-            false,
-        );
         let strategy = raw.strategy.as_ref().map_or(Strategy::AllAtOnce, |value| {
             match value.get_ref().as_str() {
                 "all-at-once" => Strategy::AllAtOnce,
@@ -356,13 +305,11 @@ impl Resolver<'_> {
         DeployConfig {
             canary,
             canary_sticky,
-            ready_timeout: ready_timeout.0,
+            keys,
             revision,
             state_dir,
             rollback_hook,
-            hook_timeout: hook_timeout.0,
             rollback,
-            exit_on_boot_failure,
             strategy,
             max_surge,
         }

@@ -9,7 +9,6 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::ops::Range;
 use std::path::{Component, Path, PathBuf};
-use std::time::Duration;
 
 use nix::unistd::{Gid, Group, Uid, User};
 use toml::Spanned;
@@ -26,13 +25,6 @@ mod workers;
 /// gunicorn's default listen address.
 pub(super) const DEFAULT_BIND: SocketAddr =
     SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::LOCALHOST), 8000);
-/// hyper refuses (panics on) a smaller read buffer than this.
-const MIN_HEADER_BYTES: u64 = 8 * 1024;
-/// The default `server.body_timeout` and `server.send_timeout` (see their
-/// docs in `raw` for why).
-const DEFAULT_CLIENT_TIMEOUT: Duration = Duration::from_secs(20);
-/// The default `server.max_connections`.
-const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
 /// Shortest status token: 16 characters of visible ASCII.
 const MIN_TOKEN_LEN: usize = 16;
 /// Smallest `workers.max_memory`: a Python interpreter alone uses about

@@ -86,87 +86,7 @@ impl Resolver<'_> {
             }
         }
 
-        let (backlog, at) = self.pick(
-            (args.backlog.as_ref(), "--backlog"),
-            (raw.backlog.as_ref(), "server.backlog"),
-            2048,
-        );
-        if backlog == 0 {
-            self.fail(&at, "must be at least 1, like 2048");
-        }
-        let (keepalive, at) = self.pick(
-            (args.keepalive.as_ref(), "--keepalive"),
-            (raw.keepalive.as_ref(), "server.keepalive"),
-            HumanDuration(Duration::from_secs(5)),
-        );
-        if keepalive.0.is_zero() {
-            self.fail(&at, "must be longer than 0s, like \"5s\"");
-        }
-        let (max_header_bytes, at) = self.pick(
-            (args.max_header_bytes.as_ref(), "--max-header-bytes"),
-            (raw.max_header_bytes.as_ref(), "server.max_header_bytes"),
-            ByteSize(64 * 1024),
-        );
-        if max_header_bytes.0 < MIN_HEADER_BYTES {
-            self.fail(&at, "must be at least \"8KiB\", like \"64KiB\"");
-        }
-        let (max_body_bytes, _) = self.pick(
-            (args.max_body_bytes.as_ref(), "--max-body-bytes"),
-            (raw.max_body_bytes.as_ref(), "server.max_body_bytes"),
-            ByteSize(100 * 1024 * 1024),
-        );
-        let (body_timeout, at) = self.pick(
-            (args.body_timeout.as_ref(), "--body-timeout"),
-            (raw.body_timeout.as_ref(), "server.body_timeout"),
-            HumanDuration(DEFAULT_CLIENT_TIMEOUT),
-        );
-        if body_timeout.0.is_zero() {
-            self.fail(&at, "must be longer than 0s, like \"20s\"");
-        }
-        let (send_timeout, at) = self.pick(
-            (args.send_timeout.as_ref(), "--send-timeout"),
-            (raw.send_timeout.as_ref(), "server.send_timeout"),
-            HumanDuration(DEFAULT_CLIENT_TIMEOUT),
-        );
-        if send_timeout.0.is_zero() {
-            self.fail(&at, "must be longer than 0s, like \"20s\"");
-        }
-        let (shutdown_delay, _) = self.pick(
-            (args.shutdown_delay.as_ref(), "--shutdown-delay"),
-            (raw.shutdown_delay.as_ref(), "server.shutdown_delay"),
-            HumanDuration(Duration::ZERO),
-        );
-        let (max_connections, at) = self.pick(
-            (args.max_connections.as_ref(), "--max-connections"),
-            (raw.max_connections.as_ref(), "server.max_connections"),
-            DEFAULT_MAX_CONNECTIONS,
-        );
-        if max_connections == 0 {
-            self.fail(
-                &at,
-                "must be at least 1 (it is the number of client connections open at once), \
-                 like 10000",
-            );
-        }
-        let (max_concurrent_streams, at) = self.pick(
-            (
-                args.max_concurrent_streams.as_ref(),
-                "--max-concurrent-streams",
-            ),
-            (
-                raw.max_concurrent_streams.as_ref(),
-                "server.max_concurrent_streams",
-            ),
-            100,
-        );
-        if max_concurrent_streams == 0 {
-            self.fail(&at, "must be at least 1, like 100");
-        }
-        let (max_queued, _) = self.pick(
-            (args.max_queued.as_ref(), "--max-queued"),
-            (raw.max_queued.as_ref(), "server.max_queued"),
-            1024,
-        );
+        let keys = self.resolve_server_keys(&args.server_flags, &raw);
         let (io_threads, _) = self.pick(
             (args.io_threads.as_ref(), "--io-threads"),
             (raw.io_threads.as_ref(), "server.io_threads"),
@@ -181,25 +101,15 @@ impl Resolver<'_> {
         let websocket = self.websocket(args, &raw);
         let tls = self.tls(args, raw.tls);
         ServerConfig {
+            keys,
             bind: seen,
-            backlog,
-            keepalive: keepalive.0,
-            max_header_bytes: usize::try_from(max_header_bytes.0).unwrap_or(usize::MAX),
-            max_body_bytes: max_body_bytes.0,
-            body_timeout: body_timeout.0,
-            send_timeout: send_timeout.0,
-            shutdown_delay: shutdown_delay.0,
-            max_connections,
-            max_queued,
             io_threads: match io_threads {
                 0 => auto_io_threads(cpus),
                 n => n,
             },
-            drop_privileges: raw.drop_privileges.map(|d| d.into_inner()).unwrap_or(false),
             forwarded_allow_ips,
             head_limits,
             pid_file,
-            max_concurrent_streams,
             tls,
             websocket,
         }

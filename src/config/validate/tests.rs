@@ -1,9 +1,13 @@
 //! The checks of `validate`: every problem reported with where it is and how
 //! to fix it; `health` holds those of `[health]`, `[control]` and `[deploy]`.
 
+use std::time::Duration;
+
 use super::*;
 use crate::config::tests::{env, resolve_text};
-use crate::config::{ByteSize, HumanDuration, Limits, Overrides, WorkerCount, resolve};
+use crate::config::{
+    ByteSize, HumanDuration, Limits, Overrides, ServerFlags, WorkerCount, WorkersFlags, resolve,
+};
 
 #[test]
 fn modules() {
@@ -93,7 +97,10 @@ fn boot_timeout_and_restart_backoff() {
 
     let args = Overrides {
         app: Some("m:a".into()),
-        boot_timeout: Some(HumanDuration(Duration::ZERO)),
+        workers_flags: WorkersFlags {
+            boot_timeout: Some(HumanDuration(Duration::ZERO)),
+            ..WorkersFlags::default()
+        },
         ..Overrides::default()
     };
     assert_eq!(
@@ -320,7 +327,10 @@ fn client_timeouts_and_connection_cap() {
     }
     let args = Overrides {
         app: Some("m:a".into()),
-        body_timeout: Some(HumanDuration(Duration::ZERO)),
+        server_flags: ServerFlags {
+            body_timeout: Some(HumanDuration(Duration::ZERO)),
+            ..ServerFlags::default()
+        },
         ..Overrides::default()
     };
     assert_eq!(
@@ -329,8 +339,11 @@ fn client_timeouts_and_connection_cap() {
     );
     // Flags win over the file; the defaults fill the rest.
     let args = Overrides {
-        send_timeout: Some(HumanDuration(Duration::from_secs(3))),
-        max_connections: Some(7),
+        server_flags: ServerFlags {
+            send_timeout: Some(HumanDuration(Duration::from_secs(3))),
+            max_connections: Some(7),
+            ..ServerFlags::default()
+        },
         ..Overrides::default()
     };
     let text = "[app]\nmodule = \"m:a\"\n[server]\nsend_timeout = \"9s\"\nmax_connections = 9\n\
@@ -339,9 +352,12 @@ fn client_timeouts_and_connection_cap() {
     assert_eq!(config.server.send_timeout, Duration::from_secs(3));
     assert_eq!(config.server.shutdown_delay, Duration::from_secs(15));
     assert_eq!(config.server.max_connections, 7);
-    assert_eq!(config.server.body_timeout, DEFAULT_CLIENT_TIMEOUT);
+    assert_eq!(config.server.body_timeout, Duration::from_secs(20));
     let args = Overrides {
-        shutdown_delay: Some(HumanDuration(Duration::from_secs(2))),
+        server_flags: ServerFlags {
+            shutdown_delay: Some(HumanDuration(Duration::from_secs(2))),
+            ..ServerFlags::default()
+        },
         ..Overrides::default()
     };
     let config = resolve_text(text, &args).unwrap();
@@ -407,7 +423,10 @@ fn concurrency_must_be_at_least_one() {
     // file.
     let args = Overrides {
         app: Some("main:app".into()),
-        concurrency: Some(0),
+        workers_flags: WorkersFlags {
+            concurrency: Some(0),
+            ..WorkersFlags::default()
+        },
         ..Overrides::default()
     };
     let err = problems("[workers]\nconcurrency = 8\n", &args);
@@ -417,7 +436,10 @@ fn concurrency_must_be_at_least_one() {
              holds at once), like 1000"
     );
     let args = Overrides {
-        concurrency: Some(8),
+        workers_flags: WorkersFlags {
+            concurrency: Some(8),
+            ..args.workers_flags
+        },
         ..args
     };
     let config = resolve_text("[workers]\nconcurrency = 0\n", &args).unwrap();

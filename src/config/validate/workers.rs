@@ -59,51 +59,13 @@ impl Resolver<'_> {
                 "must be at least 1 (it is the number of worker processes), or \"auto\"",
             );
         }
-        let (threads, at) = self.pick(
-            (args.threads.as_ref(), "--threads"),
-            (raw.threads.as_ref(), "workers.threads"),
-            1,
-        );
-        if threads == 0 {
-            self.fail(
-                &at,
-                "must be at least 1 (it is the number of threads per worker)",
-            );
-        }
-        let (concurrency, at) = self.pick(
-            (args.concurrency.as_ref(), "--concurrency"),
-            (raw.concurrency.as_ref(), "workers.concurrency"),
-            1000,
-        );
-        if concurrency == 0 {
-            self.fail(
-                &at,
-                "must be at least 1 (it is the number of requests one ASGI worker holds at \
-                 once), like 1000",
-            );
-        }
-        let (timeout, at) = self.pick(
-            (args.timeout.as_ref(), "--timeout"),
-            (raw.timeout.as_ref(), "workers.timeout"),
-            HumanDuration(Duration::from_secs(30)),
-        );
-        if timeout.0.is_zero() {
-            self.fail(&at, "must be longer than 0s, like \"30s\"");
-        }
+        let keys = self.resolve_workers_keys(&args.workers_flags, &raw);
         let (graceful_timeout, _) = self.pick(
             (args.graceful_timeout.as_ref(), "--graceful-timeout"),
             (raw.graceful_timeout.as_ref(), "workers.graceful_timeout"),
             // Development: an old generation should not linger.
             HumanDuration(Duration::from_secs(if dev_reload { 1 } else { 30 })),
         );
-        let (boot_timeout, at) = self.pick(
-            (args.boot_timeout.as_ref(), "--boot-timeout"),
-            (raw.boot_timeout.as_ref(), "workers.boot_timeout"),
-            HumanDuration(Duration::from_secs(30)),
-        );
-        if boot_timeout.0.is_zero() {
-            self.fail(&at, "must be longer than 0s, like \"30s\"");
-        }
         let (backoff, backoff_at) = self.pick(
             (None, ""),
             (raw.restart_backoff.as_ref(), "workers.restart_backoff"),
@@ -137,14 +99,6 @@ impl Resolver<'_> {
                 );
                 self.fail(&backoff_at, message);
             }
-        }
-        let (heartbeat_timeout, at) = self.pick(
-            (None, ""),
-            (raw.heartbeat_timeout.as_ref(), "workers.heartbeat_timeout"),
-            HumanDuration(Duration::from_secs(30)),
-        );
-        if heartbeat_timeout.0.is_zero() {
-            self.fail(&at, "must be longer than 0s, like \"30s\"");
         }
         let (max_requests, _) = self.pick(
             (args.max_requests.as_ref(), "--max-requests"),
@@ -203,15 +157,11 @@ impl Resolver<'_> {
         let limits = self.limits(&raw.limits);
         WorkersConfig {
             count,
+            keys,
             count_origin,
-            threads,
-            concurrency,
-            timeout: timeout.0,
             graceful_timeout: graceful_timeout.0,
-            boot_timeout: boot_timeout.0,
             restart_backoff: backoff.0,
             restart_backoff_max: backoff_max.0,
-            heartbeat_timeout: heartbeat_timeout.0,
             max_requests,
             max_requests_jitter,
             max_memory: max_memory.map(|(size, _)| size.0),

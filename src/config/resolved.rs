@@ -1,0 +1,513 @@
+//! The resolved configuration, [`Config`], with every default filled in:
+//! one struct per section. A section's plain keys are its `keys` (made by
+//! `section!` in `raw.rs`), read through `Deref` (`cfg.server.keepalive`);
+//! the fields here are the keys of other shapes, resolved in `validate`.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::{
+    BindAddr, DeployKeys, ForwardedAllow, HeadLimits, HealthKeys, LogConfig, MinReady, ServerKeys,
+    WorkersKeys,
+};
+
+/// The resolved configuration: every default filled in.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The TOML file this came from (absolute), if any.
+    pub source: Option<PathBuf>,
+    /// This instance's name, which keys its default control socket and
+    /// state folder (see `config/instance.rs`), e.g. `shop-5c1e0a3f`.
+    pub instance: String,
+    pub app: AppConfig,
+    pub server: ServerConfig,
+    pub workers: WorkersConfig,
+    pub health: HealthConfig,
+    pub control: ControlConfig,
+    pub deploy: DeployConfig,
+    /// Things that work but should be written differently (a deprecated
+    /// key), logged once at start-up.
+    pub warnings: Vec<String>,
+    pub log: LogConfig,
+    pub hooks: HooksConfig,
+    pub dev: DevConfig,
+}
+
+/// `[dev]`: `--reload` and what it watches (see `crate::dev`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DevConfig {
+    pub reload: bool,
+    /// Globs (checked: each compiles) of the files whose changes count.
+    pub include: Vec<String>,
+    /// Globs of the files and folders whose changes never count.
+    pub exclude: Vec<String>,
+}
+
+/// The default `dev.reload_include`.
+pub const RELOAD_INCLUDE: &[&str] = &["*.py"];
+/// The default `dev.reload_exclude`.
+pub const RELOAD_EXCLUDE: &[&str] = &[
+    ".git",
+    "__pycache__",
+    ".venv",
+    "venv",
+    "node_modules",
+    ".tox",
+    ".mypy_cache",
+    ".pytest_cache",
+];
+
+/// `[hooks]`: commands run on life-cycle events (see `crate::hooks`). Each
+/// is the program then its arguments, checked like `rollback_hook`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HooksConfig {
+    pub on_worker_exit: Option<Vec<String>>,
+    pub on_ready: Option<Vec<String>>,
+    pub on_reload_failed: Option<Vec<String>>,
+}
+
+#[derive(Debug, Clone)]
+pub struct AppConfig {
+    /// "pkg.mod:callable" (callable defaults to "application" like gunicorn when
+    /// the ":callable" part is missing).
+    pub module: String,
+    pub interface: Interface,
+    /// Interpreter: `--python`, `app.python`, else the virtualenv corral is
+    /// installed in, else `$VIRTUAL_ENV/bin/python`, else `python3` (see
+    /// `validate::default_python`). A bare name (no `/`) is looked up in
+    /// `PATH`; anything else is absolute.
+    pub python: PathBuf,
+    /// Where `python` came from, for the start-up log and `corral check`.
+    pub python_origin: String,
+    /// Absolute path (resolved against the config file's folder or the cwd).
+    pub chdir: Option<PathBuf>,
+    /// Absolute paths, in the order given.
+    pub pythonpath: Vec<PathBuf>,
+    /// Set over what the workers inherit (`app.env`, then `--env`).
+    pub env: BTreeMap<String, String>,
+    /// The only variables of corral's environment the workers inherit:
+    /// names, or patterns with `*` ([`EnvAllow::allows`]). `None`: all of
+    /// them. Either way never the service manager's nor corral's own
+    /// ([`is_corral_own_env`]).
+    pub env_allow: Option<EnvAllow>,
+    /// Call the attribute with no arguments and serve what it returns
+    /// (`app.factory`, `--factory`). Never together with a `module` that
+    /// has arguments ("main:create_app('prod')"), which is a factory call
+    /// of its own.
+    pub factory: bool,
+    /// The prefix the app is mounted under ("/api"): SCRIPT_NAME for WSGI,
+    /// `root_path` for ASGI. "" for none; else it starts with "/", does not
+    /// end with "/", and holds only visible ASCII without '?', '#' or '%'.
+    pub root_path: String,
+}
+
+/// `app.env_allow`: the names and `*` patterns of the variables workers
+/// inherit from corral.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EnvAllow(pub Vec<String>);
+
+impl EnvAllow {
+    /// Whether `name` matches one of the names or patterns; `*` matches any
+    /// run of characters ("LC_*", "*_URL", "*").
+    pub fn allows(&self, name: &str) -> bool {
+        self.0.iter().any(|pattern| glob_match(pattern, name))
+    }
+}
+
+/// `*`-only glob matching, for [`EnvAllow`].
+fn glob_match(pattern: &str, name: &str) -> bool {
+    match pattern.split_once('*') {
+        None => pattern == name,
+        Some((head, rest)) => {
+            let Some(mut tail) = name.strip_prefix(head) else {
+                return false;
+            };
+            if !rest.contains('*') {
+                return tail.len() >= rest.len() && tail.ends_with(rest);
+            }
+            // Try every position for the next literal part.
+            loop {
+                if glob_match(rest, tail) {
+                    return true;
+                }
+                let mut chars = tail.chars();
+                if chars.next().is_none() {
+                    return false;
+                }
+                tail = chars.as_str();
+            }
+        }
+    }
+}
+
+/// The variables of corral's environment that belong to its service
+/// manager (systemd's socket activation, notify socket and watchdog) or to
+/// corral itself (`CORRAL_*`: its flags set from the environment, the
+/// status token, its re-exec hand-over): no worker inherits them, whatever
+/// `app.env_allow` says.
+pub fn is_corral_own_env(name: &str) -> bool {
+    const SERVICE_MANAGER: &[&str] = &[
+        "LISTEN_FDS",
+        "LISTEN_PID",
+        "LISTEN_FDNAMES",
+        "NOTIFY_SOCKET",
+        "WATCHDOG_USEC",
+        "WATCHDOG_PID",
+    ];
+    SERVICE_MANAGER.contains(&name) || name.starts_with("CORRAL_")
+}
+
+/// What `app.pass_env` (deprecated) used to give on top of its names, so
+/// that an old file keeps its meaning as `app.env_allow`.
+pub const OLD_BASE_ENV: &[&str] = &[
+    "PATH",
+    "HOME",
+    "LANG",
+    "LANGUAGE",
+    "LC_*",
+    "TZ",
+    "TMPDIR",
+    "VIRTUAL_ENV",
+    "PYTHONPATH",
+];
+
+/// The protocol between the worker and the app.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Interface {
+    /// PEP 3333: `app(environ, start_response)`, run on the worker's threads.
+    Wsgi,
+    /// ASGI 3: `async app(scope, receive, send)`, run on an event loop.
+    Asgi,
+    /// ASGI when the callable (or its `__call__`) is a coroutine function,
+    /// else WSGI.
+    Auto,
+}
+
+impl Interface {
+    /// As written in the file and on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Interface::Wsgi => "wsgi",
+            Interface::Asgi => "asgi",
+            Interface::Auto => "auto",
+        }
+    }
+}
+
+/// `[server]`, resolved.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// The plain keys (`backlog`, `keepalive`, ...: see `RawServer`),
+    /// read through `Deref` as `server.keepalive`.
+    pub keys: ServerKeys,
+    /// Never empty.
+    pub bind: Vec<Bind>,
+    /// Threads of corral's own async runtime (the HTTP front, the
+    /// supervisor, the status server). At least 1: `server.io_threads = 0`
+    /// (the default) is resolved at load time to half the CPUs this process
+    /// may use (`std::thread::available_parallelism`), at least 1.
+    pub io_threads: usize,
+    /// TCP peers whose X-Forwarded-For and X-Forwarded-Proto headers are
+    /// trusted (`server.forwarded_allow_ips`); by default 127.0.0.1 and ::1.
+    /// Connections on Unix sockets are always trusted.
+    pub forwarded_allow_ips: ForwardedAllow,
+    /// gunicorn's `limit_request_*` beside `max_header_bytes`.
+    pub head_limits: HeadLimits,
+    /// Where corral writes its pid, if anywhere.
+    pub pid_file: Option<PathBuf>,
+    /// HTTPS on every bind (`[server.tls]`), if configured.
+    pub tls: Option<crate::tls::TlsFiles>,
+    /// Pings and the message limit of WebSockets.
+    pub websocket: WebSocketLimits,
+}
+
+impl std::ops::Deref for ServerConfig {
+    type Target = ServerKeys;
+    fn deref(&self) -> &ServerKeys {
+        &self.keys
+    }
+}
+
+/// `server.ws_*`: WebSocket keep-alive and the client message limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WebSocketLimits {
+    /// How often an open socket is pinged; `None`: never.
+    pub ping_interval: Option<Duration>,
+    /// How long a ping may go unanswered before the socket is closed with
+    /// 1011 (> 0).
+    pub ping_timeout: Duration,
+    /// Largest client message (1 to 16 MiB); a bigger one closes with 1009.
+    pub max_message: usize,
+}
+
+/// A value that must not show up in logs or debug output (the status
+/// token): its `Debug` prints a placeholder.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(pub(super) String);
+
+impl Secret {
+    #[cfg(test)]
+    pub fn new(value: String) -> Secret {
+        Secret(value)
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(..)")
+    }
+}
+
+/// One listen address and where it was configured (for error messages).
+#[derive(Debug, Clone)]
+pub struct Bind {
+    pub addr: BindAddr,
+    /// e.g. "corral.toml:7 (key server.bind)", "--bind" or
+    /// "default (no --bind or server.bind given)".
+    pub origin: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct WorkersConfig {
+    /// The plain keys (see `RawWorkers` in `raw.rs`), read through `Deref`.
+    pub keys: WorkersKeys,
+    /// At least 1.
+    pub count: usize,
+    /// Where `count` came from, for the start-up log and `corral check`:
+    /// "--workers", "workers.count = \"auto\": affinity mask: 2 CPUs", ...
+    pub count_origin: String,
+    /// May be 0 (stop without waiting).
+    pub graceful_timeout: Duration,
+    /// Delay before restarting a slot whose worker failed to boot or died
+    /// soon after starting; doubles per consecutive failure. Longer than 0.
+    pub restart_backoff: Duration,
+    /// Cap on that delay. At least `restart_backoff`.
+    pub restart_backoff_max: Duration,
+    /// Requests after which a worker is recycled (replaced gracefully), plus
+    /// a random 0..=`max_requests_jitter`; 0: never. `max_requests +
+    /// max_requests_jitter` fits in a `u64`.
+    pub max_requests: u64,
+    /// Upper bound of the random extra requests added to `max_requests` per
+    /// worker (ignored while `max_requests` is 0).
+    pub max_requests_jitter: u64,
+    /// RSS in bytes above which a worker is recycled gracefully; `None`: no
+    /// limit. At least 16 MiB.
+    pub max_memory: Option<u64>,
+    /// Who the workers run as (`workers.user`, `workers.group`), looked up
+    /// when the config is loaded; `None` (neither key set): corral's own
+    /// user and groups.
+    pub identity: Option<Identity>,
+    /// Resource limits and umask of the workers (`[workers.limits]`).
+    pub limits: Limits,
+}
+
+impl std::ops::Deref for WorkersConfig {
+    type Target = WorkersKeys;
+    fn deref(&self) -> &WorkersKeys {
+        &self.keys
+    }
+}
+
+/// The user and groups the workers run as, while corral keeps its own user
+/// (root, to bind the ports).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    /// The user's name (from `workers.user`, else corral's own user's name,
+    /// or its uid when it has no name).
+    pub user: String,
+    /// From `workers.user`; corral's own uid when only `workers.group` is
+    /// set.
+    pub uid: u32,
+    /// The primary group: from `workers.group`, else the user's.
+    pub gid: u32,
+    /// The supplementary groups (for setgroups(2)): those of `user` in the
+    /// group database, `gid` included, as from getgrouplist(3) (initgroups);
+    /// just `[gid]` when only `workers.group` is set.
+    pub groups: Vec<u32>,
+}
+
+/// Resource limits and umask of the workers (`[workers.limits]`). Each
+/// limit is both the soft and the hard limit; `None`: corral's own is kept.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Limits {
+    /// RLIMIT_NOFILE (open files). At least 64.
+    pub nofile: Option<u64>,
+    /// RLIMIT_AS in bytes (address space). At least 16 MiB.
+    pub address_space: Option<u64>,
+    /// RLIMIT_CORE in bytes; 0 disables core dumps.
+    pub core: Option<u64>,
+    /// The umask. At most 0o777.
+    pub umask: Option<u32>,
+}
+
+#[derive(Debug, Clone)]
+pub struct HealthConfig {
+    /// The plain keys (see `RawHealth` in `raw.rs`), read through `Deref`.
+    pub keys: HealthKeys,
+    /// Where the status server (/health/live, /health/ready, /status,
+    /// /metrics) listens; `None`: no status server. Never one of
+    /// `server.bind` (nor overlapping one on the same TCP port). Origins
+    /// look like "corral.toml:12 (key health.status_bind)" or
+    /// "--status-bind".
+    pub status_bind: Option<Bind>,
+    /// Workers that must be in service for /health/ready to answer 200; see
+    /// [`MinReady::required`]. A count is between 1 and `workers.count`; a
+    /// percentage between 1 and 100.
+    pub min_ready: MinReady,
+    /// The path ("/health/ready", maybe with a "?query") that corral GETs
+    /// from each worker through its private channel before the worker
+    /// enters service and every `probe_interval` after; 2xx means ready.
+    /// `None`: no readiness probe. Starts with "/" and holds only visible
+    /// ASCII, without '#'.
+    pub ready_path: Option<String>,
+    /// The bearer token /status and /metrics require: from
+    /// `--status-token-file`, else `$CORRAL_STATUS_TOKEN`, else
+    /// `health.status_token_file`, else `health.status_token`. At least 16
+    /// bytes of visible ASCII. `None`: no token.
+    pub status_token: Option<Secret>,
+    /// The panic threshold (as in Envoy): when fewer workers than this are
+    /// in service, requests go to every live worker rather than to none; see
+    /// [`MinReady::required`]. Same bounds as `min_ready`.
+    pub min_in_service: MinReady,
+}
+
+impl std::ops::Deref for HealthConfig {
+    type Target = HealthKeys;
+    fn deref(&self) -> &HealthKeys {
+        &self.keys
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ControlConfig {
+    /// The control socket (a Unix socket whose file permissions are the
+    /// access control): absolute, at most 107 bytes. From `--socket`
+    /// (relative to the cwd), else `control.socket` (relative to the config
+    /// file's folder), else the default: `$RUNTIME_DIRECTORY/corral.sock`,
+    /// else one per instance (`config/instance.rs`):
+    /// `$XDG_RUNTIME_DIR/corral/NAME/corral.sock`,
+    /// `/run/corral/NAME/corral.sock` as root, else
+    /// `/tmp/corral-UID/NAME/corral.sock`. Its folder may not exist yet.
+    pub socket: PathBuf,
+}
+
+#[derive(Debug, Clone)]
+pub struct DeployConfig {
+    /// The plain keys (see `RawDeploy` in `raw.rs`), read through `Deref`.
+    pub keys: DeployKeys,
+    /// How the code a generation runs is named (its revision).
+    pub revision: RevisionSource,
+    /// Where corral keeps what outlives it (the last known good revision):
+    /// absolute. From `deploy.state_dir` (relative to the config file's
+    /// folder), else the default: `$STATE_DIRECTORY`, else one folder per
+    /// instance under `/var/lib/corral` as
+    /// root, `$XDG_STATE_HOME/corral`, `$HOME/.local/state/corral`, else
+    /// `/tmp/corral-UID-state`. It may not exist yet.
+    pub state_dir: PathBuf,
+    /// The command run when a reload (or the first start) fails to come up:
+    /// the program, then its arguments. Never empty, and the program is not
+    /// empty; a program path with '/' is absolute (resolved against the
+    /// config file's folder), a bare name is looked up in `PATH`. No string
+    /// holds a NUL byte. `None`: no hook.
+    pub rollback_hook: Option<Vec<String>>,
+    /// The built-in rollback run when a reload (or the first start) fails
+    /// to come up, after `rollback_hook` when both are set. `GitReset` only
+    /// with `revision` [`RevisionSource::Git`] or [`RevisionSource::Auto`];
+    /// `Symlink` only with `app.chdir` set.
+    pub rollback: Rollback,
+    /// How a reload replaces the workers.
+    pub strategy: Strategy,
+    /// With [`Strategy::Rolling`], the most workers a reload may run beyond
+    /// `workers.count` at any time. At least 1; ignored with
+    /// [`Strategy::AllAtOnce`].
+    pub max_surge: usize,
+    /// Canary reloads (`deploy.canary_*`); `None`: a reload switches as
+    /// soon as the new generation is in service.
+    pub canary: Option<CanaryConfig>,
+    /// `deploy.canary_sticky`: what keeps a client on one generation
+    /// during a canary.
+    pub canary_sticky: Sticky,
+}
+
+impl std::ops::Deref for DeployConfig {
+    type Target = DeployKeys;
+    fn deref(&self) -> &DeployKeys {
+        &self.keys
+    }
+}
+
+/// `deploy.canary_sticky`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Sticky {
+    /// Each request on its own.
+    #[default]
+    None,
+    ClientAddress,
+    /// A header's value (the name in lower case).
+    Header(String),
+    /// A cookie's value.
+    Cookie(String),
+}
+
+/// `deploy.canary_*`: the share of requests a new generation gets first,
+/// and the rule it must pass ([`crate::canary::judge`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CanaryConfig {
+    /// Percent of requests, 1 to 50.
+    pub share: u32,
+    pub thresholds: crate::canary::Thresholds,
+}
+
+/// The built-in rollback (`deploy.rollback`): what puts the last known good
+/// code back on disk when a reload (or the first start) fails to come up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rollback {
+    /// The default: no built-in rollback.
+    None,
+    /// Reset the git checkout in the app folder (`app.chdir`, else the cwd)
+    /// to the last known good commit (not HEAD~1).
+    GitReset,
+    /// Point the `current` symlink, the app folder (`app.chdir`) itself,
+    /// back at the last good release.
+    Symlink,
+}
+
+/// How a reload replaces the workers (`deploy.strategy`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Strategy {
+    /// The default: the whole new generation boots beside the old one and
+    /// takes over once all of it is in service.
+    AllAtOnce,
+    /// A few workers at a time, at most [`DeployConfig::max_surge`] beyond
+    /// `workers.count`.
+    Rolling,
+}
+
+/// How corral names the code a generation runs (`deploy.revision`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RevisionSource {
+    /// The default: whichever of the others fits the app folder (the
+    /// runtime decides).
+    Auto,
+    /// The commit checked out in the app folder (`app.chdir`), from
+    /// `git rev-parse HEAD`.
+    Git,
+    /// The resolved target of the app folder when it is a symlink, like
+    /// `current -> releases/X`.
+    Symlink,
+    /// A command whose output is the revision: the program, then its
+    /// arguments. Same rules as [`DeployConfig::rollback_hook`]: never
+    /// empty, the program not empty, a program path with '/' absolute.
+    Command(Vec<String>),
+    /// No revision.
+    None,
+}
