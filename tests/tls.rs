@@ -309,10 +309,16 @@ fn served_subject(dir: &Path, addr: &str) -> String {
 fn reload_reads_a_new_certificate_and_keeps_the_old_one_when_the_new_is_bad() {
     let app = AppDir::new(&[("app.py", WSGI)]);
     make_certs(app.path(), "first");
-    let mut args = vec!["app:app"];
+    let mut args = vec!["app:app", "--status-bind", "127.0.0.1:0"];
     args.extend(tls_args());
     let c = Corral::start(app.path(), &args, 1);
     assert_eq!(served_subject(app.path(), &c.addr), "CN=first");
+    // /status shows the certificate in force: subject and expiry (the
+    // test's certificates are valid for 2 days).
+    let tls = c.status_json()["tls"].clone();
+    assert_eq!(tls["subject"], "CN=first", "{tls}");
+    assert_eq!(tls["expires_in_days"], 1, "{tls}");
+    assert!(tls["last_reload"].is_null(), "{tls}");
     let reload = || {
         Command::new(corral_bin())
             .args(["reload", "--wait", "--socket", c.socket.to_str().unwrap()])
@@ -327,6 +333,9 @@ fn reload_reads_a_new_certificate_and_keeps_the_old_one_when_the_new_is_bad() {
         String::from_utf8_lossy(&out.stdout)
     );
     assert_eq!(served_subject(app.path(), &c.addr), "CN=second");
+    let tls = c.status_json()["tls"].clone();
+    assert_eq!(tls["subject"], "CN=second", "{tls}");
+    assert_eq!(tls["last_reload"]["ok"], true, "{tls}");
     std::fs::write(app.path().join("server.pem"), "garbage\n").unwrap();
     let out = reload();
     let text =
@@ -335,6 +344,28 @@ fn reload_reads_a_new_certificate_and_keeps_the_old_one_when_the_new_is_bad() {
     assert!(text.contains("the certificate in force stays"), "{text}");
     assert_eq!(served_subject(app.path(), &c.addr), "CN=second");
     assert!(c.log.text().contains("no PEM certificate"));
+    // /status and `corral status` report the failed reload beside the
+    // certificate still in force.
+    let tls = c.status_json()["tls"].clone();
+    assert_eq!(tls["subject"], "CN=second", "{tls}");
+    assert_eq!(tls["last_reload"]["ok"], false, "{tls}");
+    assert_eq!(tls["reload_failures"], 1, "{tls}");
+    let error = tls["last_reload"]["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("[server.tls] certfile") && error.contains("no PEM certificate"),
+        "{tls}"
+    );
+    let out = Command::new(corral_bin())
+        .args(["status", "--socket", c.socket.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains(
+            "tls: CN=second, expires in 1 days; last reload FAILED: [server.tls] certfile"
+        ),
+        "{text}"
+    );
 }
 
 const WS_ECHO: &str = "async def app(scope, receive, send):\n    if scope['type'] != 'websocket':\n        return\n    await receive()\n    await send({'type': 'websocket.accept'})\n    while True:\n        msg = await receive()\n        if msg['type'] != 'websocket.receive':\n            return\n        await send({'type': 'websocket.send', 'text': scope['scheme'] + ' ' + msg['text']})\n";
