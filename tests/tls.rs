@@ -224,6 +224,49 @@ fn mutual_tls_refuses_a_client_without_a_certificate_and_names_the_one_with() {
     }
 }
 
+/// A gunicorn config with mutual TLS, as gunicorn's docs write it.
+const GUNICORN_TLS_CONF: &str = "import ssl\nbind = '127.0.0.1:0'\ncertfile = 'server.pem'\nkeyfile = 'server.key'\nca_certs = 'ca.pem'\ncert_reqs = ssl.CERT_REQUIRED\nssl_version = ssl.PROTOCOL_TLS_SERVER\nwsgi_app = 'app:app'\n";
+
+#[test]
+fn import_gunicorn_carries_mutual_tls_over_and_the_converted_file_serves_it() {
+    let app = AppDir::new(&[("app.py", WSGI), ("gunicorn.conf.py", GUNICORN_TLS_CONF)]);
+    make_certs(app.path(), "localhost");
+    let out = Command::new(corral_bin())
+        .current_dir(app.path())
+        .args(["import-gunicorn", "gunicorn.conf.py", "--python", &python()])
+        .output()
+        .unwrap();
+    let toml = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(toml.contains("\n[server.tls]\n"), "{toml}");
+    assert!(toml.contains("\ncertfile = \""), "{toml}");
+    assert!(toml.contains("cert_reqs = \"required\"\n"), "{toml}");
+    assert!(
+        !toml.contains("min_version") && !stderr.contains("ssl_version"),
+        "PROTOCOL_TLS_SERVER needs nothing: {toml}{stderr}"
+    );
+    std::fs::write(app.path().join("corral.toml"), &toml).unwrap();
+    let c = Corral::start(app.path(), &["-c", "corral.toml"], 1);
+    let url = format!("https://{}/", c.addr);
+    let (code, body, _) = curl(app.path(), &["--cacert", "ca.pem", &url]);
+    assert_ne!(code, 0, "served without a client certificate: {body}");
+    let (code, body, err) = curl(
+        app.path(),
+        &[
+            "--cacert",
+            "ca.pem",
+            "--cert",
+            "client.pem",
+            "--key",
+            "client.key",
+            &url,
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(body, "https on HTTP/2 O=Example, CN=alice");
+}
+
 #[test]
 fn bad_certificates_and_keys_are_config_errors_that_say_where() {
     let app = AppDir::new(&[("app.py", WSGI)]);
