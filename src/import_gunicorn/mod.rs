@@ -378,7 +378,7 @@ pub fn convert(
             "certfile" | "keyfile" | "ca_certs" => match text(v) {
                 Some(p) => {
                     let path = out.path(&p);
-                    out.set("server.tls", *name, path);
+                    out.set("server.tls", name, path);
                 }
                 None => bad(&mut out, v),
             },
