@@ -190,6 +190,10 @@ fn h2c_with_prior_knowledge_on_a_plain_bind_beside_http11() {
     let (code, body, err) = curl(app.path(), &[&url]);
     assert_eq!(code, 0, "{err}");
     assert_eq!(body, "http 1.1 None False None");
+    // `Upgrade: h2c` is not taken up: the request is answered on HTTP/1.1.
+    let (code, body, err) = curl(app.path(), &["--http2", &url]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(body, "http 1.1 None False None");
 }
 
 #[test]
