@@ -6,7 +6,7 @@ certificate this script makes (openssl), load from h2load (nghttp2-client):
 - HTTP/2 over TLS (ALPN h2): corral against granian --http 2;
 - h2c (HTTP/2 with prior knowledge, no TLS): corral against granian --http 2;
 - HTTPS/1.1 (h2load --h1): corral against granian --http 1 and gunicorn
-  (sync workers, --certfile/--keyfile).
+  (gthread workers, --certfile/--keyfile).
 
 Each point: WARMUP seconds of load, then DURATION seconds measured. Reported:
 req/s (h2load), p99 latency (from h2load's per-request log), and CPU per
@@ -74,13 +74,16 @@ def servers(cert, key):
         return argv + ["hello:app"]
 
     def gunicorn(port, tls, http):
-        return [os.path.join(VBIN, "gunicorn"), "-w", "2", "-k", "sync", "-b",
+        # gthread: sync workers close every connection, which h2load's
+        # keep-alive HTTP/1.1 clients do not survive.
+        return [os.path.join(VBIN, "gunicorn"), "-w", "2", "-k", "gthread", "--threads", "4",
+                "-b",
                 f"127.0.0.1:{port}", "--chdir", APPS, "--certfile", cert, "--keyfile", key,
                 "hello:app"]
 
     return {"corral": ("corral -w 2", corral),
             "granian": ("granian wsgi --workers 2 --blocking-threads 1", granian),
-            "gunicorn": ("gunicorn -w 2 -k sync", gunicorn)}
+            "gunicorn": ("gunicorn -w 2 -k gthread --threads 4", gunicorn)}
 
 
 # (protocol label, TLS, granian's --http, h2load flags, servers)
@@ -124,8 +127,8 @@ def cpu(pid):
         return 0.0
 
 
-def wait_ready(url, tls, deadline):
-    scheme_flags = ["-k"] if tls else []
+def wait_ready(url, tls, http, deadline):
+    scheme_flags = ["-k"] if tls else (["--http2-prior-knowledge"] if http == "2" else [])
     while time.time() < deadline:
         r = subprocess.run(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}",
                             "--max-time", "2", *scheme_flags, url],
@@ -137,10 +140,14 @@ def wait_ready(url, tls, deadline):
 
 
 def h2load(url, flags, seconds, log_file=None):
-    argv = ["h2load", "-t", "1", "-D", str(seconds), *flags, url]
+    argv = ["h2load", "-t", "1", "-D", str(seconds), "-N", "5", *flags, url]
     if log_file:
         argv.insert(1, f"--log-file={log_file}")
-    r = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 60)
+    try:
+        r = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 30)
+    except subprocess.TimeoutExpired:
+        log(f"h2load did not finish: {' '.join(argv)}")
+        return ""
     return r.stdout
 
 
@@ -173,7 +180,7 @@ def measure(name, argv_of, label, tls, http, flags, workdir):
     proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
     try:
-        if not wait_ready(url, tls, time.time() + 30):
+        if not wait_ready(url, tls, http, time.time() + 30):
             log(f"{name} never answered on {url}")
             return None
         time.sleep(1)  # every worker up
@@ -184,6 +191,8 @@ def measure(name, argv_of, label, tls, http, flags, workdir):
         out = h2load(url, flags, DURATION, log_file)
         main_cpu = cpu(proc.pid) - before[proc.pid]
         tree_cpu = sum(cpu(p) - before[p] for p in pids)
+        if not out:
+            return None
         reqs, p99, ok, failed = parse(out, log_file)
         total = max(ok, 1)
         return {"label": label, "server": name, "rps": reqs, "p99": p99, "ok": ok,
