@@ -264,6 +264,7 @@ async fn run(cfg: Arc<config::Config>, inherited: front::listeners::Inherited) -
         supervisor: handle.clone(),
         cfg: cfg.clone(),
         router,
+        tls: tls.clone(),
     });
     let (gate_tx, gate_rx) = tokio::sync::watch::channel(false);
     // A re-executed corral, and a socket-activated one, accept once their

@@ -37,6 +37,8 @@ pub struct StatusState {
     pub supervisor: SupervisorHandle,
     pub cfg: Arc<Config>,
     pub router: Arc<Router>,
+    /// The app port's TLS, when it has some.
+    pub tls: Option<Arc<crate::tls::Tls>>,
 }
 
 /// The most connections the status server holds open at once; beyond, new
@@ -362,6 +364,8 @@ pub fn status(state: &StatusState) -> serde_json::Value {
         "rollback_hook": snap.rollback_hook,
         "reloading": snap.reloading,
         "last_reload": snap.last_reload,
+        // The certificate in force and the last reload of its files.
+        "tls": state.tls.as_ref().map(|t| t.status()),
         // While a canary runs: its share and both generations' figures.
         "canary": state.router.split().map(|s| json!({
             "generation": s.generation,

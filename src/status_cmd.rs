@@ -197,6 +197,23 @@ pub fn render(v: &Value) -> String {
             .map(|c| format!(", config {c}"))
             .unwrap_or_default(),
     ));
+    if let Some(tls) = v["tls"].as_object() {
+        out.push_str(&format!(
+            "tls: {}, expires in {} days",
+            tls.get("subject").and_then(Value::as_str).unwrap_or("?"),
+            tls.get("expires_in_days")
+                .map(Value::to_string)
+                .unwrap_or_default(),
+        ));
+        if let Some(err) = tls
+            .get("last_reload")
+            .and_then(|r| r.get("error"))
+            .and_then(Value::as_str)
+        {
+            out.push_str(&format!("; last reload FAILED: {err}"));
+        }
+        out.push('\n');
+    }
     out.push_str(&format!(
         "ready: {} ({})\n\n",
         if v["ready"].as_bool() == Some(true) {

@@ -11,9 +11,11 @@
 //! [`Tls`] holds the config in force; [`Tls::reload`] reads the files
 //! again (on `corral reload` and SIGHUP) and keeps the old config when the
 //! new files do not load. Open connections keep the config they began with.
+//! [`Tls::status`] is the `tls` object of `/status`: the certificate in
+//! force (subject, expiry) and the last reload's error.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
@@ -253,21 +255,115 @@ pub fn load(files: &TlsFiles) -> Result<Arc<rustls::ServerConfig>, TlsError> {
 pub struct Tls {
     files: TlsFiles,
     current: ArcSwap<rustls::ServerConfig>,
+    /// What `/status` shows: the certificate in force and the last reload.
+    state: Mutex<TlsState>,
+}
+
+/// The certificate in force and how the last reload of the files went.
+#[derive(Debug, Clone, Default)]
+struct TlsState {
+    /// The leaf certificate's subject and last valid moment (Unix time).
+    subject: Option<String>,
+    not_after: Option<i64>,
+    /// Unix time the certificate in force was read.
+    loaded_at: f64,
+    /// The last reload: when (Unix time) and its error, if it failed.
+    last_reload: Option<(f64, Option<String>)>,
+    reload_failures: u64,
+}
+
+impl TlsState {
+    fn of(files: &TlsFiles) -> TlsState {
+        let leaf = certificates("certfile", &files.certfile)
+            .ok()
+            .and_then(|c| c.into_iter().next());
+        let parsed = leaf.as_ref().and_then(|c| {
+            let (_, cert) = x509_parser::parse_x509_certificate(c).ok()?;
+            Some((
+                cert.subject().to_string(),
+                cert.validity().not_after.timestamp(),
+            ))
+        });
+        TlsState {
+            subject: parsed.as_ref().map(|(s, _)| s.clone()),
+            not_after: parsed.map(|(_, t)| t),
+            loaded_at: unix_now(),
+            ..TlsState::default()
+        }
+    }
+}
+
+fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs_f64()
 }
 
 impl Tls {
     pub fn new(files: TlsFiles) -> Result<Tls, TlsError> {
         let config = load(&files)?;
+        let state = Mutex::new(TlsState::of(&files));
         Ok(Tls {
             files,
             current: ArcSwap::new(config),
+            state,
         })
     }
 
-    /// Reads the files again; on an error the config in force stays.
+    /// Reads the files again; on an error the config in force stays, and
+    /// `/status` shows the error until a reload succeeds.
     pub fn reload(&self) -> Result<(), TlsError> {
-        self.current.store(load(&self.files)?);
-        Ok(())
+        let loaded = load(&self.files);
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        match loaded {
+            Ok(config) => {
+                self.current.store(config);
+                *state = TlsState {
+                    last_reload: Some((unix_now(), None)),
+                    reload_failures: state.reload_failures,
+                    ..TlsState::of(&self.files)
+                };
+                Ok(())
+            }
+            Err(e) => {
+                state.last_reload =
+                    Some((unix_now(), Some(format!("[server.tls] {}: {e}", e.key()))));
+                state.reload_failures += 1;
+                Err(e)
+            }
+        }
+    }
+
+    /// The `tls` object of `/status`: the files, the certificate in force
+    /// (subject, expiry) and the last reload's outcome.
+    pub fn status(&self) -> serde_json::Value {
+        let state = self.state.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let now = unix_now();
+        serde_json::json!({
+            "certfile": self.files.certfile,
+            "keyfile": self.files.keyfile,
+            "ca_certs": self.files.ca_certs,
+            "cert_reqs": match self.files.cert_reqs {
+                CertReqs::None => "none",
+                CertReqs::Optional => "optional",
+                CertReqs::Required => "required",
+            },
+            "min_version": match self.files.min_version {
+                MinVersion::Tls12 => "1.2",
+                MinVersion::Tls13 => "1.3",
+            },
+            "subject": state.subject,
+            "not_after": state.not_after,
+            "expires_in_days": state.not_after.map(|t| ((t as f64 - now) / 86_400.0).floor() as i64),
+            "loaded_at": state.loaded_at,
+            "last_reload": state.last_reload.map(|(at, error)| serde_json::json!({
+                "at": at,
+                "ok": error.is_none(),
+                "error": error,
+            })),
+            "reload_failures": state.reload_failures,
+        })
     }
 
     /// The TLS handshake of one connection, within `timeout`.

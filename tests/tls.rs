@@ -190,6 +190,10 @@ fn h2c_with_prior_knowledge_on_a_plain_bind_beside_http11() {
     let (code, body, err) = curl(app.path(), &[&url]);
     assert_eq!(code, 0, "{err}");
     assert_eq!(body, "http 1.1 None False None");
+    // `Upgrade: h2c` is not taken up: the request is answered on HTTP/1.1.
+    let (code, body, err) = curl(app.path(), &["--http2", &url]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(body, "http 1.1 None False None");
 }
 
 #[test]
@@ -222,6 +226,49 @@ fn mutual_tls_refuses_a_client_without_a_certificate_and_names_the_one_with() {
         assert_eq!(code, 0, "{err}");
         assert_eq!(body, expected);
     }
+}
+
+/// A gunicorn config with mutual TLS, as gunicorn's docs write it.
+const GUNICORN_TLS_CONF: &str = "import ssl\nbind = '127.0.0.1:0'\ncertfile = 'server.pem'\nkeyfile = 'server.key'\nca_certs = 'ca.pem'\ncert_reqs = ssl.CERT_REQUIRED\nssl_version = ssl.PROTOCOL_TLS_SERVER\nwsgi_app = 'app:app'\n";
+
+#[test]
+fn import_gunicorn_carries_mutual_tls_over_and_the_converted_file_serves_it() {
+    let app = AppDir::new(&[("app.py", WSGI), ("gunicorn.conf.py", GUNICORN_TLS_CONF)]);
+    make_certs(app.path(), "localhost");
+    let out = Command::new(corral_bin())
+        .current_dir(app.path())
+        .args(["import-gunicorn", "gunicorn.conf.py", "--python", &python()])
+        .output()
+        .unwrap();
+    let toml = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(toml.contains("\n[server.tls]\n"), "{toml}");
+    assert!(toml.contains("\ncertfile = \""), "{toml}");
+    assert!(toml.contains("cert_reqs = \"required\"\n"), "{toml}");
+    assert!(
+        !toml.contains("min_version") && !stderr.contains("ssl_version"),
+        "PROTOCOL_TLS_SERVER needs nothing: {toml}{stderr}"
+    );
+    std::fs::write(app.path().join("corral.toml"), &toml).unwrap();
+    let c = Corral::start(app.path(), &["-c", "corral.toml"], 1);
+    let url = format!("https://{}/", c.addr);
+    let (code, body, _) = curl(app.path(), &["--cacert", "ca.pem", &url]);
+    assert_ne!(code, 0, "served without a client certificate: {body}");
+    let (code, body, err) = curl(
+        app.path(),
+        &[
+            "--cacert",
+            "ca.pem",
+            "--cert",
+            "client.pem",
+            "--key",
+            "client.key",
+            &url,
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(body, "https on HTTP/2 O=Example, CN=alice");
 }
 
 #[test]
@@ -309,10 +356,16 @@ fn served_subject(dir: &Path, addr: &str) -> String {
 fn reload_reads_a_new_certificate_and_keeps_the_old_one_when_the_new_is_bad() {
     let app = AppDir::new(&[("app.py", WSGI)]);
     make_certs(app.path(), "first");
-    let mut args = vec!["app:app"];
+    let mut args = vec!["app:app", "--status-bind", "127.0.0.1:0"];
     args.extend(tls_args());
     let c = Corral::start(app.path(), &args, 1);
     assert_eq!(served_subject(app.path(), &c.addr), "CN=first");
+    // /status shows the certificate in force: subject and expiry (the
+    // test's certificates are valid for 2 days).
+    let tls = c.status_json()["tls"].clone();
+    assert_eq!(tls["subject"], "CN=first", "{tls}");
+    assert_eq!(tls["expires_in_days"], 1, "{tls}");
+    assert!(tls["last_reload"].is_null(), "{tls}");
     let reload = || {
         Command::new(corral_bin())
             .args(["reload", "--wait", "--socket", c.socket.to_str().unwrap()])
@@ -327,6 +380,9 @@ fn reload_reads_a_new_certificate_and_keeps_the_old_one_when_the_new_is_bad() {
         String::from_utf8_lossy(&out.stdout)
     );
     assert_eq!(served_subject(app.path(), &c.addr), "CN=second");
+    let tls = c.status_json()["tls"].clone();
+    assert_eq!(tls["subject"], "CN=second", "{tls}");
+    assert_eq!(tls["last_reload"]["ok"], true, "{tls}");
     std::fs::write(app.path().join("server.pem"), "garbage\n").unwrap();
     let out = reload();
     let text =
@@ -335,6 +391,28 @@ fn reload_reads_a_new_certificate_and_keeps_the_old_one_when_the_new_is_bad() {
     assert!(text.contains("the certificate in force stays"), "{text}");
     assert_eq!(served_subject(app.path(), &c.addr), "CN=second");
     assert!(c.log.text().contains("no PEM certificate"));
+    // /status and `corral status` report the failed reload beside the
+    // certificate still in force.
+    let tls = c.status_json()["tls"].clone();
+    assert_eq!(tls["subject"], "CN=second", "{tls}");
+    assert_eq!(tls["last_reload"]["ok"], false, "{tls}");
+    assert_eq!(tls["reload_failures"], 1, "{tls}");
+    let error = tls["last_reload"]["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("[server.tls] certfile") && error.contains("no PEM certificate"),
+        "{tls}"
+    );
+    let out = Command::new(corral_bin())
+        .args(["status", "--socket", c.socket.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains(
+            "tls: CN=second, expires in 1 days; last reload FAILED: [server.tls] certfile"
+        ),
+        "{text}"
+    );
 }
 
 const WS_ECHO: &str = "async def app(scope, receive, send):\n    if scope['type'] != 'websocket':\n        return\n    await receive()\n    await send({'type': 'websocket.accept'})\n    while True:\n        msg = await receive()\n        if msg['type'] != 'websocket.receive':\n            return\n        await send({'type': 'websocket.send', 'text': scope['scheme'] + ' ' + msg['text']})\n";

@@ -284,15 +284,38 @@ async fn accept_loop(
 }
 
 /// hyper's HTTP/2 settings: at most `max_concurrent_streams` streams at
-/// once, a decoded header list of at most `max_header_bytes`, and hyper's
-/// own guards (see the README's HTTP/2 section).
+/// once, a decoded header list of at most `max_header_bytes`, and the
+/// flood guards set here rather than left to hyper's and h2's defaults
+/// (which may change under us; tests/http2.rs holds each):
+///
+/// - rapid reset (CVE-2023-44487): a client whose streams are reset before
+///   corral took them, more than [`H2_PENDING_RESETS`] at once, gets GOAWAY
+///   ENHANCE_YOUR_CALM; streams corral took and the client reset cost one
+///   cancelled request each (measured in the README);
+/// - corral's own resets (a client that keeps making streams corral must
+///   refuse): more than [`H2_LOCAL_RESETS`] per connection end it;
+/// - CONTINUATION floods (CVE-2024-27316 class): h2 holds at most
+///   `max_header_bytes` of header block and counts CONTINUATION frames (at
+///   most `max_header_bytes` / 16 KiB + 25 %, and at least 5), then GOAWAY;
+/// - SETTINGS and PING floods: h2 reads the next frame only once the
+///   last one's ACK is buffered, so a client that reads no ACKs stops
+///   being read, and the send timeout ([`conn`]) closes it.
 fn http2(opts: &ConnOpts) -> http2::Builder<TokioExecutor> {
     let mut b = http2::Builder::new(TokioExecutor::new());
     b.timer(TokioTimer::new())
         .max_concurrent_streams(opts.max_concurrent_streams)
-        .max_header_list_size(u32::try_from(opts.max_header_bytes).unwrap_or(u32::MAX));
+        .max_header_list_size(u32::try_from(opts.max_header_bytes).unwrap_or(u32::MAX))
+        .max_pending_accept_reset_streams(H2_PENDING_RESETS)
+        .max_local_error_reset_streams(H2_LOCAL_RESETS);
     b
 }
+
+/// Streams a client may reset before corral accepted them, at once (h2's
+/// default, made explicit).
+const H2_PENDING_RESETS: usize = 20;
+/// Streams corral may reset for protocol errors on one connection (hyper's
+/// default, made explicit).
+const H2_LOCAL_RESETS: usize = 1024;
 
 struct Builders {
     http1: http1::Builder,

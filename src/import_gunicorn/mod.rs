@@ -19,7 +19,14 @@ use crate::cli::ImportArgs;
 const READ_CONF: &str = include_str!("read_conf.py");
 
 /// The sections of the output, in order.
-const SECTIONS: [&str; 5] = ["app", "server", "workers", "workers.limits", "log"];
+const SECTIONS: [&str; 6] = [
+    "app",
+    "server",
+    "server.tls",
+    "workers",
+    "workers.limits",
+    "log",
+];
 
 pub fn run(args: &ImportArgs) -> u8 {
     let python = args
@@ -368,6 +375,28 @@ pub fn convert(
                 Some(p) => out.set("app", "root_path", Value::String(p)),
                 None => bad(&mut out, v),
             },
+            "certfile" | "keyfile" | "ca_certs" => match text(v) {
+                Some(p) => {
+                    let path = out.path(&p);
+                    out.set("server.tls", name, path);
+                }
+                None => bad(&mut out, v),
+            },
+            "cert_reqs" => match cert_reqs(v) {
+                // gunicorn's default: nothing to carry over.
+                Some("none") => {}
+                Some(reqs) => out.set("server.tls", "cert_reqs", Value::String(reqs.into())),
+                None => bad(&mut out, v),
+            },
+            "ssl_version" => match ssl_version(v) {
+                Ok(Some(min)) => out.set("server.tls", "min_version", Value::String(min.into())),
+                Ok(None) => {}
+                Err(why) => out.note(name, why),
+            },
+            "http2_max_concurrent_streams" => match integer(v).filter(|n| *n > 0) {
+                Some(n) => out.set("server", "max_concurrent_streams", Value::Integer(n)),
+                None => bad(&mut out, v),
+            },
             // Already corral's behaviour.
             "initgroups" | "capture_output" | "asgi_loop" | "asgi_lifespan" | "config" => {}
             _ => out.note(name, note),
@@ -378,6 +407,7 @@ pub fn convert(
         .map(String::as_str)
         .filter(|k| settings::note(k).is_none())
         .collect();
+    tls_key_in_certfile(&mut out);
     if !unknown.is_empty() {
         out.notes.push(format!(
             "not gunicorn settings, ignored (as gunicorn ignores them): {}",
@@ -387,6 +417,77 @@ pub fn convert(
     Conversion {
         toml: render(&out.sections, file),
         notes: out.notes,
+    }
+}
+
+/// gunicorn's `cert_reqs`: `ssl.CERT_NONE`, `CERT_OPTIONAL`,
+/// `CERT_REQUIRED` (0, 1, 2; an `ssl.VerifyMode` is written as its number).
+fn cert_reqs(v: &Json) -> Option<&'static str> {
+    let name = match integer(v) {
+        Some(n) => n.to_string(),
+        None => text(v)?.trim().to_ascii_uppercase(),
+    };
+    match name.trim_start_matches("SSL.").trim_start_matches("CERT_") {
+        "0" | "NONE" => Some("none"),
+        "1" | "OPTIONAL" => Some("optional"),
+        "2" | "REQUIRED" => Some("required"),
+        _ => None,
+    }
+}
+
+/// gunicorn's `ssl_version` (an `ssl.PROTOCOL_*` number or name; gunicorn
+/// 21 and later ignore it in favour of `ssl_context`) as corral's
+/// `min_version`: TLSv1_2 only is "1.2"; "negotiate the newest" (TLS,
+/// SSLv23, TLS_SERVER) needs nothing; TLS 1.0 and 1.1 are not offered.
+fn ssl_version(v: &Json) -> Result<Option<&'static str>, String> {
+    let name = match integer(v) {
+        Some(n) => n.to_string(),
+        None => text(v)
+            .ok_or_else(|| format!("cannot convert {v}"))?
+            .trim()
+            .to_ascii_uppercase(),
+    };
+    match name
+        .trim_start_matches("SSL.")
+        .trim_start_matches("PROTOCOL_")
+    {
+        "2" | "16" | "17" | "TLS" | "SSLV23" | "TLS_SERVER" | "TLS_CLIENT" => Ok(None),
+        "5" | "TLSV1_2" => Ok(Some("1.2")),
+        "3" | "4" | "TLSV1" | "TLSV1_1" => Err(format!(
+            "{v} asks for TLS 1.0 or 1.1, which corral does not offer: it serves TLS 1.2 and 1.3 ([server.tls] min_version)"
+        )),
+        _ => Err(format!(
+            "{v} is no ssl.PROTOCOL_* corral knows; [server.tls] min_version is \"1.2\" (the default) or \"1.3\""
+        )),
+    }
+}
+
+/// gunicorn reads the key from `certfile` when `keyfile` is not set;
+/// corral wants both named.
+fn tls_key_in_certfile(out: &mut Out) {
+    let Some(tls) = out.sections.get_mut("server.tls") else {
+        return;
+    };
+    let certfile = tls
+        .iter()
+        .find(|(k, _)| *k == "certfile")
+        .map(|(_, v)| v.clone());
+    let has_key = tls.iter().any(|(k, _)| *k == "keyfile");
+    match certfile {
+        Some(c) if !has_key => {
+            tls.push(("keyfile", c));
+            out.notes.push(
+                "keyfile: not set, so gunicorn reads the key from certfile; so does the converted file (keyfile = certfile)"
+                    .into(),
+            );
+        }
+        None if has_key || tls.iter().any(|(k, _)| *k == "ca_certs") => {
+            out.notes.push(
+                "certfile: not set, so gunicorn serves no TLS; the [server.tls] keys above need certfile and keyfile"
+                    .into(),
+            );
+        }
+        _ => {}
     }
 }
 
@@ -509,6 +610,53 @@ mod tests {
             notes.contains("ignored (as gunicorn ignores them): helper"),
             "{notes}"
         );
+    }
+
+    #[test]
+    fn tls_settings_become_server_tls() {
+        let c = convert_json(
+            r#"{"certfile": "tls/cert.pem", "keyfile": "/etc/key.pem", "ca_certs": "ca.pem",
+                "cert_reqs": 2, "ssl_version": 5, "http2_max_concurrent_streams": 50}"#,
+        );
+        let parsed: toml::Table = c.toml.parse().unwrap_or_else(|e| panic!("{e}\n{}", c.toml));
+        let tls = &parsed["server"]["tls"];
+        assert_eq!(tls["certfile"].as_str(), Some("/srv/tls/cert.pem"));
+        assert_eq!(tls["keyfile"].as_str(), Some("/etc/key.pem"));
+        assert_eq!(tls["ca_certs"].as_str(), Some("/srv/ca.pem"));
+        assert_eq!(tls["cert_reqs"].as_str(), Some("required"));
+        assert_eq!(tls["min_version"].as_str(), Some("1.2"));
+        assert_eq!(
+            parsed["server"]["max_concurrent_streams"].as_integer(),
+            Some(50)
+        );
+        assert!(c.notes.is_empty(), "{:?}", c.notes);
+        for (reqs, want) in [(0, None), (1, Some("optional")), (2, Some("required"))] {
+            let c = convert_json(&format!(
+                r#"{{"certfile": "c.pem", "keyfile": "k.pem", "cert_reqs": {reqs}}}"#
+            ));
+            let parsed: toml::Table = c.toml.parse().unwrap();
+            let got = parsed["server"]["tls"].get("cert_reqs");
+            assert_eq!(got.and_then(Value::as_str), want, "{}", c.toml);
+        }
+        // The key in the certificate's file, an old protocol, a function.
+        let mut s = settings(r#"{"certfile": "both.pem", "ssl_version": 3, "cert_reqs": 7}"#);
+        s.insert("ssl_context".into(), serde_json::json!({"callable": true}));
+        let c = convert(&s, None, Path::new("/srv"), Path::new("g.py"));
+        let parsed: toml::Table = c.toml.parse().unwrap();
+        assert_eq!(
+            parsed["server"]["tls"]["keyfile"].as_str(),
+            Some("/srv/both.pem")
+        );
+        assert!(parsed["server"]["tls"].get("min_version").is_none());
+        let notes = c.notes.join("\n");
+        for needle in [
+            "keyfile: not set, so gunicorn reads the key from certfile",
+            "ssl_version: 3 asks for TLS 1.0 or 1.1, which corral does not offer",
+            "cert_reqs: cannot convert 7",
+            "ssl_context: is a function; not supported: no Python in the supervisor",
+        ] {
+            assert!(notes.contains(needle), "{needle} missing from:\n{notes}");
+        }
     }
 
     #[test]

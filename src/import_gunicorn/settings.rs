@@ -223,7 +223,7 @@ pub const SETTINGS: &[(&str, &str)] = &[
     ("on_exit", "not supported: use `ExecStopPost=`"),
     (
         "ssl_context",
-        "not supported: no Python in the supervisor; use `[server.tls]`",
+        "not supported: no Python in the supervisor; `certfile`, `keyfile`, `ca_certs` and `cert_reqs` still become `[server.tls]`, what the function changes (ciphers, options) does not",
     ),
     (
         "proxy_protocol",
@@ -237,16 +237,16 @@ pub const SETTINGS: &[(&str, &str)] = &[
     ("uwsgi_allow_ips", "not supported: see `protocol`"),
     (
         "keyfile",
-        "`--keyfile`, `[server.tls] keyfile` (PEM, unencrypted: an encrypted key is refused)",
+        "`--keyfile`, `[server.tls] keyfile` (PEM, unencrypted: an encrypted key is refused; when unset, gunicorn reads the key from `certfile`, and import-gunicorn writes `keyfile = certfile`)",
     ),
     ("certfile", "`--certfile`, `[server.tls] certfile`"),
     (
         "ssl_version",
-        "`--tls-min-version`, `[server.tls] min_version` (\"1.2\" or \"1.3\": nothing older)",
+        "`--tls-min-version`, `[server.tls] min_version` (\"1.2\" or \"1.3\": nothing older); import-gunicorn maps `PROTOCOL_TLSv1_2` to \"1.2\", needs nothing for `PROTOCOL_TLS`/`TLS_SERVER`, and names TLS 1.0/1.1 as not offered (gunicorn 21 and later ignore it too)",
     ),
     (
         "cert_reqs",
-        "`--cert-reqs`, `[server.tls] cert_reqs` (`none`/`optional`/`required`, or 0/1/2)",
+        "`--cert-reqs`, `[server.tls] cert_reqs` (`none`/`optional`/`required`, or 0/1/2 as `ssl.CERT_NONE`/`CERT_OPTIONAL`/`CERT_REQUIRED`)",
     ),
     ("ca_certs", "`--ca-certs`, `[server.tls] ca_certs`"),
     (
@@ -268,19 +268,19 @@ pub const SETTINGS: &[(&str, &str)] = &[
     ),
     (
         "http2_max_concurrent_streams",
-        "not supported: HTTP/1.1 only for now",
+        "`[server] max_concurrent_streams` (default 100)",
     ),
     (
         "http2_initial_window_size",
-        "not supported: HTTP/1.1 only for now",
+        "not supported: hyper's 1 MiB stream and connection windows",
     ),
     (
         "http2_max_frame_size",
-        "not supported: HTTP/1.1 only for now",
+        "not supported: hyper's 16 KiB frames",
     ),
     (
         "http2_max_header_list_size",
-        "not supported: HTTP/1.1 only for now",
+        "not supported as its own limit: `[server] max_header_bytes` bounds HTTP/2's decoded header list as it bounds an HTTP/1.1 head",
     ),
     ("raw_paste_global_conf", "not supported: see `paste`"),
     (
