@@ -6,8 +6,7 @@
 //! WebSockets are in `websocket.rs`; FastAPI and Starlette in
 //! `frameworks_asgi.rs`.
 
-mod common;
-use common::*;
+use crate::common::*;
 
 use std::io::{BufReader, Read, Write};
 use std::time::{Duration, Instant};

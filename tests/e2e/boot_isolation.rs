@@ -2,8 +2,7 @@
 //! to boot is caught, shown in the log and `/status`, retried with back-off,
 //! and never receives a request; workers that did boot keep serving.
 
-mod common;
-use common::*;
+use crate::common::*;
 use std::time::{Duration, Instant};
 
 const OK_APP: &str = r#"

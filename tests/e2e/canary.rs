@@ -3,8 +3,7 @@
 //! takes over only when its figures are no worse. Real workers, real load
 //! over five endpoints, every answer counted.
 
-mod common;
-use common::*;
+use crate::common::*;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};

@@ -96,7 +96,7 @@ fn every_row_of_the_claims_table_names_what_holds_it() {
 #[test]
 fn the_checker_finds_a_renamed_test() {
     // The check must be able to fail: a name that is not there is found.
-    let text = "| x | `tests/streaming.rs::one_gib_each_way_in_flat_memory`, `tests/streaming.rs::renamed_away` |";
+    let text = "| x | `tests/e2e/streaming.rs::one_gib_each_way_in_flat_memory`, `tests/e2e/streaming.rs::renamed_away` |";
     let named = named_tests(text);
     assert_eq!(named.len(), 2);
     assert!(defines(&root().join(&named[0].0), &named[0].1));

@@ -2,8 +2,7 @@
 //! where the problem is (file, line, key) and how to fix it. Also: `--help`
 //! documents every flag.
 
-mod common;
-use common::python;
+use crate::common::python;
 
 use std::io::Read;
 use std::path::Path;

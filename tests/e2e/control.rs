@@ -1,8 +1,7 @@
 //! The control socket and its commands: `corral reload --wait`, `corral
 //! scale`, `corral stop`, `corral status`, as a deploy pipeline uses them.
 
-mod common;
-use common::*;
+use crate::common::*;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 

@@ -3,8 +3,7 @@
 //! reload --wait`), revisions, the last known good one, the rollback hook,
 //! and release symlinks.
 
-mod common;
-use common::*;
+use crate::common::*;
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};

@@ -3,8 +3,7 @@
 //! once, and the fix is picked up; files that do not count (not `*.py`,
 //! `__pycache__`) change nothing.
 
-mod common;
-use common::*;
+use crate::common::*;
 
 use std::time::{Duration, Instant};
 

@@ -4,8 +4,7 @@
 //! may use, app factories are called (with literal arguments only), and
 //! `--root-path` reaches WSGI and ASGI apps as their frameworks expect.
 
-mod common;
-use common::*;
+use crate::common::*;
 
 use std::io::Read;
 use std::path::Path;

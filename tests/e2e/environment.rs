@@ -4,8 +4,7 @@
 //! corral's environment leaks in. (The default, the whole environment, is
 //! tested in `dropin_env.rs`.)
 
-mod common;
-use common::*;
+use crate::common::*;
 
 const APP: &str = "import os, json\n\ndef app(environ, start_response):\n    body = json.dumps(sorted(os.environ)).encode()\n    start_response('200 OK', [('Content-Length', str(len(body)))])\n    return [body]\n";
 

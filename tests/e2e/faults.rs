@@ -1,8 +1,7 @@
 //! Faults: dead and hung workers, and bad requests that corral answers in
 //! Rust without touching a worker.
 
-mod common;
-use common::*;
+use crate::common::*;
 use std::io::{BufReader, Write};
 use std::time::{Duration, Instant};
 

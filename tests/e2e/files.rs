@@ -3,8 +3,7 @@
 //! users at once), as CI is; without root they fail under `CI` and are
 //! skipped (with a note) on a developer's machine.
 
-mod common;
-use common::*;
+use crate::common::*;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};

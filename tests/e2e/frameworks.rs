@@ -13,9 +13,8 @@
 //! the interpreter the tests use: `./test.sh` installs them into `.venv`.
 //! Without them every test here fails and says so.
 
-mod common;
-use common::compare::*;
-use common::*;
+use crate::common::compare::*;
+use crate::common::*;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -34,28 +33,29 @@ enum Framework {
     Django,
 }
 
-const FLASK_FILES: &[(&str, &str)] = &[("flaskapp.py", include_str!("apps/flask_app/flaskapp.py"))];
+const FLASK_FILES: &[(&str, &str)] =
+    &[("flaskapp.py", include_str!("../apps/flask_app/flaskapp.py"))];
 
 const DJANGO_FILES: &[(&str, &str)] = &[
     (
         "djsite/__init__.py",
-        include_str!("apps/django_site/djsite/__init__.py"),
+        include_str!("../apps/django_site/djsite/__init__.py"),
     ),
     (
         "djsite/settings.py",
-        include_str!("apps/django_site/djsite/settings.py"),
+        include_str!("../apps/django_site/djsite/settings.py"),
     ),
     (
         "djsite/urls.py",
-        include_str!("apps/django_site/djsite/urls.py"),
+        include_str!("../apps/django_site/djsite/urls.py"),
     ),
     (
         "djsite/views.py",
-        include_str!("apps/django_site/djsite/views.py"),
+        include_str!("../apps/django_site/djsite/views.py"),
     ),
     (
         "djsite/wsgi.py",
-        include_str!("apps/django_site/djsite/wsgi.py"),
+        include_str!("../apps/django_site/djsite/wsgi.py"),
     ),
 ];
 

@@ -12,9 +12,8 @@
 //! interpreter the tests use: `./test.sh` installs them into `.venv`.
 //! Without them every test here fails and says so.
 
-mod common;
-use common::compare::*;
-use common::*;
+use crate::common::compare::*;
+use crate::common::*;
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
@@ -52,7 +51,7 @@ const FASTAPI: App = App {
     spec: "fastapiapp:app",
     file: (
         "fastapiapp.py",
-        include_str!("apps/fastapi_app/fastapiapp.py"),
+        include_str!("../apps/fastapi_app/fastapiapp.py"),
     ),
     interface: "auto",
 };
@@ -63,7 +62,7 @@ const STARLETTE: App = App {
     spec: "starletteapp:app",
     file: (
         "starletteapp.py",
-        include_str!("apps/starlette_app/starletteapp.py"),
+        include_str!("../apps/starlette_app/starletteapp.py"),
     ),
     interface: "asgi",
 };

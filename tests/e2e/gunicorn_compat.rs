@@ -4,8 +4,7 @@
 //! `corral import-gunicorn`, and the README's migration table against the
 //! installed gunicorn's own list of settings.
 
-mod common;
-use common::*;
+use crate::common::*;
 
 use std::path::Path;
 use std::process::{Command, Stdio};

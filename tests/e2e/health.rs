@@ -2,8 +2,7 @@
 //! `corral status`, `corral check`, and readiness probes through the
 //! worker's private channel.
 
-mod common;
-use common::*;
+use crate::common::*;
 use std::collections::HashMap;
 use std::process::Command;
 use std::time::{Duration, Instant};

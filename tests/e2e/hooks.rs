@@ -3,8 +3,7 @@
 //! hook past `hook_timeout` is killed without holding anything up; and the
 //! README's prometheus_client multiprocess recipe with the real library.
 
-mod common;
-use common::*;
+use crate::common::*;
 
 use std::path::Path;
 use std::process::{Command, Output};

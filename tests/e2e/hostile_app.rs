@@ -7,8 +7,7 @@
 //! checks would refuse, as a compromised app could: corral must refuse them
 //! too.
 
-mod common;
-use common::*;
+use crate::common::*;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::time::{Duration, Instant};

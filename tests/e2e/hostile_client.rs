@@ -5,8 +5,7 @@
 //! checks what a user sees: status codes, bytes on the wire, /metrics, log
 //! lines, and the worker's pid (unchanged: not killed).
 
-mod common;
-use common::*;
+use crate::common::*;
 use std::io::{BufReader, ErrorKind, Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};

@@ -2,8 +2,7 @@
 //! protocol, leave subprocesses behind, ignore signals or poke at corral's
 //! files. It hurts only its own requests; its slot always comes back.
 
-mod common;
-use common::*;
+use crate::common::*;
 use std::time::{Duration, Instant};
 
 const APP: &str = r#"

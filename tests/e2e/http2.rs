@@ -5,8 +5,7 @@
 //! lines of raw frames (HPACK with static-table indices and literals only),
 //! so each test sends exactly the frames it names.
 
-mod common;
-use common::*;
+use crate::common::*;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::Path;

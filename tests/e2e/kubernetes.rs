@@ -3,8 +3,7 @@
 //! their ConfigMap holds (ports, probes, grace period, command), and that
 //! `corral.toml` runs.
 
-mod common;
-use common::*;
+use crate::common::*;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};

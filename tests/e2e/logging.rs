@@ -1,8 +1,7 @@
 //! Logs: workers' stdout and stderr line by line, tagged with slot and pid;
 //! JSON with --log-format json; no second timestamp under journald.
 
-mod common;
-use common::*;
+use crate::common::*;
 use std::time::Duration;
 
 const APP: &str = r#"

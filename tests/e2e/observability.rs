@@ -1,8 +1,7 @@
 //! What an operator watches: request ids from the client to the log, and
 //! /metrics read with the official Prometheus parser.
 
-mod common;
-use common::*;
+use crate::common::*;
 use std::process::Command;
 use std::time::{Duration, Instant};
 

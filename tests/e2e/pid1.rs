@@ -4,8 +4,7 @@
 //! `unshare --pid --fork --mount-proc`, which needs root: under `CI` a
 //! missing precondition fails the test; elsewhere it is skipped, loudly.
 
-mod common;
-use common::*;
+use crate::common::*;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 

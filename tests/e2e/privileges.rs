@@ -3,8 +3,7 @@
 //! Needs root, as CI and the development machines have: without it, these
 //! tests fail under `CI` and say they are skipped elsewhere.
 
-mod common;
-use common::*;
+use crate::common::*;
 
 const APP: &str = r#"
 import os, json, resource

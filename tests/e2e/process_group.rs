@@ -2,8 +2,7 @@
 //! has exited, after its own grace period, whatever the app left running in
 //! its group is killed, on a graceful stop as when the worker dies.
 
-mod common;
-use common::*;
+use crate::common::*;
 use std::time::Duration;
 
 /// `/keep` starts a long subprocess in the worker's process group and

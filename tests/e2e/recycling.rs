@@ -2,8 +2,7 @@
 //! replacement in service first, so no request is dropped and capacity never
 //! falls; a wedged interpreter is found by its missing heartbeats.
 
-mod common;
-use common::*;
+use crate::common::*;
 use std::time::{Duration, Instant};
 
 const APP: &str = r#"

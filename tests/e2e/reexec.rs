@@ -2,8 +2,7 @@
 //! one without refusing a single connection; the old one exits once the new
 //! one is in service.
 
-mod common;
-use common::*;
+use crate::common::*;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};

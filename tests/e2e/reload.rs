@@ -2,8 +2,7 @@
 //! is all in service; broken new code never takes the service down. Both
 //! under constant load, counting every failed request.
 
-mod common;
-use common::*;
+use crate::common::*;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};

@@ -6,9 +6,8 @@
 //! and NUL still get 400 from corral; `CONNECT` and `OPTIONS *` get a
 //! clear 4xx from corral, not an answer from the app.
 
-mod common;
-use common::compare::{Reference, free_port};
-use common::*;
+use crate::common::compare::{Reference, free_port};
+use crate::common::*;
 use std::io::{BufReader, Read, Write};
 use std::path::Path;
 use std::process::Command;

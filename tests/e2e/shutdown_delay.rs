@@ -3,8 +3,7 @@
 //! serving for the delay, then it drains and exits 0. A second SIGTERM
 //! skips the rest of the delay.
 
-mod common;
-use common::*;
+use crate::common::*;
 use std::time::{Duration, Instant};
 
 const APP: &str = r#"

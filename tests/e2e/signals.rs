@@ -2,8 +2,7 @@
 //! TTIN adds a worker and TTOU drains the highest slot, and no Python
 //! worker outlives corral, even when corral is SIGKILLed.
 
-mod common;
-use common::*;
+use crate::common::*;
 use std::time::{Duration, Instant};
 
 const SLEEP_APP: &str = r#"

@@ -4,8 +4,7 @@
 //! corral: it reports ready) and the fd never reach the workers, even with
 //! `pass_env = ["*"]`.
 
-mod common;
-use common::*;
+use crate::common::*;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 

@@ -4,8 +4,7 @@
 //! Needs `chromium` (`.ci/run` installs it): under `CI` its absence is a
 //! failure, elsewhere the tests say they are skipped.
 
-mod common;
-use common::*;
+use crate::common::*;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};

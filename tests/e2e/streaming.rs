@@ -4,8 +4,7 @@
 //! for a slow reader and a slow uploader; a slow upload under 64 KiB costs
 //! its worker no time before it is complete.
 
-mod common;
-use common::*;
+use crate::common::*;
 use sha2::{Digest, Sha256};
 use std::io::{BufReader, Read, Write};
 use std::time::Duration;

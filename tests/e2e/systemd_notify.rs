@@ -2,8 +2,7 @@
 //! messages and their order across start, reloads (good and broken), stop,
 //! and the watchdog.
 
-mod common;
-use common::*;
+use crate::common::*;
 use std::os::unix::net::UnixDatagram;
 use std::time::{Duration, Instant};
 

@@ -1,8 +1,7 @@
 //! The unit files under systemd/ pass `systemd-analyze verify` (with the
 //! binary path pointed at the one just built).
 
-mod common;
-use common::*;
+use crate::common::*;
 use std::process::Command;
 
 #[test]

@@ -2,8 +2,7 @@
 //! (HTTP/2 by ALPN, h2c with prior knowledge, client certificates) against
 //! certificates from a CA that each test makes with the openssl CLI.
 
-mod common;
-use common::*;
+use crate::common::*;
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;

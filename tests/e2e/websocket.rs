@@ -3,8 +3,7 @@
 //! codes both ways, many sockets on two workers, a worker that dies, and
 //! corral stopping or reloading with sockets open.
 
-mod common;
-use common::*;
+use crate::common::*;
 
 use std::collections::{BTreeMap, HashSet};
 use std::time::{Duration, Instant};

@@ -1,7 +1,6 @@
 //! Workers are separate Python processes, each importing the app itself.
 
-mod common;
-use common::*;
+use crate::common::*;
 use std::collections::HashSet;
 use std::time::Duration;
 

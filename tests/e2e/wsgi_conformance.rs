@@ -2,8 +2,7 @@
 //! a small WSGI app, serves it with the real corral binary and real Python
 //! workers, and asserts what an HTTP client sees on the wire.
 
-mod common;
-use common::*;
+use crate::common::*;
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
