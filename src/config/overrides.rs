@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use clap::{Args, ValueEnum};
 
 use super::{BindAddr, ByteSize, HumanDuration, Interface, MinReady, WorkerCount};
-use crate::front::access::AccessLog;
+use crate::access_log::AccessLog;
 
 /// Flags of `corral run`. Everything is optional so that the config file
 /// (and then the defaults) fill what is not given.

@@ -13,7 +13,7 @@ use toml::Spanned;
 use super::units::Umask;
 use super::{ByteSize, ConfigFile, HumanDuration, Interface, MinReady, Problem, WorkerCount};
 use super::{LogFormat, LogLevel};
-use crate::front::access::AccessLog;
+use crate::access_log::AccessLog;
 
 /// Every key with its default; tested to parse and validate.
 pub(super) const EXAMPLE: &str = include_str!("../../config/example.toml");

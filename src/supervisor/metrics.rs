@@ -7,9 +7,9 @@
 use std::fmt::Write;
 use std::sync::atomic::Ordering;
 
-use super::process;
-use super::{header, scalar};
-use crate::supervisor::Snapshot;
+use super::Snapshot;
+use crate::metrics::process;
+use crate::metrics::{header, scalar};
 use crate::worker::channel::Channel;
 
 /// The states a worker's `corral_worker_state` series name.
