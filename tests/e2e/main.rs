@@ -37,6 +37,7 @@ mod hostile_app;
 mod hostile_client;
 mod hostile_worker;
 mod http2;
+mod imports;
 mod kubernetes;
 mod logging;
 mod observability;
