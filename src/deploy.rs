@@ -10,16 +10,7 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 use crate::config::{Config, RevisionSource, Rollback};
-
-/// What one generation runs.
-#[derive(Debug, Clone, Default)]
-pub struct GenerationInfo {
-    /// The app folder with symlinks resolved when the generation started: a
-    /// generation keeps running the release it started from even after a
-    /// `current` symlink moves.
-    pub chdir: Option<PathBuf>,
-    pub revision: Option<String>,
-}
+use crate::worker::process::GenerationInfo;
 
 /// Resolves the folder and the revision for a generation starting now.
 pub fn resolve(cfg: &Config) -> GenerationInfo {

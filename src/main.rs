@@ -5,6 +5,7 @@
 //! directory and hands over to the [`supervisor`], which owns the workers,
 //! while the [`front`] serves HTTP and the [`router`] picks workers.
 
+mod access_log;
 mod activation;
 mod canary;
 mod check;
@@ -18,6 +19,7 @@ mod front;
 mod history;
 mod hooks;
 mod import_gunicorn;
+mod limits;
 mod logfile;
 mod metrics;
 mod private_fs;
@@ -41,10 +43,10 @@ use std::sync::Arc;
 const EXIT_CONFIG: u8 = 2;
 
 fn main() -> ExitCode {
-    // Before any thread: the sockets this process inherited, out of the
-    // environment and into a value passed down.
+    // Before any thread: the sockets this process inherited and systemd's
+    // notify socket, out of the environment and into values passed down.
     let inherited = front::listeners::Inherited::take();
-    systemd::init();
+    let systemd = systemd::NotifySocket::take();
     let (args, check) = match cli::parse().into_action() {
         cli::Action::Run(args) => (args, false),
         cli::Action::Check(args) => (args, true),
@@ -136,14 +138,18 @@ fn main() -> ExitCode {
     let code = if check {
         runtime.block_on(check::run(cfg))
     } else {
-        runtime.block_on(run(cfg, inherited))
+        runtime.block_on(run(cfg, inherited, systemd))
     };
     // Workers are reaped or killed by now; do not wait for idle connections.
     runtime.shutdown_timeout(std::time::Duration::from_millis(100));
     ExitCode::from(code)
 }
 
-async fn run(cfg: Arc<config::Config>, inherited: front::listeners::Inherited) -> u8 {
+async fn run(
+    cfg: Arc<config::Config>,
+    inherited: front::listeners::Inherited,
+    systemd: systemd::NotifySocket,
+) -> u8 {
     let access = match cfg.log.access.as_ref().map(front::access::Logger::new) {
         None => None,
         Some(Ok(logger)) => Some(Arc::new(logger)),
@@ -222,7 +228,7 @@ async fn run(cfg: Arc<config::Config>, inherited: front::listeners::Inherited) -
     reaper::start();
     let launcher = worker::process::Launcher::new(&cfg, runtime_dir.script());
     let router = router::Router::new(cfg.server.max_queued);
-    let mut sup = supervisor::Supervisor::new(cfg.clone(), launcher, router.clone());
+    let mut sup = supervisor::Supervisor::new(cfg.clone(), launcher, router.clone(), systemd);
     sup.set_sockets(listeners.handover());
     sup.set_reexec_parent(inherited.parent);
     let handle = sup.handle();

@@ -54,8 +54,9 @@ pub fn take_handover() -> Handover {
 }
 
 /// Starts the new corral, handing it `sockets` (name, fd; see
-/// [`crate::front::listeners::Listeners::handover`]).
-pub fn spawn(sockets: &[(String, RawFd)]) -> std::io::Result<u32> {
+/// [`crate::front::listeners::Listeners::handover`]) and `env` (systemd's
+/// notify socket and watchdog, `systemd::NotifySocket::inherited_env`).
+pub fn spawn(sockets: &[(String, RawFd)], env: &[(&str, String)]) -> std::io::Result<u32> {
     let exe = std::env::current_exe()?;
     let inherit = sockets
         .iter()
@@ -67,7 +68,7 @@ pub fn spawn(sockets: &[(String, RawFd)]) -> std::io::Result<u32> {
     cmd.args(std::env::args_os().skip(1))
         .env(INHERIT, inherit)
         .env(PARENT, std::process::id().to_string())
-        .envs(crate::systemd::inherited_env());
+        .envs(env.iter().map(|(k, v)| (k, v)));
     // SAFETY: between fork and exec only fcntl(2) on fds we own, with no
     // allocation: the listen sockets stay open across exec in the child.
     unsafe {

@@ -29,7 +29,7 @@ use crate::front::{Listener, conn};
 use crate::history::{History, SECONDS};
 use crate::metrics::{self, Metrics};
 use crate::router::Router;
-use crate::supervisor::{Msg, Snapshot, SupervisorHandle, rss_bytes};
+use crate::supervisor::{self, Msg, Snapshot, SupervisorHandle, rss_bytes};
 
 pub struct StatusState {
     pub snapshots: watch::Receiver<Snapshot>,
@@ -175,7 +175,7 @@ async fn route(req: http::Request<hyper::body::Incoming>, state: &StatusState) -
             // A copy: the workers' /proc files are read without holding
             // the supervisor's snapshot.
             let snap = state.snapshots.borrow().clone();
-            metrics::supervisor::render(&snap, &mut out);
+            supervisor::metrics::render(&snap, &mut out);
             metrics::process::render_own(&mut out);
             metrics::scalar(
                 &mut out,

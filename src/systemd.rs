@@ -2,82 +2,85 @@
 //! in service, `RELOADING=1` around reloads, `STOPPING=1`, a one-line
 //! `STATUS=`, `WATCHDOG=1` from the supervisor loop, and `MAINPID=` when a
 //! USR2 re-exec hands over. Nothing is sent when `NOTIFY_SOCKET` is unset.
-//! The variables are taken out of the environment at start-up, so workers
-//! never see them. [`Notifier`] decides what to say when (pure, unit
-//! tested); [`notify`] sends it.
+//! The variables are taken out of the environment at start-up
+//! ([`NotifySocket::take`], in `main`), so workers never see them.
+//! [`Notifier`] decides what to say when (pure, unit tested);
+//! [`NotifySocket::send`] sends it.
 
 use std::os::linux::net::SocketAddrExt;
 use std::os::unix::net::{SocketAddr, UnixDatagram};
-use std::sync::OnceLock;
 use std::time::Duration;
 
-struct Notify {
+/// Where notifications go and how often systemd's watchdog wants one:
+/// taken out of the environment once, in `main`, and passed down to the
+/// supervisor (which sends) and to a USR2 re-exec (which hands it on).
+/// The default sends nothing.
+#[derive(Debug, Clone, Default)]
+pub struct NotifySocket {
     socket: Option<String>,
     watchdog: Option<Duration>,
 }
 
-static NOTIFY: OnceLock<Notify> = OnceLock::new();
-
-/// Takes NOTIFY_SOCKET and WATCHDOG_USEC/WATCHDOG_PID from the environment.
-/// Call at the start of main, before any thread exists.
-pub fn init() {
-    let socket = std::env::var("NOTIFY_SOCKET")
-        .ok()
-        .filter(|s| !s.is_empty());
-    let pid_ok = std::env::var("WATCHDOG_PID")
-        .ok()
-        .and_then(|p| p.parse::<u32>().ok())
-        .is_none_or(|p| p == std::process::id());
-    let watchdog = std::env::var("WATCHDOG_USEC")
-        .ok()
-        .and_then(|u| u.parse::<u64>().ok())
-        .filter(|u| *u > 0 && pid_ok)
-        .map(Duration::from_micros);
-    // SAFETY: at the start of main, before the runtime or any other thread
-    // exists, so nothing reads the environment concurrently.
-    unsafe {
-        for var in ["NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"] {
-            std::env::remove_var(var);
+impl NotifySocket {
+    /// Takes NOTIFY_SOCKET and WATCHDOG_USEC/WATCHDOG_PID from the
+    /// environment. Call at the start of main, before any thread exists.
+    pub fn take() -> NotifySocket {
+        let socket = std::env::var("NOTIFY_SOCKET")
+            .ok()
+            .filter(|s| !s.is_empty());
+        let pid_ok = std::env::var("WATCHDOG_PID")
+            .ok()
+            .and_then(|p| p.parse::<u32>().ok())
+            .is_none_or(|p| p == std::process::id());
+        let watchdog = std::env::var("WATCHDOG_USEC")
+            .ok()
+            .and_then(|u| u.parse::<u64>().ok())
+            .filter(|u| *u > 0 && pid_ok)
+            .map(Duration::from_micros);
+        // SAFETY: at the start of main, before the runtime or any other thread
+        // exists, so nothing reads the environment concurrently.
+        unsafe {
+            for var in ["NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"] {
+                std::env::remove_var(var);
+            }
         }
+        NotifySocket { socket, watchdog }
     }
-    let _ = NOTIFY.set(Notify { socket, watchdog });
-}
 
-/// NOTIFY_SOCKET and WATCHDOG_USEC as received, to hand to a re-executed
-/// corral (USR2), which becomes the main process.
-pub fn inherited_env() -> Vec<(&'static str, String)> {
-    let mut env = Vec::new();
-    if let Some(n) = NOTIFY.get() {
-        if let Some(s) = &n.socket {
+    /// NOTIFY_SOCKET and WATCHDOG_USEC as received, to hand to a re-executed
+    /// corral (USR2), which becomes the main process.
+    pub fn inherited_env(&self) -> Vec<(&'static str, String)> {
+        let mut env = Vec::new();
+        if let Some(s) = &self.socket {
             env.push(("NOTIFY_SOCKET", s.clone()));
         }
-        if let Some(w) = n.watchdog {
+        if let Some(w) = self.watchdog {
             env.push(("WATCHDOG_USEC", w.as_micros().to_string()));
         }
+        env
     }
-    env
-}
 
-/// How often to send `WATCHDOG=1`: half of `WATCHDOG_USEC`.
-pub fn watchdog_interval() -> Option<Duration> {
-    NOTIFY.get()?.watchdog.map(|w| w / 2)
-}
+    /// How often to send `WATCHDOG=1`: half of `WATCHDOG_USEC`.
+    pub fn watchdog_interval(&self) -> Option<Duration> {
+        self.watchdog.map(|w| w / 2)
+    }
 
-/// Sends one notification (several `KEY=VALUE` lines); errors are ignored,
-/// as sd_notify's are.
-pub fn notify(message: &str) {
-    let Some(path) = NOTIFY.get().and_then(|n| n.socket.as_deref()) else {
-        return;
-    };
-    let Ok(sock) = UnixDatagram::unbound() else {
-        return;
-    };
-    let addr = match path.strip_prefix('@') {
-        Some(name) => SocketAddr::from_abstract_name(name.as_bytes()),
-        None => SocketAddr::from_pathname(path),
-    };
-    if let Ok(addr) = addr {
-        let _ = sock.send_to_addr(message.as_bytes(), &addr);
+    /// Sends one notification (several `KEY=VALUE` lines); errors are
+    /// ignored, as sd_notify's are.
+    pub fn send(&self, message: &str) {
+        let Some(path) = self.socket.as_deref() else {
+            return;
+        };
+        let Ok(sock) = UnixDatagram::unbound() else {
+            return;
+        };
+        let addr = match path.strip_prefix('@') {
+            Some(name) => SocketAddr::from_abstract_name(name.as_bytes()),
+            None => SocketAddr::from_pathname(path),
+        };
+        if let Ok(addr) = addr {
+            let _ = sock.send_to_addr(message.as_bytes(), &addr);
+        }
     }
 }
 

@@ -11,8 +11,7 @@ use super::raw::{RawLog, RawServer};
 use super::validate::{At, Resolver, absolute};
 use super::{Interface, Problem};
 use super::{LogFormat, LogLevel, Overrides};
-use crate::front::access::{AccessLog, Format};
-use crate::front::access_format;
+use crate::access_log::{self, AccessLog, Format};
 
 /// gunicorn's ceiling for `limit_request_fields` (and what 0 means there).
 const MAX_HEADER_FIELDS: usize = 32768;
@@ -128,8 +127,8 @@ impl Resolver<'_> {
         Some(absolute(self.file_dir(), Path::new(value.get_ref())))
     }
 
-    fn access_format(&mut self, text: &str, at: &At) -> Option<Vec<access_format::Piece>> {
-        access_format::parse(text)
+    fn access_format(&mut self, text: &str, at: &At) -> Option<Vec<access_log::Piece>> {
+        access_log::parse(text)
             .map_err(|message| self.fail(at, message))
             .ok()
     }

@@ -12,7 +12,7 @@ use clap::{Args, ValueEnum};
 
 use super::{BindAddr, ByteSize, HumanDuration, Interface, MinReady, ServerFlags, WorkerCount};
 use super::{DeployFlags, HealthFlags, WorkersFlags};
-use crate::front::access::AccessLog;
+use crate::access_log::AccessLog;
 
 /// Flags of `corral run`. Everything is optional so that the config file
 /// (and then the defaults) fill what is not given.

@@ -47,7 +47,7 @@ use super::keys::{at_least_1, count_of, header_bytes, longer_than_0, section};
 use super::units::Umask;
 use super::{ByteSize, ConfigFile, HumanDuration, Interface, MinReady, Problem, WorkerCount};
 use super::{LogFormat, LogLevel};
-use crate::front::access::AccessLog;
+use crate::access_log::AccessLog;
 
 /// Every key with its default; tested to parse and validate.
 pub(super) const EXAMPLE: &str = include_str!("../../config/example.toml");

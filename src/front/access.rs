@@ -13,30 +13,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use http::HeaderMap;
 use http::request::Parts;
 
-use super::access_format::{self, Piece};
+use super::access_format;
+use crate::access_log::{Format, Piece};
 use crate::config::{AccessConfig, AccessTarget};
 use crate::logfile::LogFile;
-
-/// Which access log, if any.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum AccessLog {
-    #[default]
-    Off,
-    Common,
-    Combined,
-    Json,
-}
-
-/// The line format of a running access log.
-#[derive(Debug, Clone)]
-pub enum Format {
-    Common,
-    Combined,
-    Json,
-    /// gunicorn's `access_log_format`.
-    Gunicorn(Vec<Piece>),
-}
 
 /// The access log of a running corral: its format and where it writes.
 pub struct Logger {

@@ -365,7 +365,7 @@ pub fn convert(
                 _ => bad(&mut out, v),
             },
             "access_log_format" => match text(v) {
-                Some(f) => match crate::front::access_format::parse(&f) {
+                Some(f) => match crate::access_log::parse(&f) {
                     Ok(_) => out.set("log", "access_format", Value::String(f)),
                     Err(why) => out.note(name, why),
                 },

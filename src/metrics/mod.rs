@@ -1,6 +1,8 @@
 //! Request and connection counters kept by the front with atomics (no locks
-//! on the request path), rendered with the supervisor's snapshot as
-//! Prometheus text.
+//! on the request path), rendered as Prometheus text, and the text format's
+//! helpers ([`header`], [`scalar`]) and the `/proc` readings ([`process`])
+//! that `supervisor::metrics` renders the supervisor's snapshot with. This
+//! module sits below the front and imports nothing above it.
 
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -11,7 +13,6 @@ pub use crate::history::BUCKETS;
 use crate::history::History;
 
 pub mod process;
-pub mod supervisor;
 
 #[derive(Default)]
 pub struct Metrics {

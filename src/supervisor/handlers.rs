@@ -309,7 +309,7 @@ impl Supervisor {
             );
             return;
         }
-        match crate::reexec::spawn(&self.sockets) {
+        match crate::reexec::spawn(&self.sockets, &self.systemd.inherited_env()) {
             Ok(pid) => {
                 self.handover = Handover::ToChild(pid);
                 tracing::info!(

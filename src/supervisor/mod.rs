@@ -13,6 +13,7 @@
 
 pub mod core;
 mod handlers;
+pub mod metrics;
 pub mod policy;
 mod rollout;
 pub mod snapshot;
@@ -26,6 +27,7 @@ use tokio::sync::{mpsc, watch};
 use crate::config::Config;
 use crate::front::Front;
 use crate::router::{Router, Split};
+use crate::systemd::NotifySocket;
 use crate::worker::channel::{Channel, ControlEvent};
 use crate::worker::pidfd::Process;
 use crate::worker::process::Launcher;
@@ -193,7 +195,7 @@ pub struct Supervisor {
     )>,
     new_waiter: Option<tokio::sync::oneshot::Sender<Result<ReloadDone, String>>>,
     /// Folder and revision of each generation, resolved when it started.
-    gens: HashMap<u64, crate::deploy::GenerationInfo>,
+    gens: HashMap<u64, crate::worker::process::GenerationInfo>,
     /// When a generation is good, and what a failure sets off.
     policy: Policy,
     /// The last run of the rollback hook.
@@ -218,8 +220,9 @@ pub struct Supervisor {
     sockets: Vec<(String, std::os::fd::RawFd)>,
     handover: Handover,
     accept_gate: Option<watch::Sender<bool>>,
-    /// What systemd has been told.
+    /// What systemd has been told, and where to tell it.
     notifier: crate::systemd::Notifier,
+    systemd: NotifySocket,
     /// The canary that runs (its share and both generations' figures), and
     /// the routing set last published, which it splits.
     split: Option<Arc<Split>>,
@@ -230,7 +233,12 @@ pub struct Supervisor {
 }
 
 impl Supervisor {
-    pub fn new(cfg: Arc<Config>, launcher: Launcher, router: Arc<Router>) -> Supervisor {
+    pub fn new(
+        cfg: Arc<Config>,
+        launcher: Launcher,
+        router: Arc<Router>,
+        systemd: NotifySocket,
+    ) -> Supervisor {
         let (tx, rx) = mpsc::unbounded_channel();
         let (control_tx, control_rx) = mpsc::unbounded_channel();
         let (replace_tx, replace_rx) = mpsc::unbounded_channel();
@@ -315,6 +323,7 @@ impl Supervisor {
             handover: Handover::None,
             accept_gate: None,
             notifier: crate::systemd::Notifier::default(),
+            systemd,
             split: None,
             published: Vec::new(),
             canary_env: None,
@@ -399,7 +408,7 @@ impl Supervisor {
         }
         self.drift_checks = true;
         let recycling = self.cfg.workers.max_requests > 0 || self.cfg.workers.max_memory.is_some();
-        let watchdog_every = crate::systemd::watchdog_interval();
+        let watchdog_every = self.systemd.watchdog_interval();
         let mut watchdog =
             tokio::time::interval(watchdog_every.unwrap_or(Duration::from_secs(3600)));
         let mut usage = tokio::time::interval(Duration::from_millis(500));
@@ -430,7 +439,7 @@ impl Supervisor {
                 _ = usage.tick(), if recycling => self.usage_events(),
                 // Sent from this loop, so it stops when the loop is stuck.
                 _ = watchdog.tick(), if watchdog_every.is_some() => {
-                    crate::systemd::notify("WATCHDOG=1");
+                    self.systemd.send("WATCHDOG=1");
                     Vec::new()
                 }
             };

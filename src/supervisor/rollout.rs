@@ -17,7 +17,11 @@ impl Supervisor {
     /// generation never checked; a reload is how to deploy it). The
     /// revision command (git) runs off this loop; the answer comes back as
     /// [`Msg::Drift`].
-    pub(super) fn check_drift(&self, generation: u64, info: &crate::deploy::GenerationInfo) {
+    pub(super) fn check_drift(
+        &self,
+        generation: u64,
+        info: &crate::worker::process::GenerationInfo,
+    ) {
         let Some(running) = info.revision.clone() else {
             return;
         };
@@ -226,7 +230,7 @@ impl Supervisor {
             }),
         };
         if let Some(message) = self.notifier.update(&service) {
-            crate::systemd::notify(&message);
+            self.systemd.send(&message);
         }
     }
 

@@ -25,6 +25,16 @@ const STACKS_FD: i32 = 4;
 /// that putting them at 3 and 4 in the child never overwrites one another.
 const HIGH_FD: i32 = 10;
 
+/// What one generation runs.
+#[derive(Debug, Clone, Default)]
+pub struct GenerationInfo {
+    /// The app folder with symlinks resolved when the generation started: a
+    /// generation keeps running the release it started from even after a
+    /// `current` symlink moves.
+    pub chdir: Option<PathBuf>,
+    pub revision: Option<String>,
+}
+
 /// Everything needed to start workers, computed once before any fork.
 pub struct Launcher {
     python: PathBuf,
@@ -156,7 +166,7 @@ impl Launcher {
         &self,
         slot: usize,
         generation: u64,
-        info: &crate::deploy::GenerationInfo,
+        info: &GenerationInfo,
     ) -> Result<Spawned, SpawnError> {
         let (ours, theirs): (OwnedFd, OwnedFd) = socketpair(
             AddressFamily::Unix,

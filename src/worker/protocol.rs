@@ -175,8 +175,9 @@ pub const BODY_CREDIT: usize = 256 * 1024;
 pub const INLINE_BODY: usize = 64 * 1024;
 /// Largest frame payload corral sends.
 pub const MAX_FRAME: usize = 64 * 1024;
-/// Largest WebSocket message either way (uvicorn's default too).
-pub const MAX_MESSAGE: usize = 16 * 1024 * 1024;
+/// Largest WebSocket message either way (defined in [`crate::limits`],
+/// which config checks `ws_max_message` against).
+pub use crate::limits::MAX_MESSAGE;
 /// Largest response head frame from a worker: the worker refuses heads
 /// over 1 MiB of names and values; this leaves room for the field lengths.
 pub const MAX_HEAD_FRAME: usize = 2 * 1024 * 1024;

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use toml::Spanned;
 
-use crate::worker::protocol;
+use crate::limits;
 
 use crate::config::Overrides;
 use std::path::{Path, PathBuf};
@@ -283,9 +283,9 @@ impl Resolver<'_> {
         let (max_message, at) = self.pick(
             (args.ws_max_message.as_ref(), "--ws-max-message"),
             (raw.ws_max_message.as_ref(), "server.ws_max_message"),
-            ByteSize(protocol::MAX_MESSAGE as u64),
+            ByteSize(limits::MAX_MESSAGE as u64),
         );
-        if max_message.0 == 0 || max_message.0 > protocol::MAX_MESSAGE as u64 {
+        if max_message.0 == 0 || max_message.0 > limits::MAX_MESSAGE as u64 {
             self.fail(
                 &at,
                 "must be from \"1B\" to \"16MiB\" (the largest message a worker's channel \
@@ -297,7 +297,7 @@ impl Resolver<'_> {
             ping_timeout: timeout.0,
             max_message: usize::try_from(max_message.0)
                 .unwrap_or(usize::MAX)
-                .clamp(1, protocol::MAX_MESSAGE),
+                .clamp(1, limits::MAX_MESSAGE),
         }
     }
 

@@ -1,0 +1,347 @@
+//! Reloads, scaling, rolling reloads and canaries: traffic moves to a new
+//! generation only when it may.
+
+use super::*;
+
+#[test]
+fn a_reload_moves_traffic_only_when_the_whole_new_generation_is_in_service() {
+    let t0 = Instant::now();
+    let (mut core, old) = running(2, t0);
+    let a = core.on_event(
+        t0,
+        Event::Reload {
+            timeout: None,
+            canary: None,
+        },
+    );
+    let new = boot_all(&mut core, &a, t0);
+    assert_eq!(new.len(), 2, "a successor per slot");
+    let a = core.booted(t0, new[0], 1.0);
+    // The first new worker takes requests beside the old ones; none drains yet.
+    assert_eq!(published(&a), Some(vec![old[0], old[1], new[0]]));
+    assert!(signals(&a).is_empty(), "none drains yet");
+    let a = core.booted(t0, new[1], 1.0);
+    assert_eq!(published(&a), Some(vec![new[0], new[1]]));
+    let drained: Vec<u64> = a
+        .iter()
+        .filter_map(|x| match x {
+            Action::Signal {
+                serial,
+                sig: Sig::Term,
+                ..
+            } => Some(*serial),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(drained, old);
+    assert_eq!(core.generation, 2);
+    assert!(matches!(
+        core.last_reload,
+        Some(ReloadOutcome::Done { generation: 2, .. })
+    ));
+    for s in old {
+        let a = core.exited(t0, s, Exit::Code(0));
+        assert!(spawns(&a).is_empty());
+    }
+    assert_eq!(
+        core.in_service().map(|w| w.generation).collect::<Vec<_>>(),
+        vec![2, 2]
+    );
+}
+
+#[test]
+fn a_reload_whose_new_code_fails_to_boot_leaves_the_old_generation_untouched() {
+    let t0 = Instant::now();
+    let (mut core, old) = running(2, t0);
+    let a = core.on_event(
+        t0,
+        Event::Reload {
+            timeout: None,
+            canary: None,
+        },
+    );
+    let new = boot_all(&mut core, &a, t0);
+    core.booted(t0, new[0], 1.0);
+    core.boot_failed(t0, new[1], "Traceback...\nSyntaxError: invalid syntax");
+    let a = core.exited(t0, new[1], Exit::Code(1));
+    assert!(a.iter().any(|x| matches!(x, Action::Log(Level::Error, m) if m.contains("reload failed: slot 1 did not boot: SyntaxError: invalid syntax; generation 1 keeps serving"))), "{a:?}");
+    assert_eq!(
+        signals(&a),
+        vec![(300, Sig::Quit)],
+        "the new generation's other worker stops"
+    );
+    assert_eq!(
+        published(&a),
+        Some(old.clone()),
+        "only the old generation serves"
+    );
+    assert!(spawns(&a).is_empty(), "no retry of the broken generation");
+    assert_eq!(core.generation, 1);
+    assert!(matches!(
+        &core.last_reload,
+        Some(ReloadOutcome::Failed { generation: 2, .. })
+    ));
+    // The old workers are not recycling any more and keep their slots.
+    assert!(old.iter().all(|s| !core.workers[s].recycling));
+    let a = core.exited(t0, new[0], Exit::Code(0));
+    assert!(spawns(&a).is_empty());
+    assert_eq!(
+        core.slots.iter().map(|s| s.worker).collect::<Vec<_>>(),
+        vec![Some(old[0]), Some(old[1])]
+    );
+}
+
+#[test]
+fn the_reload_after_a_failed_one_names_the_generation_that_really_drains() {
+    let t0 = Instant::now();
+    let (mut core, _old) = running(1, t0);
+    let reload = Event::Reload {
+        timeout: None,
+        canary: None,
+    };
+    let a = core.on_event(t0, reload.clone());
+    let broken = boot_all(&mut core, &a, t0);
+    core.boot_failed(t0, broken[0], "SyntaxError: invalid syntax");
+    core.exited(t0, broken[0], Exit::Code(1));
+    let a = core.on_event(t0, reload);
+    let fixed = boot_all(&mut core, &a, t0);
+    let a = core.booted(t0, fixed[0], 1.0);
+    assert!(a.iter().any(|x| matches!(x, Action::Log(Level::Info, m) if m.contains("generation 3 is in service") && m.contains("generation 1 drains"))), "{a:?}");
+}
+
+#[test]
+fn a_reload_that_does_not_come_up_in_time_fails_at_its_deadline() {
+    let t0 = Instant::now();
+    let (mut core, old) = running(1, t0);
+    let a = core.on_event(
+        t0,
+        Event::Reload {
+            timeout: None,
+            canary: None,
+        },
+    );
+    boot_all(&mut core, &a, t0);
+    assert_eq!(core.next_deadline(), Some(t0 + Duration::from_secs(30)));
+    core.on_event(
+        t0 + Duration::from_secs(29),
+        Event::Heartbeat { serial: old[0] },
+    );
+    let a = core.tick_at(t0 + Duration::from_secs(30));
+    assert!(a.iter().any(|x| matches!(x, Action::Log(Level::Error, m) if m.contains("reload failed: generation 2 was not all in service within 30s"))), "{a:?}");
+    assert_eq!(core.in_service().map(|w| w.serial).collect::<Vec<_>>(), old);
+}
+
+#[test]
+fn scaling_up_starts_slots_and_down_drains_the_highest() {
+    let t0 = Instant::now();
+    let (mut core, s) = running(2, t0);
+    let a = core.on_event(t0, Event::Scale { count: 3 });
+    let new = spawns(&a);
+    assert_eq!(
+        new.iter().map(|(slot, _)| *slot).collect::<Vec<_>>(),
+        vec![2]
+    );
+    core.spawned(t0, new[0].1, 102);
+    let a = core.booted(t0, new[0].1, 1.0);
+    assert!(a.contains(&Action::Log(Level::Info, "all 3 workers in service".into())));
+    let a = core.on_event(t0, Event::Scale { count: 1 });
+    assert_eq!(published(&a), Some(vec![s[0]]));
+    let drained: Vec<u64> = a
+        .iter()
+        .filter_map(|x| match x {
+            Action::Signal {
+                serial,
+                sig: Sig::Term,
+                ..
+            } => Some(*serial),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(drained, vec![s[1], new[0].1]);
+    let later = t0 + Duration::from_secs(60);
+    core.on_event(later, Event::Heartbeat { serial: s[0] });
+    let a = core.exited(later, s[1], Exit::Code(0));
+    assert!(spawns(&a).is_empty(), "a scaled-away slot is not restarted");
+    assert_eq!(core.active(), 1);
+    // Scaling up again reuses the retired slot.
+    let a = core.on_event(later, Event::Scale { count: 2 });
+    assert_eq!(
+        spawns(&a).iter().map(|(slot, _)| *slot).collect::<Vec<_>>(),
+        vec![1]
+    );
+}
+
+#[test]
+fn a_rolling_reload_replaces_one_slot_at_a_time_within_max_surge() {
+    let t0 = Instant::now();
+    let mut core = Core::new(Settings {
+        rolling: Some(1),
+        ..settings(3)
+    });
+    let mut old = Vec::new();
+    for (slot, serial) in spawns(&core.start()) {
+        core.spawned(t0, serial, 100 + slot as u32);
+        core.booted(t0, serial, 1.0);
+        old.push(serial);
+    }
+    let mut a = core.on_event(
+        t0,
+        Event::Reload {
+            timeout: None,
+            canary: None,
+        },
+    );
+    let mut max_alive = 0;
+    for round in 0..3 {
+        let s = spawns(&a);
+        assert_eq!(s.len(), 1, "round {round}: one successor at a time");
+        let (slot, new) = s[0];
+        assert_eq!(slot, round);
+        core.spawned(t0, new, 200 + slot as u32);
+        max_alive = max_alive.max(core.workers.len());
+        let b = core.booted(t0, new, 1.0);
+        assert!(b.contains(&Action::Signal {
+            serial: old[slot],
+            pid: 100 + slot as u32,
+            sig: Sig::Term,
+        }));
+        a = core.exited(t0, old[slot], Exit::Code(0));
+    }
+    assert_eq!(max_alive, 4, "never more than max_surge = 1 extra worker");
+    assert!(core.reload.is_none());
+    assert_eq!(core.generation, 2);
+    assert!(core.in_service().all(|w| w.generation == 2));
+}
+
+fn canary(count: usize) -> Settings {
+    Settings {
+        canary: Some(CanarySettings {
+            permille: 100,
+            hold: Duration::from_secs(125),
+        }),
+        ..settings(count)
+    }
+}
+
+fn running_with(settings: Settings, t0: Instant) -> (Core, Vec<u64>) {
+    let mut core = Core::new(settings);
+    let mut serials = Vec::new();
+    for (slot, serial) in spawns(&core.start()) {
+        core.spawned(t0, serial, 100 + slot as u32);
+        core.booted(t0, serial, 5.0);
+        serials.push(serial);
+    }
+    (core, serials)
+}
+
+#[test]
+fn a_canary_holds_the_switch_until_it_passes() {
+    let t0 = Instant::now();
+    let (mut core, old) = running_with(canary(2), t0);
+    let a = core.on_event(
+        t0,
+        Event::Reload {
+            timeout: None,
+            canary: None,
+        },
+    );
+    assert!(a.contains(&Action::Route(Some((2, 100)))), "{a:?}");
+    // Its deadline leaves room for the canary's window.
+    assert_eq!(
+        core.reload.as_ref().map(|r| r.deadline),
+        Some(t0 + Duration::from_secs(30 + 125))
+    );
+    let new = boot_all(&mut core, &a, t0);
+    core.booted(t0, new[0], 1.0);
+    let a = core.booted(t0, new[1], 1.0);
+    // All in service: both generations take requests (the router splits),
+    // nothing drains, the old one still serves.
+    assert_eq!(published(&a), Some(vec![old[0], old[1], new[0], new[1]]));
+    assert!(signals(&a).is_empty());
+    assert_eq!(core.generation, 1);
+    // A verdict for another generation changes nothing.
+    let a = core.on_event(
+        t0,
+        Event::Canary {
+            generation: 7,
+            verdict: Ok(()),
+        },
+    );
+    assert!(a.is_empty());
+    let a = core.on_event(
+        t0,
+        Event::Canary {
+            generation: 2,
+            verdict: Ok(()),
+        },
+    );
+    assert_eq!(published(&a), Some(vec![new[0], new[1]]));
+    assert!(a.contains(&Action::Route(None)));
+    assert_eq!(signals(&a), vec![(100, Sig::Term), (101, Sig::Term)]);
+    assert_eq!(core.generation, 2);
+}
+
+#[test]
+fn a_failed_canary_stops_the_new_generation_and_leaves_the_old_untouched() {
+    let t0 = Instant::now();
+    let (mut core, old) = running_with(canary(2), t0);
+    let a = core.on_event(
+        t0,
+        Event::Reload {
+            timeout: None,
+            canary: None,
+        },
+    );
+    let new = boot_all(&mut core, &a, t0);
+    core.booted(t0, new[0], 1.0);
+    let verdict = Err(("canary failed: 5xx".to_string(), Some("table".to_string())));
+    let a = core.on_event(
+        t0,
+        Event::Canary {
+            generation: 2,
+            verdict,
+        },
+    );
+    assert!(a.contains(&Action::Route(None)));
+    assert_eq!(published(&a), Some(old.clone()));
+    // The one in service finishes its requests; the one booting stops.
+    assert_eq!(signals(&a), vec![(300, Sig::Term), (301, Sig::Quit)]);
+    assert_eq!(core.generation, 1);
+    assert!(matches!(
+        &core.last_reload,
+        Some(ReloadOutcome::Failed { generation: 2, reason, detail: Some(d), .. })
+            if reason == "canary failed: 5xx" && d == "table"
+    ));
+}
+
+#[test]
+fn a_rolling_canary_keeps_its_first_successors_beside_the_old_workers() {
+    let t0 = Instant::now();
+    let (mut core, old) = running_with(
+        Settings {
+            rolling: Some(1),
+            ..canary(3)
+        },
+        t0,
+    );
+    let a = core.on_event(
+        t0,
+        Event::Reload {
+            timeout: None,
+            canary: None,
+        },
+    );
+    let new = boot_all(&mut core, &a, t0);
+    assert_eq!(new.len(), 1, "max_surge at a time");
+    let a = core.booted(t0, new[0], 1.0);
+    assert_eq!(published(&a), Some(vec![old[0], old[1], old[2], new[0]]));
+    assert!(signals(&a).is_empty(), "no slot is taken during the canary");
+    let a = core.on_event(
+        t0,
+        Event::Canary {
+            generation: 2,
+            verdict: Ok(()),
+        },
+    );
+    assert_eq!(signals(&a), vec![(100, Sig::Term)], "then the roll goes on");
+}

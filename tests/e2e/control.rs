@@ -1,0 +1,256 @@
+//! The control socket and its commands: `corral reload --wait`, `corral
+//! scale`, `corral stop`, `corral status`, as a deploy pipeline uses them.
+
+use crate::common::*;
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+fn app_version(tag: &str, padding: usize) -> String {
+    format!(
+        "# {}\ndef app(environ, start_response):\n    body = b\"{tag}\"\n    start_response(\"200 OK\", [(\"Content-Length\", str(len(body)))])\n    return [body]\n",
+        "x".repeat(padding)
+    )
+}
+
+fn corral(args: &[&str]) -> Output {
+    Command::new(corral_bin())
+        .args(args)
+        .output()
+        .expect("run corral")
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+#[test]
+fn reload_wait_reports_success_and_failure_with_the_traceback() {
+    let app = AppDir::new(&[("app.py", &app_version("v1", 1))]);
+    let c = Corral::start(app.path(), &["app:app", "-w", "2"], 2);
+    let socket = c.socket.to_str().unwrap().to_string();
+
+    std::fs::write(app.path().join("app.py"), app_version("v2", 30)).unwrap();
+    let out = corral(&["reload", "--wait", "--socket", &socket]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(
+        text(&out).contains("generation 2 (revision "),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(c.get("/").text(), "v2");
+
+    std::fs::write(
+        app.path().join("app.py"),
+        "import os\nSECRET = os.environ['SECRET_KEY_THAT_IS_MISSING']\n",
+    )
+    .unwrap();
+    let out = corral(&["reload", "--wait", "--socket", &socket]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let t = text(&out);
+    assert!(t.contains("reload FAILED"), "{t}");
+    assert!(
+        t.contains("generation 2 keeps serving") || t.contains("KeyError"),
+        "{t}"
+    );
+    assert!(
+        t.contains("Traceback") && t.contains("app.py\", line 2"),
+        "the traceback: {t}"
+    );
+    assert!(t.contains("KeyError: 'SECRET_KEY_THAT_IS_MISSING'"), "{t}");
+    assert_eq!(c.get("/").text(), "v2", "the good generation still serves");
+}
+
+#[test]
+fn the_control_socket_is_0600_scale_adds_and_removes_workers_and_stop_exits_cleanly() {
+    let app = AppDir::new(&[("app.py", &app_version("v1", 1))]);
+    let mut c = Corral::start(app.path(), &["app:app", "-w", "1"], 1);
+    let socket = c.socket.to_str().unwrap().to_string();
+    // The control socket is the operator's alone.
+    use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+    let meta = std::fs::metadata(&c.socket).unwrap();
+    assert!(meta.file_type().is_socket());
+    assert_eq!(
+        meta.permissions().mode() & 0o777,
+        0o600,
+        "control socket mode"
+    );
+    let out = corral(&["scale", "3", "--socket", &socket]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    c.wait_in_service(3);
+    assert_eq!(children_of(c.pid()).len(), 3);
+
+    c.signal(libc::SIGTTOU);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while children_of(c.pid()).len() != 2 {
+        assert!(Instant::now() < deadline, "TTOU did not remove a worker");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = corral(&["status", "--json", "--socket", &socket]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["workers"]["configured"], 2, "{v}");
+
+    let workers = children_of(c.pid());
+    let out = corral(&["stop", "--socket", &socket]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let st = c.wait_exit(Duration::from_secs(15)).expect("corral stops");
+    assert_eq!(st.code(), Some(0));
+    assert!(wait_gone(&workers, Duration::from_secs(5)));
+    assert!(!c.socket.exists(), "the control socket is removed");
+}
+
+#[test]
+fn commands_without_a_running_corral_say_so_clearly() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("nothing.sock");
+    for args in [
+        vec!["reload", "--wait"],
+        vec!["scale", "2"],
+        vec!["stop"],
+        vec!["status"],
+    ] {
+        let mut all = args.clone();
+        all.extend(["--socket", socket.to_str().unwrap()]);
+        let out = corral(&all);
+        assert_ne!(out.status.code(), Some(0), "{args:?}");
+        let t = text(&out);
+        assert!(
+            t.contains("cannot reach corral's control socket"),
+            "{args:?}: {t}"
+        );
+        assert!(t.contains("is corral running?"), "{args:?}: {t}");
+        assert!(!t.contains("panicked"), "{t}");
+    }
+}
+
+#[test]
+fn a_second_corral_on_the_same_control_socket_is_refused() {
+    let app = AppDir::new(&[("app.py", &app_version("v1", 1))]);
+    let c = Corral::start(app.path(), &["app:app", "-w", "1"], 1);
+    let socket = c.socket.to_str().unwrap().to_string();
+    let mut second = Corral::spawn(
+        app.path(),
+        &["app:app", "-w", "1", "--socket", &socket],
+        &[],
+    );
+    let st = second
+        .wait_exit(Duration::from_secs(10))
+        .expect("refused at once");
+    assert_eq!(st.code(), Some(2));
+    assert!(
+        second
+            .log
+            .text()
+            .contains("another corral is running with the control socket")
+    );
+    assert_eq!(c.get("/").status, 200, "the first one is untouched");
+}
+
+/// Two corrals started with no config and no `--socket`, the same app on
+/// two ports, as two gunicorn services would be: both start, each gets
+/// its own control socket, and the client commands reach the right one
+/// from any folder by the app and bind address given to `run`.
+#[test]
+fn two_instances_side_by_side_are_told_apart_by_app_and_bind() {
+    let runtime = tempfile::tempdir().unwrap();
+    let elsewhere = tempfile::tempdir().unwrap();
+    let rt = runtime.path().to_str().unwrap().to_string();
+    let (p1, p2) = (compare::free_port(), compare::free_port());
+    let (b1, b2) = (format!("127.0.0.1:{p1}"), format!("127.0.0.1:{p2}"));
+    let one = AppDir::new(&[("app.py", &app_version("one", 1))]);
+    let two = AppDir::new(&[("app.py", &app_version("two", 1))]);
+    let mut a = Corral::spawn_default_socket(
+        one.path(),
+        &["app:app", "-w", "1", "-b", &b1],
+        &[("XDG_RUNTIME_DIR", &rt)],
+    );
+    let mut b = Corral::spawn_default_socket(
+        two.path(),
+        &["app:app", "-w", "1", "-b", &b2],
+        &[("XDG_RUNTIME_DIR", &rt)],
+    );
+    a.wait_listening();
+    b.wait_listening();
+    a.wait_in_service(1);
+    b.wait_in_service(1);
+    let client = |args: &[&str]| {
+        Command::new(corral_bin())
+            .args(args)
+            .current_dir(elsewhere.path())
+            .env("XDG_RUNTIME_DIR", &rt)
+            .output()
+            .expect("run corral")
+    };
+
+    // Listed, not guessed.
+    let out = client(&["status"]);
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{t}");
+    assert!(t.contains("2 corral instances"), "{t}");
+    for (c, bind) in [(&a, &b1), (&b, &b2)] {
+        let line = t
+            .lines()
+            .find(|l| l.contains(bind))
+            .unwrap_or_else(|| panic!("{bind} listed: {t}"));
+        assert!(
+            line.contains(&c.pid().to_string()) && line.contains("app:app"),
+            "{line}"
+        );
+        assert!(line.contains("yes"), "ready: {line}");
+    }
+
+    // The app alone is ambiguous here, and says so.
+    let out = client(&["status", "app:app"]);
+    assert_ne!(out.status.code(), Some(0));
+    assert!(
+        text(&out).contains("2 running corrals serve app:app"),
+        "{}",
+        text(&out)
+    );
+
+    // The bind address picks one.
+    let out = client(&["status", "--json", "-b", &b2]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["supervisor"]["pid"], b.pid(), "{v}");
+
+    let out = client(&["scale", "2", "app:app", "-b", &b1]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    a.wait_in_service(2);
+    let out = client(&["reload", "--wait", "--bind", &b2]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let gens = |bind: &str| {
+        let out = client(&["status", "--json", "-b", bind]);
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        (v["generation"].clone(), v["workers"]["configured"].clone())
+    };
+    assert_eq!(gens(&b1), (1.into(), 2.into()), "A scaled, not reloaded");
+    assert_eq!(gens(&b2), (2.into(), 1.into()), "B reloaded, not scaled");
+
+    let out = client(&["stop", "app:app", "-b", &b1]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(
+        a.wait_exit(Duration::from_secs(15)).and_then(|s| s.code()),
+        Some(0)
+    );
+    assert_eq!(b.get("/").text(), "two", "B serves on");
+
+    // One left: `status` shows it without being told which.
+    let out = client(&["status"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(
+        text(&out).contains(&format!("(pid {})", b.pid())),
+        "{}",
+        text(&out)
+    );
+    let out = client(&["stop", "-b", &b1]);
+    assert_ne!(out.status.code(), Some(0));
+    assert!(
+        text(&out).contains(&format!("no running corral serves {b1}")),
+        "{}",
+        text(&out)
+    );
+}

@@ -1,0 +1,175 @@
+//! Faults: dead and hung workers, and bad requests that corral answers in
+//! Rust without touching a worker.
+
+use crate::common::*;
+use std::io::{BufReader, Write};
+use std::time::{Duration, Instant};
+
+const FAULT_APP: &str = r#"
+import os, signal, time
+SEEN = 0
+
+def app(environ, start_response):
+    global SEEN
+    path = environ["PATH_INFO"]
+    if path == "/count":
+        body = str(SEEN).encode()
+    else:
+        SEEN += 1
+        if path == "/die":
+            time.sleep(0.2)
+            os.kill(os.getpid(), signal.SIGKILL)
+        elif path == "/hang":
+            time.sleep(60)
+        elif path == "/read":
+            environ["wsgi.input"].read()
+        body = str(os.getpid()).encode()
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
+    return [body]
+"#;
+
+fn start(args: &[&str]) -> (AppDir, Corral) {
+    let app = AppDir::new(&[("faults.py", FAULT_APP)]);
+    let mut all = vec!["faults:app", "-w", "1"];
+    all.extend_from_slice(args);
+    let c = Corral::start(app.path(), &all, 1);
+    (app, c)
+}
+
+fn pid_of(c: &Corral) -> u32 {
+    let r = c.get("/");
+    assert_eq!(r.status, 200, "{}", r.text());
+    r.text().parse().unwrap()
+}
+
+#[test]
+fn a_request_on_a_worker_that_dies_gets_502_at_once_and_the_worker_is_replaced() {
+    let (_app, c) = start(&[]);
+    let before = pid_of(&c);
+    let t = Instant::now();
+    let r = c.get("/die");
+    assert_eq!(r.status, 502, "{}", r.text());
+    assert!(
+        t.elapsed() < Duration::from_secs(5),
+        "502 took {:?}",
+        t.elapsed()
+    );
+    // The supervisor stays up and a new worker serves.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let r = c.get("/");
+        if r.status == 200 {
+            assert_ne!(r.text().parse::<u32>().unwrap(), before);
+            break;
+        }
+        assert_eq!(r.status, 503, "while replacing: {}", r.text());
+        assert!(Instant::now() < deadline, "never replaced");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(alive(c.pid()));
+}
+
+#[test]
+fn a_request_past_the_timeout_gets_504_its_stack_is_dumped_and_its_worker_replaced() {
+    let (_app, c) = start(&["--timeout", "1s"]);
+    let before = pid_of(&c);
+    let t = Instant::now();
+    let r = c.get("/hang");
+    assert_eq!(r.status, 504, "{}", r.text());
+    assert!(
+        t.elapsed() < Duration::from_secs(5),
+        "504 took {:?}",
+        t.elapsed()
+    );
+    // faulthandler's dump shows where the app hung.
+    assert!(
+        c.log.wait_for("in app", Duration::from_secs(5)).is_some(),
+        "no Python stack in the log:\n{}",
+        c.log.text()
+    );
+    assert!(c.log.text().contains("exceeded the timeout"));
+    assert!(
+        wait_gone(&[before], Duration::from_secs(5)),
+        "hung worker still alive"
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while c.get("/").status != 200 {
+        assert!(Instant::now() < deadline, "never replaced");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_ne!(pid_of(&c), before);
+}
+
+fn raw(c: &Corral, bytes: &[u8]) -> Response {
+    let mut s = c.connect();
+    s.write_all(bytes).unwrap();
+    let mut r = BufReader::new(s);
+    read_response(&mut r, false).expect("a response")
+}
+
+#[test]
+fn malformed_and_oversize_requests_are_refused_by_corral_without_a_worker() {
+    let (_app, c) = start(&["--max-header-bytes", "16KiB", "--max-body-bytes", "1KiB"]);
+    assert_eq!(c.get("/count").text(), "0");
+
+    let r = raw(&c, b"GET / HTTP/1.1\r\nHost: x\r\nBad Header\r\n\r\n");
+    assert_eq!(r.status, 400);
+    let r = raw(&c, b"GARBAGE\r\n\r\n");
+    assert_eq!(r.status, 400);
+    let r = raw(&c, b"GET /a%00b HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_eq!(r.status, 400);
+
+    let big = format!(
+        "GET / HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n",
+        "a".repeat(32 * 1024)
+    );
+    let r = raw(&c, big.as_bytes());
+    assert_eq!(r.status, 431);
+
+    // Declared too large: refused before the body is read.
+    let r = raw(
+        &c,
+        b"POST /read HTTP/1.1\r\nHost: x\r\nContent-Length: 5000\r\n\r\n",
+    );
+    assert_eq!(r.status, 413);
+    // Chunked, found too large while reading it.
+    let mut chunked =
+        b"POST /read HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+    for _ in 0..4 {
+        chunked.extend_from_slice(b"200\r\n");
+        chunked.extend_from_slice(&[b'x'; 0x200]);
+        chunked.extend_from_slice(b"\r\n");
+    }
+    chunked.extend_from_slice(b"0\r\n\r\n");
+    let r = raw(&c, &chunked);
+    assert_eq!(r.status, 413);
+
+    assert_eq!(
+        c.get("/count").text(),
+        "0",
+        "no bad request reached the app"
+    );
+    // A request within the limits does.
+    let r = request(&c.addr, "POST", "/read", &[], &[b'y'; 1000]);
+    assert_eq!(r.status, 200);
+    assert_eq!(c.get("/count").text(), "1");
+}
+
+#[test]
+fn with_no_worker_in_service_the_app_port_answers_503_with_retry_after() {
+    let app = AppDir::new(&[("broken.py", "raise RuntimeError('no database')\n")]);
+    let mut c = Corral::spawn(app.path(), &["broken:app", "-w", "1"], &[]);
+    c.wait_listening();
+    assert!(
+        c.log
+            .wait_for("no database", Duration::from_secs(20))
+            .is_some(),
+        "the boot error is logged"
+    );
+    let t = Instant::now();
+    let r = c.get("/");
+    assert_eq!(r.status, 503);
+    assert!(r.header("retry-after").is_some());
+    assert!(r.text().contains("no worker"), "{}", r.text());
+    assert!(t.elapsed() < Duration::from_secs(2));
+}

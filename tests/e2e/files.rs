@@ -1,0 +1,479 @@
+//! Files, folders and sockets that a worker or another local user can
+//! touch: corral never trusts them. Several tests need root (to be two
+//! users at once), as CI is; without root they fail under `CI` and are
+//! skipped (with a note) on a developer's machine.
+
+use crate::common::*;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+const NOBODY: u32 = 65534;
+const DAEMON: u32 = 1;
+
+/// True when root; otherwise a failure under CI, a skip elsewhere.
+fn root() -> bool {
+    require_root("to be two users at once")
+}
+
+/// An app folder other users may read (the workers run as nobody).
+fn shared_app(files: &[(&str, &str)]) -> AppDir {
+    let app = AppDir::new(files);
+    std::fs::set_permissions(app.path(), PermissionsExt::from_mode(0o755)).unwrap();
+    for (name, _) in files {
+        std::fs::set_permissions(app.path().join(name), PermissionsExt::from_mode(0o644)).unwrap();
+    }
+    app
+}
+
+/// corral with exactly `args` (no socket or bind added), as `uid` when
+/// given, in `dir`; output collected.
+fn corral_as(dir: &Path, args: &[&str], uid: Option<u32>, env: &[(&str, &str)]) -> Corral {
+    let mut cmd = Command::new(corral_bin());
+    cmd.current_dir(dir)
+        .args(args)
+        .env_remove("VIRTUAL_ENV")
+        .env_remove("XDG_RUNTIME_DIR")
+        .env_remove("RUNTIME_DIRECTORY")
+        .env_remove("STATE_DIRECTORY")
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    if let Some(uid) = uid {
+        cmd.uid(uid).gid(uid).env("HOME", "/nonexistent");
+    }
+    let mut child = cmd.spawn().expect("start corral");
+    let log = Log::collect(&mut child, "corral");
+    Corral {
+        child,
+        log,
+        addr: String::new(),
+        status_addr: String::new(),
+        socket: PathBuf::new(),
+    }
+}
+
+const PID_APP: &str = r#"
+import json, os, sys
+
+def app(environ, start_response):
+    body = json.dumps({"pid": os.getpid(),
+                       "rundir": os.path.dirname(os.path.abspath(sys.argv[0]))}).encode()
+    start_response("200 OK", [("Content-Length", str(len(body)))])
+    return [body]
+"#;
+
+#[test]
+fn a_worker_running_as_another_user_cannot_plant_files_where_corral_reads() {
+    if !root() {
+        return;
+    }
+    // At import the app tries what a compromised worker would: write its
+    // own stack file, plant a symlink to a secret, plant a FIFO. Then it
+    // hangs, so corral dumps its stacks and kills it.
+    let app = shared_app(&[(
+        "planter.py",
+        r#"
+import os, sys, time
+folder = os.path.dirname(os.path.abspath(sys.argv[0]))
+for name, attempt in [
+        ("file", lambda p: open(p, "w")),
+        ("symlink", lambda p: os.symlink("/etc/shadow", p)),
+        ("fifo", lambda p: os.mkfifo(p))]:
+    try:
+        attempt(os.path.join(folder, "stacks-%d.txt" % os.getpid()))
+        print("PLANTED", name, flush=True)
+    except OSError as e:
+        print("REFUSED", name, type(e).__name__, flush=True)
+st = os.stat(folder)
+print("FOLDER %o %d %d" % (st.st_mode & 0o7777, st.st_uid, st.st_gid), flush=True)
+for name in ["corral_worker", "corral_worker/main.py"]:
+    st = os.stat(os.path.join(folder, name))
+    print("SHARED %s %o %d %d" % (name, st.st_mode & 0o7777, st.st_uid, st.st_gid), flush=True)
+time.sleep(60)
+app = None
+"#,
+    )]);
+    let mut c = corral_as(
+        app.path(),
+        &[
+            "planter:app",
+            "-b",
+            "127.0.0.1:0",
+            "--status-bind",
+            "127.0.0.1:0",
+            "--socket",
+            "ctl.sock",
+            "--python",
+            "/usr/bin/python3",
+            "--user",
+            "nobody",
+            "--boot-timeout",
+            "2s",
+        ],
+        None,
+        &[("STATE_DIRECTORY", "/nonexistent-state")],
+    );
+    c.wait_listening();
+    c.log
+        .wait_for("Python stacks of worker", Duration::from_secs(20))
+        .expect("the hung boot is dumped");
+    let log = c.log.text();
+    assert_eq!(log.matches("REFUSED").count(), 3, "{log}");
+    assert!(!log.contains("PLANTED"), "{log}");
+    assert!(
+        log.contains("FOLDER 750 0 65534"),
+        "root's, shared read-only with the workers' group (nogroup) only: {log}"
+    );
+    assert!(log.contains("SHARED corral_worker 750 0 65534"), "{log}");
+    assert!(
+        log.contains("SHARED corral_worker/main.py 640 0 65534"),
+        "{log}"
+    );
+    assert_eq!(c.status("/health/live").status, 200);
+    let status = c.status_json();
+    let err = status["slots"][0]["last_boot_error"]["text"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(err.contains("Python stacks at that moment"), "{err}");
+    assert!(err.contains("planter.py"), "{err}");
+    assert!(!err.contains("root:"), "a secret leaked: {err}");
+}
+
+#[test]
+fn a_control_socket_folder_others_can_write_is_refused() {
+    let app = AppDir::new(&[("app.py", PID_APP)]);
+    let open = app.path().join("open");
+    std::fs::create_dir(&open).unwrap();
+    std::fs::set_permissions(&open, PermissionsExt::from_mode(0o777)).unwrap();
+    let socket = open.join("ctl.sock");
+    let mut c = Corral::spawn(
+        app.path(),
+        &["app:app", "--socket", socket.to_str().unwrap()],
+        &[],
+    );
+    let st = c.wait_exit(Duration::from_secs(20)).expect("corral exits");
+    assert_eq!(st.code(), Some(2), "{}", c.log.text());
+    // The exit can come before the thread reading the log has the line.
+    assert!(
+        c.log
+            .wait_for(
+                "is not private: group or others may write to it (mode 0777)",
+                Duration::from_secs(5)
+            )
+            .is_some(),
+        "{}",
+        c.log.text()
+    );
+    assert!(!socket.exists());
+}
+
+#[test]
+fn the_default_control_folder_of_another_user_is_refused() {
+    if !root() {
+        return;
+    }
+    // /tmp/corral-65534 made by another user (uid 1) before nobody's corral
+    // starts without XDG_RUNTIME_DIR: taking it would let that user swap
+    // the socket.
+    let squat = PathBuf::from(format!("/tmp/corral-{NOBODY}"));
+    let _ = std::fs::remove_dir_all(&squat);
+    std::fs::create_dir(&squat).unwrap();
+    std::os::unix::fs::chown(&squat, Some(DAEMON), Some(DAEMON)).unwrap();
+    // Open to anyone: the victim can bind there, and its owner can swap
+    // the socket afterwards.
+    std::fs::set_permissions(&squat, PermissionsExt::from_mode(0o777)).unwrap();
+    let app = shared_app(&[("app.py", PID_APP)]);
+    let mut c = corral_as(
+        app.path(),
+        &[
+            "app:app",
+            "-b",
+            "127.0.0.1:0",
+            "--python",
+            "/usr/bin/python3",
+        ],
+        Some(NOBODY),
+        &[],
+    );
+    let st = c.wait_exit(Duration::from_secs(20)).expect("corral exits");
+    let log = c.log.text();
+    let _ = std::fs::remove_dir_all(&squat);
+    let _ = std::fs::remove_dir_all(format!("/tmp/corral-{NOBODY}-state"));
+    assert_eq!(st.code(), Some(2), "{log}");
+    assert!(
+        log.contains(&format!(
+            "{} is not private: it belongs to uid 1",
+            squat.display()
+        )),
+        "{log}"
+    );
+}
+
+#[test]
+fn the_client_refuses_a_control_socket_served_by_another_user() {
+    if !root() {
+        return;
+    }
+    // Another user (uid 1) listens where the victim (nobody) looks, in a
+    // folder it owns, and would answer that a reload succeeded.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), PermissionsExt::from_mode(0o755)).unwrap();
+    let trap = dir.path().join("trap");
+    std::fs::create_dir(&trap).unwrap();
+    std::os::unix::fs::chown(&trap, Some(DAEMON), Some(DAEMON)).unwrap();
+    let socket = trap.join("corral.sock");
+    let mut liar = Reaped(Command::new("/usr/bin/python3")
+        .args([
+            "-c",
+            "import os, socket, sys\n\
+             s = socket.socket(socket.AF_UNIX)\n\
+             s.bind(sys.argv[1]); os.chmod(sys.argv[1], 0o777); s.listen()\n\
+             print('listening', flush=True)\n\
+             while True:\n\
+             \x20   c, _ = s.accept(); c.recv(4096)\n\
+             \x20   c.sendall(b'{\"ok\": true, \"generation\": 7, \"revision\": \"fake\"}\\n'); c.close()\n",
+        ])
+        .arg(&socket)
+        .uid(DAEMON)
+        .gid(DAEMON)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap());
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(liar.0.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    let out = Command::new(corral_bin())
+        .args(["reload", "--wait", "--socket"])
+        .arg(&socket)
+        .uid(NOBODY)
+        .gid(NOBODY)
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains("refusing to talk to"), "{text}");
+    assert!(text.contains("served by uid 1"), "{text}");
+    assert!(!text.contains("reloaded"), "{text}");
+}
+
+#[test]
+fn a_regular_file_at_a_socket_path_is_never_deleted() {
+    let app = AppDir::new(&[("app.py", PID_APP)]);
+    let precious = app.path().join("precious.txt");
+    for args in [
+        vec!["app:app", "-b", "unix:precious.txt"],
+        vec!["app:app", "--socket", "precious.txt"],
+    ] {
+        std::fs::write(&precious, "keep me").unwrap();
+        let mut c = Corral::spawn(app.path(), &args, &[]);
+        let st = c.wait_exit(Duration::from_secs(20)).expect("corral exits");
+        assert_eq!(st.code(), Some(2), "{args:?}: {}", c.log.text());
+        assert_eq!(
+            std::fs::read_to_string(&precious).unwrap(),
+            "keep me",
+            "{args:?}"
+        );
+        assert!(c.log.text().contains("not a socket"), "{}", c.log.text());
+    }
+}
+
+#[test]
+fn instances_keep_their_own_state_privately() {
+    if !root() {
+        return;
+    }
+    // Two apps on one host, neither with [deploy] state_dir: as two
+    // gunicorn services, they must not share a last known good revision.
+    let start = |rev: &str| {
+        let app = AppDir::new(&[
+            ("app.py", PID_APP),
+            (
+                "corral.toml",
+                &format!(
+                    "[app]\nmodule = \"app:app\"\n[server]\nbind = [\"127.0.0.1:0\"]\n\
+                     [health]\nstatus_bind = \"127.0.0.1:0\"\n\
+                     [deploy]\nrevision = [\"echo\", \"{rev}\"]\nrollback_hook = [\"true\"]\n"
+                ),
+            ),
+        ]);
+        let mut c = corral_as(
+            app.path(),
+            &[
+                "-c",
+                "corral.toml",
+                "--python",
+                &python(),
+                "--socket",
+                "ctl.sock",
+            ],
+            None,
+            &[],
+        );
+        c.wait_listening();
+        c.wait_in_service(1);
+        (app, c)
+    };
+    let (app_a, a) = start("rev-a");
+    let (_app_b, b) = start("rev-b");
+    let state =
+        |c: &Corral| PathBuf::from(c.status_json()["supervisor"]["state_dir"].as_str().unwrap());
+    let (sa, sb) = (state(&a), state(&b));
+    let cleanup = (sa.clone(), sb.clone());
+    let _guard = RemoveOnDrop(vec![cleanup.0, cleanup.1]);
+    assert_ne!(sa, sb);
+    assert!(sa.starts_with("/var/lib/corral"), "{}", sa.display());
+    a.wait_until("a's revision recorded", || {
+        std::fs::read_to_string(sa.join("last-good-revision")).is_ok_and(|t| t == "rev-a\n")
+    });
+    b.wait_until("b's revision recorded", || {
+        std::fs::read_to_string(sb.join("last-good-revision")).is_ok_and(|t| t == "rev-b\n")
+    });
+    assert_eq!(a.status_json()["last_good_revision"], "rev-a");
+    assert_eq!(b.status_json()["last_good_revision"], "rev-b");
+    assert_eq!(std::fs::metadata(&sa).unwrap().mode() & 0o777, 0o700);
+    let file = std::fs::metadata(sa.join("last-good-revision")).unwrap();
+    assert_eq!(file.mode() & 0o777, 0o600);
+    // A failed reload's traceback (it may hold secrets) is private too.
+    std::fs::write(app_a.path().join("app.py"), "raise RuntimeError('boom')\n").unwrap();
+    let out = Command::new(corral_bin())
+        .args(["reload", "--wait", "--socket"])
+        .arg(app_a.path().join("ctl.sock"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    a.wait_until("the traceback saved", || sa.join("last-error.txt").exists());
+    let err = std::fs::metadata(sa.join("last-error.txt")).unwrap();
+    assert_eq!(err.mode() & 0o777, 0o600);
+    let names: Vec<String> = std::fs::read_dir(&sa)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(names.iter().all(|n| !n.contains(".tmp")), "{names:?}");
+}
+
+/// A child process killed and reaped on drop.
+struct Reaped(std::process::Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Removes folders the test made outside its temporary folder.
+struct RemoveOnDrop(Vec<PathBuf>);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        for p in &self.0 {
+            let _ = std::fs::remove_dir_all(p);
+        }
+    }
+}
+
+#[test]
+fn with_drop_privileges_corral_removes_its_folder_and_socket_at_exit() {
+    if !root() {
+        return;
+    }
+    let app = shared_app(&[
+        ("app.py", PID_APP),
+        (
+            "corral.toml",
+            "[app]\nmodule = \"app:app\"\npython = \"/usr/bin/python3\"\n\
+             [server]\nbind = [\"127.0.0.1:0\"]\ndrop_privileges = true\n\
+             [workers]\nuser = \"nobody\"\n[health]\nstatus_bind = \"127.0.0.1:0\"\n",
+        ),
+    ]);
+    let mut c = corral_as(
+        app.path(),
+        &["-c", "corral.toml"],
+        None,
+        &[("STATE_DIRECTORY", "/nonexistent-state")],
+    );
+    c.wait_listening();
+    c.wait_in_service(1);
+    let v: serde_json::Value = serde_json::from_slice(&c.get("/").body).unwrap();
+    let rundir = PathBuf::from(v["rundir"].as_str().unwrap());
+    let socket = PathBuf::from(
+        c.status_json()["supervisor"]["control_socket"]
+            .as_str()
+            .unwrap(),
+    );
+    assert!(socket.starts_with("/run/corral"), "{}", socket.display());
+    assert!(rundir.exists() && socket.exists());
+    // The root client trusts the unprivileged corral in root's folder.
+    let out = Command::new(corral_bin())
+        .args(["stop", "--socket"])
+        .arg(&socket)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let st = c.wait_exit(Duration::from_secs(20)).expect("corral exits");
+    assert_eq!(st.code(), Some(0), "{}", c.log.text());
+    assert!(!rundir.exists(), "runtime folder left behind");
+    assert!(!socket.exists(), "control socket left behind");
+    // The next start (as root again) takes the instance's folder back.
+    let mut again = corral_as(
+        app.path(),
+        &["-c", "corral.toml"],
+        None,
+        &[("STATE_DIRECTORY", "/nonexistent-state")],
+    );
+    again.wait_listening();
+    again.wait_in_service(1);
+    again.signal(libc::SIGTERM);
+    let st = again
+        .wait_exit(Duration::from_secs(20))
+        .expect("corral exits");
+    assert_eq!(st.code(), Some(0), "{}", again.log.text());
+    let _ = std::fs::remove_dir(socket.parent().unwrap());
+}
+
+#[test]
+fn corral_check_as_root_boots_the_app_as_the_workers_user() {
+    if !root() {
+        return;
+    }
+    let app = shared_app(&[("app.py", PID_APP)]);
+    let out = Command::new(corral_bin())
+        .current_dir(app.path())
+        .args([
+            "check",
+            "app:app",
+            "--python",
+            "/usr/bin/python3",
+            "--user",
+            "nobody",
+        ])
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(text.contains("OK: app:app imported"), "{text}");
+}

@@ -1,0 +1,520 @@
+//! A gunicorn user's command line and gunicorn.conf.py, run by corral: the
+//! same flags with the command renamed, log files reopened on SIGUSR1, the
+//! request-head limits, the flags corral refuses with what to use instead,
+//! `corral import-gunicorn`, and the README's migration table against the
+//! installed gunicorn's own list of settings.
+
+use crate::common::*;
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const APP: &str = r#"
+import os
+
+def app(environ, start_response):
+    body = ("%s %s" % (environ["PATH_INFO"], os.environ.get("FOO", "-"))).encode()
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body))),
+                              ("X-Served-By", "app")])
+    return [body]
+"#;
+
+const ASGI_APP: &str = r#"
+async def app(scope, receive, send):
+    if scope["type"] != "http":
+        return
+    await send({"type": "http.response.start", "status": 200,
+                "headers": [(b"content-type", b"text/plain")]})
+    await send({"type": "http.response.body", "body": b"asgi"})
+"#;
+
+/// Waits until the file at `path` has a line containing `needle`; returns
+/// that line.
+fn wait_line(path: &Path, needle: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        if let Some(line) = text.lines().find(|l| l.contains(needle)) {
+            return line.to_owned();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no line with {needle:?} in {} within 30 s; it holds:\n{text}",
+            path.display()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The app address from an error log file ("listening on http://ADDR").
+fn address_from(log: &Path) -> String {
+    let line = wait_line(log, "listening on http://");
+    let addr = line.split("listening on http://").nth(1).unwrap();
+    addr.split_whitespace().next().unwrap().to_owned()
+}
+
+/// Runs corral with `args` in `dir` to its exit; (code, stdout, stderr).
+fn run_to_exit(dir: &Path, args: &[&str]) -> (Option<i32>, String, String) {
+    let mut child = Command::new(corral_bin())
+        .current_dir(dir)
+        .args(args)
+        .env_remove("VIRTUAL_ENV")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start corral");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("corral {args:?} did not exit within 30 s");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// A command line as it would be given to gunicorn.
+fn gunicorn_args(dir: &Path) -> Vec<String> {
+    let d = dir.display();
+    [
+        "-w",
+        "2",
+        "-k",
+        "gthread",
+        "--threads",
+        "4",
+        "-b",
+        "127.0.0.1:0",
+        "--timeout",
+        "30",
+        "--graceful-timeout",
+        "10",
+        "--keep-alive",
+        "5",
+        "--max-requests",
+        "1000",
+        "--max-requests-jitter",
+        "50",
+        "--access-logfile",
+        &format!("{d}/access.log"),
+        "--access-logformat",
+        r#"%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s" %(D)s %({x-served-by}o)s"#,
+        "--error-logfile",
+        &format!("{d}/error.log"),
+        "--log-level",
+        "info",
+        "--limit-request-line",
+        "4094",
+        "--limit-request-fields",
+        "100",
+        "--limit-request-field_size",
+        "8190",
+        "-p",
+        &format!("{d}/app.pid"),
+        "--worker-tmp-dir",
+        "/dev/shm",
+        "--forwarded-allow-ips",
+        "127.0.0.1",
+        "--chdir",
+        &d.to_string(),
+        "-e",
+        "FOO=bar",
+        "app:app",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
+#[test]
+fn a_gunicorn_command_line_runs_with_the_command_renamed() {
+    let app = AppDir::new(&[("app.py", APP)]);
+    let args = gunicorn_args(app.path());
+    // The command line is gunicorn's own: gunicorn checks it (and imports
+    // the app) without error.
+    let gunicorn = Path::new(&python()).with_file_name("gunicorn");
+    let check = Command::new(&gunicorn)
+        .arg("--check-config")
+        .args(&args)
+        .current_dir(app.path())
+        .output()
+        .unwrap_or_else(|e| panic!("run {}: {e}", gunicorn.display()));
+    assert!(
+        check.status.success(),
+        "gunicorn --check-config refused the command line: {}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+    let _ = std::fs::remove_file(app.path().join("error.log"));
+
+    let arg_refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut c = Corral::spawn(app.path(), &arg_refs, &[]);
+    let error_log = app.path().join("error.log");
+    let addr = address_from(&error_log);
+    wait_line(&error_log, "all 2 workers in service");
+    let r = request(
+        &addr,
+        "GET",
+        "/hello?x=1",
+        &[("User-Agent", "test-agent"), ("Referer", "http://ref/")],
+        b"",
+    );
+    assert_eq!((r.status, r.text().as_str()), (200, "/hello bar"));
+    let line = wait_line(&app.path().join("access.log"), "/hello?x=1");
+    assert!(
+        line.starts_with("127.0.0.1 - - ["),
+        "gunicorn's atoms, in the access log file: {line}"
+    );
+    assert!(
+        line.contains("\"GET /hello?x=1 HTTP/1.1\" 200 10 \"http://ref/\" \"test-agent\" ")
+            && line.ends_with(" app"),
+        "{line}"
+    );
+    let micros: u64 = line.split(' ').rev().nth(1).unwrap().parse().unwrap();
+    assert!(micros > 0 && micros < 30_000_000, "%(D)s: {line}");
+    // corral's own log went to the file, stderr kept quiet; the
+    // --worker-tmp-dir note is there.
+    wait_line(&error_log, "--worker-tmp-dir /dev/shm ignored");
+    assert!(
+        c.log
+            .wait_for("listening on", Duration::from_millis(300))
+            .is_none(),
+        "corral's log belongs in --error-logfile, not on stderr"
+    );
+    let pid_file = app.path().join("app.pid");
+    assert_eq!(
+        std::fs::read_to_string(&pid_file).unwrap(),
+        format!("{}\n", c.pid())
+    );
+    let mode = std::fs::metadata(&pid_file).unwrap();
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&mode.permissions()) & 0o777,
+        0o644
+    );
+
+    c.signal(libc::SIGTERM);
+    let status = c.wait_exit(Duration::from_secs(30)).expect("corral exits");
+    assert_eq!(status.code(), Some(0));
+    assert!(
+        !pid_file.exists(),
+        "the pid file is removed on a clean exit"
+    );
+}
+
+#[test]
+fn usr1_reopens_the_log_files_for_logrotate() {
+    let app = AppDir::new(&[("app.py", APP)]);
+    let (access, error) = (app.path().join("access.log"), app.path().join("error.log"));
+    let mut c = Corral::spawn(
+        app.path(),
+        &[
+            "app:app",
+            "--access-logfile",
+            "access.log",
+            "--log-file",
+            "error.log",
+        ],
+        &[],
+    );
+    let addr = address_from(&error);
+    wait_line(&error, "all 1 workers in service");
+    assert_eq!(request(&addr, "GET", "/before", &[], b"").status, 200);
+    wait_line(&access, "/before");
+    // logrotate: move the files away, then USR1.
+    std::fs::rename(&access, app.path().join("access.log.1")).unwrap();
+    std::fs::rename(&error, app.path().join("error.log.1")).unwrap();
+    c.signal(libc::SIGUSR1);
+    wait_line(&error, "SIGUSR1: reopened");
+    assert_eq!(request(&addr, "GET", "/after", &[], b"").status, 200);
+    wait_line(&access, "/after");
+    let new_access = std::fs::read_to_string(&access).unwrap();
+    assert!(!new_access.contains("/before"), "{new_access}");
+    let old_access = std::fs::read_to_string(app.path().join("access.log.1")).unwrap();
+    assert!(
+        old_access.contains("/before") && !old_access.contains("/after"),
+        "{old_access}"
+    );
+    let old_error = std::fs::read_to_string(app.path().join("error.log.1")).unwrap();
+    assert!(old_error.contains("listening on"), "{old_error}");
+    assert!(!old_error.contains("reopened"), "{old_error}");
+    let mode = std::fs::metadata(&access).unwrap();
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&mode.permissions()) & 0o007,
+        0,
+        "no access for others"
+    );
+    c.signal(libc::SIGTERM);
+    assert_eq!(
+        c.wait_exit(Duration::from_secs(30)).and_then(|s| s.code()),
+        Some(0)
+    );
+}
+
+#[test]
+fn access_logfile_dash_is_stdout_without_corral_s_prefix() {
+    let app = AppDir::new(&[("app.py", APP)]);
+    let c = Corral::start(app.path(), &["app:app", "--access-logfile", "-"], 1);
+    assert_eq!(c.get("/to-stdout").status, 200);
+    let line = c
+        .log
+        .wait_for("/to-stdout HTTP/1.1", Duration::from_secs(10))
+        .expect("an access line");
+    assert!(
+        line.starts_with("127.0.0.1 - - [") && line.ends_with(" 200 12 \"-\" \"-\""),
+        "gunicorn's default line, alone on stdout: {line}"
+    );
+}
+
+#[test]
+fn a_log_file_symlink_planted_in_a_shared_folder_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let app = AppDir::new(&[("app.py", APP)]);
+    let shared = app.path().join("shared");
+    std::fs::create_dir(&shared).unwrap();
+    std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o1777)).unwrap();
+    let victim = app.path().join("victim");
+    std::fs::write(&victim, "untouched\n").unwrap();
+    std::os::unix::fs::symlink(&victim, shared.join("access.log")).unwrap();
+    let (code, _, stderr) = run_to_exit(
+        app.path(),
+        &[
+            "app:app",
+            "--python",
+            &python(),
+            "-b",
+            "127.0.0.1:0",
+            "--socket",
+            &app.path().join("ctl.sock").display().to_string(),
+            "--access-logfile",
+            "shared/access.log",
+        ],
+    );
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains("symlink in a folder another user may change"),
+        "{stderr}"
+    );
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "untouched\n");
+}
+
+#[test]
+fn gunicorn_request_limits_answer_414_and_431() {
+    let app = AppDir::new(&[("app.py", APP)]);
+    let c = Corral::start(
+        app.path(),
+        &[
+            "app:app",
+            "--limit-request-line",
+            "100",
+            "--limit-request-fields",
+            "10",
+            "--limit-request-field_size",
+            "60",
+        ],
+        1,
+    );
+    assert_eq!(c.get("/ok").status, 200);
+    // "GET " + 87 + " HTTP/1.1" = 100 bytes: at the limit, served.
+    let at_limit = format!("/{}", "a".repeat(86));
+    assert_eq!(c.get(&at_limit).status, 200);
+    let r = c.get(&format!("{at_limit}b"));
+    assert_eq!(r.status, 414, "{}", r.text());
+    let nine: Vec<(String, String)> = (0..9).map(|i| (format!("X-H{i}"), "v".into())).collect();
+    let headers: Vec<(&str, &str)> = nine.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    // Host plus nine: ten fields, served; one more is refused.
+    assert_eq!(request(&c.addr, "GET", "/", &headers, b"").status, 200);
+    let mut eleven = headers.clone();
+    eleven.push(("X-Extra", "v"));
+    assert_eq!(request(&c.addr, "GET", "/", &eleven, b"").status, 431);
+    // "X-Long: " + 52 = 60 bytes: served; 61 is refused.
+    let value = "v".repeat(52);
+    assert_eq!(
+        request(&c.addr, "GET", "/", &[("X-Long", &value)], b"").status,
+        200
+    );
+    let longer = format!("{value}v");
+    let r = request(&c.addr, "GET", "/", &[("X-Long", &longer)], b"");
+    assert_eq!(r.status, 431, "{}", r.text());
+}
+
+#[test]
+fn worker_classes_map_to_interfaces_and_the_rest_is_refused_with_advice() {
+    let app = AppDir::new(&[("app.py", APP), ("asgiapp.py", ASGI_APP)]);
+    let c = Corral::start(
+        app.path(),
+        &["asgiapp:app", "-k", "uvicorn.workers.UvicornWorker"],
+        1,
+    );
+    assert_eq!(c.get("/").text(), "asgi");
+    drop(c);
+    let base = ["app:app", "--python", "python3", "-b", "127.0.0.1:0"];
+    for (extra, needle, code) in [
+        (&["-k", "gevent"][..], "corral has no gevent workers", 2),
+        (&["-k", "eventlet"], "use --threads N", 2),
+        (
+            &["-k", "tornado"],
+            "corral has no worker class \"tornado\"",
+            2,
+        ),
+        (
+            &["--preload"],
+            "--preload: corral never preloads the app",
+            2,
+        ),
+        (
+            &["-k", "sync", "--interface", "asgi"],
+            "--worker-class: says wsgi but --interface says asgi",
+            2,
+        ),
+    ] {
+        let args: Vec<&str> = base.iter().chain(extra).copied().collect();
+        let (got, _, stderr) = run_to_exit(app.path(), &args);
+        assert_eq!(got, Some(code), "{extra:?}: {stderr}");
+        assert!(stderr.contains(needle), "{extra:?}: {stderr}");
+    }
+}
+
+#[test]
+fn gunicorn_cmd_args_is_not_read_and_says_so() {
+    let app = AppDir::new(&[("app.py", APP)]);
+    let c = Corral::spawn(app.path(), &["app:app"], &[("GUNICORN_CMD_ARGS", "-w 3")]);
+    let line = c
+        .log
+        .wait_for("GUNICORN_CMD_ARGS", Duration::from_secs(20))
+        .expect("a warning about GUNICORN_CMD_ARGS");
+    assert!(line.contains("does not read it"), "{line}");
+    c.wait_in_service(1);
+}
+
+const CONF: &str = r#"
+import multiprocessing, os
+
+here = os.path.dirname(os.path.abspath(__file__))
+bind = "127.0.0.1:0"
+workers = 2
+threads = 2
+timeout = 20
+graceful_timeout = 5
+keepalive = 3
+max_requests = 500
+max_requests_jitter = 25
+accesslog = os.path.join(here, "access.log")
+errorlog = os.path.join(here, "error.log")
+loglevel = "info"
+user = os.getuid()
+group = os.getgid()
+chdir = here
+raw_env = ["FOO=from-conf"]
+forwarded_allow_ips = "127.0.0.1,::1"
+limit_request_line = 4094
+limit_request_fields = 50
+limit_request_field_size = 8190
+wsgi_app = "app:app"
+preload_app = True
+print("this print goes to stderr")
+
+def post_fork(server, worker):
+    pass
+"#;
+
+#[test]
+fn import_gunicorn_converts_a_conf_file_that_corral_then_serves() {
+    let app = AppDir::new(&[("app.py", APP), ("gunicorn.conf.py", CONF)]);
+    let (code, stdout, stderr) = run_to_exit(
+        app.path(),
+        &["import-gunicorn", "gunicorn.conf.py", "--python", &python()],
+    );
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stdout.contains("[workers]\ncount = 2\n"), "{stdout}");
+    assert!(stdout.contains("timeout = \"20s\""), "{stdout}");
+    for needle in [
+        "this print goes to stderr",
+        "preload_app: not supported",
+        "post_fork: is a function; not supported",
+        "not gunicorn settings, ignored (as gunicorn ignores them): here",
+    ] {
+        assert!(
+            stderr.contains(needle),
+            "{needle} missing from stderr:\n{stderr}"
+        );
+    }
+    std::fs::write(app.path().join("corral.toml"), &stdout).unwrap();
+    let mut c = Corral::spawn(app.path(), &["-c", "corral.toml"], &[]);
+    let error_log = app.path().join("error.log");
+    let addr = address_from(&error_log);
+    wait_line(&error_log, "all 2 workers in service");
+    let r = request(&addr, "GET", "/converted", &[], b"");
+    assert_eq!((r.status, r.text().as_str()), (200, "/converted from-conf"));
+    wait_line(
+        &app.path().join("access.log"),
+        "\"GET /converted HTTP/1.1\" 200",
+    );
+    c.signal(libc::SIGTERM);
+    assert_eq!(
+        c.wait_exit(Duration::from_secs(30)).and_then(|s| s.code()),
+        Some(0)
+    );
+}
+
+#[test]
+fn import_gunicorn_reports_a_file_that_does_not_run() {
+    let app = AppDir::new(&[("gunicorn.conf.py", "workers = undefined_name\n")]);
+    let (code, stdout, stderr) = run_to_exit(
+        app.path(),
+        &["import-gunicorn", "gunicorn.conf.py", "--python", &python()],
+    );
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stdout.is_empty(), "{stdout}");
+    assert!(stderr.contains("NameError"), "{stderr}");
+    assert!(stderr.contains("gunicorn.conf.py did not run"), "{stderr}");
+}
+
+/// Every setting of the installed gunicorn's reference is in the README's
+/// migration table and in `corral import-gunicorn`'s list.
+#[test]
+fn the_migration_table_lists_every_gunicorn_setting() {
+    let out = Command::new(python())
+        .args([
+            "-c",
+            "import gunicorn.config as c; print('\\n'.join(s.name for s in c.KNOWN_SETTINGS))",
+        ])
+        .output()
+        .expect("run python");
+    assert!(
+        out.status.success(),
+        "gunicorn must be installed for this test (./test.sh installs it): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let names = String::from_utf8(out.stdout).unwrap();
+    let names: Vec<&str> = names.lines().collect();
+    assert!(names.len() > 50, "{names:?}");
+    let readme = std::fs::read_to_string(repo("README.md")).unwrap();
+    let table = readme
+        .split("### Every gunicorn setting")
+        .nth(1)
+        .expect("README has a section \"### Every gunicorn setting\"");
+    let table = table.split("\n#").next().unwrap();
+    let rows: Vec<&str> = table.lines().filter(|l| l.starts_with("| `")).collect();
+    let settings = std::fs::read_to_string(repo("src/import_gunicorn/settings.rs")).unwrap();
+    let mut missing = Vec::new();
+    for name in &names {
+        if !rows.iter().any(|r| r.starts_with(&format!("| `{name}` |"))) {
+            missing.push(format!("README: {name}"));
+        }
+        if !settings.contains(&format!("\"{name}\",")) {
+            missing.push(format!("src/import_gunicorn/settings.rs: {name}"));
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "gunicorn settings not covered:\n{}",
+        missing.join("\n")
+    );
+}

@@ -1,0 +1,294 @@
+//! `[hooks]`: commands run when a worker exits, when a generation is in
+//! service and when a reload fails, with their `CORRAL_*` variables; a
+//! hook past `hook_timeout` is killed without holding anything up; and the
+//! README's prometheus_client multiprocess recipe with the real library.
+
+use crate::common::*;
+
+use std::path::Path;
+use std::process::{Command, Output};
+use std::time::Duration;
+
+/// A WSGI app: `/pid` says which worker answered, `/exit` ends that worker
+/// with code 7 just after it answered.
+const APP: &str = r#"
+import os, threading
+
+def app(environ, start_response):
+    if environ["PATH_INFO"] == "/exit":
+        threading.Timer(0.2, os._exit, (7,)).start()
+    body = str(os.getpid()).encode()
+    start_response("200 OK", [("Content-Length", str(len(body)))])
+    return [body]
+"#;
+
+/// The hook: writes the `CORRAL_*` variables it got and its folder to
+/// `events/<kind>-<worker pid or generation>.json`.
+const HOOK: &str = r#"
+import json, os, sys
+kind = sys.argv[1]
+env = {k: v for k, v in os.environ.items() if k.startswith("CORRAL_")}
+name = "%s-%s" % (kind, env.get("CORRAL_WORKER_PID") or env.get("CORRAL_GENERATION"))
+os.makedirs("events", exist_ok=True)
+with open("events/%s.tmp" % name, "w") as f:
+    json.dump({"env": env, "cwd": os.getcwd()}, f)
+os.replace("events/%s.tmp" % name, "events/%s.json" % name)
+print("recorded", name)
+"#;
+
+/// What the hook recorded as `name`, once it has.
+fn event(c: &Corral, dir: &Path, name: &str) -> serde_json::Value {
+    let path = dir.join("events").join(format!("{name}.json"));
+    c.wait_until(&format!("the hook to record {name}"), || path.exists());
+    serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap()
+}
+
+fn reload(c: &Corral) -> Output {
+    Command::new(corral_bin())
+        .args(["reload", "--wait", "--socket"])
+        .arg(&c.socket)
+        .output()
+        .expect("corral reload")
+}
+
+/// Whether a worker other than `old` answers `/pid`.
+fn new_pid(c: &Corral, old: &str) -> bool {
+    let text = c.get("/pid").text();
+    text.parse::<u32>().is_ok() && text != old
+}
+
+fn kill(pid: u32, sig: i32) {
+    // SAFETY: kill(2) on a worker pid a live worker just gave us.
+    assert_eq!(unsafe { libc::kill(pid as i32, sig) }, 0);
+}
+
+#[test]
+fn each_hook_runs_with_its_variables_in_the_app_folder() {
+    let dir = AppDir::new(&[("app.py", APP), ("hook.py", HOOK)]);
+    let py = python();
+    let config = format!(
+        "[app]\nmodule = \"app:app\"\n[workers]\ncount = 1\n[hooks]\n\
+         on_worker_exit = [\"{py}\", \"hook.py\", \"exit\"]\n\
+         on_ready = [\"{py}\", \"hook.py\", \"ready\"]\n\
+         on_reload_failed = [\"{py}\", \"hook.py\", \"failed\"]\n"
+    );
+    std::fs::write(dir.path().join("corral.toml"), config).unwrap();
+    let mut c = Corral::spawn(
+        dir.path(),
+        &["-c", "corral.toml", "-b", "127.0.0.1:0"],
+        &[("CORRAL_HOOK_TEST_SECRET", "not for hooks")],
+    );
+    c.wait_listening();
+    c.wait_in_service(1);
+    let here = std::fs::canonicalize(dir.path()).unwrap();
+
+    // Generation 1 in service.
+    let ready = event(&c, dir.path(), "ready-1");
+    assert_eq!(ready["env"]["CORRAL_GENERATION"], "1", "{ready}");
+    assert!(ready["env"].get("CORRAL_REVISION").is_some(), "{ready}");
+    assert_eq!(ready["cwd"], here.to_str().unwrap());
+    assert!(
+        ready["env"].get("CORRAL_HOOK_TEST_SECRET").is_none(),
+        "corral's own variables stay out: {ready}"
+    );
+
+    // A worker that exits with a code.
+    let first = c.get("/exit").text();
+    let exit = event(&c, dir.path(), &format!("exit-{first}"));
+    let env = &exit["env"];
+    assert_eq!(env["CORRAL_WORKER_PID"], first.as_str(), "{exit}");
+    assert_eq!(env["CORRAL_SLOT"], "0", "{exit}");
+    assert_eq!(env["CORRAL_GENERATION"], "1", "{exit}");
+    assert_eq!(env["CORRAL_EXIT_CODE"], "7", "{exit}");
+    assert!(env.get("CORRAL_EXIT_SIGNAL").is_none(), "{exit}");
+    let logged = format!("hook on_worker_exit: recorded exit-{first}");
+    let seen = c.log.wait_for(&logged, Duration::from_secs(10));
+    assert!(seen.is_some(), "the hook's output is logged");
+
+    // A worker killed by a signal.
+    let mut second = first.clone();
+    c.wait_until("a new worker", || {
+        second = c.get("/pid").text();
+        second.parse::<u32>().is_ok() && second != first
+    });
+    kill(second.parse().unwrap(), libc::SIGKILL);
+    let exit = event(&c, dir.path(), &format!("exit-{second}"));
+    assert_eq!(exit["env"]["CORRAL_EXIT_SIGNAL"], "9", "{exit}");
+    assert!(exit["env"].get("CORRAL_EXIT_CODE").is_none(), "{exit}");
+
+    // A reload that comes up, then one that does not.
+    let out = reload(&c);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        event(&c, dir.path(), "ready-2")["env"]["CORRAL_GENERATION"],
+        "2"
+    );
+    std::fs::write(dir.path().join("app.py"), "def app(:\n").unwrap();
+    let out = reload(&c);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let failed = event(&c, dir.path(), "failed-3");
+    assert_eq!(failed["env"]["CORRAL_GENERATION"], "3", "{failed}");
+    let reason = failed["env"]["CORRAL_REASON"].as_str().unwrap();
+    assert!(reason.contains("SyntaxError"), "{failed}");
+    assert!(
+        !dir.path().join("events/ready-3.json").exists(),
+        "a failed generation is never ready"
+    );
+    c.signal(libc::SIGTERM);
+    c.wait_exit(Duration::from_secs(20)).expect("corral stops");
+}
+
+/// The pids of `pid`'s children.
+fn children(pid: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .flatten()
+    {
+        let text = std::fs::read_to_string(task.path().join("children")).unwrap_or_default();
+        out.extend(
+            text.split_whitespace()
+                .filter_map(|p| p.parse::<u32>().ok()),
+        );
+    }
+    out
+}
+
+fn command_of(pid: u32) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/comm"))
+        .unwrap_or_default()
+        .trim()
+        .to_owned()
+}
+
+#[test]
+fn a_hook_past_hook_timeout_is_killed_and_holds_nothing_up() {
+    let dir = AppDir::new(&[("app.py", APP)]);
+    let config = "[app]\nmodule = \"app:app\"\n[workers]\ncount = 1\n\
+                  [deploy]\nhook_timeout = \"1s\"\n[hooks]\non_worker_exit = [\"sleep\", \"60\"]\n";
+    std::fs::write(dir.path().join("corral.toml"), config).unwrap();
+    let c = Corral::start(dir.path(), &["-c", "corral.toml", "-b", "127.0.0.1:0"], 1);
+    let first = c.get("/exit").text();
+    // The hook sleeps, and meanwhile the replacement comes up and serves.
+    c.wait_until("the hook to start", || {
+        children(c.pid())
+            .into_iter()
+            .any(|p| command_of(p) == "sleep")
+    });
+    c.wait_until("a new worker to serve", || new_pid(&c, &first));
+    c.log
+        .wait_for(
+            "hook on_worker_exit: sleep still running after 1s",
+            Duration::from_secs(10),
+        )
+        .unwrap_or_else(|| panic!("the hook was not killed; log:\n{}", c.log.text()));
+    c.wait_until("the hook to be gone", || {
+        !children(c.pid())
+            .into_iter()
+            .any(|p| command_of(p) == "sleep")
+    });
+}
+
+/// The README's recipe: prometheus_client in multiprocess mode, with
+/// `mark_process_dead` run by `on_worker_exit`.
+const METRICS_APP: &str = r#"
+import os
+from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest, multiprocess
+
+HITS = Counter("demo_hits", "Requests served")
+BUSY = Gauge("demo_busy", "Set to 1 by each worker that served", multiprocess_mode="livesum")
+
+def app(environ, start_response):
+    if environ["PATH_INFO"] == "/metrics":
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+        body = generate_latest(registry)
+    else:
+        if environ["PATH_INFO"] == "/hit":
+            HITS.inc()
+            BUSY.set(1)
+        body = str(os.getpid()).encode()
+    start_response("200 OK", [("Content-Length", str(len(body)))])
+    return [body]
+"#;
+
+#[test]
+fn the_prometheus_multiprocess_recipe_marks_dead_workers() {
+    let dir = AppDir::new(&[("app.py", METRICS_APP)]);
+    let metrics_dir = dir.path().join("prometheus");
+    std::fs::create_dir(&metrics_dir).unwrap();
+    let py = python();
+    let config = format!(
+        "[app]\nmodule = \"app:app\"\n[app.env]\nPROMETHEUS_MULTIPROC_DIR = \"{}\"\n\
+         [workers]\ncount = 1\n[hooks]\non_worker_exit = [\"{py}\", \"-c\", \"import os; \
+         from prometheus_client import multiprocess; \
+         multiprocess.mark_process_dead(int(os.environ['CORRAL_WORKER_PID']))\"]\n",
+        metrics_dir.display()
+    );
+    std::fs::write(dir.path().join("corral.toml"), config).unwrap();
+    let c = Corral::start(dir.path(), &["-c", "corral.toml", "-b", "127.0.0.1:0"], 1);
+    let pid = c.get("/hit").text();
+    let live = metrics_dir.join(format!("gauge_livesum_{pid}.db"));
+    assert!(
+        live.exists(),
+        "prometheus_client wrote no {}",
+        live.display()
+    );
+    let before = c.get("/metrics").text();
+    assert!(before.contains("demo_busy 1.0"), "{before}");
+
+    kill(pid.parse().unwrap(), libc::SIGKILL);
+    c.wait_until(
+        "mark_process_dead to remove the dead worker's gauge",
+        || !live.exists(),
+    );
+    c.wait_until("a new worker", || new_pid(&c, &pid));
+    let after = c.get("/metrics").text();
+    assert!(
+        !after.contains("demo_busy 1.0"),
+        "a dead worker's gauge: {after}"
+    );
+    // Counters of dead workers are kept, as prometheus_client intends.
+    assert!(after.contains("demo_hits_total 1.0"), "{after}");
+}
+
+#[test]
+fn at_a_stop_corral_waits_for_the_last_workers_exit_hooks() {
+    let dir = AppDir::new(&[("app.py", APP)]);
+    let config = "[app]\nmodule = \"app:app\"\n[workers]\ncount = 2\n[hooks]\n\
+                  on_worker_exit = [\"sh\", \"-c\", \"sleep 1; echo done > exited-$CORRAL_WORKER_PID\"]\n";
+    std::fs::write(dir.path().join("corral.toml"), config).unwrap();
+    let mut c = Corral::start(dir.path(), &["-c", "corral.toml", "-b", "127.0.0.1:0"], 2);
+    let pids: Vec<String> = (0..2)
+        .map(|slot| {
+            let line = c
+                .log
+                .wait_for(&format!("worker {slot} (pid "), Duration::from_secs(5));
+            let line = line.expect("a booted worker");
+            line.split("(pid ")
+                .nth(1)
+                .unwrap()
+                .split(')')
+                .next()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    c.signal(libc::SIGTERM);
+    let status = c.wait_exit(Duration::from_secs(20)).expect("corral stops");
+    assert!(status.success(), "{status:?}");
+    let exited: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .flatten()
+        .filter_map(|e| {
+            e.file_name()
+                .to_str()?
+                .strip_prefix("exited-")
+                .map(str::to_owned)
+        })
+        .collect();
+    assert_eq!(exited.len(), 2, "{exited:?}; log:\n{}", c.log.text());
+    for pid in &pids {
+        assert!(exited.contains(pid), "{pid} not in {exited:?}");
+    }
+}

@@ -1,0 +1,286 @@
+//! A worker is untrusted: a buggy or compromised app may break the worker
+//! protocol, leave subprocesses behind, ignore signals or poke at corral's
+//! files. It hurts only its own requests; its slot always comes back.
+
+use crate::common::*;
+use std::time::{Duration, Instant};
+
+const APP: &str = r#"
+import json, os, signal, subprocess, sys, time
+
+def fds(pid="self"):
+    out = {}
+    for fd in os.listdir("/proc/%s/fd" % pid):
+        try:
+            out[fd] = os.readlink("/proc/%s/fd/%s" % (pid, fd))
+        except OSError:
+            pass
+    return out
+
+def app(environ, start_response):
+    path = environ["PATH_INFO"]
+    if path == "/break":
+        # A frame header announcing a 4 GiB payload, written straight into
+        # corral's channel: a protocol error.
+        os.write(3, b"\xff\xff\xff\xff\x0d\x00\x00\x00\x00")
+        time.sleep(60)
+    elif path == "/orphan":
+        # A shell that leaves a child behind, then the worker dies.
+        os.system("sleep 30 &")
+        time.sleep(0.2)
+        os.kill(os.getpid(), signal.SIGKILL)
+    elif path == "/fds":
+        child = subprocess.run(
+            [sys.executable, "-c", "import json, os\n"
+             "print(json.dumps({fd: os.readlink('/proc/self/fd/' + fd) "
+             "for fd in os.listdir('/proc/self/fd') if os.path.exists('/proc/self/fd/' + fd)}))"],
+            close_fds=False, capture_output=True, check=True)
+        body = json.dumps({"worker": fds(), "child": json.loads(child.stdout)}).encode()
+        start_response("200 OK", [("Content-Length", str(len(body)))])
+        return [body]
+    elif path == "/rundir":
+        folder = os.path.dirname(os.path.abspath(sys.argv[0]))
+        package = os.path.join(folder, "corral_worker")
+        body = json.dumps({"mode": os.stat(folder).st_mode & 0o7777,
+                           "files": sorted(os.listdir(folder)),
+                           "package_mode": os.stat(package).st_mode & 0o7777,
+                           "package": {name: os.stat(os.path.join(package, name)).st_mode & 0o7777
+                                       for name in os.listdir(package)}}).encode()
+        start_response("200 OK", [("Content-Length", str(len(body)))])
+        return [body]
+    elif path == "/hang":
+        time.sleep(60)
+    body = str(os.getpid()).encode()
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
+    return [body]
+"#;
+
+fn start(args: &[&str]) -> (AppDir, Corral) {
+    let app = AppDir::new(&[("hostile.py", APP)]);
+    let mut all = vec!["hostile:app", "-w", "1"];
+    all.extend_from_slice(args);
+    let c = Corral::start(app.path(), &all, 1);
+    (app, c)
+}
+
+fn pid_of(c: &Corral) -> u32 {
+    let r = c.get("/");
+    assert_eq!(r.status, 200, "{}", r.text());
+    r.text().parse().unwrap()
+}
+
+/// Waits until a worker other than `old` answers; returns its pid.
+fn served_by_another(c: &Corral, old: u32, within: Duration) -> u32 {
+    let deadline = Instant::now() + within;
+    loop {
+        let r = c.get("/");
+        if r.status == 200 {
+            let pid: u32 = r.text().parse().unwrap();
+            if pid != old {
+                return pid;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no other worker answered within {within:?} (last: {} {}); log:\n{}",
+            r.status,
+            r.text(),
+            c.log.text()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn a_worker_that_breaks_the_protocol_is_killed_and_its_slot_serves_again() {
+    let (_app, c) = start(&["--timeout", "30s"]);
+    let before = pid_of(&c);
+    let t = Instant::now();
+    let r = c.get("/break");
+    assert_eq!(r.status, 502, "{}", r.text());
+    assert!(
+        t.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        t.elapsed()
+    );
+    // Not a slot stuck in "stopping" until a reload: killed and replaced.
+    served_by_another(&c, before, Duration::from_secs(10));
+    assert!(wait_gone(&[before], Duration::from_secs(5)));
+    assert!(c.log.text().contains("broke the worker protocol"));
+}
+
+#[test]
+fn a_subprocess_left_behind_holds_no_request_and_no_channel() {
+    let (_app, c) = start(&["--timeout", "20s"]);
+    let before = pid_of(&c);
+    // The worker's exit ends its requests, even if a process it started
+    // lives on: 502 at once, not 504 after the timeout.
+    let t = Instant::now();
+    let r = c.get("/orphan");
+    assert_eq!(r.status, 502, "{}", r.text());
+    assert!(
+        t.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        t.elapsed()
+    );
+    served_by_another(&c, before, Duration::from_secs(10));
+}
+
+#[test]
+fn workers_and_their_subprocesses_get_no_fd_but_the_channel_and_the_dump_file() {
+    use std::os::unix::process::CommandExt;
+    let app = AppDir::new(&[("hostile.py", APP)]);
+    // corral itself inherits an open file (as from a careless parent or a
+    // service manager); it must not reach the workers.
+    let marker = app.path().join("inherited-marker");
+    std::fs::write(&marker, "x").unwrap();
+    let file = std::fs::File::open(&marker).unwrap();
+    let raw = std::os::fd::AsRawFd::as_raw_fd(&file);
+    let mut c = Corral::spawn_with(app.path(), &["hostile:app", "-w", "1"], &[], |cmd| {
+        // SAFETY: dup2 in the child between fork and exec: async-signal-safe.
+        unsafe {
+            cmd.pre_exec(move || {
+                if libc::dup2(raw, 9) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+    });
+    c.wait_listening();
+    c.wait_in_service(1);
+    let r = c.get("/fds");
+    assert_eq!(r.status, 200, "{}", r.text());
+    let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    let marker = marker.display().to_string();
+    for (who, table) in [("worker", &v["worker"]), ("its subprocess", &v["child"])] {
+        let table = table.as_object().unwrap();
+        assert!(
+            !table.values().any(|t| t.as_str() == Some(marker.as_str())),
+            "{who} got corral's inherited fd: {table:?}"
+        );
+        let sockets = table
+            .values()
+            .filter(|t| t.as_str().is_some_and(|t| t.starts_with("socket:")))
+            .count();
+        let memfds = table
+            .values()
+            .filter(|t| t.as_str().is_some_and(|t| t.contains("corral-stacks")))
+            .count();
+        if who == "worker" {
+            assert_eq!((sockets, memfds), (1, 1), "{who}: {table:?}");
+        } else {
+            assert_eq!((sockets, memfds), (0, 0), "{who}: {table:?}");
+        }
+    }
+}
+
+#[test]
+fn the_runtime_folder_is_private_and_holds_only_the_script() {
+    let (_app, c) = start(&["--timeout", "1s"]);
+    let before = pid_of(&c);
+    // A hung request gets its stacks dumped: into a file corral handed over
+    // as an fd, not one in the folder.
+    assert_eq!(c.get("/hang").status, 504);
+    c.log
+        .wait_for("Python stacks of worker", Duration::from_secs(10))
+        .expect("the stacks are logged");
+    served_by_another(&c, before, Duration::from_secs(10));
+    let r = c.get("/rundir");
+    assert_eq!(r.status, 200, "{}", r.text());
+    let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(v["mode"], 0o700, "{v}");
+    // The script and the package it imports, with nothing written beside
+    // them (no __pycache__) though the worker has imported every module.
+    assert_eq!(
+        v["files"],
+        serde_json::json!(["corral_worker", "corral_worker.py"]),
+        "{v}"
+    );
+    assert_eq!(v["package_mode"], 0o700, "{v}");
+    assert_eq!(
+        v["package"],
+        serde_json::json!({"__init__.py": 0o600, "asgi.py": 0o600, "main.py": 0o600,
+                           "protocol.py": 0o600, "wsgi.py": 0o600}),
+        "{v}"
+    );
+}
+
+#[test]
+fn a_recycled_worker_that_ignores_sigterm_is_killed_after_its_grace() {
+    let app = AppDir::new(&[(
+        "stubborn.py",
+        r#"
+import os, signal
+signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+def app(environ, start_response):
+    body = str(os.getpid()).encode()
+    start_response("200 OK", [("Content-Length", str(len(body)))])
+    return [body]
+"#,
+    )]);
+    let c = Corral::start(
+        app.path(),
+        &[
+            "stubborn:app",
+            "-w",
+            "1",
+            "--max-requests",
+            "2",
+            "--graceful-timeout",
+            "1s",
+        ],
+        1,
+    );
+    let first = pid_of(&c);
+    pid_of(&c);
+    // Recycled after two requests: the replacement serves, the old one
+    // ignores TERM and is killed once its grace (1 s + 5 s) is over.
+    served_by_another(&c, first, Duration::from_secs(15));
+    assert!(
+        wait_gone(&[first], Duration::from_secs(12)),
+        "the stubborn worker outlived its grace; log:\n{}",
+        c.log.text()
+    );
+    assert!(alive(c.pid()));
+}
+
+#[test]
+fn a_worker_that_ignores_flow_control_is_killed_not_buffered() {
+    // A compromised app switches the worker's flow control off: every
+    // response may send without waiting for the client.
+    let app = AppDir::new(&[(
+        "flood.py",
+        r#"
+import os
+from corral_worker import wsgi as worker
+worker.RESPONSE_WINDOW = 1 << 40
+
+def app(environ, start_response):
+    if environ["PATH_INFO"] == "/flood":
+        start_response("200 OK", [])
+        chunk = b"x" * 65536
+        return (chunk for _ in range(1000))  # 64 MB, as fast as it can
+    body = str(os.getpid()).encode()
+    start_response("200 OK", [("Content-Length", str(len(body)))])
+    return [body]
+"#,
+    )]);
+    let c = Corral::start(app.path(), &["flood:app", "-w", "1"], 1);
+    let before_pid = pid_of(&c);
+    let before = rss_kib(c.pid());
+    // A client that reads the head and then nothing.
+    let mut s = c.connect();
+    send_request(&mut s, "GET", "/flood", &[], b"");
+    c.log
+        .wait_for("beyond its response window", Duration::from_secs(10))
+        .unwrap_or_else(|| panic!("not refused; log:\n{}", c.log.text()));
+    let grown = rss_kib(c.pid()).saturating_sub(before);
+    assert!(
+        grown < 8 * 1024,
+        "corral buffered {grown} KiB for a client that reads nothing"
+    );
+    served_by_another(&c, before_pid, Duration::from_secs(10));
+    drop(s);
+}

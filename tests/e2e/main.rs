@@ -1,0 +1,61 @@
+//! The end-to-end suite as one test binary: each module was once its own
+//! `tests/<name>.rs` crate and still covers one feature, running the real
+//! `corral` binary with real Python workers over real sockets. One binary
+//! links the harness (`tests/common/`) once and lets the test threads mix
+//! tests of every feature instead of running 40-odd binaries one after
+//! another.
+//!
+//! Nothing here changes process-wide state of the test process (no
+//! `set_var`, no umask, no signal handler, no rlimit outside a child's
+//! `pre_exec`): tests only start children and signal them by pid, so they
+//! can share one process. `tests/packaging.rs`, which builds a wheel with
+//! maturin (a long, CPU-bound build of the whole crate), runs apart.
+//!
+//! Run one feature with `cargo test --test e2e websocket::`.
+
+#[path = "../common/mod.rs"]
+mod common;
+
+mod asgi;
+mod boot_isolation;
+mod canary;
+mod claims;
+mod config_cli;
+mod control;
+mod deploy;
+mod dev_reload;
+mod dropin_env;
+mod environment;
+mod faults;
+mod files;
+mod frameworks;
+mod frameworks_asgi;
+mod gunicorn_compat;
+mod health;
+mod hooks;
+mod hostile_app;
+mod hostile_client;
+mod hostile_worker;
+mod http2;
+mod imports;
+mod kubernetes;
+mod logging;
+mod observability;
+mod pid1;
+mod privileges;
+mod process_group;
+mod recycling;
+mod reexec;
+mod reload;
+mod request_target;
+mod shutdown_delay;
+mod signals;
+mod socket_activation;
+mod status_page;
+mod streaming;
+mod systemd_notify;
+mod systemd_units;
+mod tls;
+mod websocket;
+mod workers;
+mod wsgi_conformance;

@@ -1,0 +1,170 @@
+//! Workers run as `[workers] user`/`group` with their limits, each in its
+//! own process group, while corral itself stays root (it binds the ports).
+//! Needs root, as CI and the development machines have: without it, these
+//! tests fail under `CI` and say they are skipped elsewhere.
+
+use crate::common::*;
+
+const APP: &str = r#"
+import os, json, resource
+
+def app(environ, start_response):
+    mask = os.umask(0)
+    os.umask(mask)
+    body = json.dumps({
+        "uid": os.getuid(), "gid": os.getgid(), "groups": sorted(os.getgroups()),
+        "nofile": resource.getrlimit(resource.RLIMIT_NOFILE),
+        "core": resource.getrlimit(resource.RLIMIT_CORE),
+        "as": resource.getrlimit(resource.RLIMIT_AS),
+        "umask": mask,
+        "pgid": os.getpgid(0), "pid": os.getpid(),
+    }).encode()
+    start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
+    return [body]
+"#;
+
+/// Starts corral as root on APP with `config`, readable by the workers'
+/// user (stdlib-only app, Debian's python3); None when not root.
+fn start_as_root(config: &str, workers: usize) -> Option<(AppDir, Corral)> {
+    start_as_root_with(config, workers, |_| {})
+}
+
+/// [`start_as_root`], with a last say on corral's command.
+fn start_as_root_with(
+    config: &str,
+    workers: usize,
+    setup: impl FnOnce(&mut std::process::Command),
+) -> Option<(AppDir, Corral)> {
+    use std::os::unix::fs::PermissionsExt;
+    if !require_root("to change users") {
+        return None;
+    }
+    let app = AppDir::new(&[("app.py", APP), ("corral.toml", config)]);
+    std::fs::set_permissions(app.path(), PermissionsExt::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(app.path().join("app.py"), PermissionsExt::from_mode(0o644)).unwrap();
+    let mut c = Corral::spawn_with(
+        app.path(),
+        &["-c", "corral.toml", "--python", "/usr/bin/python3"],
+        &[],
+        setup,
+    );
+    c.wait_listening();
+    c.wait_in_service(workers);
+    Some((app, c))
+}
+
+#[test]
+fn workers_drop_to_their_user_with_limits_in_their_own_process_group() {
+    let Some((_app, c)) = start_as_root(
+        "[app]\nmodule = \"app:app\"\npython = \"/usr/bin/python3\"\n[server]\nbind = [\"127.0.0.1:0\"]\n[workers]\ncount = 2\nuser = \"nobody\"\ngroup = \"nogroup\"\n[workers.limits]\nnofile = 1234\ncore = 0\naddress_space = \"4GiB\"\numask = \"027\"\n",
+        2,
+    ) else {
+        return;
+    };
+    let r = c.get("/");
+    assert_eq!(r.status, 200, "{}", r.text());
+    let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(v["uid"], 65534, "{v}");
+    assert_eq!(v["gid"], 65534, "{v}");
+    assert_eq!(v["groups"], serde_json::json!([65534]), "{v}");
+    assert_eq!(v["nofile"], serde_json::json!([1234, 1234]));
+    assert_eq!(v["core"], serde_json::json!([0, 0]));
+    assert_eq!(v["as"], serde_json::json!([4u64 << 30, 4u64 << 30]));
+    assert_eq!(v["umask"], 0o027);
+    assert_eq!(
+        v["pgid"], v["pid"],
+        "each worker leads its own process group"
+    );
+    // corral itself is still root; its runtime dir is not world-readable.
+    let status = std::fs::read_to_string(format!("/proc/{}/status", c.pid())).unwrap();
+    assert!(
+        status
+            .lines()
+            .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
+    );
+}
+
+#[test]
+fn corral_can_drop_its_own_privileges_after_binding() {
+    let Some((_app, c)) = start_as_root(
+        "[app]\nmodule = \"app:app\"\npython = \"/usr/bin/python3\"\n[server]\nbind = [\"127.0.0.1:0\"]\ndrop_privileges = true\n[workers]\ncount = 1\nuser = \"nobody\"\n",
+        1,
+    ) else {
+        return;
+    };
+    assert!(
+        c.log
+            .text()
+            .contains("dropped privileges: corral now runs as nobody")
+    );
+    let status = std::fs::read_to_string(format!("/proc/{}/status", c.pid())).unwrap();
+    let uid_line = status.lines().find(|l| l.starts_with("Uid:")).unwrap();
+    assert!(
+        uid_line.split_whitespace().skip(1).all(|u| u == "65534"),
+        "{uid_line}"
+    );
+    let v: serde_json::Value = serde_json::from_slice(&c.get("/").body).unwrap();
+    assert_eq!(v["uid"], 65534);
+}
+
+/// The workers get their user's supplementary groups (initgroups), not
+/// root's and not none: corral runs in a private mount namespace where
+/// /etc/group (a copy, bind-mounted; the host's file is untouched) makes
+/// nobody a member of two more groups.
+#[test]
+fn workers_get_their_users_supplementary_groups() {
+    use std::os::unix::process::CommandExt;
+    if !require_root("to change users and mount /etc/group") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let group = dir.path().join("group");
+    let mut text = std::fs::read_to_string("/etc/group").unwrap();
+    text.push_str("corral-test-a:x:4242:daemon,nobody\ncorral-test-b:x:4243:nobody\n");
+    std::fs::write(&group, text).unwrap();
+    let group = std::ffi::CString::new(group.to_str().unwrap()).unwrap();
+    let Some((_app, c)) = start_as_root_with(
+        "[app]\nmodule = \"app:app\"\npython = \"/usr/bin/python3\"\n[server]\nbind = [\"127.0.0.1:0\"]\n[workers]\ncount = 1\nuser = \"nobody\"\n",
+        1,
+        move |cmd| {
+            // SAFETY: between fork and exec only async-signal-safe calls:
+            // unshare and mount, on paths made before the fork.
+            unsafe {
+                cmd.pre_exec(move || {
+                    let fail = || Err(std::io::Error::last_os_error());
+                    if libc::unshare(libc::CLONE_NEWNS) != 0 {
+                        return fail();
+                    }
+                    let none = std::ptr::null();
+                    if libc::mount(
+                        none,
+                        c"/".as_ptr(),
+                        none,
+                        libc::MS_REC | libc::MS_PRIVATE,
+                        none as _,
+                    ) != 0
+                    {
+                        return fail();
+                    }
+                    if libc::mount(
+                        group.as_ptr(),
+                        c"/etc/group".as_ptr(),
+                        none,
+                        libc::MS_BIND,
+                        none as _,
+                    ) != 0
+                    {
+                        return fail();
+                    }
+                    Ok(())
+                });
+            }
+        },
+    ) else {
+        return;
+    };
+    let v: serde_json::Value = serde_json::from_slice(&c.get("/").body).unwrap();
+    assert_eq!(v["uid"], 65534, "{v}");
+    assert_eq!(v["gid"], 65534, "{v}");
+    assert_eq!(v["groups"], serde_json::json!([4242, 4243, 65534]), "{v}");
+}

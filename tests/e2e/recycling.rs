@@ -1,0 +1,176 @@
+//! Workers are recycled (max_requests with jitter, max_memory) with their
+//! replacement in service first, so no request is dropped and capacity never
+//! falls; a wedged interpreter is found by its missing heartbeats.
+
+use crate::common::*;
+use std::time::{Duration, Instant};
+
+const APP: &str = r#"
+import os, time
+
+BALLAST = []
+
+def app(environ, start_response):
+    path = environ["PATH_INFO"]
+    if path == "/grow":
+        BALLAST.append(bytearray(64 << 20))
+    elif path == "/wedge":
+        # A C call that keeps the GIL (PyDLL does not release it): no other
+        # thread of this interpreter can run.
+        import ctypes
+        ctypes.PyDLL(None).sleep(60)
+    elif path == "/slow":
+        time.sleep(0.05)
+    body = str(os.getpid()).encode()
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
+    return [body]
+"#;
+
+#[test]
+fn max_requests_recycles_under_load_without_a_failed_request_or_lost_capacity() {
+    let app = AppDir::new(&[("app.py", APP)]);
+    let c = Corral::start(
+        app.path(),
+        &[
+            "app:app",
+            "-w",
+            "2",
+            "--max-requests",
+            "40",
+            "--max-requests-jitter",
+            "10",
+        ],
+        2,
+    );
+    // Rounds of 2 requests at once, each held 50 ms by the app: with both
+    // workers in service every round is answered by 2 distinct pids. A
+    // worker stopped before its replacement is in service shows as a round
+    // answered by one pid (or a failed request).
+    let load = CapacityLoad::start(&c.addr, "/slow", 2);
+    // The load runs for 6 s (the time it takes to recycle a few workers).
+    std::thread::sleep(Duration::from_secs(6));
+    let seen = load.finish();
+    eprintln!(
+        "{} rounds, {} failed, {} worker processes served, fewest pids in a round {}",
+        seen.rounds,
+        seen.failed.len(),
+        seen.pids.len(),
+        seen.fewest_pids
+    );
+    assert_eq!(
+        seen.failed,
+        Vec::<String>::new(),
+        "no request fails while workers recycle"
+    );
+    assert!(seen.rounds > 50, "only {} rounds", seen.rounds);
+    assert!(
+        seen.pids.len() >= 4,
+        "workers were recycled: {} pids",
+        seen.pids.len()
+    );
+    assert_eq!(
+        seen.fewest_pids,
+        2,
+        "a round of 2 requests found fewer than 2 workers; log:\n{}",
+        c.log.text()
+    );
+    assert!(c.log.text().contains("(its limit: "), "the log says why");
+    // Once the load stops, any recycling in progress settles on 2 workers.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let live: Vec<u32> = children_of(c.pid())
+            .into_iter()
+            .filter(|p| alive(*p))
+            .collect();
+        if live.len() == 2 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "recycled workers linger: {live:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn max_memory_recycles_a_worker_over_the_limit() {
+    let app = AppDir::new(&[("app.py", APP)]);
+    let c = Corral::start(
+        app.path(),
+        &["app:app", "-w", "1", "--max-memory", "200MiB"],
+        1,
+    );
+    let first = c.get("/").text();
+    for _ in 0..4 {
+        assert_eq!(c.get("/grow").status, 200);
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let r = c.get("/");
+        assert_eq!(r.status, 200, "never a failed request: {}", r.text());
+        if r.text() != first {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not recycled; log:\n{}",
+            c.log.text()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        c.log.text().contains("MiB of memory (max_memory 200 MiB)"),
+        "{}",
+        c.log.text()
+    );
+}
+
+#[test]
+fn a_wedged_interpreter_is_found_by_its_heartbeats_dumped_and_replaced() {
+    let app = AppDir::new(&[
+        ("app.py", APP),
+        (
+            "corral.toml",
+            "[app]\nmodule = \"app:app\"\n[workers]\ncount = 1\nheartbeat_timeout = \"1s\"\ntimeout = \"60s\"\n[server]\nbind = [\"127.0.0.1:0\"]\n",
+        ),
+    ]);
+    let c = Corral::start(app.path(), &["-c", "corral.toml"], 1);
+    let first = c.get("/").text();
+    let addr = c.addr.clone();
+    let wedged = std::thread::spawn(move || {
+        let t = Instant::now();
+        let status = request(&addr, "GET", "/wedge", &[], b"").status;
+        (status, t.elapsed())
+    });
+    assert!(
+        c.log
+            .wait_for("sent no heartbeat for 1s", Duration::from_secs(10))
+            .is_some(),
+        "{}",
+        c.log.text()
+    );
+    // faulthandler dumps the stacks even with the GIL held.
+    assert!(
+        c.log.wait_for("in app", Duration::from_secs(5)).is_some(),
+        "{}",
+        c.log.text()
+    );
+    let (status, took) = wedged.join().unwrap();
+    assert_eq!(status, 502, "its request fails");
+    // At once: heartbeat_timeout (1 s) and the dump, far from the 60 s the
+    // app would hold it or the 60 s timeout.
+    assert!(
+        took < Duration::from_secs(10),
+        "the wedged request took {took:?} to fail"
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let r = c.get("/");
+        if r.status == 200 && r.text() != first {
+            break;
+        }
+        assert!(Instant::now() < deadline, "not replaced");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

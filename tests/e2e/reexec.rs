@@ -1,0 +1,100 @@
+//! USR2: a new corral binary takes over the listen sockets of the running
+//! one without refusing a single connection; the old one exits once the new
+//! one is in service.
+
+use crate::common::*;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+const APP: &str = "import os\n\ndef app(environ, start_response):\n    body = str(os.getppid()).encode()\n    start_response(\"200 OK\", [(\"Content-Length\", str(len(body)))])\n    return [body]\n";
+
+#[test]
+fn usr2_hands_the_sockets_to_a_new_corral_without_a_refused_connection() {
+    let app = AppDir::new(&[("app.py", APP)]);
+    let mut c = Corral::start(
+        app.path(),
+        &["app:app", "-w", "2", "--status-bind", "127.0.0.1:0"],
+        2,
+    );
+    let old = c.pid();
+    let stop = Arc::new(AtomicBool::new(false));
+    let failed = Arc::new(AtomicUsize::new(0));
+    let answered = Arc::new(AtomicUsize::new(0));
+    let clients: Vec<_> = (0..4)
+        .map(|_| {
+            let (addr, stop, failed, answered) = (
+                c.addr.clone(),
+                stop.clone(),
+                failed.clone(),
+                answered.clone(),
+            );
+            std::thread::spawn(move || {
+                let mut served_by = std::collections::HashSet::new();
+                let deadline = Instant::now() + Duration::from_secs(30);
+                while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
+                    // A new connection each time: a refused one would show.
+                    match std::net::TcpStream::connect(&addr) {
+                        Err(e) => {
+                            eprintln!("connect: {e}");
+                            failed.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Ok(_) => {
+                            let r = request(&addr, "GET", "/", &[("Connection", "close")], b"");
+                            if r.status == 200 {
+                                served_by.insert(r.text());
+                                answered.fetch_add(1, Ordering::Relaxed);
+                            } else {
+                                failed.fetch_add(1, Ordering::Relaxed);
+                            }
+                        }
+                    }
+                }
+                served_by
+            })
+        })
+        .collect();
+    // `n` more answers to the load (at most 30 s).
+    let more_answers = |n: usize| {
+        let target = answered.load(Ordering::Relaxed) + n;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while answered.load(Ordering::Relaxed) < target {
+            assert!(Instant::now() < deadline, "the load got no answers");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    };
+    more_answers(20);
+    c.signal(libc::SIGUSR2);
+    let guard = c.reexec_child();
+    let new = guard.0;
+    assert!(
+        c.log
+            .wait_for("asking the old corral", Duration::from_secs(30))
+            .is_some(),
+        "{}",
+        c.log.text()
+    );
+    let st = c
+        .wait_exit(Duration::from_secs(30))
+        .expect("the old corral exits");
+    assert_eq!(st.code(), Some(0));
+    // The old corral is gone: these answers come from the new one.
+    more_answers(20);
+    stop.store(true, Ordering::Relaxed);
+    let mut parents = std::collections::HashSet::new();
+    for h in clients {
+        parents.extend(h.join().unwrap());
+    }
+    assert_eq!(
+        failed.load(Ordering::Relaxed),
+        0,
+        "no refused or failed request"
+    );
+    assert!(parents.contains(&old.to_string()), "the old corral served");
+    assert!(parents.contains(&new.to_string()), "the new corral serves");
+    // The new one answers on the same address, status server included.
+    assert_eq!(c.get("/").text(), new.to_string());
+    let s = c.status_json();
+    assert_eq!(s["supervisor"]["pid"].as_u64(), Some(new as u64));
+    assert!(c.socket.exists(), "the new corral holds the control socket");
+}

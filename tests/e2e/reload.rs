@@ -1,0 +1,320 @@
+//! SIGHUP reload: generation N+1 starts beside N and takes over only once it
+//! is all in service; broken new code never takes the service down. Both
+//! under constant load, counting every failed request.
+
+use crate::common::*;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+fn app_version(tag: &str, padding: usize) -> String {
+    // Different sizes for different versions: Python's bytecode cache keys
+    // on the source's mtime (in seconds) and size.
+    format!(
+        "# {}\nimport time\n\ndef app(environ, start_response):\n    time.sleep(0.005)\n    body = b\"{tag}\"\n    start_response(\"200 OK\", [(\"Content-Length\", str(len(body)))])\n    return [body]\n",
+        "x".repeat(padding)
+    )
+}
+
+fn asgi_app_version(tag: &str, padding: usize) -> String {
+    format!(
+        "# {}\nimport asyncio\n\nasync def app(scope, receive, send):\n    if scope['type'] != 'http':\n        return\n    await asyncio.sleep(0.005)\n    await send({{'type': 'http.response.start', 'status': 200, 'headers': []}})\n    await send({{'type': 'http.response.body', 'body': b'{tag}'}})\n",
+        "x".repeat(padding)
+    )
+}
+
+/// Constant load from 4 clients; counts answers by body and failures.
+struct Load {
+    stop: Arc<AtomicBool>,
+    failed: Arc<AtomicUsize>,
+    answered: Arc<AtomicUsize>,
+    threads: Vec<std::thread::JoinHandle<Vec<String>>>,
+}
+
+impl Load {
+    fn start(addr: &str) -> Load {
+        let stop = Arc::new(AtomicBool::new(false));
+        let failed = Arc::new(AtomicUsize::new(0));
+        let answered = Arc::new(AtomicUsize::new(0));
+        let threads = (0..4)
+            .map(|_| {
+                let (addr, stop, failed, answered) = (
+                    addr.to_string(),
+                    stop.clone(),
+                    failed.clone(),
+                    answered.clone(),
+                );
+                std::thread::spawn(move || {
+                    let mut bodies = Vec::new();
+                    let deadline = Instant::now() + Duration::from_secs(40);
+                    while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
+                        let r = request(&addr, "GET", "/", &[], b"");
+                        if r.status == 200 {
+                            bodies.push(r.text());
+                            answered.fetch_add(1, Ordering::Relaxed);
+                        } else {
+                            failed.fetch_add(1, Ordering::Relaxed);
+                            eprintln!("failed: {} {}", r.status, r.text());
+                        }
+                    }
+                    bodies
+                })
+            })
+            .collect();
+        Load {
+            stop,
+            failed,
+            answered,
+            threads,
+        }
+    }
+
+    /// Waits until the load has had `n` more answers (at most 30 s).
+    fn wait_answered(&self, n: usize) {
+        let target = self.answered.load(Ordering::Relaxed) + n;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while self.answered.load(Ordering::Relaxed) < target {
+            assert!(Instant::now() < deadline, "the load got no answers");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    fn finish(self) -> (Vec<String>, usize) {
+        self.stop.store(true, Ordering::Relaxed);
+        let mut bodies = Vec::new();
+        for t in self.threads {
+            bodies.extend(t.join().unwrap());
+        }
+        (bodies, self.failed.load(Ordering::Relaxed))
+    }
+}
+
+fn wait_log(c: &Corral, needle: &str) {
+    assert!(
+        c.log.wait_for(needle, Duration::from_secs(30)).is_some(),
+        "no {needle:?} in the log:\n{}",
+        c.log.text()
+    );
+}
+
+/// Starts `version("v1")` on two workers, reloads to `version("v2")` under
+/// load and checks that no request failed and the old workers are gone.
+fn good_reload_under_load(version: fn(&str, usize) -> String) -> (AppDir, Corral) {
+    let app = AppDir::new(&[("app.py", &version("v1", 1))]);
+    let c = Corral::start(
+        app.path(),
+        &["app:app", "-w", "2", "--status-bind", "127.0.0.1:0"],
+        2,
+    );
+    let load = Load::start(&c.addr);
+    load.wait_answered(40);
+    std::fs::write(app.path().join("app.py"), version("v2", 20)).unwrap();
+    c.signal(libc::SIGHUP);
+    wait_log(&c, "reload done: generation 2 is in service");
+    // The old generation drains and exits; then the load sees the new one.
+    c.wait_until("the old workers to exit", || {
+        children_of(c.pid()).len() == 2
+    });
+    load.wait_answered(40);
+    let (bodies, failed) = load.finish();
+    assert_eq!(failed, 0, "no request fails during a good reload");
+    assert!(bodies.iter().any(|b| b == "v1") && bodies.last().map(String::as_str) == Some("v2"));
+    assert_eq!(c.get("/").text(), "v2");
+    // The old generation is gone: two workers, both new.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while children_of(c.pid()).len() != 2 {
+        assert!(Instant::now() < deadline, "old workers linger");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    (app, c)
+}
+
+#[test]
+fn sighup_reloads_good_code_under_load_with_zero_failed_requests() {
+    let (_app, c) = good_reload_under_load(app_version);
+    let s = c.status_json();
+    assert_eq!(s["generation"], 2);
+    assert_eq!(s["slots"][0]["worker"]["generation"], 2);
+    assert!(
+        s["last_reload"]
+            .as_str()
+            .unwrap()
+            .contains("generation 2 in service")
+    );
+}
+
+#[test]
+fn sighup_with_broken_code_keeps_the_old_generation_serving_with_zero_failed_requests() {
+    let app = AppDir::new(&[("app.py", &app_version("v1", 1))]);
+    let c = Corral::start(
+        app.path(),
+        &["app:app", "-w", "2", "--status-bind", "127.0.0.1:0"],
+        2,
+    );
+    let before = children_of(c.pid());
+    let load = Load::start(&c.addr);
+    load.wait_answered(40);
+    std::fs::write(
+        app.path().join("app.py"),
+        "def app(environ, start_response:\n    pass\n",
+    )
+    .unwrap();
+    c.signal(libc::SIGHUP);
+    wait_log(&c, "reload failed");
+    load.wait_answered(40);
+    let (bodies, failed) = load.finish();
+    assert_eq!(failed, 0, "no request fails during a failed reload");
+    assert!(bodies.len() > 50 && bodies.iter().all(|b| b == "v1"));
+    assert!(c.log.text().contains("SyntaxError"), "the reason is logged");
+    let s = c.status_json();
+    assert_eq!(s["generation"], 1);
+    assert!(
+        s["last_reload"]
+            .as_str()
+            .unwrap()
+            .contains("generation 2 failed"),
+        "{s}"
+    );
+    let mut before = before;
+    before.sort();
+    // The new generation's workers stop; the old ones were never touched.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let mut after = children_of(c.pid());
+        after.sort();
+        if after == before {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "workers {after:?}, expected {before:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// `app_version` that holds each request 100 ms and answers "TAG PID".
+fn app_version_pid(tag: &str, padding: usize) -> String {
+    format!(
+        "# {}\nimport os, time\n\ndef app(environ, start_response):\n    time.sleep(0.1)\n    body = b\"{tag} %d\" % os.getpid()\n    start_response(\"200 OK\", [(\"Content-Length\", str(len(body)))])\n    return [body]\n",
+        "x".repeat(padding)
+    )
+}
+
+#[test]
+fn a_rolling_reload_under_load_fails_no_request_and_keeps_capacity() {
+    let app = AppDir::new(&[
+        ("app.py", &app_version_pid("v1", 1)),
+        (
+            "corral.toml",
+            "[app]\nmodule = \"app:app\"\n[server]\nbind = [\"127.0.0.1:0\"]\n[workers]\ncount = 3\n[deploy]\nstrategy = \"rolling\"\nmax_surge = 1\n",
+        ),
+    ]);
+    let c = Corral::start(app.path(), &["-c", "corral.toml"], 3);
+    // Rounds of 3 requests at once, each held 100 ms: with 3 workers in
+    // service each round is answered by 3 distinct pids.
+    let load = CapacityLoad::start(&c.addr, "/", 3);
+    // A few rounds on the old generation first (the load's own duration).
+    std::thread::sleep(Duration::from_millis(300));
+    std::fs::write(app.path().join("app.py"), app_version_pid("v2", 20)).unwrap();
+    c.signal(libc::SIGHUP);
+    let mut most = 0;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !c.log.text().contains("reload done") {
+        assert!(
+            Instant::now() < deadline,
+            "no reload done; log:\n{}",
+            c.log.text()
+        );
+        most = most.max(children_of(c.pid()).len());
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // The old workers drain and exit; then a few rounds on the new ones
+    // (the load itself must be the only client: another request would take
+    // a worker from a round).
+    c.wait_until("the old workers to exit", || {
+        children_of(c.pid()).len() == 3
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let seen = load.finish();
+    eprintln!(
+        "{} rounds, {} failed, {} worker processes served, fewest pids in a round {}",
+        seen.rounds,
+        seen.failed.len(),
+        seen.pids.len(),
+        seen.fewest_pids
+    );
+    assert_eq!(seen.failed, Vec::<String>::new());
+    assert!(seen.bodies.iter().any(|b| b.starts_with("v1 ")));
+    assert!(seen.bodies.last().unwrap().starts_with("v2 "), "{seen:?}");
+    assert!(
+        seen.pids.len() >= 6,
+        "3 old and 3 new workers served: {seen:?}"
+    );
+    assert!(most <= 4, "at most max_surge = 1 extra worker, saw {most}");
+    assert_eq!(
+        seen.fewest_pids,
+        3,
+        "a round of 3 requests found fewer than 3 workers; log:\n{}",
+        c.log.text()
+    );
+    assert!(c.log.text().contains("rolling"));
+}
+
+#[test]
+fn a_reload_whose_new_code_fails_its_readiness_check_is_stopped_and_the_old_keeps_serving() {
+    let ready_app = |tag: &str, ready: bool, pad: usize| {
+        format!(
+            "# {}\ndef app(environ, start_response):\n    if environ['PATH_INFO'] == '/ready':\n        start_response('{}', [])\n        return [b'db?']\n    body = b'{tag}'\n    start_response('200 OK', [('Content-Length', str(len(body)))])\n    return [body]\n",
+            "x".repeat(pad),
+            if ready {
+                "200 OK"
+            } else {
+                "503 Service Unavailable"
+            }
+        )
+    };
+    let app = AppDir::new(&[
+        ("app.py", &ready_app("v1", true, 1)),
+        (
+            "corral.toml",
+            "[app]\nmodule = \"app:app\"\n[server]\nbind = [\"127.0.0.1:0\"]\n[workers]\ncount = 2\n[health]\nready_path = \"/ready\"\nprobe_interval = \"200ms\"\nstatus_bind = \"127.0.0.1:0\"\n[deploy]\nready_timeout = \"2s\"\n",
+        ),
+    ]);
+    let c = Corral::start(app.path(), &["-c", "corral.toml"], 2);
+    let load = Load::start(&c.addr);
+    load.wait_answered(40);
+    std::fs::write(app.path().join("app.py"), ready_app("v2", false, 30)).unwrap();
+    let out = std::process::Command::new(corral_bin())
+        .args(["reload", "--wait", "--socket", c.socket.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains("was not all in service within 2s"), "{text}");
+    load.wait_answered(40);
+    let (bodies, failed) = load.finish();
+    assert_eq!(failed, 0, "no request fails");
+    // The new generation's workers never passed readiness, so they never
+    // took a request: every answer came from v1.
+    assert!(
+        bodies.len() > 20 && bodies.iter().all(|b| b == "v1"),
+        "{:?}",
+        bodies
+            .iter()
+            .filter(|b| *b != "v1")
+            .take(3)
+            .collect::<Vec<_>>()
+    );
+    assert!(
+        c.status_json()["last_reload"]
+            .as_str()
+            .unwrap()
+            .contains("generation 2 failed")
+    );
+}
+
+#[test]
+fn an_asgi_app_reloads_under_load_with_zero_failed_requests() {
+    good_reload_under_load(asgi_app_version);
+}

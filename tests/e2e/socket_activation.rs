@@ -1,0 +1,122 @@
+//! systemd socket activation, through Debian's `systemd-socket-activate`:
+//! corral serves on the socket it is handed instead of binding, and the
+//! LISTEN_*, NOTIFY_SOCKET and WATCHDOG_* variables (set here, and used by
+//! corral: it reports ready) and the fd never reach the workers, even with
+//! `pass_env = ["*"]`.
+
+use crate::common::*;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const APP: &str = r#"
+import os, json
+
+def app(environ, start_response):
+    fds = sorted(int(f) for f in os.listdir("/proc/self/fd"))
+    listening = []
+    for fd in fds:
+        try:
+            target = os.readlink("/proc/self/fd/%d" % fd)
+        except OSError:
+            continue
+        listening.append(target)
+    body = json.dumps({
+        "env": sorted(k for k in os.environ if k.startswith(("LISTEN_", "NOTIFY_", "WATCHDOG_"))),
+        "fds": listening,
+    }).encode()
+    start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
+    return [body]
+"#;
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+struct Killed(std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn corral_serves_on_the_socket_systemd_hands_it() {
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    // corral's own bind would be a different port: it must not be used.
+    let unused = free_port();
+    // pass_env = ["*"] hands workers all of corral's environment, so only
+    // corral's own clearing of systemd's variables keeps them out.
+    let config = format!(
+        "[app]\nmodule = \"app:app\"\npass_env = [\"*\"]\n[workers]\ncount = 2\n[server]\nbind = [\"127.0.0.1:{unused}\"]\n"
+    );
+    let app = AppDir::new(&[("app.py", APP), ("corral.toml", &config)]);
+    // systemd's variables for corral itself: they must not reach workers.
+    let notify_path = app.path().join("notify.sock");
+    let notify = std::os::unix::net::UnixDatagram::bind(&notify_path).unwrap();
+    notify
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let notify_env = format!("NOTIFY_SOCKET={}", notify_path.display());
+    let child = Command::new("systemd-socket-activate")
+        .args(["-l", &addr, "-E", "CORRAL_TEST=1", "-E", &notify_env])
+        .args(["-E", "WATCHDOG_USEC=10000000"])
+        .arg(corral_bin())
+        .args(["-c", "corral.toml", "--python", &python()])
+        .arg("--socket")
+        .arg(app.path().join("ctl.sock"))
+        .current_dir(app.path())
+        .env("STATE_DIRECTORY", app.path().join(".corral-state"))
+        .env_remove("VIRTUAL_ENV")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("systemd-socket-activate (Debian package systemd)");
+    let _guard = Killed(child);
+    // systemd-socket-activate starts corral on the first connection; corral
+    // answers it once its workers are in service (no 503 on a cold start).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let resp = loop {
+        if let Ok(s) = std::net::TcpStream::connect(&addr) {
+            drop(s);
+            break request(&addr, "GET", "/", &[], b"");
+        }
+        assert!(Instant::now() < deadline, "nothing listens on {addr}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    let v: serde_json::Value = serde_json::from_slice(&resp.body).unwrap();
+    assert_eq!(
+        v["env"],
+        serde_json::json!([]),
+        "LISTEN_*, NOTIFY_SOCKET and WATCHDOG_* cleared before workers start: {v}"
+    );
+    // corral itself got them: it reports ready on that socket.
+    let mut buf = [0u8; 4096];
+    let mut seen = Vec::new();
+    while !seen.iter().any(|m: &String| m.contains("READY=1")) {
+        let n = notify
+            .recv(&mut buf)
+            .unwrap_or_else(|e| panic!("no READY=1 on NOTIFY_SOCKET ({e}); got {seen:?}"));
+        seen.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+    }
+    let sockets: Vec<&str> = v["fds"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|f| f.as_str())
+        .filter(|f| f.starts_with("socket:"))
+        .collect();
+    // The worker holds its own channel socket only, not the listen socket.
+    assert_eq!(sockets.len(), 1, "fds leaked into the worker: {v}");
+    assert!(
+        std::net::TcpStream::connect(format!("127.0.0.1:{unused}")).is_err(),
+        "corral bound -b anyway"
+    );
+}

@@ -1,0 +1,195 @@
+//! Workers are separate Python processes, each importing the app itself.
+
+use crate::common::*;
+use std::collections::HashSet;
+use std::time::Duration;
+
+const PID_APP: &str = r#"
+import os
+IMPORTED_IN = os.getpid()
+
+def app(environ, start_response):
+    body = ("%d %d" % (IMPORTED_IN, os.getpid())).encode()
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
+    return [body]
+"#;
+
+#[test]
+fn each_worker_imports_the_app_in_its_own_process() {
+    let app = AppDir::new(&[("pidapp.py", PID_APP)]);
+    let c = Corral::start(app.path(), &["pidapp:app", "-w", "3"], 3);
+    let mut pids = HashSet::new();
+    // Concurrent connections spread over the least-loaded workers.
+    for _ in 0..10 {
+        let handles: Vec<_> = (0..6)
+            .map(|_| {
+                let addr = c.addr.clone();
+                std::thread::spawn(move || request(&addr, "GET", "/", &[], b"").text())
+            })
+            .collect();
+        for h in handles {
+            let text = h.join().unwrap();
+            let (imported, serving) = text.split_once(' ').unwrap();
+            assert_eq!(
+                imported, serving,
+                "the app was imported in the process that serves it"
+            );
+            pids.insert(serving.parse::<u32>().unwrap());
+        }
+        if pids.len() == 3 {
+            break;
+        }
+    }
+    assert_eq!(pids.len(), 3, "3 workers report 3 distinct pids: {pids:?}");
+    assert!(!pids.contains(&c.pid()), "no worker runs in the supervisor");
+    let children: HashSet<u32> = children_of(c.pid()).into_iter().collect();
+    assert_eq!(children, pids, "the workers are corral's child processes");
+}
+
+#[test]
+fn a_dead_worker_is_replaced_and_the_supervisor_stays_up() {
+    let app = AppDir::new(&[("pidapp.py", PID_APP)]);
+    let c = Corral::start(app.path(), &["pidapp:app", "-w", "1"], 1);
+    let first: u32 = c
+        .get("/")
+        .text()
+        .split(' ')
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    // SAFETY: killing a worker process of the corral we started.
+    unsafe { libc::kill(first as i32, libc::SIGKILL) };
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let r = c.get("/");
+        if r.status == 200 {
+            let pid: u32 = r.text().split(' ').nth(1).unwrap().parse().unwrap();
+            if pid != first {
+                break;
+            }
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no replacement worker"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        c.log
+            .wait_for("was killed by SIGKILL", Duration::from_secs(1))
+            .is_some()
+    );
+}
+
+const SPEED_APP: &str = r#"
+import time
+
+def app(environ, start_response):
+    if environ["PATH_INFO"] == "/slow":
+        time.sleep(0.05)
+    start_response("200 OK", [("Content-Length", "2")])
+    return [b"ok"]
+"#;
+
+/// What /status says one worker may hold at once.
+fn capacity(c: &Corral) -> u64 {
+    c.status_json()["slots"][0]["worker"]["capacity"]
+        .as_u64()
+        .expect("capacity in /status")
+}
+
+#[test]
+fn a_wsgi_workers_prefetch_queue_follows_how_fast_the_app_answers() {
+    let app = AppDir::new(&[("speed.py", SPEED_APP)]);
+    let c = Corral::start(
+        app.path(),
+        &["speed:app", "-w", "1", "--status-bind", "127.0.0.1:0"],
+        1,
+    );
+    let burst = |path: &'static str, n: usize| {
+        let threads: Vec<_> = (0..4)
+            .map(|_| {
+                let addr = c.addr.clone();
+                std::thread::spawn(move || {
+                    let mut s = connect(&addr);
+                    let mut r = std::io::BufReader::new(s.try_clone().unwrap());
+                    for _ in 0..n {
+                        send_request(&mut s, "GET", path, &[], b"");
+                        assert_eq!(read_response(&mut r, false).unwrap().status, 200);
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+    };
+    // Answers in microseconds: a deep queue, so one read carries many.
+    burst("/fast", 200);
+    // (How deep depends on this machine's speed: the hop to the worker
+    // counts too; the bench reaches the cap of 64.)
+    let fast = capacity(&c);
+    assert!(fast > 2, "capacity {fast} after fast answers");
+    // Answers in 50 ms: one request waits in the worker, the rest in
+    // corral, where any free worker can take them.
+    burst("/slow", 2);
+    assert_eq!(capacity(&c), 2, "one thread plus one queued");
+    burst("/fast", 200);
+    assert!(capacity(&c) > 2, "it deepens again");
+}
+
+#[test]
+fn corral_raises_its_own_open_file_limit_and_workers_get_the_old_one_back() {
+    use std::os::unix::process::CommandExt;
+    let app = AppDir::new(&[(
+        "limits.py",
+        r#"
+import resource
+
+def app(environ, start_response):
+    body = ("%d %d" % resource.getrlimit(resource.RLIMIT_NOFILE)).encode()
+    start_response("200 OK", [("Content-Length", str(len(body)))])
+    return [body]
+"#,
+    )]);
+    let mut hard: libc::rlimit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes into the struct we pass.
+    unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut hard) };
+    let hard = hard.rlim_max;
+    assert!(hard > 256, "the machine's hard limit is too low to tell");
+    // corral starts with a low soft limit, as under many service managers.
+    let mut c = Corral::spawn_with(app.path(), &["limits:app", "-w", "1"], &[], |cmd| {
+        // SAFETY: setrlimit in the child between fork and exec.
+        unsafe {
+            cmd.pre_exec(move || {
+                let lim = libc::rlimit {
+                    rlim_cur: 256,
+                    rlim_max: hard,
+                };
+                if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+    });
+    c.wait_listening();
+    c.wait_in_service(1);
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", c.pid())).unwrap();
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap();
+    let soft: u64 = line.split_whitespace().nth(3).unwrap().parse().unwrap();
+    assert_eq!(soft, hard.min(1 << 20), "{line}");
+    let r = c.get("/");
+    assert_eq!(
+        r.text(),
+        format!("256 {hard}"),
+        "the worker got the old limit"
+    );
+}
