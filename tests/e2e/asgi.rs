@@ -141,9 +141,15 @@ fn wait_in_app(c: &Corral) {
     });
 }
 
+/// The text of a file the app writes, once it has some (the app opens it,
+/// then writes: an empty file is not written yet).
 fn wait_for_file(c: &Corral, path: &std::path::Path) -> String {
-    c.wait_until(&format!("{} to appear", path.display()), || path.exists());
-    std::fs::read_to_string(path).unwrap()
+    let mut text = String::new();
+    c.wait_until(&format!("{} to be written", path.display()), || {
+        text = std::fs::read_to_string(path).unwrap_or_default();
+        !text.is_empty()
+    });
+    text
 }
 
 #[test]
