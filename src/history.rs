@@ -69,13 +69,10 @@ impl History {
         at.saturating_duration_since(self.epoch).as_secs() + 1
     }
 
-    /// Counts one answered request: `bucket` is its latency bucket (an
-    /// index into [`BUCKETS`], or its length for +Inf).
-    pub fn record(&self, status: u16, bucket: usize) {
-        self.record_at(Instant::now(), status, bucket);
-    }
-
-    fn record_at(&self, at: Instant, status: u16, bucket: usize) {
+    /// Counts one request answered at `at` (now, read once by the caller):
+    /// `bucket` is its latency bucket (an index into [`BUCKETS`], or its
+    /// length for +Inf).
+    pub fn record_at(&self, at: Instant, status: u16, bucket: usize) {
         let now = self.second(at);
         let slot = &self.ring[(now % SECONDS as u64) as usize];
         let seen = slot.stamp.load(Ordering::Relaxed);

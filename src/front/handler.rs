@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use http::request::Parts;
 use http::{HeaderValue, Method, Response, StatusCode};
 use hyper::body::Incoming;
@@ -116,12 +116,13 @@ pub async fn handle(
     let id_text = id.to_str().unwrap_or("-");
     let mut trace = Trace::default();
     let mut side = None;
-    let mut resp = match dispatch(req, &shared, conn, id_text, &mut trace, &mut side).await {
+    let mut resp = match dispatch(req, &shared, conn, id_text, start, &mut trace, &mut side).await {
         Ok(resp) => resp,
         Err(resp) => resp,
     };
-    let elapsed = start.elapsed();
-    shared.metrics.record(resp.status().as_u16(), elapsed);
+    let end = Instant::now();
+    let elapsed = end - start;
+    shared.metrics.record(resp.status().as_u16(), elapsed, end);
     // During a canary, the generation that served counts the answer.
     if let Some((split, new)) = side {
         split.record(new, resp.status().as_u16(), elapsed);
@@ -151,14 +152,18 @@ pub async fn handle(
 /// Both arms are responses: `Err` is the early answer corral gives itself.
 type Reply = Result<Response<Body>, Response<Body>>;
 
-/// `trace` gets what corral learns on the way: the time queued, the worker.
-/// `side` is set to the canary side that took the request, when a canary
-/// runs.
+/// `start`: when the request came. `trace` gets what corral learns on the
+/// way: the time queued, the worker. `side` is set to the canary side that
+/// took the request, when a canary runs.
+// Each clock read costs: `start` and the instant a worker is leased serve
+// for every time the request needs (queue wait, deadline, answer time).
+#[allow(clippy::too_many_arguments)]
 async fn dispatch(
     mut req: http::Request<Incoming>,
     shared: &Shared,
     conn: &ConnInfo,
     id: &str,
+    start: Instant,
     trace: &mut Trace,
     side: &mut Option<(Arc<Split>, bool)>,
 ) -> Reply {
@@ -195,14 +200,16 @@ async fn dispatch(
     }
 
     // Read the start of the body before taking a worker's time, each wait
-    // for the client bounded by the body timeout.
-    let mut inline = BytesMut::new();
+    // for the client bounded by the body timeout. Its buffers go to the
+    // worker as they came, with no copy.
+    let mut inline: Vec<Bytes> = Vec::new();
     let mut received: u64 = 0;
     let mut more = !hyper::body::Body::is_end_stream(&body);
+    let read_body = more;
     if more {
         let timer = tokio::time::sleep(shared.body_timeout);
         tokio::pin!(timer);
-        while more && inline.len() < protocol::INLINE_BODY {
+        while more && received < protocol::INLINE_BODY as u64 {
             let next = upload::next_frame(&mut body, timer.as_mut(), shared.body_timeout).await;
             match next {
                 None => return Err(body_timed_out(&shared.metrics)),
@@ -214,7 +221,9 @@ async fn dispatch(
                         if received > shared.max_body_bytes {
                             return Err(too_large(shared.max_body_bytes));
                         }
-                        inline.extend_from_slice(&data);
+                        if !data.is_empty() {
+                            inline.push(data);
+                        }
                     }
                 }
             }
@@ -223,9 +232,11 @@ async fn dispatch(
 
     shared.metrics.request_body(received);
     let sticky = sticky_key(&shared.canary_sticky, &parts.headers, conn);
-    let waiting = Instant::now();
+    // With no body read, nothing happened since `start` worth a clock read.
+    let waiting = if read_body { Instant::now() } else { start };
     let lease = shared.router.acquire_for(shared.timeout, sticky).await;
-    let queued = waiting.elapsed();
+    let leased = Instant::now();
+    let queued = leased - waiting;
     trace.queued = Some(queued);
     shared.metrics.queued(queued);
     let lease = match lease {
@@ -282,11 +293,11 @@ async fn dispatch(
     } else {
         shared.timeout
     };
-    let mut stream = channel.open(more || upgrade.is_some(), deadline);
+    let mut stream = channel.open(more || upgrade.is_some(), leased + deadline);
     let depth = channel.in_flight.load(Ordering::Relaxed);
-    let sent = Instant::now();
-    channel.send(protocol::encode_request(stream.id, &head, &inline, flags));
-    drop(inline);
+    let sent = leased;
+    let frame = protocol::encode_request_head(stream.id, &head, received as usize, flags);
+    channel.send_pieces(std::iter::once(frame).chain(inline));
     let mut uploading = match &stream.credit {
         Some(credit) if streams_body => {
             let clock = upload::Clock::start();
@@ -663,7 +674,8 @@ fn build(head: Bytes, body: Body) -> Reply {
         resp.extensions_mut().insert(reason);
     }
     let headers = resp.headers_mut();
-    headers.reserve(head.headers.len());
+    // One more: the X-Request-ID the handler adds.
+    headers.reserve(head.headers.len() + 1);
     let mut close = false;
     for (name, value) in head.headers {
         // Hop-by-hop headers describe corral's connection with the client,

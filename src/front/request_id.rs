@@ -37,8 +37,18 @@ pub fn generate() -> HeaderValue {
     static KEY: LazyLock<u64> = LazyLock::new(|| RandomState::new().hash_one(std::process::id()));
     static NEXT: AtomicU64 = AtomicU64::new(0);
     let n = NEXT.fetch_add(1, Ordering::Relaxed);
-    let id = format!("{:016x}", mix(n ^ *KEY));
-    HeaderValue::from_str(&id).expect("hex digits are a header value")
+    HeaderValue::from_bytes(&hex(mix(n ^ *KEY))).expect("hex digits are a header value")
+}
+
+/// `v` as 16 lower-case hex digits, written in place (no `String` on the
+/// request path).
+fn hex(mut v: u64) -> [u8; 16] {
+    let mut out = [0u8; 16];
+    for b in out.iter_mut().rev() {
+        *b = b"0123456789abcdef"[(v & 0xf) as usize];
+        v >>= 4;
+    }
+    out
 }
 
 /// SplitMix64's finaliser: a bijection on u64, so distinct counts give
@@ -67,6 +77,13 @@ mod tests {
         h.insert(&HEADER, HeaderValue::from_str(&"a".repeat(129)).unwrap());
         assert_eq!(take(&h, true).len(), 16);
         assert_eq!(take(&HeaderMap::new(), true).len(), 16);
+    }
+
+    #[test]
+    fn hex_is_sixteen_lower_case_digits() {
+        for v in [0, 1, 0xabc, u64::MAX, 0x0123_4567_89ab_cdef, mix(7)] {
+            assert_eq!(&hex(v), format!("{v:016x}").as_bytes());
+        }
     }
 
     #[test]

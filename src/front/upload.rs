@@ -161,8 +161,15 @@ pub async fn pump(
                     cancel();
                     return PumpEnd::Cancelled;
                 }
-                for chunk in data.chunks(protocol::MAX_FRAME) {
-                    channel.send(protocol::encode(protocol::FrameKind::Body, stream, chunk));
+                // The client's buffer goes to the worker as it is, behind
+                // a header of its own per frame.
+                let mut at = 0;
+                while at < data.len() {
+                    let end = data.len().min(at + protocol::MAX_FRAME);
+                    let header =
+                        protocol::frame_header(protocol::FrameKind::Body, stream, end - at);
+                    channel.send_pieces([header, data.slice(at..end)]);
+                    at = end;
                 }
                 credit
                     .available

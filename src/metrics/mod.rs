@@ -6,7 +6,7 @@
 
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 // The latency buckets, which the queue-time histogram shares.
 pub use crate::history::BUCKETS;
@@ -119,15 +119,16 @@ fn bucket_of(elapsed: Duration) -> usize {
 }
 
 impl Metrics {
-    /// Records one answered request: its status and time to the head.
-    pub fn record(&self, status: u16, elapsed: Duration) {
+    /// Records one answered request: its status, time to the head, and
+    /// when that was (now; read once by the caller).
+    pub fn record(&self, status: u16, elapsed: Duration, at: Instant) {
         let class = (status / 100).clamp(1, 5) as usize - 1;
         self.by_class[class].fetch_add(1, Ordering::Relaxed);
         let bucket = bucket_of(elapsed);
         self.latency[bucket].fetch_add(1, Ordering::Relaxed);
         self.latency_sum_us
             .fetch_add(elapsed.as_micros() as u64, Ordering::Relaxed);
-        self.history.record(status, bucket);
+        self.history.record_at(at, status, bucket);
     }
 
     /// Records the time a request waited in corral before a worker took it.
@@ -373,9 +374,10 @@ mod tests {
     #[test]
     fn histogram_is_cumulative_and_classes_count() {
         let m = Metrics::default();
-        m.record(200, Duration::from_micros(300));
-        m.record(204, Duration::from_millis(3));
-        m.record(503, Duration::from_secs(10));
+        let now = Instant::now();
+        m.record(200, Duration::from_micros(300), now);
+        m.record(204, Duration::from_millis(3), now);
+        m.record(503, Duration::from_secs(10), now);
         let mut s = String::new();
         m.render(&mut s);
         assert!(s.contains("corral_requests_total{class=\"2xx\"} 2\n"));

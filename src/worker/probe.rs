@@ -11,7 +11,7 @@ use super::protocol;
 /// Sends `GET path` to the worker; Ok on a 2xx, else why not.
 pub async fn probe(channel: &Channel, path: &str, timeout: Duration) -> Result<(), String> {
     let head = request_head(channel, path)?;
-    let stream = channel.open(false, timeout);
+    let stream = channel.open(false, std::time::Instant::now() + timeout);
     if !channel.send(protocol::encode_request(stream.id, &head, b"", 0)) {
         return Err("the worker's channel is closed".into());
     }

@@ -212,13 +212,31 @@ pub fn put_header(buf: &mut BytesMut, kind: FrameKind, stream: u32, len: usize) 
 /// A REQUEST frame: head and the first body bytes; `flags` are
 /// [`FLAG_MORE_BODY`] and [`FLAG_WEBSOCKET`].
 pub fn encode_request(stream: u32, head: &[u8], body: &[u8], flags: u8) -> Bytes {
-    let len = 1 + 4 + head.len() + body.len();
-    let mut buf = BytesMut::with_capacity(HEADER_LEN + len);
+    let mut buf = request_head(stream, head, body.len(), flags, body.len());
+    buf.put_slice(body);
+    buf.freeze()
+}
+
+/// A REQUEST frame up to its body, which is `body_len` bytes sent after it
+/// (as their own pieces: see [`super::channel::Channel::send_pieces`]).
+pub fn encode_request_head(stream: u32, head: &[u8], body_len: usize, flags: u8) -> Bytes {
+    request_head(stream, head, body_len, flags, 0).freeze()
+}
+
+fn request_head(stream: u32, head: &[u8], body_len: usize, flags: u8, room: usize) -> BytesMut {
+    let len = 1 + 4 + head.len() + body_len;
+    let mut buf = BytesMut::with_capacity(HEADER_LEN + 1 + 4 + head.len() + room);
     put_header(&mut buf, FrameKind::Request, stream, len);
     buf.put_u8(flags);
     buf.put_u32_le(head.len() as u32);
     buf.put_slice(head);
-    buf.put_slice(body);
+    buf
+}
+
+/// The header of a frame whose `len` payload bytes are sent after it.
+pub fn frame_header(kind: FrameKind, stream: u32, len: usize) -> Bytes {
+    let mut buf = BytesMut::with_capacity(HEADER_LEN);
+    put_header(&mut buf, kind, stream, len);
     buf.freeze()
 }
 
