@@ -184,6 +184,10 @@ async fn route(req: http::Request<hyper::body::Incoming>, state: &StatusState) -
                 "Requests waiting in corral for a worker.",
                 state.router.queued(),
             );
+            if let Some(tls) = &state.tls {
+                let (not_after, reload_failures) = tls.figures();
+                metrics::tls(not_after, reload_failures, &mut out);
+            }
             if let Some(split) = state.router.split() {
                 metrics::canary(&split.old.sample(), &split.new.sample(), &mut out);
             }

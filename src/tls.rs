@@ -335,6 +335,13 @@ impl Tls {
         }
     }
 
+    /// For `/metrics`: the certificate in force's last valid moment (Unix
+    /// time, when it could be read) and the reloads that failed.
+    pub fn figures(&self) -> (Option<i64>, u64) {
+        let state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        (state.not_after, state.reload_failures)
+    }
+
     /// The `tls` object of `/status`: the files, the certificate in force
     /// (subject, expiry) and the last reload's outcome.
     pub fn status(&self) -> serde_json::Value {

@@ -333,6 +333,27 @@ fn histogram(
     let _ = writeln!(out, "{name}_count {cumulative}");
 }
 
+/// With `[server.tls]`: when the certificate in force expires (alert on it
+/// before it does) and the certificate reloads that failed.
+pub fn tls(not_after: Option<i64>, reload_failures: u64, out: &mut String) {
+    if let Some(t) = not_after {
+        scalar(
+            out,
+            "corral_tls_certificate_expiry_timestamp_seconds",
+            "gauge",
+            "Unix time the certificate in force stops being valid.",
+            t,
+        );
+    }
+    scalar(
+        out,
+        "corral_tls_reload_failures_total",
+        "counter",
+        "Certificate reloads that failed (the certificate before them kept serving).",
+        reload_failures,
+    );
+}
+
 /// While a canary runs: each generation's requests and 5xx answers.
 pub fn canary(old: &crate::canary::Sample, new: &crate::canary::Sample, out: &mut String) {
     type Pick = fn(&crate::canary::Sample) -> u64;

@@ -396,6 +396,17 @@ fn reload_reads_a_new_certificate_and_keeps_the_old_one_when_the_new_is_bad() {
     assert_eq!(tls["subject"], "CN=second", "{tls}");
     assert_eq!(tls["last_reload"]["ok"], false, "{tls}");
     assert_eq!(tls["reload_failures"], 1, "{tls}");
+    // /metrics: the failure, and the expiry of the certificate in force.
+    let metrics = c.status("/metrics").text();
+    assert!(
+        metrics.contains("corral_tls_reload_failures_total 1\n"),
+        "{metrics}"
+    );
+    let expiry = format!(
+        "corral_tls_certificate_expiry_timestamp_seconds {}\n",
+        tls["not_after"]
+    );
+    assert!(metrics.contains(&expiry), "no {expiry:?} in:\n{metrics}");
     let error = tls["last_reload"]["error"].as_str().unwrap_or_default();
     assert!(
         error.contains("[server.tls] certfile") && error.contains("no PEM certificate"),
