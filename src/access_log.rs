@@ -2,7 +2,7 @@
 //! ([`AccessLog`], `--access-log`), the line format ([`Format`]), and
 //! gunicorn's `access_log_format` (`--access-logformat`) parsed into
 //! [`Piece`]s once at start-up ([`parse`]). Writing the lines is the
-//! front's (`front::access`, `front::access_format`); this module sits
+//! front's (`front::access` and its `gunicorn` renderer); this module sits
 //! below `config` and imports nothing of corral's.
 
 /// Which access log, if any.

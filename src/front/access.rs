@@ -1,6 +1,6 @@
 //! The access log (off by default): one line per request, in the Common or
 //! Combined Log Format of Apache and gunicorn, as JSON, or in gunicorn's
-//! `access_log_format` atoms ([`super::access_format`]); written through
+//! `access_log_format` atoms ([`gunicorn`]); written through
 //! corral's log (so it goes where the rest goes: stderr, the journal), or
 //! to stdout or a file of its own (`[log] access_file`, reopened on
 //! SIGUSR1). Everything in a line that a client chose is escaped
@@ -13,10 +13,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use http::HeaderMap;
 use http::request::Parts;
 
-use super::access_format;
 use crate::access_log::{Format, Piece};
 use crate::config::{AccessConfig, AccessTarget};
 use crate::logfile::LogFile;
+
+mod gunicorn;
 
 /// The access log of a running corral: its format and where it writes.
 pub struct Logger {
@@ -136,7 +137,7 @@ impl Format {
         let remote = e.remote_or_dash();
         let bytes = e.bytes.map_or("-".to_string(), |b| b.to_string());
         match self {
-            Format::Gunicorn(pieces) => access_format::render(pieces, e, now),
+            Format::Gunicorn(pieces) => gunicorn::render(pieces, e, now),
             Format::Common | Format::Combined => {
                 let mut line = format!(
                     "{} - - [{}] \"{} {} {version}\" {} {bytes}",

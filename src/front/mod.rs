@@ -17,7 +17,6 @@
 //! without taking a response byte ([`conn`]).
 
 pub mod access;
-pub mod access_format;
 pub mod body;
 pub mod checks;
 pub mod conn;

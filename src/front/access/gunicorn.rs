@@ -14,7 +14,7 @@ use std::time::{Duration, SystemTime};
 use http::HeaderMap;
 use percent_encoding::percent_decode_str;
 
-use super::access::{Entry, clf_time, escape};
+use super::{Entry, clf_time, escape};
 use crate::access_log::{Atom, Piece};
 
 /// One access line for `e`, at `now`.
