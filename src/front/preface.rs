@@ -8,27 +8,26 @@ use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncReadExt, ReadBuf};
 
 use super::Io;
 
 /// What an HTTP/2 client sends first.
 pub const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
-/// Reads until the bytes stop matching [`PREFACE`] or match it whole;
+/// Reads until the bytes stop matching [`PREFACE`] or hold it whole;
 /// returns the stream with those bytes put back, and whether it is HTTP/2.
+/// A read takes what has come (up to 4 KiB), so an HTTP/1.1 request head
+/// usually arrives whole in the first one and hyper reads it from here
+/// without another system call.
 pub async fn sniff(mut io: Box<dyn Io>) -> io::Result<(Box<dyn Io>, bool)> {
-    let mut seen = Vec::with_capacity(PREFACE.len());
-    let mut buf = [0u8; PREFACE.len()];
+    let mut seen = Vec::with_capacity(4096);
     while seen.len() < PREFACE.len() && PREFACE.starts_with(&seen) {
-        let want = PREFACE.len() - seen.len();
-        let n = io.read(&mut buf[..want]).await?;
-        if n == 0 {
+        if seen.len() == seen.capacity() || io.read_buf(&mut seen).await? == 0 {
             break;
         }
-        seen.extend_from_slice(&buf[..n]);
     }
-    let h2 = seen == PREFACE;
+    let h2 = seen.starts_with(PREFACE);
     Ok((
         Box::new(Prefixed {
             head: seen,
@@ -67,35 +66,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for Prefixed<S> {
     }
 }
 
-impl<S: AsyncWrite + Unpin> AsyncWrite for Prefixed<S> {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().io).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.io.is_write_vectored()
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().io).poll_flush(cx)
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
-    }
-}
+super::write_through!(Prefixed);
 
 #[cfg(test)]
 mod tests {
