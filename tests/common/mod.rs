@@ -305,6 +305,14 @@ impl Corral {
         self.child.id()
     }
 
+    /// The pid of the worker that answers `path` (an app that answers its
+    /// pid there).
+    pub fn worker_pid(&self, path: &str) -> u32 {
+        let r = self.get(path);
+        assert_eq!(r.status, 200, "{}", r.text());
+        r.text().parse().unwrap()
+    }
+
     pub fn signal(&self, sig: i32) {
         // SAFETY: signalling a child we started and have not reaped.
         unsafe {

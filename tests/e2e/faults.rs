@@ -36,16 +36,10 @@ fn start(args: &[&str]) -> (AppDir, Corral) {
     (app, c)
 }
 
-fn pid_of(c: &Corral) -> u32 {
-    let r = c.get("/");
-    assert_eq!(r.status, 200, "{}", r.text());
-    r.text().parse().unwrap()
-}
-
 #[test]
 fn a_request_on_a_worker_that_dies_gets_502_at_once_and_the_worker_is_replaced() {
     let (_app, c) = start(&[]);
-    let before = pid_of(&c);
+    let before = c.worker_pid("/");
     let t = Instant::now();
     let r = c.get("/die");
     assert_eq!(r.status, 502, "{}", r.text());
@@ -72,7 +66,7 @@ fn a_request_on_a_worker_that_dies_gets_502_at_once_and_the_worker_is_replaced()
 #[test]
 fn a_request_past_the_timeout_gets_504_its_stack_is_dumped_and_its_worker_replaced() {
     let (_app, c) = start(&["--timeout", "1s"]);
-    let before = pid_of(&c);
+    let before = c.worker_pid("/");
     let t = Instant::now();
     let r = c.get("/hang");
     assert_eq!(r.status, 504, "{}", r.text());
@@ -97,7 +91,7 @@ fn a_request_past_the_timeout_gets_504_its_stack_is_dumped_and_its_worker_replac
         assert!(Instant::now() < deadline, "never replaced");
         std::thread::sleep(Duration::from_millis(50));
     }
-    assert_ne!(pid_of(&c), before);
+    assert_ne!(c.worker_pid("/"), before);
 }
 
 fn raw(c: &Corral, bytes: &[u8]) -> Response {

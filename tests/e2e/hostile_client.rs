@@ -103,12 +103,6 @@ fn start(args: &[&str]) -> (AppDir, Corral) {
     (app, c)
 }
 
-fn pid_of(c: &Corral) -> u32 {
-    let r = c.get("/pid");
-    assert_eq!(r.status, 200, "{}", r.text());
-    r.text().parse().unwrap()
-}
-
 /// One sample of `/metrics`, by its full name (labels included).
 fn metric(c: &Corral, name: &str) -> f64 {
     let text = c.status("/metrics").text();
@@ -165,7 +159,7 @@ fn silent_for(s: &mut TcpStream, wait: Duration) -> bool {
 #[test]
 fn a_stalled_upload_gets_408_the_app_sees_the_client_gone_and_the_worker_lives_on() {
     let (_app, c) = start(&["--timeout", "2s", "--body-timeout", "1s"]);
-    let pid = pid_of(&c);
+    let pid = c.worker_pid("/pid");
     // 70 KB of a 200 KB body: more than corral reads before dispatch, so
     // the app is already reading it when the client stalls.
     let mut s = connect_with(&c.addr, Duration::from_secs(10));
@@ -191,7 +185,7 @@ fn a_stalled_upload_gets_408_the_app_sees_the_client_gone_and_the_worker_lives_o
     );
     // Past the request timeout, the worker is the same one.
     std::thread::sleep(Duration::from_millis(2500).saturating_sub(t.elapsed()));
-    assert_eq!(pid_of(&c), pid);
+    assert_eq!(c.worker_pid("/pid"), pid);
     assert!(
         !c.log.text().contains("exceeded the timeout"),
         "{}",
@@ -203,7 +197,7 @@ fn a_stalled_upload_gets_408_the_app_sees_the_client_gone_and_the_worker_lives_o
 #[test]
 fn a_body_stalled_before_dispatch_gets_408_without_a_worker() {
     let (_app, c) = start(&["--body-timeout", "1s"]);
-    let pid = pid_of(&c);
+    let pid = c.worker_pid("/pid");
     let mut s = connect_with(&c.addr, Duration::from_secs(10));
     s.write_all(b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 50000\r\n\r\n")
         .unwrap();
@@ -218,13 +212,13 @@ fn a_body_stalled_before_dispatch_gets_408_without_a_worker() {
     );
     assert!(!c.log.text().contains("upload failed"), "the app saw it");
     assert_eq!(metric(&c, "corral_body_timeouts_total"), 1.0);
-    assert_eq!(pid_of(&c), pid);
+    assert_eq!(c.worker_pid("/pid"), pid);
 }
 
 #[test]
 fn a_slow_but_steady_upload_does_not_count_against_the_request_timeout() {
     let (_app, c) = start(&["--timeout", "1s", "--body-timeout", "1s"]);
-    let pid = pid_of(&c);
+    let pid = c.worker_pid("/pid");
     let mut s = connect_with(&c.addr, Duration::from_secs(10));
     s.write_all(b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 300000\r\n\r\n")
         .unwrap();
@@ -236,7 +230,7 @@ fn a_slow_but_steady_upload_does_not_count_against_the_request_timeout() {
     }
     let r = read_response(&mut BufReader::new(s), false).expect("an answer");
     assert_eq!((r.status, r.text().as_str()), (200, "read 300000"));
-    assert_eq!(pid_of(&c), pid);
+    assert_eq!(c.worker_pid("/pid"), pid);
     assert!(!c.log.text().contains("exceeded the timeout"));
 }
 
@@ -256,7 +250,7 @@ fn an_asgi_app_reading_a_stalled_upload_sees_a_disconnect() {
         ],
         1,
     );
-    let pid = pid_of(&c);
+    let pid = c.worker_pid("/pid");
     let mut s = connect_with(&c.addr, Duration::from_secs(10));
     s.write_all(b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 200000\r\n\r\n")
         .unwrap();
@@ -269,14 +263,14 @@ fn an_asgi_app_reading_a_stalled_upload_sees_a_disconnect() {
             .is_some()
     );
     std::thread::sleep(Duration::from_millis(1500));
-    assert_eq!(pid_of(&c), pid);
+    assert_eq!(c.worker_pid("/pid"), pid);
     assert!(!c.log.text().contains("exceeded the timeout"));
 }
 
 #[test]
 fn a_client_that_vanishes_mid_upload_frees_the_apps_thread() {
     let (_app, c) = start(&["--timeout", "3s"]);
-    let pid = pid_of(&c);
+    let pid = c.worker_pid("/pid");
     let mut s = connect(&c.addr);
     s.write_all(b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 200000\r\n\r\n")
         .unwrap();
@@ -290,7 +284,7 @@ fn a_client_that_vanishes_mid_upload_frees_the_apps_thread() {
         "the app still waits for the body"
     );
     let t = Instant::now();
-    assert_eq!(pid_of(&c), pid);
+    assert_eq!(c.worker_pid("/pid"), pid);
     assert!(
         t.elapsed() < Duration::from_secs(2),
         "took {:?}",
@@ -323,7 +317,7 @@ fn reset(s: TcpStream) {
 #[test]
 fn a_chunked_body_that_outgrows_the_limit_while_it_streams_gets_413() {
     let (_app, c) = start(&["--max-body-bytes", "100KiB"]);
-    let pid = pid_of(&c);
+    let pid = c.worker_pid("/pid");
     let mut body = Vec::new();
     for _ in 0..10 {
         body.extend_from_slice(b"5000\r\n");
@@ -345,13 +339,13 @@ fn a_chunked_body_that_outgrows_the_limit_while_it_streams_gets_413() {
             .wait_for("upload failed: ClientDisconnected", Duration::from_secs(5))
             .is_some()
     );
-    assert_eq!(pid_of(&c), pid);
+    assert_eq!(c.worker_pid("/pid"), pid);
 }
 
 #[test]
 fn an_app_that_hangs_while_its_body_streams_still_times_out() {
     let (_app, c) = start(&["--timeout", "1s"]);
-    let pid = pid_of(&c);
+    let pid = c.worker_pid("/pid");
     // The app never reads: the body goes to the worker at once (within its
     // credit), and the app's own time runs out.
     let r = request(&c.addr, "POST", "/sleep", &[], &[b'a'; 100_000]);
@@ -367,7 +361,7 @@ fn an_app_that_hangs_while_its_body_streams_still_times_out() {
 #[test]
 fn a_client_that_stops_reading_is_cut_off_and_its_worker_thread_freed() {
     let (_app, c) = start(&["--timeout", "3s", "--send-timeout", "1s"]);
-    let pid = pid_of(&c);
+    let pid = c.worker_pid("/pid");
     let mut stalled = connect_with(&c.addr, Duration::from_secs(10));
     stalled
         .write_all(b"GET /stream HTTP/1.1\r\nHost: x\r\n\r\n")
@@ -377,7 +371,7 @@ fn a_client_that_stops_reading_is_cut_off_and_its_worker_thread_freed() {
     // Its only thread is free again: the next request is answered at once,
     // by the same worker.
     let t = Instant::now();
-    assert_eq!(pid_of(&c), pid);
+    assert_eq!(c.worker_pid("/pid"), pid);
     assert!(
         t.elapsed() < Duration::from_millis(2500),
         "took {:?}",

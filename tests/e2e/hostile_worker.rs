@@ -63,12 +63,6 @@ fn start(args: &[&str]) -> (AppDir, Corral) {
     (app, c)
 }
 
-fn pid_of(c: &Corral) -> u32 {
-    let r = c.get("/");
-    assert_eq!(r.status, 200, "{}", r.text());
-    r.text().parse().unwrap()
-}
-
 /// Waits until a worker other than `old` answers; returns its pid.
 fn served_by_another(c: &Corral, old: u32, within: Duration) -> u32 {
     let deadline = Instant::now() + within;
@@ -94,7 +88,7 @@ fn served_by_another(c: &Corral, old: u32, within: Duration) -> u32 {
 #[test]
 fn a_worker_that_breaks_the_protocol_is_killed_and_its_slot_serves_again() {
     let (_app, c) = start(&["--timeout", "30s"]);
-    let before = pid_of(&c);
+    let before = c.worker_pid("/");
     let t = Instant::now();
     let r = c.get("/break");
     assert_eq!(r.status, 502, "{}", r.text());
@@ -112,7 +106,7 @@ fn a_worker_that_breaks_the_protocol_is_killed_and_its_slot_serves_again() {
 #[test]
 fn a_subprocess_left_behind_holds_no_request_and_no_channel() {
     let (_app, c) = start(&["--timeout", "20s"]);
-    let before = pid_of(&c);
+    let before = c.worker_pid("/");
     // The worker's exit ends its requests, even if a process it started
     // lives on: 502 at once, not 504 after the timeout.
     let t = Instant::now();
@@ -178,7 +172,7 @@ fn workers_and_their_subprocesses_get_no_fd_but_the_channel_and_the_dump_file() 
 #[test]
 fn the_runtime_folder_is_private_and_holds_only_the_script() {
     let (_app, c) = start(&["--timeout", "1s"]);
-    let before = pid_of(&c);
+    let before = c.worker_pid("/");
     // A hung request gets its stacks dumped: into a file corral handed over
     // as an fd, not one in the folder.
     assert_eq!(c.get("/hang").status, 504);
@@ -233,8 +227,8 @@ def app(environ, start_response):
         ],
         1,
     );
-    let first = pid_of(&c);
-    pid_of(&c);
+    let first = c.worker_pid("/");
+    c.worker_pid("/");
     // Recycled after two requests: the replacement serves, the old one
     // ignores TERM and is killed once its grace (1 s + 5 s) is over.
     served_by_another(&c, first, Duration::from_secs(15));
@@ -268,7 +262,7 @@ def app(environ, start_response):
 "#,
     )]);
     let c = Corral::start(app.path(), &["flood:app", "-w", "1"], 1);
-    let before_pid = pid_of(&c);
+    let before_pid = c.worker_pid("/");
     let before = rss_kib(c.pid());
     // A client that reads the head and then nothing.
     let mut s = c.connect();
