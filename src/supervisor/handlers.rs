@@ -219,18 +219,16 @@ impl Supervisor {
             }
             return None;
         }
-        if let Err(message) = self.reload_tls() {
+        match self.reload_tls() {
             // Reported to `reload --wait` as a failed reload; the code
             // reload goes on.
-            if let Some(w) = waiter {
-                let _ = w.send(Err(message));
+            Err(message) => {
+                if let Some(w) = waiter {
+                    let _ = w.send(Err(message));
+                }
             }
-            if self.core.reload.is_none() {
-                self.start_generation(self.core.next_generation());
-            }
-            return Some(Event::Reload { timeout, canary });
+            Ok(()) => self.new_waiter = waiter,
         }
-        self.new_waiter = waiter;
         if self.core.reload.is_none() {
             self.start_generation(self.core.next_generation());
         }
