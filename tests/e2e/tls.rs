@@ -207,24 +207,30 @@ fn mutual_tls_refuses_a_client_without_a_certificate_and_names_the_one_with() {
         args.extend(tls_args());
         args.extend(["--ca-certs", "ca.pem", "--cert-reqs", "required"]);
         let c = Corral::start(app.path(), &args, 1);
-        let url = format!("https://{}/", c.addr);
-        let (code, body, _) = curl(app.path(), &["--cacert", "ca.pem", &url]);
-        assert_ne!(code, 0, "served without a client certificate: {body}");
-        let (code, body, err) = curl(
-            app.path(),
-            &[
-                "--cacert",
-                "ca.pem",
-                "--cert",
-                "client.pem",
-                "--key",
-                "client.key",
-                &url,
-            ],
-        );
-        assert_eq!(code, 0, "{err}");
-        assert_eq!(body, expected);
+        assert_eq!(mutual_tls_answer(app.path(), &c.addr), expected);
     }
+}
+
+/// Asks `addr` over HTTPS without a client certificate (which must be
+/// refused) and then with `client.pem`; the answer to the second.
+fn mutual_tls_answer(dir: &Path, addr: &str) -> String {
+    let url = format!("https://{addr}/");
+    let (code, body, _) = curl(dir, &["--cacert", "ca.pem", &url]);
+    assert_ne!(code, 0, "served without a client certificate: {body}");
+    let (code, body, err) = curl(
+        dir,
+        &[
+            "--cacert",
+            "ca.pem",
+            "--cert",
+            "client.pem",
+            "--key",
+            "client.key",
+            &url,
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    body
 }
 
 /// A gunicorn config with mutual TLS, as gunicorn's docs write it.
@@ -251,23 +257,10 @@ fn import_gunicorn_carries_mutual_tls_over_and_the_converted_file_serves_it() {
     );
     std::fs::write(app.path().join("corral.toml"), &toml).unwrap();
     let c = Corral::start(app.path(), &["-c", "corral.toml"], 1);
-    let url = format!("https://{}/", c.addr);
-    let (code, body, _) = curl(app.path(), &["--cacert", "ca.pem", &url]);
-    assert_ne!(code, 0, "served without a client certificate: {body}");
-    let (code, body, err) = curl(
-        app.path(),
-        &[
-            "--cacert",
-            "ca.pem",
-            "--cert",
-            "client.pem",
-            "--key",
-            "client.key",
-            &url,
-        ],
+    assert_eq!(
+        mutual_tls_answer(app.path(), &c.addr),
+        "https on HTTP/2 O=Example, CN=alice"
     );
-    assert_eq!(code, 0, "{err}");
-    assert_eq!(body, "https on HTTP/2 O=Example, CN=alice");
 }
 
 #[test]
