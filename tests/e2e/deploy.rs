@@ -44,6 +44,14 @@ fn push(dev: &Path, source: &str, msg: &str) -> String {
     git(dev, &["rev-parse", "--short=12", "HEAD"])
 }
 
+/// Writes the shell script `body` to `dir/hook.sh`, executable.
+fn write_hook(dir: &Path, body: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    let path = dir.join("hook.sh");
+    std::fs::write(&path, body).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
 #[test]
 fn a_pipeline_deploys_good_commits_and_a_broken_one_fails_with_its_traceback_and_the_hook() {
     let root = AppDir::new(&[]);
@@ -57,15 +65,10 @@ fn a_pipeline_deploys_good_commits_and_a_broken_one_fails_with_its_traceback_and
     git(&dev, &["push", "-q", "origin", "HEAD:main"]);
     let v1 = git(&dev, &["rev-parse", "--short=12", "HEAD"]);
     git(r, &["clone", "-q", "origin.git", "app"]);
-    std::fs::write(
-        r.join("hook.sh"),
+    write_hook(
+        r,
         "#!/bin/sh\nenv | grep ^CORRAL_ | sort > \"$(dirname \"$0\")/hook-env.txt\"\necho rolled back from $CORRAL_FAILED_REVISION\n",
-    )
-    .unwrap();
-    Command::new("chmod")
-        .args(["+x", r.join("hook.sh").to_str().unwrap()])
-        .status()
-        .unwrap();
+    );
     let socket = r.join("ctl.sock");
     std::fs::write(
         r.join("corral.toml"),
@@ -359,15 +362,10 @@ fn the_built_in_symlink_rollback_points_current_back_at_the_last_good_release() 
 fn a_cold_start_with_nothing_good_runs_the_hook_once_and_recovers_when_the_code_is_fixed() {
     let root = AppDir::new(&[("current/app.py", "raise RuntimeError('not yet')\n")]);
     let r = root.path();
-    std::fs::write(
-        r.join("hook.sh"),
+    write_hook(
+        r,
         "#!/bin/sh\necho ran >> \"$(dirname \"$0\")/hook-runs.txt\"\n",
-    )
-    .unwrap();
-    Command::new("chmod")
-        .args(["+x", r.join("hook.sh").to_str().unwrap()])
-        .status()
-        .unwrap();
+    );
     std::fs::write(
         r.join("corral.toml"),
         config("rollback_hook = [\"./hook.sh\"]"),
@@ -455,15 +453,10 @@ fn the_last_known_good_revision_survives_a_restart() {
     let root = AppDir::new(&[]);
     let r = root.path();
     let (app, good) = git_app(r);
-    std::fs::write(
-        r.join("hook.sh"),
+    write_hook(
+        r,
         "#!/bin/sh\necho \"$CORRAL_GOOD_REVISION\" > \"$(dirname \"$0\")/hook-good.tmp\"\nmv \"$(dirname \"$0\")/hook-good.tmp\" \"$(dirname \"$0\")/hook-good.txt\"\n",
-    )
-    .unwrap();
-    Command::new("chmod")
-        .args(["+x", r.join("hook.sh").to_str().unwrap()])
-        .status()
-        .unwrap();
+    );
     std::fs::write(
         r.join("corral.toml"),
         config("revision = \"git\"\nrollback_hook = [\"./hook.sh\"]"),
