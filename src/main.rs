@@ -160,6 +160,7 @@ async fn run(
     };
     let listeners = match front::listeners::Listeners::open(
         &cfg.server.bind,
+        &cfg.server.insecure_bind,
         cfg.server.backlog,
         cfg.health.status_bind.as_ref(),
         &inherited,
@@ -236,12 +237,35 @@ async fn run(
         eprintln!("error: cannot install signal handlers: {e}");
         return 1;
     }
+    // Each app listener as the log and /status show it, and its
+    // certificate set (`None`: plain HTTP).
+    let served: Vec<(String, Option<usize>)> = listeners
+        .server
+        .iter()
+        .map(|l| {
+            let set = match (&cfg.server.tls, l.insecure) {
+                (Some(tls), false) => Some(tls.set_of(l.addr.as_ref())),
+                _ => None,
+            };
+            let addr = l.listener.describe();
+            match (set, addr.strip_prefix("http://")) {
+                (Some(_), Some(rest)) => (format!("https://{rest}"), set),
+                _ => (addr, set),
+            }
+        })
+        .collect();
     // Read again here (the config check read them too): they may have
     // changed in between.
-    let tls = match cfg.server.tls.clone().map(tls::Tls::new).transpose() {
+    let tls = match cfg
+        .server
+        .tls
+        .as_ref()
+        .map(|c| tls::Tls::new(c, served.clone()))
+        .transpose()
+    {
         Ok(tls) => tls.map(Arc::new),
         Err(e) => {
-            eprintln!("error: [server.tls] {}: {e}", e.key());
+            eprintln!("error: {e}");
             return 1;
         }
     };
@@ -261,7 +285,6 @@ async fn run(
         drain: front::Drain::new(),
         forwarded_allow: cfg.server.forwarded_allow_ips.clone(),
         canary_sticky: cfg.deploy.canary_sticky.clone(),
-        tls: tls.clone(),
         websocket: cfg.server.websocket,
     });
     let state = Arc::new(status::StatusState {
@@ -289,13 +312,14 @@ async fn run(
         cfg.deploy.state_dir.display()
     );
     control::serve(control.listener, state);
-    for l in &listeners.server {
-        let addr = l.describe();
-        match (&tls, addr.strip_prefix("http://")) {
-            (Some(_), Some(rest)) => {
-                tracing::info!("listening on https://{rest} (TLS, HTTP/2 and HTTP/1.1)")
-            }
-            _ => tracing::info!("listening on {addr}"),
+    for (addr, set) in &served {
+        match (set, &cfg.server.tls) {
+            (Some(0), _) => tracing::info!("listening on {addr} (TLS, HTTP/2 and HTTP/1.1)"),
+            (Some(_), _) => tracing::info!(
+                "listening on {addr} (TLS with its own [server.tls.bind] certificate set, HTTP/2 and HTTP/1.1)"
+            ),
+            (None, Some(_)) => tracing::info!("listening on {addr} (plain HTTP: insecure_bind)"),
+            (None, None) => tracing::info!("listening on {addr}"),
         }
     }
     tracing::info!(
@@ -310,10 +334,22 @@ async fn run(
             .map(|p| format!(" (config {})", p.display()))
             .unwrap_or_default()
     );
-    if let Some(first) = listeners.server.first() {
-        dev::start(&cfg, &first.describe(), handle, sup.snapshots());
+    if let Some((first, _)) = served.first() {
+        dev::start(&cfg, first, handle, sup.snapshots());
     }
-    let front = front::Front::start(listeners.server, &cfg.server, shared, gate);
+    let app_listeners = listeners
+        .server
+        .into_iter()
+        .zip(&served)
+        .map(|(l, (_, set))| {
+            let bind_tls = tls
+                .clone()
+                .zip(*set)
+                .map(|(tls, set)| tls::BindTls { tls, set });
+            (l.listener, bind_tls)
+        })
+        .collect();
+    let front = front::Front::start(app_listeners, &cfg.server, shared, gate);
     let code = sup.run(front).await;
     // Remove the control socket unless a re-executed corral took it over.
     if control_inode.is_some() && control_inode == inode(&cfg.control.socket) {

@@ -185,8 +185,8 @@ async fn route(req: http::Request<hyper::body::Incoming>, state: &StatusState) -
                 state.router.queued(),
             );
             if let Some(tls) = &state.tls {
-                let (not_after, reload_failures) = tls.figures();
-                metrics::tls(not_after, reload_failures, &mut out);
+                let (expiry, reload_failures) = tls.figures();
+                metrics::tls(&expiry, reload_failures, &mut out);
             }
             if let Some(split) = state.router.split() {
                 metrics::canary(&split.old.sample(), &split.new.sample(), &mut out);
@@ -354,6 +354,7 @@ pub fn status(state: &StatusState) -> serde_json::Value {
             "state_dir": state.cfg.deploy.state_dir,
             "app": state.cfg.app.module,
             "binds": state.cfg.server.bind.iter().map(|b| b.addr.to_string()).collect::<Vec<_>>(),
+            "insecure_binds": state.cfg.server.insecure_bind.iter().map(|b| b.addr.to_string()).collect::<Vec<_>>(),
             "stopping": snap.stopping,
             "rss_bytes": rss_bytes(snap.pid),
             // Requests waiting for a free worker place right now.
@@ -368,7 +369,8 @@ pub fn status(state: &StatusState) -> serde_json::Value {
         "rollback_hook": snap.rollback_hook,
         "reloading": snap.reloading,
         "last_reload": snap.last_reload,
-        // The certificate in force and the last reload of its files.
+        // The certificates in force (per set), which listener serves which,
+        // and the last reload of their files.
         "tls": state.tls.as_ref().map(|t| t.status()),
         // While a canary runs: its share and both generations' figures.
         "canary": state.router.split().map(|s| json!({

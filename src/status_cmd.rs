@@ -213,6 +213,7 @@ pub fn render(v: &Value) -> String {
             out.push_str(&format!("; last reload FAILED: {err}"));
         }
         out.push('\n');
+        tls_sets(tls, &mut out);
     }
     out.push_str(&format!(
         "ready: {} ({})\n\n",
@@ -298,4 +299,38 @@ pub fn render(v: &Value) -> String {
         }
     }
     out
+}
+
+/// With `[server.tls.bind."ADDR"]` sets or `insecure_bind` listeners: each
+/// other set's certificate, and each listener with what it serves.
+fn tls_sets(tls: &serde_json::Map<String, Value>, out: &mut String) {
+    let empty = Vec::new();
+    let sets = tls
+        .get("certificates")
+        .and_then(Value::as_array)
+        .unwrap_or(&empty);
+    let binds = tls.get("binds").and_then(Value::as_array).unwrap_or(&empty);
+    let plain = binds.iter().any(|b| b["tls"] == false);
+    if sets.len() < 2 && !plain {
+        return;
+    }
+    for set in sets.iter().skip(1) {
+        out.push_str(&format!(
+            "tls [server.tls.bind.\"{}\"]: {}, expires in {} days\n",
+            set["name"].as_str().unwrap_or("?"),
+            set["subject"].as_str().unwrap_or("?"),
+            set["expires_in_days"],
+        ));
+    }
+    for bind in binds {
+        let what = match bind["certificate"].as_str() {
+            None => "plain HTTP (insecure_bind)".to_owned(),
+            Some("default") => "TLS, [server.tls]".to_owned(),
+            Some(name) => format!("TLS, [server.tls.bind.\"{name}\"]"),
+        };
+        out.push_str(&format!(
+            "  {}: {what}\n",
+            bind["address"].as_str().unwrap_or("?")
+        ));
+    }
 }

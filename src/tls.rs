@@ -25,6 +25,8 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_rustls::rustls;
 use tokio_rustls::server::TlsStream;
 
+use crate::config::BindAddr;
+
 /// Whether clients must present a certificate (gunicorn's `cert_reqs`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum CertReqs {
@@ -251,29 +253,72 @@ pub fn load(files: &TlsFiles) -> Result<Arc<rustls::ServerConfig>, TlsError> {
     Ok(Arc::new(config))
 }
 
-/// The TLS config in force on the app port, replaced whole on reload.
+/// `[server.tls]` resolved: the certificate set of the TLS binds, and the
+/// sets of the `[server.tls.bind."ADDR"]` tables for their addresses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsConfig {
+    /// `[server.tls]`'s own set: every TLS bind without a table.
+    pub files: TlsFiles,
+    /// Each `[server.tls.bind."ADDR"]`: its `bind` address and its set.
+    pub per_bind: Vec<(BindAddr, TlsFiles)>,
+}
+
+impl TlsConfig {
+    /// The set serving a TLS listener at `addr` (its address as configured,
+    /// or an inherited socket's own): an index into [`Tls`]'s sets, 0 for
+    /// `[server.tls]`'s.
+    pub fn set_of(&self, addr: Option<&BindAddr>) -> usize {
+        addr.and_then(|addr| self.per_bind.iter().position(|(a, _)| a == addr))
+            .map_or(0, |i| i + 1)
+    }
+
+    /// Each set with its name: "default" for `[server.tls]`'s, else the
+    /// address of its table.
+    fn named(&self) -> Vec<(String, TlsFiles)> {
+        std::iter::once(("default".to_owned(), self.files.clone()))
+            .chain(
+                self.per_bind
+                    .iter()
+                    .map(|(addr, files)| (addr.to_string(), files.clone())),
+            )
+            .collect()
+    }
+}
+
+/// The TLS configs in force on the app port, one per certificate set,
+/// replaced all together on reload.
 pub struct Tls {
-    files: TlsFiles,
-    current: ArcSwap<rustls::ServerConfig>,
-    /// What `/status` shows: the certificate in force and the last reload.
+    /// Each set's name ("default", or the address of its table) and files.
+    sets: Vec<(String, TlsFiles)>,
+    current: ArcSwap<Vec<Arc<rustls::ServerConfig>>>,
+    /// Each app listener as `/status` shows it ("https://127.0.0.1:8443")
+    /// and the set it serves, `None` for plain HTTP (`insecure_bind`).
+    binds: Vec<(String, Option<usize>)>,
+    /// What `/status` shows: the certificates in force and the last reload.
     state: Mutex<TlsState>,
 }
 
-/// The certificate in force and how the last reload of the files went.
+/// The certificates in force and how the last reload of the files went.
 #[derive(Debug, Clone, Default)]
 struct TlsState {
-    /// The leaf certificate's subject and last valid moment (Unix time).
-    subject: Option<String>,
-    not_after: Option<i64>,
-    /// Unix time the certificate in force was read.
+    /// Each set's leaf certificate: subject and last valid moment (Unix
+    /// time), when it could be read.
+    certs: Vec<Leaf>,
+    /// Unix time the certificates in force were read.
     loaded_at: f64,
     /// The last reload: when (Unix time) and its error, if it failed.
     last_reload: Option<(f64, Option<String>)>,
     reload_failures: u64,
 }
 
-impl TlsState {
-    fn of(files: &TlsFiles) -> TlsState {
+#[derive(Debug, Clone, Default)]
+struct Leaf {
+    subject: Option<String>,
+    not_after: Option<i64>,
+}
+
+impl Leaf {
+    fn of(files: &TlsFiles) -> Leaf {
         let leaf = certificates("certfile", &files.certfile)
             .ok()
             .and_then(|c| c.into_iter().next());
@@ -284,11 +329,9 @@ impl TlsState {
                 cert.validity().not_after.timestamp(),
             ))
         });
-        TlsState {
+        Leaf {
             subject: parsed.as_ref().map(|(s, _)| s.clone()),
             not_after: parsed.map(|(_, t)| t),
-            loaded_at: unix_now(),
-            ..TlsState::default()
         }
     }
 }
@@ -300,86 +343,171 @@ fn unix_now() -> f64 {
         .as_secs_f64()
 }
 
+/// Why one certificate set did not load: the set's table and the error.
+#[derive(Debug, thiserror::Error)]
+#[error("{table} {}: {error}", error.key())]
+pub struct SetError {
+    /// `[server.tls]` or `[server.tls.bind."ADDR"]`.
+    pub table: String,
+    #[source]
+    pub error: TlsError,
+}
+
+/// The table a set comes from, for messages.
+fn table_of(name: &str) -> String {
+    if name == "default" {
+        "[server.tls]".to_owned()
+    } else {
+        format!("[server.tls.bind.\"{name}\"]")
+    }
+}
+
+fn cert_reqs_name(reqs: CertReqs) -> &'static str {
+    match reqs {
+        CertReqs::None => "none",
+        CertReqs::Optional => "optional",
+        CertReqs::Required => "required",
+    }
+}
+
 impl Tls {
-    pub fn new(files: TlsFiles) -> Result<Tls, TlsError> {
-        let config = load(&files)?;
-        let state = Mutex::new(TlsState::of(&files));
+    /// Reads every set; `binds`: each app listener as shown and its set
+    /// ([`TlsConfig::set_of`]), or `None` for a plain one.
+    pub fn new(config: &TlsConfig, binds: Vec<(String, Option<usize>)>) -> Result<Tls, SetError> {
+        let sets = config.named();
+        let loaded = load_all(&sets)?;
+        let state = Mutex::new(TlsState {
+            certs: sets.iter().map(|(_, f)| Leaf::of(f)).collect(),
+            loaded_at: unix_now(),
+            ..TlsState::default()
+        });
         Ok(Tls {
-            files,
-            current: ArcSwap::new(config),
+            sets,
+            current: ArcSwap::from_pointee(loaded),
+            binds,
             state,
         })
     }
 
-    /// Reads the files again; on an error the config in force stays, and
-    /// `/status` shows the error until a reload succeeds.
-    pub fn reload(&self) -> Result<(), TlsError> {
-        let loaded = load(&self.files);
+    /// Reads every set's files again; when one fails, every set in force
+    /// stays, and `/status` shows the error until a reload succeeds.
+    pub fn reload(&self) -> Result<(), SetError> {
+        let loaded = load_all(&self.sets);
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         match loaded {
-            Ok(config) => {
-                self.current.store(config);
+            Ok(configs) => {
+                self.current.store(Arc::new(configs));
                 *state = TlsState {
+                    certs: self.sets.iter().map(|(_, f)| Leaf::of(f)).collect(),
+                    loaded_at: unix_now(),
                     last_reload: Some((unix_now(), None)),
                     reload_failures: state.reload_failures,
-                    ..TlsState::of(&self.files)
                 };
                 Ok(())
             }
             Err(e) => {
-                state.last_reload =
-                    Some((unix_now(), Some(format!("[server.tls] {}: {e}", e.key()))));
+                state.last_reload = Some((unix_now(), Some(e.to_string())));
                 state.reload_failures += 1;
                 Err(e)
             }
         }
     }
 
-    /// For `/metrics`: the certificate in force's last valid moment (Unix
-    /// time, when it could be read) and the reloads that failed.
-    pub fn figures(&self) -> (Option<i64>, u64) {
+    /// For `/metrics`: each set's name and the last valid moment of its
+    /// certificate in force (Unix time, when it could be read), and the
+    /// reloads that failed.
+    pub fn figures(&self) -> (Vec<(String, Option<i64>)>, u64) {
         let state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        (state.not_after, state.reload_failures)
+        let expiry = self
+            .sets
+            .iter()
+            .zip(&state.certs)
+            .map(|((name, _), leaf)| (name.clone(), leaf.not_after))
+            .collect();
+        (expiry, state.reload_failures)
     }
 
-    /// The `tls` object of `/status`: the files, the certificate in force
-    /// (subject, expiry) and the last reload's outcome.
+    /// The `tls` object of `/status`: `[server.tls]`'s set at the top (its
+    /// files, the certificate in force: subject, expiry), every set under
+    /// `certificates`, which listener serves which under `binds`, and the
+    /// last reload's outcome.
     pub fn status(&self) -> serde_json::Value {
         let state = self.state.lock().unwrap_or_else(|e| e.into_inner()).clone();
         let now = unix_now();
-        serde_json::json!({
-            "certfile": self.files.certfile,
-            "keyfile": self.files.keyfile,
-            "ca_certs": self.files.ca_certs,
-            "cert_reqs": match self.files.cert_reqs {
-                CertReqs::None => "none",
-                CertReqs::Optional => "optional",
-                CertReqs::Required => "required",
-            },
-            "min_version": match self.files.min_version {
-                MinVersion::Tls12 => "1.2",
-                MinVersion::Tls13 => "1.3",
-            },
-            "subject": state.subject,
-            "not_after": state.not_after,
-            "expires_in_days": state.not_after.map(|t| ((t as f64 - now) / 86_400.0).floor() as i64),
-            "loaded_at": state.loaded_at,
-            "last_reload": state.last_reload.map(|(at, error)| serde_json::json!({
-                "at": at,
-                "ok": error.is_none(),
-                "error": error,
-            })),
-            "reload_failures": state.reload_failures,
-        })
+        let set = |(name, files): &(String, TlsFiles), leaf: &Leaf| {
+            serde_json::json!({
+                "name": name,
+                "certfile": files.certfile,
+                "keyfile": files.keyfile,
+                "ca_certs": files.ca_certs,
+                "cert_reqs": cert_reqs_name(files.cert_reqs),
+                "min_version": match files.min_version {
+                    MinVersion::Tls12 => "1.2",
+                    MinVersion::Tls13 => "1.3",
+                },
+                "subject": leaf.subject,
+                "not_after": leaf.not_after,
+                "expires_in_days": leaf.not_after.map(|t| ((t as f64 - now) / 86_400.0).floor() as i64),
+            })
+        };
+        let certificates: Vec<serde_json::Value> = self
+            .sets
+            .iter()
+            .zip(&state.certs)
+            .map(|(s, leaf)| set(s, leaf))
+            .collect();
+        let mut out = certificates
+            .first()
+            .cloned()
+            .unwrap_or_else(|| serde_json::json!({}));
+        let binds: Vec<serde_json::Value> = self
+            .binds
+            .iter()
+            .map(|(address, set)| {
+                serde_json::json!({
+                    "address": address,
+                    "tls": set.is_some(),
+                    "certificate": set.and_then(|i| self.sets.get(i)).map(|(name, _)| name),
+                })
+            })
+            .collect();
+        if let Some(obj) = out.as_object_mut() {
+            obj.remove("name");
+            obj.insert("certificates".into(), certificates.into());
+            obj.insert("binds".into(), binds.into());
+            obj.insert("loaded_at".into(), state.loaded_at.into());
+            obj.insert(
+                "last_reload".into(),
+                state
+                    .last_reload
+                    .map(|(at, error)| {
+                        serde_json::json!({
+                            "at": at,
+                            "ok": error.is_none(),
+                            "error": error,
+                        })
+                    })
+                    .into(),
+            );
+            obj.insert("reload_failures".into(), state.reload_failures.into());
+        }
+        out
     }
 
-    /// The TLS handshake of one connection, within `timeout`.
+    /// The TLS handshake of one connection with set `set`, within `timeout`.
     pub async fn accept<S: AsyncRead + AsyncWrite + Unpin>(
         &self,
+        set: usize,
         io: S,
         timeout: Duration,
     ) -> std::io::Result<(TlsStream<S>, TlsInfo)> {
-        let acceptor = tokio_rustls::TlsAcceptor::from(self.current.load_full());
+        let config = self
+            .current
+            .load()
+            .get(set)
+            .cloned()
+            .ok_or_else(|| std::io::Error::other(format!("no TLS certificate set {set}")))?;
+        let acceptor = tokio_rustls::TlsAcceptor::from(config);
         let stream = tokio::time::timeout(timeout, acceptor.accept(io))
             .await
             .map_err(|_| {
@@ -387,6 +515,35 @@ impl Tls {
             })??;
         let info = TlsInfo::of(stream.get_ref().1);
         Ok((stream, info))
+    }
+}
+
+/// Every set's rustls config, or the first set's error.
+fn load_all(sets: &[(String, TlsFiles)]) -> Result<Vec<Arc<rustls::ServerConfig>>, SetError> {
+    sets.iter()
+        .map(|(name, files)| {
+            load(files).map_err(|error| SetError {
+                table: table_of(name),
+                error,
+            })
+        })
+        .collect()
+}
+
+/// The TLS of one app listener: the sets in force and which one it serves.
+#[derive(Clone)]
+pub struct BindTls {
+    pub tls: Arc<Tls>,
+    pub set: usize,
+}
+
+impl BindTls {
+    pub async fn accept<S: AsyncRead + AsyncWrite + Unpin>(
+        &self,
+        io: S,
+        timeout: Duration,
+    ) -> std::io::Result<(TlsStream<S>, TlsInfo)> {
+        self.tls.accept(self.set, io, timeout).await
     }
 }
 

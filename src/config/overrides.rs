@@ -39,6 +39,18 @@ pub struct Overrides {
     )]
     pub bind: Vec<BindAddr>,
 
+    /// Address served as plain HTTP even with --certfile (hypercorn's
+    /// --insecure-bind): HOST:PORT, [::1]:PORT or unix:/path, not one of the
+    /// --bind addresses; repeat for more, or separate with commas [toml:
+    /// server.insecure_bind] [default: none]
+    #[arg(
+        long,
+        value_name = "ADDR",
+        env = "CORRAL_INSECURE_BIND",
+        value_delimiter = ','
+    )]
+    pub insecure_bind: Vec<BindAddr>,
+
     /// Number of worker processes, or "auto": one per CPU this process may use
     /// (affinity mask, cgroup quota) [toml: workers.count] [default:
     /// $WEB_CONCURRENCY when set, else 1]
@@ -270,8 +282,9 @@ pub struct Overrides {
     #[arg(short = 'p', long = "pid", value_name = "FILE", env = "CORRAL_PID")]
     pub pid: Option<PathBuf>,
 
-    /// Serve HTTPS on every --bind address with this PEM certificate (and its
-    /// chain) [toml: server.tls.certfile] [default: none, plain HTTP]
+    /// Serve HTTPS on every --bind address (not --insecure-bind's) with this
+    /// PEM certificate (and its chain) [toml: server.tls.certfile] [default:
+    /// none, plain HTTP]
     #[arg(long, value_name = "FILE", env = "CORRAL_CERTFILE")]
     pub certfile: Option<PathBuf>,
 

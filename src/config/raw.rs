@@ -185,6 +185,14 @@ section! {
         /// environment variable PORT is set (as gunicorn and uvicorn do on
         /// Heroku, Render, Cloud Run, Fly), else ["127.0.0.1:8000"].
         bind: Option<Spanned<Vec<Spanned<String>>>>;
+        /// Addresses served as plain HTTP (h2c with prior knowledge included)
+        /// even when `[server.tls]` is set, written like `bind` entries and
+        /// listened on beside them (hypercorn's `insecure_bind`): "HTTPS on 443,
+        /// plain on 80", or a plain port for a load balancer's health checks.
+        /// An address may not be in both lists. Under systemd socket activation,
+        /// an inherited socket whose address is listed here serves plain HTTP.
+        /// Default: none.
+        insecure_bind: Option<Spanned<Vec<Spanned<String>>>>;
         /// Listen queue length passed to listen(2).
         backlog: u32 = 2048 => u32,
             flag "backlog": "Listen queue length",
@@ -327,11 +335,11 @@ section! {
     }
 }
 
-/// TLS on every `bind` address, as gunicorn's `--certfile`/`--keyfile`
-/// apply to all of them: set `certfile` and `keyfile` to turn it on. Paths
-/// are relative to this file's folder.
+/// TLS on every `bind` address (not on `insecure_bind`'s), as gunicorn's
+/// `--certfile`/`--keyfile` apply to all of them: set `certfile` and
+/// `keyfile` to turn it on. Paths are relative to this file's folder.
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields, expecting = "a table")]
+#[serde(deny_unknown_fields, default, expecting = "a table")]
 pub(super) struct RawTls {
     /// The server's certificate in PEM, followed by its intermediate
     /// certificates. Default: none (no TLS).
@@ -349,6 +357,30 @@ pub(super) struct RawTls {
     /// `scope["extensions"]["tls"]`). Default "none".
     pub(super) cert_reqs: Option<Spanned<String>>,
     /// Oldest TLS version offered: "1.2" or "1.3". Default "1.2".
+    pub(super) min_version: Option<Spanned<String>>,
+    /// `[server.tls.bind."ADDR"]`: another certificate set for the `bind`
+    /// address ADDR (written as in `bind`), e.g. an internal port that
+    /// requires client certificates where the public one does not. Each
+    /// table holds any of `certfile`, `keyfile`, `ca_certs`, `cert_reqs`
+    /// and `min_version`; what it leaves out is taken from `[server.tls]`
+    /// (and its flags). Needs `[server.tls]` on. Default: none.
+    pub(super) bind: BTreeMap<Spanned<String>, RawTlsBind>,
+}
+
+/// One `[server.tls.bind."ADDR"]` table: the `[server.tls]` keys that
+/// differ on that address.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a table")]
+pub(super) struct RawTlsBind {
+    /// As `[server.tls] certfile`, for this address. Default: [server.tls]'s.
+    pub(super) certfile: Option<Spanned<String>>,
+    /// As `[server.tls] keyfile`. Default: [server.tls]'s.
+    pub(super) keyfile: Option<Spanned<String>>,
+    /// As `[server.tls] ca_certs`. Default: [server.tls]'s.
+    pub(super) ca_certs: Option<Spanned<String>>,
+    /// As `[server.tls] cert_reqs`. Default: [server.tls]'s.
+    pub(super) cert_reqs: Option<Spanned<String>>,
+    /// As `[server.tls] min_version`. Default: [server.tls]'s.
     pub(super) min_version: Option<Spanned<String>>,
 }
 

@@ -205,8 +205,11 @@ pub struct ServerConfig {
     /// The plain keys (`backlog`, `keepalive`, ...: see `RawServer`),
     /// read through `Deref` as `server.keepalive`.
     pub keys: ServerKeys,
-    /// Never empty.
+    /// Never empty. Served with TLS when `tls` is set.
     pub bind: Vec<Bind>,
+    /// `server.insecure_bind`: plain HTTP even when `tls` is set; none of
+    /// `bind`'s addresses.
+    pub insecure_bind: Vec<Bind>,
     /// Threads of corral's own async runtime (the HTTP front, the
     /// supervisor, the status server). At least 1: `server.io_threads = 0`
     /// (the default) is resolved at load time to half the CPUs this process
@@ -220,8 +223,9 @@ pub struct ServerConfig {
     pub head_limits: HeadLimits,
     /// Where corral writes its pid, if anywhere.
     pub pid_file: Option<PathBuf>,
-    /// HTTPS on every bind (`[server.tls]`), if configured.
-    pub tls: Option<crate::tls::TlsFiles>,
+    /// HTTPS on every `bind` address (`[server.tls]` and its per-bind
+    /// tables), if configured.
+    pub tls: Option<crate::tls::TlsConfig>,
     /// Pings and the message limit of WebSockets.
     pub websocket: WebSocketLimits,
 }

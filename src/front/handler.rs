@@ -52,8 +52,6 @@ pub struct Shared {
     pub forwarded_allow: ForwardedAllow,
     /// What keeps a client on one generation during a canary.
     pub canary_sticky: Sticky,
-    /// TLS on every app bind (`[server.tls]`).
-    pub tls: Option<Arc<crate::tls::Tls>>,
     /// WebSocket pings and message limit.
     pub websocket: crate::config::WebSocketLimits,
 }

@@ -98,6 +98,18 @@ impl Listener {
         }
     }
 
+    /// The address the socket is bound to, as a bind entry would name it.
+    fn local_addr(&self) -> Option<BindAddr> {
+        match self {
+            Listener::Tcp(l) => l.local_addr().ok().map(BindAddr::Tcp),
+            Listener::Unix(l, _) => l
+                .local_addr()
+                .ok()?
+                .as_pathname()
+                .map(|p| BindAddr::Unix(p.to_owned())),
+        }
+    }
+
     pub fn raw_fd(&self) -> RawFd {
         use std::os::fd::AsRawFd;
         match self {
@@ -107,11 +119,22 @@ impl Listener {
     }
 }
 
+/// One socket the app is served on.
+pub struct AppListener {
+    pub listener: Listener,
+    /// Its address as configured; for a socket systemd passed, its own
+    /// (`None` when it cannot be read). Picks its `[server.tls.bind]` set.
+    pub addr: Option<BindAddr>,
+    /// From `[server] insecure_bind` (or a socket systemd passed at one of
+    /// its addresses): plain HTTP even with `[server.tls]`.
+    pub insecure: bool,
+}
+
 /// Every listen socket of this corral.
 pub struct Listeners {
-    /// The `[server] bind` sockets in their order, or the ones systemd
-    /// passed.
-    pub server: Vec<Listener>,
+    /// The `[server] bind` sockets in their order, then the
+    /// `insecure_bind` ones, or the ones systemd passed.
+    pub server: Vec<AppListener>,
     /// The status server's socket (`[health] status_bind`, or the one
     /// systemd passed named `status`).
     pub status: Option<Listener>,
@@ -127,22 +150,38 @@ impl Listeners {
     /// parent) when there are any; else, for each configured address,
     /// adopts the socket a USR2 parent handed down for it or binds it.
     /// Call before any worker starts.
+    /// `binds` and `insecure` are `[server] bind` and `insecure_bind`.
     pub fn open(
         binds: &[Bind],
+        insecure: &[Bind],
         backlog: u32,
         status_bind: Option<&Bind>,
         inherited: &Inherited,
     ) -> Result<Listeners, BindError> {
-        if let Some(listeners) = Self::activated(inherited) {
+        if let Some(listeners) = Self::activated(inherited, insecure) {
             return Ok(listeners);
         }
         let mut handover = Vec::new();
         let mut server = Vec::new();
-        for (i, bind) in binds.iter().enumerate() {
-            let key = key(bind, &format!("server{i}"));
+        let roles = binds
+            .iter()
+            .enumerate()
+            .map(|(i, b)| (b, format!("server{i}"), false))
+            .chain(
+                insecure
+                    .iter()
+                    .enumerate()
+                    .map(|(i, b)| (b, format!("insecure{i}"), true)),
+            );
+        for (bind, role, insecure) in roles {
+            let key = key(bind, &role);
             let listener = adopt_or_bind(bind, backlog, &key, inherited)?;
             handover.push((key, listener.raw_fd()));
-            server.push(listener);
+            server.push(AppListener {
+                listener,
+                addr: Some(bind.addr.clone()),
+                insecure,
+            });
         }
         let status = match status_bind {
             None => None,
@@ -164,8 +203,9 @@ impl Listeners {
     /// The sockets of systemd socket activation: handed down by a USR2
     /// parent that was itself socket-activated (under `activated-*` keys),
     /// else passed by systemd. `None` when there are none, or one cannot be
-    /// adopted (then the configured addresses are bound).
-    fn activated(inherited: &Inherited) -> Option<Listeners> {
+    /// adopted (then the configured addresses are bound). A socket at one
+    /// of the `insecure` addresses serves plain HTTP.
+    fn activated(inherited: &Inherited, insecure: &[Bind]) -> Option<Listeners> {
         let mut from_parent: Vec<(&String, &RawFd)> = inherited
             .from_parent
             .iter()
@@ -192,13 +232,21 @@ impl Listeners {
             if name == "status" {
                 status = Some(l);
             } else {
-                server.push(l);
+                let addr = l.local_addr();
+                let insecure = addr
+                    .as_ref()
+                    .is_some_and(|a| insecure.iter().any(|b| b.addr == *a));
+                server.push(AppListener {
+                    listener: l,
+                    addr,
+                    insecure,
+                });
             }
         }
         let mut handover: Vec<(String, RawFd)> = server
             .iter()
             .enumerate()
-            .map(|(i, l)| (format!("activated-{i:03}"), l.raw_fd()))
+            .map(|(i, l)| (format!("activated-{i:03}"), l.listener.raw_fd()))
             .collect();
         if let Some(s) = &status {
             handover.push(("activated-status".into(), s.raw_fd()));
@@ -219,7 +267,7 @@ impl Listeners {
 }
 
 /// The key of a listen socket in a USR2 hand-over: its role (`server0`,
-/// `server1`, ..., `status`) and its address as configured (two
+/// `server1`, ..., `insecure0`, ..., `status`) and its address as configured (two
 /// `127.0.0.1:0` binds must not collide).
 fn key(bind: &Bind, role: &str) -> String {
     match &bind.addr {
@@ -352,7 +400,11 @@ mod tests {
         (l.into_raw_fd(), port)
     }
 
-    fn port(l: &Listener) -> u16 {
+    fn port(l: &AppListener) -> u16 {
+        port_of(&l.listener)
+    }
+
+    fn port_of(l: &Listener) -> u16 {
         match l {
             Listener::Tcp(l) => l.local_addr().unwrap().port(),
             Listener::Unix(..) => panic!("a Unix socket"),
@@ -363,7 +415,7 @@ mod tests {
     async fn binds_each_address_under_a_key_of_its_role_and_address() {
         let binds = [tcp("127.0.0.1:0"), tcp("127.0.0.1:0")];
         let status = tcp("127.0.0.1:0");
-        let l = Listeners::open(&binds, 16, Some(&status), &Inherited::default()).unwrap();
+        let l = Listeners::open(&binds, &[], 16, Some(&status), &Inherited::default()).unwrap();
         assert!(!l.activated);
         assert_eq!(l.server.len(), 2);
         assert_ne!(port(&l.server[0]), port(&l.server[1]));
@@ -377,7 +429,7 @@ mod tests {
             ]
         );
         let fds: Vec<RawFd> = l.handover().into_iter().map(|(_, fd)| fd).collect();
-        assert_eq!(fds[0], l.server[0].raw_fd());
+        assert_eq!(fds[0], l.server[0].listener.raw_fd());
         assert_eq!(fds[2], l.status.as_ref().unwrap().raw_fd());
     }
 
@@ -390,11 +442,11 @@ mod tests {
             ..Inherited::default()
         };
         let binds = [tcp("127.0.0.1:0"), tcp("127.0.0.1:0")];
-        let l = Listeners::open(&binds, 16, None, &inherited).unwrap();
+        let l = Listeners::open(&binds, &[], 16, None, &inherited).unwrap();
         // The first address has no socket handed down: bound anew.
         assert_ne!(port(&l.server[0]), handed_port);
         assert_eq!(port(&l.server[1]), handed_port);
-        assert_eq!(l.server[1].raw_fd(), fd);
+        assert_eq!(l.server[1].listener.raw_fd(), fd);
         assert_eq!(l.handover()[1], ("server1#127.0.0.1:0".to_owned(), fd));
     }
 
@@ -406,11 +458,11 @@ mod tests {
             activated: vec![(web, "web".into()), (status, "status".into())],
             ..Inherited::default()
         };
-        let l = Listeners::open(&[tcp("127.0.0.1:0")], 16, None, &inherited).unwrap();
+        let l = Listeners::open(&[tcp("127.0.0.1:0")], &[], 16, None, &inherited).unwrap();
         assert!(l.activated);
         assert_eq!(l.server.len(), 1);
         assert_eq!(port(&l.server[0]), web_port);
-        assert_eq!(port(l.status.as_ref().unwrap()), status_port);
+        assert_eq!(port_of(l.status.as_ref().unwrap()), status_port);
         assert_eq!(
             l.handover(),
             [
@@ -433,7 +485,7 @@ mod tests {
             parent: Some(1),
             ..Inherited::default()
         };
-        let l = Listeners::open(&[tcp("127.0.0.1:0")], 16, None, &inherited).unwrap();
+        let l = Listeners::open(&[tcp("127.0.0.1:0")], &[], 16, None, &inherited).unwrap();
         assert!(l.activated);
         let ports: Vec<u16> = l.server.iter().map(port).collect();
         let handed: Vec<u16> = sockets.iter().map(|(_, port)| *port).collect();
@@ -445,7 +497,7 @@ mod tests {
     async fn a_taken_address_names_the_flag_that_set_it() {
         let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = taken.local_addr().unwrap().to_string();
-        let err = Listeners::open(&[tcp(&addr)], 16, None, &Inherited::default())
+        let err = Listeners::open(&[tcp(&addr)], &[], 16, None, &Inherited::default())
             .err()
             .unwrap()
             .to_string();
@@ -457,5 +509,40 @@ mod tests {
             err.contains("another process already listens there"),
             "{err}"
         );
+    }
+
+    #[tokio::test]
+    async fn insecure_binds_follow_the_tls_ones_under_keys_of_their_own() {
+        let binds = [tcp("127.0.0.1:0")];
+        let insecure = [tcp("127.0.0.1:0"), tcp("127.0.0.1:0")];
+        let l = Listeners::open(&binds, &insecure, 16, None, &Inherited::default()).unwrap();
+        let plain: Vec<bool> = l.server.iter().map(|s| s.insecure).collect();
+        assert_eq!(plain, [false, true, true]);
+        let keys: Vec<String> = l.handover().into_iter().map(|(k, _)| k).collect();
+        assert_eq!(
+            keys,
+            [
+                "server0#127.0.0.1:0",
+                "insecure0#127.0.0.1:0",
+                "insecure1#127.0.0.1:0"
+            ]
+        );
+        assert_eq!(l.server[1].addr, Some(insecure[0].addr.clone()));
+    }
+
+    #[tokio::test]
+    async fn a_systemd_socket_at_an_insecure_bind_address_is_plain() {
+        let (web, _) = handed_down();
+        let (plain, plain_port) = handed_down();
+        let inherited = Inherited {
+            activated: vec![(web, "web".into()), (plain, "plain".into())],
+            ..Inherited::default()
+        };
+        let insecure = [tcp(&format!("127.0.0.1:{plain_port}"))];
+        let l = Listeners::open(&[tcp("127.0.0.1:0")], &insecure, 16, None, &inherited).unwrap();
+        assert!(l.activated);
+        let plain: Vec<bool> = l.server.iter().map(|s| s.insecure).collect();
+        assert_eq!(plain, [false, true]);
+        assert_eq!(l.server[1].addr, Some(insecure[0].addr.clone()));
     }
 }

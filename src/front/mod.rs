@@ -1,5 +1,7 @@
 //! The HTTP front: serves on the sockets of the [`listeners`] table,
-//! terminates TLS (`crate::tls`, in each connection's own task) and HTTP
+//! terminates TLS on the listeners that have it (`crate::tls`: each its
+//! certificate set, none on `insecure_bind`'s; in each connection's own
+//! task) and HTTP
 //! with hyper (parsing, limits, keep-alive, timeouts are all handled here,
 //! in Rust) and hands each request to [`handler`]; WebSocket upgrades for
 //! ASGI apps go on to [`websocket`]. A connection speaks HTTP/2 when ALPN
@@ -84,6 +86,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{Notify, watch};
 
 use crate::config::ServerConfig;
+use crate::tls::BindTls;
 use crate::worker::head::ConnInfo;
 use handler::Shared;
 pub use listeners::Listener;
@@ -159,11 +162,12 @@ pub struct Front {
 }
 
 impl Front {
-    /// Starts accepting on `listeners`; with `gate`, only once it turns
-    /// true (a re-executed corral accepts once its workers are in service,
-    /// while its parent keeps accepting on the same sockets).
+    /// Starts accepting on `listeners`, each with its TLS (`None`: plain
+    /// HTTP); with `gate`, only once it turns true (a re-executed corral
+    /// accepts once its workers are in service, while its parent keeps
+    /// accepting on the same sockets).
     pub fn start(
-        listeners: Vec<Listener>,
+        listeners: Vec<(Listener, Option<BindTls>)>,
         server: &ServerConfig,
         shared: Arc<Shared>,
         gate: Option<watch::Receiver<bool>>,
@@ -184,9 +188,10 @@ impl Front {
         );
         let accept_tasks = listeners
             .into_iter()
-            .map(|l| {
+            .map(|(l, tls)| {
                 tokio::spawn(accept_loop(
                     l,
+                    tls,
                     shared.clone(),
                     opts.clone(),
                     limits.clone(),
@@ -253,6 +258,7 @@ const MIN_BUF: usize = 8192;
 
 async fn accept_loop(
     listener: Listener,
+    tls: Option<BindTls>,
     shared: Arc<Shared>,
     opts: Arc<ConnOpts>,
     limits: Arc<conn::Limits>,
@@ -300,11 +306,12 @@ async fn accept_loop(
         let shared = shared.clone();
         let builders = builders.clone();
         let handshake_timeout = opts.keepalive;
+        let tls = tls.clone();
         // The handshake runs in the connection's task: a slow client
         // holds up no other.
         tokio::spawn(async move {
             let _open = open;
-            let (io, h2) = match shared.tls.as_deref() {
+            let (io, h2) = match tls {
                 None => (io, false),
                 Some(tls) => match tls.accept(io, handshake_timeout).await {
                     Ok((stream, tls)) => {

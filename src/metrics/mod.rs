@@ -333,25 +333,47 @@ fn histogram(
     let _ = writeln!(out, "{name}_count {cumulative}");
 }
 
-/// With `[server.tls]`: when the certificate in force expires (alert on it
-/// before it does) and the certificate reloads that failed.
-pub fn tls(not_after: Option<i64>, reload_failures: u64, out: &mut String) {
-    if let Some(t) = not_after {
-        scalar(
+/// With `[server.tls]`: when each certificate set's certificate in force
+/// expires (alert on it before it does) and the certificate reloads that
+/// failed. `expiry`: each set's name and its certificate's last valid
+/// moment; with more than one set (`[server.tls.bind."ADDR"]` tables), each
+/// series has a `bind` label: the table's address, or "default" for
+/// `[server.tls]`'s own set.
+pub fn tls(expiry: &[(String, Option<i64>)], reload_failures: u64, out: &mut String) {
+    let name = "corral_tls_certificate_expiry_timestamp_seconds";
+    let known: Vec<(&String, i64)> = expiry
+        .iter()
+        .filter_map(|(set, t)| Some((set, (*t)?)))
+        .collect();
+    if !known.is_empty() {
+        header(
             out,
-            "corral_tls_certificate_expiry_timestamp_seconds",
+            name,
             "gauge",
             "Unix time the certificate in force stops being valid.",
-            t,
         );
+        for (set, t) in known {
+            if expiry.len() == 1 {
+                let _ = writeln!(out, "{name} {t}");
+            } else {
+                let _ = writeln!(out, "{name}{{bind=\"{}\"}} {t}", label_value(set));
+            }
+        }
     }
     scalar(
         out,
         "corral_tls_reload_failures_total",
         "counter",
-        "Certificate reloads that failed (the certificate before them kept serving).",
+        "Certificate reloads that failed (the certificates before them kept serving).",
         reload_failures,
     );
+}
+
+/// A label value in the text format: backslash, quote and newline escaped.
+fn label_value(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 /// While a canary runs: each generation's requests and 5xx answers.

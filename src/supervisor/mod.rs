@@ -343,8 +343,9 @@ impl Supervisor {
         self.tls = Some(tls);
     }
 
-    /// Reads the TLS files again; a bad new certificate or key keeps the
-    /// ones in force, and the error is returned for the reload to report.
+    /// Reads the TLS files again (every certificate set); a bad new
+    /// certificate or key on any set keeps every set in force, and the
+    /// error is returned for the reload to report.
     fn reload_tls(&self) -> Result<(), String> {
         let Some(tls) = &self.tls else { return Ok(()) };
         match tls.reload() {
@@ -353,10 +354,7 @@ impl Supervisor {
                 Ok(())
             }
             Err(e) => {
-                let message = format!(
-                    "TLS: [server.tls] {}: {e}; the certificate in force stays",
-                    e.key()
-                );
+                let message = format!("TLS: {e}; the certificate in force stays");
                 tracing::error!("{message}");
                 Err(message)
             }

@@ -1,6 +1,8 @@
 //! TLS, mutual TLS and HTTP/2 on the app port, with real clients: curl
 //! (HTTP/2 by ALPN, h2c with prior knowledge, client certificates) against
-//! certificates from a CA that each test makes with the openssl CLI.
+//! certificates from a CA that each test makes with the openssl CLI; plain
+//! `insecure_bind` listeners and per-bind certificate sets
+//! (`[server.tls.bind."ADDR"]`) beside the TLS ones of the same corral.
 
 use crate::common::*;
 use std::path::Path;
@@ -24,12 +26,12 @@ fn openssl(dir: &Path, args: &[&str]) {
     );
 }
 
-/// A CA (ca.pem), a server certificate for 127.0.0.1 with subject
+/// A CA (ca.pem), a server certificate for 127.0.0.1 and 127.0.0.2 with subject
 /// CN=`server_cn` (`server.pem`, `server.key`) and a client certificate
 /// for O=Example, CN=alice (client.pem, client.key).
 fn make_certs(dir: &Path, server_cn: &str) {
     let ext = dir.join("ext");
-    std::fs::write(&ext, "subjectAltName=IP:127.0.0.1\n").unwrap();
+    std::fs::write(&ext, "subjectAltName=IP:127.0.0.1,IP:127.0.0.2\n").unwrap();
     std::fs::write(dir.join("cext"), "extendedKeyUsage=clientAuth\n").unwrap();
     if !dir.join("ca.pem").exists() {
         openssl(
@@ -461,4 +463,277 @@ async fn websockets_work_over_tls_as_wss() {
     tokio::time::timeout(Duration::from_secs(20), step)
         .await
         .expect("within 20 s");
+}
+
+/// Every app listener corral logged, in order: ("https", "127.0.0.1:PORT").
+fn listening(c: &Corral) -> Vec<(String, String)> {
+    c.log
+        .text()
+        .lines()
+        .filter_map(|l| {
+            let rest = l.split("listening on ").nth(1)?;
+            let (scheme, addr) = rest.split_once("://")?;
+            Some((
+                scheme.to_owned(),
+                addr.split_whitespace().next()?.to_owned(),
+            ))
+        })
+        .collect()
+}
+
+/// `corral status` of `c`, as printed.
+fn corral_status(c: &Corral) -> String {
+    let out = Command::new(corral_bin())
+        .args(["status", "--socket", c.socket.to_str().unwrap()])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn an_insecure_bind_serves_plain_http_beside_the_tls_bind_and_the_app_sees_which() {
+    for (interface, source, tls_answer, plain_answer, h2c_answer) in [
+        (
+            "wsgi",
+            WSGI,
+            "https on HTTP/2 None",
+            "http None HTTP/1.1 None",
+            "http None HTTP/2 None",
+        ),
+        (
+            "asgi",
+            ASGI,
+            "https 2 None False 772",
+            "http 1.1 None False None",
+            "http 2 None False None",
+        ),
+    ] {
+        let app = AppDir::new(&[("app.py", source)]);
+        make_certs(app.path(), "localhost");
+        let mut args = vec!["app:app", "--interface", interface, "--status-bind"];
+        args.extend(["127.0.0.1:0", "-b", "127.0.0.1:0"]);
+        args.extend(["--insecure-bind", "127.0.0.2:0"]);
+        args.extend(tls_args());
+        let c = Corral::start(app.path(), &args, 1);
+        let binds = listening(&c);
+        let [(tls_scheme, tls_addr), (plain_scheme, plain_addr)] = &binds[..] else {
+            panic!("two listeners: {binds:?}\n{}", c.log.text())
+        };
+        assert_eq!(
+            (tls_scheme.as_str(), plain_scheme.as_str()),
+            ("https", "http")
+        );
+        assert!(plain_addr.starts_with("127.0.0.2:"), "{plain_addr}");
+        assert!(
+            c.log.text().contains(&format!(
+                "listening on http://{plain_addr} (plain HTTP: insecure_bind)"
+            )),
+            "{}",
+            c.log.text()
+        );
+        let tls_url = format!("https://{tls_addr}/");
+        let plain_url = format!("http://{plain_addr}/");
+        let (code, body, err) = curl(app.path(), &["--cacert", "ca.pem", &tls_url]);
+        assert_eq!((code, body.as_str()), (0, tls_answer), "{err}");
+        let (code, body, err) = curl(app.path(), &[&plain_url]);
+        assert_eq!((code, body.as_str()), (0, plain_answer), "{err}");
+        let (code, body, err) = curl(app.path(), &["--http2-prior-knowledge", &plain_url]);
+        assert_eq!((code, body.as_str()), (0, h2c_answer), "{err}");
+        // Neither bind speaks the other's protocol.
+        let (code, _, _) = curl(app.path(), &[&format!("http://{tls_addr}/")]);
+        assert_ne!(code, 0);
+        let (code, _, _) = curl(
+            app.path(),
+            &["--cacert", "ca.pem", &format!("https://{plain_addr}/")],
+        );
+        assert_ne!(code, 0);
+        // /status and `corral status` say which bind is which.
+        let tls = c.status_json()["tls"].clone();
+        assert_eq!(
+            tls["binds"][0]["address"],
+            tls_url.trim_end_matches('/'),
+            "{tls}"
+        );
+        assert_eq!(tls["binds"][0]["tls"], true, "{tls}");
+        assert_eq!(tls["binds"][0]["certificate"], "default", "{tls}");
+        assert_eq!(
+            tls["binds"][1]["address"],
+            plain_url.trim_end_matches('/'),
+            "{tls}"
+        );
+        assert_eq!(tls["binds"][1]["tls"], false, "{tls}");
+        let status = corral_status(&c);
+        for line in [
+            format!("  https://{tls_addr}: TLS, [server.tls]\n"),
+            format!("  http://{plain_addr}: plain HTTP (insecure_bind)\n"),
+        ] {
+            assert!(status.contains(&line), "no {line:?} in:\n{status}");
+        }
+    }
+}
+
+/// A corral.toml binding 127.0.0.1:0 and 127.0.0.2:0 with TLS, with
+/// `extra` after its `[server.tls]` (server.pem, server.key).
+fn two_tls_binds(dir: &Path, extra: &str) {
+    let text = format!(
+        "[app]\nmodule = \"app:app\"\n[server]\nbind = [\"127.0.0.1:0\", \"127.0.0.2:0\"]\n\
+         [health]\nstatus_bind = \"127.0.0.1:0\"\n\
+         [server.tls]\ncertfile = \"server.pem\"\nkeyfile = \"server.key\"\n{extra}"
+    );
+    std::fs::write(dir.join("corral.toml"), text).unwrap();
+}
+
+#[test]
+fn a_per_bind_table_requires_client_certificates_on_one_bind_while_the_other_serves_without() {
+    let app = AppDir::new(&[("app.py", WSGI)]);
+    make_certs(app.path(), "localhost");
+    two_tls_binds(
+        app.path(),
+        "[server.tls.bind.\"127.0.0.2:0\"]\nca_certs = \"ca.pem\"\ncert_reqs = \"required\"\n",
+    );
+    let c = Corral::start(app.path(), &["-c", "corral.toml"], 1);
+    let binds = listening(&c);
+    let [(_, public), (_, internal)] = &binds[..] else {
+        panic!("two listeners: {binds:?}")
+    };
+    assert!(internal.starts_with("127.0.0.2:"), "{internal}");
+    // The public bind serves a client without a certificate ...
+    let (code, body, err) = curl(
+        app.path(),
+        &["--cacert", "ca.pem", &format!("https://{public}/")],
+    );
+    assert_eq!((code, body.as_str()), (0, "https on HTTP/2 None"), "{err}");
+    // ... the internal one refuses it, and names the one with.
+    assert_eq!(
+        mutual_tls_answer(app.path(), internal),
+        "https on HTTP/2 O=Example, CN=alice"
+    );
+    let tls = c.status_json()["tls"].clone();
+    assert_eq!(tls["binds"][1]["certificate"], "127.0.0.2:0", "{tls}");
+    assert_eq!(tls["certificates"][1]["cert_reqs"], "required", "{tls}");
+    assert_eq!(tls["cert_reqs"], "none", "{tls}");
+}
+
+#[test]
+fn a_bad_certificate_for_one_bind_on_reload_keeps_every_old_one_serving() {
+    let app = AppDir::new(&[("app.py", WSGI)]);
+    make_certs(app.path(), "internal-one");
+    for ext in ["pem", "key"] {
+        std::fs::rename(
+            app.path().join(format!("server.{ext}")),
+            app.path().join(format!("internal.{ext}")),
+        )
+        .unwrap();
+    }
+    make_certs(app.path(), "first");
+    two_tls_binds(
+        app.path(),
+        "[server.tls.bind.\"127.0.0.2:0\"]\ncertfile = \"internal.pem\"\nkeyfile = \"internal.key\"\n",
+    );
+    let c = Corral::start(app.path(), &["-c", "corral.toml"], 1);
+    let binds = listening(&c);
+    let [(_, public), (_, internal)] = &binds[..] else {
+        panic!("two listeners: {binds:?}")
+    };
+    assert_eq!(served_subject(app.path(), public), "CN=first");
+    assert_eq!(served_subject(app.path(), internal), "CN=internal-one");
+    // /status: each set's certificate and expiry (2 days, so 1 full day).
+    let tls = c.status_json()["tls"].clone();
+    let sets = tls["certificates"].as_array().cloned().unwrap_or_default();
+    let names: Vec<&str> = sets.iter().filter_map(|s| s["name"].as_str()).collect();
+    assert_eq!(names, ["default", "127.0.0.2:0"], "{tls}");
+    assert_eq!(sets[0]["subject"], "CN=first", "{tls}");
+    assert_eq!(sets[1]["subject"], "CN=internal-one", "{tls}");
+    assert_eq!(sets[1]["expires_in_days"], 1, "{tls}");
+    // /metrics: one expiry series per set, labelled by its bind.
+    let metrics = c.status("/metrics").text();
+    for (bind, set) in [("default", &sets[0]), ("127.0.0.2:0", &sets[1])] {
+        let series = format!(
+            "corral_tls_certificate_expiry_timestamp_seconds{{bind=\"{bind}\"}} {}\n",
+            set["not_after"]
+        );
+        assert!(metrics.contains(&series), "no {series:?} in:\n{metrics}");
+    }
+    // A good new default certificate and a bad internal one: neither is
+    // taken, both old ones serve.
+    make_certs(app.path(), "second");
+    std::fs::write(app.path().join("internal.pem"), "garbage\n").unwrap();
+    let out = Command::new(corral_bin())
+        .args(["reload", "--wait", "--socket", c.socket.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("[server.tls.bind.\"127.0.0.2:0\"] certfile")
+            && text.contains("the certificate in force stays"),
+        "{text}"
+    );
+    assert_eq!(served_subject(app.path(), public), "CN=first");
+    assert_eq!(served_subject(app.path(), internal), "CN=internal-one");
+    let tls = c.status_json()["tls"].clone();
+    assert_eq!(tls["last_reload"]["ok"], false, "{tls}");
+    assert_eq!(tls["certificates"][0]["subject"], "CN=first", "{tls}");
+    assert_eq!(
+        tls["certificates"][1]["subject"], "CN=internal-one",
+        "{tls}"
+    );
+    let status = corral_status(&c);
+    for line in [
+        "tls: CN=first, expires in 1 days; last reload FAILED: [server.tls.bind.\"127.0.0.2:0\"] certfile",
+        "tls [server.tls.bind.\"127.0.0.2:0\"]: CN=internal-one, expires in 1 days\n",
+        &format!("  https://{internal}: TLS, [server.tls.bind.\"127.0.0.2:0\"]\n"),
+    ] {
+        assert!(status.contains(line), "no {line:?} in:\n{status}");
+    }
+    // Fixed, the next reload takes both new certificates.
+    make_certs(app.path(), "internal-two");
+    for ext in ["pem", "key"] {
+        std::fs::rename(
+            app.path().join(format!("server.{ext}")),
+            app.path().join(format!("internal.{ext}")),
+        )
+        .unwrap();
+    }
+    make_certs(app.path(), "third");
+    let out = Command::new(corral_bin())
+        .args(["reload", "--wait", "--socket", c.socket.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert_eq!(served_subject(app.path(), public), "CN=third");
+    assert_eq!(served_subject(app.path(), internal), "CN=internal-two");
+}
+
+#[test]
+fn insecure_and_per_bind_config_errors_say_where_and_how() {
+    let app = AppDir::new(&[("app.py", WSGI)]);
+    make_certs(app.path(), "localhost");
+    let tls = "[server.tls]\ncertfile = \"server.pem\"\nkeyfile = \"server.key\"\n";
+    for (text, wanted) in [
+        (
+            format!(
+                "[app]\nmodule = \"app:app\"\n[server]\nbind = [\"127.0.0.1:8443\"]\ninsecure_bind = [\"127.0.0.1:8443\"]\n{tls}"
+            ),
+            "corral.toml:5: server.insecure_bind: 127.0.0.1:8443 is also a server.bind address (at corral.toml:4 (key server.bind)): an address serves either TLS (bind) or plain HTTP (insecure_bind); remove it from one of the two lists",
+        ),
+        (
+            format!(
+                "[app]\nmodule = \"app:app\"\n[server]\nbind = [\"127.0.0.1:8443\"]\n{tls}[server.tls.bind.\"127.0.0.1:9443\"]\ncert_reqs = \"required\"\n"
+            ),
+            "corral.toml:8: server.tls.bind.\"127.0.0.1:9443\": 127.0.0.1:9443 is not a server.bind address (those are \"127.0.0.1:8443\"): name one of them, written as in bind, or remove this table",
+        ),
+    ] {
+        std::fs::write(app.path().join("corral.toml"), text).unwrap();
+        let mut c = Corral::spawn(app.path(), &["-c", "corral.toml"], &[]);
+        let status = c.wait_exit(Duration::from_secs(20)).expect("corral exits");
+        assert!(!status.success());
+        let log = c.log.text();
+        assert!(log.contains(wanted), "no {wanted:?} in:\n{log}");
+    }
 }

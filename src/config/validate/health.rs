@@ -37,7 +37,8 @@ impl Resolver<'_> {
             (None, None) => None,
         };
         let status_bind = status.map(|(addr, at)| {
-            if let Some(taken) = server.bind.iter().find(|b| overlaps(&b.addr, &addr)) {
+            let mut servers = server.bind.iter().chain(&server.insecure_bind);
+            if let Some(taken) = servers.find(|b| overlaps(&b.addr, &addr)) {
                 let message = if taken.addr == addr {
                     format!(
                         "{addr} is also a server address (at {}): give the status server its own address, like \"127.0.0.1:9000\"",

@@ -10,11 +10,11 @@ use crate::limits;
 use crate::config::Overrides;
 use std::path::{Path, PathBuf};
 
-use crate::config::raw::{RawServer, RawTls};
+use crate::config::raw::{RawServer, RawTls, RawTlsBind};
 use crate::config::{
     Bind, BindAddr, ByteSize, Env, ForwardedAllow, HumanDuration, ServerConfig, WebSocketLimits,
 };
-use crate::tls::TlsFiles;
+use crate::tls::{TlsConfig, TlsFiles};
 
 use super::*;
 
@@ -28,41 +28,15 @@ impl Resolver<'_> {
         env: &Env,
     ) -> ServerConfig {
         let cpus = env.cpus;
-        let mut bind = Vec::new();
-        if !args.bind.is_empty() {
-            for addr in &args.bind {
-                let addr = match addr {
-                    BindAddr::Unix(path) => BindAddr::Unix(absolute(self.cwd, path)),
-                    tcp => tcp.clone(),
-                };
-                bind.push((addr, self.flag("--bind")));
-            }
-        } else if let Some(list) = &raw.bind {
-            if list.get_ref().is_empty() {
-                let at = self.in_file(list.span(), "server.bind");
-                self.fail(&at, "is empty: list at least one address like [\"127.0.0.1:8000\"], or leave the key out for the default 127.0.0.1:8000");
-            }
-            for entry in list.get_ref() {
-                let at = self.in_file(entry.span(), "server.bind");
-                match entry.get_ref().parse::<BindAddr>() {
-                    Ok(BindAddr::Unix(path)) => {
-                        bind.push((BindAddr::Unix(absolute(self.file_dir(), &path)), at))
-                    }
-                    Ok(tcp) => bind.push((tcp, at)),
-                    Err(message) => self.fail(&at, message),
-                }
-            }
+        let bind = self.bind_list(&args.bind, "--bind", raw.bind.as_ref(), "server.bind");
+        if args.bind.is_empty()
+            && let Some(list) = &raw.bind
+            && list.get_ref().is_empty()
+        {
+            let at = self.in_file(list.span(), "server.bind");
+            self.fail(&at, "is empty: list at least one address like [\"127.0.0.1:8000\"], or leave the key out for the default 127.0.0.1:8000");
         }
-        let mut seen: Vec<Bind> = Vec::new();
-        for (addr, at) in bind {
-            if let Some(first) = seen.iter().find(|b| b.addr == addr) {
-                let message = format!("{addr} is listed twice (first at {})", first.origin);
-                self.fail(&at, message);
-                continue;
-            }
-            let origin = at.origin();
-            seen.push(Bind { addr, origin });
-        }
+        let mut seen = self.distinct_binds(bind, &[]);
         if seen.is_empty() && args.bind.is_empty() && raw.bind.is_none() {
             match env.port.as_deref().map(str::trim) {
                 // As gunicorn and uvicorn do on a PaaS: all interfaces.
@@ -99,10 +73,18 @@ impl Resolver<'_> {
         let head_limits = self.head_limits(args, &raw);
         let pid_file = self.pid_file(args, &raw);
         let websocket = self.websocket(args, &raw);
-        let tls = self.tls(args, raw.tls);
+        let insecure = self.bind_list(
+            &args.insecure_bind,
+            "--insecure-bind",
+            raw.insecure_bind.as_ref(),
+            "server.insecure_bind",
+        );
+        let insecure_bind = self.distinct_binds(insecure, &seen);
+        let tls = self.tls(args, raw.tls, &seen, &insecure_bind);
         ServerConfig {
             keys,
             bind: seen,
+            insecure_bind,
             io_threads: match io_threads {
                 0 => auto_io_threads(cpus),
                 n => n,
@@ -115,9 +97,199 @@ impl Resolver<'_> {
         }
     }
 
-    /// `[server.tls]` and its flags; the files are read here, so that a
-    /// missing or bad certificate or key is a config error.
-    fn tls(&mut self, args: &Overrides, raw: RawTls) -> Option<TlsFiles> {
+    /// A list of listen addresses: the flag's (repeated or comma-separated)
+    /// when given, else the file's `key`, each with where it was set;
+    /// socket paths made absolute (a flag's against the working directory,
+    /// the file's against its folder). Bad entries are reported.
+    fn bind_list(
+        &mut self,
+        flag: &[BindAddr],
+        flag_name: &str,
+        file: Option<&Spanned<Vec<Spanned<String>>>>,
+        key: &str,
+    ) -> Vec<(BindAddr, At)> {
+        let mut out = Vec::new();
+        if !flag.is_empty() {
+            for addr in flag {
+                out.push((absolute_bind(self.cwd, addr), self.flag(flag_name)));
+            }
+        } else if let Some(list) = file {
+            for entry in list.get_ref() {
+                let at = self.in_file(entry.span(), key);
+                match entry.get_ref().parse::<BindAddr>() {
+                    Ok(addr) => out.push((absolute_bind(self.file_dir(), &addr), at)),
+                    Err(message) => self.fail(&at, message),
+                }
+            }
+        }
+        out
+    }
+
+    /// `list` without repeats (each reported), and without the addresses
+    /// of `others` (the `bind` list, for `insecure_bind`): an address is
+    /// served with TLS or without, not both.
+    fn distinct_binds(&mut self, list: Vec<(BindAddr, At)>, others: &[Bind]) -> Vec<Bind> {
+        let mut seen: Vec<Bind> = Vec::new();
+        for (addr, at) in list {
+            if let Some(first) = seen.iter().find(|b| b.addr == addr) {
+                let message = format!("{addr} is listed twice (first at {})", first.origin);
+                self.fail(&at, message);
+                continue;
+            }
+            if let Some(taken) = others.iter().find(|b| overlaps(&b.addr, &addr)) {
+                let message = if taken.addr == addr {
+                    format!(
+                        "{addr} is also a server.bind address (at {}): an address serves either TLS (bind) or plain HTTP (insecure_bind); remove it from one of the two lists",
+                        taken.origin
+                    )
+                } else {
+                    format!(
+                        "{addr} overlaps the server.bind address {} (at {}) on the same port: give the plain HTTP listener its own port, like \"0.0.0.0:8080\"",
+                        taken.addr, taken.origin
+                    )
+                };
+                self.fail(&at, message);
+                continue;
+            }
+            let origin = at.origin();
+            seen.push(Bind { addr, origin });
+        }
+        seen
+    }
+
+    /// `[server.tls]` and its flags, then its `[server.tls.bind."ADDR"]`
+    /// tables; the files are read here, so that a missing or bad
+    /// certificate or key is a config error.
+    fn tls(
+        &mut self,
+        args: &Overrides,
+        mut raw: RawTls,
+        binds: &[Bind],
+        insecure: &[Bind],
+    ) -> Option<TlsConfig> {
+        let per_bind = std::mem::take(&mut raw.bind);
+        let before = self.problems.len();
+        let files = self.tls_files(args, raw);
+        // Off, not failed (its own problems are reported already).
+        let off = files.is_none() && self.problems.len() == before;
+        let mut config = files.map(|files| TlsConfig {
+            files,
+            per_bind: Vec::new(),
+        });
+        for (addr, table) in per_bind {
+            let at = self.in_file(
+                addr.span(),
+                &format!("server.tls.bind.\"{}\"", addr.get_ref()),
+            );
+            let parsed = match addr.get_ref().parse::<BindAddr>() {
+                Ok(a) => absolute_bind(self.file_dir(), &a),
+                Err(message) => {
+                    self.fail(&at, message);
+                    continue;
+                }
+            };
+            if let Some(plain) = insecure.iter().find(|b| b.addr == parsed) {
+                let message = format!(
+                    "{parsed} is a server.insecure_bind address (at {}), served as plain HTTP without a certificate: remove this table, or move the address to server.bind",
+                    plain.origin
+                );
+                self.fail(&at, message);
+                continue;
+            }
+            if !binds.iter().any(|b| b.addr == parsed) {
+                let listed: Vec<String> = binds.iter().map(|b| format!("\"{}\"", b.addr)).collect();
+                let message = format!(
+                    "{parsed} is not a server.bind address (those are {}): name one of them, written as in bind, or remove this table",
+                    listed.join(", ")
+                );
+                self.fail(&at, message);
+                continue;
+            }
+            let Some(config) = config.as_mut() else {
+                if off {
+                    self.fail(&at, "overrides [server.tls], which is off: set certfile and keyfile in [server.tls] (or --certfile, --keyfile) to serve HTTPS");
+                }
+                continue;
+            };
+            if let Some(files) = self.tls_bind_files(&config.files, table, &at) {
+                config.per_bind.push((parsed, files));
+            }
+        }
+        config
+    }
+
+    /// One `[server.tls.bind."ADDR"]` table (`at`) over `base`, the files
+    /// of `[server.tls]`: what it sets replaces base's; read here.
+    fn tls_bind_files(&mut self, base: &TlsFiles, table: RawTlsBind, at: &At) -> Option<TlsFiles> {
+        let table_key = at.key.clone();
+        let mut at_of: Vec<(&'static str, At)> = Vec::new();
+        let mut files = base.clone();
+        let mut ok = true;
+        for (name, value) in [
+            ("certfile", table.certfile),
+            ("keyfile", table.keyfile),
+            ("ca_certs", table.ca_certs),
+        ] {
+            let Some(value) = value else { continue };
+            let key_at = self.in_file(value.span(), &format!("{table_key}.{name}"));
+            if value.get_ref().is_empty() {
+                self.fail(&key_at, "is empty: give the path of a PEM file");
+                ok = false;
+                continue;
+            }
+            let path = absolute(self.file_dir(), Path::new(value.get_ref()));
+            match name {
+                "certfile" => files.certfile = path,
+                "keyfile" => files.keyfile = path,
+                _ => files.ca_certs = Some(path),
+            }
+            at_of.push((name, key_at));
+        }
+        if let Some(value) = table.cert_reqs {
+            let key_at = self.in_file(value.span(), &format!("{table_key}.cert_reqs"));
+            match value.get_ref().parse() {
+                Ok(v) => {
+                    files.cert_reqs = v;
+                    at_of.push(("cert_reqs", key_at));
+                }
+                Err(message) => {
+                    self.fail(&key_at, message);
+                    ok = false;
+                }
+            }
+        }
+        if let Some(value) = table.min_version {
+            let key_at = self.in_file(value.span(), &format!("{table_key}.min_version"));
+            match value.get_ref().parse() {
+                Ok(v) => {
+                    files.min_version = v;
+                    at_of.push(("min_version", key_at));
+                }
+                Err(message) => {
+                    self.fail(&key_at, message);
+                    ok = false;
+                }
+            }
+        }
+        if !ok {
+            return None;
+        }
+        if let Err(e) = crate::tls::load(&files) {
+            // At the table's own key when it set the one at fault, else at
+            // the table (the value came from [server.tls]).
+            let key_at = at_of
+                .iter()
+                .find(|(n, _)| *n == e.key())
+                .map_or(at, |(_, a)| a)
+                .clone();
+            self.fail(&key_at, e.to_string());
+            return None;
+        }
+        Some(files)
+    }
+
+    /// `[server.tls]`'s own keys and their flags.
+    fn tls_files(&mut self, args: &Overrides, raw: RawTls) -> Option<TlsFiles> {
         let mut at_of: Vec<(&'static str, At)> = Vec::new();
         let mut path = |this: &mut Self,
                         flag: Option<&PathBuf>,

@@ -460,6 +460,7 @@ fn auto_io_threads_is_half_the_cpus_at_least_one() {
 }
 
 mod health;
+mod tls;
 
 #[test]
 fn tls_problems_say_where_and_how() {
