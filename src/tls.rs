@@ -1,18 +1,22 @@
 //! TLS on the app port: the certificate, key and client-certificate policy
 //! of `[server.tls]` (`--certfile`, `--keyfile`, `--ca-certs`,
-//! `--cert-reqs`, `--tls-min-version`) read into a rustls server config,
-//! the handshake of one connection, and what the app learns of it.
+//! `--cert-reqs`, `--tls-min-version`), and of each `[server.tls.bind."ADDR"]`
+//! table over it ([`TlsConfig`]: one *certificate set* each), read into
+//! rustls server configs; the handshake of one connection on its
+//! listener's set ([`BindTls`]; `insecure_bind` listeners have none), and
+//! what the app learns of it.
 //!
 //! rustls runs on its `ring` crypto provider: it builds with a C compiler
 //! alone, where `aws-lc-rs` also wants cmake (and, for its FIPS build, Go).
 //! Cipher suites are rustls's defaults; TLS 1.2 and 1.3 are offered unless
 //! `min_version = "1.3"`. ALPN offers `h2` then `http/1.1`.
 //!
-//! [`Tls`] holds the config in force; [`Tls::reload`] reads the files
-//! again (on `corral reload` and SIGHUP) and keeps the old config when the
-//! new files do not load. Open connections keep the config they began with.
-//! [`Tls::status`] is the `tls` object of `/status`: the certificate in
-//! force (subject, expiry) and the last reload's error.
+//! [`Tls`] holds the configs in force, one per set, swapped together;
+//! [`Tls::reload`] reads every set's files again (on `corral reload` and
+//! SIGHUP) and keeps every old config when any new set does not load. Open
+//! connections keep the config they began with. [`Tls::status`] is the
+//! `tls` object of `/status`: each set's certificate in force (subject,
+//! expiry), which listener serves which set, and the last reload's error.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};

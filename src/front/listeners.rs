@@ -1,12 +1,16 @@
 //! The listen sockets, in one table: each is adopted from what this process
-//! inherited or bound here, keyed by its role and address as configured.
+//! inherited or bound here, keyed by its role (`bind`, `insecure_bind`,
+//! `status_bind`) and address as configured. An app socket knows whether it
+//! is plain (`insecure_bind`) and its address, which picks its TLS
+//! certificate set.
 //!
 //! What a process inherits is read from the environment once, at the start
 //! of `main`, into an explicit [`Inherited`] that is passed down (nothing
 //! here reads a global):
 //! - systemd socket activation ([`crate::activation`]): corral serves on
-//!   the sockets systemd passed instead of binding `[server] bind`; the one
-//!   named `status` serves the status server;
+//!   the sockets systemd passed instead of binding `[server] bind` and
+//!   `insecure_bind`; the one named `status` serves the status server, and
+//!   one bound to an `insecure_bind` address serves plain HTTP;
 //! - a USR2 re-exec ([`crate::reexec`]): the parent hands its sockets down
 //!   under the keys of [`Listeners::handover`], and each configured address
 //!   adopts the socket of its key instead of binding again.
