@@ -260,7 +260,7 @@ async fn run(
         .server
         .tls
         .as_ref()
-        .map(|c| tls::Tls::new(c, served.clone()))
+        .map(|c| tls::Tls::new(c.sets(), served.clone()))
         .transpose()
     {
         Ok(tls) => tls.map(Arc::new),

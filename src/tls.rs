@@ -1,7 +1,7 @@
 //! TLS on the app port: the certificate, key and client-certificate policy
 //! of `[server.tls]` (`--certfile`, `--keyfile`, `--ca-certs`,
 //! `--cert-reqs`, `--tls-min-version`), and of each `[server.tls.bind."ADDR"]`
-//! table over it ([`TlsConfig`]: one *certificate set* each), read into
+//! table over it (`config::TlsConfig`: one *certificate set* each), read into
 //! rustls server configs; the handshake of one connection on its
 //! listener's set ([`BindTls`]; `insecure_bind` listeners have none), and
 //! what the app learns of it.
@@ -28,8 +28,6 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_rustls::rustls;
 use tokio_rustls::server::TlsStream;
-
-use crate::config::BindAddr;
 
 /// Whether clients must present a certificate (gunicorn's `cert_reqs`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -257,38 +255,6 @@ pub fn load(files: &TlsFiles) -> Result<Arc<rustls::ServerConfig>, TlsError> {
     Ok(Arc::new(config))
 }
 
-/// `[server.tls]` resolved: the certificate set of the TLS binds, and the
-/// sets of the `[server.tls.bind."ADDR"]` tables for their addresses.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TlsConfig {
-    /// `[server.tls]`'s own set: every TLS bind without a table.
-    pub files: TlsFiles,
-    /// Each `[server.tls.bind."ADDR"]`: its `bind` address and its set.
-    pub per_bind: Vec<(BindAddr, TlsFiles)>,
-}
-
-impl TlsConfig {
-    /// The set serving a TLS listener at `addr` (its address as configured,
-    /// or an inherited socket's own): an index into [`Tls`]'s sets, 0 for
-    /// `[server.tls]`'s.
-    pub fn set_of(&self, addr: Option<&BindAddr>) -> usize {
-        addr.and_then(|addr| self.per_bind.iter().position(|(a, _)| a == addr))
-            .map_or(0, |i| i + 1)
-    }
-
-    /// Each set with its name: "default" for `[server.tls]`'s, else the
-    /// address of its table.
-    fn named(&self) -> Vec<(String, TlsFiles)> {
-        std::iter::once(("default".to_owned(), self.files.clone()))
-            .chain(
-                self.per_bind
-                    .iter()
-                    .map(|(addr, files)| (addr.to_string(), files.clone())),
-            )
-            .collect()
-    }
-}
-
 /// The TLS configs in force on the app port, one per certificate set,
 /// replaced all together on reload.
 pub struct Tls {
@@ -375,10 +341,14 @@ fn cert_reqs_name(reqs: CertReqs) -> &'static str {
 }
 
 impl Tls {
-    /// Reads every set; `binds`: each app listener as shown and its set
-    /// ([`TlsConfig::set_of`]), or `None` for a plain one.
-    pub fn new(config: &TlsConfig, binds: Vec<(String, Option<usize>)>) -> Result<Tls, SetError> {
-        let sets = config.named();
+    /// Reads every set: each with its name ("default" for `[server.tls]`'s,
+    /// else the address of its table), in the order of
+    /// `config::TlsConfig::sets`; `binds`: each app listener as shown and
+    /// its set (an index into `sets`), or `None` for a plain one.
+    pub fn new(
+        sets: Vec<(String, TlsFiles)>,
+        binds: Vec<(String, Option<usize>)>,
+    ) -> Result<Tls, SetError> {
         let loaded = load_all(&sets)?;
         let state = Mutex::new(TlsState {
             certs: sets.iter().map(|(_, f)| Leaf::of(f)).collect(),

@@ -225,7 +225,7 @@ pub struct ServerConfig {
     pub pid_file: Option<PathBuf>,
     /// HTTPS on every `bind` address (`[server.tls]` and its per-bind
     /// tables), if configured.
-    pub tls: Option<crate::tls::TlsConfig>,
+    pub tls: Option<TlsConfig>,
     /// Pings and the message limit of WebSockets.
     pub websocket: WebSocketLimits,
 }
@@ -234,6 +234,38 @@ impl std::ops::Deref for ServerConfig {
     type Target = ServerKeys;
     fn deref(&self) -> &ServerKeys {
         &self.keys
+    }
+}
+
+/// `[server.tls]` resolved: the certificate set of the TLS binds, and the
+/// sets of the `[server.tls.bind."ADDR"]` tables for their addresses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsConfig {
+    /// `[server.tls]`'s own set: every TLS bind without a table.
+    pub files: crate::tls::TlsFiles,
+    /// Each `[server.tls.bind."ADDR"]`: its `bind` address and its set.
+    pub per_bind: Vec<(BindAddr, crate::tls::TlsFiles)>,
+}
+
+impl TlsConfig {
+    /// The set serving a TLS listener at `addr` (its address as configured,
+    /// or an inherited socket's own): an index into [`TlsConfig::sets`], 0 for
+    /// `[server.tls]`'s.
+    pub fn set_of(&self, addr: Option<&BindAddr>) -> usize {
+        addr.and_then(|addr| self.per_bind.iter().position(|(a, _)| a == addr))
+            .map_or(0, |i| i + 1)
+    }
+
+    /// Each set with its name, for [`crate::tls::Tls::new`]: "default" for
+    /// `[server.tls]`'s, else the address of its table.
+    pub fn sets(&self) -> Vec<(String, crate::tls::TlsFiles)> {
+        std::iter::once(("default".to_owned(), self.files.clone()))
+            .chain(
+                self.per_bind
+                    .iter()
+                    .map(|(addr, files)| (addr.to_string(), files.clone())),
+            )
+            .collect()
     }
 }
 

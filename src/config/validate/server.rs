@@ -12,9 +12,10 @@ use std::path::{Path, PathBuf};
 
 use crate::config::raw::{RawServer, RawTls, RawTlsBind};
 use crate::config::{
-    Bind, BindAddr, ByteSize, Env, ForwardedAllow, HumanDuration, ServerConfig, WebSocketLimits,
+    Bind, BindAddr, ByteSize, Env, ForwardedAllow, HumanDuration, ServerConfig, TlsConfig,
+    WebSocketLimits,
 };
-use crate::tls::{TlsConfig, TlsFiles};
+use crate::tls::TlsFiles;
 
 use super::*;
 
