@@ -5,8 +5,10 @@
 #              and later, Ubuntu 14.04+, Debian 8+, Amazon Linux 2.
 #   musllinux: x86_64-unknown-linux-musl, one static binary (tag
 #              musllinux_1_2): Alpine 3.13 and later.
-# maturin, ziglang and auditwheel come from PyPI into a throwaway virtualenv
-# (packaging/requirements.txt); the musl target from rustup. Each wheel is
+# maturin, ziglang and auditwheel come from PyPI into a virtualenv of the
+# script's own, target/packaging-venv (packaging/requirements.txt; at a fixed
+# path because zig's path is in the compiler's command line, and a new one
+# would make cargo rebuild everything); the musl target from rustup. Each wheel is
 # then checked by packaging/check_wheels.py (auditwheel's tag, the highest
 # GLIBC_ symbol, installed into a fresh virtualenv and serving example/app.py),
 # which prints its name, size and highest glibc.
@@ -20,12 +22,19 @@ kinds=("$@")
 
 log() { printf 'build-wheels: %s\n' "$*" >&2; }
 
+venv=target/packaging-venv
+stamp=$venv/.requirements
+if [ ! -x "$venv/bin/maturin" ] || ! cmp -s packaging/requirements.txt "$stamp"; then
+    log "maturin and zig into $venv"
+    rm -rf "$venv"
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install --quiet --disable-pip-version-check -r packaging/requirements.txt
+    cp packaging/requirements.txt "$stamp"
+fi
+export PATH="$PWD/$venv/bin:$PATH"
+
 work=$(mktemp -d /tmp/corral-wheels.XXXXXX)
 trap 'rm -rf "$work"' EXIT
-log "maturin and zig into a throwaway virtualenv ($work/venv)"
-python3 -m venv "$work/venv"
-"$work/venv/bin/pip" install --quiet --disable-pip-version-check -r packaging/requirements.txt
-export PATH="$work/venv/bin:$PATH"
 
 mkdir -p dist
 built=()
