@@ -185,7 +185,7 @@ impl Launcher {
         let parent_pid = std::process::id() as libc::pid_t;
         // Everything the child needs is computed here, before the fork.
         let identity = self.identity.clone();
-        let mut rlimits: Vec<(libc::__rlimit_resource_t, u64, u64)> = [
+        let mut rlimits: Vec<(_, u64, u64)> = [
             (libc::RLIMIT_NOFILE, self.limits.nofile),
             (libc::RLIMIT_AS, self.limits.address_space),
             (libc::RLIMIT_CORE, self.limits.core),
@@ -250,9 +250,15 @@ impl Launcher {
                 // workers' channels, not fds corral itself inherited.
                 // Close-on-exec rather than closed, so that the standard
                 // library's own exec-error pipe keeps working until the exec.
+                // The system call itself, not glibc's close_range (2.34):
+                // the release wheel links against glibc 2.17.
                 let first = STACKS_FD as libc::c_uint + 1;
-                if libc::close_range(first, libc::c_uint::MAX, libc::CLOSE_RANGE_CLOEXEC as i32)
-                    != 0
+                if libc::syscall(
+                    libc::SYS_close_range,
+                    first,
+                    libc::c_uint::MAX,
+                    libc::CLOSE_RANGE_CLOEXEC,
+                ) != 0
                 {
                     for fd in first as i32..max_fd {
                         libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC);

@@ -29,12 +29,22 @@ impl Stacks {
     /// A new, empty dump file (close-on-exec in corral).
     pub fn new() -> std::io::Result<Stacks> {
         use nix::fcntl::{FcntlArg, SealFlag, fcntl};
-        use nix::sys::memfd::{MFdFlags, memfd_create};
-        let fd = memfd_create(
-            c"corral-stacks",
-            MFdFlags::MFD_CLOEXEC | MFdFlags::MFD_ALLOW_SEALING,
-        )?;
-        let file = File::from(fd);
+        // The system call itself, not glibc's memfd_create (2.27): the
+        // release wheel links against glibc 2.17.
+        // SAFETY: a NUL-terminated name that outlives the call and flags;
+        // on success the kernel returns a new fd that is ours alone.
+        let fd = unsafe {
+            libc::syscall(
+                libc::SYS_memfd_create,
+                c"corral-stacks".as_ptr(),
+                libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING,
+            )
+        };
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: see above: a fresh fd, owned by nothing else.
+        let file = unsafe { File::from_raw_fd(fd as i32) };
         file.set_len(CAPACITY)?;
         fcntl(
             file.as_fd(),

@@ -1,8 +1,9 @@
 //! `tests/CLAIMS.md` maps every promise of the README, `bench/README.md`
 //! and `config/example.toml` to what holds it. This checks the table
 //! itself: every test it names (`path.rs::function`) exists, every script
-//! it names (`bench: path`) exists, and every row names one or the other,
-//! so that the table cannot point at a test that was renamed away.
+//! it names (`bench: path`) exists, every CI check it names (`ci: path`)
+//! exists and is run by `.ci/run`, and every row names one of them, so
+//! that the table cannot point at a test that was renamed away.
 
 use std::path::Path;
 
@@ -69,6 +70,25 @@ fn every_test_and_script_the_claims_table_names_exists() {
         }
     }
     assert!(scripts > 0, "no bench script named");
+
+    let ci = std::fs::read_to_string(root().join(".ci/run")).expect(".ci/run");
+    let mut checks = 0;
+    for line in text.lines().filter(|l| l.contains("ci: ")) {
+        let after = &line[line.find("ci: ").unwrap()..];
+        for span in after.split('`').skip(1).step_by(2) {
+            if span.ends_with(".rs") || span.contains(".rs::") {
+                continue;
+            }
+            checks += 1;
+            assert!(root().join(span).is_file(), "no CI script {span}");
+            assert!(
+                ci.lines()
+                    .any(|l| !l.trim_start().starts_with('#') && l.contains(span)),
+                "tests/CLAIMS.md names {span} as a CI check, but .ci/run does not run it"
+            );
+        }
+    }
+    assert!(checks > 0, "no CI check named");
 }
 
 #[test]
@@ -86,6 +106,7 @@ fn every_row_of_the_claims_table_names_what_holds_it() {
         assert!(
             !named_tests(held).is_empty()
                 || held.contains("bench: ")
+                || held.contains("ci: ")
                 || held.contains("README rows above"),
             "this claim names no test and no benchmark: {line}"
         );
