@@ -257,6 +257,16 @@ impl Channel {
         self.closed.load(Ordering::Acquire)
     }
 
+    /// What carries this worker's frames: "shared-memory" once it took
+    /// the rings, else "socket".
+    pub fn transport(&self) -> &'static str {
+        if self.on_ring.load(Ordering::Acquire) {
+            "shared-memory"
+        } else {
+            "socket"
+        }
+    }
+
     /// True once the worker reported an ASGI app.
     pub fn is_asgi(&self) -> bool {
         self.asgi.load(Ordering::Acquire)

@@ -91,10 +91,17 @@ struct Offsets {
 
 /// The worker broke the ring's rules: the channel closes.
 #[derive(Debug, thiserror::Error)]
-#[error("the worker's {ring} ring holds {held} bytes by its indices (its size is {RING_BYTES})")]
-pub struct RingError {
-    ring: &'static str,
-    held: u64,
+pub enum RingError {
+    #[error(
+        "the worker's request ring index is out of range: corral wrote up to byte {tail}, \
+         the worker says it read up to byte {head}"
+    )]
+    Request { tail: u64, head: u64 },
+    #[error(
+        "the worker's response ring index is out of range: corral read up to byte {head}, \
+         the worker says it wrote up to byte {tail} (a ring holds {RING_BYTES})"
+    )]
+    Response { head: u64, tail: u64 },
 }
 
 /// The file descriptors a worker gets, in the order of
@@ -263,12 +270,10 @@ impl Ring {
     /// when its `head` is not within a ring of corral's tail.
     fn requests_held(&self) -> Result<u64, RingError> {
         let tail = self.req_tail.load(Ordering::Relaxed);
-        let held = tail.wrapping_sub(self.word(REQ.head).load(Ordering::Acquire));
+        let head = self.word(REQ.head).load(Ordering::Acquire);
+        let held = tail.wrapping_sub(head);
         if held > RING_BYTES as u64 {
-            return Err(RingError {
-                ring: "request",
-                held,
-            });
+            return Err(RingError::Request { tail, head });
         }
         Ok(held)
     }
@@ -277,15 +282,10 @@ impl Ring {
     /// worker's `tail` is not within a ring of corral's head.
     fn responses_held(&self) -> Result<u64, RingError> {
         let head = self.resp_head.load(Ordering::Relaxed);
-        let held = self
-            .word(RESP.tail)
-            .load(Ordering::Acquire)
-            .wrapping_sub(head);
+        let tail = self.word(RESP.tail).load(Ordering::Acquire);
+        let held = tail.wrapping_sub(head);
         if held > RING_BYTES as u64 {
-            return Err(RingError {
-                ring: "response",
-                held,
-            });
+            return Err(RingError::Response { head, tail });
         }
         Ok(held)
     }
@@ -494,12 +494,12 @@ mod tests {
             .store(RING_BYTES as u64 + 1, Ordering::Release);
         let mut buf = BytesMut::with_capacity(1024);
         let err = ring.pull(&mut buf).unwrap_err();
-        assert!(err.to_string().contains("response ring"), "{err}");
+        assert!(err.to_string().contains("response ring index"), "{err}");
         assert!(buf.is_empty());
         // A request head ahead of corral's tail.
         ring.word(REQ.head).store(5, Ordering::Release);
         let err = ring.push(&[bytes(10, 0)]).unwrap_err();
-        assert!(err.to_string().contains("request ring"), "{err}");
+        assert!(err.to_string().contains("request ring index"), "{err}");
     }
 
     #[tokio::test]
