@@ -96,7 +96,7 @@ async fn check(cfg: &Config) -> Result<Outcome, String> {
         threads: 1,
         asgi: 1,
     };
-    let channel = Channel::start(1, 0, pid, spawned.sock, tx, capacity);
+    let channel = Channel::start(1, 0, pid, spawned.sock, spawned.ring, tx, capacity);
     let mut child = spawned.child;
     let started = Instant::now();
     let deadline = started + cfg.workers.boot_timeout;

@@ -274,7 +274,7 @@ mod tests {
             threads: 1,
             asgi: 1,
         };
-        let channel = Channel::start(serial, serial as usize, 0, ours, control, caps);
+        let channel = Channel::start(serial, serial as usize, 0, ours, None, control, caps);
         channel.capacity.store(capacity, Ordering::Release);
         Worker {
             channel,

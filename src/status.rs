@@ -336,6 +336,7 @@ pub fn status(state: &StatusState) -> serde_json::Value {
                     w["capacity"] = json!(ch.capacity.load(std::sync::atomic::Ordering::Relaxed));
                     if w["state"] != "booting" {
                         w["interface"] = json!(if ch.is_asgi() { "asgi" } else { "wsgi" });
+                        w["transport"] = json!(ch.transport());
                     }
                 }
             }

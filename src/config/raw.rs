@@ -396,6 +396,14 @@ section! {
         threads: usize = 1 => usize,
             flag "threads": "Threads per WSGI worker",
             check count_of("threads per worker");
+        /// Carry requests and responses between corral and each WSGI worker
+        /// through two rings in memory they share, waking the other side only
+        /// when it sleeps, instead of through the worker's socket: fewer system
+        /// calls and copies per request. The worker checks nothing differently
+        /// and can only spoil its own rings. x86-64 only (elsewhere, and for
+        /// ASGI workers, the socket carries everything); false: the socket
+        /// always.
+        shared_memory: bool = true => bool;
         /// The most requests (open WebSockets and streaming responses included) one
         /// ASGI worker holds at once; beyond it requests wait in corral's queue
         /// (`server.max_queued`). ASGI workers only; WSGI workers take `threads`

@@ -638,6 +638,7 @@ impl Supervisor {
             slot,
             pid,
             spawned.sock,
+            spawned.ring,
             self.control_tx.clone(),
             capacity,
         );

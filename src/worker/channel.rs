@@ -16,6 +16,7 @@ use tokio::net::UnixStream;
 use tokio::sync::{Notify, mpsc, oneshot};
 
 use super::protocol::{self, Frame, FrameKind, UnknownKind};
+use super::ring::Ring;
 
 /// What a worker says on its control stream, or that its channel closed.
 #[derive(Debug)]
@@ -36,6 +37,10 @@ pub struct BootInfo {
     /// `"wsgi"` or `"asgi"`: what the worker found the app to be.
     #[serde(default)]
     pub interface: String,
+    /// `"ring"` when the worker took the shared-memory rings it was
+    /// offered ([`super::ring`]): corral's frames go there from now on.
+    #[serde(default)]
+    pub transport: String,
 }
 
 /// How many requests a worker holds at once, by the app's interface.
@@ -154,6 +159,12 @@ pub struct Channel {
     pub slot: usize,
     pub pid: u32,
     sock: Arc<UnixStream>,
+    /// The shared-memory rings the worker was offered, if it was.
+    ring: Option<Ring>,
+    /// Set once the worker took them: the writer uses the ring.
+    on_ring: AtomicBool,
+    /// What the writer found wrong in the ring, for the reader to report.
+    ring_error: Mutex<Option<String>>,
     outbox: Mutex<Outbox>,
     wake_writer: Notify,
     register: mpsc::UnboundedSender<(u32, StreamEntry)>,
@@ -185,13 +196,15 @@ pub struct Stream {
 }
 
 impl Channel {
-    /// Starts the reader and writer tasks on `sock`; control events go to
-    /// `control` tagged with `serial`.
+    /// Starts the reader and writer tasks on `sock` (and `ring`, once the
+    /// worker says it took it); control events go to `control` tagged
+    /// with `serial`.
     pub fn start(
         serial: u64,
         slot: usize,
         pid: u32,
         sock: UnixStream,
+        ring: Option<Ring>,
         control: mpsc::UnboundedSender<(u64, ControlEvent)>,
         capacities: Capacity,
     ) -> Arc<Channel> {
@@ -201,6 +214,9 @@ impl Channel {
             slot,
             pid,
             sock: Arc::new(sock),
+            ring,
+            on_ring: AtomicBool::new(false),
+            ring_error: Mutex::new(None),
             outbox: Mutex::new(Outbox::default()),
             wake_writer: Notify::new(),
             register: reg_tx,
@@ -241,12 +257,25 @@ impl Channel {
         self.closed.load(Ordering::Acquire)
     }
 
+    /// What carries this worker's frames: "shared-memory" once it took
+    /// the rings, else "socket".
+    pub fn transport(&self) -> &'static str {
+        if self.on_ring.load(Ordering::Acquire) {
+            "shared-memory"
+        } else {
+            "socket"
+        }
+    }
+
     /// True once the worker reported an ASGI app.
     pub fn is_asgi(&self) -> bool {
         self.asgi.load(Ordering::Acquire)
     }
 
     fn booted(&self, info: &BootInfo) {
+        if info.transport == "ring" && self.ring.is_some() {
+            self.on_ring.store(true, Ordering::Release);
+        }
         let asgi = info.interface == "asgi";
         self.asgi.store(asgi, Ordering::Release);
         if asgi {
@@ -385,7 +414,19 @@ async fn write_loop(channel: Arc<Channel>) {
                 }
                 batch.extend(ob.queue.drain(..));
             }
-            if write_all(&channel.sock, &mut batch).await.is_err() {
+            let written = match &channel.ring {
+                Some(ring) if channel.on_ring.load(Ordering::Acquire) => {
+                    ring.write_all(&mut batch).await
+                }
+                _ => write_all(&channel.sock, &mut batch).await,
+            };
+            if let Err(e) = written {
+                if e.kind() == std::io::ErrorKind::Other {
+                    // A forged ring index: the reader closes the channel
+                    // with this as the reason, and the worker is replaced.
+                    *channel.ring_error.lock().unwrap() = Some(e.to_string());
+                    channel.shutdown();
+                }
                 channel.outbox.lock().unwrap().closed = true;
                 return;
             }
@@ -462,16 +503,26 @@ async fn read_frames(
 ) -> Option<String> {
     let sock = &*channel.sock;
     let serial = channel.serial;
+    // Frames from the socket, and from the ring when there is one: two
+    // byte streams, each decoded on its own.
     let mut buf = BytesMut::with_capacity(256 * 1024);
+    let mut ring_buf = BytesMut::new();
     // Request timeouts are found by a sweep, not a timer per request.
     let mut sweep = tokio::time::interval(SWEEP_EVERY);
     sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let ring_waits = ring_responses(channel.ring.as_ref());
+    tokio::pin!(ring_waits);
     loop {
         if buf.capacity() - buf.len() < 16 * 1024 {
             buf.reserve(256 * 1024);
         }
-        tokio::select! {
-            r = sock.readable() => if r.is_err() { return None },
+        let from_ring = tokio::select! {
+            r = sock.readable() => if r.is_err() { return closed(channel, &mut ring_buf, reg, streams, control) } else { false },
+            r = &mut ring_waits => {
+                ring_waits.set(ring_responses(channel.ring.as_ref()));
+                if r.is_err() { return closed(channel, &mut ring_buf, reg, streams, control) }
+                true
+            },
             _ = sweep.tick() => {
                 while let Ok((id, entry)) = reg.try_recv() {
                     streams.insert(id, entry);
@@ -479,29 +530,96 @@ async fn read_frames(
                 expire(streams);
                 continue;
             }
-        }
-        match sock.try_read_buf(&mut buf) {
-            Ok(0) => return None,
-            Ok(_) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
-            Err(_) => return None,
-        }
+        };
+        let source = if from_ring {
+            let ring = channel.ring.as_ref()?;
+            if ring_buf.capacity() - ring_buf.len() < 16 * 1024 {
+                ring_buf.reserve(super::ring::RING_BYTES);
+            }
+            if let Err(e) = ring.pull(&mut ring_buf) {
+                tracing::error!(worker = serial, "{e}");
+                return Some(e.to_string());
+            }
+            &mut ring_buf
+        } else {
+            match sock.try_read_buf(&mut buf) {
+                Ok(0) => return closed(channel, &mut ring_buf, reg, streams, control),
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                Err(_) => return closed(channel, &mut ring_buf, reg, streams, control),
+            }
+            &mut buf
+        };
         while let Ok((id, entry)) = reg.try_recv() {
             streams.insert(id, entry);
         }
-        loop {
-            let frame = match protocol::decode(&mut buf) {
-                Ok(Some(f)) => f,
-                Ok(None) => break,
-                Err(e) => {
-                    tracing::error!(worker = serial, "bad frame from worker: {e}");
-                    return Some(format!("bad frame: {e}"));
-                }
-            };
-            if let Err(e) = route(frame, streams, control, channel) {
-                tracing::error!(worker = serial, "bad frame from worker: {e}");
-                return Some(e);
+        if let Err(e) = route_all(source, streams, control, channel) {
+            return Some(e);
+        }
+    }
+}
+
+/// Routes every whole frame at the front of `buf`; the protocol error
+/// that must close the channel, if one does.
+fn route_all(
+    buf: &mut BytesMut,
+    streams: &mut HashMap<u32, StreamEntry>,
+    control: &mpsc::UnboundedSender<(u64, ControlEvent)>,
+    channel: &Channel,
+) -> Result<(), String> {
+    loop {
+        let routed = match protocol::decode(buf) {
+            Ok(Some(frame)) => route(frame, streams, control, channel),
+            Ok(None) => return Ok(()),
+            Err(e) => Err(format!("bad frame: {e}")),
+        };
+        if let Err(e) = routed {
+            tracing::error!(worker = channel.serial, "bad frame from worker: {e}");
+            return Err(e);
+        }
+    }
+}
+
+/// Returns when the ring has responses; never without a ring.
+async fn ring_responses(ring: Option<&Ring>) -> std::io::Result<()> {
+    match ring {
+        Some(ring) => ring.responses().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Why the channel closed at its end of file: nothing, unless the worker
+/// broke the ring's rules. What the worker wrote into the ring before it
+/// exited (a boot error, its last responses) is routed first: its socket's
+/// end of file can come before corral has read the ring.
+fn closed(
+    channel: &Channel,
+    ring_buf: &mut BytesMut,
+    reg: &mut mpsc::UnboundedReceiver<(u32, StreamEntry)>,
+    streams: &mut HashMap<u32, StreamEntry>,
+    control: &mpsc::UnboundedSender<(u64, ControlEvent)>,
+) -> Option<String> {
+    let writer_error = channel.ring_error.lock().unwrap().take();
+    if let Some(e) = writer_error {
+        tracing::error!(worker = channel.serial, "{e}");
+        return Some(e);
+    }
+    let ring = channel.ring.as_ref()?;
+    while let Ok((id, entry)) = reg.try_recv() {
+        streams.insert(id, entry);
+    }
+    loop {
+        ring_buf.reserve(super::ring::RING_BYTES);
+        match ring.pull(ring_buf) {
+            Ok(0) => return None,
+            Ok(_) => {}
+            Err(e) => {
+                tracing::error!(worker = channel.serial, "{e}");
+                return Some(e.to_string());
             }
+        }
+        if let Err(e) = route_all(ring_buf, streams, control, channel) {
+            return Some(e);
         }
     }
 }

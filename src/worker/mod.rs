@@ -10,5 +10,6 @@ pub mod pidfd;
 pub mod probe;
 pub mod process;
 pub mod protocol;
+pub mod ring;
 pub mod script;
 pub mod stacks;

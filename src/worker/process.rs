@@ -14,6 +14,7 @@ use nix::sys::socket::{AddressFamily, SockFlag, SockType, socketpair};
 use tokio::net::UnixStream;
 
 use super::pidfd::Process;
+use super::ring::Ring;
 use super::stacks::Stacks;
 use crate::config::{Config, Interface};
 
@@ -21,9 +22,12 @@ use crate::config::{Config, Interface};
 const CHANNEL_FD: i32 = 3;
 /// The fd number of its stack dump file ([`Stacks`]).
 const STACKS_FD: i32 = 4;
+/// The fd numbers of its rings' memory file and eventfds
+/// ([`super::ring::ChildFds`]), when it gets the ring.
+const RING_FDS: [i32; 5] = [5, 6, 7, 8, 9];
 /// The fds passed on are moved above this number before the fork, so
-/// that putting them at 3 and 4 in the child never overwrites one another.
-const HIGH_FD: i32 = 10;
+/// that putting them at 3 to 9 in the child never overwrites one another.
+const HIGH_FD: i32 = 16;
 
 /// What one generation runs.
 #[derive(Debug, Clone, Default)]
@@ -49,12 +53,16 @@ pub struct Launcher {
     /// Who the workers run as: uid, gid, supplementary groups.
     identity: Option<(u32, u32, Vec<libc::gid_t>)>,
     limits: crate::config::Limits,
+    /// Offer workers the shared-memory rings ([`super::ring`]).
+    ring: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum SpawnError {
     #[error("cannot create the worker channel: {0}")]
     Channel(#[source] std::io::Error),
+    #[error("cannot create the worker's shared-memory rings: {0}")]
+    Ring(#[source] std::io::Error),
     #[error("cannot create the worker's stack dump file: {0}")]
     Stacks(#[source] std::io::Error),
     #[error("cannot start `{python}` for the worker: {source}")]
@@ -81,6 +89,9 @@ pub struct Spawned {
     /// Registered with the orphan reaper until the exit has been awaited.
     pub ours: crate::reaper::Ours,
     pub sock: UnixStream,
+    /// The shared-memory rings, when the worker is offered them
+    /// ([`super::ring`]).
+    pub ring: Option<Ring>,
     /// Where the worker dumps its stacks on SIGUSR1.
     pub stacks: Stacks,
 }
@@ -157,6 +168,7 @@ impl Launcher {
                     )
                 }),
             limits: cfg.workers.limits.clone(),
+            ring: super::ring::SUPPORTED && cfg.workers.shared_memory,
         }
     }
 
@@ -182,6 +194,22 @@ impl Launcher {
         let stacks = Stacks::new().map_err(SpawnError::Stacks)?;
         let stacks_copy = stacks.dup_above(HIGH_FD).map_err(SpawnError::Stacks)?;
         let stacks_fd = stacks_copy.as_raw_fd();
+        let (ring, ring_copies) = if self.ring {
+            let (ring, fds) = Ring::create().map_err(SpawnError::Ring)?;
+            let copies = fds.dup_above(HIGH_FD).map_err(SpawnError::Ring)?;
+            (Some(ring), Some(copies))
+        } else {
+            (None, None)
+        };
+        let ring_fds: Option<[i32; 5]> = ring_copies
+            .as_ref()
+            .map(|c| c.each_ref().map(|fd| fd.as_raw_fd()));
+        // The first fd number the worker does not get from us.
+        let first_free = if ring_fds.is_some() {
+            RING_FDS[4] + 1
+        } else {
+            STACKS_FD + 1
+        };
         let parent_pid = std::process::id() as libc::pid_t;
         // Everything the child needs is computed here, before the fork.
         let identity = self.identity.clone();
@@ -218,6 +246,17 @@ impl Launcher {
             .env("CORRAL_SLOT", slot.to_string())
             .env("CORRAL_GENERATION", generation.to_string())
             .env("CORRAL_REVISION", info.revision.as_deref().unwrap_or(""))
+            .env(
+                "CORRAL_WORKER_RING",
+                match ring {
+                    Some(_) => format!(
+                        "{},{}",
+                        RING_FDS.map(|fd| fd.to_string()).join(","),
+                        super::ring::RING_BYTES
+                    ),
+                    None => String::new(),
+                },
+            )
             .stdin(Stdio::null())
             .stdout(if self.capture {
                 Stdio::piped()
@@ -246,13 +285,20 @@ impl Launcher {
                 if libc::dup2(child_fd, CHANNEL_FD) < 0 || libc::dup2(stacks_fd, STACKS_FD) < 0 {
                     return Err(std::io::Error::last_os_error());
                 }
+                if let Some(fds) = ring_fds {
+                    for (from, to) in fds.iter().zip(RING_FDS) {
+                        if libc::dup2(*from, to) < 0 {
+                            return Err(std::io::Error::last_os_error());
+                        }
+                    }
+                }
                 // Nothing else of corral's reaches the worker: not the other
                 // workers' channels, not fds corral itself inherited.
                 // Close-on-exec rather than closed, so that the standard
                 // library's own exec-error pipe keeps working until the exec.
                 // The system call itself, not glibc's close_range (2.34):
                 // the release wheel links against glibc 2.17.
-                let first = STACKS_FD as libc::c_uint + 1;
+                let first = first_free as libc::c_uint;
                 if libc::syscall(
                     libc::SYS_close_range,
                     first,
@@ -304,6 +350,7 @@ impl Launcher {
             })?;
         drop(theirs);
         drop(stacks_copy);
+        drop(ring_copies);
         let pid = child.id().unwrap_or(0);
         // Not reaped yet (nothing waits on `child` before we return), so
         // the pid is still this child's.
@@ -318,6 +365,7 @@ impl Launcher {
             watch,
             ours: registered,
             sock,
+            ring,
             stacks,
         })
     }

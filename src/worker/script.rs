@@ -11,7 +11,7 @@ pub const SCRIPT: &str = "corral_worker.py";
 pub const PACKAGE: &str = "corral_worker";
 
 /// Every file, by its path relative to the folder: the script first.
-pub const FILES: [(&str, &str); 6] = [
+pub const FILES: [(&str, &str); 7] = [
     (SCRIPT, include_str!("python/corral_worker.py")),
     (
         "corral_worker/__init__.py",
@@ -20,6 +20,10 @@ pub const FILES: [(&str, &str); 6] = [
     (
         "corral_worker/protocol.py",
         include_str!("python/corral_worker/protocol.py"),
+    ),
+    (
+        "corral_worker/ring.py",
+        include_str!("python/corral_worker/ring.py"),
     ),
     (
         "corral_worker/wsgi.py",

@@ -25,33 +25,41 @@ pub struct Stacks {
     read: u64,
 }
 
+/// A new anonymous memory file of `len` bytes (close-on-exec), sealed at
+/// that size: whoever else gets it can neither shrink it (which would make
+/// a mapping of it fault) nor grow it.
+pub fn sealed_memfd(name: &std::ffi::CStr, len: u64) -> std::io::Result<File> {
+    use nix::fcntl::{FcntlArg, SealFlag, fcntl};
+    // The system call itself, not glibc's memfd_create (2.27): the
+    // release wheel links against glibc 2.17.
+    // SAFETY: a NUL-terminated name that outlives the call and flags;
+    // on success the kernel returns a new fd that is ours alone.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_memfd_create,
+            name.as_ptr(),
+            libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING,
+        )
+    };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: see above: a fresh fd, owned by nothing else.
+    let file = unsafe { File::from_raw_fd(fd as i32) };
+    file.set_len(len)?;
+    fcntl(
+        file.as_fd(),
+        FcntlArg::F_ADD_SEALS(
+            SealFlag::F_SEAL_GROW | SealFlag::F_SEAL_SHRINK | SealFlag::F_SEAL_SEAL,
+        ),
+    )?;
+    Ok(file)
+}
+
 impl Stacks {
     /// A new, empty dump file (close-on-exec in corral).
     pub fn new() -> std::io::Result<Stacks> {
-        use nix::fcntl::{FcntlArg, SealFlag, fcntl};
-        // The system call itself, not glibc's memfd_create (2.27): the
-        // release wheel links against glibc 2.17.
-        // SAFETY: a NUL-terminated name that outlives the call and flags;
-        // on success the kernel returns a new fd that is ours alone.
-        let fd = unsafe {
-            libc::syscall(
-                libc::SYS_memfd_create,
-                c"corral-stacks".as_ptr(),
-                libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING,
-            )
-        };
-        if fd < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        // SAFETY: see above: a fresh fd, owned by nothing else.
-        let file = unsafe { File::from_raw_fd(fd as i32) };
-        file.set_len(CAPACITY)?;
-        fcntl(
-            file.as_fd(),
-            FcntlArg::F_ADD_SEALS(
-                SealFlag::F_SEAL_GROW | SealFlag::F_SEAL_SHRINK | SealFlag::F_SEAL_SEAL,
-            ),
-        )?;
+        let file = sealed_memfd(c"corral-stacks", CAPACITY)?;
         Ok(Stacks { file, read: 0 })
     }
 

@@ -121,7 +121,7 @@ fn a_subprocess_left_behind_holds_no_request_and_no_channel() {
 }
 
 #[test]
-fn workers_and_their_subprocesses_get_no_fd_but_the_channel_and_the_dump_file() {
+fn workers_and_their_subprocesses_get_no_fd_but_the_channel_the_rings_and_the_dump_file() {
     use std::os::unix::process::CommandExt;
     let app = AppDir::new(&[("hostile.py", APP)]);
     // corral itself inherits an open file (as from a careless parent or a
@@ -161,10 +161,16 @@ fn workers_and_their_subprocesses_get_no_fd_but_the_channel_and_the_dump_file() 
             .values()
             .filter(|t| t.as_str().is_some_and(|t| t.contains("corral-stacks")))
             .count();
+        // The shared-memory rings' doorbells (the memory file itself is
+        // mapped and closed).
+        let eventfds = table
+            .values()
+            .filter(|t| t.as_str().is_some_and(|t| t.contains("eventfd")))
+            .count();
         if who == "worker" {
-            assert_eq!((sockets, memfds), (1, 1), "{who}: {table:?}");
+            assert_eq!((sockets, memfds, eventfds), (1, 1, 4), "{who}: {table:?}");
         } else {
-            assert_eq!((sockets, memfds), (0, 0), "{who}: {table:?}");
+            assert_eq!((sockets, memfds, eventfds), (0, 0, 0), "{who}: {table:?}");
         }
     }
 }
@@ -194,7 +200,7 @@ fn the_runtime_folder_is_private_and_holds_only_the_script() {
     assert_eq!(v["package_mode"], 0o700, "{v}");
     assert_eq!(
         v["package"],
-        serde_json::json!({"__init__.py": 0o600, "asgi.py": 0o600, "main.py": 0o600,
+        serde_json::json!({"__init__.py": 0o600, "asgi.py": 0o600, "main.py": 0o600, "ring.py": 0o600,
                            "protocol.py": 0o600, "wsgi.py": 0o600}),
         "{v}"
     );

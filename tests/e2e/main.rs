@@ -48,6 +48,7 @@ mod recycling;
 mod reexec;
 mod reload;
 mod request_target;
+mod shared_memory;
 mod shutdown_delay;
 mod signals;
 mod socket_activation;

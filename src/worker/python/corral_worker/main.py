@@ -13,6 +13,7 @@ import traceback
 
 from .asgi import Lifespan, LifespanFailed, is_asgi, new_event_loop, serve_asgi
 from .protocol import K_BOOT_ERROR, K_BOOT_OK, clip
+from .ring import Ring
 from .wsgi import Connection, Worker, WsgiRunner, beat
 
 
@@ -118,8 +119,18 @@ def main():
     factory = bool(os.environ.pop("CORRAL_WORKER_FACTORY", ""))
     # The prefix the app is mounted under ([app] root_path), like "/api", or "".
     root_path = os.environ.pop("CORRAL_WORKER_ROOT_PATH", "")
+    ring_spec = os.environ.pop("CORRAL_WORKER_RING", "")
     sock = socket.socket(fileno=fd)
-    conn = Connection(sock)
+    ring = None
+    if ring_spec:
+        try:
+            ring = Ring(ring_spec, sock)
+        except (OSError, ValueError) as e:
+            # The socket carries everything, as it does where corral
+            # offers no ring.
+            sys.stderr.write("corral worker: shared-memory rings unusable, using the socket: %s\n"
+                             % e)
+    conn = Connection(sock, ring)
 
     # SIGUSR1 dumps every thread's stack (even with the GIL held) into the
     # file corral handed over as an open fd (it reads, logs and shows them
@@ -187,8 +198,10 @@ def main():
     if heartbeat > 0:
         threading.Thread(target=beat, args=(conn, heartbeat), name="corral-heartbeat",
                          daemon=True).start()
-    conn.send(K_BOOT_OK, 0, ('{"pid": %d, "import_ms": %.1f, "interface": "wsgi"}'
-                             % (os.getpid(), import_ms)).encode())
+    conn.send(K_BOOT_OK, 0, ('{"pid": %d, "import_ms": %.1f, "interface": "wsgi", '
+                             '"transport": "%s"}' % (os.getpid(), import_ms,
+                                                     "ring" if ring is not None else "socket")
+                             ).encode())
     # The main thread only waits for TERM, then lets requests in flight finish.
     parent = os.getppid()
     while not stop.wait(1.0):

@@ -118,8 +118,11 @@ class Input:
 class Connection:
     """The channel to corral, shared by the worker's threads."""
 
-    def __init__(self, sock):
+    def __init__(self, sock, ring=None):
         self.sock = sock
+        # Where frames go and come from: the shared-memory rings when corral
+        # offered them (ring.py), else the socket.
+        self.chan = ring if ring is not None else sock
         self.rlock = threading.Lock()  # held by the thread reading the socket
         self.wlock = threading.Lock()
         self.cv = threading.Condition(threading.Lock())
@@ -165,7 +168,7 @@ class Connection:
         # Only the thread that holds rlock reads, so recv_view is its own.
         view = self.recv_view
         try:
-            n = self.sock.recv_into(view)
+            n = self.chan.recv_into(view)
         except InterruptedError:
             return
         if not n:
@@ -217,7 +220,7 @@ class Connection:
                 out.append(data)
                 data = b"".join(out)
                 out.clear()
-            self.sock.sendall(data)
+            self.chan.sendall(data)
 
     def send_many(self, frames):
         self.send_raw(b"".join(frames))
@@ -227,7 +230,7 @@ class Connection:
             if self.out:
                 data = b"".join(self.out)
                 self.out.clear()
-                self.sock.sendall(data)
+                self.chan.sendall(data)
 
 
 
