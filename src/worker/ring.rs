@@ -218,7 +218,7 @@ impl Ring {
     }
 
     fn word(&self, offset: usize) -> &AtomicU64 {
-        debug_assert!(offset % 8 == 0 && offset < CONTROL);
+        debug_assert!(offset.is_multiple_of(8) && offset < CONTROL);
         // SAFETY: an aligned u64 inside the control page of a live mapping;
         // the other process touches it only as a u64 too.
         unsafe { &*self.map.as_ptr().add(offset).cast::<AtomicU64>() }
