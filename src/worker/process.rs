@@ -6,7 +6,7 @@
 //! ([`crate::config::is_corral_own_env`]), then `[app] env` and the
 //! `CORRAL_WORKER_*` hand-over variables the worker script reads.
 
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
@@ -147,6 +147,15 @@ impl Launcher {
                 (cfg.workers.heartbeat_timeout.as_secs_f64() / 4.0).to_string(),
             ),
         ]);
+        let ring = super::ring::SUPPORTED && cfg.workers.shared_memory;
+        if ring {
+            // Where the worker finds its rings: the fds, then their size.
+            let fds = RING_FDS.map(|fd| fd.to_string()).join(",");
+            env.push((
+                "CORRAL_WORKER_RING".into(),
+                format!("{fds},{}", super::ring::RING_BYTES),
+            ));
+        }
         Launcher {
             python: cfg.app.python.clone(),
             script: script.to_path_buf(),
@@ -168,7 +177,7 @@ impl Launcher {
                     )
                 }),
             limits: cfg.workers.limits.clone(),
-            ring: super::ring::SUPPORTED && cfg.workers.shared_memory,
+            ring,
         }
     }
 
@@ -189,7 +198,7 @@ impl Launcher {
         .map_err(|e| SpawnError::Channel(e.into()))?;
         // The worker side must block: Python reads it with plain recv().
         set_blocking(&theirs).map_err(SpawnError::Channel)?;
-        let theirs = dup_above(&theirs, HIGH_FD).map_err(SpawnError::Channel)?;
+        let theirs = dup_above(theirs.as_fd(), HIGH_FD).map_err(SpawnError::Channel)?;
         let child_fd = theirs.as_raw_fd();
         let stacks = Stacks::new().map_err(SpawnError::Stacks)?;
         let stacks_copy = stacks.dup_above(HIGH_FD).map_err(SpawnError::Stacks)?;
@@ -246,17 +255,6 @@ impl Launcher {
             .env("CORRAL_SLOT", slot.to_string())
             .env("CORRAL_GENERATION", generation.to_string())
             .env("CORRAL_REVISION", info.revision.as_deref().unwrap_or(""))
-            .env(
-                "CORRAL_WORKER_RING",
-                match ring {
-                    Some(_) => format!(
-                        "{},{}",
-                        RING_FDS.map(|fd| fd.to_string()).join(","),
-                        super::ring::RING_BYTES
-                    ),
-                    None => String::new(),
-                },
-            )
             .stdin(Stdio::null())
             .stdout(if self.capture {
                 Stdio::piped()
@@ -394,10 +392,11 @@ pub fn raise_nofile() -> u64 {
     soft
 }
 
-/// A close-on-exec copy of `fd` numbered at least `min`.
-fn dup_above(fd: &OwnedFd, min: i32) -> std::io::Result<OwnedFd> {
+/// A close-on-exec copy of `fd` numbered at least `min` (for the fds a
+/// worker gets at fixed numbers after the fork).
+pub(super) fn dup_above(fd: BorrowedFd<'_>, min: i32) -> std::io::Result<OwnedFd> {
     use std::os::fd::FromRawFd;
-    // SAFETY: F_DUPFD_CLOEXEC on an fd we own returns a new fd or -1.
+    // SAFETY: F_DUPFD_CLOEXEC on a live fd returns a new fd or -1.
     let new = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, min) };
     if new < 0 {
         return Err(std::io::Error::last_os_error());

@@ -51,7 +51,7 @@
 //! own copy of the indices it writes, and never trusts the shared one. A
 //! worker can corrupt only its own ring: its own requests and responses.
 
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU64, Ordering, fence};
 
@@ -396,16 +396,8 @@ impl Ring {
 impl ChildFds {
     /// Copies numbered at least `min`, close-on-exec, for the fork.
     pub fn dup_above(&self, min: i32) -> std::io::Result<[OwnedFd; 5]> {
-        let dup = |fd: &OwnedFd| -> std::io::Result<OwnedFd> {
-            // SAFETY: F_DUPFD_CLOEXEC on an fd we own returns a new fd or -1.
-            let new = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, min) };
-            if new < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            // SAFETY: a fresh fd, ours alone.
-            Ok(unsafe { OwnedFd::from_raw_fd(new) })
-        };
         let [a, b, c, d, e] = &self.0;
+        let dup = |fd: &OwnedFd| super::process::dup_above(fd.as_fd(), min);
         Ok([dup(a)?, dup(b)?, dup(c)?, dup(d)?, dup(e)?])
     }
 }

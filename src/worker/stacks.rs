@@ -9,7 +9,7 @@
 
 use std::fs::File;
 use std::io::Seek;
-use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, FromRawFd, OwnedFd};
 use std::os::unix::fs::FileExt;
 
 /// The most a worker can write into its dump file, all dumps together.
@@ -66,13 +66,7 @@ impl Stacks {
     /// A copy of the fd numbered at least `min`, close-on-exec, for the
     /// worker to get at a fixed number after the fork.
     pub fn dup_above(&self, min: i32) -> std::io::Result<OwnedFd> {
-        // SAFETY: F_DUPFD_CLOEXEC on an fd we own returns a new fd or -1.
-        let fd = unsafe { libc::fcntl(self.file.as_raw_fd(), libc::F_DUPFD_CLOEXEC, min) };
-        if fd < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        // SAFETY: a fresh fd, ours alone.
-        Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+        super::process::dup_above(self.file.as_fd(), min)
     }
 
     /// What the worker wrote since the last call (at most [`READ_MAX`]
