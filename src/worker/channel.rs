@@ -421,7 +421,9 @@ async fn write_loop(channel: Arc<Channel>) {
                 _ => write_all(&channel.sock, &mut batch).await,
             };
             if let Err(e) = written {
-                if e.get_ref().is_some_and(|e| e.is::<super::ring::RingError>()) {
+                if e.get_ref()
+                    .is_some_and(|e| e.is::<super::ring::RingError>())
+                {
                     // A forged ring index: the reader closes the channel
                     // with this as the reason, and the worker is replaced.
                     *channel.ring_error.lock().unwrap() = Some(e.to_string());
