@@ -81,6 +81,9 @@ OUT_DIR = os.environ.get("OUT_DIR") or os.path.join(
     "/tmp", "corral-bench-" + datetime.datetime.now().strftime("%Y%m%d-%H%M%S"))
 WORKERS = 2
 PAGE_TICKS = os.sysconf("SC_CLK_TCK")
+# System calls are counted with perf when it can attach (BENCH_PERF=0: never),
+# else from /proc/PID/io, which misses socket calls (marked "io" in the table).
+PERF = None  # set in main()
 
 
 # ---------------------------------------------------------------- apps
@@ -279,6 +282,87 @@ def tree_cpu_ticks(procs):
 def alive(st):
     now = stat(st.pid)
     return now is not None and now.start == st.start and now.state != "Z"
+
+
+def ctx_switches(pid):
+    """Context switches of all the process's threads, voluntary and not."""
+    total = 0
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return 0
+    for tid in tids:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/status") as f:
+                for line in f:
+                    if line.startswith(("voluntary_ctxt", "nonvoluntary_ctxt")):
+                        total += int(line.split()[1])
+        except OSError:
+            pass
+    return total
+
+
+def io_syscalls(pid):
+    """syscr + syscw from /proc/PID/io (all threads): read/write-family calls
+    only; socket calls such as recvfrom and sendto are not counted there."""
+    n = 0
+    try:
+        with open(f"/proc/{pid}/io") as f:
+            for line in f:
+                if line.startswith(("syscr:", "syscw:")):
+                    n += int(line.split()[1])
+    except OSError:
+        pass
+    return n
+
+
+def perf_usable():
+    """Whether `perf stat` can count system calls here (root, or a
+    perf_event_paranoid that lets us, and the raw_syscalls tracepoint)."""
+    try:
+        out = subprocess.run(["perf", "stat", "-x,", "-e", "raw_syscalls:sys_enter",
+                              "--", "true"], capture_output=True, text=True, timeout=20)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return out.returncode == 0 and "raw_syscalls:sys_enter" in out.stderr \
+        and "<not" not in out.stderr
+
+
+class SyscallCounter:
+    """Counts the system calls of a set of processes (all their threads)
+    while it runs: `perf stat -e raw_syscalls:sys_enter -p PIDS`, so every
+    call is counted, socket calls included. None when perf cannot."""
+
+    def __init__(self, pids):
+        self.proc = None
+        if not pids or not PERF:
+            return
+        self.proc = subprocess.Popen(
+            ["perf", "stat", "-x,", "-e", "raw_syscalls:sys_enter",
+             "-p", ",".join(str(p) for p in pids)],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            text=True)
+
+    def stop(self):
+        if self.proc is None:
+            return None
+        self.proc.send_signal(signal.SIGINT)
+        try:
+            _, err = self.proc.communicate(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.communicate()
+            return None
+        for line in err.splitlines():
+            parts = line.split(",")
+            if len(parts) > 2 and parts[2] == "raw_syscalls:sys_enter":
+                if parts[0] == "<not counted>":
+                    return 0  # the processes never ran while perf watched
+                try:
+                    return int(parts[0])
+                except ValueError:
+                    return None
+        return None
 
 
 class RssSampler(threading.Thread):
@@ -502,12 +586,18 @@ def run_case(key, app, conns, rep):
         tree_before = tree_cpu_ticks(tree(proc.pid))
         sampler = RssSampler(proc.pid)
         sampler.sample()
+        # Cost counters of the main process and of its workers, apart.
+        worker_pids = sorted(before)
+        ctx_before = {p: ctx_switches(p) for p in [proc.pid, *worker_pids]}
+        io_before = {p: io_syscalls(p) for p in [proc.pid, *worker_pids]}
+        counters = (SyscallCounter([proc.pid]), SyscallCounter(worker_pids))
         host_before, own_before, wall_before = host_cpu(), own_cpu_s(), time.monotonic()
         sampler.start()
         try:
             out = run_wrk(port, app, conns, DURATION)
         finally:
             sampler.stop()
+            perf_counts = [c.stop() for c in counters]
         host_after, own_after, wall = host_cpu(), own_cpu_s(), time.monotonic() - wall_before
         after = workers_of(proc.pid)
         root_after = stat(proc.pid)
@@ -541,6 +631,18 @@ def run_case(key, app, conns, rep):
         if gone or new:
             res["notes"].append(f"worker set changed during the run: gone {gone}, new {new}")
         res["worker_cpu_s"] = {str(p): round(v, 2) for p, v in deltas.items()}
+        # Context switches and system calls of the main process and of the
+        # workers that lived through the run.
+        lived = [p for p in worker_pids if p in deltas]
+        res["ctxsw"] = {"main": ctx_switches(proc.pid) - ctx_before[proc.pid],
+                        "workers": sum(ctx_switches(p) - ctx_before[p] for p in lived)}
+        if None not in perf_counts and PERF:
+            res["syscalls"] = {"main": perf_counts[0], "workers": perf_counts[1],
+                               "source": "perf"}
+        else:
+            res["syscalls"] = {"main": io_syscalls(proc.pid) - io_before[proc.pid],
+                               "workers": sum(io_syscalls(p) - io_before[p] for p in lived),
+                               "source": "io"}
         total = sum(deltas.values())
         res["busiest_share"] = max(deltas.values()) / total if total > 0 else None
         if root_before and root_after:
@@ -580,8 +682,8 @@ def table(rows):
             k = (r["app"], r["conns"])
             best[k] = max(best.get(k, 0), r["rps"])
     head = ["server", "app", "conns", "req/s", "vs best", "p50 ms", "p99 ms", "errors",
-            "tree RSS MiB", "supervisor RSS MiB", "busiest worker share", "CPU µs/req",
-            "other load"]
+            "tree RSS MiB", "supervisor RSS MiB", "busiest worker share",
+            "CPU µs/req", "syscalls/req", "ctx switches/req", "other load"]
     lines = ["| " + " | ".join(head) + " |",
              "|" + "|".join(["---"] + ["---:"] * (len(head) - 1)) + "|"]
     for r in rows:
@@ -602,20 +704,39 @@ def table(rows):
                  f"{r['tree_rss_mib']:.1f}",
                  f"{r['root_rss_mib']:.1f}" if r["server"].startswith("corral") else "—",
                  "—" if share is None else f"{share * 100:.0f}%",
-                 cpu_per_req(r),
+                 cpu_per_req(r), per_req(r, "syscalls", ".1f"), per_req(r, "ctxsw", ".2f"),
                  "—" if r.get("other_cpu_pct") is None else f"{r['other_cpu_pct']:.0f}%"]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
 def cpu_per_req(r):
-    """Server CPU time per request (whole tree); for corral also the supervisor's part."""
+    """Server CPU time per request (whole tree); for corral also its two
+    parts: the supervisor and the workers."""
     n = r.get("requests")
     if not n or "cpu" not in r:
         return "—"
-    text = f"{r['cpu']['server_s'] / n * 1e6:.0f}"
+    total = r["cpu"]["server_s"] / n * 1e6
+    text = f"{total:.1f}"
     if r["server"].startswith("corral") and r.get("main_cpu_s") is not None:
-        text += f" (sup {r['main_cpu_s'] / n * 1e6:.0f})"
+        sup = r["main_cpu_s"] / n * 1e6
+        text += f" ({sup:.1f} + {total - sup:.1f})"
+    return text
+
+
+def per_req(r, key, spec):
+    """A count per request (main process and workers summed); for corral
+    also the supervisor's and the workers' parts. System calls counted
+    from /proc/PID/io (no perf) are marked "io": they miss socket calls."""
+    n, c = r.get("requests"), r.get(key)
+    if not n or not c:
+        return "—"
+    main, workers = c["main"] / n, c["workers"] / n
+    text = format(main + workers, spec)
+    if r["server"].startswith("corral"):
+        text += f" ({format(main, spec)} + {format(workers, spec)})"
+    if c.get("source") == "io":
+        text += " io"
     return text
 
 
@@ -674,6 +795,11 @@ def header(ifaces=("wsgi",)):
           if "asgi" in ifaces else []),
         f"wrk: {WRK_THREADS} threads, {DURATION}s per run after {WARMUP:g}s warm-up, keep-alive; "
         f"echo body {BODY_BYTES} bytes; repeats {REPEAT} (median req/s run shown)",
+        "cost per request: CPU from /proc/PID/stat, context switches from "
+        "/proc/PID/task/*/status, system calls "
+        + ("with perf stat -e raw_syscalls:sys_enter" if PERF else
+           "from /proc/PID/io syscr+syscw (no perf: socket calls not counted)")
+        + "; corral's as total (supervisor + workers)",
     ]
 
 
@@ -737,6 +863,8 @@ def main():
             print(f"bench: {key} has no {SERVERS[key][3].upper()} app in APPS, not run",
                   file=sys.stderr)
     os.makedirs(OUT_DIR, exist_ok=True)
+    global PERF
+    PERF = os.environ.get("BENCH_PERF", "1") != "0" and perf_usable()
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGHUP, on_signal)
 
