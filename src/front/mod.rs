@@ -64,6 +64,7 @@ pub(crate) use write_through;
 pub mod access;
 pub mod body;
 pub mod checks;
+pub mod coalesce;
 pub mod conn;
 pub mod forwarded;
 pub mod handler;
@@ -409,8 +410,8 @@ async fn serve(
             handler::handle(req, shared.clone(), info.clone())
         })
     };
-    let io = TokioIo::new(io);
     if h2 {
+        let io = TokioIo::new(coalesce::Coalesce::new(io));
         let conn = builders.http2.serve_connection(io, service);
         tokio::pin!(conn);
         tokio::select! {
@@ -420,6 +421,7 @@ async fn serve(
         conn.as_mut().graceful_shutdown();
         let _ = conn.await;
     } else {
+        let io = TokioIo::new(io);
         let conn = builders.http1.serve_connection(io, service).with_upgrades();
         tokio::pin!(conn);
         tokio::select! {
