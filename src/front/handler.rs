@@ -142,7 +142,11 @@ pub async fn handle(
             trace,
         });
     }
-    // The app's own X-Request-ID, if it set one, stands.
+    // The app's own X-Request-ID, if it set one, stands. Marked never to
+    // be indexed by HTTP/2's header compression: a value that never
+    // repeats would only push the headers that do out of the table.
+    let mut id = id;
+    id.set_sensitive(true);
     resp.headers_mut().entry(request_id::HEADER).or_insert(id);
     Ok(resp)
 }

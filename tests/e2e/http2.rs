@@ -571,3 +571,78 @@ fn a_burst_of_resets_faster_than_corral_accepts_gets_goaway_enhance_your_calm() 
     s.write_all(&get(1, "/")).unwrap();
     assert_eq!(response(&mut s, 1), (true, b"ok 2".to_vec()));
 }
+
+/// Python's h2 client: 16 requests at once on one connection. Every stream
+/// gets its own answer and its own X-Request-ID, and the ids come "never
+/// indexed" in HPACK, so values that never repeat do not push the headers
+/// that do out of the compression table.
+const MANY_STREAMS: &str = r#"
+import socket, sys
+import h2.config, h2.connection, h2.events, hpack
+sock = socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=10)
+conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+conn.initiate_connection()
+ids = []
+for i in range(16):
+    sid = conn.get_next_available_stream_id()
+    conn.send_headers(sid, [(":method", "GET"), (":scheme", "http"),
+                            (":authority", "a"), (":path", "/n/%d" % i)], end_stream=True)
+    ids.append(sid)
+sock.sendall(conn.data_to_send())
+bodies, heads = {}, {}
+while len(heads) < 16 or any(not d for d in bodies.values()) or len(bodies) < 16:
+    data = sock.recv(65536)
+    if not data:
+        break
+    for ev in conn.receive_data(data):
+        if isinstance(ev, h2.events.ResponseReceived):
+            heads[ev.stream_id] = ev.headers
+        elif isinstance(ev, h2.events.DataReceived):
+            bodies[ev.stream_id] = bodies.get(ev.stream_id, b"") + ev.data
+            conn.acknowledge_received_data(ev.flow_controlled_length, ev.stream_id)
+        elif isinstance(ev, h2.events.StreamEnded):
+            bodies.setdefault(ev.stream_id, b"")
+    sock.sendall(conn.data_to_send())
+for i, sid in enumerate(ids):
+    h = heads[sid]
+    rid = [x for x in h if x[0] == b"x-request-id"]
+    print(sid, dict(h)[b":status"].decode(), bodies[sid].decode(), rid[0][1].decode(),
+          isinstance(rid[0], hpack.NeverIndexedHeaderTuple))
+"#;
+
+#[test]
+fn sixteen_streams_at_once_each_get_their_answer_and_request_ids_are_never_indexed() {
+    let app = AppDir::new(&[(
+        "app.py",
+        "def app(environ, start_response):\n    start_response('200 OK', [('Content-Type', 'text/plain')])\n    return [environ['PATH_INFO'].encode()]\n",
+    )]);
+    let c = Corral::start(app.path(), &["app:app", "-w", "2"], 2);
+    let port = c.addr.rsplit(':').next().unwrap().to_string();
+    let out = std::process::Command::new("timeout")
+        .args(["30", &python(), "-c", MANY_STREAMS, &port])
+        .output()
+        .expect("run python");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "the h2 client failed (./test.sh installs h2): {}\n{text}\nlog:\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        c.log.text()
+    );
+    let lines: Vec<Vec<&str>> = text.lines().map(|l| l.split(' ').collect()).collect();
+    assert_eq!(lines.len(), 16, "{text}");
+    let mut ids = std::collections::HashSet::new();
+    for (i, l) in lines.iter().enumerate() {
+        assert_eq!(l[1], "200", "{text}");
+        assert_eq!(
+            l[2],
+            format!("/n/{i}"),
+            "each stream its own answer: {text}"
+        );
+        assert!(
+            ids.insert(l[3].to_string()),
+            "a repeated request id: {text}"
+        );
+        assert_eq!(l[4], "True", "X-Request-ID not sent never-indexed: {text}");
+    }
+}
