@@ -604,6 +604,44 @@ fn help_documents_every_flag() {
             out.stdout
         );
     }
+    // Beyond the list above: every option --help prints names the TOML
+    // key it overrides, but those that have none on purpose.
+    let no_key = [
+        "-c, --config",
+        "--worker-tmp-dir",   // gunicorn's, accepted and ignored
+        "-k, --worker-class", // gunicorn's, maps to --interface
+        "--preload",          // gunicorn's, refused
+        "-h, --help",
+        "-V, --version",
+    ];
+    let options = out
+        .stdout
+        .split_once("\nOptions:")
+        .expect("an Options section")
+        .1;
+    let mut blocks: Vec<Vec<&str>> = Vec::new();
+    for line in options.lines() {
+        let text = line.trim_start_matches(' ');
+        if text.starts_with('-') && line.len() - text.len() <= 6 {
+            blocks.push(vec![line]);
+        } else if let Some(block) = blocks.last_mut() {
+            block.push(line);
+        }
+    }
+    assert!(
+        blocks.len() > 50,
+        "{} options:\n{}",
+        blocks.len(),
+        out.stdout
+    );
+    let mut keyless = Vec::new();
+    for block in &blocks {
+        let name = block[0].trim().split(" <").next().unwrap();
+        if !block.join(" ").contains("[toml: ") {
+            keyless.push(name);
+        }
+    }
+    assert_eq!(keyless, no_key, "options whose help names no [toml: key]");
 }
 
 #[test]
