@@ -445,39 +445,25 @@ const MAX_IOV: usize = 64;
 
 /// Writes every piece of `batch` in order, then empties it.
 async fn write_all(sock: &UnixStream, batch: &mut Vec<Bytes>) -> std::io::Result<()> {
-    use bytes::Buf;
     use std::io::IoSlice;
-    let mut first = 0;
-    loop {
-        while batch.get(first).is_some_and(Bytes::is_empty) {
-            first += 1;
-        }
-        if first == batch.len() {
-            batch.clear();
-            return Ok(());
-        }
+    let mut first = protocol::consume(batch, 0, 0);
+    while first < batch.len() {
         sock.writable().await?;
         let pieces = &batch[first..batch.len().min(first + MAX_IOV)];
         let mut iov = [IoSlice::new(&[]); MAX_IOV];
         for (slice, piece) in iov.iter_mut().zip(pieces) {
             *slice = IoSlice::new(piece);
         }
-        let mut n = match sock.try_write_vectored(&iov[..pieces.len()]) {
+        let n = match sock.try_write_vectored(&iov[..pieces.len()]) {
             Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
             Ok(n) => n,
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
             Err(e) => return Err(e),
         };
-        while n > 0 {
-            let piece = &mut batch[first];
-            let k = n.min(piece.len());
-            piece.advance(k);
-            n -= k;
-            if piece.is_empty() {
-                first += 1;
-            }
-        }
+        first = protocol::consume(batch, first, n);
     }
+    batch.clear();
+    Ok(())
 }
 
 /// Reads until the channel closes; the protocol error that closed it, if

@@ -233,6 +233,24 @@ fn request_head(stream: u32, head: &[u8], body_len: usize, flags: u8, room: usiz
     buf
 }
 
+/// Frames queued as pieces go out in order, a write taking as much as the
+/// socket or the ring has room for: after `n` more bytes went from
+/// `batch[first..]`, the index of the first piece with bytes left (pieces
+/// emptied, and empty ones, are passed over; `n = 0` only passes over the
+/// empty ones). `batch.len()` when all is written.
+pub fn consume(batch: &mut [Bytes], mut first: usize, mut n: usize) -> usize {
+    while let Some(piece) = batch.get_mut(first) {
+        let k = n.min(piece.len());
+        piece.advance(k);
+        n -= k;
+        if !piece.is_empty() {
+            break;
+        }
+        first += 1;
+    }
+    first
+}
+
 /// The header of a frame whose `len` payload bytes are sent after it.
 pub fn frame_header(kind: FrameKind, stream: u32, len: usize) -> Bytes {
     let mut buf = BytesMut::with_capacity(HEADER_LEN);

@@ -55,8 +55,10 @@ use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU64, Ordering, fence};
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 use tokio::io::unix::AsyncFd;
+
+use super::protocol::consume;
 
 /// Bytes of each ring.
 pub const RING_BYTES: usize = 256 * 1024;
@@ -217,6 +219,18 @@ impl Ring {
         Ok((ring, child))
     }
 
+    /// The waker's half of the wake-up rule (module docs): stores the new
+    /// index (corral's own copy, then the shared word), a full fence, then
+    /// rings `bell` if the other side said it waits.
+    fn publish(&self, own: &AtomicU64, index: usize, value: u64, waiting: usize, bell: &OwnedFd) {
+        own.store(value, Ordering::Relaxed);
+        self.word(index).store(value, Ordering::Release);
+        fence(Ordering::SeqCst);
+        if self.word(waiting).load(Ordering::Relaxed) != 0 {
+            ring_bell(bell);
+        }
+    }
+
     fn word(&self, offset: usize) -> &AtomicU64 {
         debug_assert!(offset.is_multiple_of(8) && offset < CONTROL);
         // SAFETY: an aligned u64 inside the control page of a live mapping;
@@ -298,12 +312,13 @@ impl Ring {
         }
         if taken > 0 {
             let tail = tail.wrapping_add(taken as u64);
-            self.req_tail.store(tail, Ordering::Relaxed);
-            self.word(REQ.tail).store(tail, Ordering::Release);
-            fence(Ordering::SeqCst);
-            if self.word(REQ.consumer_waiting).load(Ordering::Relaxed) != 0 {
-                ring_bell(&self.req_data);
-            }
+            self.publish(
+                &self.req_tail,
+                REQ.tail,
+                tail,
+                REQ.consumer_waiting,
+                &self.req_data,
+            );
         }
         Ok(taken)
     }
@@ -311,30 +326,16 @@ impl Ring {
     /// Writes every piece of `batch` in order into the request ring,
     /// waiting for room as the worker reads, then empties `batch`.
     pub async fn write_all(&self, batch: &mut Vec<Bytes>) -> std::io::Result<()> {
-        let mut first = 0;
-        loop {
-            while batch.get(first).is_some_and(Bytes::is_empty) {
-                first += 1;
-            }
-            if first == batch.len() {
-                batch.clear();
-                return Ok(());
-            }
-            let mut n = self.push(&batch[first..]).map_err(std::io::Error::other)?;
+        let mut first = consume(batch, 0, 0);
+        while first < batch.len() {
+            let n = self.push(&batch[first..]).map_err(std::io::Error::other)?;
             if n == 0 {
                 self.wait_for_room().await?;
-                continue;
             }
-            while n > 0 {
-                let piece = &mut batch[first];
-                let k = n.min(piece.len());
-                piece.advance(k);
-                n -= k;
-                if piece.is_empty() {
-                    first += 1;
-                }
-            }
+            first = consume(batch, first, n);
         }
+        batch.clear();
+        Ok(())
     }
 
     /// Sleeps until the worker has read from a full request ring.
@@ -365,12 +366,13 @@ impl Ring {
         let head = self.resp_head.load(Ordering::Relaxed);
         self.copy_out(RESP, head, n, buf);
         let head = head.wrapping_add(n as u64);
-        self.resp_head.store(head, Ordering::Relaxed);
-        self.word(RESP.head).store(head, Ordering::Release);
-        fence(Ordering::SeqCst);
-        if self.word(RESP.producer_waiting).load(Ordering::Relaxed) != 0 {
-            ring_bell(&self.resp_space);
-        }
+        self.publish(
+            &self.resp_head,
+            RESP.head,
+            head,
+            RESP.producer_waiting,
+            &self.resp_space,
+        );
         Ok(n)
     }
 
@@ -444,15 +446,8 @@ mod tests {
         let mut got = BytesMut::with_capacity(want.len());
         let mut first = 0;
         while got.len() < want.len() {
-            let mut n = ring.push(&queue[first..]).unwrap();
-            while n > 0 && first < queue.len() {
-                let k = n.min(queue[first].len());
-                queue[first].advance(k);
-                n -= k;
-                if queue[first].is_empty() {
-                    first += 1;
-                }
-            }
+            let n = ring.push(&queue[first..]).unwrap();
+            first = consume(&mut queue, first, n);
             worker_echo(&ring, 100_000);
             ring.pull(&mut got).unwrap();
         }

@@ -246,31 +246,13 @@ impl Resolver<'_> {
             }
             at_of.push((name, key_at));
         }
-        if let Some(value) = table.cert_reqs {
-            let key_at = self.in_file(value.span(), &format!("{table_key}.cert_reqs"));
-            match value.get_ref().parse() {
-                Ok(v) => {
-                    files.cert_reqs = v;
-                    at_of.push(("cert_reqs", key_at));
-                }
-                Err(message) => {
-                    self.fail(&key_at, message);
-                    ok = false;
-                }
-            }
+        match self.tls_key(table.cert_reqs, &table_key, "cert_reqs", &mut at_of) {
+            Ok(v) => files.cert_reqs = v.unwrap_or(files.cert_reqs),
+            Err(()) => ok = false,
         }
-        if let Some(value) = table.min_version {
-            let key_at = self.in_file(value.span(), &format!("{table_key}.min_version"));
-            match value.get_ref().parse() {
-                Ok(v) => {
-                    files.min_version = v;
-                    at_of.push(("min_version", key_at));
-                }
-                Err(message) => {
-                    self.fail(&key_at, message);
-                    ok = false;
-                }
-            }
+        match self.tls_key(table.min_version, &table_key, "min_version", &mut at_of) {
+            Ok(v) => files.min_version = v.unwrap_or(files.min_version),
+            Err(()) => ok = false,
         }
         if !ok {
             return None;
@@ -424,16 +406,29 @@ impl Resolver<'_> {
             at_of.push((name, self.flag(flag_name)));
             return Some(value);
         }
-        let file = file?;
-        let at = self.in_file(file.span(), &format!("server.tls.{name}"));
+        self.tls_key(file, "server.tls", name, at_of).ok().flatten()
+    }
+
+    /// `cert_reqs` or `min_version` from the file, in the table `table`
+    /// (`server.tls` or one of its `bind."ADDR"`): parsed here, so that a
+    /// bad one points at its line. `Err` when it is bad (reported).
+    fn tls_key<T: std::str::FromStr<Err = String>>(
+        &mut self,
+        file: Option<Spanned<String>>,
+        table: &str,
+        name: &'static str,
+        at_of: &mut Vec<(&'static str, At)>,
+    ) -> Result<Option<T>, ()> {
+        let Some(file) = file else { return Ok(None) };
+        let at = self.in_file(file.span(), &format!("{table}.{name}"));
         match file.get_ref().parse::<T>() {
             Ok(value) => {
                 at_of.push((name, at));
-                Some(value)
+                Ok(Some(value))
             }
             Err(message) => {
                 self.fail(&at, message);
-                None
+                Err(())
             }
         }
     }
