@@ -40,7 +40,7 @@ def app(environ, start_response):
         w.words[r.REQ_HEAD] = w.req_head + 10**9
     if path == "/garbage":
         # A frame header announcing a 4 GiB payload, through the ring.
-        ring().sendall(b"\xff\xff\xff\xff\x0d\x00\x00\x00\x00")
+        ring().send_pieces([b"\xff\xff\xff\xff\x0d\x00\x00\x00\x00"])
         time.sleep(60)
     if path == "/transport":
         body = type(ring()).__name__.encode()

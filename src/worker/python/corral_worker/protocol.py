@@ -84,6 +84,19 @@ def frames(buf):
         del buf[:pos]
 
 
+def whole_frames(data, n):
+    """Yields (kind, stream id, payload start, payload end) for every whole
+    frame in the first n bytes of data (bytes-like); removes nothing."""
+    pos = 0
+    while n - pos >= HDR_SIZE:
+        length, kind, sid = HDR.unpack_from(data, pos)
+        end = pos + HDR_SIZE + length
+        if end > n:
+            return
+        yield kind, sid, pos + HDR_SIZE, end
+        pos = end
+
+
 def request_parts(buf, start, end):
     """A REQUEST payload's flags, head and first body bytes."""
     hlen = U32.unpack_from(buf, start + 1)[0]

@@ -3,9 +3,9 @@ src/worker/ring.rs describes the layout and the wake-up rules): the same
 frames as on the socket, read from the request ring and written to the
 response ring, with an eventfd rung only when corral said it sleeps.
 
-`recv_into` and `sendall` stand in for the socket's: one thread reads (the
-worker's reading thread), one writes at a time (under the connection's
-write lock). The socket stays open beside the rings: its end of file says
+`recv_into` stands in for the socket's, and `send_pieces` for a gathering
+`sendall`: one thread reads (the worker's reading thread), one writes at a
+time (under the connection's write lock). The socket stays open beside the rings: its end of file says
 corral is gone.
 """
 
@@ -110,34 +110,48 @@ class Ring:
             if not alive:
                 return 0
 
-    def sendall(self, data):
-        """Writes data into the response ring, waiting for room as corral
-        reads, and wakes corral if it sleeps."""
-        w, size = self.words, self.size
-        src = memoryview(data)
-        pos, total = 0, len(src)
-        while pos < total:
-            free = size - (self.resp_tail - w[RESP_HEAD])
-            if free <= 0:
-                w[RESP_PRODUCER_WAITING] = 1
-                self.fence()
-                if size - (self.resp_tail - w[RESP_HEAD]) <= 0:
-                    alive = self._sleep(self.wait_space, self.resp_space)
-                    if not alive:
-                        raise BrokenPipeError("corral is gone")
-                w[RESP_PRODUCER_WAITING] = 0
-                continue
-            n = min(free, total - pos)
-            at = self.resp_tail % size
-            first = min(n, size - at)
-            base = self.resp_base
-            self.mv[base + at:base + at + first] = src[pos:pos + first]
-            if n > first:
-                self.mv[base:base + n - first] = src[pos + first:pos + n]
-            pos += n
-            self.resp_tail += n
-            w[RESP_TAIL] = self.resp_tail
-            self.fence()
-            if w[RESP_CONSUMER_WAITING]:
-                os.write(self.resp_data, ONE)
+    def send_pieces(self, pieces):
+        """Writes the pieces (bytes-like), in order, into the response
+        ring, each copied straight from where it is (no join), waiting for
+        room as corral reads; then publishes the new tail once and wakes
+        corral if it sleeps."""
+        w, size, mv, base = self.words, self.size, self.mv, self.resp_base
+        tail = self.resp_tail
+        for data in pieces:
+            src = memoryview(data)
+            pos, total = 0, len(src)
+            while pos < total:
+                free = size - (tail - w[RESP_HEAD])
+                if free <= 0:
+                    # Full: what is written so far must be seen before
+                    # corral can make room.
+                    self._publish(tail)
+                    w[RESP_PRODUCER_WAITING] = 1
+                    self.fence()
+                    if size - (tail - w[RESP_HEAD]) <= 0:
+                        alive = self._sleep(self.wait_space, self.resp_space)
+                        if not alive:
+                            raise BrokenPipeError("corral is gone")
+                    w[RESP_PRODUCER_WAITING] = 0
+                    continue
+                n = min(free, total - pos)
+                at = tail % size
+                first = min(n, size - at)
+                mv[base + at:base + at + first] = src[pos:pos + first]
+                if n > first:
+                    mv[base:base + n - first] = src[pos + first:pos + n]
+                pos += n
+                tail += n
+        self._publish(tail)
 
+    def _publish(self, tail):
+        """Stores the response ring's new tail, then rings corral's bell
+        if it said it sleeps (the wake-up rule in ring.rs)."""
+        if tail == self.resp_tail:
+            return
+        self.resp_tail = tail
+        w = self.words
+        w[RESP_TAIL] = tail
+        self.fence()
+        if w[RESP_CONSUMER_WAITING]:
+            os.write(self.resp_data, ONE)

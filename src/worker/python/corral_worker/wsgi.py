@@ -15,8 +15,13 @@ from .protocol import (
     BODY_GRANT, ERROR_BODY, ERROR_HEAD, F_MORE_BODY, HDR, HOLD_IF_FASTER_THAN, K_ABORT,
     K_BODY, K_BODY_END, K_BODY_WINDOW, K_CANCEL, K_DATA, K_END, K_HEARTBEAT, K_REQUEST,
     K_RESPONSE, K_START, K_WINDOW, MAX_FRAME, RESP_HDR, RESPONSE_WINDOW, U32,
-    ClientDisconnected, clip, frames, request_parts, under_root, wsgi_head,
+    ClientDisconnected, clip, request_parts, under_root, whole_frames, wsgi_head,
 )
+
+# A response body this big is written into the ring from where it is, not
+# joined to its frame's header first (a piece costs more in Python than a
+# small copy in C).
+PIECES_FROM = 4096
 
 
 class Stream:
@@ -123,6 +128,10 @@ class Connection:
         # Where frames go and come from: the shared-memory rings when corral
         # offered them (ring.py), else the socket.
         self.chan = ring if ring is not None else sock
+        # Writes a list of frame pieces: the ring copies each straight from
+        # where it is (a response body is never joined to its head); the
+        # socket gets them joined, one sendall.
+        self.write_pieces = ring.send_pieces if ring is not None else self._sock_pieces
         self.rlock = threading.Lock()  # held by the thread reading the socket
         self.wlock = threading.Lock()
         self.cv = threading.Condition(threading.Lock())
@@ -135,7 +144,11 @@ class Connection:
         # munmap (glibc serves that size from mmap), more than the request.
         self.recv_view = memoryview(bytearray(1 << 18))
         self.active = 0
+        # Pieces of frames held back for one write, and how many frames.
         self.out = []
+        self.held = 0
+        # Whether they include a big body's pieces (send_raw's tuples).
+        self.big = False
         # Moving average of request run time (seconds): responses are only
         # held back for batching while requests are fast.
         self.avg_run = 0.0
@@ -175,18 +188,26 @@ class Connection:
             # corral is gone: no one can receive our responses any more.
             os._exit(0)
         buf = self.rbuf
-        buf += view[:n]
+        if buf:
+            buf += view[:n]
+            data, n = buf, len(buf)
+        else:
+            # Mostly a read ends at a frame's end: the frames are read where
+            # they landed, and only a partial frame's bytes are kept.
+            data = view
+        pos = 0
         streams = self.streams
-        for kind, sid, start, end in frames(buf):
+        for kind, sid, start, end in whole_frames(data, n):
+            pos = end
             if kind == K_REQUEST:
-                flags, head, body = request_parts(buf, start, end)
+                flags, head, body = request_parts(data, start, end)
                 st = Stream(sid, head, body, flags & F_MORE_BODY)
                 streams[sid] = st
                 self.pending.append(st)
             elif kind == K_BODY:
                 st = streams.get(sid)
                 if st is not None and st.chunks is not None:
-                    st.chunks.append(bytes(buf[start:end]))
+                    st.chunks.append(bytes(data[start:end]))
             elif kind == K_BODY_END:
                 st = streams.get(sid)
                 if st is not None:
@@ -194,11 +215,15 @@ class Connection:
             elif kind == K_WINDOW:
                 st = streams.get(sid)
                 if st is not None:
-                    st.window += U32.unpack_from(buf, start)[0]
+                    st.window += U32.unpack_from(data, start)[0]
             elif kind == K_CANCEL:
                 st = streams.get(sid)
                 if st is not None:
                     st.cancelled = True
+        if data is buf:
+            del buf[:pos]
+        elif pos < n:
+            buf += view[pos:n]
 
     # -- writing ----------------------------------------------------------
 
@@ -210,27 +235,43 @@ class Connection:
     def send(self, kind, sid, payload):
         self.send_raw(HDR.pack(len(payload), kind, sid) + payload)
 
-    def send_raw(self, data, hold=False):
+    def send_raw(self, frame, hold=False):
+        """Writes a frame: bytes, or a tuple of its bytes-like pieces (held
+        until written, so they must not change). With hold, it may wait
+        with up to 15 others for one write."""
         with self.wlock:
             out = self.out
-            if hold and len(out) < 16:
-                out.append(data)
+            if type(frame) is tuple:
+                out += frame
+                self.big = True
+            else:
+                out.append(frame)
+            if hold and self.held < 16:
+                self.held += 1
                 return
-            if out:
-                out.append(data)
-                data = b"".join(out)
-                out.clear()
-            self.chan.sendall(data)
-
-    def send_many(self, frames):
-        self.send_raw(b"".join(frames))
+            self._write_out()
 
     def flush(self):
         with self.wlock:
             if self.out:
-                data = b"".join(self.out)
-                self.out.clear()
-                self.chan.sendall(data)
+                self._write_out()
+
+    def _write_out(self):
+        # Called with wlock held. Small frames are joined (one copy in C
+        # costs less than a piece in Python); a big body's pieces are not.
+        out = self.out
+        try:
+            if self.big or len(out) == 1:
+                self.write_pieces(out)
+            else:
+                self.write_pieces((b"".join(out),))
+        finally:
+            out.clear()
+            self.held = 0
+            self.big = False
+
+    def _sock_pieces(self, pieces):
+        self.sock.sendall(b"".join(pieces))
 
 
 
@@ -290,7 +331,8 @@ class WsgiRunner:
                     raise ClientDisconnected("client disconnected")
                 part = view[off : off + MAX_FRAME]
                 st.window -= len(part)
-                conn.send_many((HDR.pack(len(part), K_DATA, sid), part))
+                hdr = HDR.pack(len(part), K_DATA, sid)
+                conn.send_raw((hdr, part) if len(part) >= PIECES_FROM else hdr + part)
 
         def write(data):
             if state[0] is None:
@@ -326,9 +368,10 @@ class WsgiRunner:
                 if len(body) <= RESPONSE_WINDOW:
                     # The whole body is known and small: one frame, one syscall.
                     head = state[1]
-                    conn.send_raw(b"".join((
-                        RESP_HDR.pack(4 + len(head) + len(body), K_RESPONSE, sid, len(head)),
-                        head, body)), conn.pending and conn.avg_run < HOLD_IF_FASTER_THAN)
+                    frame = (RESP_HDR.pack(4 + len(head) + len(body), K_RESPONSE, sid, len(head)),
+                             head, body)
+                    conn.send_raw(frame if len(body) >= PIECES_FROM else b"".join(frame),
+                                  conn.pending and conn.avg_run < HOLD_IF_FASTER_THAN)
                 else:
                     # A big one streams under the window like any other.
                     send_data(body)
