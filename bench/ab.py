@@ -5,8 +5,12 @@ Every build serves the app at once (an idle one costs nothing), and wrk runs
 against each in turn, round after round, the order flipped every round, so
 that the other tenants' load falls on all of them alike. Per run: req/s, p99,
 the supervisor's CPU per request (utime+stime of the corral process from
-/proc/PID/stat over the requests wrk counted), the workers' (its children's)
-and the supervisor's context switches per request (all its threads). The
+/proc/PID/stat over the requests wrk counted), the workers' (its children's),
+the supervisor's context switches per request (all its threads), its system
+calls per request (`perf stat -e raw_syscalls:sys_enter -p PID` over the
+run; "-" where perf cannot count them) and its peak RSS (VmHWM, MiB, as
+the point ends: the peak so far of that server, which serves the points
+in the order given). The
 table gives medians, and the median of the per-round ratios against the first
 build, which is steadier than either side's req/s.
 
@@ -43,6 +47,54 @@ def ctxsw(pid):
         except OSError:
             pass
     return total
+
+
+def perf_usable():
+    """Whether `perf stat` can count system calls here (root, or a
+    perf_event_paranoid that lets us, and the raw_syscalls tracepoint)."""
+    try:
+        out = subprocess.run(["perf", "stat", "-x,", "-e", "raw_syscalls:sys_enter", "--", "true"],
+                             capture_output=True, text=True, timeout=20)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return (out.returncode == 0 and "raw_syscalls:sys_enter" in out.stderr
+            and "<not" not in out.stderr)
+
+
+class Syscalls:
+    """Counts the system calls of one process (all its threads) from now
+    until stop(): the count, or None."""
+
+    def __init__(self, pid):
+        self.proc = subprocess.Popen(
+            ["perf", "stat", "-x,", "-e", "raw_syscalls:sys_enter", "-p", str(pid)],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        time.sleep(0.2)  # attached before the load starts
+
+    def stop(self):
+        self.proc.send_signal(signal.SIGINT)
+        try:
+            _, err = self.proc.communicate(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.communicate()
+            return None
+        for line in err.splitlines():
+            parts = line.split(",")
+            if len(parts) > 2 and parts[2] == "raw_syscalls:sys_enter":
+                try:
+                    return int(parts[0])
+                except ValueError:
+                    return None
+        return None
+
+
+def peak_rss_mib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
 
 
 def children_cpu(pid):
@@ -105,6 +157,7 @@ def main():
     bins = [b.split("=", 1) for b in a.bins]
     if any(len(b) != 2 for b in bins):
         sys.exit("ab: each build is NAME=BINARY[,FLAG,...]")
+    perf = perf_usable()
     rows = []
     for app in a.apps.split():
         procs = {}
@@ -122,23 +175,31 @@ def main():
                     order = bins if r % 2 == 0 else bins[::-1]
                     for name, _ in order:
                         p, port = procs[name]
+                        calls = Syscalls(p.pid) if perf else None
                         c0, w0, x0 = cpu(p.pid), children_cpu(p.pid), ctxsw(p.pid)
                         reqs, rps, p99 = wrk(port, conns, a.duration, app)
                         c1, w1, x1 = cpu(p.pid), children_cpu(p.pid), ctxsw(p.pid)
+                        n = calls.stop() if calls else None
                         res[name].append((rps, (c1 - c0) * 1e6 / reqs, (w1 - w0) * 1e6 / reqs, p99,
-                                          (x1 - x0) / reqs))
+                                          (x1 - x0) / reqs, None if n is None else n / reqs,
+                                          peak_rss_mib(p.pid)))
+                        sc = res[name][-1][5]
                         print(f"  {app} c{conns} round {r} {name}: {rps:.0f} req/s, "
                               f"sup {res[name][-1][1]:.2f} us/req, workers {res[name][-1][2]:.2f} us/req, p99 {p99}, "
-                              f"sup ctxsw/req {res[name][-1][4]:.3f}",
+                              f"sup ctxsw/req {res[name][-1][4]:.3f}, "
+                              f"sup syscalls/req {'-' if sc is None else f'{sc:.2f}'}, "
+                              f"sup peak RSS {res[name][-1][6]:.1f} MiB",
                               file=sys.stderr, flush=True)
                 base = bins[0][0]
                 for name, _ in bins:
                     rr = res[name]
                     ratio_rps = statistics.median(x[0] / y[0] for x, y in zip(rr, res[base]))
                     ratio_cpu = statistics.median(x[1] / y[1] for x, y in zip(rr, res[base]))
+                    calls = [x[5] for x in rr if x[5] is not None]
                     rows.append((app, conns, name, statistics.median(x[0] for x in rr),
                                  statistics.median(x[1] for x in rr), statistics.median(x[2] for x in rr),
-                                 ratio_rps, ratio_cpu, statistics.median(x[4] for x in rr)))
+                                 ratio_rps, ratio_cpu, statistics.median(x[4] for x in rr),
+                                 statistics.median(calls) if calls else None, max(x[6] for x in rr)))
         finally:
             for p, _ in procs.values():
                 p.send_signal(signal.SIGTERM)
@@ -149,10 +210,13 @@ def main():
                     os.killpg(p.pid, signal.SIGKILL)
                     p.wait()
     print(f"\n{a.rounds} rounds x {a.duration}s, wrk -t2, interleaved; medians; ratios vs {bins[0][0]} (median of per-round ratios)")
-    print("| app | conns | binary | req/s | supervisor us/req | workers us/req | sup ctxsw/req | req/s ratio | sup us/req ratio |")
-    print("|---|---:|---|---:|---:|---:|---:|---:|---:|")
-    for app, conns, name, rps, sup, wk, rr, rc, cs in rows:
-        print(f"| {app} | {conns} | {name} | {rps:.0f} | {sup:.2f} | {wk:.2f} | {cs:.3f} | {rr:.3f} | {rc:.3f} |")
+    print("| app | conns | binary | req/s | supervisor us/req | workers us/req | sup ctxsw/req "
+          "| sup syscalls/req | sup peak RSS MiB | req/s ratio | sup us/req ratio |")
+    print("|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for app, conns, name, rps, sup, wk, rr, rc, cs, sc, rss in rows:
+        calls = "-" if sc is None else f"{sc:.2f}"
+        print(f"| {app} | {conns} | {name} | {rps:.0f} | {sup:.2f} | {wk:.2f} | {cs:.3f} "
+              f"| {calls} | {rss:.1f} | {rr:.3f} | {rc:.3f} |")
 
 
 if __name__ == "__main__":
