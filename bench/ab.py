@@ -23,6 +23,8 @@ SIGKILL of their process group).
 """
 import argparse, os, re, signal, socket, statistics, subprocess, sys, time, urllib.request
 
+import bench as driver  # bench/bench.py: its perf system-call counter
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 TICK = os.sysconf("SC_CLK_TCK")
 
@@ -47,46 +49,6 @@ def ctxsw(pid):
         except OSError:
             pass
     return total
-
-
-def perf_usable():
-    """Whether `perf stat` can count system calls here (root, or a
-    perf_event_paranoid that lets us, and the raw_syscalls tracepoint)."""
-    try:
-        out = subprocess.run(["perf", "stat", "-x,", "-e", "raw_syscalls:sys_enter", "--", "true"],
-                             capture_output=True, text=True, timeout=20)
-    except (OSError, subprocess.TimeoutExpired):
-        return False
-    return (out.returncode == 0 and "raw_syscalls:sys_enter" in out.stderr
-            and "<not" not in out.stderr)
-
-
-class Syscalls:
-    """Counts the system calls of one process (all its threads) from now
-    until stop(): the count, or None."""
-
-    def __init__(self, pid):
-        self.proc = subprocess.Popen(
-            ["perf", "stat", "-x,", "-e", "raw_syscalls:sys_enter", "-p", str(pid)],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        time.sleep(0.2)  # attached before the load starts
-
-    def stop(self):
-        self.proc.send_signal(signal.SIGINT)
-        try:
-            _, err = self.proc.communicate(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.communicate()
-            return None
-        for line in err.splitlines():
-            parts = line.split(",")
-            if len(parts) > 2 and parts[2] == "raw_syscalls:sys_enter":
-                try:
-                    return int(parts[0])
-                except ValueError:
-                    return None
-        return None
 
 
 def peak_rss_mib(pid):
@@ -157,7 +119,7 @@ def main():
     bins = [b.split("=", 1) for b in a.bins]
     if any(len(b) != 2 for b in bins):
         sys.exit("ab: each build is NAME=BINARY[,FLAG,...]")
-    perf = perf_usable()
+    driver.PERF = driver.perf_usable()
     rows = []
     for app in a.apps.split():
         procs = {}
@@ -175,11 +137,11 @@ def main():
                     order = bins if r % 2 == 0 else bins[::-1]
                     for name, _ in order:
                         p, port = procs[name]
-                        calls = Syscalls(p.pid) if perf else None
+                        calls = driver.SyscallCounter([p.pid])
                         c0, w0, x0 = cpu(p.pid), children_cpu(p.pid), ctxsw(p.pid)
                         reqs, rps, p99 = wrk(port, conns, a.duration, app)
                         c1, w1, x1 = cpu(p.pid), children_cpu(p.pid), ctxsw(p.pid)
-                        n = calls.stop() if calls else None
+                        n = calls.stop()
                         res[name].append((rps, (c1 - c0) * 1e6 / reqs, (w1 - w0) * 1e6 / reqs, p99,
                                           (x1 - x0) / reqs, None if n is None else n / reqs,
                                           peak_rss_mib(p.pid)))

@@ -67,23 +67,6 @@ class ClientDisconnected(OSError):
 
 
 
-def frames(buf):
-    """Yields (kind, stream id, payload start, payload end) for every whole
-    frame at the front of buf (a bytearray), then removes them from it."""
-    n = len(buf)
-    pos = 0
-    try:
-        while n - pos >= HDR_SIZE:
-            length, kind, sid = HDR.unpack_from(buf, pos)
-            end = pos + HDR_SIZE + length
-            if end > n:
-                break
-            yield kind, sid, pos + HDR_SIZE, end
-            pos = end
-    finally:
-        del buf[:pos]
-
-
 def whole_frames(data, n):
     """Yields (kind, stream id, payload start, payload end) for every whole
     frame in the first n bytes of data (bytes-like); removes nothing."""
@@ -95,6 +78,17 @@ def whole_frames(data, n):
             return
         yield kind, sid, pos + HDR_SIZE, end
         pos = end
+
+
+def frames(buf):
+    """whole_frames of buf (a bytearray), removed from it as they are read."""
+    pos = 0
+    try:
+        for frame in whole_frames(buf, len(buf)):
+            yield frame
+            pos = frame[3]
+    finally:
+        del buf[:pos]
 
 
 def request_parts(buf, start, end):

@@ -5,8 +5,8 @@ response ring, with an eventfd rung only when corral said it sleeps.
 
 `recv_into` stands in for the socket's, and `send_pieces` for a gathering
 `sendall`: one thread reads (the worker's reading thread), one writes at a
-time (under the connection's write lock). The socket stays open beside the rings: its end of file says
-corral is gone.
+time (under the connection's write lock). The socket stays open beside the
+rings: its end of file says corral is gone.
 """
 
 import mmap

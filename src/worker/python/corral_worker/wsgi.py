@@ -236,16 +236,20 @@ class Connection:
         self.send_raw(HDR.pack(len(payload), kind, sid) + payload)
 
     def send_raw(self, frame, hold=False):
-        """Writes a frame: bytes, or a tuple of its bytes-like pieces (held
-        until written, so they must not change). With hold, it may wait
-        with up to 15 others for one write."""
+        """Writes a frame: bytes, or a tuple of its bytes-like pieces, the
+        body last (held until written, so they must not change); a body of
+        PIECES_FROM bytes or more is written from where it is, a smaller
+        one joined to the rest. With hold, the frame may wait with up to 15
+        others for one write."""
         with self.wlock:
             out = self.out
-            if type(frame) is tuple:
+            if type(frame) is not tuple:
+                out.append(frame)
+            elif len(frame[-1]) >= PIECES_FROM:
                 out += frame
                 self.big = True
             else:
-                out.append(frame)
+                out.append(b"".join(frame))
             if hold and self.held < 16:
                 self.held += 1
                 return
@@ -331,8 +335,7 @@ class WsgiRunner:
                     raise ClientDisconnected("client disconnected")
                 part = view[off : off + MAX_FRAME]
                 st.window -= len(part)
-                hdr = HDR.pack(len(part), K_DATA, sid)
-                conn.send_raw((hdr, part) if len(part) >= PIECES_FROM else hdr + part)
+                conn.send_raw((HDR.pack(len(part), K_DATA, sid), part))
 
         def write(data):
             if state[0] is None:
@@ -368,10 +371,9 @@ class WsgiRunner:
                 if len(body) <= RESPONSE_WINDOW:
                     # The whole body is known and small: one frame, one syscall.
                     head = state[1]
-                    frame = (RESP_HDR.pack(4 + len(head) + len(body), K_RESPONSE, sid, len(head)),
-                             head, body)
-                    conn.send_raw(frame if len(body) >= PIECES_FROM else b"".join(frame),
-                                  conn.pending and conn.avg_run < HOLD_IF_FASTER_THAN)
+                    conn.send_raw((
+                        RESP_HDR.pack(4 + len(head) + len(body), K_RESPONSE, sid, len(head)),
+                        head, body), conn.pending and conn.avg_run < HOLD_IF_FASTER_THAN)
                 else:
                     # A big one streams under the window like any other.
                     send_data(body)
