@@ -139,6 +139,48 @@ def app(environ, start_response):
     assert_eq!(cookies, ["a=1; Path=/", "b=2; Path=/"]);
 }
 
+/// The worker remembers the last head it encoded for each status; an app
+/// that answers the same status with other headers, or changes a header
+/// list it passed before in place, gets the headers it passes now.
+#[test]
+fn each_response_has_the_headers_passed_for_it_not_the_last_ones() {
+    let s = Server::start(
+        r#"
+SHARED = [["X-Kind", "first"]]
+TUPLES = [("X-Kind", "tuple")]
+
+def app(environ, start_response):
+    q = environ["QUERY_STRING"]
+    if q.startswith("mutate="):
+        # The same list object every time, its header changed in place.
+        SHARED[0][1] = q[len("mutate="):]
+        start_response("200 OK", SHARED)
+        return [b""]
+    if q == "same":
+        start_response("200 OK", TUPLES)
+        return [b""]
+    start_response("200 OK", [("X-Kind", "fresh"), ("X-Query", q)])
+    return [b""]
+"#,
+        &[],
+    );
+    for q in ["a", "a", "b", "same", "c", "same"] {
+        let r = s.get(&format!("/?{q}"));
+        assert_eq!(r.status, 200, "{r:?}");
+        if q == "same" {
+            assert_eq!(r.header("x-kind"), Some("tuple"), "{r:?}");
+            assert_eq!(r.header("x-query"), None, "{r:?}");
+        } else {
+            assert_eq!(r.header("x-kind"), Some("fresh"), "{r:?}");
+            assert_eq!(r.header("x-query"), Some(q), "{r:?}");
+        }
+    }
+    for v in ["one", "one", "two", "three"] {
+        let r = s.get(&format!("/?mutate={v}"));
+        assert_eq!(r.header("x-kind"), Some(v), "{r:?}");
+    }
+}
+
 // ------------------------------------------------------------------ close()
 
 const CLOSE_APP: &str = r#"

@@ -183,9 +183,30 @@ def check_fields(fields, kind):
     return out
 
 
+# The last head encoded for each status (up to 64 statuses, heads up to
+# 4 KiB): its headers, as a list of tuples, and its bytes. An app mostly
+# answers a status with the same headers as last time, and comparing them
+# costs far less than checking and encoding them again. Only a list of
+# tuples is kept, so no header in it can change afterwards; an entry is one
+# tuple, replaced whole, so a thread never sees half of one.
+LAST_HEADS = {}
+
+
 def wsgi_head(status, headers):
     """The response head for start_response's status and headers; raises
     ValueError or TypeError naming the status or header that is invalid."""
+    last = LAST_HEADS.get(status)
+    if last is not None and last[0] == headers:
+        return last[1]
+    head = encode_wsgi_head(status, headers)
+    if len(head) <= 4096 and type(headers) is list and all(
+            type(h) is tuple for h in headers) and (status in LAST_HEADS or len(LAST_HEADS) < 64):
+        LAST_HEADS[status] = (headers.copy(), head)
+    return head
+
+
+def encode_wsgi_head(status, headers):
+    """wsgi_head without the cache."""
     fields = [status]
     lengths = [0, len(status)]
     good = GOOD_NAMES
