@@ -1,0 +1,112 @@
+#!/usr/bin/env python3
+"""The WSGI worker's own Python per request, with nothing else running.
+
+Runs corral's WSGI worker (src/worker/python/corral_worker) in this process
+on a stand-in channel: each read hands it the same batch of REQUEST frames
+(what corral sends for `wrk`'s GET /, or a 16 KiB POST), and its responses
+are dropped. What it prints is CPU time per request of the worker's code
+and the app alone: no sockets, no ring, no other process on the core. Use
+it to compare two versions of the worker's Python quickly and quietly; the
+cost in a real run (bench/ab.py's workers column) is higher, since there a
+worker also waits, wakes and shares the CPU's caches.
+
+    python3 bench/worker_loop.py [--requests N] [--worker-dir DIR]
+"""
+import argparse
+import os
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+# The environ keys corral sends for a GET / from wrk (src/worker/head/environ.rs).
+GET_HEAD = [
+    (b"REQUEST_METHOD", b"GET"), (b"PATH_INFO", b"/"), (b"QUERY_STRING", b""),
+    (b"RAW_URI", b"/"), (b"REQUEST_URI", b"/"), (b"SERVER_PROTOCOL", b"HTTP/1.1"),
+    (b"SERVER_NAME", b"127.0.0.1"), (b"SERVER_PORT", b"8000"),
+    (b"REMOTE_ADDR", b"127.0.0.1"), (b"REMOTE_PORT", b"40000"),
+    (b"wsgi.url_scheme", b"http"), (b"HTTP_HOST", b"127.0.0.1:8000"),
+]
+
+
+class Done(Exception):
+    pass
+
+
+class Channel:
+    """Stands in for the ring: every read is the same batch of frames."""
+
+    def __init__(self, frames, batches):
+        self.frames = frames
+        self.left = batches
+
+    def recv_into(self, view):
+        if self.left == 0:
+            raise Done
+        self.left -= 1
+        view[: len(self.frames)] = self.frames
+        return len(self.frames)
+
+    def send_pieces(self, pieces):
+        pass
+
+
+def hello(environ, start_response):
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "13")])
+    return [b"Hello, World!"]
+
+
+def echo(environ, start_response):
+    body = environ["wsgi.input"].read()
+    start_response("200 OK", [("Content-Type", "application/octet-stream"),
+                              ("Content-Length", str(len(body)))])
+    return [body]
+
+
+def request_frame(protocol, sid, body):
+    pairs = GET_HEAD
+    if body:
+        pairs = [(b"REQUEST_METHOD", b"POST")] + GET_HEAD[1:] + [
+            (b"CONTENT_TYPE", b"application/octet-stream"),
+            (b"CONTENT_LENGTH", str(len(body)).encode())]
+    head = b"\0".join(k + b"\0" + v for k, v in pairs)
+    payload = b"\0" + protocol.U32.pack(len(head)) + head + body
+    return protocol.HDR.pack(len(payload), protocol.K_REQUEST, sid) + payload
+
+
+def per_request(wsgi, protocol, app, body, batch, requests):
+    """CPU µs per request of one worker thread serving `requests` requests
+    that come `batch` to a read."""
+    frames = b"".join(request_frame(protocol, 1 + i, body) for i in range(batch))
+    conn = wsgi.Connection(None, Channel(frames, requests // batch))
+    worker = wsgi.Worker(conn, wsgi.WsgiRunner(conn, app, 1, ""), 1)
+    t0 = time.process_time()
+    try:
+        worker.serve_forever()
+    except Done:
+        pass
+    return (time.process_time() - t0) / (requests // batch * batch) * 1e6
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--requests", type=int, default=200_000)
+    ap.add_argument("--worker-dir", default=os.path.join(HERE, "..", "src", "worker", "python"),
+                    help="the directory that holds corral_worker (default: this checkout's)")
+    args = ap.parse_args()
+    sys.path.insert(0, args.worker_dir)
+    from corral_worker import protocol, wsgi
+
+    print("| app | requests per read | worker CPU µs/req (best of 3) |")
+    print("|---|---:|---:|")
+    # Up to 15 echo requests fit in one read of the worker's 256 KiB buffer.
+    for name, app, body, batches in (("hello", hello, b"", (1, 16)),
+                                     ("echo", echo, b"x" * 16384, (1, 15))):
+        n = args.requests if not body else args.requests // 4
+        for batch in batches:
+            best = min(per_request(wsgi, protocol, app, body, batch, n) for _ in range(3))
+            print("| %s | %d | %.2f |" % (name, batch, best))
+
+
+if __name__ == "__main__":
+    main()
