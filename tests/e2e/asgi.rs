@@ -334,6 +334,52 @@ fn apps_without_lifespan_support_still_work() {
     assert!(c.wait_exit(Duration::from_secs(20)).unwrap().success());
 }
 
+/// The worker remembers the last head it encoded for each status; a
+/// response with other headers, or with a header value the app changed in
+/// place (a bytearray), still gets its own headers.
+#[test]
+fn each_asgi_response_has_the_headers_sent_for_it_not_the_last_ones() {
+    let dir = AppDir::new(&[(
+        "app.py",
+        r#"
+VALUE = bytearray(b"first")
+SHARED = [(b"x-kind", VALUE)]
+TUPLES = [(b"x-kind", b"tuple")]
+
+async def app(scope, receive, send):
+    if scope["type"] != "http":
+        return
+    q = scope["query_string"]
+    if q.startswith(b"mutate="):
+        # The same list and bytearray every time, the value changed in place.
+        VALUE[:] = q[len(b"mutate="):]
+        headers = SHARED
+    elif q == b"same":
+        headers = TUPLES
+    else:
+        headers = [(b"x-kind", b"fresh"), (b"x-query", q)]
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    await send({"type": "http.response.body", "body": b""})
+"#,
+    )]);
+    let c = Corral::start(dir.path(), &["app:app", "--interface", "asgi"], 1);
+    for q in ["a", "a", "b", "same", "c", "same"] {
+        let r = c.get(&format!("/?{q}"));
+        assert_eq!(r.status, 200, "{r:?}");
+        if q == "same" {
+            assert_eq!(r.header("x-kind"), Some("tuple"), "{r:?}");
+            assert_eq!(r.header("x-query"), None, "{r:?}");
+        } else {
+            assert_eq!(r.header("x-kind"), Some("fresh"), "{r:?}");
+            assert_eq!(r.header("x-query"), Some(q), "{r:?}");
+        }
+    }
+    for v in ["one", "one", "two", "three"] {
+        let r = c.get(&format!("/?mutate={v}"));
+        assert_eq!(r.header("x-kind"), Some(v), "{r:?}");
+    }
+}
+
 #[test]
 fn an_asgi_app_under_interface_wsgi_fails_to_boot_with_a_hint() {
     let dir = AppDir::new(&[("app.py", APP)]);

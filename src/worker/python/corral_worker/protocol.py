@@ -264,12 +264,26 @@ def asgi_fields(first, headers, kind):
     return pack_fields(lengths, data)
 
 
+# The same for ASGI heads, by status code; only headers that are a list of
+# tuples of two bytes are kept (a bytearray in one could change).
+LAST_ASGI_HEADS = {}
+
+
 def asgi_head(status, headers):
     """The response head for an ASGI start message's status and headers;
     raises ValueError or TypeError naming the status or header."""
+    if type(status) is int:
+        last = LAST_ASGI_HEADS.get(status)
+        if last is not None and last[0] == headers:
+            return last[1]
     if not isinstance(status, int) or not 200 <= status <= 599:
         raise ValueError("invalid status %r: expected an int from 200 to 599" % (status,))
-    return asgi_fields(b"%d" % status, headers, "ASGI")
+    head = asgi_fields(b"%d" % status, headers, "ASGI")
+    if len(head) <= 4096 and type(status) is int and type(headers) is list and all(
+            type(h) is tuple and len(h) == 2 and type(h[0]) is bytes and type(h[1]) is bytes
+            for h in headers) and (status in LAST_ASGI_HEADS or len(LAST_ASGI_HEADS) < 64):
+        LAST_ASGI_HEADS[status] = (headers.copy(), head)
+    return head
 
 
 def clip(text, limit=64 * 1024):

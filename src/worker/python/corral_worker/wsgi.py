@@ -143,7 +143,6 @@ class Connection:
         # fresh 256 KiB bytes per recv costs an mmap, page faults and an
         # munmap (glibc serves that size from mmap), more than the request.
         self.recv_view = memoryview(bytearray(1 << 18))
-        self.active = 0
         # Pieces of frames held back for one write, and how many frames.
         self.out = []
         self.held = 0
@@ -433,12 +432,10 @@ class Worker:
                 st = pending.popleft()
             except IndexError:
                 continue
-            conn.active += 1
             t0 = perf_counter()
             try:
                 self.runner.run(st)
             finally:
-                conn.active -= 1
                 conn.avg_run = conn.avg_run * 0.875 + (perf_counter() - t0) * 0.125
 
     def start(self):
