@@ -16,6 +16,8 @@ U32 = struct.Struct("<I")
 U16 = struct.Struct("<H")
 # A RESPONSE frame's header plus its u32 head length.
 RESP_HDR = struct.Struct("<IBII")
+# A REQUEST payload's u8 flags and u32 head length.
+REQUEST_PREFIX = struct.Struct("<BI")
 HDR_SIZE = HDR.size
 
 # corral -> worker
@@ -91,11 +93,13 @@ def frames(buf):
         del buf[:pos]
 
 
-def request_parts(buf, start, end):
-    """A REQUEST payload's flags, head and first body bytes."""
-    hlen = U32.unpack_from(buf, start + 1)[0]
-    hstart = start + 5
-    return buf[start], bytes(buf[hstart : hstart + hlen]), bytes(buf[hstart + hlen : end])
+def request_parts(buf, start, end, text=False):
+    """A REQUEST payload's flags, head and first body bytes; with text, the
+    head as latin-1 text (a WSGI head is), decoded straight from buf."""
+    flags, hlen = REQUEST_PREFIX.unpack_from(buf, start)
+    hend = start + 5 + hlen
+    head = str(buf[start + 5 : hend], "latin-1") if text else bytes(buf[start + 5 : hend])
+    return flags, head, bytes(buf[hend:end]) if hend < end else b""
 
 
 

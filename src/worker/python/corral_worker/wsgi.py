@@ -27,6 +27,7 @@ PIECES_FROM = 4096
 class Stream:
     """One request in flight: its body as it arrives and its response credit.
 
+    `head` is the environ's keys and values (text, NUL between them).
     `body` holds the whole body when it came inside the REQUEST frame;
     otherwise `chunks` collects it as BODY frames arrive.
     """
@@ -199,7 +200,7 @@ class Connection:
         for kind, sid, start, end in whole_frames(data, n):
             pos = end
             if kind == K_REQUEST:
-                flags, head, body = request_parts(data, start, end)
+                flags, head, body = request_parts(data, start, end, text=True)
                 st = Stream(sid, head, body, flags & F_MORE_BODY)
                 streams[sid] = st
                 self.pending.append(st)
@@ -306,7 +307,7 @@ class WsgiRunner:
         conn = self.conn
         sid = st.sid
         environ = self.base.copy()
-        it = iter(st.head.decode("latin-1").split("\0"))
+        it = iter(st.head.split("\0"))
         environ.update(zip(it, it))
         root = self.root
         if root:
