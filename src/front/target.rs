@@ -26,6 +26,7 @@
 //! HTTP/1.1 request at a time, in order), so the handler takes the raw
 //! target by the request's number on its connection.
 
+use std::borrow::Cow;
 use std::collections::VecDeque;
 use std::io;
 use std::pin::Pin;
@@ -254,9 +255,15 @@ impl Scanner {
             self.held = true;
             return input.len();
         };
-        self.target.extend_from_slice(piece);
-        let target = std::mem::take(&mut self.target);
+        // Mostly the whole target is in this input: it is read where it is,
+        // and copied only to be held or kept.
         let held = std::mem::replace(&mut self.held, false);
+        let target: Cow<[u8]> = if held {
+            self.target.extend_from_slice(piece);
+            Cow::Owned(std::mem::take(&mut self.target))
+        } else {
+            Cow::Borrowed(piece)
+        };
         if rest[end] != b' ' {
             // No version: not a request line hyper takes. Step aside.
             if held {
@@ -284,7 +291,7 @@ impl Scanner {
             o.extend_from_slice(piece);
         }
         if rewrite {
-            raw.push(self.requests - 1, target);
+            raw.push(self.requests - 1, target.into_owned());
         }
         self.state = State::Version;
         i + piece.len()
@@ -325,8 +332,8 @@ impl Scanner {
             State::Header => {
                 self.line.push(b);
                 if b == b'\n' {
-                    let line = std::mem::take(&mut self.line);
-                    let line = line.strip_suffix(b"\n").unwrap_or(&line);
+                    let whole = std::mem::take(&mut self.line);
+                    let line = whole.strip_suffix(b"\n").unwrap_or(&whole);
                     let line = line.strip_suffix(b"\r").unwrap_or(line);
                     if line.is_empty() {
                         self.end_of_head();
@@ -334,6 +341,7 @@ impl Scanner {
                         self.header(line);
                     }
                     self.line_len = 0;
+                    self.reuse_line(whole);
                 }
             }
             State::ChunkSize => {
@@ -345,6 +353,7 @@ impl Scanner {
                         Some(n) => self.new_line(State::ChunkData(n)),
                         None => self.aside(),
                     }
+                    self.reuse_line(line);
                 }
             }
             State::ChunkEnd => {
@@ -364,9 +373,19 @@ impl Scanner {
                     if line == b"\r\n" || line == b"\n" {
                         self.state = State::Start;
                     }
+                    self.reuse_line(line);
                 }
             }
             State::Target | State::Body(_) | State::ChunkData(_) | State::Aside => {}
+        }
+    }
+
+    /// Takes back a finished line's buffer, emptied, so that the next line
+    /// does not allocate one (not once the scanner stepped aside).
+    fn reuse_line(&mut self, mut line: Vec<u8>) {
+        if self.state != State::Aside {
+            line.clear();
+            self.line = line;
         }
     }
 

@@ -1,6 +1,8 @@
 //! Turns a parsed HTTP request head into a WSGI worker's request head:
 //! environ keys and values (PEP 3333), as latin-1 `KEY\0VALUE\0...` bytes.
 
+use std::borrow::Cow;
+
 use http::request::Parts;
 use http::{HeaderName, Version};
 use percent_encoding::percent_decode;
@@ -17,12 +19,18 @@ struct Head(Vec<u8>);
 
 impl Head {
     fn pair(&mut self, key: &[u8], value: &[u8]) {
+        let out = self.next_key();
+        out.extend_from_slice(key);
+        out.push(0);
+        out.extend_from_slice(value);
+    }
+
+    /// The buffer, where the next pair's key goes (then a NUL, its value).
+    fn next_key(&mut self) -> &mut Vec<u8> {
         if !self.0.is_empty() {
             self.0.push(0);
         }
-        self.0.extend_from_slice(key);
-        self.0.push(0);
-        self.0.extend_from_slice(value);
+        &mut self.0
     }
 }
 
@@ -31,7 +39,8 @@ pub fn encode(parts: &Parts, conn: &ConnInfo) -> Result<Vec<u8>, HeadError> {
     let mut h = Head(Vec::with_capacity(512));
     h.pair(b"REQUEST_METHOD", parts.method.as_str().as_bytes());
     let path = parts.uri.path();
-    let decoded: Vec<u8> = percent_decode(path.as_bytes()).collect();
+    // Borrowed from the path when it has no escapes: no copy.
+    let decoded: Cow<[u8]> = percent_decode(path.as_bytes()).into();
     if decoded.contains(&0) {
         return Err(HeadError::NulInPath);
     }
@@ -78,7 +87,6 @@ pub fn encode(parts: &Parts, conn: &ConnInfo) -> Result<Vec<u8>, HeadError> {
         }
     }
 
-    let mut key = Vec::with_capacity(64);
     for name in parts.headers.keys() {
         let n = name.as_str();
         // Like gunicorn: a header with "_" would alias one with "-" in the
@@ -86,14 +94,15 @@ pub fn encode(parts: &Parts, conn: &ConnInfo) -> Result<Vec<u8>, HeadError> {
         if n.contains('_') {
             continue;
         }
-        key.clear();
+        // Key and value are written in place: no buffer of their own.
+        let out = h.next_key();
         if name == http::header::CONTENT_TYPE {
-            key.extend_from_slice(b"CONTENT_TYPE");
+            out.extend_from_slice(b"CONTENT_TYPE");
         } else if name == http::header::CONTENT_LENGTH {
-            key.extend_from_slice(b"CONTENT_LENGTH");
+            out.extend_from_slice(b"CONTENT_LENGTH");
         } else {
-            key.extend_from_slice(b"HTTP_");
-            key.extend(n.bytes().map(|b| {
+            out.extend_from_slice(b"HTTP_");
+            out.extend(n.bytes().map(|b| {
                 if b == b'-' {
                     b'_'
                 } else {
@@ -101,24 +110,18 @@ pub fn encode(parts: &Parts, conn: &ConnInfo) -> Result<Vec<u8>, HeadError> {
                 }
             }));
         }
-        let mut values = parts.headers.get_all(name).iter();
-        let first = values.next().map(|v| v.as_bytes()).unwrap_or_default();
-        match values.next() {
-            None => h.pair(&key, first),
-            Some(second) => {
-                let mut joined = first.to_vec();
-                for v in std::iter::once(second).chain(values) {
-                    joined.extend_from_slice(b", ");
-                    joined.extend_from_slice(v.as_bytes());
-                }
-                h.pair(&key, &joined);
+        out.push(0);
+        for (i, v) in parts.headers.get_all(name).iter().enumerate() {
+            if i > 0 {
+                out.extend_from_slice(b", ");
             }
+            out.extend_from_slice(v.as_bytes());
         }
     }
     Ok(h.0)
 }
 
-fn server_name_port(parts: &Parts, conn: &ConnInfo) -> (String, String) {
+fn server_name_port<'a>(parts: &'a Parts, conn: &'a ConnInfo) -> (&'a str, &'a str) {
     let host = parts
         .headers
         .get(HeaderName::from_static("host"))
@@ -135,9 +138,9 @@ fn server_name_port(parts: &Parts, conn: &ConnInfo) -> (String, String) {
         } else {
             port
         };
-        return (name.to_string(), port.to_string());
+        return (name, port);
     }
-    (conn.server_name.clone(), conn.server_port.clone())
+    (&conn.server_name, &conn.server_port)
 }
 
 #[cfg(test)]
