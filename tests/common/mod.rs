@@ -508,6 +508,30 @@ impl Response {
 }
 
 /// One request on a new connection.
+/// For an app that answers `?mutate=V` with `X-Kind: V` from a header
+/// list it changes in place, `?same` with `X-Kind: tuple` from a list it
+/// never changes, and any other query with `X-Kind: fresh` and `X-Query:`
+/// the query: checks that each response has the headers passed for it (a
+/// worker reuses the head it encoded for a status only while the headers
+/// are equal).
+pub fn assert_each_response_has_its_own_headers(addr: &str) {
+    for q in ["a", "a", "b", "same", "c", "same"] {
+        let r = request(addr, "GET", &format!("/?{q}"), &[], b"");
+        assert_eq!(r.status, 200, "{r:?}");
+        if q == "same" {
+            assert_eq!(r.header("x-kind"), Some("tuple"), "{r:?}");
+            assert_eq!(r.header("x-query"), None, "{r:?}");
+        } else {
+            assert_eq!(r.header("x-kind"), Some("fresh"), "{r:?}");
+            assert_eq!(r.header("x-query"), Some(q), "{r:?}");
+        }
+    }
+    for v in ["one", "one", "two", "three"] {
+        let r = request(addr, "GET", &format!("/?mutate={v}"), &[], b"");
+        assert_eq!(r.header("x-kind"), Some(v), "{r:?}");
+    }
+}
+
 pub fn request(
     addr: &str,
     method: &str,

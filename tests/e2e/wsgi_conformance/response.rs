@@ -164,21 +164,7 @@ def app(environ, start_response):
 "#,
         &[],
     );
-    for q in ["a", "a", "b", "same", "c", "same"] {
-        let r = s.get(&format!("/?{q}"));
-        assert_eq!(r.status, 200, "{r:?}");
-        if q == "same" {
-            assert_eq!(r.header("x-kind"), Some("tuple"), "{r:?}");
-            assert_eq!(r.header("x-query"), None, "{r:?}");
-        } else {
-            assert_eq!(r.header("x-kind"), Some("fresh"), "{r:?}");
-            assert_eq!(r.header("x-query"), Some(q), "{r:?}");
-        }
-    }
-    for v in ["one", "one", "two", "three"] {
-        let r = s.get(&format!("/?mutate={v}"));
-        assert_eq!(r.header("x-kind"), Some(v), "{r:?}");
-    }
+    assert_each_response_has_its_own_headers(s.addr());
 }
 
 // ------------------------------------------------------------------ close()
