@@ -40,6 +40,9 @@ use tokio::io::{AsyncRead, ReadBuf};
 /// it steps aside (hyper's own head limit answers such heads anyway).
 pub const MAX_LINE: usize = 64 * 1024;
 
+/// The largest line buffer kept from one line to the next.
+const REUSED_LINE: usize = 1024;
+
 /// Bytes the `http` crate refuses in a target (in the path or the query)
 /// that gunicorn or nginx take.
 fn refused_byte(b: u8) -> bool {
@@ -381,9 +384,11 @@ impl Scanner {
     }
 
     /// Takes back a finished line's buffer, emptied, so that the next line
-    /// does not allocate one (not once the scanner stepped aside).
+    /// does not allocate one: not once the scanner stepped aside, nor a
+    /// buffer a long line grew (an idle connection keeps no more than a
+    /// short line's worth).
     fn reuse_line(&mut self, mut line: Vec<u8>) {
-        if self.state != State::Aside {
+        if self.state != State::Aside && line.capacity() <= REUSED_LINE {
             line.clear();
             self.line = line;
         }
