@@ -70,7 +70,7 @@ def request_frame(protocol, sid, body):
             (b"CONTENT_TYPE", b"application/octet-stream"),
             (b"CONTENT_LENGTH", str(len(body)).encode())]
     head = b"\0".join(k + b"\0" + v for k, v in pairs)
-    payload = b"\0" + protocol.U32.pack(len(head)) + head + body
+    payload = protocol.REQUEST_PREFIX.pack(0, len(head)) + head + body
     return protocol.HDR.pack(len(payload), protocol.K_REQUEST, sid) + payload
 
 

@@ -507,7 +507,6 @@ impl Response {
     }
 }
 
-/// One request on a new connection.
 /// For an app that answers `?mutate=V` with `X-Kind: V` from a header
 /// list it changes in place, `?same` with `X-Kind: tuple` from a list it
 /// never changes, and any other query with `X-Kind: fresh` and `X-Query:`
@@ -532,6 +531,7 @@ pub fn assert_each_response_has_its_own_headers(addr: &str) {
     }
 }
 
+/// One request on a new connection.
 pub fn request(
     addr: &str,
     method: &str,

@@ -187,13 +187,34 @@ def check_fields(fields, kind):
     return out
 
 
-# The last head encoded for each status (up to 64 statuses, heads up to
-# 4 KiB): its headers, as a list of tuples, and its bytes. An app mostly
-# answers a status with the same headers as last time, and comparing them
-# costs far less than checking and encoding them again. Only a list of
-# tuples is kept, so no header in it can change afterwards; an entry is one
-# tuple, replaced whole, so a thread never sees half of one.
+# The last head encoded for each status, WSGI's and ASGI's: its headers and
+# its bytes. An app mostly answers a status with the same headers as last
+# time, and comparing them costs far less than checking and encoding them
+# again. An entry is one tuple, replaced whole, so a thread never sees half
+# of one.
 LAST_HEADS = {}
+LAST_ASGI_HEADS = {}
+
+
+def remember(last_heads, status, headers, head, frozen):
+    """Keeps head as the last one for status (up to 64 statuses, heads up to
+    4 KiB) when headers are a list whose every header is frozen(header):
+    one that cannot change afterwards."""
+    if len(head) <= 4096 and type(headers) is list and all(map(frozen, headers)) and (
+            status in last_heads or len(last_heads) < 64):
+        last_heads[status] = (headers.copy(), head)
+
+
+def is_tuple(header):
+    """A WSGI header that cannot change: a tuple (of str, checked)."""
+    return type(header) is tuple
+
+
+def is_bytes_pair(header):
+    """An ASGI header that cannot change: a tuple of two bytes (a bytearray
+    in one could)."""
+    return type(header) is tuple and len(header) == 2 and type(header[0]) is bytes and type(
+        header[1]) is bytes
 
 
 def wsgi_head(status, headers):
@@ -203,9 +224,7 @@ def wsgi_head(status, headers):
     if last is not None and last[0] == headers:
         return last[1]
     head = encode_wsgi_head(status, headers)
-    if len(head) <= 4096 and type(headers) is list and all(
-            type(h) is tuple for h in headers) and (status in LAST_HEADS or len(LAST_HEADS) < 64):
-        LAST_HEADS[status] = (headers.copy(), head)
+    remember(LAST_HEADS, status, headers, head, is_tuple)
     return head
 
 
@@ -268,11 +287,6 @@ def asgi_fields(first, headers, kind):
     return pack_fields(lengths, data)
 
 
-# The same for ASGI heads, by status code; only headers that are a list of
-# tuples of two bytes are kept (a bytearray in one could change).
-LAST_ASGI_HEADS = {}
-
-
 def asgi_head(status, headers):
     """The response head for an ASGI start message's status and headers;
     raises ValueError or TypeError naming the status or header."""
@@ -283,10 +297,8 @@ def asgi_head(status, headers):
     if not isinstance(status, int) or not 200 <= status <= 599:
         raise ValueError("invalid status %r: expected an int from 200 to 599" % (status,))
     head = asgi_fields(b"%d" % status, headers, "ASGI")
-    if len(head) <= 4096 and type(status) is int and type(headers) is list and all(
-            type(h) is tuple and len(h) == 2 and type(h[0]) is bytes and type(h[1]) is bytes
-            for h in headers) and (status in LAST_ASGI_HEADS or len(LAST_ASGI_HEADS) < 64):
-        LAST_ASGI_HEADS[status] = (headers.copy(), head)
+    if type(status) is int:
+        remember(LAST_ASGI_HEADS, status, headers, head, is_bytes_pair)
     return head
 
 
