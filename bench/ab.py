@@ -106,6 +106,12 @@ def wrk(port, conns, secs, app):
     return reqs, rps, p99
 
 
+def ms(latency):
+    """wrk's latency text ("987.00us", "20.75ms", "1.02s") in milliseconds."""
+    value, unit = re.fullmatch(r"([\d.]+)(us|ms|s|m)", latency).groups()
+    return float(value) * {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 6e4}[unit]
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("-r", "--rounds", type=int, default=5)
@@ -161,7 +167,8 @@ def main():
                     rows.append((app, conns, name, statistics.median(x[0] for x in rr),
                                  statistics.median(x[1] for x in rr), statistics.median(x[2] for x in rr),
                                  ratio_rps, ratio_cpu, statistics.median(x[4] for x in rr),
-                                 statistics.median(calls) if calls else None, max(x[6] for x in rr)))
+                                 statistics.median(calls) if calls else None, max(x[6] for x in rr),
+                                 statistics.median(ms(x[3]) for x in rr)))
         finally:
             for p, _ in procs.values():
                 p.send_signal(signal.SIGTERM)
@@ -172,12 +179,12 @@ def main():
                     os.killpg(p.pid, signal.SIGKILL)
                     p.wait()
     print(f"\n{a.rounds} rounds x {a.duration}s, wrk -t2, interleaved; medians; ratios vs {bins[0][0]} (median of per-round ratios)")
-    print("| app | conns | binary | req/s | supervisor us/req | workers us/req | sup ctxsw/req "
+    print("| app | conns | binary | req/s | p99 ms | supervisor us/req | workers us/req | sup ctxsw/req "
           "| sup syscalls/req | sup peak RSS MiB | req/s ratio | sup us/req ratio |")
-    print("|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|")
-    for app, conns, name, rps, sup, wk, rr, rc, cs, sc, rss in rows:
+    print("|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for app, conns, name, rps, sup, wk, rr, rc, cs, sc, rss, p99 in rows:
         calls = "-" if sc is None else f"{sc:.2f}"
-        print(f"| {app} | {conns} | {name} | {rps:.0f} | {sup:.2f} | {wk:.2f} | {cs:.3f} "
+        print(f"| {app} | {conns} | {name} | {rps:.0f} | {p99:.2f} | {sup:.2f} | {wk:.2f} | {cs:.3f} "
               f"| {calls} | {rss:.1f} | {rr:.3f} | {rc:.3f} |")
 
 

@@ -7,8 +7,12 @@
 //! sized by its answer time, see `Channel::answered`; an ASGI worker:
 //! `[workers] concurrency`); beyond that, requests
 //! wait here, in corral, for the first free worker, so a slow worker never
-//! collects a queue of its own. At most `max_queued` requests wait; the
-//! next one is refused at once.
+//! collects a queue of its own. They are served first come, first served:
+//! a freed place wakes the request that has waited longest, a request that
+//! comes while others wait queues behind them rather than taking the place
+//! (which would send the one woken for it to the back of the line), and a
+//! request that finds room for more than itself wakes the next in line. At
+//! most `max_queued` requests wait; the next one is refused at once.
 //!
 //! During a canary reload the set carries a [`Split`]: each request
 //! independently goes to the new generation's workers for `share` of the
@@ -184,9 +188,15 @@ impl Router {
             Some(key) => key % 1000 < s.permille,
             None => s.next_is_new(),
         });
-        match self.try_acquire(to_new) {
-            Err(NoWorker::Busy) => {}
-            done => return done,
+        // First come, first served: while requests wait, a new one queues
+        // behind them instead of taking the place the first of them was
+        // woken for (which would send that one to the back of the queue).
+        let behind = self.waiting.load(Ordering::Acquire) > 0;
+        if !behind {
+            match self.try_acquire(to_new) {
+                Err(NoWorker::Busy) => {}
+                done => return done,
+            }
         }
         if self.waiting.fetch_add(1, Ordering::AcqRel) >= self.max_queued {
             self.waiting.fetch_sub(1, Ordering::AcqRel);
@@ -194,15 +204,32 @@ impl Router {
         }
         let _waiting = Waiting(&self.waiting);
         let deadline = tokio::time::Instant::now() + wait;
+        let mut woken = !behind;
         loop {
             let freed = self.freed.notified();
             tokio::pin!(freed);
-            freed.as_mut().enable();
-            match self.try_acquire(to_new) {
-                Ok(lease) => return Ok(lease),
-                Err(NoWorker::NoneInService) => return Err(NoWorker::NoneInService),
-                Err(NoWorker::Busy | NoWorker::QueueFull) => {}
+            // Registered before the look, so a place freed in between is
+            // not missed.
+            woken |= freed.as_mut().enable();
+            if woken {
+                match self.try_acquire(to_new) {
+                    Ok(lease) => {
+                        // Room for more than this one (a worker came into
+                        // service, or several places freed at once): the next
+                        // in line looks too, and wakes the one after it in
+                        // turn.
+                        if self.waiting.load(Ordering::Acquire) > 1
+                            && self.pick(&self.in_service.load(), to_new).is_ok()
+                        {
+                            self.freed.notify_one();
+                        }
+                        return Ok(lease);
+                    }
+                    Err(NoWorker::NoneInService) => return Err(NoWorker::NoneInService),
+                    Err(NoWorker::Busy | NoWorker::QueueFull) => {}
+                }
             }
+            woken = true;
             if tokio::time::timeout_at(deadline, freed).await.is_err() {
                 return Err(NoWorker::Busy);
             }
@@ -211,6 +238,21 @@ impl Router {
 
     fn try_acquire(self: &Arc<Self>, to_new: Option<bool>) -> Result<Lease, NoWorker> {
         let routing = self.in_service.load();
+        let (ch, new) = self.pick(&routing, to_new)?;
+        ch.in_flight.fetch_add(1, Ordering::AcqRel);
+        Ok(Lease {
+            channel: ch.clone(),
+            router: self.clone(),
+            side: routing.split.clone().map(|s| (s, new)),
+        })
+    }
+
+    /// The least-loaded worker with room, and whether it is the canary's.
+    fn pick<'r>(
+        &self,
+        routing: &'r Routing,
+        to_new: Option<bool>,
+    ) -> Result<(&'r Arc<Channel>, bool), NoWorker> {
         let workers = &routing.workers;
         let n = workers.len();
         if n == 0 {
@@ -239,14 +281,7 @@ impl Router {
             }
         }
         match best {
-            Some((ch, new, load, cap)) if load < cap => {
-                ch.in_flight.fetch_add(1, Ordering::AcqRel);
-                Ok(Lease {
-                    channel: ch.clone(),
-                    router: self.clone(),
-                    side: routing.split.clone().map(|s| (s, new)),
-                })
-            }
+            Some((ch, new, load, cap)) if load < cap => Ok((ch, new)),
             Some(_) => Err(NoWorker::Busy),
             None => Err(NoWorker::NoneInService),
         }
@@ -454,6 +489,85 @@ mod tests {
             .unwrap();
         assert_eq!(got, Ok(1));
         assert_eq!(router.queued(), 0);
+    }
+
+    /// Starts a request that waits for a place in `router`, once the
+    /// `n - 1` before it wait; it notes its `id` in `served` when it gets
+    /// a place, and keeps the place while `hold`.
+    async fn waiter(
+        router: &Arc<Router>,
+        id: u64,
+        served: &Arc<std::sync::Mutex<Vec<u64>>>,
+        hold: bool,
+    ) -> tokio::task::JoinHandle<Option<Lease>> {
+        let n = router.queued() + 1;
+        let task = tokio::spawn({
+            let (router, served) = (router.clone(), served.clone());
+            async move {
+                let lease = router.acquire(Duration::from_secs(10)).await.ok()?;
+                served.lock().unwrap().push(id);
+                hold.then_some(lease)
+            }
+        });
+        until("the request waits", || router.queued() == n).await;
+        task
+    }
+
+    #[tokio::test]
+    async fn waiting_requests_are_served_first_come_first_served() {
+        let router = Router::new(10);
+        let a = worker(1, 1);
+        router.publish(vec![a.channel.clone()]);
+        let held = router.acquire(NOW).await.unwrap();
+        let served = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let mut tasks = Vec::new();
+        for id in 1..=3 {
+            tasks.push(waiter(&router, id, &served, false).await);
+        }
+        // The place is freed, and before the first in line runs, a new
+        // request comes: it queues behind the three instead of taking the
+        // place (which would send the first to the back of the line).
+        drop(held);
+        let mut late = Box::pin(router.acquire(Duration::from_secs(10)));
+        assert!(futures_util::poll!(&mut late).is_pending());
+        for task in tasks {
+            tokio::time::timeout(Duration::from_secs(5), task)
+                .await
+                .expect("every waiter gets its turn")
+                .unwrap();
+        }
+        let late = tokio::time::timeout(Duration::from_secs(5), late)
+            .await
+            .expect("the late request gets its turn");
+        assert!(late.is_ok());
+        assert_eq!(*served.lock().unwrap(), [1, 2, 3]);
+    }
+
+    #[tokio::test]
+    async fn room_for_several_waiters_serves_them_all() {
+        let router = Router::new(10);
+        let a = worker(1, 1);
+        router.publish(vec![a.channel.clone()]);
+        let held = router.acquire(NOW).await.unwrap();
+        let served = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let mut tasks = Vec::new();
+        for id in 1..=3 {
+            tasks.push(waiter(&router, id, &served, true).await);
+        }
+        // The worker's capacity grows (it answers fast), and one place is
+        // freed: a single wake-up, but room for all three.
+        a.channel.capacity.store(3, Ordering::Release);
+        drop(held);
+        let mut leases = Vec::new();
+        for task in tasks {
+            let lease = tokio::time::timeout(Duration::from_secs(5), task)
+                .await
+                .expect("each one served wakes the next while there is room")
+                .unwrap();
+            leases.push(lease.expect("a place"));
+        }
+        assert_eq!(*served.lock().unwrap(), [1, 2, 3]);
+        assert_eq!(a.channel.in_flight.load(Ordering::Acquire), 3);
     }
 
     #[tokio::test]
