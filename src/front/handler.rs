@@ -79,18 +79,24 @@ fn sticky_key(sticky: &Sticky, headers: &http::HeaderMap, conn: &ConnInfo) -> Op
     Some(h.finish())
 }
 
-pub async fn handle(
+/// Serves one request. What needs no wait (the request id, the access
+/// log's copy, the checks that answer a bad head at once) runs before the
+/// future is made, and the request is split there: the future, which
+/// hyper moves into place for every request (an HTTP/2 stream's task, an
+/// HTTP/1.1 connection's slot), then holds the head once. An `async fn`
+/// would keep its arguments beside what it makes of them.
+pub fn handle(
     mut req: http::Request<Incoming>,
     shared: Arc<Shared>,
     conn: Arc<ConnInfo>,
-) -> Result<Response<Body>, std::convert::Infallible> {
+) -> impl Future<Output = Result<Response<Body>, std::convert::Infallible>> + Send + 'static {
     let start = Instant::now();
     // Set before anything copies the headers: the app and the access log
     // see the id corral settled on, never an untrusted client's.
     let id = request_id::take(req.headers(), conn.trusted);
     req.headers_mut().insert(request_id::HEADER, id.clone());
     // What the access log needs, kept only when it is on.
-    let logged = shared.access.as_ref().map(|log| {
+    let logged = shared.access.as_ref().and_then(|log| {
         let mut b = http::Request::builder()
             .method(req.method().clone())
             .uri(req.uri().clone())
@@ -106,91 +112,129 @@ pub async fn handle(
                 }
             }
         }
-        b.body(()).map(|r| r.into_parts().0)
+        b.body(()).ok().map(|r| Box::new(r.into_parts().0))
     });
-    // Behind a trusted proxy, the client and scheme are the ones it reports.
-    let forwarded = forwarded::forwarded(req.headers(), &conn, &shared.forwarded_allow);
-    let conn: &ConnInfo = forwarded.as_ref().unwrap_or(&conn);
-    let id_text = id.to_str().unwrap_or("-");
-    let mut trace = Trace::default();
-    let mut side = None;
-    let mut resp = match dispatch(req, &shared, conn, id_text, start, &mut trace, &mut side).await {
-        Ok(resp) => resp,
-        Err(resp) => resp,
-    };
-    let end = Instant::now();
-    let elapsed = end - start;
-    shared.metrics.record(resp.status().as_u16(), elapsed, end);
-    // During a canary, the generation that served counts the answer.
-    if let Some((split, new)) = side {
-        split.record(new, resp.status().as_u16(), elapsed);
+    let admitted = admit(&mut req, &shared.head_limits);
+    let (parts, body) = req.into_parts();
+    async move {
+        // Behind a trusted proxy, the client and scheme are the ones it
+        // reports.
+        let forwarded = forwarded::forwarded(&parts.headers, &conn, &shared.forwarded_allow);
+        let conn: &ConnInfo = forwarded.as_ref().unwrap_or(&conn);
+        let id_text = id.to_str().unwrap_or("-");
+        let mut trace = Trace::default();
+        let mut side = None;
+        let mut resp = match admitted {
+            Ok(upgrade) => {
+                let request = Request {
+                    parts: &parts,
+                    upgrade,
+                    conn,
+                    id: id_text,
+                    start,
+                };
+                match dispatch(request, body, &shared, &mut trace, &mut side).await {
+                    Ok(resp) => resp,
+                    Err(resp) => resp,
+                }
+            }
+            Err(resp) => *resp,
+        };
+        let end = Instant::now();
+        let elapsed = end - start;
+        shared.metrics.record(resp.status().as_u16(), elapsed, end);
+        // During a canary, the generation that served counts the answer.
+        if let Some((split, new)) = side {
+            split.record(new, resp.status().as_u16(), elapsed);
+        }
+        if let (Some(parts), Some(log)) = (logged, &shared.access) {
+            let bytes = resp
+                .headers()
+                .get(http::header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse().ok());
+            log.log(&Entry {
+                remote: &conn.remote_addr,
+                parts: &parts,
+                status: resp.status().as_u16(),
+                bytes,
+                elapsed,
+                response: resp.headers(),
+                request_id: id_text,
+                trace,
+            });
+        }
+        // The app's own X-Request-ID, if it set one, stands. Marked never to
+        // be indexed by HTTP/2's header compression: a value that never
+        // repeats would only push the headers that do out of the table.
+        let mut id = id;
+        id.set_sensitive(true);
+        resp.headers_mut().entry(request_id::HEADER).or_insert(id);
+        Ok(resp)
     }
-    if let (Some(Ok(parts)), Some(log)) = (logged, &shared.access) {
-        let bytes = resp
-            .headers()
-            .get(http::header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse().ok());
-        log.log(&Entry {
-            remote: &conn.remote_addr,
-            parts: &parts,
-            status: resp.status().as_u16(),
-            bytes,
-            elapsed,
-            response: resp.headers(),
-            request_id: id_text,
-            trace,
-        });
+}
+
+/// The checks of a request's head that answer at once, before its body or
+/// a worker: the WebSocket upgrade to take when it asks for one, or the
+/// answer (boxed: it is rare, and the request's future holds it).
+fn admit(
+    req: &mut http::Request<Incoming>,
+    limits: &crate::config::HeadLimits,
+) -> Result<Option<hyper::upgrade::OnUpgrade>, Box<Response<Body>>> {
+    if let Some(why) = checks::refuse(req.version(), req.headers()) {
+        return Err(Box::new(bad_request(why)));
     }
-    // The app's own X-Request-ID, if it set one, stands. Marked never to
-    // be indexed by HTTP/2's header compression: a value that never
-    // repeats would only push the headers that do out of the table.
-    let mut id = id;
-    id.set_sensitive(true);
-    resp.headers_mut().entry(request_id::HEADER).or_insert(id);
-    Ok(resp)
+    // A tunnel (CONNECT host:port) or a question to the server itself
+    // (OPTIONS *): not for the app, which would answer them as a path.
+    if req.method() == Method::CONNECT {
+        return Err(Box::new(not_a_proxy()));
+    }
+    if req.uri().path() == "*" {
+        return Err(Box::new(bad_request(
+            "the asterisk-form target (OPTIONS *) is not served: ask a path",
+        )));
+    }
+    if let Some((status, why)) = checks::over_limits(req, limits) {
+        return Err(Box::new(refused(status, why)));
+    }
+    match websocket::upgrade_kind(req) {
+        Upgrade::None => Ok(None),
+        Upgrade::WebSocket => Ok(Some(hyper::upgrade::on(req))),
+        Upgrade::BadVersion => Err(Box::new(websocket::bad_version())),
+    }
+}
+
+/// An admitted request, as [`dispatch`] reads it. `start`: when it came.
+struct Request<'a> {
+    parts: &'a Parts,
+    upgrade: Option<hyper::upgrade::OnUpgrade>,
+    conn: &'a ConnInfo,
+    id: &'a str,
+    start: Instant,
 }
 
 /// Both arms are responses: `Err` is the early answer corral gives itself.
 type Reply = Result<Response<Body>, Response<Body>>;
 
-/// `start`: when the request came. `trace` gets what corral learns on the
-/// way: the time queued, the worker. `side` is set to the canary side that
-/// took the request, when a canary runs.
+/// `trace` gets what corral learns on the way: the time queued, the
+/// worker. `side` is set to the canary side that took the request, when a
+/// canary runs.
 // Each clock read costs: `start` and the instant a worker is leased serve
 // for every time the request needs (queue wait, deadline, answer time).
-#[allow(clippy::too_many_arguments)]
 async fn dispatch(
-    mut req: http::Request<Incoming>,
+    request: Request<'_>,
+    mut body: Incoming,
     shared: &Shared,
-    conn: &ConnInfo,
-    id: &str,
-    start: Instant,
     trace: &mut Trace,
     side: &mut Option<(Arc<Split>, bool)>,
 ) -> Reply {
-    if let Some(why) = checks::refuse(req.version(), req.headers()) {
-        return Err(bad_request(why));
-    }
-    // A tunnel (CONNECT host:port) or a question to the server itself
-    // (OPTIONS *): not for the app, which would answer them as a path.
-    if req.method() == Method::CONNECT {
-        return Err(not_a_proxy());
-    }
-    if req.uri().path() == "*" {
-        return Err(bad_request(
-            "the asterisk-form target (OPTIONS *) is not served: ask a path",
-        ));
-    }
-    if let Some((status, why)) = checks::over_limits(&req, &shared.head_limits) {
-        return Err(refused(status, why));
-    }
-    let upgrade = match websocket::upgrade_kind(&req) {
-        Upgrade::None => None,
-        Upgrade::WebSocket => Some(hyper::upgrade::on(&mut req)),
-        Upgrade::BadVersion => return Err(websocket::bad_version()),
-    };
-    let (parts, mut body) = req.into_parts();
+    let Request {
+        parts,
+        upgrade,
+        conn,
+        id,
+        start,
+    } = request;
     let is_head = parts.method == Method::HEAD;
     let declared = parts
         .headers
@@ -265,9 +309,9 @@ async fn dispatch(
     });
     let asgi = channel.is_asgi();
     let head = if asgi {
-        scope::encode(&parts, conn)
+        scope::encode(parts, conn)
     } else {
-        environ::encode(&parts, conn)
+        environ::encode(parts, conn)
             .map_err(|_| plain(StatusCode::BAD_REQUEST, "Bad Request: NUL in path\n"))?
     };
     // A WSGI app sees a WebSocket handshake as a plain request.
@@ -354,7 +398,7 @@ async fn dispatch(
         })
     }));
     let first = match first {
-        Ok(First::TimedOut) => return Err(timed_out(shared, &channel, stream.id, &parts, id)),
+        Ok(First::TimedOut) => return Err(timed_out(shared, &channel, stream.id, parts, id)),
         Err(_) => {
             shared.metrics.gateway_error(GatewayError::WorkerDied);
             tracing::error!(
