@@ -10,8 +10,10 @@
 //! collects a queue of its own. They are served first come, first served:
 //! a freed place wakes the request that has waited longest, a request that
 //! comes while others wait queues behind them rather than taking the place
-//! (which would send the one woken for it to the back of the line), and a
-//! request that finds room for more than itself wakes the next in line. At
+//! (which would send the one woken for it to the back of the line; during
+//! a canary it does not, as those waiting may wait for the other side),
+//! and a request that finds room for more than itself wakes the next in
+//! line. At
 //! most `max_queued` requests wait; the next one is refused at once.
 //!
 //! During a canary reload the set carries a [`Split`]: each request
@@ -191,7 +193,9 @@ impl Router {
         // First come, first served: while requests wait, a new one queues
         // behind them instead of taking the place the first of them was
         // woken for (which would send that one to the back of the queue).
-        let behind = self.waiting.load(Ordering::Acquire) > 0;
+        // Not during a canary: those waiting may wait for the other side,
+        // whose congestion must not hold this one back.
+        let behind = to_new.is_none() && self.waiting.load(Ordering::Acquire) > 0;
         if !behind {
             match self.try_acquire(to_new) {
                 Err(NoWorker::Busy) => {}
@@ -541,6 +545,40 @@ mod tests {
             .expect("the late request gets its turn");
         assert!(late.is_ok());
         assert_eq!(*served.lock().unwrap(), [1, 2, 3]);
+    }
+
+    #[tokio::test]
+    async fn during_a_canary_a_request_does_not_queue_behind_the_other_sides() {
+        let router = Router::new(10);
+        let (old, new) = (worker(1, 1), worker(2, 1));
+        router.publish_split(
+            vec![old.channel.clone(), new.channel.clone()],
+            vec![false, true],
+            Some(Arc::new(Split::new(2, 500))),
+        );
+        // Sticky keys: 0 picks the new generation, 999 the old one.
+        let _new_held = router.acquire_for(NOW, Some(0)).await.unwrap();
+        let new_waiter = tokio::spawn({
+            let router = router.clone();
+            async move {
+                router
+                    .acquire_for(Duration::from_secs(10), Some(0))
+                    .await
+                    .is_ok()
+            }
+        });
+        until("the request for the new side waits", || {
+            router.queued() == 1
+        })
+        .await;
+        let got = tokio::time::timeout(
+            Duration::from_secs(5),
+            router.acquire_for(Duration::from_secs(10), Some(999)),
+        )
+        .await
+        .expect("the old side's free place is taken at once");
+        assert_eq!(got.unwrap().channel.serial, 1);
+        new_waiter.abort();
     }
 
     #[tokio::test]
