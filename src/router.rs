@@ -517,17 +517,44 @@ mod tests {
         task
     }
 
-    #[tokio::test]
-    async fn waiting_requests_are_served_first_come_first_served() {
+    /// A worker with one place, taken (`held`), and three requests that
+    /// wait for it, started in the order 1, 2, 3.
+    struct Line {
+        router: Arc<Router>,
+        worker: Worker,
+        held: Lease,
+        served: Arc<std::sync::Mutex<Vec<u64>>>,
+        tasks: Vec<tokio::task::JoinHandle<Option<Lease>>>,
+    }
+
+    async fn three_waiting(hold: bool) -> Line {
         let router = Router::new(10);
-        let a = worker(1, 1);
-        router.publish(vec![a.channel.clone()]);
+        let worker = worker(1, 1);
+        router.publish(vec![worker.channel.clone()]);
         let held = router.acquire(NOW).await.unwrap();
         let served = Arc::new(std::sync::Mutex::new(Vec::new()));
         let mut tasks = Vec::new();
         for id in 1..=3 {
-            tasks.push(waiter(&router, id, &served, false).await);
+            tasks.push(waiter(&router, id, &served, hold).await);
         }
+        Line {
+            router,
+            worker,
+            held,
+            served,
+            tasks,
+        }
+    }
+
+    #[tokio::test]
+    async fn waiting_requests_are_served_first_come_first_served() {
+        let Line {
+            router,
+            worker: _a,
+            held,
+            served,
+            tasks,
+        } = three_waiting(false).await;
         // The place is freed, and before the first in line runs, a new
         // request comes: it queues behind the three instead of taking the
         // place (which would send the first to the back of the line).
@@ -583,15 +610,13 @@ mod tests {
 
     #[tokio::test]
     async fn room_for_several_waiters_serves_them_all() {
-        let router = Router::new(10);
-        let a = worker(1, 1);
-        router.publish(vec![a.channel.clone()]);
-        let held = router.acquire(NOW).await.unwrap();
-        let served = Arc::new(std::sync::Mutex::new(Vec::new()));
-        let mut tasks = Vec::new();
-        for id in 1..=3 {
-            tasks.push(waiter(&router, id, &served, true).await);
-        }
+        let Line {
+            router: _router,
+            worker: a,
+            held,
+            served,
+            tasks,
+        } = three_waiting(true).await;
         // The worker's capacity grows (it answers fast), and one place is
         // freed: a single wake-up, but room for all three.
         a.channel.capacity.store(3, Ordering::Release);
