@@ -13,7 +13,8 @@
 //! (which would send the one woken for it to the back of the line; during
 //! a canary it does not, as those waiting may wait for the other side),
 //! and a request that finds room for more than itself wakes the next in
-//! line. At
+//! line. During a canary a request woken for the other side's place hands
+//! the wake-up on to the next in line, until one that may take it does. At
 //! most `max_queued` requests wait; the next one is refused at once.
 //!
 //! During a canary reload the set carries a [`Split`]: each request
@@ -90,6 +91,9 @@ pub struct Router {
     /// Requests waiting for a place, and how many may.
     waiting: AtomicUsize,
     max_queued: usize,
+    /// During a canary, those of them waiting for the old (0) and the new
+    /// (1) generation.
+    waiting_for: [AtomicUsize; 2],
 }
 
 /// Why no worker took a request.
@@ -135,6 +139,7 @@ impl Router {
             freed: Notify::new(),
             waiting: AtomicUsize::new(0),
             max_queued,
+            waiting_for: Default::default(),
         })
     }
 
@@ -207,14 +212,23 @@ impl Router {
             return Err(NoWorker::QueueFull);
         }
         let _waiting = Waiting(&self.waiting);
+        let _side = to_new.map(|new| {
+            let count = &self.waiting_for[usize::from(new)];
+            count.fetch_add(1, Ordering::AcqRel);
+            Waiting(count)
+        });
         let deadline = tokio::time::Instant::now() + wait;
-        let mut woken = !behind;
+        // Whether to look for a place, and whether a wake-up brought this
+        // request here (one it may have to hand on).
+        let (mut woken, mut notified) = (!behind, false);
         loop {
             let freed = self.freed.notified();
             tokio::pin!(freed);
             // Registered before the look, so a place freed in between is
             // not missed.
-            woken |= freed.as_mut().enable();
+            if freed.as_mut().enable() {
+                (woken, notified) = (true, true);
+            }
             if woken {
                 match self.try_acquire(to_new) {
                     Ok(lease) => {
@@ -230,13 +244,33 @@ impl Router {
                         return Ok(lease);
                     }
                     Err(NoWorker::NoneInService) => return Err(NoWorker::NoneInService),
-                    Err(NoWorker::Busy | NoWorker::QueueFull) => {}
+                    Err(NoWorker::Busy | NoWorker::QueueFull) => {
+                        if notified {
+                            self.hand_on(to_new);
+                        }
+                    }
                 }
             }
-            woken = true;
+            (woken, notified) = (true, true);
             if tokio::time::timeout_at(deadline, freed).await.is_err() {
                 return Err(NoWorker::Busy);
             }
+        }
+    }
+
+    /// During a canary, a request woken for a place on the other side,
+    /// which it may not take, hands the wake-up on while requests wait for
+    /// that side and it has room: the next in line looks, and so on until
+    /// one of them takes it. Otherwise the place would stay free until the
+    /// next one is freed, or their deadline.
+    fn hand_on(&self, to_new: Option<bool>) {
+        let Some(other) = to_new.map(|new| !new) else {
+            return;
+        };
+        if self.waiting_for[usize::from(other)].load(Ordering::Acquire) > 0
+            && self.pick(&self.in_service.load(), Some(other)).is_ok()
+        {
+            self.freed.notify_one();
         }
     }
 
@@ -606,6 +640,51 @@ mod tests {
         .expect("the old side's free place is taken at once");
         assert_eq!(got.unwrap().channel.serial, 1);
         new_waiter.abort();
+    }
+
+    #[tokio::test]
+    async fn during_a_canary_a_place_freed_on_one_side_reaches_a_request_behind_the_other_sides() {
+        let router = Router::new(10);
+        let (old, new) = (worker(1, 1), worker(2, 1));
+        router.publish_split(
+            vec![old.channel.clone(), new.channel.clone()],
+            vec![false, true],
+            Some(Arc::new(Split::new(2, 500))),
+        );
+        // Sticky keys: 0 picks the new generation, 999 the old one. Both
+        // are full; a request for the new side waits first, then one for
+        // the old side.
+        let old_held = router.acquire_for(NOW, Some(999)).await.unwrap();
+        let _new_held = router.acquire_for(NOW, Some(0)).await.unwrap();
+        let waiting = |key: u64| {
+            let router = router.clone();
+            tokio::spawn(async move {
+                router
+                    .acquire_for(Duration::from_secs(10), Some(key))
+                    .await
+                    .map(|l| l.channel.serial)
+            })
+        };
+        let for_new = waiting(0);
+        until("the request for the new side waits", || {
+            router.queued() == 1
+        })
+        .await;
+        let for_old = waiting(999);
+        until("the request for the old side waits", || {
+            router.queued() == 2
+        })
+        .await;
+        // The old side's place is freed: the wake-up goes to the first in
+        // line, which may not take it, and reaches the request behind.
+        drop(old_held);
+        let got = tokio::time::timeout(Duration::from_secs(5), for_old)
+            .await
+            .expect("the old side's request gets the freed place")
+            .unwrap();
+        assert_eq!(got, Ok(1));
+        assert!(!for_new.is_finished(), "the new side is still full");
+        for_new.abort();
     }
 
     #[tokio::test]
