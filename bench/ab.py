@@ -15,15 +15,18 @@ table gives medians, and the median of the per-round ratios against the first
 build, which is steadier than either side's req/s.
 
     python3 bench/ab.py [-r ROUNDS] [-d SECS] [-c "32 256"] [-a "hello echo"] \
-        [--python PYTHON] NAME=BINARY[,EXTRA,FLAGS] ...
+        [--python PYTHON] [--h2c STREAMS] NAME=BINARY[,EXTRA,FLAGS] ...
 
 2 workers of 1 thread each, wrk -t2; apps from bench/apps (echo POSTs the
-16 KiB body of post16k.lua). Servers are stopped by PID (SIGTERM, then
-SIGKILL of their process group).
+16 KiB body of post16k.lua). With --h2c, h2load -t1 over h2c (prior
+knowledge) with STREAMS streams per connection instead (bench/tls.py's
+runner; p99 from its per-request log). Servers are stopped by PID (SIGTERM,
+then SIGKILL of their process group).
 """
-import argparse, os, re, signal, socket, statistics, subprocess, sys, time, urllib.request
+import argparse, os, re, signal, socket, statistics, subprocess, sys, tempfile, time, urllib.request
 
 import bench as driver  # bench/bench.py: its perf system-call counter
+import tls  # bench/tls.py: its h2load runner and parser
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 TICK = os.sysconf("SC_CLK_TCK")
@@ -106,6 +109,21 @@ def wrk(port, conns, secs, app):
     return reqs, rps, p99
 
 
+def h2c(port, conns, secs, app, streams):
+    """h2load over h2c (prior knowledge), `streams` per connection: like wrk()."""
+    with tempfile.TemporaryDirectory() as d:
+        flags = ["-c", str(conns), "-m", str(streams)]
+        if app == "echo":
+            body = os.path.join(d, "body")
+            with open(body, "wb") as f:
+                f.write(b"x" * 16384)
+            flags += ["-d", body]
+        log_file = os.path.join(d, "log")
+        out = tls.h2load(f"http://127.0.0.1:{port}/", flags, secs, log_file)
+        rps, p99, ok, failed = tls.parse(out, log_file)
+    return ok + failed, rps, f"{p99:.2f}ms"
+
+
 def ms(latency):
     """wrk's latency text ("987.00us", "20.75ms", "1.02s") in milliseconds."""
     value, unit = re.fullmatch(r"([\d.]+)(us|ms|s|m)", latency).groups()
@@ -120,6 +138,9 @@ def main():
     ap.add_argument("-a", "--apps", default="hello echo")
     ap.add_argument("--python", default="python3", help="the workers' Python")
     ap.add_argument("--logs", default="/tmp", help="folder for the servers' logs")
+    ap.add_argument("--h2c", type=int, metavar="STREAMS", default=0,
+                    help="load with h2load over h2c (prior knowledge), STREAMS per connection, "
+                         "instead of wrk over HTTP/1.1")
     ap.add_argument("bins", nargs="+", metavar="NAME=BINARY[,FLAG,...]")
     a = ap.parse_args()
     bins = [b.split("=", 1) for b in a.bins]
@@ -136,8 +157,12 @@ def main():
                 procs[name] = (start(name, path, app, port, log, a.python), port)
             for conns in [int(c) for c in a.conns.split()]:
                 # warm-up
+                def load(port, secs):
+                    if a.h2c:
+                        return h2c(port, conns, secs, app, a.h2c)
+                    return wrk(port, conns, secs, app)
                 for name, _ in bins:
-                    wrk(procs[name][1], conns, 1, app)
+                    load(procs[name][1], 1)
                 res = {name: [] for name, _ in bins}
                 for r in range(a.rounds):
                     order = bins if r % 2 == 0 else bins[::-1]
@@ -145,7 +170,7 @@ def main():
                         p, port = procs[name]
                         calls = driver.SyscallCounter([p.pid])
                         c0, w0, x0 = cpu(p.pid), children_cpu(p.pid), ctxsw(p.pid)
-                        reqs, rps, p99 = wrk(port, conns, a.duration, app)
+                        reqs, rps, p99 = load(port, a.duration)
                         c1, w1, x1 = cpu(p.pid), children_cpu(p.pid), ctxsw(p.pid)
                         n = calls.stop()
                         res[name].append((rps, (c1 - c0) * 1e6 / reqs, (w1 - w0) * 1e6 / reqs, p99,
@@ -178,7 +203,8 @@ def main():
                 except subprocess.TimeoutExpired:
                     os.killpg(p.pid, signal.SIGKILL)
                     p.wait()
-    print(f"\n{a.rounds} rounds x {a.duration}s, wrk -t2, interleaved; medians; ratios vs {bins[0][0]} (median of per-round ratios)")
+    tool = f"h2load -t1 -m{a.h2c} (h2c)" if a.h2c else "wrk -t2"
+    print(f"\n{a.rounds} rounds x {a.duration}s, {tool}, interleaved; medians; ratios vs {bins[0][0]} (median of per-round ratios)")
     print("| app | conns | binary | req/s | p99 ms | supervisor us/req | workers us/req | sup ctxsw/req "
           "| sup syscalls/req | sup peak RSS MiB | req/s ratio | sup us/req ratio |")
     print("|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
