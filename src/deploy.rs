@@ -149,20 +149,34 @@ pub fn remember_good(state_dir: &Path, revision: &str) {
 
 /// Records good generations in the state folder from a thread of its own,
 /// in order: the supervisor loop never waits on the disk.
-pub struct StateWriter(std::sync::mpsc::Sender<(Option<String>, Option<PathBuf>)>);
+#[derive(Clone)]
+pub struct StateWriter(std::sync::mpsc::Sender<StateWrite>);
+
+enum StateWrite {
+    Good(Option<String>, Option<PathBuf>),
+    /// Answered once everything sent before it is written.
+    Flush(std::sync::mpsc::Sender<()>),
+}
 
 impl StateWriter {
     pub fn start(state_dir: PathBuf) -> StateWriter {
-        let (tx, rx) = std::sync::mpsc::channel::<(Option<String>, Option<PathBuf>)>();
+        let (tx, rx) = std::sync::mpsc::channel::<StateWrite>();
         std::thread::Builder::new()
             .name("corral-state".into())
             .spawn(move || {
-                for (revision, dir) in rx {
-                    if let Some(rev) = revision {
-                        remember_good(&state_dir, &rev);
-                    }
-                    if let Some(dir) = dir {
-                        remember_good_path(&state_dir, &dir);
+                for write in rx {
+                    match write {
+                        StateWrite::Good(revision, dir) => {
+                            if let Some(rev) = revision {
+                                remember_good(&state_dir, &rev);
+                            }
+                            if let Some(dir) = dir {
+                                remember_good_path(&state_dir, &dir);
+                            }
+                        }
+                        StateWrite::Flush(done) => {
+                            let _ = done.send(());
+                        }
                     }
                 }
             })
@@ -172,7 +186,17 @@ impl StateWriter {
 
     /// Remembers a good generation's revision and folder.
     pub fn good(&self, revision: Option<String>, dir: Option<PathBuf>) {
-        let _ = self.0.send((revision, dir));
+        let _ = self.0.send(StateWrite::Good(revision, dir));
+    }
+
+    /// Waits, at most `limit`, until every generation recorded before is
+    /// on disk: the built-in rollback reads it there, and a reload that
+    /// fails right after the first good generation must find it.
+    pub fn flush(&self, limit: std::time::Duration) {
+        let (done, wait) = std::sync::mpsc::channel();
+        if self.0.send(StateWrite::Flush(done)).is_ok() {
+            let _ = wait.recv_timeout(limit);
+        }
     }
 }
 
@@ -380,6 +404,24 @@ pub fn builtin_rollback(cfg: &Config) -> Result<String, String> {
                 link.display(),
                 good.display()
             ))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_flush_returns_once_every_good_generation_sent_before_is_on_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        let writer = StateWriter::start(dir.path().to_path_buf());
+        for i in 0..50 {
+            let release = dir.path().join(format!("r{i}"));
+            writer.good(Some(format!("rev{i}")), Some(release.clone()));
+            writer.flush(std::time::Duration::from_secs(10));
+            assert_eq!(last_good_path(dir.path()), Some(release), "round {i}");
+            assert_eq!(last_good(dir.path()), Some(format!("rev{i}")), "round {i}");
         }
     }
 }
