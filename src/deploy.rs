@@ -190,8 +190,9 @@ impl StateWriter {
     }
 
     /// Waits, at most `limit`, until every generation recorded before is
-    /// on disk: the built-in rollback reads it there, and a reload that
-    /// fails right after the first good generation must find it.
+    /// on disk: the rollback hook's environment and the built-in rollback
+    /// read it there, and a reload that fails right after the first good
+    /// generation must find it.
     pub fn flush(&self, limit: std::time::Duration) {
         let (done, wait) = std::sync::mpsc::channel();
         if self.0.send(StateWrite::Flush(done)).is_ok() {

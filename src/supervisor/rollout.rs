@@ -185,19 +185,20 @@ impl Supervisor {
         let tx = self.tx.clone();
         let state = self.state.clone();
         tokio::spawn(async move {
+            // The hook's CORRAL_GOOD_REVISION and the built-in rollback read
+            // the last good generation from the state folder, and it may
+            // have been recorded a moment ago, its files not yet written.
+            let flushed = move || state.flush(std::time::Duration::from_secs(10));
+            let _ = tokio::task::spawn_blocking(flushed).await;
             if let Some(run) = crate::deploy::run_hook(&cfg, &failure).await {
                 let _ = tx.send(Msg::HookDone(run));
             }
             if builtin {
                 let c = cfg.clone();
-                let result = tokio::task::spawn_blocking(move || {
-                    // The last good generation may have been recorded a
-                    // moment ago, its files not yet written.
-                    state.flush(std::time::Duration::from_secs(10));
-                    crate::deploy::builtin_rollback(&c)
-                })
-                .await
-                .unwrap_or_else(|e| Err(e.to_string()));
+                let result =
+                    tokio::task::spawn_blocking(move || crate::deploy::builtin_rollback(&c))
+                        .await
+                        .unwrap_or_else(|e| Err(e.to_string()));
                 let _ = tx.send(Msg::RolledBack(result));
             }
         });
