@@ -608,8 +608,13 @@ mod tests {
         assert_eq!(*served.lock().unwrap(), [1, 2, 3]);
     }
 
-    #[tokio::test]
-    async fn during_a_canary_a_request_does_not_queue_behind_the_other_sides() {
+    /// Sticky keys that pick the new and the old generation of a 50% split.
+    const NEW: u64 = 0;
+    const OLD: u64 = 999;
+
+    /// A canary at 50%: the old generation's worker (serial 1) and the
+    /// new one's (serial 2), one place each.
+    fn canary_of_one_place_each() -> (Arc<Router>, Worker, Worker) {
         let router = Router::new(10);
         let (old, new) = (worker(1, 1), worker(2, 1));
         router.publish_split(
@@ -617,24 +622,36 @@ mod tests {
             vec![false, true],
             Some(Arc::new(Split::new(2, 500))),
         );
-        // Sticky keys: 0 picks the new generation, 999 the old one.
-        let _new_held = router.acquire_for(NOW, Some(0)).await.unwrap();
-        let new_waiter = tokio::spawn({
-            let router = router.clone();
-            async move {
-                router
-                    .acquire_for(Duration::from_secs(10), Some(0))
-                    .await
-                    .is_ok()
-            }
-        });
+        (router, old, new)
+    }
+
+    /// A request with the sticky `key` that waits up to 10 s for a place:
+    /// the serial of the worker it got.
+    fn waiting_for(
+        router: &Arc<Router>,
+        key: u64,
+    ) -> tokio::task::JoinHandle<Result<u64, NoWorker>> {
+        let router = router.clone();
+        tokio::spawn(async move {
+            router
+                .acquire_for(Duration::from_secs(10), Some(key))
+                .await
+                .map(|l| l.channel.serial)
+        })
+    }
+
+    #[tokio::test]
+    async fn during_a_canary_a_request_does_not_queue_behind_the_other_sides() {
+        let (router, _old, _new) = canary_of_one_place_each();
+        let _new_held = router.acquire_for(NOW, Some(NEW)).await.unwrap();
+        let new_waiter = waiting_for(&router, NEW);
         until("the request for the new side waits", || {
             router.queued() == 1
         })
         .await;
         let got = tokio::time::timeout(
             Duration::from_secs(5),
-            router.acquire_for(Duration::from_secs(10), Some(999)),
+            router.acquire_for(Duration::from_secs(10), Some(OLD)),
         )
         .await
         .expect("the old side's free place is taken at once");
@@ -644,33 +661,17 @@ mod tests {
 
     #[tokio::test]
     async fn during_a_canary_a_place_freed_on_one_side_reaches_a_request_behind_the_other_sides() {
-        let router = Router::new(10);
-        let (old, new) = (worker(1, 1), worker(2, 1));
-        router.publish_split(
-            vec![old.channel.clone(), new.channel.clone()],
-            vec![false, true],
-            Some(Arc::new(Split::new(2, 500))),
-        );
-        // Sticky keys: 0 picks the new generation, 999 the old one. Both
-        // are full; a request for the new side waits first, then one for
-        // the old side.
-        let old_held = router.acquire_for(NOW, Some(999)).await.unwrap();
-        let _new_held = router.acquire_for(NOW, Some(0)).await.unwrap();
-        let waiting = |key: u64| {
-            let router = router.clone();
-            tokio::spawn(async move {
-                router
-                    .acquire_for(Duration::from_secs(10), Some(key))
-                    .await
-                    .map(|l| l.channel.serial)
-            })
-        };
-        let for_new = waiting(0);
+        let (router, _old, _new) = canary_of_one_place_each();
+        // Both are full; a request for the new side waits first, then one
+        // for the old side.
+        let old_held = router.acquire_for(NOW, Some(OLD)).await.unwrap();
+        let _new_held = router.acquire_for(NOW, Some(NEW)).await.unwrap();
+        let for_new = waiting_for(&router, NEW);
         until("the request for the new side waits", || {
             router.queued() == 1
         })
         .await;
-        let for_old = waiting(999);
+        let for_old = waiting_for(&router, OLD);
         until("the request for the old side waits", || {
             router.queued() == 2
         })
