@@ -218,58 +218,52 @@ impl Router {
             Waiting(count)
         });
         let deadline = tokio::time::Instant::now() + wait;
-        // Whether to look for a place, and whether a wake-up brought this
-        // request here (one it may have to hand on).
-        let (mut woken, mut notified) = (!behind, false);
+        let mut first = true;
         loop {
             let freed = self.freed.notified();
             tokio::pin!(freed);
             // Registered before the look, so a place freed in between is
-            // not missed.
-            if freed.as_mut().enable() {
-                (woken, notified) = (true, true);
-            }
-            if woken {
+            // not missed. After the first look, every look follows a
+            // wake-up, which this request may have to hand on.
+            let notified = freed.as_mut().enable() || !first;
+            first = false;
+            if notified || !behind {
                 match self.try_acquire(to_new) {
                     Ok(lease) => {
                         // Room for more than this one (a worker came into
                         // service, or several places freed at once): the next
                         // in line looks too, and wakes the one after it in
                         // turn.
-                        if self.waiting.load(Ordering::Acquire) > 1
-                            && self.pick(&self.in_service.load(), to_new).is_ok()
-                        {
-                            self.freed.notify_one();
-                        }
+                        let others = self.waiting.load(Ordering::Acquire).saturating_sub(1);
+                        self.wake_next(others, to_new);
                         return Ok(lease);
                     }
                     Err(NoWorker::NoneInService) => return Err(NoWorker::NoneInService),
                     Err(NoWorker::Busy | NoWorker::QueueFull) => {
-                        if notified {
-                            self.hand_on(to_new);
+                        // During a canary, a wake-up for a place on the other
+                        // side, which this request may not take, goes on while
+                        // requests wait for that side: the next in line looks,
+                        // and so on until one of them takes it. Otherwise the
+                        // place would stay free until the next one is freed,
+                        // or their deadline.
+                        if notified && let Some(other) = to_new.map(|new| !new) {
+                            let others =
+                                self.waiting_for[usize::from(other)].load(Ordering::Acquire);
+                            self.wake_next(others, Some(other));
                         }
                     }
                 }
             }
-            (woken, notified) = (true, true);
             if tokio::time::timeout_at(deadline, freed).await.is_err() {
                 return Err(NoWorker::Busy);
             }
         }
     }
 
-    /// During a canary, a request woken for a place on the other side,
-    /// which it may not take, hands the wake-up on while requests wait for
-    /// that side and it has room: the next in line looks, and so on until
-    /// one of them takes it. Otherwise the place would stay free until the
-    /// next one is freed, or their deadline.
-    fn hand_on(&self, to_new: Option<bool>) {
-        let Some(other) = to_new.map(|new| !new) else {
-            return;
-        };
-        if self.waiting_for[usize::from(other)].load(Ordering::Acquire) > 0
-            && self.pick(&self.in_service.load(), Some(other)).is_ok()
-        {
+    /// Wakes the next in line when `waiting` requests wait and a worker
+    /// that `to_new` picks has room.
+    fn wake_next(&self, waiting: usize, to_new: Option<bool>) {
+        if waiting > 0 && self.pick(&self.in_service.load(), to_new).is_ok() {
             self.freed.notify_one();
         }
     }

@@ -114,7 +114,8 @@ pub fn handle(
         }
         b.body(()).ok().map(|r| Box::new(r.into_parts().0))
     });
-    let admitted = admit(&mut req, &shared.head_limits);
+    // The answer boxed: it is rare, and the request's future holds it.
+    let admitted = admit(&mut req, &shared.head_limits).map_err(Box::new);
     let (parts, body) = req.into_parts();
     async move {
         // Behind a trusted proxy, the client and scheme are the ones it
@@ -176,31 +177,33 @@ pub fn handle(
 
 /// The checks of a request's head that answer at once, before its body or
 /// a worker: the WebSocket upgrade to take when it asks for one, or the
-/// answer (boxed: it is rare, and the request's future holds it).
+/// answer.
+// The caller boxes the answer once, for the future that holds it.
+#[allow(clippy::result_large_err)]
 fn admit(
     req: &mut http::Request<Incoming>,
     limits: &crate::config::HeadLimits,
-) -> Result<Option<hyper::upgrade::OnUpgrade>, Box<Response<Body>>> {
+) -> Result<Option<hyper::upgrade::OnUpgrade>, Response<Body>> {
     if let Some(why) = checks::refuse(req.version(), req.headers()) {
-        return Err(Box::new(bad_request(why)));
+        return Err(bad_request(why));
     }
     // A tunnel (CONNECT host:port) or a question to the server itself
     // (OPTIONS *): not for the app, which would answer them as a path.
     if req.method() == Method::CONNECT {
-        return Err(Box::new(not_a_proxy()));
+        return Err(not_a_proxy());
     }
     if req.uri().path() == "*" {
-        return Err(Box::new(bad_request(
+        return Err(bad_request(
             "the asterisk-form target (OPTIONS *) is not served: ask a path",
-        )));
+        ));
     }
     if let Some((status, why)) = checks::over_limits(req, limits) {
-        return Err(Box::new(refused(status, why)));
+        return Err(refused(status, why));
     }
     match websocket::upgrade_kind(req) {
         Upgrade::None => Ok(None),
         Upgrade::WebSocket => Ok(Some(hyper::upgrade::on(req))),
-        Upgrade::BadVersion => Err(Box::new(websocket::bad_version())),
+        Upgrade::BadVersion => Err(websocket::bad_version()),
     }
 }
 
