@@ -9,6 +9,7 @@ use bytes::Bytes;
 use http_body::{Frame, SizeHint};
 use tokio::sync::mpsc;
 
+use super::hangup::Hangup;
 use crate::router::Lease;
 use crate::worker::channel::{Channel, Event, Window};
 use crate::worker::protocol;
@@ -19,6 +20,8 @@ pub enum BodyError {
     WorkerGone,
     #[error("the app failed while sending the response")]
     AppFailed,
+    #[error("the client closed its connection")]
+    ClientGone,
 }
 
 pub enum Body {
@@ -53,6 +56,9 @@ pub struct StreamBody {
     pub sent: u64,
     /// Where `sent` is counted when the response is over.
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// The watch for the client leaving while the app has nothing to send
+    /// (plain HTTP/1.1: see [`super::hangup`]).
+    pub hangup: Option<Hangup>,
     /// The task streaming the request body, stopped with the response.
     pub _pump: PumpGuard,
 }
@@ -105,6 +111,11 @@ impl http_body::Body for Body {
                     return Poll::Ready(None);
                 }
                 match s.events.poll_recv(cx) {
+                    // The client left: hyper closes the connection and drops
+                    // the body, which cancels the request.
+                    Poll::Pending if s.hangup.as_ref().is_some_and(|h| h.poll(cx).is_ready()) => {
+                        Poll::Ready(Some(Err(BodyError::ClientGone)))
+                    }
                     Poll::Pending => Poll::Pending,
                     Poll::Ready(Some(Event::Data(b))) => {
                         s.unacked += b.len();

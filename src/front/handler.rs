@@ -7,6 +7,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -18,6 +19,7 @@ use tokio::time::Instant as TokioInstant;
 
 use super::access::{self, Entry, Logger, Trace, WorkerRef};
 use super::body::{Body, PumpGuard, StreamBody};
+use super::hangup::Hangup;
 use super::reply::{
     bad_app, bad_request, body_timed_out, broken_body, not_a_proxy, plain, refused, too_large,
     unavailable,
@@ -85,11 +87,15 @@ fn sticky_key(sticky: &Sticky, headers: &http::HeaderMap, conn: &ConnInfo) -> Op
 /// hyper moves into place for every request (an HTTP/2 stream's task, an
 /// HTTP/1.1 connection's slot), then holds the head once. An `async fn`
 /// would keep its arguments beside what it makes of them.
+/// `hangup`: the watch on a plain HTTP/1.1 connection; the client leaving
+/// ends the request with [`ClientGone`], which makes hyper close the
+/// connection without an answer.
 pub fn handle(
     mut req: http::Request<Incoming>,
     shared: Arc<Shared>,
     conn: Arc<ConnInfo>,
-) -> impl Future<Output = Result<Response<Body>, std::convert::Infallible>> + Send + 'static {
+    hangup: Option<Hangup>,
+) -> impl Future<Output = Result<Response<Body>, ClientGone>> + Send + 'static {
     let start = Instant::now();
     // Set before anything copies the headers: the app and the access log
     // see the id corral settled on, never an untrusted client's.
@@ -133,10 +139,11 @@ pub fn handle(
                     conn,
                     id: id_text,
                     start,
+                    hangup,
                 };
                 match dispatch(request, body, &shared, &mut trace, &mut side).await {
-                    Ok(resp) => resp,
-                    Err(resp) => resp,
+                    Ok(resp) | Err(Early::Answer(resp)) => resp,
+                    Err(Early::Gone) => return Err(ClientGone),
                 }
             }
             Err(resp) => *resp,
@@ -214,10 +221,31 @@ struct Request<'a> {
     conn: &'a ConnInfo,
     id: &'a str,
     start: Instant,
+    hangup: Option<Hangup>,
 }
 
-/// Both arms are responses: `Err` is the early answer corral gives itself.
-type Reply = Result<Response<Body>, Response<Body>>;
+/// The client left before its answer: hyper closes the connection (a
+/// service error) and writes nothing.
+#[derive(Debug, thiserror::Error)]
+#[error("the client closed its connection")]
+pub struct ClientGone;
+
+/// A request that ends before its app's answer: corral answers it itself,
+/// or the client left.
+// Boxing the answer would not shrink a `Reply`: its `Ok` is as large.
+#[allow(clippy::large_enum_variant)]
+enum Early {
+    Answer(Response<Body>),
+    Gone,
+}
+
+impl From<Response<Body>> for Early {
+    fn from(resp: Response<Body>) -> Early {
+        Early::Answer(resp)
+    }
+}
+
+type Reply = Result<Response<Body>, Early>;
 
 /// `trace` gets what corral learns on the way: the time queued, the
 /// worker. `side` is set to the canary side that took the request, when a
@@ -237,6 +265,7 @@ async fn dispatch(
         conn,
         id,
         start,
+        hangup,
     } = request;
     let is_head = parts.method == Method::HEAD;
     let declared = parts
@@ -245,7 +274,7 @@ async fn dispatch(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > shared.max_body_bytes) {
-        return Err(too_large(shared.max_body_bytes));
+        return Err(too_large(shared.max_body_bytes).into());
     }
 
     // Read the start of the body before taking a worker's time, each wait
@@ -261,14 +290,14 @@ async fn dispatch(
         while more && received < protocol::INLINE_BODY as u64 {
             let next = upload::next_frame(&mut body, timer.as_mut(), shared.body_timeout).await;
             match next {
-                None => return Err(body_timed_out(&shared.metrics)),
+                None => return Err(body_timed_out(&shared.metrics).into()),
                 Some(None) => more = false,
-                Some(Some(Err(_))) => return Err(broken_body()),
+                Some(Some(Err(_))) => return Err(broken_body().into()),
                 Some(Some(Ok(frame))) => {
                     if let Ok(data) = frame.into_data() {
                         received += data.len() as u64;
                         if received > shared.max_body_bytes {
-                            return Err(too_large(shared.max_body_bytes));
+                            return Err(too_large(shared.max_body_bytes).into());
                         }
                         if !data.is_empty() {
                             inline.push(data);
@@ -283,7 +312,13 @@ async fn dispatch(
     let sticky = sticky_key(&shared.canary_sticky, &parts.headers, conn);
     // With no body read, nothing happened since `start` worth a clock read.
     let waiting = if read_body { Instant::now() } else { start };
-    let lease = shared.router.acquire_for(shared.timeout, sticky).await;
+    // A client that leaves while its request waits for a place frees its
+    // place in the queue (with bytes still unread, the watch cannot tell).
+    let watch = hangup.as_ref().filter(|_| !more);
+    let lease = shared.router.acquire_for(shared.timeout, sticky);
+    let Some(lease) = Hangup::until(watch, lease).await else {
+        return Err(Early::Gone);
+    };
     let leased = Instant::now();
     let queued = leased - waiting;
     trace.queued = Some(queued);
@@ -292,15 +327,15 @@ async fn dispatch(
         Ok(lease) => lease,
         Err(NoWorker::NoneInService) => {
             shared.metrics.gateway_error(GatewayError::NoneInService);
-            return Err(unavailable("no worker is in service"));
+            return Err(unavailable("no worker is in service").into());
         }
         Err(NoWorker::Busy) => {
             shared.metrics.gateway_error(GatewayError::Busy);
-            return Err(unavailable("all workers are busy"));
+            return Err(unavailable("all workers are busy").into());
         }
         Err(NoWorker::QueueFull) => {
             shared.metrics.gateway_error(GatewayError::QueueFull);
-            return Err(unavailable("all workers are busy and the queue is full"));
+            return Err(unavailable("all workers are busy and the queue is full").into());
         }
     };
     side.clone_from(&lease.side);
@@ -379,16 +414,26 @@ async fn dispatch(
                 stream: stream.id,
                 answered: false,
             };
-            let first = (&mut stream.first).await;
+            let Some(first) = Hangup::until(hangup.as_ref(), &mut stream.first).await else {
+                return Err(Early::Gone);
+            };
             unanswered.answered = true;
             first
         }
-        Some(up) => match up.first_answer(&mut stream.first, shared.timeout).await {
-            Ok(first) => first,
-            Err(PumpEnd::TimedOut) => return Err(body_timed_out(&shared.metrics)),
-            Err(_) if overflowed(&stream) => return Err(too_large(shared.max_body_bytes)),
-            Err(_) => return Err(broken_body()),
-        },
+        Some(up) => {
+            let first = up.first_answer(&mut stream.first, shared.timeout, hangup.as_ref());
+            match first.await {
+                Ok(first) => first,
+                Err(Cut::Gone) => return Err(Early::Gone),
+                Err(Cut::Pump(PumpEnd::TimedOut)) => {
+                    return Err(body_timed_out(&shared.metrics).into());
+                }
+                Err(_) if overflowed(&stream) => {
+                    return Err(too_large(shared.max_body_bytes).into());
+                }
+                Err(Cut::Pump(_)) => return Err(broken_body().into()),
+            }
+        }
     };
     // A body still streaming goes on beside the response (a stall now
     // cancels the request at the worker, which ends its response early).
@@ -401,7 +446,7 @@ async fn dispatch(
         })
     }));
     let first = match first {
-        Ok(First::TimedOut) => return Err(timed_out(shared, &channel, stream.id, parts, id)),
+        Ok(First::TimedOut) => return Err(timed_out(shared, &channel, stream.id, parts, id).into()),
         Err(_) => {
             shared.metrics.gateway_error(GatewayError::WorkerDied);
             tracing::error!(
@@ -411,10 +456,7 @@ async fn dispatch(
                 channel.slot,
                 channel.pid
             );
-            return Err(plain(
-                StatusCode::BAD_GATEWAY,
-                "Bad Gateway: the worker died\n",
-            ));
+            return Err(plain(StatusCode::BAD_GATEWAY, "Bad Gateway: the worker died\n").into());
         }
         Ok(first) => first,
     };
@@ -424,7 +466,7 @@ async fn dispatch(
         First::Full(payload) => {
             drop(lease);
             let Some((head, body)) = protocol::split_full(&payload) else {
-                return Err(bad_app("malformed response frame"));
+                return Err(bad_app("malformed response frame").into());
             };
             // Bigger bodies must stream under the window: corral holds
             // this one until a client, perhaps a slow one, takes it.
@@ -433,7 +475,8 @@ async fn dispatch(
                     "a whole body of {} bytes, over the response window of {}",
                     body.len(),
                     protocol::RESPONSE_WINDOW
-                )));
+                ))
+                .into());
             }
             let mut resp = build(head, Body::empty())?;
             if !is_head && may_have_body(resp.status()) {
@@ -461,6 +504,7 @@ async fn dispatch(
                 declared: None,
                 sent: 0,
                 metrics: shared.metrics.clone(),
+                hangup,
                 _pump: pump,
             });
             // On an invalid head the body is dropped, which cancels the stream.
@@ -481,9 +525,7 @@ async fn dispatch(
                 parts.headers.get(http::header::SEC_WEBSOCKET_KEY),
                 stream.credit,
             ) else {
-                return Err(bad_app(
-                    "websocket.accept for a request that is no handshake",
-                ));
+                return Err(bad_app("websocket.accept for a request that is no handshake").into());
             };
             let resp = websocket::accept_response(key, &head).map_err(|e| bad_app(&e))?;
             let session = websocket::Session {
@@ -529,15 +571,25 @@ struct Upload {
     settled: bool,
 }
 
+/// Why a request whose body streams ended before its answer.
+enum Cut {
+    /// The pump ended it (it has sent the worker a CANCEL).
+    Pump(PumpEnd),
+    /// The client left once its body was in (the [`Upload`] owes the
+    /// worker a CANCEL).
+    Gone,
+}
+
 impl Upload {
     /// Waits for the worker's first answer while the pump runs: `timeout`
-    /// counts the app's time only (see [`upload::Clock`]). `Err` when the
-    /// pump ended the request first (it has sent the worker a CANCEL).
+    /// counts the app's time only (see [`upload::Clock`]). Once the whole
+    /// body is in, `hangup` watches for the client leaving.
     async fn first_answer(
         &mut self,
         first: &mut oneshot::Receiver<First>,
         timeout: Duration,
-    ) -> Result<Result<First, oneshot::error::RecvError>, PumpEnd> {
+        hangup: Option<&Hangup>,
+    ) -> Result<Result<First, oneshot::error::RecvError>, Cut> {
         let timer = tokio::time::sleep_until(self.clock.due(timeout, TokioInstant::now()));
         tokio::pin!(timer);
         loop {
@@ -552,9 +604,11 @@ impl Upload {
                     self.pump = None;
                     if !matches!(end, PumpEnd::Done | PumpEnd::WorkerDone) {
                         self.settled = true;
-                        return Err(end);
+                        return Err(Cut::Pump(end));
                     }
                 }
+                () = std::future::poll_fn(|cx| hangup.map_or(Poll::Pending, |h| h.poll(cx))),
+                    if !pumping && hangup.is_some() => return Err(Cut::Gone),
                 () = &mut timer => {
                     let now = TokioInstant::now();
                     let due = self.clock.due(timeout, now);
@@ -704,7 +758,7 @@ fn content_length(headers: &http::HeaderMap) -> Result<Option<(u64, bool)>, Stri
 /// Transfer-Encoding is dropped, and 204 and 304 carry no Content-Length.
 // Boxing the `Err` response would not shrink the `Result`: `Ok` is as large.
 #[allow(clippy::result_large_err)]
-fn build(head: Bytes, body: Body) -> Reply {
+fn build(head: Bytes, body: Body) -> Result<Response<Body>, Response<Body>> {
     let head = protocol::parse_response_head(&head).map_err(|e| bad_app(&e.to_string()))?;
     let status = head.status;
     // 1xx are interim (and 101 only ends a WebSocket handshake, which corral

@@ -68,6 +68,7 @@ pub mod coalesce;
 pub mod conn;
 pub mod forwarded;
 pub mod handler;
+pub mod hangup;
 pub mod listeners;
 pub mod preface;
 pub mod reply;
@@ -90,6 +91,7 @@ use crate::config::ServerConfig;
 use crate::tls::BindTls;
 use crate::worker::head::ConnInfo;
 use handler::Shared;
+use hangup::{Hangup, Socket, SocketIo};
 pub use listeners::Listener;
 
 /// The open connections and WebSockets, and the signal that asks them to
@@ -274,8 +276,13 @@ async fn accept_loop(
     }
     let mut http1 = http1(opts.keepalive, opts.max_header_bytes);
     http1.max_headers(opts.max_headers);
+    let mut watched = http1.clone();
+    // corral watches these connections for the client leaving (see
+    // `hangup`): hyper need not read them while a request is in flight.
+    watched.half_close(true);
     let builders = Arc::new(Builders {
         http1,
+        watched,
         http2: http2(&opts),
     });
     loop {
@@ -288,7 +295,7 @@ async fn accept_loop(
             _ = stop.changed() => return,
             a = accept_stream(&listener, slot) => a,
         };
-        let (io, mut info) = match accepted {
+        let (io, socket, mut info) = match accepted {
             Ok(x) => x,
             Err(e) => {
                 // EMFILE and friends: back off instead of spinning.
@@ -312,14 +319,14 @@ async fn accept_loop(
         // holds up no other.
         tokio::spawn(async move {
             let _open = open;
-            let (io, h2) = match tls {
-                None => (io, false),
+            let (io, h2, socket) = match tls {
+                None => (io, false, Some(socket)),
                 Some(tls) => match tls.accept(io, handshake_timeout).await {
                     Ok((stream, tls)) => {
                         info.scheme = "https";
                         let h2 = tls.h2;
                         info.tls = Some(Arc::new(tls));
-                        (Box::new(stream) as Box<dyn Io>, h2)
+                        (Box::new(stream) as Box<dyn Io>, h2, None)
                     }
                     Err(e) => {
                         shared.metrics.tls_handshake_failed();
@@ -328,7 +335,13 @@ async fn accept_loop(
                     }
                 },
             };
-            serve(io, h2, info, shared, &builders, handshake_timeout).await;
+            let conn = Conn {
+                io,
+                h2,
+                socket,
+                info,
+            };
+            serve(conn, shared, &builders, handshake_timeout).await;
         });
     }
 }
@@ -368,22 +381,33 @@ const H2_PENDING_RESETS: usize = 20;
 const H2_LOCAL_RESETS: usize = 1024;
 
 struct Builders {
+    /// For HTTP/1.x over TLS, where hyper watches for the client leaving.
     http1: http1::Builder,
+    /// For plain HTTP/1.x, where corral does (`half_close`).
+    watched: http1::Builder,
     http2: http2::Builder<TokioExecutor>,
 }
 
-/// Serves one connection until it closes or the front drains it (GOAWAY
-/// on HTTP/2, `Connection: close` on HTTP/1.1). `h2`: ALPN chose it; on a
-/// plain connection, the HTTP/2 preface chooses it (h2c with prior
-/// knowledge).
-async fn serve(
+/// An accepted connection, after its TLS handshake if any.
+struct Conn {
     io: Box<dyn Io>,
+    /// ALPN chose HTTP/2.
     h2: bool,
+    /// The plain socket beneath `io`, to watch for the client leaving.
+    socket: Option<Arc<Socket>>,
     info: ConnInfo,
-    shared: Arc<Shared>,
-    builders: &Builders,
-    sniff_timeout: Duration,
-) {
+}
+
+/// Serves one connection until it closes or the front drains it (GOAWAY
+/// on HTTP/2, `Connection: close` on HTTP/1.1). On a plain connection, the
+/// HTTP/2 preface chooses HTTP/2 (h2c with prior knowledge).
+async fn serve(conn: Conn, shared: Arc<Shared>, builders: &Builders, sniff_timeout: Duration) {
+    let Conn {
+        io,
+        h2,
+        socket,
+        info,
+    } = conn;
     let (io, h2) = if h2 || info.tls.is_some() {
         (io, h2)
     } else {
@@ -399,6 +423,13 @@ async fn serve(
         Box::new(target::Relaxed::new(io, raw.clone()))
     };
     let mut closing = shared.drain.closing();
+    // HTTP/2 reads its connections all the time: hyper sees a client leave.
+    let hangup = socket.filter(|_| !h2).map(Hangup::new);
+    let http1 = if hangup.is_some() {
+        &builders.watched
+    } else {
+        &builders.http1
+    };
     let service = {
         let info = Arc::new(info);
         service_fn(move |mut req: http::Request<hyper::body::Incoming>| {
@@ -407,7 +438,7 @@ async fn serve(
                 req.extensions_mut().insert(target::RawTarget(t));
             }
             shared.metrics.request_version(req.version());
-            handler::handle(req, shared.clone(), info.clone())
+            handler::handle(req, shared.clone(), info.clone(), hangup.clone())
         })
     };
     if h2 {
@@ -422,7 +453,7 @@ async fn serve(
         let _ = conn.await;
     } else {
         let io = TokioIo::new(io);
-        let conn = builders.http1.serve_connection(io, service).with_upgrades();
+        let conn = http1.serve_connection(io, service).with_upgrades();
         tokio::pin!(conn);
         tokio::select! {
             _ = conn.as_mut() => return,
@@ -447,7 +478,7 @@ pub async fn accept(
     slot: conn::Slot,
     raw: Option<Arc<target::RawTargets>>,
 ) -> std::io::Result<(BoxedIo, ConnInfo)> {
-    let (io, info) = accept_stream(listener, slot).await?;
+    let (io, _, info) = accept_stream(listener, slot).await?;
     let io = match raw {
         Some(raw) => Box::new(target::Relaxed::new(io, raw)),
         None => io,
@@ -455,12 +486,13 @@ pub async fn accept(
     Ok((TokioIo::new(io), info))
 }
 
-/// Accepts one connection, counted in `slot` while it lives.
+/// Accepts one connection, counted in `slot` while it lives; also answers
+/// its socket, to watch (see [`hangup`]).
 async fn accept_stream(
     listener: &Listener,
     slot: conn::Slot,
-) -> std::io::Result<(Box<dyn Io>, ConnInfo)> {
-    match listener {
+) -> std::io::Result<(Box<dyn Io>, Arc<Socket>, ConnInfo)> {
+    let (socket, info) = match listener {
         Listener::Tcp(l) => {
             let (s, peer) = l.accept().await?;
             let _ = s.set_nodelay(true);
@@ -474,7 +506,7 @@ async fn accept_stream(
                 scheme: "http",
                 trusted: false,
             };
-            Ok((Box::new(conn::Guarded::new(s, slot)), info))
+            (Socket::Tcp(s), info)
         }
         Listener::Unix(l, path) => {
             let (s, _) = l.accept().await?;
@@ -487,7 +519,10 @@ async fn accept_stream(
                 scheme: "http",
                 trusted: false,
             };
-            Ok((Box::new(conn::Guarded::new(s, slot)), info))
+            (Socket::Unix(s), info)
         }
-    }
+    };
+    let socket = Arc::new(socket);
+    let io = conn::Guarded::new(SocketIo(socket.clone()), slot);
+    Ok((Box::new(io), socket, info))
 }

@@ -31,6 +31,7 @@ mod files;
 mod frameworks;
 mod frameworks_asgi;
 mod gunicorn_compat;
+mod hangup;
 mod health;
 mod hooks;
 mod hostile_app;

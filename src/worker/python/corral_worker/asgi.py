@@ -340,8 +340,11 @@ class AsgiWorker:
                 if chunks:
                     chunk = chunks.popleft()
                     self.grant(st, len(chunk))
-                    return {"type": "http.request", "body": chunk,
-                            "more_body": bool(chunks) or not st.body_done}
+                    more = bool(chunks) or not st.body_done
+                    if not more:
+                        # The body is over: what follows is the disconnect.
+                        st.chunks = None
+                    return {"type": "http.request", "body": chunk, "more_body": more}
                 if st.body_done and not st.cancelled:
                     st.chunks = None
                     return {"type": "http.request", "body": b"", "more_body": False}

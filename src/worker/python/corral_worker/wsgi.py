@@ -306,6 +306,12 @@ class WsgiRunner:
     def run(self, st):
         conn = self.conn
         sid = st.sid
+        if st.cancelled:
+            # The client left while the request waited here: the app never
+            # sees it, and corral gets its place back.
+            conn.streams.pop(sid, None)
+            conn.send(K_END, sid, b"")
+            return
         environ = self.base.copy()
         it = iter(st.head.split("\0"))
         environ.update(zip(it, it))

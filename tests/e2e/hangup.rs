@@ -1,0 +1,212 @@
+//! A client that leaves while its HTTP/1.1 request is in flight: corral
+//! notices at every stage, without a byte to write, and cancels the
+//! request. Waiting for a worker's place, it never reaches the app; waiting
+//! for its answer (whole body or streamed), an ASGI app gets
+//! `http.disconnect`; with its response started and nothing to send yet
+//! (a long poll), the same. Over TCP and a Unix socket. Each test closes
+//! the client's socket and watches what the app saw.
+
+use crate::common::*;
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+const WSGI: &str = r#"
+import os, time
+
+def app(environ, start_response):
+    path = environ["PATH_INFO"]
+    if path == "/hold":
+        open("holding", "w").close()
+        while not os.path.exists("release"):
+            time.sleep(0.01)
+        body = b"held"
+    elif path == "/mark":
+        open("ran-" + environ["QUERY_STRING"], "w").close()
+        body = b"marked"
+    else:
+        body = b"ok"
+    start_response("200 OK", [("Content-Length", str(len(body)))])
+    return [body]
+"#;
+
+const ASGI: &str = r#"
+async def app(scope, receive, send):
+    if scope["type"] != "http":
+        return
+    path = scope["path"]
+    name = scope["query_string"].decode()
+    total = 0
+    while True:
+        m = await receive()
+        total += len(m.get("body", b""))
+        if not m.get("more_body"):
+            break
+    if path == "/long-poll":
+        # The head and a line go out, then nothing until the client leaves.
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"waiting\n", "more_body": True})
+    open("waiting-" + name, "w").write(str(total))
+    m = await receive()
+    open("gone-" + name, "w").write(m["type"])
+"#;
+
+/// Waits (bounded) for `path` to exist and answers its text.
+fn wait_file(path: &Path, timeout: Duration) -> Option<String> {
+    let end = Instant::now() + timeout;
+    while Instant::now() < end {
+        if let Ok(text) = std::fs::read_to_string(path) {
+            return Some(text);
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    None
+}
+
+const WAIT: Duration = Duration::from_secs(10);
+const STATUS: &[&str] = &["--status-bind", "127.0.0.1:0"];
+
+#[test]
+fn a_request_whose_client_leaves_while_it_waits_for_a_worker_never_reaches_the_app() {
+    let app = AppDir::new(&[("app.py", WSGI)]);
+    let args = ["app:app", "-w", "1", "--threads", "1"];
+    let c = Corral::start(app.path(), &[&args[..], STATUS].concat(), 1);
+    let mut holder = c.connect();
+    holder
+        .write_all(b"GET /hold HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    assert!(wait_file(&app.path().join("holding"), WAIT).is_some());
+    // The only worker is busy: the next requests wait in the worker's
+    // queue (its prefetch: 8 until it has answered) until one waits in
+    // corral's.
+    let waiting = |s: serde_json::Value| {
+        let worker = &s["slots"][0]["worker"];
+        (
+            s["supervisor"]["queued"].as_u64(),
+            worker["in_flight"].as_u64(),
+        )
+    };
+    let mut clients = Vec::new();
+    while waiting(c.status_json()).0 != Some(1) {
+        assert!(clients.len() < 12, "nothing waits in corral's queue");
+        let mut s = c.connect();
+        let head = format!("GET /mark?q{} HTTP/1.1\r\nHost: a\r\n\r\n", clients.len());
+        s.write_all(head.as_bytes()).unwrap();
+        clients.push(s);
+        let sent = clients.len() as u64;
+        c.wait_until("the request to wait", || {
+            let (queued, in_flight) = waiting(c.status_json());
+            queued.unwrap_or(0) + in_flight.unwrap_or(0) == 1 + sent
+        });
+    }
+    // The one in corral's queue leaves, then those in the worker's.
+    drop(clients.pop());
+    c.wait_until("corral's queue to let it go", || {
+        waiting(c.status_json()).0 == Some(0)
+    });
+    drop(clients);
+    c.wait_until("the worker's queue to let them go", || {
+        waiting(c.status_json()) == (Some(0), Some(1))
+    });
+    std::fs::write(app.path().join("release"), "").unwrap();
+    let mut held = String::new();
+    holder
+        .set_read_timeout(Some(WAIT))
+        .and_then(|()| holder.read_to_string(&mut held))
+        .ok();
+    assert!(
+        held.starts_with("HTTP/1.1 200") && held.ends_with("held"),
+        "{held}"
+    );
+    // The worker serves on; the request that left never ran.
+    assert_eq!(c.get("/mark?after").text(), "marked");
+    assert!(app.path().join("ran-after").exists());
+    let ran: Vec<_> = std::fs::read_dir(app.path())
+        .unwrap()
+        .filter_map(|e| e.unwrap().file_name().into_string().ok())
+        .filter(|name| name.starts_with("ran-q"))
+        .collect();
+    assert!(ran.is_empty(), "requests whose client left ran: {ran:?}");
+}
+
+#[test]
+fn an_asgi_app_sees_the_client_leave_while_it_works_on_a_whole_body() {
+    let app = AppDir::new(&[("app.py", ASGI)]);
+    let c = Corral::start(app.path(), &["app:app", "--interface", "asgi"], 1);
+    let mut s = c.connect();
+    s.write_all(b"POST /?small HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhello")
+        .unwrap();
+    assert_eq!(
+        wait_file(&app.path().join("waiting-small"), WAIT).as_deref(),
+        Some("5")
+    );
+    drop(s);
+    assert_eq!(
+        wait_file(&app.path().join("gone-small"), WAIT).as_deref(),
+        Some("http.disconnect"),
+        "log:\n{}",
+        c.log.text()
+    );
+}
+
+#[test]
+fn an_asgi_app_sees_the_client_leave_after_a_streamed_upload() {
+    let app = AppDir::new(&[("app.py", ASGI)]);
+    let c = Corral::start(app.path(), &["app:app", "--interface", "asgi"], 1);
+    // Larger than what corral reads before it dispatches: the rest streams.
+    let body = vec![b'x'; 1 << 20];
+    let mut s = c.connect();
+    write!(
+        s,
+        "POST /?big HTTP/1.1\r\nHost: a\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .unwrap();
+    s.write_all(&body).unwrap();
+    assert_eq!(
+        wait_file(&app.path().join("waiting-big"), WAIT).as_deref(),
+        Some("1048576")
+    );
+    drop(s);
+    assert_eq!(
+        wait_file(&app.path().join("gone-big"), WAIT).as_deref(),
+        Some("http.disconnect"),
+        "log:\n{}",
+        c.log.text()
+    );
+}
+
+#[test]
+fn a_long_poll_with_its_head_sent_sees_the_client_leave_over_a_unix_socket() {
+    let app = AppDir::new(&[("app.py", ASGI)]);
+    let sock = app.path().join("web.sock");
+    let bind = format!("unix:{}", sock.display());
+    // The TCP bind is where the harness sees corral listen.
+    let args = [
+        "app:app",
+        "--interface",
+        "asgi",
+        "-b",
+        "127.0.0.1:0",
+        "-b",
+        &bind,
+    ];
+    let c = Corral::start(app.path(), &args, 1);
+    let mut s = UnixStream::connect(&sock).unwrap();
+    s.write_all(b"GET /long-poll?poll HTTP/1.1\r\nHost: a\r\n\r\n")
+        .unwrap();
+    s.set_read_timeout(Some(WAIT)).unwrap();
+    let mut head = [0u8; 15];
+    s.read_exact(&mut head).unwrap();
+    assert_eq!(&head, b"HTTP/1.1 200 OK");
+    assert!(wait_file(&app.path().join("waiting-poll"), WAIT).is_some());
+    // Nothing to write: only the watch on the socket can tell.
+    drop(s);
+    assert_eq!(
+        wait_file(&app.path().join("gone-poll"), WAIT).as_deref(),
+        Some("http.disconnect"),
+        "log:\n{}",
+        c.log.text()
+    );
+}
