@@ -16,6 +16,7 @@ import os, sys, time
 def app(environ, start_response):
     path = environ["PATH_INFO"]
     if path == "/upload":
+        print("upload started", file=sys.stderr, flush=True)
         try:
             data = environ["wsgi.input"].read()
         except Exception as e:
@@ -318,20 +319,26 @@ fn reset(s: TcpStream) {
 fn a_chunked_body_that_outgrows_the_limit_while_it_streams_gets_413() {
     let (_app, c) = start(&["--max-body-bytes", "100KiB"]);
     let pid = c.worker_pid("/pid");
-    let mut body = Vec::new();
-    for _ in 0..10 {
-        body.extend_from_slice(b"5000\r\n");
-        body.extend_from_slice(&[b'a'; 0x5000]);
-        body.extend_from_slice(b"\r\n");
+    let chunk = [b"5000\r\n".as_slice(), &[b'a'; 0x5000], b"\r\n"].concat();
+    let mut s = c.connect();
+    s.write_all(b"POST /upload HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n")
+        .unwrap();
+    // 80 KiB, more than corral reads before it dispatches: the app starts
+    // reading (a request cancelled before its app starts never runs).
+    for _ in 0..4 {
+        s.write_all(&chunk).unwrap();
     }
-    body.extend_from_slice(b"0\r\n\r\n");
-    let r = request(
-        &c.addr,
-        "POST",
-        "/upload",
-        &[("Transfer-Encoding", "chunked")],
-        &body,
+    assert!(
+        c.log
+            .wait_for("upload started", Duration::from_secs(10))
+            .is_some()
     );
+    // 200 KiB in all, in one write: corral answers 413 at 100 KiB and
+    // closes, so a write after that could fail.
+    let rest = [chunk.repeat(6).as_slice(), b"0\r\n\r\n"].concat();
+    let _ = s.write_all(&rest);
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let r = read_response(&mut BufReader::new(s), false).unwrap();
     assert_eq!(r.status, 413, "{}", r.text());
     // The app, already reading, was told; its worker serves on.
     assert!(
