@@ -215,6 +215,7 @@ impl Scanner {
                     };
                 }
                 State::Target => i = self.target(input, i, &mut out, raw),
+                State::Version | State::Header => i = self.line_run(input, i, &mut out),
                 _ => {
                     let b = input[i];
                     if let Some(o) = out.as_mut() {
@@ -300,7 +301,49 @@ impl Scanner {
         i + piece.len()
     }
 
-    /// One byte outside a target and a body's data.
+    /// The rest of the request line after the target, or of a header
+    /// line, from `input[i..]`, taken up to its end at once (a search for
+    /// the LF, not a step per byte: the head is most of what a small
+    /// request's bytes are). Returns where scanning goes on.
+    fn line_run(&mut self, input: &[u8], i: usize, out: &mut Option<Vec<u8>>) -> usize {
+        let rest = &input[i..];
+        let (piece, ends) = match rest.iter().position(|&b| b == b'\n') {
+            Some(lf) => (&rest[..=lf], true),
+            None => (rest, false),
+        };
+        self.line_len += piece.len();
+        if self.line_len > MAX_LINE {
+            // The bytes pass on as they came (see `State::Aside`).
+            self.aside();
+            return i;
+        }
+        if let Some(o) = out.as_mut() {
+            o.extend_from_slice(piece);
+        }
+        if self.state == State::Header {
+            self.line.extend_from_slice(piece);
+        }
+        if ends {
+            if self.state == State::Version {
+                self.new_line(State::Header);
+            } else {
+                let whole = std::mem::take(&mut self.line);
+                let line = whole.strip_suffix(b"\n").unwrap_or(&whole);
+                let line = line.strip_suffix(b"\r").unwrap_or(line);
+                if line.is_empty() {
+                    self.end_of_head();
+                } else {
+                    self.header(line);
+                }
+                self.line_len = 0;
+                self.reuse_line(whole);
+            }
+        }
+        i + piece.len()
+    }
+
+    /// One byte outside a target, a line that [`Scanner::line_run`] takes
+    /// and a body's data.
     fn step(&mut self, b: u8) {
         if self.state != State::Start {
             self.line_len += 1;
@@ -327,26 +370,6 @@ impl Scanner {
                 b'\r' | b'\n' => self.aside(),
                 _ => self.method.push(b),
             },
-            State::Version => {
-                if b == b'\n' {
-                    self.new_line(State::Header);
-                }
-            }
-            State::Header => {
-                self.line.push(b);
-                if b == b'\n' {
-                    let whole = std::mem::take(&mut self.line);
-                    let line = whole.strip_suffix(b"\n").unwrap_or(&whole);
-                    let line = line.strip_suffix(b"\r").unwrap_or(line);
-                    if line.is_empty() {
-                        self.end_of_head();
-                    } else {
-                        self.header(line);
-                    }
-                    self.line_len = 0;
-                    self.reuse_line(whole);
-                }
-            }
             State::ChunkSize => {
                 self.line.push(b);
                 if b == b'\n' {
@@ -379,7 +402,12 @@ impl Scanner {
                     self.reuse_line(line);
                 }
             }
-            State::Target | State::Body(_) | State::ChunkData(_) | State::Aside => {}
+            State::Target
+            | State::Version
+            | State::Header
+            | State::Body(_)
+            | State::ChunkData(_)
+            | State::Aside => {}
         }
     }
 
