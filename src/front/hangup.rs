@@ -218,19 +218,35 @@ impl Hangup {
     }
 
     /// Runs `work` until it is done (`Some`) or the client leaves (`None`).
-    /// Without a watch, `work` runs to its end.
-    pub async fn until<F: Future>(hangup: Option<&Hangup>, work: F) -> Option<F::Output> {
-        let mut work = std::pin::pin!(work);
-        std::future::poll_fn(|cx| {
-            if let Poll::Ready(out) = work.as_mut().poll(cx) {
-                return Poll::Ready(Some(out));
-            }
-            match hangup {
-                Some(h) if h.poll(cx).is_ready() => Poll::Ready(None),
-                _ => Poll::Pending,
-            }
-        })
-        .await
+    /// Without a watch, `work` runs to its end. (A future of its own, not
+    /// an `async fn`, which would hold `work` twice: as its argument and
+    /// pinned.)
+    pub fn until<F: Future>(hangup: Option<&Hangup>, work: F) -> Until<'_, F> {
+        Until { work, hangup }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// [`Hangup::until`]'s future.
+    pub struct Until<'a, F> {
+        #[pin]
+        work: F,
+        hangup: Option<&'a Hangup>,
+    }
+}
+
+impl<F: Future> Future for Until<'_, F> {
+    type Output = Option<F::Output>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        if let Poll::Ready(out) = this.work.poll(cx) {
+            return Poll::Ready(Some(out));
+        }
+        match this.hangup {
+            Some(h) if h.poll(cx).is_ready() => Poll::Ready(None),
+            _ => Poll::Pending,
+        }
     }
 }
 
