@@ -73,6 +73,7 @@ pub mod listeners;
 pub mod preface;
 pub mod reply;
 pub mod request_id;
+pub mod streams;
 pub mod target;
 pub mod upload;
 pub mod websocket;
@@ -83,7 +84,7 @@ use std::time::Duration;
 
 use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{Notify, watch};
 
@@ -363,8 +364,8 @@ async fn accept_loop(
 /// - SETTINGS and PING floods: h2 reads the next frame only once the
 ///   last one's ACK is buffered, so a client that reads no ACKs stops
 ///   being read, and the send timeout ([`conn`]) closes it.
-fn http2(opts: &ConnOpts) -> http2::Builder<TokioExecutor> {
-    let mut b = http2::Builder::new(TokioExecutor::new());
+fn http2(opts: &ConnOpts) -> http2::Builder<streams::Local> {
+    let mut b = http2::Builder::new(streams::Local);
     b.timer(TokioTimer::new())
         .max_concurrent_streams(opts.max_concurrent_streams)
         .max_header_list_size(u32::try_from(opts.max_header_bytes).unwrap_or(u32::MAX))
@@ -385,7 +386,7 @@ struct Builders {
     http1: http1::Builder,
     /// For plain HTTP/1.x, where corral does (`half_close`).
     watched: http1::Builder,
-    http2: http2::Builder<TokioExecutor>,
+    http2: http2::Builder<streams::Local>,
 }
 
 /// An accepted connection, after its TLS handshake if any.
@@ -444,13 +445,7 @@ async fn serve(conn: Conn, shared: Arc<Shared>, builders: &Builders, sniff_timeo
     if h2 {
         let io = TokioIo::new(coalesce::Coalesce::new(io));
         let conn = builders.http2.serve_connection(io, service);
-        tokio::pin!(conn);
-        tokio::select! {
-            _ = conn.as_mut() => return,
-            _ = closed(&mut closing) => {}
-        }
-        conn.as_mut().graceful_shutdown();
-        let _ = conn.await;
+        streams::serve(conn, closed(&mut closing), |c| c.graceful_shutdown()).await;
     } else {
         let io = TokioIo::new(io);
         let conn = http1.serve_connection(io, service).with_upgrades();

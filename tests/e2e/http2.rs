@@ -646,3 +646,23 @@ fn sixteen_streams_at_once_each_get_their_answer_and_request_ids_are_never_index
         assert_eq!(l[4], "True", "X-Request-ID not sent never-indexed: {text}");
     }
 }
+
+#[test]
+fn a_slow_stream_holds_back_no_other_stream_of_its_connection() {
+    // The streams of a connection run in its task: each must still go on
+    // its own while another waits for its app.
+    let app = AppDir::new(&[("app.py", ASGI)]);
+    let c = Corral::start(app.path(), &["app:app", "--interface", "asgi"], 1);
+    let mut s = open(&c.addr);
+    s.write_all(&get(1, "/sleep")).unwrap();
+    s.write_all(&get(3, "/")).unwrap();
+    let mut ended = Vec::new();
+    while ended.len() < 2 {
+        let f = next(&mut s).expect("a frame before both streams end");
+        assert_ne!(f.kind, RST_STREAM, "stream {} was reset", f.stream);
+        if matches!(f.kind, DATA | HEADERS) && f.flags & 1 == 1 {
+            ended.push(f.stream);
+        }
+    }
+    assert_eq!(ended, [3, 1], "the fast stream waited for the slow one");
+}
