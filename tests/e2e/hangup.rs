@@ -65,6 +65,16 @@ fn wait_file(path: &Path, timeout: Duration) -> Option<String> {
 }
 
 const WAIT: Duration = Duration::from_secs(10);
+
+/// The ASGI app's request `name` saw `http.disconnect`.
+fn assert_disconnected(app: &AppDir, c: &Corral, name: &str) {
+    assert_eq!(
+        wait_file(&app.path().join(format!("gone-{name}")), WAIT).as_deref(),
+        Some("http.disconnect"),
+        "log:\n{}",
+        c.log.text()
+    );
+}
 const STATUS: &[&str] = &["--status-bind", "127.0.0.1:0"];
 
 #[test]
@@ -142,12 +152,7 @@ fn an_asgi_app_sees_the_client_leave_while_it_works_on_a_whole_body() {
         Some("5")
     );
     drop(s);
-    assert_eq!(
-        wait_file(&app.path().join("gone-small"), WAIT).as_deref(),
-        Some("http.disconnect"),
-        "log:\n{}",
-        c.log.text()
-    );
+    assert_disconnected(&app, &c, "small");
 }
 
 #[test]
@@ -169,12 +174,7 @@ fn an_asgi_app_sees_the_client_leave_after_a_streamed_upload() {
         Some("1048576")
     );
     drop(s);
-    assert_eq!(
-        wait_file(&app.path().join("gone-big"), WAIT).as_deref(),
-        Some("http.disconnect"),
-        "log:\n{}",
-        c.log.text()
-    );
+    assert_disconnected(&app, &c, "big");
 }
 
 #[test]
@@ -203,10 +203,5 @@ fn a_long_poll_with_its_head_sent_sees_the_client_leave_over_a_unix_socket() {
     assert!(wait_file(&app.path().join("waiting-poll"), WAIT).is_some());
     // Nothing to write: only the watch on the socket can tell.
     drop(s);
-    assert_eq!(
-        wait_file(&app.path().join("gone-poll"), WAIT).as_deref(),
-        Some("http.disconnect"),
-        "log:\n{}",
-        c.log.text()
-    );
+    assert_disconnected(&app, &c, "poll");
 }
