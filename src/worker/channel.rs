@@ -523,8 +523,16 @@ async fn read_frames(
                 continue;
             }
         };
+        while let Ok((id, entry)) = reg.try_recv() {
+            streams.insert(id, entry);
+        }
         let source = if from_ring {
             let ring = channel.ring.as_ref()?;
+            if ring_buf.is_empty()
+                && let Err(e) = take_frames(ring, streams, control, channel)
+            {
+                return Some(e);
+            }
             if ring_buf.capacity() - ring_buf.len() < 16 * 1024 {
                 ring_buf.reserve(super::ring::RING_BYTES);
             }
@@ -542,12 +550,42 @@ async fn read_frames(
             }
             &mut buf
         };
-        while let Ok((id, entry)) = reg.try_recv() {
-            streams.insert(id, entry);
-        }
         if let Err(e) = route_all(source, streams, control, channel) {
             return Some(e);
         }
+    }
+}
+
+/// Routes the whole frames at the front of the response ring that fit a
+/// buffer of their own (see [`Ring::take_frames`]: one copy, not two);
+/// what is left goes through the reader's buffer. The error that must
+/// close the channel, if one does.
+fn take_frames(
+    ring: &Ring,
+    streams: &mut HashMap<u32, StreamEntry>,
+    control: &mpsc::UnboundedSender<(u64, ControlEvent)>,
+    channel: &Channel,
+) -> Result<(), String> {
+    let mut bad = None;
+    let taken = ring.take_frames(protocol::COPY_BELOW, |frame| {
+        match route(frame, streams, control, channel) {
+            Ok(()) => true,
+            Err(e) => {
+                bad = Some(e);
+                false
+            }
+        }
+    });
+    if let Err(e) = taken {
+        tracing::error!(worker = channel.serial, "{e}");
+        return Err(e.to_string());
+    }
+    match bad {
+        Some(e) => {
+            tracing::error!(worker = channel.serial, "bad frame from worker: {e}");
+            Err(e)
+        }
+        None => Ok(()),
     }
 }
 

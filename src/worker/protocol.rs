@@ -291,23 +291,39 @@ pub enum DecodeError {
 }
 
 /// Payloads up to this size are copied out of the read buffer.
-const COPY_BELOW: usize = 64 * 1024;
+pub const COPY_BELOW: usize = 64 * 1024;
 
-/// Splits one whole frame off the front of `buf`, if one is there.
-pub fn decode(buf: &mut BytesMut) -> Result<Option<Frame>, DecodeError> {
-    if buf.len() < HEADER_LEN {
-        return Ok(None);
-    }
-    let len = u32::from_le_bytes(buf[0..4].try_into().unwrap()) as usize;
+/// A frame's header, its length checked against [`MAX_INCOMING_FRAME`].
+pub struct Header {
+    pub len: usize,
+    pub kind: Result<FrameKind, UnknownKind>,
+    pub stream: u32,
+}
+
+/// Reads a frame's header.
+pub fn header(bytes: &[u8; HEADER_LEN]) -> Result<Header, DecodeError> {
+    let [l0, l1, l2, l3, kind, s0, s1, s2, s3] = *bytes;
+    let len = u32::from_le_bytes([l0, l1, l2, l3]) as usize;
     if len > MAX_INCOMING_FRAME {
         return Err(DecodeError::TooLarge(len));
     }
+    Ok(Header {
+        len,
+        kind: FrameKind::try_from(kind),
+        stream: u32::from_le_bytes([s0, s1, s2, s3]),
+    })
+}
+
+/// Splits one whole frame off the front of `buf`, if one is there.
+pub fn decode(buf: &mut BytesMut) -> Result<Option<Frame>, DecodeError> {
+    let Some(first) = buf.first_chunk::<HEADER_LEN>() else {
+        return Ok(None);
+    };
+    let Header { len, kind, stream } = header(first)?;
     if buf.len() < HEADER_LEN + len {
         buf.reserve(HEADER_LEN + len - buf.len());
         return Ok(None);
     }
-    let kind = FrameKind::try_from(buf[4]);
-    let stream = u32::from_le_bytes(buf[5..9].try_into().unwrap());
     // Small payloads are copied out, so a response waiting for a slow client
     // does not pin the reader's whole buffer (memory stays bounded); large
     // ones are split off without a copy.

@@ -58,7 +58,7 @@ use std::sync::atomic::{AtomicU64, Ordering, fence};
 use bytes::{Bytes, BytesMut};
 use tokio::io::unix::AsyncFd;
 
-use super::protocol::consume;
+use super::protocol::{Frame, HEADER_LEN, Header, consume, header};
 
 /// Bytes of each ring.
 pub const RING_BYTES: usize = 256 * 1024;
@@ -254,20 +254,40 @@ impl Ring {
     /// Copies `n` bytes out of a ring from stream position `pos` to the end
     /// of `buf` (which has room for them), wrapping.
     fn copy_out(&self, ring: Offsets, pos: u64, n: usize, buf: &mut BytesMut) {
+        let spare = buf.spare_capacity_mut();
+        assert!(spare.len() >= n && n <= RING_BYTES);
+        // SAFETY: `spare` has room for `n` bytes, which the copy then
+        // initializes.
+        unsafe {
+            self.read_raw(ring, pos, spare.as_mut_ptr().cast::<u8>(), n);
+            buf.set_len(buf.len() + n);
+        }
+    }
+
+    /// Fills `dst` from a ring at stream position `pos`, wrapping.
+    fn peek(&self, ring: Offsets, pos: u64, dst: &mut [u8]) {
+        assert!(dst.len() <= RING_BYTES);
+        // SAFETY: `dst` has room for its length.
+        unsafe { self.read_raw(ring, pos, dst.as_mut_ptr(), dst.len()) }
+    }
+
+    /// Copies `n` bytes (at most a ring) out of a ring from stream position
+    /// `pos` to `dst`, wrapping.
+    ///
+    /// # Safety
+    ///
+    /// `dst` must be valid for `n` bytes of writes.
+    unsafe fn read_raw(&self, ring: Offsets, pos: u64, dst: *mut u8, n: usize) {
         let at = (pos % RING_BYTES as u64) as usize;
         let first = n.min(RING_BYTES - at);
-        let spare = buf.spare_capacity_mut();
-        debug_assert!(spare.len() >= n && n <= RING_BYTES);
-        // SAFETY: the source ranges lie inside the ring's data, the
-        // destination inside `buf`'s spare capacity, which the bytes then
-        // initialize. The worker may scribble on the source meanwhile: it
-        // then gets its own garbage back as frames, which are checked.
+        // SAFETY: the source ranges lie inside the ring's data (n is at most
+        // a ring), the destination is the caller's. The worker may scribble
+        // on the source meanwhile: it then gets its own garbage back as
+        // frames, which are checked.
         unsafe {
             let base = self.map.as_ptr().add(ring.data);
-            let dst = spare.as_mut_ptr().cast::<u8>();
             std::ptr::copy_nonoverlapping(base.add(at), dst, first);
             std::ptr::copy_nonoverlapping(base, dst.add(first), n - first);
-            buf.set_len(buf.len() + n);
         }
     }
 
@@ -376,6 +396,57 @@ impl Ring {
         Ok(n)
     }
 
+    /// Takes the whole frames at the front of the response ring whose
+    /// payloads are at most `max` bytes (at most a ring), in order, and
+    /// hands each to `each` until it answers `false`. A payload is copied
+    /// once, straight into a buffer of its own size, where [`Ring::pull`]
+    /// and `protocol::decode` would copy it twice. Stops at a frame not
+    /// whole yet, a bigger one or a header `decode` refuses: those are left
+    /// for `pull`. Wakes the worker once if it waits for room.
+    pub fn take_frames(
+        &self,
+        max: usize,
+        mut each: impl FnMut(Frame) -> bool,
+    ) -> Result<(), RingError> {
+        let held = self.responses_held()? as usize;
+        let head = self.resp_head.load(Ordering::Relaxed);
+        let max = max.min(RING_BYTES - HEADER_LEN);
+        let mut taken = 0usize;
+        while held - taken >= HEADER_LEN {
+            let mut bytes = [0u8; HEADER_LEN];
+            self.peek(RESP, head.wrapping_add(taken as u64), &mut bytes);
+            let Ok(Header { len, kind, stream }) = header(&bytes) else {
+                break;
+            };
+            if len > max || held - taken < HEADER_LEN + len {
+                break;
+            }
+            let mut payload = BytesMut::with_capacity(len);
+            let at = head.wrapping_add((taken + HEADER_LEN) as u64);
+            self.copy_out(RESP, at, len, &mut payload);
+            taken += HEADER_LEN + len;
+            let payload = payload.freeze();
+            if !each(Frame {
+                kind,
+                stream,
+                payload,
+            }) {
+                break;
+            }
+        }
+        if taken > 0 {
+            let head = head.wrapping_add(taken as u64);
+            self.publish(
+                &self.resp_head,
+                RESP.head,
+                head,
+                RESP.producer_waiting,
+                &self.resp_space,
+            );
+        }
+        Ok(())
+    }
+
     /// Returns once the response ring has bytes (or an eventfd error).
     /// Cancel-safe: dropped mid-wait, it leaves at worst a needless
     /// wake-up behind.
@@ -452,6 +523,76 @@ mod tests {
             ring.pull(&mut got).unwrap();
         }
         assert_eq!(&got[..], &want[..]);
+    }
+
+    /// Plays the worker: writes `bytes` into the response ring.
+    fn worker_send(ring: &Ring, bytes: &[u8]) {
+        let tail = ring.word(RESP.tail).load(Ordering::Acquire);
+        ring.copy_in(RESP, tail, bytes);
+        ring.word(RESP.tail)
+            .store(tail + bytes.len() as u64, Ordering::Release);
+    }
+
+    fn data(stream: u32, n: usize) -> Bytes {
+        super::super::protocol::encode(
+            super::super::protocol::FrameKind::Data,
+            stream,
+            &bytes(n, stream as u8),
+        )
+    }
+
+    #[tokio::test]
+    async fn whole_small_frames_are_taken_at_once_and_the_rest_left_for_pull() {
+        let (ring, _child) = Ring::create().unwrap();
+        // Start near the ring's end, so that the first frame wraps.
+        worker_send(&ring, &vec![0u8; RING_BYTES - 20]);
+        let mut sink = BytesMut::with_capacity(RING_BYTES);
+        ring.pull(&mut sink).unwrap();
+        // Three whole small frames, one bigger than `max`, one cut short.
+        for (stream, n) in [(1, 100), (2, 200), (3, 300), (4, 5000)] {
+            worker_send(&ring, &data(stream, n));
+        }
+        let cut = data(5, 300);
+        worker_send(&ring, &cut[..50]);
+        let mut got = Vec::new();
+        // `each` stops it after the first.
+        ring.take_frames(1000, |f| {
+            got.push((f.stream, f.payload));
+            false
+        })
+        .unwrap();
+        ring.take_frames(1000, |f| {
+            got.push((f.stream, f.payload));
+            true
+        })
+        .unwrap();
+        let want: Vec<_> = [(1, 100), (2, 200), (3, 300)]
+            .map(|(s, n)| (s, bytes(n, s as u8)))
+            .into();
+        assert_eq!(got, want);
+        // The rest, from the big frame on, is left whole for pull.
+        let mut rest = BytesMut::with_capacity(RING_BYTES);
+        ring.pull(&mut rest).unwrap();
+        assert_eq!(&rest[..], &[&data(4, 5000)[..], &cut[..50]].concat()[..]);
+    }
+
+    #[tokio::test]
+    async fn a_frame_header_over_the_limit_is_left_for_pull_to_refuse() {
+        let (ring, _child) = Ring::create().unwrap();
+        let mut forged = data(1, 10).to_vec();
+        forged[..4].copy_from_slice(&u32::MAX.to_le_bytes());
+        worker_send(&ring, &forged);
+        let mut got = 0;
+        ring.take_frames(1000, |_| {
+            got += 1;
+            true
+        })
+        .unwrap();
+        assert_eq!(got, 0);
+        let mut rest = BytesMut::with_capacity(1024);
+        ring.pull(&mut rest).unwrap();
+        assert_eq!(&rest[..], &forged[..]);
+        assert!(super::super::protocol::decode(&mut rest).is_err());
     }
 
     #[tokio::test]
