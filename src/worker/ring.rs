@@ -385,14 +385,7 @@ impl Ring {
         }
         let head = self.resp_head.load(Ordering::Relaxed);
         self.copy_out(RESP, head, n, buf);
-        let head = head.wrapping_add(n as u64);
-        self.publish(
-            &self.resp_head,
-            RESP.head,
-            head,
-            RESP.producer_waiting,
-            &self.resp_space,
-        );
+        self.taken(head.wrapping_add(n as u64));
         Ok(n)
     }
 
@@ -435,16 +428,21 @@ impl Ring {
             }
         }
         if taken > 0 {
-            let head = head.wrapping_add(taken as u64);
-            self.publish(
-                &self.resp_head,
-                RESP.head,
-                head,
-                RESP.producer_waiting,
-                &self.resp_space,
-            );
+            self.taken(head.wrapping_add(taken as u64));
         }
         Ok(())
+    }
+
+    /// Publishes how far corral has read the response ring (`head`), and
+    /// wakes the worker if it waits for room.
+    fn taken(&self, head: u64) {
+        self.publish(
+            &self.resp_head,
+            RESP.head,
+            head,
+            RESP.producer_waiting,
+            &self.resp_space,
+        );
     }
 
     /// Returns once the response ring has bytes (or an eventfd error).
