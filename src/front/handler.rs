@@ -7,7 +7,6 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -607,8 +606,7 @@ impl Upload {
                         return Err(Cut::Pump(end));
                     }
                 }
-                () = std::future::poll_fn(|cx| hangup.map_or(Poll::Pending, |h| h.poll(cx))),
-                    if !pumping && hangup.is_some() => return Err(Cut::Gone),
+                () = Hangup::gone(hangup), if !pumping => return Err(Cut::Gone),
                 () = &mut timer => {
                     let now = TokioInstant::now();
                     let due = self.clock.due(timeout, now);

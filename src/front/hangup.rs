@@ -217,6 +217,14 @@ impl Hangup {
         }
     }
 
+    /// Returns once the client leaves; never without a watch.
+    pub async fn gone(hangup: Option<&Hangup>) {
+        match hangup {
+            Some(h) => std::future::poll_fn(|cx| h.poll(cx)).await,
+            None => std::future::pending().await,
+        }
+    }
+
     /// Runs `work` until it is done (`Some`) or the client leaves (`None`).
     /// Without a watch, `work` runs to its end. (A future of its own, not
     /// an `async fn`, which would hold `work` twice: as its argument and
@@ -268,7 +276,7 @@ mod tests {
 
     /// Whether the hangup is seen within `wait`.
     async fn seen(hangup: &Hangup, wait: Duration) -> bool {
-        let watch = std::future::poll_fn(|cx| hangup.poll(cx));
+        let watch = Hangup::gone(Some(hangup));
         tokio::time::timeout(wait, watch).await.is_ok()
     }
 

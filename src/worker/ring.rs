@@ -390,7 +390,7 @@ impl Ring {
     }
 
     /// Takes the whole frames at the front of the response ring whose
-    /// payloads are at most `max` bytes (at most a ring), in order, and
+    /// payloads are at most `max` bytes, in order, and
     /// hands each to `each` until it answers `false`. A payload is copied
     /// once, straight into a buffer of its own size, where [`Ring::pull`]
     /// and `protocol::decode` would copy it twice. Stops at a frame not
@@ -403,7 +403,6 @@ impl Ring {
     ) -> Result<(), RingError> {
         let held = self.responses_held()? as usize;
         let head = self.resp_head.load(Ordering::Relaxed);
-        let max = max.min(RING_BYTES - HEADER_LEN);
         let mut taken = 0usize;
         while held - taken >= HEADER_LEN {
             let mut bytes = [0u8; HEADER_LEN];

@@ -140,41 +140,35 @@ fn a_request_whose_client_leaves_while_it_waits_for_a_worker_never_reaches_the_a
     assert!(ran.is_empty(), "requests whose client left ran: {ran:?}");
 }
 
-#[test]
-fn an_asgi_app_sees_the_client_leave_while_it_works_on_a_whole_body() {
+/// POSTs `body` to the ASGI app as request `name`, waits until the app
+/// has all of it, closes the connection and asserts the app saw it.
+fn post_then_leave(name: &str, body: &[u8]) {
     let app = AppDir::new(&[("app.py", ASGI)]);
     let c = Corral::start(app.path(), &["app:app", "--interface", "asgi"], 1);
     let mut s = c.connect();
-    s.write_all(b"POST /?small HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhello")
-        .unwrap();
+    let head = format!(
+        "POST /?{name} HTTP/1.1\r\nHost: a\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    s.write_all(&[head.as_bytes(), body].concat()).unwrap();
+    let waiting = app.path().join(format!("waiting-{name}"));
     assert_eq!(
-        wait_file(&app.path().join("waiting-small"), WAIT).as_deref(),
-        Some("5")
+        wait_file(&waiting, WAIT).as_deref(),
+        Some(body.len().to_string().as_str())
     );
     drop(s);
-    assert_disconnected(&app, &c, "small");
+    assert_disconnected(&app, &c, name);
+}
+
+#[test]
+fn an_asgi_app_sees_the_client_leave_while_it_works_on_a_whole_body() {
+    post_then_leave("small", b"hello");
 }
 
 #[test]
 fn an_asgi_app_sees_the_client_leave_after_a_streamed_upload() {
-    let app = AppDir::new(&[("app.py", ASGI)]);
-    let c = Corral::start(app.path(), &["app:app", "--interface", "asgi"], 1);
     // Larger than what corral reads before it dispatches: the rest streams.
-    let body = vec![b'x'; 1 << 20];
-    let mut s = c.connect();
-    write!(
-        s,
-        "POST /?big HTTP/1.1\r\nHost: a\r\nContent-Length: {}\r\n\r\n",
-        body.len()
-    )
-    .unwrap();
-    s.write_all(&body).unwrap();
-    assert_eq!(
-        wait_file(&app.path().join("waiting-big"), WAIT).as_deref(),
-        Some("1048576")
-    );
-    drop(s);
-    assert_disconnected(&app, &c, "big");
+    post_then_leave("big", &vec![b'x'; 1 << 20]);
 }
 
 #[test]
