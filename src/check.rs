@@ -12,7 +12,7 @@ use tokio::sync::mpsc;
 
 use crate::config::Config;
 use crate::runtime_dir::{Owner, RuntimeDir};
-use crate::worker::channel::{Channel, ControlEvent};
+use crate::worker::channel::{Channel, ControlEvent, Ident};
 use crate::worker::process::Launcher;
 
 /// Exit code when the app failed the check.
@@ -96,7 +96,18 @@ async fn check(cfg: &Config) -> Result<Outcome, String> {
         threads: 1,
         asgi: 1,
     };
-    let channel = Channel::start(1, 0, pid, spawned.sock, spawned.ring, tx, capacity);
+    let channel = Channel::start(
+        Ident {
+            serial: 1,
+            slot: 0,
+            pid,
+            shard: 0,
+        },
+        spawned.sock,
+        spawned.ring,
+        tx,
+        capacity,
+    );
     let mut child = spawned.child;
     let started = Instant::now();
     let deadline = started + cfg.workers.boot_timeout;

@@ -1,7 +1,8 @@
 //! The last few minutes of traffic, second by second, for the status page's
 //! charts: a ring of [`SECONDS`] per-second counters (requests, 5xx
-//! answers, and the latency histogram's buckets), about 11 KiB in all,
-//! written with atomics on the request path (no lock, no allocation).
+//! answers, and the latency histogram's buckets), about 11 KiB per front
+//! shard, written with atomics on the request path (no lock, no
+//! allocation).
 //!
 //! A slot is reused when its second comes round again: the first request
 //! of a new second claims it and zeroes it. A request that races that
@@ -30,24 +31,16 @@ struct Second {
     buckets: [AtomicU32; BUCKETS.len() + 1],
 }
 
+/// One ring per front shard (`crate::shards`): a shard's thread counts in
+/// its own, and [`History::recent`] adds them up.
 pub struct History {
     epoch: Instant,
-    ring: Box<[Second]>,
+    rings: Box<[Box<[Second]>]>,
 }
 
 impl Default for History {
     fn default() -> Self {
-        History {
-            epoch: Instant::now(),
-            ring: (0..SECONDS)
-                .map(|_| Second {
-                    stamp: AtomicU64::new(0),
-                    requests: AtomicU32::new(0),
-                    errors: AtomicU32::new(0),
-                    buckets: Default::default(),
-                })
-                .collect(),
-        }
+        History::new(1)
     }
 }
 
@@ -65,6 +58,24 @@ pub struct SecondStats {
 }
 
 impl History {
+    /// Rings for `shards` front shards.
+    pub fn new(shards: usize) -> History {
+        let ring = || {
+            (0..SECONDS)
+                .map(|_| Second {
+                    stamp: AtomicU64::new(0),
+                    requests: AtomicU32::new(0),
+                    errors: AtomicU32::new(0),
+                    buckets: Default::default(),
+                })
+                .collect()
+        };
+        History {
+            epoch: Instant::now(),
+            rings: (0..shards.max(1)).map(|_| ring()).collect(),
+        }
+    }
+
     fn second(&self, at: Instant) -> u64 {
         at.saturating_duration_since(self.epoch).as_secs() + 1
     }
@@ -74,7 +85,8 @@ impl History {
     /// length for +Inf).
     pub fn record_at(&self, at: Instant, status: u16, bucket: usize) {
         let now = self.second(at);
-        let slot = &self.ring[(now % SECONDS as u64) as usize];
+        let ring = &self.rings[crate::shards::current() % self.rings.len()];
+        let slot = &ring[(now % SECONDS as u64) as usize];
         let seen = slot.stamp.load(Ordering::Relaxed);
         if seen != now
             && slot
@@ -106,18 +118,23 @@ impl History {
         let n = n.min(SECONDS - 1) as u64;
         (now.saturating_sub(n)..now)
             .map(|s| {
-                let slot = &self.ring[(s % SECONDS as u64) as usize];
-                if s == 0 || slot.stamp.load(Ordering::Relaxed) != s {
-                    return SecondStats::default();
+                let mut requests = 0u32;
+                let mut errors = 0u32;
+                let mut counts = [0u32; BUCKETS.len() + 1];
+                for ring in &self.rings {
+                    let slot = &ring[(s % SECONDS as u64) as usize];
+                    if s == 0 || slot.stamp.load(Ordering::Relaxed) != s {
+                        continue;
+                    }
+                    requests = requests.wrapping_add(slot.requests.load(Ordering::Relaxed));
+                    errors = errors.wrapping_add(slot.errors.load(Ordering::Relaxed));
+                    for (c, b) in counts.iter_mut().zip(&slot.buckets) {
+                        *c = c.wrapping_add(b.load(Ordering::Relaxed));
+                    }
                 }
-                let counts: Vec<u32> = slot
-                    .buckets
-                    .iter()
-                    .map(|b| b.load(Ordering::Relaxed))
-                    .collect();
                 SecondStats {
-                    requests: slot.requests.load(Ordering::Relaxed),
-                    errors: slot.errors.load(Ordering::Relaxed),
+                    requests,
+                    errors,
                     p50_ms: percentile(&counts, 0.50),
                     p99_ms: percentile(&counts, 0.99),
                 }

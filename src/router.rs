@@ -1,8 +1,10 @@
 //! The router: which workers may take requests, and which one takes the next.
 //!
 //! The supervisor publishes the set of in-service workers; requests read it
-//! without locking ([`arc_swap`]). A request goes to the worker with the
-//! fewest requests outstanding (ties broken round-robin). Each worker holds
+//! without locking ([`arc_swap`]). A request goes to a worker of its own
+//! front shard ([`crate::shards`]) unless another would start it sooner
+//! (see `pick`), else to the worker with the fewest requests outstanding
+//! relative to its capacity (ties broken round-robin). Each worker holds
 //! at most its capacity (a WSGI worker: its threads plus a prefetch queue
 //! sized by its answer time, see `Channel::answered`; an ASGI worker:
 //! `[workers] concurrency`); beyond that, requests
@@ -86,7 +88,9 @@ struct Routing {
 
 pub struct Router {
     in_service: ArcSwap<Routing>,
-    next: AtomicUsize,
+    /// Where each front shard's next look for a worker starts (ties go
+    /// round-robin), each on a cache line of its own.
+    next: [Padded; 16],
     freed: Notify,
     /// Requests waiting for a place, and how many may.
     waiting: AtomicUsize,
@@ -126,16 +130,27 @@ pub struct Lease {
 
 impl Drop for Lease {
     fn drop(&mut self) {
-        self.channel.in_flight.fetch_sub(1, Ordering::AcqRel);
-        self.router.freed.notify_one();
+        // Only when a request waits: a wake-up with none is a write to a
+        // line every shard reads. A request that starts to wait counts
+        // itself before it looks (both sequentially consistent), so
+        // either it sees this place free or this sees it wait.
+        self.channel.in_flight.fetch_sub(1, Ordering::SeqCst);
+        if self.router.waiting.load(Ordering::SeqCst) > 0 {
+            self.router.freed.notify_one();
+        }
     }
 }
+
+/// A counter alone on its cache lines.
+#[derive(Default)]
+#[repr(align(128))]
+struct Padded(AtomicUsize);
 
 impl Router {
     pub fn new(max_queued: usize) -> Arc<Router> {
         Arc::new(Router {
             in_service: ArcSwap::from_pointee(Routing::default()),
-            next: AtomicUsize::new(0),
+            next: Default::default(),
             freed: Notify::new(),
             waiting: AtomicUsize::new(0),
             max_queued,
@@ -207,7 +222,7 @@ impl Router {
                 done => return done,
             }
         }
-        if self.waiting.fetch_add(1, Ordering::AcqRel) >= self.max_queued {
+        if self.waiting.fetch_add(1, Ordering::SeqCst) >= self.max_queued {
             self.waiting.fetch_sub(1, Ordering::AcqRel);
             return Err(NoWorker::QueueFull);
         }
@@ -295,35 +310,94 @@ impl Router {
         let side = to_new.filter(|_| routing.split.is_some()).filter(|&new| {
             (0..n).any(|i| routing.canary.get(i) == Some(&new) && !workers[i].is_closed())
         });
-        let start = self.next.fetch_add(1, Ordering::Relaxed);
-        let mut best: Option<(&Arc<Channel>, bool, usize, usize)> = None;
-        for i in 0..n {
-            let at = (start + i) % n;
-            let ch = &workers[at];
-            let new = routing.canary.get(at).copied().unwrap_or(false);
-            if ch.is_closed() || side.is_some_and(|s| s != new) {
-                continue;
+        let shard = crate::shards::current();
+        let start = self.next[shard % self.next.len()]
+            .0
+            .fetch_add(1, Ordering::Relaxed);
+        // The least-loaded worker among those `mine` takes.
+        let lightest = |mine: &dyn Fn(&Channel) -> bool| {
+            let mut best: Option<Candidate> = None;
+            for i in 0..n {
+                let at = (start + i) % n;
+                let ch = &workers[at];
+                let new = routing.canary.get(at).copied().unwrap_or(false);
+                if ch.is_closed() || side.is_some_and(|s| s != new) || !mine(ch) {
+                    continue;
+                }
+                let c = Candidate {
+                    at,
+                    new,
+                    load: ch.in_flight.load(Ordering::SeqCst),
+                    cap: ch.capacity.load(Ordering::Acquire).max(1),
+                };
+                if best.is_none_or(|b| c.lighter_than(&b)) {
+                    best = Some(c);
+                }
             }
-            // Load is the share of the worker's capacity in use, compared
-            // without division: load_a / cap_a < load_b / cap_b.
-            let load = ch.in_flight.load(Ordering::Acquire);
-            let cap = ch.capacity.load(Ordering::Acquire).max(1);
-            if best.is_none_or(|(_, _, l, c)| load * c < l * cap) {
-                best = Some((ch, new, load, cap));
-            }
-        }
-        match best {
-            Some((ch, new, load, cap)) if load < cap => Ok((ch, new)),
+            best
+        };
+        // This shard's lightest worker when it would start the request at
+        // once: the others' counters are not even read (they are lines
+        // their own threads write). Else the lightest of all if it would
+        // start it at once; else, as every worker's threads are busy, this
+        // shard's unless it is full or another is lighter by more than an
+        // eighth of its capacity (2 to 16 requests): a request never waits
+        // behind another while a worker elsewhere is free, and otherwise
+        // mostly stays on the thread that read it.
+        let local = lightest(&|ch| ch.shard == shard);
+        let chosen = match local {
+            Some(l) if workers[l.at].has_room_now(l.load, l.cap) => Some(l),
+            _ => match (local, lightest(&|_| true)) {
+                (_, Some(b)) if workers[b.at].has_room_now(b.load, b.cap) => Some(b),
+                (Some(l), Some(b)) if l.load < l.cap && !b.lighter_by(&l, shard_slack(l.cap)) => {
+                    Some(l)
+                }
+                (_, b) => b,
+            },
+        };
+        match chosen {
+            Some(c) if c.load < c.cap => Ok((&workers[c.at], c.new)),
             Some(_) => Err(NoWorker::Busy),
             None => Err(NoWorker::NoneInService),
         }
     }
 }
 
+/// A worker [`Router::pick`] considers: its index, whether it is the
+/// canary's, and its load and capacity.
+#[derive(Clone, Copy)]
+struct Candidate {
+    at: usize,
+    new: bool,
+    load: usize,
+    cap: usize,
+}
+
+impl Candidate {
+    /// Whether this worker's share of its capacity in use is below
+    /// `other`'s (compared without division: load_a / cap_a < load_b /
+    /// cap_b).
+    fn lighter_than(&self, other: &Candidate) -> bool {
+        self.lighter_by(other, 0)
+    }
+
+    /// [`Candidate::lighter_than`] with `slack` more requests on this one.
+    fn lighter_by(&self, other: &Candidate, slack: usize) -> bool {
+        (self.load + slack) * other.cap < other.load * self.cap
+    }
+}
+
+/// How many more requests this shard's worker may hold than the lightest
+/// other before a request goes to that one, when every worker's threads
+/// are busy: an eighth of its capacity, 2 to 16 requests.
+fn shard_slack(cap: usize) -> usize {
+    (cap / 8).clamp(2, 16)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::worker::channel::{Capacity, ControlEvent};
+    use crate::worker::channel::{Capacity, ControlEvent, Ident};
     use tokio::net::UnixStream;
     use tokio::sync::mpsc;
 
@@ -335,13 +409,29 @@ mod tests {
     }
 
     fn worker(serial: u64, capacity: usize) -> Worker {
+        worker_on(serial, capacity, 0)
+    }
+
+    /// A worker whose channel belongs to front shard `shard`.
+    fn worker_on(serial: u64, capacity: usize, shard: usize) -> Worker {
         let (ours, theirs) = UnixStream::pair().unwrap();
         let (control, _) = mpsc::unbounded_channel::<(u64, ControlEvent)>();
         let caps = Capacity {
             threads: 1,
             asgi: 1,
         };
-        let channel = Channel::start(serial, serial as usize, 0, ours, None, control, caps);
+        let channel = Channel::start(
+            Ident {
+                serial,
+                slot: serial as usize,
+                pid: 0,
+                shard,
+            },
+            ours,
+            None,
+            control,
+            caps,
+        );
         channel.capacity.store(capacity, Ordering::Release);
         Worker {
             channel,
@@ -397,6 +487,38 @@ mod tests {
         assert_eq!(b.channel.in_flight.load(Ordering::Acquire), 1);
         let next = router.acquire(NOW).await.unwrap();
         assert_eq!(next.channel.serial, 2);
+    }
+
+    #[tokio::test]
+    async fn a_request_stays_on_its_shard_unless_a_worker_elsewhere_is_free_or_much_lighter() {
+        // The test's thread is no shard's: it counts as shard 0. Each
+        // worker has one thread.
+        let router = Router::new(0);
+        let (mine, other) = (worker_on(1, 16, 0), worker_on(2, 16, 1));
+        router.publish(vec![other.channel.clone(), mine.channel.clone()]);
+        let load = |w: &Worker| w.channel.in_flight.load(Ordering::Acquire);
+        let mut leases = Vec::new();
+        let mut take = async |n: usize| {
+            let mut got = Vec::new();
+            for _ in 0..n {
+                let lease = router.acquire(NOW).await.unwrap();
+                got.push(lease.channel.serial);
+                leases.push(lease);
+            }
+            got
+        };
+        // This shard's worker while its thread is free; then the other,
+        // whose thread is free; then, both busy, this shard's until it
+        // holds more than the slack (16 / 8 = 2) beyond the other's.
+        assert_eq!(take(6).await, [1, 2, 1, 1, 1, 2]);
+        assert_eq!(take(4).await, [1, 2, 1, 2]);
+        assert_eq!((load(&mine), load(&other)), (6, 4));
+        // Both fill up; then a request is refused (no queue here).
+        for _ in 0..22 {
+            leases.push(router.acquire(NOW).await.unwrap());
+        }
+        assert_eq!((load(&mine), load(&other)), (16, 16));
+        assert_eq!(router.acquire(NOW).await.err(), Some(NoWorker::QueueFull));
     }
 
     #[tokio::test]

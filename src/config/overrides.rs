@@ -200,8 +200,9 @@ pub struct Overrides {
     #[arg(long, value_name = "SIZE", env = "CORRAL_WS_MAX_MESSAGE")]
     pub ws_max_message: Option<ByteSize>,
 
-    /// Threads that corral's own HTTP front runs on; 0: half the CPUs, at
-    /// least 1, leaving the rest to the Python workers
+    /// Shards of corral's own HTTP front, each a thread that serves its
+    /// connections with its share of the workers (no more than workers);
+    /// 0: one per CPU
     /// [toml: server.io_threads] [default: 0]
     #[arg(long, value_name = "N", env = "CORRAL_IO_THREADS")]
     pub io_threads: Option<usize>,

@@ -285,11 +285,11 @@ section! {
         /// socket with 1009 (the app sees 1009 too). From "1B" to "16MiB" (the
         /// most a worker's channel carries in one message). Default "16MiB".
         ws_max_message: Option<Spanned<ByteSize>>;
-        /// Threads that corral's own HTTP front (its async runtime) runs on. 0
-        /// means automatic: half the CPUs corral may use, at least 1, leaving
-        /// the other half for the Python workers, which do most of the work
-        /// (fewer front threads also means fewer wake-ups across threads).
-        /// Default 0.
+        /// Shards of corral's own HTTP front: each a thread with an event loop
+        /// of its own that accepts connections, serves them, and runs the
+        /// channels of its share of the workers, so that most requests never
+        /// leave the thread that read them. corral starts no more shards than
+        /// workers. 0 means automatic: one per CPU corral may use. Default 0.
         io_threads: Option<Spanned<usize>>;
         /// After binding its sockets as root, corral itself switches to `[workers]
         /// user`/`group` (which must be set).

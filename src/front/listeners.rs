@@ -121,6 +121,25 @@ impl Listener {
             Listener::Unix(l, _) => l.as_raw_fd(),
         }
     }
+
+    /// Another handle on the same listen socket (a `dup`), registered with
+    /// the runtime this is called in: each front shard accepts on its own,
+    /// and the kernel gives each new connection to one of them.
+    pub fn try_clone(&self) -> std::io::Result<Listener> {
+        use std::os::fd::AsFd;
+        Ok(match self {
+            Listener::Tcp(l) => {
+                let l = std::net::TcpListener::from(l.as_fd().try_clone_to_owned()?);
+                l.set_nonblocking(true)?;
+                Listener::Tcp(TcpListener::from_std(l)?)
+            }
+            Listener::Unix(l, path) => {
+                let l = std::os::unix::net::UnixListener::from(l.as_fd().try_clone_to_owned()?);
+                l.set_nonblocking(true)?;
+                Listener::Unix(UnixListener::from_std(l)?, path.clone())
+            }
+        })
+    }
 }
 
 /// One socket the app is served on.

@@ -86,9 +86,10 @@ use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::{Notify, watch};
+use tokio::sync::{Notify, mpsc, watch};
 
 use crate::config::ServerConfig;
+use crate::shards::{OnShard, Shards};
 use crate::tls::BindTls;
 use crate::worker::head::ConnInfo;
 use handler::Shared;
@@ -175,6 +176,7 @@ impl Front {
         server: &ServerConfig,
         shared: Arc<Shared>,
         gate: Option<watch::Receiver<bool>>,
+        shards: &Arc<Shards>,
     ) -> Front {
         let (stop, stop_rx) = watch::channel(false);
         let drain = shared.drain.clone();
@@ -190,20 +192,47 @@ impl Front {
             server.send_timeout,
             Some(shared.metrics.clone()),
         );
-        let accept_tasks = listeners
-            .into_iter()
-            .map(|(l, tls)| {
-                tokio::spawn(accept_loop(
-                    l,
-                    tls,
-                    shared.clone(),
-                    opts.clone(),
+        // Every shard accepts on every listen socket, each through its
+        // own handle on it (registered with its own event loop).
+        let builders = Arc::new(builders(&opts));
+        let (inboxes, queues): (Vec<_>, Vec<_>) =
+            (0..shards.len()).map(|_| mpsc::unbounded_channel()).unzip();
+        let inboxes = Arc::new(inboxes);
+        for (shard, queue) in queues.into_iter().enumerate() {
+            shards.handle(shard).spawn(take_handoffs(queue));
+        }
+        let mut accept_tasks = Vec::new();
+        for (listener, tls) in listeners {
+            let serving = Arc::new(Serving {
+                tls,
+                shared: shared.clone(),
+                builders: builders.clone(),
+                handshake_timeout: opts.keepalive,
+                shards: shards.clone(),
+                inboxes: inboxes.clone(),
+            });
+            let mut on_shards = Vec::new();
+            for shard in 1..shards.len() {
+                let _on_shard = shards.handle(shard).enter();
+                match listener.try_clone() {
+                    Ok(l) => on_shards.push((shard, l)),
+                    Err(e) => tracing::warn!(
+                        "front shard {shard} does not accept on {}: {e}",
+                        listener.describe()
+                    ),
+                }
+            }
+            on_shards.push((0, listener));
+            for (shard, listener) in on_shards {
+                accept_tasks.push(shards.handle(shard).spawn(accept_loop(
+                    listener,
+                    serving.clone(),
                     limits.clone(),
                     stop_rx.clone(),
                     gate.clone(),
-                ))
-            })
-            .collect();
+                )));
+            }
+        }
         Front {
             stop,
             drain,
@@ -260,11 +289,80 @@ pub fn http1(keepalive: Duration, max_header_bytes: usize) -> http1::Builder {
 /// hyper's smallest `max_buf_size`.
 const MIN_BUF: usize = 8192;
 
-async fn accept_loop(
-    listener: Listener,
+/// What every accept loop of a listen socket shares.
+struct Serving {
     tls: Option<BindTls>,
     shared: Arc<Shared>,
-    opts: Arc<ConnOpts>,
+    builders: Arc<Builders>,
+    handshake_timeout: Duration,
+    shards: Arc<Shards>,
+    /// Each shard's hand-off queue: a connection accepted on a shard with
+    /// more open than another is served there instead.
+    inboxes: Arc<Vec<mpsc::UnboundedSender<Handoff>>>,
+}
+
+/// A connection moved to another shard: its socket, out of the event
+/// loop that accepted it, and what serves it.
+struct Handoff {
+    socket: StdSocket,
+    info: ConnInfo,
+    slot: conn::Slot,
+    on_shard: OnShard,
+    serving: Arc<Serving>,
+}
+
+/// A socket between two event loops.
+enum StdSocket {
+    Tcp(std::net::TcpStream),
+    Unix(std::os::unix::net::UnixStream),
+}
+
+impl StdSocket {
+    fn of(socket: Socket) -> std::io::Result<StdSocket> {
+        Ok(match socket {
+            Socket::Tcp(s) => StdSocket::Tcp(s.into_std()?),
+            Socket::Unix(s) => StdSocket::Unix(s.into_std()?),
+        })
+    }
+
+    /// Registers it with the event loop of the runtime it is called in.
+    fn into_socket(self) -> std::io::Result<Socket> {
+        Ok(match self {
+            StdSocket::Tcp(s) => Socket::Tcp(tokio::net::TcpStream::from_std(s)?),
+            StdSocket::Unix(s) => Socket::Unix(tokio::net::UnixStream::from_std(s)?),
+        })
+    }
+}
+
+/// Serves the connections other shards hand to this one, until the last
+/// accept loop has stopped.
+async fn take_handoffs(mut inbox: mpsc::UnboundedReceiver<Handoff>) {
+    while let Some(h) = inbox.recv().await {
+        match h.socket.into_socket() {
+            Ok(socket) => serve_accepted(socket, h.info, h.slot, h.on_shard, h.serving),
+            Err(e) => tracing::warn!("cannot take over a connection from another shard: {e}"),
+        }
+    }
+}
+
+/// hyper's builders for a listener's connections.
+fn builders(opts: &ConnOpts) -> Builders {
+    let mut http1 = http1(opts.keepalive, opts.max_header_bytes);
+    http1.max_headers(opts.max_headers);
+    let mut watched = http1.clone();
+    // corral watches these connections for the client leaving (see
+    // `hangup`): hyper need not read them while a request is in flight.
+    watched.half_close(true);
+    Builders {
+        http1,
+        watched,
+        http2: http2(opts),
+    }
+}
+
+async fn accept_loop(
+    listener: Listener,
+    serving: Arc<Serving>,
     limits: Arc<conn::Limits>,
     mut stop: watch::Receiver<bool>,
     gate: Option<watch::Receiver<bool>>,
@@ -275,17 +373,7 @@ async fn accept_loop(
             r = gate.wait_for(|open| *open) => if r.is_err() { return },
         }
     }
-    let mut http1 = http1(opts.keepalive, opts.max_header_bytes);
-    http1.max_headers(opts.max_headers);
-    let mut watched = http1.clone();
-    // corral watches these connections for the client leaving (see
-    // `hangup`): hyper need not read them while a request is in flight.
-    watched.half_close(true);
-    let builders = Arc::new(Builders {
-        http1,
-        watched,
-        http2: http2(&opts),
-    });
+    let here = crate::shards::current();
     loop {
         // At the cap, stop accepting: new connections wait in the backlog.
         let slot = tokio::select! {
@@ -294,9 +382,9 @@ async fn accept_loop(
         };
         let accepted = tokio::select! {
             _ = stop.changed() => return,
-            a = accept_stream(&listener, slot) => a,
+            a = accept_socket(&listener) => a,
         };
-        let (io, socket, mut info) = match accepted {
+        let (socket, mut info) = match accepted {
             Ok(x) => x,
             Err(e) => {
                 // EMFILE and friends: back off instead of spinning.
@@ -310,41 +398,85 @@ async fn accept_loop(
         info.trusted = info
             .remote_addr
             .parse::<std::net::IpAddr>()
-            .map_or(true, |ip| shared.forwarded_allow.allows(ip));
-        let open = shared.drain.enter();
-        let shared = shared.clone();
-        let builders = builders.clone();
-        let handshake_timeout = opts.keepalive;
-        let tls = tls.clone();
-        // The handshake runs in the connection's task: a slow client
-        // holds up no other.
-        tokio::spawn(async move {
-            let _open = open;
-            let (io, h2, socket) = match tls {
-                None => (io, false, Some(socket)),
-                Some(tls) => match tls.accept(io, handshake_timeout).await {
-                    Ok((stream, tls)) => {
-                        info.scheme = "https";
-                        let h2 = tls.h2;
-                        info.tls = Some(Arc::new(tls));
-                        (Box::new(stream) as Box<dyn Io>, h2, None)
-                    }
-                    Err(e) => {
-                        shared.metrics.tls_handshake_failed();
-                        tracing::debug!("TLS handshake with {} failed: {e}", info.remote_addr);
-                        return;
-                    }
-                },
-            };
-            let conn = Conn {
-                io,
-                h2,
-                socket,
-                info,
-            };
-            serve(conn, shared, &builders, handshake_timeout).await;
-        });
+            .map_or(true, |ip| serving.shared.forwarded_allow.allows(ip));
+        // Whichever shard's loop woke first took it; the one with the
+        // fewest connections serves it, so that each shard's workers get
+        // their share of the clients.
+        let there = serving.shards.fewest_open(here);
+        // Counted there at once: the next accept sees it.
+        let on_shard = serving.shards.opened(there);
+        if there == here {
+            serve_accepted(socket, info, slot, on_shard, serving.clone());
+            continue;
+        }
+        match StdSocket::of(socket) {
+            Ok(socket) => {
+                let handoff = Handoff {
+                    socket,
+                    info,
+                    slot,
+                    on_shard,
+                    serving: serving.clone(),
+                };
+                if let Err(mpsc::error::SendError(h)) = serving.inboxes[there].send(handoff)
+                    && let Ok(socket) = h.socket.into_socket()
+                {
+                    let on_shard = serving.shards.opened(here);
+                    serve_accepted(socket, h.info, h.slot, on_shard, h.serving);
+                }
+            }
+            Err(e) => tracing::warn!("cannot hand a connection to another shard: {e}"),
+        }
     }
+}
+
+/// Serves an accepted connection in a task of its own on this shard.
+fn serve_accepted(
+    socket: Socket,
+    info: ConnInfo,
+    slot: conn::Slot,
+    on_shard: OnShard,
+    serving: Arc<Serving>,
+) {
+    let socket = Arc::new(socket);
+    let io: Box<dyn Io> = Box::new(conn::Guarded::new(SocketIo(socket.clone()), slot));
+    let mut info = info;
+    let open = serving.shared.drain.enter();
+    // The handshake runs in the connection's task: a slow client
+    // holds up no other.
+    tokio::spawn(async move {
+        let _open = open;
+        let _on_shard = on_shard;
+        let (io, h2, socket) = match &serving.tls {
+            None => (io, false, Some(socket)),
+            Some(tls) => match tls.accept(io, serving.handshake_timeout).await {
+                Ok((stream, tls)) => {
+                    info.scheme = "https";
+                    let h2 = tls.h2;
+                    info.tls = Some(Arc::new(tls));
+                    (Box::new(stream) as Box<dyn Io>, h2, None)
+                }
+                Err(e) => {
+                    serving.shared.metrics.tls_handshake_failed();
+                    tracing::debug!("TLS handshake with {} failed: {e}", info.remote_addr);
+                    return;
+                }
+            },
+        };
+        let conn = Conn {
+            io,
+            h2,
+            socket,
+            info,
+        };
+        serve(
+            conn,
+            serving.shared.clone(),
+            &serving.builders,
+            serving.handshake_timeout,
+        )
+        .await;
+    });
 }
 
 /// hyper's HTTP/2 settings: at most `max_concurrent_streams` streams at
@@ -473,7 +605,8 @@ pub async fn accept(
     slot: conn::Slot,
     raw: Option<Arc<target::RawTargets>>,
 ) -> std::io::Result<(BoxedIo, ConnInfo)> {
-    let (io, _, info) = accept_stream(listener, slot).await?;
+    let (socket, info) = accept_socket(listener).await?;
+    let io: Box<dyn Io> = Box::new(conn::Guarded::new(SocketIo(Arc::new(socket)), slot));
     let io = match raw {
         Some(raw) => Box::new(target::Relaxed::new(io, raw)),
         None => io,
@@ -481,13 +614,9 @@ pub async fn accept(
     Ok((TokioIo::new(io), info))
 }
 
-/// Accepts one connection, counted in `slot` while it lives; also answers
-/// its socket, to watch (see [`hangup`]).
-async fn accept_stream(
-    listener: &Listener,
-    slot: conn::Slot,
-) -> std::io::Result<(Box<dyn Io>, Arc<Socket>, ConnInfo)> {
-    let (socket, info) = match listener {
+/// Accepts one connection: its socket and what the app is told of it.
+async fn accept_socket(listener: &Listener) -> std::io::Result<(Socket, ConnInfo)> {
+    Ok(match listener {
         Listener::Tcp(l) => {
             let (s, peer) = l.accept().await?;
             let _ = s.set_nodelay(true);
@@ -516,8 +645,5 @@ async fn accept_stream(
             };
             (Socket::Unix(s), info)
         }
-    };
-    let socket = Arc::new(socket);
-    let io = conn::Guarded::new(SocketIo(socket.clone()), slot);
-    Ok((Box::new(io), socket, info))
+    })
 }

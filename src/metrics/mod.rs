@@ -1,5 +1,6 @@
 //! Request and connection counters kept by the front with atomics (no locks
-//! on the request path), rendered as Prometheus text, and the text format's
+//! on the request path; one set per front shard, added up when read),
+//! rendered as Prometheus text, and the text format's
 //! helpers ([`header`], [`scalar`]) and the `/proc` readings ([`process`])
 //! that `supervisor::metrics` renders the supervisor's snapshot with. This
 //! module sits below the front and imports nothing above it.
@@ -14,8 +15,26 @@ use crate::history::History;
 
 pub mod process;
 
-#[derive(Default)]
+/// The request and connection counters, one set per front shard
+/// (`crate::shards`), each on cache lines of its own: a shard's thread
+/// adds to its own set only, so two shards never fight over a line, and
+/// `/metrics` adds the sets up.
 pub struct Metrics {
+    shards: Box<[Counters]>,
+    /// The last minutes second by second, for the status page.
+    pub history: History,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new(1)
+    }
+}
+
+/// One shard's counters.
+#[derive(Default)]
+#[repr(align(128))]
+struct Counters {
     /// Responses by status class: index 0 is 1xx ... 4 is 5xx.
     by_class: [AtomicU64; 5],
     /// Counts per bucket (not cumulative); the last one is +Inf.
@@ -43,8 +62,39 @@ pub struct Metrics {
     dispatched: [[AtomicU64; 2]; Protocol::ALL.len()],
     request_body_bytes: AtomicU64,
     response_body_bytes: AtomicU64,
-    /// The last minutes second by second, for the status page.
-    pub history: History,
+}
+
+impl Counters {
+    /// Adds `other`'s counts to these (wrapping: a gauge counted up on one
+    /// shard and down on another still adds up).
+    fn add(&self, other: &Counters) {
+        fn add_all(to: &[AtomicU64], from: &[AtomicU64]) {
+            for (t, f) in to.iter().zip(from) {
+                t.fetch_add(f.load(Ordering::Relaxed), Ordering::Relaxed);
+            }
+        }
+        add_all(&self.by_class, &other.by_class);
+        add_all(&self.latency, &other.latency);
+        add_all(&self.by_version, &other.by_version);
+        add_all(&self.queued, &other.queued);
+        add_all(&self.gateway_errors, &other.gateway_errors);
+        for (t, f) in self.dispatched.iter().zip(&other.dispatched) {
+            add_all(t, f);
+        }
+        for (t, f) in [
+            (&self.latency_sum_us, &other.latency_sum_us),
+            (&self.connections_open, &other.connections_open),
+            (&self.connections_capped, &other.connections_capped),
+            (&self.body_timeouts, &other.body_timeouts),
+            (&self.send_timeouts, &other.send_timeouts),
+            (&self.tls_handshake_failures, &other.tls_handshake_failures),
+            (&self.queued_sum_us, &other.queued_sum_us),
+            (&self.request_body_bytes, &other.request_body_bytes),
+            (&self.response_body_bytes, &other.response_body_bytes),
+        ] {
+            t.fetch_add(f.load(Ordering::Relaxed), Ordering::Relaxed);
+        }
+    }
 }
 
 /// Why corral answered a request itself with a 5xx instead of the app.
@@ -119,60 +169,93 @@ fn bucket_of(elapsed: Duration) -> usize {
 }
 
 impl Metrics {
+    /// Counters for `shards` front shards.
+    pub fn new(shards: usize) -> Metrics {
+        Metrics {
+            shards: (0..shards.max(1)).map(|_| Counters::default()).collect(),
+            history: History::new(shards),
+        }
+    }
+
+    /// The counters of the shard whose thread this is.
+    fn here(&self) -> &Counters {
+        &self.shards[crate::shards::current() % self.shards.len()]
+    }
+
+    /// All shards' counters added up.
+    fn totals(&self) -> Counters {
+        let t = Counters::default();
+        for c in &self.shards {
+            t.add(c);
+        }
+        t
+    }
+
     /// Records one answered request: its status, time to the head, and
     /// when that was (now; read once by the caller).
     pub fn record(&self, status: u16, elapsed: Duration, at: Instant) {
         let class = (status / 100).clamp(1, 5) as usize - 1;
-        self.by_class[class].fetch_add(1, Ordering::Relaxed);
+        let here = self.here();
+        here.by_class[class].fetch_add(1, Ordering::Relaxed);
         let bucket = bucket_of(elapsed);
-        self.latency[bucket].fetch_add(1, Ordering::Relaxed);
-        self.latency_sum_us
+        here.latency[bucket].fetch_add(1, Ordering::Relaxed);
+        here.latency_sum_us
             .fetch_add(elapsed.as_micros() as u64, Ordering::Relaxed);
         self.history.record_at(at, status, bucket);
     }
 
     /// Records the time a request waited in corral before a worker took it.
     pub fn queued(&self, waited: Duration) {
-        self.queued[bucket_of(waited)].fetch_add(1, Ordering::Relaxed);
-        self.queued_sum_us
+        let here = self.here();
+        here.queued[bucket_of(waited)].fetch_add(1, Ordering::Relaxed);
+        here.queued_sum_us
             .fetch_add(waited.as_micros() as u64, Ordering::Relaxed);
     }
 
     pub fn gateway_error(&self, why: GatewayError) {
-        self.gateway_errors[why as usize].fetch_add(1, Ordering::Relaxed);
+        self.here().gateway_errors[why as usize].fetch_add(1, Ordering::Relaxed);
     }
 
     /// A worker took a request: `asgi` tells the interface.
     pub fn dispatched(&self, protocol: Protocol, asgi: bool) {
-        self.dispatched[protocol as usize][usize::from(asgi)].fetch_add(1, Ordering::Relaxed);
+        self.here().dispatched[protocol as usize][usize::from(asgi)]
+            .fetch_add(1, Ordering::Relaxed);
     }
 
     pub fn request_body(&self, bytes: u64) {
-        self.request_body_bytes.fetch_add(bytes, Ordering::Relaxed);
+        self.here()
+            .request_body_bytes
+            .fetch_add(bytes, Ordering::Relaxed);
     }
 
     pub fn response_body(&self, bytes: u64) {
-        self.response_body_bytes.fetch_add(bytes, Ordering::Relaxed);
+        self.here()
+            .response_body_bytes
+            .fetch_add(bytes, Ordering::Relaxed);
     }
 
     pub fn connection_opened(&self) {
-        self.connections_open.fetch_add(1, Ordering::Relaxed);
+        self.here().connections_open.fetch_add(1, Ordering::Relaxed);
     }
 
     pub fn connection_closed(&self) {
-        self.connections_open.fetch_sub(1, Ordering::Relaxed);
+        self.here().connections_open.fetch_sub(1, Ordering::Relaxed);
     }
 
     pub fn connections_capped(&self) {
-        self.connections_capped.fetch_add(1, Ordering::Relaxed);
+        self.here()
+            .connections_capped
+            .fetch_add(1, Ordering::Relaxed);
     }
 
     pub fn body_timed_out(&self) {
-        self.body_timeouts.fetch_add(1, Ordering::Relaxed);
+        self.here().body_timeouts.fetch_add(1, Ordering::Relaxed);
     }
 
     pub fn tls_handshake_failed(&self) {
-        self.tls_handshake_failures.fetch_add(1, Ordering::Relaxed);
+        self.here()
+            .tls_handshake_failures
+            .fetch_add(1, Ordering::Relaxed);
     }
 
     /// Counts one request by its HTTP version.
@@ -182,22 +265,23 @@ impl Metrics {
             http::Version::HTTP_11 => 1,
             _ => 0,
         };
-        self.by_version[i].fetch_add(1, Ordering::Relaxed);
+        self.here().by_version[i].fetch_add(1, Ordering::Relaxed);
     }
 
     pub fn send_timed_out(&self) {
-        self.send_timeouts.fetch_add(1, Ordering::Relaxed);
+        self.here().send_timeouts.fetch_add(1, Ordering::Relaxed);
     }
 
     /// The request and connection metrics in Prometheus text format.
     pub fn render(&self, out: &mut String) {
+        let t = self.totals();
         header(
             out,
             "corral_requests_total",
             "counter",
             "Requests answered, by status class.",
         );
-        for (i, c) in self.by_class.iter().enumerate() {
+        for (i, c) in t.by_class.iter().enumerate() {
             let _ = writeln!(
                 out,
                 "corral_requests_total{{class=\"{}xx\"}} {}",
@@ -209,15 +293,15 @@ impl Metrics {
             out,
             "corral_request_duration_seconds",
             "Time from the request to the response head.",
-            &self.latency,
-            &self.latency_sum_us,
+            &t.latency,
+            &t.latency_sum_us,
         );
         histogram(
             out,
             "corral_queue_wait_seconds",
             "Time requests waited in corral for a worker (503s after a wait included); add workers when it grows.",
-            &self.queued,
-            &self.queued_sum_us,
+            &t.queued,
+            &t.queued_sum_us,
         );
         header(
             out,
@@ -231,7 +315,7 @@ impl Metrics {
                     out,
                     "corral_requests_dispatched_total{{protocol=\"{}\",interface=\"{interface}\"}} {}",
                     protocol.label(),
-                    self.dispatched[protocol as usize][i].load(Ordering::Relaxed)
+                    t.dispatched[protocol as usize][i].load(Ordering::Relaxed)
                 );
             }
         }
@@ -246,7 +330,7 @@ impl Metrics {
             let _ = writeln!(
                 out,
                 "corral_gateway_errors_total{{status=\"{status}\",cause=\"{cause}\"}} {}",
-                self.gateway_errors[why as usize].load(Ordering::Relaxed)
+                t.gateway_errors[why as usize].load(Ordering::Relaxed)
             );
         }
         let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
@@ -255,43 +339,43 @@ impl Metrics {
                 "corral_request_body_bytes_total",
                 "counter",
                 "Request body bytes received from clients.",
-                load(&self.request_body_bytes),
+                load(&t.request_body_bytes),
             ),
             (
                 "corral_response_body_bytes_total",
                 "counter",
                 "Response body bytes taken from workers for clients.",
-                load(&self.response_body_bytes),
+                load(&t.response_body_bytes),
             ),
             (
                 "corral_connections_open",
                 "gauge",
                 "Client connections open, WebSockets included.",
-                load(&self.connections_open),
+                load(&t.connections_open),
             ),
             (
                 "corral_connections_capped_total",
                 "counter",
                 "Times corral stopped accepting with server.max_connections connections open.",
-                load(&self.connections_capped),
+                load(&t.connections_capped),
             ),
             (
                 "corral_body_timeouts_total",
                 "counter",
                 "Requests answered 408: the client sent no body byte for server.body_timeout.",
-                load(&self.body_timeouts),
+                load(&t.body_timeouts),
             ),
             (
                 "corral_send_timeouts_total",
                 "counter",
                 "Connections closed: the client took no response byte for server.send_timeout.",
-                load(&self.send_timeouts),
+                load(&t.send_timeouts),
             ),
             (
                 "corral_tls_handshake_failures_total",
                 "counter",
                 "TLS handshakes that failed (server.tls): bad or missing client certificates, protocol errors, timeouts.",
-                load(&self.tls_handshake_failures),
+                load(&t.tls_handshake_failures),
             ),
         ] {
             scalar(out, name, kind, help, value);
@@ -302,7 +386,7 @@ impl Metrics {
             "counter",
             "Requests received, by HTTP version.",
         );
-        for (version, count) in ["1.0", "1.1", "2"].iter().zip(&self.by_version) {
+        for (version, count) in ["1.0", "1.1", "2"].iter().zip(&t.by_version) {
             let _ = writeln!(
                 out,
                 "corral_requests_by_version_total{{version=\"{version}\"}} {}",

@@ -161,6 +161,8 @@ pub struct Supervisor {
     cfg: Arc<Config>,
     launcher: Launcher,
     router: Arc<Router>,
+    /// The front's event loops: each worker's channel runs on its slot's.
+    shards: Arc<crate::shards::Shards>,
     core: Core,
     channels: HashMap<u64, Arc<Channel>>,
     /// Each live worker's process handle (signals go through its pidfd)
@@ -284,6 +286,7 @@ impl Supervisor {
             hooks: crate::hooks::Hooks::new(&cfg),
             launcher,
             router,
+            shards: crate::shards::Shards::single(),
             core,
             channels: HashMap::new(),
             procs: HashMap::new(),
@@ -366,6 +369,11 @@ impl Supervisor {
             Some(parent) => Handover::FromParent(parent),
             None => Handover::None,
         };
+    }
+
+    /// The front's shards (by default the current runtime alone).
+    pub fn set_shards(&mut self, shards: Arc<crate::shards::Shards>) {
+        self.shards = shards;
     }
 
     /// The listen sockets (configured address, fd) a USR2 hands down.
@@ -611,6 +619,12 @@ impl Supervisor {
         if self.drift_checks && self.core.reload.is_none() && generation == self.core.generation {
             self.check_drift(generation, &info);
         }
+        // The worker's channel (its socket, its rings and their tasks) and
+        // its process's watchers live on its shard's event loop, where the
+        // connections that mostly use it are served.
+        let shard = self.shards.of_slot(slot);
+        let shards = self.shards.clone();
+        let _on_shard = shards.handle(shard).enter();
         let spawned = match self.launcher.spawn(slot, generation, &info) {
             Ok(s) => s,
             Err(e) => {
@@ -634,9 +648,12 @@ impl Supervisor {
             asgi: self.cfg.workers.concurrency,
         };
         let channel = Channel::start(
-            serial,
-            slot,
-            pid,
+            crate::worker::channel::Ident {
+                serial,
+                slot,
+                pid,
+                shard,
+            },
             spawned.sock,
             spawned.ring,
             self.control_tx.clone(),

@@ -187,6 +187,9 @@ pub struct Channel {
     capacities: Capacity,
     /// A WSGI worker's time per request per thread (an average, ns).
     service_ns: AtomicU64,
+    /// The front shard whose event loop runs this channel's tasks
+    /// (`crate::shards`); its requests are routed here first.
+    pub shard: usize,
 }
 
 /// One open request stream on a channel.
@@ -199,19 +202,32 @@ pub struct Stream {
     pub window: Arc<Window>,
 }
 
+/// Which worker a channel is to: its serial (control events are tagged
+/// with it), slot and pid, and the front shard that runs its tasks.
+pub struct Ident {
+    pub serial: u64,
+    pub slot: usize,
+    pub pid: u32,
+    pub shard: usize,
+}
+
 impl Channel {
     /// Starts the reader and writer tasks on `sock` (and `ring`, once the
-    /// worker says it took it); control events go to `control` tagged
-    /// with `serial`.
+    /// worker says it took it) on the current runtime; control events go
+    /// to `control` tagged with the serial.
     pub fn start(
-        serial: u64,
-        slot: usize,
-        pid: u32,
+        ident: Ident,
         sock: UnixStream,
         ring: Option<Ring>,
         control: mpsc::UnboundedSender<(u64, ControlEvent)>,
         capacities: Capacity,
     ) -> Arc<Channel> {
+        let Ident {
+            serial,
+            slot,
+            pid,
+            shard,
+        } = ident;
         let (reg_tx, reg_rx) = mpsc::unbounded_channel();
         let channel = Arc::new(Channel {
             serial,
@@ -233,6 +249,7 @@ impl Channel {
             asgi: AtomicBool::new(false),
             capacities,
             service_ns: AtomicU64::new(0),
+            shard,
         });
         tokio::spawn(write_loop(channel.clone()));
         let ch = channel.clone();
@@ -274,6 +291,17 @@ impl Channel {
     /// True once the worker reported an ASGI app.
     pub fn is_asgi(&self) -> bool {
         self.asgi.load(Ordering::Acquire)
+    }
+
+    /// Whether this worker, holding `load` requests, would start one more
+    /// at once: a WSGI worker with a thread free, an ASGI worker (its
+    /// requests run side by side) less than half full.
+    pub fn has_room_now(&self, load: usize, cap: usize) -> bool {
+        if self.is_asgi() {
+            load * 2 < cap
+        } else {
+            load < self.capacities.threads.max(1)
+        }
     }
 
     fn booted(&self, info: &BootInfo) {

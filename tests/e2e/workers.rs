@@ -193,3 +193,70 @@ def app(environ, start_response):
         "the worker got the old limit"
     );
 }
+
+/// The value of the sample `name` (with its labels) in a /metrics text.
+fn sample(metrics: &str, name: &str) -> Option<f64> {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+}
+
+#[test]
+fn the_front_runs_a_shard_per_worker_each_serving_its_own_connections() {
+    let app = AppDir::new(&[("pidapp.py", PID_APP)]);
+    // Four asked for, two started: no more shards than workers.
+    let c = Corral::start(
+        app.path(),
+        &[
+            "pidapp:app",
+            "-w",
+            "2",
+            "--io-threads",
+            "4",
+            "--status-bind",
+            "127.0.0.1:0",
+        ],
+        2,
+    );
+    let threads: Vec<String> = std::fs::read_dir(format!("/proc/{}/task", c.pid()))
+        .unwrap()
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+        .map(|name| name.trim().to_string())
+        .collect();
+    assert!(threads.iter().any(|t| t == "corral-front-1"), "{threads:?}");
+    assert!(
+        !threads.iter().any(|t| t == "corral-front-2"),
+        "{threads:?}"
+    );
+    // Eight keep-alive connections, open together: the shards share them
+    // out, and each shard's requests go to its own worker while it has
+    // room, so both workers serve.
+    let mut conns: Vec<_> = (0..8)
+        .map(|_| std::io::BufReader::new(c.connect()))
+        .collect();
+    let mut pids = HashSet::new();
+    for _ in 0..5 {
+        for conn in &mut conns {
+            send_request(conn.get_mut(), "GET", "/", &[], b"");
+        }
+        for conn in &mut conns {
+            let r = read_response(conn, false).unwrap();
+            assert_eq!(r.status, 200);
+            let text = r.text();
+            pids.insert(text.split(' ').nth(1).unwrap().to_string());
+        }
+    }
+    assert_eq!(pids.len(), 2, "both workers served: {pids:?}");
+    // Each shard counts in its own counters; /metrics adds them up.
+    let m = c.status("/metrics").text();
+    assert_eq!(
+        sample(&m, "corral_requests_total{class=\"2xx\"}"),
+        Some(40.0),
+        "{m}"
+    );
+    assert_eq!(sample(&m, "corral_connections_open"), Some(8.0), "{m}");
+    drop(conns);
+    c.wait_until("the connections counted closed", || {
+        sample(&c.status("/metrics").text(), "corral_connections_open") == Some(0.0)
+    });
+}

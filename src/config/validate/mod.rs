@@ -41,12 +41,12 @@ const MIN_ADDRESS_SPACE: u64 = 16 << 20;
 /// Longest Unix socket path: `sun_path` holds 108 bytes with the final NUL.
 const MAX_SOCKET_PATH: usize = 107;
 
-/// The threads of corral's own runtime for `server.io_threads = 0`: half
-/// of `cpus`, at least 1. The other half is left for the Python workers,
-/// which do most of the work; on 2 CPUs one front thread instead of two
-/// served 8-10% more requests/s (fewer wake-ups across threads).
+/// The front's shards for `server.io_threads = 0`: one per CPU, at least
+/// 1 (corral starts no more shards than workers; see `crate::shards`). On
+/// 2 CPUs with 2 workers, two shards served 1.25x the requests/s of one
+/// on `hello` and `echo` at 32 connections (bench/README.md).
 pub(super) fn auto_io_threads(cpus: usize) -> usize {
-    (cpus / 2).max(1)
+    cpus.max(1)
 }
 
 /// The default `server.forwarded_allow_ips`: a proxy on the same machine
