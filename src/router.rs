@@ -9,8 +9,10 @@
 //! sized by its answer time, see `Channel::answered`; an ASGI worker:
 //! `[workers] concurrency`); beyond that, requests
 //! wait here, in corral, for the first free worker, so a slow worker never
-//! collects a queue of its own. They are served first come, first served:
-//! a freed place wakes the request that has waited longest, a request that
+//! collects a queue of its own. They are served first come, first served,
+//! in one line per front shard: a freed place wakes the request that has
+//! waited longest in the line of the worker's shard (else in the first
+//! line with one), so that it stays on the worker's thread; a request that
 //! comes while others wait queues behind them rather than taking the place
 //! (which would send the one woken for it to the back of the line; during
 //! a canary it does not, as those waiting may wait for the other side),
@@ -91,7 +93,8 @@ pub struct Router {
     /// Where each front shard's next look for a worker starts (ties go
     /// round-robin), each on a cache line of its own.
     next: [Padded; 16],
-    freed: Notify,
+    /// Each front shard's line of requests waiting for a place.
+    lines: [Line; 16],
     /// Requests waiting for a place, and how many may.
     waiting: AtomicUsize,
     max_queued: usize,
@@ -136,7 +139,7 @@ impl Drop for Lease {
         // either it sees this place free or this sees it wait.
         self.channel.in_flight.fetch_sub(1, Ordering::SeqCst);
         if self.router.waiting.load(Ordering::SeqCst) > 0 {
-            self.router.freed.notify_one();
+            self.router.wake_one(self.channel.shard);
         }
     }
 }
@@ -146,12 +149,21 @@ impl Drop for Lease {
 #[repr(align(128))]
 struct Padded(AtomicUsize);
 
+/// The requests of one front shard that wait for a place, first come
+/// first served, and how many they are.
+#[derive(Default)]
+#[repr(align(128))]
+struct Line {
+    freed: Notify,
+    waiting: AtomicUsize,
+}
+
 impl Router {
     pub fn new(max_queued: usize) -> Arc<Router> {
         Arc::new(Router {
             in_service: ArcSwap::from_pointee(Routing::default()),
             next: Default::default(),
-            freed: Notify::new(),
+            lines: Default::default(),
             waiting: AtomicUsize::new(0),
             max_queued,
             waiting_for: Default::default(),
@@ -188,7 +200,33 @@ impl Router {
             canary,
             split,
         }));
-        self.freed.notify_waiters();
+        for line in &self.lines {
+            line.freed.notify_waiters();
+        }
+    }
+
+    fn line(&self, shard: usize) -> &Line {
+        &self.lines[shard % self.lines.len()]
+    }
+
+    /// Wakes one waiting request: the first of `shard`'s line (the shard of
+    /// the worker whose place was freed, so the request stays on the
+    /// worker's thread), else of the first line with one. With none
+    /// counted in a line yet (one counted itself waiting, but not yet in
+    /// its line), every line keeps the wake-up for its next waiter.
+    fn wake_one(&self, shard: usize) {
+        let own = self.line(shard);
+        let line = std::iter::once(own)
+            .chain(&self.lines)
+            .find(|l| l.waiting.load(Ordering::SeqCst) > 0);
+        match line {
+            Some(line) => line.freed.notify_one(),
+            None => {
+                for line in &self.lines {
+                    line.freed.notify_one();
+                }
+            }
+        }
     }
 
     /// Picks the least-loaded worker, waiting up to `wait` for a free place.
@@ -227,6 +265,9 @@ impl Router {
             return Err(NoWorker::QueueFull);
         }
         let _waiting = Waiting(&self.waiting);
+        let line = self.line(crate::shards::current());
+        line.waiting.fetch_add(1, Ordering::SeqCst);
+        let _in_line = Waiting(&line.waiting);
         let _side = to_new.map(|new| {
             let count = &self.waiting_for[usize::from(new)];
             count.fetch_add(1, Ordering::AcqRel);
@@ -235,7 +276,7 @@ impl Router {
         let deadline = tokio::time::Instant::now() + wait;
         let mut first = true;
         loop {
-            let freed = self.freed.notified();
+            let freed = line.freed.notified();
             tokio::pin!(freed);
             // Registered before the look, so a place freed in between is
             // not missed. After the first look, every look follows a
@@ -279,7 +320,7 @@ impl Router {
     /// that `to_new` picks has room.
     fn wake_next(&self, waiting: usize, to_new: Option<bool>) {
         if waiting > 0 && self.pick(&self.in_service.load(), to_new).is_ok() {
-            self.freed.notify_one();
+            self.wake_one(crate::shards::current());
         }
     }
 
