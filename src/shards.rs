@@ -120,48 +120,35 @@ impl Shards {
 mod tests {
     use super::*;
 
-    #[test]
-    fn each_shard_runs_its_tasks_on_its_own_thread() {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async {
-            let shards = Shards::start(3).unwrap();
-            assert_eq!(shards.len(), 3);
-            assert_eq!(shards.of_slot(4), 1);
-            let mut threads = Vec::new();
-            for i in 0..3 {
-                let seen = shards
-                    .handle(i)
-                    .spawn(async { (current(), std::thread::current().id()) })
-                    .await
-                    .unwrap();
-                assert_eq!(seen.0, i);
-                threads.push(seen.1);
-            }
-            threads.dedup();
-            assert_eq!(threads.len(), 3, "one thread per shard");
-        });
+    #[tokio::test]
+    async fn each_shard_runs_its_tasks_on_its_own_thread() {
+        let shards = Shards::start(3).unwrap();
+        assert_eq!(shards.len(), 3);
+        assert_eq!(shards.of_slot(4), 1);
+        let mut threads = std::collections::HashSet::new();
+        for i in 0..3 {
+            let (shard, thread) = shards
+                .handle(i)
+                .spawn(async { (current(), std::thread::current().id()) })
+                .await
+                .unwrap();
+            assert_eq!(shard, i);
+            threads.insert(thread);
+        }
+        assert_eq!(threads.len(), 3, "one thread per shard");
     }
 
-    #[test]
-    fn a_connection_goes_where_fewest_are_open_once_the_gap_is_two() {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async {
-            let shards = Shards::start(3).unwrap();
-            assert_eq!(shards.fewest_open(1), 1, "all equal: stays");
-            let a = shards.opened(1);
-            assert_eq!(shards.fewest_open(1), 1, "one more: stays");
-            let b = shards.opened(1);
-            let c = shards.opened(0);
-            assert_eq!(shards.fewest_open(1), 2, "two more than shard 2");
-            assert_eq!(shards.fewest_open(0), 0);
-            drop((a, b, c));
-            assert_eq!(shards.fewest_open(1), 1, "closed connections count no more");
-        });
+    #[tokio::test]
+    async fn a_connection_goes_where_fewest_are_open_once_the_gap_is_two() {
+        let shards = Shards::start(3).unwrap();
+        assert_eq!(shards.fewest_open(1), 1, "all equal: stays");
+        let a = shards.opened(1);
+        assert_eq!(shards.fewest_open(1), 1, "one more: stays");
+        let b = shards.opened(1);
+        let c = shards.opened(0);
+        assert_eq!(shards.fewest_open(1), 2, "two more than shard 2");
+        assert_eq!(shards.fewest_open(0), 0);
+        drop((a, b, c));
+        assert_eq!(shards.fewest_open(1), 1, "closed connections count no more");
     }
 }
