@@ -213,8 +213,8 @@ pub struct ServerConfig {
     /// Shards of corral's HTTP front (`crate::shards`; shard 0 shares its
     /// thread with the supervisor and the status server). At least 1:
     /// `server.io_threads = 0` (the default) is resolved at load time to
-    /// the CPUs this process may use (`crate::cpus`). corral starts no more
-    /// shards than `workers.count`.
+    /// half the CPUs this process may use (`crate::cpus`), at least 1.
+    /// corral starts no more shards than `workers.count`.
     pub io_threads: usize,
     /// TCP peers whose X-Forwarded-For and X-Forwarded-Proto headers are
     /// trusted (`server.forwarded_allow_ips`); by default 127.0.0.1 and ::1.

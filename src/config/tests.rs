@@ -127,8 +127,8 @@ fn defaults_without_a_file() {
     assert_eq!(config.server.max_header_bytes, 64 * 1024);
     assert_eq!(config.server.max_body_bytes, 100 << 20);
     assert_eq!(config.server.max_queued, 1024);
-    // One per CPU of `env()`'s 4.
-    assert_eq!(config.server.io_threads, 4);
+    // Half of the 4 CPUs of `env()`.
+    assert_eq!(config.server.io_threads, 2);
     assert_eq!(
         config.server.forwarded_allow_ips,
         ForwardedAllow::Networks(vec![
@@ -359,7 +359,7 @@ fn concurrency_and_max_queued_flag_then_file_then_default() {
 }
 
 #[test]
-fn io_threads_flag_then_file_then_the_cpus() {
+fn io_threads_flag_then_file_then_half_the_cpus() {
     let app = Overrides {
         app: Some("m:a".into()),
         ..Overrides::default()
@@ -371,9 +371,9 @@ fn io_threads_flag_then_file_then_the_cpus() {
         ..app.clone()
     };
     assert_eq!(resolve_text(text, &args).unwrap().server.io_threads, 1);
-    // 0, written or left out, is resolved now: the CPUs, at least 1.
+    // 0, written or left out, is resolved now: half the CPUs, at least 1.
     for text in ["[server]\nio_threads = 0\n", ""] {
-        for (cpus, threads) in [(0, 1), (1, 1), (2, 2), (3, 3), (8, 8), (64, 64)] {
+        for (cpus, threads) in [(1, 1), (2, 1), (3, 1), (4, 2), (8, 4), (64, 32)] {
             let env = Env { cpus, ..env() };
             let file = ConfigFile::new(Path::new("corral.toml"), Path::new("/srv"), text.into());
             let config = resolve(&app, Some(&file), Path::new("/cwd"), &env).unwrap();
@@ -385,7 +385,7 @@ fn io_threads_flag_then_file_then_the_cpus() {
         io_threads: Some(0),
         ..app
     };
-    assert_eq!(resolve_text(text, &args).unwrap().server.io_threads, 4);
+    assert_eq!(resolve_text(text, &args).unwrap().server.io_threads, 2);
 }
 
 #[test]

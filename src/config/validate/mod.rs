@@ -41,12 +41,14 @@ const MIN_ADDRESS_SPACE: u64 = 16 << 20;
 /// Longest Unix socket path: `sun_path` holds 108 bytes with the final NUL.
 const MAX_SOCKET_PATH: usize = 107;
 
-/// The front's shards for `server.io_threads = 0`: one per CPU, at least
-/// 1 (corral starts no more shards than workers; see `crate::shards`). On
-/// 2 CPUs with 2 workers, two shards served 1.25x the requests/s of one
-/// on `hello` and `echo` at 32 connections (bench/README.md).
+/// The front's shards for `server.io_threads = 0`: half the CPUs, at
+/// least 1 (corral starts no more shards than workers; see
+/// `crate::shards`). The other half is left to the workers: on 2 CPUs with
+/// 2 workers and the load generator on the same CPUs, two shards served
+/// 1.2x the requests/s of one at 32 connections, but with a p99 of 2.5-10
+/// ms against 1.5 (bench/README.md, "The front in shards").
 pub(super) fn auto_io_threads(cpus: usize) -> usize {
-    cpus.max(1)
+    (cpus / 2).max(1)
 }
 
 /// The default `server.forwarded_allow_ips`: a proxy on the same machine
