@@ -148,13 +148,6 @@ fn main() -> ExitCode {
     ExitCode::from(code)
 }
 
-/// The front's shards: `server.io_threads`, but no more than workers (a
-/// shard without a worker of its own would send every request to
-/// another's thread: 0.92x the requests/s with one worker).
-fn shard_count(cfg: &config::Config) -> usize {
-    cfg.server.io_threads.min(cfg.workers.count).max(1)
-}
-
 async fn run(
     cfg: Arc<config::Config>,
     inherited: front::listeners::Inherited,
@@ -239,7 +232,10 @@ async fn run(
     reaper::start();
     let launcher = worker::process::Launcher::new(&cfg, runtime_dir.script());
     let router = router::Router::new(cfg.server.max_queued);
-    let shards = match shards::Shards::start(shard_count(&cfg)) {
+    // `server.io_threads`, but no more than workers: a shard without a
+    // worker of its own would send every request to another's thread
+    // (0.92x the requests/s with one worker).
+    let shards = match shards::Shards::start(cfg.server.io_threads.min(cfg.workers.count)) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("error: cannot start the front's threads: {e}");
@@ -290,7 +286,7 @@ async fn run(
     if let Some(tls) = &tls {
         sup.set_tls(tls.clone());
     }
-    let metrics = Arc::new(metrics::Metrics::new(shard_count(&cfg)));
+    let metrics = Arc::new(metrics::Metrics::new(shards.len()));
     let shared = Arc::new(front::handler::Shared {
         router: router.clone(),
         timeout: cfg.workers.timeout,

@@ -90,11 +90,9 @@ struct Routing {
 
 pub struct Router {
     in_service: ArcSwap<Routing>,
-    /// Where each front shard's next look for a worker starts (ties go
-    /// round-robin), each on a cache line of its own.
-    next: [Padded; 16],
-    /// Each front shard's line of requests waiting for a place.
-    lines: [Line; 16],
+    /// Each front shard's line of requests waiting for a place and where
+    /// its next look for a worker starts.
+    lines: [Line; LINES],
     /// Requests waiting for a place, and how many may.
     waiting: AtomicUsize,
     max_queued: usize,
@@ -144,25 +142,25 @@ impl Drop for Lease {
     }
 }
 
-/// A counter alone on its cache lines.
-#[derive(Default)]
-#[repr(align(128))]
-struct Padded(AtomicUsize);
+/// Lines kept: a shard beyond them shares the line of its number modulo
+/// this.
+const LINES: usize = 16;
 
-/// The requests of one front shard that wait for a place, first come
-/// first served, and how many they are.
+/// One front shard's requests that wait for a place, first come first
+/// served, how many they are, and where its next look for a worker starts
+/// (ties go round-robin); on cache lines of its own.
 #[derive(Default)]
 #[repr(align(128))]
 struct Line {
     freed: Notify,
     waiting: AtomicUsize,
+    next: AtomicUsize,
 }
 
 impl Router {
     pub fn new(max_queued: usize) -> Arc<Router> {
         Arc::new(Router {
             in_service: ArcSwap::from_pointee(Routing::default()),
-            next: Default::default(),
             lines: Default::default(),
             waiting: AtomicUsize::new(0),
             max_queued,
@@ -352,9 +350,7 @@ impl Router {
             (0..n).any(|i| routing.canary.get(i) == Some(&new) && !workers[i].is_closed())
         });
         let shard = crate::shards::current();
-        let start = self.next[shard % self.next.len()]
-            .0
-            .fetch_add(1, Ordering::Relaxed);
+        let start = self.line(shard).next.fetch_add(1, Ordering::Relaxed);
         // The least-loaded worker among those `mine` takes.
         let lightest = |mine: &dyn Fn(&Channel) -> bool| {
             let mut best: Option<Candidate> = None;
@@ -388,13 +384,22 @@ impl Router {
         let local = lightest(&|ch| ch.shard == shard);
         let chosen = match local {
             Some(l) if workers[l.at].has_room_now(l.load, l.cap) => Some(l),
-            _ => match (local, lightest(&|_| true)) {
-                (_, Some(b)) if workers[b.at].has_room_now(b.load, b.cap) => Some(b),
-                (Some(l), Some(b)) if l.load < l.cap && !b.lighter_by(&l, shard_slack(l.cap)) => {
-                    Some(l)
+            _ => {
+                // The other shards' workers only (none with one shard).
+                let best = match (local, lightest(&|ch| ch.shard != shard)) {
+                    (Some(l), Some(r)) if !r.lighter_than(&l) => Some(l),
+                    (l, r) => r.or(l),
+                };
+                match (local, best) {
+                    (_, Some(b)) if workers[b.at].has_room_now(b.load, b.cap) => Some(b),
+                    (Some(l), Some(b))
+                        if l.load < l.cap && !b.lighter_by(&l, shard_slack(l.cap)) =>
+                    {
+                        Some(l)
+                    }
+                    (_, b) => b,
                 }
-                (_, b) => b,
-            },
+            }
         };
         match chosen {
             Some(c) if c.load < c.cap => Ok((&workers[c.at], c.new)),

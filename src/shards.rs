@@ -2,9 +2,9 @@
 //! its own that accepts connections, serves them and runs the channels of
 //! its share of the workers (worker slot `i` belongs to shard
 //! `i % io_threads`). A request goes to a worker of its own shard unless
-//! another would start it sooner ([`crate::router`]), so most requests never leave the thread that read
-//! them: no hand-off between threads, no wake-up of another thread, no
-//! cache line that two threads fight over. A connection is served by the
+//! another would start it sooner ([`crate::router`]), so most requests
+//! never leave the thread that read them: no hand-off between threads, no
+//! wake-up of another thread, no cache line that two threads fight over. A connection is served by the
 //! shard that accepted it unless another serves two fewer (it then moves
 //! there, once).
 //!
@@ -50,10 +50,12 @@ impl Drop for OnShard {
 impl Shards {
     /// Shard 0 only: the current runtime. Needs a tokio runtime.
     pub fn single() -> Arc<Shards> {
-        Arc::new(Shards {
-            handles: vec![Handle::current()],
-            open: vec![AtomicUsize::new(0)],
-        })
+        Shards::of(vec![Handle::current()])
+    }
+
+    fn of(handles: Vec<Handle>) -> Arc<Shards> {
+        let open = handles.iter().map(|_| AtomicUsize::new(0)).collect();
+        Arc::new(Shards { handles, open })
     }
 
     /// `count` shards (at least 1): the current runtime, and a thread with
@@ -73,8 +75,7 @@ impl Shards {
                     runtime.block_on(std::future::pending::<()>());
                 })?;
         }
-        let open = handles.iter().map(|_| AtomicUsize::new(0)).collect();
-        Ok(Arc::new(Shards { handles, open }))
+        Ok(Shards::of(handles))
     }
 
     pub fn len(&self) -> usize {

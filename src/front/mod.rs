@@ -192,8 +192,6 @@ impl Front {
             server.send_timeout,
             Some(shared.metrics.clone()),
         );
-        // Every shard accepts on every listen socket, each through its
-        // own handle on it (registered with its own event loop).
         let builders = Arc::new(builders(&opts));
         let (inboxes, queues): (Vec<_>, Vec<_>) =
             (0..shards.len()).map(|_| mpsc::unbounded_channel()).unzip();
@@ -211,6 +209,8 @@ impl Front {
                 shards: shards.clone(),
                 inboxes: inboxes.clone(),
             });
+            // Every shard accepts on every listen socket, each through its
+            // own handle on it (registered with its own event loop).
             let mut on_shards = Vec::new();
             for shard in 1..shards.len() {
                 let _on_shard = shards.handle(shard).enter();
@@ -418,12 +418,8 @@ async fn accept_loop(
                     on_shard,
                     serving: serving.clone(),
                 };
-                if let Err(mpsc::error::SendError(h)) = serving.inboxes[there].send(handoff)
-                    && let Ok(socket) = h.socket.into_socket()
-                {
-                    let on_shard = serving.shards.opened(here);
-                    serve_accepted(socket, h.info, h.slot, on_shard, h.serving);
-                }
+                // Its inbox lives as long as the shard's runtime: for good.
+                let _ = serving.inboxes[there].send(handoff);
             }
             Err(e) => tracing::warn!("cannot hand a connection to another shard: {e}"),
         }
@@ -433,14 +429,13 @@ async fn accept_loop(
 /// Serves an accepted connection in a task of its own on this shard.
 fn serve_accepted(
     socket: Socket,
-    info: ConnInfo,
+    mut info: ConnInfo,
     slot: conn::Slot,
     on_shard: OnShard,
     serving: Arc<Serving>,
 ) {
     let socket = Arc::new(socket);
     let io: Box<dyn Io> = Box::new(conn::Guarded::new(SocketIo(socket.clone()), slot));
-    let mut info = info;
     let open = serving.shared.drain.enter();
     // The handshake runs in the connection's task: a slow client
     // holds up no other.
