@@ -80,7 +80,8 @@ def start(name, path, app, port, log, python):
     path, *extra = path.split(",")
     cmd = [path, *extra, f"{app}:app", "-w", "2", "--threads", "1", "-b", f"127.0.0.1:{port}",
            "--chdir", os.path.join(HERE, "apps"), "--python", python]
-    p = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    # A process group of its own, in wrk's session: see bench.py's WORKERS.
+    p = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, process_group=0)
     deadline = time.time() + 30
     while time.time() < deadline:
         try:

@@ -80,6 +80,14 @@ SAMPLE_INTERVAL = env_num("SAMPLE_INTERVAL", 0.25)
 OUT_DIR = os.environ.get("OUT_DIR") or os.path.join(
     "/tmp", "corral-bench-" + datetime.datetime.now().strftime("%Y%m%d-%H%M%S"))
 WORKERS = 2
+# Servers start in a process group of their own (stopped with killpg) but in
+# this script's session, beside wrk. Not a session of their own: Linux's
+# autogroup schedules each session as one group, so a server in its own
+# session and wrk in another get half the CPUs each, and once the server
+# keeps both CPUs busy wrk reads its responses up to tens of milliseconds
+# late. A capture on lo showed every response of such a run on the wire
+# within 3 ms of its request while wrk's p99 said 2-16 ms (bench/README.md,
+# "Method").
 PAGE_TICKS = os.sysconf("SC_CLK_TCK")
 # System calls are counted with perf when it can attach (BENCH_PERF=0: never),
 # else from /proc/PID/io, which misses socket calls (marked "io" in the table).
@@ -571,7 +579,7 @@ def run_case(key, app, conns, rep):
     with open(log_path, "wb") as log:
         t_start = time.monotonic()
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                                env=env, cwd=APPS_DIR, start_new_session=True)
+                                env=env, cwd=APPS_DIR, process_group=0)
     CURRENT["proc"] = proc
     try:
         wait_ready(proc, port, app, ready_re, log_path)

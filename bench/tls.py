@@ -177,8 +177,9 @@ def measure(name, argv_of, label, tls, http, flags, workdir):
     argv = argv_of(port, tls, http)
     scheme = "https" if tls else "http"
     url = f"{scheme}://127.0.0.1:{port}/"
+    # A process group of its own, in h2load's session: see bench.py's WORKERS.
     proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
+                            process_group=0)
     try:
         if not wait_ready(url, tls, http, time.time() + 30):
             log(f"{name} never answered on {url}")

@@ -348,6 +348,11 @@ async fn run(
             .map(|p| format!(" (config {})", p.display()))
             .unwrap_or_default()
     );
+    tracing::info!(
+        "the front runs {} shard(s): server.io_threads {}, no more than workers",
+        shards.len(),
+        cfg.server.io_threads
+    );
     if let Some((first, _)) = served.first() {
         dev::start(&cfg, first, handle, sup.snapshots());
     }

@@ -202,7 +202,7 @@ pub struct Overrides {
 
     /// Shards of corral's own HTTP front, each a thread that serves its
     /// connections with its share of the workers (no more than workers);
-    /// 0: half the CPUs, at least 1
+    /// 0: half the CPUs, but two from 2 CPUs up
     /// [toml: server.io_threads] [default: 0]
     #[arg(long, value_name = "N", env = "CORRAL_IO_THREADS")]
     pub io_threads: Option<usize>,

@@ -213,7 +213,8 @@ pub struct ServerConfig {
     /// Shards of corral's HTTP front (`crate::shards`; shard 0 shares its
     /// thread with the supervisor and the status server). At least 1:
     /// `server.io_threads = 0` (the default) is resolved at load time to
-    /// half the CPUs this process may use (`crate::cpus`), at least 1.
+    /// half the CPUs this process may use (`crate::cpus`), but two from 2
+    /// CPUs up.
     /// corral starts no more shards than `workers.count`.
     pub io_threads: usize,
     /// TCP peers whose X-Forwarded-For and X-Forwarded-Proto headers are

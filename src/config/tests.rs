@@ -359,7 +359,7 @@ fn concurrency_and_max_queued_flag_then_file_then_default() {
 }
 
 #[test]
-fn io_threads_flag_then_file_then_half_the_cpus() {
+fn io_threads_flag_then_file_then_automatic() {
     let app = Overrides {
         app: Some("m:a".into()),
         ..Overrides::default()
@@ -371,9 +371,10 @@ fn io_threads_flag_then_file_then_half_the_cpus() {
         ..app.clone()
     };
     assert_eq!(resolve_text(text, &args).unwrap().server.io_threads, 1);
-    // 0, written or left out, is resolved now: half the CPUs, at least 1.
+    // 0, written or left out, is resolved now: half the CPUs, but two
+    // from 2 CPUs up.
     for text in ["[server]\nio_threads = 0\n", ""] {
-        for (cpus, threads) in [(1, 1), (2, 1), (3, 1), (4, 2), (8, 4), (64, 32)] {
+        for (cpus, threads) in [(1, 1), (2, 2), (3, 2), (4, 2), (8, 4), (64, 32)] {
             let env = Env { cpus, ..env() };
             let file = ConfigFile::new(Path::new("corral.toml"), Path::new("/srv"), text.into());
             let config = resolve(&app, Some(&file), Path::new("/cwd"), &env).unwrap();

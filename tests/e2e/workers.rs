@@ -228,6 +228,17 @@ fn the_front_runs_a_shard_per_worker_each_serving_its_own_connections() {
         !threads.iter().any(|t| t == "corral-front-2"),
         "{threads:?}"
     );
+    // The log says so at start-up.
+    assert!(
+        c.log
+            .wait_for(
+                "the front runs 2 shard(s): server.io_threads 4",
+                Duration::from_secs(5)
+            )
+            .is_some(),
+        "{}",
+        c.log.text()
+    );
     // Eight keep-alive connections, open together: the shards share them
     // out, and each shard's requests go to its own worker while it has
     // room, so both workers serve.

@@ -41,14 +41,15 @@ const MIN_ADDRESS_SPACE: u64 = 16 << 20;
 /// Longest Unix socket path: `sun_path` holds 108 bytes with the final NUL.
 const MAX_SOCKET_PATH: usize = 107;
 
-/// The front's shards for `server.io_threads = 0`: half the CPUs, at
-/// least 1 (corral starts no more shards than workers; see
-/// `crate::shards`). The other half is left to the workers: on 2 CPUs with
-/// 2 workers and the load generator on the same CPUs, two shards served
-/// 1.2x the requests/s of one at 32 connections, but with a p99 of 2.5-10
-/// ms against 1.5 (bench/README.md, "The front in shards").
+/// The front's shards for `server.io_threads = 0`: half the CPUs, but two
+/// from 2 CPUs up (corral starts no more shards than workers; see
+/// `crate::shards`). On 2 CPUs with 2 workers and wrk on the same CPUs,
+/// two shards served 1.21x the requests/s of one at 32 connections with
+/// a lower p99, 1.04-1.15x at 256 with a p99 10-25% longer
+/// (bench/README.md, "The front in shards"). Bigger machines keep half
+/// the CPUs for the workers: not measured there.
 pub(super) fn auto_io_threads(cpus: usize) -> usize {
-    (cpus / 2).max(1)
+    (cpus / 2).max(cpus.min(2)).max(1)
 }
 
 /// The default `server.forwarded_allow_ips`: a proxy on the same machine

@@ -447,9 +447,9 @@ fn concurrency_must_be_at_least_one() {
 }
 
 #[test]
-fn auto_io_threads_is_half_the_cpus_at_least_one() {
+fn auto_io_threads_is_half_the_cpus_but_two_from_two_cpus_up() {
     let threads: Vec<usize> = (0..=9).map(auto_io_threads).collect();
-    assert_eq!(threads, [1, 1, 1, 1, 2, 2, 3, 3, 4, 4]);
+    assert_eq!(threads, [1, 1, 2, 2, 2, 2, 3, 3, 4, 4]);
     // 0 in the file is fine (automatic), and never stays 0.
     let args = Overrides {
         app: Some("m:a".into()),
