@@ -181,8 +181,12 @@ pub struct Channel {
     pub generation: AtomicU64,
     closed: AtomicBool,
     /// Requests this worker may hold at once: from [`Capacity`], by its
-    /// interface, and for WSGI by how fast it answers.
+    /// interface, and for WSGI by how fast it answers. Set with
+    /// [`Channel::resize`].
     pub capacity: AtomicUsize,
+    /// Places `capacity` gained that no waiting request was woken for yet
+    /// ([`Channel::take_grown`]).
+    grown: AtomicUsize,
     asgi: AtomicBool,
     capacities: Capacity,
     /// A WSGI worker's time per request per thread (an average, ns).
@@ -246,6 +250,7 @@ impl Channel {
             generation: AtomicU64::new(0),
             closed: AtomicBool::new(false),
             capacity: AtomicUsize::new(capacities.threads + INITIAL_PREFETCH),
+            grown: AtomicUsize::new(0),
             asgi: AtomicBool::new(false),
             capacities,
             service_ns: AtomicU64::new(0),
@@ -311,7 +316,7 @@ impl Channel {
         let asgi = info.interface == "asgi";
         self.asgi.store(asgi, Ordering::Release);
         if asgi {
-            self.capacity.store(self.capacities.asgi, Ordering::Release);
+            self.resize(self.capacities.asgi);
         }
     }
 
@@ -339,9 +344,34 @@ impl Channel {
         self.service_ns.store(avg, Ordering::Relaxed);
         let prefetch = (QUEUE_BUDGET_NS * threads / avg.max(1)).clamp(MIN_PREFETCH, MAX_PREFETCH);
         let capacity = self.capacities.threads + prefetch as usize;
-        // Every request's router scan reads it: write only when it changes.
-        if self.capacity.load(Ordering::Relaxed) != capacity {
-            self.capacity.store(capacity, Ordering::Release);
+        // Moved only by a quarter or more, not with every sample's noise:
+        // every request's router scan reads it, and each place it gains
+        // wakes a waiting request, which finds no room if it has shrunk
+        // back by then (and goes to the back of its line).
+        let current = self.capacity.load(Ordering::Relaxed);
+        if capacity.abs_diff(current) * 4 >= current.max(4) {
+            self.resize(capacity);
+        }
+    }
+
+    /// Sets how many requests this worker may hold at once; the places
+    /// gained are counted for the router, which wakes a waiting request
+    /// for each (see [`Channel::take_grown`]).
+    pub fn resize(&self, capacity: usize) {
+        let old = self.capacity.swap(capacity, Ordering::AcqRel);
+        if capacity > old {
+            self.grown.fetch_add(capacity - old, Ordering::AcqRel);
+        }
+    }
+
+    /// The places [`Channel::resize`] added since the last call: the
+    /// router wakes a waiting request for each, beside the one for the
+    /// place a finished request frees.
+    pub fn take_grown(&self) -> usize {
+        if self.grown.load(Ordering::Relaxed) == 0 {
+            0
+        } else {
+            self.grown.swap(0, Ordering::AcqRel)
         }
     }
 
