@@ -87,7 +87,7 @@ WORKERS = 2
 # keeps both CPUs busy wrk reads its responses up to tens of milliseconds
 # late. A capture on lo showed every response of such a run on the wire
 # within 3 ms of its request while wrk's p99 said 2-16 ms (bench/README.md,
-# "Method").
+# "The front in shards").
 PAGE_TICKS = os.sysconf("SC_CLK_TCK")
 # System calls are counted with perf when it can attach (BENCH_PERF=0: never),
 # else from /proc/PID/io, which misses socket calls (marked "io" in the table).

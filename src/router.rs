@@ -137,13 +137,15 @@ impl Drop for Lease {
         // either it sees this place free or this sees it wait.
         self.channel.in_flight.fetch_sub(1, Ordering::SeqCst);
         let waiting = self.router.waiting.load(Ordering::SeqCst);
+        // Places the worker's capacity gained (taken even with none
+        // waiting, so that they do not pile up for a later line).
+        let gained = self.channel.take_grown();
         if waiting > 0 {
-            // One wake-up for this place, and one for each place the
-            // worker's capacity gained: never two requests woken for one
-            // place, as the one that found it taken would go to the back
-            // of its line (see `Router::acquire_for`).
-            let places = 1 + self.channel.take_grown();
-            for _ in 0..places.min(waiting) {
+            // One wake-up for this place, and one for each place gained:
+            // never two requests woken for one place, as the one that found
+            // it taken would go to the back of its line (see
+            // `Router::acquire_for`).
+            for _ in 0..(1 + gained).min(waiting) {
                 self.router.wake_one(self.channel.shard);
             }
         }

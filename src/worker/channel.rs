@@ -887,3 +887,51 @@ fn route(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A WSGI worker's channel of one thread, on a socket nobody answers.
+    fn one_thread() -> (Arc<Channel>, UnixStream) {
+        let (ours, theirs) = UnixStream::pair().unwrap();
+        let (control, _) = mpsc::unbounded_channel::<(u64, ControlEvent)>();
+        let ident = Ident {
+            serial: 1,
+            slot: 0,
+            pid: 0,
+            shard: 0,
+        };
+        let caps = Capacity {
+            threads: 1,
+            asgi: 1,
+        };
+        (Channel::start(ident, ours, None, control, caps), theirs)
+    }
+
+    fn capacity(ch: &Channel) -> usize {
+        ch.capacity.load(Ordering::Acquire)
+    }
+
+    #[tokio::test]
+    async fn capacity_follows_the_answer_time_by_a_quarter_or_more_and_counts_what_it_gains() {
+        let (ch, _worker) = one_thread();
+        assert_eq!(capacity(&ch), 1 + INITIAL_PREFETCH);
+        assert_eq!(ch.take_grown(), 0);
+        // 40 µs answers: the thread and 2 ms of them queued, 1 + 50.
+        ch.answered(Duration::from_micros(40), 1);
+        assert_eq!(capacity(&ch), 51);
+        assert_eq!(ch.take_grown(), 42, "the places gained, once");
+        assert_eq!(ch.take_grown(), 0);
+        // A little slower (1 + 49): within a quarter, it stays.
+        ch.answered(Duration::from_micros(44), 1);
+        assert_eq!(capacity(&ch), 51);
+        // Much slower: it shrinks, and gains nothing.
+        ch.answered(Duration::from_millis(1), 1);
+        assert_eq!(capacity(&ch), 13);
+        assert_eq!(ch.take_grown(), 0);
+        // One place more (1 + 13) is less than a quarter of 13: it stays.
+        ch.answered(Duration::from_micros(40), 1);
+        assert_eq!(capacity(&ch), 13);
+    }
+}
