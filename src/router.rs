@@ -455,9 +455,7 @@ fn shard_slack(cap: usize) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::worker::channel::{Capacity, ControlEvent, Ident};
     use tokio::net::UnixStream;
-    use tokio::sync::mpsc;
 
     /// A worker's channel with room for `capacity` requests, and the
     /// worker's end of it (dropping that closes the channel).
@@ -472,24 +470,7 @@ mod tests {
 
     /// A worker whose channel belongs to front shard `shard`.
     fn worker_on(serial: u64, capacity: usize, shard: usize) -> Worker {
-        let (ours, theirs) = UnixStream::pair().unwrap();
-        let (control, _) = mpsc::unbounded_channel::<(u64, ControlEvent)>();
-        let caps = Capacity {
-            threads: 1,
-            asgi: 1,
-        };
-        let channel = Channel::start(
-            Ident {
-                serial,
-                slot: serial as usize,
-                pid: 0,
-                shard,
-            },
-            ours,
-            None,
-            control,
-            caps,
-        );
+        let (channel, theirs) = Channel::of_one_thread(serial, shard);
         channel.capacity.store(capacity, Ordering::Release);
         Worker {
             channel,

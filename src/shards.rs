@@ -4,9 +4,9 @@
 //! `i % io_threads`). A request goes to a worker of its own shard unless
 //! another would start it sooner ([`crate::router`]), so most requests
 //! never leave the thread that read them: no hand-off between threads, no
-//! wake-up of another thread, no cache line that two threads fight over. A connection is served by the
-//! shard that accepted it unless another serves two fewer (it then moves
-//! there, once).
+//! wake-up of another thread, no cache line that two threads fight over.
+//! A connection is served by the shard that accepted it unless another
+//! serves two fewer (it then moves there, once).
 //!
 //! Shard 0 is the thread of corral's main runtime (which also runs the
 //! supervisor and the status server); each other shard is a

@@ -889,18 +889,18 @@ fn route(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// A WSGI worker's channel of one thread, on a socket nobody answers.
-    fn one_thread() -> (Arc<Channel>, UnixStream) {
+impl Channel {
+    /// The channel of a one-thread worker numbered `serial` on front shard
+    /// `shard`, on the current runtime, and the worker's end of its socket
+    /// (nobody answers; dropping it closes the channel).
+    pub fn of_one_thread(serial: u64, shard: usize) -> (Arc<Channel>, UnixStream) {
         let (ours, theirs) = UnixStream::pair().unwrap();
         let (control, _) = mpsc::unbounded_channel::<(u64, ControlEvent)>();
         let ident = Ident {
-            serial: 1,
-            slot: 0,
+            serial,
+            slot: serial as usize,
             pid: 0,
-            shard: 0,
+            shard,
         };
         let caps = Capacity {
             threads: 1,
@@ -908,6 +908,11 @@ mod tests {
         };
         (Channel::start(ident, ours, None, control, caps), theirs)
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
 
     fn capacity(ch: &Channel) -> usize {
         ch.capacity.load(Ordering::Acquire)
@@ -915,7 +920,7 @@ mod tests {
 
     #[tokio::test]
     async fn capacity_follows_the_answer_time_by_a_quarter_or_more_and_counts_what_it_gains() {
-        let (ch, _worker) = one_thread();
+        let (ch, _worker) = Channel::of_one_thread(1, 0);
         assert_eq!(capacity(&ch), 1 + INITIAL_PREFETCH);
         assert_eq!(ch.take_grown(), 0);
         // 40 µs answers: the thread and 2 ms of them queued, 1 + 50.
