@@ -161,6 +161,86 @@ class AsgiStream:
         await w
 
 
+class HttpCall:
+    """One HTTP request's receive and send, as the app calls them. An object
+    per request, not closures: one allocation, and no cells."""
+
+    __slots__ = ("worker", "st", "loop", "head", "head_sent", "complete")
+
+    def __init__(self, worker, st):
+        self.worker = worker
+        self.st = st
+        self.loop = worker.loop
+        # The head, held back until the first body message; whether it was
+        # sent; whether the response is complete.
+        self.head = None
+        self.head_sent = False
+        self.complete = False
+
+    async def receive(self):
+        st = self.st
+        if st.body is not None:
+            body, st.body = st.body, None
+            st.body_done = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        chunks = st.chunks
+        if chunks is not None:
+            while not chunks and not st.body_done and not st.cancelled:
+                await st.wait(self.loop)
+            if chunks:
+                chunk = chunks.popleft()
+                self.worker.grant(st, len(chunk))
+                more = bool(chunks) or not st.body_done
+                if not more:
+                    # The body is over: what follows is the disconnect.
+                    st.chunks = None
+                return {"type": "http.request", "body": chunk, "more_body": more}
+            if st.body_done and not st.cancelled:
+                st.chunks = None
+                return {"type": "http.request", "body": b"", "more_body": False}
+        while not st.cancelled and not self.complete:
+            await st.wait(self.loop)
+        return {"type": "http.disconnect"}
+
+    async def send(self, message):
+        st = self.st
+        worker = self.worker
+        sid = st.sid
+        kind = message["type"]
+        if kind == "http.response.start":
+            if self.head is not None or self.head_sent:
+                raise RuntimeError("http.response.start sent twice")
+            self.head = asgi_head(message["status"], message.get("headers", ()))
+            return
+        if kind != "http.response.body":
+            raise RuntimeError("unexpected ASGI message %r in an HTTP request" % kind)
+        if self.complete:
+            raise RuntimeError("http.response.body sent after the response completed")
+        if self.head is None and not self.head_sent:
+            raise RuntimeError("http.response.body sent before http.response.start")
+        if st.cancelled:
+            raise ClientDisconnected("the client disconnected")
+        body = message.get("body", b"")
+        more = message.get("more_body", False)
+        if not self.head_sent:
+            head = self.head
+            self.head = None
+            self.head_sent = True
+            if not more and len(body) <= RESPONSE_WINDOW:
+                worker.write(b"".join((RESP_HDR.pack(4 + len(head) + len(body), K_RESPONSE,
+                                                   sid, len(head)), head, body)))
+                self.complete = st.done = True
+                st.wake()
+                return
+            worker.send(K_START, sid, head)
+        if body:
+            await worker.send_data(st, body)
+        if not more:
+            worker.send(K_END, sid, b"")
+            self.complete = st.done = True
+            st.wake()
+
+
 class AsgiWorker:
     """Serves an ASGI 3 app: every request and WebSocket is a task on one
     event loop; frames to corral are written once per loop iteration."""
@@ -322,75 +402,13 @@ class AsgiWorker:
             st.consumed = 0
 
     async def run_http(self, st, head):
-        loop = self.loop
         sid = st.sid
         scope = self.scope("http", head)
-        # [head held back until the first body message, head sent, complete]
-        held = [None, False, False]
-
-        async def receive():
-            if st.body is not None:
-                body, st.body = st.body, None
-                st.body_done = True
-                return {"type": "http.request", "body": body, "more_body": False}
-            chunks = st.chunks
-            if chunks is not None:
-                while not chunks and not st.body_done and not st.cancelled:
-                    await st.wait(loop)
-                if chunks:
-                    chunk = chunks.popleft()
-                    self.grant(st, len(chunk))
-                    more = bool(chunks) or not st.body_done
-                    if not more:
-                        # The body is over: what follows is the disconnect.
-                        st.chunks = None
-                    return {"type": "http.request", "body": chunk, "more_body": more}
-                if st.body_done and not st.cancelled:
-                    st.chunks = None
-                    return {"type": "http.request", "body": b"", "more_body": False}
-            while not st.cancelled and not held[2]:
-                await st.wait(loop)
-            return {"type": "http.disconnect"}
-
-        async def send(message):
-            kind = message["type"]
-            if kind == "http.response.start":
-                if held[0] is not None or held[1]:
-                    raise RuntimeError("http.response.start sent twice")
-                held[0] = asgi_head(message["status"], message.get("headers", ()))
-                return
-            if kind != "http.response.body":
-                raise RuntimeError("unexpected ASGI message %r in an HTTP request" % kind)
-            if held[2]:
-                raise RuntimeError("http.response.body sent after the response completed")
-            if held[0] is None and not held[1]:
-                raise RuntimeError("http.response.body sent before http.response.start")
-            if st.cancelled:
-                raise ClientDisconnected("the client disconnected")
-            body = message.get("body", b"")
-            more = message.get("more_body", False)
-            if not held[1]:
-                head = held[0]
-                held[0] = None
-                held[1] = True
-                if not more and len(body) <= RESPONSE_WINDOW:
-                    self.write(b"".join((RESP_HDR.pack(4 + len(head) + len(body), K_RESPONSE,
-                                                       sid, len(head)), head, body)))
-                    held[2] = st.done = True
-                    st.wake()
-                    return
-                self.send(K_START, sid, head)
-            if body:
-                await self.send_data(st, body)
-            if not more:
-                self.send(K_END, sid, b"")
-                held[2] = st.done = True
-                st.wake()
-
+        call = HttpCall(self, st)
         try:
-            await self.app(scope, receive, send)
-            if not held[2] and not st.done:
-                if held[1]:
+            await self.app(scope, call.receive, call.send)
+            if not call.complete and not st.done:
+                if call.head_sent:
                     log("ASGI app returned without completing the response to %s %s"
                         % (scope["method"], scope["path"]))
                     self.send(K_ABORT, sid, b"response not completed")
@@ -400,7 +418,7 @@ class AsgiWorker:
                     self.error_response(sid)
                 st.done = True
         except ClientDisconnected:
-            if held[1] and not held[2]:
+            if call.head_sent and not call.complete:
                 # The head is out: an abort, so the body is not taken whole.
                 self.send(K_ABORT, sid, b"the request was cancelled")
                 st.done = True
@@ -409,9 +427,9 @@ class AsgiWorker:
         except Exception:
             tb = traceback.format_exc()
             log("Error handling request %s %s\n%s" % (scope["method"], scope["path"], tb))
-            if not held[1]:
+            if not call.head_sent:
                 self.error_response(sid)
-            elif not held[2]:
+            elif not call.complete:
                 self.send(K_ABORT, sid, clip(tb).encode("utf-8", "replace"))
             st.done = True
         finally:

@@ -14,8 +14,8 @@ import traceback
 from .protocol import (
     BODY_GRANT, ERROR_BODY, ERROR_HEAD, F_MORE_BODY, HDR, HOLD_IF_FASTER_THAN, K_ABORT,
     K_BODY, K_BODY_END, K_BODY_WINDOW, K_CANCEL, K_DATA, K_END, K_HEARTBEAT, K_REQUEST,
-    K_RESPONSE, K_START, K_WINDOW, MAX_FRAME, RESP_HDR, RESPONSE_WINDOW, U32,
-    ClientDisconnected, clip, request_parts, under_root, whole_frames, wsgi_head,
+    K_RESPONSE, K_START, K_WINDOW, MAX_FRAME, REQUEST_PREFIX, RESP_HDR, RESPONSE_WINDOW, U32,
+    ClientDisconnected, clip, under_root, whole_frames, wsgi_head,
 )
 
 # A response body this big is written into the ring from where it is, not
@@ -197,11 +197,16 @@ class Connection:
             data = view
         pos = 0
         streams = self.streams
+        unpack_prefix = REQUEST_PREFIX.unpack_from
         for kind, sid, start, end in whole_frames(data, n):
             pos = end
             if kind == K_REQUEST:
-                flags, head, body = request_parts(data, start, end, text=True)
-                st = Stream(sid, head, body, flags & F_MORE_BODY)
+                # protocol.request_parts inline (it runs for every request),
+                # the head decoded straight to the environ's latin-1 text.
+                flags, hlen = unpack_prefix(data, start)
+                hend = start + 5 + hlen
+                st = Stream(sid, str(data[start + 5 : hend], "latin-1"),
+                            bytes(data[hend:end]) if hend < end else b"", flags & F_MORE_BODY)
                 streams[sid] = st
                 self.pending.append(st)
             elif kind == K_BODY:
@@ -324,84 +329,42 @@ class WsgiRunner:
                 environ["PATH_INFO"] = path[len(root):]
         # A body that came whole needs no flow control: C-speed BytesIO.
         environ["wsgi.input"] = BytesIO(st.body) if st.chunks is None else Input(conn, st)
-        is_head = environ.get("REQUEST_METHOD") == "HEAD"
-        state = [None, None, False]  # status, encoded head, head sent
-
-        def send_data(data):
-            if not state[2]:
-                conn.send(K_START, sid, state[1])
-                state[2] = True
-            if is_head or not data:
-                return
-            view = memoryview(data)
-            for off in range(0, len(view), MAX_FRAME):
-                if st.window <= 0 and not st.cancelled:
-                    conn.wait_until(lambda: st.window > 0 or st.cancelled)
-                if st.cancelled:
-                    raise ClientDisconnected("client disconnected")
-                part = view[off : off + MAX_FRAME]
-                st.window -= len(part)
-                conn.send_raw((HDR.pack(len(part), K_DATA, sid), part))
-
-        def write(data):
-            if state[0] is None:
-                raise AssertionError("write() called before start_response()")
-            if type(data) is not bytes:
-                raise TypeError("write() argument must be bytes, not %s" % type(data).__name__)
-            send_data(data)
-
-        def start_response(status, headers, exc_info=None):
-            if exc_info:
-                try:
-                    if state[2]:
-                        raise exc_info[1].with_traceback(exc_info[2])
-                finally:
-                    exc_info = None
-            elif state[0] is not None:
-                raise AssertionError("start_response() called twice without exc_info")
-            if type(status) is not str:
-                raise TypeError("status must be a str, not %s" % type(status).__name__)
-            # Checked and encoded now, so a bad header raises here, in the
-            # app, where its own error handling can see it.
-            state[1] = wsgi_head(status, headers)
-            state[0] = status
-            return write
-
+        resp = Response(conn, st, environ.get("REQUEST_METHOD") == "HEAD")
         result = None
         try:
-            result = self.app(environ, start_response)
-            if type(result) is list and not state[2]:
-                if state[0] is None:
+            result = self.app(environ, resp.start_response)
+            if type(result) is list and not resp.sent:
+                if resp.status is None:
                     raise AssertionError("app returned without calling start_response()")
-                body = b"".join(result) if not is_head else b""
+                body = b"".join(result) if not resp.is_head else b""
                 if len(body) <= RESPONSE_WINDOW:
                     # The whole body is known and small: one frame, one syscall.
-                    head = state[1]
+                    head = resp.head
                     conn.send_raw((
                         RESP_HDR.pack(4 + len(head) + len(body), K_RESPONSE, sid, len(head)),
                         head, body), conn.pending and conn.avg_run < HOLD_IF_FASTER_THAN)
                 else:
                     # A big one streams under the window like any other.
-                    send_data(body)
+                    resp.send_data(body)
                     conn.send(K_END, sid, b"")
             else:
                 for chunk in result:
                     if type(chunk) is not bytes:
                         raise TypeError("app must yield bytes, not %s" % type(chunk).__name__)
-                    if chunk or not state[2]:
-                        if state[0] is None:
+                    if chunk or not resp.sent:
+                        if resp.status is None:
                             raise AssertionError("app yielded before calling start_response()")
-                        send_data(chunk)
-                if not state[2]:
-                    if state[0] is None:
+                        resp.send_data(chunk)
+                if not resp.sent:
+                    if resp.status is None:
                         raise AssertionError("app returned without calling start_response()")
-                    send_data(b"")
+                    resp.send_data(b"")
                 conn.send(K_END, sid, b"")
         except ClientDisconnected:
             # Once the head is out, only an abort tells corral the body is
             # cut short (a client that stalled its upload is still there and
             # must not take a truncated body for a whole one).
-            if state[2]:
+            if resp.sent:
                 conn.send(K_ABORT, sid, b"the request was cancelled")
             else:
                 conn.send(K_END, sid, b"")
@@ -410,7 +373,7 @@ class WsgiRunner:
             sys.stderr.write("Error handling request %s %s\n%s" % (
                 environ.get("REQUEST_METHOD"), environ.get("RAW_URI"), tb))
             sys.stderr.flush()
-            if not state[2]:
+            if not resp.sent:
                 conn.send(K_RESPONSE, sid, U32.pack(len(ERROR_HEAD)) + ERROR_HEAD + ERROR_BODY)
             else:
                 conn.send(K_ABORT, sid, clip(tb).encode("utf-8", "replace"))
@@ -421,6 +384,67 @@ class WsgiRunner:
                 except Exception:
                     traceback.print_exc()
             conn.streams.pop(sid, None)
+
+
+class Response:
+    """One request's answer as the app gives it: start_response, write()
+    and the frames they send. An object per request, not closures: one
+    allocation, and the runner reads its fields without cells."""
+
+    __slots__ = ("conn", "st", "is_head", "status", "head", "sent")
+
+    def __init__(self, conn, st, is_head):
+        self.conn = conn
+        self.st = st
+        self.is_head = is_head
+        self.status = None
+        # The encoded head, and whether it was sent (then the status is
+        # final: a later start_response must re-raise its exc_info).
+        self.head = None
+        self.sent = False
+
+    def start_response(self, status, headers, exc_info=None):
+        if exc_info:
+            try:
+                if self.sent:
+                    raise exc_info[1].with_traceback(exc_info[2])
+            finally:
+                exc_info = None
+        elif self.status is not None:
+            raise AssertionError("start_response() called twice without exc_info")
+        if type(status) is not str:
+            raise TypeError("status must be a str, not %s" % type(status).__name__)
+        # Checked and encoded now, so a bad header raises here, in the
+        # app, where its own error handling can see it.
+        self.head = wsgi_head(status, headers)
+        self.status = status
+        return self.write
+
+    def write(self, data):
+        if self.status is None:
+            raise AssertionError("write() called before start_response()")
+        if type(data) is not bytes:
+            raise TypeError("write() argument must be bytes, not %s" % type(data).__name__)
+        self.send_data(data)
+
+    def send_data(self, data):
+        conn = self.conn
+        st = self.st
+        sid = st.sid
+        if not self.sent:
+            conn.send(K_START, sid, self.head)
+            self.sent = True
+        if self.is_head or not data:
+            return
+        view = memoryview(data)
+        for off in range(0, len(view), MAX_FRAME):
+            if st.window <= 0 and not st.cancelled:
+                conn.wait_until(lambda: st.window > 0 or st.cancelled)
+            if st.cancelled:
+                raise ClientDisconnected("client disconnected")
+            part = view[off : off + MAX_FRAME]
+            st.window -= len(part)
+            conn.send_raw((HDR.pack(len(part), K_DATA, sid), part))
 
 
 class Worker:
