@@ -10,7 +10,12 @@ it to compare two versions of the worker's Python quickly and quietly; the
 cost in a real run (bench/ab.py's workers column) is higher, since there a
 worker also waits, wakes and shares the CPU's caches.
 
-    python3 bench/worker_loop.py [--requests N] [--worker-dir DIR]
+With --cold BYTES, each read first copies BYTES of other memory, as the
+supervisor, wrk and the other worker do between two reads of a real
+worker on a shared CPU; the copy's own time is measured apart and taken
+out, so what is left is the worker's code with its caches cold.
+
+    python3 bench/worker_loop.py [--requests N] [--worker-dir DIR] [--cold BYTES]
 """
 import argparse
 import os
@@ -34,16 +39,20 @@ class Done(Exception):
 
 
 class Channel:
-    """Stands in for the ring: every read is the same batch of frames."""
+    """Stands in for the ring: every read is the same batch of frames,
+    after `evict` (which pushes the worker's data out of the caches)."""
 
-    def __init__(self, frames, batches):
+    def __init__(self, frames, batches, evict=None):
         self.frames = frames
         self.left = batches
+        self.evict = evict
 
     def recv_into(self, view):
         if self.left == 0:
             raise Done
         self.left -= 1
+        if self.evict:
+            self.evict()
         view[: len(self.frames)] = self.frames
         return len(self.frames)
 
@@ -74,18 +83,39 @@ def request_frame(protocol, sid, body):
     return protocol.HDR.pack(len(payload), protocol.K_REQUEST, sid) + payload
 
 
-def per_request(wsgi, protocol, app, body, batch, requests):
+def evictor(size):
+    """A function that copies `size` bytes of memory of its own, or None."""
+    if not size:
+        return None
+    other = memoryview(bytearray(2 * size))
+
+    def evict():
+        other[:size] = other[size:]
+
+    return evict
+
+
+def per_request(wsgi, protocol, app, body, batch, requests, cold=0):
     """CPU µs per request of one worker thread serving `requests` requests
-    that come `batch` to a read."""
+    that come `batch` to a read (with `cold`, after a copy of that many
+    bytes before each read, its time taken out)."""
     frames = b"".join(request_frame(protocol, 1 + i, body) for i in range(batch))
-    conn = wsgi.Connection(None, Channel(frames, requests // batch))
+    evict = evictor(cold)
+    reads = requests // batch
+    conn = wsgi.Connection(None, Channel(frames, reads, evict))
     worker = wsgi.Worker(conn, wsgi.WsgiRunner(conn, app, 1, ""), 1)
     t0 = time.process_time()
     try:
         worker.serve_forever()
     except Done:
         pass
-    return (time.process_time() - t0) / (requests // batch * batch) * 1e6
+    spent = time.process_time() - t0
+    if evict:
+        t0 = time.process_time()
+        for _ in range(reads):
+            evict()
+        spent -= time.process_time() - t0
+    return spent / (reads * batch) * 1e6
 
 
 def main():
@@ -93,6 +123,8 @@ def main():
     ap.add_argument("--requests", type=int, default=200_000)
     ap.add_argument("--worker-dir", default=os.path.join(HERE, "..", "src", "worker", "python"),
                     help="the directory that holds corral_worker (default: this checkout's)")
+    ap.add_argument("--cold", type=int, default=0, metavar="BYTES",
+                    help="copy this much other memory before each read (e.g. 2097152)")
     args = ap.parse_args()
     sys.path.insert(0, args.worker_dir)
     from corral_worker import protocol, wsgi
@@ -104,7 +136,8 @@ def main():
                                      ("echo", echo, b"x" * 16384, (1, 15))):
         n = args.requests if not body else args.requests // 4
         for batch in batches:
-            best = min(per_request(wsgi, protocol, app, body, batch, n) for _ in range(3))
+            best = min(per_request(wsgi, protocol, app, body, batch, n, args.cold)
+                       for _ in range(3))
             print("| %s | %d | %.2f |" % (name, batch, best))
 
 
