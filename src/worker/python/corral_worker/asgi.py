@@ -165,12 +165,11 @@ class HttpCall:
     """One HTTP request's receive and send, as the app calls them. An object
     per request, not closures: one allocation, and no cells."""
 
-    __slots__ = ("worker", "st", "loop", "head", "head_sent", "complete")
+    __slots__ = ("worker", "st", "head", "head_sent", "complete")
 
     def __init__(self, worker, st):
         self.worker = worker
         self.st = st
-        self.loop = worker.loop
         # The head, held back until the first body message; whether it was
         # sent; whether the response is complete.
         self.head = None
@@ -186,7 +185,7 @@ class HttpCall:
         chunks = st.chunks
         if chunks is not None:
             while not chunks and not st.body_done and not st.cancelled:
-                await st.wait(self.loop)
+                await st.wait(self.worker.loop)
             if chunks:
                 chunk = chunks.popleft()
                 self.worker.grant(st, len(chunk))
@@ -199,7 +198,7 @@ class HttpCall:
                 st.chunks = None
                 return {"type": "http.request", "body": b"", "more_body": False}
         while not st.cancelled and not self.complete:
-            await st.wait(self.loop)
+            await st.wait(self.worker.loop)
         return {"type": "http.disconnect"}
 
     async def send(self, message):

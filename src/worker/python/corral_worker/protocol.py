@@ -93,12 +93,13 @@ def frames(buf):
         del buf[:pos]
 
 
-def request_parts(buf, start, end):
-    """A REQUEST payload's flags, head (bytes) and first body bytes. (The
-    WSGI reader does the same inline, with the head as latin-1 text.)"""
+def request_parts(buf, start, end, text=False):
+    """A REQUEST payload's flags, head and first body bytes; with text, the
+    head as latin-1 text (a WSGI head is), decoded straight from buf."""
     flags, hlen = REQUEST_PREFIX.unpack_from(buf, start)
     hend = start + 5 + hlen
-    return flags, bytes(buf[start + 5 : hend]), bytes(buf[hend:end]) if hend < end else b""
+    head = str(buf[start + 5 : hend], "latin-1") if text else bytes(buf[start + 5 : hend])
+    return flags, head, bytes(buf[hend:end]) if hend < end else b""
 
 
 

@@ -14,8 +14,8 @@ import traceback
 from .protocol import (
     BODY_GRANT, ERROR_BODY, ERROR_HEAD, F_MORE_BODY, HDR, HOLD_IF_FASTER_THAN, K_ABORT,
     K_BODY, K_BODY_END, K_BODY_WINDOW, K_CANCEL, K_DATA, K_END, K_HEARTBEAT, K_REQUEST,
-    K_RESPONSE, K_START, K_WINDOW, MAX_FRAME, REQUEST_PREFIX, RESP_HDR, RESPONSE_WINDOW, U32,
-    ClientDisconnected, clip, under_root, whole_frames, wsgi_head,
+    K_RESPONSE, K_START, K_WINDOW, MAX_FRAME, RESP_HDR, RESPONSE_WINDOW, U32,
+    ClientDisconnected, clip, request_parts, under_root, whole_frames, wsgi_head,
 )
 
 # A response body this big is written into the ring from where it is, not
@@ -197,16 +197,11 @@ class Connection:
             data = view
         pos = 0
         streams = self.streams
-        unpack_prefix = REQUEST_PREFIX.unpack_from
         for kind, sid, start, end in whole_frames(data, n):
             pos = end
             if kind == K_REQUEST:
-                # protocol.request_parts inline (it runs for every request),
-                # the head decoded straight to the environ's latin-1 text.
-                flags, hlen = unpack_prefix(data, start)
-                hend = start + 5 + hlen
-                st = Stream(sid, str(data[start + 5 : hend], "latin-1"),
-                            bytes(data[hend:end]) if hend < end else b"", flags & F_MORE_BODY)
+                flags, head, body = request_parts(data, start, end, text=True)
+                st = Stream(sid, head, body, flags & F_MORE_BODY)
                 streams[sid] = st
                 self.pending.append(st)
             elif kind == K_BODY:
