@@ -336,8 +336,20 @@ impl Router {
 
     fn try_acquire(self: &Arc<Self>, to_new: Option<bool>) -> Result<Lease, NoWorker> {
         let routing = self.in_service.load();
-        let (ch, new) = self.pick(&routing, to_new)?;
-        ch.in_flight.fetch_add(1, Ordering::AcqRel);
+        // The place is taken only if the worker still holds the load it was
+        // picked at: another shard's thread may pick the same worker at the
+        // same moment, and both would take its last free place (two
+        // requests on one worker while another stays idle). The one that
+        // loses picks again.
+        let (ch, new) = loop {
+            let (ch, new, load) = self.pick(&routing, to_new)?;
+            let taken =
+                ch.in_flight
+                    .compare_exchange(load, load + 1, Ordering::SeqCst, Ordering::SeqCst);
+            if taken.is_ok() {
+                break (ch, new);
+            }
+        };
         Ok(Lease {
             channel: ch.clone(),
             router: self.clone(),
@@ -345,12 +357,13 @@ impl Router {
         })
     }
 
-    /// The least-loaded worker with room, and whether it is the canary's.
+    /// The least-loaded worker with room, whether it is the canary's, and
+    /// the requests it held when picked.
     fn pick<'r>(
         &self,
         routing: &'r Routing,
         to_new: Option<bool>,
-    ) -> Result<(&'r Arc<Channel>, bool), NoWorker> {
+    ) -> Result<(&'r Arc<Channel>, bool, usize), NoWorker> {
         let workers = &routing.workers;
         let n = workers.len();
         if n == 0 {
@@ -414,7 +427,7 @@ impl Router {
             }
         };
         match chosen {
-            Some(c) if c.load < c.cap => Ok((&workers[c.at], c.new)),
+            Some(c) if c.load < c.cap => Ok((&workers[c.at], c.new, c.load)),
             Some(_) => Err(NoWorker::Busy),
             None => Err(NoWorker::NoneInService),
         }
@@ -841,6 +854,35 @@ mod tests {
         assert_eq!(got, Ok(1));
         assert!(!for_new.is_finished(), "the new side is still full");
         for_new.abort();
+    }
+
+    #[tokio::test]
+    async fn threads_picking_at_once_never_put_two_requests_in_one_place() {
+        // Two workers with one place each, taken and given back by four
+        // threads at once (as the front's shards do): a place is taken by
+        // one request, never by two that both saw it free.
+        let router = Router::new(0);
+        let workers = [worker(1, 1), worker(2, 1)];
+        router.publish(workers.iter().map(|w| w.channel.clone()).collect());
+        let over = Arc::new(AtomicUsize::new(0));
+        let threads: Vec<_> = (0..4)
+            .map(|_| {
+                let (router, over) = (router.clone(), over.clone());
+                std::thread::spawn(move || {
+                    for _ in 0..50_000 {
+                        if let Ok(lease) = router.try_acquire(None)
+                            && lease.channel.in_flight.load(Ordering::SeqCst) > 1
+                        {
+                            over.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        assert_eq!(over.load(Ordering::Relaxed), 0, "a place held twice");
     }
 
     #[tokio::test]
