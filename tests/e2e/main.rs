@@ -41,6 +41,7 @@ mod http2;
 mod imports;
 mod kubernetes;
 mod logging;
+mod mutated_requests;
 mod observability;
 mod pid1;
 mod privileges;
