@@ -1,7 +1,8 @@
 //! Requests from a seeded generator, many of them malformed, against the
 //! real binary with real Python workers: every one gets a well-formed
-//! status line below 500 or a closed connection, corral logs no panic, no
-//! worker dies, and corral serves on. The generator mixes valid requests
+//! status line below 500 or a closed connection (on HTTP/2: a status below
+//! 500, a reset stream or a GOAWAY), corral logs no panic, no worker dies,
+//! and corral serves on. The generator mixes valid requests
 //! with odd methods, targets, versions, headers (forwarded addresses,
 //! WebSocket handshakes, framing that conflicts) and bodies, and mutates
 //! the bytes of some; the apps read every environ key or scope field and
@@ -445,4 +446,229 @@ fn mutated_requests_to_an_asgi_app_get_a_status_or_a_close_and_hurt_nothing() {
     let (seed, total) = campaign(2);
     let counts = hammer(&c, seed, total);
     survived(&c, &counts, total);
+}
+
+// ------------------------------------------------------------------ HTTP/2
+
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+const H2_DATA: u8 = 0;
+const H2_HEADERS: u8 = 1;
+const H2_RST_STREAM: u8 = 3;
+const H2_SETTINGS: u8 = 4;
+const H2_PING: u8 = 6;
+const H2_GOAWAY: u8 = 7;
+
+fn h2_frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+    let len = payload.len() as u32;
+    let mut f = vec![(len >> 16) as u8, (len >> 8) as u8, len as u8, kind, flags];
+    f.extend_from_slice(&stream.to_be_bytes());
+    f.extend_from_slice(payload);
+    f
+}
+
+/// An HPACK integer with an `n`-bit prefix (RFC 7541, 5.1).
+fn hpack_int(out: &mut Vec<u8>, first: u8, n: u32, mut v: usize) {
+    let max = (1usize << n) - 1;
+    if v < max {
+        out.push(first | v as u8);
+        return;
+    }
+    out.push(first | max as u8);
+    v -= max;
+    while v >= 128 {
+        out.push((v % 128) as u8 | 0x80);
+        v /= 128;
+    }
+    out.push(v as u8);
+}
+
+/// A header block of literals without indexing (no Huffman, no table),
+/// so any name and value go on the wire as they are.
+fn hpack_block(fields: &[(&[u8], &[u8])]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (name, value) in fields {
+        out.push(0);
+        hpack_int(&mut out, 0, 7, name.len());
+        out.extend_from_slice(name);
+        hpack_int(&mut out, 0, 7, value.len());
+        out.extend_from_slice(value);
+    }
+    out
+}
+
+const H2_PSEUDO: &[(&[u8], &[&[u8]])] = &[
+    (
+        b":method",
+        &[
+            b"GET", b"POST", b"HEAD", b"CONNECT", b"OPTIONS", b"", b"get", b"G T",
+        ],
+    ),
+    (
+        b":path",
+        &[
+            b"/",
+            b"*",
+            b"",
+            b"x",
+            b"/\xff",
+            b"/a?b",
+            b"http://x/y",
+            b"/%00",
+        ],
+    ),
+    (b":scheme", &[b"http", b"https", b"ftp", b""]),
+    (
+        b":authority",
+        &[b"127.0.0.1", b"", b"a b", b"h:99999", b"\xff", b"[::1]:80"],
+    ),
+    (b":protocol", &[b"websocket"]),
+    (b":status", &[b"200"]),
+    (b":bogus", &[b"x"]),
+];
+const H2_REGULAR: &[(&[u8], &[&[u8]])] = &[
+    (b"host", &[b"127.0.0.1", b"other", b""]),
+    (b"content-length", &[b"0", b"5", b"-1", b"x", b"5, 5"]),
+    (b"transfer-encoding", &[b"chunked"]),
+    (b"connection", &[b"keep-alive", b"close"]),
+    (b"te", &[b"trailers", b"gzip"]),
+    (b"upgrade", &[b"websocket"]),
+    (b"x-forwarded-for", &[b"1.2.3.4", b"junk"]),
+    (b"x-request-id", &[b"abc", b"\x01", b""]),
+    (b"Upper-Case", &[b"x"]),
+    (b"bad name", &[b"x"]),
+    (b"", &[b"x"]),
+    (b"x-nul", &[b"a\0b"]),
+    (b"x-crlf", &[b"a\r\nb: c"]),
+    (b"cookie", &[b"a=b", b"c=d"]),
+];
+
+/// One HTTP/2 request's frames on stream 1: half with the four
+/// pseudo-headers as a client sends them, half with some of them dropped,
+/// doubled, moved or odd; then regular headers, some that HTTP/2 forbids.
+fn h2_request(rng: &mut Rng) -> Vec<u8> {
+    let mut fields: Vec<(&[u8], &[u8])> = vec![
+        (b":method", rng.pick(&[&b"GET"[..], b"POST", b"HEAD"][..])),
+        (
+            b":path",
+            rng.pick(&[&b"/"[..], b"/a?b=c", b"/caf%C3%A9"][..]),
+        ),
+        (b":scheme", b"http"),
+        (b":authority", b"127.0.0.1"),
+    ];
+    if rng.chance(50) {
+        for _ in 0..=rng.below(3) {
+            let (name, values) = rng.pick(H2_PSEUDO);
+            if rng.chance(50) {
+                fields.retain(|(n, _)| *n != name);
+            }
+            let at = rng.below(fields.len() + 1);
+            fields.insert(at, (name, rng.pick(values)));
+        }
+    }
+    for _ in 0..rng.below(5) {
+        let (name, values) = rng.pick(H2_REGULAR);
+        fields.push((name, rng.pick(values)));
+    }
+    let body: &[u8] = rng.pick(&[&b""[..], b"hello"][..]);
+    let mut out = H2_PREFACE.to_vec();
+    out.extend(h2_frame(H2_SETTINGS, 0, 0, &[]));
+    // END_HEADERS, and END_STREAM when there is no body.
+    let flags = if body.is_empty() { 0x5 } else { 0x4 };
+    out.extend(h2_frame(H2_HEADERS, flags, 1, &hpack_block(&fields)));
+    if !body.is_empty() {
+        out.extend(h2_frame(H2_DATA, 0x1, 1, body));
+    }
+    out
+}
+
+/// What came back on stream 1: its status (from hyper's encoding: a static
+/// index, or a literal with the `:status` name), or `Closed` for a reset
+/// stream, a GOAWAY or a closed connection; an error for a response head
+/// whose status cannot be read.
+fn h2_send(addr: &str, raw: &[u8]) -> Result<Answer, String> {
+    let mut s = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
+    s.set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    s.set_write_timeout(Some(Duration::from_secs(5))).unwrap();
+    if s.write_all(raw).is_err() {
+        return Ok(Answer::Closed);
+    }
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while Instant::now() < deadline {
+        let mut head = [0u8; 9];
+        match s.read_exact(&mut head) {
+            Ok(()) => {}
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                return Ok(Answer::Waiting);
+            }
+            Err(_) => return Ok(Answer::Closed),
+        }
+        let len = (usize::from(head[0]) << 16) | (usize::from(head[1]) << 8) | usize::from(head[2]);
+        let mut payload = vec![0; len];
+        if s.read_exact(&mut payload).is_err() {
+            return Ok(Answer::Closed);
+        }
+        let (kind, flags) = (head[3], head[4]);
+        let stream = u32::from_be_bytes([head[5], head[6], head[7], head[8]]) & 0x7fff_ffff;
+        match kind {
+            H2_SETTINGS if flags & 1 == 0 => {
+                let _ = s.write_all(&h2_frame(H2_SETTINGS, 1, 0, &[]));
+            }
+            H2_PING if flags & 1 == 0 => {
+                let _ = s.write_all(&h2_frame(H2_PING, 1, 0, &payload));
+            }
+            H2_GOAWAY | H2_RST_STREAM => return Ok(Answer::Closed),
+            H2_HEADERS if stream == 1 => {
+                // Static indices 8-14: 200 204 206 304 400 404 500.
+                let status = match payload.first() {
+                    Some(&b) if (0x88..=0x8e).contains(&b) => {
+                        [200, 204, 206, 304, 400, 404, 500][usize::from(b - 0x88)]
+                    }
+                    // A literal (with or without indexing) named by index 8.
+                    Some(&b) if b == 0x48 || b == 0x08 => payload
+                        .get(2..2 + usize::from(*payload.get(1).unwrap_or(&0)))
+                        .and_then(|v| std::str::from_utf8(v).ok())
+                        .and_then(|v| v.parse().ok())
+                        .ok_or_else(|| format!("an unreadable :status in {payload:?}"))?,
+                    _ => {
+                        return Err(format!(
+                            "a response head without :status first: {payload:?}"
+                        ));
+                    }
+                };
+                return Ok(Answer::Status(status));
+            }
+            _ => {}
+        }
+    }
+    Ok(Answer::Waiting)
+}
+
+#[test]
+fn mutated_http2_requests_get_a_status_a_reset_or_a_goaway_and_hurt_nothing() {
+    let app = AppDir::new(&[("fuzzed.py", WSGI_APP)]);
+    let c = Corral::start(app.path(), &["fuzzed:app", "-w", "2", "--timeout", "5"], 2);
+    let (seed, total) = campaign(3);
+    let mut rng = Rng(seed.wrapping_mul(31) | 1);
+    let mut counts = std::collections::BTreeMap::new();
+    for _ in 0..total / 2 {
+        let raw = h2_request(&mut rng);
+        let answer = h2_send(&c.addr, &raw).unwrap_or_else(|e| panic!("{e}"));
+        if let Answer::Status(s) = answer {
+            assert!(s < 500, "{s} for {:?}", String::from_utf8_lossy(&raw));
+        }
+        *counts.entry(answer).or_insert(0) += 1;
+    }
+    let log = c.log.text();
+    assert!(!log.contains("panicked"), "corral panicked:\n{log}");
+    assert_eq!(
+        c.log.count("booted in"),
+        2,
+        "a worker was replaced; log:\n{log}"
+    );
+    let served = counts.get(&Answer::Status(200)).copied().unwrap_or(0);
+    assert!(served * 10 >= total / 2, "only {served} served: {counts:?}");
+    let refused = counts.len() > 1;
+    assert!(refused, "nothing refused: {counts:?}");
+    assert_eq!(c.get("/").status, 200, "corral no longer serves");
 }
