@@ -171,6 +171,9 @@ pub struct Channel {
     ring_error: Mutex<Option<String>>,
     outbox: Mutex<Outbox>,
     wake_writer: Notify,
+    /// Given once, when the reader ends: a write the worker can no longer
+    /// take (a full ring it will never read) stops waiting.
+    reader_done: Notify,
     register: mpsc::UnboundedSender<(u32, StreamEntry)>,
     next_stream: AtomicU32,
     /// Requests dispatched to this worker and not yet answered in full.
@@ -243,6 +246,7 @@ impl Channel {
             ring_error: Mutex::new(None),
             outbox: Mutex::new(Outbox::default()),
             wake_writer: Notify::new(),
+            reader_done: Notify::new(),
             register: reg_tx,
             next_stream: AtomicU32::new(1),
             in_flight: AtomicUsize::new(0),
@@ -263,6 +267,7 @@ impl Channel {
             ch.closed.store(true, Ordering::Release);
             ch.outbox.lock().unwrap().closed = true;
             ch.wake_writer.notify_one();
+            ch.reader_done.notify_one();
             if error.is_some() {
                 // The worker sees EOF and exits (it is killed if it does not).
                 ch.shutdown();
@@ -476,11 +481,21 @@ async fn write_loop(channel: Arc<Channel>) {
                 }
                 batch.extend(ob.queue.drain(..));
             }
-            let written = match &channel.ring {
-                Some(ring) if channel.on_ring.load(Ordering::Acquire) => {
-                    ring.write_all(&mut batch).await
+            let write = async {
+                match &channel.ring {
+                    Some(ring) if channel.on_ring.load(Ordering::Acquire) => {
+                        ring.write_all(&mut batch).await
+                    }
+                    _ => write_all(&channel.sock, &mut batch).await,
                 }
-                _ => write_all(&channel.sock, &mut batch).await,
+            };
+            // A worker that died with its request ring full never makes
+            // room: the writer would wait forever, and keep the channel (its
+            // socket, the rings' eventfds and memory, the frames it holds)
+            // alive. The reader ends at the worker's exit; so does the write.
+            let written = tokio::select! {
+                written = write => written,
+                () = channel.reader_done.notified() => return,
             };
             if let Err(e) = written {
                 if e.get_ref()

@@ -243,3 +243,53 @@ fn a_worker_killed_mid_response_costs_only_that_response() {
     }
     c.wait_in_service(2);
 }
+
+/// corral's open file descriptors.
+fn open_fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .count()
+}
+
+#[test]
+fn a_worker_that_dies_while_its_request_ring_is_full_leaves_no_channel_behind() {
+    let (_app, mut c) = start(1, &["--threads", "1", "--graceful-timeout", "1s"]);
+    let pid = c.worker_pid("/");
+    let before = open_fds(c.pid());
+    // The worker stops reading: uploads fill its 256 KiB request ring and
+    // corral's writer waits for room that only the worker could make.
+    unsafe { libc::kill(pid as i32, libc::SIGSTOP) };
+    let body = vec![b'x'; 60 * 1024];
+    let clients: Vec<_> = (0..8)
+        .map(|_| {
+            let mut s = c.connect();
+            send_request(&mut s, "POST", "/echo", &[], &body);
+            s
+        })
+        .collect();
+    c.wait_until("the request ring to fill", || {
+        c.status_json()["slots"][0]["worker"]["in_flight"].as_u64() >= Some(5)
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+    c.log
+        .wait_for("was killed by SIGKILL", Duration::from_secs(10))
+        .expect("corral saw the worker die");
+    c.wait_until("the replacement in service", || {
+        c.get("/").status == 200 && c.worker_pid("/") != pid
+    });
+    drop(clients);
+    // The dead worker's socket, its rings' four eventfds and their memory
+    // are closed with its channel, as after any other exit.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while open_fds(c.pid()) > before && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let after = open_fds(c.pid());
+    assert!(
+        after <= before,
+        "{after} fds open, {before} before: the dead worker's channel is left"
+    );
+    c.signal(libc::SIGTERM);
+    c.wait_exit(Duration::from_secs(10)).expect("corral stops");
+}
