@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod compare;
+pub mod h2;
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};

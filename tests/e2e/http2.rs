@@ -7,33 +7,18 @@
 //! only), so each test sends exactly the frames it names, which a
 //! conforming client library (Python's h2) would refuse to send.
 
+use crate::common::h2::{DATA, GOAWAY, HEADERS, PING, PREFACE, RST_STREAM, SETTINGS, frame};
 use crate::common::*;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
-const DATA: u8 = 0;
-const HEADERS: u8 = 1;
-const RST_STREAM: u8 = 3;
-const SETTINGS: u8 = 4;
-const PING: u8 = 6;
-const GOAWAY: u8 = 7;
-
 struct Frame {
     kind: u8,
     flags: u8,
     stream: u32,
     payload: Vec<u8>,
-}
-
-fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
-    let len = payload.len() as u32;
-    let mut f = vec![(len >> 16) as u8, (len >> 8) as u8, len as u8, kind, flags];
-    f.extend_from_slice(&stream.to_be_bytes());
-    f.extend_from_slice(payload);
-    f
 }
 
 /// HEADERS (END_STREAM | END_HEADERS) for `GET path`, HPACK without the

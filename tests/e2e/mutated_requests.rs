@@ -12,6 +12,7 @@
 //! `CORRAL_TEST_SEED=7 CORRAL_TEST_REQUESTS=20000 cargo test --test e2e
 //! mutated_requests`.
 
+use crate::common::h2;
 use crate::common::*;
 use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;
@@ -450,22 +451,6 @@ fn mutated_requests_to_an_asgi_app_get_a_status_or_a_close_and_hurt_nothing() {
 
 // ------------------------------------------------------------------ HTTP/2
 
-const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
-const H2_DATA: u8 = 0;
-const H2_HEADERS: u8 = 1;
-const H2_RST_STREAM: u8 = 3;
-const H2_SETTINGS: u8 = 4;
-const H2_PING: u8 = 6;
-const H2_GOAWAY: u8 = 7;
-
-fn h2_frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
-    let len = payload.len() as u32;
-    let mut f = vec![(len >> 16) as u8, (len >> 8) as u8, len as u8, kind, flags];
-    f.extend_from_slice(&stream.to_be_bytes());
-    f.extend_from_slice(payload);
-    f
-}
-
 /// An HPACK integer with an `n`-bit prefix (RFC 7541, 5.1).
 fn hpack_int(out: &mut Vec<u8>, first: u8, n: u32, mut v: usize) {
     let max = (1usize << n) - 1;
@@ -570,13 +555,13 @@ fn h2_request(rng: &mut Rng) -> Vec<u8> {
         fields.push((name, rng.pick(values)));
     }
     let body: &[u8] = rng.pick(&[&b""[..], b"hello"][..]);
-    let mut out = H2_PREFACE.to_vec();
-    out.extend(h2_frame(H2_SETTINGS, 0, 0, &[]));
+    let mut out = h2::PREFACE.to_vec();
+    out.extend(h2::frame(h2::SETTINGS, 0, 0, &[]));
     // END_HEADERS, and END_STREAM when there is no body.
     let flags = if body.is_empty() { 0x5 } else { 0x4 };
-    out.extend(h2_frame(H2_HEADERS, flags, 1, &hpack_block(&fields)));
+    out.extend(h2::frame(h2::HEADERS, flags, 1, &hpack_block(&fields)));
     if !body.is_empty() {
-        out.extend(h2_frame(H2_DATA, 0x1, 1, body));
+        out.extend(h2::frame(h2::DATA, 0x1, 1, body));
     }
     out
 }
@@ -611,14 +596,14 @@ fn h2_send(addr: &str, raw: &[u8]) -> Result<Answer, String> {
         let (kind, flags) = (head[3], head[4]);
         let stream = u32::from_be_bytes([head[5], head[6], head[7], head[8]]) & 0x7fff_ffff;
         match kind {
-            H2_SETTINGS if flags & 1 == 0 => {
-                let _ = s.write_all(&h2_frame(H2_SETTINGS, 1, 0, &[]));
+            h2::SETTINGS if flags & 1 == 0 => {
+                let _ = s.write_all(&h2::frame(h2::SETTINGS, 1, 0, &[]));
             }
-            H2_PING if flags & 1 == 0 => {
-                let _ = s.write_all(&h2_frame(H2_PING, 1, 0, &payload));
+            h2::PING if flags & 1 == 0 => {
+                let _ = s.write_all(&h2::frame(h2::PING, 1, 0, &payload));
             }
-            H2_GOAWAY | H2_RST_STREAM => return Ok(Answer::Closed),
-            H2_HEADERS if stream == 1 => {
+            h2::GOAWAY | h2::RST_STREAM => return Ok(Answer::Closed),
+            h2::HEADERS if stream == 1 => {
                 // Static indices 8-14: 200 204 206 304 400 404 500.
                 let status = match payload.first() {
                     Some(&b) if (0x88..=0x8e).contains(&b) => {
