@@ -253,7 +253,9 @@ fn open_fds(pid: u32) -> usize {
 
 #[test]
 fn a_worker_that_dies_while_its_request_ring_is_full_leaves_no_channel_behind() {
-    let (_app, mut c) = start(1, &["--threads", "1", "--graceful-timeout", "1s"]);
+    // Eight threads: room for the eight uploads below whatever the
+    // prefetch queue learned from the first answer's time.
+    let (_app, mut c) = start(1, &["--threads", "8", "--graceful-timeout", "1s"]);
     let pid = c.worker_pid("/");
     let before = open_fds(c.pid());
     // The worker stops reading: uploads fill its 256 KiB request ring and
