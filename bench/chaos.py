@@ -7,9 +7,11 @@ first) on loopback with its own status server, control socket and state dir,
 serving bench/apps/chaos_app.py (WSGI) or, with --asgi, asgi_chaos.py (ASGI
 with WebSockets). For --duration seconds, client threads (chaos_load.py) send
 keep-alive and new-connection requests, uploads (some sent slowly), slow
-reads of large answers and, with --asgi, WebSocket messages; meanwhile it
+reads of large answers, with --asgi WebSocket messages and with --h2 HTTP/2
+streams (--tls puts every connection on TLS); meanwhile it
 SIGKILLs and SIGSTOPs workers, scales, reloads and sends HUP/TTIN/TTOU at
-seeded random times, and workers recycle after max_requests. It samples
+seeded random times (with --tls it also replaces the certificate, or breaks
+its key, and reloads), and workers recycle after max_requests. It samples
 corral's RSS, open fds and workers, lets everything settle, stops corral and
 prints: every outcome by class, each failure held against the faults it made
 (unaccounted ones with corral's log lines around them), the RSS over time
@@ -20,6 +22,7 @@ deadline.
     cargo build --release
     python3 bench/chaos.py                       # WSGI, 300 s
     python3 bench/chaos.py --asgi --duration 60 --seed 7
+    .venv/bin/python bench/chaos.py --tls --h2 4   # HTTP/2 needs the h2 package
 
 See bench/README.md (Chaos) for what is measured and how failures are
 attributed. Processes are stopped by PID only, never by name.
@@ -46,8 +49,11 @@ sys.path.insert(0, HERE)
 import chaos_load as load  # noqa: E402
 import chaos_report as report  # noqa: E402
 
-FAULTS = ("kill", "stop", "scale", "ttin", "reload", "hup")
-WEIGHTS = {"kill": 5, "stop": 4, "scale": 2, "ttin": 1, "reload": 2, "hup": 1}
+FAULTS = ("kill", "stop", "scale", "ttin", "reload", "hup", "cert", "reexec")
+WEIGHTS = {"kill": 5, "stop": 4, "scale": 2, "ttin": 1, "reload": 2, "hup": 1, "cert": 2,
+           "reexec": 1}
+# Made unless --faults says otherwise (cert only with --tls; reexec on request).
+DEFAULT_FAULTS = ("kill", "stop", "scale", "ttin", "reload", "hup", "cert")
 
 
 def parse_args():
@@ -75,8 +81,11 @@ def parse_args():
                     help="workers.max_requests (recycling; 0: never)")
     ap.add_argument("--max-requests-jitter", type=int, default=100,
                     help="workers.max_requests_jitter")
-    ap.add_argument("--faults", default=",".join(FAULTS),
-                    help="faults to make, of: " + ", ".join(FAULTS) + " ('' for none)")
+    ap.add_argument("--faults", default=",".join(DEFAULT_FAULTS),
+                    help="faults to make, of: " + ", ".join(FAULTS) + " ('' for none); "
+                    "reexec (USR2: a new corral takes the sockets over) is made at most once a "
+                    "minute, and not in the last --warmup + 60 s + --quiet, so that the last "
+                    "corral's RSS is measured")
     ap.add_argument("--fault-every", default="2-6",
                     help="seconds between two faults, MIN-MAX (uniform at random)")
     ap.add_argument("--keepalive", type=int, default=4, help="keep-alive clients")
@@ -84,6 +93,13 @@ def parse_args():
     ap.add_argument("--uploads", type=int, default=2, help="upload clients")
     ap.add_argument("--slow-readers", type=int, default=2, help="slow reader clients")
     ap.add_argument("--websockets", type=int, default=4, help="WebSocket clients (--asgi only)")
+    ap.add_argument("--h2", type=int, default=0,
+                    help="HTTP/2 clients (h2c, or ALPN h2 with --tls); needs the h2 package: "
+                    "run this script with the test venv's Python")
+    ap.add_argument("--tls", action="store_true",
+                    help="serve TLS (a CA and certificates made with openssl); every client "
+                    "checks the certificate; adds the cert fault (a new or a broken "
+                    "certificate, then a reload)")
     ap.add_argument("--pace", type=float, default=0.005,
                     help="mean pause of a fast client between two requests, seconds")
     ap.add_argument("--slow-max", type=float, default=0,
@@ -111,6 +127,13 @@ def parse_args():
     for f in a.faults:
         if f not in FAULTS:
             ap.error(f"unknown fault {f!r}; known: {', '.join(FAULTS)}")
+    if not a.tls and "cert" in a.faults:
+        a.faults.remove("cert")  # nothing to replace without TLS
+    if a.h2:
+        import importlib.util
+        if importlib.util.find_spec("h2") is None:
+            ap.error(f"--h2 needs the h2 package, which {sys.executable} does not have: run "
+                     "this script with .venv/bin/python (./test.sh installs h2 there)")
     try:
         lo, _, hi = a.fault_every.partition("-")
         a.fault_min, a.fault_max = float(lo), float(hi or lo)
@@ -229,7 +252,7 @@ CHAOS_SEEN_DIR = "{seen}"
 
 [server]
 bind = ["127.0.0.1:{port}"]
-
+{tls}
 [workers]
 count = {workers}
 threads = {threads}
@@ -265,9 +288,13 @@ class Corral:
         self.log_path = os.path.join(a.out_dir, "corral.log")
         self.config = os.path.join(a.out_dir, "corral.toml")
         self.proc = None
+        self.cur = None          # the corral serving now (a USR2 re-exec changes it)
+        self.corrals = []        # every corral pid of the run, in order
+        self.exit_codes = {}
         self.known = {}          # every worker pid seen -> start time
         self.lock = threading.Lock()
         self.cleaned = False
+        self.certs = Certs(os.path.join(a.out_dir, "tls")) if a.tls else None
 
     def write_config(self):
         os.makedirs(self.seen_dir, exist_ok=True)
@@ -280,7 +307,9 @@ class Corral:
                 timeout=int(a.timeout * 1000), heartbeat=int(a.heartbeat_timeout * 1000),
                 graceful=int(a.graceful_timeout * 1000), max_requests=a.max_requests,
                 jitter=a.max_requests_jitter, status_port=self.status_port, socket=self.socket,
-                state=os.path.join(a.out_dir, "state")))
+                state=os.path.join(a.out_dir, "state"),
+                tls=f'\n[server.tls]\ncertfile = "{self.certs.cert}"\nkeyfile = "{self.certs.key}"\n'
+                if self.certs else ""))
 
     def start(self):
         env = {k: v for k, v in os.environ.items()
@@ -292,12 +321,41 @@ class Corral:
                                          stdin=subprocess.DEVNULL, stdout=log, stderr=log,
                                          env=env, cwd=self.a.out_dir, start_new_session=True)
 
+        self.cur = self.proc.pid
+        self.corrals.append(self.cur)
+
     @property
     def pid(self):
-        return self.proc.pid
+        return self.cur
+
+    def exit_code(self, pid=None):
+        """None while corral `pid` (default: the one serving now) runs,
+        else its exit code. A re-executed corral is this script's child
+        once its parent exits (the script is a subreaper then)."""
+        pid = pid or self.cur
+        if pid in self.exit_codes:
+            return self.exit_codes[pid]
+        if pid == self.proc.pid:
+            code = self.proc.poll()
+        else:
+            try:
+                got, status = os.waitpid(pid, os.WNOHANG)
+                code = os.waitstatus_to_exitcode(status) if got else None
+            except ChildProcessError:  # still its parent's child
+                st = proc_stat(pid)
+                code = None if st and st[0] != "Z" else "?"
+        if code is not None:
+            self.exit_codes[pid] = code
+        return code
 
     def alive(self):
-        return self.proc is not None and self.proc.poll() is None
+        return self.cur is not None and self.exit_code() is None
+
+    def is_corral(self, pid):
+        try:
+            return os.path.realpath(f"/proc/{pid}/exe") == os.path.realpath(self.a.corral)
+        except OSError:
+            return False
 
     def status(self, timeout=3.0):
         conn = http.client.HTTPConnection("127.0.0.1", self.status_port, timeout=timeout)
@@ -311,7 +369,8 @@ class Corral:
 
     def workers(self):
         """Live (not zombie) children of corral, {pid: start}; remembered."""
-        kids = children(self.pid)
+        kids = {pid: v for pid, v in children(self.pid).items()
+                if pid not in self.corrals and not (v[0] != "Z" and self.is_corral(pid))}
         with self.lock:
             for pid, (_state, start) in kids.items():
                 self.known.setdefault(pid, start)
@@ -338,7 +397,7 @@ class Corral:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if not self.alive():
-                return f"corral exited with {self.proc.returncode} during start-up"
+                return f"corral exited with {self.exit_code()} during start-up"
             st = self.status(1.0)
             if st and settled(st, self.a.workers) and len(self.workers()) == self.a.workers:
                 return None
@@ -363,16 +422,20 @@ class Corral:
                     os.kill(pid, signal.SIGCONT)
                 except OSError:
                     pass
-        if self.proc.poll() is None:
-            try:
-                os.killpg(self.pid, signal.SIGKILL)
-            except OSError:
-                pass
-            killed.append(self.pid)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                pass
+        for pid in self.corrals:
+            if self.exit_code(pid) is None:
+                try:
+                    os.killpg(os.getpgid(pid), signal.SIGKILL)
+                except OSError:
+                    pass
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except OSError:
+                    pass
+                killed.append(pid)
+        end = time.monotonic() + 10
+        while any(self.exit_code(p) is None for p in self.corrals) and time.monotonic() < end:
+            time.sleep(0.05)
         def left():
             out = []
             for pid, start in known.items():
@@ -391,6 +454,82 @@ class Corral:
             except OSError:
                 pass
         return killed
+
+
+class Certs:
+    """With --tls: a CA made for this run and the server certificate corral
+    serves (for "localhost", signed by the CA), which the cert fault
+    replaces. Clients trust the CA only, so they check what corral serves."""
+
+    def __init__(self, folder):
+        self.dir = folder
+        os.makedirs(folder, exist_ok=True)
+        self.ca, self.ca_key = os.path.join(folder, "ca.pem"), os.path.join(folder, "ca.key")
+        self.cert, self.key = os.path.join(folder, "cert.pem"), os.path.join(folder, "key.pem")
+        self.serial = 0
+        self.openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+                     "-nodes", "-keyout", self.ca_key, "-out", self.ca, "-days", "2",
+                     "-subj", "/CN=corral chaos CA")
+        self.issue()
+        self.installed = self.fingerprint(self.cert)
+
+    def openssl(self, *args):
+        subprocess.run(["openssl", *args], check=True, capture_output=True, timeout=30)
+
+    def issue(self):
+        """A new certificate and key for localhost, written in place by
+        rename (each file whole); returns its fingerprint."""
+        self.serial += 1
+        key, csr, cert = (os.path.join(self.dir, f"new.{x}") for x in ("key", "csr", "pem"))
+        ext = os.path.join(self.dir, "ext.cnf")
+        with open(ext, "w") as f:
+            f.write("subjectAltName=DNS:localhost,IP:127.0.0.1\n"
+                    "basicConstraints=CA:FALSE\nkeyUsage=digitalSignature\n"
+                    "extendedKeyUsage=serverAuth\n")
+        self.openssl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+                     "-keyout", key, "-out", csr, "-subj", f"/CN=localhost/O=chaos {self.serial}")
+        self.openssl("x509", "-req", "-in", csr, "-CA", self.ca, "-CAkey", self.ca_key,
+                     "-set_serial", str(1000 + self.serial), "-days", "2", "-extfile", ext,
+                     "-out", cert)
+        os.replace(key, self.key)
+        os.replace(cert, self.cert)
+        return self.fingerprint(self.cert)
+
+    def break_key(self):
+        """A key that does not match the certificate (kept aside to put back)."""
+        self.openssl("genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256",
+                     "-out", os.path.join(self.dir, "other.key"))
+        os.replace(self.key, self.key + ".good")
+        os.replace(os.path.join(self.dir, "other.key"), self.key)
+
+    def mend_key(self):
+        os.replace(self.key + ".good", self.key)
+
+    @staticmethod
+    def fingerprint(path):
+        import ssl
+        with open(path) as f:
+            der = ssl.PEM_cert_to_DER_cert(f.read())
+        import hashlib
+        return hashlib.sha256(der).hexdigest()[:16]
+
+    def contexts(self):
+        import ssl
+        out = {}
+        for alpn in ("http/1.1", "h2"):
+            ctx = ssl.create_default_context(cafile=self.ca)
+            ctx.set_alpn_protocols([alpn])
+            out[alpn] = ctx
+        return out
+
+    def served(self, port):
+        """The fingerprint of the certificate a new connection gets."""
+        import hashlib
+        import ssl
+        ctx = ssl.create_default_context(cafile=self.ca)
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as raw:
+            with ctx.wrap_socket(raw, server_hostname="localhost") as tls:
+                return hashlib.sha256(tls.getpeercert(binary_form=True)).hexdigest()[:16]
 
 
 def settled(st, count):
@@ -421,7 +560,7 @@ class Sampler(threading.Thread):
         if rss is None:
             return
         self.samples.append((time.time() - self.t0, rss, len(fds(c.pid)), len(c.workers()),
-                             len(c.zombies())))
+                             len(c.zombies()), c.pid))
 
     def run(self):
         last_note = 0.0
@@ -431,7 +570,7 @@ class Sampler(threading.Thread):
             if self.samples and now - last_note >= 15:
                 last_note = now
                 n, bad = self.rec.total()
-                _t, rss, nfd, nw, _z = self.samples[-1]
+                _t, rss, nfd, nw, *_ = self.samples[-1]
                 made = len(self.faults.log) if self.faults else 0
                 note(f"{now:5.0f}s: {n} outcomes ({bad} failures), {made} faults, "
                      f"RSS {rss / 1024:.1f} MiB, {nfd} fds, {nw} workers")
@@ -452,6 +591,8 @@ class Faults(threading.Thread):
         self.stopped = {}        # pid -> dict(start, t, cont_at or None, plan)
         self.problems = []       # what corral did wrong that a fault revealed
         self.target = a.workers  # the worker count we asked for last
+        self.reexec_until = t0 + a.duration - a.quiet - a.warmup - 60
+        self.last_reexec = 0.0
 
     def record(self, kind, **info):
         entry = dict(t=time.time(), kind=kind, **info)
@@ -541,6 +682,94 @@ class Faults(threading.Thread):
             self.problems.append(f"`corral reload --wait` exited {rc} with no worker stopped: "
                                  f"{out[:300]}")
 
+    def cert(self):
+        """A new certificate, or (one time in four) a key that does not
+        match it, then `corral reload --wait`: a good one must be served to
+        the next connection; a broken one must fail the reload (exit 1)
+        and leave the one in force serving. The good key is put back
+        after."""
+        certs = self.c.certs
+        st = self.c.status()
+        if not st or st.get("reloading") or any(
+                s["cont"] is None and not s.get("gone") for s in self.stopped.values()):
+            return  # a stopped worker can fail the code reload for its own reasons
+        broken = self.rnd.random() < 0.25
+        before = certs.installed
+        if broken:
+            certs.break_key()
+        else:
+            new = certs.issue()
+        rc, out = self.c.ctl("reload", "--wait", "--timeout", "30s", timeout=45)
+        try:
+            served = certs.served(self.c.port)
+        except OSError as e:
+            served = f"no TLS connection: {e}"
+        if broken:
+            certs.mend_key()
+            self.record("cert", broken="key does not match", rc=rc, served=served)
+            if rc != 1 or "TLS" not in out:
+                self.problems.append(f"a reload with a broken key exited {rc}, not 1 with the "
+                                     f"TLS error: {out[:300]}")
+            if served != before:
+                self.problems.append(f"after a reload with a broken key corral serves {served}, "
+                                     f"not the certificate in force {before}")
+        else:
+            certs.installed = new
+            self.record("cert", fingerprint=new, rc=rc, served=served)
+            if rc != 0:
+                self.problems.append(f"a reload with a new certificate exited {rc}: {out[:300]}")
+            if served != new:
+                self.problems.append(f"after a reload with a new certificate {new} corral "
+                                     f"serves {served}")
+
+    def reexec(self):
+        """USR2: corral starts its binary again, which takes the listen
+        sockets over and, once its workers are in service, has the old one
+        drain and exit. Connections must not be refused, requests must not
+        be lost; an HTTP/2 client gets GOAWAY and an idle keep-alive
+        connection is closed (both may send again what the old corral never
+        started). At most once a minute, none late in the run."""
+        now = time.time()
+        if now > self.reexec_until or now - self.last_reexec < 60:
+            return
+        st = self.c.status()
+        if not st or st.get("reloading") or any(
+                s["cont"] is None and not s.get("gone") for s in self.stopped.values()):
+            return
+        old = self.c.pid
+        os.kill(old, signal.SIGUSR2)
+        self.last_reexec = now
+        new, deadline = None, time.monotonic() + 10
+        while new is None and time.monotonic() < deadline:
+            new = next((p for p, (state, _s) in children(old).items()
+                        if state != "Z" and self.c.is_corral(p)), None)
+            time.sleep(0.02)
+        if new is None:
+            self.problems.append(f"USR2 to corral {old}: no new corral started within 10s")
+            self.record("reexec", old=old, new=None)
+            return
+        # From here on the new one is "corral": the old one exits when
+        # the new one is in service.
+        with self.c.lock:
+            self.c.corrals.append(new)
+            self.c.cur = new
+        e = self.record("reexec", old=old, new=new)
+        limit = time.monotonic() + 30 + self.a.graceful_timeout + 15
+        while self.c.exit_code(old) is None and time.monotonic() < limit:
+            if self.c.exit_code(new) is not None:
+                break
+            time.sleep(0.05)
+        e["old_exit"] = time.time() if self.c.exit_code(old) is not None else None
+        e["old_code"] = self.c.exit_code(old)
+        e["took"] = f"{time.time() - e['t']:.1f}s"
+        note(f"{time.time() - self.t0:7.2f}s reexec: corral {old} exited {e['old_code']} after "
+             f"{e['took']}; corral {new} serves")
+        if self.c.exit_code(new) is not None:
+            self.problems.append(f"the new corral {new} exited {self.c.exit_code(new)}")
+        elif e["old_code"] != 0:
+            self.problems.append(f"after USR2 the old corral {old} exited {e['old_code']}, "
+                                 "not 0")
+
     def hup(self):
         st = self.c.status()
         if not st or st.get("reloading"):
@@ -617,8 +846,17 @@ def on_signal(signum, _frame):
     raise Interrupted(signal.Signals(signum).name)
 
 
+def become_subreaper():
+    """Orphans of this script's descendants (a re-executed corral, once its
+    parent exits) become its children, so their exit status can be read."""
+    import ctypes
+    libc = ctypes.CDLL(None, use_errno=True)
+    return libc.prctl(36, 1, 0, 0, 0) == 0  # PR_SET_CHILD_SUBREAPER
+
+
 def start_clients(a, s):
-    plan = ([("keep-alive", load.keepalive_loop, ())] * a.keepalive
+    plan = ([("h2", load.h2_loop, ())] * a.h2
+            + [("keep-alive", load.keepalive_loop, ())] * a.keepalive
             + [("new conn", load.newconn_loop, ())] * a.newconn
             + [("upload", load.upload_loop, (a.slow_max,))] * a.uploads
             + [("slow reader", load.slowread_loop, (a.slow_max, a.list_share))] * a.slow_readers
@@ -657,6 +895,9 @@ def main():
     client_tail = 2 * a.timeout + 10 + a.heartbeat_timeout + a.timeout + 10 + a.slow_max + 5
     hard = boot_timeout + a.duration + client_tail + 60 + a.settle + a.graceful_timeout + 60
     t_start = time.monotonic()
+    if "reexec" in a.faults and not become_subreaper():
+        sys.exit("chaos: reexec needs prctl(PR_SET_CHILD_SUBREAPER), which failed: without it "
+                 "the re-executed corral's exit status cannot be read")
 
     def watchdog():
         time.sleep(hard)
@@ -696,7 +937,7 @@ def main():
              f"RSS {run['start']['rss'] / 1024:.1f} MiB")
         load_end = time.monotonic() + a.duration
         s = load.Settings(c.port, a.seed, a.timeout, a.heartbeat_timeout, load_end, halt, rec,
-                          a.pace)
+                          a.pace, tls=c.certs.contexts() if c.certs else None)
         sampler = Sampler(c, a.sample_every, t0, rec)
         sampler.sample()
         faults = Faults(a, c, t0, t0 + a.duration - a.quiet, halt)
@@ -707,7 +948,7 @@ def main():
         faults.start()
         while time.monotonic() < load_end:
             if not c.alive():
-                run["corral_died"] = f"corral exited with {c.proc.returncode} during the run"
+                run["corral_died"] = f"corral exited with {c.exit_code()} during the run"
                 note(run["corral_died"])
                 break
             time.sleep(0.5)
@@ -744,7 +985,7 @@ def main():
     raw = dict(args=vars(a), run=run, log_path=c.log_path, seen_dir=c.seen_dir,
                counts=[[k, cls, n] for (k, cls), n in rec.counts.items()],
                failures=rec.failures, trace=rec.trace, ws_messages=rec.ws_messages,
-               late_echoes=rec.late_echoes,
+               late_echoes=rec.late_echoes, goaways=rec.goaways, h2_resent=rec.h2_resent,
                faults=faults.log if faults else [], stopped=faults.stopped if faults else {},
                problems=faults.problems if faults else [],
                samples=sampler.samples if sampler else [])
@@ -799,7 +1040,7 @@ def graceful_stop(a, c, s, faults, run):
             if pid not in before and pid not in started:
                 started[pid] = round(time.time() - run["t0"], 2)
         time.sleep(0.05)
-    code = c.proc.poll()
+    code = c.exit_code()
     for t in busy:
         t.join(max(0.1, deadline - time.monotonic()))
     return dict(code=code, seconds=round(time.monotonic() - t_term, 2),

@@ -36,16 +36,24 @@ REFUSED = "refused"
 RESET = "reset, no answer"
 TIMEOUT = "timeout, no answer"
 CUT = "cut mid-body"
+# Closed before any answer by a server that never started the request (an
+# HTTP/1.1 keep-alive connection closed while idle, a stream above an
+# HTTP/2 GOAWAY's last id), then sent again, as clients do: a failure
+# unless a drain explains it and the app never saw it.
+RESENT = "closed unanswered, sent again"
 WS_OK = "ws ok"
+# An HTTP/2 stream the client itself reset (RST_STREAM CANCEL) on purpose:
+# nothing to check but that the connection serves on.
+CANCELLED = "reset by the client"
 WS_1001 = "ws closed 1001"
 WS_1011 = "ws closed 1011"
 WS_CLOSED = "ws closed, other code"
 WS_RESET = "ws cut, no close frame"
 WS_STALL = "ws no echo"
 WS_WRONG = "ws wrong echo"
-CLASSES = [OK, WS_OK, WRONG, C4XX, C502, C503, C504, OTHER, REFUSED, RESET, TIMEOUT, CUT,
+CLASSES = [OK, WS_OK, CANCELLED, WRONG, C4XX, C502, C503, C504, OTHER, REFUSED, RESET, TIMEOUT, CUT, RESENT,
            WS_1001, WS_1011, WS_CLOSED, WS_RESET, WS_STALL, WS_WRONG]
-GOOD = {OK, WS_OK}
+GOOD = {OK, WS_OK, CANCELLED}
 # Clients whose every request is kept (few, and each holds megabytes), to
 # tell what was in flight when corral's RSS jumped.
 TRACED = {"upload", "upload, slow", "slow reader"}
@@ -62,6 +70,8 @@ class Recorder:
         self.failures = []
         self.ws_messages = 0
         self.late_echoes = 0                  # echoes that came after a stall, but came
+        self.goaways = 0                      # HTTP/2 connections that got a GOAWAY
+        self.h2_resent = 0                    # requests sent again, as a GOAWAY allowed
         self.closed = False                   # set on Ctrl-C: what ends after is not counted
         self.trace = []                       # (kind, t0, t1, request, class) of the big ones
 
@@ -83,8 +93,11 @@ class Recorder:
 class Settings:
     """What every client needs to know; made by chaos.py."""
 
-    def __init__(self, port, seed, timeout, heartbeat, end, stop, rec, pace):
+    def __init__(self, port, seed, timeout, heartbeat, end, stop, rec, pace, tls=None):
         self.port = port
+        # With --tls: the client context (it trusts the run's own CA and
+        # checks the name), so a certificate corral serves wrongly fails.
+        self.tls = tls
         self.seed = seed
         # corral answers every request within `timeout` on a worker (504) or
         # in its queue (503); twice that plus slack is long enough to wait.
@@ -119,24 +132,8 @@ class Conn:
         self.rcvbuf = rcvbuf
         self.used = 0             # requests sent on it
 
-    def open(self):
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        if self.rcvbuf:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, self.rcvbuf)
-        sock.settimeout(self.s.connect_timeout)
-        try:
-            sock.connect(("127.0.0.1", self.s.port))
-        except ConnectionRefusedError:
-            sock.close()
-            raise Failed(REFUSED)
-        except socket.timeout:
-            sock.close()
-            raise Failed(TIMEOUT, where="connect")
-        except OSError as e:
-            sock.close()
-            raise Failed(RESET, where="connect", error=type(e).__name__)
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.sock, self.buf, self.used = sock, bytearray(), 0
+    def open(self, alpn="http/1.1"):
+        self.sock, self.buf, self.used = connect(self.s, self.rcvbuf, alpn), bytearray(), 0
 
     def close(self):
         if self.sock is not None:
@@ -162,6 +159,38 @@ class Conn:
             raise socket.timeout("deadline")
         self.sock.settimeout(left)
         self.sock.sendall(data)
+
+
+def connect(s, rcvbuf=None, alpn="http/1.1"):
+    """A connected socket to corral (TLS with s.tls, offering `alpn`);
+    raises Failed."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    if rcvbuf:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+    sock.settimeout(s.connect_timeout)
+    try:
+        sock.connect(("127.0.0.1", s.port))
+    except ConnectionRefusedError:
+        sock.close()
+        raise Failed(REFUSED)
+    except socket.timeout:
+        sock.close()
+        raise Failed(TIMEOUT, where="connect")
+    except OSError as e:
+        sock.close()
+        raise Failed(RESET, where="connect", error=type(e).__name__)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    if s.tls is None:
+        return sock
+    try:
+        ctx = s.tls[alpn]
+        return ctx.wrap_socket(sock, server_hostname="localhost")
+    except socket.timeout:
+        sock.close()
+        raise Failed(TIMEOUT, where="TLS handshake")
+    except OSError as e:  # ssl.SSLError included: a certificate refused
+        sock.close()
+        raise Failed(RESET, where="TLS handshake", error=f"{type(e).__name__}: {e}"[:200])
 
 
 def read_head(c, deadline):
@@ -347,6 +376,14 @@ def keepalive_loop(s, i):
         path = "/hello" if rnd.random() < 0.8 else f"/sleep?ms={rnd.randint(10, 300)}"
         t0, rid = time.time(), ids.next()
         cls, info = exchange(c, "GET", path, rid, check=ok_body(b"ok"))
+        if cls == RESET and info.get("reused") and "status" not in info:
+            # The connection was closed before an answer (the server may
+            # close an idle keep-alive connection at any time): recorded,
+            # then sent again on a new connection, as HTTP clients do.
+            s.rec.add("keep-alive", RESENT, t0, time.time(), rid, **info)
+            t0, rid = time.time(), ids.next()
+            cls, info = exchange(c, "GET", path, rid, check=ok_body(b"ok"))
+            info["retried"] = 1
         s.rec.add("keep-alive", cls, t0, time.time(), rid, **info)
         if cls != OK:
             c.close()
@@ -581,3 +618,274 @@ def ws_talk(s, rnd, c, rid, info):
         return WS_STALL, {**info, "messages": n, "waited_s": wait}
     except (EOFError, OSError, ValueError) as e:
         return WS_RESET, {**info, "messages": n, "error": type(e).__name__}
+
+
+# ---------------------------------------------------------------- HTTP/2
+
+H2_STREAMS = 4          # streams one client keeps in flight
+H2_FRAME_HEAD = 9
+H2_GOAWAY = 0x7
+
+
+class H2Request:
+    """One request of an HTTP/2 client, sent again (as `retried`) when a
+    GOAWAY said the server never processed it."""
+
+    def __init__(self, kind, method, path, rid, body=b"", check=None, cancel_after=None):
+        self.kind, self.method, self.path, self.rid = kind, method, path, rid
+        self.body, self.check = body, check
+        self.cancel_after = cancel_after  # seconds after which the client resets it
+        self.retried = 0
+
+
+class H2Stream:
+    """A request in flight on a connection, and what came back so far."""
+
+    def __init__(self, req):
+        self.req = req
+        self.t0 = time.time()
+        self.t_sent = None           # when the last byte of the request went out
+        self.pending = memoryview(req.body) if req.body else None
+        self.status = None
+        self.headers = {}
+        self.digest = hashlib.sha256()
+        self.length = 0
+        self.start = bytearray()
+        self.last = self.born = time.monotonic()
+
+
+def h2_request(rnd, ids):
+    roll, rid = rnd.random(), ids.next()
+    if roll < 0.7:
+        return H2Request("h2", "GET", "/hello", rid, check=ok_body(b"ok"))
+    if roll < 0.8:
+        return H2Request("h2", "GET", f"/sleep?ms={rnd.randint(10, 300)}", rid,
+                         check=ok_body(b"ok"))
+    if roll < 0.82:
+        return H2Request("h2", "GET", f"/sleep?ms={rnd.randint(200, 2000)}", rid,
+                         cancel_after=rnd.uniform(0.01, 0.15))
+    if roll < 0.9:
+        size = rnd.choice(BIG_SIZES[:2])
+        return H2Request("h2", "GET", f"/big?size={size}&mode=gen", rid, check=big_ok(size))
+    body = rnd.randbytes(rnd.randint(20_000, 200_000))
+    want = f"{len(body)} {hashlib.sha256(body).hexdigest()}".encode()
+    return H2Request("h2 upload", "POST", "/upload", rid, body=body, check=ok_body(want))
+
+
+class GoAwaySplitter:
+    """Takes the server's GOAWAY frames out of the bytes read, before the
+    h2 package sees them: it closes its whole connection on GOAWAY, while
+    HTTP/2 (RFC 9113 section 6.8) has the streams at or below the frame's
+    last stream id answered as usual. The rest passes through."""
+
+    def __init__(self):
+        self.buf = bytearray()
+        self.goaway = None           # (last stream id, error code) of the first
+
+    def feed(self, data):
+        self.buf += data
+        out, pos = bytearray(), 0
+        while len(self.buf) - pos >= H2_FRAME_HEAD:
+            length = int.from_bytes(self.buf[pos:pos + 3], "big")
+            end = pos + H2_FRAME_HEAD + length
+            if len(self.buf) < end:
+                break
+            if self.buf[pos + 3] == H2_GOAWAY and length >= 8:
+                body = self.buf[pos + H2_FRAME_HEAD:end]
+                last = int.from_bytes(body[:4], "big") & 0x7FFFFFFF
+                code = int.from_bytes(body[4:8], "big")
+                if self.goaway is None or last < self.goaway[0]:
+                    self.goaway = (last, code)
+            else:
+                out += self.buf[pos:end]
+            pos = end
+        del self.buf[:pos]
+        return bytes(out)
+
+
+def h2_loop(s, i):
+    """An HTTP/2 client (h2c with prior knowledge on a plain bind, ALPN h2
+    with --tls): a connection of 5-30 s at a time with up to H2_STREAMS
+    streams in flight: GET /hello (most), /sleep, /big (1-2 MiB), POST
+    /upload (20-200 KB). Every stream ends in one outcome class; a stream
+    reset after its head counts as cut mid-body, before it as reset. A
+    request above a GOAWAY's last stream id (never processed) is sent again
+    on the next connection, as HTTP/2 clients do."""
+    rnd, ids = random.Random(f"{s.seed}-h2-{i}"), Ids(f"h2{i}")
+    retry = collections.deque()
+    while running(s):
+        h2_session(s, rnd, ids, retry)
+        pause(s, rnd.uniform(0, 0.2))
+
+
+def h2_session(s, rnd, ids, retry):
+    import h2.config
+    import h2.connection
+    import h2.errors
+    import h2.events
+    import h2.exceptions
+
+    t_open = time.time()
+    try:
+        sock = connect(s, alpn="h2")
+    except Failed as f:
+        rid = ids.next()
+        s.rec.add("h2", f.cls, t_open, time.time(), rid, req="connect", **f.info)
+        return
+    if s.tls is not None and sock.selected_alpn_protocol() != "h2":
+        sock.close()
+        s.rec.add("h2", OTHER, t_open, time.time(), ids.next(), req="connect",
+                  why=f"ALPN chose {sock.selected_alpn_protocol()!r}, not h2")
+        return
+    conn = h2.connection.H2Connection(h2.config.H2Configuration(
+        client_side=True, header_encoding="utf-8"))
+    conn.initiate_connection()
+    split = GoAwaySplitter()
+    seen_goaway = False
+    streams = {}
+    until = time.monotonic() + rnd.uniform(5, 30)
+    authority = f"localhost:{s.port}"
+    scheme = "https" if s.tls is not None else "http"
+
+    def finish(sid, cls, **extra):
+        st = streams.pop(sid)
+        info = {"req": f"{st.req.method} {st.req.path}", "proto": "h2"}
+        if st.t_sent:
+            info["t_sent"] = st.t_sent
+        if st.status is not None:
+            info["status"] = st.status
+        if "x-worker-pid" in st.headers:
+            info["pid"] = int(st.headers["x-worker-pid"])
+        if st.req.retried:
+            info["retried"] = st.req.retried
+        if st.status is not None and st.status >= 300:
+            info["body"] = bytes(st.start).decode("latin-1").strip()
+        info.update(extra)
+        s.rec.add(st.req.kind, cls, st.t0, time.time(), st.req.rid, **info)
+
+    def lose_all(cls, **extra):
+        for sid in list(streams):
+            st = streams[sid]
+            finish(sid, CUT if st.status is not None else cls, **extra)
+
+    def send_out():
+        out = conn.data_to_send()
+        if out:
+            sock.settimeout(s.answer_timeout)
+            sock.sendall(out)
+
+    try:
+        while True:
+            while (split.goaway is None and len(streams) < H2_STREAMS and running(s)
+                   and time.monotonic() < until):
+                req = retry.popleft() if retry else h2_request(rnd, ids)
+                sid = conn.get_next_available_stream_id()
+                headers = [(":method", req.method), (":path", req.path),
+                           (":scheme", scheme), (":authority", authority),
+                           ("x-chaos-id", req.rid)]
+                if req.body:
+                    headers.append(("content-length", str(len(req.body))))
+                st = H2Stream(req)
+                streams[sid] = st
+                conn.send_headers(sid, headers, end_stream=not req.body)
+                if not req.body:
+                    st.t_sent = time.time()
+            for sid, st in streams.items():
+                while st.pending is not None:
+                    n = min(conn.local_flow_control_window(sid), conn.max_outbound_frame_size,
+                            len(st.pending))
+                    if n <= 0:
+                        break
+                    last = n == len(st.pending)
+                    conn.send_data(sid, bytes(st.pending[:n]), end_stream=last)
+                    st.pending = None if last else st.pending[n:]
+                    if last:
+                        st.t_sent = time.time()
+            send_out()
+            if not streams:
+                return
+            now = time.monotonic()
+            for sid in list(streams):
+                st = streams[sid]
+                if st.req.cancel_after is not None and now - st.born > st.req.cancel_after:
+                    conn.reset_stream(sid, h2.errors.ErrorCodes.CANCEL)
+                    finish(sid, CANCELLED)
+                    continue
+                waited = now - st.last
+                if st.status is None and waited > s.answer_timeout:
+                    conn.reset_stream(sid, h2.errors.ErrorCodes.CANCEL)
+                    finish(sid, TIMEOUT, waited_s=round(waited, 1))
+                elif st.status is not None and waited > s.idle_timeout:
+                    conn.reset_stream(sid, h2.errors.ErrorCodes.CANCEL)
+                    finish(sid, CUT, error="timeout", waited_s=round(waited, 1))
+            sock.settimeout(0.2)
+            try:
+                data = sock.recv(65536)
+            except socket.timeout:
+                continue
+            if not data:
+                lose_all(RESET, error="EOF", goaway=split.goaway)
+                return
+            events = conn.receive_data(split.feed(data))
+            for ev in events:
+                st = streams.get(getattr(ev, "stream_id", None))
+                if isinstance(ev, h2.events.ResponseReceived) and st:
+                    st.headers = {k.lower(): v for k, v in ev.headers}
+                    st.status = int(st.headers.get(":status", "0"))
+                    st.last = time.monotonic()
+                elif isinstance(ev, h2.events.DataReceived):
+                    if ev.flow_controlled_length:
+                        conn.acknowledge_received_data(ev.flow_controlled_length, ev.stream_id)
+                    if st:
+                        st.digest.update(ev.data)
+                        st.length += len(ev.data)
+                        if len(st.start) < 200:
+                            st.start += ev.data[:200 - len(st.start)]
+                        st.last = time.monotonic()
+                elif isinstance(ev, h2.events.StreamEnded) and st:
+                    h2_classify(finish, ev.stream_id, st)
+                elif isinstance(ev, h2.events.StreamReset) and st:
+                    finish(ev.stream_id, CUT if st.status is not None else RESET,
+                           error=f"RST_STREAM {ev.error_code!s}")
+                elif isinstance(ev, h2.events.ConnectionTerminated):
+                    lose_all(RESET, error=f"GOAWAY {ev.error_code!s} (via h2)")
+                    return
+            if split.goaway is not None and not seen_goaway:
+                seen_goaway = True
+                last, code = split.goaway
+                resent = [sid for sid in streams if sid > last]
+                with s.rec.lock:
+                    s.rec.goaways += 1
+                    s.rec.h2_resent += len(resent)
+                for sid in resent:
+                    req = streams[sid].req
+                    finish(sid, RESENT, goaway=f"last stream {last}, code {code}")
+                    req.retried += 1
+                    req.rid = ids.next()  # the app must never have seen the first
+                    retry.append(req)
+                if code != 0:
+                    lose_all(RESET, error=f"GOAWAY error {code}")
+                    return
+    except h2.exceptions.ProtocolError as e:
+        lose_all(RESET, error=f"h2 protocol error: {e}"[:200])
+    except (socket.timeout, OSError) as e:
+        lose_all(RESET, error=type(e).__name__)
+    finally:
+        sock.close()
+
+
+def h2_classify(finish, sid, st):
+    status = st.status
+    if status is None:
+        finish(sid, OTHER, why="stream ended without a head")
+    elif 200 <= status < 300:
+        check = st.req.check
+        if check is not None and not check(status, st.headers, st.digest.hexdigest(), st.length,
+                                           bytes(st.start)):
+            finish(sid, WRONG, length=st.length, body=bytes(st.start[:80]).decode("latin-1"))
+        else:
+            finish(sid, OK)
+    elif 400 <= status < 500:
+        finish(sid, C4XX)
+    else:
+        finish(sid, {502: C502, 503: C503, 504: C504}.get(status, OTHER))

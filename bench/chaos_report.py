@@ -170,6 +170,16 @@ def attribute(f, v, faults, a):
                 if s0 <= t1 - 0.5 and s1 >= lo:
                     return "SIGSTOP by chaos", "pid" if pid else "time", p
         return None
+    if cls == load.RESENT:
+        # Sent again on a new connection: right only when the old corral
+        # of a re-exec closed it while draining, before the app started it.
+        if f.get("seen_pid"):
+            return None
+        for e in faults:
+            if e["kind"] == "reexec" and e.get("new") and (
+                    e["t"] - 1 <= t1 <= (e.get("old_exit") or e["t"] + 120) + 1):
+                return "USR2 re-exec: the old corral drained (never started)", "time", None
+        return None
     if cls == load.C503:
         for p in v.pids:
             if overlap(*v.hit_span(p, 5 + a.timeout), t0 - w, t1):
@@ -184,7 +194,7 @@ def attribute(f, v, faults, a):
             if d and t1 - 1 <= d[0] <= t1 + a.graceful_timeout + 5:
                 return why, "pid", pid
             return None
-        drains = ("reload", "SIGHUP", "scale", "SIGTTOU")
+        drains = ("reload", "SIGHUP", "scale", "SIGTTOU", "cert", "reexec")
         if any(e["kind"] in drains and t1 - 5 <= e["t"] <= t1 + 1 for e in faults):
             return why, "time", None
         return None
@@ -237,7 +247,8 @@ def analyse(raw):
             unaccounted.append(f)
     counts = {(k, c): n for k, c, n in raw["counts"]}
     res = dict(a=a, run=run, t0=t0, counts=counts, ws_messages=raw["ws_messages"],
-               late_echoes=raw["late_echoes"], failures=failures, accounted=accounted,
+               late_echoes=raw["late_echoes"], goaways=raw.get("goaways", 0),
+               h2_resent=raw.get("h2_resent", 0), failures=failures, accounted=accounted,
                unaccounted=unaccounted, ambiguous=ambiguous, faults=raw["faults"],
                problems=raw["problems"], samples=raw["samples"])
     res.update(rss_figures(a, res["samples"]))
@@ -273,11 +284,18 @@ def evidence(f, log):
 
 
 def rss_figures(a, samples):
-    late = [(t / 60, rss / 1024) for t, rss, *_ in samples if a.warmup <= t <= a.duration]
+    # After a USR2 re-exec the slope is the last corral's, from its own
+    # warm-up on (samples carry the pid since re-execs were added).
+    last_pid = samples[-1][5] if samples and len(samples[-1]) > 5 else None
+    since = a.warmup
+    if last_pid is not None and any(s[5] != last_pid for s in samples):
+        since = min(s[0] for s in samples if s[5] == last_pid) + a.warmup
+    late = [(s[0] / 60, s[1] / 1024) for s in samples
+            if since <= s[0] <= a.duration and (last_pid is None or s[5] == last_pid)]
     minima = {}
     for t, rss in late:  # the floor of each 30 s window: what stays when buffers are freed
         minima[int(t * 2)] = min(minima.get(int(t * 2), rss), rss)
-    return dict(rss_slope=slope(late), rss_points=len(late),
+    return dict(rss_slope=slope(late), rss_points=len(late), rss_since=since,
                 rss_floor_slope=slope([(k / 2, m) for k, m in minima.items()]),
                 rss_start=samples[0][1] / 1024 if samples else None,
                 rss_max=max(s[1] for s in samples) / 1024 if samples else None,
@@ -310,7 +328,8 @@ def criteria(a, r):
     out.append(("every failure accounted for by a fault", not r["unaccounted"],
                 f"{len(r['unaccounted'])} unaccounted"))
     sl = r["rss_slope"]
-    out.append((f"supervisor RSS flat (< {a.rss_slope_max:g} MiB/min after {a.warmup:g}s)",
+    out.append((f"supervisor RSS flat (< {a.rss_slope_max:g} MiB/min after "
+                f"{r['rss_since']:.0f}s)",
                 sl is not None and sl < a.rss_slope_max,
                 "too few samples" if sl is None else f"{sl:+.3f} MiB/min"))
     st, start = run.get("settle"), run.get("start") or {}
@@ -360,7 +379,7 @@ def outcome_table(r):
 
 
 KIND_ORDER = {"keep-alive": 0, "new conn": 1, "upload": 2, "upload, slow": 3, "slow reader": 4,
-              "websocket": 5, "during stop": 6}
+              "websocket": 5, "h2": 6, "h2 upload": 7, "during stop": 8}
 
 
 def describe(r, f):
@@ -371,7 +390,8 @@ def describe(r, f):
     for key, label in (("seen_pid", "reached worker pid"), ("pid", "worker pid"),
                        ("code", "close code"), ("sent_s", "sending took"), ("head_s", "head after"),
                        ("error", "error"), ("send_error", "send error"), ("size", "body bytes"),
-                       ("messages", "messages"), ("reused", "reused connection")):
+                       ("messages", "messages"), ("reused", "reused connection"),
+                       ("retried", "sent again after GOAWAY"), ("goaway", "GOAWAY seen")):
         if f.get(key) not in (None, False, ""):
             bits.append(f"{label} {f[key]}")
     return "; ".join(bits)
@@ -389,7 +409,11 @@ def render(r):
            f"run: {a.duration:g}s of load, seed {a.seed}, faults {','.join(a.faults) or 'none'}"
            f" every {a.fault_every}s (none in the last {a.quiet:g}s); clients: {a.keepalive} "
            f"keep-alive, {a.newconn} new-conn, {a.uploads} upload, {a.slow_readers} "
-           f"slow-reader, {a.websockets} WebSocket; slow uploads and reads up to {a.slow_max:g}s",
+           f"slow-reader, {a.websockets} WebSocket, {getattr(a, 'h2', 0)} HTTP/2"
+           f"{' (ALPN h2)' if getattr(a, 'h2', 0) and getattr(a, 'tls', False) else ''}"
+           f"{' (h2c)' if getattr(a, 'h2', 0) and not getattr(a, 'tls', False) else ''}; "
+           f"slow uploads and reads up to {a.slow_max:g}s"
+           f"{'; every connection over TLS' if getattr(a, 'tls', False) else ''}",
            f"command: {run['command']}",
            "machine CPU during the load: " + (
                f"corral and its workers {run['cpu']['corral']}%, this script "
@@ -413,6 +437,10 @@ def render(r):
     if a.websockets:
         out.append(f"WebSocket messages echoed: {r['ws_messages']} ({r['late_echoes']} of them "
                    f"more than {a.timeout:g}s late).")
+    if getattr(a, "h2", 0):
+        out.append(f"HTTP/2 connections that got a GOAWAY (an old corral draining after a re-exec): {r['goaways']}; "
+                   f"requests above its last stream id, sent again on a new connection: "
+                   f"{r['h2_resent']}.")
     failures = r["failures"]
     out += [f"failures (every outcome but 2xx and ws ok): {len(failures)}; accounted for by a "
             f"fault: {sum(r['accounted'].values())}; unaccounted: {len(r['unaccounted'])}", ""]
@@ -455,18 +483,21 @@ def render(r):
             out += [f"    - {line[:220]}" for line in r["stop_starts"][:6]]
     out += ["", "## Supervisor", ""]
     if r["samples"]:
-        out.append("| t | RSS MiB | fds | live workers | zombies |")
-        out.append("|---:|---:|---:|---:|---:|")
+        pids = len(r["samples"][0]) > 5
+        out.append("| t | RSS MiB | fds | live workers | zombies |" + (" corral pid |" if pids else ""))
+        out.append("|---:|---:|---:|---:|---:|" + ("---:|" if pids else ""))
         step = max(1, len(r["samples"]) // 12)
         picked = r["samples"][::step]
         if picked[-1] is not r["samples"][-1]:
             picked.append(r["samples"][-1])
-        for t, rss, nfd, nw, nz in picked:
-            out.append(f"| {t:.0f}s | {rss / 1024:.1f} | {nfd} | {nw} | {nz} |")
+        for t, rss, nfd, nw, nz, *pid in picked:
+            out.append(f"| {t:.0f}s | {rss / 1024:.1f} | {nfd} | {nw} | {nz} |"
+                       + (f" {pid[0]} |" if pid else ""))
         sl, floor = r["rss_slope"], r["rss_floor_slope"]
         out.append(f"\nRSS: {r['rss_start']:.1f} MiB at the start, max {r['rss_max']:.1f}, "
-                   f"{r['rss_end']:.1f} at the end; slope from {a.warmup:g}s to the end of "
-                   "the load: "
+                   f"{r['rss_end']:.1f} at the end; slope from {r['rss_since']:.0f}s to the end of "
+                   "the load" + (" (the last corral's)" if r['rss_since'] != a.warmup else "")
+                   + ": "
                    + ("n/a" if sl is None else f"{sl:+.3f} MiB/min") + f" ({r['rss_points']} "
                    f"samples, every {a.sample_every:g}s); slope of the 30 s minima: "
                    + ("n/a" if floor is None else f"{floor:+.3f} MiB/min"))

@@ -1,6 +1,7 @@
 //! HTTP/2 streams as worker requests (h2c with prior knowledge): RST_STREAM
 //! cancels one request and leaves the connection serving, a graceful stop
-//! sends GOAWAY and finishes the streams in flight, and the resource
+//! (and the old corral after a USR2 re-exec) sends GOAWAY and finishes the
+//! streams in flight, a reload of the workers leaves connections open, and the resource
 //! attacks stay within a bound: rapid reset (CVE-2023-44487), CONTINUATION
 //! floods (CVE-2024-27316 class), SETTINGS and PING floods. The client is
 //! a few lines of raw frames (HPACK with static-table indices and literals
@@ -164,6 +165,99 @@ fn a_graceful_stop_sends_goaway_and_finishes_the_streams_in_flight() {
     assert_eq!(body, b"ok 2");
     let status = c.wait_exit(Duration::from_secs(20)).expect("corral exits");
     assert!(status.success());
+}
+
+/// Answers its worker's pid and its supervisor's (`WORKER SUPERVISOR`),
+/// after `?s=N` seconds.
+const PIDS: &str = "import asyncio, os\n\nasync def app(scope, receive, send):\n    if scope['type'] != 'http':\n        return\n    if scope['query_string'].startswith(b's='):\n        await asyncio.sleep(float(scope['query_string'][2:]))\n    body = ('%d %d' % (os.getpid(), os.getppid())).encode()\n    await send({'type': 'http.response.start', 'status': 200, 'headers': []})\n    await send({'type': 'http.response.body', 'body': body})\n";
+
+/// Reads until stream `stream` ends: its body, and whether a GOAWAY came
+/// on the way (a reset stream fails the test).
+fn response_and_goaway(s: &mut TcpStream, stream: u32) -> (Vec<u8>, bool) {
+    let mut goaway = false;
+    let mut body = Vec::new();
+    loop {
+        let f = next(s).expect("a frame before the stream ends");
+        match f.kind {
+            GOAWAY => goaway = true,
+            DATA if f.stream == stream => body.extend_from_slice(&f.payload),
+            RST_STREAM if f.stream == stream => panic!("stream {stream} was reset"),
+            _ => {}
+        }
+        if f.stream == stream && f.flags & 1 == 1 {
+            return (body, goaway);
+        }
+    }
+}
+
+fn pids(body: &[u8]) -> (u32, u32) {
+    let text = String::from_utf8_lossy(body);
+    let mut it = text.split(' ').map(|p| p.parse::<u32>().expect("a pid"));
+    (it.next().unwrap(), it.next().unwrap())
+}
+
+#[test]
+fn a_reload_leaves_http2_connections_open_and_the_new_generation_serves_them() {
+    let app = AppDir::new(&[("app.py", PIDS)]);
+    let c = Corral::start(app.path(), &["app:app", "--interface", "asgi"], 1);
+    let mut s = open(&c.addr);
+    s.write_all(&get(1, "/")).unwrap();
+    let (body, goaway) = response_and_goaway(&mut s, 1);
+    let (old_worker, _) = pids(&body);
+    c.signal(libc::SIGHUP);
+    assert!(
+        c.log
+            .wait_for(
+                "reload done: generation 2 is in service",
+                Duration::from_secs(30)
+            )
+            .is_some(),
+        "{}",
+        c.log.text()
+    );
+    assert!(wait_gone(&[old_worker], Duration::from_secs(30)));
+    // The same connection: no GOAWAY, and the new generation answers.
+    s.write_all(&get(3, "/")).unwrap();
+    let (body, goaway_after) = response_and_goaway(&mut s, 3);
+    assert!(!goaway && !goaway_after, "a reload sent GOAWAY");
+    let (new_worker, supervisor) = pids(&body);
+    assert_ne!(
+        new_worker, old_worker,
+        "the old worker answered after the reload"
+    );
+    assert_eq!(supervisor, c.pid());
+}
+
+#[test]
+fn after_usr2_the_old_corral_sends_goaway_and_finishes_its_streams() {
+    let app = AppDir::new(&[("app.py", PIDS)]);
+    let mut c = Corral::start(app.path(), &["app:app", "--interface", "asgi"], 1);
+    let old = c.pid();
+    let mut s = open(&c.addr);
+    // In flight while the new corral boots and the old one drains.
+    s.write_all(&get(1, "/?s=4")).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    c.signal(libc::SIGUSR2);
+    let guard = c.reexec_child();
+    let (body, goaway) = response_and_goaway(&mut s, 1);
+    assert!(
+        goaway,
+        "no GOAWAY from the old corral before its stream ended"
+    );
+    assert_eq!(
+        pids(&body).1,
+        old,
+        "the old corral's worker answers its stream"
+    );
+    let st = c
+        .wait_exit(Duration::from_secs(30))
+        .expect("the old corral exits");
+    assert_eq!(st.code(), Some(0));
+    // A new connection is the new corral's.
+    let mut s = open(&c.addr);
+    s.write_all(&get(1, "/")).unwrap();
+    let (body, _) = response_and_goaway(&mut s, 1);
+    assert_eq!(pids(&body).1, guard.0);
 }
 
 /// corral's CPU time so far (user + system), from /proc.
