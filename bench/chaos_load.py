@@ -625,6 +625,7 @@ def ws_talk(s, rnd, c, rid, info):
 H2_STREAMS = 4          # streams one client keeps in flight
 H2_FRAME_HEAD = 9
 H2_GOAWAY = 0x7
+H2_NO_GOAWAY = 1 << 31  # above every stream id: no GOAWAY handled yet
 
 
 class H2Request:
@@ -741,7 +742,7 @@ def h2_session(s, rnd, ids, retry):
         client_side=True, header_encoding="utf-8"))
     conn.initiate_connection()
     split = GoAwaySplitter()
-    seen_goaway = False
+    handled_last = H2_NO_GOAWAY
     streams = {}
     until = time.monotonic() + rnd.uniform(5, 30)
     authority = f"localhost:{s.port}"
@@ -850,13 +851,16 @@ def h2_session(s, rnd, ids, retry):
                 elif isinstance(ev, h2.events.ConnectionTerminated):
                     lose_all(RESET, error=f"GOAWAY {ev.error_code!s} (via h2)")
                     return
-            if split.goaway is not None and not seen_goaway:
-                seen_goaway = True
+            # A graceful GOAWAY comes twice (RFC 9113 section 6.8): first
+            # with the largest id, then with the last stream the server
+            # took; each lower id sends the streams above it again.
+            if split.goaway is not None and split.goaway[0] < handled_last:
                 last, code = split.goaway
                 resent = [sid for sid in streams if sid > last]
                 with s.rec.lock:
-                    s.rec.goaways += 1
+                    s.rec.goaways += handled_last == H2_NO_GOAWAY
                     s.rec.h2_resent += len(resent)
+                handled_last = last
                 for sid in resent:
                     req = streams[sid].req
                     finish(sid, RESENT, goaway=f"last stream {last}, code {code}")
