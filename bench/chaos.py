@@ -96,6 +96,9 @@ def parse_args():
     ap.add_argument("--h2", type=int, default=0,
                     help="HTTP/2 clients (h2c, or ALPN h2 with --tls); needs the h2 package: "
                     "run this script with the test venv's Python")
+    ap.add_argument("--h2-slow-readers", type=int, default=None,
+                    help="HTTP/2 slow readers, like the HTTP/1.1 ones but under a stream "
+                    "window given back slowly (default 1 with --h2, else 0)")
     ap.add_argument("--tls", action="store_true",
                     help="serve TLS (a CA and certificates made with openssl); every client "
                     "checks the certificate; adds the cert fault (a new or a broken "
@@ -129,7 +132,9 @@ def parse_args():
             ap.error(f"unknown fault {f!r}; known: {', '.join(FAULTS)}")
     if not a.tls and "cert" in a.faults:
         a.faults.remove("cert")  # nothing to replace without TLS
-    if a.h2:
+    if a.h2_slow_readers is None:
+        a.h2_slow_readers = 1 if a.h2 else 0
+    if a.h2 or a.h2_slow_readers:
         import importlib.util
         if importlib.util.find_spec("h2") is None:
             ap.error(f"--h2 needs the h2 package, which {sys.executable} does not have: run "
@@ -856,6 +861,8 @@ def become_subreaper():
 
 def start_clients(a, s):
     plan = ([("h2", load.h2_loop, ())] * a.h2
+            + [("h2 slow reader", load.h2_slowread_loop, (a.slow_max, a.list_share))]
+            * a.h2_slow_readers
             + [("keep-alive", load.keepalive_loop, ())] * a.keepalive
             + [("new conn", load.newconn_loop, ())] * a.newconn
             + [("upload", load.upload_loop, (a.slow_max,))] * a.uploads

@@ -56,7 +56,7 @@ CLASSES = [OK, WS_OK, CANCELLED, WRONG, C4XX, C502, C503, C504, OTHER, REFUSED, 
 GOOD = {OK, WS_OK, CANCELLED}
 # Clients whose every request is kept (few, and each holds megabytes), to
 # tell what was in flight when corral's RSS jumped.
-TRACED = {"upload", "upload, slow", "slow reader"}
+TRACED = {"upload", "upload, slow", "slow reader", "h2 slow reader"}
 
 WS_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
@@ -636,6 +636,7 @@ class H2Request:
         self.kind, self.method, self.path, self.rid = kind, method, path, rid
         self.body, self.check = body, check
         self.cancel_after = cancel_after  # seconds after which the client resets it
+        self.pace = None
         self.retried = 0
 
 
@@ -719,7 +720,27 @@ def h2_loop(s, i):
         pause(s, rnd.uniform(0, 0.2))
 
 
-def h2_session(s, rnd, ids, retry):
+def h2_slowread_loop(s, i, slow_max, list_share):
+    """The HTTP/2 slow reader: GET /big (1-8 MiB) on a connection of its
+    own, the flow-control window given back 16 KiB at a time over 1 s to
+    slow_max seconds, so corral holds the worker's answer back under a
+    stream window that stays shut most of the time; every byte checked."""
+    rnd, ids = random.Random(f"{s.seed}-h2slow-{i}"), Ids(f"h2s{i}")
+    for size in BIG_SIZES:
+        big_ok(size)
+    retry = collections.deque()
+    while running(s):
+        size = rnd.choice(BIG_SIZES)
+        mode = "list" if rnd.random() < list_share else "gen"
+        req = retry.popleft() if retry else H2Request(
+            "h2 slow reader", "GET", f"/big?size={size}&mode={mode}", ids.next(),
+            check=big_ok(size))
+        req.pace = rnd.uniform(1.0, slow_max) / (size / 16384)
+        h2_session(s, rnd, ids, retry, only=req)
+        pause(s, rnd.uniform(0, 0.5))
+
+
+def h2_session(s, rnd, ids, retry, only=None):
     import h2.config
     import h2.connection
     import h2.errors
@@ -745,6 +766,10 @@ def h2_session(s, rnd, ids, retry):
     handled_last = H2_NO_GOAWAY
     streams = {}
     until = time.monotonic() + rnd.uniform(5, 30)
+    # `only`: this one request (the slow reader's), read at req.pace
+    # seconds per 16 KiB.
+    pace = only.pace if only is not None else None
+    unacked = 0
     authority = f"localhost:{s.port}"
     scheme = "https" if s.tls is not None else "http"
 
@@ -779,7 +804,10 @@ def h2_session(s, rnd, ids, retry):
         while True:
             while (split.goaway is None and len(streams) < H2_STREAMS and running(s)
                    and time.monotonic() < until):
-                req = retry.popleft() if retry else h2_request(rnd, ids)
+                if only is not None:
+                    req, until = only, 0
+                else:
+                    req = retry.popleft() if retry else h2_request(rnd, ids)
                 sid = conn.get_next_available_stream_id()
                 headers = [(":method", req.method), (":path", req.path),
                            (":scheme", scheme), (":authority", authority),
@@ -835,8 +863,14 @@ def h2_session(s, rnd, ids, retry):
                     st.status = int(st.headers.get(":status", "0"))
                     st.last = time.monotonic()
                 elif isinstance(ev, h2.events.DataReceived):
-                    if ev.flow_controlled_length:
+                    if pace is None and ev.flow_controlled_length:
                         conn.acknowledge_received_data(ev.flow_controlled_length, ev.stream_id)
+                    elif ev.flow_controlled_length:
+                        unacked += ev.flow_controlled_length
+                        while unacked >= 16384 and ev.stream_id in streams:
+                            time.sleep(pace)
+                            conn.acknowledge_received_data(16384, ev.stream_id)
+                            unacked -= 16384
                     if st:
                         st.digest.update(ev.data)
                         st.length += len(ev.data)

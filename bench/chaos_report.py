@@ -379,7 +379,8 @@ def outcome_table(r):
 
 
 KIND_ORDER = {"keep-alive": 0, "new conn": 1, "upload": 2, "upload, slow": 3, "slow reader": 4,
-              "websocket": 5, "h2": 6, "h2 upload": 7, "during stop": 8}
+              "websocket": 5, "h2": 6, "h2 upload": 7, "h2 slow reader": 8,
+              "during stop": 9}
 
 
 def describe(r, f):
@@ -410,6 +411,7 @@ def render(r):
            f" every {a.fault_every}s (none in the last {a.quiet:g}s); clients: {a.keepalive} "
            f"keep-alive, {a.newconn} new-conn, {a.uploads} upload, {a.slow_readers} "
            f"slow-reader, {a.websockets} WebSocket, {getattr(a, 'h2', 0)} HTTP/2"
+           f" and {getattr(a, 'h2_slow_readers', 0) or 0} HTTP/2 slow-reader"
            f"{' (ALPN h2)' if getattr(a, 'h2', 0) and getattr(a, 'tls', False) else ''}"
            f"{' (h2c)' if getattr(a, 'h2', 0) and not getattr(a, 'tls', False) else ''}; "
            f"slow uploads and reads up to {a.slow_max:g}s"
