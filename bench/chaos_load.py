@@ -748,15 +748,16 @@ def h2_session(s, rnd, ids, retry, only=None):
     import h2.exceptions
 
     t_open = time.time()
+    kind = only.kind if only is not None else "h2"
     try:
         sock = connect(s, alpn="h2")
     except Failed as f:
         rid = ids.next()
-        s.rec.add("h2", f.cls, t_open, time.time(), rid, req="connect", **f.info)
+        s.rec.add(kind, f.cls, t_open, time.time(), rid, req="connect", **f.info)
         return
     if s.tls is not None and sock.selected_alpn_protocol() != "h2":
         sock.close()
-        s.rec.add("h2", OTHER, t_open, time.time(), ids.next(), req="connect",
+        s.rec.add(kind, OTHER, t_open, time.time(), ids.next(), req="connect",
                   why=f"ALPN chose {sock.selected_alpn_protocol()!r}, not h2")
         return
     conn = h2.connection.H2Connection(h2.config.H2Configuration(
