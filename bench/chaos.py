@@ -86,6 +86,9 @@ def parse_args():
                     "reexec (USR2: a new corral takes the sockets over) is made at most once a "
                     "minute, and not in the last --warmup + 60 s + --quiet, so that the last "
                     "corral's RSS is measured")
+    ap.add_argument("--reexec-at", type=float, default=None,
+                    help="also a USR2 re-exec at this many seconds into the load, whatever the "
+                    "random faults do (for short runs, like CI's)")
     ap.add_argument("--fault-every", default="2-6",
                     help="seconds between two faults, MIN-MAX (uniform at random)")
     ap.add_argument("--keepalive", type=int, default=4, help="keep-alive clients")
@@ -126,6 +129,7 @@ def parse_args():
         "/tmp", "corral-chaos-" + datetime.datetime.now().strftime("%Y%m%d-%H%M%S")),
         help="corral's log, config and the results")
     a = ap.parse_args()
+    a.corral = os.path.abspath(a.corral)  # corral runs in --out-dir
     a.faults = [f for f in a.faults.replace(" ", "").split(",") if f]
     for f in a.faults:
         if f not in FAULTS:
@@ -149,6 +153,9 @@ def parse_args():
     a.slow_max = a.slow_max or 1.5 * a.timeout
     a.warmup = min(60.0, a.duration / 4) if a.warmup is None else a.warmup
     a.quiet = min(15.0, a.duration / 5) if a.quiet is None else a.quiet
+    if a.reexec_at is not None and not 0 < a.reexec_at < a.duration - a.quiet:
+        ap.error(f"--reexec-at must fall in the faults' time: between 0 and {a.duration - a.quiet:g}"
+                 " (--duration minus --quiet)")
     if not a.asgi:
         a.websockets = 0
     return a
@@ -727,7 +734,7 @@ class Faults(threading.Thread):
                 self.problems.append(f"after a reload with a new certificate {new} corral "
                                      f"serves {served}")
 
-    def reexec(self):
+    def reexec(self, forced=False):
         """USR2: corral starts its binary again, which takes the listen
         sockets over and, once its workers are in service, has the old one
         drain and exit. Connections must not be refused, requests must not
@@ -735,12 +742,12 @@ class Faults(threading.Thread):
         connection is closed (both may send again what the old corral never
         started). At most once a minute, none late in the run."""
         now = time.time()
-        if now > self.reexec_until or now - self.last_reexec < 60:
-            return
+        if not forced and (now > self.reexec_until or now - self.last_reexec < 60):
+            return False
         st = self.c.status()
         if not st or st.get("reloading") or any(
                 s["cont"] is None and not s.get("gone") for s in self.stopped.values()):
-            return
+            return False
         old = self.c.pid
         os.kill(old, signal.SIGUSR2)
         self.last_reexec = now
@@ -752,7 +759,7 @@ class Faults(threading.Thread):
         if new is None:
             self.problems.append(f"USR2 to corral {old}: no new corral started within 10s")
             self.record("reexec", old=old, new=None)
-            return
+            return True
         # From here on the new one is "corral": the old one exits when
         # the new one is in service.
         with self.c.lock:
@@ -774,6 +781,7 @@ class Faults(threading.Thread):
         elif e["old_code"] != 0:
             self.problems.append(f"after USR2 the old corral {old} exited {e['old_code']}, "
                                  "not 0")
+        return True
 
     def hup(self):
         st = self.c.status()
@@ -808,8 +816,11 @@ class Faults(threading.Thread):
     def run(self):
         kinds = [k for k in FAULTS if k in self.a.faults]
         next_at = time.time() + 3
+        reexec_at = None if self.a.reexec_at is None else self.t0 + self.a.reexec_at
         while not self.halt.is_set() and time.time() < self.until:
             self.tend()
+            if reexec_at is not None and time.time() >= reexec_at and self.reexec(forced=True):
+                reexec_at = None
             if kinds and time.time() >= next_at:
                 kind = self.rnd.choices(kinds, [WEIGHTS[k] for k in kinds])[0]
                 try:
@@ -902,7 +913,7 @@ def main():
     client_tail = 2 * a.timeout + 10 + a.heartbeat_timeout + a.timeout + 10 + a.slow_max + 5
     hard = boot_timeout + a.duration + client_tail + 60 + a.settle + a.graceful_timeout + 60
     t_start = time.monotonic()
-    if "reexec" in a.faults and not become_subreaper():
+    if ("reexec" in a.faults or a.reexec_at is not None) and not become_subreaper():
         sys.exit("chaos: reexec needs prctl(PR_SET_CHILD_SUBREAPER), which failed: without it "
                  "the re-executed corral's exit status cannot be read")
 
