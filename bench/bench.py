@@ -24,7 +24,6 @@ import resource
 import shlex
 import signal
 import socket
-import statistics
 import subprocess
 import sys
 import threading
