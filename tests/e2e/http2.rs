@@ -68,26 +68,43 @@ fn next(s: &mut TcpStream) -> std::io::Result<Frame> {
     }
 }
 
-/// Reads until stream `stream` ends; its status (hyper sends 200 as the
-/// static index 8) and body.
-fn response(s: &mut TcpStream, stream: u32) -> (bool, Vec<u8>) {
-    let mut ok = false;
-    let mut body = Vec::new();
+/// What came back on one stream, and whether a GOAWAY came on the way.
+struct Answer {
+    /// The status was 200 (hyper sends it as the static index 8).
+    ok: bool,
+    body: Vec<u8>,
+    goaway: bool,
+}
+
+/// Reads until stream `stream` ends (a reset of it fails the test).
+fn answer(s: &mut TcpStream, stream: u32) -> Answer {
+    let mut a = Answer {
+        ok: false,
+        body: Vec::new(),
+        goaway: false,
+    };
     loop {
-        let f = next(s).expect("a frame");
+        let f = next(s).expect("a frame before the stream ends");
+        a.goaway |= f.kind == GOAWAY;
         if f.stream != stream {
             continue;
         }
         match f.kind {
-            HEADERS => ok = f.payload.first() == Some(&0x88),
-            DATA => body.extend_from_slice(&f.payload),
+            HEADERS => a.ok = f.payload.first() == Some(&0x88),
+            DATA => a.body.extend_from_slice(&f.payload),
             RST_STREAM => panic!("stream {stream} was reset"),
             _ => {}
         }
         if f.flags & 1 == 1 {
-            return (ok, body);
+            return a;
         }
     }
+}
+
+/// Stream `stream`'s status (200 or not) and body.
+fn response(s: &mut TcpStream, stream: u32) -> (bool, Vec<u8>) {
+    let a = answer(s, stream);
+    (a.ok, a.body)
 }
 
 fn wait_file(path: &Path, timeout: Duration) -> bool {
@@ -147,22 +164,9 @@ fn a_graceful_stop_sends_goaway_and_finishes_the_streams_in_flight() {
     s.write_all(&get(1, "/sleep")).unwrap();
     std::thread::sleep(Duration::from_millis(400));
     c.signal(libc::SIGTERM);
-    let mut goaway = false;
-    let mut body = Vec::new();
-    loop {
-        let f = next(&mut s).expect("a frame before the stream ends");
-        match f.kind {
-            GOAWAY => goaway = true,
-            DATA if f.stream == 1 => body.extend_from_slice(&f.payload),
-            RST_STREAM => panic!("stream {} was reset", f.stream),
-            _ => {}
-        }
-        if f.stream == 1 && f.flags & 1 == 1 {
-            break;
-        }
-    }
-    assert!(goaway, "no GOAWAY before the stream ended");
-    assert_eq!(body, b"ok 2");
+    let a = answer(&mut s, 1);
+    assert!(a.goaway, "no GOAWAY before the stream ended");
+    assert_eq!(a.body, b"ok 2");
     let status = c.wait_exit(Duration::from_secs(20)).expect("corral exits");
     assert!(status.success());
 }
@@ -170,25 +174,6 @@ fn a_graceful_stop_sends_goaway_and_finishes_the_streams_in_flight() {
 /// Answers its worker's pid and its supervisor's (`WORKER SUPERVISOR`),
 /// after `?s=N` seconds.
 const PIDS: &str = "import asyncio, os\n\nasync def app(scope, receive, send):\n    if scope['type'] != 'http':\n        return\n    if scope['query_string'].startswith(b's='):\n        await asyncio.sleep(float(scope['query_string'][2:]))\n    body = ('%d %d' % (os.getpid(), os.getppid())).encode()\n    await send({'type': 'http.response.start', 'status': 200, 'headers': []})\n    await send({'type': 'http.response.body', 'body': body})\n";
-
-/// Reads until stream `stream` ends: its body, and whether a GOAWAY came
-/// on the way (a reset stream fails the test).
-fn response_and_goaway(s: &mut TcpStream, stream: u32) -> (Vec<u8>, bool) {
-    let mut goaway = false;
-    let mut body = Vec::new();
-    loop {
-        let f = next(s).expect("a frame before the stream ends");
-        match f.kind {
-            GOAWAY => goaway = true,
-            DATA if f.stream == stream => body.extend_from_slice(&f.payload),
-            RST_STREAM if f.stream == stream => panic!("stream {stream} was reset"),
-            _ => {}
-        }
-        if f.stream == stream && f.flags & 1 == 1 {
-            return (body, goaway);
-        }
-    }
-}
 
 fn pids(body: &[u8]) -> (u32, u32) {
     let text = String::from_utf8_lossy(body);
@@ -202,8 +187,8 @@ fn a_reload_leaves_http2_connections_open_and_the_new_generation_serves_them() {
     let c = Corral::start(app.path(), &["app:app", "--interface", "asgi"], 1);
     let mut s = open(&c.addr);
     s.write_all(&get(1, "/")).unwrap();
-    let (body, goaway) = response_and_goaway(&mut s, 1);
-    let (old_worker, _) = pids(&body);
+    let first = answer(&mut s, 1);
+    let (old_worker, _) = pids(&first.body);
     c.signal(libc::SIGHUP);
     assert!(
         c.log
@@ -218,9 +203,9 @@ fn a_reload_leaves_http2_connections_open_and_the_new_generation_serves_them() {
     assert!(wait_gone(&[old_worker], Duration::from_secs(30)));
     // The same connection: no GOAWAY, and the new generation answers.
     s.write_all(&get(3, "/")).unwrap();
-    let (body, goaway_after) = response_and_goaway(&mut s, 3);
-    assert!(!goaway && !goaway_after, "a reload sent GOAWAY");
-    let (new_worker, supervisor) = pids(&body);
+    let after = answer(&mut s, 3);
+    assert!(!first.goaway && !after.goaway, "a reload sent GOAWAY");
+    let (new_worker, supervisor) = pids(&after.body);
     assert_ne!(
         new_worker, old_worker,
         "the old worker answered after the reload"
@@ -239,13 +224,13 @@ fn after_usr2_the_old_corral_sends_goaway_and_finishes_its_streams() {
     std::thread::sleep(Duration::from_millis(300));
     c.signal(libc::SIGUSR2);
     let guard = c.reexec_child();
-    let (body, goaway) = response_and_goaway(&mut s, 1);
+    let drained = answer(&mut s, 1);
     assert!(
-        goaway,
+        drained.goaway,
         "no GOAWAY from the old corral before its stream ended"
     );
     assert_eq!(
-        pids(&body).1,
+        pids(&drained.body).1,
         old,
         "the old corral's worker answers its stream"
     );
@@ -256,8 +241,7 @@ fn after_usr2_the_old_corral_sends_goaway_and_finishes_its_streams() {
     // A new connection is the new corral's.
     let mut s = open(&c.addr);
     s.write_all(&get(1, "/")).unwrap();
-    let (body, _) = response_and_goaway(&mut s, 1);
-    assert_eq!(pids(&body).1, guard.0);
+    assert_eq!(pids(&answer(&mut s, 1).body).1, guard.0);
 }
 
 /// corral's CPU time so far (user + system), from /proc.
