@@ -8,19 +8,14 @@
 //! only), so each test sends exactly the frames it names, which a
 //! conforming client library (Python's h2) would refuse to send.
 
-use crate::common::h2::{DATA, GOAWAY, HEADERS, PING, PREFACE, RST_STREAM, SETTINGS, frame};
+use crate::common::h2::{
+    DATA, Frame, GOAWAY, HEADERS, PING, PREFACE, RST_STREAM, SETTINGS, frame, next, read_frame,
+};
 use crate::common::*;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::TcpStream;
 use std::path::Path;
 use std::time::{Duration, Instant};
-
-struct Frame {
-    kind: u8,
-    flags: u8,
-    stream: u32,
-    payload: Vec<u8>,
-}
 
 /// HEADERS (END_STREAM | END_HEADERS) for `GET path`, HPACK without the
 /// dynamic table: :method GET (2), :scheme http (6), :path as a literal
@@ -44,28 +39,6 @@ fn open(addr: &str) -> TcpStream {
     hello.extend(frame(SETTINGS, 0, 0, &[]));
     s.write_all(&hello).unwrap();
     s
-}
-
-/// The next frame; SETTINGS and PING are acknowledged on the way.
-fn next(s: &mut TcpStream) -> std::io::Result<Frame> {
-    loop {
-        let mut head = [0u8; 9];
-        s.read_exact(&mut head)?;
-        let len = (usize::from(head[0]) << 16) | (usize::from(head[1]) << 8) | usize::from(head[2]);
-        let mut payload = vec![0; len];
-        s.read_exact(&mut payload)?;
-        let f = Frame {
-            kind: head[3],
-            flags: head[4],
-            stream: u32::from_be_bytes([head[5], head[6], head[7], head[8]]) & 0x7fff_ffff,
-            payload,
-        };
-        match (f.kind, f.flags & 1) {
-            (SETTINGS, 0) => s.write_all(&frame(SETTINGS, 1, 0, &[]))?,
-            (PING, 0) => s.write_all(&frame(PING, 1, 0, &f.payload))?,
-            _ => return Ok(f),
-        }
-    }
 }
 
 /// What came back on one stream, and whether a GOAWAY came on the way.
@@ -280,7 +253,7 @@ fn flood(addr: &str, count: u32) -> (u32, u32) {
                 break;
             }
             loop {
-                match next_raw(&mut s) {
+                match read_frame(&mut s) {
                     Ok(f) if f.kind == PING && f.flags & 1 == 1 => break,
                     Ok(f) if f.kind == GOAWAY => {
                         goaways += 1;
@@ -297,21 +270,6 @@ fn flood(addr: &str, count: u32) -> (u32, u32) {
         }
     }
     (connections, goaways)
-}
-
-/// The next frame, acknowledging nothing (the flood's reader).
-fn next_raw(s: &mut TcpStream) -> std::io::Result<Frame> {
-    let mut head = [0u8; 9];
-    s.read_exact(&mut head)?;
-    let len = (usize::from(head[0]) << 16) | (usize::from(head[1]) << 8) | usize::from(head[2]);
-    let mut payload = vec![0; len];
-    s.read_exact(&mut payload)?;
-    Ok(Frame {
-        kind: head[3],
-        flags: head[4],
-        stream: 0,
-        payload,
-    })
 }
 
 /// CVE-2023-44487: 10,000 streams opened and reset in under a second (so
@@ -385,7 +343,7 @@ const ENHANCE_YOUR_CALM: u32 = 11;
 fn frames_until_quiet(s: &mut TcpStream, quiet: Duration) -> Vec<Frame> {
     s.set_read_timeout(Some(quiet)).unwrap();
     let mut got = Vec::new();
-    while let Ok(f) = next_raw(s) {
+    while let Ok(f) = read_frame(s) {
         got.push(f);
     }
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
@@ -621,7 +579,7 @@ fn a_burst_of_resets_faster_than_corral_accepts_gets_goaway_enhance_your_calm() 
     let mut code = None;
     let end = Instant::now() + Duration::from_secs(10);
     while code.is_none() && Instant::now() < end {
-        match next_raw(&mut s) {
+        match read_frame(&mut s) {
             Ok(f) => code = goaway_code(&[f]),
             Err(_) => break,
         }

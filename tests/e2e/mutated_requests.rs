@@ -586,28 +586,19 @@ fn h2_send(addr: &str, raw: &[u8]) -> Result<Answer, String> {
     }
     let deadline = Instant::now() + Duration::from_secs(2);
     while Instant::now() < deadline {
-        let mut head = [0u8; 9];
-        match s.read_exact(&mut head) {
-            Ok(()) => {}
+        let h2::Frame {
+            kind,
+            stream,
+            payload,
+            ..
+        } = match h2::next(&mut s) {
+            Ok(f) => f,
             Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
                 return Ok(Answer::Waiting);
             }
             Err(_) => return Ok(Answer::Closed),
-        }
-        let len = (usize::from(head[0]) << 16) | (usize::from(head[1]) << 8) | usize::from(head[2]);
-        let mut payload = vec![0; len];
-        if s.read_exact(&mut payload).is_err() {
-            return Ok(Answer::Closed);
-        }
-        let (kind, flags) = (head[3], head[4]);
-        let stream = u32::from_be_bytes([head[5], head[6], head[7], head[8]]) & 0x7fff_ffff;
+        };
         match kind {
-            h2::SETTINGS if flags & 1 == 0 => {
-                let _ = s.write_all(&h2::frame(h2::SETTINGS, 1, 0, &[]));
-            }
-            h2::PING if flags & 1 == 0 => {
-                let _ = s.write_all(&h2::frame(h2::PING, 1, 0, &payload));
-            }
             h2::GOAWAY | h2::RST_STREAM => return Ok(Answer::Closed),
             h2::HEADERS if stream == 1 => {
                 // Static indices 8-14: 200 204 206 304 400 404 500.
