@@ -30,6 +30,7 @@ attributed. Processes are stopped by PID only, never by name.
 
 import argparse
 import datetime
+import hashlib
 import http.client
 import json
 import os
@@ -37,6 +38,7 @@ import random
 import resource
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import threading
@@ -519,14 +521,10 @@ class Certs:
 
     @staticmethod
     def fingerprint(path):
-        import ssl
         with open(path) as f:
-            der = ssl.PEM_cert_to_DER_cert(f.read())
-        import hashlib
-        return hashlib.sha256(der).hexdigest()[:16]
+            return der_fingerprint(ssl.PEM_cert_to_DER_cert(f.read()))
 
     def contexts(self):
-        import ssl
         out = {}
         for alpn in ("http/1.1", "h2"):
             ctx = ssl.create_default_context(cafile=self.ca)
@@ -536,12 +534,15 @@ class Certs:
 
     def served(self, port):
         """The fingerprint of the certificate a new connection gets."""
-        import hashlib
-        import ssl
         ctx = ssl.create_default_context(cafile=self.ca)
         with socket.create_connection(("127.0.0.1", port), timeout=5) as raw:
             with ctx.wrap_socket(raw, server_hostname="localhost") as tls:
-                return hashlib.sha256(tls.getpeercert(binary_form=True)).hexdigest()[:16]
+                return der_fingerprint(tls.getpeercert(binary_form=True))
+
+
+def der_fingerprint(der):
+    """A certificate's short name in the fault log: its SHA-256, 16 digits."""
+    return hashlib.sha256(der).hexdigest()[:16]
 
 
 def settled(st, count):

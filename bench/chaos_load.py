@@ -132,8 +132,8 @@ class Conn:
         self.rcvbuf = rcvbuf
         self.used = 0             # requests sent on it
 
-    def open(self, alpn="http/1.1"):
-        self.sock, self.buf, self.used = connect(self.s, self.rcvbuf, alpn), bytearray(), 0
+    def open(self):
+        self.sock, self.buf, self.used = connect(self.s, self.rcvbuf), bytearray(), 0
 
     def close(self):
         if self.sock is not None:
