@@ -298,6 +298,8 @@ async fn run(
         head_limits: cfg.server.head_limits,
         drain: front::Drain::new(),
         forwarded_allow: cfg.server.forwarded_allow_ips.clone(),
+        proxy_protocol: cfg.server.proxy_protocol,
+        proxy_allow: cfg.server.proxy_allow_ips.clone(),
         canary_sticky: cfg.deploy.canary_sticky.clone(),
         websocket: cfg.server.websocket,
     });

@@ -63,7 +63,9 @@ pub use raw::{
 };
 use raw::{RawConfig, parse};
 pub use resolved::*;
-pub use units::{BindAddr, ByteSize, ForwardedAllow, HumanDuration, MinReady, WorkerCount};
+pub use units::{
+    BindAddr, ByteSize, ForwardedAllow, HumanDuration, MinReady, ProxyProtocol, WorkerCount,
+};
 pub(crate) use validate::check_env;
 use validate::{Resolver, absolute};
 

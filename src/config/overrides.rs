@@ -215,6 +215,25 @@ pub struct Overrides {
     #[arg(long, value_name = "LIST", env = "CORRAL_FORWARDED_ALLOW_IPS")]
     pub forwarded_allow_ips: Option<String>,
 
+    /// Read a PROXY protocol header (HAProxy's) at the start of connections
+    /// from --proxy-allow-from peers: off, v1, v2 or auto (either; the flag
+    /// alone means auto) [toml: server.proxy_protocol] [default: off]
+    #[arg(
+        long,
+        value_name = "MODE",
+        num_args = 0..=1,
+        default_missing_value = "auto",
+        value_parser = ["off", "v1", "v2", "auto"],
+        env = "CORRAL_PROXY_PROTOCOL"
+    )]
+    pub proxy_protocol: Option<String>,
+
+    /// Peers whose PROXY headers are read, separated with commas, written as
+    /// for --forwarded-allow-ips; Unix socket connections always may send
+    /// one [toml: server.proxy_allow_ips] [default: 127.0.0.1,::1]
+    #[arg(long, value_name = "LIST", env = "CORRAL_PROXY_ALLOW_FROM")]
+    pub proxy_allow_from: Option<String>,
+
     /// Log verbosity of corral itself [toml: log.level] [default: info]
     #[arg(long, value_enum, value_name = "LEVEL", env = "CORRAL_LOG_LEVEL")]
     pub log_level: Option<LogLevel>,

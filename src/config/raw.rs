@@ -306,6 +306,22 @@ section! {
         /// that the socket's file permissions let in can connect, as with a
         /// proxy on a Unix socket. Default ["127.0.0.1", "::1"].
         forwarded_allow_ips: Option<Spanned<Vec<Spanned<String>>>>;
+        /// The PROXY protocol (HAProxy's; gunicorn's `proxy_protocol`): "off",
+        /// "v1" (the text header), "v2" (the binary one) or "auto" (either). A
+        /// connection from a `proxy_allow_ips` peer (or on a Unix socket) may
+        /// then begin with a PROXY header, which corral reads before TLS and
+        /// HTTP: its source address becomes the client's (`REMOTE_ADDR`, the
+        /// ASGI scope's `client`, the access log), and the environ gets
+        /// gunicorn's `PROXY_PROTOCOL`, `PROXY_ADDR` and `PROXY_PORT`. A
+        /// connection without one is served as it is; a header from another
+        /// peer gets 403, a malformed one 400 (on a TLS bind the connection
+        /// is closed). Default "off".
+        proxy_protocol: Option<Spanned<String>>;
+        /// The peers whose PROXY headers corral reads (gunicorn's
+        /// `proxy_allow_ips`), written like `forwarded_allow_ips` entries; "*"
+        /// is any peer. Connections on Unix sockets always may send one.
+        /// Default ["127.0.0.1", "::1"].
+        proxy_allow_ips: Option<Spanned<Vec<Spanned<String>>>>;
         /// Longest request line (method, target and version, as gunicorn's
         /// `limit_request_line` counts it) in bytes; a longer one gets 414 URI
         /// Too Long. 0 means no limit of its own (`max_header_bytes` bounds the

@@ -11,8 +11,8 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::{
-    BindAddr, DeployKeys, ForwardedAllow, HeadLimits, HealthKeys, LogConfig, MinReady, ServerKeys,
-    WorkersKeys,
+    BindAddr, DeployKeys, ForwardedAllow, HeadLimits, HealthKeys, LogConfig, MinReady,
+    ProxyProtocol, ServerKeys, WorkersKeys,
 };
 
 /// The resolved configuration: every default filled in.
@@ -221,6 +221,11 @@ pub struct ServerConfig {
     /// trusted (`server.forwarded_allow_ips`); by default 127.0.0.1 and ::1.
     /// Connections on Unix sockets are always trusted.
     pub forwarded_allow_ips: ForwardedAllow,
+    /// Which PROXY protocol headers corral reads (`server.proxy_protocol`).
+    pub proxy_protocol: ProxyProtocol,
+    /// TCP peers whose PROXY headers are read (`server.proxy_allow_ips`);
+    /// by default 127.0.0.1 and ::1. Unix socket peers always may send one.
+    pub proxy_allow_ips: ForwardedAllow,
     /// gunicorn's `limit_request_*` beside `max_header_bytes`.
     pub head_limits: HeadLimits,
     /// Where corral writes its pid, if anywhere.

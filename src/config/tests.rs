@@ -429,6 +429,56 @@ fn forwarded_allow_ips_flag_then_file_then_default() {
 }
 
 #[test]
+fn proxy_protocol_and_its_peers_flag_then_file_then_default() {
+    let app = Overrides {
+        app: Some("m:a".into()),
+        ..Overrides::default()
+    };
+    let server = |text: &str, args: &Overrides| resolve_text(text, args).unwrap().server;
+    let nets =
+        |nets: &[&str]| ForwardedAllow::Networks(nets.iter().map(|n| n.parse().unwrap()).collect());
+    let none = server("", &app);
+    assert_eq!(none.proxy_protocol, ProxyProtocol::Off);
+    assert_eq!(none.proxy_allow_ips, nets(&["127.0.0.1/32", "::1/128"]));
+    let text = "[server]\nproxy_protocol = \"v2\"\nproxy_allow_ips = [\"10.0.0.0/8\"]\n";
+    let file = server(text, &app);
+    assert_eq!(file.proxy_protocol, ProxyProtocol::V2);
+    assert_eq!(file.proxy_allow_ips, nets(&["10.0.0.0/8"]));
+    // Its own list: forwarded_allow_ips keeps its default.
+    assert_eq!(file.forwarded_allow_ips, nets(&["127.0.0.1/32", "::1/128"]));
+    let flag = Overrides {
+        proxy_protocol: Some("auto".into()),
+        proxy_allow_from: Some("*".into()),
+        ..app.clone()
+    };
+    let both = server(text, &flag);
+    assert_eq!(both.proxy_protocol, ProxyProtocol::Auto);
+    assert_eq!(both.proxy_allow_ips, ForwardedAllow::Any);
+    // Mistakes say where and what to write.
+    let text = "[server]\nproxy_protocol = \"yes\"\nproxy_allow_ips = [\"10.0.0.0/33\"]\n";
+    let err = resolve_text(text, &app).unwrap_err().to_string();
+    assert!(
+        err.contains("corral.toml:2: server.proxy_protocol: \"yes\" is not a PROXY protocol mode: use \"off\", \"v1\", \"v2\" or \"auto\""),
+        "{err}"
+    );
+    assert!(
+        err.contains(
+            "corral.toml:3: server.proxy_allow_ips: \"10.0.0.0/33\" has a bad prefix length"
+        ),
+        "{err}"
+    );
+    let bad_flag = Overrides {
+        proxy_allow_from: Some("10.0.0.1, nope".into()),
+        ..app.clone()
+    };
+    let err = resolve_text("", &bad_flag).unwrap_err().to_string();
+    assert!(
+        err.contains("--proxy-allow-from: \"nope\" is not an IP address"),
+        "{err}"
+    );
+}
+
+#[test]
 fn deploy_revision_state_dir_and_hook() {
     let app = Overrides {
         app: Some("m:a".into()),

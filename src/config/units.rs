@@ -481,6 +481,47 @@ impl ForwardedAllow {
     }
 }
 
+/// `server.proxy_protocol`: which PROXY protocol headers a connection may
+/// begin with.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ProxyProtocol {
+    /// None: the first bytes are TLS or HTTP.
+    #[default]
+    Off,
+    /// The text header ("PROXY TCP4 ...\r\n").
+    V1,
+    /// The binary header.
+    V2,
+    /// Either.
+    Auto,
+}
+
+impl ProxyProtocol {
+    pub fn v1(self) -> bool {
+        matches!(self, ProxyProtocol::V1 | ProxyProtocol::Auto)
+    }
+
+    pub fn v2(self) -> bool {
+        matches!(self, ProxyProtocol::V2 | ProxyProtocol::Auto)
+    }
+}
+
+impl std::str::FromStr for ProxyProtocol {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<ProxyProtocol, String> {
+        match s {
+            "off" => Ok(ProxyProtocol::Off),
+            "v1" => Ok(ProxyProtocol::V1),
+            "v2" => Ok(ProxyProtocol::V2),
+            "auto" => Ok(ProxyProtocol::Auto),
+            _ => Err(format!(
+                "\"{s}\" is not a PROXY protocol mode: use \"off\", \"v1\", \"v2\" or \"auto\""
+            )),
+        }
+    }
+}
+
 /// Why `entry` is not a `server.forwarded_allow_ips` entry, and what to
 /// write.
 fn bad_forwarded_entry(entry: &str) -> String {

@@ -51,6 +51,10 @@ pub struct Shared {
     pub drain: Arc<Drain>,
     /// Proxies whose X-Forwarded-For and X-Forwarded-Proto count.
     pub forwarded_allow: ForwardedAllow,
+    /// The PROXY protocol headers a connection may begin with, and the
+    /// peers they count from.
+    pub proxy_protocol: crate::config::ProxyProtocol,
+    pub proxy_allow: ForwardedAllow,
     /// What keeps a client on one generation during a canary.
     pub canary_sticky: Sticky,
     /// WebSocket pings and message limit.

@@ -71,6 +71,7 @@ pub mod handler;
 pub mod hangup;
 pub mod listeners;
 pub mod preface;
+pub mod proxy;
 pub mod reply;
 pub mod request_id;
 pub mod streams;
@@ -85,10 +86,10 @@ use std::time::Duration;
 use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{Notify, mpsc, watch};
 
-use crate::config::ServerConfig;
+use crate::config::{ProxyProtocol, ServerConfig};
 use crate::shards::{OnShard, Shards};
 use crate::tls::BindTls;
 use crate::worker::head::ConnInfo;
@@ -442,6 +443,13 @@ fn serve_accepted(
     tokio::spawn(async move {
         let _open = open;
         let _on_shard = on_shard;
+        let io = match serving.shared.proxy_protocol {
+            ProxyProtocol::Off => io,
+            mode => match read_proxy_header(io, mode, &mut info, &serving).await {
+                Some(io) => io,
+                None => return,
+            },
+        };
         let (io, h2, socket) = match &serving.tls {
             None => (io, false, Some(socket)),
             Some(tls) => match tls.accept(io, serving.handshake_timeout).await {
@@ -472,6 +480,68 @@ fn serve_accepted(
         )
         .await;
     });
+}
+
+/// Reads the PROXY header a connection may begin with (within the
+/// handshake timeout) and takes the client's address from it. A connection
+/// refused for its header gets 400 or 403 on a plain bind, is closed
+/// without an answer on a TLS one (its bytes are not TLS), and is counted
+/// in `corral_proxy_header_refusals_total`.
+async fn read_proxy_header(
+    io: Box<dyn Io>,
+    mode: ProxyProtocol,
+    info: &mut ConnInfo,
+    serving: &Serving,
+) -> Option<Box<dyn Io>> {
+    let shared = &serving.shared;
+    // A Unix socket's peer has no address: the socket's permissions decide.
+    let allowed = info
+        .remote_addr
+        .parse::<std::net::IpAddr>()
+        .map_or(true, |ip| shared.proxy_allow.allows(ip));
+    let read = proxy::read(io, mode, allowed);
+    let (mut io, header) = match tokio::time::timeout(serving.handshake_timeout, read).await {
+        Ok(Ok(x)) => x,
+        Ok(Err(_)) | Err(_) => return None,
+    };
+    match header {
+        Ok(None) | Ok(Some(proxy::Header::Local)) => Some(io),
+        Ok(Some(proxy::Header::Proxied {
+            protocol,
+            source,
+            destination,
+        })) => {
+            info.remote_addr = source.0.to_canonical().to_string();
+            info.remote_port = source.1.to_string();
+            info.proxy = Some(crate::worker::head::ProxyInfo {
+                protocol,
+                addr: destination.0.to_canonical().to_string(),
+                port: destination.1.to_string(),
+            });
+            // X-Forwarded-* count from the client the header named.
+            info.trusted = shared.forwarded_allow.allows(source.0);
+            Some(io)
+        }
+        Err(e) => {
+            tracing::debug!("connection from {} refused: {e}", info.remote_addr);
+            shared.metrics.proxy_header_refused();
+            if serving.tls.is_none() {
+                let status = match e {
+                    proxy::ProxyError::Forbidden => "403 Forbidden",
+                    _ => "400 Bad Request",
+                };
+                let body = format!("{e}\n");
+                let answer = format!(
+                    "HTTP/1.1 {status}\r\ncontent-type: text/plain\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let write = io.write_all(answer.as_bytes());
+                let _ = tokio::time::timeout(serving.handshake_timeout, write).await;
+                let _ = tokio::time::timeout(serving.handshake_timeout, io.shutdown()).await;
+            }
+            None
+        }
+    }
 }
 
 /// hyper's HTTP/2 settings: at most `max_concurrent_streams` streams at
@@ -618,6 +688,7 @@ async fn accept_socket(listener: &Listener) -> std::io::Result<(Socket, ConnInfo
             let local = s.local_addr()?;
             let info = ConnInfo {
                 tls: None,
+                proxy: None,
                 remote_addr: peer.ip().to_string(),
                 remote_port: peer.port().to_string(),
                 server_name: local.ip().to_string(),
@@ -631,6 +702,7 @@ async fn accept_socket(listener: &Listener) -> std::io::Result<(Socket, ConnInfo
             let (s, _) = l.accept().await?;
             let info = ConnInfo {
                 tls: None,
+                proxy: None,
                 remote_addr: String::new(),
                 remote_port: String::new(),
                 server_name: path.display().to_string(),

@@ -45,6 +45,13 @@ pub struct Prefixed<S> {
     io: S,
 }
 
+impl<S> Prefixed<S> {
+    /// `io` with `head` read first.
+    pub fn new(head: Vec<u8>, io: S) -> Prefixed<S> {
+        Prefixed { head, at: 0, io }
+    }
+}
+
 impl<S: AsyncRead + Unpin> AsyncRead for Prefixed<S> {
     fn poll_read(
         self: Pin<&mut Self>,

@@ -347,10 +347,21 @@ pub fn convert(
                 Some(m) => out.set("workers.limits", "umask", Value::String(format!("{m:03o}"))),
                 None => bad(&mut out, v),
             },
-            "forwarded_allow_ips" => {
+            "forwarded_allow_ips" | "proxy_allow_ips" => {
                 let ips = list(v).into_iter().map(Value::String).collect();
-                out.set("server", "forwarded_allow_ips", Value::Array(ips));
+                out.set("server", name, Value::Array(ips));
             }
+            // A bool before gunicorn 24.1 (true: either version).
+            "proxy_protocol" => match v {
+                Json::Bool(on) => {
+                    let mode = if *on { "auto" } else { "off" };
+                    out.set("server", "proxy_protocol", Value::String(mode.into()));
+                }
+                _ => match text(v).filter(|m| ["off", "v1", "v2", "auto"].contains(&m.as_str())) {
+                    Some(mode) => out.set("server", "proxy_protocol", Value::String(mode)),
+                    None => bad(&mut out, v),
+                },
+            },
             "loglevel" => match text(v).map(|l| l.to_ascii_lowercase()) {
                 Some(l)
                     if ["debug", "info", "warning", "error", "critical"].contains(&l.as_str()) =>
@@ -552,6 +563,33 @@ mod tests {
             Path::new("/srv"),
             Path::new("gunicorn.conf.py"),
         )
+    }
+
+    #[test]
+    fn proxy_protocol_settings_carry_over_from_either_gunicorn() {
+        let server = |json: &str| {
+            let c = convert_json(json);
+            let parsed: toml::Table = c.toml.parse().unwrap_or_else(|e| panic!("{e}\n{}", c.toml));
+            (parsed.get("server").cloned(), c.notes)
+        };
+        // gunicorn 24.1 and later: a mode; before, a bool.
+        let (s, _) =
+            server(r#"{"proxy_protocol": "v2", "proxy_allow_ips": "10.0.0.1, 10.0.0.0/8"}"#);
+        let s = s.unwrap();
+        assert_eq!(s["proxy_protocol"].as_str(), Some("v2"));
+        assert_eq!(s["proxy_allow_ips"][1].as_str(), Some("10.0.0.0/8"));
+        let (s, _) = server(r#"{"proxy_protocol": true}"#);
+        assert_eq!(s.unwrap()["proxy_protocol"].as_str(), Some("auto"));
+        let (s, _) = server(r#"{"proxy_protocol": false}"#);
+        assert!(s.is_none());
+        let (s, notes) = server(r#"{"proxy_protocol": "v3"}"#);
+        assert!(s.is_none());
+        assert!(
+            notes
+                .iter()
+                .any(|n| n.starts_with("proxy_protocol: cannot convert")),
+            "{notes:?}"
+        );
     }
 
     #[test]

@@ -227,9 +227,12 @@ pub const SETTINGS: &[(&str, &str)] = &[
     ),
     (
         "proxy_protocol",
-        "not supported: corral does not read the PROXY protocol; use `X-Forwarded-For`",
+        "`--proxy-protocol [MODE]`, `[server] proxy_protocol` (`off`, `v1`, `v2` or `auto`; read before TLS; the environ gets `PROXY_PROTOCOL`, `PROXY_ADDR` and `PROXY_PORT` as under gunicorn)",
     ),
-    ("proxy_allow_ips", "not supported: see `proxy_protocol`"),
+    (
+        "proxy_allow_ips",
+        "`--proxy-allow-from`, `[server] proxy_allow_ips` (default `127.0.0.1,::1`; Unix socket peers always may)",
+    ),
     (
         "protocol",
         "not supported: corral speaks HTTP only (no uwsgi protocol)",

@@ -50,6 +50,8 @@ struct Counters {
     send_timeouts: AtomicU64,
     /// TLS handshakes that failed (`[server.tls]`).
     tls_handshake_failures: AtomicU64,
+    /// Connections refused for their PROXY protocol header.
+    proxy_header_refusals: AtomicU64,
     /// Requests by HTTP version: 1.0 (and 0.9), 1.1, 2.
     by_version: [AtomicU64; 3],
     /// Time requests waited in corral for a worker: counts per bucket (not
@@ -88,6 +90,7 @@ impl Counters {
             (&self.body_timeouts, &other.body_timeouts),
             (&self.send_timeouts, &other.send_timeouts),
             (&self.tls_handshake_failures, &other.tls_handshake_failures),
+            (&self.proxy_header_refusals, &other.proxy_header_refusals),
             (&self.queued_sum_us, &other.queued_sum_us),
             (&self.request_body_bytes, &other.request_body_bytes),
             (&self.response_body_bytes, &other.response_body_bytes),
@@ -258,6 +261,12 @@ impl Metrics {
             .fetch_add(1, Ordering::Relaxed);
     }
 
+    pub fn proxy_header_refused(&self) {
+        self.here()
+            .proxy_header_refusals
+            .fetch_add(1, Ordering::Relaxed);
+    }
+
     /// Counts one request by its HTTP version.
     pub fn request_version(&self, version: http::Version) {
         let i = match version {
@@ -376,6 +385,12 @@ impl Metrics {
                 "counter",
                 "TLS handshakes that failed (server.tls): bad or missing client certificates, protocol errors, timeouts.",
                 load(&t.tls_handshake_failures),
+            ),
+            (
+                "corral_proxy_header_refusals_total",
+                "counter",
+                "Connections refused for their PROXY protocol header (server.proxy_protocol): malformed, or from a peer not in server.proxy_allow_ips.",
+                load(&t.proxy_header_refusals),
             ),
         ] {
             scalar(out, name, kind, help, value);

@@ -72,6 +72,7 @@ fn request_head(channel: &Channel, path: &str) -> Result<Vec<u8>, String> {
         .into_parts();
     let conn = ConnInfo {
         tls: None,
+        proxy: None,
         remote_addr: "127.0.0.1".into(),
         remote_port: "0".into(),
         server_name: "localhost".into(),

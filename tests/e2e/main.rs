@@ -46,6 +46,7 @@ mod observability;
 mod pid1;
 mod privileges;
 mod process_group;
+mod proxy_protocol;
 mod recycling;
 mod reexec;
 mod reload;

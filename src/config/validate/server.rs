@@ -12,8 +12,8 @@ use std::path::{Path, PathBuf};
 
 use crate::config::raw::{RawServer, RawTls, RawTlsBind};
 use crate::config::{
-    Bind, BindAddr, ByteSize, Env, ForwardedAllow, HumanDuration, ServerConfig, TlsConfig,
-    WebSocketLimits,
+    Bind, BindAddr, ByteSize, Env, ForwardedAllow, HumanDuration, ProxyProtocol, ServerConfig,
+    TlsConfig, WebSocketLimits,
 };
 use crate::tls::TlsFiles;
 
@@ -67,9 +67,17 @@ impl Resolver<'_> {
             (raw.io_threads.as_ref(), "server.io_threads"),
             0,
         );
-        let forwarded_allow_ips = self.forwarded_allow(
-            args.forwarded_allow_ips.as_deref(),
-            raw.forwarded_allow_ips.as_ref(),
+        let forwarded_allow_ips = self.allow_list(
+            (args.forwarded_allow_ips.as_deref(), "--forwarded-allow-ips"),
+            (
+                raw.forwarded_allow_ips.as_ref(),
+                "server.forwarded_allow_ips",
+            ),
+        );
+        let proxy_protocol = self.proxy_protocol(args, &raw);
+        let proxy_allow_ips = self.allow_list(
+            (args.proxy_allow_from.as_deref(), "--proxy-allow-from"),
+            (raw.proxy_allow_ips.as_ref(), "server.proxy_allow_ips"),
         );
         let head_limits = self.head_limits(args, &raw);
         let pid_file = self.pid_file(args, &raw);
@@ -91,6 +99,8 @@ impl Resolver<'_> {
                 n => n,
             },
             forwarded_allow_ips,
+            proxy_protocol,
+            proxy_allow_ips,
             head_limits,
             pid_file,
             tls,
@@ -469,13 +479,14 @@ impl Resolver<'_> {
         }
     }
 
-    /// `server.forwarded_allow_ips`: the flag's comma-separated list (empty
-    /// items skipped, so "" trusts nobody), else the file's array, else
-    /// [`default_forwarded_allow`]. Each bad entry is reported.
-    fn forwarded_allow(
+    /// `server.forwarded_allow_ips` or `server.proxy_allow_ips`: the flag's
+    /// comma-separated list (empty items skipped, so "" trusts nobody), else
+    /// the file's array, else [`default_forwarded_allow`]. Each bad entry is
+    /// reported.
+    fn allow_list(
         &mut self,
-        flag: Option<&str>,
-        file: Option<&Spanned<Vec<Spanned<String>>>>,
+        (flag, flag_name): (Option<&str>, &str),
+        (file, key): (Option<&Spanned<Vec<Spanned<String>>>>, &str),
     ) -> ForwardedAllow {
         let mut allow = ForwardedAllow::Networks(Vec::new());
         match (flag, file) {
@@ -483,14 +494,14 @@ impl Resolver<'_> {
                 let entries = list.split(',').map(str::trim).filter(|e| !e.is_empty());
                 for entry in entries {
                     if let Err(message) = allow.add(entry) {
-                        self.fail(&self.flag("--forwarded-allow-ips"), message);
+                        self.fail(&self.flag(flag_name), message);
                     }
                 }
             }
             (None, Some(list)) => {
                 for entry in list.get_ref() {
                     if let Err(message) = allow.add(entry.get_ref()) {
-                        let at = self.in_file(entry.span(), "server.forwarded_allow_ips");
+                        let at = self.in_file(entry.span(), key);
                         self.fail(&at, message);
                     }
                 }
@@ -498,5 +509,24 @@ impl Resolver<'_> {
             (None, None) => allow = default_forwarded_allow(),
         }
         allow
+    }
+
+    /// `server.proxy_protocol`: the flag's mode (clap checked it), else the
+    /// file's, else off.
+    fn proxy_protocol(&mut self, args: &Overrides, raw: &RawServer) -> ProxyProtocol {
+        if let Some(mode) = &args.proxy_protocol {
+            return mode.parse().unwrap_or_default();
+        }
+        let Some(mode) = &raw.proxy_protocol else {
+            return ProxyProtocol::Off;
+        };
+        match mode.get_ref().parse() {
+            Ok(mode) => mode,
+            Err(message) => {
+                let at = self.in_file(mode.span(), "server.proxy_protocol");
+                self.fail(&at, message);
+                ProxyProtocol::Off
+            }
+        }
     }
 }

@@ -73,6 +73,12 @@ pub fn encode(parts: &Parts, conn: &ConnInfo) -> Result<Vec<u8>, HeadError> {
     h.pair(b"REMOTE_ADDR", conn.remote_addr.as_bytes());
     h.pair(b"REMOTE_PORT", conn.remote_port.as_bytes());
     h.pair(b"wsgi.url_scheme", conn.scheme.as_bytes());
+    if let Some(proxy) = &conn.proxy {
+        // gunicorn's names for what the PROXY header said.
+        h.pair(b"PROXY_PROTOCOL", proxy.protocol.as_bytes());
+        h.pair(b"PROXY_ADDR", proxy.addr.as_bytes());
+        h.pair(b"PROXY_PORT", proxy.port.as_bytes());
+    }
     if conn.scheme == "https" {
         h.pair(b"HTTPS", b"on");
     }

@@ -21,6 +21,20 @@ pub struct ConnInfo {
     pub trusted: bool,
     /// The TLS session, on a `[server.tls]` bind.
     pub tls: Option<std::sync::Arc<crate::tls::TlsInfo>>,
+    /// What a PROXY protocol header said, when the connection began with
+    /// one that named addresses (`[server] proxy_protocol`).
+    pub proxy: Option<ProxyInfo>,
+}
+
+/// A PROXY protocol header's protocol and destination, as gunicorn puts
+/// them in the environ (`PROXY_PROTOCOL`, `PROXY_ADDR`, `PROXY_PORT`); its
+/// source is the connection's `remote_addr` and `remote_port`.
+#[derive(Debug, Clone)]
+pub struct ProxyInfo {
+    /// "TCP4" or "TCP6".
+    pub protocol: &'static str,
+    pub addr: String,
+    pub port: String,
 }
 
 /// The target as received, put in a request's extensions by the front's handler
@@ -58,6 +72,7 @@ pub(crate) mod tests {
     pub(crate) fn conn() -> ConnInfo {
         ConnInfo {
             tls: None,
+            proxy: None,
             remote_addr: "127.0.0.1".into(),
             remote_port: "5555".into(),
             server_name: "127.0.0.1".into(),
