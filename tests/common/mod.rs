@@ -751,3 +751,17 @@ impl CapacityLoad {
         self.thread.join().unwrap()
     }
 }
+
+/// Runs the openssl CLI in `dir` (a test's own CA and certificates).
+pub fn openssl(dir: &Path, args: &[&str]) {
+    let out = std::process::Command::new("openssl")
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .expect("openssl runs");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

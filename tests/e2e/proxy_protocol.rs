@@ -180,9 +180,9 @@ fn curl(dir: &Path, args: &[&str]) -> String {
 #[test]
 fn curl_sends_the_header_before_tls_and_before_http2() {
     let app = AppDir::new(&[("app.py", WSGI)]);
-    let out = Command::new("openssl")
-        .current_dir(app.path())
-        .args([
+    openssl(
+        app.path(),
+        &[
             "req",
             "-x509",
             "-newkey",
@@ -196,13 +196,7 @@ fn curl_sends_the_header_before_tls_and_before_http2() {
             "1",
             "-subj",
             "/CN=127.0.0.1",
-        ])
-        .output()
-        .expect("openssl runs");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+        ],
     );
     let tls = Corral::start(
         app.path(),

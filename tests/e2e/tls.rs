@@ -13,19 +13,6 @@ const WSGI: &str = "def app(environ, start_response):\n    body = ' '.join(str(e
 
 const ASGI: &str = "async def app(scope, receive, send):\n    if scope['type'] != 'http':\n        return\n    tls = scope['extensions'].get('tls') or {}\n    body = ' '.join(str(x) for x in (scope['scheme'], scope['http_version'], tls.get('client_cert_name'), bool(tls.get('client_cert_chain')) and tls['client_cert_chain'][0].startswith('-----BEGIN CERTIFICATE-----\\n'), tls.get('tls_version'))).encode()\n    await send({'type': 'http.response.start', 'status': 200, 'headers': []})\n    await send({'type': 'http.response.body', 'body': body})\n";
 
-fn openssl(dir: &Path, args: &[&str]) {
-    let out = Command::new("openssl")
-        .current_dir(dir)
-        .args(args)
-        .output()
-        .expect("openssl runs");
-    assert!(
-        out.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 /// A CA (ca.pem), a server certificate for 127.0.0.1 and 127.0.0.2 with subject
 /// CN=`server_cn` (`server.pem`, `server.key`) and a client certificate
 /// for O=Example, CN=alice (client.pem, client.key).
