@@ -1,6 +1,8 @@
 //! Where a request comes from when a trusted proxy says so: the client in
-//! `X-Forwarded-For` and the scheme in `X-Forwarded-Proto`, believed only
-//! from the peers `[server] forwarded_allow_ips` names (Unix sockets always).
+//! `X-Forwarded-For` and the scheme in `X-Forwarded-Proto` (or, as in
+//! gunicorn's default `secure_scheme_headers`, `X-Forwarded-Ssl: on` and
+//! `X-Forwarded-Protocol: ssl`), believed only from the peers `[server]
+//! forwarded_allow_ips` names (Unix sockets always).
 
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 
@@ -11,35 +13,58 @@ use crate::config::ForwardedAllow;
 use crate::worker::head::ConnInfo;
 
 /// What a trusted proxy reports: `conn` with the client from
-/// `X-Forwarded-For` (see [`forwarded_client`]) and the scheme from
-/// `X-Forwarded-Proto`. None when the peer is not trusted or reports
+/// `X-Forwarded-For` (see [`forwarded_client`]) and the scheme (see
+/// [`forwarded_scheme`]). None when the peer is not trusted or reports
 /// neither.
 pub fn forwarded(headers: &HeaderMap, conn: &ConnInfo, allow: &ForwardedAllow) -> Option<ConnInfo> {
     if !conn.trusted {
         return None;
     }
-    let proto = headers.get(HeaderName::from_static("x-forwarded-proto"));
+    let scheme = forwarded_scheme(headers);
     let chain = headers.get_all(HeaderName::from_static("x-forwarded-for"));
-    if proto.is_none() && chain.iter().next().is_none() {
+    if scheme.is_none() && chain.iter().next().is_none() {
         return None;
     }
     let mut out = conn.clone();
-    if let Some(proto) = proto.and_then(|v| v.to_str().ok()) {
-        match proto.rsplit(',').next().unwrap_or("").trim() {
-            p if p.eq_ignore_ascii_case("https") || p.eq_ignore_ascii_case("wss") => {
-                out.scheme = "https"
-            }
-            p if p.eq_ignore_ascii_case("http") || p.eq_ignore_ascii_case("ws") => {
-                out.scheme = "http"
-            }
-            _ => {}
-        }
+    if let Some(Some(scheme)) = scheme {
+        out.scheme = scheme;
     }
     if let Some((ip, port)) = forwarded_client(chain, allow) {
         out.remote_addr = ip.to_string();
         out.remote_port = port.unwrap_or(0).to_string();
     }
     Some(out)
+}
+
+/// The scheme a trusted proxy reports: `X-Forwarded-Proto` (its last
+/// value: `https` or `wss`, `http` or `ws`, in any case), else gunicorn's
+/// other two default `secure_scheme_headers`, `X-Forwarded-Ssl` (`on`:
+/// https, anything else: http) and `X-Forwarded-Protocol` (`ssl`: https).
+/// None when none is sent; Some(None) when the one sent names no scheme
+/// corral knows (the connection's stands).
+fn forwarded_scheme(headers: &HeaderMap) -> Option<Option<&'static str>> {
+    let value = |name: &'static str| {
+        headers
+            .get(HeaderName::from_static(name))
+            .map(|v| v.to_str().unwrap_or("").trim())
+    };
+    if let Some(proto) = value("x-forwarded-proto") {
+        return Some(match proto.rsplit(',').next().unwrap_or("").trim() {
+            p if p.eq_ignore_ascii_case("https") || p.eq_ignore_ascii_case("wss") => Some("https"),
+            p if p.eq_ignore_ascii_case("http") || p.eq_ignore_ascii_case("ws") => Some("http"),
+            _ => None,
+        });
+    }
+    for (name, secure) in [("x-forwarded-ssl", "on"), ("x-forwarded-protocol", "ssl")] {
+        if let Some(v) = value(name) {
+            return Some(Some(if v.eq_ignore_ascii_case(secure) {
+                "https"
+            } else {
+                "http"
+            }));
+        }
+    }
+    None
 }
 
 /// The client in `X-Forwarded-For`: walking the hops from the right (the
@@ -87,6 +112,47 @@ fn ip_hop(hop: &str) -> Option<(IpAddr, Option<u16>)> {
 mod tests {
     use super::*;
     use crate::worker::head::tests::conn;
+
+    #[test]
+    fn gunicorns_other_secure_scheme_headers_set_the_scheme_and_proto_wins() {
+        let scheme = |pairs: &[(&'static str, &'static str)]| {
+            let mut h = HeaderMap::new();
+            for (k, v) in pairs {
+                h.append(*k, v.parse().unwrap());
+            }
+            forwarded_scheme(&h)
+        };
+        assert_eq!(scheme(&[]), None);
+        assert_eq!(scheme(&[("x-forwarded-ssl", "on")]), Some(Some("https")));
+        assert_eq!(scheme(&[("x-forwarded-ssl", "ON")]), Some(Some("https")));
+        assert_eq!(scheme(&[("x-forwarded-ssl", "off")]), Some(Some("http")));
+        assert_eq!(
+            scheme(&[("x-forwarded-protocol", "ssl")]),
+            Some(Some("https"))
+        );
+        assert_eq!(
+            scheme(&[("x-forwarded-protocol", "tcp")]),
+            Some(Some("http"))
+        );
+        assert_eq!(
+            scheme(&[("x-forwarded-proto", "http"), ("x-forwarded-ssl", "on")]),
+            Some(Some("http"))
+        );
+        assert_eq!(scheme(&[("x-forwarded-proto", "gopher")]), Some(None));
+        // Not from a trusted peer: nothing.
+        let h = {
+            let mut h = HeaderMap::new();
+            h.append("x-forwarded-ssl", "on".parse().unwrap());
+            h
+        };
+        assert!(forwarded(&h, &conn(), &ForwardedAllow::Any).is_none());
+        let trusted = ConnInfo {
+            trusted: true,
+            ..conn()
+        };
+        let f = forwarded(&h, &trusted, &ForwardedAllow::Any).unwrap();
+        assert_eq!((f.scheme, f.remote_addr.as_str()), ("https", "127.0.0.1"));
+    }
 
     #[test]
     fn a_trusted_proxy_reports_the_client_and_scheme() {

@@ -108,7 +108,7 @@ pub const SETTINGS: &[(&str, &str)] = &[
     ),
     (
         "secure_scheme_headers",
-        "not supported as a table: `X-Forwarded-Proto` from `forwarded_allow_ips` peers sets the scheme",
+        "not supported as a table: gunicorn's default three set the scheme from `forwarded_allow_ips` peers (`X-Forwarded-Proto: https`, `X-Forwarded-Ssl: on`, `X-Forwarded-Protocol: ssl`; `X-Forwarded-Proto` wins where they disagree, where gunicorn answers 400)",
     ),
     (
         "forwarded_allow_ips",

@@ -169,6 +169,42 @@ fn a_trusted_proxy_sets_the_client_address_and_url_scheme() {
 }
 
 #[test]
+fn gunicorns_x_forwarded_ssl_and_protocol_headers_set_the_scheme_from_a_trusted_proxy() {
+    // nginx's `proxy_set_header X-Forwarded-Ssl on;`: an app that insists
+    // on https (Django's SECURE_SSL_REDIRECT) must not loop on redirects.
+    let s = Server::start(ENVIRON_APP, &[]);
+    for header in [("X-Forwarded-Ssl", "on"), ("X-Forwarded-Protocol", "ssl")] {
+        let env = request(
+            s.addr(),
+            "GET",
+            "/p",
+            &[("Host", "example.com"), header],
+            b"",
+        )
+        .json();
+        assert_eq!(
+            text(&env, "wsgi.url_scheme").as_deref(),
+            Some("https"),
+            "{header:?}"
+        );
+        assert_eq!(text(&env, "HTTPS").as_deref(), Some("on"), "{header:?}");
+        assert_eq!(
+            text(&env, "SERVER_PORT").as_deref(),
+            Some("443"),
+            "{header:?}"
+        );
+    }
+    // X-Forwarded-Proto wins where they disagree.
+    let both = [("X-Forwarded-Proto", "http"), ("X-Forwarded-Ssl", "on")];
+    let env = request(s.addr(), "GET", "/p", &both, b"").json();
+    assert_eq!(text(&env, "wsgi.url_scheme").as_deref(), Some("http"));
+    // From a peer that is not trusted: nothing.
+    let s = Server::start(ENVIRON_APP, &["--forwarded-allow-ips", ""]);
+    let env = request(s.addr(), "GET", "/p", &[("X-Forwarded-Ssl", "on")], b"").json();
+    assert_eq!(text(&env, "wsgi.url_scheme").as_deref(), Some("http"));
+}
+
+#[test]
 fn environ_for_http10_without_host_uses_the_listen_address() {
     let s = Server::start(ENVIRON_APP, &[]);
     let port = s.addr().rsplit(':').next().unwrap().to_string();
