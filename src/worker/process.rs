@@ -123,6 +123,10 @@ impl Launcher {
             ),
             ("CORRAL_WORKER_ROOT_PATH".into(), cfg.app.root_path.clone()),
             (
+                "CORRAL_WORKER_SERVER_SOFTWARE".into(),
+                concat!("corral/", env!("CARGO_PKG_VERSION")).into(),
+            ),
+            (
                 "CORRAL_WORKER_THREADS".into(),
                 cfg.workers.threads.to_string(),
             ),

@@ -118,6 +118,7 @@ fn the_app_gets_corral_s_environment_but_not_corral_s_own_variables() {
         "CORRAL_MAX_REQUESTS",
         "CORRAL_WORKER_APP",
         "CORRAL_WORKER_FD",
+        "CORRAL_WORKER_SERVER_SOFTWARE",
     ] {
         assert!(!env.contains_key(name), "{name} reached the app");
     }

@@ -33,6 +33,11 @@ fn environ_has_every_required_key_with_pep3333_values_and_types() {
         ("SERVER_NAME", "example.com"),
         ("SERVER_PORT", "8123"),
         ("SERVER_PROTOCOL", "HTTP/1.1"),
+        // As gunicorn's "gunicorn/27.0.1".
+        (
+            "SERVER_SOFTWARE",
+            concat!("corral/", env!("CARGO_PKG_VERSION")),
+        ),
         ("REMOTE_ADDR", "127.0.0.1"),
         ("HTTP_HOST", "example.com:8123"),
         ("HTTP_USER_AGENT", "conformance/1.0"),

@@ -119,6 +119,7 @@ def main():
     factory = bool(os.environ.pop("CORRAL_WORKER_FACTORY", ""))
     # The prefix the app is mounted under ([app] root_path), like "/api", or "".
     root_path = os.environ.pop("CORRAL_WORKER_ROOT_PATH", "")
+    software = os.environ.pop("CORRAL_WORKER_SERVER_SOFTWARE", "corral")
     ring_spec = os.environ.pop("CORRAL_WORKER_RING", "")
     sock = socket.socket(fileno=fd)
     ring = None
@@ -193,7 +194,7 @@ def main():
                    root_path)
         os._exit(0)
 
-    worker = Worker(conn, WsgiRunner(conn, app, threads, root_path), threads)
+    worker = Worker(conn, WsgiRunner(conn, app, threads, root_path, software), threads)
     worker.start()
     if heartbeat > 0:
         threading.Thread(target=beat, args=(conn, heartbeat), name="corral-heartbeat",

@@ -282,12 +282,14 @@ class Connection:
 class WsgiRunner:
     """Runs one WSGI request per call, PEP 3333."""
 
-    def __init__(self, conn, app, threads, root):
+    def __init__(self, conn, app, threads, root, software="corral"):
         self.conn = conn
         self.app = app
         from wsgiref.util import FileWrapper
 
         self.base = {
+            # As gunicorn's "gunicorn/27.0.1" (CGI's SERVER_SOFTWARE).
+            "SERVER_SOFTWARE": software,
             "wsgi.version": (1, 0),
             "wsgi.url_scheme": "http",
             "wsgi.errors": sys.stderr,
