@@ -149,6 +149,41 @@ fn a_header_from_a_peer_not_allowed_gets_403_and_a_malformed_one_400() {
 }
 
 #[test]
+fn a_header_sent_a_byte_at_a_time_counts_and_one_that_stalls_is_closed_after_keepalive() {
+    let (_app, c) = start(&["--proxy-protocol", "--keep-alive", "1"]);
+    let mut s = connect(&c.addr);
+    s.set_nodelay(true).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    for b in V1 {
+        s.write_all(&[*b]).unwrap();
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    s.write_all(GET).unwrap();
+    let resp = read_response(&mut BufReader::new(s), false).expect("a response");
+    assert!(
+        resp.text()
+            .starts_with("REMOTE_ADDR=203.0.113.7 REMOTE_PORT=4711 "),
+        "{}",
+        resp.text()
+    );
+
+    let mut s = connect(&c.addr);
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(b"PROXY TCP4 203.0.113.7 ").unwrap();
+    let start = std::time::Instant::now();
+    let mut rest = Vec::new();
+    let read = s.read_to_end(&mut rest);
+    let waited = start.elapsed();
+    assert!(
+        matches!(read, Ok(0))
+            && waited >= Duration::from_millis(800)
+            && waited < Duration::from_secs(5),
+        "{read:?} after {waited:?}: {}",
+        String::from_utf8_lossy(&rest)
+    );
+}
+
+#[test]
 fn without_proxy_protocol_a_header_is_an_ordinary_bad_request() {
     let (_app, c) = start(&[]);
     let resp = request_raw(&c.addr, &[V1, GET].concat());
