@@ -299,9 +299,9 @@ section! {
         /// The peers whose X-Forwarded-For and X-Forwarded-Proto headers corral
         /// trusts (X-Forwarded-Ssl and X-Forwarded-Protocol too, as gunicorn's
         /// default `secure_scheme_headers`): a reverse proxy in front of it,
-        /// like nginx (gunicorn's and uvicorn's `forwarded_allow_ips`). Each entry is an IP address
-        /// ("127.0.0.1", "::1"), a network in CIDR form ("10.0.0.0/8",
-        /// "fd00::/8") or "*" (any peer). An IPv4 peer on an IPv6 socket
+        /// like nginx (gunicorn's and uvicorn's `forwarded_allow_ips`). Each
+        /// entry is an IP address ("127.0.0.1", "::1"), a network in CIDR form
+        /// ("10.0.0.0/8", "fd00::/8") or "*" (any peer). An IPv4 peer on an IPv6 socket
         /// ("::ffff:127.0.0.1") matches the IPv4 entries. [] trusts nobody.
         /// Connections on Unix sockets are always trusted: only local processes
         /// that the socket's file permissions let in can connect, as with a
