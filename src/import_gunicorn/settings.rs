@@ -70,7 +70,7 @@ pub const SETTINGS: &[(&str, &str)] = &[
     ),
     (
         "print_config",
-        "not supported: `/status` shows the resolved config",
+        "not supported: `corral check` validates the config, boots one worker and says how many workers and which Python `run` would use; `/status` shows the config file, app, binds and instance",
     ),
     (
         "preload_app",
