@@ -91,13 +91,22 @@ fn metric(c: &Corral, name: &str) -> String {
 
 #[test]
 fn a_proxy_header_names_the_client_for_the_whole_connection_as_under_gunicorn() {
-    let (_app, c) = start(&["--proxy-protocol"]);
+    let (_app, c) = start(&["--proxy-protocol", "--access-logfile", "-"]);
     let want = "REMOTE_ADDR=203.0.113.7 REMOTE_PORT=4711 PROXY_PROTOCOL=TCP4 \
                 PROXY_ADDR=198.51.100.1 PROXY_PORT=443 wsgi.url_scheme=http SERVER_PROTOCOL=HTTP/1.1";
     // Two keep-alive requests after one header; then the header and the
     // request in one write.
     assert_eq!(bodies(&c.addr, V1, 2), [want, want]);
     assert_eq!(request_raw(&c.addr, &[V1, GET].concat()).text(), want);
+    // The access log's client (%(h)s) is the header's too.
+    let line = c
+        .log
+        .wait_for("\"GET / HTTP/1.1\" 200", Duration::from_secs(5));
+    assert!(
+        line.as_deref()
+            .is_some_and(|l| l.starts_with("203.0.113.7 - - [")),
+        "{line:?}"
+    );
     // Version 2, IPv6.
     assert_eq!(
         bodies(&c.addr, &v2_tcp6(), 1),
