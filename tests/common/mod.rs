@@ -436,6 +436,21 @@ pub fn require_root(why: &str) -> bool {
     false
 }
 
+/// The first of `paths` that exists: a program from Debian's `package`,
+/// which `.ci/run` installs. Missing, the test fails under `CI` and says
+/// it is skipped elsewhere, as [`require_root`] does.
+pub fn debian_program(paths: &[&'static str], package: &str) -> Option<&'static Path> {
+    let found = paths.iter().map(|p| Path::new(*p)).find(|p| p.exists());
+    if found.is_none() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "{package} is not installed (apt-get install {package}; .ci/run does)"
+        );
+        eprintln!("SKIPPED: no {package}");
+    }
+    found
+}
+
 pub fn alive(pid: u32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
         // A zombie has exited; only its parent has not reaped it yet.

@@ -307,20 +307,8 @@ impl Drop for Reaped {
     }
 }
 
-/// Debian's haproxy, or None (skipped) where it is not installed and this
-/// is not CI (`.ci/run` installs it).
-fn haproxy() -> Option<&'static str> {
-    let found = ["/usr/sbin/haproxy", "/usr/bin/haproxy"]
-        .into_iter()
-        .find(|p| Path::new(p).exists());
-    if found.is_none() {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "haproxy is not installed (apt-get install haproxy; .ci/run does)"
-        );
-        eprintln!("SKIPPED: no haproxy");
-    }
-    found
+fn haproxy() -> Option<&'static Path> {
+    debian_program(&["/usr/sbin/haproxy", "/usr/bin/haproxy"], "haproxy")
 }
 
 #[test]

@@ -5,7 +5,7 @@
 //! failure, elsewhere the tests say they are skipped.
 
 use crate::common::*;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -21,19 +21,11 @@ def app(environ, start_response):
     return [b"ok"]
 "#;
 
-fn chromium() -> Option<PathBuf> {
-    let found = ["/usr/bin/chromium", "/usr/bin/chromium-browser"]
-        .into_iter()
-        .map(PathBuf::from)
-        .find(|p| p.exists());
-    if found.is_none() {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "chromium is not installed (apt-get install chromium; .ci/run does)"
-        );
-        eprintln!("SKIPPED: no chromium");
-    }
-    found
+fn chromium() -> Option<&'static Path> {
+    debian_program(
+        &["/usr/bin/chromium", "/usr/bin/chromium-browser"],
+        "chromium",
+    )
 }
 
 /// Runs headless Chromium on `url` with `args` for at most 60 s (killed
@@ -122,7 +114,7 @@ fn the_page_shows_every_slot_and_a_failing_workers_traceback() {
 
     let profile = tempfile::tempdir().unwrap();
     let url = format!("http://{}/", c.status_addr);
-    let dom = browse(&browser, profile.path(), &["--dump-dom"], &url);
+    let dom = browse(browser, profile.path(), &["--dump-dom"], &url);
     assert!(dom.contains("data-rendered=\"1\""), "{dom}");
     let rows = element(&dom, "<tbody>", "</tbody>").expect("the slots table");
     let row0 = element(rows, "<tr data-slot=\"0\">", "</tr>").expect("slot 0");
@@ -152,7 +144,7 @@ fn the_page_shows_every_slot_and_a_failing_workers_traceback() {
     let shot = Path::new(env!("CARGO_TARGET_TMPDIR")).join("status-page.png");
     let _ = std::fs::remove_file(&shot);
     browse(
-        &browser,
+        browser,
         profile.path(),
         &[
             "--window-size=1100,700",
@@ -190,7 +182,7 @@ fn with_a_token_the_page_asks_for_it_and_shows_nothing_without_it() {
     );
     let profile = tempfile::tempdir().unwrap();
     let url = format!("http://{}/", c.status_addr);
-    let dom = browse(&browser, profile.path(), &["--dump-dom"], &url);
+    let dom = browse(browser, profile.path(), &["--dump-dom"], &url);
     assert!(
         dom.contains("<form id=\"token\" style=\"display: block;\""),
         "{dom}"
@@ -200,7 +192,7 @@ fn with_a_token_the_page_asks_for_it_and_shows_nothing_without_it() {
         "no data without the token"
     );
     let dom = browse(
-        &browser,
+        browser,
         profile.path(),
         &["--dump-dom"],
         &format!("{url}#token={token}"),
