@@ -29,6 +29,7 @@ mod router;
 mod runtime_dir;
 mod shards;
 mod signals;
+mod statsd;
 mod status;
 mod status_cmd;
 mod supervisor;
@@ -287,6 +288,18 @@ async fn run(
         sup.set_tls(tls.clone());
     }
     let metrics = Arc::new(metrics::Metrics::new(shards.len()));
+    let statsd = cfg
+        .log
+        .statsd
+        .as_ref()
+        .map(|s| Arc::new(statsd::Statsd::new(s, shards.len())));
+    if let Some(statsd) = &statsd {
+        let snapshots = sup.snapshots();
+        if let Err(e) = statsd::run(statsd.clone(), move || Some(snapshots.borrow().in_service)) {
+            eprintln!("error: cannot start the statsd thread: {e}");
+            return 1;
+        }
+    }
     let shared = Arc::new(front::handler::Shared {
         router: router.clone(),
         timeout: cfg.workers.timeout,
@@ -294,6 +307,7 @@ async fn run(
         body_timeout: cfg.server.body_timeout,
         replace: handle.replace_requests(),
         metrics: metrics.clone(),
+        statsd: statsd.clone(),
         access,
         head_limits: cfg.server.head_limits,
         drain: front::Drain::new(),
@@ -372,6 +386,10 @@ async fn run(
         .collect();
     let front = front::Front::start(app_listeners, &cfg.server, shared, gate, &shards);
     let code = sup.run(front).await;
+    // The last second's counts.
+    if let Some(statsd) = &statsd {
+        statsd.flush(None);
+    }
     // Remove the control socket unless a re-executed corral took it over.
     if control_inode.is_some() && control_inode == inode(&cfg.control.socket) {
         if let Err(e) = std::fs::remove_file(&cfg.control.socket) {
@@ -428,6 +446,8 @@ fn with_socket(args: &cli::ControlArgs, f: impl FnOnce(&std::path::Path) -> u8) 
 /// corral's own log: to stderr, or to `[log] error_file` (reopened on
 /// SIGUSR1, see [`logfile`]).
 fn init_logging(cfg: &config::LogConfig) -> Result<(), String> {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
     let level: tracing::level_filters::LevelFilter = cfg.level.into();
     let file = cfg
         .error_file
@@ -452,10 +472,22 @@ fn init_logging(cfg: &config::LogConfig) -> Result<(), String> {
     let journal = std::env::var_os("JOURNAL_STREAM").is_some() && file.is_none();
     let colour =
         file.is_none() && std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+    // Counts warnings and errors for StatsD's `gunicorn.log.*`.
+    let counter = statsd::LogCounter;
     match (cfg.format, journal) {
-        (config::LogFormat::Json, _) => builder.json().with_current_span(false).init(),
-        (config::LogFormat::Text, true) => builder.with_ansi(false).without_time().init(),
-        (config::LogFormat::Text, false) => builder.with_ansi(colour).init(),
+        (config::LogFormat::Json, _) => builder
+            .json()
+            .with_current_span(false)
+            .finish()
+            .with(counter)
+            .init(),
+        (config::LogFormat::Text, true) => builder
+            .with_ansi(false)
+            .without_time()
+            .finish()
+            .with(counter)
+            .init(),
+        (config::LogFormat::Text, false) => builder.with_ansi(colour).finish().with(counter).init(),
     }
     Ok(())
 }

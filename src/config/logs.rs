@@ -12,6 +12,7 @@ use super::validate::{At, Resolver, absolute};
 use super::{Interface, Problem};
 use super::{LogFormat, LogLevel, Overrides};
 use crate::access_log::{self, AccessLog, Format};
+use crate::statsd;
 
 /// gunicorn's ceiling for `limit_request_fields` (and what 0 means there).
 const MAX_HEADER_FIELDS: usize = 32768;
@@ -27,6 +28,8 @@ pub struct LogConfig {
     pub error_file: Option<PathBuf>,
     /// `None`: no access log.
     pub access: Option<AccessConfig>,
+    /// `None`: no StatsD.
+    pub statsd: Option<statsd::Settings>,
 }
 
 /// The access log, when it is on.
@@ -104,15 +107,94 @@ impl Resolver<'_> {
             // gunicorn's default line is the Combined Log Format.
             (None, None) => target.as_ref().map(|_| Format::Combined),
         };
+        let statsd = self.statsd(args, &raw);
         LogConfig {
             level,
             format: log_format,
             error_file,
+            statsd,
             access: format.map(|format| AccessConfig {
                 format,
                 target: target.unwrap_or(AccessTarget::Log),
             }),
         }
+    }
+
+    /// `log.statsd_host`, `statsd_prefix` and `dogstatsd_tags`.
+    fn statsd(&mut self, args: &Overrides, raw: &RawLog) -> Option<statsd::Settings> {
+        // Each value with where it came from, flag over file.
+        let pick = |r: &mut Self,
+                    flag: &Option<String>,
+                    name: &str,
+                    key: &Option<Spanned<String>>| {
+            match (flag, key) {
+                (Some(v), _) => Some((v.clone(), r.flag(name))),
+                (None, Some(v)) => Some((
+                    v.get_ref().clone(),
+                    r.in_file(v.span(), &format!("log.{}", &name[2..].replace('-', "_"))),
+                )),
+                (None, None) => None,
+            }
+        };
+        let host = pick(self, &args.statsd_host, "--statsd-host", &raw.statsd_host);
+        let prefix = pick(
+            self,
+            &args.statsd_prefix,
+            "--statsd-prefix",
+            &raw.statsd_prefix,
+        );
+        let tags = pick(
+            self,
+            &args.dogstatsd_tags,
+            "--dogstatsd-tags",
+            &raw.dogstatsd_tags,
+        );
+        let prefix = match prefix {
+            Some((p, at)) => statsd::check_prefix(&p)
+                .map_err(|m| self.fail(&at, m))
+                .ok()?,
+            None => String::new(),
+        };
+        let tags = match tags {
+            Some((t, at)) => statsd::check_tags(&t).map_err(|m| self.fail(&at, m)).ok()?,
+            None => String::new(),
+        };
+        let (host, at) = host?;
+        if host.trim().is_empty() {
+            return None;
+        }
+        let target = match statsd::Target::parse(&host) {
+            Ok(statsd::Target::Unix(path)) => {
+                // A flag's path is relative to the working directory, the
+                // file's to its folder.
+                let base = match args.statsd_host {
+                    Some(_) => self.cwd,
+                    None => self.file_dir(),
+                };
+                statsd::Target::Unix(absolute(base, &path))
+            }
+            Ok(target) => target,
+            Err(m) => {
+                self.fail(&at, m);
+                return None;
+            }
+        };
+        if prefix.len() + tags.len() > statsd::MAX_AFFIXES {
+            self.fail(
+                &at,
+                format!(
+                    "with its prefix and tags ({} bytes) a metric would not fit a datagram: keep them under {} bytes",
+                    prefix.len() + tags.len(),
+                    statsd::MAX_AFFIXES
+                ),
+            );
+            return None;
+        }
+        Some(statsd::Settings {
+            target,
+            prefix,
+            tags,
+        })
     }
 
     fn log_path(&mut self, value: &Spanned<String>, key: &str) -> Option<PathBuf> {
@@ -282,6 +364,76 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("log.level"), "{err}");
+    }
+
+    #[test]
+    fn statsd_flag_over_file_and_problems_name_the_key() {
+        use crate::statsd::{Settings, Target};
+        let cfg = resolve_text("", &args()).unwrap();
+        assert_eq!(cfg.log.statsd, None);
+        let cfg = resolve_text(
+            "[log]\nstatsd_host = \"unix:run/dd.sock\"\nstatsd_prefix = \"web\"\n",
+            &args(),
+        )
+        .unwrap();
+        assert_eq!(
+            cfg.log.statsd,
+            Some(Settings {
+                target: Target::Unix("/srv/app/run/dd.sock".into()),
+                prefix: "web.".into(),
+                tags: String::new(),
+            })
+        );
+        let cfg = resolve_text(
+            "[log]\nstatsd_host = \"unix:run/dd.sock\"\n",
+            &Overrides {
+                statsd_host: Some("stats:9125".into()),
+                dogstatsd_tags: Some("env:prod".into()),
+                ..args()
+            },
+        )
+        .unwrap();
+        assert_eq!(
+            cfg.log.statsd,
+            Some(Settings {
+                target: Target::Udp {
+                    host: "stats".into(),
+                    port: 9125
+                },
+                prefix: String::new(),
+                tags: "env:prod".into(),
+            })
+        );
+        // A prefix without a host sends nothing, as in gunicorn.
+        let cfg = resolve_text("[log]\nstatsd_prefix = \"web\"\n", &args()).unwrap();
+        assert_eq!(cfg.log.statsd, None);
+        let err = resolve_text(
+            "[log]\nstatsd_host = \"stats:http\"\nstatsd_prefix = \"a b\"\n",
+            &args(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("corral.toml:3: log.statsd_prefix: holds ' '"),
+            "{err}"
+        );
+        let err = resolve_text("[log]\nstatsd_host = \"stats:http\"\n", &args())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("corral.toml:2: log.statsd_host: has \"http\" as its port"),
+            "{err}"
+        );
+        let err = resolve_text(
+            "",
+            &Overrides {
+                statsd_host: Some("::1".into()),
+                ..args()
+            },
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("--statsd-host: is an IPv6 address"), "{err}");
     }
 
     #[test]

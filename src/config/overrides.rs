@@ -275,6 +275,21 @@ pub struct Overrides {
     )]
     pub error_logfile: Option<PathBuf>,
 
+    /// Send gunicorn's StatsD metrics to this agent: HOST:PORT (UDP, port
+    /// 8125 when left out) or unix:PATH [toml: log.statsd_host]
+    #[arg(long, value_name = "ADDRESS", env = "CORRAL_STATSD_HOST")]
+    pub statsd_host: Option<String>,
+
+    /// Put before every StatsD metric name, with a "." added
+    /// [toml: log.statsd_prefix]
+    #[arg(long, value_name = "PREFIX", env = "CORRAL_STATSD_PREFIX")]
+    pub statsd_prefix: Option<String>,
+
+    /// DogStatsD tags added to every StatsD metric, like
+    /// env:prod,service:app [toml: log.dogstatsd_tags]
+    #[arg(long, value_name = "TAGS", env = "CORRAL_DOGSTATSD_TAGS")]
+    pub dogstatsd_tags: Option<String>,
+
     /// Longest request line (method, target, version) accepted, in bytes;
     /// 414 above; 0: no limit of its own [toml: server.max_request_line]
     /// [default: 0, the head is bounded by --max-header-bytes]

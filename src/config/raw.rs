@@ -119,6 +119,17 @@ pub(super) struct RawLog {
     /// `generation`; turns the access log on. Default: none (the format of
     /// `access`).
     pub(super) access_format: Option<Spanned<String>>,
+    /// The StatsD or DogStatsD agent corral sends gunicorn's metrics to
+    /// (gunicorn's `statsd_host`): "HOST:PORT" over UDP (port 8125 when left
+    /// out; "[::1]:8125" for IPv6) or "unix:PATH", a Unix datagram socket
+    /// (relative to this file's folder). Default: none, no StatsD.
+    pub(super) statsd_host: Option<Spanned<String>>,
+    /// Put before every StatsD metric name, with a "." added (gunicorn's
+    /// `statsd_prefix`): "app" sends "app.gunicorn.requests". Default "".
+    pub(super) statsd_prefix: Option<Spanned<String>>,
+    /// DogStatsD tags added to every StatsD metric (gunicorn's
+    /// `dogstatsd_tags`), like "env:prod,service:app". Default "".
+    pub(super) dogstatsd_tags: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -43,6 +43,8 @@ pub struct Shared {
     /// Tells the supervisor to replace a worker (serial, reason).
     pub replace: mpsc::UnboundedSender<(u64, String)>,
     pub metrics: Arc<Metrics>,
+    /// gunicorn's StatsD metrics, when `[log] statsd_host` is set.
+    pub statsd: Option<Arc<crate::statsd::Statsd>>,
     /// The access log, when it is on.
     pub access: Option<Arc<Logger>>,
     /// gunicorn's `limit_request_*`.
@@ -154,6 +156,9 @@ pub fn handle(
         let end = Instant::now();
         let elapsed = end - start;
         shared.metrics.record(resp.status().as_u16(), elapsed, end);
+        if let Some(statsd) = &shared.statsd {
+            statsd.request(resp.status().as_u16(), elapsed);
+        }
         // During a canary, the generation that served counts the answer.
         if let Some((split, new)) = side {
             split.record(new, resp.status().as_u16(), elapsed);

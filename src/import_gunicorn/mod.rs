@@ -375,6 +375,24 @@ pub fn convert(
                 }
                 _ => bad(&mut out, v),
             },
+            "statsd_host" => match text(v).map(|h| crate::statsd::Target::parse(&h)) {
+                Some(Ok(crate::statsd::Target::Unix(path))) => {
+                    let Value::String(path) = out.path(&path.display().to_string()) else {
+                        continue;
+                    };
+                    out.set("log", "statsd_host", Value::String(format!("unix:{path}")));
+                }
+                Some(Ok(target)) => {
+                    out.set("log", "statsd_host", Value::String(target.to_string()))
+                }
+                Some(Err(why)) => out.note(name, why),
+                None => bad(&mut out, v),
+            },
+            "statsd_prefix" | "dogstatsd_tags" => match text(v) {
+                Some(t) if t.is_empty() => {}
+                Some(t) => out.set("log", name, Value::String(t)),
+                None => bad(&mut out, v),
+            },
             "access_log_format" => match text(v) {
                 Some(f) => match crate::access_log::parse(&f) {
                     Ok(_) => out.set("log", "access_format", Value::String(f)),
@@ -593,6 +611,26 @@ mod tests {
     }
 
     #[test]
+    fn statsd_settings_carry_over() {
+        let c = convert_json(
+            r#"{"statsd_host": "Stats:9125", "statsd_prefix": "web", "dogstatsd_tags": "env:prod"}"#,
+        );
+        let parsed: toml::Table = c.toml.parse().unwrap_or_else(|e| panic!("{e}\n{}", c.toml));
+        assert_eq!(parsed["log"]["statsd_host"].as_str(), Some("stats:9125"));
+        assert_eq!(parsed["log"]["statsd_prefix"].as_str(), Some("web"));
+        assert_eq!(parsed["log"]["dogstatsd_tags"].as_str(), Some("env:prod"));
+        let c = convert_json(r#"{"statsd_host": "unix:dd.sock"}"#);
+        assert!(c.toml.contains("statsd_host = \"unix:/"), "{}", c.toml);
+        assert!(c.toml.contains("/dd.sock\""), "{}", c.toml);
+        let c = convert_json(r#"{"statsd_host": "stats:http"}"#);
+        assert!(
+            c.notes.iter().any(|n| n.starts_with("statsd_host:")),
+            "{:?}",
+            c.notes
+        );
+    }
+
+    #[test]
     fn common_settings_become_corral_keys() {
         let c = convert_json(
             r#"{"bind": "0.0.0.0:8000", "workers": 3, "threads": 4, "timeout": 60,
@@ -701,7 +739,7 @@ mod tests {
     fn what_cannot_be_mapped_is_named_with_the_reason() {
         let mut s = settings(
             r#"{"preload_app": true, "worker_class": "gevent", "daemon": false,
-                "bind": ["unix:app.sock", "fd://3", "localhost"], "statsd_host": "x:8125"}"#,
+                "bind": ["unix:app.sock", "fd://3", "localhost"], "syslog": true}"#,
         );
         s.insert("post_fork".into(), serde_json::json!({"callable": true}));
         s.insert(
@@ -716,7 +754,7 @@ mod tests {
             "post_fork: is a function; not supported",
             "ssl_version: is <_SSLMethod> (not a plain value)",
             "bind: fd://3: file descriptors are not supported",
-            "statsd_host: not supported: scrape `/metrics`",
+            "syslog: not supported: log to stderr",
         ] {
             assert!(notes.contains(needle), "{needle} missing from:\n{notes}");
         }

@@ -158,10 +158,13 @@ pub const SETTINGS: &[(&str, &str)] = &[
     ),
     (
         "statsd_host",
-        "not supported: scrape `/metrics` (Prometheus) on the status server",
+        "`--statsd-host`, `[log] statsd_host` (`HOST:PORT` or `unix:PATH`; gunicorn's metric names, several to a datagram; `/metrics` has more)",
     ),
-    ("dogstatsd_tags", "not supported: see `statsd_host`"),
-    ("statsd_prefix", "not supported: see `statsd_host`"),
+    (
+        "dogstatsd_tags",
+        "`--dogstatsd-tags`, `[log] dogstatsd_tags`",
+    ),
+    ("statsd_prefix", "`--statsd-prefix`, `[log] statsd_prefix`"),
     (
         "enable_backlog_metric",
         "not supported: `/metrics` has the queue and connection counts",

@@ -82,7 +82,7 @@ fn run_to_exit(dir: &Path, args: &[&str]) -> (Option<i32>, String, String) {
 }
 
 /// A command line as it would be given to gunicorn.
-fn gunicorn_args(dir: &Path) -> Vec<String> {
+fn gunicorn_args(dir: &Path, statsd: &str) -> Vec<String> {
     let d = dir.display();
     [
         "-w",
@@ -123,6 +123,10 @@ fn gunicorn_args(dir: &Path) -> Vec<String> {
         "/dev/shm",
         "--forwarded-allow-ips",
         "127.0.0.1",
+        "--statsd-host",
+        statsd,
+        "--statsd-prefix",
+        "app",
         "--chdir",
         &d.to_string(),
         "-e",
@@ -137,7 +141,12 @@ fn gunicorn_args(dir: &Path) -> Vec<String> {
 #[test]
 fn a_gunicorn_command_line_runs_with_the_command_renamed() {
     let app = AppDir::new(&[("app.py", APP)]);
-    let args = gunicorn_args(app.path());
+    // The StatsD agent gunicorn would send to.
+    let agent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    agent
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let args = gunicorn_args(app.path(), &agent.local_addr().unwrap().to_string());
     // The command line is gunicorn's own: gunicorn checks it (and imports
     // the app) without error.
     let gunicorn = Path::new(&python()).with_file_name("gunicorn");
@@ -179,6 +188,14 @@ fn a_gunicorn_command_line_runs_with_the_command_renamed() {
     );
     let micros: u64 = line.split(' ').rev().nth(1).unwrap().parse().unwrap();
     assert!(micros > 0 && micros < 30_000_000, "%(D)s: {line}");
+    // The request reached the StatsD agent under gunicorn's name.
+    let mut buf = [0u8; 2048];
+    let n = agent.recv(&mut buf).expect("a StatsD datagram within 10 s");
+    let datagram = String::from_utf8_lossy(&buf[..n]);
+    assert!(
+        datagram.contains("app.gunicorn.request.duration:"),
+        "{datagram}"
+    );
     // corral's own log went to the file, stderr kept quiet; the
     // --worker-tmp-dir note is there.
     wait_line(&error_log, "--worker-tmp-dir /dev/shm ignored");

@@ -55,6 +55,7 @@ mod shared_memory;
 mod shutdown_delay;
 mod signals;
 mod socket_activation;
+mod statsd;
 mod status_page;
 mod streaming;
 mod systemd_notify;

@@ -107,7 +107,7 @@ impl Resolver<'_> {
 
     /// A flag, or its `CORRAL_*` variable when that is where the value came
     /// from.
-    fn flag(&self, flag: &str) -> At {
+    pub(super) fn flag(&self, flag: &str) -> At {
         if self.from_env.iter().any(|f| f == flag) {
             return At::flag(&crate::config::env_name(flag));
         }
