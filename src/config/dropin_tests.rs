@@ -1,7 +1,7 @@
 //! Unit tests of what makes corral a drop-in where gunicorn runs: the
 //! workers' environment (`app.env_allow`, the deprecated `app.pass_env`),
 //! `$PORT`, `$WEB_CONCURRENCY`, `workers = "auto"`, app factories,
-//! `app.root_path` and flags set from the environment.
+//! `app.root_path`, `app.proc_name` and flags set from the environment.
 
 use std::path::Path;
 
@@ -317,4 +317,38 @@ fn a_value_from_the_environment_is_named_by_its_variable() {
         ..app()
     };
     assert!(problems("", &args).starts_with("--workers: "));
+}
+
+#[test]
+fn proc_name_from_the_flag_or_the_file_and_checked() {
+    let cfg = resolve_text("", &app()).unwrap();
+    assert_eq!(cfg.app.proc_name, None);
+    let text = "[app]\nproc_name = \"shop\"\n";
+    assert_eq!(
+        resolve_text(text, &app()).unwrap().app.proc_name.as_deref(),
+        Some("shop")
+    );
+    let args = Overrides {
+        proc_name: Some("shop api".into()),
+        ..app()
+    };
+    assert_eq!(
+        resolve_text(text, &args).unwrap().app.proc_name.as_deref(),
+        Some("shop api")
+    );
+    let err = problems("[app]\nproc_name = \"a\\nb\"\n", &app());
+    assert!(
+        err.starts_with("corral.toml:2: app.proc_name: holds the control character"),
+        "{err}"
+    );
+    let args = Overrides {
+        proc_name: Some(" ".into()),
+        ..app()
+    };
+    assert!(problems("", &args).starts_with("--name: is empty"));
+    let args = Overrides {
+        proc_name: Some("x".repeat(65)),
+        ..app()
+    };
+    assert!(problems("", &args).contains("keep it to 64"));
 }

@@ -73,6 +73,11 @@ pub struct Overrides {
     #[arg(long, value_name = "PATH", env = "CORRAL_ROOT_PATH")]
     pub root_path: Option<String>,
 
+    /// The name in the workers' command lines, as `ps` shows them
+    /// (gunicorn's --name) [toml: app.proc_name] [default: the instance's name]
+    #[arg(short = 'n', long = "name", value_name = "NAME", env = "CORRAL_NAME")]
+    pub proc_name: Option<String>,
+
     /// Protocol of the app [toml: app.interface] [default: auto]
     #[arg(long, value_enum, value_name = "INTERFACE", env = "CORRAL_INTERFACE")]
     pub interface: Option<Interface>,

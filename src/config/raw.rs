@@ -185,6 +185,11 @@ pub(super) struct RawApp {
     /// `root_path` (with `path` starting with it, as uvicorn does). Default:
     /// $SCRIPT_NAME when set (as gunicorn reads it), else none.
     pub(super) root_path: Option<Spanned<String>>,
+    /// The name in the workers' command lines, which `ps`, `top -c` and
+    /// `htop` show as "... corral_worker.py [NAME] worker 0 generation 1"
+    /// (gunicorn's `proc_name`). Default: the instance's name, like
+    /// "shop-5c1e0a3f" (see `corral status`).
+    pub(super) proc_name: Option<Spanned<String>>,
 }
 
 section! {

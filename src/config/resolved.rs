@@ -103,6 +103,9 @@ pub struct AppConfig {
     /// `root_path` for ASGI. "" for none; else it starts with "/", does not
     /// end with "/", and holds only visible ASCII without '?', '#' or '%'.
     pub root_path: String,
+    /// The name in the workers' command lines (`app.proc_name`, `--name`);
+    /// `None`: the instance's.
+    pub proc_name: Option<String>,
 }
 
 /// `app.env_allow`: the names and `*` patterns of the variables workers

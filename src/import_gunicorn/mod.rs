@@ -400,8 +400,8 @@ pub fn convert(
                 },
                 None => bad(&mut out, v),
             },
-            "root_path" => match text(v) {
-                Some(p) => out.set("app", "root_path", Value::String(p)),
+            "root_path" | "proc_name" => match text(v) {
+                Some(p) => out.set("app", name, Value::String(p)),
                 None => bad(&mut out, v),
             },
             "certfile" | "keyfile" | "ca_certs" => match text(v) {
@@ -611,7 +611,7 @@ mod tests {
     }
 
     #[test]
-    fn statsd_settings_carry_over() {
+    fn statsd_settings_and_proc_name_carry_over() {
         let c = convert_json(
             r#"{"statsd_host": "Stats:9125", "statsd_prefix": "web", "dogstatsd_tags": "env:prod"}"#,
         );
@@ -619,6 +619,8 @@ mod tests {
         assert_eq!(parsed["log"]["statsd_host"].as_str(), Some("stats:9125"));
         assert_eq!(parsed["log"]["statsd_prefix"].as_str(), Some("web"));
         assert_eq!(parsed["log"]["dogstatsd_tags"].as_str(), Some("env:prod"));
+        let c = convert_json(r#"{"proc_name": "shop"}"#);
+        assert!(c.toml.contains("proc_name = \"shop\""), "{}", c.toml);
         let c = convert_json(r#"{"statsd_host": "unix:dd.sock"}"#);
         assert!(c.toml.contains("statsd_host = \"unix:/"), "{}", c.toml);
         assert!(c.toml.contains("/dd.sock\""), "{}", c.toml);

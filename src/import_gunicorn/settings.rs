@@ -171,9 +171,12 @@ pub const SETTINGS: &[(&str, &str)] = &[
     ),
     (
         "proc_name",
-        "not supported: corral's process is named `corral`; `/status` shows the instance",
+        "`-n/--name`, `[app] proc_name`: the name in the workers' command lines (`ps` shows `corral_worker.py [NAME] worker 0 generation 1`); the supervisor's is the command you ran",
     ),
-    ("default_proc_name", "not supported: see `proc_name`"),
+    (
+        "default_proc_name",
+        "set by gunicorn itself (the app); corral's default name is the instance's, which tells two `main:app` apps on one host apart",
+    ),
     ("pythonpath", "`--pythonpath`, `[app] pythonpath`"),
     (
         "paste",

@@ -55,6 +55,9 @@ pub struct Launcher {
     limits: crate::config::Limits,
     /// Offer workers the shared-memory rings ([`super::ring`]).
     ring: bool,
+    /// The name in the workers' command lines (`app.proc_name`, else the
+    /// instance's).
+    label: String,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -182,6 +185,11 @@ impl Launcher {
                 }),
             limits: cfg.workers.limits.clone(),
             ring,
+            label: cfg
+                .app
+                .proc_name
+                .clone()
+                .unwrap_or_else(|| cfg.instance.clone()),
         }
     }
 
@@ -254,7 +262,16 @@ impl Launcher {
                 cmd.env(&key, &value);
             }
         }
+        // What `ps` shows: "... corral_worker.py [shop-5c1e0a3f] worker 0
+        // generation 1" (the worker drops these from `sys.argv`).
         cmd.arg(&self.script)
+            .arg(format!("[{}]", self.label))
+            .args([
+                "worker",
+                &slot.to_string(),
+                "generation",
+                &generation.to_string(),
+            ])
             .envs(self.env.iter().map(|(k, v)| (k, v)))
             .env("CORRAL_SLOT", slot.to_string())
             .env("CORRAL_GENERATION", generation.to_string())

@@ -535,3 +535,60 @@ fn the_migration_table_lists_every_gunicorn_setting() {
         missing.join("\n")
     );
 }
+
+/// Answers its pid and `sys.argv`.
+const ARGV_APP: &str = r#"
+import json, os, sys
+
+def app(environ, start_response):
+    body = json.dumps([os.getpid(), sys.argv]).encode()
+    start_response("200 OK", [("Content-Length", str(len(body)))])
+    return [body]
+"#;
+
+/// What `ps` shows as the command line of the worker that answers, and
+/// what its app sees as `sys.argv`.
+fn worker_as_ps_shows_it(c: &Corral) -> (String, Vec<String>) {
+    let r = c.get("/");
+    assert_eq!(r.status, 200, "{}", r.text());
+    let (pid, argv): (u32, Vec<String>) = serde_json::from_slice(&r.body).unwrap();
+    let ps = Command::new("ps")
+        .args(["-o", "args=", "-p", &pid.to_string()])
+        .output()
+        .expect("run ps");
+    (String::from_utf8_lossy(&ps.stdout).trim().to_owned(), argv)
+}
+
+#[test]
+fn ps_names_each_worker_after_proc_name_or_the_instance() {
+    let app = AppDir::new(&[("app.py", ARGV_APP)]);
+    let c = Corral::start(
+        app.path(),
+        &["app:app", "-w", "1", "--status-bind", "127.0.0.1:0"],
+        1,
+    );
+    let instance = c.status_json()["supervisor"]["instance"]
+        .as_str()
+        .expect("/status names the instance")
+        .to_owned();
+    let (ps, argv) = worker_as_ps_shows_it(&c);
+    assert!(
+        ps.ends_with(&format!(
+            "corral_worker.py [{instance}] worker 0 generation 1"
+        )),
+        "{ps}"
+    );
+    // The app sees the script alone, as it did before the names.
+    assert_eq!(argv.len(), 1, "{argv:?}");
+    assert!(argv[0].ends_with("/corral_worker.py"), "{argv:?}");
+    drop(c);
+
+    // gunicorn's -n/--name.
+    let c = Corral::start(app.path(), &["app:app", "-w", "2", "-n", "shop api"], 2);
+    let (ps, _) = worker_as_ps_shows_it(&c);
+    assert!(
+        ps.ends_with("corral_worker.py [shop api] worker 0 generation 1")
+            || ps.ends_with("corral_worker.py [shop api] worker 1 generation 1"),
+        "{ps}"
+    );
+}

@@ -134,6 +134,17 @@ impl Resolver<'_> {
             }),
         };
 
+        let proc_name = match (&args.proc_name, &raw.proc_name) {
+            (Some(n), _) => Some((n.clone(), self.flag("--name"))),
+            (None, Some(n)) => Some((n.get_ref().clone(), self.in_file(n.span(), "app.proc_name"))),
+            (None, None) => None,
+        };
+        let proc_name = proc_name.and_then(|(name, at)| {
+            check_proc_name(&name)
+                .map_err(|message| self.fail(&at, message))
+                .ok()
+        });
+
         Some(AppConfig {
             module: module?,
             interface,
@@ -145,6 +156,7 @@ impl Resolver<'_> {
             env_allow,
             factory,
             root_path,
+            proc_name,
         })
     }
 
@@ -212,4 +224,23 @@ impl Resolver<'_> {
         }
         Some(EnvAllow(names))
     }
+}
+
+/// `app.proc_name`: shown in a command line, so printable and short.
+fn check_proc_name(name: &str) -> Result<String, String> {
+    const MAX: usize = 64;
+    if name.trim().is_empty() {
+        return Err(
+            "is empty: give a name like \"shop\", or leave it out for the instance's".into(),
+        );
+    }
+    if let Some(c) = name.chars().find(|c| c.is_control()) {
+        return Err(format!(
+            "holds the control character {c:?}: use printable characters"
+        ));
+    }
+    if name.len() > MAX {
+        return Err(format!("is {} bytes long: keep it to {MAX}", name.len()));
+    }
+    Ok(name.to_owned())
 }

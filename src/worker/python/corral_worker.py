@@ -5,6 +5,9 @@ the worker."""
 import os
 import sys
 
+# corral names the worker after the script ("[NAME] worker 0 generation 1")
+# for `ps` to show; the app sees only the script, as before.
+del sys.argv[1:]
 HERE = os.path.dirname(os.path.abspath(__file__))
 # The script's folder is on the path already, unless PYTHONSAFEPATH (-P)
 # keeps it off: then it is put there for this one import.
