@@ -119,7 +119,8 @@ pub struct ControlArgs {
         long,
         value_name = "ADDR",
         env = "CORRAL_BIND",
-        value_delimiter = ','
+        value_delimiter = ',',
+        value_parser = BindAddr::gunicorn
     )]
     pub bind: Vec<BindAddr>,
 

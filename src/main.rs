@@ -302,7 +302,11 @@ async fn run(
     }
     let shared = Arc::new(front::handler::Shared {
         router: router.clone(),
-        timeout: cfg.workers.timeout,
+        // `timeout = 0`: no limit, as gunicorn's.
+        timeout: match cfg.workers.timeout {
+            t if t.is_zero() => front::handler::NO_DEADLINE,
+            t => t,
+        },
         max_body_bytes: cfg.server.max_body_bytes,
         body_timeout: cfg.server.body_timeout,
         replace: handle.replace_requests(),

@@ -27,15 +27,17 @@ pub struct Overrides {
     #[arg(short = 'c', long, value_name = "FILE", env = "CORRAL_CONFIG")]
     pub config: Option<PathBuf>,
 
-    /// Address to listen on: HOST:PORT, [::1]:PORT or unix:/path; repeat for more,
-    /// or separate with commas [toml: server.bind] [default: 0.0.0.0:$PORT when
-    /// PORT is set, else 127.0.0.1:8000]
+    /// Address to listen on: HOST:PORT, [::1]:PORT or unix:/path (gunicorn's
+    /// :PORT, HOST alone for port 8000, tcp:// and unix:// too); repeat for
+    /// more, or separate with commas [toml: server.bind] [default: 0.0.0.0:$PORT
+    /// when PORT is set, else 127.0.0.1:8000]
     #[arg(
         short = 'b',
         long,
         value_name = "ADDR",
         env = "CORRAL_BIND",
-        value_delimiter = ','
+        value_delimiter = ',',
+        value_parser = BindAddr::gunicorn
     )]
     pub bind: Vec<BindAddr>,
 
@@ -47,7 +49,8 @@ pub struct Overrides {
         long,
         value_name = "ADDR",
         env = "CORRAL_INSECURE_BIND",
-        value_delimiter = ','
+        value_delimiter = ',',
+        value_parser = BindAddr::gunicorn
     )]
     pub insecure_bind: Vec<BindAddr>,
 

@@ -214,10 +214,13 @@ section! {
             flag "backlog": "Listen queue length",
             check at_least_1;
         /// How long an idle keep-alive connection stays open between requests, e.g.
-        /// "5s".
+        /// "5s"; also the time a client has to send a request head, a TLS
+        /// handshake or a PROXY header. 0 turns HTTP/1 keep-alive off, as
+        /// gunicorn's `--keep-alive 0`: each response closes its connection
+        /// (a client then has 5 s for its head).
         keepalive: HumanDuration = "5s" => Duration,
-            flag "keepalive" alias "keep-alive": "Idle time before a keep-alive connection is closed",
-            check longer_than_0;
+            flag "keepalive" alias "keep-alive":
+                "Idle time before a keep-alive connection is closed; 0: no keep-alive";
         /// Largest request head accepted: the request line, the headers and the
         /// empty line that ends them, counted exactly as received; a bigger one
         /// gets 431 Request Header Fields Too Large. At least "8KiB".
@@ -449,11 +452,13 @@ section! {
                  holds at once; the rest wait in corral. WSGI workers take --threads at a time",
             check count_of("requests one ASGI worker holds at once");
         /// Longest a request may wait for its response head; after that the client
-        /// gets 504 and the worker is replaced.
+        /// gets 504 and the worker is replaced. 0 means no limit, as gunicorn's
+        /// `--timeout 0` (Cloud Run's quickstart uses it): a request takes as
+        /// long as the app takes, and a worker stuck in one is never replaced
+        /// for it (its heartbeat still is checked).
         timeout: HumanDuration = "30s" => Duration,
             flag "timeout" short 't':
-                "Longest wait for a response head before 504 and a worker restart",
-            check longer_than_0;
+                "Longest wait for a response head before 504 and a worker restart; 0: no limit";
         /// How long a stopping worker may finish its requests before it is
         /// killed. Default "30s".
         graceful_timeout: Option<Spanned<HumanDuration>>;

@@ -59,6 +59,44 @@ impl FromStr for BindAddr {
     }
 }
 
+impl BindAddr {
+    /// A listen address as gunicorn's `--bind` reads one: besides
+    /// [`FromStr`]'s forms, `tcp://HOST:PORT`, `unix://PATH`, a host with
+    /// no port (gunicorn's default, 8000: Azure's `--bind=0.0.0.0`) and
+    /// `:PORT` (every IPv4 interface: Cloud Run's `--bind :$PORT`). Only for
+    /// the app's binds: a status server gets no default port.
+    pub fn gunicorn(s: &str) -> Result<BindAddr, String> {
+        if let Some(path) = s.strip_prefix("unix://") {
+            return format!("unix:{path}").parse();
+        }
+        let addr = s.strip_prefix("tcp://").unwrap_or(s);
+        if let Some(port) = addr.strip_prefix(':')
+            && let Ok(port) = port.parse::<u16>()
+        {
+            return Ok(BindAddr::Tcp(SocketAddr::from((
+                Ipv4Addr::UNSPECIFIED,
+                port,
+            ))));
+        }
+        let host = addr
+            .strip_prefix('[')
+            .and_then(|h| h.strip_suffix(']'))
+            .unwrap_or(addr);
+        let ip = match host {
+            "localhost" => Some(Ipv4Addr::LOCALHOST.into()),
+            _ => host.parse::<std::net::IpAddr>().ok(),
+        };
+        match (addr.parse::<BindAddr>(), ip) {
+            (Ok(bind), _) => Ok(bind),
+            (Err(_), Some(ip)) => Ok(BindAddr::Tcp(SocketAddr::new(ip, GUNICORN_PORT))),
+            (Err(e), None) => Err(e),
+        }
+    }
+}
+
+/// gunicorn's port for a bind address given without one.
+const GUNICORN_PORT: u16 = 8000;
+
 impl fmt::Display for BindAddr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -836,6 +874,31 @@ mod tests {
         );
         for bad in ["unix:", "example.com:80", "1.2.3.4:99999", ""] {
             assert!(bad.parse::<BindAddr>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn binds_as_gunicorn_reads_them() {
+        let tcp = |s: &str| Ok(BindAddr::Tcp(s.parse().unwrap()));
+        // Cloud Run's and Azure's documented command lines.
+        assert_eq!(BindAddr::gunicorn(":8080"), tcp("0.0.0.0:8080"));
+        assert_eq!(BindAddr::gunicorn("0.0.0.0"), tcp("0.0.0.0:8000"));
+        assert_eq!(BindAddr::gunicorn("localhost"), tcp("127.0.0.1:8000"));
+        assert_eq!(BindAddr::gunicorn("[::]"), tcp("[::]:8000"));
+        assert_eq!(BindAddr::gunicorn("::1"), tcp("[::1]:8000"));
+        assert_eq!(BindAddr::gunicorn("tcp://127.0.0.1:9"), tcp("127.0.0.1:9"));
+        assert_eq!(BindAddr::gunicorn("10.0.0.1:80"), tcp("10.0.0.1:80"));
+        assert_eq!(
+            BindAddr::gunicorn("unix://run/a.sock"),
+            Ok(BindAddr::Unix("run/a.sock".into()))
+        );
+        assert_eq!(
+            BindAddr::gunicorn("unix:/run/a.sock"),
+            Ok(BindAddr::Unix("/run/a.sock".into()))
+        );
+        for bad in ["unix://", "example.com:80", ":", ":99999", "", "tcp://"] {
+            let err = BindAddr::gunicorn(bad).unwrap_err();
+            assert!(err.contains("invalid bind address"), "{bad}: {err}");
         }
     }
 }

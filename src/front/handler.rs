@@ -564,7 +564,8 @@ fn overflowed(stream: &Stream) -> bool {
 }
 
 /// No deadline on the channel: [`upload::Clock`] keeps the request timeout.
-const NO_DEADLINE: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+/// Also the request timeout of `workers.timeout = 0` (none, as gunicorn's).
+pub const NO_DEADLINE: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
 
 /// A request whose body still streams to its worker, until its answer: the
 /// pump, the request's clock, and the CANCEL owed to the worker if the

@@ -206,7 +206,7 @@ impl Front {
                 tls,
                 shared: shared.clone(),
                 builders: builders.clone(),
-                handshake_timeout: opts.keepalive,
+                handshake_timeout: head_timeout(opts.keepalive),
                 shards: shards.clone(),
                 inboxes: inboxes.clone(),
             });
@@ -276,16 +276,30 @@ struct ConnOpts {
 /// client has to send a whole request head (hyper's header read timeout
 /// runs from the end of the previous response), and the head may be at
 /// most `max_header_bytes`, counted exactly by hyper (431 beyond).
+/// `keepalive` 0 turns keep-alive off, as gunicorn's `--keep-alive 0`: each
+/// response closes its connection.
 pub fn http1(keepalive: Duration, max_header_bytes: usize) -> http1::Builder {
     let mut b = http1::Builder::new();
     b.timer(TokioTimer::new())
-        .header_read_timeout(keepalive)
+        .header_read_timeout(head_timeout(keepalive))
         .max_header_size(max_header_bytes)
         // The read buffer: a head that cannot fit is refused before it grows.
         .max_buf_size(max_header_bytes.max(MIN_BUF))
-        .keep_alive(true);
+        .keep_alive(!keepalive.is_zero());
     b
 }
+
+/// The time a client has for a TLS handshake, a PROXY header or a request
+/// head: `keepalive`, or with keep-alive off (0) the default keepalive's.
+pub fn head_timeout(keepalive: Duration) -> Duration {
+    match keepalive.is_zero() {
+        true => NO_KEEPALIVE_HEAD_TIMEOUT,
+        false => keepalive,
+    }
+}
+
+/// [`head_timeout`] with keep-alive off: `server.keepalive`'s default.
+const NO_KEEPALIVE_HEAD_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// hyper's smallest `max_buf_size`.
 const MIN_BUF: usize = 8192;

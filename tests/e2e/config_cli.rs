@@ -174,13 +174,13 @@ fn unreadable_file_names_the_path_and_the_os_error() {
 #[test]
 fn every_invalid_value_is_reported_at_once() {
     refused_config(
-        "[app]\nmodule = \"main.py:app\"\n[server]\nbind = [\"0.0.0.0\"]\n[workers]\ncount = 0\n",
+        "[app]\nmodule = \"main.py:app\"\n[server]\nbind = [\"example.com:80\"]\n[workers]\ncount = 0\n",
         &[],
         &[
             "3 problems",
             "corral.toml:2: app.module:",
             "\"main:app\"",
-            "corral.toml:4: server.bind: invalid bind address \"0.0.0.0\"",
+            "corral.toml:4: server.bind: invalid bind address \"example.com:80\"",
             "corral.toml:6: workers.count: must be at least 1",
         ],
     );

@@ -592,3 +592,76 @@ fn ps_names_each_worker_after_proc_name_or_the_instance() {
         "{ps}"
     );
 }
+
+/// Cloud Run's quickstart command line (`gunicorn --bind :$PORT --workers 1
+/// --threads 8 --timeout 0 main:app`) and Azure App Service's
+/// (`gunicorn --bind=0.0.0.0 --timeout 600 application:app`), with the
+/// command renamed: gunicorn's bind forms without a host or a port.
+#[test]
+fn cloud_run_and_azure_command_lines_run_with_the_command_renamed() {
+    let app = AppDir::new(&[("main.py", APP)]);
+    // Each in a network namespace of its own: 0.0.0.0 reachable from
+    // nowhere else.
+    let cloud_run = [
+        "--bind",
+        ":8080",
+        "--workers",
+        "1",
+        "--threads",
+        "8",
+        "--timeout",
+        "0",
+        "main:app",
+    ];
+    let mut c = Corral::spawn_in_netns(app.path(), &cloud_run, &[("PORT", "8080")]);
+    c.wait_listening();
+    assert_eq!(c.addr, "0.0.0.0:8080", "{}", c.log.text());
+    c.wait_in_service(1);
+    drop(c);
+    let azure = ["--bind", "0.0.0.0", "--timeout", "600", "main:app"];
+    let mut c = Corral::spawn_in_netns(app.path(), &azure, &[]);
+    c.wait_listening();
+    assert_eq!(c.addr, "0.0.0.0:8000", "{}", c.log.text());
+    c.wait_in_service(1);
+}
+
+const SLOW_APP: &str = r#"
+import time
+
+def app(environ, start_response):
+    if environ["PATH_INFO"] == "/slow":
+        time.sleep(2)
+    start_response("200 OK", [("Content-Length", "2")])
+    return [b"ok"]
+"#;
+
+#[test]
+fn timeout_0_is_no_limit_and_keep_alive_0_closes_each_connection() {
+    use std::io::{Read, Write};
+    let app = AppDir::new(&[("app.py", SLOW_APP)]);
+    // A limit of 1 s cuts the 2 s request off...
+    let c = Corral::start(app.path(), &["app:app", "-w", "1", "--timeout", "1"], 1);
+    assert_eq!(c.get("/slow").status, 504);
+    drop(c);
+    // ...0 is none, as in gunicorn.
+    let c = Corral::start(
+        app.path(),
+        &["app:app", "-w", "1", "--timeout", "0", "--keep-alive", "0"],
+        1,
+    );
+    let r = c.get("/slow");
+    assert_eq!((r.status, r.text().as_str()), (200, "ok"));
+    // No keep-alive: the answer says so and the connection ends after it,
+    // though the client asked to keep it.
+    let mut s = c.connect();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: keep-alive\r\n\r\n")
+        .unwrap();
+    let mut all = Vec::new();
+    s.read_to_end(&mut all)
+        .expect("corral closes the connection");
+    let text = String::from_utf8_lossy(&all).to_ascii_lowercase();
+    assert!(text.starts_with("http/1.1 200 ok\r\n"), "{text}");
+    assert!(text.contains("\r\nconnection: close\r\n"), "{text}");
+    assert!(text.ends_with("\r\n\r\nok"), "{text}");
+}

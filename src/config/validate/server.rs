@@ -127,7 +127,7 @@ impl Resolver<'_> {
         } else if let Some(list) = file {
             for entry in list.get_ref() {
                 let at = self.in_file(entry.span(), key);
-                match entry.get_ref().parse::<BindAddr>() {
+                match BindAddr::gunicorn(entry.get_ref()) {
                     Ok(addr) => out.push((absolute_bind(self.file_dir(), &addr), at)),
                     Err(message) => self.fail(&at, message),
                 }
@@ -192,7 +192,7 @@ impl Resolver<'_> {
                 addr.span(),
                 &format!("server.tls.bind.\"{}\"", addr.get_ref()),
             );
-            let parsed = match addr.get_ref().parse::<BindAddr>() {
+            let parsed = match BindAddr::gunicorn(addr.get_ref()) {
                 Ok(a) => absolute_bind(self.file_dir(), &a),
                 Err(message) => {
                     self.fail(&at, message);
