@@ -1,7 +1,8 @@
 //! The command line: `corral [run] APP [FLAGS]`, gunicorn-style flags that
 //! override the TOML file (see [`crate::config::load`]), each also read from
 //! its `CORRAL_<FLAG>` environment variable when not given ([`env_name`], which [`crate::config::Overrides`] defines with the flags;
-//! [`parse`] notes which were, so that problems name the variable), and the client
+//! [`parse`] notes which were, so that problems name the variable; a gunicorn flag
+//! corral does not take is refused with gunicorn's setting and why), and the client
 //! commands that talk to a running corral: `status`, `reload`, `scale`,
 //! `stop` (see [`crate::config::control_socket`]), and `import-gunicorn`.
 //! gunicorn's own spellings (`--access-logfile`, `-k`, `-p`, ...) are at
@@ -132,7 +133,12 @@ pub struct ControlArgs {
     /// Control socket of the running corral, when not taken from the config
     /// file [default: its [control] socket, else the default of `corral run
     /// --socket`]
-    #[arg(long, value_name = "PATH", env = "CORRAL_SOCKET")]
+    #[arg(
+        long,
+        value_name = "PATH",
+        alias = "control-socket",
+        env = "CORRAL_SOCKET"
+    )]
     pub socket: Option<PathBuf>,
 }
 
@@ -192,11 +198,11 @@ pub enum Action {
 
 /// Parses the command line (exits with clap's message on a mistake), noting
 /// which `run`/`check` flags were taken from the environment.
-pub fn parse() -> Cli {
+pub fn parse(refused: fn(&str) -> Option<String>) -> Cli {
     use clap::{CommandFactory, FromArgMatches};
     let matches = Cli::command()
         .try_get_matches()
-        .unwrap_or_else(|e| exit_naming_the_variable(e));
+        .unwrap_or_else(|e| exit_with_reason(e, refused));
     let mut cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     let run_matches = match matches.subcommand() {
         Some(("run" | "check", sub)) => sub,
@@ -220,14 +226,22 @@ pub fn parse() -> Cli {
     cli
 }
 
-/// Exits with clap's error; when the bad value came from a flag's
-/// `CORRAL_*` variable rather than the command line, says so.
-fn exit_naming_the_variable(e: clap::Error) -> ! {
+/// Exits with clap's error; for one of gunicorn's flags that corral does
+/// not take, with the reason `refused` gives instead; when the bad value
+/// came from a flag's `CORRAL_*` variable rather than the command line,
+/// says so.
+fn exit_with_reason(e: clap::Error, refused: fn(&str) -> Option<String>) -> ! {
     use clap::CommandFactory;
-    use clap::error::{ContextKind, ContextValue};
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
     let Some(ContextValue::String(arg)) = e.get(ContextKind::InvalidArg) else {
         e.exit()
     };
+    if e.kind() == ErrorKind::UnknownArgument
+        && let Some(why) = refused(arg)
+    {
+        eprintln!("error: {why}");
+        std::process::exit(e.exit_code())
+    }
     let Some(long) = arg
         .split_whitespace()
         .next()
@@ -266,6 +280,9 @@ impl Cli {
 
     pub fn into_action(self) -> Action {
         match self.command {
+            // gunicorn's --check-config.
+            Some(Command::Run(args)) if args.check_config => Action::Check(args),
+            None if self.run.check_config => Action::Check(self.run),
             Some(Command::Run(args)) => Action::Run(args),
             Some(Command::Check(args)) => Action::Check(args),
             Some(Command::Status(args)) => Action::Status(args),

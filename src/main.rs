@@ -49,7 +49,7 @@ fn main() -> ExitCode {
     // notify socket, out of the environment and into values passed down.
     let inherited = front::listeners::Inherited::take();
     let systemd = systemd::NotifySocket::take();
-    let (args, check) = match cli::parse().into_action() {
+    let (args, check) = match cli::parse(import_gunicorn::refused_flag).into_action() {
         cli::Action::Run(args) => (args, false),
         cli::Action::Check(args) => (args, true),
         cli::Action::Status(args) => return ExitCode::from(status_cmd::run(&args)),
@@ -109,6 +109,9 @@ fn main() -> ExitCode {
             "GUNICORN_CMD_ARGS is set but corral does not read it: give those flags to corral, \
              or set them in corral.toml (`corral import-gunicorn` converts a gunicorn.conf.py)"
         );
+    }
+    for (flag, why) in args.gunicorn_no_ops() {
+        tracing::info!("{flag} accepted for gunicorn's sake and changes nothing: {why}");
     }
     if let Some(dir) = &args.worker_tmp_dir {
         tracing::info!(

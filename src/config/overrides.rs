@@ -145,7 +145,12 @@ pub struct Overrides {
     /// $XDG_RUNTIME_DIR/corral/NAME/corral.sock, else
     /// /run/corral/NAME/corral.sock as root, else
     /// /tmp/corral-UID/NAME/corral.sock]
-    #[arg(long, value_name = "PATH", env = "CORRAL_SOCKET")]
+    #[arg(
+        long,
+        value_name = "PATH",
+        alias = "control-socket",
+        env = "CORRAL_SOCKET"
+    )]
     pub socket: Option<PathBuf>,
 
     /// Requests after which a worker is gracefully replaced; 0 means never
@@ -205,7 +210,12 @@ pub struct Overrides {
 
     /// Largest WebSocket message a client may send (1009 above), at most
     /// 16MiB [toml: server.ws_max_message] [default: 16MiB]
-    #[arg(long, value_name = "SIZE", env = "CORRAL_WS_MAX_MESSAGE")]
+    #[arg(
+        long,
+        value_name = "SIZE",
+        alias = "websocket-max-message-size",
+        env = "CORRAL_WS_MAX_MESSAGE"
+    )]
     pub ws_max_message: Option<ByteSize>,
 
     /// Shards of corral's own HTTP front, each a thread that serves its
@@ -402,6 +412,43 @@ pub struct Overrides {
     #[arg(long, env = "CORRAL_PRELOAD")]
     pub preload: bool,
 
+    /// Check the app as `corral check` does, then exit: 0 when it boots, 1
+    /// when it does not (gunicorn's --check-config)
+    #[arg(long, env = "CORRAL_CHECK_CONFIG")]
+    pub check_config: bool,
+
+    /// The workers' umask, as gunicorn reads it: 0o027 (octal) or 23
+    /// (decimal), or octal digits after a 0 like 027
+    /// [toml: workers.limits.umask] [default: corral's own]
+    #[arg(
+        short = 'm',
+        long,
+        value_name = "MASK",
+        value_parser = super::units::Umask::gunicorn,
+        env = "CORRAL_UMASK"
+    )]
+    pub umask: Option<super::units::Umask>,
+
+    // gunicorn's flags for what corral always does: accepted, and named in
+    // the log with the reason ([`Overrides::gunicorn_no_ops`]).
+    #[arg(long, hide = true, env = "CORRAL_CAPTURE_OUTPUT")]
+    pub capture_output: bool,
+    #[arg(
+        short = 'R',
+        long,
+        hide = true,
+        env = "CORRAL_ENABLE_STDIO_INHERITANCE"
+    )]
+    pub enable_stdio_inheritance: bool,
+    #[arg(long, hide = true, env = "CORRAL_INITGROUPS")]
+    pub initgroups: bool,
+    #[arg(long, hide = true, env = "CORRAL_NO_SENDFILE")]
+    pub no_sendfile: bool,
+    #[arg(long, hide = true, env = "CORRAL_SUPPRESS_RAGGED_EOFS")]
+    pub suppress_ragged_eofs: bool,
+    #[arg(long, hide = true, env = "CORRAL_DO_HANDSHAKE_ON_CONNECT")]
+    pub do_handshake_on_connect: bool,
+
     /// The flags ("--workers", "APP") whose value came from their `CORRAL_*`
     /// environment variable, filled by [`crate::cli::parse`], for error messages.
     #[arg(skip)]
@@ -513,4 +560,47 @@ fn parse_env(s: &str) -> Result<(String, String), String> {
         .ok_or_else(|| format!("\"{s}\" has no '=': write it as KEY=VALUE"))?;
     super::check_env(key, value)?;
     Ok((key.to_owned(), value.to_owned()))
+}
+
+impl Overrides {
+    /// gunicorn's flags given for what corral always does, each with why
+    /// it changes nothing, for the log.
+    pub fn gunicorn_no_ops(&self) -> Vec<(&'static str, &'static str)> {
+        [
+            (
+                self.capture_output,
+                "--capture-output",
+                "corral always logs the workers' stdout and stderr",
+            ),
+            (
+                self.enable_stdio_inheritance,
+                "--enable-stdio-inheritance",
+                "it only applies to gunicorn's --daemon; corral stays in the foreground and sets PYTHONUNBUFFERED for the workers",
+            ),
+            (
+                self.initgroups,
+                "--initgroups",
+                "workers always get the supplementary groups of --user",
+            ),
+            (
+                self.no_sendfile,
+                "--no-sendfile",
+                "corral never uses sendfile: responses stream through it",
+            ),
+            (
+                self.suppress_ragged_eofs,
+                "--suppress-ragged-eofs",
+                "rustls treats a missing close_notify as the end of the connection",
+            ),
+            (
+                self.do_handshake_on_connect,
+                "--do-handshake-on-connect",
+                "the TLS handshake always runs as the connection is accepted, bounded by --keep-alive",
+            ),
+        ]
+        .into_iter()
+        .filter(|(set, _, _)| *set)
+        .map(|(_, flag, why)| (flag, why))
+        .collect()
+    }
 }

@@ -366,7 +366,8 @@ section! {
         /// (SETTINGS_MAX_CONCURRENT_STREAMS); more are refused with RST_STREAM. At
         /// least 1.
         max_concurrent_streams: u32 = 100 => u32,
-            flag "max-concurrent-streams": "The most HTTP/2 streams one connection may have open at once",
+            flag "max-concurrent-streams" alias "http2-max-concurrent-streams":
+                "The most HTTP/2 streams one connection may have open at once",
             check at_least_1;
         /// `[server.tls]`: HTTPS (and HTTP/2 by ALPN) on every `bind` address.
         tls: RawTls;
@@ -447,7 +448,7 @@ section! {
         /// (`server.max_queued`). ASGI workers only; WSGI workers take `threads`
         /// requests at a time (plus a short prefetch). At least 1.
         concurrency: usize = 1000 => usize,
-            flag "concurrency":
+            flag "concurrency" alias "worker-connections":
                 "Most requests (open WebSockets and streaming responses included) one ASGI worker \
                  holds at once; the rest wait in corral. WSGI workers take --threads at a time",
             check count_of("requests one ASGI worker holds at once");

@@ -440,6 +440,31 @@ impl FromStr for Umask {
     }
 }
 
+impl Umask {
+    /// gunicorn's `-m/--umask`, which Python's `int(value, 0)` reads:
+    /// "0o027" (octal), "0x17", "23" (decimal); and corral's octal digits
+    /// with a leading 0 ("027"), which gunicorn refuses.
+    pub fn gunicorn(s: &str) -> Result<Umask, String> {
+        let t = s.trim();
+        let parsed = match t.get(..2).map(str::to_ascii_lowercase).as_deref() {
+            Some("0o") => u32::from_str_radix(&t[2..], 8).ok(),
+            Some("0x") => u32::from_str_radix(&t[2..], 16).ok(),
+            Some("0b") => u32::from_str_radix(&t[2..], 2).ok(),
+            _ if t.len() > 1 && t.starts_with('0') => return t.parse(),
+            _ => t.parse::<u32>().ok(),
+        };
+        match parsed {
+            Some(mask) if mask <= 0o777 => Ok(Umask(mask)),
+            Some(_) => Err(format!(
+                "invalid umask \"{s}\": it is more than 0o777 (the permission bits)"
+            )),
+            None => Err(format!(
+                "invalid umask \"{s}\": write it as gunicorn reads it, like 0o027 (octal) or 23 (decimal), or as octal digits after a 0, like 027"
+            )),
+        }
+    }
+}
+
 impl<'de> Deserialize<'de> for Umask {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         struct V;
@@ -874,6 +899,24 @@ mod tests {
         );
         for bad in ["unix:", "example.com:80", "1.2.3.4:99999", ""] {
             assert!(bad.parse::<BindAddr>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn umasks_as_gunicorns_flag_reads_them() {
+        for (text, mask) in [
+            ("0o027", 0o027),
+            ("0O22", 0o022),
+            ("23", 23),
+            ("0", 0),
+            ("0x12", 0o022),
+            ("027", 0o027),
+            ("0b111", 7),
+        ] {
+            assert_eq!(Umask::gunicorn(text), Ok(Umask(mask)), "{text}");
+        }
+        for bad in ["", "0o9", "x", "1000", "0o1000", "-1", "089"] {
+            assert!(Umask::gunicorn(bad).is_err(), "{bad}");
         }
     }
 

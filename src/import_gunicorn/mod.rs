@@ -6,6 +6,8 @@
 
 mod settings;
 
+pub use settings::refused_flag;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};

@@ -23,7 +23,7 @@ pub const SETTINGS: &[(&str, &str)] = &[
     ("threads", "`--threads`, `[workers] threads`"),
     (
         "worker_connections",
-        "ASGI: `--concurrency`, `[workers] concurrency`; for WSGI not supported: it only applies to gevent/eventlet workers",
+        "ASGI: `--concurrency` (or `--worker-connections`), `[workers] concurrency`; for WSGI it changes nothing: workers take `--threads` requests at a time, and corral holds the connections (`--max-connections`)",
     ),
     ("max_requests", "`--max-requests`, `[workers] max_requests`"),
     (
@@ -66,7 +66,7 @@ pub const SETTINGS: &[(&str, &str)] = &[
     ),
     (
         "check_config",
-        "`corral check` (also boots one worker and runs the readiness check)",
+        "`corral check`, or `--check-config` (both also boot one worker and run the readiness check)",
     ),
     (
         "print_config",
@@ -78,7 +78,7 @@ pub const SETTINGS: &[(&str, &str)] = &[
     ),
     (
         "sendfile",
-        "not supported: responses stream through corral, which writes them to the client",
+        "not used: responses stream through corral, which writes them to the client (`--no-sendfile` is accepted, and noted in the log)",
     ),
     (
         "reuse_port",
@@ -97,10 +97,13 @@ pub const SETTINGS: &[(&str, &str)] = &[
     ),
     ("user", "`-u/--user`, `[workers] user`"),
     ("group", "`-g/--group`, `[workers] group`"),
-    ("umask", "`[workers.limits] umask`"),
+    (
+        "umask",
+        "`-m/--umask` (as gunicorn reads it: `0o027` or decimal), `[workers.limits] umask`",
+    ),
     (
         "initgroups",
-        "always on: workers get the supplementary groups of `[workers] user`",
+        "always on: workers get the supplementary groups of `[workers] user` (`--initgroups` is accepted, and noted in the log)",
     ),
     (
         "tmp_upload_dir",
@@ -133,7 +136,7 @@ pub const SETTINGS: &[(&str, &str)] = &[
     ("loglevel", "`--log-level`, `[log] level`"),
     (
         "capture_output",
-        "always on: workers' stdout and stderr are logged line by line",
+        "always on: workers' stdout and stderr are logged line by line (`--capture-output` is accepted, and noted in the log)",
     ),
     (
         "logger_class",
@@ -154,7 +157,7 @@ pub const SETTINGS: &[(&str, &str)] = &[
     ("syslog_facility", "not supported: see `syslog`"),
     (
         "enable_stdio_inheritance",
-        "not supported: workers' output always goes through corral's log",
+        "not needed: it only applies to gunicorn's daemon mode; workers' output always goes through corral's log (`-R` is accepted, and noted in the log)",
     ),
     (
         "statsd_host",
@@ -260,11 +263,11 @@ pub const SETTINGS: &[(&str, &str)] = &[
     ("ca_certs", "`--ca-certs`, `[server.tls] ca_certs`"),
     (
         "suppress_ragged_eofs",
-        "not needed: rustls treats a missing close_notify as the end of the connection",
+        "not needed: rustls treats a missing close_notify as the end of the connection (the flag is accepted, and noted in the log)",
     ),
     (
         "do_handshake_on_connect",
-        "not needed: the handshake always runs in the connection's own task, bounded by `keepalive`",
+        "not needed: the handshake always runs in the connection's own task, bounded by `keepalive` (the flag is accepted, and noted in the log)",
     ),
     ("ciphers", "not supported: rustls's safe default suites"),
     (
@@ -277,7 +280,7 @@ pub const SETTINGS: &[(&str, &str)] = &[
     ),
     (
         "http2_max_concurrent_streams",
-        "`[server] max_concurrent_streams` (default 100)",
+        "`--max-concurrent-streams` (or `--http2-max-concurrent-streams`), `[server] max_concurrent_streams` (default 100)",
     ),
     (
         "http2_initial_window_size",
@@ -334,7 +337,7 @@ pub const SETTINGS: &[(&str, &str)] = &[
     ),
     (
         "websocket_max_message_size",
-        "`--ws-max-message`, `[server] ws_max_message` (client messages, at most 16 MiB); the app's messages are capped at 16 MiB",
+        "`--ws-max-message` (or `--websocket-max-message-size`), `[server] ws_max_message` (client messages, at most 16 MiB); the app's messages are capped at 16 MiB",
     ),
     ("http_parser", "not supported: hyper parses every request"),
     ("root_path", "`--root-path`, `[app] root_path`"),
@@ -352,7 +355,7 @@ pub const SETTINGS: &[(&str, &str)] = &[
     ("dirty_worker_exit", "not supported: see `dirty_apps`"),
     (
         "control_socket",
-        "`--socket`, `[control] socket` (`corral status`, `reload`, `scale`, `stop`)",
+        "`--socket` (or `--control-socket`), `[control] socket` (`corral status`, `reload`, `scale`, `stop`)",
     ),
     (
         "control_socket_mode",
@@ -363,6 +366,88 @@ pub const SETTINGS: &[(&str, &str)] = &[
         "not supported: the control socket is always on (it is private to corral's user)",
     ),
 ];
+
+/// gunicorn's command-line flags that corral does not take, each with its
+/// setting: a gunicorn command line with one of them is refused with the
+/// setting's reason ([`refused_flag`]), not a bare "unexpected argument".
+const REFUSED_FLAGS: &[(&str, &str)] = &[
+    ("--reload-engine", "reload_engine"),
+    ("--reload-extra-file", "reload_extra_files"),
+    ("--spew", "spew"),
+    ("--print-config", "print_config"),
+    ("--reuse-port", "reuse_port"),
+    ("-D", "daemon"),
+    ("--daemon", "daemon"),
+    (
+        "--disable-redirect-access-to-syslog",
+        "disable_redirect_access_to_syslog",
+    ),
+    ("--logger-class", "logger_class"),
+    ("--log-config", "logconfig"),
+    ("--log-config-json", "logconfig_json"),
+    ("--log-syslog-to", "syslog_addr"),
+    ("--log-syslog", "syslog"),
+    ("--log-syslog-prefix", "syslog_prefix"),
+    ("--log-syslog-facility", "syslog_facility"),
+    ("--enable-backlog-metric", "enable_backlog_metric"),
+    ("--paste", "paste"),
+    ("--paster", "paste"),
+    ("--protocol", "protocol"),
+    ("--uwsgi-allow-from", "uwsgi_allow_ips"),
+    ("--ssl-version", "ssl_version"),
+    ("--ciphers", "ciphers"),
+    ("--http-protocols", "http_protocols"),
+    ("--http2-cleartext", "http2_cleartext"),
+    ("--http2-initial-window-size", "http2_initial_window_size"),
+    ("--http2-max-frame-size", "http2_max_frame_size"),
+    ("--http2-max-header-list-size", "http2_max_header_list_size"),
+    ("--paste-global", "raw_paste_global_conf"),
+    ("--permit-obsolete-folding", "permit_obsolete_folding"),
+    ("--strip-header-spaces", "strip_header_spaces"),
+    (
+        "--permit-unconventional-http-method",
+        "permit_unconventional_http_method",
+    ),
+    (
+        "--permit-unconventional-http-version",
+        "permit_unconventional_http_version",
+    ),
+    ("--casefold-http-method", "casefold_http_method"),
+    ("--forwarder-headers", "forwarder_headers"),
+    ("--header-map", "header_map"),
+    ("--asgi-loop", "asgi_loop"),
+    ("--asgi-lifespan", "asgi_lifespan"),
+    (
+        "--asgi-disconnect-grace-period",
+        "asgi_disconnect_grace_period",
+    ),
+    ("--http-parser", "http_parser"),
+    ("--dirty-app", "dirty_apps"),
+    ("--dirty-workers", "dirty_workers"),
+    ("--dirty-timeout", "dirty_timeout"),
+    ("--dirty-threads", "dirty_threads"),
+    ("--dirty-graceful-timeout", "dirty_graceful_timeout"),
+    ("--control-socket-mode", "control_socket_mode"),
+    ("--no-control-socket", "control_socket_disable"),
+];
+
+/// Why corral refuses `arg` (as typed: "--daemon", "--log-config=x"),
+/// when it is one of gunicorn's flags corral does not take.
+pub fn refused_flag(arg: &str) -> Option<String> {
+    let flag = arg.split('=').next().unwrap_or(arg);
+    let (_, setting) = REFUSED_FLAGS.iter().find(|(f, _)| *f == flag)?;
+    let why = note(setting)?;
+    // "see `reload`": say what that one says too.
+    let see = why
+        .split_once("see `")
+        .and_then(|(_, rest)| rest.split_once('`'))
+        .and_then(|(other, _)| Some((other, note(other)?)))
+        .map(|(other, text)| format!(" (`{other}`: {text})"))
+        .unwrap_or_default();
+    Some(format!(
+        "corral does not take gunicorn's {flag} (`{setting}`): {why}{see}"
+    ))
+}
 
 /// What corral says about a gunicorn setting, if it is one.
 pub fn note(name: &str) -> Option<&'static str> {
@@ -385,5 +470,26 @@ mod tests {
         names.sort_unstable();
         names.dedup();
         assert_eq!(names.len(), SETTINGS.len(), "a setting is listed twice");
+    }
+
+    #[test]
+    fn a_refused_flag_gets_its_settings_reason() {
+        for (flag, setting) in REFUSED_FLAGS {
+            assert!(note(setting).is_some(), "{flag}: no setting {setting}");
+        }
+        assert_eq!(
+            refused_flag("--daemon").unwrap(),
+            format!(
+                "corral does not take gunicorn's --daemon (`daemon`): {}",
+                note("daemon").unwrap()
+            )
+        );
+        let config = refused_flag("--log-config=x.ini").unwrap();
+        assert!(
+            config.contains("(`logconfig`): not supported: see `logger_class` (`logger_class`: not supported: corral's log is not Python"),
+            "{config}"
+        );
+        assert_eq!(refused_flag("--workers"), None);
+        assert_eq!(refused_flag("--nonsense"), None);
     }
 }

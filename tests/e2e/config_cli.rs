@@ -611,6 +611,7 @@ fn help_documents_every_flag() {
         "--worker-tmp-dir",   // gunicorn's, accepted and ignored
         "-k, --worker-class", // gunicorn's, maps to --interface
         "--preload",          // gunicorn's, refused
+        "--check-config",     // gunicorn's, `corral check`
         "-h, --help",
         "-V, --version",
     ];

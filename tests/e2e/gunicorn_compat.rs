@@ -665,3 +665,112 @@ fn timeout_0_is_no_limit_and_keep_alive_0_closes_each_connection() {
     assert!(text.contains("\r\nconnection: close\r\n"), "{text}");
     assert!(text.ends_with("\r\n\r\nok"), "{text}");
 }
+
+/// Every flag of the installed gunicorn: corral takes it (a bad value is
+/// another matter), or refuses it naming gunicorn's setting and why, never
+/// with a bare "unexpected argument".
+#[test]
+fn every_gunicorn_flag_is_taken_or_refused_with_its_reason() {
+    let out = Command::new(python())
+        .args([
+            "-c",
+            "import gunicorn.config as c\n\
+             for s in c.KNOWN_SETTINGS:\n\
+             \x20   for f in s.cli or []:\n\
+             \x20       print(s.name, f, getattr(s, 'action', None) in ('store_true', 'store_const'))",
+        ])
+        .output()
+        .expect("run python");
+    assert!(
+        out.status.success(),
+        "gunicorn must be installed for this test (./test.sh installs it): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let flags = String::from_utf8(out.stdout).unwrap();
+    assert!(flags.lines().count() > 80, "{flags}");
+    let (mut taken, mut refused) = (0, 0);
+    for line in flags.lines() {
+        let mut words = line.split(' ');
+        let (setting, flag, switch) = (
+            words.next().unwrap(),
+            words.next().unwrap(),
+            words.next() == Some("True"),
+        );
+        // A value (right or wrong), then --help: a flag corral takes ends
+        // in the help or in a complaint about the value.
+        let mut args = vec![flag];
+        if !switch {
+            args.push("1");
+        }
+        args.push("--help");
+        let (code, stdout, stderr) = run_to_exit(Path::new("/"), &args);
+        assert!(!stderr.contains("unexpected argument"), "{flag}: {stderr}");
+        if code == Some(0) {
+            assert!(stdout.contains("Usage:"), "{flag}: {stdout}");
+            taken += 1;
+        } else if stderr.contains("corral does not take gunicorn's") {
+            assert!(
+                stderr.contains(&format!(
+                    "corral does not take gunicorn's {flag} (`{setting}`): "
+                )),
+                "{flag}: {stderr}"
+            );
+            assert_eq!(code, Some(2), "{flag}");
+            refused += 1;
+        } else {
+            assert!(stderr.contains("invalid value"), "{flag}: {stderr}");
+            taken += 1;
+        }
+    }
+    assert!(
+        taken > 40 && refused > 30,
+        "{taken} taken, {refused} refused"
+    );
+}
+
+const UMASK_APP: &str = r#"
+import os
+
+def app(environ, start_response):
+    mask = os.umask(0)
+    os.umask(mask)
+    body = oct(mask).encode()
+    start_response("200 OK", [("Content-Length", str(len(body)))])
+    return [body]
+"#;
+
+#[test]
+fn check_config_umask_and_the_flags_for_what_corral_always_does() {
+    let app = AppDir::new(&[("app.py", UMASK_APP)]);
+    // gunicorn's --check-config is `corral check`.
+    let (code, stdout, stderr) = run_to_exit(
+        app.path(),
+        &["--check-config", "app:app", "--python", &python()],
+    );
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    assert!(stdout.contains("OK: app:app imported"), "{stdout}{stderr}");
+    let c = Corral::start(
+        app.path(),
+        &[
+            "app:app",
+            "-w",
+            "1",
+            "-m",
+            "0o027",
+            "--capture-output",
+            "--initgroups",
+            "--no-sendfile",
+        ],
+        1,
+    );
+    assert_eq!(c.get("/").text(), "0o27");
+    for flag in ["--capture-output", "--initgroups", "--no-sendfile"] {
+        assert!(
+            c.log.text().contains(&format!(
+                "{flag} accepted for gunicorn's sake and changes nothing: "
+            )),
+            "{flag}: {}",
+            c.log.text()
+        );
+    }
+}

@@ -7,6 +7,7 @@ use nix::unistd::{Gid, User};
 
 use crate::config::Overrides;
 use crate::config::raw::{RawLimits, RawWorkers};
+use crate::config::units::Umask;
 use crate::config::{ByteSize, Env, HumanDuration, Identity, Limits, WorkerCount, WorkersConfig};
 
 use super::*;
@@ -154,7 +155,7 @@ impl Resolver<'_> {
             (None, None) => None,
         };
         let identity = self.identity(user, group);
-        let limits = self.limits(&raw.limits);
+        let limits = self.limits(&raw.limits, args.umask);
         WorkersConfig {
             count,
             keys,
@@ -231,7 +232,8 @@ impl Resolver<'_> {
     }
 
     /// `[workers.limits]`, checked.
-    fn limits(&mut self, raw: &RawLimits) -> Limits {
+    /// `[workers.limits]`, with `-m/--umask` over the file's `umask`.
+    fn limits(&mut self, raw: &RawLimits, umask: Option<Umask>) -> Limits {
         if let Some(nofile) = &raw.nofile
             && *nofile.get_ref() < MIN_NOFILE
         {
@@ -258,7 +260,9 @@ impl Resolver<'_> {
             nofile: raw.nofile.as_ref().map(|n| *n.get_ref()),
             address_space: raw.address_space.as_ref().map(|size| size.get_ref().0),
             core: raw.core.as_ref().map(|size| size.get_ref().0),
-            umask: raw.umask.as_ref().map(|umask| umask.get_ref().0),
+            umask: umask
+                .or(raw.umask.as_ref().map(|u| *u.get_ref()))
+                .map(|u| u.0),
         }
     }
 }
