@@ -90,16 +90,47 @@ fn main() -> ExitCode {
         }
         cli::Action::ImportGunicorn(args) => return ExitCode::from(import_gunicorn::run(&args)),
     };
-    let cfg = match config::load(&args) {
+    // A gunicorn.conf.py, run and converted as `corral import-gunicorn`
+    // would, read in place of a corral.toml.
+    let gunicorn = config::gunicorn_file(&args);
+    let converted = match &gunicorn {
+        None => None,
+        Some(path) => {
+            let python = args
+                .python
+                .clone()
+                .unwrap_or_else(config::default_interpreter);
+            match import_gunicorn::convert_file(path, args.app.as_deref(), &python) {
+                Ok(c) => Some(c),
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::from(EXIT_CONFIG);
+                }
+            }
+        }
+    };
+    let cfg = match config::load(&args, converted.as_ref().map(|c| c.toml.as_str())) {
         Ok(c) => Arc::new(c),
         Err(e) => {
             eprintln!("error: {e}");
+            if let (Some(path), Some(c)) = (&gunicorn, &converted) {
+                eprintln!("{} converted reads:\n{}", path.display(), c.toml);
+            }
             return ExitCode::from(EXIT_CONFIG);
         }
     };
     if let Err(e) = init_logging(&cfg.log) {
         eprintln!("error: {e}");
         return ExitCode::from(EXIT_CONFIG);
+    }
+    if let (Some(path), Some(c)) = (&gunicorn, &converted) {
+        tracing::info!(
+            "read gunicorn's {0} as gunicorn would; `corral import-gunicorn {0} > corral.toml` converts it for good",
+            path.display()
+        );
+        for note in &c.notes {
+            tracing::warn!("{}: not carried over: {note}", path.display());
+        }
     }
     for warning in &cfg.warnings {
         tracing::warn!("{warning}");

@@ -53,10 +53,13 @@ fn address(args: &StatusArgs) -> Result<(BindAddr, Option<String>), String> {
     };
     // The app may be missing from the file (it can come from flags at run
     // time); only the status address matters here.
-    let cfg = crate::config::load(&Overrides {
-        app: Some("unused:app".into()),
-        ..run
-    })
+    let cfg = crate::config::load(
+        &Overrides {
+            app: Some("unused:app".into()),
+            ..run
+        },
+        None,
+    )
     .map_err(|e| e.to_string())?;
     let source = cfg
         .source

@@ -2,8 +2,9 @@
 //! into one resolved [`Config`] with every default filled in.
 //!
 //! INTERFACE CONTRACT (used by the rest of the binary; keep these names):
-//! `config::load(&Overrides) -> Result<Config, ConfigError>`, where
-//! [`Overrides`] are the flags of `corral run` (the command line flattens it);
+//! `config::load(&Overrides, converted) -> Result<Config, ConfigError>`, where
+//! [`Overrides`] are the flags of `corral run` (the command line flattens it)
+//! and `converted` a gunicorn.conf.py's corral.toml text ([`gunicorn_file`]);
 //! `config::control_socket(config, socket) -> Result<PathBuf, ConfigError>`
 //! for the client commands (`corral reload`, `scale`, `stop`), which need
 //! only the control socket and no app.
@@ -268,6 +269,11 @@ impl Env {
 /// Reads `--config FILE`, else `./corral.toml` when present, else nothing.
 fn read_file(config: Option<&Path>, cwd: &Path) -> Result<Option<ConfigFile>, ConfigError> {
     match config {
+        // A gunicorn.conf.py (for the client commands): no [control] of
+        // its own, but it names the instance.
+        Some(path) if path.extension().is_some_and(|e| e == "py") => {
+            Ok(Some(ConfigFile::new(path, cwd, String::new())))
+        }
         Some(path) => {
             let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
                 path: path.to_path_buf(),
@@ -286,11 +292,40 @@ fn read_file(config: Option<&Path>, cwd: &Path) -> Result<Option<ConfigFile>, Co
     }
 }
 
+/// gunicorn's config file, which gunicorn reads by default.
+const GUNICORN_FILE: &str = "gunicorn.conf.py";
+
+/// The gunicorn config file `run` and `check` read in place of a
+/// corral.toml, as gunicorn would: `--config FILE.py`, or, with no
+/// `--config` and no `./corral.toml`, `./gunicorn.conf.py` when present.
+/// `main` has it run and converted (`import_gunicorn::convert_file`) and
+/// hands the result to [`load`].
+pub fn gunicorn_file(args: &Overrides) -> Option<PathBuf> {
+    match &args.config {
+        Some(path) if path.extension().is_some_and(|e| e == "py") => Some(path.clone()),
+        Some(_) => None,
+        None => {
+            let cwd = std::env::current_dir().ok()?;
+            (!cwd.join(DEFAULT_FILE).exists() && cwd.join(GUNICORN_FILE).is_file())
+                .then(|| PathBuf::from(GUNICORN_FILE))
+        }
+    }
+}
+
 /// Reads `--config FILE` (or `./corral.toml` when present), merges the
-/// command line over it and validates the result.
-pub fn load(args: &Overrides) -> Result<Config, ConfigError> {
+/// command line over it and validates the result. `converted`: the
+/// [`gunicorn_file`] as corral.toml text, read instead; messages name it
+/// "gunicorn.conf.py (converted)" with the converted text's lines.
+pub fn load(args: &Overrides, converted: Option<&str>) -> Result<Config, ConfigError> {
     let cwd = std::env::current_dir().map_err(ConfigError::CurrentDir)?;
-    let file = read_file(args.config.as_deref(), &cwd)?;
+    let file = match (converted, gunicorn_file(args)) {
+        (Some(toml), Some(path)) => {
+            let mut file = ConfigFile::new(&path, &cwd, toml.to_owned());
+            file.shown = format!("{} (converted)", path.display());
+            Some(file)
+        }
+        _ => read_file(args.config.as_deref(), &cwd)?,
+    };
     resolve(args, file.as_ref(), &cwd, &Env::from_process())
 }
 

@@ -9,8 +9,10 @@ mod settings;
 pub use settings::refused_flag;
 
 use std::collections::BTreeMap;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 use serde_json::Value as Json;
 use toml::Value;
@@ -35,41 +37,13 @@ pub fn run(args: &ImportArgs) -> u8 {
         .python
         .clone()
         .unwrap_or_else(crate::config::default_interpreter);
-    let output = Command::new(&python)
-        .arg("-c")
-        .arg(READ_CONF)
-        .arg(&args.file)
-        .stdin(Stdio::null())
-        .stderr(Stdio::inherit())
-        .output();
-    let output = match output {
-        Ok(o) => o,
+    let conversion = match convert_file(&args.file, args.app.as_deref(), &python) {
+        Ok(c) => c,
         Err(e) => {
-            eprintln!(
-                "error: cannot run {}: {e}; give the app's interpreter with --python",
-                python.display()
-            );
+            eprintln!("error: {e}");
             return 1;
         }
     };
-    if !output.status.success() {
-        eprintln!(
-            "error: {} did not run under {} ({}); its traceback is above",
-            args.file.display(),
-            python.display(),
-            output.status
-        );
-        return 1;
-    }
-    let settings: BTreeMap<String, Json> = match serde_json::from_slice(&output.stdout) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("error: unexpected output from {}: {e}", python.display());
-            return 1;
-        }
-    };
-    let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
-    let conversion = convert(&settings, args.app.as_deref(), &cwd, &args.file);
     print!("{}", conversion.toml);
     if !conversion.notes.is_empty() {
         eprintln!(
@@ -81,6 +55,125 @@ pub fn run(args: &ImportArgs) -> u8 {
         eprintln!("  {note}");
     }
     0
+}
+
+/// Longest a gunicorn config file may take to run.
+const RUN_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Runs the gunicorn config `file` with `python` as gunicorn would and
+/// [`convert`]s what it sets. corral reads the file itself (under
+/// [`read_checked`]'s rule: it is code) and hands its bytes to Python.
+pub fn convert_file(file: &Path, app: Option<&str>, python: &Path) -> Result<Conversion, String> {
+    let source = read_checked(file)?;
+    let mut child = Command::new(python)
+        .arg("-c")
+        .arg(READ_CONF)
+        .arg(file)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .map_err(|e| {
+            format!(
+                "cannot run {} for {}: {e}; give the app's interpreter with --python",
+                python.display(),
+                file.display()
+            )
+        })?;
+    // Python reads all of stdin before it prints: write, then read stdout
+    // on a thread of its own while the clock runs.
+    if let Some(mut stdin) = child.stdin.take() {
+        let _ = stdin.write_all(&source);
+    }
+    let mut stdout = child.stdout.take().expect("piped");
+    let reader = std::thread::spawn(move || {
+        let mut out = Vec::new();
+        let _ = stdout.read_to_end(&mut out);
+        out
+    });
+    let deadline = Instant::now() + RUN_TIMEOUT;
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break status,
+            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(10)),
+            Ok(None) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(format!(
+                    "{} did not finish running within {} s",
+                    file.display(),
+                    RUN_TIMEOUT.as_secs()
+                ));
+            }
+            Err(e) => return Err(format!("cannot wait for {}: {e}", python.display())),
+        }
+    };
+    let stdout = reader.join().unwrap_or_default();
+    if !status.success() {
+        return Err(format!(
+            "{} did not run under {} ({status}); its traceback is above",
+            file.display(),
+            python.display()
+        ));
+    }
+    let settings: BTreeMap<String, Json> = serde_json::from_slice(&stdout)
+        .map_err(|e| format!("unexpected output from {}: {e}", python.display()))?;
+    let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
+    Ok(convert(&settings, app, &cwd, file))
+}
+
+/// The bytes of a gunicorn config file, which is code corral will run: it
+/// must belong to corral's user or root and be writable by no one else,
+/// and in a folder another user may change it must not be a symlink.
+fn read_checked(file: &Path) -> Result<Vec<u8>, String> {
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+    let dir = match file.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let shared = crate::private_fs::not_private(dir, false);
+    let mut options = std::fs::OpenOptions::new();
+    options.read(true);
+    if shared.is_some() {
+        options.custom_flags(libc::O_NOFOLLOW);
+    }
+    let mut f = options.open(file).map_err(|e| match e.raw_os_error() {
+        Some(libc::ELOOP) => format!(
+            "refusing {}: it is a symlink in a folder another user may change ({}); give the real path",
+            file.display(),
+            shared.as_deref().unwrap_or("")
+        ),
+        _ => format!("cannot read {}: {e}", file.display()),
+    })?;
+    let meta = f
+        .metadata()
+        .map_err(|e| format!("cannot inspect {}: {e}", file.display()))?;
+    if !meta.is_file() {
+        return Err(format!("{} is not a file", file.display()));
+    }
+    let me = nix::unistd::geteuid().as_raw();
+    let convert = format!(
+        "or convert it once with `corral import-gunicorn {} > corral.toml` and read that",
+        file.display()
+    );
+    if meta.uid() != me && meta.uid() != 0 {
+        return Err(format!(
+            "refusing to run {}: it belongs to uid {}, who could make corral (uid {me}) run any code; chown it to corral's user or root, {convert}",
+            file.display(),
+            meta.uid()
+        ));
+    }
+    if meta.mode() & 0o022 != 0 {
+        return Err(format!(
+            "refusing to run {}: group or others may write to it (mode {:04o}), and it is code; chmod go-w it, {convert}",
+            file.display(),
+            meta.mode() & 0o7777
+        ));
+    }
+    let mut source = Vec::new();
+    f.read_to_end(&mut source)
+        .map_err(|e| format!("cannot read {}: {e}", file.display()))?;
+    Ok(source)
 }
 
 /// A converted file: the TOML text, and a line for each setting it could

@@ -8,7 +8,10 @@ import os
 import sys
 import types
 
+# The file's path (for __file__ and tracebacks); its bytes come on stdin,
+# read by corral, which checked who may change them.
 path = sys.argv[1]
+source = sys.stdin.buffer.read()
 out = sys.stdout
 sys.stdout = sys.stderr
 namespace = {
@@ -18,8 +21,6 @@ namespace = {
     "__doc__": None,
     "__package__": None,
 }
-with open(path, "rb") as f:
-    source = f.read()
 exec(compile(source, path, "exec"), namespace)
 settings = {}
 for name, value in namespace.items():

@@ -7,7 +7,7 @@
 pub const SETTINGS: &[(&str, &str)] = &[
     (
         "config",
-        "`-c corral.toml`; `corral import-gunicorn gunicorn.conf.py` converts the file",
+        "`-c corral.toml`, or `-c gunicorn.conf.py` (run and converted at start, as `corral import-gunicorn` does; `./gunicorn.conf.py` is read when there is no `./corral.toml`)",
     ),
     ("wsgi_app", "`APP` argument, `[app] module`"),
     (

@@ -774,3 +774,75 @@ fn check_config_umask_and_the_flags_for_what_corral_always_does() {
         );
     }
 }
+
+const CONF_APP: &str = r#"
+import os
+
+def app(environ, start_response):
+    body = os.environ.get("FROM_CONF", "-").encode()
+    start_response("200 OK", [("Content-Length", str(len(body)))])
+    return [body]
+"#;
+
+/// A gunicorn.conf.py as projects keep them: settings, a computed value,
+/// a server hook corral cannot run, a print.
+const GUNICORN_CONF: &str = r#"
+import multiprocessing
+workers = min(2, multiprocessing.cpu_count() * 2 + 1)
+raw_env = ["FROM_CONF=gunicorn.conf.py"]
+timeout = 120
+def post_fork(server, worker):
+    pass
+print("the config ran")
+"#;
+
+#[test]
+fn a_gunicorn_conf_py_in_the_folder_is_read_as_gunicorn_reads_it() {
+    let app = AppDir::new(&[("app.py", CONF_APP), ("gunicorn.conf.py", GUNICORN_CONF)]);
+    // `corral app:app` where `gunicorn app:app` ran: its two workers and
+    // its environment, with the hook named as not carried over.
+    let c = Corral::start(app.path(), &["app:app"], 2);
+    assert_eq!(c.get("/").text(), "gunicorn.conf.py");
+    let log = c.log.text();
+    assert!(
+        log.contains("read gunicorn's gunicorn.conf.py as gunicorn would"),
+        "{log}"
+    );
+    assert!(
+        log.contains("gunicorn.conf.py: not carried over: post_fork: is a function"),
+        "{log}"
+    );
+    assert!(log.contains("the config ran"), "{log}");
+    drop(c);
+    // A corral.toml beside it wins, as -c does.
+    std::fs::write(app.path().join("corral.toml"), "[workers]\ncount = 1\n").unwrap();
+    let c = Corral::start(app.path(), &["app:app"], 1);
+    assert_eq!(c.get("/").text(), "-");
+    assert!(
+        !c.log.text().contains("read gunicorn's"),
+        "{}",
+        c.log.text()
+    );
+}
+
+#[test]
+fn a_gunicorn_config_given_with_c_is_run_and_its_bind_used() {
+    let port = compare::free_port();
+    let conf = format!("{GUNICORN_CONF}\nbind = \"127.0.0.1:{port}\"\n");
+    let app = AppDir::new(&[("app.py", CONF_APP), ("prod_conf.py", &conf)]);
+    let c = Corral::start(app.path(), &["app:app", "-c", "prod_conf.py"], 2);
+    assert_eq!(c.addr, format!("127.0.0.1:{port}"));
+    assert_eq!(c.get("/").text(), "gunicorn.conf.py");
+    drop(c);
+    // It is code: one that another user could change is not run.
+    let path = app.path().join("prod_conf.py");
+    std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o666)).unwrap();
+    let (code, _, stderr) = run_to_exit(app.path(), &["app:app", "-c", "prod_conf.py"]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr
+            .contains("refusing to run prod_conf.py: group or others may write to it (mode 0666)"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("the config ran"), "{stderr}");
+}
