@@ -135,6 +135,18 @@ fn main() -> ExitCode {
     for warning in &cfg.warnings {
         tracing::warn!("{warning}");
     }
+    // A root corral runs the commands its config names ([hooks], the
+    // rollback hook, the interpreter): a file someone else can change is
+    // a way to root.
+    if nix::unistd::geteuid().is_root()
+        && let Some(path) = &cfg.source
+        && let Some(who) = private_fs::changeable_by_others(path)
+    {
+        tracing::warn!(
+            "{}: {who}, so someone besides root can change what corral, running as root, runs (its [hooks], the rollback hook, the interpreter); make the file and its folder root's and writable by no one else",
+            path.display()
+        );
+    }
     if std::env::var_os("GUNICORN_CMD_ARGS").is_some() {
         tracing::warn!(
             "GUNICORN_CMD_ARGS is set but corral does not read it: give those flags to corral, \

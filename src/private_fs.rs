@@ -47,6 +47,27 @@ pub fn not_private_to(dir: &Path, sticky_ok: bool, also: Option<u32>) -> Option<
     None
 }
 
+/// Who besides corral's user and root may change the file at `path`, if
+/// anyone: its owner, group or others by its mode, or whoever may write
+/// to its folder. `None` when only corral's user or root can (or when it
+/// cannot be inspected: opening it reports that).
+pub fn changeable_by_others(path: &Path) -> Option<String> {
+    let meta = std::fs::metadata(path).ok()?;
+    let me = nix::unistd::geteuid().as_raw();
+    if meta.uid() != me && meta.uid() != 0 {
+        return Some(format!("it belongs to uid {}", meta.uid()));
+    }
+    let mode = meta.mode() & 0o777;
+    if mode & 0o022 != 0 {
+        return Some(format!("group or others may write to it (mode {mode:04o})"));
+    }
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    not_private(dir, false).map(|why| format!("its folder {}: {why}", dir.display()))
+}
+
 /// Creates `dir` (and any missing parent) with `mode`, as a new folder
 /// only: a parent that exists is left as it is.
 pub fn create_dir(dir: &Path, mode: u32) -> std::io::Result<()> {

@@ -2,7 +2,7 @@
 //! where the problem is (file, line, key) and how to fix it. Also: `--help`
 //! documents every flag.
 
-use crate::common::python;
+use crate::common::{python, require_root};
 
 use std::io::Read;
 use std::path::Path;
@@ -734,4 +734,34 @@ fn an_address_in_use_names_the_file_line_and_key() {
         ],
     );
     drop(taken);
+}
+
+#[test]
+fn a_config_file_others_can_change_is_warned_about_as_root() {
+    if !require_root("the warning is for a corral running as root") {
+        return;
+    }
+    let dir = dir_with("corral.toml", "[app]\nmodule = \"app:app\"\n");
+    std::fs::write(
+        dir.path().join("app.py"),
+        "def app(environ, start_response):\n    start_response('200 OK', [])\n    return [b'']\n",
+    )
+    .unwrap();
+    let python = python();
+    let args = ["check", "-c", "corral.toml", "--python", &python];
+    let warning = "so someone besides root can change what corral, running as root, runs";
+    let out = corral(dir.path(), &args);
+    assert!(out.status.success(), "{}", out.stderr);
+    assert!(!out.stderr.contains(warning), "{}", out.stderr);
+    let path = dir.path().join("corral.toml");
+    std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o666)).unwrap();
+    let out = corral(dir.path(), &args);
+    assert!(out.status.success(), "{}", out.stderr);
+    assert!(
+        out.stderr.contains(&format!(
+            "corral.toml: group or others may write to it (mode 0666), {warning}"
+        )),
+        "{}",
+        out.stderr
+    );
 }
