@@ -99,27 +99,9 @@ fn folder(path: &Path) -> &Path {
 /// Opens `path` for appending, created mode 0640, under the module's rule.
 fn open_append(path: &Path) -> Result<File, String> {
     let dir = folder(path);
-    let shared = private_fs::not_private(dir, false);
     let mut options = std::fs::OpenOptions::new();
     options.append(true).create(true).mode(0o640);
-    if shared.is_some() {
-        options.custom_flags(libc::O_NOFOLLOW | libc::O_NOCTTY);
-    }
-    let file = options.open(path).map_err(|e| match e.raw_os_error() {
-        Some(libc::ELOOP) => format!(
-            "cannot open {}: it is a symlink in a folder another user may change ({}); \
-             give the real path, or use a folder only corral's user or root can write to",
-            path.display(),
-            shared.as_deref().unwrap_or("")
-        ),
-        _ => format!("cannot open {}: {e}", path.display()),
-    })?;
-    let meta = file
-        .metadata()
-        .map_err(|e| format!("cannot inspect {}: {e}", path.display()))?;
-    if !meta.is_file() {
-        return Err(format!("{} is not a regular file", path.display()));
-    }
+    let (file, meta, shared) = private_fs::open_unfollowed(path, &mut options)?;
     if let Some(why) = shared {
         let me = nix::unistd::geteuid().as_raw();
         let dir_owner = std::fs::metadata(dir).map(|m| m.uid()).ok();

@@ -47,6 +47,42 @@ pub fn not_private_to(dir: &Path, sticky_ok: bool, also: Option<u32>) -> Option<
     None
 }
 
+/// Opens `path` with `options`, adding `O_NOFOLLOW` when its folder is
+/// one another user may change (so that no one can point corral at a file
+/// elsewhere), and checks that what opened is a regular file. Returns the
+/// file, its metadata and, for such a folder, why it is not private (the
+/// caller's own checks on the file's owner depend on it).
+pub fn open_unfollowed(
+    path: &Path,
+    options: &mut std::fs::OpenOptions,
+) -> Result<(std::fs::File, std::fs::Metadata, Option<String>), String> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let shared = not_private(dir, false);
+    if shared.is_some() {
+        options.custom_flags(libc::O_NOFOLLOW | libc::O_NOCTTY);
+    }
+    let file = options.open(path).map_err(|e| match e.raw_os_error() {
+        Some(libc::ELOOP) => format!(
+            "cannot open {}: it is a symlink in a folder another user may change ({}); \
+             give the real path, or use a folder only corral's user or root can write to",
+            path.display(),
+            shared.as_deref().unwrap_or("")
+        ),
+        _ => format!("cannot open {}: {e}", path.display()),
+    })?;
+    let meta = file
+        .metadata()
+        .map_err(|e| format!("cannot inspect {}: {e}", path.display()))?;
+    if !meta.is_file() {
+        return Err(format!("{} is not a regular file", path.display()));
+    }
+    Ok((file, meta, shared))
+}
+
 /// Who besides corral's user and root may change the file at `path`, if
 /// anyone: its owner, group or others by its mode, or whoever may write
 /// to its folder. `None` when only corral's user or root can (or when it

@@ -126,31 +126,9 @@ pub fn convert_file(file: &Path, app: Option<&str>, python: &Path) -> Result<Con
 /// must belong to corral's user or root and be writable by no one else,
 /// and in a folder another user may change it must not be a symlink.
 fn read_checked(file: &Path) -> Result<Vec<u8>, String> {
-    use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
-    let dir = match file.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
-    let shared = crate::private_fs::not_private(dir, false);
-    let mut options = std::fs::OpenOptions::new();
-    options.read(true);
-    if shared.is_some() {
-        options.custom_flags(libc::O_NOFOLLOW);
-    }
-    let mut f = options.open(file).map_err(|e| match e.raw_os_error() {
-        Some(libc::ELOOP) => format!(
-            "refusing {}: it is a symlink in a folder another user may change ({}); give the real path",
-            file.display(),
-            shared.as_deref().unwrap_or("")
-        ),
-        _ => format!("cannot read {}: {e}", file.display()),
-    })?;
-    let meta = f
-        .metadata()
-        .map_err(|e| format!("cannot inspect {}: {e}", file.display()))?;
-    if !meta.is_file() {
-        return Err(format!("{} is not a file", file.display()));
-    }
+    use std::os::unix::fs::MetadataExt;
+    let (mut f, meta, _) =
+        crate::private_fs::open_unfollowed(file, std::fs::OpenOptions::new().read(true))?;
     let me = nix::unistd::geteuid().as_raw();
     let convert = format!(
         "or convert it once with `corral import-gunicorn {} > corral.toml` and read that",

@@ -493,15 +493,11 @@ fn import_gunicorn_reports_a_file_that_does_not_run() {
     assert!(stderr.contains("gunicorn.conf.py did not run"), "{stderr}");
 }
 
-/// Every setting of the installed gunicorn's reference is in the README's
-/// migration table and in `corral import-gunicorn`'s list.
-#[test]
-fn the_migration_table_lists_every_gunicorn_setting() {
+/// What `script` prints about the installed gunicorn's settings (with
+/// `gunicorn.config` imported as `c`).
+fn gunicorn_says(script: &str) -> String {
     let out = Command::new(python())
-        .args([
-            "-c",
-            "import gunicorn.config as c; print('\\n'.join(s.name for s in c.KNOWN_SETTINGS))",
-        ])
+        .args(["-c", &format!("import gunicorn.config as c\n{script}")])
         .output()
         .expect("run python");
     assert!(
@@ -509,7 +505,14 @@ fn the_migration_table_lists_every_gunicorn_setting() {
         "gunicorn must be installed for this test (./test.sh installs it): {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let names = String::from_utf8(out.stdout).unwrap();
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// Every setting of the installed gunicorn's reference is in the README's
+/// migration table and in `corral import-gunicorn`'s list.
+#[test]
+fn the_migration_table_lists_every_gunicorn_setting() {
+    let names = gunicorn_says("print('\\n'.join(s.name for s in c.KNOWN_SETTINGS))");
     let names: Vec<&str> = names.lines().collect();
     assert!(names.len() > 50, "{names:?}");
     let readme = std::fs::read_to_string(repo("README.md")).unwrap();
@@ -671,22 +674,11 @@ fn timeout_0_is_no_limit_and_keep_alive_0_closes_each_connection() {
 /// with a bare "unexpected argument".
 #[test]
 fn every_gunicorn_flag_is_taken_or_refused_with_its_reason() {
-    let out = Command::new(python())
-        .args([
-            "-c",
-            "import gunicorn.config as c\n\
-             for s in c.KNOWN_SETTINGS:\n\
-             \x20   for f in s.cli or []:\n\
-             \x20       print(s.name, f, getattr(s, 'action', None) in ('store_true', 'store_const'))",
-        ])
-        .output()
-        .expect("run python");
-    assert!(
-        out.status.success(),
-        "gunicorn must be installed for this test (./test.sh installs it): {}",
-        String::from_utf8_lossy(&out.stderr)
+    let flags = gunicorn_says(
+        "for s in c.KNOWN_SETTINGS:\n\
+         \x20   for f in s.cli or []:\n\
+         \x20       print(s.name, f, getattr(s, 'action', None) in ('store_true', 'store_const'))",
     );
-    let flags = String::from_utf8(out.stdout).unwrap();
     assert!(flags.lines().count() > 80, "{flags}");
     let (mut taken, mut refused) = (0, 0);
     for line in flags.lines() {
