@@ -147,10 +147,9 @@ fn main() -> ExitCode {
             path.display()
         );
     }
-    if std::env::var_os("GUNICORN_CMD_ARGS").is_some() {
-        tracing::warn!(
-            "GUNICORN_CMD_ARGS is set but corral does not read it: give those flags to corral, \
-             or set them in corral.toml (`corral import-gunicorn` converts a gunicorn.conf.py)"
+    if let Ok(text) = std::env::var("GUNICORN_CMD_ARGS") {
+        tracing::info!(
+            "GUNICORN_CMD_ARGS read as gunicorn reads it (the command line's flags win): {text}"
         );
     }
     for (flag, why) in args.gunicorn_no_ops() {

@@ -398,16 +398,58 @@ fn worker_classes_map_to_interfaces_and_the_rest_is_refused_with_advice() {
     }
 }
 
+const ENV_APP: &str = r#"
+import os
+
+def app(environ, start_response):
+    body = os.environ.get("FROM", "-").encode()
+    start_response("200 OK", [("Content-Length", str(len(body)))])
+    return [body]
+"#;
+
 #[test]
-fn gunicorn_cmd_args_is_not_read_and_says_so() {
-    let app = AppDir::new(&[("app.py", APP)]);
-    let c = Corral::spawn(app.path(), &["app:app"], &[("GUNICORN_CMD_ARGS", "-w 3")]);
-    let line = c
-        .log
-        .wait_for("GUNICORN_CMD_ARGS", Duration::from_secs(20))
-        .expect("a warning about GUNICORN_CMD_ARGS");
-    assert!(line.contains("does not read it"), "{line}");
+fn gunicorn_cmd_args_is_read_below_the_command_line() {
+    let app = AppDir::new(&[("app.py", ENV_APP)]);
+    // As Heroku's docs set it: gunicorn's flags, quoted as a shell would.
+    let env = [(
+        "GUNICORN_CMD_ARGS",
+        "--workers=3 --env 'FROM=cmd args' --timeout 90 --bind=127.0.0.1:1 ignored:app",
+    )];
+    let mut c = Corral::spawn(app.path(), &["app:app"], &env);
+    c.wait_listening();
+    c.wait_in_service(3);
+    assert_eq!(c.get("/").text(), "cmd args");
+    // The command line's own -b won over the variable's.
+    assert_ne!(c.addr, "127.0.0.1:1");
+    assert!(
+        c.log
+            .text()
+            .contains("GUNICORN_CMD_ARGS read as gunicorn reads it"),
+        "{}",
+        c.log.text()
+    );
+    drop(c);
+    // A flag on the command line wins over the variable's.
+    let mut c = Corral::spawn(app.path(), &["app:app", "--workers", "1"], &env);
+    c.wait_listening();
     c.wait_in_service(1);
+    assert!(!c.log.text().contains("all 3 workers"), "{}", c.log.text());
+    drop(c);
+    // A gunicorn flag corral does not take is refused with its reason.
+    let mut c = Corral::spawn(
+        app.path(),
+        &["app:app"],
+        &[("GUNICORN_CMD_ARGS", "--daemon --workers 2")],
+    );
+    let status = c.wait_exit(Duration::from_secs(10)).expect("corral exits");
+    assert_eq!(status.code(), Some(2));
+    assert!(
+        c.log
+            .text()
+            .contains("GUNICORN_CMD_ARGS: corral does not take gunicorn's --daemon (`daemon`)"),
+        "{}",
+        c.log.text()
+    );
 }
 
 const CONF: &str = r#"
