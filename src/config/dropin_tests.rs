@@ -1,7 +1,7 @@
 //! Unit tests of what makes corral a drop-in where gunicorn runs: the
 //! workers' environment (`app.env_allow`, the deprecated `app.pass_env`),
 //! `$PORT`, `$WEB_CONCURRENCY`, `workers = "auto"`, app factories,
-//! `app.root_path`, `app.proc_name` and flags set from the environment.
+//! `app.root_path`, `app.proc_name`, `$FORWARDED_ALLOW_IPS` and flags set from the environment.
 
 use std::path::Path;
 
@@ -351,4 +351,43 @@ fn proc_name_from_the_flag_or_the_file_and_checked() {
         ..app()
     };
     assert!(problems("", &args).contains("keep it to 64"));
+}
+
+#[test]
+fn forwarded_allow_ips_from_the_environment_below_the_flag_and_the_file() {
+    let allow = |text: &str, args: &Overrides, var: Option<&str>| {
+        let env = Env {
+            forwarded_allow_ips: var.map(str::to_owned),
+            ..env()
+        };
+        with_env(text, args, &env).map(|c| c.server.forwarded_allow_ips.clone())
+    };
+    let ip = |s: &str| s.parse::<std::net::IpAddr>().unwrap();
+    // gunicorn's and uvicorn's variable, as in a container behind an ingress.
+    let from_env = allow("", &app(), Some("*")).unwrap();
+    assert!(from_env.allows(ip("10.1.2.3")));
+    let from_env = allow("", &app(), Some("10.0.0.0/8, 192.168.1.1")).unwrap();
+    assert!(from_env.allows(ip("10.1.2.3")) && !from_env.allows(ip("127.0.0.1")));
+    // The file's key and the flag win.
+    let file = "[server]\nforwarded_allow_ips = [\"192.168.0.0/16\"]\n";
+    assert!(
+        !allow(file, &app(), Some("*"))
+            .unwrap()
+            .allows(ip("10.1.2.3"))
+    );
+    let args = Overrides {
+        forwarded_allow_ips: Some("172.16.0.1".into()),
+        ..app()
+    };
+    let flag = allow("", &args, Some("*")).unwrap();
+    assert!(flag.allows(ip("172.16.0.1")) && !flag.allows(ip("10.1.2.3")));
+    // Unset: the default, loopback.
+    assert!(allow("", &app(), None).unwrap().allows(ip("127.0.0.1")));
+    let err = allow("", &app(), Some("10.0.0.0/99"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.starts_with("FORWARDED_ALLOW_IPS (environment): "),
+        "{err}"
+    );
 }

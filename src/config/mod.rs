@@ -221,6 +221,9 @@ struct Env {
     web_concurrency: Option<String>,
     /// `$SCRIPT_NAME`: the default `app.root_path` when set (gunicorn).
     script_name: Option<String>,
+    /// `$FORWARDED_ALLOW_IPS`: the default `server.forwarded_allow_ips`
+    /// when set (gunicorn and uvicorn).
+    forwarded_allow_ips: Option<String>,
     /// The CPUs for `workers.count = "auto"`, with the reason.
     usable_cpus: crate::cpus::Usable,
 }
@@ -261,6 +264,7 @@ impl Env {
             port: var("PORT"),
             web_concurrency: var("WEB_CONCURRENCY"),
             script_name: var("SCRIPT_NAME"),
+            forwarded_allow_ips: var("FORWARDED_ALLOW_IPS"),
             usable_cpus,
         }
     }

@@ -229,7 +229,7 @@ pub struct Overrides {
     /// (a reverse proxy), separated with commas: IP addresses, networks like
     /// 10.0.0.0/8, or * for any peer; "" trusts nobody. Unix socket
     /// connections are always trusted [toml: server.forwarded_allow_ips]
-    /// [default: 127.0.0.1,::1]
+    /// [default: $FORWARDED_ALLOW_IPS when set, else 127.0.0.1,::1]
     #[arg(long, value_name = "LIST", env = "CORRAL_FORWARDED_ALLOW_IPS")]
     pub forwarded_allow_ips: Option<String>,
 

@@ -324,7 +324,9 @@ section! {
         /// ("::ffff:127.0.0.1") matches the IPv4 entries. [] trusts nobody.
         /// Connections on Unix sockets are always trusted: only local processes
         /// that the socket's file permissions let in can connect, as with a
-        /// proxy on a Unix socket. Default ["127.0.0.1", "::1"].
+        /// proxy on a Unix socket. Default: $FORWARDED_ALLOW_IPS when set (a
+        /// comma-separated list, as gunicorn and uvicorn read it), else
+        /// ["127.0.0.1", "::1"].
         forwarded_allow_ips: Option<Spanned<Vec<Spanned<String>>>>;
         /// The PROXY protocol (HAProxy's; gunicorn's `proxy_protocol`): "off",
         /// "v1" (the text header), "v2" (the binary one) or "auto" (either). A

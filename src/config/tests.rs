@@ -17,6 +17,7 @@ pub(super) fn env() -> Env {
         port: None,
         web_concurrency: None,
         script_name: None,
+        forwarded_allow_ips: None,
         usable_cpus: crate::cpus::Usable {
             count: 4,
             why: "affinity mask: 4 CPUs".into(),

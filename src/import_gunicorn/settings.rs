@@ -115,7 +115,7 @@ pub const SETTINGS: &[(&str, &str)] = &[
     ),
     (
         "forwarded_allow_ips",
-        "`--forwarded-allow-ips`, `[server] forwarded_allow_ips` (also sets the client address from `X-Forwarded-For`)",
+        "`--forwarded-allow-ips`, `[server] forwarded_allow_ips`, default `$FORWARDED_ALLOW_IPS` when set, as gunicorn reads it (also sets the client address from `X-Forwarded-For`)",
     ),
     (
         "accesslog",

@@ -2,7 +2,8 @@
 //! environment, `$PORT` and `$WEB_CONCURRENCY` are honoured, every flag can
 //! be set as `CORRAL_<FLAG>`, `workers = "auto"` counts the CPUs the process
 //! may use, app factories are called (with literal arguments only), and
-//! `--root-path` reaches WSGI and ASGI apps as their frameworks expect.
+//! `--root-path` reaches WSGI and ASGI apps as their frameworks expect, and
+//! `$FORWARDED_ALLOW_IPS` is the default list of trusted proxies.
 
 use crate::common::*;
 
@@ -575,4 +576,37 @@ fn root_path_for_asgi_is_in_the_scope_as_uvicorn_puts_it() {
         assert_eq!(json["root_path"], "/api", "{path}");
         assert_eq!(json["path"], "/api/items/3", "{path}");
     }
+}
+
+/// gunicorn's and uvicorn's `$FORWARDED_ALLOW_IPS`: the default list of
+/// trusted proxies, below `--forwarded-allow-ips` and the file.
+#[test]
+fn forwarded_allow_ips_from_the_environment_as_gunicorn_reads_it() {
+    let scheme_app = "def app(environ, start_response):\n    \
+        body = environ['wsgi.url_scheme'].encode()\n    \
+        start_response('200 OK', [('Content-Length', str(len(body)))])\n    \
+        return [body]\n";
+    let app = AppDir::new(&[("main.py", scheme_app)]);
+    let scheme = |env: &[(&str, &str)]| {
+        let mut c = spawn(app.path(), &[], &["main:app", "-b", "127.0.0.1:0"], env);
+        c.wait_listening();
+        c.wait_in_service(1);
+        let r = request(&c.addr, "GET", "/", &[("X-Forwarded-Proto", "https")], b"");
+        assert_eq!(r.status, 200, "{}", r.text());
+        r.text()
+    };
+    // By default the loopback proxy is trusted...
+    assert_eq!(scheme(&[]), "https");
+    // ...and with the variable only the peers it names are: none here, and
+    // a network that holds 127.0.0.1.
+    assert_eq!(scheme(&[("FORWARDED_ALLOW_IPS", "10.0.0.1")]), "http");
+    assert_eq!(scheme(&[("FORWARDED_ALLOW_IPS", "127.0.0.0/8")]), "https");
+    // The flag wins over it.
+    assert_eq!(
+        scheme(&[
+            ("FORWARDED_ALLOW_IPS", "10.0.0.1"),
+            ("CORRAL_FORWARDED_ALLOW_IPS", "*")
+        ]),
+        "https"
+    );
 }
