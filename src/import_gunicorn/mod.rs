@@ -320,7 +320,11 @@ pub fn convert(
             "bind" => {
                 let mut addrs = Vec::new();
                 for a in list(v) {
-                    match bind(&a, cwd) {
+                    // Checked as corral will read it: a host name other
+                    // than localhost, say, is named here, not at start.
+                    let checked = bind(&a, cwd)
+                        .and_then(|b| crate::config::BindAddr::gunicorn(&b).map(|_| b));
+                    match checked {
                         Ok(b) => addrs.push(Value::String(b)),
                         Err(why) => out.note(name, format!("{a}: {why}")),
                     }
@@ -692,6 +696,15 @@ mod tests {
         assert_eq!(parsed["log"]["statsd_host"].as_str(), Some("stats:9125"));
         assert_eq!(parsed["log"]["statsd_prefix"].as_str(), Some("web"));
         assert_eq!(parsed["log"]["dogstatsd_tags"].as_str(), Some("env:prod"));
+        let c = convert_json(r#"{"bind": ["app.example:80", "127.0.0.1"]}"#);
+        assert!(c.toml.contains("bind = [\"127.0.0.1:8000\"]"), "{}", c.toml);
+        assert!(
+            c.notes
+                .iter()
+                .any(|n| n.starts_with("bind: app.example:80: invalid bind address")),
+            "{:?}",
+            c.notes
+        );
         let c = convert_json(r#"{"proc_name": "shop"}"#);
         assert!(c.toml.contains("proc_name = \"shop\""), "{}", c.toml);
         let c = convert_json(r#"{"statsd_host": "unix:dd.sock"}"#);
