@@ -207,12 +207,18 @@ async fn run(
             return EXIT_CONFIG;
         }
     };
+    // gunicorn's -m/--umask and -u/-g apply to the app's Unix sockets.
+    let unix_access = front::listeners::UnixAccess {
+        mode: cfg.workers.limits.umask.map(|m| 0o777 & !m),
+        owner: cfg.workers.identity.as_ref().map(|i| (i.uid, i.gid)),
+    };
     let listeners = match front::listeners::Listeners::open(
         &cfg.server.bind,
         &cfg.server.insecure_bind,
         cfg.server.backlog,
         cfg.health.status_bind.as_ref(),
         &inherited,
+        &unix_access,
     ) {
         Ok(l) => l,
         Err(e) => {
@@ -225,6 +231,24 @@ async fn run(
             "socket activation: serving on {} inherited socket(s)",
             listeners.server.len()
         );
+    }
+    // A proxy that runs as another user (nginx's www-data) cannot connect
+    // to a socket only its owner may write to: say how gunicorn users open
+    // it.
+    for bind in cfg.server.bind.iter().chain(&cfg.server.insecure_bind) {
+        use std::os::unix::fs::MetadataExt;
+        if let config::BindAddr::Unix(path) = &bind.addr
+            && let Ok(meta) = std::fs::metadata(path)
+            && meta.mode() & 0o022 == 0
+        {
+            tracing::info!(
+                "unix:{} is mode {:04o}, owner uid {} gid {}: only they may connect; for a proxy running as another user (nginx), give its group as with gunicorn: -g GROUP -m 007",
+                path.display(),
+                meta.mode() & 0o777,
+                meta.uid(),
+                meta.gid()
+            );
+        }
     }
     // Removed when `run` returns, by whichever path.
     let _pid_file = match cfg.server.pid_file.as_deref().map(logfile::PidFile::create) {

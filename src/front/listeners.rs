@@ -180,6 +180,7 @@ impl Listeners {
         backlog: u32,
         status_bind: Option<&Bind>,
         inherited: &Inherited,
+        access: &UnixAccess,
     ) -> Result<Listeners, BindError> {
         if let Some(listeners) = Self::activated(inherited, insecure) {
             return Ok(listeners);
@@ -198,7 +199,7 @@ impl Listeners {
             );
         for (bind, role, insecure) in roles {
             let key = key(bind, &role);
-            let listener = adopt_or_bind(bind, backlog, &key, inherited)?;
+            let listener = adopt_or_bind(bind, backlog, &key, inherited, access)?;
             handover.push((key, listener.raw_fd()));
             server.push(AppListener {
                 listener,
@@ -210,7 +211,13 @@ impl Listeners {
             None => None,
             Some(bind) => {
                 let key = key(bind, "status");
-                let listener = adopt_or_bind(bind, STATUS_BACKLOG, &key, inherited)?;
+                let listener = adopt_or_bind(
+                    bind,
+                    STATUS_BACKLOG,
+                    &key,
+                    inherited,
+                    &UnixAccess::default(),
+                )?;
                 handover.push((key, listener.raw_fd()));
                 Some(listener)
             }
@@ -300,11 +307,22 @@ fn key(bind: &Bind, role: &str) -> String {
 }
 
 /// The socket a USR2 parent handed down under `key`, else `bind` bound.
+/// Who may connect to the app's Unix sockets, as gunicorn sets them up:
+/// mode `0777 & !umask` when gunicorn's `-m/--umask` is given (else 0666
+/// under corral's umask), owned by the workers' user and group when
+/// `-u`/`-g` are given (else by corral's).
+#[derive(Debug, Clone, Default)]
+pub struct UnixAccess {
+    pub mode: Option<u32>,
+    pub owner: Option<(u32, u32)>,
+}
+
 fn adopt_or_bind(
     bind: &Bind,
     backlog: u32,
     key: &str,
     inherited: &Inherited,
+    access: &UnixAccess,
 ) -> Result<Listener, BindError> {
     let unix_path = match &bind.addr {
         BindAddr::Tcp(_) => None,
@@ -317,11 +335,11 @@ fn adopt_or_bind(
     {
         return Ok(l);
     }
-    bind_one(bind, backlog)
+    bind_one(bind, backlog, access)
 }
 
 /// Binds `bind` (a stale Unix socket file is replaced).
-fn bind_one(bind: &Bind, backlog: u32) -> Result<Listener, BindError> {
+fn bind_one(bind: &Bind, backlog: u32, access: &UnixAccess) -> Result<Listener, BindError> {
     let err = |source| BindError::Listen {
         addr: match &bind.addr {
             BindAddr::Tcp(a) => a.to_string(),
@@ -365,9 +383,14 @@ fn bind_one(bind: &Bind, backlog: u32) -> Result<Listener, BindError> {
                     let _ = std::fs::remove_file(path);
                 }
             }
-            // The mode it always had (0666 under the umask), set only once
-            // bound: in between nobody else may connect.
-            let std = crate::private_fs::bind_unix(path, crate::private_fs::default_mode())
+            // Its owner and mode set only once bound: in between nobody
+            // else may connect. lchown: the path is not followed.
+            let mode = access.mode.unwrap_or_else(crate::private_fs::default_mode);
+            let std = crate::private_fs::bind_unix(path, 0o600).map_err(err)?;
+            if let Some((uid, gid)) = access.owner {
+                std::os::unix::fs::lchown(path, Some(uid), Some(gid)).map_err(err)?;
+            }
+            std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(mode))
                 .map_err(err)?;
             std.set_nonblocking(true).map_err(err)?;
             Ok(Listener::Unix(
@@ -438,7 +461,15 @@ mod tests {
     async fn binds_each_address_under_a_key_of_its_role_and_address() {
         let binds = [tcp("127.0.0.1:0"), tcp("127.0.0.1:0")];
         let status = tcp("127.0.0.1:0");
-        let l = Listeners::open(&binds, &[], 16, Some(&status), &Inherited::default()).unwrap();
+        let l = Listeners::open(
+            &binds,
+            &[],
+            16,
+            Some(&status),
+            &Inherited::default(),
+            &UnixAccess::default(),
+        )
+        .unwrap();
         assert!(!l.activated);
         assert_eq!(l.server.len(), 2);
         assert_ne!(port(&l.server[0]), port(&l.server[1]));
@@ -465,7 +496,7 @@ mod tests {
             ..Inherited::default()
         };
         let binds = [tcp("127.0.0.1:0"), tcp("127.0.0.1:0")];
-        let l = Listeners::open(&binds, &[], 16, None, &inherited).unwrap();
+        let l = Listeners::open(&binds, &[], 16, None, &inherited, &UnixAccess::default()).unwrap();
         // The first address has no socket handed down: bound anew.
         assert_ne!(port(&l.server[0]), handed_port);
         assert_eq!(port(&l.server[1]), handed_port);
@@ -481,7 +512,15 @@ mod tests {
             activated: vec![(web, "web".into()), (status, "status".into())],
             ..Inherited::default()
         };
-        let l = Listeners::open(&[tcp("127.0.0.1:0")], &[], 16, None, &inherited).unwrap();
+        let l = Listeners::open(
+            &[tcp("127.0.0.1:0")],
+            &[],
+            16,
+            None,
+            &inherited,
+            &UnixAccess::default(),
+        )
+        .unwrap();
         assert!(l.activated);
         assert_eq!(l.server.len(), 1);
         assert_eq!(port(&l.server[0]), web_port);
@@ -508,7 +547,15 @@ mod tests {
             parent: Some(1),
             ..Inherited::default()
         };
-        let l = Listeners::open(&[tcp("127.0.0.1:0")], &[], 16, None, &inherited).unwrap();
+        let l = Listeners::open(
+            &[tcp("127.0.0.1:0")],
+            &[],
+            16,
+            None,
+            &inherited,
+            &UnixAccess::default(),
+        )
+        .unwrap();
         assert!(l.activated);
         let ports: Vec<u16> = l.server.iter().map(port).collect();
         let handed: Vec<u16> = sockets.iter().map(|(_, port)| *port).collect();
@@ -520,10 +567,17 @@ mod tests {
     async fn a_taken_address_names_the_flag_that_set_it() {
         let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = taken.local_addr().unwrap().to_string();
-        let err = Listeners::open(&[tcp(&addr)], &[], 16, None, &Inherited::default())
-            .err()
-            .unwrap()
-            .to_string();
+        let err = Listeners::open(
+            &[tcp(&addr)],
+            &[],
+            16,
+            None,
+            &Inherited::default(),
+            &UnixAccess::default(),
+        )
+        .err()
+        .unwrap()
+        .to_string();
         assert!(
             err.starts_with(&format!("cannot listen on {addr} (set by --bind): ")),
             "{err}"
@@ -538,7 +592,15 @@ mod tests {
     async fn insecure_binds_follow_the_tls_ones_under_keys_of_their_own() {
         let binds = [tcp("127.0.0.1:0")];
         let insecure = [tcp("127.0.0.1:0"), tcp("127.0.0.1:0")];
-        let l = Listeners::open(&binds, &insecure, 16, None, &Inherited::default()).unwrap();
+        let l = Listeners::open(
+            &binds,
+            &insecure,
+            16,
+            None,
+            &Inherited::default(),
+            &UnixAccess::default(),
+        )
+        .unwrap();
         let plain: Vec<bool> = l.server.iter().map(|s| s.insecure).collect();
         assert_eq!(plain, [false, true, true]);
         let keys: Vec<String> = l.handover().into_iter().map(|(k, _)| k).collect();
@@ -562,7 +624,15 @@ mod tests {
             ..Inherited::default()
         };
         let insecure = [tcp(&format!("127.0.0.1:{plain_port}"))];
-        let l = Listeners::open(&[tcp("127.0.0.1:0")], &insecure, 16, None, &inherited).unwrap();
+        let l = Listeners::open(
+            &[tcp("127.0.0.1:0")],
+            &insecure,
+            16,
+            None,
+            &inherited,
+            &UnixAccess::default(),
+        )
+        .unwrap();
         assert!(l.activated);
         let plain: Vec<bool> = l.server.iter().map(|s| s.insecure).collect();
         assert_eq!(plain, [false, true]);

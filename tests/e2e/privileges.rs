@@ -168,3 +168,47 @@ fn workers_get_their_users_supplementary_groups() {
     assert_eq!(v["gid"], 65534, "{v}");
     assert_eq!(v["groups"], serde_json::json!([4242, 4243, 65534]), "{v}");
 }
+
+/// gunicorn's `-u`/`-g` and `-m/--umask` shape the app's Unix sockets too:
+/// the nginx set-up where the proxy reaches the socket through its group
+/// (`-u app -g www-data -m 007`).
+#[test]
+fn app_unix_sockets_belong_to_the_workers_user_and_take_gunicorns_umask() {
+    use std::os::unix::fs::MetadataExt;
+    let Some((app, c)) = start_as_root(
+        "[app]\nmodule = \"app:app\"\npython = \"/usr/bin/python3\"\n[server]\nbind = [\"127.0.0.1:0\", \"unix:app.sock\"]\n[workers]\ncount = 1\nuser = \"nobody\"\ngroup = \"nogroup\"\n[workers.limits]\numask = \"007\"\n",
+        1,
+    ) else {
+        return;
+    };
+    let sock = app.path().join("app.sock");
+    let meta = std::fs::metadata(&sock).unwrap();
+    assert_eq!(
+        (meta.uid(), meta.gid(), meta.mode() & 0o777),
+        (65534, 65534, 0o770)
+    );
+    // A proxy running in that group connects; a user outside it cannot.
+    let as_user = |user: &str, group: &str| {
+        std::process::Command::new("setpriv")
+            .args([
+                &format!("--reuid={user}"),
+                &format!("--regid={group}"),
+                "--clear-groups",
+                "curl",
+                "-s",
+                "--max-time",
+                "10",
+                "--unix-socket",
+            ])
+            .arg(&sock)
+            .arg("http://localhost/")
+            .output()
+            .expect("run setpriv and curl")
+    };
+    let proxy = as_user("daemon", "nogroup");
+    assert!(proxy.status.success(), "{proxy:?}");
+    assert!(String::from_utf8_lossy(&proxy.stdout).contains("\"uid\": 65534"));
+    let other = as_user("daemon", "daemon");
+    assert_eq!(other.status.code(), Some(7), "{other:?}");
+    drop(c);
+}
