@@ -95,8 +95,14 @@ pub const SETTINGS: &[(&str, &str)] = &[
         "worker_tmp_dir",
         "accepted and ignored (`--worker-tmp-dir`): workers send heartbeats over their channel, not through a file",
     ),
-    ("user", "`-u/--user`, `[workers] user` (also the owner of the app's Unix sockets, as under gunicorn)"),
-    ("group", "`-g/--group`, `[workers] group` (also the group of the app's Unix sockets, as under gunicorn)"),
+    (
+        "user",
+        "`-u/--user`, `[workers] user` (also the owner of the app's Unix sockets, as under gunicorn)",
+    ),
+    (
+        "group",
+        "`-g/--group`, `[workers] group` (also the group of the app's Unix sockets, as under gunicorn)",
+    ),
     (
         "umask",
         "`-m/--umask` (as gunicorn reads it: `0o027` or decimal), `[workers.limits] umask`: the workers' umask, and the app's Unix sockets get mode `0777 & ~umask`, as under gunicorn",

@@ -880,3 +880,40 @@ fn a_gunicorn_config_given_with_c_is_run_and_its_bind_used() {
     );
     assert!(!stderr.contains("the config ran"), "{stderr}");
 }
+
+/// A `unix:` bind without gunicorn's `-m`: 0666 under corral's umask, where
+/// gunicorn's would be 0777; the log says who may connect and how to let
+/// a proxy in.
+#[test]
+fn a_unix_socket_only_its_owner_may_reach_is_explained_in_the_log() {
+    use std::os::unix::fs::MetadataExt;
+    use std::os::unix::process::CommandExt;
+    let app = AppDir::new(&[("app.py", APP)]);
+    let mut c = Corral::spawn_with(
+        app.path(),
+        &["app:app", "-b", "127.0.0.1:0", "-b", "unix:app.sock"],
+        &[],
+        |cmd| {
+            // SAFETY: umask(2) only, between fork and exec.
+            unsafe {
+                cmd.pre_exec(|| {
+                    libc::umask(0o022);
+                    Ok(())
+                });
+            }
+        },
+    );
+    c.wait_listening();
+    c.wait_in_service(1);
+    let mode = std::fs::metadata(app.path().join("app.sock"))
+        .unwrap()
+        .mode()
+        & 0o777;
+    assert_eq!(mode, 0o644);
+    let line = c
+        .log
+        .wait_for("only they may connect", Duration::from_secs(5))
+        .unwrap_or_else(|| panic!("no hint; log:\n{}", c.log.text()));
+    assert!(line.contains("app.sock is mode 0644"), "{line}");
+    assert!(line.contains("-g GROUP -m 007"), "{line}");
+}
