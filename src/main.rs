@@ -232,24 +232,7 @@ async fn run(
             listeners.server.len()
         );
     }
-    // A proxy that runs as another user (nginx's www-data) cannot connect
-    // to a socket only its owner may write to: say how gunicorn users open
-    // it.
-    for bind in cfg.server.bind.iter().chain(&cfg.server.insecure_bind) {
-        use std::os::unix::fs::MetadataExt;
-        if let config::BindAddr::Unix(path) = &bind.addr
-            && let Ok(meta) = std::fs::metadata(path)
-            && meta.mode() & 0o022 == 0
-        {
-            tracing::info!(
-                "unix:{} is mode {:04o}, owner uid {} gid {}: only they may connect; for a proxy running as another user (nginx), give its group as with gunicorn: -g GROUP -m 007",
-                path.display(),
-                meta.mode() & 0o777,
-                meta.uid(),
-                meta.gid()
-            );
-        }
-    }
+    front::listeners::explain_unix_access(cfg.server.bind.iter().chain(&cfg.server.insecure_bind));
     // Removed when `run` returns, by whichever path.
     let _pid_file = match cfg.server.pid_file.as_deref().map(logfile::PidFile::create) {
         None => None,

@@ -317,6 +317,27 @@ pub struct UnixAccess {
     pub owner: Option<(u32, u32)>,
 }
 
+/// Logs, for each app `unix:` socket only its owner may connect to, who
+/// that is and how a proxy running as another user (nginx's www-data) gets
+/// in, as gunicorn users do.
+pub fn explain_unix_access<'a>(binds: impl Iterator<Item = &'a Bind>) {
+    use std::os::unix::fs::MetadataExt;
+    for bind in binds {
+        if let BindAddr::Unix(path) = &bind.addr
+            && let Ok(meta) = std::fs::metadata(path)
+            && meta.mode() & 0o022 == 0
+        {
+            tracing::info!(
+                "unix:{} is mode {:04o}, owner uid {} gid {}: only they may connect; for a proxy running as another user (nginx), give its group as with gunicorn: -g GROUP -m 007",
+                path.display(),
+                meta.mode() & 0o777,
+                meta.uid(),
+                meta.gid()
+            );
+        }
+    }
+}
+
 fn adopt_or_bind(
     bind: &Bind,
     backlog: u32,

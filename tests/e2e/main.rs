@@ -31,6 +31,7 @@ mod files;
 mod frameworks;
 mod frameworks_asgi;
 mod gunicorn_compat;
+mod gunicorn_deploys;
 mod hangup;
 mod health;
 mod hooks;

@@ -1,0 +1,403 @@
+//! gunicorn deployments as they are, with the command renamed: the
+//! command lines platforms document (Cloud Run, Azure), gunicorn's other
+//! ways of passing settings (`gunicorn.conf.py` read by default or with
+//! `-c`, `GUNICORN_CMD_ARGS`), every flag of the installed gunicorn, the
+//! process names `-n` sets, and the app's Unix sockets.
+
+use crate::common::*;
+use crate::gunicorn_compat::{APP, gunicorn_says, run_to_exit};
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+const ENV_APP: &str = r#"
+import os
+
+def app(environ, start_response):
+    body = os.environ.get("FROM", "-").encode()
+    start_response("200 OK", [("Content-Length", str(len(body)))])
+    return [body]
+"#;
+
+#[test]
+fn gunicorn_cmd_args_is_read_below_the_command_line() {
+    let app = AppDir::new(&[("app.py", ENV_APP)]);
+    // As Heroku's docs set it: gunicorn's flags, quoted as a shell would.
+    let env = [(
+        "GUNICORN_CMD_ARGS",
+        "--workers=3 --env 'FROM=cmd args' --timeout 90 --bind=127.0.0.1:1 ignored:app",
+    )];
+    let mut c = Corral::spawn(app.path(), &["app:app"], &env);
+    c.wait_listening();
+    c.wait_in_service(3);
+    assert_eq!(c.get("/").text(), "cmd args");
+    // The command line's own -b won over the variable's.
+    assert_ne!(c.addr, "127.0.0.1:1");
+    assert!(
+        c.log
+            .text()
+            .contains("GUNICORN_CMD_ARGS read as gunicorn reads it"),
+        "{}",
+        c.log.text()
+    );
+    drop(c);
+    // A flag on the command line wins over the variable's.
+    let mut c = Corral::spawn(app.path(), &["app:app", "--workers", "1"], &env);
+    c.wait_listening();
+    c.wait_in_service(1);
+    assert!(!c.log.text().contains("all 3 workers"), "{}", c.log.text());
+    drop(c);
+    // A gunicorn flag corral does not take is refused with its reason.
+    let mut c = Corral::spawn(
+        app.path(),
+        &["app:app"],
+        &[("GUNICORN_CMD_ARGS", "--daemon --workers 2")],
+    );
+    let status = c.wait_exit(Duration::from_secs(10)).expect("corral exits");
+    assert_eq!(status.code(), Some(2));
+    assert!(
+        c.log
+            .text()
+            .contains("GUNICORN_CMD_ARGS: corral does not take gunicorn's --daemon (`daemon`)"),
+        "{}",
+        c.log.text()
+    );
+}
+
+/// Answers its pid and `sys.argv`.
+const ARGV_APP: &str = r#"
+import json, os, sys
+
+def app(environ, start_response):
+    body = json.dumps([os.getpid(), sys.argv]).encode()
+    start_response("200 OK", [("Content-Length", str(len(body)))])
+    return [body]
+"#;
+
+/// What `ps` shows as the command line of the worker that answers, and
+/// what its app sees as `sys.argv`.
+fn worker_as_ps_shows_it(c: &Corral) -> (String, Vec<String>) {
+    let r = c.get("/");
+    assert_eq!(r.status, 200, "{}", r.text());
+    let (pid, argv): (u32, Vec<String>) = serde_json::from_slice(&r.body).unwrap();
+    let ps = Command::new("ps")
+        .args(["-o", "args=", "-p", &pid.to_string()])
+        .output()
+        .expect("run ps");
+    (String::from_utf8_lossy(&ps.stdout).trim().to_owned(), argv)
+}
+
+#[test]
+fn ps_names_each_worker_after_proc_name_or_the_instance() {
+    let app = AppDir::new(&[("app.py", ARGV_APP)]);
+    let c = Corral::start(
+        app.path(),
+        &["app:app", "-w", "1", "--status-bind", "127.0.0.1:0"],
+        1,
+    );
+    let instance = c.status_json()["supervisor"]["instance"]
+        .as_str()
+        .expect("/status names the instance")
+        .to_owned();
+    let (ps, argv) = worker_as_ps_shows_it(&c);
+    assert!(
+        ps.ends_with(&format!(
+            "corral_worker.py [{instance}] worker 0 generation 1"
+        )),
+        "{ps}"
+    );
+    // The app sees the script alone, as it did before the names.
+    assert_eq!(argv.len(), 1, "{argv:?}");
+    assert!(argv[0].ends_with("/corral_worker.py"), "{argv:?}");
+    drop(c);
+
+    // gunicorn's -n/--name.
+    let c = Corral::start(app.path(), &["app:app", "-w", "2", "-n", "shop api"], 2);
+    let (ps, _) = worker_as_ps_shows_it(&c);
+    assert!(
+        ps.ends_with("corral_worker.py [shop api] worker 0 generation 1")
+            || ps.ends_with("corral_worker.py [shop api] worker 1 generation 1"),
+        "{ps}"
+    );
+}
+
+/// Cloud Run's quickstart command line (`gunicorn --bind :$PORT --workers 1
+/// --threads 8 --timeout 0 main:app`) and Azure App Service's
+/// (`gunicorn --bind=0.0.0.0 --timeout 600 application:app`), with the
+/// command renamed: gunicorn's bind forms without a host or a port.
+#[test]
+fn cloud_run_and_azure_command_lines_run_with_the_command_renamed() {
+    let app = AppDir::new(&[("main.py", APP)]);
+    // Each in a network namespace of its own: 0.0.0.0 reachable from
+    // nowhere else.
+    let cloud_run = [
+        "--bind",
+        ":8080",
+        "--workers",
+        "1",
+        "--threads",
+        "8",
+        "--timeout",
+        "0",
+        "main:app",
+    ];
+    let mut c = Corral::spawn_in_netns(app.path(), &cloud_run, &[("PORT", "8080")]);
+    c.wait_listening();
+    assert_eq!(c.addr, "0.0.0.0:8080", "{}", c.log.text());
+    c.wait_in_service(1);
+    drop(c);
+    let azure = ["--bind", "0.0.0.0", "--timeout", "600", "main:app"];
+    let mut c = Corral::spawn_in_netns(app.path(), &azure, &[]);
+    c.wait_listening();
+    assert_eq!(c.addr, "0.0.0.0:8000", "{}", c.log.text());
+    c.wait_in_service(1);
+}
+
+const SLOW_APP: &str = r#"
+import time
+
+def app(environ, start_response):
+    if environ["PATH_INFO"] == "/slow":
+        time.sleep(2)
+    start_response("200 OK", [("Content-Length", "2")])
+    return [b"ok"]
+"#;
+
+#[test]
+fn timeout_0_is_no_limit_and_keep_alive_0_closes_each_connection() {
+    use std::io::{Read, Write};
+    let app = AppDir::new(&[("app.py", SLOW_APP)]);
+    // A limit of 1 s cuts the 2 s request off...
+    let c = Corral::start(app.path(), &["app:app", "-w", "1", "--timeout", "1"], 1);
+    assert_eq!(c.get("/slow").status, 504);
+    drop(c);
+    // ...0 is none, as in gunicorn.
+    let c = Corral::start(
+        app.path(),
+        &["app:app", "-w", "1", "--timeout", "0", "--keep-alive", "0"],
+        1,
+    );
+    let r = c.get("/slow");
+    assert_eq!((r.status, r.text().as_str()), (200, "ok"));
+    // No keep-alive: the answer says so and the connection ends after it,
+    // though the client asked to keep it.
+    let mut s = c.connect();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: keep-alive\r\n\r\n")
+        .unwrap();
+    let mut all = Vec::new();
+    s.read_to_end(&mut all)
+        .expect("corral closes the connection");
+    let text = String::from_utf8_lossy(&all).to_ascii_lowercase();
+    assert!(text.starts_with("http/1.1 200 ok\r\n"), "{text}");
+    assert!(text.contains("\r\nconnection: close\r\n"), "{text}");
+    assert!(text.ends_with("\r\n\r\nok"), "{text}");
+}
+
+/// Every flag of the installed gunicorn: corral takes it (a bad value is
+/// another matter), or refuses it naming gunicorn's setting and why, never
+/// with a bare "unexpected argument".
+#[test]
+fn every_gunicorn_flag_is_taken_or_refused_with_its_reason() {
+    let flags = gunicorn_says(
+        "for s in c.KNOWN_SETTINGS:\n\
+         \x20   for f in s.cli or []:\n\
+         \x20       print(s.name, f, getattr(s, 'action', None) in ('store_true', 'store_const'))",
+    );
+    assert!(flags.lines().count() > 80, "{flags}");
+    let (mut taken, mut refused) = (0, 0);
+    for line in flags.lines() {
+        let mut words = line.split(' ');
+        let (setting, flag, switch) = (
+            words.next().unwrap(),
+            words.next().unwrap(),
+            words.next() == Some("True"),
+        );
+        // A value (right or wrong), then --help: a flag corral takes ends
+        // in the help or in a complaint about the value.
+        let mut args = vec![flag];
+        if !switch {
+            args.push("1");
+        }
+        args.push("--help");
+        let (code, stdout, stderr) = run_to_exit(Path::new("/"), &args);
+        assert!(!stderr.contains("unexpected argument"), "{flag}: {stderr}");
+        if code == Some(0) {
+            assert!(stdout.contains("Usage:"), "{flag}: {stdout}");
+            taken += 1;
+        } else if stderr.contains("corral does not take gunicorn's") {
+            assert!(
+                stderr.contains(&format!(
+                    "corral does not take gunicorn's {flag} (`{setting}`): "
+                )),
+                "{flag}: {stderr}"
+            );
+            assert_eq!(code, Some(2), "{flag}");
+            refused += 1;
+        } else {
+            assert!(stderr.contains("invalid value"), "{flag}: {stderr}");
+            taken += 1;
+        }
+    }
+    assert!(
+        taken > 40 && refused > 30,
+        "{taken} taken, {refused} refused"
+    );
+}
+
+const UMASK_APP: &str = r#"
+import os
+
+def app(environ, start_response):
+    mask = os.umask(0)
+    os.umask(mask)
+    body = oct(mask).encode()
+    start_response("200 OK", [("Content-Length", str(len(body)))])
+    return [body]
+"#;
+
+#[test]
+fn check_config_umask_and_the_flags_for_what_corral_always_does() {
+    let app = AppDir::new(&[("app.py", UMASK_APP)]);
+    // gunicorn's --check-config is `corral check`.
+    let (code, stdout, stderr) = run_to_exit(
+        app.path(),
+        &["--check-config", "app:app", "--python", &python()],
+    );
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    assert!(stdout.contains("OK: app:app imported"), "{stdout}{stderr}");
+    let c = Corral::start(
+        app.path(),
+        &[
+            "app:app",
+            "-w",
+            "1",
+            "-m",
+            "0o027",
+            "--capture-output",
+            "--initgroups",
+            "--no-sendfile",
+        ],
+        1,
+    );
+    assert_eq!(c.get("/").text(), "0o27");
+    for flag in ["--capture-output", "--initgroups", "--no-sendfile"] {
+        assert!(
+            c.log.text().contains(&format!(
+                "{flag} accepted for gunicorn's sake and changes nothing: "
+            )),
+            "{flag}: {}",
+            c.log.text()
+        );
+    }
+}
+
+const CONF_APP: &str = r#"
+import os
+
+def app(environ, start_response):
+    body = os.environ.get("FROM_CONF", "-").encode()
+    start_response("200 OK", [("Content-Length", str(len(body)))])
+    return [body]
+"#;
+
+/// A gunicorn.conf.py as projects keep them: settings, a computed value,
+/// a server hook corral cannot run, a print.
+const GUNICORN_CONF: &str = r#"
+import multiprocessing
+workers = min(2, multiprocessing.cpu_count() * 2 + 1)
+raw_env = ["FROM_CONF=gunicorn.conf.py"]
+timeout = 120
+def post_fork(server, worker):
+    pass
+print("the config ran")
+"#;
+
+#[test]
+fn a_gunicorn_conf_py_in_the_folder_is_read_as_gunicorn_reads_it() {
+    let app = AppDir::new(&[("app.py", CONF_APP), ("gunicorn.conf.py", GUNICORN_CONF)]);
+    // `corral app:app` where `gunicorn app:app` ran: its two workers and
+    // its environment, with the hook named as not carried over.
+    let c = Corral::start(app.path(), &["app:app"], 2);
+    assert_eq!(c.get("/").text(), "gunicorn.conf.py");
+    let log = c.log.text();
+    assert!(
+        log.contains("read gunicorn's gunicorn.conf.py as gunicorn would"),
+        "{log}"
+    );
+    assert!(
+        log.contains("gunicorn.conf.py: not carried over: post_fork: is a function"),
+        "{log}"
+    );
+    assert!(log.contains("the config ran"), "{log}");
+    drop(c);
+    // A corral.toml beside it wins, as -c does.
+    std::fs::write(app.path().join("corral.toml"), "[workers]\ncount = 1\n").unwrap();
+    let c = Corral::start(app.path(), &["app:app"], 1);
+    assert_eq!(c.get("/").text(), "-");
+    assert!(
+        !c.log.text().contains("read gunicorn's"),
+        "{}",
+        c.log.text()
+    );
+}
+
+#[test]
+fn a_gunicorn_config_given_with_c_is_run_and_its_bind_used() {
+    let port = compare::free_port();
+    let conf = format!("{GUNICORN_CONF}\nbind = \"127.0.0.1:{port}\"\n");
+    let app = AppDir::new(&[("app.py", CONF_APP), ("prod_conf.py", &conf)]);
+    let c = Corral::start(app.path(), &["app:app", "-c", "prod_conf.py"], 2);
+    assert_eq!(c.addr, format!("127.0.0.1:{port}"));
+    assert_eq!(c.get("/").text(), "gunicorn.conf.py");
+    drop(c);
+    // It is code: one that another user could change is not run.
+    let path = app.path().join("prod_conf.py");
+    std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o666)).unwrap();
+    let (code, _, stderr) = run_to_exit(app.path(), &["app:app", "-c", "prod_conf.py"]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr
+            .contains("refusing to run prod_conf.py: group or others may write to it (mode 0666)"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("the config ran"), "{stderr}");
+}
+
+/// A `unix:` bind without gunicorn's `-m`: 0666 under corral's umask, where
+/// gunicorn's would be 0777; the log says who may connect and how to let
+/// a proxy in.
+#[test]
+fn a_unix_socket_only_its_owner_may_reach_is_explained_in_the_log() {
+    use std::os::unix::fs::MetadataExt;
+    use std::os::unix::process::CommandExt;
+    let app = AppDir::new(&[("app.py", APP)]);
+    let mut c = Corral::spawn_with(
+        app.path(),
+        &["app:app", "-b", "127.0.0.1:0", "-b", "unix:app.sock"],
+        &[],
+        |cmd| {
+            // SAFETY: umask(2) only, between fork and exec.
+            unsafe {
+                cmd.pre_exec(|| {
+                    libc::umask(0o022);
+                    Ok(())
+                });
+            }
+        },
+    );
+    c.wait_listening();
+    c.wait_in_service(1);
+    let mode = std::fs::metadata(app.path().join("app.sock"))
+        .unwrap()
+        .mode()
+        & 0o777;
+    assert_eq!(mode, 0o644);
+    let line = c
+        .log
+        .wait_for("only they may connect", Duration::from_secs(5))
+        .unwrap_or_else(|| panic!("no hint; log:\n{}", c.log.text()));
+    assert!(line.contains("app.sock is mode 0644"), "{line}");
+    assert!(line.contains("-g GROUP -m 007"), "{line}");
+}
