@@ -452,6 +452,23 @@ mod tests {
 
     use super::*;
 
+    /// [`Listeners::open`] with a backlog of 16 and the default Unix access.
+    fn open(
+        binds: &[Bind],
+        insecure: &[Bind],
+        status: Option<&Bind>,
+        inherited: &Inherited,
+    ) -> Result<Listeners, BindError> {
+        Listeners::open(
+            binds,
+            insecure,
+            16,
+            status,
+            inherited,
+            &UnixAccess::default(),
+        )
+    }
+
     fn tcp(addr: &str) -> Bind {
         Bind {
             addr: BindAddr::Tcp(addr.parse().unwrap()),
@@ -482,15 +499,7 @@ mod tests {
     async fn binds_each_address_under_a_key_of_its_role_and_address() {
         let binds = [tcp("127.0.0.1:0"), tcp("127.0.0.1:0")];
         let status = tcp("127.0.0.1:0");
-        let l = Listeners::open(
-            &binds,
-            &[],
-            16,
-            Some(&status),
-            &Inherited::default(),
-            &UnixAccess::default(),
-        )
-        .unwrap();
+        let l = open(&binds, &[], Some(&status), &Inherited::default()).unwrap();
         assert!(!l.activated);
         assert_eq!(l.server.len(), 2);
         assert_ne!(port(&l.server[0]), port(&l.server[1]));
@@ -517,7 +526,7 @@ mod tests {
             ..Inherited::default()
         };
         let binds = [tcp("127.0.0.1:0"), tcp("127.0.0.1:0")];
-        let l = Listeners::open(&binds, &[], 16, None, &inherited, &UnixAccess::default()).unwrap();
+        let l = open(&binds, &[], None, &inherited).unwrap();
         // The first address has no socket handed down: bound anew.
         assert_ne!(port(&l.server[0]), handed_port);
         assert_eq!(port(&l.server[1]), handed_port);
@@ -533,15 +542,7 @@ mod tests {
             activated: vec![(web, "web".into()), (status, "status".into())],
             ..Inherited::default()
         };
-        let l = Listeners::open(
-            &[tcp("127.0.0.1:0")],
-            &[],
-            16,
-            None,
-            &inherited,
-            &UnixAccess::default(),
-        )
-        .unwrap();
+        let l = open(&[tcp("127.0.0.1:0")], &[], None, &inherited).unwrap();
         assert!(l.activated);
         assert_eq!(l.server.len(), 1);
         assert_eq!(port(&l.server[0]), web_port);
@@ -568,15 +569,7 @@ mod tests {
             parent: Some(1),
             ..Inherited::default()
         };
-        let l = Listeners::open(
-            &[tcp("127.0.0.1:0")],
-            &[],
-            16,
-            None,
-            &inherited,
-            &UnixAccess::default(),
-        )
-        .unwrap();
+        let l = open(&[tcp("127.0.0.1:0")], &[], None, &inherited).unwrap();
         assert!(l.activated);
         let ports: Vec<u16> = l.server.iter().map(port).collect();
         let handed: Vec<u16> = sockets.iter().map(|(_, port)| *port).collect();
@@ -588,17 +581,10 @@ mod tests {
     async fn a_taken_address_names_the_flag_that_set_it() {
         let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = taken.local_addr().unwrap().to_string();
-        let err = Listeners::open(
-            &[tcp(&addr)],
-            &[],
-            16,
-            None,
-            &Inherited::default(),
-            &UnixAccess::default(),
-        )
-        .err()
-        .unwrap()
-        .to_string();
+        let err = open(&[tcp(&addr)], &[], None, &Inherited::default())
+            .err()
+            .unwrap()
+            .to_string();
         assert!(
             err.starts_with(&format!("cannot listen on {addr} (set by --bind): ")),
             "{err}"
@@ -613,15 +599,7 @@ mod tests {
     async fn insecure_binds_follow_the_tls_ones_under_keys_of_their_own() {
         let binds = [tcp("127.0.0.1:0")];
         let insecure = [tcp("127.0.0.1:0"), tcp("127.0.0.1:0")];
-        let l = Listeners::open(
-            &binds,
-            &insecure,
-            16,
-            None,
-            &Inherited::default(),
-            &UnixAccess::default(),
-        )
-        .unwrap();
+        let l = open(&binds, &insecure, None, &Inherited::default()).unwrap();
         let plain: Vec<bool> = l.server.iter().map(|s| s.insecure).collect();
         assert_eq!(plain, [false, true, true]);
         let keys: Vec<String> = l.handover().into_iter().map(|(k, _)| k).collect();
@@ -645,15 +623,7 @@ mod tests {
             ..Inherited::default()
         };
         let insecure = [tcp(&format!("127.0.0.1:{plain_port}"))];
-        let l = Listeners::open(
-            &[tcp("127.0.0.1:0")],
-            &insecure,
-            16,
-            None,
-            &inherited,
-            &UnixAccess::default(),
-        )
-        .unwrap();
+        let l = open(&[tcp("127.0.0.1:0")], &insecure, None, &inherited).unwrap();
         assert!(l.activated);
         let plain: Vec<bool> = l.server.iter().map(|s| s.insecure).collect();
         assert_eq!(plain, [false, true]);
