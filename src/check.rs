@@ -83,6 +83,7 @@ async fn check(cfg: &Config) -> Result<Outcome, String> {
             identity: cfg.workers.identity.as_ref(),
             drop_privileges: false,
         },
+        cfg.workers.tmp_dir.as_deref(),
     )
     .map_err(|e| format!("cannot create a private runtime directory: {e}"))?;
     let launcher = Launcher::new(cfg, dir.script()).inherit_output();

@@ -157,7 +157,7 @@ fn main() -> ExitCode {
     }
     if let Some(dir) = &args.worker_tmp_dir {
         tracing::info!(
-            "--worker-tmp-dir {} ignored: corral's workers send heartbeats over their channel, not through a file",
+            "--worker-tmp-dir {}: the worker script's private folder goes there (corral's workers send heartbeats over their channel, not through a file)",
             dir.display()
         );
     }
@@ -251,19 +251,33 @@ async fn run(
         .filter(|_| cfg.server.drop_privileges)
         .map(|id| (id.uid, id.gid));
     let control = match control::bind(&cfg.control.socket, takeover, owner) {
-        Ok(l) => l,
+        Ok(l) => Some(l),
+        // A read-only container: serve without one rather than not at all.
+        Err(e) if cfg.control.is_default && private_fs::read_only(&cfg.control.socket) => {
+            tracing::warn!(
+                "no control socket ({e}): the file system is read-only, so `corral reload`, `scale`, `stop` and `status` cannot reach this corral; signals still work (HUP reloads, TTIN and TTOU scale, TERM stops); for a control socket, set --socket or [control] socket to a writable place, like /dev/shm/corral.sock"
+            );
+            None
+        }
         Err(e) => {
             eprintln!("error: {e}");
             return EXIT_CONFIG;
         }
     };
-    let control_inode = inode(&cfg.control.socket);
+    let (control_listener, control_made_dir) = match control {
+        Some(bound) => (Some(bound.listener), bound.made_dir),
+        None => (None, None),
+    };
+    let control_inode = control_listener
+        .as_ref()
+        .and_then(|_| inode(&cfg.control.socket));
     let runtime_dir = match runtime_dir::RuntimeDir::create(
         "corral-",
         runtime_dir::Owner {
             identity: cfg.workers.identity.as_ref(),
             drop_privileges: cfg.server.drop_privileges,
         },
+        cfg.workers.tmp_dir.as_deref(),
     ) {
         Ok(d) => d,
         Err(e) => {
@@ -394,10 +408,15 @@ async fn run(
     tracing::info!(
         "instance {}: control socket {}, state {}",
         cfg.instance,
-        cfg.control.socket.display(),
+        match control_listener {
+            Some(_) => cfg.control.socket.display().to_string(),
+            None => "none".to_owned(),
+        },
         cfg.deploy.state_dir.display()
     );
-    control::serve(control.listener, state);
+    if let Some(listener) = control_listener {
+        control::serve(listener, state);
+    }
     for (addr, set) in &served {
         match (set, &cfg.server.tls) {
             (Some(0), _) => tracing::info!("listening on {addr} (TLS, HTTP/2 and HTTP/1.1)"),
@@ -454,7 +473,7 @@ async fn run(
                 cfg.control.socket.display()
             );
         }
-        if let Some(dir) = &control.made_dir {
+        if let Some(dir) = &control_made_dir {
             let _ = std::fs::remove_dir(dir);
         }
     }

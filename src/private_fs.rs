@@ -83,6 +83,15 @@ pub fn open_unfollowed(
     Ok((file, meta, shared))
 }
 
+/// Whether `path`, or the nearest folder above it that exists, is on a
+/// read-only file system (a read-only container's).
+pub fn read_only(path: &Path) -> bool {
+    path.ancestors()
+        .find(|p| p.exists())
+        .and_then(|p| nix::sys::statvfs::statvfs(p).ok())
+        .is_some_and(|s| s.flags().contains(nix::sys::statvfs::FsFlags::ST_RDONLY))
+}
+
 /// Who besides corral's user and root may change the file at `path`, if
 /// anyone: its owner, group or others by its mode, or whoever may write
 /// to its folder. `None` when only corral's user or root can (or when it

@@ -14,6 +14,10 @@
 //! ([`worker::script::PACKAGE`](crate::worker::script::PACKAGE)). With
 //! `drop_privileges` both belong to the user corral becomes, so that corral
 //! can still remove them when it stops.
+//!
+//! The folder is made in `--worker-tmp-dir` (gunicorn's flag) when given,
+//! else in `$TMPDIR` or /tmp; when that is read-only (a read-only
+//! container), in /dev/shm, which stays a tmpfs there.
 
 use std::fs::{DirBuilder, OpenOptions};
 use std::io::Write;
@@ -22,6 +26,9 @@ use std::path::{Path, PathBuf};
 
 use crate::config::Identity;
 use crate::worker::script;
+
+/// The tmpfs a read-only container still has.
+const SHM: &str = "/dev/shm";
 
 /// The folder (removed on drop) and the script in it.
 pub struct RuntimeDir {
@@ -40,11 +47,30 @@ pub struct Owner<'a> {
 impl RuntimeDir {
     /// Creates the folder (under `$TMPDIR`, else /tmp) named `prefix...`
     /// and writes the worker script and its package into it.
-    pub fn create(prefix: &str, owner: Owner<'_>) -> std::io::Result<RuntimeDir> {
-        let dir = tempfile::Builder::new()
+    pub fn create(
+        prefix: &str,
+        owner: Owner<'_>,
+        place: Option<&Path>,
+    ) -> std::io::Result<RuntimeDir> {
+        let mut builder = tempfile::Builder::new();
+        builder
             .prefix(prefix)
-            .permissions(std::fs::Permissions::from_mode(0o700))
-            .tempdir()?;
+            .permissions(std::fs::Permissions::from_mode(0o700));
+        let dir = match place {
+            Some(place) => builder.tempdir_in(place)?,
+            None => match builder.tempdir() {
+                Ok(dir) => dir,
+                // A read-only container: its /dev/shm is still a tmpfs
+                // (gunicorn's advice, --worker-tmp-dir /dev/shm).
+                Err(e)
+                    if crate::private_fs::read_only(&std::env::temp_dir())
+                        && Path::new(SHM).is_dir() =>
+                {
+                    builder.tempdir_in(SHM).map_err(|_| e)?
+                }
+                Err(e) => return Err(e),
+            },
+        };
         let package = dir.path().join(script::PACKAGE);
         DirBuilder::new().mode(0o700).create(&package)?;
         let mut files = Vec::with_capacity(script::FILES.len());
@@ -110,6 +136,7 @@ mod tests {
                 identity: None,
                 drop_privileges: false,
             },
+            None,
         )
         .unwrap();
         let path = rt.script().parent().unwrap().to_path_buf();

@@ -333,6 +333,10 @@ pub struct WorkersConfig {
     pub count_origin: String,
     /// May be 0 (stop without waiting).
     pub graceful_timeout: Duration,
+    /// gunicorn's `--worker-tmp-dir`: where the worker script's private
+    /// folder is made, else `$TMPDIR` (then /dev/shm when that is
+    /// read-only, as in a read-only container).
+    pub tmp_dir: Option<PathBuf>,
     /// Delay before restarting a slot whose worker failed to boot or died
     /// soon after starting; doubles per consecutive failure. Longer than 0.
     pub restart_backoff: Duration,
@@ -444,6 +448,9 @@ pub struct ControlConfig {
     /// `/run/corral/NAME/corral.sock` as root, else
     /// `/tmp/corral-UID/NAME/corral.sock`. Its folder may not exist yet.
     pub socket: PathBuf,
+    /// Neither `--socket` nor `control.socket` named it: on a read-only
+    /// file system (a container's) corral then runs without one.
+    pub is_default: bool,
 }
 
 #[derive(Debug, Clone)]

@@ -93,7 +93,7 @@ pub const SETTINGS: &[(&str, &str)] = &[
     ("pidfile", "`-p/--pid`, `[server] pid_file`"),
     (
         "worker_tmp_dir",
-        "accepted and ignored (`--worker-tmp-dir`): workers send heartbeats over their channel, not through a file",
+        "`--worker-tmp-dir`: where the worker script's private folder goes (workers send heartbeats over their channel, not through files); by default `$TMPDIR`, else /tmp, else /dev/shm when that is read-only",
     ),
     (
         "user",

@@ -195,6 +195,26 @@ impl Corral {
         Corral::spawn_inner(&netns, dir, args, env, |_| {}, true)
     }
 
+    /// [`Corral::spawn`] as in a read-only container: in a mount namespace
+    /// of its own where /tmp, /run, /var/lib and /root are read-only (each
+    /// a read-only bind of itself there; nothing changes outside), with
+    /// corral's default control socket. Needs root.
+    pub fn spawn_read_only(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Corral {
+        let read_only = [
+            "unshare",
+            "--mount",
+            "--propagation",
+            "private",
+            "sh",
+            "-c",
+            "for d in /tmp /run /var/lib /root; do \
+             mount --bind \"$d\" \"$d\" && mount -o remount,bind,ro \"$d\" || exit 1; done; \
+             exec \"$@\"",
+            "sh",
+        ];
+        Corral::spawn_inner(&read_only, dir, args, env, |_| {}, false)
+    }
+
     /// [`Corral::spawn`] with corral's default control socket (no
     /// `--socket`): one per instance under `$XDG_RUNTIME_DIR/corral`, so
     /// pass `XDG_RUNTIME_DIR` (a private temporary folder) in `env`.

@@ -196,9 +196,16 @@ fn a_gunicorn_command_line_runs_with_the_command_renamed() {
         datagram.contains("app.gunicorn.request.duration:"),
         "{datagram}"
     );
-    // corral's own log went to the file, stderr kept quiet; the
-    // --worker-tmp-dir note is there.
-    wait_line(&error_log, "--worker-tmp-dir /dev/shm ignored");
+    // corral's own log went to the file, stderr kept quiet; the worker
+    // script's folder went to --worker-tmp-dir, as gunicorn's heartbeat
+    // files do.
+    wait_line(
+        &error_log,
+        "--worker-tmp-dir /dev/shm: the worker script's private folder goes there",
+    );
+    let worker = children_of(c.pid())[0];
+    let cmdline = std::fs::read_to_string(format!("/proc/{worker}/cmdline")).unwrap();
+    assert!(cmdline.contains("\0/dev/shm/corral-"), "{cmdline:?}");
     assert!(
         c.log
             .wait_for("listening on", Duration::from_millis(300))

@@ -219,3 +219,41 @@ fn as_pid_1_corral_stops_fast_on_int_with_exit_code_0() {
         c.log.text()
     );
 }
+
+/// A container whose root file system is read-only (Kubernetes'
+/// `readOnlyRootFilesystem`): the worker script's folder goes to /dev/shm,
+/// and with nowhere to put its control socket corral serves without one,
+/// says so, and still reloads on HUP.
+#[test]
+fn a_read_only_container_serves_without_a_control_socket_and_reloads_on_hup() {
+    if !require_root("a mount namespace with read-only folders") {
+        return;
+    }
+    let app = AppDir::new(&[(
+        "app.py",
+        "def app(environ, start_response):\n    start_response('200 OK', [])\n    return [b'ok']\n",
+    )]);
+    let mut c = Corral::spawn_read_only(app.path(), &["app:app", "-w", "1"], &[]);
+    c.wait_listening();
+    c.wait_in_service(1);
+    assert_eq!(c.get("/").text(), "ok");
+    let log = c.log.text();
+    assert!(
+        log.contains("WARN no control socket") && log.contains("the file system is read-only"),
+        "{log}"
+    );
+    c.signal(libc::SIGHUP);
+    assert!(
+        c.log
+            .wait_for("reload done", Duration::from_secs(20))
+            .is_some(),
+        "{}",
+        c.log.text()
+    );
+    assert_eq!(c.get("/").text(), "ok");
+    c.signal(libc::SIGTERM);
+    assert_eq!(
+        c.wait_exit(Duration::from_secs(20)).and_then(|s| s.code()),
+        Some(0)
+    );
+}

@@ -183,6 +183,7 @@ impl Resolver<'_> {
             self.fail(at, message);
         }
         ControlConfig {
+            is_default: flag.is_none() && raw.socket.is_none(),
             socket: socket.map_or_else(|| default.to_path_buf(), |(path, _)| path),
         }
     }

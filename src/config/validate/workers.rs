@@ -157,6 +157,10 @@ impl Resolver<'_> {
         let identity = self.identity(user, group);
         let limits = self.limits(&raw.limits, args.umask);
         WorkersConfig {
+            tmp_dir: args
+                .worker_tmp_dir
+                .as_deref()
+                .map(|d| absolute(self.cwd, d)),
             count,
             keys,
             count_origin,
