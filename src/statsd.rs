@@ -537,6 +537,10 @@ pub fn run(
     std::thread::Builder::new()
         .name("corral-statsd".into())
         .spawn(move || {
+            // Connected at once: the workers boot meanwhile, so the first
+            // requests find the socket open (a full batch that finds none
+            // is dropped).
+            statsd.connect();
             loop {
                 std::thread::sleep(FLUSH_EVERY);
                 statsd.connect();
