@@ -258,7 +258,7 @@ pub fn bind(path: &Path, takeover: bool, owner: Option<(u32, u32)>) -> Result<Bo
         }
         let _ = std::fs::remove_file(path);
     }
-    let std = private_fs::bind_unix(path, 0o600)
+    let std = private_fs::bind_unix(path, 0o600, None)
         .map_err(|e| format!("cannot create the control socket {}: {e}", path.display()))?;
     if let Some((uid, gid)) = owner {
         // Its folder too, so that the unprivileged corral can remove the

@@ -144,15 +144,39 @@ pub fn is_socket(path: &Path) -> bool {
     std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_socket())
 }
 
-/// Binds a Unix socket at `path` with `mode`: created under umask 077, so
-/// that no one else can connect in the moment before the chmod.
-pub fn bind_unix(path: &Path, mode: u32) -> std::io::Result<std::os::unix::net::UnixListener> {
+/// Binds a Unix socket at `path` with `mode`, owned by `owner` (uid, gid)
+/// when given: created under umask 077, so that no one else can connect
+/// in the moment before the chmod; the owner and mode are then set through
+/// a descriptor opened without following a symlink, so that whoever may
+/// write to the folder cannot swap in a link and have corral chmod or
+/// chown another file.
+pub fn bind_unix(
+    path: &Path,
+    mode: u32,
+    owner: Option<(u32, u32)>,
+) -> std::io::Result<std::os::unix::net::UnixListener> {
     use nix::sys::stat::{Mode, umask};
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::OpenOptionsExt;
     let old = umask(Mode::from_bits_truncate(0o077));
     let bound = std::os::unix::net::UnixListener::bind(path);
     umask(old);
     let listener = bound?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
+    let node = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_PATH | libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(path)?;
+    if !node.metadata()?.file_type().is_socket() {
+        return Err(std::io::Error::other(
+            "the socket's path was replaced as it was bound (by whoever may write to its folder)",
+        ));
+    }
+    // The magic link names the node opened above, whatever the path is now.
+    let this = format!("/proc/self/fd/{}", node.as_raw_fd());
+    if let Some((uid, gid)) = owner {
+        std::os::unix::fs::chown(&this, Some(uid), Some(gid))?;
+    }
+    std::fs::set_permissions(&this, std::fs::Permissions::from_mode(mode))?;
     Ok(listener)
 }
 
@@ -186,6 +210,24 @@ mod tests {
         // /tmp: world-writable, sticky, root's.
         assert!(not_private(Path::new("/tmp"), false).is_some());
         assert_eq!(not_private(Path::new("/tmp"), true), None);
+    }
+
+    #[test]
+    fn a_bound_socket_gets_its_mode_and_owner_through_its_own_node() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("app.sock");
+        let root = nix::unistd::geteuid().is_root();
+        let owner = root.then_some((65534, 65534));
+        let _l = bind_unix(&path, 0o770, owner).unwrap();
+        let meta = std::fs::symlink_metadata(&path).unwrap();
+        assert!(meta.file_type().is_socket());
+        assert_eq!(meta.mode() & 0o777, 0o770);
+        if root {
+            assert_eq!((meta.uid(), meta.gid()), (65534, 65534));
+        }
+        // A second bind at a path that is taken fails, and changes nothing.
+        assert!(bind_unix(&path, 0o777, None).is_err());
+        assert_eq!(std::fs::metadata(&path).unwrap().mode() & 0o777, 0o770);
     }
 
     #[test]

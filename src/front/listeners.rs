@@ -405,14 +405,9 @@ fn bind_one(bind: &Bind, backlog: u32, access: &UnixAccess) -> Result<Listener, 
                 }
             }
             // Its owner and mode set only once bound: in between nobody
-            // else may connect. lchown: the path is not followed.
+            // else may connect.
             let mode = access.mode.unwrap_or_else(crate::private_fs::default_mode);
-            let std = crate::private_fs::bind_unix(path, 0o600).map_err(err)?;
-            if let Some((uid, gid)) = access.owner {
-                std::os::unix::fs::lchown(path, Some(uid), Some(gid)).map_err(err)?;
-            }
-            std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(mode))
-                .map_err(err)?;
+            let std = crate::private_fs::bind_unix(path, mode, access.owner).map_err(err)?;
             std.set_nonblocking(true).map_err(err)?;
             Ok(Listener::Unix(
                 UnixListener::from_std(std).map_err(err)?,
