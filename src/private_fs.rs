@@ -157,15 +157,11 @@ pub fn bind_unix(
 ) -> std::io::Result<std::os::unix::net::UnixListener> {
     use nix::sys::stat::{Mode, umask};
     use std::os::fd::AsRawFd;
-    use std::os::unix::fs::OpenOptionsExt;
     let old = umask(Mode::from_bits_truncate(0o077));
     let bound = std::os::unix::net::UnixListener::bind(path);
     umask(old);
     let listener = bound?;
-    let node = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_PATH | libc::O_NOFOLLOW | libc::O_CLOEXEC)
-        .open(path)?;
+    let node = open_node(path, false)?;
     if !node.metadata()?.file_type().is_socket() {
         return Err(std::io::Error::other(
             "the socket's path was replaced as it was bound (by whoever may write to its folder)",
@@ -178,6 +174,21 @@ pub fn bind_unix(
     }
     std::fs::set_permissions(&this, std::fs::Permissions::from_mode(mode))?;
     Ok(listener)
+}
+
+/// Opens the node at `path` itself (`O_PATH`: no read or write, so a
+/// socket opens too), following a symlink only when `follow`, for checks
+/// and changes that must reach the node that was checked (through
+/// `/proc/self/fd/N`). Through `open(2)` directly: the standard library
+/// drops `O_PATH` from custom flags on musl, whose `O_ACCMODE` holds it.
+pub fn open_node(path: &Path, follow: bool) -> std::io::Result<std::fs::File> {
+    use nix::fcntl::OFlag;
+    let mut flags = OFlag::O_PATH | OFlag::O_CLOEXEC;
+    if !follow {
+        flags |= OFlag::O_NOFOLLOW;
+    }
+    let fd = nix::fcntl::open(path, flags, nix::sys::stat::Mode::empty())?;
+    Ok(std::fs::File::from(fd))
 }
 
 /// The permissions a file made now would get by default: 0666 under the

@@ -478,20 +478,13 @@ fn open(target: &Target) -> Result<Socket, String> {
 /// following a symlink, when its folder is one another user may change.
 fn connect_unix(path: &Path) -> Result<UnixDatagram, String> {
     use std::os::fd::AsRawFd;
-    use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
     let dir = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
     };
     let shared = crate::private_fs::not_private(dir, false);
-    let mut flags = libc::O_PATH | libc::O_CLOEXEC;
-    if shared.is_some() {
-        flags |= libc::O_NOFOLLOW;
-    }
-    let fd = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(flags)
-        .open(path)
+    let fd = crate::private_fs::open_node(path, shared.is_none())
         .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
     let meta = fd
         .metadata()
