@@ -92,16 +92,15 @@ fn main() -> ExitCode {
     };
     // A gunicorn.conf.py, run and converted as `corral import-gunicorn`
     // would, read in place of a corral.toml.
-    let gunicorn = config::gunicorn_file(&args);
-    let converted = match &gunicorn {
+    let gunicorn = match config::gunicorn_file(&args) {
         None => None,
         Some(path) => {
             let python = args
                 .python
                 .clone()
                 .unwrap_or_else(config::default_interpreter);
-            match import_gunicorn::convert_file(path, args.app.as_deref(), &python) {
-                Ok(c) => Some(c),
+            match import_gunicorn::convert_file(&path, args.app.as_deref(), &python) {
+                Ok(c) => Some((path, c)),
                 Err(e) => {
                     eprintln!("error: {e}");
                     return ExitCode::from(EXIT_CONFIG);
@@ -109,11 +108,14 @@ fn main() -> ExitCode {
             }
         }
     };
-    let cfg = match config::load(&args, converted.as_ref().map(|c| c.toml.as_str())) {
+    let converted = gunicorn
+        .as_ref()
+        .map(|(path, c)| (path.as_path(), c.toml.as_str()));
+    let cfg = match config::load(&args, converted) {
         Ok(c) => Arc::new(c),
         Err(e) => {
             eprintln!("error: {e}");
-            if let (Some(path), Some(c)) = (&gunicorn, &converted) {
+            if let Some((path, c)) = &gunicorn {
                 eprintln!("{} converted reads:\n{}", path.display(), c.toml);
             }
             return ExitCode::from(EXIT_CONFIG);
@@ -123,7 +125,7 @@ fn main() -> ExitCode {
         eprintln!("error: {e}");
         return ExitCode::from(EXIT_CONFIG);
     }
-    if let (Some(path), Some(c)) = (&gunicorn, &converted) {
+    if let Some((path, c)) = &gunicorn {
         tracing::info!(
             "read gunicorn's {0} as gunicorn would; `corral import-gunicorn {0} > corral.toml` converts it for good",
             path.display()
@@ -361,7 +363,7 @@ async fn run(
         .map(|s| Arc::new(statsd::Statsd::new(s, shards.len())));
     if let Some(statsd) = &statsd {
         let snapshots = sup.snapshots();
-        if let Err(e) = statsd::run(statsd.clone(), move || Some(snapshots.borrow().in_service)) {
+        if let Err(e) = statsd::run(statsd.clone(), move || snapshots.borrow().in_service) {
             eprintln!("error: cannot start the statsd thread: {e}");
             return 1;
         }

@@ -92,19 +92,25 @@ pub fn read_only(path: &Path) -> bool {
         .is_some_and(|s| s.flags().contains(nix::sys::statvfs::FsFlags::ST_RDONLY))
 }
 
+/// Who besides corral's user and root may write to the file `meta`
+/// describes, by its owner or its mode (its folder aside), if anyone.
+pub fn writable_by_others(meta: &std::fs::Metadata) -> Option<String> {
+    let me = nix::unistd::geteuid().as_raw();
+    if meta.uid() != me && meta.uid() != 0 {
+        return Some(format!("it belongs to uid {}", meta.uid()));
+    }
+    let mode = meta.mode() & 0o777;
+    (mode & 0o022 != 0).then(|| format!("group or others may write to it (mode {mode:04o})"))
+}
+
 /// Who besides corral's user and root may change the file at `path`, if
 /// anyone: its owner, group or others by its mode, or whoever may write
 /// to its folder. `None` when only corral's user or root can (or when it
 /// cannot be inspected: opening it reports that).
 pub fn changeable_by_others(path: &Path) -> Option<String> {
     let meta = std::fs::metadata(path).ok()?;
-    let me = nix::unistd::geteuid().as_raw();
-    if meta.uid() != me && meta.uid() != 0 {
-        return Some(format!("it belongs to uid {}", meta.uid()));
-    }
-    let mode = meta.mode() & 0o777;
-    if mode & 0o022 != 0 {
-        return Some(format!("group or others may write to it (mode {mode:04o})"));
+    if let Some(why) = writable_by_others(&meta) {
+        return Some(why);
     }
     let dir = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,

@@ -522,10 +522,7 @@ fn connect_unix(path: &Path) -> Result<UnixDatagram, String> {
 /// Sends the counters every second until the process ends, reading the
 /// workers in service from `workers`. On its own thread: resolving the
 /// agent's name may block.
-pub fn run(
-    statsd: Arc<Statsd>,
-    workers: impl Fn() -> Option<usize> + Send + 'static,
-) -> io::Result<()> {
+pub fn run(statsd: Arc<Statsd>, workers: impl Fn() -> usize + Send + 'static) -> io::Result<()> {
     tracing::info!("statsd: sending gunicorn's metrics to {}", statsd.target);
     std::thread::Builder::new()
         .name("corral-statsd".into())
@@ -537,7 +534,7 @@ pub fn run(
             loop {
                 std::thread::sleep(FLUSH_EVERY);
                 statsd.connect();
-                statsd.flush(workers());
+                statsd.flush(Some(workers()));
             }
         })
         .map(drop)

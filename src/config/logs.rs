@@ -122,44 +122,28 @@ impl Resolver<'_> {
 
     /// `log.statsd_host`, `statsd_prefix` and `dogstatsd_tags`.
     fn statsd(&mut self, args: &Overrides, raw: &RawLog) -> Option<statsd::Settings> {
-        // Each value with where it came from, flag over file.
-        let pick = |r: &mut Self,
-                    flag: &Option<String>,
-                    name: &str,
-                    key: &Option<Spanned<String>>| {
-            match (flag, key) {
-                (Some(v), _) => Some((v.clone(), r.flag(name))),
-                (None, Some(v)) => Some((
-                    v.get_ref().clone(),
-                    r.in_file(v.span(), &format!("log.{}", &name[2..].replace('-', "_"))),
-                )),
-                (None, None) => None,
-            }
-        };
-        let host = pick(self, &args.statsd_host, "--statsd-host", &raw.statsd_host);
-        let prefix = pick(
-            self,
-            &args.statsd_prefix,
-            "--statsd-prefix",
-            &raw.statsd_prefix,
+        // Flag over file; unset is "" for each.
+        let (prefix, at) = self.pick(
+            (args.statsd_prefix.as_ref(), "--statsd-prefix"),
+            (raw.statsd_prefix.as_ref(), "log.statsd_prefix"),
+            String::new(),
         );
-        let tags = pick(
-            self,
-            &args.dogstatsd_tags,
-            "--dogstatsd-tags",
-            &raw.dogstatsd_tags,
+        let prefix = statsd::check_prefix(&prefix)
+            .map_err(|m| self.fail(&at, m))
+            .ok()?;
+        let (tags, at) = self.pick(
+            (args.dogstatsd_tags.as_ref(), "--dogstatsd-tags"),
+            (raw.dogstatsd_tags.as_ref(), "log.dogstatsd_tags"),
+            String::new(),
         );
-        let prefix = match prefix {
-            Some((p, at)) => statsd::check_prefix(&p)
-                .map_err(|m| self.fail(&at, m))
-                .ok()?,
-            None => String::new(),
-        };
-        let tags = match tags {
-            Some((t, at)) => statsd::check_tags(&t).map_err(|m| self.fail(&at, m)).ok()?,
-            None => String::new(),
-        };
-        let (host, at) = host?;
+        let tags = statsd::check_tags(&tags)
+            .map_err(|m| self.fail(&at, m))
+            .ok()?;
+        let (host, at) = self.pick(
+            (args.statsd_host.as_ref(), "--statsd-host"),
+            (raw.statsd_host.as_ref(), "log.statsd_host"),
+            String::new(),
+        );
         if host.trim().is_empty() {
             return None;
         }

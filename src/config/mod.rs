@@ -4,7 +4,7 @@
 //! INTERFACE CONTRACT (used by the rest of the binary; keep these names):
 //! `config::load(&Overrides, converted) -> Result<Config, ConfigError>`, where
 //! [`Overrides`] are the flags of `corral run` (the command line flattens it)
-//! and `converted` a gunicorn.conf.py's corral.toml text ([`gunicorn_file`]);
+//! and `converted` a gunicorn.conf.py ([`gunicorn_file`]) with its corral.toml text;
 //! `config::control_socket(config, socket) -> Result<PathBuf, ConfigError>`
 //! for the client commands (`corral reload`, `scale`, `stop`), which need
 //! only the control socket and no app.
@@ -318,17 +318,17 @@ pub fn gunicorn_file(args: &Overrides) -> Option<PathBuf> {
 
 /// Reads `--config FILE` (or `./corral.toml` when present), merges the
 /// command line over it and validates the result. `converted`: the
-/// [`gunicorn_file`] as corral.toml text, read instead; messages name it
-/// "gunicorn.conf.py (converted)" with the converted text's lines.
-pub fn load(args: &Overrides, converted: Option<&str>) -> Result<Config, ConfigError> {
+/// [`gunicorn_file`] and its corral.toml text, read instead; messages name
+/// it "gunicorn.conf.py (converted)" with the converted text's lines.
+pub fn load(args: &Overrides, converted: Option<(&Path, &str)>) -> Result<Config, ConfigError> {
     let cwd = std::env::current_dir().map_err(ConfigError::CurrentDir)?;
-    let file = match (converted, gunicorn_file(args)) {
-        (Some(toml), Some(path)) => {
-            let mut file = ConfigFile::new(&path, &cwd, toml.to_owned());
+    let file = match converted {
+        Some((path, toml)) => {
+            let mut file = ConfigFile::new(path, &cwd, toml.to_owned());
             file.shown = format!("{} (converted)", path.display());
             Some(file)
         }
-        _ => read_file(args.config.as_deref(), &cwd)?,
+        None => read_file(args.config.as_deref(), &cwd)?,
     };
     resolve(args, file.as_ref(), &cwd, &Env::from_process())
 }

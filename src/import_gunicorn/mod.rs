@@ -126,26 +126,13 @@ pub fn convert_file(file: &Path, app: Option<&str>, python: &Path) -> Result<Con
 /// must belong to corral's user or root and be writable by no one else,
 /// and in a folder another user may change it must not be a symlink.
 fn read_checked(file: &Path) -> Result<Vec<u8>, String> {
-    use std::os::unix::fs::MetadataExt;
     let (mut f, meta, _) =
         crate::private_fs::open_unfollowed(file, std::fs::OpenOptions::new().read(true))?;
-    let me = nix::unistd::geteuid().as_raw();
-    let convert = format!(
-        "or convert it once with `corral import-gunicorn {} > corral.toml` and read that",
-        file.display()
-    );
-    if meta.uid() != me && meta.uid() != 0 {
+    if let Some(why) = crate::private_fs::writable_by_others(&meta) {
         return Err(format!(
-            "refusing to run {}: it belongs to uid {}, who could make corral (uid {me}) run any code; chown it to corral's user or root, {convert}",
+            "refusing to run {}: {why}, and it is code that corral runs; chown it to corral's user or root and chmod go-w it, or convert it once with `corral import-gunicorn {} > corral.toml` and read that",
             file.display(),
-            meta.uid()
-        ));
-    }
-    if meta.mode() & 0o022 != 0 {
-        return Err(format!(
-            "refusing to run {}: group or others may write to it (mode {:04o}), and it is code; chmod go-w it, {convert}",
-            file.display(),
-            meta.mode() & 0o7777
+            file.display()
         ));
     }
     let mut source = Vec::new();

@@ -55,7 +55,7 @@ pub struct Launcher {
     limits: crate::config::Limits,
     /// Offer workers the shared-memory rings ([`super::ring`]).
     ring: bool,
-    /// The name in the workers' command lines (`app.proc_name`, else the
+    /// `[NAME]` for the workers' command lines (`app.proc_name`, else the
     /// instance's).
     label: String,
 }
@@ -185,11 +185,7 @@ impl Launcher {
                 }),
             limits: cfg.workers.limits.clone(),
             ring,
-            label: cfg
-                .app
-                .proc_name
-                .clone()
-                .unwrap_or_else(|| cfg.instance.clone()),
+            label: format!("[{}]", cfg.app.proc_name.as_ref().unwrap_or(&cfg.instance)),
         }
     }
 
@@ -265,7 +261,7 @@ impl Launcher {
         // What `ps` shows: "... corral_worker.py [shop-5c1e0a3f] worker 0
         // generation 1" (the worker drops these from `sys.argv`).
         cmd.arg(&self.script)
-            .arg(format!("[{}]", self.label))
+            .arg(&self.label)
             .args([
                 "worker",
                 &slot.to_string(),

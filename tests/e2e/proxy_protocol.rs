@@ -224,24 +224,7 @@ fn curl(dir: &Path, args: &[&str]) -> String {
 #[test]
 fn curl_sends_the_header_before_tls_and_before_http2() {
     let app = AppDir::new(&[("app.py", WSGI)]);
-    openssl(
-        app.path(),
-        &[
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            "key.pem",
-            "-out",
-            "cert.pem",
-            "-days",
-            "1",
-            "-subj",
-            "/CN=127.0.0.1",
-        ],
-    );
+    crate::tls::make_certs(app.path(), "127.0.0.1");
     let tls = Corral::start(
         app.path(),
         &[
@@ -250,9 +233,9 @@ fn curl_sends_the_header_before_tls_and_before_http2() {
             "1",
             "--proxy-protocol",
             "--certfile",
-            "cert.pem",
+            "server.pem",
             "--keyfile",
-            "key.pem",
+            "server.key",
         ],
         1,
     );

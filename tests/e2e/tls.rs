@@ -16,7 +16,7 @@ const ASGI: &str = "async def app(scope, receive, send):\n    if scope['type'] !
 /// A CA (ca.pem), a server certificate for 127.0.0.1 and 127.0.0.2 with subject
 /// CN=`server_cn` (`server.pem`, `server.key`) and a client certificate
 /// for O=Example, CN=alice (client.pem, client.key).
-fn make_certs(dir: &Path, server_cn: &str) {
+pub(crate) fn make_certs(dir: &Path, server_cn: &str) {
     let ext = dir.join("ext");
     std::fs::write(&ext, "subjectAltName=IP:127.0.0.1,IP:127.0.0.2\n").unwrap();
     std::fs::write(dir.join("cext"), "extendedKeyUsage=clientAuth\n").unwrap();

@@ -69,23 +69,21 @@ impl Resolver<'_> {
         );
         // gunicorn's and uvicorn's $FORWARDED_ALLOW_IPS is the default,
         // below the flag and the file.
-        let from_env = env
-            .forwarded_allow_ips
-            .as_deref()
-            .filter(|_| args.forwarded_allow_ips.is_none() && raw.forwarded_allow_ips.is_none());
-        let forwarded_allow_ips = match from_env {
-            Some(list) => self.allow_list(
-                (Some(list), "FORWARDED_ALLOW_IPS (environment)"),
-                (None, "server.forwarded_allow_ips"),
+        let flag = match (&args.forwarded_allow_ips, &raw.forwarded_allow_ips) {
+            (Some(list), _) => (Some(list.as_str()), "--forwarded-allow-ips"),
+            (None, None) => (
+                env.forwarded_allow_ips.as_deref(),
+                "FORWARDED_ALLOW_IPS (environment)",
             ),
-            None => self.allow_list(
-                (args.forwarded_allow_ips.as_deref(), "--forwarded-allow-ips"),
-                (
-                    raw.forwarded_allow_ips.as_ref(),
-                    "server.forwarded_allow_ips",
-                ),
-            ),
+            (None, Some(_)) => (None, "--forwarded-allow-ips"),
         };
+        let forwarded_allow_ips = self.allow_list(
+            flag,
+            (
+                raw.forwarded_allow_ips.as_ref(),
+                "server.forwarded_allow_ips",
+            ),
+        );
         let proxy_protocol = self.proxy_protocol(args, &raw);
         let proxy_allow_ips = self.allow_list(
             (args.proxy_allow_from.as_deref(), "--proxy-allow-from"),
