@@ -484,6 +484,40 @@ pub fn alive(pid: u32) -> bool {
     }
 }
 
+/// Sends SIGSTOP to `pid` and waits until every thread of it has stopped.
+/// The kernel stops each thread only when it next runs, so on a busy
+/// machine a process keeps working for tens of milliseconds after kill(2)
+/// returns: a test that means "the worker no longer reads" waits for it.
+pub fn stop_process(pid: u32) {
+    // SAFETY: signalling a process the test started.
+    unsafe { libc::kill(pid as i32, libc::SIGSTOP) };
+    let stopped = |task: &std::fs::DirEntry| {
+        std::fs::read_to_string(task.path().join("stat"))
+            .map(|stat| {
+                stat.rsplit(')')
+                    .next()
+                    .unwrap_or("")
+                    .trim_start()
+                    .starts_with('T')
+            })
+            .unwrap_or(true)
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let tasks = std::fs::read_dir(format!("/proc/{pid}/task"))
+            .map(|d| d.flatten().collect::<Vec<_>>())
+            .unwrap_or_default();
+        if tasks.iter().all(stopped) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "process {pid} did not stop in 10 s"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
 /// Waits until none of `pids` is alive.
 pub fn wait_gone(pids: &[u32], timeout: Duration) -> bool {
     let deadline = Instant::now() + timeout;

@@ -260,7 +260,7 @@ fn a_worker_that_dies_while_its_request_ring_is_full_leaves_no_channel_behind() 
     let before = open_fds(c.pid());
     // The worker stops reading: uploads fill its 256 KiB request ring and
     // corral's writer waits for room that only the worker could make.
-    unsafe { libc::kill(pid as i32, libc::SIGSTOP) };
+    stop_process(pid);
     let body = vec![b'x'; 60 * 1024];
     let clients: Vec<_> = (0..8)
         .map(|_| {
