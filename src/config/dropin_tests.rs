@@ -1,7 +1,8 @@
 //! Unit tests of what makes corral a drop-in where gunicorn runs: the
 //! workers' environment (`app.env_allow`, the deprecated `app.pass_env`),
 //! `$PORT`, `$WEB_CONCURRENCY`, `workers = "auto"`, app factories,
-//! `app.root_path`, `app.proc_name`, `$FORWARDED_ALLOW_IPS` and flags set from the environment.
+//! `app.root_path`, `app.proc_name`, the workers' Python logging
+//! (`app.logconfig*`), `$FORWARDED_ALLOW_IPS` and flags set from the environment.
 
 use std::path::Path;
 
@@ -388,6 +389,68 @@ fn forwarded_allow_ips_from_the_environment_below_the_flag_and_the_file() {
         .to_string();
     assert!(
         err.starts_with("FORWARDED_ALLOW_IPS (environment): "),
+        "{err}"
+    );
+}
+
+#[test]
+fn the_workers_python_logging_from_a_flag_or_one_file_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let ini = dir.path().join("logging.ini");
+    std::fs::write(&ini, "[loggers]\nkeys=root\n").unwrap();
+    let ini_text = ini.display().to_string();
+    assert_eq!(resolve_text("", &app()).unwrap().app.logging, None);
+
+    let text = format!("[app]\nlogconfig = \"{ini_text}\"\n");
+    let cfg = resolve_text(&text, &app()).unwrap();
+    assert_eq!(cfg.app.logging, Some(PythonLogging::Ini(ini.clone())));
+    assert_eq!(
+        cfg.app.logging.unwrap().for_worker(),
+        format!("ini:{ini_text}")
+    );
+
+    // A table becomes the JSON the worker hands dictConfig.
+    let text =
+        "[app.logconfig_dict]\nversion = 1\n[app.logconfig_dict.loggers.shop]\nlevel = \"DEBUG\"\n";
+    let Some(PythonLogging::Dict(json)) = resolve_text(text, &app()).unwrap().app.logging else {
+        panic!("no dictionary");
+    };
+    let json: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(json["loggers"]["shop"]["level"], "DEBUG");
+    assert_eq!(json["version"], 1);
+
+    // The flag replaces what the file says.
+    let args = Overrides {
+        logconfig_json: Some(ini.clone()),
+        ..app()
+    };
+    assert_eq!(
+        resolve_text(text, &args).unwrap().app.logging,
+        Some(PythonLogging::Json(ini.clone()))
+    );
+
+    let both = format!("[app]\nlogconfig = \"{ini_text}\"\nlogconfig_json = \"{ini_text}\"\n");
+    let err = problems(&both, &app());
+    assert!(
+        err.starts_with("corral.toml:3: app.logconfig_json: is given beside app.logconfig"),
+        "{err}"
+    );
+    let err = problems("[app]\nlogconfig = \"missing.ini\"\n", &app());
+    assert!(
+        err.starts_with("corral.toml:2: app.logconfig: /srv/app/missing.ini is no file"),
+        "{err}"
+    );
+    let args = Overrides {
+        logconfig: Some("gone.ini".into()),
+        ..app()
+    };
+    assert!(problems("", &args).starts_with("--log-config: /cwd/gone.ini is no file"));
+    let err = problems(
+        "[app.logconfig_dict]\nversion = 1\nsince = 2026-12-05\n",
+        &app(),
+    );
+    assert!(
+        err.contains("app.logconfig_dict: since is a TOML date or time"),
         "{err}"
     );
 }

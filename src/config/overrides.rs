@@ -81,6 +81,22 @@ pub struct Overrides {
     #[arg(short = 'n', long = "name", value_name = "NAME", env = "CORRAL_NAME")]
     pub proc_name: Option<String>,
 
+    /// Python logging config applied in each worker before the app is imported,
+    /// an ini file for logging.config.fileConfig (gunicorn's --log-config)
+    /// [toml: app.logconfig]
+    #[arg(long = "log-config", value_name = "FILE", env = "CORRAL_LOG_CONFIG")]
+    pub logconfig: Option<PathBuf>,
+
+    /// As --log-config, a JSON file for logging.config.dictConfig (gunicorn's
+    /// --log-config-json) [toml: app.logconfig_json]
+    #[arg(
+        long = "log-config-json",
+        value_name = "FILE",
+        env = "CORRAL_LOG_CONFIG_JSON",
+        conflicts_with = "logconfig"
+    )]
+    pub logconfig_json: Option<PathBuf>,
+
     /// Protocol of the app [toml: app.interface] [default: auto]
     #[arg(long, value_enum, value_name = "INTERFACE", env = "CORRAL_INTERFACE")]
     pub interface: Option<Interface>,

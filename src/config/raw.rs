@@ -190,6 +190,26 @@ pub(super) struct RawApp {
     /// (gunicorn's `proc_name`). Default: the instance's name, like
     /// "shop-5c1e0a3f" (see `corral status`).
     pub(super) proc_name: Option<Spanned<String>>,
+    /// Python `logging` configuration that each worker applies before it
+    /// imports the app, as gunicorn's workers inherit it: an ini file for
+    /// `logging.config.fileConfig` (gunicorn's `logconfig`, `--log-config`),
+    /// relative to this file's folder; `%(here)s` in it is the file's
+    /// folder. It configures the app's loggers (where their records go, at
+    /// which level, in which format); corral's own log stays as `[log]`
+    /// sets it. A worker that cannot apply it fails its boot with the
+    /// traceback. At most one of `logconfig`, `logconfig_json` and
+    /// `logconfig_dict`. Default: none (Python's defaults: warnings and
+    /// errors to stderr, which corral logs).
+    pub(super) logconfig: Option<Spanned<String>>,
+    /// As `logconfig`, a JSON file for `logging.config.dictConfig`
+    /// (gunicorn's `logconfig_json`, `--log-config-json`), laid over
+    /// gunicorn's defaults as gunicorn does: a root logger at INFO writing
+    /// to stdout, unless the file sets `root`. Default: none.
+    pub(super) logconfig_json: Option<Spanned<String>>,
+    /// As `logconfig_json`, the dictionary itself as a table (gunicorn's
+    /// `logconfig_dict`), e.g. `[app.logconfig_dict.loggers.shop]` with
+    /// `level = "DEBUG"`. Default: none.
+    pub(super) logconfig_dict: Option<Spanned<toml::Table>>,
 }
 
 section! {

@@ -106,6 +106,32 @@ pub struct AppConfig {
     /// The name in the workers' command lines (`app.proc_name`, `--name`);
     /// `None`: the instance's.
     pub proc_name: Option<String>,
+    /// The Python `logging` configuration each worker applies before it
+    /// imports the app (`app.logconfig*`, `--log-config*`).
+    pub logging: Option<PythonLogging>,
+}
+
+/// A Python `logging` configuration for the workers, as gunicorn's
+/// `logconfig`, `logconfig_json` and `logconfig_dict` give it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PythonLogging {
+    /// An ini file for `logging.config.fileConfig` (absolute).
+    Ini(PathBuf),
+    /// A JSON file for `logging.config.dictConfig` (absolute).
+    Json(PathBuf),
+    /// The dictionary for `logging.config.dictConfig`, as JSON text.
+    Dict(String),
+}
+
+impl PythonLogging {
+    /// How the worker is told: "ini:PATH", "json:PATH" or "dict:JSON".
+    pub fn for_worker(&self) -> String {
+        match self {
+            PythonLogging::Ini(path) => format!("ini:{}", path.display()),
+            PythonLogging::Json(path) => format!("json:{}", path.display()),
+            PythonLogging::Dict(json) => format!("dict:{json}"),
+        }
+    }
 }
 
 /// `app.env_allow`: the names and `*` patterns of the variables workers

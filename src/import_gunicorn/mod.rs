@@ -289,6 +289,13 @@ pub fn convert(
         };
         let v = match value_of(entry) {
             Ok(v) => v,
+            Err(_) if *name == "logconfig_dict" => {
+                out.note(
+                    name,
+                    "holds values a TOML file cannot (objects like sys.stdout): write them as dictConfig's strings (\"ext://sys.stdout\"), or keep the dictionary in a JSON file for logconfig_json",
+                );
+                continue;
+            }
             Err(what) => {
                 out.note(name, format!("is {what}; {note}"));
                 continue;
@@ -468,6 +475,34 @@ pub fn convert(
                 Some(p) => out.set("app", name, Value::String(p)),
                 None => bad(&mut out, v),
             },
+            // gunicorn takes the first of these it finds set.
+            "logconfig_dict" | "logconfig_json" | "logconfig" => {
+                let first = ["logconfig_dict", "logconfig_json", "logconfig"]
+                    .into_iter()
+                    .find(|n| set_in(settings, n));
+                if first != Some(*name) {
+                    let first = first.unwrap_or("?");
+                    out.note(
+                        name,
+                        format!("ignored, as gunicorn ignores it beside {first}"),
+                    );
+                    continue;
+                }
+                match (*name, v) {
+                    ("logconfig_dict", Json::Object(_)) => match toml_value(v) {
+                        Ok(table) => out.set("app", "logconfig_dict", table),
+                        Err(why) => out.note(name, why),
+                    },
+                    ("logconfig_dict", _) => bad(&mut out, v),
+                    (_, _) => match text(v) {
+                        Some(p) => {
+                            let path = out.path(&p);
+                            out.set("app", name, path);
+                        }
+                        None => bad(&mut out, v),
+                    },
+                }
+            }
             "certfile" | "keyfile" | "ca_certs" => match text(v) {
                 Some(p) => {
                     let path = out.path(&p);
@@ -511,6 +546,36 @@ pub fn convert(
         toml: render(&out.sections, file),
         notes: out.notes,
     }
+}
+
+/// Whether the file gives `name` a value that is not gunicorn's "unset".
+fn set_in(settings: &BTreeMap<String, Json>, name: &str) -> bool {
+    settings
+        .get(name)
+        .is_some_and(|entry| value_of(entry).is_ok_and(|v| !is_unset(v)))
+}
+
+/// A JSON value (a `logconfig_dict`) as TOML, which has no null.
+fn toml_value(v: &Json) -> Result<Value, String> {
+    Ok(match v {
+        Json::Null => {
+            return Err(
+                "holds None, which a TOML file cannot: leave that key out of the dictionary".into(),
+            );
+        }
+        Json::Bool(b) => Value::Boolean(*b),
+        Json::Number(n) => match n.as_i64() {
+            Some(i) => Value::Integer(i),
+            None => Value::Float(n.as_f64().unwrap_or(0.0)),
+        },
+        Json::String(s) => Value::String(s.clone()),
+        Json::Array(items) => Value::Array(items.iter().map(toml_value).collect::<Result<_, _>>()?),
+        Json::Object(map) => Value::Table(
+            map.iter()
+                .map(|(k, v)| Ok((k.clone(), toml_value(v)?)))
+                .collect::<Result<_, String>>()?,
+        ),
+    })
 }
 
 /// gunicorn's `cert_reqs`: `ssl.CERT_NONE`, `CERT_OPTIONAL`,
@@ -671,6 +736,48 @@ mod tests {
                 .iter()
                 .any(|n| n.starts_with("proxy_protocol: cannot convert")),
             "{notes:?}"
+        );
+    }
+
+    #[test]
+    fn logging_configurations_carry_over_as_gunicorn_picks_them() {
+        let c = convert_json(
+            r#"{"logconfig_dict": {"version": 1, "formatters": {"j": {"()": "x.Formatter", "fmt": "%(message)s"}},
+                "root": {"level": "INFO", "handlers": []}, "incremental": false, "ratio": 0.5},
+                "logconfig": "logging.ini"}"#,
+        );
+        let parsed: toml::Table = toml::from_str(&c.toml).expect(&c.toml);
+        let dict = &parsed["app"]["logconfig_dict"];
+        assert_eq!(
+            dict["formatters"]["j"]["()"].as_str(),
+            Some("x.Formatter"),
+            "{}",
+            c.toml
+        );
+        assert_eq!(dict["root"]["handlers"].as_array().map(Vec::len), Some(0));
+        assert_eq!(dict["ratio"].as_float(), Some(0.5));
+        assert!(!c.toml.contains("logging.ini"), "{}", c.toml);
+        assert!(
+            c.notes
+                .iter()
+                .any(|n| n == "logconfig: ignored, as gunicorn ignores it beside logconfig_dict"),
+            "{:?}",
+            c.notes
+        );
+
+        let c = convert_json(r#"{"logconfig_json": "conf/log.json"}"#);
+        assert!(
+            c.toml.contains("logconfig_json = \"/srv/conf/log.json\""),
+            "{}",
+            c.toml
+        );
+
+        let c = convert_json(r#"{"logconfig_dict": {"version": 1, "root": {"level": null}}}"#);
+        assert!(!c.toml.contains("logconfig_dict"), "{}", c.toml);
+        assert!(
+            c.notes.iter().any(|n| n.contains("holds None")),
+            "{:?}",
+            c.notes
         );
     }
 

@@ -148,9 +148,18 @@ pub const SETTINGS: &[(&str, &str)] = &[
         "logger_class",
         "not supported: corral's log is not Python; use `--log-format json` and a log shipper",
     ),
-    ("logconfig", "not supported: see `logger_class`"),
-    ("logconfig_dict", "not supported: see `logger_class`"),
-    ("logconfig_json", "not supported: see `logger_class`"),
+    (
+        "logconfig",
+        "`--log-config`, `[app] logconfig`: each worker applies it before it imports the app, so the app's loggers log as under gunicorn (corral's own log is `[log]`)",
+    ),
+    (
+        "logconfig_dict",
+        "`[app] logconfig_dict` (a table), applied as `logconfig` is, over gunicorn's defaults",
+    ),
+    (
+        "logconfig_json",
+        "`--log-config-json`, `[app] logconfig_json`, applied as `logconfig_dict` is",
+    ),
     (
         "syslog_addr",
         "not supported: log to stderr (the journal) or a file",
@@ -389,8 +398,6 @@ const REFUSED_FLAGS: &[(&str, &str)] = &[
         "disable_redirect_access_to_syslog",
     ),
     ("--logger-class", "logger_class"),
-    ("--log-config", "logconfig"),
-    ("--log-config-json", "logconfig_json"),
     ("--log-syslog-to", "syslog_addr"),
     ("--log-syslog", "syslog"),
     ("--log-syslog-prefix", "syslog_prefix"),
@@ -490,10 +497,17 @@ mod tests {
                 note("daemon").unwrap()
             )
         );
-        let config = refused_flag("--log-config=x.ini").unwrap();
+        let syslog = refused_flag("--log-syslog-to=udp://x:514").unwrap();
         assert!(
-            config.contains("(`logconfig`): not supported: see `logger_class` (`logger_class`: not supported: corral's log is not Python"),
-            "{config}"
+            syslog.contains("(`syslog_addr`): not supported: log to stderr"),
+            "{syslog}"
+        );
+        let prefix = refused_flag("--log-syslog-prefix=x").unwrap();
+        assert!(
+            prefix.contains(
+                "(`syslog_prefix`): not supported: see `syslog` (`syslog`: not supported"
+            ),
+            "{prefix}"
         );
         assert_eq!(refused_flag("--workers"), None);
         assert_eq!(refused_flag("--nonsense"), None);

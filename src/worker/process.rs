@@ -147,6 +147,14 @@ impl Launcher {
                 "CORRAL_WORKER_GRACEFUL_TIMEOUT".into(),
                 cfg.workers.graceful_timeout.as_secs_f64().to_string(),
             ),
+            (
+                "CORRAL_WORKER_LOGCONFIG".into(),
+                cfg.app
+                    .logging
+                    .as_ref()
+                    .map(|l| l.for_worker())
+                    .unwrap_or_default(),
+            ),
             ("PYTHONUNBUFFERED".into(), "1".into()),
             ("CORRAL_WORKER_STACKS_FD".into(), STACKS_FD.to_string()),
             (

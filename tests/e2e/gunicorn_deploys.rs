@@ -2,7 +2,8 @@
 //! command lines platforms document (Cloud Run, Azure), gunicorn's other
 //! ways of passing settings (`gunicorn.conf.py` read by default or with
 //! `-c`, `GUNICORN_CMD_ARGS`), every flag of the installed gunicorn, the
-//! process names `-n` sets, and the app's Unix sockets.
+//! process names `-n` sets, the app's Unix sockets, and the app's Python
+//! logging as `--log-config` and `logconfig_dict` set it up.
 
 use crate::common::*;
 use crate::gunicorn_compat::{APP, gunicorn_says, run_to_exit};
@@ -400,4 +401,147 @@ fn a_unix_socket_only_its_owner_may_reach_is_explained_in_the_log() {
         .unwrap_or_else(|| panic!("no hint; log:\n{}", c.log.text()));
     assert!(line.contains("app.sock is mode 0644"), "{line}");
     assert!(line.contains("-g GROUP -m 007"), "{line}");
+}
+
+/// An app that logs through Python's `logging`, as most do.
+const LOGGING_APP: &str = r#"
+import logging
+
+log = logging.getLogger("shop")
+log.info("imported")
+
+def app(environ, start_response):
+    log.info("serving %s", environ["PATH_INFO"])
+    logging.getLogger("shop.sql").debug("select 1")
+    start_response("200 OK", [("Content-Length", "2")])
+    return [b"ok"]
+"#;
+
+/// A `logconfig_dict` as gunicorn.conf.py files carry them: gunicorn's own
+/// loggers beside the app's, one formatter for all.
+const LOGCONFIG_CONF: &str = r#"
+workers = 1
+logconfig_dict = {
+    "version": 1,
+    "formatters": {"plain": {"format": "APPLOG %(levelname)s %(name)s: %(message)s"}},
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "formatter": "plain", "stream": "ext://sys.stdout"},
+        "error_console": {"class": "logging.StreamHandler", "formatter": "plain", "stream": "ext://sys.stderr"},
+    },
+    "root": {"level": "WARNING", "handlers": ["console"]},
+    "loggers": {
+        "shop": {"level": "INFO"},
+        "gunicorn.error": {"level": "INFO", "handlers": ["error_console"], "propagate": False},
+    },
+}
+"#;
+
+#[test]
+fn the_apps_loggers_log_as_gunicorns_logconfig_dict_says() {
+    let app = AppDir::new(&[
+        ("app.py", LOGGING_APP),
+        ("gunicorn.conf.py", LOGCONFIG_CONF),
+    ]);
+    let c = Corral::start(app.path(), &["app:app"], 1);
+    assert_eq!(c.get("/cart").text(), "ok");
+    c.log
+        .wait_for("APPLOG INFO shop: serving /cart", Duration::from_secs(10))
+        .unwrap_or_else(|| panic!("{}", c.log.text()));
+    let log = c.log.text();
+    // At import too, and only at the levels it sets.
+    assert!(log.contains("stdout: APPLOG INFO shop: imported"), "{log}");
+    assert!(!log.contains("select 1"), "{log}");
+    assert!(!log.contains("logconfig_dict"), "{log}");
+}
+
+#[test]
+fn log_config_files_are_applied_in_each_worker_and_a_broken_one_fails_the_boot() {
+    // An ini file as `--log-config` takes it, writing beside itself
+    // (%(here)s) in its own format.
+    let ini = r#"
+[loggers]
+keys = root, shop
+
+[handlers]
+keys = file
+
+[formatters]
+keys = plain
+
+[logger_root]
+level = WARNING
+handlers = file
+
+[logger_shop]
+level = DEBUG
+handlers =
+qualname = shop
+
+[handler_file]
+class = FileHandler
+args = ('%(here)s/app.log',)
+formatter = plain
+
+[formatter_plain]
+format = %(process)d %(levelname)s %(name)s %(message)s
+"#;
+    let bad = r#"{"version": 1, "handlers": {"console": {"class": "no.such.Handler"}}}"#;
+    let app = AppDir::new(&[
+        ("app.py", LOGGING_APP),
+        ("logging.ini", ini),
+        ("bad.json", bad),
+    ]);
+    let c = Corral::start(
+        app.path(),
+        &["app:app", "-w", "2", "--log-config", "logging.ini"],
+        2,
+    );
+    for _ in 0..4 {
+        assert_eq!(c.get("/pay").text(), "ok");
+    }
+    let file = app.path().join("app.log");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let mut text = String::new();
+    while std::time::Instant::now() < deadline && text.matches("serving /pay").count() < 4 {
+        std::thread::sleep(Duration::from_millis(50));
+        text = std::fs::read_to_string(&file).unwrap_or_default();
+    }
+    assert_eq!(text.matches("INFO shop serving /pay").count(), 4, "{text}");
+    assert!(text.contains("DEBUG shop.sql select 1"), "{text}");
+    // Both workers set it up before the import.
+    let pids: std::collections::BTreeSet<&str> = text
+        .lines()
+        .filter(|l| l.ends_with("shop imported"))
+        .filter_map(|l| l.split(' ').next())
+        .collect();
+    assert_eq!(pids.len(), 2, "{text}");
+    drop(c);
+
+    // One a worker cannot apply: `corral check` shows why, as for an app
+    // that fails its import.
+    let (code, stdout, stderr) = run_to_exit(
+        app.path(),
+        &[
+            "check",
+            "app:app",
+            "--log-config-json",
+            "bad.json",
+            "--python",
+            &python(),
+        ],
+    );
+    assert_eq!(code, Some(1), "{stdout}{stderr}");
+    let out = format!("{stdout}{stderr}");
+    assert!(
+        out.contains("the workers' logging configuration (logconfig_json ")
+            && out.contains("bad.json) cannot be applied: Unable to configure handler 'console'"),
+        "{out}"
+    );
+    // A file that is not there is a configuration mistake, named as one.
+    let (code, _, stderr) = run_to_exit(app.path(), &["app:app", "--log-config", "nope.ini"]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains("--log-config: ") && stderr.contains("nope.ini is no file"),
+        "{stderr}"
+    );
 }

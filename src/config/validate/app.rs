@@ -8,7 +8,8 @@ use toml::Spanned;
 use crate::config::Overrides;
 use crate::config::raw::RawApp;
 use crate::config::{
-    AppConfig, DEFAULT_FILE, Env, EnvAllow, Interface, OLD_BASE_ENV, Problem, is_corral_own_env,
+    AppConfig, DEFAULT_FILE, Env, EnvAllow, Interface, OLD_BASE_ENV, Problem, PythonLogging,
+    is_corral_own_env,
 };
 
 use super::*;
@@ -145,6 +146,9 @@ impl Resolver<'_> {
                 .ok()
         });
 
+        let logging =
+            self.python_logging(args, raw.logconfig, raw.logconfig_json, raw.logconfig_dict);
+
         Some(AppConfig {
             module: module?,
             interface,
@@ -157,7 +161,86 @@ impl Resolver<'_> {
             factory,
             root_path,
             proc_name,
+            logging,
         })
+    }
+
+    /// The workers' Python logging configuration: `--log-config` or
+    /// `--log-config-json`, else one of `app.logconfig`, `logconfig_json`
+    /// and `logconfig_dict`. A file named must exist; corral only looks at
+    /// it (the worker reads it, as the workers' user).
+    fn python_logging(
+        &mut self,
+        args: &Overrides,
+        ini: Option<Spanned<String>>,
+        json: Option<Spanned<String>>,
+        dict: Option<Spanned<toml::Table>>,
+    ) -> Option<PythonLogging> {
+        let (logging, at) = match (&args.logconfig, &args.logconfig_json) {
+            (Some(p), _) => (
+                PythonLogging::Ini(absolute(self.cwd, p)),
+                self.flag("--log-config"),
+            ),
+            (None, Some(p)) => (
+                PythonLogging::Json(absolute(self.cwd, p)),
+                self.flag("--log-config-json"),
+            ),
+            (None, None) => {
+                let spans = [
+                    ini.as_ref().map(|v| (v.span(), "app.logconfig")),
+                    json.as_ref().map(|v| (v.span(), "app.logconfig_json")),
+                    dict.as_ref().map(|v| (v.span(), "app.logconfig_dict")),
+                ];
+                let given: Vec<_> = spans.into_iter().flatten().collect();
+                if let [_, (span, key), ..] = given.as_slice() {
+                    let at = self.in_file(span.clone(), key);
+                    let first = given[0].1;
+                    self.fail(
+                        &at,
+                        format!("is given beside {first}: the workers' logging comes from one of them; keep one"),
+                    );
+                    return None;
+                }
+                if let Some(p) = ini {
+                    let at = self.in_file(p.span(), "app.logconfig");
+                    (PythonLogging::Ini(self.file_path(&p, "app.logconfig")?), at)
+                } else if let Some(p) = json {
+                    let at = self.in_file(p.span(), "app.logconfig_json");
+                    (
+                        PythonLogging::Json(self.file_path(&p, "app.logconfig_json")?),
+                        at,
+                    )
+                } else {
+                    let dict = dict?;
+                    let at = self.in_file(dict.span(), "app.logconfig_dict");
+                    match dict_json(dict.get_ref()) {
+                        Ok(text) => (PythonLogging::Dict(text), at),
+                        Err(message) => {
+                            self.fail(&at, message);
+                            return None;
+                        }
+                    }
+                }
+            }
+        };
+        if let PythonLogging::Ini(path) | PythonLogging::Json(path) = &logging
+            && !path.is_file()
+        {
+            self.fail(
+                &at,
+                format!(
+                    "{} is no file: give the path of the logging configuration (relative to {})",
+                    path.display(),
+                    if at.location.is_some() {
+                        "the config file's folder"
+                    } else {
+                        "the current folder"
+                    }
+                ),
+            );
+            return None;
+        }
+        Some(logging)
     }
 
     /// `app.env_allow`, or the deprecated `app.pass_env` read as one.
@@ -224,6 +307,28 @@ impl Resolver<'_> {
         }
         Some(EnvAllow(names))
     }
+}
+
+/// `app.logconfig_dict` as the JSON the worker gives `dictConfig`: TOML's
+/// dates and times have no place in it.
+fn dict_json(table: &toml::Table) -> Result<String, String> {
+    fn check(value: &toml::Value, at: &str) -> Result<(), String> {
+        match value {
+            toml::Value::Datetime(_) => Err(format!(
+                "{at} is a TOML date or time, which logging.config.dictConfig cannot take: quote it"
+            )),
+            toml::Value::Array(items) => items
+                .iter()
+                .enumerate()
+                .try_for_each(|(i, v)| check(v, &format!("{at}[{i}]"))),
+            toml::Value::Table(t) => t
+                .iter()
+                .try_for_each(|(k, v)| check(v, &format!("{at}.{k}"))),
+            _ => Ok(()),
+        }
+    }
+    table.iter().try_for_each(|(k, v)| check(v, k))?;
+    serde_json::to_string(table).map_err(|e| e.to_string())
 }
 
 /// `app.proc_name`: shown in a command line, so printable and short.

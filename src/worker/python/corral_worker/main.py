@@ -105,6 +105,60 @@ def load_app(spec, factory=False):
     return obj
 
 
+# gunicorn's logging defaults (CONFIG_DEFAULTS in gunicorn/glogging.py): a
+# logconfig_dict or logconfig_json is laid over them, one level deep, as
+# gunicorn lays it. Without their `loggers`: gunicorn's own two loggers log
+# nothing in a worker of corral's, and a dictionary that replaces
+# `handlers` without their error_console would fail on them.
+LOGGING_DEFAULTS = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "root": {"level": "INFO", "handlers": ["console"]},
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "formatter": "generic",
+                    "stream": "ext://sys.stdout"},
+        "error_console": {"class": "logging.StreamHandler", "formatter": "generic",
+                          "stream": "ext://sys.stderr"},
+    },
+    "formatters": {
+        "generic": {"format": "%(asctime)s [%(process)d] [%(levelname)s] %(message)s",
+                    "datefmt": "[%Y-%m-%d %H:%M:%S %z]", "class": "logging.Formatter"},
+    },
+}
+
+
+def configure_logging(spec):
+    """Applies the app's logging configuration ([app] logconfig*), given as
+    "ini:PATH", "json:PATH" or "dict:JSON", as gunicorn applies it before
+    its workers start. An error says which setting failed."""
+    import json
+    import logging.config
+
+    kind, _, value = spec.partition(":")
+    names = {"ini": "logconfig " + value, "json": "logconfig_json " + value,
+             "dict": "logconfig_dict"}
+    try:
+        if kind == "ini":
+            logging.config.fileConfig(value, defaults={"__file__": value,
+                                                       "here": os.path.dirname(value)},
+                                      disable_existing_loggers=False)
+            return
+        if kind == "json":
+            with open(value, encoding="utf-8") as f:
+                given = json.load(f)
+        else:
+            given = json.loads(value)
+        if not isinstance(given, dict):
+            raise TypeError("a logging configuration is a dictionary, not %s"
+                            % type(given).__name__)
+        config = dict(LOGGING_DEFAULTS)
+        config.update(given)
+        logging.config.dictConfig(config)
+    except Exception as e:
+        raise RuntimeError("the workers' logging configuration (%s) cannot be applied: %s"
+                           % (names.get(kind, kind), e)) from e
+
+
 def main():
     fd = int(os.environ.pop("CORRAL_WORKER_FD", "3"))
     # The channel stays with this process: a subprocess the app starts
@@ -121,6 +175,7 @@ def main():
     root_path = os.environ.pop("CORRAL_WORKER_ROOT_PATH", "")
     software = os.environ.pop("CORRAL_WORKER_SERVER_SOFTWARE", "corral")
     ring_spec = os.environ.pop("CORRAL_WORKER_RING", "")
+    logging_spec = os.environ.pop("CORRAL_WORKER_LOGCONFIG", "")
     sock = socket.socket(fileno=fd)
     ring = None
     if ring_spec:
@@ -156,6 +211,8 @@ def main():
     t0 = time.monotonic()
     asgi = None
     try:
+        if logging_spec:
+            configure_logging(logging_spec)
         app = load_app(spec, factory)
         if not callable(app):
             raise TypeError("%s is not callable (got %s)" % (spec, type(app).__name__))
