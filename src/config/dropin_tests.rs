@@ -454,3 +454,63 @@ fn the_workers_python_logging_from_a_flag_or_one_file_key() {
         "{err}"
     );
 }
+
+#[test]
+fn a_paste_app_from_a_flag_or_the_file_in_place_of_a_module() {
+    let dir = tempfile::tempdir().unwrap();
+    let ini = dir.path().join("production.ini");
+    std::fs::write(&ini, "[app:main]\nuse = call:shop:main\n").unwrap();
+    let ini_text = ini.display().to_string();
+    let no_app = Overrides::default();
+
+    let text =
+        format!("[app]\npaste = \"{ini_text}#shop\"\n[app.paste_global]\ndb = \"sqlite://\"\n");
+    let cfg = resolve_text(&text, &no_app).unwrap();
+    let paste = cfg.app.paste.clone().unwrap();
+    assert_eq!(paste.file, ini);
+    assert_eq!(paste.name.as_deref(), Some("shop"));
+    assert_eq!(
+        paste.global.get("db").map(String::as_str),
+        Some("sqlite://")
+    );
+    assert_eq!(paste.uri(), format!("config:{ini_text}#shop"));
+    // The log, `corral check` and /status name it.
+    assert_eq!(cfg.app.module, format!("paste:{ini_text}#shop"));
+
+    // A flag's app replaces the file's Paste app, and the other way round.
+    let cfg = resolve_text(&text, &app()).unwrap();
+    assert_eq!((cfg.app.paste, cfg.app.module.as_str()), (None, "m:a"));
+    let args = Overrides {
+        paste: Some(ini_text.clone()),
+        paste_global: vec![("db".into(), "postgresql://".into())],
+        ..Overrides::default()
+    };
+    let cfg = resolve_text("[app]\nmodule = \"m:a\"\n", &args).unwrap();
+    let paste = cfg.app.paste.unwrap();
+    assert_eq!(
+        (paste.name, paste.global["db"].as_str()),
+        (None, "postgresql://")
+    );
+
+    let both = format!("[app]\nmodule = \"m:a\"\npaste = \"{ini_text}\"\n");
+    let err = problems(&both, &no_app);
+    assert!(
+        err.starts_with("corral.toml:2: app.module: is given beside app.paste: serve the module or the Paste app, not both"),
+        "{err}"
+    );
+    let err = problems("[app]\npaste = \"nope.ini\"\n", &no_app);
+    assert!(
+        err.starts_with("corral.toml:2: app.paste: /srv/app/nope.ini is no file"),
+        "{err}"
+    );
+    let err = problems(&format!("[app]\npaste = \"{ini_text}#\"\n"), &no_app);
+    assert!(err.contains("name the app after '#'"), "{err}");
+    let err = problems(
+        &format!("[app]\npaste = \"{ini_text}\"\nfactory = true\n"),
+        &no_app,
+    );
+    assert!(
+        err.contains("app.factory: is for a module's app factory, not a Paste app"),
+        "{err}"
+    );
+}

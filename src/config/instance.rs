@@ -82,7 +82,14 @@ pub fn name(config: Option<&Path>, dir: &Path, module: &str, bind: Option<&BindA
                 key.push(0);
                 key.extend_from_slice(part);
             }
-            let module = module.split(':').next().unwrap_or(module);
+            // A Paste app ("paste:/srv/shop/production.ini#main") by its file.
+            let module = match module.strip_prefix("paste:") {
+                Some(uri) => {
+                    let file = Path::new(uri.split('#').next().unwrap_or(uri));
+                    file.file_stem().and_then(|s| s.to_str()).unwrap_or("paste")
+                }
+                None => module.split(':').next().unwrap_or(module),
+            };
             format!("{}-{:08x}", slug(module), fnv1a(&key) >> 32)
         }
     }

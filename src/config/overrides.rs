@@ -81,6 +81,28 @@ pub struct Overrides {
     #[arg(short = 'n', long = "name", value_name = "NAME", env = "CORRAL_NAME")]
     pub proc_name: Option<String>,
 
+    /// Serve the app of this PasteDeploy ini file instead of APP, FILE#NAME for its
+    /// [app:NAME] (gunicorn's --paste, Pyramid's production.ini) [toml: app.paste]
+    #[arg(
+        long,
+        alias = "paster",
+        value_name = "FILE[#NAME]",
+        env = "CORRAL_PASTE",
+        conflicts_with = "app"
+    )]
+    pub paste: Option<String>,
+
+    /// A default for the Paste app's global_conf, read as %(KEY)s in its ini;
+    /// repeat for more (gunicorn's --paste-global; CORRAL_PASTE_GLOBAL holds one)
+    /// [toml: app.paste_global]
+    #[arg(
+        long = "paste-global",
+        value_name = "KEY=VALUE",
+        value_parser = parse_paste_global,
+        env = "CORRAL_PASTE_GLOBAL"
+    )]
+    pub paste_global: Vec<(String, String)>,
+
     /// Python logging config applied in each worker before the app is imported,
     /// an ini file for logging.config.fileConfig (gunicorn's --log-config)
     /// [toml: app.logconfig]
@@ -576,6 +598,15 @@ fn parse_env(s: &str) -> Result<(String, String), String> {
         .ok_or_else(|| format!("\"{s}\" has no '=': write it as KEY=VALUE"))?;
     super::check_env(key, value)?;
     Ok((key.to_owned(), value.to_owned()))
+}
+
+fn parse_paste_global(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((key, value)) if !key.is_empty() && !s.contains('\0') => {
+            Ok((key.to_owned(), value.to_owned()))
+        }
+        _ => Err(format!("\"{s}\" is no KEY=VALUE")),
+    }
 }
 
 impl Overrides {

@@ -190,6 +190,21 @@ pub(super) struct RawApp {
     /// (gunicorn's `proc_name`). Default: the instance's name, like
     /// "shop-5c1e0a3f" (see `corral status`).
     pub(super) proc_name: Option<Spanned<String>>,
+    /// A PasteDeploy ini file whose app the workers serve instead of
+    /// `module` (gunicorn's `paste`, `--paste`; Pyramid's
+    /// `production.ini`), relative to this file's folder; "FILE#NAME" picks
+    /// its `[app:NAME]` (default "main"). The workers need PasteDeploy
+    /// installed. When the file has a `[loggers]` section and no
+    /// `logconfig*` key is set, the workers apply it as their logging
+    /// configuration, as gunicorn does. Not together with `module`.
+    /// Default: none.
+    pub(super) paste: Option<Spanned<String>>,
+    /// Defaults handed to the Paste app's `global_conf` (gunicorn's
+    /// `raw_paste_global_conf`, `--paste-global KEY=VALUE`): a table of
+    /// strings, e.g. `[app.paste_global]` with `db = "postgresql:///shop"`,
+    /// which the ini reads as `%(db)s`. Default: none.
+    #[serde(default)]
+    pub(super) paste_global: BTreeMap<String, Spanned<String>>,
     /// Python `logging` configuration that each worker applies before it
     /// imports the app, as gunicorn's workers inherit it: an ini file for
     /// `logging.config.fileConfig` (gunicorn's `logconfig`, `--log-config`),

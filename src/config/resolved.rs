@@ -106,9 +106,34 @@ pub struct AppConfig {
     /// The name in the workers' command lines (`app.proc_name`, `--name`);
     /// `None`: the instance's.
     pub proc_name: Option<String>,
+    /// A PasteDeploy app served instead of `module` (`app.paste`,
+    /// `--paste`); `module` then names it for the log, `corral check` and
+    /// `/status` ("paste:/srv/shop/production.ini#main").
+    pub paste: Option<Paste>,
     /// The Python `logging` configuration each worker applies before it
     /// imports the app (`app.logconfig*`, `--log-config*`).
     pub logging: Option<PythonLogging>,
+}
+
+/// A PasteDeploy app, as gunicorn's `--paste` and `--paste-global` give it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Paste {
+    /// The ini file (absolute).
+    pub file: PathBuf,
+    /// Its `[app:NAME]`; `None`: PasteDeploy's default, "main".
+    pub name: Option<String>,
+    /// Defaults for the app's `global_conf`.
+    pub global: BTreeMap<String, String>,
+}
+
+impl Paste {
+    /// PasteDeploy's URI for it: "config:/srv/shop/production.ini#main".
+    pub fn uri(&self) -> String {
+        match &self.name {
+            Some(name) => format!("config:{}#{name}", self.file.display()),
+            None => format!("config:{}", self.file.display()),
+        }
+    }
 }
 
 /// A Python `logging` configuration for the workers, as gunicorn's

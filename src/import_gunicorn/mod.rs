@@ -475,6 +475,31 @@ pub fn convert(
                 Some(p) => out.set("app", name, Value::String(p)),
                 None => bad(&mut out, v),
             },
+            "paste" => match text(v) {
+                Some(p) => {
+                    let (file, name) = match p.rsplit_once('#') {
+                        Some((file, name)) => (file.to_owned(), format!("#{name}")),
+                        None => (p.clone(), String::new()),
+                    };
+                    let Value::String(file) = out.path(&file) else {
+                        continue;
+                    };
+                    out.set("app", "paste", Value::String(format!("{file}{name}")));
+                }
+                None => bad(&mut out, v),
+            },
+            "raw_paste_global_conf" => {
+                let mut global = toml::Table::new();
+                for pair in list_keep_commas(v) {
+                    match pair.split_once('=') {
+                        Some((k, val)) if !k.is_empty() => {
+                            global.insert(k.to_owned(), Value::String(val.to_owned()));
+                        }
+                        _ => out.note(name, format!("{pair:?} is no KEY=VALUE; left out")),
+                    }
+                }
+                out.set("app", "paste_global", Value::Table(global));
+            }
             // gunicorn takes the first of these it finds set.
             "logconfig_dict" | "logconfig_json" | "logconfig" => {
                 let first = ["logconfig_dict", "logconfig_json", "logconfig"]
@@ -776,6 +801,24 @@ mod tests {
         assert!(!c.toml.contains("logconfig_dict"), "{}", c.toml);
         assert!(
             c.notes.iter().any(|n| n.contains("holds None")),
+            "{:?}",
+            c.notes
+        );
+    }
+
+    #[test]
+    fn a_paste_app_and_its_global_conf_carry_over() {
+        let c = convert_json(
+            r#"{"paste": "conf/production.ini#shop", "raw_paste_global_conf": ["db=sqlite:///a=b", "nonsense"]}"#,
+        );
+        let parsed: toml::Table = toml::from_str(&c.toml).expect(&c.toml);
+        let app = &parsed["app"];
+        assert_eq!(app["paste"].as_str(), Some("/srv/conf/production.ini#shop"));
+        assert_eq!(app["paste_global"]["db"].as_str(), Some("sqlite:///a=b"));
+        assert!(
+            c.notes
+                .iter()
+                .any(|n| n.contains("\"nonsense\" is no KEY=VALUE")),
             "{:?}",
             c.notes
         );

@@ -198,7 +198,7 @@ pub const SETTINGS: &[(&str, &str)] = &[
     ("pythonpath", "`--pythonpath`, `[app] pythonpath`"),
     (
         "paste",
-        "not supported: load the Paste app in a module and serve that (`main:app`)",
+        "`--paste FILE[#NAME]`, `[app] paste`: the workers load the ini file's app with PasteDeploy (installed beside the app), and its `[loggers]` as the logging configuration unless `logconfig*` is set",
     ),
     (
         "on_starting",
@@ -309,7 +309,10 @@ pub const SETTINGS: &[(&str, &str)] = &[
         "http2_max_header_list_size",
         "not supported as its own limit: `[server] max_header_bytes` bounds HTTP/2's decoded header list as it bounds an HTTP/1.1 head",
     ),
-    ("raw_paste_global_conf", "not supported: see `paste`"),
+    (
+        "raw_paste_global_conf",
+        "`--paste-global KEY=VALUE`, `[app.paste_global]`: the Paste app's `global_conf`",
+    ),
     (
         "permit_obsolete_folding",
         "not supported: obsolete line folding is refused with 400 (hyper)",
@@ -403,8 +406,6 @@ const REFUSED_FLAGS: &[(&str, &str)] = &[
     ("--log-syslog-prefix", "syslog_prefix"),
     ("--log-syslog-facility", "syslog_facility"),
     ("--enable-backlog-metric", "enable_backlog_metric"),
-    ("--paste", "paste"),
-    ("--paster", "paste"),
     ("--protocol", "protocol"),
     ("--uwsgi-allow-from", "uwsgi_allow_ips"),
     ("--ssl-version", "ssl_version"),
@@ -414,7 +415,6 @@ const REFUSED_FLAGS: &[(&str, &str)] = &[
     ("--http2-initial-window-size", "http2_initial_window_size"),
     ("--http2-max-frame-size", "http2_max_frame_size"),
     ("--http2-max-header-list-size", "http2_max_header_list_size"),
-    ("--paste-global", "raw_paste_global_conf"),
     ("--permit-obsolete-folding", "permit_obsolete_folding"),
     ("--strip-header-spaces", "strip_header_spaces"),
     (

@@ -148,6 +148,18 @@ impl Launcher {
                 cfg.workers.graceful_timeout.as_secs_f64().to_string(),
             ),
             (
+                "CORRAL_WORKER_PASTE".into(),
+                cfg.app.paste.as_ref().map(|p| p.uri()).unwrap_or_default(),
+            ),
+            (
+                "CORRAL_WORKER_PASTE_GLOBAL".into(),
+                cfg.app
+                    .paste
+                    .as_ref()
+                    .and_then(|p| serde_json::to_string(&p.global).ok())
+                    .unwrap_or_default(),
+            ),
+            (
                 "CORRAL_WORKER_LOGCONFIG".into(),
                 cfg.app
                     .logging

@@ -2,8 +2,9 @@
 //! command lines platforms document (Cloud Run, Azure), gunicorn's other
 //! ways of passing settings (`gunicorn.conf.py` read by default or with
 //! `-c`, `GUNICORN_CMD_ARGS`), every flag of the installed gunicorn, the
-//! process names `-n` sets, the app's Unix sockets, and the app's Python
-//! logging as `--log-config` and `logconfig_dict` set it up.
+//! process names `-n` sets, the app's Unix sockets, the app's Python
+//! logging as `--log-config` and `logconfig_dict` set it up, and a Pyramid
+//! app served from its Paste ini file (`--paste`).
 
 use crate::common::*;
 use crate::gunicorn_compat::{APP, gunicorn_says, run_to_exit};
@@ -544,4 +545,120 @@ format = %(process)d %(levelname)s %(name)s %(message)s
         stderr.contains("--log-config: ") && stderr.contains("nope.ini is no file"),
         "{stderr}"
     );
+}
+
+/// A Pyramid app as its cookiecutter lays it out: a `main(global_config,
+/// **settings)` factory named in `production.ini`, with its loggers there.
+const PYRAMID_APP: &str = r#"
+import logging
+from pyramid.config import Configurator
+from pyramid.response import Response
+
+log = logging.getLogger("shop")
+
+def hello(request):
+    settings = request.registry.settings
+    log.info("hello from %s", settings["shop.name"])
+    return Response("%s on %s" % (settings["shop.name"], settings["sqlalchemy.url"]))
+
+def main(global_config, **settings):
+    config = Configurator(settings=settings)
+    config.add_route("hello", "/")
+    config.add_view(hello, route_name="hello")
+    return config.make_wsgi_app()
+"#;
+
+const PRODUCTION_INI: &str = r#"
+[app:main]
+use = call:shop:main
+shop.name = pyramid-shop
+sqlalchemy.url = %(db)s
+
+[app:admin]
+use = call:shop:main
+shop.name = admin
+sqlalchemy.url = sqlite://
+
+[loggers]
+keys = root, shop
+
+[handlers]
+keys = console
+
+[formatters]
+keys = generic
+
+[logger_root]
+level = WARN
+handlers = console
+
+[logger_shop]
+level = INFO
+handlers =
+qualname = shop
+
+[handler_console]
+class = StreamHandler
+args = (sys.stderr,)
+formatter = generic
+
+[formatter_generic]
+format = PYRLOG %(levelname)s [%(name)s] %(message)s
+"#;
+
+#[test]
+fn a_pyramid_app_is_served_from_its_paste_ini_as_gunicorn_serves_it() {
+    let app = AppDir::new(&[("shop.py", PYRAMID_APP), ("production.ini", PRODUCTION_INI)]);
+    // `gunicorn --paste production.ini --paste-global db=...`, renamed.
+    let c = Corral::start(
+        app.path(),
+        &[
+            "--paste",
+            "production.ini",
+            "--paste-global",
+            "db=sqlite:///shop.db",
+            "-w",
+            "2",
+        ],
+        2,
+    );
+    assert_eq!(c.get("/").text(), "pyramid-shop on sqlite:///shop.db");
+    // The ini's [loggers] set up the workers' logging, as under gunicorn.
+    c.log
+        .wait_for(
+            "stderr: PYRLOG INFO [shop] hello from pyramid-shop",
+            Duration::from_secs(10),
+        )
+        .unwrap_or_else(|| panic!("{}", c.log.text()));
+    assert!(
+        c.log.text().contains("for paste:") && c.log.text().contains("production.ini"),
+        "{}",
+        c.log.text()
+    );
+    drop(c);
+    // FILE#NAME picks another [app:NAME]; `corral check` boots it.
+    let (code, stdout, stderr) = run_to_exit(
+        app.path(),
+        &[
+            "check",
+            "--paste",
+            "production.ini#admin",
+            "--python",
+            &python(),
+        ],
+    );
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    assert!(stdout.contains("production.ini#admin imported"), "{stdout}");
+    // From a gunicorn.conf.py, as gunicorn reads `paste` there.
+    std::fs::write(
+        app.path().join("gunicorn.conf.py"),
+        "paste = 'production.ini'\nraw_paste_global_conf = ['db=postgresql:///shop']\nworkers = 1\n",
+    )
+    .unwrap();
+    let c = Corral::start(app.path(), &[], 1);
+    assert_eq!(c.get("/").text(), "pyramid-shop on postgresql:///shop");
+    drop(c);
+    // An app to serve beside it is a mistake, named as one.
+    let (code, _, stderr) = run_to_exit(app.path(), &["shop:main", "--paste", "production.ini"]);
+    assert_eq!(code, Some(2), "{stderr}");
 }

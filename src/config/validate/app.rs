@@ -8,7 +8,7 @@ use toml::Spanned;
 use crate::config::Overrides;
 use crate::config::raw::RawApp;
 use crate::config::{
-    AppConfig, DEFAULT_FILE, Env, EnvAllow, Interface, OLD_BASE_ENV, Problem, PythonLogging,
+    AppConfig, DEFAULT_FILE, Env, EnvAllow, Interface, OLD_BASE_ENV, Paste, Problem, PythonLogging,
     is_corral_own_env,
 };
 
@@ -23,12 +23,45 @@ impl Resolver<'_> {
     ) -> Option<AppConfig> {
         let virtual_env = env.virtual_env.as_deref();
         let script_name = env.script_name.clone();
-        let module = match (&args.app, &raw.module) {
-            (Some(m), _) => Some((m.clone(), self.flag("APP"))),
-            (None, Some(m)) => Some((m.get_ref().clone(), self.in_file(m.span(), "app.module"))),
-            (None, None) => None,
+        // The app is a module or a Paste ini file: a flag for either
+        // replaces the file's choice, and the file names at most one.
+        let module = match (&args.app, &args.paste, &raw.module) {
+            (Some(m), _, _) => Some((m.clone(), self.flag("APP"))),
+            (None, None, Some(m)) => {
+                Some((m.get_ref().clone(), self.in_file(m.span(), "app.module")))
+            }
+            (None, _, _) => None,
+        };
+        let paste_given = match (&args.paste, &raw.paste) {
+            (Some(p), _) => Some((p.clone(), self.cwd.to_path_buf(), self.flag("--paste"))),
+            (None, Some(p)) if args.app.is_none() => Some((
+                p.get_ref().clone(),
+                self.file_dir().to_path_buf(),
+                self.in_file(p.span(), "app.paste"),
+            )),
+            (None, _) => None,
+        };
+        if let (Some((_, at)), Some((_, _, paste_at))) = (&module, &paste_given) {
+            let message = format!(
+                "is given beside {}: serve the module or the Paste app, not both",
+                paste_at.key
+            );
+            self.fail(at, message);
+        }
+        let paste_named = paste_given.is_some();
+        let paste = paste_given.and_then(|(spec, base, at)| {
+            self.paste(&spec, &base, &at, &args.paste_global, &raw.paste_global)
+        });
+        let module = match (module, &paste) {
+            (_, Some(paste)) => Some((
+                paste.uri().replacen("config:", "paste:", 1),
+                At::flag("app.paste"),
+            )),
+            (module, None) => module,
         };
         let module = match module {
+            // A Paste app that has problems has been named for them.
+            _ if paste_named => module.map(|(m, _)| m),
             None => {
                 let file = self.file.map_or(DEFAULT_FILE, |f| &f.shown);
                 self.problems.push(Problem {
@@ -108,6 +141,12 @@ impl Resolver<'_> {
             (false, Some(f)) => (*f.get_ref(), Some(self.in_file(f.span(), "app.factory"))),
             (false, None) => (false, None),
         };
+        if let (true, Some(_), Some(at)) = (factory, &paste, &factory_at) {
+            self.fail(
+                at,
+                "is for a module's app factory, not a Paste app: remove it",
+            );
+        }
         if let (true, Some(module), Some(at)) = (factory, &module, factory_at)
             && module.contains('(')
         {
@@ -161,7 +200,62 @@ impl Resolver<'_> {
             factory,
             root_path,
             proc_name,
+            paste,
             logging,
+        })
+    }
+
+    /// `app.paste` or `--paste` ("FILE#NAME"), resolved against `base`,
+    /// with its `global_conf` defaults: the flags', else the file's.
+    fn paste(
+        &mut self,
+        spec: &str,
+        base: &Path,
+        at: &At,
+        flags: &[(String, String)],
+        table: &BTreeMap<String, Spanned<String>>,
+    ) -> Option<Paste> {
+        let (file, name) = match spec.rsplit_once('#') {
+            Some((file, name)) => (file, Some(name)),
+            None => (spec, None),
+        };
+        if file.is_empty() {
+            self.fail(
+                at,
+                "is empty: give the Paste ini file, like \"production.ini\"",
+            );
+            return None;
+        }
+        if name.is_some_and(|n| n.is_empty() || n.chars().any(char::is_control)) {
+            self.fail(
+                at,
+                format!("\"{spec}\": name the app after '#' (\"production.ini#main\") or leave the '#' out"),
+            );
+            return None;
+        }
+        let file = absolute(base, Path::new(file));
+        if !file.is_file() {
+            self.fail(
+                at,
+                format!(
+                    "{} is no file: give the Paste ini file that holds the app",
+                    file.display()
+                ),
+            );
+            return None;
+        }
+        let global = if flags.is_empty() {
+            table
+                .iter()
+                .map(|(k, v)| (k.clone(), v.get_ref().clone()))
+                .collect()
+        } else {
+            flags.iter().cloned().collect()
+        };
+        Some(Paste {
+            file,
+            name: name.map(str::to_owned),
+            global,
         })
     }
 

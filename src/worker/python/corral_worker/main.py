@@ -159,6 +159,26 @@ def configure_logging(spec):
                            % (names.get(kind, kind), e)) from e
 
 
+def load_paste(uri, global_conf, logging_spec):
+    """The app of a PasteDeploy ini file ("config:/path/production.ini#main"),
+    as gunicorn's --paste loads it; without a logging configuration of its
+    own, the file's [loggers] set up logging first, as gunicorn does."""
+    path = uri[len("config:"):].split("#")[0]
+    if not logging_spec:
+        import configparser
+
+        parser = configparser.ConfigParser()
+        parser.read([path])
+        if parser.has_section("loggers"):
+            configure_logging("ini:" + path)
+    try:
+        from paste.deploy import loadapp
+    except ImportError as e:
+        raise ImportError("a Paste app (--paste, [app] paste) needs PasteDeploy in the app's "
+                          "environment: pip install PasteDeploy (%s)" % e) from e
+    return loadapp(uri, relative_to=os.getcwd(), global_conf=global_conf or None)
+
+
 def main():
     fd = int(os.environ.pop("CORRAL_WORKER_FD", "3"))
     # The channel stays with this process: a subprocess the app starts
@@ -176,6 +196,8 @@ def main():
     software = os.environ.pop("CORRAL_WORKER_SERVER_SOFTWARE", "corral")
     ring_spec = os.environ.pop("CORRAL_WORKER_RING", "")
     logging_spec = os.environ.pop("CORRAL_WORKER_LOGCONFIG", "")
+    paste = os.environ.pop("CORRAL_WORKER_PASTE", "")
+    paste_global = os.environ.pop("CORRAL_WORKER_PASTE_GLOBAL", "")
     sock = socket.socket(fileno=fd)
     ring = None
     if ring_spec:
@@ -213,7 +235,12 @@ def main():
     try:
         if logging_spec:
             configure_logging(logging_spec)
-        app = load_app(spec, factory)
+        if paste:
+            import json
+
+            app = load_paste(paste, json.loads(paste_global or "{}"), logging_spec)
+        else:
+            app = load_app(spec, factory)
         if not callable(app):
             raise TypeError("%s is not callable (got %s)" % (spec, type(app).__name__))
         if interface == "asgi" or (interface == "auto" and is_asgi(app)):
