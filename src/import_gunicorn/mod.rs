@@ -709,8 +709,25 @@ fn render(sections: &BTreeMap<&'static str, Vec<(&'static str, Value)>>, file: &
             continue;
         };
         text.push_str(&format!("\n[{section}]\n"));
+        // Tables (`[app.env]`, `[app.logconfig_dict]` and its own) after
+        // the plain keys, under headers of their own as a person writes them.
+        let mut tables = toml::Table::new();
         for (key, value) in keys {
-            text.push_str(&format!("{key} = {value}\n"));
+            match value {
+                Value::Table(t) => drop(tables.insert((*key).to_owned(), Value::Table(t.clone()))),
+                _ => text.push_str(&format!("{key} = {value}\n")),
+            }
+        }
+        if !tables.is_empty() {
+            let mut nested = Value::Table(tables);
+            for part in section.rsplit('.') {
+                nested = Value::Table(toml::Table::from_iter([(part.to_owned(), nested)]));
+            }
+            let Value::Table(doc) = nested else {
+                unreachable!("built as a table")
+            };
+            text.push('\n');
+            text.push_str(&toml::to_string(&doc).unwrap_or_default());
         }
     }
     text
