@@ -789,6 +789,12 @@ mod tests {
                 "logconfig": "logging.ini"}"#,
         );
         let parsed: toml::Table = toml::from_str(&c.toml).expect(&c.toml);
+        // Written as a person writes it, under headers of its own.
+        assert!(
+            c.toml.contains("\n[app.logconfig_dict.formatters.j]\n"),
+            "{}",
+            c.toml
+        );
         let dict = &parsed["app"]["logconfig_dict"];
         assert_eq!(
             dict["formatters"]["j"]["()"].as_str(),
