@@ -314,6 +314,7 @@ async fn run(
     let mut sup = supervisor::Supervisor::new(cfg.clone(), launcher, router.clone(), systemd);
     sup.set_shards(shards.clone());
     sup.set_sockets(listeners.handover());
+    let socket_files = listeners.made();
     sup.set_reexec_parent(inherited.parent);
     let handle = sup.handle();
     if let Err(e) = signals::forward(handle.clone()) {
@@ -462,7 +463,8 @@ async fn run(
         })
         .collect();
     let front = front::Front::start(app_listeners, &cfg.server, shared, gate, &shards);
-    let code = sup.run(front).await;
+    let stopped = sup.run(front).await;
+    let code = stopped.code;
     // The last second's counts.
     if let Some(statsd) = &statsd {
         statsd.flush(None);
@@ -477,6 +479,13 @@ async fn run(
         }
         if let Some(dir) = &control_made_dir {
             let _ = std::fs::remove_dir(dir);
+        }
+    }
+    // The app's socket files go with corral, as gunicorn's do, unless
+    // another corral serves on them.
+    if !stopped.sockets_live_on {
+        for file in &socket_files {
+            file.remove();
         }
     }
     tracing::info!("stopped");

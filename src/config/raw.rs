@@ -232,7 +232,9 @@ section! {
     RawServer, ServerKeys, ServerFlags, resolve_server_keys, SERVER_KEYS, "server" {
         /// Addresses to listen on: "HOST:PORT" with an IP address
         /// ("0.0.0.0:8000", "[::]:8000", "localhost:8000") or "unix:/path"
-        /// (relative to this file's folder). Default: ["0.0.0.0:$PORT"] when the
+        /// (relative to this file's folder; a stale socket file there is
+        /// replaced, and corral removes its file when it stops, as gunicorn
+        /// does). Default: ["0.0.0.0:$PORT"] when the
         /// environment variable PORT is set (as gunicorn and uvicorn do on
         /// Heroku, Render, Cloud Run, Fly), else ["127.0.0.1:8000"].
         bind: Option<Spanned<Vec<Spanned<String>>>>;

@@ -166,6 +166,45 @@ pub struct Listeners {
     pub activated: bool,
     /// The key of each socket for a USR2 hand-over, with its fd.
     handover: Vec<(String, RawFd)>,
+    /// The Unix socket files of `[server] bind` and the status server,
+    /// bound here or by a USR2 parent (not systemd's).
+    made: Vec<SocketFile>,
+}
+
+/// A Unix socket file this corral bound: its path, and its device and
+/// inode as bound, so that only that node is removed at exit.
+#[derive(Debug, Clone)]
+pub struct SocketFile {
+    path: PathBuf,
+    dev: u64,
+    ino: u64,
+}
+
+impl SocketFile {
+    fn of(path: &std::path::Path) -> Option<SocketFile> {
+        use std::os::unix::fs::MetadataExt;
+        let meta = std::fs::symlink_metadata(path).ok()?;
+        Some(SocketFile {
+            path: path.to_owned(),
+            dev: meta.dev(),
+            ino: meta.ino(),
+        })
+    }
+
+    /// Removes the socket file, as gunicorn does when it stops, if the
+    /// node at its path is still the one this corral bound (unlink(2)
+    /// never follows a link).
+    pub fn remove(&self) {
+        use std::os::unix::fs::MetadataExt;
+        let same = std::fs::symlink_metadata(&self.path)
+            .is_ok_and(|m| m.dev() == self.dev && m.ino() == self.ino);
+        if !same {
+            return;
+        }
+        if let Err(e) = std::fs::remove_file(&self.path) {
+            tracing::info!("cannot remove the socket file {}: {e}", self.path.display());
+        }
+    }
 }
 
 impl Listeners {
@@ -187,6 +226,7 @@ impl Listeners {
         }
         let mut handover = Vec::new();
         let mut server = Vec::new();
+        let mut made = Vec::new();
         let roles = binds
             .iter()
             .enumerate()
@@ -199,7 +239,8 @@ impl Listeners {
             );
         for (bind, role, insecure) in roles {
             let key = key(bind, &role);
-            let listener = adopt_or_bind(bind, backlog, &key, inherited, access)?;
+            let (listener, file) = adopt_or_bind(bind, backlog, &key, inherited, access)?;
+            made.extend(file);
             handover.push((key, listener.raw_fd()));
             server.push(AppListener {
                 listener,
@@ -211,13 +252,14 @@ impl Listeners {
             None => None,
             Some(bind) => {
                 let key = key(bind, "status");
-                let listener = adopt_or_bind(
+                let (listener, file) = adopt_or_bind(
                     bind,
                     STATUS_BACKLOG,
                     &key,
                     inherited,
                     &UnixAccess::default(),
                 )?;
+                made.extend(file);
                 handover.push((key, listener.raw_fd()));
                 Some(listener)
             }
@@ -227,6 +269,7 @@ impl Listeners {
             status,
             activated: false,
             handover,
+            made,
         })
     }
 
@@ -286,6 +329,7 @@ impl Listeners {
             status,
             activated: true,
             handover,
+            made: Vec::new(),
         })
     }
 
@@ -293,6 +337,12 @@ impl Listeners {
     /// role and address as configured, see [`key`]) with its fd.
     pub fn handover(&self) -> Vec<(String, RawFd)> {
         self.handover.clone()
+    }
+
+    /// The Unix socket files corral bound, here or in the USR2 parent; a
+    /// socket systemd passed is not among them (its file is systemd's).
+    pub fn made(&self) -> Vec<SocketFile> {
+        self.made.clone()
     }
 }
 
@@ -306,7 +356,8 @@ fn key(bind: &Bind, role: &str) -> String {
     }
 }
 
-/// The socket a USR2 parent handed down under `key`, else `bind` bound.
+/// The socket a USR2 parent handed down under `key`, else `bind` bound
+/// (with its file, for a Unix socket).
 /// Who may connect to the app's Unix sockets, as gunicorn sets them up:
 /// mode `0777 & !umask` when gunicorn's `-m/--umask` is given (else 0666
 /// under corral's umask), owned by the workers' user and group when
@@ -344,19 +395,21 @@ fn adopt_or_bind(
     key: &str,
     inherited: &Inherited,
     access: &UnixAccess,
-) -> Result<Listener, BindError> {
+) -> Result<(Listener, Option<SocketFile>), BindError> {
     let unix_path = match &bind.addr {
         BindAddr::Tcp(_) => None,
         BindAddr::Unix(p) => Some(p.clone()),
     };
-    if let Some(l) = inherited
+    let listener = match inherited
         .from_parent
         .get(key)
-        .and_then(|fd| adopt_fd(*fd, unix_path))
+        .and_then(|fd| adopt_fd(*fd, unix_path.clone()))
     {
-        return Ok(l);
-    }
-    bind_one(bind, backlog, access)
+        Some(l) => l,
+        None => bind_one(bind, backlog, access)?,
+    };
+    // A file a USR2 parent bound is this corral's once it serves alone.
+    Ok((listener, unix_path.as_deref().and_then(SocketFile::of)))
 }
 
 /// Binds `bind` (a stale Unix socket file is replaced).

@@ -112,6 +112,14 @@ enum Handover {
     ToChild(u32),
 }
 
+/// How the supervisor stopped.
+pub struct Stopped {
+    pub code: i32,
+    /// Another corral (the one a USR2 started, or the one that started this
+    /// one) still serves on the listen sockets: their files stay.
+    pub sockets_live_on: bool,
+}
+
 /// A reload that came up: its generation and revision.
 #[derive(Debug, Clone)]
 pub struct ReloadDone {
@@ -399,7 +407,24 @@ impl Supervisor {
     }
 
     /// Runs until corral has stopped; returns the process exit code.
-    pub async fn run(mut self, front: Front) -> i32 {
+    /// Serves until corral stops: the exit code, and whether another
+    /// corral still serves on the listen sockets (see [`Stopped`]).
+    pub async fn run(mut self, front: Front) -> Stopped {
+        let code = self.serve(front).await;
+        let sockets_live_on = match self.handover {
+            Handover::None => false,
+            Handover::ToChild(_) => true,
+            // Not in service, so the corral that started this one (while it
+            // is still our parent) serves on.
+            Handover::FromParent(parent) => std::os::unix::process::parent_id() == parent,
+        };
+        Stopped {
+            code,
+            sockets_live_on,
+        }
+    }
+
+    async fn serve(&mut self, front: Front) -> i32 {
         self.front = Some(front);
         if let Handover::FromParent(parent) = self.handover {
             tracing::info!(

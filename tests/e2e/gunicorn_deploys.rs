@@ -662,3 +662,67 @@ fn a_pyramid_app_is_served_from_its_paste_ini_as_gunicorn_serves_it() {
     let (code, _, stderr) = run_to_exit(app.path(), &["shop:main", "--paste", "production.ini"]);
     assert_eq!(code, Some(2), "{stderr}");
 }
+
+/// A GET over the Unix socket at `path`: the answer's body.
+fn get_unix(path: &Path) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::os::unix::net::UnixStream::connect(path).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    text.split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or(text)
+}
+
+#[test]
+fn the_apps_socket_file_goes_when_corral_stops_and_stays_while_another_serves_on_it() {
+    let app = AppDir::new(&[("app.py", APP)]);
+    let sock = app.path().join("app.sock");
+    let args = [
+        "app:app",
+        "-w",
+        "1",
+        "-b",
+        "127.0.0.1:0",
+        "-b",
+        "unix:app.sock",
+    ];
+    // As gunicorn: the file is removed when corral stops.
+    let mut c = Corral::start(app.path(), &args, 1);
+    assert!(sock.exists());
+    c.signal(libc::SIGTERM);
+    assert_eq!(
+        c.wait_exit(Duration::from_secs(20)).and_then(|s| s.code()),
+        Some(0)
+    );
+    assert!(!sock.exists(), "the socket file outlived corral");
+
+    // USR2: the old corral leaves the file to the new one, which serves
+    // on it and removes it when it stops in turn.
+    let mut c = Corral::start(app.path(), &args, 1);
+    let before = get_unix(&sock);
+    c.signal(libc::SIGUSR2);
+    let new = c.reexec_child();
+    c.log
+        .wait_for("asking the old corral", Duration::from_secs(30))
+        .unwrap_or_else(|| panic!("{}", c.log.text()));
+    assert_eq!(
+        c.wait_exit(Duration::from_secs(30)).and_then(|s| s.code()),
+        Some(0)
+    );
+    assert!(
+        sock.exists(),
+        "the old corral removed the new one's socket file"
+    );
+    assert_eq!(get_unix(&sock), before);
+    // SAFETY: kill(2) on the corral the USR2 started.
+    unsafe { libc::kill(new.0 as i32, libc::SIGTERM) };
+    assert!(
+        wait_gone(&[new.0], Duration::from_secs(20)),
+        "the new corral did not stop"
+    );
+    assert!(!sock.exists(), "the socket file outlived the new corral");
+}
