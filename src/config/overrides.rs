@@ -10,7 +10,10 @@ use std::path::PathBuf;
 
 use clap::{Args, ValueEnum};
 
-use super::{BindAddr, ByteSize, HumanDuration, Interface, MinReady, ServerFlags, WorkerCount};
+use super::{
+    AsgiLifespan, AsgiLoop, BindAddr, ByteSize, HumanDuration, Interface, MinReady, ServerFlags,
+    WorkerCount,
+};
 use super::{DeployFlags, HealthFlags, WorkersFlags};
 use crate::access_log::AccessLog;
 
@@ -118,6 +121,30 @@ pub struct Overrides {
         conflicts_with = "logconfig"
     )]
     pub logconfig_json: Option<PathBuf>,
+
+    /// Event loop of an ASGI app: uvloop when installed, else asyncio's (auto), or
+    /// the one named (gunicorn's --asgi-loop, uvicorn's --loop) [toml: app.asgi_loop]
+    /// [default: auto]
+    #[arg(
+        long = "asgi-loop",
+        alias = "loop",
+        value_enum,
+        value_name = "LOOP",
+        env = "CORRAL_ASGI_LOOP"
+    )]
+    pub asgi_loop: Option<AsgiLoop>,
+
+    /// An ASGI app's lifespan: when the app supports it (auto), always (on: one that
+    /// does not fails its boot) or never (gunicorn's --asgi-lifespan, uvicorn's
+    /// --lifespan) [toml: app.asgi_lifespan] [default: auto]
+    #[arg(
+        long = "asgi-lifespan",
+        alias = "lifespan",
+        value_enum,
+        value_name = "LIFESPAN",
+        env = "CORRAL_ASGI_LIFESPAN"
+    )]
+    pub asgi_lifespan: Option<AsgiLifespan>,
 
     /// Protocol of the app [toml: app.interface] [default: auto]
     #[arg(long, value_enum, value_name = "INTERFACE", env = "CORRAL_INTERFACE")]

@@ -45,7 +45,10 @@ use std::time::Duration;
 
 use super::keys::{at_least_1, count_of, header_bytes, longer_than_0, section};
 use super::units::Umask;
-use super::{ByteSize, ConfigFile, HumanDuration, Interface, MinReady, Problem, WorkerCount};
+use super::{
+    AsgiLifespan, AsgiLoop, ByteSize, ConfigFile, HumanDuration, Interface, MinReady, Problem,
+    WorkerCount,
+};
 use super::{LogFormat, LogLevel};
 use crate::access_log::AccessLog;
 
@@ -142,6 +145,16 @@ pub(super) struct RawApp {
     /// "wsgi", "asgi" or "auto" (the worker tells from the callable).
     /// Default "auto".
     pub(super) interface: Option<Interface>,
+    /// The event loop an ASGI app runs on: "auto" (uvloop when installed,
+    /// else asyncio's), "asyncio" or "uvloop" (a worker without uvloop then
+    /// fails its boot), as gunicorn's `asgi_loop` and uvicorn's `--loop`.
+    /// A WSGI app ignores it. Default "auto".
+    pub(super) asgi_loop: Option<AsgiLoop>,
+    /// Whether an ASGI app's lifespan protocol runs: "auto" (when the app
+    /// supports it), "on" (an app that does not fails its boot) or "off"
+    /// (never: no startup, no shutdown), as gunicorn's `asgi_lifespan` and
+    /// uvicorn's `--lifespan`. Default "auto".
+    pub(super) asgi_lifespan: Option<AsgiLifespan>,
     /// The Python interpreter. A bare name ("python3.12") is looked up in
     /// PATH; a path is relative to this file's folder. Default
     /// `$VIRTUAL_ENV/bin/python` when VIRTUAL_ENV is set, else "python3".

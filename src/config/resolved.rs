@@ -106,6 +106,11 @@ pub struct AppConfig {
     /// The name in the workers' command lines (`app.proc_name`, `--name`);
     /// `None`: the instance's.
     pub proc_name: Option<String>,
+    /// The event loop of an ASGI worker (`app.asgi_loop`, `--asgi-loop`).
+    pub asgi_loop: AsgiLoop,
+    /// Whether an ASGI worker runs the app's lifespan (`app.asgi_lifespan`,
+    /// `--asgi-lifespan`).
+    pub asgi_lifespan: AsgiLifespan,
     /// A PasteDeploy app served instead of `module` (`app.paste`,
     /// `--paste`); `module` then names it for the log, `corral check` and
     /// `/status` ("paste:/srv/shop/production.ini#main").
@@ -228,6 +233,53 @@ pub const OLD_BASE_ENV: &[&str] = &[
     "VIRTUAL_ENV",
     "PYTHONPATH",
 ];
+
+/// The event loop an ASGI worker runs the app on (`app.asgi_loop`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum AsgiLoop {
+    /// uvloop when it is installed, else asyncio's.
+    Auto,
+    /// asyncio's own loop.
+    Asyncio,
+    /// uvloop's; a worker without uvloop fails its boot.
+    Uvloop,
+}
+
+/// Whether an ASGI worker runs the app's lifespan protocol
+/// (`app.asgi_lifespan`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum AsgiLifespan {
+    /// When the app supports it.
+    Auto,
+    /// Always: an app that does not support it fails its boot.
+    On,
+    /// Never.
+    Off,
+}
+
+impl AsgiLoop {
+    /// As written in the file and on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            AsgiLoop::Auto => "auto",
+            AsgiLoop::Asyncio => "asyncio",
+            AsgiLoop::Uvloop => "uvloop",
+        }
+    }
+}
+
+impl AsgiLifespan {
+    /// As written in the file and on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            AsgiLifespan::Auto => "auto",
+            AsgiLifespan::On => "on",
+            AsgiLifespan::Off => "off",
+        }
+    }
+}
 
 /// The protocol between the worker and the app.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]

@@ -551,7 +551,20 @@ pub fn convert(
                 None => bad(&mut out, v),
             },
             // Already corral's behaviour.
-            "initgroups" | "capture_output" | "asgi_loop" | "asgi_lifespan" | "config" => {}
+            "initgroups" | "capture_output" | "config" => {}
+            "asgi_loop" | "asgi_lifespan" => {
+                let allowed: &[&str] = if *name == "asgi_loop" {
+                    &["auto", "asyncio", "uvloop"]
+                } else {
+                    &["auto", "on", "off"]
+                };
+                match text(v).map(|t| t.trim().to_ascii_lowercase()) {
+                    Some(t) if allowed.contains(&t.as_str()) => {
+                        out.set("app", name, Value::String(t))
+                    }
+                    _ => bad(&mut out, v),
+                }
+            }
             _ => out.note(name, note),
         }
     }
@@ -824,6 +837,22 @@ mod tests {
         assert!(!c.toml.contains("logconfig_dict"), "{}", c.toml);
         assert!(
             c.notes.iter().any(|n| n.contains("holds None")),
+            "{:?}",
+            c.notes
+        );
+    }
+
+    #[test]
+    fn the_asgi_loop_and_lifespan_carry_over() {
+        let c = convert_json(r#"{"asgi_loop": "UVLOOP", "asgi_lifespan": "off"}"#);
+        assert!(c.toml.contains("asgi_loop = \"uvloop\""), "{}", c.toml);
+        assert!(c.toml.contains("asgi_lifespan = \"off\""), "{}", c.toml);
+        let c = convert_json(r#"{"asgi_loop": "trio"}"#);
+        assert!(!c.toml.contains("asgi_loop"), "{}", c.toml);
+        assert!(
+            c.notes
+                .iter()
+                .any(|n| n.starts_with("asgi_loop: cannot convert")),
             "{:?}",
             c.notes
         );

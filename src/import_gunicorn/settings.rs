@@ -343,11 +343,11 @@ pub const SETTINGS: &[(&str, &str)] = &[
     ),
     (
         "asgi_loop",
-        "automatic: uvloop when installed, else asyncio",
+        "`--asgi-loop`, `[app] asgi_loop`: `auto` (uvloop when installed, else asyncio), `asyncio` or `uvloop`",
     ),
     (
         "asgi_lifespan",
-        "automatic: lifespan runs when the app supports it",
+        "`--asgi-lifespan`, `[app] asgi_lifespan`: `auto` (when the app supports it), `on` or `off`",
     ),
     (
         "asgi_disconnect_grace_period",
@@ -428,8 +428,6 @@ const REFUSED_FLAGS: &[(&str, &str)] = &[
     ("--casefold-http-method", "casefold_http_method"),
     ("--forwarder-headers", "forwarder_headers"),
     ("--header-map", "header_map"),
-    ("--asgi-loop", "asgi_loop"),
-    ("--asgi-lifespan", "asgi_lifespan"),
     (
         "--asgi-disconnect-grace-period",
         "asgi_disconnect_grace_period",

@@ -148,6 +148,14 @@ impl Launcher {
                 cfg.workers.graceful_timeout.as_secs_f64().to_string(),
             ),
             (
+                "CORRAL_WORKER_ASGI_LOOP".into(),
+                cfg.app.asgi_loop.name().into(),
+            ),
+            (
+                "CORRAL_WORKER_ASGI_LIFESPAN".into(),
+                cfg.app.asgi_lifespan.name().into(),
+            ),
+            (
                 "CORRAL_WORKER_PASTE".into(),
                 cfg.app.paste.as_ref().map(|p| p.uri()).unwrap_or_default(),
             ),

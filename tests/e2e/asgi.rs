@@ -1,7 +1,8 @@
 //! ASGI apps over HTTP, with plain ASGI apps for the edge cases: the scope,
 //! request bodies in chunks with back-pressure, streamed responses and
-//! server-sent events beside other requests, `http.disconnect`, lifespan,
-//! interface detection, the concurrency cap and corral's bounded queue, and
+//! server-sent events beside other requests, `http.disconnect`, lifespan
+//! (and `--asgi-lifespan`), the event loop (`--asgi-loop`), interface
+//! detection, the concurrency cap and corral's bounded queue, and
 //! the faults (crash, timeout, app error, graceful stop).
 //! WebSockets are in `websocket.rs`; FastAPI and Starlette in
 //! `frameworks_asgi.rs`.
@@ -581,4 +582,98 @@ fn a_trusted_proxy_sets_the_scopes_client_and_scheme() {
     let s = request(&c.addr, "GET", "/scope", proxied, b"").json();
     assert_eq!(s["client"][0], "127.0.0.1");
     assert_eq!(s["scheme"], "http");
+}
+
+/// Says which event loop runs it and whether its lifespan started.
+const LOOP_APP: &str = r#"
+import asyncio
+
+STARTED = []
+
+async def app(scope, receive, send):
+    if scope["type"] == "lifespan":
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                STARTED.append(True)
+                await send({"type": "lifespan.startup.complete"})
+            else:
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+    loop = type(asyncio.get_running_loop()).__module__.split(".")[0]
+    body = ("%s %s" % (loop, "started" if STARTED else "no-lifespan")).encode()
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": body})
+"#;
+
+/// An ASGI app with no lifespan: it raises on any other scope.
+const NO_LIFESPAN_APP: &str = r#"
+async def app(scope, receive, send):
+    assert scope["type"] == "http"
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": b"ok"})
+"#;
+
+#[test]
+fn the_event_loop_and_the_lifespan_are_chosen_as_gunicorn_and_uvicorn_choose_them() {
+    let app = AppDir::new(&[("loopy.py", LOOP_APP), ("plain.py", NO_LIFESPAN_APP)]);
+    // uvloop is installed here (uvicorn[standard]): auto takes it.
+    let c = Corral::start(app.path(), &["loopy:app", "-w", "1"], 1);
+    assert_eq!(c.get("/").text(), "uvloop started");
+    drop(c);
+    // gunicorn's spelling, then uvicorn's.
+    let c = Corral::start(
+        app.path(),
+        &[
+            "loopy:app",
+            "-w",
+            "1",
+            "--asgi-loop",
+            "asyncio",
+            "--asgi-lifespan",
+            "off",
+        ],
+        1,
+    );
+    assert_eq!(c.get("/").text(), "asyncio no-lifespan");
+    drop(c);
+    let c = Corral::start(
+        app.path(),
+        &[
+            "loopy:app",
+            "-w",
+            "1",
+            "--loop",
+            "asyncio",
+            "--lifespan",
+            "on",
+        ],
+        1,
+    );
+    assert_eq!(c.get("/").text(), "asyncio started");
+    drop(c);
+    // `on` for an app without a lifespan fails its boot, with the reason.
+    let (code, stdout, stderr) = crate::gunicorn_compat::run_to_exit(
+        app.path(),
+        &[
+            "check",
+            "plain:app",
+            "--asgi-lifespan",
+            "on",
+            "--python",
+            &python(),
+        ],
+    );
+    assert_eq!(code, Some(1), "{stdout}{stderr}");
+    assert!(
+        stdout.contains(
+            "the app does not support the lifespan protocol, and asgi_lifespan is \"on\""
+        ),
+        "{stdout}{stderr}"
+    );
+    let (code, stdout, stderr) = crate::gunicorn_compat::run_to_exit(
+        app.path(),
+        &["check", "plain:app", "--python", &python()],
+    );
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
 }

@@ -8,8 +8,8 @@ use toml::Spanned;
 use crate::config::Overrides;
 use crate::config::raw::RawApp;
 use crate::config::{
-    AppConfig, DEFAULT_FILE, Env, EnvAllow, Interface, OLD_BASE_ENV, Paste, Problem, PythonLogging,
-    is_corral_own_env,
+    AppConfig, AsgiLifespan, AsgiLoop, DEFAULT_FILE, Env, EnvAllow, Interface, OLD_BASE_ENV, Paste,
+    Problem, PythonLogging, is_corral_own_env,
 };
 
 use super::*;
@@ -188,6 +188,12 @@ impl Resolver<'_> {
         let logging =
             self.python_logging(args, raw.logconfig, raw.logconfig_json, raw.logconfig_dict);
 
+        let asgi_loop = args.asgi_loop.or(raw.asgi_loop).unwrap_or(AsgiLoop::Auto);
+        let asgi_lifespan = args
+            .asgi_lifespan
+            .or(raw.asgi_lifespan)
+            .unwrap_or(AsgiLifespan::Auto);
+
         Some(AppConfig {
             module: module?,
             interface,
@@ -200,6 +206,8 @@ impl Resolver<'_> {
             factory,
             root_path,
             proc_name,
+            asgi_loop,
+            asgi_lifespan,
             paste,
             logging,
         })

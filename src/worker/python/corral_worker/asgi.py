@@ -38,9 +38,10 @@ class Lifespan:
         self.state = {}
         self.task = None
 
-    async def startup(self):
+    async def startup(self, required=False):
         """Raises LifespanFailed when the app sends lifespan.startup.failed,
-        or raises after it took the startup event."""
+        or raises after it took the startup event; with `required` ([app]
+        asgi_lifespan = "on"), also when the app does not support it."""
         import asyncio
 
         loop = asyncio.get_running_loop()
@@ -75,6 +76,10 @@ class Lifespan:
         exc = task.exception()
         if exc is not None and engaged:
             raise LifespanFailed("the app raised %s" % type(exc).__name__) from exc
+        if required:
+            raise LifespanFailed("the app does not support the lifespan protocol, and "
+                                 "asgi_lifespan is \"on\" (--asgi-lifespan on): set it to "
+                                 "\"auto\" to serve it without") from exc
         # Lifespan not supported: carry on without it.
 
     async def shutdown(self, timeout):
@@ -99,13 +104,19 @@ class Lifespan:
 
 
 
-def new_event_loop():
-    """uvloop's loop when it is installed, asyncio's otherwise."""
+def new_event_loop(choice="auto"):
+    """The loop `choice` names ([app] asgi_loop): "auto" is uvloop's when
+    it is installed, asyncio's otherwise; "uvloop" without uvloop raises."""
+    import asyncio
+
+    if choice == "asyncio":
+        return asyncio.new_event_loop(), "asyncio"
     try:
         import uvloop
-    except ImportError:
-        import asyncio
-
+    except ImportError as e:
+        if choice == "uvloop":
+            raise ImportError("asgi_loop = \"uvloop\" (--asgi-loop uvloop) needs uvloop in the "
+                              "app's environment: pip install uvloop (%s)" % e) from e
         return asyncio.new_event_loop(), "asyncio"
     return uvloop.new_event_loop(), "uvloop"
 

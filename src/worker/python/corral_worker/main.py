@@ -196,6 +196,8 @@ def main():
     software = os.environ.pop("CORRAL_WORKER_SERVER_SOFTWARE", "corral")
     ring_spec = os.environ.pop("CORRAL_WORKER_RING", "")
     logging_spec = os.environ.pop("CORRAL_WORKER_LOGCONFIG", "")
+    asgi_loop = os.environ.pop("CORRAL_WORKER_ASGI_LOOP", "auto")
+    asgi_lifespan = os.environ.pop("CORRAL_WORKER_ASGI_LIFESPAN", "auto")
     paste = os.environ.pop("CORRAL_WORKER_PASTE", "")
     paste_global = os.environ.pop("CORRAL_WORKER_PASTE_GLOBAL", "")
     sock = socket.socket(fileno=fd)
@@ -245,12 +247,13 @@ def main():
             raise TypeError("%s is not callable (got %s)" % (spec, type(app).__name__))
         if interface == "asgi" or (interface == "auto" and is_asgi(app)):
             # Start-up errors surface now, as boot errors, like an import error.
-            loop, loop_name = new_event_loop()
+            loop, loop_name = new_event_loop(asgi_loop)
             import asyncio
 
             asyncio.set_event_loop(loop)
             lifespan = Lifespan(app)
-            loop.run_until_complete(lifespan.startup())
+            if asgi_lifespan != "off":
+                loop.run_until_complete(lifespan.startup(required=asgi_lifespan == "on"))
             asgi = (lifespan, loop, loop_name)
         elif is_asgi(app):
             raise TypeError("%s is an ASGI app (its __call__ is a coroutine function) but "
