@@ -264,7 +264,6 @@ impl Channel {
         let ch = channel.clone();
         tokio::spawn(async move {
             let error = read_loop(&ch, reg_rx, &control).await;
-            ch.closed.store(true, Ordering::Release);
             ch.outbox.lock().unwrap().closed = true;
             ch.wake_writer.notify_one();
             ch.reader_done.notify_one();
@@ -551,6 +550,9 @@ async fn read_loop(
 ) -> Option<String> {
     let mut streams: HashMap<u32, StreamEntry> = HashMap::new();
     let error = read_frames(channel, &mut reg, &mut streams, control).await;
+    // Closed before the requests hear of it: a client that retries at once
+    // on its 502 is routed to another worker, not to this one again.
+    channel.closed.store(true, Ordering::Release);
     // Dropping the entries tells every waiting request that the worker is gone.
     for (_, entry) in streams.drain() {
         entry.finish();
