@@ -283,3 +283,32 @@ def app(environ, start_response):
     served_by_another(&c, before_pid, Duration::from_secs(10));
     drop(s);
 }
+
+/// A client that retries at once on the 502 of a worker that broke the
+/// protocol is served by another worker: the broken one is out of the
+/// routing before any of its requests hears that it is gone.
+#[test]
+fn a_retry_right_after_a_broken_workers_502_goes_to_another_worker() {
+    let app = AppDir::new(&[("hostile.py", APP)]);
+    let c = Corral::start(
+        app.path(),
+        &["hostile:app", "-w", "2", "--timeout", "30s"],
+        2,
+    );
+    for round in 0..15 {
+        // The last round's broken worker replaced: two live workers.
+        c.wait_until("both workers in service", || {
+            c.log.count("all 2 workers in service") > round
+        });
+        gets_502_at_once(&c, "/break");
+        let r = c.get("/");
+        assert_eq!(
+            r.status,
+            200,
+            "round {round}: the retry got {} {}; log:\n{}",
+            r.status,
+            r.text(),
+            c.log.text()
+        );
+    }
+}
