@@ -232,9 +232,14 @@ pub fn parse(refused: fn(&str) -> Option<String>) -> Cli {
             None => arg.get_id().as_str().to_uppercase(),
         })
         .collect();
-    match &mut cli.command {
-        Some(Command::Run(args) | Command::Check(args)) => args.from_env = from_env,
-        _ => cli.run.from_env = from_env,
+    let run = match &mut cli.command {
+        Some(Command::Run(args) | Command::Check(args)) => args,
+        _ => &mut cli.run,
+    };
+    run.from_env = from_env;
+    if let Err(why) = run.uvicorn_binds() {
+        eprintln!("error: {why}");
+        std::process::exit(2)
     }
     cli
 }

@@ -154,8 +154,8 @@ fn main() -> ExitCode {
             "GUNICORN_CMD_ARGS read as gunicorn reads it (the command line's flags win): {text}"
         );
     }
-    for (flag, why) in args.gunicorn_no_ops() {
-        tracing::info!("{flag} accepted for gunicorn's sake and changes nothing: {why}");
+    for (flag, why) in args.no_op_flags() {
+        tracing::info!("{flag} accepted (gunicorn's or uvicorn's) and changes nothing: {why}");
     }
     if let Some(dir) = &args.worker_tmp_dir {
         tracing::info!(

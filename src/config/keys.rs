@@ -39,7 +39,7 @@ macro_rules! section {
                 $name:ident : $ty:ty
                 $(
                     = $default:literal => $resolved:ty
-                    $(, flag $flag:literal $(short $short:literal)? $(alias $alias:literal)? : $help:literal)?
+                    $(, flag $flag:literal $(short $short:literal)? $(alias $alias:literal)* : $help:literal)?
                     $(, check $check:expr)?
                 )?
                 ;
@@ -73,7 +73,7 @@ macro_rules! section {
                 #[arg(
                     long = $flag,
                     $(short = $short,)?
-                    $(alias = $alias,)?
+                    $(alias = $alias,)*
                     value_name = <$ty as $crate::config::keys::FlagValue>::VALUE_NAME,
                     value_parser = <$ty as $crate::config::keys::FlagValue>::parse_flag,
                     env = $crate::config::keys::env_of!($flag),

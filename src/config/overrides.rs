@@ -44,6 +44,20 @@ pub struct Overrides {
     )]
     pub bind: Vec<BindAddr>,
 
+    /// uvicorn's --host: --bind HOST:PORT with --port's port (8000 without it)
+    /// [toml: server.bind]
+    #[arg(long, value_name = "HOST", env = "CORRAL_HOST")]
+    pub host: Option<String>,
+
+    /// uvicorn's --port: --bind HOST:PORT with --host's host (127.0.0.1
+    /// without it) [toml: server.bind]
+    #[arg(long, value_name = "PORT", env = "CORRAL_PORT")]
+    pub port: Option<u16>,
+
+    /// uvicorn's --uds: --bind unix:PATH [toml: server.bind]
+    #[arg(long, value_name = "PATH", env = "CORRAL_UDS")]
+    pub uds: Option<PathBuf>,
+
     /// Address served as plain HTTP even with --certfile (hypercorn's
     /// --insecure-bind): HOST:PORT, [::1]:PORT or unix:/path, not one of the
     /// --bind addresses; repeat for more, or separate with commas [toml:
@@ -164,6 +178,7 @@ pub struct Overrides {
     /// [toml: app.pythonpath]
     #[arg(
         long,
+        alias = "app-dir",
         value_name = "DIR",
         value_delimiter = ',',
         env = "CORRAL_PYTHONPATH"
@@ -177,7 +192,13 @@ pub struct Overrides {
 
     /// Time a stopping worker gets to finish its requests
     /// [toml: workers.graceful_timeout] [default: 30s]
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration, env = "CORRAL_GRACEFUL_TIMEOUT")]
+    #[arg(
+        long,
+        alias = "timeout-graceful-shutdown",
+        value_name = "DURATION",
+        value_parser = parse_duration,
+        env = "CORRAL_GRACEFUL_TIMEOUT"
+    )]
     pub graceful_timeout: Option<HumanDuration>,
 
     /// Address of the status server (/health/live, /health/ready, /status,
@@ -220,7 +241,12 @@ pub struct Overrides {
 
     /// Requests after which a worker is gracefully replaced; 0 means never
     /// [toml: workers.max_requests] [default: 0]
-    #[arg(long, value_name = "N", env = "CORRAL_MAX_REQUESTS")]
+    #[arg(
+        long,
+        alias = "limit-max-requests",
+        value_name = "N",
+        env = "CORRAL_MAX_REQUESTS"
+    )]
     pub max_requests: Option<u64>,
 
     /// Up to this many more requests, at random, before a worker is replaced
@@ -279,6 +305,7 @@ pub struct Overrides {
         long,
         value_name = "SIZE",
         alias = "websocket-max-message-size",
+        alias = "ws-max-size",
         env = "CORRAL_WS_MAX_MESSAGE"
     )]
     pub ws_max_message: Option<ByteSize>,
@@ -403,21 +430,41 @@ pub struct Overrides {
     /// Serve HTTPS on every --bind address (not --insecure-bind's) with this
     /// PEM certificate (and its chain) [toml: server.tls.certfile] [default:
     /// none, plain HTTP]
-    #[arg(long, value_name = "FILE", env = "CORRAL_CERTFILE")]
+    #[arg(
+        long,
+        alias = "ssl-certfile",
+        value_name = "FILE",
+        env = "CORRAL_CERTFILE"
+    )]
     pub certfile: Option<PathBuf>,
 
     /// The PEM private key of --certfile, unencrypted [toml: server.tls.keyfile]
-    #[arg(long, value_name = "FILE", env = "CORRAL_KEYFILE")]
+    #[arg(
+        long,
+        alias = "ssl-keyfile",
+        value_name = "FILE",
+        env = "CORRAL_KEYFILE"
+    )]
     pub keyfile: Option<PathBuf>,
 
     /// CA certificates (PEM) that client certificates are checked against
     /// [toml: server.tls.ca_certs]
-    #[arg(long, value_name = "FILE", env = "CORRAL_CA_CERTS")]
+    #[arg(
+        long,
+        alias = "ssl-ca-certs",
+        value_name = "FILE",
+        env = "CORRAL_CA_CERTS"
+    )]
     pub ca_certs: Option<PathBuf>,
 
     /// Client certificates: none, optional or required (gunicorn's 0, 1, 2)
     /// [toml: server.tls.cert_reqs] [default: none]
-    #[arg(long, value_name = "none|optional|required", env = "CORRAL_CERT_REQS")]
+    #[arg(
+        long,
+        alias = "ssl-cert-reqs",
+        value_name = "none|optional|required",
+        env = "CORRAL_CERT_REQS"
+    )]
     pub cert_reqs: Option<crate::tls::CertReqs>,
 
     /// Oldest TLS version offered: 1.2 or 1.3 [toml: server.tls.min_version]
@@ -495,7 +542,7 @@ pub struct Overrides {
     pub umask: Option<super::units::Umask>,
 
     // gunicorn's flags for what corral always does: accepted, and named in
-    // the log with the reason ([`Overrides::gunicorn_no_ops`]).
+    // the log with the reason ([`Overrides::no_op_flags`]).
     #[arg(long, hide = true, env = "CORRAL_CAPTURE_OUTPUT")]
     pub capture_output: bool,
     #[arg(
@@ -513,6 +560,9 @@ pub struct Overrides {
     pub suppress_ragged_eofs: bool,
     #[arg(long, hide = true, env = "CORRAL_DO_HANDSHAKE_ON_CONNECT")]
     pub do_handshake_on_connect: bool,
+    // uvicorn's, likewise.
+    #[arg(long, hide = true, env = "CORRAL_PROXY_HEADERS")]
+    pub proxy_headers: bool,
 
     /// The flags ("--workers", "APP") whose value came from their `CORRAL_*`
     /// environment variable, filled by [`crate::cli::parse`], for error messages.
@@ -637,9 +687,9 @@ fn parse_paste_global(s: &str) -> Result<(String, String), String> {
 }
 
 impl Overrides {
-    /// gunicorn's flags given for what corral always does, each with why
-    /// it changes nothing, for the log.
-    pub fn gunicorn_no_ops(&self) -> Vec<(&'static str, &'static str)> {
+    /// gunicorn's and uvicorn's flags given for what corral always does, each
+    /// with why it changes nothing, for the log.
+    pub fn no_op_flags(&self) -> Vec<(&'static str, &'static str)> {
         [
             (
                 self.capture_output,
@@ -671,10 +721,45 @@ impl Overrides {
                 "--do-handshake-on-connect",
                 "the TLS handshake always runs as the connection is accepted, bounded by --keep-alive",
             ),
+            (
+                self.proxy_headers,
+                "--proxy-headers",
+                "corral always reads X-Forwarded-Proto and X-Forwarded-For from the peers --forwarded-allow-ips trusts (127.0.0.1 and ::1 by default), as uvicorn does with it",
+            ),
         ]
         .into_iter()
         .filter(|(set, _, _)| *set)
         .map(|(_, flag, why)| (flag, why))
         .collect()
+    }
+
+    /// uvicorn's `--host`, `--port` and `--uds`, made the `--bind` they
+    /// mean; an error when `--bind` is given too, or `--uds` with either.
+    pub fn uvicorn_binds(&mut self) -> Result<(), String> {
+        if self.host.is_none() && self.port.is_none() && self.uds.is_none() {
+            return Ok(());
+        }
+        if !self.bind.is_empty() {
+            return Err(
+                "--bind and uvicorn's --host, --port or --uds name the address twice: give one of them"
+                    .into(),
+            );
+        }
+        if let Some(path) = self.uds.take() {
+            if self.host.is_some() || self.port.is_some() {
+                return Err("--uds and --host or --port: the app listens on the Unix socket or on the port, give one".into());
+            }
+            self.bind.push(BindAddr::Unix(path));
+            return Ok(());
+        }
+        let host = self.host.take().unwrap_or_else(|| "127.0.0.1".into());
+        let port = self.port.take().unwrap_or(8000);
+        let addr = match host.contains(':') && !host.starts_with('[') {
+            true => format!("[{host}]:{port}"),
+            false => format!("{host}:{port}"),
+        };
+        let bind = BindAddr::gunicorn(&addr).map_err(|e| format!("--host {host}: {e}"))?;
+        self.bind.push(bind);
+        Ok(())
     }
 }

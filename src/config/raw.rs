@@ -269,7 +269,7 @@ section! {
         /// gunicorn's `--keep-alive 0`: each response closes its connection
         /// (a client then has 5 s for its head).
         keepalive: HumanDuration = "5s" => Duration,
-            flag "keepalive" alias "keep-alive":
+            flag "keepalive" alias "keep-alive" alias "timeout-keep-alive":
                 "Idle time before a keep-alive connection is closed; 0: no keep-alive";
         /// Largest request head accepted: the request line, the headers and the
         /// empty line that ends them, counted exactly as received; a bigger one
@@ -500,7 +500,7 @@ section! {
         /// (`server.max_queued`). ASGI workers only; WSGI workers take `threads`
         /// requests at a time (plus a short prefetch). At least 1.
         concurrency: usize = 1000 => usize,
-            flag "concurrency" alias "worker-connections":
+            flag "concurrency" alias "worker-connections" alias "limit-concurrency":
                 "Most requests (open WebSockets and streaming responses included) one ASGI worker \
                  holds at once; the rest wait in corral. WSGI workers take --threads at a time",
             check count_of("requests one ASGI worker holds at once");

@@ -287,7 +287,10 @@ impl AsgiLifespan {
 pub enum Interface {
     /// PEP 3333: `app(environ, start_response)`, run on the worker's threads.
     Wsgi,
-    /// ASGI 3: `async app(scope, receive, send)`, run on an event loop.
+    /// ASGI 3: `async app(scope, receive, send)`, run on an event loop
+    /// (uvicorn's `asgi3`).
+    #[value(alias = "asgi3")]
+    #[serde(alias = "asgi3")]
     Asgi,
     /// ASGI when the callable (or its `__call__`) is a coroutine function,
     /// else WSGI.

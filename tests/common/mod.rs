@@ -249,10 +249,14 @@ impl Corral {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
-        if !args
-            .iter()
-            .any(|a| *a == "-b" || *a == "--bind" || *a == "-c" || *a == "--config")
-        {
+        // uvicorn's --host, --port and --uds name the address too.
+        let names_address = |a: &&str| {
+            [
+                "-b", "--bind", "-c", "--config", "--host", "--port", "--uds",
+            ]
+            .contains(a)
+        };
+        if !args.iter().any(names_address) {
             cmd.args(["-b", "127.0.0.1:0"]);
         }
         // Each corral gets its own control socket (tests run in parallel).

@@ -62,6 +62,7 @@ mod streaming;
 mod systemd_notify;
 mod systemd_units;
 mod tls;
+mod uvicorn_deploys;
 mod websocket;
 mod workers;
 mod wsgi_conformance;

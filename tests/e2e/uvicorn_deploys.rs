@@ -1,0 +1,125 @@
+//! uvicorn deployments with the command renamed: the command line FastAPI's
+//! and uvicorn's docs give (`--host`, `--port`, `--uds`, `--proxy-headers`,
+//! `--workers`) and uvicorn's names for the settings corral has
+//! (`--timeout-keep-alive`, `--limit-concurrency`, `--limit-max-requests`,
+//! `--timeout-graceful-shutdown`, `--ssl-*`, `--app-dir`, `--interface
+//! asgi3`).
+
+use crate::common::*;
+use crate::gunicorn_compat::run_to_exit;
+
+use std::io::{Read, Write};
+use std::time::Duration;
+
+const FASTAPI_APP: &str = r#"
+from fastapi import FastAPI, Request
+
+app = FastAPI()
+
+@app.get("/")
+async def root(request: Request):
+    # No client address on a Unix socket, as under uvicorn.
+    client = request.client.host if request.client else None
+    return {"scheme": request.url.scheme, "client": client}
+"#;
+
+#[test]
+fn fastapis_uvicorn_command_line_runs_with_the_command_renamed() {
+    let app = AppDir::new(&[("main.py", FASTAPI_APP)]);
+    // FastAPI's deployment docs: `uvicorn main:app --host 0.0.0.0 --port 80
+    // --proxy-headers`, on a free port of the loopback.
+    let port = compare::free_port().to_string();
+    let c = Corral::start(
+        app.path(),
+        &[
+            "main:app",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            &port,
+            "--proxy-headers",
+            "--workers",
+            "2",
+            "--timeout-keep-alive",
+            "0",
+            "--limit-max-requests",
+            "1000",
+            "--timeout-graceful-shutdown",
+            "5",
+            "--limit-concurrency",
+            "50",
+            "--interface",
+            "asgi3",
+        ],
+        2,
+    );
+    assert_eq!(c.addr, format!("127.0.0.1:{port}"));
+    // A proxy on the same host says the client came over HTTPS.
+    let r = request(
+        &c.addr,
+        "GET",
+        "/",
+        &[
+            ("X-Forwarded-Proto", "https"),
+            ("X-Forwarded-For", "203.0.113.7"),
+        ],
+        b"",
+    );
+    assert_eq!(r.text(), r#"{"scheme":"https","client":"203.0.113.7"}"#);
+    // --timeout-keep-alive 0: each response closes its connection.
+    assert_eq!(r.header("connection"), Some("close"));
+    assert!(
+        c.log
+            .text()
+            .contains("--proxy-headers accepted (gunicorn's or uvicorn's) and changes nothing"),
+        "{}",
+        c.log.text()
+    );
+    drop(c);
+    // --port alone is 127.0.0.1:PORT, as in uvicorn.
+    let c = Corral::start(app.path(), &["main:app", "--port", &port, "-w", "1"], 1);
+    assert_eq!(c.addr, format!("127.0.0.1:{port}"));
+}
+
+#[test]
+fn uds_serves_on_a_unix_socket_and_a_second_address_is_refused() {
+    let app = AppDir::new(&[("main.py", FASTAPI_APP)]);
+    let mut c = Corral::spawn(
+        app.path(),
+        &[
+            "main:app",
+            "--uds",
+            "app.sock",
+            "-w",
+            "1",
+            "--status-bind",
+            "127.0.0.1:0",
+        ],
+        &[],
+    );
+    c.log
+        .wait_for("all 1 workers in service", Duration::from_secs(30))
+        .unwrap_or_else(|| panic!("{}", c.log.text()));
+    let mut s = std::os::unix::net::UnixStream::connect(app.path().join("app.sock")).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert!(
+        text.ends_with(r#"{"scheme":"http","client":null}"#),
+        "{text}"
+    );
+    c.signal(libc::SIGTERM);
+    assert!(c.wait_exit(Duration::from_secs(20)).is_some());
+    // Two ways of naming the address at once are a mistake, named as one.
+    for args in [
+        &["main:app", "--host", "127.0.0.1", "-b", "127.0.0.1:0"][..],
+        &["main:app", "--uds", "x.sock", "--port", "9"][..],
+    ] {
+        let (code, _, stderr) = run_to_exit(app.path(), args);
+        assert_eq!(code, Some(2), "{args:?}: {stderr}");
+        assert!(stderr.starts_with("error: --"), "{args:?}: {stderr}");
+    }
+}
