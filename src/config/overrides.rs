@@ -98,6 +98,11 @@ pub struct Overrides {
     #[arg(short = 'n', long = "name", value_name = "NAME", env = "CORRAL_NAME")]
     pub proc_name: Option<String>,
 
+    /// A dotenv file each worker loads with python-dotenv before it imports the
+    /// app (uvicorn's --env-file) [toml: app.env_file]
+    #[arg(long, value_name = "FILE", env = "CORRAL_ENV_FILE")]
+    pub env_file: Option<PathBuf>,
+
     /// Serve the app of this PasteDeploy ini file instead of APP, FILE#NAME for its
     /// [app:NAME] (gunicorn's --paste, Pyramid's production.ini) [toml: app.paste]
     #[arg(

@@ -203,6 +203,11 @@ pub(super) struct RawApp {
     /// (gunicorn's `proc_name`). Default: the instance's name, like
     /// "shop-5c1e0a3f" (see `corral status`).
     pub(super) proc_name: Option<Spanned<String>>,
+    /// A dotenv file each worker loads into its environment before it
+    /// imports the app, with python-dotenv (which must be installed beside
+    /// the app), as uvicorn's `--env-file` does: variables already set stay
+    /// as they are. Relative to this file's folder. Default: none.
+    pub(super) env_file: Option<Spanned<String>>,
     /// A PasteDeploy ini file whose app the workers serve instead of
     /// `module` (gunicorn's `paste`, `--paste`; Pyramid's
     /// `production.ini`), relative to this file's folder; "FILE#NAME" picks

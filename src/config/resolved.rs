@@ -111,6 +111,9 @@ pub struct AppConfig {
     /// Whether an ASGI worker runs the app's lifespan (`app.asgi_lifespan`,
     /// `--asgi-lifespan`).
     pub asgi_lifespan: AsgiLifespan,
+    /// A dotenv file each worker loads before it imports the app
+    /// (`app.env_file`, `--env-file`; absolute).
+    pub env_file: Option<PathBuf>,
     /// A PasteDeploy app served instead of `module` (`app.paste`,
     /// `--paste`); `module` then names it for the log, `corral check` and
     /// `/status` ("paste:/srv/shop/production.ini#main").

@@ -156,6 +156,14 @@ impl Launcher {
                 cfg.app.asgi_lifespan.name().into(),
             ),
             (
+                "CORRAL_WORKER_ENV_FILE".into(),
+                cfg.app
+                    .env_file
+                    .as_ref()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_default(),
+            ),
+            (
                 "CORRAL_WORKER_PASTE".into(),
                 cfg.app.paste.as_ref().map(|p| p.uri()).unwrap_or_default(),
             ),

@@ -3,7 +3,7 @@
 //! `--workers`) and uvicorn's names for the settings corral has
 //! (`--timeout-keep-alive`, `--limit-concurrency`, `--limit-max-requests`,
 //! `--timeout-graceful-shutdown`, `--ssl-*`, `--app-dir`, `--interface
-//! asgi3`).
+//! asgi3`), and `--env-file`.
 
 use crate::common::*;
 use crate::gunicorn_compat::run_to_exit;
@@ -122,4 +122,42 @@ fn uds_serves_on_a_unix_socket_and_a_second_address_is_refused() {
         assert_eq!(code, Some(2), "{args:?}: {stderr}");
         assert!(stderr.starts_with("error: --"), "{args:?}: {stderr}");
     }
+}
+
+const ENV_APP: &str = r#"
+import os
+
+# Read at import time, as settings modules do.
+DATABASE_URL = os.environ.get("DATABASE_URL", "-")
+
+async def app(scope, receive, send):
+    body = ("%s %s" % (DATABASE_URL, os.environ.get("SET_BEFORE", "-"))).encode()
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": body})
+"#;
+
+#[test]
+fn env_file_is_loaded_by_each_worker_before_the_app_as_uvicorn_loads_it() {
+    let app = AppDir::new(&[
+        ("main.py", ENV_APP),
+        (
+            ".env",
+            "# the app's settings\nexport DATABASE_URL=\"postgresql://db/shop\"\nSET_BEFORE=from-file\n",
+        ),
+    ]);
+    // A variable already set stays as it is, as with uvicorn.
+    let mut c = Corral::spawn(
+        app.path(),
+        &["main:app", "-w", "2", "--env-file", ".env"],
+        &[("SET_BEFORE", "from-environment")],
+    );
+    c.wait_listening();
+    c.wait_in_service(2);
+    for _ in 0..4 {
+        assert_eq!(c.get("/").text(), "postgresql://db/shop from-environment");
+    }
+    drop(c);
+    let (code, _, stderr) = run_to_exit(app.path(), &["main:app", "--env-file", "missing.env"]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("missing.env is no file"), "{stderr}");
 }

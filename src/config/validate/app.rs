@@ -188,6 +188,24 @@ impl Resolver<'_> {
         let logging =
             self.python_logging(args, raw.logconfig, raw.logconfig_json, raw.logconfig_dict);
 
+        let env_file = match (&args.env_file, &raw.env_file) {
+            (Some(p), _) => Some((absolute(self.cwd, p), self.flag("--env-file"))),
+            (None, Some(p)) => {
+                let at = self.in_file(p.span(), "app.env_file");
+                self.file_path(p, "app.env_file").map(|path| (path, at))
+            }
+            (None, None) => None,
+        };
+        let env_file = env_file.and_then(|(path, at)| {
+            if path.is_file() {
+                return Some(path);
+            }
+            self.fail(
+                &at,
+                format!("{} is no file: give the dotenv file's path", path.display()),
+            );
+            None
+        });
         let asgi_loop = args.asgi_loop.or(raw.asgi_loop).unwrap_or(AsgiLoop::Auto);
         let asgi_lifespan = args
             .asgi_lifespan
@@ -208,6 +226,7 @@ impl Resolver<'_> {
             proc_name,
             asgi_loop,
             asgi_lifespan,
+            env_file,
             paste,
             logging,
         })

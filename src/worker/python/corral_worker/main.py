@@ -159,6 +159,18 @@ def configure_logging(spec):
                            % (names.get(kind, kind), e)) from e
 
 
+def load_env_file(path):
+    """uvicorn's --env-file: python-dotenv loads the file into os.environ,
+    leaving the variables already set as they are."""
+    try:
+        from dotenv import load_dotenv
+    except ImportError as e:
+        raise ImportError("--env-file ([app] env_file) needs python-dotenv in the app's "
+                          "environment, as uvicorn's does: pip install python-dotenv (%s)" % e
+                          ) from e
+    load_dotenv(dotenv_path=path)
+
+
 def load_paste(uri, global_conf, logging_spec):
     """The app of a PasteDeploy ini file ("config:/path/production.ini#main"),
     as gunicorn's --paste loads it; without a logging configuration of its
@@ -198,6 +210,7 @@ def main():
     logging_spec = os.environ.pop("CORRAL_WORKER_LOGCONFIG", "")
     asgi_loop = os.environ.pop("CORRAL_WORKER_ASGI_LOOP", "auto")
     asgi_lifespan = os.environ.pop("CORRAL_WORKER_ASGI_LIFESPAN", "auto")
+    env_file = os.environ.pop("CORRAL_WORKER_ENV_FILE", "")
     paste = os.environ.pop("CORRAL_WORKER_PASTE", "")
     paste_global = os.environ.pop("CORRAL_WORKER_PASTE_GLOBAL", "")
     sock = socket.socket(fileno=fd)
@@ -235,6 +248,8 @@ def main():
     t0 = time.monotonic()
     asgi = None
     try:
+        if env_file:
+            load_env_file(env_file)
         if logging_spec:
             configure_logging(logging_spec)
         if paste:
