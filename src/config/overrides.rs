@@ -90,12 +90,23 @@ pub struct Overrides {
     /// Path prefix the app is mounted under behind a proxy, like /api: SCRIPT_NAME
     /// for WSGI, root_path for ASGI [toml: app.root_path] [default: $SCRIPT_NAME,
     /// else none]
-    #[arg(long, value_name = "PATH", env = "CORRAL_ROOT_PATH")]
+    #[arg(
+        long,
+        alias = "url-path-prefix",
+        value_name = "PATH",
+        env = "CORRAL_ROOT_PATH"
+    )]
     pub root_path: Option<String>,
 
     /// The name in the workers' command lines, as `ps` shows them
     /// (gunicorn's --name) [toml: app.proc_name] [default: the instance's name]
-    #[arg(short = 'n', long = "name", value_name = "NAME", env = "CORRAL_NAME")]
+    #[arg(
+        short = 'n',
+        long = "name",
+        alias = "process-name",
+        value_name = "NAME",
+        env = "CORRAL_NAME"
+    )]
     pub proc_name: Option<String>,
 
     /// A dotenv file each worker loads with python-dotenv before it imports the
@@ -429,7 +440,13 @@ pub struct Overrides {
 
     /// Write corral's pid to this file (replaced whole, never through a
     /// symlink), removed on a clean exit [toml: server.pid_file]
-    #[arg(short = 'p', long = "pid", value_name = "FILE", env = "CORRAL_PID")]
+    #[arg(
+        short = 'p',
+        long = "pid",
+        alias = "pid-file",
+        value_name = "FILE",
+        env = "CORRAL_PID"
+    )]
     pub pid: Option<PathBuf>,
 
     /// Serve HTTPS on every --bind address (not --insecure-bind's) with this
@@ -438,6 +455,7 @@ pub struct Overrides {
     #[arg(
         long,
         alias = "ssl-certfile",
+        alias = "ssl-certificate",
         value_name = "FILE",
         env = "CORRAL_CERTFILE"
     )]

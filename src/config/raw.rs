@@ -490,7 +490,7 @@ section! {
         count: Option<Spanned<WorkerCount>>;
         /// Threads per WSGI worker (concurrent requests each).
         threads: usize = 1 => usize,
-            flag "threads": "Threads per WSGI worker",
+            flag "threads" alias "blocking-threads": "Threads per WSGI worker",
             check count_of("threads per worker");
         /// Carry requests and responses between corral and each WSGI worker
         /// through two rings in memory they share, waking the other side only

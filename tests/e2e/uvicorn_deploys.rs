@@ -1,9 +1,10 @@
-//! uvicorn deployments with the command renamed: the command line FastAPI's
+//! uvicorn and granian deployments with the command renamed: the command line FastAPI's
 //! and uvicorn's docs give (`--host`, `--port`, `--uds`, `--proxy-headers`,
 //! `--workers`) and uvicorn's names for the settings corral has
 //! (`--timeout-keep-alive`, `--limit-concurrency`, `--limit-max-requests`,
 //! `--timeout-graceful-shutdown`, `--ssl-*`, `--app-dir`, `--interface
-//! asgi3`), and `--env-file`.
+//! asgi3`), `--env-file`, and granian's names (`--blocking-threads`,
+//! `--url-path-prefix`, `--process-name`, `--pid-file`).
 
 use crate::common::*;
 use crate::gunicorn_compat::run_to_exit;
@@ -160,4 +161,48 @@ fn env_file_is_loaded_by_each_worker_before_the_app_as_uvicorn_loads_it() {
     let (code, _, stderr) = run_to_exit(app.path(), &["main:app", "--env-file", "missing.env"]);
     assert_eq!(code, Some(2), "{stderr}");
     assert!(stderr.contains("missing.env is no file"), "{stderr}");
+}
+
+const ROOT_APP: &str = r#"
+async def app(scope, receive, send):
+    if scope["type"] != "http":
+        return
+    body = ("%s %s" % (scope["root_path"], scope["path"])).encode()
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": body})
+"#;
+
+#[test]
+fn granians_command_line_runs_with_the_command_renamed() {
+    let app = AppDir::new(&[("main.py", ROOT_APP)]);
+    let port = compare::free_port().to_string();
+    // granian's docs: `granian --interface asgi main:app --host ... --port
+    // ... --workers N`, with its names for a prefix, a name and a pid file.
+    let c = Corral::start(
+        app.path(),
+        &[
+            "--interface",
+            "asgi",
+            "main:app",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            &port,
+            "--workers",
+            "2",
+            "--blocking-threads",
+            "2",
+            "--url-path-prefix",
+            "/api",
+            "--process-name",
+            "shop",
+            "--pid-file",
+            "corral.pid",
+        ],
+        2,
+    );
+    assert_eq!(c.addr, format!("127.0.0.1:{port}"));
+    assert_eq!(c.get("/api/items").text(), "/api /api/items");
+    let pid = std::fs::read_to_string(app.path().join("corral.pid")).unwrap();
+    assert_eq!(pid.trim(), c.pid().to_string());
 }
