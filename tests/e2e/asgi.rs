@@ -617,41 +617,24 @@ async def app(scope, receive, send):
 #[test]
 fn the_event_loop_and_the_lifespan_are_chosen_as_gunicorn_and_uvicorn_choose_them() {
     let app = AppDir::new(&[("loopy.py", LOOP_APP), ("plain.py", NO_LIFESPAN_APP)]);
-    // uvloop is installed here (uvicorn[standard]): auto takes it.
-    let c = Corral::start(app.path(), &["loopy:app", "-w", "1"], 1);
-    assert_eq!(c.get("/").text(), "uvloop started");
-    drop(c);
+    // uvloop is installed here (uvicorn[standard]): auto takes it. Then
     // gunicorn's spelling, then uvicorn's.
-    let c = Corral::start(
-        app.path(),
-        &[
-            "loopy:app",
-            "-w",
-            "1",
-            "--asgi-loop",
-            "asyncio",
-            "--asgi-lifespan",
-            "off",
-        ],
-        1,
-    );
-    assert_eq!(c.get("/").text(), "asyncio no-lifespan");
-    drop(c);
-    let c = Corral::start(
-        app.path(),
-        &[
-            "loopy:app",
-            "-w",
-            "1",
-            "--loop",
-            "asyncio",
-            "--lifespan",
-            "on",
-        ],
-        1,
-    );
-    assert_eq!(c.get("/").text(), "asyncio started");
-    drop(c);
+    for (flags, answer) in [
+        (&[][..], "uvloop started"),
+        (
+            &["--asgi-loop", "asyncio", "--asgi-lifespan", "off"][..],
+            "asyncio no-lifespan",
+        ),
+        (
+            &["--loop", "asyncio", "--lifespan", "on"][..],
+            "asyncio started",
+        ),
+    ] {
+        let mut args = vec!["loopy:app", "-w", "1"];
+        args.extend_from_slice(flags);
+        let c = Corral::start(app.path(), &args, 1);
+        assert_eq!(c.get("/").text(), answer, "{flags:?}");
+    }
     // `on` for an app without a lifespan fails its boot, with the reason.
     let (code, stdout, stderr) = crate::gunicorn_compat::run_to_exit(
         app.path(),
