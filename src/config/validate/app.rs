@@ -1,7 +1,7 @@
 //! `[app]`: the module, interpreter, folders and environment of the workers.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use toml::Spanned;
 
@@ -23,60 +23,7 @@ impl Resolver<'_> {
     ) -> Option<AppConfig> {
         let virtual_env = env.virtual_env.as_deref();
         let script_name = env.script_name.clone();
-        // The app is a module or a Paste ini file: a flag for either
-        // replaces the file's choice, and the file names at most one.
-        let module = match (&args.app, &args.paste, &raw.module) {
-            (Some(m), _, _) => Some((m.clone(), self.flag("APP"))),
-            (None, None, Some(m)) => {
-                Some((m.get_ref().clone(), self.in_file(m.span(), "app.module")))
-            }
-            (None, _, _) => None,
-        };
-        let paste_given = match (&args.paste, &raw.paste) {
-            (Some(p), _) => Some((p.clone(), self.cwd.to_path_buf(), self.flag("--paste"))),
-            (None, Some(p)) if args.app.is_none() => Some((
-                p.get_ref().clone(),
-                self.file_dir().to_path_buf(),
-                self.in_file(p.span(), "app.paste"),
-            )),
-            (None, _) => None,
-        };
-        if let (Some((_, at)), Some((_, _, paste_at))) = (&module, &paste_given) {
-            let message = format!(
-                "is given beside {}: serve the module or the Paste app, not both",
-                paste_at.key
-            );
-            self.fail(at, message);
-        }
-        let paste_named = paste_given.is_some();
-        let paste = paste_given.and_then(|(spec, base, at)| {
-            self.paste(&spec, &base, &at, &args.paste_global, &raw.paste_global)
-        });
-        let module = match (module, &paste) {
-            (_, Some(paste)) => Some((
-                paste.uri().replacen("config:", "paste:", 1),
-                At::flag("app.paste"),
-            )),
-            (module, None) => module,
-        };
-        let module = match module {
-            // A Paste app that has problems has been named for them.
-            _ if paste_named => module.map(|(m, _)| m),
-            None => {
-                let file = self.file.map_or(DEFAULT_FILE, |f| &f.shown);
-                self.problems.push(Problem {
-                    location: None,
-                    key: None,
-                    message: format!(
-                        "no app given: pass it as `corral main:app` or set [app] module in {file}"
-                    ),
-                });
-                None
-            }
-            Some((module, at)) => check_module(&module)
-                .map_err(|message| self.fail(&at, message))
-                .ok(),
-        };
+        let (module, paste) = self.app_source(args, &raw);
 
         let interface_flag = self.gunicorn_flags(args);
         let (interface, _) = self.pick(
@@ -196,16 +143,8 @@ impl Resolver<'_> {
             }
             (None, None) => None,
         };
-        let env_file = env_file.and_then(|(path, at)| {
-            if path.is_file() {
-                return Some(path);
-            }
-            self.fail(
-                &at,
-                format!("{} is no file: give the dotenv file's path", path.display()),
-            );
-            None
-        });
+        let env_file =
+            env_file.and_then(|(path, at)| self.existing_file(path, &at, "the dotenv file"));
         let asgi_loop = args.asgi_loop.or(raw.asgi_loop).unwrap_or(AsgiLoop::Auto);
         let asgi_lifespan = args
             .asgi_lifespan
@@ -230,6 +169,66 @@ impl Resolver<'_> {
             paste,
             logging,
         })
+    }
+
+    /// What the workers serve: the `module:callable` (its flag, else the
+    /// file's), or a Paste ini file (`--paste`, `app.paste`), with the
+    /// string the log, `corral check` and `/status` name it by. A flag for
+    /// either replaces the file's choice; the file names at most one.
+    fn app_source(&mut self, args: &Overrides, raw: &RawApp) -> (Option<String>, Option<Paste>) {
+        let module = match (&args.app, &args.paste, &raw.module) {
+            (Some(m), _, _) => Some((m.clone(), self.flag("APP"))),
+            (None, None, Some(m)) => {
+                Some((m.get_ref().clone(), self.in_file(m.span(), "app.module")))
+            }
+            (None, _, _) => None,
+        };
+        let paste_given = match (&args.paste, &raw.paste) {
+            (Some(p), _) => Some((p.clone(), self.cwd.to_path_buf(), self.flag("--paste"))),
+            (None, Some(p)) if args.app.is_none() => Some((
+                p.get_ref().clone(),
+                self.file_dir().to_path_buf(),
+                self.in_file(p.span(), "app.paste"),
+            )),
+            (None, _) => None,
+        };
+        if let (Some((_, at)), Some((_, _, paste_at))) = (&module, &paste_given) {
+            let message = format!(
+                "is given beside {}: serve the module or the Paste app, not both",
+                paste_at.key
+            );
+            self.fail(at, message);
+        }
+        let paste_named = paste_given.is_some();
+        let paste = paste_given.and_then(|(spec, base, at)| {
+            self.paste(&spec, &base, &at, &args.paste_global, &raw.paste_global)
+        });
+        let module = match (module, &paste) {
+            (_, Some(paste)) => Some((
+                paste.uri().replacen("config:", "paste:", 1),
+                At::flag("app.paste"),
+            )),
+            (module, None) => module,
+        };
+        let module = match module {
+            // A Paste app that has problems has been named for them.
+            _ if paste_named => module.map(|(m, _)| m),
+            None => {
+                let file = self.file.map_or(DEFAULT_FILE, |f| &f.shown);
+                self.problems.push(Problem {
+                    location: None,
+                    key: None,
+                    message: format!(
+                        "no app given: pass it as `corral main:app` or set [app] module in {file}"
+                    ),
+                });
+                None
+            }
+            Some((module, at)) => check_module(&module)
+                .map_err(|message| self.fail(&at, message))
+                .ok(),
+        };
+        (module, paste)
     }
 
     /// `app.paste` or `--paste` ("FILE#NAME"), resolved against `base`,
@@ -260,17 +259,11 @@ impl Resolver<'_> {
             );
             return None;
         }
-        let file = absolute(base, Path::new(file));
-        if !file.is_file() {
-            self.fail(
-                at,
-                format!(
-                    "{} is no file: give the Paste ini file that holds the app",
-                    file.display()
-                ),
-            );
-            return None;
-        }
+        let file = self.existing_file(
+            absolute(base, Path::new(file)),
+            at,
+            "the Paste ini file that holds the app",
+        )?;
         let global = if flags.is_empty() {
             table
                 .iter()
@@ -344,24 +337,31 @@ impl Resolver<'_> {
                 }
             }
         };
-        if let PythonLogging::Ini(path) | PythonLogging::Json(path) = &logging
-            && !path.is_file()
-        {
-            self.fail(
-                &at,
-                format!(
-                    "{} is no file: give the path of the logging configuration (relative to {})",
-                    path.display(),
-                    if at.location.is_some() {
-                        "the config file's folder"
-                    } else {
-                        "the current folder"
-                    }
-                ),
-            );
-            return None;
+        if let PythonLogging::Ini(path) | PythonLogging::Json(path) = &logging {
+            self.existing_file(path.clone(), &at, "the logging configuration")?;
         }
         Some(logging)
+    }
+
+    /// `path` if it is a file (corral only looks: the workers read it);
+    /// else a problem at `at` asking for `what`, relative to the folder a
+    /// relative path there is read from.
+    fn existing_file(&mut self, path: PathBuf, at: &At, what: &str) -> Option<PathBuf> {
+        if path.is_file() {
+            return Some(path);
+        }
+        let base = match at.location {
+            Some(_) => "the config file's folder",
+            None => "the current folder",
+        };
+        self.fail(
+            at,
+            format!(
+                "{} is no file: give {what} (a relative path is read from {base})",
+                path.display()
+            ),
+        );
+        None
     }
 
     /// `app.env_allow`, or the deprecated `app.pass_env` read as one.
