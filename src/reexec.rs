@@ -55,8 +55,13 @@ pub fn take_handover() -> Handover {
 
 /// Starts the new corral, handing it `sockets` (name, fd; see
 /// [`crate::front::listeners::Listeners::handover`]) and `env` (systemd's
-/// notify socket and watchdog, `systemd::NotifySocket::inherited_env`).
-pub fn spawn(sockets: &[(String, RawFd)], env: &[(&str, String)]) -> std::io::Result<u32> {
+/// notify socket and watchdog, `systemd::NotifySocket::inherited_env`);
+/// `exited` is called with its pid once it has exited.
+pub fn spawn(
+    sockets: &[(String, RawFd)],
+    env: &[(&str, String)],
+    exited: impl FnOnce(u32) + Send + 'static,
+) -> std::io::Result<u32> {
     let exe = std::env::current_exe()?;
     let inherit = sockets
         .iter()
@@ -92,6 +97,7 @@ pub fn spawn(sockets: &[(String, RawFd)], env: &[(&str, String)]) -> std::io::Re
             tracing::error!("the new corral (pid {pid}) exited: {st}; this one keeps serving");
         }
         drop(ours);
+        exited(pid);
     });
     Ok(pid)
 }

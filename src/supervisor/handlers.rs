@@ -50,6 +50,17 @@ impl Supervisor {
             Msg::DelayOver => self.handle_delay_over(),
             Msg::FrontDrained(in_time) => self.handle_front_drained(in_time),
             Msg::ReexecDeadline => self.handle_reexec_deadline(),
+            Msg::ReexecExited(pid) => {
+                // It gave up (or was stopped) before it took over: this one
+                // is the service again, and a USR2 may try anew.
+                if self.handover == Handover::ToChild(pid) && self.term == Term::NotYet {
+                    self.handover = Handover::None;
+                    tracing::info!(
+                        "the new corral (pid {pid}) is gone; this one serves on, and SIGUSR2 may start another"
+                    );
+                }
+                None
+            }
         }
     }
 
@@ -307,7 +318,9 @@ impl Supervisor {
             );
             return;
         }
-        match crate::reexec::spawn(&self.sockets, &self.systemd.inherited_env()) {
+        let tx = self.tx.clone();
+        let exited = move |pid| drop(tx.send(Msg::ReexecExited(pid)));
+        match crate::reexec::spawn(&self.sockets, &self.systemd.inherited_env(), exited) {
             Ok(pid) => {
                 self.handover = Handover::ToChild(pid);
                 tracing::info!(

@@ -143,6 +143,8 @@ pub enum Msg {
     ExitHoldOver(u64),
     /// A re-executed corral had ready_timeout to get its workers in service.
     ReexecDeadline,
+    /// The corral a USR2 started (this pid) has exited.
+    ReexecExited(u32),
     /// The built-in rollback put the good code back (or could not).
     RolledBack(Result<String, String>),
     /// Start a new generation; the sender (`corral reload --wait`) hears

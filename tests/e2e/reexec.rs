@@ -98,3 +98,63 @@ fn usr2_hands_the_sockets_to_a_new_corral_without_a_refused_connection() {
     assert_eq!(s["supervisor"]["pid"].as_u64(), Some(new as u64));
     assert!(c.socket.exists(), "the new corral holds the control socket");
 }
+
+/// The pid in the last "started a new corral (pid N)" line of the log.
+fn last_started(c: &Corral) -> KillOnDrop {
+    let text = c.log.text();
+    let line = text
+        .lines()
+        .rev()
+        .find(|l| l.contains("started a new corral (pid "))
+        .expect("USR2 started a new corral");
+    let pid = line
+        .split("(pid ")
+        .nth(1)
+        .unwrap()
+        .split(')')
+        .next()
+        .unwrap();
+    KillOnDrop(pid.parse().unwrap())
+}
+
+#[test]
+fn after_a_new_corral_that_never_came_up_the_next_usr2_starts_another() {
+    let app = AppDir::new(&[
+        ("app.py", APP),
+        ("corral.toml", "[deploy]\nready_timeout = \"2s\"\n"),
+    ]);
+    let mut c = Corral::start(app.path(), &["app:app", "-w", "1", "-b", "127.0.0.1:0"], 1);
+    let old = c.pid();
+    // A deploy that breaks the app: the new corral's workers never boot,
+    // it gives up after ready_timeout, and the old one serves on.
+    std::fs::write(
+        app.path().join("app.py"),
+        "raise RuntimeError('broken deploy')\n",
+    )
+    .unwrap();
+    c.signal(libc::SIGUSR2);
+    let failed = c.reexec_child();
+    c.log
+        .wait_for("is gone; this one serves on", Duration::from_secs(30))
+        .unwrap_or_else(|| panic!("{}", c.log.text()));
+    assert!(wait_gone(&[failed.0], Duration::from_secs(10)));
+    assert_eq!(c.get("/").text(), old.to_string());
+    // Fixed: the next USR2 is not "ignored", and its corral takes over.
+    std::fs::write(app.path().join("app.py"), APP).unwrap();
+    c.signal(libc::SIGUSR2);
+    c.wait_until("a second new corral", || {
+        c.log.count("started a new corral (pid ") == 2
+    });
+    let new = last_started(&c);
+    assert_ne!(new.0, failed.0);
+    let st = c
+        .wait_exit(Duration::from_secs(30))
+        .expect("the old corral exits once the new one serves");
+    assert_eq!(st.code(), Some(0));
+    assert_eq!(c.get("/").text(), new.0.to_string());
+    assert!(
+        !c.log.text().contains("SIGUSR2 ignored"),
+        "{}",
+        c.log.text()
+    );
+}
