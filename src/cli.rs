@@ -237,6 +237,7 @@ pub fn parse(refused: fn(&str) -> Option<String>) -> Cli {
         _ => &mut cli.run,
     };
     run.from_env = from_env;
+    run.uvicorn_access_log();
     if let Err(why) = run.uvicorn_binds() {
         eprintln!("error: {why}");
         std::process::exit(2)

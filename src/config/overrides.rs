@@ -137,8 +137,8 @@ pub struct Overrides {
     pub paste_global: Vec<(String, String)>,
 
     /// Python logging config applied in each worker before the app is imported,
-    /// an ini file for logging.config.fileConfig (gunicorn's --log-config)
-    /// [toml: app.logconfig]
+    /// an ini file for logging.config.fileConfig (gunicorn's --log-config), or a
+    /// .json/.yaml file for dictConfig (uvicorn's) [toml: app.logconfig]
     #[arg(long = "log-config", value_name = "FILE", env = "CORRAL_LOG_CONFIG")]
     pub logconfig: Option<PathBuf>,
 
@@ -375,6 +375,11 @@ pub struct Overrides {
     /// [toml: log.access] [default: off, or combined with --access-logfile]
     #[arg(long, value_enum, value_name = "FORMAT", env = "CORRAL_ACCESS_LOG")]
     pub access_log: Option<AccessLog>,
+
+    /// No access log, whatever the config file says (uvicorn's --no-access-log;
+    /// --access-log off) [toml: log.access]
+    #[arg(long, conflicts_with = "access_log", env = "CORRAL_NO_ACCESS_LOG")]
+    pub no_access_log: bool,
 
     // gunicorn's own spellings, for a gunicorn command line with the
     // command renamed (see the README's migration table).
@@ -754,6 +759,13 @@ impl Overrides {
         .filter(|(set, _, _)| *set)
         .map(|(_, flag, why)| (flag, why))
         .collect()
+    }
+
+    /// uvicorn's `--no-access-log`, made the `--access-log off` it means.
+    pub fn uvicorn_access_log(&mut self) {
+        if self.no_access_log {
+            self.access_log = Some(AccessLog::Off);
+        }
     }
 
     /// uvicorn's `--host`, `--port` and `--uds`, made the `--bind` they

@@ -227,7 +227,9 @@ pub(super) struct RawApp {
     /// imports the app, as gunicorn's workers inherit it: an ini file for
     /// `logging.config.fileConfig` (gunicorn's `logconfig`, `--log-config`),
     /// relative to this file's folder; `%(here)s` in it is the file's
-    /// folder. It configures the app's loggers (where their records go, at
+    /// folder. A `.json`, `.yaml` or `.yml` file is given to
+    /// `logging.config.dictConfig` as it is, as uvicorn's `--log-config`
+    /// does (YAML needs PyYAML beside the app). It configures the app's loggers (where their records go, at
     /// which level, in which format); corral's own log stays as `[log]`
     /// sets it. A worker that cannot apply it fails its boot with the
     /// traceback. At most one of `logconfig`, `logconfig_json` and

@@ -150,6 +150,9 @@ impl Paste {
 pub enum PythonLogging {
     /// An ini file for `logging.config.fileConfig` (absolute).
     Ini(PathBuf),
+    /// A JSON or YAML file (by its extension) for `dictConfig` as it is,
+    /// uvicorn's `--log-config` (absolute; YAML needs PyYAML).
+    Uvicorn(PathBuf),
     /// A JSON file for `logging.config.dictConfig` (absolute).
     Json(PathBuf),
     /// The dictionary for `logging.config.dictConfig`, as JSON text.
@@ -157,10 +160,21 @@ pub enum PythonLogging {
 }
 
 impl PythonLogging {
+    /// `logconfig`, `--log-config`: an ini file as gunicorn reads it, or a
+    /// JSON or YAML one as uvicorn reads it.
+    pub fn by_extension(path: PathBuf) -> PythonLogging {
+        let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
+        match ext.to_ascii_lowercase().as_str() {
+            "json" | "yaml" | "yml" => PythonLogging::Uvicorn(path),
+            _ => PythonLogging::Ini(path),
+        }
+    }
+
     /// How the worker is told: "ini:PATH", "json:PATH" or "dict:JSON".
     pub fn for_worker(&self) -> String {
         match self {
             PythonLogging::Ini(path) => format!("ini:{}", path.display()),
+            PythonLogging::Uvicorn(path) => format!("uvicorn:{}", path.display()),
             PythonLogging::Json(path) => format!("json:{}", path.display()),
             PythonLogging::Dict(json) => format!("dict:{json}"),
         }

@@ -1,10 +1,11 @@
-//! uvicorn and granian deployments with the command renamed: the command line FastAPI's
-//! and uvicorn's docs give (`--host`, `--port`, `--uds`, `--proxy-headers`,
-//! `--workers`) and uvicorn's names for the settings corral has
-//! (`--timeout-keep-alive`, `--limit-concurrency`, `--limit-max-requests`,
+//! uvicorn and granian deployments with the command renamed: the command
+//! line FastAPI's and uvicorn's docs give (`--host`, `--port`, `--uds`,
+//! `--proxy-headers`, `--workers`), uvicorn's names for the settings corral
+//! has (`--timeout-keep-alive`, `--limit-concurrency`, `--limit-max-requests`,
 //! `--timeout-graceful-shutdown`, `--ssl-*`, `--app-dir`, `--interface
-//! asgi3`), `--env-file`, and granian's names (`--blocking-threads`,
-//! `--url-path-prefix`, `--process-name`, `--pid-file`).
+//! asgi3`), `--env-file`, `--log-config` in YAML and `--no-access-log`; and
+//! granian's names (`--blocking-threads`, `--url-path-prefix`,
+//! `--process-name`, `--pid-file`).
 
 use crate::common::*;
 use crate::gunicorn_compat::run_to_exit;
@@ -205,4 +206,72 @@ fn granians_command_line_runs_with_the_command_renamed() {
     assert_eq!(c.get("/api/items").text(), "/api /api/items");
     let pid = std::fs::read_to_string(app.path().join("corral.pid")).unwrap();
     assert_eq!(pid.trim(), c.pid().to_string());
+}
+
+const LOGGING_APP: &str = r#"
+import logging
+
+log = logging.getLogger("shop")
+
+async def app(scope, receive, send):
+    if scope["type"] != "http":
+        return
+    log.info("serving %s", scope["path"])
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": b"ok"})
+"#;
+
+/// A YAML logging configuration as uvicorn users keep them.
+const LOG_YAML: &str = r#"
+version: 1
+disable_existing_loggers: false
+formatters:
+  plain:
+    format: "YAMLLOG %(levelname)s %(name)s %(message)s"
+handlers:
+  out:
+    class: logging.StreamHandler
+    formatter: plain
+    stream: ext://sys.stdout
+loggers:
+  shop:
+    level: INFO
+    handlers: [out]
+"#;
+
+#[test]
+fn a_uvicorn_log_config_in_yaml_shapes_the_apps_loggers_and_no_access_log_is_taken() {
+    let app = AppDir::new(&[
+        ("main.py", LOGGING_APP),
+        ("log.yaml", LOG_YAML),
+        ("corral.toml", "[log]\naccess = \"combined\"\n"),
+    ]);
+    let access_line = "\"GET /cart HTTP/1.1\" 200";
+    // The file turns the access log on; --no-access-log turns it off.
+    let c = Corral::start(
+        app.path(),
+        &[
+            "main:app",
+            "-w",
+            "1",
+            "--log-config",
+            "log.yaml",
+            "--no-access-log",
+        ],
+        1,
+    );
+    assert_eq!(c.get("/cart").text(), "ok");
+    c.log
+        .wait_for(
+            "stdout: YAMLLOG INFO shop serving /cart",
+            Duration::from_secs(10),
+        )
+        .unwrap_or_else(|| panic!("{}", c.log.text()));
+    assert!(!c.log.text().contains(access_line), "{}", c.log.text());
+    drop(c);
+    let c = Corral::start(app.path(), &["main:app", "-w", "1"], 1);
+    assert_eq!(c.get("/cart").text(), "ok");
+    c.log
+        .wait_for(access_line, Duration::from_secs(10))
+        .unwrap_or_else(|| panic!("no access line without the flag: {}", c.log.text()));
 }

@@ -292,7 +292,7 @@ impl Resolver<'_> {
     ) -> Option<PythonLogging> {
         let (logging, at) = match (&args.logconfig, &args.logconfig_json) {
             (Some(p), _) => (
-                PythonLogging::Ini(absolute(self.cwd, p)),
+                PythonLogging::by_extension(absolute(self.cwd, p)),
                 self.flag("--log-config"),
             ),
             (None, Some(p)) => (
@@ -317,7 +317,8 @@ impl Resolver<'_> {
                 }
                 if let Some(p) = ini {
                     let at = self.in_file(p.span(), "app.logconfig");
-                    (PythonLogging::Ini(self.file_path(&p, "app.logconfig")?), at)
+                    let path = self.file_path(&p, "app.logconfig")?;
+                    (PythonLogging::by_extension(path), at)
                 } else if let Some(p) = json {
                     let at = self.in_file(p.span(), "app.logconfig_json");
                     (
@@ -337,7 +338,9 @@ impl Resolver<'_> {
                 }
             }
         };
-        if let PythonLogging::Ini(path) | PythonLogging::Json(path) = &logging {
+        if let PythonLogging::Ini(path) | PythonLogging::Json(path) | PythonLogging::Uvicorn(path) =
+            &logging
+        {
             self.existing_file(path.clone(), &at, "the logging configuration")?;
         }
         Some(logging)

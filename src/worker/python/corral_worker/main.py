@@ -136,12 +136,27 @@ def configure_logging(spec):
 
     kind, _, value = spec.partition(":")
     names = {"ini": "logconfig " + value, "json": "logconfig_json " + value,
-             "dict": "logconfig_dict"}
+             "uvicorn": "logconfig " + value, "dict": "logconfig_dict"}
     try:
         if kind == "ini":
             logging.config.fileConfig(value, defaults={"__file__": value,
                                                        "here": os.path.dirname(value)},
                                       disable_existing_loggers=False)
+            return
+        if kind == "uvicorn":
+            # uvicorn's --log-config: JSON or YAML, applied as it is.
+            with open(value, encoding="utf-8") as f:
+                if value.lower().endswith(".json"):
+                    given = json.load(f)
+                else:
+                    try:
+                        import yaml
+                    except ImportError as e:
+                        raise ImportError("a YAML logging configuration needs PyYAML in the "
+                                          "app's environment, as uvicorn's does: pip install "
+                                          "PyYAML (%s)" % e) from e
+                    given = yaml.safe_load(f)
+            logging.config.dictConfig(given)
             return
         if kind == "json":
             with open(value, encoding="utf-8") as f:
