@@ -379,16 +379,20 @@ impl Corral {
     pub fn reexec_child(&self) -> KillOnDrop {
         let line = self
             .log
-            .wait_for("started a new corral (pid ", Duration::from_secs(10))
+            .wait_for(STARTED_NEW, Duration::from_secs(10))
             .expect("USR2 starts a new corral");
-        let pid = line
-            .split("(pid ")
-            .nth(1)
-            .unwrap()
-            .split(')')
-            .next()
-            .unwrap();
-        KillOnDrop(pid.parse().unwrap())
+        started_pid(&line)
+    }
+
+    /// The corral the last USR2 started (see [`Corral::reexec_child`]).
+    pub fn last_reexec_child(&self) -> KillOnDrop {
+        let text = self.log.text();
+        let line = text
+            .lines()
+            .rev()
+            .find(|l| l.contains(STARTED_NEW))
+            .expect("USR2 started a new corral");
+        started_pid(line)
     }
 
     pub fn get(&self, path: &str) -> Response {
@@ -401,6 +405,19 @@ impl Corral {
 }
 
 /// Kills a process this test caused to start (by its pid) on drop.
+/// What corral logs when a USR2 started a new corral, before its pid.
+const STARTED_NEW: &str = "started a new corral (pid ";
+
+/// The pid in a "started a new corral (pid N)" line.
+fn started_pid(line: &str) -> KillOnDrop {
+    let pid = line
+        .split(STARTED_NEW)
+        .nth(1)
+        .and_then(|rest| rest.split(')').next())
+        .expect("a pid after \"started a new corral\"");
+    KillOnDrop(pid.parse().unwrap())
+}
+
 pub struct KillOnDrop(pub u32);
 
 impl Drop for KillOnDrop {

@@ -99,24 +99,6 @@ fn usr2_hands_the_sockets_to_a_new_corral_without_a_refused_connection() {
     assert!(c.socket.exists(), "the new corral holds the control socket");
 }
 
-/// The pid in the last "started a new corral (pid N)" line of the log.
-fn last_started(c: &Corral) -> KillOnDrop {
-    let text = c.log.text();
-    let line = text
-        .lines()
-        .rev()
-        .find(|l| l.contains("started a new corral (pid "))
-        .expect("USR2 started a new corral");
-    let pid = line
-        .split("(pid ")
-        .nth(1)
-        .unwrap()
-        .split(')')
-        .next()
-        .unwrap();
-    KillOnDrop(pid.parse().unwrap())
-}
-
 #[test]
 fn after_a_new_corral_that_never_came_up_the_next_usr2_starts_another() {
     let app = AppDir::new(&[
@@ -145,7 +127,7 @@ fn after_a_new_corral_that_never_came_up_the_next_usr2_starts_another() {
     c.wait_until("a second new corral", || {
         c.log.count("started a new corral (pid ") == 2
     });
-    let new = last_started(&c);
+    let new = c.last_reexec_child();
     assert_ne!(new.0, failed.0);
     let st = c
         .wait_exit(Duration::from_secs(30))
