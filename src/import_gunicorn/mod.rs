@@ -280,8 +280,14 @@ pub fn convert(
         cwd,
     };
     let mut asgi = false;
-    if let Some(app) = app {
-        out.set("app", "module", Value::String(app.into()));
+    match app {
+        // gunicorn serves the Paste file's app and ignores APP then.
+        Some(app) if set_in(settings, "paste") => out.note(
+            app,
+            "left out: the file's `paste` names the app, as gunicorn's --paste does",
+        ),
+        Some(app) => out.set("app", "module", Value::String(app.into())),
+        None => {}
     }
     for (name, note) in settings::SETTINGS {
         let Some(entry) = settings.get(*name) else {
@@ -866,6 +872,22 @@ mod tests {
         let parsed: toml::Table = toml::from_str(&c.toml).expect(&c.toml);
         let app = &parsed["app"];
         assert_eq!(app["paste"].as_str(), Some("/srv/conf/production.ini#shop"));
+        // An APP given beside it is left out, as gunicorn ignores it.
+        let with_app = convert(
+            &settings(r#"{"paste": "production.ini"}"#),
+            Some("main:app"),
+            Path::new("/srv"),
+            Path::new("gunicorn.conf.py"),
+        );
+        assert!(!with_app.toml.contains("module"), "{}", with_app.toml);
+        assert!(
+            with_app
+                .notes
+                .iter()
+                .any(|n| n.starts_with("main:app: left out")),
+            "{:?}",
+            with_app.notes
+        );
         assert_eq!(app["paste_global"]["db"].as_str(), Some("sqlite:///a=b"));
         assert!(
             c.notes
