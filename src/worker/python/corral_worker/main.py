@@ -129,8 +129,10 @@ LOGGING_DEFAULTS = {
 
 def configure_logging(spec):
     """Applies the app's logging configuration ([app] logconfig*), given as
-    "ini:PATH", "json:PATH" or "dict:JSON", as gunicorn applies it before
-    its workers start. An error says which setting failed."""
+    "ini:PATH" (gunicorn's logconfig), "json:PATH" or "dict:JSON" (its
+    logconfig_json and logconfig_dict, over its defaults) or "uvicorn:PATH"
+    (uvicorn's JSON or YAML, as it is), before the app is imported, as
+    gunicorn's workers inherit it. An error says which setting failed."""
     import json
     import logging.config
 
