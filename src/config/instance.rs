@@ -56,8 +56,15 @@ impl Place {
 }
 
 /// The instance's name from its config file, else from its folder, app
-/// and first bind address.
-pub fn name(config: Option<&Path>, dir: &Path, module: &str, bind: Option<&BindAddr>) -> String {
+/// (`module`, as the log names it) and first bind address, readable by the
+/// app's `label` ([`crate::config::AppConfig::label`]).
+pub fn name(
+    config: Option<&Path>,
+    dir: &Path,
+    module: &str,
+    label: &str,
+    bind: Option<&BindAddr>,
+) -> String {
     match config {
         Some(file) => {
             let readable = file
@@ -82,15 +89,7 @@ pub fn name(config: Option<&Path>, dir: &Path, module: &str, bind: Option<&BindA
                 key.push(0);
                 key.extend_from_slice(part);
             }
-            // A Paste app ("paste:/srv/shop/production.ini#main") by its file.
-            let module = match module.strip_prefix("paste:") {
-                Some(uri) => {
-                    let file = Path::new(uri.split('#').next().unwrap_or(uri));
-                    file.file_stem().and_then(|s| s.to_str()).unwrap_or("paste")
-                }
-                None => module.split(':').next().unwrap_or(module),
-            };
-            format!("{}-{:08x}", slug(module), fnv1a(&key) >> 32)
+            format!("{}-{:08x}", slug(label), fnv1a(&key) >> 32)
         }
     }
 }
@@ -227,6 +226,7 @@ mod tests {
             Some(Path::new("/srv/shop/corral.toml")),
             Path::new("/"),
             "x",
+            "x",
             None,
         );
         assert!(
@@ -239,6 +239,7 @@ mod tests {
                 Some(Path::new("/srv/shop/corral.toml")),
                 Path::new("/x"),
                 "y",
+                "y",
                 None
             ),
             "a config file alone names the instance"
@@ -249,6 +250,7 @@ mod tests {
                 Some(Path::new("/srv/blog/corral.toml")),
                 Path::new("/"),
                 "x",
+                "x",
                 None
             )
         );
@@ -257,6 +259,7 @@ mod tests {
             None,
             Path::new("/srv/api"),
             "main:app",
+            "main",
             Some(&tcp("127.0.0.1:8000")),
         );
         assert!(api.starts_with("main-"), "{api}");
@@ -266,18 +269,21 @@ mod tests {
                 None,
                 Path::new("/srv/api"),
                 "main:app",
+                "main",
                 Some(&tcp("127.0.0.1:8001")),
             ),
             name(
                 None,
                 Path::new("/srv/web"),
                 "main:app",
+                "main",
                 Some(&tcp("127.0.0.1:8000")),
             ),
             name(
                 None,
                 Path::new("/srv/api"),
                 "main:api",
+                "main",
                 Some(&tcp("127.0.0.1:8000")),
             ),
         ] {

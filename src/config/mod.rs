@@ -360,7 +360,7 @@ pub fn control_socket(
     }
     let default = match &file {
         Some(f) => instance::default_socket().for_instance(
-            &instance::name(Some(&f.path), &cwd, "", None),
+            &instance::name(Some(&f.path), &cwd, "", "", None),
             Some(SOCKET_NAME),
         ),
         None => PathBuf::new(),
@@ -430,6 +430,7 @@ fn resolve(
         file.map(|f| f.path.as_path()),
         app.as_ref().and_then(|a| a.chdir.as_deref()).unwrap_or(cwd),
         app.as_ref().map_or("", |a| a.module.as_str()),
+        app.as_ref().map_or("", AppConfig::label),
         server.bind.first().map(|b| &b.addr),
     );
     let socket = env

@@ -137,9 +137,34 @@ pub struct Paste {
 impl Paste {
     /// PasteDeploy's URI for it: "config:/srv/shop/production.ini#main".
     pub fn uri(&self) -> String {
+        format!("config:{}", self.file_and_name())
+    }
+
+    /// How the log, `corral check` and `/status` name it
+    /// ("paste:/srv/shop/production.ini#main").
+    pub fn shown(&self) -> String {
+        format!("paste:{}", self.file_and_name())
+    }
+
+    fn file_and_name(&self) -> String {
         match &self.name {
-            Some(name) => format!("config:{}#{name}", self.file.display()),
-            None => format!("config:{}", self.file.display()),
+            Some(name) => format!("{}#{name}", self.file.display()),
+            None => self.file.display().to_string(),
+        }
+    }
+}
+
+impl AppConfig {
+    /// The app's short name, in the instance's: the module's first part
+    /// ("main" of "main:app"), or a Paste app's file ("production").
+    pub fn label(&self) -> &str {
+        match &self.paste {
+            Some(paste) => paste
+                .file
+                .file_stem()
+                .and_then(|s| s.to_str())
+                .unwrap_or("paste"),
+            None => self.module.split(':').next().unwrap_or(&self.module),
         }
     }
 }

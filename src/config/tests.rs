@@ -701,6 +701,7 @@ fn each_instance_gets_its_own_socket_and_state_folder_by_default() {
             Some(Path::new("/srv/shop/corral.toml")),
             Path::new("/"),
             "",
+            "",
             None
         )
     );

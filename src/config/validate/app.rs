@@ -199,36 +199,26 @@ impl Resolver<'_> {
             );
             self.fail(at, message);
         }
-        let paste_named = paste_given.is_some();
-        let paste = paste_given.and_then(|(spec, base, at)| {
-            self.paste(&spec, &base, &at, &args.paste_global, &raw.paste_global)
-        });
-        let module = match (module, &paste) {
-            (_, Some(paste)) => Some((
-                paste.uri().replacen("config:", "paste:", 1),
-                At::flag("app.paste"),
-            )),
-            (module, None) => module,
+        if let Some((spec, base, at)) = paste_given {
+            // A Paste app with problems has been named for them.
+            let paste = self.paste(&spec, &base, &at, &args.paste_global, &raw.paste_global);
+            return (paste.as_ref().map(Paste::shown), paste);
+        }
+        let Some((module, at)) = module else {
+            let file = self.file.map_or(DEFAULT_FILE, |f| &f.shown);
+            self.problems.push(Problem {
+                location: None,
+                key: None,
+                message: format!(
+                    "no app given: pass it as `corral main:app` or set [app] module in {file}"
+                ),
+            });
+            return (None, None);
         };
-        let module = match module {
-            // A Paste app that has problems has been named for them.
-            _ if paste_named => module.map(|(m, _)| m),
-            None => {
-                let file = self.file.map_or(DEFAULT_FILE, |f| &f.shown);
-                self.problems.push(Problem {
-                    location: None,
-                    key: None,
-                    message: format!(
-                        "no app given: pass it as `corral main:app` or set [app] module in {file}"
-                    ),
-                });
-                None
-            }
-            Some((module, at)) => check_module(&module)
-                .map_err(|message| self.fail(&at, message))
-                .ok(),
-        };
-        (module, paste)
+        let module = check_module(&module)
+            .map_err(|message| self.fail(&at, message))
+            .ok();
+        (module, None)
     }
 
     /// `app.paste` or `--paste` ("FILE#NAME"), resolved against `base`,
