@@ -636,6 +636,15 @@ pub fn request(
     read_response(&mut r, method == "HEAD").expect("response")
 }
 
+/// `GET /` over the Unix socket at `path`, on a connection of its own.
+pub fn get_unix(path: &Path) -> Response {
+    let mut s = std::os::unix::net::UnixStream::connect(path).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    read_response(&mut BufReader::new(s), false).expect("an answer over the Unix socket")
+}
+
 pub fn send_request(
     s: &mut TcpStream,
     method: &str,

@@ -663,20 +663,6 @@ fn a_pyramid_app_is_served_from_its_paste_ini_as_gunicorn_serves_it() {
     assert_eq!(code, Some(2), "{stderr}");
 }
 
-/// A GET over the Unix socket at `path`: the answer's body.
-fn get_unix(path: &Path) -> String {
-    use std::io::{Read, Write};
-    let mut s = std::os::unix::net::UnixStream::connect(path).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        .unwrap();
-    let mut text = String::new();
-    s.read_to_string(&mut text).unwrap();
-    text.split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or(text)
-}
-
 #[test]
 fn the_apps_socket_file_goes_when_corral_stops_and_stays_while_another_serves_on_it() {
     let app = AppDir::new(&[("app.py", APP)]);
@@ -703,7 +689,7 @@ fn the_apps_socket_file_goes_when_corral_stops_and_stays_while_another_serves_on
     // USR2: the old corral leaves the file to the new one, which serves
     // on it and removes it when it stops in turn.
     let mut c = Corral::start(app.path(), &args, 1);
-    let before = get_unix(&sock);
+    let before = get_unix(&sock).text();
     c.signal(libc::SIGUSR2);
     let new = c.reexec_child();
     c.log
@@ -717,7 +703,7 @@ fn the_apps_socket_file_goes_when_corral_stops_and_stays_while_another_serves_on
         sock.exists(),
         "the old corral removed the new one's socket file"
     );
-    assert_eq!(get_unix(&sock), before);
+    assert_eq!(get_unix(&sock).text(), before);
     // SAFETY: kill(2) on the corral the USR2 started.
     unsafe { libc::kill(new.0 as i32, libc::SIGTERM) };
     assert!(
