@@ -50,11 +50,12 @@ impl Resolver<'_> {
         };
         let (python, python_origin) = python.unzip();
 
-        let chdir = match (&args.chdir, &raw.chdir) {
-            (Some(dir), _) => Some(absolute(self.cwd, dir)),
-            (None, Some(dir)) => self.file_path(dir, "app.chdir"),
-            (None, None) => None,
-        };
+        let chdir = self
+            .path_of(
+                (args.chdir.as_deref(), "--chdir"),
+                (raw.chdir.as_ref(), "app.chdir"),
+            )
+            .map(|(dir, _)| dir);
 
         let pythonpath = if args.pythonpath.is_empty() {
             let mut paths = Vec::new();
@@ -135,16 +136,12 @@ impl Resolver<'_> {
         let logging =
             self.python_logging(args, raw.logconfig, raw.logconfig_json, raw.logconfig_dict);
 
-        let env_file = match (&args.env_file, &raw.env_file) {
-            (Some(p), _) => Some((absolute(self.cwd, p), self.flag("--env-file"))),
-            (None, Some(p)) => {
-                let at = self.in_file(p.span(), "app.env_file");
-                self.file_path(p, "app.env_file").map(|path| (path, at))
-            }
-            (None, None) => None,
-        };
-        let env_file =
-            env_file.and_then(|(path, at)| self.existing_file(path, &at, "the dotenv file"));
+        let env_file = self
+            .path_of(
+                (args.env_file.as_deref(), "--env-file"),
+                (raw.env_file.as_ref(), "app.env_file"),
+            )
+            .and_then(|(path, at)| self.existing_file(path, &at, "the dotenv file"));
         let asgi_loop = args.asgi_loop.or(raw.asgi_loop).unwrap_or(AsgiLoop::Auto);
         let asgi_lifespan = args
             .asgi_lifespan
@@ -305,16 +302,13 @@ impl Resolver<'_> {
                     );
                     return None;
                 }
-                if let Some(p) = ini {
-                    let at = self.in_file(p.span(), "app.logconfig");
-                    let path = self.file_path(&p, "app.logconfig")?;
+                if ini.is_some() {
+                    let (path, at) = self.path_of((None, ""), (ini.as_ref(), "app.logconfig"))?;
                     (PythonLogging::by_extension(path), at)
-                } else if let Some(p) = json {
-                    let at = self.in_file(p.span(), "app.logconfig_json");
-                    (
-                        PythonLogging::Json(self.file_path(&p, "app.logconfig_json")?),
-                        at,
-                    )
+                } else if json.is_some() {
+                    let file = (json.as_ref(), "app.logconfig_json");
+                    let (path, at) = self.path_of((None, ""), file)?;
+                    (PythonLogging::Json(path), at)
                 } else {
                     let dict = dict?;
                     let at = self.in_file(dict.span(), "app.logconfig_dict");
@@ -334,6 +328,24 @@ impl Resolver<'_> {
             self.existing_file(path.clone(), &at, "the logging configuration")?;
         }
         Some(logging)
+    }
+
+    /// A path from its flag (relative to the current folder), else from the
+    /// file's key (relative to the file's folder; empty is a problem), with
+    /// where it came from.
+    fn path_of(
+        &mut self,
+        (flag, flag_name): (Option<&Path>, &str),
+        (file, key): (Option<&Spanned<String>>, &str),
+    ) -> Option<(PathBuf, At)> {
+        match (flag, file) {
+            (Some(p), _) => Some((absolute(self.cwd, p), self.flag(flag_name))),
+            (None, Some(p)) => {
+                let at = self.in_file(p.span(), key);
+                self.file_path(p, key).map(|path| (path, at))
+            }
+            (None, None) => None,
+        }
     }
 
     /// `path` if it is a file (corral only looks: the workers read it);
