@@ -520,9 +520,13 @@ pub fn convert(
                     continue;
                 }
                 match (*name, v) {
-                    ("logconfig_dict", Json::Object(_)) => match toml_value(v) {
+                    // TOML has no null (nor integers past 64 bits).
+                    ("logconfig_dict", Json::Object(_)) => match Value::try_from(v) {
                         Ok(table) => out.set("app", "logconfig_dict", table),
-                        Err(why) => out.note(name, why),
+                        Err(_) => out.note(
+                            name,
+                            "holds None (or a number) a TOML file cannot: leave that key out of the dictionary",
+                        ),
                     },
                     ("logconfig_dict", _) => bad(&mut out, v),
                     (_, _) => match text(v) {
@@ -597,29 +601,6 @@ fn set_in(settings: &BTreeMap<String, Json>, name: &str) -> bool {
     settings
         .get(name)
         .is_some_and(|entry| value_of(entry).is_ok_and(|v| !is_unset(v)))
-}
-
-/// A JSON value (a `logconfig_dict`) as TOML, which has no null.
-fn toml_value(v: &Json) -> Result<Value, String> {
-    Ok(match v {
-        Json::Null => {
-            return Err(
-                "holds None, which a TOML file cannot: leave that key out of the dictionary".into(),
-            );
-        }
-        Json::Bool(b) => Value::Boolean(*b),
-        Json::Number(n) => match n.as_i64() {
-            Some(i) => Value::Integer(i),
-            None => Value::Float(n.as_f64().unwrap_or(0.0)),
-        },
-        Json::String(s) => Value::String(s.clone()),
-        Json::Array(items) => Value::Array(items.iter().map(toml_value).collect::<Result<_, _>>()?),
-        Json::Object(map) => Value::Table(
-            map.iter()
-                .map(|(k, v)| Ok((k.clone(), toml_value(v)?)))
-                .collect::<Result<_, String>>()?,
-        ),
-    })
 }
 
 /// gunicorn's `cert_reqs`: `ssl.CERT_NONE`, `CERT_OPTIONAL`,
