@@ -17,6 +17,7 @@ use clap::{Args, Parser, Subcommand};
 use crate::config::{BindAddr, HumanDuration, Overrides, env_name, parse_duration};
 
 mod gunicorn_cmd_args;
+pub mod peer_flags;
 use gunicorn_cmd_args::with_gunicorn_cmd_args;
 
 /// corral: a pre-fork supervisor and HTTP server for Python WSGI/ASGI apps, in place of gunicorn.
@@ -213,7 +214,7 @@ pub fn parse(refused: fn(&str) -> Option<String>) -> Cli {
         }),
         Err(_) => argv,
     };
-    let matches = Cli::command()
+    let matches = command()
         .try_get_matches_from(argv)
         .unwrap_or_else(|e| exit_with_reason(e, refused));
     let mut cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
@@ -237,12 +238,25 @@ pub fn parse(refused: fn(&str) -> Option<String>) -> Cli {
         _ => &mut cli.run,
     };
     run.from_env = from_env;
+    if let Err(why) = peer_flags::apply(run_matches, run) {
+        eprintln!("error: {why}");
+        std::process::exit(2)
+    }
     run.uvicorn_access_log();
     if let Err(why) = run.uvicorn_binds() {
         eprintln!("error: {why}");
         std::process::exit(2)
     }
     cli
+}
+
+/// corral's command line, with uvicorn's, granian's and gunicorn's flags
+/// that [`peer_flags`] takes.
+pub fn command() -> clap::Command {
+    use clap::CommandFactory;
+    peer_flags::add_to(Cli::command())
+        .mut_subcommand("run", peer_flags::add_to)
+        .mut_subcommand("check", peer_flags::add_to)
 }
 
 /// Exits with clap's error; for one of gunicorn's flags that corral does
@@ -256,7 +270,7 @@ fn exit_with_reason(e: clap::Error, refused: fn(&str) -> Option<String>) -> ! {
         e.exit()
     };
     if e.kind() == ErrorKind::UnknownArgument
-        && let Some(why) = refused(arg)
+        && let Some(why) = refused(arg).or_else(|| peer_flags::refused(arg))
     {
         eprintln!("error: {why}");
         std::process::exit(e.exit_code())
@@ -373,6 +387,86 @@ mod tests {
     #[test]
     fn definition_is_valid() {
         Cli::command().debug_assert();
+        command().debug_assert();
+    }
+
+    /// As [`parse`] reads them, with the other servers' flags.
+    fn with_peer_flags(argv: &[&str]) -> Result<Overrides, String> {
+        use clap::FromArgMatches;
+        let m = command()
+            .try_get_matches_from(argv)
+            .map_err(|e| e.to_string())?;
+        let mut args = Cli::from_arg_matches(&m).unwrap().into_run_args();
+        peer_flags::apply(&m, &mut args)?;
+        Ok(args)
+    }
+
+    #[test]
+    fn granians_and_uvicorns_names_set_corrals_settings() {
+        let args = with_peer_flags(&[
+            "corral",
+            "main:app",
+            "--working-dir",
+            "srv",
+            "--env-files",
+            ".env",
+            "--backpressure",
+            "64",
+            "--workers-kill-timeout",
+            "7",
+            "--ssl-ca",
+            "ca.pem",
+            "--ssl-protocol-min",
+            "tls1.3",
+            "--ssl-client-verify",
+            "--limit-max-requests-jitter",
+            "9",
+            "--no-http1-keep-alive",
+            "--workers-max-rss",
+            "300",
+            "--runtime-threads",
+            "2",
+            "--no-proxy-headers",
+            "--access-log",
+        ])
+        .unwrap();
+        assert_eq!(args.chdir, Some(PathBuf::from("srv")));
+        assert_eq!(args.env_file, Some(PathBuf::from(".env")));
+        assert_eq!(args.workers_flags.concurrency, Some(64));
+        assert_eq!(args.graceful_timeout.map(|d| d.0.as_secs()), Some(7));
+        assert_eq!(args.ca_certs, Some(PathBuf::from("ca.pem")));
+        assert_eq!(args.tls_min_version, Some(crate::tls::MinVersion::Tls13));
+        assert_eq!(args.cert_reqs, Some(crate::tls::CertReqs::Required));
+        assert_eq!(args.max_requests_jitter, Some(9));
+        assert_eq!(args.server_flags.keepalive.map(|d| d.0.as_secs()), Some(0));
+        assert_eq!(args.max_memory, Some(ByteSize(300 * 1024 * 1024)));
+        assert_eq!(args.forwarded_allow_ips.as_deref(), Some(""));
+        assert_eq!(
+            args.access_log,
+            Some(crate::access_log::AccessLog::Combined)
+        );
+        assert_eq!(args.peer_no_ops.len(), 1);
+        assert_eq!(args.peer_no_ops[0].0, "--runtime-threads 2");
+        assert_eq!(args.peer_meanings.len(), 4, "{:?}", args.peer_meanings);
+        // corral's own flag wins over another server's spelling of it.
+        let args = with_peer_flags(&[
+            "corral",
+            "--workers-max-rss",
+            "300",
+            "--max-memory",
+            "1GiB",
+            "--forwarded-allow-ips",
+            "10.0.0.1",
+            "--no-proxy-headers",
+        ])
+        .unwrap();
+        assert_eq!(args.max_memory, Some(ByteSize(1 << 30)));
+        assert_eq!(args.forwarded_allow_ips.as_deref(), Some("10.0.0.1"));
+        assert!(args.peer_meanings.is_empty(), "{:?}", args.peer_meanings);
+        assert_eq!(args.peer_no_ops.len(), 2);
+        assert!(args.peer_no_ops[0].2.contains("own flag"));
+        let err = with_peer_flags(&["corral", "--runtime-mode", "fast"]).unwrap_err();
+        assert!(err.contains("[possible values: auto, mt, st]"), "{err}");
     }
 
     #[test]

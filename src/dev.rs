@@ -1,5 +1,6 @@
 //! `--reload` (`[dev] reload`): development mode. A watcher (inotify,
-//! through the `notify` crate) on the app folder and `app.pythonpath`
+//! through the `notify` crate) on the app folder and `app.pythonpath` (or
+//! `dev.reload_dirs`), and on the folders of `dev.reload_extra_files`,
 //! sends the supervisor a reload when a file that [`Filter`] lets through
 //! changes, after [`QUIET`] without further changes (an editor's save is
 //! several events; a `git checkout` is many).
@@ -25,14 +26,15 @@ const QUIET: Duration = Duration::from_millis(150);
 /// The longest a stream of changes delays the reload.
 const MOST: Duration = Duration::from_secs(1);
 
-/// Which changed paths count: below one of the watched roots, matching an
-/// include glob, and neither matching an exclude glob nor inside a
-/// virtualenv.
+/// Which changed paths count: one of the extra files, or below one of the
+/// watched roots, matching an include glob, and neither matching an
+/// exclude glob nor inside a virtualenv.
 #[derive(Debug)]
 pub struct Filter {
     roots: Vec<PathBuf>,
     include: GlobSet,
     exclude: GlobSet,
+    extra_files: Vec<PathBuf>,
 }
 
 impl Filter {
@@ -41,11 +43,15 @@ impl Filter {
             roots,
             include: set(&dev.include),
             exclude: set(&dev.exclude),
+            extra_files: dev.extra_files.iter().map(|f| canonical(f)).collect(),
         }
     }
 
     /// Whether a change of `path` starts a new generation.
     pub fn counts(&self, path: &Path) -> bool {
+        if self.extra_files.iter().any(|f| f == path) {
+            return true;
+        }
         let Some(root) = self
             .roots
             .iter()
@@ -90,17 +96,38 @@ fn set(globs: &[String]) -> GlobSet {
     b.build().unwrap_or_else(|_| GlobSet::empty())
 }
 
-/// The folders `--reload` watches: the app folder and `app.pythonpath`
-/// (absolute, existing, no folder inside another listed twice).
+/// `path` with its links resolved (the watcher reports real paths), its
+/// folder's when the file is not there yet; else as it is.
+fn canonical(path: &Path) -> PathBuf {
+    if let Ok(real) = std::fs::canonicalize(path) {
+        return real;
+    }
+    match (path.parent(), path.file_name()) {
+        (Some(dir), Some(name)) => std::fs::canonicalize(dir)
+            .map(|d| d.join(name))
+            .unwrap_or_else(|_| path.to_owned()),
+        _ => path.to_owned(),
+    }
+}
+
+/// The folders `--reload` watches with all below them: `dev.reload_dirs`,
+/// else the app folder and `app.pythonpath` (absolute, each once).
 fn roots(cfg: &Config) -> Vec<PathBuf> {
-    let app = cfg
-        .app
-        .chdir
-        .clone()
-        .unwrap_or_else(|| std::env::current_dir().unwrap_or_default());
+    let dirs: Vec<PathBuf> = if cfg.dev.dirs.is_empty() {
+        let app = cfg
+            .app
+            .chdir
+            .clone()
+            .unwrap_or_else(|| std::env::current_dir().unwrap_or_default());
+        std::iter::once(app)
+            .chain(cfg.app.pythonpath.iter().cloned())
+            .collect()
+    } else {
+        cfg.dev.dirs.clone()
+    };
     let mut roots: Vec<PathBuf> = Vec::new();
-    for dir in std::iter::once(app).chain(cfg.app.pythonpath.iter().cloned()) {
-        let dir = std::fs::canonicalize(&dir).unwrap_or(dir);
+    for dir in dirs {
+        let dir = canonical(&dir);
         if !roots.contains(&dir) {
             roots.push(dir);
         }
@@ -142,14 +169,39 @@ pub fn start(
             Err(e) => tracing::warn!("--reload: cannot watch {}: {e}", root.display()),
         }
     }
+    let filter = Filter::new(roots, &cfg.dev);
+    // Each extra file through its folder (the file itself may be replaced
+    // by an editor's rename, or not exist yet).
+    let mut folders: Vec<&Path> = Vec::new();
+    for file in &filter.extra_files {
+        let Some(dir) = file.parent() else { continue };
+        if folders.contains(&dir) || filter.roots.iter().any(|r| dir.starts_with(r)) {
+            continue;
+        }
+        folders.push(dir);
+        if let Err(e) = watcher.watch(dir, RecursiveMode::NonRecursive) {
+            tracing::warn!("--reload: cannot watch {}: {e}", dir.display());
+        }
+    }
+    let extra = match filter.extra_files.is_empty() {
+        true => String::new(),
+        false => format!(
+            " or to {}",
+            filter
+                .extra_files
+                .iter()
+                .map(|f| f.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    };
     tracing::info!(
-        "--reload: serving {} on {url} with {} worker(s); a change to {} in {} starts a new generation",
+        "--reload: serving {} on {url} with {} worker(s); a change to {} in {}{extra} starts a new generation",
         cfg.app.module,
         cfg.workers.count,
         cfg.dev.include.join(", "),
         watched.join(", ")
     );
-    let filter = Filter::new(roots, &cfg.dev);
     tokio::spawn(follow(watcher, filter, rx, handle, snapshots));
 }
 
@@ -208,6 +260,8 @@ mod tests {
             reload: true,
             include: include.iter().map(|s| (*s).to_owned()).collect(),
             exclude: exclude.iter().map(|s| (*s).to_owned()).collect(),
+            dirs: Vec::new(),
+            extra_files: Vec::new(),
         }
     }
 
@@ -232,7 +286,7 @@ mod tests {
     }
 
     #[test]
-    fn include_and_exclude_globs_replace_the_defaults() {
+    fn include_and_exclude_globs_say_what_counts() {
         let r = Path::new("/srv/app");
         let f = Filter::new(
             vec![r.to_owned()],
@@ -243,5 +297,28 @@ mod tests {
         assert!(!f.counts(&r.join("static/site.css")));
         assert!(!f.counts(&r.join("shop/migrations/0001_initial.py")));
         assert!(f.counts(&r.join("shop/models.py")));
+    }
+
+    #[test]
+    fn an_extra_file_counts_wherever_it_is() {
+        let root = tempfile::tempdir().unwrap();
+        let r = std::fs::canonicalize(root.path()).unwrap();
+        std::fs::create_dir_all(r.join("app/static")).unwrap();
+        std::fs::create_dir_all(r.join("etc")).unwrap();
+        std::fs::write(r.join("etc/settings.toml"), "").unwrap();
+        let mut d = dev(RELOAD_INCLUDE, &["static"]);
+        d.extra_files = vec![
+            r.join("etc/settings.toml"),
+            r.join("app/static/version.txt"),
+            r.join("etc/not-yet.ini"),
+        ];
+        let f = Filter::new(vec![r.join("app")], &d);
+        // Outside the watched folder, not a *.py, excluded, or not there yet.
+        assert!(f.counts(&r.join("etc/settings.toml")));
+        assert!(f.counts(&r.join("app/static/version.txt")));
+        assert!(f.counts(&r.join("etc/not-yet.ini")));
+        assert!(!f.counts(&r.join("etc/other.toml")));
+        assert!(!f.counts(&r.join("app/static/other.txt")));
+        assert!(f.counts(&r.join("app/views.py")));
     }
 }

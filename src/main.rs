@@ -154,8 +154,14 @@ fn main() -> ExitCode {
             "GUNICORN_CMD_ARGS read as gunicorn reads it (the command line's flags win): {text}"
         );
     }
-    for (flag, why) in args.no_op_flags() {
-        tracing::info!("{flag} accepted (gunicorn's or uvicorn's) and changes nothing: {why}");
+    for (flag, from, why) in args.no_op_flags() {
+        tracing::info!(
+            "{flag} accepted ({}'s) and changes nothing: {why}",
+            from.replace(", ", "'s, ")
+        );
+    }
+    for (flag, from, what) in &args.peer_meanings {
+        tracing::info!("{flag} ({from}'s) taken as {what}");
     }
     if let Some(dir) = &args.worker_tmp_dir {
         tracing::info!(

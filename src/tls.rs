@@ -70,7 +70,8 @@ impl std::str::FromStr for MinVersion {
     type Err = String;
 
     fn from_str(s: &str) -> Result<MinVersion, String> {
-        match s.trim() {
+        // granian's --ssl-protocol-min spells them tls1.2 and tls1.3.
+        match s.trim().trim_start_matches("tls") {
             "1.2" => Ok(MinVersion::Tls12),
             "1.3" => Ok(MinVersion::Tls13),
             _ => Err(format!(

@@ -110,8 +110,13 @@ pub struct Overrides {
     pub proc_name: Option<String>,
 
     /// A dotenv file each worker loads with python-dotenv before it imports the
-    /// app (uvicorn's --env-file) [toml: app.env_file]
-    #[arg(long, value_name = "FILE", env = "CORRAL_ENV_FILE")]
+    /// app (uvicorn's --env-file, granian's --env-files) [toml: app.env_file]
+    #[arg(
+        long,
+        alias = "env-files",
+        value_name = "FILE",
+        env = "CORRAL_ENV_FILE"
+    )]
     pub env_file: Option<PathBuf>,
 
     /// Serve the app of this PasteDeploy ini file instead of APP, FILE#NAME for its
@@ -187,7 +192,7 @@ pub struct Overrides {
     pub python: Option<PathBuf>,
 
     /// Folder the workers run in and import the app from [toml: app.chdir]
-    #[arg(long, value_name = "DIR", env = "CORRAL_CHDIR")]
+    #[arg(long, alias = "working-dir", value_name = "DIR", env = "CORRAL_CHDIR")]
     pub chdir: Option<PathBuf>,
 
     /// Folder to put in front of sys.path; repeat or separate with commas
@@ -211,6 +216,7 @@ pub struct Overrides {
     #[arg(
         long,
         alias = "timeout-graceful-shutdown",
+        alias = "workers-kill-timeout",
         value_name = "DURATION",
         value_parser = parse_duration,
         env = "CORRAL_GRACEFUL_TIMEOUT"
@@ -267,7 +273,12 @@ pub struct Overrides {
 
     /// Up to this many more requests, at random, before a worker is replaced
     /// [toml: workers.max_requests_jitter] [default: 0]
-    #[arg(long, value_name = "N", env = "CORRAL_MAX_REQUESTS_JITTER")]
+    #[arg(
+        long,
+        alias = "limit-max-requests-jitter",
+        value_name = "N",
+        env = "CORRAL_MAX_REQUESTS_JITTER"
+    )]
     pub max_requests_jitter: Option<u64>,
 
     /// Memory use (RSS) above which a worker is gracefully replaced, like 512MiB
@@ -371,9 +382,17 @@ pub struct Overrides {
     pub log_format: Option<LogFormat>,
 
     /// Access log, one line per request: off, common or combined (the Common
-    /// and Combined Log Formats of Apache and gunicorn), or json
+    /// and Combined Log Formats of Apache and gunicorn), or json; the flag
+    /// alone means combined (uvicorn's and granian's --access-log)
     /// [toml: log.access] [default: off, or combined with --access-logfile]
-    #[arg(long, value_enum, value_name = "FORMAT", env = "CORRAL_ACCESS_LOG")]
+    #[arg(
+        long,
+        value_enum,
+        value_name = "FORMAT",
+        num_args = 0..=1,
+        default_missing_value = "combined",
+        env = "CORRAL_ACCESS_LOG"
+    )]
     pub access_log: Option<AccessLog>,
 
     /// No access log, whatever the config file says (uvicorn's --no-access-log;
@@ -480,6 +499,7 @@ pub struct Overrides {
     #[arg(
         long,
         alias = "ssl-ca-certs",
+        alias = "ssl-ca",
         value_name = "FILE",
         env = "CORRAL_CA_CERTS"
     )]
@@ -497,7 +517,12 @@ pub struct Overrides {
 
     /// Oldest TLS version offered: 1.2 or 1.3 [toml: server.tls.min_version]
     /// [default: 1.2]
-    #[arg(long, value_name = "1.2|1.3", env = "CORRAL_TLS_MIN_VERSION")]
+    #[arg(
+        long,
+        alias = "ssl-protocol-min",
+        value_name = "1.2|1.3",
+        env = "CORRAL_TLS_MIN_VERSION"
+    )]
     pub tls_min_version: Option<crate::tls::MinVersion>,
 
     /// Accepted for gunicorn's sake and ignored: corral's workers need no
@@ -524,9 +549,10 @@ pub struct Overrides {
     #[arg(long, env = "CORRAL_RELOAD")]
     pub reload: bool,
 
-    /// With --reload: globs of files whose changes count (repeat the flag,
-    /// or separate them with commas); they replace the default
-    /// [toml: dev.reload_include] [default: *.py]
+    /// With --reload: globs of files whose changes count too (repeat the
+    /// flag, or separate them with commas), added to the file's or the
+    /// default ones, as uvicorn adds them to *.py [toml: dev.reload_include]
+    /// [default: *.py]
     #[arg(
         long,
         value_name = "GLOB",
@@ -536,16 +562,43 @@ pub struct Overrides {
     pub reload_include: Vec<String>,
 
     /// With --reload: globs of files or folders whose changes never count
-    /// (repeat the flag, or separate them with commas); they replace the
-    /// default [toml: dev.reload_exclude]
+    /// (repeat the flag, or separate them with commas), added to the file's
+    /// or the default ones (granian's --reload-ignore-dirs and
+    /// --reload-ignore-paths) [toml: dev.reload_exclude]
     /// [default: .git,__pycache__,.venv,venv,node_modules,.tox,.mypy_cache,.pytest_cache]
     #[arg(
         long,
         value_name = "GLOB",
         value_delimiter = ',',
+        alias = "reload-ignore-dirs",
+        alias = "reload-ignore-paths",
         env = "CORRAL_RELOAD_EXCLUDE"
     )]
     pub reload_exclude: Vec<String>,
+
+    /// With --reload: a folder to watch instead of the app folder and
+    /// pythonpath (repeat the flag, or separate them with commas; uvicorn's
+    /// --reload-dir, granian's --reload-paths) [toml: dev.reload_dirs]
+    /// [default: the app folder and pythonpath]
+    #[arg(
+        long = "reload-dir",
+        value_name = "DIR",
+        value_delimiter = ',',
+        alias = "reload-paths",
+        env = "CORRAL_RELOAD_DIR"
+    )]
+    pub reload_dirs: Vec<PathBuf>,
+
+    /// With --reload: a file whose changes count too, wherever it is and
+    /// whatever the globs say (repeat the flag, or separate them with commas;
+    /// gunicorn's --reload-extra-file) [toml: dev.reload_extra_files]
+    #[arg(
+        long = "reload-extra-file",
+        value_name = "FILE",
+        value_delimiter = ',',
+        env = "CORRAL_RELOAD_EXTRA_FILE"
+    )]
+    pub reload_extra_files: Vec<PathBuf>,
 
     /// Refused: corral never preloads the app (each worker imports it, so a
     /// reload runs new code and a broken import never reaches the supervisor)
@@ -591,6 +644,15 @@ pub struct Overrides {
     // uvicorn's, likewise.
     #[arg(long, hide = true, env = "CORRAL_PROXY_HEADERS")]
     pub proxy_headers: bool,
+
+    /// uvicorn's, granian's and gunicorn's flags given that change nothing:
+    /// the flag as given, whose it is and why (`crate::cli::peer_flags`).
+    #[arg(skip)]
+    pub peer_no_ops: Vec<(String, &'static str, &'static str)>,
+    /// Those that mean one of corral's settings: the flag as given, whose
+    /// it is and what it is taken as.
+    #[arg(skip)]
+    pub peer_meanings: Vec<(String, &'static str, &'static str)>,
 
     /// The flags ("--workers", "APP") whose value came from their `CORRAL_*`
     /// environment variable, filled by [`crate::cli::parse`], for error messages.
@@ -715,49 +777,58 @@ fn parse_paste_global(s: &str) -> Result<(String, String), String> {
 }
 
 impl Overrides {
-    /// gunicorn's and uvicorn's flags given for what corral always does, each
-    /// with why it changes nothing, for the log.
-    pub fn no_op_flags(&self) -> Vec<(&'static str, &'static str)> {
+    /// gunicorn's, uvicorn's and granian's flags given for what corral
+    /// always does, each with whose it is and why it changes nothing, for
+    /// the log.
+    pub fn no_op_flags(&self) -> Vec<(String, &'static str, &'static str)> {
         [
             (
                 self.capture_output,
                 "--capture-output",
+                "gunicorn",
                 "corral always logs the workers' stdout and stderr",
             ),
             (
                 self.enable_stdio_inheritance,
                 "--enable-stdio-inheritance",
+                "gunicorn",
                 "it only applies to gunicorn's --daemon; corral stays in the foreground and sets PYTHONUNBUFFERED for the workers",
             ),
             (
                 self.initgroups,
                 "--initgroups",
+                "gunicorn",
                 "workers always get the supplementary groups of --user",
             ),
             (
                 self.no_sendfile,
                 "--no-sendfile",
+                "gunicorn",
                 "corral never uses sendfile: responses stream through it",
             ),
             (
                 self.suppress_ragged_eofs,
                 "--suppress-ragged-eofs",
+                "gunicorn",
                 "rustls treats a missing close_notify as the end of the connection",
             ),
             (
                 self.do_handshake_on_connect,
                 "--do-handshake-on-connect",
+                "gunicorn",
                 "the TLS handshake always runs as the connection is accepted, bounded by --keep-alive",
             ),
             (
                 self.proxy_headers,
                 "--proxy-headers",
+                "uvicorn",
                 "corral always reads X-Forwarded-Proto and X-Forwarded-For from the peers --forwarded-allow-ips trusts (127.0.0.1 and ::1 by default), as uvicorn does with it",
             ),
         ]
         .into_iter()
-        .filter(|(set, _, _)| *set)
-        .map(|(_, flag, why)| (flag, why))
+        .filter(|(set, ..)| *set)
+        .map(|(_, flag, from, why)| (flag.to_owned(), from, why))
+        .chain(self.peer_no_ops.iter().cloned())
         .collect()
     }
 

@@ -507,7 +507,7 @@ section! {
         /// (`server.max_queued`). ASGI workers only; WSGI workers take `threads`
         /// requests at a time (plus a short prefetch). At least 1.
         concurrency: usize = 1000 => usize,
-            flag "concurrency" alias "worker-connections" alias "limit-concurrency":
+            flag "concurrency" alias "worker-connections" alias "limit-concurrency" alias "backpressure":
                 "Most requests (open WebSockets and streaming responses included) one ASGI worker \
                  holds at once; the rest wait in corral. WSGI workers take --threads at a time",
             check count_of("requests one ASGI worker holds at once");
@@ -822,6 +822,14 @@ pub(super) struct RawDev {
     /// counts either. Default [".git", "__pycache__", ".venv", "venv",
     /// "node_modules", ".tox", ".mypy_cache", ".pytest_cache"].
     pub(super) reload_exclude: Option<Spanned<Vec<Spanned<String>>>>,
+    /// The folders to watch instead of the app folder and `app.pythonpath`
+    /// (uvicorn's --reload-dir, granian's --reload-paths); relative to this
+    /// file's folder. Default: none.
+    pub(super) reload_dirs: Option<Spanned<Vec<Spanned<String>>>>,
+    /// Files whose changes count too, wherever they are and whatever the
+    /// globs say (gunicorn's reload_extra_files); relative to this file's
+    /// folder. Default: none.
+    pub(super) reload_extra_files: Option<Spanned<Vec<Spanned<String>>>>,
 }
 
 /// A value written as a string or as an array of strings

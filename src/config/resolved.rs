@@ -45,6 +45,12 @@ pub struct DevConfig {
     pub include: Vec<String>,
     /// Globs of the files and folders whose changes never count.
     pub exclude: Vec<String>,
+    /// The folders watched (absolute, existing); empty: the app folder and
+    /// `app.pythonpath`.
+    pub dirs: Vec<PathBuf>,
+    /// Files whose changes count wherever they are, whatever the globs say
+    /// (absolute; their folders exist).
+    pub extra_files: Vec<PathBuf>,
 }
 
 /// The default `dev.reload_include`.

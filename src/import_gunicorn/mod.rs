@@ -23,13 +23,14 @@ use crate::cli::ImportArgs;
 const READ_CONF: &str = include_str!("read_conf.py");
 
 /// The sections of the output, in order.
-const SECTIONS: [&str; 6] = [
+const SECTIONS: [&str; 7] = [
     "app",
     "server",
     "server.tls",
     "workers",
     "workers.limits",
     "log",
+    "dev",
 ];
 
 pub fn run(args: &ImportArgs) -> u8 {
@@ -561,7 +562,15 @@ pub fn convert(
                 None => bad(&mut out, v),
             },
             // Already corral's behaviour.
-            "initgroups" | "capture_output" | "config" => {}
+            "initgroups" | "capture_output" | "config" | "reload_engine" => {}
+            "reload" => match v {
+                Json::Bool(true) => out.set("dev", "reload", Value::Boolean(true)),
+                _ => bad(&mut out, v),
+            },
+            "reload_extra_files" => {
+                let paths = list(v).iter().map(|p| out.path(p)).collect();
+                out.set("dev", "reload_extra_files", Value::Array(paths));
+            }
             "asgi_loop" | "asgi_lifespan" => {
                 let allowed: &[&str] = if *name == "asgi_loop" {
                     &["auto", "asyncio", "uvloop"]
@@ -1043,6 +1052,31 @@ mod tests {
         assert!(
             c.toml
                 .contains("bind = [\"unix:/srv/app.sock\", \"localhost:8000\"]"),
+            "{}",
+            c.toml
+        );
+    }
+
+    #[test]
+    fn reload_and_its_extra_files_become_dev_keys() {
+        let s = settings(
+            r#"{"reload": true, "reload_engine": "poll",
+                "reload_extra_files": ["conf/site.ini", "/etc/app.toml"]}"#,
+        );
+        let c = convert(&s, Some("wsgi:app"), Path::new("/srv"), Path::new("g.py"));
+        assert!(c.notes.is_empty(), "{:?}", c.notes);
+        let parsed: toml::Table = c.toml.parse().unwrap();
+        assert_eq!(parsed["dev"]["reload"].as_bool(), Some(true));
+        assert_eq!(
+            parsed["dev"]["reload_extra_files"],
+            Value::Array(vec![
+                Value::String("/srv/conf/site.ini".into()),
+                Value::String("/etc/app.toml".into())
+            ])
+        );
+        // The [dev] section comes last, as config/example.toml has it.
+        assert!(
+            c.toml.trim_end().ends_with("\"/etc/app.toml\"]"),
             "{}",
             c.toml
         );

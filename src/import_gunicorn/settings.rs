@@ -56,10 +56,16 @@ pub const SETTINGS: &[(&str, &str)] = &[
     ),
     (
         "reload",
-        "not supported: corral never restarts on file changes; deploy with `corral reload --wait` (or HUP), which checks the new code first",
+        "`--reload`, `[dev] reload`: for development; a change starts a new generation, so a broken save keeps the last good code serving (watches the app folder and pythonpath for `*.py`, not the modules imported; one worker unless `-w`)",
     ),
-    ("reload_engine", "not supported: see `reload`"),
-    ("reload_extra_files", "not supported: see `reload`"),
+    (
+        "reload_engine",
+        "accepted (`--reload-engine`), changes nothing: corral watches with inotify",
+    ),
+    (
+        "reload_extra_files",
+        "`--reload-extra-file`, `[dev] reload_extra_files`",
+    ),
     (
         "spew",
         "not supported: trace with a debugger or `sys.settrace` in the app",
@@ -389,8 +395,6 @@ pub const SETTINGS: &[(&str, &str)] = &[
 /// setting: a gunicorn command line with one of them is refused with the
 /// setting's reason ([`refused_flag`]), not a bare "unexpected argument".
 const REFUSED_FLAGS: &[(&str, &str)] = &[
-    ("--reload-engine", "reload_engine"),
-    ("--reload-extra-file", "reload_extra_files"),
     ("--spew", "spew"),
     ("--print-config", "print_config"),
     ("--reuse-port", "reuse_port"),

@@ -146,3 +146,114 @@ fn a_start_with_broken_code_serves_as_soon_as_the_fix_is_saved() {
     let took = until_serving(&c, "fixed");
     assert!(took < Duration::from_secs(3), "the fix took {took:?}");
 }
+
+#[test]
+fn an_extra_file_anywhere_and_added_globs_count_as_under_gunicorn_and_uvicorn() {
+    // The app reads a file from outside its folder: gunicorn's
+    // --reload-extra-file watches it.
+    let etc = AppDir::new(&[("greeting.txt", "hello")]);
+    let greeting = etc.path().join("greeting.txt");
+    let code = format!(
+        "import pathlib\nG = pathlib.Path({:?}).read_text().encode()\n\n\
+         def app(environ, start_response):\n    \
+         start_response(\"200 OK\", [(\"Content-Length\", str(len(G)))])\n    return [G]\n",
+        greeting.display().to_string()
+    );
+    let dir = AppDir::new(&[("app.py", &code)]);
+    let extra = greeting.display().to_string();
+    let c = Corral::start(
+        dir.path(),
+        &[
+            "app:app",
+            "--reload",
+            "--reload-extra-file",
+            &extra,
+            "--reload-include",
+            "*.html",
+            "--reload-engine",
+            "inotify",
+            "--reload-delay",
+            "0.25",
+        ],
+        1,
+    );
+    let banner = c
+        .log
+        .wait_for("--reload: serving app:app", Duration::from_secs(5))
+        .unwrap_or_else(|| panic!("no banner; log:\n{}", c.log.text()));
+    assert!(
+        banner.contains("a change to *.py, *.html in ")
+            && banner.contains(&format!("or to {extra}")),
+        "{banner}"
+    );
+    for said in [
+        "--reload-engine inotify accepted (gunicorn's) and changes nothing",
+        "--reload-delay 0.25 accepted (uvicorn's) and changes nothing",
+    ] {
+        assert!(c.log.text().contains(said), "{said}: {}", c.log.text());
+    }
+    assert_eq!(c.get("/").text(), "hello");
+
+    std::fs::write(&greeting, "bonjour").unwrap();
+    until_serving(&c, "bonjour");
+    // An added glob counts, and *.py still does: uvicorn adds its
+    // --reload-include to *.py.
+    std::fs::write(dir.path().join("page.html"), "<p>").unwrap();
+    c.log
+        .wait_for("reload: starting generation 3", Duration::from_secs(5))
+        .unwrap_or_else(|| panic!("page.html did not count; log:\n{}", c.log.text()));
+    c.wait_in_service(1);
+    std::fs::write(dir.path().join("helpers.py"), "X = 1\n").unwrap();
+    c.log
+        .wait_for("reload: starting generation 4", Duration::from_secs(5))
+        .unwrap_or_else(|| panic!("helpers.py did not count; log:\n{}", c.log.text()));
+    // A file beside the extra one does not.
+    c.wait_in_service(1);
+    std::fs::write(etc.path().join("other.txt"), "x").unwrap();
+    std::thread::sleep(Duration::from_millis(1000));
+    assert_eq!(
+        c.log.count("reload: starting generation"),
+        3,
+        "{}",
+        c.log.text()
+    );
+}
+
+#[test]
+fn reload_dir_watches_that_folder_instead_of_the_app_folder() {
+    let dir = AppDir::new(&[("app.py", &app("v1")), ("lib/util.py", "X = 1\n")]);
+    // uvicorn's --reload-dir and granian's --reload-paths.
+    for flag in ["--reload-dir", "--reload-paths"] {
+        let c = Corral::start(dir.path(), &["app:app", "--reload", flag, "lib"], 1);
+        let banner = c
+            .log
+            .wait_for("--reload: serving app:app", Duration::from_secs(5))
+            .unwrap_or_else(|| panic!("no banner; log:\n{}", c.log.text()));
+        let lib = std::fs::canonicalize(dir.path().join("lib")).unwrap();
+        assert!(
+            banner.contains(&format!("in {} starts", lib.display())),
+            "{banner}"
+        );
+        // The app folder itself is not watched.
+        save(&dir, &app("v2"));
+        std::thread::sleep(Duration::from_millis(1000));
+        assert_eq!(
+            c.log.count("reload: starting generation"),
+            0,
+            "{}",
+            c.log.text()
+        );
+        std::fs::write(dir.path().join("lib/util.py"), "X = 2\n").unwrap();
+        until_serving(&c, "v2");
+        save(&dir, &app("v1"));
+    }
+    let (code, _, err) = crate::gunicorn_compat::run_to_exit(
+        dir.path(),
+        &["app:app", "--reload", "--reload-dir", "nowhere"],
+    );
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains("--reload-dir: ") && err.contains("nowhere is not a folder that exists"),
+        "{err}"
+    );
+}

@@ -287,7 +287,7 @@ fn check_config_umask_and_the_flags_for_what_corral_always_does() {
     for flag in ["--capture-output", "--initgroups", "--no-sendfile"] {
         assert!(
             c.log.text().contains(&format!(
-                "{flag} accepted (gunicorn's or uvicorn's) and changes nothing: "
+                "{flag} accepted (gunicorn's) and changes nothing: "
             )),
             "{flag}: {}",
             c.log.text()

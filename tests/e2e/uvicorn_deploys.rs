@@ -72,7 +72,7 @@ fn fastapis_uvicorn_command_line_runs_with_the_command_renamed() {
     assert!(
         c.log
             .text()
-            .contains("--proxy-headers accepted (gunicorn's or uvicorn's) and changes nothing"),
+            .contains("--proxy-headers accepted (uvicorn's) and changes nothing"),
         "{}",
         c.log.text()
     );
@@ -269,4 +269,141 @@ fn a_uvicorn_log_config_in_yaml_shapes_the_apps_loggers_and_no_access_log_is_tak
     c.log
         .wait_for(access_line, Duration::from_secs(10))
         .unwrap_or_else(|| panic!("no access line without the flag: {}", c.log.text()));
+}
+
+/// The flags in `program --help` (uvicorn's or granian's, installed beside
+/// the test interpreter), `--help` and `--version` aside.
+fn flags_of(program: &str) -> Vec<String> {
+    let bin = std::path::Path::new(&python()).with_file_name(program);
+    let out = std::process::Command::new(&bin)
+        .arg("--help")
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", bin.display()));
+    let help = String::from_utf8_lossy(&out.stdout);
+    let mut flags: Vec<String> = Vec::new();
+    for line in help.lines().map(str::trim_start) {
+        if !line.starts_with("--") {
+            continue;
+        }
+        // "--access-log / --no-access-log  Enable/Disable ..."
+        let head = line.split("  ").next().unwrap_or(line);
+        for word in head.split([' ', '/', '=']) {
+            let word = word.trim_end_matches(',');
+            if word.len() > 2
+                && word.starts_with("--")
+                && word[2..]
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+                && !["--help", "--version"].contains(&word)
+                && !flags.iter().any(|f| f == word)
+            {
+                flags.push(word.to_owned());
+            }
+        }
+    }
+    flags
+}
+
+#[test]
+fn every_flag_of_uvicorn_and_granian_is_taken_or_refused_with_the_reason() {
+    let dir = AppDir::new(&[]);
+    for program in ["uvicorn", "granian"] {
+        let flags = flags_of(program);
+        assert!(flags.len() > 40, "{program}: only {flags:?}");
+        let mut refused = Vec::new();
+        for flag in &flags {
+            // Nothing after the flag: a switch parses, and the missing
+            // file is the error; a flag that takes a value asks for one.
+            let (code, out, err) = run_to_exit(dir.path(), &["check", "-c", "missing.toml", flag]);
+            assert_eq!(code, Some(2), "{program} {flag}: {out}{err}");
+            assert!(
+                !err.contains("unexpected argument"),
+                "{program}'s {flag} is unknown to corral: {err}"
+            );
+            if err.contains("corral does not take") {
+                // With the reason, after the flag (gunicorn's --ssl-version
+                // is uvicorn's too).
+                let why = err.split_once(flag.as_str()).map(|(_, why)| why);
+                assert!(why.is_some_and(|w| w.len() > 30), "{err}");
+                refused.push(flag.as_str());
+            } else {
+                assert!(
+                    err.contains("missing.toml") || err.contains("a value is required"),
+                    "{program} {flag}: {err}"
+                );
+            }
+        }
+        eprintln!(
+            "{program}: {} flags, refused with the reason: {refused:?}",
+            flags.len()
+        );
+    }
+}
+
+#[test]
+fn uvicorns_and_granians_tuning_flags_run_and_say_what_they_mean() {
+    let app = AppDir::new(&[("main.py", FASTAPI_APP), ("sub/.keep", "")]);
+    let c = Corral::start(
+        app.path(),
+        &[
+            "main:app",
+            "--interface",
+            "asgi",
+            "--no-proxy-headers",
+            "--http",
+            "httptools",
+            "--loop",
+            "uvloop",
+            "--no-use-colors",
+            "--no-server-header",
+            "--respawn-failed-workers",
+            "--runtime-threads",
+            "2",
+            "--no-http1-keep-alive",
+            "--workers-max-rss",
+            "512",
+            "--access-log",
+        ],
+        1,
+    );
+    // --no-proxy-headers: a proxy's X-Forwarded-Proto from the loopback is
+    // not trusted any more.
+    let r = request(
+        &c.addr,
+        "GET",
+        "/",
+        &[
+            ("X-Forwarded-Proto", "https"),
+            ("X-Forwarded-For", "203.0.113.9"),
+        ],
+        b"",
+    );
+    assert_eq!(r.text(), r#"{"scheme":"http","client":"127.0.0.1"}"#);
+    // --no-http1-keep-alive: each response closes its connection.
+    assert_eq!(r.header("connection"), Some("close"));
+    assert_eq!(r.header("server"), None);
+    let log = c.log.text();
+    for said in [
+        "--no-proxy-headers (uvicorn's) taken as --forwarded-allow-ips \"\"",
+        "--no-http1-keep-alive (granian's) taken as --keepalive 0",
+        "--workers-max-rss 512 (granian's) taken as --max-memory in MiB",
+        "--http httptools accepted (uvicorn's, granian's) and changes nothing",
+        "--runtime-threads 2 accepted (granian's) and changes nothing",
+        "--respawn-failed-workers accepted (granian's) and changes nothing",
+        "--no-server-header accepted (uvicorn's) and changes nothing",
+    ] {
+        assert!(log.contains(said), "{said}:\n{log}");
+    }
+    // The bare --access-log is uvicorn's and granian's: on, combined.
+    c.log
+        .wait_for("\"GET / HTTP/1.1\" 200", Duration::from_secs(5))
+        .unwrap_or_else(|| panic!("no access log line:\n{}", c.log.text()));
+
+    // What corral does not do is refused, before anything starts.
+    let (code, _, err) = run_to_exit(app.path(), &["main:app", "--static-path-mount", "static"]);
+    assert_eq!(code, Some(2));
+    assert_eq!(
+        err.trim(),
+        "error: corral does not take --static-path-mount (granian's): corral does not serve files: serve them from the app (WhiteNoise, Starlette's StaticFiles) or from the proxy in front"
+    );
 }

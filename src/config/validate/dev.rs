@@ -1,4 +1,7 @@
-//! `[dev]`: `--reload` and the globs of what it watches.
+//! `[dev]`: `--reload`, the folders it watches and the globs of what
+//! counts.
+
+use std::path::{Path, PathBuf};
 
 use toml::Spanned;
 
@@ -26,11 +29,68 @@ impl Resolver<'_> {
                 "dev.reload_exclude",
                 RELOAD_EXCLUDE,
             ),
+            dirs: self.dev_paths(
+                (&args.reload_dirs, "--reload-dir"),
+                (raw.reload_dirs.as_ref(), "dev.reload_dirs"),
+                Path::is_dir,
+                "a folder that exists",
+            ),
+            extra_files: self.dev_paths(
+                (&args.reload_extra_files, "--reload-extra-file"),
+                (raw.reload_extra_files.as_ref(), "dev.reload_extra_files"),
+                |p| p.parent().is_some_and(Path::is_dir),
+                "a file in a folder that exists",
+            ),
         }
     }
 
-    /// The flag's globs (when given), else the file's, else `default`;
-    /// each must compile.
+    /// The flag's paths (relative to the current folder) when given, else
+    /// the file's (relative to its folder); each must pass `ok`, else a
+    /// problem asking for `what`.
+    fn dev_paths(
+        &mut self,
+        (flag, flag_name): (&[PathBuf], &str),
+        (file, key): (Option<&Spanned<Vec<Spanned<String>>>>, &str),
+        ok: fn(&Path) -> bool,
+        what: &str,
+    ) -> Vec<PathBuf> {
+        let given: Vec<(PathBuf, At)> = match (flag, file) {
+            ([], Some(list)) => list
+                .get_ref()
+                .iter()
+                .filter_map(|p| {
+                    let at = self.in_file(p.span(), key);
+                    self.file_path(p, key).map(|path| (path, at))
+                })
+                .collect(),
+            _ => flag
+                .iter()
+                .map(|p| (absolute(self.cwd, p), self.flag(flag_name)))
+                .collect(),
+        };
+        let mut out = Vec::new();
+        for (path, at) in given {
+            if ok(&path) {
+                out.push(path);
+            } else {
+                let base = match at.location {
+                    Some(_) => "the config file's folder",
+                    None => "the current folder",
+                };
+                self.fail(
+                    &at,
+                    format!(
+                        "{} is not {what}: give one (a relative path is read from {base})",
+                        path.display()
+                    ),
+                );
+            }
+        }
+        out
+    }
+
+    /// The file's globs, else `default`, and the flag's (uvicorn adds its
+    /// --reload-include to *.py); each must compile.
     fn globs(
         &mut self,
         flag: &[String],
@@ -39,18 +99,22 @@ impl Resolver<'_> {
         key: &str,
         default: &[&str],
     ) -> Vec<String> {
-        let given: Vec<(String, At)> = if !flag.is_empty() {
-            flag.iter()
-                .map(|g| (g.clone(), self.flag(flag_name)))
-                .collect()
-        } else if let Some(list) = file {
-            list.get_ref()
+        let mut given: Vec<(String, At)> = match file {
+            Some(list) => list
+                .get_ref()
                 .iter()
                 .map(|g| (g.get_ref().clone(), self.in_file(g.span(), key)))
-                .collect()
-        } else {
-            return default.iter().map(|g| (*g).to_owned()).collect();
+                .collect(),
+            None => default
+                .iter()
+                .map(|g| ((*g).to_owned(), self.flag(flag_name)))
+                .collect(),
         };
+        for g in flag {
+            if !given.iter().any(|(known, _)| known == g) {
+                given.push((g.clone(), self.flag(flag_name)));
+            }
+        }
         let mut out = Vec::new();
         for (glob, at) in given {
             match globset::Glob::new(&glob) {

@@ -564,8 +564,58 @@ fn reload_sets_dev_defaults_and_checks_its_globs() {
     };
     let config = resolve_text(text, &args).unwrap();
     assert_eq!(config.workers.count, 3);
-    assert_eq!(config.dev.exclude, ["migrations"]);
+    // A flag's globs join the defaults, as uvicorn's join *.py.
+    assert_eq!(config.dev.exclude.last().unwrap(), "migrations");
+    assert!(config.dev.exclude.iter().any(|g| g == "__pycache__"));
+    let args = Overrides {
+        reload_include: vec!["*.html".into(), "*.py".into()],
+        ..Overrides::default()
+    };
+    let file = format!("{text}reload_include = [\"*.txt\"]\n");
+    let config = resolve_text(&file, &args).unwrap();
+    assert_eq!(config.dev.include, ["*.txt", "*.html", "*.py"]);
     let off = resolve_text("[app]\nmodule = \"m:a\"\n", &Overrides::default()).unwrap();
     assert!(!off.dev.reload);
+    assert!(off.dev.dirs.is_empty() && off.dev.extra_files.is_empty());
     assert_eq!(off.workers.graceful_timeout, Duration::from_secs(30));
+}
+
+#[test]
+fn reload_folders_and_extra_files_must_be_there() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::create_dir(d.join("src")).unwrap();
+    let file = d.join("corral.toml");
+    std::fs::write(
+        &file,
+        "[app]\nmodule = \"m:a\"\n[dev]\nreload = true\n\
+         reload_dirs = [\"src\", \"nowhere\"]\n\
+         reload_extra_files = [\"src/settings.ini\", \"gone/x.ini\"]\n",
+    )
+    .unwrap();
+    let args = Overrides {
+        config: Some(file.clone()),
+        ..Overrides::default()
+    };
+    let text = crate::config::load(&args, None).unwrap_err().to_string();
+    assert!(
+        text.contains("corral.toml:5: dev.reload_dirs: ")
+            && text.contains("nowhere is not a folder that exists: give one (a relative path is read from the config file's folder)"),
+        "{text}"
+    );
+    assert!(
+        text.contains("corral.toml:6: dev.reload_extra_files: ")
+            && text.contains("gone/x.ini is not a file in a folder that exists"),
+        "{text}"
+    );
+    assert!(!text.contains("src/settings.ini"), "{text}");
+    std::fs::write(
+        &file,
+        "[app]\nmodule = \"m:a\"\n[dev]\nreload = true\nreload_dirs = [\"src\"]\n\
+         reload_extra_files = [\"src/settings.ini\"]\n",
+    )
+    .unwrap();
+    let config = crate::config::load(&args, None).unwrap();
+    assert_eq!(config.dev.dirs, [d.join("src")]);
+    assert_eq!(config.dev.extra_files, [d.join("src/settings.ini")]);
 }
