@@ -395,6 +395,7 @@ async fn run(
         proxy_allow: cfg.server.proxy_allow_ips.clone(),
         canary_sticky: cfg.deploy.canary_sticky.clone(),
         websocket: cfg.server.websocket,
+        headers: cfg.server.headers.clone(),
     });
     let state = Arc::new(status::StatusState {
         snapshots: sup.snapshots(),

@@ -202,14 +202,6 @@ pub const FLAGS: &[Flag] = &[
             "corral offers rustls's safe default cipher suites; --tls-min-version 1.3 for TLS 1.3's only",
         ),
     ),
-    flag(
-        "--header",
-        "uvicorn",
-        Value("NAME:VALUE"),
-        Refused(
-            "corral adds no headers of its own to responses: set them in the app (a middleware) or in the proxy in front",
-        ),
-    ),
     // granian
     flag(
         "--uds-permissions",

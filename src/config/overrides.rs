@@ -344,6 +344,16 @@ pub struct Overrides {
     #[arg(long, value_name = "N", env = "CORRAL_IO_THREADS")]
     pub io_threads: Option<usize>,
 
+    /// A header added to every response that does not set it, as NAME:VALUE
+    /// (uvicorn's --header); repeat for more [toml: server.headers]
+    #[arg(
+        long,
+        value_name = "NAME:VALUE",
+        value_parser = parse_header,
+        env = "CORRAL_HEADER"
+    )]
+    pub header: Vec<(String, String)>,
+
     /// Peers whose X-Forwarded-For and X-Forwarded-Proto headers are trusted
     /// (a reverse proxy), separated with commas: IP addresses, networks like
     /// 10.0.0.0/8, or * for any peer; "" trusts nobody. Unix socket
@@ -765,6 +775,15 @@ fn parse_env(s: &str) -> Result<(String, String), String> {
         .ok_or_else(|| format!("\"{s}\" has no '=': write it as KEY=VALUE"))?;
     super::check_env(key, value)?;
     Ok((key.to_owned(), value.to_owned()))
+}
+
+/// "NAME:VALUE" for `--header`, split at the first colon as uvicorn splits
+/// it; the value without the spaces around it.
+fn parse_header(s: &str) -> Result<(String, String), String> {
+    let (name, value) = s
+        .split_once(':')
+        .ok_or_else(|| format!("\"{s}\" has no ':': write it as NAME:VALUE"))?;
+    Ok((name.trim().to_owned(), value.trim().to_owned()))
 }
 
 fn parse_paste_global(s: &str) -> Result<(String, String), String> {

@@ -428,6 +428,14 @@ section! {
             flag "max-concurrent-streams" alias "http2-max-concurrent-streams":
                 "The most HTTP/2 streams one connection may have open at once",
             check at_least_1;
+        /// `[server.headers]`: headers added to every response that does
+        /// not set them itself (uvicorn's `--header`), like
+        /// `"Strict-Transport-Security" = "max-age=63072000"`; the app's own
+        /// header of the same name wins. Not the headers corral frames a
+        /// response with (Content-Length, Transfer-Encoding, Connection, ...).
+        /// `--header NAME:VALUE` flags are merged over this table. Default:
+        /// none.
+        headers: BTreeMap<String, Spanned<String>>;
         /// `[server.tls]`: HTTPS (and HTTP/2 by ALPN) on every `bind` address.
         tls: RawTls;
     }

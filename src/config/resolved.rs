@@ -392,6 +392,9 @@ pub struct ServerConfig {
     pub tls: Option<TlsConfig>,
     /// Pings and the message limit of WebSockets.
     pub websocket: WebSocketLimits,
+    /// `[server.headers]` and `--header`: added to every response that
+    /// lacks them (checked: valid, none that frames a response).
+    pub headers: Vec<(http::HeaderName, http::HeaderValue)>,
 }
 
 impl std::ops::Deref for ServerConfig {

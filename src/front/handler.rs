@@ -61,6 +61,8 @@ pub struct Shared {
     pub canary_sticky: Sticky,
     /// WebSocket pings and message limit.
     pub websocket: crate::config::WebSocketLimits,
+    /// `[server.headers]`: added to every response that lacks them.
+    pub headers: Vec<(http::HeaderName, http::HeaderValue)>,
 }
 
 /// The key that keeps a client on one side of a canary, if any: a hash of
@@ -153,6 +155,12 @@ pub fn handle(
             }
             Err(resp) => *resp,
         };
+        // `[server.headers]`, where the app set none of the same name.
+        for (name, value) in &shared.headers {
+            if let http::header::Entry::Vacant(slot) = resp.headers_mut().entry(name) {
+                slot.insert(value.clone());
+            }
+        }
         let end = Instant::now();
         let elapsed = end - start;
         shared.metrics.record(resp.status().as_u16(), elapsed, end);

@@ -407,3 +407,51 @@ fn uvicorns_and_granians_tuning_flags_run_and_say_what_they_mean() {
         "error: corral does not take --static-path-mount (granian's): corral does not serve files: serve them from the app (WhiteNoise, Starlette's StaticFiles) or from the proxy in front"
     );
 }
+
+#[test]
+fn header_adds_to_every_response_and_the_apps_own_wins() {
+    let app = AppDir::new(&[(
+        "app.py",
+        "def app(environ, start_response):\n    \
+         own = [('X-Frame-Options', 'SAMEORIGIN')] if environ['PATH_INFO'] == '/own' else []\n    \
+         start_response('200 OK', [('Content-Length', '2')] + own)\n    return [b'ok']\n",
+    )]);
+    let c = Corral::start(
+        app.path(),
+        &[
+            "app:app",
+            "--header",
+            "X-Frame-Options:DENY",
+            "--header",
+            "Strict-Transport-Security: max-age=63072000; includeSubDomains",
+        ],
+        1,
+    );
+    let r = c.get("/");
+    assert_eq!(r.header("x-frame-options"), Some("DENY"));
+    assert_eq!(
+        r.header("strict-transport-security"),
+        Some("max-age=63072000; includeSubDomains")
+    );
+    // The app's own header of that name, alone.
+    let r = c.get("/own");
+    assert_eq!(r.header("x-frame-options"), Some("SAMEORIGIN"));
+    assert_eq!(
+        r.headers
+            .iter()
+            .filter(|(n, _)| n == "x-frame-options")
+            .count(),
+        1
+    );
+    // corral's own answers carry them too: a CONNECT gets its 405 from Rust.
+    let r = request(&c.addr, "CONNECT", "example.com:443", &[], b"");
+    assert!(r.status >= 400, "{}", r.status);
+    assert_eq!(r.header("x-frame-options"), Some("DENY"));
+    // A header corral frames the response with is a configuration mistake.
+    let (code, _, err) = run_to_exit(app.path(), &["app:app", "--header", "Connection: close"]);
+    assert_eq!(code, Some(2));
+    assert!(
+        err.contains("--header: Connection is set by corral itself"),
+        "{err}"
+    );
+}

@@ -99,6 +99,7 @@ impl Resolver<'_> {
             "server.insecure_bind",
         );
         let insecure_bind = self.distinct_binds(insecure, &seen);
+        let headers = self.response_headers(args, &raw);
         let tls = self.tls(args, raw.tls, &seen, &insecure_bind);
         ServerConfig {
             keys,
@@ -115,7 +116,41 @@ impl Resolver<'_> {
             pid_file,
             tls,
             websocket,
+            headers,
         }
+    }
+
+    /// `[server.headers]`, then the `--header` flags over it (the same name
+    /// replaced), each checked.
+    fn response_headers(
+        &mut self,
+        args: &Overrides,
+        raw: &RawServer,
+    ) -> Vec<(http::HeaderName, http::HeaderValue)> {
+        let from_file = raw.headers.iter().map(|(name, value)| {
+            let at = self.in_file(value.span(), &format!("server.headers.{name}"));
+            (name.clone(), value.get_ref().clone(), at)
+        });
+        let given: Vec<(String, String, At)> = from_file
+            .collect::<Vec<_>>()
+            .into_iter()
+            .chain(
+                args.header
+                    .iter()
+                    .map(|(n, v)| (n.clone(), v.clone(), self.flag("--header"))),
+            )
+            .collect();
+        let mut out: Vec<(http::HeaderName, http::HeaderValue)> = Vec::new();
+        for (name, value, at) in given {
+            match response_header(&name, &value) {
+                Ok((name, value)) => {
+                    out.retain(|(n, _)| *n != name);
+                    out.push((name, value));
+                }
+                Err(why) => self.fail(&at, why),
+            }
+        }
+        out
     }
 
     /// A list of listen addresses: the flag's (repeated or comma-separated)
@@ -539,4 +574,43 @@ impl Resolver<'_> {
             }
         }
     }
+}
+
+/// The headers a response is framed with, or that corral sets: never
+/// added from `[server.headers]`.
+const FRAMING_HEADERS: &[&str] = &[
+    "content-length",
+    "transfer-encoding",
+    "connection",
+    "keep-alive",
+    "upgrade",
+    "te",
+    "trailer",
+    "proxy-connection",
+    "date",
+    "x-request-id",
+];
+
+/// One `[server.headers]` entry, checked: a header name and a value that
+/// HTTP allows, not one of the [`FRAMING_HEADERS`].
+fn response_header(
+    name: &str,
+    value: &str,
+) -> Result<(http::HeaderName, http::HeaderValue), String> {
+    let shown = name.escape_default();
+    let header = http::HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
+        format!("\"{shown}\" is not a header name: letters, digits and !#$%&'*+-.^_`|~ only")
+    })?;
+    if FRAMING_HEADERS.contains(&header.as_str()) {
+        return Err(format!(
+            "{shown} is set by corral itself (it frames the response, or is corral's own): leave it out"
+        ));
+    }
+    let value = http::HeaderValue::from_str(value).map_err(|_| {
+        format!(
+            "the value of {shown}, \"{}\", has a character a header may not hold (a control character, or one beyond ASCII)",
+            value.escape_default()
+        )
+    })?;
+    Ok((header, value))
 }

@@ -619,3 +619,52 @@ fn reload_folders_and_extra_files_must_be_there() {
     assert_eq!(config.dev.dirs, [d.join("src")]);
     assert_eq!(config.dev.extra_files, [d.join("src/settings.ini")]);
 }
+
+#[test]
+fn response_headers_from_the_file_and_the_flags_are_checked() {
+    let text = "[app]\nmodule = \"m:a\"\n[server.headers]\n\
+                \"X-Frame-Options\" = \"DENY\"\n\
+                \"Strict-Transport-Security\" = \"max-age=600\"\n";
+    let args = Overrides {
+        header: vec![
+            (
+                "strict-transport-security".into(),
+                "max-age=63072000".into(),
+            ),
+            ("X-Served-By".into(), "corral, eu-1".into()),
+        ],
+        ..Overrides::default()
+    };
+    let config = resolve_text(text, &args).unwrap();
+    let got: Vec<(&str, &str)> = config
+        .server
+        .headers
+        .iter()
+        .map(|(n, v)| (n.as_str(), v.to_str().unwrap()))
+        .collect();
+    // The flag's replaces the file's of the same name.
+    assert_eq!(
+        got,
+        [
+            ("x-frame-options", "DENY"),
+            ("strict-transport-security", "max-age=63072000"),
+            ("x-served-by", "corral, eu-1"),
+        ]
+    );
+    let text = "[app]\nmodule = \"m:a\"\n[server.headers]\n\
+                \"Content-Length\" = \"0\"\n\"Bad Name\" = \"x\"\n\"X-Ok\" = \"a\\nb\"\n";
+    let args = Overrides {
+        header: vec![("Date".into(), "yesterday".into())],
+        ..Overrides::default()
+    };
+    let text = problems(text, &args);
+    for line in [
+        "4 problems in the configuration:",
+        "corral.toml:5: server.headers.Bad Name: \"Bad Name\" is not a header name",
+        "corral.toml:4: server.headers.Content-Length: Content-Length is set by corral itself",
+        "corral.toml:6: server.headers.X-Ok: the value of X-Ok, \"a\\nb\", has a character a header may not hold",
+        "--header: Date is set by corral itself",
+    ] {
+        assert!(text.contains(line), "missing {line:?} in:\n{text}");
+    }
+}
