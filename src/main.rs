@@ -93,30 +93,34 @@ fn main() -> ExitCode {
     // A gunicorn.conf.py, run and converted as `corral import-gunicorn`
     // would, read in place of a corral.toml.
     let gunicorn = match config::gunicorn_file(&args) {
-        None => None,
-        Some(path) => {
+        Ok(None) => None,
+        Ok(Some(conf)) => {
             let python = args
                 .python
                 .clone()
                 .unwrap_or_else(config::default_interpreter);
-            match import_gunicorn::convert_file(&path, args.app.as_deref(), &python) {
-                Ok(c) => Some((path, c)),
+            match import_gunicorn::convert_file(&conf, args.app.as_deref(), &python) {
+                Ok(c) => Some((conf, c)),
                 Err(e) => {
                     eprintln!("error: {e}");
                     return ExitCode::from(EXIT_CONFIG);
                 }
             }
         }
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
     };
     let converted = gunicorn
         .as_ref()
-        .map(|(path, c)| (path.as_path(), c.toml.as_str()));
+        .map(|(conf, c)| (conf.path.as_path(), c.toml.as_str()));
     let cfg = match config::load(&args, converted) {
         Ok(c) => Arc::new(c),
         Err(e) => {
             eprintln!("error: {e}");
-            if let Some((path, c)) = &gunicorn {
-                eprintln!("{} converted reads:\n{}", path.display(), c.toml);
+            if let Some((conf, c)) = &gunicorn {
+                eprintln!("{} converted reads:\n{}", conf.path.display(), c.toml);
             }
             return ExitCode::from(EXIT_CONFIG);
         }
@@ -125,13 +129,14 @@ fn main() -> ExitCode {
         eprintln!("error: {e}");
         return ExitCode::from(EXIT_CONFIG);
     }
-    if let Some((path, c)) = &gunicorn {
+    if let Some((conf, c)) = &gunicorn {
         tracing::info!(
-            "read gunicorn's {0} as gunicorn would; `corral import-gunicorn {0} > corral.toml` converts it for good",
-            path.display()
+            "read gunicorn's {} as gunicorn would; `corral import-gunicorn {} > corral.toml` converts it for good",
+            conf.path.display(),
+            conf.location()
         );
         for note in &c.notes {
-            tracing::warn!("{}: not carried over: {note}", path.display());
+            tracing::warn!("{}: not carried over: {note}", conf.path.display());
         }
     }
     for warning in &cfg.warnings {

@@ -514,3 +514,25 @@ fn a_paste_app_from_a_flag_or_the_file_in_place_of_a_module() {
         "{err}"
     );
 }
+
+#[test]
+fn gunicorns_config_locations() {
+    let conf = |s: &str| gunicorn_location(Path::new(s));
+    assert_eq!(conf("corral.toml"), Ok(None));
+    assert_eq!(
+        conf("file:deploy.conf").unwrap().unwrap(),
+        GunicornConf {
+            path: "deploy.conf".into(),
+            module: None
+        }
+    );
+    assert_eq!(conf("g.py").unwrap().unwrap().location(), "g.py");
+    for bad in ["python:1st", "python:a..b", "python:", "python:a-b.c"] {
+        let err = conf(bad).unwrap_err();
+        assert!(err.contains("not a module name"), "{bad}: {err}");
+    }
+    // Looked up below the current folder (the tests' is the crate's).
+    let found = conf("python:src.import_gunicorn.read_conf").unwrap().unwrap();
+    assert_eq!(found.path, Path::new("src/import_gunicorn/read_conf.py"));
+    assert_eq!(found.location(), "python:src.import_gunicorn.read_conf");
+}

@@ -299,21 +299,93 @@ fn read_file(config: Option<&Path>, cwd: &Path) -> Result<Option<ConfigFile>, Co
 /// gunicorn's config file, which gunicorn reads by default.
 const GUNICORN_FILE: &str = "gunicorn.conf.py";
 
+/// A gunicorn config file to run: its path, and the module name it has
+/// when it was named as gunicorn's `python:MODULE`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GunicornConf {
+    pub path: PathBuf,
+    pub module: Option<String>,
+}
+
+impl GunicornConf {
+    /// As `corral import-gunicorn` takes it: `python:MODULE` or the path.
+    pub fn location(&self) -> String {
+        match &self.module {
+            Some(module) => format!("python:{module}"),
+            None => self.path.display().to_string(),
+        }
+    }
+}
+
 /// The gunicorn config file `run` and `check` read in place of a
-/// corral.toml, as gunicorn would: `--config FILE.py`, or, with no
+/// corral.toml, as gunicorn would: `--config FILE.py` (or gunicorn's
+/// `file:PATH` and `python:MODULE`, see [`gunicorn_location`]), or, with no
 /// `--config` and no `./corral.toml`, `./gunicorn.conf.py` when present.
 /// `main` has it run and converted (`import_gunicorn::convert_file`) and
 /// hands the result to [`load`].
-pub fn gunicorn_file(args: &Overrides) -> Option<PathBuf> {
+pub fn gunicorn_file(args: &Overrides) -> Result<Option<GunicornConf>, String> {
     match &args.config {
-        Some(path) if path.extension().is_some_and(|e| e == "py") => Some(path.clone()),
-        Some(_) => None,
+        Some(path) => gunicorn_location(path),
         None => {
-            let cwd = std::env::current_dir().ok()?;
-            (!cwd.join(DEFAULT_FILE).exists() && cwd.join(GUNICORN_FILE).is_file())
-                .then(|| PathBuf::from(GUNICORN_FILE))
+            let Ok(cwd) = std::env::current_dir() else {
+                return Ok(None);
+            };
+            let found = !cwd.join(DEFAULT_FILE).exists() && cwd.join(GUNICORN_FILE).is_file();
+            Ok(found.then(|| GunicornConf {
+                path: PathBuf::from(GUNICORN_FILE),
+                module: None,
+            }))
         }
     }
+}
+
+/// `--config` as gunicorn's `--config` reads it, when it names a gunicorn
+/// config: `FILE.py`, `file:PATH` (any name), or `python:MODULE`, a dotted
+/// module name looked up below the current folder as gunicorn imports it
+/// from there (`pkg/mod.py`, or `pkg/mod/__init__.py`). `None` for a
+/// corral.toml.
+pub fn gunicorn_location(given: &Path) -> Result<Option<GunicornConf>, String> {
+    let text = given.to_string_lossy();
+    if let Some(path) = text.strip_prefix("file:") {
+        return Ok(Some(GunicornConf {
+            path: PathBuf::from(path),
+            module: None,
+        }));
+    }
+    if let Some(module) = text.strip_prefix("python:") {
+        let parts: Vec<&str> = module.split('.').collect();
+        let identifier = |p: &&str| {
+            p.chars()
+                .next()
+                .is_some_and(|c| c == '_' || c.is_alphabetic())
+                && p.chars().all(|c| c == '_' || c.is_alphanumeric())
+        };
+        if !parts.iter().all(identifier) {
+            return Err(format!(
+                "--config python:{module}: not a module name: write it as gunicorn takes it, like python:config.gunicorn"
+            ));
+        }
+        let base: PathBuf = parts.iter().collect();
+        let candidates = [base.with_extension("py"), base.join("__init__.py")];
+        return match candidates.iter().find(|p| p.is_file()) {
+            Some(path) => Ok(Some(GunicornConf {
+                path: path.clone(),
+                module: Some(module.to_owned()),
+            })),
+            None => Err(format!(
+                "--config python:{module}: neither {} nor {} is below the current folder, where gunicorn would import it from; run corral from the project's folder, or give the file's path",
+                candidates[0].display(),
+                candidates[1].display()
+            )),
+        };
+    }
+    Ok(given
+        .extension()
+        .is_some_and(|e| e == "py")
+        .then(|| GunicornConf {
+            path: given.to_owned(),
+            module: None,
+        }))
 }
 
 /// Reads `--config FILE` (or `./corral.toml` when present), merges the

@@ -38,7 +38,18 @@ pub fn run(args: &ImportArgs) -> u8 {
         .python
         .clone()
         .unwrap_or_else(crate::config::default_interpreter);
-    let conversion = match convert_file(&args.file, args.app.as_deref(), &python) {
+    let conf = match crate::config::gunicorn_location(&args.file) {
+        Ok(Some(conf)) => conf,
+        Ok(None) => crate::config::GunicornConf {
+            path: args.file.clone(),
+            module: None,
+        },
+        Err(e) => {
+            eprintln!("error: {e}");
+            return 1;
+        }
+    };
+    let conversion = match convert_file(&conf, args.app.as_deref(), &python) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("error: {e}");
@@ -61,15 +72,23 @@ pub fn run(args: &ImportArgs) -> u8 {
 /// Longest a gunicorn config file may take to run.
 const RUN_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// Runs the gunicorn config `file` with `python` as gunicorn would and
+/// Runs the gunicorn config file `conf` with `python` as gunicorn would (a
+/// `python:MODULE` one under its module's name, so that its relative
+/// imports work) and
 /// [`convert`]s what it sets. corral reads the file itself (under
 /// [`read_checked`]'s rule: it is code) and hands its bytes to Python.
-pub fn convert_file(file: &Path, app: Option<&str>, python: &Path) -> Result<Conversion, String> {
+pub fn convert_file(
+    conf: &crate::config::GunicornConf,
+    app: Option<&str>,
+    python: &Path,
+) -> Result<Conversion, String> {
+    let file = conf.path.as_path();
     let source = read_checked(file)?;
     let mut child = Command::new(python)
         .arg("-c")
         .arg(READ_CONF)
         .arg(file)
+        .args(conf.module.as_deref())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())

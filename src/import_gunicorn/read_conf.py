@@ -9,17 +9,23 @@ import sys
 import types
 
 # The file's path (for __file__ and tracebacks); its bytes come on stdin,
-# read by corral, which checked who may change them.
+# read by corral, which checked who may change them. A second argument is
+# the module name of gunicorn's --config python:MODULE, which gunicorn
+# imports: the file runs under that name, in its package.
 path = sys.argv[1]
+module = sys.argv[2] if len(sys.argv) > 2 else None
 source = sys.stdin.buffer.read()
 out = sys.stdout
 sys.stdout = sys.stderr
+package = None
+if module is not None:
+    package = module if path.endswith("__init__.py") else module.rpartition(".")[0]
 namespace = {
     "__builtins__": __builtins__,
-    "__name__": "__config__",
+    "__name__": module or "__config__",
     "__file__": os.path.abspath(path),
     "__doc__": None,
-    "__package__": None,
+    "__package__": package or None,
 }
 exec(compile(source, path, "exec"), namespace)
 settings = {}

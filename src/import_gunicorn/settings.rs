@@ -7,7 +7,7 @@
 pub const SETTINGS: &[(&str, &str)] = &[
     (
         "config",
-        "`-c corral.toml`, or `-c gunicorn.conf.py` (run and converted at start, as `corral import-gunicorn` does; `./gunicorn.conf.py` is read when there is no `./corral.toml`)",
+        "`-c corral.toml`, or `-c gunicorn.conf.py` (run and converted at start, as `corral import-gunicorn` does; `./gunicorn.conf.py` is read when there is no `./corral.toml`); gunicorn's `-c file:PATH` and `-c python:MODULE` (found below the current folder, and run under its module's name) too",
     ),
     ("wsgi_app", "`APP` argument, `[app] module`"),
     (

@@ -367,6 +367,64 @@ fn a_gunicorn_config_given_with_c_is_run_and_its_bind_used() {
     assert!(!stderr.contains("the config ran"), "{stderr}");
 }
 
+#[test]
+fn gunicorns_python_module_and_file_config_locations_are_read_as_gunicorn_reads_them() {
+    // `gunicorn -c python:config.gunicorn`: a module of the project, with a
+    // relative import, as Django projects keep them.
+    let port = compare::free_port();
+    let conf = format!(
+        "from .base import WORKERS\nworkers = WORKERS\nraw_env = [\"FROM_CONF=\" + __name__]\nbind = \"127.0.0.1:{port}\"\n"
+    );
+    let app = AppDir::new(&[
+        ("app.py", CONF_APP),
+        ("config/__init__.py", ""),
+        ("config/base.py", "WORKERS = 2\n"),
+        ("config/gunicorn.py", &conf),
+    ]);
+    let c = Corral::start(app.path(), &["app:app", "-c", "python:config.gunicorn"], 2);
+    assert_eq!(c.addr, format!("127.0.0.1:{port}"));
+    // It ran under its module's name, as gunicorn imports it.
+    assert_eq!(c.get("/").text(), "config.gunicorn");
+    assert!(
+        c.log.text().contains(
+            "read gunicorn's config/gunicorn.py as gunicorn would; `corral import-gunicorn python:config.gunicorn > corral.toml`"
+        ),
+        "{}",
+        c.log.text()
+    );
+    drop(c);
+    // file:PATH, any name.
+    std::fs::write(
+        app.path().join("deploy.conf"),
+        format!("workers = 1\nraw_env = [\"FROM_CONF=file\"]\nbind = \"127.0.0.1:{port}\"\n"),
+    )
+    .unwrap();
+    let c = Corral::start(app.path(), &["app:app", "-c", "file:deploy.conf"], 1);
+    assert_eq!(c.get("/").text(), "file");
+    drop(c);
+    // A module that is not there says where it looked.
+    let (code, _, stderr) = run_to_exit(app.path(), &["app:app", "-c", "python:config.prod"]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains(
+            "--config python:config.prod: neither config/prod.py nor config/prod/__init__.py is below the current folder"
+        ),
+        "{stderr}"
+    );
+    // import-gunicorn takes the same.
+    let (code, stdout, stderr) = run_to_exit(
+        app.path(),
+        &[
+            "import-gunicorn",
+            "python:config.gunicorn",
+            "--python",
+            &python(),
+        ],
+    );
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stdout.contains("count = 2"), "{stdout}");
+}
+
 /// A `unix:` bind without gunicorn's `-m`: 0666 under corral's umask, where
 /// gunicorn's would be 0777; the log says who may connect and how to let
 /// a proxy in.
