@@ -405,14 +405,6 @@ pub const FLAGS: &[Flag] = &[
         Nothing(RSS_SAMPLING),
     ),
     flag(
-        "--workers-lifetime",
-        "granian",
-        Value("SECONDS"),
-        Refused(
-            "corral replaces workers by their requests, not their age: --max-requests N (with --max-requests-jitter)",
-        ),
-    ),
-    flag(
         "--workers-max-rss",
         "granian",
         Value("MIB"),

@@ -532,7 +532,9 @@ fn gunicorns_config_locations() {
         assert!(err.contains("not a module name"), "{bad}: {err}");
     }
     // Looked up below the current folder (the tests' is the crate's).
-    let found = conf("python:src.import_gunicorn.read_conf").unwrap().unwrap();
+    let found = conf("python:src.import_gunicorn.read_conf")
+        .unwrap()
+        .unwrap();
     assert_eq!(found.path, Path::new("src/import_gunicorn/read_conf.py"));
     assert_eq!(found.location(), "python:src.import_gunicorn.read_conf");
 }

@@ -560,6 +560,15 @@ section! {
         /// gracefully, e.g. "512MiB". A plain number is bytes. At least "16MiB".
         /// Default: none (no limit).
         max_memory: Option<Spanned<ByteSize>>;
+        /// How long a worker serves before it is recycled (gracefully replaced,
+        /// its replacement in service first), e.g. "6h": granian's
+        /// `--workers-lifetime`, for a leak that grows with time rather than
+        /// requests. Each worker gets up to a tenth more at random, so that
+        /// workers started together are not all recycled together. "0s" means
+        /// never.
+        max_lifetime: HumanDuration = "0s" => Duration,
+            flag "max-lifetime" alias "workers-lifetime":
+                "Recycle a worker after it has served this long, like 6h (granian's --workers-lifetime); 0 never";
         /// The user the workers run as: a user name like "www-data" or a numeric
         /// uid, as gunicorn's `--user`; they get the user's supplementary groups
         /// too. corral itself keeps its own user (root, so that it can bind

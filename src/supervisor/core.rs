@@ -260,6 +260,7 @@ impl Core {
             self.slots[slot].worker = Some(serial);
         }
         let recycle_after = self.recycle_limit();
+        let retire_at = self.lifetime().map(|life| now + life);
         self.workers.insert(
             serial,
             Worker {
@@ -280,6 +281,7 @@ impl Core {
                 last_beat: now,
                 generation,
                 recycle_after,
+                retire_at,
                 recycling: false,
             },
         );

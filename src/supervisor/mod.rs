@@ -276,6 +276,7 @@ impl Supervisor {
             max_requests: w.max_requests,
             max_requests_jitter: w.max_requests_jitter,
             max_memory: w.max_memory,
+            max_lifetime: (!w.max_lifetime.is_zero()).then_some(w.max_lifetime),
             seed: std::process::id() as u64 ^ started_nanos(),
             reload_timeout: cfg.deploy.ready_timeout,
             rolling: (cfg.deploy.strategy == crate::config::Strategy::Rolling)
@@ -440,7 +441,9 @@ impl Supervisor {
             return 0;
         }
         self.drift_checks = true;
-        let recycling = self.cfg.workers.max_requests > 0 || self.cfg.workers.max_memory.is_some();
+        let recycling = self.cfg.workers.max_requests > 0
+            || self.cfg.workers.max_memory.is_some()
+            || !self.cfg.workers.max_lifetime.is_zero();
         let watchdog_every = self.systemd.watchdog_interval();
         let mut watchdog =
             tokio::time::interval(watchdog_every.unwrap_or(Duration::from_secs(3600)));

@@ -1,4 +1,5 @@
-//! Workers are recycled (max_requests with jitter, max_memory) with their
+//! Workers are recycled (max_requests with jitter, max_memory,
+//! max_lifetime) with their
 //! replacement in service first, so no request is dropped and capacity never
 //! falls; a wedged interpreter is found by its missing heartbeats.
 
@@ -122,6 +123,35 @@ fn max_memory_recycles_a_worker_over_the_limit() {
     assert!(
         c.log.text().contains("MiB of memory (max_memory 200 MiB)"),
         "{}",
+        c.log.text()
+    );
+}
+
+#[test]
+fn max_lifetime_recycles_workers_by_age_under_load_without_a_failed_request() {
+    let app = AppDir::new(&[("app.py", APP)]);
+    // granian's spelling, in seconds.
+    let c = Corral::start(
+        app.path(),
+        &["app:app", "-w", "2", "--workers-lifetime", "1"],
+        2,
+    );
+    let load = CapacityLoad::start(&c.addr, "/slow", 2);
+    std::thread::sleep(Duration::from_secs(5));
+    let seen = load.finish();
+    assert_eq!(seen.failed, Vec::<String>::new(), "no request fails");
+    // Each worker lives 1 to 1.1 s (and a replacement takes a moment to
+    // boot): two workers over 5 s are at least 3 more processes.
+    assert!(
+        seen.pids.len() >= 5,
+        "workers were recycled by age: {} pids; log:\n{}",
+        seen.pids.len(),
+        c.log.text()
+    );
+    assert_eq!(seen.fewest_pids, 2, "capacity fell; log:\n{}", c.log.text());
+    assert!(
+        c.log.text().contains("(max_lifetime 1s, plus up to a tenth)"),
+        "the log says why: {}",
         c.log.text()
     );
 }

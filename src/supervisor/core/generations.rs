@@ -280,15 +280,28 @@ impl Core {
         if self.settings.max_requests == 0 {
             return None;
         }
-        // xorshift64: deterministic for a given seed, good enough for jitter.
-        self.rng ^= self.rng << 13;
-        self.rng ^= self.rng >> 7;
-        self.rng ^= self.rng << 17;
-        let jitter = self.rng % (self.settings.max_requests_jitter + 1);
+        let jitter = self.random() % (self.settings.max_requests_jitter + 1);
         Some(self.settings.max_requests + jitter)
     }
 
-    /// Starts recycling a worker that is past its request or memory limit:
+    /// max_lifetime plus up to a tenth of it, for a new worker (None: never).
+    pub(super) fn lifetime(&mut self) -> Option<std::time::Duration> {
+        let life = self.settings.max_lifetime?;
+        let tenth = (life.as_millis() / 10) as u64;
+        let jitter = self.random() % (tenth + 1);
+        Some(life + std::time::Duration::from_millis(jitter))
+    }
+
+    /// The next number of the jitters' xorshift64: deterministic for a
+    /// given seed, good enough for jitter.
+    fn random(&mut self) -> u64 {
+        self.rng ^= self.rng << 13;
+        self.rng ^= self.rng >> 7;
+        self.rng ^= self.rng << 17;
+        self.rng
+    }
+
+    /// Starts recycling a worker that is past its request, memory or age limit:
     /// its replacement boots first; it keeps serving until then.
     pub(super) fn on_usage(
         &mut self,
@@ -320,6 +333,12 @@ impl Core {
                 "uses {} MiB of memory (max_memory {} MiB)",
                 rss / (1 << 20),
                 max / (1 << 20)
+            )
+        } else if w.retire_at.is_some_and(|at| now >= at) {
+            format!(
+                "has served for {} s (max_lifetime {:?}, plus up to a tenth)",
+                now.saturating_duration_since(w.started).as_secs(),
+                self.settings.max_lifetime.unwrap_or_default()
             )
         } else {
             return;

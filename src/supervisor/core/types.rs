@@ -170,6 +170,9 @@ pub struct Settings {
     pub max_requests_jitter: u64,
     /// Recycle a worker whose RSS exceeds this many bytes.
     pub max_memory: Option<u64>,
+    /// Recycle a worker after it has run this long plus a random 0..=a
+    /// tenth of it (None: never).
+    pub max_lifetime: Option<Duration>,
     /// Seed of the jitter's random numbers (fixed in tests).
     pub seed: u64,
     /// How long a new generation may take to be all in service.
@@ -394,6 +397,8 @@ pub struct Worker {
     pub generation: u64,
     /// Requests after which this worker is recycled.
     pub recycle_after: Option<u64>,
+    /// When this worker is recycled for its age (`max_lifetime`).
+    pub retire_at: Option<Instant>,
     /// Its replacement is starting; it serves until that one is in service.
     pub recycling: bool,
 }

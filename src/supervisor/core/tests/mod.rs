@@ -64,6 +64,7 @@ fn settings(count: usize) -> Settings {
         max_requests: 0,
         max_requests_jitter: 0,
         max_memory: None,
+        max_lifetime: None,
         seed: 42,
         reload_timeout: Duration::from_secs(30),
         rolling: None,

@@ -1,4 +1,5 @@
-//! Recycling: `max_requests` (with jitter) and `max_memory`, the
+//! Recycling: `max_requests` (with jitter), `max_memory` and
+//! `max_lifetime` (with jitter), the
 //! replacement in service before the old worker drains.
 
 use super::*;
@@ -152,4 +153,47 @@ fn max_memory_recycles_a_worker_over_the_limit() {
     );
     assert_eq!(spawns(&a).len(), 1);
     assert!(a.iter().any(|x| matches!(x, Action::Log(_, m) if m.contains("uses 101 MiB of memory (max_memory 100 MiB)"))));
+}
+
+#[test]
+fn max_lifetime_recycles_a_worker_past_its_age_with_the_ages_spread() {
+    let t0 = Instant::now();
+    let hour = Duration::from_secs(3600);
+    let mut core = Core::new(Settings {
+        max_lifetime: Some(hour),
+        ..settings(8)
+    });
+    let started = spawns(&core.start());
+    for (slot, serial) in &started {
+        core.spawned(t0, *serial, 100 + *slot as u32);
+        core.booted(t0, *serial, 1.0);
+    }
+    let ages: Vec<Duration> = started
+        .iter()
+        .map(|(_, s)| core.workers[s].retire_at.unwrap() - t0)
+        .collect();
+    assert!(
+        ages.iter().all(|a| (hour..=hour + hour / 10).contains(a)),
+        "{ages:?}"
+    );
+    let mut distinct = ages.clone();
+    distinct.sort();
+    distinct.dedup();
+    assert!(distinct.len() > 4, "not spread: {ages:?}");
+    // Younger than its age: nothing; past it: its replacement starts.
+    let (slot, serial) = started[0];
+    let usage = Event::Usage {
+        serial,
+        requests: 3,
+        rss: None,
+    };
+    let before = t0 + ages[0] - Duration::from_millis(1);
+    assert!(spawns(&core.on_event(before, usage.clone())).is_empty());
+    let a = core.on_event(t0 + ages[0], usage);
+    assert_eq!(spawns(&a), vec![(slot, spawns(&a)[0].1)]);
+    assert!(
+        a.iter()
+            .any(|x| matches!(x, Action::Log(_, m) if m.contains("max_lifetime 3600s"))),
+        "{a:?}"
+    );
 }
