@@ -659,4 +659,30 @@ fn the_event_loop_and_the_lifespan_are_chosen_as_gunicorn_and_uvicorn_choose_the
         &["check", "plain:app", "--python", &python()],
     );
     assert_eq!(code, Some(0), "{stdout}{stderr}");
+    // `uvloop` where it is not installed (a module in the app's folder
+    // hides it) fails the boot with the reason and what to do.
+    std::fs::write(
+        app.path().join("uvloop.py"),
+        "raise ImportError(\"No module named 'uvloop'\")\n",
+    )
+    .unwrap();
+    let (code, stdout, stderr) = crate::gunicorn_compat::run_to_exit(
+        app.path(),
+        &[
+            "check",
+            "loopy:app",
+            "--loop",
+            "uvloop",
+            "--python",
+            &python(),
+        ],
+    );
+    assert_eq!(code, Some(1), "{stdout}{stderr}");
+    assert!(
+        stdout.contains("asgi_loop = \"uvloop\" (--asgi-loop uvloop) needs uvloop in the app's environment: pip install uvloop"),
+        "{stdout}{stderr}"
+    );
+    // auto falls back to asyncio.
+    let c = Corral::start(app.path(), &["loopy:app", "-w", "1"], 1);
+    assert_eq!(c.get("/").text(), "asyncio started");
 }

@@ -150,7 +150,9 @@ fn max_lifetime_recycles_workers_by_age_under_load_without_a_failed_request() {
     );
     assert_eq!(seen.fewest_pids, 2, "capacity fell; log:\n{}", c.log.text());
     assert!(
-        c.log.text().contains("(max_lifetime 1s, plus up to a tenth)"),
+        c.log
+            .text()
+            .contains("(max_lifetime 1s, plus up to a tenth)"),
         "the log says why: {}",
         c.log.text()
     );
