@@ -44,9 +44,10 @@ pub enum CertReqs {
 impl std::str::FromStr for CertReqs {
     type Err = String;
 
-    /// "none", "optional", "required", or gunicorn's 0, 1, 2.
+    /// "none", "optional", "required", gunicorn's 0, 1, 2, or hypercorn's
+    /// CERT_NONE, CERT_OPTIONAL, CERT_REQUIRED.
     fn from_str(s: &str) -> Result<CertReqs, String> {
-        match s.trim().to_ascii_lowercase().as_str() {
+        match s.trim().to_ascii_lowercase().trim_start_matches("cert_") {
             "none" | "0" => Ok(CertReqs::None),
             "optional" | "1" => Ok(CertReqs::Optional),
             "required" | "2" => Ok(CertReqs::Required),

@@ -1,4 +1,5 @@
-//! The flags of uvicorn's, granian's and gunicorn's command lines that
+//! The flags of uvicorn's, granian's, waitress's, hypercorn's and
+//! gunicorn's command lines that
 //! corral has no flag of its own for, so that a deploy command renamed to
 //! `corral` runs or says precisely why not. Each is one row of [`FLAGS`]:
 //!
@@ -52,7 +53,8 @@ pub enum Does {
 pub struct Flag {
     /// As typed: "--reload-delay".
     pub long: &'static str,
-    /// Whose it is: "uvicorn", "granian", "gunicorn", "uvicorn, granian".
+    /// Whose it is: "uvicorn", "granian", "waitress", "hypercorn",
+    /// "gunicorn", "uvicorn, granian".
     pub from: &'static str,
     pub takes: Takes,
     pub does: Does,
@@ -82,6 +84,11 @@ const RSS_SAMPLING: &str =
 const KEY_PASSWORD: &str = "an encrypted key is refused: decrypt it once (`openssl pkey -in key.pem -out plain.pem`) and keep the file readable only by corral's user";
 const RELOAD_TIMING: &str =
     "corral's --reload watches with inotify and reloads 150 ms after the last change";
+const WAITRESS_BUFFERS: &str = "corral sizes its own buffers, and bounds what it holds per request (--max-header-bytes, back-pressure on bodies)";
+const SOCKET_ERRORS: &str =
+    "a client that leaves early is no error in corral's log: its request is cancelled";
+const WILDCARD: &str =
+    "--listen *:PORT is 0.0.0.0:PORT and [::]:PORT; give the addresses wanted instead";
 const HTTP: &str = "corral speaks HTTP itself (hyper): HTTP/1.1, and HTTP/2 on every bind (ALPN h2 on TLS, h2c with prior knowledge on plain binds)";
 const WS: &str = "corral always takes WebSocket upgrades for an ASGI app (an app that does not want one closes the handshake: 403); a WSGI app gets none";
 
@@ -519,6 +526,152 @@ pub const FLAGS: &[Flag] = &[
         SWITCH,
         Nothing("--factory is off unless given"),
     ),
+    // waitress (Flask's documentation serves with it)
+    flag(
+        "--unix-socket-perms",
+        "waitress",
+        Value("PERMS"),
+        Refused(
+            "a Unix socket's mode is 0777 minus --umask, as under gunicorn: for waitress's 600 give --umask 177, for 660 --umask 117",
+        ),
+    ),
+    flag(
+        "--url-scheme",
+        "waitress",
+        Value("SCHEME"),
+        Refused(
+            "corral takes the scheme from TLS, or from X-Forwarded-Proto sent by a --forwarded-allow-ips peer: have the proxy send it",
+        ),
+    ),
+    flag(
+        "--ident",
+        "waitress",
+        Value("NAME"),
+        Sets(
+            "--header \"Server: NAME\": the Server header of every response that sets none",
+            |o, v| {
+                let given = o
+                    .header
+                    .iter()
+                    .any(|(n, _)| n.eq_ignore_ascii_case("server"));
+                if !given {
+                    o.header.push(("Server".to_owned(), v.to_owned()));
+                }
+                Ok(!given)
+            },
+        ),
+    ),
+    flag(
+        "--recv-bytes",
+        "waitress",
+        Value("INT"),
+        Nothing(WAITRESS_BUFFERS),
+    ),
+    flag(
+        "--send-bytes",
+        "waitress",
+        Value("INT"),
+        Nothing(WAITRESS_BUFFERS),
+    ),
+    flag(
+        "--outbuf-overflow",
+        "waitress",
+        Value("INT"),
+        Nothing(WAITRESS_BUFFERS),
+    ),
+    flag(
+        "--outbuf-high-watermark",
+        "waitress",
+        Value("INT"),
+        Nothing(WAITRESS_BUFFERS),
+    ),
+    flag(
+        "--inbuf-overflow",
+        "waitress",
+        Value("INT"),
+        Nothing(WAITRESS_BUFFERS),
+    ),
+    flag(
+        "--cleanup-interval",
+        "waitress",
+        Value("INT"),
+        Nothing(
+            "an idle connection is closed after --keepalive (waitress's --channel-timeout) exactly",
+        ),
+    ),
+    flag(
+        "--channel-request-lookahead",
+        "waitress",
+        Value("INT"),
+        Nothing("corral notices a client that leaves while its request runs, whatever this says"),
+    ),
+    flag(
+        "--asyncore-loop-timeout",
+        "waitress",
+        Value("INT"),
+        Nothing("corral has no asyncore loop"),
+    ),
+    flag(
+        "--asyncore-use-poll",
+        "waitress",
+        SWITCH,
+        Nothing("corral has no asyncore loop"),
+    ),
+    flag(
+        "--log-socket-errors",
+        "waitress",
+        SWITCH,
+        Nothing(SOCKET_ERRORS),
+    ),
+    flag(
+        "--no-log-socket-errors",
+        "waitress",
+        SWITCH,
+        Nothing(SOCKET_ERRORS),
+    ),
+    flag(
+        "--expose-tracebacks",
+        "waitress",
+        SWITCH,
+        Nothing("corral never sends a traceback to a client: the app's is in the log"),
+    ),
+    flag(
+        "--no-expose-tracebacks",
+        "waitress",
+        SWITCH,
+        Nothing("corral never sends a traceback to a client: the app's is in the log"),
+    ),
+    flag("--ipv4", "waitress", SWITCH, Nothing(WILDCARD)),
+    flag("--no-ipv4", "waitress", SWITCH, Nothing(WILDCARD)),
+    flag("--ipv6", "waitress", SWITCH, Nothing(WILDCARD)),
+    flag("--no-ipv6", "waitress", SWITCH, Nothing(WILDCARD)),
+    // hypercorn
+    flag(
+        "--debug",
+        "hypercorn",
+        SWITCH,
+        Nothing("corral has no debug mode: --log-level debug logs more"),
+    ),
+    flag(
+        "--keyfile-password",
+        "hypercorn",
+        Value("PASSWORD"),
+        Refused(KEY_PASSWORD),
+    ),
+    flag(
+        "--quic-bind",
+        "hypercorn",
+        Value("ADDRESS"),
+        Refused("corral does not speak HTTP/3 (QUIC): HTTP/1.1 and HTTP/2 on --bind"),
+    ),
+    flag(
+        "--server-name",
+        "hypercorn",
+        Value("NAME"),
+        Refused(
+            "corral serves every Host: check it in the app (Django's ALLOWED_HOSTS, Starlette's TrustedHostMiddleware) or in the proxy",
+        ),
+    ),
     // gunicorn
     flag(
         "--reload-engine",
@@ -657,6 +810,8 @@ mod tests {
                 let title = match from {
                     "uvicorn" => "### From uvicorn",
                     "granian" => "### From granian",
+                    "waitress" => "### From waitress",
+                    "hypercorn" => "### From hypercorn",
                     _ => "### Every gunicorn setting",
                 };
                 assert!(

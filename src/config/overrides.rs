@@ -54,8 +54,15 @@ pub struct Overrides {
     #[arg(long, value_name = "PORT", env = "CORRAL_PORT")]
     pub port: Option<u16>,
 
-    /// uvicorn's --uds: --bind unix:PATH [toml: server.bind]
-    #[arg(long, value_name = "PATH", env = "CORRAL_UDS")]
+    /// waitress's --listen: --bind HOST:PORT, where *:PORT is every IPv4
+    /// and IPv6 address (0.0.0.0:PORT and [::]:PORT); repeat for more
+    /// [toml: server.bind]
+    #[arg(long, value_name = "HOST:PORT", env = "CORRAL_LISTEN")]
+    pub listen: Vec<String>,
+
+    /// uvicorn's --uds (waitress's --unix-socket): --bind unix:PATH
+    /// [toml: server.bind]
+    #[arg(long, alias = "unix-socket", value_name = "PATH", env = "CORRAL_UDS")]
     pub uds: Option<PathBuf>,
 
     /// Address served as plain HTTP even with --certfile (hypercorn's
@@ -82,6 +89,7 @@ pub struct Overrides {
     /// calls it with those literal arguments without this flag) [toml: app.factory]
     #[arg(
         long,
+        alias = "call",
         env = "CORRAL_FACTORY",
         value_parser = clap::builder::BoolishValueParser::new()
     )]
@@ -93,6 +101,7 @@ pub struct Overrides {
     #[arg(
         long,
         alias = "url-path-prefix",
+        alias = "url-prefix",
         value_name = "PATH",
         env = "CORRAL_ROOT_PATH"
     )]
@@ -317,7 +326,13 @@ pub struct Overrides {
     /// How often corral pings an open WebSocket (keeps proxies from closing
     /// idle ones, finds vanished clients); 0s: no pings
     /// [toml: server.ws_ping_interval] [default: 20s]
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration, env = "CORRAL_WS_PING_INTERVAL")]
+    #[arg(
+        long,
+        alias = "websocket-ping-interval",
+        value_name = "DURATION",
+        value_parser = parse_duration,
+        env = "CORRAL_WS_PING_INTERVAL"
+    )]
     pub ws_ping_interval: Option<HumanDuration>,
 
     /// How long a WebSocket client may take to answer a ping: then the
@@ -430,6 +445,7 @@ pub struct Overrides {
     #[arg(
         long,
         visible_alias = "log-file",
+        alias = "error-log",
         value_name = "FILE",
         env = "CORRAL_ERROR_LOGFILE"
     )]
@@ -520,6 +536,7 @@ pub struct Overrides {
     #[arg(
         long,
         alias = "ssl-cert-reqs",
+        alias = "verify-mode",
         value_name = "none|optional|required",
         env = "CORRAL_CERT_REQS"
     )]
@@ -742,7 +759,14 @@ pub fn parse_worker_class(s: &str) -> Result<Interface, String> {
         | "uvicorn.workers.UvicornH11Worker"
         | "uvicorn_worker.UvicornWorker"
         | "uvicorn_worker.UvicornH11Worker"
-        | "gunicorn.workers.gasgi.ASGIWorker" => Ok(Interface::Asgi),
+        | "gunicorn.workers.gasgi.ASGIWorker"
+        // hypercorn's: its workers are ASGI on asyncio or uvloop.
+        | "asyncio"
+        | "uvloop" => Ok(Interface::Asgi),
+        "trio" => Err(
+            "corral's ASGI workers run on asyncio or uvloop, not trio (hypercorn's -k trio): serve an asyncio app with -k asyncio"
+                .into(),
+        ),
         other => Err(unsupported_worker_class(other)),
     }
 }
@@ -858,17 +882,44 @@ impl Overrides {
         }
     }
 
-    /// uvicorn's `--host`, `--port` and `--uds`, made the `--bind` they
-    /// mean; an error when `--bind` is given too, or `--uds` with either.
+    /// uvicorn's `--host`, `--port` and `--uds`, and waitress's
+    /// `--listen`, made the `--bind` they mean; an error when `--bind` is
+    /// given too, or `--uds` or `--listen` with `--host` or `--port`.
     pub fn uvicorn_binds(&mut self) -> Result<(), String> {
-        if self.host.is_none() && self.port.is_none() && self.uds.is_none() {
+        if self.host.is_none()
+            && self.port.is_none()
+            && self.uds.is_none()
+            && self.listen.is_empty()
+        {
             return Ok(());
         }
         if !self.bind.is_empty() {
             return Err(
-                "--bind and uvicorn's --host, --port or --uds name the address twice: give one of them"
+                "--bind and uvicorn's --host, --port or --uds (or waitress's --listen) name the address twice: give one of them"
                     .into(),
             );
+        }
+        if !self.listen.is_empty() {
+            if self.host.is_some() || self.port.is_some() {
+                return Err("--listen and --host or --port name the address twice (waitress refuses them together too): give one of them".into());
+            }
+            for addr in std::mem::take(&mut self.listen) {
+                match addr.strip_prefix("*:") {
+                    Some(port) => {
+                        for host in ["0.0.0.0", "[::]"] {
+                            let bind = BindAddr::gunicorn(&format!("{host}:{port}"))
+                                .map_err(|e| format!("--listen {addr}: {e}"))?;
+                            self.bind.push(bind);
+                        }
+                    }
+                    None => self.bind.push(
+                        BindAddr::gunicorn(&addr).map_err(|e| format!("--listen {addr}: {e}"))?,
+                    ),
+                }
+            }
+            if self.uds.is_none() {
+                return Ok(());
+            }
         }
         if let Some(path) = self.uds.take() {
             if self.host.is_some() || self.port.is_some() {

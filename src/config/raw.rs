@@ -276,17 +276,17 @@ section! {
         /// gunicorn's `--keep-alive 0`: each response closes its connection
         /// (a client then has 5 s for its head).
         keepalive: HumanDuration = "5s" => Duration,
-            flag "keepalive" alias "keep-alive" alias "timeout-keep-alive":
+            flag "keepalive" alias "keep-alive" alias "timeout-keep-alive" alias "channel-timeout":
                 "Idle time before a keep-alive connection is closed; 0: no keep-alive";
         /// Largest request head accepted: the request line, the headers and the
         /// empty line that ends them, counted exactly as received; a bigger one
         /// gets 431 Request Header Fields Too Large. At least "8KiB".
         max_header_bytes: ByteSize = "64KiB" => usize,
-            flag "max-header-bytes": "Largest request head accepted (431 above)",
+            flag "max-header-bytes" alias "max-request-header-size": "Largest request head accepted (431 above)",
             check header_bytes;
         /// Largest request body accepted; bigger ones get 413.
         max_body_bytes: ByteSize = "100MiB" => u64,
-            flag "max-body-bytes": "Largest request body accepted (413 above)";
+            flag "max-body-bytes" alias "max-request-body-size": "Largest request body accepted (413 above)";
         /// Longest a request body may go without a byte from the client, before it
         /// reaches a worker and while it streams to one: the client then gets 408
         /// Request Timeout, and an app already reading the body sees the client
@@ -298,7 +298,7 @@ section! {
         /// here a stalled upload may hold a Python thread, which nginx's does
         /// not.
         body_timeout: HumanDuration = "20s" => Duration,
-            flag "body-timeout":
+            flag "body-timeout" alias "read-timeout":
                 "Longest a request body may go without a byte from the client: then 408, and the app \
                  sees the client gone; its worker is not touched",
             check longer_than_0;
@@ -334,7 +334,7 @@ section! {
         /// counts the times. Each connection needs a file descriptor: keep it below
         /// corral's open-file limit (systemd's LimitNOFILE=). At least 1.
         max_connections: usize = 10000 => usize,
-            flag "max-connections":
+            flag "max-connections" alias "connection-limit":
                 "Most client connections open at once (WebSockets included); at the cap new ones wait \
                  in the listen queue",
             check count_of("client connections open at once");

@@ -249,12 +249,21 @@ impl Corral {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
-        // uvicorn's --host, --port and --uds name the address too.
+        // uvicorn's --host, --port and --uds, and waitress's --listen and
+        // --unix-socket, name the address too ("--listen=*:8080" as well).
         let names_address = |a: &&str| {
             [
-                "-b", "--bind", "-c", "--config", "--host", "--port", "--uds",
+                "-b",
+                "--bind",
+                "-c",
+                "--config",
+                "--host",
+                "--port",
+                "--uds",
+                "--listen",
+                "--unix-socket",
             ]
-            .contains(a)
+            .contains(&a.split('=').next().unwrap_or(a))
         };
         if !args.iter().any(names_address) {
             cmd.args(["-b", "127.0.0.1:0"]);

@@ -5,7 +5,9 @@
 //! `--timeout-graceful-shutdown`, `--ssl-*`, `--app-dir`, `--interface
 //! asgi3`), `--env-file`, `--log-config` in YAML and `--no-access-log`; and
 //! granian's names (`--blocking-threads`, `--url-path-prefix`,
-//! `--process-name`, `--pid-file`).
+//! `--process-name`, `--pid-file`); waitress's command line from Flask's
+//! docs and hypercorn's; and every flag of each one's `--help`, taken or
+//! refused with the reason.
 
 use crate::common::*;
 use crate::gunicorn_compat::run_to_exit;
@@ -203,6 +205,96 @@ fn granians_command_line_runs_with_the_command_renamed() {
     assert_eq!(pid.trim(), c.pid().to_string());
 }
 
+/// A Flask app made by its factory, as Flask's tutorial has it.
+const FLASK_FACTORY: &str = r#"
+from flask import Flask, request
+
+def create_app():
+    app = Flask(__name__)
+
+    @app.get("/hello")
+    def hello():
+        return "%s %s" % (request.script_root, request.path)
+
+    return app
+"#;
+
+#[test]
+fn waitresss_command_line_from_flasks_docs_runs_with_the_command_renamed() {
+    let app = AppDir::new(&[("hello.py", FLASK_FACTORY)]);
+    let port = compare::free_port();
+    // Flask's docs: `waitress-serve --call hello:create_app`; with
+    // waitress's listen-everywhere address and its names for the rest.
+    let listen = format!("--listen=*:{port}");
+    let c = Corral::start(
+        app.path(),
+        &[
+            &listen,
+            "--call",
+            "hello:create_app",
+            "--url-prefix=/shop",
+            "--ident=shop",
+            "--threads=2",
+            "--connection-limit=500",
+            "--channel-timeout=30",
+            "--send-bytes=18000",
+            "--no-expose-tracebacks",
+        ],
+        1,
+    );
+    // *:PORT is every IPv4 and IPv6 address, as waitress binds it.
+    for addr in [format!("127.0.0.1:{port}"), format!("[::1]:{port}")] {
+        let r = request(&addr, "GET", "/shop/hello", &[], b"");
+        assert_eq!(r.text(), "/shop /hello", "{addr}");
+        // --ident: the Server header.
+        assert_eq!(r.header("server"), Some("shop"), "{addr}");
+    }
+    assert!(
+        c.log
+            .text()
+            .contains("--send-bytes 18000 accepted (waitress's) and changes nothing"),
+        "{}",
+        c.log.text()
+    );
+    // What corral does not do is refused with the reason.
+    let (code, _, err) = run_to_exit(
+        app.path(),
+        &["--call", "hello:create_app", "--unix-socket-perms=660"],
+    );
+    assert_eq!(code, Some(2));
+    assert!(err.contains("for 660 --umask 117"), "{err}");
+}
+
+#[test]
+fn hypercorns_command_line_runs_with_the_command_renamed() {
+    let app = AppDir::new(&[("main.py", FASTAPI_APP)]);
+    let c = Corral::start(
+        app.path(),
+        &[
+            "main:app",
+            "-k",
+            "asyncio",
+            "--keep-alive",
+            "5",
+            "--read-timeout",
+            "30",
+            "--websocket-ping-interval",
+            "10",
+            "--error-log",
+            "-",
+            "--debug",
+        ],
+        1,
+    );
+    assert_eq!(
+        c.get("/").text(),
+        r#"{"scheme":"http","client":"127.0.0.1"}"#
+    );
+    let (code, _, err) = run_to_exit(app.path(), &["main:app", "-k", "trio"]);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("not trio"), "{err}");
+}
+
 const LOGGING_APP: &str = r#"
 import logging
 
@@ -271,8 +363,10 @@ fn a_uvicorn_log_config_in_yaml_shapes_the_apps_loggers_and_no_access_log_is_tak
         .unwrap_or_else(|| panic!("no access line without the flag: {}", c.log.text()));
 }
 
-/// The flags in `program --help` (uvicorn's or granian's, installed beside
-/// the test interpreter), `--help` and `--version` aside.
+/// The flags in `program --help` (uvicorn's, granian's, waitress's or
+/// hypercorn's, installed beside the test interpreter), `--help` and
+/// `--version` aside. Reads click's ("--ws / --no-ws"), argparse's ("-b
+/// BINDS, --bind BINDS") and waitress's ("--host=ADDR", "--[no-]ipv4").
 fn flags_of(program: &str) -> Vec<String> {
     let bin = std::path::Path::new(&python()).with_file_name(program);
     let out = std::process::Command::new(&bin)
@@ -282,22 +376,26 @@ fn flags_of(program: &str) -> Vec<String> {
     let help = String::from_utf8_lossy(&out.stdout);
     let mut flags: Vec<String> = Vec::new();
     for line in help.lines().map(str::trim_start) {
-        if !line.starts_with("--") {
+        if !line.starts_with('-') {
             continue;
         }
-        // "--access-log / --no-access-log  Enable/Disable ..."
         let head = line.split("  ").next().unwrap_or(line);
-        for word in head.split([' ', '/', '=']) {
-            let word = word.trim_end_matches(',');
-            if word.len() > 2
-                && word.starts_with("--")
-                && word[2..]
-                    .chars()
-                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
-                && !["--help", "--version"].contains(&word)
-                && !flags.iter().any(|f| f == word)
-            {
-                flags.push(word.to_owned());
+        for word in head.split([' ', '/', '=', ',']) {
+            let forms = match word.strip_prefix("--[no-]") {
+                Some(name) => vec![format!("--{name}"), format!("--no-{name}")],
+                None => vec![word.to_owned()],
+            };
+            for word in forms {
+                let name = word.strip_prefix("--").unwrap_or("");
+                if !name.is_empty()
+                    && name
+                        .chars()
+                        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+                    && !["--help", "--version"].contains(&word.as_str())
+                    && !flags.contains(&word)
+                {
+                    flags.push(word);
+                }
             }
         }
     }
@@ -305,11 +403,11 @@ fn flags_of(program: &str) -> Vec<String> {
 }
 
 #[test]
-fn every_flag_of_uvicorn_and_granian_is_taken_or_refused_with_the_reason() {
+fn every_flag_of_uvicorn_granian_waitress_and_hypercorn_is_taken_or_refused_with_the_reason() {
     let dir = AppDir::new(&[]);
-    for program in ["uvicorn", "granian"] {
+    for program in ["uvicorn", "granian", "waitress-serve", "hypercorn"] {
         let flags = flags_of(program);
-        assert!(flags.len() > 40, "{program}: only {flags:?}");
+        assert!(flags.len() > 30, "{program}: only {flags:?}");
         let mut refused = Vec::new();
         for flag in &flags {
             // Nothing after the flag: a switch parses, and the missing
