@@ -282,6 +282,18 @@ fn exit_with_reason(e: clap::Error, refused: fn(&str) -> Option<String>) -> ! {
     else {
         e.exit()
     };
+    // uvicorn's and granian's bare --access-log took the app for a format.
+    if long == "--access-log"
+        && e.kind() == ErrorKind::InvalidValue
+        && let Some(ContextValue::String(value)) = e.get(ContextKind::InvalidValue)
+        && value.contains(':')
+    {
+        let _ = e.print();
+        eprintln!(
+            "note: --access-log read {value:?} as its format; for uvicorn's and granian's bare --access-log, put the app before it, or write --access-log=combined"
+        );
+        std::process::exit(e.exit_code())
+    }
     let var = env_name(long);
     let short = Cli::command()
         .get_arguments()

@@ -497,6 +497,14 @@ fn uvicorns_and_granians_tuning_flags_run_and_say_what_they_mean() {
         .wait_for("\"GET / HTTP/1.1\" 200", Duration::from_secs(5))
         .unwrap_or_else(|| panic!("no access log line:\n{}", c.log.text()));
 
+    // The bare --access-log before the app takes it for a format: the
+    // error says what happened and what to write.
+    let (code, _, err) = run_to_exit(app.path(), &["--access-log", "main:app"]);
+    assert_eq!(code, Some(2));
+    assert!(
+        err.contains("put the app before it, or write --access-log=combined"),
+        "{err}"
+    );
     // What corral does not do is refused, before anything starts.
     let (code, _, err) = run_to_exit(app.path(), &["main:app", "--static-path-mount", "static"]);
     assert_eq!(code, Some(2));
