@@ -7,7 +7,9 @@
 //! commands that talk to a running corral: `status`, `reload`, `scale`,
 //! `stop` (see [`crate::config::control_socket`]), and `import-gunicorn`.
 //! gunicorn's own spellings (`--access-logfile`, `-k`, `-p`, ...) are at
-//! the end of [`Overrides`].
+//! the end of [`Overrides`]; uvicorn's, granian's, waitress's and
+//! hypercorn's flags that corral has no flag of its own for are in
+//! [`peer_flags`], added to `run` and `check` by [`command`].
 
 use std::ffi::OsString;
 use std::path::PathBuf;
