@@ -9,7 +9,9 @@
 //! gunicorn's own spellings (`--access-logfile`, `-k`, `-p`, ...) are at
 //! the end of [`Overrides`]; uvicorn's, granian's, waitress's and
 //! hypercorn's flags that corral has no flag of its own for are in
-//! [`peer_flags`], added to `run` and `check` by [`command`].
+//! [`peer_flags`], added to `run` and `check` by [`command`]; uvicorn's
+//! `UVICORN_*` and granian's `GRANIAN_*` variables are read as their flags
+//! (`peer_env`).
 
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -19,6 +21,7 @@ use clap::{Args, Parser, Subcommand};
 use crate::config::{BindAddr, HumanDuration, Overrides, env_name, parse_duration};
 
 mod gunicorn_cmd_args;
+mod peer_env;
 pub mod peer_flags;
 use gunicorn_cmd_args::with_gunicorn_cmd_args;
 
@@ -216,6 +219,14 @@ pub fn parse(refused: fn(&str) -> Option<String>) -> Cli {
         }),
         Err(_) => argv,
     };
+    let vars = std::env::vars_os()
+        .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)));
+    let peer_env = peer_env::with_peer_env(argv, vars, |var| std::env::var_os(var).is_some())
+        .unwrap_or_else(|why| {
+            eprintln!("error: {why}");
+            std::process::exit(2)
+        });
+    let argv = peer_env.argv;
     let matches = command()
         .try_get_matches_from(argv)
         .unwrap_or_else(|e| exit_with_reason(e, refused));
@@ -240,6 +251,7 @@ pub fn parse(refused: fn(&str) -> Option<String>) -> Cli {
         _ => &mut cli.run,
     };
     run.from_env = from_env;
+    run.peer_env = peer_env.notes;
     if let Err(why) = peer_flags::apply(run_matches, run) {
         eprintln!("error: {why}");
         std::process::exit(2)

@@ -165,6 +165,9 @@ fn main() -> ExitCode {
             from.replace(", ", "'s, ")
         );
     }
+    for line in &args.peer_env {
+        tracing::info!("{line}");
+    }
     for (flag, from, what) in &args.peer_meanings {
         tracing::info!("{flag} ({from}'s) taken as {what}");
     }

@@ -7,7 +7,7 @@
 use std::ffi::OsString;
 
 /// The client commands, which GUNICORN_CMD_ARGS does not apply to.
-const CLIENT_COMMANDS: [&str; 7] = [
+pub(super) const CLIENT_COMMANDS: [&str; 7] = [
     "status",
     "reload",
     "scale",

@@ -676,6 +676,10 @@ pub struct Overrides {
     /// the flag as given, whose it is and why (`crate::cli::peer_flags`).
     #[arg(skip)]
     pub peer_no_ops: Vec<(String, &'static str, &'static str)>,
+    /// uvicorn's `UVICORN_*` and granian's `GRANIAN_*` variables read, each
+    /// said as a line for the log (`crate::cli`'s `peer_env`).
+    #[arg(skip)]
+    pub peer_env: Vec<String>,
     /// Those that mean one of corral's settings: the flag as given, whose
     /// it is and what it is taken as.
     #[arg(skip)]

@@ -265,7 +265,15 @@ impl Corral {
             ]
             .contains(&a.split('=').next().unwrap_or(a))
         };
-        if !args.iter().any(names_address) {
+        // So do uvicorn's and granian's variables for them.
+        let env_names_address = env.iter().any(|(k, _)| {
+            ["UVICORN_", "GRANIAN_"].iter().any(|p| {
+                ["HOST", "PORT", "UDS"]
+                    .iter()
+                    .any(|n| *k == format!("{p}{n}"))
+            })
+        });
+        if !args.iter().any(names_address) && !env_names_address {
             cmd.args(["-b", "127.0.0.1:0"]);
         }
         // Each corral gets its own control socket (tests run in parallel).

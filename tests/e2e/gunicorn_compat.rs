@@ -56,9 +56,19 @@ fn address_from(log: &Path) -> String {
 
 /// Runs corral with `args` in `dir` to its exit; (code, stdout, stderr).
 pub(crate) fn run_to_exit(dir: &Path, args: &[&str]) -> (Option<i32>, String, String) {
+    run_to_exit_with_env(dir, args, &[])
+}
+
+/// [`run_to_exit`] with these environment variables set.
+pub(crate) fn run_to_exit_with_env(
+    dir: &Path,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> (Option<i32>, String, String) {
     let mut child = Command::new(corral_bin())
         .current_dir(dir)
         .args(args)
+        .envs(env.iter().copied())
         .env_remove("VIRTUAL_ENV")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())

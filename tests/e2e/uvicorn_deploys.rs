@@ -10,7 +10,7 @@
 //! refused with the reason.
 
 use crate::common::*;
-use crate::gunicorn_compat::run_to_exit;
+use crate::gunicorn_compat::{run_to_exit, run_to_exit_with_env};
 
 use std::time::Duration;
 
@@ -203,6 +203,79 @@ fn granians_command_line_runs_with_the_command_renamed() {
     assert_eq!(c.get("/api/items").text(), "/api /api/items");
     let pid = std::fs::read_to_string(app.path().join("corral.pid")).unwrap();
     assert_eq!(pid.trim(), c.pid().to_string());
+}
+
+#[test]
+fn uvicorns_and_granians_environment_variables_are_read_as_they_read_them() {
+    let app = AppDir::new(&[("main.py", FASTAPI_APP)]);
+    let port = compare::free_port().to_string();
+    // A container image's settings, no flags: `CMD ["corral"]`.
+    let mut c = Corral::spawn(
+        app.path(),
+        &[],
+        &[
+            ("UVICORN_APP", "main:app"),
+            ("UVICORN_HOST", "127.0.0.1"),
+            ("UVICORN_PORT", &port),
+            ("UVICORN_WORKERS", "2"),
+            ("UVICORN_PROXY_HEADERS", "true"),
+            ("UVICORN_ACCESS_LOG", "false"),
+            ("GRANIAN_HTTP1_KEEP_ALIVE", "false"),
+            ("GRANIAN_INTERFACE", "asgi"),
+            // Not a flag of either: left alone, as click leaves it.
+            ("UVICORN_SOMETHING_ELSE", "x"),
+        ],
+    );
+    c.wait_listening();
+    c.wait_in_service(2);
+    assert_eq!(c.addr, format!("127.0.0.1:{port}"));
+    let r = c.get("/");
+    assert_eq!(r.text(), r#"{"scheme":"http","client":"127.0.0.1"}"#);
+    // GRANIAN_HTTP1_KEEP_ALIVE=false: --no-http1-keep-alive.
+    assert_eq!(r.header("connection"), Some("close"));
+    let log = c.log.text();
+    for said in [
+        &format!("UVICORN_PORT={port} read as uvicorn reads it: --port={port}"),
+        "UVICORN_APP=main:app read as uvicorn reads it: the app",
+        "UVICORN_ACCESS_LOG=false read as uvicorn reads it: --no-access-log",
+        "GRANIAN_HTTP1_KEEP_ALIVE=false read as granian reads it: --no-http1-keep-alive",
+    ] {
+        assert!(log.contains(said), "{said}:\n{log}");
+    }
+    drop(c);
+    // The command line wins over a variable, and corral's own variable too.
+    let port2 = compare::free_port().to_string();
+    let c = Corral::spawn(
+        app.path(),
+        &["main:app", "--port", &port2, "-w", "1"],
+        &[
+            ("UVICORN_PORT", &port),
+            ("UVICORN_WORKERS", "3"),
+            ("GRANIAN_BACKLOG", "64"),
+            ("CORRAL_BACKLOG", "128"),
+        ],
+    );
+    let mut c = c;
+    c.wait_listening();
+    c.wait_in_service(1);
+    assert_eq!(c.addr, format!("127.0.0.1:{port2}"));
+    assert!(
+        !c.log.text().contains("UVICORN_WORKERS"),
+        "{}",
+        c.log.text()
+    );
+    assert!(
+        !c.log.text().contains("GRANIAN_BACKLOG"),
+        "{}",
+        c.log.text()
+    );
+    // A variable for what corral does not do is refused with the reason.
+    let (code, _, err) = run_to_exit_with_env(app.path(), &["main:app"], &[("UVICORN_FD", "3")]);
+    assert_eq!(code, Some(2));
+    assert!(
+        err.contains("error: UVICORN_FD: corral does not take --fd (uvicorn's)"),
+        "{err}"
+    );
 }
 
 /// A Flask app made by its factory, as Flask's tutorial has it.
