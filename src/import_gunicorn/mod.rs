@@ -301,10 +301,12 @@ pub fn convert(
     };
     let mut asgi = false;
     match app {
-        // gunicorn serves the Paste file's app and ignores APP then.
+        // The Paste file names the app, as with gunicorn's --paste (which
+        // ignores APP). gunicorn itself, given both a file's `paste` and an
+        // APP, loads APP as a Paste URI and fails.
         Some(app) if set_in(settings, "paste") => out.note(
             app,
-            "left out: the file's `paste` names the app, as gunicorn's --paste does",
+            "left out: the file's `paste` names the app (gunicorn, given both, fails: it reads APP as a Paste file)",
         ),
         Some(app) => out.set("app", "module", Value::String(app.into())),
         None => {}
@@ -881,7 +883,7 @@ mod tests {
         let parsed: toml::Table = toml::from_str(&c.toml).expect(&c.toml);
         let app = &parsed["app"];
         assert_eq!(app["paste"].as_str(), Some("/srv/conf/production.ini#shop"));
-        // An APP given beside it is left out, as gunicorn ignores it.
+        // An APP given beside it is left out: the file names the app.
         let with_app = convert(
             &settings(r#"{"paste": "production.ini"}"#),
             Some("main:app"),
