@@ -74,9 +74,10 @@ pub enum Command {
     /// (the rollback hook runs, `reload --wait` exits 1).
     Abort(ControlArgs),
     /// Read a gunicorn config file (run with Python, as gunicorn runs it;
-    /// gunicorn need not be installed) and print the equivalent corral.toml
-    /// on stdout; every setting that has no equivalent is named on stderr,
-    /// with the reason. Exit code 0, or 1 when the file cannot be run.
+    /// gunicorn need not be installed), or hypercorn's TOML one, and print
+    /// the equivalent corral.toml on stdout; every setting that has no
+    /// equivalent is named on stderr, with the reason. Exit code 0, or 1
+    /// when the file cannot be run.
     ImportGunicorn(ImportArgs),
 }
 

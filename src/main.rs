@@ -131,7 +131,8 @@ fn main() -> ExitCode {
     }
     if let Some((conf, c)) = &gunicorn {
         tracing::info!(
-            "read gunicorn's {} as gunicorn would; `corral import-gunicorn {} > corral.toml` converts it for good",
+            "read {0}'s {1} as {0} would; `corral import-gunicorn {2} > corral.toml` converts it for good",
+            conf.server(),
             conf.path.display(),
             conf.location()
         );

@@ -523,7 +523,8 @@ fn gunicorns_config_locations() {
         conf("file:deploy.conf").unwrap().unwrap(),
         GunicornConf {
             path: "deploy.conf".into(),
-            module: None
+            module: None,
+            hypercorn: false
         }
     );
     assert_eq!(conf("g.py").unwrap().unwrap().location(), "g.py");

@@ -275,7 +275,7 @@ fn read_file(config: Option<&Path>, cwd: &Path) -> Result<Option<ConfigFile>, Co
     match config {
         // A gunicorn.conf.py (for the client commands): no [control] of
         // its own, but it names the instance.
-        Some(path) if path.extension().is_some_and(|e| e == "py") => {
+        Some(path) if matches!(gunicorn_location(path), Ok(Some(_))) => {
             Ok(Some(ConfigFile::new(path, cwd, String::new())))
         }
         Some(path) => {
@@ -305,9 +305,20 @@ const GUNICORN_FILE: &str = "gunicorn.conf.py";
 pub struct GunicornConf {
     pub path: PathBuf,
     pub module: Option<String>,
+    /// A hypercorn TOML file (its keys mostly gunicorn's), not Python.
+    pub hypercorn: bool,
 }
 
 impl GunicornConf {
+    /// Whose file it is: "gunicorn" or "hypercorn".
+    pub fn server(&self) -> &'static str {
+        if self.hypercorn {
+            "hypercorn"
+        } else {
+            "gunicorn"
+        }
+    }
+
     /// As `corral import-gunicorn` takes it: `python:MODULE` or the path.
     pub fn location(&self) -> String {
         match &self.module {
@@ -334,6 +345,7 @@ pub fn gunicorn_file(args: &Overrides) -> Result<Option<GunicornConf>, String> {
             Ok(found.then(|| GunicornConf {
                 path: PathBuf::from(GUNICORN_FILE),
                 module: None,
+                hypercorn: false,
             }))
         }
     }
@@ -342,14 +354,15 @@ pub fn gunicorn_file(args: &Overrides) -> Result<Option<GunicornConf>, String> {
 /// `--config` as gunicorn's `--config` reads it, when it names a gunicorn
 /// config: `FILE.py`, `file:PATH` (any name), or `python:MODULE`, a dotted
 /// module name looked up below the current folder as gunicorn imports it
-/// from there (`pkg/mod.py`, or `pkg/mod/__init__.py`). `None` for a
-/// corral.toml.
+/// from there (`pkg/mod.py`, or `pkg/mod/__init__.py`); or hypercorn's
+/// `FILE.toml` of flat keys. `None` for a corral.toml.
 pub fn gunicorn_location(given: &Path) -> Result<Option<GunicornConf>, String> {
     let text = given.to_string_lossy();
     if let Some(path) = text.strip_prefix("file:") {
         return Ok(Some(GunicornConf {
             path: PathBuf::from(path),
             module: None,
+            hypercorn: false,
         }));
     }
     if let Some(module) = text.strip_prefix("python:") {
@@ -371,6 +384,7 @@ pub fn gunicorn_location(given: &Path) -> Result<Option<GunicornConf>, String> {
             Some(path) => Ok(Some(GunicornConf {
                 path: path.clone(),
                 module: Some(module.to_owned()),
+                hypercorn: false,
             })),
             None => Err(format!(
                 "--config python:{module}: neither {} nor {} is below the current folder, where gunicorn would import it from; run corral from the project's folder, or give the file's path",
@@ -379,12 +393,27 @@ pub fn gunicorn_location(given: &Path) -> Result<Option<GunicornConf>, String> {
             )),
         };
     }
+    if given.extension().is_some_and(|e| e == "toml") {
+        // hypercorn's flat keys rather than corral's sections; a file that
+        // cannot be read or parsed is left to the corral.toml reader, which
+        // says why.
+        let hypercorn = std::fs::read_to_string(given)
+            .ok()
+            .and_then(|text| text.parse::<toml::Table>().ok())
+            .is_some_and(|t| crate::import_gunicorn::is_hypercorn(&t));
+        return Ok(hypercorn.then(|| GunicornConf {
+            path: given.to_owned(),
+            module: None,
+            hypercorn: true,
+        }));
+    }
     Ok(given
         .extension()
         .is_some_and(|e| e == "py")
         .then(|| GunicornConf {
             path: given.to_owned(),
             module: None,
+            hypercorn: false,
         }))
 }
 

@@ -3,8 +3,13 @@
 //! `read_conf.py`; no gunicorn import), then [`convert`]s the settings it
 //! defines into a `corral.toml` printed on stdout. Every setting with no
 //! equivalent is named on stderr with the reason ([`settings::SETTINGS`]).
+//! A hypercorn TOML file is read too (`hypercorn`): its keys are mostly
+//! gunicorn's.
 
+mod hypercorn;
 mod settings;
+
+pub use hypercorn::is_hypercorn;
 
 pub use settings::refused_flag;
 
@@ -43,6 +48,7 @@ pub fn run(args: &ImportArgs) -> u8 {
         Ok(None) => crate::config::GunicornConf {
             path: args.file.clone(),
             module: None,
+            hypercorn: false,
         },
         Err(e) => {
             eprintln!("error: {e}");
@@ -83,6 +89,15 @@ pub fn convert_file(
     python: &Path,
 ) -> Result<Conversion, String> {
     let file = conf.path.as_path();
+    if conf.hypercorn {
+        let text = std::fs::read_to_string(file)
+            .map_err(|e| format!("cannot read {}: {e}", file.display()))?;
+        let table: toml::Table = text
+            .parse()
+            .map_err(|e| format!("{} is not TOML: {e}", file.display()))?;
+        let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
+        return Ok(hypercorn::convert(&table, app, &cwd, file));
+    }
     let source = read_checked(file)?;
     let mut child = Command::new(python)
         .arg("-c")
@@ -299,6 +314,35 @@ pub fn convert(
         notes: Vec::new(),
         cwd,
     };
+    convert_into(&mut out, settings, app);
+    let unknown: Vec<&str> = settings
+        .keys()
+        .map(String::as_str)
+        .filter(|k| settings::note(k).is_none())
+        .collect();
+    if !unknown.is_empty() {
+        out.notes.push(format!(
+            "not gunicorn settings, ignored (as gunicorn ignores them): {}",
+            unknown.join(", ")
+        ));
+    }
+    out.finish(file)
+}
+
+impl Out<'_> {
+    /// The corral.toml text, after the checks that look at several keys.
+    fn finish(mut self, file: &Path) -> Conversion {
+        tls_key_in_certfile(&mut self);
+        Conversion {
+            toml: render(&self.sections, file),
+            notes: self.notes,
+        }
+    }
+}
+
+/// [`convert`]'s work on `out`: each gunicorn setting in `settings`.
+fn convert_into(out: &mut Out, settings: &BTreeMap<String, Json>, app: Option<&str>) {
+    let cwd = out.cwd;
     let mut asgi = false;
     match app {
         // The Paste file names the app, as with gunicorn's --paste (which
@@ -336,7 +380,7 @@ pub fn convert(
         match *name {
             "wsgi_app" if app.is_none() => match text(v) {
                 Some(m) => out.set("app", "module", Value::String(m)),
-                None => bad(&mut out, v),
+                None => bad(out, v),
             },
             "wsgi_app" => {}
             "bind" => {
@@ -362,7 +406,7 @@ pub fn convert(
             | "limit_request_fields"
             | "limit_request_field_size" => {
                 let Some(n) = integer(v).filter(|n| *n >= 0) else {
-                    bad(&mut out, v);
+                    bad(out, v);
                     continue;
                 };
                 let (section, key) = match *name {
@@ -379,7 +423,7 @@ pub fn convert(
             }
             "timeout" | "graceful_timeout" | "keepalive" => {
                 let Some(d) = seconds(v) else {
-                    bad(&mut out, v);
+                    bad(out, v);
                     continue;
                 };
                 let (section, key) = match *name {
@@ -395,15 +439,15 @@ pub fn convert(
                     out.set("app", "interface", Value::String(interface.name().into()));
                 }
                 Some(Err(why)) => out.note(name, why),
-                None => bad(&mut out, v),
+                None => bad(out, v),
             },
             "worker_connections" if asgi => match integer(v).filter(|n| *n > 0) {
                 Some(n) => out.set("workers", "concurrency", Value::Integer(n)),
-                None => bad(&mut out, v),
+                None => bad(out, v),
             },
             "chdir" | "pidfile" | "accesslog" | "errorlog" => {
                 let Some(p) = text(v) else {
-                    bad(&mut out, v);
+                    bad(out, v);
                     continue;
                 };
                 if *name == "errorlog" && p == "-" {
@@ -440,11 +484,11 @@ pub fn convert(
                     if *name == "user" { "user" } else { "group" },
                     Value::String(id),
                 ),
-                None => bad(&mut out, v),
+                None => bad(out, v),
             },
             "umask" => match umask(v) {
                 Some(m) => out.set("workers.limits", "umask", Value::String(format!("{m:03o}"))),
-                None => bad(&mut out, v),
+                None => bad(out, v),
             },
             "forwarded_allow_ips" | "proxy_allow_ips" => {
                 let ips = list(v).into_iter().map(Value::String).collect();
@@ -458,7 +502,7 @@ pub fn convert(
                 }
                 _ => match text(v).filter(|m| ["off", "v1", "v2", "auto"].contains(&m.as_str())) {
                     Some(mode) => out.set("server", "proxy_protocol", Value::String(mode)),
-                    None => bad(&mut out, v),
+                    None => bad(out, v),
                 },
             },
             "loglevel" => match text(v).map(|l| l.to_ascii_lowercase()) {
@@ -472,7 +516,7 @@ pub fn convert(
                     };
                     out.set("log", "level", Value::String(level.into()));
                 }
-                _ => bad(&mut out, v),
+                _ => bad(out, v),
             },
             "statsd_host" => match text(v).map(|h| crate::statsd::Target::parse(&h)) {
                 Some(Ok(crate::statsd::Target::Unix(path))) => {
@@ -485,23 +529,23 @@ pub fn convert(
                     out.set("log", "statsd_host", Value::String(target.to_string()))
                 }
                 Some(Err(why)) => out.note(name, why),
-                None => bad(&mut out, v),
+                None => bad(out, v),
             },
             "statsd_prefix" | "dogstatsd_tags" => match text(v) {
                 Some(t) if t.is_empty() => {}
                 Some(t) => out.set("log", name, Value::String(t)),
-                None => bad(&mut out, v),
+                None => bad(out, v),
             },
             "access_log_format" => match text(v) {
                 Some(f) => match crate::access_log::parse(&f) {
                     Ok(_) => out.set("log", "access_format", Value::String(f)),
                     Err(why) => out.note(name, why),
                 },
-                None => bad(&mut out, v),
+                None => bad(out, v),
             },
             "root_path" | "proc_name" => match text(v) {
                 Some(p) => out.set("app", name, Value::String(p)),
-                None => bad(&mut out, v),
+                None => bad(out, v),
             },
             "paste" => match text(v) {
                 Some(p) => {
@@ -514,7 +558,7 @@ pub fn convert(
                     };
                     out.set("app", "paste", Value::String(format!("{file}{name}")));
                 }
-                None => bad(&mut out, v),
+                None => bad(out, v),
             },
             "raw_paste_global_conf" => {
                 let mut global = toml::Table::new();
@@ -550,13 +594,13 @@ pub fn convert(
                             "holds None (or a number) a TOML file cannot: leave that key out of the dictionary",
                         ),
                     },
-                    ("logconfig_dict", _) => bad(&mut out, v),
+                    ("logconfig_dict", _) => bad(out, v),
                     (_, _) => match text(v) {
                         Some(p) => {
                             let path = out.path(&p);
                             out.set("app", name, path);
                         }
-                        None => bad(&mut out, v),
+                        None => bad(out, v),
                     },
                 }
             }
@@ -565,13 +609,13 @@ pub fn convert(
                     let path = out.path(&p);
                     out.set("server.tls", name, path);
                 }
-                None => bad(&mut out, v),
+                None => bad(out, v),
             },
             "cert_reqs" => match cert_reqs(v) {
                 // gunicorn's default: nothing to carry over.
                 Some("none") => {}
                 Some(reqs) => out.set("server.tls", "cert_reqs", Value::String(reqs.into())),
-                None => bad(&mut out, v),
+                None => bad(out, v),
             },
             "ssl_version" => match ssl_version(v) {
                 Ok(Some(min)) => out.set("server.tls", "min_version", Value::String(min.into())),
@@ -580,13 +624,13 @@ pub fn convert(
             },
             "http2_max_concurrent_streams" => match integer(v).filter(|n| *n > 0) {
                 Some(n) => out.set("server", "max_concurrent_streams", Value::Integer(n)),
-                None => bad(&mut out, v),
+                None => bad(out, v),
             },
             // Already corral's behaviour.
             "initgroups" | "capture_output" | "config" | "reload_engine" => {}
             "reload" => match v {
                 Json::Bool(true) => out.set("dev", "reload", Value::Boolean(true)),
-                _ => bad(&mut out, v),
+                _ => bad(out, v),
             },
             "reload_extra_files" => {
                 let paths = list(v).iter().map(|p| out.path(p)).collect();
@@ -602,27 +646,11 @@ pub fn convert(
                     Some(t) if allowed.contains(&t.as_str()) => {
                         out.set("app", name, Value::String(t))
                     }
-                    _ => bad(&mut out, v),
+                    _ => bad(out, v),
                 }
             }
             _ => out.note(name, note),
         }
-    }
-    let unknown: Vec<&str> = settings
-        .keys()
-        .map(String::as_str)
-        .filter(|k| settings::note(k).is_none())
-        .collect();
-    tls_key_in_certfile(&mut out);
-    if !unknown.is_empty() {
-        out.notes.push(format!(
-            "not gunicorn settings, ignored (as gunicorn ignores them): {}",
-            unknown.join(", ")
-        ));
-    }
-    Conversion {
-        toml: render(&out.sections, file),
-        notes: out.notes,
     }
 }
 

@@ -368,6 +368,43 @@ fn hypercorns_command_line_runs_with_the_command_renamed() {
     assert!(err.contains("not trio"), "{err}");
 }
 
+#[test]
+fn a_hypercorn_toml_config_is_read_as_hypercorn_reads_it() {
+    // Quart's and hypercorn's documented way: `hypercorn -c hypercorn.toml
+    // main:app`, flat keys, most of them gunicorn's.
+    let port = compare::free_port();
+    let conf = format!(
+        "bind = [\"127.0.0.1:{port}\"]\nworkers = 2\nworker_class = \"asyncio\"\n\
+         keep_alive_timeout = 0\nwebsocket_ping_interval = 5\naccesslog = \"-\"\n\
+         server_names = [\"example.com\"]\n"
+    );
+    let app = AppDir::new(&[("main.py", FASTAPI_APP), ("hypercorn.toml", &conf)]);
+    let c = Corral::start(app.path(), &["main:app", "-c", "hypercorn.toml"], 2);
+    assert_eq!(c.addr, format!("127.0.0.1:{port}"));
+    let r = c.get("/");
+    assert_eq!(r.text(), r#"{"scheme":"http","client":"127.0.0.1"}"#);
+    // keep_alive_timeout = 0: each response closes its connection.
+    assert_eq!(r.header("connection"), Some("close"));
+    let log = c.log.text();
+    for said in [
+        "read hypercorn's hypercorn.toml as hypercorn would",
+        "hypercorn.toml: not carried over: server_names: corral serves every Host",
+    ] {
+        assert!(log.contains(said), "{said}:\n{log}");
+    }
+    c.log
+        .wait_for("\"GET / HTTP/1.1\" 200", Duration::from_secs(5))
+        .unwrap_or_else(|| panic!("no access log line:\n{}", c.log.text()));
+    drop(c);
+    let (code, stdout, stderr) = run_to_exit(app.path(), &["import-gunicorn", "hypercorn.toml"]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stdout.contains("ws_ping_interval = \"5s\""), "{stdout}");
+    assert!(
+        stderr.contains("server_names: corral serves every Host"),
+        "{stderr}"
+    );
+}
+
 const LOGGING_APP: &str = r#"
 import logging
 
