@@ -178,7 +178,7 @@ pub const FLAGS: &[Flag] = &[
         "uvicorn",
         Value("SECONDS"),
         Nothing(
-            "corral's workers send heartbeats over their channel; one silent for --timeout is replaced",
+            "corral's workers send heartbeats over their channel; one silent for [workers] heartbeat_timeout (30 s by default) has its stacks logged and is replaced",
         ),
     ),
     flag(

@@ -328,6 +328,20 @@ impl GunicornConf {
     }
 }
 
+/// Whether `table`, a TOML file's top level, is hypercorn's flat keys
+/// rather than a corral.toml: a plain value at the top (a corral.toml has
+/// only sections) and none of corral's sections as a table (hypercorn's
+/// `workers` is a number).
+pub fn is_hypercorn_toml(table: &toml::Table) -> bool {
+    const SECTIONS: [&str; 9] = [
+        "app", "server", "workers", "health", "control", "deploy", "log", "hooks", "dev",
+    ];
+    !table
+        .iter()
+        .any(|(k, v)| v.is_table() && SECTIONS.contains(&k.as_str()))
+        && table.values().any(|v| !v.is_table())
+}
+
 /// The gunicorn config file `run` and `check` read in place of a
 /// corral.toml, as gunicorn would: `--config FILE.py` (or gunicorn's
 /// `file:PATH` and `python:MODULE`, see [`gunicorn_location`]), or, with no
@@ -400,7 +414,7 @@ pub fn gunicorn_location(given: &Path) -> Result<Option<GunicornConf>, String> {
         let hypercorn = std::fs::read_to_string(given)
             .ok()
             .and_then(|text| text.parse::<toml::Table>().ok())
-            .is_some_and(|t| crate::import_gunicorn::is_hypercorn(&t));
+            .is_some_and(|t| is_hypercorn_toml(&t));
         return Ok(hypercorn.then(|| GunicornConf {
             path: given.to_owned(),
             module: None,

@@ -120,19 +120,6 @@ fn bytes(v: &Json, _: &Path) -> Option<Value> {
     integer(v).filter(|n| *n > 0).map(Value::Integer)
 }
 
-/// Whether `table`, a TOML file's top level, is hypercorn's rather than a
-/// corral.toml: none of corral's sections (as tables; hypercorn's
-/// `workers` is a number), and a plain key of hypercorn's.
-pub fn is_hypercorn(table: &toml::Table) -> bool {
-    const SECTIONS: [&str; 9] = [
-        "app", "server", "workers", "health", "control", "deploy", "log", "hooks", "dev",
-    ];
-    !table
-        .iter()
-        .any(|(k, v)| v.is_table() && SECTIONS.contains(&k.as_str()))
-        && table.iter().any(|(k, v)| !v.is_table() && key(k).is_some())
-}
-
 /// Converts a hypercorn TOML file's keys (`table`) into a corral.toml;
 /// `app`: the APP on the command line; relative paths against `cwd`.
 pub fn convert(table: &toml::Table, app: Option<&str>, cwd: &Path, file: &Path) -> Conversion {
@@ -197,7 +184,7 @@ frobnicate = 1
 "#
         .parse()
         .unwrap();
-        assert!(is_hypercorn(&table));
+        assert!(crate::config::is_hypercorn_toml(&table));
         let c = convert(
             &table,
             Some("app:app"),
@@ -230,6 +217,6 @@ frobnicate = 1
         let corral: toml::Table = "workers = 2\n[server]\nbind = [\"127.0.0.1:8000\"]\n"
             .parse()
             .unwrap();
-        assert!(!is_hypercorn(&corral));
+        assert!(!crate::config::is_hypercorn_toml(&corral));
     }
 }

@@ -9,8 +9,6 @@
 mod hypercorn;
 mod settings;
 
-pub use hypercorn::is_hypercorn;
-
 pub use settings::refused_flag;
 
 use std::collections::BTreeMap;
