@@ -274,6 +274,45 @@ pub fn command() -> clap::Command {
         .mut_subcommand("check", peer_flags::add_to)
 }
 
+/// Where the flags of `run` and `check` start in `argv`: after the program,
+/// and after `run` or `check` when given; None for a client command, which
+/// takes none.
+fn run_flags_at(argv: &[OsString]) -> Option<usize> {
+    match argv.get(1).and_then(|a| a.to_str()) {
+        Some(cmd) if gunicorn_cmd_args::CLIENT_COMMANDS.contains(&cmd) => None,
+        Some("run" | "check") => Some(2),
+        _ => Some(1),
+    }
+}
+
+/// Whether `argv` gives the argument `id` of `run` or `check` on the
+/// command line itself (not from its variable, not by default).
+fn given_on_command_line(argv: &[OsString]) -> impl Fn(&str) -> bool + use<> {
+    let matches = command()
+        .ignore_errors(true)
+        .try_get_matches_from(argv)
+        .ok();
+    move |id| {
+        matches.as_ref().is_some_and(|m| {
+            let m = match m.subcommand() {
+                Some(("run" | "check", sub)) => sub,
+                _ => m,
+            };
+            m.try_contains_id(id).unwrap_or(false)
+                && m.value_source(id) == Some(clap::parser::ValueSource::CommandLine)
+        })
+    }
+}
+
+/// The argument of `cmd` whose long name or one of its aliases is `long`.
+fn arg_named(cmd: &clap::Command, long: &str) -> Option<clap::Arg> {
+    cmd.get_arguments()
+        .find(|a| {
+            a.get_long() == Some(long) || a.get_all_aliases().is_some_and(|al| al.contains(&long))
+        })
+        .cloned()
+}
+
 /// Exits with clap's error; for one of gunicorn's flags that corral does
 /// not take, with the reason `refused` gives instead; when the bad value
 /// came from a flag's `CORRAL_*` variable rather than the command line,

@@ -31,28 +31,11 @@ pub(super) fn with_gunicorn_cmd_args(
     use clap::CommandFactory;
     let words =
         shlex::split(text).ok_or("cannot split it as a shell would (a quote is not closed)")?;
-    // Where the run flags start: after the program, and after `run` or
-    // `check` when given; a client command takes none.
-    let at = match argv.get(1).and_then(|a| a.to_str()) {
-        Some(cmd) if CLIENT_COMMANDS.contains(&cmd) => return Ok(argv),
-        Some("run" | "check") => 2,
-        _ => 1,
+    let Some(at) = super::run_flags_at(&argv) else {
+        return Ok(argv);
     };
     let cmd = super::Cli::command();
-    let on_command_line = super::Cli::command()
-        .ignore_errors(true)
-        .try_get_matches_from(&argv)
-        .ok();
-    let given = |id: &str| {
-        on_command_line.as_ref().is_some_and(|m| {
-            let m = match m.subcommand() {
-                Some(("run" | "check", sub)) => sub,
-                _ => m,
-            };
-            m.try_contains_id(id).unwrap_or(false)
-                && m.value_source(id) == Some(clap::parser::ValueSource::CommandLine)
-        })
-    };
+    let given = super::given_on_command_line(&argv);
     let mut taken: Vec<OsString> = Vec::new();
     let mut words = words.into_iter().peekable();
     while let Some(word) = words.next() {
@@ -61,12 +44,11 @@ pub(super) fn with_gunicorn_cmd_args(
             _ => (word.clone(), None),
         };
         let arg = if let Some(long) = name.strip_prefix("--") {
-            cmd.get_arguments().find(|a| {
-                a.get_long() == Some(long)
-                    || a.get_all_aliases().is_some_and(|al| al.contains(&long))
-            })
+            super::arg_named(&cmd, long)
         } else if let Some(short) = name.strip_prefix('-').and_then(|s| s.chars().next()) {
-            cmd.get_arguments().find(|a| a.get_short() == Some(short))
+            cmd.get_arguments()
+                .find(|a| a.get_short() == Some(short))
+                .cloned()
         } else {
             // An APP or other word: gunicorn ignores them here too.
             continue;

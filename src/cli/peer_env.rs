@@ -41,43 +41,19 @@ pub fn with_peer_env(
         })
         .collect();
     vars.sort();
-    let at = match argv.get(1).and_then(|a| a.to_str()) {
-        Some(cmd) if super::gunicorn_cmd_args::CLIENT_COMMANDS.contains(&cmd) => {
-            return Ok(Taken {
-                argv,
-                notes: Vec::new(),
-            });
-        }
-        Some("run" | "check") => 2,
-        _ => 1,
+    let Some(at) = super::run_flags_at(&argv) else {
+        return Ok(Taken {
+            argv,
+            notes: Vec::new(),
+        });
     };
     let cmd = super::command();
     let run = cmd
         .find_subcommand("run")
         .cloned()
         .unwrap_or_else(|| cmd.clone());
-    let matches = super::command()
-        .ignore_errors(true)
-        .try_get_matches_from(&argv)
-        .ok();
-    let given = |id: &str| {
-        matches.as_ref().is_some_and(|m| {
-            let m = match m.subcommand() {
-                Some(("run" | "check", sub)) => sub,
-                _ => m,
-            };
-            m.try_contains_id(id).unwrap_or(false)
-                && m.value_source(id) == Some(clap::parser::ValueSource::CommandLine)
-        })
-    };
-    let find = |long: &str| {
-        run.get_arguments()
-            .find(|a| {
-                a.get_long() == Some(long)
-                    || a.get_all_aliases().is_some_and(|al| al.contains(&long))
-            })
-            .cloned()
-    };
+    let given = super::given_on_command_line(&argv);
+    let find = |long: &str| super::arg_named(&run, long);
     let mut words: Vec<OsString> = Vec::new();
     let mut notes = Vec::new();
     for (key, var, server, value) in &vars {
