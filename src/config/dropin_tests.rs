@@ -539,3 +539,23 @@ fn gunicorns_config_locations() {
     assert_eq!(found.path, Path::new("src/import_gunicorn/read_conf.py"));
     assert_eq!(found.location(), "python:src.import_gunicorn.read_conf");
 }
+
+#[test]
+fn a_pid_file_named_like_a_port_is_daphnes_p_and_refused() {
+    let args = Overrides {
+        pid: Some("8001".into()),
+        ..Overrides::default()
+    };
+    let err = resolve_text("[app]\nmodule = \"m:a\"\n", &args)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("--pid: \"8001\" is a number: -p/--pid is gunicorn's pid file; for daphne's -b HOST -p 8001, give --host HOST --port 8001"),
+        "{err}"
+    );
+    let args = Overrides {
+        pid: Some("./8001.pid".into()),
+        ..Overrides::default()
+    };
+    assert!(resolve_text("[app]\nmodule = \"m:a\"\n", &args).is_ok());
+}

@@ -250,6 +250,18 @@ impl Resolver<'_> {
                 );
                 None
             }
+            // daphne's `-p PORT`, given to corral, would silently write a
+            // pid file named after the port and serve on another one.
+            (Some(p), _) if p.to_str().is_some_and(|s| s.parse::<u16>().is_ok()) => {
+                self.fail(
+                    &At::flag("--pid"),
+                    format!(
+                        "\"{0}\" is a number: -p/--pid is gunicorn's pid file; for daphne's -b HOST -p {0}, give --host HOST --port {0}; for a pid file, a path like ./{0}.pid",
+                        p.display()
+                    ),
+                );
+                None
+            }
             (Some(p), _) => Some(absolute(self.cwd, p)),
             (None, Some(p)) => self.log_path(p, "server.pid_file"),
             (None, None) => None,

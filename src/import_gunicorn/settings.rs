@@ -96,7 +96,10 @@ pub const SETTINGS: &[(&str, &str)] = &[
         "not supported: run corral under systemd or a container, which keep it in the foreground",
     ),
     ("raw_env", "`-e/--env`, `[app] env`"),
-    ("pidfile", "`-p/--pid`, `[server] pid_file`"),
+    (
+        "pidfile",
+        "`-p/--pid`, `[server] pid_file` (a bare number such as `-p 8001` is refused: it is daphne's port, and gunicorn would write a pid file named 8001)",
+    ),
     (
         "worker_tmp_dir",
         "`--worker-tmp-dir`: where the worker script's private folder goes (workers send heartbeats over their channel, not through files); by default `$TMPDIR`, else /tmp, else /dev/shm when that is read-only",
