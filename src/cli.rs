@@ -266,10 +266,19 @@ pub fn parse(refused: fn(&str) -> Option<String>) -> Cli {
 }
 
 /// corral's command line, with uvicorn's, granian's and gunicorn's flags
-/// that [`peer_flags`] takes.
+/// that [`peer_flags`] takes, and gunicorn's `-v` for the version.
 pub fn command() -> clap::Command {
     use clap::CommandFactory;
-    peer_flags::add_to(Cli::command())
+    // gunicorn's -v prints the version, as -V does.
+    let version = clap::Arg::new("version")
+        .short('V')
+        .short_alias('v')
+        .long("version")
+        .action(clap::ArgAction::Version)
+        .help("Print version")
+        .display_order(usize::MAX);
+    let cli = Cli::command().disable_version_flag(true).arg(version);
+    peer_flags::add_to(cli)
         .mut_subcommand("run", peer_flags::add_to)
         .mut_subcommand("check", peer_flags::add_to)
 }
@@ -315,8 +324,8 @@ fn arg_named(cmd: &clap::Command, long: &str) -> Option<clap::Arg> {
 
 /// Exits with clap's error; for one of gunicorn's flags that corral does
 /// not take, with the reason `refused` gives instead; when the bad value
-/// came from a flag's `CORRAL_*` variable rather than the command line,
-/// says so.
+/// came from a flag's `CORRAL_*` variable (or uvicorn's or granian's)
+/// rather than the command line, says so.
 fn exit_with_reason(e: clap::Error, refused: fn(&str) -> Option<String>) -> ! {
     use clap::CommandFactory;
     use clap::error::{ContextKind, ContextValue, ErrorKind};
@@ -359,11 +368,19 @@ fn exit_with_reason(e: clap::Error, refused: fn(&str) -> Option<String>) -> ! {
             || a.starts_with(&format!("{long}="))
             || short.as_ref().is_some_and(|s| a.starts_with(s.as_str()))
     });
-    if on_command_line || std::env::var_os(&var).is_none() {
+    if on_command_line {
         e.exit()
     }
+    // corral's own variable, else uvicorn's or granian's for the flag.
+    let from = match std::env::var_os(&var) {
+        Some(_) => var,
+        None => match peer_env::variable_for(long) {
+            Some(peer) => peer,
+            None => e.exit(),
+        },
+    };
     let _ = e.print();
-    eprintln!("note: the value comes from the environment variable {var}");
+    eprintln!("note: the value comes from the environment variable {from}");
     std::process::exit(e.exit_code())
 }
 
@@ -465,6 +482,17 @@ mod tests {
         let mut args = Cli::from_arg_matches(&m).unwrap().into_run_args();
         peer_flags::apply(&m, &mut args)?;
         Ok(args)
+    }
+
+    #[test]
+    fn gunicorns_v_prints_the_version() {
+        for flag in ["-v", "-V", "--version"] {
+            let e = command()
+                .try_get_matches_from(["corral", flag])
+                .unwrap_err();
+            assert_eq!(e.kind(), clap::error::ErrorKind::DisplayVersion, "{flag}");
+            assert!(e.to_string().starts_with("corral "), "{flag}: {e}");
+        }
     }
 
     #[test]

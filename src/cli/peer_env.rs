@@ -122,6 +122,23 @@ pub fn with_peer_env(
     Ok(Taken { argv: out, notes })
 }
 
+/// The `UVICORN_*` or `GRANIAN_*` variable set for corral's flag `long`
+/// ("--interface", or the flag an alias of it names), if any: for an error
+/// about a value the command line did not give.
+pub fn variable_for(long: &str) -> Option<String> {
+    let cmd = super::command();
+    let run = cmd.find_subcommand("run").unwrap_or(&cmd);
+    let long = long.strip_prefix("--")?;
+    std::env::vars().map(|(k, _)| k).find(|name| {
+        PREFIXES.iter().any(|(prefix, _)| {
+            name.strip_prefix(prefix).is_some_and(|rest| {
+                let key = rest.to_ascii_lowercase().replace('_', "-");
+                super::arg_named(run, &key).is_some_and(|a| a.get_long() == Some(long))
+            })
+        })
+    })
+}
+
 /// click's reading of a boolean: None when it is none.
 fn boolish(value: &str) -> Option<bool> {
     match value.trim().to_ascii_lowercase().as_str() {

@@ -276,6 +276,16 @@ fn uvicorns_and_granians_environment_variables_are_read_as_they_read_them() {
         err.contains("error: UVICORN_FD: corral does not take --fd (uvicorn's)"),
         "{err}"
     );
+    // A bad value names the variable it came from.
+    let (code, _, err) =
+        run_to_exit_with_env(app.path(), &["main:app"], &[("GRANIAN_INTERFACE", "rsgi")]);
+    assert_eq!(code, Some(2));
+    assert!(
+        err.contains("invalid value 'rsgi' for '--interface")
+            && err
+                .contains("note: the value comes from the environment variable GRANIAN_INTERFACE"),
+        "{err}"
+    );
 }
 
 /// A Flask app made by its factory, as Flask's tutorial has it.
