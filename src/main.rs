@@ -160,7 +160,7 @@ fn main() -> ExitCode {
             "GUNICORN_CMD_ARGS read as gunicorn reads it (the command line's flags win): {text}"
         );
     }
-    for (flag, from, why) in args.no_op_flags() {
+    for (flag, from, why) in &args.peer_no_ops {
         tracing::info!(
             "{flag} accepted ({}'s) and changes nothing: {why}",
             from.replace(", ", "'s, ")

@@ -28,13 +28,12 @@ pub(super) fn with_gunicorn_cmd_args(
     text: &str,
     refused: fn(&str) -> Option<String>,
 ) -> Result<Vec<OsString>, String> {
-    use clap::CommandFactory;
     let words =
         shlex::split(text).ok_or("cannot split it as a shell would (a quote is not closed)")?;
     let Some(at) = super::run_flags_at(&argv) else {
         return Ok(argv);
     };
-    let cmd = super::Cli::command();
+    let cmd = super::command();
     let given = super::given_on_command_line(&argv);
     let mut taken: Vec<OsString> = Vec::new();
     let mut words = words.into_iter().peekable();

@@ -58,6 +58,8 @@ pub struct Flag {
     pub from: &'static str,
     pub takes: Takes,
     pub does: Does,
+    /// Its one-letter form, if it has one: gunicorn's `-R`.
+    pub short: Option<char>,
 }
 
 const fn flag(long: &'static str, from: &'static str, takes: Takes, does: Does) -> Flag {
@@ -66,6 +68,15 @@ const fn flag(long: &'static str, from: &'static str, takes: Takes, does: Does) 
         from,
         takes,
         does,
+        short: None,
+    }
+}
+
+impl Flag {
+    /// The flag with its one-letter form.
+    const fn short(mut self, c: char) -> Flag {
+        self.short = Some(c);
+        self
     }
 }
 
@@ -92,7 +103,8 @@ const WILDCARD: &str =
 const HTTP: &str = "corral speaks HTTP itself (hyper): HTTP/1.1, and HTTP/2 on every bind (ALPN h2 on TLS, h2c with prior knowledge on plain binds)";
 const WS: &str = "corral always takes WebSocket upgrades for an ASGI app (an app that does not want one closes the handshake: 403); a WSGI app gets none";
 
-/// Every flag, in the README's order: uvicorn's, granian's, gunicorn's.
+/// Every flag, in the README's order: uvicorn's, granian's, waitress's,
+/// hypercorn's, gunicorn's.
 pub const FLAGS: &[Flag] = &[
     // uvicorn
     flag(
@@ -138,6 +150,14 @@ pub const FLAGS: &[Flag] = &[
     ),
     flag("--use-colors", "uvicorn", SWITCH, Nothing(NO_COLOURS)),
     flag("--no-use-colors", "uvicorn", SWITCH, Nothing(NO_COLOURS)),
+    flag(
+        "--proxy-headers",
+        "uvicorn",
+        SWITCH,
+        Nothing(
+            "corral always reads X-Forwarded-Proto and X-Forwarded-For from the peers --forwarded-allow-ips trusts (127.0.0.1 and ::1 by default), as uvicorn does with it",
+        ),
+    ),
     flag(
         "--no-proxy-headers",
         "uvicorn",
@@ -672,7 +692,48 @@ pub const FLAGS: &[Flag] = &[
             "corral serves every Host: check it in the app (Django's ALLOWED_HOSTS, Starlette's TrustedHostMiddleware) or in the proxy",
         ),
     ),
-    // gunicorn
+    // gunicorn's flags for what corral always does
+    flag(
+        "--capture-output",
+        "gunicorn",
+        SWITCH,
+        Nothing("corral always logs the workers' stdout and stderr"),
+    ),
+    flag(
+        "--enable-stdio-inheritance",
+        "gunicorn",
+        SWITCH,
+        Nothing(
+            "it only applies to gunicorn's --daemon; corral stays in the foreground and sets PYTHONUNBUFFERED for the workers",
+        ),
+    )
+    .short('R'),
+    flag(
+        "--initgroups",
+        "gunicorn",
+        SWITCH,
+        Nothing("workers always get the supplementary groups of --user"),
+    ),
+    flag(
+        "--no-sendfile",
+        "gunicorn",
+        SWITCH,
+        Nothing("corral never uses sendfile: responses stream through it"),
+    ),
+    flag(
+        "--suppress-ragged-eofs",
+        "gunicorn",
+        SWITCH,
+        Nothing("rustls treats a missing close_notify as the end of the connection"),
+    ),
+    flag(
+        "--do-handshake-on-connect",
+        "gunicorn",
+        SWITCH,
+        Nothing(
+            "the TLS handshake always runs as the connection is accepted, bounded by --keep-alive",
+        ),
+    ),
     flag(
         "--reload-engine",
         "gunicorn",
@@ -703,7 +764,14 @@ pub fn add_to(cmd: Command) -> Command {
             continue;
         }
         let long = f.long.trim_start_matches("--");
-        let arg = Arg::new(id(f)).long(long).hide(true);
+        // CORRAL_<FLAG> as for every flag of `run`.
+        let mut arg = Arg::new(id(f))
+            .long(long)
+            .env(crate::config::env_name(f.long))
+            .hide(true);
+        if let Some(c) = f.short {
+            arg = arg.short(c);
+        }
         let arg = match f.takes {
             Takes::Nothing => arg.action(ArgAction::SetTrue),
             Value(name) => arg.action(ArgAction::Set).value_name(name),

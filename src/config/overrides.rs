@@ -649,31 +649,9 @@ pub struct Overrides {
     )]
     pub umask: Option<super::units::Umask>,
 
-    // gunicorn's flags for what corral always does: accepted, and named in
-    // the log with the reason ([`Overrides::no_op_flags`]).
-    #[arg(long, hide = true, env = "CORRAL_CAPTURE_OUTPUT")]
-    pub capture_output: bool,
-    #[arg(
-        short = 'R',
-        long,
-        hide = true,
-        env = "CORRAL_ENABLE_STDIO_INHERITANCE"
-    )]
-    pub enable_stdio_inheritance: bool,
-    #[arg(long, hide = true, env = "CORRAL_INITGROUPS")]
-    pub initgroups: bool,
-    #[arg(long, hide = true, env = "CORRAL_NO_SENDFILE")]
-    pub no_sendfile: bool,
-    #[arg(long, hide = true, env = "CORRAL_SUPPRESS_RAGGED_EOFS")]
-    pub suppress_ragged_eofs: bool,
-    #[arg(long, hide = true, env = "CORRAL_DO_HANDSHAKE_ON_CONNECT")]
-    pub do_handshake_on_connect: bool,
-    // uvicorn's, likewise.
-    #[arg(long, hide = true, env = "CORRAL_PROXY_HEADERS")]
-    pub proxy_headers: bool,
-
-    /// uvicorn's, granian's and gunicorn's flags given that change nothing:
-    /// the flag as given, whose it is and why (`crate::cli::peer_flags`).
+    /// The other servers' flags given that change nothing (gunicorn's
+    /// `--capture-output`, granian's `--runtime-threads`, ...): the flag as
+    /// given, whose it is and why (`crate::cli::peer_flags`), for the log.
     #[arg(skip)]
     pub peer_no_ops: Vec<(String, &'static str, &'static str)>,
     /// uvicorn's `UVICORN_*` and granian's `GRANIAN_*` variables read, each
@@ -824,61 +802,6 @@ fn parse_paste_global(s: &str) -> Result<(String, String), String> {
 }
 
 impl Overrides {
-    /// gunicorn's, uvicorn's and granian's flags given for what corral
-    /// always does, each with whose it is and why it changes nothing, for
-    /// the log.
-    pub fn no_op_flags(&self) -> Vec<(String, &'static str, &'static str)> {
-        [
-            (
-                self.capture_output,
-                "--capture-output",
-                "gunicorn",
-                "corral always logs the workers' stdout and stderr",
-            ),
-            (
-                self.enable_stdio_inheritance,
-                "--enable-stdio-inheritance",
-                "gunicorn",
-                "it only applies to gunicorn's --daemon; corral stays in the foreground and sets PYTHONUNBUFFERED for the workers",
-            ),
-            (
-                self.initgroups,
-                "--initgroups",
-                "gunicorn",
-                "workers always get the supplementary groups of --user",
-            ),
-            (
-                self.no_sendfile,
-                "--no-sendfile",
-                "gunicorn",
-                "corral never uses sendfile: responses stream through it",
-            ),
-            (
-                self.suppress_ragged_eofs,
-                "--suppress-ragged-eofs",
-                "gunicorn",
-                "rustls treats a missing close_notify as the end of the connection",
-            ),
-            (
-                self.do_handshake_on_connect,
-                "--do-handshake-on-connect",
-                "gunicorn",
-                "the TLS handshake always runs as the connection is accepted, bounded by --keep-alive",
-            ),
-            (
-                self.proxy_headers,
-                "--proxy-headers",
-                "uvicorn",
-                "corral always reads X-Forwarded-Proto and X-Forwarded-For from the peers --forwarded-allow-ips trusts (127.0.0.1 and ::1 by default), as uvicorn does with it",
-            ),
-        ]
-        .into_iter()
-        .filter(|(set, ..)| *set)
-        .map(|(_, flag, from, why)| (flag.to_owned(), from, why))
-        .chain(self.peer_no_ops.iter().cloned())
-        .collect()
-    }
-
     /// uvicorn's `--no-access-log`, made the `--access-log off` it means.
     pub fn uvicorn_access_log(&mut self) {
         if self.no_access_log {

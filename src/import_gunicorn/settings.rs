@@ -181,7 +181,7 @@ pub const SETTINGS: &[(&str, &str)] = &[
     ("syslog_facility", "not supported: see `syslog`"),
     (
         "enable_stdio_inheritance",
-        "not needed: it only applies to gunicorn's daemon mode; workers' output always goes through corral's log (`-R` is accepted, and noted in the log)",
+        "not needed: it only applies to gunicorn's daemon mode; workers' output always goes through corral's log (`-R`/`--enable-stdio-inheritance` is accepted, and noted in the log)",
     ),
     (
         "statsd_host",
@@ -287,11 +287,11 @@ pub const SETTINGS: &[(&str, &str)] = &[
     ("ca_certs", "`--ca-certs`, `[server.tls] ca_certs`"),
     (
         "suppress_ragged_eofs",
-        "not needed: rustls treats a missing close_notify as the end of the connection (the flag is accepted, and noted in the log)",
+        "not needed: rustls treats a missing close_notify as the end of the connection (`--suppress-ragged-eofs` is accepted, and noted in the log)",
     ),
     (
         "do_handshake_on_connect",
-        "not needed: the handshake always runs in the connection's own task, bounded by `keepalive` (the flag is accepted, and noted in the log)",
+        "not needed: the handshake always runs in the connection's own task, bounded by `keepalive` (`--do-handshake-on-connect` is accepted, and noted in the log)",
     ),
     ("ciphers", "not supported: rustls's safe default suites"),
     (

@@ -355,10 +355,7 @@ impl Resolver<'_> {
         if path.is_file() {
             return Some(path);
         }
-        let base = match at.location {
-            Some(_) => "the config file's folder",
-            None => "the current folder",
-        };
+        let base = at.relative_base();
         self.fail(
             at,
             format!(

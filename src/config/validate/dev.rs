@@ -73,10 +73,7 @@ impl Resolver<'_> {
             if ok(&path) {
                 out.push(path);
             } else {
-                let base = match at.location {
-                    Some(_) => "the config file's folder",
-                    None => "the current folder",
-                };
+                let base = at.relative_base();
                 self.fail(
                     &at,
                     format!(

@@ -76,6 +76,14 @@ impl At {
         }
     }
 
+    /// Where a relative path given here is read from, for a message.
+    pub(super) fn relative_base(&self) -> &'static str {
+        match self.location {
+            Some(_) => "the config file's folder",
+            None => "the current folder",
+        }
+    }
+
     /// "corral.toml:7 (key server.bind)" or "--bind", for [`Bind::origin`].
     fn origin(&self) -> String {
         match &self.location {
