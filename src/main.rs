@@ -136,6 +136,14 @@ fn main() -> ExitCode {
             conf.path.display(),
             conf.location()
         );
+        if !c.hooks.is_empty() {
+            tracing::info!(
+                "{}'s {} {} in each worker, as under gunicorn: the file runs once more in each worker, before the app's import",
+                conf.path.display(),
+                c.hooks.join(", "),
+                if c.hooks.len() == 1 { "runs" } else { "run" }
+            );
+        }
         for note in &c.notes {
             tracing::warn!("{}: not carried over: {note}", conf.path.display());
         }
@@ -154,6 +162,22 @@ fn main() -> ExitCode {
             "{}: {who}, so someone besides root can change what corral, running as root, runs (its [hooks], the rollback hook, the interpreter); make the file and its folder root's and writable by no one else",
             path.display()
         );
+    }
+    // The workers run the gunicorn hooks' file: as root, only one that no
+    // one else may change (the rule a gunicorn.conf.py corral runs itself
+    // is held to).
+    if let Some(hooks) = &cfg.app.gunicorn_hooks
+        && nix::unistd::geteuid().is_root()
+        && cfg.workers.identity.as_ref().is_none_or(|i| i.uid == 0)
+        && let Some(why) = std::fs::metadata(&hooks.path)
+            .ok()
+            .and_then(|meta| private_fs::writable_by_others(&meta))
+    {
+        tracing::error!(
+            "refusing to start: app.gunicorn_hooks {}: {why}, and the workers would run it as root; chown it to root and chmod go-w it, or run the workers as another user ([workers] user, -u)",
+            hooks.path.display()
+        );
+        return ExitCode::from(EXIT_CONFIG);
     }
     if let Ok(text) = std::env::var("GUNICORN_CMD_ARGS") {
         tracing::info!(

@@ -2,7 +2,8 @@
 //! workers' environment (`app.env_allow`, the deprecated `app.pass_env`),
 //! `$PORT`, `$WEB_CONCURRENCY`, `workers = "auto"`, app factories,
 //! `app.root_path`, `app.proc_name`, the workers' Python logging
-//! (`app.logconfig*`), `$FORWARDED_ALLOW_IPS` and flags set from the environment.
+//! (`app.logconfig*`), gunicorn's worker hooks (`app.gunicorn_hooks`),
+//! `$FORWARDED_ALLOW_IPS` and flags set from the environment.
 
 use std::path::Path;
 
@@ -558,4 +559,43 @@ fn a_pid_file_named_like_a_port_is_daphnes_p_and_refused() {
         ..Overrides::default()
     };
     assert!(resolve_text("[app]\nmodule = \"m:a\"\n", &args).is_ok());
+}
+
+#[test]
+fn gunicorn_hooks_names_a_file_beside_the_config_or_a_python_module() {
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("gunicorn.conf.py");
+    std::fs::write(&conf, "def post_fork(server, worker):\n    pass\n").unwrap();
+    assert_eq!(resolve_text("", &app()).unwrap().app.gunicorn_hooks, None);
+    for given in [
+        conf.display().to_string(),
+        format!("file:{}", conf.display()),
+    ] {
+        let text = format!("[app]\ngunicorn_hooks = \"{given}\"\n");
+        let hooks = resolve_text(&text, &app()).unwrap().app.gunicorn_hooks;
+        let hooks = hooks.expect("the key names a file");
+        assert_eq!(hooks.path, conf);
+        assert_eq!(hooks.module, None);
+        let json: serde_json::Value = serde_json::from_str(&hooks.for_worker()).unwrap();
+        assert_eq!(json["path"], conf.display().to_string());
+        assert_eq!(json["module"], serde_json::Value::Null);
+    }
+    // Relative to the file's folder; a missing one is named with its key.
+    let err = problems("[app]\ngunicorn_hooks = \"gunicorn.conf.py\"\n", &app());
+    assert!(
+        err.starts_with("corral.toml:2: app.gunicorn_hooks: /srv/app/gunicorn.conf.py is no file"),
+        "{err}"
+    );
+    let err = problems("[app]\ngunicorn_hooks = \"\"\n", &app());
+    assert!(err.contains("app.gunicorn_hooks: is empty"), "{err}");
+    let err = problems(
+        "[app]\ngunicorn_hooks = \"python:no.such.module\"\n",
+        &app(),
+    );
+    assert!(
+        err.contains("app.gunicorn_hooks: python:no.such.module: neither no/such/module.py nor"),
+        "{err}"
+    );
+    let err = problems("[app]\ngunicorn_hooks = \"python:not-a-name\"\n", &app());
+    assert!(err.contains("not a module name"), "{err}");
 }

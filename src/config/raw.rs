@@ -245,6 +245,19 @@ pub(super) struct RawApp {
     /// `logconfig_dict`), e.g. `[app.logconfig_dict.loggers.shop]` with
     /// `level = "DEBUG"`. Default: none.
     pub(super) logconfig_dict: Option<Spanned<toml::Table>>,
+    /// A gunicorn config file whose worker hooks each worker runs, as
+    /// gunicorn's workers run them: `post_fork(server, worker)` before the
+    /// app's import, `post_worker_init(worker)` after it,
+    /// `pre_request(worker, req)` and `post_request(worker, req, environ,
+    /// resp)` around each WSGI request, `worker_int(worker)` on SIGINT or
+    /// SIGQUIT and `worker_exit(server, worker)` when the worker exits. The
+    /// file runs once more in each worker, as the workers' user, before
+    /// the app's import (its other settings and hooks change nothing
+    /// there). A path relative to this file's folder, or gunicorn's
+    /// "python:MODULE", found below the current folder. Set when corral
+    /// reads a gunicorn.conf.py that defines one of these hooks (and by
+    /// `corral import-gunicorn`). Default: none.
+    pub(super) gunicorn_hooks: Option<Spanned<String>>,
 }
 
 section! {

@@ -127,6 +127,37 @@ pub struct AppConfig {
     /// The Python `logging` configuration each worker applies before it
     /// imports the app (`app.logconfig*`, `--log-config*`).
     pub logging: Option<PythonLogging>,
+    /// The gunicorn config file whose worker hooks each worker runs
+    /// (`app.gunicorn_hooks`).
+    pub gunicorn_hooks: Option<GunicornHooks>,
+}
+
+/// A gunicorn config file whose worker hooks (`post_fork`,
+/// `post_worker_init`, `pre_request`, `post_request`, `worker_int`,
+/// `worker_exit`) the workers run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GunicornHooks {
+    /// The file (absolute).
+    pub path: PathBuf,
+    /// gunicorn's `python:MODULE`: the module name it runs under, and the
+    /// folder its package is imported from.
+    pub module: Option<(String, PathBuf)>,
+}
+
+impl GunicornHooks {
+    /// What the worker reads from `CORRAL_WORKER_GUNICORN_HOOKS`.
+    pub fn for_worker(&self) -> String {
+        let (module, root) = match &self.module {
+            Some((module, root)) => (Some(module.as_str()), Some(root.display().to_string())),
+            None => (None, None),
+        };
+        serde_json::json!({
+            "path": self.path.display().to_string(),
+            "module": module,
+            "root": root,
+        })
+        .to_string()
+    }
 }
 
 /// A PasteDeploy app, as gunicorn's `--paste` and `--paste-global` give it.

@@ -1,6 +1,6 @@
 //! hypercorn's TOML config file (`hypercorn -c hypercorn.toml`, Quart's
 //! documented way): flat keys, most of them gunicorn's settings under the
-//! same name, which [`super::convert`]'s work turns into corral's; the rest
+//! same name, which [`super::convert_at`]'s work turns into corral's; the rest
 //! are hypercorn's own, each mapped here or named with the reason.
 
 use std::collections::BTreeMap;
@@ -127,6 +127,7 @@ pub fn convert(table: &toml::Table, app: Option<&str>, cwd: &Path, file: &Path) 
         sections: BTreeMap::new(),
         notes: Vec::new(),
         cwd,
+        hooks: Vec::new(),
     };
     let mut settings: BTreeMap<String, Json> = BTreeMap::new();
     let mut unknown = Vec::new();

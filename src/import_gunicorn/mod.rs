@@ -1,6 +1,6 @@
 //! `corral import-gunicorn FILE [APP]`: runs a gunicorn config file with the
 //! app's Python exactly as gunicorn does (`exec` in a fresh namespace, see
-//! `read_conf.py`; no gunicorn import), then [`convert`]s the settings it
+//! `read_conf.py`; no gunicorn import), then [`convert_at`]s the settings it
 //! defines into a `corral.toml` printed on stdout. Every setting with no
 //! equivalent is named on stderr with the reason ([`settings::SETTINGS`]).
 //! A hypercorn TOML file is read too (`hypercorn`): its keys are mostly
@@ -79,7 +79,7 @@ const RUN_TIMEOUT: Duration = Duration::from_secs(60);
 /// Runs the gunicorn config file `conf` with `python` as gunicorn would (a
 /// `python:MODULE` one under its module's name, so that its relative
 /// imports work) and
-/// [`convert`]s what it sets. corral reads the file itself (under
+/// [`convert_at`]s what it sets. corral reads the file itself (under
 /// [`read_checked`]'s rule: it is code) and hands its bytes to Python.
 pub fn convert_file(
     conf: &crate::config::GunicornConf,
@@ -152,7 +152,13 @@ pub fn convert_file(
     let settings: BTreeMap<String, Json> = serde_json::from_slice(&stdout)
         .map_err(|e| format!("unexpected output from {}: {e}", python.display()))?;
     let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
-    Ok(convert(&settings, app, &cwd, file))
+    Ok(convert_at(
+        &settings,
+        app,
+        &cwd,
+        file,
+        conf.module.as_deref(),
+    ))
 }
 
 /// The bytes of a gunicorn config file, which is code corral will run: it
@@ -180,6 +186,9 @@ fn read_checked(file: &Path) -> Result<Vec<u8>, String> {
 pub struct Conversion {
     pub toml: String,
     pub notes: Vec<String>,
+    /// The worker hooks the file defines, which the workers run
+    /// (`[app] gunicorn_hooks`).
+    pub hooks: Vec<&'static str>,
 }
 
 /// What the file set for one name: `{"value": ...}`, `{"callable": true}`
@@ -214,6 +223,8 @@ struct Out<'a> {
     sections: BTreeMap<&'static str, Vec<(&'static str, Value)>>,
     notes: Vec<String>,
     cwd: &'a Path,
+    /// The worker hooks found ([`settings::WORKER_HOOKS`]).
+    hooks: Vec<&'static str>,
 }
 
 impl Out<'_> {
@@ -298,21 +309,43 @@ fn bind(addr: &str, cwd: &Path) -> Result<String, String> {
     })
 }
 
-/// Converts the settings a gunicorn config file defined. `app`: the APP
-/// given on gunicorn's command line, if any; relative paths are made
-/// absolute against `cwd` (gunicorn resolves them against its cwd).
-pub fn convert(
+/// [`convert_at`] for a file named by its path.
+#[cfg(test)]
+fn convert(
     settings: &BTreeMap<String, Json>,
     app: Option<&str>,
     cwd: &Path,
     file: &Path,
 ) -> Conversion {
+    convert_at(settings, app, cwd, file, None)
+}
+
+/// Converts the settings a gunicorn config file (`file`, or the
+/// `python:MODULE` gunicorn imports when `module` is given) defined. `app`:
+/// the APP given on gunicorn's command line, if any; relative paths are
+/// made absolute against `cwd` (gunicorn resolves them against its cwd).
+/// Worker hooks the file defines make `[app] gunicorn_hooks` name it.
+fn convert_at(
+    settings: &BTreeMap<String, Json>,
+    app: Option<&str>,
+    cwd: &Path,
+    file: &Path,
+    module: Option<&str>,
+) -> Conversion {
     let mut out = Out {
         sections: BTreeMap::new(),
         notes: Vec::new(),
         cwd,
+        hooks: Vec::new(),
     };
     convert_into(&mut out, settings, app);
+    if !out.hooks.is_empty() {
+        let location = match module {
+            Some(module) => format!("python:{module}"),
+            None => cwd.join(file).display().to_string(),
+        };
+        out.set("app", "gunicorn_hooks", Value::String(location));
+    }
     let unknown: Vec<&str> = settings
         .keys()
         .map(String::as_str)
@@ -334,11 +367,12 @@ impl Out<'_> {
         Conversion {
             toml: render(&self.sections, file),
             notes: self.notes,
+            hooks: self.hooks,
         }
     }
 }
 
-/// [`convert`]'s work on `out`: each gunicorn setting in `settings`.
+/// [`convert_at`]'s work on `out`: each gunicorn setting in `settings`.
 fn convert_into(out: &mut Out, settings: &BTreeMap<String, Json>, app: Option<&str>) {
     let cwd = out.cwd;
     let mut asgi = false;
@@ -357,6 +391,13 @@ fn convert_into(out: &mut Out, settings: &BTreeMap<String, Json>, app: Option<&s
         let Some(entry) = settings.get(*name) else {
             continue;
         };
+        if entry.get("callable").is_some()
+            && let Some(hook) = settings::WORKER_HOOKS.iter().find(|h| *h == name)
+        {
+            // Run by the workers, from the file itself.
+            out.hooks.push(hook);
+            continue;
+        }
         let v = match value_of(entry) {
             Ok(v) => v,
             Err(_) if *name == "logconfig_dict" => {
@@ -1072,12 +1113,70 @@ mod tests {
     }
 
     #[test]
+    fn worker_hooks_make_the_workers_run_the_file_and_the_arbiters_are_named() {
+        let mut s = settings(r#"{"workers": 2}"#);
+        for hook in ["post_fork", "pre_request", "worker_exit", "when_ready"] {
+            s.insert(hook.into(), serde_json::json!({"callable": true}));
+        }
+        let c = convert(&s, None, Path::new("/srv"), Path::new("conf/g.py"));
+        assert_eq!(c.hooks, ["post_fork", "pre_request", "worker_exit"]);
+        assert!(
+            c.toml
+                .contains("[app]\ngunicorn_hooks = \"/srv/conf/g.py\"\n"),
+            "{}",
+            c.toml
+        );
+        let notes = c.notes.join("\n");
+        assert!(notes.contains("when_ready: is a function"), "{notes}");
+        for hook in ["post_fork", "pre_request", "worker_exit"] {
+            assert!(
+                !notes.contains(hook),
+                "{hook} runs, so it is no note: {notes}"
+            );
+        }
+        // gunicorn's python:MODULE keeps its name, for its relative imports.
+        let c = convert_at(
+            &s,
+            None,
+            Path::new("/srv"),
+            Path::new("config/gunicorn.py"),
+            Some("config.gunicorn"),
+        );
+        assert!(
+            c.toml
+                .contains("gunicorn_hooks = \"python:config.gunicorn\""),
+            "{}",
+            c.toml
+        );
+        // A file without them leaves the key out; a hook that is not a
+        // function is no hook.
+        let mut s = settings(r#"{"workers": 2, "post_fork": null}"#);
+        s.insert("on_exit".into(), serde_json::json!({"callable": true}));
+        let c = convert(&s, None, Path::new("/srv"), Path::new("g.py"));
+        assert!(c.hooks.is_empty());
+        assert!(!c.toml.contains("gunicorn_hooks"), "{}", c.toml);
+    }
+
+    /// The worker runs the hooks `settings::WORKER_HOOKS` lists, no more,
+    /// no fewer.
+    #[test]
+    fn the_worker_runs_the_hooks_the_conversion_hands_it() {
+        let text = crate::worker::script::file("corral_worker/hooks.py");
+        let start = text
+            .find("WORKER_HOOKS = (")
+            .expect("hooks.py lists WORKER_HOOKS");
+        let end = start + text[start..].find(')').unwrap();
+        let listed: Vec<&str> = text[start..end].split('"').skip(1).step_by(2).collect();
+        assert_eq!(listed, settings::WORKER_HOOKS);
+    }
+
+    #[test]
     fn what_cannot_be_mapped_is_named_with_the_reason() {
         let mut s = settings(
             r#"{"preload_app": true, "worker_class": "gevent", "daemon": false,
                 "bind": ["unix:app.sock", "fd://3", "localhost"], "syslog": true}"#,
         );
-        s.insert("post_fork".into(), serde_json::json!({"callable": true}));
+        s.insert("on_starting".into(), serde_json::json!({"callable": true}));
         s.insert(
             "ssl_version".into(),
             serde_json::json!({"repr": "<_SSLMethod>"}),
@@ -1087,7 +1186,7 @@ mod tests {
         for needle in [
             "preload_app: not supported: each worker imports the app itself",
             "worker_class: corral has no gevent workers",
-            "post_fork: is a function; not supported",
+            "on_starting: is a function; not supported",
             "ssl_version: is <_SSLMethod> (not a plain value)",
             "bind: fd://3: file descriptors are not supported",
             "syslog: not supported: log to stderr",

@@ -3,6 +3,18 @@
 //! README's migration table says the same (a test checks that it lists
 //! every setting the installed gunicorn knows).
 
+/// gunicorn's hooks that run in its workers, which corral's workers run
+/// from the file itself (`[app] gunicorn_hooks`; the worker's `hooks.py`
+/// lists the same).
+pub const WORKER_HOOKS: [&str; 6] = [
+    "post_fork",
+    "post_worker_init",
+    "pre_request",
+    "post_request",
+    "worker_int",
+    "worker_exit",
+];
+
 /// (gunicorn setting, corral's equivalent or "not supported: why").
 pub const SETTINGS: &[(&str, &str)] = &[
     (
@@ -224,30 +236,36 @@ pub const SETTINGS: &[(&str, &str)] = &[
     ("pre_fork", "not supported: no Python in the supervisor"),
     (
         "post_fork",
-        "not supported: workers are not forked from a preloaded app; put the code at the app module's import time",
+        "runs in each worker before the app's import (`[app] gunicorn_hooks` names the file, which each worker runs once more; set when corral reads the file), with stand-ins for gunicorn's `server` and `worker` (`pid`, `ppid`, `age`, `log`, `cfg`)",
     ),
     (
         "post_worker_init",
-        "not supported: put the code at the app module's import time, or in an ASGI lifespan startup",
+        "runs in each worker after the app's import, before its first request (`[app] gunicorn_hooks`, as `post_fork`)",
     ),
     (
         "worker_int",
-        "not supported: no Python hook; a stopping worker gets SIGTERM and finishes its requests",
+        "runs when a worker gets SIGINT or SIGQUIT, before it exits (`[app] gunicorn_hooks`, as `post_fork`); a stopping worker gets SIGTERM and finishes its requests",
     ),
     (
         "worker_abort",
         "not supported: a worker past `timeout` has its Python stack logged before it is replaced",
     ),
     ("pre_exec", "not supported: a USR2 re-exec runs no Python"),
-    ("pre_request", "not supported: use WSGI/ASGI middleware"),
-    ("post_request", "not supported: use WSGI/ASGI middleware"),
+    (
+        "pre_request",
+        "runs before each WSGI request (`[app] gunicorn_hooks`, as `post_fork`); `req` has gunicorn's `method`, `uri`, `path`, `query`, `version`, `headers`; an exception answers 500, as under gunicorn; for ASGI apps, as gunicorn's uvicorn worker, never",
+    ),
+    (
+        "post_request",
+        "runs after each WSGI response is sent (`[app] gunicorn_hooks`, as `post_fork`); `resp` has `status`, `status_code`, `headers`, `sent`; for ASGI apps, as gunicorn's uvicorn worker, never",
+    ),
     (
         "child_exit",
         "`[hooks] on_worker_exit` runs a command after each worker exit (pid, slot, exit code or signal in its environment); exits are also logged and shown in `/status`",
     ),
     (
         "worker_exit",
-        "`[hooks] on_worker_exit` runs a command after the exit (prometheus_client's `mark_process_dead` goes there); code that must run inside the worker: `atexit` in the app, or an ASGI lifespan shutdown",
+        "runs in a worker that exits on its own (a stop, a recycle, a reload), after its requests and an ASGI lifespan shutdown (`[app] gunicorn_hooks`, as `post_fork`); `[hooks] on_worker_exit` runs a command after every exit, a killed worker's too",
     ),
     (
         "nworkers_changed",

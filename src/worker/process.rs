@@ -183,6 +183,14 @@ impl Launcher {
                     .map(|l| l.for_worker())
                     .unwrap_or_default(),
             ),
+            (
+                "CORRAL_WORKER_GUNICORN_HOOKS".into(),
+                cfg.app
+                    .gunicorn_hooks
+                    .as_ref()
+                    .map(|h| h.for_worker())
+                    .unwrap_or_default(),
+            ),
             ("PYTHONUNBUFFERED".into(), "1".into()),
             ("CORRAL_WORKER_STACKS_FD".into(), STACKS_FD.to_string()),
             (

@@ -32,6 +32,7 @@ mod frameworks;
 mod frameworks_asgi;
 mod gunicorn_compat;
 mod gunicorn_deploys;
+mod gunicorn_hooks;
 mod hangup;
 mod health;
 mod hooks;

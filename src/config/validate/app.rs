@@ -8,8 +8,8 @@ use toml::Spanned;
 use crate::config::Overrides;
 use crate::config::raw::RawApp;
 use crate::config::{
-    AppConfig, AsgiLifespan, AsgiLoop, DEFAULT_FILE, Env, EnvAllow, Interface, OLD_BASE_ENV, Paste,
-    Problem, PythonLogging, is_corral_own_env,
+    AppConfig, AsgiLifespan, AsgiLoop, DEFAULT_FILE, Env, EnvAllow, GunicornHooks, Interface,
+    OLD_BASE_ENV, Paste, Problem, PythonLogging, is_corral_own_env,
 };
 
 use super::*;
@@ -147,6 +147,10 @@ impl Resolver<'_> {
             .asgi_lifespan
             .or(raw.asgi_lifespan)
             .unwrap_or(AsgiLifespan::Auto);
+        let gunicorn_hooks = raw
+            .gunicorn_hooks
+            .as_ref()
+            .and_then(|given| self.gunicorn_hooks(given));
 
         Some(AppConfig {
             module: module?,
@@ -165,7 +169,43 @@ impl Resolver<'_> {
             env_file,
             paste,
             logging,
+            gunicorn_hooks,
         })
+    }
+
+    /// `app.gunicorn_hooks`: a file relative to the config file's folder
+    /// (gunicorn's `file:PATH` too), or gunicorn's `python:MODULE`, found
+    /// below the current folder as `--config python:MODULE` is.
+    fn gunicorn_hooks(&mut self, given: &Spanned<String>) -> Option<GunicornHooks> {
+        let at = self.in_file(given.span(), "app.gunicorn_hooks");
+        let text = given.get_ref();
+        if text.starts_with("python:") {
+            return match crate::config::gunicorn_location(Path::new(text)) {
+                Ok(Some(conf)) => Some(GunicornHooks {
+                    path: absolute(self.cwd, &conf.path),
+                    module: conf.module.map(|m| (m, self.cwd.to_path_buf())),
+                }),
+                Ok(None) => None,
+                Err(message) => {
+                    self.fail(&at, message.replace("--config ", ""));
+                    None
+                }
+            };
+        }
+        let text = text.strip_prefix("file:").unwrap_or(text);
+        if text.is_empty() {
+            self.fail(
+                &at,
+                "is empty: give the gunicorn config file, like \"gunicorn.conf.py\", or leave the key out",
+            );
+            return None;
+        }
+        let path = self.existing_file(
+            absolute(self.file_dir(), Path::new(text)),
+            &at,
+            "the gunicorn config file whose worker hooks the workers run",
+        )?;
+        Some(GunicornHooks { path, module: None })
     }
 
     /// What the workers serve: the `module:callable` (its flag, else the

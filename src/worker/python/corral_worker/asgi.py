@@ -617,6 +617,8 @@ class AsgiWorker:
             if not self.streams:
                 break
         await self.lifespan.shutdown(deadline - self.loop.time())
+        if self.on_exit is not None:
+            self.on_exit()
         import atexit
 
         atexit._run_exitfuncs()
@@ -643,9 +645,12 @@ def asyncio_cancelled():
     return asyncio.CancelledError
 
 
-def serve_asgi(sock, app, lifespan, loop, loop_name, import_ms, heartbeat, graceful, root):
-    """Runs the ASGI worker on `loop` until SIGTERM (then exits)."""
+def serve_asgi(sock, app, lifespan, loop, loop_name, import_ms, heartbeat, graceful, root,
+               on_exit=None):
+    """Runs the ASGI worker on `loop` until SIGTERM (then exits, calling
+    on_exit after the lifespan shutdown)."""
     worker = AsgiWorker(app, loop, lifespan, graceful, root)
+    worker.on_exit = on_exit
     loop.run_until_complete(loop.create_unix_connection(lambda: worker, sock=sock))
     loop.add_signal_handler(signal.SIGTERM, worker.stop)
     if heartbeat > 0:

@@ -230,6 +230,7 @@ def main():
     env_file = os.environ.pop("CORRAL_WORKER_ENV_FILE", "")
     paste = os.environ.pop("CORRAL_WORKER_PASTE", "")
     paste_global = os.environ.pop("CORRAL_WORKER_PASTE_GLOBAL", "")
+    hooks_spec = os.environ.pop("CORRAL_WORKER_GUNICORN_HOOKS", "")
     sock = socket.socket(fileno=fd)
     ring = None
     if ring_spec:
@@ -252,8 +253,20 @@ def main():
     else:
         stacks = sys.stderr
     faulthandler.register(signal.SIGUSR1, file=stacks, all_threads=True)
-    signal.signal(signal.SIGQUIT, lambda *_: os._exit(0))
-    signal.signal(signal.SIGINT, lambda *_: os._exit(0))
+    # gunicorn's worker hooks, once the config file has run (hooks.py).
+    hooks = None
+
+    def quit_now(*_):
+        # gunicorn's quick exit: worker_int, then worker_exit, then out.
+        if hooks is not None:
+            hooks.worker_int()
+            hooks.worker_exit()
+            sys.stdout.flush()
+            sys.stderr.flush()
+        os._exit(0)
+
+    signal.signal(signal.SIGQUIT, quit_now)
+    signal.signal(signal.SIGINT, quit_now)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
 
@@ -269,6 +282,11 @@ def main():
             load_env_file(env_file)
         if logging_spec:
             configure_logging(logging_spec)
+        if hooks_spec:
+            from .hooks import Hooks
+
+            hooks = Hooks(hooks_spec)
+            hooks.post_fork()
         if paste:
             import json
 
@@ -277,6 +295,8 @@ def main():
             app = load_app(spec, factory)
         if not callable(app):
             raise TypeError("%s is not callable (got %s)" % (spec, type(app).__name__))
+        if hooks is not None:
+            hooks.post_worker_init(app)
         if interface == "asgi" or (interface == "auto" and is_asgi(app)):
             # Start-up errors surface now, as boot errors, like an import error.
             loop, loop_name = new_event_loop(asgi_loop)
@@ -310,9 +330,11 @@ def main():
         if stop.is_set():
             os._exit(0)  # told to stop while booting
         serve_asgi(sock, app, lifespan, loop, loop_name, import_ms, heartbeat, graceful,
-                   root_path)
+                   root_path, hooks.worker_exit if hooks is not None else None)
         os._exit(0)
 
+    if hooks is not None:
+        app = hooks.wrap(app)
     worker = Worker(conn, WsgiRunner(conn, app, threads, root_path, software), threads)
     worker.start()
     if heartbeat > 0:
@@ -338,6 +360,8 @@ def main():
         time.sleep(0.05)
         if not conn.streams:
             break
+    if hooks is not None:
+        hooks.worker_exit()
     import atexit
 
     atexit._run_exitfuncs()

@@ -1,0 +1,283 @@
+//! gunicorn's worker hooks (`post_fork`, `post_worker_init`, `pre_request`,
+//! `post_request`, `worker_int`, `worker_exit`) run in corral's workers,
+//! from the gunicorn.conf.py itself, at the points of a worker's life where
+//! gunicorn's workers run them; a failing `post_fork` fails the boot with
+//! its traceback.
+
+use crate::common::*;
+use crate::gunicorn_compat::run_to_exit;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+/// Answers what the hooks left in the worker: the variable `post_fork` set
+/// and the attribute `post_worker_init` put on the app; `/pid` its pid.
+const HOOKED_APP: &str = r#"
+import os
+
+def app(environ, start_response):
+    if environ["PATH_INFO"] == "/pid":
+        body = str(os.getpid())
+    else:
+        body = "forked=%s init=%s pid=%d" % (
+            os.environ.get("FORKED"), getattr(app, "initialised", None), os.getpid())
+    body = body.encode()
+    start_response("200 OK", [("Content-Length", str(len(body)))])
+    return [body]
+"#;
+
+/// A gunicorn.conf.py with every worker hook, as projects write them (the
+/// log lines of gunicorn's example config), and one arbiter hook.
+const HOOKS_CONF: &str = r#"
+import os
+workers = 2
+
+def post_fork(server, worker):
+    os.environ["FORKED"] = "%d/%d" % (worker.pid, server.pid)
+    server.log.info("Worker spawned (pid: %s)", worker.pid)
+
+def post_worker_init(worker):
+    worker.wsgi.initialised = worker.pid
+
+def pre_request(worker, req):
+    if req.path == "/refused":
+        raise PermissionError("pre_request refused " + req.path)
+    worker.log.info("pre_request %s %s query=%s", req.method, req.path, req.query)
+
+def post_request(worker, req, environ, resp):
+    worker.log.info("post_request %s %s sent=%s", req.path, resp.status_code, resp.sent)
+
+def worker_int(worker):
+    worker.log.info("worker_int %s", worker.pid)
+
+def worker_exit(server, worker):
+    with open(os.path.join(os.path.dirname(__file__), "exits.txt"), "a") as f:
+        f.write("%d\n" % worker.pid)
+
+def on_starting(server):
+    pass
+"#;
+
+/// The pids `worker_exit` wrote into the app folder's exits.txt.
+fn exits(dir: &Path) -> Vec<u32> {
+    std::fs::read_to_string(dir.join("exits.txt"))
+        .unwrap_or_default()
+        .lines()
+        .map(|l| l.parse().unwrap())
+        .collect()
+}
+
+fn wait_for_exits(dir: &Path, n: usize) -> Vec<u32> {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let pids = exits(dir);
+        if pids.len() >= n || Instant::now() > deadline {
+            return pids;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn gunicorns_worker_hooks_run_in_each_worker_where_gunicorn_runs_them() {
+    let app = AppDir::new(&[("app.py", HOOKED_APP), ("gunicorn.conf.py", HOOKS_CONF)]);
+    // `corral app:app` where `gunicorn app:app` ran, the file in the folder.
+    let mut c = Corral::start(app.path(), &["app:app"], 2);
+    let log = c.log.text();
+    assert!(
+        log.contains("gunicorn.conf.py's post_fork, post_worker_init, worker_int, pre_request, post_request, worker_exit run in each worker"),
+        "{log}"
+    );
+    assert!(
+        log.contains("not carried over: on_starting: is a function"),
+        "{log}"
+    );
+    assert!(!log.contains("not carried over: post_fork"), "{log}");
+
+    // post_fork ran in the worker, before the app's import, with the
+    // worker's and corral's pids; post_worker_init after it.
+    let body = c.get("/").text();
+    let pid: u32 = body.rsplit("pid=").next().unwrap().parse().unwrap();
+    assert_eq!(
+        body,
+        format!("forked={pid}/{} init={pid} pid={pid}", c.pid()),
+        "{}",
+        c.log.text()
+    );
+    assert!(
+        c.log
+            .text()
+            .contains(&format!("[INFO] Worker spawned (pid: {pid})")),
+        "server.log.info reaches corral's log: {}",
+        c.log.text()
+    );
+
+    // pre_request and post_request around each request.
+    assert_eq!(c.get("/hello?x=1").status, 200);
+    c.log
+        .wait_for("pre_request GET /hello query=x=1", Duration::from_secs(10))
+        .expect("pre_request ran");
+    c.log
+        .wait_for("post_request /hello 200 sent=", Duration::from_secs(10))
+        .expect("post_request ran");
+    // An exception in pre_request answers 500, as under gunicorn, and
+    // post_request still runs.
+    let r = c.get("/refused");
+    assert_eq!(r.status, 500, "{}", r.text());
+    c.log
+        .wait_for(
+            "PermissionError: pre_request refused /refused",
+            Duration::from_secs(10),
+        )
+        .expect("the traceback is logged");
+    c.log
+        .wait_for("post_request /refused None sent=0", Duration::from_secs(10))
+        .expect("post_request ran after the refusal");
+
+    // SIGQUIT: worker_int, then worker_exit, and a replacement.
+    let quit = c.worker_pid("/pid");
+    // SAFETY: signalling a worker of the corral this test started.
+    unsafe { libc::kill(quit as i32, libc::SIGQUIT) };
+    c.log
+        .wait_for(&format!("worker_int {quit}"), Duration::from_secs(10))
+        .expect("worker_int ran");
+    assert_eq!(wait_for_exits(app.path(), 1), [quit]);
+    c.wait_until("a replacement", || {
+        c.log.count("all 2 workers in service") >= 2
+    });
+
+    // A graceful stop: worker_exit in each worker, after its requests.
+    c.signal(libc::SIGTERM);
+    assert!(c.wait_exit(Duration::from_secs(30)).is_some());
+    let exited = wait_for_exits(app.path(), 3);
+    assert_eq!(exited.len(), 3, "{exited:?}\n{}", c.log.text());
+    assert_eq!(exited.iter().filter(|p| **p == quit).count(), 1);
+}
+
+const ASGI_APP: &str = r#"
+import os
+
+async def app(scope, receive, send):
+    if scope["type"] != "http":
+        return
+    body = ("forked=%s" % os.environ.get("FORKED")).encode()
+    await send({"type": "http.response.start", "status": 200,
+                "headers": [(b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
+"#;
+
+#[test]
+fn asgi_workers_run_the_hooks_gunicorns_uvicorn_worker_runs_and_a_failing_hook_fails_the_boot() {
+    let conf = r#"
+import os
+workers = 1
+def post_fork(server, worker):
+    os.environ["FORKED"] = "asgi"
+def pre_request(worker, req):
+    worker.log.info("pre_request ran")
+def worker_exit(server, worker):
+    with open(os.path.join(os.path.dirname(__file__), "exits.txt"), "a") as f:
+        f.write("%d\n" % worker.pid)
+"#;
+    let bad = "def post_worker_init(worker):\n    raise RuntimeError(\"no database at boot\")\n";
+    let app = AppDir::new(&[("app.py", ASGI_APP), ("hooks.py", conf), ("bad.py", bad)]);
+    let mut c = Corral::start(
+        app.path(),
+        &["app:app", "-c", "hooks.py", "-b", "127.0.0.1:0"],
+        1,
+    );
+    assert_eq!(c.get("/").text(), "forked=asgi");
+    // gunicorn's uvicorn worker calls no pre_request, and neither does corral.
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(
+        !c.log.text().contains("pre_request ran"),
+        "{}",
+        c.log.text()
+    );
+    c.signal(libc::SIGTERM);
+    assert!(c.wait_exit(Duration::from_secs(30)).is_some());
+    assert_eq!(wait_for_exits(app.path(), 1).len(), 1, "{}", c.log.text());
+
+    // `corral check` shows the hook's traceback, from the hook's own line.
+    let (code, stdout, stderr) = run_to_exit(app.path(), &["check", "app:app", "-c", "bad.py"]);
+    assert_ne!(code, Some(0), "{stdout}{stderr}");
+    let out = format!("{stdout}{stderr}");
+    assert!(out.contains("FAILED: app:app does not boot"), "{out}");
+    assert!(
+        out.contains("bad.py\", line 2, in post_worker_init"),
+        "{out}"
+    );
+    assert!(out.contains("RuntimeError: no database at boot"), "{out}");
+
+    // Workers that run as root never run a file someone else may change.
+    // SAFETY: geteuid cannot fail.
+    if unsafe { libc::geteuid() } == 0 {
+        std::fs::write(
+            app.path().join("corral.toml"),
+            "[app]\ngunicorn_hooks = \"hooks.py\"\n",
+        )
+        .unwrap();
+        let path = app.path().join("hooks.py");
+        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o666))
+            .unwrap();
+        let (code, _, stderr) = run_to_exit(app.path(), &["app:app"]);
+        assert_eq!(code, Some(2), "{stderr}");
+        assert!(
+            stderr.contains("refusing to start: app.gunicorn_hooks")
+                && stderr.contains("group or others may write to it (mode 0666)"),
+            "{stderr}"
+        );
+    }
+}
+
+#[test]
+fn a_python_module_configs_hooks_keep_its_relative_imports_through_import_gunicorn() {
+    // `gunicorn -c python:config.gunicorn`, the hook using its package.
+    let conf = "import os\nfrom .base import GREETING\nworkers = 1\n\ndef post_fork(server, worker):\n    os.environ[\"FORKED\"] = GREETING\n";
+    let app = AppDir::new(&[
+        ("app.py", HOOKED_APP),
+        ("config/__init__.py", ""),
+        ("config/base.py", "GREETING = 'from-base'\n"),
+        ("config/gunicorn.py", conf),
+    ]);
+    let c = Corral::start(
+        app.path(),
+        &[
+            "app:app",
+            "-c",
+            "python:config.gunicorn",
+            "-b",
+            "127.0.0.1:0",
+        ],
+        1,
+    );
+    assert!(
+        c.get("/").text().starts_with("forked=from-base "),
+        "{}",
+        c.log.text()
+    );
+    drop(c);
+    // import-gunicorn writes the key; the corral.toml it printed serves the
+    // same.
+    let (code, stdout, stderr) = run_to_exit(
+        app.path(),
+        &[
+            "import-gunicorn",
+            "python:config.gunicorn",
+            "--python",
+            &python(),
+        ],
+    );
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(
+        stdout.contains("gunicorn_hooks = \"python:config.gunicorn\""),
+        "{stdout}"
+    );
+    std::fs::write(app.path().join("corral.toml"), stdout).unwrap();
+    let c = Corral::start(app.path(), &["app:app"], 1);
+    assert!(
+        c.get("/").text().starts_with("forked=from-base "),
+        "{}",
+        c.log.text()
+    );
+}
