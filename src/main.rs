@@ -144,6 +144,12 @@ fn main() -> ExitCode {
                 if c.hooks.len() == 1 { "runs" } else { "run" }
             );
         }
+        if c.child_exit {
+            tracing::info!(
+                "{}'s child_exit runs after each worker exit, as under gunicorn, in a Python of its own that runs the file again ([hooks] on_worker_exit)",
+                conf.path.display()
+            );
+        }
         for note in &c.notes {
             tracing::warn!("{}: not carried over: {note}", conf.path.display());
         }

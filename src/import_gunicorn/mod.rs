@@ -3,6 +3,9 @@
 //! `read_conf.py`; no gunicorn import), then [`convert_at`]s the settings it
 //! defines into a `corral.toml` printed on stdout. Every setting with no
 //! equivalent is named on stderr with the reason ([`settings::SETTINGS`]).
+//! The hooks gunicorn calls in its workers make `[app] gunicorn_hooks` name
+//! the file (corral's workers run them from it); `child_exit` becomes an
+//! `[hooks] on_worker_exit` that runs it (`child_exit.py`).
 //! A hypercorn TOML file is read too (`hypercorn`): its keys are mostly
 //! gunicorn's.
 
@@ -25,8 +28,17 @@ use crate::cli::ImportArgs;
 /// Executes the config file and prints its settings as JSON.
 const READ_CONF: &str = include_str!("read_conf.py");
 
+/// The program of the `[hooks] on_worker_exit` a conversion writes for a
+/// file's `child_exit`: after each worker exit it runs the file again
+/// (`argv[1]`: its path, or gunicorn's `python:MODULE`) and calls its
+/// `child_exit(server, worker)` as gunicorn's arbiter does, with what the
+/// hook uses of them: `worker.pid` and `worker.age` (the exited worker's
+/// pid and slot), `server.pid` (corral's) and `log` (gunicorn's error
+/// logger, whose lines corral logs).
+const CHILD_EXIT: &str = include_str!("child_exit.py");
+
 /// The sections of the output, in order.
-const SECTIONS: [&str; 7] = [
+const SECTIONS: [&str; 8] = [
     "app",
     "server",
     "server.tls",
@@ -34,6 +46,7 @@ const SECTIONS: [&str; 7] = [
     "workers.limits",
     "log",
     "dev",
+    "hooks",
 ];
 
 pub fn run(args: &ImportArgs) -> u8 {
@@ -158,6 +171,7 @@ pub fn convert_file(
         &cwd,
         file,
         conf.module.as_deref(),
+        python,
     ))
 }
 
@@ -189,6 +203,9 @@ pub struct Conversion {
     /// The worker hooks the file defines, which the workers run
     /// (`[app] gunicorn_hooks`).
     pub hooks: Vec<&'static str>,
+    /// Whether it defines `child_exit`, which runs after each worker exit
+    /// (`[hooks] on_worker_exit`).
+    pub child_exit: bool,
 }
 
 /// What the file set for one name: `{"value": ...}`, `{"callable": true}`
@@ -225,6 +242,8 @@ struct Out<'a> {
     cwd: &'a Path,
     /// The worker hooks found ([`settings::WORKER_HOOKS`]).
     hooks: Vec<&'static str>,
+    /// Whether the file's `child_exit` runs after each worker exit.
+    child_exit: bool,
 }
 
 impl Out<'_> {
@@ -317,34 +336,61 @@ fn convert(
     cwd: &Path,
     file: &Path,
 ) -> Conversion {
-    convert_at(settings, app, cwd, file, None)
+    convert_at(settings, app, cwd, file, None, Path::new("python3"))
 }
 
 /// Converts the settings a gunicorn config file (`file`, or the
 /// `python:MODULE` gunicorn imports when `module` is given) defined. `app`:
 /// the APP given on gunicorn's command line, if any; relative paths are
 /// made absolute against `cwd` (gunicorn resolves them against its cwd).
-/// Worker hooks the file defines make `[app] gunicorn_hooks` name it.
+/// Worker hooks the file defines make `[app] gunicorn_hooks` name it; its
+/// `child_exit` becomes an `[hooks] on_worker_exit` that runs it with
+/// `python`.
 fn convert_at(
     settings: &BTreeMap<String, Json>,
     app: Option<&str>,
     cwd: &Path,
     file: &Path,
     module: Option<&str>,
+    python: &Path,
 ) -> Conversion {
     let mut out = Out {
         sections: BTreeMap::new(),
         notes: Vec::new(),
         cwd,
         hooks: Vec::new(),
+        child_exit: false,
     };
     convert_into(&mut out, settings, app);
+    let location = match module {
+        Some(module) => format!("python:{module}"),
+        None => cwd.join(file).display().to_string(),
+    };
     if !out.hooks.is_empty() {
-        let location = match module {
-            Some(module) => format!("python:{module}"),
-            None => cwd.join(file).display().to_string(),
+        out.set("app", "gunicorn_hooks", Value::String(location.clone()));
+    }
+    if settings
+        .get("child_exit")
+        .is_some_and(|e| e.get("callable").is_some())
+    {
+        // A bare name is looked up in PATH, as the interpreter is.
+        let python = if python.components().count() > 1 {
+            cwd.join(python)
+        } else {
+            python.to_owned()
         };
-        out.set("app", "gunicorn_hooks", Value::String(location));
+        let argv = [
+            python.display().to_string(),
+            "-c".into(),
+            CHILD_EXIT.into(),
+            location,
+        ];
+        out.set(
+            "hooks",
+            "on_worker_exit",
+            Value::Array(argv.into_iter().map(Value::String).collect()),
+        );
+        out.child_exit = true;
     }
     let unknown: Vec<&str> = settings
         .keys()
@@ -368,6 +414,7 @@ impl Out<'_> {
             toml: render(&self.sections, file),
             notes: self.notes,
             hooks: self.hooks,
+            child_exit: self.child_exit,
         }
     }
 }
@@ -396,6 +443,10 @@ fn convert_into(out: &mut Out, settings: &BTreeMap<String, Json>, app: Option<&s
         {
             // Run by the workers, from the file itself.
             out.hooks.push(hook);
+            continue;
+        }
+        if entry.get("callable").is_some() && *name == "child_exit" {
+            // Run after each worker exit (see `convert_at`).
             continue;
         }
         let v = match value_of(entry) {
@@ -1141,6 +1192,7 @@ mod tests {
             Path::new("/srv"),
             Path::new("config/gunicorn.py"),
             Some("config.gunicorn"),
+            Path::new("python3"),
         );
         assert!(
             c.toml
@@ -1148,6 +1200,26 @@ mod tests {
             "{}",
             c.toml
         );
+        // child_exit runs after each worker exit, in a Python of its own.
+        let mut s = settings("{}");
+        s.insert("child_exit".into(), serde_json::json!({"callable": true}));
+        let c = convert_at(
+            &s,
+            None,
+            Path::new("/srv"),
+            Path::new("g.py"),
+            None,
+            Path::new(".venv/bin/python"),
+        );
+        assert!(c.child_exit && c.hooks.is_empty());
+        assert!(!c.toml.contains("gunicorn_hooks"), "{}", c.toml);
+        let doc: toml::Table = c.toml.parse().unwrap();
+        let argv = doc["hooks"]["on_worker_exit"].as_array().unwrap();
+        assert_eq!(argv[0].as_str(), Some("/srv/.venv/bin/python"));
+        assert_eq!(argv[1].as_str(), Some("-c"));
+        assert_eq!(argv[2].as_str(), Some(CHILD_EXIT));
+        assert_eq!(argv[3].as_str(), Some("/srv/g.py"));
+        assert!(c.notes.is_empty(), "{:?}", c.notes);
         // A file without them leaves the key out; a hook that is not a
         // function is no hook.
         let mut s = settings(r#"{"workers": 2, "post_fork": null}"#);

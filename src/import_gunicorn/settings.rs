@@ -261,7 +261,7 @@ pub const SETTINGS: &[(&str, &str)] = &[
     ),
     (
         "child_exit",
-        "`[hooks] on_worker_exit` runs a command after each worker exit (pid, slot, exit code or signal in its environment); exits are also logged and shown in `/status`",
+        "runs after each worker exit, a killed worker's too, in a Python of its own that runs the file again (`[hooks] on_worker_exit`, written when corral reads the file), with `worker.pid`, `worker.age` and `server.pid`: prometheus_client's multiprocess recipe (`mark_process_dead`) works as it is; exits are also logged and shown in `/status`",
     ),
     (
         "worker_exit",

@@ -444,6 +444,9 @@ print("this print goes to stderr")
 
 def post_fork(server, worker):
     pass
+
+def on_starting(server):
+    pass
 "#;
 
 #[test]
@@ -459,7 +462,7 @@ fn import_gunicorn_converts_a_conf_file_that_corral_then_serves() {
     for needle in [
         "this print goes to stderr",
         "preload_app: not supported",
-        "post_fork: is a function; not supported",
+        "on_starting: is a function; not supported",
         "not gunicorn settings, ignored (as gunicorn ignores them): here",
     ] {
         assert!(
@@ -467,6 +470,15 @@ fn import_gunicorn_converts_a_conf_file_that_corral_then_serves() {
             "{needle} missing from stderr:\n{stderr}"
         );
     }
+    // The workers run its post_fork from the file itself.
+    assert!(!stderr.contains("post_fork"), "{stderr}");
+    assert!(
+        stdout.contains(&format!(
+            "gunicorn_hooks = \"{}\"",
+            app.path().join("gunicorn.conf.py").display()
+        )),
+        "{stdout}"
+    );
     std::fs::write(app.path().join("corral.toml"), &stdout).unwrap();
     let mut c = Corral::spawn(app.path(), &["-c", "corral.toml"], &[]);
     let error_log = app.path().join("error.log");

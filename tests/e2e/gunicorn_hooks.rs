@@ -2,7 +2,8 @@
 //! `post_request`, `worker_int`, `worker_exit`) run in corral's workers,
 //! from the gunicorn.conf.py itself, at the points of a worker's life where
 //! gunicorn's workers run them; a failing `post_fork` fails the boot with
-//! its traceback.
+//! its traceback; `child_exit` runs after each worker exit in a Python of
+//! its own (prometheus_client's recipe).
 
 use crate::common::*;
 use crate::gunicorn_compat::run_to_exit;
@@ -280,4 +281,81 @@ fn a_python_module_configs_hooks_keep_its_relative_imports_through_import_gunico
         "{}",
         c.log.text()
     );
+}
+
+/// prometheus_client's documented gunicorn set-up, as its docs give it.
+const PROMETHEUS_CONF: &str = r#"
+from prometheus_client import multiprocess
+
+workers = 1
+
+def child_exit(server, worker):
+    server.log.info("child_exit %s (slot %s) seen by %s", worker.pid, worker.age, server.pid)
+    multiprocess.mark_process_dead(worker.pid)
+"#;
+
+const PROMETHEUS_APP: &str = r#"
+import os
+from prometheus_client import CollectorRegistry, Gauge, generate_latest, multiprocess
+
+BUSY = Gauge("demo_busy", "Set to 1 by each worker that served", multiprocess_mode="livesum")
+
+def app(environ, start_response):
+    if environ["PATH_INFO"] == "/metrics":
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+        body = generate_latest(registry)
+    else:
+        BUSY.set(1)
+        body = str(os.getpid()).encode()
+    start_response("200 OK", [("Content-Length", str(len(body)))])
+    return [body]
+"#;
+
+#[test]
+fn prometheus_clients_child_exit_recipe_runs_after_each_worker_exit_as_it_is() {
+    let app = AppDir::new(&[
+        ("app.py", PROMETHEUS_APP),
+        ("gunicorn.conf.py", PROMETHEUS_CONF),
+    ]);
+    let metrics_dir = app.path().join("prometheus");
+    std::fs::create_dir(&metrics_dir).unwrap();
+    let dir = metrics_dir.display().to_string();
+    let mut c = Corral::spawn(
+        app.path(),
+        &["app:app"],
+        &[("PROMETHEUS_MULTIPROC_DIR", dir.as_str())],
+    );
+    c.wait_listening();
+    c.wait_in_service(1);
+    assert!(
+        c.log
+            .text()
+            .contains("gunicorn.conf.py's child_exit runs after each worker exit"),
+        "{}",
+        c.log.text()
+    );
+    let pid = c.get("/").text();
+    let live = metrics_dir.join(format!("gauge_livesum_{pid}.db"));
+    assert!(
+        live.exists(),
+        "prometheus_client wrote no {}",
+        live.display()
+    );
+    assert!(c.get("/metrics").text().contains("demo_busy 1.0"));
+
+    // SAFETY: killing a worker of the corral this test started.
+    unsafe { libc::kill(pid.parse().unwrap(), libc::SIGKILL) };
+    c.wait_until("child_exit to remove the dead worker's gauge", || {
+        !live.exists()
+    });
+    c.log
+        .wait_for(
+            &format!("child_exit {pid} (slot 0) seen by {}", c.pid()),
+            Duration::from_secs(10),
+        )
+        .expect("the hook's log line");
+    c.wait_until("a new worker", || c.get("/").text() != pid);
+    let after = c.get("/metrics").text();
+    assert!(after.contains("demo_busy 1.0"), "the new worker's: {after}");
 }
