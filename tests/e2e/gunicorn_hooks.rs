@@ -3,7 +3,8 @@
 //! from the gunicorn.conf.py itself, at the points of a worker's life where
 //! gunicorn's workers run them; a failing `post_fork` fails the boot with
 //! its traceback; `child_exit` runs after each worker exit in a Python of
-//! its own (prometheus_client's recipe).
+//! its own (prometheus_client's recipe); OpenTelemetry's documented
+//! `post_fork` set-up traces each worker.
 
 use crate::common::*;
 use crate::gunicorn_compat::run_to_exit;
@@ -358,4 +359,61 @@ fn prometheus_clients_child_exit_recipe_runs_after_each_worker_exit_as_it_is() {
     c.wait_until("a new worker", || c.get("/").text() != pid);
     let after = c.get("/metrics").text();
     assert!(after.contains("demo_busy 1.0"), "the new worker's: {after}");
+}
+
+/// OpenTelemetry's documented gunicorn set-up: the tracer provider and its
+/// batch processor (a thread) started in post_fork, with the console
+/// exporter in place of OTLP (no collector here).
+const OTEL_CONF: &str = r#"
+from opentelemetry import trace
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
+
+workers = 2
+
+def post_fork(server, worker):
+    server.log.info("Worker spawned (pid: %s)", worker.pid)
+    resource = Resource.create(attributes={"service.name": "api-service"})
+    trace.set_tracer_provider(TracerProvider(resource=resource))
+    span_processor = BatchSpanProcessor(ConsoleSpanExporter(), schedule_delay_millis=100)
+    trace.get_tracer_provider().add_span_processor(span_processor)
+"#;
+
+const OTEL_APP: &str = r#"
+import os
+from opentelemetry import trace
+
+tracer = trace.get_tracer(__name__)
+
+def app(environ, start_response):
+    with tracer.start_as_current_span("handle " + environ["PATH_INFO"]) as span:
+        span.set_attribute("served.by", os.getpid())
+        body = str(os.getpid()).encode()
+        start_response("200 OK", [("Content-Length", str(len(body)))])
+        return [body]
+"#;
+
+#[test]
+fn opentelemetrys_documented_post_fork_set_up_traces_each_worker() {
+    let app = AppDir::new(&[("app.py", OTEL_APP), ("gunicorn.conf.py", OTEL_CONF)]);
+    let c = Corral::start(app.path(), &["app:app"], 2);
+    let mut pids = std::collections::BTreeSet::new();
+    for i in 0..40 {
+        pids.insert(c.get(&format!("/traced-{i}")).text());
+        if pids.len() == 2 {
+            break;
+        }
+    }
+    assert_eq!(pids.len(), 2, "both workers served");
+    // Each worker's batch processor thread exported its spans, with the
+    // resource post_fork gave its provider.
+    for pid in &pids {
+        c.log
+            .wait_for(&format!("\"served.by\": {pid}"), Duration::from_secs(10))
+            .unwrap_or_else(|| panic!("no span from worker {pid}; log:\n{}", c.log.text()));
+    }
+    let log = c.log.text();
+    assert!(log.contains("\"name\": \"handle /traced-0\""), "{log}");
+    assert!(log.contains("\"service.name\": \"api-service\""), "{log}");
 }
