@@ -144,10 +144,16 @@ fn main() -> ExitCode {
                 if c.hooks.len() == 1 { "runs" } else { "run" }
             );
         }
-        if c.child_exit {
+        if !c.arbiter_hooks.is_empty() {
             tracing::info!(
-                "{}'s child_exit runs after each worker exit, as under gunicorn, in a Python of its own that runs the file again ([hooks] on_worker_exit)",
-                conf.path.display()
+                "{}'s {} {} in a Python process of corral's beside the workers, as in gunicorn's arbiter: the file runs once more there",
+                conf.path.display(),
+                c.arbiter_hooks.join(", "),
+                if c.arbiter_hooks.len() == 1 {
+                    "runs"
+                } else {
+                    "run"
+                }
             );
         }
         for note in &c.notes {

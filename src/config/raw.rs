@@ -245,15 +245,20 @@ pub(super) struct RawApp {
     /// `logconfig_dict`), e.g. `[app.logconfig_dict.loggers.shop]` with
     /// `level = "DEBUG"`. Default: none.
     pub(super) logconfig_dict: Option<Spanned<toml::Table>>,
-    /// A gunicorn config file whose worker hooks each worker runs, as
-    /// gunicorn's workers run them: `post_fork(server, worker)` before the
-    /// app's import, `post_worker_init(worker)` after it,
-    /// `pre_request(worker, req)` and `post_request(worker, req, environ,
-    /// resp)` around each WSGI request, `worker_int(worker)` on SIGINT or
-    /// SIGQUIT and `worker_exit(server, worker)` when the worker exits. The
-    /// file runs once more in each worker, as the workers' user, before
-    /// the app's import (its other settings and hooks change nothing
-    /// there). A path relative to this file's folder, or gunicorn's
+    /// A gunicorn config file whose Python hooks run under corral. Each
+    /// worker runs the hooks gunicorn's workers run: `post_fork(server,
+    /// worker)` before the app's import, `post_worker_init(worker)` after
+    /// it, `pre_request(worker, req)` and `post_request(worker, req,
+    /// environ, resp)` around each WSGI request, `worker_int(worker)` on
+    /// SIGINT or SIGQUIT and `worker_exit(server, worker)` when the worker
+    /// exits. One Python process beside the workers runs the hooks of
+    /// gunicorn's arbiter: `on_starting(server)` before the first worker
+    /// starts, `when_ready(server)` once the first generation is in
+    /// service, `on_reload(server)`, `nworkers_changed(server, new, old)`,
+    /// `child_exit(server, worker)` after each worker exit and
+    /// `on_exit(server)` at a stop. The file runs once more in each worker
+    /// and in that process, as the workers' user (its other settings change
+    /// nothing there). A path relative to this file's folder, or gunicorn's
     /// "python:MODULE", found below the current folder. Set when corral
     /// reads a gunicorn.conf.py that defines one of these hooks (and by
     /// `corral import-gunicorn`). Default: none.

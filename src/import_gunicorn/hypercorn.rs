@@ -128,7 +128,7 @@ pub fn convert(table: &toml::Table, app: Option<&str>, cwd: &Path, file: &Path) 
         notes: Vec::new(),
         cwd,
         hooks: Vec::new(),
-        child_exit: false,
+        arbiter_hooks: Vec::new(),
     };
     let mut settings: BTreeMap<String, Json> = BTreeMap::new();
     let mut unknown = Vec::new();

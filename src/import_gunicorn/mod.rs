@@ -3,9 +3,9 @@
 //! `read_conf.py`; no gunicorn import), then [`convert_at`]s the settings it
 //! defines into a `corral.toml` printed on stdout. Every setting with no
 //! equivalent is named on stderr with the reason ([`settings::SETTINGS`]).
-//! The hooks gunicorn calls in its workers make `[app] gunicorn_hooks` name
-//! the file (corral's workers run them from it); `child_exit` becomes an
-//! `[hooks] on_worker_exit` that runs it (`child_exit.py`).
+//! The hooks gunicorn calls in its workers and in its arbiter make `[app]
+//! gunicorn_hooks` name the file: corral's workers run the first, a
+//! Python process beside them the others.
 //! A hypercorn TOML file is read too (`hypercorn`): its keys are mostly
 //! gunicorn's.
 
@@ -28,17 +28,8 @@ use crate::cli::ImportArgs;
 /// Executes the config file and prints its settings as JSON.
 const READ_CONF: &str = include_str!("read_conf.py");
 
-/// The program of the `[hooks] on_worker_exit` a conversion writes for a
-/// file's `child_exit`: after each worker exit it runs the file again
-/// (`argv[1]`: its path, or gunicorn's `python:MODULE`) and calls its
-/// `child_exit(server, worker)` as gunicorn's arbiter does, with what the
-/// hook uses of them: `worker.pid` and `worker.age` (the exited worker's
-/// pid and slot), `server.pid` (corral's) and `log` (gunicorn's error
-/// logger, whose lines corral logs).
-const CHILD_EXIT: &str = include_str!("child_exit.py");
-
 /// The sections of the output, in order.
-const SECTIONS: [&str; 8] = [
+const SECTIONS: [&str; 7] = [
     "app",
     "server",
     "server.tls",
@@ -46,7 +37,6 @@ const SECTIONS: [&str; 8] = [
     "workers.limits",
     "log",
     "dev",
-    "hooks",
 ];
 
 pub fn run(args: &ImportArgs) -> u8 {
@@ -171,7 +161,6 @@ pub fn convert_file(
         &cwd,
         file,
         conf.module.as_deref(),
-        python,
     ))
 }
 
@@ -203,9 +192,8 @@ pub struct Conversion {
     /// The worker hooks the file defines, which the workers run
     /// (`[app] gunicorn_hooks`).
     pub hooks: Vec<&'static str>,
-    /// Whether it defines `child_exit`, which runs after each worker exit
-    /// (`[hooks] on_worker_exit`).
-    pub child_exit: bool,
+    /// The arbiter hooks it defines, which a process of their own runs.
+    pub arbiter_hooks: Vec<&'static str>,
 }
 
 /// What the file set for one name: `{"value": ...}`, `{"callable": true}`
@@ -242,8 +230,8 @@ struct Out<'a> {
     cwd: &'a Path,
     /// The worker hooks found ([`settings::WORKER_HOOKS`]).
     hooks: Vec<&'static str>,
-    /// Whether the file's `child_exit` runs after each worker exit.
-    child_exit: bool,
+    /// The arbiter hooks found ([`settings::ARBITER_HOOKS`]).
+    arbiter_hooks: Vec<&'static str>,
 }
 
 impl Out<'_> {
@@ -336,61 +324,36 @@ fn convert(
     cwd: &Path,
     file: &Path,
 ) -> Conversion {
-    convert_at(settings, app, cwd, file, None, Path::new("python3"))
+    convert_at(settings, app, cwd, file, None)
 }
 
 /// Converts the settings a gunicorn config file (`file`, or the
 /// `python:MODULE` gunicorn imports when `module` is given) defined. `app`:
 /// the APP given on gunicorn's command line, if any; relative paths are
 /// made absolute against `cwd` (gunicorn resolves them against its cwd).
-/// Worker hooks the file defines make `[app] gunicorn_hooks` name it; its
-/// `child_exit` becomes an `[hooks] on_worker_exit` that runs it with
-/// `python`.
+/// Worker and arbiter hooks the file defines make `[app] gunicorn_hooks`
+/// name it.
 fn convert_at(
     settings: &BTreeMap<String, Json>,
     app: Option<&str>,
     cwd: &Path,
     file: &Path,
     module: Option<&str>,
-    python: &Path,
 ) -> Conversion {
     let mut out = Out {
         sections: BTreeMap::new(),
         notes: Vec::new(),
         cwd,
         hooks: Vec::new(),
-        child_exit: false,
+        arbiter_hooks: Vec::new(),
     };
     convert_into(&mut out, settings, app);
-    let location = match module {
-        Some(module) => format!("python:{module}"),
-        None => cwd.join(file).display().to_string(),
-    };
-    if !out.hooks.is_empty() {
-        out.set("app", "gunicorn_hooks", Value::String(location.clone()));
-    }
-    if settings
-        .get("child_exit")
-        .is_some_and(|e| e.get("callable").is_some())
-    {
-        // A bare name is looked up in PATH, as the interpreter is.
-        let python = if python.components().count() > 1 {
-            cwd.join(python)
-        } else {
-            python.to_owned()
+    if !out.hooks.is_empty() || !out.arbiter_hooks.is_empty() {
+        let location = match module {
+            Some(module) => format!("python:{module}"),
+            None => cwd.join(file).display().to_string(),
         };
-        let argv = [
-            python.display().to_string(),
-            "-c".into(),
-            CHILD_EXIT.into(),
-            location,
-        ];
-        out.set(
-            "hooks",
-            "on_worker_exit",
-            Value::Array(argv.into_iter().map(Value::String).collect()),
-        );
-        out.child_exit = true;
+        out.set("app", "gunicorn_hooks", Value::String(location));
     }
     let unknown: Vec<&str> = settings
         .keys()
@@ -414,7 +377,7 @@ impl Out<'_> {
             toml: render(&self.sections, file),
             notes: self.notes,
             hooks: self.hooks,
-            child_exit: self.child_exit,
+            arbiter_hooks: self.arbiter_hooks,
         }
     }
 }
@@ -445,8 +408,11 @@ fn convert_into(out: &mut Out, settings: &BTreeMap<String, Json>, app: Option<&s
             out.hooks.push(hook);
             continue;
         }
-        if entry.get("callable").is_some() && *name == "child_exit" {
-            // Run after each worker exit (see `convert_at`).
+        if entry.get("callable").is_some()
+            && let Some(hook) = settings::ARBITER_HOOKS.iter().find(|h| *h == name)
+        {
+            // Run by a process of their own, from the file itself.
+            out.arbiter_hooks.push(hook);
             continue;
         }
         let v = match value_of(entry) {
@@ -1164,13 +1130,20 @@ mod tests {
     }
 
     #[test]
-    fn worker_hooks_make_the_workers_run_the_file_and_the_arbiters_are_named() {
+    fn gunicorns_hooks_make_corral_run_the_file_and_the_rest_are_named() {
         let mut s = settings(r#"{"workers": 2}"#);
-        for hook in ["post_fork", "pre_request", "worker_exit", "when_ready"] {
+        for hook in [
+            "post_fork",
+            "pre_request",
+            "worker_exit",
+            "when_ready",
+            "pre_fork",
+        ] {
             s.insert(hook.into(), serde_json::json!({"callable": true}));
         }
         let c = convert(&s, None, Path::new("/srv"), Path::new("conf/g.py"));
         assert_eq!(c.hooks, ["post_fork", "pre_request", "worker_exit"]);
+        assert_eq!(c.arbiter_hooks, ["when_ready"]);
         assert!(
             c.toml
                 .contains("[app]\ngunicorn_hooks = \"/srv/conf/g.py\"\n"),
@@ -1178,10 +1151,10 @@ mod tests {
             c.toml
         );
         let notes = c.notes.join("\n");
-        assert!(notes.contains("when_ready: is a function"), "{notes}");
-        for hook in ["post_fork", "pre_request", "worker_exit"] {
+        assert!(notes.contains("pre_fork: is a function"), "{notes}");
+        for hook in ["post_fork", "pre_request", "worker_exit", "when_ready"] {
             assert!(
-                !notes.contains(hook),
+                !notes.contains(&format!("{hook}: ")),
                 "{hook} runs, so it is no note: {notes}"
             );
         }
@@ -1192,7 +1165,6 @@ mod tests {
             Path::new("/srv"),
             Path::new("config/gunicorn.py"),
             Some("config.gunicorn"),
-            Path::new("python3"),
         );
         assert!(
             c.toml
@@ -1200,46 +1172,47 @@ mod tests {
             "{}",
             c.toml
         );
-        // child_exit runs after each worker exit, in a Python of its own.
+        // An arbiter hook alone names the file too.
         let mut s = settings("{}");
         s.insert("child_exit".into(), serde_json::json!({"callable": true}));
-        let c = convert_at(
-            &s,
-            None,
-            Path::new("/srv"),
-            Path::new("g.py"),
-            None,
-            Path::new(".venv/bin/python"),
+        let c = convert(&s, None, Path::new("/srv"), Path::new("g.py"));
+        assert_eq!(c.arbiter_hooks, ["child_exit"]);
+        assert!(
+            c.toml.contains("gunicorn_hooks = \"/srv/g.py\""),
+            "{}",
+            c.toml
         );
-        assert!(c.child_exit && c.hooks.is_empty());
-        assert!(!c.toml.contains("gunicorn_hooks"), "{}", c.toml);
-        let doc: toml::Table = c.toml.parse().unwrap();
-        let argv = doc["hooks"]["on_worker_exit"].as_array().unwrap();
-        assert_eq!(argv[0].as_str(), Some("/srv/.venv/bin/python"));
-        assert_eq!(argv[1].as_str(), Some("-c"));
-        assert_eq!(argv[2].as_str(), Some(CHILD_EXIT));
-        assert_eq!(argv[3].as_str(), Some("/srv/g.py"));
         assert!(c.notes.is_empty(), "{:?}", c.notes);
         // A file without them leaves the key out; a hook that is not a
         // function is no hook.
         let mut s = settings(r#"{"workers": 2, "post_fork": null}"#);
-        s.insert("on_exit".into(), serde_json::json!({"callable": true}));
+        s.insert("pre_exec".into(), serde_json::json!({"callable": true}));
         let c = convert(&s, None, Path::new("/srv"), Path::new("g.py"));
-        assert!(c.hooks.is_empty());
+        assert!(c.hooks.is_empty() && c.arbiter_hooks.is_empty());
         assert!(!c.toml.contains("gunicorn_hooks"), "{}", c.toml);
     }
 
-    /// The worker runs the hooks `settings::WORKER_HOOKS` lists, no more,
-    /// no fewer.
+    /// The worker and the arbiter process run the hooks
+    /// `settings::WORKER_HOOKS` and `settings::ARBITER_HOOKS` list, no
+    /// more, no fewer.
     #[test]
-    fn the_worker_runs_the_hooks_the_conversion_hands_it() {
-        let text = crate::worker::script::file("corral_worker/hooks.py");
-        let start = text
-            .find("WORKER_HOOKS = (")
-            .expect("hooks.py lists WORKER_HOOKS");
-        let end = start + text[start..].find(')').unwrap();
-        let listed: Vec<&str> = text[start..end].split('"').skip(1).step_by(2).collect();
-        assert_eq!(listed, settings::WORKER_HOOKS);
+    fn the_python_side_runs_the_hooks_the_conversion_hands_it() {
+        let listed = |file: &str, name: &str| -> Vec<&'static str> {
+            let text = crate::worker::script::file(file);
+            let start = text
+                .find(&format!("{name} = ("))
+                .unwrap_or_else(|| panic!("{file} lists {name}"));
+            let end = start + text[start..].find(')').unwrap();
+            text[start..end].split('"').skip(1).step_by(2).collect()
+        };
+        assert_eq!(
+            listed("corral_worker/hooks.py", "WORKER_HOOKS"),
+            settings::WORKER_HOOKS
+        );
+        assert_eq!(
+            listed("corral_worker/arbiter.py", "ARBITER_HOOKS"),
+            settings::ARBITER_HOOKS
+        );
     }
 
     #[test]
@@ -1248,7 +1221,7 @@ mod tests {
             r#"{"preload_app": true, "worker_class": "gevent", "daemon": false,
                 "bind": ["unix:app.sock", "fd://3", "localhost"], "syslog": true}"#,
         );
-        s.insert("on_starting".into(), serde_json::json!({"callable": true}));
+        s.insert("pre_exec".into(), serde_json::json!({"callable": true}));
         s.insert(
             "ssl_version".into(),
             serde_json::json!({"repr": "<_SSLMethod>"}),
@@ -1258,7 +1231,7 @@ mod tests {
         for needle in [
             "preload_app: not supported: each worker imports the app itself",
             "worker_class: corral has no gevent workers",
-            "on_starting: is a function; not supported",
+            "pre_exec: is a function; not supported",
             "ssl_version: is <_SSLMethod> (not a plain value)",
             "bind: fd://3: file descriptors are not supported",
             "syslog: not supported: log to stderr",

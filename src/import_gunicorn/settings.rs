@@ -15,6 +15,18 @@ pub const WORKER_HOOKS: [&str; 6] = [
     "worker_exit",
 ];
 
+/// gunicorn's hooks that run in its arbiter, which a Python process of
+/// corral's runs beside the workers, from the file itself (`[app]
+/// gunicorn_hooks`; the worker's `arbiter.py` lists the same).
+pub const ARBITER_HOOKS: [&str; 6] = [
+    "on_starting",
+    "when_ready",
+    "on_reload",
+    "nworkers_changed",
+    "child_exit",
+    "on_exit",
+];
+
 /// (gunicorn setting, corral's equivalent or "not supported: why").
 pub const SETTINGS: &[(&str, &str)] = &[
     (
@@ -223,17 +235,20 @@ pub const SETTINGS: &[(&str, &str)] = &[
     ),
     (
         "on_starting",
-        "not supported: server hooks run Python in gunicorn's arbiter, which corral does not have; use `ExecStartPre=`",
+        "runs before the first worker starts (corral waits, at most `[deploy] hook_timeout`), in a Python process of corral's that runs the arbiter hooks beside the workers, as the workers' user (`[app] gunicorn_hooks` names the file, set when corral reads it), with a stand-in for gunicorn's `server` (`pid`, `log`, `cfg`, `num_workers`); what it sets in `os.environ` stays in that process",
     ),
     (
         "on_reload",
-        "not supported: no Python in the supervisor; `[hooks] on_ready` runs a command when a reload is in service, `[hooks] on_reload_failed` and `[deploy] rollback_hook` when one fails",
+        "runs when a reload starts (`[app] gunicorn_hooks`, in the arbiter hooks' process, as `on_starting`); `[hooks] on_ready` and `on_reload_failed` run commands when one is in service or failed",
     ),
     (
         "when_ready",
-        "`[hooks] on_ready` runs a command (no Python in the supervisor) once a generation is in service, when corral also tells systemd `READY=1`",
+        "runs once, when the first generation is in service (`[app] gunicorn_hooks`, in the arbiter hooks' process, as `on_starting`: what it starts, a metrics server say, lives on there); `[hooks] on_ready` runs a command for each generation",
     ),
-    ("pre_fork", "not supported: no Python in the supervisor"),
+    (
+        "pre_fork",
+        "not supported: no Python in the supervisor, and workers are not forked from it; code for each new worker goes in `post_fork`, which runs in the worker",
+    ),
     (
         "post_fork",
         "runs in each worker before the app's import (`[app] gunicorn_hooks` names the file, which each worker runs once more; set when corral reads the file), with stand-ins for gunicorn's `server` and `worker` (`pid`, `ppid`, `age`, `log`, `cfg`)",
@@ -261,7 +276,7 @@ pub const SETTINGS: &[(&str, &str)] = &[
     ),
     (
         "child_exit",
-        "runs after each worker exit, a killed worker's too, in a Python of its own that runs the file again (`[hooks] on_worker_exit`, written when corral reads the file), with `worker.pid`, `worker.age` and `server.pid`: prometheus_client's multiprocess recipe (`mark_process_dead`) works as it is; exits are also logged and shown in `/status`",
+        "runs after each worker exit, a killed worker's too (`[app] gunicorn_hooks`, in the arbiter hooks' process, as `on_starting`), with `worker.pid`, `worker.age` (the slot) and `worker.exitcode`: prometheus_client's multiprocess recipe (`mark_process_dead`) works as it is; `[hooks] on_worker_exit` runs a command",
     ),
     (
         "worker_exit",
@@ -269,9 +284,12 @@ pub const SETTINGS: &[(&str, &str)] = &[
     ),
     (
         "nworkers_changed",
-        "not supported: no Python in the supervisor; `/status` shows the workers",
+        "runs when the number of workers is scaled (`corral scale`, TTIN, TTOU), with the new and old counts (`[app] gunicorn_hooks`, in the arbiter hooks' process, as `on_starting`); `/status` shows the workers",
     ),
-    ("on_exit", "not supported: use `ExecStopPost=`"),
+    (
+        "on_exit",
+        "runs when corral stops, after the workers (`[app] gunicorn_hooks`, in the arbiter hooks' process, as `on_starting`; corral waits at most 5 s)",
+    ),
     (
         "ssl_context",
         "not supported: no Python in the supervisor; `certfile`, `keyfile`, `ca_certs` and `cert_reqs` still become `[server.tls]`, what the function changes (ciphers, options) does not",

@@ -11,6 +11,7 @@
 //! carried out, systemd, `reload --wait`), [`snapshot`] (what the status
 //! server reads). Others reach the loop through a [`SupervisorHandle`].
 
+mod arbiter;
 pub mod core;
 mod handlers;
 pub mod metrics;
@@ -180,6 +181,9 @@ pub struct Supervisor {
     procs: HashMap<u64, (Process, Stacks)>,
     /// `[hooks]`: each run in a task of its own.
     hooks: crate::hooks::Hooks,
+    /// The process that runs gunicorn's arbiter hooks, when the config
+    /// file has any ([`arbiter`]).
+    arbiter: Option<arbiter::Arbiter>,
     /// Why the front asked for a worker to be replaced (a request, by its
     /// id, timed out on it), for the log line of its stacks.
     replace_reasons: HashMap<u64, String>,
@@ -295,6 +299,7 @@ impl Supervisor {
         let (snapshot, _) = watch::channel(Snapshot::default());
         Supervisor {
             hooks: crate::hooks::Hooks::new(&cfg),
+            arbiter: None,
             launcher,
             router,
             shards: crate::shards::Shards::single(),
@@ -436,6 +441,12 @@ impl Supervisor {
             self.after(self.cfg.deploy.ready_timeout, Msg::ReexecDeadline);
         }
         self.start_generation(1);
+        if self.cfg.app.gunicorn_hooks.is_some() {
+            // on_starting runs before any worker starts, as under gunicorn.
+            let info = self.gens.get(&1).cloned().unwrap_or_default();
+            self.arbiter =
+                arbiter::Arbiter::start(&self.launcher, &info, self.cfg.deploy.hook_timeout).await;
+        }
         let actions = self.core.start();
         if self.perform(actions) {
             return 0;
@@ -480,10 +491,20 @@ impl Supervisor {
                 }
             };
             for event in events {
+                if let Some(arbiter) = &self.arbiter {
+                    match &event {
+                        Event::Reload { .. } => arbiter.reloading(),
+                        Event::Scale { count } => arbiter.scaled(*count, self.core.active()),
+                        _ => {}
+                    }
+                }
                 let actions = self.core.on_event(Instant::now(), event);
                 if self.perform(actions) {
                     self.answer_waiters();
                     // The workers' last exits are heard before corral goes.
+                    if let Some(arbiter) = &mut self.arbiter {
+                        arbiter.finish(self.cfg.deploy.hook_timeout).await;
+                    }
                     self.hooks.finish().await;
                     return self.exit_code;
                 }
@@ -569,6 +590,9 @@ impl Supervisor {
         if let Some(w) = self.core.workers.get(&serial) {
             self.hooks
                 .worker_exited(w.pid, w.slot, w.generation, status);
+            if let Some(arbiter) = &self.arbiter {
+                arbiter.child_exited(w.pid, w.slot, status);
+            }
         }
         Event::Exited {
             serial,

@@ -158,6 +158,10 @@ impl Supervisor {
         }
         let revision = self.gens.get(&generation).and_then(|g| g.revision.clone());
         self.hooks.ready(generation, revision.as_deref());
+        let workers = self.core.active();
+        if let Some(arbiter) = &mut self.arbiter {
+            arbiter.ready(workers);
+        }
         if let Some(info) = self.gens.get(&generation) {
             if let Some(rev) = &info.revision {
                 self.last_good = Some(rev.clone());

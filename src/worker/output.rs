@@ -14,6 +14,16 @@ pub fn forward<R: AsyncRead + Unpin + Send + 'static>(
     pid: u32,
     name: &'static str,
 ) {
+    forward_as(stream, format!("worker {slot}"), pid, name);
+}
+
+/// [`forward`] for a process named `who` ("gunicorn hooks").
+pub fn forward_as<R: AsyncRead + Unpin + Send + 'static>(
+    stream: R,
+    who: String,
+    pid: u32,
+    name: &'static str,
+) {
     tokio::spawn(async move {
         let mut reader = BufReader::new(stream);
         let mut line = Vec::with_capacity(256);
@@ -28,7 +38,7 @@ pub fn forward<R: AsyncRead + Unpin + Send + 'static>(
             }
             let text = String::from_utf8_lossy(&line);
             let text = printable(&text);
-            tracing::info!("worker {slot} (pid {pid}) {name}: {text}");
+            tracing::info!("{who} (pid {pid}) {name}: {text}");
         }
     });
 }

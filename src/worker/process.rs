@@ -40,6 +40,7 @@ pub struct GenerationInfo {
 }
 
 /// Everything needed to start workers, computed once before any fork.
+#[derive(Clone)]
 pub struct Launcher {
     python: PathBuf,
     script: PathBuf,
@@ -58,6 +59,9 @@ pub struct Launcher {
     /// `[NAME]` for the workers' command lines (`app.proc_name`, else the
     /// instance's).
     label: String,
+    /// Starts the process that runs gunicorn's arbiter hooks, not a worker
+    /// ([`Launcher::spawn_arbiter`]).
+    arbiter: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -230,7 +234,23 @@ impl Launcher {
             limits: cfg.workers.limits.clone(),
             ring,
             label: format!("[{}]", cfg.app.proc_name.as_ref().unwrap_or(&cfg.instance)),
+            arbiter: false,
         }
+    }
+
+    /// Starts the process that runs gunicorn's arbiter hooks
+    /// (`corral_worker/arbiter.py`): the workers' interpreter, user,
+    /// environment and folder, the channel as its only fd beside the
+    /// standard ones, no rings; `ps` shows it as "... [NAME] gunicorn-hooks".
+    pub fn spawn_arbiter(&self, info: &GenerationInfo) -> Result<Spawned, SpawnError> {
+        let mut launcher = self.clone();
+        launcher.arbiter = true;
+        launcher.ring = false;
+        launcher.env.retain(|(k, _)| k != "CORRAL_WORKER_RING");
+        launcher
+            .env
+            .push(("CORRAL_WORKER_ROLE".into(), "arbiter".into()));
+        launcher.spawn(0, 0, info)
     }
 
     /// Starts a worker for `slot` of `generation`, in the generation's
@@ -304,15 +324,18 @@ impl Launcher {
         }
         // What `ps` shows: "... corral_worker.py [shop-5c1e0a3f] worker 0
         // generation 1" (the worker drops these from `sys.argv`).
-        cmd.arg(&self.script)
-            .arg(&self.label)
-            .args([
+        cmd.arg(&self.script).arg(&self.label);
+        if self.arbiter {
+            cmd.arg("gunicorn-hooks");
+        } else {
+            cmd.args([
                 "worker",
                 &slot.to_string(),
                 "generation",
                 &generation.to_string(),
-            ])
-            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            ]);
+        }
+        cmd.envs(self.env.iter().map(|(k, v)| (k, v)))
             .env("CORRAL_SLOT", slot.to_string())
             .env("CORRAL_GENERATION", generation.to_string())
             .env("CORRAL_REVISION", info.revision.as_deref().unwrap_or(""))

@@ -1,6 +1,6 @@
 //! The Python side of the protocol, compiled into the binary: the script
 //! the interpreter runs and the stdlib-only `corral_worker` package it
-//! imports (`protocol`, `ring`, `wsgi`, `asgi`, `hooks`, `main`), as files under
+//! imports (`protocol`, `ring`, `wsgi`, `asgi`, `hooks`, `arbiter`, `main`), as files under
 //! `src/worker/python/`. `runtime_dir` writes them into a private folder
 //! at start-up; [`process`](super::process) runs the script.
 
@@ -11,7 +11,7 @@ pub const SCRIPT: &str = "corral_worker.py";
 pub const PACKAGE: &str = "corral_worker";
 
 /// Every file, by its path relative to the folder: the script first.
-pub const FILES: [(&str, &str); 8] = [
+pub const FILES: [(&str, &str); 9] = [
     (SCRIPT, include_str!("python/corral_worker.py")),
     (
         "corral_worker/__init__.py",
@@ -32,6 +32,10 @@ pub const FILES: [(&str, &str); 8] = [
     (
         "corral_worker/asgi.py",
         include_str!("python/corral_worker/asgi.py"),
+    ),
+    (
+        "corral_worker/arbiter.py",
+        include_str!("python/corral_worker/arbiter.py"),
     ),
     (
         "corral_worker/hooks.py",

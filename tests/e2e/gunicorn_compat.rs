@@ -445,7 +445,7 @@ print("this print goes to stderr")
 def post_fork(server, worker):
     pass
 
-def on_starting(server):
+def pre_exec(server):
     pass
 "#;
 
@@ -462,7 +462,7 @@ fn import_gunicorn_converts_a_conf_file_that_corral_then_serves() {
     for needle in [
         "this print goes to stderr",
         "preload_app: not supported",
-        "on_starting: is a function; not supported",
+        "pre_exec: is a function; not supported",
         "not gunicorn settings, ignored (as gunicorn ignores them): here",
     ] {
         assert!(

@@ -311,7 +311,7 @@ import multiprocessing
 workers = min(2, multiprocessing.cpu_count() * 2 + 1)
 raw_env = ["FROM_CONF=gunicorn.conf.py"]
 timeout = 120
-def on_starting(server):
+def pre_exec(server):
     pass
 print("the config ran")
 "#;
@@ -329,7 +329,7 @@ fn a_gunicorn_conf_py_in_the_folder_is_read_as_gunicorn_reads_it() {
         "{log}"
     );
     assert!(
-        log.contains("gunicorn.conf.py: not carried over: on_starting: is a function"),
+        log.contains("gunicorn.conf.py: not carried over: pre_exec: is a function"),
         "{log}"
     );
     assert!(log.contains("the config ran"), "{log}");

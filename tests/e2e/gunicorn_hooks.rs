@@ -2,8 +2,10 @@
 //! `post_request`, `worker_int`, `worker_exit`) run in corral's workers,
 //! from the gunicorn.conf.py itself, at the points of a worker's life where
 //! gunicorn's workers run them; a failing `post_fork` fails the boot with
-//! its traceback; `child_exit` runs after each worker exit in a Python of
-//! its own (prometheus_client's recipe); OpenTelemetry's documented
+//! its traceback. The arbiter hooks (`on_starting`, `when_ready`,
+//! `on_reload`, `nworkers_changed`, `child_exit`, `on_exit`) run in one
+//! Python process of their own beside the workers
+//! (prometheus_client's `child_exit` recipe); OpenTelemetry's documented
 //! `post_fork` set-up traces each worker.
 
 use crate::common::*;
@@ -56,7 +58,7 @@ def worker_exit(server, worker):
     with open(os.path.join(os.path.dirname(__file__), "exits.txt"), "a") as f:
         f.write("%d\n" % worker.pid)
 
-def on_starting(server):
+def pre_exec(server):
     pass
 "#;
 
@@ -91,7 +93,7 @@ fn gunicorns_worker_hooks_run_in_each_worker_where_gunicorn_runs_them() {
         "{log}"
     );
     assert!(
-        log.contains("not carried over: on_starting: is a function"),
+        log.contains("not carried over: pre_exec: is a function"),
         "{log}"
     );
     assert!(!log.contains("not carried over: post_fork"), "{log}");
@@ -330,9 +332,9 @@ fn prometheus_clients_child_exit_recipe_runs_after_each_worker_exit_as_it_is() {
     c.wait_listening();
     c.wait_in_service(1);
     assert!(
-        c.log
-            .text()
-            .contains("gunicorn.conf.py's child_exit runs after each worker exit"),
+        c.log.text().contains(
+            "gunicorn.conf.py's child_exit runs in a Python process of corral's beside the workers"
+        ),
         "{}",
         c.log.text()
     );
@@ -356,7 +358,10 @@ fn prometheus_clients_child_exit_recipe_runs_after_each_worker_exit_as_it_is() {
             Duration::from_secs(10),
         )
         .expect("the hook's log line");
-    c.wait_until("a new worker", || c.get("/").text() != pid);
+    c.wait_until("a new worker", || {
+        let now = c.get("/").text();
+        now.parse::<u32>().is_ok() && now != pid
+    });
     let after = c.get("/metrics").text();
     assert!(after.contains("demo_busy 1.0"), "the new worker's: {after}");
 }
@@ -416,4 +421,151 @@ fn opentelemetrys_documented_post_fork_set_up_traces_each_worker() {
     let log = c.log.text();
     assert!(log.contains("\"name\": \"handle /traced-0\""), "{log}");
     assert!(log.contains("\"service.name\": \"api-service\""), "{log}");
+}
+
+/// gunicorn's arbiter hooks as projects use them: on_starting prepares
+/// what the workers read, when_ready starts a metrics server in the
+/// arbiter (PostHog's gunicorn config does), the others log.
+const ARBITER_CONF: &str = r#"
+import os, threading
+from http.server import BaseHTTPRequestHandler, HTTPServer
+
+workers = 1
+HERE = os.path.dirname(os.path.abspath(__file__))
+state = {"exits": 0}
+
+def on_starting(server):
+    with open(os.path.join(HERE, "prepared.txt"), "w") as f:
+        f.write("by on_starting in %d" % os.getpid())
+
+def when_ready(server):
+    class Metrics(BaseHTTPRequestHandler):
+        def do_GET(self):
+            body = ("arbiter %d saw %d exits" % (os.getpid(), state["exits"])).encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+        def log_message(self, *args):
+            pass
+    httpd = HTTPServer(("127.0.0.1", 0), Metrics)
+    with open(os.path.join(HERE, "metrics_port.txt"), "w") as f:
+        f.write(str(httpd.server_address[1]))
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    server.log.info("when_ready: %s workers, metrics on %s", server.num_workers, httpd.server_address[1])
+
+def on_reload(server):
+    server.log.info("on_reload in %d", os.getpid())
+
+def nworkers_changed(server, new_value, old_value):
+    server.log.info("nworkers_changed %s -> %s", old_value, new_value)
+
+def child_exit(server, worker):
+    state["exits"] += 1
+    server.log.info("child_exit %s code %s", worker.pid, worker.exitcode)
+
+def on_exit(server):
+    with open(os.path.join(HERE, "on_exit.txt"), "w") as f:
+        f.write("exits %d" % state["exits"])
+"#;
+
+/// Answers what on_starting prepared before the worker started, and its pid.
+const PREPARED_APP: &str = r#"
+import os
+
+PREPARED = open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "prepared.txt")).read()
+
+def app(environ, start_response):
+    body = ("%s; worker %d" % (PREPARED, os.getpid())).encode()
+    start_response("200 OK", [("Content-Length", str(len(body)))])
+    return [body]
+"#;
+
+fn corral_says(c: &Corral, args: &[&str]) -> String {
+    let out = std::process::Command::new(corral_bin())
+        .args(args)
+        .args(["--socket", c.socket.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "corral {args:?}: {out:?}");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn gunicorns_arbiter_hooks_run_in_one_process_beside_the_workers() {
+    let app = AppDir::new(&[("app.py", PREPARED_APP), ("gunicorn.conf.py", ARBITER_CONF)]);
+    let mut c = Corral::start(app.path(), &["app:app"], 1);
+    // on_starting ran before the worker imported the app, in a process
+    // that is neither corral nor the worker.
+    let body = c.get("/").text();
+    let (prepared, worker) = body.split_once("; worker ").unwrap();
+    let arbiter: u32 = prepared
+        .strip_prefix("by on_starting in ")
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        arbiter != c.pid() && arbiter.to_string() != worker,
+        "{body}"
+    );
+    assert!(
+        c.log.text().contains(
+            "gunicorn.conf.py's on_starting, on_reload, when_ready, child_exit, nworkers_changed, on_exit run in a Python process of corral's beside the workers"
+        ),
+        "{}",
+        c.log.text()
+    );
+    // when_ready started a server that lives on in that process.
+    c.log
+        .wait_for("when_ready: 1 workers, metrics on", Duration::from_secs(10))
+        .expect("when_ready ran");
+    let port = std::fs::read_to_string(app.path().join("metrics_port.txt")).unwrap();
+    let metrics = |c: &Corral| {
+        let r = request(&format!("127.0.0.1:{port}"), "GET", "/", &[], b"");
+        assert_eq!(r.status, 200, "{}", c.log.text());
+        r.text()
+    };
+    assert_eq!(metrics(&c), format!("arbiter {arbiter} saw 0 exits"));
+
+    // A killed worker: child_exit, in the same process (its state counts).
+    // SAFETY: killing a worker of the corral this test started.
+    unsafe { libc::kill(worker.parse().unwrap(), libc::SIGKILL) };
+    c.log
+        .wait_for(
+            &format!("child_exit {worker} code -9"),
+            Duration::from_secs(10),
+        )
+        .expect("child_exit ran");
+    assert_eq!(metrics(&c), format!("arbiter {arbiter} saw 1 exits"));
+    c.wait_until("a new worker", || {
+        c.log.count("all 1 workers in service") >= 2
+    });
+
+    // Scaled: nworkers_changed; reloaded: on_reload, and no second when_ready.
+    corral_says(&c, &["scale", "2"]);
+    c.log
+        .wait_for("nworkers_changed 1 -> 2", Duration::from_secs(10))
+        .expect("nworkers_changed ran");
+    corral_says(&c, &["reload", "--wait"]);
+    c.log
+        .wait_for(&format!("on_reload in {arbiter}"), Duration::from_secs(10))
+        .expect("on_reload ran");
+    assert_eq!(c.log.count("when_ready: "), 1, "{}", c.log.text());
+
+    // A stop: on_exit, after the workers' exits, then the process is gone.
+    c.signal(libc::SIGTERM);
+    assert!(c.wait_exit(Duration::from_secs(30)).is_some());
+    let on_exit = std::fs::read_to_string(app.path().join("on_exit.txt")).unwrap_or_default();
+    let exits: u32 = on_exit
+        .strip_prefix("exits ")
+        .unwrap_or_else(|| panic!("on_exit ran: {on_exit:?}\n{}", c.log.text()))
+        .parse()
+        .unwrap();
+    // The killed one, the generation-1 pair the reload replaced, the two
+    // stopped last.
+    assert!(exits >= 4, "{on_exit}\n{}", c.log.text());
+    assert!(
+        wait_gone(&[arbiter], Duration::from_secs(5)),
+        "the arbiter process is gone"
+    );
 }

@@ -199,7 +199,7 @@ fn the_runtime_folder_is_private_and_holds_only_the_script() {
     assert_eq!(v["package_mode"], 0o700, "{v}");
     assert_eq!(
         v["package"],
-        serde_json::json!({"__init__.py": 0o600, "asgi.py": 0o600, "hooks.py": 0o600, "main.py": 0o600,
+        serde_json::json!({"__init__.py": 0o600, "arbiter.py": 0o600, "asgi.py": 0o600, "hooks.py": 0o600, "main.py": 0o600,
                            "ring.py": 0o600, "protocol.py": 0o600, "wsgi.py": 0o600}),
         "{v}"
     );

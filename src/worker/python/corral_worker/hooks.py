@@ -189,27 +189,33 @@ def error_logger():
     return log
 
 
+def load_config(spec):
+    """Runs the gunicorn config file as gunicorn does and returns its
+    module. spec: CORRAL_WORKER_GUNICORN_HOOKS, {"path": ..., "module":
+    ..., "root": ...} as JSON: the file, and the module name it runs under
+    (gunicorn's python:MODULE, whose package is imported from root)."""
+    given = json.loads(spec)
+    path = given["path"]
+    name = given.get("module") or "__config__"
+    root = given.get("root")
+    if "." in name and root and root not in sys.path:
+        # The package of a python:MODULE file, for its relative imports.
+        sys.path.append(root)
+    loader = importlib.machinery.SourceFileLoader(name, path)
+    found = importlib.util.spec_from_file_location(name, path, loader=loader)
+    module = importlib.util.module_from_spec(found)
+    sys.modules[name] = module
+    found.loader.exec_module(module)
+    return module
+
+
 class Hooks:
     """The config file's worker hooks, with the stand-ins they are called with."""
 
     def __init__(self, spec):
-        """spec: CORRAL_WORKER_GUNICORN_HOOKS, {"path": ..., "module": ...,
-        "root": ...} as JSON: the file, and the module name it runs under
-        (gunicorn's python:MODULE, whose package is imported from root)."""
-        given = json.loads(spec)
-        path = given["path"]
-        name = given.get("module") or "__config__"
-        root = given.get("root")
-        if "." in name and root and root not in sys.path:
-            # The package of a python:MODULE file, for its relative imports.
-            sys.path.append(root)
-        loader = importlib.machinery.SourceFileLoader(name, path)
-        found = importlib.util.spec_from_file_location(name, path, loader=loader)
-        module = importlib.util.module_from_spec(found)
-        sys.modules[name] = module
-        found.loader.exec_module(module)
+        module = load_config(spec)
         self.module = module
-        self.path = path
+        self.path = module.__file__
         self.hooks = {}
         for hook in WORKER_HOOKS:
             fn = getattr(module, hook, None)

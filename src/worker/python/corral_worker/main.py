@@ -231,6 +231,9 @@ def main():
     paste = os.environ.pop("CORRAL_WORKER_PASTE", "")
     paste_global = os.environ.pop("CORRAL_WORKER_PASTE_GLOBAL", "")
     hooks_spec = os.environ.pop("CORRAL_WORKER_GUNICORN_HOOKS", "")
+    # "arbiter": not a worker but the process that runs gunicorn's arbiter
+    # hooks (arbiter.py).
+    role = os.environ.pop("CORRAL_WORKER_ROLE", "")
     sock = socket.socket(fileno=fd)
     ring = None
     if ring_spec:
@@ -274,6 +277,21 @@ def main():
     for p in reversed(paths + [os.getcwd()]):
         if p not in sys.path:
             sys.path.insert(0, p)
+
+    if role == "arbiter":
+        from .arbiter import serve
+
+        if env_file:
+            load_env_file(env_file)
+        if logging_spec:
+            configure_logging(logging_spec)
+        serve(sock, hooks_spec)
+        import atexit
+
+        atexit._run_exitfuncs()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
 
     t0 = time.monotonic()
     asgi = None

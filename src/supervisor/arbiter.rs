@@ -1,0 +1,194 @@
+//! gunicorn's arbiter hooks (`on_starting`, `when_ready`, `on_reload`,
+//! `nworkers_changed`, `child_exit`, `on_exit`), which gunicorn runs in its
+//! master process. corral's supervisor runs no Python: when `[app]
+//! gunicorn_hooks` names a gunicorn config file, one Python process of its
+//! own (started by the workers' [`Launcher`], so with their interpreter,
+//! user, environment and folder; `corral_worker/arbiter.py`) runs the file
+//! once and calls these hooks when the supervisor tells it what happened,
+//! one at a time, so that they share the file's module as gunicorn's
+//! arbiter shares it.
+//!
+//! The channel carries JSON lines: the process first says which of the
+//! hooks the file has (after `on_starting`, which the supervisor waits for,
+//! at most `deploy.hook_timeout`, before it starts any worker), then reads
+//! one event per line. A process that fails, or a file without these hooks,
+//! costs nothing more: the events are only sent to a process that asked
+//! for them. At a stop, `on_exit` runs and the supervisor waits for the
+//! process to end (at most [`AT_EXIT`] or `deploy.hook_timeout`).
+
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::sync::{mpsc, watch};
+
+use crate::worker::pidfd::Process;
+use crate::worker::process::{GenerationInfo, Launcher};
+
+/// Longest corral waits for `on_exit` when it stops.
+const AT_EXIT: Duration = Duration::from_secs(5);
+
+/// What the process says first: the hooks the file defines.
+#[derive(serde::Deserialize)]
+struct Ready {
+    ready: Vec<String>,
+}
+
+/// The running process and the hooks it has.
+pub(super) struct Arbiter {
+    hooks: Vec<String>,
+    /// Lines for the process; dropped to close its channel.
+    tx: Option<mpsc::UnboundedSender<String>>,
+    /// True once the process has exited.
+    gone: watch::Receiver<bool>,
+    process: Process,
+    /// Whether `when_ready` has run (once, as in gunicorn).
+    was_ready: bool,
+}
+
+impl Arbiter {
+    /// Starts the process and waits, at most `timeout`, until it has run
+    /// the file and `on_starting`; `None` when it has no other hook to run
+    /// (or could not run the file: its traceback is logged).
+    pub(super) async fn start(
+        launcher: &Launcher,
+        info: &GenerationInfo,
+        timeout: Duration,
+    ) -> Option<Arbiter> {
+        let spawned = match launcher.spawn_arbiter(info) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(
+                    "gunicorn hooks: cannot start the process that runs the arbiter hooks: {e}"
+                );
+                return None;
+            }
+        };
+        let pid = spawned.pid;
+        let mut child = spawned.child;
+        if let Some(out) = child.stdout.take() {
+            crate::worker::output::forward_as(out, "gunicorn hooks".into(), pid, "stdout");
+        }
+        if let Some(err) = child.stderr.take() {
+            crate::worker::output::forward_as(err, "gunicorn hooks".into(), pid, "stderr");
+        }
+        let (gone_tx, gone) = watch::channel(false);
+        let (watch_handle, ours) = (spawned.watch, spawned.ours);
+        tokio::spawn(async move {
+            watch_handle.exited().await;
+            // What it started goes with it, as a worker's subprocesses do.
+            watch_handle.signal_group(libc::SIGKILL);
+            if let Ok(status) = child.wait().await {
+                tracing::debug!("gunicorn hooks (pid {pid}) exited: {status}");
+            }
+            let _ = gone_tx.send(true);
+            drop(ours);
+        });
+        let (read, mut write) = spawned.sock.into_split();
+        let mut line = String::new();
+        let mut reader = BufReader::new(read);
+        let said = tokio::time::timeout(timeout, reader.read_line(&mut line)).await;
+        let hooks = match said {
+            Ok(Ok(n)) if n > 0 => match serde_json::from_str::<Ready>(&line) {
+                Ok(ready) => ready.ready,
+                Err(e) => {
+                    tracing::error!("gunicorn hooks: the process said {line:?}: {e}");
+                    Vec::new()
+                }
+            },
+            Ok(_) => {
+                tracing::error!(
+                    "gunicorn hooks: the process ended before it was ready; the arbiter hooks will not run"
+                );
+                Vec::new()
+            }
+            Err(_) => {
+                tracing::error!(
+                    "gunicorn hooks: the file and its on_starting did not finish within {timeout:?} (deploy.hook_timeout); the workers start without the arbiter hooks"
+                );
+                spawned.process.signal_group(libc::SIGKILL);
+                return None;
+            }
+        };
+        let hooks: Vec<String> = hooks.into_iter().filter(|h| h != "on_starting").collect();
+        if hooks.is_empty() {
+            return None;
+        }
+        tracing::info!(
+            "gunicorn hooks (pid {pid}): {} run in this process, as in gunicorn's arbiter",
+            hooks.join(", ")
+        );
+        let (tx, mut rx) = mpsc::unbounded_channel::<String>();
+        tokio::spawn(async move {
+            while let Some(line) = rx.recv().await {
+                if write.write_all(line.as_bytes()).await.is_err() {
+                    return;
+                }
+            }
+            let _ = write.shutdown().await;
+        });
+        Some(Arbiter {
+            hooks,
+            tx: Some(tx),
+            gone,
+            process: spawned.process,
+            was_ready: false,
+        })
+    }
+
+    /// Tells the process to run `hook`, when the file has it.
+    fn send(&self, hook: &str, mut event: serde_json::Value) {
+        if !self.hooks.iter().any(|h| h == hook) {
+            return;
+        }
+        let Some(tx) = &self.tx else { return };
+        event["hook"] = serde_json::Value::from(hook);
+        let _ = tx.send(format!("{event}\n"));
+    }
+
+    /// A worker exited (`child_exit`).
+    pub(super) fn child_exited(&self, pid: u32, slot: usize, status: std::process::ExitStatus) {
+        use std::os::unix::process::ExitStatusExt;
+        let code = status.code().or(status.signal().map(|s| -s));
+        self.send(
+            "child_exit",
+            serde_json::json!({"pid": pid, "slot": slot, "code": code}),
+        );
+    }
+
+    /// A generation is in service (`when_ready`, the first time only).
+    pub(super) fn ready(&mut self, workers: usize) {
+        if !std::mem::replace(&mut self.was_ready, true) {
+            self.send("when_ready", serde_json::json!({"workers": workers}));
+        }
+    }
+
+    /// A reload starts (`on_reload`).
+    pub(super) fn reloading(&self) {
+        self.send("on_reload", serde_json::json!({}));
+    }
+
+    /// The number of workers changes (`nworkers_changed`).
+    pub(super) fn scaled(&self, new: usize, old: usize) {
+        if new != old {
+            self.send(
+                "nworkers_changed",
+                serde_json::json!({"new": new, "old": old, "workers": new}),
+            );
+        }
+    }
+
+    /// corral stops: `on_exit`, then the channel closes and the process
+    /// ends; waited for at most `timeout` (and [`AT_EXIT`]), then killed.
+    pub(super) async fn finish(&mut self, timeout: Duration) {
+        self.send("on_exit", serde_json::json!({}));
+        self.tx = None;
+        let wait = self.gone.wait_for(|gone| *gone);
+        if tokio::time::timeout(timeout.min(AT_EXIT), wait)
+            .await
+            .is_err()
+        {
+            tracing::warn!("gunicorn hooks: on_exit still running as corral stops; killed");
+            self.process.signal_group(libc::SIGKILL);
+        }
+    }
+}
