@@ -16,6 +16,8 @@
 //! for them. At a stop, `on_exit` runs and the supervisor waits for the
 //! process to end (at most [`AT_EXIT`] or `deploy.hook_timeout`).
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
@@ -40,6 +42,8 @@ pub(super) struct Arbiter {
     tx: Option<mpsc::UnboundedSender<String>>,
     /// True once the process has exited.
     gone: watch::Receiver<bool>,
+    /// Set when corral closes the channel: the exit that follows is expected.
+    closing: Arc<AtomicBool>,
     process: Process,
     /// Whether `when_ready` has run (once, as in gunicorn).
     was_ready: bool,
@@ -72,13 +76,21 @@ impl Arbiter {
             crate::worker::output::forward_as(err, "gunicorn hooks".into(), pid, "stderr");
         }
         let (gone_tx, gone) = watch::channel(false);
+        let closing = Arc::new(AtomicBool::new(false));
         let (watch_handle, ours) = (spawned.watch, spawned.ours);
+        let expected = closing.clone();
         tokio::spawn(async move {
             watch_handle.exited().await;
             // What it started goes with it, as a worker's subprocesses do.
             watch_handle.signal_group(libc::SIGKILL);
             if let Ok(status) = child.wait().await {
-                tracing::debug!("gunicorn hooks (pid {pid}) exited: {status}");
+                if expected.load(Ordering::Acquire) {
+                    tracing::debug!("gunicorn hooks (pid {pid}) exited: {status}");
+                } else {
+                    tracing::warn!(
+                        "gunicorn hooks (pid {pid}) exited ({status}): the arbiter hooks no longer run until corral restarts"
+                    );
+                }
             }
             let _ = gone_tx.send(true);
             drop(ours);
@@ -105,12 +117,15 @@ impl Arbiter {
                 tracing::error!(
                     "gunicorn hooks: the file and its on_starting did not finish within {timeout:?} (deploy.hook_timeout); the workers start without the arbiter hooks"
                 );
+                closing.store(true, Ordering::Release);
                 spawned.process.signal_group(libc::SIGKILL);
                 return None;
             }
         };
         let hooks: Vec<String> = hooks.into_iter().filter(|h| h != "on_starting").collect();
         if hooks.is_empty() {
+            // It ends now: nothing more to run.
+            closing.store(true, Ordering::Release);
             return None;
         }
         tracing::info!(
@@ -130,6 +145,7 @@ impl Arbiter {
             hooks,
             tx: Some(tx),
             gone,
+            closing,
             process: spawned.process,
             was_ready: false,
         })
@@ -181,6 +197,7 @@ impl Arbiter {
     /// ends; waited for at most `timeout` (and [`AT_EXIT`]), then killed.
     pub(super) async fn finish(&mut self, timeout: Duration) {
         self.send("on_exit", serde_json::json!({}));
+        self.closing.store(true, Ordering::Release);
         self.tx = None;
         let wait = self.gone.wait_for(|gone| *gone);
         if tokio::time::timeout(timeout.min(AT_EXIT), wait)
