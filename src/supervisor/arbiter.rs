@@ -129,8 +129,9 @@ impl Arbiter {
             return None;
         }
         tracing::info!(
-            "gunicorn hooks (pid {pid}): {} run in this process, as in gunicorn's arbiter",
-            hooks.join(", ")
+            "gunicorn hooks (pid {pid}): {} {} in this process, as in gunicorn's arbiter",
+            hooks.join(", "),
+            if hooks.len() == 1 { "runs" } else { "run" }
         );
         let (tx, mut rx) = mpsc::unbounded_channel::<String>();
         tokio::spawn(async move {
