@@ -10,6 +10,7 @@
 
 use crate::common::*;
 use crate::gunicorn_compat::run_to_exit;
+use crate::hooks::METRICS_APP;
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -297,28 +298,10 @@ def child_exit(server, worker):
     multiprocess.mark_process_dead(worker.pid)
 "#;
 
-const PROMETHEUS_APP: &str = r#"
-import os
-from prometheus_client import CollectorRegistry, Gauge, generate_latest, multiprocess
-
-BUSY = Gauge("demo_busy", "Set to 1 by each worker that served", multiprocess_mode="livesum")
-
-def app(environ, start_response):
-    if environ["PATH_INFO"] == "/metrics":
-        registry = CollectorRegistry()
-        multiprocess.MultiProcessCollector(registry)
-        body = generate_latest(registry)
-    else:
-        BUSY.set(1)
-        body = str(os.getpid()).encode()
-    start_response("200 OK", [("Content-Length", str(len(body)))])
-    return [body]
-"#;
-
 #[test]
 fn prometheus_clients_child_exit_recipe_runs_after_each_worker_exit_as_it_is() {
     let app = AppDir::new(&[
-        ("app.py", PROMETHEUS_APP),
+        ("app.py", METRICS_APP),
         ("gunicorn.conf.py", PROMETHEUS_CONF),
     ]);
     let metrics_dir = app.path().join("prometheus");
@@ -338,7 +321,7 @@ fn prometheus_clients_child_exit_recipe_runs_after_each_worker_exit_as_it_is() {
         "{}",
         c.log.text()
     );
-    let pid = c.get("/").text();
+    let pid = c.get("/hit").text();
     let live = metrics_dir.join(format!("gauge_livesum_{pid}.db"));
     assert!(
         live.exists(),
@@ -359,7 +342,7 @@ fn prometheus_clients_child_exit_recipe_runs_after_each_worker_exit_as_it_is() {
         )
         .expect("the hook's log line");
     c.wait_until("a new worker", || {
-        let now = c.get("/").text();
+        let now = c.get("/hit").text();
         now.parse::<u32>().is_ok() && now != pid
     });
     let after = c.get("/metrics").text();

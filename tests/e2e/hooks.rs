@@ -191,7 +191,7 @@ fn a_hook_past_hook_timeout_is_killed_and_holds_nothing_up() {
 
 /// The README's recipe: prometheus_client in multiprocess mode, with
 /// `mark_process_dead` run by `on_worker_exit`.
-const METRICS_APP: &str = r#"
+pub(crate) const METRICS_APP: &str = r#"
 import os
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest, multiprocess
 
