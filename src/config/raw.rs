@@ -250,8 +250,8 @@ pub(super) struct RawApp {
     /// worker)` before the app's import, `post_worker_init(worker)` after
     /// it, `pre_request(worker, req)` and `post_request(worker, req,
     /// environ, resp)` around each WSGI request, `worker_int(worker)` on
-    /// SIGINT or SIGQUIT and `worker_exit(server, worker)` when the worker
-    /// exits. One Python process beside the workers runs the hooks of
+    /// SIGINT or SIGQUIT, `worker_abort(worker)` past `timeout` and
+    /// `worker_exit(server, worker)` when the worker exits. One Python process beside the workers runs the hooks of
     /// gunicorn's arbiter: `on_starting(server)` before the first worker
     /// starts, `when_ready(server)` once the first generation is in
     /// service, `on_reload(server)`, `nworkers_changed(server, new, old)`,

@@ -6,12 +6,13 @@
 /// gunicorn's hooks that run in its workers, which corral's workers run
 /// from the file itself (`[app] gunicorn_hooks`; the worker's `hooks.py`
 /// lists the same).
-pub const WORKER_HOOKS: [&str; 6] = [
+pub const WORKER_HOOKS: [&str; 7] = [
     "post_fork",
     "post_worker_init",
     "pre_request",
     "post_request",
     "worker_int",
+    "worker_abort",
     "worker_exit",
 ];
 
@@ -263,7 +264,7 @@ pub const SETTINGS: &[(&str, &str)] = &[
     ),
     (
         "worker_abort",
-        "not supported: a worker past `timeout` has its Python stack logged before it is replaced",
+        "runs in a worker past `timeout` (a request's, or its boot's), after its Python stacks are logged and before it is killed (`[app] gunicorn_hooks`, as `post_fork`); on the worker's main thread, so not in an interpreter stuck holding the GIL, as under gunicorn",
     ),
     ("pre_exec", "not supported: a USR2 re-exec runs no Python"),
     (

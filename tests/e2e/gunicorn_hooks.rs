@@ -1,5 +1,6 @@
 //! gunicorn's worker hooks (`post_fork`, `post_worker_init`, `pre_request`,
-//! `post_request`, `worker_int`, `worker_exit`) run in corral's workers,
+//! `post_request`, `worker_int`, `worker_abort`, `worker_exit`) run in
+//! corral's workers,
 //! from the gunicorn.conf.py itself, at the points of a worker's life where
 //! gunicorn's workers run them; a failing `post_fork` fails the boot with
 //! its traceback. The arbiter hooks (`on_starting`, `when_ready`,
@@ -551,4 +552,38 @@ fn gunicorns_arbiter_hooks_run_in_one_process_beside_the_workers() {
         wait_gone(&[arbiter], Duration::from_secs(5)),
         "the arbiter process is gone"
     );
+}
+
+#[test]
+fn worker_abort_runs_in_a_worker_past_its_timeout_after_its_stacks_are_logged() {
+    let conf = "workers = 1\ntimeout = 1\n\ndef worker_abort(worker):\n    worker.log.info(\"worker_abort %s alive=%s\", worker.pid, worker.alive)\n";
+    let app_py = "import os, time\n\ndef app(environ, start_response):\n    if environ[\"PATH_INFO\"] == \"/hang\":\n        time.sleep(30)\n    body = str(os.getpid()).encode()\n    start_response(\"200 OK\", [(\"Content-Length\", str(len(body)))])\n    return [body]\n";
+    let app = AppDir::new(&[("app.py", app_py), ("hooks.py", conf)]);
+    let c = Corral::start(
+        app.path(),
+        &["app:app", "-c", "hooks.py", "-b", "127.0.0.1:0"],
+        1,
+    );
+    let pid = c.worker_pid("/");
+    assert_eq!(c.get("/hang").status, 504);
+    c.log
+        .wait_for(
+            &format!("worker_abort {pid} alive=False"),
+            Duration::from_secs(10),
+        )
+        .unwrap_or_else(|| panic!("worker_abort did not run; log:\n{}", c.log.text()));
+    // The stacks were dumped before the hook ran: the main thread was
+    // still waiting, not in the hook (corral logs them at the kill).
+    c.log
+        .wait_for(
+            &format!("Python stacks of worker 0 (pid {pid})"),
+            Duration::from_secs(10),
+        )
+        .expect("the stacks are logged");
+    c.wait_until("the dump to be logged whole", || {
+        c.log.text().contains("line 5 in app")
+    });
+    let log = c.log.text();
+    let dump = &log[log.find("Python stacks of worker 0").unwrap()..];
+    assert!(!dump.contains("in worker_abort"), "{log}");
 }

@@ -13,15 +13,20 @@ worker's life as under gunicorn:
   around each WSGI request (gunicorn's uvicorn worker calls neither, nor
   does corral for an ASGI app);
 - worker_int(worker): on SIGINT or SIGQUIT, before the worker exits;
+- worker_abort(worker): when corral finds the worker past its timeout (a
+  request, or its boot), after the worker's stacks are dumped and before
+  it is killed, as gunicorn calls it on the SIGABRT of a timeout; it runs
+  on the main thread, so a worker whose interpreter is stuck holding the
+  GIL never gets to it;
 - worker_exit(server, worker): when the worker exits on its own (a stop, a
   recycle, SIGINT/SIGQUIT), never after SIGKILL.
 
 An exception in post_fork or post_worker_init fails the worker's boot with
 its traceback (gunicorn's worker exits too); one in pre_request answers
-500, as gunicorn does; one in post_request, worker_int or worker_exit is
-logged. `server` and `worker` stand in for gunicorn's Arbiter and Worker
-with what hooks use of them: pid, ppid, age, log (the "gunicorn.error"
-logger) and cfg (the settings the file sets).
+500, as gunicorn does; one in post_request, worker_int, worker_abort or
+worker_exit is logged. `server` and `worker` stand in for gunicorn's
+Arbiter and Worker with what hooks use of them: pid, ppid, age, log (the
+"gunicorn.error" logger) and cfg (the settings the file sets).
 """
 
 import importlib.machinery
@@ -33,7 +38,7 @@ import sys
 import traceback
 
 WORKER_HOOKS = ("post_fork", "post_worker_init", "pre_request", "post_request", "worker_int",
-                "worker_exit")
+                "worker_abort", "worker_exit")
 
 
 class Settings:
@@ -254,6 +259,10 @@ class Hooks:
     def worker_int(self):
         self.worker.alive = False
         self._logged("worker_int", self.worker)
+
+    def worker_abort(self):
+        self.worker.alive = False
+        self._logged("worker_abort", self.worker)
 
     def worker_exit(self):
         if self.exited:

@@ -304,6 +304,13 @@ def main():
             from .hooks import Hooks
 
             hooks = Hooks(hooks_spec)
+            if "worker_abort" in hooks.hooks:
+                # gunicorn calls it on a timeout's SIGABRT; corral's timeout
+                # sends SIGUSR1: the stacks are dumped first (in C), then
+                # the hook runs (chain=True calls the Python handler).
+                faulthandler.unregister(signal.SIGUSR1)
+                signal.signal(signal.SIGUSR1, lambda *_: hooks.worker_abort())
+                faulthandler.register(signal.SIGUSR1, file=stacks, all_threads=True, chain=True)
             hooks.post_fork()
         if paste:
             import json
