@@ -119,12 +119,16 @@ fn gunicorns_worker_hooks_run_in_each_worker_where_gunicorn_runs_them() {
     );
 
     // pre_request and post_request around each request.
-    assert_eq!(c.get("/hello?x=1").status, 200);
+    let hello = c.get("/hello?x=1");
+    assert_eq!(hello.status, 200);
     c.log
         .wait_for("pre_request GET /hello query=x=1", Duration::from_secs(10))
         .expect("pre_request ran");
     c.log
-        .wait_for("post_request /hello 200 sent=", Duration::from_secs(10))
+        .wait_for(
+            &format!("post_request /hello 200 sent={}", hello.body.len()),
+            Duration::from_secs(10),
+        )
         .expect("post_request ran");
     // An exception in pre_request answers 500, as under gunicorn, and
     // post_request still runs.

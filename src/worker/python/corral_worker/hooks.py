@@ -85,98 +85,138 @@ class Worker:
 
 
 class Request:
-    """gunicorn's http.Request as pre_request and post_request read it,
-    made from the request's environ."""
+    """gunicorn's http.Request as pre_request and post_request read it, each
+    attribute made from the request's environ when a hook reads it (a hook
+    that reads nothing costs next to nothing)."""
 
-    __slots__ = ("method", "uri", "path", "query", "fragment", "version", "headers", "trailers",
-                 "scheme", "peer_addr", "remote_addr", "body")
+    __slots__ = ("environ",)
 
     def __init__(self, environ):
-        self.method = environ.get("REQUEST_METHOD", "")
-        uri = environ.get("RAW_URI", "")
-        self.uri = uri
-        rest, _, self.fragment = uri.partition("#")
-        self.path, _, self.query = rest.partition("?")
-        proto = environ.get("SERVER_PROTOCOL", "HTTP/1.1")
+        self.environ = environ
+
+    @property
+    def method(self):
+        return self.environ.get("REQUEST_METHOD", "")
+
+    @property
+    def uri(self):
+        return self.environ.get("RAW_URI", "")
+
+    @property
+    def path(self):
+        return self.uri.partition("#")[0].partition("?")[0]
+
+    @property
+    def query(self):
+        return self.uri.partition("#")[0].partition("?")[2]
+
+    @property
+    def fragment(self):
+        return self.uri.partition("#")[2]
+
+    @property
+    def version(self):
+        proto = self.environ.get("SERVER_PROTOCOL", "HTTP/1.1")
         try:
             major, _, minor = proto.partition("/")[2].partition(".")
-            self.version = (int(major), int(minor or 0))
+            return (int(major), int(minor or 0))
         except ValueError:
-            self.version = (1, 1)
+            return (1, 1)
+
+    @property
+    def headers(self):
+        """(NAME, value) pairs, names in capitals as gunicorn gives them."""
         headers = []
-        for key, value in environ.items():
+        for key, value in self.environ.items():
             if key.startswith("HTTP_"):
                 headers.append((key[5:].replace("_", "-"), value))
             elif key in ("CONTENT_TYPE", "CONTENT_LENGTH"):
                 headers.append((key.replace("_", "-"), value))
-        self.headers = headers
-        self.trailers = []
-        self.scheme = environ.get("wsgi.url_scheme", "http")
+        return headers
+
+    @property
+    def trailers(self):
+        return []
+
+    @property
+    def scheme(self):
+        return self.environ.get("wsgi.url_scheme", "http")
+
+    @property
+    def peer_addr(self):
         try:
-            port = int(environ.get("REMOTE_PORT") or 0)
+            port = int(self.environ.get("REMOTE_PORT") or 0)
         except ValueError:
             port = 0
-        self.peer_addr = self.remote_addr = (environ.get("REMOTE_ADDR", ""), port)
-        self.body = environ.get("wsgi.input")
+        return (self.environ.get("REMOTE_ADDR", ""), port)
+
+    remote_addr = peer_addr
+
+    @property
+    def body(self):
+        return self.environ.get("wsgi.input")
 
 
 class Answer:
-    """gunicorn's http.wsgi.Response as post_request reads it."""
+    """gunicorn's http.wsgi.Response as post_request reads it, made from the
+    worker's own record of the answer (wsgi.py's Response) when a hook reads
+    it."""
 
-    __slots__ = ("status", "status_code", "headers", "headers_sent", "sent", "response_length",
-                 "version")
+    __slots__ = ("req", "resp", "result")
 
-    def __init__(self, version):
-        self.status = None
-        self.status_code = None
-        self.headers = []
-        self.headers_sent = False
-        self.sent = 0
-        self.response_length = None
-        self.version = version
+    def __init__(self, req, resp, result):
+        self.req = req
+        self.resp = resp
+        self.result = result
 
-    def started(self, status, headers):
-        self.status = status
-        try:
-            self.status_code = int(status.split(None, 1)[0])
-        except (ValueError, IndexError):
-            self.status_code = None
-        self.headers = list(headers)
+    @property
+    def status(self):
+        return self.resp.status
+
+    @property
+    def status_code(self):
+        status = self.resp.status
+        if type(status) is str:
+            try:
+                return int(status.split(None, 1)[0])
+            except (ValueError, IndexError):
+                pass
+        return None
+
+    @property
+    def headers(self):
+        return list(self.resp.headers or ())
+
+    def _whole(self):
+        """Whether the runner sent the answer whole, in one frame."""
+        return type(self.result) is list and not self.resp.sent
+
+    @property
+    def sent(self):
+        resp = self.resp
+        if self._whole():
+            if resp.is_head or resp.status is None:
+                return 0
+            return sum(len(c) for c in self.result)
+        return resp.nbytes
+
+    @property
+    def headers_sent(self):
+        return self.resp.status is not None if self._whole() else self.resp.sent
+
+    @property
+    def response_length(self):
         for name, value in self.headers:
             if type(name) is str and name.lower() == "content-length":
                 try:
-                    self.response_length = int(value)
+                    return int(value)
                 except (TypeError, ValueError):
-                    pass
+                    return None
+        return None
 
-
-class Body:
-    """The app's response iterable, counted as it is sent; closing it runs
-    post_request, as gunicorn runs it once the response is written."""
-
-    def __init__(self, result, answer, done):
-        self._it = iter(result)
-        self._result = result
-        self._answer = answer
-        self._done = done
-
-    def __iter__(self):
-        return self
-
-    def __next__(self):
-        chunk = next(self._it)
-        answer = self._answer
-        answer.headers_sent = True
-        answer.sent += len(chunk)
-        return chunk
-
-    def close(self):
-        try:
-            close = getattr(self._result, "close", None)
-            if close is not None:
-                close()
-        finally:
-            self._done()
+    @property
+    def version(self):
+        return self.req.version
 
 
 def error_logger():
@@ -271,43 +311,25 @@ class Hooks:
         self.worker.alive = False
         self._logged("worker_exit", self.server, self.worker)
 
-    def wrap(self, app):
-        """The WSGI app with pre_request and post_request around each
-        request; the app itself when the file defines neither."""
-        pre = self.hooks.get("pre_request")
-        post = self.hooks.get("post_request")
-        if pre is None and post is None:
-            return app
-        worker = self.worker
-        logged = self._logged
+    def around_requests(self):
+        """Whether the file has pre_request or post_request: then the WSGI
+        runner calls request(), pre_request() and post_request()."""
+        return "pre_request" in self.hooks or "post_request" in self.hooks
 
-        def hooked(environ, start_response):
-            worker.nr += 1
-            req = Request(environ)
-            if post is None:
-                pre(worker, req)
-                return app(environ, start_response)
-            answer = Answer(req.version)
+    def request(self, environ):
+        """gunicorn's Request for this request's hooks."""
+        self.worker.nr += 1
+        return Request(environ)
 
-            def start(status, headers, exc_info=None):
-                write = start_response(status, headers, exc_info)
-                answer.started(status, headers)
+    def pre_request(self, req):
+        """Raises what the hook raises: the request then gets a 500."""
+        fn = self.hooks.get("pre_request")
+        if fn is not None:
+            fn(self.worker, req)
 
-                def counted(data):
-                    answer.headers_sent = True
-                    answer.sent += len(data)
-                    return write(data)
-
-                return counted
-
-            try:
-                if pre is not None:
-                    pre(worker, req)
-                result = app(environ, start)
-            except BaseException:
-                logged("post_request", worker, req, environ, answer)
-                raise
-            return Body(result, answer,
-                        lambda: logged("post_request", worker, req, environ, answer))
-
-        return hooked
+    def post_request(self, req, environ, resp, result):
+        """After the answer is sent (resp: the runner's Response; result:
+        what the app returned)."""
+        if "post_request" in self.hooks:
+            answer = Answer(req, resp, result)
+            self._logged("post_request", self.worker, req, environ, answer)

@@ -358,9 +358,8 @@ def main():
                    root_path, hooks.worker_exit if hooks is not None else None)
         os._exit(0)
 
-    if hooks is not None:
-        app = hooks.wrap(app)
-    worker = Worker(conn, WsgiRunner(conn, app, threads, root_path, software), threads)
+    around = hooks if hooks is not None and hooks.around_requests() else None
+    worker = Worker(conn, WsgiRunner(conn, app, threads, root_path, software, around), threads)
     worker.start()
     if heartbeat > 0:
         threading.Thread(target=beat, args=(conn, heartbeat), name="corral-heartbeat",

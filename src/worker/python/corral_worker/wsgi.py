@@ -282,9 +282,12 @@ class Connection:
 class WsgiRunner:
     """Runs one WSGI request per call, PEP 3333."""
 
-    def __init__(self, conn, app, threads, root, software="corral"):
+    def __init__(self, conn, app, threads, root, software="corral", hooks=None):
         self.conn = conn
         self.app = app
+        # gunicorn's pre_request and post_request (hooks.py), when the
+        # config file has them; None keeps them off the request path.
+        self.hooks = hooks
         from wsgiref.util import FileWrapper
 
         self.base = {
@@ -327,8 +330,11 @@ class WsgiRunner:
         # A body that came whole needs no flow control: C-speed BytesIO.
         environ["wsgi.input"] = BytesIO(st.body) if st.chunks is None else Input(conn, st)
         resp = Response(conn, st, environ.get("REQUEST_METHOD") == "HEAD")
-        result = None
+        result = req = None
         try:
+            if self.hooks is not None:
+                req = self.hooks.request(environ)
+                self.hooks.pre_request(req)
             result = self.app(environ, resp.start_response)
             if type(result) is list and not resp.sent:
                 if resp.status is None:
@@ -380,6 +386,8 @@ class WsgiRunner:
                     result.close()
                 except Exception:
                     traceback.print_exc()
+            if req is not None:
+                self.hooks.post_request(req, environ, resp, result)
             conn.streams.pop(sid, None)
 
 
@@ -388,7 +396,7 @@ class Response:
     and the frames they send. An object per request, not closures: one
     allocation, and the runner reads its fields without cells."""
 
-    __slots__ = ("conn", "st", "is_head", "status", "head", "sent")
+    __slots__ = ("conn", "st", "is_head", "status", "head", "sent", "headers", "nbytes")
 
     def __init__(self, conn, st, is_head):
         self.conn = conn
@@ -399,6 +407,10 @@ class Response:
         # final: a later start_response must re-raise its exc_info).
         self.head = None
         self.sent = False
+        # The app's headers and the body bytes sent as DATA frames, for
+        # post_request.
+        self.headers = None
+        self.nbytes = 0
 
     def start_response(self, status, headers, exc_info=None):
         if exc_info:
@@ -415,6 +427,7 @@ class Response:
         # app, where its own error handling can see it.
         self.head = wsgi_head(status, headers)
         self.status = status
+        self.headers = headers
         return self.write
 
     def write(self, data):
@@ -433,6 +446,7 @@ class Response:
             self.sent = True
         if self.is_head or not data:
             return
+        self.nbytes += len(data)
         view = memoryview(data)
         for off in range(0, len(view), MAX_FRAME):
             if st.window <= 0 and not st.cancelled:
