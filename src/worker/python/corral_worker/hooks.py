@@ -10,8 +10,10 @@ worker's life as under gunicorn:
   request (and before an ASGI app's lifespan startup, as under uvicorn's
   gunicorn worker);
 - pre_request(worker, req) and post_request(worker, req, environ, resp):
-  around each WSGI request (gunicorn's uvicorn worker calls neither, nor
-  does corral for an ASGI app);
+  around each WSGI request, called by wsgi.py's runner, with req and resp
+  made from the environ and the runner's answer only as far as a hook
+  reads them (gunicorn's uvicorn worker calls neither, nor does corral for
+  an ASGI app);
 - worker_int(worker): on SIGINT or SIGQUIT, before the worker exits;
 - worker_abort(worker): when corral finds the worker past its timeout (a
   request, or its boot), after the worker's stacks are dumped and before
