@@ -136,25 +136,24 @@ fn main() -> ExitCode {
             conf.path.display(),
             conf.location()
         );
-        if !c.hooks.is_empty() {
-            tracing::info!(
-                "{}'s {} {} in each worker, as under gunicorn: the file runs once more in each worker, before the app's import",
-                conf.path.display(),
-                c.hooks.join(", "),
-                if c.hooks.len() == 1 { "runs" } else { "run" }
-            );
-        }
-        if !c.arbiter_hooks.is_empty() {
-            tracing::info!(
-                "{}'s {} {} in a Python process of corral's beside the workers, as in gunicorn's arbiter: the file runs once more there",
-                conf.path.display(),
-                c.arbiter_hooks.join(", "),
-                if c.arbiter_hooks.len() == 1 {
-                    "runs"
-                } else {
-                    "run"
-                }
-            );
+        for (hooks, where_) in [
+            (
+                &c.hooks,
+                "in each worker, as under gunicorn: the file runs once more in each worker, before the app's import",
+            ),
+            (
+                &c.arbiter_hooks,
+                "in a Python process of corral's beside the workers, as in gunicorn's arbiter: the file runs once more there",
+            ),
+        ] {
+            if !hooks.is_empty() {
+                let verb = if hooks.len() == 1 { "runs" } else { "run" };
+                tracing::info!(
+                    "{}'s {} {verb} {where_}",
+                    conf.path.display(),
+                    hooks.join(", ")
+                );
+            }
         }
         for note in &c.notes {
             tracing::warn!("{}: not carried over: {note}", conf.path.display());

@@ -123,13 +123,7 @@ fn bytes(v: &Json, _: &Path) -> Option<Value> {
 /// Converts a hypercorn TOML file's keys (`table`) into a corral.toml;
 /// `app`: the APP on the command line; relative paths against `cwd`.
 pub fn convert(table: &toml::Table, app: Option<&str>, cwd: &Path, file: &Path) -> Conversion {
-    let mut out = Out {
-        sections: BTreeMap::new(),
-        notes: Vec::new(),
-        cwd,
-        hooks: Vec::new(),
-        arbiter_hooks: Vec::new(),
-    };
+    let mut out = Out::new(cwd);
     let mut settings: BTreeMap<String, Json> = BTreeMap::new();
     let mut unknown = Vec::new();
     for (name, value) in table {

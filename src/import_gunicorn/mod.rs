@@ -234,7 +234,18 @@ struct Out<'a> {
     arbiter_hooks: Vec<&'static str>,
 }
 
-impl Out<'_> {
+impl<'a> Out<'a> {
+    /// An empty conversion; relative paths against `cwd`.
+    fn new(cwd: &'a Path) -> Out<'a> {
+        Out {
+            sections: BTreeMap::new(),
+            notes: Vec::new(),
+            cwd,
+            hooks: Vec::new(),
+            arbiter_hooks: Vec::new(),
+        }
+    }
+
     fn set(&mut self, section: &'static str, key: &'static str, value: Value) {
         self.sections.entry(section).or_default().push((key, value));
     }
@@ -340,13 +351,7 @@ fn convert_at(
     file: &Path,
     module: Option<&str>,
 ) -> Conversion {
-    let mut out = Out {
-        sections: BTreeMap::new(),
-        notes: Vec::new(),
-        cwd,
-        hooks: Vec::new(),
-        arbiter_hooks: Vec::new(),
-    };
+    let mut out = Out::new(cwd);
     convert_into(&mut out, settings, app);
     if !out.hooks.is_empty() || !out.arbiter_hooks.is_empty() {
         let location = match module {
@@ -401,19 +406,17 @@ fn convert_into(out: &mut Out, settings: &BTreeMap<String, Json>, app: Option<&s
         let Some(entry) = settings.get(*name) else {
             continue;
         };
-        if entry.get("callable").is_some()
-            && let Some(hook) = settings::WORKER_HOOKS.iter().find(|h| *h == name)
-        {
-            // Run by the workers, from the file itself.
-            out.hooks.push(hook);
-            continue;
-        }
-        if entry.get("callable").is_some()
-            && let Some(hook) = settings::ARBITER_HOOKS.iter().find(|h| *h == name)
-        {
-            // Run by a process of their own, from the file itself.
-            out.arbiter_hooks.push(hook);
-            continue;
+        // A hook corral runs from the file itself: in the workers, or in
+        // the process of the arbiter's hooks.
+        if entry.get("callable").is_some() {
+            if settings::WORKER_HOOKS.contains(name) {
+                out.hooks.push(name);
+                continue;
+            }
+            if settings::ARBITER_HOOKS.contains(name) {
+                out.arbiter_hooks.push(name);
+                continue;
+            }
         }
         let v = match value_of(entry) {
             Ok(v) => v,

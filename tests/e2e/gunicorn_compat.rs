@@ -59,6 +59,15 @@ pub(crate) fn run_to_exit(dir: &Path, args: &[&str]) -> (Option<i32>, String, St
     run_to_exit_with_env(dir, args, &[])
 }
 
+/// `corral import-gunicorn LOCATION --python` the tests' Python, in
+/// `dir`, which must succeed: its stdout (the corral.toml) and stderr.
+pub(crate) fn import_gunicorn(dir: &Path, location: &str) -> (String, String) {
+    let (code, stdout, stderr) =
+        run_to_exit(dir, &["import-gunicorn", location, "--python", &python()]);
+    assert_eq!(code, Some(0), "{stderr}");
+    (stdout, stderr)
+}
+
 /// [`run_to_exit`] with these environment variables set.
 pub(crate) fn run_to_exit_with_env(
     dir: &Path,
@@ -452,11 +461,7 @@ def pre_exec(server):
 #[test]
 fn import_gunicorn_converts_a_conf_file_that_corral_then_serves() {
     let app = AppDir::new(&[("app.py", APP), ("gunicorn.conf.py", CONF)]);
-    let (code, stdout, stderr) = run_to_exit(
-        app.path(),
-        &["import-gunicorn", "gunicorn.conf.py", "--python", &python()],
-    );
-    assert_eq!(code, Some(0), "{stderr}");
+    let (stdout, stderr) = import_gunicorn(app.path(), "gunicorn.conf.py");
     assert!(stdout.contains("[workers]\ncount = 2\n"), "{stdout}");
     assert!(stdout.contains("timeout = \"20s\""), "{stdout}");
     for needle in [

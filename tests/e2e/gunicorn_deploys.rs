@@ -7,7 +7,7 @@
 //! app served from its Paste ini file (`--paste`).
 
 use crate::common::*;
-use crate::gunicorn_compat::{APP, gunicorn_says, run_to_exit};
+use crate::gunicorn_compat::{APP, gunicorn_says, import_gunicorn, run_to_exit};
 
 use std::path::Path;
 use std::process::Command;
@@ -412,16 +412,7 @@ fn gunicorns_python_module_and_file_config_locations_are_read_as_gunicorn_reads_
         "{stderr}"
     );
     // import-gunicorn takes the same.
-    let (code, stdout, stderr) = run_to_exit(
-        app.path(),
-        &[
-            "import-gunicorn",
-            "python:config.gunicorn",
-            "--python",
-            &python(),
-        ],
-    );
-    assert_eq!(code, Some(0), "{stderr}");
+    let (stdout, _) = import_gunicorn(app.path(), "python:config.gunicorn");
     assert!(stdout.contains("count = 2"), "{stdout}");
 }
 

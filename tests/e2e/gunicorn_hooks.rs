@@ -10,7 +10,7 @@
 //! `post_fork` set-up traces each worker.
 
 use crate::common::*;
-use crate::gunicorn_compat::run_to_exit;
+use crate::gunicorn_compat::{import_gunicorn, run_to_exit};
 use crate::hooks::METRICS_APP;
 
 use std::path::Path;
@@ -269,16 +269,7 @@ fn a_python_module_configs_hooks_keep_its_relative_imports_through_import_gunico
     drop(c);
     // import-gunicorn writes the key; the corral.toml it printed serves the
     // same.
-    let (code, stdout, stderr) = run_to_exit(
-        app.path(),
-        &[
-            "import-gunicorn",
-            "python:config.gunicorn",
-            "--python",
-            &python(),
-        ],
-    );
-    assert_eq!(code, Some(0), "{stderr}");
+    let (stdout, _) = import_gunicorn(app.path(), "python:config.gunicorn");
     assert!(
         stdout.contains("gunicorn_hooks = \"python:config.gunicorn\""),
         "{stdout}"

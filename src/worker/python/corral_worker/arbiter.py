@@ -21,24 +21,13 @@ process goes on. It speaks JSON lines on the channel: first
 """
 
 import json
-import os
 import sys
 import traceback
 
-from .hooks import Settings, error_logger, load_config
+from .hooks import Server, Settings, call_logged, defined, error_logger, load_config
 
 ARBITER_HOOKS = ("on_starting", "when_ready", "on_reload", "nworkers_changed", "child_exit",
                  "on_exit")
-
-
-class Arbiter:
-    """gunicorn's Arbiter as its hooks see it: corral's supervisor."""
-
-    def __init__(self, cfg, log):
-        self.pid = os.getppid()
-        self.cfg = cfg
-        self.log = log
-        self.num_workers = 0
 
 
 class ExitedWorker:
@@ -67,21 +56,11 @@ def serve(sock, spec):
         return
     log = error_logger()
     cfg = Settings(module)
-    server = Arbiter(cfg, log)
-    hooks = {}
-    for name in ARBITER_HOOKS:
-        fn = getattr(module, name, None)
-        if callable(fn):
-            hooks[name] = fn
+    server = Server(cfg, log)
+    hooks = defined(module, ARBITER_HOOKS)
 
     def call(name, *args):
-        fn = hooks.get(name)
-        if fn is None:
-            return
-        try:
-            fn(*args)
-        except Exception:
-            log.error("Exception in %s hook\n%s", name, traceback.format_exc().rstrip())
+        call_logged(hooks, log, name, *args)
         sys.stdout.flush()
         sys.stderr.flush()
 

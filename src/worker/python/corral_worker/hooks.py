@@ -62,12 +62,15 @@ class Settings:
 
 
 class Server:
-    """gunicorn's Arbiter as a worker's hooks see it: corral's supervisor."""
+    """gunicorn's Arbiter as hooks see it: corral's supervisor (the parent
+    of a worker and of the arbiter hooks' process)."""
 
     def __init__(self, cfg, log):
         self.pid = os.getppid()
         self.cfg = cfg
         self.log = log
+        # Kept up to date in the arbiter hooks' process (arbiter.py).
+        self.num_workers = 0
 
 
 class Worker:
@@ -221,6 +224,23 @@ class Answer:
         return self.req.version
 
 
+def defined(module, names):
+    """The hooks among `names` that the config file's module defines."""
+    return {name: fn for name in names if callable(fn := getattr(module, name, None))}
+
+
+def call_logged(hooks, log, name, *args):
+    """Calls hooks[name], if there is one, logging an exception it raises
+    (the hooks whose exceptions gunicorn only logs)."""
+    fn = hooks.get(name)
+    if fn is None:
+        return
+    try:
+        fn(*args)
+    except Exception:
+        log.error("Exception in %s hook\n%s", name, traceback.format_exc().rstrip())
+
+
 def error_logger():
     """gunicorn's error log as hooks write to it (server.log, worker.log):
     the "gunicorn.error" logger, at INFO to stderr (which corral logs)
@@ -261,13 +281,7 @@ class Hooks:
 
     def __init__(self, spec):
         module = load_config(spec)
-        self.module = module
-        self.path = module.__file__
-        self.hooks = {}
-        for hook in WORKER_HOOKS:
-            fn = getattr(module, hook, None)
-            if callable(fn):
-                self.hooks[hook] = fn
+        self.hooks = defined(module, WORKER_HOOKS)
         log = error_logger()
         cfg = Settings(module)
         self.server = Server(cfg, log)
@@ -288,15 +302,7 @@ class Hooks:
         self.worker.booted = True
 
     def _logged(self, hook, *args):
-        """Calls a hook whose exception gunicorn only logs, and logs it."""
-        fn = self.hooks.get(hook)
-        if fn is None:
-            return
-        try:
-            fn(*args)
-        except Exception:
-            self.log.error("Exception in %s hook of %s\n%s", hook, self.path,
-                           traceback.format_exc().rstrip())
+        call_logged(self.hooks, self.log, hook, *args)
 
     def worker_int(self):
         self.worker.alive = False

@@ -188,6 +188,15 @@ def load_env_file(path):
     load_dotenv(dotenv_path=path)
 
 
+def prepare(env_file, logging_spec):
+    """What comes before the app's import (and before gunicorn's hooks):
+    the dotenv file, then the app's logging configuration."""
+    if env_file:
+        load_env_file(env_file)
+    if logging_spec:
+        configure_logging(logging_spec)
+
+
 def load_paste(uri, global_conf, logging_spec):
     """The app of a PasteDeploy ini file ("config:/path/production.ini#main"),
     as gunicorn's --paste loads it; without a logging configuration of its
@@ -281,10 +290,7 @@ def main():
     if role == "arbiter":
         from .arbiter import serve
 
-        if env_file:
-            load_env_file(env_file)
-        if logging_spec:
-            configure_logging(logging_spec)
+        prepare(env_file, logging_spec)
         serve(sock, hooks_spec)
         import atexit
 
@@ -296,10 +302,7 @@ def main():
     t0 = time.monotonic()
     asgi = None
     try:
-        if env_file:
-            load_env_file(env_file)
-        if logging_spec:
-            configure_logging(logging_spec)
+        prepare(env_file, logging_spec)
         if hooks_spec:
             from .hooks import Hooks
 
