@@ -32,6 +32,13 @@ def app(environ, start_response):
 "#;
 
 const ASGI: &str = r#"
+import os
+
+def mark(file, text):
+    # Whole or not at all: the test reads the file as soon as it exists.
+    open(file + ".tmp", "w").write(text)
+    os.replace(file + ".tmp", file)
+
 async def app(scope, receive, send):
     if scope["type"] != "http":
         return
@@ -47,9 +54,9 @@ async def app(scope, receive, send):
         # The head and a line go out, then nothing until the client leaves.
         await send({"type": "http.response.start", "status": 200, "headers": []})
         await send({"type": "http.response.body", "body": b"waiting\n", "more_body": True})
-    open("waiting-" + name, "w").write(str(total))
+    mark("waiting-" + name, str(total))
     m = await receive()
-    open("gone-" + name, "w").write(m["type"])
+    mark("gone-" + name, m["type"])
 "#;
 
 /// Waits (bounded) for `path` to exist and answers its text.
