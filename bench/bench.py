@@ -11,6 +11,8 @@ and print one markdown table per interface at the end.
 
 BENCH_SUITE=wsgi (the default) runs the WSGI apps and servers, asgi the ASGI
 ones, all both in one run; a server runs only the apps of its own interface.
+BENCH_SUITE=gevent runs gevent workers (corral's and gunicorn's) beside
+threads on `hello` and on `wait` (10 ms of waiting per request).
 
 Settings come from environment variables, see bench/README.md.
 """
@@ -54,13 +56,14 @@ def env_list(name, default):
 
 
 # Which table(s): wsgi (the default), asgi, or all (both, one run).
-SUITES = {"wsgi": ["wsgi"], "asgi": ["asgi"], "all": ["wsgi", "asgi"]}
+SUITES = {"wsgi": ["wsgi"], "asgi": ["asgi"], "all": ["wsgi", "asgi"], "gevent": ["gevent"]}
 SUITE = os.environ.get("BENCH_SUITE", "").strip() or "wsgi"
 if SUITE not in SUITES:
     sys.exit(f"bench: BENCH_SUITE={SUITE!r}; known: {', '.join(SUITES)}")
-DEFAULT_APPS = {"wsgi": "hello echo", "asgi": "asgi_hello asgi_fastapi"}
+DEFAULT_APPS = {"wsgi": "hello echo", "asgi": "asgi_hello asgi_fastapi", "gevent": "hello wait"}
 DEFAULT_SERVERS = {"wsgi": "corral corral-t4 gunicorn-sync gunicorn-gthread granian",
-                   "asgi": "corral-asgi uvicorn gunicorn-uvicorn granian-asgi"}
+                   "asgi": "corral-asgi uvicorn gunicorn-uvicorn granian-asgi",
+                   "gevent": "corral-gevent gunicorn-gevent corral-t4 gunicorn-gthread"}
 
 DURATION = env_num("DURATION", 10, int)
 WARMUP = env_num("WARMUP", 2.0)
@@ -101,6 +104,7 @@ ECHO_MARK = object()  # the echo app answers with the body it was sent
 APP_SPECS = {
     "hello": ("wsgi", "GET", "/", b"Hello, World!", None),
     "echo": ("wsgi", "POST", "/", ECHO_MARK, LUA),
+    "wait": ("wsgi", "GET", "/", b"Hello, World!", None),
     "asgi_hello": ("asgi", "GET", "/", b"Hello, World!", None),
     "asgi_fastapi": ("asgi", "GET", "/json?name=bench",
                      {"message": "Hello, bench!", "name": "bench", "length": 5,
@@ -123,6 +127,12 @@ def corral_cmd(threads):
                 "-b", f"127.0.0.1:{port}", "--chdir", APPS_DIR,
                 "--python", os.path.join(VBIN, "python")]
     return build
+
+
+def corral_gevent_cmd(module, port):
+    return [CORRAL, f"{module}:app", "-w", str(WORKERS), "-k", "gevent",
+            "-b", f"127.0.0.1:{port}", "--chdir", APPS_DIR,
+            "--python", os.path.join(VBIN, "python")]
 
 
 def gunicorn_cmd(*extra):
@@ -175,6 +185,8 @@ SERVERS = {
     "gunicorn-gthread": ("gunicorn -w 2 -k gthread --threads 4",
                          gunicorn_cmd("-k", "gthread", "--threads", "4"), None, "wsgi"),
     "granian": ("granian wsgi --workers 2 --blocking-threads 1", granian_cmd, None, "wsgi"),
+    "corral-gevent": ("corral -w 2 -k gevent", corral_gevent_cmd, READY_CORRAL, "wsgi"),
+    "gunicorn-gevent": ("gunicorn -w 2 -k gevent", gunicorn_cmd("-k", "gevent"), None, "wsgi"),
     "corral-asgi": ("corral asgi -w 2", corral_asgi_cmd, READY_CORRAL, "asgi"),
     "uvicorn": ("uvicorn --workers 2 (httptools, uvloop)", uvicorn_cmd, None, "asgi"),
     "gunicorn-uvicorn": ("gunicorn -w 2 -k uvicorn.workers.UvicornWorker",

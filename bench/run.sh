@@ -6,6 +6,7 @@
 # Usage: bench/run.sh                      (WSGI table; env vars: see bench/README.md)
 #        BENCH_SUITE=asgi bench/run.sh     (ASGI table + idle WebSockets)
 #        BENCH_SUITE=all bench/run.sh      (both tables in one run + idle WebSockets)
+#        BENCH_SUITE=gevent bench/run.sh   (gevent workers, corral's and gunicorn's, and threads)
 #        DURATION=2 bench/run.sh           (quick smoke run)
 set -euo pipefail
 
@@ -15,9 +16,9 @@ VENV="${BENCH_VENV:-$BENCH_DIR/.venv}"
 PYTHON="${PYTHON:-python3}"
 BENCH_SUITE="${BENCH_SUITE:-wsgi}"       # wsgi | asgi | all
 case "$BENCH_SUITE" in
-    wsgi|asgi) ;;
+    wsgi|asgi|gevent) ;;
     all) export BUDGET="${BUDGET:-1500}"; TOTAL_TIMEOUT="${TOTAL_TIMEOUT:-1590}" ;;
-    *) printf 'bench: BENCH_SUITE=%s; known: wsgi, asgi, all\n' "$BENCH_SUITE" >&2; exit 2 ;;
+    *) printf 'bench: BENCH_SUITE=%s; known: wsgi, asgi, all, gevent\n' "$BENCH_SUITE" >&2; exit 2 ;;
 esac
 TOTAL_TIMEOUT="${TOTAL_TIMEOUT:-870}"   # hard cap on the table's measuring phase, seconds
 WS_IDLE="${WS_IDLE:-1}"                 # 0: no idle WebSocket test (asgi, all)
@@ -58,7 +59,7 @@ timeout --signal=TERM --kill-after=30 "$TOTAL_TIMEOUT" \
 
 # 5. ASGI: 10,000 idle WebSockets on corral and uvicorn (same bounds and stop rules).
 #    Not after an interrupted table (bench.py exits 130 on Ctrl-C).
-if [ "$BENCH_SUITE" != wsgi ] && [ "$WS_IDLE" != 0 ] && [ "$rc" -ne 130 ]; then
+if [ "$BENCH_SUITE" != wsgi ] && [ "$BENCH_SUITE" != gevent ] && [ "$WS_IDLE" != 0 ] && [ "$rc" -ne 130 ]; then
     log "idle WebSockets (bench/ws_idle.py)"
     timeout --signal=TERM --kill-after=30 "$WS_TIMEOUT" \
         "$VENV/bin/python" "$BENCH_DIR/ws_idle.py" || { ws_rc=$?; [ "$rc" -ne 0 ] || rc=$ws_rc; }

@@ -95,7 +95,7 @@ async fn check(cfg: &Config) -> Result<Outcome, String> {
     let (tx, mut rx) = mpsc::unbounded_channel();
     let capacity = crate::worker::channel::Capacity {
         threads: 1,
-        asgi: 1,
+        concurrency: 1,
     };
     let channel = Channel::start(
         Ident {

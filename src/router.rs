@@ -6,8 +6,8 @@
 //! (see `pick`), else to the worker with the fewest requests outstanding
 //! relative to its capacity (ties broken round-robin). Each worker holds
 //! at most its capacity (a WSGI worker: its threads plus a prefetch queue
-//! sized by its answer time, see `Channel::answered`; an ASGI worker:
-//! `[workers] concurrency`); beyond that, requests
+//! sized by its answer time, see `Channel::answered`; an ASGI or gevent
+//! worker: `[workers] concurrency`); beyond that, requests
 //! wait here, in corral, for the first free worker, so a slow worker never
 //! collects a queue of its own. They are served first come, first served,
 //! in one line per front shard: a freed place wakes the request that has

@@ -279,7 +279,7 @@ impl Resolver<'_> {
                  keep what the app loads small or load it lazily)",
             );
         }
-        match (args.interface, args.worker_class) {
+        match (args.interface, args.worker_class.map(|k| k.interface)) {
             (Some(i), Some(k)) if i != k && i != Interface::Auto => {
                 self.problems.push(Problem {
                     location: None,
@@ -465,11 +465,52 @@ mod tests {
     }
 
     #[test]
+    fn gevent_is_wsgi_in_greenlets_and_says_what_it_does_not_use() {
+        let gevent = Some(crate::config::overrides::WorkerClass {
+            interface: Interface::Wsgi,
+            gevent: true,
+        });
+        let cfg = resolve_text(
+            "[workers]\nthreads = 4\nconcurrency = 50\n",
+            &Overrides {
+                worker_class: gevent,
+                ..args()
+            },
+        )
+        .unwrap();
+        assert_eq!(cfg.app.interface, Interface::Wsgi);
+        assert!(cfg.workers.gevent);
+        assert_eq!(
+            cfg.warnings,
+            [
+                "--worker-class: with gevent, threads = 4 is not used: a gevent worker runs up to \
+              workers.concurrency (50) requests at once, one greenlet each"
+            ]
+        );
+        // The key in the file, and an ASGI app, which has its own loop.
+        let err = resolve_text(
+            "[app]\ninterface = \"asgi\"\n[workers]\ngevent = true\n",
+            &args(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("corral.toml:4: workers.gevent: gevent runs WSGI apps"),
+            "{err}"
+        );
+        let cfg = resolve_text("[workers]\ngevent = true\n", &args()).unwrap();
+        assert!(cfg.workers.gevent && cfg.warnings.is_empty());
+    }
+
+    #[test]
     fn worker_class_preload_and_pid_file() {
         let cfg = resolve_text(
             "[server]\npid_file = \"run/app.pid\"\n",
             &Overrides {
-                worker_class: Some(Interface::Asgi),
+                worker_class: Some(crate::config::overrides::WorkerClass {
+                    interface: Interface::Asgi,
+                    gevent: false,
+                }),
                 ..args()
             },
         )
@@ -479,7 +520,10 @@ mod tests {
         let err = resolve_text(
             "",
             &Overrides {
-                worker_class: Some(Interface::Asgi),
+                worker_class: Some(crate::config::overrides::WorkerClass {
+                    interface: Interface::Asgi,
+                    gevent: false,
+                }),
                 interface: Some(Interface::Wsgi),
                 preload: true,
                 ..args()

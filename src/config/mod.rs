@@ -533,7 +533,13 @@ fn resolve(
     let app = r.app(args, raw.app, env);
     let server = r.server(args, raw.server, env);
     let dev = r.dev(args, &raw.dev);
-    let workers = r.workers(args, raw.workers, env, dev.reload);
+    let workers = r.workers(
+        args,
+        raw.workers,
+        env,
+        dev.reload,
+        app.as_ref().map(|a| a.interface),
+    );
     let health = r.health(
         args,
         raw.health,

@@ -558,8 +558,10 @@ pub struct Overrides {
     pub worker_tmp_dir: Option<PathBuf>,
 
     /// gunicorn's worker class: sync or gthread mean --interface wsgi;
-    /// uvicorn.workers.UvicornWorker, uvicorn_worker.UvicornWorker or asgi
-    /// mean --interface asgi. gevent, eventlet and tornado are refused
+    /// gevent means --interface wsgi with gevent's greenlets
+    /// (workers.gevent); uvicorn.workers.UvicornWorker,
+    /// uvicorn_worker.UvicornWorker or asgi mean --interface asgi. eventlet
+    /// and tornado are refused
     #[arg(
         short = 'k',
         long,
@@ -567,7 +569,7 @@ pub struct Overrides {
         value_parser = parse_worker_class,
         env = "CORRAL_WORKER_CLASS"
     )]
-    pub worker_class: Option<Interface>,
+    pub worker_class: Option<WorkerClass>,
 
     /// Development: watch the app folder and pythonpath and start a new
     /// generation on every change; a broken save keeps the last good code
@@ -728,14 +730,36 @@ pub fn parse_duration(s: &str) -> Result<HumanDuration, String> {
     }
 }
 
+/// What `-k/--worker-class` stands for in corral: the app's interface,
+/// and for gunicorn's gevent workers, gevent's greenlets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WorkerClass {
+    pub interface: Interface,
+    /// `[workers] gevent`: the worker runs its requests in greenlets.
+    pub gevent: bool,
+}
+
 /// `-k/--worker-class`: gunicorn's worker classes that corral's workers
 /// stand in for; any other is refused with what to use instead.
-pub fn parse_worker_class(s: &str) -> Result<Interface, String> {
-    match s {
+pub fn parse_worker_class(s: &str) -> Result<WorkerClass, String> {
+    let interface = match s {
         "sync"
         | "gthread"
         | "gunicorn.workers.sync.SyncWorker"
-        | "gunicorn.workers.gthread.ThreadWorker" => Ok(Interface::Wsgi),
+        | "gunicorn.workers.gthread.ThreadWorker" => Interface::Wsgi,
+        // gunicorn's gevent workers: the app in greenlets, gevent's
+        // monkey-patching done before it is imported. Its pywsgi variants
+        // differ from it only in the HTTP server, which is corral's here.
+        "gevent"
+        | "gevent_wsgi"
+        | "gevent_pywsgi"
+        | "gunicorn.workers.ggevent.GeventWorker"
+        | "gunicorn.workers.ggevent.GeventPyWSGIWorker" => {
+            return Ok(WorkerClass {
+                interface: Interface::Wsgi,
+                gevent: true,
+            });
+        }
         "asgi"
         | "uvicorn.workers.UvicornWorker"
         | "uvicorn.workers.UvicornH11Worker"
@@ -744,32 +768,40 @@ pub fn parse_worker_class(s: &str) -> Result<Interface, String> {
         | "gunicorn.workers.gasgi.ASGIWorker"
         // hypercorn's: its workers are ASGI on asyncio or uvloop.
         | "asyncio"
-        | "uvloop" => Ok(Interface::Asgi),
-        "trio" => Err(
-            "corral's ASGI workers run on asyncio or uvloop, not trio (hypercorn's -k trio): serve an asyncio app with -k asyncio"
-                .into(),
-        ),
-        other => Err(unsupported_worker_class(other)),
-    }
+        | "uvloop" => Interface::Asgi,
+        "trio" => {
+            return Err(
+                "corral's ASGI workers run on asyncio or uvloop, not trio (hypercorn's -k trio): serve an asyncio app with -k asyncio"
+                    .into(),
+            );
+        }
+        other => return Err(unsupported_worker_class(other)),
+    };
+    Ok(WorkerClass {
+        interface,
+        gevent: false,
+    })
 }
 
 /// Why corral has no such worker class, and what to use instead.
 pub fn unsupported_worker_class(class: &str) -> String {
-    let green = ["gevent", "eventlet", "gevent_wsgi", "gevent_pywsgi"];
-    if green
-        .iter()
-        .any(|g| class.starts_with(g) || class.contains(".ggevent."))
-    {
+    if class.starts_with("eventlet") || class.contains(".geventlet.") {
         format!(
-            "corral has no {class} workers (no monkey-patched green threads): \
-             use --threads N for a WSGI app that waits on I/O, or serve an ASGI app \
-             (-k asgi) for many concurrent connections"
+            "corral has no {class} workers (eventlet is no longer developed, and gunicorn \
+             deprecates its worker): use -k gevent for a WSGI app that needs green threads, \
+             --threads N for one that waits on I/O, or serve an ASGI app (-k asgi)"
+        )
+    } else if class.contains("geventwebsocket") || class.contains("GeventWebSocket") {
+        format!(
+            "corral has no {class} workers: a WSGI app cannot take WebSockets under corral \
+             (corral answers them only for ASGI apps); serve the WebSocket part as an ASGI \
+             app (-k asgi), or use -k gevent for the rest"
         )
     } else {
         format!(
             "corral has no worker class {class:?}: it runs WSGI apps in threads \
-             (-k sync, -k gthread) and ASGI apps on an event loop \
-             (-k uvicorn.workers.UvicornWorker, -k asgi)"
+             (-k sync, -k gthread) or gevent's greenlets (-k gevent) and ASGI apps on an \
+             event loop (-k uvicorn.workers.UvicornWorker, -k asgi)"
         )
     }
 }

@@ -528,14 +528,21 @@ section! {
         /// ASGI workers, the socket carries everything); false: the socket
         /// always.
         shared_memory: bool = true => bool;
+        /// Run a WSGI worker's requests in gevent's greenlets, as gunicorn's `-k
+        /// gevent` does: gevent's monkey-patching is done before the app is
+        /// imported, each request runs in its own greenlet, and a worker holds up
+        /// to `concurrency` requests at once (`threads` is not used). The app's
+        /// environment must have gevent installed. WSGI only.
+        gevent: bool = false => bool;
         /// The most requests (open WebSockets and streaming responses included) one
-        /// ASGI worker holds at once; beyond it requests wait in corral's queue
-        /// (`server.max_queued`). ASGI workers only; WSGI workers take `threads`
+        /// ASGI worker (or gevent worker) holds at once; beyond it requests wait in
+        /// corral's queue (`server.max_queued`). WSGI workers take `threads`
         /// requests at a time (plus a short prefetch). At least 1.
         concurrency: usize = 1000 => usize,
             flag "concurrency" alias "worker-connections" alias "limit-concurrency" alias "backpressure":
-                "Most requests (open WebSockets and streaming responses included) one ASGI worker \
-                 holds at once; the rest wait in corral. WSGI workers take --threads at a time",
+                "Most requests (open WebSockets and streaming responses included) one ASGI \
+                 (or gevent) worker holds at once; the rest wait in corral. WSGI workers take \
+                 --threads at a time",
             check count_of("requests one ASGI worker holds at once");
         /// Longest a request may wait for its response head; after that the client
         /// gets 504 and the worker is replaced. 0 means no limit, as gunicorn's

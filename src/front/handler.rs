@@ -674,7 +674,7 @@ impl Drop for Unanswered<'_> {
 }
 
 /// The 504 for a request past the timeout; for WSGI its worker is replaced,
-/// for ASGI the request's task is cancelled.
+/// for ASGI the request's task is cancelled, and for gevent its greenlet.
 fn timed_out(
     shared: &Shared,
     channel: &Channel,
@@ -691,10 +691,10 @@ fn timed_out(
         channel.slot,
         channel.pid
     );
-    if channel.is_asgi() {
-        // One slow coroutine says nothing about the others on its event
-        // loop: cancel it alone (a blocked loop stops the heartbeat, and
-        // that replaces the worker).
+    if channel.is_cooperative() {
+        // One slow coroutine (or greenlet) says nothing about the others on
+        // its event loop: cancel it alone (a blocked loop stops the
+        // heartbeat, and that replaces the worker).
         tracing::warn!("{reason}; cancelling it");
         channel.send(protocol::encode(protocol::FrameKind::Cancel, stream, b"t"));
     } else {

@@ -390,7 +390,7 @@ impl Out<'_> {
 /// [`convert_at`]'s work on `out`: each gunicorn setting in `settings`.
 fn convert_into(out: &mut Out, settings: &BTreeMap<String, Json>, app: Option<&str>) {
     let cwd = out.cwd;
-    let mut asgi = false;
+    let mut many = false;
     match app {
         // The Paste file names the app, as with gunicorn's --paste (which
         // ignores APP). gunicorn itself, given both a file's `paste` and an
@@ -493,14 +493,22 @@ fn convert_into(out: &mut Out, settings: &BTreeMap<String, Json>, app: Option<&s
                 out.set(section, key, d);
             }
             "worker_class" => match text(v).map(|c| crate::config::parse_worker_class(&c)) {
-                Some(Ok(interface)) => {
-                    asgi = interface == crate::config::Interface::Asgi;
-                    out.set("app", "interface", Value::String(interface.name().into()));
+                Some(Ok(class)) => {
+                    // worker_connections counts for these two only.
+                    many = class.interface == crate::config::Interface::Asgi || class.gevent;
+                    out.set(
+                        "app",
+                        "interface",
+                        Value::String(class.interface.name().into()),
+                    );
+                    if class.gevent {
+                        out.set("workers", "gevent", Value::Boolean(true));
+                    }
                 }
                 Some(Err(why)) => out.note(name, why),
                 None => bad(out, v),
             },
-            "worker_connections" if asgi => match integer(v).filter(|n| *n > 0) {
+            "worker_connections" if many => match integer(v).filter(|n| *n > 0) {
                 Some(n) => out.set("workers", "concurrency", Value::Integer(n)),
                 None => bad(out, v),
             },
@@ -1219,9 +1227,27 @@ mod tests {
     }
 
     #[test]
+    fn gevent_workers_become_wsgi_in_greenlets_with_their_connections() {
+        for class in ["gevent", "gunicorn.workers.ggevent.GeventWorker"] {
+            let c = convert_json(&format!(
+                r#"{{"worker_class": "{class}", "worker_connections": 50, "threads": 4}}"#
+            ));
+            let parsed: toml::Table = c.toml.parse().unwrap();
+            assert_eq!(parsed["app"]["interface"].as_str(), Some("wsgi"));
+            assert_eq!(parsed["workers"]["gevent"].as_bool(), Some(true));
+            assert_eq!(parsed["workers"]["concurrency"].as_integer(), Some(50));
+            assert!(c.notes.is_empty(), "{:?}", c.notes);
+        }
+        // worker_connections changes nothing for threads, as in gunicorn.
+        let c = convert_json(r#"{"worker_class": "gthread", "worker_connections": 50}"#);
+        assert!(!c.toml.contains("concurrency"), "{}", c.toml);
+        assert!(!c.toml.contains("gevent"), "{}", c.toml);
+    }
+
+    #[test]
     fn what_cannot_be_mapped_is_named_with_the_reason() {
         let mut s = settings(
-            r#"{"preload_app": true, "worker_class": "gevent", "daemon": false,
+            r#"{"preload_app": true, "worker_class": "eventlet", "daemon": false,
                 "bind": ["unix:app.sock", "fd://3", "localhost"], "syslog": true}"#,
         );
         s.insert("pre_exec".into(), serde_json::json!({"callable": true}));
@@ -1233,7 +1259,7 @@ mod tests {
         let notes = c.notes.join("\n");
         for needle in [
             "preload_app: not supported: each worker imports the app itself",
-            "worker_class: corral has no gevent workers",
+            "worker_class: corral has no eventlet workers",
             "pre_exec: is a function; not supported",
             "ssl_version: is <_SSLMethod> (not a plain value)",
             "bind: fd://3: file descriptors are not supported",

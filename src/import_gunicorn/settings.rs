@@ -43,12 +43,12 @@ pub const SETTINGS: &[(&str, &str)] = &[
     ("workers", "`-w/--workers`, `[workers] count`"),
     (
         "worker_class",
-        "`-k sync`/`gthread` = `--interface wsgi`; `-k uvicorn.workers.UvicornWorker`/`asgi` = `--interface asgi`; gevent, eventlet, tornado not supported: no green threads, use `--threads` or an ASGI app",
+        "`-k sync`/`gthread` = `--interface wsgi`; `-k gevent` = `--interface wsgi` in gevent's greenlets (`[workers] gevent`); `-k uvicorn.workers.UvicornWorker`/`asgi` = `--interface asgi`; eventlet and tornado not supported: use `-k gevent`, `--threads` or an ASGI app",
     ),
     ("threads", "`--threads`, `[workers] threads`"),
     (
         "worker_connections",
-        "ASGI: `--concurrency` (or `--worker-connections`), `[workers] concurrency`; for WSGI it changes nothing: workers take `--threads` requests at a time, and corral holds the connections (`--max-connections`)",
+        "ASGI and `-k gevent`: `--concurrency` (or `--worker-connections`), `[workers] concurrency`; for threads it changes nothing: workers take `--threads` requests at a time, and corral holds the connections (`--max-connections`)",
     ),
     ("max_requests", "`--max-requests`, `[workers] max_requests`"),
     (

@@ -699,7 +699,7 @@ impl Supervisor {
         }
         let capacity = crate::worker::channel::Capacity {
             threads: self.cfg.workers.threads,
-            asgi: self.cfg.workers.concurrency,
+            concurrency: self.cfg.workers.concurrency,
         };
         let channel = Channel::start(
             crate::worker::channel::Ident {

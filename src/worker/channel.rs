@@ -37,6 +37,10 @@ pub struct BootInfo {
     /// `"wsgi"` or `"asgi"`: what the worker found the app to be.
     #[serde(default)]
     pub interface: String,
+    /// `"gevent"` when a WSGI worker runs its requests in gevent's
+    /// greenlets (`[workers] gevent`), else empty.
+    #[serde(default)]
+    pub green: String,
     /// `"ring"` when the worker took the shared-memory rings it was
     /// offered ([`super::ring`]): corral's frames go there from now on.
     #[serde(default)]
@@ -49,8 +53,8 @@ pub struct Capacity {
     /// A WSGI worker: its threads, plus a prefetch queue sized by how fast
     /// the app answers (see [`Channel::answered`]).
     pub threads: usize,
-    /// An ASGI worker: `[workers] concurrency`.
-    pub asgi: usize,
+    /// An ASGI or gevent worker: `[workers] concurrency`.
+    pub concurrency: usize,
 }
 
 /// The longest a request should wait in a WSGI worker's prefetch queue
@@ -191,6 +195,10 @@ pub struct Channel {
     /// ([`Channel::take_grown`]).
     grown: AtomicUsize,
     asgi: AtomicBool,
+    /// The worker runs its requests side by side on one thread (ASGI's
+    /// event loop, gevent's greenlets): it holds `concurrency` of them, and
+    /// one past the timeout is cancelled alone, not its worker replaced.
+    cooperative: AtomicBool,
     capacities: Capacity,
     /// A WSGI worker's time per request per thread (an average, ns).
     service_ns: AtomicU64,
@@ -256,6 +264,7 @@ impl Channel {
             capacity: AtomicUsize::new(capacities.threads + INITIAL_PREFETCH),
             grown: AtomicUsize::new(0),
             asgi: AtomicBool::new(false),
+            cooperative: AtomicBool::new(false),
             capacities,
             service_ns: AtomicU64::new(0),
             shard,
@@ -302,11 +311,18 @@ impl Channel {
         self.asgi.load(Ordering::Acquire)
     }
 
+    /// True once the worker reported that it runs its requests side by
+    /// side on one thread: an ASGI app, or a WSGI app in gevent's
+    /// greenlets.
+    pub fn is_cooperative(&self) -> bool {
+        self.cooperative.load(Ordering::Acquire)
+    }
+
     /// Whether this worker, holding `load` requests, would start one more
-    /// at once: a WSGI worker with a thread free, an ASGI worker (its
-    /// requests run side by side) less than half full.
+    /// at once: a WSGI worker with a thread free, an ASGI or gevent worker
+    /// (its requests run side by side) less than half full.
     pub fn has_room_now(&self, load: usize, cap: usize) -> bool {
-        if self.is_asgi() {
+        if self.is_cooperative() {
             load * 2 < cap
         } else {
             load < self.capacities.threads.max(1)
@@ -319,8 +335,10 @@ impl Channel {
         }
         let asgi = info.interface == "asgi";
         self.asgi.store(asgi, Ordering::Release);
-        if asgi {
-            self.resize(self.capacities.asgi);
+        let cooperative = asgi || info.green == "gevent";
+        self.cooperative.store(cooperative, Ordering::Release);
+        if cooperative {
+            self.resize(self.capacities.concurrency);
         }
     }
 
@@ -331,7 +349,7 @@ impl Channel {
     /// app that takes milliseconds (a slow request never holds others back
     /// while another worker is free).
     pub fn answered(&self, latency: Duration, depth: usize) {
-        if self.is_asgi() {
+        if self.is_cooperative() {
             return;
         }
         let threads = self.capacities.threads as u64;
@@ -924,7 +942,7 @@ impl Channel {
         };
         let caps = Capacity {
             threads: 1,
-            asgi: 1,
+            concurrency: 1,
         };
         (Channel::start(ident, ours, None, control, caps), theirs)
     }

@@ -148,6 +148,10 @@ impl Launcher {
             ),
             ("CORRAL_WORKER_PYTHONPATH".into(), pythonpath),
             (
+                "CORRAL_WORKER_GEVENT".into(),
+                if cfg.workers.gevent { "1" } else { "" }.into(),
+            ),
+            (
                 "CORRAL_WORKER_GRACEFUL_TIMEOUT".into(),
                 cfg.workers.graceful_timeout.as_secs_f64().to_string(),
             ),

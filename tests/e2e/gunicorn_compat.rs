@@ -399,8 +399,19 @@ fn worker_classes_map_to_interfaces_and_the_rest_is_refused_with_advice() {
     drop(c);
     let base = ["app:app", "--python", "python3", "-b", "127.0.0.1:0"];
     for (extra, needle, code) in [
-        (&["-k", "gevent"][..], "corral has no gevent workers", 2),
-        (&["-k", "eventlet"], "use --threads N", 2),
+        (
+            &["-k", "eventlet"][..],
+            "corral has no eventlet workers (eventlet is no longer developed",
+            2,
+        ),
+        (
+            &[
+                "-k",
+                "geventwebsocket.gunicorn.workers.GeventWebSocketWorker",
+            ],
+            "a WSGI app cannot take WebSockets under corral",
+            2,
+        ),
         (
             &["-k", "tornado"],
             "corral has no worker class \"tornado\"",

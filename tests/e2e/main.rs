@@ -30,6 +30,7 @@ mod faults;
 mod files;
 mod frameworks;
 mod frameworks_asgi;
+mod gevent;
 mod gunicorn_compat;
 mod gunicorn_deploys;
 mod gunicorn_hooks;

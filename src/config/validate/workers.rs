@@ -8,7 +8,10 @@ use nix::unistd::{Gid, User};
 use crate::config::Overrides;
 use crate::config::raw::{RawLimits, RawWorkers};
 use crate::config::units::Umask;
-use crate::config::{ByteSize, Env, HumanDuration, Identity, Limits, WorkerCount, WorkersConfig};
+use crate::config::{
+    ByteSize, Env, HumanDuration, Identity, Interface, Limits, WorkerCount, WorkersConfig,
+    WorkersKeys,
+};
 
 use super::*;
 
@@ -20,6 +23,7 @@ impl Resolver<'_> {
         raw: RawWorkers,
         env: &Env,
         dev_reload: bool,
+        interface: Option<Interface>,
     ) -> WorkersConfig {
         let web_concurrency = env
             .web_concurrency
@@ -60,7 +64,8 @@ impl Resolver<'_> {
                 "must be at least 1 (it is the number of worker processes), or \"auto\"",
             );
         }
-        let keys = self.resolve_workers_keys(&args.workers_flags, &raw);
+        let mut keys = self.resolve_workers_keys(&args.workers_flags, &raw);
+        self.gevent(args, &raw, &mut keys, interface);
         let (graceful_timeout, _) = self.pick(
             (args.graceful_timeout.as_ref(), "--graceful-timeout"),
             (raw.graceful_timeout.as_ref(), "workers.graceful_timeout"),
@@ -172,6 +177,41 @@ impl Resolver<'_> {
             max_memory: max_memory.map(|(size, _)| size.0),
             identity,
             limits,
+        }
+    }
+
+    /// `workers.gevent`, which `-k gevent` sets too: WSGI only, and it
+    /// takes `concurrency` requests at a time where threads take `threads`.
+    fn gevent(
+        &mut self,
+        args: &Overrides,
+        raw: &RawWorkers,
+        keys: &mut WorkersKeys,
+        interface: Option<Interface>,
+    ) {
+        let at = if args.worker_class.is_some_and(|k| k.gevent) {
+            keys.gevent = true;
+            self.flag("--worker-class")
+        } else if let Some(g) = raw.gevent.as_ref().filter(|g| *g.get_ref()) {
+            self.in_file(g.span(), "workers.gevent")
+        } else {
+            return;
+        };
+        if interface == Some(Interface::Asgi) {
+            self.fail(
+                &at,
+                "gevent runs WSGI apps, but the app's interface is asgi: an ASGI app has \
+                 its own event loop (leave gevent out), or set interface = \"wsgi\"",
+            );
+        }
+        if keys.threads > 1 {
+            self.warnings.push(format!(
+                "{}: with gevent, threads = {} is not used: a gevent worker runs up to \
+                 workers.concurrency ({}) requests at once, one greenlet each",
+                at.origin(),
+                keys.threads,
+                keys.concurrency
+            ));
         }
     }
 

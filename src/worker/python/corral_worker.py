@@ -8,6 +8,25 @@ import sys
 # corral names the worker after the script ("[NAME] worker 0 generation 1")
 # for `ps` to show; the app sees only the script, as before.
 del sys.argv[1:]
+
+# [workers] gevent: gevent's monkey-patching comes first, before anything
+# (corral's own modules included) takes a lock or a socket, as gevent asks.
+# The process that runs gunicorn's arbiter hooks stays unpatched, as
+# gunicorn's arbiter is. A failure is reported as the worker's boot error.
+GEVENT_ERROR = None
+if os.environ.get("CORRAL_WORKER_GEVENT") and os.environ.get("CORRAL_WORKER_ROLE") != "arbiter":
+    # Where main() puts the app's folders (gevent may be installed there).
+    for p in reversed(os.environ.get("CORRAL_WORKER_PYTHONPATH", "").split(os.pathsep)
+                      + [os.getcwd()]):
+        if p and p not in sys.path:
+            sys.path.insert(0, p)
+    try:
+        from gevent import monkey
+
+        monkey.patch_all()
+    except Exception as e:
+        GEVENT_ERROR = e
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 # The script's folder is on the path already, unless PYTHONSAFEPATH (-P)
 # keeps it off: then it is put there for this one import.
@@ -25,4 +44,4 @@ finally:
     if ADDED:
         sys.path.remove(HERE)
 
-main()
+main(GEVENT_ERROR)

@@ -14,7 +14,7 @@ import traceback
 from .asgi import Lifespan, LifespanFailed, is_asgi, new_event_loop, serve_asgi
 from .protocol import K_BOOT_ERROR, K_BOOT_OK, clip
 from .ring import Ring
-from .wsgi import Connection, Worker, WsgiRunner, beat
+from .wsgi import Connection, GreenWorker, Worker, WsgiRunner, beat
 
 
 def app_traceback(exc):
@@ -217,13 +217,16 @@ def load_paste(uri, global_conf, logging_spec):
     return loadapp(uri, relative_to=os.getcwd(), global_conf=global_conf or None)
 
 
-def main():
+def main(gevent_error=None):
+    """gevent_error: why gevent's monkey-patching failed, when
+    [workers] gevent asked for it (the script tries it first)."""
     fd = int(os.environ.pop("CORRAL_WORKER_FD", "3"))
     # The channel stays with this process: a subprocess the app starts
     # (os.system, a shell) must not hold it open after the worker is gone.
     os.set_inheritable(fd, False)
     spec = os.environ.pop("CORRAL_WORKER_APP")
     threads = int(os.environ.pop("CORRAL_WORKER_THREADS", "1"))
+    gevent = bool(os.environ.pop("CORRAL_WORKER_GEVENT", ""))
     extra_path = os.environ.pop("CORRAL_WORKER_PYTHONPATH", "")
     graceful = float(os.environ.pop("CORRAL_WORKER_GRACEFUL_TIMEOUT", "30"))
     interface = os.environ.pop("CORRAL_WORKER_INTERFACE", "auto")
@@ -302,6 +305,11 @@ def main():
     t0 = time.monotonic()
     asgi = None
     try:
+        if gevent and gevent_error is not None:
+            raise RuntimeError(
+                "workers.gevent is set (gunicorn's -k gevent) but gevent's monkey-patching "
+                "failed: %s: %s. Install gevent where the app's interpreter finds it "
+                "(pip install gevent)" % (type(gevent_error).__name__, gevent_error))
         prepare(env_file, logging_spec)
         if hooks_spec:
             from .hooks import Hooks
@@ -325,6 +333,9 @@ def main():
             raise TypeError("%s is not callable (got %s)" % (spec, type(app).__name__))
         if hooks is not None:
             hooks.post_worker_init(app)
+        if gevent and is_asgi(app):
+            raise TypeError("%s is an ASGI app but workers.gevent is set: gevent runs WSGI "
+                            "apps; an ASGI app has its own event loop (leave gevent out)" % spec)
         if interface == "asgi" or (interface == "auto" and is_asgi(app)):
             # Start-up errors surface now, as boot errors, like an import error.
             loop, loop_name = new_event_loop(asgi_loop)
@@ -362,15 +373,21 @@ def main():
         os._exit(0)
 
     around = hooks if hooks is not None and hooks.around_requests() else None
-    worker = Worker(conn, WsgiRunner(conn, app, threads, root_path, software, around), threads)
+    if gevent:
+        # wsgi.multithread stays False, as under gunicorn's and gevent's own
+        # servers: greenlets are not threads.
+        worker = GreenWorker(conn, WsgiRunner(conn, app, 1, root_path, software, around))
+    else:
+        worker = Worker(conn, WsgiRunner(conn, app, threads, root_path, software, around),
+                        threads)
     worker.start()
     if heartbeat > 0:
         threading.Thread(target=beat, args=(conn, heartbeat), name="corral-heartbeat",
                          daemon=True).start()
     conn.send(K_BOOT_OK, 0, ('{"pid": %d, "import_ms": %.1f, "interface": "wsgi", '
-                             '"transport": "%s"}' % (os.getpid(), import_ms,
-                                                     "ring" if ring is not None else "socket")
-                             ).encode())
+                             '"transport": "%s", "green": "%s"}'
+                             % (os.getpid(), import_ms, "ring" if ring is not None else "socket",
+                                "gevent" if gevent else "")).encode())
     # The main thread only waits for TERM, then lets requests in flight finish.
     parent = os.getppid()
     while not stop.wait(1.0):

@@ -14,6 +14,7 @@ import os
 import select
 import socket
 import struct
+import sys
 import threading
 
 CONTROL = 4096
@@ -27,6 +28,15 @@ PEEK = socket.MSG_PEEK | socket.MSG_DONTWAIT
 # a new index).
 REQ_TAIL, REQ_HEAD, REQ_CONSUMER_WAITING, REQ_PRODUCER_WAITING = 8, 16, 24, 32
 RESP_TAIL, RESP_HEAD, RESP_CONSUMER_WAITING, RESP_PRODUCER_WAITING = 40, 48, 56, 64
+
+
+def os_lock():
+    """A lock of the OS's, even under gevent's monkey-patching, whose
+    locks are greenlet semaphores: no atomic instruction, so no fence."""
+    monkey = sys.modules.get("gevent.monkey")
+    if monkey is not None and monkey.is_module_patched("threading"):
+        return monkey.get_original("_thread", "allocate_lock")()
+    return threading.Lock()
 
 
 class Ring:
@@ -50,7 +60,7 @@ class Ring:
         # An uncontended lock's acquire and release are atomic
         # read-modify-writes: a full fence on x86-64 (the only machines
         # corral offers the ring to), which Python has no other way to ask for.
-        self.fence_lock = threading.Lock()
+        self.fence_lock = os_lock()
         self.wait_data = select.poll()
         self.wait_data.register(self.req_data, select.POLLIN)
         self.wait_data.register(sock.fileno(), select.POLLIN)

@@ -1,6 +1,8 @@
 """WSGI apps (PEP 3333): CORRAL_WORKER_THREADS threads take turns reading
 the channel (leader/follower): the thread that reads a new request usually
-runs it itself, so a request costs no thread hand-off."""
+runs it itself, so a request costs no thread hand-off. Under gevent
+([workers] gevent) one greenlet reads the channel and starts a greenlet per
+request (GreenWorker)."""
 
 import collections
 from io import BytesIO
@@ -152,6 +154,9 @@ class Connection:
         # Moving average of request run time (seconds): responses are only
         # held back for batching while requests are fast.
         self.avg_run = 0.0
+        # Called with a stream's id when corral cancels it past the timeout
+        # (GreenWorker's); threads cannot be stopped, so None for them.
+        self.on_timeout = None
 
     # -- reading (leader/follower) --------------------------------------
 
@@ -174,8 +179,10 @@ class Connection:
                     if pred() or not self.rlock.locked():
                         continue
                     self.waiters += 1
-                    self.cv.wait(1.0)
-                    self.waiters -= 1
+                    try:
+                        self.cv.wait(1.0)
+                    finally:
+                        self.waiters -= 1
 
     def _read(self):
         # Only the thread that holds rlock reads, so recv_view is its own.
@@ -220,6 +227,8 @@ class Connection:
                 st = streams.get(sid)
                 if st is not None:
                     st.cancelled = True
+                    if self.on_timeout is not None and data[start:end] == b"t":
+                        self.on_timeout(sid)
         if data is buf:
             del buf[:pos]
         elif pos < n:
@@ -283,6 +292,7 @@ class WsgiRunner:
     """Runs one WSGI request per call, PEP 3333."""
 
     def __init__(self, conn, app, threads, root, software="corral", hooks=None):
+        """threads: how many requests may run at once (wsgi.multithread)."""
         self.conn = conn
         self.app = app
         # gunicorn's pre_request and post_request (hooks.py), when the
@@ -491,6 +501,127 @@ class Worker:
         except BaseException:
             traceback.print_exc()
             os._exit(70)
+
+
+class GreenWorker:
+    """Under gevent: one greenlet reads the channel (it holds the read lock
+    for good, so a request waiting for more of its body or for credit in
+    Connection.wait_until waits to be notified), and runner greenlets take
+    the requests it read, as threads do: a runner that finds the queue
+    empty parks until the reader wakes it. A runner is made only when every
+    one is busy (an app waiting on I/O), and kept: making a greenlet costs
+    more than a fast request. corral sends no more than [workers]
+    concurrency requests at once."""
+
+    def __init__(self, conn, runner):
+        import gevent
+        from gevent._waiter import Waiter
+
+        self.conn = conn
+        self.runner = runner
+        self.spawn = gevent.spawn
+        self.getcurrent = gevent.getcurrent
+        self.Waiter = Waiter
+        self.GreenletExit = gevent.GreenletExit
+        self.run_callback = gevent.get_hub().loop.run_callback
+        # Parked runners' waiters, and the runner running each request.
+        self.idle = []
+        self.running = {}
+        conn.on_timeout = self.timed_out
+        # Who writes a frame now (see timed_out).
+        conn.wlock = OwnedLock(conn.wlock, self.getcurrent)
+
+    def start(self):
+        self.spawn(self._guard, self.read_forever)
+
+    def _guard(self, main):
+        try:
+            main()
+        except BaseException:
+            traceback.print_exc()
+            os._exit(70)
+
+    def read_forever(self):
+        conn = self.conn
+        pending = conn.pending
+        idle = self.idle
+        conn.rlock.acquire()
+        while True:
+            if conn.out:
+                conn.flush()
+            conn._read()
+            # One runner per request read, parked ones first.
+            for _ in range(len(pending)):
+                if idle:
+                    self.run_callback(idle.pop().switch, None)
+                else:
+                    self.spawn(self.run_forever)
+            if conn.waiters:
+                with conn.cv:
+                    conn.cv.notify_all()
+
+    def run_forever(self):
+        """A runner: requests while there are any, then park. A
+        GreenletExit (timed_out) ends it."""
+        conn = self.conn
+        pending = conn.pending
+        running = self.running
+        me = self.getcurrent()
+        run = self.runner.run
+        killed = self.GreenletExit
+        while True:
+            while pending:
+                st = pending.popleft()
+                running[st.sid] = me
+                t0 = perf_counter()
+                try:
+                    run(st)
+                except killed:
+                    return
+                except BaseException:
+                    traceback.print_exc()
+                    os._exit(70)
+                finally:
+                    running.pop(st.sid, None)
+                conn.avg_run = conn.avg_run * 0.875 + (perf_counter() - t0) * 0.125
+            if conn.out:
+                conn.flush()
+            waiter = self.Waiter()
+            self.idle.append(waiter)
+            waiter.get()
+
+    def timed_out(self, sid):
+        """corral answered 504 for this request: its runner is killed
+        (GreenletExit where it waits), from the hub, where the runner is
+        switched to, and only if it still runs that request and is not
+        writing a frame, which must go out whole (then its next write finds
+        the request cancelled)."""
+        g = self.running.get(sid)
+        if g is not None:
+            self.run_callback(self._kill, sid, g)
+
+    def _kill(self, sid, g):
+        if self.running.get(sid) is g and g is not self.conn.wlock.owner:
+            g.throw(self.GreenletExit)
+
+
+class OwnedLock:
+    """A lock that knows which greenlet holds it."""
+
+    __slots__ = ("lock", "owner", "current")
+
+    def __init__(self, lock, current):
+        self.lock = lock
+        self.owner = None
+        self.current = current
+
+    def __enter__(self):
+        self.lock.acquire()
+        self.owner = self.current()
+
+    def __exit__(self, *exc):
+        self.owner = None
+        self.lock.release()
 
 
 def beat(conn, interval):

@@ -1,0 +1,219 @@
+//! gunicorn's `-k gevent`: a WSGI app written for gevent runs in gevent's
+//! greenlets, monkey-patched before its import, one worker serving many
+//! requests that wait on I/O, up to `--worker-connections`; a request past
+//! the timeout has its greenlet killed, not its worker; a missing gevent or
+//! an ASGI app are boot errors that say what to do; `import-gunicorn`
+//! carries `worker_class = "gevent"` over.
+
+use crate::common::*;
+use crate::gunicorn_compat::{import_gunicorn, run_to_exit};
+
+use std::time::{Duration, Instant};
+
+/// Says whether gevent patched the socket module before the app's import;
+/// `/wait?S` sleeps S seconds with `time.sleep` (a greenlet switch once
+/// patched) and counts the requests inside at once, `/inside` answers
+/// how many are, `/max` the most there were; `/slow` sleeps 30 s and logs
+/// what ended it.
+const APP: &str = r#"
+import os, sys, time
+from gevent import monkey
+
+PATCHED = monkey.is_module_patched("socket") and monkey.is_module_patched("time")
+inside = 0
+most = 0
+
+def app(environ, start_response):
+    global inside, most
+    path = environ["PATH_INFO"]
+    if path == "/wait":
+        inside += 1
+        most = max(most, inside)
+        try:
+            time.sleep(float(environ["QUERY_STRING"]))
+        finally:
+            inside -= 1
+        body = str(os.getpid())
+    elif path == "/max":
+        body = str(most)
+    elif path == "/inside":
+        body = str(inside)
+    elif path == "/echo":
+        body = environ["wsgi.input"].read()
+    elif path == "/slow":
+        try:
+            time.sleep(30)
+        except BaseException as e:
+            print("slow request ended by", type(e).__name__, flush=True)
+            raise
+        body = "slept"
+    else:
+        body = "patched before import=%s multithread=%s" % (
+            PATCHED, environ["wsgi.multithread"])
+    if isinstance(body, str):
+        body = body.encode()
+    start_response("200 OK", [("Content-Length", str(len(body)))])
+    return [body]
+"#;
+
+/// Sends `n` requests for `path` at once, each on its own connection;
+/// their statuses and bodies.
+fn at_once(addr: &str, path: &str, n: usize) -> Vec<(u16, String)> {
+    let threads: Vec<_> = (0..n)
+        .map(|_| {
+            let (addr, path) = (addr.to_owned(), path.to_owned());
+            std::thread::spawn(move || {
+                let r = request(&addr, "GET", &path, &[], b"");
+                (r.status, r.text())
+            })
+        })
+        .collect();
+    threads.into_iter().map(|t| t.join().unwrap()).collect()
+}
+
+#[test]
+fn gevent_workers_serve_many_waiting_requests_from_one_process_and_time_out_a_greenlet_alone() {
+    let app = AppDir::new(&[("app.py", APP)]);
+    let mut c = Corral::start(
+        app.path(),
+        &[
+            "app:app",
+            "-k",
+            "gevent",
+            "-w",
+            "1",
+            "--worker-connections",
+            "40",
+            "-t",
+            "3",
+        ],
+        1,
+    );
+    // Monkey-patched before the app's import, as gunicorn's gevent worker
+    // does; wsgi.multithread is False there too.
+    assert_eq!(
+        c.get("/").text(),
+        "patched before import=True multithread=False"
+    );
+    let pid = c.worker_pid("/wait?0");
+
+    // 60 requests that wait 1 s each, on one worker: 40 at once (the
+    // bound), the rest as places free up. One at a time they would take
+    // 60 s.
+    let start = Instant::now();
+    let addr = c.addr.clone();
+    let upload = std::thread::spawn(move || {
+        // A 2 MiB body streams in meanwhile, under its flow control.
+        let body: Vec<u8> = (0..2 << 20).map(|i| (i * 7 % 251) as u8).collect();
+        let r = request(&addr, "POST", "/echo", &[], &body);
+        (r.status, r.body == body)
+    });
+    let answers = at_once(&c.addr, "/wait?1", 60);
+    let took = start.elapsed();
+    assert!(
+        answers
+            .iter()
+            .all(|(s, b)| *s == 200 && *b == pid.to_string()),
+        "{answers:?}\n{}",
+        c.log.text()
+    );
+    assert_eq!(c.get("/max").text(), "40", "{}", c.log.text());
+    assert!(took < Duration::from_secs(30), "took {took:?}");
+    assert_eq!(upload.join().unwrap(), (200, true));
+
+    // A request past the timeout: 504, its greenlet killed where it waits;
+    // the requests beside it finish and the worker stays.
+    let addr = c.addr.clone();
+    let slow = std::thread::spawn(move || request(&addr, "GET", "/slow", &[], b"").status);
+    std::thread::sleep(Duration::from_millis(500));
+    let beside = at_once(&c.addr, "/wait?1", 5);
+    assert_eq!(slow.join().unwrap(), 504);
+    assert!(beside.iter().all(|(s, _)| *s == 200), "{beside:?}");
+    c.log
+        .wait_for(
+            "slow request ended by GreenletExit",
+            Duration::from_secs(10),
+        )
+        .expect("the greenlet is killed");
+    assert!(
+        c.log.text().contains("exceeded the timeout of 3s")
+            && c.log.text().contains("cancelling it"),
+        "{}",
+        c.log.text()
+    );
+    assert_eq!(c.worker_pid("/wait?0"), pid, "{}", c.log.text());
+    assert_eq!(c.log.count("booted in"), 1, "{}", c.log.text());
+
+    // A graceful stop lets the requests in flight finish.
+    let addr = c.addr.clone();
+    let in_flight = std::thread::spawn(move || at_once(&addr, "/wait?1", 5));
+    c.wait_until("the 5 requests inside the app", || {
+        c.get("/inside").text() == "5"
+    });
+    c.signal(libc::SIGTERM);
+    let st = c.wait_exit(Duration::from_secs(30)).expect("corral stops");
+    assert!(st.success(), "{st:?}\n{}", c.log.text());
+    let finished = in_flight.join().unwrap();
+    assert!(
+        finished.iter().all(|(s, _)| *s == 200),
+        "{finished:?}\n{}",
+        c.log.text()
+    );
+}
+
+#[test]
+fn without_gevent_or_with_an_asgi_app_the_boot_error_says_what_to_do() {
+    const WSGI: &str = "def app(environ, start_response):\n    start_response(\"200 OK\", [])\n    return [b\"ok\"]\n";
+    // A folder whose `gevent` cannot be imported (it comes first on the
+    // path, as the app's folder does), as in a venv without gevent.
+    let app = AppDir::new(&[
+        ("app.py", WSGI),
+        (
+            "gevent/__init__.py",
+            "raise ImportError(\"No module named 'gevent'\")\n",
+        ),
+    ]);
+    let py = python();
+    let check = ["check", "app:app", "-k", "gevent", "--python", &py];
+    let (code, stdout, stderr) = run_to_exit(app.path(), &check);
+    let out = format!("{stdout}{stderr}");
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("FAILED: app:app does not boot"), "{out}");
+    assert!(
+        out.contains(
+            "workers.gevent is set (gunicorn's -k gevent) but gevent's monkey-patching failed: \
+             ImportError: No module named 'gevent'"
+        ) && out.contains("(pip install gevent)"),
+        "{out}"
+    );
+
+    let asgi = AppDir::new(&[("app.py", "async def app(scope, receive, send):\n    pass\n")]);
+    let (code, stdout, stderr) = run_to_exit(asgi.path(), &check);
+    let out = format!("{stdout}{stderr}");
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains("app:app is an ASGI app but workers.gevent is set"),
+        "{out}"
+    );
+}
+
+#[test]
+fn import_gunicorn_carries_a_gevent_worker_class_over_and_it_serves() {
+    let conf = "worker_class = \"gevent\"\nworker_connections = 25\nworkers = 1\n";
+    let app = AppDir::new(&[("app.py", APP), ("gunicorn.conf.py", conf)]);
+    let (toml, _) = import_gunicorn(app.path(), "gunicorn.conf.py");
+    assert!(
+        toml.contains("gevent = true") && toml.contains("concurrency = 25"),
+        "{toml}"
+    );
+    std::fs::write(app.path().join("corral.toml"), toml).unwrap();
+    // The converted file serves as gunicorn did: 25 at once.
+    let c = Corral::start(
+        app.path(),
+        &["-c", "corral.toml", "app:app", "-b", "127.0.0.1:0"],
+        1,
+    );
+    let answers = at_once(&c.addr, "/wait?0.5", 30);
+    assert!(answers.iter().all(|(s, _)| *s == 200), "{answers:?}");
+    assert_eq!(c.get("/max").text(), "25", "{}", c.log.text());
+}
