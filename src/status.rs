@@ -331,11 +331,13 @@ pub fn status(state: &StatusState) -> serde_json::Value {
                 {
                     w["requests"] = json!(ch.served.load(std::sync::atomic::Ordering::Relaxed));
                     w["in_flight"] = json!(ch.in_flight.load(std::sync::atomic::Ordering::Relaxed));
-                    // How many it may hold: ASGI's concurrency, or WSGI's
-                    // threads plus a prefetch sized by its answer time.
+                    // How many it may hold: ASGI's (and gevent's)
+                    // concurrency, or WSGI's threads plus a prefetch sized
+                    // by its answer time.
                     w["capacity"] = json!(ch.capacity.load(std::sync::atomic::Ordering::Relaxed));
                     if w["state"] != "booting" {
                         w["interface"] = json!(if ch.is_asgi() { "asgi" } else { "wsgi" });
+                        w["gevent"] = json!(ch.is_gevent());
                         w["transport"] = json!(ch.transport());
                     }
                 }

@@ -318,6 +318,11 @@ impl Channel {
         self.cooperative.load(Ordering::Acquire)
     }
 
+    /// True once the worker reported a WSGI app in gevent's greenlets.
+    pub fn is_gevent(&self) -> bool {
+        self.is_cooperative() && !self.is_asgi()
+    }
+
     /// Whether this worker, holding `load` requests, would start one more
     /// at once: a WSGI worker with a thread free, an ASGI or gevent worker
     /// (its requests run side by side) less than half full.

@@ -8,6 +8,7 @@
 use crate::common::*;
 use crate::gunicorn_compat::{import_gunicorn, run_to_exit};
 
+use serde_json::json;
 use std::time::{Duration, Instant};
 
 /// Says whether gevent patched the socket module before the app's import;
@@ -206,14 +207,47 @@ fn import_gunicorn_carries_a_gevent_worker_class_over_and_it_serves() {
         toml.contains("gevent = true") && toml.contains("concurrency = 25"),
         "{toml}"
     );
+    // Over the worker's socket rather than the shared-memory rings (as on
+    // machines that have no rings): the socket's reads and writes yield to
+    // the other greenlets too.
+    let toml = toml.replacen("[workers]\n", "[workers]\nshared_memory = false\n", 1);
+    assert!(toml.contains("shared_memory = false"), "{toml}");
     std::fs::write(app.path().join("corral.toml"), toml).unwrap();
     // The converted file serves as gunicorn did: 25 at once.
     let c = Corral::start(
         app.path(),
-        &["-c", "corral.toml", "app:app", "-b", "127.0.0.1:0"],
+        &[
+            "-c",
+            "corral.toml",
+            "app:app",
+            "-b",
+            "127.0.0.1:0",
+            "--status-bind",
+            "127.0.0.1:0",
+        ],
         1,
     );
+    let addr = c.addr.clone();
+    let upload = std::thread::spawn(move || {
+        let body: Vec<u8> = (0..1 << 20).map(|i| (i * 13 % 251) as u8).collect();
+        let r = request(&addr, "POST", "/echo", &[], &body);
+        (r.status, r.body == body)
+    });
     let answers = at_once(&c.addr, "/wait?0.5", 30);
     assert!(answers.iter().all(|(s, _)| *s == 200), "{answers:?}");
     assert_eq!(c.get("/max").text(), "25", "{}", c.log.text());
+    assert_eq!(upload.join().unwrap(), (200, true));
+    // /status says how the worker runs its requests and what it holds.
+    let status = c.status_json();
+    let w = &status["slots"][0]["worker"];
+    assert_eq!(
+        (
+            &w["interface"],
+            &w["gevent"],
+            &w["capacity"],
+            &w["transport"]
+        ),
+        (&json!("wsgi"), &json!(true), &json!(25), &json!("socket")),
+        "{status:#}"
+    );
 }
