@@ -4,8 +4,8 @@ recycled, scaled and reloaded at random (stdlib only).
 
 It starts the corral binary (it builds nothing: `cargo build --release`
 first) on loopback with its own status server, control socket and state dir,
-serving bench/apps/chaos_app.py (WSGI) or, with --asgi, asgi_chaos.py (ASGI
-with WebSockets). For --duration seconds, client threads (chaos_load.py) send
+serving bench/apps/chaos_app.py (WSGI; with --gevent in gevent workers) or,
+with --asgi, asgi_chaos.py (ASGI with WebSockets). For --duration seconds, client threads (chaos_load.py) send
 keep-alive and new-connection requests, uploads (some sent slowly), slow
 reads of large answers, with --asgi WebSocket messages and with --h2 HTTP/2
 streams (--tls puts every connection on TLS); meanwhile it
@@ -22,6 +22,7 @@ deadline.
     cargo build --release
     python3 bench/chaos.py                       # WSGI, 300 s
     python3 bench/chaos.py --asgi --duration 60 --seed 7
+    python3 bench/chaos.py --gevent --duration 120   # the venv needs gevent
     .venv/bin/python bench/chaos.py --tls --h2 4   # HTTP/2 needs the h2 package
 
 See bench/README.md (Chaos) for what is measured and how failures are
@@ -68,6 +69,8 @@ def parse_args():
                     help="interpreter of the workers (the apps need only the stdlib)")
     ap.add_argument("--asgi", action="store_true",
                     help="serve the ASGI app (with WebSocket clients) instead of the WSGI one")
+    ap.add_argument("--gevent", action="store_true",
+                    help="run the WSGI app in gevent workers ([workers] gevent)")
     ap.add_argument("--duration", type=float, default=300, help="seconds of load")
     ap.add_argument("--seed", type=int, default=1, help="seed of every random choice")
     ap.add_argument("--workers", type=int, default=3, help="workers.count")
@@ -160,6 +163,8 @@ def parse_args():
                  " (--duration minus --quiet)")
     if not a.asgi:
         a.websockets = 0
+    if a.gevent and a.asgi:
+        ap.error("--gevent runs the WSGI app: not with --asgi")
     return a
 
 
@@ -269,7 +274,7 @@ bind = ["127.0.0.1:{port}"]
 {tls}
 [workers]
 count = {workers}
-threads = {threads}
+threads = {threads}{gevent}
 timeout = "{timeout}ms"
 heartbeat_timeout = "{heartbeat}ms"
 graceful_timeout = "{graceful}ms"
@@ -317,7 +322,10 @@ class Corral:
             f.write(CONFIG.format(
                 module="asgi_chaos:app" if a.asgi else "chaos_app:app",
                 iface="asgi" if a.asgi else "wsgi", python=a.python, apps=APPS_DIR,
-                seen=self.seen_dir, port=self.port, workers=a.workers, threads=a.threads,
+                seen=self.seen_dir, port=self.port, workers=a.workers,
+                # gevent workers take workers.concurrency; threads go unused.
+                threads=1 if a.gevent else a.threads,
+                gevent="\ngevent = true" if a.gevent else "",
                 timeout=int(a.timeout * 1000), heartbeat=int(a.heartbeat_timeout * 1000),
                 graceful=int(a.graceful_timeout * 1000), max_requests=a.max_requests,
                 jitter=a.max_requests_jitter, status_port=self.status_port, socket=self.socket,
@@ -938,7 +946,7 @@ def main():
     try:
         run["corral_version"] = subprocess.run([a.corral, "--version"], capture_output=True,
                                                text=True, timeout=10).stdout.strip()
-        note(f"{run['corral_version']} (git {run['rev']}), {'ASGI' if a.asgi else 'WSGI'}, "
+        note(f"{run['corral_version']} (git {run['rev']}), {'ASGI' if a.asgi else 'WSGI in gevent workers' if a.gevent else 'WSGI'}, "
              f"{a.workers} workers, {a.duration:g}s, seed {a.seed}; hard deadline {hard:.0f}s; "
              f"out {a.out_dir}")
         c.start()

@@ -401,7 +401,9 @@ def describe(r, f):
 def render(r):
     run, a = r["run"], r["a"]
     when = datetime.datetime.fromtimestamp(r["t0"]).astimezone().isoformat(timespec="seconds")
-    app = "asgi_chaos (ASGI)" if a.asgi else f"chaos_app (WSGI, {a.threads} threads)"
+    app = ("asgi_chaos (ASGI)" if a.asgi
+           else "chaos_app (WSGI, gevent workers)" if getattr(a, "gevent", False)
+           else f"chaos_app (WSGI, {a.threads} threads)")
     out = [f"# corral chaos run, {when}", "",
            f"corral: {run['corral_version']} (git {run['rev']}); machine: {run['cpus']} CPUs",
            f"app: {app}, {a.workers} workers (scaled {a.min_workers}-{a.max_workers}), timeout "
