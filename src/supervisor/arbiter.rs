@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::sync::{mpsc, watch};
 
 use crate::worker::pidfd::Process;
@@ -28,6 +28,15 @@ use crate::worker::process::{GenerationInfo, Launcher};
 
 /// Longest corral waits for `on_exit` when it stops.
 const AT_EXIT: Duration = Duration::from_secs(5);
+
+/// The most corral reads of the process's first line: it names a few
+/// hooks. The process runs the app's code as the workers' user; what it
+/// says is bounded like anything else from outside.
+const MAX_READY_LINE: u64 = 64 * 1024;
+
+/// Events waiting for the process to read them; past this the process is
+/// not reading, and an event is dropped (with a warning) rather than held.
+const MAX_QUEUED_EVENTS: usize = 1024;
 
 /// What the process says first: the hooks the file defines.
 #[derive(serde::Deserialize)]
@@ -39,7 +48,7 @@ struct Ready {
 pub(super) struct Arbiter {
     hooks: Vec<String>,
     /// Lines for the process; dropped to close its channel.
-    tx: Option<mpsc::UnboundedSender<String>>,
+    tx: Option<mpsc::Sender<String>>,
     /// True once the process has exited.
     gone: watch::Receiver<bool>,
     /// Set when corral closes the channel: the exit that follows is expected.
@@ -97,17 +106,38 @@ impl Arbiter {
         });
         let (read, mut write) = spawned.sock.into_split();
         let mut line = String::new();
-        let mut reader = BufReader::new(read);
+        let mut reader = BufReader::new(read).take(MAX_READY_LINE);
         let said = tokio::time::timeout(timeout, reader.read_line(&mut line)).await;
         let hooks = match said {
+            Ok(Ok(n)) if n as u64 >= MAX_READY_LINE && !line.ends_with('\n') => {
+                tracing::error!(
+                    "gunicorn hooks: the process said more than {MAX_READY_LINE} bytes without \
+                     a newline where it names its hooks (does the file write to corral's \
+                     channel, fd 3?); the arbiter hooks will not run"
+                );
+                closing.store(true, Ordering::Release);
+                spawned.process.signal_group(libc::SIGKILL);
+                return None;
+            }
             Ok(Ok(n)) if n > 0 => match serde_json::from_str::<Ready>(&line) {
                 Ok(ready) => ready.ready,
                 Err(e) => {
-                    tracing::error!("gunicorn hooks: the process said {line:?}: {e}");
+                    let said =
+                        crate::front::access::escape(&line.as_bytes()[..line.len().min(200)]);
+                    tracing::error!("gunicorn hooks: the process said \"{said}\": {e}");
                     Vec::new()
                 }
             },
-            Ok(_) => {
+            Ok(Err(e)) => {
+                tracing::error!(
+                    "gunicorn hooks: what the process said where it names its hooks is not \
+                     text ({e}); the arbiter hooks will not run"
+                );
+                closing.store(true, Ordering::Release);
+                spawned.process.signal_group(libc::SIGKILL);
+                return None;
+            }
+            Ok(Ok(_)) => {
                 tracing::error!(
                     "gunicorn hooks: the process ended before it was ready; the arbiter hooks will not run"
                 );
@@ -133,7 +163,7 @@ impl Arbiter {
             hooks.join(", "),
             if hooks.len() == 1 { "runs" } else { "run" }
         );
-        let (tx, mut rx) = mpsc::unbounded_channel::<String>();
+        let (tx, mut rx) = mpsc::channel::<String>(MAX_QUEUED_EVENTS);
         tokio::spawn(async move {
             while let Some(line) = rx.recv().await {
                 if write.write_all(line.as_bytes()).await.is_err() {
@@ -159,7 +189,11 @@ impl Arbiter {
         }
         let Some(tx) = &self.tx else { return };
         event["hook"] = serde_json::Value::from(hook);
-        let _ = tx.send(format!("{event}\n"));
+        if let Err(mpsc::error::TrySendError::Full(_)) = tx.try_send(format!("{event}\n")) {
+            tracing::warn!(
+                "gunicorn hooks: the process reads no events ({MAX_QUEUED_EVENTS} wait); {hook} dropped"
+            );
+        }
     }
 
     /// A worker exited (`child_exit`).

@@ -582,3 +582,62 @@ fn worker_abort_runs_in_a_worker_past_its_timeout_after_its_stacks_are_logged() 
     let dump = &log[log.find("Python stacks of worker 0").unwrap()..];
     assert!(!dump.contains("in worker_abort"), "{log}");
 }
+
+/// corral's peak RSS (VmHWM) in KiB.
+fn peak_rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap()
+}
+
+#[test]
+fn a_hooks_file_that_floods_corrals_channel_is_cut_off_and_the_workers_start() {
+    // The hooks' process runs the app's code: a file that writes 32 MiB
+    // without a newline onto the channel (fd 3) where the process names
+    // its hooks must cost corral no more than the line's bound.
+    let conf = r#"
+import os
+workers = 1
+def on_starting(server):
+    chunk = b"x" * (1 << 20)
+    for _ in range(32):
+        os.write(3, chunk)
+def when_ready(server):
+    pass
+"#;
+    let app = AppDir::new(&[("app.py", HOOKED_APP), ("hooks.py", conf)]);
+    let c = Corral::start(
+        app.path(),
+        &["app:app", "-c", "hooks.py", "-b", "127.0.0.1:0"],
+        1,
+    );
+    c.log
+        .wait_for(
+            "the process said more than 65536 bytes without a newline",
+            Duration::from_secs(10),
+        )
+        .unwrap_or_else(|| panic!("{}", c.log.text()));
+    assert_eq!(c.get("/pid").status, 200);
+    let peak = peak_rss_kib(c.pid());
+    assert!(
+        peak < 24 * 1024,
+        "corral's peak RSS {peak} KiB: it held the flood\n{}",
+        c.log.text()
+    );
+    // The process was killed, not left blocked on its write.
+    let hooks_processes = || {
+        children_of(c.pid())
+            .into_iter()
+            .filter(|k| {
+                std::fs::read_to_string(format!("/proc/{k}/cmdline"))
+                    .unwrap_or_default()
+                    .contains("gunicorn-hooks")
+            })
+            .count()
+    };
+    c.wait_until("the hooks' process to be gone", || hooks_processes() == 0);
+}
