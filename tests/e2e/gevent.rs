@@ -3,7 +3,8 @@
 //! requests that wait on I/O, up to `--worker-connections`; a request past
 //! the timeout has its greenlet killed, not its worker; a missing gevent or
 //! an ASGI app are boot errors that say what to do; `import-gunicorn`
-//! carries `worker_class = "gevent"` over.
+//! carries `worker_class = "gevent"` over; an app that monkey-patches
+//! itself at import runs in greenlets without `-k gevent`.
 
 use crate::common::*;
 use crate::gunicorn_compat::{import_gunicorn, run_to_exit};
@@ -249,5 +250,73 @@ fn import_gunicorn_carries_a_gevent_worker_class_over_and_it_serves() {
         ),
         (&json!("wsgi"), &json!(true), &json!(25), &json!("socket")),
         "{status:#}"
+    );
+}
+
+/// An app that does gevent's monkey-patching itself when it is imported
+/// (`monkey.patch_all()` at the top of its wsgi.py, as gevent apps do;
+/// with `thread=False` as grequests does), counting its requests inside at
+/// once as APP does.
+fn self_patching_app(patch: &str) -> String {
+    format!(
+        "from gevent import monkey\nmonkey.{patch}\n{}",
+        APP.replace("from gevent import monkey\n", "")
+    )
+}
+
+#[test]
+fn an_app_that_monkey_patches_itself_runs_in_greenlets_without_k_gevent() {
+    // Threads made before the app's patching would block one another on
+    // the channel's real locks: corral's worker moves to greenlets.
+    let app = AppDir::new(&[("app.py", &self_patching_app("patch_all()"))]);
+    let c = Corral::start(
+        app.path(),
+        &["app:app", "-w", "1", "--status-bind", "127.0.0.1:0"],
+        1,
+    );
+    c.log
+        .wait_for(
+            "the app did gevent's monkey-patching when it was imported: its requests run in \
+             gevent's greenlets, as under -k gevent",
+            Duration::from_secs(10),
+        )
+        .unwrap_or_else(|| panic!("{}", c.log.text()));
+    let answers = at_once(&c.addr, "/wait?1", 8);
+    assert!(answers.iter().all(|(s, _)| *s == 200), "{answers:?}");
+    assert_eq!(c.get("/max").text(), "8", "{}", c.log.text());
+    let body: Vec<u8> = (0..1 << 20).map(|i| (i * 3 % 251) as u8).collect();
+    let r = request(&c.addr, "POST", "/echo", &[], &body);
+    assert!(r.status == 200 && r.body == body, "{}", r.status);
+    let status = c.status_json();
+    assert_eq!(status["slots"][0]["worker"]["gevent"], json!(true));
+
+    // Patched without threading (grequests' way): threads stay threads,
+    // 2 of them here.
+    let app = AppDir::new(&[(
+        "app.py",
+        &self_patching_app("patch_all(thread=False, select=False)"),
+    )]);
+    let c = Corral::start(
+        app.path(),
+        &[
+            "app:app",
+            "-w",
+            "1",
+            "--threads",
+            "2",
+            "--status-bind",
+            "127.0.0.1:0",
+        ],
+        1,
+    );
+    let answers = at_once(&c.addr, "/wait?0.5", 4);
+    assert!(answers.iter().all(|(s, _)| *s == 200), "{answers:?}");
+    assert_eq!(c.get("/max").text(), "2", "{}", c.log.text());
+    let status = c.status_json();
+    assert_eq!(status["slots"][0]["worker"]["gevent"], json!(false));
+    assert!(
+        !c.log
+            .text()
+            .contains("monkey-patching when it was imported")
     );
 }

@@ -217,6 +217,13 @@ def load_paste(uri, global_conf, logging_spec):
     return loadapp(uri, relative_to=os.getcwd(), global_conf=global_conf or None)
 
 
+def patched_by_app():
+    """Whether gevent's monkey-patching of threading has been done (by the
+    app, when corral's [workers] gevent did not ask for it)."""
+    monkey = sys.modules.get("gevent.monkey")
+    return monkey is not None and monkey.is_module_patched("threading")
+
+
 def main(gevent_error=None):
     """gevent_error: why gevent's monkey-patching failed, when
     [workers] gevent asked for it (the script tries it first)."""
@@ -372,6 +379,23 @@ def main(gevent_error=None):
                    root_path, hooks.worker_exit if hooks is not None else None)
         os._exit(0)
 
+    if not gevent and patched_by_app():
+        # The app did gevent's monkey-patching itself (`monkey.patch_all()`
+        # in its wsgi.py, as gevent apps do): threads are greenlets now, and
+        # the channel's socket and locks, made before, would block them all.
+        # Its requests run in greenlets, as under -k gevent.
+        gevent = True
+        sys.stderr.write("corral worker: the app did gevent's monkey-patching when it was "
+                         "imported: its requests run in gevent's greenlets, as under "
+                         "-k gevent ([workers] gevent = true)\n")
+        sock = socket.socket(fileno=sock.detach())
+        if ring is not None:
+            ring.rebind(sock)
+        conn.rebind(sock, ring)
+        told = stop.is_set()
+        stop = threading.Event()  # the SIGTERM handler's, through its closure
+        if told:
+            stop.set()
     around = hooks if hooks is not None and hooks.around_requests() else None
     if gevent:
         # wsgi.multithread stays False, as under gunicorn's and gevent's own

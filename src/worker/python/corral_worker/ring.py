@@ -56,11 +56,17 @@ class Ring:
         # Our own indices: the request ring's head, the response ring's tail.
         self.req_head = 0
         self.resp_tail = 0
-        self.sock = sock
         # An uncontended lock's acquire and release are atomic
         # read-modify-writes: a full fence on x86-64 (the only machines
         # corral offers the ring to), which Python has no other way to ask for.
         self.fence_lock = os_lock()
+        self.rebind(sock)
+
+    def rebind(self, sock):
+        """The socket whose end of file says corral is gone, and the polls
+        that wait for a bell or for it; made anew after gevent's
+        monkey-patching (the app's own, at import), as gevent's polls."""
+        self.sock = sock
         self.wait_data = select.poll()
         self.wait_data.register(self.req_data, select.POLLIN)
         self.wait_data.register(sock.fileno(), select.POLLIN)

@@ -158,6 +158,17 @@ class Connection:
         # (GreenWorker's); threads cannot be stopped, so None for them.
         self.on_timeout = None
 
+    def rebind(self, sock, ring):
+        """After gevent's monkey-patching that the app did when it was
+        imported: the channel's socket (gevent's now) and locks made anew,
+        so that waiting on them lets the other greenlets run."""
+        self.sock = sock
+        self.chan = ring if ring is not None else sock
+        self.write_pieces = ring.send_pieces if ring is not None else self._sock_pieces
+        self.rlock = threading.Lock()
+        self.wlock = threading.Lock()
+        self.cv = threading.Condition(threading.Lock())
+
     # -- reading (leader/follower) --------------------------------------
 
     def wait_until(self, pred):
