@@ -4,7 +4,8 @@
 //! the timeout has its greenlet killed, not its worker; a missing gevent or
 //! an ASGI app are boot errors that say what to do; `import-gunicorn`
 //! carries `worker_class = "gevent"` over; an app that monkey-patches
-//! itself at import runs in greenlets without `-k gevent`.
+//! itself at import runs in greenlets without `-k gevent`, and one that
+//! does eventlet's fails its boot with the reason.
 
 use crate::common::*;
 use crate::gunicorn_compat::{import_gunicorn, run_to_exit};
@@ -318,5 +319,25 @@ fn an_app_that_monkey_patches_itself_runs_in_greenlets_without_k_gevent() {
         !c.log
             .text()
             .contains("monkey-patching when it was imported")
+    );
+}
+
+#[test]
+fn an_app_that_does_eventlets_monkey_patching_fails_its_boot_with_the_reason() {
+    // Flask-SocketIO's eventlet set-up: eventlet.monkey_patch() at the top.
+    let app = AppDir::new(&[(
+        "app.py",
+        "import eventlet\neventlet.monkey_patch()\n\ndef app(environ, start_response):\n    start_response(\"200 OK\", [])\n    return [b\"ok\"]\n",
+    )]);
+    let py = python();
+    let (code, stdout, stderr) = run_to_exit(app.path(), &["check", "app:app", "--python", &py]);
+    let out = format!("{stdout}{stderr}");
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains(
+            "the app did eventlet's monkey-patching when it was imported \
+             (eventlet.monkey_patch()): corral's workers do not run under eventlet"
+        ),
+        "{out}"
     );
 }

@@ -224,6 +224,12 @@ def patched_by_app():
     return monkey is not None and monkey.is_module_patched("threading")
 
 
+def patched_by_eventlet():
+    """Whether the app did eventlet's monkey-patching of threads."""
+    patcher = sys.modules.get("eventlet.patcher")
+    return patcher is not None and patcher.is_monkey_patched("thread")
+
+
 def main(gevent_error=None):
     """gevent_error: why gevent's monkey-patching failed, when
     [workers] gevent asked for it (the script tries it first)."""
@@ -338,6 +344,14 @@ def main(gevent_error=None):
             app = load_app(spec, factory)
         if not callable(app):
             raise TypeError("%s is not callable (got %s)" % (spec, type(app).__name__))
+        if patched_by_eventlet():
+            # The worker's threads would be eventlet's green threads, waiting
+            # on locks made before: the worker would hang until boot_timeout.
+            raise RuntimeError(
+                "the app did eventlet's monkey-patching when it was imported "
+                "(eventlet.monkey_patch()): corral's workers do not run under eventlet, which "
+                "is no longer developed. Use gevent in its place (gevent.monkey.patch_all(), "
+                "or -k gevent), or leave the patching out")
         if hooks is not None:
             hooks.post_worker_init(app)
         if gevent and is_asgi(app):
