@@ -74,6 +74,17 @@ fn at_once(addr: &str, path: &str, n: usize) -> Vec<(u16, String)> {
     threads.into_iter().map(|t| t.join().unwrap()).collect()
 }
 
+/// POSTs `size` bytes to `/echo` from a thread: whether the answer is 200
+/// with the same bytes.
+fn echo_in_background(addr: &str, size: usize) -> std::thread::JoinHandle<(u16, bool)> {
+    let addr = addr.to_owned();
+    std::thread::spawn(move || {
+        let body: Vec<u8> = (0..size).map(|i| (i * 7 % 251) as u8).collect();
+        let r = request(&addr, "POST", "/echo", &[], &body);
+        (r.status, r.body == body)
+    })
+}
+
 #[test]
 fn gevent_workers_serve_many_waiting_requests_from_one_process_and_time_out_a_greenlet_alone() {
     let app = AppDir::new(&[("app.py", APP)]);
@@ -104,13 +115,8 @@ fn gevent_workers_serve_many_waiting_requests_from_one_process_and_time_out_a_gr
     // bound), the rest as places free up. One at a time they would take
     // 60 s.
     let start = Instant::now();
-    let addr = c.addr.clone();
-    let upload = std::thread::spawn(move || {
-        // A 2 MiB body streams in meanwhile, under its flow control.
-        let body: Vec<u8> = (0..2 << 20).map(|i| (i * 7 % 251) as u8).collect();
-        let r = request(&addr, "POST", "/echo", &[], &body);
-        (r.status, r.body == body)
-    });
+    // A 2 MiB body streams in meanwhile, under its flow control.
+    let upload = echo_in_background(&c.addr, 2 << 20);
     let answers = at_once(&c.addr, "/wait?1", 60);
     let took = start.elapsed();
     assert!(
@@ -229,12 +235,7 @@ fn import_gunicorn_carries_a_gevent_worker_class_over_and_it_serves() {
         ],
         1,
     );
-    let addr = c.addr.clone();
-    let upload = std::thread::spawn(move || {
-        let body: Vec<u8> = (0..1 << 20).map(|i| (i * 13 % 251) as u8).collect();
-        let r = request(&addr, "POST", "/echo", &[], &body);
-        (r.status, r.body == body)
-    });
+    let upload = echo_in_background(&c.addr, 1 << 20);
     let answers = at_once(&c.addr, "/wait?0.5", 30);
     assert!(answers.iter().all(|(s, _)| *s == 200), "{answers:?}");
     assert_eq!(c.get("/max").text(), "25", "{}", c.log.text());
