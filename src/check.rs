@@ -23,7 +23,8 @@ pub const EXIT_FAILED: u8 = 1;
 pub enum Outcome {
     Ok {
         import_ms: f64,
-        /// "wsgi" or "asgi", as the worker found the app.
+        /// What the worker found the app to be and how it runs it: "WSGI
+        /// app", "ASGI app", or "WSGI app in gevent's greenlets".
         interface: String,
         boot: Duration,
         ready: Option<String>,
@@ -40,9 +41,9 @@ pub async fn run(cfg: Arc<Config>) -> u8 {
             ready,
         }) => {
             println!(
-                "OK: {} imported in {import_ms:.0} ms ({} app; worker booted in {} ms){}",
+                "OK: {} imported in {import_ms:.0} ms ({}; worker booted in {} ms){}",
                 cfg.app.module,
-                interface.to_uppercase(),
+                interface,
                 boot.as_millis(),
                 ready
                     .map(|p| format!("; readiness GET {p} passed"))
@@ -114,8 +115,12 @@ async fn check(cfg: &Config) -> Result<Outcome, String> {
     let deadline = started + cfg.workers.boot_timeout;
     let outcome = tokio::select! {
         ev = boot_report(&mut rx) => match ev {
-            Some((_, ControlEvent::Booted(info))) => {
+            Some((_, ControlEvent::Booted(mut info))) => {
                 let boot = started.elapsed();
+                info.interface = format!("{} app", info.interface.to_uppercase());
+                if info.green == "gevent" {
+                    info.interface.push_str(" in gevent's greenlets");
+                }
                 match &cfg.health.ready_path {
                     None => Outcome::Ok { import_ms: info.import_ms, interface: info.interface, boot, ready: None },
                     Some(path) => match ready(&channel, path, cfg, deadline).await {

@@ -291,6 +291,14 @@ fn an_app_that_monkey_patches_itself_runs_in_greenlets_without_k_gevent() {
     assert!(r.status == 200 && r.body == body, "{}", r.status);
     let status = c.status_json();
     assert_eq!(status["slots"][0]["worker"]["gevent"], json!(true));
+    // `corral check` says so too.
+    let py = python();
+    let (code, stdout, stderr) = run_to_exit(app.path(), &["check", "app:app", "--python", &py]);
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    assert!(
+        stdout.contains("(WSGI app in gevent's greenlets; worker booted in"),
+        "{stdout}"
+    );
 
     // Patched without threading (grequests' way): threads stay threads,
     // 2 of them here.
