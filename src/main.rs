@@ -493,6 +493,12 @@ async fn run(
             .map(|p| format!(" (config {})", p.display()))
             .unwrap_or_default()
     );
+    if cfg.workers.gevent {
+        tracing::info!(
+            "each worker runs its requests in gevent's greenlets, up to {} at once (workers.concurrency)",
+            cfg.workers.concurrency
+        );
+    }
     tracing::info!(
         "the front runs {} shard(s): server.io_threads {}, no more than workers",
         shards.len(),

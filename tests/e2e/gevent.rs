@@ -103,6 +103,14 @@ fn gevent_workers_serve_many_waiting_requests_from_one_process_and_time_out_a_gr
         ],
         1,
     );
+    assert!(
+        c.log.text().contains(
+            "each worker runs its requests in gevent's greenlets, up to 40 at once \
+             (workers.concurrency)"
+        ),
+        "{}",
+        c.log.text()
+    );
     // Monkey-patched before the app's import, as gunicorn's gevent worker
     // does; wsgi.multithread is False there too.
     assert_eq!(
