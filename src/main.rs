@@ -267,7 +267,10 @@ async fn run(
     let listeners = match front::listeners::Listeners::open(
         &cfg.server.bind,
         &cfg.server.insecure_bind,
-        cfg.server.backlog,
+        front::listeners::Listen {
+            backlog: cfg.server.backlog,
+            reuse_port: cfg.server.reuse_port,
+        },
         cfg.health.status_bind.as_ref(),
         &inherited,
         &unix_access,

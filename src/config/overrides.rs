@@ -571,6 +571,13 @@ pub struct Overrides {
     )]
     pub worker_class: Option<WorkerClass>,
 
+    /// Set SO_REUSEPORT on the TCP sockets corral binds, as gunicorn's
+    /// --reuse-port: another process of the same user may bind the same
+    /// address, and the kernel spreads new connections between them
+    /// [toml: server.reuse_port] [default: false]
+    #[arg(long, env = "CORRAL_REUSE_PORT")]
+    pub reuse_port: bool,
+
     /// Development: watch the app folder and pythonpath and start a new
     /// generation on every change; a broken save keeps the last good code
     /// serving. One worker unless --workers is given

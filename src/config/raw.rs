@@ -284,6 +284,13 @@ section! {
         /// an inherited socket whose address is listed here serves plain HTTP.
         /// Default: none.
         insecure_bind: Option<Spanned<Vec<Spanned<String>>>>;
+        /// Set SO_REUSEPORT on the TCP sockets corral binds, as gunicorn's
+        /// `reuse_port`: another process of the same user may then bind the same
+        /// address (a second corral, say, started beside this one by a
+        /// deployment tool), and the kernel spreads new connections between
+        /// them. Sockets from systemd (its `ReusePort=`) or a USR2 parent are
+        /// used as they are. Default false.
+        reuse_port: Option<Spanned<bool>>;
         /// Listen queue length passed to listen(2).
         backlog: u32 = 2048 => u32,
             flag "backlog": "Listen queue length",

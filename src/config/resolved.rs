@@ -398,6 +398,9 @@ pub struct ServerConfig {
     /// `server.insecure_bind`: plain HTTP even when `tls` is set; none of
     /// `bind`'s addresses.
     pub insecure_bind: Vec<Bind>,
+    /// `server.reuse_port` (`--reuse-port`): SO_REUSEPORT on the TCP sockets
+    /// corral binds for `bind` and `insecure_bind`.
+    pub reuse_port: bool,
     /// Shards of corral's HTTP front (`crate::shards`; shard 0 shares its
     /// thread with the supervisor and the status server). At least 1:
     /// `server.io_threads = 0` (the default) is resolved at load time to

@@ -212,11 +212,12 @@ impl Listeners {
     /// parent) when there are any; else, for each configured address,
     /// adopts the socket a USR2 parent handed down for it or binds it.
     /// Call before any worker starts.
-    /// `binds` and `insecure` are `[server] bind` and `insecure_bind`.
+    /// `binds` and `insecure` are `[server] bind` and `insecure_bind`,
+    /// bound as `listen` says.
     pub fn open(
         binds: &[Bind],
         insecure: &[Bind],
-        backlog: u32,
+        listen: Listen,
         status_bind: Option<&Bind>,
         inherited: &Inherited,
         access: &UnixAccess,
@@ -239,7 +240,7 @@ impl Listeners {
             );
         for (bind, role, insecure) in roles {
             let key = key(bind, &role);
-            let (listener, file) = adopt_or_bind(bind, backlog, &key, inherited, access)?;
+            let (listener, file) = adopt_or_bind(bind, listen, &key, inherited, access)?;
             made.extend(file);
             handover.push((key, listener.raw_fd()));
             server.push(AppListener {
@@ -254,7 +255,10 @@ impl Listeners {
                 let key = key(bind, "status");
                 let (listener, file) = adopt_or_bind(
                     bind,
-                    STATUS_BACKLOG,
+                    Listen {
+                        backlog: STATUS_BACKLOG,
+                        reuse_port: false,
+                    },
                     &key,
                     inherited,
                     &UnixAccess::default(),
@@ -358,6 +362,14 @@ fn key(bind: &Bind, role: &str) -> String {
 
 /// The socket a USR2 parent handed down under `key`, else `bind` bound
 /// (with its file, for a Unix socket).
+/// How corral binds a TCP address of its own: listen(2)'s queue length,
+/// and SO_REUSEPORT (`[server] reuse_port`, gunicorn's `--reuse-port`).
+#[derive(Debug, Clone, Copy)]
+pub struct Listen {
+    pub backlog: u32,
+    pub reuse_port: bool,
+}
+
 /// Who may connect to the app's Unix sockets, as gunicorn sets them up:
 /// mode `0777 & !umask` when gunicorn's `-m/--umask` is given (else 0666
 /// under corral's umask), owned by the workers' user and group when
@@ -391,7 +403,7 @@ pub fn explain_unix_access<'a>(binds: impl Iterator<Item = &'a Bind>) {
 
 fn adopt_or_bind(
     bind: &Bind,
-    backlog: u32,
+    listen: Listen,
     key: &str,
     inherited: &Inherited,
     access: &UnixAccess,
@@ -406,14 +418,14 @@ fn adopt_or_bind(
         .and_then(|fd| adopt_fd(*fd, unix_path.clone()))
     {
         Some(l) => l,
-        None => bind_one(bind, backlog, access)?,
+        None => bind_one(bind, listen, access)?,
     };
     // A file a USR2 parent bound is this corral's once it serves alone.
     Ok((listener, unix_path.as_deref().and_then(SocketFile::of)))
 }
 
 /// Binds `bind` (a stale Unix socket file is replaced).
-fn bind_one(bind: &Bind, backlog: u32, access: &UnixAccess) -> Result<Listener, BindError> {
+fn bind_one(bind: &Bind, listen: Listen, access: &UnixAccess) -> Result<Listener, BindError> {
     let err = |source| BindError::Listen {
         addr: match &bind.addr {
             BindAddr::Tcp(a) => a.to_string(),
@@ -432,11 +444,14 @@ fn bind_one(bind: &Bind, backlog: u32, access: &UnixAccess) -> Result<Listener, 
             )
             .map_err(err)?;
             sock.set_reuse_address(true).map_err(err)?;
+            if listen.reuse_port {
+                sock.set_reuse_port(true).map_err(err)?;
+            }
             if addr.is_ipv6() {
                 sock.set_only_v6(true).map_err(err)?;
             }
             sock.bind(&(*addr).into()).map_err(err)?;
-            sock.listen(backlog.min(i32::MAX as u32) as i32)
+            sock.listen(listen.backlog.min(i32::MAX as u32) as i32)
                 .map_err(err)?;
             sock.set_nonblocking(true).map_err(err)?;
             let std: std::net::TcpListener = sock.into();
@@ -510,7 +525,10 @@ mod tests {
         Listeners::open(
             binds,
             insecure,
-            16,
+            Listen {
+                backlog: 16,
+                reuse_port: false,
+            },
             status,
             inherited,
             &UnixAccess::default(),

@@ -699,6 +699,11 @@ fn convert_into(out: &mut Out, settings: &BTreeMap<String, Json>, app: Option<&s
                 Json::Bool(true) => out.set("dev", "reload", Value::Boolean(true)),
                 _ => bad(out, v),
             },
+            "reuse_port" => match v {
+                Json::Bool(true) => out.set("server", "reuse_port", Value::Boolean(true)),
+                Json::Bool(false) => {}
+                _ => bad(out, v),
+            },
             "reload_extra_files" => {
                 let paths = list(v).iter().map(|p| out.path(p)).collect();
                 out.set("dev", "reload_extra_files", Value::Array(paths));
@@ -1224,6 +1229,16 @@ mod tests {
             listed("corral_worker/arbiter.py", "ARBITER_HOOKS"),
             settings::ARBITER_HOOKS
         );
+    }
+
+    #[test]
+    fn reuse_port_becomes_the_server_key() {
+        let c = convert_json(r#"{"reuse_port": true}"#);
+        assert!(c.toml.contains("reuse_port = true"), "{}", c.toml);
+        assert!(c.notes.is_empty(), "{:?}", c.notes);
+        let c = convert_json(r#"{"reuse_port": "yes"}"#);
+        assert!(!c.toml.contains("reuse_port"), "{}", c.toml);
+        assert!(!c.notes.is_empty());
     }
 
     #[test]

@@ -113,7 +113,7 @@ pub const SETTINGS: &[(&str, &str)] = &[
     ),
     (
         "reuse_port",
-        "not supported: corral binds each address once; hand sockets over with USR2 re-exec or systemd socket activation",
+        "`--reuse-port`, `[server] reuse_port`: SO_REUSEPORT on the TCP sockets corral binds, so that another process of the same user may bind the same address",
     ),
     ("chdir", "`--chdir`, `[app] chdir`"),
     (
@@ -437,7 +437,6 @@ pub const SETTINGS: &[(&str, &str)] = &[
 const REFUSED_FLAGS: &[(&str, &str)] = &[
     ("--spew", "spew"),
     ("--print-config", "print_config"),
-    ("--reuse-port", "reuse_port"),
     ("-D", "daemon"),
     ("--daemon", "daemon"),
     (

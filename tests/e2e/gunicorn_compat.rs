@@ -571,3 +571,44 @@ fn the_migration_table_lists_every_gunicorn_setting() {
         missing.join("\n")
     );
 }
+
+#[test]
+fn reuse_port_lets_a_second_corral_bind_the_address_and_share_its_connections() {
+    // Two deployments of one app (two folders, two instances) on one
+    // address, as a deployment tool starts the next beside the last.
+    const PID_APP: &str = "import os\n\ndef app(environ, start_response):\n    body = str(os.getpid()).encode()\n    start_response(\"200 OK\", [(\"Content-Length\", str(len(body)))])\n    return [body]\n";
+    let (one, two) = (
+        AppDir::new(&[("app.py", PID_APP)]),
+        AppDir::new(&[("app.py", PID_APP)]),
+    );
+    let addr = format!("127.0.0.1:{}", compare::free_port());
+    let first = Corral::start(one.path(), &["app:app", "-b", &addr, "--reuse-port"], 1);
+    // Without the flag on its side, the address is taken.
+    let (code, _, stderr) = run_to_exit(two.path(), &["app:app", "-b", &addr]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains(&addr), "{stderr}");
+    // From the config file too (CORRAL_REUSE_PORT and the flag say the same).
+    std::fs::write(
+        two.path().join("corral.toml"),
+        format!("[app]\nmodule = \"app:app\"\n[server]\nbind = [\"{addr}\"]\nreuse_port = true\n"),
+    )
+    .unwrap();
+    let second = Corral::start(two.path(), &["-c", "corral.toml"], 1);
+    // The kernel spreads new connections between them: in 64, both answer.
+    let pids: std::collections::HashSet<String> = (0..64)
+        .map(|_| {
+            let r = request(&addr, "GET", "/", &[], b"");
+            assert_eq!(r.status, 200);
+            r.text()
+        })
+        .collect();
+    assert_eq!(pids.len(), 2, "{pids:?}");
+    // The first one stops; the second serves every new connection alone.
+    let mut first = first;
+    first.signal(libc::SIGTERM);
+    assert!(first.wait_exit(Duration::from_secs(30)).is_some());
+    for _ in 0..16 {
+        let r = request(&addr, "GET", "/", &[], b"");
+        assert_eq!(r.status, 200, "{}", second.log.text());
+    }
+}

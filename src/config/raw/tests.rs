@@ -260,7 +260,7 @@ fn parse_errors_name_file_line_and_key() {
     );
     let unknown = error_text("[server]\nbind = []\nkeepalvie = \"5s\"\n");
     assert!(
-            unknown.starts_with("corral.toml:3: server.keepalvie: unknown key `keepalvie`, expected one of `bind`, `insecure_bind`, `backlog`, `keepalive`"),
+            unknown.starts_with("corral.toml:3: server.keepalvie: unknown key `keepalvie`, expected one of `bind`, `insecure_bind`, `reuse_port`, `backlog`, `keepalive`"),
             "{unknown}"
         );
     let wrong_type = error_text("[workers]\n\nthreads = \"4\"\n");

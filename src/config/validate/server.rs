@@ -101,10 +101,12 @@ impl Resolver<'_> {
         let insecure_bind = self.distinct_binds(insecure, &seen);
         let headers = self.response_headers(args, &raw);
         let tls = self.tls(args, raw.tls, &seen, &insecure_bind);
+        let reuse_port = args.reuse_port || raw.reuse_port.as_ref().is_some_and(|r| *r.get_ref());
         ServerConfig {
             keys,
             bind: seen,
             insecure_bind,
+            reuse_port,
             io_threads: match io_threads {
                 0 => auto_io_threads(cpus),
                 n => n,
