@@ -244,7 +244,7 @@ fn import_gunicorn_carries_a_gevent_worker_class_over_and_it_serves() {
         1,
     );
     let upload = echo_in_background(&c.addr, 1 << 20);
-    let answers = at_once(&c.addr, "/wait?0.5", 30);
+    let answers = at_once(&c.addr, "/wait?1", 30);
     assert!(answers.iter().all(|(s, _)| *s == 200), "{answers:?}");
     assert_eq!(c.get("/max").text(), "25", "{}", c.log.text());
     assert_eq!(upload.join().unwrap(), (200, true));
@@ -327,7 +327,7 @@ fn an_app_that_monkey_patches_itself_runs_in_greenlets_without_k_gevent() {
         ],
         1,
     );
-    let answers = at_once(&c.addr, "/wait?0.5", 4);
+    let answers = at_once(&c.addr, "/wait?1", 4);
     assert!(answers.iter().all(|(s, _)| *s == 200), "{answers:?}");
     assert_eq!(c.get("/max").text(), "2", "{}", c.log.text());
     let status = c.status_json();
