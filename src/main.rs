@@ -33,6 +33,7 @@ mod statsd;
 mod status;
 mod status_cmd;
 mod supervisor;
+mod syslog;
 mod systemd;
 mod tls;
 mod worker;
@@ -125,7 +126,7 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    if let Err(e) = init_logging(&cfg.log) {
+    if let Err(e) = init_logging(&cfg.log, &cfg.instance) {
         eprintln!("error: {e}");
         return ExitCode::from(EXIT_CONFIG);
     }
@@ -590,8 +591,9 @@ fn with_socket(args: &cli::ControlArgs, f: impl FnOnce(&std::path::Path) -> u8) 
 }
 
 /// corral's own log: to stderr, or to `[log] error_file` (reopened on
-/// SIGUSR1, see [`logfile`]).
-fn init_logging(cfg: &config::LogConfig) -> Result<(), String> {
+/// SIGUSR1, see [`logfile`]); to a syslog daemon as well with `[log]
+/// syslog` ([`syslog`], tagged with `instance` unless `syslog_prefix`).
+fn init_logging(cfg: &config::LogConfig, instance: &str) -> Result<(), String> {
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
     let level: tracing::level_filters::LevelFilter = cfg.level.into();
@@ -620,20 +622,33 @@ fn init_logging(cfg: &config::LogConfig) -> Result<(), String> {
         file.is_none() && std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
     // Counts warnings and errors for StatsD's `gunicorn.log.*`.
     let counter = statsd::LogCounter;
+    // The same lines, plain text, one datagram each.
+    let syslog = cfg
+        .syslog
+        .as_ref()
+        .map(|settings| syslog::Syslog::open(settings, instance))
+        .transpose()?;
     match (cfg.format, journal) {
         (config::LogFormat::Json, _) => builder
             .json()
             .with_current_span(false)
             .finish()
             .with(counter)
+            .with(syslog::layer(syslog.clone()))
             .init(),
         (config::LogFormat::Text, true) => builder
             .with_ansi(false)
             .without_time()
             .finish()
             .with(counter)
+            .with(syslog::layer(syslog.clone()))
             .init(),
-        (config::LogFormat::Text, false) => builder.with_ansi(colour).finish().with(counter).init(),
+        (config::LogFormat::Text, false) => builder
+            .with_ansi(colour)
+            .finish()
+            .with(counter)
+            .with(syslog::layer(syslog.clone()))
+            .init(),
     }
     Ok(())
 }

@@ -70,7 +70,14 @@ impl Target {
     /// Reads `statsd_host` as gunicorn does; a relative Unix path stays
     /// relative (the config resolves it).
     pub fn parse(text: &str) -> Result<Target, String> {
+        Target::parse_with_port(text, DEFAULT_PORT)
+    }
+
+    /// "HOST:PORT" (`default` when the port is left out), "[V6]:PORT",
+    /// "udp://HOST:PORT" or "unix:PATH": an address a datagram goes to.
+    pub fn parse_with_port(text: &str, default: u16) -> Result<Target, String> {
         let text = text.trim();
+        let example = format!("HOST:PORT (localhost:{default}) or unix:PATH");
         if let Some(path) = text
             .strip_prefix("unix://")
             .or_else(|| text.strip_prefix("unix:"))
@@ -82,13 +89,15 @@ impl Target {
         }
         let rest = text.strip_prefix("udp://").unwrap_or(text);
         if rest.contains("://") {
-            return Err("has a scheme other than unix:// or udp://: write HOST:PORT (localhost:8125) or unix:PATH".into());
+            return Err(format!(
+                "has a scheme other than unix:// or udp://: write {example}"
+            ));
         }
         let (host, port) = match rest.strip_prefix('[') {
             Some(v6) => {
                 let (host, after) = v6
                     .split_once(']')
-                    .ok_or("has a '[' without its ']': write [::1]:8125")?;
+                    .ok_or_else(|| format!("has a '[' without its ']': write [::1]:{default}"))?;
                 match after {
                     "" => (host, None),
                     _ => match after.strip_prefix(':') {
@@ -99,22 +108,22 @@ impl Target {
             }
             None => match rest.rsplit_once(':') {
                 Some((host, _)) if host.contains(':') => {
-                    return Err("is an IPv6 address without brackets: write [::1]:8125".into());
+                    return Err(format!(
+                        "is an IPv6 address without brackets: write [::1]:{default}"
+                    ));
                 }
                 Some((host, port)) => (host, Some(port)),
                 None => (rest, None),
             },
         };
         if host.is_empty() {
-            return Err("names no host: write HOST:PORT (localhost:8125) or unix:PATH".into());
+            return Err(format!("names no host: write {example}"));
         }
         if host.chars().any(|c| c.is_whitespace() || c == '/') {
-            return Err(format!(
-                "has {host:?} as its host: write HOST:PORT (localhost:8125) or unix:PATH"
-            ));
+            return Err(format!("has {host:?} as its host: write {example}"));
         }
         let port = match port {
-            None => DEFAULT_PORT,
+            None => default,
             Some(p) => match p.parse::<u16>() {
                 Ok(p) if p > 0 => p,
                 _ => return Err(format!("has {p:?} as its port: give 1 to 65535")),

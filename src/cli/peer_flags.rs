@@ -735,6 +735,14 @@ pub const FLAGS: &[Flag] = &[
         ),
     ),
     flag(
+        "--disable-redirect-access-to-syslog",
+        "gunicorn",
+        SWITCH,
+        Nothing(
+            "corral's access lines reach syslog only when they go to its own log: give --access-logfile to keep them out of it",
+        ),
+    ),
+    flag(
         "--reload-engine",
         "gunicorn",
         OneOf(&["auto", "poll", "inotify"]),

@@ -30,6 +30,8 @@ pub struct LogConfig {
     pub access: Option<AccessConfig>,
     /// `None`: no StatsD.
     pub statsd: Option<statsd::Settings>,
+    /// `None`: no syslog.
+    pub syslog: Option<crate::syslog::Settings>,
 }
 
 /// The access log, when it is on.
@@ -108,16 +110,97 @@ impl Resolver<'_> {
             (None, None) => target.as_ref().map(|_| Format::Combined),
         };
         let statsd = self.statsd(args, &raw);
+        let syslog = self.syslog(args, &raw);
         LogConfig {
             level,
             format: log_format,
             error_file,
             statsd,
+            syslog,
             access: format.map(|format| AccessConfig {
                 format,
                 target: target.unwrap_or(AccessTarget::Log),
             }),
         }
+    }
+
+    /// `log.syslog`, `syslog_to`, `syslog_prefix` and `syslog_facility`,
+    /// each flag over the file's key.
+    fn syslog(&mut self, args: &Overrides, raw: &RawLog) -> Option<crate::syslog::Settings> {
+        use crate::syslog;
+        let on = args.log_syslog || raw.syslog.as_ref().is_some_and(|s| *s.get_ref());
+        let given = |flag: &Option<String>,
+                     key: &Option<Spanned<String>>,
+                     name: &str,
+                     this: &Self| match (flag, key) {
+            (Some(v), _) => Some((
+                v.clone(),
+                this.flag(&format!("--log-{}", name.replace('_', "-"))),
+            )),
+            (None, Some(v)) => Some((
+                v.get_ref().clone(),
+                this.in_file(v.span(), &format!("log.{name}")),
+            )),
+            (None, None) => None,
+        };
+        let to = given(&args.log_syslog_to, &raw.syslog_to, "syslog_to", self);
+        let prefix = given(
+            &args.log_syslog_prefix,
+            &raw.syslog_prefix,
+            "syslog_prefix",
+            self,
+        );
+        let facility = given(
+            &args.log_syslog_facility,
+            &raw.syslog_facility,
+            "syslog_facility",
+            self,
+        );
+        if !on {
+            if let Some((_, at)) = to.as_ref().or(prefix.as_ref()).or(facility.as_ref()) {
+                self.warnings.push(format!(
+                    "{}: syslog is off, so this does nothing (as in gunicorn): add --log-syslog \
+                     (log.syslog = true)",
+                    at.origin()
+                ));
+            }
+            return None;
+        }
+        let base = match args.log_syslog_to {
+            // A flag's path is relative to the working directory, the
+            // file's to its folder.
+            Some(_) => self.cwd,
+            None => self.file_dir(),
+        };
+        let target = match to {
+            None => syslog::parse_target(syslog::DEFAULT_TO).ok(),
+            Some((text, at)) => match syslog::parse_target(&text) {
+                Ok(statsd::Target::Unix(path)) => Some(statsd::Target::Unix(absolute(base, &path))),
+                Ok(target) => Some(target),
+                Err(why) => {
+                    self.fail(&at, format!("\"{text}\" {why}"));
+                    None
+                }
+            },
+        };
+        let prefix = match prefix {
+            None => Some(None),
+            Some((text, at)) => syslog::check_prefix(&text)
+                .map(Some)
+                .map_err(|why| self.fail(&at, format!("\"{text}\" {why}")))
+                .ok(),
+        };
+        let facility = match facility {
+            None => Some(1),
+            Some((text, at)) => syslog::parse_facility(&text)
+                .map_err(|why| self.fail(&at, format!("\"{text}\" {why}")))
+                .ok(),
+        };
+        Some(syslog::Settings {
+            target: target?,
+            prefix: prefix?,
+            facility: facility?,
+        })
     }
 
     /// `log.statsd_host`, `statsd_prefix` and `dogstatsd_tags`.
@@ -460,6 +543,55 @@ mod tests {
         .to_string();
         assert!(
             err.contains("--limit-request-fields: is above 32768"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn syslog_is_on_by_its_switch_and_its_other_keys_are_checked() {
+        let cfg = resolve_text(
+            "[log]\nsyslog = true\nsyslog_to = \"unix://run/log.sock\"\nsyslog_facility = \"LOCAL2\"\n",
+            &args(),
+        )
+        .unwrap();
+        let syslog = cfg.log.syslog.unwrap();
+        assert_eq!(
+            syslog.target,
+            statsd::Target::Unix("/srv/app/run/log.sock".into())
+        );
+        assert_eq!((syslog.facility, syslog.prefix), (18, None));
+        // The defaults: gunicorn's UDP address and the user facility.
+        let cfg = resolve_text(
+            "",
+            &Overrides {
+                log_syslog: true,
+                ..args()
+            },
+        )
+        .unwrap();
+        let syslog = cfg.log.syslog.unwrap();
+        assert_eq!(syslog.target.to_string(), "localhost:514");
+        assert_eq!(syslog.facility, 1);
+        // Without the switch the address does nothing, and says so.
+        let cfg = resolve_text("[log]\nsyslog_to = \"udp://logs:514\"\n", &args()).unwrap();
+        assert!(cfg.log.syslog.is_none());
+        assert!(
+            cfg.warnings[0].contains("(key log.syslog_to): syslog is off"),
+            "{:?}",
+            cfg.warnings
+        );
+        let err = resolve_text(
+            "[log]\nsyslog = true\nsyslog_to = \"tcp://logs:514\"\nsyslog_facility = \"local9\"\n",
+            &args(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("log.syslog_to: \"tcp://logs:514\" is a TCP address"),
+            "{err}"
+        );
+        assert!(
+            err.contains("log.syslog_facility: \"local9\" is no syslog facility"),
             "{err}"
         );
     }

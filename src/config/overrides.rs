@@ -466,6 +466,26 @@ pub struct Overrides {
     #[arg(long, value_name = "TAGS", env = "CORRAL_DOGSTATSD_TAGS")]
     pub dogstatsd_tags: Option<String>,
 
+    /// Send corral's own log to a syslog daemon as well, one datagram per
+    /// line [toml: log.syslog] [default: false]
+    #[arg(long, env = "CORRAL_LOG_SYSLOG")]
+    pub log_syslog: bool,
+
+    /// Where the syslog daemon listens: udp://HOST:PORT or unix:///dev/log
+    /// [toml: log.syslog_to] [default: udp://localhost:514]
+    #[arg(long, value_name = "ADDRESS", env = "CORRAL_LOG_SYSLOG_TO")]
+    pub log_syslog_to: Option<String>,
+
+    /// The middle of each syslog line's tag, corral.PREFIX.error
+    /// [toml: log.syslog_prefix] [default: the instance's name]
+    #[arg(long, value_name = "PREFIX", env = "CORRAL_LOG_SYSLOG_PREFIX")]
+    pub log_syslog_prefix: Option<String>,
+
+    /// The syslog facility: user, daemon, local0 to local7, ...
+    /// [toml: log.syslog_facility] [default: user]
+    #[arg(long, value_name = "NAME", env = "CORRAL_LOG_SYSLOG_FACILITY")]
+    pub log_syslog_facility: Option<String>,
+
     /// Longest request line (method, target, version) accepted, in bytes;
     /// 414 above; 0: no limit of its own [toml: server.max_request_line]
     /// [default: 0, the head is bounded by --max-header-bytes]

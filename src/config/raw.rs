@@ -133,6 +133,22 @@ pub(super) struct RawLog {
     /// DogStatsD tags added to every StatsD metric (gunicorn's
     /// `dogstatsd_tags`), like "env:prod,service:app". Default "".
     pub(super) dogstatsd_tags: Option<Spanned<String>>,
+    /// Send corral's own log to a syslog daemon as well (gunicorn's
+    /// `syslog`), one datagram per line tagged "corral.PREFIX.error", where
+    /// it goes on to stderr or `error_file` too. Default false.
+    pub(super) syslog: Option<Spanned<bool>>,
+    /// Where the syslog daemon listens (gunicorn's `syslog_addr`):
+    /// "udp://HOST:PORT" (port 514 when left out) or "unix:///dev/log", a
+    /// Unix datagram socket. Only with `syslog = true`. Default
+    /// "udp://localhost:514", as gunicorn's on Linux.
+    pub(super) syslog_to: Option<Spanned<String>>,
+    /// The middle of each line's tag, "corral.PREFIX.error" (gunicorn's
+    /// `syslog_prefix`): letters, digits, '.', '_' and '-'. Default: the
+    /// instance's name.
+    pub(super) syslog_prefix: Option<Spanned<String>>,
+    /// The syslog facility (gunicorn's `syslog_facility`): "user", "daemon",
+    /// "local0" to "local7", ... Default "user".
+    pub(super) syslog_facility: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -598,6 +598,27 @@ fn convert_into(out: &mut Out, settings: &BTreeMap<String, Json>, app: Option<&s
                 Some(Err(why)) => out.note(name, why),
                 None => bad(out, v),
             },
+            "syslog" => match v {
+                Json::Bool(true) => out.set("log", "syslog", Value::Boolean(true)),
+                Json::Bool(false) => {}
+                _ => bad(out, v),
+            },
+            // Written as the file wrote it: corral reads gunicorn's forms.
+            "syslog_addr" => match text(v).map(|a| (crate::syslog::parse_target(&a), a)) {
+                Some((Ok(_), addr)) => out.set("log", "syslog_to", Value::String(addr)),
+                Some((Err(why), _)) => out.note(name, why),
+                None => bad(out, v),
+            },
+            "syslog_prefix" => match text(v).map(|p| crate::syslog::check_prefix(&p)) {
+                Some(Ok(p)) => out.set("log", "syslog_prefix", Value::String(p)),
+                Some(Err(why)) => out.note(name, why),
+                None => {}
+            },
+            "syslog_facility" => match text(v).map(|f| (crate::syslog::parse_facility(&f), f)) {
+                Some((Ok(_), f)) => out.set("log", "syslog_facility", Value::String(f)),
+                Some((Err(why), _)) => out.note(name, why),
+                None => bad(out, v),
+            },
             "statsd_prefix" | "dogstatsd_tags" => match text(v) {
                 Some(t) if t.is_empty() => {}
                 Some(t) => out.set("log", name, Value::String(t)),
@@ -1232,6 +1253,23 @@ mod tests {
     }
 
     #[test]
+    fn syslog_settings_become_log_keys() {
+        let c = convert_json(
+            r#"{"syslog": true, "syslog_addr": "unix:///dev/log#dgram",
+                "syslog_prefix": "shop", "syslog_facility": "local3"}"#,
+        );
+        let parsed: toml::Table = c.toml.parse().unwrap();
+        let log = &parsed["log"];
+        assert_eq!(log["syslog"].as_bool(), Some(true));
+        assert_eq!(log["syslog_to"].as_str(), Some("unix:///dev/log#dgram"));
+        assert_eq!(log["syslog_prefix"].as_str(), Some("shop"));
+        assert_eq!(log["syslog_facility"].as_str(), Some("local3"));
+        assert!(c.notes.is_empty(), "{:?}", c.notes);
+        let c = convert_json(r#"{"syslog_facility": "local9", "syslog_prefix": "a b"}"#);
+        assert_eq!(c.notes.len(), 2, "{:?}", c.notes);
+    }
+
+    #[test]
     fn reuse_port_becomes_the_server_key() {
         let c = convert_json(r#"{"reuse_port": true}"#);
         assert!(c.toml.contains("reuse_port = true"), "{}", c.toml);
@@ -1263,7 +1301,8 @@ mod tests {
     fn what_cannot_be_mapped_is_named_with_the_reason() {
         let mut s = settings(
             r#"{"preload_app": true, "worker_class": "eventlet", "daemon": false,
-                "bind": ["unix:app.sock", "fd://3", "localhost"], "syslog": true}"#,
+                "bind": ["unix:app.sock", "fd://3", "localhost"],
+                "syslog_addr": "tcp://logs:514"}"#,
         );
         s.insert("pre_exec".into(), serde_json::json!({"callable": true}));
         s.insert(
@@ -1278,7 +1317,7 @@ mod tests {
             "pre_exec: is a function; not supported",
             "ssl_version: is <_SSLMethod> (not a plain value)",
             "bind: fd://3: file descriptors are not supported",
-            "syslog: not supported: log to stderr",
+            "syslog_addr: is a TCP address: corral sends syslog over UDP",
         ] {
             assert!(notes.contains(needle), "{needle} missing from:\n{notes}");
         }

@@ -163,7 +163,7 @@ pub const SETTINGS: &[(&str, &str)] = &[
     ),
     (
         "disable_redirect_access_to_syslog",
-        "not supported: corral has no syslog output (see `syslog`)",
+        "not needed: with `--log-syslog`, the access lines reach syslog when they go to corral's own log (no `--access-logfile`), and not when they go to a file (`--disable-redirect-access-to-syslog` is accepted, and noted in the log)",
     ),
     (
         "access_log_format",
@@ -196,14 +196,20 @@ pub const SETTINGS: &[(&str, &str)] = &[
     ),
     (
         "syslog_addr",
-        "not supported: log to stderr (the journal) or a file",
+        "`--log-syslog-to`, `[log] syslog_to`: `udp://HOST:PORT` (the default `udp://localhost:514`, as gunicorn's on Linux) or `unix:///dev/log` (`#dgram`); TCP and Unix stream sockets are refused",
     ),
     (
         "syslog",
-        "not supported: log to stderr (the journal) or a file",
+        "`--log-syslog`, `[log] syslog`: corral's own log (the workers' output included) also goes to syslog, one datagram per line tagged `corral.PREFIX.error`, as gunicorn tags its lines `gunicorn.PREFIX.error`",
     ),
-    ("syslog_prefix", "not supported: see `syslog`"),
-    ("syslog_facility", "not supported: see `syslog`"),
+    (
+        "syslog_prefix",
+        "`--log-syslog-prefix`, `[log] syslog_prefix`: the middle of the tag (default: the instance's name)",
+    ),
+    (
+        "syslog_facility",
+        "`--log-syslog-facility`, `[log] syslog_facility` (default `user`)",
+    ),
     (
         "enable_stdio_inheritance",
         "not needed: it only applies to gunicorn's daemon mode; workers' output always goes through corral's log (`-R`/`--enable-stdio-inheritance` is accepted, and noted in the log)",
@@ -439,15 +445,7 @@ const REFUSED_FLAGS: &[(&str, &str)] = &[
     ("--print-config", "print_config"),
     ("-D", "daemon"),
     ("--daemon", "daemon"),
-    (
-        "--disable-redirect-access-to-syslog",
-        "disable_redirect_access_to_syslog",
-    ),
     ("--logger-class", "logger_class"),
-    ("--log-syslog-to", "syslog_addr"),
-    ("--log-syslog", "syslog"),
-    ("--log-syslog-prefix", "syslog_prefix"),
-    ("--log-syslog-facility", "syslog_facility"),
     ("--enable-backlog-metric", "enable_backlog_metric"),
     ("--protocol", "protocol"),
     ("--uwsgi-allow-from", "uwsgi_allow_ips"),
@@ -538,17 +536,12 @@ mod tests {
                 note("daemon").unwrap()
             )
         );
-        let syslog = refused_flag("--log-syslog-to=udp://x:514").unwrap();
+        let uwsgi = refused_flag("--uwsgi-allow-from=10.0.0.1").unwrap();
         assert!(
-            syslog.contains("(`syslog_addr`): not supported: log to stderr"),
-            "{syslog}"
-        );
-        let prefix = refused_flag("--log-syslog-prefix=x").unwrap();
-        assert!(
-            prefix.contains(
-                "(`syslog_prefix`): not supported: see `syslog` (`syslog`: not supported"
+            uwsgi.contains(
+                "(`uwsgi_allow_ips`): not supported: see `protocol` (`protocol`: not supported"
             ),
-            "{prefix}"
+            "{uwsgi}"
         );
         assert_eq!(refused_flag("--workers"), None);
         assert_eq!(refused_flag("--nonsense"), None);

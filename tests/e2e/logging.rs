@@ -145,3 +145,102 @@ fn the_access_log_is_off_by_default_and_writes_combined_lines_when_asked() {
             .is_some()
     );
 }
+
+/// Datagrams from `read` until one contains `needle` (at most 10 s); the
+/// one that does.
+fn datagram_with(read: impl Fn(&mut [u8]) -> std::io::Result<usize>, needle: &str) -> String {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let mut buf = vec![0u8; 65536];
+    let mut seen = Vec::new();
+    while std::time::Instant::now() < deadline {
+        if let Ok(n) = read(&mut buf) {
+            let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+            if text.contains(needle) {
+                return text;
+            }
+            seen.push(text);
+        }
+    }
+    panic!("no datagram with {needle:?}; got:\n{}", seen.join("\n"));
+}
+
+#[test]
+fn log_syslog_sends_each_line_to_the_daemon_tagged_as_gunicorn_tags_it() {
+    const SAYS: &str = "import sys\n\ndef app(environ, start_response):\n    print('the app says hello', file=sys.stderr, flush=True)\n    start_response('200 OK', [('Content-Length', '2')])\n    return [b'ok']\n";
+    // gunicorn's flags, over UDP.
+    let app = AppDir::new(&[("app.py", SAYS)]);
+    let daemon = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    daemon
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let to = format!("udp://{}", daemon.local_addr().unwrap());
+    let c = Corral::start(
+        app.path(),
+        &[
+            "app:app",
+            "-w",
+            "1",
+            "--log-syslog",
+            "--log-syslog-to",
+            &to,
+            "--log-syslog-prefix",
+            "shop",
+            "--log-syslog-facility",
+            "local0",
+        ],
+        1,
+    );
+    // local0 (16) × 8 + info (6) = 134.
+    let line = datagram_with(|b| daemon.recv(b), "all 1 workers in service");
+    assert_eq!(
+        line,
+        format!(
+            "<134>corral.shop.error: [{}] INFO all 1 workers in service",
+            c.pid()
+        )
+    );
+    assert_eq!(c.get("/").status, 200);
+    let said = datagram_with(|b| daemon.recv(b), "the app says hello");
+    assert!(said.contains("stderr: the app says hello"), "{said}");
+    // The log goes on to stderr as before.
+    c.log
+        .wait_for("the app says hello", Duration::from_secs(10))
+        .unwrap_or_else(|| panic!("{}", c.log.text()));
+    drop(c);
+
+    // From the file, to a Unix datagram socket (as /dev/log is), and again
+    // after the daemon is restarted (its socket made anew).
+    let app = AppDir::new(&[("app.py", SAYS)]);
+    let path = app.path().join("log.sock");
+    let daemon = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
+    daemon
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    std::fs::write(
+        app.path().join("corral.toml"),
+        format!(
+            "[app]\nmodule = \"app:app\"\n[log]\nsyslog = true\nsyslog_to = \"unix://{}#dgram\"\n",
+            path.display()
+        ),
+    )
+    .unwrap();
+    let c = Corral::start(app.path(), &["-c", "corral.toml", "-b", "127.0.0.1:0"], 1);
+    // user (1) × 8 + info = 14; the tag is the instance's name.
+    let line = datagram_with(|b| daemon.recv(b), "all 1 workers in service");
+    assert!(
+        line.starts_with("<14>corral.") && line.contains(&format!(".error: [{}] INFO", c.pid())),
+        "{line}"
+    );
+    drop(daemon);
+    std::fs::remove_file(&path).unwrap();
+    let daemon = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
+    daemon
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    // The first line after the restart finds the old socket gone and
+    // connects again; it or the next one arrives.
+    for _ in 0..2 {
+        assert_eq!(c.get("/").status, 200);
+    }
+    datagram_with(|b| daemon.recv(b), "the app says hello");
+}

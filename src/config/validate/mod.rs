@@ -85,7 +85,7 @@ impl At {
     }
 
     /// "corral.toml:7 (key server.bind)" or "--bind", for [`Bind::origin`].
-    fn origin(&self) -> String {
+    pub(in crate::config) fn origin(&self) -> String {
         match &self.location {
             Some(location) => format!("{location} (key {})", self.key),
             None => self.key.clone(),
