@@ -462,30 +462,37 @@ impl<'a> Packer<'a> {
 /// A non-blocking socket connected to `target`.
 fn open(target: &Target) -> Result<Socket, String> {
     match target {
-        Target::Udp { host, port } => {
-            let addr = (host.as_str(), *port)
-                .to_socket_addrs()
-                .map_err(|e| format!("cannot resolve {target}: {e}"))?
-                .next()
-                .ok_or_else(|| format!("{host} has no address"))?;
-            let local = if addr.is_ipv4() {
-                "0.0.0.0:0"
-            } else {
-                "[::]:0"
-            };
-            let sock = UdpSocket::bind(local)
-                .and_then(|s| s.connect(addr).map(|()| s))
-                .and_then(|s| s.set_nonblocking(true).map(|()| s))
-                .map_err(|e| format!("cannot open a UDP socket to {target}: {e}"))?;
-            Ok(Socket::Udp(sock))
-        }
+        Target::Udp { host, port } => connect_udp(host, *port).map(Socket::Udp),
         Target::Unix(path) => connect_unix(path).map(Socket::Unix),
     }
 }
 
+/// A non-blocking UDP socket connected to `host:port` (its first
+/// address); syslog's too.
+pub fn connect_udp(host: &str, port: u16) -> Result<UdpSocket, String> {
+    let addr = (host, port)
+        .to_socket_addrs()
+        .map_err(|e| format!("cannot resolve {host}:{port}: {e}"))?
+        .next()
+        .ok_or_else(|| format!("{host} has no address"))?;
+    let local = if addr.is_ipv4() {
+        "0.0.0.0:0"
+    } else {
+        "[::]:0"
+    };
+    UdpSocket::bind(local)
+        .and_then(|s| s.connect(addr).map(|()| s))
+        .and_then(|s| s.set_nonblocking(true).map(|()| s))
+        .map_err(|e| format!("cannot open a UDP socket to {host}:{port}: {e}"))
+}
+
 /// Connects to the socket at `path` through a descriptor opened without
 /// following a symlink, when its folder is one another user may change.
-fn connect_unix(path: &Path) -> Result<UnixDatagram, String> {
+/// A non-blocking datagram socket connected to the socket at `path`
+/// (syslog's too), opened so that a path another user may change is
+/// refused: no symlink in a shared folder, no socket of a stranger's there,
+/// and the socket checked is the one connected.
+pub fn connect_unix(path: &Path) -> Result<UnixDatagram, String> {
     use std::os::fd::AsRawFd;
     use std::os::unix::fs::{FileTypeExt, MetadataExt};
     let dir = match path.parent() {

@@ -10,12 +10,12 @@
 //! connected again when a send fails, as after a restart of the daemon.
 
 use std::io;
-use std::net::{ToSocketAddrs, UdpSocket};
+use std::net::UdpSocket;
 use std::os::unix::net::UnixDatagram;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
-use crate::statsd::Target;
+use crate::statsd::{self, Target};
 
 /// gunicorn's `syslog_addr` default on Linux.
 pub const DEFAULT_TO: &str = "udp://localhost:514";
@@ -134,24 +134,16 @@ impl Syslog {
         let prefix = settings.prefix.as_deref().unwrap_or(instance);
         let head = format!("corral.{prefix}.error: [{}] ", std::process::id());
         let socket = match &settings.target {
-            Target::Udp { host, port } => {
-                let addr = (host.as_str(), *port)
-                    .to_socket_addrs()
-                    .ok()
-                    .and_then(|mut a| a.next())
-                    .ok_or_else(|| format!("log.syslog_to: cannot resolve {}", settings.target))?;
-                let local = if addr.is_ipv6() {
-                    "[::]:0"
-                } else {
-                    "0.0.0.0:0"
-                };
-                let sock = UdpSocket::bind(local)
-                    .and_then(|s| s.connect(addr).map(|()| s))
-                    .and_then(|s| s.set_nonblocking(true).map(|()| s))
-                    .map_err(|e| format!("log.syslog_to: {}: {e}", settings.target))?;
-                Socket::Udp(sock)
-            }
-            Target::Unix(path) => Socket::Unix(connect_unix(path).ok(), path.clone()),
+            Target::Udp { host, port } => Socket::Udp(
+                statsd::connect_udp(host, *port).map_err(|e| format!("log.syslog_to: {e}"))?,
+            ),
+            Target::Unix(path) => match statsd::connect_unix(path) {
+                Ok(sock) => Socket::Unix(Some(sock), path.clone()),
+                // Not there yet (the daemon starts later): tried again at
+                // each line. Refused (a stranger's socket): said now.
+                Err(e) if path.exists() => return Err(format!("log.syslog_to: {e}")),
+                Err(_) => Socket::Unix(None, path.clone()),
+            },
         };
         Ok(Arc::new(Syslog {
             facility: settings.facility,
@@ -182,7 +174,7 @@ impl Syslog {
                 if !sent {
                     // The daemon restarted (a new socket file), or was not
                     // there at start: connect again, once per line.
-                    *sock = connect_unix(path).ok();
+                    *sock = statsd::connect_unix(path).ok();
                     if let Some(s) = sock {
                         let _ = s.send(&datagram);
                     }
@@ -190,13 +182,6 @@ impl Syslog {
             }
         }
     }
-}
-
-fn connect_unix(path: &std::path::Path) -> io::Result<UnixDatagram> {
-    let sock = UnixDatagram::unbound()?;
-    sock.connect(path)?;
-    sock.set_nonblocking(true)?;
-    Ok(sock)
 }
 
 /// syslog's severity for a tracing level.
@@ -315,6 +300,29 @@ mod tests {
         assert!(check_prefix("my app").is_err());
         assert!(check_prefix("a:b").is_err());
         assert_eq!(check_prefix("shop-api.v2"), Ok("shop-api.v2".into()));
+    }
+
+    #[test]
+    fn a_socket_path_another_user_may_change_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        // A symlink in a folder anyone may write to (as /tmp is), pointing
+        // at a real socket: whoever made it chooses where the log goes.
+        let real = tempfile::tempdir().unwrap();
+        let socket = real.path().join("log.sock");
+        let _daemon = UnixDatagram::bind(&socket).unwrap();
+        let shared = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(shared.path(), std::fs::Permissions::from_mode(0o1777)).unwrap();
+        let link = shared.path().join("log.sock");
+        std::os::unix::fs::symlink(&socket, &link).unwrap();
+        let settings = |path: PathBuf| Settings {
+            target: Target::Unix(path),
+            prefix: None,
+            facility: 1,
+        };
+        let err = Syslog::open(&settings(link), "app").err().unwrap();
+        assert!(err.contains("refusing") && err.contains("symlink"), "{err}");
+        // The socket itself, in a private folder, is taken.
+        assert!(Syslog::open(&settings(socket), "app").is_ok());
     }
 
     #[test]
