@@ -115,16 +115,14 @@ async fn check(cfg: &Config) -> Result<Outcome, String> {
     let deadline = started + cfg.workers.boot_timeout;
     let outcome = tokio::select! {
         ev = boot_report(&mut rx) => match ev {
-            Some((_, ControlEvent::Booted(mut info))) => {
+            Some((_, ControlEvent::Booted(info))) => {
                 let boot = started.elapsed();
-                info.interface = format!("{} app", info.interface.to_uppercase());
-                if info.green == "gevent" {
-                    info.interface.push_str(" in gevent's greenlets");
-                }
+                let green = if info.green == "gevent" { " in gevent's greenlets" } else { "" };
+                let interface = format!("{} app{green}", info.interface.to_uppercase());
                 match &cfg.health.ready_path {
-                    None => Outcome::Ok { import_ms: info.import_ms, interface: info.interface, boot, ready: None },
+                    None => Outcome::Ok { import_ms: info.import_ms, interface, boot, ready: None },
                     Some(path) => match ready(&channel, path, cfg, deadline).await {
-                        Ok(()) => Outcome::Ok { import_ms: info.import_ms, interface: info.interface, boot, ready: Some(path.clone()) },
+                        Ok(()) => Outcome::Ok { import_ms: info.import_ms, interface, boot, ready: Some(path.clone()) },
                         Err(why) => Outcome::Failed(format!("the app booted, but its readiness check failed: {why}")),
                     },
                 }

@@ -14,6 +14,7 @@ use std::net::UdpSocket;
 use std::os::unix::net::UnixDatagram;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use crate::statsd::{self, Target};
 
@@ -114,9 +115,20 @@ pub fn check_prefix(prefix: &str) -> Result<String, String> {
     Ok(prefix.to_owned())
 }
 
+/// How long a Unix socket that could not be reached is left alone: the
+/// access lines may come through here, one per request, and a daemon that
+/// is down must not cost each of them a connect.
+const RECONNECT_EVERY: Duration = Duration::from_secs(1);
+
 enum Socket {
     Udp(UdpSocket),
-    Unix(Option<UnixDatagram>, PathBuf),
+    /// Connected when the daemon was reachable at the last try, which was
+    /// at `tried`.
+    Unix {
+        sock: Option<UnixDatagram>,
+        path: PathBuf,
+        tried: Option<Instant>,
+    },
 }
 
 /// The connection to the syslog daemon and what goes before each line.
@@ -138,11 +150,19 @@ impl Syslog {
                 statsd::connect_udp(host, *port).map_err(|e| format!("log.syslog_to: {e}"))?,
             ),
             Target::Unix(path) => match statsd::connect_unix(path) {
-                Ok(sock) => Socket::Unix(Some(sock), path.clone()),
-                // Not there yet (the daemon starts later): tried again at
-                // each line. Refused (a stranger's socket): said now.
+                Ok(sock) => Socket::Unix {
+                    sock: Some(sock),
+                    path: path.clone(),
+                    tried: None,
+                },
+                // Not there yet (the daemon starts later): tried again with
+                // a later line. Refused (a stranger's socket): said now.
                 Err(e) if path.exists() => return Err(format!("log.syslog_to: {e}")),
-                Err(_) => Socket::Unix(None, path.clone()),
+                Err(_) => Socket::Unix {
+                    sock: None,
+                    path: path.clone(),
+                    tried: Some(Instant::now()),
+                },
             },
         };
         Ok(Arc::new(Syslog {
@@ -169,11 +189,17 @@ impl Syslog {
             Socket::Udp(sock) => {
                 let _ = sock.send(&datagram);
             }
-            Socket::Unix(sock, path) => {
-                let sent = sock.as_ref().is_some_and(|s| s.send(&datagram).is_ok());
-                if !sent {
-                    // The daemon restarted (a new socket file), or was not
-                    // there at start: connect again, once per line.
+            Socket::Unix { sock, path, tried } => {
+                // A full buffer drops the line; a refusal means the daemon
+                // restarted (a new socket file) or was not there: connect
+                // again, at most once a second.
+                let gone = match sock.as_ref().map(|s| s.send(&datagram)) {
+                    Some(Ok(_)) => false,
+                    Some(Err(e)) => e.kind() != io::ErrorKind::WouldBlock,
+                    None => true,
+                };
+                if gone && tried.is_none_or(|t| t.elapsed() >= RECONNECT_EVERY) {
+                    *tried = Some(Instant::now());
                     *sock = statsd::connect_unix(path).ok();
                     if let Some(s) = sock {
                         let _ = s.send(&datagram);

@@ -129,32 +129,17 @@ impl Resolver<'_> {
     fn syslog(&mut self, args: &Overrides, raw: &RawLog) -> Option<crate::syslog::Settings> {
         use crate::syslog;
         let on = args.log_syslog || raw.syslog.as_ref().is_some_and(|s| *s.get_ref());
-        let given = |flag: &Option<String>,
-                     key: &Option<Spanned<String>>,
-                     name: &str,
-                     this: &Self| match (flag, key) {
-            (Some(v), _) => Some((
-                v.clone(),
-                this.flag(&format!("--log-{}", name.replace('_', "-"))),
-            )),
-            (None, Some(v)) => Some((
-                v.get_ref().clone(),
-                this.in_file(v.span(), &format!("log.{name}")),
-            )),
-            (None, None) => None,
-        };
-        let to = given(&args.log_syslog_to, &raw.syslog_to, "syslog_to", self);
-        let prefix = given(
-            &args.log_syslog_prefix,
-            &raw.syslog_prefix,
-            "syslog_prefix",
-            self,
+        let to = self.given(
+            (args.log_syslog_to.as_ref(), "--log-syslog-to"),
+            (raw.syslog_to.as_ref(), "log.syslog_to"),
         );
-        let facility = given(
-            &args.log_syslog_facility,
-            &raw.syslog_facility,
-            "syslog_facility",
-            self,
+        let prefix = self.given(
+            (args.log_syslog_prefix.as_ref(), "--log-syslog-prefix"),
+            (raw.syslog_prefix.as_ref(), "log.syslog_prefix"),
+        );
+        let facility = self.given(
+            (args.log_syslog_facility.as_ref(), "--log-syslog-facility"),
+            (raw.syslog_facility.as_ref(), "log.syslog_facility"),
         );
         if !on {
             if let Some((_, at)) = to.as_ref().or(prefix.as_ref()).or(facility.as_ref()) {

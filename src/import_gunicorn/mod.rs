@@ -612,7 +612,7 @@ fn convert_into(out: &mut Out, settings: &BTreeMap<String, Json>, app: Option<&s
             "syslog_prefix" => match text(v).map(|p| crate::syslog::check_prefix(&p)) {
                 Some(Ok(p)) => out.set("log", "syslog_prefix", Value::String(p)),
                 Some(Err(why)) => out.note(name, why),
-                None => {}
+                None => bad(out, v),
             },
             "syslog_facility" => match text(v).map(|f| (crate::syslog::parse_facility(&f), f)) {
                 Some((Ok(_), f)) => out.set("log", "syslog_facility", Value::String(f)),

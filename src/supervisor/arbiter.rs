@@ -108,45 +108,41 @@ impl Arbiter {
         let mut line = String::new();
         let mut reader = BufReader::new(read).take(MAX_READY_LINE);
         let said = tokio::time::timeout(timeout, reader.read_line(&mut line)).await;
+        // Err: the process is given up on (killed), with why.
         let hooks = match said {
-            Ok(Ok(n)) if n as u64 >= MAX_READY_LINE && !line.ends_with('\n') => {
-                tracing::error!(
-                    "gunicorn hooks: the process said more than {MAX_READY_LINE} bytes without \
-                     a newline where it names its hooks (does the file write to corral's \
-                     channel, fd 3?); the arbiter hooks will not run"
-                );
-                closing.store(true, Ordering::Release);
-                spawned.process.signal_group(libc::SIGKILL);
-                return None;
-            }
+            Ok(Ok(n)) if n as u64 >= MAX_READY_LINE && !line.ends_with('\n') => Err(format!(
+                "the process said more than {MAX_READY_LINE} bytes without a newline where it \
+                 names its hooks (does the file write to corral's channel, fd 3?); the arbiter \
+                 hooks will not run"
+            )),
             Ok(Ok(n)) if n > 0 => match serde_json::from_str::<Ready>(&line) {
-                Ok(ready) => ready.ready,
+                Ok(ready) => Ok(ready.ready),
                 Err(e) => {
                     let said =
                         crate::front::access::escape(&line.as_bytes()[..line.len().min(200)]);
                     tracing::error!("gunicorn hooks: the process said \"{said}\": {e}");
-                    Vec::new()
+                    Ok(Vec::new())
                 }
             },
-            Ok(Err(e)) => {
-                tracing::error!(
-                    "gunicorn hooks: what the process said where it names its hooks is not \
-                     text ({e}); the arbiter hooks will not run"
-                );
-                closing.store(true, Ordering::Release);
-                spawned.process.signal_group(libc::SIGKILL);
-                return None;
-            }
             Ok(Ok(_)) => {
                 tracing::error!(
                     "gunicorn hooks: the process ended before it was ready; the arbiter hooks will not run"
                 );
-                Vec::new()
+                Ok(Vec::new())
             }
-            Err(_) => {
-                tracing::error!(
-                    "gunicorn hooks: the file and its on_starting did not finish within {timeout:?} (deploy.hook_timeout); the workers start without the arbiter hooks"
-                );
+            Ok(Err(e)) => Err(format!(
+                "what the process said where it names its hooks is not text ({e}); the arbiter \
+                 hooks will not run"
+            )),
+            Err(_) => Err(format!(
+                "the file and its on_starting did not finish within {timeout:?} \
+                 (deploy.hook_timeout); the workers start without the arbiter hooks"
+            )),
+        };
+        let hooks = match hooks {
+            Ok(hooks) => hooks,
+            Err(why) => {
+                tracing::error!("gunicorn hooks: {why}");
                 closing.store(true, Ordering::Release);
                 spawned.process.signal_group(libc::SIGKILL);
                 return None;

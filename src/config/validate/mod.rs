@@ -141,10 +141,21 @@ impl Resolver<'_> {
         file: (Option<&Spanned<T>>, &str),
         default: T,
     ) -> (T, At) {
+        self.given(flag, file)
+            .unwrap_or_else(|| (default, At::flag(file.1)))
+    }
+
+    /// The flag's value, else the file's, with where it came from; `None`
+    /// when neither gives one.
+    pub(super) fn given<T: Clone>(
+        &self,
+        flag: (Option<&T>, &str),
+        file: (Option<&Spanned<T>>, &str),
+    ) -> Option<(T, At)> {
         match (flag.0, file.0) {
-            (Some(v), _) => (v.clone(), self.flag(flag.1)),
-            (None, Some(v)) => (v.get_ref().clone(), self.in_file(v.span(), file.1)),
-            (None, None) => (default, At::flag(file.1)),
+            (Some(v), _) => Some((v.clone(), self.flag(flag.1))),
+            (None, Some(v)) => Some((v.get_ref().clone(), self.in_file(v.span(), file.1))),
+            (None, None) => None,
         }
     }
 

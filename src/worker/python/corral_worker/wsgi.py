@@ -1,8 +1,8 @@
 """WSGI apps (PEP 3333): CORRAL_WORKER_THREADS threads take turns reading
 the channel (leader/follower): the thread that reads a new request usually
 runs it itself, so a request costs no thread hand-off. Under gevent
-([workers] gevent) one greenlet reads the channel and starts a greenlet per
-request (GreenWorker)."""
+([workers] gevent) one greenlet reads the channel and runner greenlets take
+the requests it read (GreenWorker)."""
 
 import collections
 from io import BytesIO
@@ -127,17 +127,7 @@ class Connection:
     """The channel to corral, shared by the worker's threads."""
 
     def __init__(self, sock, ring=None):
-        self.sock = sock
-        # Where frames go and come from: the shared-memory rings when corral
-        # offered them (ring.py), else the socket.
-        self.chan = ring if ring is not None else sock
-        # Writes a list of frame pieces: the ring copies each straight from
-        # where it is (a response body is never joined to its head); the
-        # socket gets them joined, one sendall.
-        self.write_pieces = ring.send_pieces if ring is not None else self._sock_pieces
-        self.rlock = threading.Lock()  # held by the thread reading the socket
-        self.wlock = threading.Lock()
-        self.cv = threading.Condition(threading.Lock())
+        self.rebind(sock, ring)
         self.waiters = 0
         self.pending = collections.deque()
         self.streams = {}
@@ -159,13 +149,18 @@ class Connection:
         self.on_timeout = None
 
     def rebind(self, sock, ring):
-        """After gevent's monkey-patching that the app did when it was
-        imported: the channel's socket (gevent's now) and locks made anew,
-        so that waiting on them lets the other greenlets run."""
+        """The channel's socket and locks; made anew after gevent's
+        monkey-patching that the app did when it was imported (the socket
+        gevent's now), so that waiting on them lets the other greenlets run."""
         self.sock = sock
+        # Where frames go and come from: the shared-memory rings when corral
+        # offered them (ring.py), else the socket.
         self.chan = ring if ring is not None else sock
+        # Writes a list of frame pieces: the ring copies each straight from
+        # where it is (a response body is never joined to its head); the
+        # socket gets them joined, one sendall.
         self.write_pieces = ring.send_pieces if ring is not None else self._sock_pieces
-        self.rlock = threading.Lock()
+        self.rlock = threading.Lock()  # held by the thread reading the socket
         self.wlock = threading.Lock()
         self.cv = threading.Condition(threading.Lock())
 
