@@ -120,6 +120,15 @@ fn the_page_shows_every_slot_and_a_failing_workers_traceback() {
     let row0 = element(rows, "<tr data-slot=\"0\">", "</tr>").expect("slot 0");
     assert!(row0.contains(&format!("<td>{survivor}</td>")), "{row0}");
     assert!(row0.contains("in_service"), "{row0}");
+    // What the worker runs, and how corral reaches it.
+    let transport = c.status_json()["slots"][0]["worker"]["transport"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        row0.contains(&format!("<td>wsgi, {transport}</td>")),
+        "{row0}"
+    );
     let row1 = element(rows, "<tr data-slot=\"1\">", "</tr>").expect("slot 1");
     assert!(row1.contains("exited with code 1"), "{row1}");
     let error = element(&dom, "<details data-slot=\"1\"", "</details>").expect("slot 1's error");
