@@ -646,7 +646,7 @@ async fn serve(conn: Conn, shared: Arc<Shared>, builders: &Builders, sniff_timeo
         let info = Arc::new(info);
         service_fn(move |mut req: http::Request<hyper::body::Incoming>| {
             // Once per request, in order: see `target::RawTargets`.
-            if let Some(t) = raw.next() {
+            if let Some(t) = raw.next_for(req.uri()) {
                 req.extensions_mut().insert(target::RawTarget(t));
             }
             shared.metrics.request_version(req.version());

@@ -24,7 +24,10 @@
 //!
 //! Requests are counted in the same order on both sides (hyper serves one
 //! HTTP/1.1 request at a time, in order), so the handler takes the raw
-//! target by the request's number on its connection.
+//! target by the request's number on its connection, and only if, encoded,
+//! it is the very target hyper parsed ([`RawTargets::next_for`]): were the
+//! scanner ever out of step with hyper, a request would keep hyper's
+//! target, never take another request's.
 
 use std::borrow::Cow;
 use std::collections::VecDeque;
@@ -102,6 +105,13 @@ impl RawTargets {
         self.queued
             .fetch_sub((before - queue.len()) as u64, Ordering::Release);
         raw
+    }
+
+    /// [`RawTargets::next`], kept only if it is the raw form of `uri`,
+    /// the target hyper parsed for that request: encoded, and without its
+    /// fragment, byte for byte the same.
+    pub fn next_for(&self, uri: &http::Uri) -> Option<Box<[u8]>> {
+        self.next().filter(|raw| encodes_to(raw, uri))
     }
 
     fn push(&self, n: u64, raw: Vec<u8>) {
@@ -383,21 +393,28 @@ impl Scanner {
                 }
             }
             State::ChunkEnd => {
-                // Exactly CRLF (hyper takes a bare LF too).
+                // Exactly CRLF, as hyper takes it (a bare LF it refuses).
                 self.line.push(b);
                 match (self.line.as_slice(), b) {
                     (b"\r", b'\r') => {}
-                    (b"\r\n" | b"\n", b'\n') => self.new_line(State::ChunkSize),
+                    (b"\r\n", b'\n') => self.new_line(State::ChunkSize),
                     _ => self.aside(),
                 }
             }
             State::Trailer => {
+                // hyper ends a trailer line, and the trailer section, at
+                // CRLF only: a bare LF is a byte of the line to it, so the
+                // section would not end where a scanner that took LF for
+                // a line's end thinks. Any line but `field CRLF` with no
+                // other CR or LF makes it step aside.
                 self.line.push(b);
                 if b == b'\n' {
                     let line = std::mem::take(&mut self.line);
                     self.line_len = 0;
-                    if line == b"\r\n" || line == b"\n" {
-                        self.state = State::Start;
+                    match trailer_line(&line) {
+                        Some(true) => self.state = State::Start,
+                        Some(false) => {}
+                        None => self.aside(),
                     }
                     self.reuse_line(line);
                 }
@@ -478,19 +495,57 @@ impl Scanner {
     }
 }
 
-/// A chunk-size line: hex digits, then optional extensions, then CRLF.
+/// A chunk-size line as hyper takes it: hex digits, spaces or tabs, then
+/// an optional `;` and extensions with no CR or LF, then CRLF. `None` for
+/// anything else (hyper refuses it, or a size past 15 digits).
 fn chunk_size(line: &[u8]) -> Option<u64> {
-    let line = line.strip_suffix(b"\n")?;
-    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    let line = line.strip_suffix(b"\r\n")?;
     let end = line
         .iter()
-        .position(|&b| b == b';' || b == b' ' || b == b'\t')
+        .position(|&b| !b.is_ascii_hexdigit())
         .unwrap_or(line.len());
-    let digits = &line[..end];
-    if digits.is_empty() || digits.len() > 15 || !digits.iter().all(u8::is_ascii_hexdigit) {
+    let (digits, rest) = line.split_at(end);
+    if digits.is_empty() || digits.len() > 15 {
+        return None;
+    }
+    let lws = rest
+        .iter()
+        .take_while(|&&b| b == b' ' || b == b'\t')
+        .count();
+    let rest = &rest[lws..];
+    if !(rest.is_empty() || rest[0] == b';') || rest.iter().any(|&b| b == b'\r' || b == b'\n') {
         return None;
     }
     u64::from_str_radix(std::str::from_utf8(digits).ok()?, 16).ok()
+}
+
+/// A trailer line as hyper takes it: `Some(true)` for the CRLF that ends
+/// the trailers, `Some(false)` for a field line (bytes with no CR or LF,
+/// then CRLF), `None` for anything else.
+fn trailer_line(line: &[u8]) -> Option<bool> {
+    let field = line.strip_suffix(b"\r\n")?;
+    if field.iter().any(|&b| b == b'\r' || b == b'\n') {
+        return None;
+    }
+    Some(field.is_empty())
+}
+
+/// Whether `raw`, encoded as the scanner encodes it, is `uri` (an
+/// origin-form target's path and query; any other form, as `uri` shows it).
+fn encodes_to(raw: &[u8], uri: &http::Uri) -> bool {
+    let mut encoded = Vec::with_capacity(raw.len() * 3);
+    encode(raw, &mut encoded);
+    // `encode` never writes a '#': the fragment hyper leaves out starts at
+    // the same one.
+    let end = encoded
+        .iter()
+        .position(|&b| b == b'#')
+        .unwrap_or(encoded.len());
+    let encoded = &encoded[..end];
+    match uri.path_and_query() {
+        Some(pq) if uri.scheme().is_none() => encoded == pq.as_str().as_bytes(),
+        _ => encoded == uri.to_string().as_bytes(),
+    }
 }
 
 fn hex(n: u8) -> u8 {
@@ -684,6 +739,16 @@ mod tests {
             b"POST /a HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
             b"GET /a\r\n",
             b"GET /a HTTP/1.1\r\nno colon\r\n\r\n",
+            // Chunked framing hyper reads otherwise than "a line ends at
+            // LF": a bare LF in the trailers is a byte of a trailer line to
+            // hyper, which then reads on as trailers.
+            b"POST /a HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nX: y\n\n",
+            b"POST /a HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\n",
+            b"POST /a HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nX: a\rb\r\n\r\n",
+            b"POST /a HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n1\nx\r\n0\r\n\r\n",
+            b"POST /a HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nx\n0\r\n\r\n",
+            b"POST /a HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n1 2\r\nx\r\n0\r\n\r\n",
+            b"POST /a HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n1;a\rb\r\nx\r\n0\r\n\r\n",
         ] {
             let mut input = head.to_vec();
             input.extend_from_slice(b"GET /\"b HTTP/1.1\r\n\r\n");
@@ -706,6 +771,20 @@ mod tests {
         assert_eq!(raw.next(), None);
         assert_eq!(raw.next().as_deref(), Some(&b"/three\""[..]));
         assert_eq!(raw.next(), None);
+        // A raw target is taken only for the target hyper parsed from it.
+        raw.push(5, b"/five\"?q=<1>#f\"".to_vec());
+        raw.push(6, b"/six\"".to_vec());
+        raw.push(7, b"http://h/seven\"".to_vec());
+        let uri = |t: &str| t.parse::<http::Uri>().unwrap();
+        assert_eq!(
+            raw.next_for(&uri("/five%22?q=%3C1%3E#f%22")).as_deref(),
+            Some(&b"/five\"?q=<1>#f\""[..])
+        );
+        assert_eq!(raw.next_for(&uri("/admin%22")), None, "another target");
+        assert_eq!(
+            raw.next_for(&uri("http://h/seven%22")).as_deref(),
+            Some(&b"http://h/seven\""[..])
+        );
         let t = RawTarget(b"/p\"a?q=<1>?x#frag".to_vec().into_boxed_slice());
         assert_eq!(t.path(), b"/p\"a");
         assert_eq!(t.query(), b"q=<1>?x");
@@ -717,6 +796,129 @@ mod tests {
 mod proptests {
     use super::*;
     use proptest::prelude::*;
+
+    /// What hyper serves from `input` behind a [`Relaxed`] stream: each
+    /// request's target as hyper parsed it, and the raw target the scanner
+    /// kept under that request's number (taken unchecked, by `next`).
+    fn hyper_serves(input: &[u8]) -> Vec<(http::Uri, Option<Box<[u8]>>)> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let seen = std::sync::Arc::new(Mutex::new(Vec::new()));
+        let log = seen.clone();
+        let input = input.to_vec();
+        rt.block_on(async move {
+            let (mut client, server) = tokio::io::duplex(1 << 16);
+            let raw = std::sync::Arc::new(RawTargets::default());
+            let io = hyper_util::rt::TokioIo::new(Relaxed::new(server, raw.clone()));
+            let service = hyper::service::service_fn(move |req: http::Request<_>| {
+                log.lock().unwrap().push((req.uri().clone(), raw.next()));
+                async move {
+                    let body: hyper::body::Incoming = req.into_body();
+                    let _ = http_body_util::BodyExt::collect(body).await;
+                    Ok::<_, std::convert::Infallible>(http::Response::new(http_body_util::Empty::<
+                        bytes::Bytes,
+                    >::new(
+                    )))
+                }
+            });
+            // Half-close: the client's end of input is not a reason to
+            // stop serving what it sent before.
+            let conn = hyper::server::conn::http1::Builder::new()
+                .half_close(true)
+                .serve_connection(io, service);
+            let send = async move {
+                let _ = client.write_all(&input).await;
+                let _ = client.shutdown().await;
+                let _ = client.read_to_end(&mut Vec::new()).await;
+            };
+            let both = futures_util::future::join(conn, send);
+            // hyper may end the connection with an error (odd framing):
+            // what it served before is what counts.
+            let (_served, ()) = tokio::time::timeout(std::time::Duration::from_secs(10), both)
+                .await
+                .expect("hyper finished");
+        });
+        std::mem::take(&mut *seen.lock().unwrap())
+    }
+
+    /// Every raw target the scanner kept is, encoded, the target hyper
+    /// parsed for the request of its number.
+    fn in_step_with_hyper(input: &[u8]) -> Result<usize, String> {
+        let served = hyper_serves(input);
+        for (n, (uri, raw)) in served.iter().enumerate() {
+            if let Some(raw) = raw
+                && !encodes_to(raw, uri)
+            {
+                return Err(format!(
+                    "request {n}: hyper parsed {uri}, the scanner kept {:?}",
+                    String::from_utf8_lossy(raw)
+                ));
+            }
+        }
+        Ok(served.len())
+    }
+
+    #[test]
+    fn a_bare_lf_in_the_trailers_keeps_the_scanner_in_step_with_hyper() {
+        // hyper reads `X: y\n\nGET /admin?...` as trailer bytes, up to the
+        // next CRLF; a scanner that ended the trailers at the bare LF took
+        // that line for a request and gave its target to hyper's next one.
+        let input = b"POST /a HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n\
+            0\r\nX: y\n\nGET /admin?role=admin&x=\" HTTP/1.1\r\n\r\n\
+            GET /env?safe=1 HTTP/1.1\r\nHost: h\r\n\r\n";
+        let served = hyper_serves(input);
+        assert_eq!(in_step_with_hyper(input), Ok(2));
+        assert_eq!(served[1].0, "/env?safe=1");
+        assert_eq!(served[1].1, None);
+        // Well-formed trailers: the next request's raw target is kept.
+        let input = b"POST /a HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n\
+            1\r\nx\r\n0\r\nX: \"y\"\r\n\r\nGET /q?x=\" HTTP/1.1\r\nHost: h\r\n\r\n";
+        let served = hyper_serves(input);
+        assert_eq!(served.len(), 2);
+        assert_eq!(served[1].1.as_deref(), Some(&b"/q?x=\""[..]));
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        /// Chunked bodies whose framing is odd in every way (bare CR and
+        /// LF, extensions, trailers), with requests whose targets need
+        /// encoding around and inside them: hyper and the scanner agree on
+        /// every request the scanner keeps a raw target for.
+        #[test]
+        fn odd_chunked_framing_never_puts_the_scanner_out_of_step_with_hyper(
+            framing in proptest::collection::vec(
+                prop_oneof![
+                    proptest::collection::vec(prop_oneof![
+                        Just(b'\r'), Just(b'\n'), Just(b'0'), Just(b'1'), Just(b'a'), Just(b';'),
+                        Just(b':'), Just(b' '), Just(b'"'), Just(b'x'),
+                    ], 1..8),
+                    Just(b"0\r\n".to_vec()),
+                    Just(b"1\r\nx\r\n".to_vec()),
+                    Just(b"\r\n".to_vec()),
+                    Just(b"\n".to_vec()),
+                    Just(b"X: y\n".to_vec()),
+                    Just(b"X: y\r\n".to_vec()),
+                    Just(b"GET /in\"side HTTP/1.1\r\n\r\n".to_vec()),
+                ],
+                1..10,
+            ),
+            tail in 0u8..100,
+        ) {
+            let mut input =
+                b"POST /p HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+            input.extend(framing.concat());
+            for n in [tail, tail + 1] {
+                input.extend(format!("GET /t\"{n}?q=< HTTP/1.1\r\nHost: h\r\n\r\n").bytes());
+            }
+            if let Err(e) = in_step_with_hyper(&input) {
+                prop_assert!(false, "{}\n{:?}", e, String::from_utf8_lossy(&input));
+            }
+        }
+    }
 
     proptest! {
         /// Any bytes, in any pieces: no panic; without a byte to encode the

@@ -225,6 +225,50 @@ fn pipelined_requests_and_their_bodies_stay_intact() {
     }
 }
 
+/// A bare LF in a chunked body's trailers: hyper reads on past it as
+/// trailer bytes (a trailer line ends at CRLF only), so what follows is no
+/// request of its own. corral's target scanner once took the LF for the
+/// end of the trailers, and the raw target of the "request" it saw there
+/// went to the app with hyper's next request: `GET /env?safe=1` reached a
+/// WSGI app with `QUERY_STRING` `role=admin&x="` and an ASGI app at the
+/// path `/admin`.
+#[test]
+fn a_bare_lf_in_chunked_trailers_gives_no_request_another_ones_target() {
+    let attack: &[u8] = b"POST /a HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n\
+        0\r\nX: y\n\nGET /admin?role=admin&x=\" HTTP/1.1\r\n\r\n\
+        GET /env?safe=1 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+    for (source, args) in [
+        (WSGI_APP, &["app:app", "-w", "1"][..]),
+        (ASGI_APP, &["app:app", "-w", "1", "--interface", "asgi"][..]),
+    ] {
+        let app = AppDir::new(&[("app.py", source)]);
+        let c = Corral::start(app.path(), args, 1);
+        let mut s = connect(&c.addr);
+        s.write_all(attack).unwrap();
+        let mut r = BufReader::new(s);
+        let mut seen = Vec::new();
+        while let Ok(resp) = read_response(&mut r, false) {
+            assert_eq!(resp.status, 200, "{}", resp.text());
+            seen.push(json(&resp.body));
+        }
+        assert_eq!(seen.len(), 2, "the POST and the GET: {seen:?}");
+        let env = &seen[1];
+        if source == WSGI_APP {
+            assert_eq!(env["PATH_INFO"], "/env", "{env}");
+            assert_eq!(env["QUERY_STRING"], "safe=1", "{env}");
+            assert_eq!(env["RAW_URI"], "/env?safe=1", "{env}");
+        } else {
+            assert_eq!(env["path"], "/env", "{env}");
+            assert_eq!(env["raw_path"], "/env", "{env}");
+            assert_eq!(env["query_string"], "safe=1", "{env}");
+        }
+        assert!(
+            !seen.iter().any(|v| v.to_string().contains("admin")),
+            "{seen:?}"
+        );
+    }
+}
+
 #[test]
 fn controls_spaces_and_nul_in_targets_are_refused_by_corral() {
     let app = AppDir::new(&[("app.py", WSGI_APP)]);
