@@ -747,12 +747,21 @@ impl Supervisor {
             .remove(&serial)
             .map(|r| format!(" ({r})"))
             .unwrap_or_default();
-        tracing::error!(
-            "Python stacks of worker {} (pid {pid}) before it is killed{why}:\n{}",
-            slot.map(|s| s.to_string()).unwrap_or_default(),
-            stacks.trim_end()
-        );
-        self.core.attach_stacks(serial, &stacks);
+        let slot = slot.map(|s| s.to_string()).unwrap_or_default();
+        // The worker wrote the file and may have written anything: each
+        // line is logged as its own, tagged and with its control
+        // characters shown, as its stdout's are, so that it cannot pass
+        // for a line of corral's.
+        let lines: Vec<_> = stacks
+            .trim_end()
+            .split('\n')
+            .map(|line| crate::worker::output::printable(line.trim_end_matches('\r')))
+            .collect();
+        tracing::error!("Python stacks of worker {slot} (pid {pid}) before it is killed{why}:");
+        for line in lines.iter().filter(|l| !l.trim().is_empty()) {
+            tracing::error!("worker {slot} (pid {pid}) stacks: {line}");
+        }
+        self.core.attach_stacks(serial, &lines.join("\n"));
     }
 
     /// Reports each worker's requests and memory so the core can recycle.

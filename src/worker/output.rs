@@ -46,7 +46,7 @@ pub fn forward_as<R: AsyncRead + Unpin + Send + 'static>(
 /// The line with control characters (but tab) shown as `\xHH` or
 /// `\u{HHHH}`: what an app prints (user input included) cannot move the
 /// cursor, clear the screen or fake a line of corral's own on a terminal.
-fn printable(text: &str) -> std::borrow::Cow<'_, str> {
+pub fn printable(text: &str) -> std::borrow::Cow<'_, str> {
     if !text.chars().any(|c| c.is_control() && c != '\t') {
         return std::borrow::Cow::Borrowed(text);
     }

@@ -50,6 +50,13 @@ def app(environ, start_response):
         return [body]
     elif path == "/hang":
         time.sleep(60)
+    elif path == "/forge":
+        # Lines dressed as corral's own, with a NUL, a CR and a terminal
+        # escape, written into the stack dump file corral will log.
+        fd = next(int(fd) for fd, target in fds().items() if "corral-stacks" in target)
+        os.write(fd, b"\n2099-01-01T00:00:00.000000Z  INFO FORGED all checks passed\n"
+                     b"x\x00y\rFORGED\x1b[2J\n")
+        time.sleep(60)
     body = str(os.getpid()).encode()
     start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
     return [body]
@@ -203,6 +210,33 @@ fn the_runtime_folder_is_private_and_holds_only_the_script() {
                            "ring.py": 0o600, "protocol.py": 0o600, "wsgi.py": 0o600}),
         "{v}"
     );
+}
+
+#[test]
+fn a_worker_cannot_forge_corrals_log_lines_through_its_stack_dump_file() {
+    let (_app, c) = start(&["--timeout", "1s"]);
+    assert_eq!(c.get("/forge").status, 504);
+    c.log
+        .wait_for("Python stacks of worker", Duration::from_secs(10))
+        .expect("the stacks are logged");
+    c.wait_until("the dump to be logged whole", || {
+        c.log.text().matches("FORGED").count() >= 2
+    });
+    let log = c.log.text();
+    for line in log.lines() {
+        assert!(
+            !line.starts_with("2099-"),
+            "a forged line of its own: {log}"
+        );
+        if line.contains("FORGED") {
+            assert!(line.contains("stacks: "), "untagged: {line}");
+        }
+    }
+    assert!(
+        !log.contains(['\0', '\r', '\u{1b}']),
+        "raw control characters: {log:?}"
+    );
+    assert!(log.contains("x\\x00y\\x0dFORGED"), "{log}");
 }
 
 #[test]
