@@ -537,6 +537,10 @@ async def http(scope, receive, send):
             await body(send, 400, [], str(e).encode())
     elif path == "/103":
         await body(send, 103, [])
+    elif path == "/str-body":
+        await body(send, 200, [], "text, not bytes")
+    elif path == "/bytearray-body":
+        await body(send, 200, [], bytearray(b"a bytearray"))
     elif path == "/big":
         n = int(scope["query_string"])
         await body(send, 200, [], bytes(range(256)) * (n // 256))
@@ -607,6 +611,18 @@ fn asgi_send_raises_on_bad_headers_and_1xx_final_statuses() {
     let r = c.get("/103");
     assert_eq!(r.status, 500);
     logged(&c, "invalid status 103");
+
+    // A body that is no bytes is the app's error, answered 500 by the
+    // worker that stays: not a 502 with "died before it answered".
+    let pid = c.get("/").text();
+    let r = c.get("/str-body");
+    assert_eq!(r.status, 500, "{}", r.text());
+    logged(&c, "body must be bytes, not str");
+    assert!(!c.log.text().contains("died"), "{}", c.log.text());
+    assert_eq!(c.get("/").text(), pid, "the same worker");
+    // bytes-like bodies are taken, as uvicorn takes them.
+    let r = c.get("/bytearray-body");
+    assert_eq!((r.status, r.text()), (200, "a bytearray".to_string()));
 }
 
 #[test]

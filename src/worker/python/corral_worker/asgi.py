@@ -231,6 +231,12 @@ class HttpCall:
         if st.cancelled:
             raise ClientDisconnected("the client disconnected")
         body = message.get("body", b"")
+        if type(body) is not bytes:
+            # Checked before the head goes: the app's error gets a 500.
+            if not isinstance(body, (bytearray, memoryview)):
+                raise TypeError("http.response.body's body must be bytes, not %s"
+                                % type(body).__name__)
+            body = bytes(body)
         more = message.get("more_body", False)
         if not self.head_sent:
             head = self.head
