@@ -9,18 +9,22 @@
 //! It shares corral's file descriptors with the app port, so a client may
 //! cost it little: at most [`MAX_CONNECTIONS`] connections, the app port's
 //! header timeout (`server.keepalive`) and send timeout, and a head of at
-//! most [`MAX_HEADER_BYTES`]. The probes (`/health/*`) say counts and
+//! most [`MAX_HEADER_BYTES`]. When all the connections are taken, the one
+//! open longest (at least [`MAKE_ROOM_AFTER`]) is closed for the next: a
+//! client that holds connections open cannot keep a probe out, as it
+//! could when new connections waited in the listen queue for a free one
+//! (a probe's request comes at once and is answered in a millisecond). The probes (`/health/*`) say counts and
 //! states only and are always open, as is the page (it holds no data and
 //! asks for the token itself); `/status` (tracebacks) and `/metrics` take
 //! the bearer token `[health] status_token` when one is set.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use http::{HeaderValue, Method, Response, StatusCode};
 use hyper::service::service_fn;
 use serde_json::json;
-use tokio::sync::{oneshot, watch};
+use tokio::sync::{Notify, oneshot, watch};
 
 use crate::config::{Config, MinReady, Secret};
 use crate::front::body::Body;
@@ -47,6 +51,57 @@ pub const MAX_CONNECTIONS: usize = 64;
 /// The largest request head it takes (431 beyond): its requests are GETs
 /// of a short path.
 pub const MAX_HEADER_BYTES: usize = 8 * 1024;
+/// With every connection taken, the one open longest is closed for a new
+/// one once it has been open this long: so a client that opens
+/// connections as fast as they close gets at most [`MAX_CONNECTIONS`]
+/// closed per this time, and a probe is answered in about this time at
+/// most.
+pub const MAKE_ROOM_AFTER: Duration = Duration::from_millis(250);
+
+/// The status server's open connections, oldest first, each with what
+/// closes it.
+#[derive(Default)]
+struct Open {
+    conns: std::sync::Mutex<std::collections::VecDeque<(u64, Instant, Arc<Notify>)>>,
+    next: std::sync::atomic::AtomicU64,
+}
+
+impl Open {
+    fn add(&self) -> (u64, Arc<Notify>) {
+        let id = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let close = Arc::new(Notify::new());
+        self.lock().push_back((id, Instant::now(), close.clone()));
+        (id, close)
+    }
+
+    fn remove(&self, id: u64) {
+        let mut conns = self.lock();
+        if let Some(i) = conns.iter().position(|(c, _, _)| *c == id) {
+            conns.remove(i);
+        }
+    }
+
+    /// Closes the connection open longest if it has been open `age`;
+    /// else how long until it has.
+    fn close_oldest(&self, age: Duration) -> Option<Duration> {
+        let mut conns = self.lock();
+        let (_, at, _) = conns.front()?;
+        let open = at.elapsed();
+        if open < age {
+            return Some(age - open);
+        }
+        if let Some((_, _, close)) = conns.pop_front() {
+            close.notify_one();
+        }
+        None
+    }
+
+    fn lock(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::VecDeque<(u64, Instant, Arc<Notify>)>> {
+        self.conns.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
 
 /// Serves the status endpoints on `listener` until the runtime stops (with
 /// `gate`, from when it turns true: see `Front::start`).
@@ -69,8 +124,21 @@ pub fn start(listener: Listener, state: Arc<StatusState>, gate: Option<watch::Re
         {
             return;
         }
+        let open = Arc::new(Open::default());
         loop {
-            let slot = limits.slot().await;
+            let slot = loop {
+                if let Some(slot) = limits.try_slot() {
+                    break slot;
+                }
+                // All taken: make room (see the module docs).
+                match open.close_oldest(MAKE_ROOM_AFTER) {
+                    None => break limits.slot().await,
+                    Some(wait) => tokio::select! {
+                        slot = limits.slot() => break slot,
+                        () = tokio::time::sleep(wait) => {}
+                    },
+                }
+            };
             let Ok((io, _)) = crate::front::accept(&listener, slot, None).await else {
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
@@ -83,7 +151,15 @@ pub fn start(listener: Listener, state: Arc<StatusState>, gate: Option<watch::Re
                     async move { Ok::<_, std::convert::Infallible>(route(req, &state).await) }
                 }),
             );
-            tokio::spawn(conn);
+            let (id, close) = open.add();
+            let open = open.clone();
+            tokio::spawn(async move {
+                tokio::select! {
+                    _ = conn => {}
+                    () = close.notified() => {}
+                }
+                open.remove(id);
+            });
         }
     });
 }

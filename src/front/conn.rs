@@ -34,6 +34,16 @@ impl Limits {
         })
     }
 
+    /// A slot if one is free now.
+    pub fn try_slot(self: &Arc<Self>) -> Option<Slot> {
+        let permit = self.slots.clone().try_acquire_owned().ok()?;
+        Some(Slot {
+            _permit: permit,
+            limits: self.clone(),
+            open: false,
+        })
+    }
+
     /// Waits until fewer than the cap are open. Accept only then: until
     /// a slot is free, new connections wait in the kernel's listen queue.
     /// (So each listen socket holds at most one slot while it waits in
