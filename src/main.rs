@@ -432,6 +432,7 @@ async fn run(
         },
         max_body_bytes: cfg.server.max_body_bytes,
         body_timeout: cfg.server.body_timeout,
+        body_min_rate: cfg.server.body_min_rate,
         replace: handle.replace_requests(),
         metrics: metrics.clone(),
         statsd: statsd.clone(),

@@ -343,6 +343,18 @@ section! {
                 "Longest a request body may go without a byte from the client: then 408, and the app \
                  sees the client gone; its worker is not touched",
             check longer_than_0;
+        /// The least a request body that streams to its worker (one past the
+        /// first 64 KiB) must average, in bytes per second of the time the
+        /// app waits for the client, once that time passes `body_timeout`:
+        /// a slower body gets 408 and the app sees the client gone, as for a
+        /// stall. Without it a client that sends a byte every few seconds
+        /// holds a Python thread without end. "240B" is ASP.NET Core
+        /// Kestrel's `MinRequestBodyDataRate`, which a modem passes; "0"
+        /// turns it off.
+        body_min_rate: ByteSize = "240B" => u64,
+            flag "body-min-rate":
+                "Least bytes per second a request body that streams to its worker must average once \
+                 the app has waited body_timeout for it (0: no minimum)";
         /// Longest a client may take no byte of its response (it stopped reading):
         /// its request is then cancelled (the app's next write raises, its worker
         /// place is freed) and the connection closed. The same holds for a

@@ -40,6 +40,9 @@ pub struct Shared {
     pub max_body_bytes: u64,
     /// Longest a request body may go without a byte from the client.
     pub body_timeout: Duration,
+    /// Least bytes per second of waiting a streaming body must average
+    /// after its first `body_timeout` of waiting (0: none).
+    pub body_min_rate: u64,
     /// Tells the supervisor to replace a worker (serial, reason).
     pub replace: mpsc::UnboundedSender<(u64, String)>,
     pub metrics: Arc<Metrics>,
@@ -408,7 +411,10 @@ async fn dispatch(
                 credit.clone(),
                 received,
                 shared.max_body_bytes,
-                shared.body_timeout,
+                upload::Pace {
+                    idle: shared.body_timeout,
+                    min_rate: shared.body_min_rate,
+                },
                 clock.clone(),
                 shared.metrics.clone(),
             );

@@ -1,9 +1,13 @@
 //! A request body that streams to its worker after the REQUEST frame (one
 //! larger than what is read before dispatch): [`pump`] forwards it under
 //! the worker's credit and gives up after `server.body_timeout` without a
-//! byte from the client; [`Clock`] is the request timeout of such a
-//! request, which stops while the worker waits for the client, so that a
-//! slow client can never make its worker look hung.
+//! byte from the client, or when, past its first `body_timeout` of
+//! waiting for the client, the body averages less than
+//! `server.body_min_rate` per second of that waiting ([`Pace`]: a byte now
+//! and then would otherwise hold the worker's thread without end);
+//! [`Clock`] is the request timeout of such a request, which stops while
+//! the worker waits for the client, so that a slow client can never make
+//! its worker look hung.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -30,9 +34,34 @@ pub enum PumpEnd {
     /// framing was wrong), or the body grew past `max_body_bytes` (then
     /// `Credit::overflow` is set): the worker got a CANCEL.
     Cancelled,
-    /// No byte from the client for the body timeout: the worker got a
-    /// CANCEL.
+    /// No byte from the client for the body timeout, or the body came
+    /// slower than its least rate: the worker got a CANCEL.
     TimedOut,
+}
+
+/// How long a streaming body may keep its worker waiting for the client.
+#[derive(Debug, Clone, Copy)]
+pub struct Pace {
+    /// The longest wait for one byte (`server.body_timeout`), and the
+    /// waiting allowed before `min_rate` counts.
+    pub idle: Duration,
+    /// The least bytes per second of waiting the body must average once
+    /// the waiting passes `idle` (`server.body_min_rate`); 0: none.
+    pub min_rate: u64,
+}
+
+impl Pace {
+    /// How long the next wait for the client may last, with `received`
+    /// bytes come while the worker waited `waited` for them so far.
+    pub fn next_wait(&self, received: u64, waited: Duration) -> Duration {
+        if self.min_rate == 0 {
+            return self.idle;
+        }
+        // The body may have kept the worker waiting `idle` plus a second
+        // per `min_rate` bytes it brought.
+        let earned = self.idle + Duration::from_secs_f64(received as f64 / self.min_rate as f64);
+        self.idle.min(earned.saturating_sub(waited))
+    }
 }
 
 /// The app's time on a request whose body streams: the time since
@@ -74,6 +103,11 @@ impl Clock {
         }
     }
 
+    /// How long the pump has waited for the client, finished waits only.
+    fn client_time(&self) -> Duration {
+        Duration::from_nanos(self.waited.load(Ordering::Relaxed))
+    }
+
     /// When `timeout` of the app's time will have passed, as far as is
     /// known at `now` (a wait for the client that is still going on moves
     /// it later).
@@ -104,7 +138,7 @@ pub async fn next_frame(
 
 /// Streams the rest of a request body to the worker as it grants credit.
 /// Waiting for credit is the app's time; waiting for the client stops
-/// `clock` and lasts at most `idle` per wait.
+/// `clock` and lasts as long as `pace` allows.
 #[allow(clippy::too_many_arguments)]
 pub async fn pump(
     mut body: Incoming,
@@ -113,13 +147,15 @@ pub async fn pump(
     credit: Arc<Credit>,
     mut received: u64,
     max: u64,
-    idle: Duration,
+    pace: Pace,
     clock: Arc<Clock>,
     metrics: Arc<crate::metrics::Metrics>,
 ) -> PumpEnd {
     let cancel = || channel.send(protocol::encode(protocol::FrameKind::Cancel, stream, b""));
-    let timer = tokio::time::sleep(idle);
+    let timer = tokio::time::sleep(pace.idle);
     tokio::pin!(timer);
+    // Bytes come since dispatch, what `pace` judges.
+    let mut streamed: u64 = 0;
     loop {
         // Wait for credit.
         loop {
@@ -134,8 +170,9 @@ pub async fn pump(
             }
             notified.await;
         }
+        let wait = pace.next_wait(streamed, clock.client_time());
         clock.wait_begins();
-        let frame = next_frame(&mut body, timer.as_mut(), idle).await;
+        let frame = next_frame(&mut body, timer.as_mut(), wait).await;
         clock.wait_ends();
         let Some(frame) = frame else {
             cancel();
@@ -155,6 +192,7 @@ pub async fn pump(
                     continue;
                 };
                 received += data.len() as u64;
+                streamed += data.len() as u64;
                 metrics.request_body(data.len() as u64);
                 if received > max {
                     credit.overflow.store(true, Ordering::Release);
@@ -176,5 +214,31 @@ pub async fn pump(
                     .fetch_sub(data.len() as i64, Ordering::AcqRel);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_body_may_keep_its_worker_waiting_body_timeout_then_a_second_per_min_rate_bytes() {
+        let s = Duration::from_secs;
+        let pace = Pace {
+            idle: s(20),
+            min_rate: 240,
+        };
+        assert_eq!(pace.next_wait(0, s(0)), s(20));
+        assert_eq!(pace.next_wait(0, s(15)), s(5));
+        assert_eq!(pace.next_wait(0, s(21)), s(0));
+        // 2,400 bytes earned 10 s more.
+        assert_eq!(pace.next_wait(2_400, s(25)), s(5));
+        // Never more than the body timeout at a time.
+        assert_eq!(pace.next_wait(240_000, s(25)), s(20));
+        let off = Pace {
+            idle: s(20),
+            min_rate: 0,
+        };
+        assert_eq!(off.next_wait(0, s(1_000)), s(20));
     }
 }

@@ -195,6 +195,73 @@ fn a_stalled_upload_gets_408_the_app_sees_the_client_gone_and_the_worker_lives_o
     assert_eq!(metric(&c, "corral_body_timeouts_total"), 1.0);
 }
 
+/// A client that never stalls for `body_timeout` but sends a byte now and
+/// then would hold its worker's thread without end: past its first
+/// `body_timeout` of keeping the app waiting, a body must average
+/// `body_min_rate`. With the minimum off, the same client is still being
+/// waited for.
+#[test]
+fn a_trickling_upload_gets_408_once_it_falls_below_the_least_rate() {
+    /// Sends 64 KiB of a 10 MB body (what corral reads before dispatch),
+    /// then 2 KiB more, then a byte every 300 ms; the status it got, and
+    /// how long after the 2 KiB.
+    fn trickle(c: &Corral, within: Duration) -> Option<(u16, Duration)> {
+        let mut s = connect_with(&c.addr, Duration::from_millis(10));
+        s.write_all(b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 10000000\r\n\r\n")
+            .unwrap();
+        s.write_all(&[b'a'; 64 * 1024]).unwrap();
+        std::thread::sleep(Duration::from_millis(200));
+        s.write_all(&[b'a'; 2 * 1024]).unwrap();
+        let t = Instant::now();
+        let mut got = Vec::new();
+        while t.elapsed() < within {
+            std::thread::sleep(Duration::from_millis(300));
+            if s.write_all(b"a").is_err() {
+                break;
+            }
+            let mut buf = [0u8; 4096];
+            match s.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+                Err(_) => {}
+            }
+            if got.windows(4).any(|w| w == b"\r\n\r\n") {
+                break;
+            }
+        }
+        let text = String::from_utf8_lossy(&got);
+        let status = text.strip_prefix("HTTP/1.1 ")?.get(..3)?.parse().ok()?;
+        Some((status, t.elapsed()))
+    }
+
+    let (_app, c) = start(&["--body-timeout", "1s", "--body-min-rate", "1KiB"]);
+    let pid = c.worker_pid("/pid");
+    // The app may wait 1 s (the body timeout), plus 2 s for the 2 KiB at
+    // 1 KiB/s, plus a second per KiB of the trickle (a byte per 300 ms
+    // earns about 1 ms of each 300).
+    let (status, after) = trickle(&c, Duration::from_secs(15)).expect("an answer");
+    assert_eq!(status, 408);
+    assert!(
+        after > Duration::from_millis(2000) && after < Duration::from_secs(5),
+        "408 after {after:?}"
+    );
+    assert!(
+        c.log
+            .wait_for("upload failed: ClientDisconnected", Duration::from_secs(5))
+            .is_some(),
+        "the app never saw the client go"
+    );
+    assert_eq!(c.worker_pid("/pid"), pid, "the same worker, free again");
+    assert_eq!(metric(&c, "corral_body_timeouts_total"), 1.0);
+
+    let (_app, c) = start(&["--body-timeout", "1s", "--body-min-rate", "0"]);
+    assert_eq!(
+        trickle(&c, Duration::from_secs(5)),
+        None,
+        "still waited for"
+    );
+}
+
 #[test]
 fn a_body_stalled_before_dispatch_gets_408_without_a_worker() {
     let (_app, c) = start(&["--body-timeout", "1s"]);
