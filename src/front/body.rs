@@ -50,6 +50,12 @@ pub struct StreamBody {
     /// The worker's response credit on this stream.
     pub window: Arc<Window>,
     pub done: bool,
+    /// The app ended its body short of its Content-Length: the body ends
+    /// at the next poll, which makes hyper close the connection, and not
+    /// at once, so that hyper first sends what it holds of the response
+    /// (the client sees the head and a cut body, as from gunicorn, not an
+    /// empty reply).
+    pub short: bool,
     /// The app's Content-Length, when the response carries a body.
     pub declared: Option<u64>,
     /// Body bytes taken from the worker so far.
@@ -110,6 +116,10 @@ impl http_body::Body for Body {
                 if s.done {
                     return Poll::Ready(None);
                 }
+                if s.short {
+                    s.done = true;
+                    return Poll::Ready(None);
+                }
                 match s.events.poll_recv(cx) {
                     // The client left: hyper closes the connection and drops
                     // the body, which cancels the request.
@@ -130,7 +140,6 @@ impl http_body::Body for Body {
                         Poll::Ready(Some(Ok(Frame::data(b))))
                     }
                     Poll::Ready(Some(Event::End)) => {
-                        s.done = true;
                         s.lease = None;
                         if let Some(n) = s.declared.filter(|&n| n > s.sent) {
                             // hyper ends the connection: the client sees a cut body.
@@ -138,7 +147,12 @@ impl http_body::Body for Body {
                                 "the app declared Content-Length: {n} but sent {} bytes",
                                 s.sent
                             );
+                            // One pass of hyper's loop first: it flushes.
+                            s.short = true;
+                            cx.waker().wake_by_ref();
+                            return Poll::Pending;
                         }
+                        s.done = true;
                         Poll::Ready(None)
                     }
                     // WebSocket events on an HTTP response: the app is confused.

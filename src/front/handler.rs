@@ -523,6 +523,7 @@ async fn dispatch(
                 unacked: 0,
                 window: stream.window.clone(),
                 done: false,
+                short: false,
                 declared: None,
                 sent: 0,
                 metrics: shared.metrics.clone(),
