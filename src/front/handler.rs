@@ -213,6 +213,16 @@ fn admit(
     if let Some(why) = checks::refuse(req.version(), req.headers()) {
         return Err(bad_request(why));
     }
+    // An absolute-form target (`GET http://host/path`) names the host:
+    // RFC 9112 section 3.2.2 has the server use it and ignore `Host`, as
+    // nginx does, so that the app's `Host` (and `SERVER_NAME`) cannot
+    // differ from the host a proxy in front routed by.
+    if req.version() <= http::Version::HTTP_11
+        && let Some(host) = req.uri().authority().map(|a| a.as_str())
+        && let Ok(host) = HeaderValue::from_str(host)
+    {
+        req.headers_mut().insert(http::header::HOST, host);
+    }
     // A tunnel (CONNECT host:port) or a question to the server itself
     // (OPTIONS *): not for the app, which would answer them as a path.
     if req.method() == Method::CONNECT {

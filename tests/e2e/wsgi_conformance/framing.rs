@@ -109,6 +109,16 @@ fn absolute_form_request_target_gives_path_and_query() {
     assert_eq!(text(&env, "QUERY_STRING").as_deref(), Some("x=1"));
     assert_eq!(text(&env, "SERVER_NAME").as_deref(), Some("example.com"));
     assert_eq!(text(&env, "SERVER_PORT").as_deref(), Some("81"));
+    // The target's host wins over Host (RFC 9112 section 3.2.2).
+    let r = s.raw(
+        b"GET http://good.example/abs HTTP/1.1\r\nHost: evil.example\r\n\r\n",
+        false,
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let env = r.json();
+    assert_eq!(text(&env, "HTTP_HOST").as_deref(), Some("good.example"));
+    assert_eq!(text(&env, "SERVER_NAME").as_deref(), Some("good.example"));
+    assert_eq!(text(&env, "SERVER_PORT").as_deref(), Some("80"));
 }
 
 #[test]
