@@ -98,6 +98,26 @@ impl Drop for StreamBody {
                 self.stream,
                 b"",
             ));
+            // The worker is busy with the stream until it ends it (a WSGI
+            // thread learns of the CANCEL at its next piece): its place
+            // stays taken till then, so that no request waits behind a
+            // response nobody reads while another worker is free.
+            if let (Some(lease), Ok(rt)) =
+                (self.lease.take(), tokio::runtime::Handle::try_current())
+            {
+                let (_, none) = mpsc::unbounded_channel();
+                let mut events = std::mem::replace(&mut self.events, none);
+                rt.spawn(async move {
+                    let _lease = lease;
+                    // Data the worker sent before it knew; the channel's
+                    // end if the worker died.
+                    while let Some(event) = events.recv().await {
+                        if matches!(event, Event::End | Event::Abort | Event::Close(_)) {
+                            break;
+                        }
+                    }
+                });
+            }
         }
     }
 }

@@ -22,6 +22,27 @@ def app(environ, start_response):
         while not os.path.exists("release"):
             time.sleep(0.01)
         body = b"held"
+    elif path == "/stream":
+        # A piece every 100 ms for up to 60 s: a stream that stops only
+        # when closed (PEP 3333: the server calls close()).
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        def pieces():
+            try:
+                for i in range(600):
+                    yield b"piece %d\n" % i
+                    time.sleep(0.1)
+            finally:
+                open("closed-" + environ["QUERY_STRING"], "w").close()
+        return pieces()
+    elif path == "/slow-stream":
+        # A piece, then 3 s before the next: the worker is busy that long
+        # after its client leaves.
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        def pieces():
+            for i in range(5):
+                yield b"piece %d\n" % i
+                time.sleep(3)
+        return pieces()
     elif path == "/mark":
         open("ran-" + environ["QUERY_STRING"], "w").close()
         body = b"marked"
@@ -205,4 +226,71 @@ fn a_long_poll_with_its_head_sent_sees_the_client_leave_over_a_unix_socket() {
     // Nothing to write: only the watch on the socket can tell.
     drop(s);
     assert_disconnected(&app, &c, "poll");
+}
+
+/// A streamed response whose client leaves, from a worker with one thread:
+/// the app's generator is closed at its next piece (as gunicorn's next
+/// write to the closed socket fails), and the worker's place stays taken
+/// until then. Before, the single thread never read corral's CANCEL: the
+/// generator ran on, the worker counted as free, and the next request
+/// waited behind it until its timeout (504, the worker killed).
+#[test]
+fn a_streamed_response_whose_client_leaves_is_closed_and_the_next_request_is_served() {
+    let app = AppDir::new(&[("app.py", WSGI)]);
+    for workers in ["1", "2"] {
+        let c = Corral::start(
+            app.path(),
+            &["app:app", "-w", workers, "--threads", "1", "-t", "10"],
+            workers.parse().unwrap(),
+        );
+        let name = format!("w{workers}");
+        let mut s = connect(&c.addr);
+        write!(s, "GET /stream?{name} HTTP/1.1\r\nHost: a\r\n\r\n").unwrap();
+        s.set_read_timeout(Some(WAIT)).unwrap();
+        let mut first = [0u8; 15];
+        s.read_exact(&mut first).unwrap();
+        assert_eq!(&first, b"HTTP/1.1 200 OK");
+        std::thread::sleep(Duration::from_millis(300));
+        drop(s);
+        assert!(
+            wait_file(&app.path().join(format!("closed-{name}")), WAIT).is_some(),
+            "the generator was never closed; log:\n{}",
+            c.log.text()
+        );
+        for _ in 0..8 {
+            let t = Instant::now();
+            let r = c.get("/");
+            assert_eq!(r.status, 200, "{}", r.text());
+            assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+        }
+        assert!(!c.log.text().contains("timeout"), "{}", c.log.text());
+    }
+}
+
+/// While a worker's only thread still works on a stream whose client left
+/// (it learns of it at its next piece, 3 s on), its place stays taken:
+/// requests go to the other worker, none waits behind the stream.
+#[test]
+fn a_worker_still_busy_with_a_left_stream_gets_no_request_while_another_is_free() {
+    let app = AppDir::new(&[("app.py", WSGI)]);
+    let c = Corral::start(app.path(), &["app:app", "-w", "2", "--threads", "1"], 2);
+    let mut s = connect(&c.addr);
+    s.write_all(b"GET /slow-stream HTTP/1.1\r\nHost: a\r\n\r\n")
+        .unwrap();
+    s.set_read_timeout(Some(WAIT)).unwrap();
+    let mut first = [0u8; 15];
+    s.read_exact(&mut first).unwrap();
+    assert_eq!(&first, b"HTTP/1.1 200 OK");
+    drop(s);
+    std::thread::sleep(Duration::from_millis(200));
+    for i in 0..8 {
+        let t = Instant::now();
+        let r = c.get("/");
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert!(
+            t.elapsed() < Duration::from_secs(1),
+            "request {i} waited {:?}",
+            t.elapsed()
+        );
+    }
 }

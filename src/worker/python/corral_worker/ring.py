@@ -95,6 +95,10 @@ class Ring:
                     pass
         return True
 
+    def readable(self):
+        """Whether the request ring holds bytes: a read that would not wait."""
+        return self.words[REQ_TAIL] != self.req_head
+
     def recv_into(self, view):
         """Moves what the request ring holds (up to len(view)) into view;
         sleeps while it is empty; 0 when corral is gone."""

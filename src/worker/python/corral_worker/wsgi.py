@@ -7,6 +7,7 @@ the requests it read (GreenWorker)."""
 import collections
 from io import BytesIO
 import os
+import select
 import sys
 import threading
 import time
@@ -24,6 +25,9 @@ from .protocol import (
 # joined to its frame's header first (a piece costs more in Python than a
 # small copy in C).
 PIECES_FROM = 4096
+# How often at most a streaming response looks for a CANCEL from corral
+# between its pieces (Connection.look): a look on the socket is a poll.
+LOOK_EVERY = 0.05
 
 
 class Stream:
@@ -147,6 +151,8 @@ class Connection:
         # Called with a stream's id when corral cancels it past the timeout
         # (GreenWorker's); threads cannot be stopped, so None for them.
         self.on_timeout = None
+        # When a streaming response last looked for corral's frames.
+        self.looked = 0.0
 
     def rebind(self, sock, ring):
         """The channel's socket and locks; made anew after gevent's
@@ -160,6 +166,12 @@ class Connection:
         # where it is (a response body is never joined to its head); the
         # socket gets them joined, one sendall.
         self.write_pieces = ring.send_pieces if ring is not None else self._sock_pieces
+        # Whether corral sent something, without waiting: the ring's tail,
+        # or a poll of the socket.
+        if ring is not None:
+            self.readable = ring.readable
+        else:
+            self.readable = lambda: bool(select.select((sock,), (), (), 0)[0])
         self.rlock = threading.Lock()  # held by the thread reading the socket
         self.wlock = threading.Lock()
         self.cv = threading.Condition(threading.Lock())
@@ -189,6 +201,25 @@ class Connection:
                         self.cv.wait(1.0)
                     finally:
                         self.waiters -= 1
+
+    def look(self):
+        """Reads what corral sent, if anything, when no other thread
+        reads: a streaming response calls it between its pieces (at most
+        every LOOK_EVERY seconds), so that it learns its client left (a
+        CANCEL) even when every thread is busy in the app, as gunicorn's
+        next write to a closed socket fails."""
+        now = perf_counter()
+        if now - self.looked < LOOK_EVERY:
+            return
+        self.looked = now
+        if self.readable() and self.rlock.acquire(False):
+            try:
+                self._read()
+            finally:
+                self.rlock.release()
+            if self.waiters:
+                with self.cv:
+                    self.cv.notify_all()
 
     def _read(self):
         # Only the thread that holds rlock reads, so recv_view is its own.
@@ -463,6 +494,7 @@ class Response:
         if self.is_head or not data:
             return
         self.nbytes += len(data)
+        conn.look()
         view = memoryview(data)
         for off in range(0, len(view), MAX_FRAME):
             if st.window <= 0 and not st.cancelled:
