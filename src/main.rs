@@ -612,8 +612,22 @@ fn init_logging(cfg: &config::LogConfig, instance: &str) -> Result<(), String> {
             }
         }
     });
+    // The level filters corral's own lines. What the app prints and the
+    // access lines pass whatever it is, as under gunicorn, whose
+    // `loglevel` filters only gunicorn's logger: `--log-level warning`
+    // must not hide an app's tracebacks.
+    let filter = tracing_subscriber::filter::Targets::new()
+        .with_default(level)
+        .with_target(
+            worker::output::TARGET,
+            tracing::level_filters::LevelFilter::TRACE,
+        )
+        .with_target(
+            front::access::TARGET,
+            tracing::level_filters::LevelFilter::TRACE,
+        );
     let builder = tracing_subscriber::fmt()
-        .with_max_level(level)
+        .with_max_level(tracing::level_filters::LevelFilter::TRACE)
         .with_target(false)
         .with_writer(writer);
     // Under systemd (JOURNAL_STREAM set) the journal stamps every line; a
@@ -634,6 +648,7 @@ fn init_logging(cfg: &config::LogConfig, instance: &str) -> Result<(), String> {
             .json()
             .with_current_span(false)
             .finish()
+            .with(filter.clone())
             .with(counter)
             .with(syslog::layer(syslog.clone()))
             .init(),
@@ -641,12 +656,14 @@ fn init_logging(cfg: &config::LogConfig, instance: &str) -> Result<(), String> {
             .with_ansi(false)
             .without_time()
             .finish()
+            .with(filter.clone())
             .with(counter)
             .with(syslog::layer(syslog.clone()))
             .init(),
         (config::LogFormat::Text, false) => builder
             .with_ansi(colour)
             .finish()
+            .with(filter.clone())
             .with(counter)
             .with(syslog::layer(syslog.clone()))
             .init(),

@@ -19,6 +19,10 @@ use crate::logfile::LogFile;
 
 mod gunicorn;
 
+/// The target of access lines in corral's log: they pass its log level,
+/// as gunicorn's access log passes its `loglevel`.
+pub const TARGET: &str = "access";
+
 /// The access log of a running corral: its format and where it writes.
 pub struct Logger {
     format: Format,
@@ -59,7 +63,7 @@ impl Logger {
     pub fn log(&self, e: &Entry<'_>) {
         let line = self.format.line(e, SystemTime::now());
         match &self.sink {
-            Sink::Log => tracing::info!(target: "access", "{line}"),
+            Sink::Log => tracing::info!(target: TARGET, "{line}"),
             Sink::Stdout => {
                 use std::io::Write as _;
                 let _ = std::io::stdout()

@@ -4,6 +4,10 @@
 
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 
+/// The target of the lines a worker prints: they pass corral's log level
+/// (see `init_logging` in main.rs).
+pub const TARGET: &str = "app";
+
 /// Longest line kept; the rest of a longer one is dropped.
 pub const MAX_LINE: usize = 16 * 1024;
 
@@ -38,7 +42,7 @@ pub fn forward_as<R: AsyncRead + Unpin + Send + 'static>(
             }
             let text = String::from_utf8_lossy(&line);
             let text = printable(&text);
-            tracing::info!("{who} (pid {pid}) {name}: {text}");
+            tracing::info!(target: TARGET, "{who} (pid {pid}) {name}: {text}");
         }
     });
 }

@@ -45,6 +45,64 @@ fn worker_output_is_logged_line_by_line_with_slot_and_pid() {
     );
 }
 
+/// gunicorn's `loglevel` filters gunicorn's own logger: an app's output,
+/// its tracebacks and the access lines pass whatever it is. A common
+/// production config (`loglevel = "warning"`) once hid every 500's
+/// traceback under corral.
+#[test]
+fn log_level_warning_keeps_the_apps_output_tracebacks_and_access_lines() {
+    let app = AppDir::new(&[(
+        "app.py",
+        r#"
+def app(environ, start_response):
+    print("the app says", environ["PATH_INFO"], flush=True)
+    if environ["PATH_INFO"] == "/boom":
+        1 / 0
+    start_response("200 OK", [("Content-Length", "2")])
+    return [b"ok"]
+"#,
+    )]);
+    let addr = format!("127.0.0.1:{}", crate::common::compare::free_port());
+    let c = Corral::spawn(
+        app.path(),
+        &[
+            "app:app",
+            "-w",
+            "1",
+            "-b",
+            &addr,
+            "--log-level",
+            "warning",
+            "--access-logfile",
+            "-",
+        ],
+        &[],
+    );
+    // corral's own INFO lines (what the harness waits for) are filtered:
+    // wait for the port instead.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let ok = loop {
+        let up = std::net::TcpStream::connect(&addr).is_ok()
+            && request(&addr, "GET", "/hello", &[], b"").status == 200;
+        if up || std::time::Instant::now() > deadline {
+            break up;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(ok, "never served; log:\n{}", c.log.text());
+    assert_eq!(request(&addr, "GET", "/boom", &[], b"").status, 500);
+    c.log
+        .wait_for("ZeroDivisionError", Duration::from_secs(10))
+        .unwrap_or_else(|| panic!("no traceback; log:\n{}", c.log.text()));
+    c.log
+        .wait_for("\"GET /boom HTTP/1.1\" 500", Duration::from_secs(10))
+        .unwrap_or_else(|| panic!("no access line; log:\n{}", c.log.text()));
+    let log = c.log.text();
+    assert!(log.contains("stdout: the app says /boom"), "{log}");
+    assert!(log.contains("Error handling request GET /boom"), "{log}");
+    assert!(!log.contains(" INFO all 1 workers in service"), "{log}");
+}
+
 #[test]
 fn json_logs_are_one_object_per_line() {
     let app = AppDir::new(&[("app.py", APP)]);
