@@ -93,6 +93,37 @@ fn wait_file(path: &Path, timeout: Duration) -> bool {
 
 const ASGI: &str = "import asyncio\n\nasync def app(scope, receive, send):\n    if scope['type'] != 'http':\n        return\n    if scope['path'] == '/slow':\n        open('started', 'w').close()\n        await receive()\n        if (await receive())['type'] == 'http.disconnect':\n            open('cancelled', 'w').close()\n        return\n    if scope['path'] == '/sleep':\n        await asyncio.sleep(1)\n    await send({'type': 'http.response.start', 'status': 200, 'headers': []})\n    await send({'type': 'http.response.body', 'body': b'ok ' + scope['http_version'].encode()})\n";
 
+/// An HTTP/2 client may send each cookie as a field of its own (RFC 9113
+/// section 8.2.3, Firefox does): a WSGI app gets them in one
+/// `HTTP_COOKIE` joined with "; ", as an HTTP/1.1 client sends them.
+/// Joined with ", " as other repeated fields are, `a=1, b=2` is one
+/// cookie `a` with the value `1, b=2` to Django's and Werkzeug's parsers,
+/// which split on ";" only (a session cookie lost, a CSRF check failed).
+#[test]
+fn http2_cookie_fields_reach_a_wsgi_app_as_one_cookie_header() {
+    let app = AppDir::new(&[(
+        "app.py",
+        "def app(environ, start_response):\n\
+         \x20   # As django.http.parse_cookie splits the header.\n\
+         \x20   jar = [c.split('=', 1)[0].strip() for c in environ['HTTP_COOKIE'].split(';')]\n\
+         \x20   body = ('%s|%s' % (environ['HTTP_COOKIE'], sorted(jar))).encode()\n\
+         \x20   start_response('200 OK', [('Content-Length', str(len(body)))])\n\
+         \x20   return [body]\n",
+    )]);
+    let c = Corral::start(app.path(), &["app:app"], 1);
+    let mut s = open(&c.addr);
+    // GET / with two `cookie` fields (static index 32, literal values).
+    let mut block = vec![0x82, 0x86, 0x84, 0x01, 0x01, b'a'];
+    for cookie in [&b"a=1"[..], b"b=2"] {
+        block.extend_from_slice(&[0x0f, 0x11, cookie.len() as u8]);
+        block.extend_from_slice(cookie);
+    }
+    s.write_all(&frame(HEADERS, 0x5, 1, &block)).unwrap();
+    let (ok, body) = response(&mut s, 1);
+    assert!(ok, "{}", String::from_utf8_lossy(&body));
+    assert_eq!(String::from_utf8_lossy(&body), "a=1; b=2|['a', 'b']");
+}
+
 #[test]
 fn rst_stream_cancels_its_request_and_the_connection_serves_on() {
     let app = AppDir::new(&[("app.py", ASGI)]);

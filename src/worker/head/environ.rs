@@ -117,9 +117,18 @@ pub fn encode(parts: &Parts, conn: &ConnInfo) -> Result<Vec<u8>, HeadError> {
             }));
         }
         out.push(0);
+        // Repeated fields join with ", " (RFC 9110 section 5.3), but
+        // cookies with "; ": HTTP/2 clients send each cookie as a field of
+        // its own (RFC 9113 section 8.2.3), and "a=1, b=2" is no cookie
+        // header to Werkzeug or Django.
+        let sep: &[u8] = if name == http::header::COOKIE {
+            b"; "
+        } else {
+            b", "
+        };
         for (i, v) in parts.headers.get_all(name).iter().enumerate() {
             if i > 0 {
-                out.extend_from_slice(b", ");
+                out.extend_from_slice(sep);
             }
             out.extend_from_slice(v.as_bytes());
         }
@@ -176,6 +185,8 @@ mod tests {
             .header("Host", "example.com:9000")
             .header("X-Thing", "1")
             .header("X-Thing", "2")
+            .header("Cookie", "a=1")
+            .header("Cookie", "b=2")
             .header("X_Spoof", "no")
             .header("Content-Type", "text/plain")
             .body(())
@@ -185,6 +196,8 @@ mod tests {
         assert_eq!(get(&env, "PATH_INFO"), Some("/caf\u{c3}\u{a9}/a b"));
         assert_eq!(get(&env, "QUERY_STRING"), Some("x=%20y&z"));
         assert_eq!(get(&env, "HTTP_X_THING"), Some("1, 2"));
+        // An HTTP/2 client's cookies, one field each (RFC 9113 8.2.3).
+        assert_eq!(get(&env, "HTTP_COOKIE"), Some("a=1; b=2"));
         assert_eq!(get(&env, "HTTP_X_SPOOF"), None);
         assert_eq!(get(&env, "CONTENT_TYPE"), Some("text/plain"));
         assert_eq!(get(&env, "SERVER_NAME"), Some("example.com"));
