@@ -294,3 +294,52 @@ fn a_worker_still_busy_with_a_left_stream_gets_no_request_while_another_is_free(
         );
     }
 }
+
+/// Starlette's SSE as its docs write it: a generator that waits for events
+/// between them. When the client leaves, the generator is cancelled at
+/// once (as under uvicorn), not left waiting until the worker is recycled,
+/// and nothing is logged as an error. corral says ASGI spec 2.3, as
+/// uvicorn does, so Starlette watches `receive()` for the disconnect.
+#[test]
+fn a_starlette_event_stream_whose_client_leaves_is_cancelled_at_once() {
+    let app = AppDir::new(&[(
+        "sse.py",
+        r#"
+import asyncio
+from starlette.applications import Starlette
+from starlette.responses import StreamingResponse
+from starlette.routing import Route
+
+async def events(request):
+    async def stream():
+        try:
+            yield b"data: first\n\n"
+            await asyncio.Event().wait()  # the next event never comes
+        finally:
+            open("cancelled", "w").close()
+    return StreamingResponse(stream(), media_type="text/event-stream")
+
+app = Starlette(routes=[Route("/events", events)])
+"#,
+    )]);
+    let c = Corral::start(app.path(), &["sse:app", "--interface", "asgi"], 1);
+    let mut s = connect(&c.addr);
+    s.write_all(b"GET /events HTTP/1.1\r\nHost: a\r\n\r\n")
+        .unwrap();
+    s.set_read_timeout(Some(WAIT)).unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !String::from_utf8_lossy(&got).contains("data: first") {
+        let n = s.read(&mut buf).unwrap();
+        assert!(n > 0, "{}", String::from_utf8_lossy(&got));
+        got.extend_from_slice(&buf[..n]);
+    }
+    drop(s);
+    assert!(
+        wait_file(&app.path().join("cancelled"), Duration::from_secs(5)).is_some(),
+        "the stream was never cancelled; log:\n{}",
+        c.log.text()
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(!c.log.text().contains("Traceback"), "{}", c.log.text());
+}

@@ -22,7 +22,11 @@ class LifespanFailed(Exception):
     """The app's ASGI lifespan startup failed (the app's message follows)."""
 
 
-ASGI_VERSION = {"version": "3.0", "spec_version": "2.4"}
+# Spec 2.3, as uvicorn says: with 2.4 Starlette stops watching receive()
+# for the client's leaving and waits for a send() to fail, so an event
+# stream that waits between events would wait on after its client left.
+# send() after the client left still raises an OSError subclass.
+ASGI_VERSION = {"version": "3.0", "spec_version": "2.3"}
 LIFESPAN_VERSION = {"version": "3.0", "spec_version": "2.0"}
 
 
