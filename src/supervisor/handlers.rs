@@ -194,10 +194,15 @@ impl Supervisor {
 
     fn handle_front_drained(&mut self, in_time: bool) -> Option<Event> {
         if !in_time {
+            // The whole budget is spent: what still runs is cut now, as
+            // gunicorn kills its workers at graceful_timeout, not given a
+            // second graceful_timeout to finish (which a unit's stop
+            // timeout sized as the README says would not wait for).
             tracing::warn!(
-                "graceful_timeout ({:?}) ran out with requests still in flight",
+                "graceful_timeout ({:?}) ran out with requests still in flight: stopping the workers now",
                 self.cfg.workers.graceful_timeout
             );
+            return Some(Event::Stop { fast: true });
         }
         Some(Event::Stop { fast: false })
     }

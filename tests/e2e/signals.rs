@@ -75,16 +75,21 @@ fn term_finishes_requests_in_flight_then_exits_0_with_no_worker_left() {
     );
 }
 
+/// TERM with a request that outlasts `graceful_timeout`: corral exits
+/// about `graceful_timeout` later, as gunicorn does, so that a stop timeout
+/// sized as the README says (`shutdown_delay` + `graceful_timeout` + a few
+/// seconds) is enough. It once took twice `graceful_timeout`: the front's
+/// drain, then the workers' own graceful stop.
 #[test]
 fn term_gives_up_on_requests_after_graceful_timeout() {
-    let (app, mut c, workers) = start(&["--graceful-timeout", "1s"]);
+    let (app, mut c, workers) = start(&["--graceful-timeout", "3s"]);
     let req = in_flight(&app, &c, 30.0);
     let t = Instant::now();
     c.signal(libc::SIGTERM);
     let st = c.wait_exit(Duration::from_secs(15)).expect("corral exits");
     assert_eq!(st.code(), Some(0));
     assert!(
-        t.elapsed() < Duration::from_secs(10),
+        t.elapsed() > Duration::from_millis(2500) && t.elapsed() < Duration::from_millis(4500),
         "took {:?}",
         t.elapsed()
     );
