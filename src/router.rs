@@ -17,7 +17,9 @@
 //! (which would send the one woken for it to the back of the line; during
 //! a canary it does not, as those waiting may wait for the other side),
 //! and a request that finds room for more than itself wakes the next in
-//! line. During a canary a request woken for the other side's place hands
+//! line. With no worker in service, a request waits the same way while
+//! one boots (`set_starting`), and gets [`NoWorker::NoneInService`] at
+//! once otherwise. During a canary a request woken for the other side's place hands
 //! the wake-up on to the next in line, until one that may take it does. At
 //! most `max_queued` requests wait; the next one is refused at once.
 //!
@@ -99,6 +101,10 @@ pub struct Router {
     /// During a canary, those of them waiting for the old (0) and the new
     /// (1) generation.
     waiting_for: [AtomicUsize; 2],
+    /// No worker is in service but one is booting (at start, or after the
+    /// only one died): a request waits for it, as a connection waits in
+    /// gunicorn's listen queue, rather than get 503 at once.
+    starting: std::sync::atomic::AtomicBool,
 }
 
 /// Why no worker took a request.
@@ -175,7 +181,24 @@ impl Router {
             waiting: AtomicUsize::new(0),
             max_queued,
             waiting_for: Default::default(),
+            starting: Default::default(),
         })
+    }
+
+    /// Says whether a worker is booting (see `starting`); when the last
+    /// boot ends, requests waiting for it look again (with none in
+    /// service, they get 503).
+    pub fn set_starting(&self, starting: bool) {
+        if self.starting.swap(starting, Ordering::AcqRel) && !starting {
+            for line in &self.lines {
+                line.freed.notify_waiters();
+            }
+        }
+    }
+
+    /// No worker in service, and none booting: a request need not wait.
+    fn none_coming(&self) -> bool {
+        !self.starting.load(Ordering::Acquire)
     }
 
     /// The canary that runs, if any.
@@ -265,6 +288,7 @@ impl Router {
         if !behind {
             match self.try_acquire(to_new) {
                 Err(NoWorker::Busy) => {}
+                Err(NoWorker::NoneInService) if !self.none_coming() => {}
                 done => return done,
             }
         }
@@ -304,7 +328,10 @@ impl Router {
                     // worker's capacity gains; a worker that comes into
                     // service wakes them all (`publish_split`).
                     Ok(lease) => return Ok(lease),
-                    Err(NoWorker::NoneInService) => return Err(NoWorker::NoneInService),
+                    Err(NoWorker::NoneInService) if self.none_coming() => {
+                        return Err(NoWorker::NoneInService);
+                    }
+                    Err(NoWorker::NoneInService) => {}
                     Err(NoWorker::Busy | NoWorker::QueueFull) => {
                         // During a canary, a wake-up for a place on the other
                         // side, which this request may not take, goes on while
@@ -321,7 +348,11 @@ impl Router {
                 }
             }
             if tokio::time::timeout_at(deadline, freed).await.is_err() {
-                return Err(NoWorker::Busy);
+                return Err(if self.in_service.load().workers.is_empty() {
+                    NoWorker::NoneInService
+                } else {
+                    NoWorker::Busy
+                });
             }
         }
     }

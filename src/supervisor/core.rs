@@ -114,6 +114,16 @@ impl Core {
             .min(self.settings.backoff_max)
     }
 
+    /// Whether a worker is on its way into service: spawning, booting or
+    /// passing its readiness check (not while stopping).
+    pub fn starting(&self) -> bool {
+        self.phase == Phase::Running
+            && (!self.spawning.is_empty()
+                || self.workers.values().any(|w| {
+                    matches!(w.state, State::Booting | State::Probing) && w.kill_at.is_none()
+                }))
+    }
+
     pub fn in_service(&self) -> impl Iterator<Item = &Worker> {
         self.workers
             .values()

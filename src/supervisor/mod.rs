@@ -647,6 +647,9 @@ impl Supervisor {
                 Action::Exit => exit = true,
             }
         }
+        // After every step of the core: whether a request that finds no
+        // worker in service waits for one that boots.
+        self.router.set_starting(self.core.starting());
         exit
     }
 

@@ -2,7 +2,7 @@
 
 use crate::common::*;
 use std::collections::HashSet;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 const PID_APP: &str = r#"
 import os
@@ -44,6 +44,50 @@ fn each_worker_imports_the_app_in_its_own_process() {
     assert!(!pids.contains(&c.pid()), "no worker runs in the supervisor");
     let children: HashSet<u32> = children_of(c.pid()).into_iter().collect();
     assert_eq!(children, pids, "the workers are corral's child processes");
+}
+
+/// A request that comes while no worker is in service but one boots (at
+/// start, before the app has imported; after the only worker died) waits
+/// for it, as a connection waits in gunicorn's listen queue, instead of
+/// an immediate 503. With none booting (an app that cannot import), 503
+/// with the reason, without waiting for the request timeout.
+#[test]
+fn a_request_waits_for_a_booting_worker_and_gets_503_only_when_none_comes() {
+    let app = AppDir::new(&[(
+        "app.py",
+        "import os, time\n\
+         if os.path.exists('broken'):\n\
+         \x20   raise RuntimeError('cannot start')\n\
+         time.sleep(1.5)\n\n\
+         def app(environ, start_response):\n\
+         \x20   if environ['PATH_INFO'] == '/die':\n\
+         \x20       os._exit(1)\n\
+         \x20   start_response('200 OK', [('Content-Length', '2')])\n\
+         \x20   return [b'ok']\n",
+    )]);
+    let mut c = Corral::spawn(app.path(), &["app:app", "-w", "1"], &[]);
+    c.wait_listening();
+    let t = Instant::now();
+    let r = c.get("/");
+    assert_eq!(r.status, 200, "at start: {}", r.text());
+    assert!(
+        t.elapsed() > Duration::from_millis(500),
+        "{:?}",
+        t.elapsed()
+    );
+    // The only worker dies: its successor imports for 1.5 s.
+    assert_eq!(c.get("/die").status, 502);
+    let r = c.get("/");
+    assert_eq!(r.status, 200, "after the worker died: {}", r.text());
+    // No worker can come: the successor of the next one fails its import.
+    std::fs::write(app.path().join("broken"), "").unwrap();
+    assert_eq!(c.get("/die").status, 502);
+    c.wait_until("the failed boot", || c.log.text().contains("cannot start"));
+    let t = Instant::now();
+    let r = c.get("/");
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert!(r.text().contains("no worker is in service"), "{}", r.text());
+    assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
 }
 
 #[test]
