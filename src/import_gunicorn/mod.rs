@@ -228,6 +228,9 @@ struct Out<'a> {
     sections: BTreeMap<&'static str, Vec<(&'static str, Value)>>,
     notes: Vec<String>,
     cwd: &'a Path,
+    /// Where gunicorn reads the file's other relative paths: its `chdir`
+    /// (gunicorn changes there before it opens them), else `cwd`.
+    base: PathBuf,
     /// The worker hooks found ([`settings::WORKER_HOOKS`]).
     hooks: Vec<&'static str>,
     /// The arbiter hooks found ([`settings::ARBITER_HOOKS`]).
@@ -241,6 +244,7 @@ impl<'a> Out<'a> {
             sections: BTreeMap::new(),
             notes: Vec::new(),
             cwd,
+            base: cwd.to_path_buf(),
             hooks: Vec::new(),
             arbiter_hooks: Vec::new(),
         }
@@ -258,7 +262,7 @@ impl<'a> Out<'a> {
         if p == "-" {
             return Value::String(p.into());
         }
-        Value::String(self.cwd.join(p).display().to_string())
+        Value::String(self.base.join(p).display().to_string())
     }
 }
 
@@ -390,6 +394,13 @@ impl Out<'_> {
 /// [`convert_at`]'s work on `out`: each gunicorn setting in `settings`.
 fn convert_into(out: &mut Out, settings: &BTreeMap<String, Json>, app: Option<&str>) {
     let cwd = out.cwd;
+    if let Some(dir) = settings
+        .get("chdir")
+        .and_then(|e| value_of(e).ok())
+        .and_then(text)
+    {
+        out.base = cwd.join(dir);
+    }
     let mut many = false;
     match app {
         // The Paste file names the app, as with gunicorn's --paste (which
@@ -526,7 +537,11 @@ fn convert_into(out: &mut Out, settings: &BTreeMap<String, Json>, app: Option<&s
                     "accesslog" => ("log", "access_file"),
                     _ => ("log", "error_file"),
                 };
-                let path = out.path(&p);
+                let path = if *name == "chdir" {
+                    Value::String(cwd.join(&p).display().to_string())
+                } else {
+                    out.path(&p)
+                };
                 out.set(section, key, path);
             }
             "pythonpath" => {
@@ -1073,7 +1088,7 @@ mod tests {
                 "limit_request_field_size": 8190, "umask": 18, "pidfile": "/run/app.pid",
                 "worker_class": "uvicorn.workers.UvicornWorker", "worker_connections": 500,
                 "wsgi_app": "main:app", "access_log_format": "%(h)s \"%(r)s\" %(D)s",
-                "root_path": "/api", "helper": 1}"#,
+                "root_path": "/api", "pythonpath": "src,/opt/lib", "helper": 1}"#,
         );
         let parsed: toml::Table = c.toml.parse().unwrap_or_else(|e| panic!("{e}\n{}", c.toml));
         let get = |path: &str| {
@@ -1102,7 +1117,13 @@ mod tests {
         assert_eq!(get("workers.concurrency").as_integer(), Some(500));
         assert_eq!(get("workers.limits.umask").as_str(), Some("022"));
         assert_eq!(get("log.access_file").as_str(), Some("-"));
-        assert_eq!(get("log.error_file").as_str(), Some("/srv/logs/error.log"));
+        // Relative to the file's chdir, where gunicorn opens them.
+        assert_eq!(
+            get("log.error_file").as_str(),
+            Some("/srv/app/logs/error.log")
+        );
+        assert_eq!(get("app.pythonpath")[0].as_str(), Some("/srv/app/src"));
+        assert_eq!(get("app.pythonpath")[1].as_str(), Some("/opt/lib"));
         assert_eq!(get("log.level").as_str(), Some("warn"));
         assert_eq!(
             get("log.access_format").as_str(),

@@ -761,3 +761,24 @@ fn the_apps_socket_file_goes_when_corral_stops_and_stays_while_another_serves_on
     );
     assert!(!sock.exists(), "the socket file outlived the new corral");
 }
+
+/// A systemd unit without `WorkingDirectory=` runs from `/`: gunicorn's
+/// `--chdir /srv/app --pythonpath src` finds the app in `/srv/app/src`,
+/// since gunicorn adds the path after its chdir. So does corral (it once
+/// looked in `/src`: ModuleNotFoundError).
+#[test]
+fn a_relative_pythonpath_is_in_the_chdir_folder() {
+    let app = AppDir::new(&[("src/svc.py", APP)]);
+    let dir = app.path().display().to_string();
+    let mut c = Corral::spawn_with(
+        app.path(),
+        &["svc:app", "--chdir", &dir, "--pythonpath", "src"],
+        &[],
+        |cmd| {
+            cmd.current_dir("/");
+        },
+    );
+    c.wait_listening();
+    c.wait_in_service(1);
+    assert_eq!(c.get("/").status, 200);
+}

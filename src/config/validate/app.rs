@@ -64,10 +64,10 @@ impl Resolver<'_> {
             }
             paths
         } else {
-            args.pythonpath
-                .iter()
-                .map(|p| absolute(self.cwd, p))
-                .collect()
+            // As gunicorn, which adds them to sys.path after its chdir: a
+            // relative one is in the --chdir folder.
+            let base = chdir.as_deref().unwrap_or(self.cwd);
+            args.pythonpath.iter().map(|p| absolute(base, p)).collect()
         };
 
         let mut env = BTreeMap::new();
