@@ -212,6 +212,7 @@ impl Supervisor {
             return None;
         }
         tracing::info!("SIGHUP: reload");
+        self.warn_if_config_changed();
         let _ = self.reload_tls();
         if self.core.reload.is_none() {
             self.start_generation(self.core.next_generation());
@@ -220,6 +221,25 @@ impl Supervisor {
             timeout: None,
             canary: None,
         })
+    }
+
+    /// A reload starts new workers on the config corral started with: an
+    /// edit to the file since then is not applied, and the log says so
+    /// (gunicorn reads its file again on HUP). Read off the loop.
+    fn warn_if_config_changed(&self) {
+        let (Some(path), Some(read)) = (self.cfg.source.clone(), self.config_read) else {
+            return;
+        };
+        tokio::task::spawn_blocking(move || {
+            if super::file_hash(&path).is_some_and(|now| now != read) {
+                tracing::warn!(
+                    "{} changed since corral started: a reload runs the new code with the config \
+                     corral started with; `kill -USR2` (a re-exec that keeps the sockets) or a \
+                     restart applies the new config",
+                    path.display()
+                );
+            }
+        });
     }
 
     /// `corral reload [--wait]`: the waiter hears how the reload ended.
@@ -235,6 +255,7 @@ impl Supervisor {
             }
             return None;
         }
+        self.warn_if_config_changed();
         match self.reload_tls() {
             // Reported to `reload --wait` as a failed reload; the code
             // reload goes on.

@@ -198,6 +198,9 @@ pub struct Supervisor {
     front: Option<Front>,
     /// The app port's TLS certificates, read again on each reload.
     tls: Option<Arc<crate::tls::Tls>>,
+    /// The config file's bytes as corral started with them (a hash), to
+    /// say at a reload that an edit to it is not applied.
+    config_read: Option<u64>,
     /// How far a TERM has got.
     term: Term,
     /// The loop's own deadlines and what each delivers (see `after`).
@@ -315,6 +318,7 @@ impl Supervisor {
             replace_rx,
             front: None,
             tls: None,
+            config_read: cfg.source.as_deref().and_then(file_hash),
             term: Term::NotYet,
             timers: Vec::new(),
             snapshot,
@@ -842,4 +846,13 @@ pub fn signal(pid: u32, sig: i32) {
     unsafe {
         libc::kill(pid as libc::pid_t, sig);
     }
+}
+
+/// A hash of the file's bytes, if it can be read.
+fn file_hash(path: &std::path::Path) -> Option<u64> {
+    use std::hash::{Hash, Hasher};
+    let bytes = std::fs::read(path).ok()?;
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    bytes.hash(&mut h);
+    Some(h.finish())
 }

@@ -318,3 +318,35 @@ fn a_reload_whose_new_code_fails_its_readiness_check_is_stopped_and_the_old_keep
 fn an_asgi_app_reloads_under_load_with_zero_failed_requests() {
     good_reload_under_load(asgi_app_version);
 }
+
+/// gunicorn reads its config file again on HUP; a corral reload runs the
+/// new code with the config corral started with. An edit to the file is
+/// not applied silently: the log names the file and how to apply it.
+#[test]
+fn a_reload_says_when_the_config_file_changed_and_how_to_apply_it() {
+    let app = AppDir::new(&[
+        ("app.py", &app_version_pid("v1", 1)),
+        (
+            "corral.toml",
+            "[app]\nmodule = \"app:app\"\n[server]\nbind = [\"127.0.0.1:0\"]\n[workers]\ncount = 1\n",
+        ),
+    ]);
+    let c = Corral::start(app.path(), &["-c", "corral.toml"], 1);
+    c.signal(libc::SIGHUP);
+    c.log
+        .wait_for("reload done", Duration::from_secs(30))
+        .expect("the first reload");
+    assert!(!c.log.text().contains("changed since"), "{}", c.log.text());
+    std::fs::write(
+        app.path().join("corral.toml"),
+        "[app]\nmodule = \"app:app\"\n[server]\nbind = [\"127.0.0.1:0\"]\n[workers]\ncount = 2\n",
+    )
+    .unwrap();
+    c.signal(libc::SIGHUP);
+    let line = c
+        .log
+        .wait_for("changed since corral started", Duration::from_secs(10))
+        .unwrap_or_else(|| panic!("no warning; log:\n{}", c.log.text()));
+    assert!(line.contains("corral.toml"), "{line}");
+    assert!(line.contains("kill -USR2"), "{line}");
+}
