@@ -199,6 +199,14 @@ impl Launcher {
                     .map(|h| h.for_worker())
                     .unwrap_or_default(),
             ),
+            (
+                "CORRAL_WORKER_GUNICORN_CFG".into(),
+                cfg.app
+                    .gunicorn_hooks
+                    .as_ref()
+                    .map(|_| gunicorn_cfg(cfg).to_string())
+                    .unwrap_or_default(),
+            ),
             ("PYTHONUNBUFFERED".into(), "1".into()),
             ("CORRAL_WORKER_STACKS_FD".into(), STACKS_FD.to_string()),
             (
@@ -511,4 +519,33 @@ fn set_blocking(fd: &OwnedFd) -> std::io::Result<()> {
         }
     }
     Ok(())
+}
+/// The settings gunicorn's hooks read from `server.cfg`, under gunicorn's
+/// names, as this corral runs them (its config file and flags): hooks
+/// that read `cfg.timeout` or `cfg.workers` see what gunicorn would show,
+/// whether the gunicorn.conf.py set them or a flag did.
+fn gunicorn_cfg(cfg: &Config) -> serde_json::Value {
+    let w = &cfg.workers;
+    let secs = |d: std::time::Duration| serde_json::json!(d.as_secs_f64().round() as u64);
+    let class = match (cfg.app.interface, w.gevent) {
+        (crate::config::Interface::Asgi, _) => "uvicorn.workers.UvicornWorker",
+        (_, true) => "gevent",
+        _ if w.threads > 1 => "gthread",
+        _ => "sync",
+    };
+    serde_json::json!({
+        "bind": cfg.server.bind.iter().map(|b| b.addr.to_string()).collect::<Vec<_>>(),
+        "workers": w.count,
+        "threads": w.threads,
+        "worker_connections": w.concurrency,
+        "worker_class": class,
+        "worker_class_str": class,
+        "timeout": secs(w.timeout),
+        "graceful_timeout": secs(w.graceful_timeout),
+        "keepalive": secs(cfg.server.keepalive),
+        "max_requests": w.max_requests,
+        "max_requests_jitter": w.max_requests_jitter,
+        "chdir": cfg.app.chdir.as_ref().map(|p| p.display().to_string()),
+        "proc_name": cfg.instance,
+    })
 }

@@ -641,3 +641,44 @@ def when_ready(server):
     };
     c.wait_until("the hooks' process to be gone", || hooks_processes() == 0);
 }
+
+/// Hooks read settings from `server.cfg`, as from gunicorn's Config:
+/// what corral runs with (the command line over the file, as gunicorn's
+/// does), the file's own, and gunicorn's defaults for the rest. A
+/// `post_fork` reading `server.cfg.timeout` once failed every boot when
+/// the file did not set it.
+#[test]
+fn hooks_read_settings_from_cfg_as_gunicorn_gives_them() {
+    let conf = r#"
+workers = 1
+raw_env = ["A=1"]
+
+def show(cfg):
+    return "timeout=%s workers=%s class=%s loglevel=%s bind=%s raw_env=%s" % (
+        cfg.timeout, cfg.workers, cfg.worker_class_str, cfg.loglevel, cfg.bind, cfg.raw_env)
+
+def on_starting(server):
+    server.log.info("on_starting %s", show(server.cfg))
+
+def post_fork(server, worker):
+    server.log.info("post_fork %s", show(worker.cfg))
+"#;
+    let app = AppDir::new(&[("app.py", HOOKED_APP), ("gunicorn.conf.py", conf)]);
+    let c = Corral::start(
+        app.path(),
+        &["app:app", "-w", "2", "--timeout", "45", "--threads", "3"],
+        2,
+    );
+    let want = "timeout=45 workers=2 class=gthread loglevel=info";
+    for hook in ["on_starting", "post_fork"] {
+        let line = c
+            .log
+            .wait_for(&format!("{hook} timeout="), Duration::from_secs(10))
+            .unwrap_or_else(|| panic!("{hook} did not run; log:\n{}", c.log.text()));
+        assert!(line.contains(want), "{line}");
+        // As configured (the harness binds port 0), as gunicorn's cfg.bind.
+        assert!(line.contains("bind=['127.0.0.1:0']"), "{line}");
+        assert!(line.contains("raw_env=['A=1']"), "{line}");
+    }
+    assert_eq!(c.get("/pid").status, 200);
+}

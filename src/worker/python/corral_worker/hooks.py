@@ -44,21 +44,45 @@ WORKER_HOOKS = ("post_fork", "post_worker_init", "pre_request", "post_request", 
 
 
 class Settings:
-    """`cfg`: the settings the config file sets, by name, as gunicorn's
-    cfg gives them (gunicorn's defaults for the rest are not known here)."""
+    """`cfg`, as gunicorn's Config gives settings to hooks: what corral
+    runs with (its config file and flags, under gunicorn's names, from
+    CORRAL_WORKER_GUNICORN_CFG), then what the file sets, then gunicorn's
+    defaults for the settings hooks commonly read."""
+
+    # gunicorn 27's defaults, for the settings corral does not map.
+    DEFAULTS = {
+        "loglevel": "info", "preload_app": False, "daemon": False, "reload": False,
+        "backlog": 2048, "limit_request_line": 4094, "limit_request_fields": 100,
+        "limit_request_field_size": 8190, "umask": 0, "user": os.getuid(),
+        "group": os.getgid(), "raw_env": [], "pythonpath": None, "accesslog": None,
+        "errorlog": "-", "capture_output": False, "forwarded_allow_ips": "127.0.0.1,::1",
+        "proxy_allow_ips": "127.0.0.1,::1", "statsd_host": None, "statsd_prefix": "",
+        "certfile": None, "keyfile": None, "is_ssl": False, "sendfile": None,
+        "reuse_port": False, "worker_tmp_dir": None, "tmp_upload_dir": None,
+        "max_requests": 0, "max_requests_jitter": 0, "worker_connections": 1000,
+    }
 
     def __init__(self, module):
         self._module = module
+        try:
+            self._running = json.loads(os.environ.get("CORRAL_WORKER_GUNICORN_CFG") or "{}")
+        except ValueError:
+            self._running = {}
 
     def __getattr__(self, name):
         if name.startswith("_"):
             raise AttributeError(name)
+        if name in self._running:
+            return self._running[name]
         try:
             return getattr(self._module, name)
         except AttributeError:
-            raise AttributeError(
-                "%s: corral's workers know the settings the config file sets, and it does not "
-                "set this one" % name) from None
+            pass
+        if name in self.DEFAULTS:
+            return self.DEFAULTS[name]
+        raise AttributeError(
+            "%s: not a setting corral knows (it gives hooks what it runs with, what the "
+            "config file sets, and gunicorn's defaults of common settings)" % name) from None
 
 
 class Server:
