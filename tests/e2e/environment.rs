@@ -57,4 +57,9 @@ fn workers_see_only_the_configured_environment() {
             "{leaked} leaked into the worker: {names:?}"
         );
     }
+    // None of the worker's own settings stays in the app's environment.
+    assert!(
+        !names.iter().any(|n| n.starts_with("CORRAL_WORKER_")),
+        "{names:?}"
+    );
 }

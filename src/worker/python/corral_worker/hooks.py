@@ -43,10 +43,15 @@ WORKER_HOOKS = ("post_fork", "post_worker_init", "pre_request", "post_request", 
                 "worker_abort", "worker_exit")
 
 
+# What corral runs with, under gunicorn's names (JSON, from the
+# CORRAL_WORKER_GUNICORN_CFG main.py takes out of the environment).
+RUNNING = ""
+
+
 class Settings:
     """`cfg`, as gunicorn's Config gives settings to hooks: what corral
-    runs with (its config file and flags, under gunicorn's names, from
-    CORRAL_WORKER_GUNICORN_CFG), then what the file sets, then gunicorn's
+    runs with (its config file and flags, under gunicorn's names: RUNNING),
+    then what the file sets, then gunicorn's
     defaults for the settings hooks commonly read."""
 
     # gunicorn 27's defaults, for the settings corral does not map.
@@ -65,7 +70,7 @@ class Settings:
     def __init__(self, module):
         self._module = module
         try:
-            self._running = json.loads(os.environ.get("CORRAL_WORKER_GUNICORN_CFG") or "{}")
+            self._running = json.loads(RUNNING or "{}")
         except ValueError:
             self._running = {}
 

@@ -256,6 +256,11 @@ def main(gevent_error=None):
     paste = os.environ.pop("CORRAL_WORKER_PASTE", "")
     paste_global = os.environ.pop("CORRAL_WORKER_PASTE_GLOBAL", "")
     hooks_spec = os.environ.pop("CORRAL_WORKER_GUNICORN_HOOKS", "")
+    gunicorn_cfg = os.environ.pop("CORRAL_WORKER_GUNICORN_CFG", "")
+    if hooks_spec:
+        from . import hooks as hooks_module
+
+        hooks_module.RUNNING = gunicorn_cfg
     # "arbiter": not a worker but the process that runs gunicorn's arbiter
     # hooks (arbiter.py).
     role = os.environ.pop("CORRAL_WORKER_ROLE", "")
