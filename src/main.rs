@@ -126,6 +126,7 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
+    worker::output::set_raw(cfg.log.app_output == config::AppOutput::Raw);
     if let Err(e) = init_logging(&cfg.log, &cfg.instance) {
         eprintln!("error: {e}");
         return ExitCode::from(EXIT_CONFIG);

@@ -9,8 +9,8 @@ use toml::Spanned;
 
 use super::raw::{RawLog, RawServer};
 use super::validate::{At, Resolver, absolute};
+use super::{AppOutput, LogFormat, LogLevel, Overrides};
 use super::{Interface, Problem};
-use super::{LogFormat, LogLevel, Overrides};
 use crate::access_log::{self, AccessLog, Format};
 use crate::statsd;
 
@@ -24,6 +24,8 @@ const DEFAULT_HEADER_FIELDS: usize = 100;
 pub struct LogConfig {
     pub level: LogLevel,
     pub format: LogFormat,
+    /// How what the workers print is written.
+    pub app_output: AppOutput,
     /// `None`: stderr.
     pub error_file: Option<PathBuf>,
     /// `None`: no access log.
@@ -114,6 +116,7 @@ impl Resolver<'_> {
         LogConfig {
             level,
             format: log_format,
+            app_output: args.app_output.or(raw.app_output).unwrap_or_default(),
             error_file,
             statsd,
             syslog,

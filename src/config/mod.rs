@@ -57,7 +57,9 @@ use std::path::{Path, PathBuf};
 
 pub use instance::{Place, SOCKET_NAME, running_sockets};
 pub use logs::{AccessConfig, AccessTarget, HeadLimits, LogConfig};
-pub use overrides::{LogFormat, LogLevel, Overrides, env_name, parse_duration, parse_worker_class};
+pub use overrides::{
+    AppOutput, LogFormat, LogLevel, Overrides, env_name, parse_duration, parse_worker_class,
+};
 pub use raw::{
     DeployFlags, DeployKeys, HealthFlags, HealthKeys, ServerFlags, ServerKeys, WorkersFlags,
     WorkersKeys,

@@ -406,6 +406,13 @@ pub struct Overrides {
     #[arg(long, value_enum, value_name = "FORMAT", env = "CORRAL_LOG_FORMAT")]
     pub log_format: Option<LogFormat>,
 
+    /// What the workers print: tagged (line by line through corral's log,
+    /// with slot and pid) or raw (line by line as the app wrote them, its
+    /// stdout to stdout and its stderr to stderr, as under gunicorn: for
+    /// JSON log lines a platform reads) [toml: log.app_output] [default: tagged]
+    #[arg(long, value_enum, value_name = "HOW", env = "CORRAL_APP_OUTPUT")]
+    pub app_output: Option<AppOutput>,
+
     /// Access log, one line per request: off, common or combined (the Common
     /// and Combined Log Formats of Apache and gunicorn), or json; the flag
     /// alone means combined (uvicorn's and granian's --access-log)
@@ -705,6 +712,20 @@ pub enum LogFormat {
     #[default]
     Text,
     Json,
+}
+
+/// `--app-output`: how what the workers print reaches corral's output.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AppOutput {
+    /// Line by line through corral's log, tagged with slot and pid, control
+    /// characters shown.
+    #[default]
+    Tagged,
+    /// Line by line as the app wrote them, its stdout to corral's stdout
+    /// and its stderr to corral's stderr (gunicorn's way, for JSON log
+    /// lines a platform's log agent reads).
+    Raw,
 }
 
 /// `--log-level`; gunicorn's "critical" and "warning" are accepted too.

@@ -45,11 +45,11 @@ use std::time::Duration;
 
 use super::keys::{at_least_1, count_of, header_bytes, longer_than_0, section};
 use super::units::Umask;
+use super::{AppOutput, LogFormat, LogLevel};
 use super::{
     AsgiLifespan, AsgiLoop, ByteSize, ConfigFile, HumanDuration, Interface, MinReady, Problem,
     WorkerCount,
 };
-use super::{LogFormat, LogLevel};
 use crate::access_log::AccessLog;
 
 /// Every key with its default; tested to parse and validate.
@@ -100,6 +100,12 @@ pub(super) struct RawLog {
     /// "text" (human-readable) or "json" (one object per line). Default
     /// "text".
     pub(super) format: Option<LogFormat>,
+    /// What the workers print: "tagged" (line by line through corral's
+    /// log, with slot and pid, control characters shown) or "raw" (line by
+    /// line as the app wrote them, its stdout to corral's stdout and its
+    /// stderr to corral's stderr, as under gunicorn: JSON log lines reach
+    /// a platform's log agent as they are). Default "tagged".
+    pub(super) app_output: Option<AppOutput>,
     /// A file for corral's own log (workers' output included) instead of
     /// stderr, relative to this file's folder; "-" means stderr (gunicorn's
     /// `errorlog`). Opened for appending, created mode 0640; reopened on

@@ -1,6 +1,9 @@
 //! A worker's stdout and stderr, read line by line and logged tagged with
 //! its slot and pid: whole lines only (no interleaved halves), at most
-//! [`MAX_LINE`] bytes each (longer ones are cut and marked).
+//! [`MAX_LINE`] bytes each (longer ones are cut and marked). With `[log]
+//! app_output = "raw"` ([`set_raw`]) each line is written as the app wrote
+//! it instead, its stdout to corral's stdout and its stderr to corral's
+//! stderr, as under gunicorn.
 
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 
@@ -10,6 +13,15 @@ pub const TARGET: &str = "app";
 
 /// Longest line kept; the rest of a longer one is dropped.
 pub const MAX_LINE: usize = 16 * 1024;
+
+/// Whether lines are written as the app wrote them (see the module docs);
+/// set once at start.
+static RAW: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// `[log] app_output = "raw"`.
+pub fn set_raw(raw: bool) {
+    RAW.store(raw, std::sync::atomic::Ordering::Relaxed);
+}
 
 /// Logs every line of `stream` as coming from worker `slot` (`pid`).
 pub fn forward<R: AsyncRead + Unpin + Send + 'static>(
@@ -36,6 +48,19 @@ pub fn forward_as<R: AsyncRead + Unpin + Send + 'static>(
             match read_line_capped(&mut reader, &mut line).await {
                 Ok(0) | Err(_) => return,
                 Ok(_) => {}
+            }
+            if RAW.load(std::sync::atomic::Ordering::Relaxed) {
+                // One write per line, under the stream's lock: lines of
+                // several workers never interleave.
+                if !line.ends_with(b"\n") {
+                    line.push(b'\n');
+                }
+                let _ = if name == "stdout" {
+                    std::io::Write::write_all(&mut std::io::stdout().lock(), &line)
+                } else {
+                    std::io::Write::write_all(&mut std::io::stderr().lock(), &line)
+                };
+                continue;
             }
             while matches!(line.last(), Some(b'\n' | b'\r')) {
                 line.pop();

@@ -103,6 +103,85 @@ def app(environ, start_response):
     assert!(!log.contains(" INFO all 1 workers in service"), "{log}");
 }
 
+/// `--app-output raw`: what the app prints goes out as it wrote it, its
+/// stdout to corral's stdout and its stderr to corral's stderr, as under
+/// gunicorn, so that a JSON log line reaches a platform's log agent as
+/// one object (tagged, it is a string inside corral's line).
+#[test]
+fn app_output_raw_passes_the_apps_lines_as_it_wrote_them() {
+    let app = AppDir::new(&[(
+        "app.py",
+        r#"
+import json, sys
+def app(environ, start_response):
+    print(json.dumps({"severity": "ERROR", "message": "from the app"}), flush=True)
+    sys.stderr.write("plain on stderr\n")
+    start_response("200 OK", [("Content-Length", "2")])
+    return [b"ok"]
+"#,
+    )]);
+    let addr = format!("127.0.0.1:{}", crate::common::compare::free_port());
+    let out = app.path().join("stdout.txt");
+    let err = app.path().join("stderr.txt");
+    let mut child = std::process::Command::new(corral_bin())
+        .current_dir(app.path())
+        .args([
+            "app:app",
+            "-w",
+            "1",
+            "-b",
+            &addr,
+            "--app-output",
+            "raw",
+            "--python",
+        ])
+        .arg(python())
+        .env("NO_COLOR", "1")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::fs::File::create(&out).unwrap())
+        .stderr(std::fs::File::create(&err).unwrap())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let served = loop {
+        let up = std::net::TcpStream::connect(&addr).is_ok()
+            && request(&addr, "GET", "/", &[], b"").status == 200;
+        if up || std::time::Instant::now() > deadline {
+            break up;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let wait_for = |path: &std::path::Path, needle: &str| {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let text = std::fs::read_to_string(path).unwrap_or_default();
+            if text.contains(needle) || std::time::Instant::now() > deadline {
+                return text;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    let stdout = wait_for(&out, "from the app");
+    let stderr = wait_for(&err, "plain on stderr");
+    // SAFETY: the corral this test started.
+    unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
+    let _ = child.wait();
+    assert!(served, "never served; stderr:\n{stderr}");
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l == r#"{"severity": "ERROR", "message": "from the app"}"#),
+        "stdout:\n{stdout}"
+    );
+    assert!(stderr.lines().any(|l| l == "plain on stderr"), "{stderr}");
+    // corral's own lines stay on stderr, and nothing of the app's is tagged.
+    assert!(stderr.contains("all 1 workers in service"), "{stderr}");
+    assert!(
+        !stderr.contains("stdout:") && !stdout.contains("INFO"),
+        "{stdout}\n{stderr}"
+    );
+}
+
 #[test]
 fn json_logs_are_one_object_per_line() {
     let app = AppDir::new(&[("app.py", APP)]);
