@@ -197,8 +197,11 @@ impl Router {
     }
 
     /// No worker in service, and none booting: a request need not wait.
+    /// Workers still in the set whose channel closed (they died, and the
+    /// supervisor has not taken them out yet) count as news to wait for:
+    /// it publishes the set anew, or their successors, in a moment.
     fn none_coming(&self) -> bool {
-        !self.starting.load(Ordering::Acquire)
+        !self.starting.load(Ordering::Acquire) && self.in_service.load().workers.is_empty()
     }
 
     /// The canary that runs, if any.
@@ -285,16 +288,21 @@ impl Router {
         // Not during a canary: those waiting may wait for the other side,
         // whose congestion must not hold this one back.
         let behind = to_new.is_none() && self.waiting.load(Ordering::Acquire) > 0;
+        let mut none_yet = false;
         if !behind {
             match self.try_acquire(to_new) {
                 Err(NoWorker::Busy) => {}
-                Err(NoWorker::NoneInService) if !self.none_coming() => {}
+                Err(NoWorker::NoneInService) if !self.none_coming() => none_yet = true,
                 done => return done,
             }
         }
         if self.waiting.fetch_add(1, Ordering::SeqCst) >= self.max_queued {
             self.waiting.fetch_sub(1, Ordering::AcqRel);
-            return Err(NoWorker::QueueFull);
+            return Err(if none_yet {
+                NoWorker::NoneInService
+            } else {
+                NoWorker::QueueFull
+            });
         }
         let _waiting = Waiting(&self.waiting);
         let line = self.line(crate::shards::current());
@@ -348,10 +356,16 @@ impl Router {
                 }
             }
             if tokio::time::timeout_at(deadline, freed).await.is_err() {
-                return Err(if self.in_service.load().workers.is_empty() {
-                    NoWorker::NoneInService
-                } else {
+                let live = self
+                    .in_service
+                    .load()
+                    .workers
+                    .iter()
+                    .any(|c| !c.is_closed());
+                return Err(if live {
                     NoWorker::Busy
+                } else {
+                    NoWorker::NoneInService
                 });
             }
         }

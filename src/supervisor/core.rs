@@ -114,14 +114,26 @@ impl Core {
             .min(self.settings.backoff_max)
     }
 
-    /// Whether a worker is on its way into service: spawning, booting or
-    /// passing its readiness check (not while stopping).
-    pub fn starting(&self) -> bool {
+    /// Whether a worker is on its way into service at `now`, for a request
+    /// that finds none in service to wait for: a slot's worker spawning,
+    /// booting, passing its readiness check or leaving (its restart
+    /// follows), or its next start due within [`SOON`] (a worker that died
+    /// restarts after `restart_backoff`). Not a slot whose boots fail in a
+    /// row (a broken app gets its 503 at once), nor while stopping.
+    pub fn starting(&self, now: Instant) -> bool {
         self.phase == Phase::Running
-            && (!self.spawning.is_empty()
-                || self.workers.values().any(|w| {
-                    matches!(w.state, State::Booting | State::Probing) && w.kill_at.is_none()
-                }))
+            && self.slots.iter().enumerate().any(|(i, s)| {
+                if s.retired || s.failures > 0 {
+                    return false;
+                }
+                match s.worker.and_then(|serial| self.workers.get(&serial)) {
+                    Some(w) => !matches!(w.state, State::InService | State::Unready),
+                    None => {
+                        self.spawning.values().any(|(slot, _)| *slot == i)
+                            || s.start_at.is_some_and(|t| t <= now + SOON)
+                    }
+                }
+            })
     }
 
     pub fn in_service(&self) -> impl Iterator<Item = &Worker> {
@@ -659,6 +671,10 @@ impl Core {
         Action::Publish(if panic { live } else { in_service })
     }
 }
+
+/// How soon a slot's next start must be for a request to wait for it
+/// ([`Core::starting`]).
+const SOON: Duration = Duration::from_secs(1);
 
 /// Pushes a killed worker's deadline out of the way: SIGKILL is sent once.
 const KILLED: Duration = Duration::from_secs(3600);

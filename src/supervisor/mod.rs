@@ -653,7 +653,7 @@ impl Supervisor {
         }
         // After every step of the core: whether a request that finds no
         // worker in service waits for one that boots.
-        self.router.set_starting(self.core.starting());
+        self.router.set_starting(self.core.starting(Instant::now()));
         exit
     }
 
