@@ -66,6 +66,13 @@ pub async fn run(cfg: Arc<Config>) -> u8 {
                 cfg.app.module,
                 why.trim_end()
             );
+            // A module missing is often the wrong interpreter (another
+            // virtualenv than the app's): say which one ran it.
+            println!(
+                "interpreter: {} ({})",
+                cfg.app.python.display(),
+                cfg.app.python_origin
+            );
             EXIT_FAILED
         }
         Err(e) => {

@@ -390,8 +390,14 @@ pub fn explain_unix_access<'a>(binds: impl Iterator<Item = &'a Bind>) {
             && let Ok(meta) = std::fs::metadata(path)
             && meta.mode() & 0o022 == 0
         {
+            // Connecting takes write permission on the socket's node.
+            let who = if meta.mode() & 0o020 != 0 {
+                format!("uid {} and group {}", meta.uid(), meta.gid())
+            } else {
+                format!("uid {}", meta.uid())
+            };
             tracing::info!(
-                "unix:{} is mode {:04o}, owner uid {} gid {}: only they may connect; for a proxy running as another user (nginx), give its group as with gunicorn: -g GROUP -m 007",
+                "unix:{} is mode {:04o}, owner uid {} gid {}: only {who} may connect; for a proxy running as another user (nginx), give its group as with gunicorn: -g GROUP -m 007",
                 path.display(),
                 meta.mode() & 0o777,
                 meta.uid(),

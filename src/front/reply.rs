@@ -15,6 +15,15 @@ pub fn bad_app(why: &str) -> Response<Body> {
 }
 
 pub fn too_large(max: u64) -> Response<Body> {
+    // gunicorn has no body limit: an upload that served there gets 413
+    // here. Said once in the log (a client could make it say it often).
+    static SAID: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    if !SAID.swap(true, std::sync::atomic::Ordering::Relaxed) {
+        tracing::warn!(
+            "a request body over server.max_body_bytes ({max} bytes) got 413; raise it \
+             (--max-body-bytes) if the app takes uploads this big (said once)"
+        );
+    }
     let mut r = plain(
         StatusCode::PAYLOAD_TOO_LARGE,
         &format!("Payload Too Large: the limit is {max} bytes\n"),

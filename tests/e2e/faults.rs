@@ -137,6 +137,14 @@ fn malformed_and_oversize_requests_are_refused_by_corral_without_a_worker() {
     chunked.extend_from_slice(b"0\r\n\r\n");
     let r = raw(&c, &chunked);
     assert_eq!(r.status, 413);
+    // The limit is named in the log, once (gunicorn has none).
+    c.log
+        .wait_for(
+            "got 413; raise it (--max-body-bytes)",
+            Duration::from_secs(5),
+        )
+        .unwrap_or_else(|| panic!("no hint; log:\n{}", c.log.text()));
+    assert_eq!(c.log.count("got 413; raise it"), 1, "{}", c.log.text());
 
     assert_eq!(
         c.get("/count").text(),

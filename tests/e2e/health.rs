@@ -266,10 +266,22 @@ fn corral_check_says_ok_or_shows_the_traceback() {
     let (code, text, _) = check(app.path(), &["good:app"]);
     assert_eq!(code, Some(0), "{text}");
     assert!(text.starts_with("OK: good:app imported in"), "{text}");
+    // A WSGI app under gunicorn's uvicorn worker class: the mistake named.
+    let (code, text, _) = check(
+        app.path(),
+        &["good:app", "-k", "uvicorn.workers.UvicornWorker"],
+    );
+    assert_eq!(code, Some(1), "{text}");
+    assert!(
+        text.contains("good:app is a WSGI app (it takes environ and start_response)"),
+        "{text}"
+    );
 
     let (code, text, _) = check(app.path(), &["bad:app"]);
     assert_eq!(code, Some(1), "{text}");
     assert!(text.contains("FAILED: bad:app does not boot"), "{text}");
+    // Which interpreter failed (a module missing is often another venv's).
+    assert!(text.contains("\ninterpreter: "), "{text}");
     assert!(
         text.contains("File \"") && text.contains("bad.py\", line 2"),
         "{text}"

@@ -50,9 +50,15 @@ pub fn encode(parts: &Parts, conn: &ConnInfo) -> Result<Vec<u8>, HeadError> {
     let raw = parts.extensions.get::<RawTarget>();
     let query = raw.map_or(parts.uri.query().unwrap_or("").as_bytes(), |r| r.query());
     h.pair(b"QUERY_STRING", query);
-    let raw_uri = match raw {
-        Some(r) => r.without_fragment(),
-        None => parts
+    // An HTTP/1 absolute-form target (`GET http://host/path`) as sent, as
+    // gunicorn gives it; HTTP/2's scheme and authority are pseudo-headers,
+    // not the target.
+    let absolute = (parts.version <= Version::HTTP_11 && parts.uri.scheme().is_some())
+        .then(|| parts.uri.to_string());
+    let raw_uri = match (raw, &absolute) {
+        (Some(r), _) => r.without_fragment(),
+        (None, Some(target)) => target.as_bytes(),
+        (None, None) => parts
             .uri
             .path_and_query()
             .map_or(path, |p| p.as_str())

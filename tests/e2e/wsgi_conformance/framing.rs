@@ -107,6 +107,11 @@ fn absolute_form_request_target_gives_path_and_query() {
     let env = r.json();
     assert_eq!(text(&env, "PATH_INFO").as_deref(), Some("/abs/p q"));
     assert_eq!(text(&env, "QUERY_STRING").as_deref(), Some("x=1"));
+    // The target as sent, as gunicorn gives it.
+    assert_eq!(
+        text(&env, "RAW_URI").as_deref(),
+        Some("http://example.com:81/abs/p%20q?x=1")
+    );
     assert_eq!(text(&env, "SERVER_NAME").as_deref(), Some("example.com"));
     assert_eq!(text(&env, "SERVER_PORT").as_deref(), Some("81"));
     // The target's host wins over Host (RFC 9112 section 3.2.2).

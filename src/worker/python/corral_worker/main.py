@@ -17,6 +17,19 @@ from .ring import Ring
 from .wsgi import Connection, GreenWorker, Worker, WsgiRunner, beat
 
 
+def takes_two(app):
+    """Whether app is called with exactly two positional arguments, as a
+    WSGI app is (an ASGI 3 app takes three)."""
+    import inspect
+
+    try:
+        params = inspect.signature(app).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    return len(positional) == 2 and not any(p.kind == p.VAR_POSITIONAL for p in params)
+
+
 def app_traceback(exc):
     """The traceback of an import error from the app's first frame on, as
     `python -c "import main"` would show it (without the worker's and
@@ -362,6 +375,11 @@ def main(gevent_error=None):
         if gevent and is_asgi(app):
             raise TypeError("%s is an ASGI app but workers.gevent is set: gevent runs WSGI "
                             "apps; an ASGI app has its own event loop (leave gevent out)" % spec)
+        if interface == "asgi" and not is_asgi(app) and takes_two(app):
+            raise TypeError("%s is a WSGI app (it takes environ and start_response) but "
+                            "interface is \"asgi\" (-k uvicorn.workers.UvicornWorker): run it "
+                            "with -k sync or gthread, or interface = \"wsgi\" (or \"auto\")"
+                            % spec)
         if interface == "asgi" or (interface == "auto" and is_asgi(app)):
             # Start-up errors surface now, as boot errors, like an import error.
             loop, loop_name = new_event_loop(asgi_loop)
