@@ -617,18 +617,16 @@ fn init_logging(cfg: &config::LogConfig, instance: &str) -> Result<(), String> {
     // access lines pass whatever it is, as under gunicorn, whose
     // `loglevel` filters only gunicorn's logger: `--log-level warning`
     // must not hide an app's tracebacks.
+    // Those lines are all INFO: the most verbose level any line needs is
+    // INFO or the level, so that trace and debug callsites (h2 has many
+    // per frame) stay off as cheaply as before.
+    let info = tracing::level_filters::LevelFilter::INFO;
     let filter = tracing_subscriber::filter::Targets::new()
         .with_default(level)
-        .with_target(
-            worker::output::TARGET,
-            tracing::level_filters::LevelFilter::TRACE,
-        )
-        .with_target(
-            front::access::TARGET,
-            tracing::level_filters::LevelFilter::TRACE,
-        );
+        .with_target(worker::output::TARGET, info)
+        .with_target(front::access::TARGET, info);
     let builder = tracing_subscriber::fmt()
-        .with_max_level(tracing::level_filters::LevelFilter::TRACE)
+        .with_max_level(level.max(info))
         .with_target(false)
         .with_writer(writer);
     // Under systemd (JOURNAL_STREAM set) the journal stamps every line; a
