@@ -45,6 +45,23 @@ fn worker_output_is_logged_line_by_line_with_slot_and_pid() {
     );
 }
 
+/// Whether `GET path` on `addr` answers 200 within `timeout`: for a corral
+/// whose start-up lines the harness cannot wait for.
+fn served_within(addr: &str, path: &str, timeout: Duration) -> bool {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        if std::net::TcpStream::connect(addr).is_ok()
+            && request(addr, "GET", path, &[], b"").status == 200
+        {
+            return true;
+        }
+        if std::time::Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 /// gunicorn's `loglevel` filters gunicorn's own logger: an app's output,
 /// its tracebacks and the access lines pass whatever it is. A common
 /// production config (`loglevel = "warning"`) once hid every 500's
@@ -80,16 +97,11 @@ def app(environ, start_response):
     );
     // corral's own INFO lines (what the harness waits for) are filtered:
     // wait for the port instead.
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    let ok = loop {
-        let up = std::net::TcpStream::connect(&addr).is_ok()
-            && request(&addr, "GET", "/hello", &[], b"").status == 200;
-        if up || std::time::Instant::now() > deadline {
-            break up;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    };
-    assert!(ok, "never served; log:\n{}", c.log.text());
+    assert!(
+        served_within(&addr, "/hello", Duration::from_secs(30)),
+        "never served; log:\n{}",
+        c.log.text()
+    );
     assert_eq!(request(&addr, "GET", "/boom", &[], b"").status, 500);
     c.log
         .wait_for("ZeroDivisionError", Duration::from_secs(10))
@@ -142,15 +154,7 @@ def app(environ, start_response):
         .stderr(std::fs::File::create(&err).unwrap())
         .spawn()
         .unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    let served = loop {
-        let up = std::net::TcpStream::connect(&addr).is_ok()
-            && request(&addr, "GET", "/", &[], b"").status == 200;
-        if up || std::time::Instant::now() > deadline {
-            break up;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let served = served_within(&addr, "/", Duration::from_secs(30));
     let wait_for = |path: &std::path::Path, needle: &str| {
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         loop {

@@ -30,6 +30,11 @@ PIECES_FROM = 4096
 LOOK_EVERY = 0.05
 
 
+def NOT_YET():
+    """A condition that never holds: read whatever there is."""
+    return False
+
+
 class Stream:
     """One request in flight: its body as it arrives and its response credit.
 
@@ -183,16 +188,7 @@ class Connection:
         while not pred():
             if self.out:
                 self.flush()
-            if self.rlock.acquire(False):
-                try:
-                    if not pred():
-                        self._read()
-                finally:
-                    self.rlock.release()
-                if self.waiters:
-                    with self.cv:
-                        self.cv.notify_all()
-            else:
+            if not self._lead(pred):
                 with self.cv:
                     if pred() or not self.rlock.locked():
                         continue
@@ -212,14 +208,23 @@ class Connection:
         if now - self.looked < LOOK_EVERY:
             return
         self.looked = now
-        if self.readable() and self.rlock.acquire(False):
-            try:
+        if self.readable():
+            self._lead(NOT_YET)
+
+    def _lead(self, pred):
+        """Reads once, unless pred() already holds, if no other thread
+        reads, then wakes the threads that wait; False if another reads."""
+        if not self.rlock.acquire(False):
+            return False
+        try:
+            if not pred():
                 self._read()
-            finally:
-                self.rlock.release()
-            if self.waiters:
-                with self.cv:
-                    self.cv.notify_all()
+        finally:
+            self.rlock.release()
+        if self.waiters:
+            with self.cv:
+                self.cv.notify_all()
+        return True
 
     def _read(self):
         # Only the thread that holds rlock reads, so recv_view is its own.
