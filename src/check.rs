@@ -53,11 +53,7 @@ pub async fn run(cfg: Arc<Config>) -> u8 {
                 "`corral run` would start {} worker(s): {}",
                 cfg.workers.count, cfg.workers.count_origin
             );
-            println!(
-                "interpreter: {} ({})",
-                cfg.app.python.display(),
-                cfg.app.python_origin
-            );
+            print_interpreter(&cfg);
             0
         }
         Ok(Outcome::Failed(why)) => {
@@ -68,11 +64,7 @@ pub async fn run(cfg: Arc<Config>) -> u8 {
             );
             // A module missing is often the wrong interpreter (another
             // virtualenv than the app's): say which one ran it.
-            println!(
-                "interpreter: {} ({})",
-                cfg.app.python.display(),
-                cfg.app.python_origin
-            );
+            print_interpreter(&cfg);
             EXIT_FAILED
         }
         Err(e) => {
@@ -80,6 +72,14 @@ pub async fn run(cfg: Arc<Config>) -> u8 {
             EXIT_FAILED
         }
     }
+}
+
+fn print_interpreter(cfg: &Config) {
+    println!(
+        "interpreter: {} ({})",
+        cfg.app.python.display(),
+        cfg.app.python_origin
+    );
 }
 
 async fn check(cfg: &Config) -> Result<Outcome, String> {

@@ -81,8 +81,9 @@ impl Open {
         }
     }
 
-    /// Closes the connection open longest if it has been open `age`;
-    /// else how long until it has.
+    /// Closes the connection open longest if it has been open `age`, and
+    /// answers `None`; `None` too with none open (nothing to wait for);
+    /// else how long until it has been open `age`.
     fn close_oldest(&self, age: Duration) -> Option<Duration> {
         let mut conns = self.lock();
         let (_, at, _) = conns.front()?;

@@ -154,8 +154,8 @@ pub async fn pump(
     let cancel = || channel.send(protocol::encode(protocol::FrameKind::Cancel, stream, b""));
     let timer = tokio::time::sleep(pace.idle);
     tokio::pin!(timer);
-    // Bytes come since dispatch, what `pace` judges.
-    let mut streamed: u64 = 0;
+    // What `pace` judges is what came since dispatch.
+    let before = received;
     loop {
         // Wait for credit.
         loop {
@@ -170,7 +170,7 @@ pub async fn pump(
             }
             notified.await;
         }
-        let wait = pace.next_wait(streamed, clock.client_time());
+        let wait = pace.next_wait(received - before, clock.client_time());
         clock.wait_begins();
         let frame = next_frame(&mut body, timer.as_mut(), wait).await;
         clock.wait_ends();
@@ -192,7 +192,6 @@ pub async fn pump(
                     continue;
                 };
                 received += data.len() as u64;
-                streamed += data.len() as u64;
                 metrics.request_body(data.len() as u64);
                 if received > max {
                     credit.overflow.store(true, Ordering::Release);

@@ -64,7 +64,6 @@ class Settings:
         "proxy_allow_ips": "127.0.0.1,::1", "statsd_host": None, "statsd_prefix": "",
         "certfile": None, "keyfile": None, "is_ssl": False, "sendfile": None,
         "reuse_port": False, "worker_tmp_dir": None, "tmp_upload_dir": None,
-        "max_requests": 0, "max_requests_jitter": 0, "worker_connections": 1000,
     }
 
     def __init__(self, module):
