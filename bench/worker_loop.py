@@ -106,7 +106,7 @@ def per_request(wsgi, protocol, app, body, batch, requests, cold=0):
     worker = wsgi.Worker(conn, wsgi.WsgiRunner(conn, app, 1, ""), 1)
     t0 = time.process_time()
     try:
-        worker.serve_forever()
+        worker.serve_forever(0)
     except Done:
         pass
     spent = time.process_time() - t0

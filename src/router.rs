@@ -9,7 +9,8 @@
 //! sized by its answer time, see `Channel::answered`; an ASGI or gevent
 //! worker: `[workers] concurrency`); beyond that, requests
 //! wait here, in corral, for the first free worker, so a slow worker never
-//! collects a queue of its own. They are served first come, first served,
+//! collects a queue of its own (and a WSGI worker whose threads are all
+//! held by long requests gives back what it queued: `First::Returned`). They are served first come, first served,
 //! in one line per front shard: a freed place wakes the request that has
 //! waited longest in the line of the worker's shard (else in the first
 //! line with one), so that it stays on the worker's thread; a request that

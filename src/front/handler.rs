@@ -340,77 +340,116 @@ async fn dispatch(
     shared.metrics.request_body(received);
     let sticky = sticky_key(&shared.canary_sticky, &parts.headers, conn);
     // With no body read, nothing happened since `start` worth a clock read.
-    let waiting = if read_body { Instant::now() } else { start };
+    let mut waiting = if read_body { Instant::now() } else { start };
     // A client that leaves while its request waits for a place frees its
     // place in the queue (with bytes still unread, the watch cannot tell).
     let watch = hangup.as_ref().filter(|_| !more);
-    let lease = shared.router.acquire_for(shared.timeout, sticky);
-    let Some(lease) = Hangup::until(watch, lease).await else {
-        return Err(Early::Gone);
-    };
-    let leased = Instant::now();
-    let queued = leased - waiting;
-    trace.queued = Some(queued);
-    shared.metrics.queued(queued);
-    let lease = match lease {
-        Ok(lease) => lease,
-        Err(NoWorker::NoneInService) => {
-            shared.metrics.gateway_error(GatewayError::NoneInService);
-            return Err(unavailable("no worker is in service").into());
+    // A WSGI worker whose threads are all held by long requests gives back
+    // the requests queued behind them, unstarted (`First::Returned`): they
+    // go to another worker, or wait in corral's line for the first free
+    // one, as under gunicorn a request waits in the listen queue rather
+    // than behind a slow one. Only requests whose body came whole: their
+    // bytes are still here.
+    let mut moves = 0;
+    let (lease, channel, mut stream, depth, sent, answer) = loop {
+        let lease = shared.router.acquire_for(shared.timeout, sticky);
+        let Some(lease) = Hangup::until(watch, lease).await else {
+            return Err(Early::Gone);
+        };
+        let leased = Instant::now();
+        let queued = leased - waiting;
+        trace.queued = Some(trace.queued.unwrap_or_default() + queued);
+        shared.metrics.queued(queued);
+        let lease = match lease {
+            Ok(lease) => lease,
+            Err(NoWorker::NoneInService) => {
+                shared.metrics.gateway_error(GatewayError::NoneInService);
+                return Err(unavailable("no worker is in service").into());
+            }
+            Err(NoWorker::Busy) => {
+                shared.metrics.gateway_error(GatewayError::Busy);
+                return Err(unavailable("all workers are busy").into());
+            }
+            Err(NoWorker::QueueFull) => {
+                shared.metrics.gateway_error(GatewayError::QueueFull);
+                return Err(unavailable("all workers are busy and the queue is full").into());
+            }
+        };
+        side.clone_from(&lease.side);
+        let channel = lease.channel.clone();
+        trace.worker = Some(WorkerRef {
+            slot: channel.slot,
+            pid: channel.pid,
+            generation: channel.generation.load(Ordering::Relaxed),
+        });
+        let asgi = channel.is_asgi();
+        let head = if asgi {
+            scope::encode(parts, conn)
+        } else {
+            environ::encode(parts, conn)
+                .map_err(|_| plain(StatusCode::BAD_REQUEST, "Bad Request: NUL in path\n"))?
+        };
+        // A WSGI app sees a WebSocket handshake as a plain request.
+        let websocket = asgi && upgrade.is_some();
+        let flags = if websocket {
+            protocol::FLAG_WEBSOCKET
+        } else if more {
+            protocol::FLAG_MORE_BODY
+        } else {
+            0
+        };
+        // With the whole body in the REQUEST frame, the channel's deadline is
+        // the request timeout; a body that streams after it runs the timeout on
+        // its own clock, which stops while the worker waits for the client.
+        let streams_body = more && !websocket;
+        let deadline = if streams_body {
+            NO_DEADLINE
+        } else {
+            shared.timeout
+        };
+        let mut stream = channel.open(more || websocket, leased + deadline);
+        let depth = channel.in_flight.load(Ordering::Relaxed);
+        let frame = protocol::encode_request_head(stream.id, &head, received as usize, flags);
+        channel.send_pieces(std::iter::once(frame).chain(inline.iter().cloned()));
+        if moves == 0 {
+            let protocol = match parts.version {
+                _ if websocket => Protocol::WebSocket,
+                http::Version::HTTP_10 => Protocol::Http10,
+                http::Version::HTTP_2 => Protocol::Http2,
+                _ => Protocol::Http11,
+            };
+            shared.metrics.dispatched(protocol, asgi);
         }
-        Err(NoWorker::Busy) => {
-            shared.metrics.gateway_error(GatewayError::Busy);
-            return Err(unavailable("all workers are busy").into());
+        if stream.credit.is_some() {
+            break (lease, channel, stream, depth, leased, None);
         }
-        Err(NoWorker::QueueFull) => {
-            shared.metrics.gateway_error(GatewayError::QueueFull);
-            return Err(unavailable("all workers are busy and the queue is full").into());
+        let first = {
+            let mut unanswered = Unanswered {
+                channel: &channel,
+                stream: stream.id,
+                answered: false,
+            };
+            let Some(first) = Hangup::until(hangup.as_ref(), &mut stream.first).await else {
+                return Err(Early::Gone);
+            };
+            unanswered.answered = true;
+            first
+        };
+        if matches!(first, Ok(First::Returned)) && moves < MAX_MOVES {
+            moves += 1;
+            tracing::debug!(
+                "request {id}: worker {} (pid {}) gave it back, its threads held by long requests",
+                channel.slot,
+                channel.pid
+            );
+            shared.metrics.moved();
+            waiting = Instant::now();
+            continue;
         }
+        break (lease, channel, stream, depth, leased, Some(first));
     };
-    side.clone_from(&lease.side);
-    let channel = lease.channel.clone();
-    trace.worker = Some(WorkerRef {
-        slot: channel.slot,
-        pid: channel.pid,
-        generation: channel.generation.load(Ordering::Relaxed),
-    });
-    let asgi = channel.is_asgi();
-    let head = if asgi {
-        scope::encode(parts, conn)
-    } else {
-        environ::encode(parts, conn)
-            .map_err(|_| plain(StatusCode::BAD_REQUEST, "Bad Request: NUL in path\n"))?
-    };
-    // A WSGI app sees a WebSocket handshake as a plain request.
-    let upgrade = upgrade.filter(|_| asgi);
-    let protocol = match parts.version {
-        _ if upgrade.is_some() => Protocol::WebSocket,
-        http::Version::HTTP_10 => Protocol::Http10,
-        http::Version::HTTP_2 => Protocol::Http2,
-        _ => Protocol::Http11,
-    };
-    shared.metrics.dispatched(protocol, asgi);
-    let flags = if upgrade.is_some() {
-        protocol::FLAG_WEBSOCKET
-    } else if more {
-        protocol::FLAG_MORE_BODY
-    } else {
-        0
-    };
-    // With the whole body in the REQUEST frame, the channel's deadline is
-    // the request timeout; a body that streams after it runs the timeout on
-    // its own clock, which stops while the worker waits for the client.
+    let upgrade = upgrade.filter(|_| channel.is_asgi());
     let streams_body = more && upgrade.is_none();
-    let deadline = if streams_body {
-        NO_DEADLINE
-    } else {
-        shared.timeout
-    };
-    let mut stream = channel.open(more || upgrade.is_some(), leased + deadline);
-    let depth = channel.in_flight.load(Ordering::Relaxed);
-    let sent = leased;
-    let frame = protocol::encode_request_head(stream.id, &head, received as usize, flags);
-    channel.send_pieces(std::iter::once(frame).chain(inline));
     let mut uploading = match &stream.credit {
         Some(credit) if streams_body => {
             let clock = upload::Clock::start();
@@ -439,8 +478,10 @@ async fn dispatch(
         _ => None,
     };
 
-    let first = match &mut uploading {
-        None => {
+    let first = match (answer, &mut uploading) {
+        (Some(first), _) => first,
+        (None, None) => {
+            // A WebSocket handshake: the worker's answer, as for a request.
             let mut unanswered = Unanswered {
                 channel: &channel,
                 stream: stream.id,
@@ -452,7 +493,7 @@ async fn dispatch(
             unanswered.answered = true;
             first
         }
-        Some(up) => {
+        (None, Some(up)) => {
             let first = up.first_answer(&mut stream.first, shared.timeout, hangup.as_ref());
             match first.await {
                 Ok(first) => first,
@@ -479,6 +520,10 @@ async fn dispatch(
     }));
     let first = match first {
         Ok(First::TimedOut) => return Err(timed_out(shared, &channel, stream.id, parts, id).into()),
+        Ok(First::Returned) => {
+            shared.metrics.gateway_error(GatewayError::Busy);
+            return Err(unavailable("the workers kept giving the request back").into());
+        }
         Err(_) => {
             shared.metrics.gateway_error(GatewayError::WorkerDied);
             tracing::error!(
@@ -576,7 +621,7 @@ async fn dispatch(
             ));
             Ok(resp)
         }
-        First::TimedOut => unreachable!("handled above"),
+        First::TimedOut | First::Returned => unreachable!("handled above"),
     }
 }
 
@@ -587,6 +632,13 @@ fn overflowed(stream: &Stream) -> bool {
         .as_ref()
         .is_some_and(|c| c.overflow.load(Ordering::Acquire))
 }
+
+/// How many times a request may be given back by a worker (see
+/// `First::Returned`) before it gets 503: a worker gives back only what it
+/// has not started, and then takes nothing new until it answers, so a
+/// request moves more than once only if its next worker too is taken by
+/// long requests before it starts it.
+const MAX_MOVES: u32 = 8;
 
 /// No deadline on the channel: [`upload::Clock`] keeps the request timeout.
 /// Also the request timeout of `workers.timeout = 0` (none, as gunicorn's).

@@ -48,6 +48,9 @@ struct Counters {
     body_timeouts: AtomicU64,
     /// Connections closed: no response byte taken for `server.send_timeout`.
     send_timeouts: AtomicU64,
+    /// Requests a worker gave back unstarted, its threads all held by long
+    /// requests, to be sent to another.
+    moved: AtomicU64,
     /// TLS handshakes that failed (`[server.tls]`).
     tls_handshake_failures: AtomicU64,
     /// Connections refused for their PROXY protocol header.
@@ -89,6 +92,7 @@ impl Counters {
             (&self.connections_capped, &other.connections_capped),
             (&self.body_timeouts, &other.body_timeouts),
             (&self.send_timeouts, &other.send_timeouts),
+            (&self.moved, &other.moved),
             (&self.tls_handshake_failures, &other.tls_handshake_failures),
             (&self.proxy_header_refusals, &other.proxy_header_refusals),
             (&self.queued_sum_us, &other.queued_sum_us),
@@ -251,6 +255,11 @@ impl Metrics {
             .fetch_add(1, Ordering::Relaxed);
     }
 
+    /// A worker gave a request back unstarted (see `First::Returned`).
+    pub fn moved(&self) {
+        self.here().moved.fetch_add(1, Ordering::Relaxed);
+    }
+
     pub fn body_timed_out(&self) {
         self.here().body_timeouts.fetch_add(1, Ordering::Relaxed);
     }
@@ -379,6 +388,12 @@ impl Metrics {
                 "counter",
                 "Connections closed: the client took no response byte for server.send_timeout.",
                 load(&t.send_timeouts),
+            ),
+            (
+                "corral_requests_moved_total",
+                "counter",
+                "Requests a WSGI worker gave back unstarted, every thread held by a long request, for another worker.",
+                load(&t.moved),
             ),
             (
                 "corral_tls_handshake_failures_total",

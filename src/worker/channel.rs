@@ -83,6 +83,9 @@ pub enum First {
     Accept(Bytes, mpsc::UnboundedReceiver<Event>),
     /// No head came before the stream's deadline.
     TimedOut,
+    /// The worker gave the request back unstarted (`RETURN`): every one of
+    /// its threads is held by a long request. Send it to another worker.
+    Returned,
 }
 
 /// The frames of a streamed response body, or of an accepted WebSocket.
@@ -379,6 +382,15 @@ impl Channel {
         if capacity.abs_diff(current) * 4 >= current.max(4) {
             self.resize(capacity);
         }
+    }
+
+    /// The worker gave requests back as every thread is held by a long
+    /// request: it takes no more than its threads until it answers again
+    /// (then [`Channel::answered`] sizes its queue anew), so the router
+    /// sends the next requests elsewhere or keeps them in corral's line.
+    fn stall(&self) {
+        self.capacity
+            .store(self.capacities.threads.max(1), Ordering::Release);
     }
 
     /// Sets how many requests this worker may hold at once; the places
@@ -787,7 +799,7 @@ fn max_payload(kind: Result<FrameKind, UnknownKind>) -> usize {
         Ok(WsClose) => 2 + 123,
         Ok(
             Request | Body | BodyEnd | Window | Cancel | BootOk | BootError | End | Abort
-            | BodyWindow | Heartbeat,
+            | BodyWindow | Heartbeat | Return,
         )
         | Err(_) => 1 << 20,
     }
@@ -851,6 +863,24 @@ fn route(
         }
         Heartbeat => {
             let _ = control.send((serial, ControlEvent::Heartbeat));
+        }
+        Return => {
+            // Only a request the worker never started, whose body came
+            // whole: one that streams has its body in the worker's hands.
+            let Some(entry) = streams.get(&stream) else {
+                return Ok(());
+            };
+            if entry.credit.is_some() || entry.rest.is_some() || channel.is_cooperative() {
+                return Err(format!(
+                    "RETURN of stream {stream}, which it cannot give back"
+                ));
+            }
+            if let Some(mut entry) = streams.remove(&stream) {
+                channel.stall();
+                if let Some(first) = entry.first.take() {
+                    let _ = first.send(First::Returned);
+                }
+            }
         }
         BodyWindow => {
             if let Some(credit) = streams.get(&stream).and_then(|e| e.credit.as_ref())
@@ -981,5 +1011,78 @@ mod tests {
         // One place more (1 + 13) is less than a quarter of 13: it stays.
         ch.answered(Duration::from_micros(40), 1);
         assert_eq!(capacity(&ch), 13);
+    }
+    /// What the worker end of a channel reads next: a frame's kind and
+    /// stream.
+    async fn next_frame(worker: &mut UnixStream) -> (u8, u32) {
+        use tokio::io::AsyncReadExt;
+        let mut header = [0u8; protocol::HEADER_LEN];
+        worker.read_exact(&mut header).await.unwrap();
+        let len = u32::from_le_bytes(header[..4].try_into().unwrap()) as usize;
+        let mut payload = vec![0u8; len];
+        worker.read_exact(&mut payload).await.unwrap();
+        (
+            header[4],
+            u32::from_le_bytes(header[5..].try_into().unwrap()),
+        )
+    }
+
+    #[tokio::test]
+    async fn a_request_given_back_comes_back_returned_and_its_worker_takes_only_its_threads() {
+        use tokio::io::AsyncWriteExt;
+        let (ch, mut worker) = Channel::of_one_thread(1, 0);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let stream = ch.open(false, deadline);
+        ch.send(protocol::encode_request(stream.id, b"", b"", 0));
+        assert_eq!(
+            next_frame(&mut worker).await,
+            (FrameKind::Request as u8, stream.id)
+        );
+        // A RETURN of a stream it never had changes nothing.
+        worker
+            .write_all(&protocol::encode(FrameKind::Return, 999, b""))
+            .await
+            .unwrap();
+        worker
+            .write_all(&protocol::encode(FrameKind::Return, stream.id, b""))
+            .await
+            .unwrap();
+        let first = tokio::time::timeout(Duration::from_secs(5), stream.first)
+            .await
+            .unwrap();
+        assert!(matches!(first, Ok(First::Returned)), "{first:?}");
+        assert_eq!(capacity(&ch), 1, "its one thread, no queue");
+        assert!(!ch.is_closed());
+        // Its next answer sizes its queue anew.
+        ch.answered(Duration::from_millis(1), 1);
+        assert!(capacity(&ch) > 1);
+    }
+
+    #[tokio::test]
+    async fn a_worker_that_gives_back_a_request_it_holds_the_body_of_breaks_the_protocol() {
+        use tokio::io::AsyncWriteExt;
+        let (ch, mut worker) = Channel::of_one_thread(1, 0);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        // Its body streams after the REQUEST frame: part of it is the
+        // worker's alone, so the request cannot go to another.
+        let stream = ch.open(true, deadline);
+        ch.send(protocol::encode_request(
+            stream.id,
+            b"",
+            b"",
+            protocol::FLAG_MORE_BODY,
+        ));
+        assert_eq!(
+            next_frame(&mut worker).await,
+            (FrameKind::Request as u8, stream.id)
+        );
+        worker
+            .write_all(&protocol::encode(FrameKind::Return, stream.id, b""))
+            .await
+            .unwrap();
+        let first = tokio::time::timeout(Duration::from_secs(5), stream.first)
+            .await
+            .unwrap();
+        assert!(first.is_err(), "the channel closed: {first:?}");
     }
 }

@@ -12,7 +12,10 @@ use super::protocol;
 pub async fn probe(channel: &Channel, path: &str, timeout: Duration) -> Result<(), String> {
     let head = request_head(channel, path)?;
     let stream = channel.open(false, std::time::Instant::now() + timeout);
-    if !channel.send(protocol::encode_request(stream.id, &head, b"", 0)) {
+    // A probe asks after this worker: it is never given back to be run
+    // by another.
+    let flags = protocol::FLAG_STAY;
+    if !channel.send(protocol::encode_request(stream.id, &head, b"", flags)) {
         return Err("the worker's channel is closed".into());
     }
     let (head, body) = match stream.first.await {
@@ -25,6 +28,11 @@ pub async fn probe(channel: &Channel, path: &str, timeout: Duration) -> Result<(
             return Err(format!("GET {path} got no answer within {timeout:?}"));
         }
         Err(_) => return Err(format!("the worker died while answering GET {path}")),
+        Ok(First::Returned) => {
+            return Err(format!(
+                "the worker gave GET {path} back, which it must not"
+            ));
+        }
         Ok(First::Full(payload)) => {
             protocol::split_full(&payload).ok_or_else(|| "malformed response frame".to_string())?
         }

@@ -20,10 +20,13 @@
 //! | `ABORT` | worker → corral | traceback: the app failed after the head was sent |
 //! | `BODY_WINDOW` | worker → corral | `u32`: corral may send that many more request body bytes |
 //! | `HEARTBEAT` | worker → corral | none: a thread that needs the GIL is alive (stream 0) |
+//! | `RETURN` | worker → corral | none: every thread is held by a long request, and this one, not started, whole body in its `REQUEST`, goes back for another worker to run |
 //! | `WS_ACCEPT` | worker → corral | fields: subprotocol, then name and value of each header: the app accepted the WebSocket |
 //!
 //! A REQUEST whose flags have [`FLAG_WEBSOCKET`] is a WebSocket handshake
 //! for an ASGI app: the worker answers `WS_ACCEPT`, or a RESPONSE to refuse.
+//! One with [`FLAG_STAY`] (a readiness probe) is never given back with
+//! `RETURN`.
 //!
 //! A request head for a WSGI worker is latin-1 text `KEY\0VALUE\0KEY\0VALUE...`
 //! whose keys are already WSGI environ keys (`REQUEST_METHOD`, `PATH_INFO`,
@@ -77,6 +80,7 @@ pub enum FrameKind {
     BodyWindow = 16,
     Response = 17,
     Heartbeat = 18,
+    Return = 19,
     WsAccept = 20,
     // both ways
     WsText = 21,
@@ -109,6 +113,7 @@ impl TryFrom<u8> for FrameKind {
             16 => BodyWindow,
             17 => Response,
             18 => Heartbeat,
+            19 => Return,
             20 => WsAccept,
             21 => WsText,
             22 => WsBinary,
@@ -121,11 +126,11 @@ impl TryFrom<u8> for FrameKind {
 impl FrameKind {
     /// Every kind, in the order of their numbers.
     #[cfg(test)]
-    pub const ALL: [FrameKind; 18] = {
+    pub const ALL: [FrameKind; 19] = {
         use FrameKind::*;
         [
             Request, Body, BodyEnd, Window, Cancel, BootOk, BootError, Start, Data, End, Abort,
-            BodyWindow, Response, Heartbeat, WsAccept, WsText, WsBinary, WsClose,
+            BodyWindow, Response, Heartbeat, Return, WsAccept, WsText, WsBinary, WsClose,
         ]
     };
 
@@ -148,6 +153,7 @@ impl FrameKind {
             BodyWindow => "BODY_WINDOW",
             Response => "RESPONSE",
             Heartbeat => "HEARTBEAT",
+            Return => "RETURN",
             WsAccept => "WS_ACCEPT",
             WsText => "WS_TEXT",
             WsBinary => "WS_BINARY",
@@ -164,6 +170,9 @@ impl std::fmt::Display for FrameKind {
 
 pub const FLAG_MORE_BODY: u8 = 1;
 pub const FLAG_WEBSOCKET: u8 = 2;
+/// The request is for this worker alone (a readiness probe): the worker
+/// runs it even when it gives its other queued requests back (`RETURN`).
+pub const FLAG_STAY: u8 = 4;
 
 /// Response bytes a worker may send on one stream before corral grants more
 /// (must match `RESPONSE_WINDOW` in the worker script).
@@ -210,7 +219,7 @@ pub fn put_header(buf: &mut BytesMut, kind: FrameKind, stream: u32, len: usize) 
 }
 
 /// A REQUEST frame: head and the first body bytes; `flags` are
-/// [`FLAG_MORE_BODY`] and [`FLAG_WEBSOCKET`].
+/// [`FLAG_MORE_BODY`], [`FLAG_WEBSOCKET`] and [`FLAG_STAY`].
 pub fn encode_request(stream: u32, head: &[u8], body: &[u8], flags: u8) -> Bytes {
     let mut buf = request_head(stream, head, body.len(), flags, body.len());
     buf.put_slice(body);

@@ -1,7 +1,7 @@
 //! Workers are separate Python processes, each importing the app itself.
 
 use crate::common::*;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 const PID_APP: &str = r#"
@@ -314,4 +314,168 @@ fn the_front_runs_a_shard_per_worker_each_serving_its_own_connections() {
     c.wait_until("the connections counted closed", || {
         sample(&c.status("/metrics").text(), "corral_connections_open") == Some(0.0)
     });
+}
+
+/// Answers at once, but `/slow` after 3 s; every call appends its path and
+/// query to calls.log, so that a test can count how often each ran.
+const MIXED_APP: &str = r#"
+import os, time
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+def app(environ, start_response):
+    with open(os.path.join(HERE, "calls.log"), "a") as f:
+        f.write("%s?%s\n" % (environ["PATH_INFO"], environ["QUERY_STRING"]))
+    if environ["PATH_INFO"] == "/slow":
+        time.sleep(3)
+    if environ["PATH_INFO"] == "/ready":
+        time.sleep(0.05)
+    body = str(os.getpid()).encode()
+    start_response("200 OK", [("Content-Length", str(len(body)))])
+    return [body]
+"#;
+
+/// `clients` threads each send `each` GETs of `/?c=K-J`, a connection
+/// each; the longest any took.
+fn fast_requests(addr: &str, clients: usize, each: usize) -> Duration {
+    let handles: Vec<_> = (0..clients)
+        .map(|k| {
+            let addr = addr.to_string();
+            std::thread::spawn(move || {
+                (0..each)
+                    .map(|j| {
+                        let t = Instant::now();
+                        let r = request(&addr, "GET", &format!("/?c={k}-{j}"), &[], b"");
+                        assert_eq!(r.status, 200, "{}", r.text());
+                        t.elapsed()
+                    })
+                    .max()
+                    .unwrap_or_default()
+            })
+        })
+        .collect();
+    handles
+        .into_iter()
+        .map(|h| h.join().unwrap())
+        .max()
+        .unwrap_or_default()
+}
+
+/// How many times each line of calls.log was written.
+fn calls(app: &AppDir) -> HashMap<String, usize> {
+    let text = std::fs::read_to_string(app.path().join("calls.log")).unwrap_or_default();
+    let mut counts = HashMap::new();
+    for line in text.lines() {
+        *counts.entry(line.to_string()).or_insert(0) += 1;
+    }
+    counts
+}
+
+fn moved_total(c: &Corral) -> u64 {
+    c.status("/metrics")
+        .text()
+        .lines()
+        .find_map(|l| l.strip_prefix("corral_requests_moved_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("corral_requests_moved_total in /metrics")
+}
+
+/// A gunicorn sync worker takes a request only when it is free, so a
+/// request never waits behind a slow one while another worker could run
+/// it. corral queues a few requests in each worker for speed; those
+/// queued behind a long request are given back and run elsewhere.
+fn queued_behind_a_long_one(shared_memory: bool) {
+    let app = AppDir::new(&[
+        ("app.py", MIXED_APP),
+        (
+            "corral.toml",
+            &format!(
+                "[app]\nmodule = \"app:app\"\n[workers]\ncount = 2\nthreads = 1\n\
+                 shared_memory = {shared_memory}\n[health]\nstatus_bind = \"127.0.0.1:0\"\n\
+                 [server]\nbind = [\"127.0.0.1:0\"]\n"
+            ),
+        ),
+    ]);
+    let c = Corral::start(app.path(), &["-c", "corral.toml"], 2);
+    let transport = if shared_memory {
+        "shared-memory"
+    } else {
+        "socket"
+    };
+    let status = c.status_json();
+    for slot in status["slots"].as_array().unwrap() {
+        assert_eq!(slot["worker"]["transport"], transport, "{status}");
+    }
+    // Fast answers deepen each worker's queue.
+    for i in 0..100 {
+        assert_eq!(c.get(&format!("/?warm={i}")).status, 200);
+    }
+    let addr = c.addr.clone();
+    let slow = std::thread::spawn(move || {
+        let t = Instant::now();
+        let r = request(&addr, "GET", "/slow", &[], b"");
+        (r.status, t.elapsed())
+    });
+    c.wait_until("the slow request to start", || {
+        calls(&app).contains_key("/slow?")
+    });
+    let worst = fast_requests(&c.addr, 8, 10);
+    let (status, took) = slow.join().unwrap();
+    assert_eq!(status, 200);
+    assert!(took >= Duration::from_secs(3), "{took:?}");
+    assert!(
+        worst < Duration::from_millis(1500),
+        "a fast request waited {worst:?} while the slow one ran"
+    );
+    let counts = calls(&app);
+    for k in 0..8 {
+        for j in 0..10 {
+            assert_eq!(counts.get(&format!("/?c={k}-{j}")), Some(&1), "{counts:?}");
+        }
+    }
+    assert_eq!(counts.values().sum::<usize>(), 100 + 1 + 80, "{counts:?}");
+    assert!(moved_total(&c) >= 1);
+}
+
+#[test]
+fn requests_queued_behind_a_long_one_are_run_by_a_free_worker_and_each_only_once() {
+    queued_behind_a_long_one(true);
+}
+
+#[test]
+fn requests_queued_behind_a_long_one_move_over_the_socket_transport_too() {
+    queued_behind_a_long_one(false);
+}
+
+/// With one worker, what it gives back waits in corral until it is free
+/// (no 503, no request run twice), and its readiness probe is never given
+/// back: it waits for the long request, within probe_timeout, and passes.
+#[test]
+fn with_one_worker_requests_given_back_wait_for_it_and_its_probe_stays() {
+    let app = AppDir::new(&[
+        ("app.py", MIXED_APP),
+        (
+            "corral.toml",
+            "[app]\nmodule = \"app:app\"\n[workers]\ncount = 1\nthreads = 1\n[health]\nready_path = \"/ready\"\nprobe_interval = \"100ms\"\nprobe_timeout = \"5s\"\nunhealthy_after = 1\nstatus_bind = \"127.0.0.1:0\"\n[server]\nbind = [\"127.0.0.1:0\"]\n",
+        ),
+    ]);
+    let c = Corral::start(app.path(), &["-c", "corral.toml"], 1);
+    for i in 0..50 {
+        assert_eq!(c.get(&format!("/?warm={i}")).status, 200);
+    }
+    let addr = c.addr.clone();
+    let slow = std::thread::spawn(move || request(&addr, "GET", "/slow", &[], b"").status);
+    c.wait_until("the slow request to start", || {
+        calls(&app).contains_key("/slow?")
+    });
+    let worst = fast_requests(&c.addr, 4, 1);
+    assert_eq!(slow.join().unwrap(), 200);
+    assert!(worst < Duration::from_secs(5), "{worst:?}");
+    let counts = calls(&app);
+    for k in 0..4 {
+        assert_eq!(counts.get(&format!("/?c={k}-0")), Some(&1), "{counts:?}");
+    }
+    assert!(moved_total(&c) >= 1);
+    let log = c.log.text();
+    assert!(!log.contains("readiness check"), "{log}");
+    assert_eq!(c.status("/health/ready").status, 200);
 }

@@ -441,7 +441,10 @@ def main(gevent_error=None):
     else:
         worker = Worker(conn, WsgiRunner(conn, app, threads, root_path, software, around),
                         threads)
-    worker.start()
+    if gevent:
+        worker.start()
+    else:
+        worker.start(lambda: stop.is_set())
     if heartbeat > 0:
         threading.Thread(target=beat, args=(conn, heartbeat), name="corral-heartbeat",
                          daemon=True).start()

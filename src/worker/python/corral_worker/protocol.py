@@ -40,10 +40,12 @@ K_ABORT = 15
 K_BODY_WINDOW = 16
 K_RESPONSE = 17
 K_HEARTBEAT = 18
+K_RETURN = 19
 K_WS_ACCEPT = 20
 
 F_MORE_BODY = 1
 F_WEBSOCKET = 2
+F_STAY = 4
 
 # Bytes the worker may send on one response before corral grants more, and
 # how much request body it consumes before granting corral more.

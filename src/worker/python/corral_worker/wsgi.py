@@ -15,9 +15,9 @@ from time import perf_counter
 import traceback
 
 from .protocol import (
-    BODY_GRANT, ERROR_BODY, ERROR_HEAD, F_MORE_BODY, HDR, HOLD_IF_FASTER_THAN, K_ABORT,
+    BODY_GRANT, ERROR_BODY, ERROR_HEAD, F_MORE_BODY, F_STAY, HDR, HOLD_IF_FASTER_THAN, K_ABORT,
     K_BODY, K_BODY_END, K_BODY_WINDOW, K_CANCEL, K_DATA, K_END, K_HEARTBEAT, K_REQUEST,
-    K_RESPONSE, K_START, K_WINDOW, MAX_FRAME, RESP_HDR, RESPONSE_WINDOW, U32,
+    K_RESPONSE, K_RETURN, K_START, K_WINDOW, MAX_FRAME, RESP_HDR, RESPONSE_WINDOW, U32,
     ClientDisconnected, clip, request_parts, under_root, whole_frames, wsgi_head,
 )
 
@@ -28,6 +28,15 @@ PIECES_FROM = 4096
 # How often at most a streaming response looks for a CANCEL from corral
 # between its pieces (Connection.look): a look on the socket is a poll.
 LOOK_EVERY = 0.05
+# A request queued in the worker while every thread runs one that has taken
+# STALL_AFTER seconds, or STALL_RUNS times the mean run time if longer, goes
+# back to corral for another worker (Connection.give_back); the watch looks
+# every WATCH_BUSY seconds while a thread is in a request, else every
+# WATCH_IDLE.
+STALL_AFTER = 0.01
+STALL_RUNS = 8
+WATCH_BUSY = 0.01
+WATCH_IDLE = 0.02
 
 
 def NOT_YET():
@@ -40,17 +49,19 @@ class Stream:
 
     `head` is the environ's keys and values (text, NUL between them).
     `body` holds the whole body when it came inside the REQUEST frame;
-    otherwise `chunks` collects it as BODY frames arrive.
+    otherwise `chunks` collects it as BODY frames arrive. `flags` are the
+    REQUEST frame's.
     """
 
-    __slots__ = ("sid", "head", "body", "chunks", "body_done", "window", "cancelled")
+    __slots__ = ("sid", "head", "body", "chunks", "body_done", "window", "cancelled", "flags")
 
-    def __init__(self, sid, head, body, more):
+    def __init__(self, sid, head, body, flags):
         self.sid = sid
         self.head = head
         self.window = RESPONSE_WINDOW
         self.cancelled = False
-        if more:
+        self.flags = flags
+        if flags & F_MORE_BODY:
             self.body = None
             self.chunks = collections.deque((body,)) if body else collections.deque()
             self.body_done = False
@@ -250,7 +261,7 @@ class Connection:
             pos = end
             if kind == K_REQUEST:
                 flags, head, body = request_parts(data, start, end, text=True)
-                st = Stream(sid, head, body, flags & F_MORE_BODY)
+                st = Stream(sid, head, body, flags)
                 streams[sid] = st
                 self.pending.append(st)
             elif kind == K_BODY:
@@ -275,6 +286,29 @@ class Connection:
             del buf[:pos]
         elif pos < n:
             buf += view[pos:n]
+
+    def give_back(self):
+        """Gives corral back the requests queued here that no thread has
+        started, when every thread is held by a long request (see watch):
+        corral sends them to another worker, or keeps them until one is
+        free, as gunicorn's listen queue does. Only those whose body came
+        whole, and not a readiness probe (F_STAY). A request is taken from
+        `pending` once, by a thread or by this, so none runs twice."""
+        if self.readable():
+            self._lead(NOT_YET)
+        pending = self.pending
+        frames = []
+        for st in list(pending):
+            if st.chunks is not None or st.cancelled or st.flags & F_STAY:
+                continue
+            try:
+                pending.remove(st)
+            except ValueError:
+                continue  # a thread took it meanwhile
+            self.streams.pop(st.sid, None)
+            frames.append(HDR.pack(0, K_RETURN, st.sid))
+        if frames:
+            self.send_raw(b"".join(frames))
 
     # -- writing ----------------------------------------------------------
 
@@ -516,10 +550,13 @@ class Worker:
         self.conn = conn
         self.runner = runner
         self.threads = threads
+        # When each thread began the request it runs (0.0: none), for watch.
+        self.starts = [0.0] * threads
 
-    def serve_forever(self):
+    def serve_forever(self, i):
         conn = self.conn
         pending = conn.pending
+        starts = self.starts
         while True:
             if not pending:
                 conn.wait_until(lambda: pending)
@@ -527,23 +564,42 @@ class Worker:
                 st = pending.popleft()
             except IndexError:
                 continue
-            t0 = perf_counter()
+            t0 = starts[i] = perf_counter()
             try:
                 self.runner.run(st)
             finally:
+                starts[i] = 0.0
                 conn.avg_run = conn.avg_run * 0.875 + (perf_counter() - t0) * 0.125
 
-    def start(self):
+    def start(self, stopping):
         for i in range(self.threads):
-            t = threading.Thread(target=self._thread_main, name="corral-%d" % i, daemon=True)
+            t = threading.Thread(target=self._thread_main, args=(i,), name="corral-%d" % i,
+                                 daemon=True)
             t.start()
+        threading.Thread(target=self.watch, args=(stopping,), name="corral-watch",
+                         daemon=True).start()
 
-    def _thread_main(self):
+    def _thread_main(self, i):
         try:
-            self.serve_forever()
+            self.serve_forever(i)
         except BaseException:
             traceback.print_exc()
             os._exit(70)
+
+    def watch(self, stopping):
+        """While every thread is held by a request that has run long (for
+        STALL_AFTER seconds, or STALL_RUNS times the mean run time if
+        longer), gives corral back the requests queued behind them, as a
+        gunicorn worker takes a request only when it is free. Not once the
+        worker drains (stopping()): it finishes what it holds."""
+        conn = self.conn
+        starts = self.starts
+        while True:
+            time.sleep(WATCH_IDLE if max(starts) == 0.0 else WATCH_BUSY)
+            if 0.0 in starts or stopping():
+                continue
+            if perf_counter() - max(starts) >= max(STALL_AFTER, STALL_RUNS * conn.avg_run):
+                conn.give_back()
 
 
 class GreenWorker:
