@@ -81,14 +81,14 @@ impl Resolver<'_> {
         let log_format = args.log_format.or(raw.format).unwrap_or_default();
         let error_file = match (&args.error_logfile, &raw.error_file) {
             (Some(p), _) if p.as_os_str() == "-" => None,
-            (Some(p), _) => Some(absolute(self.cwd, p)),
+            (Some(p), _) => Some(absolute(self.flag_dir(), p)),
             (None, Some(p)) if p.get_ref() == "-" => None,
             (None, Some(p)) => self.log_path(p, "log.error_file"),
             (None, None) => None,
         };
         let target = match (&args.access_logfile, &raw.access_file) {
             (Some(p), _) if p.as_os_str() == "-" => Some(AccessTarget::Stdout),
-            (Some(p), _) => Some(AccessTarget::File(absolute(self.cwd, p))),
+            (Some(p), _) => Some(AccessTarget::File(absolute(self.flag_dir(), p))),
             (None, Some(p)) if p.get_ref() == "-" => Some(AccessTarget::Stdout),
             (None, Some(p)) => self.log_path(p, "log.access_file").map(AccessTarget::File),
             (None, None) => None,
@@ -333,7 +333,7 @@ impl Resolver<'_> {
                 );
                 None
             }
-            (Some(p), _) => Some(absolute(self.cwd, p)),
+            (Some(p), _) => Some(absolute(self.flag_dir(), p)),
             (None, Some(p)) => self.log_path(p, "server.pid_file"),
             (None, None) => None,
         }

@@ -502,6 +502,7 @@ fn resolve_socket(
         problems: Vec::new(),
         warnings: Vec::new(),
         from_env: &[],
+        chdir: None,
     };
     let control = r.control(socket, raw.control, default);
     if r.problems.is_empty() {
@@ -529,6 +530,7 @@ fn resolve(
         problems: Vec::new(),
         warnings: Vec::new(),
         from_env: &args.from_env,
+        chdir: None,
     };
     // Whether `app.chdir` is set, even when [app] has problems of its own.
     let chdir_given = args.chdir.is_some() || raw.app.chdir.is_some();

@@ -200,7 +200,10 @@ pub struct Overrides {
     #[arg(long, value_name = "PATH", env = "CORRAL_PYTHON")]
     pub python: Option<PathBuf>,
 
-    /// Folder the workers run in and import the app from [toml: app.chdir]
+    /// Folder the workers run in and import the app from; a relative path in
+    /// --pid, --access-logfile, --error-logfile, --certfile, --keyfile,
+    /// --ca-certs, --log-config, --pythonpath, --worker-tmp-dir or -b unix:
+    /// is in it, as under gunicorn [toml: app.chdir]
     #[arg(long, alias = "working-dir", value_name = "DIR", env = "CORRAL_CHDIR")]
     pub chdir: Option<PathBuf>,
 

@@ -312,9 +312,11 @@ fn flags_override_the_file() {
     assert_eq!(config.app.env["A"], "file");
     assert_eq!(config.app.env["B"], "flag");
     assert_eq!(config.server.bind.len(), 1);
+    // As under gunicorn, which binds after its chdir; corral's own
+    // --status-bind stays in the current folder.
     assert_eq!(
         config.server.bind[0].addr,
-        BindAddr::Unix("/cwd/web.sock".into())
+        BindAddr::Unix("/cwd/x/web.sock".into())
     );
     assert_eq!(config.server.bind[0].origin, "--bind");
     assert_eq!(config.workers.count, 2);
@@ -779,4 +781,60 @@ fn control_socket_reads_the_file() {
             ),
             "{err}"
         );
+}
+
+/// gunicorn changes to `--chdir` before it opens the files its flags
+/// name; corral's own flags and those read before the chdir (`--config`,
+/// `--env-file`) stay relative to the current folder, and the file's paths
+/// to the file's folder.
+#[test]
+fn relative_paths_in_gunicorns_flags_are_in_the_chdir_folder() {
+    let args = Overrides {
+        app: Some("a:app".into()),
+        chdir: Some("x".into()),
+        pid: Some("run/app.pid".into()),
+        access_logfile: Some("access.log".into()),
+        error_logfile: Some("error.log".into()),
+        worker_tmp_dir: Some("tmp".into()),
+        bind: vec!["unix:web.sock".parse().unwrap()],
+        socket: Some("control.sock".into()),
+        ..Overrides::default()
+    };
+    let config = resolve_text("", &args).unwrap();
+    let x = |p: &str| PathBuf::from("/cwd/x").join(p);
+    assert_eq!(config.server.pid_file, Some(x("run/app.pid")));
+    assert_eq!(config.log.error_file, Some(x("error.log")));
+    let access = config.log.access.as_ref().unwrap();
+    assert!(
+        matches!(&access.target, AccessTarget::File(p) if *p == x("access.log")),
+        "{:?}",
+        access.target
+    );
+    assert_eq!(config.workers.tmp_dir, Some(x("tmp")));
+    assert_eq!(config.server.bind[0].addr, BindAddr::Unix(x("web.sock")));
+    assert_eq!(config.control.socket, PathBuf::from("/cwd/control.sock"));
+    // The files corral reads at start are looked for there, and a problem
+    // says so.
+    let with_files = Overrides {
+        certfile: Some("cert.pem".into()),
+        keyfile: Some("key.pem".into()),
+        logconfig: Some("logging.ini".into()),
+        ..args.clone()
+    };
+    let text = resolve_text("", &with_files).unwrap_err().to_string();
+    assert!(
+        text.contains("/cwd/x/logging.ini is no file") && text.contains("the --chdir folder"),
+        "{text}"
+    );
+    assert!(text.contains("/cwd/x/cert.pem"), "{text}");
+    // With no --chdir they are in the current folder.
+    let args = Overrides {
+        chdir: None,
+        ..args
+    };
+    let config = resolve_text("", &args).unwrap();
+    assert_eq!(
+        config.server.pid_file,
+        Some(PathBuf::from("/cwd/run/app.pid"))
+    );
 }

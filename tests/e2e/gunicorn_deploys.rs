@@ -11,7 +11,7 @@ use crate::gunicorn_compat::{APP, gunicorn_says, import_gunicorn, run_to_exit};
 
 use std::path::Path;
 use std::process::Command;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 const ENV_APP: &str = r#"
 import os
@@ -788,4 +788,72 @@ fn a_relative_pythonpath_is_in_the_chdir_folder() {
     c.wait_listening();
     c.wait_in_service(1);
     assert_eq!(c.get("/").status, 200);
+}
+
+/// gunicorn changes to `--chdir` before it opens the files its flags name:
+/// a unit without `WorkingDirectory=` (the current folder `/`) keeps its
+/// pid file, logs and socket beside the app, not at the root of the
+/// filesystem.
+#[test]
+fn relative_pid_log_and_socket_paths_on_the_command_line_are_in_the_chdir_folder() {
+    let app = AppDir::new(&[("svc.py", APP)]);
+    let dir = app.path().display().to_string();
+    let cwd = AppDir::new(&[]);
+    let port = crate::common::compare::free_port();
+    let tcp = format!("127.0.0.1:{port}");
+    let c = Corral::spawn_with(
+        app.path(),
+        &[
+            "svc:app",
+            "--chdir",
+            &dir,
+            "-b",
+            &tcp,
+            "-b",
+            "unix:web.sock",
+            "--pid",
+            "run.pid",
+            "--access-logfile",
+            "access.log",
+            "--error-logfile",
+            "error.log",
+        ],
+        &[],
+        |cmd| {
+            cmd.current_dir(cwd.path());
+        },
+    );
+    // corral's lines go to error.log, not to the harness: wait on the file.
+    let errors = app.path().join("error.log");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !std::fs::read_to_string(&errors)
+        .unwrap_or_default()
+        .contains("in service")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "no worker in service in error.log"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(request(&tcp, "GET", "/", &[], b"").status, 200);
+    assert_eq!(get_unix(&app.path().join("web.sock")).status, 200);
+    let pid: u32 = std::fs::read_to_string(app.path().join("run.pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert_eq!(pid, c.child.id());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::fs::read_to_string(app.path().join("access.log"))
+        .unwrap_or_default()
+        .lines()
+        .count()
+        < 2
+    {
+        assert!(Instant::now() < deadline, "no access lines in access.log");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let stray: Vec<_> = std::fs::read_dir(cwd.path()).unwrap().collect();
+    assert!(stray.is_empty(), "files in the current folder: {stray:?}");
 }

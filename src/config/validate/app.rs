@@ -56,6 +56,7 @@ impl Resolver<'_> {
                 (raw.chdir.as_ref(), "app.chdir"),
             )
             .map(|(dir, _)| dir);
+        self.chdir.clone_from(&chdir);
 
         let pythonpath = if args.pythonpath.is_empty() {
             let mut paths = Vec::new();
@@ -66,7 +67,7 @@ impl Resolver<'_> {
         } else {
             // As gunicorn, which adds them to sys.path after its chdir: a
             // relative one is in the --chdir folder.
-            let base = chdir.as_deref().unwrap_or(self.cwd);
+            let base = self.flag_dir();
             args.pythonpath.iter().map(|p| absolute(base, p)).collect()
         };
 
@@ -319,12 +320,12 @@ impl Resolver<'_> {
     ) -> Option<PythonLogging> {
         let (logging, at) = match (&args.logconfig, &args.logconfig_json) {
             (Some(p), _) => (
-                PythonLogging::by_extension(absolute(self.cwd, p)),
-                self.flag("--log-config"),
+                PythonLogging::by_extension(absolute(self.flag_dir(), p)),
+                self.dir_flag("--log-config"),
             ),
             (None, Some(p)) => (
-                PythonLogging::Json(absolute(self.cwd, p)),
-                self.flag("--log-config-json"),
+                PythonLogging::Json(absolute(self.flag_dir(), p)),
+                self.dir_flag("--log-config-json"),
             ),
             (None, None) => {
                 let spans = [

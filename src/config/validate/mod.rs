@@ -66,6 +66,8 @@ fn default_forwarded_allow() -> ForwardedAllow {
 pub(super) struct At {
     location: Option<String>,
     key: String,
+    /// A flag whose relative path is in the `--chdir` folder (`flag_dir`).
+    in_chdir: bool,
 }
 
 impl At {
@@ -73,6 +75,7 @@ impl At {
         At {
             location: None,
             key: flag.to_owned(),
+            in_chdir: false,
         }
     }
 
@@ -80,6 +83,7 @@ impl At {
     pub(super) fn relative_base(&self) -> &'static str {
         match self.location {
             Some(_) => "the config file's folder",
+            None if self.in_chdir => "the --chdir folder",
             None => "the current folder",
         }
     }
@@ -102,6 +106,9 @@ pub(super) struct Resolver<'a> {
     /// The flags ("--workers", "APP") whose value came from the
     /// environment (`CORRAL_WORKERS`), so that a problem names the variable.
     pub(super) from_env: &'a [String],
+    /// `app.chdir` (or `--chdir`), once [app] is resolved: gunicorn changes
+    /// to it before it opens any file its flags name (see `flag_dir`).
+    pub(super) chdir: Option<std::path::PathBuf>,
 }
 
 impl Resolver<'_> {
@@ -122,11 +129,32 @@ impl Resolver<'_> {
         At::flag(flag)
     }
 
+    /// [`Resolver::flag`] for one of gunicorn's path flags, whose relative
+    /// path is in [`Resolver::flag_dir`].
+    pub(super) fn dir_flag(&self, flag: &str) -> At {
+        At {
+            in_chdir: self.chdir.is_some(),
+            ..self.flag(flag)
+        }
+    }
+
     pub(super) fn in_file(&self, span: Range<usize>, key: &str) -> At {
         At {
             location: self.file.map(|f| f.location(span.start)),
             key: key.to_owned(),
+            in_chdir: false,
         }
+    }
+
+    /// The folder a relative path in one of gunicorn's flags (`--pid`,
+    /// `--access-logfile`, `--error-logfile`, `--certfile`, `--keyfile`,
+    /// `--ca-certs`, `--log-config`, `-b unix:`, `--worker-tmp-dir`,
+    /// `--pythonpath`) is in: `--chdir` when given, as gunicorn changes to
+    /// it before it opens them, else the current folder. `--config`,
+    /// `--python`, `--env-file` and the reload paths stay relative to the
+    /// current folder, as gunicorn and uvicorn read them.
+    pub(super) fn flag_dir(&self) -> &Path {
+        self.chdir.as_deref().unwrap_or(self.cwd)
     }
 
     /// The folder relative paths in the file are resolved against.

@@ -169,7 +169,7 @@ impl Resolver<'_> {
         let mut out = Vec::new();
         if !flag.is_empty() {
             for addr in flag {
-                out.push((absolute_bind(self.cwd, addr), self.flag(flag_name)));
+                out.push((absolute_bind(self.flag_dir(), addr), self.flag(flag_name)));
             }
         } else if let Some(list) = file {
             for entry in list.get_ref() {
@@ -339,7 +339,7 @@ impl Resolver<'_> {
          -> Option<PathBuf> {
             let key = format!("server.tls.{name}");
             let (path, at) = match (flag, file) {
-                (Some(p), _) => (p.clone(), this.flag(flag_name)),
+                (Some(p), _) => (p.clone(), this.dir_flag(flag_name)),
                 (None, Some(p)) => (PathBuf::from(p.get_ref()), this.in_file(p.span(), &key)),
                 (None, None) => return None,
             };
@@ -348,7 +348,7 @@ impl Resolver<'_> {
                 return None;
             }
             let base = if flag.is_some() {
-                this.cwd
+                this.flag_dir()
             } else {
                 this.file_dir()
             };

@@ -165,7 +165,7 @@ impl Resolver<'_> {
             tmp_dir: args
                 .worker_tmp_dir
                 .as_deref()
-                .map(|d| absolute(self.cwd, d)),
+                .map(|d| absolute(self.flag_dir(), d)),
             count,
             keys,
             count_origin,
