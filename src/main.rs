@@ -434,6 +434,7 @@ async fn run(
         max_body_bytes: cfg.server.max_body_bytes,
         body_timeout: cfg.server.body_timeout,
         body_min_rate: cfg.server.body_min_rate,
+        send_timeout: cfg.server.send_timeout,
         replace: handle.replace_requests(),
         metrics: metrics.clone(),
         statsd: statsd.clone(),

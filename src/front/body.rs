@@ -1,13 +1,21 @@
 //! Response bodies: a whole body the worker sent in one frame, or a stream of
 //! DATA frames that grants the worker more credit as the client takes it.
+//!
+//! Over HTTP/2 a client can stop taking one stream's bytes without
+//! stopping its connection (a zero window): hyper then stops polling the
+//! body and no write ever blocks, so `send_timeout` on the socket never
+//! fires while the worker's thread waits for credit. [`watch_stalls`]
+//! ends such a stream after `send_timeout` without progress.
 
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body::{Frame, SizeHint};
-use tokio::sync::mpsc;
+use tokio::sync::{Notify, mpsc};
 
 use super::hangup::Hangup;
 use crate::router::Lease;
@@ -22,6 +30,8 @@ pub enum BodyError {
     AppFailed,
     #[error("the client closed its connection")]
     ClientGone,
+    #[error("the client took no bytes of the stream for the send timeout")]
+    Stalled,
 }
 
 pub enum Body {
@@ -44,8 +54,11 @@ impl Body {
 pub struct StreamBody {
     pub events: mpsc::UnboundedReceiver<Event>,
     pub stream: u32,
-    /// Holds the worker's place until the response is complete.
-    pub lease: Option<Lease>,
+    /// The worker's channel: credit and CANCEL go there.
+    pub channel: Arc<Channel>,
+    /// The worker's place, held until the response is complete, and the
+    /// progress a stall watch reads.
+    pub relay: Arc<Relay>,
     pub unacked: usize,
     /// The worker's response credit on this stream.
     pub window: Arc<Window>,
@@ -69,6 +82,71 @@ pub struct StreamBody {
     pub _pump: PumpGuard,
 }
 
+/// What a streamed response shares with its stall watch.
+pub struct Relay {
+    /// The worker's place, until the response is complete (or cut).
+    lease: Mutex<Option<Lease>>,
+    /// Body frames hyper has taken.
+    taken: AtomicU64,
+    /// The watch ended the stream: the next poll fails it.
+    cut: AtomicBool,
+    /// The body is gone: the watch ends.
+    gone: Notify,
+}
+
+impl Relay {
+    pub fn new(lease: Lease) -> Arc<Relay> {
+        Arc::new(Relay {
+            lease: Mutex::new(Some(lease)),
+            taken: AtomicU64::new(0),
+            cut: AtomicBool::new(false),
+            gone: Notify::new(),
+        })
+    }
+
+    /// Frees the worker's place, once.
+    fn release(&self) -> Option<Lease> {
+        self.lease.lock().unwrap_or_else(|e| e.into_inner()).take()
+    }
+}
+
+/// Ends an HTTP/2 stream whose client took none of its bytes for `timeout`
+/// while its worker waits for credit (see the module's doc): the worker
+/// gets CANCEL (its app's next write raises, as when a client leaves), its
+/// place is freed, and the stream is reset when hyper polls it next. Runs
+/// until the body is gone.
+pub async fn watch_stalls(
+    relay: Arc<Relay>,
+    channel: Arc<Channel>,
+    stream: u32,
+    window: Arc<Window>,
+    timeout: Duration,
+    metrics: Arc<crate::metrics::Metrics>,
+) {
+    let mut taken = relay.taken.load(Ordering::Relaxed);
+    loop {
+        tokio::select! {
+            () = relay.gone.notified() => return,
+            () = tokio::time::sleep(timeout) => {}
+        }
+        let now = relay.taken.load(Ordering::Relaxed);
+        if now == taken && window.exhausted() {
+            let Some(lease) = relay.release() else {
+                return;
+            };
+            relay.cut.store(true, Ordering::Release);
+            channel.send(protocol::encode(protocol::FrameKind::Cancel, stream, b""));
+            metrics.send_timed_out();
+            tracing::debug!(
+                "an HTTP/2 client took no bytes of stream {stream} for {timeout:?}: cancelled"
+            );
+            drop(lease);
+            return;
+        }
+        taken = now;
+    }
+}
+
 /// Aborts the request-body pump when the request is over.
 pub struct PumpGuard(pub Option<tokio::task::JoinHandle<()>>);
 
@@ -80,20 +158,16 @@ impl Drop for PumpGuard {
     }
 }
 
-impl StreamBody {
-    fn channel(&self) -> Option<&Arc<Channel>> {
-        self.lease.as_ref().map(|l| &l.channel)
-    }
-}
-
 impl Drop for StreamBody {
     fn drop(&mut self) {
         self.metrics.response_body(self.sent);
+        self.relay.gone.notify_one();
+        let lease = self.relay.release();
         if !self.done
-            && let Some(ch) = self.channel()
+            && let Some(lease) = lease
         {
             // The client went away: tell the app to stop producing.
-            ch.send(protocol::encode(
+            self.channel.send(protocol::encode(
                 protocol::FrameKind::Cancel,
                 self.stream,
                 b"",
@@ -102,9 +176,7 @@ impl Drop for StreamBody {
             // thread learns of the CANCEL at its next piece): its place
             // stays taken till then, so that no request waits behind a
             // response nobody reads while another worker is free.
-            if let (Some(lease), Ok(rt)) =
-                (self.lease.take(), tokio::runtime::Handle::try_current())
-            {
+            if let Ok(rt) = tokio::runtime::Handle::try_current() {
                 let (_, none) = mpsc::unbounded_channel();
                 let mut events = std::mem::replace(&mut self.events, none);
                 rt.spawn(async move {
@@ -140,6 +212,11 @@ impl http_body::Body for Body {
                     s.done = true;
                     return Poll::Ready(None);
                 }
+                if s.relay.cut.load(Ordering::Acquire) {
+                    // The stall watch cancelled it: hyper resets the stream.
+                    s.done = true;
+                    return Poll::Ready(Some(Err(BodyError::Stalled)));
+                }
                 match s.events.poll_recv(cx) {
                     // The client left: hyper closes the connection and drops
                     // the body, which cancels the request.
@@ -150,17 +227,16 @@ impl http_body::Body for Body {
                     Poll::Ready(Some(Event::Data(b))) => {
                         s.unacked += b.len();
                         s.sent += b.len() as u64;
+                        s.relay.taken.fetch_add(1, Ordering::Relaxed);
                         if s.unacked >= protocol::RESPONSE_WINDOW / 2 {
                             let grant = s.unacked as u32;
                             s.unacked = 0;
-                            if let Some(ch) = s.channel() {
-                                ch.grant(s.stream, &s.window, grant);
-                            }
+                            s.channel.grant(s.stream, &s.window, grant);
                         }
                         Poll::Ready(Some(Ok(Frame::data(b))))
                     }
                     Poll::Ready(Some(Event::End)) => {
-                        s.lease = None;
+                        s.relay.release();
                         if let Some(n) = s.declared.filter(|&n| n > s.sent) {
                             // hyper ends the connection: the client sees a cut body.
                             tracing::warn!(
@@ -178,12 +254,12 @@ impl http_body::Body for Body {
                     // WebSocket events on an HTTP response: the app is confused.
                     Poll::Ready(Some(Event::Abort | Event::Message { .. } | Event::Close(_))) => {
                         s.done = true;
-                        s.lease = None;
+                        s.relay.release();
                         Poll::Ready(Some(Err(BodyError::AppFailed)))
                     }
                     Poll::Ready(None) => {
                         s.done = true;
-                        s.lease = None;
+                        s.relay.release();
                         Poll::Ready(Some(Err(BodyError::WorkerGone)))
                     }
                 }

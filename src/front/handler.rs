@@ -17,7 +17,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant as TokioInstant;
 
 use super::access::{self, Entry, Logger, Trace, WorkerRef};
-use super::body::{Body, PumpGuard, StreamBody};
+use super::body::{Body, PumpGuard, Relay, StreamBody, watch_stalls};
 use super::hangup::Hangup;
 use super::reply::{
     bad_app, bad_request, body_timed_out, broken_body, not_a_proxy, plain, refused, too_large,
@@ -40,6 +40,11 @@ pub struct Shared {
     pub max_body_bytes: u64,
     /// Longest a request body may go without a byte from the client.
     pub body_timeout: Duration,
+    /// Longest a client may take no byte of its response
+    /// (`server.send_timeout`): the socket's writes are timed in
+    /// [`super::conn`], an HTTP/2 stream's progress by
+    /// [`super::body::watch_stalls`].
+    pub send_timeout: Duration,
     /// Least bytes per second of waiting a streaming body must average
     /// after its first `body_timeout` of waiting (0: none).
     pub body_min_rate: u64,
@@ -395,6 +400,9 @@ async fn dispatch(
             protocol::FLAG_WEBSOCKET
         } else if more {
             protocol::FLAG_MORE_BODY
+        } else if moves == MAX_MOVES {
+            // Moved enough: it waits where it lands.
+            protocol::FLAG_STAY
         } else {
             0
         };
@@ -521,8 +529,18 @@ async fn dispatch(
     let first = match first {
         Ok(First::TimedOut) => return Err(timed_out(shared, &channel, stream.id, parts, id).into()),
         Ok(First::Returned) => {
-            shared.metrics.gateway_error(GatewayError::Busy);
-            return Err(unavailable("the workers kept giving the request back").into());
+            // Sent with FLAG_STAY: the worker broke the protocol.
+            shared.metrics.gateway_error(GatewayError::WorkerDied);
+            tracing::error!(
+                "request {id}: 502, worker {} (pid {}) gave it back though told to keep it",
+                channel.slot,
+                channel.pid
+            );
+            return Err(plain(
+                StatusCode::BAD_GATEWAY,
+                "Bad Gateway: the worker gave the request back\n",
+            )
+            .into());
         }
         Err(_) => {
             shared.metrics.gateway_error(GatewayError::WorkerDied);
@@ -571,10 +589,22 @@ async fn dispatch(
         }
         First::Start(head, events) => {
             // A 204 or 304 has no body: hyper sends none, and ends the stream.
+            let relay = Relay::new(lease);
+            if parts.version == http::Version::HTTP_2 {
+                tokio::spawn(watch_stalls(
+                    relay.clone(),
+                    channel.clone(),
+                    stream.id,
+                    stream.window.clone(),
+                    shared.send_timeout,
+                    shared.metrics.clone(),
+                ));
+            }
             let body = Body::Stream(StreamBody {
                 events,
                 stream: stream.id,
-                lease: Some(lease),
+                channel: channel.clone(),
+                relay,
                 unacked: 0,
                 window: stream.window.clone(),
                 done: false,
@@ -634,10 +664,11 @@ fn overflowed(stream: &Stream) -> bool {
 }
 
 /// How many times a request may be given back by a worker (see
-/// `First::Returned`) before it gets 503: a worker gives back only what it
-/// has not started, and then takes nothing new until it answers, so a
-/// request moves more than once only if its next worker too is taken by
-/// long requests before it starts it.
+/// `First::Returned`): a worker gives back only what it has not started,
+/// and then takes nothing new until it answers, so a request moves more
+/// than once only if its next worker too is taken by long requests before
+/// it starts it. The last move sends it with `FLAG_STAY`: it waits where
+/// it lands.
 const MAX_MOVES: u32 = 8;
 
 /// No deadline on the channel: [`upload::Clock`] keeps the request timeout.

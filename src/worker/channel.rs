@@ -141,6 +141,11 @@ impl Window {
     fn spend(&self, n: usize) -> bool {
         self.0.fetch_sub(n as i64, Ordering::AcqRel) > 0
     }
+
+    /// Whether the worker has no credit left: it waits for corral's grant.
+    pub fn exhausted(&self) -> bool {
+        self.0.load(Ordering::Acquire) <= 0
+    }
 }
 
 /// The reader's record of one open stream. Cheap on purpose: a oneshot for
@@ -797,9 +802,10 @@ fn max_payload(kind: Result<FrameKind, UnknownKind>) -> usize {
         Ok(Response) => protocol::MAX_HEAD_FRAME + protocol::RESPONSE_WINDOW,
         Ok(WsText | WsBinary) => protocol::MAX_MESSAGE,
         Ok(WsClose) => 2 + 123,
+        Ok(Return) => 0,
         Ok(
             Request | Body | BodyEnd | Window | Cancel | BootOk | BootError | End | Abort
-            | BodyWindow | Heartbeat | Return,
+            | BodyWindow | Heartbeat,
         )
         | Err(_) => 1 << 20,
     }
@@ -1078,6 +1084,26 @@ mod tests {
         );
         worker
             .write_all(&protocol::encode(FrameKind::Return, stream.id, b""))
+            .await
+            .unwrap();
+        let first = tokio::time::timeout(Duration::from_secs(5), stream.first)
+            .await
+            .unwrap();
+        assert!(first.is_err(), "the channel closed: {first:?}");
+    }
+
+    #[tokio::test]
+    async fn a_return_with_a_payload_breaks_the_protocol() {
+        use tokio::io::AsyncWriteExt;
+        let (ch, mut worker) = Channel::of_one_thread(1, 0);
+        let stream = ch.open(false, Instant::now() + Duration::from_secs(10));
+        ch.send(protocol::encode_request(stream.id, b"", b"", 0));
+        assert_eq!(
+            next_frame(&mut worker).await,
+            (FrameKind::Request as u8, stream.id)
+        );
+        worker
+            .write_all(&protocol::encode(FrameKind::Return, stream.id, b"x"))
             .await
             .unwrap();
         let first = tokio::time::timeout(Duration::from_secs(5), stream.first)

@@ -718,3 +718,114 @@ fn a_slow_stream_holds_back_no_other_stream_of_its_connection() {
     }
     assert_eq!(ended, [3, 1], "the fast stream waited for the slow one");
 }
+
+/// A WSGI worker holds a fast answer back to write it with the next one
+/// while more requests wait; when the next is a long request, the answer
+/// goes out while it runs, not after it. Two streams in one write reach
+/// the worker in one read.
+#[test]
+fn a_fast_answer_held_for_batching_is_not_kept_behind_a_long_request() {
+    let app = AppDir::new(&[(
+        "app.py",
+        "import time\n\n\
+         def app(environ, start_response):\n\
+         \x20   if environ['PATH_INFO'] == '/slow':\n\
+         \x20       time.sleep(3)\n\
+         \x20   start_response('200 OK', [('Content-Length', '2')])\n\
+         \x20   return [b'ok']\n",
+    )]);
+    let c = Corral::start(app.path(), &["app:app", "-w", "1", "--threads", "1"], 1);
+    for _ in 0..50 {
+        assert_eq!(c.get("/").status, 200);
+    }
+    let mut s = open(&c.addr);
+    let mut both = get(1, "/");
+    both.extend(get(3, "/slow"));
+    let t = Instant::now();
+    s.write_all(&both).unwrap();
+    let mut fast = None;
+    let mut slow = None;
+    while fast.is_none() || slow.is_none() {
+        let f = next(&mut s).expect("a frame");
+        if f.flags & 1 == 1 && f.kind != SETTINGS {
+            match f.stream {
+                1 => fast = Some(t.elapsed()),
+                3 => slow = Some(t.elapsed()),
+                _ => {}
+            }
+        }
+    }
+    let (fast, slow) = (fast.unwrap(), slow.unwrap());
+    assert!(slow >= Duration::from_secs(3), "{slow:?}");
+    assert!(
+        fast < Duration::from_millis(1500),
+        "the fast answer came after {fast:?}, the long one's after {slow:?}"
+    );
+}
+
+/// An HTTP/2 client that stops taking a stream's bytes (a zero window)
+/// without stopping its connection holds no worker past `send_timeout`:
+/// no write ever blocks, so only the stream's own progress can tell.
+#[test]
+fn a_stream_whose_client_takes_no_bytes_frees_its_worker_after_the_send_timeout() {
+    let app = AppDir::new(&[(
+        "app.py",
+        "def app(environ, start_response):\n\
+         \x20   start_response('200 OK', [('Content-Type', 'text/plain')])\n\
+         \x20   if environ['PATH_INFO'] == '/big':\n\
+         \x20       return (b'x' * 65536 for _ in range(64))\n\
+         \x20   return [b'ok']\n",
+    )]);
+    let c = Corral::start(
+        app.path(),
+        &[
+            "app:app",
+            "-w",
+            "1",
+            "--threads",
+            "1",
+            "--send-timeout",
+            "1s",
+            "--status-bind",
+            "127.0.0.1:0",
+        ],
+        1,
+    );
+    let mut s = connect(&c.addr);
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    // SETTINGS_INITIAL_WINDOW_SIZE (4) = 0: no stream may be sent a byte.
+    let mut hello = PREFACE.to_vec();
+    hello.extend(frame(SETTINGS, 0, 0, &[0, 4, 0, 0, 0, 0]));
+    hello.extend(get(1, "/big"));
+    s.write_all(&hello).unwrap();
+    // The head comes (HEADERS take no window); the body cannot.
+    let head = loop {
+        let f = next(&mut s).expect("a frame");
+        if f.stream == 1 {
+            break f;
+        }
+    };
+    assert_eq!(head.kind, HEADERS);
+    // The worker's one thread waits for credit; within the send timeout
+    // (and its check) the stream is cancelled and the worker serves again.
+    let t = Instant::now();
+    let r = request(&c.addr, "GET", "/", &[], b"");
+    assert_eq!(r.status, 200);
+    assert!(
+        t.elapsed() < Duration::from_secs(5),
+        "the next request waited {:?}",
+        t.elapsed()
+    );
+    let metrics = c.status("/metrics").text();
+    assert!(
+        metrics.contains("corral_send_timeouts_total 1\n"),
+        "{metrics}"
+    );
+    // The connection itself serves on (stream 3 given a window of its own).
+    let mut next_stream = get(3, "/");
+    next_stream.extend(frame(8, 0, 3, &100u32.to_be_bytes()));
+    s.write_all(&next_stream).unwrap();
+    let (ok, body) = response(&mut s, 3);
+    assert!(ok);
+    assert_eq!(body, b"ok");
+}

@@ -32,9 +32,10 @@ LOOK_EVERY = 0.05
 # STALL_AFTER seconds, or STALL_RUNS times the mean run time if longer, goes
 # back to corral for another worker (Connection.give_back); the watch looks
 # every WATCH_BUSY seconds while a thread is in a request, else every
-# WATCH_IDLE.
+# WATCH_IDLE. RUN_CLIP: see Connection.avg_run.
 STALL_AFTER = 0.01
 STALL_RUNS = 8
+RUN_CLIP = 4
 WATCH_BUSY = 0.01
 WATCH_IDLE = 0.02
 
@@ -162,7 +163,12 @@ class Connection:
         # Whether they include a big body's pieces (send_raw's tuples).
         self.big = False
         # Moving average of request run time (seconds): responses are only
-        # held back for batching while requests are fast.
+        # held back for batching while requests are fast, and Worker.watch
+        # gives requests back past a multiple of it. A sample counts for at
+        # most RUN_CLIP times the average, so that a few slow requests
+        # among fast ones leave it a fast app's (the watch would otherwise
+        # wait for half a second after each); a uniformly slow app gets
+        # there within a few dozen requests.
         self.avg_run = 0.0
         # Called with a stream's id when corral cancels it past the timeout
         # (GreenWorker's); threads cannot be stopped, so None for them.
@@ -293,7 +299,8 @@ class Connection:
         corral sends them to another worker, or keeps them until one is
         free, as gunicorn's listen queue does. Only those whose body came
         whole, and not a readiness probe (F_STAY). A request is taken from
-        `pending` once, by a thread or by this, so none runs twice."""
+        `pending` once, by a thread or by this, so none runs twice. Writes
+        the answers held back for batching too."""
         if self.readable():
             self._lead(NOT_YET)
         pending = self.pending
@@ -309,6 +316,10 @@ class Connection:
             frames.append(HDR.pack(0, K_RETURN, st.sid))
         if frames:
             self.send_raw(b"".join(frames))
+        elif self.out:
+            # Answers held back for one write with the next (send_raw's
+            # hold) would wait for the long request otherwise.
+            self.flush()
 
     # -- writing ----------------------------------------------------------
 
@@ -569,7 +580,11 @@ class Worker:
                 self.runner.run(st)
             finally:
                 starts[i] = 0.0
-                conn.avg_run = conn.avg_run * 0.875 + (perf_counter() - t0) * 0.125
+                avg = conn.avg_run
+                run = perf_counter() - t0
+                if avg and run > RUN_CLIP * avg:
+                    run = RUN_CLIP * avg
+                conn.avg_run = avg * 0.875 + run * 0.125
 
     def start(self, stopping):
         for i in range(self.threads):
