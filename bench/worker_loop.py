@@ -59,6 +59,10 @@ class Channel:
     def send_pieces(self, pieces):
         pass
 
+    def readable(self):
+        # Only a streaming response or the watch looks without waiting.
+        return False
+
 
 def hello(environ, start_response):
     start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "13")])

@@ -32,10 +32,9 @@ LOOK_EVERY = 0.05
 # STALL_AFTER seconds, or STALL_RUNS times the mean run time if longer, goes
 # back to corral for another worker (Connection.give_back); the watch looks
 # every WATCH_BUSY seconds while a thread is in a request, else every
-# WATCH_IDLE. RUN_CLIP: see Connection.avg_run.
+# WATCH_IDLE.
 STALL_AFTER = 0.01
 STALL_RUNS = 8
-RUN_CLIP = 4
 WATCH_BUSY = 0.01
 WATCH_IDLE = 0.02
 
@@ -165,7 +164,7 @@ class Connection:
         # Moving average of request run time (seconds): responses are only
         # held back for batching while requests are fast, and Worker.watch
         # gives requests back past a multiple of it. A sample counts for at
-        # most RUN_CLIP times the average, so that a few slow requests
+        # most 4 times the average, so that a few slow requests
         # among fast ones leave it a fast app's (the watch would otherwise
         # wait for half a second after each); a uniformly slow app gets
         # there within a few dozen requests.
@@ -582,8 +581,8 @@ class Worker:
                 starts[i] = 0.0
                 avg = conn.avg_run
                 run = perf_counter() - t0
-                if avg and run > RUN_CLIP * avg:
-                    run = RUN_CLIP * avg
+                if run > avg * 4.0 and avg:  # clipped: see Connection.avg_run
+                    run = avg * 4.0
                 conn.avg_run = avg * 0.875 + run * 0.125
 
     def start(self, stopping):
