@@ -475,6 +475,25 @@ mod tests {
         Ok(args)
     }
 
+    /// gunicorn takes its log level in any case (`--log-level=DEBUG`,
+    /// `GUNICORN_CMD_ARGS="--log-level INFO"`), and so does corral.
+    #[test]
+    fn log_levels_are_taken_in_any_case_with_gunicorns_names() {
+        use crate::config::LogLevel;
+        for (given, level) in [
+            ("DEBUG", LogLevel::Debug),
+            ("Info", LogLevel::Info),
+            ("WARNING", LogLevel::Warn),
+            ("warn", LogLevel::Warn),
+            ("CRITICAL", LogLevel::Error),
+            ("trace", LogLevel::Trace),
+        ] {
+            let args = run_args(&["corral", "--log-level", given, "main:app"]);
+            assert_eq!(args.log_level, Some(level), "{given}");
+        }
+        assert!(Cli::try_parse_from(["corral", "--log-level", "loud", "main:app"]).is_err());
+    }
+
     #[test]
     fn v_is_no_version_flag_as_daphnes_verbosity_would_exit_0() {
         // gunicorn's -v prints the version and exits 0; daphne's -v 2 is its

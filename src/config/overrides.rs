@@ -399,8 +399,16 @@ pub struct Overrides {
     #[arg(long, value_name = "LIST", env = "CORRAL_PROXY_ALLOW_FROM")]
     pub proxy_allow_from: Option<String>,
 
-    /// Log verbosity of corral itself [toml: log.level] [default: info]
-    #[arg(long, value_enum, value_name = "LEVEL", env = "CORRAL_LOG_LEVEL")]
+    /// Log verbosity of corral itself, in any case as gunicorn takes it
+    /// (gunicorn's "warning" and "critical" too) [toml: log.level] [default:
+    /// info]
+    #[arg(
+        long,
+        value_enum,
+        ignore_case = true,
+        value_name = "LEVEL",
+        env = "CORRAL_LOG_LEVEL"
+    )]
     pub log_level: Option<LogLevel>,
 
     /// Log format: human-readable text, or one JSON object per line. Workers'

@@ -238,9 +238,19 @@ impl Listeners {
                     .enumerate()
                     .map(|(i, b)| (b, format!("insecure{i}"), true)),
             );
+        // `[::]:P` takes IPv4 too (dual stack, as under gunicorn), unless
+        // an IPv4 address of the same port is bound beside it.
+        let all: Vec<&Bind> = binds.iter().chain(insecure).chain(status_bind).collect();
+        let v6_only = |bind: &Bind| match bind.addr {
+            BindAddr::Tcp(a) if a.is_ipv6() => all
+                .iter()
+                .any(|o| matches!(o.addr, BindAddr::Tcp(b) if b.is_ipv4() && b.port() == a.port())),
+            _ => false,
+        };
         for (bind, role, insecure) in roles {
             let key = key(bind, &role);
-            let (listener, file) = adopt_or_bind(bind, listen, &key, inherited, access)?;
+            let (listener, file) =
+                adopt_or_bind(bind, listen, v6_only(bind), &key, inherited, access)?;
             made.extend(file);
             handover.push((key, listener.raw_fd()));
             server.push(AppListener {
@@ -259,6 +269,7 @@ impl Listeners {
                         backlog: STATUS_BACKLOG,
                         reuse_port: false,
                     },
+                    v6_only(bind),
                     &key,
                     inherited,
                     &UnixAccess::default(),
@@ -410,6 +421,7 @@ pub fn explain_unix_access<'a>(binds: impl Iterator<Item = &'a Bind>) {
 fn adopt_or_bind(
     bind: &Bind,
     listen: Listen,
+    v6_only: bool,
     key: &str,
     inherited: &Inherited,
     access: &UnixAccess,
@@ -424,14 +436,20 @@ fn adopt_or_bind(
         .and_then(|fd| adopt_fd(*fd, unix_path.clone()))
     {
         Some(l) => l,
-        None => bind_one(bind, listen, access)?,
+        None => bind_one(bind, listen, v6_only, access)?,
     };
     // A file a USR2 parent bound is this corral's once it serves alone.
     Ok((listener, unix_path.as_deref().and_then(SocketFile::of)))
 }
 
-/// Binds `bind` (a stale Unix socket file is replaced).
-fn bind_one(bind: &Bind, listen: Listen, access: &UnixAccess) -> Result<Listener, BindError> {
+/// Binds `bind` (a stale Unix socket file is replaced); an IPv6 address
+/// takes IPv4 connections too unless `v6_only`.
+fn bind_one(
+    bind: &Bind,
+    listen: Listen,
+    v6_only: bool,
+    access: &UnixAccess,
+) -> Result<Listener, BindError> {
     let err = |source| BindError::Listen {
         addr: match &bind.addr {
             BindAddr::Tcp(a) => a.to_string(),
@@ -454,7 +472,7 @@ fn bind_one(bind: &Bind, listen: Listen, access: &UnixAccess) -> Result<Listener
                 sock.set_reuse_port(true).map_err(err)?;
             }
             if addr.is_ipv6() {
-                sock.set_only_v6(true).map_err(err)?;
+                sock.set_only_v6(v6_only).map_err(err)?;
             }
             sock.bind(&(*addr).into()).map_err(err)?;
             sock.listen(listen.backlog.min(i32::MAX as u32) as i32)

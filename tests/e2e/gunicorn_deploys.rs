@@ -857,3 +857,30 @@ fn relative_pid_log_and_socket_paths_on_the_command_line_are_in_the_chdir_folder
     let stray: Vec<_> = std::fs::read_dir(cwd.path()).unwrap().collect();
     assert!(stray.is_empty(), "files in the current folder: {stray:?}");
 }
+
+/// `-b [::]:PORT` serves IPv4 clients too, as gunicorn's does (a dual
+/// stack socket); beside `-b 0.0.0.0:PORT` it takes IPv6 alone, so that
+/// both bind.
+#[test]
+fn bind_to_the_ipv6_any_address_serves_ipv4_and_ipv6_clients() {
+    if std::net::TcpListener::bind("[::1]:0").is_err() {
+        eprintln!("skipped: no IPv6 loopback here");
+        return;
+    }
+    let app = AppDir::new(&[("svc.py", APP)]);
+    for extra in [false, true] {
+        let port = crate::common::compare::free_port();
+        let v6 = format!("[::]:{port}");
+        let v4 = format!("0.0.0.0:{port}");
+        let mut args = vec!["svc:app", "-b", &v6];
+        if extra {
+            args.extend(["-b", &v4]);
+        }
+        let c = Corral::start(app.path(), &args, 1);
+        for addr in [format!("127.0.0.1:{port}"), format!("[::1]:{port}")] {
+            let r = request(&addr, "GET", "/", &[], b"");
+            assert_eq!(r.status, 200, "{addr} with {args:?}");
+        }
+        drop(c);
+    }
+}
