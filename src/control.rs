@@ -430,7 +430,10 @@ pub fn request(
 /// The socket a client command talks to: `--socket`, else the config
 /// file's (see [`crate::config::control_socket`]); given the app or bind
 /// addresses of `corral run` instead, the one running instance that serves
-/// them (see [`find_instance`]).
+/// them (see [`find_instance`]). When the file's socket has no corral
+/// behind it (an instance started with the file and flags of its own is
+/// named after both), the one running instance started with that file
+/// (and serving `--bind`, when given).
 pub fn socket_for(args: &ControlArgs) -> Result<PathBuf, String> {
     if args.socket.is_none()
         && args.config.is_none()
@@ -438,8 +441,89 @@ pub fn socket_for(args: &ControlArgs) -> Result<PathBuf, String> {
     {
         return find_instance(args.app.as_deref(), &args.bind);
     }
-    crate::config::control_socket(args.config.as_deref(), args.socket.as_deref())
-        .map_err(|e| e.to_string())
+    let path = crate::config::control_socket(args.config.as_deref(), args.socket.as_deref())
+        .map_err(|e| e.to_string())?;
+    if args.socket.is_some() || std::os::unix::net::UnixStream::connect(&path).is_ok() {
+        return Ok(path);
+    }
+    let file = args
+        .config
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(crate::config::DEFAULT_FILE));
+    let Ok(file) = std::fs::canonicalize(&file) else {
+        return Ok(path);
+    };
+    let want_binds: Vec<String> = args.bind.iter().map(ToString::to_string).collect();
+    let (_, mut matches, _) = scan(|seen| {
+        seen.config
+            .as_deref()
+            .and_then(|c| std::fs::canonicalize(c).ok())
+            .is_some_and(|c| c == file)
+            && want_binds.iter().all(|b| seen.binds.contains(b))
+    });
+    match matches.len() {
+        0 => Ok(path),
+        1 => Ok(matches.remove(0).0),
+        _ => Err(format!(
+            "{} running corrals were started with {}: pick one with --bind ADDR or --socket PATH:\n{}",
+            matches.len(),
+            file.display(),
+            matches
+                .iter()
+                .map(|(socket, seen)| format!("  --socket {}: {seen}", socket.display()))
+                .collect::<Vec<_>>()
+                .join("\n")
+        )),
+    }
+}
+
+/// What a running instance says it is.
+struct Seen {
+    app: String,
+    binds: Vec<String>,
+    config: Option<String>,
+}
+
+impl std::fmt::Display for Seen {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} on {}", self.app, self.binds.join(", "))
+    }
+}
+
+/// The running instances under the default folder (see
+/// [`crate::config::running_sockets`]): those `fits` takes, with what they
+/// said, and a line for each of the others.
+fn scan(fits: impl Fn(&Seen) -> bool) -> (Place, Vec<(PathBuf, Seen)>, Vec<String>) {
+    let (place, sockets) = crate::config::running_sockets();
+    let mut matches = Vec::new();
+    let mut others = Vec::new();
+    for socket in sockets {
+        let line = match status(&socket) {
+            Ok(v) => {
+                let sup = &v["supervisor"];
+                let seen = Seen {
+                    app: sup["app"].as_str().unwrap_or("?").to_string(),
+                    binds: sup["binds"]
+                        .as_array()
+                        .map(|a| {
+                            a.iter()
+                                .filter_map(|b| b.as_str().map(str::to_string))
+                                .collect()
+                        })
+                        .unwrap_or_default(),
+                    config: sup["config"].as_str().map(str::to_string),
+                };
+                if fits(&seen) {
+                    matches.push((socket, seen));
+                    continue;
+                }
+                seen.to_string()
+            }
+            Err(e) => format!("({e})"),
+        };
+        others.push(format!("  {}: {line}", socket.display()));
+    }
+    (place, matches, others)
 }
 
 /// The control socket of the one running instance (under the default
@@ -451,41 +535,17 @@ pub fn socket_for(args: &ControlArgs) -> Result<PathBuf, String> {
 fn find_instance(app: Option<&str>, binds: &[BindAddr]) -> Result<PathBuf, String> {
     let want_app = app.map(full_app);
     let want_binds: Vec<String> = binds.iter().map(ToString::to_string).collect();
-    let (place, sockets) = crate::config::running_sockets();
-    let mut matches = Vec::new();
-    let mut others = Vec::new();
-    for socket in sockets {
-        let seen = match status(&socket) {
-            Ok(v) => {
-                let sup = &v["supervisor"];
-                let app = sup["app"].as_str().unwrap_or("?").to_string();
-                let serving: Vec<String> = sup["binds"]
-                    .as_array()
-                    .map(|a| {
-                        a.iter()
-                            .filter_map(|b| b.as_str().map(str::to_string))
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                let fits = want_app.as_ref().is_none_or(|w| *w == app)
-                    && want_binds.iter().all(|b| serving.contains(b));
-                if fits {
-                    matches.push(socket);
-                    continue;
-                }
-                format!("{app} on {}", serving.join(", "))
-            }
-            Err(e) => format!("({e})"),
-        };
-        others.push(format!("  {}: {seen}", socket.display()));
-    }
+    let (place, mut matches, others) = scan(|seen| {
+        want_app.as_ref().is_none_or(|w| *w == seen.app)
+            && want_binds.iter().all(|b| seen.binds.contains(b))
+    });
     let wanted = match (&want_app, want_binds.is_empty()) {
         (Some(app), true) => app.clone(),
         (Some(app), false) => format!("{app} on {}", want_binds.join(", ")),
         (None, _) => want_binds.join(", "),
     };
     match matches.len() {
-        1 => Ok(matches.remove(0)),
+        1 => Ok(matches.remove(0).0),
         0 => {
             let root = match &place {
                 Place::Fixed(p) | Place::PerInstance(p) => p.display().to_string(),
@@ -505,7 +565,7 @@ fn find_instance(app: Option<&str>, binds: &[BindAddr]) -> Result<PathBuf, Strin
             matches.len(),
             matches
                 .iter()
-                .map(|s| format!("  {}", s.display()))
+                .map(|(s, _)| format!("  {}", s.display()))
                 .collect::<Vec<_>>()
                 .join("\n")
         )),

@@ -4,12 +4,20 @@
 //! do, and never see each other's sockets or last known good revisions.
 //!
 //! An instance is named after what identifies it: its config file (the
-//! absolute path), or without one the app folder, the app and the first
-//! bind address. The name is a readable part and a hash of the whole,
+//! absolute path) with the app folder when one is given (`--chdir`,
+//! `app.chdir`), the app and the first bind address; without a file, the
+//! app folder (else the current folder), the app and the first bind
+//! address. So two services that share one config file and differ in
+//! their flags (`-c /etc/gunicorn/common.conf.py --chdir /srv/a -b :8001`)
+//! are two instances, as they are two gunicorns. The name is a readable
+//! part (the config file's folder, else the app) and a hash of the whole,
 //! e.g. `shop-5c1e0a3f` for `/srv/shop/corral.toml` or `main-91d2b7e0` for
 //! `corral main:app -b 127.0.0.1:8000` run in `/srv/api`. The hash is
 //! FNV-1a (64 bits, the first 32 shown): stable across versions, so the
-//! same command finds the same instance after an upgrade.
+//! same command finds the same instance after an upgrade. A client command
+//! given only the config file (`corral reload -c FILE`) resolves it as the
+//! server would; when that names no running instance (the server had flags
+//! of its own), it asks the running ones which runs with that file.
 //!
 //! The defaults, when `[control] socket` and `[deploy] state_dir` are not
 //! set: systemd's `RuntimeDirectory=`/`StateDirectory=` are already one
@@ -55,9 +63,10 @@ impl Place {
     }
 }
 
-/// The instance's name from its config file, else from its folder, app
-/// (`module`, as the log names it) and first bind address, readable by the
-/// app's `label` ([`crate::config::AppConfig::label`]).
+/// The instance's name from its config file, app folder (`dir`: with a
+/// config file, empty unless a folder is given), app (`module`, as the log
+/// names it) and first bind address, readable by the config file's folder,
+/// else by the app's `label` ([`crate::config::AppConfig::label`]).
 pub fn name(
     config: Option<&Path>,
     dir: &Path,
@@ -65,33 +74,30 @@ pub fn name(
     label: &str,
     bind: Option<&BindAddr>,
 ) -> String {
-    match config {
-        Some(file) => {
-            let readable = file
-                .parent()
-                .and_then(Path::file_name)
-                .map(|d| d.to_string_lossy().into_owned())
-                .unwrap_or_else(|| "corral".into());
-            format!(
-                "{}-{:08x}",
-                slug(&readable),
-                fnv1a(file.as_os_str().as_bytes()) >> 32
-            )
-        }
-        None => {
-            let bind = match bind {
-                Some(BindAddr::Tcp(a)) => a.to_string(),
-                Some(BindAddr::Unix(p)) => format!("unix:{}", p.display()),
-                None => String::new(),
-            };
-            let mut key = dir.as_os_str().as_bytes().to_vec();
-            for part in [module.as_bytes(), bind.as_bytes()] {
-                key.push(0);
-                key.extend_from_slice(part);
-            }
-            format!("{}-{:08x}", slug(label), fnv1a(&key) >> 32)
-        }
+    let bind = match bind {
+        Some(BindAddr::Tcp(a)) => a.to_string(),
+        Some(BindAddr::Unix(p)) => format!("unix:{}", p.display()),
+        None => String::new(),
+    };
+    let mut key = Vec::new();
+    if let Some(file) = config {
+        key.extend_from_slice(file.as_os_str().as_bytes());
+        key.push(0);
     }
+    key.extend_from_slice(dir.as_os_str().as_bytes());
+    for part in [module.as_bytes(), bind.as_bytes()] {
+        key.push(0);
+        key.extend_from_slice(part);
+    }
+    let readable = match config {
+        Some(file) => file
+            .parent()
+            .and_then(Path::file_name)
+            .map(|d| d.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "corral".into()),
+        None => label.to_string(),
+    };
+    format!("{}-{:08x}", slug(&readable), fnv1a(&key) >> 32)
 }
 
 /// Letters, digits, '.', '_' and '-' of `text` (others become '-'), at
@@ -222,36 +228,40 @@ mod tests {
 
     #[test]
     fn names_are_readable_stable_and_distinct() {
-        let a = name(
-            Some(Path::new("/srv/shop/corral.toml")),
-            Path::new("/"),
-            "x",
-            "x",
-            None,
-        );
+        let tcp = |s: &str| BindAddr::Tcp(s.parse().unwrap());
+        let bind = tcp("127.0.0.1:8000");
+        let shop = |dir: &str, module: &str, bind: &BindAddr| {
+            name(
+                Some(Path::new("/srv/shop/corral.toml")),
+                Path::new(dir),
+                module,
+                "label",
+                Some(bind),
+            )
+        };
+        let a = shop("", "x:app", &bind);
         assert!(
             a.starts_with("shop-") && a.len() == "shop-".len() + 8,
             "{a}"
         );
-        assert_eq!(
-            a,
-            name(
-                Some(Path::new("/srv/shop/corral.toml")),
-                Path::new("/x"),
-                "y",
-                "y",
-                None
-            ),
-            "a config file alone names the instance"
-        );
+        assert_eq!(a, shop("", "x:app", &bind), "the same file and flags");
+        // One file shared by two services that differ in their flags
+        // (gunicorn's common.conf.py): two instances.
+        for other in [
+            shop("/srv/a", "x:app", &bind),
+            shop("", "y:app", &bind),
+            shop("", "x:app", &tcp("127.0.0.1:8001")),
+        ] {
+            assert_ne!(a, other);
+        }
         assert_ne!(
             a,
             name(
                 Some(Path::new("/srv/blog/corral.toml")),
-                Path::new("/"),
-                "x",
-                "x",
-                None
+                Path::new(""),
+                "x:app",
+                "label",
+                Some(&bind),
             )
         );
         let tcp = |s: &str| BindAddr::Tcp(s.parse().unwrap());

@@ -73,7 +73,7 @@ pub(crate) use validate::check_env;
 use validate::{Resolver, absolute};
 
 /// The file read when no `--config` is given and it exists in the cwd.
-const DEFAULT_FILE: &str = "corral.toml";
+pub const DEFAULT_FILE: &str = "corral.toml";
 
 /// Why the configuration could not be loaded. Printed as `error: {err}`.
 #[derive(Debug, thiserror::Error)]
@@ -475,9 +475,16 @@ pub fn control_socket(
             (place, found) => Err(ConfigError::Instances { place, found }),
         };
     }
+    if let Some(f) = &file
+        && socket.is_none()
+        && let Ok(config) = resolve(&Overrides::default(), Some(f), &cwd, &Env::from_process())
+    {
+        // The socket the file gives a server started with it alone.
+        return Ok(config.control.socket);
+    }
     let default = match &file {
         Some(f) => instance::default_socket().for_instance(
-            &instance::name(Some(&f.path), &cwd, "", "", None),
+            &instance::name(Some(&f.path), Path::new(""), "", "", None),
             Some(SOCKET_NAME),
         ),
         None => PathBuf::new(),
@@ -551,9 +558,15 @@ fn resolve(
         &workers,
         env.status_token.as_deref(),
     );
+    // With a config file the current folder is not part of the name (a
+    // file that names the app and its address is one instance wherever it
+    // is started from); a folder given is.
+    let no_dir = Path::new("");
     let instance = instance::name(
         file.map(|f| f.path.as_path()),
-        app.as_ref().and_then(|a| a.chdir.as_deref()).unwrap_or(cwd),
+        app.as_ref()
+            .and_then(|a| a.chdir.as_deref())
+            .unwrap_or(if file.is_some() { no_dir } else { cwd }),
         app.as_ref().map_or("", |a| a.module.as_str()),
         app.as_ref().map_or("", AppConfig::label),
         server.bind.first().map(|b| &b.addr),

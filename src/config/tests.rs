@@ -682,31 +682,38 @@ fn each_instance_gets_its_own_socket_and_state_folder_by_default() {
     assert_ne!(a.deploy.state_dir, b.deploy.state_dir);
     // The same command names the same instance again.
     assert_eq!(a.instance, run("main:app", "127.0.0.1:8000").instance);
-    // A config file names it, whatever the flags say.
-    let text = "[app]\nmodule = \"main:app\"\n";
+    // A config file names it with the flags that change what it serves,
+    // not with the folder it is started from.
+    let text = "[app]\nmodule = \"main:app\"\n[server]\nbind = [\"127.0.0.1:8000\"]\n";
     let file = ConfigFile::new(
         Path::new("corral.toml"),
         Path::new("/srv/shop"),
         text.into(),
     );
-    let c = resolve(
-        &Overrides::default(),
-        Some(&file),
-        Path::new("/cwd"),
-        &shared,
-    )
-    .unwrap();
-    assert!(c.instance.starts_with("shop-"), "{}", c.instance);
-    assert_eq!(
-        c.instance,
-        instance::name(
-            Some(Path::new("/srv/shop/corral.toml")),
-            Path::new("/"),
-            "",
-            "",
-            None
-        )
-    );
+    let with = |args: &Overrides, cwd: &str| {
+        resolve(args, Some(&file), Path::new(cwd), &shared)
+            .unwrap()
+            .instance
+    };
+    let c = with(&Overrides::default(), "/cwd");
+    assert!(c.starts_with("shop-"), "{c}");
+    assert_eq!(c, with(&Overrides::default(), "/elsewhere"));
+    for args in [
+        Overrides {
+            chdir: Some("/srv/other".into()),
+            ..Overrides::default()
+        },
+        Overrides {
+            bind: vec!["127.0.0.1:8001".parse().unwrap()],
+            ..Overrides::default()
+        },
+        Overrides {
+            app: Some("other:app".into()),
+            ..Overrides::default()
+        },
+    ] {
+        assert_ne!(c, with(&args, "/cwd"), "{args:?}");
+    }
 }
 
 #[test]

@@ -254,3 +254,75 @@ fn two_instances_side_by_side_are_told_apart_by_app_and_bind() {
         text(&out)
     );
 }
+
+/// One config file shared by two services that differ in their flags
+/// (gunicorn's `-c /etc/gunicorn/common.conf.py --chdir /srv/a -b ...`):
+/// both start, as two gunicorns would, with their own socket and state;
+/// `-c FILE` alone is ambiguous and says so, `-c FILE -b ADDR` picks one.
+#[test]
+fn two_services_sharing_one_config_file_are_two_instances() {
+    let runtime = tempfile::tempdir().unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let elsewhere = tempfile::tempdir().unwrap();
+    let rt = runtime.path().to_str().unwrap().to_string();
+    let st = state.path().to_str().unwrap().to_string();
+    let shared = AppDir::new(&[("common.toml", "[workers]\ncount = 1\n")]);
+    let common = shared.path().join("common.toml");
+    let common = common.to_str().unwrap();
+    let (p1, p2) = (compare::free_port(), compare::free_port());
+    let (b1, b2) = (format!("127.0.0.1:{p1}"), format!("127.0.0.1:{p2}"));
+    let one = AppDir::new(&[("app.py", &app_version("one", 1))]);
+    let two = AppDir::new(&[("app.py", &app_version("two", 1))]);
+    let env = [
+        ("XDG_RUNTIME_DIR", rt.as_str()),
+        ("XDG_STATE_HOME", st.as_str()),
+    ];
+    let start = |dir: &AppDir, bind: &str| {
+        let folder = dir.path().to_str().unwrap().to_string();
+        let mut c = Corral::spawn_default_socket(
+            elsewhere.path(),
+            &["-c", common, "--chdir", &folder, "app:app", "-b", bind],
+            &env,
+        );
+        c.wait_listening();
+        c.wait_in_service(1);
+        c
+    };
+    let a = start(&one, &b1);
+    let b = start(&two, &b2);
+    assert_eq!(a.get("/").text(), "one");
+    assert_eq!(b.get("/").text(), "two");
+    let sockets: Vec<_> = std::fs::read_dir(runtime.path().join("corral"))
+        .unwrap()
+        .collect();
+    assert_eq!(sockets.len(), 2, "{sockets:?}");
+    let client = |args: &[&str]| {
+        Command::new(corral_bin())
+            .args(args)
+            .current_dir(elsewhere.path())
+            .env("XDG_RUNTIME_DIR", &rt)
+            .env("XDG_STATE_HOME", &st)
+            .output()
+            .expect("run corral")
+    };
+    let out = client(&["status", "--json", "-c", common]);
+    assert_ne!(out.status.code(), Some(0));
+    assert!(
+        text(&out).contains(&format!("2 running corrals were started with {common}")),
+        "{}",
+        text(&out)
+    );
+    let out = client(&["status", "--json", "-c", common, "-b", &b2]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["supervisor"]["pid"], b.pid(), "{v}");
+    // With one of them gone, the file alone finds the other.
+    let out = client(&["stop", "-c", common, "-b", &b1]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let mut a = a;
+    assert!(a.wait_exit(Duration::from_secs(15)).is_some());
+    let out = client(&["status", "--json", "-c", common]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["supervisor"]["pid"], b.pid(), "{v}");
+}
