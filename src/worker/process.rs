@@ -16,7 +16,7 @@ use tokio::net::UnixStream;
 use super::pidfd::Process;
 use super::ring::Ring;
 use super::stacks::Stacks;
-use crate::config::{Config, Interface};
+use crate::config::{Config, Interface, LogLevel};
 
 /// The fd number the worker finds its channel on.
 const CHANNEL_FD: i32 = 3;
@@ -206,6 +206,16 @@ impl Launcher {
                     .as_ref()
                     .map(|_| gunicorn_cfg(cfg).to_string())
                     .unwrap_or_default(),
+            ),
+            (
+                "CORRAL_WORKER_LOG_LEVEL".into(),
+                match cfg.log.level {
+                    LogLevel::Error => "error",
+                    LogLevel::Warn => "warning",
+                    LogLevel::Info => "info",
+                    LogLevel::Debug | LogLevel::Trace => "debug",
+                }
+                .into(),
             ),
             ("PYTHONUNBUFFERED".into(), "1".into()),
             ("CORRAL_WORKER_STACKS_FD".into(), STACKS_FD.to_string()),

@@ -385,3 +385,50 @@ fn log_syslog_sends_each_line_to_the_daemon_tagged_as_gunicorn_tags_it() {
     }
     datagram_with(|b| daemon.recv(b), "the app says hello");
 }
+
+/// Flask's recipe for logging under gunicorn borrows the "gunicorn.error"
+/// logger's handlers and level, and FastAPI apps log through
+/// "uvicorn.error": both reach the log at the server's level, as under
+/// gunicorn and uvicorn, not lost to Python's WARNING default.
+#[test]
+fn the_gunicorn_and_uvicorn_loggers_apps_borrow_log_at_the_level_given() {
+    let app = AppDir::new(&[(
+        "app.py",
+        r#"
+import logging
+from flask import Flask
+
+app = Flask(__name__)
+server = logging.getLogger("gunicorn.error")
+app.logger.handlers = server.handlers
+app.logger.setLevel(server.level)
+
+@app.route("/")
+def index():
+    app.logger.info("flask info line")
+    app.logger.debug("flask debug line")
+    logging.getLogger("uvicorn.error").info("uvicorn info line")
+    return "ok"
+"#,
+    )]);
+    for (level, debug) in [("info", false), ("debug", true)] {
+        let c = Corral::start(app.path(), &["app:app", "--log-level", level], 1);
+        assert_eq!(c.get("/").text(), "ok");
+        c.wait_until("the app's lines", || {
+            let log = c.log.text();
+            log.contains("[INFO] flask info line") && log.contains("INFO:     uvicorn info line")
+        });
+        if debug {
+            c.wait_until("the debug line", || {
+                c.log.text().contains("[DEBUG] flask debug line")
+            });
+        } else {
+            std::thread::sleep(Duration::from_millis(200));
+            assert!(
+                !c.log.text().contains("flask debug line"),
+                "{}",
+                c.log.text()
+            );
+        }
+    }
+}

@@ -201,13 +201,52 @@ def load_env_file(path):
     load_dotenv(dotenv_path=path)
 
 
-def prepare(env_file, logging_spec):
+def prepare(env_file, logging_spec, log_level):
     """What comes before the app's import (and before gunicorn's hooks):
-    the dotenv file, then the app's logging configuration."""
+    the dotenv file, then the app's logging configuration, else the
+    loggers gunicorn and uvicorn set up for the apps that reuse them."""
     if env_file:
         load_env_file(env_file)
     if logging_spec:
         configure_logging(logging_spec)
+    else:
+        server_loggers(log_level)
+
+
+# The loggers apps borrow from the server that runs them, with the format
+# each server gives them: gunicorn's error log (Flask's recipe sets
+# app.logger's handlers and level from logging.getLogger("gunicorn.error")),
+# and uvicorn's (FastAPI apps log through logging.getLogger("uvicorn.error")).
+SERVER_LOGGERS = (
+    ("gunicorn.error", "%(asctime)s [%(process)d] [%(levelname)s] %(message)s",
+     "[%Y-%m-%d %H:%M:%S %z]"),
+    ("uvicorn", "%(levelprefix)s %(message)s", None),
+)
+
+
+def server_loggers(level):
+    """Sets up gunicorn's and uvicorn's loggers as those servers do in
+    their workers: to stderr (which corral logs, or passes on as written
+    with --app-output raw), at corral's --log-level, not propagated to the
+    root logger. A logger the app configured already is left alone."""
+    import logging
+
+    class Formatter(logging.Formatter):
+        def formatMessage(self, record):
+            # uvicorn's "INFO:     message".
+            record.levelprefix = record.levelname + ":" + " " * (8 - len(record.levelname))
+            return super().formatMessage(record)
+
+    level = getattr(logging, level.upper(), logging.INFO)
+    for name, fmt, datefmt in SERVER_LOGGERS:
+        log = logging.getLogger(name)
+        if log.handlers:
+            continue
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(Formatter(fmt, datefmt))
+        log.addHandler(handler)
+        log.setLevel(level)
+        log.propagate = False
 
 
 def load_paste(uri, global_conf, logging_spec):
@@ -263,6 +302,7 @@ def main(gevent_error=None):
     software = os.environ.pop("CORRAL_WORKER_SERVER_SOFTWARE", "corral")
     ring_spec = os.environ.pop("CORRAL_WORKER_RING", "")
     logging_spec = os.environ.pop("CORRAL_WORKER_LOGCONFIG", "")
+    log_level = os.environ.pop("CORRAL_WORKER_LOG_LEVEL", "info")
     asgi_loop = os.environ.pop("CORRAL_WORKER_ASGI_LOOP", "auto")
     asgi_lifespan = os.environ.pop("CORRAL_WORKER_ASGI_LIFESPAN", "auto")
     env_file = os.environ.pop("CORRAL_WORKER_ENV_FILE", "")
@@ -324,7 +364,7 @@ def main(gevent_error=None):
     if role == "arbiter":
         from .arbiter import serve
 
-        prepare(env_file, logging_spec)
+        prepare(env_file, logging_spec, log_level)
         serve(sock, hooks_spec)
         import atexit
 
@@ -341,7 +381,7 @@ def main(gevent_error=None):
                 "workers.gevent is set (gunicorn's -k gevent) but gevent's monkey-patching "
                 "failed: %s: %s. Install gevent where the app's interpreter finds it "
                 "(pip install gevent)" % (type(gevent_error).__name__, gevent_error))
-        prepare(env_file, logging_spec)
+        prepare(env_file, logging_spec, log_level)
         if hooks_spec:
             from .hooks import Hooks
 
