@@ -274,6 +274,11 @@ pub fn bind(path: &Path, takeover: bool, owner: Option<(u32, u32)>) -> Result<Bo
     Ok(Bound { listener, made_dir })
 }
 
+/// Whether a corral answers on the control socket at `path`.
+pub fn in_use(path: &Path) -> bool {
+    private_fs::is_socket(path) && std::os::unix::net::UnixStream::connect(path).is_ok()
+}
+
 /// Whether the process answering on `stream` (at `path`) is one this user
 /// can trust: itself or root, or, for root, a corral that dropped its
 /// privileges in a folder only root could have made.

@@ -248,6 +248,28 @@ fn main() -> ExitCode {
     ExitCode::from(code)
 }
 
+/// With `--reuse-port`, a second corral of the same instance (the same
+/// command, started beside the first to take over its address) has a
+/// control socket of its own: the instance's folder with `-2` (up to
+/// `-16`) when the default one is in use. None otherwise.
+fn twin_socket(cfg: &config::Config, takeover: bool) -> Option<std::path::PathBuf> {
+    let socket = &cfg.control.socket;
+    let dir = socket.parent()?;
+    let per_instance = dir.file_name().is_some_and(|n| n == cfg.instance.as_str());
+    if takeover
+        || !cfg.server.reuse_port
+        || !cfg.control.is_default
+        || !per_instance
+        || !control::in_use(socket)
+    {
+        return None;
+    }
+    let (root, leaf) = (dir.parent()?, socket.file_name()?);
+    (2..=16)
+        .map(|n| root.join(format!("{}-{n}", cfg.instance)).join(leaf))
+        .find(|path| !control::in_use(path))
+}
+
 async fn run(
     cfg: Arc<config::Config>,
     inherited: front::listeners::Inherited,
@@ -300,6 +322,19 @@ async fn run(
         }
     };
     let takeover = inherited.parent.is_some();
+    let cfg = match twin_socket(&cfg, takeover) {
+        Some(path) => {
+            tracing::info!(
+                "another corral runs as instance {} here (--reuse-port beside it): this one's control socket is {}",
+                cfg.instance,
+                path.display()
+            );
+            let mut twin = (*cfg).clone();
+            twin.control.socket = path;
+            Arc::new(twin)
+        }
+        None => cfg,
+    };
     // After drop_privileges, corral must still be able to remove it.
     let owner = cfg
         .workers

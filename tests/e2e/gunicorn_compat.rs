@@ -612,3 +612,44 @@ fn reuse_port_lets_a_second_corral_bind_the_address_and_share_its_connections() 
         assert_eq!(r.status, 200, "{}", second.log.text());
     }
 }
+
+/// The same command started twice with `--reuse-port` (the same folder,
+/// app and address: one instance), as gunicorn's users start the next
+/// beside the last: the second gets a control socket of its own beside the
+/// first's instead of refusing to start, and both serve.
+#[test]
+fn reuse_port_lets_the_same_command_start_twice() {
+    const PID_APP: &str = "import os\n\ndef app(environ, start_response):\n    body = str(os.getpid()).encode()\n    start_response(\"200 OK\", [(\"Content-Length\", str(len(body)))])\n    return [body]\n";
+    let app = AppDir::new(&[("app.py", PID_APP)]);
+    let runtime = tempfile::tempdir().unwrap();
+    let rt = runtime.path().to_str().unwrap().to_string();
+    let addr = format!("127.0.0.1:{}", compare::free_port());
+    let args = ["app:app", "-w", "1", "-b", &addr, "--reuse-port"];
+    let env = [("XDG_RUNTIME_DIR", rt.as_str())];
+    let mut first = Corral::spawn_default_socket(app.path(), &args, &env);
+    first.wait_listening();
+    first.wait_in_service(1);
+    let mut second = Corral::spawn_default_socket(app.path(), &args, &env);
+    second.wait_listening();
+    second.wait_in_service(1);
+    assert!(
+        second.log.text().contains("this one's control socket is"),
+        "{}",
+        second.log.text()
+    );
+    let mut folders: Vec<String> = std::fs::read_dir(runtime.path().join("corral"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    folders.sort();
+    assert_eq!(folders.len(), 2, "{folders:?}");
+    assert_eq!(format!("{}-2", folders[0]), folders[1]);
+    let pids: std::collections::HashSet<String> = (0..64)
+        .map(|_| request(&addr, "GET", "/", &[], b"").text())
+        .collect();
+    assert_eq!(pids.len(), 2, "{pids:?}");
+    first.signal(libc::SIGTERM);
+    assert!(first.wait_exit(Duration::from_secs(30)).is_some());
+    second.signal(libc::SIGTERM);
+    assert!(second.wait_exit(Duration::from_secs(30)).is_some());
+}
