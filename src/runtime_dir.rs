@@ -18,10 +18,18 @@
 //! The folder is made in `--worker-tmp-dir` (gunicorn's flag) when given,
 //! else in `$TMPDIR` or /tmp; when that is read-only (a read-only
 //! container), in /dev/shm, which stays a tmpfs there.
+//!
+//! A corral that is killed (SIGKILL, the OOM killer) cannot remove its
+//! folder. Each corral holds a lock on its own (`flock`, released by the
+//! kernel when the process ends, whatever its PID namespace), and removes,
+//! where it makes its own, the folders of its user named `corral-PID-...`
+//! whose PID is not running here and whose lock nobody holds: what killed
+//! corrals left behind.
 
 use std::fs::{DirBuilder, OpenOptions};
 use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use crate::config::Identity;
@@ -34,6 +42,8 @@ const SHM: &str = "/dev/shm";
 pub struct RuntimeDir {
     /// Removed with everything in it on drop.
     _dir: tempfile::TempDir,
+    /// The folder, open and locked while corral runs (see the module doc).
+    _lock: std::fs::File,
     script: PathBuf,
 }
 
@@ -53,8 +63,9 @@ impl RuntimeDir {
         place: Option<&Path>,
     ) -> std::io::Result<RuntimeDir> {
         let mut builder = tempfile::Builder::new();
+        let named = format!("{prefix}{}-", std::process::id());
         builder
-            .prefix(prefix)
+            .prefix(&named)
             .permissions(std::fs::Permissions::from_mode(0o700));
         let dir = match place {
             Some(place) => builder.tempdir_in(place)?,
@@ -71,6 +82,20 @@ impl RuntimeDir {
                 Err(e) => return Err(e),
             },
         };
+        let lock = std::fs::File::open(dir.path())?;
+        // SAFETY: flock on a descriptor this function owns.
+        if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        if let Some(parent) = dir.path().parent() {
+            let removed = sweep(parent, prefix);
+            if removed > 0 {
+                tracing::info!(
+                    "removed {removed} worker folder(s) that killed corrals left in {}",
+                    parent.display()
+                );
+            }
+        }
         let package = dir.path().join(script::PACKAGE);
         DirBuilder::new().mode(0o700).create(&package)?;
         let mut files = Vec::with_capacity(script::FILES.len());
@@ -96,12 +121,71 @@ impl RuntimeDir {
             _ => {}
         }
         let script = dir.path().join(script::SCRIPT);
-        Ok(RuntimeDir { _dir: dir, script })
+        Ok(RuntimeDir {
+            _dir: dir,
+            _lock: lock,
+            script,
+        })
     }
 
     pub fn script(&self) -> &Path {
         &self.script
     }
+}
+
+/// Removes the folders in `parent` named `{prefix}PID-...` that belong to
+/// this user and that no corral holds locked (see the module doc); how
+/// many. At most 1,000 a start, so that a start stays quick.
+fn sweep(parent: &Path, prefix: &str) -> usize {
+    let Ok(entries) = std::fs::read_dir(parent) else {
+        return 0;
+    };
+    let me = nix::unistd::geteuid().as_raw();
+    let mut removed = 0;
+    for entry in entries.flatten() {
+        if removed >= 1000 {
+            break;
+        }
+        let name = entry.file_name();
+        let Some(rest) = name.to_str().and_then(|n| n.strip_prefix(prefix)) else {
+            continue;
+        };
+        // Only this naming: `corral-PID-RANDOM` (older folders, named
+        // `corral-RANDOM`, cannot be told from a live corral's).
+        let Some((pid, _)) = rest.split_once('-') else {
+            continue;
+        };
+        if pid.is_empty() || !pid.bytes().all(|b| b.is_ascii_digit()) {
+            continue;
+        }
+        // A corral of this PID namespace that runs (or is just making its
+        // folder, not locked yet) is left alone without a look at its lock.
+        if Path::new("/proc").join(pid).exists() {
+            continue;
+        }
+        let path = entry.path();
+        // A folder of this user's, not a link: another user cannot make
+        // one, and in a sticky /tmp cannot rename or replace it.
+        let Ok(meta) = std::fs::symlink_metadata(&path) else {
+            continue;
+        };
+        if !meta.is_dir() || meta.uid() != me {
+            continue;
+        }
+        let Ok(dir) = OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW)
+            .open(&path)
+        else {
+            continue;
+        };
+        // SAFETY: flock on a descriptor this function owns.
+        let free = unsafe { libc::flock(dir.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0;
+        if free && std::fs::remove_dir_all(&path).is_ok() {
+            removed += 1;
+        }
+    }
+    removed
 }
 
 fn share(
@@ -153,5 +237,40 @@ mod tests {
         }
         drop(rt);
         assert!(!path.exists(), "removed on drop");
+    }
+
+    #[test]
+    fn a_start_removes_only_what_dead_corrals_left() {
+        let parent = tempfile::tempdir().unwrap();
+        // A PID nobody runs: a child that has exited and been reaped.
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let dead = child.id();
+        child.wait().unwrap();
+        let make = |name: &str| {
+            let dir = parent.path().join(name);
+            std::fs::create_dir(&dir).unwrap();
+            std::fs::write(dir.join("corral_worker.py"), "x").unwrap();
+            dir
+        };
+        let left = make(&format!("corral-{dead}-abc123"));
+        let mine = make(&format!("corral-{}-def456", std::process::id()));
+        let older = make("corral-x1Yz9Q");
+        let other = make(&format!("gunicorn-{dead}-abc"));
+        // Dead PID here, but locked: a corral of another PID namespace.
+        let locked = make(&format!("corral-{dead}-ghi789"));
+        let lock = std::fs::File::open(&locked).unwrap();
+        // SAFETY: flock on a descriptor the test owns.
+        assert_eq!(
+            unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) },
+            0
+        );
+        assert_eq!(sweep(parent.path(), "corral-"), 1);
+        assert!(!left.exists());
+        for kept in [&mine, &older, &other, &locked] {
+            assert!(kept.exists(), "{}", kept.display());
+        }
+        drop(lock);
+        assert_eq!(sweep(parent.path(), "corral-"), 1);
+        assert!(!locked.exists());
     }
 }

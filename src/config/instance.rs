@@ -200,9 +200,19 @@ pub(super) fn default_state_dir_in(
     )
 }
 
+/// A socket file no process listens on (its corral was killed): the
+/// kernel refuses a connection at once.
+fn stale(socket: &Path) -> bool {
+    matches!(
+        std::os::unix::net::UnixStream::connect(socket),
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused
+    )
+}
+
 /// The control sockets of the instances under the default root (for the
 /// client commands given neither a config file nor `--socket`): the root
-/// and, sorted, every `NAME/corral.sock` in it.
+/// and, sorted, every `NAME/corral.sock` in it that a corral listens on
+/// (a killed corral's socket file is left out).
 pub fn running_sockets() -> (Place, Vec<PathBuf>) {
     let place = default_socket();
     let found = match &place {
@@ -213,7 +223,7 @@ pub fn running_sockets() -> (Place, Vec<PathBuf>) {
                 .flatten()
                 .flatten()
                 .map(|e| e.path().join(SOCKET_NAME))
-                .filter(|p| crate::private_fs::is_socket(p))
+                .filter(|p| crate::private_fs::is_socket(p) && !stale(p))
                 .collect();
             found.sort();
             found

@@ -326,3 +326,68 @@ fn two_services_sharing_one_config_file_are_two_instances() {
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["supervisor"]["pid"], b.pid(), "{v}");
 }
+
+/// A corral killed with SIGKILL (the OOM killer) leaves its control socket
+/// and its worker folder: the client commands pass over the socket, and the
+/// next corral to start removes the folder.
+#[test]
+fn what_a_killed_corral_leaves_is_passed_over_and_cleared() {
+    let runtime = tempfile::tempdir().unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let elsewhere = tempfile::tempdir().unwrap();
+    let rt = runtime.path().to_str().unwrap().to_string();
+    let td = tmp.path().to_str().unwrap().to_string();
+    let env = [("XDG_RUNTIME_DIR", rt.as_str()), ("TMPDIR", td.as_str())];
+    let app = AppDir::new(&[("app.py", &app_version("one", 1))]);
+    let folders = || {
+        std::fs::read_dir(tmp.path())
+            .unwrap()
+            .filter_map(|e| e.unwrap().file_name().into_string().ok())
+            .filter(|n| n.starts_with("corral-"))
+            .collect::<Vec<_>>()
+    };
+    let b1 = format!("127.0.0.1:{}", compare::free_port());
+    let mut killed =
+        Corral::spawn_default_socket(app.path(), &["app:app", "-w", "1", "-b", &b1], &env);
+    killed.wait_listening();
+    killed.wait_in_service(1);
+    assert_eq!(folders().len(), 1, "{:?}", folders());
+    killed.signal(libc::SIGKILL);
+    assert!(killed.wait_exit(Duration::from_secs(10)).is_some());
+    assert_eq!(folders().len(), 1, "left behind: {:?}", folders());
+    let client = |args: &[&str]| {
+        Command::new(corral_bin())
+            .args(args)
+            .current_dir(elsewhere.path())
+            .env("XDG_RUNTIME_DIR", &rt)
+            .output()
+            .expect("run corral")
+    };
+    let out = client(&["status"]);
+    assert_ne!(out.status.code(), Some(0));
+    assert!(
+        text(&out).contains("no running corral found"),
+        "{}",
+        text(&out)
+    );
+    let b2 = format!("127.0.0.1:{}", compare::free_port());
+    let mut next =
+        Corral::spawn_default_socket(app.path(), &["app:app", "-w", "1", "-b", &b2], &env);
+    next.wait_listening();
+    next.wait_in_service(1);
+    assert!(
+        next.log
+            .text()
+            .contains("removed 1 worker folder(s) that killed corrals left"),
+        "{}",
+        next.log.text()
+    );
+    let now = folders();
+    assert_eq!(now.len(), 1, "{now:?}");
+    assert!(
+        now[0].starts_with(&format!("corral-{}-", next.pid())),
+        "{now:?}"
+    );
+    let out = client(&["status", "--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+}
