@@ -217,6 +217,11 @@ impl Launcher {
                 }
                 .into(),
             ),
+            // gunicorn's wsgi.multiprocess: more than one worker configured.
+            (
+                "CORRAL_WORKER_MULTIPROCESS".into(),
+                if cfg.workers.count > 1 { "1" } else { "0" }.into(),
+            ),
             ("PYTHONUNBUFFERED".into(), "1".into()),
             ("CORRAL_WORKER_STACKS_FD".into(), STACKS_FD.to_string()),
             (

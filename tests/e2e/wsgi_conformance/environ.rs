@@ -48,7 +48,8 @@ fn environ_has_every_required_key_with_pep3333_values_and_types() {
         ("HTTP_X_LATIN", "caf\u{e9}"),
         ("wsgi.version", "(1, 0)"),
         ("wsgi.url_scheme", "http"),
-        ("wsgi.multiprocess", "True"),
+        // One worker (-w 1), as gunicorn's `cfg.workers > 1`.
+        ("wsgi.multiprocess", "False"),
         ("wsgi.multithread", "False"),
         ("wsgi.run_once", "False"),
     ];
@@ -225,7 +226,7 @@ fn environ_for_http10_without_host_uses_the_listen_address() {
 }
 
 #[test]
-fn wsgi_multithread_follows_the_threads_setting() {
+fn wsgi_multithread_and_multiprocess_follow_the_threads_and_workers_settings() {
     let one = Server::start(ENVIRON_APP, &["--threads", "1"]);
     let four = Server::start(ENVIRON_APP, &["--threads", "4"]);
     let env1 = one.get("/").json();
@@ -233,9 +234,14 @@ fn wsgi_multithread_follows_the_threads_setting() {
     assert_eq!(text(&env1, "wsgi.multithread").as_deref(), Some("False"));
     assert_eq!(text(&env4, "wsgi.multithread").as_deref(), Some("True"));
     for env in [&env1, &env4] {
-        assert_eq!(text(env, "wsgi.multiprocess").as_deref(), Some("True"));
+        // -w 1: as gunicorn's `cfg.workers > 1`.
+        assert_eq!(text(env, "wsgi.multiprocess").as_deref(), Some("False"));
         assert_eq!(text(env, "wsgi.run_once").as_deref(), Some("False"));
     }
+    let dir = AppDir::new(&[("conformance_app.py", ENVIRON_APP)]);
+    let two = Corral::start(dir.path(), &["conformance_app:app", "-w", "2"], 2);
+    let env2 = two.get("/").json();
+    assert_eq!(text(&env2, "wsgi.multiprocess").as_deref(), Some("True"));
 }
 
 #[test]

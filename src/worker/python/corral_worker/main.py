@@ -303,6 +303,7 @@ def main(gevent_error=None):
     ring_spec = os.environ.pop("CORRAL_WORKER_RING", "")
     logging_spec = os.environ.pop("CORRAL_WORKER_LOGCONFIG", "")
     log_level = os.environ.pop("CORRAL_WORKER_LOG_LEVEL", "info")
+    multiprocess = os.environ.pop("CORRAL_WORKER_MULTIPROCESS", "1") == "1"
     asgi_loop = os.environ.pop("CORRAL_WORKER_ASGI_LOOP", "auto")
     asgi_lifespan = os.environ.pop("CORRAL_WORKER_ASGI_LIFESPAN", "auto")
     env_file = os.environ.pop("CORRAL_WORKER_ENV_FILE", "")
@@ -477,10 +478,11 @@ def main(gevent_error=None):
     if gevent:
         # wsgi.multithread stays False, as under gunicorn's and gevent's own
         # servers: greenlets are not threads.
-        worker = GreenWorker(conn, WsgiRunner(conn, app, 1, root_path, software, around))
+        worker = GreenWorker(conn, WsgiRunner(conn, app, 1, root_path, software, around,
+                                                 multiprocess))
     else:
-        worker = Worker(conn, WsgiRunner(conn, app, threads, root_path, software, around),
-                        threads)
+        worker = Worker(conn, WsgiRunner(conn, app, threads, root_path, software, around,
+                                         multiprocess), threads)
     if gevent:
         worker.start()
     else:

@@ -377,8 +377,11 @@ class Connection:
 class WsgiRunner:
     """Runs one WSGI request per call, PEP 3333."""
 
-    def __init__(self, conn, app, threads, root, software="corral", hooks=None):
-        """threads: how many requests may run at once (wsgi.multithread)."""
+    def __init__(self, conn, app, threads, root, software="corral", hooks=None,
+                 multiprocess=True):
+        """threads: how many requests may run at once (wsgi.multithread);
+        multiprocess: more than one worker is configured (gunicorn's
+        wsgi.multiprocess)."""
         self.conn = conn
         self.app = app
         # gunicorn's pre_request and post_request (hooks.py), when the
@@ -393,7 +396,7 @@ class WsgiRunner:
             "wsgi.url_scheme": "http",
             "wsgi.errors": sys.stderr,
             "wsgi.multithread": threads > 1,
-            "wsgi.multiprocess": True,
+            "wsgi.multiprocess": multiprocess,
             "wsgi.run_once": False,
             # wsgi.input returns b"" at the end of the body, chunked or not
             # (Werkzeug reads chunked bodies only when this is set).
