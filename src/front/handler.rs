@@ -428,7 +428,8 @@ async fn dispatch(
             };
             shared.metrics.dispatched(protocol, asgi);
         }
-        if stream.credit.is_some() {
+        // The body streams on under the upload's clock (below).
+        if streams_body {
             break (lease, channel, stream, depth, leased, None);
         }
         let first = {
@@ -488,19 +489,9 @@ async fn dispatch(
 
     let first = match (answer, &mut uploading) {
         (Some(first), _) => first,
-        (None, None) => {
-            // A WebSocket handshake: the worker's answer, as for a request.
-            let mut unanswered = Unanswered {
-                channel: &channel,
-                stream: stream.id,
-                answered: false,
-            };
-            let Some(first) = Hangup::until(hangup.as_ref(), &mut stream.first).await else {
-                return Err(Early::Gone);
-            };
-            unanswered.answered = true;
-            first
-        }
+        // No answer yet only for a body that streams, whose stream came
+        // with credit: never without an upload.
+        (None, None) => return Err(broken_body().into()),
         (None, Some(up)) => {
             let first = up.first_answer(&mut stream.first, shared.timeout, hangup.as_ref());
             match first.await {

@@ -1064,51 +1064,41 @@ mod tests {
         assert!(capacity(&ch) > 1);
     }
 
-    #[tokio::test]
-    async fn a_worker_that_gives_back_a_request_it_holds_the_body_of_breaks_the_protocol() {
+    /// The first answer to a request (its body streaming after the
+    /// REQUEST frame with `credit`) after its worker sends RETURN with
+    /// `payload`.
+    async fn first_after_return(
+        credit: bool,
+        payload: &[u8],
+    ) -> Result<First, oneshot::error::RecvError> {
         use tokio::io::AsyncWriteExt;
         let (ch, mut worker) = Channel::of_one_thread(1, 0);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        // Its body streams after the REQUEST frame: part of it is the
-        // worker's alone, so the request cannot go to another.
-        let stream = ch.open(true, deadline);
-        ch.send(protocol::encode_request(
-            stream.id,
-            b"",
-            b"",
-            protocol::FLAG_MORE_BODY,
-        ));
+        let stream = ch.open(credit, Instant::now() + Duration::from_secs(10));
+        let flags = if credit { protocol::FLAG_MORE_BODY } else { 0 };
+        ch.send(protocol::encode_request(stream.id, b"", b"", flags));
         assert_eq!(
             next_frame(&mut worker).await,
             (FrameKind::Request as u8, stream.id)
         );
         worker
-            .write_all(&protocol::encode(FrameKind::Return, stream.id, b""))
+            .write_all(&protocol::encode(FrameKind::Return, stream.id, payload))
             .await
             .unwrap();
-        let first = tokio::time::timeout(Duration::from_secs(5), stream.first)
+        tokio::time::timeout(Duration::from_secs(5), stream.first)
             .await
-            .unwrap();
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_worker_that_gives_back_a_request_it_holds_the_body_of_breaks_the_protocol() {
+        // Part of its body is the worker's alone: it cannot go to another.
+        let first = first_after_return(true, b"").await;
         assert!(first.is_err(), "the channel closed: {first:?}");
     }
 
     #[tokio::test]
     async fn a_return_with_a_payload_breaks_the_protocol() {
-        use tokio::io::AsyncWriteExt;
-        let (ch, mut worker) = Channel::of_one_thread(1, 0);
-        let stream = ch.open(false, Instant::now() + Duration::from_secs(10));
-        ch.send(protocol::encode_request(stream.id, b"", b"", 0));
-        assert_eq!(
-            next_frame(&mut worker).await,
-            (FrameKind::Request as u8, stream.id)
-        );
-        worker
-            .write_all(&protocol::encode(FrameKind::Return, stream.id, b"x"))
-            .await
-            .unwrap();
-        let first = tokio::time::timeout(Duration::from_secs(5), stream.first)
-            .await
-            .unwrap();
+        let first = first_after_return(false, b"x").await;
         assert!(first.is_err(), "the channel closed: {first:?}");
     }
 }

@@ -19,6 +19,17 @@ fn corral(args: &[&str]) -> Output {
         .expect("run corral")
 }
 
+/// A client command (`corral status`, `reload`, ...) run in `dir` with
+/// `env`, to its end.
+fn client_in(dir: &std::path::Path, env: &[(&str, &str)], args: &[&str]) -> Output {
+    Command::new(corral_bin())
+        .args(args)
+        .current_dir(dir)
+        .envs(env.iter().copied())
+        .output()
+        .expect("run corral")
+}
+
 fn text(out: &Output) -> String {
     format!(
         "{}{}",
@@ -176,14 +187,7 @@ fn two_instances_side_by_side_are_told_apart_by_app_and_bind() {
     b.wait_listening();
     a.wait_in_service(1);
     b.wait_in_service(1);
-    let client = |args: &[&str]| {
-        Command::new(corral_bin())
-            .args(args)
-            .current_dir(elsewhere.path())
-            .env("XDG_RUNTIME_DIR", &rt)
-            .output()
-            .expect("run corral")
-    };
+    let client = |args: &[&str]| client_in(elsewhere.path(), &[("XDG_RUNTIME_DIR", &rt)], args);
 
     // Listed, not guessed.
     let out = client(&["status"]);
@@ -296,15 +300,7 @@ fn two_services_sharing_one_config_file_are_two_instances() {
         .unwrap()
         .collect();
     assert_eq!(sockets.len(), 2, "{sockets:?}");
-    let client = |args: &[&str]| {
-        Command::new(corral_bin())
-            .args(args)
-            .current_dir(elsewhere.path())
-            .env("XDG_RUNTIME_DIR", &rt)
-            .env("XDG_STATE_HOME", &st)
-            .output()
-            .expect("run corral")
-    };
+    let client = |args: &[&str]| client_in(elsewhere.path(), &env, args);
     let out = client(&["status", "--json", "-c", common]);
     assert_ne!(out.status.code(), Some(0));
     assert!(
@@ -355,14 +351,7 @@ fn what_a_killed_corral_leaves_is_passed_over_and_cleared() {
     killed.signal(libc::SIGKILL);
     assert!(killed.wait_exit(Duration::from_secs(10)).is_some());
     assert_eq!(folders().len(), 1, "left behind: {:?}", folders());
-    let client = |args: &[&str]| {
-        Command::new(corral_bin())
-            .args(args)
-            .current_dir(elsewhere.path())
-            .env("XDG_RUNTIME_DIR", &rt)
-            .output()
-            .expect("run corral")
-    };
+    let client = |args: &[&str]| client_in(elsewhere.path(), &[("XDG_RUNTIME_DIR", &rt)], args);
     let out = client(&["status"]);
     assert_ne!(out.status.code(), Some(0));
     assert!(
