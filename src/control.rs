@@ -448,7 +448,7 @@ pub fn socket_for(args: &ControlArgs) -> Result<PathBuf, String> {
     }
     let path = crate::config::control_socket(args.config.as_deref(), args.socket.as_deref())
         .map_err(|e| e.to_string())?;
-    if args.socket.is_some() || std::os::unix::net::UnixStream::connect(&path).is_ok() {
+    if args.socket.is_some() || in_use(&path) {
         return Ok(path);
     }
     let file = args

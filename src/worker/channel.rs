@@ -873,19 +873,19 @@ fn route(
         Return => {
             // Only a request the worker never started, whose body came
             // whole: one that streams has its body in the worker's hands.
-            let Some(entry) = streams.get(&stream) else {
+            let Some(mut entry) = streams.remove(&stream) else {
                 return Ok(());
             };
             if entry.credit.is_some() || entry.rest.is_some() || channel.is_cooperative() {
+                // Its request hears the channel close, as the others do.
+                entry.finish();
                 return Err(format!(
                     "RETURN of stream {stream}, which it cannot give back"
                 ));
             }
-            if let Some(mut entry) = streams.remove(&stream) {
-                channel.stall();
-                if let Some(first) = entry.first.take() {
-                    let _ = first.send(First::Returned);
-                }
+            channel.stall();
+            if let Some(first) = entry.first.take() {
+                let _ = first.send(First::Returned);
             }
         }
         BodyWindow => {

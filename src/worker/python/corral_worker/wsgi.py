@@ -163,11 +163,11 @@ class Connection:
         self.big = False
         # Moving average of request run time (seconds): responses are only
         # held back for batching while requests are fast, and Worker.watch
-        # gives requests back past a multiple of it. A sample counts for at
-        # most 4 times the average, so that a few slow requests
-        # among fast ones leave it a fast app's (the watch would otherwise
-        # wait for half a second after each); a uniformly slow app gets
-        # there within a few dozen requests.
+        # gives requests back past a multiple of it. A thread worker's
+        # sample counts for at most 4 times the average (serve_forever), so
+        # that a few slow requests among fast ones leave it a fast app's
+        # (the watch would otherwise wait for half a second after each); a
+        # uniformly slow app gets there within a few dozen requests.
         self.avg_run = 0.0
         # Called with a stream's id when corral cancels it past the timeout
         # (GreenWorker's); threads cannot be stopped, so None for them.
@@ -224,6 +224,11 @@ class Connection:
         if now - self.looked < LOOK_EVERY:
             return
         self.looked = now
+        self._take_in()
+
+    def _take_in(self):
+        """Reads what corral sent, if anything waits, when no other thread
+        reads."""
         if self.readable():
             self._lead(NOT_YET)
 
@@ -300,8 +305,7 @@ class Connection:
         whole, and not a readiness probe (F_STAY). A request is taken from
         `pending` once, by a thread or by this, so none runs twice. Writes
         the answers held back for batching too."""
-        if self.readable():
-            self._lead(NOT_YET)
+        self._take_in()
         pending = self.pending
         frames = []
         for st in list(pending):
@@ -612,9 +616,10 @@ class Worker:
         conn = self.conn
         starts = self.starts
         while True:
-            time.sleep(WATCH_IDLE if max(starts) == 0.0 else WATCH_BUSY)
+            time.sleep(WATCH_BUSY if any(starts) else WATCH_IDLE)
             if 0.0 in starts or stopping():
                 continue
+            # Since the latest start, every thread has been in a request.
             if perf_counter() - max(starts) >= max(STALL_AFTER, STALL_RUNS * conn.avg_run):
                 conn.give_back()
 
