@@ -91,38 +91,10 @@ fn main() -> ExitCode {
         }
         cli::Action::ImportGunicorn(args) => return ExitCode::from(import_gunicorn::run(&args)),
     };
-    // A gunicorn.conf.py, run and converted as `corral import-gunicorn`
-    // would, read in place of a corral.toml.
-    let gunicorn = match config::gunicorn_file(&args) {
-        Ok(None) => None,
-        Ok(Some(conf)) => {
-            let python = args
-                .python
-                .clone()
-                .unwrap_or_else(config::default_interpreter);
-            match import_gunicorn::convert_file(&conf, args.app.as_deref(), &python) {
-                Ok(c) => Some((conf, c)),
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    return ExitCode::from(EXIT_CONFIG);
-                }
-            }
-        }
+    let (cfg, gunicorn) = match read_config(&args) {
+        Ok((cfg, gunicorn)) => (Arc::new(cfg), gunicorn),
         Err(e) => {
             eprintln!("error: {e}");
-            return ExitCode::from(EXIT_CONFIG);
-        }
-    };
-    let converted = gunicorn
-        .as_ref()
-        .map(|(conf, c)| (conf.path.as_path(), c.toml.as_str()));
-    let cfg = match config::load(&args, converted) {
-        Ok(c) => Arc::new(c),
-        Err(e) => {
-            eprintln!("error: {e}");
-            if let Some((conf, c)) = &gunicorn {
-                eprintln!("{} converted reads:\n{}", conf.path.display(), c.toml);
-            }
             return ExitCode::from(EXIT_CONFIG);
         }
     };
@@ -241,11 +213,56 @@ fn main() -> ExitCode {
     let code = if check {
         runtime.block_on(check::run(cfg))
     } else {
-        runtime.block_on(run(cfg, inherited, systemd))
+        // Each reload reads the file again, with the same flags.
+        // Not once corral has given up root: the file, and the files it
+        // names (a status token's), are often root's alone.
+        let reread: Option<supervisor::ReadConfig> =
+            (cfg.source.is_some() && !cfg.server.drop_privileges).then(|| {
+                let args = args.clone();
+                Arc::new(move || read_config(&args).map(|(cfg, _)| cfg)) as supervisor::ReadConfig
+            });
+        runtime.block_on(run(cfg, reread, inherited, systemd))
     };
     // Workers are reaped or killed by now; do not wait for idle connections.
     runtime.shutdown_timeout(std::time::Duration::from_millis(100));
     ExitCode::from(code)
+}
+
+/// The configuration as `corral run` reads it: the TOML file, or a
+/// gunicorn.conf.py run and converted as `corral import-gunicorn` would,
+/// read in place of a corral.toml. Read at start and again at each reload.
+/// Err: what to print after "error: " (a converted file's error is
+/// followed by the converted text).
+fn read_config(
+    args: &config::Overrides,
+) -> Result<
+    (
+        config::Config,
+        Option<(config::GunicornConf, import_gunicorn::Conversion)>,
+    ),
+    String,
+> {
+    let gunicorn = match config::gunicorn_file(args)? {
+        None => None,
+        Some(conf) => {
+            let python = args
+                .python
+                .clone()
+                .unwrap_or_else(config::default_interpreter);
+            let c = import_gunicorn::convert_file(&conf, args.app.as_deref(), &python)?;
+            Some((conf, c))
+        }
+    };
+    let converted = gunicorn
+        .as_ref()
+        .map(|(conf, c)| (conf.path.as_path(), c.toml.as_str()));
+    match config::load(args, converted) {
+        Ok(cfg) => Ok((cfg, gunicorn)),
+        Err(e) => Err(match &gunicorn {
+            Some((conf, c)) => format!("{e}\n{} converted reads:\n{}", conf.path.display(), c.toml),
+            None => e.to_string(),
+        }),
+    }
 }
 
 /// With `--reuse-port`, a second corral of the same instance (the same
@@ -272,6 +289,7 @@ fn twin_socket(cfg: &config::Config, takeover: bool) -> Option<std::path::PathBu
 
 async fn run(
     cfg: Arc<config::Config>,
+    reread: Option<supervisor::ReadConfig>,
     inherited: front::listeners::Inherited,
     systemd: systemd::NotifySocket,
 ) -> u8 {
@@ -402,6 +420,7 @@ async fn run(
         }
     };
     let mut sup = supervisor::Supervisor::new(cfg.clone(), launcher, router.clone(), systemd);
+    sup.set_reread(reread);
     sup.set_shards(shards.clone());
     sup.set_sockets(listeners.handover());
     let socket_files = listeners.made();

@@ -449,6 +449,7 @@ pub fn status(state: &StatusState) -> serde_json::Value {
         "rollback_hook": snap.rollback_hook,
         "reloading": snap.reloading,
         "last_reload": snap.last_reload,
+        "config_error": snap.config_error,
         // The certificates in force (per set), which listener serves which,
         // and the last reload of their files.
         "tls": state.tls.as_ref().map(|t| t.status()),

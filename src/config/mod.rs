@@ -48,6 +48,7 @@ mod overrides;
 #[cfg(test)]
 mod proptests;
 mod raw;
+pub mod reread;
 mod resolved;
 mod units;
 mod validate;

@@ -413,7 +413,7 @@ async fn dispatch(
         let deadline = if streams_body {
             NO_DEADLINE
         } else {
-            shared.timeout
+            channel.timeout(shared.timeout)
         };
         let mut stream = channel.open(more || websocket, leased + deadline);
         let depth = channel.in_flight.load(Ordering::Relaxed);
@@ -493,7 +493,8 @@ async fn dispatch(
         // with credit: never without an upload.
         (None, None) => return Err(broken_body().into()),
         (None, Some(up)) => {
-            let first = up.first_answer(&mut stream.first, shared.timeout, hangup.as_ref());
+            let timeout = channel.timeout(shared.timeout);
+            let first = up.first_answer(&mut stream.first, timeout, hangup.as_ref());
             match first.await {
                 Ok(first) => first,
                 Err(Cut::Gone) => return Err(Early::Gone),
@@ -778,7 +779,7 @@ fn timed_out(
         "request {id} {} {} exceeded the timeout of {:?} on worker {} (pid {})",
         parts.method,
         access::escape(parts.uri.path().as_bytes()),
-        shared.timeout,
+        channel.timeout(shared.timeout),
         channel.slot,
         channel.pid
     );

@@ -34,6 +34,9 @@ impl Supervisor {
             }
             Msg::RolledBack(result) => self.handle_rolled_back(result),
             Msg::Reload(timeout, canary, waiter) => self.handle_reload(timeout, canary, waiter),
+            Msg::Reread(read, timeout, canary, waiter) => {
+                self.handle_reread(read, timeout, canary, waiter)
+            }
             Msg::Scale(count) => Some(Event::Scale { count }),
             Msg::Decide(promote, reply) => {
                 let _ = reply.send(self.handle_decide(promote));
@@ -212,37 +215,13 @@ impl Supervisor {
             return None;
         }
         tracing::info!("SIGHUP: reload");
-        self.warn_if_config_changed();
-        let _ = self.reload_tls();
-        if self.core.reload.is_none() {
-            self.start_generation(self.core.next_generation());
-        }
-        Some(Event::Reload {
-            timeout: None,
-            canary: None,
-        })
+        self.handle_reload(None, None, None)
     }
 
-    /// A reload starts new workers on the config corral started with: an
-    /// edit to the file since then is not applied, and the log says so
-    /// (gunicorn reads its file again on HUP). Read off the loop.
-    fn warn_if_config_changed(&self) {
-        let (Some(path), Some(read)) = (self.cfg.source.clone(), self.config_read) else {
-            return;
-        };
-        tokio::task::spawn_blocking(move || {
-            if super::file_hash(&path).is_some_and(|now| now != read) {
-                tracing::warn!(
-                    "{} changed since corral started: a reload runs the new code with the config \
-                     corral started with; `kill -USR2` (a re-exec that keeps the sockets) or a \
-                     restart applies the new config",
-                    path.display()
-                );
-            }
-        });
-    }
-
-    /// `corral reload [--wait]`: the waiter hears how the reload ended.
+    /// `corral reload [--wait]` and HUP: the config file is read again
+    /// first (off the loop: a gunicorn.conf.py runs Python), then
+    /// [`Self::handle_reread`] goes on. The waiter hears how the reload
+    /// ended.
     fn handle_reload(
         &mut self,
         timeout: Option<Duration>,
@@ -255,7 +234,111 @@ impl Supervisor {
             }
             return None;
         }
-        self.warn_if_config_changed();
+        let Some(read) = self.reread.clone() else {
+            if let Some(path) = &self.cfg.source {
+                tracing::info!(
+                    "{} is not read again (server.drop_privileges: corral no longer runs as root); the new generation starts with the config corral started with, and a restart applies a new one",
+                    path.display()
+                );
+            }
+            return self.reload_now(timeout, canary, waiter);
+        };
+        let tx = self.tx.clone();
+        tokio::task::spawn_blocking(move || {
+            let _ = tx.send(Msg::Reread(read().map(Box::new), timeout, canary, waiter));
+        });
+        None
+    }
+
+    /// The config file read again for a reload: the next generation takes
+    /// its `[app]` and `[workers]` (`config::reread`); one that does not
+    /// read refuses the reload, and the workers run on as they are.
+    fn handle_reread(
+        &mut self,
+        read: Result<Box<crate::config::Config>, String>,
+        timeout: Option<Duration>,
+        canary: Option<CanaryRun>,
+        waiter: Option<Waiter>,
+    ) -> Option<Event> {
+        if self.stopping() {
+            if let Some(w) = waiter {
+                let _ = w.send(Err("corral is stopping".into()));
+            }
+            return None;
+        }
+        let new = match read {
+            Ok(new) => new,
+            Err(e) => {
+                let why = format!(
+                    "reload refused: the config file does not read, so no new generation starts and generation {} serves on as it is; fix the file and reload again:\n{}",
+                    self.core.generation,
+                    e.trim_end()
+                );
+                tracing::error!("{why}");
+                self.config_error = Some(e.trim_end().to_string());
+                self.refused += 1;
+                // The certificates are read again at every reload, this
+                // one too (a renewed one is taken; a bad one is reported).
+                let why = match self.reload_tls() {
+                    Err(tls) => format!("{why}\n{tls}"),
+                    Ok(()) => why,
+                };
+                if let Some(w) = waiter {
+                    let _ = w.send(Err(why));
+                }
+                return None;
+            }
+        };
+        self.config_error = None;
+        // A reload under way is not replaced (the core says so): what it
+        // started with stays.
+        if self.core.reload.is_none() {
+            self.apply(*new);
+        }
+        self.reload_now(timeout, canary, waiter)
+    }
+
+    /// Takes what a reload applies from the config just read.
+    fn apply(&mut self, new: crate::config::Config) {
+        let r = crate::config::reread::merge(&self.cfg, new);
+        if let Some(path) = &self.cfg.source {
+            if !r.kept.is_empty() {
+                tracing::warn!(
+                    "{}: {} changed and keep{} the value corral started with until a `kill -USR2` (a re-exec that keeps the sockets) or a restart; a reload applies [app] and [workers]",
+                    path.display(),
+                    r.kept.join(", "),
+                    if r.kept.len() == 1 { "s" } else { "" }
+                );
+            }
+            if !r.applied.is_empty() {
+                tracing::info!(
+                    "{}: the new generation starts with the changed {}",
+                    path.display(),
+                    r.applied.join(", ")
+                );
+            }
+        }
+        let count = (r.cfg.workers.count != self.file_count).then_some(r.cfg.workers.count);
+        self.pending_count = count.map(|c| (self.core.next_generation(), c));
+        if r.applied.is_empty() {
+            return;
+        }
+        let cfg = std::sync::Arc::new(r.cfg);
+        self.launcher = std::sync::Arc::new(self.launcher.with_config(&cfg));
+        let seed = self.core.settings.seed;
+        let count_now = self.core.settings.count;
+        self.core.settings = super::settings(&cfg, seed);
+        self.core.settings.count = count_now;
+        self.cfg = cfg;
+    }
+
+    /// Starts the next generation (with the TLS certificates read again).
+    fn reload_now(
+        &mut self,
+        timeout: Option<Duration>,
+        canary: Option<CanaryRun>,
+        waiter: Option<Waiter>,
+    ) -> Option<Event> {
         match self.reload_tls() {
             // Reported to `reload --wait` as a failed reload; the code
             // reload goes on.

@@ -85,7 +85,7 @@ fn render_reloads(snap: &Snapshot, out: &mut String) {
         "corral_reloads_total",
         "counter",
         "Reloads by outcome: ok (the new generation serves), failed (it did not \
-         come up; the old one kept serving), canary_failed (its canary was judged bad \
+         come up, or the config file did not read; the old one kept serving), canary_failed (its canary was judged bad \
          or aborted), rolled_back (the last good code was restored and reloaded).",
     );
     for (outcome, n) in [

@@ -69,6 +69,21 @@ impl Signal {
     }
 }
 
+/// Reads the config file again, as corral read it at start (the same
+/// flags and environment): set when corral runs from a file.
+pub type ReadConfig = Arc<dyn Fn() -> Result<Config, String> + Send + Sync>;
+
+/// What a generation's workers are started with, fixed when it starts: a
+/// reload that read new settings leaves the older generations' own (a
+/// worker of the old generation that restarts during a failed reload runs
+/// as before).
+struct GenSetup {
+    launcher: Arc<Launcher>,
+    capacity: crate::worker::channel::Capacity,
+    /// `workers.timeout` (0: none).
+    timeout: Duration,
+}
+
 /// How the rest of corral talks to the supervisor loop: it queues a
 /// [`Msg`]; the loop handles one at a time.
 #[derive(Clone)]
@@ -155,6 +170,14 @@ pub enum Msg {
         Option<core::CanaryRun>,
         Option<tokio::sync::oneshot::Sender<Result<ReloadDone, String>>>,
     ),
+    /// The config file, read again for a reload (a HUP's, when the waiter
+    /// is None): the reload goes on with what it gives, or is refused.
+    Reread(
+        Result<Box<Config>, String>,
+        Option<Duration>,
+        Option<core::CanaryRun>,
+        Option<tokio::sync::oneshot::Sender<Result<ReloadDone, String>>>,
+    ),
     /// Run this many workers.
     Scale(usize),
     /// `corral promote` (true) or `corral abort` (false): end the running
@@ -169,8 +192,26 @@ pub enum Msg {
 }
 
 pub struct Supervisor {
+    /// The config the next generation starts with: what corral started
+    /// with, then the `[app]` and `[workers]` of the file as each reload
+    /// read it again (`config::reread`).
     cfg: Arc<Config>,
-    launcher: Launcher,
+    launcher: Arc<Launcher>,
+    /// Reads the config file again at each reload; `None`: corral runs
+    /// from flags alone.
+    reread: Option<ReadConfig>,
+    /// Each live generation's launcher and worker capacity.
+    setups: HashMap<u64, GenSetup>,
+    /// A worker count the file read at a reload set: applied once that
+    /// generation is in service. And the file's count as last applied (a
+    /// count set by TTIN, TTOU or `corral scale` stays through reloads
+    /// until the file's changes).
+    pending_count: Option<(u64, usize)>,
+    file_count: usize,
+    /// Why the config file did not read at the last reload (cleared by one
+    /// that read), for `/status`; and how many reloads that refused.
+    config_error: Option<String>,
+    refused: u64,
     router: Arc<Router>,
     /// The front's event loops: each worker's channel runs on its slot's.
     shards: Arc<crate::shards::Shards>,
@@ -198,9 +239,6 @@ pub struct Supervisor {
     front: Option<Front>,
     /// The app port's TLS certificates, read again on each reload.
     tls: Option<Arc<crate::tls::Tls>>,
-    /// The config file's bytes as corral started with them (a hash), to
-    /// say at a reload that an edit to it is not applied.
-    config_read: Option<u64>,
     /// How far a TERM has got.
     term: Term,
     /// The loop's own deadlines and what each delivers (see `after`).
@@ -261,41 +299,7 @@ impl Supervisor {
         let (tx, rx) = mpsc::unbounded_channel();
         let (control_tx, control_rx) = mpsc::unbounded_channel();
         let (replace_tx, replace_rx) = mpsc::unbounded_channel();
-        let w = &cfg.workers;
-        let core = Core::new(Settings {
-            count: w.count,
-            boot_timeout: w.boot_timeout,
-            backoff: w.restart_backoff,
-            backoff_max: w.restart_backoff_max,
-            young: Duration::from_secs(1),
-            dump_grace: Duration::from_millis(200),
-            term_grace: Duration::from_secs(5),
-            quit_grace: Duration::from_secs(1),
-            // Past its own graceful timeout, a draining worker is stuck.
-            drain_grace: w.graceful_timeout + Duration::from_secs(5),
-            probe: cfg.health.ready_path.as_ref().map(|_| ProbeSettings {
-                interval: cfg.health.probe_interval,
-                retry: cfg.health.probe_interval.min(Duration::from_secs(1)),
-                unhealthy_after: cfg.health.unhealthy_after,
-            }),
-            min_in_service: cfg.health.min_in_service.required(w.count),
-            heartbeat_timeout: Some(w.heartbeat_timeout),
-            max_requests: w.max_requests,
-            max_requests_jitter: w.max_requests_jitter,
-            max_memory: w.max_memory,
-            max_lifetime: (!w.max_lifetime.is_zero()).then_some(w.max_lifetime),
-            seed: std::process::id() as u64 ^ started_nanos(),
-            reload_timeout: cfg.deploy.ready_timeout,
-            rolling: (cfg.deploy.strategy == crate::config::Strategy::Rolling)
-                .then_some(cfg.deploy.max_surge),
-            canary: cfg.deploy.canary.map(|c| {
-                CanaryRun {
-                    permille: u64::from(c.share) * 10,
-                    window: c.thresholds.duration,
-                }
-                .settings()
-            }),
-        });
+        let core = Core::new(settings(&cfg, std::process::id() as u64 ^ started_nanos()));
         let started = Instant::now();
         let last_good = crate::deploy::last_good(&cfg.deploy.state_dir);
         let state = crate::deploy::StateWriter::start(cfg.deploy.state_dir.clone());
@@ -303,7 +307,13 @@ impl Supervisor {
         Supervisor {
             hooks: crate::hooks::Hooks::new(&cfg),
             arbiter: None,
-            launcher,
+            launcher: Arc::new(launcher),
+            reread: None,
+            setups: HashMap::new(),
+            pending_count: None,
+            file_count: cfg.workers.count,
+            config_error: None,
+            refused: 0,
             router,
             shards: crate::shards::Shards::single(),
             core,
@@ -318,7 +328,6 @@ impl Supervisor {
             replace_rx,
             front: None,
             tls: None,
-            config_read: cfg.source.as_deref().and_then(file_hash),
             term: Term::NotYet,
             timers: Vec::new(),
             snapshot,
@@ -352,6 +361,11 @@ impl Supervisor {
             canary_env: None,
             cfg,
         }
+    }
+
+    /// Lets each reload read the config file again.
+    pub fn set_reread(&mut self, reread: Option<ReadConfig>) {
+        self.reread = reread;
     }
 
     /// Opened once this corral is in service (a re-exec accepts only then).
@@ -456,9 +470,6 @@ impl Supervisor {
             return 0;
         }
         self.drift_checks = true;
-        let recycling = self.cfg.workers.max_requests > 0
-            || self.cfg.workers.max_memory.is_some()
-            || !self.cfg.workers.max_lifetime.is_zero();
         let watchdog_every = self.systemd.watchdog_interval();
         let mut watchdog =
             tokio::time::interval(watchdog_every.unwrap_or(Duration::from_secs(3600)));
@@ -487,7 +498,7 @@ impl Supervisor {
                     self.receive(Msg::Replace(serial, reason))
                 }
                 _ = sleep_until(deadline) => self.on_deadline(),
-                _ = usage.tick(), if recycling => self.usage_events(),
+                _ = usage.tick(), if self.recycling() => self.usage_events(),
                 // Sent from this loop, so it stops when the loop is stuck.
                 _ = watchdog.tick(), if watchdog_every.is_some() => {
                     self.systemd.send("WATCHDOG=1");
@@ -675,6 +686,14 @@ impl Supervisor {
         self.published = serials;
     }
 
+    /// How many requests a worker started now holds at once.
+    fn capacity(&self) -> crate::worker::channel::Capacity {
+        crate::worker::channel::Capacity {
+            threads: self.cfg.workers.threads,
+            concurrency: self.cfg.workers.concurrency,
+        }
+    }
+
     fn spawn(&mut self, slot: usize, serial: u64, generation: u64) -> Event {
         let info = self.gens.get(&generation).cloned().unwrap_or_default();
         if self.drift_checks && self.core.reload.is_none() && generation == self.core.generation {
@@ -686,7 +705,15 @@ impl Supervisor {
         let shard = self.shards.of_slot(slot);
         let shards = self.shards.clone();
         let _on_shard = shards.handle(shard).enter();
-        let spawned = match self.launcher.spawn(slot, generation, &info) {
+        let (launcher, capacity, timeout) = match self.setups.get(&generation) {
+            Some(setup) => (setup.launcher.clone(), setup.capacity, setup.timeout),
+            None => (
+                self.launcher.clone(),
+                self.capacity(),
+                self.cfg.workers.timeout,
+            ),
+        };
+        let spawned = match launcher.spawn(slot, generation, &info) {
             Ok(s) => s,
             Err(e) => {
                 return Event::SpawnFailed {
@@ -704,10 +731,6 @@ impl Supervisor {
         if let Some(err) = child.stderr.take() {
             crate::worker::output::forward(err, slot, pid, "stderr");
         }
-        let capacity = crate::worker::channel::Capacity {
-            threads: self.cfg.workers.threads,
-            concurrency: self.cfg.workers.concurrency,
-        };
         let channel = Channel::start(
             crate::worker::channel::Ident {
                 serial,
@@ -723,6 +746,15 @@ impl Supervisor {
         channel
             .generation
             .store(generation, std::sync::atomic::Ordering::Relaxed);
+        // `timeout = 0`: no limit, as gunicorn's.
+        let timeout = match timeout {
+            t if t.is_zero() => crate::front::handler::NO_DEADLINE,
+            t => t,
+        };
+        channel.timeout_ns.store(
+            u64::try_from(timeout.as_nanos()).unwrap_or(u64::MAX),
+            std::sync::atomic::Ordering::Relaxed,
+        );
         self.channels.insert(serial, channel);
         let tx = self.tx.clone();
         let (watch, ours) = (spawned.watch, spawned.ours);
@@ -771,6 +803,13 @@ impl Supervisor {
         self.core.attach_stacks(serial, &lines.join("\n"));
     }
 
+    /// Whether workers are recycled by their requests, memory or age (a
+    /// reload may set or clear it).
+    fn recycling(&self) -> bool {
+        let w = &self.cfg.workers;
+        w.max_requests > 0 || w.max_memory.is_some() || !w.max_lifetime.is_zero()
+    }
+
     /// Reports each worker's requests and memory so the core can recycle.
     fn usage_events(&self) -> Vec<Event> {
         self.channels
@@ -807,7 +846,49 @@ impl Supervisor {
         snap.hook_runs = self.hook_runs.clone();
         snap.reloads.rolled_back = self.rollbacks;
         snap.drift = self.drift.clone();
+        snap.config_error = self.config_error.clone();
+        snap.reloads.failed += self.refused;
         self.snapshot.send_replace(snap);
+    }
+}
+
+/// The core's settings from a config (`seed` picks each worker's
+/// max_requests jitter).
+fn settings(cfg: &Config, seed: u64) -> Settings {
+    let w = &cfg.workers;
+    Settings {
+        count: w.count,
+        boot_timeout: w.boot_timeout,
+        backoff: w.restart_backoff,
+        backoff_max: w.restart_backoff_max,
+        young: Duration::from_secs(1),
+        dump_grace: Duration::from_millis(200),
+        term_grace: Duration::from_secs(5),
+        quit_grace: Duration::from_secs(1),
+        // Past its own graceful timeout, a draining worker is stuck.
+        drain_grace: w.graceful_timeout + Duration::from_secs(5),
+        probe: cfg.health.ready_path.as_ref().map(|_| ProbeSettings {
+            interval: cfg.health.probe_interval,
+            retry: cfg.health.probe_interval.min(Duration::from_secs(1)),
+            unhealthy_after: cfg.health.unhealthy_after,
+        }),
+        min_in_service: cfg.health.min_in_service.required(w.count),
+        heartbeat_timeout: Some(w.heartbeat_timeout),
+        max_requests: w.max_requests,
+        max_requests_jitter: w.max_requests_jitter,
+        max_memory: w.max_memory,
+        max_lifetime: (!w.max_lifetime.is_zero()).then_some(w.max_lifetime),
+        seed,
+        reload_timeout: cfg.deploy.ready_timeout,
+        rolling: (cfg.deploy.strategy == crate::config::Strategy::Rolling)
+            .then_some(cfg.deploy.max_surge),
+        canary: cfg.deploy.canary.map(|c| {
+            CanaryRun {
+                permille: u64::from(c.share) * 10,
+                window: c.thresholds.duration,
+            }
+            .settings()
+        }),
     }
 }
 
@@ -846,13 +927,4 @@ pub fn signal(pid: u32, sig: i32) {
     unsafe {
         libc::kill(pid as libc::pid_t, sig);
     }
-}
-
-/// A hash of the file's bytes, if it can be read.
-fn file_hash(path: &std::path::Path) -> Option<u64> {
-    use std::hash::{Hash, Hasher};
-    let bytes = std::fs::read(path).ok()?;
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    bytes.hash(&mut h);
-    Some(h.finish())
 }

@@ -55,6 +55,18 @@ impl Supervisor {
                 .unwrap_or_default()
         );
         self.gens.insert(generation, info);
+        // The setups of generations no worker runs any more go.
+        let live: std::collections::HashSet<u64> =
+            self.core.workers.values().map(|w| w.generation).collect();
+        self.setups.retain(|g, _| live.contains(g));
+        self.setups.insert(
+            generation,
+            super::GenSetup {
+                launcher: self.launcher.clone(),
+                capacity: self.capacity(),
+                timeout: self.cfg.workers.timeout,
+            },
+        );
     }
 
     /// After each round of events: asks the deploy policy what follows
@@ -142,6 +154,16 @@ impl Supervisor {
     /// re-executed corral now accepts and asks the old one to stop.
     fn record_good(&mut self, generation: u64) {
         self.drift = None;
+        // The worker count the file read at this reload set.
+        if let Some((g, count)) = self.pending_count
+            && g <= generation
+        {
+            self.pending_count = None;
+            if g == generation {
+                self.file_count = count;
+                let _ = self.tx.send(Msg::Scale(count));
+            }
+        }
         if let Some(gate) = &self.accept_gate {
             let _ = gate.send(true);
         }

@@ -41,6 +41,10 @@ pub struct Snapshot {
     pub rollback_hook: Option<crate::deploy::HookRun>,
     /// Set while the code on disk differs from the serving generation's.
     pub drift: Option<String>,
+    /// Why the config file did not read at the last reload, which was
+    /// refused (the workers run on as before); cleared by a reload that
+    /// read it.
+    pub config_error: Option<String>,
     pub restarts: u64,
     /// Reloads by outcome and the Unix time the last one ended, for
     /// /metrics.

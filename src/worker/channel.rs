@@ -194,6 +194,10 @@ pub struct Channel {
     /// The worker's generation, set by the supervisor once it has started
     /// the channel (0 for a channel of no generation: `corral check`).
     pub generation: AtomicU64,
+    /// The request timeout of the worker's generation, in nanoseconds, as
+    /// `workers.timeout` read when it started (a reload may change it); 0:
+    /// the front's own. See [`Channel::timeout`].
+    pub timeout_ns: AtomicU64,
     closed: AtomicBool,
     /// Requests this worker may hold at once: from [`Capacity`], by its
     /// interface, and for WSGI by how fast it answers. Set with
@@ -268,6 +272,7 @@ impl Channel {
             in_flight: AtomicUsize::new(0),
             served: AtomicU64::new(0),
             generation: AtomicU64::new(0),
+            timeout_ns: AtomicU64::new(0),
             closed: AtomicBool::new(false),
             capacity: AtomicUsize::new(capacities.threads + INITIAL_PREFETCH),
             grown: AtomicUsize::new(0),
@@ -311,6 +316,15 @@ impl Channel {
             "shared-memory"
         } else {
             "socket"
+        }
+    }
+
+    /// The request timeout of this worker: its generation's, else
+    /// `front` (the one corral started with).
+    pub fn timeout(&self, front: Duration) -> Duration {
+        match self.timeout_ns.load(Ordering::Relaxed) {
+            0 => front,
+            ns => Duration::from_nanos(ns),
         }
     }
 

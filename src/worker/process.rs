@@ -110,6 +110,14 @@ impl Launcher {
         self
     }
 
+    /// The same launcher for workers of another config (a reload's).
+    pub fn with_config(&self, cfg: &Config) -> Launcher {
+        Launcher {
+            capture: self.capture,
+            ..Launcher::new(cfg, &self.script)
+        }
+    }
+
     /// `script` is where the worker script was written (a private runtime dir).
     pub fn new(cfg: &Config, script: &Path) -> Launcher {
         let mut env: Vec<(String, String)> = cfg

@@ -319,34 +319,158 @@ fn an_asgi_app_reloads_under_load_with_zero_failed_requests() {
     good_reload_under_load(asgi_app_version);
 }
 
-/// gunicorn reads its config file again on HUP; a corral reload runs the
-/// new code with the config corral started with. An edit to the file is
-/// not applied silently: the log names the file and how to apply it.
+/// An app that answers with what its environment says (`COLOR`) and the
+/// threads it was started with.
+const ENV_APP: &str = "import os\n\ndef app(environ, start_response):\n    body = ('%s %s' % (os.environ.get('COLOR'), environ['wsgi.multithread'])).encode()\n    start_response('200 OK', [('Content-Length', str(len(body)))])\n    return [body]\n";
+
+fn toml(color: &str, count: usize, threads: usize, keepalive: &str) -> String {
+    format!(
+        "[app]\nmodule = \"app:app\"\nenv = {{ COLOR = \"{color}\" }}\n[server]\nbind = [\"127.0.0.1:0\"]\nkeepalive = \"{keepalive}\"\n[workers]\ncount = {count}\nthreads = {threads}\n"
+    )
+}
+
+/// gunicorn reads its config file again on HUP: so does a corral reload.
+/// The new generation runs with the file's `[app]` and `[workers]`; a
+/// change to what lives in corral's own process (here `[server]`) keeps
+/// its value until a re-exec, and the log says which and how.
 #[test]
-fn a_reload_says_when_the_config_file_changed_and_how_to_apply_it() {
+fn a_reload_reads_the_config_file_again_and_the_new_generation_runs_with_it() {
     let app = AppDir::new(&[
-        ("app.py", &app_version_pid("v1", 1)),
-        (
-            "corral.toml",
-            "[app]\nmodule = \"app:app\"\n[server]\nbind = [\"127.0.0.1:0\"]\n[workers]\ncount = 1\n",
-        ),
+        ("app.py", ENV_APP),
+        ("corral.toml", &toml("red", 1, 1, "5s")),
     ]);
-    let c = Corral::start(app.path(), &["-c", "corral.toml"], 1);
+    let c = Corral::start(
+        app.path(),
+        &["-c", "corral.toml", "--status-bind", "127.0.0.1:0"],
+        1,
+    );
+    assert_eq!(c.get("/").text(), "red False");
+    std::fs::write(app.path().join("corral.toml"), toml("blue", 3, 4, "9s")).unwrap();
     c.signal(libc::SIGHUP);
-    c.log
-        .wait_for("reload done", Duration::from_secs(30))
-        .expect("the first reload");
-    assert!(!c.log.text().contains("changed since"), "{}", c.log.text());
+    wait_log(&c, "reload done: generation 2 is in service");
+    assert_eq!(c.get("/").text(), "blue True", "{}", c.log.text());
+    // The count the file sets follows once the new generation serves.
+    wait_log(&c, "scaling from 1 to 3 workers");
+    c.wait_until("three workers of generation 2 in service", || {
+        let slots = c.status_json()["slots"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        slots.len() == 3
+            && slots
+                .iter()
+                .all(|s| s["worker"]["state"] == "in_service" && s["worker"]["generation"] == 2)
+    });
+    for _ in 0..6 {
+        assert_eq!(c.get("/").text(), "blue True");
+    }
+    let kept = c
+        .log
+        .wait_for("server changed and keeps", Duration::from_secs(5))
+        .unwrap_or_else(|| panic!("no word of the kept key; log:\n{}", c.log.text()));
+    assert!(
+        kept.contains("corral.toml") && kept.contains("USR2"),
+        "{kept}"
+    );
+    assert!(
+        c.log
+            .text()
+            .contains("starts with the changed app, workers, workers.count"),
+        "{}",
+        c.log.text()
+    );
+    // A reload with the file as it is changes nothing more and says nothing.
+    c.signal(libc::SIGHUP);
+    wait_log(&c, "reload done: generation 3 is in service");
+    assert_eq!(c.log.count("scaling from"), 1, "{}", c.log.text());
+    assert_eq!(c.get("/").text(), "blue True");
+}
+
+/// A config file that no longer reads refuses the reload with the file,
+/// line and key (gunicorn exits on a HUP with a broken file): no new
+/// generation starts, the workers serve on, `reload --wait` exits 1 and
+/// `/status` shows why until a reload reads it again.
+#[test]
+fn a_config_file_that_no_longer_reads_refuses_the_reload_and_the_workers_serve_on() {
+    let app = AppDir::new(&[
+        ("app.py", ENV_APP),
+        ("corral.toml", &toml("red", 1, 1, "5s")),
+    ]);
+    let c = Corral::start(
+        app.path(),
+        &["-c", "corral.toml", "--status-bind", "127.0.0.1:0"],
+        1,
+    );
+    let pids = children_of(c.pid());
     std::fs::write(
         app.path().join("corral.toml"),
-        "[app]\nmodule = \"app:app\"\n[server]\nbind = [\"127.0.0.1:0\"]\n[workers]\ncount = 2\n",
+        toml("blue", 1, 1, "5s") + "[workers.limits]\nno_such_key = 1\n",
     )
     .unwrap();
+    let (code, out) = reload_wait(&c);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains("reload refused")
+            && out.contains("corral.toml:11")
+            && out.contains("no_such_key"),
+        "{out}"
+    );
+    assert_eq!(c.get("/").text(), "red False");
+    assert_eq!(children_of(c.pid()), pids, "the worker was not replaced");
+    let status = c.status_json();
+    assert!(
+        status["config_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("no_such_key")),
+        "{status}"
+    );
+    assert_eq!(status["generation"], 1, "{status}");
+    let metrics = c.status("/metrics").text();
+    assert!(
+        metrics.contains("corral_reloads_total{outcome=\"failed\"} 1"),
+        "{metrics}"
+    );
+    std::fs::write(app.path().join("corral.toml"), toml("blue", 1, 1, "5s")).unwrap();
+    let (code, out) = reload_wait(&c);
+    assert_eq!(code, Some(0), "{out}");
+    assert_eq!(c.get("/").text(), "blue False");
+    assert!(c.status_json()["config_error"].is_null());
+}
+
+/// `corral reload --wait`: its exit code, and what it wrote.
+fn reload_wait(c: &Corral) -> (Option<i32>, String) {
+    let out = std::process::Command::new(corral_bin())
+        .args(["reload", "--wait", "--socket", c.socket.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.code(), text)
+}
+
+/// The same from a gunicorn.conf.py: its `raw_env` and `timeout` apply to
+/// the new generation, as gunicorn's HUP applies them.
+#[test]
+fn a_reload_reads_a_gunicorn_conf_py_again() {
+    let conf = |color: &str, timeout: u32| {
+        format!(
+            "bind = '127.0.0.1:0'\nworkers = 1\nraw_env = ['COLOR={color}']\ntimeout = {timeout}\n"
+        )
+    };
+    let slow = "import os, time\n\ndef app(environ, start_response):\n    if environ['PATH_INFO'] == '/slow':\n        time.sleep(3)\n    body = os.environ.get('COLOR', '').encode()\n    start_response('200 OK', [('Content-Length', str(len(body)))])\n    return [body]\n";
+    let app = AppDir::new(&[("app.py", slow), ("gunicorn.conf.py", &conf("red", 30))]);
+    let c = Corral::start(app.path(), &["-c", "gunicorn.conf.py", "app:app"], 1);
+    assert_eq!(c.get("/").text(), "red");
+    std::fs::write(app.path().join("gunicorn.conf.py"), conf("green", 1)).unwrap();
     c.signal(libc::SIGHUP);
-    let line = c
-        .log
-        .wait_for("changed since corral started", Duration::from_secs(10))
-        .unwrap_or_else(|| panic!("no warning; log:\n{}", c.log.text()));
-    assert!(line.contains("corral.toml"), "{line}");
-    assert!(line.contains("kill -USR2"), "{line}");
+    wait_log(&c, "reload done: generation 2 is in service");
+    assert_eq!(c.get("/").text(), "green", "{}", c.log.text());
+    // The new timeout holds: a 3 s request is cut at 1 s.
+    let started = Instant::now();
+    assert_eq!(c.get("/slow").status, 504, "{}", c.log.text());
+    assert!(
+        started.elapsed() < Duration::from_millis(2500),
+        "{:?}",
+        started.elapsed()
+    );
 }
