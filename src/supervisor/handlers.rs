@@ -17,7 +17,15 @@ impl Supervisor {
     /// channel closes are not here: [`Supervisor::receive`] pairs them.
     pub(super) fn dispatch(&mut self, msg: Msg) -> Option<Event> {
         match msg {
-            Msg::Control(serial, event) => Self::handle_control(serial, event),
+            Msg::Control(serial, event) => {
+                if matches!(event, ControlEvent::Heartbeat)
+                    && let Some(ch) = self.channels.get(&serial)
+                {
+                    ch.beat_queued
+                        .store(false, std::sync::atomic::Ordering::Release);
+                }
+                Self::handle_control(serial, event)
+            }
             Msg::Exited(..) | Msg::ExitHoldOver(_) => None,
             Msg::Signal(sig) => self.handle_signal(sig),
             Msg::Replace(serial, reason) => Some(Event::Replace { serial, reason }),

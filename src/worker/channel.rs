@@ -198,6 +198,15 @@ pub struct Channel {
     /// `workers.timeout` read when it started (a reload may change it); 0:
     /// the front's own. See [`Channel::timeout`].
     pub timeout_ns: AtomicU64,
+    /// A heartbeat is queued for the supervisor and not yet taken (it
+    /// clears this): a worker that beats faster than the supervisor reads
+    /// queues one, not millions.
+    pub beat_queued: AtomicBool,
+    /// The worker has reported its boot (once; a second report breaks the
+    /// protocol), and has been warned about for sending a frame of an
+    /// unknown kind (once; the others are dropped quietly).
+    boot_reported: AtomicBool,
+    unknown_warned: AtomicBool,
     closed: AtomicBool,
     /// Requests this worker may hold at once: from [`Capacity`], by its
     /// interface, and for WSGI by how fast it answers. Set with
@@ -273,6 +282,9 @@ impl Channel {
             served: AtomicU64::new(0),
             generation: AtomicU64::new(0),
             timeout_ns: AtomicU64::new(0),
+            beat_queued: AtomicBool::new(false),
+            boot_reported: AtomicBool::new(false),
+            unknown_warned: AtomicBool::new(false),
             closed: AtomicBool::new(false),
             capacity: AtomicUsize::new(capacities.threads + INITIAL_PREFETCH),
             grown: AtomicUsize::new(0),
@@ -851,10 +863,18 @@ fn route(
     let kind = match kind {
         Ok(kind) => kind,
         Err(UnknownKind(byte)) => {
-            tracing::warn!(worker = serial, "unknown frame kind {byte} from worker");
+            if !channel.unknown_warned.swap(true, Ordering::Relaxed) {
+                tracing::warn!(
+                    worker = serial,
+                    "unknown frame kind {byte} from worker (dropped; others from it are dropped without a word)"
+                );
+            }
             return Ok(());
         }
     };
+    if matches!(kind, BootOk | BootError) && channel.boot_reported.swap(true, Ordering::Relaxed) {
+        return Err("a second boot report".into());
+    }
     if matches!(kind, Data | WsText | WsBinary)
         && let Some(entry) = streams.get(&stream)
         && !entry.window.spend(payload.len())
@@ -882,7 +902,9 @@ fn route(
             let _ = control.send((serial, ControlEvent::BootFailed(text)));
         }
         Heartbeat => {
-            let _ = control.send((serial, ControlEvent::Heartbeat));
+            if !channel.beat_queued.swap(true, Ordering::AcqRel) {
+                let _ = control.send((serial, ControlEvent::Heartbeat));
+            }
         }
         Return => {
             // Only a request the worker never started, whose body came
@@ -987,8 +1009,21 @@ impl Channel {
     /// `shard`, on the current runtime, and the worker's end of its socket
     /// (nobody answers; dropping it closes the channel).
     pub fn of_one_thread(serial: u64, shard: usize) -> (Arc<Channel>, UnixStream) {
+        let (ch, theirs, _) = Channel::heard(serial, shard);
+        (ch, theirs)
+    }
+
+    /// [`Channel::of_one_thread`], and what it tells the supervisor.
+    pub fn heard(
+        serial: u64,
+        shard: usize,
+    ) -> (
+        Arc<Channel>,
+        UnixStream,
+        mpsc::UnboundedReceiver<(u64, ControlEvent)>,
+    ) {
         let (ours, theirs) = UnixStream::pair().unwrap();
-        let (control, _) = mpsc::unbounded_channel::<(u64, ControlEvent)>();
+        let (control, heard) = mpsc::unbounded_channel::<(u64, ControlEvent)>();
         let ident = Ident {
             serial,
             slot: serial as usize,
@@ -999,7 +1034,11 @@ impl Channel {
             threads: 1,
             concurrency: 1,
         };
-        (Channel::start(ident, ours, None, control, caps), theirs)
+        (
+            Channel::start(ident, ours, None, control, caps),
+            theirs,
+            heard,
+        )
     }
 }
 
@@ -1114,5 +1153,50 @@ mod tests {
     async fn a_return_with_a_payload_breaks_the_protocol() {
         let first = first_after_return(false, b"x").await;
         assert!(first.is_err(), "the channel closed: {first:?}");
+    }
+
+    async fn heard_next(
+        heard: &mut mpsc::UnboundedReceiver<(u64, ControlEvent)>,
+    ) -> Option<(u64, ControlEvent)> {
+        tokio::time::timeout(Duration::from_secs(5), heard.recv())
+            .await
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn heartbeats_queue_one_at_a_time_and_a_second_boot_report_breaks_the_protocol() {
+        use tokio::io::AsyncWriteExt;
+        let (ch, mut worker, mut heard) = Channel::heard(1, 0);
+        let beats: Vec<u8> = (0..1000)
+            .flat_map(|_| protocol::encode(FrameKind::Heartbeat, 0, b"").to_vec())
+            .collect();
+        worker.write_all(&beats).await.unwrap();
+        let boot = protocol::encode(FrameKind::BootOk, 0, br#"{"import_ms": 1}"#);
+        worker.write_all(&boot).await.unwrap();
+        // A thousand beats, one event: the supervisor has not taken it.
+        assert!(matches!(
+            heard_next(&mut heard).await,
+            Some((1, ControlEvent::Heartbeat))
+        ));
+        assert!(matches!(
+            heard_next(&mut heard).await,
+            Some((1, ControlEvent::Booted(_)))
+        ));
+        // Taken, the next beat is heard again.
+        ch.beat_queued.store(false, Ordering::Release);
+        let beat = protocol::encode(FrameKind::Heartbeat, 0, b"");
+        worker.write_all(&beat).await.unwrap();
+        assert!(matches!(
+            heard_next(&mut heard).await,
+            Some((1, ControlEvent::Heartbeat))
+        ));
+        worker.write_all(&boot).await.unwrap();
+        match heard_next(&mut heard).await {
+            Some((1, ControlEvent::Closed(Some(why)))) => {
+                assert!(why.contains("a second boot report"), "{why}")
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(ch.is_closed());
     }
 }

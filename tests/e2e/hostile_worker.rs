@@ -50,6 +50,13 @@ def app(environ, start_response):
         return [body]
     elif path == "/hang":
         time.sleep(60)
+    elif path == "/flood":
+        # COUNT empty frames of KIND (18: HEARTBEAT) straight into corral's
+        # channel, a thousand per write.
+        kind, count = (int(x) for x in environ["QUERY_STRING"].split(","))
+        chunk = (b"\x00\x00\x00\x00" + bytes([kind]) + b"\x00\x00\x00\x00") * 1000
+        for _ in range(count // 1000):
+            os.write(3, chunk)
     elif path == "/forge":
         # Lines dressed as corral's own, with a NUL, a CR and a terminal
         # escape, written into the stack dump file corral will log.
@@ -345,4 +352,30 @@ fn a_retry_right_after_a_broken_workers_502_goes_to_another_worker() {
             c.log.text()
         );
     }
+}
+
+/// A worker that floods its channel with heartbeats, or with frames of a
+/// kind corral does not know, does not grow corral's memory or its log:
+/// one heartbeat at a time waits for the supervisor, and an unknown kind
+/// is logged once.
+#[test]
+fn a_worker_flooding_heartbeats_or_unknown_frames_grows_neither_memory_nor_log() {
+    let (_app, c) = start(&[]);
+    let before = rss_kib(c.pid());
+    let (answers, peaks) = peak_rss_during(&[c.pid()], || {
+        [c.get("/flood?18,3000000"), c.get("/flood?99,300000")]
+    });
+    for r in &answers {
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    let grown = peaks[0].saturating_sub(before);
+    assert!(
+        grown < 40 * 1024,
+        "corral grew by {grown} KiB (from {before} KiB); log:\n{}",
+        c.log.text()
+    );
+    assert_eq!(c.log.count("unknown frame kind"), 1, "{}", c.log.text());
+    // The worker broke no rule: it serves on.
+    let pid: u32 = c.get("/").text().parse().unwrap();
+    assert_eq!(pid, answers[0].text().parse::<u32>().unwrap());
 }
