@@ -385,18 +385,25 @@ impl Launcher {
             } else {
                 Stdio::inherit()
             })
-            .kill_on_drop(false)
-            .process_group(0);
+            .kill_on_drop(false);
         if let Some(dir) = info.chdir.as_ref().or(self.chdir.as_ref()) {
             cmd.current_dir(dir);
         }
         let max_fd = open_max();
         // SAFETY: between fork and exec the closure only makes
-        // async-signal-safe calls (dup2, close_range, fcntl, setrlimit,
+        // async-signal-safe calls (setsid, dup2, close_range, fcntl, setrlimit,
         // umask, setgroups, setgid, setuid, prctl, getppid, _exit) on values
         // computed before the fork; it allocates nothing.
         unsafe {
             cmd.pre_exec(move || {
+                // A session of its own, which it leads, as its process
+                // group: the group's SIGKILL ends what it leaves behind,
+                // and it has no controlling terminal. Without that, a
+                // worker started from an operator's shell (as another
+                // user, `-u`) could push keystrokes into it (TIOCSTI).
+                if libc::setsid() < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
                 // Both are above HIGH_FD, so neither dup2 overwrites the
                 // other; dup2 leaves the copies inheritable.
                 if libc::dup2(child_fd, CHANNEL_FD) < 0 || libc::dup2(stacks_fd, STACKS_FD) < 0 {

@@ -50,6 +50,10 @@ def app(environ, start_response):
         return [body]
     elif path == "/hang":
         time.sleep(60)
+    elif path == "/session":
+        body = json.dumps({"pid": os.getpid(), "sid": os.getsid(0), "pgid": os.getpgid(0)}).encode()
+        start_response("200 OK", [("Content-Length", str(len(body)))])
+        return [body]
     elif path == "/flood":
         # COUNT empty frames of KIND (18: HEARTBEAT) straight into corral's
         # channel, a thousand per write.
@@ -378,4 +382,19 @@ fn a_worker_flooding_heartbeats_or_unknown_frames_grows_neither_memory_nor_log()
     // The worker broke no rule: it serves on.
     let pid: u32 = c.get("/").text().parse().unwrap();
     assert_eq!(pid, answers[0].text().parse::<u32>().unwrap());
+}
+
+/// Each worker leads a session of its own (and so its process group): it
+/// has no controlling terminal, so a worker started from an operator's
+/// shell, even as another user, cannot push keystrokes into it (TIOCSTI).
+#[test]
+fn a_worker_leads_its_own_session_and_has_no_controlling_terminal() {
+    let (_app, c) = start(&[]);
+    let ids = c.get("/session").json();
+    assert_eq!(ids["sid"], ids["pid"], "{ids:?}");
+    assert_eq!(ids["pgid"], ids["pid"], "{ids:?}");
+    let sid = ids["sid"].as_u64().unwrap() as i32;
+    // SAFETY: getsid takes a pid by value.
+    let corral_sid = unsafe { libc::getsid(c.pid() as i32) };
+    assert_ne!(sid, corral_sid);
 }
