@@ -136,18 +136,6 @@ fn main() -> ExitCode {
     for warning in &cfg.warnings {
         tracing::warn!("{warning}");
     }
-    // A root corral runs the commands its config names ([hooks], the
-    // rollback hook, the interpreter): a file someone else can change is
-    // a way to root.
-    if nix::unistd::geteuid().is_root()
-        && let Some(path) = &cfg.source
-        && let Some(who) = private_fs::changeable_by_others(path)
-    {
-        tracing::warn!(
-            "{}: {who}, so someone besides root can change what corral, running as root, runs (its [hooks], the rollback hook, the interpreter); make the file and its folder root's and writable by no one else",
-            path.display()
-        );
-    }
     // The workers run the gunicorn hooks' file: as root, only one that no
     // one else may change (the rule a gunicorn.conf.py corral runs itself
     // is held to).
@@ -245,6 +233,7 @@ fn read_config(
     let gunicorn = match config::gunicorn_file(args)? {
         None => None,
         Some(conf) => {
+            config::trusted(&conf.path).map_err(|e| e.to_string())?;
             let python = args
                 .python
                 .clone()

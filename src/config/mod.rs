@@ -93,10 +93,46 @@ pub enum ConfigError {
     /// Values that parsed but make no sense; all of them.
     #[error("{}", render_problems(.0))]
     Validate(Vec<Problem>),
+    /// corral runs as root and the config file is one someone else may
+    /// change.
+    #[error("{}", untrusted(path, why))]
+    Untrusted { path: PathBuf, why: String },
     /// A client command given neither a config file nor `--socket` found
     /// no running instance, or several.
     #[error("{}", instances_error(place, found))]
     Instances { place: Place, found: Vec<PathBuf> },
+}
+
+fn untrusted(path: &Path, why: &str) -> String {
+    format!(
+        "refusing {}: {why}, and corral runs as root: the file names commands corral runs (its hooks, the rollback hook, the interpreter) and where a client command sends the status token; make the file and its folder root's and writable by no one else (chown root, chmod go-w), or give one that is with -c",
+        path.display()
+    )
+}
+
+/// As root, a config file must be one only root or corral's user can
+/// change (nor its folder): a file planted in the current folder, or one
+/// the app's user may edit, would otherwise run commands as root.
+pub fn trusted(path: &Path) -> Result<(), ConfigError> {
+    if !nix::unistd::geteuid().is_root() {
+        return Ok(());
+    }
+    match crate::private_fs::changeable_by_others(path) {
+        Some(why) => Err(ConfigError::Untrusted {
+            path: path.to_path_buf(),
+            why,
+        }),
+        None => Ok(()),
+    }
+}
+
+/// [`read_file`], refused by [`trusted`].
+fn read_trusted(config: Option<&Path>, cwd: &Path) -> Result<Option<ConfigFile>, ConfigError> {
+    let file = read_file(config, cwd)?;
+    if let Some(f) = &file {
+        trusted(&f.path)?;
+    }
+    Ok(file)
 }
 
 fn instances_error(place: &Place, found: &[PathBuf]) -> String {
@@ -446,7 +482,7 @@ pub fn load(args: &Overrides, converted: Option<(&Path, &str)>) -> Result<Config
             file.shown = format!("{} (converted)", path.display());
             Some(file)
         }
-        None => read_file(args.config.as_deref(), &cwd)?,
+        None => read_trusted(args.config.as_deref(), &cwd)?,
     };
     resolve(args, file.as_ref(), &cwd, &Env::from_process())
 }
@@ -468,7 +504,7 @@ pub fn control_socket(
     let cwd = std::env::current_dir().map_err(ConfigError::CurrentDir)?;
     let file = match socket {
         Some(_) => None,
-        None => read_file(config, &cwd)?,
+        None => read_trusted(config, &cwd)?,
     };
     if socket.is_none() && file.is_none() {
         return match running_sockets() {

@@ -58,6 +58,12 @@ pub fn over_limits<B>(
     None
 }
 
+/// Whether a target's authority may stand for `Host`: `uri-host [":"
+/// port]`, not empty.
+pub fn is_authority(value: &[u8]) -> bool {
+    !value.is_empty() && is_host(value)
+}
+
 /// `uri-host [":" port]` (RFC 9110 section 7.2), or empty (allowed when
 /// the target has no authority). No user info, no path, no white space.
 fn is_host(value: &[u8]) -> bool {

@@ -218,14 +218,29 @@ fn admit(
     if let Some(why) = checks::refuse(req.version(), req.headers()) {
         return Err(bad_request(why));
     }
-    // An absolute-form target (`GET http://host/path`) names the host:
-    // RFC 9112 section 3.2.2 has the server use it and ignore `Host`, as
-    // nginx does, so that the app's `Host` (and `SERVER_NAME`) cannot
-    // differ from the host a proxy in front routed by.
-    if req.version() <= http::Version::HTTP_11
-        && let Some(host) = req.uri().authority().map(|a| a.as_str())
-        && let Ok(host) = HeaderValue::from_str(host)
-    {
+    // The target's authority (an absolute-form target, `GET
+    // http://host/path`, or HTTP/2's `:authority`) names the host: the app
+    // gets it as `Host` (and `SERVER_NAME`), so that neither can differ
+    // from the host a proxy in front routed by. It is checked as `Host`
+    // is (no user info: `http://evil@good/`). RFC 9112 section 3.2.2 has
+    // an HTTP/1.1 server ignore `Host` then, as nginx does; RFC 9113
+    // section 8.3.1 calls an HTTP/2 request whose `Host` differs from its
+    // `:authority` malformed.
+    if let Some(authority) = req.uri().authority().map(|a| a.as_str().to_owned()) {
+        let host = HeaderValue::from_str(&authority)
+            .ok()
+            .filter(|h| checks::is_authority(h.as_bytes()));
+        let Some(host) = host else {
+            return Err(bad_request("invalid authority in the request target"));
+        };
+        if req.version() >= http::Version::HTTP_2
+            && req
+                .headers()
+                .get(http::header::HOST)
+                .is_some_and(|h| !h.as_bytes().eq_ignore_ascii_case(host.as_bytes()))
+        {
+            return Err(bad_request("Host differs from :authority"));
+        }
         req.headers_mut().insert(http::header::HOST, host);
     }
     // A tunnel (CONNECT host:port) or a question to the server itself

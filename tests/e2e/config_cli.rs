@@ -736,32 +736,78 @@ fn an_address_in_use_names_the_file_line_and_key() {
     drop(taken);
 }
 
+/// As root, a config file someone else may change is refused: it names
+/// commands corral runs as root, and where `corral status` sends its
+/// token. A `./corral.toml` planted by another user in the folder root
+/// starts corral from runs nothing and gets no token.
 #[test]
-fn a_config_file_others_can_change_is_warned_about_as_root() {
-    if !require_root("the warning is for a corral running as root") {
+fn a_config_file_others_can_change_is_refused_as_root() {
+    if !require_root("the rule is for a corral running as root") {
         return;
     }
-    let dir = dir_with("corral.toml", "[app]\nmodule = \"app:app\"\n");
+    let witness = tempfile::tempdir().unwrap();
+    let pwned = witness.path().join("PWNED");
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let toml = format!(
+        "[app]\nmodule = \"app:app\"\n[hooks]\non_ready = [\"/bin/touch\", \"{}\"]\n[control]\nsocket = \"/nonexistent/c.sock\"\n[health]\nstatus_bind = \"{}\"\n",
+        pwned.display(),
+        listener.local_addr().unwrap()
+    );
+    let dir = dir_with("corral.toml", &toml);
     std::fs::write(
         dir.path().join("app.py"),
         "def app(environ, start_response):\n    start_response('200 OK', [])\n    return [b'']\n",
     )
     .unwrap();
     let python = python();
-    let args = ["check", "-c", "corral.toml", "--python", &python];
-    let warning = "so someone besides root can change what corral, running as root, runs";
-    let out = corral(dir.path(), &args);
-    assert!(out.status.success(), "{}", out.stderr);
-    assert!(!out.stderr.contains(warning), "{}", out.stderr);
-    let path = dir.path().join("corral.toml");
-    std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o666)).unwrap();
-    let out = corral(dir.path(), &args);
-    assert!(out.status.success(), "{}", out.stderr);
+    let check = ["check", "-c", "corral.toml", "--python", &python];
+    let out = corral(dir.path(), &check);
     assert!(
-        out.stderr.contains(&format!(
-            "corral.toml: group or others may write to it (mode 0666), {warning}"
-        )),
-        "{}",
+        out.status.success(),
+        "root's own file is fine: {}",
         out.stderr
+    );
+    let path = dir.path().join("corral.toml");
+    let refusal = "and corral runs as root";
+    // Its mode lets others write to it.
+    std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o666)).unwrap();
+    assert_refused(
+        &corral(dir.path(), &check),
+        &[
+            "corral.toml: group or others may write to it (mode 0666)",
+            refusal,
+        ],
+    );
+    // Planted by another user in a folder anyone may write to, and found
+    // there without -c.
+    std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+    std::os::unix::fs::chown(&path, Some(65534), Some(65534)).unwrap();
+    std::fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o1777),
+    )
+    .unwrap();
+    let run = ["app:app", "--python", &python, "-b", "127.0.0.1:0"];
+    assert_refused(
+        &corral(dir.path(), &run),
+        &["it belongs to uid 65534", refusal],
+    );
+    assert!(!pwned.exists(), "the planted hook ran");
+    let out = Command::new(env!("CARGO_BIN_EXE_corral"))
+        .arg("status")
+        .current_dir(dir.path())
+        .env("CORRAL_STATUS_TOKEN", "operator-secret-token-0123456789")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains(refusal),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        listener.accept().is_err(),
+        "corral status connected to the planted address"
     );
 }

@@ -829,3 +829,50 @@ fn a_stream_whose_client_takes_no_bytes_frees_its_worker_after_the_send_timeout(
     assert!(ok);
     assert_eq!(body, b"ok");
 }
+
+/// GET / with `authority` and, when given, a `host` field (static index
+/// 38), as literals.
+fn get_with_authority(stream: u32, authority: &str, host: Option<&str>) -> Vec<u8> {
+    let mut block = vec![0x82, 0x86, 0x84, 0x01, authority.len() as u8];
+    block.extend_from_slice(authority.as_bytes());
+    if let Some(host) = host {
+        block.extend_from_slice(&[0x0f, 0x17, host.len() as u8]);
+        block.extend_from_slice(host.as_bytes());
+    }
+    frame(HEADERS, 0x5, stream, &block)
+}
+
+/// `:authority` is the host on HTTP/2 (RFC 9113 section 8.3.1): the app
+/// gets it as `Host`; a `host` field that differs makes the request
+/// malformed, and an authority `Host` could not carry (user info) is
+/// refused, so the app's `Host` is never one a proxy that routes
+/// by `:authority` did not see.
+#[test]
+fn http2_authority_is_the_host_and_a_host_that_differs_is_refused() {
+    let app = AppDir::new(&[(
+        "app.py",
+        "def app(environ, start_response):\n    body = ('%s|%s' % (environ.get('HTTP_HOST'), environ['SERVER_NAME'])).encode()\n    start_response('200 OK', [('Content-Length', str(len(body)))])\n    return [body]\n",
+    )]);
+    let c = Corral::start(app.path(), &["app:app"], 1);
+    let mut s = open(&c.addr);
+    let cases = [
+        ("good:8000", None, Some("good:8000|good")),
+        ("good", Some("good"), Some("good|good")),
+        ("good", Some("evil"), None),
+        ("u@evil", None, None),
+    ];
+    for (i, (authority, host, expected)) in cases.into_iter().enumerate() {
+        let stream = 1 + 2 * i as u32;
+        s.write_all(&get_with_authority(stream, authority, host))
+            .unwrap();
+        let (ok, body) = response(&mut s, stream);
+        let body = String::from_utf8_lossy(&body).into_owned();
+        match expected {
+            Some(want) => {
+                assert!(ok, "{authority} {host:?}: {body}");
+                assert_eq!(body, want, "{authority} {host:?}");
+            }
+            None => assert!(!ok, "{authority} {host:?} was served: {body}"),
+        }
+    }
+}

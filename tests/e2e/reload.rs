@@ -348,6 +348,7 @@ fn a_reload_reads_the_config_file_again_and_the_new_generation_runs_with_it() {
     std::fs::write(app.path().join("corral.toml"), toml("blue", 3, 4, "9s")).unwrap();
     c.signal(libc::SIGHUP);
     wait_log(&c, "reload done: generation 2 is in service");
+    // Once the log says so, the new generation answers.
     assert_eq!(c.get("/").text(), "blue True", "{}", c.log.text());
     // The count the file sets follows once the new generation serves.
     wait_log(&c, "scaling from 1 to 3 workers");

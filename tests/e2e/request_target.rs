@@ -316,3 +316,26 @@ fn connect_and_options_asterisk_get_a_clear_answer_from_corral() {
     let resp = request(&c.addr, "OPTIONS", "/x", &[], b"");
     assert_eq!(resp.status, 200);
 }
+
+/// An absolute-form target names the host the app sees, checked as `Host`
+/// is: one with user info (`http://evil@good/`) is refused, so the app's
+/// `Host` can never be a value a `Host` header could not carry.
+#[test]
+fn an_absolute_form_target_with_user_info_is_refused() {
+    let app = AppDir::new(&[(
+        "app.py",
+        "def app(environ, start_response):\n    body = environ['HTTP_HOST'].encode()\n    start_response('200 OK', [('Content-Length', str(len(body)))])\n    return [body]\n",
+    )]);
+    let c = Corral::start(app.path(), &["app:app", "-w", "1"], 1);
+    let (status, body) = send_raw(
+        &c.addr,
+        b"GET http://evil@good/ HTTP/1.1\r\nHost: good\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(status, "400", "{}", String::from_utf8_lossy(&body));
+    let (status, body) = send_raw(
+        &c.addr,
+        b"GET http://good:8080/ HTTP/1.1\r\nHost: other\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(status, "200");
+    assert_eq!(body, b"good:8080");
+}

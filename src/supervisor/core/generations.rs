@@ -361,6 +361,7 @@ impl Core {
         if self.settings.rolling.is_some() && self.reload.is_some() {
             return self.roll(now, out);
         }
+        let finishing = self.reload.is_some();
         if let Some(r) = &self.reload {
             // All at once: the old generation serves untouched until every
             // slot of the new one is in service.
@@ -373,7 +374,6 @@ impl Core {
             if !ready || r.canary == Some(false) {
                 return;
             }
-            self.reload_done(now, false, out);
         }
         for slot in 0..self.slots.len() {
             let Some(next) = self.slots[slot].successor else {
@@ -384,6 +384,9 @@ impl Core {
             }
             self.recycled += 1;
             self.take_slot(now, slot, next, out);
+        }
+        if finishing {
+            self.reload_done(now, false, out);
         }
     }
 
@@ -481,6 +484,9 @@ impl Core {
         if r.canary.is_some() {
             out.push(Action::Route(None));
         }
+        // The new routing goes out before the line that says so: a client
+        // that reads "reload done" and asks again meets the new generation.
+        out.push(self.publish());
         // After a failed reload the one before is not r.generation - 1.
         let old = std::mem::replace(&mut self.generation, r.generation);
         self.reloads_done += 1;
