@@ -490,6 +490,7 @@ async fn run(
         canary_sticky: cfg.deploy.canary_sticky.clone(),
         websocket: cfg.server.websocket,
         headers: cfg.server.headers.clone(),
+        read_ahead: front::upload::ReadAhead::for_queue(cfg.server.max_queued),
     });
     let state = Arc::new(status::StatusState {
         snapshots: sup.snapshots(),

@@ -71,6 +71,8 @@ pub struct Shared {
     pub websocket: crate::config::WebSocketLimits,
     /// `[server.headers]`: added to every response that lacks them.
     pub headers: Vec<(http::HeaderName, http::HeaderValue)>,
+    /// What all requests hold of bodies read before dispatch.
+    pub read_ahead: Arc<upload::ReadAhead>,
 }
 
 /// The key that keeps a client on one side of a canary, if any: a hash of
@@ -330,13 +332,15 @@ async fn dispatch(
     // for the client bounded by the body timeout. Its buffers go to the
     // worker as they came, with no copy.
     let mut inline: Vec<Bytes> = Vec::new();
+    let mut held = upload::Held::new(&shared.read_ahead);
+    let mut room = true;
     let mut received: u64 = 0;
     let mut more = !hyper::body::Body::is_end_stream(&body);
     let read_body = more;
     if more {
         let timer = tokio::time::sleep(shared.body_timeout);
         tokio::pin!(timer);
-        while more && received < protocol::INLINE_BODY as u64 {
+        while more && room && received < protocol::INLINE_BODY as u64 {
             let next = upload::next_frame(&mut body, timer.as_mut(), shared.body_timeout).await;
             match next {
                 None => return Err(body_timed_out(&shared.metrics).into()),
@@ -349,6 +353,7 @@ async fn dispatch(
                             return Err(too_large(shared.max_body_bytes).into());
                         }
                         if !data.is_empty() {
+                            room = held.add(data.len());
                             inline.push(data);
                         }
                     }

@@ -7,11 +7,12 @@
 //! and then would otherwise hold the worker's thread without end);
 //! [`Clock`] is the request timeout of such a request, which stops while
 //! the worker waits for the client, so that a slow client can never make
-//! its worker look hung.
+//! its worker look hung. [`ReadAhead`] bounds what all requests together
+//! hold of the bodies read before dispatch.
 
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -22,6 +23,59 @@ use tokio::time::{Instant, Sleep};
 
 use crate::worker::channel::{Channel, Credit};
 use crate::worker::protocol;
+
+/// The bytes of request bodies read ahead of dispatch (each request's
+/// first [`protocol::INLINE_BODY`], so that a small body goes to its worker
+/// whole), over all connections. Past the cap a request stops reading
+/// ahead and its body streams to its worker from what it has: without it,
+/// HTTP/2 clients that open many streams and send most of a small body on
+/// each, then a byte now and then, held 64 KiB per stream
+/// (`max_concurrent_streams` of them per connection) for as long as they
+/// liked.
+pub struct ReadAhead {
+    held: AtomicUsize,
+    cap: usize,
+}
+
+impl ReadAhead {
+    /// As much as `max_queued` requests waiting for a worker would hold
+    /// (64 MiB at the default 1,024), and no less than 16 of them.
+    pub fn for_queue(max_queued: usize) -> Arc<ReadAhead> {
+        Arc::new(ReadAhead {
+            held: AtomicUsize::new(0),
+            cap: max_queued.max(16).saturating_mul(protocol::INLINE_BODY),
+        })
+    }
+}
+
+/// What one request holds of the [`ReadAhead`]: given back when dropped,
+/// with the buffers it counts.
+pub struct Held {
+    budget: Arc<ReadAhead>,
+    bytes: usize,
+}
+
+impl Held {
+    pub fn new(budget: &Arc<ReadAhead>) -> Held {
+        Held {
+            budget: budget.clone(),
+            bytes: 0,
+        }
+    }
+
+    /// Counts `n` bytes read ahead (they are in hand); false when all
+    /// requests now hold more than the cap, so this one reads no further.
+    pub fn add(&mut self, n: usize) -> bool {
+        self.bytes += n;
+        self.budget.held.fetch_add(n, Ordering::Relaxed) + n <= self.budget.cap
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.budget.held.fetch_sub(self.bytes, Ordering::Relaxed);
+    }
+}
 
 /// How a [`pump`] ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -219,6 +273,21 @@ pub async fn pump(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn read_ahead_is_counted_until_the_cap_and_given_back_on_drop() {
+        let budget = ReadAhead::for_queue(16);
+        let cap = 16 * protocol::INLINE_BODY;
+        let mut a = Held::new(&budget);
+        assert!(a.add(cap - 10));
+        let mut b = Held::new(&budget);
+        assert!(b.add(10), "up to the cap");
+        assert!(!b.add(1), "past it");
+        drop(a);
+        assert_eq!(budget.held.load(Ordering::Relaxed), 11);
+        drop(b);
+        assert_eq!(budget.held.load(Ordering::Relaxed), 0);
+    }
 
     #[test]
     fn a_body_may_keep_its_worker_waiting_body_timeout_then_a_second_per_min_rate_bytes() {

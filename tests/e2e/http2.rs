@@ -876,3 +876,123 @@ fn http2_authority_is_the_host_and_a_host_that_differs_is_refused() {
         }
     }
 }
+
+/// CONNS connections of STREAMS POSTs each: BODY bytes on every stream (as
+/// flow control allows), never the end, then a byte per stream now and
+/// then for HOLD seconds. Prints the bytes sent.
+const HELD_BODIES: &str = r#"
+import socket, sys, time
+import h2.config, h2.connection, h2.events, h2.exceptions
+port, conns, streams, body, hold = (int(a) for a in sys.argv[1:6])
+clients = []
+for _ in range(conns):
+    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+    conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+    conn.initiate_connection()
+    ids = []
+    for _ in range(streams):
+        sid = conn.get_next_available_stream_id()
+        conn.send_headers(sid, [(":method", "POST"), (":scheme", "http"),
+                                (":authority", "a"), (":path", "/")])
+        ids.append(sid)
+    sock.sendall(conn.data_to_send())
+    sock.setblocking(False)
+    clients.append((sock, conn, ids, dict.fromkeys(ids, 0)))
+
+def pump(push):
+    sent = 0
+    for sock, conn, ids, done in clients:
+        try:
+            while True:
+                data = sock.recv(1 << 20)
+                if not data:
+                    break
+                conn.receive_data(data)
+        except (BlockingIOError, h2.exceptions.ProtocolError):
+            pass
+        for sid in ids:
+            try:
+                n = push(conn, sid, done[sid])
+                if n:
+                    conn.send_data(sid, b"x" * n)
+                    done[sid] += n
+            except (h2.exceptions.StreamClosedError, h2.exceptions.ProtocolError,
+                    h2.exceptions.FlowControlError, KeyError):
+                pass
+        try:
+            sock.sendall(conn.data_to_send())
+        except OSError:
+            pass
+        sent += sum(done.values())
+    return sent
+
+def fill(conn, sid, have):
+    room = min(conn.local_flow_control_window(sid), conn.max_outbound_frame_size)
+    return min(body - have, room)
+
+start = moved = time.time()
+sent = 0
+while time.time() - start < 20 and time.time() - moved < 1 and sent < conns * streams * body:
+    now = pump(fill)
+    if now > sent:
+        sent, moved = now, time.time()
+    time.sleep(0.01)
+end = time.time() + hold
+while time.time() < end:
+    sent = pump(lambda conn, sid, have: 1)
+    time.sleep(1)
+print(sent, flush=True)
+"#;
+
+/// Many HTTP/2 streams that each send most of a small body and then a
+/// byte now and then hold no more of corral's memory than its read-ahead
+/// allows (`max_queued` requests' worth): past it, a body streams to its
+/// worker (or waits in the queue, or gets 503) instead of being read
+/// ahead. Before, 64 KiB per stream stayed in corral as long as the
+/// client liked.
+#[test]
+fn held_http2_bodies_cost_no_more_memory_than_the_read_ahead() {
+    let app = AppDir::new(&[(
+        "app.py",
+        "def app(environ, start_response):\n    n = len(environ['wsgi.input'].read())\n    body = str(n).encode()\n    start_response('200 OK', [('Content-Length', str(len(body)))])\n    return [body]\n",
+    )]);
+    let c = Corral::start(app.path(), &["app:app", "-w", "1", "--max-queued", "64"], 1);
+    let port = c.addr.rsplit(':').next().unwrap().to_string();
+    let before = rss_kib(c.pid());
+    // 12 connections x 100 streams x 60,000 bytes: up to 72 MB.
+    let (out, peaks) = peak_rss_during(&[c.pid()], || {
+        std::process::Command::new("timeout")
+            .args([
+                "60",
+                &python(),
+                "-c",
+                HELD_BODIES,
+                &port,
+                "12",
+                "100",
+                "60000",
+                "4",
+            ])
+            .output()
+            .expect("run python")
+    });
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "the h2 client failed: {}\n{text}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let sent: u64 = text.trim().parse().unwrap();
+    // Past the read-ahead, streams are answered (or wait for the worker)
+    // and take no more: what was sent is what corral let in.
+    assert!(sent > 10_000_000, "the client sent only {sent} bytes");
+    let grown = peaks[0].saturating_sub(before);
+    eprintln!("corral grew by {grown} KiB while {sent} bytes were sent");
+    // The read-ahead (64 x 64 KiB = 4 MiB), hyper's window of each
+    // connection (1 MiB) and the streams' own state.
+    assert!(
+        grown < 32 * 1024,
+        "corral grew by {grown} KiB while {sent} bytes were sent"
+    );
+    assert_eq!(c.get("/").status, 200, "corral serves on");
+}
