@@ -586,18 +586,24 @@ section! {
                  --threads at a time",
             check count_of("requests one ASGI worker holds at once");
         /// Longest a request may wait for its response head; after that the client
-        /// gets 504 and the worker is replaced. 0 means no limit, as gunicorn's
+        /// gets 504 and a one-thread WSGI worker is replaced (with `threads`, the
+        /// request's thread runs on and the others serve until every thread is
+        /// held so; an ASGI request's task is cancelled). It also raises
+        /// `boot_timeout` and `heartbeat_timeout` when longer. 0 means no limit, as gunicorn's
         /// `--timeout 0` (Cloud Run's quickstart uses it): a request takes as
         /// long as the app takes, and a worker stuck in one is never replaced
         /// for it (its heartbeat still is checked).
         timeout: HumanDuration = "30s" => Duration,
             flag "timeout" short 't':
-                "Longest wait for a response head before 504 and a worker restart; 0: no limit";
+                "Longest wait for a response head before 504 (and a one-thread worker's restart); 0: no limit";
         /// How long a stopping worker may finish its requests before it is
         /// killed. Default "30s".
         graceful_timeout: Option<Spanned<HumanDuration>>;
-        /// How long a new worker may take to start Python and import the app; after
-        /// that it counts as failed to boot and is killed. Longer than 0.
+        /// How long a new worker may take to start Python and import the app
+        /// (and run an ASGI app's lifespan startup); after that it counts as
+        /// failed to boot and is killed. Longer than 0. When it is not set and
+        /// `timeout` is longer, it is `timeout`, as gunicorn's timeout bounds a
+        /// worker's start too (`--timeout 120` for an app that loads a model).
         boot_timeout: HumanDuration = "30s" => Duration,
             flag "boot-timeout":
                 "Longest a new worker may take to import the app before it counts as failed to boot",
@@ -611,9 +617,14 @@ section! {
         /// `restart_backoff`. Default "30s".
         restart_backoff_max: Option<Spanned<HumanDuration>>;
         /// How long a worker's Python interpreter may go without sending a
-        /// heartbeat (a C call holding the GIL, a deadlock) before corral dumps its
-        /// stacks to the log and replaces it. Longer than 0.
+        /// heartbeat (a C call holding the GIL, an ASGI event loop blocked by a
+        /// call that does not await, a deadlock) before corral dumps its stacks
+        /// to the log and replaces it. Longer than 0. When it is not set and
+        /// `timeout` is longer, it is `timeout`: gunicorn's timeout is how long
+        /// a worker may go silent.
         heartbeat_timeout: HumanDuration = "30s" => Duration,
+            flag "heartbeat-timeout":
+                "Longest a worker may go without a heartbeat (a call holding the GIL, a blocked event loop) before it is replaced",
             check longer_than_0;
         /// Requests a worker serves before it is recycled (gracefully replaced),
         /// as in gunicorn; guards against leaks. 0 means never. Default 0.

@@ -845,3 +845,28 @@ fn relative_paths_in_gunicorns_flags_are_in_the_chdir_folder() {
         Some(PathBuf::from("/cwd/run/app.pid"))
     );
 }
+
+/// gunicorn's timeout bounds a worker's start and silence too: a longer
+/// `timeout` raises `boot_timeout` and `heartbeat_timeout` unless they are
+/// set; `timeout = 0` (none) leaves them at 30 s.
+#[test]
+fn a_long_timeout_raises_the_boot_and_heartbeat_timeouts_unless_they_are_set() {
+    let config = |text: &str| resolve_text(text, &Overrides::default()).expect("config");
+    let long = config("[app]\nmodule = \"a:app\"\n[workers]\ntimeout = \"120s\"\n");
+    assert_eq!(long.workers.boot_timeout, Duration::from_secs(120));
+    assert_eq!(long.workers.heartbeat_timeout, Duration::from_secs(120));
+    let set = config(
+        "[app]\nmodule = \"a:app\"\n[workers]\ntimeout = \"120s\"\nboot_timeout = \"10s\"\nheartbeat_timeout = \"5s\"\n",
+    );
+    assert_eq!(set.workers.boot_timeout, Duration::from_secs(10));
+    assert_eq!(set.workers.heartbeat_timeout, Duration::from_secs(5));
+    let none = config("[app]\nmodule = \"a:app\"\n[workers]\ntimeout = \"0s\"\n");
+    assert_eq!(none.workers.boot_timeout, Duration::from_secs(30));
+    assert_eq!(none.workers.heartbeat_timeout, Duration::from_secs(30));
+    let mut flags = Overrides::default();
+    flags.workers_flags.timeout = Some(HumanDuration(Duration::from_secs(90)));
+    flags.workers_flags.heartbeat_timeout = Some(HumanDuration(Duration::from_secs(45)));
+    let by_flags = resolve_text("[app]\nmodule = \"a:app\"\n", &flags).expect("config");
+    assert_eq!(by_flags.workers.boot_timeout, Duration::from_secs(90));
+    assert_eq!(by_flags.workers.heartbeat_timeout, Duration::from_secs(45));
+}

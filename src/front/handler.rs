@@ -809,6 +809,13 @@ fn timed_out(
         // heartbeat, and that replaces the worker).
         tracing::warn!("{reason}; cancelling it");
         channel.send(protocol::encode(protocol::FrameKind::Cancel, stream, b"t"));
+    } else if !channel.stuck() {
+        // Nor does one thread of several: the others' requests go on, as
+        // under gunicorn's gthread worker. Its thread runs on (no thread
+        // can be stopped); its answer goes nowhere, and once every thread
+        // is held so, the worker is replaced.
+        tracing::warn!("{reason}; its thread runs on, the worker's others serve");
+        channel.send(protocol::encode(protocol::FrameKind::Cancel, stream, b"t"));
     } else {
         let _ = shared.replace.send((channel.serial, reason));
     }

@@ -596,7 +596,7 @@ impl Core {
                 )
             } else {
                 format!(
-                    "timed out after {} while booting (importing the app)",
+                    "timed out after {} while booting (importing the app, or an ASGI app's lifespan startup); if it needs longer, raise [workers] boot_timeout (--boot-timeout) or --timeout",
                     human(timeout)
                 )
             };
@@ -628,7 +628,7 @@ impl Core {
         for serial in wedged {
             let hb = self.settings.heartbeat_timeout.unwrap_or_default();
             let reason = format!(
-                "sent no heartbeat for {} (its interpreter is wedged: a C call holding the GIL, or a deadlock)",
+                "sent no heartbeat for {} (its interpreter is wedged: a C call holding the GIL, an ASGI event loop blocked by a call that does not await, or a deadlock; [workers] heartbeat_timeout, --heartbeat-timeout, sets how long it may)",
                 human(hb)
             );
             self.replace(now, serial, &reason, out);

@@ -158,6 +158,23 @@ struct StreamEntry {
     window: Arc<Window>,
     /// When the head must have arrived.
     deadline: Instant,
+    /// Past its deadline (its request got 504) and still running in the
+    /// worker: counted in [`Channel::overdue`] until the worker ends it.
+    overdue: bool,
+}
+
+/// Takes stream `stream`'s entry out of `streams`, uncounting it from
+/// `channel`'s overdue requests if it was one.
+fn take(
+    streams: &mut HashMap<u32, StreamEntry>,
+    stream: u32,
+    channel: &Channel,
+) -> Option<StreamEntry> {
+    let entry = streams.remove(&stream)?;
+    if entry.overdue {
+        channel.overdue.fetch_sub(1, Ordering::AcqRel);
+    }
+    Some(entry)
 }
 
 impl StreamEntry {
@@ -198,6 +215,9 @@ pub struct Channel {
     /// `workers.timeout` read when it started (a reload may change it); 0:
     /// the front's own. See [`Channel::timeout`].
     pub timeout_ns: AtomicU64,
+    /// Requests past their timeout that the worker still runs (a thread
+    /// cannot be stopped): see [`Channel::stuck`].
+    overdue: AtomicUsize,
     /// A heartbeat is queued for the supervisor and not yet taken (it
     /// clears this): a worker that beats faster than the supervisor reads
     /// queues one, not millions.
@@ -282,6 +302,7 @@ impl Channel {
             served: AtomicU64::new(0),
             generation: AtomicU64::new(0),
             timeout_ns: AtomicU64::new(0),
+            overdue: AtomicUsize::new(0),
             beat_queued: AtomicBool::new(false),
             boot_reported: AtomicBool::new(false),
             unknown_warned: AtomicBool::new(false),
@@ -329,6 +350,16 @@ impl Channel {
         } else {
             "socket"
         }
+    }
+
+    /// Whether a request past its timeout leaves this (WSGI) worker no
+    /// thread to serve with: it has one thread, or every one runs such a
+    /// request. Then it is replaced; one thread held of several says
+    /// nothing about the others, as gunicorn's gthread worker is not
+    /// killed for one slow request.
+    pub fn stuck(&self) -> bool {
+        let threads = self.capacities.threads;
+        threads <= 1 || self.overdue.load(Ordering::Acquire) >= threads
     }
 
     /// The request timeout of this worker: its generation's, else
@@ -470,6 +501,7 @@ impl Channel {
                 credit: credit.clone(),
                 window: window.clone(),
                 deadline,
+                overdue: false,
             },
         ));
         Stream {
@@ -663,7 +695,7 @@ async fn read_frames(
                 while let Ok((id, entry)) = reg.try_recv() {
                     streams.insert(id, entry);
                 }
-                expire(streams);
+                expire(streams, channel);
                 continue;
             }
         };
@@ -801,21 +833,22 @@ fn closed(
 /// How often the reader looks for requests past their deadline.
 const SWEEP_EVERY: Duration = Duration::from_millis(50);
 
-/// Answers [`First::TimedOut`] to every stream whose head is overdue.
-fn expire(streams: &mut HashMap<u32, StreamEntry>) {
+/// Answers [`First::TimedOut`] to every stream whose head is overdue; it
+/// stays, marked overdue, until the worker ends it.
+fn expire(streams: &mut HashMap<u32, StreamEntry>, channel: &Channel) {
     let now = Instant::now();
-    streams.retain(|_, e| {
+    for e in streams.values_mut() {
         if e.first.is_some() && e.deadline <= now {
+            e.overdue = true;
+            channel.overdue.fetch_add(1, Ordering::AcqRel);
             if let Some(tx) = e.first.take() {
                 let _ = tx.send(First::TimedOut);
             }
             if let Some(c) = &e.credit {
                 c.close();
             }
-            return false;
         }
-        true
-    });
+    }
 }
 
 /// The largest payload of each kind of frame a worker may send (the
@@ -909,7 +942,7 @@ fn route(
         Return => {
             // Only a request the worker never started, whose body came
             // whole: one that streams has its body in the worker's hands.
-            let Some(mut entry) = streams.remove(&stream) else {
+            let Some(mut entry) = take(streams, stream, channel) else {
                 return Ok(());
             };
             if entry.credit.is_some() || entry.rest.is_some() || channel.is_cooperative() {
@@ -957,7 +990,7 @@ fn route(
             }
         }
         WsClose => {
-            if let Some(entry) = streams.remove(&stream) {
+            if let Some(entry) = take(streams, stream, channel) {
                 if let Some(rest) = &entry.rest {
                     let _ = rest.send(Event::Close(payload));
                 }
@@ -970,7 +1003,7 @@ fn route(
             }
         }
         Response => {
-            if let Some(mut entry) = streams.remove(&stream) {
+            if let Some(mut entry) = take(streams, stream, channel) {
                 if let Some(first) = entry.first.take() {
                     let _ = first.send(First::Full(payload));
                 }
@@ -978,7 +1011,7 @@ fn route(
             }
         }
         End | Abort => {
-            if let Some(entry) = streams.remove(&stream) {
+            if let Some(entry) = take(streams, stream, channel) {
                 if let Some(rest) = &entry.rest {
                     let _ = rest.send(if kind == End {
                         Event::End
@@ -993,11 +1026,13 @@ fn route(
         }
         // corral's own kinds: a worker never sends them.
         Request | Body | BodyEnd | Window | Cancel => {
-            tracing::warn!(
-                worker = serial,
-                "unknown frame kind {} from worker",
-                kind as u8
-            )
+            if !channel.unknown_warned.swap(true, Ordering::Relaxed) {
+                tracing::warn!(
+                    worker = serial,
+                    "frame kind {} from worker, which only corral sends (dropped; others from it are dropped without a word)",
+                    kind as u8
+                );
+            }
         }
     }
     Ok(())

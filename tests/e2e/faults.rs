@@ -21,6 +21,8 @@ def app(environ, start_response):
             os.kill(os.getpid(), signal.SIGKILL)
         elif path == "/hang":
             time.sleep(60)
+        elif path == "/slow":
+            time.sleep(float(environ["QUERY_STRING"]))
         elif path == "/read":
             environ["wsgi.input"].read()
         body = str(os.getpid()).encode()
@@ -92,6 +94,47 @@ fn a_request_past_the_timeout_gets_504_its_stack_is_dumped_and_its_worker_replac
         std::thread::sleep(Duration::from_millis(50));
     }
     assert_ne!(c.worker_pid("/"), before);
+}
+
+/// With threads, a request past the timeout gets 504 and its thread runs
+/// on, while the worker's other threads serve (gunicorn's gthread worker
+/// is not killed for one slow request either); only once every thread is
+/// held by such a request is the worker replaced.
+#[test]
+fn a_request_past_the_timeout_on_a_threaded_worker_spares_the_others_until_every_thread_is_held() {
+    let (_app, c) = start(&["--threads", "3", "--timeout", "2s"]);
+    let before = c.worker_pid("/");
+    let addr = c.addr.clone();
+    let slow = std::thread::spawn(move || request(&addr, "GET", "/slow?5", &[], b""));
+    std::thread::sleep(Duration::from_millis(1200));
+    // Sent before the slow one times out, answered after.
+    let t = Instant::now();
+    let beside = c.get("/slow?1.5");
+    assert_eq!(beside.status, 200, "{}", beside.text());
+    assert!(t.elapsed() > Duration::from_millis(1400));
+    assert_eq!(slow.join().unwrap().status, 504);
+    assert!(
+        c.log.text().contains("its thread runs on"),
+        "{}",
+        c.log.text()
+    );
+    assert_eq!(c.worker_pid("/"), before, "the worker was not replaced");
+    // Every thread held past the timeout: the worker is replaced.
+    let hung: Vec<_> = (0..3)
+        .map(|_| {
+            let addr = c.addr.clone();
+            std::thread::spawn(move || request(&addr, "GET", "/hang", &[], b"").status)
+        })
+        .collect();
+    for h in hung {
+        assert_eq!(h.join().unwrap(), 504);
+    }
+    assert!(
+        wait_gone(&[before], Duration::from_secs(10)),
+        "a worker whose every thread hangs still runs; log:\n{}",
+        c.log.text()
+    );
+    c.wait_until("a new worker", || c.get("/").status == 200);
 }
 
 fn raw(c: &Corral, bytes: &[u8]) -> Response {

@@ -66,6 +66,15 @@ impl Resolver<'_> {
         }
         let mut keys = self.resolve_workers_keys(&args.workers_flags, &raw);
         self.gevent(args, &raw, &mut keys, interface);
+        // gunicorn's timeout is also how long a worker may take to start
+        // and go silent: a `--timeout 120` that let a slow import or a long
+        // C call through under gunicorn does here too, unless these are set.
+        if args.workers_flags.boot_timeout.is_none() && raw.boot_timeout.is_none() {
+            keys.boot_timeout = keys.boot_timeout.max(keys.timeout);
+        }
+        if args.workers_flags.heartbeat_timeout.is_none() && raw.heartbeat_timeout.is_none() {
+            keys.heartbeat_timeout = keys.heartbeat_timeout.max(keys.timeout);
+        }
         let (graceful_timeout, _) = self.pick(
             (args.graceful_timeout.as_ref(), "--graceful-timeout"),
             (raw.graceful_timeout.as_ref(), "workers.graceful_timeout"),
