@@ -129,7 +129,7 @@ fn read_state(state_dir: &Path, name: &str) -> Option<String> {
     if !state_dir.exists() {
         return None;
     }
-    std::fs::read_to_string(state_folder(state_dir)?.join(name)).ok()
+    crate::private_fs::read_regular_text(&state_folder(state_dir)?.join(name)).ok()
 }
 
 /// Replaces a state file as a whole (see `private_fs::write_atomic`).

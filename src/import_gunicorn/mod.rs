@@ -91,7 +91,7 @@ pub fn convert_file(
 ) -> Result<Conversion, String> {
     let file = conf.path.as_path();
     if conf.hypercorn {
-        let text = std::fs::read_to_string(file)
+        let text = crate::private_fs::read_regular_text(file)
             .map_err(|e| format!("cannot read {}: {e}", file.display()))?;
         let table: toml::Table = text
             .parse()

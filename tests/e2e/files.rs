@@ -294,6 +294,74 @@ fn a_regular_file_at_a_socket_path_is_never_deleted() {
     }
 }
 
+/// Starts corral in `dir` with `args`, which must refuse to start: it
+/// exits 2 within a few seconds (a FIFO it opened without `O_NONBLOCK`
+/// would hang it until killed), saying `needle`. Returns the log.
+fn refuses_quickly(dir: &Path, args: &[&str], needle: &str) -> String {
+    let mut c = Corral::spawn(dir, args, &[]);
+    let st = c.wait_exit(Duration::from_secs(10));
+    let log = c.log.text();
+    assert_eq!(st.and_then(|s| s.code()), Some(2), "{args:?}: {log}");
+    assert!(log.contains(needle), "{args:?}: {log}");
+    log
+}
+
+#[test]
+fn a_fifo_at_a_log_or_config_path_is_refused_without_hanging() {
+    // Another user's FIFO where corral writes a log or reads its config:
+    // opening it would wait for a reader (or writer) forever.
+    let app = AppDir::new(&[("app.py", PID_APP)]);
+    let fifo = app.path().join("planted");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o666)).unwrap();
+    let refused = format!("{}: it is a FIFO, not a regular file", fifo.display());
+    for flag in ["--access-logfile", "--error-logfile"] {
+        refuses_quickly(
+            app.path(),
+            &["app:app", flag, fifo.to_str().unwrap()],
+            &refused,
+        );
+    }
+    refuses_quickly(
+        app.path(),
+        &["app:app", "-c", fifo.to_str().unwrap()],
+        "planted: it is a FIFO, not a regular file",
+    );
+    // The config file corral looks for without -c.
+    std::fs::rename(&fifo, app.path().join("corral.toml")).unwrap();
+    refuses_quickly(
+        app.path(),
+        &["app:app"],
+        "cannot read config file corral.toml: it is a FIFO",
+    );
+    std::fs::remove_file(app.path().join("corral.toml")).unwrap();
+
+    // A log file swapped for a FIFO before a USR1: the old file is kept,
+    // and corral goes on serving and answering signals.
+    let log = app.path().join("access.log");
+    let mut c = Corral::start(
+        app.path(),
+        &["app:app", "--access-logfile", log.to_str().unwrap()],
+        1,
+    );
+    std::fs::remove_file(&log).unwrap();
+    nix::unistd::mkfifo(&log, nix::sys::stat::Mode::from_bits_truncate(0o666)).unwrap();
+    c.signal(libc::SIGUSR1);
+    assert!(
+        c.log
+            .wait_for("SIGUSR1: kept the old file", Duration::from_secs(10))
+            .is_some_and(|line| line.contains("it is a FIFO")),
+        "{}",
+        c.log.text()
+    );
+    assert_eq!(c.get("/").status, 200);
+    c.signal(libc::SIGTERM);
+    assert!(
+        c.wait_exit(Duration::from_secs(20)).is_some(),
+        "{}",
+        c.log.text()
+    );
+}
+
 #[test]
 fn instances_keep_their_own_state_privately() {
     if !root() {
