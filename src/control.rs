@@ -23,6 +23,7 @@ use crate::private_fs;
 use crate::status::StatusState;
 use crate::supervisor::core::CanaryRun;
 use crate::supervisor::{Msg, Signal};
+use crate::worker::output::{printable, printable_lines};
 
 /// A request on the control socket: `{"cmd": "status"}`, `{"cmd":
 /// "reload", "wait": true, "timeout_ms": 30000}`, `{"cmd": "scale",
@@ -614,12 +615,13 @@ pub fn reload_cmd(
         }) if wait => {
             println!(
                 "reloaded: generation {generation} (revision {}) is in service",
-                revision.as_deref().unwrap_or("unknown")
+                printable(revision.as_deref().unwrap_or("unknown"))
             );
             0
         }
         Ok(ControlReply::Failed(why)) => {
-            println!("reload FAILED: {why}");
+            // A boot traceback from the new workers, among others.
+            println!("reload FAILED: {}", printable_lines(&why));
             1
         }
         Ok(_) => {
@@ -637,7 +639,7 @@ pub fn reload_cmd(
 pub fn simple_cmd(path: &Path, req: ControlRequest, done: &str) -> u8 {
     match request(path, &req, Some(Duration::from_secs(10))) {
         Ok(ControlReply::Failed(why)) => {
-            eprintln!("error: {why}");
+            eprintln!("error: {}", printable_lines(&why));
             1
         }
         Ok(_) => {
