@@ -250,6 +250,11 @@ fn read_config(
                 .clone()
                 .unwrap_or_else(config::default_interpreter);
             let c = import_gunicorn::convert_file(&conf, args.app.as_deref(), &python)?;
+            // Refused as its flag is: carrying on would leave whoever
+            // started corral waiting for something it never does.
+            if !c.refused.is_empty() {
+                return Err(format!("{}: {}", conf.path.display(), c.refused.join("; ")));
+            }
             Some((conf, c))
         }
     };
