@@ -13,6 +13,7 @@ use tokio::sync::mpsc;
 use crate::config::Config;
 use crate::runtime_dir::{Owner, RuntimeDir};
 use crate::worker::channel::{Channel, ControlEvent, Ident};
+use crate::worker::output::printable_lines;
 use crate::worker::process::Launcher;
 
 /// Exit code when the app failed the check.
@@ -60,7 +61,7 @@ pub async fn run(cfg: Arc<Config>) -> u8 {
             println!(
                 "FAILED: {} does not boot:\n{}",
                 cfg.app.module,
-                why.trim_end()
+                printable_lines(why.trim_end())
             );
             // A module missing is often the wrong interpreter (another
             // virtualenv than the app's): say which one ran it.

@@ -23,6 +23,7 @@ use crate::private_fs;
 use crate::status::StatusState;
 use crate::supervisor::core::CanaryRun;
 use crate::supervisor::{Msg, Signal};
+use crate::worker::output::{printable, printable_lines};
 
 /// A request on the control socket: `{"cmd": "status"}`, `{"cmd":
 /// "reload", "wait": true, "timeout_ms": 30000}`, `{"cmd": "scale",
@@ -203,18 +204,11 @@ pub fn bind(path: &Path, takeover: bool, owner: Option<(u32, u32)>) -> Result<Bo
         .parent()
         .filter(|d| !d.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
-    // Every folder that exists is checked before anything is made in it.
-    for folder in dir.ancestors().filter(|f| f.exists()) {
-        // The socket's own folder may be the dropped-to user's: corral
-        // gave it to that user at an earlier start.
-        let also = owner.map(|(uid, _)| uid).filter(|_| folder == dir);
-        if let Some(why) = private_fs::not_private_to(folder, true, also) {
-            return Err(format!(
-                "refusing the control socket {}: its folder {} is not private: {why}; remove it, or choose a folder only corral's user can write with [control] socket or --socket",
-                path.display(),
-                folder.display()
-            ));
-        }
+    if let Some(why) = folder_not_private(path, owner) {
+        return Err(format!(
+            "refusing the control socket {}: {why}; remove it, or choose a folder only corral's user can write with [control] socket or --socket",
+            path.display(),
+        ));
     }
     let mut made_dir = None;
     if !dir.exists() {
@@ -272,6 +266,24 @@ pub fn bind(path: &Path, takeover: bool, owner: Option<(u32, u32)>) -> Result<Bo
     std.set_nonblocking(true).map_err(|e| e.to_string())?;
     let listener = UnixListener::from_std(std).map_err(|e| e.to_string())?;
     Ok(Bound { listener, made_dir })
+}
+
+/// Why the folders of the control socket at `path` are not corral's alone
+/// (`owner`: the user corral drops to, see [`bind`]), if they are not:
+/// every folder of it that exists is checked before anything is made in
+/// it, else whoever may change one could swap the socket.
+pub fn folder_not_private(path: &Path, owner: Option<(u32, u32)>) -> Option<String> {
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    dir.ancestors().filter(|f| f.exists()).find_map(|folder| {
+        // The socket's own folder may be the dropped-to user's: corral
+        // gave it to that user at an earlier start.
+        let also = owner.map(|(uid, _)| uid).filter(|_| folder == dir);
+        private_fs::not_private_to(folder, true, also)
+            .map(|why| format!("its folder {} is not private: {why}", folder.display()))
+    })
 }
 
 /// Whether a corral answers on the control socket at `path`.
@@ -614,12 +626,13 @@ pub fn reload_cmd(
         }) if wait => {
             println!(
                 "reloaded: generation {generation} (revision {}) is in service",
-                revision.as_deref().unwrap_or("unknown")
+                printable(revision.as_deref().unwrap_or("unknown"))
             );
             0
         }
         Ok(ControlReply::Failed(why)) => {
-            println!("reload FAILED: {why}");
+            // A boot traceback from the new workers, among others.
+            println!("reload FAILED: {}", printable_lines(&why));
             1
         }
         Ok(_) => {
@@ -637,7 +650,7 @@ pub fn reload_cmd(
 pub fn simple_cmd(path: &Path, req: ControlRequest, done: &str) -> u8 {
     match request(path, &req, Some(Duration::from_secs(10))) {
         Ok(ControlReply::Failed(why)) => {
-            eprintln!("error: {why}");
+            eprintln!("error: {}", printable_lines(&why));
             1
         }
         Ok(_) => {

@@ -103,9 +103,23 @@ pub fn last_good(state_dir: &Path) -> Option<String> {
 }
 
 /// The state folder, created (0700) when missing; None, with a warning,
-/// when it is not private (see `private_fs`): its files then cannot be
-/// trusted, and what corral would write there could be read by others.
+/// when it or the folder it is in is not private (see `private_fs`): its
+/// files then cannot be trusted, and what corral would write there could
+/// be read by others. The folder above counts too: whoever owns it (say,
+/// another user who made `/tmp/corral-UID-state` first) could swap the
+/// state folder for one of their own. State is optional: corral serves on
+/// without a last known good revision.
 fn state_folder(state_dir: &Path) -> Option<&Path> {
+    if let Some(parent) = state_dir.parent().filter(|p| p.exists())
+        && let Some(why) = crate::private_fs::not_private(parent, true)
+    {
+        tracing::warn!(
+            "not using the state dir {}: the folder it is in, {}, is not private: {why} (another local user may have made it first); corral serves on without remembering the last known good revision; set XDG_STATE_HOME or [deploy] state_dir to a folder only corral's user can write to",
+            state_dir.display(),
+            parent.display()
+        );
+        return None;
+    }
     if !state_dir.exists()
         && let Err(e) = crate::private_fs::create_dir(state_dir, 0o700)
     {
@@ -129,7 +143,7 @@ fn read_state(state_dir: &Path, name: &str) -> Option<String> {
     if !state_dir.exists() {
         return None;
     }
-    std::fs::read_to_string(state_folder(state_dir)?.join(name)).ok()
+    crate::private_fs::read_regular_text(&state_folder(state_dir)?.join(name)).ok()
 }
 
 /// Replaces a state file as a whole (see `private_fs::write_atomic`).

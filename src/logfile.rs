@@ -163,7 +163,7 @@ fn write_pid_file(path: &Path) -> Result<(), String> {
 /// Removes the pid file if it still holds this process's pid (a corral
 /// started by a USR2 re-exec has written its own by then).
 fn remove_pid_file(path: &Path) {
-    let ours = std::fs::read_to_string(path)
+    let ours = private_fs::read_regular_text(path)
         .is_ok_and(|text| text.trim() == std::process::id().to_string());
     if ours && let Err(e) = std::fs::remove_file(path) {
         tracing::warn!("cannot remove the pid file {}: {e}", path.display());

@@ -239,6 +239,11 @@ fn read_config(
                 .clone()
                 .unwrap_or_else(config::default_interpreter);
             let c = import_gunicorn::convert_file(&conf, args.app.as_deref(), &python)?;
+            // Refused as its flag is: carrying on would leave whoever
+            // started corral waiting for something it never does.
+            if !c.refused.is_empty() {
+                return Err(format!("{}: {}", conf.path.display(), c.refused.join("; ")));
+            }
             Some((conf, c))
         }
     };
@@ -349,8 +354,25 @@ async fn run(
         .as_ref()
         .filter(|_| cfg.server.drop_privileges)
         .map(|id| (id.uid, id.gid));
-    let control = match control::bind(&cfg.control.socket, takeover, owner) {
-        Ok(l) => Some(l),
+    // The default place, made first by another local user (/tmp/corral-UID
+    // without XDG_RUNTIME_DIR): serve without a socket rather than let that
+    // user stop corral from starting. One named explicitly must be usable.
+    let squatted = cfg
+        .control
+        .is_default
+        .then(|| control::folder_not_private(&cfg.control.socket, owner))
+        .flatten();
+    let control = match squatted.map_or_else(
+        || control::bind(&cfg.control.socket, takeover, owner).map(Some),
+        |why| {
+            tracing::warn!(
+                "no control socket: the default one, {}, is unsafe to use ({why}; another local user may have made it first), so `corral reload`, `scale`, `stop` and `status` cannot reach this corral; signals still work (HUP reloads, TTIN and TTOU scale, TERM stops); for a control socket, set XDG_RUNTIME_DIR to a folder of your own, or --socket or [control] socket to a place only corral's user can write to",
+                cfg.control.socket.display()
+            );
+            Ok(None)
+        },
+    ) {
+        Ok(l) => l,
         // A read-only container: serve without one rather than not at all.
         Err(e) if cfg.control.is_default && private_fs::read_only(&cfg.control.socket) => {
             tracing::warn!(

@@ -52,6 +52,10 @@ pub fn not_private_to(dir: &Path, sticky_ok: bool, also: Option<u32>) -> Option<
 /// elsewhere), and checks that what opened is a regular file. Returns the
 /// file, its metadata and, for such a folder, why it is not private (the
 /// caller's own checks on the file's owner depend on it).
+///
+/// Opened with `O_NONBLOCK`, cleared once the file is known to be regular:
+/// opening a FIFO without it waits for its other end, so a FIFO that
+/// another user put at the path would hang corral before any check ran.
 pub fn open_unfollowed(
     path: &Path,
     options: &mut std::fs::OpenOptions,
@@ -62,9 +66,12 @@ pub fn open_unfollowed(
         _ => Path::new("."),
     };
     let shared = not_private(dir, false);
-    if shared.is_some() {
-        options.custom_flags(libc::O_NOFOLLOW | libc::O_NOCTTY);
-    }
+    let nofollow = if shared.is_some() {
+        libc::O_NOFOLLOW
+    } else {
+        0
+    };
+    options.custom_flags(nofollow | libc::O_NOCTTY | libc::O_NONBLOCK);
     let file = options.open(path).map_err(|e| match e.raw_os_error() {
         Some(libc::ELOOP) => format!(
             "cannot open {}: it is a symlink in a folder another user may change ({}); \
@@ -72,15 +79,86 @@ pub fn open_unfollowed(
             path.display(),
             shared.as_deref().unwrap_or("")
         ),
+        // A FIFO opened to write, without a reader.
+        Some(libc::ENXIO) => format!("cannot open {}: {}", path.display(), not_regular(path)),
         _ => format!("cannot open {}: {e}", path.display()),
     })?;
-    let meta = file
-        .metadata()
-        .map_err(|e| format!("cannot inspect {}: {e}", path.display()))?;
-    if !meta.is_file() {
-        return Err(format!("{} is not a regular file", path.display()));
-    }
+    let meta = regular_only(&file).map_err(|e| format!("cannot open {}: {e}", path.display()))?;
     Ok((file, meta, shared))
+}
+
+/// The bytes of the regular file at `path` (a symlink followed, as an
+/// operator's own links are). Anything else is refused at once with an
+/// error that says what it is: opened without `O_NONBLOCK`, a FIFO that
+/// another user put where corral reads (`./corral.toml`, a certificate, a
+/// token file) would hang corral before any check ran.
+pub fn read_regular(path: &Path) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOCTTY | libc::O_NONBLOCK)
+        .open(path)?;
+    regular_only(&file)?;
+    let mut bytes = Vec::new();
+    file.read_to_end(&mut bytes)?;
+    Ok(bytes)
+}
+
+/// [`read_regular`] as text.
+pub fn read_regular_text(path: &Path) -> std::io::Result<String> {
+    String::from_utf8(read_regular(path)?)
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidData, "it is not UTF-8 text"))
+}
+
+/// The metadata of `file`, opened with `O_NONBLOCK`, when it is a regular
+/// file, which then blocks again as files do; an error that says what it
+/// is otherwise.
+fn regular_only(file: &std::fs::File) -> std::io::Result<std::fs::Metadata> {
+    use nix::fcntl::{FcntlArg, OFlag, fcntl};
+    let meta = file.metadata()?;
+    if !meta.is_file() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            refusal(kind(&meta)),
+        ));
+    }
+    let flags = OFlag::from_bits_truncate(fcntl(file, FcntlArg::F_GETFL)?);
+    fcntl(file, FcntlArg::F_SETFL(flags - OFlag::O_NONBLOCK))?;
+    Ok(meta)
+}
+
+/// Why the node at `path` is refused, by what it is (when it can be
+/// inspected).
+fn not_regular(path: &Path) -> String {
+    refusal(std::fs::metadata(path).ok().and_then(|m| kind(&m)))
+}
+
+/// Why a node that is no regular file is refused, naming what it is.
+fn refusal(kind: Option<&str>) -> String {
+    let what = kind.map_or("not a regular file".to_owned(), |k| {
+        format!("{k}, not a regular file")
+    });
+    format!(
+        "it is {what} (another user may have put it there); remove it, or give the path of a regular file"
+    )
+}
+
+/// What kind of node `meta` describes, in words, for the kinds corral
+/// may meet at a file's path.
+fn kind(meta: &std::fs::Metadata) -> Option<&'static str> {
+    let t = meta.file_type();
+    if t.is_fifo() {
+        Some("a FIFO")
+    } else if t.is_socket() {
+        Some("a socket")
+    } else if t.is_dir() {
+        Some("a folder")
+    } else if t.is_char_device() || t.is_block_device() {
+        Some("a device")
+    } else {
+        None
+    }
 }
 
 /// Whether `path`, or the nearest folder above it that exists, is on a
@@ -227,6 +305,31 @@ mod tests {
         // /tmp: world-writable, sticky, root's.
         assert!(not_private(Path::new("/tmp"), false).is_some());
         assert_eq!(not_private(Path::new("/tmp"), true), None);
+    }
+
+    #[test]
+    fn a_fifo_is_refused_without_waiting_for_its_other_end() {
+        let t = tempfile::tempdir().unwrap();
+        let fifo = t.path().join("fifo");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        // Without O_NONBLOCK each of these would wait for a writer or a
+        // reader that never comes.
+        let err = read_regular(&fifo).unwrap_err();
+        assert!(err.to_string().contains("it is a FIFO"), "{err}");
+        for options in [
+            std::fs::OpenOptions::new().read(true),
+            std::fs::OpenOptions::new().append(true).create(true),
+        ] {
+            let err = open_unfollowed(&fifo, options).unwrap_err();
+            assert!(err.contains("it is a FIFO, not a regular file"), "{err}");
+        }
+        // A regular file opens, and blocks again as files do.
+        std::fs::write(t.path().join("f"), "x").unwrap();
+        assert_eq!(read_regular(&t.path().join("f")).unwrap(), b"x");
+        let mut options = std::fs::OpenOptions::new();
+        let (file, ..) = open_unfollowed(&t.path().join("f"), options.read(true)).unwrap();
+        let flags = nix::fcntl::fcntl(&file, nix::fcntl::FcntlArg::F_GETFL).unwrap();
+        assert_eq!(flags & libc::O_NONBLOCK, 0);
     }
 
     #[test]

@@ -9,6 +9,15 @@ use serde_json::Value;
 use crate::cli::StatusArgs;
 use crate::config::BindAddr;
 use crate::config::Overrides;
+use crate::worker::output::{printable, printable_lines};
+
+/// The string `v` holds (else `missing`) with its control characters
+/// escaped: what the status server sends comes from the workers (a boot
+/// traceback, a revision), the app or whatever answers at that address,
+/// and must not drive the operator's terminal.
+fn text<'a>(v: &'a Value, missing: &'a str) -> std::borrow::Cow<'a, str> {
+    printable(v.as_str().unwrap_or(missing))
+}
 
 pub fn run(args: &StatusArgs) -> u8 {
     let c = &args.control;
@@ -34,7 +43,7 @@ pub fn run(args: &StatusArgs) -> u8 {
             0
         }
         Err(e) => {
-            eprintln!("error: {e}");
+            eprintln!("error: {}", printable_lines(&e));
             1
         }
     }
@@ -147,18 +156,21 @@ fn list(sockets: &[std::path::PathBuf]) -> String {
             Ok(v) => (
                 v["supervisor"]["pid"].to_string(),
                 if v["ready"] == true { "yes" } else { "NO" }.to_string(),
-                v["supervisor"]["app"].as_str().unwrap_or("?").to_string(),
+                text(&v["supervisor"]["app"], "?").into_owned(),
                 v["supervisor"]["binds"]
                     .as_array()
                     .map(|a| {
-                        a.iter()
-                            .filter_map(Value::as_str)
-                            .collect::<Vec<_>>()
-                            .join(",")
+                        let binds: Vec<_> = a.iter().filter_map(Value::as_str).collect();
+                        printable(&binds.join(",")).into_owned()
                     })
                     .unwrap_or_default(),
             ),
-            Err(e) => ("-".into(), "?".into(), format!("({e})"), String::new()),
+            Err(e) => (
+                "-".into(),
+                "?".into(),
+                format!("({})", printable(&e)),
+                String::new(),
+            ),
         };
         out.push_str(&format!(
             "{name:<24} {pid:<8} {ready:<6} {app:<24} {bind:<22} {}\n",
@@ -191,19 +203,19 @@ pub fn render(v: &Value) -> String {
     let sup = &v["supervisor"];
     out.push_str(&format!(
         "corral {} (pid {}), up {}, app {}{}\n",
-        sup["version"].as_str().unwrap_or("?"),
+        text(&sup["version"], "?"),
         sup["pid"],
         duration(sup["uptime_seconds"].as_f64().unwrap_or(0.0)),
-        sup["app"].as_str().unwrap_or("?"),
+        text(&sup["app"], "?"),
         sup["config"]
             .as_str()
-            .map(|c| format!(", config {c}"))
+            .map(|c| format!(", config {}", printable(c)))
             .unwrap_or_default(),
     ));
     if let Some(tls) = v["tls"].as_object() {
         out.push_str(&format!(
             "tls: {}, expires in {} days",
-            tls.get("subject").and_then(Value::as_str).unwrap_or("?"),
+            tls.get("subject").map_or("?".into(), |s| text(s, "?")),
             tls.get("expires_in_days")
                 .map(Value::to_string)
                 .unwrap_or_default(),
@@ -213,7 +225,7 @@ pub fn render(v: &Value) -> String {
             .and_then(|r| r.get("error"))
             .and_then(Value::as_str)
         {
-            out.push_str(&format!("; last reload FAILED: {err}"));
+            out.push_str(&format!("; last reload FAILED: {}", printable(err)));
         }
         out.push('\n');
         tls_sets(tls, &mut out);
@@ -225,7 +237,7 @@ pub fn render(v: &Value) -> String {
         } else {
             "NO"
         },
-        v["readiness"]["reason"].as_str().unwrap_or("")
+        text(&v["readiness"]["reason"], "")
     ));
     out.push_str(&format!(
         "{:<5} {:<8} {:<11} {:>7} {:>8} {:>9} {:>9} {:>9} {:>8}  {}\n",
@@ -243,7 +255,7 @@ pub fn render(v: &Value) -> String {
     let empty = Vec::new();
     for slot in v["slots"].as_array().unwrap_or(&empty) {
         let w = &slot["worker"];
-        let last_exit = slot["last_exit"].as_str().unwrap_or("-");
+        let last_exit = text(&slot["last_exit"], "-");
         if w.is_null() {
             let state = slot["next_start_in"]
                 .as_f64()
@@ -263,7 +275,7 @@ pub fn render(v: &Value) -> String {
             "{:<5} {:<8} {:<11} {:>7} {:>8} {:>9} {:>9} {:>9} {:>8}  {}\n",
             slot["slot"].to_string(),
             w["pid"].to_string(),
-            w["state"].as_str().unwrap_or("?"),
+            text(&w["state"], "?"),
             w["since"].as_f64().map(ago).unwrap_or_default(),
             w["boot_ms"]
                 .as_f64()
@@ -296,7 +308,7 @@ pub fn render(v: &Value) -> String {
                 .lines()
             {
                 out.push_str("  ");
-                out.push_str(line);
+                out.push_str(&printable(line));
                 out.push('\n');
             }
         }
@@ -320,8 +332,8 @@ fn tls_sets(tls: &serde_json::Map<String, Value>, out: &mut String) {
     for set in sets.iter().skip(1) {
         out.push_str(&format!(
             "tls [server.tls.bind.\"{}\"]: {}, expires in {} days\n",
-            set["name"].as_str().unwrap_or("?"),
-            set["subject"].as_str().unwrap_or("?"),
+            text(&set["name"], "?"),
+            text(&set["subject"], "?"),
             set["expires_in_days"],
         ));
     }
@@ -329,11 +341,52 @@ fn tls_sets(tls: &serde_json::Map<String, Value>, out: &mut String) {
         let what = match bind["certificate"].as_str() {
             None => "plain HTTP (insecure_bind)".to_owned(),
             Some("default") => "TLS, [server.tls]".to_owned(),
-            Some(name) => format!("TLS, [server.tls.bind.\"{name}\"]"),
+            Some(name) => format!("TLS, [server.tls.bind.\"{}\"]", printable(name)),
         };
-        out.push_str(&format!(
-            "  {}: {what}\n",
-            bind["address"].as_str().unwrap_or("?")
-        ));
+        out.push_str(&format!("  {}: {what}\n", text(&bind["address"], "?")));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn what_workers_and_the_server_send_cannot_drive_the_terminal() {
+        // A worker's boot traceback (and its exit, the revision, the app's
+        // name) holding a title change, a screen clear, a bell and a
+        // carriage return that would overwrite the line before it.
+        let evil = "\x1b]0;pwned\x07\x1b[2J\rfake";
+        let v = json!({
+            "supervisor": {"version": evil, "pid": 7, "uptime_seconds": 3.0,
+                           "app": evil, "config": evil},
+            "tls": {"subject": evil, "expires_in_days": 9,
+                    "last_reload": {"error": evil},
+                    "certificates": [{"name": "a"}, {"name": evil, "subject": evil}],
+                    "binds": [{"address": evil, "certificate": evil},
+                              {"address": evil, "tls": false}]},
+            "ready": false,
+            "readiness": {"reason": evil},
+            "slots": [
+                {"slot": 0, "worker": null, "restarts": 2, "last_exit": evil,
+                 "last_boot_error": {"at": 0.0,
+                     "text": format!("Traceback (most recent call last):\r\n  {evil}\nValueError: {evil}\n")}},
+                {"slot": 1, "restarts": 0, "last_exit": evil,
+                 "worker": {"pid": 9, "state": evil, "since": 0.0, "requests": 1,
+                            "in_flight": 0, "capacity": 1}},
+            ],
+        });
+        let out = render(&v);
+        for c in ['\x1b', '\x07', '\r'] {
+            assert!(!out.contains(c), "{c:?} reaches the terminal:\n{out}");
+        }
+        assert!(out.contains(r"\x1b]0;pwned\x07\x1b[2J\x0dfake"), "{out}");
+        // The traceback keeps its lines.
+        assert!(
+            out.contains("  Traceback (most recent call last):\n    \\x1b]0;"),
+            "{out}"
+        );
+        assert!(out.contains("\n  ValueError: \\x1b]0;"), "{out}");
     }
 }

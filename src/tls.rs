@@ -152,7 +152,7 @@ impl TlsError {
 }
 
 fn read(key: &'static str, path: &Path) -> Result<Vec<u8>, TlsError> {
-    std::fs::read(path).map_err(|source| TlsError::Read {
+    crate::private_fs::read_regular(path).map_err(|source| TlsError::Read {
         key,
         path: path.to_owned(),
         source,

@@ -318,13 +318,14 @@ fn read_file(config: Option<&Path>, cwd: &Path) -> Result<Option<ConfigFile>, Co
             Ok(Some(ConfigFile::new(path, cwd, String::new())))
         }
         Some(path) => {
-            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-                path: path.to_path_buf(),
-                source,
-            })?;
+            let text =
+                crate::private_fs::read_regular_text(path).map_err(|source| ConfigError::Read {
+                    path: path.to_path_buf(),
+                    source,
+                })?;
             Ok(Some(ConfigFile::new(path, cwd, text)))
         }
-        None => match std::fs::read_to_string(cwd.join(DEFAULT_FILE)) {
+        None => match crate::private_fs::read_regular_text(&cwd.join(DEFAULT_FILE)) {
             Ok(text) => Ok(Some(ConfigFile::new(Path::new(DEFAULT_FILE), cwd, text))),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(source) => {
@@ -450,7 +451,7 @@ pub fn gunicorn_location(given: &Path) -> Result<Option<GunicornConf>, String> {
         // hypercorn's flat keys rather than corral's sections; a file that
         // cannot be read or parsed is left to the corral.toml reader, which
         // says why.
-        let hypercorn = std::fs::read_to_string(given)
+        let hypercorn = crate::private_fs::read_regular_text(given)
             .ok()
             .and_then(|text| text.parse::<toml::Table>().ok())
             .is_some_and(|t| is_hypercorn_toml(&t));

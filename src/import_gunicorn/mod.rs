@@ -91,7 +91,7 @@ pub fn convert_file(
 ) -> Result<Conversion, String> {
     let file = conf.path.as_path();
     if conf.hypercorn {
-        let text = std::fs::read_to_string(file)
+        let text = crate::private_fs::read_regular_text(file)
             .map_err(|e| format!("cannot read {}: {e}", file.display()))?;
         let table: toml::Table = text
             .parse()
@@ -194,6 +194,10 @@ pub struct Conversion {
     pub hooks: Vec<&'static str>,
     /// The arbiter hooks it defines, which a process of their own runs.
     pub arbiter_hooks: Vec<&'static str>,
+    /// Why corral will not run with this file (each also a note): a setting
+    /// whose meaning corral cannot keep and whose absence would be worse
+    /// than a stop, as `daemon` (see [`settings::refused_setting`]).
+    pub refused: Vec<String>,
 }
 
 /// What the file set for one name: `{"value": ...}`, `{"callable": true}`
@@ -235,6 +239,8 @@ struct Out<'a> {
     hooks: Vec<&'static str>,
     /// The arbiter hooks found ([`settings::ARBITER_HOOKS`]).
     arbiter_hooks: Vec<&'static str>,
+    /// Settings corral refuses to run with ([`Conversion::refused`]).
+    refused: Vec<String>,
 }
 
 impl<'a> Out<'a> {
@@ -247,6 +253,7 @@ impl<'a> Out<'a> {
             base: cwd.to_path_buf(),
             hooks: Vec::new(),
             arbiter_hooks: Vec::new(),
+            refused: Vec::new(),
         }
     }
 
@@ -387,6 +394,7 @@ impl Out<'_> {
             notes: self.notes,
             hooks: self.hooks,
             arbiter_hooks: self.arbiter_hooks,
+            refused: self.refused,
         }
     }
 }
@@ -757,7 +765,13 @@ fn convert_into(out: &mut Out, settings: &BTreeMap<String, Json>, app: Option<&s
                     _ => bad(out, v),
                 }
             }
-            _ => out.note(name, note),
+            _ => match settings::refused_setting(name, v) {
+                Some(why) => {
+                    out.note(name, note);
+                    out.refused.push(why);
+                }
+                None => out.note(name, note),
+            },
         }
     }
 }
@@ -1316,6 +1330,27 @@ mod tests {
         let c = convert_json(r#"{"worker_class": "gthread", "worker_connections": 50}"#);
         assert!(!c.toml.contains("concurrency"), "{}", c.toml);
         assert!(!c.toml.contains("gevent"), "{}", c.toml);
+    }
+
+    #[test]
+    fn daemon_true_is_refused_as_its_flag_is_and_false_is_taken() {
+        let c = convert_json(r#"{"daemon": true}"#);
+        assert_eq!(
+            c.refused,
+            [format!(
+                "it sets daemon = True: {}; remove the setting (or set it to False) to run this file with corral",
+                settings::refused_flag("--daemon").unwrap()
+            )]
+        );
+        assert!(
+            c.notes
+                .iter()
+                .any(|n| n.starts_with("daemon: not supported"))
+        );
+        for off in [r#"{"daemon": false}"#, r#"{"daemon": null}"#, "{}"] {
+            let c = convert_json(off);
+            assert!(c.refused.is_empty(), "{off}: {:?}", c.refused);
+        }
     }
 
     #[test]

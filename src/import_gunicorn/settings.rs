@@ -501,6 +501,29 @@ pub fn refused_flag(arg: &str) -> Option<String> {
     ))
 }
 
+/// The settings a gunicorn config file may not turn on when corral runs
+/// it: their flag is refused ([`REFUSED_FLAGS`]), and a file setting them
+/// is refused the same way rather than noted and passed over. `daemon`:
+/// an init script or a `Type=forking` unit waits for a fork that never
+/// comes, until its timeout.
+const REFUSED_SETTINGS: &[(&str, &str)] = &[("daemon", "--daemon")];
+
+/// Why corral refuses to run a gunicorn config file that sets `name` to
+/// `value` (a value other than gunicorn's "unset"), when it is one of
+/// [`REFUSED_SETTINGS`]: the reason its flag gets, and how to go on.
+pub fn refused_setting(name: &str, value: &serde_json::Value) -> Option<String> {
+    let (_, flag) = REFUSED_SETTINGS.iter().find(|(s, _)| *s == name)?;
+    let why = refused_flag(flag)?;
+    // As the file spells it.
+    let value = match value {
+        serde_json::Value::Bool(true) => "True".to_owned(),
+        other => other.to_string(),
+    };
+    Some(format!(
+        "it sets {name} = {value}: {why}; remove the setting (or set it to False) to run this file with corral"
+    ))
+}
+
 /// What corral says about a gunicorn setting, if it is one.
 pub fn note(name: &str) -> Option<&'static str> {
     SETTINGS.iter().find(|(n, _)| *n == name).map(|(_, t)| *t)

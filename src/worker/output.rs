@@ -93,6 +93,16 @@ pub fn printable(text: &str) -> std::borrow::Cow<'_, str> {
     std::borrow::Cow::Owned(out)
 }
 
+/// [`printable`] for text of several lines (a traceback): its line breaks
+/// stay line breaks (a `\r\n` too), every other control character is
+/// escaped.
+pub fn printable_lines(text: &str) -> String {
+    text.split('\n')
+        .map(|line| printable(line.strip_suffix('\r').unwrap_or(line)))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 /// Reads one line into `buf`, keeping at most MAX_LINE bytes of it.
 async fn read_line_capped<R: AsyncBufReadExt + Unpin>(
     reader: &mut R,

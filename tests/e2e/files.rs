@@ -29,7 +29,7 @@ fn shared_app(files: &[(&str, &str)]) -> AppDir {
 }
 
 /// corral with exactly `args` (no socket or bind added), as `uid` when
-/// given, in `dir`; output collected.
+/// given, in `dir`, with `env` last (it may set HOME); output collected.
 fn corral_as(dir: &Path, args: &[&str], uid: Option<u32>, env: &[(&str, &str)]) -> Corral {
     let mut cmd = Command::new(corral_bin());
     cmd.current_dir(dir)
@@ -42,11 +42,11 @@ fn corral_as(dir: &Path, args: &[&str], uid: Option<u32>, env: &[(&str, &str)]) 
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
     if let Some(uid) = uid {
         cmd.uid(uid).gid(uid).env("HOME", "/nonexistent");
+    }
+    for (k, v) in env {
+        cmd.env(k, v);
     }
     let mut child = cmd.spawn().expect("start corral");
     let log = Log::collect(&mut child, "corral");
@@ -176,44 +176,85 @@ fn a_control_socket_folder_others_can_write_is_refused() {
 }
 
 #[test]
-fn the_default_control_folder_of_another_user_is_refused() {
+fn default_folders_another_user_made_first_are_passed_over_with_a_warning() {
     if !root() {
         return;
     }
-    // /tmp/corral-65534 made by another user (uid 1) before nobody's corral
-    // starts without XDG_RUNTIME_DIR: taking it would let that user swap
-    // the socket.
+    // /tmp/corral-65534 and /tmp/corral-65534-state made by another user
+    // (uid 1) before nobody's corral starts without XDG_RUNTIME_DIR: taking
+    // them would let that user swap the socket or the state; refusing to
+    // start would let that user keep corral down. corral serves without
+    // them and says why.
     let squat = PathBuf::from(format!("/tmp/corral-{NOBODY}"));
-    let _ = std::fs::remove_dir_all(&squat);
-    std::fs::create_dir(&squat).unwrap();
-    std::os::unix::fs::chown(&squat, Some(DAEMON), Some(DAEMON)).unwrap();
-    // Open to anyone: the victim can bind there, and its owner can swap
-    // the socket afterwards.
-    std::fs::set_permissions(&squat, PermissionsExt::from_mode(0o777)).unwrap();
-    let app = shared_app(&[("app.py", PID_APP)]);
+    let squat_state = PathBuf::from(format!("/tmp/corral-{NOBODY}-state"));
+    for dir in [&squat, &squat_state] {
+        let _ = std::fs::remove_dir_all(dir);
+        std::fs::create_dir(dir).unwrap();
+        std::os::unix::fs::chown(dir, Some(DAEMON), Some(DAEMON)).unwrap();
+        // Open to anyone: the victim could make its folder there, and
+        // their owner swap it afterwards.
+        std::fs::set_permissions(dir, PermissionsExt::from_mode(0o777)).unwrap();
+    }
+    // A revision, so that corral has a last known good one to keep.
+    let app = shared_app(&[
+        ("app.py", PID_APP),
+        (
+            "corral.toml",
+            "[app]\nmodule = \"app:app\"\n[server]\nbind = [\"127.0.0.1:0\"]\n\
+             [deploy]\nrevision = [\"echo\", \"r1\"]\n",
+        ),
+    ]);
+    // No HOME: the state's default is /tmp/corral-UID-state.
     let mut c = corral_as(
         app.path(),
-        &[
-            "app:app",
-            "-b",
-            "127.0.0.1:0",
-            "--python",
-            "/usr/bin/python3",
-        ],
+        &["--python", "/usr/bin/python3"],
         Some(NOBODY),
-        &[],
+        &[("HOME", "")],
     );
-    let st = c.wait_exit(Duration::from_secs(20)).expect("corral exits");
+    let served = c
+        .log
+        .wait_for("listening on http", Duration::from_secs(20))
+        .is_some();
+    let in_service = c
+        .log
+        .wait_for("all 1 workers in service", Duration::from_secs(20))
+        .is_some();
+    // The state is written once the generation is good, from a thread.
+    c.log
+        .wait_for("not using the state dir", Duration::from_secs(10));
     let log = c.log.text();
+    let made: Vec<_> = [&squat, &squat_state]
+        .iter()
+        .flat_map(|d| std::fs::read_dir(d).unwrap().flatten().map(|e| e.path()))
+        .collect();
+    c.signal(libc::SIGTERM);
+    let st = c.wait_exit(Duration::from_secs(20));
     let _ = std::fs::remove_dir_all(&squat);
-    let _ = std::fs::remove_dir_all(format!("/tmp/corral-{NOBODY}-state"));
-    assert_eq!(st.code(), Some(2), "{log}");
+    let _ = std::fs::remove_dir_all(&squat_state);
+    assert!(served && in_service, "{log}");
+    assert_eq!(st.and_then(|s| s.code()), Some(0), "{log}");
     assert!(
         log.contains(&format!(
-            "{} is not private: it belongs to uid 1",
+            "no control socket: the default one, {}/",
             squat.display()
+        )) && log.contains(&format!(
+            "its folder {} is not private: it belongs to uid 1",
+            squat.display()
+        )) && log.contains("signals still work")
+            && log.contains("set XDG_RUNTIME_DIR"),
+        "{log}"
+    );
+    assert!(log.contains("control socket none"), "{log}");
+    assert!(
+        log.contains(&format!(
+            "the folder it is in, {}, is not private: it belongs to uid 1",
+            squat_state.display()
         )),
         "{log}"
+    );
+    assert!(
+        made.is_empty(),
+        "corral made {made:?} in the other user's folders"
     );
 }
 
@@ -292,6 +333,74 @@ fn a_regular_file_at_a_socket_path_is_never_deleted() {
         );
         assert!(c.log.text().contains("not a socket"), "{}", c.log.text());
     }
+}
+
+/// Starts corral in `dir` with `args`, which must refuse to start: it
+/// exits 2 within a few seconds (a FIFO it opened without `O_NONBLOCK`
+/// would hang it until killed), saying `needle`. Returns the log.
+fn refuses_quickly(dir: &Path, args: &[&str], needle: &str) -> String {
+    let mut c = Corral::spawn(dir, args, &[]);
+    let st = c.wait_exit(Duration::from_secs(10));
+    let log = c.log.text();
+    assert_eq!(st.and_then(|s| s.code()), Some(2), "{args:?}: {log}");
+    assert!(log.contains(needle), "{args:?}: {log}");
+    log
+}
+
+#[test]
+fn a_fifo_at_a_log_or_config_path_is_refused_without_hanging() {
+    // Another user's FIFO where corral writes a log or reads its config:
+    // opening it would wait for a reader (or writer) forever.
+    let app = AppDir::new(&[("app.py", PID_APP)]);
+    let fifo = app.path().join("planted");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o666)).unwrap();
+    let refused = format!("{}: it is a FIFO, not a regular file", fifo.display());
+    for flag in ["--access-logfile", "--error-logfile"] {
+        refuses_quickly(
+            app.path(),
+            &["app:app", flag, fifo.to_str().unwrap()],
+            &refused,
+        );
+    }
+    refuses_quickly(
+        app.path(),
+        &["app:app", "-c", fifo.to_str().unwrap()],
+        "planted: it is a FIFO, not a regular file",
+    );
+    // The config file corral looks for without -c.
+    std::fs::rename(&fifo, app.path().join("corral.toml")).unwrap();
+    refuses_quickly(
+        app.path(),
+        &["app:app"],
+        "cannot read config file corral.toml: it is a FIFO",
+    );
+    std::fs::remove_file(app.path().join("corral.toml")).unwrap();
+
+    // A log file swapped for a FIFO before a USR1: the old file is kept,
+    // and corral goes on serving and answering signals.
+    let log = app.path().join("access.log");
+    let mut c = Corral::start(
+        app.path(),
+        &["app:app", "--access-logfile", log.to_str().unwrap()],
+        1,
+    );
+    std::fs::remove_file(&log).unwrap();
+    nix::unistd::mkfifo(&log, nix::sys::stat::Mode::from_bits_truncate(0o666)).unwrap();
+    c.signal(libc::SIGUSR1);
+    assert!(
+        c.log
+            .wait_for("SIGUSR1: kept the old file", Duration::from_secs(10))
+            .is_some_and(|line| line.contains("it is a FIFO")),
+        "{}",
+        c.log.text()
+    );
+    assert_eq!(c.get("/").status, 200);
+    c.signal(libc::SIGTERM);
+    assert!(
+        c.wait_exit(Duration::from_secs(20)).is_some(),
+        "{}",
+        c.log.text()
+    );
 }
 
 #[test]

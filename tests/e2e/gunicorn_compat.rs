@@ -348,6 +348,34 @@ fn a_log_file_symlink_planted_in_a_shared_folder_is_refused() {
 }
 
 #[test]
+fn daemon_true_in_a_gunicorn_conf_py_is_refused_as_dash_d_is() {
+    // An init script or a Type=forking unit would wait for a fork that
+    // never comes: refused at once, exit 2, with -D's reason.
+    let app = AppDir::new(&[
+        ("app.py", APP),
+        ("gunicorn.conf.py", "daemon = True\nworkers = 1\n"),
+    ]);
+    let mut c = Corral::spawn(app.path(), &["app:app"], &[]);
+    let status = c.wait_exit(Duration::from_secs(20));
+    let log = c.log.text();
+    assert_eq!(status.and_then(|s| s.code()), Some(2), "{log}");
+    assert!(
+        log.contains("gunicorn.conf.py: it sets daemon = True: corral does not take gunicorn's --daemon (`daemon`): not supported: run corral under systemd or a container"),
+        "{log}"
+    );
+    // daemon = False is gunicorn's default, and taken.
+    std::fs::write(
+        app.path().join("gunicorn.conf.py"),
+        "daemon = False\nworkers = 1\n",
+    )
+    .unwrap();
+    let mut c = Corral::spawn(app.path(), &["app:app"], &[]);
+    c.wait_listening();
+    c.wait_in_service(1);
+    assert_eq!(c.get("/x").text(), "/x -");
+}
+
+#[test]
 fn gunicorn_request_limits_answer_414_and_431() {
     let app = AppDir::new(&[("app.py", APP)]);
     let c = Corral::start(

@@ -147,7 +147,7 @@ impl Resolver<'_> {
 
     /// A token file's content without surrounding white space.
     fn read_token(&mut self, path: &Path, at: &At) -> Option<String> {
-        match std::fs::read_to_string(path) {
+        match crate::private_fs::read_regular_text(path) {
             Ok(text) => Some(text.trim().to_owned()),
             Err(e) => {
                 let message = format!(
