@@ -168,7 +168,7 @@ fn unreadable_file_names_the_path_and_the_os_error() {
     assert_refused(&out, &["missing.toml", "os error"]);
     std::fs::create_dir(dir.path().join("folder.toml")).unwrap();
     let out = corral(dir.path(), &["main:app", "--config", "folder.toml"]);
-    assert_refused(&out, &["folder.toml", "os error"]);
+    assert_refused(&out, &["folder.toml", "it is a folder, not a regular file"]);
 }
 
 #[test]
