@@ -136,7 +136,7 @@ async fn check(cfg: &Config) -> Result<Outcome, String> {
                 }
             }
             Some((_, ControlEvent::BootFailed(tb))) => Outcome::Failed(tb),
-            Some((_, ControlEvent::Closed(_) | ControlEvent::Heartbeat)) | None => {
+            Some((_, ControlEvent::Closed(_) | ControlEvent::Heartbeat | ControlEvent::AtLimit(_))) | None => {
                 let status = tokio::time::timeout(Duration::from_secs(2), child.wait()).await;
                 let how = match status {
                     Ok(Ok(st)) => crate::supervisor::core::exit_of(st).describe(),

@@ -4,7 +4,10 @@
 //! without locking ([`arc_swap`]). A request goes to a worker of its own
 //! front shard ([`crate::shards`]) unless another would start it sooner
 //! (see `pick`), else to the worker with the fewest requests outstanding
-//! relative to its capacity (ties broken round-robin). Each worker holds
+//! relative to its capacity (ties broken round-robin). A worker that
+//! answered the requests it is recycled after (`Channel::is_spent`: its
+//! replacement boots) is picked only when no other would start the
+//! request at once. Each worker holds
 //! at most its capacity (a WSGI worker: its threads plus a prefetch queue
 //! sized by its answer time, see `Channel::answered`; an ASGI or gevent
 //! worker: `[workers] concurrency`); beyond that, requests
@@ -422,14 +425,21 @@ impl Router {
         });
         let shard = crate::shards::current();
         let start = self.line(shard).next.fetch_add(1, Ordering::Relaxed);
-        // The least-loaded worker among those `mine` takes.
-        let lightest = |mine: &dyn Fn(&Channel) -> bool| {
+        // Whether a worker past its request limit was passed over.
+        let spent_seen = std::cell::Cell::new(false);
+        // The least-loaded worker among those `mine` takes, spent ones
+        // only with `with_spent`.
+        let lightest = |with_spent: bool, mine: &dyn Fn(&Channel) -> bool| {
             let mut best: Option<Candidate> = None;
             for i in 0..n {
                 let at = (start + i) % n;
                 let ch = &workers[at];
                 let new = routing.canary.get(at).copied().unwrap_or(false);
                 if ch.is_closed() || side.is_some_and(|s| s != new) || !mine(ch) {
+                    continue;
+                }
+                if !with_spent && ch.is_spent() {
+                    spent_seen.set(true);
                     continue;
                 }
                 let c = Candidate {
@@ -452,25 +462,36 @@ impl Router {
         // eighth of its capacity (2 to 16 requests): a request never waits
         // behind another while a worker elsewhere is free, and otherwise
         // mostly stays on the thread that read it.
-        let local = lightest(&|ch| ch.shard == shard);
-        let chosen = match local {
-            Some(l) if workers[l.at].has_room_now(l.load, l.cap) => Some(l),
-            _ => {
-                // The other shards' workers only (none with one shard).
-                let best = match (local, lightest(&|ch| ch.shard != shard)) {
-                    (Some(l), Some(r)) if !r.lighter_than(&l) => Some(l),
-                    (l, r) => r.or(l),
-                };
-                match (local, best) {
-                    (_, Some(b)) if workers[b.at].has_room_now(b.load, b.cap) => Some(b),
-                    (Some(l), Some(b))
-                        if l.load < l.cap && !b.lighter_by(&l, shard_slack(l.cap)) =>
-                    {
-                        Some(l)
+        let choose = |with_spent: bool| {
+            let local = lightest(with_spent, &|ch| ch.shard == shard);
+            match local {
+                Some(l) if workers[l.at].has_room_now(l.load, l.cap) => Some(l),
+                _ => {
+                    // The other shards' workers only (none with one shard).
+                    let best = match (local, lightest(with_spent, &|ch| ch.shard != shard)) {
+                        (Some(l), Some(r)) if !r.lighter_than(&l) => Some(l),
+                        (l, r) => r.or(l),
+                    };
+                    match (local, best) {
+                        (_, Some(b)) if workers[b.at].has_room_now(b.load, b.cap) => Some(b),
+                        (Some(l), Some(b))
+                            if l.load < l.cap && !b.lighter_by(&l, shard_slack(l.cap)) =>
+                        {
+                            Some(l)
+                        }
+                        (_, b) => b,
                     }
-                    (_, b) => b,
                 }
             }
+        };
+        // A worker past its request limit (its replacement boots) takes a
+        // request only when no other would start it at once: it serves
+        // close to its limit, and no request waits behind another while it
+        // has room.
+        let chosen = match choose(false) {
+            Some(c) if workers[c.at].has_room_now(c.load, c.cap) => Some(c),
+            _ if spent_seen.get() => choose(true),
+            fresh => fresh,
         };
         match chosen {
             Some(c) if c.load < c.cap => Ok((&workers[c.at], c.new, c.load)),
@@ -652,6 +673,36 @@ mod tests {
         }
         let seen: Vec<(u64, i32)> = seen.into_iter().collect();
         assert_eq!(seen, [(1, 10), (2, 10), (3, 10)]);
+    }
+
+    #[tokio::test]
+    async fn a_worker_past_its_request_limit_takes_only_what_no_other_would_start_at_once() {
+        let router = Router::new(0);
+        let (spent, fresh) = (worker(1, 4), worker(2, 4));
+        spent.channel.recycle_after(1);
+        spent.channel.count_served();
+        assert!(spent.channel.is_spent());
+        router.publish(vec![spent.channel.clone(), fresh.channel.clone()]);
+        for _ in 0..10 {
+            // Given back at once: the other's thread is always free.
+            assert_eq!(router.acquire(NOW).await.unwrap().channel.serial, 2);
+        }
+        // The other's one thread busy: the spent one is idle, so it takes
+        // the next rather than let it wait behind that one.
+        let busy = router.acquire(NOW).await.unwrap();
+        assert_eq!(busy.channel.serial, 2);
+        let mut held = vec![router.acquire(NOW).await.unwrap()];
+        assert_eq!(serials(&held), [1]);
+        // Both hold one: the least loaded again, whichever it is, up to
+        // both full, and never a request refused while one has room.
+        for _ in 0..6 {
+            held.push(router.acquire(NOW).await.unwrap());
+        }
+        assert_eq!(router.acquire(NOW).await.err(), Some(NoWorker::QueueFull));
+        // With only spent workers, they serve.
+        drop((busy, held));
+        router.publish(vec![spent.channel.clone()]);
+        assert_eq!(router.acquire(NOW).await.unwrap().channel.serial, 1);
     }
 
     #[tokio::test]

@@ -567,7 +567,7 @@ async fn dispatch(
         }
         Ok(first) => first,
     };
-    channel.served.fetch_add(1, Ordering::Relaxed);
+    channel.count_served();
     channel.answered(sent.elapsed(), depth);
     match first {
         First::Full(payload) => {

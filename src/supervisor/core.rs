@@ -282,6 +282,9 @@ impl Core {
             self.slots[slot].worker = Some(serial);
         }
         let recycle_after = self.recycle_limit();
+        if let Some(requests) = recycle_after {
+            out.push(Action::RecycleAfter { serial, requests });
+        }
         let retire_at = self.lifetime().map(|life| now + life);
         self.workers.insert(
             serial,

@@ -110,6 +110,11 @@ impl Supervisor {
             }),
             ControlEvent::BootFailed(error) => Some(Event::BootFailed { serial, error }),
             ControlEvent::Heartbeat => Some(Event::Heartbeat { serial }),
+            ControlEvent::AtLimit(requests) => Some(Event::Usage {
+                serial,
+                requests,
+                rss: None,
+            }),
             // Paired with the exit by `receive`.
             ControlEvent::Closed(_) => None,
         }

@@ -644,6 +644,11 @@ impl Supervisor {
                         });
                     }
                 }
+                Action::RecycleAfter { serial, requests } => {
+                    if let Some(ch) = self.channels.get(&serial) {
+                        ch.recycle_after(requests);
+                    }
+                }
                 Action::Probe { serial } => self.probe(serial),
                 Action::Route(route) => {
                     self.split = route

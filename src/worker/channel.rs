@@ -25,6 +25,9 @@ pub enum ControlEvent {
     BootFailed(String),
     /// The worker's interpreter took the GIL to say it is alive.
     Heartbeat,
+    /// The worker answered the requests it is recycled after (this many):
+    /// said once, by the answer that reaches the limit.
+    AtLimit(u64),
     /// The channel closed: at the worker's exit (None), or because corral
     /// refused what the worker sent (why).
     Closed(Option<String>),
@@ -208,6 +211,15 @@ pub struct Channel {
     /// Requests dispatched to this worker and not yet answered in full.
     pub in_flight: AtomicUsize,
     pub served: AtomicU64,
+    /// The requests after which the worker is recycled (`max_requests`
+    /// plus its jitter; 0: never), set once when it is spawned. See
+    /// [`Channel::count_served`].
+    recycle_after: AtomicU64,
+    /// It answered `recycle_after` requests: its replacement is on its way,
+    /// and the router sends it only what no other worker would start at once.
+    spent: AtomicBool,
+    /// Where [`ControlEvent::AtLimit`] goes; the reader has its own.
+    control: mpsc::UnboundedSender<(u64, ControlEvent)>,
     /// The worker's generation, set by the supervisor once it has started
     /// the channel (0 for a channel of no generation: `corral check`).
     pub generation: AtomicU64,
@@ -300,6 +312,9 @@ impl Channel {
             next_stream: AtomicU32::new(1),
             in_flight: AtomicUsize::new(0),
             served: AtomicU64::new(0),
+            recycle_after: AtomicU64::new(0),
+            spent: AtomicBool::new(false),
+            control: control.clone(),
             generation: AtomicU64::new(0),
             timeout_ns: AtomicU64::new(0),
             overdue: AtomicUsize::new(0),
@@ -369,6 +384,32 @@ impl Channel {
             0 => front,
             ns => Duration::from_nanos(ns),
         }
+    }
+
+    /// Sets the requests after which this worker is recycled (0: never),
+    /// before it takes any.
+    pub fn recycle_after(&self, requests: u64) {
+        self.recycle_after.store(requests, Ordering::Relaxed);
+    }
+
+    /// Counts a request the worker answered. The answer that reaches its
+    /// limit marks it spent and tells the supervisor at once (the count
+    /// passes the limit once: one event per worker), so its replacement
+    /// starts now, not at the next look at every worker's usage, and the
+    /// router sends its requests elsewhere meanwhile.
+    pub fn count_served(&self) {
+        let served = self.served.fetch_add(1, Ordering::Relaxed) + 1;
+        if served == self.recycle_after.load(Ordering::Relaxed) {
+            self.spent.store(true, Ordering::Release);
+            let _ = self
+                .control
+                .send((self.serial, ControlEvent::AtLimit(served)));
+        }
+    }
+
+    /// True once the worker answered the requests it is recycled after.
+    pub fn is_spent(&self) -> bool {
+        self.spent.load(Ordering::Acquire)
     }
 
     /// True once the worker reported an ASGI app.
@@ -1196,6 +1237,36 @@ mod tests {
         tokio::time::timeout(Duration::from_secs(5), heard.recv())
             .await
             .unwrap()
+    }
+
+    #[tokio::test]
+    async fn the_answer_that_reaches_the_limit_tells_the_supervisor_once() {
+        let (ch, _worker, mut heard) = Channel::heard(1, 0);
+        ch.recycle_after(3);
+        ch.count_served();
+        ch.count_served();
+        assert!(!ch.is_spent());
+        assert!(heard.try_recv().is_err(), "nothing before the limit");
+        ch.count_served();
+        assert!(ch.is_spent());
+        assert!(matches!(
+            heard_next(&mut heard).await,
+            Some((1, ControlEvent::AtLimit(3)))
+        ));
+        for _ in 0..100 {
+            ch.count_served();
+        }
+        assert!(heard.try_recv().is_err(), "one event, whatever follows");
+    }
+
+    #[tokio::test]
+    async fn without_a_limit_no_answer_is_reported() {
+        let (ch, _worker, mut heard) = Channel::heard(1, 0);
+        for _ in 0..100 {
+            ch.count_served();
+        }
+        assert!(!ch.is_spent());
+        assert!(heard.try_recv().is_err());
     }
 
     #[tokio::test]

@@ -95,6 +95,36 @@ fn max_requests_recycles_under_load_without_a_failed_request_or_lost_capacity() 
 }
 
 #[test]
+fn max_requests_recycles_each_worker_close_to_its_limit_under_sequential_requests() {
+    let app = AppDir::new(&[("app.py", APP)]);
+    let c = Corral::start(
+        app.path(),
+        &["app:app", "-w", "2", "--max-requests", "10"],
+        2,
+    );
+    // One request at a time, 10 ms apart (a client in a shell loop): a
+    // worker is marked at its 10th answer, and the other takes the next
+    // ones while its replacement boots. Polled twice a second instead,
+    // the limit went unseen for up to 500 ms: 50 requests.
+    let mut answered = std::collections::BTreeMap::<String, usize>::new();
+    for i in 0..100 {
+        let r = c.get("/");
+        assert_eq!(r.status, 200, "request {i}: {}", r.text());
+        *answered.entry(r.text()).or_default() += 1;
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    eprintln!(
+        "requests per worker pid: {:?}",
+        answered.values().collect::<Vec<_>>()
+    );
+    assert!(
+        answered.values().all(|n| *n <= 20),
+        "a worker served far past its limit of 10: {answered:?}; log:\n{}",
+        c.log.text()
+    );
+}
+
+#[test]
 fn max_memory_recycles_a_worker_over_the_limit() {
     let app = AppDir::new(&[("app.py", APP)]);
     let c = Corral::start(

@@ -359,6 +359,13 @@ pub enum Action {
         pid: u32,
         sig: Sig,
     },
+    /// Tell the worker's channel its request limit (`max_requests` plus
+    /// its jitter): the answer that reaches it is reported at once, as
+    /// [`Event::Usage`], rather than at the next poll.
+    RecycleAfter {
+        serial: u64,
+        requests: u64,
+    },
     /// Send the readiness request to this worker; answer with ProbeResult.
     Probe {
         serial: u64,

@@ -54,6 +54,23 @@ fn max_requests_recycles_with_the_replacement_in_service_first() {
 }
 
 #[test]
+fn a_spawned_worker_tells_its_channel_its_limit_so_that_reaching_it_is_heard_at_once() {
+    let t0 = Instant::now();
+    let mut core = Core::new(recycling(1, 100, 10));
+    let serial = spawns(&core.start())[0].1;
+    let a = core.spawned(t0, serial, 100);
+    let requests = core.workers[&serial].recycle_after.unwrap();
+    assert!(a.contains(&Action::RecycleAfter { serial, requests }));
+    let mut core = Core::new(settings(1));
+    let serial = spawns(&core.start())[0].1;
+    let a = core.spawned(t0, serial, 100);
+    assert!(
+        !a.iter().any(|a| matches!(a, Action::RecycleAfter { .. })),
+        "no limit, nothing to tell"
+    );
+}
+
+#[test]
 fn jitter_spreads_the_limits() {
     let mut core = Core::new(recycling(8, 1000, 100));
     let t0 = Instant::now();
