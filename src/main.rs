@@ -297,7 +297,11 @@ async fn run(
     };
     // gunicorn's -m/--umask and -u/-g apply to the app's Unix sockets.
     let unix_access = front::listeners::UnixAccess {
-        mode: cfg.workers.limits.umask.map(|m| 0o777 & !m),
+        mode: cfg
+            .server
+            .socket_umask
+            .or(cfg.workers.limits.umask)
+            .map(|m| 0o777 & !m),
         owner: cfg.workers.identity.as_ref().map(|i| (i.uid, i.gid)),
     };
     let listeners = match front::listeners::Listeners::open(

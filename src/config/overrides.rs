@@ -684,9 +684,10 @@ pub struct Overrides {
     #[arg(long, env = "CORRAL_CHECK_CONFIG")]
     pub check_config: bool,
 
-    /// The workers' umask, as gunicorn reads it: 0o027 (octal) or 23
-    /// (decimal), or octal digits after a 0 like 027
-    /// [toml: workers.limits.umask] [default: corral's own]
+    /// The app's Unix sockets get mode 0777 & ~MASK, as under gunicorn,
+    /// which reads it as 0o007 (octal) or 7 (decimal), or octal digits
+    /// after a 0 like 007; the workers' own umask is left alone
+    /// [toml: server.socket_umask] [default: none]
     #[arg(
         short = 'm',
         long,

@@ -480,6 +480,13 @@ section! {
         /// followed), mode 0644, and removed when corral exits cleanly while it
         /// still holds corral's pid. Default: none.
         pid_file: Option<Spanned<String>>;
+        /// gunicorn's `umask` (`-m/--umask`): the app's Unix sockets
+        /// (`unix:` binds) get mode `0777 & ~umask`, as under gunicorn, which
+        /// sets it around the bind only: the workers keep their own umask
+        /// (`[workers.limits] umask`). Octal digits like "007". Default:
+        /// `[workers.limits] umask` when set, else the socket is 0666 under
+        /// corral's own umask.
+        socket_umask: Option<Spanned<Umask>>;
         /// The most HTTP/2 streams (requests) one connection may have open at once
         /// (SETTINGS_MAX_CONCURRENT_STREAMS); more are refused with RST_STREAM. At
         /// least 1.
@@ -685,6 +692,8 @@ pub(super) struct RawLimits {
     /// The umask of the workers, as a string of octal digits like "027"
     /// (files the app creates get no write access for the group and no
     /// access for others); at most "777". Default: corral's own umask.
+    /// (gunicorn's `-m/--umask` is `[server] socket_umask`: gunicorn leaves
+    /// its workers' umask alone.)
     pub(super) umask: Option<Spanned<Umask>>,
 }
 

@@ -421,6 +421,9 @@ pub struct ServerConfig {
     pub head_limits: HeadLimits,
     /// Where corral writes its pid, if anywhere.
     pub pid_file: Option<PathBuf>,
+    /// `server.socket_umask` (`-m`): the app's Unix sockets get mode
+    /// `0o777 & !umask` (without it, `workers.limits.umask`'s).
+    pub socket_umask: Option<u32>,
     /// HTTPS on every `bind` address (`[server.tls]` and its per-bind
     /// tables), if configured.
     pub tls: Option<TlsConfig>,

@@ -577,7 +577,7 @@ fn convert_into(out: &mut Out, settings: &BTreeMap<String, Json>, app: Option<&s
                 None => bad(out, v),
             },
             "umask" => match umask(v) {
-                Some(m) => out.set("workers.limits", "umask", Value::String(format!("{m:03o}"))),
+                Some(m) => out.set("server", "socket_umask", Value::String(format!("{m:03o}"))),
                 None => bad(out, v),
             },
             "forwarded_allow_ips" | "proxy_allow_ips" => {
@@ -1129,7 +1129,7 @@ mod tests {
         assert_eq!(get("workers.graceful_timeout").as_str(), Some("1500ms"));
         assert_eq!(get("workers.user").as_str(), Some("33"));
         assert_eq!(get("workers.concurrency").as_integer(), Some(500));
-        assert_eq!(get("workers.limits.umask").as_str(), Some("022"));
+        assert_eq!(get("server.socket_umask").as_str(), Some("022"));
         assert_eq!(get("log.access_file").as_str(), Some("-"));
         // Relative to the file's chdir, where gunicorn opens them.
         assert_eq!(

@@ -139,7 +139,7 @@ pub const SETTINGS: &[(&str, &str)] = &[
     ),
     (
         "umask",
-        "`-m/--umask` (as gunicorn reads it: `0o027` or decimal), `[workers.limits] umask`: the workers' umask, and the app's Unix sockets get mode `0777 & ~umask`, as under gunicorn",
+        "`-m/--umask` (as gunicorn reads it: `0o027` or decimal), `[server] socket_umask`: the app's Unix sockets get mode `0777 & ~umask`, as under gunicorn; the workers' umask is left alone, as gunicorn leaves it (`[workers.limits] umask` sets it)",
     ),
     (
         "initgroups",

@@ -8,6 +8,7 @@
 
 use crate::common::*;
 use crate::gunicorn_compat::{APP, gunicorn_says, import_gunicorn, run_to_exit};
+use std::os::unix::fs::PermissionsExt;
 
 use std::path::Path;
 use std::process::Command;
@@ -275,6 +276,10 @@ fn check_config_umask_and_the_flags_for_what_corral_always_does() {
             "app:app",
             "-w",
             "1",
+            "-b",
+            "127.0.0.1:0",
+            "-b",
+            "unix:app.sock",
             "-m",
             "0o027",
             "--capture-output",
@@ -283,7 +288,21 @@ fn check_config_umask_and_the_flags_for_what_corral_always_does() {
         ],
         1,
     );
-    assert_eq!(c.get("/").text(), "0o27");
+    // As under gunicorn, -m shapes the app's Unix socket and leaves the
+    // workers' umask (the files the app creates) as it was: corral's own.
+    let mode = std::fs::metadata(app.path().join("app.sock"))
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(mode, 0o750, "{mode:o}");
+    let status = std::fs::read_to_string(format!("/proc/{}/status", c.pid())).unwrap();
+    let corrals = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Umask:"))
+        .map(|m| u32::from_str_radix(m.trim(), 8).unwrap())
+        .unwrap();
+    assert_eq!(c.get("/").text(), format!("{corrals:#o}"));
     for flag in ["--capture-output", "--initgroups", "--no-sendfile"] {
         assert!(
             c.log.text().contains(&format!(

@@ -91,6 +91,10 @@ impl Resolver<'_> {
         );
         let head_limits = self.head_limits(args, &raw);
         let pid_file = self.pid_file(args, &raw);
+        let socket_umask = args
+            .umask
+            .or(raw.socket_umask.as_ref().map(|u| *u.get_ref()))
+            .map(|u| u.0);
         let websocket = self.websocket(args, &raw);
         let insecure = self.bind_list(
             &args.insecure_bind,
@@ -116,6 +120,7 @@ impl Resolver<'_> {
             proxy_allow_ips,
             head_limits,
             pid_file,
+            socket_umask,
             tls,
             websocket,
             headers,

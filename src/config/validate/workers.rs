@@ -7,7 +7,6 @@ use nix::unistd::{Gid, User};
 
 use crate::config::Overrides;
 use crate::config::raw::{RawLimits, RawWorkers};
-use crate::config::units::Umask;
 use crate::config::{
     ByteSize, Env, HumanDuration, Identity, Interface, Limits, WorkerCount, WorkersConfig,
     WorkersKeys,
@@ -169,7 +168,7 @@ impl Resolver<'_> {
             (None, None) => None,
         };
         let identity = self.identity(user, group);
-        let limits = self.limits(&raw.limits, args.umask);
+        let limits = self.limits(&raw.limits);
         WorkersConfig {
             tmp_dir: args
                 .worker_tmp_dir
@@ -285,8 +284,7 @@ impl Resolver<'_> {
     }
 
     /// `[workers.limits]`, checked.
-    /// `[workers.limits]`, with `-m/--umask` over the file's `umask`.
-    fn limits(&mut self, raw: &RawLimits, umask: Option<Umask>) -> Limits {
+    fn limits(&mut self, raw: &RawLimits) -> Limits {
         if let Some(nofile) = &raw.nofile
             && *nofile.get_ref() < MIN_NOFILE
         {
@@ -313,9 +311,7 @@ impl Resolver<'_> {
             nofile: raw.nofile.as_ref().map(|n| *n.get_ref()),
             address_space: raw.address_space.as_ref().map(|size| size.get_ref().0),
             core: raw.core.as_ref().map(|size| size.get_ref().0),
-            umask: umask
-                .or(raw.umask.as_ref().map(|u| *u.get_ref()))
-                .map(|u| u.0),
+            umask: raw.umask.as_ref().map(|u| u.get_ref().0),
         }
     }
 }
