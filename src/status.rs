@@ -113,7 +113,8 @@ pub fn start(listener: Listener, state: Arc<StatusState>, gate: Option<watch::Re
         tracing::warn!(
             "the status server on {addr} is reachable from other hosts and has no token: \
              anyone who reaches it reads /status (boot tracebacks) and /metrics; set \
-             [health] status_token_file (or CORRAL_STATUS_TOKEN), or bind it to 127.0.0.1"
+             [health] status_token_file (or CORRAL_STATUS_TOKEN), or bind it to 127.0.0.1 \
+             (which every local user can still reach)"
         );
     }
     let server = &state.cfg.server;
