@@ -517,6 +517,7 @@ async fn run(
         websocket: cfg.server.websocket,
         headers: cfg.server.headers.clone(),
         read_ahead: front::upload::ReadAhead::for_queue(cfg.server.max_queued),
+        unfinished: front::websocket::Unfinished::new(cfg.server.websocket.max_message),
     });
     let state = Arc::new(status::StatusState {
         snapshots: sup.snapshots(),

@@ -73,6 +73,8 @@ pub struct Shared {
     pub headers: Vec<(http::HeaderName, http::HeaderValue)>,
     /// What all requests hold of bodies read before dispatch.
     pub read_ahead: Arc<upload::ReadAhead>,
+    /// What all WebSockets hold of client messages not yet whole.
+    pub unfinished: Arc<websocket::Unfinished>,
 }
 
 /// The key that keeps a client on one side of a canary, if any: a hash of
@@ -660,6 +662,7 @@ async fn dispatch(
                 session,
                 shared.drain.clone(),
                 shared.websocket,
+                shared.unfinished.clone(),
             ));
             Ok(resp)
         }

@@ -18,10 +18,17 @@
 //! decides when); a close code the app may not send (see `sendable`) goes
 //! out as 1011, logged; close reasons are cut to 123 bytes. The app's
 //! `WS_ACCEPT` headers are checked like a response head. No extension is
-//! negotiated (tungstenite has no permessage-deflate).
+//! negotiated (tungstenite has no permessage-deflate). What clients have
+//! sent of messages not yet whole (fragments, a frame still arriving) is
+//! counted over every socket ([`Unfinished`]): past 8 times
+//! `ws_max_message` (128 MiB at the default) the socket that reads more is
+//! closed with 1013 (try again later), so that many sockets each sending
+//! most of a `ws_max_message` cannot pile up corral's memory.
 
+use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -148,8 +155,104 @@ pub struct Session {
     pub window: Arc<Window>,
 }
 
-type Sink = SplitSink<WebSocketStream<TokioIo<Upgraded>>, Message>;
-type Source = SplitStream<WebSocketStream<TokioIo<Upgraded>>>;
+type Sink = SplitSink<WebSocketStream<Counted>, Message>;
+type Source = SplitStream<WebSocketStream<Counted>>;
+
+/// The bytes all WebSockets have read since each one's last whole message,
+/// and the most they may hold together.
+pub struct Unfinished {
+    held: AtomicUsize,
+    cap: usize,
+}
+
+impl Unfinished {
+    /// As much as 8 sockets each sending a whole `max_message` (the
+    /// buffers that hold it grow by doubling: about twice that in memory).
+    pub fn new(max_message: usize) -> Arc<Unfinished> {
+        Arc::new(Unfinished {
+            held: AtomicUsize::new(0),
+            cap: max_message.saturating_mul(8),
+        })
+    }
+}
+
+/// A WebSocket's connection, counting what it reads into [`Unfinished`]
+/// until [`Counted::whole`] says a message is complete. A read that takes
+/// the count past the cap fails, and `over` says why.
+struct Counted {
+    io: TokioIo<Upgraded>,
+    all: Arc<Unfinished>,
+    mine: Arc<AtomicUsize>,
+    over: Arc<AtomicBool>,
+}
+
+impl Counted {
+    /// A message came whole: what this socket read for it is given back.
+    fn whole(all: &Unfinished, mine: &AtomicUsize) {
+        let n = mine.swap(0, Ordering::AcqRel);
+        all.held.fetch_sub(n, Ordering::AcqRel);
+    }
+
+    /// A control frame of `payload` bytes came (it may come between the
+    /// fragments of a message): only its own bytes are given back, its
+    /// payload and at most 6 bytes of header (a client's frames are
+    /// masked), so that pings cannot clear what a message holds.
+    fn control(all: &Unfinished, mine: &AtomicUsize, payload: usize) {
+        let frame = payload + 6;
+        let taken = mine
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                Some(n.saturating_sub(frame))
+            })
+            .map_or(0, |n| n.min(frame));
+        all.held.fetch_sub(taken, Ordering::AcqRel);
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        Counted::whole(&self.all, &self.mine);
+    }
+}
+
+impl tokio::io::AsyncRead for Counted {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.io).poll_read(cx, buf);
+        let n = buf.filled().len() - before;
+        if n > 0 {
+            self.mine.fetch_add(n, Ordering::AcqRel);
+            if self.all.held.fetch_add(n, Ordering::AcqRel) + n > self.all.cap {
+                self.over.store(true, Ordering::Release);
+                return Poll::Ready(Err(std::io::Error::other(
+                    "unfinished WebSocket messages over their cap",
+                )));
+            }
+        }
+        polled
+    }
+}
+
+impl tokio::io::AsyncWrite for Counted {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
 
 /// Why a relay ended.
 enum End {
@@ -159,6 +262,8 @@ enum End {
     ClientGone,
     /// The client sent a message over `ws_max_message`.
     TooBig,
+    /// Unfinished messages of all sockets are over their cap.
+    Busy,
     /// The client answered no ping within `ws_ping_timeout`.
     NoPong,
     /// The app closed the socket (code, reason).
@@ -177,6 +282,7 @@ pub async fn relay(
     session: Session,
     drain: Arc<Drain>,
     limits: WebSocketLimits,
+    unfinished: Arc<Unfinished>,
 ) {
     let _open = drain.enter();
     let mut closing = drain.closing();
@@ -200,7 +306,15 @@ pub async fn relay(
         .write_buffer_size(0)
         .max_message_size(Some(limits.max_message))
         .max_frame_size(Some(limits.max_message));
-    let ws = WebSocketStream::from_raw_socket(TokioIo::new(io), Role::Server, Some(config)).await;
+    let mine = Arc::new(AtomicUsize::new(0));
+    let over = Arc::new(AtomicBool::new(false));
+    let io = Counted {
+        io: TokioIo::new(io),
+        all: unfinished.clone(),
+        mine: mine.clone(),
+        over: over.clone(),
+    };
+    let ws = WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await;
     let (mut sink, mut source) = ws.split();
     // The inbound side tells the outbound side (which owns the sink, so
     // sends the pings) of each pong, and whether it is held up waiting for
@@ -221,7 +335,16 @@ pub async fn relay(
                 granted.await;
                 starved.store(false, Ordering::Release);
             }
-            let (kind, data) = match source.next().await {
+            let next = source.next().await;
+            match &next {
+                Some(Ok(Message::Ping(p) | Message::Pong(p))) => {
+                    Counted::control(&unfinished, &mine, p.len());
+                }
+                // A message came whole, or the socket ended: what was read
+                // for it is no longer unfinished.
+                _ => Counted::whole(&unfinished, &mine),
+            }
+            let (kind, data) = match next {
                 Some(Ok(Message::Text(t))) => (protocol::FrameKind::WsText, Bytes::from(t)),
                 Some(Ok(Message::Binary(b))) => (protocol::FrameKind::WsBinary, b),
                 Some(Ok(Message::Close(frame))) => {
@@ -236,6 +359,7 @@ pub async fn relay(
                 }
                 Some(Ok(_)) => continue, // a ping: tungstenite answers
                 Some(Err(WsError::Capacity(_))) => return End::TooBig,
+                Some(Err(_)) if over.load(Ordering::Acquire) => return End::Busy,
                 Some(Err(_)) | None => return End::ClientGone,
             };
             credit
@@ -328,6 +452,15 @@ pub async fn relay(
             const TOO_BIG: &str = "message too big";
             channel.send(protocol::encode_close(id, 1009, TOO_BIG));
             close(sink, source, 1009, TOO_BIG).await;
+        }
+        End::Busy => {
+            const BUSY: &str = "too many unfinished messages";
+            tracing::warn!(
+                "a WebSocket closed (1013): the unfinished messages of all WebSockets are over {} MiB (8 times ws_max_message)",
+                unfinished.cap >> 20
+            );
+            channel.send(protocol::encode_close(id, 1013, BUSY));
+            close(sink, source, 1013, BUSY).await;
         }
         End::NoPong => {
             const NO_PONG: &str = "no pong in time";

@@ -788,3 +788,69 @@ fn a_client_message_over_16_mib_closes_with_1009() {
     let seen = std::fs::read_to_string(&path).unwrap();
     assert!(seen.starts_with("1009"), "{seen}");
 }
+
+/// Many sockets each sending most of a message in fragments, never the
+/// last, hold no more of corral's memory than 8 whole messages
+/// (`ws_max_message`, here 1 MiB; about twice that in buffers): the socket
+/// that reads past that is closed with 1013 (try again later). Before, each socket held up to
+/// `ws_max_message` for as long as it liked, with no cap over them all.
+#[test]
+fn unfinished_websocket_messages_of_all_sockets_together_are_capped() {
+    let dir = AppDir::new(&[("app.py", ASGI_APP)]);
+    let c = Corral::start(
+        dir.path(),
+        &["app:app", "-w", "1", "--ws-max-message", "1MiB"],
+        1,
+    );
+    let before = rss_kib(c.pid());
+    let fragment = 900 * 1024;
+    let (sockets, peaks) = peak_rss_during(&[c.pid()], || {
+        let mut sockets = Vec::new();
+        for _ in 0..40 {
+            let (head, mut r) = ws_handshake(&c, "/echo");
+            assert!(head.starts_with("HTTP/1.1 101 "), "{head}");
+            // A binary frame that is not the last of its message (FIN 0),
+            // masked with a zero key.
+            let mut f = vec![0x02, 0x80 | 127];
+            f.extend_from_slice(&(fragment as u64).to_be_bytes());
+            f.extend_from_slice(&[0, 0, 0, 0]);
+            let s = r.get_mut();
+            s.set_write_timeout(Some(Duration::from_secs(5))).unwrap();
+            if s.write_all(&f).is_ok() {
+                let _ = s.write_all(&vec![b'x'; fragment]);
+            }
+            sockets.push(r);
+        }
+        std::thread::sleep(Duration::from_millis(500));
+        sockets
+    });
+    let grown = peaks[0].saturating_sub(before);
+    let mut busy = 0;
+    for mut r in sockets {
+        r.get_mut()
+            .set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        let mut h = [0u8; 2];
+        if r.read_exact(&mut h).is_ok() && h[0] & 0x0f == 8 {
+            let mut rest = vec![0u8; (h[1] & 0x7f) as usize];
+            if r.read_exact(&mut rest).is_ok() && rest.len() >= 2 {
+                busy += usize::from(u16::from_be_bytes([rest[0], rest[1]]) == 1013);
+            }
+        }
+    }
+    assert!(
+        busy > 0,
+        "no socket was closed with 1013; log:\n{}",
+        c.log.text()
+    );
+    assert!(
+        grown < 32 * 1024,
+        "corral grew by {grown} KiB for 40 x 900 KiB of unfinished messages"
+    );
+    // corral serves on, and a new socket works.
+    let (head, mut r) = ws_handshake(&c, "/echo");
+    assert!(head.starts_with("HTTP/1.1 101 "), "{head}");
+    r.get_mut().write_all(&binary_frame_header(5)).unwrap();
+    r.get_mut().write_all(b"hello").unwrap();
+    assert_eq!(read_frame(&mut r), (2, b"got 5".to_vec()));
+}
