@@ -215,6 +215,20 @@ impl Corral {
         Corral::spawn_inner(&read_only, dir, args, env, |_| {}, false)
     }
 
+    /// [`Corral::spawn`] on a terminal: Python's `pty.spawn` runs corral
+    /// as the leader of a session whose controlling terminal is a new
+    /// pseudo-terminal, as from an operator's shell. `pid()` is Python's;
+    /// corral is its child (see [`children_of`]): stop it by its pid.
+    pub fn spawn_on_terminal(dir: &Path, args: &[&str]) -> Corral {
+        let python = python();
+        let pty = [
+            python.as_str(),
+            "-c",
+            "import pty, sys; pty.spawn(sys.argv[1:])",
+        ];
+        Corral::spawn_inner(&pty, dir, args, &[], |_| {}, true)
+    }
+
     /// [`Corral::spawn`] with corral's default control socket (no
     /// `--socket`): one per instance under `$XDG_RUNTIME_DIR/corral`, so
     /// pass `XDG_RUNTIME_DIR` (a private temporary folder) in `env`.

@@ -51,7 +51,18 @@ def app(environ, start_response):
     elif path == "/hang":
         time.sleep(60)
     elif path == "/session":
-        body = json.dumps({"pid": os.getpid(), "sid": os.getsid(0), "pgid": os.getpgid(0)}).encode()
+        def tty(pid):
+            with open("/proc/%s/stat" % pid) as f:
+                return int(f.read().rsplit(")", 1)[1].split()[4])
+        try:
+            os.close(os.open("/dev/tty", os.O_RDWR))
+            opened = True
+        except OSError:
+            opened = False
+        body = json.dumps({"pid": os.getpid(), "sid": os.getsid(0), "pgid": os.getpgid(0),
+                           "tty": tty("self"), "corral_tty": tty(os.getppid()),
+                           "corral_sid": os.getsid(os.getppid()),
+                           "opens_dev_tty": opened}).encode()
         start_response("200 OK", [("Content-Length", str(len(body)))])
         return [body]
     elif path == "/flood":
@@ -384,17 +395,26 @@ fn a_worker_flooding_heartbeats_or_unknown_frames_grows_neither_memory_nor_log()
     assert_eq!(pid, answers[0].text().parse::<u32>().unwrap());
 }
 
-/// Each worker leads a session of its own (and so its process group): it
-/// has no controlling terminal, so a worker started from an operator's
-/// shell, even as another user, cannot push keystrokes into it (TIOCSTI).
+/// A worker has no controlling terminal, even when corral runs on one (an
+/// operator's shell): a worker running as another user could otherwise
+/// push keystrokes into root's shell (TIOCSTI). It stays in corral's
+/// session, in a process group of its own: a session of its own would
+/// make it a scheduler autogroup of its own, with as much CPU as corral
+/// and every other worker together.
 #[test]
-fn a_worker_leads_its_own_session_and_has_no_controlling_terminal() {
-    let (_app, c) = start(&[]);
+fn a_worker_has_no_controlling_terminal_even_when_corral_runs_on_one() {
+    let app = AppDir::new(&[("hostile.py", APP)]);
+    let mut c = Corral::spawn_on_terminal(app.path(), &["hostile:app", "-w", "1"]);
+    c.wait_listening();
+    c.wait_in_service(1);
+    let corral = children_of(c.pid());
     let ids = c.get("/session").json();
-    assert_eq!(ids["sid"], ids["pid"], "{ids:?}");
+    for pid in corral {
+        stop_process(pid);
+    }
+    assert_ne!(ids["corral_tty"], 0, "corral has a terminal: {ids:?}");
+    assert_eq!(ids["tty"], 0, "{ids:?}");
+    assert_eq!(ids["opens_dev_tty"], false, "{ids:?}");
     assert_eq!(ids["pgid"], ids["pid"], "{ids:?}");
-    let sid = ids["sid"].as_u64().unwrap() as i32;
-    // SAFETY: getsid takes a pid by value.
-    let corral_sid = unsafe { libc::getsid(c.pid() as i32) };
-    assert_ne!(sid, corral_sid);
+    assert_eq!(ids["sid"], ids["corral_sid"], "{ids:?}");
 }
