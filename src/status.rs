@@ -433,7 +433,7 @@ pub fn status(state: &StatusState) -> serde_json::Value {
             "instance": state.cfg.instance,
             "control_socket": state.cfg.control.socket,
             "state_dir": state.cfg.deploy.state_dir,
-            "app": state.cfg.app.module,
+            "app": snap.app.as_deref().unwrap_or(&state.cfg.app.module),
             "binds": state.cfg.server.bind.iter().map(|b| b.addr.to_string()).collect::<Vec<_>>(),
             "insecure_binds": state.cfg.server.insecure_bind.iter().map(|b| b.addr.to_string()).collect::<Vec<_>>(),
             "stopping": snap.stopping,

@@ -78,6 +78,8 @@ pub type ReadConfig = Arc<dyn Fn() -> Result<Config, String> + Send + Sync>;
 /// worker of the old generation that restarts during a failed reload runs
 /// as before).
 struct GenSetup {
+    /// The app it serves (`app.module`), for `/status`.
+    app: String,
     launcher: Arc<Launcher>,
     capacity: crate::worker::channel::Capacity,
     /// `workers.timeout` (0: none).
@@ -852,6 +854,10 @@ impl Supervisor {
         snap.reloads.rolled_back = self.rollbacks;
         snap.drift = self.drift.clone();
         snap.config_error = self.config_error.clone();
+        snap.app = self
+            .setups
+            .get(&self.core.generation)
+            .map(|s| s.app.clone());
         snap.reloads.failed += self.refused;
         self.snapshot.send_replace(snap);
     }

@@ -62,6 +62,7 @@ impl Supervisor {
         self.setups.insert(
             generation,
             super::GenSetup {
+                app: self.cfg.app.module.clone(),
                 launcher: self.launcher.clone(),
                 capacity: self.capacity(),
                 timeout: self.cfg.workers.timeout,

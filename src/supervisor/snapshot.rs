@@ -45,6 +45,8 @@ pub struct Snapshot {
     /// refused (the workers run on as before); cleared by a reload that
     /// read it.
     pub config_error: Option<String>,
+    /// The app the serving generation runs (a reload may change it).
+    pub app: Option<String>,
     pub restarts: u64,
     /// Reloads by outcome and the Unix time the last one ended, for
     /// /metrics.

@@ -337,6 +337,7 @@ fn toml(color: &str, count: usize, threads: usize, keepalive: &str) -> String {
 fn a_reload_reads_the_config_file_again_and_the_new_generation_runs_with_it() {
     let app = AppDir::new(&[
         ("app.py", ENV_APP),
+        ("other.py", ENV_APP),
         ("corral.toml", &toml("red", 1, 1, "5s")),
     ]);
     let c = Corral::start(
@@ -345,11 +346,14 @@ fn a_reload_reads_the_config_file_again_and_the_new_generation_runs_with_it() {
         1,
     );
     assert_eq!(c.get("/").text(), "red False");
-    std::fs::write(app.path().join("corral.toml"), toml("blue", 3, 4, "9s")).unwrap();
+    assert_eq!(c.status_json()["supervisor"]["app"], "app:app");
+    let other = toml("blue", 3, 4, "9s").replace("app:app", "other:app");
+    std::fs::write(app.path().join("corral.toml"), other).unwrap();
     c.signal(libc::SIGHUP);
     wait_log(&c, "reload done: generation 2 is in service");
     // Once the log says so, the new generation answers.
     assert_eq!(c.get("/").text(), "blue True", "{}", c.log.text());
+    assert_eq!(c.status_json()["supervisor"]["app"], "other:app");
     // The count the file sets follows once the new generation serves.
     wait_log(&c, "scaling from 1 to 3 workers");
     c.wait_until("three workers of generation 2 in service", || {
