@@ -231,6 +231,18 @@ impl Supervisor {
         self.handle_reload(None, None, None)
     }
 
+    /// The reload's waiter, or None (told why) once corral is stopping: no
+    /// reload starts then.
+    fn unless_stopping(&self, waiter: Option<Waiter>) -> Option<Option<Waiter>> {
+        if self.stopping() {
+            if let Some(w) = waiter {
+                let _ = w.send(Err("corral is stopping".into()));
+            }
+            return None;
+        }
+        Some(waiter)
+    }
+
     /// `corral reload [--wait]` and HUP: the config file is read again
     /// first (off the loop: a gunicorn.conf.py runs Python), then
     /// [`Self::handle_reread`] goes on. The waiter hears how the reload
@@ -241,12 +253,7 @@ impl Supervisor {
         canary: Option<CanaryRun>,
         waiter: Option<Waiter>,
     ) -> Option<Event> {
-        if self.stopping() {
-            if let Some(w) = waiter {
-                let _ = w.send(Err("corral is stopping".into()));
-            }
-            return None;
-        }
+        let waiter = self.unless_stopping(waiter)?;
         let Some(read) = self.reread.clone() else {
             if let Some(path) = &self.cfg.source {
                 tracing::info!(
@@ -273,12 +280,7 @@ impl Supervisor {
         canary: Option<CanaryRun>,
         waiter: Option<Waiter>,
     ) -> Option<Event> {
-        if self.stopping() {
-            if let Some(w) = waiter {
-                let _ = w.send(Err("corral is stopping".into()));
-            }
-            return None;
-        }
+        let waiter = self.unless_stopping(waiter)?;
         let new = match read {
             Ok(new) => new,
             Err(e) => {
