@@ -136,22 +136,6 @@ fn main() -> ExitCode {
     for warning in &cfg.warnings {
         tracing::warn!("{warning}");
     }
-    // The workers run the gunicorn hooks' file: as root, only one that no
-    // one else may change (the rule a gunicorn.conf.py corral runs itself
-    // is held to).
-    if let Some(hooks) = &cfg.app.gunicorn_hooks
-        && nix::unistd::geteuid().is_root()
-        && cfg.workers.identity.as_ref().is_none_or(|i| i.uid == 0)
-        && let Some(why) = std::fs::metadata(&hooks.path)
-            .ok()
-            .and_then(|meta| private_fs::writable_by_others(&meta))
-    {
-        tracing::error!(
-            "refusing to start: app.gunicorn_hooks {}: {why}, and the workers would run it as root; chown it to root and chmod go-w it, or run the workers as another user ([workers] user, -u)",
-            hooks.path.display()
-        );
-        return ExitCode::from(EXIT_CONFIG);
-    }
     if let Ok(text) = std::env::var("GUNICORN_CMD_ARGS") {
         tracing::info!(
             "GUNICORN_CMD_ARGS read as gunicorn reads it (the command line's flags win): {text}"
@@ -251,12 +235,55 @@ fn read_config(
         .as_ref()
         .map(|(conf, c)| (conf.path.as_path(), c.toml.as_str()));
     match config::load(args, converted) {
-        Ok(cfg) => Ok((cfg, gunicorn)),
+        Ok(cfg) => {
+            root_workers_files(&cfg)?;
+            Ok((cfg, gunicorn))
+        }
         Err(e) => Err(match &gunicorn {
             Some((conf, c)) => format!("{e}\n{} converted reads:\n{}", conf.path.display(), c.toml),
             None => e.to_string(),
         }),
     }
+}
+
+/// Workers that run as root run or load these files: the gunicorn hooks'
+/// file, the env file (its `PYTHONPATH` or `PYTHONSTARTUP` reach the app's
+/// subprocesses), the Python logging configuration (it names classes to
+/// build) and a Paste ini. Then, as for a gunicorn.conf.py corral runs
+/// itself, each must be one that no one else may change, nor its folder:
+/// at start and at each reload, which reads them anew.
+fn root_workers_files(cfg: &config::Config) -> Result<(), String> {
+    if !nix::unistd::geteuid().is_root()
+        || cfg.workers.identity.as_ref().is_some_and(|i| i.uid != 0)
+    {
+        return Ok(());
+    }
+    let logging = cfg.app.logging.as_ref().and_then(|l| match l {
+        config::PythonLogging::Ini(p)
+        | config::PythonLogging::Json(p)
+        | config::PythonLogging::Uvicorn(p) => Some(p),
+        config::PythonLogging::Dict(_) => None,
+    });
+    let files = [
+        (
+            "app.gunicorn_hooks",
+            cfg.app.gunicorn_hooks.as_ref().map(|h| &h.path),
+        ),
+        ("app.env_file", cfg.app.env_file.as_ref()),
+        ("app.logconfig", logging),
+        ("app.paste", cfg.app.paste.as_ref().map(|p| &p.file)),
+    ];
+    for (key, path) in files {
+        if let Some(path) = path
+            && let Some(why) = private_fs::changeable_by_others(path)
+        {
+            return Err(format!(
+                "refusing {key} {}: {why}, and the workers would run or load it as root; chown it and its folder to root and chmod go-w them, or run the workers as another user ([workers] user, -u)",
+                path.display()
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// With `--reuse-port`, a second corral of the same instance (the same

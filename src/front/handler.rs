@@ -790,9 +790,14 @@ impl Drop for Unanswered<'_> {
 
 /// The 504 for a request past the timeout; for WSGI its worker is replaced,
 /// for ASGI the request's task is cancelled, and for gevent its greenlet.
+/// How long after a request past its timeout a threaded worker whose
+/// every thread runs such a request is replaced: time for the requests
+/// that only waited in its queue to end at their CANCEL.
+const STUCK_AFTER: std::time::Duration = std::time::Duration::from_secs(1);
+
 fn timed_out(
     shared: &Shared,
-    channel: &Channel,
+    channel: &Arc<Channel>,
     stream: u32,
     parts: &Parts,
     id: &str,
@@ -812,15 +817,24 @@ fn timed_out(
         // heartbeat, and that replaces the worker).
         tracing::warn!("{reason}; cancelling it");
         channel.send(protocol::encode(protocol::FrameKind::Cancel, stream, b"t"));
-    } else if !channel.stuck() {
+    } else if channel.one_thread() {
+        let _ = shared.replace.send((channel.serial, reason));
+    } else {
         // Nor does one thread of several: the others' requests go on, as
         // under gunicorn's gthread worker. Its thread runs on (no thread
-        // can be stopped); its answer goes nowhere, and once every thread
-        // is held so, the worker is replaced.
+        // can be stopped); its answer goes nowhere. A request that only
+        // waited in the worker's queue ends at the CANCEL; if every thread
+        // still runs a request past its time a moment later, the worker
+        // is replaced.
         tracing::warn!("{reason}; its thread runs on, the worker's others serve");
         channel.send(protocol::encode(protocol::FrameKind::Cancel, stream, b"t"));
-    } else {
-        let _ = shared.replace.send((channel.serial, reason));
+        let (channel, replace) = (channel.clone(), shared.replace.clone());
+        tokio::spawn(async move {
+            tokio::time::sleep(STUCK_AFTER).await;
+            if channel.stuck() && !channel.is_closed() {
+                let _ = replace.send((channel.serial, reason));
+            }
+        });
     }
     plain(StatusCode::GATEWAY_TIMEOUT, "Gateway Timeout\n")
 }

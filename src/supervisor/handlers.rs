@@ -42,8 +42,8 @@ impl Supervisor {
             }
             Msg::RolledBack(result) => self.handle_rolled_back(result),
             Msg::Reload(timeout, canary, waiter) => self.handle_reload(timeout, canary, waiter),
-            Msg::Reread(read, timeout, canary, waiter) => {
-                self.handle_reread(read, timeout, canary, waiter)
+            Msg::Reread(seq, read, timeout, canary, waiter) => {
+                self.handle_reread(seq, read, timeout, canary, waiter)
             }
             Msg::Scale(count) => Some(Event::Scale { count }),
             Msg::Decide(promote, reply) => {
@@ -264,8 +264,11 @@ impl Supervisor {
             return self.reload_now(timeout, canary, waiter);
         };
         let tx = self.tx.clone();
+        self.rereads.0 += 1;
+        let seq = self.rereads.0;
         tokio::task::spawn_blocking(move || {
-            let _ = tx.send(Msg::Reread(read().map(Box::new), timeout, canary, waiter));
+            let read = read().map(Box::new);
+            let _ = tx.send(Msg::Reread(seq, read, timeout, canary, waiter));
         });
         None
     }
@@ -275,12 +278,27 @@ impl Supervisor {
     /// read refuses the reload, and the workers run on as they are.
     fn handle_reread(
         &mut self,
+        seq: u64,
         read: Result<Box<crate::config::Config>, String>,
         timeout: Option<Duration>,
         canary: Option<CanaryRun>,
         waiter: Option<Waiter>,
     ) -> Option<Event> {
         let waiter = self.unless_stopping(waiter)?;
+        // Reads run side by side and may end in any order: one that ends
+        // after a later one was handled read an older file.
+        if seq < self.rereads.1 {
+            tracing::warn!(
+                "a reload whose read of the config file ended after a later one's is dropped"
+            );
+            if let Some(w) = waiter {
+                let _ = w.send(Err(
+                    "superseded: a later reload read the config file after this one".into(),
+                ));
+            }
+            return None;
+        }
+        self.rereads.1 = seq;
         let new = match read {
             Ok(new) => new,
             Err(e) => {
@@ -339,12 +357,55 @@ impl Supervisor {
             return;
         }
         let cfg = std::sync::Arc::new(r.cfg);
-        self.launcher = std::sync::Arc::new(self.launcher.with_config(&cfg));
-        let seed = self.core.settings.seed;
-        let count_now = self.core.settings.count;
-        self.core.settings = super::settings(&cfg, seed);
-        self.core.settings.count = count_now;
-        self.cfg = cfg;
+        let launcher = std::sync::Arc::new(self.launcher.with_config(&cfg));
+        let mut settings = super::settings(&cfg, self.core.settings.seed);
+        settings.count = self.core.settings.count;
+        // Until the new generation is in service, the old one serves on
+        // with its own timings: each is the more lenient of the two (a
+        // shorter heartbeat_timeout in a file whose reload fails must not
+        // kill the workers that serve), and they take the new ones only
+        // once the new generation is in service (`Supervisor::commit`).
+        let now = &mut self.core.settings;
+        now.boot_timeout = now.boot_timeout.max(settings.boot_timeout);
+        now.drain_grace = now.drain_grace.max(settings.drain_grace);
+        now.heartbeat_timeout = now.heartbeat_timeout.max(settings.heartbeat_timeout);
+        let before = (
+            std::mem::replace(&mut self.cfg, cfg),
+            std::mem::replace(&mut self.launcher, launcher),
+        );
+        self.trial = Some(super::Trial {
+            generation: self.core.next_generation(),
+            before,
+            settings,
+        });
+    }
+
+    /// The generation a reload read new settings for is in service: they
+    /// are corral's from now on.
+    pub(super) fn commit(&mut self, generation: u64) {
+        if let Some(trial) = self.trial.take_if(|t| t.generation <= generation)
+            && trial.generation == generation
+        {
+            self.core.settings = trial.settings;
+        }
+    }
+
+    /// The generation a reload read new settings for failed: the config
+    /// and the timings go back to the ones the serving generation has.
+    pub(super) fn abandon(&mut self, generation: u64) {
+        if let Some(trial) = self.trial.take_if(|t| t.generation == generation) {
+            (self.cfg, self.launcher) = trial.before;
+            let mut settings = super::settings(&self.cfg, self.core.settings.seed);
+            settings.count = self.core.settings.count;
+            self.core.settings = settings;
+            tracing::info!(
+                "generation {generation} failed: the next reload reads the config file again; until then corral keeps the config generation {} runs with",
+                self.core.generation
+            );
+        }
+        if self.pending_count.is_some_and(|(g, _)| g == generation) {
+            self.pending_count = None;
+        }
     }
 
     /// Starts the next generation (with the TLS certificates read again).
@@ -362,7 +423,17 @@ impl Supervisor {
                     let _ = w.send(Err(message));
                 }
             }
-            Ok(()) => self.new_waiter = waiter,
+            Ok(()) => match (&self.core.reload, waiter) {
+                // The core ignores it (and logs so): its waiter must not
+                // take the one under way's outcome for its own.
+                (Some(r), Some(w)) => {
+                    let _ = w.send(Err(format!(
+                        "a reload is under way (generation {} is starting), so this one did not start: reload again once it has ended",
+                        r.generation
+                    )));
+                }
+                (_, waiter) => self.new_waiter = waiter,
+            },
         }
         if self.core.reload.is_none() {
             self.start_generation(self.core.next_generation());

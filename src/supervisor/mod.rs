@@ -86,6 +86,15 @@ struct GenSetup {
     timeout: Duration,
 }
 
+/// New settings a reload read, on trial until their generation is in
+/// service: the config and launcher they replaced, and the core's settings
+/// they give.
+struct Trial {
+    generation: u64,
+    before: (Arc<Config>, Arc<Launcher>),
+    settings: Settings,
+}
+
 /// How the rest of corral talks to the supervisor loop: it queues a
 /// [`Msg`]; the loop handles one at a time.
 #[derive(Clone)]
@@ -175,6 +184,7 @@ pub enum Msg {
     /// The config file, read again for a reload (a HUP's, when the waiter
     /// is None): the reload goes on with what it gives, or is refused.
     Reread(
+        u64,
         Result<Box<Config>, String>,
         Option<Duration>,
         Option<core::CanaryRun>,
@@ -210,6 +220,11 @@ pub struct Supervisor {
     /// until the file's changes).
     pending_count: Option<(u64, usize)>,
     file_count: usize,
+    /// What a reload read, until its generation is in service or fails.
+    trial: Option<Trial>,
+    /// The config file's reads for reloads: the last one started, and the
+    /// last one handled.
+    rereads: (u64, u64),
     /// Why the config file did not read at the last reload (cleared by one
     /// that read), for `/status`; and how many reloads that refused.
     config_error: Option<String>,
@@ -314,6 +329,8 @@ impl Supervisor {
             setups: HashMap::new(),
             pending_count: None,
             file_count: cfg.workers.count,
+            trial: None,
+            rereads: (0, 0),
             config_error: None,
             refused: 0,
             router,

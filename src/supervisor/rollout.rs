@@ -95,6 +95,7 @@ impl Supervisor {
                     let _ = self.tx.send(Msg::Signal(Signal::Quit));
                 }
                 Decision::ReloadFailed { generation, reason } => {
+                    self.abandon(generation);
                     let revision = self.gens.get(&generation).and_then(|g| g.revision.clone());
                     self.hooks
                         .reload_failed(generation, revision.as_deref(), &reason);
@@ -155,6 +156,7 @@ impl Supervisor {
     /// re-executed corral now accepts and asks the old one to stop.
     fn record_good(&mut self, generation: u64) {
         self.drift = None;
+        self.commit(generation);
         // The worker count the file read at this reload set.
         if let Some((g, count)) = self.pending_count
             && g <= generation

@@ -367,14 +367,18 @@ impl Channel {
         }
     }
 
-    /// Whether a request past its timeout leaves this (WSGI) worker no
-    /// thread to serve with: it has one thread, or every one runs such a
-    /// request. Then it is replaced; one thread held of several says
-    /// nothing about the others, as gunicorn's gthread worker is not
-    /// killed for one slow request.
+    /// A WSGI worker of one thread: a request past its timeout holds the
+    /// whole worker, which is replaced (as gunicorn's sync worker is).
+    pub fn one_thread(&self) -> bool {
+        self.capacities.threads <= 1
+    }
+
+    /// Whether every thread of this worker runs a request past its timeout:
+    /// then it serves nothing more until one returns, and is replaced. One
+    /// thread held of several says nothing about the others, as gunicorn's
+    /// gthread worker is not killed for one slow request.
     pub fn stuck(&self) -> bool {
-        let threads = self.capacities.threads;
-        threads <= 1 || self.overdue.load(Ordering::Acquire) >= threads
+        self.overdue.load(Ordering::Acquire) >= self.capacities.threads.max(1)
     }
 
     /// The request timeout of this worker: its generation's, else

@@ -233,7 +233,24 @@ def worker_exit(server, worker):
         let (code, _, stderr) = run_to_exit(app.path(), &["app:app"]);
         assert_eq!(code, Some(2), "{stderr}");
         assert!(
-            stderr.contains("refusing to start: app.gunicorn_hooks")
+            stderr.contains("refusing app.gunicorn_hooks")
+                && stderr.contains("group or others may write to it (mode 0666)"),
+            "{stderr}"
+        );
+        // So is an env file (its PYTHONPATH would reach root's workers).
+        std::fs::write(
+            app.path().join("corral.toml"),
+            "[app]\nenv_file = \"app.env\"\n",
+        )
+        .unwrap();
+        let env = app.path().join("app.env");
+        std::fs::write(&env, "COLOR=red\n").unwrap();
+        std::fs::set_permissions(&env, std::os::unix::fs::PermissionsExt::from_mode(0o666))
+            .unwrap();
+        let (code, _, stderr) = run_to_exit(app.path(), &["app:app"]);
+        assert_eq!(code, Some(2), "{stderr}");
+        assert!(
+            stderr.contains("refusing app.env_file")
                 && stderr.contains("group or others may write to it (mode 0666)"),
             "{stderr}"
         );

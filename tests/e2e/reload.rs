@@ -479,3 +479,50 @@ fn a_reload_reads_a_gunicorn_conf_py_again() {
         started.elapsed()
     );
 }
+
+/// A reload whose new generation fails leaves the serving one as it was:
+/// a shorter `heartbeat_timeout` in that file does not apply to the old
+/// workers (which beat at the pace their own timeout set), and a second
+/// `reload --wait` while one is under way says it did not start rather
+/// than report the other's outcome as its own.
+#[test]
+fn a_failed_reload_changes_nothing_for_the_generation_that_serves() {
+    let app = AppDir::new(&[
+        ("app.py", ENV_APP),
+        ("corral.toml", &toml("red", 1, 1, "5s")),
+    ]);
+    let c = Corral::start(
+        app.path(),
+        &["-c", "corral.toml", "--status-bind", "127.0.0.1:0"],
+        1,
+    );
+    let pids = children_of(c.pid());
+    let broken =
+        toml("blue", 1, 1, "5s").replace("app:app", "missing:app") + "heartbeat_timeout = \"1s\"\n";
+    std::fs::write(app.path().join("corral.toml"), broken).unwrap();
+    let (code, out) = reload_wait(&c);
+    assert_eq!(code, Some(1), "{out}");
+    // Past a few of the new file's heartbeat timeouts: the old worker
+    // serves on, never replaced.
+    std::thread::sleep(Duration::from_secs(4));
+    assert_eq!(c.get("/").text(), "red False");
+    assert_eq!(children_of(c.pid()), pids, "{}", c.log.text());
+    assert!(
+        !c.log.text().contains("sent no heartbeat"),
+        "{}",
+        c.log.text()
+    );
+    // A slow new generation, and a second reload meanwhile.
+    let slow = "import time\ntime.sleep(3)\n".to_string() + ENV_APP;
+    std::fs::write(app.path().join("slow.py"), slow).unwrap();
+    let next = toml("green", 1, 1, "5s").replace("app:app", "slow:app");
+    std::fs::write(app.path().join("corral.toml"), next).unwrap();
+    c.signal(libc::SIGHUP);
+    wait_log(&c, "reload: starting generation");
+    let (code, out) = reload_wait(&c);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("a reload is under way"), "{out}");
+    c.log
+        .wait_for("reload done: generation 3 is in service", Duration::from_secs(30))
+        .expect("the slow generation comes up");
+}
