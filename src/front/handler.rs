@@ -335,14 +335,17 @@ async fn dispatch(
     // worker as they came, with no copy.
     let mut inline: Vec<Bytes> = Vec::new();
     let mut held = upload::Held::new(&shared.read_ahead);
-    let mut room = true;
     let mut received: u64 = 0;
     let mut more = !hyper::body::Body::is_end_stream(&body);
     let read_body = more;
     if more {
         let timer = tokio::time::sleep(shared.body_timeout);
         tokio::pin!(timer);
-        while more && room && received < protocol::INLINE_BODY as u64 {
+        while more && received < protocol::INLINE_BODY as u64 {
+            if !shared.read_ahead.room(shared.body_timeout).await {
+                shared.metrics.gateway_error(GatewayError::Busy);
+                return Err(unavailable("too many request bodies are being read").into());
+            }
             let next = upload::next_frame(&mut body, timer.as_mut(), shared.body_timeout).await;
             match next {
                 None => return Err(body_timed_out(&shared.metrics).into()),
@@ -355,7 +358,7 @@ async fn dispatch(
                             return Err(too_large(shared.max_body_bytes).into());
                         }
                         if !data.is_empty() {
-                            room = held.add(data.len());
+                            held.add(data.len());
                             inline.push(data);
                         }
                     }

@@ -26,15 +26,18 @@ use crate::worker::protocol;
 
 /// The bytes of request bodies read ahead of dispatch (each request's
 /// first [`protocol::INLINE_BODY`], so that a small body goes to its worker
-/// whole), over all connections. Past the cap a request stops reading
-/// ahead and its body streams to its worker from what it has: without it,
-/// HTTP/2 clients that open many streams and send most of a small body on
-/// each, then a byte now and then, held 64 KiB per stream
+/// whole), over all connections. At the cap a request waits to read more
+/// until others give some back, at most `body_timeout`, then gets 503:
+/// without it, HTTP/2 clients that open many streams and send most of a
+/// small body on each, then a byte now and then, held 64 KiB per stream
 /// (`max_concurrent_streams` of them per connection) for as long as they
-/// liked.
+/// liked. (Sending such bodies on to the workers instead would give those
+/// clients the workers' threads.) Requests without a body never wait.
 pub struct ReadAhead {
     held: AtomicUsize,
     cap: usize,
+    /// Told when the bytes held go from the cap or more to below it.
+    freed: tokio::sync::Notify,
 }
 
 impl ReadAhead {
@@ -44,7 +47,28 @@ impl ReadAhead {
         Arc::new(ReadAhead {
             held: AtomicUsize::new(0),
             cap: max_queued.max(16).saturating_mul(protocol::INLINE_BODY),
+            freed: tokio::sync::Notify::new(),
         })
+    }
+
+    /// Waits until all requests together hold less than the cap, at most
+    /// `limit`; false when they still do not.
+    pub async fn room(&self, limit: Duration) -> bool {
+        if self.held.load(Ordering::Acquire) < self.cap {
+            return true;
+        }
+        let deadline = Instant::now() + limit;
+        loop {
+            let freed = self.freed.notified();
+            tokio::pin!(freed);
+            freed.as_mut().enable();
+            if self.held.load(Ordering::Acquire) < self.cap {
+                return true;
+            }
+            if tokio::time::timeout_at(deadline, freed).await.is_err() {
+                return self.held.load(Ordering::Acquire) < self.cap;
+            }
+        }
     }
 }
 
@@ -63,17 +87,22 @@ impl Held {
         }
     }
 
-    /// Counts `n` bytes read ahead (they are in hand); false when all
-    /// requests now hold more than the cap, so this one reads no further.
-    pub fn add(&mut self, n: usize) -> bool {
+    /// Counts `n` bytes read ahead (they are in hand).
+    pub fn add(&mut self, n: usize) {
         self.bytes += n;
-        self.budget.held.fetch_add(n, Ordering::Relaxed) + n <= self.budget.cap
+        self.budget.held.fetch_add(n, Ordering::AcqRel);
     }
 }
 
 impl Drop for Held {
     fn drop(&mut self) {
-        self.budget.held.fetch_sub(self.bytes, Ordering::Relaxed);
+        if self.bytes == 0 {
+            return;
+        }
+        let before = self.budget.held.fetch_sub(self.bytes, Ordering::AcqRel);
+        if before >= self.budget.cap && before - self.bytes < self.budget.cap {
+            self.budget.freed.notify_waiters();
+        }
     }
 }
 
@@ -274,18 +303,28 @@ pub async fn pump(
 mod tests {
     use super::*;
 
-    #[test]
-    fn read_ahead_is_counted_until_the_cap_and_given_back_on_drop() {
+    #[tokio::test]
+    async fn at_the_read_ahead_cap_a_request_waits_until_another_gives_back() {
         let budget = ReadAhead::for_queue(16);
         let cap = 16 * protocol::INLINE_BODY;
         let mut a = Held::new(&budget);
-        assert!(a.add(cap - 10));
-        let mut b = Held::new(&budget);
-        assert!(b.add(10), "up to the cap");
-        assert!(!b.add(1), "past it");
+        a.add(cap);
+        let waits = tokio::time::timeout(
+            Duration::from_millis(50),
+            budget.room(Duration::from_secs(5)),
+        );
+        assert!(waits.await.is_err(), "no room at the cap");
+        assert!(
+            !budget.room(Duration::from_millis(20)).await,
+            "none within the limit"
+        );
+        let room = tokio::spawn({
+            let budget = budget.clone();
+            async move { budget.room(Duration::from_secs(5)).await }
+        });
+        tokio::time::sleep(Duration::from_millis(20)).await;
         drop(a);
-        assert_eq!(budget.held.load(Ordering::Relaxed), 11);
-        drop(b);
+        assert!(room.await.unwrap(), "room once it was given back");
         assert_eq!(budget.held.load(Ordering::Relaxed), 0);
     }
 

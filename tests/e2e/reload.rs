@@ -523,6 +523,9 @@ fn a_failed_reload_changes_nothing_for_the_generation_that_serves() {
     assert_eq!(code, Some(1), "{out}");
     assert!(out.contains("a reload is under way"), "{out}");
     c.log
-        .wait_for("reload done: generation 3 is in service", Duration::from_secs(30))
+        .wait_for(
+            "reload done: generation 3 is in service",
+            Duration::from_secs(30),
+        )
         .expect("the slow generation comes up");
 }
