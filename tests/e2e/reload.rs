@@ -329,22 +329,28 @@ fn toml(color: &str, count: usize, threads: usize, keepalive: &str) -> String {
     )
 }
 
+/// corral started from `corral.toml` = `toml("red", 1, 1, "5s")` (one
+/// worker of [`ENV_APP`]) beside `files`, with a status server.
+fn started_from_file(files: &[(&str, &str)]) -> (AppDir, Corral) {
+    let first = toml("red", 1, 1, "5s");
+    let mut all = vec![("app.py", ENV_APP), ("corral.toml", first.as_str())];
+    all.extend_from_slice(files);
+    let app = AppDir::new(&all);
+    let c = Corral::start(
+        app.path(),
+        &["-c", "corral.toml", "--status-bind", "127.0.0.1:0"],
+        1,
+    );
+    (app, c)
+}
+
 /// gunicorn reads its config file again on HUP: so does a corral reload.
 /// The new generation runs with the file's `[app]` and `[workers]`; a
 /// change to what lives in corral's own process (here `[server]`) keeps
 /// its value until a re-exec, and the log says which and how.
 #[test]
 fn a_reload_reads_the_config_file_again_and_the_new_generation_runs_with_it() {
-    let app = AppDir::new(&[
-        ("app.py", ENV_APP),
-        ("other.py", ENV_APP),
-        ("corral.toml", &toml("red", 1, 1, "5s")),
-    ]);
-    let c = Corral::start(
-        app.path(),
-        &["-c", "corral.toml", "--status-bind", "127.0.0.1:0"],
-        1,
-    );
+    let (app, c) = started_from_file(&[("other.py", ENV_APP)]);
     assert_eq!(c.get("/").text(), "red False");
     assert_eq!(c.status_json()["supervisor"]["app"], "app:app");
     let other = toml("blue", 3, 4, "9s").replace("app:app", "other:app");
@@ -397,15 +403,7 @@ fn a_reload_reads_the_config_file_again_and_the_new_generation_runs_with_it() {
 /// `/status` shows why until a reload reads it again.
 #[test]
 fn a_config_file_that_no_longer_reads_refuses_the_reload_and_the_workers_serve_on() {
-    let app = AppDir::new(&[
-        ("app.py", ENV_APP),
-        ("corral.toml", &toml("red", 1, 1, "5s")),
-    ]);
-    let c = Corral::start(
-        app.path(),
-        &["-c", "corral.toml", "--status-bind", "127.0.0.1:0"],
-        1,
-    );
+    let (app, c) = started_from_file(&[]);
     let pids = children_of(c.pid());
     std::fs::write(
         app.path().join("corral.toml"),
@@ -487,15 +485,7 @@ fn a_reload_reads_a_gunicorn_conf_py_again() {
 /// than report the other's outcome as its own.
 #[test]
 fn a_failed_reload_changes_nothing_for_the_generation_that_serves() {
-    let app = AppDir::new(&[
-        ("app.py", ENV_APP),
-        ("corral.toml", &toml("red", 1, 1, "5s")),
-    ]);
-    let c = Corral::start(
-        app.path(),
-        &["-c", "corral.toml", "--status-bind", "127.0.0.1:0"],
-        1,
-    );
+    let (app, c) = started_from_file(&[]);
     let pids = children_of(c.pid());
     let broken =
         toml("blue", 1, 1, "5s").replace("app:app", "missing:app") + "heartbeat_timeout = \"1s\"\n";
