@@ -481,15 +481,11 @@ pub fn socket_for(args: &ControlArgs) -> Result<PathBuf, String> {
     match matches.len() {
         0 => Ok(path),
         1 => Ok(matches.remove(0).0),
-        _ => Err(format!(
-            "{} running corrals were started with {}: pick one with --bind ADDR or --socket PATH:\n{}",
-            matches.len(),
-            file.display(),
+        _ => Err(pick_one(
+            &format!("were started with {}", file.display()),
             matches
                 .iter()
-                .map(|(socket, seen)| format!("  --socket {}: {seen}", socket.display()))
-                .collect::<Vec<_>>()
-                .join("\n")
+                .map(|(socket, seen)| format!("--socket {}: {seen}", socket.display())),
         )),
     }
 }
@@ -577,16 +573,21 @@ fn find_instance(app: Option<&str>, binds: &[BindAddr]) -> Result<PathBuf, Strin
                  (an instance with its own [control] socket is found with -c FILE or --socket PATH)"
             ))
         }
-        _ => Err(format!(
-            "{} running corrals serve {wanted}: pick one with --bind ADDR or --socket PATH:\n{}",
-            matches.len(),
-            matches
-                .iter()
-                .map(|(s, _)| format!("  {}", s.display()))
-                .collect::<Vec<_>>()
-                .join("\n")
+        _ => Err(pick_one(
+            &format!("serve {wanted}"),
+            matches.iter().map(|(s, _)| s.display().to_string()),
         )),
     }
+}
+
+/// "N running corrals WHAT: pick one ...", then each candidate on a line.
+fn pick_one(what: &str, candidates: impl Iterator<Item = String>) -> String {
+    let lines: Vec<String> = candidates.map(|c| format!("  {c}")).collect();
+    format!(
+        "{} running corrals {what}: pick one with --bind ADDR or --socket PATH:\n{}",
+        lines.len(),
+        lines.join("\n")
+    )
 }
 
 /// "main" as `run` reads it: "main:application".

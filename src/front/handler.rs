@@ -791,13 +791,14 @@ impl Drop for Unanswered<'_> {
     }
 }
 
-/// The 504 for a request past the timeout; for WSGI its worker is replaced,
-/// for ASGI the request's task is cancelled, and for gevent its greenlet.
 /// How long after a request past its timeout a threaded worker whose
 /// every thread runs such a request is replaced: time for the requests
 /// that only waited in its queue to end at their CANCEL.
 const STUCK_AFTER: std::time::Duration = std::time::Duration::from_secs(1);
 
+/// The 504 for a request past the timeout; for a WSGI worker of one thread
+/// (or whose every thread is so held) the worker is replaced, for ASGI the
+/// request's task is cancelled, and for gevent its greenlet.
 fn timed_out(
     shared: &Shared,
     channel: &Arc<Channel>,

@@ -74,17 +74,14 @@ impl ReadAhead {
 
 /// What one request holds of the [`ReadAhead`]: given back when dropped,
 /// with the buffers it counts.
-pub struct Held {
-    budget: Arc<ReadAhead>,
+pub struct Held<'a> {
+    budget: &'a ReadAhead,
     bytes: usize,
 }
 
-impl Held {
-    pub fn new(budget: &Arc<ReadAhead>) -> Held {
-        Held {
-            budget: budget.clone(),
-            bytes: 0,
-        }
+impl<'a> Held<'a> {
+    pub fn new(budget: &'a ReadAhead) -> Held<'a> {
+        Held { budget, bytes: 0 }
     }
 
     /// Counts `n` bytes read ahead (they are in hand).
@@ -94,7 +91,7 @@ impl Held {
     }
 }
 
-impl Drop for Held {
+impl Drop for Held<'_> {
     fn drop(&mut self) {
         if self.bytes == 0 {
             return;

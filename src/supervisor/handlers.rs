@@ -21,8 +21,7 @@ impl Supervisor {
                 if matches!(event, ControlEvent::Heartbeat)
                     && let Some(ch) = self.channels.get(&serial)
                 {
-                    ch.beat_queued
-                        .store(false, std::sync::atomic::Ordering::Release);
+                    ch.beat_taken();
                 }
                 Self::handle_control(serial, event)
             }
@@ -351,11 +350,13 @@ impl Supervisor {
                 );
             }
         }
-        let count = (r.cfg.workers.count != self.file_count).then_some(r.cfg.workers.count);
-        self.pending_count = count.map(|c| (self.core.next_generation(), c));
         if r.applied.is_empty() {
             return;
         }
+        // The file's count: the config from before holds the count the
+        // file had (a TTIN, TTOU or `corral scale` count stays until the
+        // file's changes).
+        let count = (r.cfg.workers.count != self.cfg.workers.count).then_some(r.cfg.workers.count);
         let cfg = std::sync::Arc::new(r.cfg);
         let launcher = std::sync::Arc::new(self.launcher.with_config(&cfg));
         let mut settings = super::settings(&cfg, self.core.settings.seed);
@@ -377,16 +378,20 @@ impl Supervisor {
             generation: self.core.next_generation(),
             before,
             settings,
+            count,
         });
     }
 
     /// The generation a reload read new settings for is in service: they
-    /// are corral's from now on.
+    /// are corral's from now on, a new worker count with them.
     pub(super) fn commit(&mut self, generation: u64) {
         if let Some(trial) = self.trial.take_if(|t| t.generation <= generation)
             && trial.generation == generation
         {
             self.core.settings = trial.settings;
+            if let Some(count) = trial.count {
+                let _ = self.tx.send(Msg::Scale(count));
+            }
         }
     }
 
@@ -402,9 +407,6 @@ impl Supervisor {
                 "generation {generation} failed: the next reload reads the config file again; until then corral keeps the config generation {} runs with",
                 self.core.generation
             );
-        }
-        if self.pending_count.is_some_and(|(g, _)| g == generation) {
-            self.pending_count = None;
         }
     }
 

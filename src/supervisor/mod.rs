@@ -82,8 +82,26 @@ struct GenSetup {
     app: String,
     launcher: Arc<Launcher>,
     capacity: crate::worker::channel::Capacity,
-    /// `workers.timeout` (0: none).
+    /// The request timeout (`workers.timeout`; none for 0).
     timeout: Duration,
+}
+
+impl GenSetup {
+    fn of(cfg: &Config, launcher: &Arc<Launcher>) -> GenSetup {
+        GenSetup {
+            app: cfg.app.module.clone(),
+            launcher: launcher.clone(),
+            capacity: crate::worker::channel::Capacity {
+                threads: cfg.workers.threads,
+                concurrency: cfg.workers.concurrency,
+            },
+            // `timeout = 0`: no limit, as gunicorn's.
+            timeout: match cfg.workers.timeout {
+                t if t.is_zero() => crate::front::handler::NO_DEADLINE,
+                t => t,
+            },
+        }
+    }
 }
 
 /// New settings a reload read, on trial until their generation is in
@@ -93,6 +111,8 @@ struct Trial {
     generation: u64,
     before: (Arc<Config>, Arc<Launcher>),
     settings: Settings,
+    /// The worker count the file changed to, applied with the rest.
+    count: Option<usize>,
 }
 
 /// How the rest of corral talks to the supervisor loop: it queues a
@@ -214,12 +234,6 @@ pub struct Supervisor {
     reread: Option<ReadConfig>,
     /// Each live generation's launcher and worker capacity.
     setups: HashMap<u64, GenSetup>,
-    /// A worker count the file read at a reload set: applied once that
-    /// generation is in service. And the file's count as last applied (a
-    /// count set by TTIN, TTOU or `corral scale` stays through reloads
-    /// until the file's changes).
-    pending_count: Option<(u64, usize)>,
-    file_count: usize,
     /// What a reload read, until its generation is in service or fails.
     trial: Option<Trial>,
     /// The config file's reads for reloads: the last one started, and the
@@ -327,8 +341,6 @@ impl Supervisor {
             launcher: Arc::new(launcher),
             reread: None,
             setups: HashMap::new(),
-            pending_count: None,
-            file_count: cfg.workers.count,
             trial: None,
             rereads: (0, 0),
             config_error: None,
@@ -710,14 +722,6 @@ impl Supervisor {
         self.published = serials;
     }
 
-    /// How many requests a worker started now holds at once.
-    fn capacity(&self) -> crate::worker::channel::Capacity {
-        crate::worker::channel::Capacity {
-            threads: self.cfg.workers.threads,
-            concurrency: self.cfg.workers.concurrency,
-        }
-    }
-
     fn spawn(&mut self, slot: usize, serial: u64, generation: u64) -> Event {
         let info = self.gens.get(&generation).cloned().unwrap_or_default();
         if self.drift_checks && self.core.reload.is_none() && generation == self.core.generation {
@@ -729,14 +733,11 @@ impl Supervisor {
         let shard = self.shards.of_slot(slot);
         let shards = self.shards.clone();
         let _on_shard = shards.handle(shard).enter();
-        let (launcher, capacity, timeout) = match self.setups.get(&generation) {
-            Some(setup) => (setup.launcher.clone(), setup.capacity, setup.timeout),
-            None => (
-                self.launcher.clone(),
-                self.capacity(),
-                self.cfg.workers.timeout,
-            ),
+        let setup = match self.setups.get(&generation) {
+            Some(setup) => setup,
+            None => &GenSetup::of(&self.cfg, &self.launcher),
         };
+        let (launcher, capacity, timeout) = (setup.launcher.clone(), setup.capacity, setup.timeout);
         let spawned = match launcher.spawn(slot, generation, &info) {
             Ok(s) => s,
             Err(e) => {
@@ -770,15 +771,7 @@ impl Supervisor {
         channel
             .generation
             .store(generation, std::sync::atomic::Ordering::Relaxed);
-        // `timeout = 0`: no limit, as gunicorn's.
-        let timeout = match timeout {
-            t if t.is_zero() => crate::front::handler::NO_DEADLINE,
-            t => t,
-        };
-        channel.timeout_ns.store(
-            u64::try_from(timeout.as_nanos()).unwrap_or(u64::MAX),
-            std::sync::atomic::Ordering::Relaxed,
-        );
+        channel.set_timeout(timeout);
         self.channels.insert(serial, channel);
         let tx = self.tx.clone();
         let (watch, ours) = (spawned.watch, spawned.ours);

@@ -55,19 +55,14 @@ impl Supervisor {
                 .unwrap_or_default()
         );
         self.gens.insert(generation, info);
-        // The setups of generations no worker runs any more go.
+        // The setups of generations that neither serve nor have a worker
+        // any more go.
         let live: std::collections::HashSet<u64> =
             self.core.workers.values().map(|w| w.generation).collect();
-        self.setups.retain(|g, _| live.contains(g));
-        self.setups.insert(
-            generation,
-            super::GenSetup {
-                app: self.cfg.app.module.clone(),
-                launcher: self.launcher.clone(),
-                capacity: self.capacity(),
-                timeout: self.cfg.workers.timeout,
-            },
-        );
+        let serving = self.core.generation;
+        self.setups.retain(|g, _| *g == serving || live.contains(g));
+        let setup = super::GenSetup::of(&self.cfg, &self.launcher);
+        self.setups.insert(generation, setup);
     }
 
     /// After each round of events: asks the deploy policy what follows
@@ -157,16 +152,6 @@ impl Supervisor {
     fn record_good(&mut self, generation: u64) {
         self.drift = None;
         self.commit(generation);
-        // The worker count the file read at this reload set.
-        if let Some((g, count)) = self.pending_count
-            && g <= generation
-        {
-            self.pending_count = None;
-            if g == generation {
-                self.file_count = count;
-                let _ = self.tx.send(Msg::Scale(count));
-            }
-        }
         if let Some(gate) = &self.accept_gate {
             let _ = gate.send(true);
         }

@@ -226,14 +226,14 @@ pub struct Channel {
     /// The request timeout of the worker's generation, in nanoseconds, as
     /// `workers.timeout` read when it started (a reload may change it); 0:
     /// the front's own. See [`Channel::timeout`].
-    pub timeout_ns: AtomicU64,
+    timeout_ns: AtomicU64,
     /// Requests past their timeout that the worker still runs (a thread
     /// cannot be stopped): see [`Channel::stuck`].
     overdue: AtomicUsize,
-    /// A heartbeat is queued for the supervisor and not yet taken (it
-    /// clears this): a worker that beats faster than the supervisor reads
-    /// queues one, not millions.
-    pub beat_queued: AtomicBool,
+    /// A heartbeat is queued for the supervisor and not yet taken
+    /// ([`Channel::beat_taken`]): a worker that beats faster than the
+    /// supervisor reads queues one, not millions.
+    beat_queued: AtomicBool,
     /// The worker has reported its boot (once; a second report breaks the
     /// protocol), and has been warned about for sending a frame of an
     /// unknown kind (once; the others are dropped quietly).
@@ -379,6 +379,17 @@ impl Channel {
     /// gthread worker is not killed for one slow request.
     pub fn stuck(&self) -> bool {
         self.overdue.load(Ordering::Acquire) >= self.capacities.threads.max(1)
+    }
+
+    /// Sets the request timeout of this worker's generation.
+    pub fn set_timeout(&self, timeout: Duration) {
+        let ns = u64::try_from(timeout.as_nanos()).unwrap_or(u64::MAX);
+        self.timeout_ns.store(ns, Ordering::Relaxed);
+    }
+
+    /// The supervisor took the heartbeat queued: the next one is sent.
+    pub fn beat_taken(&self) {
+        self.beat_queued.store(false, Ordering::Release);
     }
 
     /// The request timeout of this worker: its generation's, else
@@ -941,12 +952,7 @@ fn route(
     let kind = match kind {
         Ok(kind) => kind,
         Err(UnknownKind(byte)) => {
-            if !channel.unknown_warned.swap(true, Ordering::Relaxed) {
-                tracing::warn!(
-                    worker = serial,
-                    "unknown frame kind {byte} from worker (dropped; others from it are dropped without a word)"
-                );
-            }
+            dropped(channel, byte, "unknown frame kind");
             return Ok(());
         }
     };
@@ -1071,16 +1077,22 @@ fn route(
         }
         // corral's own kinds: a worker never sends them.
         Request | Body | BodyEnd | Window | Cancel => {
-            if !channel.unknown_warned.swap(true, Ordering::Relaxed) {
-                tracing::warn!(
-                    worker = serial,
-                    "frame kind {} from worker, which only corral sends (dropped; others from it are dropped without a word)",
-                    kind as u8
-                );
-            }
+            dropped(channel, kind as u8, "frame kind only corral sends,");
         }
     }
     Ok(())
+}
+
+/// Drops a frame a worker may not send; the first of them per worker is
+/// logged (`what` and its kind), the others are not: a flood of them must
+/// not flood the log.
+fn dropped(channel: &Channel, kind: u8, what: &str) {
+    if !channel.unknown_warned.swap(true, Ordering::Relaxed) {
+        tracing::warn!(
+            worker = channel.serial,
+            "{what} {kind} from worker (dropped; others from it are dropped without a word)"
+        );
+    }
 }
 
 #[cfg(test)]
@@ -1293,7 +1305,7 @@ mod tests {
             Some((1, ControlEvent::Booted(_)))
         ));
         // Taken, the next beat is heard again.
-        ch.beat_queued.store(false, Ordering::Release);
+        ch.beat_taken();
         let beat = protocol::encode(FrameKind::Heartbeat, 0, b"");
         worker.write_all(&beat).await.unwrap();
         assert!(matches!(
