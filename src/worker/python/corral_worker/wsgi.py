@@ -72,54 +72,84 @@ class Stream:
 
 
 class Input:
-    """wsgi.input: the request body, streamed from corral with back-pressure."""
+    """wsgi.input: the request body, streamed from corral with back-pressure.
+
+    What has arrived and is not read yet is the unread end of one chunk
+    (`_buf` from `_pos`); a read that needs more gathers chunks in a list
+    and joins them once, so reading a body of any size, whole or in
+    pieces, costs time linear in its size.
+    """
 
     def __init__(self, conn, stream):
         self._conn = conn
         self._stream = stream
         self._buf = b""
+        self._pos = 0
         self._consumed = 0
 
-    def _fill(self):
-        """Append the next chunk to the buffer; False at end of body."""
+    def _next(self):
+        """The next chunk of the body, waiting for it; b"" at its end."""
         s = self._stream
         if not s.chunks and not s.body_done and not s.cancelled:
             self._conn.wait_until(lambda: s.chunks or s.body_done or s.cancelled)
         if s.chunks:
             chunk = s.chunks.popleft()
-            self._buf = self._buf + chunk if self._buf else chunk
             self._consumed += len(chunk)
             if self._consumed >= BODY_GRANT and not s.body_done:
                 self._conn.send(K_BODY_WINDOW, s.sid, U32.pack(self._consumed))
                 self._consumed = 0
-            return True
+            return chunk
         if s.cancelled:
             raise ClientDisconnected("client disconnected while sending the body")
-        return False
+        return b""
+
+    def _take(self, n):
+        """The next n buffered bytes (n at most what is buffered)."""
+        buf, pos = self._buf, self._pos
+        end = pos + n
+        if end >= len(buf):
+            self._buf, self._pos = b"", 0
+            return buf[pos:] if pos else buf
+        self._pos = end
+        return buf[pos:end]
 
     def read(self, size=-1):
         if size is None or size < 0:
-            while self._fill():
-                pass
-            data, self._buf = self._buf, b""
-            return data
-        while len(self._buf) < size and self._fill():
-            pass
-        data, self._buf = self._buf[:size], self._buf[size:]
-        return data
+            size = -1
+        parts, have = [], 0
+        while have != size:
+            if self._pos == len(self._buf):
+                chunk = self._next()
+                if not chunk:
+                    break
+                self._buf, self._pos = chunk, 0
+            n = len(self._buf) - self._pos
+            if size >= 0:
+                n = min(n, size - have)
+            parts.append(self._take(n))
+            have += n
+        return parts[0] if len(parts) == 1 else b"".join(parts)
 
     def readline(self, size=-1):
-        while True:
-            i = self._buf.find(b"\n")
-            if i >= 0 and (size is None or size < 0 or i < size):
-                data, self._buf = self._buf[: i + 1], self._buf[i + 1 :]
-                return data
-            if size is not None and 0 <= size <= len(self._buf):
-                data, self._buf = self._buf[:size], self._buf[size:]
-                return data
-            if not self._fill():
-                data, self._buf = self._buf, b""
-                return data
+        if size is None or size < 0:
+            size = -1
+        parts, have = [], 0
+        while have != size:
+            if self._pos == len(self._buf):
+                chunk = self._next()
+                if not chunk:
+                    break
+                self._buf, self._pos = chunk, 0
+            i = self._buf.find(b"\n", self._pos)
+            n = (i + 1 if i >= 0 else len(self._buf)) - self._pos
+            if size >= 0:
+                n = min(n, size - have)
+            part = self._take(n)
+            parts.append(part)
+            have += n
+            if part.endswith(b"\n"):
+                break
+        return parts[0] if len(parts) == 1 else b"".join(parts)
 
     def readlines(self, hint=-1):
         lines, total = [], 0
