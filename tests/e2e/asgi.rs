@@ -105,6 +105,16 @@ async def app(scope, receive, send):
                     f.write("cancelled")
                 raise
             await respond(send, 200, b"slept")
+        elif path == "/slow-first":
+            # A streaming response whose first chunk comes late (a slow
+            # query before a CSV export, a first model token).
+            await send({"type": "http.response.start", "status": 200,
+                        "headers": [(b"content-type", b"text/plain")]})
+            await asyncio.sleep(float(query))
+            await send({"type": "http.response.body", "body": b"first", "more_body": True})
+            await send({"type": "http.response.body", "body": b" last"})
+        elif path == "/start-only":
+            await send({"type": "http.response.start", "status": 200, "headers": []})
         elif path == "/inflight":
             await respond(send, 200, str(INFLIGHT[1]).encode())
         elif path == "/loop":
@@ -288,6 +298,36 @@ fn server_sent_events_stream_beside_other_requests_and_see_the_disconnect() {
     sse.shutdown(std::net::Shutdown::Both).unwrap();
     let note = wait_for_file(&c, &dir.path().join("disconnected.txt"));
     assert!(note.starts_with("after "), "{note}");
+}
+
+#[test]
+fn a_response_started_before_the_timeout_is_not_cut_however_late_its_first_chunk() {
+    // As under uvicorn: the head goes when the app awaits something after
+    // http.response.start, and the timeout bounds only the wait for it.
+    let (_dir, c) = start(&["-w", "1", "-t", "1s"], 1);
+    let mut s = c.connect();
+    let t0 = Instant::now();
+    send_request(&mut s, "GET", "/slow-first?2.5", &[], b"");
+    let mut reader = BufReader::new(s.try_clone().unwrap());
+    let head = read_head(&mut reader);
+    let head_at = t0.elapsed();
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(
+        head_at < Duration::from_millis(2000),
+        "the head waited for the first chunk ({head_at:?})"
+    );
+    let mut body = String::new();
+    while !body.ends_with("0\r\n\r\n") {
+        let more = read_some(&mut reader);
+        assert!(!more.is_empty(), "the stream ended early: {body:?}");
+        body.push_str(&more);
+    }
+    assert_eq!(body, "5\r\nfirst\r\n5\r\n last\r\n0\r\n\r\n");
+    // A head and no body at all is still the app's error: 500, not a
+    // head followed by a cut stream.
+    let r = c.get("/start-only");
+    assert_eq!(r.status, 500, "{}", r.text());
+    assert_eq!(c.get("/pid").status, 200);
 }
 
 fn read_head(r: &mut BufReader<std::net::TcpStream>) -> String {

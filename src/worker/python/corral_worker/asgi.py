@@ -225,6 +225,12 @@ class HttpCall:
             if self.head is not None or self.head_sent:
                 raise RuntimeError("http.response.start sent twice")
             self.head = asgi_head(message["status"], message.get("headers", ()))
+            # Held for the first body message, to go in one frame with it,
+            # but no longer than this turn of the loop: an app that awaits
+            # something first (a streaming response's slow first chunk)
+            # has its head sent as uvicorn would, and corral's request
+            # timer stops at it.
+            worker.hold_head(self)
             return
         if kind != "http.response.body":
             raise RuntimeError("unexpected ASGI message %r in an HTTP request" % kind)
@@ -279,6 +285,8 @@ class AsgiWorker:
         self.streams = {}
         self.rbuf = bytearray()
         self.out = []
+        # Calls whose response head waits for its first body message.
+        self.held = []
         self.transport = None
         self.stopping = False
         self.idle = None  # set while stopping: resolved when nothing is in flight
@@ -314,6 +322,24 @@ class AsgiWorker:
 
     def send(self, kind, sid, payload):
         self.write(HDR.pack(len(payload), kind, sid) + payload)
+
+    def hold_head(self, call):
+        """`call`'s head waits for its first body message until the loop's
+        next turn, then goes alone."""
+        held = self.held
+        held.append(call)
+        if len(held) == 1:
+            self.loop.call_soon(self.release_heads)
+
+    def release_heads(self):
+        held, self.held = self.held, []
+        for call in held:
+            head = call.head
+            st = call.st
+            if head is not None and not st.cancelled and not st.done:
+                call.head = None
+                call.head_sent = True
+                self.send(K_START, st.sid, head)
 
     def data_received(self, data):
         buf = self.rbuf
