@@ -260,6 +260,12 @@ fn admit(
     if let Some((status, why)) = checks::over_limits(req, limits) {
         return Err(refused(status, why));
     }
+    // A NUL in the decoded path (what open() and C code would cut the
+    // path at), for WSGI and ASGI apps alike: hyper refuses a raw one, so
+    // only `%00` decodes to it.
+    if req.uri().path().contains("%00") {
+        return Err(bad_request("NUL in path"));
+    }
     match websocket::upgrade_kind(req) {
         Upgrade::None => Ok(None),
         Upgrade::WebSocket => Ok(Some(hyper::upgrade::on(req))),

@@ -330,6 +330,19 @@ fn a_response_started_before_the_timeout_is_not_cut_however_late_its_first_chunk
     assert_eq!(c.get("/pid").status, 200);
 }
 
+#[test]
+fn a_nul_in_the_decoded_path_gets_400_and_no_asgi_app_sees_it() {
+    // The app would answer /scope... with 200 and anything else with 404:
+    // the 400 and its text are corral's.
+    let (_dir, c) = start(&["-w", "1"], 1);
+    for path in ["/a%00b", "/scope/%00", "/scope%00?x=1"] {
+        let r = request(&c.addr, "GET", path, &[], b"");
+        assert_eq!(r.status, 400, "{path}: {}", r.text());
+        assert_eq!(r.text(), "Bad Request: NUL in path\n", "{path}");
+    }
+    assert_eq!(request(&c.addr, "GET", "/scope/%01", &[], b"").status, 200);
+}
+
 fn read_head(r: &mut BufReader<std::net::TcpStream>) -> String {
     use std::io::BufRead;
     let mut head = String::new();
