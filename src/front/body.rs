@@ -63,12 +63,13 @@ pub struct StreamBody {
     /// The worker's response credit on this stream.
     pub window: Arc<Window>,
     pub done: bool,
-    /// The app ended its body short of its Content-Length: the body ends
-    /// at the next poll, which makes hyper close the connection, and not
-    /// at once, so that hyper first sends what it holds of the response
-    /// (the client sees the head and a cut body, as from gunicorn, not an
-    /// empty reply).
-    pub short: bool,
+    /// How the body ends at the next poll, and not at once, so that hyper
+    /// first sends what it holds of the response: the client sees the head
+    /// and every byte the app produced, then a cut body, as from gunicorn,
+    /// not an empty reply. `Ok`: the app ended its body short of its
+    /// Content-Length (hyper closes the connection); `Err`: the app failed
+    /// or its worker died mid-body.
+    pub ending: Option<Result<(), BodyError>>,
     /// The app's Content-Length, when the response carries a body.
     pub declared: Option<u64>,
     /// Body bytes taken from the worker so far.
@@ -194,6 +195,20 @@ impl Drop for StreamBody {
     }
 }
 
+impl StreamBody {
+    /// Ends the body as `end` says at the next poll: one pass of hyper's
+    /// loop first, which flushes what it holds.
+    fn end_after_a_flush<T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        end: Result<(), BodyError>,
+    ) -> Poll<T> {
+        self.ending = Some(end);
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    }
+}
+
 impl http_body::Body for Body {
     type Data = Bytes;
     type Error = BodyError;
@@ -208,9 +223,9 @@ impl http_body::Body for Body {
                 if s.done {
                     return Poll::Ready(None);
                 }
-                if s.short {
+                if let Some(end) = s.ending.take() {
                     s.done = true;
-                    return Poll::Ready(None);
+                    return Poll::Ready(end.err().map(Err));
                 }
                 if s.relay.cut.load(Ordering::Acquire) {
                     // The stall watch cancelled it: hyper resets the stream.
@@ -243,24 +258,19 @@ impl http_body::Body for Body {
                                 "the app declared Content-Length: {n} but sent {} bytes",
                                 s.sent
                             );
-                            // One pass of hyper's loop first: it flushes.
-                            s.short = true;
-                            cx.waker().wake_by_ref();
-                            return Poll::Pending;
+                            return s.end_after_a_flush(cx, Ok(()));
                         }
                         s.done = true;
                         Poll::Ready(None)
                     }
                     // WebSocket events on an HTTP response: the app is confused.
                     Poll::Ready(Some(Event::Abort | Event::Message { .. } | Event::Close(_))) => {
-                        s.done = true;
                         s.relay.release();
-                        Poll::Ready(Some(Err(BodyError::AppFailed)))
+                        s.end_after_a_flush(cx, Err(BodyError::AppFailed))
                     }
                     Poll::Ready(None) => {
-                        s.done = true;
                         s.relay.release();
-                        Poll::Ready(Some(Err(BodyError::WorkerGone)))
+                        s.end_after_a_flush(cx, Err(BodyError::WorkerGone))
                     }
                 }
             }

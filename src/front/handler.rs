@@ -631,7 +631,7 @@ async fn dispatch(
                 unacked: 0,
                 window: stream.window.clone(),
                 done: false,
-                short: false,
+                ending: None,
                 declared: None,
                 sent: 0,
                 metrics: shared.metrics.clone(),

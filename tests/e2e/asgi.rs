@@ -113,6 +113,10 @@ async def app(scope, receive, send):
             await asyncio.sleep(float(query))
             await send({"type": "http.response.body", "body": b"first", "more_body": True})
             await send({"type": "http.response.body", "body": b" last"})
+        elif path == "/raise-mid":
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+            await send({"type": "http.response.body", "body": b"part1;", "more_body": True})
+            raise RuntimeError("failed mid-body")
         elif path == "/start-only":
             await send({"type": "http.response.start", "status": 200, "headers": []})
         elif path == "/inflight":
@@ -327,6 +331,23 @@ fn a_response_started_before_the_timeout_is_not_cut_however_late_its_first_chunk
     // head followed by a cut stream.
     let r = c.get("/start-only");
     assert_eq!(r.status, 500, "{}", r.text());
+    assert_eq!(c.get("/pid").status, 200);
+}
+
+#[test]
+fn an_app_that_fails_mid_body_has_what_it_sent_delivered_then_the_body_cut() {
+    // As from uvicorn: the head and the first part, then no end of the
+    // chunked body (an empty reply before).
+    let (_dir, c) = start(&["-w", "1"], 1);
+    for _ in 0..8 {
+        let mut s = c.connect();
+        send_request(&mut s, "GET", "/raise-mid", &[], b"");
+        let mut raw = Vec::new();
+        let _ = s.read_to_end(&mut raw);
+        let text = String::from_utf8_lossy(&raw);
+        assert!(text.starts_with("HTTP/1.1 200"), "{text:?}");
+        assert!(text.ends_with("part1;\r\n"), "{text:?}");
+    }
     assert_eq!(c.get("/pid").status, 200);
 }
 

@@ -52,29 +52,33 @@ fn start_response_with_exc_info_before_the_body_replaces_the_status() {
 }
 
 /// Once the head is out, start_response(..., exc_info) re-raises and the
-/// server aborts the response: the client must not see it as complete
-/// (a truncated 200, or nothing at all), nor anything the app tried to send
-/// after the error.
+/// server aborts the response: the client gets the head and what the app
+/// sent before the error (as from gunicorn), then a cut body, never a
+/// response that looks complete nor anything the app tried to send after
+/// the error.
 #[test]
 fn start_response_with_exc_info_after_the_head_was_sent_aborts_the_response() {
     let s = Server::start(EXC_INFO_APP, &[]);
-    let mut r = s.connect();
-    send_request(r.get_mut(), "GET", "/after-body", &[], b"");
-    let mut raw = Vec::new();
-    match r.read_to_end(&mut raw) {
-        Ok(_) => {}
-        Err(e) if e.kind() == ErrorKind::ConnectionReset => {}
-        Err(e) => panic!("the aborted response's connection was not closed: {e}"),
-    }
-    let raw_text = String::from_utf8_lossy(&raw);
-    if !raw.is_empty() {
+    // The bytes before the error were sometimes lost with the head
+    // (an empty reply): a few rounds.
+    for _ in 0..8 {
+        let mut r = s.connect();
+        send_request(r.get_mut(), "GET", "/after-body", &[], b"");
+        let mut raw = Vec::new();
+        match r.read_to_end(&mut raw) {
+            Ok(_) => {}
+            Err(e) if e.kind() == ErrorKind::ConnectionReset => {}
+            Err(e) => panic!("the aborted response's connection was not closed: {e}"),
+        }
+        let raw_text = String::from_utf8_lossy(&raw);
         assert!(raw_text.starts_with("HTTP/1.1 200"), "{raw_text:?}");
+        assert!(raw_text.contains("first-chunk;"), "{raw_text:?}");
+        assert!(!raw_text.contains("must-not-be-sent"), "{raw_text:?}");
+        assert!(
+            !raw.ends_with(b"0\r\n\r\n"),
+            "an aborted response must not look complete to the client: {raw_text:?}"
+        );
     }
-    assert!(!raw_text.contains("must-not-be-sent"), "{raw_text:?}");
-    assert!(
-        !raw.ends_with(b"0\r\n\r\n"),
-        "an aborted response must not look complete to the client: {raw_text:?}"
-    );
     assert!(
         s.c.log
             .wait_for("failed-after-headers-sent", Duration::from_secs(5))
