@@ -95,12 +95,13 @@ const ASGI: &str = "import asyncio\n\nasync def app(scope, receive, send):\n    
 
 /// An HTTP/2 client may send each cookie as a field of its own (RFC 9113
 /// section 8.2.3, Firefox does): a WSGI app gets them in one
-/// `HTTP_COOKIE` joined with "; ", as an HTTP/1.1 client sends them.
+/// `HTTP_COOKIE` joined with "; ", as an HTTP/1.1 client sends them, and
+/// an ASGI app one `cookie` header.
 /// Joined with ", " as other repeated fields are, `a=1, b=2` is one
 /// cookie `a` with the value `1, b=2` to Django's and Werkzeug's parsers,
 /// which split on ";" only (a session cookie lost, a CSRF check failed).
 #[test]
-fn http2_cookie_fields_reach_a_wsgi_app_as_one_cookie_header() {
+fn http2_cookie_fields_reach_wsgi_and_asgi_apps_as_one_cookie_header() {
     let app = AppDir::new(&[(
         "app.py",
         "def app(environ, start_response):\n\
@@ -122,6 +123,22 @@ fn http2_cookie_fields_reach_a_wsgi_app_as_one_cookie_header() {
     let (ok, body) = response(&mut s, 1);
     assert!(ok, "{}", String::from_utf8_lossy(&body));
     assert_eq!(String::from_utf8_lossy(&body), "a=1; b=2|['a', 'b']");
+
+    // An ASGI app gets one `cookie` header too: Starlette reads the first
+    // only (`headers.get("cookie")`), which lost every cookie but one.
+    let app = AppDir::new(&[(
+        "app.py",
+        "async def app(scope, receive, send):\n\
+         \x20   body = repr([v for k, v in scope['headers'] if k == b'cookie']).encode()\n\
+         \x20   await send({'type': 'http.response.start', 'status': 200, 'headers': []})\n\
+         \x20   await send({'type': 'http.response.body', 'body': body})\n",
+    )]);
+    let c = Corral::start(app.path(), &["app:app", "--interface", "asgi"], 1);
+    let mut s = open(&c.addr);
+    s.write_all(&frame(HEADERS, 0x5, 1, &block)).unwrap();
+    let (ok, body) = response(&mut s, 1);
+    assert!(ok, "{}", String::from_utf8_lossy(&body));
+    assert_eq!(String::from_utf8_lossy(&body), "[b'a=1; b=2']");
 }
 
 #[test]

@@ -8,7 +8,8 @@
 //! (for the ASGI TLS extension) are empty on a plain connection; the
 //! version and suite are decimal numbers, the chain is PEM, leaf first. Header names are
 //! lower case (hyper's), in the order the request sent them, except that
-//! repeated headers come together at the first one's place. The worker
+//! repeated headers come together at the first one's place and `cookie`
+//! fields are one, joined with "; ". The worker
 //! decodes the path (percent-decoding, UTF-8) and builds the scope. NUL
 //! cannot occur in any part: hyper refuses it in the request line and in
 //! headers, the relaxed target bytes (see `target`) are printable or above
@@ -56,10 +57,27 @@ pub fn encode(parts: &Parts, conn: &ConnInfo) -> Vec<u8> {
         h.extend_from_slice(field);
         h.push(0);
     }
+    let mut cookies_done = false;
     for (name, value) in &parts.headers {
+        // One `cookie` header, joined with "; " (RFC 9113 section 8.2.3):
+        // an HTTP/2 client may send each cookie as a field of its own, and
+        // Starlette reads the first `cookie` only.
+        let cookie = name == http::header::COOKIE;
+        if cookie && std::mem::replace(&mut cookies_done, true) {
+            continue;
+        }
         h.extend_from_slice(name.as_str().as_bytes());
         h.push(0);
-        h.extend_from_slice(value.as_bytes());
+        if cookie {
+            for (i, v) in parts.headers.get_all(name).iter().enumerate() {
+                if i > 0 {
+                    h.extend_from_slice(b"; ");
+                }
+                h.extend_from_slice(v.as_bytes());
+            }
+        } else {
+            h.extend_from_slice(value.as_bytes());
+        }
         h.push(0);
     }
     h.pop();
