@@ -46,6 +46,9 @@ use std::sync::Arc;
 const EXIT_CONFIG: u8 = 2;
 
 fn main() -> ExitCode {
+    // Before anything changes the working folder: where a USR2 finds the
+    // new binary.
+    reexec::remember_exe();
     // Before any thread: the sockets this process inherited and systemd's
     // notify socket, out of the environment and into values passed down.
     let inherited = front::listeners::Inherited::take();

@@ -11,10 +11,76 @@
 //! parent keeps serving. Which socket goes under which name is the listener
 //! table's business ([`crate::front::listeners`]); this module carries them
 //! across the exec.
+//!
+//! The new corral is the file at the path this one was started from
+//! ([`remember_exe`]), as gunicorn re-executes itself by its path: an
+//! upgrade (pip, apt, `install`) puts a new file there and leaves the
+//! running one's deleted, so `/proc/self/exe` would start the old binary,
+//! and its path, which then ends in " (deleted)", nothing at all.
 
 use std::collections::HashMap;
+use std::ffi::OsStr;
 use std::os::fd::RawFd;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+/// The path corral was started from ([`remember_exe`]).
+static EXE: OnceLock<PathBuf> = OnceLock::new();
+
+/// Notes the path this corral was started from, for USR2: `argv[0]` made
+/// absolute against the folder it started in, or found on `PATH` as
+/// execvp found it. Call at the start of `main`, before anything changes
+/// the working folder.
+pub fn remember_exe() {
+    let arg0 = std::env::args_os().next();
+    let cwd = std::env::current_dir().ok();
+    let path = std::env::var_os("PATH");
+    if let Some(exe) = started_from(arg0.as_deref(), cwd.as_deref(), path.as_deref()) {
+        let _ = EXE.set(exe);
+    }
+}
+
+/// Where a program run as `arg0` from `cwd` with `path` is: a name with a
+/// slash is a path (relative to `cwd`), one without is looked up in
+/// `path`, the first executable file.
+fn started_from(arg0: Option<&OsStr>, cwd: Option<&Path>, path: Option<&OsStr>) -> Option<PathBuf> {
+    let arg0 = Path::new(arg0.filter(|a| !a.is_empty())?);
+    if arg0.as_os_str().as_bytes().contains(&b'/') {
+        return Some(cwd?.join(arg0));
+    }
+    std::env::split_paths(path?)
+        .map(|dir| dir.join(arg0))
+        .find(|p| {
+            p.metadata()
+                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
+        .and_then(|p| {
+            if p.is_absolute() {
+                Some(p)
+            } else {
+                Some(cwd?.join(p))
+            }
+        })
+}
+
+/// The program a USR2 starts: the file at the path corral was started
+/// from, or, when none is there any more, the running binary again.
+fn program() -> PathBuf {
+    match EXE.get() {
+        Some(exe) if exe.is_file() => exe.clone(),
+        Some(exe) => {
+            tracing::warn!(
+                "SIGUSR2: {} (the path corral was started from) is no file any more: the new corral is the running binary again",
+                exe.display()
+            );
+            PathBuf::from("/proc/self/exe")
+        }
+        None => PathBuf::from("/proc/self/exe"),
+    }
+}
 
 const INHERIT: &str = "CORRAL_INHERIT";
 const PARENT: &str = "CORRAL_REEXEC_PARENT";
@@ -62,7 +128,7 @@ pub fn spawn(
     env: &[(&str, String)],
     exited: impl FnOnce(u32) + Send + 'static,
 ) -> std::io::Result<u32> {
-    let exe = std::env::current_exe()?;
+    let exe = program();
     let inherit = sockets
         .iter()
         .map(|(addr, fd)| format!("{addr}={fd}"))
@@ -110,5 +176,45 @@ pub fn set_cloexec(fd: RawFd) {
         if flags >= 0 {
             libc::fcntl(fd, libc::F_SETFD, flags | libc::FD_CLOEXEC);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_path_started_from_is_argv0_made_absolute_or_found_on_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let bin = dir.path().join("bin");
+        std::fs::create_dir(&bin).unwrap();
+        let exe = bin.join("corral");
+        std::fs::write(&exe, b"").unwrap();
+        std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).unwrap();
+        // Not executable: execvp passes it by, and so does the lookup.
+        let other = dir.path().join("other");
+        std::fs::create_dir(&other).unwrap();
+        std::fs::write(other.join("corral"), b"").unwrap();
+        let cwd = Path::new("/srv/app");
+        let from = |arg0: &str, path: Option<String>| {
+            started_from(
+                Some(OsStr::new(arg0)),
+                Some(cwd),
+                path.as_deref().map(OsStr::new),
+            )
+        };
+        assert_eq!(
+            from("/opt/corral/bin/corral", None),
+            Some(PathBuf::from("/opt/corral/bin/corral"))
+        );
+        assert_eq!(
+            from("./venv/bin/corral", None),
+            Some(PathBuf::from("/srv/app/./venv/bin/corral"))
+        );
+        let path = format!("{}:{}", other.display(), bin.display());
+        assert_eq!(from("corral", Some(path.clone())), Some(exe));
+        assert_eq!(from("nothere", Some(path)), None);
+        assert_eq!(from("corral", None), None);
+        assert_eq!(from("", None), None);
     }
 }

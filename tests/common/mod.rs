@@ -229,6 +229,14 @@ impl Corral {
         Corral::spawn_inner(&pty, dir, args, &[], |_| {}, true)
     }
 
+    /// [`Corral::spawn`] of a copy of corral's binary, made in `dir` as
+    /// `corral` and run as `./corral`, as an installed binary that an
+    /// upgrade replaces is.
+    pub fn spawn_copy(dir: &Path, args: &[&str]) -> Corral {
+        let copy = ["sh", "-c", "cp \"$0\" corral && exec ./corral \"$@\""];
+        Corral::spawn_inner(&copy, dir, args, &[], |_| {}, true)
+    }
+
     /// [`Corral::spawn`] with corral's default control socket (no
     /// `--socket`): one per instance under `$XDG_RUNTIME_DIR/corral`, so
     /// pass `XDG_RUNTIME_DIR` (a private temporary folder) in `env`.

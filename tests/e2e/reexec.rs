@@ -140,3 +140,40 @@ fn after_a_new_corral_that_never_came_up_the_next_usr2_starts_another() {
         c.log.text()
     );
 }
+
+/// An upgrade (pip, apt, `install`) puts a new file at corral's path and
+/// leaves the running one's deleted: USR2 starts the new file, as
+/// gunicorn's re-exec by path does (it failed with "No such file", and
+/// gunicorn's USR2-then-QUIT recipe then stopped the only corral).
+#[test]
+fn usr2_after_the_binary_was_replaced_on_disk_starts_the_new_file() {
+    let app = AppDir::new(&[("app.py", APP)]);
+    let mut c = Corral::spawn_copy(app.path(), &["app:app", "-w", "1", "-b", "127.0.0.1:0"]);
+    c.wait_listening();
+    c.wait_in_service(1);
+    let old = c.pid();
+    let bin = app.path().join("corral");
+    // A new file renamed over the path, as package tools install it.
+    std::fs::copy(&bin, app.path().join("corral.new")).unwrap();
+    std::fs::rename(app.path().join("corral.new"), &bin).unwrap();
+    let running = std::fs::read_link(format!("/proc/{old}/exe")).unwrap();
+    assert!(
+        running.to_string_lossy().ends_with(" (deleted)"),
+        "{running:?}"
+    );
+    c.signal(libc::SIGUSR2);
+    let new = c.reexec_child();
+    let st = c.wait_exit(Duration::from_secs(30)).unwrap_or_else(|| {
+        panic!(
+            "the old corral exits once the new one serves:\n{}",
+            c.log.text()
+        )
+    });
+    assert_eq!(st.code(), Some(0));
+    assert_eq!(
+        std::fs::read_link(format!("/proc/{}/exe", new.0)).unwrap(),
+        bin.canonicalize().unwrap(),
+        "the new corral runs the file now at the path"
+    );
+    assert_eq!(c.get("/").text(), new.0.to_string());
+}
