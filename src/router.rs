@@ -185,7 +185,9 @@ impl Router {
             waiting: AtomicUsize::new(0),
             max_queued,
             waiting_for: Default::default(),
-            starting: Default::default(),
+            // corral starts its first workers at once: a request that
+            // comes before the supervisor's first step waits for them.
+            starting: std::sync::atomic::AtomicBool::new(true),
         })
     }
 
@@ -575,8 +577,26 @@ mod tests {
     const NOW: Duration = Duration::ZERO;
 
     #[tokio::test]
-    async fn with_no_worker_in_service_a_request_is_refused_at_once() {
+    async fn a_request_before_the_first_workers_are_in_service_waits_for_them() {
+        // Before the supervisor's first step, too: the front accepts as
+        // soon as the sockets are bound.
         let router = Router::new(10);
+        let r = router.clone();
+        let waiting = tokio::spawn(async move {
+            r.acquire(Duration::from_secs(5))
+                .await
+                .map(|l| l.channel.serial)
+        });
+        until("the request waits", || router.queued() == 1).await;
+        let a = worker(1, 1);
+        router.publish(vec![a.channel.clone()]);
+        assert_eq!(waiting.await.unwrap(), Ok(1));
+    }
+
+    #[tokio::test]
+    async fn with_no_worker_in_service_and_none_booting_a_request_is_refused_at_once() {
+        let router = Router::new(10);
+        router.set_starting(false);
         let started = std::time::Instant::now();
         let got = router.acquire(Duration::from_secs(5)).await;
         assert_eq!(got.err(), Some(NoWorker::NoneInService));

@@ -479,3 +479,41 @@ fn with_one_worker_requests_given_back_wait_for_it_and_its_probe_stays() {
     assert!(!log.contains("readiness check"), "{log}");
     assert_eq!(c.status("/health/ready").status, 200);
 }
+
+/// A request that comes the moment the port opens (a new container's
+/// first request, a probe) waits for the booting workers as later ones
+/// do: in the few milliseconds before the supervisor's first step it got
+/// 503 "no worker is in service".
+#[test]
+fn a_request_the_moment_the_port_opens_waits_for_the_first_workers() {
+    let app = AppDir::new(&[(
+        "app.py",
+        "import time\ntime.sleep(0.3)\n\n\
+         def app(environ, start_response):\n\
+         \x20   start_response('200 OK', [('Content-Length', '2')])\n\
+         \x20   return [b'ok']\n",
+    )]);
+    for round in 0..4 {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let addr = format!("127.0.0.1:{port}");
+        let c = Corral::spawn(app.path(), &["app:app", "-w", "1", "-b", &addr], &[]);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let mut s = loop {
+            match std::net::TcpStream::connect(&addr) {
+                Ok(s) => break s,
+                Err(_) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_micros(500))
+                }
+                Err(e) => panic!("corral never listened: {e}\n{}", c.log.text()),
+            }
+        };
+        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        send_request(&mut s, "GET", "/", &[], b"");
+        let r = read_response(&mut std::io::BufReader::new(s), false).expect("a response");
+        assert_eq!(r.status, 200, "round {round}: {}", r.text());
+    }
+}
