@@ -59,6 +59,9 @@ use crate::worker::protocol;
 /// tungstenite allocates its read buffer up front: small, so that thousands
 /// of idle sockets cost little (it grows for large messages).
 const READ_BUFFER: usize = 2048;
+/// What tungstenite may queue for a client beyond one whole message: a
+/// frame's header, and a few pongs.
+const WRITE_SLACK: usize = 4096;
 /// How long a closing handshake may take before the socket is dropped.
 const CLOSE_WAIT: Duration = Duration::from_secs(1);
 
@@ -178,11 +181,15 @@ impl Unfinished {
 
 /// A WebSocket's connection, counting what it reads into [`Unfinished`]
 /// until [`Counted::whole`] says a message is complete. A read that takes
-/// the count past the cap fails, and `over` says why.
+/// the count past the cap fails, and `over` says why. The pongs owed to a
+/// client that does not read them count too ([`Counted::owe`]), until a
+/// write goes through: each ping makes tungstenite queue a pong, and a
+/// client that sends pings and reads nothing made it queue without end.
 struct Counted {
     io: TokioIo<Upgraded>,
     all: Arc<Unfinished>,
     mine: Arc<AtomicUsize>,
+    owed: Arc<AtomicUsize>,
     over: Arc<AtomicBool>,
 }
 
@@ -208,9 +215,29 @@ impl Counted {
     }
 }
 
+impl Counted {
+    /// A ping of `payload` bytes came: its pong (the payload and a 2-byte
+    /// header) is owed until the client takes a byte. False when that takes
+    /// all sockets over the cap.
+    fn owe(all: &Unfinished, owed: &AtomicUsize, payload: usize) -> bool {
+        let pong = payload + 2;
+        owed.fetch_add(pong, Ordering::AcqRel);
+        all.held.fetch_add(pong, Ordering::AcqRel) + pong <= all.cap
+    }
+
+    /// The client took bytes: the pongs queued for it are on their way.
+    fn paid(all: &Unfinished, owed: &AtomicUsize) {
+        let n = owed.swap(0, Ordering::AcqRel);
+        if n > 0 {
+            all.held.fetch_sub(n, Ordering::AcqRel);
+        }
+    }
+}
+
 impl Drop for Counted {
     fn drop(&mut self) {
         Counted::whole(&self.all, &self.mine);
+        Counted::paid(&self.all, &self.owed);
     }
 }
 
@@ -242,7 +269,11 @@ impl tokio::io::AsyncWrite for Counted {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.io).poll_write(cx, buf)
+        let wrote = Pin::new(&mut self.io).poll_write(cx, buf);
+        if matches!(wrote, Poll::Ready(Ok(n)) if n > 0) {
+            Counted::paid(&self.all, &self.owed);
+        }
+        wrote
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
@@ -301,17 +332,22 @@ pub async fn relay(
             return;
         }
     };
+    // What tungstenite may queue for the client: one message (a send
+    // waits until the last one is written), or pongs up to that size.
     let config = WebSocketConfig::default()
         .read_buffer_size(READ_BUFFER)
         .write_buffer_size(0)
+        .max_write_buffer_size(limits.max_message.saturating_add(WRITE_SLACK))
         .max_message_size(Some(limits.max_message))
         .max_frame_size(Some(limits.max_message));
     let mine = Arc::new(AtomicUsize::new(0));
+    let owed = Arc::new(AtomicUsize::new(0));
     let over = Arc::new(AtomicBool::new(false));
     let io = Counted {
         io: TokioIo::new(io),
         all: unfinished.clone(),
         mine: mine.clone(),
+        owed: owed.clone(),
         over: over.clone(),
     };
     let ws = WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await;
@@ -337,7 +373,13 @@ pub async fn relay(
             }
             let next = source.next().await;
             match &next {
-                Some(Ok(Message::Ping(p) | Message::Pong(p))) => {
+                Some(Ok(Message::Ping(p))) => {
+                    Counted::control(&unfinished, &mine, p.len());
+                    if !Counted::owe(&unfinished, &owed, p.len()) {
+                        return End::Busy;
+                    }
+                }
+                Some(Ok(Message::Pong(p))) => {
                     Counted::control(&unfinished, &mine, p.len());
                 }
                 // A message came whole, or the socket ended: what was read
@@ -456,7 +498,7 @@ pub async fn relay(
         End::Busy => {
             const BUSY: &str = "too many unfinished messages";
             tracing::warn!(
-                "a WebSocket closed (1013): the unfinished messages of all WebSockets are over {} MiB (8 times ws_max_message)",
+                "a WebSocket closed (1013): the unfinished messages and unread pongs of all WebSockets are over {} MiB (8 times ws_max_message)",
                 unfinished.cap >> 20
             );
             channel.send(protocol::encode_close(id, 1013, BUSY));

@@ -854,3 +854,74 @@ fn unfinished_websocket_messages_of_all_sockets_together_are_capped() {
     r.get_mut().write_all(b"hello").unwrap();
     assert_eq!(read_frame(&mut r), (2, b"got 5".to_vec()));
 }
+
+/// A client that sends pings flat out and reads nothing: each ping makes
+/// corral queue a pong it cannot send, and those pongs count as unfinished
+/// messages do (all sockets together: 8 × `ws_max_message`, here 8 MiB),
+/// so the socket is closed with 1013 and corral's memory stays flat.
+/// Before, the pongs queued without end: 300 MiB a second from one socket.
+#[test]
+fn pongs_a_client_never_reads_are_capped_with_the_unfinished_messages() {
+    let dir = AppDir::new(&[("app.py", ASGI_APP)]);
+    let c = Corral::start(
+        dir.path(),
+        &["app:app", "-w", "1", "--ws-max-message", "1MiB"],
+        1,
+    );
+    let before = rss_kib(c.pid());
+    let (head, mut r) = ws_handshake(&c, "/echo");
+    assert!(head.starts_with("HTTP/1.1 101 "), "{head}");
+    // Masked (a zero key) pings of 125 bytes, 500 to a write.
+    let mut ping = vec![0x89, 0x80 | 125, 0, 0, 0, 0];
+    ping.extend_from_slice(&[b'p'; 125]);
+    let burst = ping.repeat(500);
+    let ((), peaks) = peak_rss_during(&[c.pid()], || {
+        let s = r.get_mut();
+        s.set_write_timeout(Some(Duration::from_secs(2))).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(4);
+        let mut sent = 0usize;
+        while Instant::now() < deadline && sent < 400 << 20 {
+            if s.write_all(&burst).is_err() {
+                break;
+            }
+            sent += burst.len();
+        }
+    });
+    let grown = peaks[0].saturating_sub(before);
+    assert!(
+        grown < 48 * 1024,
+        "corral grew by {grown} KiB for pongs a client never read"
+    );
+    // What the client finds when it reads at last: pongs, then 1013, or
+    // a reset (corral closed with the client's pings unread).
+    assert!(
+        c.log
+            .wait_for("a WebSocket closed (1013)", Duration::from_secs(5))
+            .is_some(),
+        "log:\n{}",
+        c.log.text()
+    );
+    r.get_mut()
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let code = loop {
+        let mut h = [0u8; 2];
+        if r.read_exact(&mut h).is_err() {
+            break None;
+        }
+        let mut payload = vec![0u8; (h[1] & 0x7f) as usize];
+        if r.read_exact(&mut payload).is_err() {
+            break None;
+        }
+        if h[0] & 0x0f == 8 {
+            break Some(u16::from_be_bytes([payload[0], payload[1]]));
+        }
+    };
+    assert!(matches!(code, Some(1013) | None), "closed with {code:?}");
+    // corral serves on, and a new socket works.
+    let (head, mut r) = ws_handshake(&c, "/echo");
+    assert!(head.starts_with("HTTP/1.1 101 "), "{head}");
+    r.get_mut().write_all(&binary_frame_header(5)).unwrap();
+    r.get_mut().write_all(b"hello").unwrap();
+    assert_eq!(read_frame(&mut r), (2, b"got 5".to_vec()));
+}
