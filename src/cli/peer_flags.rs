@@ -87,7 +87,7 @@ const SWITCH: Takes = Takes::Nothing;
 
 const RUNTIME: &str =
     "it tunes granian's Rust runtime; corral's front is --io-threads shards of its own";
-const H2_TUNING: &str = "corral keeps hyper's HTTP/2 flow control (1 MiB stream and connection windows) and sends no pings; --max-concurrent-streams and --max-header-bytes bound a connection";
+const H2_TUNING: &str = "corral sets HTTP/2 flow control itself (256 KiB stream and connection windows: what a connection may make it hold) and sends no pings; --max-concurrent-streams and --max-header-bytes bound a connection";
 const STATIC: &str = "corral does not serve files: serve them from the app (WhiteNoise, Starlette's StaticFiles) or from the proxy in front";
 const NO_COLOURS: &str = "corral's log has no colours: --log-format text or json";
 const RSS_SAMPLING: &str =

@@ -559,7 +559,8 @@ async fn read_proxy_header(
 }
 
 /// hyper's HTTP/2 settings: at most `max_concurrent_streams` streams at
-/// once, a decoded header list of at most `max_header_bytes`, and the
+/// once, a decoded header list of at most `max_header_bytes`, at most
+/// [`H2_RECEIVE_WINDOW`] of unread request body per connection, and the
 /// flood guards set here rather than left to hyper's and h2's defaults
 /// (which may change under us; tests/http2.rs holds each):
 ///
@@ -578,12 +579,23 @@ async fn read_proxy_header(
 fn http2(opts: &ConnOpts) -> http2::Builder<streams::Local> {
     let mut b = http2::Builder::new(streams::Local);
     b.timer(TokioTimer::new())
+        .initial_stream_window_size(H2_RECEIVE_WINDOW)
+        .initial_connection_window_size(H2_RECEIVE_WINDOW)
         .max_concurrent_streams(opts.max_concurrent_streams)
         .max_header_list_size(u32::try_from(opts.max_header_bytes).unwrap_or(u32::MAX))
         .max_pending_accept_reset_streams(H2_PENDING_RESETS)
         .max_local_error_reset_streams(H2_LOCAL_RESETS);
     b
 }
+
+/// The request body bytes a client may send on one HTTP/2 connection (and
+/// on one stream) before corral reads them: what h2 holds for a request
+/// that waits for a worker or for the read-ahead budget ([`upload`]).
+/// hyper's default is 1 MiB, so that 2,000 connections whose requests
+/// waited held 2 GiB; this is 256 KiB per connection, twice the kernel's
+/// default receive buffer that an HTTP/1.1 connection's unread body waits
+/// in (`tcp_rmem`), and still 5 MB/s for one upload at 50 ms round trip.
+const H2_RECEIVE_WINDOW: u32 = 256 * 1024;
 
 /// Streams a client may reset before corral accepted them, at once (h2's
 /// default, made explicit).

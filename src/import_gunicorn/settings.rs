@@ -351,7 +351,7 @@ pub const SETTINGS: &[(&str, &str)] = &[
     ),
     (
         "http2_initial_window_size",
-        "not supported: hyper's 1 MiB stream and connection windows",
+        "not supported: corral's 256 KiB stream and connection windows bound what a connection may make it hold",
     ),
     (
         "http2_max_frame_size",

@@ -1021,3 +1021,109 @@ fn held_http2_bodies_cost_no_more_memory_than_the_read_ahead() {
     assert_eq!(probe.join().unwrap(), 200, "a GET during it");
     assert_eq!(c.get("/").status, 200, "corral serves on");
 }
+
+/// Python's h2 client: N connections, each one POST whose body it sends
+/// as far as corral's flow-control windows let it, never ending it, for
+/// the seconds given; prints the most body bytes one connection sent.
+const FILL_WINDOWS: &str = r#"
+import socket, sys, time
+import h2.config, h2.connection, h2.events
+port, n, secs = int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3])
+conns = []
+for i in range(n):
+    s = socket.create_connection(("127.0.0.1", port), timeout=10)
+    c = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+    c.initiate_connection()
+    c.send_headers(1, [(":method", "POST"), (":scheme", "http"), (":authority", "a"),
+                       (":path", "/slow"), ("content-length", str(100 << 20))])
+    s.sendall(c.data_to_send())
+    s.setblocking(False)
+    conns.append([s, c, 0])
+chunk = b"x" * 16384
+end = time.time() + secs
+while time.time() < end:
+    for conn in conns:
+        s, c, sent = conn
+        try:
+            data = s.recv(65536)
+            if data:
+                c.receive_data(data)
+        except BlockingIOError:
+            pass
+        room = min(c.local_flow_control_window(1), 16384)
+        if room > 0:
+            c.send_data(1, chunk[:room])
+            conn[2] += room
+        out = c.data_to_send()
+        if out:
+            s.setblocking(True)
+            s.sendall(out)
+            s.setblocking(False)
+    time.sleep(0.005)
+print(" ".join(str(sent) for _, _, sent in conns))
+"#;
+
+/// A request body waits in h2's receive buffer while its request waits
+/// for a worker: each connection may hold at most its 256 KiB window of
+/// it. hyper's default windows let each hold 1 MiB, without any bound
+/// over them all (2,000 such connections took corral to 2 GiB).
+#[test]
+fn request_bodies_waiting_for_a_worker_hold_at_most_the_receive_window_per_connection() {
+    let app = AppDir::new(&[(
+        "app.py",
+        "import time\n\n\
+         def app(environ, start_response):\n\
+         \x20   time.sleep(4)\n\
+         \x20   start_response('200 OK', [('Content-Length', '2')])\n\
+         \x20   return [b'ok']\n",
+    )]);
+    let c = Corral::start(app.path(), &["app:app", "-w", "1"], 1);
+    let port = c.addr.rsplit(':').next().unwrap().to_string();
+    let before = rss_kib(c.pid());
+    let conns = 60;
+    let (out, peaks) = peak_rss_during(&[c.pid()], || {
+        std::process::Command::new("timeout")
+            .args([
+                "30",
+                &python(),
+                "-c",
+                FILL_WINDOWS,
+                &port,
+                &conns.to_string(),
+                "2",
+            ])
+            .output()
+            .expect("run python")
+    });
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "the h2 client failed: {}\n{text}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut sent: Vec<usize> = text
+        .split_whitespace()
+        .map(|n| n.parse().unwrap())
+        .collect();
+    sent.sort_unstable();
+    assert_eq!(sent.len(), conns, "{text}");
+    // The requests the worker took (the one it runs, and those queued in
+    // it) stream on to it, under their credit; every other waits in
+    // corral's queue with the window's worth.
+    let taken = sent.iter().filter(|&&n| n > (256 + 16) * 1024).count();
+    assert!(taken <= 16, "{taken} requests past the window: {sent:?}");
+    let waiting = &sent[..conns - taken];
+    assert!(
+        waiting.iter().all(|&n| n == 256 * 1024),
+        "the window is 256 KiB: {sent:?}"
+    );
+    assert!(
+        sent[conns - 1] <= (256 + 64 + 256 + 16) * 1024,
+        "a request the worker took holds more than its window and credit: {sent:?}"
+    );
+    let grown = peaks[0].saturating_sub(before);
+    assert!(
+        grown < conns as u64 * 640,
+        "corral grew by {grown} KiB for {conns} connections"
+    );
+}
