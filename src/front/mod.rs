@@ -623,9 +623,10 @@ struct Conn {
 }
 
 /// Serves one connection until it closes or the front drains it (GOAWAY
-/// on HTTP/2, `Connection: close` on HTTP/1.1). On a plain connection, the
+/// on HTTP/2, `Connection: close` on HTTP/1.1), or, on HTTP/2, it has had
+/// no stream open for `head_timeout` (GOAWAY). On a plain connection, the
 /// HTTP/2 preface chooses HTTP/2 (h2c with prior knowledge).
-async fn serve(conn: Conn, shared: Arc<Shared>, builders: &Builders, sniff_timeout: Duration) {
+async fn serve(conn: Conn, shared: Arc<Shared>, builders: &Builders, head_timeout: Duration) {
     let Conn {
         io,
         h2,
@@ -635,7 +636,7 @@ async fn serve(conn: Conn, shared: Arc<Shared>, builders: &Builders, sniff_timeo
     let (io, h2) = if h2 || info.tls.is_some() {
         (io, h2)
     } else {
-        match tokio::time::timeout(sniff_timeout, preface::sniff(io)).await {
+        match tokio::time::timeout(head_timeout, preface::sniff(io)).await {
             Ok(Ok(x)) => x,
             _ => return,
         }
@@ -668,7 +669,9 @@ async fn serve(conn: Conn, shared: Arc<Shared>, builders: &Builders, sniff_timeo
     if h2 {
         let io = TokioIo::new(coalesce::Coalesce::new(io));
         let conn = builders.http2.serve_connection(io, service);
-        streams::serve(conn, closed(&mut closing), |c| c.graceful_shutdown()).await;
+        // As long as an HTTP/1.1 connection may wait for its next head.
+        let idle = head_timeout;
+        streams::serve(conn, closed(&mut closing), |c| c.graceful_shutdown(), idle).await;
     } else {
         let io = TokioIo::new(io);
         let conn = http1.serve_connection(io, service).with_upgrades();

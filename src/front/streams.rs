@@ -13,6 +13,9 @@ use std::cell::RefCell;
 use std::future::Future;
 use std::pin::{Pin, pin};
 use std::task::Poll;
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
@@ -41,31 +44,59 @@ impl<F: Future<Output = ()> + Send + 'static> hyper::rt::Executor<F> for Local {
 }
 
 /// Drives `conn` and its streams until both are done; once `closing`
-/// ends, `shutdown` asks the connection to end gracefully (GOAWAY, then
-/// the streams in flight finish).
-pub async fn serve<C: Future>(conn: C, closing: impl Future, shutdown: impl Fn(Pin<&mut C>)) {
+/// ends, or the connection has had no stream open for `idle` (as an
+/// HTTP/1.1 connection is closed after `keepalive` without a request),
+/// `shutdown` asks the connection to end gracefully (GOAWAY, then the
+/// streams in flight finish). Without the idle close, a client could hold
+/// connections that never send a request (a preface and nothing more)
+/// for as long as it liked, up to `max_connections`.
+pub async fn serve<C: Future>(
+    conn: C,
+    closing: impl Future,
+    shutdown: impl Fn(Pin<&mut C>),
+    idle: Duration,
+) {
     INBOX
         .scope(RefCell::new(Vec::new()), async move {
             let mut conn = pin!(conn);
             let mut closing = pin!(closing);
             let mut running = FuturesUnordered::<Stream>::new();
             let (mut done, mut shutting) = (false, false);
+            // When the last stream ended (or the connection began); one
+            // timer, set again only when it fires early, not per stream.
+            let mut idle_since = Some(Instant::now());
+            let mut timer = pin!(tokio::time::sleep(idle));
             std::future::poll_fn(|cx| {
-                if !shutting && closing.as_mut().poll(cx).is_ready() {
+                loop {
+                    if !shutting && closing.as_mut().poll(cx).is_ready() {
+                        shutting = true;
+                        shutdown(conn.as_mut());
+                    }
+                    if !done {
+                        done = conn.as_mut().poll(cx).is_ready();
+                    }
+                    // The streams the connection took just now, polled at
+                    // once: nothing else would wake them for their first step.
+                    INBOX.with(|inbox| running.extend(inbox.borrow_mut().drain(..)));
+                    while let Poll::Ready(Some(())) = running.poll_next_unpin(cx) {}
+                    if done && running.is_empty() {
+                        return Poll::Ready(());
+                    }
+                    if shutting || done || !running.is_empty() {
+                        idle_since = None;
+                        return Poll::Pending;
+                    }
+                    let since = *idle_since.get_or_insert_with(Instant::now);
+                    if timer.as_mut().poll(cx).is_pending() {
+                        return Poll::Pending;
+                    }
+                    if since.elapsed() < idle {
+                        timer.as_mut().reset(since + idle);
+                        continue;
+                    }
+                    // Idle for `idle`: GOAWAY, polled at once.
                     shutting = true;
                     shutdown(conn.as_mut());
-                }
-                if !done {
-                    done = conn.as_mut().poll(cx).is_ready();
-                }
-                // The streams the connection took just now, polled at once:
-                // nothing else would wake them for their first step.
-                INBOX.with(|inbox| running.extend(inbox.borrow_mut().drain(..)));
-                while let Poll::Ready(Some(())) = running.poll_next_unpin(cx) {}
-                if done && running.is_empty() {
-                    Poll::Ready(())
-                } else {
-                    Poll::Pending
                 }
             })
             .await

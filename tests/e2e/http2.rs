@@ -1127,3 +1127,47 @@ fn request_bodies_waiting_for_a_worker_hold_at_most_the_receive_window_per_conne
         "corral grew by {grown} KiB for {conns} connections"
     );
 }
+
+/// An HTTP/2 connection with no stream open for `keepalive` gets GOAWAY
+/// and is closed, as an HTTP/1.1 connection without a request is: before,
+/// a client could hold connections that sent a preface and nothing more
+/// for as long as it liked, up to `max_connections`, and lock others out.
+/// A stream in flight, or requests closer together, keep it open.
+#[test]
+fn an_http2_connection_with_no_stream_for_keepalive_gets_goaway() {
+    let app = AppDir::new(&[("app.py", ASGI)]);
+    let c = Corral::start(
+        app.path(),
+        &["app:app", "--interface", "asgi", "--keepalive", "1"],
+        1,
+    );
+    let until_closed = |s: &mut TcpStream| {
+        let t = Instant::now();
+        let mut goaway = false;
+        while let Ok(f) = next(s) {
+            goaway |= f.kind == GOAWAY;
+            assert!(t.elapsed() < Duration::from_secs(8), "never closed");
+        }
+        (goaway, t.elapsed())
+    };
+    // A preface and nothing more.
+    let mut s = open(&c.addr);
+    let (goaway, after) = until_closed(&mut s);
+    assert!(goaway, "closed without GOAWAY");
+    assert!(
+        after >= Duration::from_millis(900) && after < Duration::from_secs(5),
+        "{after:?}"
+    );
+    // A stream as long as keepalive, then requests half of it apart.
+    let mut s = open(&c.addr);
+    s.write_all(&get(1, "/sleep")).unwrap();
+    assert!(response(&mut s, 1).0);
+    for id in [3, 5, 7] {
+        std::thread::sleep(Duration::from_millis(500));
+        s.write_all(&get(id, "/")).unwrap();
+        let a = answer(&mut s, id);
+        assert!(a.ok && !a.goaway, "stream {id}");
+    }
+    let (goaway, after) = until_closed(&mut s);
+    assert!(goaway && after < Duration::from_secs(5), "{after:?}");
+}
