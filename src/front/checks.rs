@@ -4,8 +4,9 @@
 //! `Transfer-Encoding` but exactly `chunked` (hyper takes `gzip, chunked`
 //! and repeated lines, which a proxy in front may read differently: the
 //! stuff of request smuggling). Also gunicorn's `limit_request_line` (414)
-//! and `limit_request_field_size` (431) ([`over_limits`]); hyper counts the
-//! fields itself (`max_headers`, 431).
+//! and `limit_request_field_size` (431) ([`over_limits`]); hyper counts an
+//! HTTP/1 head's fields itself (`max_headers`, 431), [`over_limits`] an
+//! HTTP/2 one's (`limit_request_fields`).
 
 use http::header::{HOST, TRANSFER_ENCODING};
 use http::{HeaderMap, Version};
@@ -42,6 +43,14 @@ pub fn over_limits<B>(
         if req.method().as_str().len() + 1 + target + 1 + "HTTP/1.1".len() > max {
             return Some((http::StatusCode::URI_TOO_LONG, "request line too long"));
         }
+    }
+    // hyper counts an HTTP/1 head's fields itself (`max_headers`), not an
+    // HTTP/2 one's.
+    if req.version() >= http::Version::HTTP_2 && req.headers().len() > limits.fields {
+        return Some((
+            http::StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "too many header fields",
+        ));
     }
     if let Some(max) = limits.field_bytes {
         let long = req

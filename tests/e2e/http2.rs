@@ -1171,3 +1171,31 @@ fn an_http2_connection_with_no_stream_for_keepalive_gets_goaway() {
     let (goaway, after) = until_closed(&mut s);
     assert!(goaway && after < Duration::from_secs(5), "{after:?}");
 }
+
+/// gunicorn's `limit_request_fields` (`max_header_fields`, 100 by
+/// default) holds on HTTP/2 as on HTTP/1.1: 431. hyper counts only an
+/// HTTP/1 head's fields, so an HTTP/2 request with 500 reached the app.
+#[test]
+fn an_http2_request_over_max_header_fields_gets_431() {
+    let app = AppDir::new(&[("app.py", ASGI)]);
+    let c = Corral::start(app.path(), &["app:app", "--interface", "asgi"], 1);
+    let mut s = open(&c.addr);
+    let fields = |stream: u32, n: usize| {
+        let mut block = vec![0x82, 0x86, 0x84, 0x01, 0x01, b'a'];
+        for i in 0..n {
+            // A literal field without indexing: its name, then its value.
+            let name = format!("x-{i}");
+            block.extend_from_slice(&[0x00, name.len() as u8]);
+            block.extend_from_slice(name.as_bytes());
+            block.extend_from_slice(&[0x01, b'v']);
+        }
+        frame(HEADERS, 0x5, stream, &block)
+    };
+    // The authority is a field too (Host): 98 more make 99.
+    s.write_all(&fields(1, 98)).unwrap();
+    assert!(response(&mut s, 1).0, "99 fields are served");
+    s.write_all(&fields(3, 150)).unwrap();
+    let (ok, body) = response(&mut s, 3);
+    let body = String::from_utf8_lossy(&body);
+    assert!(!ok && body.contains("too many header fields"), "{body}");
+}
