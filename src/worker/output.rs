@@ -3,7 +3,10 @@
 //! [`MAX_LINE`] bytes each (longer ones are cut and marked). With `[log]
 //! app_output = "raw"` ([`set_raw`]) each line is written as the app wrote
 //! it instead, its stdout to corral's stdout and its stderr to corral's
-//! stderr, as under gunicorn.
+//! stderr, as under gunicorn. A line the worker marks as the report of an
+//! error it caught (a request's traceback, one line with its line breaks
+//! encoded) is one record at ERROR, with its line breaks, as gunicorn logs
+//! "Error handling request".
 
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 
@@ -13,6 +16,9 @@ pub const TARGET: &str = "app";
 
 /// Longest line kept; the rest of a longer one is dropped.
 pub const MAX_LINE: usize = 16 * 1024;
+
+/// How the worker marks a line that reports an error it caught (RS).
+const ERROR_MARK: &[u8] = b"\x1e";
 
 /// Whether lines are written as the app wrote them (see the module docs);
 /// set once at start.
@@ -48,6 +54,23 @@ pub fn forward_as<R: AsyncRead + Unpin + Send + 'static>(
             match read_line_capped(&mut reader, &mut line).await {
                 Ok(0) | Err(_) => return,
                 Ok(_) => {}
+            }
+            // The worker's own report of an error it caught (a request's
+            // traceback, `log_error` in its protocol.py): one record at
+            // ERROR, its line breaks kept.
+            if let Some(report) = line.strip_prefix(ERROR_MARK) {
+                let report = String::from_utf8_lossy(report);
+                let report = report.trim_end_matches(['\n', '\r']).replace('\x1f', "\n");
+                if RAW.load(std::sync::atomic::Ordering::Relaxed) {
+                    let _ = std::io::Write::write_all(
+                        &mut std::io::stderr().lock(),
+                        format!("{report}\n").as_bytes(),
+                    );
+                } else {
+                    let report = printable_lines(&report);
+                    tracing::error!(target: TARGET, "{who} (pid {pid}): {report}");
+                }
+                continue;
             }
             if RAW.load(std::sync::atomic::Ordering::Relaxed) {
                 // One write per line, under the stream's lock: lines of

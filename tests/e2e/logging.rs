@@ -432,3 +432,66 @@ def index():
         }
     }
 }
+
+/// A request's traceback is one record at ERROR, as gunicorn logs "Error
+/// handling request": one JSON object with the whole traceback, not one
+/// INFO record per line (alerting on ERROR, and error reporting that
+/// groups a traceback, missed every 500). WSGI and ASGI alike.
+#[test]
+fn a_request_traceback_is_one_error_record() {
+    const WSGI: &str = "def app(environ, start_response):\n\
+         \x20   if environ['PATH_INFO'] == '/boom':\n\
+         \x20       1 / 0\n\
+         \x20   start_response('200 OK', [('Content-Length', '2')])\n\
+         \x20   return [b'ok']\n";
+    const ASGI: &str = "async def app(scope, receive, send):\n\
+         \x20   if scope['type'] != 'http':\n\
+         \x20       return\n\
+         \x20   if scope['path'] == '/boom':\n\
+         \x20       1 / 0\n\
+         \x20   await send({'type': 'http.response.start', 'status': 200, 'headers': []})\n\
+         \x20   await send({'type': 'http.response.body', 'body': b'ok'})\n";
+    for (app, interface) in [(WSGI, "wsgi"), (ASGI, "asgi")] {
+        let dir = AppDir::new(&[("app.py", app)]);
+        // The harness reads the address from a text log line: bind it here.
+        let addr = format!("127.0.0.1:{}", crate::common::compare::free_port());
+        let c = Corral::spawn(
+            dir.path(),
+            &[
+                "app:app",
+                "-w",
+                "1",
+                "-b",
+                &addr,
+                "--interface",
+                interface,
+                "--log-format",
+                "json",
+            ],
+            &[],
+        );
+        assert!(
+            served_within(&addr, "/", Duration::from_secs(30)),
+            "{interface}: never served; log:\n{}",
+            c.log.text()
+        );
+        assert_eq!(request(&addr, "GET", "/boom", &[], b"").status, 500);
+        let line = c
+            .log
+            .wait_for("Error handling request GET /boom", Duration::from_secs(10))
+            .unwrap_or_else(|| panic!("{interface}: no report; log:\n{}", c.log.text()));
+        let record: serde_json::Value = serde_json::from_str(&line).expect("a JSON record");
+        assert_eq!(record["level"], "ERROR", "{interface}: {line}");
+        let message = record["fields"]["message"].as_str().unwrap();
+        assert!(
+            message.contains("Traceback (most recent call last):\n")
+                && message.contains("ZeroDivisionError: division by zero"),
+            "{interface}: {message}"
+        );
+        assert!(
+            !c.log.text().contains("stderr: Traceback"),
+            "{interface}: the traceback came line by line:\n{}",
+            c.log.text()
+        );
+    }
+}

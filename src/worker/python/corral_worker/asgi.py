@@ -14,7 +14,7 @@ from .protocol import (
     K_HEARTBEAT, K_REQUEST, K_RESPONSE, K_START, K_WINDOW, K_WS_ACCEPT, K_WS_BINARY,
     K_WS_CLOSE, K_WS_TEXT, MAX_FRAME, MAX_WS_MESSAGE, RESP_HDR, RESPONSE_WINDOW, U16, U32,
     ClientDisconnected, asgi_fields, asgi_head, check_text, clip, close_reason, frames, log,
-    request_parts, under_root,
+    log_error, request_parts, under_root,
 )
 
 
@@ -472,7 +472,7 @@ class AsgiWorker:
             pass
         except Exception:
             tb = traceback.format_exc()
-            log("Error handling request %s %s\n%s" % (scope["method"], scope["path"], tb))
+            log_error("Error handling request %s %s\n%s" % (scope["method"], scope["path"], tb))
             if not call.head_sent:
                 self.error_response(sid)
             elif not call.complete:
@@ -606,7 +606,7 @@ class AsgiWorker:
         except (ClientDisconnected, asyncio_cancelled()):
             pass
         except Exception:
-            log("Error in WebSocket %s\n%s" % (scope["path"], traceback.format_exc()))
+            log_error("Error in WebSocket %s\n%s" % (scope["path"], traceback.format_exc()))
             if st.ws == WS_CONNECTING or st.ws == WS_RESPONSE and not denial[1]:
                 self.error_response(sid)
                 st.done = True

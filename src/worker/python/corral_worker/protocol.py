@@ -332,3 +332,12 @@ def log(text):
     sys.stderr.write(text if text.endswith("\n") else text + "\n")
     sys.stderr.flush()
 
+
+def log_error(text):
+    """An error of the app's that the worker caught (a request's
+    traceback): one record at ERROR in corral's log, its line breaks kept,
+    as gunicorn logs "Error handling request". One line on stderr, marked
+    by a leading RS (0x1E), its line breaks sent as US (0x1F)."""
+    sys.stderr.write("\x1e" + text.rstrip("\n").replace("\n", "\x1f") + "\n")
+    sys.stderr.flush()
+

@@ -18,7 +18,7 @@ from .protocol import (
     BODY_GRANT, ERROR_BODY, ERROR_HEAD, F_MORE_BODY, F_STAY, HDR, HOLD_IF_FASTER_THAN, K_ABORT,
     K_BODY, K_BODY_END, K_BODY_WINDOW, K_CANCEL, K_DATA, K_END, K_HEARTBEAT, K_REQUEST,
     K_RESPONSE, K_RETURN, K_START, K_WINDOW, MAX_FRAME, RESP_HDR, RESPONSE_WINDOW, U32,
-    ClientDisconnected, clip, request_parts, under_root, whole_frames, wsgi_head,
+    ClientDisconnected, clip, log_error, request_parts, under_root, whole_frames, wsgi_head,
 )
 
 # A response body this big is written into the ring from where it is, not
@@ -506,9 +506,8 @@ class WsgiRunner:
                 conn.send(K_END, sid, b"")
         except Exception:
             tb = traceback.format_exc()
-            sys.stderr.write("Error handling request %s %s\n%s" % (
+            log_error("Error handling request %s %s\n%s" % (
                 environ.get("REQUEST_METHOD"), environ.get("RAW_URI"), tb))
-            sys.stderr.flush()
             if not resp.sent:
                 conn.send(K_RESPONSE, sid, U32.pack(len(ERROR_HEAD)) + ERROR_HEAD + ERROR_BODY)
             else:
