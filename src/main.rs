@@ -139,6 +139,11 @@ fn main() -> ExitCode {
     for warning in &cfg.warnings {
         tracing::warn!("{warning}");
     }
+    if cfg.server.forwarded_allow_ips == config::ForwardedAllow::Any {
+        tracing::warn!(
+            "forwarded_allow_ips is \"*\": the client address the app and the access log see is the leftmost X-Forwarded-For entry, which any client may write (as under uvicorn; gunicorn takes only the scheme); behind a proxy that appends to X-Forwarded-For, list its networks instead (\"10.0.0.0/8\") to get the address it saw"
+        );
+    }
     if let Ok(text) = std::env::var("GUNICORN_CMD_ARGS") {
         tracing::info!(
             "GUNICORN_CMD_ARGS read as gunicorn reads it (the command line's flags win): {text}"

@@ -609,4 +609,22 @@ fn forwarded_allow_ips_from_the_environment_as_gunicorn_reads_it() {
         ]),
         "https"
     );
+    // "*" (many images set it for gunicorn, where it only trusted the
+    // scheme) is warned about: the client address is then the client's
+    // own leftmost X-Forwarded-For entry.
+    let mut c = spawn(
+        app.path(),
+        &[],
+        &["main:app", "-b", "127.0.0.1:0"],
+        &[("FORWARDED_ALLOW_IPS", "*")],
+    );
+    c.wait_listening();
+    let warned = c
+        .log
+        .wait_for("forwarded_allow_ips is \"*\"", Duration::from_secs(5));
+    assert!(
+        warned.is_some_and(|l| l.contains("WARN") && l.contains("any client may write")),
+        "{}",
+        c.log.text()
+    );
 }
