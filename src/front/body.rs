@@ -114,7 +114,10 @@ impl Relay {
 /// Ends an HTTP/2 stream whose client took none of its bytes for `timeout`
 /// while its worker waits for credit (see the module's doc): the worker
 /// gets CANCEL (its app's next write raises, as when a client leaves), its
-/// place is freed, and the stream is reset when hyper polls it next. Runs
+/// place is freed, and the stream is reset at once through its `kill`
+/// switch (hyper, waiting for window the client never gives, would not
+/// poll the body again, and held the stream's data meanwhile: a client
+/// that did this to stream after stream grew corral without bound). Runs
 /// until the body is gone.
 pub async fn watch_stalls(
     relay: Arc<Relay>,
@@ -123,6 +126,7 @@ pub async fn watch_stalls(
     window: Arc<Window>,
     timeout: Duration,
     metrics: Arc<crate::metrics::Metrics>,
+    kill: Option<Arc<super::streams::Kill>>,
 ) {
     let mut taken = relay.taken.load(Ordering::Relaxed);
     loop {
@@ -142,6 +146,9 @@ pub async fn watch_stalls(
                 "an HTTP/2 client took no bytes of stream {stream} for {timeout:?}: cancelled"
             );
             drop(lease);
+            if let Some(kill) = kill {
+                kill.kill();
+            }
             return;
         }
         taken = now;

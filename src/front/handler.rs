@@ -621,6 +621,7 @@ async fn dispatch(
                     stream.window.clone(),
                     shared.send_timeout,
                     shared.metrics.clone(),
+                    super::streams::kill_switch(),
                 ));
             }
             let body = Body::Stream(StreamBody {

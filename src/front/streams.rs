@@ -12,8 +12,12 @@
 use std::cell::RefCell;
 use std::future::Future;
 use std::pin::{Pin, pin};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::Poll;
 use std::time::Duration;
+
+use futures_util::task::AtomicWaker;
 
 use tokio::time::Instant;
 
@@ -35,11 +39,83 @@ pub struct Local;
 
 impl<F: Future<Output = ()> + Send + 'static> hyper::rt::Executor<F> for Local {
     fn execute(&self, stream: F) {
-        let mut stream = Some(Box::pin(stream) as Stream);
+        let mut stream = Some(Box::pin(Killable { stream, kill: None }) as Stream);
         let _ = INBOX.try_with(|inbox| inbox.borrow_mut().extend(stream.take()));
         if let Some(stream) = stream {
             tokio::spawn(stream);
         }
+    }
+}
+
+/// Ends one HTTP/2 stream from outside hyper ([`kill_switch`]).
+#[derive(Default)]
+pub struct Kill {
+    killed: AtomicBool,
+    waker: AtomicWaker,
+}
+
+impl Kill {
+    /// Drops the stream's future at its next poll: h2 resets the stream
+    /// (RST_STREAM CANCEL) and frees what it holds for it.
+    pub fn kill(&self) {
+        self.killed.store(true, Ordering::Release);
+        self.waker.wake();
+    }
+}
+
+thread_local! {
+    /// The kill switch of the stream being polled, while it is polled.
+    static POLLED: RefCell<Option<Option<Arc<Kill>>>> = const { RefCell::new(None) };
+}
+
+/// The kill switch of the HTTP/2 stream whose future is being polled, made
+/// on first use (None outside one). A stream whose client gives it no
+/// window is never polled by hyper again, so it cannot end itself: hyper
+/// waits for capacity that never comes, holding its data meanwhile.
+pub fn kill_switch() -> Option<Arc<Kill>> {
+    POLLED.with(|p| {
+        let mut p = p.borrow_mut();
+        let slot = p.as_mut()?;
+        Some(slot.get_or_insert_with(Arc::default).clone())
+    })
+}
+
+/// Whether the stream's switch (if a handler took one) was thrown; the
+/// task is woken when it is.
+fn killed(kill: &Option<Arc<Kill>>, cx: &std::task::Context<'_>) -> bool {
+    kill.as_ref().is_some_and(|k| {
+        k.waker.register(cx.waker());
+        k.killed.load(Ordering::Acquire)
+    })
+}
+
+pin_project_lite::pin_project! {
+    /// A stream's future, and the kill switch a handler took for it.
+    struct Killable<F> {
+        #[pin]
+        stream: F,
+        kill: Option<Arc<Kill>>,
+    }
+}
+
+impl<F: Future<Output = ()>> Future for Killable<F> {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<()> {
+        let this = self.project();
+        if killed(this.kill, cx) {
+            return Poll::Ready(());
+        }
+        let outer = POLLED.with(|p| p.borrow_mut().replace(this.kill.take()));
+        let polled = this.stream.poll(cx);
+        *this.kill = POLLED
+            .with(|p| std::mem::replace(&mut *p.borrow_mut(), outer))
+            .flatten();
+        // A switch taken in this very poll: watched from now on.
+        if polled.is_pending() && killed(this.kill, cx) {
+            return Poll::Ready(());
+        }
+        polled
     }
 }
 

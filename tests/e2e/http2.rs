@@ -838,6 +838,17 @@ fn a_stream_whose_client_takes_no_bytes_frees_its_worker_after_the_send_timeout(
         metrics.contains("corral_send_timeouts_total 1\n"),
         "{metrics}"
     );
+    // The stream is reset at once, with the window still shut: before, it
+    // was reset only once the client gave it window, and until then corral
+    // held its data (a client doing this stream after stream grew corral
+    // by 255 MiB a wave).
+    let reset = loop {
+        let f = next(&mut s).expect("RST_STREAM before the read timeout");
+        if f.stream == 1 && f.kind == RST_STREAM {
+            break f;
+        }
+    };
+    assert_eq!(reset.payload, 8u32.to_be_bytes(), "CANCEL");
     // The connection itself serves on (stream 3 given a window of its own).
     let mut next_stream = get(3, "/");
     next_stream.extend(frame(8, 0, 3, &100u32.to_be_bytes()));
