@@ -9,7 +9,7 @@
 //! (`FuturesUnordered`). A connection's streams then share one thread, as
 //! its frames do anyway.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::future::Future;
 use std::pin::{Pin, pin};
 use std::sync::Arc;
@@ -64,20 +64,24 @@ impl Kill {
 }
 
 thread_local! {
-    /// The kill switch of the stream being polled, while it is polled.
-    static POLLED: RefCell<Option<Option<Arc<Kill>>>> = const { RefCell::new(None) };
+    /// A stream without a kill switch is being polled: [`kill_switch`]
+    /// may make one.
+    static POLLING: Cell<bool> = const { Cell::new(false) };
+    /// The switch made while it was polled, for it to keep.
+    static MADE: Cell<Option<Arc<Kill>>> = const { Cell::new(None) };
 }
 
-/// The kill switch of the HTTP/2 stream whose future is being polled, made
-/// on first use (None outside one). A stream whose client gives it no
-/// window is never polled by hyper again, so it cannot end itself: hyper
-/// waits for capacity that never comes, holding its data meanwhile.
+/// A kill switch for the HTTP/2 stream whose future is being polled (None
+/// outside one). A stream whose client gives it no window is never polled
+/// by hyper again, so it cannot end itself: hyper waits for capacity that
+/// never comes, holding its data meanwhile.
 pub fn kill_switch() -> Option<Arc<Kill>> {
-    POLLED.with(|p| {
-        let mut p = p.borrow_mut();
-        let slot = p.as_mut()?;
-        Some(slot.get_or_insert_with(Arc::default).clone())
-    })
+    if !POLLING.with(Cell::get) {
+        return None;
+    }
+    let kill = Arc::new(Kill::default());
+    MADE.with(|m| m.set(Some(kill.clone())));
+    Some(kill)
 }
 
 /// Whether the stream's switch (if a handler took one) was thrown; the
@@ -103,15 +107,17 @@ impl<F: Future<Output = ()>> Future for Killable<F> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<()> {
         let this = self.project();
-        if killed(this.kill, cx) {
-            return Poll::Ready(());
+        if this.kill.is_some() {
+            if killed(this.kill, cx) {
+                return Poll::Ready(());
+            }
+            return this.stream.poll(cx);
         }
-        let outer = POLLED.with(|p| p.borrow_mut().replace(this.kill.take()));
+        let outer = POLLING.with(|p| p.replace(true));
         let polled = this.stream.poll(cx);
-        *this.kill = POLLED
-            .with(|p| std::mem::replace(&mut *p.borrow_mut(), outer))
-            .flatten();
-        // A switch taken in this very poll: watched from now on.
+        POLLING.with(|p| p.set(outer));
+        *this.kill = MADE.with(Cell::take);
+        // A switch made in this very poll: watched from now on.
         if polled.is_pending() && killed(this.kill, cx) {
             return Poll::Ready(());
         }
