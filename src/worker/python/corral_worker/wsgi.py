@@ -113,7 +113,9 @@ class Input:
         self._pos = end
         return buf[pos:end]
 
-    def read(self, size=-1):
+    def _gather(self, size, line):
+        """Up to `size` bytes (all that come when negative or None); with
+        `line`, no further than the first newline, which is kept."""
         if size is None or size < 0:
             size = -1
         parts, have = [], 0
@@ -123,33 +125,26 @@ class Input:
                 if not chunk:
                     break
                 self._buf, self._pos = chunk, 0
-            n = len(self._buf) - self._pos
-            if size >= 0:
-                n = min(n, size - have)
-            parts.append(self._take(n))
-            have += n
-        return parts[0] if len(parts) == 1 else b"".join(parts)
-
-    def readline(self, size=-1):
-        if size is None or size < 0:
-            size = -1
-        parts, have = [], 0
-        while have != size:
-            if self._pos == len(self._buf):
-                chunk = self._next()
-                if not chunk:
-                    break
-                self._buf, self._pos = chunk, 0
-            i = self._buf.find(b"\n", self._pos)
-            n = (i + 1 if i >= 0 else len(self._buf)) - self._pos
+            end = len(self._buf)
+            if line:
+                i = self._buf.find(b"\n", self._pos)
+                if i >= 0:
+                    end = i + 1
+            n = end - self._pos
             if size >= 0:
                 n = min(n, size - have)
             part = self._take(n)
             parts.append(part)
             have += n
-            if part.endswith(b"\n"):
+            if line and part.endswith(b"\n"):
                 break
         return parts[0] if len(parts) == 1 else b"".join(parts)
+
+    def read(self, size=-1):
+        return self._gather(size, False)
+
+    def readline(self, size=-1):
+        return self._gather(size, True)
 
     def readlines(self, hint=-1):
         lines, total = [], 0
