@@ -253,6 +253,7 @@ pub fn parse(refused: fn(&str) -> Option<String>) -> Cli {
     };
     run.from_env = from_env;
     run.peer_env = peer_env.notes;
+    run.unknown_env = unknown_corral_vars(std::env::vars_os().map(|(k, _)| k));
     if let Err(why) = peer_flags::apply(run_matches, run) {
         eprintln!("error: {why}");
         std::process::exit(2)
@@ -263,6 +264,57 @@ pub fn parse(refused: fn(&str) -> Option<String>) -> Cli {
         std::process::exit(2)
     }
     cli
+}
+
+/// The variables corral sets or reads for itself and hands its workers
+/// and hooks, beside its flags' `CORRAL_*` ones (see [`unknown_corral_vars`]).
+pub const INTERNAL_VARS: [&str; 15] = [
+    crate::config::STATUS_TOKEN_ENV,
+    "CORRAL_INHERIT",
+    "CORRAL_REEXEC_PARENT",
+    "CORRAL_TEST_PYTHON",
+    "CORRAL_CANARY_VERDICT",
+    "CORRAL_SLOT",
+    "CORRAL_GENERATION",
+    "CORRAL_REVISION",
+    "CORRAL_FAILED_REVISION",
+    "CORRAL_GOOD_REVISION",
+    "CORRAL_REASON",
+    "CORRAL_ERROR_FILE",
+    "CORRAL_APP_DIR",
+    "CORRAL_EXIT_CODE",
+    "CORRAL_EXIT_SIGNAL",
+];
+
+/// The prefixes of the variables corral hands its workers
+/// (`CORRAL_WORKER_*`) and its canary hooks (`CORRAL_CANARY_*`), and of the
+/// test suite's own (`CORRAL_TEST_*`).
+const INTERNAL_PREFIXES: [&str; 3] = ["CORRAL_WORKER_", "CORRAL_CANARY_", "CORRAL_TEST_"];
+
+/// The `CORRAL_*` names among `vars` that are no flag's variable, nor one
+/// corral uses itself ([`INTERNAL_VARS`], [`INTERNAL_PREFIXES`]): a typo
+/// (`CORRAL_WORKER=3` for `CORRAL_WORKERS`) would otherwise be ignored
+/// without a word.
+fn unknown_corral_vars(vars: impl IntoIterator<Item = OsString>) -> Vec<String> {
+    let cmd = command();
+    let run = cmd.find_subcommand("run").unwrap_or(&cmd);
+    let flags: std::collections::HashSet<String> = run
+        .get_arguments()
+        .filter_map(|a| a.get_env())
+        .map(|e| e.to_string_lossy().into_owned())
+        .collect();
+    let mut unknown: Vec<String> = vars
+        .into_iter()
+        .filter_map(|k| k.into_string().ok())
+        .filter(|k| {
+            k.starts_with("CORRAL_")
+                && !INTERNAL_PREFIXES.iter().any(|p| k.starts_with(p))
+                && !flags.contains(k)
+                && !INTERNAL_VARS.contains(&k.as_str())
+        })
+        .collect();
+    unknown.sort();
+    unknown
 }
 
 /// corral's command line, with uvicorn's, granian's and gunicorn's flags
@@ -752,23 +804,7 @@ mod tests {
             })
             .collect();
         assert!(internal.len() >= 8, "{internal:?}");
-        internal.extend(
-            [
-                crate::config::STATUS_TOKEN_ENV,
-                "CORRAL_INHERIT",
-                "CORRAL_REEXEC_PARENT",
-                "CORRAL_TEST_PYTHON",
-                "CORRAL_SLOT",
-                "CORRAL_GENERATION",
-                "CORRAL_REVISION",
-                "CORRAL_FAILED_REVISION",
-                "CORRAL_GOOD_REVISION",
-                "CORRAL_REASON",
-                "CORRAL_ERROR_FILE",
-                "CORRAL_APP_DIR",
-            ]
-            .map(String::from),
-        );
+        internal.extend(INTERNAL_VARS.map(String::from));
         let cmd = Cli::command();
         for arg in cmd.find_subcommand("run").unwrap().get_arguments() {
             if let Some(env) = arg.get_env() {

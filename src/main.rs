@@ -158,6 +158,11 @@ fn main() -> ExitCode {
     for line in &args.peer_env {
         tracing::info!("{line}");
     }
+    for var in &args.unknown_env {
+        tracing::warn!(
+            "{var} is set but names no flag of corral's, so it is not read (corral --help lists each flag's CORRAL_ variable)"
+        );
+    }
     for (flag, from, what) in &args.peer_meanings {
         tracing::info!("{flag} ({from}'s) taken as {what}");
     }

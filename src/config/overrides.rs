@@ -706,6 +706,10 @@ pub struct Overrides {
     /// said as a line for the log (`crate::cli`'s `peer_env`).
     #[arg(skip)]
     pub peer_env: Vec<String>,
+    /// `CORRAL_*` variables that name no flag of corral's (a typo such as
+    /// `CORRAL_WORKER`), for a warning: they are not read.
+    #[arg(skip)]
+    pub unknown_env: Vec<String>,
     /// Those that mean one of corral's settings: the flag as given, whose
     /// it is and what it is taken as.
     #[arg(skip)]

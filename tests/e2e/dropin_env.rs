@@ -337,6 +337,23 @@ fn flags_from_the_environment_between_the_command_line_and_the_file() {
     c.wait_in_service(1);
     assert_eq!(c.log.count("starting 1 worker(s) (--workers)"), 1);
     drop(c);
+    // A variable that names no flag (a typo) is not read, and says so.
+    let mut c = spawn(
+        app.path(),
+        &[],
+        &["-c", "corral.toml", "-b", "127.0.0.1:0"],
+        &[("CORRAL_WORKER", "3")],
+    );
+    c.wait_listening();
+    let warned = c
+        .log
+        .wait_for("CORRAL_WORKER is set", Duration::from_secs(5));
+    assert!(
+        warned.is_some_and(|l| l.contains("WARN") && l.contains("names no flag")),
+        "{}",
+        c.log.text()
+    );
+    drop(c);
     // A bad value names the variable.
     let (status, out) = run(
         app.path(),
