@@ -253,7 +253,9 @@ pub fn parse(refused: fn(&str) -> Option<String>) -> Cli {
     };
     run.from_env = from_env;
     run.peer_env = peer_env.notes;
-    run.unknown_env = unknown_corral_vars(std::env::vars_os().map(|(k, _)| k));
+    if matches!(matches.subcommand(), None | Some(("run" | "check", _))) {
+        run.unknown_env = unknown_corral_vars(std::env::vars_os().map(|(k, _)| k));
+    }
     if let Err(why) = peer_flags::apply(run_matches, run) {
         eprintln!("error: {why}");
         std::process::exit(2)

@@ -48,22 +48,20 @@ pub fn remember_exe() {
 /// `path`, the first executable file.
 fn started_from(arg0: Option<&OsStr>, cwd: Option<&Path>, path: Option<&OsStr>) -> Option<PathBuf> {
     let arg0 = Path::new(arg0.filter(|a| !a.is_empty())?);
-    if arg0.as_os_str().as_bytes().contains(&b'/') {
-        return Some(cwd?.join(arg0));
+    let found = if arg0.as_os_str().as_bytes().contains(&b'/') {
+        arg0.to_path_buf()
+    } else {
+        std::env::split_paths(path?)
+            .map(|dir| dir.join(arg0))
+            .find(|p| {
+                p.metadata()
+                    .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+            })?
+    };
+    match found.is_absolute() {
+        true => Some(found),
+        false => Some(cwd?.join(found)),
     }
-    std::env::split_paths(path?)
-        .map(|dir| dir.join(arg0))
-        .find(|p| {
-            p.metadata()
-                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-        })
-        .and_then(|p| {
-            if p.is_absolute() {
-                Some(p)
-            } else {
-                Some(cwd?.join(p))
-            }
-        })
 }
 
 /// The program a USR2 starts: the file at the path corral was started

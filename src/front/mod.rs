@@ -669,9 +669,14 @@ async fn serve(conn: Conn, shared: Arc<Shared>, builders: &Builders, head_timeou
     if h2 {
         let io = TokioIo::new(coalesce::Coalesce::new(io));
         let conn = builders.http2.serve_connection(io, service);
-        // As long as an HTTP/1.1 connection may wait for its next head.
-        let idle = head_timeout;
-        streams::serve(conn, closed(&mut closing), |c| c.graceful_shutdown(), idle).await;
+        // Idle as long as an HTTP/1.1 connection may wait for its next head.
+        streams::serve(
+            conn,
+            closed(&mut closing),
+            |c| c.graceful_shutdown(),
+            head_timeout,
+        )
+        .await;
     } else {
         let io = TokioIo::new(io);
         let conn = http1.serve_connection(io, service).with_upgrades();

@@ -17,12 +17,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::Poll;
 use std::time::Duration;
 
-use futures_util::task::AtomicWaker;
-
-use tokio::time::Instant;
-
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
+use futures_util::task::AtomicWaker;
+use tokio::time::Instant;
 
 type Stream = Pin<Box<dyn Future<Output = ()> + Send>>;
 
@@ -149,37 +147,36 @@ pub async fn serve<C: Future>(
             let mut idle_since = Some(Instant::now());
             let mut timer = pin!(tokio::time::sleep(idle));
             std::future::poll_fn(|cx| {
-                loop {
-                    if !shutting && closing.as_mut().poll(cx).is_ready() {
-                        shutting = true;
-                        shutdown(conn.as_mut());
-                    }
-                    if !done {
-                        done = conn.as_mut().poll(cx).is_ready();
-                    }
-                    // The streams the connection took just now, polled at
-                    // once: nothing else would wake them for their first step.
-                    INBOX.with(|inbox| running.extend(inbox.borrow_mut().drain(..)));
-                    while let Poll::Ready(Some(())) = running.poll_next_unpin(cx) {}
-                    if done && running.is_empty() {
-                        return Poll::Ready(());
-                    }
-                    if shutting || done || !running.is_empty() {
-                        idle_since = None;
-                        return Poll::Pending;
-                    }
-                    let since = *idle_since.get_or_insert_with(Instant::now);
-                    if timer.as_mut().poll(cx).is_pending() {
-                        return Poll::Pending;
-                    }
-                    if since.elapsed() < idle {
-                        timer.as_mut().reset(since + idle);
-                        continue;
-                    }
-                    // Idle for `idle`: GOAWAY, polled at once.
+                if !shutting && closing.as_mut().poll(cx).is_ready() {
                     shutting = true;
                     shutdown(conn.as_mut());
                 }
+                if !done {
+                    done = conn.as_mut().poll(cx).is_ready();
+                }
+                // The streams the connection took just now, polled at once:
+                // nothing else would wake them for their first step.
+                INBOX.with(|inbox| running.extend(inbox.borrow_mut().drain(..)));
+                while let Poll::Ready(Some(())) = running.poll_next_unpin(cx) {}
+                if done && running.is_empty() {
+                    return Poll::Ready(());
+                }
+                if shutting || done || !running.is_empty() {
+                    idle_since = None;
+                    return Poll::Pending;
+                }
+                let since = *idle_since.get_or_insert_with(Instant::now);
+                while timer.as_mut().poll(cx).is_ready() {
+                    if since.elapsed() >= idle {
+                        // Idle for `idle`: GOAWAY, sent at the next poll.
+                        shutting = true;
+                        shutdown(conn.as_mut());
+                        cx.waker().wake_by_ref();
+                        break;
+                    }
+                    timer.as_mut().reset(since + idle);
+                }
+                Poll::Pending
             })
             .await
         })

@@ -213,9 +213,7 @@ impl Counted {
             .map_or(0, |n| n.min(frame));
         all.held.fetch_sub(taken, Ordering::AcqRel);
     }
-}
 
-impl Counted {
     /// A ping of `payload` bytes came: its pong (the payload and a 2-byte
     /// header) is owed until the client takes a byte. False when that takes
     /// all sockets over the cap.

@@ -17,8 +17,10 @@ pub const TARGET: &str = "app";
 /// Longest line kept; the rest of a longer one is dropped.
 pub const MAX_LINE: usize = 16 * 1024;
 
-/// How the worker marks a line that reports an error it caught (RS).
-const ERROR_MARK: &[u8] = b"\x1e";
+/// How the worker marks a line that reports an error it caught (RS), and
+/// what stands for each line break in it (US).
+const ERROR_MARK: u8 = 0x1e;
+const LINE_BREAK: u8 = 0x1f;
 
 /// Whether lines are written as the app wrote them (see the module docs);
 /// set once at start.
@@ -55,24 +57,24 @@ pub fn forward_as<R: AsyncRead + Unpin + Send + 'static>(
                 Ok(0) | Err(_) => return,
                 Ok(_) => {}
             }
+            let raw = RAW.load(std::sync::atomic::Ordering::Relaxed);
             // The worker's own report of an error it caught (a request's
-            // traceback, `log_error` in its protocol.py): one record at
-            // ERROR, its line breaks kept.
-            if let Some(report) = line.strip_prefix(ERROR_MARK) {
-                let report = String::from_utf8_lossy(report);
-                let report = report.trim_end_matches(['\n', '\r']).replace('\x1f', "\n");
-                if RAW.load(std::sync::atomic::Ordering::Relaxed) {
-                    let _ = std::io::Write::write_all(
-                        &mut std::io::stderr().lock(),
-                        format!("{report}\n").as_bytes(),
-                    );
-                } else {
-                    let report = printable_lines(&report);
-                    tracing::error!(target: TARGET, "{who} (pid {pid}): {report}");
+            // traceback, `log_error` in its protocol.py): its line breaks
+            // back, then one record at ERROR (or, raw, the lines as they
+            // were).
+            if line.first() == Some(&ERROR_MARK) {
+                line.remove(0);
+                for b in line.iter_mut().filter(|b| **b == LINE_BREAK) {
+                    *b = b'\n';
                 }
-                continue;
+                if !raw {
+                    let report = String::from_utf8_lossy(&line);
+                    let report = printable_lines(report.trim_end_matches(['\n', '\r']));
+                    tracing::error!(target: TARGET, "{who} (pid {pid}): {report}");
+                    continue;
+                }
             }
-            if RAW.load(std::sync::atomic::Ordering::Relaxed) {
+            if raw {
                 // One write per line, under the stream's lock: lines of
                 // several workers never interleave.
                 if !line.ends_with(b"\n") {

@@ -338,22 +338,13 @@ fn flags_from_the_environment_between_the_command_line_and_the_file() {
     assert_eq!(c.log.count("starting 1 worker(s) (--workers)"), 1);
     drop(c);
     // A variable that names no flag (a typo) is not read, and says so.
-    let mut c = spawn(
+    let c = spawn(
         app.path(),
         &[],
         &["-c", "corral.toml", "-b", "127.0.0.1:0"],
         &[("CORRAL_WORKER", "3")],
     );
-    c.wait_listening();
-    let warned = c
-        .log
-        .wait_for("CORRAL_WORKER is set", Duration::from_secs(5));
-    assert!(
-        warned.is_some_and(|l| l.contains("WARN") && l.contains("names no flag")),
-        "{}",
-        c.log.text()
-    );
-    drop(c);
+    warned(c, "CORRAL_WORKER is set", "names no flag");
     // A bad value names the variable.
     let (status, out) = run(
         app.path(),
@@ -629,18 +620,21 @@ fn forwarded_allow_ips_from_the_environment_as_gunicorn_reads_it() {
     // "*" (many images set it for gunicorn, where it only trusted the
     // scheme) is warned about: the client address is then the client's
     // own leftmost X-Forwarded-For entry.
-    let mut c = spawn(
+    let c = spawn(
         app.path(),
         &[],
         &["main:app", "-b", "127.0.0.1:0"],
         &[("FORWARDED_ALLOW_IPS", "*")],
     );
+    warned(c, "forwarded_allow_ips is \"*\"", "any client may write");
+}
+
+/// Once `c` listens, its log has a WARN line with `line` and `saying`.
+fn warned(mut c: Corral, line: &str, saying: &str) {
     c.wait_listening();
-    let warned = c
-        .log
-        .wait_for("forwarded_allow_ips is \"*\"", Duration::from_secs(5));
+    let warned = c.log.wait_for(line, Duration::from_secs(5));
     assert!(
-        warned.is_some_and(|l| l.contains("WARN") && l.contains("any client may write")),
+        warned.is_some_and(|l| l.contains("WARN") && l.contains(saying)),
         "{}",
         c.log.text()
     );

@@ -789,6 +789,16 @@ fn a_client_message_over_16_mib_closes_with_1009() {
     assert!(seen.starts_with("1009"), "{seen}");
 }
 
+/// corral serves on after a socket was closed for the cap: a new socket
+/// takes a message and answers it.
+fn a_new_socket_works(c: &Corral) {
+    let (head, mut r) = ws_handshake(c, "/echo");
+    assert!(head.starts_with("HTTP/1.1 101 "), "{head}");
+    r.get_mut().write_all(&binary_frame_header(5)).unwrap();
+    r.get_mut().write_all(b"hello").unwrap();
+    assert_eq!(read_frame(&mut r), (2, b"got 5".to_vec()));
+}
+
 /// Many sockets each sending most of a message in fragments, never the
 /// last, hold no more of corral's memory than 8 whole messages
 /// (`ws_max_message`, here 1 MiB; about twice that in buffers): the socket
@@ -847,12 +857,7 @@ fn unfinished_websocket_messages_of_all_sockets_together_are_capped() {
         grown < 32 * 1024,
         "corral grew by {grown} KiB for 40 x 900 KiB of unfinished messages"
     );
-    // corral serves on, and a new socket works.
-    let (head, mut r) = ws_handshake(&c, "/echo");
-    assert!(head.starts_with("HTTP/1.1 101 "), "{head}");
-    r.get_mut().write_all(&binary_frame_header(5)).unwrap();
-    r.get_mut().write_all(b"hello").unwrap();
-    assert_eq!(read_frame(&mut r), (2, b"got 5".to_vec()));
+    a_new_socket_works(&c);
 }
 
 /// A client that sends pings flat out and reads nothing: each ping makes
@@ -918,10 +923,5 @@ fn pongs_a_client_never_reads_are_capped_with_the_unfinished_messages() {
         }
     };
     assert!(matches!(code, Some(1013) | None), "closed with {code:?}");
-    // corral serves on, and a new socket works.
-    let (head, mut r) = ws_handshake(&c, "/echo");
-    assert!(head.starts_with("HTTP/1.1 101 "), "{head}");
-    r.get_mut().write_all(&binary_frame_header(5)).unwrap();
-    r.get_mut().write_all(b"hello").unwrap();
-    assert_eq!(read_frame(&mut r), (2, b"got 5".to_vec()));
+    a_new_socket_works(&c);
 }
