@@ -6,9 +6,22 @@
 //! body and no write ever blocks, so `send_timeout` on the socket never
 //! fires while the worker's thread waits for credit. [`watch_stalls`]
 //! ends such a stream after `send_timeout` without progress.
+//!
+//! On HTTP/2, hyper is handed at most [`H2_CHUNK`] bytes at a time: it
+//! takes a chunk before the stream has window for it, and h2 queues all
+//! of a chunk it was given once the window has a byte, so a bigger piece
+//! would sit in hyper for as long as the client liked, on each of a
+//! connection's streams. A whole body bigger than a chunk, which the
+//! worker sent at once and then went on to other requests, is a
+//! [`KeptBody`]: corral holds it for the client, counted in the
+//! [`Outbox`] over all connections, and watched for stalls like a
+//! stream. Past the outbox's cap the body keeps its worker's place until
+//! it is taken, as a streamed body does: a client that opened stream after
+//! stream and took nothing made corral hold 200 KiB for each (500 MiB for
+//! 50 connections in two seconds), for as long as it kept them open.
 
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -34,9 +47,96 @@ pub enum BodyError {
     Stalled,
 }
 
+/// The most of a response body hyper is handed at once on HTTP/2: one
+/// DATA frame at h2's default frame size.
+pub const H2_CHUNK: usize = 16 * 1024;
+
 pub enum Body {
     Full(Option<Bytes>),
     Stream(StreamBody),
+    Kept(KeptBody),
+}
+
+/// The bytes of whole bodies corral keeps for HTTP/2 clients
+/// ([`KeptBody`]) over all connections, and the most it keeps before a
+/// body holds its worker's place until the client takes it.
+pub struct Outbox {
+    held: AtomicUsize,
+    cap: usize,
+}
+
+impl Outbox {
+    /// As much as the bodies read ahead of dispatch may hold
+    /// ([`super::upload::ReadAhead::for_queue`]): 64 MiB at the default
+    /// `max_queued` of 1,024, and no less than 16 times 64 KiB.
+    pub fn for_queue(max_queued: usize) -> Arc<Outbox> {
+        Arc::new(Outbox {
+            held: AtomicUsize::new(0),
+            cap: max_queued.max(16).saturating_mul(protocol::INLINE_BODY),
+        })
+    }
+
+    /// Counts `n` bytes kept until the ticket is dropped; None when that
+    /// would take the outbox over its cap.
+    pub fn keep(self: &Arc<Self>, n: usize) -> Option<Ticket> {
+        self.held
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |held| {
+                (held + n <= self.cap).then_some(held + n)
+            })
+            .ok()?;
+        Some(Ticket {
+            outbox: self.clone(),
+            bytes: n,
+        })
+    }
+}
+
+/// Bytes counted in the [`Outbox`], given back when dropped.
+pub struct Ticket {
+    outbox: Arc<Outbox>,
+    bytes: usize,
+}
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        self.outbox.held.fetch_sub(self.bytes, Ordering::AcqRel);
+    }
+}
+
+/// A whole body corral holds for an HTTP/2 client, handed to hyper a
+/// chunk at a time (see the module's doc).
+pub struct KeptBody {
+    rest: Bytes,
+    /// The worker's place while the body is over the outbox's cap, and the
+    /// progress the stall watch reads.
+    relay: Arc<Relay>,
+    _ticket: Option<Ticket>,
+}
+
+impl KeptBody {
+    /// Keeps `body`: counted in `outbox` if it has room (the worker's place
+    /// is freed), or else holding the worker's `lease` until the body is
+    /// taken or cut. Returns the body and its relay, for the stall watch.
+    pub fn new(body: Bytes, lease: Lease, outbox: &Arc<Outbox>) -> (KeptBody, Arc<Relay>) {
+        let ticket = outbox.keep(body.len());
+        let relay = Relay::new(lease);
+        if ticket.is_some() {
+            relay.release();
+        }
+        let kept = KeptBody {
+            rest: body,
+            relay: relay.clone(),
+            _ticket: ticket,
+        };
+        (kept, relay)
+    }
+}
+
+impl Drop for KeptBody {
+    fn drop(&mut self) {
+        self.relay.gone.notify_one();
+        self.relay.release();
+    }
 }
 
 impl Body {
@@ -81,6 +181,10 @@ pub struct StreamBody {
     pub hangup: Option<Hangup>,
     /// The task streaming the request body, stopped with the response.
     pub _pump: PumpGuard,
+    /// The most hyper is handed at once ([`H2_CHUNK`] on HTTP/2).
+    pub chunk: usize,
+    /// What is left of the worker's last DATA frame.
+    pub pending: Bytes,
 }
 
 /// What a streamed response shares with its stall watch.
@@ -111,8 +215,18 @@ impl Relay {
     }
 }
 
+/// The worker a streamed response is waiting on, for [`watch_stalls`].
+pub struct Producer {
+    pub channel: Arc<Channel>,
+    pub stream: u32,
+    /// The worker's credit: a stall is the client's only when the worker
+    /// waits for it.
+    pub window: Arc<Window>,
+}
+
 /// Ends an HTTP/2 stream whose client took none of its bytes for `timeout`
-/// while its worker waits for credit (see the module's doc): the worker
+/// while its worker waits for credit, or while corral keeps its whole body
+/// (`producer` None: a [`KeptBody`]). See the module's doc. The worker
 /// gets CANCEL (its app's next write raises, as when a client leaves), its
 /// place is freed, and the stream is reset at once through its `kill`
 /// switch (hyper, waiting for window the client never gives, would not
@@ -121,9 +235,7 @@ impl Relay {
 /// until the body is gone.
 pub async fn watch_stalls(
     relay: Arc<Relay>,
-    channel: Arc<Channel>,
-    stream: u32,
-    window: Arc<Window>,
+    producer: Option<Producer>,
     timeout: Duration,
     metrics: Arc<crate::metrics::Metrics>,
     kill: Option<Arc<super::streams::Kill>>,
@@ -135,15 +247,20 @@ pub async fn watch_stalls(
             () = tokio::time::sleep(timeout) => {}
         }
         let now = relay.taken.load(Ordering::Relaxed);
-        if now == taken && window.exhausted() {
-            let Some(lease) = relay.release() else {
-                return;
-            };
+        if now == taken && producer.as_ref().is_none_or(|p| p.window.exhausted()) {
+            let lease = relay.release();
+            if let Some(p) = &producer {
+                // The response is complete: what stalls now is not ours.
+                if lease.is_none() {
+                    return;
+                }
+                p.channel
+                    .send(protocol::encode(protocol::FrameKind::Cancel, p.stream, b""));
+            }
             relay.cut.store(true, Ordering::Release);
-            channel.send(protocol::encode(protocol::FrameKind::Cancel, stream, b""));
             metrics.send_timed_out();
             tracing::debug!(
-                "an HTTP/2 client took no bytes of stream {stream} for {timeout:?}: cancelled"
+                "an HTTP/2 client took no bytes of a stream for {timeout:?}: cancelled"
             );
             drop(lease);
             if let Some(kill) = kill {
@@ -203,6 +320,21 @@ impl Drop for StreamBody {
 }
 
 impl StreamBody {
+    /// The next chunk of the worker's last DATA frame, counted as taken:
+    /// the worker gets credit for it.
+    fn hand_over(&mut self) -> Bytes {
+        let b = self.pending.split_to(self.pending.len().min(self.chunk));
+        self.unacked += b.len();
+        self.sent += b.len() as u64;
+        self.relay.taken.fetch_add(1, Ordering::Relaxed);
+        if self.unacked >= protocol::RESPONSE_WINDOW / 2 {
+            let grant = self.unacked as u32;
+            self.unacked = 0;
+            self.channel.grant(self.stream, &self.window, grant);
+        }
+        b
+    }
+
     /// Ends the body as `end` says at the next poll: one pass of hyper's
     /// loop first, which flushes what it holds.
     fn end_after_a_flush<T>(
@@ -226,6 +358,18 @@ impl http_body::Body for Body {
     ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         match self.get_mut() {
             Body::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
+            Body::Kept(k) => {
+                if k.relay.cut.load(Ordering::Acquire) {
+                    k.rest.clear();
+                    return Poll::Ready(Some(Err(BodyError::Stalled)));
+                }
+                if k.rest.is_empty() {
+                    return Poll::Ready(None);
+                }
+                k.relay.taken.fetch_add(1, Ordering::Relaxed);
+                let n = k.rest.len().min(H2_CHUNK);
+                Poll::Ready(Some(Ok(Frame::data(k.rest.split_to(n)))))
+            }
             Body::Stream(s) => {
                 if s.done {
                     return Poll::Ready(None);
@@ -239,6 +383,9 @@ impl http_body::Body for Body {
                     s.done = true;
                     return Poll::Ready(Some(Err(BodyError::Stalled)));
                 }
+                if !s.pending.is_empty() {
+                    return Poll::Ready(Some(Ok(Frame::data(s.hand_over()))));
+                }
                 match s.events.poll_recv(cx) {
                     // The client left: hyper closes the connection and drops
                     // the body, which cancels the request.
@@ -247,15 +394,8 @@ impl http_body::Body for Body {
                     }
                     Poll::Pending => Poll::Pending,
                     Poll::Ready(Some(Event::Data(b))) => {
-                        s.unacked += b.len();
-                        s.sent += b.len() as u64;
-                        s.relay.taken.fetch_add(1, Ordering::Relaxed);
-                        if s.unacked >= protocol::RESPONSE_WINDOW / 2 {
-                            let grant = s.unacked as u32;
-                            s.unacked = 0;
-                            s.channel.grant(s.stream, &s.window, grant);
-                        }
-                        Poll::Ready(Some(Ok(Frame::data(b))))
+                        s.pending = b;
+                        Poll::Ready(Some(Ok(Frame::data(s.hand_over()))))
                     }
                     Poll::Ready(Some(Event::End)) => {
                         s.relay.release();
@@ -287,6 +427,7 @@ impl http_body::Body for Body {
     fn is_end_stream(&self) -> bool {
         match self {
             Body::Full(b) => b.is_none(),
+            Body::Kept(k) => k.rest.is_empty(),
             Body::Stream(s) => s.done,
         }
     }
@@ -295,7 +436,26 @@ impl http_body::Body for Body {
         match self {
             Body::Full(Some(b)) => SizeHint::with_exact(b.len() as u64),
             Body::Full(None) => SizeHint::with_exact(0),
+            Body::Kept(k) => SizeHint::with_exact(k.rest.len() as u64),
             Body::Stream(_) => SizeHint::default(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_outbox_keeps_up_to_its_cap_and_a_dropped_ticket_gives_back() {
+        // 16 times 64 KiB: 1 MiB.
+        let outbox = Outbox::for_queue(1);
+        let a = outbox.keep(600 << 10).expect("room");
+        assert!(outbox.keep(500 << 10).is_none(), "over the cap");
+        let b = outbox.keep(424 << 10).expect("up to the cap exactly");
+        drop(a);
+        let c = outbox.keep(500 << 10).expect("room again");
+        drop((b, c));
+        assert_eq!(outbox.held.load(Ordering::Relaxed), 0);
     }
 }

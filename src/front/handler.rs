@@ -17,7 +17,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant as TokioInstant;
 
 use super::access::{self, Entry, Logger, Trace, WorkerRef};
-use super::body::{Body, PumpGuard, Relay, StreamBody, watch_stalls};
+use super::body::{Body, KeptBody, Producer, PumpGuard, Relay, StreamBody, watch_stalls};
 use super::hangup::Hangup;
 use super::reply::{
     bad_app, bad_request, body_timed_out, broken_body, not_a_proxy, plain, refused, too_large,
@@ -75,6 +75,8 @@ pub struct Shared {
     pub read_ahead: Arc<upload::ReadAhead>,
     /// What all WebSockets hold of client messages not yet whole.
     pub unfinished: Arc<websocket::Unfinished>,
+    /// What corral keeps of whole bodies for HTTP/2 clients.
+    pub outbox: Arc<super::body::Outbox>,
 }
 
 /// The key that keeps a client on one side of a canary, if any: a hash of
@@ -582,7 +584,6 @@ async fn dispatch(
     channel.answered(sent.elapsed(), depth);
     match first {
         First::Full(payload) => {
-            drop(lease);
             let Some((head, body)) = protocol::split_full(&payload) else {
                 return Err(bad_app("malformed response frame").into());
             };
@@ -600,7 +601,21 @@ async fn dispatch(
             if !is_head && may_have_body(resp.status()) {
                 let body = fit_to_content_length(&mut resp, body);
                 shared.metrics.response_body(body.len() as u64);
-                *resp.body_mut() = Body::full(body);
+                *resp.body_mut() = if parts.version == http::Version::HTTP_2
+                    && body.len() > super::body::H2_CHUNK
+                {
+                    let (kept, relay) = KeptBody::new(body, lease, &shared.outbox);
+                    tokio::spawn(watch_stalls(
+                        relay,
+                        None,
+                        shared.send_timeout,
+                        shared.metrics.clone(),
+                        super::streams::kill_switch(),
+                    ));
+                    Body::Kept(kept)
+                } else {
+                    Body::full(body)
+                };
             }
             // The app answered without reading the whole body: hyper will
             // close the connection, so say so rather than promise keep-alive.
@@ -616,9 +631,11 @@ async fn dispatch(
             if parts.version == http::Version::HTTP_2 {
                 tokio::spawn(watch_stalls(
                     relay.clone(),
-                    channel.clone(),
-                    stream.id,
-                    stream.window.clone(),
+                    Some(Producer {
+                        channel: channel.clone(),
+                        stream: stream.id,
+                        window: stream.window.clone(),
+                    }),
                     shared.send_timeout,
                     shared.metrics.clone(),
                     super::streams::kill_switch(),
@@ -638,6 +655,12 @@ async fn dispatch(
                 metrics: shared.metrics.clone(),
                 hangup,
                 _pump: pump,
+                chunk: if parts.version == http::Version::HTTP_2 {
+                    super::body::H2_CHUNK
+                } else {
+                    usize::MAX
+                },
+                pending: Bytes::new(),
             });
             // On an invalid head the body is dropped, which cancels the stream.
             let mut resp = build(head, body)?;

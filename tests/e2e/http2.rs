@@ -1182,3 +1182,112 @@ fn an_http2_request_over_max_header_fields_gets_431() {
     let body = String::from_utf8_lossy(&body);
     assert!(!ok && body.contains("too many header fields"), "{body}");
 }
+
+/// A whole body (one the worker sent at once, up to the 256 KiB response
+/// window) that an HTTP/2 client takes nothing of is reset after the send
+/// timeout, as a streamed one is. Before, it was never reset: corral kept
+/// it for as long as the client kept its connection open.
+#[test]
+fn a_whole_body_an_http2_client_takes_nothing_of_is_reset_after_the_send_timeout() {
+    let app = AppDir::new(&[("app.py", WHOLE_200_KIB)]);
+    let c = Corral::start(app.path(), &["app:app", "--send-timeout", "1s"], 1);
+    let mut s = connect(&c.addr);
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut hello = PREFACE.to_vec();
+    hello.extend(frame(SETTINGS, 0, 0, &[0, 4, 0, 0, 0, 0]));
+    hello.extend(get(1, "/"));
+    s.write_all(&hello).unwrap();
+    let t = Instant::now();
+    let reset = loop {
+        let f = next(&mut s).expect("RST_STREAM before the read timeout");
+        if f.stream == 1 && f.kind == RST_STREAM {
+            break f;
+        }
+    };
+    assert_eq!(reset.payload, 8u32.to_be_bytes(), "CANCEL");
+    assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+}
+
+/// An app that answers with whole bodies of 200 KiB.
+const WHOLE_200_KIB: &str = "BODY = b'x' * (200 * 1024)\n\n\
+     def app(environ, start_response):\n\
+     \x20   start_response('200 OK', [('Content-Length', str(len(BODY)))])\n\
+     \x20   return [BODY]\n";
+
+/// Python's h2 client: argv[2] connections of argv[3] GETs each, with no
+/// stream window (nothing of a body may be sent), a connection every
+/// 0.1 s; prints the statuses of the heads that came within argv[4]
+/// seconds.
+const TAKE_NOTHING: &str = r#"
+import socket, sys, time
+import h2.config, h2.connection, h2.events, h2.settings
+port, conns, streams, secs = (int(a) for a in sys.argv[1:5])
+clients = []
+for _ in range(conns):
+    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+    conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+    conn.local_settings = h2.settings.Settings(client=True, initial_values={
+        h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 0})
+    conn.initiate_connection()
+    for _ in range(streams):
+        conn.send_headers(conn.get_next_available_stream_id(), [
+            (":method", "GET"), (":scheme", "http"), (":authority", "a"), (":path", "/")],
+            end_stream=True)
+    sock.sendall(conn.data_to_send())
+    sock.setblocking(False)
+    clients.append((sock, conn))
+    time.sleep(0.1)
+statuses = []
+end = time.monotonic() + secs
+while time.monotonic() < end:
+    for sock, conn in clients:
+        try:
+            data = sock.recv(65536)
+        except BlockingIOError:
+            continue
+        for ev in conn.receive_data(data):
+            if isinstance(ev, h2.events.ResponseReceived):
+                statuses.append(dict(ev.headers)[b":status"].decode())
+        sock.sendall(conn.data_to_send())
+    time.sleep(0.01)
+print(" ".join(statuses))
+"#;
+
+/// What corral keeps of whole bodies for HTTP/2 clients is bounded over all
+/// connections (the outbox: `max_queued` times 64 KiB); past it a body
+/// keeps its worker until it is taken. Before, a worker was free as soon
+/// as it had sent a whole body, so clients that opened stream after stream
+/// and took nothing made corral keep 200 KiB for each: 50 connections of
+/// 100 streams grew it by 500 MiB in two seconds.
+#[test]
+fn whole_bodies_kept_for_http2_clients_that_take_nothing_are_bounded() {
+    let app = AppDir::new(&[("app.py", WHOLE_200_KIB)]);
+    // An outbox of 64 times 64 KiB: 4 MiB, 20 of the bodies.
+    let c = Corral::start(
+        app.path(),
+        &[
+            "app:app",
+            "-w",
+            "1",
+            "--max-queued",
+            "64",
+            "--send-timeout",
+            "30s",
+        ],
+        1,
+    );
+    let port = c.addr.rsplit(':').next().unwrap().to_string();
+    let before = rss_kib(c.pid());
+    let (text, peaks) = peak_rss_during(&[c.pid()], || {
+        h2_client(30, TAKE_NOTHING, &[&port, "8", "50", "4"])
+    });
+    let served = text.split_whitespace().filter(|s| *s == "200").count();
+    // 20 kept, and those that hold the worker's places (the one it runs,
+    // and the few queued in it).
+    assert!(
+        (20..=28).contains(&served),
+        "{served} whole bodies sent to clients that take nothing: {text}"
+    );
+    let grown = peaks[0].saturating_sub(before);
+    assert!(grown < 24 * 1024, "corral grew by {grown} KiB");
+}
