@@ -1,8 +1,12 @@
 //! WebSockets for ASGI apps. hyper parses the upgrade request; the worker's
 //! app accepts (`WS_ACCEPT`) or refuses (a plain response) it; corral then
 //! answers 101 and relays whole messages between the client and the worker
-//! for as long as both keep the socket open. tungstenite speaks the wire
-//! protocol (framing, masking, fragmentation, ping/pong).
+//! for as long as both keep the socket open. corral reads and writes the
+//! frames itself ([`frames`]: a socket holds no buffer the size of its
+//! largest message once the message is through).
+//! A ping is answered with a pong for the latest ping only (RFC 6455
+//! section 5.5.3 allows it), so a client that sends pings and reads
+//! nothing queues at most one.
 //!
 //! Flow control is the same as for bodies: corral forwards at most
 //! [`protocol::BODY_CREDIT`] bytes of client messages before the worker
@@ -23,17 +27,18 @@
 //! counted over every socket ([`Unfinished`]): past 8 times
 //! `ws_max_message` (128 MiB at the default) the socket that reads more is
 //! closed with 1013 (try again later), so that many sockets each sending
-//! most of a `ws_max_message` cannot pile up corral's memory.
+//! most of a `ws_max_message` cannot pile up corral's memory. A frame RFC
+//! 6455 forbids (unmasked, reserved bits or opcodes, a control frame over
+//! 125 bytes or fragmented, a continuation out of place) closes with
+//! 1002, text that is not UTF-8 with 1007.
 
-use std::pin::Pin;
+mod frames;
+
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::task::{Context, Poll};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures_util::stream::{SplitSink, SplitStream};
-use futures_util::{SinkExt, StreamExt};
 use http::header::{
     CONNECTION, SEC_WEBSOCKET_ACCEPT, SEC_WEBSOCKET_EXTENSIONS, SEC_WEBSOCKET_KEY,
     SEC_WEBSOCKET_PROTOCOL, SEC_WEBSOCKET_VERSION, UPGRADE,
@@ -41,13 +46,12 @@ use http::header::{
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Response, StatusCode, Version};
 use hyper::upgrade::{OnUpgrade, Upgraded};
 use hyper_util::rt::TokioIo;
+use tokio::io::{ReadHalf, WriteHalf};
 use tokio::sync::{Notify, mpsc};
 use tokio::time::Instant;
-use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
-use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
-use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
+
+use self::frames::{Incoming, Refused};
 
 use super::Drain;
 use super::body::Body;
@@ -56,12 +60,6 @@ use crate::router::Lease;
 use crate::worker::channel::{Credit, Event, Window};
 use crate::worker::protocol;
 
-/// tungstenite allocates its read buffer up front: small, so that thousands
-/// of idle sockets cost little (it grows for large messages).
-const READ_BUFFER: usize = 2048;
-/// What tungstenite may queue for a client beyond one whole message: a
-/// frame's header, and a few pongs.
-const WRITE_SLACK: usize = 4096;
 /// How long a closing handshake may take before the socket is dropped.
 const CLOSE_WAIT: Duration = Duration::from_secs(1);
 
@@ -158,8 +156,8 @@ pub struct Session {
     pub window: Arc<Window>,
 }
 
-type Sink = SplitSink<WebSocketStream<Counted>, Message>;
-type Source = SplitStream<WebSocketStream<Counted>>;
+type Sink = frames::Writer<WriteHalf<TokioIo<Upgraded>>>;
+type Source = frames::Reader<ReadHalf<TokioIo<Upgraded>>>;
 
 /// The bytes all WebSockets have read since each one's last whole message,
 /// and the most they may hold together.
@@ -169,117 +167,12 @@ pub struct Unfinished {
 }
 
 impl Unfinished {
-    /// As much as 8 sockets each sending a whole `max_message` (the
-    /// buffers that hold it grow by doubling: about twice that in memory).
+    /// As much as 8 sockets each sending a whole `max_message`.
     pub fn new(max_message: usize) -> Arc<Unfinished> {
         Arc::new(Unfinished {
             held: AtomicUsize::new(0),
             cap: max_message.saturating_mul(8),
         })
-    }
-}
-
-/// A WebSocket's connection, counting what it reads into [`Unfinished`]
-/// until [`Counted::whole`] says a message is complete. A read that takes
-/// the count past the cap fails, and `over` says why. The pongs owed to a
-/// client that does not read them count too ([`Counted::owe`]), until a
-/// write goes through: each ping makes tungstenite queue a pong, and a
-/// client that sends pings and reads nothing made it queue without end.
-struct Counted {
-    io: TokioIo<Upgraded>,
-    all: Arc<Unfinished>,
-    mine: Arc<AtomicUsize>,
-    owed: Arc<AtomicUsize>,
-    over: Arc<AtomicBool>,
-}
-
-impl Counted {
-    /// A message came whole: what this socket read for it is given back.
-    fn whole(all: &Unfinished, mine: &AtomicUsize) {
-        let n = mine.swap(0, Ordering::AcqRel);
-        all.held.fetch_sub(n, Ordering::AcqRel);
-    }
-
-    /// A control frame of `payload` bytes came (it may come between the
-    /// fragments of a message): only its own bytes are given back, its
-    /// payload and at most 6 bytes of header (a client's frames are
-    /// masked), so that pings cannot clear what a message holds.
-    fn control(all: &Unfinished, mine: &AtomicUsize, payload: usize) {
-        let frame = payload + 6;
-        let taken = mine
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                Some(n.saturating_sub(frame))
-            })
-            .map_or(0, |n| n.min(frame));
-        all.held.fetch_sub(taken, Ordering::AcqRel);
-    }
-
-    /// A ping of `payload` bytes came: its pong (the payload and a 2-byte
-    /// header) is owed until the client takes a byte. False when that takes
-    /// all sockets over the cap.
-    fn owe(all: &Unfinished, owed: &AtomicUsize, payload: usize) -> bool {
-        let pong = payload + 2;
-        owed.fetch_add(pong, Ordering::AcqRel);
-        all.held.fetch_add(pong, Ordering::AcqRel) + pong <= all.cap
-    }
-
-    /// The client took bytes: the pongs queued for it are on their way.
-    fn paid(all: &Unfinished, owed: &AtomicUsize) {
-        let n = owed.swap(0, Ordering::AcqRel);
-        if n > 0 {
-            all.held.fetch_sub(n, Ordering::AcqRel);
-        }
-    }
-}
-
-impl Drop for Counted {
-    fn drop(&mut self) {
-        Counted::whole(&self.all, &self.mine);
-        Counted::paid(&self.all, &self.owed);
-    }
-}
-
-impl tokio::io::AsyncRead for Counted {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut tokio::io::ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        let before = buf.filled().len();
-        let polled = Pin::new(&mut self.io).poll_read(cx, buf);
-        let n = buf.filled().len() - before;
-        if n > 0 {
-            self.mine.fetch_add(n, Ordering::AcqRel);
-            if self.all.held.fetch_add(n, Ordering::AcqRel) + n > self.all.cap {
-                self.over.store(true, Ordering::Release);
-                return Poll::Ready(Err(std::io::Error::other(
-                    "unfinished WebSocket messages over their cap",
-                )));
-            }
-        }
-        polled
-    }
-}
-
-impl tokio::io::AsyncWrite for Counted {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        let wrote = Pin::new(&mut self.io).poll_write(cx, buf);
-        if matches!(wrote, Poll::Ready(Ok(n)) if n > 0) {
-            Counted::paid(&self.all, &self.owed);
-        }
-        wrote
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.io).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.io).poll_shutdown(cx)
     }
 }
 
@@ -291,6 +184,9 @@ enum End {
     ClientGone,
     /// The client sent a message over `ws_max_message`.
     TooBig,
+    /// The client sent a frame RFC 6455 forbids (the close code: 1002,
+    /// or 1007 for text that is not UTF-8).
+    Broke(u16, &'static str),
     /// Unfinished messages of all sockets are over their cap.
     Busy,
     /// The client answered no ping within `ws_ping_timeout`.
@@ -330,30 +226,15 @@ pub async fn relay(
             return;
         }
     };
-    // What tungstenite may queue for the client: one message (a send
-    // waits until the last one is written), or pongs up to that size.
-    let config = WebSocketConfig::default()
-        .read_buffer_size(READ_BUFFER)
-        .write_buffer_size(0)
-        .max_write_buffer_size(limits.max_message.saturating_add(WRITE_SLACK))
-        .max_message_size(Some(limits.max_message))
-        .max_frame_size(Some(limits.max_message));
-    let mine = Arc::new(AtomicUsize::new(0));
-    let owed = Arc::new(AtomicUsize::new(0));
-    let over = Arc::new(AtomicBool::new(false));
-    let io = Counted {
-        io: TokioIo::new(io),
-        all: unfinished.clone(),
-        mine: mine.clone(),
-        owed: owed.clone(),
-        over: over.clone(),
-    };
-    let ws = WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await;
-    let (mut sink, mut source) = ws.split();
-    // The inbound side tells the outbound side (which owns the sink, so
-    // sends the pings) of each pong, and whether it is held up waiting for
-    // the app's credit (then it reads nothing, pongs included).
+    let (read, write) = tokio::io::split(TokioIo::new(io));
+    let mut source = frames::Reader::new(read, limits.max_message, unfinished.clone());
+    let mut sink = frames::Writer::new(write);
+    // The inbound side tells the outbound side (which owns the sink) of
+    // each pong, of the latest ping to answer, and whether it is held up
+    // waiting for the app's credit (then it reads nothing, pongs included).
     let pong = Notify::new();
+    let ping: std::sync::Mutex<Option<Bytes>> = std::sync::Mutex::new(None);
+    let pinged = Notify::new();
     let starved = std::sync::atomic::AtomicBool::new(false);
 
     let inbound = async {
@@ -369,38 +250,31 @@ pub async fn relay(
                 granted.await;
                 starved.store(false, Ordering::Release);
             }
-            let next = source.next().await;
-            match &next {
-                Some(Ok(Message::Ping(p))) => {
-                    Counted::control(&unfinished, &mine, p.len());
-                    if !Counted::owe(&unfinished, &owed, p.len()) {
-                        return End::Busy;
-                    }
+            let (kind, data) = match source.next().await {
+                Ok(Incoming::Message { text: true, data }) => (protocol::FrameKind::WsText, data),
+                Ok(Incoming::Message { text: false, data }) => {
+                    (protocol::FrameKind::WsBinary, data)
                 }
-                Some(Ok(Message::Pong(p))) => {
-                    Counted::control(&unfinished, &mine, p.len());
-                }
-                // A message came whole, or the socket ended: what was read
-                // for it is no longer unfinished.
-                _ => Counted::whole(&unfinished, &mine),
-            }
-            let (kind, data) = match next {
-                Some(Ok(Message::Text(t))) => (protocol::FrameKind::WsText, Bytes::from(t)),
-                Some(Ok(Message::Binary(b))) => (protocol::FrameKind::WsBinary, b),
-                Some(Ok(Message::Close(frame))) => {
-                    let (code, reason) = frame
-                        .map(|f| (u16::from(f.code), f.reason.to_string()))
-                        .unwrap_or((1005, String::new()));
+                Ok(Incoming::Close(frame)) => {
+                    let (code, reason) = frame.unwrap_or((1005, String::new()));
                     return End::ClientClosed(code, reason);
                 }
-                Some(Ok(Message::Pong(_))) => {
+                Ok(Incoming::Pong) => {
                     pong.notify_one();
                     continue;
                 }
-                Some(Ok(_)) => continue, // a ping: tungstenite answers
-                Some(Err(WsError::Capacity(_))) => return End::TooBig,
-                Some(Err(_)) if over.load(Ordering::Acquire) => return End::Busy,
-                Some(Err(_)) | None => return End::ClientGone,
+                Ok(Incoming::Ping(payload)) => {
+                    // Only the latest ping is answered: one pong at most
+                    // waits for a client that does not read.
+                    *ping.lock().unwrap_or_else(|e| e.into_inner()) = Some(payload);
+                    pinged.notify_one();
+                    continue;
+                }
+                Err(Refused::TooBig) => return End::TooBig,
+                Err(Refused::Busy) => return End::Busy,
+                Err(Refused::Protocol(why)) => return End::Broke(1002, why),
+                Err(Refused::NotUtf8) => return End::Broke(1007, "text that is not UTF-8"),
+                Err(Refused::Gone) => return End::ClientGone,
             };
             credit
                 .available
@@ -423,12 +297,21 @@ pub async fn relay(
                     }
                     continue;
                 }
+                () = pinged.notified() => {
+                    let payload = ping.lock().unwrap_or_else(|e| e.into_inner()).take();
+                    if let Some(payload) = payload
+                        && sink.send(frames::PONG, &payload).await.is_err()
+                    {
+                        return End::ClientGone;
+                    }
+                    continue;
+                }
                 () = sleep_until(wake) => {
                     let Some(k) = keepalive.as_mut() else { continue };
                     let alive = starved.load(Ordering::Acquire);
                     match k.wake(Instant::now(), alive) {
                         Beat::Ping => {
-                            if sink.send(Message::Ping(Bytes::new())).await.is_err() {
+                            if sink.send(frames::PING, b"").await.is_err() {
                                 return End::ClientGone;
                             }
                         }
@@ -438,23 +321,17 @@ pub async fn relay(
                     continue;
                 }
             };
-            let (msg, len) = match event {
-                Some(Event::Message { binary: true, data }) => {
-                    let len = data.len();
-                    (Message::Binary(data), len)
-                }
+            let (opcode, data) = match event {
+                Some(Event::Message { binary: true, data }) => (frames::BINARY, data),
                 Some(Event::Message {
                     binary: false,
                     data,
                 }) => {
-                    let len = data.len();
-                    match Utf8Bytes::try_from(data) {
-                        Ok(text) => (Message::Text(text), len),
-                        Err(_) => {
-                            tracing::error!("the app sent a text message that is not UTF-8");
-                            return End::AppFailed;
-                        }
+                    if std::str::from_utf8(&data).is_err() {
+                        tracing::error!("the app sent a text message that is not UTF-8");
+                        return End::AppFailed;
                     }
+                    (frames::TEXT, data)
                 }
                 Some(Event::Close(payload)) => {
                     let (code, reason) = protocol::decode_close(&payload);
@@ -463,9 +340,10 @@ pub async fn relay(
                 // The worker died, or ended the stream without closing.
                 Some(_) | None => return End::AppFailed,
             };
-            if sink.send(msg).await.is_err() {
+            if sink.send(opcode, &data).await.is_err() {
                 return End::ClientGone;
             }
+            let len = data.len();
             unacked += len;
             if unacked >= protocol::RESPONSE_WINDOW / 2 {
                 channel.grant(id, &window, unacked as u32);
@@ -482,8 +360,15 @@ pub async fn relay(
     match end {
         End::ClientClosed(code, reason) => {
             channel.send(protocol::encode_close(id, code, &reason));
-            // tungstenite queued the reply to the client's close.
-            let _ = tokio::time::timeout(CLOSE_WAIT, sink.flush()).await;
+            // The reply to the client's close echoes its code (none for none).
+            let code = (code != 1005).then_some(code);
+            let reply = sink.close(code, clamp_reason(&reason));
+            let _ = tokio::time::timeout(CLOSE_WAIT, reply).await;
+        }
+        End::Broke(code, why) => {
+            tracing::debug!("a WebSocket client broke the protocol ({why}): closed with {code}");
+            channel.send(protocol::encode_close(id, 1006, ""));
+            close(sink, source, code, why).await;
         }
         End::ClientGone => {
             channel.send(protocol::encode_close(id, 1006, ""));
@@ -496,7 +381,7 @@ pub async fn relay(
         End::Busy => {
             const BUSY: &str = "too many unfinished messages";
             tracing::warn!(
-                "a WebSocket closed (1013): the unfinished messages and unread pongs of all WebSockets are over {} MiB (8 times ws_max_message)",
+                "a WebSocket closed (1013): the unfinished messages of all WebSockets are over {} MiB (8 times ws_max_message)",
                 unfinished.cap >> 20
             );
             channel.send(protocol::encode_close(id, 1013, BUSY));
@@ -632,13 +517,13 @@ fn clamp_reason(reason: &str) -> &str {
 
 /// Sends a close frame and waits (briefly) for the client's reply.
 async fn close(mut sink: Sink, mut source: Source, code: u16, reason: &str) {
-    let frame = CloseFrame {
-        code: CloseCode::from(code),
-        reason: clamp_reason(reason).into(),
-    };
     let _ = tokio::time::timeout(CLOSE_WAIT, async {
-        if sink.send(Message::Close(Some(frame))).await.is_ok() {
-            while let Some(Ok(_)) = source.next().await {}
+        if sink.close(Some(code), clamp_reason(reason)).await.is_ok() {
+            while let Ok(m) = source.next().await {
+                if matches!(m, Incoming::Close(_)) {
+                    break;
+                }
+            }
         }
     })
     .await;

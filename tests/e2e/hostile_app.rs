@@ -860,19 +860,15 @@ fn unfinished_websocket_messages_of_all_sockets_together_are_capped() {
     a_new_socket_works(&c);
 }
 
-/// A client that sends pings flat out and reads nothing: each ping makes
-/// corral queue a pong it cannot send, and those pongs count as unfinished
-/// messages do (all sockets together: 8 × `ws_max_message`, here 8 MiB),
-/// so the socket is closed with 1013 and corral's memory stays flat.
-/// Before, the pongs queued without end: 300 MiB a second from one socket.
+/// A client that sends pings flat out and reads nothing: corral answers
+/// only the latest ping (RFC 6455 allows it), so at most one pong waits
+/// (a client that takes nothing at all is closed after `send_timeout`, as
+/// `hostile_client.rs` shows); corral's memory stays flat. Before, each ping queued a
+/// pong of its own: 300 MiB a second from one socket.
 #[test]
-fn pongs_a_client_never_reads_are_capped_with_the_unfinished_messages() {
+fn pongs_a_client_never_reads_do_not_pile_up() {
     let dir = AppDir::new(&[("app.py", ASGI_APP)]);
-    let c = Corral::start(
-        dir.path(),
-        &["app:app", "-w", "1", "--ws-max-message", "1MiB"],
-        1,
-    );
+    let c = Corral::start(dir.path(), &["app:app", "-w", "1"], 1);
     let before = rss_kib(c.pid());
     let (head, mut r) = ws_handshake(&c, "/echo");
     assert!(head.starts_with("HTTP/1.1 101 "), "{head}");
@@ -897,31 +893,24 @@ fn pongs_a_client_never_reads_are_capped_with_the_unfinished_messages() {
         grown < 48 * 1024,
         "corral grew by {grown} KiB for pongs a client never read"
     );
-    // What the client finds when it reads at last: pongs, then 1013, or
-    // a reset (corral closed with the client's pings unread).
-    assert!(
-        c.log
-            .wait_for("a WebSocket closed (1013)", Duration::from_secs(5))
-            .is_some(),
-        "log:\n{}",
-        c.log.text()
-    );
+    // What the client finds when it reads at last: pongs, far fewer than
+    // its pings.
     r.get_mut()
-        .set_read_timeout(Some(Duration::from_secs(5)))
+        .set_read_timeout(Some(Duration::from_secs(1)))
         .unwrap();
-    let code = loop {
+    let t = Instant::now();
+    let mut pongs = 0usize;
+    while t.elapsed() < Duration::from_secs(20) {
         let mut h = [0u8; 2];
         if r.read_exact(&mut h).is_err() {
-            break None;
+            break;
         }
         let mut payload = vec![0u8; (h[1] & 0x7f) as usize];
         if r.read_exact(&mut payload).is_err() {
-            break None;
+            break;
         }
-        if h[0] & 0x0f == 8 {
-            break Some(u16::from_be_bytes([payload[0], payload[1]]));
-        }
-    };
-    assert!(matches!(code, Some(1013) | None), "closed with {code:?}");
+        pongs += usize::from(h[0] & 0x0f == 0xa);
+    }
+    assert!(pongs > 0, "no pong came");
     a_new_socket_works(&c);
 }
