@@ -32,6 +32,7 @@ mod signals;
 mod statsd;
 mod status;
 mod status_cmd;
+mod stdio;
 mod supervisor;
 mod syslog;
 mod systemd;
@@ -102,6 +103,8 @@ fn main() -> ExitCode {
         }
     };
     worker::output::set_raw(cfg.log.app_output == config::AppOutput::Raw);
+    // Serving: no thread but these waits on whoever reads the log.
+    let _stdio = (!check).then(stdio::start);
     if let Err(e) = init_logging(&cfg.log, &cfg.instance) {
         eprintln!("error: {e}");
         return ExitCode::from(EXIT_CONFIG);
@@ -327,6 +330,7 @@ async fn run(
     inherited: front::listeners::Inherited,
     systemd: systemd::NotifySocket,
 ) -> u8 {
+    tokio::spawn(stdio::report_drops(std::time::Duration::from_secs(10)));
     let access = match cfg.log.access.as_ref().map(front::access::Logger::new) {
         None => None,
         Some(Ok(logger)) => Some(Arc::new(logger)),
@@ -722,7 +726,7 @@ fn init_logging(cfg: &config::LogConfig, instance: &str) -> Result<(), String> {
         move || -> Box<dyn std::io::Write> {
             match &file {
                 Some(f) => Box::new(logfile::Writer(f.clone())),
-                None => Box::new(std::io::stderr()),
+                None => stdio::stderr(),
             }
         }
     });
@@ -734,10 +738,15 @@ fn init_logging(cfg: &config::LogConfig, instance: &str) -> Result<(), String> {
     // INFO or the level, so that trace and debug callsites (h2 has many
     // per frame) stay off as cheaply as before.
     let info = tracing::level_filters::LevelFilter::INFO;
+    // rustls warns of what clients send (an invalid SNI name, up to 64
+    // KiB, once per handshake): anyone could fill the log. A failed
+    // handshake is counted in /metrics instead.
+    let rustls = level.min(tracing::level_filters::LevelFilter::ERROR);
     let filter = tracing_subscriber::filter::Targets::new()
         .with_default(level)
         .with_target(worker::output::TARGET, info)
-        .with_target(front::access::TARGET, info);
+        .with_target(front::access::TARGET, info)
+        .with_target("rustls", rustls);
     let builder = tracing_subscriber::fmt()
         .with_max_level(level.max(info))
         .with_target(false)
@@ -780,5 +789,10 @@ fn init_logging(cfg: &config::LogConfig, instance: &str) -> Result<(), String> {
             .with(syslog::layer(syslog.clone()))
             .init(),
     }
+    // A panic is a bug: one ERROR record (JSON stays JSON), not raw text.
+    std::panic::set_hook(Box::new(|info| {
+        let backtrace = std::backtrace::Backtrace::force_capture();
+        tracing::error!("corral panicked (a bug; please report it): {info}\n{backtrace}");
+    }));
     Ok(())
 }

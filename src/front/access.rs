@@ -66,9 +66,7 @@ impl Logger {
             Sink::Log => tracing::info!(target: TARGET, "{line}"),
             Sink::Stdout => {
                 use std::io::Write as _;
-                let _ = std::io::stdout()
-                    .lock()
-                    .write_all(format!("{line}\n").as_bytes());
+                let _ = crate::stdio::stdout().write_all(format!("{line}\n").as_bytes());
             }
             Sink::File(file) => file.write_all(format!("{line}\n").as_bytes()),
         }

@@ -8,6 +8,8 @@
 //! encoded) is one record at ERROR, with its line breaks, as gunicorn logs
 //! "Error handling request".
 
+use std::io::Write as _;
+
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 
 /// The target of the lines a worker prints: they pass corral's log level
@@ -75,15 +77,15 @@ pub fn forward_as<R: AsyncRead + Unpin + Send + 'static>(
                 }
             }
             if raw {
-                // One write per line, under the stream's lock: lines of
-                // several workers never interleave.
+                // One write per line, queued whole: lines of several
+                // workers never interleave.
                 if !line.ends_with(b"\n") {
                     line.push(b'\n');
                 }
                 let _ = if name == "stdout" {
-                    std::io::Write::write_all(&mut std::io::stdout().lock(), &line)
+                    crate::stdio::stdout().write_all(&line)
                 } else {
-                    std::io::Write::write_all(&mut std::io::stderr().lock(), &line)
+                    crate::stdio::stderr().write_all(&line)
                 };
                 continue;
             }

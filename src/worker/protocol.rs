@@ -394,7 +394,14 @@ pub enum HeadError {
     Value(HeaderName),
     #[error("invalid subprotocol {0}")]
     Subprotocol(String),
+    #[error("{0} header fields: at most {MAX_RESPONSE_FIELDS} may go in a response")]
+    TooManyFields(usize),
 }
+
+/// The most header fields a response (or a `websocket.accept`) may carry:
+/// far beyond any real one, and below what an `http::HeaderMap` can hold
+/// (about 24,500: past it, it panics).
+pub const MAX_RESPONSE_FIELDS: usize = 10_000;
 
 /// Bytes from a worker shown in a log line: quoted, escaped, cut at 100.
 pub fn shown(bytes: &[u8]) -> String {
@@ -418,6 +425,9 @@ fn split_fields(b: &Bytes) -> Result<(Bytes, Vec<(Bytes, Bytes)>), HeadError> {
             .try_into()
             .unwrap_or_default(),
     ) as usize;
+    if pairs > MAX_RESPONSE_FIELDS {
+        return Err(HeadError::TooManyFields(pairs));
+    }
     let count = 1 + 2 * pairs;
     let lens = b
         .get(2..2 + 4 * count)

@@ -53,7 +53,10 @@ impl AppDir {
 /// Log lines of a running process, shared with the threads that read them,
 /// and how many of its streams have reached their end.
 #[derive(Clone, Default)]
-pub struct Log(Arc<(Mutex<LogState>, Condvar)>);
+pub struct Log(
+    Arc<(Mutex<LogState>, Condvar)>,
+    Arc<std::sync::atomic::AtomicBool>,
+);
 
 /// The lines so far, and how many streams have ended.
 type LogState = (Vec<String>, usize);
@@ -71,6 +74,13 @@ impl Log {
             std::thread::spawn(move || {
                 for line in BufReader::new(stream).lines() {
                     let Ok(line) = line else { break };
+                    // A reader that stalls (see `pause`), for at most a minute.
+                    let stalled = Instant::now();
+                    while log.1.load(std::sync::atomic::Ordering::Relaxed)
+                        && stalled.elapsed() < Duration::from_secs(60)
+                    {
+                        std::thread::sleep(Duration::from_millis(10));
+                    }
                     eprintln!("[{name}] {line}");
                     log.push(line);
                 }
@@ -80,6 +90,13 @@ impl Log {
             });
         }
         log
+    }
+
+    /// Stops (true) or resumes (false) reading the process's output, as a
+    /// log reader that stalls does: its pipes fill up. A pause ends by
+    /// itself after a minute.
+    pub fn pause(&self, paused: bool) {
+        self.1.store(paused, std::sync::atomic::Ordering::Relaxed);
     }
 
     fn push(&self, line: String) {

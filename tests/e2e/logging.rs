@@ -495,3 +495,49 @@ fn a_request_traceback_is_one_error_record() {
         );
     }
 }
+
+/// A log reader that stalls (a container runtime's logging driver in
+/// blocking mode, a pipe nobody drains) stops no request: corral queues
+/// its lines, drops and counts them past the queue, and says how many once
+/// the reader is back. Before, the front thread that logged a line waited
+/// on the full pipe, with every connection and worker channel it served:
+/// the port stopped answering.
+#[test]
+fn a_log_reader_that_stalls_stops_no_request() {
+    let app = AppDir::new(&[(
+        "app.py",
+        "def app(environ, start_response):\n\
+         \x20   for i in range(10):\n\
+         \x20       print('a line of the app, ' * 5, i)\n\
+         \x20   start_response('200 OK', [('Content-Length', '2')])\n\
+         \x20   return [b'ok']\n",
+    )]);
+    let c = Corral::start(
+        app.path(),
+        &["app:app", "-w", "1", "--access-logfile", "-"],
+        1,
+    );
+    c.log.pause(true);
+    // 10 lines of the app and an access line a request: far more than
+    // the pipes and the queue hold.
+    let mut s = std::io::BufReader::new(connect(&c.addr));
+    s.get_ref()
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let t = std::time::Instant::now();
+    for i in 0..600 {
+        send_request(s.get_mut(), "GET", "/", &[], b"");
+        let r = read_response(&mut s, false);
+        assert!(
+            r.as_ref().is_ok_and(|r| r.status == 200),
+            "request {i}, {:?} into the stall: {r:?}",
+            t.elapsed()
+        );
+    }
+    c.log.pause(false);
+    let said = c
+        .log
+        .wait_for("log lines dropped", Duration::from_secs(20))
+        .unwrap_or_else(|| panic!("no word of the dropped lines; log:\n{}", c.log.text()));
+    assert!(said.contains("WARN"), "{said}");
+}

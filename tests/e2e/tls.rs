@@ -724,3 +724,54 @@ fn insecure_and_per_bind_config_errors_say_where_and_how() {
         assert!(log.contains(wanted), "no {wanted:?} in:\n{log}");
     }
 }
+
+/// A ClientHello whose SNI is no DNS name (here 4,000 '_') logs nothing:
+/// rustls warned with the whole name, once per handshake, so any client
+/// could fill the log (65 MB from 1,000 hellos in half a second). The
+/// failed handshake is counted instead.
+#[test]
+fn an_invalid_sni_name_does_not_reach_the_log() {
+    use std::io::{Read, Write};
+    let app = AppDir::new(&[("app.py", WSGI)]);
+    make_certs(app.path(), "localhost");
+    let mut args = vec!["app:app", "--status-bind", "127.0.0.1:0"];
+    args.extend(tls_args());
+    let c = Corral::start(app.path(), &args, 1);
+    let name = vec![b'_'; 4000];
+    let u16b = |n: usize| (n as u16).to_be_bytes();
+    let mut sni = Vec::new();
+    sni.extend(u16b(0));
+    sni.extend(u16b(name.len() + 5));
+    sni.extend(u16b(name.len() + 3));
+    sni.push(0);
+    sni.extend(u16b(name.len()));
+    sni.extend(&name);
+    let mut body = vec![3, 3];
+    body.extend([7u8; 32]);
+    body.push(0);
+    body.extend(u16b(4));
+    body.extend([0x13, 0x01, 0xc0, 0x2f, 1, 0]);
+    body.extend(u16b(sni.len()));
+    body.extend(&sni);
+    let mut hello = vec![1];
+    hello.extend(&(body.len() as u32).to_be_bytes()[1..]);
+    hello.extend(&body);
+    let mut record = vec![0x16, 3, 1];
+    record.extend(u16b(hello.len()));
+    record.extend(&hello);
+    for _ in 0..5 {
+        let mut s = connect(&c.addr);
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        s.write_all(&record).unwrap();
+        let _ = s.read(&mut [0u8; 100]);
+    }
+    let failures = "corral_tls_handshake_failures_total 5";
+    c.wait_until("the handshakes counted", || {
+        c.status("/metrics").text().contains(failures)
+    });
+    assert!(
+        !c.log.text().contains("____"),
+        "the name reached the log:\n{}",
+        c.log.text()
+    );
+}

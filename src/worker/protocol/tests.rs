@@ -395,3 +395,25 @@ mod props {
         }
     }
 }
+
+#[test]
+fn a_head_with_more_fields_than_a_response_may_carry_is_refused() {
+    let names: Vec<String> = (0..=MAX_RESPONSE_FIELDS)
+        .map(|i| format!("x-{i}"))
+        .collect();
+    let fields: Vec<(&[u8], &[u8])> = names.iter().map(|n| (n.as_bytes(), &b"v"[..])).collect();
+    let head = encode_response_head(b"200 OK", &fields);
+    assert!(matches!(
+        parse_response_head(&head),
+        Err(HeadError::TooManyFields(n)) if n == MAX_RESPONSE_FIELDS + 1
+    ));
+    let head = encode_response_head(b"200 OK", &fields[..MAX_RESPONSE_FIELDS]);
+    let parsed = parse_response_head(&head).expect("the most a response may carry");
+    // As many as a response may carry fit in a HeaderMap.
+    let mut map = http::HeaderMap::new();
+    map.reserve(parsed.headers.len() + 1);
+    for (n, v) in parsed.headers {
+        map.append(n, v);
+    }
+    assert_eq!(map.len(), MAX_RESPONSE_FIELDS);
+}
