@@ -129,7 +129,11 @@ impl<F: Future<Output = ()>> Future for Killable<F> {
 /// `shutdown` asks the connection to end gracefully (GOAWAY, then the
 /// streams in flight finish). Without the idle close, a client could hold
 /// connections that never send a request (a preface and nothing more)
-/// for as long as it liked, up to `max_connections`.
+/// for as long as it liked, up to `max_connections`. A connection closed
+/// for idleness that is still there `idle` later with no stream open is
+/// dropped: hyper's graceful end waits for the client to answer the PING
+/// it sends with GOAWAY (or, on TLS, for a preface that never came), and
+/// a client that answers nothing held it open for good.
 pub async fn serve<C: Future>(
     conn: C,
     closing: impl Future,
@@ -145,6 +149,8 @@ pub async fn serve<C: Future>(
             // When the last stream ended (or the connection began); one
             // timer, set again only when it fires early, not per stream.
             let mut idle_since = Some(Instant::now());
+            // When GOAWAY went for idleness.
+            let mut idle_goaway: Option<Instant> = None;
             let mut timer = pin!(tokio::time::sleep(idle));
             std::future::poll_fn(|cx| {
                 if !shutting && closing.as_mut().poll(cx).is_ready() {
@@ -161,6 +167,18 @@ pub async fn serve<C: Future>(
                 if done && running.is_empty() {
                     return Poll::Ready(());
                 }
+                if let Some(at) = idle_goaway {
+                    if running.is_empty() {
+                        if at.elapsed() >= idle {
+                            return Poll::Ready(());
+                        }
+                        timer.as_mut().reset(at + idle);
+                        if timer.as_mut().poll(cx).is_ready() {
+                            return Poll::Ready(());
+                        }
+                    }
+                    return Poll::Pending;
+                }
                 if shutting || done || !running.is_empty() {
                     idle_since = None;
                     return Poll::Pending;
@@ -170,6 +188,7 @@ pub async fn serve<C: Future>(
                     if since.elapsed() >= idle {
                         // Idle for `idle`: GOAWAY, sent at the next poll.
                         shutting = true;
+                        idle_goaway = Some(Instant::now());
                         shutdown(conn.as_mut());
                         cx.waker().wake_by_ref();
                         break;

@@ -1291,3 +1291,38 @@ fn whole_bodies_kept_for_http2_clients_that_take_nothing_are_bounded() {
     let grown = peaks[0].saturating_sub(before);
     assert!(grown < 24 * 1024, "corral grew by {grown} KiB");
 }
+
+/// An HTTP/2 connection closed for idleness whose client answers nothing
+/// (not the PING that comes with GOAWAY) is dropped after `keepalive`
+/// more. Before, hyper waited for the PING's answer for good: such
+/// connections, up to `max_connections`, locked every other client out.
+#[test]
+fn an_idle_http2_client_that_answers_nothing_is_dropped() {
+    let app = AppDir::new(&[("app.py", ASGI)]);
+    let c = Corral::start(
+        app.path(),
+        &["app:app", "--interface", "asgi", "--keepalive", "1"],
+        1,
+    );
+    let mut s = connect(&c.addr);
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut hello = PREFACE.to_vec();
+    hello.extend(frame(SETTINGS, 0, 0, &[]));
+    s.write_all(&hello).unwrap();
+    // Read everything, answer nothing (not corral's SETTINGS, not its PING).
+    let t = Instant::now();
+    let mut buf = [0u8; 4096];
+    let end = loop {
+        match std::io::Read::read(&mut s, &mut buf) {
+            Ok(0) => break Ok(()),
+            Ok(_) => continue,
+            Err(e) => break Err(e),
+        }
+    };
+    assert!(
+        !matches!(&end, Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+        "still open after {:?}",
+        t.elapsed()
+    );
+    assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+}

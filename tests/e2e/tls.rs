@@ -775,3 +775,44 @@ fn an_invalid_sni_name_does_not_reach_the_log() {
         c.log.text()
     );
 }
+
+/// A TLS client that picks `h2` by ALPN and never sends the HTTP/2
+/// preface is dropped after twice `keepalive`, as an idle plain one is.
+/// Before, corral waited for the preface for good.
+#[test]
+fn an_h2_client_that_never_sends_its_preface_is_dropped() {
+    let app = AppDir::new(&[("app.py", WSGI)]);
+    make_certs(app.path(), "localhost");
+    let mut args = vec!["app:app", "--keepalive", "1"];
+    args.extend(tls_args());
+    let c = Corral::start(app.path(), &args, 1);
+    let port = c.addr.rsplit(':').next().unwrap();
+    let script = r#"
+import socket, ssl, sys, time
+ctx = ssl.create_default_context(cafile=sys.argv[2])
+ctx.set_alpn_protocols(["h2"])
+s = ctx.wrap_socket(socket.create_connection(("127.0.0.1", int(sys.argv[1]))), server_hostname="localhost")
+assert s.selected_alpn_protocol() == "h2", s.selected_alpn_protocol()
+s.settimeout(10)
+t = time.monotonic()
+try:
+    while s.recv(4096):
+        pass
+    print("closed", round(time.monotonic() - t, 1))
+except (TimeoutError, socket.timeout):
+    print("open", round(time.monotonic() - t, 1))
+except OSError as e:
+    print("closed", round(time.monotonic() - t, 1), e)
+"#;
+    let out = Command::new("timeout")
+        .args(["20", &python(), "-c", script, port, "ca.pem"])
+        .current_dir(app.path())
+        .output()
+        .expect("python runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.starts_with("closed"),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
