@@ -66,6 +66,10 @@ fn symlink(dir: &Path) -> Option<String> {
 
 /// Runs `argv` in `dir` (at most 5 s); its first stdout line.
 fn command(argv: &[String], dir: &Path) -> Option<String> {
+    if let Some(why) = crate::hooks::untrusted(argv, Some(dir)) {
+        tracing::error!("deploy.revision not run: {why}");
+        return None;
+    }
     let (prog, args) = argv.split_first()?;
     let mut cmd = std::process::Command::new(prog);
     cmd.args(args)
@@ -254,6 +258,10 @@ pub async fn run_hook(cfg: &Config, failure: &Failure) -> Option<HookRun> {
         .chdir
         .clone()
         .unwrap_or_else(|| std::env::current_dir().unwrap_or_default());
+    if let Some(why) = crate::hooks::untrusted(argv, Some(&app_dir)) {
+        tracing::error!("the rollback hook not run: {why}");
+        return None;
+    }
     tracing::warn!("running the rollback hook {}", argv.join(" "));
     let mut cmd = tokio::process::Command::new(prog);
     cmd.args(args)

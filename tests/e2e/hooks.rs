@@ -292,3 +292,81 @@ fn at_a_stop_corral_waits_for_the_last_workers_exit_hooks() {
         assert!(exited.contains(pid), "{pid} not in {exited:?}");
     }
 }
+
+/// As root, corral runs no hook whose program, or a file its arguments
+/// name, another user can change: the config is refused at start, saying
+/// which file and how to fix it, and a file changed after start is not
+/// run. Before, an app's user who could write a hook in the app's folder
+/// (or the virtualenv's interpreter a hook ran) had it run as root.
+#[test]
+fn as_root_a_hook_another_user_can_change_is_refused() {
+    if !require_root("chown to nobody") {
+        return;
+    }
+    let app = AppDir::new(&[("app.py", APP), ("hook.py", HOOK)]);
+    // A folder of nobody's holding a hook.
+    let theirs = app.path().join("theirs");
+    std::fs::create_dir(&theirs).unwrap();
+    std::fs::write(theirs.join("hook.py"), HOOK).unwrap();
+    let chown = Command::new("chown")
+        .args(["-R", "nobody"])
+        .arg(&theirs)
+        .status()
+        .unwrap();
+    assert!(chown.success());
+    let hook = theirs.join("hook.py");
+    let config = format!(
+        "[app]\nmodule = \"app:app\"\n[hooks]\non_ready = [\"{}\", \"{}\", \"ready\"]\n",
+        python(),
+        hook.display()
+    );
+    std::fs::write(app.path().join("corral.toml"), &config).unwrap();
+    let out = Command::new(corral_bin())
+        .args(["check", "-c", "corral.toml", "--python", &python()])
+        .current_dir(app.path())
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{text}");
+    assert!(
+        text.contains("hooks.on_ready")
+            && text.contains(&format!("{} can be changed by others", hook.display()))
+            && text.contains("runuser"),
+        "{text}"
+    );
+    // Root's own hook, in the app's folder, runs; made another user's
+    // after the start, it is not run, and a reload (which reads the
+    // config again) is refused.
+    let mine = app.path().join("hook.py");
+    let config = format!(
+        "[app]\nmodule = \"app:app\"\n[hooks]\non_ready = [\"{0}\", \"{1}\", \"ready\"]\n\
+         on_worker_exit = [\"{0}\", \"{1}\", \"exit\"]\n",
+        python(),
+        mine.display()
+    );
+    std::fs::write(app.path().join("corral.toml"), &config).unwrap();
+    let c = Corral::start(app.path(), &["-c", "corral.toml", "-w", "1"], 1);
+    c.log
+        .wait_for("recorded ready-1", Duration::from_secs(10))
+        .unwrap_or_else(|| panic!("the hook ran; log:\n{}", c.log.text()));
+    let chown = Command::new("chown")
+        .arg("nobody")
+        .arg(&mine)
+        .status()
+        .unwrap();
+    assert!(chown.success());
+    assert_eq!(c.get("/exit").status, 200);
+    let line = c
+        .log
+        .wait_for("hook on_worker_exit not run", Duration::from_secs(20))
+        .unwrap_or_else(|| panic!("no refusal; log:\n{}", c.log.text()));
+    assert!(line.contains("can be changed by others"), "{line}");
+    assert_eq!(c.log.count("recorded exit-"), 0);
+    let out = reload(&c);
+    assert!(!out.status.success());
+    let said = String::from_utf8_lossy(&out.stdout).into_owned()
+        + &String::from_utf8_lossy(&out.stderr)
+        + &c.log.text();
+    assert!(said.contains("can be changed by others"), "{said}");
+}

@@ -433,7 +433,12 @@ impl Resolver<'_> {
                 return None;
             }
         };
-        Some([program].into_iter().chain(args.iter().cloned()).collect())
+        let argv: Vec<String> = [program].into_iter().chain(args.iter().cloned()).collect();
+        if let Some(why) = crate::hooks::untrusted(&argv, None) {
+            self.fail(at, why);
+            return None;
+        }
+        Some(argv)
     }
 
     /// Checks a number of workers in service (`min_ready`,
