@@ -559,7 +559,6 @@ fn with_drop_privileges_corral_removes_its_folder_and_socket_at_exit() {
         .wait_exit(Duration::from_secs(20))
         .expect("corral exits");
     assert_eq!(st.code(), Some(0), "{}", again.log.text());
-    let _ = std::fs::remove_dir(socket.parent().unwrap());
 }
 
 #[test]
@@ -587,4 +586,122 @@ fn corral_check_as_root_boots_the_app_as_the_workers_user() {
     );
     assert_eq!(out.status.code(), Some(0), "{text}");
     assert!(text.contains("OK: app:app imported"), "{text}");
+}
+
+/// The attack on `--worker-tmp-dir` (a folder the workers' user owns): it
+/// waits for root's corral to make its folder there, swaps that folder for
+/// one of its own, and when root has written the worker script into it,
+/// puts a symlink to a root-only file in its place, hoping that root's
+/// chown/chmod of the script lands on that file. Thousands of names in the
+/// folder (a PID that runs) slowed corral's sweep of it, and widened the
+/// window the swap needs.
+const TMP_DIR_ATTACKER: &str = r#"
+import ctypes, os, struct, sys, time
+TMP, TARGET = sys.argv[1], sys.argv[2]
+libc = ctypes.CDLL("libc.so.6", use_errno=True)
+IN_CREATE, IN_CLOSE_WRITE, IN_ISDIR = 0x100, 0x8, 0x40000000
+fd = libc.inotify_init()
+libc.inotify_add_watch(fd, TMP.encode(), IN_CREATE)
+print("watching", flush=True)
+deadline = time.time() + 30
+mine = None
+def events(fd):
+    buf = os.read(fd, 65536); i = 0
+    while i < len(buf):
+        wd, mask, cookie, ln = struct.unpack_from("iIII", buf, i)
+        name = buf[i+16:i+16+ln].rstrip(b"\0").decode(); i += 16 + ln
+        yield mask, name
+while time.time() < deadline and mine is None:
+    for mask, name in events(fd):
+        if name.startswith("corral-") and mask & IN_ISDIR:
+            p = os.path.join(TMP, name)
+            os.rename(p, os.path.join(TMP, "moved-" + name))
+            os.mkdir(p); os.chmod(p, 0o777)
+            mine = p
+            libc.inotify_add_watch(fd, p.encode(), IN_CLOSE_WRITE)
+            break
+print("swapped", mine, flush=True)
+while time.time() < deadline:
+    for mask, name in events(fd):
+        if name == "corral_worker.py" and mask & IN_CLOSE_WRITE:
+            p = os.path.join(mine, name)
+            os.rename(p, p + ".root"); os.symlink(TARGET, p)
+            print("planted", p, flush=True)
+            sys.exit(0)
+"#;
+
+#[test]
+fn a_worker_tmp_dir_the_workers_user_owns_cannot_aim_roots_chown_at_another_file() {
+    if !root() {
+        return;
+    }
+    let app = shared_app(&[("app.py", PID_APP), ("attacker.py", TMP_DIR_ATTACKER)]);
+    let tmp = app.path().join("tmp");
+    std::fs::create_dir(&tmp).unwrap();
+    for n in 0..50_000 {
+        std::fs::File::create(tmp.join(format!("corral-1-{n}"))).unwrap();
+    }
+    std::os::unix::fs::chown(&tmp, Some(NOBODY), Some(NOBODY)).unwrap();
+    let vault = app.path().join("vault");
+    std::fs::create_dir(&vault).unwrap();
+    let secret = vault.join("secret");
+    std::fs::write(&secret, "root only\n").unwrap();
+    std::fs::set_permissions(&secret, PermissionsExt::from_mode(0o600)).unwrap();
+    let mut attacker = Command::new("/usr/bin/python3");
+    attacker
+        .arg(app.path().join("attacker.py"))
+        .arg(&tmp)
+        .arg(&secret)
+        .uid(NOBODY)
+        .gid(NOBODY)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut attacker = Reaped(attacker.spawn().unwrap());
+    let attacker_log = Log::collect(&mut attacker.0, "attacker");
+    attacker_log
+        .wait_for("watching", Duration::from_secs(20))
+        .expect("the attacker watches");
+    let mut c = corral_as(
+        app.path(),
+        &[
+            "app:app",
+            "-b",
+            "127.0.0.1:0",
+            "--status-bind",
+            "127.0.0.1:0",
+            "--socket",
+            "ctl.sock",
+            "--python",
+            "/usr/bin/python3",
+            "--user",
+            "nobody",
+            "--worker-tmp-dir",
+            tmp.to_str().unwrap(),
+        ],
+        None,
+        &[("STATE_DIRECTORY", "/nonexistent-state")],
+    );
+    // The attacker has swapped the folder by the time corral boots workers
+    // (or has given up: corral refused the swapped folder).
+    let _ = attacker_log.wait_for("swapped", Duration::from_secs(20));
+    let _ = attacker_log.wait_for("planted", Duration::from_secs(5));
+    let _ = c.wait_exit(Duration::from_secs(2));
+    let meta = std::fs::symlink_metadata(&secret).unwrap();
+    assert_eq!(
+        (meta.uid(), meta.gid(), meta.mode() & 0o7777),
+        (0, 0, 0o600),
+        "root's file was given to the workers: attacker: {}\ncorral: {}",
+        attacker_log.text(),
+        c.log.text()
+    );
+    assert_eq!(std::fs::read_to_string(&secret).unwrap(), "root only\n");
+    // Either corral found the swapped folder in place of its own and
+    // refused it, or it had opened its own first and made everything in
+    // it; then it looked at a bounded number of the names, and said so.
+    let log = c.log.text();
+    assert!(
+        log.contains("was replaced before corral could open it")
+            || log.contains("at only 1000 of its entries"),
+        "{log}"
+    );
 }
