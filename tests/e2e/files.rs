@@ -705,3 +705,72 @@ fn a_worker_tmp_dir_the_workers_user_owns_cannot_aim_roots_chown_at_another_file
         "{log}"
     );
 }
+
+#[test]
+fn log_pid_and_socket_paths_through_a_folder_another_user_may_change_are_refused() {
+    if !root() {
+        return;
+    }
+    // srv/ is the workers' user's (nobody); it has replaced srv/run with
+    // a symlink to root's private folder.
+    let app = shared_app(&[("app.py", PID_APP)]);
+    let srv = app.path().join("srv");
+    std::fs::create_dir(&srv).unwrap();
+    std::os::unix::fs::chown(&srv, Some(NOBODY), Some(NOBODY)).unwrap();
+    let vault = app.path().join("vault");
+    std::fs::create_dir(&vault).unwrap();
+    std::fs::set_permissions(&vault, PermissionsExt::from_mode(0o700)).unwrap();
+    for name in ["f", "corral.pid"] {
+        std::fs::write(vault.join(name), "ROOT DATA\n").unwrap();
+        std::fs::set_permissions(vault.join(name), PermissionsExt::from_mode(0o600)).unwrap();
+    }
+    let ln = Command::new("ln")
+        .arg("-s")
+        .arg(&vault)
+        .arg(srv.join("run"))
+        .uid(NOBODY)
+        .gid(NOBODY)
+        .status()
+        .unwrap();
+    assert!(ln.success());
+    let refused = format!(
+        "the folder {} on its way may be changed by another user (it belongs to uid {NOBODY}",
+        srv.display()
+    );
+    for (flag, file) in [
+        ("--access-logfile", "srv/run/f"),
+        ("--error-logfile", "srv/run/f"),
+        ("--pid", "srv/run/corral.pid"),
+        ("-b", "unix:srv/run/app.sock"),
+    ] {
+        let mut c = Corral::spawn(app.path(), &["app:app", flag, file], &[]);
+        let st = c.wait_exit(Duration::from_secs(20));
+        let log = c.log.text();
+        assert!(st.is_some_and(|s| !s.success()), "{flag}: {log}");
+        assert!(log.contains(&refused), "{flag}: {log}");
+        assert!(log.contains("chmod go-w"), "says how to fix it: {log}");
+        for name in ["f", "corral.pid"] {
+            assert_eq!(
+                std::fs::read_to_string(vault.join(name)).unwrap(),
+                "ROOT DATA\n",
+                "{flag}"
+            );
+        }
+        let names: Vec<_> = std::fs::read_dir(&vault).unwrap().flatten().collect();
+        assert_eq!(names.len(), 2, "{flag}: nothing made in root's folder");
+    }
+    // The same paths through a folder of root's: an operator's symlink on
+    // the way is followed, as before.
+    std::fs::remove_file(srv.join("run")).unwrap();
+    std::os::unix::fs::chown(&srv, Some(0), Some(0)).unwrap();
+    std::os::unix::fs::symlink(&vault, srv.join("run")).unwrap();
+    let mut c = Corral::start(
+        app.path(),
+        &["app:app", "--access-logfile", "srv/run/access.log"],
+        1,
+    );
+    assert_eq!(c.get("/").status, 200);
+    c.signal(libc::SIGTERM);
+    assert!(c.wait_exit(Duration::from_secs(20)).is_some());
+    assert!(vault.join("access.log").exists());
+}
