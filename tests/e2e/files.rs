@@ -4,7 +4,7 @@
 //! skipped (with a note) on a developer's machine.
 
 use crate::common::*;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -773,4 +773,80 @@ fn log_pid_and_socket_paths_through_a_folder_another_user_may_change_are_refused
     c.signal(libc::SIGTERM);
     assert!(c.wait_exit(Duration::from_secs(20)).is_some());
     assert!(vault.join("access.log").exists());
+}
+
+#[test]
+fn with_drop_privileges_a_link_the_workers_user_left_at_the_control_socket_is_removed() {
+    if !root() {
+        return;
+    }
+    let app = shared_app(&[
+        ("app.py", PID_APP),
+        (
+            "corral.toml",
+            "[app]\nmodule = \"app:app\"\npython = \"/usr/bin/python3\"\n\
+             [server]\nbind = [\"127.0.0.1:0\"]\ndrop_privileges = true\n\
+             [workers]\nuser = \"nobody\"\n[health]\nstatus_bind = \"127.0.0.1:0\"\n",
+        ),
+    ]);
+    let start = || {
+        let mut c = corral_as(
+            app.path(),
+            &["-c", "corral.toml"],
+            None,
+            &[("STATE_DIRECTORY", "/nonexistent-state")],
+        );
+        c.wait_listening();
+        c.wait_in_service(1);
+        c
+    };
+    let mut c = start();
+    let v: serde_json::Value = serde_json::from_slice(&c.get("/").body).unwrap();
+    let socket = PathBuf::from(
+        c.status_json()["supervisor"]["control_socket"]
+            .as_str()
+            .unwrap(),
+    );
+    // A killed corral leaves its folders (the workers' user's) behind.
+    let _cleanup = RemoveOnDrop(vec![
+        PathBuf::from(v["rundir"].as_str().unwrap()),
+        socket.parent().unwrap().to_path_buf(),
+    ]);
+    c.signal(libc::SIGKILL);
+    c.wait_exit(Duration::from_secs(20)).expect("corral exits");
+    // The workers' user puts a link to a file of root's there.
+    let precious = app.path().join("precious");
+    std::fs::write(&precious, "keep me\n").unwrap();
+    std::fs::set_permissions(&precious, PermissionsExt::from_mode(0o600)).unwrap();
+    let _ = std::fs::remove_file(&socket);
+    let ln = Command::new("ln")
+        .arg("-s")
+        .arg(&precious)
+        .arg(&socket)
+        .uid(NOBODY)
+        .gid(NOBODY)
+        .status()
+        .unwrap();
+    assert!(ln.success());
+    // The next start (as root) removes the link, not what it points to.
+    let mut again = start();
+    assert!(
+        again.log.text().contains("a symlink, owned by uid 65534"),
+        "{}",
+        again.log.text()
+    );
+    let meta = std::fs::metadata(&precious).unwrap();
+    assert_eq!((meta.uid(), meta.mode() & 0o7777), (0, 0o600));
+    assert_eq!(std::fs::read_to_string(&precious).unwrap(), "keep me\n");
+    assert!(
+        std::fs::symlink_metadata(&socket)
+            .unwrap()
+            .file_type()
+            .is_socket()
+    );
+    again.signal(libc::SIGTERM);
+    let st = again
+        .wait_exit(Duration::from_secs(20))
+        .expect("corral exits");
+    assert_eq!(st.code(), Some(0), "{}", again.log.text());
 }
