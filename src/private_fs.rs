@@ -400,6 +400,72 @@ mod tests {
     }
 
     #[test]
+    fn as_root_every_folder_on_the_way_must_be_private() {
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("SKIPPED: needs root (to own folders as another user)");
+            return;
+        }
+        let t = tempfile::tempdir().unwrap();
+        let nobody = Some(65534);
+        let theirs = t.path().join("theirs");
+        create_dir(&theirs.join("logs"), 0o755).unwrap();
+        // The folder that holds the file is left to the caller's rule.
+        std::os::unix::fs::chown(theirs.join("logs"), nobody, nobody).unwrap();
+        assert_eq!(
+            folders_above_not_private(&theirs.join("logs/app.log")),
+            None
+        );
+        // One above it is not.
+        std::os::unix::fs::chown(&theirs, nobody, nobody).unwrap();
+        let why = folders_above_not_private(&theirs.join("logs/app.log")).unwrap();
+        assert!(
+            why.contains(&format!("the folder {}", theirs.display())),
+            "{why}"
+        );
+        assert!(why.contains("belongs to uid 65534"), "{why}");
+        assert!(why.contains("chmod go-w"), "{why}");
+        // Group-writable is not private either; a sticky root folder is.
+        let shared = t.path().join("shared");
+        create_dir(&shared.join("logs"), 0o755).unwrap();
+        std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o775)).unwrap();
+        let why = folders_above_not_private(&shared.join("logs/app.log")).unwrap();
+        assert!(why.contains("mode 0775"), "{why}");
+        std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o1777)).unwrap();
+        assert_eq!(
+            folders_above_not_private(&shared.join("logs/app.log")),
+            None
+        );
+        // A root symlink on the way is followed, and where it leads is
+        // checked in turn; another user's symlink is refused.
+        let link = t.path().join("link");
+        std::os::unix::fs::symlink(theirs.join("logs"), &link).unwrap();
+        let why = folders_above_not_private(&link.join("sub/app.log")).unwrap();
+        assert!(
+            why.contains(&format!("the folder {}", theirs.display())),
+            "{why}"
+        );
+        std::fs::remove_file(&link).unwrap();
+        let private = t.path().join("private");
+        create_dir(&private.join("logs"), 0o755).unwrap();
+        std::os::unix::fs::symlink(&private, &link).unwrap();
+        assert_eq!(folders_above_not_private(&link.join("logs/app.log")), None);
+        std::os::unix::fs::lchown(&link, nobody, nobody).unwrap();
+        let why = folders_above_not_private(&link.join("logs/app.log")).unwrap();
+        assert!(
+            why.contains("is a symlink that belongs to uid 65534"),
+            "{why}"
+        );
+        // `..` goes up from where a symlink led, as the kernel does.
+        std::fs::remove_file(&link).unwrap();
+        std::os::unix::fs::symlink(theirs.join("logs"), &link).unwrap();
+        let why = folders_above_not_private(&link.join("../logs/app.log")).unwrap();
+        assert!(
+            why.contains(&format!("the folder {}", theirs.display())),
+            "{why}"
+        );
+    }
+
+    #[test]
     fn a_fifo_is_refused_without_waiting_for_its_other_end() {
         let t = tempfile::tempdir().unwrap();
         let fifo = t.path().join("fifo");
