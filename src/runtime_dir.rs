@@ -146,6 +146,28 @@ fn not_ours(st: &FileStat) -> Option<String> {
     None
 }
 
+/// Who besides root and the workers' user (`id`) may rename or replace
+/// folders in the place `st` describes, if anyone: its owner, its group,
+/// or others, unless it is root's and sticky (/tmp). Root's own files stay
+/// safe either way (see the module doc); the workers, though, run the
+/// script from there by its path.
+fn third_writer(st: &FileStat, id: &Identity) -> Option<String> {
+    let mode = st.st_mode & 0o7777;
+    if mode & 0o1000 != 0 && st.st_uid == 0 {
+        return None;
+    }
+    if st.st_uid != 0 && st.st_uid != id.uid {
+        return Some(format!("its owner, uid {}", st.st_uid));
+    }
+    if mode & 0o002 != 0 {
+        return Some(format!("any user (mode {mode:04o})"));
+    }
+    if mode & 0o020 != 0 && st.st_gid != 0 && st.st_gid != id.gid {
+        return Some(format!("group {} (mode {mode:04o})", st.st_gid));
+    }
+    None
+}
+
 /// Makes the folder `name` in `parent` (0700) and opens it, checked to be
 /// the one made (another user who may write to `parent` may have swapped
 /// it between the two calls).
@@ -207,6 +229,16 @@ impl RuntimeDir {
                 }
             }
         };
+        if let Some(id) = owner.identity
+            && nix::unistd::geteuid().is_root()
+            && let Some(who) = fstat(&place).ok().and_then(|st| third_writer(&st, id))
+        {
+            tracing::warn!(
+                "{}: {who} may write to it, and could replace the worker script that the workers (as {}) run from it; choose a folder only root and the workers' user can write to, or a sticky one such as /tmp",
+                place_path.display(),
+                id.user
+            );
+        }
         let named = format!("{prefix}{}-", std::process::id());
         let mut made = None;
         for _ in 0..100 {
@@ -561,6 +593,38 @@ mod tests {
             0,
             "removed on drop"
         );
+    }
+
+    #[test]
+    fn a_place_a_third_user_may_write_to_is_named() {
+        let id = Identity {
+            user: "app".into(),
+            uid: 1002,
+            gid: 1002,
+            groups: vec![1002],
+        };
+        let t = tempfile::tempdir().unwrap();
+        let st = |mode: u32| {
+            std::fs::set_permissions(t.path(), std::os::unix::fs::PermissionsExt::from_mode(mode))
+                .unwrap();
+            let mut st = fstat(open_place(t.path()).unwrap()).unwrap();
+            st.st_uid = 0;
+            st.st_gid = 0;
+            st
+        };
+        assert_eq!(third_writer(&st(0o755), &id), None);
+        assert_eq!(third_writer(&st(0o1777), &id), None);
+        assert!(third_writer(&st(0o777), &id).unwrap().contains("any user"));
+        let mut theirs = st(0o755);
+        theirs.st_uid = 1002;
+        assert_eq!(third_writer(&theirs, &id), None, "the workers' own");
+        theirs.st_uid = 1003;
+        assert!(third_writer(&theirs, &id).unwrap().contains("uid 1003"));
+        let mut group = st(0o775);
+        group.st_gid = 1002;
+        assert_eq!(third_writer(&group, &id), None, "the workers' group");
+        group.st_gid = 50;
+        assert!(third_writer(&group, &id).unwrap().contains("group 50"));
     }
 
     /// What corral opens after `mkdirat` must be the private folder it
