@@ -6,6 +6,7 @@
 //! types.
 
 use std::io::{BufRead, BufReader, Write};
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -196,9 +197,11 @@ pub struct Bound {
 /// to them. A socket file nobody answers on is stale and replaced; a live
 /// one means another corral uses it, unless `takeover` (we are the new
 /// corral of a USR2 re-exec, replacing our parent). Anything at the path
-/// that is not a socket is left alone and refused. `owner`: the user
-/// corral becomes after `drop_privileges`, who must be able to remove the
-/// socket at exit.
+/// that is not a socket is left alone and refused, except in the folder
+/// corral gave the user it drops to (`owner`: the user corral becomes after
+/// `drop_privileges`, who must be able to remove the socket at exit): a
+/// symlink, file or FIFO that user left there is unlinked, with a warning,
+/// so that a worker cannot keep root's corral from starting again.
 pub fn bind(path: &Path, takeover: bool, owner: Option<(u32, u32)>) -> Result<Bound, String> {
     let dir = path
         .parent()
@@ -237,8 +240,26 @@ pub fn bind(path: &Path, takeover: bool, owner: Option<(u32, u32)>) -> Result<Bo
         })?;
         made_dir = Some(dir.to_path_buf());
     }
-    if std::fs::symlink_metadata(path).is_ok() {
-        if !private_fs::is_socket(path) {
+    if let Ok(meta) = std::fs::symlink_metadata(path) {
+        if !meta.file_type().is_socket() && left_by_dropped_user(dir, &meta, owner) {
+            // The folder corral gave the user it drops to (an earlier
+            // start's): only that user (or root) can have put this here,
+            // and it could remove the socket anyway. unlink removes the
+            // name only: it never follows a symlink, and a target or
+            // another link of the same file stays as it was.
+            std::fs::remove_file(path).map_err(|e| {
+                format!(
+                    "cannot remove what is in the way at {}: {e}",
+                    path.display()
+                )
+            })?;
+            tracing::warn!(
+                "removed {} (a {}, owned by uid {}) from the control socket's folder, which belongs to the user corral drops to: only that user can have put it there (a worker, perhaps)",
+                path.display(),
+                node_kind(&meta),
+                meta.uid()
+            );
+        } else if !meta.file_type().is_socket() {
             return Err(format!(
                 "{} exists and is not a socket; corral does not delete it: remove it yourself, or choose another path with [control] socket or --socket",
                 path.display()
@@ -252,13 +273,15 @@ pub fn bind(path: &Path, takeover: bool, owner: Option<(u32, u32)>) -> Result<Bo
         }
         let _ = std::fs::remove_file(path);
     }
-    let std = private_fs::bind_unix(path, 0o600, None)
+    // The owner is set through the socket's own node, never by path: the
+    // folder may be the dropped-to user's, who could swap a symlink in.
+    let std = private_fs::bind_unix(path, 0o600, owner)
         .map_err(|e| format!("cannot create the control socket {}: {e}", path.display()))?;
     if let Some((uid, gid)) = owner {
         // Its folder too, so that the unprivileged corral can remove the
         // socket at exit (the empty folder stays: only root may remove it
-        // from the folder above; the next start uses it again).
-        let _ = std::os::unix::fs::chown(path, Some(uid), Some(gid));
+        // from the folder above; the next start uses it again). Only a
+        // folder made just now, in folders checked above.
         if made_dir.is_some() {
             let _ = std::os::unix::fs::chown(dir, Some(uid), Some(gid));
         }
@@ -266,6 +289,39 @@ pub fn bind(path: &Path, takeover: bool, owner: Option<(u32, u32)>) -> Result<Bo
     std.set_nonblocking(true).map_err(|e| e.to_string())?;
     let listener = UnixListener::from_std(std).map_err(|e| e.to_string())?;
     Ok(Bound { listener, made_dir })
+}
+
+/// Whether what `meta` describes, at the control socket's path in `dir`,
+/// was left in the folder corral (as root) gave the user it drops to
+/// (`owner`): a symlink, file or FIFO, no folder, in a folder of that
+/// user's own, in which only that user and root can put anything.
+fn left_by_dropped_user(dir: &Path, meta: &std::fs::Metadata, owner: Option<(u32, u32)>) -> bool {
+    let Some((uid, _)) = owner else {
+        return false;
+    };
+    let dir_meta = match std::fs::symlink_metadata(dir) {
+        Ok(m) => m,
+        Err(_) => return false,
+    };
+    nix::unistd::geteuid().is_root()
+        && !meta.is_dir()
+        && dir_meta.is_dir()
+        && dir_meta.uid() == uid
+        && dir_meta.mode() & 0o022 == 0
+}
+
+/// What a node that is not a socket is, in a word.
+fn node_kind(meta: &std::fs::Metadata) -> &'static str {
+    let t = meta.file_type();
+    if t.is_symlink() {
+        "symlink"
+    } else if t.is_fifo() {
+        "FIFO"
+    } else if t.is_file() {
+        "regular file"
+    } else {
+        "node"
+    }
 }
 
 /// Why the folders of the control socket at `path` are not corral's alone

@@ -10,6 +10,12 @@
 //! file with more than one link or one owned by neither corral's user nor
 //! the folder's owner: otherwise that user could make corral append to, or
 //! create, a file elsewhere.
+//!
+//! Run as root, corral also refuses a log file or pid file whose path goes
+//! through a folder, above the one that holds it, that another user may
+//! change (see [`private_fs::folders_above_not_private`]): that user could
+//! swap a folder below it for a symlink, and the rule above, which looks
+//! at the last folder only, would then apply in a folder of their choosing.
 
 use std::fs::File;
 use std::io::Write;
@@ -101,6 +107,9 @@ fn open_append(path: &Path) -> Result<File, String> {
     let dir = folder(path);
     let mut options = std::fs::OpenOptions::new();
     options.append(true).create(true).mode(0o640);
+    if let Some(why) = private_fs::folders_above_not_private(path) {
+        return Err(format!("refusing {}: {why}", path.display()));
+    }
     let (file, meta, shared) = private_fs::open_unfollowed(path, &mut options)?;
     if let Some(why) = shared {
         let me = nix::unistd::geteuid().as_raw();
@@ -149,6 +158,9 @@ fn write_pid_file(path: &Path) -> Result<(), String> {
     let name = path
         .file_name()
         .ok_or_else(|| format!("{} names no file", path.display()))?;
+    if let Some(why) = private_fs::folders_above_not_private(path) {
+        return Err(format!("refusing the pid file {}: {why}", path.display()));
+    }
     let fail = |e: std::io::Error| format!("cannot write the pid file {}: {e}", path.display());
     let mut tmp = tempfile::Builder::new()
         .prefix(&format!(".{}.", name.to_string_lossy()))

@@ -5,11 +5,14 @@
 //! The rule: corral only uses a folder that is not a symlink, belongs to
 //! the user corral runs as (or to root), and that group and others cannot
 //! write; otherwise another local user could swap what corral reads, or
-//! put a socket of their own where corral's clients look for it.
+//! put a socket of their own where corral's clients look for it. Where a
+//! file may sit in a folder others may write to (log files, the pid file,
+//! `unix:` binds), a corral running as root still needs every folder above
+//! that one to be private ([`folders_above_not_private`]).
 
 use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, PermissionsExt};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// Why a folder is not private, or None when it is. `sticky_ok`: a
 /// world-writable folder with the sticky bit (/tmp) owned by root counts
@@ -43,6 +46,95 @@ pub fn not_private_to(dir: &Path, sticky_ok: bool, also: Option<u32>) -> Option<
     let sticky = mode & 0o1000 != 0 && meta.uid() == 0;
     if mode & 0o022 != 0 && !(sticky_ok && sticky) {
         return Some(format!("group or others may write to it (mode {mode:04o})"));
+    }
+    None
+}
+
+/// Why a folder above the one that holds `path` is one that someone
+/// other than root or corral's user may change, if one is, when corral
+/// runs as root (`None` otherwise). Every folder on the way is checked, as
+/// the path is resolved: each must belong to root or corral's user, and
+/// group and others may not write to it unless it is root's and sticky
+/// (/tmp); a symlink on the way is followed only when it belongs to root
+/// or corral's user (it sits in a folder that passed), and the folders it
+/// leads through are checked in turn. Otherwise whoever may change such a
+/// folder could swap a folder below it for a symlink, and have root
+/// create, append to, replace or delete a file in any folder of their
+/// choosing. The folder that holds `path` itself is left to the caller's
+/// own rule (see [`open_unfollowed`]); a folder that does not exist ends
+/// the walk (nothing can be made there by another user: its folder passed).
+pub fn folders_above_not_private(path: &Path) -> Option<String> {
+    use std::collections::VecDeque;
+    use std::path::Component;
+    if !nix::unistd::geteuid().is_root() {
+        return None;
+    }
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let dir = if dir.is_absolute() {
+        dir
+    } else {
+        match std::env::current_dir() {
+            Ok(cwd) => cwd.join(dir),
+            Err(e) => return Some(format!("cannot tell the current folder: {e}")),
+        }
+    };
+    let fix = "make it root's, with no write access for group or others \
+               (chown root: FOLDER; chmod go-w FOLDER), or choose a path whose folders only root can change";
+    let push_front = |todo: &mut VecDeque<std::ffi::OsString>, p: &Path| {
+        for c in p.components().rev() {
+            match c {
+                Component::Normal(n) => todo.push_front(n.to_owned()),
+                Component::ParentDir => todo.push_front("..".into()),
+                Component::RootDir | Component::CurDir | Component::Prefix(_) => {}
+            }
+        }
+    };
+    let mut todo = VecDeque::new();
+    push_front(&mut todo, &dir);
+    let mut at = PathBuf::from("/");
+    let mut links = 0;
+    let me = nix::unistd::geteuid().as_raw();
+    while let Some(name) = todo.pop_front() {
+        if name == ".." {
+            at.pop();
+            continue;
+        }
+        // `at` holds a folder on the way: it must be private.
+        if let Some(why) = not_private_to(&at, true, None) {
+            return Some(format!(
+                "the folder {} on its way may be changed by another user ({why}); {}",
+                at.display(),
+                fix.replace("FOLDER", &at.display().to_string())
+            ));
+        }
+        let next = at.join(&name);
+        let Ok(meta) = std::fs::symlink_metadata(&next) else {
+            return None;
+        };
+        if meta.file_type().is_symlink() {
+            if meta.uid() != me && meta.uid() != 0 {
+                return Some(format!(
+                    "{} on its way is a symlink that belongs to uid {}, not to root; \
+                     give the real path, or remove the link",
+                    next.display(),
+                    meta.uid()
+                ));
+            }
+            links += 1;
+            let target = match std::fs::read_link(&next) {
+                Ok(t) if links <= 40 => t,
+                _ => return Some(format!("cannot resolve the symlink {}", next.display())),
+            };
+            if target.is_absolute() {
+                at = PathBuf::from("/");
+            }
+            push_front(&mut todo, &target);
+        } else {
+            at = next;
+        }
     }
     None
 }
@@ -305,6 +397,72 @@ mod tests {
         // /tmp: world-writable, sticky, root's.
         assert!(not_private(Path::new("/tmp"), false).is_some());
         assert_eq!(not_private(Path::new("/tmp"), true), None);
+    }
+
+    #[test]
+    fn as_root_every_folder_on_the_way_must_be_private() {
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("SKIPPED: needs root (to own folders as another user)");
+            return;
+        }
+        let t = tempfile::tempdir().unwrap();
+        let nobody = Some(65534);
+        let theirs = t.path().join("theirs");
+        create_dir(&theirs.join("logs"), 0o755).unwrap();
+        // The folder that holds the file is left to the caller's rule.
+        std::os::unix::fs::chown(theirs.join("logs"), nobody, nobody).unwrap();
+        assert_eq!(
+            folders_above_not_private(&theirs.join("logs/app.log")),
+            None
+        );
+        // One above it is not.
+        std::os::unix::fs::chown(&theirs, nobody, nobody).unwrap();
+        let why = folders_above_not_private(&theirs.join("logs/app.log")).unwrap();
+        assert!(
+            why.contains(&format!("the folder {}", theirs.display())),
+            "{why}"
+        );
+        assert!(why.contains("belongs to uid 65534"), "{why}");
+        assert!(why.contains("chmod go-w"), "{why}");
+        // Group-writable is not private either; a sticky root folder is.
+        let shared = t.path().join("shared");
+        create_dir(&shared.join("logs"), 0o755).unwrap();
+        std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o775)).unwrap();
+        let why = folders_above_not_private(&shared.join("logs/app.log")).unwrap();
+        assert!(why.contains("mode 0775"), "{why}");
+        std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o1777)).unwrap();
+        assert_eq!(
+            folders_above_not_private(&shared.join("logs/app.log")),
+            None
+        );
+        // A root symlink on the way is followed, and where it leads is
+        // checked in turn; another user's symlink is refused.
+        let link = t.path().join("link");
+        std::os::unix::fs::symlink(theirs.join("logs"), &link).unwrap();
+        let why = folders_above_not_private(&link.join("sub/app.log")).unwrap();
+        assert!(
+            why.contains(&format!("the folder {}", theirs.display())),
+            "{why}"
+        );
+        std::fs::remove_file(&link).unwrap();
+        let private = t.path().join("private");
+        create_dir(&private.join("logs"), 0o755).unwrap();
+        std::os::unix::fs::symlink(&private, &link).unwrap();
+        assert_eq!(folders_above_not_private(&link.join("logs/app.log")), None);
+        std::os::unix::fs::lchown(&link, nobody, nobody).unwrap();
+        let why = folders_above_not_private(&link.join("logs/app.log")).unwrap();
+        assert!(
+            why.contains("is a symlink that belongs to uid 65534"),
+            "{why}"
+        );
+        // `..` goes up from where a symlink led, as the kernel does.
+        std::fs::remove_file(&link).unwrap();
+        std::os::unix::fs::symlink(theirs.join("logs"), &link).unwrap();
+        let why = folders_above_not_private(&link.join("../logs/app.log")).unwrap();
+        assert!(
+            why.contains(&format!("the folder {}", theirs.display())),
+            "{why}"
+        );
     }
 
     #[test]

@@ -482,6 +482,13 @@ fn bind_one(
             Ok(Listener::Tcp(TcpListener::from_std(std).map_err(err)?))
         }
         BindAddr::Unix(path) => {
+            // Every folder above the socket's must be private (as root):
+            // else another user could swap one for a symlink, and have
+            // corral delete a stale socket, or bind one, in a folder of
+            // their choosing.
+            if let Some(why) = crate::private_fs::folders_above_not_private(path) {
+                return Err(err(std::io::Error::other(why)));
+            }
             // A socket file left by a previous run that nobody listens on is
             // stale: remove it. A live one is an error, and so is anything
             // that is not a socket (corral never deletes a regular file).

@@ -4,7 +4,7 @@
 //! skipped (with a note) on a developer's machine.
 
 use crate::common::*;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -559,7 +559,6 @@ fn with_drop_privileges_corral_removes_its_folder_and_socket_at_exit() {
         .wait_exit(Duration::from_secs(20))
         .expect("corral exits");
     assert_eq!(st.code(), Some(0), "{}", again.log.text());
-    let _ = std::fs::remove_dir(socket.parent().unwrap());
 }
 
 #[test]
@@ -587,4 +586,267 @@ fn corral_check_as_root_boots_the_app_as_the_workers_user() {
     );
     assert_eq!(out.status.code(), Some(0), "{text}");
     assert!(text.contains("OK: app:app imported"), "{text}");
+}
+
+/// The attack on `--worker-tmp-dir` (a folder the workers' user owns): it
+/// waits for root's corral to make its folder there, swaps that folder for
+/// one of its own, and when root has written the worker script into it,
+/// puts a symlink to a root-only file in its place, hoping that root's
+/// chown/chmod of the script lands on that file. Thousands of names in the
+/// folder (a PID that runs) slowed corral's sweep of it, and widened the
+/// window the swap needs.
+const TMP_DIR_ATTACKER: &str = r#"
+import ctypes, os, struct, sys, time
+TMP, TARGET = sys.argv[1], sys.argv[2]
+libc = ctypes.CDLL("libc.so.6", use_errno=True)
+IN_CREATE, IN_CLOSE_WRITE, IN_ISDIR = 0x100, 0x8, 0x40000000
+fd = libc.inotify_init()
+libc.inotify_add_watch(fd, TMP.encode(), IN_CREATE)
+print("watching", flush=True)
+deadline = time.time() + 30
+mine = None
+def events(fd):
+    buf = os.read(fd, 65536); i = 0
+    while i < len(buf):
+        wd, mask, cookie, ln = struct.unpack_from("iIII", buf, i)
+        name = buf[i+16:i+16+ln].rstrip(b"\0").decode(); i += 16 + ln
+        yield mask, name
+while time.time() < deadline and mine is None:
+    for mask, name in events(fd):
+        if name.startswith("corral-") and mask & IN_ISDIR:
+            p = os.path.join(TMP, name)
+            os.rename(p, os.path.join(TMP, "moved-" + name))
+            os.mkdir(p); os.chmod(p, 0o777)
+            mine = p
+            libc.inotify_add_watch(fd, p.encode(), IN_CLOSE_WRITE)
+            break
+print("swapped", mine, flush=True)
+while time.time() < deadline:
+    for mask, name in events(fd):
+        if name == "corral_worker.py" and mask & IN_CLOSE_WRITE:
+            p = os.path.join(mine, name)
+            os.rename(p, p + ".root"); os.symlink(TARGET, p)
+            print("planted", p, flush=True)
+            sys.exit(0)
+"#;
+
+#[test]
+fn a_worker_tmp_dir_the_workers_user_owns_cannot_aim_roots_chown_at_another_file() {
+    if !root() {
+        return;
+    }
+    let app = shared_app(&[("app.py", PID_APP), ("attacker.py", TMP_DIR_ATTACKER)]);
+    let tmp = app.path().join("tmp");
+    std::fs::create_dir(&tmp).unwrap();
+    for n in 0..50_000 {
+        std::fs::File::create(tmp.join(format!("corral-1-{n}"))).unwrap();
+    }
+    std::os::unix::fs::chown(&tmp, Some(NOBODY), Some(NOBODY)).unwrap();
+    let vault = app.path().join("vault");
+    std::fs::create_dir(&vault).unwrap();
+    let secret = vault.join("secret");
+    std::fs::write(&secret, "root only\n").unwrap();
+    std::fs::set_permissions(&secret, PermissionsExt::from_mode(0o600)).unwrap();
+    let mut attacker = Command::new("/usr/bin/python3");
+    attacker
+        .arg(app.path().join("attacker.py"))
+        .arg(&tmp)
+        .arg(&secret)
+        .uid(NOBODY)
+        .gid(NOBODY)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut attacker = Reaped(attacker.spawn().unwrap());
+    let attacker_log = Log::collect(&mut attacker.0, "attacker");
+    attacker_log
+        .wait_for("watching", Duration::from_secs(20))
+        .expect("the attacker watches");
+    let mut c = corral_as(
+        app.path(),
+        &[
+            "app:app",
+            "-b",
+            "127.0.0.1:0",
+            "--status-bind",
+            "127.0.0.1:0",
+            "--socket",
+            "ctl.sock",
+            "--python",
+            "/usr/bin/python3",
+            "--user",
+            "nobody",
+            "--worker-tmp-dir",
+            tmp.to_str().unwrap(),
+        ],
+        None,
+        &[("STATE_DIRECTORY", "/nonexistent-state")],
+    );
+    // The attacker has swapped the folder by the time corral boots workers
+    // (or has given up: corral refused the swapped folder).
+    let _ = attacker_log.wait_for("swapped", Duration::from_secs(20));
+    let _ = attacker_log.wait_for("planted", Duration::from_secs(5));
+    let _ = c.wait_exit(Duration::from_secs(2));
+    let meta = std::fs::symlink_metadata(&secret).unwrap();
+    assert_eq!(
+        (meta.uid(), meta.gid(), meta.mode() & 0o7777),
+        (0, 0, 0o600),
+        "root's file was given to the workers: attacker: {}\ncorral: {}",
+        attacker_log.text(),
+        c.log.text()
+    );
+    assert_eq!(std::fs::read_to_string(&secret).unwrap(), "root only\n");
+    // Either corral found the swapped folder in place of its own and
+    // refused it, or it had opened its own first and made everything in
+    // it; then it looked at a bounded number of the names, and said so.
+    let log = c.log.text();
+    assert!(
+        log.contains("was replaced before corral could open it")
+            || log.contains("at only 1000 of its entries"),
+        "{log}"
+    );
+}
+
+#[test]
+fn log_pid_and_socket_paths_through_a_folder_another_user_may_change_are_refused() {
+    if !root() {
+        return;
+    }
+    // srv/ is the workers' user's (nobody); it has replaced srv/run with
+    // a symlink to root's private folder.
+    let app = shared_app(&[("app.py", PID_APP)]);
+    let srv = app.path().join("srv");
+    std::fs::create_dir(&srv).unwrap();
+    std::os::unix::fs::chown(&srv, Some(NOBODY), Some(NOBODY)).unwrap();
+    let vault = app.path().join("vault");
+    std::fs::create_dir(&vault).unwrap();
+    std::fs::set_permissions(&vault, PermissionsExt::from_mode(0o700)).unwrap();
+    for name in ["f", "corral.pid"] {
+        std::fs::write(vault.join(name), "ROOT DATA\n").unwrap();
+        std::fs::set_permissions(vault.join(name), PermissionsExt::from_mode(0o600)).unwrap();
+    }
+    let ln = Command::new("ln")
+        .arg("-s")
+        .arg(&vault)
+        .arg(srv.join("run"))
+        .uid(NOBODY)
+        .gid(NOBODY)
+        .status()
+        .unwrap();
+    assert!(ln.success());
+    let refused = format!(
+        "the folder {} on its way may be changed by another user (it belongs to uid {NOBODY}",
+        srv.display()
+    );
+    for (flag, file) in [
+        ("--access-logfile", "srv/run/f"),
+        ("--error-logfile", "srv/run/f"),
+        ("--pid", "srv/run/corral.pid"),
+        ("-b", "unix:srv/run/app.sock"),
+    ] {
+        let mut c = Corral::spawn(app.path(), &["app:app", flag, file], &[]);
+        let st = c.wait_exit(Duration::from_secs(20));
+        let log = c.log.text();
+        assert!(st.is_some_and(|s| !s.success()), "{flag}: {log}");
+        assert!(log.contains(&refused), "{flag}: {log}");
+        assert!(log.contains("chmod go-w"), "says how to fix it: {log}");
+        for name in ["f", "corral.pid"] {
+            assert_eq!(
+                std::fs::read_to_string(vault.join(name)).unwrap(),
+                "ROOT DATA\n",
+                "{flag}"
+            );
+        }
+        let names: Vec<_> = std::fs::read_dir(&vault).unwrap().flatten().collect();
+        assert_eq!(names.len(), 2, "{flag}: nothing made in root's folder");
+    }
+    // The same paths through a folder of root's: an operator's symlink on
+    // the way is followed, as before.
+    std::fs::remove_file(srv.join("run")).unwrap();
+    std::os::unix::fs::chown(&srv, Some(0), Some(0)).unwrap();
+    std::os::unix::fs::symlink(&vault, srv.join("run")).unwrap();
+    let mut c = Corral::start(
+        app.path(),
+        &["app:app", "--access-logfile", "srv/run/access.log"],
+        1,
+    );
+    assert_eq!(c.get("/").status, 200);
+    c.signal(libc::SIGTERM);
+    assert!(c.wait_exit(Duration::from_secs(20)).is_some());
+    assert!(vault.join("access.log").exists());
+}
+
+#[test]
+fn with_drop_privileges_a_link_the_workers_user_left_at_the_control_socket_is_removed() {
+    if !root() {
+        return;
+    }
+    let app = shared_app(&[
+        ("app.py", PID_APP),
+        (
+            "corral.toml",
+            "[app]\nmodule = \"app:app\"\npython = \"/usr/bin/python3\"\n\
+             [server]\nbind = [\"127.0.0.1:0\"]\ndrop_privileges = true\n\
+             [workers]\nuser = \"nobody\"\n[health]\nstatus_bind = \"127.0.0.1:0\"\n",
+        ),
+    ]);
+    let start = || {
+        let mut c = corral_as(
+            app.path(),
+            &["-c", "corral.toml"],
+            None,
+            &[("STATE_DIRECTORY", "/nonexistent-state")],
+        );
+        c.wait_listening();
+        c.wait_in_service(1);
+        c
+    };
+    let mut c = start();
+    let v: serde_json::Value = serde_json::from_slice(&c.get("/").body).unwrap();
+    let socket = PathBuf::from(
+        c.status_json()["supervisor"]["control_socket"]
+            .as_str()
+            .unwrap(),
+    );
+    // A killed corral leaves its folders (the workers' user's) behind.
+    let _cleanup = RemoveOnDrop(vec![
+        PathBuf::from(v["rundir"].as_str().unwrap()),
+        socket.parent().unwrap().to_path_buf(),
+    ]);
+    c.signal(libc::SIGKILL);
+    c.wait_exit(Duration::from_secs(20)).expect("corral exits");
+    // The workers' user puts a link to a file of root's there.
+    let precious = app.path().join("precious");
+    std::fs::write(&precious, "keep me\n").unwrap();
+    std::fs::set_permissions(&precious, PermissionsExt::from_mode(0o600)).unwrap();
+    let _ = std::fs::remove_file(&socket);
+    let ln = Command::new("ln")
+        .arg("-s")
+        .arg(&precious)
+        .arg(&socket)
+        .uid(NOBODY)
+        .gid(NOBODY)
+        .status()
+        .unwrap();
+    assert!(ln.success());
+    // The next start (as root) removes the link, not what it points to.
+    let mut again = start();
+    assert!(
+        again.log.text().contains("a symlink, owned by uid 65534"),
+        "{}",
+        again.log.text()
+    );
+    let meta = std::fs::metadata(&precious).unwrap();
+    assert_eq!((meta.uid(), meta.mode() & 0o7777), (0, 0o600));
+    assert_eq!(std::fs::read_to_string(&precious).unwrap(), "keep me\n");
+    assert!(
+        std::fs::symlink_metadata(&socket)
+            .unwrap()
+            .file_type()
+            .is_socket()
+    );
+    again.signal(libc::SIGTERM);
+    let st = again
+        .wait_exit(Duration::from_secs(20))
+        .expect("corral exits");
+    assert_eq!(st.code(), Some(0), "{}", again.log.text());
 }
