@@ -381,6 +381,8 @@ struct TlsState {
 #[derive(Debug, Clone, Default)]
 struct Leaf {
     subject: Option<String>,
+    /// The first and last valid moments (Unix time).
+    not_before: Option<i64>,
     not_after: Option<i64>,
 }
 
@@ -389,17 +391,79 @@ impl Leaf {
         let leaf = certificates("certfile", &files.certfile)
             .ok()
             .and_then(|c| c.into_iter().next());
-        let parsed = leaf.as_ref().and_then(|c| {
-            let (_, cert) = x509_parser::parse_x509_certificate(c).ok()?;
-            Some((
-                cert.subject().to_string(),
-                cert.validity().not_after.timestamp(),
-            ))
-        });
+        let Some((_, cert)) = leaf
+            .as_ref()
+            .and_then(|c| x509_parser::parse_x509_certificate(c).ok())
+        else {
+            return Leaf::default();
+        };
+        let validity = cert.validity();
         Leaf {
-            subject: parsed.as_ref().map(|(s, _)| s.clone()),
-            not_after: parsed.map(|(_, t)| t),
+            subject: Some(cert.subject().to_string()),
+            not_before: Some(validity.not_before.timestamp()),
+            not_after: Some(validity.not_after.timestamp()),
         }
+    }
+
+    /// What is wrong with the certificate's dates at Unix time `now`, if
+    /// anything: clients refuse it (expired, or not valid yet), or it
+    /// expires within [`EXPIRY_WARNING_DAYS`].
+    fn dates_warning(&self, now: i64) -> Option<String> {
+        let (Some(from), Some(until)) = (self.not_before, self.not_after) else {
+            return None;
+        };
+        let dates = format!("valid from {} to {}", utc(from), utc(until));
+        let refused = "clients that check it refuse it; corral serves it (as gunicorn does) until a new certificate is in place and `corral reload` reads it";
+        if now > until {
+            Some(format!(
+                "expired {} ago ({dates}): {refused}",
+                ago(now - until)
+            ))
+        } else if now < from {
+            Some(format!(
+                "is not valid for another {} ({dates}): {refused}",
+                ago(from - now)
+            ))
+        } else if until - now < EXPIRY_WARNING_DAYS * 86_400 {
+            Some(format!(
+                "expires in {} ({dates}): renew it, and `corral reload` reads the new one",
+                ago(until - now)
+            ))
+        } else {
+            None
+        }
+    }
+}
+
+/// A certificate that expires within this many days is warned about at
+/// start and on each reload.
+const EXPIRY_WARNING_DAYS: i64 = 7;
+
+/// Unix time `t` as "2026-12-06 18:32:01 UTC".
+fn utc(t: i64) -> String {
+    match x509_parser::time::ASN1Time::from_timestamp(t) {
+        Ok(t) => {
+            let t = t.to_datetime();
+            format!(
+                "{:04}-{:02}-{:02} {:02}:{:02}:{:02} UTC",
+                t.year(),
+                u8::from(t.month()),
+                t.day(),
+                t.hour(),
+                t.minute(),
+                t.second()
+            )
+        }
+        Err(_) => format!("{t} (Unix time)"),
+    }
+}
+
+/// A span of `secs` seconds in days, or hours under two days.
+fn ago(secs: i64) -> String {
+    if secs >= 2 * 86_400 {
+        format!("{} days", secs / 86_400)
+    } else {
+        format!("{} hours", secs / 3_600)
     }
 }
 
@@ -452,12 +516,14 @@ impl Tls {
             loaded_at: unix_now(),
             ..TlsState::default()
         });
-        Ok(Tls {
+        let tls = Tls {
             sets,
             current: ArcSwap::from_pointee(loaded),
             binds,
             state,
-        })
+        };
+        tls.warn_dates();
+        Ok(tls)
     }
 
     /// Reads every set's files again; when one fails, every set in force
@@ -465,7 +531,7 @@ impl Tls {
     pub fn reload(&self) -> Result<(), SetError> {
         let loaded = load_all(&self.sets);
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        match loaded {
+        let result = match loaded {
             Ok(configs) => {
                 self.current.store(Arc::new(configs));
                 *state = TlsState {
@@ -480,6 +546,34 @@ impl Tls {
                 state.last_reload = Some((unix_now(), Some(e.to_string())));
                 state.reload_failures += 1;
                 Err(e)
+            }
+        };
+        drop(state);
+        self.warn_dates();
+        result
+    }
+
+    /// Logs at WARN each certificate in force that clients will refuse for
+    /// its dates (expired, not valid yet) or that expires within
+    /// [`EXPIRY_WARNING_DAYS`], with its set's table and file. It stays in
+    /// force: whether to accept it is the client's call (some check no
+    /// dates), and no certificate at all would serve nobody.
+    fn warn_dates(&self) {
+        let certs = self
+            .state
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .certs
+            .clone();
+        let now = unix_now() as i64;
+        for ((name, files), leaf) in self.sets.iter().zip(&certs) {
+            if let Some(warning) = leaf.dates_warning(now) {
+                tracing::warn!(
+                    "TLS: {} certificate {} ({}) {warning}",
+                    table_of(name),
+                    files.certfile.display(),
+                    leaf.subject.as_deref().unwrap_or("?"),
+                );
             }
         }
     }
@@ -783,5 +877,32 @@ mod tests {
         // The handshake signatures (not made here: rustls alone builds a
         // DigitallySignedStruct) are the inner verifier's too; the e2e
         // tests' clients with a certificate go through them.
+    }
+
+    #[test]
+    fn tls_certificate_dates_are_warned_about_when_refused_or_close_to_expiry() {
+        let day = 86_400;
+        let now = 1_800_000_000;
+        let leaf = |from: i64, until: i64| Leaf {
+            subject: Some("CN=x".into()),
+            not_before: Some(now + from),
+            not_after: Some(now + until),
+        };
+        let expired = leaf(-30 * day, -2 * day - 60).dates_warning(now).unwrap();
+        assert!(
+            expired.starts_with("expired 2 days ago (valid from "),
+            "{expired}"
+        );
+        assert!(expired.contains("corral serves it"), "{expired}");
+        let early = leaf(3 * 3_600 + 60, 30 * day).dates_warning(now).unwrap();
+        assert!(
+            early.starts_with("is not valid for another 3 hours"),
+            "{early}"
+        );
+        let soon = leaf(-day, 6 * day + 60).dates_warning(now).unwrap();
+        assert!(soon.starts_with("expires in 6 days"), "{soon}");
+        assert_eq!(leaf(-day, 8 * day).dates_warning(now), None);
+        assert_eq!(Leaf::default().dates_warning(now), None);
+        assert_eq!(utc(1_800_000_000), "2027-01-15 08:00:00 UTC");
     }
 }

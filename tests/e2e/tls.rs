@@ -529,6 +529,70 @@ fn reload_reads_a_new_certificate_and_keeps_the_old_one_when_the_new_is_bad() {
     );
 }
 
+#[test]
+fn an_expired_certificate_is_served_on_reload_with_a_warning_and_one_close_to_expiry_at_start() {
+    let app = AppDir::new(&[("app.py", WSGI)]);
+    make_certs(app.path(), "first");
+    let certfile = app.path().join("server.pem");
+    let mut args = vec!["app:app", "--status-bind", "127.0.0.1:0"];
+    args.extend(tls_args());
+    let c = Corral::start(app.path(), &args, 1);
+    // The test's certificates are valid for 2 days: within the 7 warned of.
+    let warned = |what: &str| {
+        let wanted = format!(
+            " WARN TLS: [server.tls] certificate {} (CN=first) {what}",
+            certfile.display()
+        );
+        c.log.text().lines().any(|l| {
+            l.contains(&wanted) && l.contains(" (valid from 20") && l.contains(" UTC to 20")
+        })
+    };
+    // "2 days" when made within the second, else "47 hours".
+    assert!(warned("expires in "), "{}", c.log.text());
+    // An expired certificate: warned of with its file and dates, and
+    // served (clients that check dates refuse it, as under gunicorn).
+    openssl(
+        app.path(),
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "expired.pem",
+            "-days",
+            "-1",
+            "-extfile",
+            "ext",
+        ],
+    );
+    std::fs::rename(app.path().join("expired.pem"), &certfile).unwrap();
+    let out = Command::new(corral_bin())
+        .args(["reload", "--wait", "--socket", c.socket.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(warned("expired 24 hours ago"), "{}", c.log.text());
+    let tls = c.status_json()["tls"].clone();
+    assert_eq!(tls["last_reload"]["ok"], true, "{tls}");
+    assert!(tls["expires_in_days"].as_i64() < Some(0), "{tls}");
+    let url = format!("https://{}/", c.addr);
+    let (code, _, err) = curl(app.path(), &["--cacert", "ca.pem", &url]);
+    assert_ne!(code, 0, "an expired certificate verified");
+    assert!(err.contains("expired"), "{err}");
+    let (code, body, err) = curl(app.path(), &["-k", &url]);
+    assert_eq!((code, body.as_str()), (0, "https on HTTP/2 None"), "{err}");
+}
+
 const WS_ECHO: &str = "async def app(scope, receive, send):\n    if scope['type'] != 'websocket':\n        return\n    await receive()\n    await send({'type': 'websocket.accept'})\n    while True:\n        msg = await receive()\n        if msg['type'] != 'websocket.receive':\n            return\n        await send({'type': 'websocket.send', 'text': scope['scheme'] + ' ' + msg['text']})\n";
 
 #[tokio::test(flavor = "multi_thread")]
