@@ -263,8 +263,8 @@ async fn route(req: http::Request<hyper::body::Incoming>, state: &StatusState) -
                 state.router.queued(),
             );
             if let Some(tls) = &state.tls {
-                let (expiry, reload_failures) = tls.figures();
-                metrics::tls(&expiry, reload_failures, &mut out);
+                let (expiry, reload_failures, long_chains) = tls.figures();
+                metrics::tls(&expiry, reload_failures, long_chains, &mut out);
             }
             if let Some(split) = state.router.split() {
                 metrics::canary(&split.old.sample(), &split.new.sample(), &mut out);

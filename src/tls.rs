@@ -241,7 +241,7 @@ pub fn load(files: &TlsFiles) -> Result<Arc<rustls::ServerConfig>, TlsError> {
                 path: ca.clone(),
                 reason: e.to_string(),
             })?;
-            builder.with_client_cert_verifier(verifier)
+            builder.with_client_cert_verifier(Arc::new(ShortChains(verifier)))
         }
     };
     let mut config = builder.with_single_cert(certs, key).map_err(|e| {
@@ -255,6 +255,101 @@ pub fn load(files: &TlsFiles) -> Result<Arc<rustls::ServerConfig>, TlsError> {
     })?;
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(Arc::new(config))
+}
+
+/// The most certificates corral takes from a client: its own and the
+/// intermediates after it. Real client chains hold 1 to 3 (the client's
+/// certificate, perhaps an issuing CA and a policy CA under the root that
+/// `ca_certs` holds); 6 leaves room for a deeper PKI, or a client that
+/// sends its root too. webpki's path building tries each intermediate
+/// whose name fits at every level of the path, up to 200,000 steps, each
+/// of which parses every intermediate again: with a chain of small
+/// certificates all named CN=Inter and none leading to the CA, a handshake
+/// cost the front's I/O thread (release build) 1.2 ms with 6 certificates,
+/// as a valid one does, but 4.6 ms with 7, 16 ms with 8, 100 ms with 12 and
+/// 55 ms with 121, for about 2 ms of the client's CPU: a few such
+/// handshakes a second took both cores.
+pub const MAX_CLIENT_CHAIN: usize = 6;
+
+/// Client certificate chains refused for holding more than
+/// [`MAX_CLIENT_CHAIN`] certificates, since start (for `/metrics`).
+static LONG_CHAINS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// A client certificate chain longer than [`MAX_CLIENT_CHAIN`], refused
+/// before webpki sees it (the client gets alert certificate_unknown).
+#[derive(thiserror::Error)]
+#[error(
+    "the client sent a chain of {0} certificates, more than the {MAX_CLIENT_CHAIN} corral takes"
+)]
+struct ChainTooLong(usize);
+
+impl std::fmt::Debug for ChainTooLong {
+    // rustls shows a certificate's `Other` error by its Debug.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(self, f)
+    }
+}
+
+/// The client certificate verifier: webpki's (`ca_certs`, `cert_reqs`), with
+/// a chain longer than [`MAX_CLIENT_CHAIN`] refused first, by its count
+/// alone; everything else is webpki's.
+#[derive(Debug)]
+struct ShortChains(Arc<dyn rustls::server::danger::ClientCertVerifier>);
+
+impl rustls::server::danger::ClientCertVerifier for ShortChains {
+    fn offer_client_auth(&self) -> bool {
+        self.0.offer_client_auth()
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        self.0.client_auth_mandatory()
+    }
+
+    fn root_hint_subjects(&self) -> &[rustls::DistinguishedName] {
+        self.0.root_hint_subjects()
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: rustls_pki_types::UnixTime,
+    ) -> Result<rustls::server::danger::ClientCertVerified, rustls::Error> {
+        let sent = 1 + intermediates.len();
+        if sent > MAX_CLIENT_CHAIN {
+            LONG_CHAINS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            return Err(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::Other(rustls::OtherError(Arc::new(ChainTooLong(sent)))),
+            ));
+        }
+        self.0.verify_client_cert(end_entity, intermediates, now)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.supported_verify_schemes()
+    }
+
+    fn requires_raw_public_keys(&self) -> bool {
+        self.0.requires_raw_public_keys()
+    }
 }
 
 /// The TLS configs in force on the app port, one per certificate set,
@@ -286,6 +381,8 @@ struct TlsState {
 #[derive(Debug, Clone, Default)]
 struct Leaf {
     subject: Option<String>,
+    /// The first and last valid moments (Unix time).
+    not_before: Option<i64>,
     not_after: Option<i64>,
 }
 
@@ -294,17 +391,79 @@ impl Leaf {
         let leaf = certificates("certfile", &files.certfile)
             .ok()
             .and_then(|c| c.into_iter().next());
-        let parsed = leaf.as_ref().and_then(|c| {
-            let (_, cert) = x509_parser::parse_x509_certificate(c).ok()?;
-            Some((
-                cert.subject().to_string(),
-                cert.validity().not_after.timestamp(),
-            ))
-        });
+        let Some((_, cert)) = leaf
+            .as_ref()
+            .and_then(|c| x509_parser::parse_x509_certificate(c).ok())
+        else {
+            return Leaf::default();
+        };
+        let validity = cert.validity();
         Leaf {
-            subject: parsed.as_ref().map(|(s, _)| s.clone()),
-            not_after: parsed.map(|(_, t)| t),
+            subject: Some(cert.subject().to_string()),
+            not_before: Some(validity.not_before.timestamp()),
+            not_after: Some(validity.not_after.timestamp()),
         }
+    }
+
+    /// What is wrong with the certificate's dates at Unix time `now`, if
+    /// anything: clients refuse it (expired, or not valid yet), or it
+    /// expires within [`EXPIRY_WARNING_DAYS`].
+    fn dates_warning(&self, now: i64) -> Option<String> {
+        let (Some(from), Some(until)) = (self.not_before, self.not_after) else {
+            return None;
+        };
+        let dates = format!("valid from {} to {}", utc(from), utc(until));
+        let refused = "clients that check it refuse it; corral serves it (as gunicorn does) until a new certificate is in place and `corral reload` reads it";
+        if now > until {
+            Some(format!(
+                "expired {} ago ({dates}): {refused}",
+                ago(now - until)
+            ))
+        } else if now < from {
+            Some(format!(
+                "is not valid for another {} ({dates}): {refused}",
+                ago(from - now)
+            ))
+        } else if until - now < EXPIRY_WARNING_DAYS * 86_400 {
+            Some(format!(
+                "expires in {} ({dates}): renew it, and `corral reload` reads the new one",
+                ago(until - now)
+            ))
+        } else {
+            None
+        }
+    }
+}
+
+/// A certificate that expires within this many days is warned about at
+/// start and on each reload.
+const EXPIRY_WARNING_DAYS: i64 = 7;
+
+/// Unix time `t` as "2026-12-06 18:32:01 UTC".
+fn utc(t: i64) -> String {
+    match x509_parser::time::ASN1Time::from_timestamp(t) {
+        Ok(t) => {
+            let t = t.to_datetime();
+            format!(
+                "{:04}-{:02}-{:02} {:02}:{:02}:{:02} UTC",
+                t.year(),
+                u8::from(t.month()),
+                t.day(),
+                t.hour(),
+                t.minute(),
+                t.second()
+            )
+        }
+        Err(_) => format!("{t} (Unix time)"),
+    }
+}
+
+/// A span of `secs` seconds in days, or hours under two days.
+fn ago(secs: i64) -> String {
+    if secs >= 2 * 86_400 {
+        format!("{} days", secs / 86_400)
+    } else {
+        format!("{} hours", secs / 3_600)
     }
 }
 
@@ -357,12 +516,14 @@ impl Tls {
             loaded_at: unix_now(),
             ..TlsState::default()
         });
-        Ok(Tls {
+        let tls = Tls {
             sets,
             current: ArcSwap::from_pointee(loaded),
             binds,
             state,
-        })
+        };
+        tls.warn_dates();
+        Ok(tls)
     }
 
     /// Reads every set's files again; when one fails, every set in force
@@ -370,7 +531,7 @@ impl Tls {
     pub fn reload(&self) -> Result<(), SetError> {
         let loaded = load_all(&self.sets);
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        match loaded {
+        let result = match loaded {
             Ok(configs) => {
                 self.current.store(Arc::new(configs));
                 *state = TlsState {
@@ -386,13 +547,42 @@ impl Tls {
                 state.reload_failures += 1;
                 Err(e)
             }
+        };
+        drop(state);
+        self.warn_dates();
+        result
+    }
+
+    /// Logs at WARN each certificate in force that clients will refuse for
+    /// its dates (expired, not valid yet) or that expires within
+    /// [`EXPIRY_WARNING_DAYS`], with its set's table and file. It stays in
+    /// force: whether to accept it is the client's call (some check no
+    /// dates), and no certificate at all would serve nobody.
+    fn warn_dates(&self) {
+        let certs = self
+            .state
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .certs
+            .clone();
+        let now = unix_now() as i64;
+        for ((name, files), leaf) in self.sets.iter().zip(&certs) {
+            if let Some(warning) = leaf.dates_warning(now) {
+                tracing::warn!(
+                    "TLS: {} certificate {} ({}) {warning}",
+                    table_of(name),
+                    files.certfile.display(),
+                    leaf.subject.as_deref().unwrap_or("?"),
+                );
+            }
         }
     }
 
     /// For `/metrics`: each set's name and the last valid moment of its
-    /// certificate in force (Unix time, when it could be read), and the
-    /// reloads that failed.
-    pub fn figures(&self) -> (Vec<(String, Option<i64>)>, u64) {
+    /// certificate in force (Unix time, when it could be read), the
+    /// reloads that failed, and the client certificate chains refused for
+    /// their length.
+    pub fn figures(&self) -> (Vec<(String, Option<i64>)>, u64, u64) {
         let state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         let expiry = self
             .sets
@@ -400,7 +590,11 @@ impl Tls {
             .zip(&state.certs)
             .map(|((name, _), leaf)| (name.clone(), leaf.not_after))
             .collect();
-        (expiry, state.reload_failures)
+        (
+            expiry,
+            state.reload_failures,
+            LONG_CHAINS.load(std::sync::atomic::Ordering::Relaxed),
+        )
     }
 
     /// The `tls` object of `/status`: `[server.tls]`'s set at the top (its
@@ -577,4 +771,138 @@ fn pem(cert: &CertificateDer<'_>) -> String {
     }
     out.push_str("-----END CERTIFICATE-----\n");
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// A verifier that takes every chain and counts the ones it saw.
+    #[derive(Debug, Default)]
+    struct Counting {
+        seen: AtomicUsize,
+        hints: Vec<rustls::DistinguishedName>,
+    }
+
+    impl ClientCertVerifier for Counting {
+        fn offer_client_auth(&self) -> bool {
+            true
+        }
+        fn client_auth_mandatory(&self) -> bool {
+            false
+        }
+        fn root_hint_subjects(&self) -> &[rustls::DistinguishedName] {
+            &self.hints
+        }
+        fn verify_client_cert(
+            &self,
+            _: &CertificateDer<'_>,
+            _: &[CertificateDer<'_>],
+            _: rustls_pki_types::UnixTime,
+        ) -> Result<ClientCertVerified, rustls::Error> {
+            self.seen.fetch_add(1, Ordering::SeqCst);
+            Ok(ClientCertVerified::assertion())
+        }
+        fn verify_tls12_signature(
+            &self,
+            _: &[u8],
+            _: &CertificateDer<'_>,
+            _: &rustls::DigitallySignedStruct,
+        ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+            Err(rustls::Error::General("tls12".into()))
+        }
+        fn verify_tls13_signature(
+            &self,
+            _: &[u8],
+            _: &CertificateDer<'_>,
+            _: &rustls::DigitallySignedStruct,
+        ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+            Err(rustls::Error::General("tls13".into()))
+        }
+        fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+            vec![rustls::SignatureScheme::ED25519]
+        }
+    }
+
+    #[test]
+    fn tls_a_client_chain_longer_than_the_bound_is_refused_before_the_inner_verifier() {
+        let inner = Arc::new(Counting {
+            hints: vec![rustls::DistinguishedName::from(b"CN=CA".to_vec())],
+            ..Counting::default()
+        });
+        let verifier = ShortChains(inner.clone());
+        let leaf = CertificateDer::from(vec![1u8; 8]);
+        let now = rustls_pki_types::UnixTime::now();
+        let chain = |n: usize| vec![CertificateDer::from(vec![2u8; 8]); n];
+        assert!(
+            verifier
+                .verify_client_cert(&leaf, &chain(MAX_CLIENT_CHAIN - 1), now)
+                .is_ok()
+        );
+        assert_eq!(inner.seen.load(Ordering::SeqCst), 1);
+        for n in [MAX_CLIENT_CHAIN, 120] {
+            let err = verifier
+                .verify_client_cert(&leaf, &chain(n), now)
+                .unwrap_err();
+            assert!(
+                err.to_string().contains(&format!(
+                    "a chain of {} certificates, more than the 6",
+                    n + 1
+                )),
+                "{err}"
+            );
+            let alert = match err {
+                rustls::Error::InvalidCertificate(e) => rustls::AlertDescription::from(e),
+                other => panic!("{other:?}"),
+            };
+            assert_eq!(alert, rustls::AlertDescription::CertificateUnknown);
+        }
+        assert_eq!(inner.seen.load(Ordering::SeqCst), 1, "not asked again");
+        // Everything else is the inner verifier's.
+        assert!(verifier.offer_client_auth());
+        assert!(!verifier.client_auth_mandatory());
+        let hints = |v: &dyn ClientCertVerifier| -> Vec<Vec<u8>> {
+            v.root_hint_subjects()
+                .iter()
+                .map(|d| d.as_ref().to_vec())
+                .collect()
+        };
+        assert_eq!(hints(&verifier), [b"CN=CA".to_vec()]);
+        assert_eq!(
+            verifier.supported_verify_schemes(),
+            [rustls::SignatureScheme::ED25519]
+        );
+        // The handshake signatures (not made here: rustls alone builds a
+        // DigitallySignedStruct) are the inner verifier's too; the e2e
+        // tests' clients with a certificate go through them.
+    }
+
+    #[test]
+    fn tls_certificate_dates_are_warned_about_when_refused_or_close_to_expiry() {
+        let day = 86_400;
+        let now = 1_800_000_000;
+        let leaf = |from: i64, until: i64| Leaf {
+            subject: Some("CN=x".into()),
+            not_before: Some(now + from),
+            not_after: Some(now + until),
+        };
+        let expired = leaf(-30 * day, -2 * day - 60).dates_warning(now).unwrap();
+        assert!(
+            expired.starts_with("expired 2 days ago (valid from "),
+            "{expired}"
+        );
+        assert!(expired.contains("corral serves it"), "{expired}");
+        let early = leaf(3 * 3_600 + 60, 30 * day).dates_warning(now).unwrap();
+        assert!(
+            early.starts_with("is not valid for another 3 hours"),
+            "{early}"
+        );
+        let soon = leaf(-day, 6 * day + 60).dates_warning(now).unwrap();
+        assert!(soon.starts_with("expires in 6 days"), "{soon}");
+        assert_eq!(leaf(-day, 8 * day).dates_warning(now), None);
+        assert_eq!(Leaf::default().dates_warning(now), None);
+        assert_eq!(utc(1_800_000_000), "2027-01-15 08:00:00 UTC");
+    }
 }

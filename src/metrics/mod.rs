@@ -452,8 +452,14 @@ fn histogram(
 /// failed. `expiry`: each set's name and its certificate's last valid
 /// moment; with more than one set (`[server.tls.bind."ADDR"]` tables), each
 /// series has a `bind` label: the table's address, or "default" for
-/// `[server.tls]`'s own set.
-pub fn tls(expiry: &[(String, Option<i64>)], reload_failures: u64, out: &mut String) {
+/// `[server.tls]`'s own set. `long_chains`: client certificate chains
+/// refused for their length.
+pub fn tls(
+    expiry: &[(String, Option<i64>)],
+    reload_failures: u64,
+    long_chains: u64,
+    out: &mut String,
+) {
     let name = "corral_tls_certificate_expiry_timestamp_seconds";
     let known: Vec<(&String, i64)> = expiry
         .iter()
@@ -480,6 +486,16 @@ pub fn tls(expiry: &[(String, Option<i64>)], reload_failures: u64, out: &mut Str
         "counter",
         "Certificate reloads that failed (the certificates before them kept serving).",
         reload_failures,
+    );
+    scalar(
+        out,
+        "corral_tls_long_client_chains_total",
+        "counter",
+        &format!(
+            "TLS handshakes refused because the client sent more than {} certificates (its own and intermediates), before any was checked.",
+            crate::tls::MAX_CLIENT_CHAIN
+        ),
+        long_chains,
     );
 }
 

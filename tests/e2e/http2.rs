@@ -266,7 +266,7 @@ fn after_usr2_the_old_corral_sends_goaway_and_finishes_its_streams() {
 }
 
 /// corral's CPU time so far (user + system), from /proc.
-fn cpu_time(pid: u32) -> Duration {
+pub(crate) fn cpu_time(pid: u32) -> Duration {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
     let after = &stat[stat.rfind(')').unwrap() + 2..];
     let fields: Vec<&str> = after.split(' ').collect();

@@ -222,6 +222,128 @@ fn mutual_tls_answer(dir: &Path, addr: &str) -> String {
     body
 }
 
+/// A client certificate (bogus.pem, bogus.key) followed in bogus.pem by
+/// `n` CA certificates that all name themselves CN=Inter, each with a key
+/// of its own, none leading to the test's CA: webpki's path building would
+/// try them in every order (the first issued the client's).
+fn bogus_chain(dir: &Path, n: usize) {
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+    ];
+    let mut chain = Vec::new();
+    for i in 0..n {
+        let (key, pem) = (format!("i{i}.key"), format!("i{i}.pem"));
+        let mut args = vec!["req", "-x509", "-keyout", &key, "-out", &pem];
+        args.extend(ec);
+        args.extend(["-subj", "/CN=Inter", "-days", "2"]);
+        args.extend(["-addext", "basicConstraints=critical,CA:TRUE"]);
+        args.extend(["-addext", "keyUsage=keyCertSign"]);
+        openssl(dir, &args);
+        chain.extend(std::fs::read(dir.join(pem)).unwrap());
+    }
+    let mut args = vec!["req", "-keyout", "bogus.key", "-out", "bogus.csr"];
+    args.extend(ec);
+    args.extend(["-subj", "/CN=mallory"]);
+    openssl(dir, &args);
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "bogus.csr",
+            "-CA",
+            "i0.pem",
+            "-CAkey",
+            "i0.key",
+            "-set_serial",
+            "999",
+            "-days",
+            "2",
+            "-extfile",
+            "cext",
+            "-out",
+            "bogus.pem",
+        ],
+    );
+    let mut pem = std::fs::read(dir.join("bogus.pem")).unwrap();
+    pem.extend(chain);
+    std::fs::write(dir.join("bogus.pem"), pem).unwrap();
+}
+
+#[test]
+fn a_client_chain_of_many_bogus_intermediates_is_refused_before_any_check_and_a_real_client_is_served()
+ {
+    let app = AppDir::new(&[("app.py", WSGI)]);
+    make_certs(app.path(), "localhost");
+    // 11 intermediates cost webpki the most: about 100 ms of CPU per
+    // handshake before corral refused chains of more than 6 certificates.
+    bogus_chain(app.path(), 11);
+    for reqs in ["optional", "required"] {
+        let mut args = vec!["app:app", "--status-bind", "127.0.0.1:0"];
+        args.extend(tls_args());
+        args.extend(["--ca-certs", "ca.pem", "--cert-reqs", reqs]);
+        let c = Corral::start(app.path(), &args, 1);
+        let url = format!("https://{}/", c.addr);
+        let bogus = [
+            "--cacert",
+            "ca.pem",
+            "--cert",
+            "bogus.pem",
+            "--key",
+            "bogus.key",
+        ];
+        let cpu = crate::http2::cpu_time(c.pid());
+        let tries = 30;
+        for _ in 0..tries {
+            let (code, body, _) = curl(app.path(), &[&bogus[..], &[url.as_str()]].concat());
+            assert_ne!(code, 0, "{reqs}: served with a bogus chain: {body}");
+        }
+        let cpu = crate::http2::cpu_time(c.pid()) - cpu;
+        // Counted: refused for their length, before webpki saw them.
+        let metrics = c.status("/metrics").text();
+        for line in [
+            format!("corral_tls_long_client_chains_total {tries}\n"),
+            format!("corral_tls_handshake_failures_total {tries}\n"),
+        ] {
+            assert!(
+                metrics.contains(&line),
+                "{reqs}: no {line:?} ({tries} bogus chains cost corral {cpu:?} of CPU) in:\n{metrics}"
+            );
+        }
+        // A valid handshake costs about 1 ms; each of these cost 100 before.
+        assert!(
+            cpu < Duration::from_secs(1),
+            "{reqs}: {tries} bogus chains cost corral {cpu:?} of CPU"
+        );
+        // A client with a real certificate is served, and under
+        // "optional" one without any.
+        let (code, body, err) = curl(
+            app.path(),
+            &[
+                "--cacert",
+                "ca.pem",
+                "--cert",
+                "client.pem",
+                "--key",
+                "client.key",
+                &url,
+            ],
+        );
+        assert_eq!(
+            (code, body.as_str()),
+            (0, "https on HTTP/2 O=Example, CN=alice"),
+            "{reqs}: {err}"
+        );
+        let (code, body, _) = curl(app.path(), &["--cacert", "ca.pem", &url]);
+        assert_eq!(code == 0, reqs == "optional", "{reqs}: {body}");
+    }
+}
+
 /// A gunicorn config with mutual TLS, as gunicorn's docs write it.
 const GUNICORN_TLS_CONF: &str = "import ssl\nbind = '127.0.0.1:0'\ncertfile = 'server.pem'\nkeyfile = 'server.key'\nca_certs = 'ca.pem'\ncert_reqs = ssl.CERT_REQUIRED\nssl_version = ssl.PROTOCOL_TLS_SERVER\nwsgi_app = 'app:app'\n";
 
@@ -405,6 +527,70 @@ fn reload_reads_a_new_certificate_and_keeps_the_old_one_when_the_new_is_bad() {
         ),
         "{text}"
     );
+}
+
+#[test]
+fn an_expired_certificate_is_served_on_reload_with_a_warning_and_one_close_to_expiry_at_start() {
+    let app = AppDir::new(&[("app.py", WSGI)]);
+    make_certs(app.path(), "first");
+    let certfile = app.path().join("server.pem");
+    let mut args = vec!["app:app", "--status-bind", "127.0.0.1:0"];
+    args.extend(tls_args());
+    let c = Corral::start(app.path(), &args, 1);
+    // The test's certificates are valid for 2 days: within the 7 warned of.
+    let warned = |what: &str| {
+        let wanted = format!(
+            " WARN TLS: [server.tls] certificate {} (CN=first) {what}",
+            certfile.display()
+        );
+        c.log.text().lines().any(|l| {
+            l.contains(&wanted) && l.contains(" (valid from 20") && l.contains(" UTC to 20")
+        })
+    };
+    // "2 days" when made within the second, else "47 hours".
+    assert!(warned("expires in "), "{}", c.log.text());
+    // An expired certificate: warned of with its file and dates, and
+    // served (clients that check dates refuse it, as under gunicorn).
+    openssl(
+        app.path(),
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "expired.pem",
+            "-days",
+            "-1",
+            "-extfile",
+            "ext",
+        ],
+    );
+    std::fs::rename(app.path().join("expired.pem"), &certfile).unwrap();
+    let out = Command::new(corral_bin())
+        .args(["reload", "--wait", "--socket", c.socket.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(warned("expired 24 hours ago"), "{}", c.log.text());
+    let tls = c.status_json()["tls"].clone();
+    assert_eq!(tls["last_reload"]["ok"], true, "{tls}");
+    assert!(tls["expires_in_days"].as_i64() < Some(0), "{tls}");
+    let url = format!("https://{}/", c.addr);
+    let (code, _, err) = curl(app.path(), &["--cacert", "ca.pem", &url]);
+    assert_ne!(code, 0, "an expired certificate verified");
+    assert!(err.contains("expired"), "{err}");
+    let (code, body, err) = curl(app.path(), &["-k", &url]);
+    assert_eq!((code, body.as_str()), (0, "https on HTTP/2 None"), "{err}");
 }
 
 const WS_ECHO: &str = "async def app(scope, receive, send):\n    if scope['type'] != 'websocket':\n        return\n    await receive()\n    await send({'type': 'websocket.accept'})\n    while True:\n        msg = await receive()\n        if msg['type'] != 'websocket.receive':\n            return\n        await send({'type': 'websocket.send', 'text': scope['scheme'] + ' ' + msg['text']})\n";
