@@ -10,6 +10,7 @@
 //!               │ boot error, exit,  │ boot_timeout        unhealthy_after│  │ probe passes
 //!               │ or boot_timeout    │                          failures ▼  │
 //!               └────────────────────┴──► exited                       Unready
+//!   InService/Unready ─(its channel closed, not asked)─► Exiting ─► exited (a crash)
 //! ```
 //!
 //! A slot whose worker failed to boot restarts after a back-off that doubles
@@ -19,7 +20,10 @@
 //!
 //! A worker that boots and then serves for at least [`Settings::young`] resets
 //! its slot's failure count when it exits; one that fails to boot, or dies
-//! younger than that, adds one.
+//! younger than that without corral asking it to go, adds one. An exit
+//! corral did not ask for is a crash (WARN, or ERROR for a signal such as
+//! SIGKILL or SIGABRT), whether the worker's channel closed before it was
+//! seen ([`State::Exiting`]) or not.
 //!
 //! Every SIGKILL deadline is the core's: a worker's `kill_at` (stack dump,
 //! drain, stop, a lingering exit) is a timer [`Core::tick`] acts on. A worker
@@ -118,12 +122,12 @@ impl Core {
     /// that finds none in service to wait for: a slot's worker spawning,
     /// booting, passing its readiness check or leaving (its restart
     /// follows), or its next start due within [`SOON`] (a worker that died
-    /// restarts after `restart_backoff`). Not a slot whose boots fail in a
-    /// row (a broken app gets its 503 at once), nor while stopping.
+    /// restarts after `restart_backoff`, or at once). Not a slot whose boots
+    /// fail (a broken app gets its 503 at once), nor while stopping.
     pub fn starting(&self, now: Instant) -> bool {
         self.phase == Phase::Running
             && self.slots.iter().enumerate().any(|(i, s)| {
-                if s.retired || s.failures > 0 {
+                if s.retired || (s.failures > 0 && s.boot_failing) {
                     return false;
                 }
                 match s.worker.and_then(|serial| self.workers.get(&serial)) {
@@ -184,7 +188,7 @@ impl Core {
                         text: error,
                     });
                     self.boot_failures += 1;
-                    self.failed(now, slot, &mut out);
+                    self.failed(now, slot, true, &mut out);
                 }
             }
             Event::Booted { serial, import_ms } => self.on_booted(now, serial, import_ms, &mut out),
@@ -299,7 +303,8 @@ impl Core {
                 import_ms: None,
                 boot_failed: false,
                 kill_at: None,
-                killed: false,
+                // Started just before a stop: SIGKILLed below.
+                killed: self.phase == Phase::Stopping,
                 probe_fails: 0,
                 next_probe: None,
                 probing: false,
@@ -470,9 +475,10 @@ impl Core {
             return;
         };
         // Already being killed soon (a draining worker is not: its deadline
-        // is its grace period, and a hung request is reason to end it now).
+        // is its grace period, and a hung request is reason to end it now),
+        // or exiting on its own (its channel closed: its exit is a crash).
         if w.killed
-            || matches!(w.state, State::Killing { .. })
+            || matches!(w.state, State::Killing { .. } | State::Exiting)
             || w.kill_at
                 .is_some_and(|k| k <= now + self.settings.dump_grace)
         {

@@ -50,7 +50,8 @@ pub struct View {
     pub in_service_of_generation: usize,
     /// Neither draining nor stopping.
     pub running: bool,
-    /// Every slot has failed at least once in a row.
+    /// Every slot's boots fail (at least once in a row; a worker that
+    /// booted and died young does not count).
     pub every_slot_failed: bool,
     /// The first slot's boot error (a traceback), if any.
     pub first_error: Option<String>,
@@ -91,7 +92,7 @@ impl View {
                 .filter(|w| w.generation == generation)
                 .count(),
             running: core.phase == Phase::Running,
-            every_slot_failed: core.slots.iter().all(|s| s.failures > 0),
+            every_slot_failed: core.slots.iter().all(|s| s.failures > 0 && s.boot_failing),
             first_error: core
                 .slots
                 .iter()

@@ -149,7 +149,7 @@ pub fn take(
                     cause: KillCause::BootTimeout,
                 } => snap.booting += 1,
                 State::Unready => snap.unready += 1,
-                State::Stopping | State::Killing { .. } => {}
+                State::Stopping | State::Exiting | State::Killing { .. } => {}
             }
             WorkerView {
                 pid: w.pid,

@@ -221,3 +221,126 @@ fn with_no_worker_in_service_the_app_port_answers_503_with_retry_after() {
     assert!(r.text().contains("no worker"), "{}", r.text());
     assert!(t.elapsed() < Duration::from_secs(2));
 }
+
+/// corral at `--log-level warning` (its INFO lines, which the harness
+/// waits for, are filtered), with a status server; `ready` waits until the
+/// app port answers 200.
+fn start_quiet(app: &AppDir, args: &[&str], ready: bool) -> Corral {
+    let addr = format!("127.0.0.1:{}", crate::common::compare::free_port());
+    let status = format!("127.0.0.1:{}", crate::common::compare::free_port());
+    let mut all = args.to_vec();
+    all.extend_from_slice(&["-b", &addr, "--status-bind", &status]);
+    all.extend_from_slice(&["--log-level", "warning"]);
+    let mut c = Corral::spawn(app.path(), &all, &[]);
+    c.addr = addr;
+    c.status_addr = status;
+    c.wait_until("the status server", || {
+        std::net::TcpStream::connect(&c.status_addr).is_ok()
+    });
+    if ready {
+        c.wait_until("a worker in service", || c.get("/").status == 200);
+    }
+    c
+}
+
+/// The line that says how a worker ended.
+fn exit_line(c: &Corral, needle: &str) -> String {
+    c.log
+        .wait_for(needle, Duration::from_secs(20))
+        .unwrap_or_else(|| panic!("no line with {needle:?}; log:\n{}", c.log.text()))
+}
+
+#[test]
+fn a_worker_that_aborts_in_service_is_logged_at_error_with_its_signal_even_at_log_level_warning() {
+    const ABORT_APP: &str = r#"
+import os
+
+def app(environ, start_response):
+    if environ["PATH_INFO"] == "/abort":
+        os.abort()
+    body = str(os.getpid()).encode()
+    start_response("200 OK", [("Content-Length", str(len(body)))])
+    return [body]
+"#;
+    let app = AppDir::new(&[("aborts.py", ABORT_APP)]);
+    let c = start_quiet(&app, &["aborts:app", "-w", "1"], true);
+    let pid = c.worker_pid("/");
+    // In service a good while: not a young death, so it is replaced at once.
+    std::thread::sleep(Duration::from_millis(1200));
+    assert_eq!(c.get("/abort").status, 502);
+    let line = exit_line(&c, "was killed by SIGABRT");
+    assert!(line.contains(" ERROR "), "{line}");
+    assert!(line.contains(&format!("worker 0 (pid {pid}) ")), "{line}");
+    assert!(line.contains("starting its replacement"), "{line}");
+    c.wait_until("the replacement in service", || {
+        c.get("/").status == 200 && c.worker_pid("/") != pid
+    });
+    assert_eq!(
+        c.log.count(&format!("(pid {pid}) was killed by SIGABRT")),
+        1,
+        "logged once"
+    );
+}
+
+#[test]
+fn a_worker_sigkilled_from_outside_is_logged_at_error_as_perhaps_out_of_memory() {
+    let app = AppDir::new(&[("faults.py", FAULT_APP)]);
+    let c = start_quiet(&app, &["faults:app", "-w", "1"], true);
+    let pid = c.worker_pid("/");
+    // SAFETY: killing a worker of the corral this test started, as the
+    // kernel's OOM killer would.
+    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+    let line = exit_line(&c, "perhaps out of memory");
+    assert!(line.contains(" ERROR "), "{line}");
+    assert!(
+        line.contains(&format!(
+            "worker 0 (pid {pid}) was killed by SIGKILL, not by corral: perhaps out of memory"
+        )),
+        "{line}"
+    );
+    c.wait_until("the replacement in service", || {
+        c.get("/").status == 200 && c.worker_pid("/") != pid
+    });
+}
+
+#[test]
+fn a_worker_that_exits_right_after_it_boots_is_a_warning_and_its_restarts_back_off() {
+    // Each worker exits on its own 0.3 s after its import began: after it
+    // booted (its import takes a few milliseconds), within `young` (1 s).
+    const SHORT_LIVED: &str = r#"
+import os, threading, time
+
+def leave():
+    time.sleep(0.3)
+    os._exit(0)
+
+threading.Thread(target=leave, daemon=True).start()
+
+def app(environ, start_response):
+    start_response("200 OK", [("Content-Length", "2")])
+    return [b"ok"]
+"#;
+    let app = AppDir::new(&[("short.py", SHORT_LIVED)]);
+    let c = start_quiet(&app, &["short:app", "-w", "1"], false);
+    let restarts = || {
+        c.status_json()["slots"][0]["restarts"]
+            .as_u64()
+            .unwrap_or(0)
+    };
+    c.wait_until("the first death", || restarts() > 0);
+    // Without a back-off a worker dies every half second or so (its start
+    // and its 0.3 s): ten or more in 5 s. With it (100ms, 200ms, 400ms,
+    // 800ms, 1.6s, ...) at most five.
+    let before = restarts();
+    std::thread::sleep(Duration::from_secs(5));
+    let deaths = restarts() - before;
+    assert!(
+        (1..=5).contains(&deaths),
+        "{deaths} restarts in 5 s; log:\n{}",
+        c.log.text()
+    );
+    let first = exit_line(&c, "exited with code 0 on its own");
+    assert!(first.contains(" WARN "), "{first}");
+    assert!(first.contains("after it entered service"), "{first}");
+    assert!(alive(c.pid()));
+}

@@ -1,7 +1,9 @@
-//! What a worker's end sets off: its exit (a failed boot or a death counts
-//! a failure, backs its slot off and restarts it; a drained or recycled one
-//! hands over; a stop ends when the last is gone) and its channel closing
-//! (a worker that lingers is killed). Part of the pure [`Core`]: no I/O,
+//! What a worker's end sets off: its exit (a failed boot, or a death corral
+//! did not ask for within `young` of entering service, counts a failure,
+//! backs its slot off and restarts it; a drained or recycled one hands
+//! over; a stop ends when the last is gone) and its channel closing (a
+//! worker in service that corral did not ask to go is `Exiting`: its exit
+//! is a crash whichever is seen first; a worker that lingers is killed). Part of the pure [`Core`]: no I/O,
 //! the time comes in as `now`.
 
 use std::time::Instant;
@@ -20,7 +22,7 @@ impl Core {
             return;
         };
         let slot = w.slot;
-        let how = exit.describe();
+        let how = exit.describe_worker(w.killed);
         if self.slots[slot].worker != Some(serial) && self.slots[slot].successor != Some(serial) {
             // A recycled worker whose successor already took its slot.
             self.roll_next(out);
@@ -78,6 +80,7 @@ impl Core {
                 ),
             ));
             self.slots[slot].failures += 1;
+            self.slots[slot].boot_failing = true;
             let delay = self.backoff(self.slots[slot].failures);
             self.slots[slot].start_at = Some(now + delay);
             return;
@@ -133,26 +136,55 @@ impl Core {
                     });
                     self.boot_failures += 1;
                 }
-                self.failed(now, slot, out);
+                self.failed(now, slot, true, out);
             }
-            State::InService | State::Unready | State::Stopping | State::Killing { .. } => {
-                let level = if w.state.leaving() {
-                    Level::Info
-                } else {
-                    Level::Warn
-                };
+            State::Stopping | State::Killing { .. } => {
+                // Asked to go (drained, recycled, replaced for a fault that
+                // was logged when corral found it): expected.
                 out.push(Action::Log(
-                    level,
+                    Level::Info,
                     format!(
                         "worker {slot} (pid {}) {how}; starting its replacement",
                         w.pid
                     ),
                 ));
-                if self.slots[slot].retired {
-                    // Scaled away: not replaced.
-                } else if now - w.since < self.settings.young && !w.state.leaving() {
-                    self.failed(now, slot, out);
+                self.slots[slot].failures = 0;
+                self.spawn(slot, out);
+            }
+            State::InService | State::Unready | State::Exiting => {
+                // Nothing corral asked for: a crash, or an exit of its own,
+                // whether its channel closed first (Exiting) or not.
+                let level = if exit.is_crash() && !w.killed {
+                    Level::Error
                 } else {
+                    Level::Warn
+                };
+                let how = match exit {
+                    Exit::Code(_) => format!("{how} on its own"),
+                    _ if w.state == State::Exiting && w.killed => {
+                        format!("{how}: its channel had closed and it did not exit")
+                    }
+                    _ => how,
+                };
+                let served = now.saturating_duration_since(w.since);
+                if served < self.settings.young {
+                    out.push(Action::Log(
+                        level,
+                        format!(
+                            "worker {slot} (pid {}) {how}, {} after it entered service; its slot backs off",
+                            w.pid,
+                            human(served)
+                        ),
+                    ));
+                    self.failed(now, slot, false, out);
+                } else {
+                    out.push(Action::Log(
+                        level,
+                        format!(
+                            "worker {slot} (pid {}) {how}; starting its replacement",
+                            w.pid
+                        ),
+                    ));
                     self.slots[slot].failures = 0;
                     self.spawn(slot, out);
                 }
@@ -160,9 +192,11 @@ impl Core {
         }
     }
 
-    /// Counts a failure for `slot` and schedules its restart.
-    pub(super) fn failed(&mut self, now: Instant, slot: usize, out: &mut Vec<Action>) {
+    /// Counts a failure for `slot` (a failed `boot`, or a death within
+    /// `young` of entering service) and schedules its restart.
+    pub(super) fn failed(&mut self, now: Instant, slot: usize, boot: bool, out: &mut Vec<Action>) {
         self.slots[slot].failures += 1;
+        self.slots[slot].boot_failing = boot;
         let delay = self.backoff(self.slots[slot].failures);
         self.slots[slot].start_at = Some(now + delay);
         out.push(Action::Log(
@@ -183,8 +217,11 @@ impl Core {
     /// A worker's channel closed. At a normal exit it closes a moment
     /// before the exit is seen; a worker still alive a `quit_grace` later is
     /// killed, so a slot never waits on a process that can no longer serve.
-    /// When corral closed it over a protocol error, the worker is killed at
-    /// once (its exit then starts the replacement).
+    /// A worker in service that corral did not ask to go becomes `Exiting`,
+    /// not `Stopping`: its exit is a crash, logged and backed off as if the
+    /// exit had come first. When corral closed it over a protocol error,
+    /// the worker is killed at once (its exit then starts the
+    /// replacement).
     pub(super) fn on_channel_closed(
         &mut self,
         now: Instant,
@@ -219,7 +256,15 @@ impl Core {
                     sig: Sig::Kill,
                 });
             }
-            None if was_live => w.stop_by(now, now + self.settings.quit_grace),
+            // Not asked to go: it crashed or exited on its own. Out of
+            // service now; its exit, which follows, is a crash.
+            None if matches!(w.state, State::InService | State::Unready) => {
+                w.enter(State::Exiting);
+                let at = now + self.settings.quit_grace;
+                w.kill_at = Some(w.kill_at.map_or(at, |k| k.min(at)));
+            }
+            // Booting or probing (its exit is a failed boot: the deadline
+            // keeps it out of the routing set meanwhile), or already going.
             None => {
                 let at = now + self.settings.quit_grace;
                 w.kill_at = Some(w.kill_at.map_or(at, |k| k.min(at)));

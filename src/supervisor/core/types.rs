@@ -14,9 +14,15 @@ pub enum State {
     InService,
     /// Was in service; failed `unhealthy_after` probes in a row.
     Unready,
-    /// Asked to finish and exit (drained, stopped, a successor given up, its
-    /// channel closed); SIGKILL follows if it outstays its grace.
+    /// Asked to finish and exit (drained, stopped, a successor given up);
+    /// SIGKILL follows if it outstays its grace.
     Stopping,
+    /// Was in service (or unready) and its channel closed without corral
+    /// asking it to go: it crashed or exited on its own. Out of service;
+    /// its exit is a crash (logged at WARN or ERROR, counted by the young
+    /// rule), the same as when the exit is seen first. SIGKILL follows if
+    /// it is still there `quit_grace` later.
+    Exiting,
     /// Being killed for a fault: its stacks are dumped, SIGKILL is due.
     Killing {
         cause: KillCause,
@@ -41,25 +47,15 @@ impl State {
         matches!(self, State::Probing | State::InService | State::Unready)
     }
 
-    /// Asked to go (stopping, or being killed for a fault other than a
-    /// boot): its exit is expected, not a crash.
-    pub(super) fn leaving(self) -> bool {
-        matches!(
-            self,
-            State::Stopping
-                | State::Killing {
-                    cause: KillCause::Hung | KillCause::ProtocolError
-                }
-        )
-    }
-
-    /// The table of allowed transitions. A worker being killed stays so
-    /// until it exits; nothing returns to Booting.
+    /// The table of allowed transitions. A worker being killed, or exiting
+    /// on its own, stays so until it exits; nothing returns to Booting.
     pub fn may_become(self, to: State) -> bool {
         use State::*;
         match (self, to) {
-            (Killing { .. }, _) => false,
+            (Killing { .. } | Exiting, _) => false,
             (_, Booting) => false,
+            (InService | Unready, Exiting) => true,
+            (_, Exiting) => false,
             (Booting, Probing | InService) => true,
             (Probing | Unready, InService) => true,
             (InService, Unready) => true,
@@ -84,7 +80,7 @@ impl State {
 
     /// The name /status shows. A worker killed for a boot timeout still
     /// counts as booting (its exit is a failed boot); one killed for
-    /// another fault as stopping.
+    /// another fault, or exiting on its own, as stopping.
     pub fn name(self) -> &'static str {
         match self {
             State::Booting
@@ -94,7 +90,7 @@ impl State {
             State::Probing => "probing",
             State::InService => "in_service",
             State::Unready => "unready",
-            State::Stopping | State::Killing { .. } => "stopping",
+            State::Stopping | State::Exiting | State::Killing { .. } => "stopping",
         }
     }
 }
@@ -127,6 +123,44 @@ impl Exit {
                 }
             }
         }
+    }
+
+    /// [`Exit::describe`] for a worker, knowing whether corral sent it
+    /// SIGKILL: a SIGKILL corral did not send is most likely the kernel's
+    /// OOM killer (gunicorn: "Perhaps out of memory?").
+    pub fn describe_worker(&self, killed_by_corral: bool) -> String {
+        match self {
+            Exit::Signal(libc::SIGKILL) if killed_by_corral => {
+                "was killed by SIGKILL (by corral)".to_string()
+            }
+            Exit::Signal(libc::SIGKILL) => {
+                "was killed by SIGKILL, not by corral: perhaps out of memory (the OOM killer)"
+                    .to_string()
+            }
+            _ => self.describe(),
+        }
+    }
+
+    /// A signal that kills outright or reports a crash (SIGKILL, SIGSEGV,
+    /// SIGABRT, SIGBUS, SIGFPE, SIGILL, SIGSYS, SIGTRAP, resource limits)
+    /// rather than asks the process to stop (SIGTERM, SIGINT, SIGQUIT,
+    /// SIGHUP, ...): an unexpected exit by one is logged at ERROR.
+    pub fn is_crash(&self) -> bool {
+        matches!(
+            self,
+            Exit::Signal(
+                libc::SIGKILL
+                    | libc::SIGSEGV
+                    | libc::SIGABRT
+                    | libc::SIGBUS
+                    | libc::SIGFPE
+                    | libc::SIGILL
+                    | libc::SIGSYS
+                    | libc::SIGTRAP
+                    | libc::SIGXCPU
+                    | libc::SIGXFSZ
+            )
+        )
     }
 }
 
@@ -388,6 +422,9 @@ pub struct Worker {
     pub pid: u32,
     pub state: State,
     pub started: Instant,
+    /// When it entered its state. An `Exiting` worker keeps the time it
+    /// entered the state it left (in service, unready): the young rule
+    /// measures from it, as it would had the exit come first.
     pub since: Instant,
     pub boot_time: Option<Duration>,
     pub import_ms: Option<f64>,
@@ -424,10 +461,11 @@ impl Worker {
         self.state = to;
     }
 
-    /// Asks it to go: Stopping (unless it is being killed already, which
-    /// it stays), with SIGKILL due by `deadline` at the latest.
+    /// Asks it to go: Stopping (unless it is being killed already, or
+    /// exiting on its own, which it stays), with SIGKILL due by `deadline`
+    /// at the latest.
     pub(super) fn stop_by(&mut self, now: Instant, deadline: Instant) {
-        if !matches!(self.state, State::Killing { .. }) {
+        if !matches!(self.state, State::Killing { .. } | State::Exiting) {
             self.enter(State::Stopping);
             self.since = now;
         }
@@ -452,6 +490,11 @@ pub struct Slot {
     pub retired: bool,
     /// Failures in a row, for the back-off.
     pub failures: u32,
+    /// The last of those failures was a boot that failed (not a death
+    /// within `young` of entering service): a request does not wait for
+    /// the slot's next start, and a cold start where every slot is so has
+    /// booted nothing.
+    pub boot_failing: bool,
     pub start_at: Option<Instant>,
     pub restarts: u32,
     pub last_exit: Option<String>,

@@ -193,6 +193,8 @@ fn the_transition_table_allows_the_life_cycle_and_nothing_else() {
         (Stopping, Stopping),
         (Stopping, hung),
         (InService, hung),
+        (InService, Exiting),
+        (Unready, Exiting),
     ] {
         assert!(from.may_become(to), "{from:?} -> {to:?} must be allowed");
     }
@@ -207,6 +209,13 @@ fn the_transition_table_allows_the_life_cycle_and_nothing_else() {
         (boot_timeout, Stopping),
         (hung, Stopping),
         (hung, InService),
+        (Booting, Exiting),
+        (Probing, Exiting),
+        (Stopping, Exiting),
+        (hung, Exiting),
+        (Exiting, Stopping),
+        (Exiting, hung),
+        (Exiting, InService),
     ] {
         assert!(!from.may_become(to), "{from:?} -> {to:?} must be refused");
     }

@@ -6,6 +6,7 @@ use super::types::CanarySettings;
 use super::*;
 
 mod boot;
+mod crashes;
 mod kills;
 mod recycling;
 mod reload;
