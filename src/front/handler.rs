@@ -224,6 +224,22 @@ fn admit(
     if let Some(why) = checks::refuse(req.version(), req.headers()) {
         return Err(bad_request(why));
     }
+    // The same Content-Length more than once is one (RFC 9110 section
+    // 8.6), as hyper makes it on HTTP/1.1; h2 passed both, and the app saw
+    // "5, 5" (werkzeug read no body, Django raised).
+    if req.version() >= http::Version::HTTP_2 {
+        let mut values = req.headers().get_all(http::header::CONTENT_LENGTH).iter();
+        if let Some(first) = values.next().cloned()
+            && values.next().is_some()
+        {
+            let all = req.headers().get_all(http::header::CONTENT_LENGTH);
+            if all.iter().any(|v| v != first) {
+                return Err(bad_request("Content-Length values differ"));
+            }
+            req.headers_mut()
+                .insert(http::header::CONTENT_LENGTH, first);
+        }
+    }
     // The target's authority (an absolute-form target, `GET
     // http://host/path`, or HTTP/2's `:authority`) names the host: the app
     // gets it as `Host` (and `SERVER_NAME`), so that neither can differ

@@ -1326,3 +1326,58 @@ fn an_idle_http2_client_that_answers_nothing_is_dropped() {
     );
     assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
 }
+
+/// Python's h2 client: POST argv[2] with a Content-Length field for each
+/// of argv[3:] and the body "hello"; prints the status and the body.
+const TWO_LENGTHS: &str = r#"
+import socket, sys
+import h2.config, h2.connection, h2.events
+sock = socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=10)
+conn = h2.connection.H2Connection(h2.config.H2Configuration(
+    client_side=True, validate_outbound_headers=False, normalize_outbound_headers=False))
+conn.initiate_connection()
+headers = [(":method", "POST"), (":scheme", "http"), (":authority", "a"), (":path", sys.argv[2])]
+headers += [("content-length", n) for n in sys.argv[3:]]
+conn.send_headers(1, headers)
+conn.send_data(1, b"hello", end_stream=True)
+sock.sendall(conn.data_to_send())
+status, body, done = None, b"", False
+while not done:
+    data = sock.recv(65536)
+    if not data:
+        break
+    for ev in conn.receive_data(data):
+        if isinstance(ev, h2.events.ResponseReceived):
+            status = dict(ev.headers)[b":status"].decode()
+        elif isinstance(ev, h2.events.DataReceived):
+            body += ev.data
+            conn.acknowledge_received_data(ev.flow_controlled_length, 1)
+        elif isinstance(ev, (h2.events.StreamEnded, h2.events.StreamReset)):
+            done = True
+    sock.sendall(conn.data_to_send())
+print(status, body.decode())
+"#;
+
+/// The same Content-Length twice on HTTP/2 is one, as hyper makes it on
+/// HTTP/1.1: the app sees `5` and its body. Before, it saw "5, 5" (werkzeug
+/// read no body; Django raised). Two that differ get 400.
+#[test]
+fn a_content_length_repeated_on_http2_reaches_the_app_once() {
+    let app = AppDir::new(&[(
+        "app.py",
+        "def app(environ, start_response):\n\
+         \x20   n = environ.get('CONTENT_LENGTH', '')\n\
+         \x20   body = n.encode() + b' ' + environ['wsgi.input'].read()\n\
+         \x20   start_response('200 OK', [('Content-Length', str(len(body)))])\n\
+         \x20   return [body]\n",
+    )]);
+    let c = Corral::start(app.path(), &["app:app"], 1);
+    let port = c.addr.rsplit(':').next().unwrap().to_string();
+    let out = h2_client(20, TWO_LENGTHS, &[&port, "/", "5", "5"]);
+    assert_eq!(out.trim(), "200 5 hello");
+    let out = h2_client(20, TWO_LENGTHS, &[&port, "/", "5", "6"]);
+    assert!(
+        out.starts_with("400") || out.starts_with("None"),
+        "differing lengths: {out}"
+    );
+}
