@@ -19,10 +19,32 @@ pub const TARGET: &str = "app";
 /// Longest line kept; the rest of a longer one is dropped.
 pub const MAX_LINE: usize = 16 * 1024;
 
-/// How the worker marks a line that reports an error it caught (RS), and
-/// what stands for each line break in it (US).
+/// How the worker marks a line that reports an error it caught (RS, then
+/// [`mark`] and a space), and what stands for each line break in it (US).
 const ERROR_MARK: u8 = 0x1e;
 const LINE_BREAK: u8 = 0x1f;
+
+/// This corral's mark for its workers' error reports (`CORRAL_LOG_MARK`):
+/// 16 random hex digits, so that a line an app prints (a client's input
+/// among it: `print(request.args["q"])`) cannot pass for a report, whose
+/// line breaks become real ones and could forge lines of corral's own.
+pub fn mark() -> &'static str {
+    static MARK: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    MARK.get_or_init(|| {
+        use std::hash::{BuildHasher, Hasher};
+        // Keys the OS's random source seeded.
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u32(std::process::id());
+        format!("{:016x}", h.finish())
+    })
+}
+
+/// The report in `line`, if it carries the mark: what follows it.
+fn report(line: &[u8]) -> Option<&[u8]> {
+    let rest = line.strip_prefix(&[ERROR_MARK])?;
+    let rest = rest.strip_prefix(mark().as_bytes())?;
+    rest.strip_prefix(b" ")
+}
 
 /// Whether lines are written as the app wrote them (see the module docs);
 /// set once at start.
@@ -64,17 +86,18 @@ pub fn forward_as<R: AsyncRead + Unpin + Send + 'static>(
             // traceback, `log_error` in its protocol.py): its line breaks
             // back, then one record at ERROR (or, raw, the lines as they
             // were).
-            if line.first() == Some(&ERROR_MARK) {
-                line.remove(0);
-                for b in line.iter_mut().filter(|b| **b == LINE_BREAK) {
+            if let Some(rest) = report(&line) {
+                let mut rest = rest.to_vec();
+                for b in rest.iter_mut().filter(|b| **b == LINE_BREAK) {
                     *b = b'\n';
                 }
                 if !raw {
-                    let report = String::from_utf8_lossy(&line);
+                    let report = String::from_utf8_lossy(&rest);
                     let report = printable_lines(report.trim_end_matches(['\n', '\r']));
                     tracing::error!(target: TARGET, "{who} (pid {pid}): {report}");
                     continue;
                 }
+                line = rest;
             }
             if raw {
                 // One write per line, queued whole: lines of several

@@ -371,6 +371,7 @@ impl Launcher {
             ]);
         }
         cmd.envs(self.env.iter().map(|(k, v)| (k, v)))
+            .env("CORRAL_LOG_MARK", super::output::mark())
             .env("CORRAL_SLOT", slot.to_string())
             .env("CORRAL_GENERATION", generation.to_string())
             .env("CORRAL_REVISION", info.revision.as_deref().unwrap_or(""))

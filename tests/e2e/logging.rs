@@ -541,3 +541,46 @@ fn a_log_reader_that_stalls_stops_no_request() {
         .unwrap_or_else(|| panic!("no word of the dropped lines; log:\n{}", c.log.text()));
     assert!(said.contains("WARN"), "{said}");
 }
+
+/// A line an app prints that starts as the worker's error reports do (RS,
+/// line breaks as US), a client's input among it, forges nothing: it is
+/// one line of the app's, escaped, and no record of corral's. Only the
+/// worker knows the mark corral gave it. Before, any line starting with RS
+/// was a report whose US became real line breaks: `print(q)` with
+/// `?q=%1E...%1F...` wrote lines that read as corral's own.
+#[test]
+fn a_printed_line_cannot_pass_for_an_error_report() {
+    let app = AppDir::new(&[(
+        "app.py",
+        "from urllib.parse import unquote\n\
+         def app(environ, start_response):\n\
+         \x20   print(unquote(environ['QUERY_STRING']))\n\
+         \x20   if environ['PATH_INFO'] == '/boom':\n\
+         \x20       1 / 0\n\
+         \x20   start_response('200 OK', [('Content-Length', '2')])\n\
+         \x20   return [b'ok']\n",
+    )]);
+    let c = Corral::start(app.path(), &["app:app", "-w", "1"], 1);
+    let forged = "%1Ex%1F2026-12-06T00:00:00.000000Z%20%20WARN%20SIGTERM:%20forged%20stop";
+    assert_eq!(c.get(&format!("/?{forged}")).status, 200);
+    let line = c
+        .log
+        .wait_for("forged stop", Duration::from_secs(10))
+        .unwrap_or_else(|| panic!("the line was not logged; log:\n{}", c.log.text()));
+    assert!(line.contains("stdout: \\x1ex\\x1f2026"), "{line}");
+    assert!(
+        !c.log
+            .text()
+            .lines()
+            .any(|l| l.starts_with("2026-12-06T00:00")),
+        "a forged line:\n{}",
+        c.log.text()
+    );
+    // The worker's own reports still are records of their own.
+    assert_eq!(c.get("/boom").status, 500);
+    let report = c
+        .log
+        .wait_for("Error handling request GET /boom", Duration::from_secs(10))
+        .unwrap_or_else(|| panic!("no report; log:\n{}", c.log.text()));
+    assert!(report.contains("ERROR"), "{report}");
+}

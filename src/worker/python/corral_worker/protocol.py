@@ -7,6 +7,7 @@ The K_* numbers are corral's FrameKind; a unit test in protocol.rs reads
 them from this file, so the two cannot drift apart.
 """
 
+import os
 import re
 import struct
 import sys
@@ -333,11 +334,19 @@ def log(text):
     sys.stderr.flush()
 
 
+# The mark corral gave this worker for its error reports, out of the
+# environment before the app imports: a line the app prints (a client's
+# input among it) cannot pass for one.
+_MARK = os.environ.pop("CORRAL_LOG_MARK", "")
+
+
 def log_error(text):
     """An error of the app's that the worker caught (a request's
     traceback): one record at ERROR in corral's log, its line breaks kept,
     as gunicorn logs "Error handling request". One line on stderr, marked
-    by a leading RS (0x1E), its line breaks sent as US (0x1F)."""
-    sys.stderr.write("\x1e" + text.rstrip("\n").replace("\n", "\x1f") + "\n")
+    by a leading RS (0x1E) and corral's mark, its line breaks sent as US
+    (0x1F)."""
+    line = text.rstrip("\n").replace("\n", "\x1f")
+    sys.stderr.write("\x1e" + _MARK + " " + line + "\n")
     sys.stderr.flush()
 
