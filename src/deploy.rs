@@ -66,7 +66,7 @@ fn symlink(dir: &Path) -> Option<String> {
 
 /// Runs `argv` in `dir` (at most 5 s); its first stdout line.
 fn command(argv: &[String], dir: &Path) -> Option<String> {
-    if let Some(why) = crate::hooks::untrusted(argv, Some(dir)) {
+    if let Some(why) = crate::private_fs::untrusted_command(argv, Some(dir)) {
         tracing::error!("deploy.revision not run: {why}");
         return None;
     }
@@ -258,7 +258,7 @@ pub async fn run_hook(cfg: &Config, failure: &Failure) -> Option<HookRun> {
         .chdir
         .clone()
         .unwrap_or_else(|| std::env::current_dir().unwrap_or_default());
-    if let Some(why) = crate::hooks::untrusted(argv, Some(&app_dir)) {
+    if let Some(why) = crate::private_fs::untrusted_command(argv, Some(&app_dir)) {
         tracing::error!("the rollback hook not run: {why}");
         return None;
     }

@@ -376,6 +376,83 @@ pub fn default_mode() -> u32 {
     0o666 & !old.bits()
 }
 
+/// Why corral, as root, must not run `argv`: its program, or a file an
+/// argument names (by an absolute path, or relative to `dir`, where the
+/// command runs: `["python3", "hook.py"]` runs `hook.py`), can be changed
+/// by someone other than root (or corral's user), by the file's owner or
+/// mode or through any folder above it. None when corral is not root, or
+/// when nobody else can.
+pub fn untrusted_command(argv: &[String], dir: Option<&std::path::Path>) -> Option<String> {
+    if !nix::unistd::geteuid().is_root() {
+        return None;
+    }
+    let (program, args) = argv.split_first()?;
+    let program = if program.contains('/') {
+        PathBuf::from(program)
+    } else {
+        std::env::var_os("PATH")
+            .iter()
+            .flat_map(std::env::split_paths)
+            .map(|dir| dir.join(program))
+            .find(|p| p.is_file())?
+    };
+    let named = args.iter().filter_map(|a| {
+        let path = PathBuf::from(a);
+        match dir {
+            _ if path.is_absolute() => Some(path),
+            Some(dir) => Some(dir.join(path)),
+            None => None,
+        }
+    });
+    let files = std::iter::once(program).chain(named.filter(|p| p.is_file()));
+    for file in files {
+        if let Some(why) = changeable(&file) {
+            return Some(format!(
+                "{} can be changed by others ({why}), and corral runs as root: anyone who can change it \
+                 could run code as root. Make it and the folders above it root's and writable by no \
+                 one else (chown root, chmod go-w), or run the command as the app's user, e.g. \
+                 [\"runuser\", \"-u\", \"USER\", \"--\", ...]",
+                file.display()
+            ));
+        }
+    }
+    None
+}
+
+/// Who besides root (or corral's user) may change `file`: the file itself,
+/// or any folder above it (a sticky one of root's, like /tmp, only guards
+/// what is in it).
+fn changeable(file: &std::path::Path) -> Option<String> {
+    let meta = std::fs::metadata(file).ok()?;
+    if let Some(why) = writable_by_others(&meta) {
+        return Some(why);
+    }
+    // The folders as the path names them, then where its symlinks lead.
+    let real = std::fs::canonicalize(file).ok();
+    let mut dirs: Vec<&std::path::Path> = file.ancestors().skip(1).collect();
+    if let Some(real) = &real {
+        if real != file
+            && let Some(why) = writable_by_others(&std::fs::metadata(real).ok()?)
+        {
+            return Some(format!("{}: {why}", real.display()));
+        }
+        dirs.extend(real.ancestors().skip(1));
+    }
+    for dir in dirs.into_iter().filter(|d| !d.as_os_str().is_empty()) {
+        let Ok(meta) = std::fs::metadata(dir) else {
+            continue;
+        };
+        if writable_by_others(&meta).is_some() {
+            let sticky = meta.mode() & 0o1000 != 0 && meta.uid() == 0;
+            if !sticky || dir == file.parent().unwrap_or(dir) {
+                let why = writable_by_others(&meta).unwrap_or_default();
+                return Some(format!("its folder {}: {why}", dir.display()));
+            }
+        }
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -103,7 +103,7 @@ pub fn convert_file(
     // As root: the interpreter (and what it imports at start, a
     // virtualenv's .pth files among them) must be root's to run.
     let interpreter = python.to_string_lossy().into_owned();
-    if let Some(why) = crate::hooks::untrusted(&[interpreter], None) {
+    if let Some(why) = crate::private_fs::untrusted_command(&[interpreter], None) {
         return Err(format!(
             "refusing to run {} as root to read {}: {why}. Or convert the file once, as the \
              app's user: corral import-gunicorn {} > corral.toml, and run corral -c corral.toml",

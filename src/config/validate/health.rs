@@ -434,7 +434,7 @@ impl Resolver<'_> {
             }
         };
         let argv: Vec<String> = [program].into_iter().chain(args.iter().cloned()).collect();
-        if let Some(why) = crate::hooks::untrusted(&argv, None) {
+        if let Some(why) = crate::private_fs::untrusted_command(&argv, None) {
             self.fail(at, why);
             return None;
         }
