@@ -103,6 +103,13 @@ fn main() -> ExitCode {
         }
     };
     worker::output::set_raw(cfg.log.app_output == config::AppOutput::Raw);
+    private_fs::set_worker_groups(
+        cfg.workers
+            .identity
+            .as_ref()
+            .map(|i| i.groups.iter().copied().chain([i.gid]).collect())
+            .unwrap_or_default(),
+    );
     // Serving: no thread but these waits on whoever reads the log.
     let _stdio = (!check).then(stdio::start);
     if let Err(e) = init_logging(&cfg.log, &cfg.instance) {

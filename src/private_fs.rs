@@ -103,7 +103,7 @@ pub fn folders_above_not_private(path: &Path) -> Option<String> {
             continue;
         }
         // `at` holds a folder on the way: it must be private.
-        if let Some(why) = not_private_to(&at, true, None) {
+        if let Some(why) = not_private_to(&at, true, None).filter(|_| !system_group_writable(&at)) {
             return Some(format!(
                 "the folder {} on its way may be changed by another user ({why}); {}",
                 at.display(),
@@ -137,6 +137,35 @@ pub fn folders_above_not_private(path: &Path) -> Option<String> {
         }
     }
     None
+}
+
+/// The groups corral's workers run in (as root, with `workers.user`), set
+/// once at start: [`folders_above_not_private`] lets a folder on the way
+/// be writable by a system group only when the workers are not in it.
+static WORKER_GROUPS: std::sync::OnceLock<Vec<u32>> = std::sync::OnceLock::new();
+
+/// Says which groups the workers run in ([`WORKER_GROUPS`]).
+pub fn set_worker_groups(groups: Vec<u32>) {
+    let _ = WORKER_GROUPS.set(groups);
+}
+
+/// Whether `dir` is root's, writable by its group but not by others, and
+/// that group is a system one (below 1000) the workers are not in:
+/// Ubuntu's `/var/log` (root:syslog 0775), where a root service's log
+/// folders belong. Only the system daemon of that group could change it,
+/// as logrotate, which takes a `su` for such folders, assumes too.
+fn system_group_writable(dir: &Path) -> bool {
+    let Ok(meta) = std::fs::metadata(dir) else {
+        return false;
+    };
+    let mode = meta.mode();
+    meta.uid() == 0
+        && mode & 0o002 == 0
+        && meta.gid() < 1000
+        && meta.gid() != 0
+        && !WORKER_GROUPS
+            .get()
+            .is_some_and(|groups| groups.contains(&meta.gid()))
 }
 
 /// Opens `path` with `options`, adding `O_NOFOLLOW` when its folder is
@@ -474,6 +503,34 @@ mod tests {
         // /tmp: world-writable, sticky, root's.
         assert!(not_private(Path::new("/tmp"), false).is_some());
         assert_eq!(not_private(Path::new("/tmp"), true), None);
+    }
+
+    #[test]
+    fn as_root_a_folder_on_the_way_a_system_group_may_write_passes_unless_workers_are_in_it() {
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("SKIPPED: needs root (to give folders to groups)");
+            return;
+        }
+        let t = tempfile::tempdir().unwrap();
+        // Ubuntu's /var/log: root:syslog 0775 (here the group adm, 4).
+        let log = t.path().join("log");
+        create_dir(&log.join("app"), 0o755).unwrap();
+        std::os::unix::fs::chown(&log, Some(0), Some(4)).unwrap();
+        std::fs::set_permissions(&log, std::fs::Permissions::from_mode(0o775)).unwrap();
+        let file = log.join("app/error.log");
+        assert_eq!(folders_above_not_private(&file), None);
+        // A group of users' (1000 and up), or one others may write, does not.
+        std::os::unix::fs::chown(&log, Some(0), Some(4242)).unwrap();
+        assert!(folders_above_not_private(&file).is_some());
+        std::os::unix::fs::chown(&log, Some(0), Some(4)).unwrap();
+        std::fs::set_permissions(&log, std::fs::Permissions::from_mode(0o777)).unwrap();
+        assert!(folders_above_not_private(&file).is_some());
+        // The workers in that group: refused (set once for this process,
+        // with a group no other test gives a folder).
+        std::os::unix::fs::chown(&log, Some(0), Some(7)).unwrap();
+        std::fs::set_permissions(&log, std::fs::Permissions::from_mode(0o775)).unwrap();
+        set_worker_groups(vec![7]);
+        assert!(folders_above_not_private(&file).is_some());
     }
 
     #[test]
