@@ -59,6 +59,12 @@ fn corral_as(dir: &Path, args: &[&str], uid: Option<u32>, env: &[(&str, &str)]) 
     }
 }
 
+/// A config that binds as root, then drops corral's own privileges to
+/// nobody, the workers' user.
+const DROP_TO_NOBODY: &str = "[app]\nmodule = \"app:app\"\npython = \"/usr/bin/python3\"\n\
+     [server]\nbind = [\"127.0.0.1:0\"]\ndrop_privileges = true\n\
+     [workers]\nuser = \"nobody\"\n[health]\nstatus_bind = \"127.0.0.1:0\"\n";
+
 const PID_APP: &str = r#"
 import json, os, sys
 
@@ -504,15 +510,7 @@ fn with_drop_privileges_corral_removes_its_folder_and_socket_at_exit() {
     if !root() {
         return;
     }
-    let app = shared_app(&[
-        ("app.py", PID_APP),
-        (
-            "corral.toml",
-            "[app]\nmodule = \"app:app\"\npython = \"/usr/bin/python3\"\n\
-             [server]\nbind = [\"127.0.0.1:0\"]\ndrop_privileges = true\n\
-             [workers]\nuser = \"nobody\"\n[health]\nstatus_bind = \"127.0.0.1:0\"\n",
-        ),
-    ]);
+    let app = shared_app(&[("app.py", PID_APP), ("corral.toml", DROP_TO_NOBODY)]);
     let mut c = corral_as(
         app.path(),
         &["-c", "corral.toml"],
@@ -780,15 +778,7 @@ fn with_drop_privileges_a_link_the_workers_user_left_at_the_control_socket_is_re
     if !root() {
         return;
     }
-    let app = shared_app(&[
-        ("app.py", PID_APP),
-        (
-            "corral.toml",
-            "[app]\nmodule = \"app:app\"\npython = \"/usr/bin/python3\"\n\
-             [server]\nbind = [\"127.0.0.1:0\"]\ndrop_privileges = true\n\
-             [workers]\nuser = \"nobody\"\n[health]\nstatus_bind = \"127.0.0.1:0\"\n",
-        ),
-    ]);
+    let app = shared_app(&[("app.py", PID_APP), ("corral.toml", DROP_TO_NOBODY)]);
     let start = || {
         let mut c = corral_as(
             app.path(),

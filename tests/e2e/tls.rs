@@ -54,26 +54,7 @@ pub(crate) fn make_certs(dir: &Path, server_cn: &str) {
                 "/O=Example/CN=alice",
             ],
         );
-        openssl(
-            dir,
-            &[
-                "x509",
-                "-req",
-                "-in",
-                "client.csr",
-                "-CA",
-                "ca.pem",
-                "-CAkey",
-                "ca.key",
-                "-CAcreateserial",
-                "-out",
-                "client.pem",
-                "-days",
-                "2",
-                "-extfile",
-                "cext",
-            ],
-        );
+        sign(dir, "client.csr", "client.pem", "2", "cext");
     }
     let subj = format!("/CN={server_cn}");
     openssl(
@@ -91,29 +72,35 @@ pub(crate) fn make_certs(dir: &Path, server_cn: &str) {
             &subj,
         ],
     );
+    sign(dir, "server.csr", "new.pem", "2", "ext");
+    // Key first, then the certificate, each replaced whole.
+    std::fs::rename(dir.join("new.key"), dir.join("server.key")).unwrap();
+    std::fs::rename(dir.join("new.pem"), dir.join("server.pem")).unwrap();
+}
+
+/// Signs `csr` with the test's CA into `out`, valid for `days` (negative:
+/// expired), with the extensions in `ext`.
+fn sign(dir: &Path, csr: &str, out: &str, days: &str, ext: &str) {
     openssl(
         dir,
         &[
             "x509",
             "-req",
             "-in",
-            "server.csr",
+            csr,
             "-CA",
             "ca.pem",
             "-CAkey",
             "ca.key",
             "-CAcreateserial",
             "-out",
-            "new.pem",
+            out,
             "-days",
-            "2",
+            days,
             "-extfile",
-            "ext",
+            ext,
         ],
     );
-    // Key first, then the certificate, each replaced whole.
-    std::fs::rename(dir.join("new.key"), dir.join("server.key")).unwrap();
-    std::fs::rename(dir.join("new.pem"), dir.join("server.pem")).unwrap();
 }
 
 /// curl with `args` and a 10 s limit: (exit code, body, stderr).
@@ -551,26 +538,7 @@ fn an_expired_certificate_is_served_on_reload_with_a_warning_and_one_close_to_ex
     assert!(warned("expires in "), "{}", c.log.text());
     // An expired certificate: warned of with its file and dates, and
     // served (clients that check dates refuse it, as under gunicorn).
-    openssl(
-        app.path(),
-        &[
-            "x509",
-            "-req",
-            "-in",
-            "server.csr",
-            "-CA",
-            "ca.pem",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-out",
-            "expired.pem",
-            "-days",
-            "-1",
-            "-extfile",
-            "ext",
-        ],
-    );
+    sign(app.path(), "server.csr", "expired.pem", "-1", "ext");
     std::fs::rename(app.path().join("expired.pem"), &certfile).unwrap();
     let out = Command::new(corral_bin())
         .args(["reload", "--wait", "--socket", c.socket.to_str().unwrap()])
