@@ -103,6 +103,14 @@ fn sign(dir: &Path, csr: &str, out: &str, days: &str, ext: &str) {
     );
 }
 
+/// `corral reload --wait` on `c`'s control socket.
+fn reload_wait(c: &Corral) -> std::process::Output {
+    Command::new(corral_bin())
+        .args(["reload", "--wait", "--socket", c.socket.to_str().unwrap()])
+        .output()
+        .unwrap()
+}
+
 /// curl with `args` and a 10 s limit: (exit code, body, stderr).
 fn curl(dir: &Path, args: &[&str]) -> (i32, String, String) {
     let out = Command::new("curl")
@@ -540,10 +548,7 @@ fn an_expired_certificate_is_served_on_reload_with_a_warning_and_one_close_to_ex
     // served (clients that check dates refuse it, as under gunicorn).
     sign(app.path(), "server.csr", "expired.pem", "-1", "ext");
     std::fs::rename(app.path().join("expired.pem"), &certfile).unwrap();
-    let out = Command::new(corral_bin())
-        .args(["reload", "--wait", "--socket", c.socket.to_str().unwrap()])
-        .output()
-        .unwrap();
+    let out = reload_wait(&c);
     assert!(
         out.status.success(),
         "{}",
@@ -799,10 +804,7 @@ fn a_bad_certificate_for_one_bind_on_reload_keeps_every_old_one_serving() {
     // taken, both old ones serve.
     make_certs(app.path(), "second");
     std::fs::write(app.path().join("internal.pem"), "garbage\n").unwrap();
-    let out = Command::new(corral_bin())
-        .args(["reload", "--wait", "--socket", c.socket.to_str().unwrap()])
-        .output()
-        .unwrap();
+    let out = reload_wait(&c);
     let text =
         String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{text}");
@@ -838,10 +840,7 @@ fn a_bad_certificate_for_one_bind_on_reload_keeps_every_old_one_serving() {
         .unwrap();
     }
     make_certs(app.path(), "third");
-    let out = Command::new(corral_bin())
-        .args(["reload", "--wait", "--socket", c.socket.to_str().unwrap()])
-        .output()
-        .unwrap();
+    let out = reload_wait(&c);
     assert!(
         out.status.success(),
         "{}",
