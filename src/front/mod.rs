@@ -627,6 +627,7 @@ struct Conn {
 /// no stream open for `head_timeout` (GOAWAY). On a plain connection, the
 /// HTTP/2 preface chooses HTTP/2 (h2c with prior knowledge).
 async fn serve(conn: Conn, shared: Arc<Shared>, builders: &Builders, head_timeout: Duration) {
+    let send_timeout = shared.send_timeout;
     let Conn {
         io,
         h2,
@@ -675,6 +676,7 @@ async fn serve(conn: Conn, shared: Arc<Shared>, builders: &Builders, head_timeou
             closed(&mut closing),
             |c| c.graceful_shutdown(),
             head_timeout,
+            send_timeout,
         )
         .await;
     } else {

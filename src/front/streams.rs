@@ -130,7 +130,8 @@ impl<F: Future<Output = ()>> Future for Killable<F> {
 /// streams in flight finish). Without the idle close, a client could hold
 /// connections that never send a request (a preface and nothing more)
 /// for as long as it liked, up to `max_connections`. A connection closed
-/// for idleness that is still there `idle` later with no stream open is
+/// for idleness that then has no stream running for `grace` (the send
+/// timeout: what a stream's last bytes, in h2's hands, may take) is
 /// dropped: hyper's graceful end waits for the client to answer the PING
 /// it sends with GOAWAY (or, on TLS, for a preface that never came), and
 /// a client that answers nothing held it open for good.
@@ -139,6 +140,7 @@ pub async fn serve<C: Future>(
     closing: impl Future,
     shutdown: impl Fn(Pin<&mut C>),
     idle: Duration,
+    grace: Duration,
 ) {
     INBOX
         .scope(RefCell::new(Vec::new()), async move {
@@ -149,8 +151,10 @@ pub async fn serve<C: Future>(
             // When the last stream ended (or the connection began); one
             // timer, set again only when it fires early, not per stream.
             let mut idle_since = Some(Instant::now());
-            // When GOAWAY went for idleness.
-            let mut idle_goaway: Option<Instant> = None;
+            // GOAWAY went for idleness; since when no stream has run.
+            let mut idle_goaway = false;
+            let mut quiet_since: Option<Instant> = None;
+            let grace = grace.max(idle);
             let mut timer = pin!(tokio::time::sleep(idle));
             std::future::poll_fn(|cx| {
                 if !shutting && closing.as_mut().poll(cx).is_ready() {
@@ -167,15 +171,18 @@ pub async fn serve<C: Future>(
                 if done && running.is_empty() {
                     return Poll::Ready(());
                 }
-                if let Some(at) = idle_goaway {
-                    if running.is_empty() {
-                        if at.elapsed() >= idle {
-                            return Poll::Ready(());
-                        }
-                        timer.as_mut().reset(at + idle);
-                        if timer.as_mut().poll(cx).is_ready() {
-                            return Poll::Ready(());
-                        }
+                if idle_goaway {
+                    if !running.is_empty() {
+                        quiet_since = None;
+                        return Poll::Pending;
+                    }
+                    let since = *quiet_since.get_or_insert_with(Instant::now);
+                    if since.elapsed() >= grace {
+                        return Poll::Ready(());
+                    }
+                    timer.as_mut().reset(since + grace);
+                    if timer.as_mut().poll(cx).is_ready() {
+                        return Poll::Ready(());
                     }
                     return Poll::Pending;
                 }
@@ -188,7 +195,8 @@ pub async fn serve<C: Future>(
                     if since.elapsed() >= idle {
                         // Idle for `idle`: GOAWAY, sent at the next poll.
                         shutting = true;
-                        idle_goaway = Some(Instant::now());
+                        idle_goaway = true;
+                        quiet_since = Some(Instant::now());
                         shutdown(conn.as_mut());
                         cx.waker().wake_by_ref();
                         break;

@@ -1293,15 +1293,24 @@ fn whole_bodies_kept_for_http2_clients_that_take_nothing_are_bounded() {
 }
 
 /// An HTTP/2 connection closed for idleness whose client answers nothing
-/// (not the PING that comes with GOAWAY) is dropped after `keepalive`
-/// more. Before, hyper waited for the PING's answer for good: such
-/// connections, up to `max_connections`, locked every other client out.
+/// (not the PING that comes with GOAWAY) is dropped once it has had no
+/// stream for `send_timeout` more. Before, hyper waited for the PING's
+/// answer for good: such connections, up to `max_connections`, locked
+/// every other client out.
 #[test]
 fn an_idle_http2_client_that_answers_nothing_is_dropped() {
     let app = AppDir::new(&[("app.py", ASGI)]);
     let c = Corral::start(
         app.path(),
-        &["app:app", "--interface", "asgi", "--keepalive", "1"],
+        &[
+            "app:app",
+            "--interface",
+            "asgi",
+            "--keepalive",
+            "1",
+            "--send-timeout",
+            "1s",
+        ],
         1,
     );
     let mut s = connect(&c.addr);

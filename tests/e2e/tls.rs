@@ -930,13 +930,13 @@ fn an_invalid_sni_name_does_not_reach_the_log() {
 }
 
 /// A TLS client that picks `h2` by ALPN and never sends the HTTP/2
-/// preface is dropped after twice `keepalive`, as an idle plain one is.
-/// Before, corral waited for the preface for good.
+/// preface is dropped after `keepalive` and `send_timeout`, as an idle
+/// plain one is. Before, corral waited for the preface for good.
 #[test]
 fn an_h2_client_that_never_sends_its_preface_is_dropped() {
     let app = AppDir::new(&[("app.py", WSGI)]);
     make_certs(app.path(), "localhost");
-    let mut args = vec!["app:app", "--keepalive", "1"];
+    let mut args = vec!["app:app", "--keepalive", "1", "--send-timeout", "1s"];
     args.extend(tls_args());
     let c = Corral::start(app.path(), &args, 1);
     let port = c.addr.rsplit(':').next().unwrap();
