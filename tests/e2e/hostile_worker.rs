@@ -409,8 +409,19 @@ fn a_worker_has_no_controlling_terminal_even_when_corral_runs_on_one() {
     c.wait_in_service(1);
     let corral = children_of(c.pid());
     let ids = c.get("/session").json();
+    // corral is Python's child, not the harness's: it is ended here, by
+    // its pid (the harness ends only Python, and corral, a session leader
+    // whose terminal then hangs up, took that for a reload and ran on).
     for pid in corral {
-        stop_process(pid);
+        // SAFETY: signalling the process this test started.
+        unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+        if !wait_gone(&[pid], Duration::from_secs(10)) {
+            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+        }
+        assert!(
+            wait_gone(&[pid], Duration::from_secs(10)),
+            "corral {pid} lives on"
+        );
     }
     assert_ne!(ids["corral_tty"], 0, "corral has a terminal: {ids:?}");
     assert_eq!(ids["tty"], 0, "{ids:?}");
