@@ -733,7 +733,7 @@ fn init_logging(cfg: &config::LogConfig, instance: &str) -> Result<(), String> {
         move || -> Box<dyn std::io::Write> {
             match &file {
                 Some(f) => Box::new(logfile::Writer(f.clone())),
-                None => stdio::stderr(),
+                None => Box::new(stdio::stderr()),
             }
         }
     });

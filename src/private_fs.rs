@@ -64,6 +64,16 @@ pub fn not_private_to(dir: &Path, sticky_ok: bool, also: Option<u32>) -> Option<
 /// own rule (see [`open_unfollowed`]); a folder that does not exist ends
 /// the walk (nothing can be made there by another user: its folder passed).
 pub fn folders_above_not_private(path: &Path) -> Option<String> {
+    folders_not_private(path, false)
+}
+
+/// [`folders_above_not_private`], the folder that holds `path` included
+/// (where the path's links lead): for a program corral runs as root.
+fn folders_to_not_private(path: &Path) -> Option<String> {
+    folders_not_private(path, true)
+}
+
+fn folders_not_private(path: &Path, holder_too: bool) -> Option<String> {
     use std::collections::VecDeque;
     use std::path::Component;
     if !nix::unistd::geteuid().is_root() {
@@ -81,8 +91,15 @@ pub fn folders_above_not_private(path: &Path) -> Option<String> {
             Err(e) => return Some(format!("cannot tell the current folder: {e}")),
         }
     };
-    let fix = "make it root's, with no write access for group or others \
-               (chown root: FOLDER; chmod go-w FOLDER), or choose a path whose folders only root can change";
+    let not_private_on_the_way = |at: &Path| {
+        let why = not_private_to(at, true, None).filter(|_| !system_group_writable(at))?;
+        Some(format!(
+            "the folder {0} on its way may be changed by another user ({why}); make it root's, \
+             with no write access for group or others (chown root: {0}; chmod go-w {0}), or \
+             choose a path whose folders only root can change",
+            at.display()
+        ))
+    };
     let push_front = |todo: &mut VecDeque<std::ffi::OsString>, p: &Path| {
         for c in p.components().rev() {
             match c {
@@ -103,12 +120,8 @@ pub fn folders_above_not_private(path: &Path) -> Option<String> {
             continue;
         }
         // `at` holds a folder on the way: it must be private.
-        if let Some(why) = not_private_to(&at, true, None).filter(|_| !system_group_writable(&at)) {
-            return Some(format!(
-                "the folder {} on its way may be changed by another user ({why}); {}",
-                at.display(),
-                fix.replace("FOLDER", &at.display().to_string())
-            ));
+        if let Some(why) = not_private_on_the_way(&at) {
+            return Some(why);
         }
         let next = at.join(&name);
         let Ok(meta) = std::fs::symlink_metadata(&next) else {
@@ -135,6 +148,9 @@ pub fn folders_above_not_private(path: &Path) -> Option<String> {
         } else {
             at = next;
         }
+    }
+    if holder_too {
+        return not_private_on_the_way(&at);
     }
     None
 }
@@ -448,38 +464,11 @@ pub fn untrusted_command(argv: &[String], dir: Option<&std::path::Path>) -> Opti
     None
 }
 
-/// Who besides root (or corral's user) may change `file`: the file itself,
-/// or any folder above it (a sticky one of root's, like /tmp, only guards
-/// what is in it).
-fn changeable(file: &std::path::Path) -> Option<String> {
+/// Who besides root (or corral's user) may change `file`: the file where
+/// its links lead, or any folder on the way to it.
+fn changeable(file: &Path) -> Option<String> {
     let meta = std::fs::metadata(file).ok()?;
-    if let Some(why) = writable_by_others(&meta) {
-        return Some(why);
-    }
-    // The folders as the path names them, then where its symlinks lead.
-    let real = std::fs::canonicalize(file).ok();
-    let mut dirs: Vec<&std::path::Path> = file.ancestors().skip(1).collect();
-    if let Some(real) = &real {
-        if real != file
-            && let Some(why) = writable_by_others(&std::fs::metadata(real).ok()?)
-        {
-            return Some(format!("{}: {why}", real.display()));
-        }
-        dirs.extend(real.ancestors().skip(1));
-    }
-    for dir in dirs.into_iter().filter(|d| !d.as_os_str().is_empty()) {
-        let Ok(meta) = std::fs::metadata(dir) else {
-            continue;
-        };
-        if writable_by_others(&meta).is_some() {
-            let sticky = meta.mode() & 0o1000 != 0 && meta.uid() == 0;
-            if !sticky || dir == file.parent().unwrap_or(dir) {
-                let why = writable_by_others(&meta).unwrap_or_default();
-                return Some(format!("its folder {}: {why}", dir.display()));
-            }
-        }
-    }
-    None
+    writable_by_others(&meta).or_else(|| folders_to_not_private(file))
 }
 
 #[cfg(test)]

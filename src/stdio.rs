@@ -40,20 +40,48 @@ pub fn start() -> [WorkerGuard; 2] {
     [out_guard, err_guard]
 }
 
-/// A writer to corral's stdout: one `write` is one line queued whole.
-pub fn stdout() -> Box<dyn Write + Send> {
-    match OUT.get() {
-        Some(out) => Box::new(out.clone()),
-        None => Box::new(std::io::stdout()),
+/// A writer to corral's stdout or stderr: one `write` is one line
+/// queued whole (or, before [`start`], written to the stream itself).
+pub enum Out {
+    Queued(NonBlocking),
+    Stdout,
+    Stderr,
+}
+
+impl Write for Out {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self {
+            Out::Queued(q) => q.write(buf),
+            Out::Stdout => std::io::stdout().write(buf),
+            Out::Stderr => std::io::stderr().write(buf),
+        }
+    }
+
+    fn write_all(&mut self, buf: &[u8]) -> std::io::Result<()> {
+        match self {
+            Out::Queued(q) => q.write_all(buf),
+            Out::Stdout => std::io::stdout().lock().write_all(buf),
+            Out::Stderr => std::io::stderr().lock().write_all(buf),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            Out::Queued(q) => q.flush(),
+            Out::Stdout => std::io::stdout().flush(),
+            Out::Stderr => std::io::stderr().flush(),
+        }
     }
 }
 
-/// A writer to corral's stderr (see [`stdout`]).
-pub fn stderr() -> Box<dyn Write + Send> {
-    match ERR.get() {
-        Some(err) => Box::new(err.clone()),
-        None => Box::new(std::io::stderr()),
-    }
+/// A writer to corral's stdout.
+pub fn stdout() -> Out {
+    OUT.get().map_or(Out::Stdout, |q| Out::Queued(q.clone()))
+}
+
+/// A writer to corral's stderr.
+pub fn stderr() -> Out {
+    ERR.get().map_or(Out::Stderr, |q| Out::Queued(q.clone()))
 }
 
 /// Lines dropped so far because a stream's reader did not keep up.

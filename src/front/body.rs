@@ -116,19 +116,23 @@ pub struct KeptBody {
 impl KeptBody {
     /// Keeps `body`: counted in `outbox` if it has room (the worker's place
     /// is freed), or else holding the worker's `lease` until the body is
-    /// taken or cut. Returns the body and its relay, for the stall watch.
-    pub fn new(body: Bytes, lease: Lease, outbox: &Arc<Outbox>) -> (KeptBody, Arc<Relay>) {
+    /// taken or cut.
+    pub fn new(body: Bytes, lease: Lease, outbox: &Arc<Outbox>) -> KeptBody {
         let ticket = outbox.keep(body.len());
         let relay = Relay::new(lease);
         if ticket.is_some() {
             relay.release();
         }
-        let kept = KeptBody {
+        KeptBody {
             rest: body,
-            relay: relay.clone(),
+            relay,
             _ticket: ticket,
-        };
-        (kept, relay)
+        }
+    }
+
+    /// What the stall watch shares with the body.
+    pub fn relay(&self) -> Arc<Relay> {
+        self.relay.clone()
     }
 }
 

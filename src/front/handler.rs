@@ -620,9 +620,9 @@ async fn dispatch(
                 *resp.body_mut() = if parts.version == http::Version::HTTP_2
                     && body.len() > super::body::H2_CHUNK
                 {
-                    let (kept, relay) = KeptBody::new(body, lease, &shared.outbox);
+                    let kept = KeptBody::new(body, lease, &shared.outbox);
                     tokio::spawn(watch_stalls(
-                        relay,
+                        kept.relay(),
                         None,
                         shared.send_timeout,
                         shared.metrics.clone(),

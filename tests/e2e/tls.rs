@@ -126,17 +126,25 @@ fn curl(dir: &Path, args: &[&str]) -> (i32, String, String) {
     )
 }
 
+/// A WSGI app served over HTTPS with the test's certificates, with
+/// `extra` flags: its folder (the certificates are there) and corral.
+fn start_https(extra: &[&str]) -> (AppDir, Corral) {
+    let app = AppDir::new(&[("app.py", WSGI)]);
+    make_certs(app.path(), "localhost");
+    let mut args = vec!["app:app"];
+    args.extend(extra);
+    args.extend(tls_args());
+    let c = Corral::start(app.path(), &args, 1);
+    (app, c)
+}
+
 fn tls_args() -> Vec<&'static str> {
     vec!["--certfile", "server.pem", "--keyfile", "server.key"]
 }
 
 #[test]
 fn https_serves_http2_by_alpn_and_http11_and_the_app_sees_https() {
-    let app = AppDir::new(&[("app.py", WSGI)]);
-    make_certs(app.path(), "localhost");
-    let mut args = vec!["app:app", "--status-bind", "127.0.0.1:0"];
-    args.extend(tls_args());
-    let c = Corral::start(app.path(), &args, 1);
+    let (app, c) = start_https(&["--status-bind", "127.0.0.1:0"]);
     let url = format!("https://{}/", c.addr);
     let (code, body, err) = curl(app.path(), &["--http2", "--cacert", "ca.pem", &url]);
     assert_eq!(code, 0, "{err}");
@@ -885,11 +893,7 @@ fn insecure_and_per_bind_config_errors_say_where_and_how() {
 #[test]
 fn an_invalid_sni_name_does_not_reach_the_log() {
     use std::io::{Read, Write};
-    let app = AppDir::new(&[("app.py", WSGI)]);
-    make_certs(app.path(), "localhost");
-    let mut args = vec!["app:app", "--status-bind", "127.0.0.1:0"];
-    args.extend(tls_args());
-    let c = Corral::start(app.path(), &args, 1);
+    let (_app, c) = start_https(&["--status-bind", "127.0.0.1:0"]);
     let name = vec![b'_'; 4000];
     let u16b = |n: usize| (n as u16).to_be_bytes();
     let mut sni = Vec::new();
@@ -934,11 +938,7 @@ fn an_invalid_sni_name_does_not_reach_the_log() {
 /// plain one is. Before, corral waited for the preface for good.
 #[test]
 fn an_h2_client_that_never_sends_its_preface_is_dropped() {
-    let app = AppDir::new(&[("app.py", WSGI)]);
-    make_certs(app.path(), "localhost");
-    let mut args = vec!["app:app", "--keepalive", "1", "--send-timeout", "1s"];
-    args.extend(tls_args());
-    let c = Corral::start(app.path(), &args, 1);
+    let (app, c) = start_https(&["--keepalive", "1", "--send-timeout", "1s"]);
     let port = c.addr.rsplit(':').next().unwrap();
     let script = r#"
 import socket, ssl, sys, time
