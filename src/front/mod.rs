@@ -67,6 +67,7 @@ pub mod checks;
 pub mod coalesce;
 pub mod conn;
 pub mod forwarded;
+pub mod frame_budget;
 pub mod handler;
 pub mod hangup;
 pub mod listeners;
@@ -575,7 +576,10 @@ async fn read_proxy_header(
 ///   most `max_header_bytes` / 16 KiB + 25 %, and at least 5), then GOAWAY;
 /// - SETTINGS and PING floods: h2 reads the next frame only once the
 ///   last one's ACK is buffered, so a client that reads no ACKs stops
-///   being read, and the send timeout ([`conn`]) closes it.
+///   being read, and the send timeout ([`conn`]) closes it;
+/// - floods of frames that ask for nothing (PRIORITY, WINDOW_UPDATE,
+///   PING, unknown types...), which h2 reads flat out: rationed per
+///   connection by [`frame_budget`], set beneath h2 in [`serve`].
 fn http2(opts: &ConnOpts) -> http2::Builder<streams::Local> {
     let mut b = http2::Builder::new(streams::Local);
     b.timer(TokioTimer::new())
@@ -656,6 +660,7 @@ async fn serve(conn: Conn, shared: Arc<Shared>, builders: &Builders, head_timeou
     } else {
         &builders.http1
     };
+    let metrics = shared.metrics.clone();
     let service = {
         let info = Arc::new(info);
         service_fn(move |mut req: http::Request<hyper::body::Incoming>| {
@@ -668,6 +673,7 @@ async fn serve(conn: Conn, shared: Arc<Shared>, builders: &Builders, head_timeou
         })
     };
     if h2 {
+        let io = frame_budget::Rationed::new(io, metrics);
         let io = TokioIo::new(coalesce::Coalesce::new(io));
         let conn = builders.http2.serve_connection(io, service);
         // Idle as long as an HTTP/1.1 connection may wait for its next head.

@@ -55,6 +55,8 @@ struct Counters {
     tls_handshake_failures: AtomicU64,
     /// Connections refused for their PROXY protocol header.
     proxy_header_refusals: AtomicU64,
+    /// HTTP/2 connections cut off for frames that ask for nothing.
+    http2_floods: AtomicU64,
     /// Requests by HTTP version: 1.0 (and 0.9), 1.1, 2.
     by_version: [AtomicU64; 3],
     /// Time requests waited in corral for a worker: counts per bucket (not
@@ -95,6 +97,7 @@ impl Counters {
             (&self.moved, &other.moved),
             (&self.tls_handshake_failures, &other.tls_handshake_failures),
             (&self.proxy_header_refusals, &other.proxy_header_refusals),
+            (&self.http2_floods, &other.http2_floods),
             (&self.queued_sum_us, &other.queued_sum_us),
             (&self.request_body_bytes, &other.request_body_bytes),
             (&self.response_body_bytes, &other.response_body_bytes),
@@ -276,6 +279,10 @@ impl Metrics {
             .fetch_add(1, Ordering::Relaxed);
     }
 
+    pub fn http2_flood(&self) {
+        self.here().http2_floods.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// Counts one request by its HTTP version.
     pub fn request_version(&self, version: http::Version) {
         let i = match version {
@@ -406,6 +413,12 @@ impl Metrics {
                 "counter",
                 "Connections refused for their PROXY protocol header (server.proxy_protocol): malformed, or from a peer not in server.proxy_allow_ips.",
                 load(&t.proxy_header_refusals),
+            ),
+            (
+                "corral_http2_floods_total",
+                "counter",
+                "HTTP/2 connections cut off for sending more PRIORITY, WINDOW_UPDATE, SETTINGS, PING, RST_STREAM, empty DATA or unknown frames than their responses account for.",
+                load(&t.http2_floods),
             ),
         ] {
             scalar(out, name, kind, help, value);
