@@ -21,6 +21,7 @@ mod hooks;
 mod import_gunicorn;
 mod limits;
 mod logfile;
+mod memory;
 mod metrics;
 mod private_fs;
 mod reaper;
@@ -338,6 +339,7 @@ async fn run(
     systemd: systemd::NotifySocket,
 ) -> u8 {
     tokio::spawn(stdio::report_drops(std::time::Duration::from_secs(10)));
+    tokio::spawn(memory::give_back(std::time::Duration::from_secs(10)));
     let access = match cfg.log.access.as_ref().map(front::access::Logger::new) {
         None => None,
         Some(Ok(logger)) => Some(Arc::new(logger)),
