@@ -138,7 +138,13 @@ fn open_append(path: &Path) -> Result<File, String> {
 pub struct PidFile(PathBuf);
 
 impl PidFile {
-    pub fn create(path: &Path) -> Result<PidFile, String> {
+    /// Writes this process's pid to `path`, unless the file names another
+    /// corral that still runs ([`refuse_a_running_corral`]). `handover`: the
+    /// pid of the corral whose USR2 started this one (it runs until this one
+    /// is in service, and its pid is in the file); `beside`: `--reuse-port`,
+    /// under which a second corral is started beside the first on purpose.
+    pub fn create(path: &Path, handover: Option<u32>, beside: bool) -> Result<PidFile, String> {
+        refuse_a_running_corral(path, handover, beside)?;
         write_pid_file(path)?;
         Ok(PidFile(path.to_owned()))
     }
@@ -148,6 +154,94 @@ impl Drop for PidFile {
     fn drop(&mut self) {
         remove_pid_file(&self.0);
     }
+}
+
+/// Refuses a pid file that names another corral that still runs: two
+/// corrals on one pid file would leave it naming the last one started, and
+/// `kill $(cat FILE)` would stop the wrong one. gunicorn refuses any live
+/// process there ("Already running on PID N (or pid file is stale)"),
+/// which keeps a service down after a crash once an unrelated process has
+/// the old pid (common in containers and after a reboot); corral refuses
+/// only a corral, and replaces a stale file or one naming another program,
+/// saying so. Not refused: this process's own pid (PID 1 of a container
+/// started again), the corral that handed over to this one by USR2, and any
+/// corral under `--reuse-port`, where the next is started beside the last
+/// on purpose (the file then names the newest, as before).
+fn refuse_a_running_corral(path: &Path, handover: Option<u32>, beside: bool) -> Result<(), String> {
+    let text = match private_fs::read_regular_text(path) {
+        Ok(text) => text,
+        // None yet, or not one corral would have written: replaced.
+        Err(_) => return Ok(()),
+    };
+    let Ok(pid) = text.trim().parse::<u32>() else {
+        tracing::info!("replacing the pid file {}: it holds no pid", path.display());
+        return Ok(());
+    };
+    if pid == std::process::id() || Some(pid) == handover {
+        return Ok(());
+    }
+    match running_program(pid) {
+        None => {
+            tracing::info!(
+                "replacing the stale pid file {}: pid {pid} no longer runs",
+                path.display()
+            );
+            Ok(())
+        }
+        Some(program) if !is_corral(&program) => {
+            tracing::warn!(
+                "replacing the stale pid file {}: pid {pid} is now {program}, not a corral (the pid was reused)",
+                path.display()
+            );
+            Ok(())
+        }
+        Some(_) if beside => {
+            tracing::info!(
+                "the pid file {} named corral pid {pid}, which runs beside this one (--reuse-port): it now names this one",
+                path.display()
+            );
+            Ok(())
+        }
+        Some(_) => Err(format!(
+            "the pid file {} names corral pid {pid}, which is still running: stop that corral first, or give this one a pid file of its own (--pid, [server] pid_file)",
+            path.display()
+        )),
+    }
+}
+
+/// The file name of the program process `pid` runs, `None` when no such
+/// process lives (or it is a zombie). It is the name of `/proc/PID/exe`,
+/// which the kernel sets at exec and the process cannot change (unlike its
+/// `cmdline` or `comm`: a worker may name itself "corral: ..."); when that
+/// link may not be read (another user's process, without root), the first
+/// word of its `cmdline`.
+fn running_program(pid: u32) -> Option<String> {
+    let name = |p: &Path| {
+        p.file_name().map(|n| {
+            n.to_string_lossy()
+                .trim_end_matches(" (deleted)")
+                .to_owned()
+        })
+    };
+    match std::fs::read_link(format!("/proc/{pid}/exe")) {
+        Ok(exe) => name(&exe),
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+            let arg0 = cmdline
+                .split(|b| *b == 0)
+                .next()
+                .filter(|a| !a.is_empty())?;
+            name(Path::new(&*String::from_utf8_lossy(arg0)))
+        }
+        Err(_) => None,
+    }
+}
+
+/// Whether a program of this file name is a corral: named as this one's
+/// executable is (an upgrade leaves the old one running under the same
+/// name, its file deleted), or plain `corral`.
+fn is_corral(program: &str) -> bool {
+    program == "corral" || running_program(std::process::id()).is_some_and(|ours| ours == program)
 }
 
 /// A pid file: written whole (a new file renamed over the path, so a

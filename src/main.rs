@@ -382,7 +382,10 @@ async fn run(
     }
     front::listeners::explain_unix_access(cfg.server.bind.iter().chain(&cfg.server.insecure_bind));
     // Removed when `run` returns, by whichever path.
-    let _pid_file = match cfg.server.pid_file.as_deref().map(logfile::PidFile::create) {
+    let pid_file = cfg.server.pid_file.as_deref();
+    let pid_file =
+        pid_file.map(|p| logfile::PidFile::create(p, inherited.parent, cfg.server.reuse_port));
+    let _pid_file = match pid_file {
         None => None,
         Some(Ok(guard)) => Some(guard),
         Some(Err(e)) => {

@@ -491,7 +491,12 @@ pub fn connect_udp(host: &str, port: u16) -> Result<UdpSocket, String> {
 /// A non-blocking datagram socket connected to the socket at `path`
 /// (syslog's too), opened so that a path another user may change is
 /// refused: no symlink in a shared folder, no socket of a stranger's there,
-/// and the socket checked is the one connected.
+/// and the socket checked is the one connected. Run as root, a path through
+/// a folder above its own that another user may change is refused too, as
+/// log and pid files are (`private_fs::folders_above_not_private`): that
+/// user could swap a folder below it for a symlink to a socket of theirs,
+/// and the checks of the last folder would then pass in a folder of their
+/// choosing.
 pub fn connect_unix(path: &Path) -> Result<UnixDatagram, String> {
     use std::os::fd::AsRawFd;
     use std::os::unix::fs::{FileTypeExt, MetadataExt};
@@ -499,6 +504,9 @@ pub fn connect_unix(path: &Path) -> Result<UnixDatagram, String> {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
     };
+    if let Some(why) = crate::private_fs::folders_above_not_private(path) {
+        return Err(format!("refusing the socket {}: {why}", path.display()));
+    }
     let shared = crate::private_fs::not_private(dir, false);
     let fd = crate::private_fs::open_node(path, shared.is_none())
         .map_err(|e| format!("cannot open {}: {e}", path.display()))?;

@@ -156,8 +156,15 @@ impl Syslog {
                     tried: None,
                 },
                 // Not there yet (the daemon starts later): tried again with
-                // a later line. Refused (a stranger's socket): said now.
-                Err(e) if path.exists() => return Err(format!("log.syslog_to: {e}")),
+                // a later line. Refused (a stranger's socket, or a folder on
+                // its way another user may change, which holds whether the
+                // socket is there yet or not): said now.
+                Err(e)
+                    if path.exists()
+                        || crate::private_fs::folders_above_not_private(path).is_some() =>
+                {
+                    return Err(format!("log.syslog_to: {e}"));
+                }
                 Err(_) => Socket::Unix {
                     sock: None,
                     path: path.clone(),

@@ -9,7 +9,11 @@
 //! rustls runs on its `ring` crypto provider: it builds with a C compiler
 //! alone, where `aws-lc-rs` also wants cmake (and, for its FIPS build, Go).
 //! Cipher suites are rustls's defaults; TLS 1.2 and 1.3 are offered unless
-//! `min_version = "1.3"`. ALPN offers `h2` then `http/1.1`.
+//! `min_version = "1.3"`. ALPN offers `h2` then `http/1.1`; a client that
+//! offers ALPN but neither of those (`curl --http1.0` offers `http/1.0`
+//! alone) gets its handshake with a twin config that offers no ALPN, and is
+//! served HTTP/1.x, as gunicorn (Python's `ssl`) serves it, where rustls
+//! would refuse it with alert `no_application_protocol`.
 //!
 //! [`Tls`] holds the configs in force, one per set, swapped together;
 //! [`Tls::reload`] reads every set's files again (on `corral reload` and
@@ -201,8 +205,38 @@ fn private_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
     }
 }
 
-/// Reads the files into a rustls server config.
-pub fn load(files: &TlsFiles) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+/// One certificate set's rustls configs: the one that offers ALPN, and its
+/// twin that offers none for clients whose ALPN list has neither `h2` nor
+/// `http/1.1`. Both are built when the set is read, never per connection,
+/// and are swapped together on reload.
+#[derive(Clone)]
+pub struct SetConfigs {
+    alpn: Arc<rustls::ServerConfig>,
+    no_alpn: Arc<rustls::ServerConfig>,
+}
+
+impl SetConfigs {
+    /// The config for a client that offers `offered` by ALPN (`None`: no
+    /// ALPN extension). rustls refuses a client whose list shares nothing
+    /// with the server's; that client gets the config without ALPN.
+    fn for_client<'a>(
+        &self,
+        offered: Option<impl Iterator<Item = &'a [u8]>>,
+    ) -> Arc<rustls::ServerConfig> {
+        let mut offered = match offered {
+            Some(offered) => offered,
+            None => return self.alpn.clone(),
+        };
+        if offered.any(|p| self.alpn.alpn_protocols.iter().any(|ours| ours == p)) {
+            self.alpn.clone()
+        } else {
+            self.no_alpn.clone()
+        }
+    }
+}
+
+/// Reads the files into a set's rustls server configs.
+pub fn load(files: &TlsFiles) -> Result<SetConfigs, TlsError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let versions: &[&rustls::SupportedProtocolVersion] = match files.min_version {
         MinVersion::Tls12 => &[&rustls::version::TLS13, &rustls::version::TLS12],
@@ -253,8 +287,14 @@ pub fn load(files: &TlsFiles) -> Result<Arc<rustls::ServerConfig>, TlsError> {
             ),
         )
     })?;
+    // A clone shares the certificate resolver, the client verifier and
+    // the session cache; it differs in its ALPN list alone.
+    let no_alpn = Arc::new(config.clone());
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    Ok(Arc::new(config))
+    Ok(SetConfigs {
+        alpn: Arc::new(config),
+        no_alpn,
+    })
 }
 
 /// The most certificates corral takes from a client: its own and the
@@ -357,7 +397,7 @@ impl rustls::server::danger::ClientCertVerifier for ShortChains {
 pub struct Tls {
     /// Each set's name ("default", or the address of its table) and files.
     sets: Vec<(String, TlsFiles)>,
-    current: ArcSwap<Vec<Arc<rustls::ServerConfig>>>,
+    current: ArcSwap<Vec<SetConfigs>>,
     /// Each app listener as `/status` shows it ("https://127.0.0.1:8443")
     /// and the set it serves, `None` for plain HTTP (`insecure_bind`).
     binds: Vec<(String, Option<usize>)>,
@@ -664,21 +704,30 @@ impl Tls {
         out
     }
 
-    /// The TLS handshake of one connection with set `set`, within `timeout`.
+    /// The TLS handshake of one connection with set `set`, within `timeout`
+    /// (ClientHello and the rest together). The ClientHello is read first,
+    /// to pick the set's config by the client's ALPN list
+    /// ([`SetConfigs::for_client`]); the configs are those in force when
+    /// it arrives.
     pub async fn accept<S: AsyncRead + AsyncWrite + Unpin>(
         &self,
         set: usize,
         io: S,
         timeout: Duration,
     ) -> std::io::Result<(TlsStream<S>, TlsInfo)> {
-        let config = self
-            .current
-            .load()
-            .get(set)
-            .cloned()
-            .ok_or_else(|| std::io::Error::other(format!("no TLS certificate set {set}")))?;
-        let acceptor = tokio_rustls::TlsAcceptor::from(config);
-        let stream = tokio::time::timeout(timeout, acceptor.accept(io))
+        let handshake = async {
+            let acceptor =
+                tokio_rustls::LazyConfigAcceptor::new(rustls::server::Acceptor::default(), io);
+            let start = acceptor.await?;
+            let config = self
+                .current
+                .load()
+                .get(set)
+                .ok_or_else(|| std::io::Error::other(format!("no TLS certificate set {set}")))?
+                .for_client(start.client_hello().alpn());
+            start.into_stream(config).await
+        };
+        let stream = tokio::time::timeout(timeout, handshake)
             .await
             .map_err(|_| {
                 std::io::Error::new(std::io::ErrorKind::TimedOut, "TLS handshake timed out")
@@ -689,7 +738,7 @@ impl Tls {
 }
 
 /// Every set's rustls config, or the first set's error.
-fn load_all(sets: &[(String, TlsFiles)]) -> Result<Vec<Arc<rustls::ServerConfig>>, SetError> {
+fn load_all(sets: &[(String, TlsFiles)]) -> Result<Vec<SetConfigs>, SetError> {
     sets.iter()
         .map(|(name, files)| {
             load(files).map_err(|error| SetError {

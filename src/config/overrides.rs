@@ -527,7 +527,9 @@ pub struct Overrides {
     pub limit_request_field_size: Option<usize>,
 
     /// Write corral's pid to this file (replaced whole, never through a
-    /// symlink), removed on a clean exit [toml: server.pid_file]
+    /// symlink), removed on a clean exit; corral refuses to start while it
+    /// names another corral that runs (a stale file is replaced)
+    /// [toml: server.pid_file]
     #[arg(
         short = 'p',
         long = "pid",

@@ -773,6 +773,71 @@ fn log_pid_and_socket_paths_through_a_folder_another_user_may_change_are_refused
     assert!(vault.join("access.log").exists());
 }
 
+/// The StatsD and syslog Unix sockets are walked as log and pid paths are:
+/// through a folder the workers' user owns, which has swapped a folder
+/// below it for a symlink to root's private folder, corral sends nothing to
+/// the socket there (which, the last folder being root's, it took before).
+#[test]
+fn statsd_and_syslog_sockets_through_a_folder_another_user_may_change_are_refused() {
+    if !root() {
+        return;
+    }
+    let app = shared_app(&[("app.py", PID_APP)]);
+    let srv = app.path().join("srv");
+    std::fs::create_dir(&srv).unwrap();
+    std::os::unix::fs::chown(&srv, Some(NOBODY), Some(NOBODY)).unwrap();
+    let vault = app.path().join("vault");
+    std::fs::create_dir(&vault).unwrap();
+    std::fs::set_permissions(&vault, PermissionsExt::from_mode(0o700)).unwrap();
+    let agent = std::os::unix::net::UnixDatagram::bind(vault.join("agent.sock")).unwrap();
+    agent
+        .set_read_timeout(Some(Duration::from_millis(2500)))
+        .unwrap();
+    let ln = Command::new("ln")
+        .arg("-s")
+        .arg(&vault)
+        .arg(srv.join("run"))
+        .uid(NOBODY)
+        .gid(NOBODY)
+        .status()
+        .unwrap();
+    assert!(ln.success());
+    let socket = srv.join("run/agent.sock");
+    let refused = format!(
+        "refusing the socket {}: the folder {} on its way may be changed by another user (it belongs to uid {NOBODY}",
+        socket.display(),
+        srv.display()
+    );
+    // syslog: corral does not start.
+    let to = format!("unix://{}#dgram", socket.display());
+    let args = ["app:app", "--log-syslog", "--log-syslog-to", &to];
+    let mut c = Corral::spawn(app.path(), &args, &[]);
+    let st = c.wait_exit(Duration::from_secs(20));
+    let log = c.log.text();
+    assert!(st.is_some_and(|s| !s.success()), "{log}");
+    assert!(log.contains(&refused), "{log}");
+    assert!(log.contains("chmod go-w"), "says how to fix it: {log}");
+    // StatsD: corral serves, says why no metrics go out, and sends none
+    // (it flushes every second).
+    let host = format!("unix:{}", socket.display());
+    let mut c = Corral::start(app.path(), &["app:app", "--statsd-host", &host], 1);
+    assert_eq!(c.get("/").status, 200);
+    assert!(
+        c.log.wait_for(&refused, Duration::from_secs(10)).is_some(),
+        "{}",
+        c.log.text()
+    );
+    let mut buf = [0u8; 4096];
+    let got = agent.recv(&mut buf);
+    assert!(
+        got.is_err(),
+        "a datagram reached root's socket: {:?}",
+        got.map(|n| String::from_utf8_lossy(&buf[..n]).into_owned())
+    );
+    c.signal(libc::SIGTERM);
+    assert!(c.wait_exit(Duration::from_secs(20)).is_some());
+}
+
 #[test]
 fn with_drop_privileges_a_link_the_workers_user_left_at_the_control_socket_is_removed() {
     if !root() {

@@ -251,6 +251,73 @@ fn a_gunicorn_command_line_runs_with_the_command_renamed() {
     );
 }
 
+/// A pid file that names a corral that still runs keeps a second corral
+/// (another folder, another address) from starting, with the way out, and
+/// the first serves on, still named there; a stale file is replaced, whether
+/// its pid has gone or now belongs to another program (gunicorn refuses
+/// that one too); under `--reuse-port` the next corral, started beside the
+/// last on purpose, takes the file over.
+#[test]
+fn a_pid_file_naming_a_running_corral_refuses_a_second_and_a_stale_one_is_replaced() {
+    let (one, two) = (
+        AppDir::new(&[("app.py", APP)]),
+        AppDir::new(&[("app.py", APP)]),
+    );
+    let pid_file = one.path().join("app.pid");
+    let pid_arg = pid_file.to_str().unwrap();
+    let named = || {
+        std::fs::read_to_string(&pid_file)
+            .unwrap()
+            .trim()
+            .to_owned()
+    };
+    // A live process that is no corral: this test.
+    let me = std::process::id();
+    std::fs::write(&pid_file, format!("{me}\n")).unwrap();
+    let args = ["app:app", "--pid", pid_arg, "--reuse-port"];
+    let mut first = Corral::start(one.path(), &args, 1);
+    assert_eq!(named(), first.pid().to_string());
+    let stale = format!("replacing the stale pid file {pid_arg}: pid {me} is now ");
+    assert!(first.log.text().contains(&stale), "{}", first.log.text());
+    let mut second = Corral::spawn(two.path(), &["app:app", "--pid", pid_arg], &[]);
+    let status = second.wait_exit(Duration::from_secs(20));
+    let text = second.log.text();
+    assert_eq!(status.and_then(|s| s.code()), Some(2), "{text}");
+    let refusal = format!(
+        "error: the pid file {pid_arg} names corral pid {}, which is still running: stop that corral first, or give this one a pid file of its own (--pid, [server] pid_file)",
+        first.pid()
+    );
+    assert!(text.contains(&refusal), "{text}");
+    assert_eq!(named(), first.pid().to_string());
+    assert_eq!(first.get("/").status, 200);
+    // Beside the first on its address, under --reuse-port.
+    let beside = [
+        "app:app",
+        "-b",
+        &first.addr,
+        "--pid",
+        pid_arg,
+        "--reuse-port",
+    ];
+    let mut third = Corral::start(two.path(), &beside, 1);
+    assert_eq!(named(), third.pid().to_string());
+    first.signal(libc::SIGTERM);
+    assert!(first.wait_exit(Duration::from_secs(30)).is_some());
+    assert_eq!(named(), third.pid().to_string());
+    third.signal(libc::SIGTERM);
+    assert!(third.wait_exit(Duration::from_secs(30)).is_some());
+    assert!(!pid_file.exists());
+    // A pid that no longer runs.
+    let mut gone = Command::new("true").spawn().unwrap();
+    let gone_pid = gone.id();
+    gone.wait().unwrap();
+    std::fs::write(&pid_file, format!("{gone_pid}\n")).unwrap();
+    let fourth = Corral::start(one.path(), &["app:app", "--pid", pid_arg], 1);
+    assert_eq!(named(), fourth.pid().to_string());
+    let stale = format!("replacing the stale pid file {pid_arg}: pid {gone_pid} no longer runs");
+    assert!(fourth.log.text().contains(&stale), "{}", fourth.log.text());
+}
+
 #[test]
 fn usr1_reopens_the_log_files_for_logrotate() {
     let app = AppDir::new(&[("app.py", APP)]);

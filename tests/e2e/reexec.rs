@@ -14,10 +14,26 @@ fn usr2_hands_the_sockets_to_a_new_corral_without_a_refused_connection() {
     let app = AppDir::new(&[("app.py", APP)]);
     let mut c = Corral::start(
         app.path(),
-        &["app:app", "-w", "2", "--status-bind", "127.0.0.1:0"],
+        &[
+            "app:app",
+            "-w",
+            "2",
+            "--status-bind",
+            "127.0.0.1:0",
+            "--pid",
+            "corral.pid",
+        ],
         2,
     );
     let old = c.pid();
+    let pid_file = app.path().join("corral.pid");
+    let named = || {
+        std::fs::read_to_string(&pid_file)
+            .unwrap()
+            .trim()
+            .to_owned()
+    };
+    assert_eq!(named(), old.to_string());
     let stop = Arc::new(AtomicBool::new(false));
     let failed = Arc::new(AtomicUsize::new(0));
     let answered = Arc::new(AtomicUsize::new(0));
@@ -97,6 +113,9 @@ fn usr2_hands_the_sockets_to_a_new_corral_without_a_refused_connection() {
     let s = c.status_json();
     assert_eq!(s["supervisor"]["pid"].as_u64(), Some(new as u64));
     assert!(c.socket.exists(), "the new corral holds the control socket");
+    // The new corral took the pid file over from the old one, which
+    // still ran when it wrote it.
+    assert_eq!(named(), new.to_string());
 }
 
 #[test]

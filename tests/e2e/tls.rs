@@ -170,6 +170,63 @@ fn https_serves_http2_by_alpn_and_http11_and_the_app_sees_https() {
     );
 }
 
+/// A client whose ALPN list has neither `h2` nor `http/1.1` (`curl
+/// --http1.0` offers `http/1.0` alone) is served HTTP/1.x with no protocol
+/// agreed on, as gunicorn serves it, where rustls alone would refuse it with
+/// alert `no_application_protocol`; after a reload it gets the new
+/// certificate, and h2 and http/1.1 clients are still served as before.
+#[test]
+fn a_client_offering_neither_h2_nor_http11_by_alpn_is_served_http1() {
+    let (app, c) = start_https(&[]);
+    let url = format!("https://{}/", c.addr);
+    let http10 = |app: &AppDir| {
+        let (code, body, err) = curl(app.path(), &["-v", "--http1.0", "--cacert", "ca.pem", &url]);
+        assert_eq!(code, 0, "{err}");
+        assert_eq!(body, "https on HTTP/1.0 None");
+        assert!(err.contains("ALPN: offers http/1.0"), "{err}");
+        assert!(!err.contains("ALPN: server accepted"), "{err}");
+        err
+    };
+    let err = http10(&app);
+    assert!(err.contains("subject: CN=localhost"), "{err}");
+    // openssl's client, offering a protocol corral does not know.
+    let out = Command::new("timeout")
+        .args(["10", "openssl", "s_client", "-connect", &c.addr])
+        .args(["-alpn", "spdy/3", "-CAfile", "ca.pem", "-quiet"])
+        .current_dir(app.path())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut child| {
+            use std::io::Write;
+            let mut stdin = child.stdin.take().unwrap();
+            stdin.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")?;
+            child.wait_with_output()
+        })
+        .expect("openssl runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.starts_with("HTTP/1.1 200") && text.ends_with("https on HTTP/1.1 None"),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Both configs of the set follow a reload.
+    make_certs(app.path(), "renewed");
+    let out = reload_wait(&c);
+    assert!(out.status.success(), "{out:?}");
+    let err = http10(&app);
+    assert!(err.contains("subject: CN=renewed"), "{err}");
+    let (code, body, err) = curl(app.path(), &["-v", "--http2", "--cacert", "ca.pem", &url]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(body, "https on HTTP/2 None");
+    assert!(err.contains("ALPN: server accepted h2"), "{err}");
+    let (code, body, err) = curl(app.path(), &["-v", "--http1.1", "--cacert", "ca.pem", &url]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(body, "https on HTTP/1.1 None");
+    assert!(err.contains("ALPN: server accepted http/1.1"), "{err}");
+}
+
 #[test]
 fn h2c_with_prior_knowledge_on_a_plain_bind_beside_http11() {
     let app = AppDir::new(&[("app.py", ASGI)]);
