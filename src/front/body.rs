@@ -19,6 +19,14 @@
 //! it is taken, as a streamed body does: a client that opened stream after
 //! stream and took nothing made corral hold 200 KiB for each (500 MiB for
 //! 50 connections in two seconds), for as long as it kept them open.
+//!
+//! A smaller whole body is counted in the outbox too ([`Body::Small`]),
+//! while hyper holds it, without a stall watch of its own (a task per
+//! response) while the outbox is under half full; past that it is kept as
+//! a big one is. Before, such bodies were counted nowhere: a client that
+//! opened 100 streams on each of 1,000 connections with no window made
+//! corral hold 16 KB answers for all of them (434 MiB in two seconds), for
+//! as long as it liked.
 
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -53,6 +61,14 @@ pub const H2_CHUNK: usize = 16 * 1024;
 
 pub enum Body {
     Full(Option<Bytes>),
+    /// A whole body of at most [`H2_CHUNK`] for an HTTP/2 client, counted
+    /// in the [`Outbox`] for as long as hyper holds the body: hyper takes
+    /// the bytes at once, and keeps them (and the body) until the stream
+    /// has window for a byte, which a client may never give.
+    Small {
+        data: Option<Bytes>,
+        _ticket: Ticket,
+    },
     Stream(StreamBody),
     Kept(KeptBody),
 }
@@ -79,9 +95,22 @@ impl Outbox {
     /// Counts `n` bytes kept until the ticket is dropped; None when that
     /// would take the outbox over its cap.
     pub fn keep(self: &Arc<Self>, n: usize) -> Option<Ticket> {
+        self.keep_within(n, self.cap)
+    }
+
+    /// [`Outbox::keep`] for a small body that no stall watch will cut:
+    /// only while the outbox is under half full. A client that never
+    /// takes such bodies holds at most that half for as long as it keeps
+    /// its connections; past it, small bodies are kept as big ones are,
+    /// and cut after `send_timeout`.
+    pub fn keep_unwatched(self: &Arc<Self>, n: usize) -> Option<Ticket> {
+        self.keep_within(n, self.cap / 2)
+    }
+
+    fn keep_within(self: &Arc<Self>, n: usize, cap: usize) -> Option<Ticket> {
         self.held
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |held| {
-                (held + n <= self.cap).then_some(held + n)
+                (held + n <= cap).then_some(held + n)
             })
             .ok()?;
         Some(Ticket {
@@ -362,6 +391,7 @@ impl http_body::Body for Body {
     ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         match self.get_mut() {
             Body::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
+            Body::Small { data, .. } => Poll::Ready(data.take().map(|b| Ok(Frame::data(b)))),
             Body::Kept(k) => {
                 if k.relay.cut.load(Ordering::Acquire) {
                     k.rest.clear();
@@ -431,6 +461,7 @@ impl http_body::Body for Body {
     fn is_end_stream(&self) -> bool {
         match self {
             Body::Full(b) => b.is_none(),
+            Body::Small { data, .. } => data.is_none(),
             Body::Kept(k) => k.rest.is_empty(),
             Body::Stream(s) => s.done,
         }
@@ -440,6 +471,9 @@ impl http_body::Body for Body {
         match self {
             Body::Full(Some(b)) => SizeHint::with_exact(b.len() as u64),
             Body::Full(None) => SizeHint::with_exact(0),
+            Body::Small { data, .. } => {
+                SizeHint::with_exact(data.as_ref().map_or(0, |b| b.len() as u64))
+            }
             Body::Kept(k) => SizeHint::with_exact(k.rest.len() as u64),
             Body::Stream(_) => SizeHint::default(),
         }

@@ -617,9 +617,16 @@ async fn dispatch(
             if !is_head && may_have_body(resp.status()) {
                 let body = fit_to_content_length(&mut resp, body);
                 shared.metrics.response_body(body.len() as u64);
-                *resp.body_mut() = if parts.version == http::Version::HTTP_2
-                    && body.len() > super::body::H2_CHUNK
-                {
+                let h2 = parts.version == http::Version::HTTP_2;
+                let small = (h2 && !body.is_empty() && body.len() <= super::body::H2_CHUNK)
+                    .then(|| shared.outbox.keep_unwatched(body.len()))
+                    .flatten();
+                *resp.body_mut() = if let Some(ticket) = small {
+                    Body::Small {
+                        data: Some(body),
+                        _ticket: ticket,
+                    }
+                } else if h2 && !body.is_empty() {
                     let kept = KeptBody::new(body, lease, &shared.outbox);
                     tokio::spawn(watch_stalls(
                         kept.relay(),

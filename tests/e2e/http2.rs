@@ -1561,3 +1561,58 @@ fn memory_a_burst_of_held_bodies_took_is_given_back() {
     );
     assert_eq!(c.get("/").status, 200);
 }
+
+/// Small whole bodies are counted too: 100 connections that each open 100
+/// streams with no window (SETTINGS_INITIAL_WINDOW_SIZE 0) on a 16 KB
+/// answer. hyper takes a body only once its stream has window, so before,
+/// corral held all 10,000 answers (160 MB) for as long as the client kept
+/// its connections. Now they are counted in the outbox (`max_queued` x 64
+/// KiB, 4 MiB here): under half of it they wait as they are, past it they
+/// are watched, and past all of it they keep their worker's place (so
+/// the client holds places, not memory), and are cut after
+/// `send_timeout` (`corral_send_timeouts_total`). corral grows by far
+/// less (189 MiB before), and serves again once they are cut, while the
+/// client still holds its connections.
+#[test]
+fn small_http2_bodies_given_no_window_are_bounded_by_the_outbox() {
+    let app = AppDir::new(&[(
+        "app.py",
+        "async def app(scope, receive, send):\n    if scope['type'] != 'http':\n        return\n    await send({'type': 'http.response.start', 'status': 200, 'headers': []})\n    await send({'type': 'http.response.body', 'body': b'y' * 16000})\n",
+    )]);
+    let c = start_flood_target(&app, &["--max-queued", "64", "--send-timeout", "2s"]);
+    let pid = c.pid();
+    let before = rss_kib(pid);
+    let (conns, peak) = peak_rss_during(&[pid], || {
+        let conns: Vec<TcpStream> = (0..100)
+            .map(|_| {
+                let mut s = connect(&c.addr);
+                let mut hello = PREFACE.to_vec();
+                hello.extend(frame(SETTINGS, 0, 0, &[0, 4, 0, 0, 0, 0]));
+                for i in 0..100 {
+                    hello.extend(get(2 * i + 1, "/"));
+                }
+                s.write_all(&hello).unwrap();
+                // Paced, so that the worker keeps up and none is refused.
+                std::thread::sleep(Duration::from_millis(30));
+                s
+            })
+            .collect();
+        std::thread::sleep(Duration::from_secs(1));
+        conns
+    });
+    let grown = peak[0].saturating_sub(before);
+    // The streams that hold the worker's places are cut, and corral
+    // serves again while the client still holds its connections.
+    let end = Instant::now() + Duration::from_secs(20);
+    let mut status = 0;
+    while status != 200 && Instant::now() < end {
+        status = c.get("/").status;
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let cut = metric(&c, "corral_send_timeouts_total");
+    eprintln!("10,000 streams with no window: corral grew by {grown} KiB; {cut} cut");
+    assert_eq!(status, 200, "corral did not serve again");
+    assert!(cut >= 1.0, "no stalled stream was cut");
+    assert!(grown < 96 * 1024, "corral grew by {grown} KiB");
+    drop(conns);
+}
