@@ -575,6 +575,7 @@ async fn run(
         read_ahead: front::upload::ReadAhead::for_queue(cfg.server.max_queued),
         unfinished: front::websocket::Unfinished::new(cfg.server.websocket.max_message),
         outbox: front::body::Outbox::for_queue(cfg.server.max_queued),
+        windows: front::body::Outbox::for_queue(cfg.server.max_queued),
     });
     let state = Arc::new(status::StatusState {
         snapshots: sup.snapshots(),

@@ -144,11 +144,16 @@ pub struct KeptBody {
 
 impl KeptBody {
     /// Keeps `body`: counted in `outbox` if it has room (the worker's place
-    /// is freed), or else holding the worker's `lease` until the body is
+    /// and its `window` are freed), or else holding them until the body is
     /// taken or cut.
-    pub fn new(body: Bytes, lease: Lease, outbox: &Arc<Outbox>) -> KeptBody {
+    pub fn new(
+        body: Bytes,
+        lease: Lease,
+        window: Option<Ticket>,
+        outbox: &Arc<Outbox>,
+    ) -> KeptBody {
         let ticket = outbox.keep(body.len());
-        let relay = Relay::new(lease);
+        let relay = Relay::new(lease, window);
         if ticket.is_some() {
             relay.release();
         }
@@ -220,10 +225,18 @@ pub struct StreamBody {
     pub pending: Bytes,
 }
 
+/// A worker's place for one response, and the response window it holds
+/// of the budget ([`Shared::windows`](super::handler::Shared)), given back
+/// together.
+pub struct Place {
+    _lease: Lease,
+    _window: Option<Ticket>,
+}
+
 /// What a streamed response shares with its stall watch.
 pub struct Relay {
     /// The worker's place, until the response is complete (or cut).
-    lease: Mutex<Option<Lease>>,
+    lease: Mutex<Option<Place>>,
     /// Body frames hyper has taken.
     taken: AtomicU64,
     /// The watch ended the stream: the next poll fails it.
@@ -233,9 +246,12 @@ pub struct Relay {
 }
 
 impl Relay {
-    pub fn new(lease: Lease) -> Arc<Relay> {
+    pub fn new(lease: Lease, window: Option<Ticket>) -> Arc<Relay> {
         Arc::new(Relay {
-            lease: Mutex::new(Some(lease)),
+            lease: Mutex::new(Some(Place {
+                _lease: lease,
+                _window: window,
+            })),
             taken: AtomicU64::new(0),
             cut: AtomicBool::new(false),
             gone: Notify::new(),
@@ -243,7 +259,7 @@ impl Relay {
     }
 
     /// Frees the worker's place, once.
-    fn release(&self) -> Option<Lease> {
+    fn release(&self) -> Option<Place> {
         self.lease.lock().unwrap_or_else(|e| e.into_inner()).take()
     }
 }
@@ -360,7 +376,7 @@ impl StreamBody {
         self.unacked += b.len();
         self.sent += b.len() as u64;
         self.relay.taken.fetch_add(1, Ordering::Relaxed);
-        if self.unacked >= protocol::RESPONSE_WINDOW / 2 {
+        if self.unacked >= self.window.size() / 2 {
             let grant = self.unacked as u32;
             self.unacked = 0;
             self.channel.grant(self.stream, &self.window, grant);

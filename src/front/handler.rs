@@ -77,6 +77,11 @@ pub struct Shared {
     pub unfinished: Arc<websocket::Unfinished>,
     /// What corral keeps of whole bodies for HTTP/2 clients.
     pub outbox: Arc<super::body::Outbox>,
+    /// The response windows HTTP/2 requests in flight hold: what their
+    /// workers may send before a client takes any of it. Once it is all
+    /// held, a request's worker gets a small window
+    /// (`protocol::FLAG_SMALL_WINDOW`).
+    pub windows: Arc<super::body::Outbox>,
 }
 
 /// The key that keeps a client on one side of a canary, if any: a hash of
@@ -405,7 +410,7 @@ async fn dispatch(
     // than behind a slow one. Only requests whose body came whole: their
     // bytes are still here.
     let mut moves = 0;
-    let (lease, channel, mut stream, depth, sent, answer) = loop {
+    let (lease, window, channel, mut stream, depth, sent, answer) = loop {
         let lease = shared.router.acquire_for(shared.timeout, sticky);
         let Some(lease) = Hangup::until(watch, lease).await else {
             return Err(Early::Gone);
@@ -445,6 +450,14 @@ async fn dispatch(
         };
         // A WSGI app sees a WebSocket handshake as a plain request.
         let websocket = asgi && upgrade.is_some();
+        // An HTTP/2 client may leave a hundred streams untaken per
+        // connection: each response window it holds counts, and past the
+        // budget its workers send no more than a small one before the
+        // client takes it. (An HTTP/1.1 connection holds one at a time.)
+        let window = (parts.version == http::Version::HTTP_2)
+            .then(|| shared.windows.keep(protocol::RESPONSE_WINDOW));
+        let small = matches!(window, Some(None));
+        let window = window.flatten();
         let flags = if websocket {
             protocol::FLAG_WEBSOCKET
         } else if more {
@@ -452,6 +465,10 @@ async fn dispatch(
         } else if moves == MAX_MOVES {
             // Moved enough: it waits where it lands.
             protocol::FLAG_STAY
+        } else {
+            0
+        } | if small {
+            protocol::FLAG_SMALL_WINDOW
         } else {
             0
         };
@@ -464,7 +481,12 @@ async fn dispatch(
         } else {
             channel.timeout(shared.timeout)
         };
-        let mut stream = channel.open(more || websocket, leased + deadline);
+        let size = if small {
+            protocol::SMALL_WINDOW
+        } else {
+            protocol::RESPONSE_WINDOW
+        };
+        let mut stream = channel.open(more || websocket, leased + deadline, size);
         let depth = channel.in_flight.load(Ordering::Relaxed);
         let frame = protocol::encode_request_head(stream.id, &head, received as usize, flags);
         channel.send_pieces(std::iter::once(frame).chain(inline.iter().cloned()));
@@ -479,7 +501,7 @@ async fn dispatch(
         }
         // The body streams on under the upload's clock (below).
         if streams_body {
-            break (lease, channel, stream, depth, leased, None);
+            break (lease, window, channel, stream, depth, leased, None);
         }
         let first = {
             let mut unanswered = Unanswered {
@@ -504,7 +526,7 @@ async fn dispatch(
             waiting = Instant::now();
             continue;
         }
-        break (lease, channel, stream, depth, leased, Some(first));
+        break (lease, window, channel, stream, depth, leased, Some(first));
     };
     let upgrade = upgrade.filter(|_| channel.is_asgi());
     let streams_body = more && upgrade.is_none();
@@ -627,7 +649,7 @@ async fn dispatch(
                         _ticket: ticket,
                     }
                 } else if h2 && !body.is_empty() {
-                    let kept = KeptBody::new(body, lease, &shared.outbox);
+                    let kept = KeptBody::new(body, lease, window, &shared.outbox);
                     tokio::spawn(watch_stalls(
                         kept.relay(),
                         None,
@@ -650,7 +672,7 @@ async fn dispatch(
         }
         First::Start(head, events) => {
             // A 204 or 304 has no body: hyper sends none, and ends the stream.
-            let relay = Relay::new(lease);
+            let relay = Relay::new(lease, window);
             if parts.version == http::Version::HTTP_2 {
                 tokio::spawn(watch_stalls(
                     relay.clone(),

@@ -345,7 +345,7 @@ pub async fn relay(
             }
             let len = data.len();
             unacked += len;
-            if unacked >= protocol::RESPONSE_WINDOW / 2 {
+            if unacked >= window.size() / 2 {
                 channel.grant(id, &window, unacked as u32);
                 unacked = 0;
             }

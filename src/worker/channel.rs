@@ -133,11 +133,17 @@ impl Credit {
 /// ignoring flow control: a protocol error. That bounds what corral holds
 /// for a slow client whatever the worker does.
 #[derive(Debug)]
-pub struct Window(AtomicI64);
+pub struct Window(AtomicI64, usize);
 
 impl Window {
-    fn new() -> Window {
-        Window(AtomicI64::new(protocol::RESPONSE_WINDOW as i64))
+    fn new(size: usize) -> Window {
+        Window(AtomicI64::new(size as i64), size)
+    }
+
+    /// What the worker may send before its first grant: corral grants
+    /// more once half of it is taken.
+    pub fn size(&self) -> usize {
+        self.1
     }
 
     /// Counts `n` bytes the worker sent; false when it had no credit left.
@@ -535,8 +541,9 @@ impl Channel {
     /// Registers a new stream; send its REQUEST frame next. `credit`: the
     /// request body (or WebSocket messages) streams after the REQUEST frame,
     /// under credit. `deadline`: the head must come by then, or the stream
-    /// gets [`First::TimedOut`].
-    pub fn open(&self, credit: bool, deadline: Instant) -> Stream {
+    /// gets [`First::TimedOut`]. `window`: the response's window, as the
+    /// REQUEST frame's flags tell the worker.
+    pub fn open(&self, credit: bool, deadline: Instant, window: usize) -> Stream {
         let mut id = self.next_stream.fetch_add(1, Ordering::Relaxed);
         if id == 0 {
             id = self.next_stream.fetch_add(1, Ordering::Relaxed);
@@ -548,7 +555,7 @@ impl Channel {
                 .store(protocol::BODY_CREDIT as i64, Ordering::Relaxed);
             Arc::new(c)
         });
-        let window = Arc::new(Window::new());
+        let window = Arc::new(Window::new(window));
         let _ = self.register.send((
             id,
             StreamEntry {
@@ -1183,7 +1190,7 @@ mod tests {
         use tokio::io::AsyncWriteExt;
         let (ch, mut worker) = Channel::of_one_thread(1, 0);
         let deadline = Instant::now() + Duration::from_secs(10);
-        let stream = ch.open(false, deadline);
+        let stream = ch.open(false, deadline, protocol::RESPONSE_WINDOW);
         ch.send(protocol::encode_request(stream.id, b"", b"", 0));
         assert_eq!(
             next_frame(&mut worker).await,
@@ -1218,7 +1225,11 @@ mod tests {
     ) -> Result<First, oneshot::error::RecvError> {
         use tokio::io::AsyncWriteExt;
         let (ch, mut worker) = Channel::of_one_thread(1, 0);
-        let stream = ch.open(credit, Instant::now() + Duration::from_secs(10));
+        let stream = ch.open(
+            credit,
+            Instant::now() + Duration::from_secs(10),
+            protocol::RESPONSE_WINDOW,
+        );
         let flags = if credit { protocol::FLAG_MORE_BODY } else { 0 };
         ch.send(protocol::encode_request(stream.id, b"", b"", flags));
         assert_eq!(

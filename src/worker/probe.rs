@@ -11,7 +11,11 @@ use super::protocol;
 /// Sends `GET path` to the worker; Ok on a 2xx, else why not.
 pub async fn probe(channel: &Channel, path: &str, timeout: Duration) -> Result<(), String> {
     let head = request_head(channel, path)?;
-    let stream = channel.open(false, std::time::Instant::now() + timeout);
+    let stream = channel.open(
+        false,
+        std::time::Instant::now() + timeout,
+        protocol::RESPONSE_WINDOW,
+    );
     // A probe asks after this worker: it is never given back to be run
     // by another.
     let flags = protocol::FLAG_STAY;

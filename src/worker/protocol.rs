@@ -49,8 +49,10 @@
 //! that fails.
 //!
 //! Flow control: the worker may have [`RESPONSE_WINDOW`] response bytes
-//! unacknowledged per stream, and corral [`BODY_CREDIT`] request body bytes
-//! beyond the first [`INLINE_BODY`]; so memory per request is bounded.
+//! unacknowledged per stream ([`SMALL_WINDOW`] under [`FLAG_SMALL_WINDOW`];
+//! a DATA frame is never bigger than what is left), and corral
+//! [`BODY_CREDIT`] request body bytes beyond the first [`INLINE_BODY`]; so
+//! memory per request is bounded.
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use http::{HeaderName, HeaderValue, StatusCode};
@@ -173,10 +175,18 @@ pub const FLAG_WEBSOCKET: u8 = 2;
 /// The request is for this worker alone (a readiness probe): the worker
 /// runs it even when it gives its other queued requests back (`RETURN`).
 pub const FLAG_STAY: u8 = 4;
+/// The response's window starts at [`SMALL_WINDOW`], not
+/// [`RESPONSE_WINDOW`]: corral holds its budget of response windows
+/// (HTTP/2 streams whose clients take their bytes slowly, or not at all),
+/// and a body bigger than that streams under credit.
+pub const FLAG_SMALL_WINDOW: u8 = 8;
 
 /// Response bytes a worker may send on one stream before corral grants more
 /// (must match `RESPONSE_WINDOW` in the worker script).
 pub const RESPONSE_WINDOW: usize = 256 * 1024;
+/// A response's window under [`FLAG_SMALL_WINDOW`] (must match
+/// `SMALL_WINDOW` in the worker script).
+pub const SMALL_WINDOW: usize = 16 * 1024;
 /// Request body bytes corral sends beyond the inline part before the worker
 /// grants more.
 pub const BODY_CREDIT: usize = 256 * 1024;

@@ -55,12 +55,21 @@ def arg(environ):
 
 
 WINDOW = getattr(worker, "RESPONSE_WINDOW", 0)
+stream_init = worker.Stream.__init__
+
+
+def unlimited_stream(self, sid, head, body, flags):
+    # /whole-over-window makes the worker send a big body in one frame.
+    stream_init(self, sid, head, body, flags)
+    if "\0/whole-over-window\0" in head:
+        self.window = 1 << 30
+
+
+worker.Stream.__init__ = unlimited_stream
 
 
 def app(environ, start_response):
     path = environ["PATH_INFO"]
-    # /whole-over-window makes the worker send a big body in one frame.
-    worker.RESPONSE_WINDOW = WINDOW if path != "/whole-over-window" else 1 << 30
     if path == "/whole-over-window":
         start_response("200 OK", [])
         return [b"x" * (WINDOW + 1)]

@@ -1616,3 +1616,96 @@ fn small_http2_bodies_given_no_window_are_bounded_by_the_outbox() {
     assert!(grown < 96 * 1024, "corral grew by {grown} KiB");
     drop(conns);
 }
+
+/// Opens `conns` HTTP/2 connections that each ask `path` on `streams`
+/// streams and give them no window (SETTINGS_INITIAL_WINDOW_SIZE 0).
+fn untaken_streams(addr: &str, conns: usize, streams: u32, path: &str) -> Vec<TcpStream> {
+    (0..conns)
+        .map(|_| {
+            let mut s = connect(addr);
+            let mut hello = PREFACE.to_vec();
+            hello.extend(frame(SETTINGS, 0, 0, &[0, 4, 0, 0, 0, 0]));
+            for i in 0..streams {
+                hello.extend(get(2 * i + 1, path));
+            }
+            s.write_all(&hello).unwrap();
+            s
+        })
+        .collect()
+}
+
+/// `curl --http2-prior-knowledge`: the body's length, or what went wrong.
+fn curl_h2_length(addr: &str, path: &str) -> String {
+    let out = std::process::Command::new("curl")
+        .args([
+            "-sS",
+            "--max-time",
+            "10",
+            "--http2-prior-knowledge",
+            "-o",
+            "/dev/null",
+        ])
+        .args(["-w", "%{http_code} %{size_download}"])
+        .arg(format!("http://{addr}{path}"))
+        .output()
+        .expect("run curl");
+    String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
+}
+
+/// Response windows are a budget over HTTP/2 requests in flight. A worker
+/// may send a whole body of up to 256 KiB before its client takes a byte,
+/// so 500 streams that give no window on a 200 KB answer made corral hold
+/// 100 MB, and a worker's places times 256 KiB in all (587 MiB with two
+/// ASGI workers). Now, past `max_queued` x 64 KiB of windows (4 MiB here),
+/// a request's worker gets a 16 KiB window and streams the rest as the
+/// client takes it; a client that reads gets its 200 KB whole that way
+/// (ASGI and WSGI), and the stalled streams are cut after `send_timeout`.
+#[test]
+fn response_windows_are_a_budget_over_http2_requests() {
+    let app = AppDir::new(&[
+        (
+            "app.py",
+            "import asyncio\n\nasync def app(scope, receive, send):\n    if scope['type'] != 'http':\n        return\n    await asyncio.sleep(0.3)\n    await send({'type': 'http.response.start', 'status': 200, 'headers': []})\n    await send({'type': 'http.response.body', 'body': b'y' * 200000})\n",
+        ),
+        (
+            "wsgi.py",
+            "import time\n\ndef app(environ, start_response):\n    time.sleep(0.3)\n    start_response('200 OK', [('Content-Length', '200000')])\n    return [b'w' * 200000]\n",
+        ),
+    ]);
+    let c = start_flood_target(&app, &["--max-queued", "64", "--send-timeout", "3s"]);
+    let pid = c.pid();
+    let before = rss_kib(pid);
+    let (conns, peak) = peak_rss_during(&[pid], || {
+        let conns = untaken_streams(&c.addr, 20, 25, "/");
+        std::thread::sleep(Duration::from_millis(1500));
+        conns
+    });
+    let grown = peak[0].saturating_sub(before);
+    // Every window of the budget is held: this client reads, and gets its
+    // body 16 KiB at a time as it takes it.
+    let read = curl_h2_length(&c.addr, "/");
+    let end = Instant::now() + Duration::from_secs(20);
+    while metric(&c, "corral_send_timeouts_total") < 1.0 && Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let cut = metric(&c, "corral_send_timeouts_total");
+    eprintln!(
+        "500 untaken streams of 200 KB: corral grew by {grown} KiB; {cut} cut; a reader got {read}"
+    );
+    drop(conns);
+    assert_eq!(read, "200 200000");
+    assert!(cut >= 1.0, "no stalled stream was cut");
+    assert!(grown < 48 * 1024, "corral grew by {grown} KiB");
+    drop(c);
+
+    // WSGI: 8 threads, a budget of four windows (16 x 64 KiB).
+    let w = Corral::start(
+        app.path(),
+        &["wsgi:app", "--threads", "8", "--max-queued", "16"],
+        1,
+    );
+    let conns = untaken_streams(&w.addr, 1, 6, "/");
+    std::thread::sleep(Duration::from_millis(800));
+    assert_eq!(curl_h2_length(&w.addr, "/"), "200 200000");
+    drop(conns);
+}

@@ -165,6 +165,28 @@ fn the_worker_script_numbers_the_kinds_as_corral_does() {
     assert_eq!(found, ours);
 }
 
+/// The worker's request flags and response windows are corral's.
+#[test]
+fn the_worker_script_has_corral_s_flags_and_windows() {
+    let script = crate::worker::script::file("corral_worker/protocol.py");
+    let value = |name: &str| -> usize {
+        let line = script
+            .lines()
+            .find(|l| l.starts_with(&format!("{name} = ")))
+            .unwrap_or_else(|| panic!("no {name} in the worker script"));
+        let expr = line.split_once('=').unwrap().1.trim();
+        expr.split('*')
+            .map(|n| n.trim().parse::<usize>().expect("a number or a product"))
+            .product()
+    };
+    assert_eq!(value("F_MORE_BODY"), usize::from(FLAG_MORE_BODY));
+    assert_eq!(value("F_WEBSOCKET"), usize::from(FLAG_WEBSOCKET));
+    assert_eq!(value("F_STAY"), usize::from(FLAG_STAY));
+    assert_eq!(value("F_SMALL_WINDOW"), usize::from(FLAG_SMALL_WINDOW));
+    assert_eq!(value("RESPONSE_WINDOW"), RESPONSE_WINDOW);
+    assert_eq!(value("SMALL_WINDOW"), SMALL_WINDOW);
+}
+
 #[test]
 fn response_head_parses_status_reason_and_headers() {
     let head = encode_response_head(

@@ -9,10 +9,11 @@ import sys
 import traceback
 
 from .protocol import (
-    BODY_GRANT, ERROR_BODY, ERROR_HEAD, F_MORE_BODY, F_WEBSOCKET, FORBIDDEN_HEAD, HDR,
-    K_ABORT, K_BODY, K_BODY_END, K_BODY_WINDOW, K_BOOT_OK, K_CANCEL, K_DATA, K_END,
-    K_HEARTBEAT, K_REQUEST, K_RESPONSE, K_START, K_WINDOW, K_WS_ACCEPT, K_WS_BINARY,
-    K_WS_CLOSE, K_WS_TEXT, MAX_FRAME, MAX_WS_MESSAGE, RESP_HDR, RESPONSE_WINDOW, U16, U32,
+    BODY_GRANT, ERROR_BODY, ERROR_HEAD, F_MORE_BODY, F_SMALL_WINDOW, F_WEBSOCKET,
+    FORBIDDEN_HEAD, HDR, K_ABORT, K_BODY, K_BODY_END, K_BODY_WINDOW, K_BOOT_OK, K_CANCEL,
+    K_DATA, K_END, K_HEARTBEAT, K_REQUEST, K_RESPONSE, K_START, K_WINDOW, K_WS_ACCEPT,
+    K_WS_BINARY, K_WS_CLOSE, K_WS_TEXT, MAX_FRAME, MAX_WS_MESSAGE, RESP_HDR, RESPONSE_WINDOW,
+    SMALL_WINDOW, U16, U32,
     ClientDisconnected, asgi_fields, asgi_head, check_text, clip, close_reason, frames, log,
     log_error, request_parts, under_root,
 )
@@ -140,9 +141,9 @@ class AsgiStream:
     __slots__ = ("sid", "body", "chunks", "body_done", "window", "cancelled", "waiters",
                  "task", "done", "ws", "inbox", "consumed")
 
-    def __init__(self, sid, body, more):
+    def __init__(self, sid, body, more, window=RESPONSE_WINDOW):
         self.sid = sid
-        self.window = RESPONSE_WINDOW
+        self.window = window
         self.cancelled = False
         self.waiters = None
         self.task = None
@@ -252,7 +253,7 @@ class HttpCall:
             head = self.head
             self.head = None
             self.head_sent = True
-            if not more and len(body) <= RESPONSE_WINDOW:
+            if not more and len(body) <= st.window:
                 worker.write(b"".join((RESP_HDR.pack(4 + len(head) + len(body), K_RESPONSE,
                                                    sid, len(head)), head, body)))
                 self.complete = st.done = True
@@ -348,7 +349,8 @@ class AsgiWorker:
         for kind, sid, start, end in frames(buf):
             if kind == K_REQUEST:
                 flags, head, body = request_parts(buf, start, end)
-                st = AsgiStream(sid, body, flags & F_MORE_BODY)
+                st = AsgiStream(sid, body, flags & F_MORE_BODY,
+                                SMALL_WINDOW if flags & F_SMALL_WINDOW else RESPONSE_WINDOW)
                 streams[sid] = st
                 run = self.run_ws if flags & F_WEBSOCKET else self.run_http
                 st.task = self.loop.create_task(run(st, head))
@@ -486,12 +488,15 @@ class AsgiWorker:
     async def send_data(self, st, body):
         """Sends body as DATA frames, each when the stream has window."""
         view = memoryview(body)
-        for off in range(0, len(view), MAX_FRAME):
+        off = 0
+        while off < len(view):
             while st.window <= 0 and not st.cancelled:
                 await st.wait(self.loop)
             if st.cancelled:
                 raise ClientDisconnected("the client disconnected")
-            part = view[off : off + MAX_FRAME]
+            # No more than the window: corral holds what it lets us send.
+            part = view[off : off + min(MAX_FRAME, st.window)]
+            off += len(part)
             st.window -= len(part)
             self.write(HDR.pack(len(part), K_DATA, st.sid) + part)
 

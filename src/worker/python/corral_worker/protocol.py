@@ -47,10 +47,14 @@ K_WS_ACCEPT = 20
 F_MORE_BODY = 1
 F_WEBSOCKET = 2
 F_STAY = 4
+# corral holds its budget of response bytes: this response's window starts
+# at SMALL_WINDOW, and a body bigger than that streams under credit.
+F_SMALL_WINDOW = 8
 
 # Bytes the worker may send on one response before corral grants more, and
 # how much request body it consumes before granting corral more.
 RESPONSE_WINDOW = 256 * 1024
+SMALL_WINDOW = 16 * 1024
 BODY_GRANT = 64 * 1024
 MAX_FRAME = 64 * 1024
 # The largest WebSocket message an app may send (the largest corral takes

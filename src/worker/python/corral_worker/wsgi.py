@@ -15,9 +15,10 @@ from time import perf_counter
 import traceback
 
 from .protocol import (
-    BODY_GRANT, ERROR_BODY, ERROR_HEAD, F_MORE_BODY, F_STAY, HDR, HOLD_IF_FASTER_THAN, K_ABORT,
-    K_BODY, K_BODY_END, K_BODY_WINDOW, K_CANCEL, K_DATA, K_END, K_HEARTBEAT, K_REQUEST,
-    K_RESPONSE, K_RETURN, K_START, K_WINDOW, MAX_FRAME, RESP_HDR, RESPONSE_WINDOW, U32,
+    BODY_GRANT, ERROR_BODY, ERROR_HEAD, F_MORE_BODY, F_SMALL_WINDOW, F_STAY, HDR,
+    HOLD_IF_FASTER_THAN, K_ABORT, K_BODY, K_BODY_END, K_BODY_WINDOW, K_CANCEL, K_DATA, K_END,
+    K_HEARTBEAT, K_REQUEST, K_RESPONSE, K_RETURN, K_START, K_WINDOW, MAX_FRAME, RESP_HDR,
+    RESPONSE_WINDOW, SMALL_WINDOW, U32,
     ClientDisconnected, clip, log_error, request_parts, under_root, whole_frames, wsgi_head,
 )
 
@@ -58,7 +59,7 @@ class Stream:
     def __init__(self, sid, head, body, flags):
         self.sid = sid
         self.head = head
-        self.window = RESPONSE_WINDOW
+        self.window = SMALL_WINDOW if flags & F_SMALL_WINDOW else RESPONSE_WINDOW
         self.cancelled = False
         self.flags = flags
         if flags & F_MORE_BODY:
@@ -468,7 +469,7 @@ class WsgiRunner:
                 if resp.status is None:
                     raise AssertionError("app returned without calling start_response()")
                 body = b"".join(result) if not resp.is_head else b""
-                if len(body) <= RESPONSE_WINDOW:
+                if len(body) <= st.window:
                     # The whole body is known and small: one frame, one syscall.
                     head = resp.head
                     conn.send_raw((
@@ -576,12 +577,15 @@ class Response:
         self.nbytes += len(data)
         conn.look()
         view = memoryview(data)
-        for off in range(0, len(view), MAX_FRAME):
+        off = 0
+        while off < len(view):
             if st.window <= 0 and not st.cancelled:
                 conn.wait_until(lambda: st.window > 0 or st.cancelled)
             if st.cancelled:
                 raise ClientDisconnected("client disconnected")
-            part = view[off : off + MAX_FRAME]
+            # No more than the window: corral holds what it lets us send.
+            part = view[off : off + min(MAX_FRAME, st.window)]
+            off += len(part)
             st.window -= len(part)
             conn.send_raw((HDR.pack(len(part), K_DATA, sid), part))
 
