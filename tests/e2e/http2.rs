@@ -1523,18 +1523,7 @@ fn memory_a_burst_of_held_bodies_took_is_given_back() {
     let c = start_flood_target(&app, &[]);
     let pid = c.pid();
     let before = rss_kib(pid);
-    let mut conns: Vec<TcpStream> = (0..50)
-        .map(|_| {
-            let mut s = connect(&c.addr);
-            let mut hello = PREFACE.to_vec();
-            hello.extend(frame(SETTINGS, 0, 0, &[0, 4, 0, 0, 0, 0]));
-            for i in 0..40 {
-                hello.extend(get(2 * i + 1, "/"));
-            }
-            s.write_all(&hello).unwrap();
-            s
-        })
-        .collect();
+    let mut conns = untaken_streams(&c.addr, 50, 40, "/", Duration::ZERO);
     let mut peak = before;
     let end = Instant::now() + Duration::from_secs(10);
     while Instant::now() < end && peak < before + 30 * 1024 {
@@ -1583,20 +1572,8 @@ fn small_http2_bodies_given_no_window_are_bounded_by_the_outbox() {
     let pid = c.pid();
     let before = rss_kib(pid);
     let (conns, peak) = peak_rss_during(&[pid], || {
-        let conns: Vec<TcpStream> = (0..100)
-            .map(|_| {
-                let mut s = connect(&c.addr);
-                let mut hello = PREFACE.to_vec();
-                hello.extend(frame(SETTINGS, 0, 0, &[0, 4, 0, 0, 0, 0]));
-                for i in 0..100 {
-                    hello.extend(get(2 * i + 1, "/"));
-                }
-                s.write_all(&hello).unwrap();
-                // Paced, so that the worker keeps up and none is refused.
-                std::thread::sleep(Duration::from_millis(30));
-                s
-            })
-            .collect();
+        // Paced, so that the worker keeps up and none is refused.
+        let conns = untaken_streams(&c.addr, 100, 100, "/", Duration::from_millis(30));
         std::thread::sleep(Duration::from_secs(1));
         conns
     });
@@ -1617,9 +1594,16 @@ fn small_http2_bodies_given_no_window_are_bounded_by_the_outbox() {
     drop(conns);
 }
 
-/// Opens `conns` HTTP/2 connections that each ask `path` on `streams`
-/// streams and give them no window (SETTINGS_INITIAL_WINDOW_SIZE 0).
-fn untaken_streams(addr: &str, conns: usize, streams: u32, path: &str) -> Vec<TcpStream> {
+/// Opens `conns` HTTP/2 connections, `pace` apart, that each ask `path`
+/// on `streams` streams and give them no window
+/// (SETTINGS_INITIAL_WINDOW_SIZE 0).
+fn untaken_streams(
+    addr: &str,
+    conns: usize,
+    streams: u32,
+    path: &str,
+    pace: Duration,
+) -> Vec<TcpStream> {
     (0..conns)
         .map(|_| {
             let mut s = connect(addr);
@@ -1629,6 +1613,7 @@ fn untaken_streams(addr: &str, conns: usize, streams: u32, path: &str) -> Vec<Tc
                 hello.extend(get(2 * i + 1, path));
             }
             s.write_all(&hello).unwrap();
+            std::thread::sleep(pace);
             s
         })
         .collect()
@@ -1676,7 +1661,7 @@ fn response_windows_are_a_budget_over_http2_requests() {
     let pid = c.pid();
     let before = rss_kib(pid);
     let (conns, peak) = peak_rss_during(&[pid], || {
-        let conns = untaken_streams(&c.addr, 20, 25, "/");
+        let conns = untaken_streams(&c.addr, 20, 25, "/", Duration::ZERO);
         std::thread::sleep(Duration::from_millis(1500));
         conns
     });
@@ -1704,7 +1689,7 @@ fn response_windows_are_a_budget_over_http2_requests() {
         &["wsgi:app", "--threads", "8", "--max-queued", "16"],
         1,
     );
-    let conns = untaken_streams(&w.addr, 1, 6, "/");
+    let conns = untaken_streams(&w.addr, 1, 6, "/", Duration::ZERO);
     std::thread::sleep(Duration::from_millis(800));
     assert_eq!(curl_h2_length(&w.addr, "/"), "200 200000");
     drop(conns);
