@@ -483,6 +483,9 @@ async fn dispatch(
         let window = (parts.version == http::Version::HTTP_2)
             .then(|| shared.windows.keep(protocol::RESPONSE_WINDOW));
         let small = matches!(window, Some(None));
+        if small {
+            shared.metrics.small_window();
+        }
         let window = window.flatten();
         let flags = if websocket {
             protocol::FLAG_WEBSOCKET

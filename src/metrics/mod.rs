@@ -57,6 +57,8 @@ struct Counters {
     proxy_header_refusals: AtomicU64,
     /// HTTP/2 connections cut off for frames that ask for nothing.
     http2_floods: AtomicU64,
+    /// HTTP/2 requests whose worker got a small response window.
+    small_windows: AtomicU64,
     /// Requests by HTTP version: 1.0 (and 0.9), 1.1, 2.
     by_version: [AtomicU64; 3],
     /// Time requests waited in corral for a worker: counts per bucket (not
@@ -98,6 +100,7 @@ impl Counters {
             (&self.tls_handshake_failures, &other.tls_handshake_failures),
             (&self.proxy_header_refusals, &other.proxy_header_refusals),
             (&self.http2_floods, &other.http2_floods),
+            (&self.small_windows, &other.small_windows),
             (&self.queued_sum_us, &other.queued_sum_us),
             (&self.request_body_bytes, &other.request_body_bytes),
             (&self.response_body_bytes, &other.response_body_bytes),
@@ -283,6 +286,10 @@ impl Metrics {
         self.here().http2_floods.fetch_add(1, Ordering::Relaxed);
     }
 
+    pub fn small_window(&self) {
+        self.here().small_windows.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// Counts one request by its HTTP version.
     pub fn request_version(&self, version: http::Version) {
         let i = match version {
@@ -419,6 +426,12 @@ impl Metrics {
                 "counter",
                 "HTTP/2 connections cut off for sending more PRIORITY, WINDOW_UPDATE, SETTINGS, PING, RST_STREAM, empty DATA or unknown frames than their responses account for.",
                 load(&t.http2_floods),
+            ),
+            (
+                "corral_http2_small_windows_total",
+                "counter",
+                "HTTP/2 requests whose worker got a 16 KiB response window, not 256 KiB: the windows of HTTP/2 requests in flight held their budget (max_queued x 64 KiB).",
+                load(&t.small_windows),
             ),
         ] {
             scalar(out, name, kind, help, value);

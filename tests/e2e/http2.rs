@@ -1681,6 +1681,8 @@ fn response_windows_are_a_budget_over_http2_requests() {
     assert_eq!(read, "200 200000");
     assert!(cut >= 1.0, "no stalled stream was cut");
     assert!(grown < 48 * 1024, "corral grew by {grown} KiB");
+    // 16 windows of 256 KiB fill the budget: the other requests got 16 KiB.
+    assert!(metric(&c, "corral_http2_small_windows_total") >= 400.0);
     drop(c);
 
     // WSGI: 8 threads, a budget of four windows (16 x 64 KiB).
