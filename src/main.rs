@@ -574,8 +574,8 @@ async fn run(
         headers: cfg.server.headers.clone(),
         read_ahead: front::upload::ReadAhead::for_queue(cfg.server.max_queued),
         unfinished: front::websocket::Unfinished::new(cfg.server.websocket.max_message),
-        outbox: front::body::Outbox::for_queue(cfg.server.max_queued),
-        windows: front::body::Outbox::for_queue(cfg.server.max_queued),
+        outbox: front::body::Budget::outbox(cfg.server.max_queued),
+        windows: front::body::Budget::windows(cfg.server.max_queued),
     });
     let state = Arc::new(status::StatusState {
         snapshots: sup.snapshots(),

@@ -14,7 +14,7 @@
 //! connection's streams. A whole body bigger than a chunk, which the
 //! worker sent at once and then went on to other requests, is a
 //! [`KeptBody`]: corral holds it for the client, counted in the
-//! [`Outbox`] over all connections, and watched for stalls like a
+//! outbox ([`Budget::outbox`]) over all connections, and watched for stalls like a
 //! stream. Past the outbox's cap the body keeps its worker's place until
 //! it is taken, as a streamed body does: a client that opened stream after
 //! stream and took nothing made corral hold 200 KiB for each (500 MiB for
@@ -62,7 +62,7 @@ pub const H2_CHUNK: usize = 16 * 1024;
 pub enum Body {
     Full(Option<Bytes>),
     /// A whole body of at most [`H2_CHUNK`] for an HTTP/2 client, counted
-    /// in the [`Outbox`] for as long as hyper holds the body: hyper takes
+    /// in the outbox ([`Budget::outbox`]) for as long as hyper holds the body: hyper takes
     /// the bytes at once, and keeps them (and the body) until the stream
     /// has window for a byte, which a client may never give.
     Small {
@@ -78,32 +78,48 @@ pub enum Body {
 /// waits for window (about 4.4 KB a stream, measured with 100,000 of them).
 const STREAM_COST: usize = 4096;
 
-/// The bytes of whole bodies corral keeps for HTTP/2 clients
-/// ([`KeptBody`]) over all connections, and the most it keeps before a
-/// body holds its worker's place until the client takes it.
-pub struct Outbox {
+/// Bytes corral may hold for HTTP/2 clients over all connections, counted
+/// by [`Ticket`]s: the outbox, whole bodies kept for clients
+/// ([`KeptBody`], [`Body::Small`]; past it a body holds its worker's place
+/// until the client takes it), and the response windows of requests in
+/// flight (past it a worker gets a small one).
+pub struct Budget {
     held: AtomicUsize,
     cap: usize,
+    /// The least one ticket counts.
+    floor: usize,
 }
 
-impl Outbox {
-    /// As much as the bodies read ahead of dispatch may hold
+impl Budget {
+    /// The outbox: as much as the bodies read ahead of dispatch may hold
     /// ([`super::upload::ReadAhead::for_queue`]): 64 MiB at the default
-    /// `max_queued` of 1,024, and no less than 16 times 64 KiB.
-    pub fn for_queue(max_queued: usize) -> Arc<Outbox> {
-        Arc::new(Outbox {
+    /// `max_queued` of 1,024, and no less than 16 times 64 KiB. Each body
+    /// counts as at least its stream's state.
+    pub fn outbox(max_queued: usize) -> Arc<Budget> {
+        Budget::for_queue(max_queued, STREAM_COST)
+    }
+
+    /// The response windows of HTTP/2 requests in flight, as big as the
+    /// outbox.
+    pub fn windows(max_queued: usize) -> Arc<Budget> {
+        Budget::for_queue(max_queued, 0)
+    }
+
+    fn for_queue(max_queued: usize, floor: usize) -> Arc<Budget> {
+        Arc::new(Budget {
             held: AtomicUsize::new(0),
             cap: max_queued.max(16).saturating_mul(protocol::INLINE_BODY),
+            floor,
         })
     }
 
     /// Counts `n` bytes kept until the ticket is dropped; None when that
-    /// would take the outbox over its cap.
+    /// would take the budget over its cap.
     pub fn keep(self: &Arc<Self>, n: usize) -> Option<Ticket> {
         self.keep_within(n, self.cap)
     }
 
-    /// [`Outbox::keep`] for a small body that no stall watch will cut:
+    /// [`Budget::keep`] for a small body that no stall watch will cut:
     /// only while the outbox is under half full. A client that never
     /// takes such bodies holds at most that half for as long as it keeps
     /// its connections; past it, small bodies are kept as big ones are,
@@ -113,28 +129,28 @@ impl Outbox {
     }
 
     fn keep_within(self: &Arc<Self>, n: usize, cap: usize) -> Option<Ticket> {
-        let n = n.max(STREAM_COST);
+        let n = n.max(self.floor);
         self.held
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |held| {
                 (held + n <= cap).then_some(held + n)
             })
             .ok()?;
         Some(Ticket {
-            outbox: self.clone(),
+            budget: self.clone(),
             bytes: n,
         })
     }
 }
 
-/// Bytes counted in the [`Outbox`], given back when dropped.
+/// Bytes counted in a [`Budget`], given back when dropped.
 pub struct Ticket {
-    outbox: Arc<Outbox>,
+    budget: Arc<Budget>,
     bytes: usize,
 }
 
 impl Drop for Ticket {
     fn drop(&mut self) {
-        self.outbox.held.fetch_sub(self.bytes, Ordering::AcqRel);
+        self.budget.held.fetch_sub(self.bytes, Ordering::AcqRel);
     }
 }
 
@@ -156,7 +172,7 @@ impl KeptBody {
         body: Bytes,
         lease: Lease,
         window: Option<Ticket>,
-        outbox: &Arc<Outbox>,
+        outbox: &Arc<Budget>,
     ) -> KeptBody {
         let ticket = outbox.keep(body.len());
         let relay = Relay::new(lease, window);
@@ -509,7 +525,7 @@ mod tests {
     #[test]
     fn the_outbox_keeps_up_to_its_cap_and_a_dropped_ticket_gives_back() {
         // 16 times 64 KiB: 1 MiB.
-        let outbox = Outbox::for_queue(1);
+        let outbox = Budget::windows(1);
         let a = outbox.keep(600 << 10).expect("room");
         assert!(outbox.keep(500 << 10).is_none(), "over the cap");
         let b = outbox.keep(424 << 10).expect("up to the cap exactly");

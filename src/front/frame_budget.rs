@@ -138,15 +138,15 @@ fn data_frame(data: usize, flags: u8) -> Frame {
 }
 
 /// One connection's tokens.
-struct Budget {
+struct Tokens {
     tokens: u32,
     /// Time earns tokens from here on.
     since: Instant,
 }
 
-impl Budget {
-    fn new() -> Budget {
-        Budget {
+impl Tokens {
+    fn new() -> Tokens {
+        Tokens {
             tokens: START,
             since: Instant::now(),
         }
@@ -185,7 +185,7 @@ pub struct Rationed<S> {
     io: S,
     read: Frames,
     written: Frames,
-    budget: Budget,
+    tokens: Tokens,
     metrics: Arc<Metrics>,
 }
 
@@ -195,16 +195,16 @@ impl<S> Rationed<S> {
             io,
             read: Frames::client(),
             written: Frames::default(),
-            budget: Budget::new(),
+            tokens: Tokens::new(),
             metrics,
         }
     }
 
     fn wrote(&mut self, bytes: &[u8]) {
-        let budget = &mut self.budget;
+        let tokens = &mut self.tokens;
         self.written.feed(bytes, |kind, _| {
             if kind == DATA || kind == HEADERS {
-                budget.earn(EARNED);
+                tokens.earn(EARNED);
             }
         });
     }
@@ -220,9 +220,9 @@ impl<S: AsyncRead + Unpin> AsyncRead for Rationed<S> {
         let before = buf.filled().len();
         ready!(Pin::new(&mut this.io).poll_read(cx, buf))?;
         let mut broke = false;
-        let budget = &mut this.budget;
+        let tokens = &mut this.tokens;
         this.read.feed(&buf.filled()[before..], |_, frame| {
-            if frame == Frame::Idle && !broke && !budget.spend() {
+            if frame == Frame::Idle && !broke && !tokens.spend() {
                 broke = true;
             }
         });
@@ -358,7 +358,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn tokens_run_out_and_come_back_with_time_and_answers() {
-        let mut b = Budget::new();
+        let mut b = Tokens::new();
         for _ in 0..START {
             assert!(b.spend());
         }

@@ -76,12 +76,12 @@ pub struct Shared {
     /// What all WebSockets hold of client messages not yet whole.
     pub unfinished: Arc<websocket::Unfinished>,
     /// What corral keeps of whole bodies for HTTP/2 clients.
-    pub outbox: Arc<super::body::Outbox>,
+    pub outbox: Arc<super::body::Budget>,
     /// The response windows HTTP/2 requests in flight hold: what their
     /// workers may send before a client takes any of it. Once it is all
     /// held, a request's worker gets a small window
     /// (`protocol::FLAG_SMALL_WINDOW`).
-    pub windows: Arc<super::body::Outbox>,
+    pub windows: Arc<super::body::Budget>,
 }
 
 /// The key that keeps a client on one side of a canary, if any: a hash of
@@ -225,7 +225,7 @@ pub fn handle(
 /// may never give. A client that opened 100,000 streams with none held
 /// 438 MiB of corral's 503 answers. Past half the outbox such an answer
 /// goes without its text.
-fn count_canned_body(resp: &mut Response<Body>, outbox: &Arc<super::body::Outbox>) {
+fn count_canned_body(resp: &mut Response<Body>, outbox: &Arc<super::body::Budget>) {
     let Body::Full(Some(text)) = resp.body_mut() else {
         return;
     };

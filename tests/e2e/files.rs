@@ -704,24 +704,15 @@ fn a_worker_tmp_dir_the_workers_user_owns_cannot_aim_roots_chown_at_another_file
     );
 }
 
-#[test]
-fn log_pid_and_socket_paths_through_a_folder_another_user_may_change_are_refused() {
-    if !root() {
-        return;
-    }
-    // srv/ is the workers' user's (nobody); it has replaced srv/run with
-    // a symlink to root's private folder.
-    let app = shared_app(&[("app.py", PID_APP)]);
-    let srv = app.path().join("srv");
+/// `srv/` in `dir`, the workers' user's (nobody), which has replaced
+/// `srv/run` with a symlink to `vault/`, root's private folder: (srv, vault).
+fn swapped_folder(dir: &Path) -> (PathBuf, PathBuf) {
+    let srv = dir.join("srv");
     std::fs::create_dir(&srv).unwrap();
     std::os::unix::fs::chown(&srv, Some(NOBODY), Some(NOBODY)).unwrap();
-    let vault = app.path().join("vault");
+    let vault = dir.join("vault");
     std::fs::create_dir(&vault).unwrap();
     std::fs::set_permissions(&vault, PermissionsExt::from_mode(0o700)).unwrap();
-    for name in ["f", "corral.pid"] {
-        std::fs::write(vault.join(name), "ROOT DATA\n").unwrap();
-        std::fs::set_permissions(vault.join(name), PermissionsExt::from_mode(0o600)).unwrap();
-    }
     let ln = Command::new("ln")
         .arg("-s")
         .arg(&vault)
@@ -731,6 +722,20 @@ fn log_pid_and_socket_paths_through_a_folder_another_user_may_change_are_refused
         .status()
         .unwrap();
     assert!(ln.success());
+    (srv, vault)
+}
+
+#[test]
+fn log_pid_and_socket_paths_through_a_folder_another_user_may_change_are_refused() {
+    if !root() {
+        return;
+    }
+    let app = shared_app(&[("app.py", PID_APP)]);
+    let (srv, vault) = swapped_folder(app.path());
+    for name in ["f", "corral.pid"] {
+        std::fs::write(vault.join(name), "ROOT DATA\n").unwrap();
+        std::fs::set_permissions(vault.join(name), PermissionsExt::from_mode(0o600)).unwrap();
+    }
     let refused = format!(
         "the folder {} on its way may be changed by another user (it belongs to uid {NOBODY}",
         srv.display()
@@ -783,25 +788,11 @@ fn statsd_and_syslog_sockets_through_a_folder_another_user_may_change_are_refuse
         return;
     }
     let app = shared_app(&[("app.py", PID_APP)]);
-    let srv = app.path().join("srv");
-    std::fs::create_dir(&srv).unwrap();
-    std::os::unix::fs::chown(&srv, Some(NOBODY), Some(NOBODY)).unwrap();
-    let vault = app.path().join("vault");
-    std::fs::create_dir(&vault).unwrap();
-    std::fs::set_permissions(&vault, PermissionsExt::from_mode(0o700)).unwrap();
+    let (srv, vault) = swapped_folder(app.path());
     let agent = std::os::unix::net::UnixDatagram::bind(vault.join("agent.sock")).unwrap();
     agent
         .set_read_timeout(Some(Duration::from_millis(2500)))
         .unwrap();
-    let ln = Command::new("ln")
-        .arg("-s")
-        .arg(&vault)
-        .arg(srv.join("run"))
-        .uid(NOBODY)
-        .gid(NOBODY)
-        .status()
-        .unwrap();
-    assert!(ln.success());
     let socket = srv.join("run/agent.sock");
     let refused = format!(
         "refusing the socket {}: the folder {} on its way may be changed by another user (it belongs to uid {NOBODY}",
