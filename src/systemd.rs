@@ -112,6 +112,7 @@ pub struct Notifier {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Service {
     pub active: usize,
+    /// Workers of the serving generation in service.
     pub in_service: usize,
     /// In service needed for READY=1 (`[health] min_ready`, at least 1).
     pub required: usize,
@@ -119,6 +120,8 @@ pub struct Service {
     pub revision: Option<String>,
     /// The generation a reload is starting, if one is.
     pub reloading: Option<u64>,
+    /// Workers of that generation in service so far.
+    pub reloading_in_service: usize,
     /// A stop began (TERM, INT, QUIT).
     pub stopping: bool,
     /// A USR2 re-exec hands over to this pid: it is the service now.
@@ -152,10 +155,18 @@ impl Notifier {
             s.generation,
             s.revision.as_deref().unwrap_or("unknown")
         ) + &s
-            .canary
-            .as_ref()
-            .map(|c| format!("; {c}"))
-            .unwrap_or_default();
+            .reloading
+            .map(|g| {
+                format!(
+                    "; generation {g} starting: {}/{} in service",
+                    s.reloading_in_service, s.active
+                )
+            })
+            .unwrap_or_default()
+            + &s.canary
+                .as_ref()
+                .map(|c| format!("; {c}"))
+                .unwrap_or_default();
         let mut msg = Vec::new();
         if !self.ready && s.in_service >= s.required {
             self.ready = true;
@@ -194,6 +205,7 @@ mod tests {
             generation: 1,
             revision: Some("abc".into()),
             reloading: None,
+            reloading_in_service: 0,
             stopping: false,
             handing_over_to: None,
             monotonic_usec: 42,
@@ -227,18 +239,30 @@ mod tests {
         assert_eq!(
             n.update(&reloading).as_deref(),
             Some(
-                "RELOADING=1\nMONOTONIC_USEC=42\nSTATUS=2/2 workers in service, generation 1, rev abc"
+                "RELOADING=1\nMONOTONIC_USEC=42\nSTATUS=2/2 workers in service, generation 1, rev abc; generation 2 starting: 0/2 in service"
             )
         );
         assert_eq!(n.update(&reloading), None);
+        // The new generation's workers are counted apart from the ones
+        // that serve: never "3/2".
+        let one_new = Service {
+            reloading_in_service: 1,
+            ..reloading.clone()
+        };
+        assert_eq!(
+            n.update(&one_new).as_deref(),
+            Some(
+                "STATUS=2/2 workers in service, generation 1, rev abc; generation 2 starting: 1/2 in service"
+            )
+        );
         let canary = Service {
             canary: Some("canary 10%: 0.4% errors vs 0.3%".into()),
-            ..reloading.clone()
+            ..one_new.clone()
         };
         assert_eq!(
             n.update(&canary).as_deref(),
             Some(
-                "STATUS=2/2 workers in service, generation 1, rev abc; canary 10%: 0.4% errors vs 0.3%"
+                "STATUS=2/2 workers in service, generation 1, rev abc; generation 2 starting: 1/2 in service; canary 10%: 0.4% errors vs 0.3%"
             )
         );
         let done = Service {

@@ -221,16 +221,24 @@ impl Supervisor {
     /// Tells systemd what changed (see [`crate::systemd::Notifier`]).
     pub(super) fn notify_systemd(&mut self) {
         let active = self.core.active();
+        let reloading = self.core.reload.as_ref().map(|r| r.generation);
+        let in_service = |generation| {
+            self.core
+                .in_service()
+                .filter(|w| w.generation == generation)
+                .count()
+        };
         let service = crate::systemd::Service {
             active,
-            in_service: self.core.in_service().count(),
+            in_service: in_service(self.core.generation),
             required: self.cfg.health.min_ready.required(active).max(1),
             generation: self.core.generation,
             revision: self
                 .gens
                 .get(&self.core.generation)
                 .and_then(|g| g.revision.clone()),
-            reloading: self.core.reload.as_ref().map(|r| r.generation),
+            reloading,
+            reloading_in_service: reloading.map_or(0, in_service),
             stopping: self.stopping(),
             handing_over_to: match self.handover {
                 // Handing over to the re-executed corral: it is the

@@ -25,6 +25,17 @@ fn until(sock: &UnixDatagram, needle: &str, seen: &mut Vec<String>) {
     panic!("no {needle:?} from corral; got {seen:?}");
 }
 
+/// Every "N/M" count in a STATUS= line.
+fn counts(msg: &str) -> Vec<(usize, usize)> {
+    let status = msg.lines().find_map(|l| l.strip_prefix("STATUS="));
+    status
+        .into_iter()
+        .flat_map(|s| s.split([' ', ';', ',']))
+        .filter_map(|w| w.split_once('/'))
+        .filter_map(|(a, b)| Some((a.parse().ok()?, b.parse().ok()?)))
+        .collect()
+}
+
 fn listen(dir: &std::path::Path) -> (UnixDatagram, String) {
     let path = dir.join("notify.sock");
     let sock = UnixDatagram::bind(&path).unwrap();
@@ -75,6 +86,16 @@ fn ready_reloading_stopping_and_status_in_order() {
     assert!(usec > 0);
     until(&sock, "READY=1", &mut seen);
     assert!(seen.last().unwrap().contains("generation 2"), "{seen:?}");
+    // While it starts, the new generation is counted apart from the one
+    // that serves, and no count is ever over the workers configured.
+    assert!(
+        reloading.contains("STATUS=2/2 workers in service, generation 1")
+            && reloading.contains("; generation 2 starting: "),
+        "{reloading}"
+    );
+    for (done, of) in seen.iter().flat_map(|m| counts(m)) {
+        assert!(done <= of, "{done}/{of} in {seen:?}");
+    }
     before_stop.extend(seen);
 
     // A broken reload: RELOADING=1, then READY=1 again (the old generation
