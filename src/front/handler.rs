@@ -252,6 +252,9 @@ fn admit(
     req: &mut http::Request<Incoming>,
     limits: &crate::config::HeadLimits,
 ) -> Result<Option<hyper::upgrade::OnUpgrade>, Response<Body>> {
+    if let Some(super::target::Unframed(why)) = req.extensions().get() {
+        return Err(bad_request(why));
+    }
     if let Some(why) = checks::refuse(req.version(), req.headers()) {
         return Err(bad_request(why));
     }

@@ -668,8 +668,25 @@ async fn serve(conn: Conn, shared: Arc<Shared>, builders: &Builders, head_timeou
             if let Some(t) = raw.next_for(req.uri()) {
                 req.extensions_mut().insert(target::RawTarget(t));
             }
+            if let Some(why) = raw.verdict() {
+                req.extensions_mut().insert(why);
+            }
             shared.metrics.request_version(req.version());
-            handler::handle(req, shared.clone(), info.clone(), hangup.clone())
+            let answer = handler::handle(req, shared.clone(), info.clone(), hangup.clone());
+            let raw = raw.clone();
+            async move {
+                let mut resp = answer.await?;
+                // Framing the scanner could not follow: hyper and a proxy
+                // in front may disagree on where the next request starts,
+                // so there is none on this connection.
+                if raw.lost() && resp.status() != http::StatusCode::SWITCHING_PROTOCOLS {
+                    resp.headers_mut().insert(
+                        http::header::CONNECTION,
+                        http::HeaderValue::from_static("close"),
+                    );
+                }
+                Ok::<_, handler::ClientGone>(resp)
+            }
         })
     };
     if h2 {

@@ -16,11 +16,20 @@
 //! `Content-Length` bytes or `chunked`, or none. It rewrites nothing but
 //! the bytes above, inside a target, and only while it is sure where it
 //! is: a head it does not follow (several or odd `Content-Length`s, any
-//! `Transfer-Encoding` but `chunked`, `Upgrade`, `CONNECT`, a head or line
+//! `Transfer-Encoding` but `chunked`, `Upgrade: websocket`, `CONNECT`, a head or line
 //! longer than [`MAX_LINE`]) makes it step aside for the rest of the
 //! connection, and from then on the bytes pass as they are (hyper judges
 //! them as it would without it). So a disagreement with hyper can cost a
 //! relaxed target, never a body byte that hyper reads as a body.
+//!
+//! Where it steps aside, hyper and a proxy in front may disagree on where
+//! the next request begins (hyper reads a bare LF in chunked trailers as
+//! more trailers; a proxy that ends a line at LF sees the next request
+//! there, and what it sent as a body would reach the app as a request).
+//! So the scanner tells [`RawTargets`] where it stepped aside: the request
+//! in hand is answered with `Connection: close`, and any later one hyper
+//! parses gets 400 ([`RawTargets::verdict`]), as does a head with a line
+//! that ends in a bare LF (gunicorn and uvicorn answer 400).
 //!
 //! Requests are counted in the same order on both sides (hyper serves one
 //! HTTP/1.1 request at a time, in order), so the handler takes the raw
@@ -74,16 +83,80 @@ fn encode(target: &[u8], out: &mut Vec<u8>) {
 
 /// The raw targets of one connection's rewritten requests, by request
 /// number, from the reader to the handler.
-#[derive(Default)]
 pub struct RawTargets {
     rewritten: Mutex<VecDeque<(u64, Box<[u8]>)>>,
     /// Entries in `rewritten`: most connections never have one, and then
     /// a request takes no lock.
     queued: AtomicU64,
     served: AtomicU64,
+    /// Where the scanner stopped following the framing: `(n << 1) | bad`,
+    /// for request `n`, `bad` when that request's head has a line that
+    /// ends in a bare LF; [`FOLLOWING`] while it follows.
+    lost: AtomicU64,
+}
+
+/// [`RawTargets::lost`] while the scanner follows the framing.
+const FOLLOWING: u64 = u64::MAX;
+
+/// Why the handler answers a request 400 without running it: the scanner
+/// could not vouch for where its head begins or ends (see [`RawTargets::verdict`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Unframed(pub &'static str);
+
+impl Default for RawTargets {
+    fn default() -> Self {
+        RawTargets {
+            rewritten: Mutex::default(),
+            queued: AtomicU64::new(0),
+            served: AtomicU64::new(0),
+            lost: AtomicU64::new(FOLLOWING),
+        }
+    }
 }
 
 impl RawTargets {
+    /// Whether the scanner stopped following this connection's framing:
+    /// the response in hand then closes the connection (hyper and a proxy
+    /// in front may disagree on where the next request starts).
+    pub fn lost(&self) -> bool {
+        self.lost.load(Ordering::Acquire) != FOLLOWING
+    }
+
+    /// Whether the request hyper just parsed (the one [`RawTargets::next`]
+    /// was last called for) must be refused: its head has a line that
+    /// ends in a bare LF (gunicorn and uvicorn answer 400; a proxy in front
+    /// may end that line elsewhere), or it comes after a request whose
+    /// framing the scanner lost (hyper may have read that request's end
+    /// otherwise than a proxy in front: a bare LF in chunked trailers
+    /// makes hyper read the next request's head as trailers, and serve
+    /// what the proxy sent as that request's body).
+    pub fn verdict(&self) -> Option<Unframed> {
+        let lost = self.lost.load(Ordering::Acquire);
+        if lost == FOLLOWING {
+            return None;
+        }
+        let n = self.served.load(Ordering::Relaxed).saturating_sub(1);
+        let (at, bad_head) = (lost >> 1, lost & 1 == 1);
+        if at < n {
+            Some(Unframed(
+                "an earlier request on this connection was framed ambiguously",
+            ))
+        } else if at == n && bad_head {
+            Some(Unframed("a line of the head ends in a bare LF, not CRLF"))
+        } else {
+            None
+        }
+    }
+
+    fn lose(&self, request: u64, bad_head: bool) {
+        let _ = self.lost.compare_exchange(
+            FOLLOWING,
+            (request.min(FOLLOWING >> 2) << 1) | u64::from(bad_head),
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        );
+    }
+
     /// The raw target of the connection's next request, if the scanner
     /// rewrote it. Called once per request, in order.
     pub fn next(&self) -> Option<Box<[u8]>> {
@@ -170,6 +243,12 @@ pub struct Scanner {
     odd: bool,
     /// Requests whose line has begun.
     requests: u64,
+    /// The last byte of the line so far was a CR.
+    cr: bool,
+    /// It stepped aside at a line of the head that ends in a bare LF.
+    bad_head: bool,
+    /// It told [`RawTargets`] where it stepped aside.
+    told: bool,
 }
 
 impl Default for Scanner {
@@ -185,6 +264,9 @@ impl Default for Scanner {
             chunked: false,
             odd: false,
             requests: 0,
+            cr: false,
+            bad_head: false,
+            told: false,
         }
     }
 }
@@ -200,6 +282,15 @@ impl Scanner {
     /// `input` is held back until its end is seen). Raw targets of
     /// rewritten requests go to `raw`.
     pub fn feed(&mut self, input: &[u8], raw: &RawTargets) -> Option<Vec<u8>> {
+        let out = self.scan(input, raw);
+        if self.state == State::Aside && !self.told {
+            self.told = true;
+            raw.lose(self.requests.saturating_sub(1), self.bad_head);
+        }
+        out
+    }
+
+    fn scan(&mut self, input: &[u8], raw: &RawTargets) -> Option<Vec<u8>> {
         let mut out: Option<Vec<u8>> = None;
         let mut i = 0;
         while i < input.len() {
@@ -333,7 +424,23 @@ impl Scanner {
         if self.state == State::Header {
             self.line.extend_from_slice(piece);
         }
+        if !ends {
+            self.cr = piece.last() == Some(&b'\r');
+        }
         if ends {
+            // A line of the head ends at CRLF: gunicorn and uvicorn answer
+            // a bare LF 400, and a proxy in front may not end the line
+            // there (hyper would).
+            let cr_before = match piece.len() {
+                1 => self.cr,
+                n => piece[n - 2] == b'\r',
+            };
+            self.cr = false;
+            if !cr_before {
+                self.bad_head = true;
+                self.aside();
+                return i + piece.len();
+            }
             if self.state == State::Version {
                 self.new_line(State::Header);
             } else {
@@ -466,8 +573,14 @@ impl Scanner {
                 self.odd = true;
             }
             self.chunked = true;
-        } else if name.eq_ignore_ascii_case(b"upgrade") {
-            // The connection may turn into another protocol after this.
+        } else if name.eq_ignore_ascii_case(b"upgrade")
+            && value
+                .split(|&b| b == b',')
+                .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"websocket"))
+        {
+            // The connection may turn into a WebSocket after this (corral
+            // takes no other upgrade: after `Upgrade: h2c` the client's
+            // next bytes are HTTP/1.1 again).
             self.odd = true;
         }
     }
@@ -759,6 +872,61 @@ mod tests {
         let long = format!("GET /{} HTTP/1.1\r\n\r\n", "a".repeat(MAX_LINE));
         let (_, _, following) = scan(long.as_bytes(), 4096);
         assert!(!following, "a line over MAX_LINE");
+        // An upgrade corral never takes leaves the connection HTTP/1.1.
+        let h2c = b"GET /a HTTP/1.1\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMA\r\n\r\nGET /\"b HTTP/1.1\r\n\r\n";
+        let (_, raw, following) = scan(h2c, 5);
+        assert!(following);
+        assert_eq!(raw, vec![(1, b"/\"b".to_vec())]);
+    }
+
+    /// Where the scanner stepped aside decides what the handler does with
+    /// each request hyper parses: served (and the connection closed after
+    /// it), or refused.
+    #[test]
+    fn requests_after_the_framing_is_lost_and_bare_lf_heads_are_refused() {
+        let verdicts = |input: &[u8], requests: usize| {
+            let raw = RawTargets::default();
+            let mut s = Scanner::default();
+            for piece in input.chunks(3) {
+                s.feed(piece, &raw);
+            }
+            (0..requests)
+                .map(|_| {
+                    raw.next();
+                    raw.verdict().map(|Unframed(why)| why)
+                })
+                .collect::<Vec<_>>()
+        };
+        let later = Some("an earlier request on this connection was framed ambiguously");
+        let bare = Some("a line of the head ends in a bare LF, not CRLF");
+        // Lost in the first request's trailers: the second is refused.
+        let input =
+            b"POST /a HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\nGET /s HTTP/1.1\r\n\r\n";
+        assert_eq!(verdicts(input, 2), vec![None, later]);
+        // A head it does not follow is served; what follows is not.
+        let input = b"POST /a HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\nxGET / HTTP/1.1\r\n\r\n";
+        assert_eq!(verdicts(input, 2), vec![None, later]);
+        // A bare LF anywhere in a head refuses that request.
+        for input in [
+            &b"GET / HTTP/1.1\nHost: h\r\n\r\n"[..],
+            b"GET / HTTP/1.1\r\nHost: h\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: h\r\n\n",
+        ] {
+            assert_eq!(verdicts(input, 1), vec![bare], "{input:?}");
+        }
+        let input = b"GET / HTTP/1.1\r\n\r\nGET / HTTP/1.1\r\nX: y\n\r\n";
+        assert_eq!(verdicts(input, 2), vec![None, bare]);
+        // Bare LFs before a request line are blank lines; CRLF split
+        // between reads is a CRLF.
+        let input = b"\n\nGET / HTTP/1.1\r\nHost: h\r\n\r\n";
+        assert_eq!(verdicts(input, 1), vec![None]);
+        let raw = RawTargets::default();
+        let mut s = Scanner::default();
+        for piece in [&b"GET / HTTP/1.1\r"[..], b"\nHost: h\r", b"\n\r", b"\n"] {
+            s.feed(piece, &raw);
+        }
+        assert!(s.following());
+        assert!(!raw.lost());
     }
 
     #[test]

@@ -232,41 +232,129 @@ fn pipelined_requests_and_their_bodies_stay_intact() {
 /// went to the app with hyper's next request: `GET /env?safe=1` reached a
 /// WSGI app with `QUERY_STRING` `role=admin&x="` and an ASGI app at the
 /// path `/admin`.
+/// Logs each path it is called for in `calls.txt` and answers it.
+const PATH_LOG_APP: &str = r#"
+def app(environ, start_response):
+    with open("calls.txt", "a") as f:
+        f.write(environ["PATH_INFO"] + "\n")
+    environ["wsgi.input"].read()
+    start_response("200 OK", [("Content-Length", "2")])
+    return [b"ok"]
+"#;
+
+/// What the app was called for, in order.
+fn calls(app: &AppDir) -> Vec<String> {
+    std::fs::read_to_string(app.path().join("calls.txt"))
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+/// Sends `bytes` on one connection; the statuses and `Connection` headers
+/// of every answer until corral closes it (or 5 s pass).
+fn answers(addr: &str, bytes: &[u8]) -> Vec<(u16, Option<String>)> {
+    let mut s = connect(addr);
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(bytes).unwrap();
+    let mut r = BufReader::new(s);
+    let mut seen = Vec::new();
+    while let Ok(resp) = read_response(&mut r, false) {
+        seen.push((resp.status, resp.header("connection").map(str::to_string)));
+    }
+    seen
+}
+
+/// A bare LF in a chunked body's trailers: hyper ends a trailer line at
+/// CRLF only, and reads on as trailers up to the next CRLF CRLF, where a
+/// proxy in front that takes a bare LF for a line's end (RFC 9112 section
+/// 2.2 lets it) ends the body. That proxy sees POST /echo and POST /hidden
+/// with a 35-byte body; hyper saw POST /echo and then, as its next
+/// request, the proxy's body: GET /smuggled, past the proxy's rules.
+/// gunicorn and uvicorn answer 400. corral answers the request it read,
+/// closes the connection, and runs nothing after it; the same for a
+/// request after any head the scanner in front of hyper does not follow.
 #[test]
-fn a_bare_lf_in_chunked_trailers_gives_no_request_another_ones_target() {
-    let attack: &[u8] = b"POST /a HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n\
-        0\r\nX: y\n\nGET /admin?role=admin&x=\" HTTP/1.1\r\n\r\n\
-        GET /env?safe=1 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
-    for (source, args) in [
-        (WSGI_APP, &["app:app", "-w", "1"][..]),
-        (ASGI_APP, &["app:app", "-w", "1", "--interface", "asgi"][..]),
-    ] {
-        let app = AppDir::new(&[("app.py", source)]);
-        let c = Corral::start(app.path(), args, 1);
-        let mut s = connect(&c.addr);
-        s.write_all(attack).unwrap();
-        let mut r = BufReader::new(s);
-        let mut seen = Vec::new();
-        while let Ok(resp) = read_response(&mut r, false) {
-            assert_eq!(resp.status, 200, "{}", resp.text());
-            seen.push(json(&resp.body));
-        }
-        assert_eq!(seen.len(), 2, "the POST and the GET: {seen:?}");
-        let env = &seen[1];
-        if source == WSGI_APP {
-            assert_eq!(env["PATH_INFO"], "/env", "{env}");
-            assert_eq!(env["QUERY_STRING"], "safe=1", "{env}");
-            assert_eq!(env["RAW_URI"], "/env?safe=1", "{env}");
-        } else {
-            assert_eq!(env["path"], "/env", "{env}");
-            assert_eq!(env["raw_path"], "/env", "{env}");
-            assert_eq!(env["query_string"], "safe=1", "{env}");
-        }
+fn a_bare_lf_in_chunked_trailers_smuggles_no_request_past_a_proxy() {
+    let smuggled: &[u8] = b"GET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n";
+    let hidden = format!(
+        "POST /hidden HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n",
+        smuggled.len()
+    );
+    let app = AppDir::new(&[("app.py", PATH_LOG_APP)]);
+    let c = Corral::start(app.path(), &["app:app", "-w", "1"], 1);
+    for trailers in [&b"0\r\n\n"[..], b"0\r\nX-T: 1\n\n", b"0\r\nX-T: 1\r\n\n"] {
+        std::fs::remove_file(app.path().join("calls.txt")).ok();
+        let mut attack =
+            b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n"
+                .to_vec();
+        attack.extend_from_slice(trailers);
+        attack.extend_from_slice(hidden.as_bytes());
+        attack.extend_from_slice(smuggled);
+        let seen = answers(&c.addr, &attack);
+        let what = String::from_utf8_lossy(trailers);
         assert!(
-            !seen.iter().any(|v| v.to_string().contains("admin")),
-            "{seen:?}"
+            seen.len() <= 1
+                && seen
+                    .iter()
+                    .all(|(_, conn)| conn.as_deref() == Some("close")),
+            "{what:?}: {seen:?}"
+        );
+        assert!(
+            !calls(&app).iter().any(|p| p == "/smuggled"),
+            "{what:?}: the app ran {:?}",
+            calls(&app)
         );
     }
+    // Heads the scanner steps aside at (the same Content-Length twice,
+    // which hyper takes): that request is answered, and the connection
+    // closes after it.
+    std::fs::remove_file(app.path().join("calls.txt")).ok();
+    let seen = answers(
+        &c.addr,
+        b"POST /twice HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nContent-Length: 2\r\n\r\nokGET /after HTTP/1.1\r\nHost: x\r\n\r\n",
+    );
+    assert_eq!(seen, vec![(200, Some("close".to_string()))]);
+    assert_eq!(calls(&app), ["/twice"]);
+    // `Upgrade: h2c` (curl --http2 on http://) is no upgrade corral takes:
+    // the connection stays HTTP/1.1 and is kept alive.
+    std::fs::remove_file(app.path().join("calls.txt")).ok();
+    let seen = answers(
+        &c.addr,
+        b"GET /one HTTP/1.1\r\nHost: x\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQAoAAAAAIAAAAA\r\n\r\nGET /two HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    assert_eq!(calls(&app), ["/one", "/two"]);
+}
+
+/// A line of the head that ends in a bare LF, not CRLF: gunicorn and
+/// uvicorn answer 400, and so does corral (hyper would take it), before
+/// the app; a proxy in front may end that line elsewhere.
+#[test]
+fn a_head_line_ending_in_a_bare_lf_gets_400_from_corral() {
+    let app = AppDir::new(&[("app.py", PATH_LOG_APP)]);
+    let c = Corral::start(app.path(), &["app:app", "-w", "1"], 1);
+    for head in [
+        &b"POST /a HTTP/1.1\nHost: x\nContent-Length: 5\n\nhello"[..],
+        b"GET /b HTTP/1.1\r\nHost: x\nX: y\r\n\r\n",
+        b"GET /c HTTP/1.1\r\nHost: x\r\n\n",
+        b"GET /d HTTP/1.1\nHost: x\r\n\r\n",
+    ] {
+        let seen = answers(&c.addr, head);
+        assert_eq!(
+            seen,
+            vec![(400, Some("close".to_string()))],
+            "{:?}",
+            String::from_utf8_lossy(head)
+        );
+    }
+    assert_eq!(calls(&app), Vec::<String>::new(), "the app was called");
+    // Bare LFs before a request line are blank lines, as RFC 9112 allows.
+    let seen = answers(
+        &c.addr,
+        b"\n\r\nGET /e HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(seen, vec![(200, Some("close".to_string()))]);
 }
 
 #[test]
