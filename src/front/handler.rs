@@ -1034,10 +1034,18 @@ fn build(head: Bytes, body: Body) -> Result<Response<Body>, Response<Body>> {
     }
     let mut resp = Response::new(body);
     *resp.status_mut() = status;
-    if let Some(reason) = head.reason
-        && status.canonical_reason().map(str::as_bytes) != Some(reason.as_bytes())
-    {
-        resp.extensions_mut().insert(reason);
+    match head.reason {
+        Some(reason) if status.canonical_reason().map(str::as_bytes) != Some(reason.as_bytes()) => {
+            resp.extensions_mut().insert(reason);
+        }
+        // A status with no standard reason (499, 420, 299) and none from
+        // the app: an empty one, as uvicorn sends, where hyper would write
+        // its placeholder `<none>`.
+        None if status.canonical_reason().is_none() => {
+            resp.extensions_mut()
+                .insert(hyper::ext::ReasonPhrase::from_static(b""));
+        }
+        _ => {}
     }
     let headers = resp.headers_mut();
     // One more: the X-Request-ID the handler adds.

@@ -289,6 +289,26 @@ fn latin1_reason_phrases_reach_the_client_as_bytes() {
     );
     assert!(wire.ends_with(b"status"));
     assert_eq!(c.log.count("panicked"), 0, "{}", c.log.text());
+    // A status with no standard reason and none from the app: an empty
+    // one, as gunicorn and uvicorn send, not hyper's `<none>`.
+    let wire = exchange(&c.addr, &get_close("/status?499"));
+    assert!(wire.starts_with(b"HTTP/1.1 499 \r\n"), "{wire:?}");
+}
+
+#[test]
+fn asgi_statuses_with_no_standard_reason_go_out_with_an_empty_one() {
+    let (_dir, c) = asgi();
+    for status in ["499", "420", "299", "599"] {
+        let wire = exchange(&c.addr, &get_close(&format!("/status?{status}")));
+        assert!(
+            wire.starts_with(format!("HTTP/1.1 {status} \r\n").as_bytes()),
+            "{}",
+            String::from_utf8_lossy(&wire)
+        );
+        assert!(wire.ends_with(b"status"));
+    }
+    let wire = exchange(&c.addr, &get_close("/status?404"));
+    assert!(wire.starts_with(b"HTTP/1.1 404 Not Found\r\n"));
 }
 
 #[test]
@@ -553,6 +573,8 @@ async def http(scope, receive, send):
             await body(send, 400, [], str(e).encode())
     elif path == "/103":
         await body(send, 103, [])
+    elif path == "/status":
+        await body(send, int(scope["query_string"]), [], b"status")
     elif path == "/str-body":
         await body(send, 200, [], "text, not bytes")
     elif path == "/bytearray-body":
