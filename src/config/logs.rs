@@ -61,7 +61,7 @@ pub struct HeadLimits {
     pub request_line: Option<usize>,
     /// Most header fields: 431 beyond (hyper counts them).
     pub fields: usize,
-    /// Longest "Name: value", or no limit of its own: 431 beyond.
+    /// Longest "Name: value" and its CRLF, or no limit of its own: 431 beyond.
     pub field_bytes: Option<usize>,
 }
 

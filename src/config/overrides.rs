@@ -515,7 +515,7 @@ pub struct Overrides {
     #[arg(long, value_name = "N", env = "CORRAL_LIMIT_REQUEST_FIELDS")]
     pub limit_request_fields: Option<usize>,
 
-    /// Longest header field ("Name: value") accepted, in bytes; 431 above;
+    /// Longest header field ("Name: value" and its CRLF) accepted, in bytes; 431 above;
     /// 0: no limit of its own [toml: server.max_header_field_bytes]
     /// [default: 0, the head is bounded by --max-header-bytes]
     #[arg(

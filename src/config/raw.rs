@@ -470,7 +470,7 @@ section! {
         /// more get 431 Request Header Fields Too Large. At most 32768; 0 means
         /// 32768. Default 100, as gunicorn.
         max_header_fields: Option<Spanned<usize>>;
-        /// Longest header field ("Name: value") in bytes (gunicorn's
+        /// Longest header field ("Name: value" and its CRLF) in bytes (gunicorn's
         /// `limit_request_field_size`); a longer one gets 431. 0 means no limit
         /// of its own. Default 0 (`max_header_bytes` bounds the whole head).
         max_header_field_bytes: Option<Spanned<usize>>;
