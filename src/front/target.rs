@@ -608,9 +608,12 @@ impl Scanner {
     }
 }
 
-/// A chunk-size line as hyper takes it: hex digits, spaces or tabs, then
-/// an optional `;` and extensions with no CR or LF, then CRLF. `None` for
-/// anything else (hyper refuses it, or a size past 15 digits).
+/// A chunk-size line as hyper takes it and a proxy in front would read it
+/// alike: hex digits, then CRLF, or spaces or tabs, `;` and extensions
+/// with no control byte but tabs, then CRLF. `None` for anything else:
+/// hyper refuses it, or a proxy may read it otherwise (white space with no
+/// extension after it, a control byte in one: gunicorn and uvicorn answer
+/// both 400), or a size past 15 digits.
 fn chunk_size(line: &[u8]) -> Option<u64> {
     let line = line.strip_suffix(b"\r\n")?;
     let end = line
@@ -626,7 +629,12 @@ fn chunk_size(line: &[u8]) -> Option<u64> {
         .take_while(|&&b| b == b' ' || b == b'\t')
         .count();
     let rest = &rest[lws..];
-    if !(rest.is_empty() || rest[0] == b';') || rest.iter().any(|&b| b == b'\r' || b == b'\n') {
+    let extensions = match rest {
+        [] if lws == 0 => true,
+        [b';', ..] => true,
+        _ => false,
+    };
+    if !extensions || rest.iter().any(|&b| b.is_ascii_control() && b != b'\t') {
         return None;
     }
     u64::from_str_radix(std::str::from_utf8(digits).ok()?, 16).ok()
@@ -862,6 +870,11 @@ mod tests {
             b"POST /a HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nx\n0\r\n\r\n",
             b"POST /a HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n1 2\r\nx\r\n0\r\n\r\n",
             b"POST /a HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n1;a\rb\r\nx\r\n0\r\n\r\n",
+            // hyper takes these, gunicorn and uvicorn answer 400, and a
+            // proxy in front may read them otherwise.
+            b"POST /a HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n1 \r\nx\r\n0\r\n\r\n",
+            b"POST /a HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n1;a\x00b\r\nx\r\n0\r\n\r\n",
+            b"POST /a HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n1;a\x7f\r\nx\r\n0\r\n\r\n",
         ] {
             let mut input = head.to_vec();
             input.extend_from_slice(b"GET /\"b HTTP/1.1\r\n\r\n");
@@ -877,6 +890,25 @@ mod tests {
         let (_, raw, following) = scan(h2c, 5);
         assert!(following);
         assert_eq!(raw, vec![(1, b"/\"b".to_vec())]);
+    }
+
+    #[test]
+    fn chunk_size_lines() {
+        assert_eq!(chunk_size(b"1a\r\n"), Some(0x1a));
+        assert_eq!(chunk_size(b"1 ;a=b\r\n"), Some(1));
+        assert_eq!(chunk_size(b"1;a=\"x\ty\"\r\n"), Some(1));
+        for line in [
+            &b"1 \r\n"[..],
+            b"1\t\r\n",
+            b"1;a\x00\r\n",
+            b"1;a\x1b\r\n",
+            b"1;a\nb\r\n",
+            b"\r\n",
+            b"1\n",
+            b"1234567890abcdef\r\n",
+        ] {
+            assert_eq!(chunk_size(line), None, "{line:?}");
+        }
     }
 
     /// Where the scanner stepped aside decides what the handler does with

@@ -316,6 +316,18 @@ fn a_bare_lf_in_chunked_trailers_smuggles_no_request_past_a_proxy() {
     );
     assert_eq!(seen, vec![(200, Some("close".to_string()))]);
     assert_eq!(calls(&app), ["/twice"]);
+    // Chunk-size lines hyper takes and gunicorn and uvicorn answer 400
+    // (white space with no extension, a control byte in an extension).
+    for size in [&b"2 "[..], b"2;a\x00b", b"2;\x7f"] {
+        std::fs::remove_file(app.path().join("calls.txt")).ok();
+        let mut bytes =
+            b"POST /chunks HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+        bytes.extend_from_slice(size);
+        bytes.extend_from_slice(b"\r\nok\r\n0\r\n\r\nGET /after HTTP/1.1\r\nHost: x\r\n\r\n");
+        let seen = answers(&c.addr, &bytes);
+        assert_eq!(seen, vec![(200, Some("close".to_string()))], "{size:?}");
+        assert_eq!(calls(&app), ["/chunks"]);
+    }
     // `Upgrade: h2c` (curl --http2 on http://) is no upgrade corral takes:
     // the connection stays HTTP/1.1 and is kept alive.
     std::fs::remove_file(app.path().join("calls.txt")).ok();
