@@ -130,6 +130,8 @@ pub struct Service {
     pub monotonic_usec: u64,
     /// While a canary runs: "canary 10%: 0.4% errors vs 0.3%" (new, old).
     pub canary: Option<String>,
+    /// The last reload failed: its generation and why, until the next one.
+    pub failed: Option<(u64, String)>,
 }
 
 impl Notifier {
@@ -148,25 +150,24 @@ impl Notifier {
                 None => "STOPPING=1".into(),
             });
         }
-        let status = format!(
+        let mut status = format!(
             "STATUS={}/{} workers in service, generation {}, rev {}",
             s.in_service,
             s.active,
             s.generation,
             s.revision.as_deref().unwrap_or("unknown")
-        ) + &s
-            .reloading
-            .map(|g| {
-                format!(
-                    "; generation {g} starting: {}/{} in service",
-                    s.reloading_in_service, s.active
-                )
-            })
-            .unwrap_or_default()
-            + &s.canary
-                .as_ref()
-                .map(|c| format!("; {c}"))
-                .unwrap_or_default();
+        );
+        if let Some(g) = s.reloading {
+            status += &format!(
+                "; generation {g} starting: {}/{} in service",
+                s.reloading_in_service, s.active
+            );
+        } else if let Some((g, why)) = &s.failed {
+            status += &format!("; reload to generation {g} failed: {}", first_line(why));
+        }
+        if let Some(c) = &s.canary {
+            status += &format!("; {c}");
+        }
         let mut msg = Vec::new();
         if !self.ready && s.in_service >= s.required {
             self.ready = true;
@@ -193,6 +194,15 @@ impl Notifier {
     }
 }
 
+/// The first line of `text`, cut to 120 characters: STATUS= is one line.
+fn first_line(text: &str) -> String {
+    let line = text.lines().next().unwrap_or_default();
+    match line.char_indices().nth(120) {
+        Some((i, _)) => format!("{}...", &line[..i]),
+        None => line.to_string(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -210,6 +220,7 @@ mod tests {
             handing_over_to: None,
             monotonic_usec: 42,
             canary: None,
+            failed: None,
         }
     }
 
@@ -274,6 +285,32 @@ mod tests {
             n.update(&done).as_deref(),
             Some("READY=1\nSTATUS=2/2 workers in service, generation 2, rev def")
         );
+    }
+
+    #[test]
+    fn a_failed_reload_is_said_in_status_until_the_next_one() {
+        let mut n = Notifier::default();
+        n.update(&service(2));
+        n.update(&Service {
+            reloading: Some(2),
+            ..service(2)
+        });
+        let failed = Service {
+            failed: Some((2, "slot 0 did not boot: ImportError: x\nTraceback".into())),
+            ..service(2)
+        };
+        assert_eq!(
+            n.update(&failed).as_deref(),
+            Some(
+                "READY=1\nSTATUS=2/2 workers in service, generation 1, rev abc; reload to generation 2 failed: slot 0 did not boot: ImportError: x"
+            )
+        );
+        // While the next reload runs, it is not said.
+        let next = Service {
+            reloading: Some(3),
+            ..failed
+        };
+        assert!(!n.update(&next).unwrap().contains("failed"));
     }
 
     #[test]

@@ -256,6 +256,12 @@ impl Supervisor {
                     100.0 * old.error_rate()
                 )
             }),
+            failed: match &self.core.last_reload {
+                Some(crate::supervisor::core::ReloadOutcome::Failed {
+                    generation, reason, ..
+                }) => Some((*generation, reason.clone())),
+                _ => None,
+            },
         };
         if let Some(message) = self.notifier.update(&service) {
             self.systemd.send(&message);

@@ -106,6 +106,13 @@ fn ready_reloading_stopping_and_status_in_order() {
     until(&sock, "RELOADING=1", &mut seen);
     until(&sock, "READY=1", &mut seen);
     assert!(seen.last().unwrap().contains("generation 2"), "{seen:?}");
+    // `systemctl status` says the reload failed, and why.
+    assert!(
+        seen.last()
+            .unwrap()
+            .contains("; reload to generation 3 failed: "),
+        "{seen:?}"
+    );
     assert!(
         c.log
             .wait_for("reload failed", Duration::from_secs(5))
