@@ -472,7 +472,19 @@ fn check_headers(pairs: Vec<(Bytes, Bytes)>) -> Result<Vec<(HeaderName, HeaderVa
         .into_iter()
         .map(|(name, value)| {
             let name = HeaderName::from_bytes(&name).map_err(|_| HeadError::Name(shown(&name)))?;
-            let value = HeaderValue::from_maybe_shared(value)
+            // A field value has no white space around it (RFC 9110 section
+            // 5.5): gunicorn strips a WSGI app's, and so does corral.
+            let start = value
+                .iter()
+                .take_while(|&&b| b == b' ' || b == b'\t')
+                .count();
+            let end = value.len()
+                - value[start..]
+                    .iter()
+                    .rev()
+                    .take_while(|&&b| b == b' ' || b == b'\t')
+                    .count();
+            let value = HeaderValue::from_maybe_shared(value.slice(start..end))
                 .map_err(|_| HeadError::Value(name.clone()))?;
             Ok((name, value))
         })

@@ -296,6 +296,17 @@ fn latin1_reason_phrases_reach_the_client_as_bytes() {
 }
 
 #[test]
+fn white_space_around_a_header_value_is_stripped_as_gunicorn_strips_it() {
+    let (_dir, c) = wsgi();
+    let wire = exchange(
+        &c.addr,
+        &get_close("/header?X-A:%20%09lead%20and%20trail%20%20"),
+    );
+    let text = String::from_utf8_lossy(&wire);
+    assert!(text.contains("\r\nx-a: lead and trail\r\n"), "{text}");
+}
+
+#[test]
 fn asgi_statuses_with_no_standard_reason_go_out_with_an_empty_one() {
     let (_dir, c) = asgi();
     for status in ["499", "420", "299", "599"] {
