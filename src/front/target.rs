@@ -395,7 +395,8 @@ impl Scanner {
         } else if let Some(o) = out.as_mut() {
             o.extend_from_slice(piece);
         }
-        if rewrite {
+        // A fragment hyper drops: kept for `RAW_URI`, as gunicorn keeps it.
+        if rewrite || target.contains(&b'#') {
             raw.push(self.requests - 1, target.into_owned());
         }
         self.state = State::Version;

@@ -143,6 +143,19 @@ fn wsgi_targets_reach_the_app_as_received_like_gunicorn() {
             assert_eq!(ours[key], theirs[key], "{key} of {raw}: corral vs gunicorn");
         }
     }
+    // A fragment (which clients do not send, but may): `RAW_URI` keeps
+    // it, as gunicorn's does; the path and query do not.
+    for target in [&b"/frag?q=1#sec"[..], b"/frag#x?y", b"/f\"q?a=\"#x\""] {
+        let ours = json(&send_raw(&c.addr, &get(target)).1);
+        let theirs = json(&send_raw(&g.addr, &get(target)).1);
+        assert_eq!(ours["RAW_URI"], latin1(target));
+        for key in ["RAW_URI", "QUERY_STRING", "PATH_INFO"] {
+            assert_eq!(
+                ours[key], theirs[key],
+                "{key} of {target:?}: corral vs gunicorn"
+            );
+        }
+    }
 }
 
 #[test]

@@ -46,7 +46,8 @@ pub fn encode(parts: &Parts, conn: &ConnInfo) -> Result<Vec<u8>, HeadError> {
     }
     h.pair(b"PATH_INFO", &decoded);
     // The target as the client sent it, when corral had to encode it for
-    // hyper (see `target`); the decoded path is the same either way.
+    // hyper or it has a fragment hyper drops (see `target`); the decoded
+    // path is the same either way.
     let raw = parts.extensions.get::<RawTarget>();
     let query = raw.map_or(parts.uri.query().unwrap_or("").as_bytes(), |r| r.query());
     h.pair(b"QUERY_STRING", query);
@@ -56,7 +57,7 @@ pub fn encode(parts: &Parts, conn: &ConnInfo) -> Result<Vec<u8>, HeadError> {
     let absolute = (parts.version <= Version::HTTP_11 && parts.uri.scheme().is_some())
         .then(|| parts.uri.to_string());
     let raw_uri = match (raw, &absolute) {
-        (Some(r), _) => r.without_fragment(),
+        (Some(r), _) => &r.0[..],
         (None, Some(target)) => target.as_bytes(),
         (None, None) => parts
             .uri

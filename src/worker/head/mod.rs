@@ -43,7 +43,7 @@ pub struct ProxyInfo {
 pub struct RawTarget(pub Box<[u8]>);
 
 impl RawTarget {
-    /// The target without its fragment, as `RAW_URI` and `raw_path` take it.
+    /// The target without its fragment, as `raw_path` takes it.
     pub fn without_fragment(&self) -> &[u8] {
         let t = &self.0[..];
         t.iter().position(|&b| b == b'#').map_or(t, |i| &t[..i])
