@@ -3,7 +3,9 @@
 //! `Host` lines, a `Host` that is no `host[:port]`, and any
 //! `Transfer-Encoding` but exactly `chunked` (hyper takes `gzip, chunked`
 //! and repeated lines, which a proxy in front may read differently: the
-//! stuff of request smuggling). Also gunicorn's `limit_request_line` (414)
+//! stuff of request smuggling), and an HTTP/2 field value with white space
+//! around it (RFC 9113 calls it malformed; h2 passes it on). An `Expect`
+//! other than `100-continue` gets 417 ([`expectation_met`]). Also gunicorn's `limit_request_line` (414)
 //! and `limit_request_field_size` (431) ([`over_limits`]); hyper counts an
 //! HTTP/1 head's fields itself (`max_headers`, 431), [`over_limits`] an
 //! HTTP/2 one's (`limit_request_fields`).
@@ -20,12 +22,35 @@ pub fn refuse(version: Version, headers: &HeaderMap) -> Option<&'static str> {
         (Some(host), None) if !is_host(host.as_bytes()) => return Some("invalid Host header"),
         _ => {}
     }
+    // RFC 9113 section 8.2.1: HTTP/2 carries field values as they are, and
+    // one with white space around it is malformed (h2 passes it on; on
+    // HTTP/1.1 hyper strips it).
+    if version == Version::HTTP_2
+        && headers.values().any(|v| {
+            let b = v.as_bytes();
+            matches!(b.first(), Some(b' ' | b'\t')) || matches!(b.last(), Some(b' ' | b'\t'))
+        })
+    {
+        return Some("white space around an HTTP/2 field value");
+    }
     let mut codings = headers.get_all(TRANSFER_ENCODING).iter();
     match (codings.next(), codings.next()) {
         (None, _) => None,
         (Some(te), None) if te.as_bytes().trim_ascii().eq_ignore_ascii_case(b"chunked") => None,
         _ => Some("Transfer-Encoding other than chunked"),
     }
+}
+
+/// Whether corral can meet the request's `Expect`: none, or exactly
+/// `100-continue` (hyper answers it when the body is read). Anything else
+/// gets 417, as from gunicorn: hyper would ignore it, and a client that
+/// waits for its 100 would wait.
+pub fn expectation_met(headers: &HeaderMap) -> bool {
+    headers.get_all(http::header::EXPECT).iter().all(|v| {
+        v.as_bytes()
+            .trim_ascii()
+            .eq_ignore_ascii_case(b"100-continue")
+    })
 }
 
 /// The status and reason when the head is over a limit of `limits`. The

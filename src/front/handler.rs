@@ -258,6 +258,12 @@ fn admit(
     if let Some(why) = checks::refuse(req.version(), req.headers()) {
         return Err(bad_request(why));
     }
+    if !checks::expectation_met(req.headers()) {
+        return Err(refused(
+            StatusCode::EXPECTATION_FAILED,
+            "corral knows no expectation but 100-continue",
+        ));
+    }
     // The same Content-Length more than once is one (RFC 9110 section
     // 8.6), as hyper makes it on HTTP/1.1; h2 passed both, and the app saw
     // "5, 5" (werkzeug read no body, Django raised).

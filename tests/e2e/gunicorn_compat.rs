@@ -442,6 +442,26 @@ fn daemon_true_in_a_gunicorn_conf_py_is_refused_as_dash_d_is() {
     assert_eq!(c.get("/x").text(), "/x -");
 }
 
+/// An `Expect` other than `100-continue` gets 417, as from gunicorn
+/// (hyper would ignore it, and the client would wait for its 100).
+#[test]
+fn an_expectation_corral_cannot_meet_gets_417() {
+    let app = AppDir::new(&[("app.py", APP)]);
+    let c = Corral::start(app.path(), &["app:app"], 1);
+    let r = request(
+        &c.addr,
+        "POST",
+        "/x",
+        &[("Expect", "100-continue, foo")],
+        b"hi",
+    );
+    assert_eq!(r.status, 417, "{}", r.text());
+    // The one corral meets: a 100 first (the harness reads it as the
+    // answer), then the app's.
+    let r = request(&c.addr, "POST", "/x", &[("Expect", "100-Continue")], b"hi");
+    assert!([100, 200].contains(&r.status), "{}", r.status);
+}
+
 #[test]
 fn gunicorn_request_limits_answer_414_and_431() {
     let app = AppDir::new(&[("app.py", APP)]);

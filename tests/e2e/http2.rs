@@ -93,6 +93,42 @@ fn wait_file(path: &Path, timeout: Duration) -> bool {
 
 const ASGI: &str = "import asyncio\n\nasync def app(scope, receive, send):\n    if scope['type'] != 'http':\n        return\n    if scope['path'] == '/slow':\n        open('started', 'w').close()\n        await receive()\n        if (await receive())['type'] == 'http.disconnect':\n            open('cancelled', 'w').close()\n        return\n    if scope['path'] == '/sleep':\n        await asyncio.sleep(1)\n    await send({'type': 'http.response.start', 'status': 200, 'headers': []})\n    await send({'type': 'http.response.body', 'body': b'ok ' + scope['http_version'].encode()})\n";
 
+/// A field value with white space around it is malformed in HTTP/2 (RFC
+/// 9113 section 8.2.1; on HTTP/1.1 it is stripped): corral answers 400,
+/// and the app never sees `" a"`.
+#[test]
+fn http2_field_values_with_white_space_around_them_get_400() {
+    let app = AppDir::new(&[(
+        "app.py",
+        "def app(environ, start_response):\n\
+         \x20   body = repr(environ.get('HTTP_X_A')).encode()\n\
+         \x20   start_response('200 OK', [('Content-Length', str(len(body)))])\n\
+         \x20   return [body]\n",
+    )]);
+    let c = Corral::start(app.path(), &["app:app"], 1);
+    let mut s = open(&c.addr);
+    for (stream, value) in [(1, &b"a"[..]), (3, b" a"), (5, b"a\t")] {
+        // GET / with `x-a: VALUE` (a literal with a new name).
+        let mut block = vec![0x82, 0x86, 0x84, 0x01, 0x01, b'a', 0x00, 0x03];
+        block.extend_from_slice(b"x-a");
+        block.push(value.len() as u8);
+        block.extend_from_slice(value);
+        s.write_all(&frame(HEADERS, 0x5, stream, &block)).unwrap();
+        let (ok, body) = response(&mut s, stream);
+        let body = String::from_utf8_lossy(&body);
+        if stream == 1 {
+            assert!(ok, "{body}");
+            assert_eq!(body, "'a'");
+        } else {
+            assert!(!ok, "{value:?}: {body}");
+            assert!(
+                body.contains("white space around an HTTP/2 field value"),
+                "{body}"
+            );
+        }
+    }
+}
+
 /// An HTTP/2 client may send each cookie as a field of its own (RFC 9113
 /// section 8.2.3, Firefox does): a WSGI app gets them in one
 /// `HTTP_COOKIE` joined with "; ", as an HTTP/1.1 client sends them, and
