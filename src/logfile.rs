@@ -21,6 +21,7 @@ use std::fs::File;
 use std::io::Write;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use crate::private_fs;
@@ -30,6 +31,10 @@ use crate::private_fs;
 pub struct LogFile {
     path: PathBuf,
     file: Mutex<File>,
+    /// Lines that could not be written since the last that could (a full
+    /// disk, a quota): said on stderr when it starts, and in the file when
+    /// writing works again.
+    lost: AtomicU64,
 }
 
 /// Every log file opened, for [`reopen_all`].
@@ -46,6 +51,7 @@ impl LogFile {
         let log = Arc::new(LogFile {
             path: path.to_owned(),
             file: Mutex::new(file),
+            lost: AtomicU64::new(0),
         });
         registry()
             .lock()
@@ -55,10 +61,33 @@ impl LogFile {
     }
 
     /// Writes `bytes` in one piece (whole lines stay whole under
-    /// `O_APPEND`). A failed write is dropped: there is nowhere to log it.
+    /// `O_APPEND`). Lines that cannot be written (a full disk) are lost,
+    /// and counted: the first loss is said on stderr, and the count in the
+    /// file once a write works again.
     pub fn write_all(&self, bytes: &[u8]) {
         let mut file = self.file.lock().unwrap_or_else(|e| e.into_inner());
-        let _ = file.write_all(bytes);
+        let lost = self.lost.load(Ordering::Relaxed);
+        if lost > 0 {
+            let notice = format!(
+                "corral: {lost} line(s) of this log were lost: they could not be written to {}\n",
+                self.path.display()
+            );
+            if file.write_all(notice.as_bytes()).is_ok() {
+                self.lost.store(0, Ordering::Relaxed);
+            }
+        }
+        if let Err(e) = file.write_all(bytes) {
+            let lines = bytes.iter().filter(|&&b| b == b'\n').count().max(1) as u64;
+            if self.lost.fetch_add(lines, Ordering::Relaxed) == 0 {
+                let _ = crate::stdio::stderr().write_all(
+                    format!(
+                        "corral: cannot write to the log file {}: {e}; its lines are lost, and counted there, until it can\n",
+                        self.path.display()
+                    )
+                    .as_bytes(),
+                );
+            }
+        }
     }
 
     /// Opens the path again and writes there from now on; on failure the
@@ -280,6 +309,33 @@ fn remove_pid_file(path: &Path) {
 mod tests {
     use super::*;
     use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn lines_a_full_disk_loses_are_counted_in_the_file_once_it_can_write() {
+        let t = tempfile::tempdir().unwrap();
+        let path = t.path().join("app.log");
+        let log = LogFile::open(&path).unwrap();
+        // A file whose every write fails with ENOSPC, as on a full disk.
+        let full = std::fs::OpenOptions::new()
+            .write(true)
+            .open("/dev/full")
+            .unwrap();
+        let good = std::mem::replace(&mut *log.file.lock().unwrap(), full);
+        log.write_all(b"one\n");
+        log.write_all(b"two\nthree\n");
+        assert_eq!(log.lost.load(Ordering::Relaxed), 3);
+        *log.file.lock().unwrap() = good;
+        log.write_all(b"four\n");
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(
+            text,
+            format!(
+                "corral: 3 line(s) of this log were lost: they could not be written to {}\nfour\n",
+                path.display()
+            )
+        );
+        assert_eq!(log.lost.load(Ordering::Relaxed), 0);
+    }
 
     #[test]
     fn reopen_writes_to_a_new_file_at_the_old_path() {

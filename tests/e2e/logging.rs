@@ -584,3 +584,101 @@ fn a_printed_line_cannot_pass_for_an_error_report() {
         .unwrap_or_else(|| panic!("no report; log:\n{}", c.log.text()));
     assert!(report.contains("ERROR"), "{report}");
 }
+
+/// A log file on a full disk: corral serves on, says on stderr that the
+/// file's lines are lost (before, nothing was said anywhere), and counts
+/// them in the file once it can write again. The disk is a 16 KiB tmpfs
+/// mounted for corral alone (a mount namespace of its own: root only),
+/// filled and emptied through `/proc/PID/root`.
+#[test]
+fn lines_a_full_disk_loses_are_said_on_stderr_and_counted_in_the_log() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipped: mounting a tmpfs needs root");
+        return;
+    }
+    let app = AppDir::new(&[("app.py", APP)]);
+    let disk = app.path().join("disk");
+    std::fs::create_dir(&disk).unwrap();
+    let target = std::ffi::CString::new(disk.to_str().unwrap()).unwrap();
+    let mut c = Corral::spawn_with(
+        app.path(),
+        &["app:app", "-w", "1", "--access-logfile", "disk/access.log"],
+        &[],
+        move |cmd| {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: between fork and exec, only async-signal-safe calls
+            // on memory made before the fork.
+            unsafe {
+                cmd.pre_exec(move || {
+                    let none = std::ptr::null::<libc::c_char>();
+                    let ok = libc::unshare(libc::CLONE_NEWNS) == 0
+                        && libc::mount(
+                            none,
+                            c"/".as_ptr(),
+                            none,
+                            libc::MS_REC | libc::MS_PRIVATE,
+                            std::ptr::null(),
+                        ) == 0
+                        && libc::mount(
+                            c"tmpfs".as_ptr(),
+                            target.as_ptr(),
+                            c"tmpfs".as_ptr(),
+                            0,
+                            c"size=16k".as_ptr().cast(),
+                        ) == 0;
+                    if ok {
+                        Ok(())
+                    } else {
+                        Err(std::io::Error::last_os_error())
+                    }
+                });
+            }
+        },
+    );
+    c.wait_listening();
+    c.wait_in_service(1);
+    // corral's view of the folder.
+    let seen = std::path::PathBuf::from(format!("/proc/{}/root{}", c.pid(), disk.display()));
+    assert_eq!(c.get("/first").text(), "ok");
+    let filler = seen.join("filler");
+    {
+        use std::io::Write;
+        let mut f = std::fs::File::create(&filler).unwrap();
+        while f.write_all(&[0u8; 4096]).is_ok() {}
+    }
+    // The log's last page still has room: a few dozen lines fill it.
+    let mut sent = 0;
+    while sent < 300 && c.log.count("its lines are lost") == 0 {
+        assert_eq!(c.get("/lost").text(), "ok");
+        sent += 1;
+    }
+    assert!(
+        c.log
+            .wait_for(
+                "access.log: No space left on device (os error 28); its lines are lost",
+                Duration::from_secs(10)
+            )
+            .is_some(),
+        "{}",
+        c.log.text()
+    );
+    for _ in 0..3 {
+        assert_eq!(c.get("/lost").text(), "ok");
+    }
+    assert_eq!(c.log.count("cannot write to the log file"), 1, "said once");
+    std::fs::remove_file(&filler).unwrap();
+    assert_eq!(c.get("/after").text(), "ok");
+    let log = std::fs::read_to_string(seen.join("access.log")).unwrap();
+    let lines: Vec<&str> = log.lines().collect();
+    assert!(lines[0].contains("/first"), "{log}");
+    let n = lines.len();
+    assert!(lines[n - 1].contains("/after"), "{log}");
+    // At least the three sent after it was said, and some of the line
+    // that failed may have made it in.
+    let notice = lines[n - 2].split_once("corral: ").map(|(_, n)| n);
+    let lost: usize = notice
+        .and_then(|n| n.split_once(" line(s) of this log were lost"))
+        .and_then(|(n, _)| n.parse().ok())
+        .unwrap_or_else(|| panic!("no count before the next line: {log}"));
+    assert!(lost >= 4, "{lost}: {log}");
+}
