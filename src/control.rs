@@ -189,6 +189,32 @@ impl From<ReplyFields> for ControlReply {
 pub struct Bound {
     pub listener: UnixListener,
     pub made_dir: Option<PathBuf>,
+    /// Where a corral started by a USR2 re-exec bound its socket: beside
+    /// the path, which holds the old corral's until this one is in service
+    /// and [`take_over`] moves this one there.
+    pub staged: Option<PathBuf>,
+}
+
+/// Where the new corral of a USR2 re-exec binds its control socket until
+/// it is in service: a dot-file beside `path`, in the same folder.
+pub fn staged_path(path: &Path) -> PathBuf {
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    let dot = if name.starts_with('.') { "" } else { "." };
+    path.with_file_name(format!("{dot}{name}.new"))
+}
+
+/// Moves the control socket bound at `staged` to `path`, over the old
+/// corral's (rename(2): `path` is never without a socket, and clients
+/// reach this corral from then on). The old corral's stays open but
+/// unnamed, and at its exit it leaves this one alone (not its inode).
+pub fn take_over(staged: &Path, path: &Path) -> Result<(), String> {
+    std::fs::rename(staged, path).map_err(|e| {
+        format!(
+            "cannot move the control socket {} to {}: {e}",
+            staged.display(),
+            path.display()
+        )
+    })
 }
 
 /// Binds the control socket. Its folder is created (0700) when missing,
@@ -196,7 +222,11 @@ pub struct Bound {
 /// another user could replace the socket, and `corral reload` would talk
 /// to them. A socket file nobody answers on is stale and replaced; a live
 /// one means another corral uses it, unless `takeover` (we are the new
-/// corral of a USR2 re-exec, replacing our parent). Anything at the path
+/// corral of a USR2 re-exec, replacing our parent): then the socket is
+/// bound beside the path ([`staged_path`]; one there is a crashed new
+/// corral's, and replaced), and the parent's stays until this corral is in
+/// service ([`take_over`]), so that a new corral that never comes up
+/// leaves the old one reachable. Anything at the path
 /// that is not a socket is left alone and refused, except in the folder
 /// corral gave the user it drops to (`owner`: the user corral becomes after
 /// `drop_privileges`, who must be able to remove the socket at exit): a
@@ -240,6 +270,8 @@ pub fn bind(path: &Path, takeover: bool, owner: Option<(u32, u32)>) -> Result<Bo
         })?;
         made_dir = Some(dir.to_path_buf());
     }
+    let staged = takeover.then(|| staged_path(path));
+    let path = staged.as_deref().unwrap_or(path);
     if let Ok(meta) = std::fs::symlink_metadata(path) {
         if !meta.file_type().is_socket() && left_by_dropped_user(dir, &meta, owner) {
             // The folder corral gave the user it drops to (an earlier
@@ -288,7 +320,11 @@ pub fn bind(path: &Path, takeover: bool, owner: Option<(u32, u32)>) -> Result<Bo
     }
     std.set_nonblocking(true).map_err(|e| e.to_string())?;
     let listener = UnixListener::from_std(std).map_err(|e| e.to_string())?;
-    Ok(Bound { listener, made_dir })
+    Ok(Bound {
+        listener,
+        made_dir,
+        staged,
+    })
 }
 
 /// Whether what `meta` describes, at the control socket's path in `dir`,

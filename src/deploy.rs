@@ -3,6 +3,7 @@
 //! (kept in `[deploy] state_dir` across restarts), and the rollback hook run
 //! when a new generation fails to come up.
 
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -76,15 +77,28 @@ fn command(argv: &[String], dir: &Path) -> Option<String> {
         .current_dir(dir)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(Stdio::null());
+        .stderr(Stdio::null())
+        .process_group(0);
     // Registered until this function returns, after every wait below.
     let (mut child, _ours) = crate::reaper::spawn(|| cmd.spawn(), |c| Some(c.id())).ok()?;
+    // Killed with what it started, unless it exits first.
+    let mut group = crate::hooks::ProcessGroup::led_by(Some(child.id()));
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
         match child.try_wait() {
-            Ok(Some(st)) if st.success() => break,
-            Ok(Some(_)) | Err(_) => return None,
+            Ok(Some(st)) => {
+                group.exited();
+                if st.success() {
+                    break;
+                }
+                return None;
+            }
+            Err(_) => {
+                group.exited();
+                return None;
+            }
             Ok(None) if Instant::now() >= deadline => {
+                group.kill();
                 let _ = child.kill();
                 let _ = child.wait();
                 return None;
@@ -280,14 +294,16 @@ pub async fn run_hook(cfg: &Config, failure: &Failure) -> Option<HookRun> {
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
+        .process_group(0)
         .kill_on_drop(true);
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs_f64())
         .unwrap_or(0.0);
     // Registered until this function returns. A hook past its timeout is
-    // dropped, killed and left to tokio's reaping; should the orphan reaper
-    // get to it first, tokio finds it gone, which it takes in its stride.
+    // killed with its process group (what it started goes too), dropped
+    // and left to tokio's reaping; should the orphan reaper get to it
+    // first, tokio finds it gone, which it takes in its stride.
     let (mut child, _ours) = match crate::reaper::spawn(|| cmd.spawn(), |c| c.id()) {
         Ok(c) => c,
         Err(e) => {
@@ -300,6 +316,7 @@ pub async fn run_hook(cfg: &Config, failure: &Failure) -> Option<HookRun> {
             });
         }
     };
+    let mut group = crate::hooks::ProcessGroup::led_by(child.id());
     let (out, err) = (child.stdout.take(), child.stderr.take());
     let collect = async {
         let mut tail: Vec<String> = Vec::new();
@@ -327,6 +344,7 @@ pub async fn run_hook(cfg: &Config, failure: &Failure) -> Option<HookRun> {
     };
     match tokio::time::timeout(cfg.deploy.hook_timeout, collect).await {
         Ok((tail, status)) => {
+            group.exited();
             let code = status.and_then(|s| s.code());
             tracing::info!("rollback hook exited with code {code:?}");
             Some(HookRun {
@@ -337,6 +355,7 @@ pub async fn run_hook(cfg: &Config, failure: &Failure) -> Option<HookRun> {
             })
         }
         Err(_) => {
+            group.kill();
             tracing::error!(
                 "rollback hook timed out after {:?}; killed",
                 cfg.deploy.hook_timeout

@@ -7,7 +7,9 @@
 //!
 //! Each hook is an argv (no shell), spawned through the reaper's registry
 //! ([`crate::reaper::spawn`]) like the rollback hook, with stdin closed,
-//! its output logged line by line, and killed after `deploy.hook_timeout`.
+//! its output logged line by line, and killed after `deploy.hook_timeout`,
+//! with whatever it started: it leads a process group of its own
+//! ([`ProcessGroup`]), and the whole group is killed.
 //! Its environment is corral's minus the service manager's and corral's
 //! own variables (as for workers: no `NOTIFY_SOCKET`, no status token),
 //! plus `[app] env` and the event's `CORRAL_*` variables; it runs in the
@@ -151,6 +153,7 @@ impl Hooks {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
+            .process_group(0)
             .kill_on_drop(true);
         for (key, _) in std::env::vars_os() {
             if key.to_str().is_none_or(crate::config::is_corral_own_env) {
@@ -182,22 +185,70 @@ async fn run(name: &str, program: &str, mut cmd: tokio::process::Command, timeou
             return;
         }
     };
+    // Killed whole if this task ends (a timeout, or corral exiting) before
+    // the hook has.
+    let mut group = ProcessGroup::led_by(child.id());
     let (out, err) = (child.stdout.take(), child.stderr.take());
     let finished = async {
         tokio::join!(log_lines(name, out), log_lines(name, err));
         child.wait().await
     };
     match tokio::time::timeout(timeout, finished).await {
-        Ok(Ok(status)) if status.success() => tracing::debug!("hook {name}: done"),
-        Ok(Ok(status)) => tracing::warn!("hook {name}: {program} failed ({status})"),
-        Ok(Err(e)) => tracing::warn!("hook {name}: waiting for {program}: {e}"),
+        Ok(result) => {
+            group.exited();
+            match result {
+                Ok(status) if status.success() => tracing::debug!("hook {name}: done"),
+                Ok(status) => tracing::warn!("hook {name}: {program} failed ({status})"),
+                Err(e) => tracing::warn!("hook {name}: waiting for {program}: {e}"),
+            }
+        }
         Err(_) => {
             tracing::error!(
                 "hook {name}: {program} still running after {timeout:?} (deploy.hook_timeout); killed"
             );
+            group.kill();
             let _ = child.start_kill();
             let _ = tokio::time::timeout(Duration::from_secs(5), child.wait()).await;
         }
+    }
+}
+
+/// The process group a hook leads (spawned with `process_group(0)`), so
+/// that killing the hook kills what it started too (a script's `sleep`,
+/// a `git` it runs): SIGKILL to the group when [`ProcessGroup::kill`] is
+/// called or the guard is dropped, unless the hook was seen to exit first
+/// ([`ProcessGroup::exited`]; what it left running on purpose, its output
+/// elsewhere, stays). The group's id is the hook's pid, which stays its
+/// own until the hook is reaped, and it is reaped only where `exited` is
+/// called.
+pub(crate) struct ProcessGroup(Option<u32>);
+
+impl ProcessGroup {
+    pub(crate) fn led_by(pid: Option<u32>) -> ProcessGroup {
+        // 0 and 1 would name corral's own group or every process.
+        ProcessGroup(pid.filter(|p| *p > 1))
+    }
+
+    /// The hook has exited and been reaped: its group is left alone.
+    pub(crate) fn exited(&mut self) {
+        self.0 = None;
+    }
+
+    /// Kills every process of the group (once).
+    pub(crate) fn kill(&mut self) {
+        if let Some(pid) = self.0.take() {
+            // SAFETY: kill(2) takes no pointers; a negative pid names the
+            // group this hook leads.
+            unsafe {
+                libc::kill(-(pid as libc::pid_t), libc::SIGKILL);
+            }
+        }
+    }
+}
+
+impl Drop for ProcessGroup {
+    fn drop(&mut self) {
+        self.kill();
     }
 }
 

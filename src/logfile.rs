@@ -162,26 +162,74 @@ fn open_append(path: &Path) -> Result<File, String> {
     Ok(file)
 }
 
-/// A pid file that is removed (while it holds this process's pid) when
-/// the guard is dropped, whatever path `run` leaves by.
-pub struct PidFile(PathBuf);
+/// A pid file, removed when the guard is dropped (whatever path `run`
+/// leaves by) if it still names this process.
+///
+/// A corral started by a USR2 re-exec does not take the file over until it
+/// is in service ([`PidFile::take_over`]): until then it is written beside
+/// the path and the old corral's stays, so a new corral that never comes
+/// up leaves it as it was, naming the old one that serves on. A corral
+/// started beside another under `--reuse-port` takes the file over at once
+/// and, at its exit, gives it back to that one if it still runs.
+pub struct PidFile {
+    path: PathBuf,
+    /// Written beside the path, until [`PidFile::take_over`] renames it
+    /// there; `None` once it is at the path.
+    staged: Mutex<Option<tempfile::NamedTempFile>>,
+    /// The corral the file named when this one took it over, running
+    /// beside this one (`--reuse-port`).
+    before: Option<u32>,
+}
 
 impl PidFile {
     /// Writes this process's pid to `path`, unless the file names another
     /// corral that still runs ([`refuse_a_running_corral`]). `handover`: the
     /// pid of the corral whose USR2 started this one (it runs until this one
-    /// is in service, and its pid is in the file); `beside`: `--reuse-port`,
-    /// under which a second corral is started beside the first on purpose.
+    /// is in service, and its pid is in the file): the file is only made
+    /// ready beside the path, for [`PidFile::take_over`]; `beside`:
+    /// `--reuse-port`, under which a second corral is started beside the
+    /// first on purpose.
     pub fn create(path: &Path, handover: Option<u32>, beside: bool) -> Result<PidFile, String> {
-        refuse_a_running_corral(path, handover, beside)?;
-        write_pid_file(path)?;
-        Ok(PidFile(path.to_owned()))
+        let before = refuse_a_running_corral(path, handover, beside)?;
+        let staged = stage_pid_file(path, std::process::id())?;
+        let pid_file = PidFile {
+            path: path.to_owned(),
+            staged: Mutex::new(Some(staged)),
+            before,
+        };
+        if handover.is_none() {
+            pid_file.take_over()?;
+        }
+        Ok(pid_file)
+    }
+
+    /// Puts the file made ready at start at the path (a corral started by
+    /// USR2 does it once it is in service, before it asks the old one to
+    /// stop). Does nothing the second time.
+    pub fn take_over(&self) -> Result<(), String> {
+        let staged = self.staged.lock().unwrap_or_else(|e| e.into_inner()).take();
+        match staged {
+            Some(tmp) => tmp.persist(&self.path).map(drop).map_err(|e| {
+                format!(
+                    "cannot write the pid file {}: {}",
+                    self.path.display(),
+                    e.error
+                )
+            }),
+            None => Ok(()),
+        }
     }
 }
 
 impl Drop for PidFile {
     fn drop(&mut self) {
-        remove_pid_file(&self.0);
+        // Never taken over: the file made ready beside the path goes (the
+        // temporary file's own drop), and the path is left as it is.
+        let staged = self.staged.get_mut().unwrap_or_else(|e| e.into_inner());
+        if staged.is_some() {
+            return;
+        }
+        release_pid_file(&self.path, self.before);
     }
 }
 
@@ -195,19 +243,24 @@ impl Drop for PidFile {
 /// saying so. Not refused: this process's own pid (PID 1 of a container
 /// started again), the corral that handed over to this one by USR2, and any
 /// corral under `--reuse-port`, where the next is started beside the last
-/// on purpose (the file then names the newest, as before).
-fn refuse_a_running_corral(path: &Path, handover: Option<u32>, beside: bool) -> Result<(), String> {
+/// on purpose (the file then names the newest, as before): that corral's
+/// pid is returned, to give the file back to at exit.
+fn refuse_a_running_corral(
+    path: &Path,
+    handover: Option<u32>,
+    beside: bool,
+) -> Result<Option<u32>, String> {
     let text = match private_fs::read_regular_text(path) {
         Ok(text) => text,
         // None yet, or not one corral would have written: replaced.
-        Err(_) => return Ok(()),
+        Err(_) => return Ok(None),
     };
     let Ok(pid) = text.trim().parse::<u32>() else {
         tracing::info!("replacing the pid file {}: it holds no pid", path.display());
-        return Ok(());
+        return Ok(None);
     };
     if pid == std::process::id() || Some(pid) == handover {
-        return Ok(());
+        return Ok(None);
     }
     match running_program(pid) {
         None => {
@@ -215,21 +268,21 @@ fn refuse_a_running_corral(path: &Path, handover: Option<u32>, beside: bool) -> 
                 "replacing the stale pid file {}: pid {pid} no longer runs",
                 path.display()
             );
-            Ok(())
+            Ok(None)
         }
         Some(program) if !is_corral(&program) => {
             tracing::warn!(
                 "replacing the stale pid file {}: pid {pid} is now {program}, not a corral (the pid was reused)",
                 path.display()
             );
-            Ok(())
+            Ok(None)
         }
         Some(_) if beside => {
             tracing::info!(
-                "the pid file {} named corral pid {pid}, which runs beside this one (--reuse-port): it now names this one",
+                "the pid file {} named corral pid {pid}, which runs beside this one (--reuse-port): it now names this one, and names pid {pid} again when this one stops before it",
                 path.display()
             );
-            Ok(())
+            Ok(Some(pid))
         }
         Some(_) => Err(format!(
             "the pid file {} names corral pid {pid}, which is still running: stop that corral first, or give this one a pid file of its own (--pid, [server] pid_file)",
@@ -273,9 +326,10 @@ fn is_corral(program: &str) -> bool {
     program == "corral" || running_program(std::process::id()).is_some_and(|ours| ours == program)
 }
 
-/// A pid file: written whole (a new file renamed over the path, so a
-/// symlink there is replaced, not followed), mode 0644.
-fn write_pid_file(path: &Path) -> Result<(), String> {
+/// A pid file naming `pid`, made ready beside `path` (mode 0644) for
+/// `persist`, which renames it over the path: the file is written whole,
+/// and a symlink at the path is replaced, not followed.
+fn stage_pid_file(path: &Path, pid: u32) -> Result<tempfile::NamedTempFile, String> {
     use std::os::unix::fs::PermissionsExt;
     let dir = folder(path);
     let name = path
@@ -290,17 +344,43 @@ fn write_pid_file(path: &Path) -> Result<(), String> {
         .permissions(std::fs::Permissions::from_mode(0o644))
         .tempfile_in(dir)
         .map_err(fail)?;
-    writeln!(tmp, "{}", std::process::id()).map_err(fail)?;
-    tmp.persist(path).map_err(|e| fail(e.error))?;
-    Ok(())
+    writeln!(tmp, "{pid}").map_err(fail)?;
+    Ok(tmp)
 }
 
-/// Removes the pid file if it still holds this process's pid (a corral
-/// started by a USR2 re-exec has written its own by then).
-fn remove_pid_file(path: &Path) {
+/// Writes a pid file naming `pid` at `path` (see [`stage_pid_file`]).
+fn write_pid_file(path: &Path, pid: u32) -> Result<(), String> {
+    stage_pid_file(path, pid)?
+        .persist(path)
+        .map(drop)
+        .map_err(|e| format!("cannot write the pid file {}: {}", path.display(), e.error))
+}
+
+/// At exit: the pid file is left alone unless it still names this process
+/// (a corral started by USR2, or beside this one, has written its own by
+/// then). Then it names `before` again, the corral this one took it over
+/// from under `--reuse-port`, if that one still runs; else it is removed.
+fn release_pid_file(path: &Path, before: Option<u32>) {
     let ours = private_fs::read_regular_text(path)
         .is_ok_and(|text| text.trim() == std::process::id().to_string());
-    if ours && let Err(e) = std::fs::remove_file(path) {
+    if !ours {
+        return;
+    }
+    if let Some(pid) = before
+        && running_program(pid).is_some_and(|program| is_corral(&program))
+    {
+        match write_pid_file(path, pid) {
+            Ok(()) => {
+                tracing::info!(
+                    "the pid file {} names corral pid {pid} again, which serves on beside this one (--reuse-port)",
+                    path.display()
+                );
+                return;
+            }
+            Err(e) => tracing::warn!("{e}"),
+        }
+    }
+    if let Err(e) = std::fs::remove_file(path) {
         tracing::warn!("cannot remove the pid file {}: {e}", path.display());
     }
 }
@@ -388,17 +468,15 @@ mod tests {
         std::fs::write(&target, "precious\n").unwrap();
         let pid = t.path().join("app.pid");
         std::os::unix::fs::symlink(&target, &pid).unwrap();
-        write_pid_file(&pid).unwrap();
+        let me = std::process::id();
+        write_pid_file(&pid, me).unwrap();
         assert_eq!(std::fs::read_to_string(&target).unwrap(), "precious\n");
-        assert_eq!(
-            std::fs::read_to_string(&pid).unwrap(),
-            format!("{}\n", std::process::id())
-        );
+        assert_eq!(std::fs::read_to_string(&pid).unwrap(), format!("{me}\n"));
         std::fs::write(&pid, "1\n").unwrap();
-        remove_pid_file(&pid);
+        release_pid_file(&pid, None);
         assert!(pid.exists(), "another process's pid file stays");
-        write_pid_file(&pid).unwrap();
-        remove_pid_file(&pid);
+        write_pid_file(&pid, me).unwrap();
+        release_pid_file(&pid, None);
         assert!(!pid.exists());
     }
 }

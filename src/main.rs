@@ -381,13 +381,14 @@ async fn run(
         );
     }
     front::listeners::explain_unix_access(cfg.server.bind.iter().chain(&cfg.server.insecure_bind));
-    // Removed when `run` returns, by whichever path.
+    // Removed when `run` returns, by whichever path. A corral started by
+    // USR2 takes it over once it is in service (the supervisor's takeover).
     let pid_file = cfg.server.pid_file.as_deref();
     let pid_file =
         pid_file.map(|p| logfile::PidFile::create(p, inherited.parent, cfg.server.reuse_port));
-    let _pid_file = match pid_file {
+    let pid_file = match pid_file {
         None => None,
-        Some(Ok(guard)) => Some(guard),
+        Some(Ok(guard)) => Some(Arc::new(guard)),
         Some(Err(e)) => {
             eprintln!("error: {e}");
             return EXIT_CONFIG;
@@ -445,13 +446,13 @@ async fn run(
             return EXIT_CONFIG;
         }
     };
-    let (control_listener, control_made_dir) = match control {
-        Some(bound) => (Some(bound.listener), bound.made_dir),
-        None => (None, None),
+    let (control_listener, control_made_dir, control_staged) = match control {
+        Some(bound) => (Some(bound.listener), bound.made_dir, bound.staged),
+        None => (None, None, None),
     };
     let control_inode = control_listener
         .as_ref()
-        .and_then(|_| inode(&cfg.control.socket));
+        .and_then(|_| inode(control_staged.as_deref().unwrap_or(&cfg.control.socket)));
     let runtime_dir = match runtime_dir::RuntimeDir::create(
         "corral-",
         runtime_dir::Owner {
@@ -496,6 +497,26 @@ async fn run(
     sup.set_sockets(listeners.handover());
     let socket_files = listeners.made();
     sup.set_reexec_parent(inherited.parent);
+    if inherited.parent.is_some() {
+        // In service: the pid file and the control socket, made ready
+        // beside their paths at start, replace the old corral's.
+        let (pid_file, staged) = (pid_file.clone(), control_staged.clone());
+        let socket = cfg.control.socket.clone();
+        sup.set_takeover(Box::new(move || {
+            if let Some(Err(e)) = pid_file.as_ref().map(|p| p.take_over()) {
+                tracing::error!("re-exec: {e}");
+            }
+            if let Some(staged) = &staged {
+                match control::take_over(staged, &socket) {
+                    Ok(()) => tracing::info!(
+                        "re-exec: the control socket {} is this corral's now",
+                        socket.display()
+                    ),
+                    Err(e) => tracing::error!("re-exec: {e}"),
+                }
+            }
+        }));
+    }
     let handle = sup.handle();
     if let Err(e) = signals::forward(handle.clone()) {
         eprintln!("error: cannot install signal handlers: {e}");
@@ -662,7 +683,9 @@ async fn run(
     if let Some(statsd) = &statsd {
         statsd.flush(None);
     }
-    // Remove the control socket unless a re-executed corral took it over.
+    // Remove the control socket unless a re-executed corral took it over
+    // (or, from one started by USR2 that never took the old corral's
+    // over, the one it bound beside it).
     if control_inode.is_some() && control_inode == inode(&cfg.control.socket) {
         if let Err(e) = std::fs::remove_file(&cfg.control.socket) {
             tracing::warn!(
@@ -673,6 +696,12 @@ async fn run(
         if let Some(dir) = &control_made_dir {
             let _ = std::fs::remove_dir(dir);
         }
+    }
+    if let Some(staged) = &control_staged
+        && control_inode.is_some()
+        && control_inode == inode(staged)
+    {
+        let _ = std::fs::remove_file(staged);
     }
     // The app's socket files go with corral, as gunicorn's do, unless
     // another corral serves on them.

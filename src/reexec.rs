@@ -4,11 +4,13 @@
 //! same arguments, handing down its listen sockets as inherited fds named in
 //! `CORRAL_INHERIT` (`ADDRESS=FD;...`, the addresses as configured). Both
 //! accept on the same sockets meanwhile, so no connection is refused. The new
-//! corral adopts the sockets instead of binding, takes over the control
-//! socket, starts its workers, and once they are all in service tells the
+//! corral adopts the sockets instead of binding, binds its control socket
+//! and writes its pid file beside the parent's, starts its workers, and
+//! once they are all in service moves both over the parent's and tells the
 //! parent (SIGTERM), which drains and exits. If the new one never gets there
-//! (broken binary or code), it exits after `[deploy] ready_timeout` and the
-//! parent keeps serving. Which socket goes under which name is the listener
+//! (broken binary or code), it exits after `[deploy] ready_timeout`, and the
+//! parent keeps serving with its pid file and control socket as they were;
+//! the new one runs no rollback meanwhile. Which socket goes under which name is the listener
 //! table's business ([`crate::front::listeners`]); this module carries them
 //! across the exec.
 //!

@@ -318,7 +318,14 @@ pub struct Supervisor {
     /// A failed canary's figures for the rollback hook: its generation and
     /// the environment.
     canary_env: Option<(u64, Vec<(String, String)>)>,
+    /// Started by a USR2 re-exec: what moves the pid file and the control
+    /// socket from the old corral to this one, run once this one is in
+    /// service (until then the old corral's stay as they are).
+    takeover: Option<Takeover>,
 }
+
+/// See [`Supervisor::set_takeover`].
+pub type Takeover = Box<dyn FnOnce() + Send>;
 
 impl Supervisor {
     pub fn new(
@@ -390,6 +397,7 @@ impl Supervisor {
             split: None,
             published: Vec::new(),
             canary_env: None,
+            takeover: None,
             cfg,
         }
     }
@@ -436,6 +444,19 @@ impl Supervisor {
         };
     }
 
+    /// Started by a USR2 re-exec: `takeover` runs (off the loop) once this
+    /// corral is in service, before the old one is asked to stop.
+    pub fn set_takeover(&mut self, takeover: Takeover) {
+        self.takeover = Some(takeover);
+    }
+
+    /// Whether the corral whose USR2 started this one still serves, this
+    /// one not yet in service: while it lives it is our parent, and only
+    /// then is the pid surely still its own.
+    fn parent_serves(&self) -> bool {
+        matches!(self.handover, Handover::FromParent(parent) if std::os::unix::process::parent_id() == parent)
+    }
+
     /// The front's shards (by default the current runtime alone).
     pub fn set_shards(&mut self, shards: Arc<crate::shards::Shards>) {
         self.shards = shards;
@@ -473,7 +494,7 @@ impl Supervisor {
             Handover::ToChild(_) => true,
             // Not in service, so the corral that started this one (while it
             // is still our parent) serves on.
-            Handover::FromParent(parent) => std::os::unix::process::parent_id() == parent,
+            Handover::FromParent(_) => self.parent_serves(),
         };
         Stopped {
             code,

@@ -12,7 +12,9 @@
 //!   rollback once per failed generation;
 //! - at a cold start (nothing recorded good yet) where every slot has failed
 //!   and none is in service, the rollback runs once, or corral exits when
-//!   `exit_on_boot_failure` is set;
+//!   `exit_on_boot_failure` is set; not in a corral a USR2 re-exec started
+//!   while the old one serves on (its code is not the failure's: the new
+//!   corral gives up at `ready_timeout` and the old one is as it was);
 //! - the code a built-in rollback restored is not rolled back again when it
 //!   fails too (no loop between two broken revisions);
 //! - a canary's window starts when the first worker of its generation is in
@@ -63,6 +65,9 @@ pub struct View {
     /// The figures of the old and the new generation so far (the
     /// supervisor reads them from the router).
     pub samples: Option<(Sample, Sample)>,
+    /// Started by a USR2 re-exec, and the corral that started it still
+    /// serves (the supervisor sets it).
+    pub parent_serves: bool,
 }
 
 impl View {
@@ -83,6 +88,7 @@ impl View {
             now,
             canary,
             samples: None,
+            parent_serves: false,
             generation,
             reloading: core.reload.is_some(),
             active: core.active(),
@@ -113,6 +119,9 @@ pub enum Decision {
     ReloadFailed { generation: u64, reason: String },
     /// The code a rollback restored failed too: it is not rolled back again.
     NoSecondRollback,
+    /// Nothing could boot in a corral a USR2 re-exec started, and the old
+    /// corral serves on: no rollback (it gives up at `ready_timeout`).
+    NoRollbackBesideParent,
     /// Run the rollback hook (when one is set) for this failed generation,
     /// then the built-in rollback when `builtin`.
     Rollback {
@@ -263,6 +272,12 @@ impl Policy {
         let is_cold = cold.is_some();
         if is_cold && self.settings.exit_on_boot_failure {
             out.push(Decision::ExitBootFailure);
+            return out;
+        }
+        if is_cold && v.parent_serves {
+            if self.settings.hook || self.settings.builtin_rollback {
+                out.push(Decision::NoRollbackBesideParent);
+            }
             return out;
         }
         let Some((generation, reason, detail)) = failure.or(cold) else {

@@ -69,6 +69,7 @@ impl Supervisor {
     /// from the worker table and does it.
     pub(super) fn deploy_bookkeeping(&mut self) {
         let mut view = View::of(&self.core, Instant::now());
+        view.parent_serves = self.parent_serves();
         view.samples = self
             .split
             .as_ref()
@@ -97,6 +98,13 @@ impl Supervisor {
                 }
                 Decision::NoSecondRollback => {
                     tracing::error!("the restored code failed too; not rolling back again");
+                }
+                Decision::NoRollbackBesideParent => {
+                    if let Handover::FromParent(parent) = self.handover {
+                        tracing::error!(
+                            "re-exec: no worker of this new corral could boot; the old corral (pid {parent}) serves on, so no rollback runs (the code it serves is not this failure's to roll back)"
+                        );
+                    }
                 }
                 Decision::Rollback {
                     generation,
@@ -157,14 +165,24 @@ impl Supervisor {
         }
         if let Handover::FromParent(parent) = self.handover {
             self.handover = Handover::None;
-            // The old corral started us: while it lives it is our parent,
-            // and only then is the pid surely still its own.
-            if std::os::unix::process::parent_id() == parent {
-                tracing::info!("re-exec: in service; asking the old corral (pid {parent}) to stop");
-                super::signal(parent, libc::SIGTERM);
-            } else {
-                tracing::info!("re-exec: in service; the old corral (pid {parent}) is gone");
-            }
+            // The pid file and the control socket become this corral's
+            // (renames, off this loop), then the old one is asked to stop.
+            let takeover = self.takeover.take();
+            tokio::task::spawn_blocking(move || {
+                if let Some(takeover) = takeover {
+                    takeover();
+                }
+                // The old corral started us: while it lives it is our
+                // parent, and only then is the pid surely still its own.
+                if std::os::unix::process::parent_id() == parent {
+                    tracing::info!(
+                        "re-exec: in service; asking the old corral (pid {parent}) to stop"
+                    );
+                    super::signal(parent, libc::SIGTERM);
+                } else {
+                    tracing::info!("re-exec: in service; the old corral (pid {parent}) is gone");
+                }
+            });
         }
         let revision = self.gens.get(&generation).and_then(|g| g.revision.clone());
         self.hooks.ready(generation, revision.as_deref());

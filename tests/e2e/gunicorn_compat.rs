@@ -318,6 +318,48 @@ fn a_pid_file_naming_a_running_corral_refuses_a_second_and_a_stale_one_is_replac
     assert!(fourth.log.text().contains(&stale), "{}", fourth.log.text());
 }
 
+/// Under `--reuse-port` the newer of two corrals on one pid file takes it
+/// over; stopped first, it gives the file back to the older one, which
+/// serves on (the file named nobody: a `kill $(cat FILE)` found no file),
+/// and the older one removes it at its own exit.
+#[test]
+fn under_reuse_port_the_newer_corral_stopped_first_gives_the_pid_file_back() {
+    let (one, two) = (
+        AppDir::new(&[("app.py", APP)]),
+        AppDir::new(&[("app.py", APP)]),
+    );
+    let pid_file = one.path().join("app.pid");
+    let pid_arg = pid_file.to_str().unwrap();
+    let named = || std::fs::read_to_string(&pid_file).map(|t| t.trim().to_owned());
+    let mut older = Corral::start(
+        one.path(),
+        &["app:app", "--pid", pid_arg, "--reuse-port"],
+        1,
+    );
+    let beside = [
+        "app:app",
+        "-b",
+        &older.addr,
+        "--pid",
+        pid_arg,
+        "--reuse-port",
+    ];
+    let mut newer = Corral::start(two.path(), &beside, 1);
+    assert_eq!(named().unwrap(), newer.pid().to_string());
+    newer.signal(libc::SIGTERM);
+    assert!(newer.wait_exit(Duration::from_secs(30)).is_some());
+    assert_eq!(older.get("/").status, 200);
+    assert_eq!(
+        named().ok(),
+        Some(older.pid().to_string()),
+        "the pid file names the corral that serves on; log:\n{}",
+        newer.log.text()
+    );
+    older.signal(libc::SIGTERM);
+    assert!(older.wait_exit(Duration::from_secs(30)).is_some());
+    assert!(!pid_file.exists());
+}
+
 #[test]
 fn usr1_reopens_the_log_files_for_logrotate() {
     let app = AppDir::new(&[("app.py", APP)]);

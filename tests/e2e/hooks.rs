@@ -189,6 +189,83 @@ fn a_hook_past_hook_timeout_is_killed_and_holds_nothing_up() {
     });
 }
 
+/// A hook killed at `hook_timeout` takes what it started with it: each
+/// hook leads a process group of its own, and the group is killed. A
+/// script's `sleep` outlived it before, reparented. The rollback hook (at
+/// a cold start where nothing boots) and the `[hooks]` (`on_ready`) alike.
+#[test]
+fn a_hook_killed_at_hook_timeout_takes_the_processes_it_started_with_it() {
+    // Starts a sleep, notes its pid, and waits for it.
+    let script = |file: &str| {
+        format!(
+            "[\"/bin/sh\", \"-c\", \"sleep 77 & echo $! > {file}.tmp; mv {file}.tmp {file}; wait\"]"
+        )
+    };
+    let good = AppDir::new(&[("app.py", APP)]);
+    let config = format!(
+        "[app]\nmodule = \"app:app\"\n[workers]\ncount = 1\n\
+         [deploy]\nhook_timeout = \"2s\"\n[hooks]\non_ready = {}\n",
+        script("sleeper")
+    );
+    std::fs::write(good.path().join("corral.toml"), config).unwrap();
+    let broken = AppDir::new(&[("app.py", "raise RuntimeError('broken')\n")]);
+    let config = format!(
+        "[app]\nmodule = \"app:app\"\n[workers]\ncount = 1\n\
+         [deploy]\nhook_timeout = \"2s\"\nrollback_hook = {}\n",
+        script("sleeper")
+    );
+    std::fs::write(broken.path().join("corral.toml"), config).unwrap();
+    let args = ["-c", "corral.toml", "-b", "127.0.0.1:0"];
+    let on_ready = Corral::spawn(good.path(), &args, &[]);
+    let rollback = Corral::spawn(broken.path(), &args, &[]);
+    let sleeper = |c: &Corral, dir: &Path| -> u32 {
+        let file = dir.join("sleeper");
+        c.wait_until("the hook to start its sleep", || file.exists());
+        std::fs::read_to_string(&file)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap()
+    };
+    let sleepers = [
+        (
+            sleeper(&on_ready, good.path()),
+            &on_ready,
+            "hook on_ready: /bin/sh still running after 2s",
+        ),
+        (
+            sleeper(&rollback, broken.path()),
+            &rollback,
+            "rollback hook timed out after 2s; killed",
+        ),
+    ];
+    // Killed by the test when one outlives it (they are not corral's
+    // children), while it still is that sleep.
+    struct Sleeper(u32);
+    impl Drop for Sleeper {
+        fn drop(&mut self) {
+            if alive(self.0) && command_of(self.0) == "sleep" {
+                // SAFETY: kill(2) on the sleep this test's hook started.
+                unsafe { libc::kill(self.0 as i32, libc::SIGKILL) };
+            }
+        }
+    }
+    let _guards: Vec<Sleeper> = sleepers.iter().map(|(pid, _, _)| Sleeper(*pid)).collect();
+    let mut outlived = Vec::new();
+    for (pid, c, killed) in &sleepers {
+        c.log
+            .wait_for(killed, Duration::from_secs(10))
+            .unwrap_or_else(|| panic!("the hook was not killed; log:\n{}", c.log.text()));
+        if !wait_gone(&[*pid], Duration::from_secs(5)) {
+            outlived.push(format!(
+                "after \"{killed}\", the hook's {} (pid {pid}) runs on",
+                command_of(*pid)
+            ));
+        }
+    }
+    assert!(outlived.is_empty(), "{}", outlived.join("\n"));
+}
+
 /// The README's recipe: prometheus_client in multiprocess mode, with
 /// `mark_process_dead` run by `on_worker_exit`.
 pub(crate) const METRICS_APP: &str = r#"

@@ -196,3 +196,101 @@ fn usr2_after_the_binary_was_replaced_on_disk_starts_the_new_file() {
     );
     assert_eq!(c.get("/").text(), new.0.to_string());
 }
+
+/// A new corral that never comes into service (its workers cannot boot)
+/// gives up after `ready_timeout` and leaves the old one as it was: the
+/// pid file still names the old corral and its control socket still
+/// answers (the new one takes both over only once it is in service), and
+/// no rollback runs, since the old corral serves code that is not the
+/// failure's (gunicorn renames its pid file to `.oldbin` and back).
+#[test]
+fn a_new_corral_that_never_came_up_leaves_the_pid_file_and_control_socket_and_rolls_nothing_back() {
+    let app = AppDir::new(&[
+        ("app.py", APP),
+        (
+            "corral.toml",
+            "[deploy]\nready_timeout = \"2s\"\n\
+             rollback_hook = [\"/bin/sh\", \"-c\", \"echo ran >> rolled-back\"]\n",
+        ),
+    ]);
+    let mut c = Corral::start(
+        app.path(),
+        &[
+            "app:app",
+            "-w",
+            "1",
+            "-b",
+            "127.0.0.1:0",
+            "--pid",
+            "corral.pid",
+        ],
+        1,
+    );
+    let old = c.pid();
+    let pid_file = app.path().join("corral.pid");
+    let named = || std::fs::read_to_string(&pid_file).map(|t| t.trim().to_owned());
+    assert_eq!(named().unwrap(), old.to_string());
+    std::fs::write(
+        app.path().join("app.py"),
+        "raise RuntimeError('broken deploy')\n",
+    )
+    .unwrap();
+    c.signal(libc::SIGUSR2);
+    let failed = c.reexec_child();
+    c.log
+        .wait_for("is gone; this one serves on", Duration::from_secs(30))
+        .unwrap_or_else(|| panic!("{}", c.log.text()));
+    assert!(wait_gone(&[failed.0], Duration::from_secs(10)));
+    assert_eq!(c.get("/").text(), old.to_string());
+    let mut wrong = Vec::new();
+    match named() {
+        Ok(pid) if pid == old.to_string() => {}
+        other => wrong.push(format!(
+            "the pid file should name the old corral {old}: {other:?}"
+        )),
+    }
+    let status = std::process::Command::new(corral_bin())
+        .args(["status", "--json", "--socket"])
+        .arg(&c.socket)
+        .output()
+        .unwrap();
+    let answer = String::from_utf8_lossy(&status.stdout);
+    let pid = serde_json::from_str::<serde_json::Value>(&answer)
+        .ok()
+        .and_then(|s| s["supervisor"]["pid"].as_u64());
+    if pid != Some(old as u64) {
+        wrong.push(format!(
+            "the old corral should answer on its control socket: {answer}{}",
+            String::from_utf8_lossy(&status.stderr)
+        ));
+    }
+    let staged = app.path().join(".corral-control.sock.new");
+    if staged.exists() {
+        wrong.push("the new corral's control socket was left behind".into());
+    }
+    if app.path().join("rolled-back").exists() || c.log.text().contains("running the rollback hook")
+    {
+        wrong.push("the new corral ran the rollback hook".into());
+    }
+    assert!(
+        wrong.is_empty(),
+        "{}\nlog:\n{}",
+        wrong.join("\n"),
+        c.log.text()
+    );
+    // Fixed: `reload --wait` reaches the old corral and deploys it.
+    std::fs::write(app.path().join("app.py"), APP).unwrap();
+    let reload = std::process::Command::new(corral_bin())
+        .args(["reload", "--wait", "--socket"])
+        .arg(&c.socket)
+        .output()
+        .unwrap();
+    assert!(reload.status.success(), "{reload:?}");
+    c.signal(libc::SIGTERM);
+    assert_eq!(
+        c.wait_exit(Duration::from_secs(30)).and_then(|s| s.code()),
+        Some(0)
+    );
+    assert!(!pid_file.exists(), "removed at the old corral's exit");
+    assert!(!c.socket.exists(), "removed at the old corral's exit");
+}

@@ -28,6 +28,7 @@ fn serving(generation: u64, active: usize) -> View {
         now: Instant::now(),
         canary: None,
         samples: None,
+        parent_serves: false,
     }
 }
 
@@ -204,6 +205,28 @@ fn the_cold_start_rollback_waits_for_every_slot_and_never_follows_a_good_generat
         vec![],
         "generation 1 served once: a crash loop later is no cold start"
     );
+}
+
+#[test]
+fn a_new_corral_of_a_usr2_runs_no_rollback_while_the_old_one_serves() {
+    // The old corral serves good code: the new one's failure (its
+    // binary, its user, code changed on disk) is not rolled back, neither
+    // by the hook nor by git-reset.
+    let beside = View {
+        parent_serves: true,
+        ..nothing_boots("E")
+    };
+    let mut p = Policy::new(settings(true, true));
+    assert_eq!(p.step(&beside), vec![Decision::NoRollbackBesideParent]);
+    assert_eq!(p.step(&beside), vec![], "said once");
+    let mut p = Policy::new(settings(false, false));
+    assert_eq!(p.step(&beside), vec![], "nothing to hold back");
+    // exit_on_boot_failure still exits: the old corral serves on.
+    let mut p = Policy::new(PolicySettings {
+        exit_on_boot_failure: true,
+        ..settings(true, true)
+    });
+    assert_eq!(p.step(&beside), vec![Decision::ExitBootFailure]);
 }
 
 #[test]
