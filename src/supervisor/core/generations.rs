@@ -11,7 +11,10 @@ impl Core {
     /// number is not reused.
     pub fn next_generation(&self) -> u64 {
         let failed = match &self.last_reload {
-            Some(ReloadOutcome::Failed { generation, .. }) => *generation,
+            Some(
+                ReloadOutcome::Failed { generation, .. }
+                | ReloadOutcome::Cancelled { generation, .. },
+            ) => *generation,
             _ => 0,
         };
         self.generation.max(failed) + 1
@@ -187,9 +190,6 @@ impl Core {
         let Some(r) = self.reload.take() else {
             return;
         };
-        if r.canary.is_some() {
-            out.push(Action::Route(None));
-        }
         out.push(Action::Log(
             Level::Error,
             format!(
@@ -203,6 +203,61 @@ impl Core {
             reason: why.to_string(),
             detail,
         });
+        let served = r.canary.is_some();
+        self.stop_successors(now, &r, served, out);
+    }
+
+    /// A stop began during a reload: the reload ends, cancelled rather than
+    /// failed (its code is not to blame: no rollback, not counted as a
+    /// failure), and its generation does not take over. Its workers stop
+    /// now when `signal` (those in service finish their requests first);
+    /// otherwise the stop that follows signals them with every other.
+    pub(super) fn cancel_reload(&mut self, now: Instant, signal: bool, out: &mut Vec<Action>) {
+        let Some(r) = self.reload.take() else {
+            return;
+        };
+        const WHY: &str = "corral is stopping";
+        out.push(Action::Log(
+            Level::Info,
+            format!(
+                "reload of generation {} cancelled: {WHY}; generation {} keeps serving until the stop",
+                r.generation, self.generation
+            ),
+        ));
+        self.last_reload = Some(ReloadOutcome::Cancelled {
+            generation: r.generation,
+            at: now,
+            reason: WHY.to_string(),
+        });
+        if signal {
+            self.stop_successors(now, &r, true, out);
+            return;
+        }
+        if r.canary.is_some() {
+            out.push(Action::Route(None));
+        }
+        for slot in 0..self.slots.len() {
+            self.slots[slot].successor = None;
+            self.set_recycling(slot, false);
+        }
+        self.spawning.retain(|_, (_, g)| *g != r.generation);
+    }
+
+    /// Stops the workers of the reload `r`, which ended without taking
+    /// over. With `finish_requests` (a canary's served real requests, and
+    /// a reload a stop cancelled may have served some beside the old
+    /// generation), those in service finish theirs (SIGTERM, as in a
+    /// drain); the others get SIGQUIT.
+    fn stop_successors(
+        &mut self,
+        now: Instant,
+        r: &Reload,
+        finish_requests: bool,
+        out: &mut Vec<Action>,
+    ) {
+        if r.canary.is_some() {
+            out.push(Action::Route(None));
+        }
         let mut unpublish = false;
         let signals_from = out.len();
         for slot in 0..self.slots.len() {
@@ -210,9 +265,7 @@ impl Core {
                 && let Some(w) = self.workers.get_mut(&next)
             {
                 unpublish |= w.state.live();
-                // A canary's workers served real requests: they finish
-                // those (SIGTERM, as in a drain) rather than drop them.
-                if r.canary.is_some() && w.state.live() {
+                if finish_requests && w.state.live() {
                     self.drain(now, next, out);
                     self.set_recycling(slot, false);
                     continue;
@@ -228,7 +281,7 @@ impl Core {
         }
         // Spawns of the new generation not reported yet are dropped.
         self.spawning.retain(|_, (_, g)| *g != r.generation);
-        if r.canary.is_some() {
+        if finish_requests {
             // Out of the routing set before the signals: no new request
             // reaches a worker told to stop.
             let publish = self.publish();

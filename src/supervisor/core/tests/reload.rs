@@ -345,3 +345,95 @@ fn a_rolling_canary_keeps_its_first_successors_beside_the_old_workers() {
     );
     assert_eq!(signals(&a), vec![(100, Sig::Term)], "then the roll goes on");
 }
+
+/// Whether the actions log a failed reload.
+fn logs_failed_reload(actions: &[Action]) -> bool {
+    actions
+        .iter()
+        .any(|x| matches!(x, Action::Log(_, m) if m.contains("reload failed")))
+}
+
+#[test]
+fn a_stop_during_a_reload_cancels_it_and_is_no_failed_reload() {
+    // TERM (the front drains, then the graceful stop) and INT/QUIT (the
+    // fast stop at once), with one successor in service and one booting.
+    for fast in [false, true] {
+        let t0 = Instant::now();
+        let t1 = t0 + Duration::from_secs(3);
+        let (mut core, old) = running(2, t0);
+        let a = core.on_event(
+            t0,
+            Event::Reload {
+                timeout: None,
+                canary: None,
+            },
+        );
+        let new = boot_all(&mut core, &a, t0);
+        core.booted(t0, new[0], 1.0);
+        let mut seen = Vec::new();
+        if !fast {
+            seen.extend(core.on_event(t1, Event::Drain));
+            // A successor that boots while the front drains takes over
+            // nothing: the generation that serves stays the last good one.
+            seen.extend(core.booted(t1, new[1], 1.0));
+            assert_eq!(core.generation, 1, "fast: {fast}");
+            assert!(
+                !matches!(core.last_reload, Some(ReloadOutcome::Done { .. })),
+                "fast: {fast}"
+            );
+        }
+        seen.extend(core.on_event(t1, Event::Stop { fast }));
+        // Every worker exits as the stop asked: the booting successor
+        // with code 0, as a Python worker does on SIGTERM.
+        for s in new.iter().chain(&old) {
+            seen.extend(core.exited(t1, *s, Exit::Code(0)));
+        }
+        seen.extend(core.tick_at(t0 + Duration::from_secs(60)));
+        assert!(!logs_failed_reload(&seen), "fast: {fast}: {seen:?}");
+        assert!(seen.contains(&Action::Exit), "fast: {fast}: {seen:?}");
+        assert_eq!(core.reloads_failed, 0, "fast: {fast}");
+        assert_eq!(core.generation, 1, "fast: {fast}");
+        assert!(
+            matches!(
+                &core.last_reload,
+                Some(ReloadOutcome::Cancelled { generation: 2, reason, .. })
+                    if reason == "corral is stopping"
+            ),
+            "fast: {fast}: {:?}",
+            core.last_reload
+        );
+    }
+}
+
+#[test]
+fn a_term_within_shutdown_delay_cancels_a_canary_whose_workers_finish_their_requests() {
+    let t0 = Instant::now();
+    let (mut core, old) = running_with(canary(2), t0);
+    let a = core.on_event(
+        t0,
+        Event::Reload {
+            timeout: None,
+            canary: None,
+        },
+    );
+    let new = boot_all(&mut core, &a, t0);
+    core.booted(t0, new[0], 1.0);
+    let a = core.on_event(t0, Event::CancelReload);
+    assert!(a.contains(&Action::Route(None)), "{a:?}");
+    assert_eq!(published(&a), Some(old.clone()));
+    // The canary's worker in service finishes its requests; the one
+    // booting stops.
+    assert_eq!(signals(&a), vec![(300, Sig::Term), (301, Sig::Quit)]);
+    assert!(!logs_failed_reload(&a), "{a:?}");
+    assert_eq!((core.reloads_failed, core.canaries_failed), (0, 0));
+    // A verdict that comes late changes nothing.
+    let a = core.on_event(
+        t0,
+        Event::Canary {
+            generation: 2,
+            verdict: Ok(()),
+        },
+    );
+    assert!(a.is_empty(), "{a:?}");
+    assert_eq!(core.generation, 1);
+}
