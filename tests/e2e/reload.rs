@@ -652,3 +652,50 @@ fn a_stop_during_a_reload_cancels_it_without_a_rollback() {
         }
     }
 }
+
+#[test]
+fn a_slot_scaled_away_during_a_reload_neither_holds_it_back_nor_fails_it() {
+    // Generation 2 is good, but its worker for slot 2 takes 20 s to
+    // import; TTOU removes slot 2 once slots 0 and 1 are in service.
+    let app = AppDir::new(&[
+        ("app.py", &app_version("v1", 1)),
+        ("corral.toml", &witnessed(2, "5s")),
+    ]);
+    let mut c = Corral::start(app.path(), &["-c", "corral.toml"], 2);
+    c.signal(libc::SIGTTIN);
+    c.wait_in_service(3);
+    let v2 = slow_app(
+        "v2",
+        20,
+        "os.environ['CORRAL_GENERATION'] == '2' and os.environ['CORRAL_SLOT'] == '2'",
+        20,
+    );
+    std::fs::write(app.path().join("app.py"), v2).unwrap();
+    c.signal(libc::SIGHUP);
+    wait_log(&c, "reload: starting generation 2");
+    // Three boots of generation 1, then slots 0 and 1 of generation 2.
+    c.wait_until("slots 0 and 1 of generation 2 to boot", || {
+        c.log.count(" booted in ") >= 5
+    });
+    c.signal(libc::SIGTTOU);
+    let done = c.log.wait_for(
+        "reload done: generation 2 is in service",
+        Duration::from_secs(10),
+    );
+    let log = c.log.text();
+    assert!(done.is_some(), "the reload waited for slot 2; log:\n{log}");
+    assert!(!log.contains("reload failed"), "log:\n{log}");
+    assert_eq!(c.get("/").text(), "v2");
+    // Past its ready_timeout, nothing fails it either.
+    std::thread::sleep(Duration::from_secs(5));
+    let log = c.log.text();
+    assert!(!log.contains("reload failed"), "log:\n{log}");
+    for witness in ["rolled_back", "reload_failed"] {
+        assert!(
+            !app.path().join(witness).exists(),
+            "the {witness} hook ran; log:\n{log}"
+        );
+    }
+    c.signal(libc::SIGTERM);
+    assert!(c.wait_exit(Duration::from_secs(30)).is_some());
+}

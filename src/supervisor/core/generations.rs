@@ -68,16 +68,28 @@ impl Core {
             } else if !keep && !s.retired {
                 s.retired = true;
                 s.start_at = None;
+                // A rolling reload does not start a successor for it.
+                if let Some(r) = &mut self.reload {
+                    r.pending.retain(|p| *p != slot);
+                }
                 if let Some(next) = s.successor.take()
                     && let Some(w) = self.workers.get_mut(&next)
                 {
-                    w.stop_by(now, now + self.settings.quit_grace);
-                    out.push(Action::Signal {
-                        serial: next,
-                        pid: w.pid,
-                        sig: Sig::Quit,
-                    });
+                    if w.state.live() {
+                        // In service already (a reload's successor takes
+                        // requests beside the old worker): it finishes them.
+                        changed = true;
+                        self.drain(now, next, out);
+                    } else {
+                        w.stop_by(now, now + self.settings.quit_grace);
+                        out.push(Action::Signal {
+                            serial: next,
+                            pid: w.pid,
+                            sig: Sig::Quit,
+                        });
+                    }
                 }
+                let s = &self.slots[slot];
                 if let Some(id) = s.worker
                     && let Some(w) = self.workers.get(&id)
                 {
@@ -88,6 +100,11 @@ impl Core {
         }
         if changed {
             out.push(self.publish());
+        }
+        // A reload waits only for the slots still wanted: if the ones it
+        // waited for were scaled away, the rest may be all it needs.
+        if self.reload.is_some() {
+            self.promote_successors(now, out);
         }
     }
 
@@ -506,11 +523,14 @@ impl Core {
         if self.settings.rolling.is_none() || self.phase != Phase::Running {
             return;
         }
-        let next = self
-            .reload
-            .as_mut()
-            .and_then(|r| (!r.pending.is_empty()).then(|| r.pending.remove(0)));
-        if let Some(slot) = next {
+        let Some(r) = self.reload.as_mut() else {
+            return;
+        };
+        // A slot scaled away since the reload started gets no successor.
+        let slots = &self.slots;
+        r.pending.retain(|p| !slots[*p].retired);
+        if !r.pending.is_empty() {
+            let slot = r.pending.remove(0);
             self.start_successor(slot, out);
         }
     }
