@@ -23,7 +23,7 @@ use crate::config::{BindAddr, Place};
 use crate::private_fs;
 use crate::status::StatusState;
 use crate::supervisor::core::CanaryRun;
-use crate::supervisor::{Msg, Signal};
+use crate::supervisor::{Msg, ReloadError, Signal};
 use crate::worker::output::{printable, printable_lines};
 
 /// A request on the control socket: `{"cmd": "status"}`, `{"cmd":
@@ -103,6 +103,10 @@ pub enum ControlReply {
     Done,
     /// Any request that failed, and why.
     Failed(String),
+    /// `reload` with `wait`: a stop cancelled the reload (no failure of
+    /// the new code), and why. On the wire a failure with `"cancelled":
+    /// true`, so an older client still reads it as one.
+    Cancelled(String),
 }
 
 /// A [`ControlReply`] as it is on the wire.
@@ -121,6 +125,8 @@ struct ReplyFields {
     revision: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     count: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    cancelled: Option<bool>,
 }
 
 impl From<ControlReply> for ReplyFields {
@@ -133,6 +139,7 @@ impl From<ControlReply> for ReplyFields {
             generation: None,
             revision: None,
             count: None,
+            cancelled: None,
         };
         match reply {
             ControlReply::Status(v) => f.status = Some(v),
@@ -150,6 +157,11 @@ impl From<ControlReply> for ReplyFields {
                 f.ok = false;
                 f.error = Some(why);
             }
+            ControlReply::Cancelled(why) => {
+                f.ok = false;
+                f.error = Some(why);
+                f.cancelled = Some(true);
+            }
         }
         f
     }
@@ -158,6 +170,12 @@ impl From<ControlReply> for ReplyFields {
 impl From<ReplyFields> for ControlReply {
     fn from(f: ReplyFields) -> ControlReply {
         match f {
+            ReplyFields {
+                ok: false,
+                error,
+                cancelled: Some(true),
+                ..
+            } => ControlReply::Cancelled(error.unwrap_or_else(|| "cancelled".into())),
             ReplyFields {
                 ok: false, error, ..
             } => ControlReply::Failed(error.unwrap_or_else(|| "unknown error".into())),
@@ -471,7 +489,8 @@ async fn handle(req: ControlRequest, state: &StatusState) -> ControlReply {
                     generation: done.generation,
                     revision: done.revision,
                 },
-                Ok(Err(why)) => ControlReply::Failed(why),
+                Ok(Err(ReloadError::Failed(why))) => ControlReply::Failed(why),
+                Ok(Err(ReloadError::Cancelled(why))) => ControlReply::Cancelled(why),
                 Err(_) => ControlReply::Failed("corral stopped during the reload".into()),
             }
         }
@@ -728,6 +747,12 @@ pub fn reload_cmd(
             println!("reload FAILED: {}", printable_lines(&why));
             1
         }
+        Ok(ControlReply::Cancelled(why)) => {
+            // A stop began: the new code did not fail, it was not given
+            // the time to come up (nothing was rolled back).
+            println!("{}", printable_lines(&why));
+            1
+        }
         Ok(_) => {
             println!("reload started");
             0
@@ -888,6 +913,10 @@ mod tests {
             (
                 ControlReply::Failed("corral is stopping".into()),
                 json!({"ok": false, "error": "corral is stopping"}),
+            ),
+            (
+                ControlReply::Cancelled("the reload was cancelled: corral is stopping".into()),
+                json!({"ok": false, "error": "the reload was cancelled: corral is stopping", "cancelled": true}),
             ),
         ];
         for (reply, wire) in cases {

@@ -243,7 +243,8 @@ impl Core {
                 requests,
                 rss,
             } => self.on_usage(now, serial, requests, rss, &mut out),
-            Event::Drain => self.drain_all(now),
+            Event::Drain => self.drain_all(now, &mut out),
+            Event::CancelReload => self.cancel_reload(now, true, &mut out),
             Event::Stop { fast } => self.stop(now, fast, &mut out),
             Event::Reload { timeout, canary } => self.start_reload(now, timeout, canary, &mut out),
             Event::Scale { count } => self.scale(now, count, &mut out),
@@ -459,12 +460,15 @@ impl Core {
     }
 
     /// SIGTERM arrived: nothing new starts from now on; the workers keep
-    /// serving while the front drains, then [`Event::Stop`] stops them.
-    fn drain_all(&mut self, _now: Instant) {
+    /// serving while the front drains, then [`Event::Stop`] stops them. A
+    /// reload under way is cancelled: its workers stop now, so none of
+    /// them takes over while the front drains.
+    fn drain_all(&mut self, now: Instant, out: &mut Vec<Action>) {
         if self.phase != Phase::Running {
             return;
         }
         self.phase = Phase::Draining;
+        self.cancel_reload(now, true, out);
         for s in &mut self.slots {
             s.start_at = None;
         }
@@ -511,6 +515,8 @@ impl Core {
         if self.phase == Phase::Stopping && !fast {
             return;
         }
+        // The stop below signals every worker, the reload's too.
+        self.cancel_reload(now, false, out);
         self.phase = Phase::Stopping;
         for s in &mut self.slots {
             s.start_at = None;

@@ -7,10 +7,14 @@
 use std::time::Duration;
 
 use super::core::{CanaryRun, Event, Phase};
-use super::{Handover, Msg, ReloadDone, Signal, Supervisor, Term};
+use super::{Handover, Msg, ReloadAnswer, ReloadError, Signal, Supervisor, Term};
 use crate::worker::channel::ControlEvent;
 
-type Waiter = tokio::sync::oneshot::Sender<Result<ReloadDone, String>>;
+/// What `reload --wait` hears when a stop cancelled its reload, or came
+/// before it could start.
+pub(super) const CANCELLED: &str = "the reload was cancelled: corral is stopping";
+
+type Waiter = tokio::sync::oneshot::Sender<ReloadAnswer>;
 
 impl Supervisor {
     /// Turns a message into a core event (or handles it here). Exits and
@@ -161,7 +165,9 @@ impl Supervisor {
             );
             self.term = Term::Delaying;
             self.after(delay, Msg::DelayOver);
-            return None;
+            // The workers serve on, but a reload under way ends here: its
+            // generation is not to take over (nor count as failed).
+            return Some(Event::CancelReload);
         }
         self.graceful_stop("SIGTERM")
     }
@@ -235,7 +241,7 @@ impl Supervisor {
     fn unless_stopping(&self, waiter: Option<Waiter>) -> Option<Option<Waiter>> {
         if self.stopping() {
             if let Some(w) = waiter {
-                let _ = w.send(Err("corral is stopping".into()));
+                let _ = w.send(Err(ReloadError::Cancelled(CANCELLED.into())));
             }
             return None;
         }
@@ -316,7 +322,7 @@ impl Supervisor {
                     Ok(()) => why,
                 };
                 if let Some(w) = waiter {
-                    let _ = w.send(Err(why));
+                    let _ = w.send(Err(why.into()));
                 }
                 return None;
             }
@@ -422,7 +428,7 @@ impl Supervisor {
             // reload goes on.
             Err(message) => {
                 if let Some(w) = waiter {
-                    let _ = w.send(Err(message));
+                    let _ = w.send(Err(message.into()));
                 }
             }
             Ok(()) => match (&self.core.reload, waiter) {
@@ -432,7 +438,8 @@ impl Supervisor {
                     let _ = w.send(Err(format!(
                         "a reload is under way (generation {} is starting), so this one did not start: reload again once it has ended",
                         r.generation
-                    )));
+                    )
+                    .into()));
                 }
                 (_, waiter) => self.new_waiter = waiter,
             },
@@ -453,7 +460,7 @@ impl Supervisor {
                 return None;
             }
         };
-        if self.core.reload.is_some() || self.core.phase != Phase::Running {
+        if self.core.reload.is_some() || self.core.phase != Phase::Running || self.stopping() {
             return None;
         }
         let generation = self.core.next_generation();

@@ -174,6 +174,30 @@ pub struct ReloadDone {
     pub revision: Option<String>,
 }
 
+/// How a reload ended that did not come up: it failed (the reason, and a
+/// traceback or a canary's table), or a stop cancelled it (no failure of
+/// its code; `reload --wait` does not call it one).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReloadError {
+    Failed(String),
+    Cancelled(String),
+}
+
+impl From<String> for ReloadError {
+    fn from(why: String) -> ReloadError {
+        ReloadError::Failed(why)
+    }
+}
+
+impl From<&str> for ReloadError {
+    fn from(why: &str) -> ReloadError {
+        ReloadError::Failed(why.to_string())
+    }
+}
+
+/// What `reload --wait` hears.
+pub type ReloadAnswer = Result<ReloadDone, ReloadError>;
+
 /// Everything that reaches the supervisor.
 #[derive(Debug)]
 pub enum Msg {
@@ -199,7 +223,7 @@ pub enum Msg {
     Reload(
         Option<Duration>,
         Option<core::CanaryRun>,
-        Option<tokio::sync::oneshot::Sender<Result<ReloadDone, String>>>,
+        Option<tokio::sync::oneshot::Sender<ReloadAnswer>>,
     ),
     /// The config file, read again for a reload (a HUP's, when the waiter
     /// is None): the reload goes on with what it gives, or is refused.
@@ -208,7 +232,7 @@ pub enum Msg {
         Result<Box<Config>, String>,
         Option<Duration>,
         Option<core::CanaryRun>,
-        Option<tokio::sync::oneshot::Sender<Result<ReloadDone, String>>>,
+        Option<tokio::sync::oneshot::Sender<ReloadAnswer>>,
     ),
     /// Run this many workers.
     Scale(usize),
@@ -277,11 +301,8 @@ pub struct Supervisor {
     snapshot: watch::Sender<Snapshot>,
     started: Instant,
     /// `reload --wait` callers: the generation they wait for.
-    reload_waiters: Vec<(
-        u64,
-        tokio::sync::oneshot::Sender<Result<ReloadDone, String>>,
-    )>,
-    new_waiter: Option<tokio::sync::oneshot::Sender<Result<ReloadDone, String>>>,
+    reload_waiters: Vec<(u64, tokio::sync::oneshot::Sender<ReloadAnswer>)>,
+    new_waiter: Option<tokio::sync::oneshot::Sender<ReloadAnswer>>,
     /// Folder and revision of each generation, resolved when it started.
     gens: HashMap<u64, crate::worker::process::GenerationInfo>,
     /// When a generation is good, and what a failure sets off.

@@ -10,6 +10,8 @@
 //!   pending, is recorded as good, once;
 //! - a failed reload is reported once (`on_reload_failed`), and runs the
 //!   rollback once per failed generation;
+//! - a reload a stop cancelled (`ReloadOutcome::Cancelled`) is no failure:
+//!   nothing is reported or rolled back;
 //! - at a cold start (nothing recorded good yet) where every slot has failed
 //!   and none is in service, the rollback runs once, or corral exits when
 //!   `exit_on_boot_failure` is set; not in a corral a USR2 re-exec started

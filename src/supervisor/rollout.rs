@@ -7,9 +7,9 @@
 
 use std::time::Instant;
 
-use super::core::{Event, Phase, ReloadOutcome};
+use super::core::{Event, ReloadOutcome};
 use super::policy::{Decision, View};
-use super::{EXIT_BOOT_FAILURE, Handover, Msg, ReloadDone, Signal, Supervisor};
+use super::{EXIT_BOOT_FAILURE, Handover, Msg, ReloadDone, ReloadError, Signal, Supervisor};
 
 impl Supervisor {
     /// A worker of a running generation is (re)started: if the code on disk
@@ -297,6 +297,7 @@ impl Supervisor {
             }
         }
         let pending = self.core.reload.as_ref().map(|r| r.generation);
+        let stopping = self.stopping();
         let mut still = Vec::new();
         for (generation, w) in self.reload_waiters.drain(..) {
             if pending == Some(generation) {
@@ -315,11 +316,14 @@ impl Supervisor {
                     reason,
                     detail,
                     ..
-                }) if *g == generation => Err(match detail {
+                }) if *g == generation => Err(ReloadError::Failed(match detail {
                     Some(d) => format!("{reason}\n\n{}", d.trim_end()),
                     None => reason.clone(),
-                }),
-                _ if self.core.phase == Phase::Stopping => Err("corral is stopping".into()),
+                })),
+                Some(ReloadOutcome::Cancelled { generation: g, .. }) if *g == generation => {
+                    Err(ReloadError::Cancelled(super::handlers::CANCELLED.into()))
+                }
+                _ if stopping => Err(ReloadError::Cancelled(super::handlers::CANCELLED.into())),
                 _ => Err("the reload was superseded".into()),
             };
             let _ = w.send(answer);

@@ -189,13 +189,17 @@ pub fn take(
         super::core::ReloadOutcome::Failed {
             generation, reason, ..
         } => format!("generation {generation} failed: {reason}"),
+        super::core::ReloadOutcome::Cancelled {
+            generation, reason, ..
+        } => format!("generation {generation} cancelled: {reason}"),
     });
     snap.reloads.ok = core.reloads_done;
     snap.reloads.failed = core.reloads_failed;
     snap.reloads.canary_failed = core.canaries_failed;
     snap.last_reload_at = core.last_reload.as_ref().map(|r| match r {
         super::core::ReloadOutcome::Done { at, .. }
-        | super::core::ReloadOutcome::Failed { at, .. } => unix(now, *at),
+        | super::core::ReloadOutcome::Failed { at, .. }
+        | super::core::ReloadOutcome::Cancelled { at, .. } => unix(now, *at),
     });
     snap.probe_failures = core.probe_failures;
     snap.panic = core.panic;

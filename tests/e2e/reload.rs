@@ -519,3 +519,183 @@ fn a_failed_reload_changes_nothing_for_the_generation_that_serves() {
         )
         .expect("the slow generation comes up");
 }
+
+/// A config for `app:app` on `workers` workers whose rollback hook and
+/// `on_reload_failed` hook each leave a file in the app folder
+/// (`rolled_back`, `reload_failed`): a failed reload shows there.
+fn witnessed(workers: usize, ready_timeout: &str) -> String {
+    format!(
+        "[app]\nmodule = \"app:app\"\n[server]\nbind = [\"127.0.0.1:0\"]\n\
+         [workers]\ncount = {workers}\n\
+         [deploy]\nready_timeout = \"{ready_timeout}\"\n\
+         rollback_hook = [\"/bin/sh\", \"-c\", \"echo \\\"$CORRAL_REASON\\\" > \\\"$CORRAL_APP_DIR/rolled_back\\\"\"]\n\
+         [hooks]\non_reload_failed = [\"/bin/sh\", \"-c\", \"echo ran > reload_failed\"]\n"
+    )
+}
+
+/// `app_version`, whose import takes `seconds` when `condition` (Python)
+/// holds: good code that is slow to come up.
+fn slow_app(tag: &str, padding: usize, condition: &str, seconds: u32) -> String {
+    format!(
+        "import os, time\nif {condition}:\n    time.sleep({seconds})\n{}",
+        app_version(tag, padding)
+    )
+}
+
+/// Runs `corral reload --wait ARGS` on a thread; its exit code and output
+/// arrive on the receiver.
+fn reload_in_background(
+    c: &Corral,
+    args: &[&str],
+) -> std::sync::mpsc::Receiver<(Option<i32>, String)> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let socket = c.socket.clone();
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    std::thread::spawn(move || {
+        let out = std::process::Command::new(corral_bin())
+            .args(["reload", "--wait"])
+            .args(&args)
+            .arg("--socket")
+            .arg(&socket)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).to_string()
+            + &String::from_utf8_lossy(&out.stderr);
+        let _ = tx.send((out.status.code(), text));
+    });
+    rx
+}
+
+#[test]
+fn a_stop_during_a_reload_cancels_it_without_a_rollback() {
+    // TERM while the new generation imports slowly (8 s), the same with a
+    // `shutdown_delay` (the reload ends at the first TERM, while the old
+    // generation serves on for the delay), and `corral stop` while a
+    // canary of good code serves its share: none is a failed reload.
+    for stop in ["TERM", "TERM within shutdown_delay", "corral stop"] {
+        let canary = stop == "corral stop";
+        let delay = stop == "TERM within shutdown_delay";
+        let mut config = witnessed(2, "60s");
+        if delay {
+            config = config.replace("[server]\n", "[server]\nshutdown_delay = \"30s\"\n");
+        }
+        let app = AppDir::new(&[("app.py", &app_version("v1", 1)), ("corral.toml", &config)]);
+        let mut c = Corral::start(app.path(), &["-c", "corral.toml"], 2);
+        let v2 = if canary {
+            app_version("v2", 20)
+        } else {
+            slow_app("v2", 20, "True", 8)
+        };
+        std::fs::write(app.path().join("app.py"), v2).unwrap();
+        let args: &[&str] = if canary {
+            &["--canary", "20%", "--for", "30s"]
+        } else {
+            &[]
+        };
+        let reload = reload_in_background(&c, args);
+        wait_log(&c, "reload: starting generation 2");
+        if canary {
+            // Its workers are in service and take their share.
+            c.wait_until("the canary to answer", || {
+                (0..10).any(|_| c.get("/").text() == "v2")
+            });
+        } else {
+            std::thread::sleep(Duration::from_secs(1));
+        }
+        if canary {
+            let out = std::process::Command::new(corral_bin())
+                .args(["stop", "--socket", c.socket.to_str().unwrap()])
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "{out:?}");
+        } else {
+            c.signal(libc::SIGTERM);
+        }
+        if delay {
+            wait_log(&c, "reload of generation 2 cancelled: corral is stopping");
+            // The old generation serves on for the delay; a second TERM
+            // skips the rest of it.
+            assert_eq!(c.get("/").text(), "v1");
+            c.signal(libc::SIGTERM);
+        }
+        let status = c
+            .wait_exit(Duration::from_secs(30))
+            .unwrap_or_else(|| panic!("{stop}: corral did not stop; log:\n{}", c.log.text()));
+        let (code, text) = reload
+            .recv_timeout(Duration::from_secs(30))
+            .expect("reload --wait answers");
+        // Hooks run off corral's loop: give one that was started time to
+        // leave its file.
+        std::thread::sleep(Duration::from_millis(500));
+        let log = c.log.text();
+        assert!(status.success(), "{stop}: {status:?}; log:\n{log}");
+        assert!(
+            text.contains("the reload was cancelled: corral is stopping"),
+            "{stop}: {text}"
+        );
+        assert!(
+            !text.contains("FAILED") && !text.contains("did not boot"),
+            "{stop}: {text}"
+        );
+        assert_ne!(code, Some(0), "{stop}: {text}");
+        assert!(!log.contains("reload failed"), "{stop}: log:\n{log}");
+        assert!(!log.contains("rollback hook"), "{stop}: log:\n{log}");
+        assert!(
+            log.contains("reload of generation 2 cancelled: corral is stopping"),
+            "{stop}: log:\n{log}"
+        );
+        for witness in ["rolled_back", "reload_failed"] {
+            assert!(
+                !app.path().join(witness).exists(),
+                "{stop}: the {witness} hook ran; log:\n{log}"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_slot_scaled_away_during_a_reload_neither_holds_it_back_nor_fails_it() {
+    // Generation 2 is good, but its worker for slot 2 takes 20 s to
+    // import; TTOU removes slot 2 once slots 0 and 1 are in service.
+    let app = AppDir::new(&[
+        ("app.py", &app_version("v1", 1)),
+        ("corral.toml", &witnessed(2, "5s")),
+    ]);
+    let mut c = Corral::start(app.path(), &["-c", "corral.toml"], 2);
+    c.signal(libc::SIGTTIN);
+    c.wait_in_service(3);
+    let v2 = slow_app(
+        "v2",
+        20,
+        "os.environ['CORRAL_GENERATION'] == '2' and os.environ['CORRAL_SLOT'] == '2'",
+        20,
+    );
+    std::fs::write(app.path().join("app.py"), v2).unwrap();
+    c.signal(libc::SIGHUP);
+    wait_log(&c, "reload: starting generation 2");
+    // Three boots of generation 1, then slots 0 and 1 of generation 2.
+    c.wait_until("slots 0 and 1 of generation 2 to boot", || {
+        c.log.count(" booted in ") >= 5
+    });
+    c.signal(libc::SIGTTOU);
+    let done = c.log.wait_for(
+        "reload done: generation 2 is in service",
+        Duration::from_secs(10),
+    );
+    let log = c.log.text();
+    assert!(done.is_some(), "the reload waited for slot 2; log:\n{log}");
+    assert!(!log.contains("reload failed"), "log:\n{log}");
+    assert_eq!(c.get("/").text(), "v2");
+    // Past its ready_timeout, nothing fails it either.
+    std::thread::sleep(Duration::from_secs(5));
+    let log = c.log.text();
+    assert!(!log.contains("reload failed"), "log:\n{log}");
+    for witness in ["rolled_back", "reload_failed"] {
+        assert!(
+            !app.path().join(witness).exists(),
+            "the {witness} hook ran; log:\n{log}"
+        );
+    }
+    c.signal(libc::SIGTERM);
+    assert!(c.wait_exit(Duration::from_secs(30)).is_some());
+}

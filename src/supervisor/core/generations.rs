@@ -11,7 +11,10 @@ impl Core {
     /// number is not reused.
     pub fn next_generation(&self) -> u64 {
         let failed = match &self.last_reload {
-            Some(ReloadOutcome::Failed { generation, .. }) => *generation,
+            Some(
+                ReloadOutcome::Failed { generation, .. }
+                | ReloadOutcome::Cancelled { generation, .. },
+            ) => *generation,
             _ => 0,
         };
         self.generation.max(failed) + 1
@@ -65,16 +68,28 @@ impl Core {
             } else if !keep && !s.retired {
                 s.retired = true;
                 s.start_at = None;
+                // A rolling reload does not start a successor for it.
+                if let Some(r) = &mut self.reload {
+                    r.pending.retain(|p| *p != slot);
+                }
                 if let Some(next) = s.successor.take()
                     && let Some(w) = self.workers.get_mut(&next)
                 {
-                    w.stop_by(now, now + self.settings.quit_grace);
-                    out.push(Action::Signal {
-                        serial: next,
-                        pid: w.pid,
-                        sig: Sig::Quit,
-                    });
+                    if w.state.live() {
+                        // In service already (a reload's successor takes
+                        // requests beside the old worker): it finishes them.
+                        changed = true;
+                        self.drain(now, next, out);
+                    } else {
+                        w.stop_by(now, now + self.settings.quit_grace);
+                        out.push(Action::Signal {
+                            serial: next,
+                            pid: w.pid,
+                            sig: Sig::Quit,
+                        });
+                    }
                 }
+                let s = &self.slots[slot];
                 if let Some(id) = s.worker
                     && let Some(w) = self.workers.get(&id)
                 {
@@ -85,6 +100,11 @@ impl Core {
         }
         if changed {
             out.push(self.publish());
+        }
+        // A reload waits only for the slots still wanted: if the ones it
+        // waited for were scaled away, the rest may be all it needs.
+        if self.reload.is_some() {
+            self.promote_successors(now, out);
         }
     }
 
@@ -187,9 +207,6 @@ impl Core {
         let Some(r) = self.reload.take() else {
             return;
         };
-        if r.canary.is_some() {
-            out.push(Action::Route(None));
-        }
         out.push(Action::Log(
             Level::Error,
             format!(
@@ -203,6 +220,61 @@ impl Core {
             reason: why.to_string(),
             detail,
         });
+        let served = r.canary.is_some();
+        self.stop_successors(now, &r, served, out);
+    }
+
+    /// A stop began during a reload: the reload ends, cancelled rather than
+    /// failed (its code is not to blame: no rollback, not counted as a
+    /// failure), and its generation does not take over. Its workers stop
+    /// now when `signal` (those in service finish their requests first);
+    /// otherwise the stop that follows signals them with every other.
+    pub(super) fn cancel_reload(&mut self, now: Instant, signal: bool, out: &mut Vec<Action>) {
+        let Some(r) = self.reload.take() else {
+            return;
+        };
+        const WHY: &str = "corral is stopping";
+        out.push(Action::Log(
+            Level::Info,
+            format!(
+                "reload of generation {} cancelled: {WHY}; generation {} keeps serving until the stop",
+                r.generation, self.generation
+            ),
+        ));
+        self.last_reload = Some(ReloadOutcome::Cancelled {
+            generation: r.generation,
+            at: now,
+            reason: WHY.to_string(),
+        });
+        if signal {
+            self.stop_successors(now, &r, true, out);
+            return;
+        }
+        if r.canary.is_some() {
+            out.push(Action::Route(None));
+        }
+        for slot in 0..self.slots.len() {
+            self.slots[slot].successor = None;
+            self.set_recycling(slot, false);
+        }
+        self.spawning.retain(|_, (_, g)| *g != r.generation);
+    }
+
+    /// Stops the workers of the reload `r`, which ended without taking
+    /// over. With `finish_requests` (a canary's served real requests, and
+    /// a reload a stop cancelled may have served some beside the old
+    /// generation), those in service finish theirs (SIGTERM, as in a
+    /// drain); the others get SIGQUIT.
+    fn stop_successors(
+        &mut self,
+        now: Instant,
+        r: &Reload,
+        finish_requests: bool,
+        out: &mut Vec<Action>,
+    ) {
+        if r.canary.is_some() {
+            out.push(Action::Route(None));
+        }
         let mut unpublish = false;
         let signals_from = out.len();
         for slot in 0..self.slots.len() {
@@ -210,9 +282,7 @@ impl Core {
                 && let Some(w) = self.workers.get_mut(&next)
             {
                 unpublish |= w.state.live();
-                // A canary's workers served real requests: they finish
-                // those (SIGTERM, as in a drain) rather than drop them.
-                if r.canary.is_some() && w.state.live() {
+                if finish_requests && w.state.live() {
                     self.drain(now, next, out);
                     self.set_recycling(slot, false);
                     continue;
@@ -228,7 +298,7 @@ impl Core {
         }
         // Spawns of the new generation not reported yet are dropped.
         self.spawning.retain(|_, (_, g)| *g != r.generation);
-        if r.canary.is_some() {
+        if finish_requests {
             // Out of the routing set before the signals: no new request
             // reaches a worker told to stop.
             let publish = self.publish();
@@ -453,11 +523,14 @@ impl Core {
         if self.settings.rolling.is_none() || self.phase != Phase::Running {
             return;
         }
-        let next = self
-            .reload
-            .as_mut()
-            .and_then(|r| (!r.pending.is_empty()).then(|| r.pending.remove(0)));
-        if let Some(slot) = next {
+        let Some(r) = self.reload.as_mut() else {
+            return;
+        };
+        // A slot scaled away since the reload started gets no successor.
+        let slots = &self.slots;
+        r.pending.retain(|p| !slots[*p].retired);
+        if !r.pending.is_empty() {
+            let slot = r.pending.remove(0);
             self.start_successor(slot, out);
         }
     }

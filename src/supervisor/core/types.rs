@@ -279,6 +279,14 @@ pub enum ReloadOutcome {
         /// The failing worker's full error (traceback), when there is one.
         detail: Option<String>,
     },
+    /// A stop (TERM, INT, QUIT, `corral stop`) began while it was under
+    /// way: no failure of its code (no rollback, not counted as failed),
+    /// and its generation did not take over.
+    Cancelled {
+        generation: u64,
+        at: Instant,
+        reason: String,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -354,8 +362,13 @@ pub enum Event {
         result: Result<(), String>,
     },
     /// SIGTERM arrived: the front drains its requests; from now on nothing
-    /// new starts (no restarts, recycling, reloads or scaling).
+    /// new starts (no restarts, recycling, reloads or scaling), and a
+    /// reload under way is cancelled.
     Drain,
+    /// A stop began that does not reach the core yet (TERM within
+    /// `shutdown_delay`, when the workers serve on as before): a reload
+    /// under way is cancelled.
+    CancelReload,
     /// Stop everything: fast (QUIT/INT) or after the front drained (TERM).
     Stop {
         fast: bool,

@@ -106,6 +106,24 @@ fn a_failed_reload_runs_the_rollback_once_per_failed_generation() {
 }
 
 #[test]
+fn a_reload_a_stop_cancelled_is_neither_reported_nor_rolled_back() {
+    let mut p = Policy::new(settings(true, true));
+    p.step(&serving(1, 2));
+    let v = View {
+        running: false,
+        last_reload: Some(ReloadOutcome::Cancelled {
+            generation: 2,
+            at: Instant::now(),
+            reason: "corral is stopping".into(),
+        }),
+        ..serving(1, 2)
+    };
+    assert_eq!(p.step(&v), vec![]);
+    assert_eq!(p.step(&v), vec![]);
+    assert_eq!(p.recorded_good(), 1, "the last good generation stays");
+}
+
+#[test]
 fn without_a_hook_or_a_builtin_rollback_a_failure_is_only_reported() {
     let mut p = Policy::new(settings(false, false));
     p.step(&serving(1, 1));

@@ -345,3 +345,173 @@ fn a_rolling_canary_keeps_its_first_successors_beside_the_old_workers() {
     );
     assert_eq!(signals(&a), vec![(100, Sig::Term)], "then the roll goes on");
 }
+
+/// Whether the actions log a failed reload.
+fn logs_failed_reload(actions: &[Action]) -> bool {
+    actions
+        .iter()
+        .any(|x| matches!(x, Action::Log(_, m) if m.contains("reload failed")))
+}
+
+#[test]
+fn a_stop_during_a_reload_cancels_it_and_is_no_failed_reload() {
+    // TERM (the front drains, then the graceful stop) and INT/QUIT (the
+    // fast stop at once), with one successor in service and one booting.
+    for fast in [false, true] {
+        let t0 = Instant::now();
+        let t1 = t0 + Duration::from_secs(3);
+        let (mut core, old) = running(2, t0);
+        let a = core.on_event(
+            t0,
+            Event::Reload {
+                timeout: None,
+                canary: None,
+            },
+        );
+        let new = boot_all(&mut core, &a, t0);
+        core.booted(t0, new[0], 1.0);
+        let mut seen = Vec::new();
+        if !fast {
+            seen.extend(core.on_event(t1, Event::Drain));
+            // A successor that boots while the front drains takes over
+            // nothing: the generation that serves stays the last good one.
+            seen.extend(core.booted(t1, new[1], 1.0));
+            assert_eq!(core.generation, 1, "fast: {fast}");
+            assert!(
+                !matches!(core.last_reload, Some(ReloadOutcome::Done { .. })),
+                "fast: {fast}"
+            );
+        }
+        seen.extend(core.on_event(t1, Event::Stop { fast }));
+        // Every worker exits as the stop asked: the booting successor
+        // with code 0, as a Python worker does on SIGTERM.
+        for s in new.iter().chain(&old) {
+            seen.extend(core.exited(t1, *s, Exit::Code(0)));
+        }
+        seen.extend(core.tick_at(t0 + Duration::from_secs(60)));
+        assert!(!logs_failed_reload(&seen), "fast: {fast}: {seen:?}");
+        assert!(seen.contains(&Action::Exit), "fast: {fast}: {seen:?}");
+        assert_eq!(core.reloads_failed, 0, "fast: {fast}");
+        assert_eq!(core.generation, 1, "fast: {fast}");
+        assert!(
+            matches!(
+                &core.last_reload,
+                Some(ReloadOutcome::Cancelled { generation: 2, reason, .. })
+                    if reason == "corral is stopping"
+            ),
+            "fast: {fast}: {:?}",
+            core.last_reload
+        );
+    }
+}
+
+#[test]
+fn a_term_within_shutdown_delay_cancels_a_canary_whose_workers_finish_their_requests() {
+    let t0 = Instant::now();
+    let (mut core, old) = running_with(canary(2), t0);
+    let a = core.on_event(
+        t0,
+        Event::Reload {
+            timeout: None,
+            canary: None,
+        },
+    );
+    let new = boot_all(&mut core, &a, t0);
+    core.booted(t0, new[0], 1.0);
+    let a = core.on_event(t0, Event::CancelReload);
+    assert!(a.contains(&Action::Route(None)), "{a:?}");
+    assert_eq!(published(&a), Some(old.clone()));
+    // The canary's worker in service finishes its requests; the one
+    // booting stops.
+    assert_eq!(signals(&a), vec![(300, Sig::Term), (301, Sig::Quit)]);
+    assert!(!logs_failed_reload(&a), "{a:?}");
+    assert_eq!((core.reloads_failed, core.canaries_failed), (0, 0));
+    // A verdict that comes late changes nothing.
+    let a = core.on_event(
+        t0,
+        Event::Canary {
+            generation: 2,
+            verdict: Ok(()),
+        },
+    );
+    assert!(a.is_empty(), "{a:?}");
+    assert_eq!(core.generation, 1);
+}
+
+#[test]
+fn a_rolling_reload_starts_no_successor_for_a_slot_scaled_away() {
+    let t0 = Instant::now();
+    let (mut core, old) = running_with(
+        Settings {
+            rolling: Some(1),
+            ..settings(3)
+        },
+        t0,
+    );
+    let a = core.on_event(
+        t0,
+        Event::Reload {
+            timeout: None,
+            canary: None,
+        },
+    );
+    let first = boot_all(&mut core, &a, t0);
+    core.on_event(t0, Event::Scale { count: 2 });
+    core.booted(t0, first[0], 1.0);
+    let a = core.exited(t0, old[0], Exit::Code(0));
+    let second = spawns(&a);
+    assert_eq!(second.iter().map(|s| s.0).collect::<Vec<_>>(), vec![1]);
+    core.spawned(t0, second[0].1, 301);
+    core.booted(t0, second[0].1, 1.0);
+    let mut a = core.exited(t0, old[1], Exit::Code(0));
+    a.extend(core.exited(t0, old[2], Exit::Code(0)));
+    assert!(spawns(&a).is_empty(), "slot 2 is scaled away: {a:?}");
+    assert!(core.reload.is_none());
+    assert_eq!(core.generation, 2);
+    assert_eq!(core.workers.len(), 2);
+}
+
+#[test]
+fn a_slot_scaled_away_during_a_reload_does_not_hold_it_back() {
+    let t0 = Instant::now();
+    let (mut core, old) = running(2, t0);
+    let a = core.on_event(t0, Event::Scale { count: 3 });
+    let (_, third) = spawns(&a)[0];
+    core.spawned(t0, third, 102);
+    core.booted(t0, third, 1.0);
+    let a = core.on_event(
+        t0,
+        Event::Reload {
+            timeout: None,
+            canary: None,
+        },
+    );
+    let new = boot_all(&mut core, &a, t0);
+    assert_eq!(new.len(), 3);
+    core.booted(t0, new[0], 1.0);
+    core.booted(t0, new[1], 1.0);
+    assert!(core.reload.is_some(), "slot 2 of generation 2 still boots");
+    // TTOU: slot 2 goes, its successor with it; slots 0 and 1 of the new
+    // generation are in service, so the reload is done.
+    let t1 = t0 + Duration::from_secs(1);
+    let a = core.on_event(t1, Event::Scale { count: 2 });
+    assert!(signals(&a).contains(&(302, Sig::Quit)), "{a:?}");
+    assert!(core.reload.is_none(), "{a:?}");
+    assert_eq!(core.generation, 2);
+    assert_eq!(published(&a), Some(vec![new[0], new[1]]));
+    for s in [old[0], old[1], third, new[2]] {
+        assert!(!logs_failed_reload(&core.exited(t1, s, Exit::Code(0))));
+    }
+    // Past the reload's deadline (30 s) nothing fails it either.
+    let later = t0 + Duration::from_secs(31);
+    for serial in [new[0], new[1]] {
+        core.on_event(later, Event::Heartbeat { serial });
+    }
+    let a = core.tick_at(later);
+    assert!(!logs_failed_reload(&a), "{a:?}");
+    assert_eq!(core.reloads_failed, 0);
+    assert_eq!(
+        core.in_service().map(|w| w.serial).collect::<Vec<_>>(),
+        vec![new[0], new[1]]
+    );
+}
