@@ -30,10 +30,12 @@
 //! During a canary reload the set carries a [`Split`]: each request
 //! independently goes to the new generation's workers for `share` of the
 //! requests (spread evenly, not at random), to the old one's for the rest;
-//! a side with no live worker sends its requests to the other. The lease
-//! says which side served, so the front adds the answer to that side's
-//! [`Tally`]. A WebSocket keeps the worker, so the generation, that
-//! accepted it.
+//! a side with no live worker sends its requests to the other. The front
+//! asks for the side first ([`Router::choose`]) and counts the request
+//! there as unanswered ([`Split::sent`]) while it waits for a place and
+//! for its response head; the lease says which side served, so the front
+//! adds the answer to that side's [`Tally`]. A WebSocket keeps the worker,
+//! so the generation, that accepted it.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -80,8 +82,50 @@ impl Split {
     }
 
     pub fn record(&self, new: bool, status: u16, elapsed: Duration) {
-        let side = if new { &self.new } else { &self.old };
-        side.record(status, elapsed);
+        self.side(new).record(status, elapsed);
+    }
+
+    fn side(&self, new: bool) -> &Tally {
+        if new { &self.new } else { &self.old }
+    }
+
+    /// A request sent to one side at `since`: it counts there as
+    /// unanswered, with its age, while the guard lives (the front drops it
+    /// at the response head).
+    pub fn sent(self: &Arc<Self>, new: bool, since: std::time::Instant) -> Outstanding {
+        let slot = self.side(new).sent(since);
+        Outstanding {
+            split: self.clone(),
+            new,
+            since,
+            slot,
+        }
+    }
+}
+
+/// A request a side of a canary has not answered yet ([`Split::sent`]).
+pub struct Outstanding {
+    split: Arc<Split>,
+    new: bool,
+    since: std::time::Instant,
+    slot: usize,
+}
+
+impl Outstanding {
+    /// The request went to the other side after all (the chosen one had no
+    /// live worker left): it counts there, from when it was sent.
+    pub fn moved_to(&mut self, new: bool) {
+        if new != self.new {
+            self.split.side(self.new).answered(self.slot);
+            self.slot = self.split.side(new).sent(self.since);
+            self.new = new;
+        }
+    }
+}
+
+impl Drop for Outstanding {
+    fn drop(&mut self) {
+        self.split.side(self.new).answered(self.slot);
     }
 }
 
@@ -154,7 +198,7 @@ impl Drop for Lease {
             // One wake-up for this place, and one for each place gained:
             // never two requests woken for one place, as the one that found
             // it taken would go to the back of its line (see
-            // `Router::acquire_for`).
+            // `Router::acquire_side`).
             for _ in 0..(1 + gained).min(waiting) {
                 self.router.wake_one(self.channel.shard);
             }
@@ -275,19 +319,37 @@ impl Router {
         self.acquire_for(wait, None).await
     }
 
-    /// [`Router::acquire`] for a client: during a canary, a `sticky` key
-    /// (a hash of the client's address, header or cookie) always picks the
-    /// same side; without one each request goes on its own.
+    /// [`Router::acquire`] on the side [`Router::choose`] picks for `sticky`.
+    #[cfg(test)]
     pub async fn acquire_for(
         self: &Arc<Self>,
         wait: Duration,
         sticky: Option<u64>,
     ) -> Result<Lease, NoWorker> {
-        // The side is chosen once per request, then kept while it waits.
-        let to_new = self.in_service.load().split.as_ref().map(|s| match sticky {
-            Some(key) => key % 1000 < s.permille,
-            None => s.next_is_new(),
-        });
+        let to_new = self.choose(sticky).map(|(_, new)| new);
+        self.acquire_side(wait, to_new).await
+    }
+
+    /// During a canary, the split and the side a request goes to: a
+    /// `sticky` key (a hash of the client's address, header or cookie)
+    /// always picks the same side; without one each request goes on its
+    /// own. The side is chosen once per request, then kept while it waits.
+    pub fn choose(&self, sticky: Option<u64>) -> Option<(Arc<Split>, bool)> {
+        let split = self.in_service.load().split.clone()?;
+        let new = match sticky {
+            Some(key) => key % 1000 < split.permille,
+            None => split.next_is_new(),
+        };
+        Some((split, new))
+    }
+
+    /// [`Router::acquire`] for a request whose canary side `to_new` was
+    /// chosen ([`Router::choose`]; None without a canary).
+    pub async fn acquire_side(
+        self: &Arc<Self>,
+        wait: Duration,
+        to_new: Option<bool>,
+    ) -> Result<Lease, NoWorker> {
         // First come, first served: while requests wait, a new one queues
         // behind them instead of taking the place the first of them was
         // woken for (which would send that one to the back of the queue).

@@ -445,8 +445,15 @@ async fn dispatch(
     // than behind a slow one. Only requests whose body came whole: their
     // bytes are still here.
     let mut moves = 0;
+    // During a canary, the side is chosen once; the request counts there
+    // as unanswered, with its age, from now until its response head, so
+    // that a generation whose requests hang (or wait for its workers)
+    // does not look clean for answering nothing.
+    let chosen = shared.router.choose(sticky);
+    let to_new = chosen.as_ref().map(|(_, new)| *new);
+    let mut outstanding = chosen.map(|(split, new)| split.sent(new, waiting));
     let (lease, window, channel, mut stream, depth, sent, answer) = loop {
-        let lease = shared.router.acquire_for(shared.timeout, sticky);
+        let lease = shared.router.acquire_side(shared.timeout, to_new);
         let Some(lease) = Hangup::until(watch, lease).await else {
             return Err(Early::Gone);
         };
@@ -470,6 +477,9 @@ async fn dispatch(
             }
         };
         side.clone_from(&lease.side);
+        if let (Some(outstanding), Some((_, new))) = (&mut outstanding, &lease.side) {
+            outstanding.moved_to(*new);
+        }
         let channel = lease.channel.clone();
         trace.worker = Some(WorkerRef {
             slot: channel.slot,
@@ -617,6 +627,8 @@ async fn dispatch(
             }
         }
     };
+    // Answered (or timed out: the 504 is counted as such).
+    drop(outstanding);
     // A body still streaming goes on beside the response (a stall now
     // cancels the request at the worker, which ends its response early).
     let pump = PumpGuard(uploading.and_then(|mut up| up.pump.take()).map(|pump| {

@@ -96,12 +96,10 @@ impl Supervisor {
         } else {
             Err("aborted by `corral abort`".into())
         };
-        self.canary_judged(
-            generation,
-            verdict,
-            &split.old.sample(),
-            &split.new.sample(),
-        );
+        let t = (self.cfg.deploy.canary.as_ref())
+            .map_or(crate::canary::Thresholds::DEFAULT, |c| c.thresholds);
+        let (old, new) = crate::canary::counted(&t, &split.old.sample(), &split.new.sample());
+        self.canary_judged(generation, verdict, &old, &new);
         Ok(())
     }
 

@@ -26,7 +26,7 @@
 use std::time::{Duration, Instant};
 
 use super::core::{Core, Phase, ReloadOutcome};
-use crate::canary::{Sample, Thresholds, Verdict, judge};
+use crate::canary::{Sample, Thresholds, Verdict, counted, judge};
 
 /// What the policy is configured to do.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -199,11 +199,13 @@ impl Policy {
             Verdict::Pass => Ok(()),
             Verdict::Fail(why) => Err(why),
         };
+        // The figures the verdict went on: unanswered requests counted in.
+        let (old, new) = counted(&t, old, new);
         out.push(Decision::Canary {
             generation,
             verdict,
-            old: old.clone(),
-            new: new.clone(),
+            old,
+            new,
         });
     }
 

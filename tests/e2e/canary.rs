@@ -445,3 +445,277 @@ fn canary_sticky_keeps_each_cookie_on_one_generation() {
     let (code, text) = control(&c, &["abort"]);
     assert_eq!(code, Some(0), "{text}");
 }
+
+/// Five endpoints answering `tag` after `delay_ms`; with a `wedge`
+/// (Python), once a file `wedged` is in the app's folder every request
+/// runs it first.
+fn wedging_app(tag: &str, wedge: Option<&str>, delay_ms: u32, padding: usize) -> String {
+    let (on, wedge) = match wedge {
+        Some(w) => ("True", w),
+        None => ("False", "pass"),
+    };
+    format!(
+        "# {}\nimport os, signal, time\n\
+         WEDGED = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'wedged')\n\n\
+         def app(environ, start_response):\n    if {on} and os.path.exists(WEDGED):\n        {wedge}\n    \
+         time.sleep({delay_ms} / 1000)\n    body = b'{tag}'\n    \
+         start_response('200 OK', [('Content-Length', str(len(body)))])\n    return [body]\n",
+        "x".repeat(padding)
+    )
+}
+
+/// `config` with `threads` threads per worker.
+fn with_threads(config: &str, threads: usize) -> String {
+    config.replace("count = 2\n", &format!("count = 2\nthreads = {threads}\n"))
+}
+
+/// One request of a keep-alive client: when it was sent, and its status
+/// and body (status 0: no answer within the client's timeout).
+type Sent = (Instant, u16, String);
+
+/// Constant load from `clients` keep-alive clients, each giving up on a
+/// request after `patience` (and reconnecting).
+struct KeepAliveLoad {
+    stop: Arc<AtomicBool>,
+    sent: Arc<Mutex<Vec<Sent>>>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl KeepAliveLoad {
+    fn start(addr: &str, clients: usize, patience: Duration) -> KeepAliveLoad {
+        let stop = Arc::new(AtomicBool::new(false));
+        let sent = Arc::new(Mutex::new(Vec::new()));
+        let threads = (0..clients)
+            .map(|t| {
+                let (addr, stop, sent) = (addr.to_string(), stop.clone(), sent.clone());
+                std::thread::spawn(move || {
+                    let deadline = Instant::now() + Duration::from_secs(60);
+                    let mut conn: Option<std::io::BufReader<std::net::TcpStream>> = None;
+                    let mut i = t;
+                    while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
+                        let r = conn.get_or_insert_with(|| {
+                            let s = connect(&addr);
+                            s.set_read_timeout(Some(patience)).unwrap();
+                            std::io::BufReader::new(s)
+                        });
+                        let at = Instant::now();
+                        send_request(r.get_mut(), "GET", ENDPOINTS[i % 5], &[], b"");
+                        i += 1;
+                        let answer = match read_response(r, false) {
+                            Ok(resp) => (at, resp.status, resp.text()),
+                            Err(_) => {
+                                conn = None;
+                                (at, 0, String::new())
+                            }
+                        };
+                        sent.lock().unwrap().push(answer);
+                    }
+                })
+            })
+            .collect();
+        KeepAliveLoad {
+            stop,
+            sent,
+            threads,
+        }
+    }
+
+    /// Waits (at most 30 s) until `n` more requests have answers from
+    /// the version answering `tag`.
+    fn wait_for(&self, tag: &str, n: usize) {
+        let count = || {
+            let sent = self.sent.lock().unwrap();
+            sent.iter().filter(|a| a.2 == tag).count()
+        };
+        let target = count() + n;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while count() < target {
+            assert!(
+                Instant::now() < deadline,
+                "fewer than {n} answers from {tag}"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    fn finish(self) -> Vec<Sent> {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.threads {
+            t.join().unwrap();
+        }
+        Arc::try_unwrap(self.sent)
+            .ok()
+            .unwrap()
+            .into_inner()
+            .unwrap()
+    }
+}
+
+/// `corral reload --wait` on a thread of its own: its exit code, output,
+/// and when it returned.
+fn reload_in_background(c: &Corral) -> std::thread::JoinHandle<(Option<i32>, String, Instant)> {
+    let socket = c.socket.clone();
+    std::thread::spawn(move || {
+        let out = std::process::Command::new(corral_bin())
+            .args(["reload", "--wait", "--socket"])
+            .arg(socket)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).to_string()
+            + &String::from_utf8_lossy(&out.stderr);
+        (out.status.code(), text, Instant::now())
+    })
+}
+
+/// The black-box repro: v2 answers normally, then, once the test says so,
+/// runs `wedge` on every request; a 30% canary under 8 keep-alive clients
+/// that give up after 3 s. Requests stuck on the canary answer nothing, so
+/// without counting them it looked clean and was promoted. Checks that it
+/// fails within seconds of the wedge by the normal failed-canary path,
+/// and the old generation serves on.
+fn a_wedged_canary_fails_early(wedge: &str) {
+    // Room for every client on each generation's workers: requests wait in
+    // corral's line only for the wedged canary's.
+    let dir = AppDir::new(&[
+        ("app.py", &wedging_app("v1", None, 1, 1)),
+        ("corral.toml", &with_threads(&config(30, "12s", 50), 4)),
+    ]);
+    let c = Corral::start(dir.path(), &["-c", "corral.toml"], 2);
+    let load = KeepAliveLoad::start(&c.addr, 8, Duration::from_secs(3));
+    load.wait_for("v1", 100);
+    std::fs::write(
+        dir.path().join("app.py"),
+        wedging_app("v2", Some(wedge), 1, 40),
+    )
+    .unwrap();
+    let reload = reload_in_background(&c);
+    load.wait_for("v2", 100);
+    std::fs::write(dir.path().join("wedged"), "").unwrap();
+    let wedged_at = Instant::now();
+    // reload --wait returns at the verdict: at the latest at the window's
+    // end (12 s), or its extension's (24 s) with requests still hung.
+    let (code, text, verdict_at) = reload.join().unwrap();
+    let took = verdict_at - wedged_at;
+    // Stopped workers that corral has not killed yet go on, to be killed
+    // with it.
+    let go_on = || {
+        for pid in children_of(c.pid()) {
+            // SAFETY: kill(2) on a worker of the corral this test started.
+            unsafe {
+                libc::kill(pid as i32, libc::SIGCONT);
+            }
+        }
+    };
+    if code != Some(1) {
+        go_on();
+        drop(load.finish());
+        panic!("promoted although its requests hang (exit {code:?}):\n{text}");
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    load.wait_for("v1", 100);
+    let sent = load.finish();
+    go_on();
+
+    assert!(
+        text.contains("reload FAILED: canary failed: 5xx or no answer on"),
+        "{text}"
+    );
+    assert!(text.contains("of them unanswered after"), "{text}");
+    assert!(
+        text.contains("new (gen 2): ") && text.contains("of the 5xx are requests unanswered"),
+        "{text}"
+    );
+    assert!(
+        took < Duration::from_secs(5),
+        "failed early, not at the window's end: {took:?} after the wedge"
+    );
+    // The old generation served on: every request sent after the verdict
+    // got v1 (those the canary held before it may still time out).
+    let after: Vec<&Sent> = sent
+        .iter()
+        .filter(|a| a.0 > verdict_at + Duration::from_millis(100))
+        .collect();
+    assert!(
+        after.len() >= 100,
+        "{} requests after the verdict",
+        after.len()
+    );
+    let odd: Vec<_> = after.iter().filter(|a| a.1 != 200 || a.2 != "v1").collect();
+    assert!(odd.is_empty(), "after the verdict: {odd:?}");
+    assert_eq!(c.get("/a").text(), "v1");
+
+    // The normal failed-canary path: rollback hook with the figures,
+    // /status's last_reload, the metric.
+    let mut env = String::new();
+    c.wait_until("the rollback hook's environment", || {
+        env = std::fs::read_to_string(dir.path().join("hook.env")).unwrap_or_default();
+        env.contains("CORRAL_CANARY_NEW_UNANSWERED=")
+    });
+    assert!(env.contains("CORRAL_REASON=canary\n"), "{env}");
+    let unanswered: u64 = env
+        .lines()
+        .find_map(|l| l.strip_prefix("CORRAL_CANARY_NEW_UNANSWERED="))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("{env}"));
+    assert!(unanswered > 0, "{env}");
+    assert!(
+        env.contains("CORRAL_CANARY_VERDICT=5xx or no answer"),
+        "{env}"
+    );
+    let status = c.status_json();
+    let last = status["last_reload"].as_str().unwrap_or_default();
+    assert!(last.contains("canary failed"), "{status}");
+    assert!(status["canary"].is_null(), "{status}");
+    let metrics = c.status("/metrics").text();
+    assert!(
+        metrics.contains("corral_reloads_total{outcome=\"canary_failed\"} 1\n"),
+        "{metrics}"
+    );
+}
+
+#[test]
+fn a_canary_whose_requests_hang_fails_early_and_the_old_generation_serves_on() {
+    a_wedged_canary_fails_early("time.sleep(25)");
+}
+
+#[test]
+fn a_canary_whose_workers_stop_fails_early_and_the_old_generation_serves_on() {
+    // The requests sent to it wait for its workers, in corral: they count.
+    a_wedged_canary_fails_early("os.kill(os.getpid(), signal.SIGSTOP)");
+}
+
+#[test]
+fn a_healthy_canary_under_steady_keep_alive_load_still_passes() {
+    // Many requests in flight on both generations at every judgment, each
+    // taking 20 ms: young, so none counts against the canary.
+    let dir = AppDir::new(&[
+        ("app.py", &wedging_app("v1", None, 20, 1)),
+        ("corral.toml", &with_threads(&config(30, "4s", 50), 4)),
+    ]);
+    let c = Corral::start(dir.path(), &["-c", "corral.toml"], 2);
+    let load = KeepAliveLoad::start(&c.addr, 8, Duration::from_secs(10));
+    load.wait_for("v1", 100);
+    std::fs::write(dir.path().join("app.py"), wedging_app("v2", None, 20, 40)).unwrap();
+    let reload = reload_in_background(&c);
+    // While it runs, /status shows the requests each generation holds.
+    load.wait_for("v2", 50);
+    let status = c.status_json();
+    assert!(
+        status["canary"]["new"]["in_flight"].as_u64().is_some(),
+        "{status}"
+    );
+    let (code, text, _) = reload.join().unwrap();
+    load.wait_for("v2", 100);
+    let sent = load.finish();
+    assert_eq!(code, Some(0), "{text}");
+    assert!(
+        c.log
+            .text()
+            .contains("canary passed: generation 2 takes over"),
+        "{}",
+        c.log.text()
+    );
+    let failed: Vec<&Sent> = sent.iter().filter(|a| a.1 != 200).collect();
+    assert!(failed.is_empty(), "{failed:?}");
+    assert_eq!(sent.last().unwrap().2, "v2");
+}
