@@ -24,7 +24,9 @@
 //! line. With no worker in service, a request waits the same way while
 //! one boots (`set_starting`), and gets [`NoWorker::NoneInService`] at
 //! once otherwise. During a canary a request woken for the other side's place hands
-//! the wake-up on to the next in line, until one that may take it does. At
+//! the wake-up on to a line that holds a request for that side (its own
+//! shard's first), and yields so that one runs, until one that may take it
+//! does. At
 //! most `max_queued` requests wait; the next one is refused at once.
 //!
 //! During a canary reload the set carries a [`Split`]: each request
@@ -218,6 +220,10 @@ const LINES: usize = 16;
 struct Line {
     freed: Notify,
     waiting: AtomicUsize,
+    /// During a canary, those of them waiting for the old (0) and the new
+    /// (1) generation: a wake-up handed on for one side goes to a line
+    /// that holds a request for it.
+    waiting_for: [AtomicUsize; 2],
     next: AtomicUsize,
 }
 
@@ -377,9 +383,14 @@ impl Router {
         line.waiting.fetch_add(1, Ordering::SeqCst);
         let _in_line = Waiting(&line.waiting);
         let _side = to_new.map(|new| {
-            let count = &self.waiting_for[usize::from(new)];
-            count.fetch_add(1, Ordering::AcqRel);
-            Waiting(count)
+            let counts = [
+                &self.waiting_for[usize::from(new)],
+                &line.waiting_for[usize::from(new)],
+            ];
+            counts.map(|count| {
+                count.fetch_add(1, Ordering::SeqCst);
+                Waiting(count)
+            })
         });
         let deadline = tokio::time::Instant::now() + wait;
         let mut first = true;
@@ -418,7 +429,12 @@ impl Router {
                         if notified && let Some(other) = to_new.map(|new| !new) {
                             let others =
                                 self.waiting_for[usize::from(other)].load(Ordering::Acquire);
-                            self.wake_next(others, Some(other));
+                            if self.wake_next(others, Some(other)) {
+                                // The request it woke may be on this thread,
+                                // and this one may be woken back before it
+                                // runs: let it run.
+                                tokio::task::yield_now().await;
+                            }
                         }
                     }
                 }
@@ -440,11 +456,26 @@ impl Router {
     }
 
     /// Wakes the next in line when `waiting` requests wait and a worker
-    /// that `to_new` picks has room.
-    fn wake_next(&self, waiting: usize, to_new: Option<bool>) {
-        if waiting > 0 && self.pick(&self.in_service.load(), to_new).is_ok() {
-            self.wake_one(crate::shards::current());
+    /// that `to_new` picks has room: during a canary, in a line that holds
+    /// a request for that side (this shard's first). Whether it woke one.
+    fn wake_next(&self, waiting: usize, to_new: Option<bool>) -> bool {
+        if waiting == 0 || self.pick(&self.in_service.load(), to_new).is_err() {
+            return false;
         }
+        let shard = crate::shards::current();
+        let Some(side) = to_new else {
+            self.wake_one(shard);
+            return true;
+        };
+        let line = std::iter::once(self.line(shard))
+            .chain(&self.lines)
+            .find(|l| l.waiting_for[usize::from(side)].load(Ordering::SeqCst) > 0);
+        match line {
+            Some(line) => line.freed.notify_one(),
+            // Counted, but not in a line yet: it looks before it waits.
+            None => self.wake_one(shard),
+        }
+        true
     }
 
     fn try_acquire(self: &Arc<Self>, to_new: Option<bool>) -> Result<Lease, NoWorker> {
@@ -1025,6 +1056,47 @@ mod tests {
         .await;
         // The old side's place is freed: the wake-up goes to the first in
         // line, which may not take it, and reaches the request behind.
+        drop(old_held);
+        let got = tokio::time::timeout(Duration::from_secs(5), for_old)
+            .await
+            .expect("the old side's request gets the freed place")
+            .unwrap();
+        assert_eq!(got, Ok(1));
+        assert!(!for_new.is_finished(), "the new side is still full");
+        for_new.abort();
+    }
+
+    /// The request woken for the freed place waits for the other side, and
+    /// the one that may take it waits in another shard's line: the wake-up
+    /// goes there (it went back to the first one's own line, which woke
+    /// itself again and again without yielding: both front threads spun,
+    /// and corral answered nothing).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn during_a_canary_a_place_freed_reaches_a_request_for_it_in_another_shards_line() {
+        let shards = crate::shards::Shards::start(2).unwrap();
+        let (router, _old, _new) = canary_of_one_place_each();
+        let old_held = router.acquire_for(NOW, Some(OLD)).await.unwrap();
+        let _new_held = router.acquire_for(NOW, Some(NEW)).await.unwrap();
+        // Line 0: a request for the new side.
+        let for_new = waiting_for(&router, NEW);
+        until("the request for the new side waits", || {
+            router.queued() == 1
+        })
+        .await;
+        // Line 1: a request for the old side, on shard 1's thread.
+        let for_old = {
+            let router = router.clone();
+            shards.handle(1).spawn(async move {
+                router
+                    .acquire_for(Duration::from_secs(10), Some(OLD))
+                    .await
+                    .map(|l| l.channel.serial)
+            })
+        };
+        until("the request for the old side waits", || {
+            router.queued() == 2
+        })
+        .await;
         drop(old_held);
         let got = tokio::time::timeout(Duration::from_secs(5), for_old)
             .await

@@ -719,3 +719,50 @@ fn a_healthy_canary_under_steady_keep_alive_load_still_passes() {
     assert!(failed.is_empty(), "{failed:?}");
     assert_eq!(sent.last().unwrap().2, "v2");
 }
+
+/// More keep-alive clients than a generation has places (16 against
+/// 2 workers × 4 threads on each side of a 30% canary): requests wait in
+/// corral's lines for one side or the other, on both front shards. A place
+/// freed on one side woke a request waiting for the other, which handed the
+/// wake-up back to its own line, woke itself, and never yielded: both
+/// front threads spun and corral answered nothing until the clients gave
+/// up. Every request is answered, and the canary passes.
+#[test]
+fn a_canary_with_more_clients_than_places_answers_every_request() {
+    let dir = AppDir::new(&[
+        ("app.py", &wedging_app("v1", None, 20, 1)),
+        ("corral.toml", &with_threads(&config(30, "4s", 50), 4)),
+    ]);
+    let c = Corral::start(dir.path(), &["-c", "corral.toml"], 2);
+    let load = KeepAliveLoad::start(&c.addr, 16, Duration::from_secs(5));
+    load.wait_for("v1", 100);
+    std::fs::write(dir.path().join("app.py"), wedging_app("v2", None, 20, 40)).unwrap();
+    let reload = reload_in_background(&c);
+    // The verdict comes at the window's end (4 s); a corral that answers
+    // nothing never gives one.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !reload.is_finished() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let sent = load.finish();
+    let failed: Vec<&Sent> = sent.iter().filter(|a| a.1 != 200).collect();
+    assert!(
+        reload.is_finished(),
+        "no verdict in 30 s; {} of {} requests failed",
+        failed.len(),
+        sent.len()
+    );
+    let (code, text, _) = reload.join().unwrap();
+    assert_eq!(code, Some(0), "{text}");
+    assert!(
+        failed.is_empty(),
+        "{} of {} requests failed: {:?}",
+        failed.len(),
+        sent.len(),
+        &failed[..failed.len().min(5)]
+    );
+    assert!(
+        sent.iter().filter(|a| a.2 == "v2").count() >= 50,
+        "the canary served"
+    );
+}
