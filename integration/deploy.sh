@@ -33,7 +33,14 @@ fi
 
 # 2. Reload and wait: the new generation takes over only when it is all in
 #    service; otherwise corral keeps the old one and says why.
-if ! "$corral" reload --wait -c "$config"; then
+status=0
+"$corral" reload --wait -c "$config" || status=$?
+if [ "$status" -eq 3 ]; then
+    # corral is stopping (systemctl stop or restart): the new code did not
+    # fail, and the next start runs it.
+    echo "deploy: corral stopped during the reload; $after stays checked out" >&2
+    exit 3
+elif [ "$status" -ne 0 ]; then
     echo "deploy: reload to $after failed; $before keeps serving" >&2
     git reset --quiet --hard "$before"
     exit 1

@@ -713,6 +713,10 @@ fn full_app(app: &str) -> String {
 /// `corral reload [--wait]`: exit 0 and the generation, or 1 and why.
 ///
 /// `canary`: a canary for this reload, its share in percent and its window.
+/// `reload --wait`'s exit code when a stop cancelled the reload: not 1
+/// (the new code failed), so that a deploy script can tell the two apart.
+pub const EXIT_CANCELLED: u8 = 3;
+
 pub fn reload_cmd(
     path: &Path,
     wait: bool,
@@ -749,9 +753,10 @@ pub fn reload_cmd(
         }
         Ok(ControlReply::Cancelled(why)) => {
             // A stop began: the new code did not fail, it was not given
-            // the time to come up (nothing was rolled back).
+            // the time to come up (nothing was rolled back). An exit code
+            // of its own, so that a deploy script does not roll back.
             println!("{}", printable_lines(&why));
-            1
+            EXIT_CANCELLED
         }
         Ok(_) => {
             println!("reload started");

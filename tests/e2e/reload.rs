@@ -637,7 +637,7 @@ fn a_stop_during_a_reload_cancels_it_without_a_rollback() {
             !text.contains("FAILED") && !text.contains("did not boot"),
             "{stop}: {text}"
         );
-        assert_ne!(code, Some(0), "{stop}: {text}");
+        assert_eq!(code, Some(3), "{stop}: exits 3, not 1 (failed): {text}");
         assert!(!log.contains("reload failed"), "{stop}: log:\n{log}");
         assert!(!log.contains("rollback hook"), "{stop}: log:\n{log}");
         assert!(
