@@ -106,10 +106,34 @@ fn command(argv: &[String], dir: &Path) -> Option<String> {
             Ok(None) => std::thread::sleep(Duration::from_millis(5)),
         }
     }
-    let mut out = String::new();
+    first_line(child.stdout.take()?, deadline)
+}
+
+/// The first line of what `out` has, read up to its end, a newline or
+/// `deadline`: a process the command left in the background may hold its
+/// stdout open for as long as it likes, and this runs on the supervisor's
+/// loop.
+fn first_line(mut out: std::process::ChildStdout, deadline: Instant) -> Option<String> {
     use std::io::Read;
-    child.stdout.take()?.read_to_string(&mut out).ok()?;
-    let line = out.lines().next()?.trim().to_string();
+    use std::os::fd::AsFd;
+    let flags = nix::fcntl::fcntl(out.as_fd(), nix::fcntl::FcntlArg::F_GETFL).ok()?;
+    let flags = nix::fcntl::OFlag::from_bits_truncate(flags) | nix::fcntl::OFlag::O_NONBLOCK;
+    nix::fcntl::fcntl(out.as_fd(), nix::fcntl::FcntlArg::F_SETFL(flags)).ok()?;
+    let mut text = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !text.contains(&b'\n') && text.len() < 64 * 1024 {
+        match out.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => text.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock && Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => break,
+        }
+    }
+    let text = String::from_utf8(text).ok()?;
+    let line = text.lines().next()?.trim().to_string();
     (!line.is_empty()).then_some(line)
 }
 
@@ -453,6 +477,30 @@ pub fn builtin_rollback(cfg: &Config) -> Result<String, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_revision_command_that_leaves_its_stdout_open_in_the_background_returns_its_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let argv = |script: &str| vec!["sh".to_string(), "-c".into(), script.into()];
+        let t = Instant::now();
+        // The background sleep holds the pipe: reading to its end waited
+        // for it, on the supervisor's loop.
+        assert_eq!(
+            command(
+                &argv("echo r1; sleep 3 >/dev/null 2>&1 & sleep 3 &"),
+                dir.path()
+            ),
+            Some("r1".to_string())
+        );
+        assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+        let t = Instant::now();
+        assert_eq!(command(&argv("sleep 3 &"), dir.path()), None);
+        assert!(
+            t.elapsed() < Duration::from_millis(5500),
+            "{:?}",
+            t.elapsed()
+        );
+    }
 
     #[test]
     fn a_flush_returns_once_every_good_generation_sent_before_is_on_disk() {
