@@ -540,6 +540,17 @@ impl Supervisor {
         if !matches!(self.handover, Handover::FromParent(_)) || self.policy.recorded_good() > 0 {
             return None;
         }
+        if let Handover::FromParent(parent) = self.handover
+            && !self.parent_serves()
+        {
+            // Exiting would leave nothing on the sockets: this one is the
+            // service now, and its workers go on trying to come up.
+            tracing::error!(
+                "re-exec: not in service within {:?}, but the old corral (pid {parent}) is gone: this one serves on",
+                self.cfg.deploy.ready_timeout
+            );
+            return None;
+        }
         tracing::error!(
             "re-exec: not in service within {:?}; exiting, the old corral keeps serving",
             self.cfg.deploy.ready_timeout

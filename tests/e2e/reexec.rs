@@ -294,3 +294,46 @@ fn a_new_corral_that_never_came_up_leaves_the_pid_file_and_control_socket_and_ro
     assert!(!pid_file.exists(), "removed at the old corral's exit");
     assert!(!c.socket.exists(), "removed at the old corral's exit");
 }
+
+/// A new corral of a USR2 that is not in service by `ready_timeout` exits,
+/// as the old one serves on; but when the old one is gone by then (killed,
+/// or crashed), exiting would leave nothing on the sockets: it serves on,
+/// and its workers come up once the code is fixed.
+#[test]
+fn a_new_corral_whose_old_one_is_gone_serves_on_past_its_ready_timeout() {
+    let app = AppDir::new(&[
+        ("app.py", APP),
+        ("corral.toml", "[deploy]\nready_timeout = \"2s\"\n"),
+    ]);
+    let c = Corral::start(app.path(), &["app:app", "-w", "1", "-b", "127.0.0.1:0"], 1);
+    std::fs::write(
+        app.path().join("app.py"),
+        "raise RuntimeError('broken deploy')\n",
+    )
+    .unwrap();
+    c.signal(libc::SIGUSR2);
+    let new = c.reexec_child();
+    c.signal(libc::SIGKILL);
+    c.log
+        .wait_for("is gone: this one serves on", Duration::from_secs(15))
+        .unwrap_or_else(|| panic!("{}", c.log.text()));
+    std::thread::sleep(Duration::from_millis(500));
+    // SAFETY: kill(2) with no signal on the corral this test started.
+    let alive = unsafe { libc::kill(new.0 as i32, 0) } == 0;
+    assert!(alive, "the new corral exited:\n{}", c.log.text());
+    std::fs::write(app.path().join("app.py"), APP).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let answer = request(&c.addr, "GET", "/", &[], b"");
+        if answer.status == 200 {
+            assert_eq!(answer.text(), new.0.to_string());
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the new corral never served:\n{}",
+            c.log.text()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
