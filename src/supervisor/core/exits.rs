@@ -50,12 +50,14 @@ impl Core {
                 ),
                 _ => (format!("its worker {how}"), None),
             };
-            self.fail_reload(
-                now,
-                &format!("slot {slot} did not boot: {what}"),
-                detail,
-                out,
-            );
+            // A worker that was in service (a canary's) and then died did
+            // boot: say what happened to it.
+            let why = if matches!(w.state, State::InService | State::Unready | State::Exiting) {
+                format!("slot {slot}'s new worker {how} after it booted")
+            } else {
+                format!("slot {slot} did not boot: {what}")
+            };
+            self.fail_reload(now, &why, detail, out);
             return;
         }
         if self.slots[slot].successor == Some(serial) {

@@ -282,6 +282,29 @@ fn a_canary_holds_the_switch_until_it_passes() {
 }
 
 #[test]
+fn a_canary_worker_that_dies_in_service_is_said_to_have_booted() {
+    let t0 = Instant::now();
+    let (mut core, _old) = running_with(canary(2), t0);
+    let a = core.on_event(
+        t0,
+        Event::Reload {
+            timeout: None,
+            canary: None,
+        },
+    );
+    let new = boot_all(&mut core, &a, t0);
+    core.booted(t0, new[0], 1.0);
+    core.booted(t0, new[1], 1.0);
+    let a = core.exited(t0, new[0], Exit::Code(7));
+    assert!(
+        a.iter().any(|x| matches!(x, Action::Log(Level::Error, m)
+            if m.contains("reload failed: slot 0's new worker exited with code 7 after it booted"))),
+        "{a:?}"
+    );
+    assert!(!format!("{a:?}").contains("did not boot"), "{a:?}");
+}
+
+#[test]
 fn a_failed_canary_stops_the_new_generation_and_leaves_the_old_untouched() {
     let t0 = Instant::now();
     let (mut core, old) = running_with(canary(2), t0);
