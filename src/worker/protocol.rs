@@ -484,7 +484,12 @@ fn check_headers(pairs: Vec<(Bytes, Bytes)>) -> Result<Vec<(HeaderName, HeaderVa
                     .rev()
                     .take_while(|&&b| b == b' ' || b == b'\t')
                     .count();
-            let value = HeaderValue::from_maybe_shared(value.slice(start..end))
+            let value = if start == 0 && end == value.len() {
+                value
+            } else {
+                value.slice(start..end)
+            };
+            let value = HeaderValue::from_maybe_shared(value)
                 .map_err(|_| HeadError::Value(name.clone()))?;
             Ok((name, value))
         })
