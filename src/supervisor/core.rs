@@ -72,6 +72,8 @@ pub struct Core {
     pub reloads_done: u64,
     pub reloads_failed: u64,
     pub canaries_failed: u64,
+    /// Reloads a stop cancelled.
+    pub reloads_cancelled: u64,
     rng: u64,
 }
 
@@ -93,6 +95,7 @@ impl Core {
             reloads_done: 0,
             reloads_failed: 0,
             canaries_failed: 0,
+            reloads_cancelled: 0,
             rng: settings.seed | 1,
             settings,
         }

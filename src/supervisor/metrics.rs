@@ -86,13 +86,15 @@ fn render_reloads(snap: &Snapshot, out: &mut String) {
         "counter",
         "Reloads by outcome: ok (the new generation serves), failed (it did not \
          come up, or the config file did not read; the old one kept serving), canary_failed (its canary was judged bad \
-         or aborted), rolled_back (the last good code was restored and reloaded).",
+         or aborted), rolled_back (the last good code was restored and reloaded), cancelled (a stop \
+         began before the new generation served: no failure of its code).",
     );
     for (outcome, n) in [
         ("ok", snap.reloads.ok),
         ("failed", snap.reloads.failed),
         ("canary_failed", snap.reloads.canary_failed),
         ("rolled_back", snap.reloads.rolled_back),
+        ("cancelled", snap.reloads.cancelled),
     ] {
         let _ = writeln!(out, "corral_reloads_total{{outcome=\"{outcome}\"}} {n}");
     }

@@ -71,6 +71,8 @@ pub struct ReloadCounts {
     pub canary_failed: u64,
     /// Built-in rollbacks: the last good code restored and reloaded.
     pub rolled_back: u64,
+    /// Reloads a stop cancelled (no failure of the new code).
+    pub cancelled: u64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -196,6 +198,7 @@ pub fn take(
     snap.reloads.ok = core.reloads_done;
     snap.reloads.failed = core.reloads_failed;
     snap.reloads.canary_failed = core.canaries_failed;
+    snap.reloads.cancelled = core.reloads_cancelled;
     snap.last_reload_at = core.last_reload.as_ref().map(|r| match r {
         super::core::ReloadOutcome::Done { at, .. }
         | super::core::ReloadOutcome::Failed { at, .. }

@@ -241,6 +241,7 @@ impl Core {
                 r.generation, self.generation
             ),
         ));
+        self.reloads_cancelled += 1;
         self.last_reload = Some(ReloadOutcome::Cancelled {
             generation: r.generation,
             at: now,

@@ -415,6 +415,7 @@ fn a_stop_during_a_reload_cancels_it_and_is_no_failed_reload() {
         assert!(!logs_failed_reload(&seen), "fast: {fast}: {seen:?}");
         assert!(seen.contains(&Action::Exit), "fast: {fast}: {seen:?}");
         assert_eq!(core.reloads_failed, 0, "fast: {fast}");
+        assert_eq!(core.reloads_cancelled, 1, "fast: {fast}");
         assert_eq!(core.generation, 1, "fast: {fast}");
         assert!(
             matches!(
