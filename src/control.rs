@@ -433,10 +433,61 @@ fn check_peer(stream: &std::os::unix::net::UnixStream, path: &Path) -> Result<()
 const REQUEST_MAX: u64 = 64 * 1024;
 const REQUEST_WAIT: Duration = Duration::from_secs(10);
 
-/// Serves control requests until the runtime stops.
-pub fn serve(listener: UnixListener, state: Arc<StatusState>) {
+/// Where the control socket is made again if it goes (see [`serve`]).
+pub struct Remake {
+    pub path: PathBuf,
+    pub owner: Option<(u32, u32)>,
+    /// The inode of the socket at `path`, for the clean-up at exit.
+    pub inode: Arc<std::sync::atomic::AtomicU64>,
+}
+
+/// How often [`serve`] looks whether its socket is still at its path.
+const LOOK_EVERY: Duration = Duration::from_secs(10);
+
+/// Serves control requests until the runtime stops. With `remake`, a
+/// socket that is gone from its path (removed by hand, or by a clean-up
+/// of old files in /tmp) is made again within [`LOOK_EVERY`]: else
+/// `corral reload` and `corral stop` could not reach this corral until
+/// a restart.
+pub fn serve(listener: UnixListener, state: Arc<StatusState>, remake: Option<Remake>) {
     tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
+        let mut listener = listener;
+        let mut look = tokio::time::interval(LOOK_EVERY);
+        look.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut warned = false;
+        loop {
+            let accepted = tokio::select! {
+                accepted = listener.accept() => accepted,
+                _ = look.tick(), if remake.is_some() => {
+                    let Some(r) = &remake else { continue };
+                    if std::fs::symlink_metadata(&r.path).is_ok() {
+                        continue;
+                    }
+                    match bind(&r.path, false, r.owner) {
+                        Ok(bound) => {
+                            listener = bound.listener;
+                            if let Ok(meta) = std::fs::metadata(&r.path) {
+                                r.inode.store(meta.ino(), std::sync::atomic::Ordering::Relaxed);
+                            }
+                            warned = false;
+                            tracing::warn!(
+                                "the control socket {} was gone (removed by hand, or by a clean-up of old files): made it again",
+                                r.path.display()
+                            );
+                        }
+                        Err(e) if !warned => {
+                            warned = true;
+                            tracing::warn!(
+                                "the control socket {} is gone and cannot be made again: {e}; `corral reload`, `scale` and `stop` cannot reach this corral (signals still work)",
+                                r.path.display()
+                            );
+                        }
+                        Err(_) => {}
+                    }
+                    continue;
+                }
+            };
+            let Ok((stream, _)) = accepted else { break };
             let state = state.clone();
             tokio::spawn(async move {
                 let (rd, mut wr) = stream.into_split();

@@ -453,6 +453,11 @@ async fn run(
     let control_inode = control_listener
         .as_ref()
         .and_then(|_| inode(control_staged.as_deref().unwrap_or(&cfg.control.socket)));
+    // Where the socket is, for the clean-up at exit: the control server
+    // makes it again if it goes, with a new inode.
+    let control_ino = Arc::new(std::sync::atomic::AtomicU64::new(
+        control_inode.unwrap_or(0),
+    ));
     let runtime_dir = match runtime_dir::RuntimeDir::create(
         "corral-",
         runtime_dir::Owner {
@@ -626,7 +631,14 @@ async fn run(
         cfg.deploy.state_dir.display()
     );
     if let Some(listener) = control_listener {
-        control::serve(listener, state);
+        // Not in a new corral of a USR2 before it takes the old one's
+        // socket over: its own is beside the path until then.
+        let remake = control_staged.is_none().then(|| control::Remake {
+            path: cfg.control.socket.clone(),
+            owner,
+            inode: control_ino.clone(),
+        });
+        control::serve(listener, state, remake);
     }
     for (addr, set) in &served {
         match (set, &cfg.server.tls) {
@@ -686,6 +698,8 @@ async fn run(
     // Remove the control socket unless a re-executed corral took it over
     // (or, from one started by USR2 that never took the old corral's
     // over, the one it bound beside it).
+    let control_inode =
+        Some(control_ino.load(std::sync::atomic::Ordering::Relaxed)).filter(|&ino| ino != 0);
     if control_inode.is_some() && control_inode == inode(&cfg.control.socket) {
         if let Err(e) = std::fs::remove_file(&cfg.control.socket) {
             tracing::warn!(

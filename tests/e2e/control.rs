@@ -113,6 +113,34 @@ fn the_control_socket_is_0600_scale_adds_and_removes_workers_and_stop_exits_clea
     assert!(!c.socket.exists(), "the control socket is removed");
 }
 
+/// A control socket removed from under a running corral (by hand, or by
+/// a clean-up of old files in /tmp) is made again within 10 s, so that
+/// `corral reload` and `corral stop` reach it again without a restart;
+/// at exit, the new one is removed as the first would have been.
+#[test]
+fn a_control_socket_removed_from_under_corral_is_made_again() {
+    let app = AppDir::new(&[("app.py", &app_version("v1", 1))]);
+    let mut c = Corral::start(app.path(), &["app:app", "-w", "1"], 1);
+    let socket = c.socket.to_str().unwrap().to_string();
+    std::fs::remove_file(&c.socket).unwrap();
+    let out = corral(&["status", "--socket", &socket]);
+    assert_ne!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(
+        c.log
+            .wait_for("made it again", Duration::from_secs(15))
+            .is_some(),
+        "{}",
+        c.log.text()
+    );
+    let out = corral(&["status", "--json", "--socket", &socket]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let out = corral(&["stop", "--socket", &socket]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let st = c.wait_exit(Duration::from_secs(15)).expect("corral stops");
+    assert_eq!(st.code(), Some(0));
+    assert!(!c.socket.exists(), "the control socket is removed at exit");
+}
+
 #[test]
 fn commands_without_a_running_corral_say_so_clearly() {
     let dir = tempfile::tempdir().unwrap();
