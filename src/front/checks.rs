@@ -5,8 +5,9 @@
 //! and repeated lines, which a proxy in front may read differently: the
 //! stuff of request smuggling), and an HTTP/2 field value with white space
 //! around it (RFC 9113 calls it malformed; h2 passes it on). An `Expect`
-//! other than `100-continue` gets 417 ([`expectation_met`]). Also gunicorn's `limit_request_line` (414)
-//! and `limit_request_field_size` (431) ([`over_limits`]); hyper counts an
+//! other than `100-continue` gets 417 ([`expectation_met`]). Also
+//! gunicorn's `limit_request_line` (414) and `limit_request_field_size`
+//! (431) ([`over_limits`]); hyper counts an
 //! HTTP/1 head's fields itself (`max_headers`, 431), [`over_limits`] an
 //! HTTP/2 one's (`limit_request_fields`).
 
