@@ -429,7 +429,7 @@ impl Router {
                         if notified && let Some(other) = to_new.map(|new| !new) {
                             let others =
                                 self.waiting_for[usize::from(other)].load(Ordering::Acquire);
-                            if self.wake_next(others, Some(other)) {
+                            if self.wake_next(others, other) {
                                 // The request it woke may be on this thread,
                                 // and this one may be woken back before it
                                 // runs: let it run.
@@ -455,18 +455,14 @@ impl Router {
         }
     }
 
-    /// Wakes the next in line when `waiting` requests wait and a worker
-    /// that `to_new` picks has room: during a canary, in a line that holds
-    /// a request for that side (this shard's first). Whether it woke one.
-    fn wake_next(&self, waiting: usize, to_new: Option<bool>) -> bool {
-        if waiting == 0 || self.pick(&self.in_service.load(), to_new).is_err() {
+    /// During a canary, wakes the next request waiting for `side` when
+    /// `waiting` do and a worker of that side has room: in a line that
+    /// holds one (this shard's first). Whether it woke one.
+    fn wake_next(&self, waiting: usize, side: bool) -> bool {
+        if waiting == 0 || self.pick(&self.in_service.load(), Some(side)).is_err() {
             return false;
         }
         let shard = crate::shards::current();
-        let Some(side) = to_new else {
-            self.wake_one(shard);
-            return true;
-        };
         let line = std::iter::once(self.line(shard))
             .chain(&self.lines)
             .find(|l| l.waiting_for[usize::from(side)].load(Ordering::SeqCst) > 0);
