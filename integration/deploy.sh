@@ -40,6 +40,12 @@ if [ "$status" -eq 3 ]; then
     # fail, and the next start runs it.
     echo "deploy: corral stopped during the reload; $after stays checked out" >&2
     exit 3
+elif [ "$status" -eq 4 ]; then
+    # Another reload, or a failed one's rollback, was under way: this one
+    # did not start and $before keeps serving. Run the deploy again later.
+    echo "deploy: corral was busy and did not start this reload; $before keeps serving" >&2
+    git reset --quiet --hard "$before"
+    exit 4
 elif [ "$status" -ne 0 ]; then
     echo "deploy: reload to $after failed; $before keeps serving" >&2
     git reset --quiet --hard "$before"

@@ -107,6 +107,10 @@ pub enum ControlReply {
     /// the new code), and why. On the wire a failure with `"cancelled":
     /// true`, so an older client still reads it as one.
     Cancelled(String),
+    /// `reload` with `wait`: the reload did not start (another reload or
+    /// a failed one's rollback was under way; nothing changed), and why.
+    /// On the wire a failure with `"not_started": true`.
+    NotStarted(String),
 }
 
 /// A [`ControlReply`] as it is on the wire.
@@ -127,6 +131,8 @@ struct ReplyFields {
     count: Option<usize>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     cancelled: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    not_started: Option<bool>,
 }
 
 impl From<ControlReply> for ReplyFields {
@@ -140,6 +146,7 @@ impl From<ControlReply> for ReplyFields {
             revision: None,
             count: None,
             cancelled: None,
+            not_started: None,
         };
         match reply {
             ControlReply::Status(v) => f.status = Some(v),
@@ -162,6 +169,11 @@ impl From<ControlReply> for ReplyFields {
                 f.error = Some(why);
                 f.cancelled = Some(true);
             }
+            ControlReply::NotStarted(why) => {
+                f.ok = false;
+                f.error = Some(why);
+                f.not_started = Some(true);
+            }
         }
         f
     }
@@ -176,6 +188,12 @@ impl From<ReplyFields> for ControlReply {
                 cancelled: Some(true),
                 ..
             } => ControlReply::Cancelled(error.unwrap_or_else(|| "cancelled".into())),
+            ReplyFields {
+                ok: false,
+                error,
+                not_started: Some(true),
+                ..
+            } => ControlReply::NotStarted(error.unwrap_or_else(|| "not started".into())),
             ReplyFields {
                 ok: false, error, ..
             } => ControlReply::Failed(error.unwrap_or_else(|| "unknown error".into())),
@@ -542,6 +560,7 @@ async fn handle(req: ControlRequest, state: &StatusState) -> ControlReply {
                 },
                 Ok(Err(ReloadError::Failed(why))) => ControlReply::Failed(why),
                 Ok(Err(ReloadError::Cancelled(why))) => ControlReply::Cancelled(why),
+                Ok(Err(ReloadError::NotStarted(why))) => ControlReply::NotStarted(why),
                 Err(_) => ControlReply::Failed("corral stopped during the reload".into()),
             }
         }
@@ -767,6 +786,10 @@ fn full_app(app: &str) -> String {
 /// `reload --wait`'s exit code when a stop cancelled the reload: not 1
 /// (the new code failed), so that a deploy script can tell the two apart.
 pub const EXIT_CANCELLED: u8 = 3;
+/// `reload --wait`'s exit code when the reload did not start: another
+/// reload, or a failed one's rollback, was under way. Nothing changed;
+/// the same reload may be asked for again once it has ended.
+pub const EXIT_NOT_STARTED: u8 = 4;
 
 pub fn reload_cmd(
     path: &Path,
@@ -808,6 +831,10 @@ pub fn reload_cmd(
             // of its own, so that a deploy script does not roll back.
             println!("{}", printable_lines(&why));
             EXIT_CANCELLED
+        }
+        Ok(ControlReply::NotStarted(why)) => {
+            println!("{}", printable_lines(&why));
+            EXIT_NOT_STARTED
         }
         Ok(_) => {
             println!("reload started");

@@ -4,7 +4,7 @@
 //! `handle_*` method, which either handles it here (logs, the re-exec, the
 //! shutdown delay) or turns it into an [`Event`] for the core.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::core::{CanaryRun, Event, Phase};
 use super::{Handover, Msg, ReloadAnswer, ReloadError, Signal, Supervisor, Term};
@@ -44,6 +44,10 @@ impl Supervisor {
                 None
             }
             Msg::RolledBack(result) => self.handle_rolled_back(result),
+            Msg::RollbackEnded => {
+                self.rolling_back = None;
+                None
+            }
             Msg::Reload(timeout, canary, waiter) => self.handle_reload(timeout, canary, waiter),
             Msg::Reread(seq, read, timeout, canary, waiter) => {
                 self.handle_reread(seq, read, timeout, canary, waiter)
@@ -327,8 +331,8 @@ impl Supervisor {
         };
         self.config_error = None;
         // A reload under way is not replaced (the core says so): what it
-        // started with stays.
-        if self.core.reload.is_none() {
+        // started with stays; nor is the config of a rollback's reload.
+        if self.core.reload.is_none() && self.rolling_back.is_none() {
             self.apply(*new);
         }
         self.reload_now(timeout, canary, waiter)
@@ -433,11 +437,21 @@ impl Supervisor {
                 // The core ignores it (and logs so): its waiter must not
                 // take the one under way's outcome for its own.
                 (Some(r), Some(w)) => {
-                    let _ = w.send(Err(format!(
+                    let _ = w.send(Err(ReloadError::NotStarted(format!(
                         "a reload is under way (generation {} is starting), so this one did not start: reload again once it has ended",
                         r.generation
-                    )
-                    .into()));
+                    ))));
+                }
+                (None, waiter) if self.rolling_back.is_some() => {
+                    // The rollback would put the old code back over the
+                    // new (the built-in one resets the checkout and
+                    // reloads it): the operator reloads once it is done.
+                    let why = self.rollback_under_way();
+                    tracing::warn!("{why}");
+                    if let Some(w) = waiter {
+                        let _ = w.send(Err(ReloadError::NotStarted(why)));
+                    }
+                    return None;
                 }
                 (_, waiter) => self.new_waiter = waiter,
             },
@@ -446,6 +460,21 @@ impl Supervisor {
             self.start_generation(self.core.next_generation());
         }
         Some(Event::Reload { timeout, canary })
+    }
+
+    /// Why a reload does not start while a rollback runs.
+    fn rollback_under_way(&self) -> String {
+        let (generation, since) = self.rolling_back.unwrap_or((0, Instant::now()));
+        let builtin = self.cfg.deploy.rollback != crate::config::Rollback::None;
+        let what = match (self.cfg.deploy.rollback_hook.is_some(), builtin) {
+            (true, true) => "the rollback hook, then the built-in rollback,",
+            (true, false) => "the rollback hook",
+            _ => "the built-in rollback",
+        };
+        format!(
+            "reload not started: generation {generation} failed and {what} still runs ({:.1}s so far, at most deploy.hook_timeout); a reload now would have it put the old code back over the new: reload again once it has ended",
+            since.elapsed().as_secs_f64()
+        )
     }
 
     /// The built-in rollback put the good code back: reload it (once; see

@@ -175,12 +175,14 @@ pub struct ReloadDone {
 }
 
 /// How a reload ended that did not come up: it failed (the reason, and a
-/// traceback or a canary's table), or a stop cancelled it (no failure of
-/// its code; `reload --wait` does not call it one).
+/// traceback or a canary's table), a stop cancelled it (no failure of
+/// its code; `reload --wait` does not call it one), or it never started
+/// because another reload or a rollback was under way (nothing changed).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ReloadError {
     Failed(String),
     Cancelled(String),
+    NotStarted(String),
 }
 
 impl From<String> for ReloadError {
@@ -218,6 +220,9 @@ pub enum Msg {
     ReexecExited(u32),
     /// The built-in rollback put the good code back (or could not).
     RolledBack(Result<String, String>),
+    /// The rollback of a failed reload (its hook, then the built-in one)
+    /// has ended: reloads may start again.
+    RollbackEnded,
     /// Start a new generation; the sender (`corral reload --wait`) hears
     /// how it ended: Ok(generation and revision) or Err(reason and traceback).
     Reload(
@@ -312,6 +317,10 @@ pub struct Supervisor {
     /// Runs of the rollback hook by how they ended, and built-in rollbacks.
     hook_runs: std::collections::BTreeMap<String, u64>,
     rollbacks: u64,
+    /// A failed reload's rollback runs (the hook, the built-in one):
+    /// its generation and since when. No reload starts meanwhile, or the
+    /// rollback would put the old code back over the newer one.
+    rolling_back: Option<(u64, Instant)>,
     exit_code: i32,
     /// "generation N runs X; disk now has Y" while they differ.
     drift: Option<String>,
@@ -403,6 +412,7 @@ impl Supervisor {
             hook: None,
             hook_runs: Default::default(),
             rollbacks: 0,
+            rolling_back: None,
             exit_code: 0,
             drift: None,
             last_good,

@@ -201,8 +201,16 @@ impl Supervisor {
 
     /// Runs the rollback hook (when set) and then, when `builtin`, the
     /// built-in rollback, off this loop; the results come back as
-    /// [`Msg::HookDone`] and [`Msg::RolledBack`].
-    fn roll_back(&self, generation: u64, reason: String, detail: Option<String>, builtin: bool) {
+    /// [`Msg::HookDone`] and [`Msg::RolledBack`], and its end as
+    /// [`Msg::RollbackEnded`]: until then no reload starts.
+    fn roll_back(
+        &mut self,
+        generation: u64,
+        reason: String,
+        detail: Option<String>,
+        builtin: bool,
+    ) {
+        self.rolling_back = Some((generation, Instant::now()));
         let env = match &self.canary_env {
             Some((g, env)) if *g == generation => env.clone(),
             _ => Vec::new(),
@@ -217,6 +225,9 @@ impl Supervisor {
         let tx = self.tx.clone();
         let state = self.state.clone();
         tokio::spawn(async move {
+            // Said however the task ends, a panic in it too: reloads wait
+            // for it.
+            let _ended = RollbackEnded(tx.clone());
             // The hook's CORRAL_GOOD_REVISION and the built-in rollback read
             // the last good generation from the state folder, and it may
             // have been recorded a moment ago, its files not yet written.
@@ -329,5 +340,15 @@ impl Supervisor {
             let _ = w.send(answer);
         }
         self.reload_waiters = still;
+    }
+}
+
+/// Sends [`Msg::RollbackEnded`] when the rollback's task ends, whichever
+/// way it ends.
+struct RollbackEnded(tokio::sync::mpsc::UnboundedSender<Msg>);
+
+impl Drop for RollbackEnded {
+    fn drop(&mut self) {
+        let _ = self.0.send(Msg::RollbackEnded);
     }
 }

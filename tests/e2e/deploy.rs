@@ -323,6 +323,74 @@ fn the_built_in_git_reset_rollback_restores_the_last_good_commit_and_reloads_it(
     assert_eq!(c.status_json()["revision"], good.as_str());
 }
 
+/// A reload asked for while a failed reload's rollback still runs does
+/// not start (`reload --wait` exits 4): the rollback would reset the
+/// checkout over the newer code and reload the old one once it ended,
+/// throwing the newer deploy away. Once the rollback has ended, the same
+/// reload deploys the new code.
+#[test]
+fn a_reload_during_a_slow_rollback_does_not_start_and_nothing_is_thrown_away() {
+    let root = AppDir::new(&[]);
+    let r = root.path();
+    let (app, good) = git_app(r);
+    write_hook(
+        r,
+        "#!/bin/sh\nsleep 3\necho done > \"$(dirname \"$0\")/hook-done\"\n",
+    );
+    std::fs::write(
+        r.join("corral.toml"),
+        config("revision = \"git\"\nrollback = \"git-reset\"\nrollback_hook = [\"./hook.sh\"]"),
+    )
+    .unwrap();
+    let c = Corral::start(r, &["-c", "corral.toml"], 1);
+    c.wait_until("good recorded", || {
+        c.status_json()["last_good_revision"] == good.as_str()
+    });
+    let reload = || {
+        let out = Command::new(corral_bin())
+            .args(["reload", "--wait", "--socket", c.socket.to_str().unwrap()])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).to_string()
+            + &String::from_utf8_lossy(&out.stderr);
+        (out.status.code(), text)
+    };
+    std::fs::write(app.join("app.py"), "raise ImportError('broken release')\n").unwrap();
+    git(&app, &["commit", "-qam", "broken"]);
+    let (code, out) = reload();
+    assert_eq!(code, Some(1), "{out}");
+    // The fix lands while the hook still runs, and is reloaded at once.
+    std::fs::write(app.join("app.py"), app_source("fixed", "")).unwrap();
+    git(&app, &["commit", "-qam", "fixed"]);
+    let (code, out) = reload();
+    assert!(!r.join("hook-done").exists(), "the hook took under 3 s");
+    assert_eq!(code, Some(4), "{out}\n{}", c.log.text());
+    assert!(
+        out.contains("reload not started: generation 2 failed and the rollback hook, then the built-in rollback, still runs"),
+        "{out}"
+    );
+    // The rollback ends: the checkout is back on the good commit, served.
+    assert!(
+        c.log
+            .wait_for("reload done: generation 3", Duration::from_secs(20))
+            .is_some(),
+        "{}",
+        c.log.text()
+    );
+    assert_eq!(c.get("/").text(), "good");
+    // The fix again (the reset took its commit away), now deployed, and
+    // nothing puts the old code back over it.
+    std::fs::write(app.join("app.py"), app_source("fixed", "")).unwrap();
+    git(&app, &["commit", "-qam", "fixed again"]);
+    let fixed = git(&app, &["rev-parse", "--short=12", "HEAD"]);
+    let (code, out) = reload();
+    assert_eq!(code, Some(0), "{out}\n{}", c.log.text());
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(c.get("/").text(), "fixed");
+    assert_eq!(git(&app, &["rev-parse", "--short=12", "HEAD"]), fixed);
+    assert_eq!(c.status_json()["revision"], fixed.as_str());
+}
+
 #[test]
 fn the_built_in_symlink_rollback_points_current_back_at_the_last_good_release() {
     let root = AppDir::new(&[
