@@ -91,6 +91,41 @@ impl Socket {
     }
 }
 
+/// How long a connection corral ended may linger ([`Socket::linger`]),
+/// and how many of the client's bytes it reads meanwhile.
+const LINGER: std::time::Duration = std::time::Duration::from_secs(2);
+const LINGER_BYTES: usize = 256 * 1024;
+
+impl Socket {
+    /// The last step of every connection: its sending side is shut (a
+    /// FIN after what was written; on TLS, corral's close_notify went
+    /// before it), and what the client still sends is read and dropped
+    /// until it closes too, for at most [`LINGER`] and [`LINGER_BYTES`].
+    /// Closed with unread bytes (the WINDOW_UPDATEs an HTTP/2 client sends
+    /// for the last DATA frames, a pipelined request), a socket sends RST,
+    /// and a client that gets RST throws away what it had received but
+    /// not yet read: the end of the last response. This is the "lingering
+    /// close" of RFC 9112 section 9.6, as nginx and Apache do it.
+    pub async fn linger(&self) {
+        let _ = nix::sys::socket::shutdown(self.as_fd().as_raw_fd(), Shutdown::Write);
+        let mut sink = [0u8; 4096];
+        let mut read = 0;
+        let drain = std::future::poll_fn(|cx| {
+            loop {
+                let got = self.poll_io(cx, Interest::READABLE, |fd| {
+                    let n = nix::unistd::read(fd, &mut sink)?;
+                    Ok(n)
+                });
+                match ready!(got) {
+                    Ok(n) if n > 0 && read + n <= LINGER_BYTES => read += n,
+                    _ => return Poll::Ready(()),
+                }
+            }
+        });
+        let _ = tokio::time::timeout(LINGER, drain).await;
+    }
+}
+
 impl AsFd for Socket {
     fn as_fd(&self) -> BorrowedFd<'_> {
         match self {

@@ -453,6 +453,7 @@ fn serve_accepted(
     let socket = Arc::new(socket);
     let io: Box<dyn Io> = Box::new(conn::Guarded::new(SocketIo(socket.clone()), slot));
     let open = serving.shared.drain.enter();
+    let last = socket.clone();
     // The handshake runs in the connection's task: a slow client
     // holds up no other.
     tokio::spawn(async move {
@@ -469,6 +470,8 @@ fn serve_accepted(
             None => (io, false, Some(socket)),
             Some(tls) => match tls.accept(io, serving.handshake_timeout).await {
                 Ok((stream, tls)) => {
+                    // Only the TLS stream reads and writes it from here.
+                    drop(socket);
                     info.scheme = "https";
                     let h2 = tls.h2;
                     info.tls = Some(Arc::new(tls));
@@ -494,6 +497,12 @@ fn serve_accepted(
             serving.handshake_timeout,
         )
         .await;
+        // Counted open meanwhile: a graceful stop waits for it too. Not
+        // a connection upgraded to a WebSocket, whose task has the socket
+        // now and ends it with a close frame.
+        if let Some(socket) = Arc::into_inner(last) {
+            socket.linger().await;
+        }
     });
 }
 

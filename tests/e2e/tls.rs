@@ -1026,3 +1026,125 @@ except OSError as e:
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// A WSGI app that answers `/big` with 2 MiB in 64 KiB pieces.
+const BIG: &str = "def app(environ, start_response):\n    size = 2 << 20\n    start_response('200 OK', [('Content-Length', str(size))])\n    return (b'x' * 65536 for _ in range(size // 65536))\n";
+
+/// Python's h2 client: CONNS connections over TLS, each with two 2 MiB
+/// downloads, every DATA frame acknowledged as it is read (so the client
+/// sends WINDOW_UPDATEs up to the end). Prints `started` once every
+/// stream has its first bytes, then one line per stream: `ok`, or how it
+/// ended. GOAWAY frames are taken out before h2 sees them: the package
+/// closes its whole connection on one, where RFC 9113 has the streams
+/// below its last stream id answered as usual.
+const DOWNLOADS: &str = r#"
+import socket, ssl, sys, threading, time
+import h2.config, h2.connection, h2.events
+port, conns, ca = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+ctx = ssl.create_default_context(cafile=ca)
+ctx.set_alpn_protocols(["h2"])
+size, lock, results, first = 2 << 20, threading.Lock(), [], threading.Semaphore(0)
+
+def no_goaway(buf):
+    out = bytearray()
+    while len(buf) >= 9:
+        end = 9 + int.from_bytes(buf[:3], "big")
+        if len(buf) < end:
+            break
+        if buf[3] != 7:
+            out += buf[:end]
+        del buf[:end]
+    return bytes(out)
+
+def client():
+    sock = ctx.wrap_socket(socket.create_connection(("127.0.0.1", port), timeout=20),
+                           server_hostname="localhost")
+    conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+    conn.initiate_connection()
+    got = {}
+    for _ in range(2):
+        sid = conn.get_next_available_stream_id()
+        conn.send_headers(sid, [(":method", "GET"), (":scheme", "https"),
+                                (":authority", "localhost"), (":path", "/big")], end_stream=True)
+        got[sid] = 0
+    sock.sendall(conn.data_to_send())
+    buf, done = bytearray(), {}
+    try:
+        while len(done) < len(got):
+            data = sock.recv(65536)
+            if not data:
+                break
+            buf += data
+            for ev in conn.receive_data(no_goaway(buf)):
+                if isinstance(ev, h2.events.DataReceived):
+                    if got[ev.stream_id] == 0:
+                        first.release()
+                    got[ev.stream_id] += len(ev.data)
+                    conn.acknowledge_received_data(ev.flow_controlled_length, ev.stream_id)
+                elif isinstance(ev, h2.events.StreamEnded):
+                    done[ev.stream_id] = "ok" if got[ev.stream_id] == size else "short"
+                elif isinstance(ev, h2.events.StreamReset):
+                    done[ev.stream_id] = "reset"
+            sock.sendall(conn.data_to_send())
+            # A client busy with what it read: bytes wait in its socket.
+            time.sleep(0.002)
+        end = "EOF"
+    except OSError as e:
+        end = type(e).__name__
+    with lock:
+        for sid, n in got.items():
+            results.append(done.get(sid) or "cut by %s after %d of %d bytes" % (end, n, size))
+
+threads = [threading.Thread(target=client) for _ in range(conns)]
+for t in threads:
+    t.start()
+for _ in range(2 * conns):
+    first.acquire(timeout=20)
+print("started", flush=True)
+for t in threads:
+    t.join(40)
+for r in results:
+    print(r)
+"#;
+
+/// A graceful stop lets HTTP/2 downloads in flight end whole. The client
+/// acknowledges the last DATA frames with WINDOW_UPDATEs after corral has
+/// sent them; a socket closed with those still unread sends RST, and the
+/// client's kernel then drops the end of the response it had received
+/// but not yet read (the stream ends short, "EOF occurred in violation
+/// of protocol"). corral reads and drops them until the client closes.
+#[test]
+fn a_graceful_stop_lets_http2_downloads_in_flight_end_whole_over_tls() {
+    use std::io::BufRead;
+    let app = AppDir::new(&[("app.py", BIG)]);
+    make_certs(app.path(), "localhost");
+    let mut args = vec!["app:app", "-w", "2", "--threads", "4"];
+    args.extend(tls_args());
+    let mut c = Corral::start(app.path(), &args, 2);
+    let port = c.addr.rsplit(':').next().unwrap().to_string();
+    let ca = app.path().join("ca.pem");
+    let mut client = Command::new("timeout")
+        .arg("60")
+        .arg(python())
+        .args(["-c", DOWNLOADS, &port, "6", ca.to_str().unwrap()])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run python");
+    let mut lines = std::io::BufReader::new(client.stdout.take().unwrap()).lines();
+    let first = lines.next().and_then(Result::ok).unwrap_or_default();
+    c.signal(libc::SIGTERM);
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    let out = client.wait_with_output().unwrap();
+    assert_eq!(first, "started", "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        rest.len(),
+        12,
+        "{rest:?} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let cut: Vec<&String> = rest.iter().filter(|r| *r != "ok").collect();
+    assert!(cut.is_empty(), "{cut:?}\n{}", c.log.text());
+    let status = c.wait_exit(Duration::from_secs(30)).expect("corral exits");
+    assert!(status.success());
+}
