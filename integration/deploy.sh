@@ -41,8 +41,8 @@ if [ "$status" -eq 3 ]; then
     echo "deploy: corral stopped during the reload; $after stays checked out" >&2
     exit 3
 elif [ "$status" -eq 4 ]; then
-    # Another reload, or a failed one's rollback, was under way: this one
-    # did not start and $before keeps serving. Run the deploy again later.
+    # A failed reload's rollback was under way: this one did not start
+    # and $before keeps serving. Run the deploy again once it has ended.
     echo "deploy: corral was busy and did not start this reload; $before keeps serving" >&2
     git reset --quiet --hard "$before"
     exit 4

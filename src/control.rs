@@ -107,8 +107,8 @@ pub enum ControlReply {
     /// the new code), and why. On the wire a failure with `"cancelled":
     /// true`, so an older client still reads it as one.
     Cancelled(String),
-    /// `reload` with `wait`: the reload did not start (another reload or
-    /// a failed one's rollback was under way; nothing changed), and why.
+    /// `reload` with `wait`: the reload did not start (a failed one's
+    /// rollback was under way; nothing changed), and why.
     /// On the wire a failure with `"not_started": true`.
     NotStarted(String),
 }
@@ -786,9 +786,9 @@ fn full_app(app: &str) -> String {
 /// `reload --wait`'s exit code when a stop cancelled the reload: not 1
 /// (the new code failed), so that a deploy script can tell the two apart.
 pub const EXIT_CANCELLED: u8 = 3;
-/// `reload --wait`'s exit code when the reload did not start: another
-/// reload, or a failed one's rollback, was under way. Nothing changed;
-/// the same reload may be asked for again once it has ended.
+/// `reload --wait`'s exit code when the reload did not start: a failed
+/// reload's rollback was under way. Nothing changed; the same reload may
+/// be asked for again once it has ended.
 pub const EXIT_NOT_STARTED: u8 = 4;
 
 pub fn reload_cmd(

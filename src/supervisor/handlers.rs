@@ -434,13 +434,24 @@ impl Supervisor {
                 }
             }
             Ok(()) => match (&self.core.reload, waiter) {
-                // The core ignores it (and logs so): its waiter must not
-                // take the one under way's outcome for its own.
-                (Some(r), Some(w)) => {
-                    let _ = w.send(Err(ReloadError::NotStarted(format!(
-                        "a reload is under way (generation {} is starting), so this one did not start: reload again once it has ended",
-                        r.generation
-                    ))));
+                // It starts once that one has ended, with the config and
+                // the code as they are then: the newest wins, as with
+                // gunicorn's second HUP. Its waiter hears how it ends.
+                (Some(r), waiter) => {
+                    let behind = r.generation;
+                    let queued = self.queued_reload.get_or_insert(super::QueuedReload {
+                        timeout,
+                        canary: None,
+                        waiters: Vec::new(),
+                        behind,
+                    });
+                    queued.timeout = timeout;
+                    queued.canary = canary;
+                    queued.waiters.extend(waiter);
+                    tracing::info!(
+                        "reload queued: generation {behind} is still starting; the next one starts when it has ended, with the config file and the code as they are then"
+                    );
+                    return None;
                 }
                 (None, waiter) if self.rolling_back.is_some() => {
                     // The rollback would put the old code back over the
@@ -463,7 +474,7 @@ impl Supervisor {
     }
 
     /// Why a reload does not start while a rollback runs.
-    fn rollback_under_way(&self) -> String {
+    pub(super) fn rollback_under_way(&self) -> String {
         let (generation, since) = self.rolling_back.unwrap_or((0, Instant::now()));
         let builtin = self.cfg.deploy.rollback != crate::config::Rollback::None;
         let what = match (self.cfg.deploy.rollback_hook.is_some(), builtin) {

@@ -177,7 +177,7 @@ pub struct ReloadDone {
 /// How a reload ended that did not come up: it failed (the reason, and a
 /// traceback or a canary's table), a stop cancelled it (no failure of
 /// its code; `reload --wait` does not call it one), or it never started
-/// because another reload or a rollback was under way (nothing changed).
+/// because a failed reload's rollback was under way (nothing changed).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ReloadError {
     Failed(String),
@@ -199,6 +199,17 @@ impl From<&str> for ReloadError {
 
 /// What `reload --wait` hears.
 pub type ReloadAnswer = Result<ReloadDone, ReloadError>;
+
+/// Reloads asked for while another was under way, folded into one: the
+/// last one's timeout and canary, and every `reload --wait` waiting.
+#[derive(Debug)]
+struct QueuedReload {
+    timeout: Option<Duration>,
+    canary: Option<core::CanaryRun>,
+    waiters: Vec<tokio::sync::oneshot::Sender<ReloadAnswer>>,
+    /// The generation that was starting when the first one came.
+    behind: u64,
+}
 
 /// Everything that reaches the supervisor.
 #[derive(Debug)]
@@ -321,6 +332,9 @@ pub struct Supervisor {
     /// its generation and since when. No reload starts meanwhile, or the
     /// rollback would put the old code back over the newer one.
     rolling_back: Option<(u64, Instant)>,
+    /// A reload asked for while another was under way: it starts once
+    /// that one has ended ([`Supervisor::start_queued_reload`]).
+    queued_reload: Option<QueuedReload>,
     exit_code: i32,
     /// "generation N runs X; disk now has Y" while they differ.
     drift: Option<String>,
@@ -413,6 +427,7 @@ impl Supervisor {
             hook_runs: Default::default(),
             rollbacks: 0,
             rolling_back: None,
+            queued_reload: None,
             exit_code: 0,
             drift: None,
             last_good,
@@ -599,6 +614,7 @@ impl Supervisor {
                 let actions = self.core.on_event(Instant::now(), event);
                 if self.perform(actions) {
                     self.answer_waiters();
+                    self.start_queued_reload();
                     // The workers' last exits are heard before corral goes.
                     if let Some(arbiter) = &mut self.arbiter {
                         arbiter.finish(self.cfg.deploy.hook_timeout).await;
@@ -609,6 +625,7 @@ impl Supervisor {
             }
             self.answer_waiters();
             self.deploy_bookkeeping();
+            self.start_queued_reload();
             self.notify_systemd();
             self.publish_snapshot();
         }

@@ -297,6 +297,55 @@ impl Supervisor {
         }
     }
 
+    /// Starts the reload asked for while another was under way, once
+    /// that one has ended (see [`super::QueuedReload`]), unless corral is
+    /// stopping or the failed one's rollback runs (which would put the
+    /// old code back over the new).
+    pub(super) fn start_queued_reload(&mut self) {
+        if self.core.reload.is_some() && !self.stopping() {
+            return;
+        }
+        let Some(queued) = self.queued_reload.take() else {
+            return;
+        };
+        let refused = if self.stopping() {
+            Some(ReloadError::Cancelled(super::handlers::CANCELLED.into()))
+        } else if self.rolling_back.is_some() {
+            let why = self.rollback_under_way();
+            tracing::warn!("the queued {why}");
+            Some(ReloadError::NotStarted(why))
+        } else {
+            None
+        };
+        if let Some(refused) = refused {
+            for w in queued.waiters {
+                let _ = w.send(Err(refused.clone()));
+            }
+            return;
+        }
+        tracing::info!(
+            "starting the reload queued while generation {} was starting",
+            queued.behind
+        );
+        // One waiter for the supervisor; every caller hears its answer.
+        let waiter = (!queued.waiters.is_empty()).then(|| {
+            let (tx, rx) = tokio::sync::oneshot::channel::<super::ReloadAnswer>();
+            let waiters = queued.waiters;
+            tokio::spawn(async move {
+                let answer = rx
+                    .await
+                    .unwrap_or_else(|_| Err("corral stopped during the reload".into()));
+                for w in waiters {
+                    let _ = w.send(answer.clone());
+                }
+            });
+            tx
+        });
+        let _ = self
+            .tx
+            .send(Msg::Reload(queued.timeout, queued.canary, waiter));
+    }
+
     /// Tells `reload --wait` callers how their reload ended.
     pub(super) fn answer_waiters(&mut self) {
         if let Some(w) = self.new_waiter.take() {

@@ -509,15 +509,55 @@ fn a_failed_reload_changes_nothing_for_the_generation_that_serves() {
     std::fs::write(app.path().join("corral.toml"), next).unwrap();
     c.signal(libc::SIGHUP);
     wait_log(&c, "reload: starting generation");
+    // Queued behind it, and answered with its own outcome.
     let (code, out) = reload_wait(&c);
-    assert_eq!(code, Some(4), "not started, not failed: {out}");
-    assert!(out.contains("a reload is under way"), "{out}");
-    c.log
-        .wait_for(
-            "reload done: generation 3 is in service",
-            Duration::from_secs(30),
-        )
-        .expect("the slow generation comes up");
+    assert_eq!(code, Some(0), "{out}\n{}", c.log.text());
+    assert!(out.contains("generation 4"), "{out}");
+    let log = c.log.text();
+    assert!(
+        log.contains("reload queued: generation 3 is still starting"),
+        "{log}"
+    );
+    assert!(
+        log.contains("reload done: generation 3 is in service"),
+        "{log}"
+    );
+}
+
+/// Two deploys close together: the second `corral reload` (no `--wait`)
+/// comes while the first one's generation still imports. It is queued
+/// and starts once that one is in service, so the code last written is
+/// the code served, as with gunicorn's second HUP.
+#[test]
+fn a_reload_asked_for_while_one_is_starting_runs_after_it_and_the_newest_code_serves() {
+    let app = AppDir::new(&[
+        (
+            "app.py",
+            "import time\ntime.sleep(1.5)\nV = open('VERSION').read().strip().encode()\n\ndef app(environ, start_response):\n    start_response('200 OK', [('Content-Length', str(len(V)))])\n    return [V]\n",
+        ),
+        ("VERSION", "v1"),
+    ]);
+    let c = Corral::start(app.path(), &["app:app"], 1);
+    let reload = || {
+        let out = std::process::Command::new(corral_bin())
+            .args(["reload", "--socket", c.socket.to_str().unwrap()])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+    };
+    std::fs::write(app.path().join("VERSION"), "v2").unwrap();
+    reload();
+    wait_log(&c, "reload: starting generation 2");
+    std::thread::sleep(Duration::from_millis(300));
+    std::fs::write(app.path().join("VERSION"), "v3").unwrap();
+    reload();
+    wait_log(&c, "reload done: generation 3 is in service");
+    assert_eq!(c.get("/").text(), "v3", "{}", c.log.text());
+    assert!(
+        c.log
+            .text()
+            .contains("reload done: generation 2 is in service")
+    );
 }
 
 /// A config for `app:app` on `workers` workers whose rollback hook and
