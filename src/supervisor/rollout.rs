@@ -11,6 +11,10 @@ use super::core::{Event, ReloadOutcome};
 use super::policy::{Decision, View};
 use super::{EXIT_BOOT_FAILURE, Handover, Msg, ReloadDone, ReloadError, Signal, Supervisor};
 
+/// Generations whose folder and revision are kept after their workers
+/// are gone, counted back from the newest.
+const KEPT_GENERATIONS: u64 = 8;
+
 impl Supervisor {
     /// A worker of a running generation is (re)started: if the code on disk
     /// is no longer the generation's, say so (the worker may run code the
@@ -56,11 +60,16 @@ impl Supervisor {
         );
         self.gens.insert(generation, info);
         // The setups of generations that neither serve nor have a worker
-        // any more go.
+        // any more go; so do their folders and revisions, but for the
+        // last few (a failed one's revision is still asked for by its
+        // rollback and `reload --wait`): one entry per reload, for the
+        // life of the process, added up over thousands of reloads.
         let live: std::collections::HashSet<u64> =
             self.core.workers.values().map(|w| w.generation).collect();
         let serving = self.core.generation;
         self.setups.retain(|g, _| *g == serving || live.contains(g));
+        self.gens
+            .retain(|g, _| *g == serving || live.contains(g) || *g + KEPT_GENERATIONS > generation);
         let setup = super::GenSetup::of(&self.cfg, &self.launcher);
         self.setups.insert(generation, setup);
     }

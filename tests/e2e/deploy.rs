@@ -391,6 +391,43 @@ fn a_reload_during_a_slow_rollback_does_not_start_and_nothing_is_thrown_away() {
     assert_eq!(c.status_json()["revision"], fixed.as_str());
 }
 
+/// Each generation's folder and revision are kept while they are used,
+/// not for the life of the process: with a revision of 60,000 bytes, 40
+/// more reloads grow corral by less than half of what keeping them all
+/// would (2.4 MB).
+#[test]
+fn what_corral_keeps_per_generation_does_not_grow_with_every_reload() {
+    let rev = "r".repeat(60_000);
+    let root = AppDir::new(&[("current/app.py", &app_source("v", "")), ("REV", &rev)]);
+    let r = root.path();
+    std::fs::write(
+        r.join("corral.toml"),
+        config(&format!(
+            "revision = [\"cat\", \"{}\"]",
+            r.join("REV").display()
+        )),
+    )
+    .unwrap();
+    let c = Corral::start(r, &["-c", "corral.toml"], 1);
+    let reload = || {
+        let out = Command::new(corral_bin())
+            .args(["reload", "--wait", "--socket", c.socket.to_str().unwrap()])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+    };
+    for _ in 0..10 {
+        reload();
+    }
+    let before = rss_kib(c.pid());
+    for _ in 0..40 {
+        reload();
+    }
+    let grew = rss_kib(c.pid()).saturating_sub(before);
+    assert!(grew < 1200, "corral grew by {grew} KiB over 40 reloads");
+    assert_eq!(c.status_json()["revision"], rev.as_str());
+}
+
 #[test]
 fn the_built_in_symlink_rollback_points_current_back_at_the_last_good_release() {
     let root = AppDir::new(&[
