@@ -71,7 +71,7 @@ fn render_counts(snap: &Snapshot, out: &mut String) {
         (
             "corral_worker_restarts_total",
             "counter",
-            "Worker processes restarted.",
+            "Worker processes started again after an exit corral did not ask for (a crash, a timeout, max_memory); not the replacements of reloads, recycling or scaling.",
             snap.restarts,
         ),
     ] {
@@ -135,7 +135,7 @@ fn render_slots(snap: &Snapshot, out: &mut String) {
         out,
         "corral_slot_restarts_total",
         "counter",
-        "Worker processes restarted in each slot.",
+        "Worker processes started again in each slot after an exit corral did not ask for (as corral_worker_restarts_total).",
     );
     for s in &snap.slots {
         let _ = writeln!(

@@ -433,6 +433,18 @@ fn metrics_parse_with_prometheus_client_and_move_with_their_events() {
         &[],
     );
     assert!(at >= now, "{at} vs {now}");
+    // Replacing both workers for the reload is no restart: the count is
+    // still the one death above, and an alert on it fires for crashes,
+    // not for deploys.
+    assert_eq!(
+        sample(
+            &m,
+            "corral_worker_restarts",
+            "corral_worker_restarts_total",
+            &[]
+        ),
+        1.0
+    );
     std::fs::write(app.path().join("app.py"), "def app(environ:\n").unwrap();
     c.signal(libc::SIGHUP);
     let m = wait_metric(

@@ -472,8 +472,9 @@ impl Core {
     ) -> bool {
         self.slots[slot].successor = None;
         let old = self.slots[slot].worker.replace(next);
+        // Not a restart: those count the exits corral did not ask for
+        // (what an alert on them is for), not deploys and recycling.
         self.slots[slot].failures = 0;
-        self.slots[slot].restarts += 1;
         match old.filter(|s| self.workers.contains_key(s)) {
             Some(old) => {
                 self.drain(now, old, out);

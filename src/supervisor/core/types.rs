@@ -509,6 +509,8 @@ pub struct Slot {
     /// booted nothing.
     pub boot_failing: bool,
     pub start_at: Option<Instant>,
+    /// Workers started again after an exit corral did not ask for (not
+    /// the replacements of reloads, recycling or scaling).
     pub restarts: u32,
     pub last_exit: Option<String>,
     pub last_error: Option<BootError>,
