@@ -194,11 +194,15 @@ pub fn handle(
             split.record(new, resp.status().as_u16(), elapsed);
         }
         if let (Some(parts), Some(log)) = (logged, &shared.access) {
+            // The body's size whenever the response has a length: the
+            // app's Content-Length, or else a whole body's, which hyper
+            // sends as one (`[b"hello"]` with no length of the app's).
             let bytes = resp
                 .headers()
                 .get(http::header::CONTENT_LENGTH)
                 .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.parse().ok());
+                .and_then(|v| v.parse().ok())
+                .or_else(|| http_body::Body::size_hint(resp.body()).exact());
             log.log(&Entry {
                 remote: &conn.remote_addr,
                 parts: &parts,
