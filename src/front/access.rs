@@ -78,7 +78,8 @@ pub struct Entry<'a> {
     pub remote: &'a str,
     pub parts: &'a Parts,
     pub status: u16,
-    /// Response body size when known (Content-Length), else None.
+    /// The response body's size when it has a length (the Content-Length
+    /// sent, the app's or hyper's for a whole body), else None.
     pub bytes: Option<u64>,
     pub elapsed: Duration,
     /// The response's headers.

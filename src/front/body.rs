@@ -27,6 +27,14 @@
 //! opened 100 streams on each of 1,000 connections with no window made
 //! corral hold 16 KB answers for all of them (434 MiB in two seconds), for
 //! as long as it liked.
+//!
+//! A body shorter than the app's Content-Length, streamed or whole
+//! ([`Body::Short`]), goes out under that length and ends in an error
+//! ([`BodyError::Short`]) after a flush: hyper closes an HTTP/1.1
+//! connection, resets an HTTP/2 stream, and the client sees the response
+//! cut, as from gunicorn and uvicorn. (An HTTP/2 stream that ended
+//! cleanly short of its length was a malformed response, RFC 9113 section
+//! 8.1.1.)
 
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -53,6 +61,8 @@ pub enum BodyError {
     ClientGone,
     #[error("the client took no bytes of the stream for the send timeout")]
     Stalled,
+    #[error("the app sent less than its Content-Length")]
+    Short,
 }
 
 /// The most of a response body hyper is handed at once on HTTP/2: one
@@ -71,6 +81,10 @@ pub enum Body {
     },
     Stream(StreamBody),
     Kept(KeptBody),
+    /// A whole body shorter than the app's Content-Length, which is sent
+    /// as the app declared it: the body ends as a streamed one that ends
+    /// short does, so that the client sees it cut.
+    Short(Box<ShortBody>),
 }
 
 /// What a body kept for an HTTP/2 client is counted as at least: its
@@ -208,6 +222,50 @@ impl Body {
     pub fn empty() -> Body {
         Body::Full(None)
     }
+
+    /// `self`, a whole body of `sent` bytes, under a Content-Length of
+    /// `declared`, more than that. The length goes out as the app declared
+    /// it, as gunicorn and uvicorn send it: corral's length of what was
+    /// sent would have made a cut response look complete to the client and
+    /// to any cache in front.
+    pub fn short_of(self, declared: u64, sent: u64) -> Body {
+        warn_short(declared, sent);
+        Body::Short(Box::new(ShortBody {
+            body: self,
+            ending: None,
+            done: false,
+        }))
+    }
+}
+
+/// Says that the app ended a body of `sent` bytes short of its
+/// Content-Length.
+fn warn_short(declared: u64, sent: u64) {
+    tracing::warn!("the app declared Content-Length: {declared} but sent {sent} bytes");
+}
+
+/// Ends a body as `end` says at its next poll, and not at once, so that
+/// hyper first sends what it holds of the response: the client sees the
+/// head and every byte the app produced, then a cut body, as from
+/// gunicorn, not an empty reply. An error ends the response: hyper closes
+/// an HTTP/1.1 connection and resets an HTTP/2 stream (h2 drops what it
+/// has not yet written of the stream, so an HTTP/2 client may get less).
+fn end_after_a_flush<T>(
+    ending: &mut Option<BodyError>,
+    cx: &mut Context<'_>,
+    end: BodyError,
+) -> Poll<T> {
+    *ending = Some(end);
+    cx.waker().wake_by_ref();
+    Poll::Pending
+}
+
+/// A whole body shorter than its Content-Length ([`Body::short_of`]).
+pub struct ShortBody {
+    body: Body,
+    /// How the body ends at the next poll (see [`end_after_a_flush`]).
+    ending: Option<BodyError>,
+    done: bool,
 }
 
 /// A response streamed from a worker.
@@ -223,13 +281,10 @@ pub struct StreamBody {
     /// The worker's response credit on this stream.
     pub window: Arc<Window>,
     pub done: bool,
-    /// How the body ends at the next poll, and not at once, so that hyper
-    /// first sends what it holds of the response: the client sees the head
-    /// and every byte the app produced, then a cut body, as from gunicorn,
-    /// not an empty reply. `Ok`: the app ended its body short of its
-    /// Content-Length (hyper closes the connection); `Err`: the app failed
-    /// or its worker died mid-body.
-    pub ending: Option<Result<(), BodyError>>,
+    /// How the body ends at the next poll (see [`end_after_a_flush`]): the
+    /// app ended it short of its Content-Length, failed, or its worker
+    /// died mid-body.
+    pub ending: Option<BodyError>,
     /// The app's Content-Length, when the response carries a body.
     pub declared: Option<u64>,
     /// Body bytes taken from the worker so far.
@@ -405,18 +460,6 @@ impl StreamBody {
         }
         b
     }
-
-    /// Ends the body as `end` says at the next poll: one pass of hyper's
-    /// loop first, which flushes what it holds.
-    fn end_after_a_flush<T>(
-        &mut self,
-        cx: &mut Context<'_>,
-        end: Result<(), BodyError>,
-    ) -> Poll<T> {
-        self.ending = Some(end);
-        cx.waker().wake_by_ref();
-        Poll::Pending
-    }
 }
 
 impl http_body::Body for Body {
@@ -448,7 +491,7 @@ impl http_body::Body for Body {
                 }
                 if let Some(end) = s.ending.take() {
                     s.done = true;
-                    return Poll::Ready(end.err().map(Err));
+                    return Poll::Ready(Some(Err(end)));
                 }
                 if s.relay.cut.load(Ordering::Acquire) {
                     // The stall watch cancelled it: hyper resets the stream.
@@ -472,12 +515,9 @@ impl http_body::Body for Body {
                     Poll::Ready(Some(Event::End)) => {
                         s.relay.release();
                         if let Some(n) = s.declared.filter(|&n| n > s.sent) {
-                            // hyper ends the connection: the client sees a cut body.
-                            tracing::warn!(
-                                "the app declared Content-Length: {n} but sent {} bytes",
-                                s.sent
-                            );
-                            return s.end_after_a_flush(cx, Ok(()));
+                            // The client sees a cut body.
+                            warn_short(n, s.sent);
+                            return end_after_a_flush(&mut s.ending, cx, BodyError::Short);
                         }
                         s.done = true;
                         Poll::Ready(None)
@@ -485,12 +525,29 @@ impl http_body::Body for Body {
                     // WebSocket events on an HTTP response: the app is confused.
                     Poll::Ready(Some(Event::Abort | Event::Message { .. } | Event::Close(_))) => {
                         s.relay.release();
-                        s.end_after_a_flush(cx, Err(BodyError::AppFailed))
+                        end_after_a_flush(&mut s.ending, cx, BodyError::AppFailed)
                     }
                     Poll::Ready(None) => {
                         s.relay.release();
-                        s.end_after_a_flush(cx, Err(BodyError::WorkerGone))
+                        end_after_a_flush(&mut s.ending, cx, BodyError::WorkerGone)
                     }
+                }
+            }
+            Body::Short(s) => {
+                if s.done {
+                    return Poll::Ready(None);
+                }
+                if let Some(end) = s.ending.take() {
+                    s.done = true;
+                    return Poll::Ready(Some(Err(end)));
+                }
+                match Pin::new(&mut s.body).poll_frame(cx) {
+                    Poll::Ready(None) => end_after_a_flush(&mut s.ending, cx, BodyError::Short),
+                    Poll::Ready(Some(Err(e))) => {
+                        s.done = true;
+                        Poll::Ready(Some(Err(e)))
+                    }
+                    other => other,
                 }
             }
         }
@@ -502,6 +559,7 @@ impl http_body::Body for Body {
             Body::Small { data, .. } => data.is_none(),
             Body::Kept(k) => k.rest.is_empty(),
             Body::Stream(s) => s.done,
+            Body::Short(s) => s.done,
         }
     }
 
@@ -513,7 +571,8 @@ impl http_body::Body for Body {
                 SizeHint::with_exact(data.as_ref().map_or(0, |b| b.len() as u64))
             }
             Body::Kept(k) => SizeHint::with_exact(k.rest.len() as u64),
-            Body::Stream(_) => SizeHint::default(),
+            // hyper frames these by the Content-Length the app declared.
+            Body::Stream(_) | Body::Short(_) => SizeHint::default(),
         }
     }
 }

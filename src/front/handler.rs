@@ -194,11 +194,15 @@ pub fn handle(
             split.record(new, resp.status().as_u16(), elapsed);
         }
         if let (Some(parts), Some(log)) = (logged, &shared.access) {
+            // The body's size whenever the response has a length: the
+            // app's Content-Length, or else a whole body's, which hyper
+            // sends as one (`[b"hello"]` with no length of the app's).
             let bytes = resp
                 .headers()
                 .get(http::header::CONTENT_LENGTH)
                 .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.parse().ok());
+                .and_then(|v| v.parse().ok())
+                .or_else(|| http_body::Body::size_hint(resp.body()).exact());
             log.log(&Entry {
                 remote: &conn.remote_addr,
                 parts: &parts,
@@ -687,13 +691,14 @@ async fn dispatch(
             }
             let mut resp = build(head, Body::empty())?;
             if !is_head && may_have_body(resp.status()) {
-                let body = fit_to_content_length(&mut resp, body);
-                shared.metrics.response_body(body.len() as u64);
+                let (body, short_of) = fit_to_content_length(resp.headers(), body);
+                let sent = body.len() as u64;
+                shared.metrics.response_body(sent);
                 let h2 = parts.version == http::Version::HTTP_2;
                 let small = (h2 && !body.is_empty() && body.len() <= super::body::H2_CHUNK)
                     .then(|| shared.outbox.keep_unwatched(body.len()))
                     .flatten();
-                *resp.body_mut() = if let Some(ticket) = small {
+                let whole = if let Some(ticket) = small {
                     Body::Small {
                         data: Some(body),
                         _ticket: ticket,
@@ -710,6 +715,10 @@ async fn dispatch(
                     Body::Kept(kept)
                 } else {
                     Body::full(body)
+                };
+                *resp.body_mut() = match short_of {
+                    Some(declared) => whole.short_of(declared, sent),
+                    None => whole,
                 };
             }
             // The app answered without reading the whole body: hyper will
@@ -968,28 +977,20 @@ fn timed_out(
     plain(StatusCode::GATEWAY_TIMEOUT, "Gateway Timeout\n")
 }
 
-/// A whole body must match the app's Content-Length: PEP 3333 says never
-/// send more than it declares (the rest is cut), and a shorter body than
-/// declared would leave the client waiting (its header is corrected).
-/// [`build`] left at most one Content-Length, a number.
-fn fit_to_content_length(resp: &mut Response<Body>, body: Bytes) -> Bytes {
-    let declared = resp
-        .headers()
+/// A whole body against the app's Content-Length: PEP 3333 says never send
+/// more than it declares (the rest is cut); with a shorter body, the
+/// length declared, for [`Body::short_of`] (the response is sent cut, as a
+/// streamed body that ends short is). [`build`] left at most one
+/// Content-Length, a number.
+fn fit_to_content_length(headers: &http::HeaderMap, body: Bytes) -> (Bytes, Option<u64>) {
+    let declared = headers
         .get(http::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok());
+        .and_then(|v| v.parse::<u64>().ok());
     match declared {
-        Some(n) if n < body.len() => body.slice(..n),
-        Some(n) if n > body.len() => {
-            tracing::warn!(
-                "the app declared Content-Length: {n} but sent {} bytes; sending what it sent",
-                body.len()
-            );
-            resp.headers_mut()
-                .insert(http::header::CONTENT_LENGTH, HeaderValue::from(body.len()));
-            body
-        }
-        _ => body,
+        Some(n) if n < body.len() as u64 => (body.slice(..n as usize), None),
+        Some(n) if n > body.len() as u64 => (body, Some(n)),
+        _ => (body, None),
     }
 }
 

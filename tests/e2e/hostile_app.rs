@@ -102,6 +102,9 @@ def app(environ, start_response):
     if path == "/content-length":
         start_response("200 OK", [("Content-Length", arg(environ))])
         return [b"hello"]
+    if path == "/short":
+        start_response("200 OK", [("Content-Length", "1000")])
+        return [b"x" * 500]
     if path == "/streamed-length":
         start_response("200 OK", [("Content-Length", arg(environ))])
         return (b for b in [b"hel", b"lo"])
@@ -354,6 +357,52 @@ fn content_length_must_be_a_number_and_one_number() {
     assert_eq!(c.get("/pid").status, 200);
 }
 
+/// GET `path` on a connection the client would keep open: the response's
+/// head and the bytes after it, read until corral closes the connection.
+fn read_until_closed(addr: &str, path: &str) -> (String, Vec<u8>) {
+    let mut s = connect(addr);
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+        .unwrap();
+    let mut wire = Vec::new();
+    let closed = s.read_to_end(&mut wire);
+    let text = String::from_utf8_lossy(&wire).into_owned();
+    assert!(
+        closed.is_ok(),
+        "the connection stayed open: {closed:?}; {text}"
+    );
+    let end = text.find("\r\n\r\n").expect("a whole head") + 4;
+    (text[..end].to_ascii_lowercase(), wire[end..].to_vec())
+}
+
+/// A body the app sent in one piece, shorter than its Content-Length, goes
+/// out as a streamed one that ends short does: under the length the app
+/// declared, then the connection is closed, so that the client (and a
+/// cache in front) sees the response cut, as from gunicorn and uvicorn. A
+/// corrected length would have made it look complete.
+#[test]
+fn a_whole_body_short_of_its_content_length_goes_out_cut_under_that_length() {
+    for (_dir, c) in [wsgi(), asgi()] {
+        let (head, body) = read_until_closed(&c.addr, "/short");
+        assert!(head.starts_with("http/1.1 200 "), "{head}");
+        assert!(head.contains("\r\ncontent-length: 1000\r\n"), "{head}");
+        assert_eq!(body, vec![b'x'; 500], "{head}");
+        logged(
+            &c,
+            "the app declared Content-Length: 1000 but sent 500 bytes",
+        );
+        // The worker serves on.
+        assert_eq!(c.get("/pid").status, 200);
+    }
+    // A longer body is cut to its length.
+    let (_dir, c) = wsgi();
+    let wire = exchange(&c.addr, &get_close("/content-length?3"));
+    let text = String::from_utf8_lossy(&wire);
+    assert!(text.starts_with("HTTP/1.1 200 "), "{text}");
+    assert!(text.contains("\r\ncontent-length: 3\r\n"), "{text}");
+    assert!(text.ends_with("\r\n\r\nhel"), "{text}");
+}
+
 #[test]
 fn no_body_or_length_on_204_and_304_and_heads_keep_their_length() {
     let (_dir, c) = wsgi();
@@ -582,6 +631,8 @@ async def http(scope, receive, send):
             await body(send, 200, [(b"x-evil", b"a\r\nset-cookie: x")])
         except ValueError as e:
             await body(send, 400, [], str(e).encode())
+    elif path == "/short":
+        await body(send, 200, [(b"content-length", b"1000")], b"x" * 500)
     elif path == "/103":
         await body(send, 103, [])
     elif path == "/status":

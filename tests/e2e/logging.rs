@@ -287,6 +287,75 @@ fn the_access_log_is_off_by_default_and_writes_combined_lines_when_asked() {
     );
 }
 
+/// `%(b)s`, `%(B)s` and the JSON line's `bytes` give the body's size
+/// whenever the response has a length, the app's or the one corral sends
+/// for a whole body (`[b"hello\n"]` with no Content-Length goes out with
+/// `content-length: 6`), as gunicorn logs `200 6`; `-` (null) only for a
+/// body that streams with no length. Before, only the app's own
+/// Content-Length counted: `200 -`.
+#[test]
+fn the_access_log_gives_the_length_sent_whoever_set_it() {
+    let app = AppDir::new(&[(
+        "app.py",
+        "def app(environ, start_response):\n\
+         \x20   start_response('200 OK', [])\n\
+         \x20   if environ['PATH_INFO'] == '/streamed':\n\
+         \x20       return iter([b'hel', b'lo\\n'])\n\
+         \x20   return [b'hello\\n']\n",
+    )]);
+    let c = Corral::start(
+        app.path(),
+        &[
+            "app:app",
+            "-w",
+            "1",
+            "--access-logfile",
+            "-",
+            "--access-logformat",
+            "access %(U)s %(s)s %(b)s %(B)s",
+        ],
+        1,
+    );
+    let r = c.get("/whole");
+    assert_eq!(r.header("content-length"), Some("6"));
+    let line = c
+        .log
+        .wait_for("access /whole ", Duration::from_secs(5))
+        .expect("an access line");
+    assert!(line.ends_with("access /whole 200 6 6"), "{line}");
+    let r = c.get("/streamed");
+    assert_eq!(
+        (r.header("content-length"), r.text().as_str()),
+        (None, "hello\n")
+    );
+    let line = c
+        .log
+        .wait_for("access /streamed ", Duration::from_secs(5))
+        .expect("an access line");
+    assert!(line.ends_with("access /streamed 200 - -"), "{line}");
+    drop(c);
+
+    let c = Corral::start(
+        app.path(),
+        &["app:app", "-w", "1", "--access-log", "json"],
+        1,
+    );
+    for (path, bytes) in [
+        ("/whole", serde_json::json!(6)),
+        ("/streamed", serde_json::Value::Null),
+    ] {
+        assert_eq!(c.get(path).status, 200);
+        let line = c
+            .log
+            .wait_for(&format!("\"target\":\"{path}\""), Duration::from_secs(5))
+            .expect("an access line");
+        let json = &line[line.find('{').expect("a JSON object")..];
+        let v: serde_json::Value =
+            serde_json::from_str(json).unwrap_or_else(|e| panic!("{e}: {line}"));
+        assert_eq!(v["bytes"], bytes, "{line}");
+    }
+}
+
 /// Datagrams from `read` until one contains `needle` (at most 10 s); the
 /// one that does.
 fn datagram_with(read: impl Fn(&mut [u8]) -> std::io::Result<usize>, needle: &str) -> String {
