@@ -210,26 +210,44 @@ fn stale(socket: &Path) -> bool {
 }
 
 /// The control sockets of the instances under the default root (for the
-/// client commands given neither a config file nor `--socket`): the root
-/// and, sorted, every `NAME/corral.sock` in it that a corral listens on
-/// (a killed corral's socket file is left out).
+/// client commands given neither a config file nor `--socket`, or a file
+/// whose own socket has no corral behind it): the root and, sorted, every
+/// `NAME/corral.sock` in it that a corral listens on (a killed corral's
+/// socket file is left out). Beside a root named `corral` (`/run/corral`,
+/// `$XDG_RUNTIME_DIR/corral`) are the runtime folders systemd makes for
+/// units (`RuntimeDirectory=NAME`: `/run/NAME`), where a unit's corral
+/// puts its socket: those count too, so that `sudo corral status -c
+/// FILE` finds the corral of a unit run as another user. (Not beside
+/// `/tmp/corral-UID`: the folders in `/tmp` are anyone's.)
 pub fn running_sockets() -> (Place, Vec<PathBuf>) {
     let place = default_socket();
     let found = match &place {
         Place::Fixed(path) => vec![path.clone()],
         Place::PerInstance(root) => {
-            let mut found: Vec<PathBuf> = std::fs::read_dir(root)
-                .into_iter()
-                .flatten()
-                .flatten()
-                .map(|e| e.path().join(SOCKET_NAME))
-                .filter(|p| crate::private_fs::is_socket(p) && !stale(p))
-                .collect();
+            let mut found = sockets_in(root);
+            if let Some(units) = root
+                .parent()
+                .filter(|_| root.file_name() == Some(OsStr::new("corral")))
+            {
+                found.extend(sockets_in(units));
+            }
             found.sort();
+            found.dedup();
             found
         }
     };
     (place, found)
+}
+
+/// The `NAME/corral.sock` in `root` that a corral listens on.
+fn sockets_in(root: &Path) -> Vec<PathBuf> {
+    std::fs::read_dir(root)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path().join(SOCKET_NAME))
+        .filter(|p| crate::private_fs::is_socket(p) && !stale(p))
+        .collect()
 }
 
 #[cfg(test)]

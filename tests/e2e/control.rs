@@ -408,3 +408,63 @@ fn what_a_killed_corral_leaves_is_passed_over_and_cleared() {
     let out = client(&["status", "--json"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
 }
+
+/// A corral a systemd unit runs puts its socket in the unit's own
+/// runtime folder (`RuntimeDirectory=shop`: `$RUNTIME_DIRECTORY/corral.sock`,
+/// `/run/shop/corral.sock` for a system unit). A client in a shell, which
+/// has no `RUNTIME_DIRECTORY`, finds it beside the shared root all the
+/// same: by its app and bind, by its config file, and in the list.
+#[test]
+fn a_client_outside_the_unit_finds_the_corral_in_a_units_runtime_folder() {
+    use std::os::unix::fs::DirBuilderExt;
+    let runtime = tempfile::tempdir().unwrap();
+    let rt = runtime.path().to_str().unwrap().to_string();
+    let unit = runtime.path().join("shop");
+    std::fs::DirBuilder::new()
+        .mode(0o700)
+        .create(&unit)
+        .unwrap();
+    let port = compare::free_port();
+    let bind = format!("127.0.0.1:{port}");
+    let app = AppDir::new(&[("app.py", &app_version("shop", 1))]);
+    std::fs::write(
+        app.path().join("corral.toml"),
+        format!(
+            "[app]\nmodule = \"app:app\"\n[server]\nbind = [\"{bind}\"]\n[workers]\ncount = 1\n"
+        ),
+    )
+    .unwrap();
+    let mut c = Corral::spawn_default_socket(
+        app.path(),
+        &["-c", "corral.toml"],
+        &[
+            ("XDG_RUNTIME_DIR", &rt),
+            ("RUNTIME_DIRECTORY", unit.to_str().unwrap()),
+        ],
+    );
+    c.wait_listening();
+    c.wait_in_service(1);
+    assert!(unit.join("corral.sock").exists());
+    let elsewhere = tempfile::tempdir().unwrap();
+    let client = |args: &[&str]| {
+        let out = Command::new(corral_bin())
+            .args(args)
+            .current_dir(elsewhere.path())
+            .env("XDG_RUNTIME_DIR", &rt)
+            .env_remove("RUNTIME_DIRECTORY")
+            .output()
+            .expect("run corral");
+        (out.status.code(), text(&out), out.stdout)
+    };
+    let (code, t, _) = client(&["status"]);
+    assert_eq!(code, Some(0), "{t}");
+    assert!(t.contains(&format!("(pid {})", c.pid())), "{t}");
+    let (code, t, stdout) = client(&["status", "--json", "-b", &bind]);
+    assert_eq!(code, Some(0), "{t}");
+    let v: serde_json::Value = serde_json::from_slice(&stdout).unwrap();
+    assert_eq!(v["supervisor"]["pid"], c.pid(), "{v}");
+    let file = app.path().join("corral.toml");
+    let (code, t, _) = client(&["reload", "--wait", "-c", file.to_str().unwrap()]);
+    assert_eq!(code, Some(0), "{t}");
+    assert!(t.contains("generation 2"), "{t}");
+}
