@@ -79,11 +79,15 @@ pub struct Slot {
 }
 
 impl Slot {
-    fn opened(&mut self) {
+    /// The slot, held by a connection from now on: by its stream
+    /// ([`Guarded`]) and by whatever else keeps the socket open after the
+    /// stream is gone (its lingering close).
+    pub fn opened(mut self) -> Arc<Slot> {
         self.open = true;
         if let Some(m) = &self.limits.metrics {
             m.connection_opened();
         }
+        Arc::new(self)
     }
 }
 
@@ -102,7 +106,7 @@ impl Drop for Slot {
 /// drops the connection, which cancels its request at the worker.
 pub struct Guarded<S> {
     io: S,
-    slot: Slot,
+    slot: Arc<Slot>,
     /// Armed while writes are blocked (the client takes no bytes); made on
     /// the first stall and reset after, so a connection costs one timer at
     /// most.
@@ -111,8 +115,7 @@ pub struct Guarded<S> {
 }
 
 impl<S> Guarded<S> {
-    pub fn new(io: S, mut slot: Slot) -> Guarded<S> {
-        slot.opened();
+    pub fn new(io: S, slot: Arc<Slot>) -> Guarded<S> {
         Guarded {
             io,
             slot,

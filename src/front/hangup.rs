@@ -105,7 +105,9 @@ impl Socket {
     /// for the last DATA frames, a pipelined request), a socket sends RST,
     /// and a client that gets RST throws away what it had received but
     /// not yet read: the end of the last response. This is the "lingering
-    /// close" of RFC 9112 section 9.6, as nginx and Apache do it.
+    /// close" of RFC 9112 section 9.6, as nginx and Apache do it. The
+    /// connection keeps its place under `max_connections` meanwhile, so
+    /// clients that never close cannot make corral hold more sockets.
     pub async fn linger(&self) {
         let _ = nix::sys::socket::shutdown(self.as_fd().as_raw_fd(), Shutdown::Write);
         let mut sink = [0u8; 4096];

@@ -451,7 +451,8 @@ fn serve_accepted(
     serving: Arc<Serving>,
 ) {
     let socket = Arc::new(socket);
-    let io: Box<dyn Io> = Box::new(conn::Guarded::new(SocketIo(socket.clone()), slot));
+    let slot = slot.opened();
+    let io: Box<dyn Io> = Box::new(conn::Guarded::new(SocketIo(socket.clone()), slot.clone()));
     let open = serving.shared.drain.enter();
     let last = socket.clone();
     // The handshake runs in the connection's task: a slow client
@@ -459,6 +460,9 @@ fn serve_accepted(
     tokio::spawn(async move {
         let _open = open;
         let _on_shard = on_shard;
+        // Until the lingering close ends: the socket is open until then,
+        // and counts against `max_connections`.
+        let _slot = slot;
         let io = match serving.shared.proxy_protocol {
             ProxyProtocol::Off => io,
             mode => match read_proxy_header(io, mode, &mut info, &serving).await {
@@ -739,7 +743,10 @@ pub async fn accept(
     raw: Option<Arc<target::RawTargets>>,
 ) -> std::io::Result<(BoxedIo, ConnInfo)> {
     let (socket, info) = accept_socket(listener).await?;
-    let io: Box<dyn Io> = Box::new(conn::Guarded::new(SocketIo(Arc::new(socket)), slot));
+    let io: Box<dyn Io> = Box::new(conn::Guarded::new(
+        SocketIo(Arc::new(socket)),
+        slot.opened(),
+    ));
     let io = match raw {
         Some(raw) => Box::new(target::Relaxed::new(io, raw)),
         None => io,

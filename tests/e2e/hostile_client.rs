@@ -543,6 +543,35 @@ fn at_max_connections_new_ones_wait_in_the_backlog_and_open_ones_keep_working() 
     });
 }
 
+/// A connection corral closes lingers until the client closes it too
+/// (see `Socket::linger`), and keeps its place under `max_connections`
+/// meanwhile: clients that never close cannot make corral hold more
+/// sockets than that, and the next one is taken once they do.
+#[test]
+fn a_lingering_connection_keeps_its_place_until_the_client_closes() {
+    let (_app, c) = start(&["--max-connections", "1"]);
+    let close = b"GET /pid HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+    let mut first = connect_with(&c.addr, Duration::from_secs(10));
+    first.write_all(close).unwrap();
+    // Answered and closed on corral's side; the client keeps its socket.
+    assert!(read_to_close(&mut first, Duration::from_secs(5)).is_some());
+    let mut second = connect_with(&c.addr, Duration::from_secs(10));
+    second.write_all(close).unwrap();
+    assert!(silent_for(&mut second, Duration::from_millis(500)));
+    let t = Instant::now();
+    drop(first);
+    second
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let r = read_response(&mut BufReader::new(second), false).expect("served");
+    assert_eq!(r.status, 200);
+    assert!(
+        t.elapsed() < Duration::from_secs(1),
+        "took {:?}",
+        t.elapsed()
+    );
+}
+
 // ------------------------------------------------------------- status server
 
 #[test]
