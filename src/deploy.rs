@@ -84,7 +84,11 @@ fn command(argv: &[String], dir: &Path) -> Option<String> {
     // Killed with what it started, unless it exits first.
     let mut group = crate::hooks::ProcessGroup::led_by(Some(child.id()));
     let deadline = Instant::now() + Duration::from_secs(5);
+    let mut out = Output::new(child.stdout.take()?)?;
     loop {
+        // Read while it runs: a command that prints more than a pipe
+        // holds would otherwise wait for the reader until the deadline.
+        out.read();
         match child.try_wait() {
             Ok(Some(st)) => {
                 group.exited();
@@ -106,35 +110,68 @@ fn command(argv: &[String], dir: &Path) -> Option<String> {
             Ok(None) => std::thread::sleep(Duration::from_millis(5)),
         }
     }
-    first_line(child.stdout.take()?, deadline)
+    out.first_line(deadline)
 }
 
-/// The first line of what `out` has, read up to its end, a newline or
-/// `deadline`: a process the command left in the background may hold its
-/// stdout open for as long as it likes, and this runs on the supervisor's
-/// loop.
-fn first_line(mut out: std::process::ChildStdout, deadline: Instant) -> Option<String> {
-    use std::io::Read;
-    use std::os::fd::AsFd;
-    let flags = nix::fcntl::fcntl(out.as_fd(), nix::fcntl::FcntlArg::F_GETFL).ok()?;
-    let flags = nix::fcntl::OFlag::from_bits_truncate(flags) | nix::fcntl::OFlag::O_NONBLOCK;
-    nix::fcntl::fcntl(out.as_fd(), nix::fcntl::FcntlArg::F_SETFL(flags)).ok()?;
-    let mut text = Vec::new();
-    let mut buf = [0u8; 4096];
-    while !text.contains(&b'\n') && text.len() < 64 * 1024 {
-        match out.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => text.extend_from_slice(&buf[..n]),
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock && Instant::now() < deadline => {
-                std::thread::sleep(Duration::from_millis(5));
+/// The most of a revision command's output kept: its first line is the
+/// revision.
+const OUTPUT_KEPT: usize = 64 * 1024;
+
+/// A revision command's stdout, read without blocking: this runs on the
+/// supervisor's loop.
+struct Output {
+    out: std::process::ChildStdout,
+    text: Vec<u8>,
+    ended: bool,
+}
+
+impl Output {
+    fn new(out: std::process::ChildStdout) -> Option<Output> {
+        use std::os::fd::AsFd;
+        let flags = nix::fcntl::fcntl(out.as_fd(), nix::fcntl::FcntlArg::F_GETFL).ok()?;
+        let flags = nix::fcntl::OFlag::from_bits_truncate(flags) | nix::fcntl::OFlag::O_NONBLOCK;
+        nix::fcntl::fcntl(out.as_fd(), nix::fcntl::FcntlArg::F_SETFL(flags)).ok()?;
+        Some(Output {
+            out,
+            text: Vec::new(),
+            ended: false,
+        })
+    }
+
+    /// Reads what is there now; past [`OUTPUT_KEPT`], reads and drops it.
+    fn read(&mut self) {
+        use std::io::Read;
+        let mut buf = [0u8; 4096];
+        while !self.ended {
+            match self.out.read(&mut buf) {
+                Ok(0) => self.ended = true,
+                Ok(n) => {
+                    let room = OUTPUT_KEPT.saturating_sub(self.text.len());
+                    self.text.extend_from_slice(&buf[..n.min(room)]);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
+                Err(_) => self.ended = true,
             }
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(_) => break,
         }
     }
-    let text = String::from_utf8(text).ok()?;
-    let line = text.lines().next()?.trim().to_string();
-    (!line.is_empty()).then_some(line)
+
+    /// The first line, read up to the output's end, a newline or
+    /// `deadline`: a process the command left in the background may hold
+    /// its stdout open for as long as it likes.
+    fn first_line(mut self, deadline: Instant) -> Option<String> {
+        while !self.ended
+            && !self.text.contains(&b'\n')
+            && self.text.len() < OUTPUT_KEPT
+            && Instant::now() < deadline
+        {
+            self.read();
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let text = String::from_utf8_lossy(&self.text);
+        let line = text.lines().next()?.trim().to_string();
+        (!line.is_empty()).then_some(line)
+    }
 }
 
 /// The last known good revision, from `state_dir`.

@@ -428,6 +428,29 @@ fn what_corral_keeps_per_generation_does_not_grow_with_every_reload() {
     assert_eq!(c.status_json()["revision"], rev.as_str());
 }
 
+/// A revision command that prints more than a pipe holds after its
+/// first line: read while it runs, so it ends at once and its first line
+/// is the revision (it waited for a reader until the 5 s deadline, was
+/// killed, and the revision was unknown).
+#[test]
+fn a_revision_command_with_much_output_gives_its_first_line_at_once() {
+    let root = AppDir::new(&[("current/app.py", &app_source("v", ""))]);
+    let r = root.path();
+    std::fs::write(
+        r.join("corral.toml"),
+        config("revision = [\"sh\", \"-c\", \"echo abc123; seq 1 200000\"]"),
+    )
+    .unwrap();
+    let t = Instant::now();
+    let c = Corral::start(r, &["-c", "corral.toml"], 1);
+    assert_eq!(c.status_json()["revision"], "abc123", "{}", c.log.text());
+    assert!(
+        t.elapsed() < Duration::from_secs(4),
+        "took {:?}",
+        t.elapsed()
+    );
+}
+
 #[test]
 fn the_built_in_symlink_rollback_points_current_back_at_the_last_good_release() {
     let root = AppDir::new(&[
