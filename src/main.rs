@@ -119,10 +119,10 @@ fn main() -> ExitCode {
     }
     if let Some((conf, c)) = &gunicorn {
         tracing::info!(
-            "read {0}'s {1} as {0} would; `corral import-gunicorn {2} > corral.toml` converts it for good",
+            "read {0}'s {1} as {0} would; `{2}` converts it for good",
             conf.server(),
             conf.path.display(),
-            conf.location()
+            import_gunicorn::convert_command(&conf.location(), &conf.path)
         );
         for (hooks, where_) in [
             (

@@ -368,6 +368,41 @@ impl GunicornConf {
     }
 }
 
+/// The sections of a corral.toml that have a key named `key` ("server" for
+/// "bind", "server.tls" for "certfile"): where a key written outside them
+/// belongs.
+pub fn sections_with(key: &str) -> Vec<String> {
+    raw::sections_with(key)
+}
+
+/// The candidate closest to `word` by edit distance, when it is close
+/// enough to be a likely typo of it (a third of its letters, at least one).
+pub fn closest<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+    let distance = |a: &str, b: &str| {
+        let b: Vec<char> = b.chars().collect();
+        let mut row: Vec<usize> = (0..=b.len()).collect();
+        for (i, ca) in a.chars().enumerate() {
+            let mut diagonal = row[0];
+            row[0] = i + 1;
+            for (j, cb) in b.iter().enumerate() {
+                let above = row[j + 1];
+                row[j + 1] = (diagonal + usize::from(ca != *cb))
+                    .min(row[j] + 1)
+                    .min(above + 1);
+                diagonal = above;
+            }
+        }
+        row[b.len()]
+    };
+    let most = (word.chars().count() / 3).max(1);
+    candidates
+        .into_iter()
+        .map(|c| (distance(word, c), c))
+        .filter(|(d, _)| *d <= most)
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, c)| c)
+}
+
 /// Whether `table`, a TOML file's top level, is hypercorn's flat keys
 /// rather than a corral.toml: a plain value at the top (a corral.toml has
 /// only sections) and none of corral's sections as a table (hypercorn's

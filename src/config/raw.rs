@@ -1005,6 +1005,44 @@ pub(super) fn parse(file: &ConfigFile) -> Result<RawConfig, Problem> {
     })
 }
 
+/// The keys of `[section]` (the top level for ""), from the message serde
+/// gives for an unknown one; `None` when `section` is not a table of fixed
+/// keys (like `[app.env]`).
+pub(super) fn keys_of(section: &str) -> Option<Vec<String>> {
+    let probe = if section.is_empty() {
+        "__probe__ = 1\n".to_owned()
+    } else {
+        format!("[{section}]\n__probe__ = 1\n")
+    };
+    let message = toml::from_str::<RawConfig>(&probe).err()?.to_string();
+    let (_, expected) = message.split_once("unknown field `__probe__`, expected ")?;
+    let expected = expected.lines().next()?;
+    let keys = expected
+        .trim_start_matches("one of ")
+        .split(", ")
+        .map(|k| k.trim_matches('`').to_owned())
+        .collect();
+    Some(keys)
+}
+
+/// The sections (and their tables, like "server.tls") that have a key
+/// named `key`, in the order the file format lists them.
+pub(super) fn sections_with(key: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    let mut todo: Vec<String> = keys_of("").unwrap_or_default();
+    todo.reverse();
+    while let Some(section) = todo.pop() {
+        let Some(keys) = keys_of(&section) else {
+            continue;
+        };
+        if keys.iter().any(|k| k == key) && keys_of(&format!("{section}.{key}")).is_none() {
+            found.push(section.clone());
+        }
+        todo.extend(keys.iter().rev().map(|k| format!("{section}.{k}")));
+    }
+    found
+}
+
 /// "server.bind[1]" from serde_path_to_error's path, without the segments
 /// that `toml::Spanned` adds.
 fn key_path(path: &serde_path_to_error::Path) -> String {

@@ -76,6 +76,27 @@ pub fn run(args: &ImportArgs) -> u8 {
     0
 }
 
+/// The command that converts the file at `path` (given to corral as
+/// `location`) into a ./corral.toml for good. Never a redirection onto the
+/// file itself, which the shell would empty before corral reads it, nor
+/// onto a ./corral.toml already there: then a new file, moved over the old
+/// one only when the old one is the file converted.
+pub fn convert_command(location: &str, path: &Path) -> String {
+    let target = Path::new("corral.toml");
+    let import = format!("corral import-gunicorn {location}");
+    if !target.exists() {
+        return format!("{import} > corral.toml");
+    }
+    let same = std::fs::canonicalize(target)
+        .ok()
+        .is_some_and(|t| std::fs::canonicalize(path).is_ok_and(|p| p == t));
+    if same {
+        format!("{import} > corral.new.toml && mv corral.new.toml corral.toml")
+    } else {
+        format!("{import} > corral.new.toml")
+    }
+}
+
 /// Longest a gunicorn config file may take to run.
 const RUN_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -97,7 +118,7 @@ pub fn convert_file(
             .parse()
             .map_err(|e| format!("{} is not TOML: {e}", file.display()))?;
         let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
-        return Ok(hypercorn::convert(&table, app, &cwd, file));
+        return hypercorn::convert(&table, &text, app, &cwd, file);
     }
     let source = read_checked(file)?;
     // As root: the interpreter (and what it imports at start, a
@@ -106,10 +127,10 @@ pub fn convert_file(
     if let Some(why) = crate::private_fs::untrusted_command(&[interpreter], None) {
         return Err(format!(
             "refusing to run {} as root to read {}: {why}. Or convert the file once, as the \
-             app's user: corral import-gunicorn {} > corral.toml, and run corral -c corral.toml",
+             app's user: {}, and run corral -c corral.toml",
             python.display(),
             file.display(),
-            file.display()
+            convert_command(&file.display().to_string(), file)
         ));
     }
     let mut child = Command::new(python)
@@ -184,9 +205,9 @@ fn read_checked(file: &Path) -> Result<Vec<u8>, String> {
         crate::private_fs::open_unfollowed(file, std::fs::OpenOptions::new().read(true))?;
     if let Some(why) = crate::private_fs::writable_by_others(&meta) {
         return Err(format!(
-            "refusing to run {}: {why}, and it is code that corral runs; chown it to corral's user or root and chmod go-w it, or convert it once with `corral import-gunicorn {} > corral.toml` and read that",
+            "refusing to run {}: {why}, and it is code that corral runs; chown it to corral's user or root and chmod go-w it, or convert it once with `{}` and read that",
             file.display(),
-            file.display()
+            convert_command(&file.display().to_string(), file)
         ));
     }
     let mut source = Vec::new();
