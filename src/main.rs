@@ -247,6 +247,10 @@ fn read_config(
                 .clone()
                 .unwrap_or_else(config::default_interpreter);
             let c = import_gunicorn::convert_file(&conf, args.app.as_deref(), &python)?;
+            // As a mistake in a corral.toml: gunicorn refuses these too.
+            if !c.invalid.is_empty() {
+                return Err(c.invalid.join("\nerror: "));
+            }
             // Refused as its flag is: carrying on would leave whoever
             // started corral waiting for something it never does.
             if !c.refused.is_empty() {

@@ -192,7 +192,7 @@ pub fn convert(
         return Err(unknown_key(name, text, file));
     }
     super::convert_into(&mut out, &settings, app);
-    Ok(out.finish(file))
+    Ok(out.finish(file, Some(text)))
 }
 
 /// The error for `name`, a top-level key of `text` (the file `file`) that

@@ -63,6 +63,14 @@ pub fn run(args: &ImportArgs) -> u8 {
             return 1;
         }
     };
+    // A value gunicorn refuses would be left out, and the server run on
+    // the default: no corral.toml without it.
+    if !conversion.invalid.is_empty() {
+        for e in &conversion.invalid {
+            eprintln!("error: {e}");
+        }
+        return 1;
+    }
     print!("{}", conversion.toml);
     if !conversion.notes.is_empty() {
         eprintln!(
@@ -194,6 +202,7 @@ pub fn convert_file(
         &cwd,
         file,
         conf.module.as_deref(),
+        Some(&String::from_utf8_lossy(&source)),
     ))
 }
 
@@ -231,6 +240,11 @@ pub struct Conversion {
     /// whose meaning corral cannot keep and whose absence would be worse
     /// than a stop, as `daemon` (see [`settings::refused_setting`]).
     pub refused: Vec<String>,
+    /// Values gunicorn itself refuses to start with (`workers = 3.0`,
+    /// `timeout = "abc"`), each "FILE:LINE: setting: why" (no line when
+    /// the file does not show where it is set): an error, as a mistake in
+    /// a corral.toml is, rather than a server on the default.
+    pub invalid: Vec<String>,
 }
 
 /// What the file set for one name: `{"value": ...}`, `{"callable": true}`
@@ -274,6 +288,8 @@ struct Out<'a> {
     arbiter_hooks: Vec<&'static str>,
     /// Settings corral refuses to run with ([`Conversion::refused`]).
     refused: Vec<String>,
+    /// Each value gunicorn refuses, and why ([`Conversion::invalid`]).
+    invalid: Vec<(String, String)>,
 }
 
 impl<'a> Out<'a> {
@@ -287,6 +303,7 @@ impl<'a> Out<'a> {
             hooks: Vec::new(),
             arbiter_hooks: Vec::new(),
             refused: Vec::new(),
+            invalid: Vec::new(),
         }
     }
 
@@ -296,6 +313,11 @@ impl<'a> Out<'a> {
 
     fn note(&mut self, name: &str, why: impl std::fmt::Display) {
         self.notes.push(format!("{name}: {why}"));
+    }
+
+    /// `name`'s value is one gunicorn refuses too: an error.
+    fn invalid(&mut self, name: &str, why: impl std::fmt::Display) {
+        self.invalid.push((name.to_owned(), why.to_string()));
     }
 
     fn path(&self, p: &str) -> Value {
@@ -379,7 +401,7 @@ fn convert(
     cwd: &Path,
     file: &Path,
 ) -> Conversion {
-    convert_at(settings, app, cwd, file, None)
+    convert_at(settings, app, cwd, file, None, None)
 }
 
 /// Converts the settings a gunicorn config file (`file`, or the
@@ -387,13 +409,15 @@ fn convert(
 /// the APP given on gunicorn's command line, if any; relative paths are
 /// made absolute against `cwd` (gunicorn resolves them against its cwd).
 /// Worker and arbiter hooks the file defines make `[app] gunicorn_hooks`
-/// name it.
+/// name it. `source`: the file's text, where an invalid value's line is
+/// looked up.
 fn convert_at(
     settings: &BTreeMap<String, Json>,
     app: Option<&str>,
     cwd: &Path,
     file: &Path,
     module: Option<&str>,
+    source: Option<&str>,
 ) -> Conversion {
     let mut out = Out::new(cwd);
     convert_into(&mut out, settings, app);
@@ -415,21 +439,51 @@ fn convert_at(
             unknown.join(", ")
         ));
     }
-    out.finish(file)
+    out.finish(file, source)
 }
 
 impl Out<'_> {
-    /// The corral.toml text, after the checks that look at several keys.
-    fn finish(mut self, file: &Path) -> Conversion {
+    /// The corral.toml text, after the checks that look at several keys;
+    /// `source`, the file's text, to point an invalid value at its line.
+    fn finish(mut self, file: &Path, source: Option<&str>) -> Conversion {
         tls_key_in_certfile(&mut self);
+        let invalid = self
+            .invalid
+            .iter()
+            .map(|(name, why)| {
+                let line = source
+                    .and_then(|text| line_setting(text, name))
+                    .map(|n| format!(":{n}"))
+                    .unwrap_or_default();
+                format!("{}{line}: {name}: {why}", file.display())
+            })
+            .collect();
         Conversion {
             toml: render(&self.sections, file),
             notes: self.notes,
             hooks: self.hooks,
             arbiter_hooks: self.arbiter_hooks,
             refused: self.refused,
+            invalid,
         }
     }
+}
+
+/// The line (from 1) of `text` where `name` is last set at the top level
+/// (`name = ...`, as a gunicorn.conf.py or a TOML file of flat keys writes
+/// it): the assignment that wins. `None` when no line is of that form (the
+/// value set some other way, as by `globals()`).
+fn line_setting(text: &str, name: &str) -> Option<usize> {
+    text.lines()
+        .enumerate()
+        .filter(|(_, line)| {
+            line.strip_prefix(name).is_some_and(|rest| {
+                let rest = rest.trim_start();
+                rest.starts_with('=') && !rest.starts_with("==")
+            })
+        })
+        .map(|(i, _)| i + 1)
+        .last()
 }
 
 /// [`convert_at`]'s work on `out`: each gunicorn setting in `settings`.
@@ -487,7 +541,12 @@ fn convert_into(out: &mut Out, settings: &BTreeMap<String, Json>, app: Option<&s
         if is_unset(v) {
             continue;
         }
-        let bad = |out: &mut Out, v: &Json| out.note(name, format!("cannot convert {v}"));
+        let bad = |out: &mut Out, v: &Json| {
+            out.invalid(
+                name,
+                format!("{v} is not a value gunicorn takes for it (gunicorn refuses to start with it too)"),
+            )
+        };
         match *name {
             "wsgi_app" if app.is_none() => match text(v) {
                 Some(m) => out.set("app", "module", Value::String(m)),
@@ -517,7 +576,10 @@ fn convert_into(out: &mut Out, settings: &BTreeMap<String, Json>, app: Option<&s
             | "limit_request_fields"
             | "limit_request_field_size" => {
                 let Some(n) = integer(v).filter(|n| *n >= 0) else {
-                    bad(out, v);
+                    out.invalid(
+                        name,
+                        format!("{v} is not a whole number of 0 or more, which gunicorn requires (it refuses to start with it too); write it like {name} = 4"),
+                    );
                     continue;
                 };
                 let (section, key) = match *name {
@@ -534,7 +596,10 @@ fn convert_into(out: &mut Out, settings: &BTreeMap<String, Json>, app: Option<&s
             }
             "timeout" | "graceful_timeout" | "keepalive" => {
                 let Some(d) = seconds(v) else {
-                    bad(out, v);
+                    out.invalid(
+                        name,
+                        format!("{v} is not a number of seconds of 0 or more, which gunicorn requires (it refuses to start with it too); write it like {name} = 30"),
+                    );
                     continue;
                 };
                 let (section, key) = match *name {
@@ -683,7 +748,8 @@ fn convert_into(out: &mut Out, settings: &BTreeMap<String, Json>, app: Option<&s
             "access_log_format" => match text(v) {
                 Some(f) => match crate::access_log::parse(&f) {
                     Ok(_) => out.set("log", "access_format", Value::String(f)),
-                    Err(why) => out.note(name, why),
+                    // As `[log] access_format` is refused in a corral.toml.
+                    Err(why) => out.invalid(name, why),
                 },
                 None => bad(out, v),
             },
@@ -984,13 +1050,14 @@ mod tests {
         assert_eq!(s.unwrap()["proxy_protocol"].as_str(), Some("auto"));
         let (s, _) = server(r#"{"proxy_protocol": false}"#);
         assert!(s.is_none());
-        let (s, notes) = server(r#"{"proxy_protocol": "v3"}"#);
-        assert!(s.is_none());
+        let c = convert_json(r#"{"proxy_protocol": "v3"}"#);
+        assert!(!c.toml.contains("proxy_protocol"), "{}", c.toml);
         assert!(
-            notes
-                .iter()
-                .any(|n| n.starts_with("proxy_protocol: cannot convert")),
-            "{notes:?}"
+            c.invalid.iter().any(|n| n.starts_with(
+                "gunicorn.conf.py: proxy_protocol: \"v3\" is not a value gunicorn takes"
+            )),
+            "{:?}",
+            c.invalid
         );
     }
 
@@ -1050,11 +1117,11 @@ mod tests {
         let c = convert_json(r#"{"asgi_loop": "trio"}"#);
         assert!(!c.toml.contains("asgi_loop"), "{}", c.toml);
         assert!(
-            c.notes
+            c.invalid
                 .iter()
-                .any(|n| n.starts_with("asgi_loop: cannot convert")),
+                .any(|n| n.starts_with("gunicorn.conf.py: asgi_loop: \"trio\" is not a value")),
             "{:?}",
-            c.notes
+            c.invalid
         );
     }
 
@@ -1227,11 +1294,16 @@ mod tests {
         for needle in [
             "keyfile: not set, so gunicorn reads the key from certfile",
             "ssl_version: 3 asks for TLS 1.0 or 1.1, which corral does not offer",
-            "cert_reqs: cannot convert 7",
             "ssl_context: is a function; not supported: no Python in the supervisor",
         ] {
             assert!(notes.contains(needle), "{needle} missing from:\n{notes}");
         }
+        assert_eq!(
+            c.invalid,
+            [
+                "g.py: cert_reqs: 7 is not a value gunicorn takes for it (gunicorn refuses to start with it too)"
+            ]
+        );
     }
 
     #[test]
@@ -1270,6 +1342,7 @@ mod tests {
             Path::new("/srv"),
             Path::new("config/gunicorn.py"),
             Some("config.gunicorn"),
+            None,
         );
         assert!(
             c.toml
@@ -1337,6 +1410,43 @@ mod tests {
         assert_eq!(c.notes.len(), 2, "{:?}", c.notes);
     }
 
+    /// A value gunicorn refuses to start with is an error naming the file,
+    /// the line that sets it and the setting; what corral does not carry
+    /// over on purpose stays a note.
+    #[test]
+    fn a_value_gunicorn_refuses_is_an_error_naming_its_line() {
+        let source = "import os\n\nworkers = 3.0\ntimeout = \"abc\"\nmax_requests = -5\naccess_log_format = \"%(h)s %z\"\npreload_app = True\n";
+        let s = settings(
+            r#"{"workers": 3.0, "timeout": "abc", "max_requests": -5, "access_log_format": "%(h)s %z", "preload_app": true}"#,
+        );
+        let c = convert_at(
+            &s,
+            None,
+            Path::new("/srv"),
+            Path::new("gunicorn.conf.py"),
+            None,
+            Some(source),
+        );
+        let invalid = c.invalid.join("\n");
+        for needle in [
+            "gunicorn.conf.py:3: workers: 3.0 is not a whole number of 0 or more, which gunicorn requires (it refuses to start with it too); write it like workers = 4",
+            "gunicorn.conf.py:4: timeout: \"abc\" is not a number of seconds of 0 or more",
+            "gunicorn.conf.py:5: max_requests: -5 is not a whole number of 0 or more",
+            "gunicorn.conf.py:6: access_log_format: ",
+        ] {
+            assert!(
+                invalid.contains(needle),
+                "{needle} missing from:\n{invalid}"
+            );
+        }
+        assert_eq!(c.invalid.len(), 4, "{invalid}");
+        assert!(
+            c.notes.iter().any(|n| n.starts_with("preload_app: ")),
+            "{:?}",
+            c.notes
+        );
+    }
+
     #[test]
     fn reuse_port_becomes_the_server_key() {
         let c = convert_json(r#"{"reuse_port": true}"#);
@@ -1344,7 +1454,7 @@ mod tests {
         assert!(c.notes.is_empty(), "{:?}", c.notes);
         let c = convert_json(r#"{"reuse_port": "yes"}"#);
         assert!(!c.toml.contains("reuse_port"), "{}", c.toml);
-        assert!(!c.notes.is_empty());
+        assert!(!c.invalid.is_empty());
     }
 
     #[test]
