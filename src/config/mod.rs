@@ -376,7 +376,7 @@ pub fn sections_with(key: &str) -> Vec<String> {
 }
 
 /// The candidate closest to `word` by edit distance, when it is close
-/// enough to be a likely typo of it (a third of its letters, at least one).
+/// enough to be a likely typo of it (a third of its letters, rounded up).
 pub fn closest<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
     let distance = |a: &str, b: &str| {
         let b: Vec<char> = b.chars().collect();
@@ -394,7 +394,7 @@ pub fn closest<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) ->
         }
         row[b.len()]
     };
-    let most = (word.chars().count() / 3).max(1);
+    let most = word.chars().count().div_ceil(3);
     candidates
         .into_iter()
         .map(|c| (distance(word, c), c))
@@ -520,7 +520,29 @@ pub fn load(args: &Overrides, converted: Option<(&Path, &str)>) -> Result<Config
         }
         None => read_trusted(args.config.as_deref(), &cwd)?,
     };
-    resolve(args, file.as_ref(), &cwd, &Env::from_process())
+    resolve(args, file.as_ref(), &cwd, &Env::from_process()).map_err(|e| match (e, converted) {
+        (ConfigError::Parse(mut problem), None) => {
+            if let Some(hint) = args.config.as_deref().and_then(gunicorn_hint) {
+                problem.message.push_str(&hint);
+            }
+            ConfigError::Parse(problem)
+        }
+        (e, _) => e,
+    })
+}
+
+/// For a `--config` file that does not parse as a corral.toml and whose
+/// name does not end in .toml: gunicorn runs a config file of any name as
+/// Python (`gunicorn -c g.conf`), so it may be one; corral reads it so when
+/// named with gunicorn's `file:` prefix.
+fn gunicorn_hint(given: &Path) -> Option<String> {
+    if given.extension().is_some_and(|e| e == "toml") {
+        return None;
+    }
+    Some(format!(
+        "; if {0} is a gunicorn config file (Python: gunicorn runs any file name as one), give it as `-c file:{0}`",
+        given.display()
+    ))
 }
 
 /// The control socket of a running corral, for the client commands

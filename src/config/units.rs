@@ -164,6 +164,11 @@ impl<'de> Deserialize<'de> for HumanDuration {
                 v.parse().map_err(E::custom)
             }
             fn visit_i64<E: de::Error>(self, v: i64) -> Result<HumanDuration, E> {
+                if v < 0 {
+                    return Err(E::custom(format!(
+                        "invalid duration {v}: a duration is 0 or more, with a unit and quotes, like \"30s\""
+                    )));
+                }
                 Err(E::custom(format!(
                     "invalid duration {v}: add a unit and quotes, like \"{v}s\" or \"{v}ms\""
                 )))
@@ -172,6 +177,11 @@ impl<'de> Deserialize<'de> for HumanDuration {
                 self.visit_i64(i64::try_from(v).unwrap_or(i64::MAX))
             }
             fn visit_f64<E: de::Error>(self, v: f64) -> Result<HumanDuration, E> {
+                if v < 0.0 {
+                    return Err(E::custom(format!(
+                        "invalid duration {v}: a duration is 0 or more, with a unit and quotes, like \"30s\""
+                    )));
+                }
                 Err(E::custom(format!(
                     "invalid duration {v}: add a unit and quotes, like \"{v}s\""
                 )))

@@ -32,7 +32,7 @@ pub const ARBITER_HOOKS: [&str; 6] = [
 pub const SETTINGS: &[(&str, &str)] = &[
     (
         "config",
-        "`-c corral.toml`, or `-c gunicorn.conf.py` (run and converted at start, as `corral import-gunicorn` does; `./gunicorn.conf.py` is read when there is no `./corral.toml`); gunicorn's `-c file:PATH` and `-c python:MODULE` (found below the current folder, and run under its module's name) too",
+        "`-c corral.toml`, or `-c gunicorn.conf.py` (run and converted at start, as `corral import-gunicorn` does; `./gunicorn.conf.py` is read when there is no `./corral.toml`); gunicorn's `-c file:PATH` and `-c python:MODULE` (found below the current folder, and run under its module's name) too. gunicorn runs a config file of any name as Python; corral reads one whose name ends in neither .py nor .toml as a corral.toml, and when it does not parse as one the error suggests `-c file:PATH`",
     ),
     ("wsgi_app", "`APP` argument, `[app] module`"),
     (
