@@ -838,6 +838,7 @@ fn convert_into(out: &mut Out, settings: &BTreeMap<String, Json>, app: Option<&s
             },
             // Already corral's behaviour.
             "initgroups" | "capture_output" | "config" | "reload_engine" => {}
+            "header_map" if text(v).as_deref() == Some("drop") => {}
             "reload" => match v {
                 Json::Bool(true) => out.set("dev", "reload", Value::Boolean(true)),
                 _ => bad(out, v),

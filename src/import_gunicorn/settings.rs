@@ -391,7 +391,7 @@ pub const SETTINGS: &[(&str, &str)] = &[
     ),
     (
         "header_map",
-        "not supported: headers with `_` in their name are dropped (gunicorn's `drop`)",
+        "`--header-map drop` (gunicorn's default) is taken, as it is what corral does: headers with `_` in their name are dropped; `refuse` and `dangerous` are not supported",
     ),
     (
         "asgi_loop",
@@ -468,7 +468,6 @@ const REFUSED_FLAGS: &[(&str, &str)] = &[
     ),
     ("--casefold-http-method", "casefold_http_method"),
     ("--forwarder-headers", "forwarder_headers"),
-    ("--header-map", "header_map"),
     (
         "--asgi-disconnect-grace-period",
         "asgi_disconnect_grace_period",

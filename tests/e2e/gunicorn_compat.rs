@@ -518,6 +518,43 @@ fn a_value_gunicorn_refuses_in_a_gunicorn_conf_py_is_an_error_naming_its_line() 
     }
 }
 
+#[test]
+fn header_map_drop_is_taken_silently_and_the_others_refused_with_the_reason() {
+    // `drop` is gunicorn's default and what corral does: a command line
+    // that spells it out runs, and says nothing of it.
+    let app = AppDir::new(&[("app.py", APP)]);
+    for args in [
+        &["check", "app:app", "--header-map", "drop"][..],
+        &["check", "app:app", "--header-map=drop"][..],
+    ] {
+        let mut args = args.to_vec();
+        let py = python();
+        args.extend(["--python", &py]);
+        let (code, out, err) = run_to_exit(app.path(), &args);
+        assert_eq!(code, Some(0), "{args:?}: {err}");
+        assert!(
+            !err.contains("header-map") && !out.contains("header-map"),
+            "{err}"
+        );
+    }
+    let (code, _, err) = run_to_exit(
+        app.path(),
+        &[
+            "check",
+            "app:app",
+            "--header-map",
+            "dangerous",
+            "--python",
+            &python(),
+        ],
+    );
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains("error: --header-map dangerous: not supported: corral drops headers with `_` in their name (gunicorn's `drop`, its default)"),
+        "{err}"
+    );
+}
+
 /// An `Expect` other than `100-continue` gets 417, as from gunicorn
 /// (hyper would ignore it, and the client would wait for its 100).
 #[test]
