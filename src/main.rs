@@ -383,6 +383,21 @@ async fn run(
             "socket activation: serving on {} inherited socket(s)",
             listeners.server.len()
         );
+        // Said once, or the binds given would seem to be served.
+        let unused: Vec<String> = cfg
+            .server
+            .bind
+            .iter()
+            .chain(&cfg.server.insecure_bind)
+            .filter(|b| !b.origin.starts_with("default"))
+            .map(|b| format!("{} ({})", b.addr, b.origin))
+            .collect();
+        if !unused.is_empty() {
+            tracing::warn!(
+                "socket activation: not binding {}: the sockets came from systemd, whose .socket unit (ListenStream=) sets the addresses served",
+                unused.join(", ")
+            );
+        }
     }
     front::listeners::explain_unix_access(cfg.server.bind.iter().chain(&cfg.server.insecure_bind));
     // Removed when `run` returns, by whichever path. A corral started by
