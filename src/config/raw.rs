@@ -508,8 +508,9 @@ section! {
 }
 
 /// TLS on every `bind` address (not on `insecure_bind`'s), as gunicorn's
-/// `--certfile`/`--keyfile` apply to all of them: set `certfile` and
-/// `keyfile` to turn it on. Paths are relative to this file's folder.
+/// `--certfile`/`--keyfile` apply to all of them: set `certfile` (and
+/// `keyfile`, unless certfile holds the key too) to turn it on. Paths are
+/// relative to this file's folder.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, default, expecting = "a table")]
 pub(super) struct RawTls {
@@ -517,7 +518,8 @@ pub(super) struct RawTls {
     /// certificates. Default: none (no TLS).
     pub(super) certfile: Option<Spanned<String>>,
     /// The certificate's private key in PEM (PKCS#8, RSA or EC),
-    /// unencrypted: corral never asks for a passphrase. Default: none.
+    /// unencrypted: corral never asks for a passphrase. Default: none: the
+    /// key is read from `certfile`, as gunicorn reads it.
     pub(super) keyfile: Option<Spanned<String>>,
     /// CA certificates in PEM that client certificates are checked against
     /// (needed by `cert_reqs` "optional" and "required"). Default: none.

@@ -316,7 +316,7 @@ pub const SETTINGS: &[(&str, &str)] = &[
     ("uwsgi_allow_ips", "not supported: see `protocol`"),
     (
         "keyfile",
-        "`--keyfile`, `[server.tls] keyfile` (PEM, unencrypted: an encrypted key is refused; when unset, gunicorn reads the key from `certfile`, and import-gunicorn writes `keyfile = certfile`)",
+        "`--keyfile`, `[server.tls] keyfile` (PEM, unencrypted: an encrypted key is refused; when unset, the key is read from `certfile`, as gunicorn reads it, with the same checks; import-gunicorn writes `keyfile = certfile`)",
     ),
     ("certfile", "`--certfile`, `[server.tls] certfile`"),
     (
