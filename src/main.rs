@@ -261,7 +261,7 @@ fn read_config(
     };
     let converted = gunicorn
         .as_ref()
-        .map(|(conf, c)| (conf.path.as_path(), c.toml.as_str()));
+        .map(|(conf, c)| (conf.path.as_path(), c.toml.as_str(), c.lines.as_slice()));
     match config::load(args, converted) {
         Ok(cfg) => {
             root_workers_files(&cfg)?;

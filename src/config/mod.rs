@@ -192,6 +192,11 @@ fn render_problems(problems: &[Problem]) -> String {
     }
 }
 
+/// A gunicorn config file converted: its path, the corral.toml text, and
+/// for each line of it the place in the file its setting is
+/// (`import_gunicorn::Conversion::lines`).
+pub type Converted<'a> = (&'a Path, &'a str, &'a [Option<String>]);
+
 /// A config file read into memory.
 struct ConfigFile {
     /// As the user wrote it, for messages ("corral.toml").
@@ -201,6 +206,9 @@ struct ConfigFile {
     /// Folder that relative paths in the file are resolved against.
     dir: PathBuf,
     text: String,
+    /// A converted file's: for each line, where the user wrote what it
+    /// says (see [`Converted`]); empty for a corral.toml.
+    lines: Vec<Option<String>>,
 }
 
 impl ConfigFile {
@@ -214,6 +222,7 @@ impl ConfigFile {
             path,
             dir,
             text,
+            lines: Vec::new(),
         }
     }
 
@@ -221,6 +230,9 @@ impl ConfigFile {
     fn location(&self, offset: usize) -> String {
         let before = &self.text.as_bytes()[..offset.min(self.text.len())];
         let line = before.iter().filter(|&&b| b == b'\n').count() + 1;
+        if let Some(Some(written)) = self.lines.get(line - 1) {
+            return written.clone();
+        }
         format!("{}:{line}", self.shown)
     }
 
@@ -509,13 +521,16 @@ pub fn gunicorn_location(given: &Path) -> Result<Option<GunicornConf>, String> {
 /// Reads `--config FILE` (or `./corral.toml` when present), merges the
 /// command line over it and validates the result. `converted`: the
 /// [`gunicorn_file`] and its corral.toml text, read instead; messages name
-/// it "gunicorn.conf.py (converted)" with the converted text's lines.
-pub fn load(args: &Overrides, converted: Option<(&Path, &str)>) -> Result<Config, ConfigError> {
+/// the line of the file that set a key ("gunicorn.conf.py:3"), or, for a
+/// line no one setting made, "gunicorn.conf.py (converted)" with the
+/// converted text's line.
+pub fn load(args: &Overrides, converted: Option<Converted>) -> Result<Config, ConfigError> {
     let cwd = std::env::current_dir().map_err(ConfigError::CurrentDir)?;
     let file = match converted {
-        Some((path, toml)) => {
+        Some((path, toml, lines)) => {
             let mut file = ConfigFile::new(path, &cwd, toml.to_owned());
             file.shown = format!("{} (converted)", path.display());
+            file.lines = lines.to_vec();
             Some(file)
         }
         None => read_trusted(args.config.as_deref(), &cwd)?,

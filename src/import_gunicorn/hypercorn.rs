@@ -173,6 +173,7 @@ pub fn convert(
     let mut settings: BTreeMap<String, Json> = BTreeMap::new();
     let mut unknown = Vec::new();
     for (name, value) in table {
+        out.current = name.clone();
         let json = serde_json::to_value(value).unwrap_or(Json::Null);
         match key(name) {
             // gunicorn's cert_reqs wins over hypercorn's verify_mode.

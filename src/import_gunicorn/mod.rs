@@ -245,6 +245,10 @@ pub struct Conversion {
     /// the file does not show where it is set): an error, as a mistake in
     /// a corral.toml is, rather than a server on the default.
     pub invalid: Vec<String>,
+    /// For each line of `toml` (from the first), where in the file its
+    /// setting is ("gunicorn.conf.py:3"), when the line is one setting's:
+    /// messages about a key point at the line the user wrote.
+    pub lines: Vec<Option<String>>,
 }
 
 /// What the file set for one name: `{"value": ...}`, `{"callable": true}`
@@ -290,6 +294,10 @@ struct Out<'a> {
     refused: Vec<String>,
     /// Each value gunicorn refuses, and why ([`Conversion::invalid`]).
     invalid: Vec<(String, String)>,
+    /// The setting being converted, and the keys each one set
+    /// ("workers.count" from "workers"), for [`Conversion::lines`].
+    current: String,
+    set_by: Vec<(String, String)>,
 }
 
 impl<'a> Out<'a> {
@@ -304,11 +312,17 @@ impl<'a> Out<'a> {
             arbiter_hooks: Vec::new(),
             refused: Vec::new(),
             invalid: Vec::new(),
+            current: String::new(),
+            set_by: Vec::new(),
         }
     }
 
     fn set(&mut self, section: &'static str, key: &'static str, value: Value) {
         self.sections.entry(section).or_default().push((key, value));
+        if !self.current.is_empty() {
+            self.set_by
+                .push((format!("{section}.{key}"), self.current.clone()));
+        }
     }
 
     fn note(&mut self, name: &str, why: impl std::fmt::Display) {
@@ -458,8 +472,29 @@ impl Out<'_> {
                 format!("{}{line}: {name}: {why}", file.display())
             })
             .collect();
+        let toml = render(&self.sections, file);
+        // Each `key = value` line under its `[section]`, back to the
+        // setting that made it.
+        let mut section = "";
+        let lines = toml
+            .lines()
+            .map(|line| {
+                if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+                    section = name;
+                    return None;
+                }
+                let (key, _) = line.split_once(" = ")?;
+                let full = format!("{section}.{key}");
+                let (_, setting) = self.set_by.iter().find(|(k, _)| *k == full)?;
+                Some(match source.and_then(|text| line_setting(text, setting)) {
+                    Some(n) => format!("{}:{n}", file.display()),
+                    None => format!("{} ({setting})", file.display()),
+                })
+            })
+            .collect();
         Conversion {
-            toml: render(&self.sections, file),
+            toml,
+            lines,
             notes: self.notes,
             hooks: self.hooks,
             arbiter_hooks: self.arbiter_hooks,
@@ -488,6 +523,8 @@ fn line_setting(text: &str, name: &str) -> Option<usize> {
 
 /// [`convert_at`]'s work on `out`: each gunicorn setting in `settings`.
 fn convert_into(out: &mut Out, settings: &BTreeMap<String, Json>, app: Option<&str>) {
+    // What is set outside the loop is no one setting's.
+    out.current.clear();
     let cwd = out.cwd;
     if let Some(dir) = settings
         .get("chdir")
@@ -512,6 +549,7 @@ fn convert_into(out: &mut Out, settings: &BTreeMap<String, Json>, app: Option<&s
         let Some(entry) = settings.get(*name) else {
             continue;
         };
+        out.current = (*name).to_owned();
         // A hook corral runs from the file itself: in the workers, or in
         // the process of the arbiter's hooks.
         if entry.get("callable").is_some() {
@@ -874,6 +912,7 @@ fn convert_into(out: &mut Out, settings: &BTreeMap<String, Json>, app: Option<&s
             },
         }
     }
+    out.current.clear();
 }
 
 /// Whether the file gives `name` a value that is not gunicorn's "unset".
@@ -1446,6 +1485,40 @@ mod tests {
             "{:?}",
             c.notes
         );
+    }
+
+    /// Each converted line points at the line of the file that set it,
+    /// for the messages that name where a key comes from.
+    #[test]
+    fn each_converted_line_points_at_the_setting_it_came_from() {
+        let source = "import os\n\nworkers = 2\nbind = [\"127.0.0.1:9000\"]\n";
+        let s = settings(r#"{"workers": 2, "bind": ["127.0.0.1:9000"]}"#);
+        let c = convert_at(
+            &s,
+            Some("main:app"),
+            Path::new("/srv"),
+            Path::new("gunicorn.conf.py"),
+            None,
+            Some(source),
+        );
+        let at = |needle: &str| {
+            let i = c.toml.lines().position(|l| l.starts_with(needle)).unwrap();
+            c.lines[i].clone()
+        };
+        assert_eq!(
+            at("count = 2"),
+            Some("gunicorn.conf.py:3".into()),
+            "{}",
+            c.toml
+        );
+        assert_eq!(
+            at("bind = "),
+            Some("gunicorn.conf.py:4".into()),
+            "{}",
+            c.toml
+        );
+        // The APP came from the command line, not the file.
+        assert_eq!(at("module = "), None, "{}", c.toml);
     }
 
     #[test]

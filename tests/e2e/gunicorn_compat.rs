@@ -516,6 +516,20 @@ fn a_value_gunicorn_refuses_in_a_gunicorn_conf_py_is_an_error_naming_its_line() 
         assert_eq!(code, Some(2), "{setting}: {err}");
         assert!(err.contains(said), "{setting}: {said} missing from:\n{err}");
     }
+    // Where a setting comes from is the user's line, not the converted
+    // text's.
+    let app = AppDir::new(&[
+        ("app.py", APP),
+        ("gunicorn.conf.py", "import os\n\nworkers = 2\n"),
+    ]);
+    let (code, out, err) = run_to_exit(app.path(), &["check", "app:app", "--python", &python()]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(
+        out.contains(
+            "`corral run` would start 2 worker(s): gunicorn.conf.py:3 (key workers.count)"
+        ),
+        "{out}"
+    );
 }
 
 #[test]
