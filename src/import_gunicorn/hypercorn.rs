@@ -179,6 +179,9 @@ pub fn convert(
             // gunicorn's cert_reqs wins over hypercorn's verify_mode.
             Some(Gunicorn(g)) if !(name == "verify_mode" && table.contains_key("cert_reqs")) => {
                 settings.insert(g.to_owned(), serde_json::json!({ "value": json }));
+                if g != name {
+                    out.written_as.push((g.to_owned(), name.clone()));
+                }
             }
             Some(Gunicorn(_)) => {}
             Some(Corral(section, corral_key, f)) => match f(&json, cwd) {
@@ -316,6 +319,23 @@ server_names = ["example.com"]
             "corral.toml:2: threads: not a hypercorn setting (a TOML file of keys outside sections is read as hypercorn's); it is a key of corral's [workers] section: put it below a `[workers]` line, the file's other keys in their sections too"
         );
         assert!(error("frobnicate = 1\n").starts_with("corral.toml:1: frobnicate: not a hypercorn setting (a TOML file of keys outside sections is read as hypercorn's), nor a key of corral's: remove it"));
+    }
+
+    /// A value gunicorn refuses is named, and a converted line placed, as
+    /// the hypercorn file writes it.
+    #[test]
+    fn messages_name_the_hypercorn_file_s_own_key_and_line() {
+        let text = "workers = 2\nkeep_alive_timeout = \"abc\"\n";
+        let table: toml::Table = text.parse().unwrap();
+        let c = convert(&table, text, None, Path::new("/srv"), Path::new("h.toml")).unwrap();
+        assert_eq!(
+            c.invalid,
+            [
+                "h.toml:2: keep_alive_timeout: \"abc\" is not a number of seconds of 0 or more, which gunicorn requires (it refuses to start with it too); write it like keep_alive_timeout = 30"
+            ]
+        );
+        let i = c.toml.lines().position(|l| l == "count = 2").unwrap();
+        assert_eq!(c.lines[i].as_deref(), Some("h.toml:1"), "{}", c.toml);
     }
 
     /// Every key [`OWN`] names is mapped, or [`unknown_key`] would offer it.

@@ -298,6 +298,9 @@ struct Out<'a> {
     /// ("workers.count" from "workers"), for [`Conversion::lines`].
     current: String,
     set_by: Vec<(String, String)>,
+    /// gunicorn's name of a setting the file writes under another (a
+    /// hypercorn file's `keep_alive_timeout` for `keepalive`), and that name.
+    written_as: Vec<(String, String)>,
 }
 
 impl<'a> Out<'a> {
@@ -314,6 +317,7 @@ impl<'a> Out<'a> {
             invalid: Vec::new(),
             current: String::new(),
             set_by: Vec::new(),
+            written_as: Vec::new(),
         }
     }
 
@@ -327,6 +331,15 @@ impl<'a> Out<'a> {
 
     fn note(&mut self, name: &str, why: impl std::fmt::Display) {
         self.notes.push(format!("{name}: {why}"));
+    }
+
+    /// The name the file gives gunicorn's setting `name`.
+    fn as_written(&self, name: &str) -> String {
+        self.written_as
+            .iter()
+            .find(|(g, _)| g == name)
+            .map_or(name, |(_, w)| w.as_str())
+            .to_owned()
     }
 
     /// `name`'s value is one gunicorn refuses too: an error.
@@ -464,9 +477,11 @@ impl Out<'_> {
         let invalid = self
             .invalid
             .iter()
-            .map(|(name, why)| {
+            .map(|(gunicorns, why)| {
+                let name = self.as_written(gunicorns);
+                let why = why.replace(&format!("like {gunicorns} ="), &format!("like {name} ="));
                 let line = source
-                    .and_then(|text| line_setting(text, name))
+                    .and_then(|text| line_setting(text, &name))
                     .map(|n| format!(":{n}"))
                     .unwrap_or_default();
                 format!("{}{line}: {name}: {why}", file.display())
@@ -486,7 +501,8 @@ impl Out<'_> {
                 let (key, _) = line.split_once(" = ")?;
                 let full = format!("{section}.{key}");
                 let (_, setting) = self.set_by.iter().find(|(k, _)| *k == full)?;
-                Some(match source.and_then(|text| line_setting(text, setting)) {
+                let setting = self.as_written(setting);
+                Some(match source.and_then(|text| line_setting(text, &setting)) {
                     Some(n) => format!("{}:{n}", file.display()),
                     None => format!("{} ({setting})", file.display()),
                 })
