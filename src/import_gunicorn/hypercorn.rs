@@ -186,7 +186,11 @@ pub fn convert(
             Some(Gunicorn(_)) => {}
             Some(Corral(section, corral_key, f)) => match f(&json, cwd) {
                 Some(v) => out.set(section, corral_key, v),
-                None => out.note(name, format!("cannot convert {json}")),
+                // As a gunicorn setting's value gunicorn refuses.
+                None => out.invalid(
+                    name,
+                    format!("{json} is not a value hypercorn takes for it"),
+                ),
             },
             Some(Note(why)) => out.note(name, why),
             None => unknown.push(name.as_str()),
@@ -325,12 +329,13 @@ server_names = ["example.com"]
     /// the hypercorn file writes it.
     #[test]
     fn messages_name_the_hypercorn_file_s_own_key_and_line() {
-        let text = "workers = 2\nkeep_alive_timeout = \"abc\"\n";
+        let text = "workers = 2\nkeep_alive_timeout = \"abc\"\nread_timeout = \"soon\"\n";
         let table: toml::Table = text.parse().unwrap();
         let c = convert(&table, text, None, Path::new("/srv"), Path::new("h.toml")).unwrap();
         assert_eq!(
             c.invalid,
             [
+                "h.toml:3: read_timeout: \"soon\" is not a value hypercorn takes for it",
                 "h.toml:2: keep_alive_timeout: \"abc\" is not a number of seconds of 0 or more, which gunicorn requires (it refuses to start with it too); write it like keep_alive_timeout = 30"
             ]
         );
