@@ -876,6 +876,14 @@ mod tests {
             (&["corral", "--timeout", "5x"][..], "invalid duration"),
             (&["corral", "--env", "NOEQUALS"], "KEY=VALUE"),
             (&["corral", "-b", "example.com:80"], "invalid bind address"),
+            (
+                &["corral", "-b", "fd://3"],
+                "invalid bind address \"fd://3\": file descriptors are not supported: use systemd socket activation",
+            ),
+            (
+                &["corral", "-b", "myhost.example:20349"],
+                "invalid bind address \"myhost.example:20349\": host names other than localhost are not taken, as a name may resolve to several addresses or change: give the address to listen on, like \"0.0.0.0:20349\"",
+            ),
             (&["corral", "--max-body-bytes", "10M"], "10MiB"),
             (&["corral", "--boot-timeout", "soon"], "invalid duration"),
             (

@@ -119,10 +119,10 @@ fn main() -> ExitCode {
     }
     if let Some((conf, c)) = &gunicorn {
         tracing::info!(
-            "read {0}'s {1} as {0} would; `corral import-gunicorn {2} > corral.toml` converts it for good",
+            "read {0}'s {1} as {0} would; `{2}` converts it for good",
             conf.server(),
             conf.path.display(),
-            conf.location()
+            import_gunicorn::convert_command(&conf.location(), &conf.path)
         );
         for (hooks, where_) in [
             (
@@ -247,6 +247,10 @@ fn read_config(
                 .clone()
                 .unwrap_or_else(config::default_interpreter);
             let c = import_gunicorn::convert_file(&conf, args.app.as_deref(), &python)?;
+            // As a mistake in a corral.toml: gunicorn refuses these too.
+            if !c.invalid.is_empty() {
+                return Err(c.invalid.join("\nerror: "));
+            }
             // Refused as its flag is: carrying on would leave whoever
             // started corral waiting for something it never does.
             if !c.refused.is_empty() {
@@ -257,7 +261,7 @@ fn read_config(
     };
     let converted = gunicorn
         .as_ref()
-        .map(|(conf, c)| (conf.path.as_path(), c.toml.as_str()));
+        .map(|(conf, c)| (conf.path.as_path(), c.toml.as_str(), c.lines.as_slice()));
     match config::load(args, converted) {
         Ok(cfg) => {
             root_workers_files(&cfg)?;
@@ -379,6 +383,21 @@ async fn run(
             "socket activation: serving on {} inherited socket(s)",
             listeners.server.len()
         );
+        // Said once, or the binds given would seem to be served.
+        let unused: Vec<String> = cfg
+            .server
+            .bind
+            .iter()
+            .chain(&cfg.server.insecure_bind)
+            .filter(|b| !b.origin.starts_with("default"))
+            .map(|b| format!("{} ({})", b.addr, b.origin))
+            .collect();
+        if !unused.is_empty() {
+            tracing::warn!(
+                "socket activation: not binding {}: the sockets came from systemd, whose .socket unit (ListenStream=) sets the addresses served",
+                unused.join(", ")
+            );
+        }
     }
     front::listeners::explain_unix_access(cfg.server.bind.iter().chain(&cfg.server.insecure_bind));
     // Removed when `run` returns, by whichever path. A corral started by

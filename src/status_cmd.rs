@@ -1,5 +1,8 @@
 //! `corral status`: asks a running corral's status server for `/status` and
-//! prints it as a table (or the JSON with `--json`).
+//! prints it as a table (or the JSON with `--json`). With several instances
+//! on the host and none named, a line for each (with `--json`, an array of
+//! `{"instance", "socket", "status"}`, `"error"` in place of `"status"` for
+//! one that did not answer).
 
 use std::io::{Read, Write};
 use std::time::Duration;
@@ -30,7 +33,12 @@ pub fn run(args: &StatusArgs) -> u8 {
         && let (_, found) = crate::config::running_sockets()
         && found.len() > 1
     {
-        print!("{}", list(&found));
+        if args.json {
+            let all = Value::Array(found.iter().map(|s| instance_json(s)).collect());
+            println!("{}", serde_json::to_string_pretty(&all).unwrap_or_default());
+        } else {
+            print!("{}", list(&found));
+        }
         return 0;
     }
     match fetch(args) {
@@ -134,6 +142,29 @@ fn fetch(args: &StatusArgs) -> Result<Value, String> {
 
 /// One line per running instance (`corral status` on a host with
 /// several and no hint which one is meant).
+/// The instance whose control socket is `socket` (its folder's name), for
+/// `--json` with several: its `/status` object, or the error asking it.
+fn instance_json(socket: &std::path::Path) -> Value {
+    let mut out = serde_json::json!({
+        "instance": instance_name(socket),
+        "socket": socket.display().to_string(),
+    });
+    match crate::control::status(socket) {
+        Ok(v) => out["status"] = v,
+        Err(e) => out["error"] = Value::String(e),
+    }
+    out
+}
+
+/// An instance's name: its control socket's folder's.
+fn instance_name(socket: &std::path::Path) -> String {
+    socket
+        .parent()
+        .and_then(|d| d.file_name())
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
 fn list(sockets: &[std::path::PathBuf]) -> String {
     let mut out = format!(
         "{} corral instances; `corral status APP`, `--bind ADDR`, `-c FILE` or `--socket PATH` shows one:\n\n\
@@ -147,11 +178,7 @@ fn list(sockets: &[std::path::PathBuf]) -> String {
         "SOCKET"
     );
     for socket in sockets {
-        let name = socket
-            .parent()
-            .and_then(|d| d.file_name())
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
+        let name = instance_name(socket);
         let (pid, ready, app, bind) = match crate::control::status(socket) {
             Ok(v) => (
                 v["supervisor"]["pid"].to_string(),

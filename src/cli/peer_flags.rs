@@ -11,7 +11,10 @@
 //!   spelling (`--no-proxy-headers`, granian's `--workers-max-rss` in MiB);
 //!   the setting's own flag wins when both are given;
 //! - [`Does::Refused`]: it asks for what corral does not do (serve static
-//!   files, read an encrypted key); the command exits 2 with the reason.
+//!   files, read an encrypted key); the command exits 2 with the reason;
+//! - [`Does::Checks`]: its value is corral's behaviour for one value
+//!   (gunicorn's `--header-map drop`, its default), taken without a word,
+//!   and refused with the reason for the others.
 //!
 //! Flags that are plain renamings of corral's (`--timeout-keep-alive`,
 //! `--working-dir`) are clap aliases on corral's own flags, and gunicorn's
@@ -47,6 +50,9 @@ pub enum Does {
     ),
     /// Refused, with why.
     Refused(&'static str),
+    /// Taken, and nothing said, when the function accepts the value (what
+    /// corral does anyway); else refused with the reason it gives.
+    Checks(fn(&str) -> Result<(), String>),
 }
 
 /// One flag of another server's command line.
@@ -80,7 +86,7 @@ impl Flag {
     }
 }
 
-use Does::{Nothing, Refused, Sets};
+use Does::{Checks, Nothing, Refused, Sets};
 use Takes::{OneOf, Value};
 
 const SWITCH: Takes = Takes::Nothing;
@@ -694,6 +700,20 @@ pub const FLAGS: &[Flag] = &[
     ),
     // gunicorn's flags for what corral always does
     flag(
+        "--header-map",
+        "gunicorn",
+        Value("STRATEGY"),
+        Checks(|v| match v {
+            "drop" => Ok(()),
+            "refuse" | "dangerous" => Err(format!(
+                "--header-map {v}: not supported: corral drops headers with `_` in their name (gunicorn's `drop`, its default), so that a client cannot pass one off as a proxy's header with `-` (X_Forwarded_For for X-Forwarded-For); leave the flag out, or give `drop`"
+            )),
+            other => Err(format!(
+                "--header-map {other:?}: gunicorn takes drop, refuse or dangerous; corral does what drop does"
+            )),
+        }),
+    ),
+    flag(
         "--capture-output",
         "gunicorn",
         SWITCH,
@@ -827,6 +847,7 @@ pub fn apply(matches: &ArgMatches, args: &mut Overrides) -> Result<(), String> {
                 true => args.peer_meanings.push((shown, f.from, what)),
                 false => args.peer_no_ops.push((shown, f.from, OWN_FLAG_WINS)),
             },
+            Checks(check) => check(value.as_deref().unwrap_or(""))?,
             Refused(_) => {}
         }
     }

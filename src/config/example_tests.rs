@@ -12,33 +12,13 @@ use std::path::Path;
 use clap::Args;
 
 use super::keys::KeyInfo;
-use super::raw::{EXAMPLE, RawConfig};
+use super::raw::{EXAMPLE, keys_of};
 use super::tests::env;
 use super::{ConfigFile, Overrides, resolve};
 
 /// Keys the file format still reads but the example leaves out on purpose:
 /// deprecated ones (the README says what replaces them).
 const NOT_SHOWN: &[&str] = &["app.pass_env"];
-
-/// The keys of `[section]` (the top level for ""), from the message serde
-/// gives for an unknown one; `None` when `section` is not a table of fixed
-/// keys (like `[app.env]`).
-fn keys_of(section: &str) -> Option<Vec<String>> {
-    let probe = if section.is_empty() {
-        "__probe__ = 1\n".to_owned()
-    } else {
-        format!("[{section}]\n__probe__ = 1\n")
-    };
-    let message = toml::from_str::<RawConfig>(&probe).err()?.to_string();
-    let (_, expected) = message.split_once("unknown field `__probe__`, expected ")?;
-    let expected = expected.lines().next()?;
-    let keys = expected
-        .trim_start_matches("one of ")
-        .split(", ")
-        .map(|k| k.trim_matches('`').to_owned())
-        .collect();
-    Some(keys)
-}
 
 /// Every key the file format accepts, as "section.key" ("workers.limits.core"),
 /// and the sections that are tables of their own (`[workers.limits]`).

@@ -192,6 +192,11 @@ fn render_problems(problems: &[Problem]) -> String {
     }
 }
 
+/// A gunicorn config file converted: its path, the corral.toml text, and
+/// for each line of it the place in the file its setting is
+/// (`import_gunicorn::Conversion::lines`).
+pub type Converted<'a> = (&'a Path, &'a str, &'a [Option<String>]);
+
 /// A config file read into memory.
 struct ConfigFile {
     /// As the user wrote it, for messages ("corral.toml").
@@ -201,6 +206,9 @@ struct ConfigFile {
     /// Folder that relative paths in the file are resolved against.
     dir: PathBuf,
     text: String,
+    /// A converted file's: for each line, where the user wrote what it
+    /// says (see [`Converted`]); empty for a corral.toml.
+    lines: Vec<Option<String>>,
 }
 
 impl ConfigFile {
@@ -214,6 +222,7 @@ impl ConfigFile {
             path,
             dir,
             text,
+            lines: Vec::new(),
         }
     }
 
@@ -221,6 +230,9 @@ impl ConfigFile {
     fn location(&self, offset: usize) -> String {
         let before = &self.text.as_bytes()[..offset.min(self.text.len())];
         let line = before.iter().filter(|&&b| b == b'\n').count() + 1;
+        if let Some(Some(written)) = self.lines.get(line - 1) {
+            return written.clone();
+        }
         format!("{}:{line}", self.shown)
     }
 
@@ -368,6 +380,41 @@ impl GunicornConf {
     }
 }
 
+/// The sections of a corral.toml that have a key named `key` ("server" for
+/// "bind", "server.tls" for "certfile"): where a key written outside them
+/// belongs.
+pub fn sections_with(key: &str) -> Vec<String> {
+    raw::sections_with(key)
+}
+
+/// The candidate closest to `word` by edit distance, when it is close
+/// enough to be a likely typo of it (a third of its letters, rounded up).
+pub fn closest<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+    let distance = |a: &str, b: &str| {
+        let b: Vec<char> = b.chars().collect();
+        let mut row: Vec<usize> = (0..=b.len()).collect();
+        for (i, ca) in a.chars().enumerate() {
+            let mut diagonal = row[0];
+            row[0] = i + 1;
+            for (j, cb) in b.iter().enumerate() {
+                let above = row[j + 1];
+                row[j + 1] = (diagonal + usize::from(ca != *cb))
+                    .min(row[j] + 1)
+                    .min(above + 1);
+                diagonal = above;
+            }
+        }
+        row[b.len()]
+    };
+    let most = word.chars().count().div_ceil(3);
+    candidates
+        .into_iter()
+        .map(|c| (distance(word, c), c))
+        .filter(|(d, _)| *d <= most)
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, c)| c)
+}
+
 /// Whether `table`, a TOML file's top level, is hypercorn's flat keys
 /// rather than a corral.toml: a plain value at the top (a corral.toml has
 /// only sections) and none of corral's sections as a table (hypercorn's
@@ -474,18 +521,43 @@ pub fn gunicorn_location(given: &Path) -> Result<Option<GunicornConf>, String> {
 /// Reads `--config FILE` (or `./corral.toml` when present), merges the
 /// command line over it and validates the result. `converted`: the
 /// [`gunicorn_file`] and its corral.toml text, read instead; messages name
-/// it "gunicorn.conf.py (converted)" with the converted text's lines.
-pub fn load(args: &Overrides, converted: Option<(&Path, &str)>) -> Result<Config, ConfigError> {
+/// the line of the file that set a key ("gunicorn.conf.py:3"), or, for a
+/// line no one setting made, "gunicorn.conf.py (converted)" with the
+/// converted text's line.
+pub fn load(args: &Overrides, converted: Option<Converted>) -> Result<Config, ConfigError> {
     let cwd = std::env::current_dir().map_err(ConfigError::CurrentDir)?;
     let file = match converted {
-        Some((path, toml)) => {
+        Some((path, toml, lines)) => {
             let mut file = ConfigFile::new(path, &cwd, toml.to_owned());
             file.shown = format!("{} (converted)", path.display());
+            file.lines = lines.to_vec();
             Some(file)
         }
         None => read_trusted(args.config.as_deref(), &cwd)?,
     };
-    resolve(args, file.as_ref(), &cwd, &Env::from_process())
+    resolve(args, file.as_ref(), &cwd, &Env::from_process()).map_err(|e| match (e, converted) {
+        (ConfigError::Parse(mut problem), None) => {
+            if let Some(hint) = args.config.as_deref().and_then(gunicorn_hint) {
+                problem.message.push_str(&hint);
+            }
+            ConfigError::Parse(problem)
+        }
+        (e, _) => e,
+    })
+}
+
+/// For a `--config` file that does not parse as a corral.toml and whose
+/// name does not end in .toml: gunicorn runs a config file of any name as
+/// Python (`gunicorn -c g.conf`), so it may be one; corral reads it so when
+/// named with gunicorn's `file:` prefix.
+fn gunicorn_hint(given: &Path) -> Option<String> {
+    if given.extension().is_some_and(|e| e == "toml") {
+        return None;
+    }
+    Some(format!(
+        "; if {0} is a gunicorn config file (Python: gunicorn runs any file name as one), give it as `-c file:{0}`",
+        given.display()
+    ))
 }
 
 /// The control socket of a running corral, for the client commands

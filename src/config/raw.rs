@@ -508,8 +508,9 @@ section! {
 }
 
 /// TLS on every `bind` address (not on `insecure_bind`'s), as gunicorn's
-/// `--certfile`/`--keyfile` apply to all of them: set `certfile` and
-/// `keyfile` to turn it on. Paths are relative to this file's folder.
+/// `--certfile`/`--keyfile` apply to all of them: set `certfile` (and
+/// `keyfile`, unless certfile holds the key too) to turn it on. Paths are
+/// relative to this file's folder.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, default, expecting = "a table")]
 pub(super) struct RawTls {
@@ -517,7 +518,8 @@ pub(super) struct RawTls {
     /// certificates. Default: none (no TLS).
     pub(super) certfile: Option<Spanned<String>>,
     /// The certificate's private key in PEM (PKCS#8, RSA or EC),
-    /// unencrypted: corral never asks for a passphrase. Default: none.
+    /// unencrypted: corral never asks for a passphrase. Default: none: the
+    /// key is read from `certfile`, as gunicorn reads it.
     pub(super) keyfile: Option<Spanned<String>>,
     /// CA certificates in PEM that client certificates are checked against
     /// (needed by `cert_reqs` "optional" and "required"). Default: none.
@@ -982,27 +984,148 @@ pub(super) fn parse(file: &ConfigFile) -> Result<RawConfig, Problem> {
     })?;
     serde_path_to_error::deserialize(de).map_err(|e| {
         let key = key_path(e.path());
-        let mut message = e
-            .inner()
-            .message()
-            .replacen("unknown field", "unknown key", 1)
-            .replace("expected a sequence", "expected an array")
-            .replace("expected a map", "expected a table");
-        let wrong_type =
-            message.starts_with("invalid type") || message.starts_with("invalid value");
-        if wrong_type {
-            if let Some(example) = example_for(&key) {
-                message.push_str(&format!("; for example: {example}"));
-            } else if message.ends_with("expected a string") {
-                message.push_str("; put the value in quotes");
-            }
-        }
+        let span = e.inner().span();
+        let line = span.clone().and_then(|s| file.line_text(s.start));
         Problem {
-            location: e.inner().span().map(|s| file.location(s.start)),
+            location: span.map(|s| file.location(s.start)),
+            message: explain(e.inner().message(), &key, line),
             key: Some(key).filter(|k| !k.is_empty()),
-            message,
         }
     })
+}
+
+/// serde's `message` about `key` (written on the file's `line`) in the
+/// file's words rather than Rust's ("a whole number", not "usize"), with
+/// the fix: the example's value for a wrong type, the section a misplaced
+/// key belongs in.
+fn explain(message: &str, key: &str, line: Option<&str>) -> String {
+    let mut message = message
+        .replacen("unknown field", "unknown key", 1)
+        .replace("invalid type: sequence", "invalid type: array")
+        .replace("invalid type: map", "invalid type: table")
+        .replace("expected a sequence", "expected an array")
+        .replace("expected a map", "expected a table");
+    for (rust, words) in [
+        ("usize", "a whole number of 0 or more"),
+        ("u64", "a whole number of 0 or more"),
+        ("u32", "a whole number of 0 or more"),
+        ("u16", "a whole number of 0 or more"),
+        ("u8", "a whole number of 0 or more"),
+        ("i64", "a whole number"),
+        ("i32", "a whole number"),
+        ("isize", "a whole number"),
+    ] {
+        if let Some(start) = message.strip_suffix(&format!("expected {rust}")) {
+            message = format!("{start}expected {words}");
+        }
+    }
+    if let Some(start) = message.strip_suffix("expected a number") {
+        message = format!("{start}expected a number");
+    }
+    let (section, name) = match key.rsplit_once('.') {
+        Some((section, name)) => (section, name),
+        None => ("", key),
+    };
+    // A section's name given a value: `workers = 4` at the top.
+    if message.contains(", expected struct Raw") {
+        let example = match (key, line.and_then(|l| l.split_once('='))) {
+            ("workers", Some((_, n))) if n.trim().parse::<u64>().is_ok() => {
+                format!("`[workers]`, then `count = {}`", n.trim())
+            }
+            _ => format!("`[{key}]`, then its keys as config/example.toml shows them"),
+        };
+        return format!(
+            "is a section, not a value: write its keys below a `[{key}]` line, like {example}"
+        );
+    }
+    if message.starts_with("unknown key") {
+        // A key of another section: the top level's `bind`, `[server]`'s
+        // `threads`; else a typo of one of this section's.
+        let elsewhere: Vec<String> = sections_with(name)
+            .into_iter()
+            .filter(|s| s != section)
+            .collect();
+        let Some(home) = elsewhere.first() else {
+            let keys = keys_of(section).unwrap_or_default();
+            if let Some(meant) = super::closest(name, keys.iter().map(String::as_str)) {
+                message.push_str(&format!("; did you mean `{meant}`?"));
+            }
+            return message;
+        };
+        let written = line.unwrap_or(name);
+        if section.is_empty() {
+            return format!(
+                "`{name}` is not a key outside any section: it belongs in [{home}]; move it below a `[{home}]` line: `[{home}]` then `{written}`"
+            );
+        }
+        message.push_str(&format!(
+            "; `{name}` is a key of [{home}]: if it is meant, move it below a `[{home}]` line"
+        ));
+        return message;
+    }
+    if message.starts_with("invalid type") || message.starts_with("invalid value") {
+        if let Some(example) = example_for(key) {
+            message.push_str(&format!("; for example: {example}"));
+        } else if message.ends_with("expected a table") {
+            // `env = ["A=1"]`: the example made of its first pair.
+            let pair = line
+                .and_then(|l| l.split('"').nth(1))
+                .and_then(|item| item.split_once('='))
+                .filter(|(k, _)| !k.is_empty() && !k.contains(' '));
+            let example = match pair {
+                Some((k, v)) => format!("`{k} = \"{v}\"`"),
+                // A table of fixed keys, like [workers.limits].
+                None if keys_of(key).is_some() => {
+                    "its keys, as config/example.toml shows them".to_owned()
+                }
+                None => "`NAME = \"value\"`".to_owned(),
+            };
+            message.push_str(&format!(
+                "; write it as a section of its own, one key a line: `[{key}]` then {example}"
+            ));
+        } else if message.ends_with("expected a string") {
+            message.push_str("; put the value in quotes");
+        }
+    }
+    message
+}
+
+/// The keys of `[section]` (the top level for ""), from the message serde
+/// gives for an unknown one; `None` when `section` is not a table of fixed
+/// keys (like `[app.env]`).
+pub(super) fn keys_of(section: &str) -> Option<Vec<String>> {
+    let probe = if section.is_empty() {
+        "__probe__ = 1\n".to_owned()
+    } else {
+        format!("[{section}]\n__probe__ = 1\n")
+    };
+    let message = toml::from_str::<RawConfig>(&probe).err()?.to_string();
+    let (_, expected) = message.split_once("unknown field `__probe__`, expected ")?;
+    let expected = expected.lines().next()?;
+    let keys = expected
+        .trim_start_matches("one of ")
+        .split(", ")
+        .map(|k| k.trim_matches('`').to_owned())
+        .collect();
+    Some(keys)
+}
+
+/// The sections (and their tables, like "server.tls") that have a key
+/// named `key`, in the order the file format lists them.
+pub(super) fn sections_with(key: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    let mut todo: Vec<String> = keys_of("").unwrap_or_default();
+    todo.reverse();
+    while let Some(section) = todo.pop() {
+        let Some(keys) = keys_of(&section) else {
+            continue;
+        };
+        if keys.iter().any(|k| k == key) && keys_of(&format!("{section}.{key}")).is_none() {
+            found.push(section.clone());
+        }
+        todo.extend(keys.iter().rev().map(|k| format!("{section}.{k}")));
+    }
+    found
 }
 
 /// "server.bind[1]" from serde_path_to_error's path, without the segments

@@ -741,11 +741,11 @@ fn the_client_finds_the_socket_without_an_app() {
     // A file that does not parse, or a bad socket, is reported as usual.
     assert_eq!(
         find(None, Some("[control]\nsokcet = \"x\"\n")),
-        Err("corral.toml:2: control.sokcet: unknown key `sokcet`, expected `socket`".into())
+        Err("corral.toml:2: control.sokcet: unknown key `sokcet`, expected `socket`; did you mean `socket`?".into())
     );
     assert_eq!(
             find(None, Some("[workers]\nthreads = \"4\"\n")),
-            Err("corral.toml:2: workers.threads: invalid type: string \"4\", expected usize; for example: threads = 1".into())
+            Err("corral.toml:2: workers.threads: invalid type: string \"4\", expected a whole number of 0 or more; for example: threads = 1".into())
         );
     assert_eq!(
         find(None, Some("[control]\n\nsocket = \"\"\n")),

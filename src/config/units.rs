@@ -53,6 +53,24 @@ impl FromStr for BindAddr {
                 "invalid bind address \"{s}\": the port is missing, like \"{with_port}\""
             ));
         }
+        if s.starts_with("fd://") {
+            return Err(format!(
+                "invalid bind address \"{s}\": file descriptors are not supported: use systemd socket activation (a .socket unit; corral serves on the sockets systemd passes)"
+            ));
+        }
+        // A name: what it resolves to may be several addresses, or change
+        // while corral runs; the address to listen on is the admin's call.
+        if let Some((host, port)) = s.rsplit_once(':')
+            && port.parse::<u16>().is_ok()
+            && host.starts_with(|c: char| c.is_ascii_alphabetic())
+            && host
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-')
+        {
+            return Err(format!(
+                "invalid bind address \"{s}\": host names other than localhost are not taken, as a name may resolve to several addresses or change: give the address to listen on, like \"0.0.0.0:{port}\" (every IPv4 interface), \"[::]:{port}\" (IPv6 and IPv4), or the name's own address (`getent hosts {host}`)"
+            ));
+        }
         Err(format!(
             "invalid bind address \"{s}\": use IP:PORT like \"127.0.0.1:8000\", \"0.0.0.0:8000\" or \"[::]:8000\", or \"unix:/path/to.sock\""
         ))
@@ -164,6 +182,11 @@ impl<'de> Deserialize<'de> for HumanDuration {
                 v.parse().map_err(E::custom)
             }
             fn visit_i64<E: de::Error>(self, v: i64) -> Result<HumanDuration, E> {
+                if v < 0 {
+                    return Err(E::custom(format!(
+                        "invalid duration {v}: a duration is 0 or more, with a unit and quotes, like \"30s\""
+                    )));
+                }
                 Err(E::custom(format!(
                     "invalid duration {v}: add a unit and quotes, like \"{v}s\" or \"{v}ms\""
                 )))
@@ -172,6 +195,11 @@ impl<'de> Deserialize<'de> for HumanDuration {
                 self.visit_i64(i64::try_from(v).unwrap_or(i64::MAX))
             }
             fn visit_f64<E: de::Error>(self, v: f64) -> Result<HumanDuration, E> {
+                if v < 0.0 {
+                    return Err(E::custom(format!(
+                        "invalid duration {v}: a duration is 0 or more, with a unit and quotes, like \"30s\""
+                    )));
+                }
                 Err(E::custom(format!(
                     "invalid duration {v}: add a unit and quotes, like \"{v}s\""
                 )))

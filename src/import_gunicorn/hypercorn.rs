@@ -27,37 +27,73 @@ enum Hyper {
 
 use Hyper::{Corral, Gunicorn, Note};
 
+/// hypercorn's keys that are not gunicorn's names ([`key`] maps each).
+const OWN: [&str; 30] = [
+    "keep_alive_timeout",
+    "pid_path",
+    "use_reloader",
+    "h2_max_concurrent_streams",
+    "h2_max_header_list_size",
+    "h2_max_inbound_frame_size",
+    "verify_mode",
+    "insecure_bind",
+    "read_timeout",
+    "websocket_ping_interval",
+    "websocket_max_message_size",
+    "wsgi_max_body_size",
+    "h11_max_incomplete_size",
+    "startup_timeout",
+    "alpn_protocols",
+    "alt_svc_headers",
+    "quic_bind",
+    "debug",
+    "h11_pass_raw_headers",
+    "include_date_header",
+    "include_server_header",
+    "keep_alive_max_requests",
+    "keyfile_password",
+    "log",
+    "max_app_queue_size",
+    "server_names",
+    "shutdown_timeout",
+    "ssl_enabled",
+    "ssl_handshake_timeout",
+    "verify_flags",
+];
+
+/// hypercorn's keys that are gunicorn's settings of the same name.
+const SAME: [&str; 26] = [
+    "access_log_format",
+    "accesslog",
+    "backlog",
+    "bind",
+    "ca_certs",
+    "cert_reqs",
+    "certfile",
+    "ciphers",
+    "daemon",
+    "dogstatsd_tags",
+    "errorlog",
+    "graceful_timeout",
+    "group",
+    "keyfile",
+    "logconfig",
+    "logconfig_dict",
+    "loglevel",
+    "max_requests",
+    "max_requests_jitter",
+    "root_path",
+    "statsd_host",
+    "statsd_prefix",
+    "umask",
+    "user",
+    "worker_class",
+    "workers",
+];
+
 /// Every key of hypercorn's `Config` (0.17).
 fn key(name: &str) -> Option<Hyper> {
-    let same = [
-        "access_log_format",
-        "accesslog",
-        "backlog",
-        "bind",
-        "ca_certs",
-        "cert_reqs",
-        "certfile",
-        "ciphers",
-        "daemon",
-        "dogstatsd_tags",
-        "errorlog",
-        "graceful_timeout",
-        "group",
-        "keyfile",
-        "logconfig",
-        "logconfig_dict",
-        "loglevel",
-        "max_requests",
-        "max_requests_jitter",
-        "root_path",
-        "statsd_host",
-        "statsd_prefix",
-        "umask",
-        "user",
-        "worker_class",
-        "workers",
-    ];
-    if let Some(same) = same.iter().find(|s| **s == name) {
+    if let Some(same) = SAME.iter().find(|s| **s == name) {
         return Some(Gunicorn(same));
     }
     Some(match name {
@@ -120,36 +156,83 @@ fn bytes(v: &Json, _: &Path) -> Option<Value> {
     integer(v).filter(|n| *n > 0).map(Value::Integer)
 }
 
-/// Converts a hypercorn TOML file's keys (`table`) into a corral.toml;
-/// `app`: the APP on the command line; relative paths against `cwd`.
-pub fn convert(table: &toml::Table, app: Option<&str>, cwd: &Path, file: &Path) -> Conversion {
+/// Converts a hypercorn TOML file's keys (`table`, parsed from `text`) into
+/// a corral.toml; `app`: the APP on the command line; relative paths
+/// against `cwd`. A key that is not hypercorn's is an error (hypercorn
+/// ignores it, so a typo like `workerz` would go unnoticed, the server
+/// running on the default): it names the line, and the key meant, or the
+/// section of corral's where the key belongs.
+pub fn convert(
+    table: &toml::Table,
+    text: &str,
+    app: Option<&str>,
+    cwd: &Path,
+    file: &Path,
+) -> Result<Conversion, String> {
     let mut out = Out::new(cwd);
     let mut settings: BTreeMap<String, Json> = BTreeMap::new();
     let mut unknown = Vec::new();
     for (name, value) in table {
+        out.current = name.clone();
         let json = serde_json::to_value(value).unwrap_or(Json::Null);
         match key(name) {
             // gunicorn's cert_reqs wins over hypercorn's verify_mode.
             Some(Gunicorn(g)) if !(name == "verify_mode" && table.contains_key("cert_reqs")) => {
                 settings.insert(g.to_owned(), serde_json::json!({ "value": json }));
+                if g != name {
+                    out.written_as.push((g.to_owned(), name.clone()));
+                }
             }
             Some(Gunicorn(_)) => {}
             Some(Corral(section, corral_key, f)) => match f(&json, cwd) {
                 Some(v) => out.set(section, corral_key, v),
-                None => out.note(name, format!("cannot convert {json}")),
+                // As a gunicorn setting's value gunicorn refuses.
+                None => out.invalid(
+                    name,
+                    format!("{json} is not a value hypercorn takes for it"),
+                ),
             },
             Some(Note(why)) => out.note(name, why),
             None => unknown.push(name.as_str()),
         }
     }
-    super::convert_into(&mut out, &settings, app);
-    if !unknown.is_empty() {
-        out.notes.push(format!(
-            "not hypercorn settings, ignored (as hypercorn ignores them): {}",
-            unknown.join(", ")
-        ));
+    if let Some(name) = unknown.first() {
+        return Err(unknown_key(name, text, file));
     }
-    out.finish(file)
+    super::convert_into(&mut out, &settings, app);
+    Ok(out.finish(file, Some(text)))
+}
+
+/// The error for `name`, a top-level key of `text` (the file `file`) that
+/// is not hypercorn's: "FILE:LINE: KEY: why; the fix".
+fn unknown_key(name: &str, text: &str, file: &Path) -> String {
+    let line = text
+        .lines()
+        .position(|l| {
+            let l = l.trim_start();
+            let l = l
+                .strip_prefix(name)
+                .or_else(|| l.strip_prefix(&format!("\"{name}\"")))
+                .unwrap_or_default();
+            l.trim_start().starts_with('=')
+        })
+        .map(|i| format!(":{}", i + 1))
+        .unwrap_or_default();
+    let flat = "a TOML file of keys outside sections is read as hypercorn's";
+    let sections = crate::config::sections_with(name);
+    let known = OWN.iter().chain(SAME.iter()).copied();
+    let why = if let Some(section) = sections.first() {
+        format!(
+            "not a hypercorn setting ({flat}); it is a key of corral's [{section}] section: put it below a `[{section}]` line, the file's other keys in their sections too"
+        )
+    } else if let Some(meant) = crate::config::closest(name, known) {
+        format!("not a hypercorn setting ({flat}): did you mean `{meant}`?")
+    } else {
+        format!(
+            "not a hypercorn setting ({flat}), nor a key of corral's: remove it, or correct its name (hypercorn ignores an unknown key; corral refuses it, as a typo would leave the setting on its default)"
+        )
+    };
+    format!("{}{line}: {name}: {why}", file.display())
 }
 
 #[cfg(test)]
@@ -176,17 +259,18 @@ verify_mode = "CERT_REQUIRED"
 ca_certs = "ca.pem"
 include_server_header = false
 server_names = ["example.com"]
-frobnicate = 1
 "#
         .parse()
         .unwrap();
         assert!(crate::config::is_hypercorn_toml(&table));
         let c = convert(
             &table,
+            "",
             Some("app:app"),
             Path::new("/srv"),
             Path::new("h.toml"),
-        );
+        )
+        .unwrap();
         let parsed: toml::Table = c.toml.parse().expect(&c.toml);
         assert_eq!(parsed["app"]["module"].as_str(), Some("app:app"));
         assert_eq!(parsed["app"]["interface"].as_str(), Some("asgi"));
@@ -205,7 +289,6 @@ frobnicate = 1
         for needle in [
             "include_server_header: corral sends no Server header of its own",
             "server_names: corral serves every Host",
-            "not hypercorn settings, ignored (as hypercorn ignores them): frobnicate",
         ] {
             assert!(notes.contains(needle), "{needle} missing from:\n{notes}");
         }
@@ -214,5 +297,57 @@ frobnicate = 1
             .parse()
             .unwrap();
         assert!(!crate::config::is_hypercorn_toml(&corral));
+    }
+
+    /// A key that is not hypercorn's is an error naming the line: the
+    /// setting meant, or the section of corral's it belongs in.
+    #[test]
+    fn a_key_hypercorn_does_not_have_is_an_error() {
+        let error = |text: &str| {
+            let table: toml::Table = text.parse().unwrap();
+            convert(
+                &table,
+                text,
+                None,
+                Path::new("/srv"),
+                Path::new("corral.toml"),
+            )
+            .unwrap_err()
+        };
+        assert_eq!(
+            error("bind = \"127.0.0.1:8000\"\nworkerz = 2\n"),
+            "corral.toml:2: workerz: not a hypercorn setting (a TOML file of keys outside sections is read as hypercorn's): did you mean `workers`?"
+        );
+        assert_eq!(
+            error("workers = 2\n  threads = 4\n"),
+            "corral.toml:2: threads: not a hypercorn setting (a TOML file of keys outside sections is read as hypercorn's); it is a key of corral's [workers] section: put it below a `[workers]` line, the file's other keys in their sections too"
+        );
+        assert!(error("frobnicate = 1\n").starts_with("corral.toml:1: frobnicate: not a hypercorn setting (a TOML file of keys outside sections is read as hypercorn's), nor a key of corral's: remove it"));
+    }
+
+    /// A value gunicorn refuses is named, and a converted line placed, as
+    /// the hypercorn file writes it.
+    #[test]
+    fn messages_name_the_hypercorn_file_s_own_key_and_line() {
+        let text = "workers = 2\nkeep_alive_timeout = \"abc\"\nread_timeout = \"soon\"\n";
+        let table: toml::Table = text.parse().unwrap();
+        let c = convert(&table, text, None, Path::new("/srv"), Path::new("h.toml")).unwrap();
+        assert_eq!(
+            c.invalid,
+            [
+                "h.toml:3: read_timeout: \"soon\" is not a value hypercorn takes for it",
+                "h.toml:2: keep_alive_timeout: \"abc\" is not a number of seconds of 0 or more, which gunicorn requires (it refuses to start with it too); write it like keep_alive_timeout = 30"
+            ]
+        );
+        let i = c.toml.lines().position(|l| l == "count = 2").unwrap();
+        assert_eq!(c.lines[i].as_deref(), Some("h.toml:1"), "{}", c.toml);
+    }
+
+    /// Every key [`OWN`] names is mapped, or [`unknown_key`] would offer it.
+    #[test]
+    fn every_own_key_is_mapped() {
+        for name in OWN.iter().chain(SAME.iter()) {
+            assert!(key(name).is_some(), "{name}");
+        }
     }
 }

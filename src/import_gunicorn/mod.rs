@@ -63,6 +63,14 @@ pub fn run(args: &ImportArgs) -> u8 {
             return 1;
         }
     };
+    // A value gunicorn refuses would be left out, and the server run on
+    // the default: no corral.toml without it.
+    if !conversion.invalid.is_empty() {
+        for e in &conversion.invalid {
+            eprintln!("error: {e}");
+        }
+        return 1;
+    }
     print!("{}", conversion.toml);
     if !conversion.notes.is_empty() {
         eprintln!(
@@ -74,6 +82,27 @@ pub fn run(args: &ImportArgs) -> u8 {
         eprintln!("  {note}");
     }
     0
+}
+
+/// The command that converts the file at `path` (given to corral as
+/// `location`) into a ./corral.toml for good. Never a redirection onto the
+/// file itself, which the shell would empty before corral reads it, nor
+/// onto a ./corral.toml already there: then a new file, moved over the old
+/// one only when the old one is the file converted.
+pub fn convert_command(location: &str, path: &Path) -> String {
+    let target = Path::new("corral.toml");
+    let import = format!("corral import-gunicorn {location}");
+    if !target.exists() {
+        return format!("{import} > corral.toml");
+    }
+    let same = std::fs::canonicalize(target)
+        .ok()
+        .is_some_and(|t| std::fs::canonicalize(path).is_ok_and(|p| p == t));
+    if same {
+        format!("{import} > corral.new.toml && mv corral.new.toml corral.toml")
+    } else {
+        format!("{import} > corral.new.toml")
+    }
 }
 
 /// Longest a gunicorn config file may take to run.
@@ -97,7 +126,7 @@ pub fn convert_file(
             .parse()
             .map_err(|e| format!("{} is not TOML: {e}", file.display()))?;
         let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
-        return Ok(hypercorn::convert(&table, app, &cwd, file));
+        return hypercorn::convert(&table, &text, app, &cwd, file);
     }
     let source = read_checked(file)?;
     // As root: the interpreter (and what it imports at start, a
@@ -106,10 +135,10 @@ pub fn convert_file(
     if let Some(why) = crate::private_fs::untrusted_command(&[interpreter], None) {
         return Err(format!(
             "refusing to run {} as root to read {}: {why}. Or convert the file once, as the \
-             app's user: corral import-gunicorn {} > corral.toml, and run corral -c corral.toml",
+             app's user: {}, and run corral -c corral.toml",
             python.display(),
             file.display(),
-            file.display()
+            convert_command(&file.display().to_string(), file)
         ));
     }
     let mut child = Command::new(python)
@@ -173,6 +202,7 @@ pub fn convert_file(
         &cwd,
         file,
         conf.module.as_deref(),
+        Some(&String::from_utf8_lossy(&source)),
     ))
 }
 
@@ -184,9 +214,9 @@ fn read_checked(file: &Path) -> Result<Vec<u8>, String> {
         crate::private_fs::open_unfollowed(file, std::fs::OpenOptions::new().read(true))?;
     if let Some(why) = crate::private_fs::writable_by_others(&meta) {
         return Err(format!(
-            "refusing to run {}: {why}, and it is code that corral runs; chown it to corral's user or root and chmod go-w it, or convert it once with `corral import-gunicorn {} > corral.toml` and read that",
+            "refusing to run {}: {why}, and it is code that corral runs; chown it to corral's user or root and chmod go-w it, or convert it once with `{}` and read that",
             file.display(),
-            file.display()
+            convert_command(&file.display().to_string(), file)
         ));
     }
     let mut source = Vec::new();
@@ -210,6 +240,15 @@ pub struct Conversion {
     /// whose meaning corral cannot keep and whose absence would be worse
     /// than a stop, as `daemon` (see [`settings::refused_setting`]).
     pub refused: Vec<String>,
+    /// Values gunicorn itself refuses to start with (`workers = 3.0`,
+    /// `timeout = "abc"`), each "FILE:LINE: setting: why" (no line when
+    /// the file does not show where it is set): an error, as a mistake in
+    /// a corral.toml is, rather than a server on the default.
+    pub invalid: Vec<String>,
+    /// For each line of `toml` (from the first), where in the file its
+    /// setting is ("gunicorn.conf.py:3"), when the line is one setting's:
+    /// messages about a key point at the line the user wrote.
+    pub lines: Vec<Option<String>>,
 }
 
 /// What the file set for one name: `{"value": ...}`, `{"callable": true}`
@@ -253,6 +292,15 @@ struct Out<'a> {
     arbiter_hooks: Vec<&'static str>,
     /// Settings corral refuses to run with ([`Conversion::refused`]).
     refused: Vec<String>,
+    /// Each value gunicorn refuses, and why ([`Conversion::invalid`]).
+    invalid: Vec<(String, String)>,
+    /// The setting being converted, and the keys each one set
+    /// ("workers.count" from "workers"), for [`Conversion::lines`].
+    current: String,
+    set_by: Vec<(String, String)>,
+    /// gunicorn's name of a setting the file writes under another (a
+    /// hypercorn file's `keep_alive_timeout` for `keepalive`), and that name.
+    written_as: Vec<(String, String)>,
 }
 
 impl<'a> Out<'a> {
@@ -266,15 +314,37 @@ impl<'a> Out<'a> {
             hooks: Vec::new(),
             arbiter_hooks: Vec::new(),
             refused: Vec::new(),
+            invalid: Vec::new(),
+            current: String::new(),
+            set_by: Vec::new(),
+            written_as: Vec::new(),
         }
     }
 
     fn set(&mut self, section: &'static str, key: &'static str, value: Value) {
         self.sections.entry(section).or_default().push((key, value));
+        if !self.current.is_empty() {
+            self.set_by
+                .push((format!("{section}.{key}"), self.current.clone()));
+        }
     }
 
     fn note(&mut self, name: &str, why: impl std::fmt::Display) {
         self.notes.push(format!("{name}: {why}"));
+    }
+
+    /// The name the file gives gunicorn's setting `name`.
+    fn as_written(&self, name: &str) -> String {
+        self.written_as
+            .iter()
+            .find(|(g, _)| g == name)
+            .map_or(name, |(_, w)| w.as_str())
+            .to_owned()
+    }
+
+    /// `name`'s value is one gunicorn refuses too: an error.
+    fn invalid(&mut self, name: &str, why: impl std::fmt::Display) {
+        self.invalid.push((name.to_owned(), why.to_string()));
     }
 
     fn path(&self, p: &str) -> Value {
@@ -358,7 +428,7 @@ fn convert(
     cwd: &Path,
     file: &Path,
 ) -> Conversion {
-    convert_at(settings, app, cwd, file, None)
+    convert_at(settings, app, cwd, file, None, None)
 }
 
 /// Converts the settings a gunicorn config file (`file`, or the
@@ -366,13 +436,15 @@ fn convert(
 /// the APP given on gunicorn's command line, if any; relative paths are
 /// made absolute against `cwd` (gunicorn resolves them against its cwd).
 /// Worker and arbiter hooks the file defines make `[app] gunicorn_hooks`
-/// name it.
+/// name it. `source`: the file's text, where an invalid value's line is
+/// looked up.
 fn convert_at(
     settings: &BTreeMap<String, Json>,
     app: Option<&str>,
     cwd: &Path,
     file: &Path,
     module: Option<&str>,
+    source: Option<&str>,
 ) -> Conversion {
     let mut out = Out::new(cwd);
     convert_into(&mut out, settings, app);
@@ -394,25 +466,81 @@ fn convert_at(
             unknown.join(", ")
         ));
     }
-    out.finish(file)
+    out.finish(file, source)
 }
 
 impl Out<'_> {
-    /// The corral.toml text, after the checks that look at several keys.
-    fn finish(mut self, file: &Path) -> Conversion {
+    /// The corral.toml text, after the checks that look at several keys;
+    /// `source`, the file's text, to point an invalid value at its line.
+    fn finish(mut self, file: &Path, source: Option<&str>) -> Conversion {
         tls_key_in_certfile(&mut self);
+        let invalid = self
+            .invalid
+            .iter()
+            .map(|(gunicorns, why)| {
+                let name = self.as_written(gunicorns);
+                let why = why.replace(&format!("like {gunicorns} ="), &format!("like {name} ="));
+                let line = source
+                    .and_then(|text| line_setting(text, &name))
+                    .map(|n| format!(":{n}"))
+                    .unwrap_or_default();
+                format!("{}{line}: {name}: {why}", file.display())
+            })
+            .collect();
+        let toml = render(&self.sections, file);
+        // Each `key = value` line under its `[section]`, back to the
+        // setting that made it.
+        let mut section = "";
+        let lines = toml
+            .lines()
+            .map(|line| {
+                if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+                    section = name;
+                    return None;
+                }
+                let (key, _) = line.split_once(" = ")?;
+                let full = format!("{section}.{key}");
+                let (_, setting) = self.set_by.iter().find(|(k, _)| *k == full)?;
+                let setting = self.as_written(setting);
+                Some(match source.and_then(|text| line_setting(text, &setting)) {
+                    Some(n) => format!("{}:{n}", file.display()),
+                    None => format!("{} ({setting})", file.display()),
+                })
+            })
+            .collect();
         Conversion {
-            toml: render(&self.sections, file),
+            toml,
+            lines,
             notes: self.notes,
             hooks: self.hooks,
             arbiter_hooks: self.arbiter_hooks,
             refused: self.refused,
+            invalid,
         }
     }
 }
 
+/// The line (from 1) of `text` where `name` is last set at the top level
+/// (`name = ...`, as a gunicorn.conf.py or a TOML file of flat keys writes
+/// it): the assignment that wins. `None` when no line is of that form (the
+/// value set some other way, as by `globals()`).
+fn line_setting(text: &str, name: &str) -> Option<usize> {
+    text.lines()
+        .enumerate()
+        .filter(|(_, line)| {
+            line.strip_prefix(name).is_some_and(|rest| {
+                let rest = rest.trim_start();
+                rest.starts_with('=') && !rest.starts_with("==")
+            })
+        })
+        .map(|(i, _)| i + 1)
+        .last()
+}
+
 /// [`convert_at`]'s work on `out`: each gunicorn setting in `settings`.
 fn convert_into(out: &mut Out, settings: &BTreeMap<String, Json>, app: Option<&str>) {
+    // What is set outside the loop is no one setting's.
+    out.current.clear();
     let cwd = out.cwd;
     if let Some(dir) = settings
         .get("chdir")
@@ -437,6 +565,7 @@ fn convert_into(out: &mut Out, settings: &BTreeMap<String, Json>, app: Option<&s
         let Some(entry) = settings.get(*name) else {
             continue;
         };
+        out.current = (*name).to_owned();
         // A hook corral runs from the file itself: in the workers, or in
         // the process of the arbiter's hooks.
         if entry.get("callable").is_some() {
@@ -466,7 +595,12 @@ fn convert_into(out: &mut Out, settings: &BTreeMap<String, Json>, app: Option<&s
         if is_unset(v) {
             continue;
         }
-        let bad = |out: &mut Out, v: &Json| out.note(name, format!("cannot convert {v}"));
+        let bad = |out: &mut Out, v: &Json| {
+            out.invalid(
+                name,
+                format!("{v} is not a value gunicorn takes for it (gunicorn refuses to start with it too)"),
+            )
+        };
         match *name {
             "wsgi_app" if app.is_none() => match text(v) {
                 Some(m) => out.set("app", "module", Value::String(m)),
@@ -496,7 +630,10 @@ fn convert_into(out: &mut Out, settings: &BTreeMap<String, Json>, app: Option<&s
             | "limit_request_fields"
             | "limit_request_field_size" => {
                 let Some(n) = integer(v).filter(|n| *n >= 0) else {
-                    bad(out, v);
+                    out.invalid(
+                        name,
+                        format!("{v} is not a whole number of 0 or more, which gunicorn requires (it refuses to start with it too); write it like {name} = 4"),
+                    );
                     continue;
                 };
                 let (section, key) = match *name {
@@ -513,7 +650,10 @@ fn convert_into(out: &mut Out, settings: &BTreeMap<String, Json>, app: Option<&s
             }
             "timeout" | "graceful_timeout" | "keepalive" => {
                 let Some(d) = seconds(v) else {
-                    bad(out, v);
+                    out.invalid(
+                        name,
+                        format!("{v} is not a number of seconds of 0 or more, which gunicorn requires (it refuses to start with it too); write it like {name} = 30"),
+                    );
                     continue;
                 };
                 let (section, key) = match *name {
@@ -662,7 +802,8 @@ fn convert_into(out: &mut Out, settings: &BTreeMap<String, Json>, app: Option<&s
             "access_log_format" => match text(v) {
                 Some(f) => match crate::access_log::parse(&f) {
                     Ok(_) => out.set("log", "access_format", Value::String(f)),
-                    Err(why) => out.note(name, why),
+                    // As `[log] access_format` is refused in a corral.toml.
+                    Err(why) => out.invalid(name, why),
                 },
                 None => bad(out, v),
             },
@@ -751,6 +892,7 @@ fn convert_into(out: &mut Out, settings: &BTreeMap<String, Json>, app: Option<&s
             },
             // Already corral's behaviour.
             "initgroups" | "capture_output" | "config" | "reload_engine" => {}
+            "header_map" if text(v).as_deref() == Some("drop") => {}
             "reload" => match v {
                 Json::Bool(true) => out.set("dev", "reload", Value::Boolean(true)),
                 _ => bad(out, v),
@@ -786,6 +928,7 @@ fn convert_into(out: &mut Out, settings: &BTreeMap<String, Json>, app: Option<&s
             },
         }
     }
+    out.current.clear();
 }
 
 /// Whether the file gives `name` a value that is not gunicorn's "unset".
@@ -963,13 +1106,14 @@ mod tests {
         assert_eq!(s.unwrap()["proxy_protocol"].as_str(), Some("auto"));
         let (s, _) = server(r#"{"proxy_protocol": false}"#);
         assert!(s.is_none());
-        let (s, notes) = server(r#"{"proxy_protocol": "v3"}"#);
-        assert!(s.is_none());
+        let c = convert_json(r#"{"proxy_protocol": "v3"}"#);
+        assert!(!c.toml.contains("proxy_protocol"), "{}", c.toml);
         assert!(
-            notes
-                .iter()
-                .any(|n| n.starts_with("proxy_protocol: cannot convert")),
-            "{notes:?}"
+            c.invalid.iter().any(|n| n.starts_with(
+                "gunicorn.conf.py: proxy_protocol: \"v3\" is not a value gunicorn takes"
+            )),
+            "{:?}",
+            c.invalid
         );
     }
 
@@ -1029,11 +1173,11 @@ mod tests {
         let c = convert_json(r#"{"asgi_loop": "trio"}"#);
         assert!(!c.toml.contains("asgi_loop"), "{}", c.toml);
         assert!(
-            c.notes
+            c.invalid
                 .iter()
-                .any(|n| n.starts_with("asgi_loop: cannot convert")),
+                .any(|n| n.starts_with("gunicorn.conf.py: asgi_loop: \"trio\" is not a value")),
             "{:?}",
-            c.notes
+            c.invalid
         );
     }
 
@@ -1206,11 +1350,16 @@ mod tests {
         for needle in [
             "keyfile: not set, so gunicorn reads the key from certfile",
             "ssl_version: 3 asks for TLS 1.0 or 1.1, which corral does not offer",
-            "cert_reqs: cannot convert 7",
             "ssl_context: is a function; not supported: no Python in the supervisor",
         ] {
             assert!(notes.contains(needle), "{needle} missing from:\n{notes}");
         }
+        assert_eq!(
+            c.invalid,
+            [
+                "g.py: cert_reqs: 7 is not a value gunicorn takes for it (gunicorn refuses to start with it too)"
+            ]
+        );
     }
 
     #[test]
@@ -1249,6 +1398,7 @@ mod tests {
             Path::new("/srv"),
             Path::new("config/gunicorn.py"),
             Some("config.gunicorn"),
+            None,
         );
         assert!(
             c.toml
@@ -1316,6 +1466,77 @@ mod tests {
         assert_eq!(c.notes.len(), 2, "{:?}", c.notes);
     }
 
+    /// A value gunicorn refuses to start with is an error naming the file,
+    /// the line that sets it and the setting; what corral does not carry
+    /// over on purpose stays a note.
+    #[test]
+    fn a_value_gunicorn_refuses_is_an_error_naming_its_line() {
+        let source = "import os\n\nworkers = 3.0\ntimeout = \"abc\"\nmax_requests = -5\naccess_log_format = \"%(h)s %z\"\npreload_app = True\n";
+        let s = settings(
+            r#"{"workers": 3.0, "timeout": "abc", "max_requests": -5, "access_log_format": "%(h)s %z", "preload_app": true}"#,
+        );
+        let c = convert_at(
+            &s,
+            None,
+            Path::new("/srv"),
+            Path::new("gunicorn.conf.py"),
+            None,
+            Some(source),
+        );
+        let invalid = c.invalid.join("\n");
+        for needle in [
+            "gunicorn.conf.py:3: workers: 3.0 is not a whole number of 0 or more, which gunicorn requires (it refuses to start with it too); write it like workers = 4",
+            "gunicorn.conf.py:4: timeout: \"abc\" is not a number of seconds of 0 or more",
+            "gunicorn.conf.py:5: max_requests: -5 is not a whole number of 0 or more",
+            "gunicorn.conf.py:6: access_log_format: ",
+        ] {
+            assert!(
+                invalid.contains(needle),
+                "{needle} missing from:\n{invalid}"
+            );
+        }
+        assert_eq!(c.invalid.len(), 4, "{invalid}");
+        assert!(
+            c.notes.iter().any(|n| n.starts_with("preload_app: ")),
+            "{:?}",
+            c.notes
+        );
+    }
+
+    /// Each converted line points at the line of the file that set it,
+    /// for the messages that name where a key comes from.
+    #[test]
+    fn each_converted_line_points_at_the_setting_it_came_from() {
+        let source = "import os\n\nworkers = 2\nbind = [\"127.0.0.1:9000\"]\n";
+        let s = settings(r#"{"workers": 2, "bind": ["127.0.0.1:9000"]}"#);
+        let c = convert_at(
+            &s,
+            Some("main:app"),
+            Path::new("/srv"),
+            Path::new("gunicorn.conf.py"),
+            None,
+            Some(source),
+        );
+        let at = |needle: &str| {
+            let i = c.toml.lines().position(|l| l.starts_with(needle)).unwrap();
+            c.lines[i].clone()
+        };
+        assert_eq!(
+            at("count = 2"),
+            Some("gunicorn.conf.py:3".into()),
+            "{}",
+            c.toml
+        );
+        assert_eq!(
+            at("bind = "),
+            Some("gunicorn.conf.py:4".into()),
+            "{}",
+            c.toml
+        );
+        // The APP came from the command line, not the file.
+        assert_eq!(at("module = "), None, "{}", c.toml);
+    }
+
     #[test]
     fn reuse_port_becomes_the_server_key() {
         let c = convert_json(r#"{"reuse_port": true}"#);
@@ -1323,7 +1544,7 @@ mod tests {
         assert!(c.notes.is_empty(), "{:?}", c.notes);
         let c = convert_json(r#"{"reuse_port": "yes"}"#);
         assert!(!c.toml.contains("reuse_port"), "{}", c.toml);
-        assert!(!c.notes.is_empty());
+        assert!(!c.invalid.is_empty());
     }
 
     #[test]

@@ -32,7 +32,7 @@ pub const ARBITER_HOOKS: [&str; 6] = [
 pub const SETTINGS: &[(&str, &str)] = &[
     (
         "config",
-        "`-c corral.toml`, or `-c gunicorn.conf.py` (run and converted at start, as `corral import-gunicorn` does; `./gunicorn.conf.py` is read when there is no `./corral.toml`); gunicorn's `-c file:PATH` and `-c python:MODULE` (found below the current folder, and run under its module's name) too",
+        "`-c corral.toml`, or `-c gunicorn.conf.py` (run and converted at start, as `corral import-gunicorn` does; `./gunicorn.conf.py` is read when there is no `./corral.toml`); gunicorn's `-c file:PATH` and `-c python:MODULE` (found below the current folder, and run under its module's name) too. gunicorn runs a config file of any name as Python; corral reads one whose name ends in neither .py nor .toml as a corral.toml, and when it does not parse as one the error suggests `-c file:PATH`",
     ),
     ("wsgi_app", "`APP` argument, `[app] module`"),
     (
@@ -316,7 +316,7 @@ pub const SETTINGS: &[(&str, &str)] = &[
     ("uwsgi_allow_ips", "not supported: see `protocol`"),
     (
         "keyfile",
-        "`--keyfile`, `[server.tls] keyfile` (PEM, unencrypted: an encrypted key is refused; when unset, gunicorn reads the key from `certfile`, and import-gunicorn writes `keyfile = certfile`)",
+        "`--keyfile`, `[server.tls] keyfile` (PEM, unencrypted: an encrypted key is refused; when unset, the key is read from `certfile`, as gunicorn reads it, with the same checks; import-gunicorn writes `keyfile = certfile`)",
     ),
     ("certfile", "`--certfile`, `[server.tls] certfile`"),
     (
@@ -391,7 +391,7 @@ pub const SETTINGS: &[(&str, &str)] = &[
     ),
     (
         "header_map",
-        "not supported: headers with `_` in their name are dropped (gunicorn's `drop`)",
+        "`--header-map drop` (gunicorn's default) is taken, as it is what corral does: headers with `_` in their name are dropped; `refuse` and `dangerous` are not supported",
     ),
     (
         "asgi_loop",
@@ -468,7 +468,6 @@ const REFUSED_FLAGS: &[(&str, &str)] = &[
     ),
     ("--casefold-http-method", "casefold_http_method"),
     ("--forwarder-headers", "forwarder_headers"),
-    ("--header-map", "header_map"),
     (
         "--asgi-disconnect-grace-period",
         "asgi_disconnect_grace_period",

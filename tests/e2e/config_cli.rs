@@ -120,6 +120,47 @@ fn unknown_key_names_file_line_key_and_the_valid_keys() {
 }
 
 #[test]
+fn mistakes_in_a_corral_toml_are_explained_in_its_own_words_with_the_fix() {
+    // serde's "expected struct RawWorkers", "expected usize", "sequence"
+    // and a list of sections meant nothing to whoever wrote the file.
+    for (toml, said) in [
+        (
+            "workers = 4\n[server]\nbind = [\"127.0.0.1:8000\"]\n",
+            "error: corral.toml:1: workers: is a section, not a value: write its keys below a `[workers]` line, like `[workers]`, then `count = 4`",
+        ),
+        (
+            "bind = [\"127.0.0.1:8000\"]\n[workers]\ncount = 2\n",
+            "error: corral.toml:1: bind: `bind` is not a key outside any section: it belongs in [server]; move it below a `[server]` line: `[server]` then `bind = [\"127.0.0.1:8000\"]`",
+        ),
+        (
+            "[workers]\nthreads = \"8\"\n",
+            "error: corral.toml:2: workers.threads: invalid type: string \"8\", expected a whole number of 0 or more; for example: threads = 1",
+        ),
+        (
+            "[app]\nenv = [\"A=1\"]\n",
+            "error: corral.toml:2: app.env: invalid type: array, expected a table; write it as a section of its own, one key a line: `[app.env]` then `A = \"1\"`",
+        ),
+        (
+            "[workers]\ntimeout = -1\n",
+            "error: corral.toml:2: workers.timeout: invalid duration -1: a duration is 0 or more, with a unit and quotes, like \"30s\"",
+        ),
+    ] {
+        refused_config(toml, &["check", "main:app"], &[said]);
+    }
+    // gunicorn runs a config file of any name as Python: one not named
+    // .py is read as a corral.toml, and the error says how to name it.
+    let dir = dir_with("g.conf", "workers = 3\nbind = \"127.0.0.1:8000\"\n");
+    let out = corral(dir.path(), &["check", "main:app", "-c", "g.conf"]);
+    assert_refused(
+        &out,
+        &[
+            "error: g.conf:2: bind: ",
+            "; if g.conf is a gunicorn config file (Python: gunicorn runs any file name as one), give it as `-c file:g.conf`",
+        ],
+    );
+}
+
+#[test]
 fn wrong_type_names_file_line_key_and_an_example() {
     let dir = dir_with("prod.toml", "[workers]\nthreads = \"four\"\n");
     let out = corral(dir.path(), &["main:app", "-c", "prod.toml"]);
@@ -283,8 +324,8 @@ fn concurrency_and_queue_problems_name_file_line_and_key() {
     assert_refused(
         &out,
         &[
-            "error: corral.toml:2: server.max_queued: invalid value: integer `-1`, expected \
-             usize; for example: max_queued = 1024",
+            "error: corral.toml:2: server.max_queued: invalid value: integer `-1`, expected a \
+             whole number of 0 or more; for example: max_queued = 1024",
         ],
     );
     let out = corral(dir.path(), &["main:app", "--max-queued", "many"]);
@@ -297,8 +338,8 @@ fn io_threads_problems_name_file_line_and_key() {
         "[app]\nmodule = \"main:app\"\n[server]\nio_threads = \"auto\"\n",
         &[],
         &[
-            "error: corral.toml:4: server.io_threads: invalid type: string \"auto\", expected \
-             usize; for example: io_threads = 0",
+            "error: corral.toml:4: server.io_threads: invalid type: string \"auto\", expected a \
+             whole number of 0 or more; for example: io_threads = 0",
         ],
     );
     let dir = tempfile::tempdir().unwrap();

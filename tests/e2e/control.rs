@@ -234,6 +234,25 @@ fn two_instances_side_by_side_are_told_apart_by_app_and_bind() {
         assert!(line.contains("yes"), "ready: {line}");
     }
 
+    // --json lists them as JSON too: each instance's /status.
+    let out = client(&["status", "--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let all: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: not JSON:\n{}", text(&out)));
+    let all = all.as_array().expect("an array");
+    assert_eq!(all.len(), 2, "{all:?}");
+    for c in [&a, &b] {
+        let one = all
+            .iter()
+            .find(|i| i["status"]["supervisor"]["pid"] == c.pid())
+            .unwrap_or_else(|| panic!("{} listed: {all:?}", c.pid()));
+        assert!(
+            one["instance"].is_string() && one["socket"].is_string(),
+            "{one}"
+        );
+        assert_eq!(one["status"]["ready"], true, "{one}");
+    }
+
     // The app alone is ambiguous here, and says so.
     let out = client(&["status", "app:app"]);
     assert_ne!(out.status.code(), Some(0));

@@ -484,6 +484,91 @@ fn daemon_true_in_a_gunicorn_conf_py_is_refused_as_dash_d_is() {
     assert_eq!(c.get("/x").text(), "/x -");
 }
 
+#[test]
+fn a_value_gunicorn_refuses_in_a_gunicorn_conf_py_is_an_error_naming_its_line() {
+    // gunicorn refuses to start with these; corral ran one worker, the
+    // default, after a warning.
+    for (setting, said) in [
+        (
+            "workers = 3.0",
+            "error: gunicorn.conf.py:3: workers: 3.0 is not a whole number of 0 or more, which gunicorn requires (it refuses to start with it too); write it like workers = 4",
+        ),
+        (
+            "workers = \"four\"",
+            "error: gunicorn.conf.py:3: workers: \"four\" is not a whole number of 0 or more",
+        ),
+        (
+            "timeout = \"abc\"",
+            "error: gunicorn.conf.py:3: timeout: \"abc\" is not a number of seconds of 0 or more",
+        ),
+        (
+            "max_requests = -5",
+            "error: gunicorn.conf.py:3: max_requests: -5 is not a whole number of 0 or more",
+        ),
+        (
+            "access_log_format = \"%(h)s %z\"",
+            "error: gunicorn.conf.py:3: access_log_format: ",
+        ),
+    ] {
+        let conf = format!("import os\n\n{setting}\n");
+        let app = AppDir::new(&[("app.py", APP), ("gunicorn.conf.py", &conf)]);
+        let (code, _, err) = run_to_exit(app.path(), &["check", "app:app", "--python", &python()]);
+        assert_eq!(code, Some(2), "{setting}: {err}");
+        assert!(err.contains(said), "{setting}: {said} missing from:\n{err}");
+    }
+    // Where a setting comes from is the user's line, not the converted
+    // text's.
+    let app = AppDir::new(&[
+        ("app.py", APP),
+        ("gunicorn.conf.py", "import os\n\nworkers = 2\n"),
+    ]);
+    let (code, out, err) = run_to_exit(app.path(), &["check", "app:app", "--python", &python()]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(
+        out.contains(
+            "`corral run` would start 2 worker(s): gunicorn.conf.py:3 (key workers.count)"
+        ),
+        "{out}"
+    );
+}
+
+#[test]
+fn header_map_drop_is_taken_silently_and_the_others_refused_with_the_reason() {
+    // `drop` is gunicorn's default and what corral does: a command line
+    // that spells it out runs, and says nothing of it.
+    let app = AppDir::new(&[("app.py", APP)]);
+    for args in [
+        &["check", "app:app", "--header-map", "drop"][..],
+        &["check", "app:app", "--header-map=drop"][..],
+    ] {
+        let mut args = args.to_vec();
+        let py = python();
+        args.extend(["--python", &py]);
+        let (code, out, err) = run_to_exit(app.path(), &args);
+        assert_eq!(code, Some(0), "{args:?}: {err}");
+        assert!(
+            !err.contains("header-map") && !out.contains("header-map"),
+            "{err}"
+        );
+    }
+    let (code, _, err) = run_to_exit(
+        app.path(),
+        &[
+            "check",
+            "app:app",
+            "--header-map",
+            "dangerous",
+            "--python",
+            &python(),
+        ],
+    );
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains("error: --header-map dangerous: not supported: corral drops headers with `_` in their name (gunicorn's `drop`, its default)"),
+        "{err}"
+    );
+}
+
 /// An `Expect` other than `100-continue` gets 417, as from gunicorn
 /// (hyper would ignore it, and the client would wait for its 100).
 #[test]

@@ -244,7 +244,7 @@ fn every_gunicorn_flag_is_taken_or_refused_with_its_reason() {
         }
     }
     assert!(
-        taken > 40 && refused > 30,
+        taken > 40 && refused >= 30,
         "{taken} taken, {refused} refused"
     );
 }

@@ -120,3 +120,43 @@ fn corral_serves_on_the_socket_systemd_hands_it() {
         "corral bound -b anyway"
     );
 }
+
+#[test]
+fn binds_given_beside_socket_activation_are_named_as_not_used() {
+    // The sockets come from systemd: a -b given too is not bound, and the
+    // log says so once, naming it, rather than nothing.
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let unused = format!("127.0.0.1:{}", free_port());
+    let app = AppDir::new(&[("app.py", APP)]);
+    let log_path = app.path().join("corral.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let child = Command::new("systemd-socket-activate")
+        .args(["-l", &addr])
+        .arg(corral_bin())
+        .args(["app:app", "-b", &unused, "--python", &python()])
+        .arg("--socket")
+        .arg(app.path().join("ctl.sock"))
+        .current_dir(app.path())
+        .env_remove("VIRTUAL_ENV")
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("systemd-socket-activate (Debian package systemd)");
+    let _guard = Killed(child);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if std::net::TcpStream::connect(&addr).is_ok() {
+            let resp = request(&addr, "GET", "/", &[], b"");
+            assert_eq!(resp.status, 200, "{}", resp.text());
+            break;
+        }
+        assert!(Instant::now() < deadline, "nothing listens on {addr}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let text = std::fs::read_to_string(&log_path).unwrap();
+    let said = format!(
+        "socket activation: not binding {unused} (--bind): the sockets came from systemd, whose .socket unit (ListenStream=) sets the addresses served"
+    );
+    assert_eq!(text.matches(&said).count(), 1, "{said} once in:\n{text}");
+}

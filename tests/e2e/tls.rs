@@ -503,6 +503,77 @@ fn bad_certificates_and_keys_are_config_errors_that_say_where() {
     }
 }
 
+#[test]
+fn a_certfile_holding_the_key_too_serves_without_a_keyfile_as_under_gunicorn() {
+    // gunicorn (ssl's load_cert_chain with no keyfile) reads the key from
+    // the certificate's file; so does corral, with a keyfile's checks.
+    let app = AppDir::new(&[("app.py", WSGI)]);
+    make_certs(app.path(), "localhost");
+    let read = |name: &str| std::fs::read_to_string(app.path().join(name)).unwrap();
+    std::fs::write(
+        app.path().join("both.pem"),
+        read("server.pem") + &read("server.key"),
+    )
+    .unwrap();
+    let c = Corral::start(app.path(), &["app:app", "--certfile", "both.pem"], 1);
+    let (code, body, err) = curl(
+        app.path(),
+        &["--cacert", "ca.pem", &format!("https://{}/", c.addr)],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(body.starts_with("https"), "{body}");
+    drop(c);
+    // [server.tls] certfile alone, the same.
+    std::fs::write(
+        app.path().join("corral.toml"),
+        "[app]\nmodule = \"app:app\"\n[server.tls]\ncertfile = \"both.pem\"\n",
+    )
+    .unwrap();
+    let c = Corral::start(app.path(), &["-c", "corral.toml"], 1);
+    let (code, _, err) = curl(
+        app.path(),
+        &["--cacert", "ca.pem", &format!("https://{}/", c.addr)],
+    );
+    assert_eq!(code, 0, "{err}");
+    drop(c);
+    // An encrypted key there is refused as in a keyfile; a certfile with
+    // no key says where the key is looked for.
+    openssl(
+        app.path(),
+        &[
+            "pkey",
+            "-in",
+            "server.key",
+            "-aes256",
+            "-passout",
+            "pass:secret",
+            "-out",
+            "encrypted.key",
+        ],
+    );
+    std::fs::write(
+        app.path().join("both-encrypted.pem"),
+        read("server.pem") + &read("encrypted.key"),
+    )
+    .unwrap();
+    for (certfile, wanted) in [
+        ("both-encrypted.pem", "--certfile: "),
+        ("server.pem", "holds no PEM private key"),
+    ] {
+        let mut c = Corral::spawn(app.path(), &["app:app", "--certfile", certfile], &[]);
+        let status = c.wait_exit(Duration::from_secs(20)).expect("corral exits");
+        assert_eq!(status.code(), Some(2));
+        let log = c.log.text();
+        for w in [
+            wanted,
+            certfile,
+            "; with no keyfile (--keyfile) the key is read from certfile, as gunicorn reads it: give keyfile, or put the key in certfile",
+        ] {
+            assert!(log.contains(w), "{certfile}: no {w:?} in:\n{log}");
+        }
+    }
+}
+
 /// The subject of the certificate the server at `addr` presents.
 fn served_subject(dir: &Path, addr: &str) -> String {
     let (_, _, err) = curl(

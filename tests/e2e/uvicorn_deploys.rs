@@ -415,6 +415,62 @@ fn a_hypercorn_toml_config_is_read_as_hypercorn_reads_it() {
     );
 }
 
+#[test]
+fn a_corral_toml_of_flat_keys_is_converted_without_emptying_it_and_a_key_hypercorn_lacks_is_an_error()
+ {
+    // The log's advice must not redirect onto the file it converts: the
+    // shell would empty it before corral reads it.
+    let conf = "bind = \"127.0.0.1:20345\"\nworkers = 2\n";
+    let app = AppDir::new(&[("main.py", FASTAPI_APP), ("corral.toml", conf)]);
+    let (code, _, err) = run_to_exit(
+        app.path(),
+        &[
+            "check",
+            "-c",
+            "corral.toml",
+            "main:app",
+            "--python",
+            &python(),
+        ],
+    );
+    assert_eq!(code, Some(0), "{err}");
+    assert!(
+        err.contains(
+            "read hypercorn's corral.toml as hypercorn would; `corral import-gunicorn corral.toml > corral.new.toml && mv corral.new.toml corral.toml` converts it for good"
+        ),
+        "{err}"
+    );
+    // Following it converts the file for good.
+    let (code, out, err) = run_to_exit(app.path(), &["import-gunicorn", "corral.toml"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains("[workers]\ncount = 2"), "{out}");
+    // A typo is an error naming the line and the key meant, not a warning
+    // and a server on the default.
+    std::fs::write(
+        app.path().join("corral.toml"),
+        "bind = \"127.0.0.1:20345\"\nworkerz = 2\n",
+    )
+    .unwrap();
+    let (code, _, err) = run_to_exit(
+        app.path(),
+        &[
+            "check",
+            "-c",
+            "corral.toml",
+            "main:app",
+            "--python",
+            &python(),
+        ],
+    );
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains(
+            "error: corral.toml:2: workerz: not a hypercorn setting (a TOML file of keys outside sections is read as hypercorn's): did you mean `workers`?"
+        ),
+        "{err}"
+    );
+}
+
 const LOGGING_APP: &str = r#"
 import logging
 

@@ -266,7 +266,7 @@ fn parse_errors_name_file_line_and_key() {
     let wrong_type = error_text("[workers]\n\nthreads = \"4\"\n");
     assert_eq!(
         wrong_type,
-        "corral.toml:3: workers.threads: invalid type: string \"4\", expected usize; for example: threads = 1"
+        "corral.toml:3: workers.threads: invalid type: string \"4\", expected a whole number of 0 or more; for example: threads = 1"
     );
     assert_eq!(
         error_text("[workers]\ncount = \"many\"\n"),
@@ -309,18 +309,18 @@ fn parse_errors_name_file_line_and_key() {
 fn concurrency_and_max_queued_parse_errors() {
     assert_eq!(
         error_text("[workers]\nconcurrency = \"many\"\n"),
-        "corral.toml:2: workers.concurrency: invalid type: string \"many\", expected usize; \
+        "corral.toml:2: workers.concurrency: invalid type: string \"many\", expected a whole number of 0 or more; \
              for example: concurrency = 1000"
     );
     assert_eq!(
         error_text("[server]\n\nmax_queued = -1\n"),
-        "corral.toml:3: server.max_queued: invalid value: integer `-1`, expected usize; \
+        "corral.toml:3: server.max_queued: invalid value: integer `-1`, expected a whole number of 0 or more; \
              for example: max_queued = 1024"
     );
     assert_eq!(
         error_text("[server]\nmax_queued = 1.5\n"),
-        "corral.toml:2: server.max_queued: invalid type: floating point `1.5`, expected \
-             usize; for example: max_queued = 1024"
+        "corral.toml:2: server.max_queued: invalid type: floating point `1.5`, expected a \
+             whole number of 0 or more; for example: max_queued = 1024"
     );
     let unknown = error_text("[server]\nmax_queue = 10\n");
     assert!(
@@ -336,12 +336,12 @@ fn concurrency_and_max_queued_parse_errors() {
 fn io_threads_parse_errors() {
     assert_eq!(
         error_text("[server]\nio_threads = \"auto\"\n"),
-        "corral.toml:2: server.io_threads: invalid type: string \"auto\", expected usize; \
+        "corral.toml:2: server.io_threads: invalid type: string \"auto\", expected a whole number of 0 or more; \
              for example: io_threads = 0"
     );
     assert_eq!(
         error_text("[server]\n\nio_threads = -1\n"),
-        "corral.toml:3: server.io_threads: invalid value: integer `-1`, expected usize; \
+        "corral.toml:3: server.io_threads: invalid value: integer `-1`, expected a whole number of 0 or more; \
              for example: io_threads = 0"
     );
     let unknown = error_text("[server]\nio_thread = 2\n");
@@ -414,7 +414,7 @@ fn health_parse_errors() {
             "{unknown}"
         );
     assert!(
-        unknown.ends_with("`unhealthy_after`, `min_in_service`"),
+        unknown.ends_with("`unhealthy_after`, `min_in_service`; did you mean `min_ready`?"),
         "{unknown}"
     );
     assert!(
@@ -435,7 +435,7 @@ fn control_and_deploy_parse_errors() {
              `ready_timeout`, `revision`, `state_dir`, `rollback_hook`, `hook_timeout`, \
              `rollback`, `exit_on_boot_failure`, `strategy`, `max_surge`, `canary_share`, \
              `canary_duration`, `canary_min_requests`, `canary_confidence`, \
-             `canary_latency_ratio`, `canary_latency_floor`, `canary_sticky`"
+             `canary_latency_ratio`, `canary_latency_floor`, `canary_sticky`; did you mean `ready_timeout`?"
     );
     assert_eq!(
         error_text("[deploy]\nrollback = true\n"),
@@ -444,7 +444,7 @@ fn control_and_deploy_parse_errors() {
     );
     assert_eq!(
         error_text("[deploy]\nrollback = [\"./rollback.sh\"]\n"),
-        "corral.toml:2: deploy.rollback: invalid type: sequence, expected a string; \
+        "corral.toml:2: deploy.rollback: invalid type: array, expected a string; \
              for example: rollback = \"none\""
     );
     assert_eq!(
@@ -464,12 +464,12 @@ fn control_and_deploy_parse_errors() {
     );
     assert_eq!(
         error_text("[deploy]\nmax_surge = -1\n"),
-        "corral.toml:2: deploy.max_surge: invalid value: integer `-1`, expected usize; \
+        "corral.toml:2: deploy.max_surge: invalid value: integer `-1`, expected a whole number of 0 or more; \
              for example: max_surge = 1"
     );
     assert_eq!(
         error_text("[deploy]\n\nmax_surge = \"25%\"\n"),
-        "corral.toml:3: deploy.max_surge: invalid type: string \"25%\", expected usize; \
+        "corral.toml:3: deploy.max_surge: invalid type: string \"25%\", expected a whole number of 0 or more; \
              for example: max_surge = 1"
     );
     assert_eq!(
@@ -488,7 +488,7 @@ fn control_and_deploy_parse_errors() {
     );
     assert_eq!(
         error_text("[deploy]\nrollback_hook = { program = \"x\" }\n"),
-        "corral.toml:2: deploy.rollback_hook: invalid type: map, expected a string or an array of strings"
+        "corral.toml:2: deploy.rollback_hook: invalid type: table, expected a string or an array of strings"
     );
     assert_eq!(
         error_text("[deploy]\nrollback_hook = [\"./rollback.sh\", 2]\n"),
@@ -496,15 +496,15 @@ fn control_and_deploy_parse_errors() {
     );
     assert_eq!(
         error_text("[deploy]\nstate_dir = [\"/var/lib/x\"]\n"),
-        "corral.toml:2: deploy.state_dir: invalid type: sequence, expected a string; put the value in quotes"
+        "corral.toml:2: deploy.state_dir: invalid type: array, expected a string; put the value in quotes"
     );
     assert_eq!(
         error_text("[control]\nsocket = [\"a\"]\n"),
-        "corral.toml:2: control.socket: invalid type: sequence, expected a string; put the value in quotes"
+        "corral.toml:2: control.socket: invalid type: array, expected a string; put the value in quotes"
     );
     assert_eq!(
         error_text("[control]\nbind = \"unix:/run/c.sock\"\n"),
-        "corral.toml:2: control.bind: unknown key `bind`, expected `socket`"
+        "corral.toml:2: control.bind: unknown key `bind`, expected `socket`; `bind` is a key of [server]: if it is meant, move it below a `[server]` line"
     );
 }
 
@@ -520,7 +520,7 @@ fn probe_and_recycling_parse_errors() {
     );
     assert_eq!(
         error_text("[health]\nunhealthy_after = -1\n"),
-        "corral.toml:2: health.unhealthy_after: invalid value: integer `-1`, expected u32; for example: unhealthy_after = 3"
+        "corral.toml:2: health.unhealthy_after: invalid value: integer `-1`, expected a whole number of 0 or more; for example: unhealthy_after = 3"
     );
     assert_eq!(
         error_text("[health]\nready_path = 1\n"),
@@ -537,11 +537,11 @@ fn probe_and_recycling_parse_errors() {
     );
     assert_eq!(
         error_text("[workers]\nmax_requests = \"1000\"\n"),
-        "corral.toml:2: workers.max_requests: invalid type: string \"1000\", expected u64; for example: max_requests = 0"
+        "corral.toml:2: workers.max_requests: invalid type: string \"1000\", expected a whole number of 0 or more; for example: max_requests = 0"
     );
     assert!(
             error_text("[workers]\nmax_requests_jitter = -5\n").contains(
-                "workers.max_requests_jitter: invalid value: integer `-5`, expected u64; for example: max_requests_jitter = 0"
+                "workers.max_requests_jitter: invalid value: integer `-5`, expected a whole number of 0 or more; for example: max_requests_jitter = 0"
             )
         );
     assert!(
@@ -571,24 +571,24 @@ fn identity_and_limits_parse_errors() {
     );
     assert_eq!(
         error_text("[workers]\n\ngroup = [\"www-data\"]\n"),
-        "corral.toml:3: workers.group: invalid type: sequence, expected a string; put the value in quotes"
+        "corral.toml:3: workers.group: invalid type: array, expected a string; put the value in quotes"
     );
     assert_eq!(
         error_text("[workers]\nlimits = 1024\n"),
-        "corral.toml:2: workers.limits: invalid type: integer `1024`, expected a table"
+        "corral.toml:2: workers.limits: invalid type: integer `1024`, expected a table; write it as a section of its own, one key a line: `[workers.limits]` then its keys, as config/example.toml shows them"
     );
     assert_eq!(
         error_text("[workers.limits]\nnofiles = 1024\n"),
         "corral.toml:2: workers.limits.nofiles: unknown key `nofiles`, expected one of \
-             `nofile`, `address_space`, `core`, `umask`"
+             `nofile`, `address_space`, `core`, `umask`; did you mean `nofile`?"
     );
     assert_eq!(
         error_text("[workers.limits]\nnofile = \"1024\"\n"),
-        "corral.toml:2: workers.limits.nofile: invalid type: string \"1024\", expected u64"
+        "corral.toml:2: workers.limits.nofile: invalid type: string \"1024\", expected a whole number of 0 or more"
     );
     assert_eq!(
         error_text("[workers.limits]\nnofile = -1\n"),
-        "corral.toml:2: workers.limits.nofile: invalid value: integer `-1`, expected u64"
+        "corral.toml:2: workers.limits.nofile: invalid value: integer `-1`, expected a whole number of 0 or more"
     );
     assert!(
             error_text("[workers]\nlimits = { address_space = \"2G\" }\n").starts_with(
@@ -624,4 +624,43 @@ fn identity_and_limits_parse_errors() {
         error_text("[workers.limits]\numask = true\n"),
         "corral.toml:2: workers.limits.umask: invalid type: boolean `true`, expected a umask like \"027\""
     );
+}
+
+/// Errors in the file's words, with the fix: a section given a value, a
+/// key outside its section, a Rust type's name, a table written as an
+/// array, a negative duration.
+#[test]
+fn parse_errors_say_how_to_fix_them() {
+    for (text, want) in [
+        (
+            "workers = 4\n[server]\nbind = [\"127.0.0.1:8000\"]\n",
+            "corral.toml:1: workers: is a section, not a value: write its keys below a `[workers]` line, like `[workers]`, then `count = 4`",
+        ),
+        (
+            "bind = [\"127.0.0.1:8000\"]\n[workers]\ncount = 2\n",
+            "corral.toml:1: bind: `bind` is not a key outside any section: it belongs in [server]; move it below a `[server]` line: `[server]` then `bind = [\"127.0.0.1:8000\"]`",
+        ),
+        (
+            "[workers]\nthreads = \"8\"\n",
+            "corral.toml:2: workers.threads: invalid type: string \"8\", expected a whole number of 0 or more; for example: threads = 1",
+        ),
+        (
+            "[app]\nenv = [\"A=1\"]\n",
+            "corral.toml:2: app.env: invalid type: array, expected a table; write it as a section of its own, one key a line: `[app.env]` then `A = \"1\"`",
+        ),
+        (
+            "[workers]\ntimeout = -1\n",
+            "corral.toml:2: workers.timeout: invalid duration -1: a duration is 0 or more, with a unit and quotes, like \"30s\"",
+        ),
+        (
+            "[server]\nthreads = 4\n",
+            "corral.toml:2: server.threads: unknown key `threads`, expected one of",
+        ),
+    ] {
+        let got = error_text(text);
+        assert!(got.starts_with(want), "{text}:\n{got}\nwanted:\n{want}");
+    }
+    assert!(error_text("[server]\nthreads = 4\n").ends_with(
+        "; `threads` is a key of [workers]: if it is meant, move it below a `[workers]` line"
+    ));
 }

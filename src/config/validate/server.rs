@@ -419,14 +419,9 @@ impl Resolver<'_> {
                 }
                 return None;
             }
-            (Some(_), None) => {
-                let at = at("certfile").expect("set above");
-                self.fail(
-                    &at,
-                    "needs keyfile (--keyfile): the certificate's private key in PEM",
-                );
-                return None;
-            }
+            // As gunicorn (ssl's load_cert_chain with no keyfile): the key
+            // is read from the certificate's file, with a keyfile's checks.
+            (Some(c), None) => (c.clone(), c),
             (None, Some(_)) => {
                 let at = at("keyfile").expect("set above");
                 self.fail(
@@ -444,11 +439,18 @@ impl Resolver<'_> {
             min_version: min_version.unwrap_or_default(),
         };
         if let Err(e) = crate::tls::load(&files) {
-            let at = at(e.key())
-                .or_else(|| at("cert_reqs"))
+            let key_in_certfile = e.key() == "keyfile" && at("keyfile").is_none();
+            let at = if key_in_certfile { None } else { at(e.key()) }
+                .or_else(|| at("cert_reqs").filter(|_| !key_in_certfile))
                 .or_else(|| at("certfile"))
                 .expect("certfile is set");
-            self.fail(&at, e.to_string());
+            let mut message = e.to_string();
+            if key_in_certfile {
+                message.push_str(
+                    "; with no keyfile (--keyfile) the key is read from certfile, as gunicorn reads it: give keyfile, or put the key in certfile",
+                );
+            }
+            self.fail(&at, message);
             return None;
         }
         Some(files)
