@@ -1019,9 +1019,6 @@ fn explain(message: &str, key: &str, line: Option<&str>) -> String {
             message = format!("{start}expected {words}");
         }
     }
-    if let Some(start) = message.strip_suffix("expected a number") {
-        message = format!("{start}expected a number");
-    }
     let (section, name) = match key.rsplit_once('.') {
         Some((section, name)) => (section, name),
         None => ("", key),
