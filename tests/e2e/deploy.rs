@@ -267,6 +267,18 @@ fn git_app(root: &Path) -> (std::path::PathBuf, String) {
     (app, good)
 }
 
+/// `corral reload --wait` on `c`'s control socket: its exit code and
+/// what it printed.
+fn reload_wait(c: &Corral) -> (Option<i32>, String) {
+    let out = Command::new(corral_bin())
+        .args(["reload", "--wait", "--socket", c.socket.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.code(), text)
+}
+
 fn config(extra: &str) -> String {
     format!(
         "[app]\nmodule = \"app:app\"\nchdir = \"current\"\npython = \"{}\"\n[server]\nbind = [\"127.0.0.1:0\"]\n[workers]\ncount = 1\n[health]\nstatus_bind = \"127.0.0.1:0\"\n[deploy]\nstate_dir = \"state\"\n{extra}\n",
@@ -346,15 +358,7 @@ fn a_reload_during_a_slow_rollback_does_not_start_and_nothing_is_thrown_away() {
     c.wait_until("good recorded", || {
         c.status_json()["last_good_revision"] == good.as_str()
     });
-    let reload = || {
-        let out = Command::new(corral_bin())
-            .args(["reload", "--wait", "--socket", c.socket.to_str().unwrap()])
-            .output()
-            .unwrap();
-        let text = String::from_utf8_lossy(&out.stdout).to_string()
-            + &String::from_utf8_lossy(&out.stderr);
-        (out.status.code(), text)
-    };
+    let reload = || reload_wait(&c);
     std::fs::write(app.join("app.py"), "raise ImportError('broken release')\n").unwrap();
     git(&app, &["commit", "-qam", "broken"]);
     let (code, out) = reload();
@@ -410,11 +414,8 @@ fn what_corral_keeps_per_generation_does_not_grow_with_every_reload() {
     .unwrap();
     let c = Corral::start(r, &["-c", "corral.toml"], 1);
     let reload = || {
-        let out = Command::new(corral_bin())
-            .args(["reload", "--wait", "--socket", c.socket.to_str().unwrap()])
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{out:?}");
+        let (code, out) = reload_wait(&c);
+        assert_eq!(code, Some(0), "{out}");
     };
     for _ in 0..10 {
         reload();
