@@ -344,7 +344,13 @@ async fn run(
 ) -> u8 {
     tokio::spawn(stdio::report_drops(std::time::Duration::from_secs(10)));
     tokio::spawn(memory::give_back(std::time::Duration::from_secs(10)));
-    let access = match cfg.log.access.as_ref().map(front::access::Logger::new) {
+    let json_log = cfg.log.format == config::LogFormat::Json;
+    let access = match cfg
+        .log
+        .access
+        .as_ref()
+        .map(|a| front::access::Logger::new(a, json_log))
+    {
         None => None,
         Some(Ok(logger)) => Some(Arc::new(logger)),
         Some(Err(e)) => {

@@ -27,6 +27,10 @@ pub const TARGET: &str = "access";
 pub struct Logger {
     format: Format,
     sink: Sink,
+    /// JSON lines into corral's own log, itself JSON: each request's
+    /// fields go as the record's fields, not as one string of JSON in its
+    /// message, which a log pipeline would have to parse twice.
+    fields: bool,
 }
 
 enum Sink {
@@ -36,14 +40,16 @@ enum Sink {
 }
 
 impl Logger {
-    /// Opens the access log's file, if it has one.
-    pub fn new(cfg: &AccessConfig) -> Result<Logger, String> {
+    /// Opens the access log's file, if it has one; `json_log`: corral's
+    /// own log is JSON (`--log-format json`).
+    pub fn new(cfg: &AccessConfig, json_log: bool) -> Result<Logger, String> {
         let sink = match &cfg.target {
             AccessTarget::Log => Sink::Log,
             AccessTarget::Stdout => Sink::Stdout,
             AccessTarget::File(path) => Sink::File(LogFile::open(path)?),
         };
         Ok(Logger {
+            fields: json_log && matches!(sink, Sink::Log) && matches!(cfg.format, Format::Json),
             format: cfg.format.clone(),
             sink,
         })
@@ -61,6 +67,32 @@ impl Logger {
     }
 
     pub fn log(&self, e: &Entry<'_>) {
+        if self.fields {
+            let j = JsonEntry::of(e, SystemTime::now());
+            tracing::info!(
+                target: TARGET,
+                bytes = j.bytes,
+                duration_ms = j.duration_ms,
+                generation = j.generation,
+                method = j.method,
+                queue_ms = j.queue_ms,
+                referer = &*j.referer,
+                remote = j.remote,
+                request_id = j.request_id,
+                status = j.status,
+                target = j.target,
+                time = j.time,
+                user_agent = &*j.user_agent,
+                version = j.version,
+                worker_pid = j.worker_pid,
+                worker_slot = j.worker_slot,
+                "{} {} {}",
+                j.method,
+                j.target,
+                j.status
+            );
+            return;
+        }
         let line = self.format.line(e, SystemTime::now());
         match &self.sink {
             Sink::Log => tracing::info!(target: TARGET, "{line}"),
@@ -160,34 +192,60 @@ impl Format {
                 }
                 line
             }
-            // JSON escapes control characters itself; bytes that are not
-            // UTF-8 become U+FFFD.
-            Format::Json => {
-                let text = |v: Option<&[u8]>| {
-                    v.map_or_else(
-                        || "-".to_string(),
-                        |v| String::from_utf8_lossy(v).into_owned(),
-                    )
-                };
-                serde_json::json!({
-                    "remote": remote,
-                    "time": now.duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0),
-                    "method": p.method.as_str(),
-                    "target": target,
-                    "version": version,
-                    "status": e.status,
-                    "bytes": e.bytes,
-                    "referer": text(header(http::header::REFERER)),
-                    "user_agent": text(header(http::header::USER_AGENT)),
-                    "duration_ms": e.elapsed.as_secs_f64() * 1000.0,
-                    "request_id": e.request_id,
-                    "queue_ms": e.trace.queued.map(|d| d.as_secs_f64() * 1000.0),
-                    "worker_slot": e.trace.worker.map(|w| w.slot),
-                    "worker_pid": e.trace.worker.map(|w| w.pid),
-                    "generation": e.trace.worker.map(|w| w.generation),
-                })
-                .to_string()
-            }
+            Format::Json => serde_json::to_string(&JsonEntry::of(e, now)).unwrap_or_default(),
+        }
+    }
+}
+
+/// One request as a JSON access line has it (its keys in this order).
+/// JSON escapes control characters itself; bytes that are not UTF-8
+/// become U+FFFD.
+#[derive(serde::Serialize)]
+struct JsonEntry<'a> {
+    bytes: Option<u64>,
+    duration_ms: f64,
+    generation: Option<u64>,
+    method: &'a str,
+    queue_ms: Option<f64>,
+    referer: std::borrow::Cow<'a, str>,
+    remote: &'a str,
+    request_id: &'a str,
+    status: u16,
+    target: &'a str,
+    time: f64,
+    user_agent: std::borrow::Cow<'a, str>,
+    version: &'static str,
+    worker_pid: Option<u32>,
+    worker_slot: Option<usize>,
+}
+
+impl<'a> JsonEntry<'a> {
+    fn of(e: &'a Entry<'a>, now: SystemTime) -> JsonEntry<'a> {
+        let text = |name: http::header::HeaderName| {
+            e.parts
+                .headers
+                .get(name)
+                .map_or("-".into(), |v| String::from_utf8_lossy(v.as_bytes()))
+        };
+        JsonEntry {
+            bytes: e.bytes,
+            duration_ms: e.elapsed.as_secs_f64() * 1000.0,
+            generation: e.trace.worker.map(|w| w.generation),
+            method: e.parts.method.as_str(),
+            queue_ms: e.trace.queued.map(|d| d.as_secs_f64() * 1000.0),
+            referer: text(http::header::REFERER),
+            remote: e.remote_or_dash(),
+            request_id: e.request_id,
+            status: e.status,
+            target: e.target(),
+            time: now
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_secs_f64())
+                .unwrap_or(0.0),
+            user_agent: text(http::header::USER_AGENT),
+            version: e.protocol(),
+            worker_pid: e.trace.worker.map(|w| w.pid),
+            worker_slot: e.trace.worker.map(|w| w.slot),
         }
     }
 }

@@ -217,6 +217,46 @@ fn json_logs_are_one_object_per_line() {
     c.wait_exit(Duration::from_secs(10));
 }
 
+/// With corral's log in JSON, a JSON access line is the record's fields,
+/// not a string of JSON in its message that a pipeline parses twice.
+#[test]
+fn json_access_lines_in_a_json_log_are_the_records_fields() {
+    let app = AppDir::new(&[("app.py", APP)]);
+    // The harness reads the address from a text log line: bind it here.
+    let addr = format!("127.0.0.1:{}", crate::common::compare::free_port());
+    let args = [
+        "app:app",
+        "-w",
+        "1",
+        "-b",
+        &addr,
+        "--log-format",
+        "json",
+        "--access-log",
+        "json",
+    ];
+    let c = Corral::spawn(app.path(), &args, &[]);
+    assert!(
+        served_within(&addr, "/a?b=1", Duration::from_secs(30)),
+        "never served; log:\n{}",
+        c.log.text()
+    );
+    let line = c
+        .log
+        .wait_for("GET /a?b=1 200", Duration::from_secs(10))
+        .unwrap_or_else(|| panic!("no access record:\n{}", c.log.text()));
+    let v: serde_json::Value = serde_json::from_str(&line).expect("a JSON record");
+    let f = &v["fields"];
+    assert_eq!(f["method"], "GET", "{line}");
+    assert_eq!(f["target"], "/a?b=1", "{line}");
+    assert_eq!(f["status"], 200, "{line}");
+    assert!(
+        f["duration_ms"].is_f64() && f["worker_pid"].is_u64(),
+        "{line}"
+    );
+    assert_eq!(f["request_id"].as_str().map(str::len), Some(16), "{line}");
+}
+
 #[test]
 fn under_journald_lines_carry_no_timestamp_of_their_own() {
     let app = AppDir::new(&[("app.py", APP)]);
