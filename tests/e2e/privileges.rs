@@ -212,3 +212,51 @@ fn app_unix_sockets_belong_to_the_workers_user_and_take_gunicorns_umask() {
     assert_eq!(other.status.code(), Some(7), "{other:?}");
     drop(c);
 }
+
+/// corral not run as root: `--user` naming another user is a config error
+/// at once (exit 2, naming both users), not a worker that fails to start
+/// again and again with "Operation not permitted"; naming its own user is
+/// no switch at all, and the workers serve (setgroups(2) failed even
+/// then).
+#[test]
+fn a_corral_that_is_not_root_refuses_another_user_and_takes_its_own() {
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::process::CommandExt;
+    if !require_root("to run corral as another user") {
+        return;
+    }
+    let app = AppDir::new(&[("app.py", APP)]);
+    std::fs::set_permissions(app.path(), PermissionsExt::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(app.path().join("app.py"), PermissionsExt::from_mode(0o644)).unwrap();
+    let as_nobody = |user: &str| {
+        std::process::Command::new("timeout")
+            .args([
+                "30",
+                corral_bin(),
+                "check",
+                "app:app",
+                "--python",
+                "/usr/bin/python3",
+            ])
+            .args(["--user", user])
+            .current_dir(app.path())
+            .env("HOME", app.path())
+            .uid(65534)
+            .gid(65534)
+            .output()
+            .unwrap()
+    };
+    let out = as_nobody("root");
+    let text =
+        String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(2), "{text}");
+    assert!(
+        text.contains("--user: corral runs as nobody (uid 65534, gid 65534), not as root, so it cannot run its workers as root (uid 0, gid 0)"),
+        "{text}"
+    );
+    let out = as_nobody("nobody");
+    let text =
+        String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(text.contains("OK: app:app imported"), "{text}");
+}

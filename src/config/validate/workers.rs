@@ -167,7 +167,12 @@ impl Resolver<'_> {
             )),
             (None, None) => None,
         };
+        let at = user.as_ref().or(group.as_ref()).map(|(_, at)| at.clone());
         let identity = self.identity(user, group);
+        let identity = match (identity, at) {
+            (Some(identity), Some(at)) => self.switchable(identity, &at),
+            _ => None,
+        };
         let limits = self.limits(&raw.limits);
         WorkersConfig {
             tmp_dir: args
@@ -281,6 +286,31 @@ impl Resolver<'_> {
                 })
             }
         }
+    }
+
+    /// `identity`, if corral can run its workers as it: as root, any; else
+    /// only its own user and group, which is no switch at all (`None`;
+    /// setgroups(2) would fail even with its own groups). Another is an
+    /// error now, not a worker that fails to start again and again.
+    fn switchable(&mut self, identity: Identity, at: &At) -> Option<Identity> {
+        let (euid, egid) = (nix::unistd::geteuid(), nix::unistd::getegid());
+        if euid.is_root() {
+            return Some(identity);
+        }
+        if identity.uid != euid.as_raw() || identity.gid != egid.as_raw() {
+            let me = User::from_uid(euid)
+                .ok()
+                .flatten()
+                .map_or_else(|| euid.to_string(), |u| u.name);
+            self.fail(
+                at,
+                format!(
+                    "corral runs as {me} (uid {euid}, gid {egid}), not as root, so it cannot run its workers as {} (uid {}, gid {}): start corral as root (it binds the ports, then runs the workers as that user), or leave the user and group out",
+                    identity.user, identity.uid, identity.gid
+                ),
+            );
+        }
+        None
     }
 
     /// `[workers.limits]`, checked.
