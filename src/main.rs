@@ -687,6 +687,32 @@ async fn run(
             .map(|p| format!(" (config {})", p.display()))
             .unwrap_or_default()
     );
+    // Root can get anywhere; the workers' user may not: a folder it may
+    // not enter fails every worker's start (ModuleNotFoundError, or
+    // "Permission denied" for the interpreter) without saying whose.
+    if let Some(id) = &cfg.workers.identity {
+        let python = which_in_path(&cfg.app.python);
+        let folder = cfg
+            .app
+            .chdir
+            .clone()
+            .or_else(|| std::env::current_dir().ok());
+        let places = [
+            (python.as_deref(), true, "the interpreter"),
+            (folder.as_deref(), false, "the app folder"),
+        ];
+        for (path, exec, what) in places {
+            if let Some(why) =
+                path.and_then(|p| private_fs::unreachable_for(p, id.uid, id.gid, &id.groups, exec))
+            {
+                tracing::warn!(
+                    "the workers run as {} (uid {}), and {why}: {what} is out of their reach, so they will fail to start; give that user access, or choose another [workers] user",
+                    id.user,
+                    id.uid
+                );
+            }
+        }
+    }
     if cfg.workers.gevent {
         tracing::info!(
             "each worker runs its requests in gevent's greenlets, up to {} at once (workers.concurrency)",
@@ -876,4 +902,17 @@ fn init_logging(cfg: &config::LogConfig, instance: &str) -> Result<(), String> {
         tracing::error!("corral panicked (a bug; please report it): {info}\n{backtrace}");
     }));
     Ok(())
+}
+
+/// `program` as the workers' start finds it: a path as it is, a bare name
+/// in `PATH`.
+fn which_in_path(program: &std::path::Path) -> Option<std::path::PathBuf> {
+    if program.components().count() > 1 {
+        return Some(program.to_path_buf());
+    }
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|dir| dir.join(program))
+            .find(|p| p.is_file())
+    })
 }

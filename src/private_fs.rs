@@ -471,6 +471,73 @@ fn changeable(file: &Path) -> Option<String> {
     writable_by_others(&meta).or_else(|| folders_to_not_private(file))
 }
 
+/// Why the user `uid` (primary group `gid`, supplementary `groups`) cannot
+/// get at `path` by its mode bits: a folder on the way it may not search,
+/// or the file itself it may not read (`exec`: nor run). None when it can,
+/// or when a folder cannot be looked at. Mode bits only (no ACLs): for a
+/// warning, never a refusal.
+pub fn unreachable_for(
+    path: &Path,
+    uid: u32,
+    gid: u32,
+    groups: &[u32],
+    exec: bool,
+) -> Option<String> {
+    if uid == 0 {
+        return None;
+    }
+    // A symlink's folders, then its target's (a virtualenv's python
+    // points into the folder its interpreter was installed in).
+    let real = std::fs::canonicalize(path).ok()?;
+    [path, real.as_path()]
+        .into_iter()
+        .find_map(|p| unreachable_path(p, uid, gid, groups, exec))
+}
+
+fn unreachable_path(path: &Path, uid: u32, gid: u32, groups: &[u32], exec: bool) -> Option<String> {
+    let may = |meta: &std::fs::Metadata, bits: u32| {
+        let mode = meta.mode();
+        let class = if meta.uid() == uid {
+            mode >> 6
+        } else if meta.gid() == gid || groups.contains(&meta.gid()) {
+            mode >> 3
+        } else {
+            mode
+        };
+        class & bits == bits
+    };
+    let mut folders: Vec<&Path> = path.ancestors().skip(1).collect();
+    folders.reverse();
+    for folder in folders.into_iter().filter(|f| !f.as_os_str().is_empty()) {
+        let meta = std::fs::metadata(folder).ok()?;
+        if !may(&meta, 0o1) {
+            return Some(format!(
+                "it may not enter {} (mode {:o}, owner uid {}, group {})",
+                folder.display(),
+                meta.mode() & 0o7777,
+                meta.uid(),
+                meta.gid()
+            ));
+        }
+    }
+    let meta = std::fs::metadata(path).ok()?;
+    let bits = if meta.is_dir() || exec { 0o5 } else { 0o4 };
+    (!may(&meta, bits)).then(|| {
+        format!(
+            "it may not {} {} (mode {:o}, owner uid {}, group {})",
+            if exec && !meta.is_dir() {
+                "run"
+            } else {
+                "read"
+            },
+            path.display(),
+            meta.mode() & 0o7777,
+            meta.uid(),
+            meta.gid()
+        )
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -260,3 +260,39 @@ fn a_corral_that_is_not_root_refuses_another_user_and_takes_its_own() {
     assert_eq!(out.status.code(), Some(0), "{text}");
     assert!(text.contains("OK: app:app imported"), "{text}");
 }
+
+/// Root can get anywhere; the workers' user may not. An app folder that
+/// user may not enter (a checkout in root's 0700 folder) is said at the
+/// start, naming the user and the folder, where each worker only failed
+/// with `ModuleNotFoundError`.
+#[test]
+fn an_app_folder_the_workers_user_cannot_enter_is_named_at_the_start() {
+    if !require_root("to change users") {
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let app = AppDir::new(&[("app.py", APP)]);
+    std::fs::set_permissions(app.path(), PermissionsExt::from_mode(0o700)).unwrap();
+    let c = Corral::spawn(
+        app.path(),
+        &[
+            "app:app",
+            "--python",
+            "/usr/bin/python3",
+            "--user",
+            "nobody",
+        ],
+        &[],
+    );
+    let line = c
+        .log
+        .wait_for("out of their reach", std::time::Duration::from_secs(10))
+        .unwrap_or_else(|| panic!("no warning:\n{}", c.log.text()));
+    assert!(
+        line.contains(&format!(
+            "the workers run as nobody (uid 65534), and it may not read {} (mode 700, owner uid 0",
+            app.path().display()
+        )) && line.contains("the app folder is out of their reach"),
+        "{line}"
+    );
+}
