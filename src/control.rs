@@ -430,7 +430,12 @@ fn check_peer(stream: &std::os::unix::net::UnixStream, path: &Path) -> Result<()
     if peer.uid() == me || peer.uid() == 0 {
         return Ok(());
     }
+    // The socket's own folder too: a sticky one anyone may write to
+    // (/run/lock) lets anyone put a socket there.
     let made_by_root = me == 0
+        && path.parent().is_some_and(|folder| {
+            private_fs::not_private_to(folder, false, Some(peer.uid())).is_none()
+        })
         && path.parent().and_then(Path::parent).is_some_and(|above| {
             above
                 .ancestors()

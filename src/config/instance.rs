@@ -218,7 +218,8 @@ fn stale(socket: &Path) -> bool {
 /// units (`RuntimeDirectory=NAME`: `/run/NAME`), where a unit's corral
 /// puts its socket: those count too, so that `sudo corral status -c
 /// FILE` finds the corral of a unit run as another user. (Not beside
-/// `/tmp/corral-UID`: the folders in `/tmp` are anyone's.)
+/// `/tmp/corral-UID`: the folders in `/tmp` are anyone's; nor a folder
+/// there that group or others may write to, as the sticky `/run/lock`.)
 pub fn running_sockets() -> (Place, Vec<PathBuf>) {
     let place = default_socket();
     let found = match &place {
@@ -229,7 +230,16 @@ pub fn running_sockets() -> (Place, Vec<PathBuf>) {
                 .parent()
                 .filter(|_| root.file_name() == Some(OsStr::new("corral")))
             {
-                found.extend(sockets_in(units));
+                // Only folders that group and others may not write to: a
+                // sticky one (/run/lock) is anyone's to put a socket in.
+                found.extend(sockets_in(units).into_iter().filter(|socket| {
+                    socket.parent().is_some_and(|folder| {
+                        std::fs::symlink_metadata(folder).is_ok_and(|m| {
+                            use std::os::unix::fs::MetadataExt;
+                            m.is_dir() && m.mode() & 0o022 == 0
+                        })
+                    })
+                }));
             }
             found.sort();
             found.dedup();

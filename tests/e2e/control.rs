@@ -487,3 +487,65 @@ fn a_client_outside_the_unit_finds_the_corral_in_a_units_runtime_folder() {
     assert_eq!(code, Some(0), "{t}");
     assert!(t.contains("generation 2"), "{t}");
 }
+
+/// A control socket another user put in a folder anyone may write to
+/// (sticky, as `/run/lock`): root's client commands neither find it
+/// among the running corrals nor talk to it when named, so a local user
+/// cannot answer root's `corral reload --wait` with "reloaded" or take its
+/// `stop`.
+#[test]
+fn root_does_not_trust_a_socket_in_a_folder_anyone_may_write_to() {
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::process::CommandExt;
+    if !require_root("to run a socket as another user") {
+        return;
+    }
+    // In /run, as a unit's runtime folder is: every folder above is
+    // root's and private (one under /tmp would be refused for /tmp's sake).
+    let runtime = tempfile::Builder::new()
+        .prefix("corral-test-")
+        .tempdir_in("/run")
+        .unwrap();
+    std::fs::set_permissions(runtime.path(), PermissionsExt::from_mode(0o755)).unwrap();
+    let lock = runtime.path().join("lock");
+    std::fs::create_dir(&lock).unwrap();
+    std::fs::set_permissions(&lock, PermissionsExt::from_mode(0o1777)).unwrap();
+    let socket = lock.join("corral.sock");
+    // Answers every request as a corral would: "reloaded", "stopping".
+    let fake = "import json, os, socket, sys\ns = socket.socket(socket.AF_UNIX)\ns.bind(sys.argv[1])\nos.chmod(sys.argv[1], 0o777)\ns.listen(8)\nwhile True:\n    c, _ = s.accept()\n    try:\n        if c.makefile().readline():\n            c.sendall(json.dumps({'ok': True, 'generation': 99, 'revision': 'attacker', 'status': {'supervisor': {'pid': 1, 'app': 'app:app', 'binds': [], 'config': None}}}).encode() + b'\\n')\n    except OSError:\n        pass\n    c.close()\n";
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _fake = Kill(
+        Command::new("/usr/bin/python3")
+            .args(["-c", fake, socket.to_str().unwrap()])
+            .uid(65534)
+            .gid(65534)
+            .spawn()
+            .unwrap(),
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::os::unix::net::UnixStream::connect(&socket).is_err() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let rt = runtime.path().to_str().unwrap();
+    let elsewhere = tempfile::tempdir().unwrap();
+    let out = client_in(
+        elsewhere.path(),
+        &[("XDG_RUNTIME_DIR", rt)],
+        &["reload", "--wait"],
+    );
+    assert_ne!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(!text(&out).contains("generation 99"), "{}", text(&out));
+    let out = client_in(
+        elsewhere.path(),
+        &[("XDG_RUNTIME_DIR", rt)],
+        &["reload", "--wait", "--socket", socket.to_str().unwrap()],
+    );
+    assert_ne!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(text(&out).contains("refusing to talk to"), "{}", text(&out));
+}
