@@ -62,7 +62,7 @@ fn git(dir: &Path) -> Option<String> {
 
 fn symlink(dir: &Path) -> Option<String> {
     let target = std::fs::canonicalize(dir).ok()?;
-    Some(target.file_name()?.to_string_lossy().into_owned())
+    revision_text(target.file_name()?.as_encoded_bytes())
 }
 
 /// Runs `argv` in `dir` (at most 5 s); its first stdout line.
@@ -111,6 +111,22 @@ fn command(argv: &[String], dir: &Path) -> Option<String> {
         }
     }
     out.first_line(deadline)
+}
+
+/// A revision from a command's first line: UTF-8 with no control byte
+/// (it goes into every worker's environment, where a NUL cannot go, and
+/// into the log and `/status`); None otherwise, as for no line at all.
+fn revision_text(line: &[u8]) -> Option<String> {
+    let line = std::str::from_utf8(line).ok()?.trim();
+    if line.is_empty() || line.chars().any(char::is_control) {
+        if !line.is_empty() {
+            tracing::warn!(
+                "deploy.revision: {line:?} holds a control character; the revision is unknown"
+            );
+        }
+        return None;
+    }
+    Some(line.to_string())
 }
 
 /// The most of a revision command's output kept: its first line is the
@@ -168,9 +184,8 @@ impl Output {
             self.read();
             std::thread::sleep(Duration::from_millis(5));
         }
-        let text = String::from_utf8_lossy(&self.text);
-        let line = text.lines().next()?.trim().to_string();
-        (!line.is_empty()).then_some(line)
+        let line = self.text.split(|&b| b == b'\n').next()?;
+        revision_text(line)
     }
 }
 

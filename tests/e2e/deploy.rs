@@ -452,6 +452,26 @@ fn a_revision_command_with_much_output_gives_its_first_line_at_once() {
     );
 }
 
+/// A revision command whose first line holds a NUL or another control
+/// byte gives no revision (it would go into every worker's environment,
+/// where a NUL cannot go): the generation's workers start, and a reload
+/// works, where each worker failed to start and the reload failed.
+#[test]
+fn a_revision_with_a_control_byte_is_unknown_and_the_workers_start() {
+    let root = AppDir::new(&[("current/app.py", &app_source("v", ""))]);
+    let r = root.path();
+    std::fs::write(
+        r.join("corral.toml"),
+        config("revision = [\"printf\", \"abc\\\\000\\\\033[31mdef\\\\n\"]"),
+    )
+    .unwrap();
+    let c = Corral::start(r, &["-c", "corral.toml"], 1);
+    assert_eq!(c.status_json()["revision"], serde_json::Value::Null);
+    let (code, out) = reload_wait(&c);
+    assert_eq!(code, Some(0), "{out}\n{}", c.log.text());
+    assert_eq!(c.get("/").text(), "v");
+}
+
 #[test]
 fn the_built_in_symlink_rollback_points_current_back_at_the_last_good_release() {
     let root = AppDir::new(&[
