@@ -295,13 +295,22 @@ impl Supervisor {
         // Reads run side by side and may end in any order: one that ends
         // after a later one was handled read an older file.
         if seq < self.rereads.1 {
-            tracing::warn!(
-                "a reload whose read of the config file ended after a later one's is dropped"
+            // The later one deploys code at least as new, and is under way
+            // or queued: this one's `reload --wait` hears its outcome.
+            tracing::info!(
+                "a reload whose read of the config file ended after a later one's is folded into that one"
             );
-            if let Some(w) = waiter {
-                let _ = w.send(Err(
-                    "superseded: a later reload read the config file after this one".into(),
-                ));
+            let Some(w) = waiter else {
+                return None;
+            };
+            match (&mut self.queued_reload, &self.core.reload) {
+                (Some(queued), _) => queued.waiters.push(w),
+                (None, Some(r)) => self.reload_waiters.push((r.generation, w)),
+                (None, None) => {
+                    let _ = w.send(Err(ReloadError::NotStarted(
+                        "reload not started: a later reload read the config file after this one, and did not start either".into(),
+                    )));
+                }
             }
             return None;
         }

@@ -478,11 +478,37 @@ fn a_reload_reads_a_gunicorn_conf_py_again() {
     );
 }
 
+/// Two `reload --wait` close together with a gunicorn.conf.py, whose
+/// reads run side by side and may end in either order: neither is told
+/// that good code failed (the one whose read ended last was answered
+/// "superseded" with exit 1, and a deploy script rolled a good deploy
+/// back); each hears how the reload that deployed its code ended.
+#[test]
+fn reloads_close_together_each_hear_that_their_code_came_up() {
+    let conf = "bind = '127.0.0.1:0'\nworkers = 1\n";
+    let app = AppDir::new(&[
+        ("app.py", &app_version("one", 1)),
+        ("gunicorn.conf.py", conf),
+    ]);
+    let c = Corral::start(app.path(), &["-c", "gunicorn.conf.py", "app:app"], 1);
+    for round in 0..5 {
+        let codes: Vec<(Option<i32>, String)> = std::thread::scope(|s| {
+            let first = s.spawn(|| reload_wait(&c));
+            std::thread::sleep(Duration::from_millis(20));
+            let second = s.spawn(|| reload_wait(&c));
+            vec![first.join().unwrap(), second.join().unwrap()]
+        });
+        for (code, out) in &codes {
+            assert_eq!(*code, Some(0), "round {round}: {out}\n{}", c.log.text());
+        }
+    }
+}
+
 /// A reload whose new generation fails leaves the serving one as it was:
 /// a shorter `heartbeat_timeout` in that file does not apply to the old
 /// workers (which beat at the pace their own timeout set), and a second
-/// `reload --wait` while one is under way says it did not start rather
-/// than report the other's outcome as its own.
+/// `reload --wait` while one is under way waits for its own, queued
+/// behind it, rather than report the other's outcome as its own.
 #[test]
 fn a_failed_reload_changes_nothing_for_the_generation_that_serves() {
     let (app, c) = started_from_file(&[]);
