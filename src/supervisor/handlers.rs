@@ -300,9 +300,7 @@ impl Supervisor {
             tracing::info!(
                 "a reload whose read of the config file ended after a later one's is folded into that one"
             );
-            let Some(w) = waiter else {
-                return None;
-            };
+            let w = waiter?;
             match (&mut self.queued_reload, &self.core.reload) {
                 (Some(queued), _) => queued.waiters.push(w),
                 (None, Some(r)) => self.reload_waiters.push((r.generation, w)),
