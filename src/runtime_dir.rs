@@ -206,29 +206,56 @@ fn share(fd: impl AsFd, uid: Option<u32>, gid: u32, mode: u32) -> std::io::Resul
 }
 
 impl RuntimeDir {
-    /// Creates the folder (under `$TMPDIR`, else /tmp) named `prefix...`
-    /// and writes the worker script and its package into it.
+    /// Creates the folder named `prefix...` in `place` (`--worker-tmp-dir`),
+    /// else under `$TMPDIR` (else /tmp), else in /dev/shm, and writes the
+    /// worker script and its package into it. An error names the folders
+    /// tried.
     pub fn create(
         prefix: &str,
         owner: Owner<'_>,
         place: Option<&Path>,
     ) -> std::io::Result<RuntimeDir> {
-        let (place_path, place) = match place {
-            Some(p) => (p.to_path_buf(), open_place(p)?),
-            None => {
-                let tmp = std::env::temp_dir();
-                match open_place(&tmp) {
-                    Ok(f) if !crate::private_fs::read_only(&tmp) => (tmp, f),
-                    // A read-only container: its /dev/shm is still a tmpfs
-                    // (gunicorn's advice, --worker-tmp-dir /dev/shm).
-                    Ok(_) if Path::new(SHM).is_dir() => {
-                        (PathBuf::from(SHM), open_place(SHM.as_ref())?)
-                    }
-                    Ok(f) => (tmp, f),
-                    Err(e) => return Err(e),
-                }
-            }
+        let named = |place: &Path, e: std::io::Error| {
+            std::io::Error::new(e.kind(), format!("in {}: {e}", place.display()))
         };
+        if let Some(place) = place {
+            return Self::create_in(prefix, &owner, place).map_err(|e| named(place, e));
+        }
+        let tmp = std::env::temp_dir();
+        let shm = Path::new(SHM);
+        // A read-only container: its /dev/shm is still a tmpfs (gunicorn's
+        // advice, --worker-tmp-dir /dev/shm).
+        if crate::private_fs::read_only(&tmp) && shm.is_dir() {
+            return Self::create_in(prefix, &owner, shm).map_err(|e| named(shm, e));
+        }
+        match Self::create_in(prefix, &owner, &tmp) {
+            Ok(rt) => Ok(rt),
+            // Any other trouble with the temporary folder (missing, not
+            // writable, a symlink): /dev/shm, as Python's tempfile tries
+            // one folder after another.
+            Err(first) if shm.is_dir() => match Self::create_in(prefix, &owner, shm) {
+                Ok(rt) => {
+                    tracing::warn!(
+                        "the worker script's folder is in {SHM}: not in {}: {first}",
+                        tmp.display()
+                    );
+                    Ok(rt)
+                }
+                Err(e) => Err(std::io::Error::new(
+                    first.kind(),
+                    format!(
+                        "in {}: {first}; in {SHM}: {e}; give --worker-tmp-dir (or TMPDIR) a folder corral's user may write to",
+                        tmp.display()
+                    ),
+                )),
+            },
+            Err(first) => Err(named(&tmp, first)),
+        }
+    }
+
+    /// [`RuntimeDir::create`] in `place`.
+    fn create_in(prefix: &str, owner: &Owner<'_>, place: &Path) -> std::io::Result<RuntimeDir> {
+        let (place_path, place) = (place.to_path_buf(), open_place(place)?);
         if let Some(id) = owner.identity
             && nix::unistd::geteuid().is_root()
             && let Some(who) = fstat(&place).ok().and_then(|st| third_writer(&st, id))
@@ -268,7 +295,7 @@ impl RuntimeDir {
         if unsafe { libc::flock(rt.dir.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
             return Err(std::io::Error::last_os_error());
         }
-        rt.fill(&owner)?;
+        rt.fill(owner)?;
         let swept = sweep(&rt.place, prefix);
         if swept.removed > 0 {
             tracing::info!(

@@ -592,8 +592,9 @@ pub struct Overrides {
     )]
     pub tls_min_version: Option<crate::tls::MinVersion>,
 
-    /// Accepted for gunicorn's sake and ignored: corral's workers need no
-    /// heartbeat file (they send heartbeats over their channel)
+    /// Where the worker script's private folder goes (corral's workers
+    /// need no heartbeat file, gunicorn's use for it) [default: $TMPDIR,
+    /// else /tmp, else /dev/shm]
     #[arg(long, value_name = "DIR", env = "CORRAL_WORKER_TMP_DIR")]
     pub worker_tmp_dir: Option<PathBuf>,
 

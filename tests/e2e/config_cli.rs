@@ -649,7 +649,7 @@ fn help_documents_every_flag() {
     // key it overrides, but those that have none on purpose.
     let no_key = [
         "-c, --config",
-        "--worker-tmp-dir",   // gunicorn's, accepted and ignored
+        "--worker-tmp-dir",   // gunicorn's: a flag only
         "-k, --worker-class", // gunicorn's, maps to --interface
         "--preload",          // gunicorn's, refused
         "--check-config",     // gunicorn's, `corral check`

@@ -896,3 +896,36 @@ fn with_drop_privileges_a_link_the_workers_user_left_at_the_control_socket_is_re
         .expect("corral exits");
     assert_eq!(st.code(), Some(0), "{}", again.log.text());
 }
+
+/// A `$TMPDIR` corral cannot make its worker folder in (missing here; not
+/// writable or a symlink alike) is not the end: the folder goes to
+/// /dev/shm with a warning that names why, as Python's tempfile tries one
+/// folder after another, where corral exited 1 without naming the folder.
+#[test]
+fn a_tmpdir_corral_cannot_use_falls_back_to_dev_shm_with_a_warning() {
+    if !std::path::Path::new("/dev/shm").is_dir() {
+        eprintln!("skipped: no /dev/shm");
+        return;
+    }
+    let app = AppDir::new(&[(
+        "app.py",
+        "def app(environ, start_response):\n    start_response('200 OK', [('Content-Length', '2')])\n    return [b'ok']\n",
+    )]);
+    let missing = app.path().join("no-such-tmp");
+    let mut c = Corral::spawn(
+        app.path(),
+        &["app:app"],
+        &[("TMPDIR", missing.to_str().unwrap())],
+    );
+    c.wait_listening();
+    c.wait_in_service(1);
+    assert_eq!(c.get("/").text(), "ok");
+    assert!(
+        c.log.text().contains(&format!(
+            "the worker script's folder is in /dev/shm: not in {}",
+            missing.display()
+        )),
+        "{}",
+        c.log.text()
+    );
+}
