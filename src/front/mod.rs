@@ -105,6 +105,10 @@ pub struct Drain {
     closing: watch::Sender<bool>,
     open: AtomicUsize,
     idle: Notify,
+    /// corral is about to drain (`shutdown_delay`): HTTP/1.1 answers say
+    /// `Connection: close`, so that clients and proxies that pool
+    /// connections leave them before the drain cuts those that idle.
+    leaving: std::sync::atomic::AtomicBool,
 }
 
 /// Resolves once `closing` (from [`Drain::closing`]) turns true.
@@ -129,7 +133,13 @@ impl Drain {
             closing: watch::channel(false).0,
             open: AtomicUsize::new(0),
             idle: Notify::new(),
+            leaving: std::sync::atomic::AtomicBool::new(false),
         })
+    }
+
+    /// Whether corral is about to drain (see [`Front::leaving`]).
+    pub fn leaving(&self) -> bool {
+        self.leaving.load(Ordering::Relaxed)
     }
 
     pub fn enter(self: &Arc<Self>) -> DrainGuard {
@@ -255,6 +265,12 @@ impl Front {
         // give such requests time to start first.
         tokio::time::sleep(Duration::from_millis(300)).await;
         self.drain.finish(grace).await
+    }
+
+    /// corral will drain soon (`shutdown_delay`): it serves on, and every
+    /// HTTP/1.1 answer from now on closes its connection.
+    pub fn leaving(&self) {
+        self.drain.leaving.store(true, Ordering::Relaxed);
     }
 
     /// A fast stop: accepts no more and tells everything open to finish
@@ -685,14 +701,19 @@ async fn serve(conn: Conn, shared: Arc<Shared>, builders: &Builders, head_timeou
                 req.extensions_mut().insert(why);
             }
             shared.metrics.request_version(req.version());
+            let h1 = req.version() < http::Version::HTTP_2;
+            let drain = shared.drain.clone();
             let answer = handler::handle(req, shared.clone(), info.clone(), hangup.clone());
             let raw = raw.clone();
             async move {
                 let mut resp = answer.await?;
                 // Framing the scanner could not follow: hyper and a proxy
                 // in front may disagree on where the next request starts,
-                // so there is none on this connection.
-                if raw.lost() && resp.status() != http::StatusCode::SWITCHING_PROTOCOLS {
+                // so there is none on this connection. Nor when corral
+                // drains soon.
+                if (raw.lost() || (h1 && drain.leaving()))
+                    && resp.status() != http::StatusCode::SWITCHING_PROTOCOLS
+                {
                     resp.headers_mut().insert(
                         http::header::CONNECTION,
                         http::HeaderValue::from_static("close"),

@@ -167,6 +167,9 @@ impl Supervisor {
             );
             self.term = Term::Delaying;
             self.after(delay, Msg::DelayOver);
+            if let Some(front) = &self.front {
+                front.leaving();
+            }
             // The workers serve on, but a reload under way ends here: its
             // generation is not to take over (nor count as failed).
             return Some(Event::CancelReload);

@@ -82,3 +82,49 @@ fn a_second_term_skips_the_rest_of_the_delay() {
     assert!(again.elapsed() < Duration::from_secs(15));
     assert!(c.log.text().contains("the rest of shutdown_delay skipped"));
 }
+
+/// During the delay a keep-alive connection's next answer says
+/// `Connection: close`, and the connection closes after it: a client or
+/// proxy that pools connections opens a new one (which a load balancer
+/// that saw /health/ready turn 503 sends elsewhere), rather than have an
+/// idle pooled connection cut when the drain begins.
+#[test]
+fn during_the_delay_keep_alive_answers_close_their_connection() {
+    use std::io::{BufReader, Write};
+    let (_app, mut c) = start("3s");
+    let get = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n";
+    let mut s = BufReader::new(connect(&c.addr));
+    s.get_mut().write_all(get).unwrap();
+    let before = read_response(&mut s, false).unwrap();
+    assert_eq!(before.status, 200);
+    assert!(
+        !before
+            .headers
+            .iter()
+            .any(|(k, v)| k == "connection" && v == "close"),
+        "{:?}",
+        before.headers
+    );
+    c.signal(libc::SIGTERM);
+    c.wait_until("/health/ready to answer 503", || {
+        c.status("/health/ready").status == 503
+    });
+    s.get_mut().write_all(get).unwrap();
+    let during = read_response(&mut s, false).unwrap();
+    assert_eq!(during.status, 200);
+    assert!(
+        during
+            .headers
+            .iter()
+            .any(|(k, v)| k == "connection" && v == "close"),
+        "{:?}",
+        during.headers
+    );
+    // And corral closes it.
+    let mut rest = Vec::new();
+    s.get_mut()
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    assert_eq!(std::io::Read::read_to_end(&mut s, &mut rest).unwrap(), 0);
+    c.wait_exit(Duration::from_secs(30)).expect("corral stops");
+}
