@@ -1162,13 +1162,8 @@ fn list_keep_commas(v: &Json) -> Vec<String> {
 fn umask(v: &Json) -> Option<u32> {
     let m = match v {
         Json::Number(n) => n.as_u64()?,
-        Json::String(s) => {
-            let s = s.trim();
-            match s.strip_prefix("0o").or_else(|| s.strip_prefix("0O")) {
-                Some(oct) => u64::from_str_radix(oct, 8).ok()?,
-                None => s.parse().ok()?,
-            }
-        }
+        // "022" is refused by int(s, 0), not 22.
+        Json::String(s) => u64::try_from(python_int(s).ok()?).ok()?,
         _ => return None,
     };
     u32::try_from(m).ok().filter(|m| *m <= 0o777)
@@ -2003,6 +1998,34 @@ mod tests {
                 None,
                 "workers.max_requests",
                 Err("not a whole number"),
+            ),
+            (
+                "umask",
+                r#""0o22""#,
+                None,
+                "server.socket_umask",
+                string("022"),
+            ),
+            (
+                "umask",
+                r#""0x12""#,
+                None,
+                "server.socket_umask",
+                string("022"),
+            ),
+            (
+                "umask",
+                r#""18""#,
+                None,
+                "server.socket_umask",
+                string("022"),
+            ),
+            (
+                "umask",
+                r#""022""#,
+                None,
+                "server.socket_umask",
+                Err("not a value gunicorn takes"),
             ),
             ("workers", "true", None, "workers.count", int(1)),
             ("workers", r#""5""#, None, "workers.count", int(5)),
