@@ -112,12 +112,14 @@ fn key(name: &str) -> Option<Hyper> {
                 .collect();
             Some(Value::Array(addrs))
         }),
-        "read_timeout" => Corral("server", "body_timeout", |v, _| seconds(v)),
-        "websocket_ping_interval" => Corral("server", "ws_ping_interval", |v, _| seconds(v)),
+        "read_timeout" => Corral("server", "body_timeout", |v, _| seconds(v, None).ok()),
+        "websocket_ping_interval" => {
+            Corral("server", "ws_ping_interval", |v, _| seconds(v, None).ok())
+        }
         "websocket_max_message_size" => Corral("server", "ws_max_message", bytes),
         "wsgi_max_body_size" => Corral("server", "max_body_bytes", bytes),
         "h11_max_incomplete_size" => Corral("server", "max_header_bytes", bytes),
-        "startup_timeout" => Corral("workers", "boot_timeout", |v, _| seconds(v)),
+        "startup_timeout" => Corral("workers", "boot_timeout", |v, _| seconds(v, None).ok()),
         "alpn_protocols" => Note("corral offers h2 and http/1.1 by ALPN on its TLS binds"),
         "alt_svc_headers" | "quic_bind" => Note("corral does not speak HTTP/3 (QUIC)"),
         "debug" => Note("corral has no debug mode: [log] level = \"debug\" logs more"),

@@ -364,23 +364,129 @@ fn text(v: &Json) -> Option<String> {
 }
 
 fn integer(v: &Json) -> Option<i64> {
-    v.as_i64()
-        .or_else(|| v.as_str().and_then(|s| s.trim().parse().ok()))
+    whole(v, None).ok()
+}
+
+/// Why a value is not a whole number corral can take ([`whole`]).
+#[derive(Debug, PartialEq)]
+enum NotWhole {
+    /// gunicorn refuses it too.
+    Refused,
+    /// A whole number gunicorn takes, past the largest corral does
+    /// ([`i64::MAX`]).
+    TooLarge,
+}
+
+/// A whole number as gunicorn's `validate_pos_int` reads it: an int (a
+/// bool is one: True is 1), or a string as Python's `int(s, 0)` reads it.
+/// `big` is the digits of a Python int past 64 bits, which JSON reading
+/// holds as a float (`read_conf.py` gives them beside the value).
+fn whole(v: &Json, big: Option<&str>) -> Result<i64, NotWhole> {
+    match v {
+        Json::Bool(b) => Ok(i64::from(*b)),
+        Json::Number(n) => match (n.as_i64(), n.as_u64(), big) {
+            (Some(i), _, _) => Ok(i),
+            (None, Some(_), _) => Err(NotWhole::TooLarge),
+            (None, None, Some(digits)) if !digits.starts_with('-') => Err(NotWhole::TooLarge),
+            _ => Err(NotWhole::Refused),
+        },
+        Json::String(s) => python_int(s),
+        _ => Err(NotWhole::Refused),
+    }
+}
+
+/// Python's `int(s, 0)`: white space around, an optional sign, a 0x, 0o
+/// or 0b prefix in either case, single underscores between digits (and
+/// after a prefix), and no leading zero on a non-zero decimal ("010").
+fn python_int(s: &str) -> Result<i64, NotWhole> {
+    let s = s.trim();
+    let (negative, s) = match s.as_bytes().first() {
+        Some(b'-') => (true, &s[1..]),
+        Some(b'+') => (false, &s[1..]),
+        _ => (false, s),
+    };
+    let lower = s.get(..2).map(str::to_ascii_lowercase);
+    let (radix, digits) = match lower.as_deref() {
+        Some("0x") => (16, s[2..].strip_prefix('_').unwrap_or(&s[2..])),
+        Some("0o") => (8, s[2..].strip_prefix('_').unwrap_or(&s[2..])),
+        Some("0b") => (2, s[2..].strip_prefix('_').unwrap_or(&s[2..])),
+        _ => (10, s),
+    };
+    if digits.is_empty()
+        || digits.starts_with('_')
+        || digits.ends_with('_')
+        || digits.contains("__")
+    {
+        return Err(NotWhole::Refused);
+    }
+    let mut n: i128 = 0;
+    let mut large = false;
+    for c in digits.chars().filter(|c| *c != '_') {
+        let d = c.to_digit(radix).ok_or(NotWhole::Refused)?;
+        n = n * i128::from(radix) + i128::from(d);
+        if n > i128::from(i64::MAX) + 1 {
+            large = true;
+            n = i128::from(i64::MAX) + 1;
+        }
+    }
+    // "007" is refused, "000" is 0.
+    if radix == 10 && digits.starts_with('0') && n != 0 {
+        return Err(NotWhole::Refused);
+    }
+    let n = if negative { -n } else { n };
+    match i64::try_from(n) {
+        Ok(n) if !large || negative => Ok(n),
+        _ => Err(NotWhole::TooLarge),
+    }
+}
+
+/// A bool as gunicorn's `validate_bool` reads it: a bool, or the string
+/// "true" or "false" in any case, with white space around.
+fn boolean(v: &Json) -> Option<bool> {
+    match v {
+        Json::Bool(b) => Some(*b),
+        Json::String(s) => match s.trim().to_ascii_lowercase().as_str() {
+            "true" => Some(true),
+            "false" => Some(false),
+            _ => None,
+        },
+        _ => None,
+    }
 }
 
 /// Seconds as gunicorn gives them, as a corral duration.
-fn seconds(v: &Json) -> Option<Value> {
-    let secs = v
-        .as_f64()
-        .or_else(|| v.as_str().and_then(|s| s.trim().parse().ok()))?;
+/// gunicorn takes what `int(s, 0)` does ([`whole`]); corral also takes a
+/// fraction of a second, as a number or a string.
+fn seconds(v: &Json, big: Option<&str>) -> Result<Value, NotWhole> {
+    let secs = match whole(v, big) {
+        Ok(n) if n >= 0 => return Ok(Value::String(format!("{n}s"))),
+        Ok(_) => return Err(NotWhole::Refused),
+        Err(NotWhole::TooLarge) => return Err(NotWhole::TooLarge),
+        Err(NotWhole::Refused) => v
+            .as_f64()
+            .or_else(|| v.as_str().and_then(|s| s.trim().parse().ok()))
+            .ok_or(NotWhole::Refused)?,
+    };
     if !secs.is_finite() || secs < 0.0 {
-        return None;
+        return Err(NotWhole::Refused);
     }
-    Some(Value::String(if secs.fract() == 0.0 {
+    if secs >= i64::MAX as f64 {
+        return Err(NotWhole::TooLarge);
+    }
+    Ok(Value::String(if secs.fract() == 0.0 {
         format!("{}s", secs as u64)
     } else {
         format!("{}ms", (secs * 1000.0).round() as u64)
     }))
+}
+
+/// Why a whole number gunicorn takes is one corral does not.
+fn too_large(v: &Json, big: Option<&str>) -> String {
+    let shown = big.map_or_else(|| v.to_string(), str::to_owned);
+    format!(
+        "{shown} is too large: the largest corral takes is {}",
+        i64::MAX
+    )
 }
 
 /// A list as gunicorn takes it: a list, or one string split at commas.
@@ -592,9 +698,11 @@ fn convert_into(out: &mut Out, settings: &BTreeMap<String, Json>, app: Option<&s
                 continue;
             }
         };
-        if is_unset(v) {
+        // "false" is False to gunicorn's bool settings: unset, as False is.
+        if is_unset(v) || (settings::is_bool(name) && boolean(v) == Some(false)) {
             continue;
         }
+        let big = entry.get("int").and_then(Json::as_str);
         let bad = |out: &mut Out, v: &Json| {
             out.invalid(
                 name,
@@ -629,12 +737,19 @@ fn convert_into(out: &mut Out, settings: &BTreeMap<String, Json>, app: Option<&s
             | "limit_request_line"
             | "limit_request_fields"
             | "limit_request_field_size" => {
-                let Some(n) = integer(v).filter(|n| *n >= 0) else {
-                    out.invalid(
-                        name,
-                        format!("{v} is not a whole number of 0 or more, which gunicorn requires (it refuses to start with it too); write it like {name} = 4"),
-                    );
-                    continue;
+                let n = match whole(v, big) {
+                    Ok(n) if n >= 0 => n,
+                    Err(NotWhole::TooLarge) => {
+                        out.invalid(name, too_large(v, big));
+                        continue;
+                    }
+                    _ => {
+                        out.invalid(
+                            name,
+                            format!("{v} is not a whole number of 0 or more, which gunicorn requires (it refuses to start with it too); write it like {name} = 4"),
+                        );
+                        continue;
+                    }
                 };
                 let (section, key) = match *name {
                     "backlog" => ("server", "backlog"),
@@ -649,12 +764,19 @@ fn convert_into(out: &mut Out, settings: &BTreeMap<String, Json>, app: Option<&s
                 out.set(section, key, Value::Integer(n));
             }
             "timeout" | "graceful_timeout" | "keepalive" => {
-                let Some(d) = seconds(v) else {
-                    out.invalid(
-                        name,
-                        format!("{v} is not a number of seconds of 0 or more, which gunicorn requires (it refuses to start with it too); write it like {name} = 30"),
-                    );
-                    continue;
+                let d = match seconds(v, big) {
+                    Ok(d) => d,
+                    Err(NotWhole::TooLarge) => {
+                        out.invalid(name, too_large(v, big));
+                        continue;
+                    }
+                    Err(NotWhole::Refused) => {
+                        out.invalid(
+                            name,
+                            format!("{v} is not a number of seconds of 0 or more, which gunicorn requires (it refuses to start with it too); write it like {name} = 30"),
+                        );
+                        continue;
+                    }
                 };
                 let (section, key) = match *name {
                     "timeout" => ("workers", "timeout"),
@@ -742,19 +864,37 @@ fn convert_into(out: &mut Out, settings: &BTreeMap<String, Json>, app: Option<&s
                     let mode = if *on { "auto" } else { "off" };
                     out.set("server", "proxy_protocol", Value::String(mode.into()));
                 }
-                _ => match text(v).filter(|m| ["off", "v1", "v2", "auto"].contains(&m.as_str())) {
-                    Some(mode) => out.set("server", "proxy_protocol", Value::String(mode)),
-                    None => bad(out, v),
+                // gunicorn's validate_proxy_protocol.
+                Json::String(m) => match m.trim().to_ascii_lowercase().as_str() {
+                    "off" | "false" | "0" | "none" => {
+                        out.set("server", "proxy_protocol", Value::String("off".into()))
+                    }
+                    "auto" | "true" | "1" => {
+                        out.set("server", "proxy_protocol", Value::String("auto".into()))
+                    }
+                    mode @ ("v1" | "v2") => {
+                        out.set("server", "proxy_protocol", Value::String(mode.into()))
+                    }
+                    _ => bad(out, v),
                 },
+                _ => bad(out, v),
             },
-            "loglevel" => match text(v).map(|l| l.to_ascii_lowercase()) {
-                Some(l)
-                    if ["debug", "info", "warning", "error", "critical"].contains(&l.as_str()) =>
-                {
-                    let level = match l.as_str() {
+            // Any string: gunicorn runs at info on a level it does not
+            // know ("warn", "fatal"), saying nothing.
+            "loglevel" => match v {
+                Json::String(l) => {
+                    let level = match l.trim().to_ascii_lowercase().as_str() {
                         "warning" => "warn",
-                        "critical" => "error",
-                        other => other,
+                        "critical" | "error" => "error",
+                        "debug" => "debug",
+                        "info" => "info",
+                        _ => {
+                            out.note(
+                                name,
+                                format!("{v} is no level gunicorn knows (debug, info, warning, error, critical), so it logs at info, as the converted file does"),
+                            );
+                            "info"
+                        }
                     };
                     out.set("log", "level", Value::String(level.into()));
                 }
@@ -773,10 +913,10 @@ fn convert_into(out: &mut Out, settings: &BTreeMap<String, Json>, app: Option<&s
                 Some(Err(why)) => out.note(name, why),
                 None => bad(out, v),
             },
-            "syslog" => match v {
-                Json::Bool(true) => out.set("log", "syslog", Value::Boolean(true)),
-                Json::Bool(false) => {}
-                _ => bad(out, v),
+            "syslog" => match boolean(v) {
+                Some(true) => out.set("log", "syslog", Value::Boolean(true)),
+                Some(false) => {}
+                None => bad(out, v),
             },
             // Written as the file wrote it: corral reads gunicorn's forms.
             "syslog_addr" => match text(v).map(|a| (crate::syslog::parse_target(&a), a)) {
@@ -893,14 +1033,15 @@ fn convert_into(out: &mut Out, settings: &BTreeMap<String, Json>, app: Option<&s
             // Already corral's behaviour.
             "initgroups" | "capture_output" | "config" | "reload_engine" => {}
             "header_map" if text(v).as_deref() == Some("drop") => {}
-            "reload" => match v {
-                Json::Bool(true) => out.set("dev", "reload", Value::Boolean(true)),
-                _ => bad(out, v),
+            "reload" => match boolean(v) {
+                Some(true) => out.set("dev", "reload", Value::Boolean(true)),
+                Some(false) => {}
+                None => bad(out, v),
             },
-            "reuse_port" => match v {
-                Json::Bool(true) => out.set("server", "reuse_port", Value::Boolean(true)),
-                Json::Bool(false) => {}
-                _ => bad(out, v),
+            "reuse_port" => match boolean(v) {
+                Some(true) => out.set("server", "reuse_port", Value::Boolean(true)),
+                Some(false) => {}
+                None => bad(out, v),
             },
             "reload_extra_files" => {
                 let paths = list(v).iter().map(|p| out.path(p)).collect();
@@ -1021,13 +1162,8 @@ fn list_keep_commas(v: &Json) -> Vec<String> {
 fn umask(v: &Json) -> Option<u32> {
     let m = match v {
         Json::Number(n) => n.as_u64()?,
-        Json::String(s) => {
-            let s = s.trim();
-            match s.strip_prefix("0o").or_else(|| s.strip_prefix("0O")) {
-                Some(oct) => u64::from_str_radix(oct, 8).ok()?,
-                None => s.parse().ok()?,
-            }
-        }
+        // "022" is refused by int(s, 0), not 22.
+        Json::String(s) => u64::try_from(python_int(s).ok()?).ok()?,
         _ => return None,
     };
     u32::try_from(m).ok().filter(|m| *m <= 0o777)
@@ -1643,5 +1779,341 @@ mod tests {
             "{}",
             c.toml
         );
+    }
+
+    /// Values gunicorn 27's validators take are taken, with the value
+    /// gunicorn gives them; what they refuse is an error. `int(s, 0)` for
+    /// whole numbers, "true"/"false" for bools, any string for loglevel.
+    #[test]
+    fn values_gunicorn_takes_are_taken_and_those_it_refuses_are_errors() {
+        // (setting, its value as JSON, the digits of an int past 64 bits,
+        // the key it sets, Ok(TOML value) or Err(part of the error)).
+        let int = |n: i64| Ok(Value::Integer(n));
+        let string = |s: &str| Ok(Value::String(s.into()));
+        type Case<'a> = (
+            &'a str,
+            &'a str,
+            Option<&'a str>,
+            &'a str,
+            Result<Value, &'a str>,
+        );
+        let cases: Vec<Case> = vec![
+            ("loglevel", r#""warn""#, None, "log.level", string("info")),
+            ("loglevel", r#""fatal""#, None, "log.level", string("info")),
+            ("loglevel", r#""notset""#, None, "log.level", string("info")),
+            ("loglevel", r#""TRACE""#, None, "log.level", string("info")),
+            (
+                "loglevel",
+                r#"" Warning ""#,
+                None,
+                "log.level",
+                string("warn"),
+            ),
+            (
+                "loglevel",
+                r#""critical""#,
+                None,
+                "log.level",
+                string("error"),
+            ),
+            (
+                "loglevel",
+                "3",
+                None,
+                "log.level",
+                Err("not a value gunicorn takes"),
+            ),
+            (
+                "proxy_protocol",
+                r#""true""#,
+                None,
+                "server.proxy_protocol",
+                string("auto"),
+            ),
+            (
+                "proxy_protocol",
+                r#"" FALSE ""#,
+                None,
+                "server.proxy_protocol",
+                string("off"),
+            ),
+            (
+                "proxy_protocol",
+                r#""1""#,
+                None,
+                "server.proxy_protocol",
+                string("auto"),
+            ),
+            (
+                "proxy_protocol",
+                r#""V2""#,
+                None,
+                "server.proxy_protocol",
+                string("v2"),
+            ),
+            (
+                "proxy_protocol",
+                r#""yes""#,
+                None,
+                "server.proxy_protocol",
+                Err("not a value gunicorn takes"),
+            ),
+            (
+                "reuse_port",
+                r#""True""#,
+                None,
+                "server.reuse_port",
+                Ok(Value::Boolean(true)),
+            ),
+            (
+                "syslog",
+                r#"" true ""#,
+                None,
+                "log.syslog",
+                Ok(Value::Boolean(true)),
+            ),
+            (
+                "reload",
+                r#""TRUE""#,
+                None,
+                "dev.reload",
+                Ok(Value::Boolean(true)),
+            ),
+            (
+                "reload",
+                r#""yes""#,
+                None,
+                "dev.reload",
+                Err("not a value gunicorn takes"),
+            ),
+            (
+                "timeout",
+                r#""0x1e""#,
+                None,
+                "workers.timeout",
+                string("30s"),
+            ),
+            (
+                "timeout",
+                r#"" 0X1E ""#,
+                None,
+                "workers.timeout",
+                string("30s"),
+            ),
+            (
+                "keepalive",
+                r#""0b101""#,
+                None,
+                "server.keepalive",
+                string("5s"),
+            ),
+            (
+                "graceful_timeout",
+                r#""1_0""#,
+                None,
+                "workers.graceful_timeout",
+                string("10s"),
+            ),
+            ("timeout", "2.5", None, "workers.timeout", string("2500ms")),
+            (
+                "timeout",
+                r#""0x""#,
+                None,
+                "workers.timeout",
+                Err("not a number of seconds"),
+            ),
+            (
+                "timeout",
+                r#""-0x1e""#,
+                None,
+                "workers.timeout",
+                Err("not a number of seconds"),
+            ),
+            (
+                "limit_request_line",
+                r#""0o10""#,
+                None,
+                "server.max_request_line",
+                int(8),
+            ),
+            (
+                "max_requests",
+                r#""1_000""#,
+                None,
+                "workers.max_requests",
+                int(1000),
+            ),
+            (
+                "max_requests",
+                r#""+0x_ff""#,
+                None,
+                "workers.max_requests",
+                int(255),
+            ),
+            (
+                "max_requests",
+                r#""000""#,
+                None,
+                "workers.max_requests",
+                int(0),
+            ),
+            (
+                "max_requests",
+                r#""010""#,
+                None,
+                "workers.max_requests",
+                Err("not a whole number"),
+            ),
+            (
+                "max_requests",
+                r#""1__000""#,
+                None,
+                "workers.max_requests",
+                Err("not a whole number"),
+            ),
+            (
+                "max_requests",
+                r#""_1000""#,
+                None,
+                "workers.max_requests",
+                Err("not a whole number"),
+            ),
+            (
+                "max_requests",
+                r#""1000_""#,
+                None,
+                "workers.max_requests",
+                Err("not a whole number"),
+            ),
+            (
+                "max_requests",
+                r#""0x1g""#,
+                None,
+                "workers.max_requests",
+                Err("not a whole number"),
+            ),
+            (
+                "max_requests",
+                r#""1 000""#,
+                None,
+                "workers.max_requests",
+                Err("not a whole number"),
+            ),
+            (
+                "umask",
+                r#""0o22""#,
+                None,
+                "server.socket_umask",
+                string("022"),
+            ),
+            (
+                "umask",
+                r#""0x12""#,
+                None,
+                "server.socket_umask",
+                string("022"),
+            ),
+            (
+                "umask",
+                r#""18""#,
+                None,
+                "server.socket_umask",
+                string("022"),
+            ),
+            (
+                "umask",
+                r#""022""#,
+                None,
+                "server.socket_umask",
+                Err("not a value gunicorn takes"),
+            ),
+            ("workers", "true", None, "workers.count", int(1)),
+            ("workers", r#""5""#, None, "workers.count", int(5)),
+            (
+                "workers",
+                "3.0",
+                None,
+                "workers.count",
+                Err("3.0 is not a whole number"),
+            ),
+            (
+                "workers",
+                "1e30",
+                Some("1000000000000000000000000000000"),
+                "workers.count",
+                Err(
+                    "1000000000000000000000000000000 is too large: the largest corral takes is 9223372036854775807",
+                ),
+            ),
+            (
+                "max_requests",
+                "9223372036854775808",
+                Some("9223372036854775808"),
+                "workers.max_requests",
+                Err(
+                    "9223372036854775808 is too large: the largest corral takes is 9223372036854775807",
+                ),
+            ),
+            (
+                "max_requests",
+                r#""0x8000000000000000""#,
+                None,
+                "workers.max_requests",
+                Err("is too large: the largest corral takes is 9223372036854775807"),
+            ),
+            (
+                "max_requests",
+                "9223372036854775807",
+                None,
+                "workers.max_requests",
+                int(i64::MAX),
+            ),
+        ];
+        for (name, value, big, key, want) in cases {
+            let mut entry =
+                serde_json::json!({ "value": serde_json::from_str::<Json>(value).unwrap() });
+            if let Some(digits) = big {
+                entry["int"] = Json::String(digits.into());
+            }
+            let s = BTreeMap::from([(name.to_owned(), entry)]);
+            let c = convert(&s, None, Path::new("/srv"), Path::new("gunicorn.conf.py"));
+            let parsed: toml::Table = toml::from_str(&c.toml).expect(&c.toml);
+            let (section, field) = key.rsplit_once('.').unwrap();
+            let got = parsed.get(section).and_then(|t| t.get(field)).cloned();
+            let invalid = c.invalid.join("\n");
+            match want {
+                Ok(v) => {
+                    assert_eq!(
+                        got.as_ref(),
+                        Some(&v),
+                        "{name} = {value}: {invalid}\n{}",
+                        c.toml
+                    );
+                    assert!(c.invalid.is_empty(), "{name} = {value}: {invalid}");
+                }
+                Err(why) => {
+                    assert!(
+                        invalid.contains(why),
+                        "{name} = {value}: {why:?} not in {invalid:?}\n{}",
+                        c.toml
+                    );
+                    assert_eq!(got, None, "{name} = {value}");
+                }
+            }
+        }
+        // An unknown level is info, as in gunicorn, and said so.
+        let c = convert_json(r#"{"loglevel": "warn"}"#);
+        assert!(
+            c.notes
+                .iter()
+                .any(|n| n.starts_with("loglevel: \"warn\" is no level gunicorn knows")),
+            "{:?}",
+            c.notes
+        );
+        // daemon = "false" is no daemon to gunicorn: nothing to refuse.
+        let c = convert_json(r#"{"daemon": "false"}"#);
+        assert!(c.refused.is_empty(), "{:?}", c.refused);
+        let c = convert_json(r#"{"daemon": "True"}"#);
+        assert_eq!(c.refused.len(), 1, "{:?}", c.refused);
     }
 }

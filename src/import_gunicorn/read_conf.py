@@ -40,6 +40,9 @@ for name, value in namespace.items():
     try:
         json.dumps(value)
         settings[name] = {"value": value}
+        # JSON readers hold an int past 64 bits as a float: its digits too.
+        if type(value) is int and not -(2**63) <= value < 2**64:
+            settings[name]["int"] = str(value)
     except (TypeError, ValueError):
         settings[name] = {"repr": repr(value)}
 out.write(json.dumps(settings))

@@ -523,6 +523,38 @@ pub fn refused_setting(name: &str, value: &serde_json::Value) -> Option<String> 
     ))
 }
 
+/// gunicorn's settings read with `validate_bool`, which takes a bool or
+/// the string "true" or "false" (any case, white space around).
+const BOOL_SETTINGS: &[&str] = &[
+    "reload",
+    "spew",
+    "check_config",
+    "print_config",
+    "preload_app",
+    "sendfile",
+    "reuse_port",
+    "daemon",
+    "initgroups",
+    "disable_redirect_access_to_syslog",
+    "capture_output",
+    "syslog",
+    "enable_stdio_inheritance",
+    "enable_backlog_metric",
+    "suppress_ragged_eofs",
+    "do_handshake_on_connect",
+    "permit_obsolete_folding",
+    "strip_header_spaces",
+    "permit_unconventional_http_method",
+    "permit_unconventional_http_version",
+    "casefold_http_method",
+    "control_socket_disable",
+];
+
+/// Whether gunicorn reads `name` as a bool ([`BOOL_SETTINGS`]).
+pub fn is_bool(name: &str) -> bool {
+    BOOL_SETTINGS.contains(&name)
+}
+
 /// What corral says about a gunicorn setting, if it is one.
 pub fn note(name: &str) -> Option<&'static str> {
     SETTINGS.iter().find(|(n, _)| *n == name).map(|(_, t)| *t)

@@ -509,6 +509,15 @@ fn a_value_gunicorn_refuses_in_a_gunicorn_conf_py_is_an_error_naming_its_line() 
             "access_log_format = \"%(h)s %z\"",
             "error: gunicorn.conf.py:3: access_log_format: ",
         ),
+        // gunicorn takes these; corral's numbers end at 64 bits.
+        (
+            "workers = 10**30",
+            "error: gunicorn.conf.py:3: workers: 1000000000000000000000000000000 is too large: the largest corral takes is 9223372036854775807",
+        ),
+        (
+            "max_requests = 2**63",
+            "error: gunicorn.conf.py:3: max_requests: 9223372036854775808 is too large: the largest corral takes is 9223372036854775807",
+        ),
     ] {
         let conf = format!("import os\n\n{setting}\n");
         let app = AppDir::new(&[("app.py", APP), ("gunicorn.conf.py", &conf)]);
@@ -529,6 +538,54 @@ fn a_value_gunicorn_refuses_in_a_gunicorn_conf_py_is_an_error_naming_its_line() 
             "`corral run` would start 2 worker(s): gunicorn.conf.py:3 (key workers.count)"
         ),
         "{out}"
+    );
+}
+
+/// What gunicorn's validators take is taken, with the value gunicorn
+/// gives it: a loglevel it does not know is info, a bool as "true", a
+/// whole number as Python's `int(s, 0)` reads it, and True as 1.
+#[test]
+fn values_gunicorn_takes_in_a_gunicorn_conf_py_are_taken() {
+    let conf = "loglevel = \"warn\"\nproxy_protocol = \"true\"\ntimeout = \"0x1e\"\nkeepalive = \"0b101\"\nlimit_request_line = \"0o10\"\nmax_requests = \"1_000\"\nworkers = True\n";
+    let app = AppDir::new(&[("app.py", APP), ("gunicorn.conf.py", conf)]);
+    // gunicorn itself starts with this file.
+    let gunicorn = Path::new(&python()).with_file_name("gunicorn");
+    let check = Command::new(&gunicorn)
+        .args(["--check-config", "-c", "gunicorn.conf.py", "app:app"])
+        .current_dir(app.path())
+        .output()
+        .unwrap_or_else(|e| panic!("run {}: {e}", gunicorn.display()));
+    assert!(
+        check.status.success(),
+        "gunicorn --check-config refused the file: {}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+    let (toml, notes) = import_gunicorn(app.path(), "gunicorn.conf.py");
+    for line in [
+        "level = \"info\"",
+        "proxy_protocol = \"auto\"",
+        "timeout = \"30s\"",
+        "keepalive = \"5s\"",
+        "max_request_line = 8",
+        "max_requests = 1000",
+        "count = 1",
+    ] {
+        assert!(
+            toml.lines().any(|l| l.trim() == line),
+            "{line} missing from:\n{toml}\n{notes}"
+        );
+    }
+    assert!(
+        notes.contains("loglevel: \"warn\" is no level gunicorn knows"),
+        "{notes}"
+    );
+    let (code, out, err) = run_to_exit(app.path(), &["check", "app:app", "--python", &python()]);
+    assert_eq!(code, Some(0), "{out}\n{err}");
+    assert!(
+        out.contains(
+            "`corral run` would start 1 worker(s): gunicorn.conf.py:7 (key workers.count)"
+        ),
+        "{out}\n{err}"
     );
 }
 
