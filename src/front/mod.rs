@@ -392,6 +392,9 @@ fn builders(opts: &ConnOpts) -> Builders {
     }
 }
 
+/// How often a failing accept (out of file descriptors) is said at most.
+const ACCEPT_WARN_EVERY: Duration = Duration::from_secs(10);
+
 async fn accept_loop(
     listener: Listener,
     serving: Arc<Serving>,
@@ -406,6 +409,9 @@ async fn accept_loop(
         }
     }
     let here = crate::shards::current();
+    // Failed accepts since the last one said, and when that was: out of
+    // file descriptors, they come 20 times a second.
+    let mut failed: (u64, Option<tokio::time::Instant>) = (0, None);
     loop {
         // At the cap, stop accepting: new connections wait in the backlog.
         let slot = tokio::select! {
@@ -419,8 +425,18 @@ async fn accept_loop(
         let (socket, mut info) = match accepted {
             Ok(x) => x,
             Err(e) => {
-                // EMFILE and friends: back off instead of spinning.
-                tracing::warn!("accept failed: {e}");
+                // EMFILE and friends: back off instead of spinning, and
+                // say so once every 10 s, with how many, not 20 times a
+                // second.
+                failed.0 += 1;
+                if failed.1.is_none_or(|at| at.elapsed() >= ACCEPT_WARN_EVERY) {
+                    let more = match failed.0 {
+                        1 => String::new(),
+                        n => format!(" ({n} failed accepts since the last such line)"),
+                    };
+                    tracing::warn!("accept failed: {e}{more}");
+                    failed = (0, Some(tokio::time::Instant::now()));
+                }
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
             }

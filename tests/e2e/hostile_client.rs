@@ -899,3 +899,44 @@ fn a_response_cut_short_by_a_stalled_upload_does_not_look_complete() {
         "ended as if complete: {text:?}"
     );
 }
+
+/// Out of file descriptors, accepts fail 20 times a second: the log says
+/// so once (then once every 10 s, with how many), not with a line each,
+/// and corral serves again once connections close.
+#[test]
+fn running_out_of_file_descriptors_is_said_once_not_twenty_times_a_second() {
+    use std::os::unix::process::CommandExt;
+    let app = AppDir::new(&[("hostile.py", APP)]);
+    let mut c = Corral::spawn_with(
+        app.path(),
+        &["hostile:app", "-w", "1", "--threads", "1"],
+        &[],
+        |cmd| unsafe {
+            cmd.pre_exec(|| {
+                let lim = libc::rlimit {
+                    rlim_cur: 64,
+                    rlim_max: 64,
+                };
+                if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        },
+    );
+    c.wait_listening();
+    c.wait_in_service(1);
+    let held: Vec<TcpStream> = (0..100)
+        .filter_map(|_| TcpStream::connect(&c.addr).ok())
+        .collect();
+    c.log
+        .wait_for("accept failed", Duration::from_secs(10))
+        .expect("corral ran out of file descriptors");
+    std::thread::sleep(Duration::from_millis(2500));
+    let lines = c.log.count("accept failed");
+    assert!(lines <= 2, "{lines} lines:\n{}", c.log.text());
+    drop(held);
+    c.wait_until("serving again", || {
+        TcpStream::connect(&c.addr).is_ok() && c.get("/pid").status == 200
+    });
+}
