@@ -127,7 +127,7 @@ pub const SETTINGS: &[(&str, &str)] = &[
     ),
     (
         "worker_tmp_dir",
-        "`--worker-tmp-dir`: where the worker script's private folder goes (workers send heartbeats over their channel, not through files); by default `$TMPDIR`, else /tmp, else /dev/shm when that is read-only",
+        "`--worker-tmp-dir`: where the worker script's private folder goes (workers send heartbeats over their channel, not through files); by default `$TMPDIR`, else /tmp, else /dev/shm when that is read-only or corral cannot make its folder there (missing, not writable, a symlink: said in a warning; an error names every folder tried)",
     ),
     (
         "user",
