@@ -691,7 +691,7 @@ async fn run(
     // not enter fails every worker's start (ModuleNotFoundError, or
     // "Permission denied" for the interpreter) without saying whose.
     if let Some(id) = &cfg.workers.identity {
-        let python = which_in_path(&cfg.app.python);
+        let python = private_fs::which(&cfg.app.python);
         let folder = cfg
             .app
             .chdir
@@ -902,17 +902,4 @@ fn init_logging(cfg: &config::LogConfig, instance: &str) -> Result<(), String> {
         tracing::error!("corral panicked (a bug; please report it): {info}\n{backtrace}");
     }));
     Ok(())
-}
-
-/// `program` as the workers' start finds it: a path as it is, a bare name
-/// in `PATH`.
-fn which_in_path(program: &std::path::Path) -> Option<std::path::PathBuf> {
-    if program.components().count() > 1 {
-        return Some(program.to_path_buf());
-    }
-    std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|dir| dir.join(program))
-            .find(|p| p.is_file())
-    })
 }

@@ -421,6 +421,19 @@ pub fn default_mode() -> u32 {
     0o666 & !old.bits()
 }
 
+/// `program` as a command runs it: a path as it is, a bare name the
+/// first file of that name in `PATH`.
+pub fn which(program: &Path) -> Option<PathBuf> {
+    if program.as_os_str().as_encoded_bytes().contains(&b'/') {
+        return Some(program.to_path_buf());
+    }
+    std::env::var_os("PATH")
+        .iter()
+        .flat_map(std::env::split_paths)
+        .map(|dir| dir.join(program))
+        .find(|p| p.is_file())
+}
+
 /// Why corral, as root, must not run `argv`: its program, or a file an
 /// argument names (by an absolute path, or relative to `dir`, where the
 /// command runs: `["python3", "hook.py"]` runs `hook.py`), can be changed
@@ -432,15 +445,7 @@ pub fn untrusted_command(argv: &[String], dir: Option<&std::path::Path>) -> Opti
         return None;
     }
     let (program, args) = argv.split_first()?;
-    let program = if program.contains('/') {
-        PathBuf::from(program)
-    } else {
-        std::env::var_os("PATH")
-            .iter()
-            .flat_map(std::env::split_paths)
-            .map(|dir| dir.join(program))
-            .find(|p| p.is_file())?
-    };
+    let program = which(Path::new(program))?;
     let named = args.iter().filter_map(|a| {
         let path = PathBuf::from(a);
         match dir {

@@ -717,8 +717,8 @@ async fn serve(conn: Conn, shared: Arc<Shared>, builders: &Builders, head_timeou
                 req.extensions_mut().insert(why);
             }
             shared.metrics.request_version(req.version());
-            let h1 = req.version() < http::Version::HTTP_2;
-            let drain = shared.drain.clone();
+            // corral drains soon: an HTTP/1.1 answer closes its connection.
+            let leaving = req.version() < http::Version::HTTP_2 && shared.drain.leaving();
             let answer = handler::handle(req, shared.clone(), info.clone(), hangup.clone());
             let raw = raw.clone();
             async move {
@@ -727,8 +727,7 @@ async fn serve(conn: Conn, shared: Arc<Shared>, builders: &Builders, head_timeou
                 // in front may disagree on where the next request starts,
                 // so there is none on this connection. Nor when corral
                 // drains soon.
-                if (raw.lost() || (h1 && drain.leaving()))
-                    && resp.status() != http::StatusCode::SWITCHING_PROTOCOLS
+                if (raw.lost() || leaving) && resp.status() != http::StatusCode::SWITCHING_PROTOCOLS
                 {
                     resp.headers_mut().insert(
                         http::header::CONNECTION,
