@@ -161,7 +161,11 @@ pub struct ReloadArgs {
     pub control: ControlArgs,
 
     /// Wait until the new generation is in service (exit 0, print the
-    /// generation) or has failed (exit 1, print the reason and the traceback)
+    /// generation) or has failed (exit 1, print the reason and the
+    /// traceback); exit 3 when a stop cancelled it (the new code did not
+    /// fail), 4 when it did not start (a failed reload's rollback still
+    /// runs; nothing changed). During a USR2 hand-over the new corral is
+    /// asked, once it answers
     #[arg(long)]
     pub wait: bool,
 

@@ -111,6 +111,11 @@ pub enum ControlReply {
     /// rollback was under way; nothing changed), and why.
     /// On the wire a failure with `"not_started": true`.
     NotStarted(String),
+    /// `reload` with `wait`: this corral hands over to the one a USR2
+    /// started, which is to be asked: the client asks again (the socket
+    /// is that one's once it has taken over). On the wire a failure with
+    /// `"handed_over": true`.
+    HandedOver(String),
 }
 
 /// A [`ControlReply`] as it is on the wire.
@@ -133,6 +138,8 @@ struct ReplyFields {
     cancelled: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     not_started: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    handed_over: Option<bool>,
 }
 
 impl From<ControlReply> for ReplyFields {
@@ -147,6 +154,7 @@ impl From<ControlReply> for ReplyFields {
             count: None,
             cancelled: None,
             not_started: None,
+            handed_over: None,
         };
         match reply {
             ControlReply::Status(v) => f.status = Some(v),
@@ -174,6 +182,11 @@ impl From<ControlReply> for ReplyFields {
                 f.error = Some(why);
                 f.not_started = Some(true);
             }
+            ControlReply::HandedOver(why) => {
+                f.ok = false;
+                f.error = Some(why);
+                f.handed_over = Some(true);
+            }
         }
         f
     }
@@ -194,6 +207,12 @@ impl From<ReplyFields> for ControlReply {
                 not_started: Some(true),
                 ..
             } => ControlReply::NotStarted(error.unwrap_or_else(|| "not started".into())),
+            ReplyFields {
+                ok: false,
+                error,
+                handed_over: Some(true),
+                ..
+            } => ControlReply::HandedOver(error.unwrap_or_else(|| "handed over".into())),
             ReplyFields {
                 ok: false, error, ..
             } => ControlReply::Failed(error.unwrap_or_else(|| "unknown error".into())),
@@ -552,7 +571,12 @@ async fn handle(req: ControlRequest, state: &StatusState) -> ControlReply {
                     canary_ms.unwrap_or(Thresholds::DEFAULT.duration.as_millis() as u64),
                 ),
             });
-            if sup.send(Msg::Reload(timeout, canary, Some(tx))).is_err() {
+            // Without --wait nobody hears the outcome: none is asked for
+            // (a reload during a USR2 hand-over is then passed on).
+            if sup
+                .send(Msg::Reload(timeout, canary, wait.then_some(tx)))
+                .is_err()
+            {
                 return ControlReply::Failed("corral is stopping".into());
             }
             if !wait {
@@ -566,6 +590,7 @@ async fn handle(req: ControlRequest, state: &StatusState) -> ControlReply {
                 Ok(Err(ReloadError::Failed(why))) => ControlReply::Failed(why),
                 Ok(Err(ReloadError::Cancelled(why))) => ControlReply::Cancelled(why),
                 Ok(Err(ReloadError::NotStarted(why))) => ControlReply::NotStarted(why),
+                Ok(Err(ReloadError::HandedOver(why))) => ControlReply::HandedOver(why),
                 Err(_) => ControlReply::Failed("corral stopped during the reload".into()),
             }
         }
@@ -814,7 +839,7 @@ pub fn reload_cmd(
         w.unwrap_or(Thresholds::DEFAULT.duration) * 2
     });
     let read_timeout = timeout.map(|t| t + window + Duration::from_secs(15));
-    match request(path, &req, read_timeout) {
+    match ask_past_handover(path, &req, read_timeout, timeout) {
         Ok(ControlReply::Reloaded {
             generation,
             revision,
@@ -841,6 +866,13 @@ pub fn reload_cmd(
             println!("{}", printable_lines(&why));
             EXIT_NOT_STARTED
         }
+        Ok(ControlReply::HandedOver(why)) => {
+            println!(
+                "reload not answered: {}, and still was after 10 minutes",
+                printable_lines(&why)
+            );
+            1
+        }
         Ok(_) => {
             println!("reload started");
             0
@@ -849,6 +881,53 @@ pub fn reload_cmd(
             eprintln!("error: {e}");
             1
         }
+    }
+}
+
+/// Sends a reload request; while the corral at `path` hands over to the
+/// one a USR2 started, asks again (every 250 ms) until the new one answers
+/// at `path` (it takes the socket over once in service), or the old one
+/// does because the new one gave up. A hand-over ends within the new
+/// corral's `deploy.ready_timeout`; this waits at most 10 minutes (or the
+/// reload's timeout and a minute, if longer), and a socket nobody answers
+/// on for 30 s ends it.
+fn ask_past_handover(
+    path: &Path,
+    req: &ControlRequest,
+    read_timeout: Option<Duration>,
+    timeout: Option<Duration>,
+) -> Result<ControlReply, String> {
+    let deadline = std::time::Instant::now()
+        + timeout
+            .map_or(Duration::ZERO, |t| t + Duration::from_secs(60))
+            .max(Duration::from_secs(600));
+    let mut told = false;
+    let mut answered = std::time::Instant::now();
+    loop {
+        let answer = request(path, req, read_timeout);
+        let handed_over = match &answer {
+            Ok(ControlReply::HandedOver(why)) => {
+                if !told {
+                    eprintln!(
+                        "{}; asking it when it answers at {}",
+                        printable(why),
+                        path.display()
+                    );
+                    told = true;
+                }
+                answered = std::time::Instant::now();
+                true
+            }
+            // The new corral moves its socket to `path` before it asks
+            // the old one to stop, so nobody answering there is not a step
+            // of the hand-over; it is given 30 s all the same.
+            Err(_) if told => answered.elapsed() < Duration::from_secs(30),
+            _ => false,
+        };
+        if !handed_over || std::time::Instant::now() >= deadline {
+            return answer;
+        }
+        std::thread::sleep(Duration::from_millis(250));
     }
 }
 

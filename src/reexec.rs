@@ -10,7 +10,10 @@
 //! parent (SIGTERM), which drains and exits. If the new one never gets there
 //! (broken binary or code), it exits after `[deploy] ready_timeout`, and the
 //! parent keeps serving with its pid file and control socket as they were;
-//! the new one runs no rollback meanwhile. Which socket goes under which name is the listener
+//! the new one runs no rollback meanwhile. A reload asked of the parent
+//! meanwhile is the new corral's (the parent's would be cancelled at the
+//! hand-over): `reload --wait` is told to ask it, and a HUP is passed on
+//! once the new one has its handler ([`catches_hup`]). Which socket goes under which name is the listener
 //! table's business ([`crate::front::listeners`]); this module carries them
 //! across the exec.
 //!
@@ -168,6 +171,29 @@ pub fn spawn(
     Ok(pid)
 }
 
+/// Whether the new corral with this pid, started by this one, has its
+/// SIGHUP handler in place (`SigCgt` in `/proc/PID/status`): a HUP sent
+/// before it has would end it (the default action), not reload it.
+pub fn catches_hup(pid: u32) -> bool {
+    let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
+        return false;
+    };
+    catches_hup_in(&status, std::process::id())
+}
+
+fn catches_hup_in(status: &str, parent: u32) -> bool {
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
+            .map(str::trim)
+    };
+    // Still this one's child: not a process that took a reaped pid.
+    let ours = field("PPid").and_then(|p| p.parse::<u32>().ok()) == Some(parent);
+    let caught = field("SigCgt").and_then(|m| u64::from_str_radix(m, 16).ok());
+    ours && caught.is_some_and(|mask| mask & (1 << (libc::SIGHUP - 1)) != 0)
+}
+
 /// Marks an adopted fd close-on-exec again, so workers do not inherit it.
 pub fn set_cloexec(fd: RawFd) {
     // SAFETY: fcntl(2) on an fd this process owns; no pointers.
@@ -182,6 +208,18 @@ pub fn set_cloexec(fd: RawFd) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_hup_is_passed_on_only_to_our_child_once_it_catches_one() {
+        let status =
+            |ppid: u32, cgt: &str| format!("Name:\tcorral\nPPid:\t{ppid}\nSigCgt:\t{cgt}\n");
+        assert!(catches_hup_in(&status(7, "0000000000014a03"), 7));
+        // HUP not caught yet (just exec'd), or someone else's process.
+        assert!(!catches_hup_in(&status(7, "0000000000014a02"), 7));
+        assert!(!catches_hup_in(&status(8, "0000000000014a03"), 7));
+        assert!(!catches_hup_in("Name:\tcorral\n", 7));
+        assert!(!catches_hup(std::process::id()), "not a child of its own");
+    }
 
     #[test]
     fn the_path_started_from_is_argv0_made_absolute_or_found_on_path() {

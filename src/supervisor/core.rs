@@ -183,15 +183,32 @@ impl Core {
         match event {
             Event::Spawned { serial, pid } => self.on_spawned(now, serial, pid, &mut out),
             Event::SpawnFailed { serial, error } => {
-                if let Some((slot, _)) = self.spawning.remove(&serial) {
+                if let Some((slot, generation)) = self.spawning.remove(&serial) {
                     out.push(Action::Log(Level::Error, format!("worker {slot}: {error}")));
                     self.slots[slot].last_error = Some(BootError {
                         at: now,
                         serial,
-                        text: error,
+                        text: error.clone(),
                     });
                     self.boot_failures += 1;
-                    self.failed(now, slot, true, &mut out);
+                    // A reload's worker that cannot even be started (its
+                    // interpreter gone, say) fails the reload now, as one
+                    // that fails to boot does, not at its deadline.
+                    let successor = self.slots[slot]
+                        .worker
+                        .and_then(|s| self.workers.get(&s))
+                        .is_some_and(|w| w.recycling);
+                    if successor
+                        && self
+                            .reload
+                            .as_ref()
+                            .is_some_and(|r| r.generation == generation)
+                    {
+                        let why = format!("slot {slot} did not start: {error}");
+                        self.fail_reload(now, &why, None, &mut out);
+                    } else {
+                        self.failed(now, slot, true, &mut out);
+                    }
                 }
             }
             Event::Booted { serial, import_ms } => self.on_booted(now, serial, import_ms, &mut out),

@@ -76,6 +76,12 @@ impl Supervisor {
                     tracing::info!(
                         "the new corral (pid {pid}) is gone; this one serves on, and SIGUSR2 may start another"
                     );
+                    if std::mem::take(&mut self.reload_for_child) {
+                        tracing::info!(
+                            "the reload asked for during the hand-over starts here instead"
+                        );
+                        return self.handle_reload(None, None, None);
+                    }
                 }
                 None
             }
@@ -146,6 +152,13 @@ impl Supervisor {
     /// TERM: not ready from now on; after `shutdown_delay` (or at once, or
     /// at a second TERM), the graceful stop.
     fn handle_term(&mut self) -> Option<Event> {
+        // The new corral of a USR2 took over (or is told to serve alone):
+        // a reload asked for before it could take one is its now.
+        if let Handover::ToChild(child) = self.handover
+            && self.reload_for_child
+        {
+            self.pass_reload_on(child, None);
+        }
         if self.core.phase == Phase::Stopping {
             return None;
         }
@@ -234,6 +247,10 @@ impl Supervisor {
     }
 
     fn handle_hup(&mut self) -> Option<Event> {
+        if let Handover::ToChild(child) = self.handover {
+            tracing::info!("SIGHUP: reload");
+            return self.pass_reload_on(child, None);
+        }
         if self.term != Term::NotYet {
             return None;
         }
@@ -246,11 +263,53 @@ impl Supervisor {
     fn unless_stopping(&self, waiter: Option<Waiter>) -> Option<Option<Waiter>> {
         if self.stopping() {
             if let Some(w) = waiter {
-                let _ = w.send(Err(ReloadError::Cancelled(CANCELLED.into())));
+                let _ = w.send(Err(self.stop_answer()));
             }
             return None;
         }
         Some(waiter)
+    }
+
+    /// What a `reload --wait` hears when a stop ends or refuses its
+    /// reload: cancelled, or, when the stop is this corral's hand-over to
+    /// the one a USR2 started, to ask that one (the client does, once it
+    /// has taken over).
+    pub(super) fn stop_answer(&self) -> ReloadError {
+        match self.handover {
+            Handover::ToChild(child) => ReloadError::HandedOver(format!(
+                "a USR2 hand-over to a new corral (pid {child}) is under way: the reload goes to it once it has taken over"
+            )),
+            _ => ReloadError::Cancelled(CANCELLED.into()),
+        }
+    }
+
+    /// A reload asked of this corral while the one a USR2 started takes
+    /// over: not started here (the stop at the hand-over would cancel it,
+    /// and the new corral may have read the code before it changed), but
+    /// in the new corral. `reload --wait` is told to ask it (the client
+    /// asks again until the new one answers); HUP and `reload` without
+    /// `--wait` are passed on as a SIGHUP, once it takes one.
+    fn pass_reload_on(&mut self, child: u32, waiter: Option<Waiter>) -> Option<Event> {
+        if let Some(w) = waiter {
+            let _ = w.send(Err(self.stop_answer()));
+            return None;
+        }
+        if crate::reexec::catches_hup(child) {
+            tracing::info!(
+                "reload during a USR2 hand-over: passed on to the new corral (pid {child}) as a SIGHUP; it reloads with the code on disk now"
+            );
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(child as i32),
+                nix::sys::signal::Signal::SIGHUP,
+            );
+            self.reload_for_child = false;
+        } else {
+            tracing::info!(
+                "reload during a USR2 hand-over: the new corral (pid {child}) is not ready for it yet; it is passed on once it is (or done here, if it gives up)"
+            );
+            self.reload_for_child = true;
+        }
+        None
     }
 
     /// `corral reload [--wait]` and HUP: the config file is read again
@@ -263,6 +322,14 @@ impl Supervisor {
         canary: Option<CanaryRun>,
         waiter: Option<Waiter>,
     ) -> Option<Event> {
+        if let Handover::ToChild(child) = self.handover {
+            if waiter.is_none() && (timeout.is_some() || canary.is_some()) {
+                tracing::warn!(
+                    "the reload's --timeout and --canary do not pass on to the new corral of a USR2 hand-over: it reloads with its configured ones"
+                );
+            }
+            return self.pass_reload_on(child, waiter);
+        }
         let waiter = self.unless_stopping(waiter)?;
         let Some(read) = self.reread.clone() else {
             if let Some(path) = &self.cfg.source {
@@ -294,6 +361,9 @@ impl Supervisor {
         canary: Option<CanaryRun>,
         waiter: Option<Waiter>,
     ) -> Option<Event> {
+        if let Handover::ToChild(child) = self.handover {
+            return self.pass_reload_on(child, waiter);
+        }
         let waiter = self.unless_stopping(waiter)?;
         // Reads run side by side and may end in any order: one that ends
         // after a later one was handled read an older file.
@@ -474,7 +544,9 @@ impl Supervisor {
                     }
                     return None;
                 }
-                (_, waiter) => self.new_waiter = waiter,
+                (_, waiter) => {
+                    self.new_waiter = waiter.map(|w| (self.core.next_generation(), w));
+                }
             },
         }
         if self.core.reload.is_none() {

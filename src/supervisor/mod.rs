@@ -183,6 +183,9 @@ pub enum ReloadError {
     Failed(String),
     Cancelled(String),
     NotStarted(String),
+    /// This corral hands over to the one a USR2 started: that one is to
+    /// be asked (`reload --wait` asks again until it answers).
+    HandedOver(String),
 }
 
 impl From<String> for ReloadError {
@@ -318,7 +321,7 @@ pub struct Supervisor {
     started: Instant,
     /// `reload --wait` callers: the generation they wait for.
     reload_waiters: Vec<(u64, tokio::sync::oneshot::Sender<ReloadAnswer>)>,
-    new_waiter: Option<tokio::sync::oneshot::Sender<ReloadAnswer>>,
+    new_waiter: Option<(u64, tokio::sync::oneshot::Sender<ReloadAnswer>)>,
     /// Folder and revision of each generation, resolved when it started.
     gens: HashMap<u64, crate::worker::process::GenerationInfo>,
     /// When a generation is good, and what a failure sets off.
@@ -335,6 +338,10 @@ pub struct Supervisor {
     /// A reload asked for while another was under way: it starts once
     /// that one has ended ([`Supervisor::start_queued_reload`]).
     queued_reload: Option<QueuedReload>,
+    /// A HUP or `reload` during a USR2 hand-over that the new corral
+    /// could not take yet: passed on to it once it can, or started here
+    /// if it gives up.
+    reload_for_child: bool,
     exit_code: i32,
     /// "generation N runs X; disk now has Y" while they differ.
     drift: Option<String>,
@@ -428,6 +435,7 @@ impl Supervisor {
             rollbacks: 0,
             rolling_back: None,
             queued_reload: None,
+            reload_for_child: false,
             exit_code: 0,
             drift: None,
             last_good,

@@ -318,7 +318,7 @@ impl Supervisor {
             return;
         };
         let refused = if self.stopping() {
-            Some(ReloadError::Cancelled(super::handlers::CANCELLED.into()))
+            Some(self.stop_answer())
         } else if self.rolling_back.is_some() {
             let why = self.rollback_under_way();
             tracing::warn!("the queued {why}");
@@ -357,16 +357,22 @@ impl Supervisor {
 
     /// Tells `reload --wait` callers how their reload ended.
     pub(super) fn answer_waiters(&mut self) {
-        if let Some(w) = self.new_waiter.take() {
-            match &self.core.reload {
-                Some(r) => self.reload_waiters.push((r.generation, w)),
-                None => {
+        if let Some((generation, w)) = self.new_waiter.take() {
+            match (&self.core.reload, &self.core.last_reload) {
+                (Some(r), _) => self.reload_waiters.push((r.generation, w)),
+                // It ended as it began (a worker that could not even be
+                // started): answered below from its outcome.
+                (None, Some(last)) if last.generation() == generation => {
+                    self.reload_waiters.push((generation, w));
+                }
+                (None, _) => {
                     let _ = w.send(Err("the reload did not start".into()));
                 }
             }
         }
         let pending = self.core.reload.as_ref().map(|r| r.generation);
         let stopping = self.stopping();
+        let stop_answer = self.stop_answer();
         let mut still = Vec::new();
         for (generation, w) in self.reload_waiters.drain(..) {
             if pending == Some(generation) {
@@ -390,9 +396,9 @@ impl Supervisor {
                     None => reason.clone(),
                 })),
                 Some(ReloadOutcome::Cancelled { generation: g, .. }) if *g == generation => {
-                    Err(ReloadError::Cancelled(super::handlers::CANCELLED.into()))
+                    Err(stop_answer.clone())
                 }
-                _ if stopping => Err(ReloadError::Cancelled(super::handlers::CANCELLED.into())),
+                _ if stopping => Err(stop_answer.clone()),
                 _ => Err("the reload was superseded".into()),
             };
             let _ = w.send(answer);

@@ -852,3 +852,32 @@ fn a_config_file_others_can_change_is_refused_as_root() {
         "corral status connected to the planted address"
     );
 }
+
+/// A mistyped `--python` (or a virtualenv since removed) is a start-up
+/// error naming it, exit 2, before a port is bound: not a corral that
+/// binds, answers 503, and starts the worker again and again for good.
+#[test]
+fn an_interpreter_that_is_not_there_stops_the_start_with_its_name() {
+    let dir = dir_with("app.py", "def app(e, s):\n    return []\n");
+    let port = crate::common::compare::free_port();
+    let bind = format!("127.0.0.1:{port}");
+    for (python, why) in [
+        (
+            "/srv/nowhere/.venv/bin/python",
+            "/srv/nowhere/.venv/bin/python (--python) does not exist",
+        ),
+        (
+            "python3.99-not-a-python",
+            "python3.99-not-a-python (--python) is not on PATH",
+        ),
+        ("/tmp", "/tmp (--python) is not a file"),
+    ] {
+        let out = corral(dir.path(), &["app:app", "--python", python, "-b", &bind]);
+        assert_eq!(out.status.code(), Some(2), "{}", out.stderr);
+        assert!(out.stderr.contains(why), "{}", out.stderr);
+        assert!(
+            std::net::TcpStream::connect(&bind).is_err(),
+            "nothing was to listen on {bind}"
+        );
+    }
+}

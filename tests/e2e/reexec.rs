@@ -337,3 +337,100 @@ fn a_new_corral_whose_old_one_is_gone_serves_on_past_its_ready_timeout() {
         std::thread::sleep(Duration::from_millis(200));
     }
 }
+
+/// An app that reads its version at import, notes each import, and then
+/// takes as long to come up as `slow.txt` says.
+const VERSIONED: &str = "import os, time\nhere = os.path.dirname(os.path.abspath(__file__))\nVERSION = open(os.path.join(here, 'version.txt')).read().strip()\nwith open(os.path.join(here, 'imports.log'), 'a') as f:\n    f.write(VERSION + '\\n')\ntime.sleep(float(open(os.path.join(here, 'slow.txt')).read()))\n\ndef app(environ, start_response):\n    body = VERSION.encode()\n    start_response('200 OK', [('Content-Length', str(len(body)))])\n    return [body]\n";
+
+/// Starts corral on [`VERSIONED`] at v1, sends USR2, and returns once the
+/// new corral's worker has read v1 and while it is still starting: the
+/// moment a deploy writes v2 and reloads.
+fn mid_handover(app: &AppDir) -> (Corral, KillOnDrop) {
+    let c = Corral::start(app.path(), &["app:app", "-w", "1", "-b", "127.0.0.1:0"], 1);
+    std::fs::write(app.path().join("slow.txt"), "3").unwrap();
+    c.signal(libc::SIGUSR2);
+    let new = c.reexec_child();
+    let imports = app.path().join("imports.log");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while std::fs::read_to_string(&imports)
+        .unwrap_or_default()
+        .lines()
+        .count()
+        < 2
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the new corral's worker never imported:\n{}",
+            c.log.text()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::fs::write(app.path().join("version.txt"), "v2").unwrap();
+    (c, new)
+}
+
+fn versioned_app() -> AppDir {
+    AppDir::new(&[
+        ("app.py", VERSIONED),
+        ("version.txt", "v1"),
+        ("slow.txt", "0"),
+    ])
+}
+
+/// A deploy that reloads while a USR2 hand-over is under way: the old
+/// corral would cancel the reload at the hand-over (exit 3), and the new
+/// one, which read the code before the deploy, would serve the old code
+/// for good. The reload goes to the new corral instead.
+#[test]
+fn a_reload_wait_during_a_usr2_hand_over_reaches_the_new_corral_and_the_new_code_serves() {
+    let app = versioned_app();
+    let (mut c, new) = mid_handover(&app);
+    let out = std::process::Command::new(corral_bin())
+        .args(["reload", "--wait", "--timeout", "30s", "--socket"])
+        .arg(&c.socket)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert_eq!(out.status.code(), Some(0), "{text}{err}\n{}", c.log.text());
+    assert!(text.contains("reloaded: generation 2"), "{text}");
+    assert!(err.contains("USR2 hand-over"), "{err}");
+    assert_eq!(c.get("/").text(), "v2");
+    let st = c
+        .wait_exit(Duration::from_secs(30))
+        .expect("the old corral exits");
+    assert_eq!(st.code(), Some(0));
+    assert_eq!(
+        c.get("/").text(),
+        "v2",
+        "served by the new corral (pid {})",
+        new.0
+    );
+}
+
+/// The same with a HUP (systemd's `ExecReload=kill -HUP $MAINPID` goes to
+/// the old corral until the new one has taken over): passed on.
+#[test]
+fn a_hup_during_a_usr2_hand_over_is_passed_on_to_the_new_corral() {
+    let app = versioned_app();
+    let (c, _new) = mid_handover(&app);
+    c.signal(libc::SIGHUP);
+    let deadline = Instant::now() + Duration::from_secs(40);
+    loop {
+        let answer = request(&c.addr, "GET", "/", &[], b"");
+        if answer.status == 200 && answer.text() == "v2" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "v2 never served:\n{}",
+            c.log.text()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(
+        c.log.text().contains("during a USR2 hand-over"),
+        "{}",
+        c.log.text()
+    );
+}

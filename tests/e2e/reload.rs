@@ -765,3 +765,44 @@ fn a_slot_scaled_away_during_a_reload_neither_holds_it_back_nor_fails_it() {
     c.signal(libc::SIGTERM);
     assert!(c.wait_exit(Duration::from_secs(30)).is_some());
 }
+
+/// A reload whose workers cannot even be started (the virtualenv was
+/// removed or rebuilt elsewhere) fails at once with the reason, not at its
+/// deadline with "not all in service"; the old generation serves on.
+#[test]
+fn a_reload_whose_interpreter_is_gone_fails_at_once_and_says_why() {
+    let app = AppDir::new(&[("app.py", ENV_APP)]);
+    let venv = app.path().join("venv");
+    std::fs::create_dir(&venv).unwrap();
+    let interpreter = venv.join("python");
+    std::os::unix::fs::symlink(python(), &interpreter).unwrap();
+    let c = Corral::start(
+        app.path(),
+        &[
+            "app:app",
+            "-w",
+            "1",
+            "-b",
+            "127.0.0.1:0",
+            "--python",
+            interpreter.to_str().unwrap(),
+        ],
+        1,
+    );
+    std::fs::remove_file(&interpreter).unwrap();
+    let out = std::process::Command::new(corral_bin())
+        .args(["reload", "--wait", "--timeout", "20s", "--socket"])
+        .arg(&c.socket)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains(&format!(
+            "slot 0 did not start: cannot start `{}`",
+            interpreter.display()
+        )),
+        "{text}"
+    );
+    assert_eq!(c.get("/").status, 200, "the old generation serves on");
+}

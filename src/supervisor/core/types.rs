@@ -289,6 +289,17 @@ pub enum ReloadOutcome {
     },
 }
 
+impl ReloadOutcome {
+    /// The generation the reload started.
+    pub fn generation(&self) -> u64 {
+        match self {
+            ReloadOutcome::Done { generation, .. }
+            | ReloadOutcome::Failed { generation, .. }
+            | ReloadOutcome::Cancelled { generation, .. } => *generation,
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct ProbeSettings {
     pub interval: Duration,

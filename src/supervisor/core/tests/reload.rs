@@ -92,6 +92,39 @@ fn a_reload_whose_new_code_fails_to_boot_leaves_the_old_generation_untouched() {
 }
 
 #[test]
+fn a_reload_whose_worker_cannot_be_started_fails_at_once_with_the_reason() {
+    let t0 = Instant::now();
+    let (mut core, old) = running(2, t0);
+    let a = core.on_event(
+        t0,
+        Event::Reload {
+            timeout: None,
+            canary: None,
+        },
+    );
+    let serial = spawns(&a)[0].1;
+    let error = "cannot start `/srv/app/.venv/bin/python` for the worker: No such file or directory (os error 2)";
+    let a = core.on_event(
+        t0,
+        Event::SpawnFailed {
+            serial,
+            error: error.into(),
+        },
+    );
+    assert!(a.iter().any(|x| matches!(x, Action::Log(Level::Error, m) if m.contains("reload failed: slot 0 did not start: cannot start `/srv/app/.venv/bin/python`"))), "{a:?}");
+    assert!(matches!(
+        &core.last_reload,
+        Some(ReloadOutcome::Failed { generation: 2, reason, detail: None, .. }) if reason.ends_with(error)
+    ));
+    assert_eq!(core.generation, 1);
+    assert!(old.iter().all(|s| !core.workers[s].recycling));
+    assert_eq!(
+        core.slots.iter().map(|s| s.worker).collect::<Vec<_>>(),
+        vec![Some(old[0]), Some(old[1])]
+    );
+}
+
+#[test]
 fn the_reload_after_a_failed_one_names_the_generation_that_really_drains() {
     let t0 = Instant::now();
     let (mut core, _old) = running(1, t0);
