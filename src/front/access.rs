@@ -158,6 +158,8 @@ impl Entry<'_> {
     pub(super) fn protocol(&self) -> &'static str {
         match self.parts.version {
             http::Version::HTTP_10 => "HTTP/1.0",
+            // As the app's SERVER_PROTOCOL says it.
+            http::Version::HTTP_2 => "HTTP/2",
             _ => "HTTP/1.1",
         }
     }
@@ -315,6 +317,32 @@ mod tests {
             .unwrap()
             .into_parts()
             .0
+    }
+
+    #[test]
+    fn the_protocol_is_the_one_the_request_came_in() {
+        let mut p = parts();
+        let line = |p: &Parts| {
+            let e = Entry {
+                remote: "127.0.0.1",
+                parts: p,
+                status: 200,
+                bytes: Some(13),
+                elapsed: Duration::from_millis(2),
+                response: &HeaderMap::new(),
+                request_id: "r1",
+                trace: Trace::default(),
+            };
+            Format::Common.line(&e, UNIX_EPOCH)
+        };
+        for (version, said) in [
+            (http::Version::HTTP_10, "\"GET /a?b=c HTTP/1.0\""),
+            (http::Version::HTTP_11, "\"GET /a?b=c HTTP/1.1\""),
+            (http::Version::HTTP_2, "\"GET /a?b=c HTTP/2\""),
+        ] {
+            p.version = version;
+            assert!(line(&p).contains(said), "{}", line(&p));
+        }
     }
 
     #[test]
