@@ -1,6 +1,8 @@
 //! `corral check`: boots one worker exactly as `run` would (same
 //! interpreter, environment, folder, worker script), runs the readiness
-//! check if one is configured, prints `OK` or the failure, and exits 0 or 1.
+//! check if one is configured, prints `OK` or the failure, and exits 0 or 1
+//! (2 for what `corral run` would refuse before starting a worker: no
+//! interpreter, an access log or pid file it could not write).
 //! No listen socket is bound. The drop-in for `python -c "from main import
 //! app"` in a deploy pipeline, which also catches errors that only appear at
 //! start-up.
@@ -33,7 +35,18 @@ pub enum Outcome {
     Failed(String),
 }
 
+/// Exit code when `corral run` would refuse the configuration.
+pub const EXIT_CONFIG: u8 = 2;
+
 pub async fn run(cfg: Arc<Config>) -> u8 {
+    let mistakes = start_mistakes(&cfg);
+    if !mistakes.is_empty() {
+        for m in &mistakes {
+            eprintln!("error: {m}");
+        }
+        print_interpreter(&cfg);
+        return EXIT_CONFIG;
+    }
     match check(&cfg).await {
         Ok(Outcome::Ok {
             import_ms,
@@ -72,6 +85,83 @@ pub async fn run(cfg: Arc<Config>) -> u8 {
             eprintln!("error: {e}");
             EXIT_FAILED
         }
+    }
+}
+
+/// Why the workers' interpreter cannot be run at all: not on `PATH`, no
+/// such file, not a file, or not executable. (Whether the workers' user
+/// may reach it is warned about once it is known to exist.)
+pub fn no_interpreter(python: &std::path::Path) -> Option<String> {
+    let Some(path) = crate::private_fs::which(python) else {
+        return Some("is not on PATH".into());
+    };
+    match std::fs::metadata(&path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Some("does not exist".into()),
+        Err(e) => Some(format!("cannot be read: {e}")),
+        Ok(m) if !m.is_file() => Some("is not a file".into()),
+        Ok(_) => nix::unistd::access(&path, nix::unistd::AccessFlags::X_OK)
+            .err()
+            .map(|e| format!("is not executable ({})", e.desc())),
+    }
+}
+
+/// What `corral run` would refuse at its start before any worker does,
+/// found without creating anything: the interpreter, and the folders of
+/// the access log and the pid file (`run` exits 2 for each).
+fn start_mistakes(cfg: &Config) -> Vec<String> {
+    let mut found = Vec::new();
+    if let Some(why) = no_interpreter(&cfg.app.python) {
+        found.push(format!(
+            "the interpreter {} ({}) {why}: give the virtualenv's python, e.g. --python /srv/app/.venv/bin/python or [app] python",
+            cfg.app.python.display(),
+            cfg.app.python_origin
+        ));
+    }
+    let access = cfg.log.access.as_ref().and_then(|a| match &a.target {
+        crate::config::AccessTarget::File(path) => Some(path),
+        _ => None,
+    });
+    let files = [
+        ("the access log", access),
+        ("the pid file", cfg.server.pid_file.as_ref()),
+    ];
+    for (what, path) in files {
+        if let Some(path) = path
+            && let Some(why) = not_writable(path)
+        {
+            found.push(format!("{what} {}: {why}", path.display()));
+        }
+    }
+    found
+}
+
+/// Why corral could not write `path` (a file it appends to or replaces):
+/// its folder is missing, no folder, or not writable; or the file is
+/// there and not writable.
+fn not_writable(path: &std::path::Path) -> Option<String> {
+    use nix::unistd::{AccessFlags, access};
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(std::path::Path::new("."));
+    match std::fs::metadata(dir) {
+        Err(e) => return Some(format!("its folder {}: {e}", dir.display())),
+        Ok(m) if !m.is_dir() => return Some(format!("{} is not a folder", dir.display())),
+        Ok(_) => {}
+    }
+    if let Err(e) = access(dir, AccessFlags::W_OK | AccessFlags::X_OK) {
+        return Some(format!(
+            "its folder {} is not writable ({})",
+            dir.display(),
+            e.desc()
+        ));
+    }
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.is_dir() => Some("is a folder".into()),
+        Ok(_) => access(path, AccessFlags::W_OK)
+            .err()
+            .map(|e| format!("is not writable ({})", e.desc())),
+        Err(_) => None,
     }
 }
 

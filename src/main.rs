@@ -314,23 +314,6 @@ fn root_workers_files(cfg: &config::Config) -> Result<(), String> {
     Ok(())
 }
 
-/// Why the workers' interpreter cannot be run at all: not on `PATH`, no
-/// such file, not a file, or not executable. (Whether the workers' user
-/// may reach it is warned about once it is known to exist.)
-fn no_interpreter(python: &std::path::Path) -> Option<String> {
-    let Some(path) = private_fs::which(python) else {
-        return Some("is not on PATH".into());
-    };
-    match std::fs::metadata(&path) {
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Some("does not exist".into()),
-        Err(e) => Some(format!("cannot be read: {e}")),
-        Ok(m) if !m.is_file() => Some("is not a file".into()),
-        Ok(_) => nix::unistd::access(&path, nix::unistd::AccessFlags::X_OK)
-            .err()
-            .map(|e| format!("is not executable ({})", e.desc())),
-    }
-}
-
 /// With `--reuse-port`, a second corral of the same instance (the same
 /// command, started beside the first to take over its address) has a
 /// control socket of its own: the instance's folder with `-2` (up to
@@ -377,7 +360,7 @@ async fn run(
     };
     // Not a worker that fails to start again and again, with corral
     // answering 503 for good: a configuration mistake, said before binding.
-    if let Some(why) = no_interpreter(&cfg.app.python) {
+    if let Some(why) = check::no_interpreter(&cfg.app.python) {
         eprintln!(
             "error: the interpreter {} ({}) {why}: give the virtualenv's python, e.g. --python /srv/app/.venv/bin/python or [app] python",
             cfg.app.python.display(),

@@ -879,5 +879,51 @@ fn an_interpreter_that_is_not_there_stops_the_start_with_its_name() {
             std::net::TcpStream::connect(&bind).is_err(),
             "nothing was to listen on {bind}"
         );
+        // `corral check` says the same, with the same exit code.
+        let out = corral(dir.path(), &["check", "app:app", "--python", python]);
+        assert_eq!(out.status.code(), Some(2), "{}", out.stderr);
+        assert!(out.stderr.contains(why), "{}", out.stderr);
     }
+}
+
+/// `corral check` exits 2 where `corral run` would refuse to start: an
+/// access log or pid file in a folder that is not there. It exited 0.
+#[test]
+fn check_refuses_what_run_refuses_an_access_log_or_pid_file_in_no_folder() {
+    let dir = dir_with("app.py", "def app(e, s):\n    return []\n");
+    let python = crate::common::python();
+    let gone = dir.path().join("gone");
+    let log = format!("{}/access.log", gone.display());
+    let pid = format!("{}/corral.pid", gone.display());
+    for (flag, path, what) in [
+        ("--access-logfile", &log, "the access log"),
+        ("--pid", &pid, "the pid file"),
+    ] {
+        let port = crate::common::compare::free_port();
+        let bind = format!("127.0.0.1:{port}");
+        let run = corral(
+            dir.path(),
+            &["app:app", "--python", &python, "-b", &bind, flag, path],
+        );
+        assert_eq!(run.status.code(), Some(2), "{}", run.stderr);
+        let check = corral(
+            dir.path(),
+            &["check", "app:app", "--python", &python, flag, path],
+        );
+        assert_eq!(
+            check.status.code(),
+            Some(2),
+            "{}{}",
+            check.stdout,
+            check.stderr
+        );
+        assert!(
+            check
+                .stderr
+                .contains(&format!("{what} {path}: its folder {}", gone.display())),
+            "{}",
+            check.stderr
+        );
+    }
+    assert!(!gone.exists(), "check made nothing");
 }
