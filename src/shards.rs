@@ -6,7 +6,9 @@
 //! never leave the thread that read them: no hand-off between threads, no
 //! wake-up of another thread, no cache line that two threads fight over.
 //! A connection is served by the shard that accepted it unless another
-//! serves two fewer (it then moves there, once).
+//! serves two fewer (it then moves there, once). It counts on its shard
+//! while its socket is open: a WebSocket's for its whole life, so that
+//! long-lived sockets spread over the shards, and so over the workers.
 //!
 //! Shard 0 is the thread of corral's main runtime (which also runs the
 //! supervisor and the status server); each other shard is a

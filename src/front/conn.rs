@@ -14,6 +14,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::{Instant, Sleep};
 
 use crate::metrics::Metrics;
+use crate::shards::OnShard;
 
 /// The open-connection cap and the send timeout of one server (the app
 /// port, or the status server).
@@ -41,6 +42,7 @@ impl Limits {
             _permit: permit,
             limits: self.clone(),
             open: false,
+            on_shard: None,
         })
     }
 
@@ -66,6 +68,7 @@ impl Limits {
             _permit: permit,
             limits: self.clone(),
             open: false,
+            on_shard: None,
         }
     }
 }
@@ -76,14 +79,25 @@ pub struct Slot {
     limits: Arc<Limits>,
     /// A connection holds it (not just an accept loop waiting for one).
     open: bool,
+    /// The connection counted on the front shard that serves it, for as
+    /// long as the socket is open: a WebSocket's too, long after its
+    /// HTTP connection ended, so that the shards (and so the workers)
+    /// share long-lived connections evenly.
+    on_shard: Option<OnShard>,
 }
 
 impl Slot {
     /// The slot, held by a connection from now on: by its stream
     /// ([`Guarded`]) and by whatever else keeps the socket open after the
     /// stream is gone (its lingering close).
-    pub fn opened(mut self) -> Arc<Slot> {
+    pub fn opened(self) -> Arc<Slot> {
+        self.opened_on(None)
+    }
+
+    /// [`Slot::opened`], counted on its shard meanwhile.
+    pub fn opened_on(mut self, on_shard: Option<OnShard>) -> Arc<Slot> {
         self.open = true;
+        self.on_shard = on_shard;
         if let Some(m) = &self.limits.metrics {
             m.connection_opened();
         }

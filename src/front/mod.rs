@@ -483,7 +483,7 @@ fn serve_accepted(
     serving: Arc<Serving>,
 ) {
     let socket = Arc::new(socket);
-    let slot = slot.opened();
+    let slot = slot.opened_on(Some(on_shard));
     let io: Box<dyn Io> = Box::new(conn::Guarded::new(SocketIo(socket.clone()), slot.clone()));
     let open = serving.shared.drain.enter();
     let last = socket.clone();
@@ -491,7 +491,6 @@ fn serve_accepted(
     // holds up no other.
     tokio::spawn(async move {
         let _open = open;
-        let _on_shard = on_shard;
         // Until the lingering close ends: the socket is open until then,
         // and counts against `max_connections`.
         let _slot = slot;

@@ -467,6 +467,38 @@ async fn chat_rooms_with_200_sockets_on_two_workers() {
     }
 }
 
+/// WebSockets opened one at a time, as users arrive, spread over the
+/// workers: each holds its worker for its life, so one worker holding
+/// them all would do all their work while the other idles. (They all went
+/// to one: the front shard that accepted each counted it only until the
+/// upgrade, so every new one found the shards even and stayed where it
+/// was accepted, with that shard's worker.)
+#[tokio::test(flavor = "multi_thread")]
+async fn websockets_opened_one_at_a_time_spread_over_the_workers() {
+    const SOCKETS: usize = 20;
+    for workers in [2, 4] {
+        let (_dir, c) = start(workers, &[]);
+        let mut open = Vec::new();
+        let mut per_worker: BTreeMap<u32, usize> = BTreeMap::new();
+        for _ in 0..SOCKETS {
+            let mut ws = connect(&c, "/chat").await;
+            *per_worker.entry(pid_of(&hello(&mut ws).await)).or_default() += 1;
+            open.push(ws);
+            tokio::time::sleep(Duration::from_millis(30)).await;
+        }
+        // Even, within one: the shards' counts differ by two at most,
+        // and each shard's workers share its sockets.
+        let even = SOCKETS / workers;
+        assert!(
+            per_worker.len() == workers && per_worker.values().all(|&n| n + 1 >= even),
+            "{workers} workers: {per_worker:?}"
+        );
+        for mut ws in open {
+            send(&mut ws, Message::Close(None)).await;
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_worker_that_dies_closes_its_sockets_with_1011_and_is_replaced() {
     let (_dir, c) = start(1, &[]);
