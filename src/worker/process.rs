@@ -72,12 +72,26 @@ pub enum SpawnError {
     Ring(#[source] std::io::Error),
     #[error("cannot create the worker's stack dump file: {0}")]
     Stacks(#[source] std::io::Error),
-    #[error("cannot start `{python}` for the worker: {source}")]
+    #[error(
+        "cannot start `{python}` for the worker: {source}{}",
+        limit_hint(source)
+    )]
     Exec {
         python: String,
         #[source]
         source: std::io::Error,
     },
+}
+
+/// What a fork that failed with EAGAIN ran into: a process limit, which
+/// the error alone ("Resource temporarily unavailable") does not name.
+fn limit_hint(e: &std::io::Error) -> &'static str {
+    match e.raw_os_error() {
+        Some(libc::EAGAIN) => {
+            " (the limit on processes was reached: the user's `ulimit -u` (RLIMIT_NPROC, systemd's LimitNPROC=), or the cgroup's pids.max (systemd's TasksMax=, a container's --pids-limit); count the user's processes, or raise it)"
+        }
+        _ => "",
+    }
 }
 
 // The worker script gets its settings in `CORRAL_WORKER_*` variables
@@ -588,4 +602,28 @@ fn gunicorn_cfg(cfg: &Config) -> serde_json::Value {
         "chdir": cfg.app.chdir.as_ref().map(|p| p.display().to_string()),
         "proc_name": cfg.instance,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_fork_refused_for_a_process_limit_says_which_limits_to_look_at() {
+        let exec = |errno| SpawnError::Exec {
+            python: "/srv/app/.venv/bin/python".into(),
+            source: std::io::Error::from_raw_os_error(errno),
+        };
+        let text = exec(libc::EAGAIN).to_string();
+        assert!(text.contains("Resource temporarily unavailable"), "{text}");
+        assert!(
+            text.contains("ulimit -u") && text.contains("pids.max"),
+            "{text}"
+        );
+        let text = exec(libc::ENOENT).to_string();
+        assert!(
+            text.ends_with("No such file or directory (os error 2)"),
+            "{text}"
+        );
+    }
 }
