@@ -23,7 +23,7 @@ use crate::config::{BindAddr, Place};
 use crate::private_fs;
 use crate::status::StatusState;
 use crate::supervisor::core::CanaryRun;
-use crate::supervisor::{Msg, ReloadError, Signal};
+use crate::supervisor::{Msg, ReloadError, Signal, Waiter};
 use crate::worker::output::{printable, printable_lines};
 
 /// A request on the control socket: `{"cmd": "status"}`, `{"cmd":
@@ -89,8 +89,11 @@ impl ControlRequest {
 pub enum ControlReply {
     /// `status`: what `/status` shows.
     Status(Value),
-    /// `reload` without `wait`: the new generation is starting.
-    ReloadStarted,
+    /// `reload` without `wait`: the reload was taken, and how ("started:
+    /// generation 3 is starting beside generation 2", "queued: ...",
+    /// "passed on to ..."; empty from an older corral). On the wire
+    /// `"started": true` and `"taken"`.
+    ReloadStarted(String),
     /// `reload` with `wait`: the new generation is in service.
     Reloaded {
         generation: u64,
@@ -140,6 +143,8 @@ struct ReplyFields {
     not_started: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     handed_over: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    taken: Option<String>,
 }
 
 impl From<ControlReply> for ReplyFields {
@@ -155,10 +160,14 @@ impl From<ControlReply> for ReplyFields {
             cancelled: None,
             not_started: None,
             handed_over: None,
+            taken: None,
         };
         match reply {
             ControlReply::Status(v) => f.status = Some(v),
-            ControlReply::ReloadStarted => f.started = Some(true),
+            ControlReply::ReloadStarted(how) => {
+                f.started = Some(true);
+                f.taken = Some(how).filter(|h| !h.is_empty());
+            }
             ControlReply::Reloaded {
                 generation,
                 revision,
@@ -229,8 +238,9 @@ impl From<ReplyFields> for ControlReply {
             },
             ReplyFields {
                 started: Some(true),
+                taken,
                 ..
-            } => ControlReply::ReloadStarted,
+            } => ControlReply::ReloadStarted(taken.unwrap_or_default()),
             ReplyFields {
                 count: Some(count), ..
             } => ControlReply::Scaled { count },
@@ -563,7 +573,6 @@ async fn handle(req: ControlRequest, state: &StatusState) -> ControlReply {
             canary_permille,
             canary_ms,
         } => {
-            let (tx, rx) = oneshot::channel();
             let timeout = timeout_ms.map(Duration::from_millis);
             let canary = canary_permille.map(|permille| CanaryRun {
                 permille: permille.clamp(1, 1000),
@@ -571,26 +580,37 @@ async fn handle(req: ControlRequest, state: &StatusState) -> ControlReply {
                     canary_ms.unwrap_or(Thresholds::DEFAULT.duration.as_millis() as u64),
                 ),
             });
-            // Without --wait nobody hears the outcome: none is asked for
-            // (a reload during a USR2 hand-over is then passed on).
+            // Without --wait, what became of the request: taken (started,
+            // queued, passed on) or refused, at once.
+            if !wait {
+                let (tx, rx) = oneshot::channel();
+                if sup
+                    .send(Msg::Reload(timeout, canary, Some(Waiter::Taken(tx))))
+                    .is_err()
+                {
+                    return ControlReply::Failed("corral is stopping".into());
+                }
+                return match rx.await {
+                    Ok(Ok(how)) => ControlReply::ReloadStarted(how),
+                    Ok(Err(e)) => reload_refused(e),
+                    Err(_) => {
+                        ControlReply::Failed("corral stopped before it took the reload".into())
+                    }
+                };
+            }
+            let (tx, rx) = oneshot::channel();
             if sup
-                .send(Msg::Reload(timeout, canary, wait.then_some(tx)))
+                .send(Msg::Reload(timeout, canary, Some(Waiter::Outcome(tx))))
                 .is_err()
             {
                 return ControlReply::Failed("corral is stopping".into());
-            }
-            if !wait {
-                return ControlReply::ReloadStarted;
             }
             match rx.await {
                 Ok(Ok(done)) => ControlReply::Reloaded {
                     generation: done.generation,
                     revision: done.revision,
                 },
-                Ok(Err(ReloadError::Failed(why))) => ControlReply::Failed(why),
-                Ok(Err(ReloadError::Cancelled(why))) => ControlReply::Cancelled(why),
-                Ok(Err(ReloadError::NotStarted(why))) => ControlReply::NotStarted(why),
-                Ok(Err(ReloadError::HandedOver(why))) => ControlReply::HandedOver(why),
+                Ok(Err(e)) => reload_refused(e),
                 Err(_) => ControlReply::Failed("corral stopped during the reload".into()),
             }
         }
@@ -614,6 +634,16 @@ async fn handle(req: ControlRequest, state: &StatusState) -> ControlReply {
                 Err(_) => ControlReply::Failed("corral is stopping".into()),
             }
         }
+    }
+}
+
+/// A reload that failed, was cancelled or did not start, as answered.
+fn reload_refused(e: ReloadError) -> ControlReply {
+    match e {
+        ReloadError::Failed(why) => ControlReply::Failed(why),
+        ReloadError::Cancelled(why) => ControlReply::Cancelled(why),
+        ReloadError::NotStarted(why) => ControlReply::NotStarted(why),
+        ReloadError::HandedOver(why) => ControlReply::HandedOver(why),
     }
 }
 
@@ -873,6 +903,10 @@ pub fn reload_cmd(
             );
             1
         }
+        Ok(ControlReply::ReloadStarted(how)) if !how.is_empty() => {
+            println!("reload {}", printable(&how));
+            0
+        }
         Ok(_) => {
             println!("reload started");
             0
@@ -1055,8 +1089,12 @@ mod tests {
                 json!({"ok": true, "status": {"ready": true}}),
             ),
             (
-                ControlReply::ReloadStarted,
+                ControlReply::ReloadStarted(String::new()),
                 json!({"ok": true, "started": true}),
+            ),
+            (
+                ControlReply::ReloadStarted("queued: generation 2 is still starting".into()),
+                json!({"ok": true, "started": true, "taken": "queued: generation 2 is still starting"}),
             ),
             (
                 ControlReply::Reloaded {

@@ -7,14 +7,12 @@
 use std::time::{Duration, Instant};
 
 use super::core::{CanaryRun, Event, Phase};
-use super::{Handover, Msg, ReloadAnswer, ReloadError, Signal, Supervisor, Term};
+use super::{Handover, Msg, ReloadError, Signal, Supervisor, Term, Waiter};
 use crate::worker::channel::ControlEvent;
 
 /// What `reload --wait` hears when a stop cancelled its reload, or came
 /// before it could start.
 pub(super) const CANCELLED: &str = "the reload was cancelled: corral is stopping";
-
-type Waiter = tokio::sync::oneshot::Sender<ReloadAnswer>;
 
 impl Supervisor {
     /// Turns a message into a core event (or handles it here). Exits and
@@ -290,9 +288,21 @@ impl Supervisor {
     /// asks again until the new one answers); HUP and `reload` without
     /// `--wait` are passed on as a SIGHUP, once it takes one.
     fn pass_reload_on(&mut self, child: u32, waiter: Option<Waiter>) -> Option<Event> {
-        if let Some(w) = waiter {
-            let _ = w.send(Err(self.stop_answer()));
-            return None;
+        // `reload --wait` asks the new corral itself, whose answer is the
+        // one to wait for; `reload` is told it was passed on.
+        match waiter {
+            Some(w) if w.waits() => {
+                let _ = w.send(Err(self.stop_answer()));
+                return None;
+            }
+            Some(w) => {
+                w.taken(|| {
+                    format!(
+                        "passed on to the new corral (pid {child}) of the USR2 hand-over under way"
+                    )
+                });
+            }
+            None => {}
         }
         if crate::reexec::catches_hup(child) {
             tracing::info!(
@@ -323,7 +333,9 @@ impl Supervisor {
         waiter: Option<Waiter>,
     ) -> Option<Event> {
         if let Handover::ToChild(child) = self.handover {
-            if waiter.is_none() && (timeout.is_some() || canary.is_some()) {
+            if !waiter.as_ref().is_some_and(Waiter::waits)
+                && (timeout.is_some() || canary.is_some())
+            {
                 tracing::warn!(
                     "the reload's --timeout and --canary do not pass on to the new corral of a USR2 hand-over: it reloads with its configured ones"
                 );
@@ -373,10 +385,18 @@ impl Supervisor {
             tracing::info!(
                 "a reload whose read of the config file ended after a later one's is folded into that one"
             );
-            let w = waiter?;
+            let w = waiter?.taken(|| {
+                "folded into a later reload, which read the config file after this one".into()
+            })?;
             match (&mut self.queued_reload, &self.core.reload) {
                 (Some(queued), _) => queued.waiters.push(w),
                 (None, Some(r)) => self.reload_waiters.push((r.generation, w)),
+                // The later one has ended already (its generation came up
+                // while this read still ran): its outcome is this one's.
+                (None, None) if self.last_read_reloads && self.core.last_reload.is_some() => {
+                    let ended = self.core.last_reload.as_ref().map_or(0, |r| r.generation());
+                    self.reload_waiters.push((ended, w));
+                }
                 (None, None) => {
                     let _ = w.send(Err(ReloadError::NotStarted(
                         "reload not started: a later reload read the config file after this one, and did not start either".into(),
@@ -386,6 +406,7 @@ impl Supervisor {
             return None;
         }
         self.rereads.1 = seq;
+        self.last_read_reloads = read.is_ok() && self.rolling_back.is_none();
         let new = match read {
             Ok(new) => new,
             Err(e) => {
@@ -527,7 +548,11 @@ impl Supervisor {
                     });
                     queued.timeout = timeout;
                     queued.canary = canary;
-                    queued.waiters.extend(waiter);
+                    queued.waiters.extend(waiter.and_then(|w| {
+                        w.taken(|| {
+                            format!("queued: generation {behind} is still starting; the next one starts when it has ended")
+                        })
+                    }));
                     tracing::info!(
                         "reload queued: generation {behind} is still starting; the next one starts when it has ended, with the config file and the code as they are then"
                     );
@@ -545,7 +570,14 @@ impl Supervisor {
                     return None;
                 }
                 (_, waiter) => {
-                    self.new_waiter = waiter.map(|w| (self.core.next_generation(), w));
+                    let (next, serving) = (self.core.next_generation(), self.core.generation);
+                    self.new_waiter = waiter
+                        .and_then(|w| {
+                            w.taken(|| {
+                                format!("started: generation {next} is starting beside generation {serving}")
+                            })
+                        })
+                        .map(|w| (next, w));
                 }
             },
         }

@@ -203,13 +203,54 @@ impl From<&str> for ReloadError {
 /// What `reload --wait` hears.
 pub type ReloadAnswer = Result<ReloadDone, ReloadError>;
 
+/// Who asked for a reload on the control socket, and what they hear.
+#[derive(Debug)]
+pub enum Waiter {
+    /// `reload --wait`: how the reload ended.
+    Outcome(tokio::sync::oneshot::Sender<ReloadAnswer>),
+    /// `reload`: what became of the request, at once: taken (started,
+    /// queued or passed on; said in words), or refused, as `--wait`
+    /// would hear it.
+    Taken(tokio::sync::oneshot::Sender<Result<String, ReloadError>>),
+}
+
+impl Waiter {
+    /// The reload's end, or a refusal; a [`Waiter::Taken`] hears it as
+    /// taken when it came up.
+    pub fn send(self, answer: ReloadAnswer) -> Result<(), ()> {
+        match self {
+            Waiter::Outcome(tx) => tx.send(answer).map_err(drop),
+            Waiter::Taken(tx) => tx
+                .send(answer.map(|d| format!("done: generation {} is in service", d.generation)))
+                .map_err(drop),
+        }
+    }
+
+    /// The reload was taken (`what`: started, queued, passed on): `reload`
+    /// hears it now, and `reload --wait` goes on waiting (returned).
+    pub fn taken(self, what: impl FnOnce() -> String) -> Option<Waiter> {
+        match self {
+            Waiter::Taken(tx) => {
+                let _ = tx.send(Ok(what()));
+                None
+            }
+            outcome => Some(outcome),
+        }
+    }
+
+    /// Whether this one waits for the reload's end.
+    pub fn waits(&self) -> bool {
+        matches!(self, Waiter::Outcome(_))
+    }
+}
+
 /// Reloads asked for while another was under way, folded into one: the
 /// last one's timeout and canary, and every `reload --wait` waiting.
 #[derive(Debug)]
 struct QueuedReload {
     timeout: Option<Duration>,
     canary: Option<core::CanaryRun>,
-    waiters: Vec<tokio::sync::oneshot::Sender<ReloadAnswer>>,
+    waiters: Vec<Waiter>,
     /// The generation that was starting when the first one came.
     behind: u64,
 }
@@ -239,11 +280,7 @@ pub enum Msg {
     RollbackEnded,
     /// Start a new generation; the sender (`corral reload --wait`) hears
     /// how it ended: Ok(generation and revision) or Err(reason and traceback).
-    Reload(
-        Option<Duration>,
-        Option<core::CanaryRun>,
-        Option<tokio::sync::oneshot::Sender<ReloadAnswer>>,
-    ),
+    Reload(Option<Duration>, Option<core::CanaryRun>, Option<Waiter>),
     /// The config file, read again for a reload (a HUP's, when the waiter
     /// is None): the reload goes on with what it gives, or is refused.
     Reread(
@@ -251,7 +288,7 @@ pub enum Msg {
         Result<Box<Config>, String>,
         Option<Duration>,
         Option<core::CanaryRun>,
-        Option<tokio::sync::oneshot::Sender<ReloadAnswer>>,
+        Option<Waiter>,
     ),
     /// Run this many workers.
     Scale(usize),
@@ -282,6 +319,10 @@ pub struct Supervisor {
     /// The config file's reads for reloads: the last one started, and the
     /// last one handled.
     rereads: (u64, u64),
+    /// The last read handled (`rereads.1`) read, and its reload started or
+    /// was queued: a read that ends after it and is folded into it hears
+    /// its outcome, even once it has ended.
+    last_read_reloads: bool,
     /// Why the config file did not read at the last reload (cleared by one
     /// that read), for `/status`; and how many reloads that refused.
     config_error: Option<String>,
@@ -320,8 +361,8 @@ pub struct Supervisor {
     snapshot: watch::Sender<Snapshot>,
     started: Instant,
     /// `reload --wait` callers: the generation they wait for.
-    reload_waiters: Vec<(u64, tokio::sync::oneshot::Sender<ReloadAnswer>)>,
-    new_waiter: Option<(u64, tokio::sync::oneshot::Sender<ReloadAnswer>)>,
+    reload_waiters: Vec<(u64, Waiter)>,
+    new_waiter: Option<(u64, Waiter)>,
     /// Folder and revision of each generation, resolved when it started.
     gens: HashMap<u64, crate::worker::process::GenerationInfo>,
     /// When a generation is good, and what a failure sets off.
@@ -401,6 +442,7 @@ impl Supervisor {
             setups: HashMap::new(),
             trial: None,
             rereads: (0, 0),
+            last_read_reloads: false,
             config_error: None,
             refused: 0,
             router,

@@ -348,7 +348,7 @@ impl Supervisor {
                     let _ = w.send(answer.clone());
                 }
             });
-            tx
+            super::Waiter::Outcome(tx)
         });
         let _ = self
             .tx

@@ -418,6 +418,19 @@ fn a_config_file_that_no_longer_reads_refuses_the_reload_and_the_workers_serve_o
             && out.contains("no_such_key"),
         "{out}"
     );
+    // `corral reload` without --wait hears the refusal too: it said
+    // "reload started", exit 0.
+    let out = std::process::Command::new(corral_bin())
+        .args(["reload", "--socket"])
+        .arg(&c.socket)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("reload refused") && text.contains("no_such_key"),
+        "{text}"
+    );
     assert_eq!(c.get("/").text(), "red False");
     assert_eq!(children_of(c.pid()), pids, "the worker was not replaced");
     let status = c.status_json();
@@ -430,7 +443,7 @@ fn a_config_file_that_no_longer_reads_refuses_the_reload_and_the_workers_serve_o
     assert_eq!(status["generation"], 1, "{status}");
     let metrics = c.status("/metrics").text();
     assert!(
-        metrics.contains("corral_reloads_total{outcome=\"failed\"} 1"),
+        metrics.contains("corral_reloads_total{outcome=\"failed\"} 2"),
         "{metrics}"
     );
     std::fs::write(app.path().join("corral.toml"), toml("blue", 1, 1, "5s")).unwrap();
@@ -504,6 +517,44 @@ fn reloads_close_together_each_hear_that_their_code_came_up() {
     }
 }
 
+/// A reload whose read of the gunicorn.conf.py is slow, and a later one
+/// whose read is quick and whose generation is in service before the
+/// first read ends: the first is folded into the later one and hears its
+/// outcome. It heard "reload not started: a later reload ... did not start
+/// either", exit 4, for code that came up (seen under load in the test
+/// above).
+#[test]
+fn a_reload_whose_read_ends_after_a_later_reload_ended_hears_its_outcome() {
+    let conf = "import os, time\nif os.path.exists('slow-once'):\n    os.remove('slow-once')\n    time.sleep(2)\nbind = '127.0.0.1:0'\nworkers = 1\n";
+    let app = AppDir::new(&[
+        ("app.py", &app_version("one", 1)),
+        ("gunicorn.conf.py", conf),
+    ]);
+    let c = Corral::start(app.path(), &["-c", "gunicorn.conf.py", "app:app"], 1);
+    std::fs::write(app.path().join("slow-once"), "").unwrap();
+    std::fs::write(app.path().join("app.py"), app_version("two", 1)).unwrap();
+    let (slow, quick) = std::thread::scope(|s| {
+        let slow = s.spawn(|| reload_wait(&c));
+        // The slow read has taken the marker: the next read is quick.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while app.path().join("slow-once").exists() {
+            assert!(Instant::now() < deadline, "the first read never began");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let quick = reload_wait(&c);
+        (slow.join().unwrap(), quick)
+    });
+    assert_eq!(quick.0, Some(0), "{}", quick.1);
+    assert!(quick.1.contains("reloaded: generation 2"), "{}", quick.1);
+    assert_eq!(slow.0, Some(0), "{}\n{}", slow.1, c.log.text());
+    assert!(slow.1.contains("reloaded: generation 2"), "{}", slow.1);
+    assert!(
+        c.log.text().contains("is folded into that one"),
+        "{}",
+        c.log.text()
+    );
+}
+
 /// A reload whose new generation fails leaves the serving one as it was:
 /// a shorter `heartbeat_timeout` in that file does not apply to the old
 /// workers (which beat at the pace their own timeout set), and a second
@@ -564,19 +615,22 @@ fn a_reload_asked_for_while_one_is_starting_runs_after_it_and_the_newest_code_se
         ("VERSION", "v1"),
     ]);
     let c = Corral::start(app.path(), &["app:app"], 1);
-    let reload = || {
+    // `corral reload` (no --wait) says what became of the request.
+    let reload = |said: &str| {
         let out = std::process::Command::new(corral_bin())
             .args(["reload", "--socket", c.socket.to_str().unwrap()])
             .output()
             .unwrap();
         assert!(out.status.success(), "{out:?}");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(text.starts_with(said), "{text}");
     };
     std::fs::write(app.path().join("VERSION"), "v2").unwrap();
-    reload();
+    reload("reload started: generation 2 is starting beside generation 1");
     wait_log(&c, "reload: starting generation 2");
     std::thread::sleep(Duration::from_millis(300));
     std::fs::write(app.path().join("VERSION"), "v3").unwrap();
-    reload();
+    reload("reload queued: generation 2 is still starting");
     wait_log(&c, "reload done: generation 3 is in service");
     assert_eq!(c.get("/").text(), "v3", "{}", c.log.text());
     assert!(
