@@ -992,17 +992,9 @@ fn http10_keep_alive(addr: &str, path: &str) -> (Response, bool) {
     (first, again)
 }
 
-/// An HTTP/1.0 client asking for keep-alive, answered with a body of no
-/// length (HTTP/1.0 has no chunks): the body ends where the connection
-/// does, so the answer says `Connection: close`, as gunicorn's does. hyper
-/// alone said `Connection: keep-alive` and then closed. An answer with a
-/// length keeps the connection, as under gunicorn's threads.
-#[test]
-fn an_http10_keep_alive_answer_without_a_length_says_the_connection_closes() {
-    let app = AppDir::new(&[("app.py", STREAMED_APP)]);
-    let asgi = AppDir::new(&[("app.py", STREAMED_ASGI_APP)]);
-    let c = Corral::start(app.path(), &["app:app", "-w", "1"], 1);
-    let a = Corral::start(asgi.path(), &["app:app", "-w", "1"], 1);
+/// gunicorn with two threads (so that it keeps connections alive) serving
+/// `app:app` from `dir`, accepting connections.
+fn gunicorn_threads(dir: &Path) -> compare::Reference {
     let bin = Path::new(&python()).with_file_name("gunicorn");
     let addr = format!("127.0.0.1:{}", compare::free_port());
     let mut cmd = Command::new(bin);
@@ -1017,10 +1009,24 @@ fn an_http10_keep_alive_answer_without_a_length_says_the_connection_closes() {
         &addr,
         "--chdir",
     ])
-    .arg(app.path())
-    .current_dir(app.path())
-    .env("HOME", app.path());
-    let g = compare::Reference::start("gunicorn", cmd, addr, Duration::from_secs(30));
+    .arg(dir)
+    .current_dir(dir)
+    .env("HOME", dir);
+    compare::Reference::start("gunicorn", cmd, addr, Duration::from_secs(30))
+}
+
+/// An HTTP/1.0 client asking for keep-alive, answered with a body of no
+/// length (HTTP/1.0 has no chunks): the body ends where the connection
+/// does, so the answer says `Connection: close`, as gunicorn's does. hyper
+/// alone said `Connection: keep-alive` and then closed. An answer with a
+/// length keeps the connection, as under gunicorn's threads.
+#[test]
+fn an_http10_keep_alive_answer_without_a_length_says_the_connection_closes() {
+    let app = AppDir::new(&[("app.py", STREAMED_APP)]);
+    let asgi = AppDir::new(&[("app.py", STREAMED_ASGI_APP)]);
+    let c = Corral::start(app.path(), &["app:app", "-w", "1"], 1);
+    let a = Corral::start(asgi.path(), &["app:app", "-w", "1"], 1);
+    let g = gunicorn_threads(app.path());
     for (name, addr, path) in [
         ("gunicorn", g.addr.as_str(), "/streamed"),
         ("corral", c.addr.as_str(), "/streamed"),
@@ -1144,5 +1150,47 @@ def app(environ, start_response):
     assert_eq!(
         (&seen["length"], &seen["body"]),
         (&serde_json::json!("3"), &serde_json::json!("abc"))
+    );
+}
+
+/// A request with two `Content-Type` lines gets 400 before any worker sees
+/// it, as from gunicorn: a WSGI app would get them joined ("a/b, c/d"),
+/// where a proxy or filter in front may have read the first alone.
+#[test]
+fn a_repeated_content_type_gets_400_as_from_gunicorn() {
+    let app = AppDir::new(&[("app.py", APP)]);
+    let c = Corral::start(
+        app.path(),
+        &["app:app", "-w", "1", "--status-bind", "127.0.0.1:0"],
+        1,
+    );
+    let served = || c.status_json()["slots"][0]["worker"]["requests"].as_u64();
+    let before = served().expect("a count of requests served");
+    let g = gunicorn_threads(app.path());
+    for (name, addr) in [("gunicorn", g.addr.as_str()), ("corral", c.addr.as_str())] {
+        let r = request(
+            addr,
+            "POST",
+            "/x",
+            &[
+                ("Content-Type", "application/x-www-form-urlencoded"),
+                ("Content-Type", "multipart/form-data; boundary=b"),
+            ],
+            b"a=1",
+        );
+        assert_eq!(r.status, 400, "{name}: {}", r.text());
+        let r = request(
+            addr,
+            "POST",
+            "/x",
+            &[("Content-Type", "text/plain")],
+            b"a=1",
+        );
+        assert_eq!(r.status, 200, "{name}: {}", r.text());
+    }
+    assert_eq!(
+        served(),
+        Some(before + 1),
+        "the refused request reached the worker"
     );
 }
