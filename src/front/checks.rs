@@ -3,7 +3,8 @@
 //! `Host` lines, a `Host` that is no `host[:port]`, and any
 //! `Transfer-Encoding` but exactly `chunked` (hyper takes `gzip, chunked`
 //! and repeated lines, which a proxy in front may read differently: the
-//! stuff of request smuggling), and an HTTP/2 field value with white space
+//! stuff of request smuggling), several `Content-Type` lines (as gunicorn
+//! refuses them), and an HTTP/2 field value with white space
 //! around it (RFC 9113 calls it malformed; h2 passes it on). An `Expect`
 //! other than `100-continue` gets 417 ([`expectation_met`]). Also
 //! gunicorn's `limit_request_line` (414) and `limit_request_field_size`
@@ -11,7 +12,7 @@
 //! HTTP/1 head's fields itself (`max_headers`, 431), [`over_limits`] an
 //! HTTP/2 one's (`limit_request_fields`).
 
-use http::header::{HOST, TRANSFER_ENCODING};
+use http::header::{CONTENT_TYPE, HOST, TRANSFER_ENCODING};
 use http::{HeaderMap, Version};
 
 /// Why the head must get 400, or `None` when it may go on.
@@ -33,6 +34,13 @@ pub fn refuse(version: Version, headers: &HeaderMap) -> Option<&'static str> {
         })
     {
         return Some("white space around an HTTP/2 field value");
+    }
+    // Content-Type is one value (RFC 9110 section 8.3): two would reach a
+    // WSGI app joined ("a/b, c/d"), where a proxy or filter in front may
+    // have read the first alone, and an ASGI app as two. gunicorn answers
+    // 400.
+    if headers.get_all(CONTENT_TYPE).iter().nth(1).is_some() {
+        return Some("more than one Content-Type header");
     }
     let mut codings = headers.get_all(TRANSFER_ENCODING).iter();
     match (codings.next(), codings.next()) {
@@ -186,6 +194,27 @@ mod tests {
                 "{bad}"
             );
         }
+    }
+
+    #[test]
+    fn content_type_once() {
+        let v11 = Version::HTTP_11;
+        let host = ("host", "x");
+        assert_eq!(head(v11, &[host, ("content-type", "a/b")]), None);
+        assert_eq!(
+            head(
+                v11,
+                &[host, ("content-type", "a/b"), ("content-type", "a/b")]
+            ),
+            Some("more than one Content-Type header")
+        );
+        assert_eq!(
+            head(
+                Version::HTTP_2,
+                &[("content-type", "a/b"), ("content-type", "c/d")]
+            ),
+            Some("more than one Content-Type header")
+        );
     }
 
     #[test]

@@ -718,6 +718,8 @@ async fn serve(conn: Conn, shared: Arc<Shared>, builders: &Builders, head_timeou
             shared.metrics.request_version(req.version());
             // corral drains soon: an HTTP/1.1 answer closes its connection.
             let leaving = req.version() < http::Version::HTTP_2 && shared.drain.leaving();
+            let http10 =
+                req.version() == http::Version::HTTP_10 && req.method() != http::Method::HEAD;
             let answer = handler::handle(req, shared.clone(), info.clone(), hangup.clone());
             let raw = raw.clone();
             async move {
@@ -732,6 +734,9 @@ async fn serve(conn: Conn, shared: Arc<Shared>, builders: &Builders, head_timeou
                         http::header::CONNECTION,
                         http::HeaderValue::from_static("close"),
                     );
+                }
+                if http10 && ends_by_close(&resp) {
+                    close_http10(&mut resp);
                 }
                 Ok::<_, handler::ClientGone>(resp)
             }
@@ -768,6 +773,33 @@ pub type BoxedIo = TokioIo<Box<dyn Io>>;
 /// A connected stream, TCP or Unix.
 pub trait Io: AsyncRead + AsyncWrite + Send + Unpin {}
 impl<T: AsyncRead + AsyncWrite + Send + Unpin> Io for T {}
+/// Whether an answer to an HTTP/1.0 request has a body whose end only the
+/// connection's end can mark: a streamed one with no Content-Length (HTTP/1.0
+/// has no chunks).
+fn ends_by_close(resp: &http::Response<body::Body>) -> bool {
+    use hyper::body::Body as _;
+    let status = resp.status();
+    !status.is_informational()
+        && status != http::StatusCode::NO_CONTENT
+        && status != http::StatusCode::NOT_MODIFIED
+        && !resp.headers().contains_key(http::header::CONTENT_LENGTH)
+        && resp.body().size_hint().exact().is_none()
+}
+
+/// Marks such an answer as the connection's last, as gunicorn does
+/// (`Connection: close`). hyper closes the connection after it all the
+/// same, but for a keep-alive HTTP/1.0 request it first writes `Connection:
+/// keep-alive` (it reads the answer's version, HTTP/1.1 until written, where
+/// it means the client's), telling the client the connection stays open
+/// for a body that ends where the connection closes. An answer said to be
+/// HTTP/1.0 gets no `keep-alive` from hyper.
+fn close_http10(resp: &mut http::Response<body::Body>) {
+    *resp.version_mut() = http::Version::HTTP_10;
+    resp.headers_mut().insert(
+        http::header::CONNECTION,
+        http::HeaderValue::from_static("close"),
+    );
+}
 
 /// Accepts one connection on `listener` (TCP gets TCP_NODELAY), counted in
 /// `slot` while it lives (see [`conn::Guarded`]). With `raw`, its request

@@ -953,3 +953,244 @@ fn reuse_port_lets_the_same_command_start_twice() {
     second.signal(libc::SIGTERM);
     assert!(second.wait_exit(Duration::from_secs(30)).is_some());
 }
+
+const STREAMED_APP: &str = r#"
+def app(environ, start_response):
+    if environ["PATH_INFO"] == "/streamed":
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        def parts():
+            yield b"x"
+            yield b"y"
+        return parts()
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "2")])
+    return [b"xy"]
+"#;
+
+const STREAMED_ASGI_APP: &str = r#"
+async def app(scope, receive, send):
+    if scope["type"] != "http":
+        return
+    await send({"type": "http.response.start", "status": 200,
+                "headers": [(b"content-type", b"text/plain")]})
+    await send({"type": "http.response.body", "body": b"x", "more_body": True})
+    await send({"type": "http.response.body", "body": b"y"})
+"#;
+
+/// `GET path` as HTTP/1.0 with `Connection: keep-alive`, on a connection of
+/// its own: the answer (read to the connection's end when it has no
+/// length), and whether the same connection then answers the request again.
+fn http10_keep_alive(addr: &str, path: &str) -> (Response, bool) {
+    use std::io::{BufReader, Write};
+    let mut s = connect(addr);
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let head = format!("GET {path} HTTP/1.0\r\nHost: localhost\r\nConnection: keep-alive\r\n\r\n");
+    s.write_all(head.as_bytes()).unwrap();
+    let mut r = BufReader::new(s.try_clone().unwrap());
+    let first = read_response(&mut r, false).expect("an answer");
+    let again = s.write_all(head.as_bytes()).is_ok()
+        && read_response(&mut r, false).is_ok_and(|a| a.status == 200);
+    (first, again)
+}
+
+/// gunicorn with two threads (so that it keeps connections alive) serving
+/// `app:app` from `dir`, accepting connections.
+fn gunicorn_threads(dir: &Path) -> compare::Reference {
+    let bin = Path::new(&python()).with_file_name("gunicorn");
+    let addr = format!("127.0.0.1:{}", compare::free_port());
+    let mut cmd = Command::new(bin);
+    // gunicorn 25.1 and later open a control socket in $HOME: one of its own.
+    cmd.args([
+        "app:app",
+        "-w",
+        "1",
+        "--threads",
+        "2",
+        "-b",
+        &addr,
+        "--chdir",
+    ])
+    .arg(dir)
+    .current_dir(dir)
+    .env("HOME", dir);
+    compare::Reference::start("gunicorn", cmd, addr, Duration::from_secs(30))
+}
+
+/// An HTTP/1.0 client asking for keep-alive, answered with a body of no
+/// length (HTTP/1.0 has no chunks): the body ends where the connection
+/// does, so the answer says `Connection: close`, as gunicorn's does. hyper
+/// alone said `Connection: keep-alive` and then closed. An answer with a
+/// length keeps the connection, as under gunicorn's threads.
+#[test]
+fn an_http10_keep_alive_answer_without_a_length_says_the_connection_closes() {
+    let app = AppDir::new(&[("app.py", STREAMED_APP)]);
+    let asgi = AppDir::new(&[("app.py", STREAMED_ASGI_APP)]);
+    let c = Corral::start(app.path(), &["app:app", "-w", "1"], 1);
+    let a = Corral::start(asgi.path(), &["app:app", "-w", "1"], 1);
+    let g = gunicorn_threads(app.path());
+    for (name, addr, path) in [
+        ("gunicorn", g.addr.as_str(), "/streamed"),
+        ("corral", c.addr.as_str(), "/streamed"),
+        ("corral (ASGI)", a.addr.as_str(), "/"),
+    ] {
+        let (r, again) = http10_keep_alive(addr, path);
+        assert_eq!((r.status, r.text().as_str()), (200, "xy"), "{name}: {r:?}");
+        assert!(
+            r.header("connection")
+                .is_some_and(|v| v.eq_ignore_ascii_case("close")),
+            "{name} must say the connection closes: {r:?}"
+        );
+        assert!(!again, "{name} served again on a closed connection");
+    }
+    for (name, addr) in [("gunicorn", g.addr.as_str()), ("corral", c.addr.as_str())] {
+        let (r, again) = http10_keep_alive(addr, "/sized");
+        assert_eq!((r.status, r.text().as_str()), (200, "xy"), "{name}: {r:?}");
+        assert!(
+            r.header("connection")
+                .is_some_and(|v| v.eq_ignore_ascii_case("keep-alive")),
+            "{name}: {r:?}"
+        );
+        assert!(again, "{name} closed a keep-alive connection");
+    }
+}
+
+/// A request over a Unix socket has no peer port: no `REMOTE_PORT` in the
+/// environ, as under gunicorn (not an empty one, which `int()` fails on),
+/// and `REMOTE_ADDR` empty; over TCP both are there.
+#[test]
+fn a_unix_socket_request_has_no_remote_port_as_under_gunicorn() {
+    const PEER_APP: &str = r#"
+import json
+
+def app(environ, start_response):
+    body = json.dumps({k: environ[k] for k in ("REMOTE_ADDR", "REMOTE_PORT") if k in environ}).encode()
+    start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
+    return [body]
+"#;
+    let app = AppDir::new(&[("app.py", PEER_APP)]);
+    let sock = app.path().join("app.sock");
+    let unix = format!("unix:{}", sock.display());
+    let c = Corral::start(
+        app.path(),
+        &["app:app", "-w", "1", "-b", "127.0.0.1:0", "-b", &unix],
+        1,
+    );
+    let r = get_unix(&sock);
+    assert_eq!(r.status, 200, "{}", r.text());
+    let env = r.json();
+    assert_eq!(
+        env.get("REMOTE_ADDR"),
+        Some(&serde_json::json!("")),
+        "{env:?}"
+    );
+    assert!(!env.contains_key("REMOTE_PORT"), "{env:?}");
+    let env = c.get("/").json();
+    assert_eq!(
+        env.get("REMOTE_ADDR"),
+        Some(&serde_json::json!("127.0.0.1"))
+    );
+    assert!(
+        env["REMOTE_PORT"]
+            .as_str()
+            .is_some_and(|p| p.parse::<u16>().is_ok()),
+        "{env:?}"
+    );
+}
+
+/// Two framings gunicorn and uvicorn answer with 400 are served, as RFC
+/// 9112 allows: `chunked` beside a `Content-Length` is read as chunked,
+/// the length never reaches the app, and the connection closes after the
+/// answer, so what a proxy framing by the length sent next is never read
+/// as a request; the same `Content-Length` twice counts once.
+#[test]
+fn chunked_beside_a_content_length_is_read_as_chunked_and_ends_the_connection() {
+    use std::io::{BufReader, Read, Write};
+    const ECHO_APP: &str = r#"
+import json
+
+def app(environ, start_response):
+    body = json.dumps({"length": environ.get("CONTENT_LENGTH"),
+                       "body": environ["wsgi.input"].read().decode(),
+                       "path": environ["PATH_INFO"]}).encode()
+    start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
+    return [body]
+"#;
+    let app = AppDir::new(&[("app.py", ECHO_APP)]);
+    let c = Corral::start(app.path(), &["app:app", "-w", "1"], 1);
+    let mut s = connect(&c.addr);
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(
+        b"POST /first HTTP/1.1\r\nHost: x\r\nContent-Length: 40\r\nTransfer-Encoding: chunked\r\n\r\n\
+          3\r\nabc\r\n0\r\n\r\nGET /second HTTP/1.1\r\nHost: x\r\n\r\n",
+    )
+    .unwrap();
+    let mut r = BufReader::new(s);
+    let first = read_response(&mut r, false).expect("an answer");
+    assert_eq!(first.status, 200, "{}", first.text());
+    let seen = first.json();
+    assert_eq!(seen["body"], "abc", "{seen:?}");
+    assert_eq!(seen["length"], serde_json::Value::Null, "{seen:?}");
+    assert_eq!(first.header("connection"), Some("close"), "{first:?}");
+    let mut rest = Vec::new();
+    let _ = r.read_to_end(&mut rest);
+    assert!(
+        rest.is_empty(),
+        "answered after the connection's last request: {}",
+        String::from_utf8_lossy(&rest)
+    );
+
+    let r = request(
+        &c.addr,
+        "POST",
+        "/twice",
+        &[("Content-Length", "3"), ("Content-Length", "3")],
+        b"abc",
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let seen = r.json();
+    assert_eq!(
+        (&seen["length"], &seen["body"]),
+        (&serde_json::json!("3"), &serde_json::json!("abc"))
+    );
+}
+
+/// A request with two `Content-Type` lines gets 400 before any worker sees
+/// it, as from gunicorn: a WSGI app would get them joined ("a/b, c/d"),
+/// where a proxy or filter in front may have read the first alone.
+#[test]
+fn a_repeated_content_type_gets_400_as_from_gunicorn() {
+    let app = AppDir::new(&[("app.py", APP)]);
+    let c = Corral::start(
+        app.path(),
+        &["app:app", "-w", "1", "--status-bind", "127.0.0.1:0"],
+        1,
+    );
+    let served = || c.status_json()["slots"][0]["worker"]["requests"].as_u64();
+    let before = served().expect("a count of requests served");
+    let g = gunicorn_threads(app.path());
+    for (name, addr) in [("gunicorn", g.addr.as_str()), ("corral", c.addr.as_str())] {
+        let r = request(
+            addr,
+            "POST",
+            "/x",
+            &[
+                ("Content-Type", "application/x-www-form-urlencoded"),
+                ("Content-Type", "multipart/form-data; boundary=b"),
+            ],
+            b"a=1",
+        );
+        assert_eq!(r.status, 400, "{name}: {}", r.text());
+        let r = request(
+            addr,
+            "POST",
+            "/x",
+            &[("Content-Type", "text/plain")],
+            b"a=1",
+        );
+        assert_eq!(r.status, 200, "{name}: {}", r.text());
+    }
+    assert_eq!(
+        served(),
+        Some(before + 1),
+        "the refused request reached the worker"
+    );
+}

@@ -78,7 +78,11 @@ pub fn encode(parts: &Parts, conn: &ConnInfo) -> Result<Vec<u8>, HeadError> {
     h.pair(b"SERVER_NAME", name.as_bytes());
     h.pair(b"SERVER_PORT", port.as_bytes());
     h.pair(b"REMOTE_ADDR", conn.remote_addr.as_bytes());
-    h.pair(b"REMOTE_PORT", conn.remote_port.as_bytes());
+    // A Unix socket's peer has no port: no REMOTE_PORT, as under gunicorn
+    // (an app's `int(environ["REMOTE_PORT"])` would fail on "").
+    if !conn.remote_port.is_empty() {
+        h.pair(b"REMOTE_PORT", conn.remote_port.as_bytes());
+    }
     h.pair(b"wsgi.url_scheme", conn.scheme.as_bytes());
     if let Some(proxy) = &conn.proxy {
         // gunicorn's names for what the PROXY header said.

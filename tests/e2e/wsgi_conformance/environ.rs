@@ -137,7 +137,9 @@ fn environ_content_type_and_length_are_present_only_when_sent() {
         assert!(!post.contains_key(key), "{key} must not be in the environ");
     }
 
-    // Host without a port: SERVER_PORT is the scheme's default, like gunicorn.
+    // Host without a port: SERVER_PORT is the scheme's default, as gunicorn
+    // gives it on a Unix socket (on TCP gunicorn gives the address it
+    // listens on: README, "WSGI and ASGI").
     let r = request(s.addr(), "GET", "/", &[("Host", "example.org")], b"").json();
     assert_eq!(text(&r, "SERVER_NAME").as_deref(), Some("example.org"));
     assert_eq!(text(&r, "SERVER_PORT").as_deref(), Some("80"));
@@ -166,12 +168,14 @@ fn a_trusted_proxy_sets_the_client_address_and_url_scheme() {
     let env = request(s.addr(), "GET", "/p", proxied, b"").json();
     assert_eq!(text(&env, "REMOTE_ADDR").as_deref(), Some("203.0.113.9"));
     assert_eq!(text(&env, "wsgi.url_scheme").as_deref(), Some("https"));
+    assert_eq!(text(&env, "HTTPS").as_deref(), Some("on"));
     assert_eq!(text(&env, "SERVER_PORT").as_deref(), Some("443"));
     // Not from a trusted proxy: the headers change nothing.
     let s = Server::start(ENVIRON_APP, &["--forwarded-allow-ips", "10.0.0.0/8"]);
     let env = request(s.addr(), "GET", "/p", proxied, b"").json();
     assert_eq!(text(&env, "REMOTE_ADDR").as_deref(), Some("127.0.0.1"));
     assert_eq!(text(&env, "wsgi.url_scheme").as_deref(), Some("http"));
+    assert_eq!(text(&env, "HTTPS"), None);
 }
 
 #[test]
