@@ -469,6 +469,22 @@ pub fn untrusted_command(argv: &[String], dir: Option<&std::path::Path>) -> Opti
     None
 }
 
+/// Why corral, as root, must not run Python code found in the folder
+/// `dir` (a module a program imports from it): `dir`, or a folder above
+/// it, can be changed by someone other than root or corral's user. None
+/// when corral is not root, or when nobody else can. Unlike a folder on
+/// the way, a sticky one (`/tmp`) does not pass: anyone may add a module
+/// to it.
+pub fn code_folder_not_private(dir: &Path) -> Option<String> {
+    if !nix::unistd::geteuid().is_root() {
+        return None;
+    }
+    folders_above_not_private(&dir.join("_")).or_else(|| {
+        let real = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
+        not_private(&real, false).map(|why| format!("the folder {}: {why}", real.display()))
+    })
+}
+
 /// Who besides root (or corral's user) may change `file`: the file where
 /// its links lead, or any folder on the way to it.
 fn changeable(file: &Path) -> Option<String> {

@@ -929,3 +929,105 @@ fn a_tmpdir_corral_cannot_use_falls_back_to_dev_shm_with_a_warning() {
         c.log.text()
     );
 }
+
+/// A gunicorn config file that corral runs as root, in a folder another
+/// user owns: Python's `-c` puts the current folder first on its module
+/// path, and a `json.py` that user left there ran as root in place of the
+/// standard module (corral's own reader imports json before it runs the
+/// file). Now nothing is imported from such a folder: the file is
+/// converted, the planted module never runs, and a file that imports the
+/// app's modules from there fails with a note that says why. In a folder
+/// only root can change, the file still imports from it, as gunicorn's
+/// does.
+#[test]
+fn root_runs_no_module_another_user_left_beside_a_gunicorn_config() {
+    if !root() {
+        return;
+    }
+    let planted = |marker: &Path| {
+        format!(
+            "import os\nopen({:?}, 'w').write(str(os.getuid()))\nraise ImportError('planted')\n",
+            marker.to_str().unwrap()
+        )
+    };
+    let theirs = AppDir::new(&[]);
+    let marker = theirs.path().with_extension("ran-as-root");
+    let _ = std::fs::remove_file(&marker);
+    for (name, text) in [
+        ("json.py", planted(&marker)),
+        ("types.py", planted(&marker)),
+        ("multiprocessing.py", planted(&marker)),
+        ("settings.py", "WORKERS = 5\n".to_owned()),
+    ] {
+        std::fs::write(theirs.path().join(name), text).unwrap();
+        std::os::unix::fs::chown(theirs.path().join(name), Some(NOBODY), Some(NOBODY)).unwrap();
+    }
+    // The config file itself is root's: corral runs it.
+    std::fs::write(
+        theirs.path().join("gunicorn.conf.py"),
+        "import multiprocessing\nworkers = 3\n",
+    )
+    .unwrap();
+    std::fs::write(
+        theirs.path().join("imports.conf.py"),
+        "from settings import WORKERS\nworkers = WORKERS\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(theirs.path(), PermissionsExt::from_mode(0o755)).unwrap();
+    std::os::unix::fs::chown(theirs.path(), Some(NOBODY), Some(NOBODY)).unwrap();
+
+    let python = python();
+    let import = |dir: &Path, file: &str| {
+        crate::gunicorn_compat::run_to_exit(dir, &["import-gunicorn", file, "--python", &python])
+    };
+    let (code, stdout, stderr) = import(theirs.path(), "gunicorn.conf.py");
+    assert!(
+        !marker.exists(),
+        "root ran a module another user left in the config's folder: {stderr}"
+    );
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stdout.contains("count = 3"), "{stdout}");
+
+    let (code, _, stderr) = import(theirs.path(), "imports.conf.py");
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains("as root, it may not import from the current folder")
+            && stderr.contains("belongs to uid 65534"),
+        "{stderr}"
+    );
+
+    // `run` with gunicorn's python:MODULE, from that folder: the same.
+    std::fs::create_dir(theirs.path().join("conf")).unwrap();
+    std::fs::copy(
+        theirs.path().join("gunicorn.conf.py"),
+        theirs.path().join("conf/gunicorn.py"),
+    )
+    .unwrap();
+    let (_, _, stderr) = crate::gunicorn_compat::run_to_exit(
+        theirs.path(),
+        &[
+            "check",
+            "-c",
+            "python:conf.gunicorn",
+            "--python",
+            &python,
+            "--user",
+            "nobody",
+        ],
+    );
+    assert!(
+        !marker.exists(),
+        "root ran a module another user left in the current folder: {stderr}"
+    );
+
+    // A folder only root can change: the file imports the app's settings.
+    let ours = AppDir::new(&[("settings.py", "WORKERS = 5\n")]);
+    std::fs::copy(
+        theirs.path().join("imports.conf.py"),
+        ours.path().join("imports.conf.py"),
+    )
+    .unwrap();
+    let (code, stdout, stderr) = import(ours.path(), "imports.conf.py");
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stdout.contains("count = 5"), "{stdout}");
+}
