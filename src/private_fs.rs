@@ -481,8 +481,82 @@ pub fn code_folder_not_private(dir: &Path) -> Option<String> {
     }
     folders_above_not_private(&dir.join("_")).or_else(|| {
         let real = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
-        not_private(&real, false).map(|why| format!("the folder {}: {why}", real.display()))
+        not_private(&real, false)
+            .filter(|_| !system_group_writable(&real))
+            .map(|why| format!("the folder {}: {why}", real.display()))
     })
+}
+
+/// Why corral, as root, must not start `python`: a folder it imports from
+/// at start (its standard library, its site-packages, a virtualenv's) or a
+/// `.pth` file there (whose `import` lines Python runs at start, before
+/// any code of corral's) can be changed by someone other than root or
+/// corral's user. The folders are `python`'s own answer, asked with `-I
+/// -S` (no site-packages, no `.pth`, no environment); a virtualenv's and
+/// the base install's site-packages are both checked. None when corral is
+/// not root, or when nobody else can.
+pub fn untrusted_python_paths(python: &Path) -> Option<String> {
+    use std::io::Read;
+    const PROBE: &str = "import json, os, site, sys\n\
+        prefixes = [sys.prefix, sys.exec_prefix]\n\
+        venv = os.path.dirname(os.path.dirname(os.path.abspath(sys.executable)))\n\
+        if os.path.isfile(os.path.join(venv, 'pyvenv.cfg')):\n    prefixes.insert(0, venv)\n\
+        dirs = list(sys.path) + site.getsitepackages(prefixes) + [site.getusersitepackages()]\n\
+        print(json.dumps(dirs))\n";
+    /// At most this many entries of a site-packages folder are looked at.
+    const MOST_ENTRIES: usize = 10_000;
+    if !nix::unistd::geteuid().is_root() {
+        return None;
+    }
+    let mut child = std::process::Command::new(python)
+        .args(["-I", "-S", "-c", PROBE])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .ok()?;
+    // Read on a thread of its own, so that a Python that never exits
+    // cannot hold corral's start: killed after 10 s.
+    let stdout = child.stdout.take()?;
+    let reader = std::thread::spawn(move || {
+        let mut out = Vec::new();
+        stdout.take(1 << 20).read_to_end(&mut out).map(|_| out)
+    });
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while matches!(child.try_wait(), Ok(None)) && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let Ok(Ok(out)) = reader.join() else {
+        return Some(format!(
+            "cannot ask {} where it imports from",
+            python.display()
+        ));
+    };
+    let Ok(dirs) = serde_json::from_slice::<Vec<String>>(&out) else {
+        return Some(format!(
+            "cannot ask {} where it imports from (it printed no list of folders)",
+            python.display()
+        ));
+    };
+    for dir in dirs.iter().map(Path::new).filter(|d| d.is_dir()) {
+        if let Some(why) = code_folder_not_private(dir) {
+            return Some(format!("it imports from {}: {why}", dir.display()));
+        }
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            continue;
+        };
+        for entry in entries.flatten().take(MOST_ENTRIES) {
+            let path = entry.path();
+            if path.extension().is_some_and(|e| e == "pth")
+                && let Some(why) = changeable(&path)
+            {
+                return Some(format!("it runs {} at start: {why}", path.display()));
+            }
+        }
+    }
+    None
 }
 
 /// Who besides root (or corral's user) may change `file`: the file where

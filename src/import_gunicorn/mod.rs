@@ -132,7 +132,9 @@ pub fn convert_file(
     // As root: the interpreter (and what it imports at start, a
     // virtualenv's .pth files among them) must be root's to run.
     let interpreter = python.to_string_lossy().into_owned();
-    if let Some(why) = crate::private_fs::untrusted_command(&[interpreter], None) {
+    let untrusted = crate::private_fs::untrusted_command(&[interpreter], None)
+        .or_else(|| crate::private_fs::untrusted_python_paths(python));
+    if let Some(why) = untrusted {
         return Err(format!(
             "refusing to run {} as root to read {}: {why}. Or convert the file once, as the \
              app's user: {}, and run corral -c corral.toml",

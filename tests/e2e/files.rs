@@ -1031,3 +1031,83 @@ fn root_runs_no_module_another_user_left_beside_a_gunicorn_config() {
     assert_eq!(code, Some(0), "{stderr}");
     assert!(stdout.contains("count = 5"), "{stdout}");
 }
+
+/// The interpreter that reads a gunicorn config file as root runs the
+/// `.pth` files of its site-packages at start, before any code of corral's:
+/// one in a virtualenv whose site-packages another user may write to ran
+/// as root, though the interpreter itself passed corral's checks. Now the
+/// folders it imports from and their `.pth` files are checked first.
+#[test]
+fn root_does_not_start_an_interpreter_whose_site_packages_another_user_may_change() {
+    if !root() {
+        return;
+    }
+    let app = AppDir::new(&[("gunicorn.conf.py", "workers = 2\n")]);
+    let venv = app.path().join("venv");
+    let made = Command::new(python())
+        .args(["-m", "venv", "--without-pip"])
+        .arg(&venv)
+        .output()
+        .unwrap();
+    assert!(made.status.success(), "{made:?}");
+    let site = std::fs::read_dir(venv.join("lib"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path().join("site-packages"))
+        .find(|p| p.is_dir())
+        .expect("the virtualenv's site-packages");
+    let marker = app.path().join("ran-as-root");
+    let pth = site.join("planted.pth");
+    std::fs::write(
+        &pth,
+        format!(
+            "import os; open({:?}, 'w').write(str(os.getuid()))\n",
+            marker.to_str().unwrap()
+        ),
+    )
+    .unwrap();
+    let venv_python = venv.join("bin/python");
+    let import = || {
+        crate::gunicorn_compat::run_to_exit(
+            app.path(),
+            &[
+                "import-gunicorn",
+                "gunicorn.conf.py",
+                "--python",
+                venv_python.to_str().unwrap(),
+            ],
+        )
+    };
+    // All root's: it runs (the .pth too, as root put it there).
+    let (code, stdout, stderr) = import();
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stdout.contains("count = 2"), "{stdout}");
+    std::fs::remove_file(&marker).unwrap();
+
+    // The .pth another user's, in root's folder: refused, not run.
+    std::os::unix::fs::chown(&pth, Some(NOBODY), Some(NOBODY)).unwrap();
+    let (code, _, stderr) = import();
+    assert!(
+        !marker.exists(),
+        "root ran another user's .pth file: {stderr}"
+    );
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!("it runs {} at start", pth.display())),
+        "{stderr}"
+    );
+
+    // site-packages another user's: refused, whatever is in it.
+    std::os::unix::fs::chown(&pth, Some(0), Some(0)).unwrap();
+    std::os::unix::fs::chown(&site, Some(NOBODY), Some(NOBODY)).unwrap();
+    let (code, _, stderr) = import();
+    assert!(
+        !marker.exists(),
+        "root ran a .pth file in another user's folder: {stderr}"
+    );
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!("it imports from {}", site.display())),
+        "{stderr}"
+    );
+}
