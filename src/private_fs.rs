@@ -224,6 +224,58 @@ pub fn open_unfollowed(
     Ok((file, meta, shared))
 }
 
+/// Opens `path` with `options` so that no other user can point corral at
+/// a file elsewhere: as root, every folder above the one that holds it
+/// must be private ([`folders_above_not_private`]); in a holding folder
+/// another user owns or may write to, a symlink is refused
+/// ([`open_unfollowed`]), and so is a file with several hard links or one
+/// that belongs to neither corral's user nor the folder's owner. The rule
+/// of log files, and of the files corral reads as root that another user
+/// must not swap for one of root's (a TLS key, the status token file).
+pub fn open_guarded(
+    path: &Path,
+    options: &mut std::fs::OpenOptions,
+) -> Result<(std::fs::File, std::fs::Metadata), String> {
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    if let Some(why) = folders_above_not_private(path) {
+        return Err(format!("refusing {}: {why}", path.display()));
+    }
+    let (file, meta, shared) = open_unfollowed(path, options)?;
+    if let Some(why) = shared {
+        let me = nix::unistd::geteuid().as_raw();
+        let dir_owner = std::fs::metadata(dir).map(|m| m.uid()).ok();
+        if meta.uid() != me && Some(meta.uid()) != dir_owner {
+            return Err(format!(
+                "refusing {}: it belongs to uid {}, and its folder is not private ({why}); \
+                 remove it, or chown it to corral's user",
+                path.display(),
+                meta.uid()
+            ));
+        }
+        if meta.nlink() > 1 {
+            return Err(format!(
+                "refusing {}: it has {} hard links, and its folder is not private ({why})",
+                path.display(),
+                meta.nlink()
+            ));
+        }
+    }
+    Ok((file, meta))
+}
+
+/// The bytes of the regular file at `path` under [`open_guarded`]'s rule.
+pub fn read_guarded(path: &Path) -> Result<Vec<u8>, String> {
+    use std::io::Read;
+    let (mut file, _) = open_guarded(path, std::fs::OpenOptions::new().read(true))?;
+    let mut bytes = Vec::new();
+    file.read_to_end(&mut bytes)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    Ok(bytes)
+}
+
 /// The bytes of the regular file at `path` (a symlink followed, as an
 /// operator's own links are). Anything else is refused at once with an
 /// error that says what it is: opened without `O_NONBLOCK`, a FIFO that

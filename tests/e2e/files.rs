@@ -1111,3 +1111,82 @@ fn root_does_not_start_an_interpreter_whose_site_packages_another_user_may_chang
         "{stderr}"
     );
 }
+
+/// The TLS files and the status token file, which a root corral reads, in
+/// a folder another user may change: a link that user put there made root
+/// read a key of root's own (another site's, 0600 in a folder of root's)
+/// and serve with it, and take a file of root's as the token. They are
+/// now opened under the log files' rule: a symlink there is refused, and
+/// so is a file of someone else's; the folder's owner's own files still
+/// serve.
+#[test]
+fn root_does_not_follow_a_link_another_user_put_where_it_reads_a_key() {
+    if !root() {
+        return;
+    }
+    let app = shared_app(&[("app.py", PID_APP)]);
+    // Root's own site: its key readable by root alone.
+    let secret = AppDir::new(&[("token", "root-only-token-0123456789abcdef\n")]);
+    crate::tls::make_certs(secret.path(), "victim.example");
+    // A folder of nobody's, with links to root's files.
+    let theirs = AppDir::new(&[]);
+    std::fs::set_permissions(theirs.path(), PermissionsExt::from_mode(0o755)).unwrap();
+    std::os::unix::fs::chown(theirs.path(), Some(NOBODY), Some(NOBODY)).unwrap();
+    for (link, target) in [
+        ("cert.pem", "server.pem"),
+        ("key.pem", "server.key"),
+        ("token", "token"),
+    ] {
+        let at = theirs.path().join(link);
+        std::os::unix::fs::symlink(secret.path().join(target), &at).unwrap();
+        std::os::unix::fs::lchown(&at, Some(NOBODY), Some(NOBODY)).unwrap();
+    }
+    let path = |name: &str| theirs.path().join(name).to_str().unwrap().to_owned();
+    let refused = "it is a symlink in a folder another user may change";
+    refuses_quickly(
+        app.path(),
+        &[
+            "app:app",
+            "--certfile",
+            &path("cert.pem"),
+            "--keyfile",
+            &path("key.pem"),
+        ],
+        refused,
+    );
+    refuses_quickly(
+        app.path(),
+        &["app:app", "--status-token-file", &path("token")],
+        refused,
+    );
+    // A copy of root's key that root left in that folder for itself is
+    // still read; so would be the folder owner's own.
+    for name in ["cert.pem", "key.pem"] {
+        std::fs::remove_file(theirs.path().join(name)).unwrap();
+    }
+    std::fs::copy(
+        secret.path().join("server.pem"),
+        theirs.path().join("cert.pem"),
+    )
+    .unwrap();
+    std::fs::copy(
+        secret.path().join("server.key"),
+        theirs.path().join("key.pem"),
+    )
+    .unwrap();
+    let mut c = Corral::spawn(
+        app.path(),
+        &[
+            "app:app",
+            "--certfile",
+            &path("cert.pem"),
+            "--keyfile",
+            &path("key.pem"),
+        ],
+        &[],
+    );
+    c.log
+        .wait_for("listening on https://", Duration::from_secs(10))
+        .unwrap_or_else(|| panic!("{}", c.log.text()));
+    let _ = c.child.kill();
+}
