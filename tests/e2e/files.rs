@@ -1190,3 +1190,68 @@ fn root_does_not_follow_a_link_another_user_put_where_it_reads_a_key() {
         .unwrap_or_else(|| panic!("{}", c.log.text()));
     let _ = c.child.kill();
 }
+
+/// `corral status` asking the status server on a Unix socket sends the
+/// status token there: a socket another user put in the socket's folder
+/// (one they may write to) got it, where the control socket's client
+/// already refused such a server. The token now goes only to a server of
+/// the client's own user or root, under the control socket's rule.
+#[test]
+fn the_status_token_is_not_sent_to_a_socket_another_user_serves() {
+    if !root() {
+        return;
+    }
+    let theirs = AppDir::new(&[(
+        "fake.py",
+        "import socket, sys\n\
+         s = socket.socket(socket.AF_UNIX)\n\
+         s.bind(sys.argv[1])\n\
+         s.listen(1)\n\
+         s.settimeout(10)\n\
+         c, _ = s.accept()\n\
+         c.settimeout(2)\n\
+         open(sys.argv[2], 'wb').write(c.recv(65536))\n\
+         c.sendall(b'HTTP/1.0 200 OK\\r\\n\\r\\n{}')\n",
+    )]);
+    std::fs::set_permissions(theirs.path(), PermissionsExt::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(
+        theirs.path().join("fake.py"),
+        PermissionsExt::from_mode(0o644),
+    )
+    .unwrap();
+    std::os::unix::fs::chown(theirs.path(), Some(NOBODY), Some(NOBODY)).unwrap();
+    let socket = theirs.path().join("status.sock");
+    let got = theirs.path().join("got");
+    let mut fake = Command::new("/usr/bin/python3")
+        .arg(theirs.path().join("fake.py"))
+        .arg(&socket)
+        .arg(&got)
+        .uid(NOBODY)
+        .gid(NOBODY)
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !socket.exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the fake server never bound"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let token = "not-for-nobody-0123456789abcdef";
+    let bind = format!("unix:{}", socket.display());
+    let (code, _, stderr) = crate::gunicorn_compat::run_to_exit_with_env(
+        theirs.path(),
+        &["status", "--status-bind", &bind],
+        &[("CORRAL_STATUS_TOKEN", token)],
+    );
+    let _ = fake.kill();
+    let _ = fake.wait();
+    let sent = std::fs::read_to_string(&got).unwrap_or_default();
+    assert!(
+        !sent.contains(token),
+        "the token went to nobody's socket: {sent:?}"
+    );
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("it is served by uid 65534"), "{stderr}");
+}
