@@ -451,7 +451,7 @@ pub fn in_use(path: &Path) -> bool {
 /// Whether the process answering on `stream` (at `path`) is one this user
 /// can trust: itself or root, or, for root, a corral that dropped its
 /// privileges in a folder only root could have made.
-fn check_peer(stream: &std::os::unix::net::UnixStream, path: &Path) -> Result<(), String> {
+pub fn check_peer(stream: &std::os::unix::net::UnixStream, path: &Path) -> Result<(), String> {
     use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
     let peer = getsockopt(stream, PeerCredentials)
         .map_err(|e| format!("cannot tell who serves {}: {e}", path.display()))?;

@@ -363,7 +363,7 @@ pub async fn run_hook(cfg: &Config, failure: &Failure) -> Option<HookRun> {
             "CORRAL_GOOD_REVISION",
             last_good(state_dir).unwrap_or_default(),
         )
-        .env("CORRAL_REASON", failure.reason.lines().next().unwrap_or(""))
+        .env("CORRAL_REASON", crate::hooks::reason_line(&failure.reason))
         .envs(failure.env.iter().map(|(k, v)| (k, v)))
         .env("CORRAL_ERROR_FILE", &error_file)
         .env("CORRAL_APP_DIR", &app_dir)

@@ -130,10 +130,9 @@ impl Hooks {
         let env = vec![
             ("CORRAL_GENERATION", generation.to_string()),
             ("CORRAL_REVISION", revision.unwrap_or("").to_owned()),
-            (
-                "CORRAL_REASON",
-                reason.lines().next().unwrap_or("").to_owned(),
-            ),
+            // It may quote the worker's boot error: control characters
+            // shown (a NUL would keep the hook from starting at all).
+            ("CORRAL_REASON", reason_line(reason)),
         ];
         self.run("on_reload_failed", argv, env);
     }
@@ -259,4 +258,13 @@ async fn log_lines(name: &str, stream: Option<impl AsyncRead + Unpin>) {
     while let Ok(Some(line)) = lines.next_line().await {
         tracing::info!("hook {name}: {line}");
     }
+}
+
+/// The first line of a reload's failure, for `CORRAL_REASON`: control
+/// characters shown as `\xHH`, as in corral's log. The worker wrote part
+/// of it (its boot error's last line), and an environment variable cannot
+/// hold a NUL: with one, the hook would not start.
+pub fn reason_line(reason: &str) -> String {
+    let first = reason.lines().next().unwrap_or("");
+    crate::worker::output::printable(first.trim_end_matches('\r')).into_owned()
 }

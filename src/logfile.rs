@@ -19,7 +19,7 @@
 
 use std::fs::File;
 use std::io::Write;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -133,33 +133,9 @@ fn folder(path: &Path) -> &Path {
 
 /// Opens `path` for appending, created mode 0640, under the module's rule.
 fn open_append(path: &Path) -> Result<File, String> {
-    let dir = folder(path);
     let mut options = std::fs::OpenOptions::new();
     options.append(true).create(true).mode(0o640);
-    if let Some(why) = private_fs::folders_above_not_private(path) {
-        return Err(format!("refusing {}: {why}", path.display()));
-    }
-    let (file, meta, shared) = private_fs::open_unfollowed(path, &mut options)?;
-    if let Some(why) = shared {
-        let me = nix::unistd::geteuid().as_raw();
-        let dir_owner = std::fs::metadata(dir).map(|m| m.uid()).ok();
-        if meta.uid() != me && Some(meta.uid()) != dir_owner {
-            return Err(format!(
-                "refusing {}: it belongs to uid {}, and its folder is not private ({why}); \
-                 remove it, or chown it to corral's user",
-                path.display(),
-                meta.uid()
-            ));
-        }
-        if meta.nlink() > 1 {
-            return Err(format!(
-                "refusing {}: it has {} hard links, and its folder is not private ({why})",
-                path.display(),
-                meta.nlink()
-            ));
-        }
-    }
-    Ok(file)
+    private_fs::open_guarded(path, &mut options).map(|(file, _)| file)
 }
 
 /// A pid file, removed when the guard is dropped (whatever path `run`
@@ -388,7 +364,7 @@ fn release_pid_file(path: &Path, before: Option<u32>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
 
     #[test]
     fn lines_a_full_disk_loses_are_counted_in_the_file_once_it_can_write() {

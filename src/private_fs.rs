@@ -224,6 +224,58 @@ pub fn open_unfollowed(
     Ok((file, meta, shared))
 }
 
+/// Opens `path` with `options` so that no other user can point corral at
+/// a file elsewhere: as root, every folder above the one that holds it
+/// must be private ([`folders_above_not_private`]); in a holding folder
+/// another user owns or may write to, a symlink is refused
+/// ([`open_unfollowed`]), and so is a file with several hard links or one
+/// that belongs to neither corral's user nor the folder's owner. The rule
+/// of log files, and of the files corral reads as root that another user
+/// must not swap for one of root's (a TLS key, the status token file).
+pub fn open_guarded(
+    path: &Path,
+    options: &mut std::fs::OpenOptions,
+) -> Result<(std::fs::File, std::fs::Metadata), String> {
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    if let Some(why) = folders_above_not_private(path) {
+        return Err(format!("refusing {}: {why}", path.display()));
+    }
+    let (file, meta, shared) = open_unfollowed(path, options)?;
+    if let Some(why) = shared {
+        let me = nix::unistd::geteuid().as_raw();
+        let dir_owner = std::fs::metadata(dir).map(|m| m.uid()).ok();
+        if meta.uid() != me && Some(meta.uid()) != dir_owner {
+            return Err(format!(
+                "refusing {}: it belongs to uid {}, and its folder is not private ({why}); \
+                 remove it, or chown it to corral's user",
+                path.display(),
+                meta.uid()
+            ));
+        }
+        if meta.nlink() > 1 {
+            return Err(format!(
+                "refusing {}: it has {} hard links, and its folder is not private ({why})",
+                path.display(),
+                meta.nlink()
+            ));
+        }
+    }
+    Ok((file, meta))
+}
+
+/// The bytes of the regular file at `path` under [`open_guarded`]'s rule.
+pub fn read_guarded(path: &Path) -> Result<Vec<u8>, String> {
+    use std::io::Read;
+    let (mut file, _) = open_guarded(path, std::fs::OpenOptions::new().read(true))?;
+    let mut bytes = Vec::new();
+    file.read_to_end(&mut bytes)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    Ok(bytes)
+}
+
 /// The bytes of the regular file at `path` (a symlink followed, as an
 /// operator's own links are). Anything else is refused at once with an
 /// error that says what it is: opened without `O_NONBLOCK`, a FIFO that
@@ -464,6 +516,96 @@ pub fn untrusted_command(argv: &[String], dir: Option<&std::path::Path>) -> Opti
                  [\"runuser\", \"-u\", \"USER\", \"--\", ...]",
                 file.display()
             ));
+        }
+    }
+    None
+}
+
+/// Why corral, as root, must not run Python code found in the folder
+/// `dir` (a module a program imports from it): `dir`, or a folder above
+/// it, can be changed by someone other than root or corral's user. None
+/// when corral is not root, or when nobody else can. Unlike a folder on
+/// the way, a sticky one (`/tmp`) does not pass: anyone may add a module
+/// to it.
+pub fn code_folder_not_private(dir: &Path) -> Option<String> {
+    if !nix::unistd::geteuid().is_root() {
+        return None;
+    }
+    folders_above_not_private(&dir.join("_")).or_else(|| {
+        let real = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
+        not_private(&real, false)
+            .filter(|_| !system_group_writable(&real))
+            .map(|why| format!("the folder {}: {why}", real.display()))
+    })
+}
+
+/// Why corral, as root, must not start `python`: a folder it imports from
+/// at start (its standard library, its site-packages, a virtualenv's) or a
+/// `.pth` file there (whose `import` lines Python runs at start, before
+/// any code of corral's) can be changed by someone other than root or
+/// corral's user. The folders are `python`'s own answer, asked with `-I
+/// -S` (no site-packages, no `.pth`, no environment); a virtualenv's and
+/// the base install's site-packages are both checked. None when corral is
+/// not root, or when nobody else can.
+pub fn untrusted_python_paths(python: &Path) -> Option<String> {
+    use std::io::Read;
+    const PROBE: &str = "import json, os, site, sys\n\
+        prefixes = [sys.prefix, sys.exec_prefix]\n\
+        venv = os.path.dirname(os.path.dirname(os.path.abspath(sys.executable)))\n\
+        if os.path.isfile(os.path.join(venv, 'pyvenv.cfg')):\n    prefixes.insert(0, venv)\n\
+        dirs = list(sys.path) + site.getsitepackages(prefixes) + [site.getusersitepackages()]\n\
+        print(json.dumps(dirs))\n";
+    /// At most this many entries of a site-packages folder are looked at.
+    const MOST_ENTRIES: usize = 10_000;
+    if !nix::unistd::geteuid().is_root() {
+        return None;
+    }
+    let mut child = std::process::Command::new(python)
+        .args(["-I", "-S", "-c", PROBE])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .ok()?;
+    // Read on a thread of its own, so that a Python that never exits
+    // cannot hold corral's start: killed after 10 s.
+    let stdout = child.stdout.take()?;
+    let reader = std::thread::spawn(move || {
+        let mut out = Vec::new();
+        stdout.take(1 << 20).read_to_end(&mut out).map(|_| out)
+    });
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while matches!(child.try_wait(), Ok(None)) && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let Ok(Ok(out)) = reader.join() else {
+        return Some(format!(
+            "cannot ask {} where it imports from",
+            python.display()
+        ));
+    };
+    let Ok(dirs) = serde_json::from_slice::<Vec<String>>(&out) else {
+        return Some(format!(
+            "cannot ask {} where it imports from (it printed no list of folders)",
+            python.display()
+        ));
+    };
+    for dir in dirs.iter().map(Path::new).filter(|d| d.is_dir()) {
+        if let Some(why) = code_folder_not_private(dir) {
+            return Some(format!("it imports from {}: {why}", dir.display()));
+        }
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            continue;
+        };
+        for entry in entries.flatten().take(MOST_ENTRIES) {
+            let path = entry.path();
+            if path.extension().is_some_and(|e| e == "pth")
+                && let Some(why) = changeable(&path)
+            {
+                return Some(format!("it runs {} at start: {why}", path.display()));
+            }
         }
     }
     None

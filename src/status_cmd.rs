@@ -102,6 +102,7 @@ fn fetch(args: &StatusArgs) -> Result<Value, String> {
         }
     }
     let (addr, token) = address(args)?;
+    let has_token = token.is_some();
     let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
     let request = format!("GET /status HTTP/1.0\r\nHost: localhost\r\n{auth}\r\n");
     let request = request.as_bytes();
@@ -120,6 +121,13 @@ fn fetch(args: &StatusArgs) -> Result<Value, String> {
         }
         BindAddr::Unix(p) => {
             let mut s = std::os::unix::net::UnixStream::connect(p).map_err(unreachable)?;
+            // The token goes only where the control socket's requests go:
+            // to a server of this user's or root's, so that another user
+            // who may write to the socket's folder cannot put a socket of
+            // their own there and be sent it.
+            if has_token {
+                crate::control::check_peer(&s, p)?;
+            }
             s.set_read_timeout(timeout).ok();
             s.write_all(request).map_err(unreachable)?;
             s.read_to_end(&mut raw).map_err(unreachable)?;

@@ -100,12 +100,11 @@ pub struct TlsFiles {
 /// Why the TLS files did not load; [`TlsError::key`] names the setting.
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
-    #[error("cannot read {}: {source}", path.display())]
+    #[error("{reason}")]
     Read {
         key: &'static str,
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        reason: String,
     },
     #[error(
         "{} holds no PEM certificate (\"-----BEGIN CERTIFICATE-----\"): give the server's certificate, followed by its chain, in PEM",
@@ -156,10 +155,12 @@ impl TlsError {
 }
 
 fn read(key: &'static str, path: &Path) -> Result<Vec<u8>, TlsError> {
-    crate::private_fs::read_regular(path).map_err(|source| TlsError::Read {
+    // Read as corral's user (often root): in a folder another user may
+    // change, a link there could hand corral a key of root's.
+    crate::private_fs::read_guarded(path).map_err(|reason| TlsError::Read {
         key,
         path: path.to_owned(),
-        source,
+        reason,
     })
 }
 

@@ -132,7 +132,9 @@ pub fn convert_file(
     // As root: the interpreter (and what it imports at start, a
     // virtualenv's .pth files among them) must be root's to run.
     let interpreter = python.to_string_lossy().into_owned();
-    if let Some(why) = crate::private_fs::untrusted_command(&[interpreter], None) {
+    let untrusted = crate::private_fs::untrusted_command(&[interpreter], None)
+        .or_else(|| crate::private_fs::untrusted_python_paths(python));
+    if let Some(why) = untrusted {
         return Err(format!(
             "refusing to run {} as root to read {}: {why}. Or convert the file once, as the \
              app's user: {}, and run corral -c corral.toml",
@@ -141,10 +143,16 @@ pub fn convert_file(
             convert_command(&file.display().to_string(), file)
         ));
     }
+    // The file may import the app's modules from the current folder, as
+    // gunicorn's does, but not as root from a folder another user may
+    // change: whoever may would run code as root.
+    let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
+    let shared_cwd = crate::private_fs::code_folder_not_private(&cwd);
     let mut child = Command::new(python)
         .arg("-c")
         .arg(READ_CONF)
         .arg(file)
+        .arg(if shared_cwd.is_some() { "0" } else { "1" })
         .args(conf.module.as_deref())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -187,15 +195,22 @@ pub fn convert_file(
     };
     let stdout = reader.join().unwrap_or_default();
     if !status.success() {
+        let path_note = shared_cwd.map_or(String::new(), |why| {
+            format!(
+                "; as root, it may not import from the current folder {}: {why} (an import \
+                 of the app's modules fails; a module there named like a standard one is \
+                 never run)",
+                cwd.display()
+            )
+        });
         return Err(format!(
-            "{} did not run under {} ({status}); its traceback is above",
+            "{} did not run under {} ({status}); its traceback is above{path_note}",
             file.display(),
             python.display()
         ));
     }
     let settings: BTreeMap<String, Json> = serde_json::from_slice(&stdout)
         .map_err(|e| format!("unexpected output from {}: {e}", python.display()))?;
-    let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
     Ok(convert_at(
         &settings,
         app,

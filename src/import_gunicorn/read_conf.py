@@ -3,17 +3,28 @@
 # it defines as one JSON object on the real stdout (the file's own prints go
 # to stderr). Values JSON cannot hold are given as their repr; callables
 # (server hooks) as {"callable": true}. No gunicorn import is needed.
+import sys
+
+# Python run with -c looks for modules in the current folder first (''):
+# a json.py there would run in place of the standard one, as root when
+# corral is. Nothing is imported from it until corral says it may be.
+sys.path[:] = [p for p in sys.path if p != ""]
+
 import json
 import os
-import sys
 import types
 
 # The file's path (for __file__ and tracebacks); its bytes come on stdin,
-# read by corral, which checked who may change them. A second argument is
-# the module name of gunicorn's --config python:MODULE, which gunicorn
-# imports: the file runs under that name, in its package.
+# read by corral, which checked who may change them. The second argument
+# is "1" when the file may import from the current folder (as gunicorn's
+# does: corral is not root, or only root can change that folder), "0"
+# otherwise. A third is the module name of gunicorn's --config
+# python:MODULE, which gunicorn imports: the file runs under that name, in
+# its package.
 path = sys.argv[1]
-module = sys.argv[2] if len(sys.argv) > 2 else None
+if sys.argv[2] == "1":
+    sys.path.insert(0, "")
+module = sys.argv[3] if len(sys.argv) > 3 else None
 source = sys.stdin.buffer.read()
 out = sys.stdout
 sys.stdout = sys.stderr

@@ -811,9 +811,18 @@ impl Supervisor {
                     // with the log lines that follow) at once.
                     self.publish_snapshot();
                 }
-                Action::Log(Level::Info, m) => tracing::info!("{m}"),
-                Action::Log(Level::Warn, m) => tracing::warn!("{m}"),
-                Action::Log(Level::Error, m) => tracing::error!("{m}"),
+                // A message may quote what a worker wrote (its boot
+                // traceback, the last line of it): control characters
+                // shown, and lines after the first indented, so that no
+                // line of it can pass for a record of corral's own.
+                Action::Log(level, m) => {
+                    let m = crate::worker::output::log_lines(&m);
+                    match level {
+                        Level::Info => tracing::info!("{m}"),
+                        Level::Warn => tracing::warn!("{m}"),
+                        Level::Error => tracing::error!("{m}"),
+                    }
+                }
                 Action::Exit => exit = true,
             }
         }

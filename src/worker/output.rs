@@ -93,7 +93,7 @@ pub fn forward_as<R: AsyncRead + Unpin + Send + 'static>(
                 }
                 if !raw {
                     let report = String::from_utf8_lossy(&rest);
-                    let report = printable_lines(report.trim_end_matches(['\n', '\r']));
+                    let report = log_lines(report.trim_end_matches(['\n', '\r']));
                     tracing::error!(target: TARGET, "{who} (pid {pid}): {report}");
                     continue;
                 }
@@ -141,6 +141,15 @@ pub fn printable(text: &str) -> std::borrow::Cow<'_, str> {
         }
     }
     std::borrow::Cow::Owned(out)
+}
+
+/// Text of several lines a worker wrote (a traceback), for one record of
+/// corral's log: [`printable_lines`], with every line after the first
+/// indented by two spaces, so that none of them starts a line of the log,
+/// where it could pass for a record of corral's own (a timestamp and a
+/// level the app wrote in its exception's message).
+pub fn log_lines(text: &str) -> String {
+    printable_lines(text).replace('\n', "\n  ")
 }
 
 /// [`printable`] for text of several lines (a traceback): its line breaks

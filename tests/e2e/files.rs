@@ -929,3 +929,329 @@ fn a_tmpdir_corral_cannot_use_falls_back_to_dev_shm_with_a_warning() {
         c.log.text()
     );
 }
+
+/// A gunicorn config file that corral runs as root, in a folder another
+/// user owns: Python's `-c` puts the current folder first on its module
+/// path, and a `json.py` that user left there ran as root in place of the
+/// standard module (corral's own reader imports json before it runs the
+/// file). Now nothing is imported from such a folder: the file is
+/// converted, the planted module never runs, and a file that imports the
+/// app's modules from there fails with a note that says why. In a folder
+/// only root can change, the file still imports from it, as gunicorn's
+/// does.
+#[test]
+fn root_runs_no_module_another_user_left_beside_a_gunicorn_config() {
+    if !root() {
+        return;
+    }
+    let planted = |marker: &Path| {
+        format!(
+            "import os\nopen({:?}, 'w').write(str(os.getuid()))\nraise ImportError('planted')\n",
+            marker.to_str().unwrap()
+        )
+    };
+    let theirs = AppDir::new(&[]);
+    let marker = theirs.path().with_extension("ran-as-root");
+    let _ = std::fs::remove_file(&marker);
+    for (name, text) in [
+        ("json.py", planted(&marker)),
+        ("types.py", planted(&marker)),
+        ("multiprocessing.py", planted(&marker)),
+        ("settings.py", "WORKERS = 5\n".to_owned()),
+    ] {
+        std::fs::write(theirs.path().join(name), text).unwrap();
+        std::os::unix::fs::chown(theirs.path().join(name), Some(NOBODY), Some(NOBODY)).unwrap();
+    }
+    // The config file itself is root's: corral runs it.
+    std::fs::write(
+        theirs.path().join("gunicorn.conf.py"),
+        "import multiprocessing\nworkers = 3\n",
+    )
+    .unwrap();
+    std::fs::write(
+        theirs.path().join("imports.conf.py"),
+        "from settings import WORKERS\nworkers = WORKERS\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(theirs.path(), PermissionsExt::from_mode(0o755)).unwrap();
+    std::os::unix::fs::chown(theirs.path(), Some(NOBODY), Some(NOBODY)).unwrap();
+
+    let python = python();
+    let import = |dir: &Path, file: &str| {
+        crate::gunicorn_compat::run_to_exit(dir, &["import-gunicorn", file, "--python", &python])
+    };
+    let (code, stdout, stderr) = import(theirs.path(), "gunicorn.conf.py");
+    assert!(
+        !marker.exists(),
+        "root ran a module another user left in the config's folder: {stderr}"
+    );
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stdout.contains("count = 3"), "{stdout}");
+
+    let (code, _, stderr) = import(theirs.path(), "imports.conf.py");
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains("as root, it may not import from the current folder")
+            && stderr.contains("belongs to uid 65534"),
+        "{stderr}"
+    );
+
+    // `run` with gunicorn's python:MODULE, from that folder: the same.
+    std::fs::create_dir(theirs.path().join("conf")).unwrap();
+    std::fs::copy(
+        theirs.path().join("gunicorn.conf.py"),
+        theirs.path().join("conf/gunicorn.py"),
+    )
+    .unwrap();
+    let (_, _, stderr) = crate::gunicorn_compat::run_to_exit(
+        theirs.path(),
+        &[
+            "check",
+            "-c",
+            "python:conf.gunicorn",
+            "--python",
+            &python,
+            "--user",
+            "nobody",
+        ],
+    );
+    assert!(
+        !marker.exists(),
+        "root ran a module another user left in the current folder: {stderr}"
+    );
+
+    // A folder only root can change: the file imports the app's settings.
+    let ours = AppDir::new(&[("settings.py", "WORKERS = 5\n")]);
+    std::fs::copy(
+        theirs.path().join("imports.conf.py"),
+        ours.path().join("imports.conf.py"),
+    )
+    .unwrap();
+    let (code, stdout, stderr) = import(ours.path(), "imports.conf.py");
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stdout.contains("count = 5"), "{stdout}");
+}
+
+/// The interpreter that reads a gunicorn config file as root runs the
+/// `.pth` files of its site-packages at start, before any code of corral's:
+/// one in a virtualenv whose site-packages another user may write to ran
+/// as root, though the interpreter itself passed corral's checks. Now the
+/// folders it imports from and their `.pth` files are checked first.
+#[test]
+fn root_does_not_start_an_interpreter_whose_site_packages_another_user_may_change() {
+    if !root() {
+        return;
+    }
+    let app = AppDir::new(&[("gunicorn.conf.py", "workers = 2\n")]);
+    let venv = app.path().join("venv");
+    let made = Command::new(python())
+        .args(["-m", "venv", "--without-pip"])
+        .arg(&venv)
+        .output()
+        .unwrap();
+    assert!(made.status.success(), "{made:?}");
+    let site = std::fs::read_dir(venv.join("lib"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path().join("site-packages"))
+        .find(|p| p.is_dir())
+        .expect("the virtualenv's site-packages");
+    let marker = app.path().join("ran-as-root");
+    let pth = site.join("planted.pth");
+    std::fs::write(
+        &pth,
+        format!(
+            "import os; open({:?}, 'w').write(str(os.getuid()))\n",
+            marker.to_str().unwrap()
+        ),
+    )
+    .unwrap();
+    let venv_python = venv.join("bin/python");
+    let import = || {
+        crate::gunicorn_compat::run_to_exit(
+            app.path(),
+            &[
+                "import-gunicorn",
+                "gunicorn.conf.py",
+                "--python",
+                venv_python.to_str().unwrap(),
+            ],
+        )
+    };
+    // All root's: it runs (the .pth too, as root put it there).
+    let (code, stdout, stderr) = import();
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stdout.contains("count = 2"), "{stdout}");
+    std::fs::remove_file(&marker).unwrap();
+
+    // The .pth another user's, in root's folder: refused, not run.
+    std::os::unix::fs::chown(&pth, Some(NOBODY), Some(NOBODY)).unwrap();
+    let (code, _, stderr) = import();
+    assert!(
+        !marker.exists(),
+        "root ran another user's .pth file: {stderr}"
+    );
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!("it runs {} at start", pth.display())),
+        "{stderr}"
+    );
+
+    // site-packages another user's: refused, whatever is in it.
+    std::os::unix::fs::chown(&pth, Some(0), Some(0)).unwrap();
+    std::os::unix::fs::chown(&site, Some(NOBODY), Some(NOBODY)).unwrap();
+    let (code, _, stderr) = import();
+    assert!(
+        !marker.exists(),
+        "root ran a .pth file in another user's folder: {stderr}"
+    );
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!("it imports from {}", site.display())),
+        "{stderr}"
+    );
+}
+
+/// The TLS files and the status token file, which a root corral reads, in
+/// a folder another user may change: a link that user put there made root
+/// read a key of root's own (another site's, 0600 in a folder of root's)
+/// and serve with it, and take a file of root's as the token. They are
+/// now opened under the log files' rule: a symlink there is refused, and
+/// so is a file of someone else's; the folder's owner's own files still
+/// serve.
+#[test]
+fn root_does_not_follow_a_link_another_user_put_where_it_reads_a_key() {
+    if !root() {
+        return;
+    }
+    let app = shared_app(&[("app.py", PID_APP)]);
+    // Root's own site: its key readable by root alone.
+    let secret = AppDir::new(&[("token", "root-only-token-0123456789abcdef\n")]);
+    crate::tls::make_certs(secret.path(), "victim.example");
+    // A folder of nobody's, with links to root's files.
+    let theirs = AppDir::new(&[]);
+    std::fs::set_permissions(theirs.path(), PermissionsExt::from_mode(0o755)).unwrap();
+    std::os::unix::fs::chown(theirs.path(), Some(NOBODY), Some(NOBODY)).unwrap();
+    for (link, target) in [
+        ("cert.pem", "server.pem"),
+        ("key.pem", "server.key"),
+        ("token", "token"),
+    ] {
+        let at = theirs.path().join(link);
+        std::os::unix::fs::symlink(secret.path().join(target), &at).unwrap();
+        std::os::unix::fs::lchown(&at, Some(NOBODY), Some(NOBODY)).unwrap();
+    }
+    let path = |name: &str| theirs.path().join(name).to_str().unwrap().to_owned();
+    let refused = "it is a symlink in a folder another user may change";
+    refuses_quickly(
+        app.path(),
+        &[
+            "app:app",
+            "--certfile",
+            &path("cert.pem"),
+            "--keyfile",
+            &path("key.pem"),
+        ],
+        refused,
+    );
+    refuses_quickly(
+        app.path(),
+        &["app:app", "--status-token-file", &path("token")],
+        refused,
+    );
+    // A copy of root's key that root left in that folder for itself is
+    // still read; so would be the folder owner's own.
+    for name in ["cert.pem", "key.pem"] {
+        std::fs::remove_file(theirs.path().join(name)).unwrap();
+    }
+    std::fs::copy(
+        secret.path().join("server.pem"),
+        theirs.path().join("cert.pem"),
+    )
+    .unwrap();
+    std::fs::copy(
+        secret.path().join("server.key"),
+        theirs.path().join("key.pem"),
+    )
+    .unwrap();
+    let mut c = Corral::spawn(
+        app.path(),
+        &[
+            "app:app",
+            "--certfile",
+            &path("cert.pem"),
+            "--keyfile",
+            &path("key.pem"),
+        ],
+        &[],
+    );
+    c.log
+        .wait_for("listening on https://", Duration::from_secs(10))
+        .unwrap_or_else(|| panic!("{}", c.log.text()));
+    let _ = c.child.kill();
+}
+
+/// `corral status` asking the status server on a Unix socket sends the
+/// status token there: a socket another user put in the socket's folder
+/// (one they may write to) got it, where the control socket's client
+/// already refused such a server. The token now goes only to a server of
+/// the client's own user or root, under the control socket's rule.
+#[test]
+fn the_status_token_is_not_sent_to_a_socket_another_user_serves() {
+    if !root() {
+        return;
+    }
+    let theirs = AppDir::new(&[(
+        "fake.py",
+        "import socket, sys\n\
+         s = socket.socket(socket.AF_UNIX)\n\
+         s.bind(sys.argv[1])\n\
+         s.listen(1)\n\
+         s.settimeout(10)\n\
+         c, _ = s.accept()\n\
+         c.settimeout(2)\n\
+         open(sys.argv[2], 'wb').write(c.recv(65536))\n\
+         c.sendall(b'HTTP/1.0 200 OK\\r\\n\\r\\n{}')\n",
+    )]);
+    std::fs::set_permissions(theirs.path(), PermissionsExt::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(
+        theirs.path().join("fake.py"),
+        PermissionsExt::from_mode(0o644),
+    )
+    .unwrap();
+    std::os::unix::fs::chown(theirs.path(), Some(NOBODY), Some(NOBODY)).unwrap();
+    let socket = theirs.path().join("status.sock");
+    let got = theirs.path().join("got");
+    let mut fake = Command::new("/usr/bin/python3")
+        .arg(theirs.path().join("fake.py"))
+        .arg(&socket)
+        .arg(&got)
+        .uid(NOBODY)
+        .gid(NOBODY)
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !socket.exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the fake server never bound"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let token = "not-for-nobody-0123456789abcdef";
+    let bind = format!("unix:{}", socket.display());
+    let (code, _, stderr) = crate::gunicorn_compat::run_to_exit_with_env(
+        theirs.path(),
+        &["status", "--status-bind", &bind],
+        &[("CORRAL_STATUS_TOKEN", token)],
+    );
+    let _ = fake.kill();
+    let _ = fake.wait();
+    let sent = std::fs::read_to_string(&got).unwrap_or_default();
+    assert!(
+        !sent.contains(token),
+        "the token went to nobody's socket: {sent:?}"
+    );
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("it is served by uid 65534"), "{stderr}");
+}

@@ -447,3 +447,41 @@ fn as_root_a_hook_another_user_can_change_is_refused() {
         + &c.log.text();
     assert!(said.contains("can be changed by others"), "{said}");
 }
+
+/// A reload whose new code fails with a NUL (and an escape sequence) in
+/// its error's message: `CORRAL_REASON` quotes the last line of the
+/// worker's boot error, and an environment variable cannot hold a NUL, so
+/// neither `on_reload_failed` nor the rollback hook started at all (the
+/// app chose whether the rollback ran). Now the reason's control
+/// characters are shown as `\xHH`, and both hooks run.
+#[test]
+fn a_boot_error_with_control_characters_does_not_keep_the_failure_hooks_from_running() {
+    let dir = AppDir::new(&[("app.py", APP), ("hook.py", HOOK)]);
+    let py = python();
+    let config = format!(
+        "[app]\nmodule = \"app:app\"\n[workers]\ncount = 1\n[hooks]\n\
+         on_reload_failed = [\"{py}\", \"hook.py\", \"failed\"]\n\
+         [deploy]\nrollback_hook = [\"{py}\", \"hook.py\", \"rollback\"]\n"
+    );
+    std::fs::write(dir.path().join("corral.toml"), config).unwrap();
+    let mut c = Corral::spawn(dir.path(), &["-c", "corral.toml", "-b", "127.0.0.1:0"], &[]);
+    c.wait_listening();
+    c.wait_in_service(1);
+    std::fs::write(
+        dir.path().join("app.py"),
+        "raise RuntimeError('bad\\x00code\\x1b[2J')\n",
+    )
+    .unwrap();
+    let out = reload(&c);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    // The rollback hook gets no CORRAL_GENERATION: the hook names its
+    // record "rollback-None".
+    for name in ["failed-2", "rollback-None"] {
+        let run = event(&c, dir.path(), name);
+        let reason = run["env"]["CORRAL_REASON"].as_str().unwrap();
+        assert!(
+            reason.contains("RuntimeError: bad\\x00code\\x1b[2J"),
+            "{name}: {run}"
+        );
+    }
+}

@@ -429,3 +429,60 @@ fn a_worker_has_no_controlling_terminal_even_when_corral_runs_on_one() {
     assert_eq!(ids["pgid"], ids["pid"], "{ids:?}");
     assert_eq!(ids["sid"], ids["corral_sid"], "{ids:?}");
 }
+
+/// What a worker writes that corral logs as one record of several lines
+/// (its boot traceback, the report of an error it caught) could forge
+/// lines of corral's own: the app controls its exception's message, and
+/// reads the mark of its reports from /proc/self/environ. The boot
+/// traceback also reached the log with a raw CR, which on a terminal
+/// writes over the line. Now such a record's lines after the first are
+/// indented and its control characters shown, so none of them starts a
+/// line of the log.
+#[test]
+fn a_worker_cannot_forge_corrals_log_lines_through_its_tracebacks() {
+    let app = AppDir::new(&[
+        (
+            "forge.py",
+            r#"
+import os, sys
+env = open("/proc/self/environ", "rb").read().split(b"\0")
+mark = [e.split(b"=", 1)[1].decode() for e in env if e.startswith(b"CORRAL_LOG_MARK=")]
+if mark:
+    sys.stderr.write("\x1e%s report\x1f2099-01-01T00:00:00.000000Z  WARN FORGED by a report\n" % mark[0])
+    sys.stderr.flush()
+
+def app(environ, start_response):
+    raise RuntimeError("x\n2099-01-01T00:00:00.000000Z  WARN FORGED by a request\rCR")
+"#,
+        ),
+        (
+            "noboot.py",
+            "raise RuntimeError('x\\n2099-01-01T00:00:00.000000Z  WARN FORGED at boot\\r2099-CR')\n",
+        ),
+    ]);
+    let c = Corral::start(app.path(), &["forge:app", "-w", "1"], 1);
+    assert_eq!(c.get("/").status, 500);
+    c.wait_until("the request's report to be logged", || {
+        c.log.text().contains("FORGED by a request")
+    });
+    let log = c.log.text();
+    assert!(log.contains("FORGED by a report"), "{log}");
+    drop(c);
+
+    let c = Corral::spawn(app.path(), &["noboot:app", "-w", "1"], &[]);
+    c.wait_until("the boot traceback to be logged twice", || {
+        c.log.text().matches("FORGED at boot").count() >= 2
+    });
+    let log = format!("{log}{}", c.log.text());
+    for line in log.lines() {
+        assert!(
+            !line.starts_with("2099-"),
+            "a forged line of its own:\n{log}"
+        );
+    }
+    assert!(!log.contains('\r'), "a raw CR:\n{log:?}");
+    assert!(
+        log.contains("  2099-01-01T00:00:00.000000Z  WARN FORGED at boot\\x0d2099-CR"),
+        "{log}"
+    );
+}

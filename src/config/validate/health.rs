@@ -147,13 +147,16 @@ impl Resolver<'_> {
 
     /// A token file's content without surrounding white space.
     fn read_token(&mut self, path: &Path, at: &At) -> Option<String> {
-        match crate::private_fs::read_regular_text(path) {
+        // A link another user put in the file's folder could make root
+        // take a file of root's as the token.
+        let text = crate::private_fs::read_guarded(path).and_then(|bytes| {
+            String::from_utf8(bytes)
+                .map_err(|_| format!("{}: it is not UTF-8 text", path.display()))
+        });
+        match text {
             Ok(text) => Some(text.trim().to_owned()),
             Err(e) => {
-                let message = format!(
-                    "cannot read {}: {e}: write the token into that file, or give another path",
-                    path.display()
-                );
+                let message = format!("{e}: write the token into that file, or give another path");
                 self.fail(at, message);
                 None
             }

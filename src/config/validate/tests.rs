@@ -478,7 +478,7 @@ fn tls_problems_say_where_and_how() {
         .unwrap_err()
         .to_string();
     assert!(
-        text.contains("corral.toml:4: server.tls.certfile: cannot read "),
+        text.contains("corral.toml:4: server.tls.certfile: cannot open "),
         "{text}"
     );
     // Without certfile and keyfile, the example's cert_reqs and min_version

@@ -375,7 +375,7 @@ fn status_token_problems_say_where_and_how() {
     );
     assert!(
         missing.starts_with(
-            "corral.toml:4: health.status_token_file: cannot read /srv/app/no-such-token: "
+            "corral.toml:4: health.status_token_file: cannot open /srv/app/no-such-token: "
         ) && missing.ends_with("write the token into that file, or give another path"),
         "{missing}"
     );
