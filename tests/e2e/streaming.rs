@@ -2,7 +2,9 @@
 //! generator and a 1 GiB upload read in chunks pass through while the RSS of
 //! corral and of the worker grows by under 2 MiB (the README's bound), also
 //! for a slow reader and a slow uploader; a slow upload under 64 KiB costs
-//! its worker no time before it is complete.
+//! its worker no time before it is complete. An ASGI app's streamed body
+//! reaches the client piece by piece as the app sends it (not a window at
+//! a time once the app lets its event loop run), whole, in bounded memory.
 
 use crate::common::*;
 use sha2::{Digest, Sha256};
@@ -303,4 +305,141 @@ fn a_slow_upload_costs_no_worker_time_before_dispatch() {
         "{}",
         reply.text()
     );
+}
+
+const ASGI_STREAM_APP: &str = r#"
+import os, time
+
+PIECE = bytes(range(256)) * 256  # 64 KiB
+MARK = os.path.join(os.path.dirname(os.path.abspath(__file__)), "client-has-the-first-piece")
+
+async def app(scope, receive, send):
+    if scope["type"] != "http":
+        return
+    n = int(scope["query_string"])
+    await send({"type": "http.response.start", "status": 200,
+                "headers": [(b"content-length", b"%d" % (n * len(PIECE)))]})
+    await send({"type": "http.response.body", "body": PIECE, "more_body": True})
+    piece = PIECE
+    if scope["path"] == "/first-then-wait":
+        # Making the next piece holds the event loop, as a generator that
+        # computes its pieces does. The test says when the client has the
+        # first one; after 20 s without it, the rest of the body says so.
+        deadline = time.monotonic() + 20
+        while not os.path.exists(MARK) and time.monotonic() < deadline:
+            time.sleep(0.005)
+        if not os.path.exists(MARK):
+            piece = b"L" * len(PIECE)
+    for _ in range(n - 1):
+        await send({"type": "http.response.body", "body": piece, "more_body": True})
+    await send({"type": "http.response.body", "body": b""})
+"#;
+
+/// Reads a response's head off `r`, up to its blank line.
+fn skip_head(r: &mut impl std::io::BufRead) {
+    let mut line = String::new();
+    loop {
+        line.clear();
+        r.read_line(&mut line).unwrap();
+        assert!(!line.is_empty(), "the connection closed in the head");
+        if line == "\r\n" {
+            return;
+        }
+    }
+}
+
+#[test]
+fn an_asgi_body_reaches_the_client_piece_by_piece_in_bounded_memory() {
+    let piece = pattern();
+    for event_loop in ["auto", "asyncio"] {
+        let app = AppDir::new(&[("stream.py", ASGI_STREAM_APP)]);
+        let c = Corral::start(
+            app.path(),
+            &["stream:app", "-w", "1", "--asgi-loop", event_loop],
+            1,
+        );
+        // A piece the app sends goes to the client as it is sent, not once
+        // the app lets its event loop run (then four pieces at once): the
+        // app makes its second piece only after the client has the first.
+        let mut s = c.connect();
+        send_request(
+            &mut s,
+            "GET",
+            "/first-then-wait?16",
+            &[("Connection", "close")],
+            b"",
+        );
+        let mut r = BufReader::new(s);
+        skip_head(&mut r);
+        let mut first = vec![0u8; CHUNK];
+        r.read_exact(&mut first).unwrap();
+        std::fs::write(app.path().join("client-has-the-first-piece"), b"").unwrap();
+        let mut rest = Vec::new();
+        r.read_to_end(&mut rest).unwrap();
+        assert!(
+            first == piece,
+            "{event_loop}: the first piece arrived changed"
+        );
+        assert_eq!(rest.len(), 15 * CHUNK, "{event_loop}: the rest of the body");
+        assert!(
+            !rest.starts_with(b"LLLL"),
+            "{event_loop}: the app's first piece reached the client only after the app \
+             had waited 20 s for it and let its event loop run"
+        );
+        assert!(
+            rest.chunks(CHUNK).all(|p| p == piece),
+            "{event_loop}: the rest of the body arrived changed"
+        );
+    }
+
+    // A fast client and a slow one: the body arrives whole, and neither
+    // corral nor the worker holds more than the response window for it.
+    let app = AppDir::new(&[("stream.py", ASGI_STREAM_APP)]);
+    let c = Corral::start(app.path(), &["stream:app", "-w", "1"], 1);
+    let worker = children_of(c.pid())[0];
+    c.get("/?16");
+    let base = [rss_kib(c.pid()), rss_kib(worker)];
+    const FAST: usize = 1024; // pieces: 64 MiB
+    const SLOW: usize = 256; // 16 MiB at about 6 MiB/s
+    let ((), peak) = peak_rss_during(&[c.pid(), worker], || {
+        let mut s = c.connect();
+        send_request(
+            &mut s,
+            "GET",
+            &format!("/?{SLOW}"),
+            &[("Connection", "close")],
+            b"",
+        );
+        let slow = std::thread::spawn(move || read_body_slowly(s, Duration::from_millis(10)));
+        let mut s = c.connect();
+        send_request(
+            &mut s,
+            "GET",
+            &format!("/?{FAST}"),
+            &[("Connection", "close")],
+            b"",
+        );
+        let mut r = BufReader::new(s);
+        skip_head(&mut r);
+        let mut got = vec![0u8; CHUNK];
+        for i in 0..FAST {
+            r.read_exact(&mut got).unwrap();
+            assert!(
+                got == piece,
+                "piece {i} of the fast client's body arrived changed"
+            );
+        }
+        assert_eq!(r.read(&mut got).unwrap(), 0, "bytes after the body");
+        assert_eq!(slow.join().unwrap(), (SLOW * CHUNK) as u64);
+    });
+    let grow = [
+        peak[0].saturating_sub(base[0]),
+        peak[1].saturating_sub(base[1]),
+    ];
+    eprintln!(
+        "RSS growth streaming ASGI bodies to a fast and a slow client: corral {} KiB, worker {} KiB",
+        grow[0], grow[1]
+    );
+    assert!(grow[0] < PROMISED_KIB, "corral grew by {} KiB", grow[0]);
+    assert!(grow[1] < PROMISED_KIB, "the worker grew by {} KiB", grow[1]);
 }

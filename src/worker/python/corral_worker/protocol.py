@@ -57,6 +57,10 @@ RESPONSE_WINDOW = 256 * 1024
 SMALL_WINDOW = 16 * 1024
 BODY_GRANT = 64 * 1024
 MAX_FRAME = 64 * 1024
+# A response body this big is written from where it is (into the ring, or
+# to the socket), not joined to its frame's header first (a piece costs
+# more in Python than a small copy in C).
+PIECES_FROM = 4096
 # The largest WebSocket message an app may send (the largest corral takes
 # from a client too): a message is one frame on the channel.
 MAX_WS_MESSAGE = 16 * 1024 * 1024

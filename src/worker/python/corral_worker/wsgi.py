@@ -17,15 +17,11 @@ import traceback
 from .protocol import (
     BODY_GRANT, ERROR_BODY, ERROR_HEAD, F_MORE_BODY, F_SMALL_WINDOW, F_STAY, HDR,
     HOLD_IF_FASTER_THAN, K_ABORT, K_BODY, K_BODY_END, K_BODY_WINDOW, K_CANCEL, K_DATA, K_END,
-    K_HEARTBEAT, K_REQUEST, K_RESPONSE, K_RETURN, K_START, K_WINDOW, MAX_FRAME, RESP_HDR,
-    RESPONSE_WINDOW, SMALL_WINDOW, U32,
+    K_HEARTBEAT, K_REQUEST, K_RESPONSE, K_RETURN, K_START, K_WINDOW, MAX_FRAME, PIECES_FROM,
+    RESP_HDR, RESPONSE_WINDOW, SMALL_WINDOW, U32,
     ClientDisconnected, clip, log_error, request_parts, under_root, whole_frames, wsgi_head,
 )
 
-# A response body this big is written into the ring from where it is, not
-# joined to its frame's header first (a piece costs more in Python than a
-# small copy in C).
-PIECES_FROM = 4096
 # How often at most a streaming response looks for a CANCEL from corral
 # between its pieces (Connection.look): a look on the socket is a poll.
 LOOK_EVERY = 0.05
