@@ -1255,3 +1255,70 @@ fn the_status_token_is_not_sent_to_a_socket_another_user_serves() {
     assert_eq!(code, Some(1), "{stderr}");
     assert!(stderr.contains("it is served by uid 65534"), "{stderr}");
 }
+
+/// A Kubernetes TLS secret, as kubelet mounts it: a folder of root's,
+/// mode 1777, whose files are links of root's into its `..data` folder
+/// (`tls.key -> ..data/tls.key`). Nobody else may remove or rename them
+/// (the sticky bit), so they are followed, as before the TLS files were
+/// guarded; a link another user put in that folder is still refused.
+#[test]
+fn root_serves_tls_from_a_kubernetes_secret_volume_and_refuses_others_links_there() {
+    if !root() {
+        return;
+    }
+    let app = shared_app(&[("app.py", PID_APP)]);
+    let volume = AppDir::new(&[]);
+    let timestamped = volume.path().join("..2026_12_07_07_00_00.123456789");
+    std::fs::create_dir(&timestamped).unwrap();
+    crate::tls::make_certs(&timestamped, "localhost");
+    std::fs::write(timestamped.join("token"), "k8s-token-0123456789abcdef\n").unwrap();
+    std::os::unix::fs::symlink(
+        timestamped.file_name().unwrap(),
+        volume.path().join("..data"),
+    )
+    .unwrap();
+    for (link, file) in [
+        ("tls.crt", "server.pem"),
+        ("tls.key", "server.key"),
+        ("token", "token"),
+    ] {
+        std::os::unix::fs::symlink(format!("..data/{file}"), volume.path().join(link)).unwrap();
+    }
+    std::fs::set_permissions(volume.path(), PermissionsExt::from_mode(0o1777)).unwrap();
+    let path = |name: &str| volume.path().join(name).to_str().unwrap().to_owned();
+    let mut c = Corral::spawn(
+        app.path(),
+        &[
+            "app:app",
+            "--certfile",
+            &path("tls.crt"),
+            "--keyfile",
+            &path("tls.key"),
+            "--status-token-file",
+            &path("token"),
+        ],
+        &[],
+    );
+    let served = c
+        .log
+        .wait_for("listening on https://", Duration::from_secs(15));
+    let log = c.log.text();
+    let _ = c.child.kill();
+    let _ = c.child.wait();
+    assert!(served.is_some(), "{log}");
+    // The same folder, a link of nobody's to root's key: refused.
+    let planted = volume.path().join("planted.key");
+    std::os::unix::fs::symlink(timestamped.join("server.key"), &planted).unwrap();
+    std::os::unix::fs::lchown(&planted, Some(NOBODY), Some(NOBODY)).unwrap();
+    refuses_quickly(
+        app.path(),
+        &[
+            "app:app",
+            "--certfile",
+            &path("tls.crt"),
+            "--keyfile",
+            &path("planted.key"),
+        ],
+        "it is a symlink in a folder another user may change",
+    );
+}
