@@ -1322,3 +1322,82 @@ fn root_serves_tls_from_a_kubernetes_secret_volume_and_refuses_others_links_ther
         "it is a symlink in a folder another user may change",
     );
 }
+
+/// An access log made for corral's user in a folder of root's (as
+/// logrotate's `create 0640 app app` in /var/log leaves it): `corral run`
+/// appends to it, so `corral check` passes it too. It exited 2 ("its
+/// folder ... is not writable"), failing a deploy whose `corral run`
+/// would serve; a pid file there, which `run` replaces, still fails both.
+#[test]
+fn check_passes_an_access_log_corral_may_write_in_a_folder_it_may_not() {
+    if !root() {
+        return;
+    }
+    let app = shared_app(&[("app.py", "def app(e, s):\n    return []\n")]);
+    let logs = app.path().join("logs");
+    std::fs::create_dir(&logs).unwrap();
+    std::fs::set_permissions(&logs, PermissionsExt::from_mode(0o755)).unwrap();
+    let log = logs.join("access.log");
+    std::fs::write(&log, "").unwrap();
+    std::os::unix::fs::chown(&log, Some(NOBODY), Some(NOBODY)).unwrap();
+    let log = log.to_str().unwrap();
+    let mut check = corral_as(
+        app.path(),
+        &[
+            "check",
+            "app:app",
+            "--python",
+            "/usr/bin/python3",
+            "--access-logfile",
+            log,
+        ],
+        Some(NOBODY),
+        &[],
+    );
+    let st = check.wait_exit(Duration::from_secs(30));
+    assert_eq!(st.and_then(|s| s.code()), Some(0), "{}", check.log.text());
+    // `corral run` serves with it.
+    let mut run = corral_as(
+        app.path(),
+        &[
+            "app:app",
+            "--python",
+            "/usr/bin/python3",
+            "-b",
+            "127.0.0.1:0",
+            "--access-logfile",
+            log,
+        ],
+        Some(NOBODY),
+        &[],
+    );
+    let served = run
+        .log
+        .wait_for("listening on http://", Duration::from_secs(15));
+    let text = run.log.text();
+    let _ = run.child.kill();
+    let _ = run.child.wait();
+    assert!(served.is_some(), "{text}");
+    // A pid file there is replaced, which needs the folder: refused.
+    let pid = logs.join("corral.pid");
+    let mut check = corral_as(
+        app.path(),
+        &[
+            "check",
+            "app:app",
+            "--python",
+            "/usr/bin/python3",
+            "--pid",
+            pid.to_str().unwrap(),
+        ],
+        Some(NOBODY),
+        &[],
+    );
+    let st = check.wait_exit(Duration::from_secs(30));
+    assert_eq!(st.and_then(|s| s.code()), Some(2), "{}", check.log.text());
+    assert!(
+        check.log.text().contains("is not writable"),
+        "{}",
+        check.log.text()
+    );
+}
