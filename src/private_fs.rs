@@ -650,14 +650,55 @@ pub fn untrusted_python_paths(python: &Path) -> Option<String> {
         };
         for entry in entries.flatten().take(MOST_ENTRIES) {
             let path = entry.path();
-            if path.extension().is_some_and(|e| e == "pth")
-                && let Some(why) = changeable(&path)
-            {
-                return Some(format!("it runs {} at start: {why}", path.display()));
+            if path.extension().is_some_and(|e| e == "pth") {
+                if let Some(why) = changeable(&path) {
+                    return Some(format!("it runs {} at start: {why}", path.display()));
+                }
+                if let Some(why) = pth_folders_not_private(dir, &path) {
+                    return Some(why);
+                }
             }
         }
     }
     None
+}
+
+/// Why a folder the `.pth` file `pth` (in the site-packages folder
+/// `site`) puts on Python's path can be changed by someone other than
+/// root or corral's user, if one can: Python imports `sitecustomize` and
+/// `usercustomize` from its path at start, so whoever may add a module to
+/// such a folder (an editable install's source tree, the app's) runs code
+/// as root. A line is a folder unless it is empty, a comment or an
+/// `import` line, as `site.addpackage` reads it; folders not there are
+/// not added.
+fn pth_folders_not_private(site: &Path, pth: &Path) -> Option<String> {
+    use std::io::Read;
+    let mut text = Vec::new();
+    std::fs::File::open(pth)
+        .ok()?
+        .take(1 << 20)
+        .read_to_end(&mut text)
+        .ok()?;
+    let text = String::from_utf8_lossy(&text);
+    text.lines()
+        .map(str::trim_end)
+        .filter(|l| {
+            !l.is_empty()
+                && !l.starts_with('#')
+                && !l.starts_with("import ")
+                && !l.starts_with("import\t")
+        })
+        .map(|l| site.join(l))
+        .filter(|d| d.is_dir())
+        .find_map(|d| {
+            code_folder_not_private(&d).map(|why| {
+                format!(
+                    "{} puts {} on its path, where it imports sitecustomize from at start: {why}",
+                    pth.display(),
+                    d.display()
+                )
+            })
+        })
 }
 
 /// Who besides root (or corral's user) may change `file`: the file where

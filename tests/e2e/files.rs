@@ -1401,3 +1401,75 @@ fn check_passes_an_access_log_corral_may_write_in_a_folder_it_may_not() {
         check.log.text()
     );
 }
+
+/// A `.pth` file of root's that puts another user's folder on Python's
+/// path (an editable install of the app: `pip install -e /srv/app`): the
+/// interpreter that reads a gunicorn config file as root imports
+/// `sitecustomize` from its path at start, so that user's module ran as
+/// root, though the `.pth` file and site-packages were root's. The folders
+/// a `.pth` file names are checked as site-packages is.
+#[test]
+fn root_does_not_start_an_interpreter_whose_pth_file_names_another_users_folder() {
+    if !root() {
+        return;
+    }
+    let app = AppDir::new(&[("gunicorn.conf.py", "workers = 2\n")]);
+    let venv = app.path().join("venv");
+    let made = Command::new(python())
+        .args(["-m", "venv", "--without-pip"])
+        .arg(&venv)
+        .output()
+        .unwrap();
+    assert!(made.status.success(), "{made:?}");
+    let site = std::fs::read_dir(venv.join("lib"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path().join("site-packages"))
+        .find(|p| p.is_dir())
+        .expect("the virtualenv's site-packages");
+    let source = app.path().join("src");
+    std::fs::create_dir(&source).unwrap();
+    let marker = app.path().join("ran-as-root");
+    std::fs::write(
+        source.join("sitecustomize.py"),
+        format!(
+            "import os; open({:?}, 'w').write(str(os.getuid()))\n",
+            marker.to_str().unwrap()
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        site.join("__editable__.app-0.1.pth"),
+        format!("{}\n", source.display()),
+    )
+    .unwrap();
+    let venv_python = venv.join("bin/python");
+    let import = || {
+        crate::gunicorn_compat::run_to_exit(
+            app.path(),
+            &[
+                "import-gunicorn",
+                "gunicorn.conf.py",
+                "--python",
+                venv_python.to_str().unwrap(),
+            ],
+        )
+    };
+    // The folder root's: it runs.
+    let (code, stdout, stderr) = import();
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stdout.contains("count = 2"), "{stdout}");
+    let _ = std::fs::remove_file(&marker);
+    // The folder another user's: refused, their module not run.
+    std::os::unix::fs::chown(&source, Some(NOBODY), Some(NOBODY)).unwrap();
+    let (code, _, stderr) = import();
+    assert!(
+        !marker.exists(),
+        "root ran a module from another user's folder: {stderr}"
+    );
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!("puts {} on its path", source.display())),
+        "{stderr}"
+    );
+}
