@@ -121,13 +121,15 @@ fn start_mistakes(cfg: &Config) -> Vec<String> {
         crate::config::AccessTarget::File(path) => Some(path),
         _ => None,
     });
+    // The access log is opened where it is (appended to, made when it is
+    // not there); the pid file is replaced (written beside it, renamed).
     let files = [
-        ("the access log", access),
-        ("the pid file", cfg.server.pid_file.as_ref()),
+        ("the access log", access, false),
+        ("the pid file", cfg.server.pid_file.as_ref(), true),
     ];
-    for (what, path) in files {
+    for (what, path, replaced) in files {
         if let Some(path) = path
-            && let Some(why) = not_writable(path)
+            && let Some(why) = not_writable(path, replaced)
         {
             found.push(format!("{what} {}: {why}", path.display()));
         }
@@ -135,10 +137,12 @@ fn start_mistakes(cfg: &Config) -> Vec<String> {
     found
 }
 
-/// Why corral could not write `path` (a file it appends to or replaces):
-/// its folder is missing, no folder, or not writable; or the file is
-/// there and not writable.
-fn not_writable(path: &std::path::Path) -> Option<String> {
+/// Why corral could not write `path` (a file it appends to, or one it
+/// replaces when `replaced`): its folder is missing, no folder, or not
+/// writable (for a file appended to, only when the file is not there to
+/// be opened: a log file made for corral's user in a folder of root's
+/// serves); or the file is there and not writable.
+fn not_writable(path: &std::path::Path, replaced: bool) -> Option<String> {
     use nix::unistd::{AccessFlags, access};
     let dir = path
         .parent()
@@ -149,7 +153,10 @@ fn not_writable(path: &std::path::Path) -> Option<String> {
         Ok(m) if !m.is_dir() => return Some(format!("{} is not a folder", dir.display())),
         Ok(_) => {}
     }
-    if let Err(e) = access(dir, AccessFlags::W_OK | AccessFlags::X_OK) {
+    let there = std::fs::symlink_metadata(path).is_ok();
+    if (replaced || !there)
+        && let Err(e) = access(dir, AccessFlags::W_OK | AccessFlags::X_OK)
+    {
         return Some(format!(
             "its folder {} is not writable ({})",
             dir.display(),

@@ -266,14 +266,63 @@ pub fn open_guarded(
     Ok((file, meta))
 }
 
-/// The bytes of the regular file at `path` under [`open_guarded`]'s rule.
+/// The bytes of the regular file at `path` under [`open_guarded`]'s rule,
+/// but for a link that only root or corral's user could have put there
+/// and that no one else can change ([`link_kept_by_sticky_folder`]): it
+/// is followed, and where it leads is read under the same rule.
 pub fn read_guarded(path: &Path) -> Result<Vec<u8>, String> {
     use std::io::Read;
-    let (mut file, _) = open_guarded(path, std::fs::OpenOptions::new().read(true))?;
+    let mut at = path.to_path_buf();
+    let mut links = 0;
+    loop {
+        if let Some(why) = folders_above_not_private(&at) {
+            return Err(format!("refusing {}: {why}", at.display()));
+        }
+        let Some(target) = link_kept_by_sticky_folder(&at) else {
+            break;
+        };
+        links += 1;
+        if links > 40 {
+            return Err(format!(
+                "cannot open {}: too many levels of symlinks",
+                path.display()
+            ));
+        }
+        at = target;
+    }
+    let (mut file, _) = open_guarded(&at, std::fs::OpenOptions::new().read(true))?;
     let mut bytes = Vec::new();
     file.read_to_end(&mut bytes)
         .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     Ok(bytes)
+}
+
+/// Where the symlink at `path` leads (a path to open under the same
+/// rule), when its folder is one others may write to but that keeps it:
+/// a sticky folder of root's or corral's user, where no one else may
+/// remove or rename what is in it, and a link of root's or corral's user
+/// with one name (not a link of root's from elsewhere that another user
+/// hard-linked there). Kubernetes mounts a secret or ConfigMap volume as
+/// such a folder (root's, mode 1777), each file a link of root's into
+/// its `..data` folder (`tls.key -> ..data/tls.key`).
+fn link_kept_by_sticky_folder(path: &Path) -> Option<PathBuf> {
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let me = nix::unistd::geteuid().as_raw();
+    let kept_by = |uid: u32| uid == 0 || uid == me;
+    let folder = std::fs::metadata(dir).ok()?;
+    if folder.mode() & 0o1000 == 0 || !kept_by(folder.uid()) {
+        return None;
+    }
+    let link = std::fs::symlink_metadata(path).ok()?;
+    if !link.file_type().is_symlink() || !kept_by(link.uid()) || link.nlink() > 1 {
+        return None;
+    }
+    // Neither this link nor its folder can change meanwhile: only their
+    // owners, root or corral's user, may change them.
+    std::fs::read_link(path).ok().map(|target| dir.join(target))
 }
 
 /// The bytes of the regular file at `path` (a symlink followed, as an
@@ -601,14 +650,55 @@ pub fn untrusted_python_paths(python: &Path) -> Option<String> {
         };
         for entry in entries.flatten().take(MOST_ENTRIES) {
             let path = entry.path();
-            if path.extension().is_some_and(|e| e == "pth")
-                && let Some(why) = changeable(&path)
-            {
-                return Some(format!("it runs {} at start: {why}", path.display()));
+            if path.extension().is_some_and(|e| e == "pth") {
+                if let Some(why) = changeable(&path) {
+                    return Some(format!("it runs {} at start: {why}", path.display()));
+                }
+                if let Some(why) = pth_folders_not_private(dir, &path) {
+                    return Some(why);
+                }
             }
         }
     }
     None
+}
+
+/// Why a folder the `.pth` file `pth` (in the site-packages folder
+/// `site`) puts on Python's path can be changed by someone other than
+/// root or corral's user, if one can: Python imports `sitecustomize` and
+/// `usercustomize` from its path at start, so whoever may add a module to
+/// such a folder (an editable install's source tree, the app's) runs code
+/// as root. A line is a folder unless it is empty, a comment or an
+/// `import` line, as `site.addpackage` reads it; folders not there are
+/// not added.
+fn pth_folders_not_private(site: &Path, pth: &Path) -> Option<String> {
+    use std::io::Read;
+    let mut text = Vec::new();
+    std::fs::File::open(pth)
+        .ok()?
+        .take(1 << 20)
+        .read_to_end(&mut text)
+        .ok()?;
+    let text = String::from_utf8_lossy(&text);
+    text.lines()
+        .map(str::trim_end)
+        .filter(|l| {
+            !l.is_empty()
+                && !l.starts_with('#')
+                && !l.starts_with("import ")
+                && !l.starts_with("import\t")
+        })
+        .map(|l| site.join(l))
+        .filter(|d| d.is_dir())
+        .find_map(|d| {
+            code_folder_not_private(&d).map(|why| {
+                format!(
+                    "{} puts {} on its path, where it imports sitecustomize from at start: {why}",
+                    pth.display(),
+                    d.display()
+                )
+            })
+        })
 }
 
 /// Who besides root (or corral's user) may change `file`: the file where

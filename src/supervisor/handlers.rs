@@ -74,7 +74,10 @@ impl Supervisor {
                     tracing::info!(
                         "the new corral (pid {pid}) is gone; this one serves on, and SIGUSR2 may start another"
                     );
-                    if std::mem::take(&mut self.reload_for_child) {
+                    // Not yet passed on, or passed on to the one that
+                    // gave up: either way not done.
+                    let passed = std::mem::take(&mut self.reload_passed_on);
+                    if std::mem::take(&mut self.reload_for_child) || passed {
                         tracing::info!(
                             "the reload asked for during the hand-over starts here instead"
                         );
@@ -152,10 +155,12 @@ impl Supervisor {
     fn handle_term(&mut self) -> Option<Event> {
         // The new corral of a USR2 took over (or is told to serve alone):
         // a reload asked for before it could take one is its now.
-        if let Handover::ToChild(child) = self.handover
-            && self.reload_for_child
-        {
-            self.pass_reload_on(child, None);
+        if let Handover::ToChild(child) = self.handover {
+            if self.reload_for_child {
+                self.pass_reload_on(child, None);
+            }
+            // The new corral serves on: a reload passed on is its own.
+            self.reload_passed_on = false;
         }
         if self.core.phase == Phase::Stopping {
             return None;
@@ -306,13 +311,14 @@ impl Supervisor {
         }
         if crate::reexec::catches_hup(child) {
             tracing::info!(
-                "reload during a USR2 hand-over: passed on to the new corral (pid {child}) as a SIGHUP; it reloads with the code on disk now"
+                "reload during a USR2 hand-over: passed on to the new corral (pid {child}) as a SIGHUP; it reloads with the code on disk now (done here instead if it gives up before it takes over)"
             );
             let _ = nix::sys::signal::kill(
                 nix::unistd::Pid::from_raw(child as i32),
                 nix::sys::signal::Signal::SIGHUP,
             );
             self.reload_for_child = false;
+            self.reload_passed_on = true;
         } else {
             tracing::info!(
                 "reload during a USR2 hand-over: the new corral (pid {child}) is not ready for it yet; it is passed on once it is (or done here, if it gives up)"

@@ -383,6 +383,10 @@ pub struct Supervisor {
     /// could not take yet: passed on to it once it can, or started here
     /// if it gives up.
     reload_for_child: bool,
+    /// A reload passed on to the new corral of a USR2 hand-over as a
+    /// SIGHUP: started here if it gives up before it takes over (its
+    /// reload went with it).
+    reload_passed_on: bool,
     exit_code: i32,
     /// "generation N runs X; disk now has Y" while they differ.
     drift: Option<String>,
@@ -478,6 +482,7 @@ impl Supervisor {
             rolling_back: None,
             queued_reload: None,
             reload_for_child: false,
+            reload_passed_on: false,
             exit_code: 0,
             drift: None,
             last_good,

@@ -1255,3 +1255,221 @@ fn the_status_token_is_not_sent_to_a_socket_another_user_serves() {
     assert_eq!(code, Some(1), "{stderr}");
     assert!(stderr.contains("it is served by uid 65534"), "{stderr}");
 }
+
+/// A Kubernetes TLS secret, as kubelet mounts it: a folder of root's,
+/// mode 1777, whose files are links of root's into its `..data` folder
+/// (`tls.key -> ..data/tls.key`). Nobody else may remove or rename them
+/// (the sticky bit), so they are followed, as before the TLS files were
+/// guarded; a link another user put in that folder is still refused.
+#[test]
+fn root_serves_tls_from_a_kubernetes_secret_volume_and_refuses_others_links_there() {
+    if !root() {
+        return;
+    }
+    let app = shared_app(&[("app.py", PID_APP)]);
+    let volume = AppDir::new(&[]);
+    let timestamped = volume.path().join("..2026_12_07_07_00_00.123456789");
+    std::fs::create_dir(&timestamped).unwrap();
+    crate::tls::make_certs(&timestamped, "localhost");
+    std::fs::write(timestamped.join("token"), "k8s-token-0123456789abcdef\n").unwrap();
+    std::os::unix::fs::symlink(
+        timestamped.file_name().unwrap(),
+        volume.path().join("..data"),
+    )
+    .unwrap();
+    for (link, file) in [
+        ("tls.crt", "server.pem"),
+        ("tls.key", "server.key"),
+        ("token", "token"),
+    ] {
+        std::os::unix::fs::symlink(format!("..data/{file}"), volume.path().join(link)).unwrap();
+    }
+    std::fs::set_permissions(volume.path(), PermissionsExt::from_mode(0o1777)).unwrap();
+    let path = |name: &str| volume.path().join(name).to_str().unwrap().to_owned();
+    let mut c = Corral::spawn(
+        app.path(),
+        &[
+            "app:app",
+            "--certfile",
+            &path("tls.crt"),
+            "--keyfile",
+            &path("tls.key"),
+            "--status-token-file",
+            &path("token"),
+        ],
+        &[],
+    );
+    let served = c
+        .log
+        .wait_for("listening on https://", Duration::from_secs(15));
+    let log = c.log.text();
+    let _ = c.child.kill();
+    let _ = c.child.wait();
+    assert!(served.is_some(), "{log}");
+    // The same folder, a link of nobody's to root's key: refused.
+    let planted = volume.path().join("planted.key");
+    std::os::unix::fs::symlink(timestamped.join("server.key"), &planted).unwrap();
+    std::os::unix::fs::lchown(&planted, Some(NOBODY), Some(NOBODY)).unwrap();
+    refuses_quickly(
+        app.path(),
+        &[
+            "app:app",
+            "--certfile",
+            &path("tls.crt"),
+            "--keyfile",
+            &path("planted.key"),
+        ],
+        "it is a symlink in a folder another user may change",
+    );
+}
+
+/// An access log made for corral's user in a folder of root's (as
+/// logrotate's `create 0640 app app` in /var/log leaves it): `corral run`
+/// appends to it, so `corral check` passes it too. It exited 2 ("its
+/// folder ... is not writable"), failing a deploy whose `corral run`
+/// would serve; a pid file there, which `run` replaces, still fails both.
+#[test]
+fn check_passes_an_access_log_corral_may_write_in_a_folder_it_may_not() {
+    if !root() {
+        return;
+    }
+    let app = shared_app(&[("app.py", "def app(e, s):\n    return []\n")]);
+    let logs = app.path().join("logs");
+    std::fs::create_dir(&logs).unwrap();
+    std::fs::set_permissions(&logs, PermissionsExt::from_mode(0o755)).unwrap();
+    let log = logs.join("access.log");
+    std::fs::write(&log, "").unwrap();
+    std::os::unix::fs::chown(&log, Some(NOBODY), Some(NOBODY)).unwrap();
+    let log = log.to_str().unwrap();
+    let mut check = corral_as(
+        app.path(),
+        &[
+            "check",
+            "app:app",
+            "--python",
+            "/usr/bin/python3",
+            "--access-logfile",
+            log,
+        ],
+        Some(NOBODY),
+        &[],
+    );
+    let st = check.wait_exit(Duration::from_secs(30));
+    assert_eq!(st.and_then(|s| s.code()), Some(0), "{}", check.log.text());
+    // `corral run` serves with it.
+    let mut run = corral_as(
+        app.path(),
+        &[
+            "app:app",
+            "--python",
+            "/usr/bin/python3",
+            "-b",
+            "127.0.0.1:0",
+            "--access-logfile",
+            log,
+        ],
+        Some(NOBODY),
+        &[],
+    );
+    let served = run
+        .log
+        .wait_for("listening on http://", Duration::from_secs(15));
+    let text = run.log.text();
+    let _ = run.child.kill();
+    let _ = run.child.wait();
+    assert!(served.is_some(), "{text}");
+    // A pid file there is replaced, which needs the folder: refused.
+    let pid = logs.join("corral.pid");
+    let mut check = corral_as(
+        app.path(),
+        &[
+            "check",
+            "app:app",
+            "--python",
+            "/usr/bin/python3",
+            "--pid",
+            pid.to_str().unwrap(),
+        ],
+        Some(NOBODY),
+        &[],
+    );
+    let st = check.wait_exit(Duration::from_secs(30));
+    assert_eq!(st.and_then(|s| s.code()), Some(2), "{}", check.log.text());
+    assert!(
+        check.log.text().contains("is not writable"),
+        "{}",
+        check.log.text()
+    );
+}
+
+/// A `.pth` file of root's that puts another user's folder on Python's
+/// path (an editable install of the app: `pip install -e /srv/app`): the
+/// interpreter that reads a gunicorn config file as root imports
+/// `sitecustomize` from its path at start, so that user's module ran as
+/// root, though the `.pth` file and site-packages were root's. The folders
+/// a `.pth` file names are checked as site-packages is.
+#[test]
+fn root_does_not_start_an_interpreter_whose_pth_file_names_another_users_folder() {
+    if !root() {
+        return;
+    }
+    let app = AppDir::new(&[("gunicorn.conf.py", "workers = 2\n")]);
+    let venv = app.path().join("venv");
+    let made = Command::new(python())
+        .args(["-m", "venv", "--without-pip"])
+        .arg(&venv)
+        .output()
+        .unwrap();
+    assert!(made.status.success(), "{made:?}");
+    let site = std::fs::read_dir(venv.join("lib"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path().join("site-packages"))
+        .find(|p| p.is_dir())
+        .expect("the virtualenv's site-packages");
+    let source = app.path().join("src");
+    std::fs::create_dir(&source).unwrap();
+    let marker = app.path().join("ran-as-root");
+    std::fs::write(
+        source.join("sitecustomize.py"),
+        format!(
+            "import os; open({:?}, 'w').write(str(os.getuid()))\n",
+            marker.to_str().unwrap()
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        site.join("__editable__.app-0.1.pth"),
+        format!("{}\n", source.display()),
+    )
+    .unwrap();
+    let venv_python = venv.join("bin/python");
+    let import = || {
+        crate::gunicorn_compat::run_to_exit(
+            app.path(),
+            &[
+                "import-gunicorn",
+                "gunicorn.conf.py",
+                "--python",
+                venv_python.to_str().unwrap(),
+            ],
+        )
+    };
+    // The folder root's: it runs.
+    let (code, stdout, stderr) = import();
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stdout.contains("count = 2"), "{stdout}");
+    let _ = std::fs::remove_file(&marker);
+    // The folder another user's: refused, their module not run.
+    std::os::unix::fs::chown(&source, Some(NOBODY), Some(NOBODY)).unwrap();
+    let (code, _, stderr) = import();
+    assert!(
+        !marker.exists(),
+        "root ran a module from another user's folder: {stderr}"
+    );
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!("puts {} on its path", source.display())),
+        "{stderr}"
+    );
+}

@@ -434,3 +434,63 @@ fn a_hup_during_a_usr2_hand_over_is_passed_on_to_the_new_corral() {
         c.log.text()
     );
 }
+
+/// A `corral reload` passed on (as a SIGHUP) to the new corral of a USR2
+/// that then gives up (not in service by its `ready_timeout`) went with
+/// it: told "passed on", the deploy kept the old corral serving the code
+/// from before it for good. It starts in the old corral instead, as one
+/// asked for before the new corral could take a HUP does.
+#[test]
+fn a_reload_passed_on_to_a_new_corral_that_gives_up_is_done_by_the_old_one() {
+    let app = AppDir::new(&[
+        ("app.py", VERSIONED),
+        ("version.txt", "v1"),
+        ("slow.txt", "0"),
+        ("corral.toml", "[deploy]\nready_timeout = \"20s\"\n"),
+    ]);
+    let c = Corral::start(app.path(), &["app:app", "-w", "1", "-b", "127.0.0.1:0"], 1);
+    // The new corral's worker takes longer than its ready_timeout (the
+    // old one keeps its own until a restart).
+    std::fs::write(
+        app.path().join("corral.toml"),
+        "[deploy]\nready_timeout = \"2s\"\n",
+    )
+    .unwrap();
+    std::fs::write(app.path().join("slow.txt"), "3").unwrap();
+    c.signal(libc::SIGUSR2);
+    let new = c.reexec_child();
+    c.wait_until("the new corral catches HUP", || {
+        std::fs::read_to_string(format!("/proc/{}/status", new.0))
+            .unwrap_or_default()
+            .lines()
+            .find_map(|l| l.strip_prefix("SigCgt:"))
+            .and_then(|m| u64::from_str_radix(m.trim(), 16).ok())
+            .is_some_and(|mask| mask & (1 << (libc::SIGHUP - 1)) != 0)
+    });
+    std::fs::write(app.path().join("version.txt"), "v2").unwrap();
+    let out = std::process::Command::new(corral_bin())
+        .args(["reload", "--socket"])
+        .arg(&c.socket)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(text.contains("passed on to the new corral"), "{text}");
+    c.log
+        .wait_for("is gone; this one serves on", Duration::from_secs(30))
+        .unwrap_or_else(|| panic!("{}", c.log.text()));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let answer = request(&c.addr, "GET", "/", &[], b"");
+        if answer.status == 200 && answer.text() == "v2" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the old corral still serves {:?}, not v2:\n{}",
+            answer.text(),
+            c.log.text()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
