@@ -236,6 +236,11 @@ pub fn open_guarded(
     path: &Path,
     options: &mut std::fs::OpenOptions,
 ) -> Result<(std::fs::File, std::fs::Metadata), String> {
+    if let Some(why) = folders_above_not_private(path) {
+        return Err(format!("refusing {}: {why}", path.display()));
+    }
+    let followed = follow_sticky_links(path);
+    let path = followed.as_path();
     let dir = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
@@ -264,6 +269,40 @@ pub fn open_guarded(
         }
     }
     Ok((file, meta))
+}
+
+/// `path` with the symlinks at its end followed as far as no other user
+/// can change them: a link that belongs to root or corral's user and has
+/// one name, in a folder of root's that others may write to only under
+/// the sticky bit, where no one else can rename or remove it (the kernel's
+/// own rule for links in such folders, `fs.protected_symlinks`). A
+/// Kubernetes secret volume is such a folder: a tmpfs of mode 1777 whose
+/// `tls.crt` leads through the `..data` link that each update swaps. Any
+/// other link there is left for [`open_unfollowed`] to refuse; a link in
+/// a private folder is left for the kernel to follow.
+fn follow_sticky_links(path: &Path) -> PathBuf {
+    let me = nix::unistd::geteuid().as_raw();
+    let mut path = path.to_path_buf();
+    for _ in 0..40 {
+        let dir = match path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        let Ok(meta) = std::fs::symlink_metadata(&path) else {
+            break;
+        };
+        let trusted = meta.file_type().is_symlink()
+            && (meta.uid() == 0 || meta.uid() == me)
+            && meta.nlink() == 1
+            && not_private(&dir, false).is_some()
+            && not_private(&dir, true).is_none();
+        let target = match std::fs::read_link(&path) {
+            Ok(target) if trusted => target,
+            _ => break,
+        };
+        path = dir.join(target);
+    }
+    path
 }
 
 /// The bytes of the regular file at `path` under [`open_guarded`]'s rule.
