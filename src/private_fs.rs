@@ -650,6 +650,16 @@ pub fn untrusted_python_paths(python: &Path) -> Option<String> {
     None
 }
 
+/// Who besides root (or corral's user) may change the program `program`
+/// runs as a command (a bare name looked up in `PATH`), when corral runs
+/// as root: the file where its links lead, or a folder on the way to it.
+pub fn program_changeable(program: &Path) -> Option<String> {
+    if !nix::unistd::geteuid().is_root() {
+        return None;
+    }
+    changeable(&which(program)?)
+}
+
 /// Who besides root (or corral's user) may change `file`: the file where
 /// its links lead, or any folder on the way to it.
 fn changeable(file: &Path) -> Option<String> {

@@ -1368,3 +1368,43 @@ fn root_refuses_the_app_users_gunicorn_config_and_says_how_to_convert_it() {
         "{log}"
     );
 }
+
+/// A gunicorn.conf.py of root's read with the app's user's virtualenv
+/// (`--python /srv/app/.venv/bin/python`, in a folder that user owns):
+/// refused, rightly, but the message was a hook's, ending in "run the
+/// command as the app's user, e.g. [\"runuser\", ...]", which `--python`
+/// cannot take. It now names the interpreter's ways out.
+#[test]
+fn root_refuses_the_app_users_interpreter_for_a_gunicorn_config_with_its_own_fix() {
+    if !root() {
+        return;
+    }
+    let app = shared_app(&[
+        ("app.py", PID_APP),
+        ("gunicorn.conf.py", "wsgi_app = \"app:app\"\nworkers = 1\n"),
+    ]);
+    let theirs = AppDir::new(&[]);
+    std::fs::set_permissions(theirs.path(), PermissionsExt::from_mode(0o755)).unwrap();
+    std::os::unix::fs::chown(theirs.path(), Some(NOBODY), Some(NOBODY)).unwrap();
+    let python = theirs.path().join("python");
+    std::os::unix::fs::symlink("/usr/bin/python3", &python).unwrap();
+    let log = refuses_quickly(
+        app.path(),
+        &[
+            "-c",
+            "gunicorn.conf.py",
+            "--python",
+            python.to_str().unwrap(),
+        ],
+        "someone besides root can change it",
+    );
+    assert!(
+        log.contains("Give an interpreter only root can change"),
+        "{log}"
+    );
+    assert!(
+        log.contains("corral import-gunicorn gunicorn.conf.py"),
+        "{log}"
+    );
+    assert!(!log.contains("runuser"), "{log}");
+}
