@@ -236,6 +236,11 @@ pub fn open_guarded(
     path: &Path,
     options: &mut std::fs::OpenOptions,
 ) -> Result<(std::fs::File, std::fs::Metadata), String> {
+    if let Some(why) = folders_above_not_private(path) {
+        return Err(format!("refusing {}: {why}", path.display()));
+    }
+    let followed = follow_sticky_links(path);
+    let path = followed.as_path();
     let dir = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
@@ -266,63 +271,48 @@ pub fn open_guarded(
     Ok((file, meta))
 }
 
-/// The bytes of the regular file at `path` under [`open_guarded`]'s rule,
-/// but for a link that only root or corral's user could have put there
-/// and that no one else can change ([`link_kept_by_sticky_folder`]): it
-/// is followed, and where it leads is read under the same rule.
-pub fn read_guarded(path: &Path) -> Result<Vec<u8>, String> {
-    use std::io::Read;
-    let mut at = path.to_path_buf();
-    let mut links = 0;
-    loop {
-        if let Some(why) = folders_above_not_private(&at) {
-            return Err(format!("refusing {}: {why}", at.display()));
-        }
-        let Some(target) = link_kept_by_sticky_folder(&at) else {
+/// `path` with the symlinks at its end followed as far as no other user
+/// can change them: a link that belongs to root or corral's user and has
+/// one name, in a folder of root's that others may write to only under
+/// the sticky bit, where no one else can rename or remove it (the kernel's
+/// own rule for links in such folders, `fs.protected_symlinks`). A
+/// Kubernetes secret volume is such a folder: a tmpfs of mode 1777 whose
+/// `tls.crt` leads through the `..data` link that each update swaps. Any
+/// other link there is left for [`open_unfollowed`] to refuse; a link in
+/// a private folder is left for the kernel to follow.
+fn follow_sticky_links(path: &Path) -> PathBuf {
+    let me = nix::unistd::geteuid().as_raw();
+    let mut path = path.to_path_buf();
+    for _ in 0..40 {
+        let dir = match path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        let Ok(meta) = std::fs::symlink_metadata(&path) else {
             break;
         };
-        links += 1;
-        if links > 40 {
-            return Err(format!(
-                "cannot open {}: too many levels of symlinks",
-                path.display()
-            ));
-        }
-        at = target;
+        let trusted = meta.file_type().is_symlink()
+            && (meta.uid() == 0 || meta.uid() == me)
+            && meta.nlink() == 1
+            && not_private(&dir, false).is_some()
+            && not_private(&dir, true).is_none();
+        let target = match std::fs::read_link(&path) {
+            Ok(target) if trusted => target,
+            _ => break,
+        };
+        path = dir.join(target);
     }
-    let (mut file, _) = open_guarded(&at, std::fs::OpenOptions::new().read(true))?;
+    path
+}
+
+/// The bytes of the regular file at `path` under [`open_guarded`]'s rule.
+pub fn read_guarded(path: &Path) -> Result<Vec<u8>, String> {
+    use std::io::Read;
+    let (mut file, _) = open_guarded(path, std::fs::OpenOptions::new().read(true))?;
     let mut bytes = Vec::new();
     file.read_to_end(&mut bytes)
         .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     Ok(bytes)
-}
-
-/// Where the symlink at `path` leads (a path to open under the same
-/// rule), when its folder is one others may write to but that keeps it:
-/// a sticky folder of root's or corral's user, where no one else may
-/// remove or rename what is in it, and a link of root's or corral's user
-/// with one name (not a link of root's from elsewhere that another user
-/// hard-linked there). Kubernetes mounts a secret or ConfigMap volume as
-/// such a folder (root's, mode 1777), each file a link of root's into
-/// its `..data` folder (`tls.key -> ..data/tls.key`).
-fn link_kept_by_sticky_folder(path: &Path) -> Option<PathBuf> {
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
-    let me = nix::unistd::geteuid().as_raw();
-    let kept_by = |uid: u32| uid == 0 || uid == me;
-    let folder = std::fs::metadata(dir).ok()?;
-    if folder.mode() & 0o1000 == 0 || !kept_by(folder.uid()) {
-        return None;
-    }
-    let link = std::fs::symlink_metadata(path).ok()?;
-    if !link.file_type().is_symlink() || !kept_by(link.uid()) || link.nlink() > 1 {
-        return None;
-    }
-    // Neither this link nor its folder can change meanwhile: only their
-    // owners, root or corral's user, may change them.
-    std::fs::read_link(path).ok().map(|target| dir.join(target))
 }
 
 /// The bytes of the regular file at `path` (a symlink followed, as an
@@ -699,6 +689,16 @@ fn pth_folders_not_private(site: &Path, pth: &Path) -> Option<String> {
                 )
             })
         })
+}
+
+/// Who besides root (or corral's user) may change the program `program`
+/// runs as a command (a bare name looked up in `PATH`), when corral runs
+/// as root: the file where its links lead, or a folder on the way to it.
+pub fn program_changeable(program: &Path) -> Option<String> {
+    if !nix::unistd::geteuid().is_root() {
+        return None;
+    }
+    changeable(&which(program)?)
 }
 
 /// Who besides root (or corral's user) may change `file`: the file where

@@ -75,6 +75,24 @@ impl Default for HeadLimits {
     }
 }
 
+/// Whether `path` names this process's standard stream `fd` (1 for
+/// stdout, 2 for stderr) as `/dev/stdout`, `/dev/fd/N` or
+/// `/proc/self/fd/N` do.
+fn is_std_stream(path: &Path, fd: u8) -> bool {
+    let name = if fd == 1 {
+        "/dev/stdout"
+    } else {
+        "/dev/stderr"
+    };
+    [
+        name.to_owned(),
+        format!("/dev/fd/{fd}"),
+        format!("/proc/self/fd/{fd}"),
+    ]
+    .iter()
+    .any(|p| path == Path::new(p))
+}
+
 impl Resolver<'_> {
     pub(super) fn log(&mut self, args: &Overrides, raw: RawLog) -> LogConfig {
         let level = args.log_level.or(raw.level).unwrap_or_default();
@@ -93,6 +111,17 @@ impl Resolver<'_> {
             (None, Some(p)) => self.log_path(p, "log.access_file").map(AccessTarget::File),
             (None, None) => None,
         };
+        // Container images pass gunicorn `--access-logfile /dev/stdout` and
+        // `--error-logfile /dev/stderr` (a pipe or the journal's socket
+        // there, no file to open and append to), and `/dev/null` for no
+        // access log: the streams corral writes itself, and no log.
+        let error_file = error_file.filter(|p| !is_std_stream(p, 2));
+        let target = match target {
+            Some(AccessTarget::File(p)) if is_std_stream(&p, 1) => Some(AccessTarget::Stdout),
+            other => other,
+        };
+        let discard = matches!(&target, Some(AccessTarget::File(p)) if p == Path::new("/dev/null"));
+        let target = target.filter(|_| !discard);
         let custom = match (&args.access_logformat, &raw.access_format) {
             (Some(f), _) => self.access_format(f, &At::flag("--access-logformat")),
             (None, Some(f)) => {
@@ -111,6 +140,7 @@ impl Resolver<'_> {
             // gunicorn's default line is the Combined Log Format.
             (None, None) => target.as_ref().map(|_| Format::Combined),
         };
+        let format = format.filter(|_| !discard);
         let statsd = self.statsd(args, &raw);
         let syslog = self.syslog(args, &raw);
         LogConfig {

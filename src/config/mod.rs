@@ -104,6 +104,19 @@ pub enum ConfigError {
 }
 
 fn untrusted(path: &Path, why: &str) -> String {
+    // A gunicorn.conf.py in the app's folder, the app's user's (gunicorn's
+    // classic layout): code that root would run.
+    if path.extension().is_some_and(|e| e == "py") {
+        return format!(
+            "refusing {0}: {why}, and corral runs as root: it is Python code that corral runs as \
+             root (as a root gunicorn does), so whoever can change it could run code as root; make \
+             the file and its folder root's and writable by no one else (chown root, chmod go-w), or \
+             convert it once as the app's user (runuser -u USER -- corral import-gunicorn {0} > \
+             app.toml), move app.toml to a folder of root's (/etc/corral/) and run corral -c \
+             /etc/corral/app.toml",
+            path.display()
+        );
+    }
     format!(
         "refusing {}: {why}, and corral runs as root: the file names commands corral runs (its hooks, the rollback hook, the interpreter) and where a client command sends the status token; make the file and its folder root's and writable by no one else (chown root, chmod go-w), or give one that is with -c",
         path.display()

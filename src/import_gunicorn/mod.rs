@@ -131,12 +131,14 @@ pub fn convert_file(
     let source = read_checked(file)?;
     // As root: the interpreter (and what it imports at start, a
     // virtualenv's .pth files among them) must be root's to run.
-    let interpreter = python.to_string_lossy().into_owned();
-    let untrusted = crate::private_fs::untrusted_command(&[interpreter], None)
+    let untrusted = crate::private_fs::program_changeable(python)
+        .map(|why| format!("someone besides root can change it ({why})"))
         .or_else(|| crate::private_fs::untrusted_python_paths(python));
     if let Some(why) = untrusted {
         return Err(format!(
-            "refusing to run {} as root to read {}: {why}. Or convert the file once, as the \
+            "refusing to run {} as root to read {}: {why}, and whoever can change it could run \
+             code as root. Give an interpreter only root can change (--python, [app] python: \
+             a virtualenv of root's, or /usr/bin/python3), or convert the file once, as the \
              app's user: {}, and run corral -c corral.toml",
             python.display(),
             file.display(),

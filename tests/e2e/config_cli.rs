@@ -927,3 +927,53 @@ fn check_refuses_what_run_refuses_an_access_log_or_pid_file_in_no_folder() {
     }
     assert!(!gone.exists(), "check made nothing");
 }
+
+/// Container images run gunicorn with `--access-logfile /dev/stdout
+/// --error-logfile /dev/stderr` (pipes there, under Docker and here) and
+/// turn the access log off with `--access-logfile /dev/null`. `corral run`
+/// refused each (a FIFO, a device: not a regular file, exit 2) where
+/// `corral check` passed them. They are the streams corral writes itself,
+/// and no access log: both now serve, and check agrees.
+#[test]
+fn the_standard_streams_and_dev_null_as_log_files_serve_as_under_gunicorn() {
+    let dir = dir_with(
+        "app.py",
+        "def app(e, s):\n    s('200 OK', [('Content-Length', '2')])\n    return [b'hi']\n",
+    );
+    let python = python();
+    for (flags, logged) in [
+        (
+            [
+                "--access-logfile",
+                "/dev/stdout",
+                "--error-logfile",
+                "/dev/stderr",
+            ],
+            true,
+        ),
+        (
+            ["--access-logfile", "/dev/null", "--log-level", "info"],
+            false,
+        ),
+    ] {
+        let mut args = vec!["app:app"];
+        args.extend(flags);
+        let mut c = crate::common::Corral::spawn(dir.path(), &args, &[]);
+        c.wait_listening();
+        assert_eq!(c.get("/marker-path").status, 200, "{}", c.log.text());
+        let line = c.log.wait_for("/marker-path", Duration::from_secs(3));
+        assert_eq!(line.is_some(), logged, "{flags:?}: {}", c.log.text());
+        let _ = c.child.kill();
+        let _ = c.child.wait();
+        let mut check = vec!["check", "app:app", "--python", &python];
+        check.extend(flags);
+        let out = corral(dir.path(), &check);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{flags:?}: {}{}",
+            out.stdout,
+            out.stderr
+        );
+    }
+}

@@ -1473,3 +1473,156 @@ fn root_does_not_start_an_interpreter_whose_pth_file_names_another_users_folder(
         "{stderr}"
     );
 }
+
+/// A Kubernetes secret volume: a tmpfs of root's, mode 1777, whose
+/// `tls.crt` and `tls.key` are root's links through `..data`, a link that
+/// each update swaps for one to a new folder named for its time. corral
+/// refused them as symlinks in a folder others may write to, and said to
+/// give the real path, which the next update removes. In a sticky folder
+/// of root's no one else can rename or remove root's links, so they are
+/// followed (as the kernel's `fs.protected_symlinks` follows them), and a
+/// reload reads the swapped one; another user's link there still is not.
+#[test]
+fn root_serves_the_linked_files_of_a_kubernetes_secret_volume() {
+    if !root() {
+        return;
+    }
+    let app = shared_app(&[("app.py", PID_APP)]);
+    let volume = AppDir::new(&[]);
+    std::fs::set_permissions(volume.path(), PermissionsExt::from_mode(0o1777)).unwrap();
+    let dated = "..2026_12_07_07_50_00.123456789";
+    std::fs::create_dir(volume.path().join(dated)).unwrap();
+    crate::tls::make_certs(&volume.path().join(dated), "localhost");
+    std::os::unix::fs::symlink(dated, volume.path().join("..data")).unwrap();
+    for (link, target) in [("tls.crt", "server.pem"), ("tls.key", "server.key")] {
+        std::os::unix::fs::symlink(format!("..data/{target}"), volume.path().join(link)).unwrap();
+    }
+    let path = |name: &str| volume.path().join(name).to_str().unwrap().to_owned();
+    let mut c = Corral::spawn(
+        app.path(),
+        &[
+            "app:app",
+            "--certfile",
+            &path("tls.crt"),
+            "--keyfile",
+            &path("tls.key"),
+        ],
+        &[],
+    );
+    c.log
+        .wait_for("listening on https://", Duration::from_secs(10))
+        .unwrap_or_else(|| panic!("{}", c.log.text()));
+    // An update: a new dated folder, `..data` swapped to it, the old one
+    // removed; a reload reads the new files through the same links.
+    let next = "..2026_12_07_08_00_00.987654321";
+    std::fs::create_dir(volume.path().join(next)).unwrap();
+    for name in ["server.pem", "server.key"] {
+        std::fs::copy(
+            volume.path().join(dated).join(name),
+            volume.path().join(next).join(name),
+        )
+        .unwrap();
+    }
+    std::os::unix::fs::symlink(next, volume.path().join("..data_tmp")).unwrap();
+    std::fs::rename(
+        volume.path().join("..data_tmp"),
+        volume.path().join("..data"),
+    )
+    .unwrap();
+    std::fs::remove_dir_all(volume.path().join(dated)).unwrap();
+    c.signal(libc::SIGHUP);
+    c.log
+        .wait_for("certificate and key read again", Duration::from_secs(10))
+        .unwrap_or_else(|| panic!("{}", c.log.text()));
+    let _ = c.child.kill();
+    let _ = c.child.wait();
+    // Another user's link in that folder is refused.
+    let theirs = volume.path().join("theirs.key");
+    std::os::unix::fs::symlink("..data/server.key", &theirs).unwrap();
+    std::os::unix::fs::lchown(&theirs, Some(NOBODY), Some(NOBODY)).unwrap();
+    refuses_quickly(
+        app.path(),
+        &[
+            "app:app",
+            "--certfile",
+            &path("tls.crt"),
+            "--keyfile",
+            &path("theirs.key"),
+        ],
+        "it is a symlink in a folder another user may change",
+    );
+}
+
+/// gunicorn's classic layout: the app's user owns the app folder and its
+/// gunicorn.conf.py, and root starts the server there. Root must not run
+/// that user's Python; the refusal spoke of a corral.toml's commands and
+/// status token, and said only to make the file root's. It now says the
+/// file is code root would run, and how to keep the app's user's file:
+/// convert it once as that user and give corral the result from a folder
+/// of root's.
+#[test]
+fn root_refuses_the_app_users_gunicorn_config_and_says_how_to_convert_it() {
+    if !root() {
+        return;
+    }
+    let app = shared_app(&[
+        ("app.py", PID_APP),
+        ("gunicorn.conf.py", "wsgi_app = \"app:app\"\nworkers = 1\n"),
+    ]);
+    std::os::unix::fs::chown(
+        app.path().join("gunicorn.conf.py"),
+        Some(NOBODY),
+        Some(NOBODY),
+    )
+    .unwrap();
+    let log = refuses_quickly(
+        app.path(),
+        &["-c", "gunicorn.conf.py"],
+        "it is Python code that corral runs as root",
+    );
+    assert!(log.contains("belongs to uid 65534"), "{log}");
+    assert!(
+        log.contains("corral import-gunicorn gunicorn.conf.py > app.toml"),
+        "{log}"
+    );
+}
+
+/// A gunicorn.conf.py of root's read with the app's user's virtualenv
+/// (`--python /srv/app/.venv/bin/python`, in a folder that user owns):
+/// refused, rightly, but the message was a hook's, ending in "run the
+/// command as the app's user, e.g. [\"runuser\", ...]", which `--python`
+/// cannot take. It now names the interpreter's ways out.
+#[test]
+fn root_refuses_the_app_users_interpreter_for_a_gunicorn_config_with_its_own_fix() {
+    if !root() {
+        return;
+    }
+    let app = shared_app(&[
+        ("app.py", PID_APP),
+        ("gunicorn.conf.py", "wsgi_app = \"app:app\"\nworkers = 1\n"),
+    ]);
+    let theirs = AppDir::new(&[]);
+    std::fs::set_permissions(theirs.path(), PermissionsExt::from_mode(0o755)).unwrap();
+    std::os::unix::fs::chown(theirs.path(), Some(NOBODY), Some(NOBODY)).unwrap();
+    let python = theirs.path().join("python");
+    std::os::unix::fs::symlink("/usr/bin/python3", &python).unwrap();
+    let log = refuses_quickly(
+        app.path(),
+        &[
+            "-c",
+            "gunicorn.conf.py",
+            "--python",
+            python.to_str().unwrap(),
+        ],
+        "someone besides root can change it",
+    );
+    assert!(
+        log.contains("Give an interpreter only root can change"),
+        "{log}"
+    );
+    assert!(
+        log.contains("corral import-gunicorn gunicorn.conf.py"),
+        "{log}"
+    );
+    assert!(!log.contains("runuser"), "{log}");
+}
