@@ -209,8 +209,19 @@ pub fn open_unfollowed(
         0
     };
     options.custom_flags(nofollow | libc::O_NOCTTY | libc::O_NONBLOCK);
+    // The kernel refuses another user's link in a sticky folder itself
+    // (`fs.protected_symlinks`: EACCES, even with O_NOFOLLOW and O_CREAT):
+    // said as the link it is, as O_NOFOLLOW's ELOOP is.
+    let link = |e: &std::io::Error| match e.raw_os_error() {
+        Some(libc::ELOOP) => true,
+        Some(libc::EACCES) => {
+            shared.is_some()
+                && std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink())
+        }
+        _ => false,
+    };
     let file = options.open(path).map_err(|e| match e.raw_os_error() {
-        Some(libc::ELOOP) => format!(
+        _ if link(&e) => format!(
             "cannot open {}: it is a symlink in a folder another user may change ({}); \
              give the real path, or use a folder only corral's user or root can write to",
             path.display(),
