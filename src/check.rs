@@ -35,9 +35,6 @@ pub enum Outcome {
     Failed(String),
 }
 
-/// Exit code when `corral run` would refuse the configuration.
-pub const EXIT_CONFIG: u8 = 2;
-
 pub async fn run(cfg: Arc<Config>) -> u8 {
     let mistakes = start_mistakes(&cfg);
     if !mistakes.is_empty() {
@@ -45,7 +42,7 @@ pub async fn run(cfg: Arc<Config>) -> u8 {
             eprintln!("error: {m}");
         }
         print_interpreter(&cfg);
-        return EXIT_CONFIG;
+        return crate::EXIT_CONFIG;
     }
     match check(&cfg).await {
         Ok(Outcome::Ok {
@@ -88,10 +85,20 @@ pub async fn run(cfg: Arc<Config>) -> u8 {
     }
 }
 
-/// Why the workers' interpreter cannot be run at all: not on `PATH`, no
-/// such file, not a file, or not executable. (Whether the workers' user
-/// may reach it is warned about once it is known to exist.)
-pub fn no_interpreter(python: &std::path::Path) -> Option<String> {
+/// Why the workers' interpreter cannot be run at all (not on `PATH`, no
+/// such file, not a file, or not executable), said with the fix: a
+/// mistake `run` refuses at its start. (Whether the workers' user may
+/// reach it is warned about once it is known to exist.)
+pub fn no_interpreter(cfg: &Config) -> Option<String> {
+    let why = why_no_interpreter(&cfg.app.python)?;
+    Some(format!(
+        "the interpreter {} ({}) {why}: give the virtualenv's python, e.g. --python /srv/app/.venv/bin/python or [app] python",
+        cfg.app.python.display(),
+        cfg.app.python_origin
+    ))
+}
+
+fn why_no_interpreter(python: &std::path::Path) -> Option<String> {
     let Some(path) = crate::private_fs::which(python) else {
         return Some("is not on PATH".into());
     };
@@ -109,14 +116,7 @@ pub fn no_interpreter(python: &std::path::Path) -> Option<String> {
 /// found without creating anything: the interpreter, and the folders of
 /// the access log and the pid file (`run` exits 2 for each).
 fn start_mistakes(cfg: &Config) -> Vec<String> {
-    let mut found = Vec::new();
-    if let Some(why) = no_interpreter(&cfg.app.python) {
-        found.push(format!(
-            "the interpreter {} ({}) {why}: give the virtualenv's python, e.g. --python /srv/app/.venv/bin/python or [app] python",
-            cfg.app.python.display(),
-            cfg.app.python_origin
-        ));
-    }
+    let mut found: Vec<String> = no_interpreter(cfg).into_iter().collect();
     let access = cfg.log.access.as_ref().and_then(|a| match &a.target {
         crate::config::AccessTarget::File(path) => Some(path),
         _ => None,
@@ -144,17 +144,14 @@ fn start_mistakes(cfg: &Config) -> Vec<String> {
 /// serves); or the file is there and not writable.
 fn not_writable(path: &std::path::Path, replaced: bool) -> Option<String> {
     use nix::unistd::{AccessFlags, access};
-    let dir = path
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(std::path::Path::new("."));
+    let dir = crate::private_fs::folder_of(path);
     match std::fs::metadata(dir) {
         Err(e) => return Some(format!("its folder {}: {e}", dir.display())),
         Ok(m) if !m.is_dir() => return Some(format!("{} is not a folder", dir.display())),
         Ok(_) => {}
     }
-    let there = std::fs::symlink_metadata(path).is_ok();
-    if (replaced || !there)
+    let there = std::fs::symlink_metadata(path).ok();
+    if (replaced || there.is_none())
         && let Err(e) = access(dir, AccessFlags::W_OK | AccessFlags::X_OK)
     {
         return Some(format!(
@@ -163,12 +160,12 @@ fn not_writable(path: &std::path::Path, replaced: bool) -> Option<String> {
             e.desc()
         ));
     }
-    match std::fs::symlink_metadata(path) {
-        Ok(m) if m.is_dir() => Some("is a folder".into()),
-        Ok(_) => access(path, AccessFlags::W_OK)
+    match there {
+        Some(m) if m.is_dir() => Some("is a folder".into()),
+        Some(_) => access(path, AccessFlags::W_OK)
             .err()
             .map(|e| format!("is not writable ({})", e.desc())),
-        Err(_) => None,
+        None => None,
     }
 }
 

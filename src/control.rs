@@ -298,10 +298,7 @@ pub fn take_over(staged: &Path, path: &Path) -> Result<(), String> {
 /// symlink, file or FIFO that user left there is unlinked, with a warning,
 /// so that a worker cannot keep root's corral from starting again.
 pub fn bind(path: &Path, takeover: bool, owner: Option<(u32, u32)>) -> Result<Bound, String> {
-    let dir = path
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
+    let dir = private_fs::folder_of(path);
     if let Some(why) = folder_not_private(path, owner) {
         return Err(format!(
             "refusing the control socket {}: {why}; remove it, or choose a folder only corral's user can write with [control] socket or --socket",
@@ -430,10 +427,7 @@ fn node_kind(meta: &std::fs::Metadata) -> &'static str {
 /// every folder of it that exists is checked before anything is made in
 /// it, else whoever may change one could swap the socket.
 pub fn folder_not_private(path: &Path, owner: Option<(u32, u32)>) -> Option<String> {
-    let dir = path
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
+    let dir = private_fs::folder_of(path);
     dir.ancestors().filter(|f| f.exists()).find_map(|folder| {
         // The socket's own folder may be the dropped-to user's: corral
         // gave it to that user at an earlier start.
@@ -580,15 +574,16 @@ async fn handle(req: ControlRequest, state: &StatusState) -> ControlReply {
                     canary_ms.unwrap_or(Thresholds::DEFAULT.duration.as_millis() as u64),
                 ),
             });
+            let ask = |waiter| {
+                sup.send(Msg::Reload(timeout, canary, Some(waiter)))
+                    .map_err(|_| ControlReply::Failed("corral is stopping".into()))
+            };
             // Without --wait, what became of the request: taken (started,
             // queued, passed on) or refused, at once.
             if !wait {
                 let (tx, rx) = oneshot::channel();
-                if sup
-                    .send(Msg::Reload(timeout, canary, Some(Waiter::Taken(tx))))
-                    .is_err()
-                {
-                    return ControlReply::Failed("corral is stopping".into());
+                if let Err(stopping) = ask(Waiter::Taken(tx)) {
+                    return stopping;
                 }
                 return match rx.await {
                     Ok(Ok(how)) => ControlReply::ReloadStarted(how),
@@ -599,11 +594,8 @@ async fn handle(req: ControlRequest, state: &StatusState) -> ControlReply {
                 };
             }
             let (tx, rx) = oneshot::channel();
-            if sup
-                .send(Msg::Reload(timeout, canary, Some(Waiter::Outcome(tx))))
-                .is_err()
-            {
-                return ControlReply::Failed("corral is stopping".into());
+            if let Err(stopping) = ask(Waiter::Outcome(tx)) {
+                return stopping;
             }
             match rx.await {
                 Ok(Ok(done)) => ControlReply::Reloaded {

@@ -123,14 +123,6 @@ pub fn reopen_all() -> Vec<(PathBuf, Option<String>)> {
         .collect()
 }
 
-/// The folder `path` is in.
-fn folder(path: &Path) -> &Path {
-    match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    }
-}
-
 /// Opens `path` for appending, created mode 0640, under the module's rule.
 fn open_append(path: &Path) -> Result<File, String> {
     let mut options = std::fs::OpenOptions::new();
@@ -307,7 +299,7 @@ fn is_corral(program: &str) -> bool {
 /// and a symlink at the path is replaced, not followed.
 fn stage_pid_file(path: &Path, pid: u32) -> Result<tempfile::NamedTempFile, String> {
     use std::os::unix::fs::PermissionsExt;
-    let dir = folder(path);
+    let dir = crate::private_fs::folder_of(path);
     let name = path
         .file_name()
         .ok_or_else(|| format!("{} names no file", path.display()))?;

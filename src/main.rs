@@ -45,7 +45,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 /// Exit code for a configuration or start-up mistake.
-const EXIT_CONFIG: u8 = 2;
+pub(crate) const EXIT_CONFIG: u8 = 2;
 
 fn main() -> ExitCode {
     // Before anything changes the working folder: where a USR2 finds the
@@ -360,12 +360,8 @@ async fn run(
     };
     // Not a worker that fails to start again and again, with corral
     // answering 503 for good: a configuration mistake, said before binding.
-    if let Some(why) = check::no_interpreter(&cfg.app.python) {
-        eprintln!(
-            "error: the interpreter {} ({}) {why}: give the virtualenv's python, e.g. --python /srv/app/.venv/bin/python or [app] python",
-            cfg.app.python.display(),
-            cfg.app.python_origin
-        );
+    if let Some(why) = check::no_interpreter(&cfg) {
+        eprintln!("error: {why}");
         return EXIT_CONFIG;
     }
     // gunicorn's -m/--umask and -u/-g apply to the app's Unix sockets.

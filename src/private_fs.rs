@@ -79,10 +79,7 @@ fn folders_not_private(path: &Path, holder_too: bool) -> Option<String> {
     if !nix::unistd::geteuid().is_root() {
         return None;
     }
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
+    let dir = folder_of(path).to_path_buf();
     let dir = if dir.is_absolute() {
         dir
     } else {
@@ -198,10 +195,7 @@ pub fn open_unfollowed(
     options: &mut std::fs::OpenOptions,
 ) -> Result<(std::fs::File, std::fs::Metadata, Option<String>), String> {
     use std::os::unix::fs::OpenOptionsExt;
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
+    let dir = folder_of(path);
     let shared = not_private(dir, false);
     let nofollow = if shared.is_some() {
         libc::O_NOFOLLOW
@@ -251,14 +245,14 @@ pub fn open_guarded(
         return Err(format!("refusing {}: {why}", path.display()));
     }
     let followed = follow_sticky_links(path);
-    let path = followed.as_path();
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
-    if let Some(why) = folders_above_not_private(path) {
-        return Err(format!("refusing {}: {why}", path.display()));
+    // Where links of root's led, the folders there are checked too.
+    if followed != path
+        && let Some(why) = folders_above_not_private(&followed)
+    {
+        return Err(format!("refusing {}: {why}", followed.display()));
     }
+    let path = followed.as_path();
+    let dir = folder_of(path);
     let (file, meta, shared) = open_unfollowed(path, options)?;
     if let Some(why) = shared {
         let me = nix::unistd::geteuid().as_raw();
@@ -295,10 +289,7 @@ fn follow_sticky_links(path: &Path) -> PathBuf {
     let me = nix::unistd::geteuid().as_raw();
     let mut path = path.to_path_buf();
     for _ in 0..40 {
-        let dir = match path.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-            _ => PathBuf::from("."),
-        };
+        let dir = folder_of(&path).to_path_buf();
         let Ok(meta) = std::fs::symlink_metadata(&path) else {
             break;
         };
@@ -429,10 +420,7 @@ pub fn changeable_by_others(path: &Path) -> Option<String> {
     if let Some(why) = writable_by_others(&meta) {
         return Some(why);
     }
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
+    let dir = folder_of(path);
     not_private(dir, false).map(|why| format!("its folder {}: {why}", dir.display()))
 }
 
@@ -521,6 +509,14 @@ pub fn default_mode() -> u32 {
     let old = umask(Mode::from_bits_truncate(0o077));
     umask(old);
     0o666 & !old.bits()
+}
+
+/// The folder `path` is in (`.` for a bare name).
+pub fn folder_of(path: &Path) -> &Path {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    }
 }
 
 /// `program` as a command runs it: a path as it is, a bare name the

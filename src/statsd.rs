@@ -500,10 +500,7 @@ pub fn connect_udp(host: &str, port: u16) -> Result<UdpSocket, String> {
 pub fn connect_unix(path: &Path) -> Result<UnixDatagram, String> {
     use std::os::fd::AsRawFd;
     use std::os::unix::fs::{FileTypeExt, MetadataExt};
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
+    let dir = crate::private_fs::folder_of(path);
     if let Some(why) = crate::private_fs::folders_above_not_private(path) {
         return Err(format!("refusing the socket {}: {why}", path.display()));
     }

@@ -79,18 +79,11 @@ impl Default for HeadLimits {
 /// stdout, 2 for stderr) as `/dev/stdout`, `/dev/fd/N` or
 /// `/proc/self/fd/N` do.
 fn is_std_stream(path: &Path, fd: u8) -> bool {
-    let name = if fd == 1 {
-        "/dev/stdout"
-    } else {
-        "/dev/stderr"
-    };
-    [
-        name.to_owned(),
-        format!("/dev/fd/{fd}"),
-        format!("/proc/self/fd/{fd}"),
-    ]
-    .iter()
-    .any(|p| path == Path::new(p))
+    matches!(
+        (fd, path.to_str()),
+        (1, Some("/dev/stdout" | "/dev/fd/1" | "/proc/self/fd/1"))
+            | (2, Some("/dev/stderr" | "/dev/fd/2" | "/proc/self/fd/2"))
+    )
 }
 
 impl Resolver<'_> {

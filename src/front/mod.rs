@@ -728,15 +728,23 @@ async fn serve(conn: Conn, shared: Arc<Shared>, builders: &Builders, head_timeou
                 // in front may disagree on where the next request starts,
                 // so there is none on this connection. Nor when corral
                 // drains soon.
-                if (raw.lost() || leaving) && resp.status() != http::StatusCode::SWITCHING_PROTOCOLS
+                // An HTTP/1.0 answer whose body ends where the connection
+                // does says so, as gunicorn's does: hyper closes it all the
+                // same, but for a keep-alive request it writes `Connection:
+                // keep-alive` first, unless the answer is said to be
+                // HTTP/1.0 (it reads the answer's version, where it means
+                // the client's).
+                let unbounded = http10 && ends_by_close(&resp);
+                if unbounded {
+                    *resp.version_mut() = http::Version::HTTP_10;
+                }
+                if (raw.lost() || leaving || unbounded)
+                    && resp.status() != http::StatusCode::SWITCHING_PROTOCOLS
                 {
                     resp.headers_mut().insert(
                         http::header::CONNECTION,
                         http::HeaderValue::from_static("close"),
                     );
-                }
-                if http10 && ends_by_close(&resp) {
-                    close_http10(&mut resp);
                 }
                 Ok::<_, handler::ClientGone>(resp)
             }
@@ -773,6 +781,7 @@ pub type BoxedIo = TokioIo<Box<dyn Io>>;
 /// A connected stream, TCP or Unix.
 pub trait Io: AsyncRead + AsyncWrite + Send + Unpin {}
 impl<T: AsyncRead + AsyncWrite + Send + Unpin> Io for T {}
+
 /// Whether an answer to an HTTP/1.0 request has a body whose end only the
 /// connection's end can mark: a streamed one with no Content-Length (HTTP/1.0
 /// has no chunks).
@@ -784,21 +793,6 @@ fn ends_by_close(resp: &http::Response<body::Body>) -> bool {
         && status != http::StatusCode::NOT_MODIFIED
         && !resp.headers().contains_key(http::header::CONTENT_LENGTH)
         && resp.body().size_hint().exact().is_none()
-}
-
-/// Marks such an answer as the connection's last, as gunicorn does
-/// (`Connection: close`). hyper closes the connection after it all the
-/// same, but for a keep-alive HTTP/1.0 request it first writes `Connection:
-/// keep-alive` (it reads the answer's version, HTTP/1.1 until written, where
-/// it means the client's), telling the client the connection stays open
-/// for a body that ends where the connection closes. An answer said to be
-/// HTTP/1.0 gets no `keep-alive` from hyper.
-fn close_http10(resp: &mut http::Response<body::Body>) {
-    *resp.version_mut() = http::Version::HTTP_10;
-    resp.headers_mut().insert(
-        http::header::CONNECTION,
-        http::HeaderValue::from_static("close"),
-    );
 }
 
 /// Accepts one connection on `listener` (TCP gets TCP_NODELAY), counted in

@@ -7,7 +7,7 @@
 use std::time::{Duration, Instant};
 
 use super::core::{CanaryRun, Event, Phase};
-use super::{Handover, Msg, ReloadError, Signal, Supervisor, Term, Waiter};
+use super::{ForChild, Handover, Msg, ReloadError, Signal, Supervisor, Term, Waiter};
 use crate::worker::channel::ControlEvent;
 
 /// What `reload --wait` hears when a stop cancelled its reload, or came
@@ -76,8 +76,8 @@ impl Supervisor {
                     );
                     // Not yet passed on, or passed on to the one that
                     // gave up: either way not done.
-                    let passed = std::mem::take(&mut self.reload_passed_on);
-                    if std::mem::take(&mut self.reload_for_child) || passed {
+                    let asked = std::mem::replace(&mut self.reload_for_child, ForChild::None);
+                    if asked != ForChild::None {
                         tracing::info!(
                             "the reload asked for during the hand-over starts here instead"
                         );
@@ -156,11 +156,11 @@ impl Supervisor {
         // The new corral of a USR2 took over (or is told to serve alone):
         // a reload asked for before it could take one is its now.
         if let Handover::ToChild(child) = self.handover {
-            if self.reload_for_child {
+            if self.reload_for_child == ForChild::Waiting {
                 self.pass_reload_on(child, None);
             }
             // The new corral serves on: a reload passed on is its own.
-            self.reload_passed_on = false;
+            self.reload_for_child = ForChild::None;
         }
         if self.core.phase == Phase::Stopping {
             return None;
@@ -317,13 +317,12 @@ impl Supervisor {
                 nix::unistd::Pid::from_raw(child as i32),
                 nix::sys::signal::Signal::SIGHUP,
             );
-            self.reload_for_child = false;
-            self.reload_passed_on = true;
+            self.reload_for_child = ForChild::PassedOn;
         } else {
             tracing::info!(
                 "reload during a USR2 hand-over: the new corral (pid {child}) is not ready for it yet; it is passed on once it is (or done here, if it gives up)"
             );
-            self.reload_for_child = true;
+            self.reload_for_child = ForChild::Waiting;
         }
         None
     }

@@ -159,6 +159,18 @@ enum Handover {
     ToChild(u32),
 }
 
+/// A HUP or `reload` asked of this corral during a USR2 hand-over, until
+/// the new corral takes over: if it gives up first, the reload is done
+/// here (one passed on went with it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ForChild {
+    None,
+    /// Not passed on yet: the new corral did not catch HUP yet.
+    Waiting,
+    /// Passed on to it as a SIGHUP.
+    PassedOn,
+}
+
 /// How the supervisor stopped.
 pub struct Stopped {
     pub code: i32,
@@ -379,14 +391,9 @@ pub struct Supervisor {
     /// A reload asked for while another was under way: it starts once
     /// that one has ended ([`Supervisor::start_queued_reload`]).
     queued_reload: Option<QueuedReload>,
-    /// A HUP or `reload` during a USR2 hand-over that the new corral
-    /// could not take yet: passed on to it once it can, or started here
-    /// if it gives up.
-    reload_for_child: bool,
-    /// A reload passed on to the new corral of a USR2 hand-over as a
-    /// SIGHUP: started here if it gives up before it takes over (its
-    /// reload went with it).
-    reload_passed_on: bool,
+    /// A HUP or `reload` during a USR2 hand-over: passed on to the new
+    /// corral once it can take it, or started here if it gives up.
+    reload_for_child: ForChild,
     exit_code: i32,
     /// "generation N runs X; disk now has Y" while they differ.
     drift: Option<String>,
@@ -481,8 +488,7 @@ impl Supervisor {
             rollbacks: 0,
             rolling_back: None,
             queued_reload: None,
-            reload_for_child: false,
-            reload_passed_on: false,
+            reload_for_child: ForChild::None,
             exit_code: 0,
             drift: None,
             last_good,

@@ -372,11 +372,9 @@ impl Supervisor {
         }
         let pending = self.core.reload.as_ref().map(|r| r.generation);
         let stopping = self.stopping();
-        let stop_answer = self.stop_answer();
-        let mut still = Vec::new();
-        for (generation, w) in self.reload_waiters.drain(..) {
+        for (generation, w) in std::mem::take(&mut self.reload_waiters) {
             if pending == Some(generation) {
-                still.push((generation, w));
+                self.reload_waiters.push((generation, w));
                 continue;
             }
             let answer = match &self.core.last_reload {
@@ -396,14 +394,13 @@ impl Supervisor {
                     None => reason.clone(),
                 })),
                 Some(ReloadOutcome::Cancelled { generation: g, .. }) if *g == generation => {
-                    Err(stop_answer.clone())
+                    Err(self.stop_answer())
                 }
-                _ if stopping => Err(stop_answer.clone()),
+                _ if stopping => Err(self.stop_answer()),
                 _ => Err("the reload was superseded".into()),
             };
             let _ = w.send(answer);
         }
-        self.reload_waiters = still;
     }
 }
 
