@@ -44,10 +44,22 @@ pub fn not_private_to(dir: &Path, sticky_ok: bool, also: Option<u32>) -> Option<
     }
     let mode = meta.mode() & 0o7777;
     let sticky = mode & 0o1000 != 0 && meta.uid() == 0;
-    if mode & 0o022 != 0 && !(sticky_ok && sticky) {
+    if mode & 0o022 != 0 && !(sticky_ok && sticky) && !(meta.uid() == 0 && mounted_read_only(dir)) {
         return Some(format!("group or others may write to it (mode {mode:04o})"));
     }
     None
+}
+
+/// Whether the folder `dir` is on a file system mounted read-only here,
+/// where its mode's write bits give no one anything: a Kubernetes
+/// ConfigMap or secret volume (a folder of root's, mode 0777 or 1777,
+/// always mounted read-only into the container). Only a folder of root's
+/// counts (see [`not_private_to`]): through another mount of the same
+/// folder, only its mode guards it, and a folder of root's that anyone may
+/// write to is the kubelet's, in a tree of root's that no one else reaches.
+fn mounted_read_only(dir: &Path) -> bool {
+    nix::sys::statvfs::statvfs(dir)
+        .is_ok_and(|s| s.flags().contains(nix::sys::statvfs::FsFlags::ST_RDONLY))
 }
 
 /// Why a folder above the one that holds `path` is one that someone
@@ -286,25 +298,35 @@ pub fn open_guarded(
 /// other link there is left for [`open_unfollowed`] to refuse; a link in
 /// a private folder is left for the kernel to follow.
 fn follow_sticky_links(path: &Path) -> PathBuf {
-    let me = nix::unistd::geteuid().as_raw();
     let mut path = path.to_path_buf();
     for _ in 0..40 {
-        let dir = folder_of(&path).to_path_buf();
-        let Ok(meta) = std::fs::symlink_metadata(&path) else {
-            break;
-        };
-        let trusted = meta.file_type().is_symlink()
-            && (meta.uid() == 0 || meta.uid() == me)
-            && meta.nlink() == 1
-            && not_private(&dir, false).is_some()
-            && not_private(&dir, true).is_none();
-        let target = match std::fs::read_link(&path) {
-            Ok(target) if trusted => target,
+        if let Some(target) = sticky_link(&path) {
+            path = folder_of(&path).join(target);
+            continue;
+        }
+        // The folder it is in may be such a link too (`..data/tls.crt`).
+        let dir = folder_of(&path);
+        match (sticky_link(dir), path.file_name()) {
+            (Some(target), Some(name)) => path = folder_of(dir).join(target).join(name),
             _ => break,
-        };
-        path = dir.join(target);
+        }
     }
     path
+}
+
+/// The target of the link at `path` when [`follow_sticky_links`] follows
+/// it: root's or corral's user's, one name, in a sticky folder of root's
+/// that others may write to.
+fn sticky_link(path: &Path) -> Option<PathBuf> {
+    let me = nix::unistd::geteuid().as_raw();
+    let meta = std::fs::symlink_metadata(path).ok()?;
+    let dir = folder_of(path);
+    let trusted = meta.file_type().is_symlink()
+        && (meta.uid() == 0 || meta.uid() == me)
+        && meta.nlink() == 1
+        && not_private(dir, false).is_some()
+        && not_private(dir, true).is_none();
+    trusted.then(|| std::fs::read_link(path).ok()).flatten()
 }
 
 /// The bytes of the regular file at `path` under [`open_guarded`]'s rule.
@@ -413,14 +435,17 @@ pub fn writable_by_others(meta: &std::fs::Metadata) -> Option<String> {
 
 /// Who besides corral's user and root may change the file at `path`, if
 /// anyone: its owner, group or others by its mode, or whoever may write
-/// to its folder. `None` when only corral's user or root can (or when it
-/// cannot be inspected: opening it reports that).
+/// to its folder, where the links at its end lead as far as
+/// [`open_guarded`] follows them (a Kubernetes volume's `..data`). `None`
+/// when only corral's user or root can (or when it cannot be inspected:
+/// opening it reports that).
 pub fn changeable_by_others(path: &Path) -> Option<String> {
-    let meta = std::fs::metadata(path).ok()?;
+    let path = follow_sticky_links(path);
+    let meta = std::fs::metadata(&path).ok()?;
     if let Some(why) = writable_by_others(&meta) {
         return Some(why);
     }
-    let dir = folder_of(path);
+    let dir = folder_of(&path);
     not_private(dir, false).map(|why| format!("its folder {}: {why}", dir.display()))
 }
 

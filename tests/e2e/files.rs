@@ -1323,6 +1323,105 @@ fn root_serves_tls_from_a_kubernetes_secret_volume_and_refuses_others_links_ther
     );
 }
 
+/// A Kubernetes volume as kubelet makes it, holding `files`: a folder of
+/// root's with the given mode, whose files are root's links through
+/// `..data` into a dated folder.
+fn kubelet_volume(mode: u32, files: &[(&str, &str)]) -> AppDir {
+    let volume = AppDir::new(&[]);
+    let dated = volume.path().join("..2026_12_07_09_00_00.987654321");
+    std::fs::create_dir(&dated).unwrap();
+    for (name, text) in files {
+        std::fs::write(dated.join(name), text).unwrap();
+        std::os::unix::fs::symlink(format!("..data/{name}"), volume.path().join(name)).unwrap();
+    }
+    std::os::unix::fs::symlink(dated.file_name().unwrap(), volume.path().join("..data")).unwrap();
+    std::fs::set_permissions(volume.path(), PermissionsExt::from_mode(mode)).unwrap();
+    volume
+}
+
+/// corral.toml from a Kubernetes secret volume (a folder of root's, mode
+/// 1777) and from a ConfigMap volume (mode 0777, no sticky bit; kubelet
+/// always mounts both read-only), read by a corral running as root, as a
+/// container's default user is. Both were refused ("its folder ...: group
+/// or others may write to it ... chown root, chmod go-w"), which a
+/// container cannot do to its volumes. The ConfigMap's folder mounted
+/// writable is still refused: anyone could swap the file there.
+#[test]
+fn root_reads_corral_toml_from_kubernetes_secret_and_configmap_volumes() {
+    if !root() {
+        return;
+    }
+    let app = shared_app(&[("app.py", PID_APP)]);
+    let toml = format!(
+        "[app]\nmodule = \"app:app\"\nchdir = {:?}\n",
+        app.path().display().to_string()
+    );
+    let serves = |c: &mut Corral| {
+        let up = c.log.wait_for("in service", Duration::from_secs(20));
+        let log = c.log.text();
+        let _ = c.child.kill();
+        let _ = c.child.wait();
+        assert!(up.is_some(), "{log}");
+    };
+    let secret = kubelet_volume(0o1777, &[("corral.toml", &toml)]);
+    let config = secret.path().join("corral.toml");
+    let mut c = Corral::spawn(app.path(), &["-c", config.to_str().unwrap()], &[]);
+    serves(&mut c);
+
+    let configmap = kubelet_volume(0o777, &[("corral.toml", &toml)]);
+    let config = configmap.path().join("corral.toml");
+    refuses_quickly(
+        app.path(),
+        &["-c", config.to_str().unwrap()],
+        "group or others may write to it (mode 0777)",
+    );
+    // Mounted read-only in a mount namespace of corral's own, as kubelet
+    // mounts it into the container.
+    let target = std::ffi::CString::new(configmap.path().to_str().unwrap()).unwrap();
+    let mut c = Corral::spawn_with(
+        app.path(),
+        &["-c", config.to_str().unwrap()],
+        &[],
+        move |cmd| {
+            // SAFETY: between fork and exec, only async-signal-safe calls
+            // on memory made before the fork.
+            unsafe {
+                cmd.pre_exec(move || {
+                    let none = std::ptr::null::<libc::c_char>();
+                    let ok = libc::unshare(libc::CLONE_NEWNS) == 0
+                        && libc::mount(
+                            none,
+                            c"/".as_ptr(),
+                            none,
+                            libc::MS_REC | libc::MS_PRIVATE,
+                            std::ptr::null(),
+                        ) == 0
+                        && libc::mount(
+                            target.as_ptr(),
+                            target.as_ptr(),
+                            none,
+                            libc::MS_BIND,
+                            std::ptr::null(),
+                        ) == 0
+                        && libc::mount(
+                            none,
+                            target.as_ptr(),
+                            none,
+                            libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY,
+                            std::ptr::null(),
+                        ) == 0;
+                    if ok {
+                        Ok(())
+                    } else {
+                        Err(std::io::Error::last_os_error())
+                    }
+                });
+            }
+        },
+    );
+    serves(&mut c);
+}
+
 /// An access log made for corral's user in a folder of root's (as
 /// logrotate's `create 0640 app app` in /var/log leaves it): `corral run`
 /// appends to it, so `corral check` passes it too. It exited 2 ("its
