@@ -124,7 +124,15 @@ pub fn reopen_all() -> Vec<(PathBuf, Option<String>)> {
 }
 
 /// Opens `path` for appending, created mode 0640, under the module's rule.
+/// `/dev/null` (gunicorn's `--error-logfile /dev/null`, for no log) is
+/// the one device taken: what is written there is gone, as asked.
 fn open_append(path: &Path) -> Result<File, String> {
+    if path == Path::new("/dev/null") {
+        return std::fs::OpenOptions::new()
+            .append(true)
+            .open(path)
+            .map_err(|e| format!("cannot open {}: {e}", path.display()));
+    }
     let mut options = std::fs::OpenOptions::new();
     options.append(true).create(true).mode(0o640);
     private_fs::open_guarded(path, &mut options).map(|(file, _)| file)

@@ -977,3 +977,45 @@ fn the_standard_streams_and_dev_null_as_log_files_serve_as_under_gunicorn() {
         );
     }
 }
+
+/// gunicorn's `--error-logfile /dev/null` (no log): `corral run` refused
+/// it, exit 2, "it is a device, not a regular file". corral's own lines go
+/// there now and the app serves; `corral check` agrees.
+#[test]
+fn dev_null_as_the_error_log_serves_with_no_log_as_under_gunicorn() {
+    let dir = dir_with(
+        "app.py",
+        "def app(e, s):\n    s('200 OK', [('Content-Length', '2')])\n    return [b'hi']\n",
+    );
+    let port = crate::common::compare::free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let python = python();
+    let flags = ["app:app", "-b", &addr, "--error-logfile", "/dev/null"];
+    let mut c = crate::common::Corral::spawn(dir.path(), &flags, &[]);
+    let mut served = None;
+    let until = std::time::Instant::now() + Duration::from_secs(20);
+    while served.is_none() && std::time::Instant::now() < until {
+        if c.child.try_wait().unwrap().is_some() {
+            break;
+        }
+        if std::net::TcpStream::connect(&addr).is_ok() {
+            let r = crate::common::request(&addr, "GET", "/", &[], b"");
+            if r.status == 200 {
+                served = Some(r);
+            }
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = c.child.kill();
+    let _ = c.child.wait();
+    let log = c.log.text();
+    assert_eq!(served.map(|r| r.text()), Some("hi".into()), "{log}");
+    assert!(
+        !log.contains("listening on"),
+        "the log went to /dev/null: {log}"
+    );
+    let mut check = vec!["check", "--python", &python];
+    check.extend(flags);
+    let out = corral(dir.path(), &check);
+    assert_eq!(out.status.code(), Some(0), "{}{}", out.stdout, out.stderr);
+}
