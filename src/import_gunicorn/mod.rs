@@ -172,11 +172,22 @@ pub fn convert_file(
     if let Some(mut stdin) = child.stdin.take() {
         let _ = stdin.write_all(&source);
     }
+    // What a bare fork() of the file's keeps open never ends: the output
+    // is whatever came by a moment after the interpreter's exit.
     let mut stdout = child.stdout.take().expect("piped");
-    let reader = std::thread::spawn(move || {
-        let mut out = Vec::new();
-        let _ = stdout.read_to_end(&mut out);
-        out
+    let read = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let (done, ended) = std::sync::mpsc::channel::<()>();
+    std::thread::spawn({
+        let read = read.clone();
+        move || {
+            let mut buf = [0u8; 16384];
+            while let Ok(n @ 1..) = stdout.read(&mut buf) {
+                read.lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .extend_from_slice(&buf[..n]);
+            }
+            let _ = done.send(());
+        }
     });
     let deadline = Instant::now() + RUN_TIMEOUT;
     let status = loop {
@@ -195,7 +206,8 @@ pub fn convert_file(
             Err(e) => return Err(format!("cannot wait for {}: {e}", python.display())),
         }
     };
-    let stdout = reader.join().unwrap_or_default();
+    let _ = ended.recv_timeout(Duration::from_millis(500));
+    let stdout = std::mem::take(&mut *read.lock().unwrap_or_else(|e| e.into_inner()));
     if !status.success() {
         let path_note = shared_cwd.map_or(String::new(), |why| {
             format!(

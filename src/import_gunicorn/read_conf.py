@@ -26,7 +26,12 @@ if sys.argv[2] == "1":
     sys.path.insert(0, "")
 module = sys.argv[3] if len(sys.argv) > 3 else None
 source = sys.stdin.buffer.read()
-out = sys.stdout
+# The real stdout is kept on a descriptor of its own that no program the
+# file starts inherits (Python's are close-on-exec), and fd 1 becomes
+# stderr: a helper the file starts in the background holds stderr, not the
+# pipe corral reads the settings from.
+out = os.fdopen(os.dup(1), "w")
+os.dup2(2, 1)
 sys.stdout = sys.stderr
 package = None
 if module is not None:
@@ -57,4 +62,4 @@ for name, value in namespace.items():
     except (TypeError, ValueError):
         settings[name] = {"repr": repr(value)}
 out.write(json.dumps(settings))
-out.flush()
+out.close()

@@ -1204,3 +1204,73 @@ fn a_repeated_content_type_gets_400_as_from_gunicorn() {
         "the refused request reached the worker"
     );
 }
+
+/// A gunicorn.conf.py that starts a helper in the background (a
+/// `subprocess.Popen` of a sidecar, a forked process) as gunicorn runs it
+/// and goes on: corral waited for the end of the file's output, which the
+/// helper held, so `import-gunicorn`, `corral -c gunicorn.conf.py` and
+/// each reload hung for as long as the helper lived. And what a command
+/// the file runs printed (`subprocess.run(["git", ...])`) went into the
+/// settings corral reads: "unexpected output". The helpers are killed
+/// when the test ends.
+#[test]
+fn a_gunicorn_conf_that_leaves_helpers_running_is_read_without_waiting_for_them() {
+    const CONF: &str = r#"
+import os, subprocess, sys, time
+subprocess.run(["echo", "hello from a command"])
+pids = open("helpers.pid", "a")
+p = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"], stderr=subprocess.DEVNULL)
+pids.write(f"{p.pid}\n")
+pid = os.fork()
+if pid == 0:
+    os.dup2(os.open(os.devnull, os.O_WRONLY), 2)
+    time.sleep(60)
+    os._exit(0)
+pids.write(f"{pid}\n")
+pids.close()
+workers = 3
+"#;
+    struct Helpers(std::path::PathBuf);
+    impl Drop for Helpers {
+        fn drop(&mut self) {
+            let pids = std::fs::read_to_string(&self.0).unwrap_or_default();
+            for pid in pids.lines().filter_map(|l| l.parse::<i32>().ok()) {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+        }
+    }
+    let app = AppDir::new(&[("app.py", APP), ("gunicorn.conf.py", CONF)]);
+    let _helpers = Helpers(app.path().join("helpers.pid"));
+    // The helpers hold corral's stderr, as a helper gunicorn's config
+    // starts holds gunicorn's: a file here, not a pipe the test reads to
+    // its end.
+    let stderr = app.path().join("stderr");
+    let mut child = Command::new(corral_bin())
+        .current_dir(app.path())
+        .args(["import-gunicorn", "gunicorn.conf.py", "--python", &python()])
+        .env_remove("VIRTUAL_ENV")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(&stderr).unwrap())
+        .spawn()
+        .expect("start corral");
+    let started = Instant::now();
+    while child.try_wait().unwrap().is_none() && started.elapsed() < Duration::from_secs(20) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let out = child.wait_with_output().unwrap();
+    let toml = String::from_utf8_lossy(&out.stdout);
+    let log = std::fs::read_to_string(&stderr).unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "not read in 20 s: {log}"
+    );
+    assert_eq!(out.status.code(), Some(0), "{log}");
+    assert!(toml.contains("count = 3"), "{toml}");
+    // A command's output goes where the file's prints go.
+    assert!(log.contains("hello from a command"), "{log}");
+}
