@@ -173,7 +173,7 @@ pub fn convert_file(
         let _ = stdin.write_all(&source);
     }
     // What a bare fork() of the file's keeps open never ends: the output
-    // is whatever came by a moment after the interpreter's exit.
+    // is whatever came by 2 s after the interpreter's exit.
     let mut stdout = child.stdout.take().expect("piped");
     let read = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
     let (done, ended) = std::sync::mpsc::channel::<()>();
@@ -206,7 +206,7 @@ pub fn convert_file(
             Err(e) => return Err(format!("cannot wait for {}: {e}", python.display())),
         }
     };
-    let _ = ended.recv_timeout(Duration::from_millis(500));
+    let _ = ended.recv_timeout(Duration::from_secs(2));
     let stdout = std::mem::take(&mut *read.lock().unwrap_or_else(|e| e.into_inner()));
     if !status.success() {
         let path_note = shared_cwd.map_or(String::new(), |why| {
