@@ -531,60 +531,68 @@ impl Supervisor {
         canary: Option<CanaryRun>,
         waiter: Option<Waiter>,
     ) -> Option<Event> {
-        match self.reload_tls() {
-            // Reported to `reload --wait` as a failed reload; the code
-            // reload goes on.
-            Err(message) => {
-                if let Some(w) = waiter {
-                    let _ = w.send(Err(message.into()));
-                }
+        // A bad certificate fails the reload for its waiter, `reload` or
+        // `reload --wait` (the certificate in force stays); the code reload
+        // goes on as any other, and the waiter hears what became of it.
+        let (tls_failed, waiter) = match self.reload_tls() {
+            Err(message) => (Some((message, waiter)), None),
+            Ok(()) => (None, waiter),
+        };
+        let tell = move |what: String| {
+            if let Some((message, Some(w))) = tls_failed {
+                let _ = w.send(Err(format!("{message}; the code reload {what}").into()));
             }
-            Ok(()) => match (&self.core.reload, waiter) {
-                // It starts once that one has ended, with the config and
-                // the code as they are then: the newest wins, as with
-                // gunicorn's second HUP. Its waiter hears how it ends.
-                (Some(r), waiter) => {
-                    let behind = r.generation;
-                    let queued = self.queued_reload.get_or_insert(super::QueuedReload {
-                        timeout,
-                        canary: None,
-                        waiters: Vec::new(),
-                        behind,
-                    });
-                    queued.timeout = timeout;
-                    queued.canary = canary;
-                    queued.waiters.extend(waiter.and_then(|w| {
+        };
+        match (&self.core.reload, waiter) {
+            // It starts once that one has ended, with the config and
+            // the code as they are then: the newest wins, as with
+            // gunicorn's second HUP. Its waiter hears how it ends.
+            (Some(r), waiter) => {
+                let behind = r.generation;
+                let queued = self.queued_reload.get_or_insert(super::QueuedReload {
+                    timeout,
+                    canary: None,
+                    waiters: Vec::new(),
+                    behind,
+                });
+                queued.timeout = timeout;
+                queued.canary = canary;
+                queued.waiters.extend(waiter.and_then(|w| {
+                    w.taken(|| {
+                        format!("queued: generation {behind} is still starting; the next one starts when it has ended")
+                    })
+                }));
+                tracing::info!(
+                    "reload queued: generation {behind} is still starting; the next one starts when it has ended, with the config file and the code as they are then"
+                );
+                tell(format!("is queued: generation {behind} is still starting"));
+                return None;
+            }
+            (None, waiter) if self.rolling_back.is_some() => {
+                // The rollback would put the old code back over the
+                // new (the built-in one resets the checkout and
+                // reloads it): the operator reloads once it is done.
+                let why = self.rollback_under_way();
+                tracing::warn!("{why}");
+                if let Some(w) = waiter {
+                    let _ = w.send(Err(ReloadError::NotStarted(why.clone())));
+                }
+                tell(format!("did not start: {why}"));
+                return None;
+            }
+            (_, waiter) => {
+                let (next, serving) = (self.core.next_generation(), self.core.generation);
+                self.new_waiter = waiter
+                    .and_then(|w| {
                         w.taken(|| {
-                            format!("queued: generation {behind} is still starting; the next one starts when it has ended")
+                            format!("started: generation {next} is starting beside generation {serving}")
                         })
-                    }));
-                    tracing::info!(
-                        "reload queued: generation {behind} is still starting; the next one starts when it has ended, with the config file and the code as they are then"
-                    );
-                    return None;
-                }
-                (None, waiter) if self.rolling_back.is_some() => {
-                    // The rollback would put the old code back over the
-                    // new (the built-in one resets the checkout and
-                    // reloads it): the operator reloads once it is done.
-                    let why = self.rollback_under_way();
-                    tracing::warn!("{why}");
-                    if let Some(w) = waiter {
-                        let _ = w.send(Err(ReloadError::NotStarted(why)));
-                    }
-                    return None;
-                }
-                (_, waiter) => {
-                    let (next, serving) = (self.core.next_generation(), self.core.generation);
-                    self.new_waiter = waiter
-                        .and_then(|w| {
-                            w.taken(|| {
-                                format!("started: generation {next} is starting beside generation {serving}")
-                            })
-                        })
-                        .map(|w| (next, w));
-                }
-            },
+                    })
+                    .map(|w| (next, w));
+                tell(format!(
+                    "goes on: generation {next} is starting beside generation {serving}"
+                ));
+            }
         }
         if self.core.reload.is_none() {
             self.start_generation(self.core.next_generation());

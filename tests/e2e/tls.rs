@@ -1219,3 +1219,72 @@ fn a_graceful_stop_lets_http2_downloads_in_flight_end_whole_over_tls() {
     let status = c.wait_exit(Duration::from_secs(30)).expect("corral exits");
     assert!(status.success());
 }
+
+/// A bad certificate at a `corral reload` without `--wait` fails it (exit
+/// 1, the certificate in force stays) and the code reload goes on; the
+/// answer said "reload FAILED" and no more while a generation started.
+/// One asked while another generation was still starting was lost: the
+/// code it came for never served. Both now say what became of the code
+/// reload, and the queued one starts.
+#[test]
+fn a_bad_certificate_at_a_reload_says_what_became_of_the_code_reload() {
+    const SLOW: &str = "import os, time\nif os.path.exists('slow'):\n    time.sleep(3)\nVERSION = open('version').read()\ndef app(environ, start_response):\n    start_response('200 OK', [('Content-Length', str(len(VERSION)))])\n    return [VERSION.encode()]\n";
+    let app = AppDir::new(&[("app.py", SLOW), ("version", "v1")]);
+    make_certs(app.path(), "localhost");
+    let mut args = vec!["app:app"];
+    args.extend(tls_args());
+    let c = Corral::start(app.path(), &args, 1);
+    let reload = || {
+        let out = Command::new(corral_bin())
+            .args(["reload", "--socket", c.socket.to_str().unwrap()])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned()
+            + &String::from_utf8_lossy(&out.stderr);
+        (out.status.code(), text)
+    };
+    let served = || {
+        let (code, body, err) = curl(
+            app.path(),
+            &["--cacert", "ca.pem", &format!("https://{}/", c.addr)],
+        );
+        assert_eq!(code, 0, "{err}");
+        body
+    };
+    std::fs::write(app.path().join("server.pem"), "garbage\n").unwrap();
+    std::fs::write(app.path().join("version"), "v2").unwrap();
+    let (code, text) = reload();
+    assert_eq!(code, Some(1), "{text}");
+    assert!(
+        text.contains("the certificate in force stays; the code reload goes on: generation 2 is starting beside generation 1"),
+        "{text}"
+    );
+    assert!(
+        c.log
+            .wait_for("generation 2 is in service", Duration::from_secs(30))
+            .is_some(),
+        "{}",
+        c.log.text()
+    );
+    assert_eq!(served(), "v2");
+    // A generation that takes 3 s to start, then a reload beside it.
+    std::fs::write(app.path().join("slow"), "").unwrap();
+    let (code, text) = reload();
+    assert_eq!(code, Some(1), "{text}");
+    assert!(text.contains("generation 3 is starting"), "{text}");
+    std::fs::write(app.path().join("version"), "v4").unwrap();
+    let (code, text) = reload();
+    assert_eq!(code, Some(1), "{text}");
+    assert!(
+        text.contains("the code reload is queued: generation 3 is still starting"),
+        "{text}"
+    );
+    assert!(
+        c.log
+            .wait_for("generation 4 is in service", Duration::from_secs(30))
+            .is_some(),
+        "{}",
+        c.log.text()
+    );
+    assert_eq!(served(), "v4");
+}
