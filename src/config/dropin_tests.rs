@@ -119,7 +119,11 @@ fn pass_env_keeps_its_old_meaning_with_a_warning() {
 }
 
 fn with_env(text: &str, args: &Overrides, env: &Env) -> Result<Config, ConfigError> {
-    let file = ConfigFile::new(Path::new("corral.toml"), Path::new("/srv/app"), text.into());
+    let file = ConfigFile::new(
+        Path::new("corral.toml"),
+        Path::new("/nonexistent/srv/app"),
+        text.into(),
+    );
     resolve(args, Some(&file), Path::new("/cwd"), env)
 }
 
@@ -438,7 +442,9 @@ fn the_workers_python_logging_from_a_flag_or_one_file_key() {
     );
     let err = problems("[app]\nlogconfig = \"missing.ini\"\n", &app());
     assert!(
-        err.starts_with("corral.toml:2: app.logconfig: /srv/app/missing.ini is no file"),
+        err.starts_with(
+            "corral.toml:2: app.logconfig: /nonexistent/srv/app/missing.ini is no file"
+        ),
         "{err}"
     );
     let args = Overrides {
@@ -501,7 +507,7 @@ fn a_paste_app_from_a_flag_or_the_file_in_place_of_a_module() {
     );
     let err = problems("[app]\npaste = \"nope.ini\"\n", &no_app);
     assert!(
-        err.starts_with("corral.toml:2: app.paste: /srv/app/nope.ini is no file"),
+        err.starts_with("corral.toml:2: app.paste: /nonexistent/srv/app/nope.ini is no file"),
         "{err}"
     );
     let err = problems(&format!("[app]\npaste = \"{ini_text}#\"\n"), &no_app);
@@ -583,7 +589,9 @@ fn gunicorn_hooks_names_a_file_beside_the_config_or_a_python_module() {
     // Relative to the file's folder; a missing one is named with its key.
     let err = problems("[app]\ngunicorn_hooks = \"gunicorn.conf.py\"\n", &app());
     assert!(
-        err.starts_with("corral.toml:2: app.gunicorn_hooks: /srv/app/gunicorn.conf.py is no file"),
+        err.starts_with(
+            "corral.toml:2: app.gunicorn_hooks: /nonexistent/srv/app/gunicorn.conf.py is no file"
+        ),
         "{err}"
     );
     let err = problems("[app]\ngunicorn_hooks = \"\"\n", &app());

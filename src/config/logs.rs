@@ -416,7 +416,10 @@ mod tests {
         )
         .unwrap();
         assert_eq!(cfg.log.level, LogLevel::Warn);
-        assert_eq!(cfg.log.error_file, Some("/srv/app/logs/error.log".into()));
+        assert_eq!(
+            cfg.log.error_file,
+            Some("/nonexistent/srv/app/logs/error.log".into())
+        );
         let access = cfg.log.access.unwrap();
         assert_eq!(access.target, AccessTarget::Stdout);
         assert!(matches!(access.format, Format::Combined));
@@ -469,7 +472,7 @@ mod tests {
         assert_eq!(
             cfg.log.statsd,
             Some(Settings {
-                target: Target::Unix("/srv/app/run/dd.sock".into()),
+                target: Target::Unix("/nonexistent/srv/app/run/dd.sock".into()),
                 prefix: "web.".into(),
                 tags: String::new(),
             })
@@ -568,7 +571,7 @@ mod tests {
         let syslog = cfg.log.syslog.unwrap();
         assert_eq!(
             syslog.target,
-            statsd::Target::Unix("/srv/app/run/log.sock".into())
+            statsd::Target::Unix("/nonexistent/srv/app/run/log.sock".into())
         );
         assert_eq!((syslog.facility, syslog.prefix), (18, None));
         // The defaults: gunicorn's UDP address and the user facility.
@@ -659,7 +662,10 @@ mod tests {
         )
         .unwrap();
         assert_eq!(cfg.app.interface, Interface::Asgi);
-        assert_eq!(cfg.server.pid_file, Some("/srv/app/run/app.pid".into()));
+        assert_eq!(
+            cfg.server.pid_file,
+            Some("/nonexistent/srv/app/run/app.pid".into())
+        );
         let err = resolve_text(
             "",
             &Overrides {

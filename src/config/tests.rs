@@ -25,9 +25,13 @@ pub(super) fn env() -> Env {
     }
 }
 
-/// Resolves `text` as "corral.toml" in /srv/app, run from /cwd.
+/// Resolves `text` as "corral.toml" in /nonexistent/srv/app, run from /cwd.
 pub(super) fn resolve_text(text: &str, args: &Overrides) -> Result<Config, ConfigError> {
-    let file = ConfigFile::new(Path::new("corral.toml"), Path::new("/srv/app"), text.into());
+    let file = ConfigFile::new(
+        Path::new("corral.toml"),
+        Path::new("/nonexistent/srv/app"),
+        text.into(),
+    );
     resolve(args, Some(&file), Path::new("/cwd"), &env())
 }
 
@@ -42,13 +46,17 @@ fn the_default_interpreter_is_the_venv_corral_is_installed_in() {
     };
     let both = Env {
         virtual_env: Some("/activated".into()),
-        installed_in: Some("/srv/app/.venv".into()),
+        installed_in: Some("/nonexistent/srv/app/.venv".into()),
         ..env()
     };
     let app = resolve(&args, None, Path::new("/cwd"), &both).unwrap().app;
-    assert_eq!(app.python, PathBuf::from("/srv/app/.venv/bin/python"));
+    assert_eq!(
+        app.python,
+        PathBuf::from("/nonexistent/srv/app/.venv/bin/python")
+    );
     assert!(
-        app.python_origin.contains("installed in (/srv/app/.venv)"),
+        app.python_origin
+            .contains("installed in (/nonexistent/srv/app/.venv)"),
         "{}",
         app.python_origin
     );
@@ -74,7 +82,7 @@ fn the_default_interpreter_is_the_venv_corral_is_installed_in() {
     );
 
     let installed = Env {
-        installed_in: Some("/srv/app/.venv".into()),
+        installed_in: Some("/nonexistent/srv/app/.venv".into()),
         ..env()
     };
     let flag = Overrides {
@@ -90,13 +98,16 @@ fn the_default_interpreter_is_the_venv_corral_is_installed_in() {
     );
     let file = ConfigFile::new(
         Path::new("corral.toml"),
-        Path::new("/srv/app"),
+        Path::new("/nonexistent/srv/app"),
         "[app]\npython = \"py/bin/python\"\n".into(),
     );
     let app = resolve(&args, Some(&file), Path::new("/cwd"), &installed)
         .unwrap()
         .app;
-    assert_eq!(app.python, PathBuf::from("/srv/app/py/bin/python"));
+    assert_eq!(
+        app.python,
+        PathBuf::from("/nonexistent/srv/app/py/bin/python")
+    );
     assert!(
         app.python_origin.contains("app.python"),
         "{}",
@@ -222,12 +233,15 @@ min_in_service = 2
     let config = resolve_text(text, &Overrides::default()).unwrap();
     assert_eq!(
         config.app.python,
-        PathBuf::from("/srv/app/.venv/bin/python")
+        PathBuf::from("/nonexistent/srv/app/.venv/bin/python")
     );
-    assert_eq!(config.app.chdir, Some(PathBuf::from("/srv/app/src")));
+    assert_eq!(
+        config.app.chdir,
+        Some(PathBuf::from("/nonexistent/srv/app/src"))
+    );
     assert_eq!(
         config.app.pythonpath,
-        [PathBuf::from("/srv/app/lib"), "/abs".into()]
+        [PathBuf::from("/nonexistent/srv/app/lib"), "/abs".into()]
     );
     assert_eq!(config.app.interface, Interface::Asgi);
     assert_eq!(
@@ -236,7 +250,7 @@ min_in_service = 2
     );
     assert_eq!(
         config.server.bind[1].addr,
-        BindAddr::Unix("/srv/app/run/web.sock".into())
+        BindAddr::Unix("/nonexistent/srv/app/run/web.sock".into())
     );
     assert_eq!(config.server.keepalive, Duration::from_secs(90));
     assert_eq!(config.server.max_body_bytes, 1024);
@@ -248,7 +262,7 @@ min_in_service = 2
     let status = config.health.status_bind.clone().unwrap();
     assert_eq!(
         status.addr,
-        BindAddr::Unix("/srv/app/run/status.sock".into())
+        BindAddr::Unix("/nonexistent/srv/app/run/status.sock".into())
     );
     assert_eq!(status.origin, "corral.toml:32 (key health.status_bind)");
     assert_eq!(config.health.min_ready, MinReady::Percent(75));
@@ -510,16 +524,19 @@ hook_timeout = "1m30s"
     assert_eq!(
         config.revision,
         RevisionSource::Command(vec![
-            "/srv/app/revision.sh".into(),
+            "/nonexistent/srv/app/revision.sh".into(),
             "--short".into(),
             "./x".into()
         ])
     );
-    assert_eq!(config.state_dir, PathBuf::from("/srv/app/state"));
+    assert_eq!(
+        config.state_dir,
+        PathBuf::from("/nonexistent/srv/app/state")
+    );
     assert_eq!(
         config.rollback_hook,
         Some(vec![
-            "/srv/app/hooks/rollback".into(),
+            "/nonexistent/srv/app/hooks/rollback".into(),
             String::new(),
             "a b".into()
         ])
@@ -570,14 +587,14 @@ max_surge = 3
     // A hook and a built-in rollback go together.
     assert_eq!(
         config.rollback_hook,
-        Some(vec!["/srv/app/notify.sh".into()])
+        Some(vec!["/nonexistent/srv/app/notify.sh".into()])
     );
     assert!(config.exit_on_boot_failure);
     assert_eq!(config.strategy, Strategy::Rolling);
     assert_eq!(config.max_surge, 3);
     // "symlink" takes the app folder from --chdir too.
     let args = Overrides {
-        chdir: Some("/srv/app/current".into()),
+        chdir: Some("/nonexistent/srv/app/current".into()),
         ..app.clone()
     };
     let config = deploy("[deploy]\nrollback = \"symlink\"\n", &args);
@@ -626,7 +643,10 @@ fn control_socket_and_ready_timeout() {
     };
     let text = "[control]\nsocket = \"run/../ctl.sock\"\n[deploy]\nready_timeout = \"2m\"\n";
     let config = resolve_text(text, &app).unwrap();
-    assert_eq!(config.control.socket, PathBuf::from("/srv/app/ctl.sock"));
+    assert_eq!(
+        config.control.socket,
+        PathBuf::from("/nonexistent/srv/app/ctl.sock")
+    );
     assert_eq!(config.deploy.ready_timeout, Duration::from_secs(120));
     // The flag wins, relative to the cwd.
     let args = Overrides {
@@ -721,7 +741,11 @@ fn the_client_finds_the_socket_without_an_app() {
     let default = Path::new("/tmp/corral-1000/corral.sock");
     let find = |socket: Option<&str>, text: Option<&str>| {
         let file = text.map(|text| {
-            ConfigFile::new(Path::new("corral.toml"), Path::new("/srv/app"), text.into())
+            ConfigFile::new(
+                Path::new("corral.toml"),
+                Path::new("/nonexistent/srv/app"),
+                text.into(),
+            )
         });
         resolve_socket(
             socket.map(Path::new),
@@ -732,7 +756,10 @@ fn the_client_finds_the_socket_without_an_app() {
         .map_err(|e| e.to_string())
     };
     let file = "[control]\nsocket = \"ctl.sock\"\n";
-    assert_eq!(find(None, Some(file)), Ok("/srv/app/ctl.sock".into()));
+    assert_eq!(
+        find(None, Some(file)),
+        Ok("/nonexistent/srv/app/ctl.sock".into())
+    );
     assert_eq!(find(Some("my.sock"), Some(file)), Ok("/cwd/my.sock".into()));
     assert_eq!(find(None, None), Ok(default.into()));
     // No [app] module, and problems outside [control] do not matter.

@@ -585,7 +585,9 @@ impl Supervisor {
                 self.new_waiter = waiter
                     .and_then(|w| {
                         w.taken(|| {
-                            format!("started: generation {next} is starting beside generation {serving}")
+                            format!(
+                                "started: generation {next} is starting beside generation {serving}"
+                            )
                         })
                     })
                     .map(|w| (next, w));

@@ -14,10 +14,10 @@ fn status_bind_must_not_be_a_server_address() {
              (at corral.toml:4 (key server.bind)): give the status server its own address, like \"127.0.0.1:9000\""
     );
     // Socket paths are compared once made absolute.
-    let text = "[app]\nmodule = \"m:a\"\n[server]\nbind = [\"unix:/srv/app/web.sock\"]\n\
+    let text = "[app]\nmodule = \"m:a\"\n[server]\nbind = [\"unix:/nonexistent/srv/app/web.sock\"]\n\
                     [health]\nstatus_bind = \"unix:./web.sock\"\n";
     assert!(problems(text, &Overrides::default()).starts_with(
-        "corral.toml:6: health.status_bind: unix:/srv/app/web.sock is also a server address"
+        "corral.toml:6: health.status_bind: unix:/nonexistent/srv/app/web.sock is also a server address"
     ));
     // The default server address counts too.
     let text = "[app]\nmodule = \"m:a\"\n[health]\nstatus_bind = \"127.0.0.1:8000\"\n";
@@ -316,7 +316,11 @@ fn status_token_from_the_file_a_token_file_or_the_environment() {
         status_token: Some("from-the-environment".into()),
         ..env()
     };
-    let f = ConfigFile::new(Path::new("corral.toml"), Path::new("/srv/app"), text);
+    let f = ConfigFile::new(
+        Path::new("corral.toml"),
+        Path::new("/nonexistent/srv/app"),
+        text,
+    );
     let config = resolve(
         &Overrides::default(),
         Some(&f),
@@ -375,7 +379,7 @@ fn status_token_problems_say_where_and_how() {
     );
     assert!(
         missing.starts_with(
-            "corral.toml:4: health.status_token_file: cannot open /srv/app/no-such-token: "
+            "corral.toml:4: health.status_token_file: cannot open /nonexistent/srv/app/no-such-token: "
         ) && missing.ends_with("write the token into that file, or give another path"),
         "{missing}"
     );
@@ -416,7 +420,7 @@ fn control_socket_and_deploy_problems() {
     // A relative path counts once made absolute.
     let name = "s".repeat(100);
     let text = format!("[app]\nmodule = \"m:a\"\n[control]\nsocket = \"{name}\"\n");
-    assert!(problems(&text, &Overrides::default()).contains("is 109 bytes long"));
+    assert!(problems(&text, &Overrides::default()).contains("is 121 bytes long"));
     let args = Overrides {
         app: Some("m:a".into()),
         socket: Some(long.clone().into()),
