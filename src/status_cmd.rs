@@ -91,6 +91,68 @@ fn address(args: &StatusArgs) -> Result<(BindAddr, Option<String>), String> {
     })
 }
 
+/// Whether the server at the other end of `s` (at `addr`), when it runs
+/// on this host, is this user's or root's: the owner of its socket, in
+/// the kernel's table of TCP sockets (`/proc/net/tcp`, `tcp6`), as
+/// [`crate::control::check_peer`] checks a Unix socket's. A server on
+/// another host is not in the table, and is not checked.
+fn check_tcp_peer(s: &std::net::TcpStream, addr: &BindAddr) -> Result<(), String> {
+    let (Ok(mine), Ok(theirs)) = (s.local_addr(), s.peer_addr()) else {
+        return Err(format!("cannot tell who serves {addr}"));
+    };
+    let Some(uid) = tcp_socket_owner(theirs, mine) else {
+        return Ok(());
+    };
+    let me = nix::unistd::geteuid().as_raw();
+    if uid == me || uid == 0 {
+        return Ok(());
+    }
+    Err(format!(
+        "refusing to send the status token to {addr}: it is served by uid {uid}, not by you \
+         (uid {me}) or root, and any user may serve a port while corral is down; run \
+         `corral status` as uid {uid}, or ask through the control socket (-c FILE or --socket)"
+    ))
+}
+
+/// The owner of this host's TCP socket whose local end is `local` and
+/// whose other end is `remote`, if there is one.
+fn tcp_socket_owner(local: std::net::SocketAddr, remote: std::net::SocketAddr) -> Option<u32> {
+    let canonical = |a: std::net::SocketAddr| (a.ip().to_canonical(), a.port());
+    let (local, remote) = (canonical(local), canonical(remote));
+    ["/proc/net/tcp", "/proc/net/tcp6"]
+        .iter()
+        .find_map(|table| {
+            let text = std::fs::read_to_string(table).ok()?;
+            text.lines().skip(1).find_map(|line| {
+                let fields: Vec<&str> = line.split_whitespace().collect();
+                let here = proc_net_addr(fields.get(1)?)?;
+                let there = proc_net_addr(fields.get(2)?)?;
+                (here == local && there == remote)
+                    .then(|| fields.get(7)?.parse().ok())
+                    .flatten()
+            })
+        })
+}
+
+/// An address of `/proc/net/tcp` (`0100007F:1F90`) or `tcp6`: the address
+/// as the kernel holds it, printed 32 bits at a time in this machine's
+/// byte order, then the port.
+fn proc_net_addr(text: &str) -> Option<(std::net::IpAddr, u16)> {
+    let (ip, port) = text.split_once(':')?;
+    let port = u16::from_str_radix(port, 16).ok()?;
+    let mut bytes = Vec::with_capacity(16);
+    for word in ip.as_bytes().chunks(8) {
+        let word = u32::from_str_radix(std::str::from_utf8(word).ok()?, 16).ok()?;
+        bytes.extend_from_slice(&word.to_ne_bytes());
+    }
+    let ip = match bytes.len() {
+        4 => std::net::IpAddr::from(<[u8; 4]>::try_from(bytes).ok()?),
+        16 => std::net::IpAddr::from(<[u8; 16]>::try_from(bytes).ok()?),
+        _ => return None,
+    };
+    Some((ip.to_canonical(), port))
+}
+
 fn fetch(args: &StatusArgs) -> Result<Value, String> {
     // The control socket first (it is always there); the status server when
     // asked for by address.
@@ -115,6 +177,11 @@ fn fetch(args: &StatusArgs) -> Result<Value, String> {
         BindAddr::Tcp(a) => {
             let mut s = std::net::TcpStream::connect_timeout(a, Duration::from_secs(5))
                 .map_err(unreachable)?;
+            // A port on this host is anyone's while corral is down: the
+            // token goes only to one this user or root serves.
+            if has_token {
+                check_tcp_peer(&s, &addr)?;
+            }
             s.set_read_timeout(timeout).ok();
             s.write_all(request).map_err(unreachable)?;
             s.read_to_end(&mut raw).map_err(unreachable)?;
@@ -386,6 +453,32 @@ fn tls_sets(tls: &serde_json::Map<String, Value>, out: &mut String) {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn the_owner_of_a_tcp_server_on_this_host_is_found_on_v4_and_v6() {
+        for listen in ["127.0.0.1:0", "[::1]:0"] {
+            let Ok(server) = std::net::TcpListener::bind(listen) else {
+                continue;
+            };
+            let client = std::net::TcpStream::connect(server.local_addr().unwrap()).unwrap();
+            let (mine, theirs) = (client.local_addr().unwrap(), client.peer_addr().unwrap());
+            let me = nix::unistd::geteuid().as_raw();
+            assert_eq!(tcp_socket_owner(theirs, mine), Some(me), "{listen}");
+            // The client's own end, looked up the other way round.
+            assert_eq!(tcp_socket_owner(mine, theirs), Some(me), "{listen}");
+            // No such connection.
+            let elsewhere = "192.0.2.1:9".parse().unwrap();
+            assert_eq!(tcp_socket_owner(theirs, elsewhere), None, "{listen}");
+        }
+        // As a little-endian machine's kernel prints 127.0.0.1:8080.
+        #[cfg(target_endian = "little")]
+        assert_eq!(
+            proc_net_addr("0100007F:1F90"),
+            Some(("127.0.0.1".parse().unwrap(), 8080))
+        );
+        assert_eq!(proc_net_addr("zz:1F90"), None);
+        assert_eq!(proc_net_addr("0100007F"), None);
+    }
 
     #[test]
     fn what_workers_and_the_server_send_cannot_drive_the_terminal() {

@@ -1725,3 +1725,68 @@ fn root_refuses_the_app_users_interpreter_for_a_gunicorn_config_with_its_own_fix
     );
     assert!(!log.contains("runuser"), "{log}");
 }
+
+/// The same on a TCP status port on this host: while corral is down any
+/// user may serve its port, and `corral status --status-bind
+/// 127.0.0.1:PORT` sent that user the token. It goes only to a server of
+/// the client's own user or root now (the owner of the server's socket,
+/// from the kernel's table of TCP sockets).
+#[test]
+fn the_status_token_is_not_sent_to_a_tcp_port_another_user_serves() {
+    if !root() {
+        return;
+    }
+    let theirs = AppDir::new(&[(
+        "fake.py",
+        "import socket, sys\n\
+         s = socket.socket()\n\
+         s.bind(('127.0.0.1', int(sys.argv[1])))\n\
+         s.listen(1)\n\
+         open(sys.argv[2] + '.up', 'w').close()\n\
+         s.settimeout(10)\n\
+         c, _ = s.accept()\n\
+         c.settimeout(2)\n\
+         open(sys.argv[2], 'wb').write(c.recv(65536))\n\
+         c.sendall(b'HTTP/1.0 200 OK\\r\\n\\r\\n{}')\n",
+    )]);
+    std::fs::set_permissions(theirs.path(), PermissionsExt::from_mode(0o777)).unwrap();
+    std::fs::set_permissions(
+        theirs.path().join("fake.py"),
+        PermissionsExt::from_mode(0o644),
+    )
+    .unwrap();
+    let port = crate::common::compare::free_port();
+    let got = theirs.path().join("got");
+    let mut fake = Command::new("/usr/bin/python3")
+        .arg(theirs.path().join("fake.py"))
+        .arg(port.to_string())
+        .arg(&got)
+        .uid(NOBODY)
+        .gid(NOBODY)
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !theirs.path().join("got.up").exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the fake server never bound"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let token = "not-for-nobody-0123456789abcdef";
+    let bind = format!("127.0.0.1:{port}");
+    let (code, _, stderr) = crate::gunicorn_compat::run_to_exit_with_env(
+        theirs.path(),
+        &["status", "--status-bind", &bind],
+        &[("CORRAL_STATUS_TOKEN", token)],
+    );
+    let _ = fake.kill();
+    let _ = fake.wait();
+    let sent = std::fs::read_to_string(&got).unwrap_or_default();
+    assert!(
+        !sent.contains(token),
+        "the token went to nobody's port: {sent:?}"
+    );
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("it is served by uid 65534"), "{stderr}");
+}
