@@ -110,9 +110,9 @@ pub struct Entry<'a> {
     pub remote: &'a str,
     pub parts: &'a Parts,
     pub status: u16,
-    /// The response body's size when it has a length (the Content-Length
-    /// sent, the app's or hyper's for a whole body), else None.
+    /// The bytes of the response body sent (`-` when None).
     pub bytes: Option<u64>,
+    /// From the request's head to the response's last byte.
     pub elapsed: Duration,
     /// The response's headers.
     pub response: &'a HeaderMap,

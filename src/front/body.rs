@@ -85,6 +85,27 @@ pub enum Body {
     /// as the app declared it: the body ends as a streamed one that ends
     /// short does, so that the client sees it cut.
     Short(Box<ShortBody>),
+    /// A body whose access line waits for its end ([`Logged`]).
+    Logged(Box<Logged>),
+}
+
+/// A response body that counts the bytes hyper takes of it, and calls
+/// `at_end` with them when it is dropped: sent whole, cut, reset, or its
+/// client gone. The access log writes its line there, as gunicorn writes
+/// its line once the body is sent (`%(b)s` the bytes sent, `%(D)s` the
+/// whole response's time).
+pub struct Logged {
+    pub inner: Body,
+    pub sent: u64,
+    pub at_end: Option<Box<dyn FnOnce(u64) + Send>>,
+}
+
+impl Drop for Logged {
+    fn drop(&mut self) {
+        if let Some(at_end) = self.at_end.take() {
+            at_end(self.sent);
+        }
+    }
 }
 
 /// What a body kept for an HTTP/2 client is counted as at least: its
@@ -533,6 +554,15 @@ impl http_body::Body for Body {
                     }
                 }
             }
+            Body::Logged(l) => {
+                let frame = Pin::new(&mut l.inner).poll_frame(cx);
+                if let Poll::Ready(Some(Ok(f))) = &frame
+                    && let Some(data) = f.data_ref()
+                {
+                    l.sent += data.len() as u64;
+                }
+                frame
+            }
             Body::Short(s) => {
                 if s.done {
                     return Poll::Ready(None);
@@ -560,6 +590,7 @@ impl http_body::Body for Body {
             Body::Kept(k) => k.rest.is_empty(),
             Body::Stream(s) => s.done,
             Body::Short(s) => s.done,
+            Body::Logged(l) => l.inner.is_end_stream(),
         }
     }
 
@@ -573,6 +604,7 @@ impl http_body::Body for Body {
             Body::Kept(k) => SizeHint::with_exact(k.rest.len() as u64),
             // hyper frames these by the Content-Length the app declared.
             Body::Stream(_) | Body::Short(_) => SizeHint::default(),
+            Body::Logged(l) => l.inner.size_hint(),
         }
     }
 }

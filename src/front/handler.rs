@@ -194,25 +194,28 @@ pub fn handle(
             split.record(new, resp.status().as_u16(), elapsed);
         }
         if let (Some(parts), Some(log)) = (logged, &shared.access) {
-            // The body's size whenever the response has a length: the
-            // app's Content-Length, or else a whole body's, which hyper
-            // sends as one (`[b"hello"]` with no length of the app's).
-            let bytes = resp
-                .headers()
-                .get(http::header::CONTENT_LENGTH)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.parse().ok())
-                .or_else(|| http_body::Body::size_hint(resp.body()).exact());
-            log.log(&Entry {
-                remote: &conn.remote_addr,
-                parts: &parts,
-                status: resp.status().as_u16(),
-                bytes,
-                elapsed,
-                response: resp.headers(),
-                request_id: id_text,
-                trace,
-            });
+            // The line is written when the body ends (see `body::Logged`),
+            // with the bytes sent (none for HEAD, as gunicorn logs it).
+            let (log, remote, status) = (log.clone(), conn.remote_addr.clone(), resp.status());
+            let (response, request_id) = (resp.headers().clone(), id_text.to_owned());
+            let at_end = move |sent: u64| {
+                log.log(&Entry {
+                    remote: &remote,
+                    parts: &parts,
+                    status: status.as_u16(),
+                    bytes: Some(sent),
+                    elapsed: start.elapsed(),
+                    response: &response,
+                    request_id: &request_id,
+                    trace,
+                });
+            };
+            let inner = std::mem::replace(resp.body_mut(), Body::Full(None));
+            *resp.body_mut() = Body::Logged(Box::new(super::body::Logged {
+                inner,
+                sent: 0,
+                at_end: Some(Box::new(at_end)),
+            }));
         }
         // The app's own X-Request-ID, if it set one, stands. Marked never to
         // be indexed by HTTP/2's header compression: a value that never

@@ -327,19 +327,34 @@ fn the_access_log_is_off_by_default_and_writes_combined_lines_when_asked() {
     );
 }
 
-/// `%(b)s`, `%(B)s` and the JSON line's `bytes` give the body's size
-/// whenever the response has a length, the app's or the one corral sends
-/// for a whole body (`[b"hello\n"]` with no Content-Length goes out with
-/// `content-length: 6`), as gunicorn logs `200 6`; `-` (null) only for a
-/// body that streams with no length. Before, only the app's own
-/// Content-Length counted: `200 -`.
+/// `%(b)s`, `%(B)s` and the JSON line's `bytes` give the bytes of the
+/// body sent, as gunicorn logs them: a whole body's, a streamed one's (it
+/// was `-`), a cut one's (it was the length the app declared), none for
+/// a HEAD request (it was the length declared). The line is written once the body
+/// has gone, so `%(D)s` is the whole response's time, as under gunicorn
+/// (it was the time to the response's head).
 #[test]
-fn the_access_log_gives_the_length_sent_whoever_set_it() {
+fn the_access_log_gives_the_bytes_sent_and_the_whole_responses_time() {
     let app = AppDir::new(&[(
         "app.py",
-        "def app(environ, start_response):\n\
+        "import time\n\
+         def app(environ, start_response):\n\
+         \x20   path = environ['PATH_INFO']\n\
+         \x20   if path == '/cut':\n\
+         \x20       start_response('200 OK', [('Content-Length', '100000')])\n\
+         \x20       def cut():\n\
+         \x20           yield b'x' * 1000\n\
+         \x20           raise RuntimeError('cut short')\n\
+         \x20       return cut()\n\
+         \x20   if path == '/slow':\n\
+         \x20       start_response('200 OK', [])\n\
+         \x20       def slow():\n\
+         \x20           for _ in range(3):\n\
+         \x20               time.sleep(0.3)\n\
+         \x20               yield b'ab'\n\
+         \x20       return slow()\n\
          \x20   start_response('200 OK', [])\n\
-         \x20   if environ['PATH_INFO'] == '/streamed':\n\
+         \x20   if path == '/streamed':\n\
          \x20       return iter([b'hel', b'lo\\n'])\n\
          \x20   return [b'hello\\n']\n",
     )]);
@@ -352,27 +367,45 @@ fn the_access_log_gives_the_length_sent_whoever_set_it() {
             "--access-logfile",
             "-",
             "--access-logformat",
-            "access %(U)s %(s)s %(b)s %(B)s",
+            "access %(m)s %(U)s %(s)s %(b)s %(B)s %(D)s",
         ],
         1,
     );
+    let line_for = |what: &str| {
+        let line = c
+            .log
+            .wait_for(&format!("access {what} "), Duration::from_secs(5))
+            .expect("an access line");
+        let fields: Vec<String> = line.split(' ').map(str::to_owned).collect();
+        let micros: u64 = fields.last().unwrap().parse().unwrap();
+        (line, micros)
+    };
     let r = c.get("/whole");
     assert_eq!(r.header("content-length"), Some("6"));
-    let line = c
-        .log
-        .wait_for("access /whole ", Duration::from_secs(5))
-        .expect("an access line");
-    assert!(line.ends_with("access /whole 200 6 6"), "{line}");
+    let (line, _) = line_for("GET /whole");
+    assert!(line.contains("access GET /whole 200 6 6 "), "{line}");
     let r = c.get("/streamed");
     assert_eq!(
         (r.header("content-length"), r.text().as_str()),
         (None, "hello\n")
     );
-    let line = c
-        .log
-        .wait_for("access /streamed ", Duration::from_secs(5))
-        .expect("an access line");
-    assert!(line.ends_with("access /streamed 200 - -"), "{line}");
+    let (line, _) = line_for("GET /streamed");
+    assert!(line.contains("access GET /streamed 200 6 6 "), "{line}");
+    assert_eq!(request(&c.addr, "HEAD", "/whole", &[], b"").status, 200);
+    let (line, _) = line_for("HEAD /whole");
+    assert!(line.contains("access HEAD /whole 200 0 0 "), "{line}");
+    // Cut after 1,000 of its 100,000 bytes.
+    let mut s = connect(&c.addr);
+    send_request(&mut s, "GET", "/cut", &[], b"");
+    let mut got = Vec::new();
+    let _ = std::io::Read::read_to_end(&mut s, &mut got);
+    let (line, _) = line_for("GET /cut");
+    assert!(line.contains("access GET /cut 200 1000 1000 "), "{line}");
+    // Three pieces 0.3 s apart: the line comes with the last.
+    assert_eq!(c.get("/slow").text(), "ababab");
+    let (line, micros) = line_for("GET /slow");
+    assert!(line.contains("access GET /slow 200 6 6 "), "{line}");
+    assert!(micros >= 800_000, "{line}");
     drop(c);
 
     let c = Corral::start(
@@ -382,7 +415,7 @@ fn the_access_log_gives_the_length_sent_whoever_set_it() {
     );
     for (path, bytes) in [
         ("/whole", serde_json::json!(6)),
-        ("/streamed", serde_json::Value::Null),
+        ("/streamed", serde_json::json!(6)),
     ] {
         assert_eq!(c.get(path).status, 200);
         let line = c
