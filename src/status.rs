@@ -390,35 +390,44 @@ pub fn status(state: &StatusState) -> serde_json::Value {
         readiness["reason"] = json!(reason);
     }
     let mut v = serde_json::to_value(&snap).unwrap_or_default();
+    // Request counters are live, not as of the last snapshot.
+    let live = |w: &mut serde_json::Value| {
+        let pid = w["pid"].as_u64().unwrap_or(0);
+        if pid == 0 {
+            return;
+        }
+        w["rss_bytes"] = json!(rss_bytes(pid as u32));
+        let Some(ch) = snap
+            .channels
+            .iter()
+            .map(|(_, c)| c)
+            .find(|c| c.pid == pid as u32)
+        else {
+            return;
+        };
+        w["requests"] = json!(ch.served.load(std::sync::atomic::Ordering::Relaxed));
+        w["in_flight"] = json!(ch.in_flight.load(std::sync::atomic::Ordering::Relaxed));
+        // How many it may hold: ASGI's (and gevent's) concurrency, or
+        // WSGI's threads plus a prefetch sized by its answer time.
+        w["capacity"] = json!(ch.capacity.load(std::sync::atomic::Ordering::Relaxed));
+        if w["state"] != "booting" {
+            w["interface"] = json!(if ch.is_asgi() { "asgi" } else { "wsgi" });
+            w["gevent"] = json!(ch.is_gevent());
+            w["transport"] = json!(ch.transport());
+        }
+    };
     if let Some(slots) = v.get_mut("slots").and_then(|s| s.as_array_mut()) {
         for slot in slots {
-            let pid = slot
-                .pointer("/worker/pid")
-                .and_then(|p| p.as_u64())
-                .unwrap_or(0);
-            if pid != 0
-                && let Some(w) = slot.get_mut("worker")
+            if let Some(w) = slot.get_mut("worker").filter(|w| w.is_object()) {
+                live(w);
+            }
+            for w in slot
+                .get_mut("also")
+                .and_then(|a| a.as_array_mut())
+                .into_iter()
+                .flatten()
             {
-                w["rss_bytes"] = json!(rss_bytes(pid as u32));
-                // Request counters are live, not as of the last snapshot.
-                if let Some(ch) = snap
-                    .channels
-                    .iter()
-                    .map(|(_, c)| c)
-                    .find(|c| c.pid == pid as u32)
-                {
-                    w["requests"] = json!(ch.served.load(std::sync::atomic::Ordering::Relaxed));
-                    w["in_flight"] = json!(ch.in_flight.load(std::sync::atomic::Ordering::Relaxed));
-                    // How many it may hold: ASGI's (and gevent's)
-                    // concurrency, or WSGI's threads plus a prefetch sized
-                    // by its answer time.
-                    w["capacity"] = json!(ch.capacity.load(std::sync::atomic::Ordering::Relaxed));
-                    if w["state"] != "booting" {
-                        w["interface"] = json!(if ch.is_asgi() { "asgi" } else { "wsgi" });
-                        w["gevent"] = json!(ch.is_gevent());
-                        w["transport"] = json!(ch.transport());
-                    }
-                }
+                live(w);
             }
         }
     }

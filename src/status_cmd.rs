@@ -299,6 +299,33 @@ fn duration(secs: f64) -> String {
     }
 }
 
+/// One row of the table: the worker `w` (of `slot`, whose restarts the
+/// row gives when it is the slot's own).
+fn worker_row(slot_name: &str, w: &Value, slot: &Value, last_exit: &str) -> String {
+    format!(
+        "{:<5} {:<8} {:>4} {:<11} {:>7} {:>8} {:>9} {:>9} {:>9} {:>8}  {}\n",
+        slot_name,
+        w["pid"].to_string(),
+        w["generation"].to_string(),
+        text(&w["state"], "?"),
+        w["since"].as_f64().map(ago).unwrap_or_default(),
+        w["boot_ms"]
+            .as_f64()
+            .map(|ms| format!("{ms:.0}ms"))
+            .unwrap_or_else(|| "-".into()),
+        w["requests"].to_string(),
+        format!("{}/{}", w["in_flight"], w["capacity"]),
+        w["rss_bytes"]
+            .as_u64()
+            .map(|b| format!("{:.1}MiB", b as f64 / 1048576.0))
+            .unwrap_or_else(|| "-".into()),
+        slot["restarts"]
+            .as_u64()
+            .map_or("-".into(), |r| r.to_string()),
+        last_exit,
+    )
+}
+
 /// The human-readable form of `/status`.
 pub fn render(v: &Value) -> String {
     let mut out = String::new();
@@ -341,10 +368,41 @@ pub fn render(v: &Value) -> String {
         },
         text(&v["readiness"]["reason"], "")
     ));
+    if let Some(generation) = v["reloading"].as_u64() {
+        out.push_str(&format!(
+            "reload: generation {generation} is starting beside generation {}\n",
+            v["generation"]
+        ));
+    }
+    if let Some(canary) = v["canary"].as_object() {
+        let side = |s: &Value| {
+            format!(
+                "{} requests, {} 5xx, p99 {:.1} ms",
+                s["requests"],
+                s["errors_5xx"],
+                s["p99_ms"].as_f64().unwrap_or(0.0)
+            )
+        };
+        let new = canary.get("generation").unwrap_or(&Value::Null);
+        out.push_str(&format!(
+            "canary: generation {new} gets {}% of requests; generation {new}: {}; generation {}: {}\n",
+            canary
+                .get("share_percent")
+                .and_then(Value::as_f64)
+                .unwrap_or(0.0),
+            side(canary.get("new").unwrap_or(&Value::Null)),
+            v["generation"],
+            side(canary.get("old").unwrap_or(&Value::Null)),
+        ));
+    }
+    if v["reloading"].is_u64() || v["canary"].is_object() {
+        out.push('\n');
+    }
     out.push_str(&format!(
-        "{:<5} {:<8} {:<11} {:>7} {:>8} {:>9} {:>9} {:>9} {:>8}  {}\n",
+        "{:<5} {:<8} {:>4} {:<11} {:>7} {:>8} {:>9} {:>9} {:>9} {:>8}  {}\n",
         "SLOT",
         "PID",
+        "GEN",
         "STATE",
         "SINCE",
         "BOOT",
@@ -364,34 +422,22 @@ pub fn render(v: &Value) -> String {
                 .map(|s| format!("(next start in {s:.1}s)"))
                 .unwrap_or_else(|| "(none)".into());
             out.push_str(&format!(
-                "{:<5} {:<8} {:<59} {:>8}  {}\n",
+                "{:<5} {:<8} {:>4} {:<59} {:>8}  {}\n",
                 slot["slot"].to_string(),
+                "-",
                 "-",
                 state,
                 slot["restarts"].to_string(),
                 last_exit
             ));
-            continue;
+        } else {
+            out.push_str(&worker_row(&slot["slot"].to_string(), w, slot, &last_exit));
         }
-        out.push_str(&format!(
-            "{:<5} {:<8} {:<11} {:>7} {:>8} {:>9} {:>9} {:>9} {:>8}  {}\n",
-            slot["slot"].to_string(),
-            w["pid"].to_string(),
-            text(&w["state"], "?"),
-            w["since"].as_f64().map(ago).unwrap_or_default(),
-            w["boot_ms"]
-                .as_f64()
-                .map(|ms| format!("{ms:.0}ms"))
-                .unwrap_or_else(|| "-".into()),
-            w["requests"].to_string(),
-            format!("{}/{}", w["in_flight"], w["capacity"]),
-            w["rss_bytes"]
-                .as_u64()
-                .map(|b| format!("{:.1}MiB", b as f64 / 1048576.0))
-                .unwrap_or_else(|| "-".into()),
-            slot["restarts"].to_string(),
-            last_exit,
-        ));
+        // The slot's other workers (a reload's new generation, a
+        // replacement, one draining), under it.
+        for w in slot["also"].as_array().unwrap_or(&empty) {
+            out.push_str(&worker_row("", w, &Value::Null, "-"));
+        }
     }
     for slot in v["slots"].as_array().unwrap_or(&empty) {
         if let Some(err) = slot["last_boot_error"].as_object() {

@@ -87,6 +87,11 @@ pub struct SlotView {
     pub next_start_in: Option<f64>,
     pub last_exit: Option<String>,
     pub last_boot_error: Option<ErrorView>,
+    /// The slot's other workers: a reload's or a canary's new generation,
+    /// a replacement starting beside a worker being recycled, one still
+    /// draining.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub also: Vec<WorkerView>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -138,20 +143,10 @@ pub fn take(
         if slot.retired && slot.worker.is_none() {
             continue;
         }
-        let worker = slot.worker.and_then(|s| core.workers.get(&s)).map(|w| {
+        let mut view = |w: &super::core::Worker| {
             let ch = channels.get(&w.serial);
             if let Some(ch) = ch {
                 snap.channels.push((i, ch.clone()));
-            }
-            match w.state {
-                State::InService => snap.in_service += 1,
-                State::Booting
-                | State::Probing
-                | State::Killing {
-                    cause: KillCause::BootTimeout,
-                } => snap.booting += 1,
-                State::Unready => snap.unready += 1,
-                State::Stopping | State::Exiting | State::Killing { .. } => {}
             }
             WorkerView {
                 pid: w.pid,
@@ -164,7 +159,29 @@ pub fn take(
                 in_flight: ch.map_or(0, |c| c.in_flight.load(Ordering::Relaxed)),
                 rss_bytes: None,
             }
-        });
+        };
+        let current = slot.worker.and_then(|s| core.workers.get(&s));
+        let worker = current.map(&mut view);
+        let mut others: Vec<_> = core
+            .workers
+            .values()
+            .filter(|w| w.slot == i && Some(w.serial) != slot.worker)
+            .collect();
+        others.sort_by_key(|w| w.serial);
+        let also = others.into_iter().map(&mut view).collect();
+        // The figures count each slot's own worker only.
+        match current.map(|w| w.state) {
+            Some(State::InService) => snap.in_service += 1,
+            Some(
+                State::Booting
+                | State::Probing
+                | State::Killing {
+                    cause: KillCause::BootTimeout,
+                },
+            ) => snap.booting += 1,
+            Some(State::Unready) => snap.unready += 1,
+            _ => {}
+        }
         snap.restarts += u64::from(slot.restarts);
         snap.slots.push(SlotView {
             slot: i,
@@ -179,6 +196,7 @@ pub fn take(
                 at: unix(now, e.at),
                 text: e.text.clone(),
             }),
+            also,
         });
     }
     snap.boot_failures = core.boot_failures;

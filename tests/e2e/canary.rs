@@ -356,6 +356,38 @@ fn canary_ended_by(cmd: &str) -> (Option<i32>, String, Duration, String, Vec<Ans
     assert!(canary["new"]["requests"].as_u64() > Some(0), "{status}");
     assert!(canary["old"]["requests"].as_u64() > Some(0), "{status}");
     assert!(canary["new"]["p99_ms"].as_f64() > Some(0.0), "{status}");
+    // Both generations' workers, each under its slot: `corral status`
+    // showed the old generation's only.
+    let canary_workers = |status: &serde_json::Value| {
+        status["slots"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|s| s["also"].as_array().cloned().unwrap_or_default())
+            .filter(|w| w["generation"] == 2 && w["state"] == "in_service")
+            .count()
+    };
+    c.wait_until("both canary workers in service", || {
+        canary_workers(&c.status_json()) == 2
+    });
+    let (code, table) = control(&c, &["status"]);
+    assert_eq!(code, Some(0), "{table}");
+    assert!(
+        table.contains("canary: generation 2 gets 20% of requests; generation 2: "),
+        "{table}"
+    );
+    // A slot's row: SLOT PID GEN STATE ...; the rows under it: PID GEN STATE ...
+    let rows = |generation: &str| {
+        table
+            .lines()
+            .map(|l| l.split_whitespace().collect::<Vec<_>>())
+            .filter(|f| {
+                let at = f.iter().position(|w| *w == "in_service");
+                at.is_some_and(|i| i >= 2 && f[i - 1] == generation)
+            })
+            .count()
+    };
+    assert_eq!((rows("1"), rows("2")), (2, 2), "{table}");
     let metrics = c.status("/metrics").text();
     assert!(
         metrics.contains("corral_canary_requests{generation=\"new\"} "),
