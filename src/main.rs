@@ -439,6 +439,24 @@ async fn run(
         }
         None => cfg,
     };
+    // The default socket in the unit's RuntimeDirectory=, served by another
+    // corral: two units share the folder (a copied unit file), and their
+    // StateDirectory= too, likely. Name that, not [control] socket: a
+    // socket of its own would leave the state shared, and systemd removes
+    // the folder when the other unit stops.
+    if cfg.control.is_default
+        && !takeover
+        && control::in_use(&cfg.control.socket)
+        && let Some(dir) = config::unit_runtime_directory()
+        && cfg.control.socket.parent() == Some(dir.as_path())
+    {
+        eprintln!(
+            "error: another corral already serves the control socket {} in this unit's runtime folder {} ($RUNTIME_DIRECTORY): another unit has the same RuntimeDirectory= (a copied unit file?), and likely the same StateDirectory=, where each app's rollback would read the other's last good release, and systemd removes the folder when either unit stops; give each unit folders of its own (RuntimeDirectory=corral/NAME and StateDirectory=corral/NAME, as systemd/corral@.service has them with %i)",
+            cfg.control.socket.display(),
+            dir.display()
+        );
+        return EXIT_CONFIG;
+    }
     // After drop_privileges, corral must still be able to remove it.
     let owner = cfg
         .workers

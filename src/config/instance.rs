@@ -167,6 +167,17 @@ pub(super) fn default_socket_in(
     })
 }
 
+/// The runtime folder systemd made for this process's unit
+/// (`RuntimeDirectory=`, `$RUNTIME_DIRECTORY`), where the default control
+/// socket is.
+pub fn unit_runtime_directory() -> Option<PathBuf> {
+    absolute(
+        std::env::var_os("RUNTIME_DIRECTORY")
+            .as_deref()
+            .map(first_dir),
+    )
+}
+
 /// The default `deploy.state_dir`, from this process's environment and
 /// user.
 pub fn default_state_dir() -> Place {
