@@ -113,7 +113,8 @@ fn main() -> ExitCode {
     );
     // Serving: no thread but these waits on whoever reads the log.
     let _stdio = (!check).then(stdio::start);
-    if let Err(e) = init_logging(&cfg.log, &cfg.instance) {
+    let tag = syslog::default_prefix(cfg.app.proc_name.as_deref(), &cfg.instance);
+    if let Err(e) = init_logging(&cfg.log, &tag) {
         eprintln!("error: {e}");
         return ExitCode::from(EXIT_CONFIG);
     }
@@ -842,8 +843,9 @@ fn with_socket(args: &cli::ControlArgs, f: impl FnOnce(&std::path::Path) -> u8) 
 
 /// corral's own log: to stderr, or to `[log] error_file` (reopened on
 /// SIGUSR1, see [`logfile`]); to a syslog daemon as well with `[log]
-/// syslog` ([`syslog`], tagged with `instance` unless `syslog_prefix`).
-fn init_logging(cfg: &config::LogConfig, instance: &str) -> Result<(), String> {
+/// syslog` ([`syslog`], tagged with `tag` unless `syslog_prefix`: see
+/// [`syslog::default_prefix`]).
+fn init_logging(cfg: &config::LogConfig, tag: &str) -> Result<(), String> {
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
     let level: tracing::level_filters::LevelFilter = cfg.level.into();
@@ -893,7 +895,7 @@ fn init_logging(cfg: &config::LogConfig, instance: &str) -> Result<(), String> {
     let syslog = cfg
         .syslog
         .as_ref()
-        .map(|settings| syslog::Syslog::open(settings, instance))
+        .map(|settings| syslog::Syslog::open(settings, tag))
         .transpose()?;
     match (cfg.format, journal) {
         (config::LogFormat::Json, _) => builder

@@ -149,8 +149,8 @@ pub(super) struct RawLog {
     /// "udp://localhost:514", as gunicorn's on Linux.
     pub(super) syslog_to: Option<Spanned<String>>,
     /// The middle of each line's tag, "corral.PREFIX.error" (gunicorn's
-    /// `syslog_prefix`): letters, digits, '.', '_' and '-'. Default: the
-    /// instance's name.
+    /// `syslog_prefix`): letters, digits, '.', '_' and '-'. Default:
+    /// `app.proc_name`, as gunicorn's, else the instance's name.
     pub(super) syslog_prefix: Option<Spanned<String>>,
     /// The syslog facility (gunicorn's `syslog_facility`): "user", "daemon",
     /// "local0" to "local7", ... Default "user".

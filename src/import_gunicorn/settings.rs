@@ -204,7 +204,7 @@ pub const SETTINGS: &[(&str, &str)] = &[
     ),
     (
         "syslog_prefix",
-        "`--log-syslog-prefix`, `[log] syslog_prefix`: the middle of the tag (default: the instance's name)",
+        "`--log-syslog-prefix`, `[log] syslog_prefix`: the middle of the tag (default: `proc_name`, as gunicorn's, else the instance's name)",
     ),
     (
         "syslog_facility",
