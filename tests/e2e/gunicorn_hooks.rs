@@ -678,7 +678,7 @@ def show(cfg):
         cfg.proc_name)
 
 def on_starting(server):
-    server.log.info("on_starting %s", show(server.cfg))
+    server.log.info("on_starting %s server.proc_name=%s", show(server.cfg), server.proc_name)
 
 def post_fork(server, worker):
     server.log.info("post_fork %s", show(worker.cfg))
@@ -701,5 +701,7 @@ def post_fork(server, worker):
         assert!(line.contains("raw_env=['A=1']"), "{line}");
         assert!(line.contains("proc_name=shop"), "{line}");
     }
+    let line = c.log.text();
+    assert!(line.contains("server.proc_name=shop"), "{line}");
     assert_eq!(c.get("/pid").status, 200);
 }
