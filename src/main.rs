@@ -481,6 +481,21 @@ async fn run(
         );
         return EXIT_CONFIG;
     }
+    // The state folder another running corral keeps its state in (two
+    // units with one StateDirectory=, or one [deploy] state_dir): a
+    // rollback would read the other app's last good release. Not beside a
+    // --reuse-port twin, which is the same instance.
+    if !cfg.server.reuse_port
+        && let Some(other) =
+            deploy::claimed_by_other(&cfg.deploy.state_dir, &cfg.control.socket, control::in_use)
+    {
+        eprintln!(
+            "error: the state folder {} is another running corral's (control socket {}): two units share StateDirectory= (a copied unit file?), or two configs one [deploy] state_dir, and each app's rollback would read the other's last good release; give each unit folders of its own (StateDirectory=corral/NAME and RuntimeDirectory=corral/NAME, as systemd/corral@.service has them with %i), or each config its own [deploy] state_dir",
+            cfg.deploy.state_dir.display(),
+            other.display()
+        );
+        return EXIT_CONFIG;
+    }
     // After drop_privileges, corral must still be able to remove it.
     let owner = cfg
         .workers
@@ -523,6 +538,9 @@ async fn run(
         Some(bound) => (Some(bound.listener), bound.made_dir, bound.staged),
         None => (None, None, None),
     };
+    if control_listener.is_some() && !cfg.server.reuse_port {
+        deploy::claim(&cfg.deploy.state_dir, &cfg.control.socket);
+    }
     let control_inode = control_listener
         .as_ref()
         .and_then(|_| inode(control_staged.as_deref().unwrap_or(&cfg.control.socket)));

@@ -801,7 +801,8 @@ section! {
         /// else one folder per instance (NAME as for `control.socket`):
         /// "/var/lib/corral/NAME" as root, else `$XDG_STATE_HOME/corral/NAME`
         /// when XDG_STATE_HOME is set, else `$HOME/.local/state/corral/NAME`,
-        /// else "/tmp/corral-UID-state/NAME".
+        /// else "/tmp/corral-UID-state/NAME". One app's own: corral refuses
+        /// to start when another running corral keeps its state here.
         state_dir: Option<Spanned<String>>;
         /// A command, as an array of strings (the program, then its arguments),
         /// that corral runs when a reload (or the first start) fails to come

@@ -540,6 +540,61 @@ fn a_second_unit_with_the_same_runtime_directory_is_told_to_give_each_its_own() 
     assert_eq!(v["supervisor"]["pid"], a.pid(), "{v}");
 }
 
+/// Two apps' units with runtime folders of their own but one
+/// `StateDirectory=` (the unit file copied, only `RuntimeDirectory=`
+/// changed): the second corral would share the first's last known good
+/// release, which a rollback goes back to. It refuses to start, naming the
+/// folder and the other corral's socket; once the first is gone, the
+/// folder is the second's.
+#[test]
+fn a_second_unit_with_the_same_state_directory_is_refused() {
+    use std::os::unix::fs::DirBuilderExt;
+    let run = tempfile::tempdir().unwrap();
+    let state = run.path().join("state");
+    let mut made = std::fs::DirBuilder::new();
+    made.mode(0o700);
+    made.create(&state).unwrap();
+    let unit = |name: &str| {
+        let dir = run.path().join(name);
+        made.create(&dir).unwrap();
+        dir.to_str().unwrap().to_string()
+    };
+    let (shop_run, blog_run) = (unit("shop"), unit("blog"));
+    let st = state.to_str().unwrap();
+    let shop = AppDir::new(&[("app.py", &app_version("shop", 1))]);
+    let blog = AppDir::new(&[("app.py", &app_version("blog", 1))]);
+    let mut a = Corral::spawn_default_socket(
+        shop.path(),
+        &["app:app", "-w", "1"],
+        &[("RUNTIME_DIRECTORY", &shop_run), ("STATE_DIRECTORY", st)],
+    );
+    a.wait_listening();
+    a.wait_in_service(1);
+    let blog_env = [
+        ("RUNTIME_DIRECTORY", blog_run.as_str()),
+        ("STATE_DIRECTORY", st),
+    ];
+    let mut b = Corral::spawn_default_socket(blog.path(), &["app:app", "-w", "1"], &blog_env);
+    let code = b.wait_exit(Duration::from_secs(20)).map(|s| s.code());
+    let log = b.log.text();
+    assert_eq!(code, Some(Some(2)), "{log}");
+    assert!(
+        log.contains(&format!(
+            "the state folder {} is another running corral's (control socket {}/corral.sock)",
+            state.display(),
+            shop_run
+        )) && log.contains("StateDirectory=corral/NAME"),
+        "{log}"
+    );
+    assert_eq!(a.get("/").status, 200);
+    // The first stopped (or killed): the folder is the second's.
+    a.signal(libc::SIGKILL);
+    assert!(a.wait_exit(Duration::from_secs(10)).is_some());
+    let mut b = Corral::spawn_default_socket(blog.path(), &["app:app", "-w", "1"], &blog_env);
+    b.wait_listening();
+    b.wait_in_service(1);
+}
+
 /// A control socket another user put in a folder anyone may write to
 /// (sticky, as `/run/lock`): root's client commands neither find it
 /// among the running corrals nor talk to it when named, so a local user
