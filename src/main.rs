@@ -413,29 +413,6 @@ async fn run(
         }
     }
     front::listeners::explain_unix_access(cfg.server.bind.iter().chain(&cfg.server.insecure_bind));
-    // What /status, `corral status` and `corral reload -b ADDR` know this
-    // corral by: the sockets systemd passed, not the addresses configured
-    // (the default 127.0.0.1:8000 among them), which are not bound.
-    let cfg = if listeners.activated {
-        let mut served = (*cfg).clone();
-        let of = |insecure: bool| -> Vec<config::Bind> {
-            listeners
-                .server
-                .iter()
-                .filter(|l| l.insecure == insecure)
-                .filter_map(|l| l.addr.clone())
-                .map(|addr| config::Bind {
-                    addr,
-                    origin: "socket activation (LISTEN_FDS)".into(),
-                })
-                .collect()
-        };
-        served.server.bind = of(false);
-        served.server.insecure_bind = of(true);
-        Arc::new(served)
-    } else {
-        cfg
-    };
     // Removed when `run` returns, by whichever path. A corral started by
     // USR2 takes it over once it is in service (the supervisor's takeover).
     let pid_file = cfg.server.pid_file.as_deref();
@@ -694,11 +671,37 @@ async fn run(
         outbox: front::body::Budget::outbox(cfg.server.max_queued),
         windows: front::body::Budget::windows(cfg.server.max_queued),
     });
+    // What /status, `corral status` and `corral reload -b ADDR` know this
+    // corral by: the sockets systemd passed, not the addresses configured
+    // (the default 127.0.0.1:8000 among them), which are not bound.
+    // The supervisor keeps the configured ones: a reload compares the file
+    // read again with them, and a gunicorn hook's cfg.bind is what was
+    // configured, as under gunicorn with LISTEN_FDS.
+    let status_cfg = if listeners.activated {
+        let mut served = (*cfg).clone();
+        let of = |insecure: bool| -> Vec<config::Bind> {
+            listeners
+                .server
+                .iter()
+                .filter(|l| l.insecure == insecure)
+                .filter_map(|l| l.addr.clone())
+                .map(|addr| config::Bind {
+                    addr,
+                    origin: "socket activation (LISTEN_FDS)".into(),
+                })
+                .collect()
+        };
+        served.server.bind = of(false);
+        served.server.insecure_bind = of(true);
+        Arc::new(served)
+    } else {
+        cfg.clone()
+    };
     let state = Arc::new(status::StatusState {
         snapshots: sup.snapshots(),
         metrics,
         supervisor: handle.clone(),
-        cfg: cfg.clone(),
+        cfg: status_cfg,
         router,
         tls: tls.clone(),
     });

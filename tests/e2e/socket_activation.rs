@@ -183,7 +183,8 @@ fn two_socket_activated_apps_are_known_by_their_own_unix_sockets() {
             .recursive(true)
             .create(&runtime)
             .unwrap();
-        let app = AppDir::new(&[("app.py", APP)]);
+        let conf = "[app]\nmodule = \"app:app\"\n[workers]\ncount = 1\n";
+        let app = AppDir::new(&[("app.py", APP), ("corral.toml", conf)]);
         let sock = run.path().join(format!("corral-{name}.sock"));
         let log = std::fs::File::create(app.path().join("corral.log")).unwrap();
         let child = Command::new("systemd-socket-activate")
@@ -194,7 +195,7 @@ fn two_socket_activated_apps_are_known_by_their_own_unix_sockets() {
             .arg("-E")
             .arg(format!("STATE_DIRECTORY={}/state", app.path().display()))
             .arg(corral_bin())
-            .args(["app:app", "-w", "1", "--python", &python()])
+            .args(["run", "-c", "corral.toml", "--python", &python()])
             .current_dir(app.path())
             .env_remove("VIRTUAL_ENV")
             .stdout(Stdio::null())
@@ -248,6 +249,13 @@ fn two_socket_activated_apps_are_known_by_their_own_unix_sockets() {
     let (code, text, _) = client(&["reload", "--wait", "-b", &shop]);
     assert_eq!(code, Some(0), "{text}");
     assert!(text.contains("generation 2"), "{text}");
+    // The file read again has the [server] the corral started with: no
+    // word of a change that waits for a restart.
+    let log = std::fs::read_to_string(apps[0].path().join("corral.log")).unwrap();
+    assert!(
+        log.contains("reload done") && !log.contains("server changed"),
+        "{log}"
+    );
     let blog = format!("unix:{}", sockets[1].display());
     let (_, _, stdout) = client(&["status", "--json", "-b", &blog]);
     let v: serde_json::Value = serde_json::from_slice(&stdout).unwrap();
