@@ -161,6 +161,19 @@ fn binds_given_beside_socket_activation_are_named_as_not_used() {
     assert_eq!(text.matches(&said).count(), 1, "{said} once in:\n{text}");
 }
 
+/// The log file's text once it has `needle` (or after 10 s): corral's
+/// lines reach it from a writer thread of their own.
+fn log_with(path: &std::path::Path, needle: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let log = std::fs::read_to_string(path).unwrap_or_default();
+        if log.contains(needle) || Instant::now() > deadline {
+            return log;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// Two apps on one host, each socket-activated on a Unix socket of its
 /// own (`corral@shop.socket`, `corral@blog.socket`: nginx in front), each
 /// with its unit's runtime folder. corral is known by the socket systemd
@@ -233,7 +246,10 @@ fn two_socket_activated_apps_are_known_by_their_own_unix_sockets() {
     for (sock, app) in sockets.iter().zip(&apps) {
         let bind = format!("unix:{}", sock.display());
         assert!(list.contains(&bind), "{bind} in:\n{list}");
-        let log = std::fs::read_to_string(app.path().join("corral.log")).unwrap();
+        let log = log_with(
+            &app.path().join("corral.log"),
+            &format!("listening on {bind}"),
+        );
         assert!(
             log.contains(&format!("listening on {bind}")),
             "{bind} in:\n{log}"
@@ -251,7 +267,8 @@ fn two_socket_activated_apps_are_known_by_their_own_unix_sockets() {
     assert!(text.contains("generation 2"), "{text}");
     // The file read again has the [server] the corral started with: no
     // word of a change that waits for a restart.
-    let log = std::fs::read_to_string(apps[0].path().join("corral.log")).unwrap();
+    // (The line saying so is written as the answer goes, or just after.)
+    let log = log_with(&apps[0].path().join("corral.log"), "reload done");
     assert!(
         log.contains("reload done") && !log.contains("server changed"),
         "{log}"
