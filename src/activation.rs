@@ -43,6 +43,16 @@ pub fn take_sockets() -> Vec<(RawFd, String)> {
         .collect()
 }
 
+/// The file a Unix socket `fd` is bound to (`None` for an abstract or
+/// unnamed one).
+pub fn unix_path(fd: RawFd) -> Option<std::path::PathBuf> {
+    use nix::sys::socket::{UnixAddr, getsockname};
+    getsockname::<UnixAddr>(fd)
+        .ok()?
+        .path()
+        .map(std::path::Path::to_path_buf)
+}
+
 /// Whether `fd` is a Unix socket (else TCP).
 pub fn is_unix(fd: RawFd) -> bool {
     use nix::sys::socket::{AddressFamily, SockaddrLike, SockaddrStorage, getsockname};

@@ -250,6 +250,36 @@ fn write_state(state_dir: &Path, name: &str, text: &str) {
     }
 }
 
+/// The state file naming the control socket of the corral whose state the
+/// folder holds.
+const CLAIM: &str = "control-socket";
+
+/// The control socket of another running corral (`live` answers for the
+/// socket the folder names) whose state `state_dir` holds, as when two
+/// units share one `StateDirectory=`: each app's rollback would read the
+/// other's last good release.
+pub fn claimed_by_other(
+    state_dir: &Path,
+    socket: &Path,
+    live: impl Fn(&Path) -> bool,
+) -> Option<PathBuf> {
+    if !state_dir.is_dir() {
+        return None;
+    }
+    let text = read_state(state_dir, CLAIM)?;
+    let other = PathBuf::from(text.trim_end_matches('\n'));
+    (other != socket && live(&other)).then_some(other)
+}
+
+/// Claims an existing state folder for the corral serving the control
+/// socket `socket` (see [`claimed_by_other`]). A folder not made yet is
+/// left to the supervisor, which makes it as the user it runs as.
+pub fn claim(state_dir: &Path, socket: &Path) {
+    if state_dir.is_dir() {
+        write_state(state_dir, CLAIM, &format!("{}\n", socket.display()));
+    }
+}
+
 /// Remembers `revision` as the last known good one.
 pub fn remember_good(state_dir: &Path, revision: &str) {
     write_state(state_dir, "last-good-revision", &format!("{revision}\n"));

@@ -113,7 +113,8 @@ fn main() -> ExitCode {
     );
     // Serving: no thread but these waits on whoever reads the log.
     let _stdio = (!check).then(stdio::start);
-    if let Err(e) = init_logging(&cfg.log, &cfg.instance) {
+    let tag = syslog::default_prefix(cfg.app.proc_name.as_deref(), &cfg.instance);
+    if let Err(e) = init_logging(&cfg.log, &tag) {
         eprintln!("error: {e}");
         return ExitCode::from(EXIT_CONFIG);
     }
@@ -439,6 +440,39 @@ async fn run(
         }
         None => cfg,
     };
+    // The default socket in the unit's RuntimeDirectory=, served by another
+    // corral: two units share the folder (a copied unit file), and their
+    // StateDirectory= too, likely. Name that, not [control] socket: a
+    // socket of its own would leave the state shared, and systemd removes
+    // the folder when the other unit stops.
+    if cfg.control.is_default
+        && !takeover
+        && control::in_use(&cfg.control.socket)
+        && let Some(dir) = config::unit_runtime_directory()
+        && cfg.control.socket.parent() == Some(dir.as_path())
+    {
+        eprintln!(
+            "error: another corral already serves the control socket {} in this unit's runtime folder {} ($RUNTIME_DIRECTORY): another unit has the same RuntimeDirectory= (a copied unit file?), and likely the same StateDirectory=, where each app's rollback would read the other's last good release, and systemd removes the folder when either unit stops; give each unit folders of its own (RuntimeDirectory=corral/NAME and StateDirectory=corral/NAME, as systemd/corral@.service has them with %i)",
+            cfg.control.socket.display(),
+            dir.display()
+        );
+        return EXIT_CONFIG;
+    }
+    // The state folder another running corral keeps its state in (two
+    // units with one StateDirectory=, or one [deploy] state_dir): a
+    // rollback would read the other app's last good release. Not beside a
+    // --reuse-port twin, which is the same instance.
+    if !cfg.server.reuse_port
+        && let Some(other) =
+            deploy::claimed_by_other(&cfg.deploy.state_dir, &cfg.control.socket, control::in_use)
+    {
+        eprintln!(
+            "error: the state folder {} is another running corral's (control socket {}): two units share StateDirectory= (a copied unit file?), or two configs one [deploy] state_dir, and each app's rollback would read the other's last good release; give each unit folders of its own (StateDirectory=corral/NAME and RuntimeDirectory=corral/NAME, as systemd/corral@.service has them with %i), or each config its own [deploy] state_dir",
+            cfg.deploy.state_dir.display(),
+            other.display()
+        );
+        return EXIT_CONFIG;
+    }
     // After drop_privileges, corral must still be able to remove it.
     let owner = cfg
         .workers
@@ -481,6 +515,9 @@ async fn run(
         Some(bound) => (Some(bound.listener), bound.made_dir, bound.staged),
         None => (None, None, None),
     };
+    if control_listener.is_some() && !cfg.server.reuse_port {
+        deploy::claim(&cfg.deploy.state_dir, &cfg.control.socket);
+    }
     let control_inode = control_listener
         .as_ref()
         .and_then(|_| inode(control_staged.as_deref().unwrap_or(&cfg.control.socket)));
@@ -634,11 +671,37 @@ async fn run(
         outbox: front::body::Budget::outbox(cfg.server.max_queued),
         windows: front::body::Budget::windows(cfg.server.max_queued),
     });
+    // What /status, `corral status` and `corral reload -b ADDR` know this
+    // corral by: the sockets systemd passed, not the addresses configured
+    // (the default 127.0.0.1:8000 among them), which are not bound.
+    // The supervisor keeps the configured ones: a reload compares the file
+    // read again with them, and a gunicorn hook's cfg.bind is what was
+    // configured, as under gunicorn with LISTEN_FDS.
+    let status_cfg = if listeners.activated {
+        let mut served = (*cfg).clone();
+        let of = |insecure: bool| -> Vec<config::Bind> {
+            listeners
+                .server
+                .iter()
+                .filter(|l| l.insecure == insecure)
+                .filter_map(|l| l.addr.clone())
+                .map(|addr| config::Bind {
+                    addr,
+                    origin: "socket activation (LISTEN_FDS)".into(),
+                })
+                .collect()
+        };
+        served.server.bind = of(false);
+        served.server.insecure_bind = of(true);
+        Arc::new(served)
+    } else {
+        cfg.clone()
+    };
     let state = Arc::new(status::StatusState {
         snapshots: sup.snapshots(),
         metrics,
         supervisor: handle.clone(),
-        cfg: cfg.clone(),
+        cfg: status_cfg,
         router,
         tls: tls.clone(),
     });
@@ -824,8 +887,9 @@ fn with_socket(args: &cli::ControlArgs, f: impl FnOnce(&std::path::Path) -> u8) 
 
 /// corral's own log: to stderr, or to `[log] error_file` (reopened on
 /// SIGUSR1, see [`logfile`]); to a syslog daemon as well with `[log]
-/// syslog` ([`syslog`], tagged with `instance` unless `syslog_prefix`).
-fn init_logging(cfg: &config::LogConfig, instance: &str) -> Result<(), String> {
+/// syslog` ([`syslog`], tagged with `tag` unless `syslog_prefix`: see
+/// [`syslog::default_prefix`]).
+fn init_logging(cfg: &config::LogConfig, tag: &str) -> Result<(), String> {
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
     let level: tracing::level_filters::LevelFilter = cfg.level.into();
@@ -875,7 +939,7 @@ fn init_logging(cfg: &config::LogConfig, instance: &str) -> Result<(), String> {
     let syslog = cfg
         .syslog
         .as_ref()
-        .map(|settings| syslog::Syslog::open(settings, instance))
+        .map(|settings| syslog::Syslog::open(settings, tag))
         .transpose()?;
     match (cfg.format, journal) {
         (config::LogFormat::Json, _) => builder

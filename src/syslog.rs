@@ -56,7 +56,7 @@ const FACILITIES: &[(&str, u8)] = &[
 pub struct Settings {
     pub target: Target,
     /// What comes between "corral." and ".error" in each line's tag:
-    /// `syslog_prefix`, else the instance's name.
+    /// `syslog_prefix`, else [`default_prefix`].
     pub prefix: Option<String>,
     pub facility: u8,
 }
@@ -115,6 +115,24 @@ pub fn check_prefix(prefix: &str) -> Result<String, String> {
     Ok(prefix.to_owned())
 }
 
+/// The tag's middle when no `syslog_prefix` is given: the name given with
+/// `-n/--name` (`app.proc_name`), as gunicorn tags with its `proc_name`
+/// (`:` made `.`, as gunicorn does; what would end the tag, `-`), else
+/// the instance's name.
+pub fn default_prefix(proc_name: Option<&str>, instance: &str) -> String {
+    match proc_name {
+        Some(name) => name
+            .chars()
+            .map(|c| match c {
+                ':' => '.',
+                c if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') => c,
+                _ => '-',
+            })
+            .collect(),
+        None => instance.to_owned(),
+    }
+}
+
 /// How long a Unix socket that could not be reached is left alone: the
 /// access lines may come through here, one per request, and a daemon that
 /// is down must not cost each of them a connect.
@@ -142,8 +160,8 @@ pub struct Syslog {
 impl Syslog {
     /// Resolves and connects (UDP) or tries to (a Unix socket that is not
     /// there yet is tried again at each line).
-    pub fn open(settings: &Settings, instance: &str) -> Result<Arc<Syslog>, String> {
-        let prefix = settings.prefix.as_deref().unwrap_or(instance);
+    pub fn open(settings: &Settings, default_prefix: &str) -> Result<Arc<Syslog>, String> {
+        let prefix = settings.prefix.as_deref().unwrap_or(default_prefix);
         let head = format!("corral.{prefix}.error: [{}] ", std::process::id());
         let socket = match &settings.target {
             Target::Udp { host, port } => Socket::Udp(

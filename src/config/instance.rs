@@ -10,9 +10,12 @@
 //! address. So two services that share one config file and differ in
 //! their flags (`-c /etc/gunicorn/common.conf.py --chdir /srv/a -b :8001`)
 //! are two instances, as they are two gunicorns. The name is a readable
-//! part (the config file's folder, else the app) and a hash of the whole,
-//! e.g. `shop-5c1e0a3f` for `/srv/shop/corral.toml` or `main-91d2b7e0` for
-//! `corral main:app -b 127.0.0.1:8000` run in `/srv/api`. The hash is
+//! part (the config file's name up to its first '.', or its folder when
+//! that name says nothing of the app, as `corral.toml` and
+//! `gunicorn.conf.py`; else the app) and a hash of the whole, e.g.
+//! `shop-5c1e0a3f` for `/etc/corral/shop.toml` or `/srv/shop/corral.toml`,
+//! or `main-91d2b7e0` for `corral main:app -b 127.0.0.1:8000` run in
+//! `/srv/api`. The hash is
 //! FNV-1a (64 bits, the first 32 shown): stable across versions, so the
 //! same command finds the same instance after an upgrade. A client command
 //! given only the config file (`corral reload -c FILE`) resolves it as the
@@ -90,14 +93,32 @@ pub fn name(
         key.extend_from_slice(part);
     }
     let readable = match config {
-        Some(file) => file
-            .parent()
-            .and_then(Path::file_name)
-            .map(|d| d.to_string_lossy().into_owned())
-            .unwrap_or_else(|| "corral".into()),
+        Some(file) => readable_of(file),
         None => label.to_string(),
     };
     format!("{}-{:08x}", slug(&readable), fnv1a(&key) >> 32)
+}
+
+/// The readable part of a config file's instance name: the file's own
+/// name up to its first '.' (`/etc/corral/shop.toml`: `shop`, so that
+/// apps whose files share one folder are told apart in `ps` and `corral
+/// status`), unless that says nothing of the app (`corral.toml`,
+/// `gunicorn.conf.py`, `config.toml`): then the folder it is in
+/// (`/srv/shop/corral.toml`: `shop`).
+fn readable_of(file: &Path) -> String {
+    const GENERIC: [&str; 6] = ["corral", "gunicorn", "config", "conf", "settings", ""];
+    let stem = file
+        .file_name()
+        .map(|n| n.to_string_lossy())
+        .unwrap_or_default();
+    let stem = stem.split('.').next().unwrap_or_default();
+    if !GENERIC.contains(&stem.to_ascii_lowercase().as_str()) {
+        return stem.to_string();
+    }
+    file.parent()
+        .and_then(Path::file_name)
+        .map(|d| d.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "corral".into())
 }
 
 /// Letters, digits, '.', '_' and '-' of `text` (others become '-'), at
@@ -165,6 +186,17 @@ pub(super) fn default_socket_in(
         (None, 0) => PathBuf::from("/run/corral"),
         (None, uid) => PathBuf::from(format!("/tmp/corral-{uid}")),
     })
+}
+
+/// The runtime folder systemd made for this process's unit
+/// (`RuntimeDirectory=`, `$RUNTIME_DIRECTORY`), where the default control
+/// socket is.
+pub fn unit_runtime_directory() -> Option<PathBuf> {
+    absolute(
+        std::env::var_os("RUNTIME_DIRECTORY")
+            .as_deref()
+            .map(first_dir),
+    )
 }
 
 /// The default `deploy.state_dir`, from this process's environment and
@@ -301,6 +333,36 @@ mod tests {
                 "label",
                 Some(&bind),
             )
+        );
+        // Several apps' files in one folder (/etc/corral/shop.toml,
+        // /etc/corral/blog.toml, the template unit's layout): named after
+        // the file, not the folder they share; a file whose name says
+        // nothing of the app, after its folder.
+        let of = |file: &str| {
+            let n = name(Some(Path::new(file)), Path::new(""), "x:app", "x", None);
+            n[..n.rfind('-').unwrap()].to_string()
+        };
+        assert_eq!(of("/etc/corral/shop.toml"), "shop");
+        assert_eq!(of("/etc/corral/blog.toml"), "blog");
+        assert_eq!(of("/etc/gunicorn/blog.conf.py"), "blog");
+        assert_eq!(of("/srv/shop/corral.toml"), "shop");
+        assert_eq!(of("/srv/shop/gunicorn.conf.py"), "shop");
+        assert_eq!(of("/srv/shop/config.toml"), "shop");
+        assert_eq!(of("/srv/shop/.corral.toml"), "shop");
+        // The hash is the file's path, as before: the same file, the same
+        // instance after an upgrade.
+        assert!(
+            name(
+                Some(Path::new("/etc/corral/shop.toml")),
+                Path::new(""),
+                "",
+                "",
+                None
+            )
+            .ends_with(&format!(
+                "-{:08x}",
+                fnv1a(b"/etc/corral/shop.toml\0\0\0") >> 32
+            ))
         );
         let tcp = |s: &str| BindAddr::Tcp(s.parse().unwrap());
         let api = name(

@@ -56,7 +56,7 @@ mod validate;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-pub use instance::{Place, SOCKET_NAME, running_sockets};
+pub use instance::{Place, SOCKET_NAME, running_sockets, unit_runtime_directory};
 pub use logs::{AccessConfig, AccessTarget, HeadLimits, LogConfig};
 pub use overrides::{
     AppOutput, LogFormat, LogLevel, Overrides, env_name, parse_duration, parse_worker_class,

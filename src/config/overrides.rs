@@ -495,7 +495,7 @@ pub struct Overrides {
     pub log_syslog_to: Option<String>,
 
     /// The middle of each syslog line's tag, corral.PREFIX.error
-    /// [toml: log.syslog_prefix] [default: the instance's name]
+    /// [toml: log.syslog_prefix] [default: --name, else the instance's name]
     #[arg(long, value_name = "PREFIX", env = "CORRAL_LOG_SYSLOG_PREFIX")]
     pub log_syslog_prefix: Option<String>,
 

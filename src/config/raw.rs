@@ -149,8 +149,8 @@ pub(super) struct RawLog {
     /// "udp://localhost:514", as gunicorn's on Linux.
     pub(super) syslog_to: Option<Spanned<String>>,
     /// The middle of each line's tag, "corral.PREFIX.error" (gunicorn's
-    /// `syslog_prefix`): letters, digits, '.', '_' and '-'. Default: the
-    /// instance's name.
+    /// `syslog_prefix`): letters, digits, '.', '_' and '-'. Default:
+    /// `app.proc_name`, as gunicorn's, else the instance's name.
     pub(super) syslog_prefix: Option<Spanned<String>>,
     /// The syslog facility (gunicorn's `syslog_facility`): "user", "daemon",
     /// "local0" to "local7", ... Default "user".
@@ -801,7 +801,8 @@ section! {
         /// else one folder per instance (NAME as for `control.socket`):
         /// "/var/lib/corral/NAME" as root, else `$XDG_STATE_HOME/corral/NAME`
         /// when XDG_STATE_HOME is set, else `$HOME/.local/state/corral/NAME`,
-        /// else "/tmp/corral-UID-state/NAME".
+        /// else "/tmp/corral-UID-state/NAME". One app's own: corral refuses
+        /// to start when another running corral keeps its state here.
         state_dir: Option<Spanned<String>>;
         /// A command, as an array of strings (the program, then its arguments),
         /// that corral runs when a reload (or the first start) fails to come

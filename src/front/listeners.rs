@@ -314,8 +314,12 @@ impl Listeners {
         let mut server = Vec::new();
         let mut status = None;
         for (fd, name) in pairs {
-            let unix_path =
-                crate::activation::is_unix(fd).then(|| PathBuf::from(format!("(fd {fd})")));
+            // Its file as the log and /status name it (systemd's
+            // ListenStream=), or the fd for one without a path.
+            let unix_path = crate::activation::is_unix(fd).then(|| {
+                crate::activation::unix_path(fd)
+                    .unwrap_or_else(|| PathBuf::from(format!("(fd {fd})")))
+            });
             let l = adopt_fd(fd, unix_path)?;
             if name == "status" {
                 status = Some(l);

@@ -204,7 +204,7 @@ pub const SETTINGS: &[(&str, &str)] = &[
     ),
     (
         "syslog_prefix",
-        "`--log-syslog-prefix`, `[log] syslog_prefix`: the middle of the tag (default: the instance's name)",
+        "`--log-syslog-prefix`, `[log] syslog_prefix`: the middle of the tag (default: `proc_name`, as gunicorn's, else the instance's name)",
     ),
     (
         "syslog_facility",
@@ -242,7 +242,7 @@ pub const SETTINGS: &[(&str, &str)] = &[
     ),
     (
         "on_starting",
-        "runs before the first worker starts (corral waits, at most `[deploy] hook_timeout`), in a Python process of corral's that runs the arbiter hooks beside the workers, as the workers' user (`[app] gunicorn_hooks` names the file, set when corral reads it), with a stand-in for gunicorn's `server` (`pid`, `log`, `cfg`, `num_workers`); what it sets in `os.environ` stays in that process",
+        "runs before the first worker starts (corral waits, at most `[deploy] hook_timeout`), in a Python process of corral's that runs the arbiter hooks beside the workers, as the workers' user (`[app] gunicorn_hooks` names the file, set when corral reads it), with a stand-in for gunicorn's `server` (`pid`, `log`, `cfg`, `num_workers`, `proc_name`); what it sets in `os.environ` stays in that process",
     ),
     (
         "on_reload",

@@ -600,7 +600,7 @@ fn gunicorn_cfg(cfg: &Config) -> serde_json::Value {
         "max_requests": w.max_requests,
         "max_requests_jitter": w.max_requests_jitter,
         "chdir": cfg.app.chdir.as_ref().map(|p| p.display().to_string()),
-        "proc_name": cfg.instance,
+        "proc_name": cfg.app.proc_name.as_ref().unwrap_or(&cfg.instance),
     })
 }
 

@@ -488,6 +488,113 @@ fn a_client_outside_the_unit_finds_the_corral_in_a_units_runtime_folder() {
     assert!(t.contains("generation 2"), "{t}");
 }
 
+/// Two apps' units made from one unit file copied, each still with
+/// `RuntimeDirectory=corral` and `StateDirectory=corral`: the second
+/// corral finds the first's control socket in what systemd calls its own
+/// runtime folder. It refuses to start and says that the units share the
+/// folder and how to give each its own, not to set a `[control] socket`,
+/// which would leave their last known good releases shared (and the
+/// folder removed under one when the other stops).
+#[test]
+fn a_second_unit_with_the_same_runtime_directory_is_told_to_give_each_its_own() {
+    use std::os::unix::fs::DirBuilderExt;
+    let run = tempfile::tempdir().unwrap();
+    let shared = run.path().join("corral");
+    std::fs::DirBuilder::new()
+        .mode(0o700)
+        .create(&shared)
+        .unwrap();
+    let state = run.path().join("state");
+    let unit_env = [
+        ("RUNTIME_DIRECTORY", shared.to_str().unwrap()),
+        ("STATE_DIRECTORY", state.to_str().unwrap()),
+    ];
+    let shop = AppDir::new(&[("app.py", &app_version("shop", 1))]);
+    let blog = AppDir::new(&[("app.py", &app_version("blog", 1))]);
+    let mut a = Corral::spawn_default_socket(shop.path(), &["app:app", "-w", "1"], &unit_env);
+    a.wait_listening();
+    a.wait_in_service(1);
+    assert!(shared.join("corral.sock").exists());
+    let mut b = Corral::spawn_default_socket(blog.path(), &["app:app", "-w", "1"], &unit_env);
+    let code = b.wait_exit(Duration::from_secs(20)).map(|s| s.code());
+    let log = b.log.text();
+    assert_eq!(code, Some(Some(2)), "{log}");
+    assert!(
+        log.contains(&format!(
+            "another corral already serves the control socket {}",
+            shared.join("corral.sock").display()
+        )) && log.contains("RuntimeDirectory=")
+            && log.contains("StateDirectory=")
+            && log.contains("RuntimeDirectory=corral/NAME"),
+        "{log}"
+    );
+    // The first serves on, reachable as before.
+    assert_eq!(a.get("/").status, 200);
+    let out = Command::new(corral_bin())
+        .args(["status", "--json"])
+        .envs(unit_env)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["supervisor"]["pid"], a.pid(), "{v}");
+}
+
+/// Two apps' units with runtime folders of their own but one
+/// `StateDirectory=` (the unit file copied, only `RuntimeDirectory=`
+/// changed): the second corral would share the first's last known good
+/// release, which a rollback goes back to. It refuses to start, naming the
+/// folder and the other corral's socket; once the first is gone, the
+/// folder is the second's.
+#[test]
+fn a_second_unit_with_the_same_state_directory_is_refused() {
+    use std::os::unix::fs::DirBuilderExt;
+    let run = tempfile::tempdir().unwrap();
+    let state = run.path().join("state");
+    let mut made = std::fs::DirBuilder::new();
+    made.mode(0o700);
+    made.create(&state).unwrap();
+    let unit = |name: &str| {
+        let dir = run.path().join(name);
+        made.create(&dir).unwrap();
+        dir.to_str().unwrap().to_string()
+    };
+    let (shop_run, blog_run) = (unit("shop"), unit("blog"));
+    let st = state.to_str().unwrap();
+    let shop = AppDir::new(&[("app.py", &app_version("shop", 1))]);
+    let blog = AppDir::new(&[("app.py", &app_version("blog", 1))]);
+    let mut a = Corral::spawn_default_socket(
+        shop.path(),
+        &["app:app", "-w", "1"],
+        &[("RUNTIME_DIRECTORY", &shop_run), ("STATE_DIRECTORY", st)],
+    );
+    a.wait_listening();
+    a.wait_in_service(1);
+    let blog_env = [
+        ("RUNTIME_DIRECTORY", blog_run.as_str()),
+        ("STATE_DIRECTORY", st),
+    ];
+    let mut b = Corral::spawn_default_socket(blog.path(), &["app:app", "-w", "1"], &blog_env);
+    let code = b.wait_exit(Duration::from_secs(20)).map(|s| s.code());
+    let log = b.log.text();
+    assert_eq!(code, Some(Some(2)), "{log}");
+    assert!(
+        log.contains(&format!(
+            "the state folder {} is another running corral's (control socket {}/corral.sock)",
+            state.display(),
+            shop_run
+        )) && log.contains("StateDirectory=corral/NAME"),
+        "{log}"
+    );
+    assert_eq!(a.get("/").status, 200);
+    // The first stopped (or killed): the folder is the second's.
+    a.signal(libc::SIGKILL);
+    assert!(a.wait_exit(Duration::from_secs(10)).is_some());
+    let mut b = Corral::spawn_default_socket(blog.path(), &["app:app", "-w", "1"], &blog_env);
+    b.wait_listening();
+    b.wait_in_service(1);
+}
+
 /// A control socket another user put in a folder anyone may write to
 /// (sticky, as `/run/lock`): root's client commands neither find it
 /// among the running corrals nor talk to it when named, so a local user

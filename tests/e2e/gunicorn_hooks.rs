@@ -663,19 +663,22 @@ def when_ready(server):
 /// what corral runs with (the command line over the file, as gunicorn's
 /// does), the file's own, and gunicorn's defaults for the rest. A
 /// `post_fork` reading `server.cfg.timeout` once failed every boot when
-/// the file did not set it.
+/// the file did not set it. `cfg.proc_name` is the file's `proc_name`
+/// (`-n`), as corral names the workers, not the instance's name.
 #[test]
 fn hooks_read_settings_from_cfg_as_gunicorn_gives_them() {
     let conf = r#"
 workers = 1
 raw_env = ["A=1"]
+proc_name = "shop"
 
 def show(cfg):
-    return "timeout=%s workers=%s class=%s loglevel=%s bind=%s raw_env=%s" % (
-        cfg.timeout, cfg.workers, cfg.worker_class_str, cfg.loglevel, cfg.bind, cfg.raw_env)
+    return "timeout=%s workers=%s class=%s loglevel=%s bind=%s raw_env=%s proc_name=%s" % (
+        cfg.timeout, cfg.workers, cfg.worker_class_str, cfg.loglevel, cfg.bind, cfg.raw_env,
+        cfg.proc_name)
 
 def on_starting(server):
-    server.log.info("on_starting %s", show(server.cfg))
+    server.log.info("on_starting %s server.proc_name=%s", show(server.cfg), server.proc_name)
 
 def post_fork(server, worker):
     server.log.info("post_fork %s", show(worker.cfg))
@@ -696,6 +699,9 @@ def post_fork(server, worker):
         // As configured (the harness binds port 0), as gunicorn's cfg.bind.
         assert!(line.contains("bind=['127.0.0.1:0']"), "{line}");
         assert!(line.contains("raw_env=['A=1']"), "{line}");
+        assert!(line.contains("proc_name=shop"), "{line}");
     }
+    let line = c.log.text();
+    assert!(line.contains("server.proc_name=shop"), "{line}");
     assert_eq!(c.get("/pid").status, 200);
 }

@@ -491,6 +491,33 @@ fn log_syslog_sends_each_line_to_the_daemon_tagged_as_gunicorn_tags_it() {
         .unwrap_or_else(|| panic!("{}", c.log.text()));
     drop(c);
 
+    // Without a prefix, gunicorn tags its lines with -n/--name (its
+    // proc_name, ':' made '.'): so do corral's, and two apps on one host
+    // that gave each a name are told apart in the syslog.
+    let c = Corral::start(
+        app.path(),
+        &[
+            "app:app",
+            "-w",
+            "1",
+            "-n",
+            "shop:api",
+            "--log-syslog",
+            "--log-syslog-to",
+            &to,
+        ],
+        1,
+    );
+    let line = datagram_with(|b| daemon.recv(b), "all 1 workers in service");
+    assert_eq!(
+        line,
+        format!(
+            "<14>corral.shop.api.error: [{}] INFO all 1 workers in service",
+            c.pid()
+        )
+    );
+    drop(c);
+
     // From the file, to a Unix datagram socket (as /dev/log is), and again
     // after the daemon is restarted (its socket made anew).
     let app = AppDir::new(&[("app.py", SAYS)]);

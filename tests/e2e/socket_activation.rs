@@ -160,3 +160,121 @@ fn binds_given_beside_socket_activation_are_named_as_not_used() {
     );
     assert_eq!(text.matches(&said).count(), 1, "{said} once in:\n{text}");
 }
+
+/// The log file's text once it has `needle` (or after 10 s): corral's
+/// lines reach it from a writer thread of their own.
+fn log_with(path: &std::path::Path, needle: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let log = std::fs::read_to_string(path).unwrap_or_default();
+        if log.contains(needle) || Instant::now() > deadline {
+            return log;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Two apps on one host, each socket-activated on a Unix socket of its
+/// own (`corral@shop.socket`, `corral@blog.socket`: nginx in front), each
+/// with its unit's runtime folder. corral is known by the socket systemd
+/// passed, not by the address it would have bound (the default
+/// 127.0.0.1:8000, never bound here): the log and `/status` name the
+/// socket's file, `corral status` lists it, and `corral status -b` or
+/// `corral reload -b unix:PATH` reach that app and not the other.
+#[test]
+fn two_socket_activated_apps_are_known_by_their_own_unix_sockets() {
+    use std::os::unix::fs::DirBuilderExt;
+    let run = tempfile::tempdir().unwrap();
+    let units = run.path().join("corral");
+    let mut guards = Vec::new();
+    let mut sockets = Vec::new();
+    let mut apps = Vec::new();
+    for name in ["shop", "blog"] {
+        let runtime = units.join(name);
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .recursive(true)
+            .create(&runtime)
+            .unwrap();
+        let conf = "[app]\nmodule = \"app:app\"\n[workers]\ncount = 1\n";
+        let app = AppDir::new(&[("app.py", APP), ("corral.toml", conf)]);
+        let sock = run.path().join(format!("corral-{name}.sock"));
+        let log = std::fs::File::create(app.path().join("corral.log")).unwrap();
+        let child = Command::new("systemd-socket-activate")
+            .arg("-l")
+            .arg(&sock)
+            .arg("-E")
+            .arg(format!("RUNTIME_DIRECTORY={}", runtime.display()))
+            .arg("-E")
+            .arg(format!("STATE_DIRECTORY={}/state", app.path().display()))
+            .arg(corral_bin())
+            .args(["run", "-c", "corral.toml", "--python", &python()])
+            .current_dir(app.path())
+            .env_remove("VIRTUAL_ENV")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("systemd-socket-activate (Debian package systemd)");
+        guards.push(Killed(child));
+        // The first connection starts corral; it answers once in service.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !sock.exists() {
+            assert!(Instant::now() < deadline, "no {}", sock.display());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert_eq!(get_unix(&sock).status, 200);
+        sockets.push(sock);
+        apps.push(app);
+    }
+    let client = |args: &[&str]| {
+        let out = Command::new(corral_bin())
+            .args(args)
+            .current_dir(run.path())
+            .env("XDG_RUNTIME_DIR", run.path())
+            .env_remove("RUNTIME_DIRECTORY")
+            .output()
+            .expect("run corral");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.code(), text, out.stdout)
+    };
+    let (code, list, _) = client(&["status"]);
+    assert_eq!(code, Some(0), "{list}");
+    for (sock, app) in sockets.iter().zip(&apps) {
+        let bind = format!("unix:{}", sock.display());
+        assert!(list.contains(&bind), "{bind} in:\n{list}");
+        let log = log_with(
+            &app.path().join("corral.log"),
+            &format!("listening on {bind}"),
+        );
+        assert!(
+            log.contains(&format!("listening on {bind}")),
+            "{bind} in:\n{log}"
+        );
+        let (code, text, stdout) = client(&["status", "--json", "-b", &bind]);
+        assert_eq!(code, Some(0), "{text}");
+        let v: serde_json::Value = serde_json::from_slice(&stdout).unwrap();
+        assert_eq!(v["supervisor"]["binds"], serde_json::json!([bind]), "{v}");
+    }
+    assert!(!list.contains("127.0.0.1:8000"), "{list}");
+    // A reload by the socket nginx knows the app by: that app's alone.
+    let shop = format!("unix:{}", sockets[0].display());
+    let (code, text, _) = client(&["reload", "--wait", "-b", &shop]);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.contains("generation 2"), "{text}");
+    // The file read again has the [server] the corral started with: no
+    // word of a change that waits for a restart.
+    // (The line saying so is written as the answer goes, or just after.)
+    let log = log_with(&apps[0].path().join("corral.log"), "reload done");
+    assert!(
+        log.contains("reload done") && !log.contains("server changed"),
+        "{log}"
+    );
+    let blog = format!("unix:{}", sockets[1].display());
+    let (_, _, stdout) = client(&["status", "--json", "-b", &blog]);
+    let v: serde_json::Value = serde_json::from_slice(&stdout).unwrap();
+    assert_eq!(v["generation"], 1, "{v}");
+}

@@ -97,6 +97,8 @@ class Server:
         self.pid = os.getppid()
         self.cfg = cfg
         self.log = log
+        # As gunicorn's Arbiter.proc_name: -n/--name, else the instance's.
+        self.proc_name = getattr(cfg, "proc_name", None)
         # Kept up to date in the arbiter hooks' process (arbiter.py).
         self.num_workers = 0
 
