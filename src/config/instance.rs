@@ -52,11 +52,16 @@ pub enum Place {
 
 impl Place {
     /// The path for `instance`: `root/instance/leaf` (or `root/instance`).
+    /// A folder of the same instance under an older readable part (the
+    /// same hash: `corral-5c1e0a3f` for `/etc/corral/shop.toml` before
+    /// names came from the file's own name) is the instance's while it is
+    /// there: a corral started before an upgrade is found by the new
+    /// client, and keeps its state folder.
     pub fn for_instance(&self, instance: &str, leaf: Option<&str>) -> PathBuf {
         match self {
             Place::Fixed(path) => path.clone(),
             Place::PerInstance(root) => {
-                let dir = root.join(instance);
+                let dir = earlier_name(root, instance).unwrap_or_else(|| root.join(instance));
                 match leaf {
                     Some(leaf) => dir.join(leaf),
                     None => dir,
@@ -64,6 +69,25 @@ impl Place {
             }
         }
     }
+}
+
+/// The folder in `root` of `instance` under another readable part, when
+/// `root/instance` is not there and one is.
+fn earlier_name(root: &Path, instance: &str) -> Option<PathBuf> {
+    if root.join(instance).exists() {
+        return None;
+    }
+    let (_, hash) = instance.rsplit_once('-')?;
+    let suffix = format!("-{hash}");
+    let mut found: Vec<PathBuf> = std::fs::read_dir(root)
+        .ok()?
+        .filter_map(Result::ok)
+        .filter(|e| e.file_name().to_string_lossy().ends_with(&suffix))
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        .map(|e| e.path())
+        .collect();
+    found.sort();
+    found.into_iter().next()
 }
 
 /// The instance's name from its config file, app folder (`dir`: with a
@@ -349,6 +373,26 @@ mod tests {
         assert_eq!(of("/srv/shop/gunicorn.conf.py"), "shop");
         assert_eq!(of("/srv/shop/config.toml"), "shop");
         assert_eq!(of("/srv/shop/.corral.toml"), "shop");
+        // A folder of the same instance under its earlier name is found.
+        let root = tempfile::tempdir().unwrap();
+        let place = Place::PerInstance(root.path().to_path_buf());
+        let shop = name(
+            Some(Path::new("/etc/corral/shop.toml")),
+            Path::new(""),
+            "",
+            "",
+            None,
+        );
+        let hash = &shop[shop.rfind('-').unwrap()..];
+        assert_eq!(place.for_instance(&shop, None), root.path().join(&shop));
+        std::fs::create_dir(root.path().join(format!("corral{hash}"))).unwrap();
+        std::fs::create_dir(root.path().join("blog-0badcafe")).unwrap();
+        assert_eq!(
+            place.for_instance(&shop, Some("corral.sock")),
+            root.path().join(format!("corral{hash}/corral.sock"))
+        );
+        std::fs::create_dir(root.path().join(&shop)).unwrap();
+        assert_eq!(place.for_instance(&shop, None), root.path().join(&shop));
         // The hash is the file's path, as before: the same file, the same
         // instance after an upgrade.
         assert!(
