@@ -71,7 +71,7 @@ pub fn run(args: &ImportArgs) -> u8 {
         }
         return 1;
     }
-    print!("{}", conversion.toml);
+    print!("{}", with_python(&conversion.toml, &python));
     if !conversion.notes.is_empty() {
         eprintln!(
             "not converted ({}; the README's migration table has every setting):",
@@ -82,6 +82,37 @@ pub fn run(args: &ImportArgs) -> u8 {
         eprintln!("  {note}");
     }
     0
+}
+
+/// `toml` with `[app] python` set to the interpreter that read the file
+/// when it is a path (`--python`, or the virtualenv's): the converted file
+/// runs the app with it wherever corral is started from, as a unit that
+/// sets no `VIRTUAL_ENV` starts it. An interpreter found on `PATH` is left
+/// for corral to find again.
+fn with_python(toml: &str, python: &Path) -> String {
+    if python.components().count() < 2 {
+        return toml.to_string();
+    }
+    // Its folder made absolute; the interpreter itself, a virtualenv's
+    // link, left as it is.
+    let python = match (
+        python.parent().map(std::fs::canonicalize),
+        python.file_name(),
+    ) {
+        (Some(Ok(folder)), Some(name)) => folder.join(name),
+        _ => python.to_path_buf(),
+    };
+    let line = format!(
+        "python = {}\n",
+        toml::Value::String(python.display().to_string())
+    );
+    if let Some(at) = toml.find("\n[app]\n") {
+        let at = at + "\n[app]\n".len();
+        return format!("{}{line}{}", &toml[..at], &toml[at..]);
+    }
+    // No [app] yet: one of its own before the first section.
+    let at = toml.find("\n[").map_or(toml.len(), |i| i + 1);
+    format!("{}[app]\n{line}\n{}", &toml[..at], &toml[at..])
 }
 
 /// The command that converts the file at `path` (given to corral as

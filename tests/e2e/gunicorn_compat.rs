@@ -1274,3 +1274,23 @@ workers = 3
     // A command's output goes where the file's prints go.
     assert!(log.contains("hello from a command"), "{log}");
 }
+
+/// The interpreter the file was read with (`--python`, or the
+/// virtualenv's) is the converted file's `[app] python`: without it the
+/// file, started by a unit that sets no `VIRTUAL_ENV`, ran the app with
+/// the `python3` on PATH, which has none of the app's packages.
+#[test]
+fn import_gunicorn_writes_the_interpreter_it_read_the_file_with() {
+    let app = AppDir::new(&[("app.py", APP), ("gunicorn.conf.py", "workers = 3\n")]);
+    let (toml, _) = import_gunicorn(app.path(), "gunicorn.conf.py");
+    let table: toml::Table = toml.parse().unwrap();
+    assert_eq!(
+        table["app"]["python"].as_str(),
+        Some(python().as_str()),
+        "{toml}"
+    );
+    // The converted file serves with it, given nothing else.
+    std::fs::write(app.path().join("corral.toml"), &toml).unwrap();
+    let c = Corral::start(app.path(), &["-c", "corral.toml", "app:app"], 3);
+    assert_eq!(c.get("/").status, 200);
+}
