@@ -301,6 +301,58 @@ fn a_malformed_port_or_web_concurrency_names_the_variable() {
     );
 }
 
+/// A Dockerfile's exec-form `CMD ["corral", "app:app", "-b",
+/// "0.0.0.0:$PORT"]` runs no shell, so corral is handed `$PORT` as
+/// written: the error says so, and that corral reads PORT (and
+/// WEB_CONCURRENCY) by itself, before any port is bound.
+#[test]
+fn a_variable_no_shell_expanded_is_named_with_the_way_out() {
+    let app = AppDir::new(&[("main.py", ENV_APP)]);
+    let env = [("PORT", "8080"), ("WEB_CONCURRENCY", "2")];
+    for (args, needles) in [
+        (
+            &["main:app", "-b", "0.0.0.0:$PORT"][..],
+            &[
+                "\"0.0.0.0:$PORT\": $PORT was not expanded",
+                "exec-form CMD",
+                "corral binds 0.0.0.0:$PORT itself",
+            ][..],
+        ),
+        (
+            &["main:app", "--bind=:${PORT}"],
+            &[
+                "$PORT was not expanded",
+                "corral binds 0.0.0.0:$PORT itself",
+            ],
+        ),
+        (
+            &["main:app", "--port", "$PORT"],
+            &[
+                "$PORT was not expanded",
+                "corral binds 0.0.0.0:$PORT itself",
+            ],
+        ),
+        (
+            &["main:app", "-b", "127.0.0.1:0", "-w", "$WEB_CONCURRENCY"],
+            &[
+                "$WEB_CONCURRENCY was not expanded",
+                "corral reads WEB_CONCURRENCY itself",
+            ],
+        ),
+        (
+            &["main:app", "-b", "0.0.0.0:${APP_PORT}"],
+            &["$APP_PORT was not expanded", "$(APP_PORT)"],
+        ),
+    ] {
+        let (status, out) = run(app.path(), &[], args, &env);
+        assert_eq!(status.code(), Some(2), "{args:?}: {out}");
+        for needle in needles {
+            assert!(out.contains(needle), "{args:?}: no {needle:?} in {out}");
+        }
+        assert!(!out.contains("listening on"), "{args:?}: {out}");
+    }
+}
+
 #[test]
 fn flags_from_the_environment_between_the_command_line_and_the_file() {
     let app = AppDir::new(&[
