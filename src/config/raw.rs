@@ -800,8 +800,10 @@ section! {
         /// STATE_DIRECTORY is set (systemd's StateDirectory=, one unit's own),
         /// else one folder per instance (NAME as for `control.socket`):
         /// "/var/lib/corral/NAME" as root, else `$XDG_STATE_HOME/corral/NAME`
-        /// when XDG_STATE_HOME is set, else `$HOME/.local/state/corral/NAME`,
-        /// else "/tmp/corral-UID-state/NAME".
+        /// when XDG_STATE_HOME is set, else `$HOME/.local/state/corral/NAME`
+        /// when HOME is a folder of corral's user's own, else
+        /// "/tmp/corral-UID-state/NAME" (a container's user with
+        /// HOME=/nonexistent or HOME=/).
         state_dir: Option<Spanned<String>>;
         /// A command, as an array of strings (the program, then its arguments),
         /// that corral runs when a reload (or the first start) fails to come
