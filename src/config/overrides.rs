@@ -195,7 +195,8 @@ pub struct Overrides {
     pub interface: Option<Interface>,
 
     /// Python interpreter for the workers [toml: app.python]
-    /// [default: the python of the virtualenv corral is installed in, else
+    /// [default: the python of the virtualenv (or conda environment) corral
+    /// is installed in, else
     /// $VIRTUAL_ENV/bin/python, else python3 on PATH]
     #[arg(long, value_name = "PATH", env = "CORRAL_PYTHON")]
     pub python: Option<PathBuf>,

@@ -178,7 +178,8 @@ pub(super) struct RawApp {
     /// uvicorn's `--lifespan`. Default "auto".
     pub(super) asgi_lifespan: Option<AsgiLifespan>,
     /// The Python interpreter. A bare name ("python3.12") is looked up in
-    /// PATH; a path is relative to this file's folder. Default
+    /// PATH; a path is relative to this file's folder. Default: the python
+    /// of the virtualenv (or conda environment) corral is installed in, else
     /// `$VIRTUAL_ENV/bin/python` when VIRTUAL_ENV is set, else "python3".
     pub(super) python: Option<Spanned<String>>,
     /// Folder the workers run in and import the app from, relative to this

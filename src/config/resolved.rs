@@ -82,8 +82,8 @@ pub struct AppConfig {
     /// the ":callable" part is missing).
     pub module: String,
     pub interface: Interface,
-    /// Interpreter: `--python`, `app.python`, else the virtualenv corral is
-    /// installed in, else `$VIRTUAL_ENV/bin/python`, else `python3` (see
+    /// Interpreter: `--python`, `app.python`, else the virtualenv (or conda
+    /// environment) corral is installed in, else `$VIRTUAL_ENV/bin/python`, else `python3` (see
     /// `validate::default_python`). A bare name (no `/`) is looked up in
     /// `PATH`; anything else is absolute.
     pub python: PathBuf,

@@ -691,3 +691,62 @@ fn warned(mut c: Corral, line: &str, saying: &str) {
         c.log.text()
     );
 }
+
+/// corral installed with pip into a conda environment (a conda-based
+/// image's `/opt/conda/envs/app/bin/corral`, started by its path with no
+/// `conda activate`) runs the app with that environment's python, as it
+/// does for a virtualenv's corral; it ran `python3` on PATH, another
+/// Python without the app's packages.
+#[test]
+fn corral_in_a_conda_environment_runs_that_environments_python() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = dir.path().join("envs/app");
+    std::fs::create_dir_all(env.join("bin")).unwrap();
+    std::fs::create_dir_all(env.join("conda-meta")).unwrap();
+    std::os::unix::fs::symlink(python(), env.join("bin/python")).unwrap();
+    let corral = env.join("bin/corral");
+    if std::fs::hard_link(corral_bin(), &corral).is_err() {
+        std::fs::copy(corral_bin(), &corral).unwrap();
+    }
+    let app = AppDir::new(&[(
+        "app.py",
+        "import sys\n\ndef app(environ, start_response):\n    start_response('200 OK', [])\n    return [sys.executable.encode()]\n",
+    )]);
+    let python = env.join("bin/python");
+    let expected = format!(
+        "interpreter: {} (the conda environment corral is installed in ({}))",
+        python.display(),
+        env.display()
+    );
+    let check = std::process::Command::new(&corral)
+        .args(["check", "app:app"])
+        .current_dir(app.path())
+        .env_remove("VIRTUAL_ENV")
+        .env_remove("CONDA_PREFIX")
+        .env("PATH", "/usr/bin:/bin")
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&check.stdout).into_owned()
+        + &String::from_utf8_lossy(&check.stderr);
+    assert_eq!(check.status.code(), Some(0), "{said}");
+    assert!(said.contains(&expected), "{said}");
+
+    let mut c = Corral::spawn_with(app.path(), &["app:app"], &[], |cmd| {
+        // The environment's corral, with no --python (the harness adds one).
+        *cmd = std::process::Command::new(&corral);
+        cmd.current_dir(app.path())
+            .args(["app:app", "-b", "127.0.0.1:0", "--socket"])
+            .arg(app.path().join("ctl.sock"))
+            .env_remove("VIRTUAL_ENV")
+            .env_remove("CONDA_PREFIX")
+            .env("PATH", "/usr/bin:/bin")
+            .env("STATE_DIRECTORY", app.path().join(".state"))
+            .env("NO_COLOR", "1")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+    });
+    c.wait_listening();
+    c.wait_in_service(1);
+    assert_eq!(c.get("/").text(), python.display().to_string());
+}
