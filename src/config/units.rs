@@ -717,6 +717,32 @@ mod tests {
     }
 
     #[test]
+    fn variables_no_shell_expanded_are_named() {
+        assert_eq!(unexpanded("0.0.0.0:$PORT"), Some("PORT"));
+        assert_eq!(unexpanded(":${PORT}"), Some("PORT"));
+        assert_eq!(unexpanded("0.0.0.0:${PORT:-8000}"), Some("PORT"));
+        assert_eq!(unexpanded("$WEB_CONCURRENCY"), Some("WEB_CONCURRENCY"));
+        // A `$` that starts no name is no variable.
+        assert_eq!(unexpanded("0.0.0.0:80$"), None);
+        assert_eq!(unexpanded("$1"), None);
+        assert_eq!(unexpanded("127.0.0.1:8000"), None);
+        let bind = "0.0.0.0:${PORT}".parse::<BindAddr>().unwrap_err();
+        assert!(bind.contains("corral binds 0.0.0.0:$PORT itself"), "{bind}");
+        // A socket's path may hold a `$`.
+        assert!("unix:/run/$app.sock".parse::<BindAddr>().is_ok());
+        let port = parse_port("$PORT").unwrap_err();
+        assert!(port.contains("$PORT was not expanded"), "{port}");
+        assert_eq!(parse_port("8080"), Ok(8080));
+        let err = parse_port("http").unwrap_err();
+        assert!(err.contains("is not a port number"), "{err}");
+        let workers = "$WEB_CONCURRENCY".parse::<WorkerCount>().unwrap_err();
+        assert!(
+            workers.contains("corral reads WEB_CONCURRENCY itself"),
+            "{workers}"
+        );
+    }
+
+    #[test]
     fn durations() {
         assert_eq!(dur("30s"), Ok(Duration::from_secs(30)));
         assert_eq!(dur("500ms"), Ok(Duration::from_millis(500)));
