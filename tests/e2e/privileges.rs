@@ -387,5 +387,8 @@ fn a_user_without_a_home_of_its_own_keeps_its_state_in_tmp() {
             Some(0)
         );
         std::fs::remove_dir_all(&state).unwrap();
+        // The folder it was made in, when no other corral of nobody's
+        // keeps its state there.
+        let _ = std::fs::remove_dir(state.parent().unwrap());
     }
 }
