@@ -56,7 +56,10 @@ pub enum Command {
     /// it does not, 2 for a configuration mistake. Use it in a deploy
     /// pipeline in place of `python -c "from main import app"`.
     Check(Overrides),
-    /// Show the workers of a running corral (from its status server).
+    /// Show the workers of a running corral (from its status server). Exit
+    /// code 0 when it is ready, 3 when it answered but is not (booting,
+    /// failing to boot, stopping), 1 when it could not be asked: fit for a
+    /// Dockerfile's `HEALTHCHECK CMD corral status`.
     Status(StatusArgs),
     /// Start a new generation of workers; with --wait, block until it is in
     /// service (exit 0, print the generation) or has failed (exit 1, print

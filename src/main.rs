@@ -744,6 +744,20 @@ async fn run(
             (None, None) => tracing::info!("listening on {addr}"),
         }
     }
+    // gunicorn's default address is loopback, which in a container no
+    // client outside it reaches: say so, and how to listen for them.
+    if let [only] = cfg.server.bind.as_slice()
+        && served.len() == 1
+        && only.origin.starts_with("default")
+        && let config::BindAddr::Tcp(addr) = &only.addr
+        && addr.ip().is_loopback()
+        && let Some(sign) = in_a_container()
+    {
+        tracing::warn!(
+            "listening on {addr} only, the default (as gunicorn's), but this looks like a container ({sign}): nothing outside it can connect there (`docker run -p`, a Kubernetes Service and a PaaS router reach the container's own address); give --bind 0.0.0.0:{port} (or [server] bind, or set PORT)",
+            port = addr.port()
+        );
+    }
     tracing::info!(
         "starting {} worker(s) ({}) for {} with {} ({}){}",
         cfg.workers.count,
@@ -972,4 +986,21 @@ fn init_logging(cfg: &config::LogConfig, tag: &str) -> Result<(), String> {
         tracing::error!("corral panicked (a bug; please report it): {info}\n{backtrace}");
     }));
     Ok(())
+}
+
+/// Why corral seems to run in a container, if it does: PID 1 of its PID
+/// namespace, the files Docker and Podman put in every container, or the
+/// variable Kubernetes sets in every pod.
+fn in_a_container() -> Option<&'static str> {
+    if reaper::is_init() {
+        Some("corral is PID 1")
+    } else if std::path::Path::new("/.dockerenv").exists() {
+        Some("/.dockerenv exists")
+    } else if std::path::Path::new("/run/.containerenv").exists() {
+        Some("/run/.containerenv exists")
+    } else if std::env::var_os("KUBERNETES_SERVICE_HOST").is_some() {
+        Some("KUBERNETES_SERVICE_HOST is set")
+    } else {
+        None
+    }
 }

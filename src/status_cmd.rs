@@ -3,6 +3,14 @@
 //! on the host and none named, a line for each (with `--json`, an array of
 //! `{"instance", "socket", "status"}`, `"error"` in place of `"status"` for
 //! one that did not answer).
+//!
+//! The exit code says what a health check wants to know, as `systemctl
+//! status` does: 0 when corral answered and is ready (`/health/ready`'s
+//! 200), [`NOT_READY`] when it answered but is not (its workers are still
+//! booting or fail to, or it is stopping), 1 when it could not be asked.
+//! So a Dockerfile's `HEALTHCHECK CMD corral status` marks a container
+//! whose app cannot import unhealthy. With several instances listed, the
+//! code is 0 only when every one is ready.
 
 use std::io::{Read, Write};
 use std::time::Duration;
@@ -22,6 +30,15 @@ fn text<'a>(v: &'a Value, missing: &'a str) -> std::borrow::Cow<'a, str> {
     printable(v.as_str().unwrap_or(missing))
 }
 
+/// The exit code of a corral that answered but is not ready (`systemctl
+/// status`'s for a unit that is not active).
+pub const NOT_READY: u8 = 3;
+
+/// The exit code for one instance's `/status`.
+fn code(v: &Value) -> u8 {
+    if v["ready"] == true { 0 } else { NOT_READY }
+}
+
 pub fn run(args: &StatusArgs) -> u8 {
     let c = &args.control;
     if c.config.is_none()
@@ -33,22 +50,30 @@ pub fn run(args: &StatusArgs) -> u8 {
         && let (_, found) = crate::config::running_sockets()
         && found.len() > 1
     {
+        let all: Vec<Value> = found.iter().map(|s| instance_json(s)).collect();
         if args.json {
-            let all = Value::Array(found.iter().map(|s| instance_json(s)).collect());
+            let all = Value::Array(all.clone());
             println!("{}", serde_json::to_string_pretty(&all).unwrap_or_default());
         } else {
-            print!("{}", list(&found));
+            print!("{}", list(&found, &all));
         }
-        return 0;
+        return all
+            .iter()
+            .map(|one| match one.get("status") {
+                Some(v) => code(v),
+                None => 1,
+            })
+            .max()
+            .unwrap_or(0);
     }
     match fetch(args) {
         Ok(v) if args.json => {
             println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
-            0
+            code(&v)
         }
         Ok(v) => {
             print!("{}", render(&v));
-            0
+            code(&v)
         }
         Err(e) => {
             eprintln!("error: {}", printable_lines(&e));
@@ -240,7 +265,9 @@ fn instance_name(socket: &std::path::Path) -> String {
         .unwrap_or_default()
 }
 
-fn list(sockets: &[std::path::PathBuf]) -> String {
+/// The table of instances: each one's `socket` beside its answer as
+/// [`instance_json`] made it (asked once, for the table and the code).
+fn list(sockets: &[std::path::PathBuf], answers: &[Value]) -> String {
     let mut out = format!(
         "{} corral instances; `corral status APP`, `--bind ADDR`, `-c FILE` or `--socket PATH` shows one:\n\n\
          {:<24} {:<8} {:<6} {:<24} {:<22} {}\n",
@@ -252,9 +279,13 @@ fn list(sockets: &[std::path::PathBuf]) -> String {
         "BIND",
         "SOCKET"
     );
-    for socket in sockets {
+    for (socket, answer) in sockets.iter().zip(answers) {
         let name = instance_name(socket);
-        let (pid, ready, app, bind) = match crate::control::status(socket) {
+        let asked = match (answer.get("status"), answer.get("error")) {
+            (Some(v), _) => Ok(v),
+            (None, e) => Err(e.and_then(Value::as_str).unwrap_or("no answer")),
+        };
+        let (pid, ready, app, bind) = match asked {
             Ok(v) => (
                 v["supervisor"]["pid"].to_string(),
                 if v["ready"] == true { "yes" } else { "NO" }.to_string(),
@@ -270,7 +301,7 @@ fn list(sockets: &[std::path::PathBuf]) -> String {
             Err(e) => (
                 "-".into(),
                 "?".into(),
-                format!("({})", printable(&e)),
+                format!("({})", printable(e)),
                 String::new(),
             ),
         };

@@ -31,7 +31,7 @@
 //! |---|---|---|
 //! | systemd unit | `$RUNTIME_DIRECTORY/corral.sock` | `$STATE_DIRECTORY` |
 //! | root | `/run/corral/NAME/corral.sock` | `/var/lib/corral/NAME` |
-//! | a user | `$XDG_RUNTIME_DIR/corral/NAME/corral.sock`, else `/tmp/corral-UID/NAME/corral.sock` | `$XDG_STATE_HOME/corral/NAME`, else `~/.local/state/corral/NAME`, else `/tmp/corral-UID-state/NAME` |
+//! | a user | `$XDG_RUNTIME_DIR/corral/NAME/corral.sock`, else `/tmp/corral-UID/NAME/corral.sock` | `$XDG_STATE_HOME/corral/NAME`, else `~/.local/state/corral/NAME` (a `$HOME` that is a folder of the user's own), else `/tmp/corral-UID-state/NAME` |
 
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
@@ -226,12 +226,24 @@ pub fn unit_runtime_directory() -> Option<PathBuf> {
 /// The default `deploy.state_dir`, from this process's environment and
 /// user.
 pub fn default_state_dir() -> Place {
+    let uid = nix::unistd::getuid().as_raw();
+    let home = std::env::var_os("HOME");
     default_state_dir_in(
         std::env::var_os("STATE_DIRECTORY").as_deref(),
         std::env::var_os("XDG_STATE_HOME").as_deref(),
-        std::env::var_os("HOME").as_deref(),
-        nix::unistd::getuid().as_raw(),
+        home.as_deref()
+            .filter(|home| own_folder(Path::new(home), uid)),
+        uid,
     )
+}
+
+/// Whether `dir` is a folder that belongs to `uid`: a home corral may
+/// keep its state in. A container's user often has none: `nobody`'s is
+/// `/nonexistent`, and `docker run --user 1000` with no such user in the
+/// image's passwd sets `HOME=/`, which is root's.
+fn own_folder(dir: &Path, uid: u32) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(dir).is_ok_and(|m| m.is_dir() && m.uid() == uid)
 }
 
 /// The default `deploy.state_dir` (see the table in the module docs).
@@ -529,5 +541,19 @@ mod tests {
             default_state_dir_in(os(""), os("state"), os(""), 42),
             per("/tmp/corral-42-state")
         );
+    }
+
+    #[test]
+    fn a_home_counts_only_when_it_is_the_users_own_folder() {
+        let me = nix::unistd::getuid().as_raw();
+        let home = tempfile::tempdir().unwrap();
+        assert!(own_folder(home.path(), me));
+        // nobody's /nonexistent, and root's / as `docker run --user 1000`
+        // sets HOME for a uid the image's passwd does not know.
+        assert!(!own_folder(Path::new("/nonexistent-home-of-nobody"), me));
+        assert!(!own_folder(Path::new("/"), me + 1));
+        let file = home.path().join("file");
+        std::fs::write(&file, "").unwrap();
+        assert!(!own_folder(&file, me));
     }
 }

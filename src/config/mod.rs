@@ -302,13 +302,15 @@ pub fn default_interpreter() -> PathBuf {
 
 /// The virtualenv this corral binary was installed into (by `pip install
 /// corral`): the folder above the binary's own, when it holds the
-/// `pyvenv.cfg` every virtualenv has and a `bin/python`. `/proc/self/exe`
-/// names the binary itself, whatever link or `PATH` entry started it.
+/// `pyvenv.cfg` every virtualenv has, or the `conda-meta` folder every
+/// conda environment has, and a `bin/python`. `/proc/self/exe` names the
+/// binary itself, whatever link or `PATH` entry started it.
 fn installed_in_venv() -> Option<PathBuf> {
     let exe = std::fs::read_link("/proc/self/exe").ok()?;
     let venv = exe.parent()?.parent()?;
-    (venv.join("pyvenv.cfg").is_file() && venv.join("bin/python").exists())
-        .then(|| venv.to_path_buf())
+    ((venv.join("pyvenv.cfg").is_file() || venv.join("conda-meta").is_dir())
+        && venv.join("bin/python").exists())
+    .then(|| venv.to_path_buf())
 }
 
 /// The environment variable that holds the status token.

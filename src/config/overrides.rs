@@ -51,7 +51,7 @@ pub struct Overrides {
 
     /// uvicorn's --port: --bind HOST:PORT with --host's host (127.0.0.1
     /// without it) [toml: server.bind]
-    #[arg(long, value_name = "PORT", env = "CORRAL_PORT")]
+    #[arg(long, value_name = "PORT", env = "CORRAL_PORT", value_parser = super::units::parse_port)]
     pub port: Option<u16>,
 
     /// waitress's --listen: --bind HOST:PORT, where *:PORT is every IPv4
@@ -195,7 +195,8 @@ pub struct Overrides {
     pub interface: Option<Interface>,
 
     /// Python interpreter for the workers [toml: app.python]
-    /// [default: the python of the virtualenv corral is installed in, else
+    /// [default: the python of the virtualenv (or conda environment) corral
+    /// is installed in, else
     /// $VIRTUAL_ENV/bin/python, else python3 on PATH]
     #[arg(long, value_name = "PATH", env = "CORRAL_PYTHON")]
     pub python: Option<PathBuf>,

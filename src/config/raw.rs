@@ -178,7 +178,8 @@ pub(super) struct RawApp {
     /// uvicorn's `--lifespan`. Default "auto".
     pub(super) asgi_lifespan: Option<AsgiLifespan>,
     /// The Python interpreter. A bare name ("python3.12") is looked up in
-    /// PATH; a path is relative to this file's folder. Default
+    /// PATH; a path is relative to this file's folder. Default: the python
+    /// of the virtualenv (or conda environment) corral is installed in, else
     /// `$VIRTUAL_ENV/bin/python` when VIRTUAL_ENV is set, else "python3".
     pub(super) python: Option<Spanned<String>>,
     /// Folder the workers run in and import the app from, relative to this
@@ -800,9 +801,11 @@ section! {
         /// STATE_DIRECTORY is set (systemd's StateDirectory=, one unit's own),
         /// else one folder per instance (NAME as for `control.socket`):
         /// "/var/lib/corral/NAME" as root, else `$XDG_STATE_HOME/corral/NAME`
-        /// when XDG_STATE_HOME is set, else `$HOME/.local/state/corral/NAME`,
-        /// else "/tmp/corral-UID-state/NAME". One app's own: corral refuses
-        /// to start when another running corral keeps its state here.
+        /// when XDG_STATE_HOME is set, else `$HOME/.local/state/corral/NAME`
+        /// when HOME is a folder of corral's user's own, else
+        /// "/tmp/corral-UID-state/NAME" (a container's user with
+        /// HOME=/nonexistent or HOME=/). One app's own: corral refuses to
+        /// start when another running corral keeps its state here.
         state_dir: Option<Spanned<String>>;
         /// A command, as an array of strings (the program, then its arguments),
         /// that corral runs when a reload (or the first start) fails to come

@@ -82,8 +82,8 @@ pub struct AppConfig {
     /// the ":callable" part is missing).
     pub module: String,
     pub interface: Interface,
-    /// Interpreter: `--python`, `app.python`, else the virtualenv corral is
-    /// installed in, else `$VIRTUAL_ENV/bin/python`, else `python3` (see
+    /// Interpreter: `--python`, `app.python`, else the virtualenv (or conda
+    /// environment) corral is installed in, else `$VIRTUAL_ENV/bin/python`, else `python3` (see
     /// `validate::default_python`). A bare name (no `/`) is looked up in
     /// `PATH`; anything else is absolute.
     pub python: PathBuf,
@@ -657,8 +657,8 @@ pub struct DeployConfig {
     /// absolute. From `deploy.state_dir` (relative to the config file's
     /// folder), else the default: `$STATE_DIRECTORY`, else one folder per
     /// instance under `/var/lib/corral` as
-    /// root, `$XDG_STATE_HOME/corral`, `$HOME/.local/state/corral`, else
-    /// `/tmp/corral-UID-state`. It may not exist yet.
+    /// root, `$XDG_STATE_HOME/corral`, `$HOME/.local/state/corral` (a home
+    /// of the user's own), else `/tmp/corral-UID-state`. It may not exist yet.
     pub state_dir: PathBuf,
     /// The command run when a reload (or the first start) fails to come up:
     /// the program, then its arguments. Never empty, and the program is not

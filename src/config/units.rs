@@ -26,11 +26,57 @@ pub enum BindAddr {
     Unix(PathBuf),
 }
 
+/// The variable a value names but holds unexpanded (`$PORT`, `${PORT}`,
+/// `${PORT:-8000}`): a command line no shell read, as a Dockerfile's
+/// exec-form `CMD ["corral", "app:app", "-b", "0.0.0.0:$PORT"]` or a
+/// Kubernetes `args:` list passes it.
+fn unexpanded(s: &str) -> Option<&str> {
+    let at = s.find('$')?;
+    let rest = s[at + 1..].strip_prefix('{').unwrap_or(&s[at + 1..]);
+    let end = rest
+        .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .unwrap_or(rest.len());
+    let name = &rest[..end];
+    name.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+        .then_some(name)
+}
+
+/// Why `s` is refused when it holds a variable no shell expanded, with the
+/// way out: for `$PORT` and `$WEB_CONCURRENCY`, that corral reads them
+/// itself, as gunicorn does.
+pub fn unexpanded_variable(s: &str) -> Option<String> {
+    let name = unexpanded(s)?;
+    let fix = match name {
+        "PORT" => "leave the address out: with PORT set, corral binds 0.0.0.0:$PORT itself, as gunicorn does".to_string(),
+        "WEB_CONCURRENCY" => "leave the worker count out: corral reads WEB_CONCURRENCY itself, as gunicorn does".to_string(),
+        _ => format!(
+            "run the command through a shell (a Dockerfile's shell form, `CMD corral ...`, or `sh -c`), or in Kubernetes write $({name})"
+        ),
+    };
+    Some(format!(
+        "\"{s}\": ${name} was not expanded, as no shell read this command line (a Dockerfile's exec-form CMD [\"corral\", ...] and a Kubernetes args: list pass it as written): {fix}"
+    ))
+}
+
+/// A port number, as uvicorn's `--port` takes it.
+pub fn parse_port(s: &str) -> Result<u16, String> {
+    s.trim().parse().map_err(|_| {
+        unexpanded_variable(s).unwrap_or_else(|| {
+            format!("\"{s}\" is not a port number: use 1 to 65535, or 0 for any free port")
+        })
+    })
+}
+
 impl FromStr for BindAddr {
     type Err = String;
 
     /// "HOST:PORT" (IPv4, "[IPv6]" or "localhost"), or "unix:/path".
     fn from_str(s: &str) -> Result<BindAddr, String> {
+        if !s.starts_with("unix:")
+            && let Some(why) = unexpanded_variable(s)
+        {
+            return Err(format!("invalid bind address {why}"));
+        }
         if let Some(path) = s.strip_prefix("unix:") {
             if path.is_empty() {
                 return Err(format!(
@@ -397,9 +443,11 @@ impl FromStr for WorkerCount {
         if text.eq_ignore_ascii_case("auto") {
             return Ok(WorkerCount::Auto);
         }
-        text.parse()
-            .map(WorkerCount::Count)
-            .map_err(|_| format!("\"{s}\" is not a number of workers: {WORKER_COUNT_HOW}"))
+        text.parse().map(WorkerCount::Count).map_err(|_| {
+            unexpanded_variable(s).unwrap_or_else(|| {
+                format!("\"{s}\" is not a number of workers: {WORKER_COUNT_HOW}")
+            })
+        })
     }
 }
 
@@ -666,6 +714,32 @@ mod tests {
 
     fn size(s: &str) -> Result<u64, String> {
         s.parse::<ByteSize>().map(|b| b.0)
+    }
+
+    #[test]
+    fn variables_no_shell_expanded_are_named() {
+        assert_eq!(unexpanded("0.0.0.0:$PORT"), Some("PORT"));
+        assert_eq!(unexpanded(":${PORT}"), Some("PORT"));
+        assert_eq!(unexpanded("0.0.0.0:${PORT:-8000}"), Some("PORT"));
+        assert_eq!(unexpanded("$WEB_CONCURRENCY"), Some("WEB_CONCURRENCY"));
+        // A `$` that starts no name is no variable.
+        assert_eq!(unexpanded("0.0.0.0:80$"), None);
+        assert_eq!(unexpanded("$1"), None);
+        assert_eq!(unexpanded("127.0.0.1:8000"), None);
+        let bind = "0.0.0.0:${PORT}".parse::<BindAddr>().unwrap_err();
+        assert!(bind.contains("corral binds 0.0.0.0:$PORT itself"), "{bind}");
+        // A socket's path may hold a `$`.
+        assert!("unix:/run/$app.sock".parse::<BindAddr>().is_ok());
+        let port = parse_port("$PORT").unwrap_err();
+        assert!(port.contains("$PORT was not expanded"), "{port}");
+        assert_eq!(parse_port("8080"), Ok(8080));
+        let err = parse_port("http").unwrap_err();
+        assert!(err.contains("is not a port number"), "{err}");
+        let workers = "$WEB_CONCURRENCY".parse::<WorkerCount>().unwrap_err();
+        assert!(
+            workers.contains("corral reads WEB_CONCURRENCY itself"),
+            "{workers}"
+        );
     }
 
     #[test]

@@ -656,3 +656,45 @@ fn root_does_not_trust_a_socket_in_a_folder_anyone_may_write_to() {
     assert_ne!(out.status.code(), Some(0), "{}", text(&out));
     assert!(text(&out).contains("refusing to talk to"), "{}", text(&out));
 }
+
+/// `HEALTHCHECK CMD corral status` in a Dockerfile: the exit code says
+/// whether the app serves, as `systemctl status` says whether a unit is
+/// active. An app that cannot import is unhealthy (3, with the table
+/// that says why), the same app once it imports is healthy (0), and a
+/// corral that is not there is 1.
+#[test]
+fn status_exits_non_zero_while_the_app_is_not_ready_for_a_health_check() {
+    let app = AppDir::new(&[(
+        "app.py",
+        "import os\nif not os.path.exists('fixed'):\n    raise RuntimeError('the database is not there yet')\n\
+         def app(environ, start_response):\n    start_response('200 OK', [('Content-Length', '2')])\n    return [b'ok']\n",
+    )]);
+    let mut c = Corral::spawn(app.path(), &["app:app", "-w", "1"], &[]);
+    c.wait_listening();
+    assert!(
+        c.log
+            .wait_for("failed to boot", Duration::from_secs(20))
+            .is_some(),
+        "{}",
+        c.log.text()
+    );
+    let socket = c.socket.to_str().unwrap().to_string();
+    let out = corral(&["status", "--socket", &socket]);
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(3), "{t}");
+    assert!(t.contains("ready: NO"), "{t}");
+    assert!(t.contains("the database is not there yet"), "{t}");
+    let out = corral(&["status", "--json", "--socket", &socket]);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+
+    std::fs::write(app.path().join("fixed"), "").unwrap();
+    c.wait_in_service(1);
+    let out = corral(&["status", "--socket", &socket]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(text(&out).contains("ready: yes"), "{}", text(&out));
+
+    c.signal(libc::SIGTERM);
+    c.wait_exit(Duration::from_secs(15)).expect("corral stops");
+    let out = corral(&["status", "--socket", &socket]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+}

@@ -301,6 +301,58 @@ fn a_malformed_port_or_web_concurrency_names_the_variable() {
     );
 }
 
+/// A Dockerfile's exec-form `CMD ["corral", "app:app", "-b",
+/// "0.0.0.0:$PORT"]` runs no shell, so corral is handed `$PORT` as
+/// written: the error says so, and that corral reads PORT (and
+/// WEB_CONCURRENCY) by itself, before any port is bound.
+#[test]
+fn a_variable_no_shell_expanded_is_named_with_the_way_out() {
+    let app = AppDir::new(&[("main.py", ENV_APP)]);
+    let env = [("PORT", "8080"), ("WEB_CONCURRENCY", "2")];
+    for (args, needles) in [
+        (
+            &["main:app", "-b", "0.0.0.0:$PORT"][..],
+            &[
+                "\"0.0.0.0:$PORT\": $PORT was not expanded",
+                "exec-form CMD",
+                "corral binds 0.0.0.0:$PORT itself",
+            ][..],
+        ),
+        (
+            &["main:app", "--bind=:${PORT}"],
+            &[
+                "$PORT was not expanded",
+                "corral binds 0.0.0.0:$PORT itself",
+            ],
+        ),
+        (
+            &["main:app", "--port", "$PORT"],
+            &[
+                "$PORT was not expanded",
+                "corral binds 0.0.0.0:$PORT itself",
+            ],
+        ),
+        (
+            &["main:app", "-b", "127.0.0.1:0", "-w", "$WEB_CONCURRENCY"],
+            &[
+                "$WEB_CONCURRENCY was not expanded",
+                "corral reads WEB_CONCURRENCY itself",
+            ],
+        ),
+        (
+            &["main:app", "-b", "0.0.0.0:${APP_PORT}"],
+            &["$APP_PORT was not expanded", "$(APP_PORT)"],
+        ),
+    ] {
+        let (status, out) = run(app.path(), &[], args, &env);
+        assert_eq!(status.code(), Some(2), "{args:?}: {out}");
+        for needle in needles {
+            assert!(out.contains(needle), "{args:?}: no {needle:?} in {out}");
+        }
+        assert!(!out.contains("listening on"), "{args:?}: {out}");
+    }
+}
+
 #[test]
 fn flags_from_the_environment_between_the_command_line_and_the_file() {
     let app = AppDir::new(&[
@@ -638,4 +690,63 @@ fn warned(mut c: Corral, line: &str, saying: &str) {
         "{}",
         c.log.text()
     );
+}
+
+/// corral installed with pip into a conda environment (a conda-based
+/// image's `/opt/conda/envs/app/bin/corral`, started by its path with no
+/// `conda activate`) runs the app with that environment's python, as it
+/// does for a virtualenv's corral; it ran `python3` on PATH, another
+/// Python without the app's packages.
+#[test]
+fn corral_in_a_conda_environment_runs_that_environments_python() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = dir.path().join("envs/app");
+    std::fs::create_dir_all(env.join("bin")).unwrap();
+    std::fs::create_dir_all(env.join("conda-meta")).unwrap();
+    std::os::unix::fs::symlink(python(), env.join("bin/python")).unwrap();
+    let corral = env.join("bin/corral");
+    if std::fs::hard_link(corral_bin(), &corral).is_err() {
+        std::fs::copy(corral_bin(), &corral).unwrap();
+    }
+    let app = AppDir::new(&[(
+        "app.py",
+        "import sys\n\ndef app(environ, start_response):\n    start_response('200 OK', [])\n    return [sys.executable.encode()]\n",
+    )]);
+    let python = env.join("bin/python");
+    let expected = format!(
+        "interpreter: {} (the conda environment corral is installed in ({}))",
+        python.display(),
+        env.display()
+    );
+    let check = std::process::Command::new(&corral)
+        .args(["check", "app:app"])
+        .current_dir(app.path())
+        .env_remove("VIRTUAL_ENV")
+        .env_remove("CONDA_PREFIX")
+        .env("PATH", "/usr/bin:/bin")
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&check.stdout).into_owned()
+        + &String::from_utf8_lossy(&check.stderr);
+    assert_eq!(check.status.code(), Some(0), "{said}");
+    assert!(said.contains(&expected), "{said}");
+
+    let mut c = Corral::spawn_with(app.path(), &["app:app"], &[], |cmd| {
+        // The environment's corral, with no --python (the harness adds one).
+        *cmd = std::process::Command::new(&corral);
+        cmd.current_dir(app.path())
+            .args(["app:app", "-b", "127.0.0.1:0", "--socket"])
+            .arg(app.path().join("ctl.sock"))
+            .env_remove("VIRTUAL_ENV")
+            .env_remove("CONDA_PREFIX")
+            .env("PATH", "/usr/bin:/bin")
+            .env("STATE_DIRECTORY", app.path().join(".state"))
+            .env("NO_COLOR", "1")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+    });
+    c.wait_listening();
+    c.wait_in_service(1);
+    assert_eq!(c.get("/").text(), python.display().to_string());
 }

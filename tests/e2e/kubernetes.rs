@@ -215,6 +215,10 @@ fn the_manifests_agree_with_the_corral_toml_they_mount() {
     };
     assert_eq!(instr("ENTRYPOINT "), [command[0]]);
     assert_eq!(instr("CMD "), command[1..]);
+    // Docker's health check asks the same corral, by the same file.
+    let health = instr("HEALTHCHECK --start-period=30s CMD ");
+    assert_eq!(health[0], command[0]);
+    assert_eq!(health[1..], ["status", "-c", config], "{health:?}");
     let python = toml["app"]["python"].as_str().unwrap();
     let venv = python.strip_suffix("/bin/python").unwrap();
     assert!(

@@ -257,3 +257,72 @@ fn a_read_only_container_serves_without_a_control_socket_and_reloads_on_hup() {
         Some(0)
     );
 }
+
+/// `CMD ["corral", "main:app"]` in a Dockerfile: with no --bind (and no
+/// PORT) corral listens where gunicorn does, 127.0.0.1:8000, which no
+/// client outside the container reaches (`docker run -p 8000:8000` gets
+/// "connection reset"). The start-up log says so and what to give; an
+/// address given on purpose is left alone. In a network namespace of its
+/// own, so that port 8000 is nobody else's.
+#[test]
+fn as_pid_1_the_default_loopback_address_is_named_as_unreachable_from_outside() {
+    if !precondition() {
+        return;
+    }
+    let app = AppDir::new(&[("app.py", APP)]);
+    let start = |bind: &[&str]| {
+        let mut cmd = Command::new("unshare");
+        cmd.args([
+            "--net",
+            "--pid",
+            "--fork",
+            "--mount-proc",
+            "--kill-child",
+            "sh",
+            "-c",
+            "ip link set lo up && exec \"$@\"",
+            "sh",
+        ])
+        .arg(corral_bin())
+        .args(["app:app", "-w", "1", "--python", &python()])
+        .args(bind)
+        .arg("--socket")
+        .arg(app.path().join("control.sock"))
+        .current_dir(app.path())
+        .env_remove("VIRTUAL_ENV")
+        .env_remove("PORT")
+        .env("STATE_DIRECTORY", app.path().join(".corral-state"))
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("start unshare");
+        let log = Log::collect(&mut child, "corral");
+        let c = Corral {
+            child,
+            log,
+            addr: String::new(),
+            status_addr: String::new(),
+            socket: app.path().join("control.sock"),
+        };
+        c.wait_in_service(1);
+        c
+    };
+    let c = start(&[]);
+    let text = c.log.text();
+    assert!(
+        text.contains("listening on http://127.0.0.1:8000"),
+        "{text}"
+    );
+    assert!(
+        text.contains("WARN listening on 127.0.0.1:8000 only, the default")
+            && text.contains("(corral is PID 1)")
+            && text.contains("nothing outside it can connect")
+            && text.contains("give --bind 0.0.0.0:8000"),
+        "{text}"
+    );
+    drop(c);
+    let c = start(&["-b", "127.0.0.1:8000"]);
+    let text = c.log.text();
+    assert!(!text.contains("nothing outside it can connect"), "{text}");
+}

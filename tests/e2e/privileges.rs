@@ -4,6 +4,7 @@
 //! tests fail under `CI` and say they are skipped elsewhere.
 
 use crate::common::*;
+use std::time::Duration;
 
 const APP: &str = r#"
 import os, json, resource
@@ -286,7 +287,7 @@ fn an_app_folder_the_workers_user_cannot_enter_is_named_at_the_start() {
     );
     let line = c
         .log
-        .wait_for("out of their reach", std::time::Duration::from_secs(10))
+        .wait_for("out of their reach", Duration::from_secs(10))
         .unwrap_or_else(|| panic!("no warning:\n{}", c.log.text()));
     assert!(
         line.contains(&format!(
@@ -295,4 +296,99 @@ fn an_app_folder_the_workers_user_cannot_enter_is_named_at_the_start() {
         )) && line.contains("the app folder is out of their reach"),
         "{line}"
     );
+}
+
+/// A container's user often has no home: `nobody`'s is `/nonexistent`,
+/// and `docker run --user 1000` for a uid the image's passwd does not know
+/// sets `HOME=/`. corral keeps its state (the last good generation, for
+/// rollbacks) in `/tmp/corral-UID-state` then, as it does with no HOME,
+/// where every good reload warned "cannot create the state dir
+/// /nonexistent/.local/state/corral/..." and remembered nothing.
+#[test]
+fn a_user_without_a_home_of_its_own_keeps_its_state_in_tmp() {
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::process::CommandExt;
+    if !require_root("to run corral as another user") {
+        return;
+    }
+    for home in ["/nonexistent", "/"] {
+        let app = AppDir::new(&[("app.py", APP)]);
+        std::fs::set_permissions(app.path(), PermissionsExt::from_mode(0o755)).unwrap();
+        std::fs::set_permissions(app.path().join("app.py"), PermissionsExt::from_mode(0o644))
+            .unwrap();
+        // The app folder is root's, as an image's is; the control socket
+        // goes in a folder of nobody's.
+        let run = app.path().join("run");
+        std::fs::create_dir(&run).unwrap();
+        std::os::unix::fs::chown(&run, Some(65534), Some(65534)).unwrap();
+        let socket = run.join("corral.sock");
+        // With --chdir, each good generation's folder is remembered.
+        let mut c = Corral::spawn_with(
+            app.path(),
+            &[
+                "app:app",
+                "--chdir",
+                app.path().to_str().unwrap(),
+                "-w",
+                "1",
+                "--python",
+                "/usr/bin/python3",
+                "--socket",
+                socket.to_str().unwrap(),
+            ],
+            &[("HOME", home)],
+            |cmd| {
+                cmd.env_remove("STATE_DIRECTORY")
+                    .env_remove("XDG_STATE_HOME")
+                    .env_remove("TMPDIR")
+                    .uid(65534)
+                    .gid(65534);
+            },
+        );
+        c.wait_listening();
+        c.wait_in_service(1);
+        let log = c.log.text();
+        let state = log
+            .lines()
+            .find_map(|l| l.split_once(", state ").map(|(_, s)| s.trim().to_string()))
+            .unwrap_or_else(|| panic!("no state folder in the log:\n{log}"));
+        let state = std::path::PathBuf::from(state);
+        assert!(
+            state.starts_with("/tmp/corral-65534-state"),
+            "HOME={home}: state in {}:\n{log}",
+            state.display()
+        );
+        c.signal(libc::SIGHUP);
+        assert!(
+            c.log
+                .wait_for("reload done", Duration::from_secs(20))
+                .is_some(),
+            "{}",
+            c.log.text()
+        );
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !state.join("last-good-path").exists() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "HOME={home}: no last-good-path in {}:\n{}",
+                state.display(),
+                c.log.text()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        assert!(
+            !c.log.text().contains("cannot create the state dir"),
+            "HOME={home}: {}",
+            c.log.text()
+        );
+        c.signal(libc::SIGTERM);
+        assert_eq!(
+            c.wait_exit(Duration::from_secs(20)).and_then(|s| s.code()),
+            Some(0)
+        );
+        std::fs::remove_dir_all(&state).unwrap();
+        // The folder it was made in, when no other corral of nobody's
+        // keeps its state there.
+        let _ = std::fs::remove_dir(state.parent().unwrap());
+    }
 }

@@ -544,7 +544,15 @@ pub(super) fn default_python(
     match (installed_in, virtual_env) {
         (Some(venv), _) => (
             venv.join("bin/python"),
-            format!("the virtualenv corral is installed in ({})", venv.display()),
+            format!(
+                "the {} corral is installed in ({})",
+                if venv.join("conda-meta").is_dir() {
+                    "conda environment"
+                } else {
+                    "virtualenv"
+                },
+                venv.display()
+            ),
         ),
         (None, Some(venv)) => (
             venv.join("bin/python"),
