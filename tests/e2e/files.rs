@@ -1368,7 +1368,13 @@ fn root_reads_corral_toml_from_kubernetes_secret_and_configmap_volumes() {
     let mut c = Corral::spawn(app.path(), &["-c", config.to_str().unwrap()], &[]);
     serves(&mut c);
 
-    let configmap = kubelet_volume(0o777, &[("corral.toml", &toml)]);
+    let configmap = kubelet_volume(
+        0o777,
+        &[
+            ("corral.toml", &toml),
+            ("gunicorn.conf.py", "workers = 2\n"),
+        ],
+    );
     let config = configmap.path().join("corral.toml");
     refuses_quickly(
         app.path(),
@@ -1377,49 +1383,86 @@ fn root_reads_corral_toml_from_kubernetes_secret_and_configmap_volumes() {
     );
     // Mounted read-only in a mount namespace of corral's own, as kubelet
     // mounts it into the container.
-    let target = std::ffi::CString::new(configmap.path().to_str().unwrap()).unwrap();
+    let read_only = configmap.path().to_path_buf();
     let mut c = Corral::spawn_with(
         app.path(),
         &["-c", config.to_str().unwrap()],
         &[],
-        move |cmd| {
-            // SAFETY: between fork and exec, only async-signal-safe calls
-            // on memory made before the fork.
-            unsafe {
-                cmd.pre_exec(move || {
-                    let none = std::ptr::null::<libc::c_char>();
-                    let ok = libc::unshare(libc::CLONE_NEWNS) == 0
-                        && libc::mount(
-                            none,
-                            c"/".as_ptr(),
-                            none,
-                            libc::MS_REC | libc::MS_PRIVATE,
-                            std::ptr::null(),
-                        ) == 0
-                        && libc::mount(
-                            target.as_ptr(),
-                            target.as_ptr(),
-                            none,
-                            libc::MS_BIND,
-                            std::ptr::null(),
-                        ) == 0
-                        && libc::mount(
-                            none,
-                            target.as_ptr(),
-                            none,
-                            libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY,
-                            std::ptr::null(),
-                        ) == 0;
-                    if ok {
-                        Ok(())
-                    } else {
-                        Err(std::io::Error::last_os_error())
-                    }
-                });
-            }
-        },
+        move |cmd| mounted_read_only(cmd, &read_only),
     );
     serves(&mut c);
+    // A gunicorn.conf.py there, read the same way.
+    let conf = configmap.path().join("gunicorn.conf.py");
+    let python = python();
+    let import = |read_only: bool| {
+        let mut cmd = Command::new(corral_bin());
+        cmd.current_dir(app.path())
+            .args([
+                "import-gunicorn",
+                conf.to_str().unwrap(),
+                "--python",
+                &python,
+            ])
+            .env_remove("VIRTUAL_ENV");
+        if read_only {
+            mounted_read_only(&mut cmd, configmap.path());
+        }
+        let out = cmd.output().unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned()
+                + &String::from_utf8_lossy(&out.stderr),
+        )
+    };
+    let (code, text) = import(false);
+    assert_eq!(code, Some(1), "{text}");
+    assert!(
+        text.contains("it is a symlink in a folder another user may change"),
+        "{text}"
+    );
+    let (code, text) = import(true);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.contains("count = 2"), "{text}");
+}
+
+/// Runs `cmd` in a mount namespace of its own where `dir` is mounted
+/// read-only (root only).
+fn mounted_read_only(cmd: &mut Command, dir: &Path) {
+    let target = std::ffi::CString::new(dir.to_str().unwrap()).unwrap();
+    // SAFETY: between fork and exec, only async-signal-safe calls on
+    // memory made before the fork.
+    unsafe {
+        cmd.pre_exec(move || {
+            let none = std::ptr::null::<libc::c_char>();
+            let ok = libc::unshare(libc::CLONE_NEWNS) == 0
+                && libc::mount(
+                    none,
+                    c"/".as_ptr(),
+                    none,
+                    libc::MS_REC | libc::MS_PRIVATE,
+                    std::ptr::null(),
+                ) == 0
+                && libc::mount(
+                    target.as_ptr(),
+                    target.as_ptr(),
+                    none,
+                    libc::MS_BIND,
+                    std::ptr::null(),
+                ) == 0
+                && libc::mount(
+                    none,
+                    target.as_ptr(),
+                    none,
+                    libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY,
+                    std::ptr::null(),
+                ) == 0;
+            if ok {
+                Ok(())
+            } else {
+                Err(std::io::Error::last_os_error())
+            }
+        });
+    }
 }
 
 /// An access log made for corral's user in a folder of root's (as
