@@ -181,14 +181,28 @@ fn proc_net_addr(text: &str) -> Option<(std::net::IpAddr, u16)> {
 fn fetch(args: &StatusArgs) -> Result<Value, String> {
     // The control socket first (it is always there); the status server when
     // asked for by address.
+    let mut no_socket = None;
     if args.status_bind.is_none() {
         let c = &args.control;
         let socket = crate::control::socket_for(c)?;
         if socket.exists() || c.socket.is_some() || c.app.is_some() || !c.bind.is_empty() {
             return crate::control::status(&socket);
         }
+        no_socket = Some(socket);
     }
-    let (addr, token) = address(args)?;
+    // Without a control socket, the config file's status server: a file
+    // that does not name one (or does not load here, as another user:
+    // its `[workers] user` is for `corral run`) means no corral runs.
+    let (addr, token) = match (address(args), no_socket) {
+        (Ok(found), _) => found,
+        (Err(e), Some(socket)) => {
+            return Err(format!(
+                "no corral answers at {} (is it running with this config?), and the status server could not be asked: {e}",
+                socket.display()
+            ));
+        }
+        (Err(e), None) => return Err(e),
+    };
     let has_token = token.is_some();
     let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
     let request = format!("GET /status HTTP/1.0\r\nHost: localhost\r\n{auth}\r\n");

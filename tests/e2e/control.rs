@@ -163,6 +163,23 @@ fn commands_without_a_running_corral_say_so_clearly() {
         assert!(t.contains("is corral running?"), "{args:?}: {t}");
         assert!(!t.contains("panicked"), "{t}");
     }
+    // Given the config file only: its socket is not there. It said the
+    // file "has no [health] status_bind", or, as another user than
+    // `[workers] user` allows, that this user cannot run the workers.
+    std::fs::write(
+        dir.path().join("shop.toml"),
+        "[app]\nmodule = \"app:app\"\n[workers]\nuser = \"root\"\n",
+    )
+    .unwrap();
+    let out = client_in(
+        dir.path(),
+        &[("XDG_RUNTIME_DIR", dir.path().to_str().unwrap())],
+        &["status", "-c", "shop.toml"],
+    );
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{t}");
+    assert!(t.contains("no corral answers at "), "{t}");
+    assert!(t.contains("(is it running with this config?)"), "{t}");
 }
 
 #[test]
