@@ -59,7 +59,7 @@ impl Inherited {
 pub enum BindError {
     #[error(
         "cannot listen on {addr} (set by {origin}): {source}{hint}",
-        hint = hint(source)
+        hint = hint(addr, source)
     )]
     Listen {
         addr: String,
@@ -69,7 +69,19 @@ pub enum BindError {
     },
 }
 
-fn hint(e: &std::io::Error) -> &'static str {
+fn hint(addr: &str, e: &std::io::Error) -> String {
+    if let Some(path) = addr.strip_prefix("unix:") {
+        let folder = crate::private_fs::folder_of(std::path::Path::new(path)).display();
+        return match e.kind() {
+            std::io::ErrorKind::NotFound => format!(
+                "\n  the folder {folder} does not exist: make it (mkdir, or systemd's RuntimeDirectory=), or choose another path"
+            ),
+            std::io::ErrorKind::PermissionDenied => format!(
+                "\n  corral's user may not make a socket in the folder {folder}: give it a folder it may write to (systemd's RuntimeDirectory=), or start corral as root"
+            ),
+            _ => String::new(),
+        };
+    }
     match e.kind() {
         std::io::ErrorKind::AddrInUse => {
             "\n  another process already listens there: stop it, or choose another address with --bind or [server] bind"
@@ -82,6 +94,7 @@ fn hint(e: &std::io::Error) -> &'static str {
         }
         _ => "",
     }
+    .to_string()
 }
 
 /// A bound listen socket.
@@ -694,6 +707,26 @@ mod tests {
             err.contains("another process already listens there"),
             "{err}"
         );
+    }
+
+    #[tokio::test]
+    async fn a_unix_socket_in_a_missing_folder_says_which_folder() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("missing/app.sock");
+        let bind = Bind {
+            addr: BindAddr::Unix(path.clone()),
+            origin: "--bind".into(),
+        };
+        let err = open(&[bind], &[], None, &Inherited::default())
+            .err()
+            .unwrap()
+            .to_string();
+        let folder = dir.path().join("missing");
+        assert!(
+            err.contains(&format!("the folder {} does not exist", folder.display())),
+            "{err}"
+        );
+        assert!(!err.contains("ports below 1024"), "{err}");
     }
 
     #[tokio::test]
