@@ -944,7 +944,7 @@ fn init_logging(cfg: &config::LogConfig, tag: &str) -> Result<(), String> {
         .with_writer(writer);
     // Under systemd (JOURNAL_STREAM set) the journal stamps every line; a
     // file gets timestamps and no colours.
-    let journal = std::env::var_os("JOURNAL_STREAM").is_some() && file.is_none();
+    let journal = stderr_is_the_journal() && file.is_none();
     let colour =
         file.is_none() && std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
     // Counts warnings and errors for StatsD's `gunicorn.log.*`.
@@ -966,7 +966,12 @@ fn init_logging(cfg: &config::LogConfig, tag: &str) -> Result<(), String> {
             .init(),
         (config::LogFormat::Text, true) => builder
             .with_ansi(false)
-            .without_time()
+            .event_format(JournalPriority(
+                tracing_subscriber::fmt::format()
+                    .with_target(false)
+                    .with_ansi(false)
+                    .without_time(),
+            ))
             .finish()
             .with(filter.clone())
             .with(counter)
@@ -986,6 +991,53 @@ fn init_logging(cfg: &config::LogConfig, tag: &str) -> Result<(), String> {
         tracing::error!("corral panicked (a bug; please report it): {info}\n{backtrace}");
     }));
     Ok(())
+}
+
+/// Whether stderr is the journal's stream: the device and inode systemd
+/// gives in `JOURNAL_STREAM` (`DEV:INODE`) are stderr's own, as systemd
+/// asks a program to check (a shell in the unit may have sent stderr
+/// elsewhere, the variable staying).
+fn stderr_is_the_journal() -> bool {
+    let Some(stream) = std::env::var_os("JOURNAL_STREAM") else {
+        return false;
+    };
+    let Some((dev, ino)) = stream.to_str().and_then(|s| s.split_once(':')) else {
+        return false;
+    };
+    let (Ok(dev), Ok(ino)) = (dev.parse::<u64>(), ino.parse::<u64>()) else {
+        return false;
+    };
+    nix::sys::stat::fstat(std::io::stderr())
+        .is_ok_and(|st| u64::from(st.st_dev) == dev && u64::from(st.st_ino) == ino)
+}
+
+/// Each line for the journal begins with its level as syslog's priority
+/// (`<3>` error, `<4>` warning, `<6>` info, `<7>` debug), which journald
+/// takes and strips (systemd's `SyslogLevelPrefix=`, on by default), so
+/// that `journalctl -p warning -u app` shows corral's warnings and errors.
+struct JournalPriority<F>(F);
+
+impl<S, N, F> tracing_subscriber::fmt::FormatEvent<S, N> for JournalPriority<F>
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+    N: for<'a> tracing_subscriber::fmt::FormatFields<'a> + 'static,
+    F: tracing_subscriber::fmt::FormatEvent<S, N>,
+{
+    fn format_event(
+        &self,
+        ctx: &tracing_subscriber::fmt::FmtContext<'_, S, N>,
+        mut writer: tracing_subscriber::fmt::format::Writer<'_>,
+        event: &tracing::Event<'_>,
+    ) -> std::fmt::Result {
+        let priority = match *event.metadata().level() {
+            tracing::Level::ERROR => 3,
+            tracing::Level::WARN => 4,
+            tracing::Level::INFO => 6,
+            _ => 7,
+        };
+        write!(writer, "<{priority}>")?;
+        self.0.format_event(ctx, writer, event)
+    }
 }
 
 /// Why corral seems to run in a container, if it does: PID 1 of its PID

@@ -257,28 +257,88 @@ fn json_access_lines_in_a_json_log_are_the_records_fields() {
     assert_eq!(f["request_id"].as_str().map(str::len), Some(16), "{line}");
 }
 
+/// Under journald a line has no timestamp of corral's own (the journal
+/// stamps it) and begins with its level as syslog's priority (`<6>` info,
+/// `<4>` warning, `<3>` error), which journald takes and strips, so that
+/// `journalctl -p warning` shows corral's warnings and errors: they were
+/// all at the unit's default priority. Under journald means stderr is the
+/// stream `JOURNAL_STREAM` names (its device and inode), as systemd asks;
+/// the variable alone, left by a unit whose shell sent stderr elsewhere,
+/// is not.
 #[test]
-fn under_journald_lines_carry_no_timestamp_of_their_own() {
-    let app = AppDir::new(&[("app.py", APP)]);
-    let mut c = Corral::spawn(
-        app.path(),
-        &["app:app", "-w", "1"],
-        &[("JOURNAL_STREAM", "8:12345")],
-    );
-    let line = c
-        .log
-        .wait_for("all 1 workers in service", Duration::from_secs(20))
-        .unwrap();
+fn under_journald_lines_carry_their_priority_and_no_timestamp_of_their_own() {
+    use std::os::unix::fs::MetadataExt;
+    let app = AppDir::new(&[
+        ("app.py", APP),
+        ("broken.py", "raise RuntimeError('boom')\n"),
+    ]);
+    // stderr a file here, standing for the journal's socket.
+    let run = |module: &str, journal: bool, until: &str| {
+        let path = app.path().join(format!("{module}-{journal}.log"));
+        let file = std::fs::File::create(&path).unwrap();
+        let meta = file.metadata().unwrap();
+        let stream = if journal {
+            format!("{}:{}", meta.dev(), meta.ino())
+        } else {
+            format!("{}:{}", meta.dev(), meta.ino() + 1)
+        };
+        let mut child = std::process::Command::new(corral_bin())
+            .current_dir(app.path())
+            .args([
+                module,
+                "-w",
+                "1",
+                "-b",
+                "127.0.0.1:0",
+                "--python",
+                &python(),
+            ])
+            .args(["--socket", app.path().join("c.sock").to_str().unwrap()])
+            .env("JOURNAL_STREAM", stream)
+            .env("STATE_DIRECTORY", app.path().join("state"))
+            .env_remove("VIRTUAL_ENV")
+            .stdout(std::process::Stdio::null())
+            .stderr(file)
+            .spawn()
+            .unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        let mut text = String::new();
+        while !text.contains(until) && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+            text = std::fs::read_to_string(&path).unwrap_or_default();
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        assert!(text.contains(until), "{text}");
+        text
+    };
+    let text = run("app:app", true, "all 1 workers in service");
+    let line = text.lines().find(|l| l.contains("in service")).unwrap();
+    assert!(line.starts_with("<6> INFO"), "{text}");
+    assert!(!text.contains("2026-"), "no timestamp: {text}");
+    let text = run("broken:app", true, "boom");
+    let mut levels = std::collections::BTreeSet::new();
+    for line in text.lines() {
+        for (level, priority) in [("ERROR ", "<3>"), ("WARN ", "<4>"), ("INFO ", "<6>")] {
+            if line
+                .strip_prefix(priority)
+                .is_some_and(|rest| rest.trim_start().starts_with(level))
+            {
+                levels.insert(priority);
+            }
+        }
+    }
     assert!(
-        line.starts_with(" INFO") || line.starts_with("INFO"),
-        "{line}"
+        levels.contains("<6>") && (levels.contains("<3>") || levels.contains("<4>")),
+        "{text}"
     );
+    // The variable names another stream: plain lines, with their time.
+    let text = run("app:app", false, "all 1 workers in service");
+    assert!(!text.contains("<6>"), "{text}");
     assert!(
-        !line.contains("2026-") && !line.contains('T'),
-        "no timestamp: {line}"
+        text.contains("Z  INFO") || text.contains("Z INFO"),
+        "{text}"
     );
-    c.signal(libc::SIGTERM);
-    c.wait_exit(Duration::from_secs(10));
 }
 
 #[test]
