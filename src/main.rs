@@ -1004,11 +1004,10 @@ fn stderr_is_the_journal() -> bool {
     let Some((dev, ino)) = stream.to_str().and_then(|s| s.split_once(':')) else {
         return false;
     };
-    let (Ok(dev), Ok(ino)) = (dev.parse::<u64>(), ino.parse::<u64>()) else {
+    let (Ok(dev), Ok(ino)) = (dev.parse::<libc::dev_t>(), ino.parse::<libc::ino_t>()) else {
         return false;
     };
-    nix::sys::stat::fstat(std::io::stderr())
-        .is_ok_and(|st| u64::from(st.st_dev) == dev && u64::from(st.st_ino) == ino)
+    nix::sys::stat::fstat(std::io::stderr()).is_ok_and(|st| st.st_dev == dev && st.st_ino == ino)
 }
 
 /// Each line for the journal begins with its level as syslog's priority
