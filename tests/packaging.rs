@@ -205,3 +205,55 @@ fn corral_from_a_venv_runs_the_app_with_that_venvs_python_without_activation() {
         c.log.text()
     );
 }
+
+/// `python -m corral` runs the app with the interpreter that ran it when
+/// nothing names one, as `python -m gunicorn` does: a second virtualenv's
+/// python (corral found on its path, installed in the first) ran the app
+/// with the first's, the one corral is installed in.
+#[test]
+fn python_m_corral_runs_the_app_with_the_interpreter_that_ran_it() {
+    let dir = venv_with_corral();
+    let first = dir.path().join("venv");
+    let site = |venv: &Path| {
+        let out = Command::new(venv.join("bin/python"))
+            .args([
+                "-c",
+                "import sysconfig; print(sysconfig.get_path('purelib'))",
+            ])
+            .output()
+            .unwrap();
+        PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
+    };
+    let second = dir.path().join("second");
+    let made = Command::new(python())
+        .args(["-m", "venv", "--without-pip"])
+        .arg(&second)
+        .output()
+        .unwrap();
+    assert!(made.status.success(), "{}", text(&made));
+    let only = site(&second);
+    std::fs::create_dir_all(&only).unwrap();
+    std::fs::write(only.join("only_in_the_second.py"), "VALUE = 1\n").unwrap();
+    std::os::unix::fs::symlink(first.join("bin/corral"), second.join("bin/corral")).unwrap();
+    let app = AppDir::new(&[(
+        "app.py",
+        "import only_in_the_second\n\ndef app(environ, start_response):\n    start_response('200 OK', [])\n    return [b'ok']\n",
+    )]);
+    let out = Command::new(second.join("bin/python"))
+        .args(["-m", "corral", "check", "app:app"])
+        .current_dir(app.path())
+        .env("PYTHONPATH", site(&first))
+        .env_remove("VIRTUAL_ENV")
+        .env("PATH", "/usr/bin:/bin")
+        .output()
+        .unwrap();
+    let said = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{said}");
+    let python = second.join("bin/python");
+    let expected = format!(
+        "interpreter: {} (the interpreter that ran `python -m corral` ({}))",
+        python.display(),
+        python.display()
+    );
+    assert!(said.contains(&expected), "{said}");
+}

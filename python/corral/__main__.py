@@ -10,6 +10,11 @@ from corral import find_corral_bin
 
 def main() -> None:
     binary = find_corral_bin()
+    # The interpreter that ran this is the workers' when nothing else names
+    # one (--python, [app] python), as `python -m gunicorn` runs the app
+    # with the interpreter it ran under.
+    if sys.executable:
+        os.environ["CORRAL_LAUNCHER_PYTHON"] = sys.executable
     os.execv(binary, [binary, *sys.argv[1:]])
 
 

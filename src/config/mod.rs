@@ -270,6 +270,8 @@ struct Env {
     /// The virtualenv the running corral binary is installed in, for the
     /// default `app.python` (see [`installed_in_venv`]).
     installed_in: Option<PathBuf>,
+    /// The interpreter that ran `python -m corral` (see [`launched_by`]).
+    launched_by: Option<PathBuf>,
     /// Where the default `control.socket` goes (see `instance.rs`).
     default_socket: Place,
     /// Where the default `deploy.state_dir` goes.
@@ -297,7 +299,23 @@ struct Env {
 /// config (`corral import-gunicorn`).
 pub fn default_interpreter() -> PathBuf {
     let virtual_env = std::env::var_os("VIRTUAL_ENV").map(PathBuf::from);
-    validate::default_python(installed_in_venv().as_deref(), virtual_env.as_deref()).0
+    validate::default_python(
+        launched_by().as_deref(),
+        installed_in_venv().as_deref(),
+        virtual_env.as_deref(),
+    )
+    .0
+}
+
+/// The variable `python -m corral` sets to the interpreter that ran it
+/// (`sys.executable`) before it runs the binary in its place.
+pub const LAUNCHER_PYTHON_ENV: &str = "CORRAL_LAUNCHER_PYTHON";
+
+/// The interpreter that ran `python -m corral`, when it did: an absolute
+/// path to a file.
+fn launched_by() -> Option<PathBuf> {
+    let python = PathBuf::from(std::env::var_os(LAUNCHER_PYTHON_ENV)?);
+    (python.is_absolute() && python.is_file()).then_some(python)
 }
 
 /// The virtualenv this corral binary was installed into (by `pip install
@@ -323,6 +341,7 @@ impl Env {
         Env {
             virtual_env: std::env::var_os("VIRTUAL_ENV").map(PathBuf::from),
             installed_in: installed_in_venv(),
+            launched_by: launched_by(),
             default_socket: instance::default_socket(),
             default_state_dir: instance::default_state_dir(),
             cpus: usable_cpus.count,

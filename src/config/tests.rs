@@ -10,6 +10,7 @@ pub(super) fn env() -> Env {
     Env {
         virtual_env: None,
         installed_in: None,
+        launched_by: None,
         default_socket: Place::Fixed("/tmp/corral-1000/corral.sock".into()),
         default_state_dir: Place::Fixed("/home/u/.local/state/corral".into()),
         cpus: 4,
@@ -47,6 +48,7 @@ fn the_default_interpreter_is_the_venv_corral_is_installed_in() {
     let both = Env {
         virtual_env: Some("/activated".into()),
         installed_in: Some("/nonexistent/srv/app/.venv".into()),
+        launched_by: None,
         ..env()
     };
     let app = resolve(&args, None, Path::new("/cwd"), &both).unwrap().app;
@@ -62,6 +64,7 @@ fn the_default_interpreter_is_the_venv_corral_is_installed_in() {
     );
     let activated = Env {
         installed_in: None,
+        launched_by: None,
         ..both
     };
     let app = resolve(&args, None, Path::new("/cwd"), &activated)
@@ -83,6 +86,7 @@ fn the_default_interpreter_is_the_venv_corral_is_installed_in() {
 
     let installed = Env {
         installed_in: Some("/nonexistent/srv/app/.venv".into()),
+        launched_by: None,
         ..env()
     };
     let flag = Overrides {
@@ -124,6 +128,7 @@ fn defaults_without_a_file() {
     let venv = Env {
         virtual_env: Some("/venv".into()),
         installed_in: None,
+        launched_by: None,
         ..env()
     };
     let config = resolve(&args, None, Path::new("/cwd"), &venv).unwrap();

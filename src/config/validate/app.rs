@@ -46,7 +46,11 @@ impl Resolver<'_> {
                 command_path(self.file_dir(), Path::new(p.get_ref())),
                 self.in_file(p.span(), "app.python").origin(),
             )),
-            (None, None) => Some(default_python(env.installed_in.as_deref(), virtual_env)),
+            (None, None) => Some(default_python(
+                env.launched_by.as_deref(),
+                env.installed_in.as_deref(),
+                virtual_env,
+            )),
         };
         let (python, python_origin) = python.unzip();
 

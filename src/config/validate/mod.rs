@@ -534,13 +534,24 @@ pub(crate) fn check_env(key: &str, value: &str) -> Result<(), String> {
 }
 
 /// The interpreter when neither `--python` nor `app.python` names one, and
-/// why: the virtualenv corral itself is installed in (`pip install corral`
-/// put it in that venv's `bin/`, next to its `python`), else
+/// why: the one that ran `python -m corral` (`launched_by`), else the
+/// virtualenv corral itself is installed in (`pip install corral` put it
+/// in that venv's `bin/`, next to its `python`), else
 /// `$VIRTUAL_ENV/bin/python`, else `python3` on `PATH`.
 pub(super) fn default_python(
+    launched_by: Option<&Path>,
     installed_in: Option<&Path>,
     virtual_env: Option<&Path>,
 ) -> (PathBuf, String) {
+    if let Some(python) = launched_by {
+        return (
+            python.to_path_buf(),
+            format!(
+                "the interpreter that ran `python -m corral` ({})",
+                python.display()
+            ),
+        );
+    }
     match (installed_in, virtual_env) {
         (Some(venv), _) => (
             venv.join("bin/python"),
