@@ -208,3 +208,54 @@ fn with_a_token_the_page_asks_for_it_and_shows_nothing_without_it() {
     );
     assert!(dom.contains("<tr data-slot=\"0\">"), "{dom}");
 }
+
+/// During a canary the page shows the new generation's workers under
+/// their slots and the canary's share and figures; it showed the old
+/// generation's only.
+#[test]
+fn the_page_shows_a_canarys_new_generation_beside_the_old() {
+    let Some(browser) = chromium() else { return };
+    let app = AppDir::new(&[("app.py", APP)]);
+    let mut c = Corral::spawn(
+        app.path(),
+        &["app:app", "-w", "2", "--status-bind", "127.0.0.1:0"],
+        &[],
+    );
+    c.wait_listening();
+    c.wait_in_service(2);
+    let out = std::process::Command::new(corral_bin())
+        .args(["reload", "--canary", "50%", "--for", "120s", "--socket"])
+        .arg(&c.socket)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    c.wait_until("both canary workers in service", || {
+        let status = c.status_json();
+        status["slots"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|s| s["also"][0]["state"] == "in_service")
+            .count()
+            == 2
+    });
+    for _ in 0..20 {
+        assert_eq!(c.get("/").status, 200);
+    }
+    let profile = tempfile::tempdir().unwrap();
+    let url = format!("http://{}/", c.status_addr);
+    let dom = browse(browser, profile.path(), &["--dump-dom"], &url);
+    assert!(dom.contains("data-rendered=\"1\""), "{dom}");
+    let rows = element(&dom, "<tbody>", "</tbody>").expect("the slots table");
+    assert_eq!(
+        rows.matches("class=\"also\"").count(),
+        2,
+        "a row for each new worker: {rows}"
+    );
+    assert_eq!(rows.matches("<td>gen 2</td>").count(), 2, "{rows}");
+    assert!(dom.contains("canary: generation 2 gets 50%"), "{dom}");
+}
