@@ -282,6 +282,39 @@ def app(environ, start_response):
     );
 }
 
+/// A worker that dumped core (`[workers.limits] core` lets it) is said
+/// to have, and where to look: the log said only which signal.
+#[test]
+fn a_worker_that_dumps_core_is_said_to_have_dumped_core() {
+    const ABORT_APP: &str = "import os\n\ndef app(environ, start_response):\n    os.abort()\n";
+    let app = AppDir::new(&[
+        ("aborts.py", ABORT_APP),
+        (
+            "corral.toml",
+            "[app]\nmodule = \"aborts:app\"\n[workers]\ncount = 1\n[workers.limits]\ncore = \"1GiB\"\n",
+        ),
+    ]);
+    let c = start_quiet(&app, &["-c", "corral.toml"], false);
+    c.wait_until("the worker in service", || {
+        c.status_json()["workers"]["in_service"] == 1
+    });
+    assert_eq!(c.get("/").status, 502);
+    let line = exit_line(&c, "was killed by SIGABRT");
+    // Where the kernel writes it decides whether it could (a pipe to a
+    // crash handler that is not there, a folder it may not write to).
+    let pattern = std::fs::read_to_string("/proc/sys/kernel/core_pattern").unwrap_or_default();
+    if pattern.trim() == "core" || pattern.trim().starts_with("core.") {
+        assert!(line.contains("and dumped core"), "{line}");
+        assert!(line.contains("core_pattern"), "{line}");
+        assert!(line.contains(" ERROR "), "{line}");
+    }
+    for entry in std::fs::read_dir(app.path()).unwrap().flatten() {
+        if entry.file_name().to_string_lossy().starts_with("core") && entry.path().is_file() {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+}
+
 #[test]
 fn a_worker_sigkilled_from_outside_is_logged_at_error_as_perhaps_out_of_memory() {
     let app = AppDir::new(&[("faults.py", FAULT_APP)]);

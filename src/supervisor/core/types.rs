@@ -106,16 +106,25 @@ impl serde::Serialize for State {
 pub enum Exit {
     Code(i32),
     Signal(i32),
+    /// Killed by this signal, leaving a core dump.
+    Core(i32),
 }
 
 impl Exit {
     pub fn describe(&self) -> String {
+        let name = |s: i32| {
+            nix::sys::signal::Signal::try_from(s)
+                .map(|s| s.as_str().to_string())
+                .unwrap_or_else(|_| format!("signal {s}"))
+        };
         match self {
             Exit::Code(c) => format!("exited with code {c}"),
+            Exit::Core(s) => format!(
+                "was killed by {} and dumped core (where to: `cat /proc/sys/kernel/core_pattern`; under systemd, `coredumpctl`)",
+                name(*s)
+            ),
             Exit::Signal(s) => {
-                let name = nix::sys::signal::Signal::try_from(*s)
-                    .map(|s| s.as_str().to_string())
-                    .unwrap_or_else(|_| format!("signal {s}"));
+                let name = name(*s);
                 if *s == libc::SIGKILL {
                     format!("was killed by {name} (by corral, or the OOM killer)")
                 } else {
@@ -148,18 +157,19 @@ impl Exit {
     pub fn is_crash(&self) -> bool {
         matches!(
             self,
-            Exit::Signal(
-                libc::SIGKILL
-                    | libc::SIGSEGV
-                    | libc::SIGABRT
-                    | libc::SIGBUS
-                    | libc::SIGFPE
-                    | libc::SIGILL
-                    | libc::SIGSYS
-                    | libc::SIGTRAP
-                    | libc::SIGXCPU
-                    | libc::SIGXFSZ
-            )
+            Exit::Core(_)
+                | Exit::Signal(
+                    libc::SIGKILL
+                        | libc::SIGSEGV
+                        | libc::SIGABRT
+                        | libc::SIGBUS
+                        | libc::SIGFPE
+                        | libc::SIGILL
+                        | libc::SIGSYS
+                        | libc::SIGTRAP
+                        | libc::SIGXCPU
+                        | libc::SIGXFSZ
+                )
         )
     }
 }
@@ -169,6 +179,7 @@ pub fn exit_of(status: std::process::ExitStatus) -> Exit {
     use std::os::unix::process::ExitStatusExt;
     match (status.code(), status.signal()) {
         (Some(c), _) => Exit::Code(c),
+        (None, Some(s)) if status.core_dumped() => Exit::Core(s),
         (None, Some(s)) => Exit::Signal(s),
         (None, None) => Exit::Code(-1),
     }
