@@ -1833,3 +1833,96 @@ fn the_status_token_is_not_sent_to_a_tcp_port_another_user_serves() {
     assert_eq!(code, Some(1), "{stderr}");
     assert!(stderr.contains("it is served by uid 65534"), "{stderr}");
 }
+
+/// A folder of root's that anyone may write to (mode 0777), bound
+/// read-only where corral reads it (as a unit's `ProtectHome=read-only`
+/// or a read-only bind mount does) while it stays writable at its own
+/// path: another user may still put links and files there, so they are
+/// not taken. A link of nobody's to root's key (a key nobody chose, not
+/// the one the folder's owner gave) was followed and served, and a link
+/// of nobody's to another of root's files was read as corral.toml; both
+/// are refused as in a writable one, while the volume's own links of
+/// root's (`tls.key -> ..data/tls.key`) still serve.
+#[test]
+fn root_refuses_others_links_in_a_world_writable_folder_mounted_read_only() {
+    if !root() {
+        return;
+    }
+    let app = shared_app(&[("app.py", PID_APP)]);
+    let toml = format!(
+        "[app]\nmodule = \"app:app\"\nchdir = {:?}\n",
+        app.path().display().to_string()
+    );
+    let volume = kubelet_volume(0o777, &[("corral.toml", &toml)]);
+    let dated = volume.path().join("..2026_12_07_09_00_00.987654321");
+    crate::tls::make_certs(&dated, "localhost");
+    for (link, file) in [("tls.crt", "server.pem"), ("tls.key", "server.key")] {
+        std::os::unix::fs::symlink(format!("..data/{file}"), volume.path().join(link)).unwrap();
+    }
+    // Root's files elsewhere, which nobody points corral at.
+    let elsewhere = AppDir::new(&[("other.toml", &toml)]);
+    crate::tls::make_certs(elsewhere.path(), "localhost");
+    for (name, target) in [
+        ("planted.key", elsewhere.path().join("server.key")),
+        ("planted.toml", elsewhere.path().join("other.toml")),
+    ] {
+        let planted = volume.path().join(name);
+        std::os::unix::fs::symlink(target, &planted).unwrap();
+        std::os::unix::fs::lchown(&planted, Some(NOBODY), Some(NOBODY)).unwrap();
+    }
+    let path = |name: &str| volume.path().join(name).to_str().unwrap().to_owned();
+    let run = |args: &[&str]| {
+        let ro = volume.path().to_path_buf();
+        let mut c = Corral::spawn_with(app.path(), args, &[], move |cmd| {
+            mounted_read_only(cmd, &ro)
+        });
+        // Refused at once (exit 2), or in service within the time.
+        let st = c.wait_exit(Duration::from_secs(5));
+        let up = st.is_none()
+            && c.log
+                .wait_for("in service", Duration::from_secs(20))
+                .is_some();
+        let log = c.log.text();
+        let _ = c.child.kill();
+        let _ = c.child.wait();
+        (up, st.and_then(|s| s.code()), log)
+    };
+    // The volume's own links of root's serve.
+    let (up, _, log) = run(&[
+        "app:app",
+        "--certfile",
+        &path("tls.crt"),
+        "--keyfile",
+        &path("tls.key"),
+    ]);
+    assert!(up, "{log}");
+    assert!(log.contains("listening on https://"), "{log}");
+    // nobody's link to root's key.
+    let (up, code, log) = run(&[
+        "app:app",
+        "--certfile",
+        &path("tls.crt"),
+        "--keyfile",
+        &path("planted.key"),
+    ]);
+    assert!(!up, "served with the key nobody's link led to: {log}");
+    assert_eq!(code, Some(2), "{log}");
+    assert!(
+        log.contains("it is a symlink in a folder another user may change"),
+        "{log}"
+    );
+    // nobody's link to root's other file, as corral.toml.
+    let (up, code, log) = run(&["-c", &path("planted.toml")]);
+    assert!(
+        !up,
+        "read the file nobody's link led to as corral.toml: {log}"
+    );
+    assert_eq!(code, Some(2), "{log}");
+    assert!(
+        log.contains("group or others may write to it (mode 0777)"),
+        "{log}"
+    );
+    // The volume's own corral.toml, through root's links, still serves.
+    let (up, _, log) = run(&["-c", &path("corral.toml")]);
+    assert!(up, "{log}");
+}
