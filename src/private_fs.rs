@@ -43,20 +43,26 @@ pub fn not_private_to(dir: &Path, sticky_ok: bool, also: Option<u32>) -> Option<
         ));
     }
     let mode = meta.mode() & 0o7777;
-    let sticky = mode & 0o1000 != 0 && meta.uid() == 0;
-    if mode & 0o022 != 0 && !(sticky_ok && sticky) && !(meta.uid() == 0 && mounted_read_only(dir)) {
+    // A folder of root's on a read-only mount counts as a sticky one: no
+    // one may write to it here, but another mount of it (the one it was
+    // made on) may be writable, where its mode is all that guards it. So
+    // only root's and corral's user's links there are followed, and a
+    // file there must be theirs, as in /tmp.
+    let sticky = || meta.uid() == 0 && (mode & 0o1000 != 0 || mounted_read_only(dir));
+    if mode & 0o022 != 0 && !(sticky_ok && sticky()) {
         return Some(format!("group or others may write to it (mode {mode:04o})"));
     }
     None
 }
 
-/// Whether the folder `dir` is on a file system mounted read-only here,
-/// where its mode's write bits give no one anything: a Kubernetes
-/// ConfigMap or secret volume (a folder of root's, mode 0777 or 1777,
-/// always mounted read-only into the container). Only a folder of root's
-/// counts (see [`not_private_to`]): through another mount of the same
-/// folder, only its mode guards it, and a folder of root's that anyone may
-/// write to is the kubelet's, in a tree of root's that no one else reaches.
+/// Whether the folder `dir` is on a file system mounted read-only here: a
+/// Kubernetes ConfigMap or secret volume (a folder of root's, mode 0777
+/// or 1777, always mounted read-only into the container). Only a folder
+/// of root's counts, and only as a sticky one does (see
+/// [`not_private_to`]): through another mount of the same folder (the
+/// folder itself, bound read-only elsewhere; a unit's `ProtectHome=
+/// read-only`), only its mode guards it, so a link or file of another
+/// user's there is not taken.
 fn mounted_read_only(dir: &Path) -> bool {
     nix::sys::statvfs::statvfs(dir)
         .is_ok_and(|s| s.flags().contains(nix::sys::statvfs::FsFlags::ST_RDONLY))
@@ -297,7 +303,7 @@ pub fn open_guarded(
 /// `tls.crt` leads through the `..data` link that each update swaps. Any
 /// other link there is left for [`open_unfollowed`] to refuse; a link in
 /// a private folder is left for the kernel to follow.
-fn follow_sticky_links(path: &Path) -> PathBuf {
+pub fn follow_sticky_links(path: &Path) -> PathBuf {
     let mut path = path.to_path_buf();
     for _ in 0..40 {
         if let Some(target) = sticky_link(&path) {

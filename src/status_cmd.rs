@@ -126,6 +126,14 @@ fn check_tcp_peer(s: &std::net::TcpStream, addr: &BindAddr) -> Result<(), String
         return Err(format!("cannot tell who serves {addr}"));
     };
     let Some(uid) = tcp_socket_owner(theirs, mine) else {
+        // A server on this host is in the table, unless the table cannot
+        // be read (a /proc without it: systemd's ProcSubset=pid, a
+        // sandbox): then who serves is unknown, and the token stays.
+        if on_this_host(theirs, mine) {
+            return Err(format!(
+                "refusing to send the status token to {addr}: it is served on this host, and                  the kernel's table of TCP sockets (/proc/net/tcp, tcp6) does not say by whom                  (is /proc mounted, with its net folder?); ask through the control socket                  (-c FILE or --socket)"
+            ));
+        }
         return Ok(());
     };
     let me = nix::unistd::geteuid().as_raw();
@@ -137,6 +145,14 @@ fn check_tcp_peer(s: &std::net::TcpStream, addr: &BindAddr) -> Result<(), String
          (uid {me}) or root, and any user may serve a port while corral is down; run \
          `corral status` as uid {uid}, or ask through the control socket (-c FILE or --socket)"
     ))
+}
+
+/// Whether the server at `remote` (reached from `local`) is on this host:
+/// a loopback address, or the very address this end has (a connection to
+/// one of this host's own addresses leaves from it).
+fn on_this_host(remote: std::net::SocketAddr, local: std::net::SocketAddr) -> bool {
+    let ip = remote.ip().to_canonical();
+    ip.is_loopback() || ip.is_unspecified() || ip == local.ip().to_canonical()
 }
 
 /// The owner of this host's TCP socket whose local end is `local` and
@@ -544,6 +560,24 @@ fn tls_sets(tls: &serde_json::Map<String, Value>, out: &mut String) {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn a_server_on_a_loopback_or_this_hosts_own_address_is_on_this_host() {
+        let at = |s: &str| s.parse::<std::net::SocketAddr>().unwrap();
+        assert!(on_this_host(at("127.0.0.1:9000"), at("127.0.0.1:40000")));
+        assert!(on_this_host(at("127.0.0.2:9000"), at("127.0.0.1:40000")));
+        assert!(on_this_host(at("[::1]:9000"), at("[::1]:40000")));
+        assert!(on_this_host(
+            at("[::ffff:127.0.0.1]:9000"),
+            at("[::ffff:127.0.0.1]:40000")
+        ));
+        assert!(on_this_host(at("10.0.0.5:9000"), at("10.0.0.5:40000")));
+        assert!(!on_this_host(at("10.0.0.6:9000"), at("10.0.0.5:40000")));
+        assert!(!on_this_host(
+            at("[2001:db8::2]:9000"),
+            at("[2001:db8::1]:40000")
+        ));
+    }
 
     #[test]
     fn the_owner_of_a_tcp_server_on_this_host_is_found_on_v4_and_v6() {

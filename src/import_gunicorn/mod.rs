@@ -268,10 +268,13 @@ pub fn convert_file(
 
 /// The bytes of a gunicorn config file, which is code corral will run: it
 /// must belong to corral's user or root and be writable by no one else,
-/// and in a folder another user may change it must not be a symlink.
+/// and in a folder another user may change it must not be a symlink
+/// (but root's links in a Kubernetes volume, `..data/gunicorn.conf.py`,
+/// are followed as for TLS files).
 fn read_checked(file: &Path) -> Result<Vec<u8>, String> {
+    let followed = crate::private_fs::follow_sticky_links(file);
     let (mut f, meta, _) =
-        crate::private_fs::open_unfollowed(file, std::fs::OpenOptions::new().read(true))?;
+        crate::private_fs::open_unfollowed(&followed, std::fs::OpenOptions::new().read(true))?;
     if let Some(why) = crate::private_fs::writable_by_others(&meta) {
         return Err(format!(
             "refusing to run {}: {why}, and it is code that corral runs; chown it to corral's user or root and chmod go-w it, or convert it once with `{}` and read that",

@@ -1019,3 +1019,94 @@ fn dev_null_as_the_error_log_serves_with_no_log_as_under_gunicorn() {
     let out = corral(dir.path(), &check);
     assert_eq!(out.status.code(), Some(0), "{}{}", out.stdout, out.stderr);
 }
+
+/// The other way round, as many images pass gunicorn: `--access-logfile
+/// /dev/stderr` and `--error-logfile /dev/stdout`. `corral run` refused
+/// each, exit 2, "it is a FIFO, not a regular file (another user may have
+/// put it there)", where gunicorn writes to them. corral's own lines now
+/// go to its stdout and the access lines to its stderr.
+#[test]
+fn the_access_log_on_stderr_and_the_error_log_on_stdout_serve_as_under_gunicorn() {
+    let dir = dir_with(
+        "app.py",
+        "def app(e, s):\n    s('200 OK', [('Content-Length', '2')])\n    return [b'hi']\n",
+    );
+    let port = crate::common::compare::free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let flags = [
+        "--access-logfile",
+        "/dev/stderr",
+        "--error-logfile",
+        "/dev/stdout",
+    ];
+    let mut child = Guard(
+        Command::new(env!("CARGO_BIN_EXE_corral"))
+            .args(["app:app", "-b", &addr, "--python", &python()])
+            .args(flags)
+            .arg("--socket")
+            .arg(dir.path().join(".corral.sock"))
+            .env("STATE_DIRECTORY", dir.path().join(".corral-state"))
+            .current_dir(dir.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn corral"),
+    );
+    let drain = |mut pipe: Box<dyn Read + Send>| {
+        thread::spawn(move || {
+            let mut text = String::new();
+            let _ = pipe.read_to_string(&mut text);
+            text
+        })
+    };
+    let stdout = drain(Box::new(child.0.stdout.take().unwrap()));
+    let stderr = drain(Box::new(child.0.stderr.take().unwrap()));
+    let started = Instant::now();
+    let mut served = false;
+    while !served && started.elapsed() < Duration::from_secs(20) {
+        if child.0.try_wait().unwrap().is_some() {
+            break;
+        }
+        if let Ok(mut s) = std::net::TcpStream::connect(&addr) {
+            use std::io::Write;
+            s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            let _ =
+                s.write_all(b"GET /marker-path HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+            let mut answer = String::new();
+            let _ = s.read_to_string(&mut answer);
+            served = answer.starts_with("HTTP/1.1 200");
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
+    // A graceful stop, so that corral's own lines end.
+    if child.0.try_wait().unwrap().is_none() {
+        let pid = nix::unistd::Pid::from_raw(child.0.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        let until = Instant::now() + Duration::from_secs(10);
+        while child.0.try_wait().unwrap().is_none() && Instant::now() < until {
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+    drop(child);
+    let (stdout, stderr) = (stdout.join().unwrap(), stderr.join().unwrap());
+    assert!(served, "stdout: {stdout}\nstderr: {stderr}");
+    assert!(
+        stderr.contains("\"GET /marker-path HTTP/1.1\" 200 2"),
+        "the access line is not on stderr: {stderr}"
+    );
+    assert!(
+        !stdout.contains("/marker-path"),
+        "the access line is on stdout: {stdout}"
+    );
+    assert!(
+        stdout.contains("in service"),
+        "corral's own lines are not on stdout: {stdout}\nstderr: {stderr}"
+    );
+    let mut check = vec!["check", "app:app", "--python"];
+    let python = python();
+    check.push(&python);
+    check.extend(flags);
+    let out = corral(dir.path(), &check);
+    assert_eq!(out.status.code(), Some(0), "{}{}", out.stdout, out.stderr);
+}

@@ -1779,6 +1779,29 @@ fn the_status_token_is_not_sent_to_a_tcp_port_another_user_serves() {
     if !root() {
         return;
     }
+    let (theirs, mut fake, port, got) = nobodys_tcp_server();
+    let token = "not-for-nobody-0123456789abcdef";
+    let bind = format!("127.0.0.1:{port}");
+    let (code, _, stderr) = crate::gunicorn_compat::run_to_exit_with_env(
+        theirs.path(),
+        &["status", "--status-bind", &bind],
+        &[("CORRAL_STATUS_TOKEN", token)],
+    );
+    let _ = fake.kill();
+    let _ = fake.wait();
+    let sent = std::fs::read_to_string(&got).unwrap_or_default();
+    assert!(
+        !sent.contains(token),
+        "the token went to nobody's port: {sent:?}"
+    );
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("it is served by uid 65534"), "{stderr}");
+}
+
+/// A TCP server of nobody's on a free port of 127.0.0.1 that keeps what
+/// its first client sends in `got` (the folder's `got`): the folder, the
+/// server, the port and that file.
+fn nobodys_tcp_server() -> (AppDir, std::process::Child, u16, PathBuf) {
     let theirs = AppDir::new(&[(
         "fake.py",
         "import socket, sys\n\
@@ -1800,7 +1823,7 @@ fn the_status_token_is_not_sent_to_a_tcp_port_another_user_serves() {
     .unwrap();
     let port = crate::common::compare::free_port();
     let got = theirs.path().join("got");
-    let mut fake = Command::new("/usr/bin/python3")
+    let fake = Command::new("/usr/bin/python3")
         .arg(theirs.path().join("fake.py"))
         .arg(port.to_string())
         .arg(&got)
@@ -1816,20 +1839,166 @@ fn the_status_token_is_not_sent_to_a_tcp_port_another_user_serves() {
         );
         std::thread::sleep(Duration::from_millis(20));
     }
+    (theirs, fake, port, got)
+}
+
+/// The same where `corral status` cannot read the kernel's table of TCP
+/// sockets: a /proc mounted with `subset=pid` (systemd's `ProcSubset=pid`)
+/// has no net folder. Who served the port was then not checked at all
+/// and the token went to nobody's server; it stays now, and the error
+/// says why.
+#[test]
+fn the_status_token_is_not_sent_to_a_local_tcp_port_when_the_socket_table_is_hidden() {
+    if !root() {
+        return;
+    }
+    let (theirs, mut fake, port, got) = nobodys_tcp_server();
     let token = "not-for-nobody-0123456789abcdef";
     let bind = format!("127.0.0.1:{port}");
-    let (code, _, stderr) = crate::gunicorn_compat::run_to_exit_with_env(
-        theirs.path(),
-        &["status", "--status-bind", &bind],
-        &[("CORRAL_STATUS_TOKEN", token)],
-    );
+    let mut cmd = Command::new(corral_bin());
+    cmd.current_dir(theirs.path())
+        .args(["status", "--status-bind", &bind])
+        .env("CORRAL_STATUS_TOKEN", token)
+        .stdin(Stdio::null());
+    // SAFETY: between fork and exec, only async-signal-safe calls on
+    // memory made before the fork.
+    unsafe {
+        cmd.pre_exec(|| {
+            let none = std::ptr::null::<libc::c_char>();
+            let ok = libc::unshare(libc::CLONE_NEWNS) == 0
+                && libc::mount(
+                    none,
+                    c"/".as_ptr(),
+                    none,
+                    libc::MS_REC | libc::MS_PRIVATE,
+                    std::ptr::null(),
+                ) == 0
+                && libc::mount(
+                    c"proc".as_ptr(),
+                    c"/proc".as_ptr(),
+                    c"proc".as_ptr(),
+                    0,
+                    c"subset=pid".as_ptr().cast(),
+                ) == 0;
+            if ok {
+                Ok(())
+            } else {
+                Err(std::io::Error::last_os_error())
+            }
+        });
+    }
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while child.try_wait().unwrap().is_none() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let out = child.wait_with_output().unwrap();
     let _ = fake.kill();
     let _ = fake.wait();
+    let stderr = String::from_utf8_lossy(&out.stderr);
     let sent = std::fs::read_to_string(&got).unwrap_or_default();
     assert!(
         !sent.contains(token),
         "the token went to nobody's port: {sent:?}"
     );
-    assert_eq!(code, Some(1), "{stderr}");
-    assert!(stderr.contains("it is served by uid 65534"), "{stderr}");
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("does not say by whom"), "{stderr}");
+}
+
+/// A folder of root's that anyone may write to (mode 0777), bound
+/// read-only where corral reads it (as a unit's `ProtectHome=read-only`
+/// or a read-only bind mount does) while it stays writable at its own
+/// path: another user may still put links and files there, so they are
+/// not taken. A link of nobody's to root's key (a key nobody chose, not
+/// the one the folder's owner gave) was followed and served, and a link
+/// of nobody's to another of root's files was read as corral.toml; both
+/// are refused as in a writable one, while the volume's own links of
+/// root's (`tls.key -> ..data/tls.key`) still serve.
+#[test]
+fn root_refuses_others_links_in_a_world_writable_folder_mounted_read_only() {
+    if !root() {
+        return;
+    }
+    let app = shared_app(&[("app.py", PID_APP)]);
+    let toml = format!(
+        "[app]\nmodule = \"app:app\"\nchdir = {:?}\n",
+        app.path().display().to_string()
+    );
+    let volume = kubelet_volume(0o777, &[("corral.toml", &toml)]);
+    let dated = volume.path().join("..2026_12_07_09_00_00.987654321");
+    crate::tls::make_certs(&dated, "localhost");
+    for (link, file) in [("tls.crt", "server.pem"), ("tls.key", "server.key")] {
+        std::os::unix::fs::symlink(format!("..data/{file}"), volume.path().join(link)).unwrap();
+    }
+    // Root's files elsewhere, which nobody points corral at.
+    let elsewhere = AppDir::new(&[("other.toml", &toml)]);
+    crate::tls::make_certs(elsewhere.path(), "localhost");
+    for (name, target) in [
+        ("planted.key", elsewhere.path().join("server.key")),
+        ("planted.toml", elsewhere.path().join("other.toml")),
+    ] {
+        let planted = volume.path().join(name);
+        std::os::unix::fs::symlink(target, &planted).unwrap();
+        std::os::unix::fs::lchown(&planted, Some(NOBODY), Some(NOBODY)).unwrap();
+    }
+    let path = |name: &str| volume.path().join(name).to_str().unwrap().to_owned();
+    let run = |args: &[&str]| {
+        let ro = volume.path().to_path_buf();
+        let mut c = Corral::spawn_with(app.path(), args, &[], move |cmd| {
+            mounted_read_only(cmd, &ro)
+        });
+        // Refused at once (exit 2), or in service within the time.
+        let st = c.wait_exit(Duration::from_secs(5));
+        let up = st.is_none()
+            && c.log
+                .wait_for("in service", Duration::from_secs(20))
+                .is_some();
+        let log = c.log.text();
+        let _ = c.child.kill();
+        let _ = c.child.wait();
+        (up, st.and_then(|s| s.code()), log)
+    };
+    // The volume's own links of root's serve.
+    let (up, _, log) = run(&[
+        "app:app",
+        "--certfile",
+        &path("tls.crt"),
+        "--keyfile",
+        &path("tls.key"),
+    ]);
+    assert!(up, "{log}");
+    assert!(log.contains("listening on https://"), "{log}");
+    // nobody's link to root's key.
+    let (up, code, log) = run(&[
+        "app:app",
+        "--certfile",
+        &path("tls.crt"),
+        "--keyfile",
+        &path("planted.key"),
+    ]);
+    assert!(!up, "served with the key nobody's link led to: {log}");
+    assert_eq!(code, Some(2), "{log}");
+    assert!(
+        log.contains("it is a symlink in a folder another user may change"),
+        "{log}"
+    );
+    // nobody's link to root's other file, as corral.toml.
+    let (up, code, log) = run(&["-c", &path("planted.toml")]);
+    assert!(
+        !up,
+        "read the file nobody's link led to as corral.toml: {log}"
+    );
+    assert_eq!(code, Some(2), "{log}");
+    assert!(
+        log.contains("group or others may write to it (mode 0777)"),
+        "{log}"
+    );
+    // The volume's own corral.toml, through root's links, still serves.
+    let (up, _, log) = run(&["-c", &path("corral.toml")]);
+    assert!(up, "{log}");
 }
