@@ -13,7 +13,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use http::HeaderMap;
 use http::request::Parts;
 
-use crate::access_log::{Format, Piece};
+use crate::access_log::{Atom, Format, Piece};
 use crate::config::{AccessConfig, AccessTarget};
 use crate::logfile::LogFile;
 
@@ -62,6 +62,16 @@ impl Logger {
             Format::Gunicorn(pieces) => pieces
                 .iter()
                 .any(|p| matches!(p, Piece::Atom(a) if a.needs_headers())),
+            _ => false,
+        }
+    }
+
+    /// Whether a line gives a response header (`%({name}o)s`).
+    pub fn needs_response_headers(&self) -> bool {
+        match &self.format {
+            Format::Gunicorn(pieces) => pieces
+                .iter()
+                .any(|p| matches!(p, Piece::Atom(Atom::ResponseHeader(_)))),
             _ => false,
         }
     }

@@ -197,7 +197,13 @@ pub fn handle(
             // The line is written when the body ends (see `body::Logged`),
             // with the bytes sent (none for HEAD, as gunicorn logs it).
             let (log, remote, status) = (log.clone(), conn.remote_addr.clone(), resp.status());
-            let (response, request_id) = (resp.headers().clone(), id_text.to_owned());
+            // The response's headers only for a format that gives one.
+            let response = if log.needs_response_headers() {
+                resp.headers().clone()
+            } else {
+                http::HeaderMap::new()
+            };
+            let request_id = id_text.to_owned();
             let at_end = move |sent: u64| {
                 log.log(&Entry {
                     remote: &remote,
