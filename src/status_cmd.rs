@@ -131,7 +131,10 @@ fn check_tcp_peer(s: &std::net::TcpStream, addr: &BindAddr) -> Result<(), String
         // sandbox): then who serves is unknown, and the token stays.
         if on_this_host(theirs, mine) {
             return Err(format!(
-                "refusing to send the status token to {addr}: it is served on this host, and                  the kernel's table of TCP sockets (/proc/net/tcp, tcp6) does not say by whom                  (is /proc mounted, with its net folder?); ask through the control socket                  (-c FILE or --socket)"
+                "refusing to send the status token to {addr}: it is served on this host, and \
+                 the kernel's table of TCP sockets (/proc/net/tcp, tcp6) does not say by whom \
+                 (is /proc mounted, with its net folder?); ask through the control socket \
+                 (-c FILE or --socket)"
             ));
         }
         return Ok(());

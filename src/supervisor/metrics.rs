@@ -179,15 +179,17 @@ fn render_slots(snap: &Snapshot, out: &mut String) {
     );
     // Counted live on the channels (the snapshot's copies are as old as
     // the supervisor's last event).
-    let live = |slot: usize, pick: fn(&Channel) -> u64, stale: u64| {
+    // By pid: a slot may have other workers' channels too (a reload's new
+    // generation, see `SlotView::also`).
+    let live = |pid: u32, pick: fn(&Channel) -> u64, stale: u64| {
         snap.channels
             .iter()
-            .find(|(s, _)| *s == slot)
+            .find(|(_, ch)| ch.pid == pid)
             .map_or(stale, |(_, ch)| pick(ch))
     };
     for (slot, w) in &workers {
         let l = labels(*slot, w.generation);
-        let n = live(*slot, |ch| ch.served.load(Ordering::Relaxed), w.requests);
+        let n = live(w.pid, |ch| ch.served.load(Ordering::Relaxed), w.requests);
         let _ = writeln!(out, "corral_worker_requests_total{{{l}}} {n}");
     }
     header(
@@ -199,7 +201,7 @@ fn render_slots(snap: &Snapshot, out: &mut String) {
     for (slot, w) in &workers {
         let l = labels(*slot, w.generation);
         let n = live(
-            *slot,
+            w.pid,
             |ch| ch.in_flight.load(Ordering::Relaxed) as u64,
             w.in_flight as u64,
         );
