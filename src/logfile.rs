@@ -126,27 +126,7 @@ pub fn reopen_all() -> Vec<(PathBuf, Option<String>)> {
 /// Opens `path` for appending, created mode 0640, under the module's rule.
 /// `/dev/null` (gunicorn's `--error-logfile /dev/null`, for no log) is
 /// the one device taken: what is written there is gone, as asked.
-/// `/dev/stdout` or `/dev/stderr` (and `/dev/fd/N`, `/proc/self/fd/N`)
-/// as the other log's file (`--error-logfile /dev/stdout`, `--access-logfile
-/// /dev/stderr`, as container images pass gunicorn): corral's own stream,
-/// a pipe or the journal's socket, written as it is (as gunicorn writes
-/// to it), not opened by its path.
 fn open_append(path: &Path) -> Result<File, String> {
-    use std::os::fd::AsFd;
-    let stream = match path.to_str() {
-        Some("/dev/stdout" | "/dev/fd/1" | "/proc/self/fd/1") => {
-            Some(std::io::stdout().as_fd().try_clone_to_owned())
-        }
-        Some("/dev/stderr" | "/dev/fd/2" | "/proc/self/fd/2") => {
-            Some(std::io::stderr().as_fd().try_clone_to_owned())
-        }
-        _ => None,
-    };
-    if let Some(fd) = stream {
-        return fd
-            .map(File::from)
-            .map_err(|e| format!("cannot write to {}: {e}", path.display()));
-    }
     if path == Path::new("/dev/null") {
         return std::fs::OpenOptions::new()
             .append(true)

@@ -912,11 +912,13 @@ fn init_logging(cfg: &config::LogConfig, tag: &str) -> Result<(), String> {
         .as_deref()
         .map(logfile::LogFile::open)
         .transpose()?;
+    let to_stdout = cfg.error_to_stdout;
     let writer = tracing_subscriber::fmt::writer::BoxMakeWriter::new({
         let file = file.clone();
         move || -> Box<dyn std::io::Write> {
             match &file {
                 Some(f) => Box::new(logfile::Writer(f.clone())),
+                None if to_stdout => Box::new(stdio::stdout()),
                 None => Box::new(stdio::stderr()),
             }
         }
@@ -944,9 +946,19 @@ fn init_logging(cfg: &config::LogConfig, tag: &str) -> Result<(), String> {
         .with_writer(writer);
     // Under systemd (JOURNAL_STREAM set) the journal stamps every line; a
     // file gets timestamps and no colours.
-    let journal = stderr_is_the_journal() && file.is_none();
-    let colour =
-        file.is_none() && std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+    let (journal, terminal) = if to_stdout {
+        (
+            is_the_journal(std::io::stdout()),
+            std::io::stdout().is_terminal(),
+        )
+    } else {
+        (
+            is_the_journal(std::io::stderr()),
+            std::io::stderr().is_terminal(),
+        )
+    };
+    let journal = journal && file.is_none();
+    let colour = file.is_none() && terminal && std::env::var_os("NO_COLOR").is_none();
     // Counts warnings and errors for StatsD's `gunicorn.log.*`.
     let counter = statsd::LogCounter;
     // The same lines, plain text, one datagram each.
@@ -993,21 +1005,21 @@ fn init_logging(cfg: &config::LogConfig, tag: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// Whether stderr is the journal's stream: the device and inode systemd
-/// gives in `JOURNAL_STREAM` (`DEV:INODE`) are stderr's own, as systemd
-/// asks a program to check (a shell in the unit may have sent stderr
-/// elsewhere, the variable staying).
-fn stderr_is_the_journal() -> bool {
-    let Some(stream) = std::env::var_os("JOURNAL_STREAM") else {
+/// Whether `stream` (corral's log's: stderr, or stdout) is the journal's:
+/// the device and inode systemd gives in `JOURNAL_STREAM` (`DEV:INODE`)
+/// are its own, as systemd asks a program to check (a shell in the unit
+/// may have sent it elsewhere, the variable staying).
+fn is_the_journal(stream: impl std::os::fd::AsFd) -> bool {
+    let Some(journal) = std::env::var_os("JOURNAL_STREAM") else {
         return false;
     };
-    let Some((dev, ino)) = stream.to_str().and_then(|s| s.split_once(':')) else {
+    let Some((dev, ino)) = journal.to_str().and_then(|s| s.split_once(':')) else {
         return false;
     };
     let (Ok(dev), Ok(ino)) = (dev.parse::<libc::dev_t>(), ino.parse::<libc::ino_t>()) else {
         return false;
     };
-    nix::sys::stat::fstat(std::io::stderr()).is_ok_and(|st| st.st_dev == dev && st.st_ino == ino)
+    nix::sys::stat::fstat(stream).is_ok_and(|st| st.st_dev == dev && st.st_ino == ino)
 }
 
 /// Each line for the journal begins with its level as syslog's priority

@@ -28,6 +28,8 @@ pub struct LogConfig {
     pub app_output: AppOutput,
     /// `None`: stderr.
     pub error_file: Option<PathBuf>,
+    /// corral's own log goes to stdout (`--error-logfile /dev/stdout`).
+    pub error_to_stdout: bool,
     /// `None`: no access log.
     pub access: Option<AccessConfig>,
     /// `None`: no StatsD.
@@ -50,6 +52,8 @@ pub enum AccessTarget {
     Log,
     /// gunicorn's `--access-logfile -`.
     Stdout,
+    /// `--access-logfile /dev/stderr`.
+    Stderr,
     File(PathBuf),
 }
 
@@ -108,9 +112,14 @@ impl Resolver<'_> {
         // `--error-logfile /dev/stderr` (a pipe or the journal's socket
         // there, no file to open and append to), and `/dev/null` for no
         // access log: the streams corral writes itself, and no log.
-        let error_file = error_file.filter(|p| !is_std_stream(p, 2));
+        // Either stream as either log (`--error-logfile /dev/stdout`,
+        // `--access-logfile /dev/stderr`) is written by corral's writer
+        // threads too, which a log reader that stalls cannot hold up.
+        let error_to_stdout = error_file.as_deref().is_some_and(|p| is_std_stream(p, 1));
+        let error_file = error_file.filter(|p| !is_std_stream(p, 1) && !is_std_stream(p, 2));
         let target = match target {
             Some(AccessTarget::File(p)) if is_std_stream(&p, 1) => Some(AccessTarget::Stdout),
+            Some(AccessTarget::File(p)) if is_std_stream(&p, 2) => Some(AccessTarget::Stderr),
             other => other,
         };
         let discard = matches!(&target, Some(AccessTarget::File(p)) if p == Path::new("/dev/null"));
@@ -141,6 +150,7 @@ impl Resolver<'_> {
             format: log_format,
             app_output: args.app_output.or(raw.app_output).unwrap_or_default(),
             error_file,
+            error_to_stdout,
             statsd,
             syslog,
             access: format.map(|format| AccessConfig {

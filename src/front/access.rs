@@ -36,6 +36,7 @@ pub struct Logger {
 enum Sink {
     Log,
     Stdout,
+    Stderr,
     File(Arc<LogFile>),
 }
 
@@ -46,6 +47,7 @@ impl Logger {
         let sink = match &cfg.target {
             AccessTarget::Log => Sink::Log,
             AccessTarget::Stdout => Sink::Stdout,
+            AccessTarget::Stderr => Sink::Stderr,
             AccessTarget::File(path) => Sink::File(LogFile::open(path)?),
         };
         Ok(Logger {
@@ -109,6 +111,10 @@ impl Logger {
             Sink::Stdout => {
                 use std::io::Write as _;
                 let _ = crate::stdio::stdout().write_all(format!("{line}\n").as_bytes());
+            }
+            Sink::Stderr => {
+                use std::io::Write as _;
+                let _ = crate::stdio::stderr().write_all(format!("{line}\n").as_bytes());
             }
             Sink::File(file) => file.write_all(format!("{line}\n").as_bytes()),
         }

@@ -730,9 +730,25 @@ fn a_request_traceback_is_one_error_record() {
 /// its lines, drops and counts them past the queue, and says how many once
 /// the reader is back. Before, the front thread that logged a line waited
 /// on the full pipe, with every connection and worker channel it served:
-/// the port stopped answering.
+/// the port stopped answering. The same with the streams crossed
+/// (`--error-logfile /dev/stdout --access-logfile /dev/stderr`), which
+/// corral wrote itself, past its writer threads, when it first took them.
 #[test]
 fn a_log_reader_that_stalls_stops_no_request() {
+    for flags in [
+        &["--access-logfile", "-"][..],
+        &[
+            "--access-logfile",
+            "/dev/stderr",
+            "--error-logfile",
+            "/dev/stdout",
+        ][..],
+    ] {
+        a_log_reader_that_stalls_stops_no_request_with(flags);
+    }
+}
+
+fn a_log_reader_that_stalls_stops_no_request_with(flags: &[&str]) {
     let app = AppDir::new(&[(
         "app.py",
         "def app(environ, start_response):\n\
@@ -741,11 +757,9 @@ fn a_log_reader_that_stalls_stops_no_request() {
          \x20   start_response('200 OK', [('Content-Length', '2')])\n\
          \x20   return [b'ok']\n",
     )]);
-    let c = Corral::start(
-        app.path(),
-        &["app:app", "-w", "1", "--access-logfile", "-"],
-        1,
-    );
+    let mut args = vec!["app:app", "-w", "1"];
+    args.extend(flags);
+    let c = Corral::start(app.path(), &args, 1);
     c.log.pause(true);
     // 10 lines of the app and an access line a request: far more than
     // the pipes and the queue hold.
@@ -759,7 +773,7 @@ fn a_log_reader_that_stalls_stops_no_request() {
         let r = read_response(&mut s, false);
         assert!(
             r.as_ref().is_ok_and(|r| r.status == 200),
-            "request {i}, {:?} into the stall: {r:?}",
+            "{flags:?}: request {i}, {:?} into the stall: {r:?}",
             t.elapsed()
         );
     }
