@@ -139,6 +139,13 @@ pub fn take(
         ..Snapshot::default()
     };
     snap.workers_configured = core.active();
+    // Each slot's workers, oldest first, in one pass over them.
+    let mut by_slot: Vec<Vec<&super::core::Worker>> = vec![Vec::new(); core.slots.len()];
+    for w in core.workers.values() {
+        if let Some(of) = by_slot.get_mut(w.slot) {
+            of.push(w);
+        }
+    }
     for (i, slot) in core.slots.iter().enumerate() {
         if slot.retired && slot.worker.is_none() {
             continue;
@@ -162,11 +169,8 @@ pub fn take(
         };
         let current = slot.worker.and_then(|s| core.workers.get(&s));
         let worker = current.map(&mut view);
-        let mut others: Vec<_> = core
-            .workers
-            .values()
-            .filter(|w| w.slot == i && Some(w.serial) != slot.worker)
-            .collect();
+        let mut others = std::mem::take(&mut by_slot[i]);
+        others.retain(|w| Some(w.serial) != slot.worker);
         others.sort_by_key(|w| w.serial);
         let also = others.into_iter().map(&mut view).collect();
         // The figures count each slot's own worker only.

@@ -920,3 +920,92 @@ pub fn openssl(dir: &Path, args: &[&str]) {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// One mount(2) call for [`with_mounts`]: source, target, file system
+/// type, flags and data, as mount(2) takes them (None: a null pointer).
+pub struct Mount {
+    pub source: Option<std::ffi::CString>,
+    pub target: std::ffi::CString,
+    pub fstype: Option<std::ffi::CString>,
+    pub flags: libc::c_ulong,
+    pub data: Option<std::ffi::CString>,
+}
+
+impl Mount {
+    /// `dir` bound onto itself, then made read-only there.
+    pub fn read_only(dir: &Path) -> [Mount; 2] {
+        let bound = Mount::bind(dir, dir);
+        let target = bound.target.clone();
+        [
+            bound,
+            Mount {
+                source: None,
+                target,
+                fstype: None,
+                flags: libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY,
+                data: None,
+            },
+        ]
+    }
+
+    /// `source` bound at `target`.
+    pub fn bind(source: &Path, target: &Path) -> Mount {
+        let c = |p: &Path| std::ffi::CString::new(p.to_str().unwrap()).unwrap();
+        Mount {
+            source: Some(c(source)),
+            target: c(target),
+            fstype: None,
+            flags: libc::MS_BIND,
+            data: None,
+        }
+    }
+
+    /// A new file system of `fstype` at `target`, with `data` its options.
+    pub fn new_fs(fstype: &str, target: &Path, data: &str) -> Mount {
+        let c = |s: &str| std::ffi::CString::new(s).unwrap();
+        Mount {
+            source: Some(c(fstype)),
+            target: c(target.to_str().unwrap()),
+            fstype: Some(c(fstype)),
+            flags: 0,
+            data: Some(c(data)),
+        }
+    }
+}
+
+/// Runs `cmd` in a mount namespace of its own (root only), every mount in
+/// it private, with `mounts` made there in order before it runs.
+pub fn with_mounts(cmd: &mut Command, mounts: Vec<Mount>) {
+    use std::os::unix::process::CommandExt;
+    let ptr = |s: &Option<std::ffi::CString>| s.as_ref().map_or(std::ptr::null(), |s| s.as_ptr());
+    // SAFETY: between fork and exec, only async-signal-safe calls on
+    // memory made before the fork.
+    unsafe {
+        cmd.pre_exec(move || {
+            let none = std::ptr::null::<libc::c_char>();
+            let mut ok = libc::unshare(libc::CLONE_NEWNS) == 0
+                && libc::mount(
+                    none,
+                    c"/".as_ptr(),
+                    none,
+                    libc::MS_REC | libc::MS_PRIVATE,
+                    std::ptr::null(),
+                ) == 0;
+            for m in &mounts {
+                ok = ok
+                    && libc::mount(
+                        ptr(&m.source),
+                        m.target.as_ptr(),
+                        ptr(&m.fstype),
+                        m.flags,
+                        ptr(&m.data).cast(),
+                    ) == 0;
+            }
+            if ok {
+                Ok(())
+            } else {
+                Err(std::io::Error::last_os_error())
+            }
+        });
+    }
+}

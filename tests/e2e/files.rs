@@ -1428,41 +1428,7 @@ fn root_reads_corral_toml_from_kubernetes_secret_and_configmap_volumes() {
 /// Runs `cmd` in a mount namespace of its own where `dir` is mounted
 /// read-only (root only).
 fn mounted_read_only(cmd: &mut Command, dir: &Path) {
-    let target = std::ffi::CString::new(dir.to_str().unwrap()).unwrap();
-    // SAFETY: between fork and exec, only async-signal-safe calls on
-    // memory made before the fork.
-    unsafe {
-        cmd.pre_exec(move || {
-            let none = std::ptr::null::<libc::c_char>();
-            let ok = libc::unshare(libc::CLONE_NEWNS) == 0
-                && libc::mount(
-                    none,
-                    c"/".as_ptr(),
-                    none,
-                    libc::MS_REC | libc::MS_PRIVATE,
-                    std::ptr::null(),
-                ) == 0
-                && libc::mount(
-                    target.as_ptr(),
-                    target.as_ptr(),
-                    none,
-                    libc::MS_BIND,
-                    std::ptr::null(),
-                ) == 0
-                && libc::mount(
-                    none,
-                    target.as_ptr(),
-                    none,
-                    libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY,
-                    std::ptr::null(),
-                ) == 0;
-            if ok {
-                Ok(())
-            } else {
-                Err(std::io::Error::last_os_error())
-            }
-        });
-    }
+    with_mounts(cmd, Mount::read_only(dir).into());
 }
 
 /// An access log made for corral's user in a folder of root's (as
@@ -1860,33 +1826,10 @@ fn the_status_token_is_not_sent_to_a_local_tcp_port_when_the_socket_table_is_hid
         .args(["status", "--status-bind", &bind])
         .env("CORRAL_STATUS_TOKEN", token)
         .stdin(Stdio::null());
-    // SAFETY: between fork and exec, only async-signal-safe calls on
-    // memory made before the fork.
-    unsafe {
-        cmd.pre_exec(|| {
-            let none = std::ptr::null::<libc::c_char>();
-            let ok = libc::unshare(libc::CLONE_NEWNS) == 0
-                && libc::mount(
-                    none,
-                    c"/".as_ptr(),
-                    none,
-                    libc::MS_REC | libc::MS_PRIVATE,
-                    std::ptr::null(),
-                ) == 0
-                && libc::mount(
-                    c"proc".as_ptr(),
-                    c"/proc".as_ptr(),
-                    c"proc".as_ptr(),
-                    0,
-                    c"subset=pid".as_ptr().cast(),
-                ) == 0;
-            if ok {
-                Ok(())
-            } else {
-                Err(std::io::Error::last_os_error())
-            }
-        });
-    }
+    with_mounts(
+        &mut cmd,
+        vec![Mount::new_fs("proc", Path::new("/proc"), "subset=pid")],
+    );
     let mut child = cmd
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

@@ -842,41 +842,12 @@ fn lines_a_full_disk_loses_are_said_on_stderr_and_counted_in_the_log() {
     let app = AppDir::new(&[("app.py", APP)]);
     let disk = app.path().join("disk");
     std::fs::create_dir(&disk).unwrap();
-    let target = std::ffi::CString::new(disk.to_str().unwrap()).unwrap();
+    let mount = disk.clone();
     let mut c = Corral::spawn_with(
         app.path(),
         &["app:app", "-w", "1", "--access-logfile", "disk/access.log"],
         &[],
-        move |cmd| {
-            use std::os::unix::process::CommandExt;
-            // SAFETY: between fork and exec, only async-signal-safe calls
-            // on memory made before the fork.
-            unsafe {
-                cmd.pre_exec(move || {
-                    let none = std::ptr::null::<libc::c_char>();
-                    let ok = libc::unshare(libc::CLONE_NEWNS) == 0
-                        && libc::mount(
-                            none,
-                            c"/".as_ptr(),
-                            none,
-                            libc::MS_REC | libc::MS_PRIVATE,
-                            std::ptr::null(),
-                        ) == 0
-                        && libc::mount(
-                            c"tmpfs".as_ptr(),
-                            target.as_ptr(),
-                            c"tmpfs".as_ptr(),
-                            0,
-                            c"size=16k".as_ptr().cast(),
-                        ) == 0;
-                    if ok {
-                        Ok(())
-                    } else {
-                        Err(std::io::Error::last_os_error())
-                    }
-                });
-            }
-        },
+        move |cmd| with_mounts(cmd, vec![Mount::new_fs("tmpfs", &mount, "size=16k")]),
     );
     c.wait_listening();
     c.wait_in_service(1);

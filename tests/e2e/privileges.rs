@@ -114,7 +114,6 @@ fn corral_can_drop_its_own_privileges_after_binding() {
 /// nobody a member of two more groups.
 #[test]
 fn workers_get_their_users_supplementary_groups() {
-    use std::os::unix::process::CommandExt;
     if !require_root("to change users and mount /etc/group") {
         return;
     }
@@ -123,43 +122,14 @@ fn workers_get_their_users_supplementary_groups() {
     let mut text = std::fs::read_to_string("/etc/group").unwrap();
     text.push_str("corral-test-a:x:4242:daemon,nobody\ncorral-test-b:x:4243:nobody\n");
     std::fs::write(&group, text).unwrap();
-    let group = std::ffi::CString::new(group.to_str().unwrap()).unwrap();
     let Some((_app, c)) = start_as_root_with(
         "[app]\nmodule = \"app:app\"\npython = \"/usr/bin/python3\"\n[server]\nbind = [\"127.0.0.1:0\"]\n[workers]\ncount = 1\nuser = \"nobody\"\n",
         1,
         move |cmd| {
-            // SAFETY: between fork and exec only async-signal-safe calls:
-            // unshare and mount, on paths made before the fork.
-            unsafe {
-                cmd.pre_exec(move || {
-                    let fail = || Err(std::io::Error::last_os_error());
-                    if libc::unshare(libc::CLONE_NEWNS) != 0 {
-                        return fail();
-                    }
-                    let none = std::ptr::null();
-                    if libc::mount(
-                        none,
-                        c"/".as_ptr(),
-                        none,
-                        libc::MS_REC | libc::MS_PRIVATE,
-                        none as _,
-                    ) != 0
-                    {
-                        return fail();
-                    }
-                    if libc::mount(
-                        group.as_ptr(),
-                        c"/etc/group".as_ptr(),
-                        none,
-                        libc::MS_BIND,
-                        none as _,
-                    ) != 0
-                    {
-                        return fail();
-                    }
-                    Ok(())
-                });
-            }
+            with_mounts(
+                cmd,
+                vec![Mount::bind(&group, std::path::Path::new("/etc/group"))],
+            )
         },
     ) else {
         return;
