@@ -474,7 +474,12 @@ class AsgiWorker:
         try:
             await self.app(scope, call.receive, call.send)
             if not call.complete and not st.done:
-                if call.head_sent:
+                if call.head_sent and st.cancelled:
+                    # The client left mid-body and the app stopped, as it
+                    # should (Django's handler returns once its view's task
+                    # is cancelled): nothing to report.
+                    self.send(K_ABORT, sid, b"the request was cancelled")
+                elif call.head_sent:
                     log("ASGI app returned without completing the response to %s %s"
                         % (scope["method"], scope["path"]))
                     self.send(K_ABORT, sid, b"response not completed")

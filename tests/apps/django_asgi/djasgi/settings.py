@@ -1,0 +1,20 @@
+"""A minimal Django project served through Django's own ASGI handler
+(djasgi.asgi:application), as `django-admin startproject` lays one out."""
+
+import os
+
+SECRET_KEY = "corral-test-only-" + "x" * 40
+# DJASGI_DEBUG=1 for Django's debug pages and its console logging.
+DEBUG = os.environ.get("DJASGI_DEBUG") == "1"
+ALLOWED_HOSTS = ["*"]
+ROOT_URLCONF = "djasgi.urls"
+INSTALLED_APPS = []
+MIDDLEWARE = ["django.middleware.csrf.CsrfViewMiddleware"]
+DATABASES = {}
+USE_TZ = True
+# Behind a proxy: the scheme it saw, from X-Forwarded-Proto.
+SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+# Small, so that the tests' uploads are spooled to a temporary file and
+# their form bodies can exceed the limit.
+FILE_UPLOAD_MAX_MEMORY_SIZE = 1000
+DATA_UPLOAD_MAX_MEMORY_SIZE = 5000
