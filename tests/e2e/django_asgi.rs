@@ -221,6 +221,10 @@ fn django_asgi_answers_as_uvicorn() {
                 "x=1",
             )
             .expect(403, "Forbidden"),
+            Req::get("APPEND_SLASH", "/meta?x=1").expect(301, ""),
+            Req::get("a Host ALLOWED_HOSTS (*) allows", "/")
+                .header("Host", "app.example.com:8443")
+                .expect(200, "hello"),
             Req::get("404", "/nowhere/").expect(404, "Not Found"),
             Req::get("500 (DEBUG off)", "/boom/").expect(500, "Server Error (500)"),
         ],
@@ -345,10 +349,12 @@ fn django_asgi_client_leaving_cancels_the_view_quietly() {
 
 /// Django's ASGI handler refuses the lifespan protocol (it raises
 /// ValueError); with `auto`, the default, corral serves it as uvicorn does:
-/// `corral check` says OK, the gunicorn command line with `-k
-/// uvicorn.workers.UvicornWorker` boots each worker (each importing Django
-/// on its own), and no error is logged; `--asgi-lifespan on` refuses it
-/// with the reason.
+/// `corral check` says OK (and that the app runs without lifespan), the
+/// gunicorn command line with `-k uvicorn.workers.UvicornWorker` boots
+/// each worker (each importing Django on its own), each says once that the
+/// app refused the lifespan, with Django's reason, and no error is logged;
+/// `--asgi-lifespan on` refuses it with the reason. Before, nothing said
+/// the lifespan did not run.
 #[test]
 fn django_asgi_boots_without_lifespan() {
     check_python();
@@ -357,7 +363,10 @@ fn django_asgi_boots_without_lifespan() {
         crate::gunicorn_compat::run_to_exit(dir.path(), &["check", SPEC, "--python", &python()]);
     assert_eq!(code, Some(0), "{stdout}{stderr}");
     assert!(
-        stdout.contains("OK: djasgi.asgi:application imported in") && stdout.contains("(ASGI app;"),
+        stdout.contains("OK: djasgi.asgi:application imported in")
+            && stdout.contains(
+                "(ASGI app, without lifespan: the app does not support it; worker booted"
+            ),
         "{stdout}{stderr}"
     );
     let (code, stdout, stderr) = crate::gunicorn_compat::run_to_exit(
@@ -409,6 +418,18 @@ fn django_asgi_boots_without_lifespan() {
     }
     let log = c.log.text();
     assert_eq!(log.matches(" booted in ").count(), 2, "{log}");
+    // Said once by each worker, as uvicorn says "ASGI 'lifespan' protocol
+    // appears unsupported.", with Django's reason.
+    assert_eq!(
+        log.matches(
+            "stderr: corral worker: the app does not support the ASGI lifespan protocol (it \
+             raised ValueError: Django can only handle ASGI/HTTP connections, not lifespan.): \
+             serving it without one"
+        )
+        .count(),
+        2,
+        "{log}"
+    );
     assert!(
         !log.contains("ERROR") && !log.contains("Traceback"),
         "Django's refusal of the lifespan is logged as an error:\n{log}"
@@ -477,5 +498,49 @@ fn django_asgi_errors_in_the_log() {
             .is_some(),
         "{}",
         c.log.text()
+    );
+}
+
+/// A production-like ALLOWED_HOSTS (with Django's CommonMiddleware, which
+/// checks every request's Host) answers corral's readiness probe, sent
+/// with `Host: localhost`, 400: every worker failed its readiness, and the
+/// reason given was a bare "answered 400" and Django's 400 page. corral now
+/// says which Host the probe sent and that ALLOWED_HOSTS must allow it;
+/// with "localhost" added, the probe passes.
+#[test]
+fn django_asgi_readiness_probe_and_allowed_hosts() {
+    check_python();
+    let dir = AppDir::new(FILES);
+    let python = python();
+    // The check probes until the boot timeout: a short one.
+    let args = [
+        "check",
+        SPEC,
+        "--ready-path",
+        "/pid/",
+        "--boot-timeout",
+        "3s",
+        "--python",
+        &python,
+    ];
+    let env = [("DJASGI_ALLOWED_HOSTS", "app.example.com")];
+    let (code, stdout, stderr) =
+        crate::gunicorn_compat::run_to_exit_with_env(dir.path(), &args, &env);
+    assert_eq!(code, Some(1), "{stdout}{stderr}");
+    assert!(
+        stdout.contains(
+            "its readiness check failed: GET /pid/ answered 400 (the probe is sent with \"Host: \
+             localhost\": an app that checks the Host, as Django does with ALLOWED_HOSTS, must \
+             allow \"localhost\"): <!doctype html>"
+        ),
+        "{stdout}{stderr}"
+    );
+    let env = [("DJASGI_ALLOWED_HOSTS", "app.example.com,localhost")];
+    let (code, stdout, stderr) =
+        crate::gunicorn_compat::run_to_exit_with_env(dir.path(), &args, &env);
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    assert!(
+        stdout.contains("readiness GET /pid/ passed"),
+        "{stdout}{stderr}"
     );
 }

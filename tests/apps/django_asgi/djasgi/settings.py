@@ -6,10 +6,17 @@ import os
 SECRET_KEY = "corral-test-only-" + "x" * 40
 # DJASGI_DEBUG=1 for Django's debug pages and its console logging.
 DEBUG = os.environ.get("DJASGI_DEBUG") == "1"
-ALLOWED_HOSTS = ["*"]
+# DJASGI_ALLOWED_HOSTS=a,b for a production-like list.
+ALLOWED_HOSTS = os.environ.get("DJASGI_ALLOWED_HOSTS", "*").split(",")
 ROOT_URLCONF = "djasgi.urls"
 INSTALLED_APPS = []
-MIDDLEWARE = ["django.middleware.csrf.CsrfViewMiddleware"]
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    # Checks every request's Host against ALLOWED_HOSTS (and APPEND_SLASH).
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
 DATABASES = {}
 USE_TZ = True
 # Behind a proxy: the scheme it saw, from X-Forwarded-Proto.
