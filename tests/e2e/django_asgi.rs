@@ -470,6 +470,14 @@ fn django_asgi_errors_in_the_log() {
         }
     }
 
+    // Django caught the exception itself: it is not corral's record of
+    // an exception the app raised.
+    assert!(
+        !servers.corral.log.text().contains("Error handling request"),
+        "{}",
+        servers.logs()
+    );
+
     let dir = AppDir::new(FILES);
     let settings = dir.path().join("djasgi/settings.py");
     let mut text = std::fs::read_to_string(&settings).unwrap();
