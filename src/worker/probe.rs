@@ -63,10 +63,25 @@ pub async fn probe(channel: &Channel, path: &str, timeout: Duration) -> Result<(
     // Django answers a Host its ALLOWED_HOSTS does not list with a bare
     // 400 (its CommonMiddleware checks every request's), which says
     // nothing of the Host to the operator reading why no worker serves.
+    // An app that sends plain http to https (Django's SECURE_SSL_REDIRECT)
+    // redirects the probe, which comes over no proxy: say where to, and
+    // how to exempt the path.
+    let location = head
+        .headers
+        .iter()
+        .find(|(k, _)| k == http::header::LOCATION)
+        .map(|(_, v)| String::from_utf8_lossy(v.as_bytes()).into_owned());
     let hint = if head.status == http::StatusCode::BAD_REQUEST {
         format!(
             " (the probe is sent with \"Host: {PROBE_HOST}\": an app that checks the Host, \
              as Django does with ALLOWED_HOSTS, must allow {PROBE_HOST:?})"
+        )
+    } else if head.status.is_redirection() {
+        format!(
+            " to {} (the probe is a plain http request from no proxy: an app that redirects \
+             those to https, as Django does with SECURE_SSL_REDIRECT, must exempt the path, \
+             in Django's SECURE_REDIRECT_EXEMPT)",
+            location.as_deref().unwrap_or("nowhere (no Location)")
         )
     } else {
         String::new()

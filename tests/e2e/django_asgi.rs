@@ -514,7 +514,9 @@ fn django_asgi_errors_in_the_log() {
 /// with `Host: localhost`, 400: every worker failed its readiness, and the
 /// reason given was a bare "answered 400" and Django's 400 page. corral now
 /// says which Host the probe sent and that ALLOWED_HOSTS must allow it;
-/// with "localhost" added, the probe passes.
+/// with "localhost" added, the probe passes. Likewise SECURE_SSL_REDIRECT,
+/// whose 301 now says where to and that SECURE_REDIRECT_EXEMPT must list
+/// the path.
 #[test]
 fn django_asgi_readiness_probe_and_allowed_hosts() {
     check_python();
@@ -551,4 +553,26 @@ fn django_asgi_readiness_probe_and_allowed_hosts() {
         stdout.contains("readiness GET /pid/ passed"),
         "{stdout}{stderr}"
     );
+    // SECURE_SSL_REDIRECT sends the probe, plain http from no proxy, to
+    // https: the failure said only "answered 301".
+    let env = [("DJASGI_SSL_REDIRECT", "1")];
+    let (code, stdout, stderr) =
+        crate::gunicorn_compat::run_to_exit_with_env(dir.path(), &args, &env);
+    assert_eq!(code, Some(1), "{stdout}{stderr}");
+    assert!(
+        stdout.contains(
+            "its readiness check failed: GET /pid/ answered 301 to https://localhost/pid/ (the \
+             probe is a plain http request from no proxy: an app that redirects those to https, \
+             as Django does with SECURE_SSL_REDIRECT, must exempt the path, in Django's \
+             SECURE_REDIRECT_EXEMPT)"
+        ),
+        "{stdout}{stderr}"
+    );
+    let env = [
+        ("DJASGI_SSL_REDIRECT", "1"),
+        ("DJASGI_REDIRECT_EXEMPT", "^pid/$"),
+    ];
+    let (code, stdout, stderr) =
+        crate::gunicorn_compat::run_to_exit_with_env(dir.path(), &args, &env);
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
 }

@@ -21,6 +21,10 @@ DATABASES = {}
 USE_TZ = True
 # Behind a proxy: the scheme it saw, from X-Forwarded-Proto.
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+# DJASGI_SSL_REDIRECT=1: plain http is redirected to https, but for the
+# paths DJASGI_REDIRECT_EXEMPT lists (regular expressions, comma-separated).
+SECURE_SSL_REDIRECT = os.environ.get("DJASGI_SSL_REDIRECT") == "1"
+SECURE_REDIRECT_EXEMPT = [p for p in os.environ.get("DJASGI_REDIRECT_EXEMPT", "").split(",") if p]
 # Small, so that the tests' uploads are spooled to a temporary file and
 # their form bodies can exceed the limit.
 FILE_UPLOAD_MAX_MEMORY_SIZE = 1000
