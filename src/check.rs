@@ -27,7 +27,8 @@ pub enum Outcome {
     Ok {
         import_ms: f64,
         /// What the worker found the app to be and how it runs it: "WSGI
-        /// app", "ASGI app", or "WSGI app in gevent's greenlets".
+        /// app", "ASGI app" (", without lifespan: ..." when the app refused
+        /// the protocol), or "WSGI app in gevent's greenlets".
         interface: String,
         boot: Duration,
         ready: Option<String>,
@@ -220,7 +221,12 @@ async fn check(cfg: &Config) -> Result<Outcome, String> {
             Some((_, ControlEvent::Booted(info))) => {
                 let boot = started.elapsed();
                 let green = if info.green == "gevent" { " in gevent's greenlets" } else { "" };
-                let interface = format!("{} app{green}", info.interface.to_uppercase());
+                let lifespan = if info.lifespan == "unsupported" {
+                    ", without lifespan: the app does not support it"
+                } else {
+                    ""
+                };
+                let interface = format!("{} app{green}{lifespan}", info.interface.to_uppercase());
                 match &cfg.health.ready_path {
                     None => Outcome::Ok { import_ms: info.import_ms, interface, boot, ready: None },
                     Some(path) => match ready(&channel, path, cfg, deadline).await {

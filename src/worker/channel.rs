@@ -48,6 +48,11 @@ pub struct BootInfo {
     /// offered ([`super::ring`]): corral's frames go there from now on.
     #[serde(default)]
     pub transport: String,
+    /// An ASGI worker's lifespan: `"on"` (its startup completed),
+    /// `"unsupported"` (the app refused the protocol, as Django's handler
+    /// does, and is served without it) or `"off"`.
+    #[serde(default)]
+    pub lifespan: String,
 }
 
 /// How many requests a worker holds at once, by the app's interface.

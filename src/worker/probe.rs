@@ -8,6 +8,9 @@ use super::channel::{Channel, First};
 use super::head::{ConnInfo, environ, scope};
 use super::protocol;
 
+/// The `Host` a probe is sent with (and its `SERVER_NAME`).
+const PROBE_HOST: &str = "localhost";
+
 /// Sends `GET path` to the worker; Ok on a 2xx, else why not.
 pub async fn probe(channel: &Channel, path: &str, timeout: Duration) -> Result<(), String> {
     let head = request_head(channel, path)?;
@@ -57,8 +60,34 @@ pub async fn probe(channel: &Channel, path: &str, timeout: Duration) -> Result<(
     }
     let text = String::from_utf8_lossy(&body[..body.len().min(200)]);
     let text = text.trim();
+    // Django answers a Host its ALLOWED_HOSTS does not list with a bare
+    // 400 (its CommonMiddleware checks every request's), which says
+    // nothing of the Host to the operator reading why no worker serves.
+    // An app that sends plain http to https (Django's SECURE_SSL_REDIRECT)
+    // redirects the probe, which comes over no proxy: say where to, and
+    // how to exempt the path.
+    let location = head
+        .headers
+        .iter()
+        .find(|(k, _)| k == http::header::LOCATION)
+        .map(|(_, v)| String::from_utf8_lossy(v.as_bytes()).into_owned());
+    let hint = if head.status == http::StatusCode::BAD_REQUEST {
+        format!(
+            " (the probe is sent with \"Host: {PROBE_HOST}\": an app that checks the Host, \
+             as Django does with ALLOWED_HOSTS, must allow {PROBE_HOST:?})"
+        )
+    } else if head.status.is_redirection() {
+        format!(
+            " to {} (the probe is a plain http request from no proxy: an app that redirects \
+             those to https, as Django does with SECURE_SSL_REDIRECT, must exempt the path, \
+             in Django's SECURE_REDIRECT_EXEMPT)",
+            location.as_deref().unwrap_or("nowhere (no Location)")
+        )
+    } else {
+        String::new()
+    };
     Err(format!(
-        "GET {path} answered {}{}{}",
+        "GET {path} answered {}{}{hint}{}",
         head.status.as_u16(),
         head.reason.map_or_else(String::new, |r| format!(
             " {}",
@@ -77,7 +106,7 @@ fn request_head(channel: &Channel, path: &str) -> Result<Vec<u8>, String> {
     let ua = concat!("corral-probe/", env!("CARGO_PKG_VERSION"));
     let (parts, ()) = http::Request::builder()
         .uri(path)
-        .header(http::header::HOST, "localhost")
+        .header(http::header::HOST, PROBE_HOST)
         .header(http::header::USER_AGENT, ua)
         .body(())
         .map_err(|e| format!("invalid readiness path {path:?}: {e}"))?
@@ -87,7 +116,7 @@ fn request_head(channel: &Channel, path: &str) -> Result<Vec<u8>, String> {
         proxy: None,
         remote_addr: "127.0.0.1".into(),
         remote_port: "0".into(),
-        server_name: "localhost".into(),
+        server_name: PROBE_HOST.into(),
         server_port: "80".into(),
         scheme: "http",
         trusted: false,

@@ -13,7 +13,7 @@
 //! | `CANCEL` | corral → worker | none: the client went away; `t`: the request timed out (an ASGI worker cancels its task) |
 //! | `WS_TEXT` / `WS_BINARY` | both | one whole WebSocket message |
 //! | `WS_CLOSE` | both | `u16` close code (little endian), UTF-8 reason: the sender closed the WebSocket |
-//! | `BOOT_OK` / `BOOT_ERROR` | worker → corral | JSON `{pid, import_ms, interface}` / traceback text |
+//! | `BOOT_OK` / `BOOT_ERROR` | worker → corral | JSON `{pid, import_ms, interface}` (an ASGI worker's also `loop`, `lifespan`) / traceback text |
 //! | `START` | worker → corral | response head |
 //! | `DATA` / `END` | worker → corral | response body bytes / none |
 //! | `RESPONSE` | worker → corral | `u32 head length`, head, whole body of at most [`RESPONSE_WINDOW`] bytes (start + data + end in one) |

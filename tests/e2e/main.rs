@@ -24,6 +24,7 @@ mod config_cli;
 mod control;
 mod deploy;
 mod dev_reload;
+mod django_asgi;
 mod dropin_env;
 mod environment;
 mod faults;

@@ -42,6 +42,9 @@ class Lifespan:
         self.app = app
         self.state = {}
         self.task = None
+        # "on" once the startup completed, "unsupported" when the app
+        # refused the protocol, "off" when it was not run.
+        self.mode = "off"
 
     async def startup(self, required=False):
         """Raises LifespanFailed when the app sends lifespan.startup.failed,
@@ -77,6 +80,7 @@ class Lifespan:
         if self.started.done():
             self.started.result()  # raises LifespanFailed
             self.task = task
+            self.mode = "on"
             return
         exc = task.exception()
         if exc is not None and engaged:
@@ -85,7 +89,17 @@ class Lifespan:
             raise LifespanFailed("the app does not support the lifespan protocol, and "
                                  "asgi_lifespan is \"on\" (--asgi-lifespan on): set it to "
                                  "\"auto\" to serve it without") from exc
-        # Lifespan not supported: carry on without it.
+        # Lifespan not supported: carry on without it, and say so once, as
+        # uvicorn does ("ASGI 'lifespan' protocol appears unsupported."),
+        # with the app's reason: Django's handler raises ValueError ("Django
+        # can only handle ASGI/HTTP connections, not lifespan.").
+        self.mode = "unsupported"
+        why = ("it raised %s: %s" % (type(exc).__name__, exc) if exc is not None
+               else "it returned without completing the startup")
+        sys.stderr.write("corral worker: the app does not support the ASGI lifespan protocol "
+                         "(%s): serving it without one, as asgi_lifespan \"auto\" allows\n"
+                         % " ".join(why.split()))
+        sys.stderr.flush()
 
     async def shutdown(self, timeout):
         """Runs the shutdown half, waiting at most timeout seconds."""
@@ -474,7 +488,12 @@ class AsgiWorker:
         try:
             await self.app(scope, call.receive, call.send)
             if not call.complete and not st.done:
-                if call.head_sent:
+                if call.head_sent and st.cancelled:
+                    # The client left mid-body and the app stopped, as it
+                    # should (Django's handler returns once its view's task
+                    # is cancelled): nothing to report.
+                    self.send(K_ABORT, sid, b"the request was cancelled")
+                elif call.head_sent:
                     log("ASGI app returned without completing the response to %s %s"
                         % (scope["method"], scope["path"]))
                     self.send(K_ABORT, sid, b"response not completed")
@@ -722,7 +741,8 @@ def serve_asgi(sock, app, lifespan, loop, loop_name, import_ms, heartbeat, grace
         worker.beat(heartbeat)
     worker.watch_parent(os.getppid())
     worker.send(K_BOOT_OK, 0, ('{"pid": %d, "import_ms": %.1f, "interface": "asgi", '
-                               '"loop": "%s"}' % (os.getpid(), import_ms, loop_name)).encode())
+                               '"loop": "%s", "lifespan": "%s"}'
+                               % (os.getpid(), import_ms, loop_name, lifespan.mode)).encode())
     loop.run_forever()
 
 
