@@ -70,7 +70,13 @@ pub async fn probe(channel: &Channel, path: &str, timeout: Duration) -> Result<(
         .headers
         .iter()
         .find(|(k, _)| k == http::header::LOCATION)
-        .map(|(_, v)| String::from_utf8_lossy(v.as_bytes()).into_owned());
+        // The app's bytes: shown as text, and no longer than the body's 200.
+        .map(|(_, v)| {
+            format!(
+                "{:?}",
+                String::from_utf8_lossy(&v.as_bytes()[..v.len().min(200)])
+            )
+        });
     let hint = if head.status == http::StatusCode::BAD_REQUEST {
         format!(
             " (the probe is sent with \"Host: {PROBE_HOST}\": an app that checks the Host, \

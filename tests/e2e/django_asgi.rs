@@ -561,7 +561,7 @@ fn django_asgi_readiness_probe_and_allowed_hosts() {
     assert_eq!(code, Some(1), "{stdout}{stderr}");
     assert!(
         stdout.contains(
-            "its readiness check failed: GET /pid/ answered 301 to https://localhost/pid/ (the \
+            "its readiness check failed: GET /pid/ answered 301 to \"https://localhost/pid/\" (the \
              probe is a plain http request from no proxy: an app that redirects those to https, \
              as Django does with SECURE_SSL_REDIRECT, must exempt the path, in Django's \
              SECURE_REDIRECT_EXEMPT)"
