@@ -892,3 +892,82 @@ fn behind_nginx_workers_as_another_user_with_the_socket_in_nginxs_group() {
         nginx.error_log()
     );
 }
+
+/// One HTTP/1.0 request with no `Host` (a health checker's, an old
+/// client's) to nginx, as it is written.
+fn http10_without_host(addr: &str) -> Response {
+    let mut s = connect(addr);
+    std::io::Write::write_all(&mut s, b"GET /who HTTP/1.0\r\n\r\n").unwrap();
+    read_response(&mut BufReader::new(s), false).expect("a response")
+}
+
+#[test]
+fn behind_nginx_an_http10_request_without_host_needs_host_not_http_host_with_http11_upstreams() {
+    let (app, sock) = app_dir(&[("app.py", FLASK)]);
+    let _c = corral_on_socket(&app, &sock, &["app:app", "-w", "1"], 1);
+    let upstream = format!("unix:{}", sock.display());
+    // `proxy_set_header Host $http_host` sends no Host for a client that
+    // sent none; over HTTP/1.1 (upstream keep-alive) that request is
+    // malformed (RFC 9112 section 3.2), and corral answers 400.
+    let port = free_port();
+    let nginx = Nginx::start(&gunicorn_docs_conf(&upstream, port, true, ""), port);
+    let r = http10_without_host(&nginx.addr);
+    assert_eq!(
+        (r.status, r.text().trim()),
+        (400, "Bad Request: no Host header")
+    );
+    // gunicorn serves it, behind the same nginx.
+    let g_sock = app.path().join("gunicorn.sock");
+    let mut gunicorn = Command::new(python());
+    gunicorn
+        .args(["-m", "gunicorn", "app:app", "-w", "1", "-m", "000", "-b"])
+        .arg(format!("unix:{}", g_sock.display()))
+        .current_dir(app.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .process_group(0);
+    let gunicorn = Group(gunicorn.spawn().expect("start gunicorn"));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::os::unix::net::UnixStream::connect(&g_sock).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "gunicorn never listened on {g_sock:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let port = free_port();
+    let g_nginx = Nginx::start(
+        &gunicorn_docs_conf(&format!("unix:{}", g_sock.display()), port, true, ""),
+        port,
+    );
+    assert_eq!(http10_without_host(&g_nginx.addr).status, 200);
+    drop((g_nginx, gunicorn));
+    // With `proxy_set_header Host $host` nginx always sends one: the
+    // request's, else the server's name.
+    let port = free_port();
+    let conf = gunicorn_docs_conf(&upstream, port, true, "")
+        .replace("Host $http_host;", "Host $host;")
+        .replace(
+            "listen 127.0.0.1",
+            "server_name app.example;\n    listen 127.0.0.1",
+        );
+    let nginx = Nginx::start(&conf, port);
+    let r = http10_without_host(&nginx.addr);
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(json(&r)["host"], "app.example");
+}
+
+/// A child whose process group is killed on drop.
+struct Group(Child);
+
+impl Drop for Group {
+    fn drop(&mut self) {
+        // SAFETY: signalling the process group of a child we started
+        // (`process_group(0)`) and have not reaped.
+        unsafe {
+            libc::kill(-(self.0.id() as i32), libc::SIGKILL);
+        }
+        let _ = self.0.wait();
+    }
+}
