@@ -391,6 +391,24 @@ fn behind_nginx_a_unix_socket_for_www_data_serves_flask_the_client_address_schem
     );
     assert_eq!(j["url"], "https://shop.example/who", "{j}");
     assert_eq!(j["remote_addr"], "127.0.0.1", "{j}");
+    // A client nginx does not trust (127.0.0.2 is not in
+    // forwarded_allow_ips) cannot name another address or scheme: nginx
+    // appends its address, the nearest untrusted hop.
+    let out = Command::new("curl")
+        .args(["-sS", "--max-time", "10", "--interface", "127.0.0.2"])
+        .args([
+            "-H",
+            "X-Forwarded-For: 6.6.6.6",
+            "-H",
+            "X-Forwarded-Proto: https",
+        ])
+        .arg(format!("http://{}/who", nginx.addr))
+        .output()
+        .expect("curl runs");
+    let j: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+    assert_eq!(j["remote_addr"], "127.0.0.2", "{j}");
+    assert_eq!(j["scheme"], "http", "{j}");
     assert!(nginx.errors().is_empty(), "{}", nginx.error_log());
     drop(c);
 }
@@ -661,12 +679,20 @@ async fn behind_nginx_a_websocket_goes_through_the_upgrade_map_to_an_asgi_app() 
     use futures_util::{SinkExt, StreamExt};
     use tokio_tungstenite::tungstenite::Message;
     let (app, sock) = app_dir(&[("asgi_app.py", ASGI)]);
-    let _c = corral_on_socket(&app, &sock, &["asgi_app:app", "-w", "1"], 1);
-    let port = free_port();
-    let nginx = Nginx::start(
-        &gunicorn_docs_conf(&format!("unix:{}", sock.display()), port, true, ""),
-        port,
+    // corral's pings keep an idle socket open past nginx's
+    // proxy_read_timeout (60 s by default; 2 s here).
+    let _c = corral_on_socket(
+        &app,
+        &sock,
+        &["asgi_app:app", "-w", "1", "--ws-ping-interval", "500ms"],
+        1,
     );
+    let port = free_port();
+    let conf = gunicorn_docs_conf(&format!("unix:{}", sock.display()), port, true, "").replace(
+        "location /ws {",
+        "location /ws {\n      proxy_read_timeout 2s;",
+    );
+    let nginx = Nginx::start(&conf, port);
     let t = Duration::from_secs(10);
     let (mut ws, resp) = tokio::time::timeout(
         t,
@@ -695,6 +721,18 @@ async fn behind_nginx_a_websocket_goes_through_the_upgrade_map_to_an_asgi_app() 
             Message::Text(format!("echo m{i}").into())
         );
     }
+    // Idle for 3 s, reading (tungstenite answers the pings meanwhile).
+    let idle = Instant::now() + Duration::from_secs(3);
+    let mut pings = 0;
+    while let Ok(m) = tokio::time::timeout_at(idle.into(), ws.next()).await {
+        match m {
+            Some(Ok(Message::Ping(_))) => pings += 1,
+            m => panic!("on an idle socket: {m:?}\n{}", nginx.error_log()),
+        }
+    }
+    assert!(pings >= 3, "{pings} pings in 3 s");
+    ws.send(Message::Text("after".into())).await.unwrap();
+    assert_eq!(next(&mut ws).await, Message::Text("echo after".into()));
     ws.send(Message::Text("bye".into())).await.unwrap();
     match next(&mut ws).await {
         Message::Close(Some(f)) => assert_eq!(u16::from(f.code), 1000),
