@@ -1009,3 +1009,49 @@ impl Drop for Group {
         let _ = self.0.wait();
     }
 }
+
+/// A POST of 200,000 bytes to nginx that stops halfway for `pause`: the
+/// status it gets.
+fn stalled_upload(addr: &str, pause: Duration) -> u16 {
+    use std::io::Write;
+    let mut s = connect(addr);
+    s.write_all(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 200000\r\n\r\n")
+        .unwrap();
+    s.write_all(&[b'a'; 100_000]).unwrap();
+    std::thread::sleep(pause);
+    // corral may have answered and nginx closed by now.
+    let _ = s.write_all(&[b'a'; 100_000]);
+    read_response(&mut BufReader::new(s), false)
+        .expect("a response")
+        .status
+}
+
+#[test]
+fn behind_nginx_a_stalled_upload_meets_nginxs_timeouts_unless_request_buffering_is_off() {
+    let (app, sock) = app_dir(&[("app.py", FLASK)]);
+    let _c = corral_on_socket(
+        &app,
+        &sock,
+        &["app:app", "-w", "1", "--body-timeout", "1s"],
+        1,
+    );
+    let upstream = format!("unix:{}", sock.display());
+    // nginx buffers the body (its default): corral gets it whole, at once.
+    let port = free_port();
+    let nginx = Nginx::start(&gunicorn_docs_conf(&upstream, port, true, ""), port);
+    assert_eq!(stalled_upload(&nginx.addr, Duration::from_secs(2)), 200);
+    // proxy_request_buffering off: the body streams to corral, whose
+    // body_timeout (1 s here, 20 s by default) comes before nginx's
+    // client_body_timeout (60 s).
+    let port = free_port();
+    let nginx = Nginx::start(
+        &gunicorn_docs_conf(
+            &upstream,
+            port,
+            true,
+            "      proxy_request_buffering off;\n",
+        ),
+        port,
+    );
+    assert_eq!(stalled_upload(&nginx.addr, Duration::from_secs(2)), 408);
+}
