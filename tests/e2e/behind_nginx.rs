@@ -34,7 +34,8 @@ app = Flask(__name__)
 def who():
     return jsonify(remote_addr=request.remote_addr, scheme=request.scheme,
                    secure=request.is_secure, host=request.host,
-                   url=url_for("who", _external=True), pid=os.getpid())
+                   url=url_for("who", _external=True), pid=os.getpid(),
+                   request_id=request.headers.get("X-Request-ID"))
 
 @app.route("/echo", methods=["POST", "PUT"])
 def echo():
@@ -1054,4 +1055,37 @@ fn behind_nginx_a_stalled_upload_meets_nginxs_timeouts_unless_request_buffering_
         port,
     );
     assert_eq!(stalled_upload(&nginx.addr, Duration::from_secs(2)), 408);
+}
+
+#[test]
+fn behind_nginx_the_request_id_is_nginxs_when_it_sets_one_not_the_clients() {
+    let (app, sock) = app_dir(&[("app.py", FLASK)]);
+    let _c = corral_on_socket(&app, &sock, &["app:app", "-w", "1"], 1);
+    let upstream = format!("unix:{}", sock.display());
+    let chosen = [("X-Request-ID", "chosen-by-the-client")];
+    // gunicorn's config passes the client's X-Request-ID on, and nginx is
+    // a trusted peer: the client's id is kept.
+    let port = free_port();
+    let nginx = Nginx::start(&gunicorn_docs_conf(&upstream, port, true, ""), port);
+    let r = request(&nginx.addr, "GET", "/who", &chosen, b"");
+    assert_eq!(json(&r)["request_id"], "chosen-by-the-client");
+    // With nginx's own id set, the app, the response and corral's log
+    // have nginx's $request_id (32 hex digits), whatever the client sent.
+    let port = free_port();
+    let nginx = Nginx::start(
+        &gunicorn_docs_conf(
+            &upstream,
+            port,
+            true,
+            "      proxy_set_header X-Request-ID $request_id;\n",
+        ),
+        port,
+    );
+    let r = request(&nginx.addr, "GET", "/who", &chosen, b"");
+    let id = json(&r)["request_id"].as_str().unwrap_or("").to_string();
+    assert!(
+        id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit()),
+        "{id:?}"
+    );
+    assert_eq!(r.header("x-request-id"), Some(id.as_str()));
 }
