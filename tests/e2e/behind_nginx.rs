@@ -801,9 +801,9 @@ fn load_until(
 }
 
 #[test]
-fn behind_nginx_reload_and_hup_under_keepalive_load_lose_no_request() {
+fn behind_nginx_reload_hup_and_usr2_under_keepalive_load_lose_no_request() {
     let (app, sock) = app_dir(&[("app.py", FLASK)]);
-    let c = corral_on_socket(&app, &sock, &["app:app", "-w", "2"], 2);
+    let mut c = corral_on_socket(&app, &sock, &["app:app", "-w", "2"], 2);
     let port = free_port();
     let nginx = Nginx::start(
         &gunicorn_docs_conf(&format!("unix:{}", sock.display()), port, true, ""),
@@ -822,6 +822,16 @@ fn behind_nginx_reload_and_hup_under_keepalive_load_lose_no_request() {
         )
         .unwrap_or_else(|| panic!("the HUP reload never finished; log:\n{}", c.log.text()));
     std::thread::sleep(Duration::from_millis(500));
+    // And a new corral on the same socket (USR2), the old one draining
+    // its connections to nginx.
+    c.signal(libc::SIGUSR2);
+    let _new = c.reexec_child();
+    assert!(
+        c.wait_exit(Duration::from_secs(30)).is_some(),
+        "the old corral never stopped; log:\n{}",
+        c.log.text()
+    );
+    std::thread::sleep(Duration::from_millis(500));
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let (mut sent, mut bad) = (0, Vec::new());
     for t in load {
@@ -831,7 +841,7 @@ fn behind_nginx_reload_and_hup_under_keepalive_load_lose_no_request() {
     }
     let errors = nginx.errors();
     eprintln!(
-        "{sent} requests across a reload and a HUP, {} failed",
+        "{sent} requests across a reload, a HUP and a USR2, {} failed",
         bad.len()
     );
     assert!(
