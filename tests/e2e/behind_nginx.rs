@@ -65,6 +65,12 @@ def big():
             yield piece
     return Response(gen(), headers={"Content-Length": str(n)}, mimetype="application/octet-stream")
 
+@app.route("/download")
+def download():
+    # django-sendfile2's and Flask's recipe: nginx serves the file.
+    return Response(b"", headers={"X-Accel-Redirect": "/protected/report.txt",
+                                  "Content-Type": "text/plain"})
+
 @app.route("/slow")
 def slow():
     time.sleep(float(request.args.get("s", "1")))
@@ -1098,4 +1104,30 @@ fn behind_nginx_the_request_id_is_nginxs_when_it_sets_one_not_the_clients() {
         "{id:?}"
     );
     assert_eq!(r.header("x-request-id"), Some(id.as_str()));
+}
+
+#[test]
+fn behind_nginx_x_accel_redirect_lets_nginx_serve_the_file() {
+    let (app, sock) = app_dir(&[("app.py", FLASK), ("files/report.txt", "the report\n")]);
+    let _c = corral_on_socket(&app, &sock, &["app:app", "-w", "1"], 1);
+    let port = free_port();
+    let files = app.path().join("files");
+    let conf = gunicorn_docs_conf(&format!("unix:{}", sock.display()), port, true, "")
+        .replace(
+            "location /ws {",
+            &format!(
+                "    location /protected/ {{\n      internal;\n      alias {}/;\n    }}\n    location /ws {{",
+                files.display()
+            ),
+        );
+    let nginx = Nginx::start(&conf, port);
+    let r = nginx.get("/download");
+    assert_eq!(
+        (r.status, r.text().as_str()),
+        (200, "the report\n"),
+        "{r:?}\n{}",
+        nginx.error_log()
+    );
+    // The internal location is not reachable from outside.
+    assert_eq!(nginx.get("/protected/report.txt").status, 404);
 }
