@@ -28,6 +28,9 @@ const FLASK: &str = r#"
 import hashlib, os, time
 from flask import Flask, Response, jsonify, request, url_for
 
+# A slow import, when asked: the worker is in service only after it.
+time.sleep(float(os.environ.get("SLOW_IMPORT", "0")))
+
 app = Flask(__name__)
 
 @app.route("/who")
@@ -892,10 +895,22 @@ fn behind_nginx_a_stopped_corral_is_a_clean_502_and_a_graceful_stop_finishes_wha
     let r = nginx.get("/who");
     assert_eq!(r.status, 502, "{r:?}");
     assert!(started.elapsed() < Duration::from_secs(5));
-    // Started again on the same socket: the first request that comes once
-    // it listens is served, even before its worker is in service.
-    let c = corral_on_socket(&app, &sock, &["app:app", "-w", "1"], 0);
+    // Started again on the same socket: the first request, sent while its
+    // worker still imports the app (a second), waits for it and is served
+    // (`fail_timeout=0`: the 502 before did not mark corral down).
+    let c = corral_on_socket(
+        &app,
+        &sock,
+        &["app:app", "-w", "1", "-e", "SLOW_IMPORT=1"],
+        0,
+    );
+    let sent = Instant::now();
     let r = nginx.get("/who");
+    assert!(
+        c.log.count("workers in service") == 1 && sent.elapsed() >= Duration::from_millis(500),
+        "the request did not wait for the worker: {:?}",
+        sent.elapsed()
+    );
     assert_eq!(
         r.status,
         200,
