@@ -385,11 +385,42 @@ fn builders(opts: &ConnOpts) -> Builders {
     // corral watches these connections for the client leaving (see
     // `hangup`): hyper need not read them while a request is in flight.
     watched.half_close(true);
+    let mut proxy_http1 = http1.clone();
+    let mut proxy_watched = watched.clone();
+    let proxy_idle = proxy_idle(head_timeout(opts.keepalive));
+    proxy_http1.header_read_timeout(proxy_idle);
+    proxy_watched.header_read_timeout(proxy_idle);
     Builders {
         http1,
         watched,
+        proxy_http1,
+        proxy_watched,
         http2: http2(opts),
     }
+}
+
+/// How long a proxy in front may keep an idle connection open, at least:
+/// longer than nginx keeps an idle upstream connection (its upstream
+/// `keepalive_timeout`, 60 s by default), so that the proxy closes it, and
+/// corral never closes one just as the proxy sends a request on it. Such a
+/// request is lost: nginx logs "upstream prematurely closed connection"
+/// and answers 502 where it may not send the request again (a POST).
+const PROXY_IDLE: Duration = Duration::from_secs(75);
+
+/// The time a proxy in front has for its next request head on a
+/// connection: `head_timeout`, but at least [`PROXY_IDLE`].
+fn proxy_idle(head_timeout: Duration) -> Duration {
+    head_timeout.max(PROXY_IDLE)
+}
+
+/// Whether the peer is a proxy in front of corral, which keeps a pool of
+/// idle connections to it (nginx's upstream `keepalive`): a Unix socket's
+/// peer, a local process the socket's permissions let in. On TCP corral
+/// cannot tell a proxy from a client (`forwarded_allow_ips` names
+/// 127.0.0.1 by default), whose idle connections and slow heads
+/// `keepalive` bounds; there `--keepalive 75s` does the same.
+fn from_proxy(info: &ConnInfo) -> bool {
+    info.remote_addr.is_empty()
 }
 
 /// How often a failing accept (out of file descriptors) is said at most.
@@ -657,6 +688,10 @@ struct Builders {
     http1: http1::Builder,
     /// For plain HTTP/1.x, where corral does (`half_close`).
     watched: http1::Builder,
+    /// `http1` and `watched` for a proxy in front ([`from_proxy`]): the
+    /// next request head may take [`PROXY_IDLE`].
+    proxy_http1: http1::Builder,
+    proxy_watched: http1::Builder,
     http2: http2::Builder<streams::Local>,
 }
 
@@ -682,6 +717,12 @@ async fn serve(conn: Conn, shared: Arc<Shared>, builders: &Builders, head_timeou
         socket,
         info,
     } = conn;
+    // A proxy in front closes its idle connections itself, before corral.
+    let proxy = from_proxy(&info);
+    let head_timeout = match proxy {
+        true => proxy_idle(head_timeout),
+        false => head_timeout,
+    };
     let (io, h2) = if h2 || info.tls.is_some() {
         (io, h2)
     } else {
@@ -699,10 +740,11 @@ async fn serve(conn: Conn, shared: Arc<Shared>, builders: &Builders, head_timeou
     let mut closing = shared.drain.closing();
     // HTTP/2 reads its connections all the time: hyper sees a client leave.
     let hangup = socket.filter(|_| !h2).map(Hangup::new);
-    let http1 = if hangup.is_some() {
-        &builders.watched
-    } else {
-        &builders.http1
+    let http1 = match (hangup.is_some(), proxy) {
+        (true, false) => &builders.watched,
+        (false, false) => &builders.http1,
+        (true, true) => &builders.proxy_watched,
+        (false, true) => &builders.proxy_http1,
     };
     let metrics = shared.metrics.clone();
     let service = {

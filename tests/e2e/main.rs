@@ -17,6 +17,7 @@
 mod common;
 
 mod asgi;
+mod behind_nginx;
 mod boot_isolation;
 mod canary;
 mod claims;
