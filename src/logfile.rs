@@ -314,7 +314,24 @@ fn stage_pid_file(path: &Path, pid: u32) -> Result<tempfile::NamedTempFile, Stri
     if let Some(why) = private_fs::folders_above_not_private(path) {
         return Err(format!("refusing the pid file {}: {why}", path.display()));
     }
-    let fail = |e: std::io::Error| format!("cannot write the pid file {}: {e}", path.display());
+    // tempfile's errors name the temporary file (`at path .../.app.pid.x3Fq`),
+    // which the user never asked for: say what is wrong with the folder.
+    let fail = |e: std::io::Error| {
+        let why = match e.kind() {
+            std::io::ErrorKind::NotFound => format!("the folder {} does not exist", dir.display()),
+            std::io::ErrorKind::PermissionDenied => format!(
+                "corral's user (uid {}) may not make files in {}: give the pid file a folder it may write to",
+                nix::unistd::geteuid(),
+                dir.display()
+            ),
+            // The OS's reason, without the temporary file's name.
+            _ => e
+                .get_ref()
+                .and_then(|inner| inner.source())
+                .map_or_else(|| e.kind().to_string(), |source| source.to_string()),
+        };
+        format!("cannot write the pid file {}: {why}", path.display())
+    };
     let mut tmp = tempfile::Builder::new()
         .prefix(&format!(".{}.", name.to_string_lossy()))
         .permissions(std::fs::Permissions::from_mode(0o644))
@@ -454,5 +471,21 @@ mod tests {
         write_pid_file(&pid, me).unwrap();
         release_pid_file(&pid, None);
         assert!(!pid.exists());
+    }
+
+    #[test]
+    fn a_pid_file_that_cannot_be_made_names_its_folder_not_a_temporary_file() {
+        let t = tempfile::tempdir().unwrap();
+        let pid = t.path().join("missing").join("app.pid");
+        let err = write_pid_file(&pid, 1).unwrap_err();
+        assert_eq!(
+            err,
+            format!(
+                "cannot write the pid file {}: the folder {} does not exist",
+                pid.display(),
+                t.path().join("missing").display()
+            )
+        );
+        assert!(!err.contains(".app.pid."), "{err}");
     }
 }
