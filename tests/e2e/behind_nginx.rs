@@ -712,14 +712,14 @@ async fn behind_nginx_a_websocket_goes_through_the_upgrade_map_to_an_asgi_app() 
     .expect("a handshake within 10 s")
     .unwrap_or_else(|e| panic!("handshake through nginx: {e}\n{}", nginx.error_log()));
     assert_eq!(resp.status(), 101);
-    let next = async |ws: &mut tokio_tungstenite::WebSocketStream<_>| match tokio::time::timeout(
-        t,
-        ws.next(),
-    )
-    .await
-    {
-        Ok(Some(Ok(m))) => m,
-        m => panic!("expected a message within 10 s, got {m:?}"),
+    // The next message that is not one of corral's pings (every 500 ms:
+    // one may come between a message and its echo).
+    let next = async |ws: &mut tokio_tungstenite::WebSocketStream<_>| loop {
+        match tokio::time::timeout(t, ws.next()).await {
+            Ok(Some(Ok(Message::Ping(_) | Message::Pong(_)))) => continue,
+            Ok(Some(Ok(m))) => break m,
+            m => panic!("expected a message within 10 s, got {m:?}"),
+        }
     };
     assert_eq!(next(&mut ws).await, Message::Text("hello ws".into()));
     for i in 0..3 {
