@@ -414,6 +414,28 @@ fn a_chunked_body_that_outgrows_the_limit_while_it_streams_gets_413() {
             .is_some()
     );
     assert_eq!(c.worker_pid("/pid"), pid);
+
+    // The limit is exact while the body streams too (past the 64 KiB read
+    // before dispatch): 100 KiB is served, a byte more gets 413.
+    let exactly = |n: usize| {
+        let mut s = c.connect();
+        s.write_all(b"POST /upload HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n")
+            .unwrap();
+        for _ in 0..4 {
+            s.write_all(&chunk).unwrap();
+        }
+        let tail = n - 4 * 0x5000;
+        let mut rest = format!("{tail:x}\r\n").into_bytes();
+        rest.extend_from_slice(&vec![b'b'; tail]);
+        rest.extend_from_slice(b"\r\n0\r\n\r\n");
+        let _ = s.write_all(&rest);
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        read_response(&mut BufReader::new(s), false).unwrap()
+    };
+    let r = exactly(100 * 1024);
+    assert_eq!((r.status, r.text().as_str()), (200, "read 102400"));
+    let r = exactly(100 * 1024 + 1);
+    assert_eq!(r.status, 413, "{}", r.text());
 }
 
 #[test]
