@@ -14,6 +14,9 @@ def app(environ, start_response):
     path = environ["PATH_INFO"]
     if path == "/health/ready":
         ok = os.path.exists("ready")
+        if not ok and os.path.exists("moved"):
+            start_response("302 Found", [("Location", "/login")])
+            return [b""]
         start_response("200 OK" if ok else "503 Service Unavailable", [("Content-Type", "text/plain")])
         return [b"ready" if ok else b"database is down"]
     if path == "/boom":
@@ -201,6 +204,13 @@ fn a_worker_enters_service_only_once_its_ready_path_answers_2xx() {
     );
     let s = c.status_json();
     assert_eq!(s["slots"][0]["worker"]["state"], "probing");
+    // Only a 2xx passes: a redirect (or any 3xx or 4xx) keeps it out.
+    std::fs::write(app.path().join("moved"), "").unwrap();
+    c.wait_until("the redirect in /status", || {
+        c.status("/status").text().contains("answered 302")
+    });
+    assert_eq!(c.status("/health/ready").status, 503);
+    assert_eq!(c.status_json()["slots"][0]["worker"]["state"], "probing");
     // The database comes up: the worker enters service by itself.
     std::fs::write(app.path().join("ready"), "").unwrap();
     c.wait_until("readiness", || c.status("/health/ready").status == 200);
