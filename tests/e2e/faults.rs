@@ -42,6 +42,9 @@ fn start(args: &[&str]) -> (AppDir, Corral) {
 fn a_request_on_a_worker_that_dies_gets_502_at_once_and_the_worker_is_replaced() {
     let (_app, c) = start(&[]);
     let before = c.worker_pid("/");
+    // Past its first second in service: a plain crash, replaced at once
+    // (one that dies younger backs its slot off, as tested below).
+    std::thread::sleep(Duration::from_millis(1500));
     let t = Instant::now();
     let r = c.get("/die");
     assert_eq!(r.status, 502, "{}", r.text());
