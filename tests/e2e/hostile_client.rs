@@ -717,7 +717,19 @@ fn status_and_metrics_want_the_bearer_token_and_probes_stay_open() {
         request(&addr, "GET", path, auth.as_slice(), b"")
     };
     for path in ["/status", "/metrics"] {
-        for auth in [None, Some("Bearer wrong-token-wrong-token-xx"), Some(token)] {
+        // A part of the token, or the token with more after it, is no
+        // token.
+        let (part, more) = (
+            format!("Bearer {}", &token[..8]),
+            format!("Bearer {token}0"),
+        );
+        for auth in [
+            None,
+            Some("Bearer wrong-token-wrong-token-xx"),
+            Some(token),
+            Some(part.as_str()),
+            Some(more.as_str()),
+        ] {
             let r = get(path, auth);
             assert_eq!(r.status, 401, "{path} with {auth:?}");
             assert_eq!(
