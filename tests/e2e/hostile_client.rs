@@ -486,6 +486,29 @@ fn a_client_that_stops_reading_is_cut_off_and_its_worker_thread_freed() {
     assert!(!c.log.text().contains("exceeded the timeout"));
 }
 
+/// `send_timeout` counts a stall, not the whole response: a client that
+/// reads slowly, but never takes no byte for that long, gets its response.
+#[test]
+fn a_client_that_reads_slowly_but_steadily_is_not_cut_off() {
+    let (_app, c) = start(&["--timeout", "60s", "--send-timeout", "1s"]);
+    let mut s = connect_with(&c.addr, Duration::from_secs(10));
+    s.write_all(b"GET /stream HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    // 1 MiB every 100 ms for 3 s (30 of the 64 MiB): corral's writes block
+    // again and again (the socket buffers are full), each time for well
+    // under send_timeout.
+    let mut buf = vec![0u8; 1024 * 1024];
+    let mut got = 0;
+    let t = Instant::now();
+    while t.elapsed() < Duration::from_secs(3) {
+        std::thread::sleep(Duration::from_millis(100));
+        s.read_exact(&mut buf)
+            .unwrap_or_else(|e| panic!("cut off after {got} bytes and {:?}: {e}", t.elapsed()));
+        got += buf.len();
+    }
+    assert_eq!(metric(&c, "corral_send_timeouts_total"), 0.0);
+}
+
 #[test]
 fn a_websocket_client_that_stops_reading_is_closed_and_its_place_freed() {
     let app = AppDir::new(&[("hostile_asgi.py", ASGI_APP)]);
