@@ -42,6 +42,9 @@ fn start(args: &[&str]) -> (AppDir, Corral) {
 fn a_request_on_a_worker_that_dies_gets_502_at_once_and_the_worker_is_replaced() {
     let (_app, c) = start(&[]);
     let before = c.worker_pid("/");
+    // Past its first second in service: a plain crash, replaced at once
+    // (one that dies younger backs its slot off, as tested below).
+    std::thread::sleep(Duration::from_millis(1500));
     let t = Instant::now();
     let r = c.get("/die");
     assert_eq!(r.status, 502, "{}", r.text());
@@ -201,6 +204,24 @@ fn malformed_and_oversize_requests_are_refused_by_corral_without_a_worker() {
     let r = request(&c.addr, "POST", "/read", &[], &[b'y'; 1000]);
     assert_eq!(r.status, 200);
     assert_eq!(c.get("/count").text(), "1");
+
+    // The limit is exact: a body of max_body_bytes is served, one byte
+    // more gets 413, declared or chunked.
+    let declared = |n: usize| request(&c.addr, "POST", "/read", &[], &vec![b'y'; n]).status;
+    let chunked = |n: usize| {
+        let mut req = format!(
+            "POST /read HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n{n:x}\r\n"
+        )
+        .into_bytes();
+        req.extend_from_slice(&vec![b'z'; n]);
+        req.extend_from_slice(b"\r\n0\r\n\r\n");
+        raw(&c, &req).status
+    };
+    assert_eq!(declared(1024), 200, "a declared body of exactly 1 KiB");
+    assert_eq!(declared(1025), 413, "a declared body of 1 KiB and a byte");
+    assert_eq!(chunked(1024), 200, "a chunked body of exactly 1 KiB");
+    assert_eq!(chunked(1025), 413, "a chunked body of 1 KiB and a byte");
+    assert_eq!(c.get("/count").text(), "3");
 }
 
 #[test]

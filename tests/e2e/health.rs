@@ -14,6 +14,9 @@ def app(environ, start_response):
     path = environ["PATH_INFO"]
     if path == "/health/ready":
         ok = os.path.exists("ready")
+        if not ok and os.path.exists("moved"):
+            start_response("302 Found", [("Location", "/login")])
+            return [b""]
         start_response("200 OK" if ok else "503 Service Unavailable", [("Content-Type", "text/plain")])
         return [b"ready" if ok else b"database is down"]
     if path == "/boom":
@@ -201,6 +204,13 @@ fn a_worker_enters_service_only_once_its_ready_path_answers_2xx() {
     );
     let s = c.status_json();
     assert_eq!(s["slots"][0]["worker"]["state"], "probing");
+    // Only a 2xx passes: a redirect (or any 3xx or 4xx) keeps it out.
+    std::fs::write(app.path().join("moved"), "").unwrap();
+    c.wait_until("the redirect in /status", || {
+        c.status("/status").text().contains("answered 302")
+    });
+    assert_eq!(c.status("/health/ready").status, 503);
+    assert_eq!(c.status_json()["slots"][0]["worker"]["state"], "probing");
     // The database comes up: the worker enters service by itself.
     std::fs::write(app.path().join("ready"), "").unwrap();
     c.wait_until("readiness", || c.status("/health/ready").status == 200);
@@ -235,6 +245,53 @@ fn a_worker_failing_unhealthy_after_probes_leaves_service_and_the_panic_threshol
         c.status("/health/ready").status == 200
     });
     assert!(c.log.text().contains("is ready again"));
+}
+
+/// The other side of the panic threshold: while `min_in_service` workers
+/// are in service, a worker that left service gets no request.
+#[test]
+fn an_unready_worker_gets_no_request_while_min_in_service_others_serve() {
+    let app = AppDir::new(&[
+        (
+            "app.py",
+            r#"
+import os, time
+
+def app(environ, start_response):
+    if environ["PATH_INFO"] == "/health/ready":
+        down = os.path.exists("down-" + os.environ["CORRAL_SLOT"])
+        start_response("503 Service Unavailable" if down else "200 OK", [])
+        return [b"down" if down else b"up"]
+    time.sleep(0.2)
+    body = str(os.getpid()).encode()
+    start_response("200 OK", [("Content-Length", str(len(body)))])
+    return [body]
+"#,
+        ),
+        (
+            "corral.toml",
+            "[app]\nmodule = \"app:app\"\n[workers]\ncount = 2\n[health]\nready_path = \"/health/ready\"\nprobe_interval = \"200ms\"\nunhealthy_after = 2\nmin_in_service = 1\nstatus_bind = \"127.0.0.1:0\"\n[server]\nbind = [\"127.0.0.1:0\"]\n",
+        ),
+    ]);
+    let c = Corral::start(app.path(), &["-c", "corral.toml"], 2);
+    std::fs::write(app.path().join("down-1"), "").unwrap();
+    c.wait_until("slot 1 to leave service", || {
+        c.status_json()["slots"][1]["worker"]["state"] == "unready"
+    });
+    let s = c.status_json();
+    assert_eq!(s["panic"], false, "{s}");
+    assert_eq!(s["slots"][0]["worker"]["state"], "in_service", "{s}");
+    let serving = s["slots"][0]["worker"]["pid"].to_string();
+    // Four requests at once: the one worker in service answers them all.
+    let round: Vec<_> = (0..4)
+        .map(|_| {
+            let addr = c.addr.clone();
+            std::thread::spawn(move || request(&addr, "GET", "/", &[], b"").text())
+        })
+        .collect();
+    for answer in round {
+        assert_eq!(answer.join().unwrap(), serving, "{}", c.log.text());
+    }
 }
 
 fn check(dir: &std::path::Path, args: &[&str]) -> (Option<i32>, String, Duration) {

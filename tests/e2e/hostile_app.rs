@@ -221,6 +221,16 @@ fn wsgi_statuses_and_headers_with_control_characters_make_start_response_raise()
     assert!(text.starts_with("http/1.1 500 "), "{text}");
     assert!(!text.contains("set-cookie"), "{text}");
     logged(&c, "invalid status '200 OK\\x00Set-Cookie\\x00x'");
+    // A final status is 200 to 599, as gunicorn's start_response checks:
+    // an interim 1xx or a 600 raises there too.
+    for (status, needle) in [
+        ("103%20Early%20Hints", "invalid status '103 Early Hints'"),
+        ("600%20Beyond", "invalid status '600 Beyond'"),
+    ] {
+        let r = c.get(&format!("/status?{status}"));
+        assert_eq!(r.status, 500, "{status}");
+        logged(&c, needle);
+    }
 
     for (query, needle) in [
         ("X-A:a%00b", "invalid value for WSGI response header 'X-A'"),

@@ -414,6 +414,28 @@ fn a_chunked_body_that_outgrows_the_limit_while_it_streams_gets_413() {
             .is_some()
     );
     assert_eq!(c.worker_pid("/pid"), pid);
+
+    // The limit is exact while the body streams too (past the 64 KiB read
+    // before dispatch): 100 KiB is served, a byte more gets 413.
+    let exactly = |n: usize| {
+        let mut s = c.connect();
+        s.write_all(b"POST /upload HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n")
+            .unwrap();
+        for _ in 0..4 {
+            s.write_all(&chunk).unwrap();
+        }
+        let tail = n - 4 * 0x5000;
+        let mut rest = format!("{tail:x}\r\n").into_bytes();
+        rest.extend_from_slice(&vec![b'b'; tail]);
+        rest.extend_from_slice(b"\r\n0\r\n\r\n");
+        let _ = s.write_all(&rest);
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        read_response(&mut BufReader::new(s), false).unwrap()
+    };
+    let r = exactly(100 * 1024);
+    assert_eq!((r.status, r.text().as_str()), (200, "read 102400"));
+    let r = exactly(100 * 1024 + 1);
+    assert_eq!(r.status, 413, "{}", r.text());
 }
 
 #[test]
@@ -462,6 +484,29 @@ fn a_client_that_stops_reading_is_cut_off_and_its_worker_thread_freed() {
     assert!(got < STREAM_BYTES, "got all {got} bytes");
     assert_eq!(metric(&c, "corral_send_timeouts_total"), 1.0);
     assert!(!c.log.text().contains("exceeded the timeout"));
+}
+
+/// `send_timeout` counts a stall, not the whole response: a client that
+/// reads slowly, but never takes no byte for that long, gets its response.
+#[test]
+fn a_client_that_reads_slowly_but_steadily_is_not_cut_off() {
+    let (_app, c) = start(&["--timeout", "60s", "--send-timeout", "1s"]);
+    let mut s = connect_with(&c.addr, Duration::from_secs(10));
+    s.write_all(b"GET /stream HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    // 1 MiB every 100 ms for 3 s (30 of the 64 MiB): corral's writes block
+    // again and again (the socket buffers are full), each time for well
+    // under send_timeout.
+    let mut buf = vec![0u8; 1024 * 1024];
+    let mut got = 0;
+    let t = Instant::now();
+    while t.elapsed() < Duration::from_secs(3) {
+        std::thread::sleep(Duration::from_millis(100));
+        s.read_exact(&mut buf)
+            .unwrap_or_else(|e| panic!("cut off after {got} bytes and {:?}: {e}", t.elapsed()));
+        got += buf.len();
+    }
+    assert_eq!(metric(&c, "corral_send_timeouts_total"), 0.0);
 }
 
 #[test]
@@ -695,7 +740,19 @@ fn status_and_metrics_want_the_bearer_token_and_probes_stay_open() {
         request(&addr, "GET", path, auth.as_slice(), b"")
     };
     for path in ["/status", "/metrics"] {
-        for auth in [None, Some("Bearer wrong-token-wrong-token-xx"), Some(token)] {
+        // A part of the token, or the token with more after it, is no
+        // token.
+        let (part, more) = (
+            format!("Bearer {}", &token[..8]),
+            format!("Bearer {token}0"),
+        );
+        for auth in [
+            None,
+            Some("Bearer wrong-token-wrong-token-xx"),
+            Some(token),
+            Some(part.as_str()),
+            Some(more.as_str()),
+        ] {
             let r = get(path, auth);
             assert_eq!(r.status, 401, "{path} with {auth:?}");
             assert_eq!(

@@ -194,7 +194,7 @@ fn a_wedged_interpreter_is_found_by_its_heartbeats_dumped_and_replaced() {
         ("app.py", APP),
         (
             "corral.toml",
-            "[app]\nmodule = \"app:app\"\n[workers]\ncount = 1\nheartbeat_timeout = \"1s\"\ntimeout = \"60s\"\n[server]\nbind = [\"127.0.0.1:0\"]\n",
+            "[app]\nmodule = \"app:app\"\n[workers]\ncount = 1\nheartbeat_timeout = \"2s\"\ntimeout = \"60s\"\n[server]\nbind = [\"127.0.0.1:0\"]\n",
         ),
     ]);
     let c = Corral::start(app.path(), &["-c", "corral.toml"], 1);
@@ -207,7 +207,7 @@ fn a_wedged_interpreter_is_found_by_its_heartbeats_dumped_and_replaced() {
     });
     assert!(
         c.log
-            .wait_for("sent no heartbeat for 1s", Duration::from_secs(10))
+            .wait_for("sent no heartbeat for 2s", Duration::from_secs(10))
             .is_some(),
         "{}",
         c.log.text()
@@ -220,11 +220,17 @@ fn a_wedged_interpreter_is_found_by_its_heartbeats_dumped_and_replaced() {
     );
     let (status, took) = wedged.join().unwrap();
     assert_eq!(status, 502, "its request fails");
-    // At once: heartbeat_timeout (1 s) and the dump, far from the 60 s the
-    // app would hold it or the 60 s timeout.
+    // At once: heartbeat_timeout (2 s; the last beat came at most half a
+    // second before the app wedged) and the dump, far from the 60 s the
+    // app would hold it or the 60 s timeout, and well before twice the
+    // heartbeat_timeout.
     assert!(
-        took < Duration::from_secs(10),
+        took < Duration::from_secs(4),
         "the wedged request took {took:?} to fail"
+    );
+    assert!(
+        took > Duration::from_millis(1500),
+        "the wedged request failed after {took:?}, before heartbeat_timeout"
     );
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {

@@ -314,6 +314,62 @@ fn a_reload_whose_new_code_fails_its_readiness_check_is_stopped_and_the_old_keep
     );
 }
 
+/// A reload is all or nothing: when one slot's new worker never passes
+/// its readiness check, the reload fails even though the other slot's new
+/// worker passed, and the old generation keeps serving in every slot
+/// (none of its workers was replaced by the one that passed).
+#[test]
+fn a_reload_with_one_slot_never_ready_fails_whole_and_the_old_generation_serves_on() {
+    let version = |tag: &str, pad: usize| {
+        format!(
+            "# {}\nimport os\n\ndef app(environ, start_response):\n    if environ['PATH_INFO'] == '/ready':\n        ok = '{tag}' == 'v1' or os.environ['CORRAL_SLOT'] == '0'\n        start_response('200 OK' if ok else '503 Service Unavailable', [])\n        return [b'db?']\n    body = b'{tag}'\n    start_response('200 OK', [('Content-Length', str(len(body)))])\n    return [body]\n",
+            "x".repeat(pad)
+        )
+    };
+    let app = AppDir::new(&[
+        ("app.py", &version("v1", 1)),
+        (
+            "corral.toml",
+            "[app]\nmodule = \"app:app\"\n[server]\nbind = [\"127.0.0.1:0\"]\n[workers]\ncount = 2\n[health]\nready_path = \"/ready\"\nprobe_interval = \"200ms\"\nstatus_bind = \"127.0.0.1:0\"\n[deploy]\nready_timeout = \"2s\"\n",
+        ),
+    ]);
+    let c = Corral::start(app.path(), &["-c", "corral.toml"], 2);
+    std::fs::write(app.path().join("app.py"), version("v2", 30)).unwrap();
+    let out = std::process::Command::new(corral_bin())
+        .args(["reload", "--wait", "--socket", c.socket.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains("was not all in service within 2s"), "{text}");
+    assert!(
+        c.status_json()["last_reload"]
+            .as_str()
+            .unwrap()
+            .contains("generation 2 failed")
+    );
+    // Both old workers serve on: every answer is v1.
+    let load = Load::start(&c.addr);
+    load.wait_answered(40);
+    let (bodies, failed) = load.finish();
+    assert_eq!(failed, 0, "no request fails");
+    assert!(
+        bodies.iter().all(|b| b == "v1"),
+        "{:?}",
+        bodies
+            .iter()
+            .filter(|b| *b != "v1")
+            .take(3)
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(
+        c.status_json()["generation"],
+        1,
+        "{}",
+        c.status("/status").text()
+    );
+}
+
 #[test]
 fn an_asgi_app_reloads_under_load_with_zero_failed_requests() {
     good_reload_under_load(asgi_app_version);

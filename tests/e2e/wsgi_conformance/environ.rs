@@ -170,6 +170,12 @@ fn a_trusted_proxy_sets_the_client_address_and_url_scheme() {
     assert_eq!(text(&env, "wsgi.url_scheme").as_deref(), Some("https"));
     assert_eq!(text(&env, "HTTPS").as_deref(), Some("on"));
     assert_eq!(text(&env, "SERVER_PORT").as_deref(), Some("443"));
+    // The client is the nearest hop that is not a trusted proxy, as under
+    // uvicorn: what the client wrote to the left of it (6.6.6.6, passed on
+    // by the proxy) is not taken, nor the trusted hop to its right.
+    let chain: &[(&str, &str)] = &[("X-Forwarded-For", "6.6.6.6, 203.0.113.9, 127.0.0.1")];
+    let env = request(s.addr(), "GET", "/p", chain, b"").json();
+    assert_eq!(text(&env, "REMOTE_ADDR").as_deref(), Some("203.0.113.9"));
     // Not from a trusted proxy: the headers change nothing.
     let s = Server::start(ENVIRON_APP, &["--forwarded-allow-ips", "10.0.0.0/8"]);
     let env = request(s.addr(), "GET", "/p", proxied, b"").json();
