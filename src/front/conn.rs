@@ -126,20 +126,42 @@ pub struct Guarded<S> {
     /// most.
     stall: Option<Pin<Box<Sleep>>>,
     stalled: bool,
+    /// What the socket held for the client when the timer was last armed
+    /// ([`Unsent::unsent`]).
+    unsent: Option<usize>,
 }
 
-impl<S> Guarded<S> {
+/// What the client has yet to take of what corral wrote: the bytes its
+/// socket still holds (the kernel's send queue). `None` where it cannot
+/// be known.
+pub trait Unsent {
+    fn unsent(&self) -> Option<usize>;
+}
+
+/// How much of what its socket holds a client whose writes stay blocked
+/// must take within the send timeout to count as reading: about 800
+/// bytes a second at the default 20 s. A blocked write goes on only once a
+/// good part of the socket's send buffer is free (a third of it on Linux,
+/// which grows the buffer to a few MiB), so a client that downloads slowly
+/// but steadily can leave corral's writes blocked for longer than the
+/// timeout; one that takes less than this is as good as stalled, and
+/// holds its worker place as one.
+pub const SEND_PROGRESS_BYTES: usize = 16 * 1024;
+
+impl<S: Unsent> Guarded<S> {
     pub fn new(io: S, slot: Arc<Slot>) -> Guarded<S> {
         Guarded {
             io,
             slot,
             stall: None,
             stalled: false,
+            unsent: None,
         }
     }
 
     /// Passes on a write's outcome; while writes stay blocked for the send
-    /// timeout, answers an error instead.
+    /// timeout and the client takes less than [`SEND_PROGRESS_BYTES`] of
+    /// what its socket holds meanwhile, answers an error instead.
     fn progress<T>(&mut self, cx: &mut Context<'_>, r: Poll<io::Result<T>>) -> Poll<io::Result<T>> {
         if r.is_ready() {
             self.stalled = false;
@@ -148,6 +170,7 @@ impl<S> Guarded<S> {
         let timeout = self.slot.limits.send_timeout;
         if !self.stalled {
             self.stalled = true;
+            self.unsent = self.io.unsent();
             let deadline = Instant::now() + timeout;
             match &mut self.stall {
                 Some(stall) => stall.as_mut().reset(deadline),
@@ -155,7 +178,21 @@ impl<S> Guarded<S> {
             }
         }
         let stall = self.stall.as_mut().expect("armed above");
-        ready!(stall.as_mut().poll(cx));
+        loop {
+            ready!(stall.as_mut().poll(cx));
+            // The writes are still blocked: did the client take enough of
+            // what the socket held? (Nothing was added: corral's writes
+            // are what is blocked.) Then it reads, and has another
+            // timeout's worth of time.
+            let now = self.io.unsent();
+            match (self.unsent, now) {
+                (Some(before), Some(now)) if before.saturating_sub(now) >= SEND_PROGRESS_BYTES => {
+                    self.unsent = Some(now);
+                    stall.as_mut().reset(Instant::now() + timeout);
+                }
+                _ => break,
+            }
+        }
         if let Some(m) = &self.slot.limits.metrics {
             m.send_timed_out();
         }
@@ -167,7 +204,7 @@ impl<S> Guarded<S> {
     }
 }
 
-impl<S: AsyncRead + Unpin> AsyncRead for Guarded<S> {
+impl<S: AsyncRead + Unsent + Unpin> AsyncRead for Guarded<S> {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -177,7 +214,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for Guarded<S> {
     }
 }
 
-impl<S: AsyncWrite + Unpin> AsyncWrite for Guarded<S> {
+impl<S: AsyncWrite + Unsent + Unpin> AsyncWrite for Guarded<S> {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,

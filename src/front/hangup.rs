@@ -137,6 +137,22 @@ impl AsFd for Socket {
     }
 }
 
+impl super::conn::Unsent for SocketIo {
+    /// The socket's send queue (`SIOCOUTQ`): on TCP what the client has
+    /// not acknowledged, on a Unix socket what it has not read.
+    fn unsent(&self) -> Option<usize> {
+        let mut n: libc::c_int = 0;
+        // SAFETY: TIOCOUTQ (SIOCOUTQ on a socket) writes one int at the
+        // pointer, which points at `n`.
+        let r = unsafe { libc::ioctl(self.0.as_fd().as_raw_fd(), libc::TIOCOUTQ, &mut n) };
+        if r == 0 {
+            usize::try_from(n).ok()
+        } else {
+            None
+        }
+    }
+}
+
 /// The connection's reads and writes, for hyper.
 pub struct SocketIo(pub Arc<Socket>);
 

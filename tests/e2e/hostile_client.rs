@@ -509,6 +509,68 @@ fn a_client_that_reads_slowly_but_steadily_is_not_cut_off() {
     assert_eq!(metric(&c, "corral_send_timeouts_total"), 0.0);
 }
 
+/// Reads `chunk` bytes every `every` from a `/stream` response on a thread
+/// of its own for `for_`, or until the connection ends; the bytes it got.
+/// (A client cut off still reads what its socket had received first: MiB
+/// on loopback.)
+fn read_steadily(
+    c: &Corral,
+    chunk: usize,
+    every: Duration,
+    for_: Duration,
+) -> std::thread::JoinHandle<usize> {
+    let mut s = connect_with(&c.addr, Duration::from_secs(10));
+    s.write_all(b"GET /stream HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    std::thread::spawn(move || {
+        let mut buf = vec![0u8; chunk];
+        let mut got = 0;
+        let t = Instant::now();
+        while t.elapsed() < for_ {
+            std::thread::sleep(every);
+            if s.read_exact(&mut buf).is_err() {
+                break;
+            }
+            got += chunk;
+        }
+        got
+    })
+}
+
+/// A download slower than the kernel lets corral's writes go on (a
+/// blocked write resumes only once a third of the socket's send buffer,
+/// MiB on loopback, is free) is not a stall as long as the client takes
+/// 16 KiB or more per `send_timeout`, seen from the socket's send queue.
+/// Before, 64 KiB every 200 ms was counted as a send timeout (and its
+/// connection closed) with a 1 s send timeout. One that takes less is
+/// cut as a stall.
+#[test]
+fn a_slow_download_is_judged_by_what_the_client_takes_not_by_corrals_blocked_writes() {
+    let (_app, c) = start(&["--timeout", "60s", "--send-timeout", "1s"]);
+    // 320 KB/s for 4 s: corral's writes stay blocked for seconds at a time.
+    let steady = read_steadily(
+        &c,
+        64 * 1024,
+        Duration::from_millis(200),
+        Duration::from_secs(4),
+    );
+    let got = steady.join().unwrap();
+    assert_eq!(got, 20 * 64 * 1024, "the steady download ended early");
+    assert_eq!(metric(&c, "corral_send_timeouts_total"), 0.0);
+    // 4 KB/s: under 16 KiB per second, the client is as good as stalled.
+    let slow = read_steadily(&c, 1024, Duration::from_millis(250), Duration::from_secs(6));
+    let t = Instant::now();
+    c.wait_until("the 4 KB/s client's send timeout", || {
+        metric(&c, "corral_send_timeouts_total") == 1.0
+    });
+    assert!(
+        t.elapsed() < Duration::from_secs(6),
+        "cut after {:?}",
+        t.elapsed()
+    );
+    slow.join().unwrap();
+}
+
 #[test]
 fn a_websocket_client_that_stops_reading_is_closed_and_its_place_freed() {
     let app = AppDir::new(&[("hostile_asgi.py", ASGI_APP)]);
