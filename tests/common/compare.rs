@@ -545,3 +545,15 @@ pub fn sort_allow(resp: &mut Response) {
         }
     }
 }
+
+/// Deterministic bytes covering every byte value, for bodies that must
+/// arrive as sent.
+pub fn binary(len: usize) -> Vec<u8> {
+    let mut x: u32 = 0x2545_f491;
+    (0..len)
+        .map(|_| {
+            x = x.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            (x >> 24) as u8
+        })
+        .collect()
+}

@@ -135,6 +135,15 @@ pub struct Nginx {
 }
 
 impl Nginx {
+    /// nginx with the config of gunicorn's docs ([`gunicorn_docs_conf`],
+    /// upstream keep-alive or not) in front of corral's Unix socket `sock`,
+    /// on a free port.
+    pub fn in_front_of(sock: &Path, keepalive: bool) -> Nginx {
+        let port = free_port();
+        let upstream = format!("unix:{}", sock.display());
+        Nginx::start(&gunicorn_docs_conf(&upstream, port, keepalive, ""), port)
+    }
+
     /// Starts nginx with `http` as its `http {}` block's body (after the
     /// prefix's temporary paths and logs), listening on `port`, and waits
     /// until it accepts there.
@@ -487,9 +496,7 @@ fn behind_nginx_upstream_keepalive_across_corrals_keepalive_timeout_loses_no_req
         &["app:app", "-w", "2", "--keepalive", "50ms"],
         2,
     );
-    let port = free_port();
-    let conf = gunicorn_docs_conf(&format!("unix:{}", sock.display()), port, true, "");
-    let nginx = Nginx::start(&conf, port);
+    let nginx = Nginx::in_front_of(&sock, true);
     let sent = 400;
     let bad = keepalive_load(&nginx.addr, sent, Duration::from_millis(50));
     let errors = nginx.errors();
@@ -620,11 +627,7 @@ fn behind_nginx_a_stream_reaches_the_client_piece_by_piece() {
 fn behind_nginx_large_uploads_and_downloads_arrive_whole() {
     let (app, sock) = app_dir(&[("app.py", FLASK)]);
     let _c = corral_on_socket(&app, &sock, &["app:app", "-w", "1"], 1);
-    let port = free_port();
-    let nginx = Nginx::start(
-        &gunicorn_docs_conf(&format!("unix:{}", sock.display()), port, true, ""),
-        port,
-    );
+    let nginx = Nginx::in_front_of(&sock, true);
     // 40 MiB up: nginx buffers it to disk, then sends it with Content-Length.
     let body: Vec<u8> = (0..40u32 << 20).map(|i| (i % 251) as u8).collect();
     let r = request(
@@ -813,11 +816,7 @@ fn load_until(
 fn behind_nginx_reload_hup_and_usr2_under_keepalive_load_lose_no_request() {
     let (app, sock) = app_dir(&[("app.py", FLASK)]);
     let mut c = corral_on_socket(&app, &sock, &["app:app", "-w", "2"], 2);
-    let port = free_port();
-    let nginx = Nginx::start(
-        &gunicorn_docs_conf(&format!("unix:{}", sock.display()), port, true, ""),
-        port,
-    );
+    let nginx = Nginx::in_front_of(&sock, true);
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let load = load_until(&nginx.addr, 4, &stop);
     std::thread::sleep(Duration::from_millis(500));
@@ -866,11 +865,7 @@ fn behind_nginx_reload_hup_and_usr2_under_keepalive_load_lose_no_request() {
 fn behind_nginx_a_stopped_corral_is_a_clean_502_and_a_graceful_stop_finishes_what_is_in_flight() {
     let (app, sock) = app_dir(&[("app.py", FLASK)]);
     let mut c = corral_on_socket(&app, &sock, &["app:app", "-w", "1", "--threads", "2"], 1);
-    let port = free_port();
-    let nginx = Nginx::start(
-        &gunicorn_docs_conf(&format!("unix:{}", sock.display()), port, true, ""),
-        port,
-    );
+    let nginx = Nginx::in_front_of(&sock, true);
     assert_eq!(nginx.get("/who").status, 200);
     // A slow request in flight through nginx when corral is told to stop.
     let slow = {
@@ -949,11 +944,7 @@ fn behind_nginx_workers_as_another_user_with_the_socket_in_nginxs_group() {
         (meta.uid(), meta.gid(), meta.mode() & 0o777),
         (65534, 33, 0o770)
     );
-    let port = free_port();
-    let nginx = Nginx::start(
-        &gunicorn_docs_conf(&format!("unix:{}", sock.display()), port, false, ""),
-        port,
-    );
+    let nginx = Nginx::in_front_of(&sock, false);
     let r = nginx.get("/");
     assert_eq!(
         (r.status, r.text().as_str()),

@@ -152,17 +152,6 @@ fn multipart(data: &[u8]) -> (String, Vec<u8>) {
     (format!("multipart/form-data; boundary={boundary}"), body)
 }
 
-/// Deterministic bytes covering every byte value.
-fn binary(len: usize) -> Vec<u8> {
-    let mut x: u32 = 0x2545_f491;
-    (0..len)
-        .map(|_| {
-            x = x.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
-            (x >> 24) as u8
-        })
-        .collect()
-}
-
 /// Async and sync views, request.META, streaming (async and sync
 /// iterators), FileResponse, uploads spooled to a temporary file, the
 /// form-size limit, CSRF, 404 and 500: the same answers from corral as from

@@ -186,17 +186,6 @@ fn wait_for_body(servers: &Servers, path: &str, needle: &str) {
 
 // ---------------------------------------------------------- request data
 
-/// Deterministic bytes covering every byte value.
-fn binary(len: usize) -> Vec<u8> {
-    let mut x: u32 = 0x2545_f491;
-    (0..len)
-        .map(|_| {
-            x = x.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
-            (x >> 24) as u8
-        })
-        .collect()
-}
-
 fn sha256_hex(data: &[u8]) -> String {
     Sha256::digest(data)
         .iter()
