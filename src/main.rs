@@ -946,17 +946,10 @@ fn init_logging(cfg: &config::LogConfig, tag: &str) -> Result<(), String> {
         .with_writer(writer);
     // Under systemd (JOURNAL_STREAM set) the journal stamps every line; a
     // file gets timestamps and no colours.
-    let (journal, terminal) = if to_stdout {
-        (
-            is_the_journal(std::io::stdout()),
-            std::io::stdout().is_terminal(),
-        )
-    } else {
-        (
-            is_the_journal(std::io::stderr()),
-            std::io::stderr().is_terminal(),
-        )
-    };
+    let (out, err) = (std::io::stdout(), std::io::stderr());
+    use std::os::fd::AsFd as _;
+    let stream = if to_stdout { out.as_fd() } else { err.as_fd() };
+    let (journal, terminal) = (is_the_journal(stream), stream.is_terminal());
     let journal = journal && file.is_none();
     let colour = file.is_none() && terminal && std::env::var_os("NO_COLOR").is_none();
     // Counts warnings and errors for StatsD's `gunicorn.log.*`.

@@ -144,14 +144,7 @@ fn the_wheel_puts_corral_into_the_venv_and_python_m_corral_execs_it() {
 fn corral_from_a_venv_runs_the_app_with_that_venvs_python_without_activation() {
     let dir = venv_with_corral();
     let venv = dir.path().join("venv");
-    let out = Command::new(venv.join("bin/python"))
-        .args([
-            "-c",
-            "import sysconfig; print(sysconfig.get_path('purelib'))",
-        ])
-        .output()
-        .unwrap();
-    let site = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+    let site = site_packages(&venv);
     std::fs::create_dir_all(&site).unwrap();
     std::fs::write(
         site.join("only_in_this_venv.py"),
@@ -214,16 +207,6 @@ fn corral_from_a_venv_runs_the_app_with_that_venvs_python_without_activation() {
 fn python_m_corral_runs_the_app_with_the_interpreter_that_ran_it() {
     let dir = venv_with_corral();
     let first = dir.path().join("venv");
-    let site = |venv: &Path| {
-        let out = Command::new(venv.join("bin/python"))
-            .args([
-                "-c",
-                "import sysconfig; print(sysconfig.get_path('purelib'))",
-            ])
-            .output()
-            .unwrap();
-        PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
-    };
     let second = dir.path().join("second");
     let made = Command::new(python())
         .args(["-m", "venv", "--without-pip"])
@@ -231,7 +214,7 @@ fn python_m_corral_runs_the_app_with_the_interpreter_that_ran_it() {
         .output()
         .unwrap();
     assert!(made.status.success(), "{}", text(&made));
-    let only = site(&second);
+    let only = site_packages(&second);
     std::fs::create_dir_all(&only).unwrap();
     std::fs::write(only.join("only_in_the_second.py"), "VALUE = 1\n").unwrap();
     std::os::unix::fs::symlink(first.join("bin/corral"), second.join("bin/corral")).unwrap();
@@ -242,7 +225,7 @@ fn python_m_corral_runs_the_app_with_the_interpreter_that_ran_it() {
     let out = Command::new(second.join("bin/python"))
         .args(["-m", "corral", "check", "app:app"])
         .current_dir(app.path())
-        .env("PYTHONPATH", site(&first))
+        .env("PYTHONPATH", site_packages(&first))
         .env_remove("VIRTUAL_ENV")
         .env("PATH", "/usr/bin:/bin")
         .output()
@@ -256,4 +239,16 @@ fn python_m_corral_runs_the_app_with_the_interpreter_that_ran_it() {
         python.display()
     );
     assert!(said.contains(&expected), "{said}");
+}
+
+/// The folder a virtualenv's packages go to (its `site-packages`).
+fn site_packages(venv: &Path) -> PathBuf {
+    let out = Command::new(venv.join("bin/python"))
+        .args([
+            "-c",
+            "import sysconfig; print(sysconfig.get_path('purelib'))",
+        ])
+        .output()
+        .unwrap();
+    PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
 }

@@ -27,6 +27,10 @@ pub const TARGET: &str = "access";
 pub struct Logger {
     format: Format,
     sink: Sink,
+    /// The format gives headers beyond Referer and User-Agent
+    /// ([`Logger::needs_headers`]), or a response header.
+    all_headers: bool,
+    response_headers: bool,
     /// JSON lines into corral's own log, itself JSON: each request's
     /// fields go as the record's fields, not as one string of JSON in its
     /// message, which a log pipeline would have to parse twice.
@@ -35,8 +39,8 @@ pub struct Logger {
 
 enum Sink {
     Log,
-    Stdout,
-    Stderr,
+    /// corral's stdout or stderr, through its writer thread.
+    Stream(fn() -> crate::stdio::Out),
     File(Arc<LogFile>),
 }
 
@@ -46,12 +50,20 @@ impl Logger {
     pub fn new(cfg: &AccessConfig, json_log: bool) -> Result<Logger, String> {
         let sink = match &cfg.target {
             AccessTarget::Log => Sink::Log,
-            AccessTarget::Stdout => Sink::Stdout,
-            AccessTarget::Stderr => Sink::Stderr,
+            AccessTarget::Stdout => Sink::Stream(crate::stdio::stdout),
+            AccessTarget::Stderr => Sink::Stream(crate::stdio::stderr),
             AccessTarget::File(path) => Sink::File(LogFile::open(path)?),
+        };
+        let gives = |what: fn(&Atom) -> bool| match &cfg.format {
+            Format::Gunicorn(pieces) => pieces
+                .iter()
+                .any(|p| matches!(p, Piece::Atom(a) if what(a))),
+            _ => false,
         };
         Ok(Logger {
             fields: json_log && matches!(sink, Sink::Log) && matches!(cfg.format, Format::Json),
+            all_headers: gives(Atom::needs_headers),
+            response_headers: gives(|a| matches!(a, Atom::ResponseHeader(_))),
             format: cfg.format.clone(),
             sink,
         })
@@ -60,22 +72,12 @@ impl Logger {
     /// Whether a line needs every request header (not only Referer and
     /// User-Agent).
     pub fn needs_headers(&self) -> bool {
-        match &self.format {
-            Format::Gunicorn(pieces) => pieces
-                .iter()
-                .any(|p| matches!(p, Piece::Atom(a) if a.needs_headers())),
-            _ => false,
-        }
+        self.all_headers
     }
 
     /// Whether a line gives a response header (`%({name}o)s`).
     pub fn needs_response_headers(&self) -> bool {
-        match &self.format {
-            Format::Gunicorn(pieces) => pieces
-                .iter()
-                .any(|p| matches!(p, Piece::Atom(Atom::ResponseHeader(_)))),
-            _ => false,
-        }
+        self.response_headers
     }
 
     pub fn log(&self, e: &Entry<'_>) {
@@ -108,13 +110,9 @@ impl Logger {
         let line = self.format.line(e, SystemTime::now());
         match &self.sink {
             Sink::Log => tracing::info!(target: TARGET, "{line}"),
-            Sink::Stdout => {
+            Sink::Stream(stream) => {
                 use std::io::Write as _;
-                let _ = crate::stdio::stdout().write_all(format!("{line}\n").as_bytes());
-            }
-            Sink::Stderr => {
-                use std::io::Write as _;
-                let _ = crate::stdio::stderr().write_all(format!("{line}\n").as_bytes());
+                let _ = stream().write_all(format!("{line}\n").as_bytes());
             }
             Sink::File(file) => file.write_all(format!("{line}\n").as_bytes()),
         }

@@ -379,23 +379,24 @@ async fn take_handoffs(mut inbox: mpsc::UnboundedReceiver<Handoff>) {
 
 /// hyper's builders for a listener's connections.
 fn builders(opts: &ConnOpts) -> Builders {
-    let mut http1 = http1(opts.keepalive, opts.max_header_bytes);
-    http1.max_headers(opts.max_headers);
-    let mut watched = http1.clone();
-    // corral watches these connections for the client leaving (see
-    // `hangup`): hyper need not read them while a request is in flight.
-    watched.half_close(true);
-    let mut proxy_http1 = http1.clone();
-    let mut proxy_watched = watched.clone();
-    let proxy_idle = proxy_idle(head_timeout(opts.keepalive));
-    proxy_http1.header_read_timeout(proxy_idle);
-    proxy_watched.header_read_timeout(proxy_idle);
+    let mut client = http1(opts.keepalive, opts.max_header_bytes);
+    client.max_headers(opts.max_headers);
+    let mut proxy = client.clone();
+    proxy.header_read_timeout(proxy_idle(head_timeout(opts.keepalive)));
     Builders {
-        http1,
-        watched,
-        proxy_http1,
-        proxy_watched,
+        client: Http1::new(client),
+        proxy: Http1::new(proxy),
         http2: http2(opts),
+    }
+}
+
+impl Http1 {
+    fn new(http1: http1::Builder) -> Http1 {
+        let mut watched = http1.clone();
+        // corral watches these connections for the client leaving (see
+        // `hangup`): hyper need not read them while a request is in flight.
+        watched.half_close(true);
+        Http1 { http1, watched }
     }
 }
 
@@ -684,15 +685,20 @@ const H2_PENDING_RESETS: usize = 20;
 const H2_LOCAL_RESETS: usize = 1024;
 
 struct Builders {
-    /// For HTTP/1.x over TLS, where hyper watches for the client leaving.
-    http1: http1::Builder,
-    /// For plain HTTP/1.x, where corral does (`half_close`).
-    watched: http1::Builder,
-    /// `http1` and `watched` for a proxy in front ([`from_proxy`]): the
-    /// next request head may take [`PROXY_IDLE`].
-    proxy_http1: http1::Builder,
-    proxy_watched: http1::Builder,
+    /// For a client.
+    client: Http1,
+    /// For a proxy in front ([`from_proxy`]): the next request head may
+    /// take [`PROXY_IDLE`].
+    proxy: Http1,
     http2: http2::Builder<streams::Local>,
+}
+
+/// hyper's HTTP/1.x builders for one kind of peer.
+struct Http1 {
+    /// Over TLS, where hyper watches for the client leaving.
+    http1: http1::Builder,
+    /// Plain, where corral does (`half_close`).
+    watched: http1::Builder,
 }
 
 /// An accepted connection, after its TLS handshake if any.
@@ -719,9 +725,10 @@ async fn serve(conn: Conn, shared: Arc<Shared>, builders: &Builders, head_timeou
     } = conn;
     // A proxy in front closes its idle connections itself, before corral.
     let proxy = from_proxy(&info);
-    let head_timeout = match proxy {
-        true => proxy_idle(head_timeout),
-        false => head_timeout,
+    let head_timeout = if proxy {
+        proxy_idle(head_timeout)
+    } else {
+        head_timeout
     };
     let (io, h2) = if h2 || info.tls.is_some() {
         (io, h2)
@@ -740,11 +747,15 @@ async fn serve(conn: Conn, shared: Arc<Shared>, builders: &Builders, head_timeou
     let mut closing = shared.drain.closing();
     // HTTP/2 reads its connections all the time: hyper sees a client leave.
     let hangup = socket.filter(|_| !h2).map(Hangup::new);
-    let http1 = match (hangup.is_some(), proxy) {
-        (true, false) => &builders.watched,
-        (false, false) => &builders.http1,
-        (true, true) => &builders.proxy_watched,
-        (false, true) => &builders.proxy_http1,
+    let peer = if proxy {
+        &builders.proxy
+    } else {
+        &builders.client
+    };
+    let http1 = if hangup.is_some() {
+        &peer.watched
+    } else {
+        &peer.http1
     };
     let metrics = shared.metrics.clone();
     let service = {

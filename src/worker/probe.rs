@@ -66,23 +66,23 @@ pub async fn probe(channel: &Channel, path: &str, timeout: Duration) -> Result<(
     // An app that sends plain http to https (Django's SECURE_SSL_REDIRECT)
     // redirects the probe, which comes over no proxy: say where to, and
     // how to exempt the path.
-    let location = head
-        .headers
-        .iter()
-        .find(|(k, _)| k == http::header::LOCATION)
-        // The app's bytes: shown as text, and no longer than the body's 200.
-        .map(|(_, v)| {
-            format!(
-                "{:?}",
-                String::from_utf8_lossy(&v.as_bytes()[..v.len().min(200)])
-            )
-        });
     let hint = if head.status == http::StatusCode::BAD_REQUEST {
         format!(
             " (the probe is sent with \"Host: {PROBE_HOST}\": an app that checks the Host, \
              as Django does with ALLOWED_HOSTS, must allow {PROBE_HOST:?})"
         )
     } else if head.status.is_redirection() {
+        let location = head
+            .headers
+            .iter()
+            .find(|(k, _)| k == http::header::LOCATION)
+            // The app's bytes: shown as text, and no longer than the body's 200.
+            .map(|(_, v)| {
+                format!(
+                    "{:?}",
+                    String::from_utf8_lossy(&v.as_bytes()[..v.len().min(200)])
+                )
+            });
         format!(
             " to {} (the probe is a plain http request from no proxy: an app that redirects \
              those to https, as Django does with SECURE_SSL_REDIRECT, must exempt the path, \

@@ -494,6 +494,18 @@ impl Drop for Corral {
     }
 }
 
+/// `corral reload --wait` on `c`'s control socket: its exit code and
+/// what it printed (stdout, then stderr).
+pub fn reload_wait(c: &Corral) -> (Option<i32>, String) {
+    let out = Command::new(corral_bin())
+        .args(["reload", "--wait", "--socket", c.socket.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.code(), text)
+}
+
 /// The Python worker processes whose parent is `ppid`.
 pub fn children_of(ppid: u32) -> Vec<u32> {
     let mut out = Vec::new();

@@ -762,18 +762,10 @@ async fn behind_nginx_a_websocket_goes_through_the_upgrade_map_to_an_asgi_app() 
     assert!(nginx.errors().is_empty(), "{}", nginx.error_log());
 }
 
-/// `corral reload --wait` on corral's control socket.
+/// `corral reload --wait` on corral's control socket, which succeeds.
 fn reload(c: &Corral) {
-    let out = Command::new(corral_bin())
-        .args(["reload", "--wait", "--socket", c.socket.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "corral reload: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (code, text) = reload_wait(c);
+    assert_eq!(code, Some(0), "corral reload: {text}");
 }
 
 /// Keep-alive GETs and POSTs through nginx from `clients` threads until

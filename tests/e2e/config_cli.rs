@@ -29,6 +29,24 @@ struct Output {
     stderr: String,
 }
 
+/// The child's stdout and stderr, each read to its end on a thread of
+/// its own (so that neither pipe fills while the other is read).
+fn read_output(
+    child: &mut std::process::Child,
+) -> (thread::JoinHandle<String>, thread::JoinHandle<String>) {
+    let drain = |mut pipe: Box<dyn Read + Send>| {
+        thread::spawn(move || {
+            let mut text = String::new();
+            let _ = pipe.read_to_string(&mut text);
+            text
+        })
+    };
+    (
+        drain(Box::new(child.stdout.take().unwrap())),
+        drain(Box::new(child.stderr.take().unwrap())),
+    )
+}
+
 /// Runs corral in `dir` and waits at most [`DEADLINE`] for it to exit.
 fn corral(dir: &Path, args: &[&str]) -> Output {
     let mut child = Guard(
@@ -42,15 +60,7 @@ fn corral(dir: &Path, args: &[&str]) -> Output {
             .spawn()
             .expect("spawn corral"),
     );
-    let drain = |mut pipe: Box<dyn Read + Send>| {
-        thread::spawn(move || {
-            let mut text = String::new();
-            let _ = pipe.read_to_string(&mut text);
-            text
-        })
-    };
-    let stdout = drain(Box::new(child.0.stdout.take().unwrap()));
-    let stderr = drain(Box::new(child.0.stderr.take().unwrap()));
+    let (stdout, stderr) = read_output(&mut child.0);
     let started = Instant::now();
     let status = loop {
         if let Some(status) = child.0.try_wait().expect("wait for corral") {
@@ -1053,15 +1063,7 @@ fn the_access_log_on_stderr_and_the_error_log_on_stdout_serve_as_under_gunicorn(
             .spawn()
             .expect("spawn corral"),
     );
-    let drain = |mut pipe: Box<dyn Read + Send>| {
-        thread::spawn(move || {
-            let mut text = String::new();
-            let _ = pipe.read_to_string(&mut text);
-            text
-        })
-    };
-    let stdout = drain(Box::new(child.0.stdout.take().unwrap()));
-    let stderr = drain(Box::new(child.0.stderr.take().unwrap()));
+    let (stdout, stderr) = read_output(&mut child.0);
     let started = Instant::now();
     let mut served = false;
     while !served && started.elapsed() < Duration::from_secs(20) {

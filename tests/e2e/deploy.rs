@@ -267,18 +267,6 @@ fn git_app(root: &Path) -> (std::path::PathBuf, String) {
     (app, good)
 }
 
-/// `corral reload --wait` on `c`'s control socket: its exit code and
-/// what it printed.
-fn reload_wait(c: &Corral) -> (Option<i32>, String) {
-    let out = Command::new(corral_bin())
-        .args(["reload", "--wait", "--socket", c.socket.to_str().unwrap()])
-        .output()
-        .unwrap();
-    let text =
-        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
-    (out.status.code(), text)
-}
-
 fn config(extra: &str) -> String {
     format!(
         "[app]\nmodule = \"app:app\"\nchdir = \"current\"\npython = \"{}\"\n[server]\nbind = [\"127.0.0.1:0\"]\n[workers]\ncount = 1\n[health]\nstatus_bind = \"127.0.0.1:0\"\n[deploy]\nstate_dir = \"state\"\n{extra}\n",

@@ -1222,7 +1222,7 @@ fn the_status_token_is_not_sent_to_a_socket_another_user_serves() {
     std::os::unix::fs::chown(theirs.path(), Some(NOBODY), Some(NOBODY)).unwrap();
     let socket = theirs.path().join("status.sock");
     let got = theirs.path().join("got");
-    let mut fake = Command::new("/usr/bin/python3")
+    let fake = Command::new("/usr/bin/python3")
         .arg(theirs.path().join("fake.py"))
         .arg(&socket)
         .arg(&got)
@@ -1245,13 +1245,7 @@ fn the_status_token_is_not_sent_to_a_socket_another_user_serves() {
         &["status", "--status-bind", &bind],
         &[("CORRAL_STATUS_TOKEN", token)],
     );
-    let _ = fake.kill();
-    let _ = fake.wait();
-    let sent = std::fs::read_to_string(&got).unwrap_or_default();
-    assert!(
-        !sent.contains(token),
-        "the token went to nobody's socket: {sent:?}"
-    );
+    assert_token_not_sent(fake, &got, token, "nobody's socket");
     assert_eq!(code, Some(1), "{stderr}");
     assert!(stderr.contains("it is served by uid 65534"), "{stderr}");
 }
@@ -1745,7 +1739,7 @@ fn the_status_token_is_not_sent_to_a_tcp_port_another_user_serves() {
     if !root() {
         return;
     }
-    let (theirs, mut fake, port, got) = nobodys_tcp_server();
+    let (theirs, fake, port, got) = nobodys_tcp_server();
     let token = "not-for-nobody-0123456789abcdef";
     let bind = format!("127.0.0.1:{port}");
     let (code, _, stderr) = crate::gunicorn_compat::run_to_exit_with_env(
@@ -1753,15 +1747,18 @@ fn the_status_token_is_not_sent_to_a_tcp_port_another_user_serves() {
         &["status", "--status-bind", &bind],
         &[("CORRAL_STATUS_TOKEN", token)],
     );
-    let _ = fake.kill();
-    let _ = fake.wait();
-    let sent = std::fs::read_to_string(&got).unwrap_or_default();
-    assert!(
-        !sent.contains(token),
-        "the token went to nobody's port: {sent:?}"
-    );
+    assert_token_not_sent(fake, &got, token, "nobody's port");
     assert_eq!(code, Some(1), "{stderr}");
     assert!(stderr.contains("it is served by uid 65534"), "{stderr}");
+}
+
+/// Stops nobody's fake status server `fake` and checks that what it got
+/// (it writes that to `got`) holds no `token`.
+fn assert_token_not_sent(mut fake: std::process::Child, got: &Path, token: &str, whose: &str) {
+    let _ = fake.kill();
+    let _ = fake.wait();
+    let sent = std::fs::read_to_string(got).unwrap_or_default();
+    assert!(!sent.contains(token), "the token went to {whose}: {sent:?}");
 }
 
 /// A TCP server of nobody's on a free port of 127.0.0.1 that keeps what
@@ -1818,7 +1815,7 @@ fn the_status_token_is_not_sent_to_a_local_tcp_port_when_the_socket_table_is_hid
     if !root() {
         return;
     }
-    let (theirs, mut fake, port, got) = nobodys_tcp_server();
+    let (theirs, fake, port, got) = nobodys_tcp_server();
     let token = "not-for-nobody-0123456789abcdef";
     let bind = format!("127.0.0.1:{port}");
     let mut cmd = Command::new(corral_bin());
@@ -1841,14 +1838,8 @@ fn the_status_token_is_not_sent_to_a_local_tcp_port_when_the_socket_table_is_hid
     }
     let _ = child.kill();
     let out = child.wait_with_output().unwrap();
-    let _ = fake.kill();
-    let _ = fake.wait();
     let stderr = String::from_utf8_lossy(&out.stderr);
-    let sent = std::fs::read_to_string(&got).unwrap_or_default();
-    assert!(
-        !sent.contains(token),
-        "the token went to nobody's port: {sent:?}"
-    );
+    assert_token_not_sent(fake, &got, token, "nobody's port");
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("does not say by whom"), "{stderr}");
 }

@@ -82,13 +82,11 @@ fn element<'a>(dom: &'a str, open: &str, close: &str) -> Option<&'a str> {
 fn the_page_shows_every_slot_and_a_failing_workers_traceback() {
     let Some(browser) = chromium() else { return };
     let app = AppDir::new(&[("app.py", APP)]);
-    let mut c = Corral::spawn(
+    let c = Corral::start(
         app.path(),
         &["app:app", "-w", "2", "--status-bind", "127.0.0.1:0"],
-        &[],
+        2,
     );
-    c.wait_listening();
-    c.wait_in_service(2);
     for _ in 0..20 {
         assert_eq!(c.get("/").status, 200);
     }
@@ -216,13 +214,11 @@ fn with_a_token_the_page_asks_for_it_and_shows_nothing_without_it() {
 fn the_page_shows_a_canarys_new_generation_beside_the_old() {
     let Some(browser) = chromium() else { return };
     let app = AppDir::new(&[("app.py", APP)]);
-    let mut c = Corral::spawn(
+    let c = Corral::start(
         app.path(),
         &["app:app", "-w", "2", "--status-bind", "127.0.0.1:0"],
-        &[],
+        2,
     );
-    c.wait_listening();
-    c.wait_in_service(2);
     let out = std::process::Command::new(corral_bin())
         .args(["reload", "--canary", "50%", "--for", "120s", "--socket"])
         .arg(&c.socket)
