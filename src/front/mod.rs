@@ -13,7 +13,8 @@
 //! What a client may cost is bounded here: at most `server.max_connections`
 //! connections (then corral stops accepting; [`conn`]), `keepalive` to
 //! finish a TLS handshake and to send a request head of at most
-//! `max_header_bytes` (hyper; on HTTP/2 the decoded header list), at most
+//! `max_header_bytes` (hyper; on HTTP/2 the decoded header list; a proxy
+//! in front has at least [`PROXY_IDLE`] between its requests), at most
 //! `max_concurrent_streams` HTTP/2 streams per connection, `body_timeout`
 //! between two body bytes ([`upload`] and the handler), `send_timeout`
 //! without taking a response byte ([`conn`]).
@@ -402,8 +403,9 @@ impl Http1 {
 
 /// How long a proxy in front may keep an idle connection open, at least:
 /// longer than nginx keeps an idle upstream connection (its upstream
-/// `keepalive_timeout`, 60 s by default), so that the proxy closes it, and
-/// corral never closes one just as the proxy sends a request on it. Such a
+/// `keepalive_timeout`, 60 s by default) and AWS's load balancers (their
+/// idle timeout, 60 s by default), so that the proxy closes it, and corral
+/// never closes one just as the proxy sends a request on it. Such a
 /// request is lost: nginx logs "upstream prematurely closed connection"
 /// and answers 502 where it may not send the request again (a POST).
 const PROXY_IDLE: Duration = Duration::from_secs(75);
@@ -414,14 +416,16 @@ fn proxy_idle(head_timeout: Duration) -> Duration {
     head_timeout.max(PROXY_IDLE)
 }
 
-/// Whether the peer is a proxy in front of corral, which keeps a pool of
-/// idle connections to it (nginx's upstream `keepalive`): a Unix socket's
-/// peer, a local process the socket's permissions let in. On TCP corral
-/// cannot tell a proxy from a client (`forwarded_allow_ips` names
-/// 127.0.0.1 by default), whose idle connections and slow heads
-/// `keepalive` bounds; there `--keepalive 75s` does the same.
+/// Whether the peer is a proxy in front of corral, which may keep a pool
+/// of idle connections to it (nginx's upstream `keepalive`, a cloud load
+/// balancer's): a peer trusted with `X-Forwarded-*` (`forwarded_allow_ips`,
+/// 127.0.0.1 and ::1 by default, where a local nginx connects from), a
+/// Unix socket's peer (a local process the socket's permissions let in),
+/// or one whose PROXY protocol header corral took (`proxy_allow_ips`).
+/// Other TCP peers are clients, whose idle connections and slow heads
+/// `keepalive` bounds.
 fn from_proxy(info: &ConnInfo) -> bool {
-    info.remote_addr.is_empty()
+    info.trusted || info.proxy.is_some() || info.remote_addr.is_empty()
 }
 
 /// How often a failing accept (out of file descriptors) is said at most.

@@ -521,27 +521,21 @@ fn behind_nginx_upstream_keepalive_across_corrals_keepalive_timeout_loses_no_req
     );
     drop((nginx, c));
 
-    // On loopback TCP, with the README's --keepalive 75s.
-    let tcp = free_port();
-    let bind = format!("127.0.0.1:{tcp}");
-    let c = Corral::start(
-        app.path(),
-        &[
-            "app:app",
-            "-w",
-            "2",
-            "-b",
-            &bind,
-            "--keepalive",
-            "75s",
-            "--status-bind",
-            "127.0.0.1:0",
-        ],
-        2,
-    );
-    let port = free_port();
-    let nginx = Nginx::start(&gunicorn_docs_conf(&bind, port, true, ""), port);
-    let bad = keepalive_load(&nginx.addr, 100, Duration::from_millis(50));
+    // On loopback TCP, nginx connects from 127.0.0.1, in the default
+    // forwarded_allow_ips: a proxy, whose idle connections outlast corral's
+    // keep-alive as on the Unix socket.
+    let on_tcp = |extra: &[&str]| {
+        let bind = format!("127.0.0.1:{}", free_port());
+        let mut args = vec!["app:app", "-w", "2", "-b", &bind];
+        args.extend(["--status-bind", "127.0.0.1:0"]);
+        args.extend_from_slice(extra);
+        let c = Corral::start(app.path(), &args, 2);
+        let port = free_port();
+        let nginx = Nginx::start(&gunicorn_docs_conf(&bind, port, true, ""), port);
+        (c, nginx)
+    };
+    let (c, nginx) = on_tcp(&["--keepalive", "50ms"]);
+    let bad = keepalive_load(&nginx.addr, sent, Duration::from_millis(50));
     assert!(
         bad.is_empty() && nginx.errors().is_empty(),
         "{bad:?}\n{}",
@@ -551,6 +545,17 @@ fn behind_nginx_upstream_keepalive_across_corrals_keepalive_timeout_loses_no_req
     assert!(
         open_connections(&c) >= 1.0,
         "nginx's idle upstream connection was closed"
+    );
+    drop((nginx, c));
+
+    // A proxy corral does not trust (not in forwarded_allow_ips) is taken
+    // for a client: with the README's --keepalive 75s.
+    let (_c, nginx) = on_tcp(&["--keepalive", "75s", "--forwarded-allow-ips", "192.0.2.1"]);
+    let bad = keepalive_load(&nginx.addr, 100, Duration::from_millis(50));
+    assert!(
+        bad.is_empty() && nginx.errors().is_empty(),
+        "{bad:?}\n{}",
+        nginx.error_log()
     );
 }
 

@@ -679,6 +679,63 @@ fn a_lingering_connection_keeps_its_place_until_the_client_closes() {
     );
 }
 
+/// A connection from `source` (an address of this machine's loopback) to
+/// `addr`.
+fn connect_from(source: &str, addr: &str) -> TcpStream {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let s = rt.block_on(async {
+        let s = tokio::net::TcpSocket::new_v4().unwrap();
+        s.bind(format!("{source}:0").parse().unwrap()).unwrap();
+        let to = addr.parse().unwrap();
+        tokio::time::timeout(Duration::from_secs(10), s.connect(to))
+            .await
+            .expect("connects within 10 s")
+            .unwrap()
+    });
+    let s = s.into_std().unwrap();
+    s.set_nonblocking(false).unwrap();
+    s
+}
+
+/// A client's idle keep-alive connection is closed after `keepalive`, as
+/// is one whose head stalls; a proxy's (a peer in `forwarded_allow_ips`)
+/// is kept between its requests for at least 75 s, so that the proxy,
+/// which keeps its idle upstream connections for 60 s (nginx, AWS's load
+/// balancers), closes it, never corral just as the proxy sends on it.
+#[test]
+fn a_clients_idle_connection_is_closed_after_keepalive_and_a_proxys_is_kept() {
+    let (_app, c) = start(&["--keepalive", "1s", "--forwarded-allow-ips", "127.0.0.2"]);
+    let get_pid = b"GET /pid HTTP/1.1\r\nHost: x\r\n\r\n";
+    let served = |s: &mut TcpStream| {
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s.write_all(get_pid).unwrap();
+        let r = read_response(&mut BufReader::new(s.try_clone().unwrap()), false);
+        assert_eq!(r.map(|r| r.status).ok(), Some(200));
+    };
+    let mut client = connect_with(&c.addr, Duration::from_secs(10));
+    served(&mut client);
+    let mut proxy = connect_from("127.0.0.2", &c.addr);
+    served(&mut proxy);
+    let mut stalled = connect_with(&c.addr, Duration::from_secs(10));
+    stalled
+        .write_all(b"GET /pid HTTP/1.1\r\nHost: x\r\n")
+        .unwrap();
+    let t = Instant::now();
+    assert!(read_to_close(&mut client, Duration::from_secs(5)).is_some());
+    assert!(read_to_close(&mut stalled, Duration::from_secs(5)).is_some());
+    assert!(
+        t.elapsed() < Duration::from_secs(4),
+        "took {:?}",
+        t.elapsed()
+    );
+    // Three times the keep-alive later, the proxy's connection serves on.
+    std::thread::sleep(Duration::from_secs(3).saturating_sub(t.elapsed()));
+    served(&mut proxy);
+}
+
 // ------------------------------------------------------------- status server
 
 #[test]

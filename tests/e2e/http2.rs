@@ -1267,13 +1267,23 @@ fn request_bodies_waiting_for_a_worker_hold_at_most_the_receive_window_per_conne
 /// and is closed, as an HTTP/1.1 connection without a request is: before,
 /// a client could hold connections that sent a preface and nothing more
 /// for as long as it liked, up to `max_connections`, and lock others out.
-/// A stream in flight, or requests closer together, keep it open.
+/// A stream in flight, or requests closer together, keep it open. (The
+/// test's loopback address is taken out of `forwarded_allow_ips`, where
+/// it would be a proxy in front, which has 75 s.)
 #[test]
 fn an_http2_connection_with_no_stream_for_keepalive_gets_goaway() {
     let app = AppDir::new(&[("app.py", ASGI)]);
     let c = Corral::start(
         app.path(),
-        &["app:app", "--interface", "asgi", "--keepalive", "1"],
+        &[
+            "app:app",
+            "--interface",
+            "asgi",
+            "--keepalive",
+            "1",
+            "--forwarded-allow-ips",
+            "192.0.2.1",
+        ],
         1,
     );
     let until_closed = |s: &mut TcpStream| {
@@ -1462,6 +1472,9 @@ fn an_idle_http2_client_that_answers_nothing_is_dropped() {
             "1",
             "--send-timeout",
             "1s",
+            // A client, not a proxy in front (which has 75 s).
+            "--forwarded-allow-ips",
+            "192.0.2.1",
         ],
         1,
     );

@@ -1066,7 +1066,15 @@ fn an_invalid_sni_name_does_not_reach_the_log() {
 /// plain one is. Before, corral waited for the preface for good.
 #[test]
 fn an_h2_client_that_never_sends_its_preface_is_dropped() {
-    let (app, c) = start_https(&["--keepalive", "1", "--send-timeout", "1s"]);
+    // A client, not a proxy in front (which has 75 s).
+    let (app, c) = start_https(&[
+        "--keepalive",
+        "1",
+        "--send-timeout",
+        "1s",
+        "--forwarded-allow-ips",
+        "192.0.2.1",
+    ]);
     let port = c.addr.rsplit(':').next().unwrap();
     let script = r#"
 import socket, ssl, sys, time
