@@ -192,6 +192,34 @@ fn a_header_sent_a_byte_at_a_time_counts_and_one_that_stalls_is_closed_after_kee
     );
 }
 
+/// A connection whose PROXY header corral took comes from a proxy in
+/// front, which keeps idle connections: it gets at least 75 s between
+/// requests, not `keepalive` (as a client's does). The loopback address
+/// is taken out of `forwarded_allow_ips`, so only the header counts.
+#[test]
+fn a_proxied_connection_is_kept_idle_past_keepalive_for_the_proxy_to_close() {
+    let (_app, c) = start(&[
+        "--proxy-protocol",
+        "--keep-alive",
+        "1",
+        "--forwarded-allow-ips",
+        "192.0.2.1",
+    ]);
+    let mut s = connect(&c.addr);
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(&[V1, GET].concat()).unwrap();
+    let mut r = BufReader::new(s.try_clone().unwrap());
+    assert_eq!(read_response(&mut r, false).unwrap().status, 200);
+    std::thread::sleep(Duration::from_secs(3));
+    s.write_all(GET).unwrap();
+    let resp = read_response(&mut r, false).expect("served on the same connection");
+    assert!(
+        resp.text().starts_with("REMOTE_ADDR=203.0.113.7 "),
+        "{}",
+        resp.text()
+    );
+}
+
 #[test]
 fn without_proxy_protocol_a_header_is_an_ordinary_bad_request() {
     let (_app, c) = start(&[]);
