@@ -1,0 +1,491 @@
+//! corral under the APM wrappers gunicorn is run with, which exec the
+//! server they are given with their `sitecustomize` on `PYTHONPATH`:
+//! `opentelemetry-instrument corral app:app`, `ddtrace-run corral ...`,
+//! `newrelic-admin run-program corral ...`, and sentry-sdk set up in the
+//! app. Each test runs the real wrapper around the real corral binary, the
+//! real packages in its workers, and reads what the tracer sent: the
+//! console exporter's spans in corral's log, New Relic's audit log of what
+//! it would have sent, and a stand-in on loopback
+//! (`tests/apps/apm/collector.py`) for an OTLP collector, the Datadog
+//! agent and Sentry, which the real clients send to over a real socket.
+//! gunicorn runs under the same wrapper in the same test where that is
+//! cheap. Spans are held back (batch delays of 10 minutes) so that what
+//! arrives was sent as the worker exited: a graceful stop, a fast stop, a
+//! `max_requests` recycle and a reload each flush them.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::common::compare::{Reference, free_port};
+use crate::common::{AppDir, Corral, python, reload_wait, repo};
+
+/// A program of the test virtualenv's, beside its `python`.
+fn venv_bin(name: &str) -> String {
+    let python = python();
+    match Path::new(&python).parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir.join(name).display().to_string(),
+        _ => name.to_string(),
+    }
+}
+
+/// The stand-in for an OTLP collector, the Datadog agent and Sentry
+/// (`tests/apps/apm/collector.py`): every request it gets, decoded, one
+/// JSON value each. Killed on drop.
+struct Collector {
+    child: Child,
+    out: PathBuf,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Collector {
+    fn start() -> Collector {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("received.jsonl");
+        let port_file = dir.path().join("port");
+        let child = Command::new(python())
+            .arg(repo("tests/apps/apm/collector.py"))
+            .arg(&out)
+            .arg(&port_file)
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("start the collector stand-in");
+        let mut c = Collector {
+            child,
+            out,
+            port: 0,
+            _dir: dir,
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while c.port == 0 {
+            if let Ok(p) = std::fs::read_to_string(&port_file) {
+                c.port = p.trim().parse().unwrap();
+                break;
+            }
+            assert!(Instant::now() < deadline, "the collector never listened");
+            assert!(
+                c.child.try_wait().unwrap().is_none(),
+                "the collector exited"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        c
+    }
+
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Every request received so far.
+    fn received(&self) -> Vec<Value> {
+        let text = std::fs::read_to_string(&self.out).unwrap_or_default();
+        text.lines()
+            .filter(|l| l.ends_with('}'))
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+
+    /// Every span received so far (OTLP's or Datadog's).
+    fn spans(&self) -> Vec<Value> {
+        let received = self.received();
+        for r in &received {
+            assert!(r.get("error").is_none(), "could not decode: {r}");
+        }
+        received
+            .iter()
+            .filter_map(|r| r["spans"].as_array())
+            .flatten()
+            .cloned()
+            .collect()
+    }
+
+    /// Waits (at most 20 s) until `ok` holds of the spans received;
+    /// returns them.
+    fn wait_spans(&self, what: &str, ok: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let spans = self.spans();
+            if ok(&spans) {
+                return spans;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what}; received:\n{:#?}",
+                self.received()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Collector {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+const FLASK_APP: &str = r#"
+import os
+from flask import Flask
+
+app = Flask(__name__)
+
+@app.route("/users/<name>")
+def user(name):
+    return "%s %d" % (name, os.getpid())
+
+@app.route("/boom")
+def boom():
+    raise RuntimeError("boom in %d" % os.getpid())
+"#;
+
+/// OpenTelemetry's settings for the tests: spans held back 10 minutes
+/// (only an exit flushes them), the worker's pid in each span's resource.
+fn otel_env(exporter: &str) -> Vec<(&'static str, String)> {
+    vec![
+        ("OTEL_TRACES_EXPORTER", exporter.to_string()),
+        ("OTEL_METRICS_EXPORTER", "none".into()),
+        ("OTEL_LOGS_EXPORTER", "none".into()),
+        ("OTEL_SERVICE_NAME", "shop".into()),
+        ("OTEL_BSP_SCHEDULE_DELAY", "600000".into()),
+        (
+            "OTEL_EXPERIMENTAL_RESOURCE_DETECTORS",
+            "otel,process".into(),
+        ),
+    ]
+}
+
+fn pairs<'a>(env: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a str)> {
+    env.iter().map(|(k, v)| (*k, v.as_str())).collect()
+}
+
+/// The JSON objects the console exporter printed in each worker, from
+/// corral's log: the lines each worker wrote to stdout (`worker 0 (pid
+/// 123) stdout: ...`), put back together per pid.
+fn console_spans(log: &str) -> BTreeMap<u32, Vec<Value>> {
+    let mut text: BTreeMap<u32, String> = BTreeMap::new();
+    for line in log.lines() {
+        let Some((head, printed)) = line.split_once(") stdout: ") else {
+            continue;
+        };
+        let pid = head.rsplit("(pid ").next().unwrap().parse().unwrap();
+        let t = text.entry(pid).or_default();
+        t.push_str(printed);
+        t.push('\n');
+    }
+    text.into_iter()
+        .map(|(pid, t)| {
+            let spans = serde_json::Deserializer::from_str(&t)
+                .into_iter::<Value>()
+                .collect::<Result<Vec<_>, _>>()
+                .unwrap_or_else(|e| panic!("worker {pid} printed no JSON ({e}):\n{t}"));
+            (pid, spans)
+        })
+        .collect()
+}
+
+/// An OTLP span's attributes, or a console span's.
+fn attr<'a>(span: &'a Value, key: &str) -> &'a Value {
+    &span["attributes"][key]
+}
+
+#[test]
+fn opentelemetry_instrument_traces_each_worker_and_the_last_spans_leave_at_a_graceful_stop() {
+    let app = AppDir::new(&[("app.py", FLASK_APP)]);
+    let env = otel_env("console");
+    let mut c = Corral::spawn_under(
+        &[&venv_bin("opentelemetry-instrument")],
+        app.path(),
+        &["app:app", "-w", "2"],
+        &pairs(&env),
+    );
+    c.wait_listening();
+    c.wait_in_service(2);
+    // Behind a proxy corral trusts (loopback, by default), the client is
+    // the one X-Forwarded-For names.
+    let mut pids = std::collections::BTreeSet::new();
+    for i in 0..40 {
+        let r = crate::common::request(
+            &c.addr,
+            "GET",
+            &format!("/users/u{i}"),
+            &[("X-Forwarded-For", "203.0.113.9")],
+            b"",
+        );
+        assert_eq!(r.status, 200, "{}", r.text());
+        pids.insert(r.text().rsplit(' ').next().unwrap().parse::<u32>().unwrap());
+        if pids.len() == 2 && i >= 3 {
+            break;
+        }
+    }
+    assert_eq!(pids.len(), 2, "both workers served");
+    assert_eq!(c.get("/boom").status, 500);
+    // Nothing before the stop: the batch processor holds the spans.
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(console_spans(&c.log.text()).is_empty(), "{}", c.log.text());
+    c.signal(libc::SIGTERM);
+    let st = c.wait_exit(Duration::from_secs(30)).expect("corral stops");
+    assert!(st.success(), "{st}");
+
+    let by_pid = console_spans(&c.log.text());
+    assert_eq!(
+        by_pid
+            .keys()
+            .copied()
+            .collect::<std::collections::BTreeSet<_>>(),
+        pids,
+        "each worker's spans, sent as it exited; log:\n{}",
+        c.log.text()
+    );
+    let mut users = 0;
+    let mut boom = 0;
+    for (pid, spans) in &by_pid {
+        for span in spans {
+            // The tracer provider each worker's sitecustomize made, in
+            // that worker (no fork: no post_fork set-up needed).
+            assert_eq!(span["resource"]["attributes"]["process.pid"], *pid);
+            assert_eq!(span["resource"]["attributes"]["service.name"], "shop");
+            assert_eq!(span["kind"], "SpanKind.SERVER", "{span:#}");
+            assert_eq!(attr(span, "http.method"), "GET");
+            assert_eq!(attr(span, "http.scheme"), "http");
+            // SERVER_PORT: the Host header's (its scheme's default here),
+            // where gunicorn gives the port it listens on (see below).
+            assert_eq!(attr(span, "net.host.port"), 80);
+            assert_eq!(attr(span, "http.host"), "localhost");
+            let target = attr(span, "http.target").as_str().unwrap();
+            if target == "/boom" {
+                boom += 1;
+                assert_eq!(attr(span, "http.status_code"), 500);
+                assert_eq!(attr(span, "http.route"), "/boom");
+                assert_eq!(span["status"]["status_code"], "ERROR", "{span:#}");
+                assert_eq!(attr(span, "net.peer.ip"), "127.0.0.1");
+            } else {
+                users += 1;
+                assert!(target.starts_with("/users/u"), "{span:#}");
+                assert_eq!(span["name"], "GET /users/<name>");
+                assert_eq!(attr(span, "http.route"), "/users/<name>");
+                assert_eq!(attr(span, "http.status_code"), 200);
+                assert_eq!(attr(span, "net.peer.ip"), "203.0.113.9");
+            }
+        }
+    }
+    assert_eq!(boom, 1);
+    assert!(users >= 4, "{by_pid:#?}");
+
+    // gunicorn under the same wrapper, its spans sent over OTLP: the same
+    // attributes, but the client is the proxy (gunicorn reads only the
+    // scheme from X-Forwarded-*).
+    let collector = Collector::start();
+    let gport = free_port();
+    let mut cmd = Command::new(venv_bin("opentelemetry-instrument"));
+    cmd.arg(venv_bin("gunicorn"))
+        .args(["app:app", "-w", "1", "-b", &format!("127.0.0.1:{gport}")])
+        .current_dir(app.path())
+        .envs(otel_env("otlp_proto_http"))
+        .env(
+            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+            format!("{}/v1/traces", collector.url()),
+        );
+    let mut g = Reference::start(
+        "gunicorn",
+        cmd,
+        format!("127.0.0.1:{gport}"),
+        Duration::from_secs(30),
+    );
+    let r = crate::common::request(
+        &g.addr,
+        "GET",
+        "/users/g",
+        &[("X-Forwarded-For", "203.0.113.9")],
+        b"",
+    );
+    assert_eq!(r.status, 200);
+    g.stop(libc::SIGTERM, Duration::from_secs(30))
+        .expect("gunicorn stops");
+    let theirs = collector.wait_spans("gunicorn's span", |s| !s.is_empty());
+    let theirs = &theirs[0];
+    let ours = &by_pid
+        .values()
+        .flatten()
+        .find(|s| attr(s, "http.target") != "/boom")
+        .unwrap();
+    let keys = |s: &Value| -> std::collections::BTreeSet<String> {
+        s["attributes"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .cloned()
+            .collect()
+    };
+    assert_eq!(
+        keys(ours),
+        keys(theirs),
+        "ours: {ours:#}\ngunicorn's: {theirs:#}"
+    );
+    assert_eq!(attr(theirs, "http.route"), "/users/<name>");
+    assert_eq!(attr(theirs, "net.peer.ip"), "127.0.0.1");
+    assert_eq!(attr(theirs, "net.host.port"), gport);
+}
+
+/// An ASGI app traced by OpenTelemetry's ASGI middleware, as a
+/// framework's instrumentation does it; it answers its pid.
+const OTEL_ASGI_APP: &str = r#"
+import os
+from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
+
+async def answer(scope, receive, send):
+    if scope["type"] == "lifespan":
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            else:
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+    body = str(os.getpid()).encode()
+    await send({"type": "http.response.start", "status": 200,
+                "headers": [(b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
+
+app = OpenTelemetryMiddleware(answer)
+"#;
+
+/// The server spans received, by the pid in their resource, each as its
+/// `http.target`.
+fn server_targets(spans: &[Value]) -> BTreeMap<i64, Vec<String>> {
+    let mut out: BTreeMap<i64, Vec<String>> = BTreeMap::new();
+    // OTLP's SPAN_KIND_SERVER.
+    for s in spans.iter().filter(|s| s["kind"] == 2) {
+        let pid = s["resource"]["process.pid"].as_i64().unwrap();
+        let target = attr(s, "http.target").as_str().unwrap_or("").to_string();
+        out.entry(pid).or_default().push(target);
+    }
+    out
+}
+
+fn pid_of(c: &Corral, path: &str) -> i64 {
+    let r = c.get(path);
+    assert_eq!(r.status, 200, "{}", r.text());
+    r.text().parse().unwrap()
+}
+
+#[test]
+fn otlp_spans_leave_each_worker_that_max_requests_a_reload_or_a_stop_ends() {
+    let collector = Collector::start();
+    let app = AppDir::new(&[("app.py", OTEL_ASGI_APP)]);
+    let mut env = otel_env("otlp_proto_http");
+    env.push((
+        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+        format!("{}/v1/traces", collector.url()),
+    ));
+    let mut c = Corral::spawn_under(
+        &[&venv_bin("opentelemetry-instrument")],
+        app.path(),
+        &["app:app", "-w", "1", "--max-requests", "2"],
+        &pairs(&env),
+    );
+    c.wait_listening();
+    c.wait_in_service(1);
+    let port = c.addr.rsplit(':').next().unwrap().to_string();
+
+    // The second request recycles the worker: its spans leave as it exits.
+    let first = pid_of(&c, "/recycled/1");
+    assert_eq!(pid_of(&c, "/recycled/2"), first);
+    let spans = collector.wait_spans("the recycled worker's spans", |s| {
+        server_targets(s).get(&first).is_some_and(|t| t.len() == 2)
+    });
+    for s in spans.iter().filter(|s| s["kind"] == 2) {
+        assert_eq!(attr(s, "http.method"), "GET", "{s:#}");
+        assert_eq!(attr(s, "http.status_code"), 200, "{s:#}");
+        assert_eq!(attr(s, "net.host.port").to_string(), port, "{s:#}");
+        assert_eq!(attr(s, "net.peer.ip"), "127.0.0.1", "{s:#}");
+        assert_eq!(s["resource"]["service.name"], "shop");
+    }
+
+    // A reload ends the next one (in service before the first exited).
+    let second = pid_of(&c, "/reloaded");
+    assert_ne!(second, first);
+    let (code, out) = reload_wait(&c);
+    assert_eq!(code, Some(0), "{out}");
+    collector.wait_spans("the reloaded worker's span", |s| {
+        server_targets(s).get(&second).map(Vec::as_slice) == Some(&["/reloaded".to_string()])
+    });
+
+    // A graceful stop ends the last.
+    let third = pid_of(&c, "/stopped");
+    assert!(third != first && third != second);
+    c.signal(libc::SIGTERM);
+    assert!(c.wait_exit(Duration::from_secs(30)).unwrap().success());
+    let spans = collector.wait_spans("the stopped worker's span", |s| {
+        server_targets(s).contains_key(&third)
+    });
+    assert_eq!(
+        server_targets(&spans).values().flatten().count(),
+        4,
+        "each request's span once: {:#?}",
+        server_targets(&spans)
+    );
+}
+
+#[test]
+fn a_fast_stop_sends_the_spans_the_workers_hold_as_gunicorns_does() {
+    // SIGINT (Ctrl-C) and SIGQUIT stop the workers at once, as gunicorn's
+    // do; gunicorn's workers leave through sys.exit, which runs the atexit
+    // handlers where OpenTelemetry's batch processor sends what it holds.
+    for (app_py, sig) in [(FLASK_APP, libc::SIGINT), (OTEL_ASGI_APP, libc::SIGQUIT)] {
+        let collector = Collector::start();
+        let app = AppDir::new(&[("app.py", app_py)]);
+        let mut env = otel_env("otlp_proto_http");
+        env.push((
+            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+            format!("{}/v1/traces", collector.url()),
+        ));
+        let mut c = Corral::spawn_under(
+            &[&venv_bin("opentelemetry-instrument")],
+            app.path(),
+            &["app:app", "-w", "1"],
+            &pairs(&env),
+        );
+        c.wait_listening();
+        c.wait_in_service(1);
+        assert_eq!(c.get("/users/fast").status, 200);
+        c.signal(sig);
+        assert!(c.wait_exit(Duration::from_secs(30)).is_some());
+        collector.wait_spans(&format!("the span, after signal {sig}"), |s| {
+            s.iter().any(|s| attr(s, "http.target") == "/users/fast")
+        });
+    }
+    // gunicorn, under the same wrapper, on the same app.
+    let collector = Collector::start();
+    let app = AppDir::new(&[("app.py", FLASK_APP)]);
+    let gport = free_port();
+    let mut cmd = Command::new(venv_bin("opentelemetry-instrument"));
+    cmd.arg(venv_bin("gunicorn"))
+        .args(["app:app", "-w", "1", "-b", &format!("127.0.0.1:{gport}")])
+        .current_dir(app.path())
+        .envs(otel_env("otlp_proto_http"))
+        .env(
+            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+            format!("{}/v1/traces", collector.url()),
+        );
+    let mut g = Reference::start(
+        "gunicorn",
+        cmd,
+        format!("127.0.0.1:{gport}"),
+        Duration::from_secs(30),
+    );
+    assert_eq!(
+        crate::common::request(&g.addr, "GET", "/users/fast", &[], b"").status,
+        200
+    );
+    g.stop(libc::SIGINT, Duration::from_secs(30))
+        .expect("gunicorn stops");
+    collector.wait_spans("gunicorn's span", |s| {
+        s.iter().any(|s| attr(s, "http.target") == "/users/fast")
+    });
+}
