@@ -489,3 +489,324 @@ fn a_fast_stop_sends_the_spans_the_workers_hold_as_gunicorns_does() {
         s.iter().any(|s| attr(s, "http.target") == "/users/fast")
     });
 }
+
+/// The Datadog agent's settings for the tests: its traces to the stand-in,
+/// held back 10 minutes (only an exit sends them).
+fn datadog_env(collector: &Collector) -> Vec<(&'static str, String)> {
+    vec![
+        ("DD_TRACE_AGENT_URL", collector.url()),
+        ("DD_SERVICE", "shop".into()),
+        ("DD_ENV", "test".into()),
+        ("DD_TRACE_WRITER_INTERVAL_SECONDS", "600".into()),
+        ("DD_INSTRUMENTATION_TELEMETRY_ENABLED", "false".into()),
+        ("DD_REMOTE_CONFIGURATION_ENABLED", "false".into()),
+    ]
+}
+
+/// The root spans of the Datadog traces received (a Flask request's), by
+/// the pid of the process that sent them.
+fn datadog_roots(spans: &[Value]) -> BTreeMap<i64, Vec<Value>> {
+    let mut out: BTreeMap<i64, Vec<Value>> = BTreeMap::new();
+    for s in spans.iter().filter(|s| s["parent_id"] == 0) {
+        let pid = s["metrics"]["process_id"].as_f64().unwrap() as i64;
+        out.entry(pid).or_default().push(s.clone());
+    }
+    out
+}
+
+#[test]
+fn ddtrace_run_traces_each_worker_to_the_agent_and_the_last_traces_leave_at_a_stop() {
+    let collector = Collector::start();
+    let app = AppDir::new(&[("app.py", FLASK_APP)]);
+    let env = datadog_env(&collector);
+    let mut c = Corral::spawn_under(
+        &[&venv_bin("ddtrace-run")],
+        app.path(),
+        &["app:app", "-w", "2"],
+        &pairs(&env),
+    );
+    c.wait_listening();
+    c.wait_in_service(2);
+    let mut pids = std::collections::BTreeSet::new();
+    for i in 0..40 {
+        let r = c.get(&format!("/users/u{i}"));
+        assert_eq!(r.status, 200, "{}", r.text());
+        pids.insert(r.text().rsplit(' ').next().unwrap().parse::<i64>().unwrap());
+        if pids.len() == 2 && i >= 3 {
+            break;
+        }
+    }
+    assert_eq!(pids.len(), 2, "both workers served");
+    assert_eq!(c.get("/boom").status, 500);
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(collector.spans().is_empty(), "the writer holds the traces");
+    c.signal(libc::SIGTERM);
+    assert!(c.wait_exit(Duration::from_secs(30)).unwrap().success());
+
+    let spans = collector.wait_spans("each worker's traces", |s| {
+        datadog_roots(s)
+            .keys()
+            .copied()
+            .collect::<std::collections::BTreeSet<_>>()
+            == pids
+    });
+    let roots = datadog_roots(&spans);
+    let mut boom = 0;
+    for span in roots.values().flatten() {
+        assert_eq!(span["name"], "flask.request", "{span:#}");
+        assert_eq!(span["service"], "shop");
+        assert_eq!(span["type"], "web");
+        let meta = &span["meta"];
+        assert_eq!(meta["env"], "test");
+        assert_eq!(meta["http.method"], "GET");
+        assert_eq!(meta["span.kind"], "server");
+        let url = meta["http.url"].as_str().unwrap();
+        if url.ends_with("/boom") {
+            boom += 1;
+            assert_eq!(span["resource"], "GET /boom");
+            assert_eq!(span["error"], 1);
+            assert_eq!(meta["http.status_code"], "500");
+            // The exception, on the span of the trace that raised it.
+            let raised = spans
+                .iter()
+                .find(|s| s["trace_id"] == span["trace_id"] && !s["meta"]["error.type"].is_null())
+                .unwrap_or_else(|| panic!("no span with the error: {spans:#?}"));
+            assert_eq!(raised["meta"]["error.type"], "builtins.RuntimeError");
+            assert!(
+                raised["meta"]["error.message"]
+                    .as_str()
+                    .unwrap()
+                    .starts_with("boom in "),
+                "{raised:#}"
+            );
+        } else {
+            assert!(url.starts_with("http://localhost/users/u"), "{span:#}");
+            assert_eq!(span["resource"], "GET /users/<name>");
+            assert_eq!(meta["http.route"], "/users/<name>");
+            assert_eq!(meta["http.status_code"], "200");
+        }
+    }
+    assert_eq!(boom, 1, "{roots:#?}");
+
+    // gunicorn under the same wrapper: the same HTTP tags.
+    let theirs_collector = Collector::start();
+    let gport = free_port();
+    let mut cmd = Command::new(venv_bin("ddtrace-run"));
+    cmd.arg(venv_bin("gunicorn"))
+        .args(["app:app", "-w", "1", "-b", &format!("127.0.0.1:{gport}")])
+        .current_dir(app.path())
+        .envs(datadog_env(&theirs_collector));
+    let mut g = Reference::start(
+        "gunicorn",
+        cmd,
+        format!("127.0.0.1:{gport}"),
+        Duration::from_secs(30),
+    );
+    let r = crate::common::request(&g.addr, "GET", "/users/g", &[], b"");
+    assert_eq!(r.status, 200);
+    g.stop(libc::SIGTERM, Duration::from_secs(30))
+        .expect("gunicorn stops");
+    let theirs = theirs_collector.wait_spans("gunicorn's trace", |s| !datadog_roots(s).is_empty());
+    let theirs = datadog_roots(&theirs)
+        .into_values()
+        .flatten()
+        .next()
+        .unwrap();
+    let ours = roots
+        .values()
+        .flatten()
+        .find(|s| s["resource"] == "GET /users/<name>")
+        .unwrap();
+    let http_tags = |s: &Value| -> std::collections::BTreeSet<String> {
+        s["meta"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .filter(|k| k.starts_with("http.") || k.starts_with("flask.") || *k == "component")
+            .cloned()
+            .collect()
+    };
+    assert_eq!(
+        http_tags(ours),
+        http_tags(&theirs),
+        "ours: {ours:#}\ngunicorn's: {theirs:#}"
+    );
+    assert_eq!(theirs["resource"], "GET /users/<name>");
+}
+
+/// What New Relic's agent, in developer mode (no licence key, no
+/// network), would have sent: its audit log, in the app's folder.
+const NEW_RELIC_AUDIT: &str = "newrelic-audit.log";
+
+#[test]
+fn newrelic_admin_run_program_records_each_workers_transactions_and_errors() {
+    let app = AppDir::new(&[("app.py", FLASK_APP)]);
+    let audit = app.path().join(NEW_RELIC_AUDIT);
+    let audit_env = audit.display().to_string();
+    let mut c = Corral::spawn_under(
+        &[&venv_bin("newrelic-admin"), "run-program"],
+        app.path(),
+        &["app:app", "-w", "2"],
+        &[
+            ("NEW_RELIC_DEVELOPER_MODE", "true"),
+            ("NEW_RELIC_APP_NAME", "shop"),
+            ("NEW_RELIC_AUDIT_LOG", &audit_env),
+            // A worker's first requests wait for the agent to register
+            // (with the fake collector) instead of going unrecorded.
+            ("NEW_RELIC_STARTUP_TIMEOUT", "10"),
+        ],
+    );
+    c.wait_listening();
+    c.wait_in_service(2);
+    let mut pids = std::collections::BTreeSet::new();
+    for i in 0..40 {
+        let r = c.get(&format!("/users/u{i}"));
+        assert_eq!(r.status, 200, "{}", r.text());
+        pids.insert(r.text().rsplit(' ').next().unwrap().to_string());
+        if pids.len() == 2 {
+            break;
+        }
+    }
+    assert_eq!(pids.len(), 2, "both workers served");
+    assert_eq!(c.get("/boom").status, 500);
+    c.signal(libc::SIGTERM);
+    assert!(c.wait_exit(Duration::from_secs(30)).unwrap().success());
+
+    // Each worker's agent harvested as it exited and said goodbye.
+    let text = std::fs::read_to_string(&audit).expect("the agent's audit log");
+    let records: Vec<&str> = text.split("\n=====").collect();
+    for pid in &pids {
+        let sent = |method: &str| {
+            records.iter().any(|r| {
+                r.contains(&format!("PID: {pid}\n")) && r.contains(&format!("'method': '{method}'"))
+            })
+        };
+        for method in ["analytic_event_data", "metric_data", "shutdown"] {
+            assert!(sent(method), "worker {pid} sent no {method}:\n{text}");
+        }
+    }
+    for expected in [
+        "'name': 'WebTransaction/Function/app:user'",
+        "'request.method': 'GET'",
+        "'request.uri': '/users/u0'",
+        "'http.statusCode': 200",
+        "'name': 'WebTransaction/Function/app:boom'",
+        "'error.class': 'builtins:RuntimeError'",
+        "'http.statusCode': 500",
+    ] {
+        assert!(text.contains(expected), "no {expected} in:\n{text}");
+    }
+}
+
+/// sentry-sdk set up in the app, its DSN the stand-in: Flask's integration
+/// (on by itself) and the ASGI middleware.
+const SENTRY_FLASK_APP: &str = r#"
+import os
+import sentry_sdk
+from flask import Flask
+
+sentry_sdk.init(dsn=os.environ["SENTRY_DSN"], traces_sample_rate=1.0)
+app = Flask(__name__)
+
+@app.route("/users/<name>")
+def user(name):
+    return "%s %d" % (name, os.getpid())
+
+@app.route("/boom")
+def boom():
+    raise RuntimeError("boom in %d" % os.getpid())
+"#;
+
+const SENTRY_ASGI_APP: &str = r#"
+import os
+import sentry_sdk
+from sentry_sdk.integrations.asgi import SentryAsgiMiddleware
+
+sentry_sdk.init(dsn=os.environ["SENTRY_DSN"], traces_sample_rate=1.0)
+
+async def answer(scope, receive, send):
+    if scope["type"] == "lifespan":
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            else:
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+    if scope["path"] == "/boom":
+        raise RuntimeError("boom in %d" % os.getpid())
+    body = b"ok"
+    await send({"type": "http.response.start", "status": 200,
+                "headers": [(b"content-length", b"2")]})
+    await send({"type": "http.response.body", "body": body})
+
+app = SentryAsgiMiddleware(answer)
+"#;
+
+/// The envelope items of `kind` ("event", "span") received; a span
+/// item's spans (sentry-sdk 3 streams spans, where 2 sent transactions).
+fn sentry_items(collector: &Collector, kind: &str) -> Vec<Value> {
+    collector
+        .received()
+        .iter()
+        .filter_map(|r| r["envelope"]["items"].as_array())
+        .flatten()
+        .filter(|i| i["header"]["type"] == kind)
+        .flat_map(|i| match i["payload"]["items"].as_array() {
+            Some(items) if kind == "span" => items.clone(),
+            _ => vec![i["payload"].clone()],
+        })
+        .collect()
+}
+
+/// Whether a streamed span is the server's for a request to `path`.
+fn sentry_span_for(span: &Value, path: &str) -> bool {
+    span["attributes"]["url.full"]["value"]
+        .as_str()
+        .is_some_and(|u| u.ends_with(path))
+        && span["attributes"]["http.request.method"]["value"] == "GET"
+}
+
+#[test]
+fn sentry_captures_errors_and_request_spans_in_corrals_workers() {
+    for app_py in [SENTRY_FLASK_APP, SENTRY_ASGI_APP] {
+        let collector = Collector::start();
+        let app = AppDir::new(&[("app.py", app_py)]);
+        let dsn = format!("http://public@127.0.0.1:{}/1", collector.port);
+        let mut c = Corral::spawn(app.path(), &["app:app", "-w", "1"], &[("SENTRY_DSN", &dsn)]);
+        c.wait_listening();
+        c.wait_in_service(1);
+        assert_eq!(c.get("/users/bob").status, 200);
+        assert_eq!(c.get("/boom").status, 500);
+        c.signal(libc::SIGTERM);
+        assert!(c.wait_exit(Duration::from_secs(30)).unwrap().success());
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while sentry_items(&collector, "event").is_empty()
+            || !sentry_items(&collector, "span")
+                .iter()
+                .any(|s| sentry_span_for(s, "/users/bob"))
+        {
+            assert!(
+                Instant::now() < deadline,
+                "no error event and request span; received:\n{:#?}",
+                collector.received()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let events = sentry_items(&collector, "event");
+        assert_eq!(events.len(), 1, "{events:#?}");
+        let exception = &events[0]["exception"]["values"][0];
+        assert_eq!(exception["type"], "RuntimeError", "{:#}", events[0]);
+        assert!(exception["value"].as_str().unwrap().starts_with("boom in "));
+        let url = events[0]["request"]["url"].as_str().unwrap();
+        assert!(url.ends_with("/boom"), "{:#}", events[0]);
+        let spans = sentry_items(&collector, "span");
+        let span = spans
+            .iter()
+            .find(|s| sentry_span_for(s, "/users/bob"))
+            .unwrap();
+        let attrs = &span["attributes"];
+        assert_eq!(attrs["http.response.status_code"]["value"], 200, "{span:#}");
+        assert_eq!(attrs["client.address"]["value"], "127.0.0.1", "{span:#}");
+    }
+}
