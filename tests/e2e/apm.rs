@@ -634,6 +634,50 @@ fn ddtrace_run_traces_each_worker_to_the_agent_and_the_last_traces_leave_at_a_st
     assert_eq!(theirs["resource"], "GET /users/<name>");
 }
 
+/// A Flask app that answers the service ddtrace gives its spans.
+const DD_SERVICE_APP: &str = r#"
+import ddtrace
+from flask import Flask
+
+app = Flask(__name__)
+
+@app.route("/service")
+def service():
+    return str(ddtrace.config.service)
+"#;
+
+#[test]
+fn ddtrace_without_dd_service_names_the_service_corral_not_the_private_folder() {
+    // ddtrace names the service after the folder of the script the
+    // process runs; corral's private folder has a new random name at
+    // every start, which would make every start a new service.
+    let collector = Collector::start();
+    let app = AppDir::new(&[("app.py", DD_SERVICE_APP)]);
+    let env: Vec<_> = datadog_env(&collector)
+        .into_iter()
+        .filter(|(k, _)| *k != "DD_SERVICE")
+        .collect();
+    let mut c = Corral::spawn_under(
+        &[&venv_bin("ddtrace-run")],
+        app.path(),
+        &["app:app", "-w", "1"],
+        &pairs(&env),
+    );
+    c.wait_listening();
+    c.wait_in_service(1);
+    let r = c.get("/service");
+    assert_eq!((r.status, r.text().as_str()), (200, "corral"));
+    c.signal(libc::SIGTERM);
+    assert!(c.wait_exit(Duration::from_secs(30)).unwrap().success());
+    let spans = collector.wait_spans("the trace", |s| !datadog_roots(s).is_empty());
+    let root = datadog_roots(&spans)
+        .into_values()
+        .flatten()
+        .next()
+        .unwrap();
+    assert_eq!(root["meta"]["_dd.base_service"], "corral", "{root:#}");
+}
+
 /// What New Relic's agent, in developer mode (no licence key, no
 /// network), would have sent: its audit log, in the app's folder.
 const NEW_RELIC_AUDIT: &str = "newrelic-audit.log";
