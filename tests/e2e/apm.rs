@@ -332,6 +332,45 @@ fn opentelemetry_instrument_traces_each_worker_and_the_last_spans_leave_at_a_gra
     assert_eq!(attr(theirs, "net.host.port"), gport);
 }
 
+#[test]
+fn with_env_allow_the_wrapper_reaches_the_workers_only_through_pythonpath() {
+    // [app] env_allow passes only what it names: the wrapper's
+    // sitecustomize comes through PYTHONPATH, its settings through OTEL_*.
+    for (allow, traced) in [
+        (r#"["PATH", "PYTHONPATH", "OTEL_*"]"#, true),
+        (r#"["PATH", "OTEL_*"]"#, false),
+    ] {
+        let toml = format!(
+            "[app]\nmodule = \"app:app\"\nenv_allow = {allow}\n[server]\nbind = [\"127.0.0.1:0\"]\n"
+        );
+        let app = AppDir::new(&[("app.py", FLASK_APP), ("corral.toml", &toml)]);
+        let env = otel_env("console");
+        let mut c = Corral::spawn_under(
+            &[&venv_bin("opentelemetry-instrument")],
+            app.path(),
+            &["-c", "corral.toml"],
+            &pairs(&env),
+        );
+        c.wait_listening();
+        c.wait_in_service(1);
+        assert_eq!(c.get("/users/allowed").status, 200);
+        c.signal(libc::SIGTERM);
+        assert!(c.wait_exit(Duration::from_secs(30)).unwrap().success());
+        let spans: Vec<Value> = console_spans(&c.log.text())
+            .into_values()
+            .flatten()
+            .collect();
+        assert_eq!(
+            spans
+                .iter()
+                .any(|s| attr(s, "http.target") == "/users/allowed"),
+            traced,
+            "env_allow = {allow}; log:\n{}",
+            c.log.text()
+        );
+    }
+}
+
 /// An ASGI app traced by OpenTelemetry's ASGI middleware, as a
 /// framework's instrumentation does it; it answers its pid.
 const OTEL_ASGI_APP: &str = r#"
