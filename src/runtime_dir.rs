@@ -10,10 +10,12 @@
 //! | root | `[workers] user`/`group` | 0750 root:their group | 0640 root:their group |
 //! | root, `drop_privileges` | corral becomes their user | 0700 theirs | 0600 theirs |
 //!
-//! "Folders" are the folder and the package's folder in it
+//! "Folders" are the folder, the one in it that holds the script
+//! ([`worker::script::FOLDER`](crate::worker::script::FOLDER), named the
+//! same at every start) and the package's folder beside the script
 //! ([`worker::script::PACKAGE`](crate::worker::script::PACKAGE)). With
-//! `drop_privileges` both belong to the user corral becomes, so that corral
-//! can still remove them when it stops.
+//! `drop_privileges` all three belong to the user corral becomes, so that
+//! corral can still remove them when it stops.
 //!
 //! The folder is made in `--worker-tmp-dir` (gunicorn's flag) when given,
 //! else in `$TMPDIR` or /tmp; when that is read-only (a read-only
@@ -63,7 +65,7 @@ const SHM: &str = "/dev/shm";
 /// The most entries of the place one start's sweep looks at.
 pub const SWEEP_LOOKS: usize = 1000;
 
-/// How deep the removal of a folder goes (corral's folders are two deep).
+/// How deep the removal of a folder goes (corral's folders are three deep).
 const REMOVE_DEPTH: usize = 8;
 
 /// The folder (removed on drop) and the script in it.
@@ -286,7 +288,10 @@ impl RuntimeDir {
             )));
         };
         let mut rt = RuntimeDir {
-            script: place_path.join(&name).join(script::SCRIPT),
+            script: place_path
+                .join(&name)
+                .join(script::FOLDER)
+                .join(script::SCRIPT),
             place,
             name,
             dir,
@@ -316,10 +321,15 @@ impl RuntimeDir {
     /// Writes the script and its package into the open folder, and gives
     /// them to `owner` (see the module doc), all through descriptors.
     fn fill(&mut self, owner: &Owner<'_>) -> std::io::Result<()> {
-        let package = make_dir_at(
+        let folder = make_dir_at(
             &self.dir,
+            OsStr::new(script::FOLDER),
+            Path::new(script::FOLDER),
+        )?;
+        let package = make_dir_at(
+            &folder,
             OsStr::new(script::PACKAGE),
-            Path::new(script::PACKAGE),
+            &Path::new(script::FOLDER).join(script::PACKAGE),
         )?;
         let mut files = Vec::with_capacity(script::FILES.len());
         for (name, text) in script::FILES {
@@ -328,7 +338,7 @@ impl RuntimeDir {
                 .and_then(|n| n.strip_prefix('/'))
             {
                 Some(inner) => write_new_at(&package, inner, text)?,
-                None => write_new_at(&self.dir, name, text)?,
+                None => write_new_at(&folder, name, text)?,
             };
             files.push(file);
         }
@@ -343,6 +353,7 @@ impl RuntimeDir {
         }
         // The folder last: until then, nobody else may enter it.
         share(&package, uid, gid, dir_mode)?;
+        share(&folder, uid, gid, dir_mode)?;
         share(&self.dir, uid, gid, dir_mode)
     }
 
@@ -490,14 +501,16 @@ mod tests {
             None,
         )
         .unwrap();
-        let path = rt.script().parent().unwrap().to_path_buf();
-        for dir in [path.clone(), path.join(script::PACKAGE)] {
+        let folder = rt.script().parent().unwrap().to_path_buf();
+        assert!(folder.ends_with(script::FOLDER), "{}", folder.display());
+        let path = folder.parent().unwrap().to_path_buf();
+        for dir in [path.clone(), folder.clone(), folder.join(script::PACKAGE)] {
             let meta = std::fs::metadata(&dir).unwrap();
             assert_eq!(meta.mode() & 0o7777, 0o700, "{}", dir.display());
         }
-        assert_eq!(rt.script(), path.join(script::SCRIPT));
+        assert_eq!(rt.script(), folder.join(script::SCRIPT));
         for (name, text) in script::FILES {
-            let file = path.join(name);
+            let file = folder.join(name);
             let meta = std::fs::metadata(&file).unwrap();
             assert_eq!(meta.mode() & 0o7777, 0o600, "{name}");
             assert_eq!(std::fs::read_to_string(&file).unwrap(), text);

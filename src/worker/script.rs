@@ -4,13 +4,20 @@
 //! `src/worker/python/`. `runtime_dir` writes them into a private folder
 //! at start-up; [`process`](super::process) runs the script.
 
-/// The script the interpreter runs, relative to the folder.
+/// The folder, in corral's private one, that holds the script and its
+/// package: named the same at every start, so that what names a process
+/// after its script's folder sees `corral`, not the private folder's
+/// random name (ddtrace's inferred service, which `ddtrace-run` without
+/// `DD_SERVICE` gives every span, would be a new service at each start).
+pub const FOLDER: &str = "corral";
+
+/// The script the interpreter runs, relative to [`FOLDER`].
 pub const SCRIPT: &str = "corral_worker.py";
 
-/// The package's folder, relative to the folder.
+/// The package's folder, relative to [`FOLDER`].
 pub const PACKAGE: &str = "corral_worker";
 
-/// Every file, by its path relative to the folder: the script first.
+/// Every file, by its path relative to [`FOLDER`]: the script first.
 pub const FILES: [(&str, &str); 9] = [
     (SCRIPT, include_str!("python/corral_worker.py")),
     (

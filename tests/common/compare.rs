@@ -110,6 +110,26 @@ impl Reference {
         server
     }
 
+    /// Sends `sig` to the server (its main process) and waits at most
+    /// `timeout` for it to exit, and for every line it wrote before.
+    pub fn stop(&mut self, sig: i32, timeout: Duration) -> Option<std::process::ExitStatus> {
+        // SAFETY: signalling a child we started and have not reaped.
+        unsafe {
+            libc::kill(self.child.id() as i32, sig);
+        }
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(st) = self.child.try_wait().unwrap() {
+                self.log.wait_closed(Duration::from_secs(5));
+                return Some(st);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     fn wait_accepting(&mut self, timeout: Duration) {
         let name = self.name;
         let addr: SocketAddr = self.addr.parse().unwrap();

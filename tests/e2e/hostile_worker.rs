@@ -41,7 +41,11 @@ def app(environ, start_response):
     elif path == "/rundir":
         folder = os.path.dirname(os.path.abspath(sys.argv[0]))
         package = os.path.join(folder, "corral_worker")
-        body = json.dumps({"mode": os.stat(folder).st_mode & 0o7777,
+        private = os.path.dirname(folder)
+        body = json.dumps({"mode": os.stat(private).st_mode & 0o7777,
+                           "holds": sorted(os.listdir(private)),
+                           "folder": os.path.basename(folder),
+                           "folder_mode": os.stat(folder).st_mode & 0o7777,
                            "files": sorted(os.listdir(folder)),
                            "package_mode": os.stat(package).st_mode & 0o7777,
                            "package": {name: os.stat(os.path.join(package, name)).st_mode & 0o7777
@@ -218,6 +222,10 @@ fn the_runtime_folder_is_private_and_holds_only_the_script() {
     assert_eq!(r.status, 200, "{}", r.text());
     let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
     assert_eq!(v["mode"], 0o700, "{v}");
+    // The private folder holds one folder, named the same at every start.
+    assert_eq!(v["holds"], serde_json::json!(["corral"]), "{v}");
+    assert_eq!(v["folder"], "corral", "{v}");
+    assert_eq!(v["folder_mode"], 0o700, "{v}");
     // The script and the package it imports, with nothing written beside
     // them (no __pycache__) though the worker has imported every module.
     assert_eq!(

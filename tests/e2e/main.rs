@@ -16,6 +16,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod apm;
 mod asgi;
 mod behind_nginx;
 mod boot_isolation;

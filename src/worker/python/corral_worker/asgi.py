@@ -15,7 +15,7 @@ from .protocol import (
     K_WS_BINARY, K_WS_CLOSE, K_WS_TEXT, MAX_FRAME, MAX_WS_MESSAGE, PIECES_FROM, RESP_HDR,
     RESPONSE_WINDOW, SMALL_WINDOW, U16, U32,
     ClientDisconnected, asgi_fields, asgi_head, check_text, clip, close_reason, frames, log,
-    log_error, request_parts, under_root,
+    log_error, request_parts, run_exit_handlers, under_root,
 )
 
 
@@ -703,12 +703,8 @@ class AsgiWorker:
         await self.lifespan.shutdown(deadline - self.loop.time())
         if self.on_exit is not None:
             self.on_exit()
-        import atexit
-
-        atexit._run_exitfuncs()
+        run_exit_handlers()
         self.flush()
-        sys.stdout.flush()
-        sys.stderr.flush()
         os._exit(0)
 
     def beat(self, interval):

@@ -12,7 +12,7 @@ import time
 import traceback
 
 from .asgi import Lifespan, LifespanFailed, is_asgi, new_event_loop, serve_asgi
-from .protocol import K_BOOT_ERROR, K_BOOT_OK, clip
+from .protocol import K_BOOT_ERROR, K_BOOT_OK, clip, exiting, run_exit_handlers
 from .ring import Ring
 from .wsgi import Connection, GreenWorker, Worker, WsgiRunner, beat
 
@@ -344,12 +344,18 @@ def main(gevent_error=None):
     hooks = None
 
     def quit_now(*_):
-        # gunicorn's quick exit: worker_int, then worker_exit, then out.
+        # gunicorn's quick exit: worker_int, then worker_exit, then out
+        # through the atexit handlers, as gunicorn's sys.exit(0) goes: a
+        # tracer's exporter sends the spans it holds (corral kills the
+        # worker quit_grace, 1 s, after the signal). A signal that comes
+        # while they run (a graceful exit's, or a first fast stop's) lets
+        # them finish.
+        if exiting():
+            return
         if hooks is not None:
             hooks.worker_int()
             hooks.worker_exit()
-            sys.stdout.flush()
-            sys.stderr.flush()
+        run_exit_handlers()
         os._exit(0)
 
     signal.signal(signal.SIGQUIT, quit_now)
@@ -367,11 +373,7 @@ def main(gevent_error=None):
 
         prepare(env_file, logging_spec, log_level)
         serve(sock, hooks_spec)
-        import atexit
-
-        atexit._run_exitfuncs()
-        sys.stdout.flush()
-        sys.stderr.flush()
+        run_exit_handlers()
         os._exit(0)
 
     t0 = time.monotonic()
@@ -512,10 +514,6 @@ def main(gevent_error=None):
             break
     if hooks is not None:
         hooks.worker_exit()
-    import atexit
-
-    atexit._run_exitfuncs()
-    sys.stdout.flush()
-    sys.stderr.flush()
+    run_exit_handlers()
     os._exit(0)
 

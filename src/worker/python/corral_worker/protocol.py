@@ -321,6 +321,31 @@ def clip(text, limit=64 * 1024):
     return "%s\n[... %d characters cut ...]\n%s" % (text[:half], len(text) - limit, text[-half:])
 
 
+_exiting = []
+
+
+def exiting():
+    """Whether run_exit_handlers has begun."""
+    return bool(_exiting)
+
+
+def run_exit_handlers():
+    """Runs the atexit handlers, once, then flushes stdout and stderr: the
+    worker leaves by os._exit (so that no thread the app started keeps it
+    alive), which skips them, where gunicorn's workers leave by sys.exit,
+    which runs them. Tracers flush there: OpenTelemetry's batch span
+    processor, ddtrace's writer, New Relic's last harvest, sentry-sdk's
+    queue. Only the first call runs them."""
+    if _exiting:
+        return
+    _exiting.append(True)
+    import atexit
+
+    atexit._run_exitfuncs()
+    sys.stdout.flush()
+    sys.stderr.flush()
+
+
 def close_reason(reason):
     """A WebSocket close reason, UTF-8, cut to the 123 bytes a close frame
     holds (at a character boundary)."""
