@@ -117,17 +117,7 @@ impl Reference {
         unsafe {
             libc::kill(self.child.id() as i32, sig);
         }
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(st) = self.child.try_wait().unwrap() {
-                self.log.wait_closed(Duration::from_secs(5));
-                return Some(st);
-            }
-            if Instant::now() >= deadline {
-                return None;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        super::wait_exit(&mut self.child, &self.log, timeout)
     }
 
     fn wait_accepting(&mut self, timeout: Duration) {

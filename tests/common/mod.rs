@@ -50,6 +50,26 @@ impl AppDir {
     }
 }
 
+/// Waits for `child` to exit, then for every line it wrote to `log`
+/// before it did; None on timeout.
+pub fn wait_exit(
+    child: &mut Child,
+    log: &Log,
+    timeout: Duration,
+) -> Option<std::process::ExitStatus> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            log.wait_closed(Duration::from_secs(5));
+            return Some(st);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// Log lines of a running process, shared with the threads that read them,
 /// and how many of its streams have reached their end.
 #[derive(Clone, Default)]
@@ -415,18 +435,7 @@ impl Corral {
 
     /// Waits for corral to exit; None on timeout.
     pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(st) = self.child.try_wait().unwrap() {
-                // Every line it wrote before exiting, read.
-                self.log.wait_closed(Duration::from_secs(5));
-                return Some(st);
-            }
-            if Instant::now() >= deadline {
-                return None;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        wait_exit(&mut self.child, &self.log, timeout)
     }
 
     /// Waits until `ok()` holds, for at most 30 s; fails with the log.

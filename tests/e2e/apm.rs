@@ -23,6 +23,43 @@ use serde_json::Value;
 use crate::common::compare::{Reference, free_port};
 use crate::common::{AppDir, Corral, python, reload_wait, repo};
 
+/// corral serving `args` from `dir`, run by `wrapper` with `env`, once
+/// `workers` workers are in service.
+fn corral_under(
+    wrapper: &str,
+    dir: &Path,
+    args: &[&str],
+    env: &[(&'static str, String)],
+    workers: usize,
+) -> Corral {
+    let mut c = Corral::spawn_under(&[&venv_bin(wrapper)], dir, args, &pairs(env));
+    c.wait_listening();
+    c.wait_in_service(workers);
+    c
+}
+
+/// gunicorn with one worker serving `app` from `dir`, run by `wrapper`
+/// (`opentelemetry-instrument`, `ddtrace-run`) with `env`.
+fn gunicorn_under(wrapper: &str, dir: &Path, env: Vec<(&'static str, String)>) -> Reference {
+    let addr = format!("127.0.0.1:{}", free_port());
+    let mut cmd = Command::new(venv_bin(wrapper));
+    cmd.arg(venv_bin("gunicorn"))
+        .args(["app:app", "-w", "1", "-b", &addr])
+        .current_dir(dir)
+        .envs(env);
+    Reference::start("gunicorn", cmd, addr, Duration::from_secs(30))
+}
+
+/// `otel_env` with OTLP over HTTP to `collector`.
+fn otlp_env(collector: &Collector) -> Vec<(&'static str, String)> {
+    let mut env = otel_env("otlp_proto_http");
+    env.push((
+        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+        format!("{}/v1/traces", collector.url()),
+    ));
+    env
+}
+
 /// A program of the test virtualenv's, beside its `python`.
 fn venv_bin(name: &str) -> String {
     let python = python();
@@ -198,14 +235,13 @@ fn attr<'a>(span: &'a Value, key: &str) -> &'a Value {
 fn opentelemetry_instrument_traces_each_worker_and_the_last_spans_leave_at_a_graceful_stop() {
     let app = AppDir::new(&[("app.py", FLASK_APP)]);
     let env = otel_env("console");
-    let mut c = Corral::spawn_under(
-        &[&venv_bin("opentelemetry-instrument")],
+    let mut c = corral_under(
+        "opentelemetry-instrument",
         app.path(),
         &["app:app", "-w", "2"],
-        &pairs(&env),
+        &env,
+        2,
     );
-    c.wait_listening();
-    c.wait_in_service(2);
     // Behind a proxy corral trusts (loopback, by default), the client is
     // the one X-Forwarded-For names.
     let mut pids = std::collections::BTreeSet::new();
@@ -281,22 +317,7 @@ fn opentelemetry_instrument_traces_each_worker_and_the_last_spans_leave_at_a_gra
     // attributes, but the client is the proxy (gunicorn reads only the
     // scheme from X-Forwarded-*).
     let collector = Collector::start();
-    let gport = free_port();
-    let mut cmd = Command::new(venv_bin("opentelemetry-instrument"));
-    cmd.arg(venv_bin("gunicorn"))
-        .args(["app:app", "-w", "1", "-b", &format!("127.0.0.1:{gport}")])
-        .current_dir(app.path())
-        .envs(otel_env("otlp_proto_http"))
-        .env(
-            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
-            format!("{}/v1/traces", collector.url()),
-        );
-    let mut g = Reference::start(
-        "gunicorn",
-        cmd,
-        format!("127.0.0.1:{gport}"),
-        Duration::from_secs(30),
-    );
+    let mut g = gunicorn_under("opentelemetry-instrument", app.path(), otlp_env(&collector));
     let r = crate::common::request(
         &g.addr,
         "GET",
@@ -329,6 +350,7 @@ fn opentelemetry_instrument_traces_each_worker_and_the_last_spans_leave_at_a_gra
     );
     assert_eq!(attr(theirs, "http.route"), "/users/<name>");
     assert_eq!(attr(theirs, "net.peer.ip"), "127.0.0.1");
+    let gport: u16 = g.addr.rsplit(':').next().unwrap().parse().unwrap();
     assert_eq!(attr(theirs, "net.host.port"), gport);
 }
 
@@ -345,14 +367,13 @@ fn with_env_allow_the_wrapper_reaches_the_workers_only_through_pythonpath() {
         );
         let app = AppDir::new(&[("app.py", FLASK_APP), ("corral.toml", &toml)]);
         let env = otel_env("console");
-        let mut c = Corral::spawn_under(
-            &[&venv_bin("opentelemetry-instrument")],
+        let mut c = corral_under(
+            "opentelemetry-instrument",
             app.path(),
             &["-c", "corral.toml"],
-            &pairs(&env),
+            &env,
+            1,
         );
-        c.wait_listening();
-        c.wait_in_service(1);
         assert_eq!(c.get("/users/allowed").status, 200);
         c.signal(libc::SIGTERM);
         assert!(c.wait_exit(Duration::from_secs(30)).unwrap().success());
@@ -417,19 +438,14 @@ fn pid_of(c: &Corral, path: &str) -> i64 {
 fn otlp_spans_leave_each_worker_that_max_requests_a_reload_or_a_stop_ends() {
     let collector = Collector::start();
     let app = AppDir::new(&[("app.py", OTEL_ASGI_APP)]);
-    let mut env = otel_env("otlp_proto_http");
-    env.push((
-        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
-        format!("{}/v1/traces", collector.url()),
-    ));
-    let mut c = Corral::spawn_under(
-        &[&venv_bin("opentelemetry-instrument")],
+    let env = otlp_env(&collector);
+    let mut c = corral_under(
+        "opentelemetry-instrument",
         app.path(),
         &["app:app", "-w", "1", "--max-requests", "2"],
-        &pairs(&env),
+        &env,
+        1,
     );
-    c.wait_listening();
-    c.wait_in_service(1);
     let port = c.addr.rsplit(':').next().unwrap().to_string();
 
     // The second request recycles the worker: its spans leave as it exits.
@@ -479,19 +495,14 @@ fn a_fast_stop_sends_the_spans_the_workers_hold_as_gunicorns_does() {
     for (app_py, sig) in [(FLASK_APP, libc::SIGINT), (OTEL_ASGI_APP, libc::SIGQUIT)] {
         let collector = Collector::start();
         let app = AppDir::new(&[("app.py", app_py)]);
-        let mut env = otel_env("otlp_proto_http");
-        env.push((
-            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
-            format!("{}/v1/traces", collector.url()),
-        ));
-        let mut c = Corral::spawn_under(
-            &[&venv_bin("opentelemetry-instrument")],
+        let env = otlp_env(&collector);
+        let mut c = corral_under(
+            "opentelemetry-instrument",
             app.path(),
             &["app:app", "-w", "1"],
-            &pairs(&env),
+            &env,
+            1,
         );
-        c.wait_listening();
-        c.wait_in_service(1);
         assert_eq!(c.get("/users/fast").status, 200);
         c.signal(sig);
         assert!(c.wait_exit(Duration::from_secs(30)).is_some());
@@ -502,22 +513,7 @@ fn a_fast_stop_sends_the_spans_the_workers_hold_as_gunicorns_does() {
     // gunicorn, under the same wrapper, on the same app.
     let collector = Collector::start();
     let app = AppDir::new(&[("app.py", FLASK_APP)]);
-    let gport = free_port();
-    let mut cmd = Command::new(venv_bin("opentelemetry-instrument"));
-    cmd.arg(venv_bin("gunicorn"))
-        .args(["app:app", "-w", "1", "-b", &format!("127.0.0.1:{gport}")])
-        .current_dir(app.path())
-        .envs(otel_env("otlp_proto_http"))
-        .env(
-            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
-            format!("{}/v1/traces", collector.url()),
-        );
-    let mut g = Reference::start(
-        "gunicorn",
-        cmd,
-        format!("127.0.0.1:{gport}"),
-        Duration::from_secs(30),
-    );
+    let mut g = gunicorn_under("opentelemetry-instrument", app.path(), otlp_env(&collector));
     assert_eq!(
         crate::common::request(&g.addr, "GET", "/users/fast", &[], b"").status,
         200
@@ -558,14 +554,7 @@ fn ddtrace_run_traces_each_worker_to_the_agent_and_the_last_traces_leave_at_a_st
     let collector = Collector::start();
     let app = AppDir::new(&[("app.py", FLASK_APP)]);
     let env = datadog_env(&collector);
-    let mut c = Corral::spawn_under(
-        &[&venv_bin("ddtrace-run")],
-        app.path(),
-        &["app:app", "-w", "2"],
-        &pairs(&env),
-    );
-    c.wait_listening();
-    c.wait_in_service(2);
+    let mut c = corral_under("ddtrace-run", app.path(), &["app:app", "-w", "2"], &env, 2);
     let mut pids = std::collections::BTreeSet::new();
     for i in 0..40 {
         let r = c.get(&format!("/users/u{i}"));
@@ -629,18 +618,7 @@ fn ddtrace_run_traces_each_worker_to_the_agent_and_the_last_traces_leave_at_a_st
 
     // gunicorn under the same wrapper: the same HTTP tags.
     let theirs_collector = Collector::start();
-    let gport = free_port();
-    let mut cmd = Command::new(venv_bin("ddtrace-run"));
-    cmd.arg(venv_bin("gunicorn"))
-        .args(["app:app", "-w", "1", "-b", &format!("127.0.0.1:{gport}")])
-        .current_dir(app.path())
-        .envs(datadog_env(&theirs_collector));
-    let mut g = Reference::start(
-        "gunicorn",
-        cmd,
-        format!("127.0.0.1:{gport}"),
-        Duration::from_secs(30),
-    );
+    let mut g = gunicorn_under("ddtrace-run", app.path(), datadog_env(&theirs_collector));
     let r = crate::common::request(&g.addr, "GET", "/users/g", &[], b"");
     assert_eq!(r.status, 200);
     g.stop(libc::SIGTERM, Duration::from_secs(30))
@@ -696,14 +674,7 @@ fn ddtrace_without_dd_service_names_the_service_corral_not_the_private_folder() 
         .into_iter()
         .filter(|(k, _)| *k != "DD_SERVICE")
         .collect();
-    let mut c = Corral::spawn_under(
-        &[&venv_bin("ddtrace-run")],
-        app.path(),
-        &["app:app", "-w", "1"],
-        &pairs(&env),
-    );
-    c.wait_listening();
-    c.wait_in_service(1);
+    let mut c = corral_under("ddtrace-run", app.path(), &["app:app", "-w", "1"], &env, 1);
     let r = c.get("/service");
     assert_eq!((r.status, r.text().as_str()), (200, "corral"));
     c.signal(libc::SIGTERM);
