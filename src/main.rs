@@ -153,7 +153,7 @@ fn main() -> ExitCode {
     }
     if cfg.server.forwarded_allow_ips == config::ForwardedAllow::Any {
         tracing::warn!(
-            "forwarded_allow_ips is \"*\": the client address the app and the access log see is the leftmost X-Forwarded-For entry, which any client may write (as under uvicorn; gunicorn takes only the scheme); behind a proxy that appends to X-Forwarded-For, list its networks instead (\"10.0.0.0/8\") to get the address it saw"
+            "forwarded_allow_ips is \"*\": the client address the app and the access log see is the leftmost X-Forwarded-For entry, which any client may write (as under uvicorn; gunicorn takes only the scheme); every client is also taken for a proxy in front, with at least 75 s between its requests and for a request head; behind a proxy that appends to X-Forwarded-For, list its networks instead (\"10.0.0.0/8\") to get the address it saw"
         );
     }
     if let Ok(text) = std::env::var("GUNICORN_CMD_ARGS") {

@@ -679,6 +679,19 @@ fn forwarded_allow_ips_from_the_environment_as_gunicorn_reads_it() {
         &[("FORWARDED_ALLOW_IPS", "*")],
     );
     warned(c, "forwarded_allow_ips is \"*\"", "any client may write");
+    // ...and so is the time a client then has between requests (see
+    // hostile_client's a_clients_idle_connection_is_closed_after_keepalive).
+    let c = spawn(
+        app.path(),
+        &[],
+        &["main:app", "-b", "127.0.0.1:0"],
+        &[("FORWARDED_ALLOW_IPS", "*")],
+    );
+    warned(
+        c,
+        "forwarded_allow_ips is \"*\"",
+        "at least 75 s between its requests",
+    );
 }
 
 /// Once `c` listens, its log has a WARN line with `line` and `saying`.
