@@ -21,6 +21,7 @@ mod asgi;
 mod behind_nginx;
 mod boot_isolation;
 mod canary;
+mod channels;
 mod claims;
 mod config_cli;
 mod control;
