@@ -8,6 +8,10 @@
 //! the connection rather than the app (see [`IGNORED_HEADERS`]). WebSockets
 //! compare as transcripts: what the client saw, one line per event.
 //!
+//! The request and WebSocket comparisons here (`same_answers`,
+//! `ws_session`, `Step`) serve the other frameworks' files too
+//! (`channels`, `quart`, `litestar`).
+//!
 //! The apps live in `tests/apps/`. They need FastAPI and uvicorn in the
 //! interpreter the tests use: `./test.sh` installs them into `.venv`.
 //! Without them every test here fails and says so.

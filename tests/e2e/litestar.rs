@@ -133,25 +133,44 @@ fn litestar_websocket_handler_as_under_uvicorn() {
     }
 }
 
-/// The lifespan at stop: a graceful stop (SIGTERM) leaves the app's
-/// lifespan context manager and runs its `on_shutdown` hook, in that
-/// order (Litestar's), under both servers.
+/// The lifespan at stop: a graceful stop (SIGTERM) with a WebSocket open
+/// closes it (uvicorn with 1012, corral with 1001: README, WebSockets),
+/// then leaves the app's lifespan context manager and runs its
+/// `on_shutdown` hook, in that order (Litestar's), under both servers.
 #[test]
-fn litestar_lifespan_runs_at_start_and_stop() {
+fn litestar_lifespan_runs_at_start_and_stop_with_a_websocket_open() {
     let mut servers = start_servers();
     same_answers(
         &servers,
         &[Req::get("startup ran once", "/log").expect(200, r#"["lifespan enter","on_startup"]"#)],
     );
+    let steps = [Step::Receive, Step::Signal(libc::SIGTERM), Step::Receive];
+    let [u, c] = [
+        (&servers.reference.addr, servers.reference.pid()),
+        (&servers.corral.addr, servers.corral.pid()),
+    ]
+    .map(|(addr, pid)| ws_session(addr, "/ws", &[], &steps, pid));
+    assert_eq!(
+        u,
+        ["accepted: 101", "text: hello anonymous", "close: 1012 \"\""],
+        "uvicorn\n{}",
+        servers.logs()
+    );
+    assert_eq!(
+        c,
+        [
+            "accepted: 101",
+            "text: hello anonymous",
+            "close: 1001 \"server shutting down\""
+        ],
+        "corral\n{}",
+        servers.logs()
+    );
     assert!(
-        servers
-            .reference
-            .stop(libc::SIGTERM, START_TIMEOUT)
-            .is_some(),
+        servers.reference.stop(0, START_TIMEOUT).is_some(),
         "uvicorn did not exit\n{}",
         servers.logs()
     );
-    servers.corral.signal(libc::SIGTERM);
     assert!(
         servers.corral.wait_exit(START_TIMEOUT).is_some(),
         "corral did not exit\n{}",
