@@ -280,8 +280,9 @@ fn quart_graceful_stop_finishes_background_tasks_then_after_serving() {
 
 /// `request.scheme`, `remote_addr` and `url` from a trusted proxy's
 /// `X-Forwarded-Proto` and `X-Forwarded-For` (uvicorn's
-/// `--forwarded-allow-ips`, which corral takes as it is), and from a
-/// proxy that is not trusted, the connection's own.
+/// `--forwarded-allow-ips`, which corral takes as it is), on a WebSocket
+/// too (`wss`), and from a proxy that is not trusted, the connection's
+/// own.
 #[test]
 fn quart_scheme_and_remote_addr_behind_forwarded_allow_ips() {
     let servers = start_servers(
@@ -309,6 +310,24 @@ fn quart_scheme_and_remote_addr_behind_forwarded_allow_ips() {
                 .expect(200, r#""remote_addr":"203.0.113.9","scheme":"https""#),
         ],
     );
+    let proxied = [
+        ("Host", "app.example.com"),
+        ("X-Forwarded-Proto", "https"),
+        ("X-Forwarded-For", "203.0.113.9"),
+    ];
+    let [u, c] = servers
+        .both()
+        .map(|(_, addr)| ws_session(addr, "/ws/whereami", &proxied, &[Step::Receive], 0));
+    assert_eq!(
+        u,
+        [
+            "accepted: 101",
+            r#"text: {"remote_addr": "203.0.113.9", "scheme": "wss", "url": "wss://app.example.com/ws/whereami"}"#
+        ],
+        "uvicorn\n{}",
+        servers.logs()
+    );
+    assert_eq!(c, u, "corral (left), uvicorn (right)\n{}", servers.logs());
     let servers = start_servers(
         &["--proxy-headers", "--forwarded-allow-ips", "10.0.0.1"],
         &["--forwarded-allow-ips", "10.0.0.1"],

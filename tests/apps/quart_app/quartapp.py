@@ -124,3 +124,10 @@ async def ws():
 @app.websocket("/ws/refuse")
 async def ws_refuse():
     abort(401)
+
+
+@app.websocket("/ws/whereami")
+async def ws_whereami():
+    await websocket.accept()
+    await websocket.send_json({"scheme": websocket.scheme, "remote_addr": websocket.remote_addr,
+                               "url": websocket.url})
