@@ -14,9 +14,10 @@
 
 use crate::common::compare::*;
 use crate::frameworks_asgi::{
-    Step, same_answers, same_answers_but_reason_wording, text, ws_session,
+    Step, read_chunk, read_head, same_answers, same_answers_but_reason_wording, text, ws_session,
 };
 
+use std::io::{BufReader, Write};
 use std::sync::OnceLock;
 use std::time::Duration;
 
@@ -338,5 +339,32 @@ fn quart_scheme_and_remote_addr_behind_forwarded_allow_ips() {
             .header("X-Forwarded-Proto", "https")
             .header("X-Forwarded-For", "203.0.113.9")
             .expect(200, r#""remote_addr":"127.0.0.1","scheme":"http""#)],
+    );
+}
+
+/// A client that leaves an endless stream stops the app's generator, under
+/// corral as under uvicorn (Quart cancels the response when it reads
+/// `http.disconnect`).
+#[test]
+fn quart_a_stream_whose_client_leaves_is_stopped() {
+    let servers = start_servers(&[], &[]);
+    for (server, addr) in servers.both() {
+        let mut s = connect_with_timeouts(addr).unwrap();
+        s.write_all(b"GET /endless HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            .unwrap();
+        let mut r = BufReader::new(s);
+        read_head(&mut r).unwrap_or_else(|e| panic!("{server}: head: {e}"));
+        for _ in 0..3 {
+            let tick = read_chunk(&mut r).unwrap_or_else(|e| panic!("{server}: {e}"));
+            assert_eq!(tick, b"tick\n", "{server}");
+        }
+    }
+    crate::frameworks_asgi::wait_for_body(&servers, "/log", "endless stream stopped");
+    same_answers(
+        &servers,
+        &[Req::get("how the generator stopped", "/log").expect(
+            200,
+            r#"["before_serving","endless stream stopped: CancelledError"]"#,
+        )],
     );
 }

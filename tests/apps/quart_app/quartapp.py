@@ -68,6 +68,20 @@ async def stream():
     return lines(), 200, {"Content-Type": "text/plain"}
 
 
+@app.route("/endless")
+async def endless():
+    async def ticks():
+        try:
+            while True:
+                yield b"tick\n"
+                await asyncio.sleep(0.01)
+        except BaseException as e:
+            say("endless stream stopped: %s" % type(e).__name__)
+            raise
+
+    return ticks(), 200, {"Content-Type": "text/plain"}
+
+
 @app.route("/whereami")
 async def whereami():
     return jsonify(scheme=request.scheme, remote_addr=request.remote_addr,
