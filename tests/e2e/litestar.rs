@@ -11,9 +11,10 @@
 
 use crate::common::compare::*;
 use crate::frameworks_asgi::{
-    Step, same_answers, same_answers_but_reason_wording, text, ws_session,
+    Step, read_chunk, read_head, same_answers, same_answers_but_reason_wording, text, ws_session,
 };
 
+use std::io::{BufReader, Write};
 use std::sync::OnceLock;
 use std::time::Duration;
 
@@ -195,4 +196,31 @@ fn litestar_lifespan_runs_at_start_and_stop_with_a_websocket_open() {
             "{name}:\n{log}"
         );
     }
+}
+
+/// A client that leaves an endless `Stream` stops the app's generator,
+/// under corral as under uvicorn (Litestar listens for `http.disconnect`
+/// beside the stream and cancels it).
+#[test]
+fn litestar_a_stream_whose_client_leaves_is_stopped() {
+    let servers = start_servers();
+    for (server, addr) in servers.both() {
+        let mut s = connect_with_timeouts(addr).unwrap();
+        s.write_all(b"GET /endless HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            .unwrap();
+        let mut r = BufReader::new(s);
+        read_head(&mut r).unwrap_or_else(|e| panic!("{server}: head: {e}"));
+        for _ in 0..3 {
+            let tick = read_chunk(&mut r).unwrap_or_else(|e| panic!("{server}: {e}"));
+            assert_eq!(tick, b"tick\n", "{server}");
+        }
+    }
+    crate::frameworks_asgi::wait_for_body(&servers, "/log", "endless stream stopped");
+    same_answers(
+        &servers,
+        &[Req::get("how the generator stopped", "/log").expect(
+            200,
+            r#"["lifespan enter","on_startup","endless stream stopped: CancelledError"]"#,
+        )],
+    );
 }

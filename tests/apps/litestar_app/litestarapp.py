@@ -83,6 +83,20 @@ async def stream() -> Stream:
     return Stream(lines(), media_type="text/plain")
 
 
+@get("/endless")
+async def endless() -> Stream:
+    async def ticks():
+        try:
+            while True:
+                yield "tick\n"
+                await asyncio.sleep(0.01)
+        except BaseException as e:
+            say("endless stream stopped: %s" % type(e).__name__)
+            raise
+
+    return Stream(ticks(), media_type="text/plain")
+
+
 @get("/file")
 async def file() -> File:
     return File(path=Path(__file__), filename="litestarapp.py")
@@ -123,7 +137,7 @@ async def ws(socket: WebSocket) -> None:
 
 
 app = Litestar(
-    route_handlers=[index, greeting, item, create, stream, file, teapot, forbidden, boom, log, ws],
+    route_handlers=[index, greeting, item, create, stream, endless, file, teapot, forbidden, boom, log, ws],
     lifespan=[lifespan],
     on_startup=[on_startup],
     on_shutdown=[on_shutdown],
