@@ -453,10 +453,11 @@ fn chat(addr: &str) -> Vec<String> {
     })
 }
 
-/// A graceful stop (SIGTERM) with a WebSocket open: the client gets a
-/// close frame and the consumer's `disconnect()` runs with its code before
-/// the server exits: uvicorn's code is 1012 (service restart), corral's
-/// 1001 (going away), on purpose (README: WebSockets).
+/// The lifespan, which the project refuses, and a graceful stop (SIGTERM)
+/// with a WebSocket open: the client gets a close frame and the consumer's
+/// `disconnect()` runs with its code before the server exits: uvicorn's
+/// code is 1012 (service restart), corral's 1001 (going away), on purpose
+/// (README: WebSockets).
 #[test]
 fn channels_graceful_stop_closes_an_open_websocket() {
     let mut servers = start_servers();
@@ -488,6 +489,27 @@ fn channels_graceful_stop_closes_an_open_websocket() {
         "corral did not exit\n{}",
         servers.logs()
     );
+    // At the start, each said that the app refused the lifespan
+    // (`ProtocolTypeRouter` has no "lifespan" entry).
+    for (name, log, needle) in [
+        (
+            "uvicorn",
+            &servers.reference.log,
+            "ASGI 'lifespan' protocol appears unsupported.",
+        ),
+        (
+            "corral",
+            &servers.corral.log,
+            "the app does not support the ASGI lifespan protocol (it raised ValueError: No \
+             application configured for scope type 'lifespan'): serving it without one",
+        ),
+    ] {
+        assert!(
+            log.text().contains(needle),
+            "{name}: no {needle:?} in:\n{}",
+            log.text()
+        );
+    }
     for (name, log, code) in [
         ("uvicorn", &servers.reference.log, 1012),
         ("corral", &servers.corral.log, 1001),
