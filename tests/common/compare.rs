@@ -110,6 +110,11 @@ impl Reference {
         server
     }
 
+    /// The server's main process.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Sends `sig` to the server (its main process) and waits at most
     /// `timeout` for it to exit, and for every line it wrote before.
     pub fn stop(&mut self, sig: i32, timeout: Duration) -> Option<std::process::ExitStatus> {

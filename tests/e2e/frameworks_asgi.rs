@@ -8,6 +8,10 @@
 //! the connection rather than the app (see [`IGNORED_HEADERS`]). WebSockets
 //! compare as transcripts: what the client saw, one line per event.
 //!
+//! The request and WebSocket comparisons here (`same_answers`,
+//! `ws_session`, `Step`) serve the other frameworks' files too
+//! (`channels`, `quart`, `litestar`).
+//!
 //! The apps live in `tests/apps/`. They need FastAPI and uvicorn in the
 //! interpreter the tests use: `./test.sh` installs them into `.venv`.
 //! Without them every test here fails and says so.
@@ -93,12 +97,18 @@ fn check_python() {
 /// `python -m uvicorn SPEC --port PORT --no-access-log` in `dir` (one
 /// process), accepting connections (after the lifespan startup).
 fn uvicorn(dir: &Path, spec: &str) -> Reference {
+    uvicorn_with(dir, spec, &[])
+}
+
+/// [`uvicorn`], with `args` added to its command line.
+pub(crate) fn uvicorn_with(dir: &Path, spec: &str, args: &[&str]) -> Reference {
     let port = free_port();
     let mut cmd = Command::new(python());
     cmd.args(["-m", "uvicorn", spec, "--host", "127.0.0.1", "--port"])
         .arg(port.to_string())
         .args(["--no-access-log", "--app-dir"])
         .arg(dir)
+        .args(args)
         .current_dir(dir)
         .env_remove("WEB_CONCURRENCY");
     Reference::start("uvicorn", cmd, format!("127.0.0.1:{port}"), START_TIMEOUT)
@@ -119,7 +129,7 @@ fn start_servers(app: &'static App) -> Servers {
 // ----------------------------------------------- responses, read by hand
 
 /// The status line and headers of a response, as text.
-fn read_head(r: &mut impl BufRead) -> std::io::Result<String> {
+pub(crate) fn read_head(r: &mut impl BufRead) -> std::io::Result<String> {
     let mut head = String::new();
     while !head.ends_with("\r\n\r\n") {
         if r.read_line(&mut head)? == 0 {
@@ -130,7 +140,7 @@ fn read_head(r: &mut impl BufRead) -> std::io::Result<String> {
 }
 
 /// One chunk of a chunked body (empty for the last one).
-fn read_chunk(r: &mut impl BufRead) -> std::io::Result<Vec<u8>> {
+pub(crate) fn read_chunk(r: &mut impl BufRead) -> std::io::Result<Vec<u8>> {
     let mut line = String::new();
     r.read_line(&mut line)?;
     let size = usize::from_str_radix(line.trim(), 16)
@@ -145,11 +155,34 @@ fn read_chunk(r: &mut impl BufRead) -> std::io::Result<Vec<u8>> {
 
 /// Sends `reqs` in order to both servers and fails with a readable diff of
 /// every request they answered differently, or not as expected.
-fn same_answers(servers: &Servers, reqs: &[Req]) {
+pub(crate) fn same_answers(servers: &Servers, reqs: &[Req]) {
     assert_same_answers(servers, reqs, |req| {
         servers
             .both()
             .map(|(_, addr)| req.send_to(addr).map(normalise))
+    });
+}
+
+/// [`same_answers`], but for the reason phrases where corral's (hyper's
+/// standard ones) and uvicorn's (Python's `http.HTTPStatus`) are worded
+/// differently for one status (README, WSGI and ASGI: where corral differs
+/// from uvicorn): corral's is read as uvicorn's.
+pub(crate) fn same_answers_but_reason_wording(servers: &Servers, reqs: &[Req]) {
+    const WORDING: &[(u16, &str, &str)] = &[
+        (413, "Payload Too Large", "Request Entity Too Large"),
+        (418, "I'm a teapot", "I'm a Teapot"),
+    ];
+    assert_same_answers(servers, reqs, |req| {
+        servers.both().map(|(_, addr)| {
+            req.send_to(addr).map(|mut resp| {
+                for (status, hypers, pythons) in WORDING {
+                    if resp.status == *status && resp.reason == *hypers {
+                        resp.reason = pythons.to_string();
+                    }
+                }
+                normalise(resp)
+            })
+        })
     });
 }
 
@@ -163,7 +196,7 @@ fn normalise(mut resp: Response) -> Response {
 }
 
 /// Polls GET `path` on every server until its body contains `needle`.
-fn wait_for_body(servers: &Servers, path: &str, needle: &str) {
+pub(crate) fn wait_for_body(servers: &Servers, path: &str, needle: &str) {
     for (server, addr) in servers.both() {
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
@@ -196,15 +229,18 @@ fn sha256_hex(data: &[u8]) -> String {
 // ------------------------------------------------------------- WebSocket
 
 /// What a WebSocket client does, step by step.
-enum Step {
+pub(crate) enum Step {
     Send(Message),
     /// Sends a close frame with this code and reason, or with no code.
     Close(Option<(u16, &'static str)>),
     /// Reads the next event from the server into the transcript.
     Receive,
+    /// Sends this signal to the server's main process (see
+    /// [`ws_session`]) without waiting for anything.
+    Signal(i32),
 }
 
-fn text(s: &str) -> Step {
+pub(crate) fn text(s: &str) -> Step {
     Step::Send(Message::text(s))
 }
 
@@ -212,15 +248,32 @@ fn text(s: &str) -> Step {
 /// plays `steps` and returns what the client saw, one line per event:
 /// the handshake's outcome, then every message or close received.
 fn ws_transcript(addr: &str, path: &str, subprotocols: &str, steps: &[Step]) -> Vec<String> {
+    let headers: &[(&str, &str)] = if subprotocols.is_empty() {
+        &[]
+    } else {
+        &[("Sec-WebSocket-Protocol", subprotocols)]
+    };
+    ws_session(addr, path, headers, steps, 0)
+}
+
+/// [`ws_transcript`] with `headers` added to the handshake request (an
+/// `Origin`, a `Cookie`); a [`Step::Signal`] goes to `pid`.
+pub(crate) fn ws_session(
+    addr: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    steps: &[Step],
+    pid: u32,
+) -> Vec<String> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
     rt.block_on(async {
         let mut req = format!("ws://{addr}{path}").into_client_request().unwrap();
-        if !subprotocols.is_empty() {
-            req.headers_mut()
-                .insert("Sec-WebSocket-Protocol", subprotocols.parse().unwrap());
+        for (name, value) in headers {
+            let name: tokio_tungstenite::tungstenite::http::HeaderName = name.parse().unwrap();
+            req.headers_mut().insert(name, value.parse().unwrap());
         }
         let mut lines = Vec::new();
         let connect = tokio_tungstenite::connect_async(req);
@@ -257,6 +310,14 @@ fn ws_transcript(addr: &str, path: &str, subprotocols: &str, steps: &[Step]) -> 
                         reason: reason.into(),
                     });
                     within("close", ws.close(frame)).await.map(|()| None)
+                }
+                Step::Signal(sig) => {
+                    assert!(pid > 0, "Step::Signal needs the server's pid");
+                    // SAFETY: signalling a server this test started.
+                    unsafe {
+                        libc::kill(pid as i32, *sig);
+                    }
+                    Ok(None)
                 }
                 Step::Receive => match tokio::time::timeout(IO_TIMEOUT, ws.next()).await {
                     Err(_) => Err("nothing received".to_string()),
@@ -341,7 +402,7 @@ fn describe(msg: &Message) -> String {
 
 /// Plays `steps` against both servers: uvicorn must give `expected`, and
 /// corral what uvicorn gave.
-fn same_transcript(
+pub(crate) fn same_transcript(
     servers: &Servers,
     path: &str,
     subprotocols: &str,

@@ -573,6 +573,16 @@ class AsgiWorker:
                 self.grant(st, size)
             return message
 
+        def closed(code, reason):
+            """The app closed the socket (or refused it): its next receive()
+            is websocket.disconnect, as the ASGI spec has it and uvicorn
+            gives it (with the app's own code, 1006 for a refusal), since an
+            app may go on receiving until it gets one (Channels' consumers
+            do, and run disconnect() then)."""
+            st.ws = WS_CLOSED
+            st.inbox.append(({"type": "websocket.disconnect", "code": code, "reason": reason}, 0))
+            st.wake()
+
         async def send(message):
             kind = message["type"]
             if kind == "websocket.send":
@@ -612,14 +622,14 @@ class AsgiWorker:
                     # Refused before the handshake: 403, as the spec says.
                     self.send(K_RESPONSE, sid, U32.pack(len(FORBIDDEN_HEAD)) + FORBIDDEN_HEAD)
                     st.done = True
-                    st.ws = WS_CLOSED
+                    closed(1006, "")
                 elif st.ws == WS_ACCEPTED:
                     code = message.get("code") or 1000
+                    reason = message.get("reason") or ""
                     # corral checks the code (an invalid one becomes 1011).
-                    self.send(K_WS_CLOSE, sid, U16.pack(code)
-                              + close_reason(message.get("reason") or ""))
+                    self.send(K_WS_CLOSE, sid, U16.pack(code) + close_reason(reason))
                     st.done = True
-                    st.ws = WS_CLOSED
+                    closed(code, reason)
             elif kind == "websocket.http.response.start":
                 if st.ws != WS_CONNECTING:
                     raise RuntimeError("websocket.http.response.start after the handshake")
@@ -638,6 +648,7 @@ class AsgiWorker:
                 if not message.get("more_body", False):
                     self.send(K_END, sid, b"")
                     st.done = True
+                    closed(1006, "")
             else:
                 raise RuntimeError("unexpected ASGI message %r in a WebSocket" % kind)
 

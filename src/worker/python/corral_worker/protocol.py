@@ -356,8 +356,9 @@ def close_reason(reason):
 
 
 ERROR_BODY = b"Internal Server Error"
+# Labelled as uvicorn labels its own 500 (and its refusals of a WebSocket).
 ERROR_HEAD = wsgi_head("500 Internal Server Error", [
-    ("Content-Type", "text/plain"), ("Content-Length", str(len(ERROR_BODY)))])
+    ("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", str(len(ERROR_BODY)))])
 # A WebSocket refused before the handshake (websocket.close first).
 FORBIDDEN_HEAD = wsgi_head("403 Forbidden", [("Content-Length", "0")])
 
