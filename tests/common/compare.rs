@@ -34,6 +34,30 @@ pub const JSON_TYPE: &str = "application/json";
 
 // ------------------------------------------------ the Python environment
 
+/// Panics, saying what to do, unless `python()` imports each of `modules`
+/// (Python's names, comma-separated). Asked once per list in a test run;
+/// `serves` says what the tests that need them serve ("a real Quart
+/// app").
+pub fn require_modules(modules: &str, serves: &str) {
+    static CHECKED: std::sync::Mutex<Vec<(String, Result<String, String>)>> =
+        std::sync::Mutex::new(Vec::new());
+    let mut checked = CHECKED.lock().unwrap_or_else(|e| e.into_inner());
+    let known = checked.iter().position(|(m, _)| m == modules);
+    let i = known.unwrap_or_else(|| {
+        let import = format!("import {modules}");
+        let found = probe_python(&import, Duration::from_secs(20));
+        checked.push((modules.to_string(), found));
+        checked.len() - 1
+    });
+    if let Err(why) = &checked[i].1 {
+        panic!(
+            "{why}\nThese tests serve {serves} and compare corral with uvicorn. Run ./test.sh \
+             (it makes .venv from requirements-test.txt), or set CORRAL_TEST_PYTHON to an \
+             interpreter that has {modules}."
+        );
+    }
+}
+
 /// Runs `python() -c script` for at most `timeout`; its stdout, or why it
 /// failed (with what it printed).
 pub fn probe_python(script: &str, timeout: Duration) -> Result<String, String> {

@@ -19,7 +19,6 @@
 use crate::common::compare::*;
 use crate::frameworks_asgi::{Step, same_answers, text, ws_session};
 
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
@@ -72,18 +71,13 @@ const FILES: &[(&str, &str)] = &[
 /// refuses a handshake without one.
 const ORIGIN: (&str, &str) = ("Origin", "http://localhost");
 
-/// Checks once that `python()` can import Channels and uvicorn; panics
-/// with what to do when it cannot.
+/// Panics, saying what to do, unless `python()` can import what these
+/// tests serve.
 fn check_python() {
-    static CHECKED: OnceLock<Result<String, String>> = OnceLock::new();
-    let probe = || probe_python("import channels, django, uvicorn", START_TIMEOUT);
-    if let Err(why) = CHECKED.get_or_init(probe) {
-        panic!(
-            "{why}\nThese tests serve a real Django Channels project and compare corral with \
-             uvicorn. Run ./test.sh (it makes .venv from requirements-test.txt), or set \
-             CORRAL_TEST_PYTHON to an interpreter that has channels, django and uvicorn."
-        );
-    }
+    require_modules(
+        "channels, django, uvicorn",
+        "a real Django Channels project",
+    );
 }
 
 /// Both servers on one copy of the project, one worker process each.
@@ -108,20 +102,7 @@ fn same_session(
     expected: &[&str],
 ) {
     let [u, c] = both_sessions(servers, path, headers, steps);
-    assert_eq!(
-        u,
-        expected,
-        "{}: uvicorn's WebSocket {path} did not behave as the app should\n{}",
-        servers.app,
-        servers.logs()
-    );
-    assert_eq!(
-        c,
-        u,
-        "{}: corral's WebSocket {path} (left) differs from uvicorn's (right)\n{}",
-        servers.app,
-        servers.logs()
-    );
+    crate::frameworks_asgi::assert_same_transcripts(servers, path, expected, &u, &c);
 }
 
 /// The transcripts of `steps` against uvicorn, then corral.
@@ -463,32 +444,7 @@ fn channels_graceful_stop_closes_an_open_websocket() {
     let mut servers = start_servers();
     let steps = [Step::Receive, Step::Signal(libc::SIGTERM), Step::Receive];
     let [u, c] = both_sessions(&servers, "/ws/echo/", &[ORIGIN], &steps);
-    assert_eq!(
-        u,
-        ["accepted: 101", "text: hello anonymous", "close: 1012 \"\""],
-        "uvicorn\n{}",
-        servers.logs()
-    );
-    assert_eq!(
-        c,
-        [
-            "accepted: 101",
-            "text: hello anonymous",
-            "close: 1001 \"server shutting down\""
-        ],
-        "corral\n{}",
-        servers.logs()
-    );
-    assert!(
-        servers.reference.stop(0, START_TIMEOUT).is_some(),
-        "uvicorn did not exit\n{}",
-        servers.logs()
-    );
-    assert!(
-        servers.corral.wait_exit(START_TIMEOUT).is_some(),
-        "corral did not exit\n{}",
-        servers.logs()
-    );
+    crate::frameworks_asgi::assert_a_graceful_stop_closed_the_socket(&mut servers, &u, &c);
     // At the start, each said that the app refused the lifespan
     // (`ProtocolTypeRouter` has no "lifespan" entry).
     for (name, log, needle) in [

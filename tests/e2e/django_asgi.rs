@@ -21,7 +21,6 @@ use crate::common::*;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::Path;
 use std::process::Command;
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 /// Longest wait for uvicorn to accept connections, for the Python probe to
@@ -53,18 +52,13 @@ const FILES: &[(&str, &str)] = &[
     ),
 ];
 
-/// Checks once that `python()` can import Django and uvicorn; panics with
-/// what to do when it cannot.
+/// Panics, saying what to do, unless `python()` can import what these
+/// tests serve.
 fn check_python() {
-    static CHECKED: OnceLock<Result<String, String>> = OnceLock::new();
-    if let Err(why) = CHECKED.get_or_init(|| probe_python("import django, uvicorn", START_TIMEOUT))
-    {
-        panic!(
-            "{why}\nThese tests serve a real Django project through its ASGI handler and compare \
-             corral with uvicorn. Run ./test.sh (it makes .venv from requirements-test.txt), or \
-             set CORRAL_TEST_PYTHON to an interpreter that has django and uvicorn."
-        );
-    }
+    require_modules(
+        "django, uvicorn",
+        "a real Django project through its ASGI handler",
+    );
 }
 
 /// `python -m uvicorn djasgi.asgi:application --port PORT` in `dir` (one

@@ -22,7 +22,6 @@ use crate::common::*;
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
 use std::process::Command;
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
@@ -73,23 +72,13 @@ const STARLETTE: App = App {
 
 // ------------------------------------------------ the Python environment
 
-/// Checks once that `python()` can import FastAPI, Starlette and uvicorn;
-/// panics with what to do when it cannot.
+/// Panics, saying what to do, unless `python()` can import what these
+/// tests serve.
 fn check_python() {
-    static CHECKED: OnceLock<Result<String, String>> = OnceLock::new();
-    let probe = || {
-        probe_python(
-            "import fastapi, starlette, uvicorn, websockets",
-            START_TIMEOUT,
-        )
-    };
-    if let Err(why) = CHECKED.get_or_init(probe) {
-        panic!(
-            "{why}\nThese tests serve real FastAPI and Starlette apps and compare corral with \
-             uvicorn. Run ./test.sh (it makes .venv from requirements-test.txt and runs the tests \
-             with it), or set CORRAL_TEST_PYTHON to an interpreter that has fastapi and uvicorn."
-        );
-    }
+    require_modules(
+        "fastapi, starlette, uvicorn, websockets",
+        "real FastAPI and Starlette apps",
+    );
 }
 
 // --------------------------------------------------------------- uvicorn
@@ -242,6 +231,100 @@ pub(crate) enum Step {
 
 pub(crate) fn text(s: &str) -> Step {
     Step::Send(Message::text(s))
+}
+
+/// Opens `path`, an endless stream of `tick` lines, on each server,
+/// reads its head and three ticks, and leaves.
+pub(crate) fn leave_an_endless_stream(servers: &Servers, path: &str) {
+    for (server, addr) in servers.both() {
+        let mut s = connect_with_timeouts(addr).unwrap();
+        s.write_all(format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n").as_bytes())
+            .unwrap();
+        let mut r = BufReader::new(s);
+        read_head(&mut r).unwrap_or_else(|e| panic!("{server}: head: {e}"));
+        for _ in 0..3 {
+            let tick = read_chunk(&mut r).unwrap_or_else(|e| panic!("{server}: {e}"));
+            assert_eq!(tick, b"tick\n", "{server}");
+        }
+    }
+}
+
+/// That uvicorn's transcript of WebSocket `path`, `u`, is `expected`, and
+/// corral's, `c`, the same.
+pub(crate) fn assert_same_transcripts(
+    servers: &Servers,
+    path: &str,
+    expected: &[&str],
+    u: &[String],
+    c: &[String],
+) {
+    assert_eq!(
+        u,
+        expected,
+        "{}: uvicorn's WebSocket {path} did not behave as the app should\n{}",
+        servers.app,
+        servers.logs()
+    );
+    assert_eq!(
+        c,
+        u,
+        "{}: corral's WebSocket {path} (left) differs from uvicorn's (right)\n{}",
+        servers.app,
+        servers.logs()
+    );
+}
+
+/// What the client of a WebSocket left open across a graceful stop saw,
+/// `u` under uvicorn and `c` under corral (a greeting, then the close),
+/// and that both servers then exit: uvicorn closes with 1012, corral with
+/// 1001 "server shutting down" (README: WebSockets).
+pub(crate) fn assert_a_graceful_stop_closed_the_socket(
+    servers: &mut Servers,
+    u: &[String],
+    c: &[String],
+) {
+    assert_eq!(
+        u,
+        ["accepted: 101", "text: hello anonymous", "close: 1012 \"\""],
+        "uvicorn\n{}",
+        servers.logs()
+    );
+    assert_eq!(
+        c,
+        [
+            "accepted: 101",
+            "text: hello anonymous",
+            "close: 1001 \"server shutting down\""
+        ],
+        "corral\n{}",
+        servers.logs()
+    );
+    assert!(
+        servers.reference.stop(0, START_TIMEOUT).is_some(),
+        "uvicorn did not exit\n{}",
+        servers.logs()
+    );
+    assert!(
+        servers.corral.wait_exit(START_TIMEOUT).is_some(),
+        "corral did not exit\n{}",
+        servers.logs()
+    );
+}
+
+/// That under each server the app's logger `name` wrote `expected`, in
+/// that order (each line without what comes before `name: `).
+pub(crate) fn assert_both_said(servers: &Servers, name: &str, expected: &[&str]) {
+    let mark = format!("{name}: ");
+    for (server, log) in [
+        ("uvicorn", servers.reference.log.text()),
+        ("corral", servers.corral.log.text()),
+    ] {
+        let said: Vec<&str> = log
+            .lines()
+            .filter_map(|l| l.split(mark.as_str()).nth(1))
+            .collect();
+        assert_eq!(said, expected, "{server}:\n{log}");
+    }
 }
 
 /// Opens a WebSocket to `addr` + `path` (offering `subprotocols`, if any),
@@ -412,20 +495,7 @@ pub(crate) fn same_transcript(
     let [u, c] = servers
         .both()
         .map(|(_, addr)| ws_transcript(addr, path, subprotocols, steps));
-    assert_eq!(
-        u,
-        expected,
-        "{}: uvicorn's WebSocket {path} did not behave as the app should\n{}",
-        servers.app,
-        servers.logs()
-    );
-    assert_eq!(
-        c,
-        u,
-        "{}: corral's WebSocket {path} (left) differs from uvicorn's (right)\n{}",
-        servers.app,
-        servers.logs()
-    );
+    assert_same_transcripts(servers, path, expected, &u, &c);
 }
 
 // --------------------------------------------------------------- FastAPI
@@ -619,17 +689,7 @@ fn fastapi_streaming_response_sends_chunks_as_they_come() {
 #[test]
 fn fastapi_streaming_response_stops_when_the_client_goes() {
     let servers = start_servers(&FASTAPI);
-    for (server, addr) in servers.both() {
-        let mut s = connect_with_timeouts(addr).unwrap();
-        s.write_all(b"GET /stream-endless HTTP/1.1\r\nHost: localhost\r\n\r\n")
-            .unwrap();
-        let mut r = BufReader::new(s);
-        read_head(&mut r).unwrap_or_else(|e| panic!("{server}: head: {e}"));
-        for _ in 0..3 {
-            let tick = read_chunk(&mut r).unwrap_or_else(|e| panic!("{server}: {e}"));
-            assert_eq!(tick, b"tick\n", "{server}");
-        }
-    }
+    leave_an_endless_stream(&servers, "/stream-endless");
     wait_for_body(&servers, "/stream-log", r#"{"log":["stopped"]}"#);
 }
 

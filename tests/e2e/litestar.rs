@@ -11,16 +11,8 @@
 
 use crate::common::compare::*;
 use crate::frameworks_asgi::{
-    Step, read_chunk, read_head, same_answers, same_answers_but_reason_wording, text, ws_session,
+    Step, same_answers, same_answers_but_reason_wording, text, ws_session,
 };
-
-use std::io::{BufReader, Write};
-use std::sync::OnceLock;
-use std::time::Duration;
-
-/// Longest wait for uvicorn to accept connections, for the Python probe to
-/// answer, or for a server to stop.
-const START_TIMEOUT: Duration = Duration::from_secs(20);
 
 const SPEC: &str = "litestarapp:app";
 
@@ -29,18 +21,10 @@ const FILES: &[(&str, &str)] = &[(
     include_str!("../apps/litestar_app/litestarapp.py"),
 )];
 
-/// Checks once that `python()` can import Litestar and uvicorn; panics
-/// with what to do when it cannot.
+/// Panics, saying what to do, unless `python()` can import what these
+/// tests serve.
 fn check_python() {
-    static CHECKED: OnceLock<Result<String, String>> = OnceLock::new();
-    let probe = || probe_python("import litestar, uvicorn", START_TIMEOUT);
-    if let Err(why) = CHECKED.get_or_init(probe) {
-        panic!(
-            "{why}\nThese tests serve a real Litestar app and compare corral with uvicorn. Run \
-             ./test.sh (it makes .venv from requirements-test.txt), or set CORRAL_TEST_PYTHON to \
-             an interpreter that has litestar and uvicorn."
-        );
-    }
+    require_modules("litestar, uvicorn", "a real Litestar app");
 }
 
 /// Both servers on one copy of the app, one worker process each.
@@ -151,51 +135,17 @@ fn litestar_lifespan_runs_at_start_and_stop_with_a_websocket_open() {
         (&servers.corral.addr, servers.corral.pid()),
     ]
     .map(|(addr, pid)| ws_session(addr, "/ws", &[], &steps, pid));
-    assert_eq!(
-        u,
-        ["accepted: 101", "text: hello anonymous", "close: 1012 \"\""],
-        "uvicorn\n{}",
-        servers.logs()
-    );
-    assert_eq!(
-        c,
-        [
-            "accepted: 101",
-            "text: hello anonymous",
-            "close: 1001 \"server shutting down\""
+    crate::frameworks_asgi::assert_a_graceful_stop_closed_the_socket(&mut servers, &u, &c);
+    crate::frameworks_asgi::assert_both_said(
+        &servers,
+        "litestarapp",
+        &[
+            "lifespan enter",
+            "on_startup",
+            "lifespan exit",
+            "on_shutdown",
         ],
-        "corral\n{}",
-        servers.logs()
     );
-    assert!(
-        servers.reference.stop(0, START_TIMEOUT).is_some(),
-        "uvicorn did not exit\n{}",
-        servers.logs()
-    );
-    assert!(
-        servers.corral.wait_exit(START_TIMEOUT).is_some(),
-        "corral did not exit\n{}",
-        servers.logs()
-    );
-    for (name, log) in [
-        ("uvicorn", servers.reference.log.text()),
-        ("corral", servers.corral.log.text()),
-    ] {
-        let said: Vec<&str> = log
-            .lines()
-            .filter_map(|l| l.split("litestarapp: ").nth(1))
-            .collect();
-        assert_eq!(
-            said,
-            [
-                "lifespan enter",
-                "on_startup",
-                "lifespan exit",
-                "on_shutdown"
-            ],
-            "{name}:\n{log}"
-        );
-    }
 }
 
 /// A client that leaves an endless `Stream` stops the app's generator,
@@ -204,17 +154,7 @@ fn litestar_lifespan_runs_at_start_and_stop_with_a_websocket_open() {
 #[test]
 fn litestar_a_stream_whose_client_leaves_is_stopped() {
     let servers = start_servers();
-    for (server, addr) in servers.both() {
-        let mut s = connect_with_timeouts(addr).unwrap();
-        s.write_all(b"GET /endless HTTP/1.1\r\nHost: localhost\r\n\r\n")
-            .unwrap();
-        let mut r = BufReader::new(s);
-        read_head(&mut r).unwrap_or_else(|e| panic!("{server}: head: {e}"));
-        for _ in 0..3 {
-            let tick = read_chunk(&mut r).unwrap_or_else(|e| panic!("{server}: {e}"));
-            assert_eq!(tick, b"tick\n", "{server}");
-        }
-    }
+    crate::frameworks_asgi::leave_an_endless_stream(&servers, "/endless");
     crate::frameworks_asgi::wait_for_body(&servers, "/log", "endless stream stopped");
     same_answers(
         &servers,

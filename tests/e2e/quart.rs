@@ -14,11 +14,9 @@
 
 use crate::common::compare::*;
 use crate::frameworks_asgi::{
-    Step, read_chunk, read_head, same_answers, same_answers_but_reason_wording, text, ws_session,
+    Step, same_answers, same_answers_but_reason_wording, text, ws_session,
 };
 
-use std::io::{BufReader, Write};
-use std::sync::OnceLock;
 use std::time::Duration;
 
 use tokio_tungstenite::tungstenite::Message;
@@ -31,18 +29,10 @@ const SPEC: &str = "quartapp:app";
 
 const FILES: &[(&str, &str)] = &[("quartapp.py", include_str!("../apps/quart_app/quartapp.py"))];
 
-/// Checks once that `python()` can import Quart and uvicorn; panics with
-/// what to do when it cannot.
+/// Panics, saying what to do, unless `python()` can import what these
+/// tests serve.
 fn check_python() {
-    static CHECKED: OnceLock<Result<String, String>> = OnceLock::new();
-    let probe = || probe_python("import quart, uvicorn", START_TIMEOUT);
-    if let Err(why) = CHECKED.get_or_init(probe) {
-        panic!(
-            "{why}\nThese tests serve a real Quart app and compare corral with uvicorn. Run \
-             ./test.sh (it makes .venv from requirements-test.txt), or set CORRAL_TEST_PYTHON to \
-             an interpreter that has quart and uvicorn."
-        );
-    }
+    require_modules("quart, uvicorn", "a real Quart app");
 }
 
 /// Both servers on one copy of the app, one worker process each, uvicorn
@@ -232,51 +222,17 @@ fn quart_graceful_stop_finishes_background_tasks_then_after_serving() {
         &steps,
         servers.corral.pid(),
     );
-    assert_eq!(
-        u,
-        ["accepted: 101", "text: hello anonymous", "close: 1012 \"\""],
-        "uvicorn\n{}",
-        servers.logs()
-    );
-    assert_eq!(
-        c,
-        [
-            "accepted: 101",
-            "text: hello anonymous",
-            "close: 1001 \"server shutting down\""
+    crate::frameworks_asgi::assert_a_graceful_stop_closed_the_socket(&mut servers, &u, &c);
+    crate::frameworks_asgi::assert_both_said(
+        &servers,
+        "quartapp",
+        &[
+            "before_serving",
+            "ws cancelled",
+            "background task finished",
+            "after_serving",
         ],
-        "corral\n{}",
-        servers.logs()
     );
-    assert!(
-        servers.reference.stop(0, START_TIMEOUT).is_some(),
-        "uvicorn did not exit\n{}",
-        servers.logs()
-    );
-    assert!(
-        servers.corral.wait_exit(START_TIMEOUT).is_some(),
-        "corral did not exit\n{}",
-        servers.logs()
-    );
-    for (name, log) in [
-        ("uvicorn", servers.reference.log.text()),
-        ("corral", servers.corral.log.text()),
-    ] {
-        let said: Vec<&str> = log
-            .lines()
-            .filter_map(|l| l.split("quartapp: ").nth(1))
-            .collect();
-        assert_eq!(
-            said,
-            [
-                "before_serving",
-                "ws cancelled",
-                "background task finished",
-                "after_serving"
-            ],
-            "{name}:\n{log}"
-        );
-    }
 }
 
 /// `request.scheme`, `remote_addr` and `url` from a trusted proxy's
@@ -348,17 +304,7 @@ fn quart_scheme_and_remote_addr_behind_forwarded_allow_ips() {
 #[test]
 fn quart_a_stream_whose_client_leaves_is_stopped() {
     let servers = start_servers(&[], &[]);
-    for (server, addr) in servers.both() {
-        let mut s = connect_with_timeouts(addr).unwrap();
-        s.write_all(b"GET /endless HTTP/1.1\r\nHost: localhost\r\n\r\n")
-            .unwrap();
-        let mut r = BufReader::new(s);
-        read_head(&mut r).unwrap_or_else(|e| panic!("{server}: head: {e}"));
-        for _ in 0..3 {
-            let tick = read_chunk(&mut r).unwrap_or_else(|e| panic!("{server}: {e}"));
-            assert_eq!(tick, b"tick\n", "{server}");
-        }
-    }
+    crate::frameworks_asgi::leave_an_endless_stream(&servers, "/endless");
     crate::frameworks_asgi::wait_for_body(&servers, "/log", "endless stream stopped");
     same_answers(
         &servers,
