@@ -1317,6 +1317,26 @@ fn an_http2_connection_with_no_stream_for_keepalive_gets_goaway() {
     assert!(goaway && after < Duration::from_secs(5), "{after:?}");
 }
 
+/// An HTTP/2 proxy in front (here 127.0.0.1, in the default
+/// `forwarded_allow_ips`) keeps its idle connection for at least 75 s, as
+/// on HTTP/1.1: past `keepalive` it is still open and serves.
+#[test]
+fn an_http2_proxys_idle_connection_outlasts_keepalive() {
+    let app = AppDir::new(&[("app.py", ASGI)]);
+    let c = Corral::start(
+        app.path(),
+        &["app:app", "--interface", "asgi", "--keepalive", "1"],
+        1,
+    );
+    let mut s = open(&c.addr);
+    s.write_all(&get(1, "/")).unwrap();
+    assert!(response(&mut s, 1).0);
+    std::thread::sleep(Duration::from_secs(3));
+    s.write_all(&get(3, "/")).unwrap();
+    let a = answer(&mut s, 3);
+    assert!(a.ok && !a.goaway, "the proxy's connection was closed");
+}
+
 /// gunicorn's `limit_request_fields` (`max_header_fields`, 100 by
 /// default) holds on HTTP/2 as on HTTP/1.1: 431. hyper counts only an
 /// HTTP/1 head's fields, so an HTTP/2 request with 500 reached the app.
