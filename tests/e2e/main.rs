@@ -19,6 +19,7 @@ mod common;
 mod apm;
 mod asgi;
 mod behind_nginx;
+mod blacksheep;
 mod boot_isolation;
 mod bottle;
 mod canary;
