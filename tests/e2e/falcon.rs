@@ -154,9 +154,30 @@ fn common_requests() -> Vec<Req> {
         Req::get("resp.stream, a generator", "/generator").expect(200, &lines),
         Req::new("HEAD of a stream", "HEAD", "/generator").expect(200, ""),
         Req::get("set_stream() with a length", "/set-stream").expect(200, "set_stream set_stream"),
+        Req::get("set_stream() of a file on disk", "/real-file").expect(200, "import falcon"),
+        Req::new("HEAD of a file on disk", "HEAD", "/real-file").expect(405, ""),
+        Req::post("a body after 100 Continue", "/echo", octets, binary(3000))
+            .header("Expect", "100-continue")
+            .expect(200, r#""length": 3000"#),
+        Req::get("an escaped slash in a parameter", "/hello/a%2Fb").expect(404, ""),
+        Req::get("a percent-encoded byte that is not UTF-8", "/hello/caf%E9"),
         Req::get("an HTTPError", "/teapot").expect(418, "short and stout"),
         Req::get("a responder that raises", "/boom").expect(500, ""),
     ]
+}
+
+/// A path with raw UTF-8 bytes (not percent-encoded): gunicorn and
+/// uvicorn answer 400, corral serves it as its percent-encoded form
+/// (README: request targets with bytes above 0x7F).
+fn assert_a_raw_utf8_path_is_served_by_corral_only(servers: &Servers) {
+    let raw = Req::get("a non-ASCII path sent raw", "/hello/café");
+    let [r, c] = servers.both().map(|(_, addr)| raw.send_to(addr).unwrap());
+    assert_eq!(r.status, 400, "{}: {r:?}", servers.reference.name);
+    assert!(
+        c.status == 200 && c.body == "hello café".as_bytes(),
+        "corral: {c:?}\n{}",
+        servers.logs()
+    );
 }
 
 // ------------------------------------------------------------------ WSGI
@@ -195,6 +216,7 @@ fn falcon_wsgi_routes_bodies_and_streams_as_under_gunicorn() {
             .expect(200, r#""a": "1""#),
     );
     same_answers(&servers, &reqs);
+    assert_a_raw_utf8_path_is_served_by_corral_only(&servers);
     assert!(
         servers
             .corral
@@ -320,6 +342,7 @@ fn falcon_asgi_routes_bodies_streams_and_events_as_under_uvicorn() {
     // uvicorn words 418's reason "I'm a Teapot" (README: where corral
     // differs from uvicorn).
     same_answers_but_reason_wording(&servers, &reqs);
+    assert_a_raw_utf8_path_is_served_by_corral_only(&servers);
 }
 
 /// `req.scheme`, `remote_addr` and `access_route` from a trusted proxy

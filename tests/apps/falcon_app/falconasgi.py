@@ -9,6 +9,7 @@ middleware)."""
 import asyncio
 import hashlib
 import io
+import os
 import sys
 
 import falcon
@@ -142,6 +143,26 @@ class Endless:
         resp.stream = ticks()
 
 
+class AsyncFile:
+    """A file on disk read in a thread, as resp.stream takes it."""
+
+    def __init__(self, path):
+        self._f = open(path, "rb")
+
+    async def read(self, size=-1):
+        return await asyncio.to_thread(self._f.read, size)
+
+    async def close(self):
+        self._f.close()
+
+
+class RealFile:
+    async def on_get(self, req, resp):
+        path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "falconasgi.py")
+        resp.content_type = falcon.MEDIA_TEXT
+        resp.set_stream(AsyncFile(path), os.path.getsize(path))
+
+
 class SetStream:
     async def on_get(self, req, resp):
         data = b"set_stream " * 100
@@ -234,6 +255,7 @@ app.add_route("/file", FileStream())
 app.add_route("/generator", GeneratorStream())
 app.add_route("/endless", Endless())
 app.add_route("/set-stream", SetStream())
+app.add_route("/real-file", RealFile())
 app.add_route("/events", Events())
 app.add_route("/whereami", WhereAmI())
 app.add_route("/api/whereami", WhereAmI())

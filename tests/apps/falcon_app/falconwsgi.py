@@ -6,6 +6,7 @@ Falcon's own 404 and 405, and what the request says of its client
 
 import hashlib
 import io
+import os
 
 import falcon
 
@@ -87,6 +88,14 @@ class GeneratorStream:
     on_head = on_get
 
 
+class RealFile:
+    def on_get(self, req, resp):
+        # A file on disk, which Falcon hands to wsgi.file_wrapper.
+        path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "falconwsgi.py")
+        resp.content_type = falcon.MEDIA_TEXT
+        resp.set_stream(open(path, "rb"), os.path.getsize(path))
+
+
 class SetStream:
     def on_get(self, req, resp):
         data = b"set_stream " * 100
@@ -134,6 +143,7 @@ app.add_route("/upload", Upload())
 app.add_route("/file", FileStream())
 app.add_route("/generator", GeneratorStream())
 app.add_route("/set-stream", SetStream())
+app.add_route("/real-file", RealFile())
 app.add_route("/whereami", WhereAmI())
 app.add_route("/api/whereami", WhereAmI())
 app.add_route("/cookies", Cookies())
