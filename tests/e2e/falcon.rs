@@ -308,6 +308,26 @@ fn falcon_wsgi_root_path_as_under_gunicorn() {
     );
 }
 
+/// A client that leaves an endless `resp.stream` generator: the write
+/// that fails ends it (`close()`, so `GeneratorExit` in the generator)
+/// under corral as under gunicorn.
+#[test]
+fn falcon_wsgi_a_stream_whose_client_leaves_is_closed() {
+    let servers = start_wsgi(&[], &[]);
+    crate::frameworks_asgi::leave_an_endless_stream(&servers, "/endless");
+    let stopped = "falconwsgi: endless stream stopped: GeneratorExit";
+    for (server, log) in [
+        ("gunicorn", &servers.reference.log),
+        ("corral", &servers.corral.log),
+    ] {
+        assert!(
+            log.wait_for(stopped, LOG_TIMEOUT).is_some(),
+            "{server}\n{}",
+            servers.logs()
+        );
+    }
+}
+
 // ------------------------------------------------------------------ ASGI
 
 /// The ASGI app's routes, bodies, media, streams, server-sent events and

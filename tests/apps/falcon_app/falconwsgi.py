@@ -7,6 +7,8 @@ Falcon's own 404 and 405, and what the request says of its client
 import hashlib
 import io
 import os
+import sys
+import time
 
 import falcon
 
@@ -96,6 +98,22 @@ class RealFile:
         resp.set_stream(open(path, "rb"), os.path.getsize(path))
 
 
+class Endless:
+    def on_get(self, req, resp):
+        def ticks():
+            try:
+                while True:
+                    yield b"tick\n"
+                    time.sleep(0.05)
+            except BaseException as e:
+                sys.stderr.write("falconwsgi: endless stream stopped: %s\n" % type(e).__name__)
+                sys.stderr.flush()
+                raise
+
+        resp.content_type = falcon.MEDIA_TEXT
+        resp.stream = ticks()
+
+
 class SetStream:
     def on_get(self, req, resp):
         data = b"set_stream " * 100
@@ -143,6 +161,7 @@ app.add_route("/upload", Upload())
 app.add_route("/file", FileStream())
 app.add_route("/generator", GeneratorStream())
 app.add_route("/set-stream", SetStream())
+app.add_route("/endless", Endless())
 app.add_route("/real-file", RealFile())
 app.add_route("/whereami", WhereAmI())
 app.add_route("/api/whereami", WhereAmI())
