@@ -63,6 +63,7 @@ mod recycling;
 mod reexec;
 mod reload;
 mod request_target;
+mod sanic;
 mod shared_memory;
 mod shutdown_delay;
 mod signals;
