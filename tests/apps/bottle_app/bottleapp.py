@@ -4,12 +4,17 @@ requests), abort() and error handlers, redirects and cookies (plain and
 signed)."""
 
 import hashlib
+import json
 import os
 
 import bottle
 from bottle import abort, redirect, request, response, static_file
 
 app = bottle.Bottle()
+# Bottle serialises dicts with ujson when it is installed (Sanic brings it)
+# and json otherwise: the standard library's, whatever else is installed.
+app.uninstall(bottle.JSONPlugin)
+app.install(bottle.JSONPlugin(json_dumps=json.dumps))
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "static")
 SECRET = "not-a-secret"
 
