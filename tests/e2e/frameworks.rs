@@ -141,6 +141,11 @@ fn find_gunicorn() -> Result<PyEnv, String> {
 
 /// `gunicorn APP -w 2 -b 127.0.0.1:PORT --chdir DIR`, accepting connections.
 fn gunicorn(dir: &Path, app: &str) -> Reference {
+    gunicorn_with(dir, app, &[])
+}
+
+/// [`gunicorn`], with `args` added to its command line.
+pub(crate) fn gunicorn_with(dir: &Path, app: &str, args: &[&str]) -> Reference {
     let env = py_env();
     let addr = format!("127.0.0.1:{}", free_port());
     let mut cmd = Command::new(&env.gunicorn);
@@ -150,6 +155,7 @@ fn gunicorn(dir: &Path, app: &str) -> Reference {
     if env.no_control_socket {
         cmd.arg("--no-control-socket");
     }
+    cmd.args(args);
     Reference::start("gunicorn", cmd, addr, START_TIMEOUT)
 }
 
@@ -174,7 +180,7 @@ const CSRF: &str = "{csrf}";
 
 /// A browser-like client of one server: keeps the cookies it is given and
 /// the last CSRF token it saw in a form.
-struct Client {
+pub(crate) struct Client {
     addr: String,
     jar: Vec<(String, String)>,
     csrf_token: Option<String>,
@@ -184,7 +190,7 @@ struct Client {
 }
 
 impl Client {
-    fn new(addr: &str) -> Client {
+    pub(crate) fn new(addr: &str) -> Client {
         Client {
             addr: addr.to_string(),
             jar: Vec::new(),
@@ -193,7 +199,7 @@ impl Client {
         }
     }
 
-    fn send(&mut self, req: &Req) -> Outcome {
+    pub(crate) fn send(&mut self, req: &Req) -> Outcome {
         let token = self.csrf_token.clone().unwrap_or_default();
         let mut headers: Vec<(String, String)> = req
             .headers
@@ -308,7 +314,7 @@ fn same_answers(fw: Framework, reqs: &[Req]) {
 
 // ---------------------------------------------------------- request data
 
-const FORM_TYPE: &str = "application/x-www-form-urlencoded";
+pub(crate) const FORM_TYPE: &str = "application/x-www-form-urlencoded";
 const BOUNDARY: &str = "----corral-test-boundary-7MA4YWxkTrZu0gW";
 
 /// A urlencoded form with repeated keys, `+` for space, percent-encoded
@@ -318,12 +324,12 @@ const FORM_BODY: &str = "name=Ada+Lovelace&lang=fr&lang=en&note=caf%C3%A9+%26+cr
 const JSON_BODY: &str =
     r#"{"numbers": [1, 2, 3], "text": "naïve ✓", "nested": {"a": null, "b": [true, false]}}"#;
 
-enum Part<'a> {
+pub(crate) enum Part<'a> {
     Field(&'a str, &'a str),
     File(&'a str, &'a str, &'a str, &'a [u8]),
 }
 
-fn multipart(parts: &[Part]) -> Vec<u8> {
+pub(crate) fn multipart(parts: &[Part]) -> Vec<u8> {
     let mut out = Vec::new();
     for part in parts {
         out.extend_from_slice(format!("--{BOUNDARY}\r\n").as_bytes());
@@ -350,7 +356,7 @@ fn multipart(parts: &[Part]) -> Vec<u8> {
     out
 }
 
-fn multipart_type() -> String {
+pub(crate) fn multipart_type() -> String {
     format!("multipart/form-data; boundary={BOUNDARY}")
 }
 
