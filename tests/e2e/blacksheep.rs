@@ -12,7 +12,7 @@
 //! installs them into `.venv`).
 
 use crate::common::compare::*;
-use crate::frameworks::{FORM_TYPE, Part, multipart, multipart_type};
+use crate::frameworks::{FORM_TYPE, file_uploads};
 use crate::frameworks_asgi::{
     Step, assert_same_transcripts, same_answers, same_answers_but_reason_wording, text, ws_session,
 };
@@ -68,17 +68,7 @@ fn blacksheep_routes_bodies_and_errors_as_under_uvicorn() {
             .expect(200, r#""length":1048699"#),
             Req::post("a form", "/form", FORM_TYPE, "a=1&b=caf%C3%A9")
                 .expect(200, r#"{"a":"1","b":"café"}"#),
-            Req::post(
-                "file uploads",
-                "/upload",
-                &multipart_type(),
-                multipart(&[
-                    Part::Field("title", "Résumé ✓"),
-                    Part::File("doc", "notes.txt", "text/plain", b"first\nsecond\n"),
-                    Part::File("doc", "big.bin", octets, &binary(400_000)),
-                ]),
-            )
-            .expect(200, "big.bin"),
+            file_uploads("file uploads", "/upload", 400_000),
             Req::get("a streamed response", "/stream").expect(200, &lines),
             Req::get("the app's exception handler", "/teapot").expect(418, "short and stout"),
             Req::get("NotFound", "/missing").expect(404, "Resource not found"),
@@ -152,22 +142,7 @@ fn blacksheep_websocket_routes_as_under_uvicorn() {
 #[test]
 fn blacksheep_on_start_and_on_stop_with_a_websocket_open() {
     let mut servers = start_servers(&[], &[]);
-    let steps = [Step::Receive, Step::Signal(libc::SIGTERM), Step::Receive];
-    let u = ws_session(
-        &servers.reference.addr,
-        "/ws",
-        &[],
-        &steps,
-        servers.reference.pid(),
-    );
-    let c = ws_session(
-        &servers.corral.addr,
-        "/ws",
-        &[],
-        &steps,
-        servers.corral.pid(),
-    );
-    crate::frameworks_asgi::assert_a_graceful_stop_closed_the_socket(&mut servers, &u, &c);
+    crate::frameworks_asgi::a_graceful_stop_closes_an_open_socket(&mut servers, "/ws", &[]);
     // The handler sees the code its client was sent.
     for (server, log, code) in [
         ("uvicorn", servers.reference.log.text(), 1012),

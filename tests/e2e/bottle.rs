@@ -11,7 +11,7 @@
 //! installs them into `.venv`).
 
 use crate::common::compare::*;
-use crate::frameworks::{Client, FORM_TYPE, Part, multipart, multipart_type};
+use crate::frameworks::{Client, FORM_TYPE, file_uploads};
 
 const SPEC: &str = "bottleapp:app";
 
@@ -84,17 +84,7 @@ fn bottle_routes_uploads_static_files_and_cookies_as_under_gunicorn() {
                 "name=Ada+Lovelace&lang=fr&lang=en&note=caf%C3%A9",
             )
             .expect(200, r#""lang": ["fr", "en"]"#),
-            Req::post(
-                "file uploads",
-                "/upload",
-                &multipart_type(),
-                multipart(&[
-                    Part::Field("title", "Résumé ✓"),
-                    Part::File("doc", "notes.txt", "text/plain", b"first\nsecond\n"),
-                    Part::File("doc", "big.bin", octets, &binary(400_000)),
-                ]),
-            )
-            .expect(200, "big.bin"),
+            file_uploads("file uploads", "/upload", 400_000),
             Req::get("a static file", "/static/site.css").expect(200, "naïve ✓"),
             Req::get("a static file, if modified since", "/static/site.css")
                 .header("If-Modified-Since", "Fri, 01 Jan 2100 00:00:00 GMT")

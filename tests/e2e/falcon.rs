@@ -14,7 +14,7 @@
 //! (`./test.sh` installs them into `.venv`).
 
 use crate::common::compare::*;
-use crate::frameworks::{FORM_TYPE, Part, multipart, multipart_type};
+use crate::frameworks::{FORM_TYPE, file_uploads};
 use crate::frameworks_asgi::{Step, same_answers_but_reason_wording, text, ws_session};
 
 use std::time::Duration;
@@ -125,17 +125,7 @@ fn common_requests() -> Vec<Req> {
             "{nope",
         )
         .expect(400, "Invalid JSON"),
-        Req::post(
-            "get_media(), multipart",
-            "/upload",
-            &multipart_type(),
-            multipart(&[
-                Part::Field("title", "Résumé ✓"),
-                Part::File("doc", "notes.txt", "text/plain", b"first\nsecond\n"),
-                Part::File("doc", "big.bin", octets, &binary(300_000)),
-            ]),
-        )
-        .expect(200, "big.bin"),
+        file_uploads("get_media(), multipart", "/upload", 300_000),
         Req::post(
             "get_media(), a urlencoded form",
             "/media",
@@ -512,22 +502,7 @@ fn falcon_asgi_websockets_as_under_uvicorn() {
 #[test]
 fn falcon_asgi_lifespan_runs_at_start_and_stop_with_a_websocket_open() {
     let mut servers = start_asgi(&[], &[]);
-    let steps = [Step::Receive, Step::Signal(libc::SIGTERM), Step::Receive];
-    let u = ws_session(
-        &servers.reference.addr,
-        "/ws",
-        &[],
-        &steps,
-        servers.reference.pid(),
-    );
-    let c = ws_session(
-        &servers.corral.addr,
-        "/ws",
-        &[],
-        &steps,
-        servers.corral.pid(),
-    );
-    crate::frameworks_asgi::assert_a_graceful_stop_closed_the_socket(&mut servers, &u, &c);
+    crate::frameworks_asgi::a_graceful_stop_closes_an_open_socket(&mut servers, "/ws", &[]);
     let said: Vec<String> = [servers.reference.log.text(), servers.corral.log.text()]
         .iter()
         .map(|log| {

@@ -356,6 +356,23 @@ pub(crate) fn multipart(parts: &[Part]) -> Vec<u8> {
     out
 }
 
+/// A multipart upload to `path`: a non-ASCII text field, a small text
+/// file and a file of `big` bytes of [`binary`](crate::common::compare::binary),
+/// which the apps answer with 200 and the files' names.
+pub(crate) fn file_uploads(label: &'static str, path: &str, big: usize) -> Req {
+    let body = multipart(&[
+        Part::Field("title", "Résumé ✓"),
+        Part::File("doc", "notes.txt", "text/plain", b"first\nsecond\n"),
+        Part::File(
+            "doc",
+            "big.bin",
+            "application/octet-stream",
+            &crate::common::compare::binary(big),
+        ),
+    ]);
+    Req::post(label, path, &multipart_type(), body).expect(200, "big.bin")
+}
+
 pub(crate) fn multipart_type() -> String {
     format!("multipart/form-data; boundary={BOUNDARY}")
 }

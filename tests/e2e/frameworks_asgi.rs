@@ -274,6 +274,23 @@ pub(crate) fn assert_same_transcripts(
     );
 }
 
+/// Opens WebSocket `path` on each server (with `headers`), reads its
+/// greeting, sends the server SIGTERM and reads what comes, then checks it
+/// with [`assert_a_graceful_stop_closed_the_socket`].
+pub(crate) fn a_graceful_stop_closes_an_open_socket(
+    servers: &mut Servers,
+    path: &str,
+    headers: &[(&str, &str)],
+) {
+    let steps = [Step::Receive, Step::Signal(libc::SIGTERM), Step::Receive];
+    let [u, c] = [
+        (&servers.reference.addr, servers.reference.pid()),
+        (&servers.corral.addr, servers.corral.pid()),
+    ]
+    .map(|(addr, pid)| ws_session(addr, path, headers, &steps, pid));
+    assert_a_graceful_stop_closed_the_socket(servers, &u, &c);
+}
+
 /// What the client of a WebSocket left open across a graceful stop saw,
 /// `u` under uvicorn and `c` under corral (a greeting, then the close),
 /// and that both servers then exit: uvicorn closes with 1012, corral with

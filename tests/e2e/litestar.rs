@@ -129,13 +129,7 @@ fn litestar_lifespan_runs_at_start_and_stop_with_a_websocket_open() {
         &servers,
         &[Req::get("startup ran once", "/log").expect(200, r#"["lifespan enter","on_startup"]"#)],
     );
-    let steps = [Step::Receive, Step::Signal(libc::SIGTERM), Step::Receive];
-    let [u, c] = [
-        (&servers.reference.addr, servers.reference.pid()),
-        (&servers.corral.addr, servers.corral.pid()),
-    ]
-    .map(|(addr, pid)| ws_session(addr, "/ws", &[], &steps, pid));
-    crate::frameworks_asgi::assert_a_graceful_stop_closed_the_socket(&mut servers, &u, &c);
+    crate::frameworks_asgi::a_graceful_stop_closes_an_open_socket(&mut servers, "/ws", &[]);
     crate::frameworks_asgi::assert_both_said(
         &servers,
         "litestarapp",

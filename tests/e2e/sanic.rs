@@ -12,7 +12,7 @@
 //! into `.venv`).
 
 use crate::common::compare::*;
-use crate::frameworks::{FORM_TYPE, Part, multipart, multipart_type};
+use crate::frameworks::{FORM_TYPE, file_uploads};
 use crate::frameworks_asgi::{
     Step, assert_same_transcripts, same_answers_but_reason_wording, text, ws_session,
 };
@@ -67,17 +67,7 @@ fn sanic_routes_bodies_and_errors_as_under_uvicorn() {
             .expect(200, r#""length":200000"#),
             Req::post("a form", "/form", FORM_TYPE, "a=1&a=2&b=caf%C3%A9")
                 .expect(200, r#"{"a":["1","2"],"b":["caf\u00e9"]}"#),
-            Req::post(
-                "file uploads",
-                "/upload",
-                &multipart_type(),
-                multipart(&[
-                    Part::Field("title", "Résumé ✓"),
-                    Part::File("doc", "notes.txt", "text/plain", b"first\nsecond\n"),
-                    Part::File("doc", "big.bin", octets, &binary(400_000)),
-                ]),
-            )
-            .expect(200, "big.bin"),
+            file_uploads("file uploads", "/upload", 400_000),
             Req::get("request.respond() and send()", "/stream").expect(200, &lines),
             Req::get("a SanicException", "/teapot").expect(418, "short and stout"),
             Req::get("NotFound", "/missing").expect(404, "not here"),
