@@ -778,6 +778,16 @@ impl Supervisor {
 
     /// Performs the core's actions; true when the supervisor may exit.
     fn perform(&mut self, actions: Vec<Action>) -> bool {
+        // A worker on its way, as the core now has it, is announced before
+        // a new routing set goes out below: a request woken by a set
+        // without the worker that just died must find its successor
+        // announced, or it gets 503 while that successor is a moment away.
+        // (That none is on its way is said only after the set, below: said
+        // first, it would wake the requests waiting for a worker that just
+        // entered service before the set that holds it.)
+        if self.core.starting(Instant::now()) {
+            self.router.set_starting(true);
+        }
         let mut exit = false;
         for action in actions {
             match action {
