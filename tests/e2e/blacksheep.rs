@@ -25,15 +25,7 @@ const FILES: &[(&str, &str)] = &[("bsapp.py", include_str!("../apps/blacksheep_a
 /// with `uvicorn_args` and corral with `corral_args` added.
 fn start_servers(uvicorn_args: &[&str], corral_args: &[&str]) -> Servers {
     require_modules("blacksheep, uvicorn", "a real BlackSheep app");
-    let mut args = vec![SPEC, "-w", "1"];
-    args.extend_from_slice(corral_args);
-    Servers::start(
-        "BlackSheep",
-        FILES,
-        |dir| crate::frameworks_asgi::uvicorn_with(dir, SPEC, uvicorn_args),
-        &args,
-        1,
-    )
+    crate::frameworks_asgi::beside_uvicorn("BlackSheep", FILES, SPEC, uvicorn_args, corral_args)
 }
 
 /// Routes, bodies, uploads, a streamed response, the app's exception

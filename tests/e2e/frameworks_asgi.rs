@@ -233,6 +233,26 @@ pub(crate) fn text(s: &str) -> Step {
     Step::Send(Message::text(s))
 }
 
+/// uvicorn (with `uvicorn_args`) and corral (with `corral_args`) on one
+/// copy of `files`, serving `spec` with one worker process each.
+pub(crate) fn beside_uvicorn(
+    app: &'static str,
+    files: &[(&str, &str)],
+    spec: &'static str,
+    uvicorn_args: &[&str],
+    corral_args: &[&str],
+) -> Servers {
+    let mut args = vec![spec, "-w", "1"];
+    args.extend_from_slice(corral_args);
+    Servers::start(
+        app,
+        files,
+        |dir| uvicorn_with(dir, spec, uvicorn_args),
+        &args,
+        1,
+    )
+}
+
 /// Opens `path`, an endless stream of `tick` lines, on each server,
 /// reads its head and three ticks, and leaves.
 pub(crate) fn leave_an_endless_stream(servers: &Servers, path: &str) {

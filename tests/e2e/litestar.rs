@@ -30,13 +30,7 @@ fn check_python() {
 /// Both servers on one copy of the app, one worker process each.
 fn start_servers() -> Servers {
     check_python();
-    Servers::start(
-        "Litestar",
-        FILES,
-        |dir| crate::frameworks_asgi::uvicorn_with(dir, SPEC, &[]),
-        &[SPEC, "-w", "1"],
-        1,
-    )
+    crate::frameworks_asgi::beside_uvicorn("Litestar", FILES, SPEC, &[], &[])
 }
 
 /// Routes, the state the lifespan set, `Stream` and `File` responses, the

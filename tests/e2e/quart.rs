@@ -39,15 +39,7 @@ fn check_python() {
 /// with `uvicorn_args` and corral with `corral_args` added.
 fn start_servers(uvicorn_args: &[&str], corral_args: &[&str]) -> Servers {
     check_python();
-    let mut args = vec![SPEC, "-w", "1"];
-    args.extend_from_slice(corral_args);
-    Servers::start(
-        "Quart",
-        FILES,
-        |dir| crate::frameworks_asgi::uvicorn_with(dir, SPEC, uvicorn_args),
-        &args,
-        1,
-    )
+    crate::frameworks_asgi::beside_uvicorn("Quart", FILES, SPEC, uvicorn_args, corral_args)
 }
 
 /// Plays `steps` on a WebSocket to `path` against both servers: uvicorn

@@ -24,13 +24,7 @@ const FILES: &[(&str, &str)] = &[("sanicapp.py", include_str!("../apps/sanic_app
 /// Both servers on one copy of the app, one worker process each.
 fn start_servers() -> Servers {
     require_modules("sanic, uvicorn", "a real Sanic app");
-    Servers::start(
-        "Sanic",
-        FILES,
-        |dir| crate::frameworks_asgi::uvicorn_with(dir, SPEC, &[]),
-        &[SPEC, "-w", "1"],
-        1,
-    )
+    crate::frameworks_asgi::beside_uvicorn("Sanic", FILES, SPEC, &[], &[])
 }
 
 /// Routes, bodies, uploads, a streamed response and Sanic's error pages
