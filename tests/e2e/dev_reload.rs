@@ -56,9 +56,10 @@ fn a_save_is_followed_a_broken_one_keeps_the_old_code_and_the_fix_is_picked_up()
     assert!(took < Duration::from_secs(3), "the edit took {took:?}");
 
     // A broken save: v2 keeps serving, the traceback is logged once.
-    let broken = "def app(environ, start_response:\n    pass\n";
+    // A mistake every CPython from 3.9 on reports at the same line.
+    let broken = "def app(environ, start_response):\n    return 1 +\n";
     let failed = "reload failed: slot 0 did not boot: SyntaxError";
-    let shown = "    def app(environ, start_response:";
+    let shown = "    return 1 +";
     save(&dir, broken);
     c.log
         .wait_for(failed, Duration::from_secs(10))

@@ -58,6 +58,7 @@ mod pid1;
 mod privileges;
 mod process_group;
 mod proxy_protocol;
+mod pythons;
 mod quart;
 mod recycling;
 mod reexec;

@@ -610,7 +610,9 @@ fn a_failed_reload_changes_nothing_for_the_generation_that_serves() {
     let next = toml("green", 1, 1, "5s").replace("app:app", "slow:app");
     std::fs::write(app.path().join("corral.toml"), next).unwrap();
     c.signal(libc::SIGHUP);
-    wait_log(&c, "reload: starting generation");
+    // Generation 2's line is in the log already: wait for the HUP's own,
+    // or the reload below may be read first and start generation 3 itself.
+    wait_log(&c, "reload: starting generation 3");
     // Queued behind it, and answered with its own outcome.
     let (code, out) = reload_wait(&c);
     assert_eq!(code, Some(0), "{out}\n{}", c.log.text());
