@@ -7,7 +7,8 @@
 # flags and no pip (the worker needs nothing but the standard library),
 # and is run from its build folder: .pythons/3.9/python, .pythons/3.13/python.
 # A version already built is not built again. About 2 minutes each on 2
-# cores; gcc, make, curl and xz are all it needs.
+# cores; gcc, make, curl and xz are all it needs. DEBIAN_ARCHIVE names
+# another Debian mirror.
 #
 # Prints the interpreters, one per line.
 set -euo pipefail
@@ -27,6 +28,8 @@ for entry in "${PYTHONS[@]}"; do
     if [ ! -x "$dir/python" ]; then
         echo "building CPython $version in $dir (about 2 minutes)" >&2
         work=$(mktemp -d .pythons/.build-XXXXXX)
+        # A build that fails or is interrupted leaves nothing behind.
+        trap 'rm -rf "$work"' EXIT
         tarball=$work/${file##*/}
         if ! curl -fsSL --retry 3 -o "$tarball" "$ARCHIVE/$file"; then
             echo "could not download $ARCHIVE/$file" >&2
