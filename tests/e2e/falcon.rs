@@ -15,7 +15,7 @@
 
 use crate::common::compare::*;
 use crate::frameworks::{FORM_TYPE, file_uploads};
-use crate::frameworks_asgi::{Step, same_answers_but_reason_wording, text, ws_session};
+use crate::frameworks_asgi::{Step, same_answers, text, ws_session};
 
 use std::time::Duration;
 
@@ -72,21 +72,6 @@ fn start_asgi(uvicorn_args: &[&str], corral_args: &[&str]) -> Servers {
         &args,
         1,
     )
-}
-
-/// Sends `reqs` in order to both servers and fails with a readable diff of
-/// every request they answered differently, or not as expected.
-fn same_answers(servers: &Servers, reqs: &[Req]) {
-    assert_same_answers(servers, reqs, |req| {
-        servers.both().map(|(_, addr)| {
-            req.send_to(addr).map(|mut resp| {
-                // Falcon lists a 405's methods in its routes' order, but
-                // the order is not what these tests are about.
-                sort_allow(&mut resp);
-                resp
-            })
-        })
-    });
 }
 
 /// The requests both apps answer alike: routes, bodies, media, streams and
@@ -351,7 +336,7 @@ fn falcon_asgi_routes_bodies_streams_and_events_as_under_uvicorn() {
     reqs.push(Req::get("process_startup ran", "/log").expect(200, r#"["process_startup"]"#));
     // uvicorn words 418's reason "I'm a Teapot" (README: where corral
     // differs from uvicorn).
-    same_answers_but_reason_wording(&servers, &reqs);
+    same_answers(&servers, &reqs);
     assert_a_raw_utf8_path_is_served_by_corral_only(&servers);
 }
 

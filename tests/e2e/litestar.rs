@@ -10,9 +10,7 @@
 //! into `.venv`).
 
 use crate::common::compare::*;
-use crate::frameworks_asgi::{
-    Step, same_answers, same_answers_but_reason_wording, text, ws_session,
-};
+use crate::frameworks_asgi::{Step, same_answers, text, ws_session};
 
 const SPEC: &str = "litestarapp:app";
 
@@ -42,7 +40,7 @@ fn start_servers() -> Servers {
 fn litestar_routes_responses_and_exception_handlers_as_under_uvicorn() {
     let servers = start_servers();
     let lines: String = (0..5).map(|i| format!("line {i}\n")).collect();
-    same_answers_but_reason_wording(
+    same_answers(
         &servers,
         &[
             Req::get("index", "/").expect(200, "Hello from Litestar"),

@@ -13,9 +13,7 @@
 //! into `.venv`).
 
 use crate::common::compare::*;
-use crate::frameworks_asgi::{
-    Step, same_answers, same_answers_but_reason_wording, text, ws_session,
-};
+use crate::frameworks_asgi::{Step, same_answers, text, ws_session};
 
 use std::time::Duration;
 
@@ -76,7 +74,7 @@ fn quart_routes_streaming_and_body_limit_as_under_uvicorn() {
     let servers = start_servers(&[], &[]);
     let lines: String = (0..5).map(|i| format!("line {i}\n")).collect();
     let octets = "application/octet-stream";
-    same_answers_but_reason_wording(
+    same_answers(
         &servers,
         &[
             Req::get("index", "/").expect(200, "Hello from Quart"),

@@ -13,9 +13,7 @@
 
 use crate::common::compare::*;
 use crate::frameworks::{FORM_TYPE, file_uploads};
-use crate::frameworks_asgi::{
-    Step, assert_same_transcripts, same_answers_but_reason_wording, text, ws_session,
-};
+use crate::frameworks_asgi::{Step, assert_same_transcripts, same_answers, text, ws_session};
 
 const SPEC: &str = "sanicapp:app";
 
@@ -35,7 +33,7 @@ fn sanic_routes_bodies_and_errors_as_under_uvicorn() {
     let servers = start_servers();
     let lines: String = (0..5).map(|i| format!("line {i}\n")).collect();
     let octets = "application/octet-stream";
-    same_answers_but_reason_wording(
+    same_answers(
         &servers,
         &[
             Req::get("index", "/").expect(200, "Hello from Sanic"),

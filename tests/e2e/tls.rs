@@ -37,6 +37,9 @@ pub(crate) fn make_certs(dir: &Path, server_cn: &str) {
                 "2",
                 "-subj",
                 "/CN=Test CA",
+                // As a real CA's: Python 3.13's clients refuse one without.
+                "-addext",
+                "keyUsage=critical,keyCertSign,cRLSign",
             ],
         );
         openssl(
