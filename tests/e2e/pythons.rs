@@ -8,6 +8,7 @@
 //! both are there and that each serves WSGI and ASGI.
 
 use crate::common::*;
+use std::time::Duration;
 
 /// The interpreters `$CORRAL_TEST_PYTHONS` names (colon-separated), else
 /// those `tests/pythons.sh` built in `.pythons/`, each with its
@@ -134,4 +135,42 @@ fn the_worker_serves_wsgi_and_asgi_on_the_oldest_and_a_newer_python_the_readme_p
         );
         assert_eq!(c.get("/").text(), format!("asgi {version}"));
     }
+}
+
+/// An interpreter older than 3.9 stops before the worker's package, with
+/// the reason as its boot error, where it would have failed at whatever
+/// newer syntax it met first. Played by the tests' Python under a
+/// `sitecustomize` that says it is 3.8.10.
+#[test]
+fn a_python_older_than_3_9_fails_its_boot_with_the_reason() {
+    let app = AppDir::new(&[
+        ("app.py", APP),
+        (
+            "old/sitecustomize.py",
+            "import sys\nsys.version_info = (3, 8, 10, 'final', 0)\nsys.version = '3.8.10 (default)'\n",
+        ),
+    ]);
+    let old = app.path().join("old").display().to_string();
+    let said = "corral's worker needs CPython 3.9 or newer, and";
+    let (code, stdout, stderr) = crate::gunicorn_compat::run_to_exit_with_env(
+        app.path(),
+        &["check", "app:app", "--python", &python()],
+        &[("PYTHONPATH", &old)],
+    );
+    assert_eq!(code, Some(1), "{stdout}{stderr}");
+    assert!(
+        stdout.contains(said)
+            && stdout.contains("is Python 3.8.10: give corral a newer interpreter"),
+        "{stdout}{stderr}"
+    );
+    let c = Corral::spawn(app.path(), &["app:app", "-w", "1"], &[("PYTHONPATH", &old)]);
+    let line = c
+        .log
+        .wait_for(said, Duration::from_secs(20))
+        .unwrap_or_else(|| panic!("no boot error said why; log:\n{}", c.log.text()));
+    assert!(
+        c.log.text().contains("failed to boot"),
+        "{line}\n{}",
+        c.log.text()
+    );
 }

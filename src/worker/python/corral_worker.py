@@ -5,6 +5,24 @@ the worker."""
 import os
 import sys
 
+# Older interpreters stop here, with the reason as their boot error (a
+# BOOT_ERROR frame on the channel, as main.py sends one), rather than at
+# whatever newer syntax or library call the package below reaches first.
+# This much parses and runs on any Python, 2.7 included.
+if sys.version_info < (3, 9):
+    import struct
+
+    TOO_OLD = (
+        "corral's worker needs CPython 3.9 or newer, and %s is Python %s: give corral a "
+        "newer interpreter (--python, [app] python, or the python of a virtualenv made "
+        "with one)" % (sys.executable, sys.version.split()[0])).encode("utf-8")
+    try:
+        os.write(int(os.environ.get("CORRAL_WORKER_FD", "3")),
+                 struct.pack("<IBI", len(TOO_OLD), 11, 0) + TOO_OLD)
+    except (OSError, ValueError):
+        sys.stderr.write(TOO_OLD.decode("utf-8") + "\n")
+    os._exit(1)
+
 # corral names the worker after the script ("[NAME] worker 0 generation 1")
 # for `ps` to show; the app sees only the script, as before.
 del sys.argv[1:]
