@@ -32,7 +32,9 @@ for entry in "${PYTHONS[@]}"; do
         trap 'rm -rf "$work"' EXIT
         tarball=$work/${file##*/}
         if ! curl -fsSL --retry 3 -o "$tarball" "$ARCHIVE/$file"; then
-            echo "could not download $ARCHIVE/$file" >&2
+            echo "could not download $ARCHIVE/$file: set DEBIAN_ARCHIVE to a Debian" \
+                "mirror that has it, or give interpreters of your own:" \
+                "CORRAL_TEST_PYTHONS=/path/python3.9:/path/python3.13 ./test.sh" >&2
             exit 1
         fi
         if ! echo "$sum  $tarball" | sha256sum -c --quiet -; then
