@@ -15,7 +15,7 @@
 
 use crate::common::compare::*;
 use crate::frameworks::{FORM_TYPE, file_uploads};
-use crate::frameworks_asgi::{Step, same_answers, text, ws_session};
+use crate::frameworks_asgi::{Step, same_answers, same_transcripts, text, ws_session};
 
 use std::time::Duration;
 
@@ -391,20 +391,17 @@ fn falcon_asgi_scheme_client_and_root_path_as_under_uvicorn() {
         Step::Receive,
         Step::Receive,
     ];
-    let [u, c] = servers
-        .both()
-        .map(|(_, addr)| ws_session(addr, "/ws-bytes", &proxied, &steps, 0));
-    crate::frameworks_asgi::assert_same_transcripts(
+    same_transcripts(
         &servers,
         "/ws-bytes",
+        &proxied,
+        &steps,
         &[
             "accepted: 101",
             "binary: [3, 2, 1]",
             r#"text: {"scheme": "wss", "remote_addr": "203.0.113.9"}"#,
             "close: 1000 \"Normal Closure\"",
         ],
-        &u,
-        &c,
     );
 }
 
@@ -414,25 +411,18 @@ fn falcon_asgi_scheme_client_and_root_path_as_under_uvicorn() {
 #[test]
 fn falcon_asgi_websockets_as_under_uvicorn() {
     let servers = start_asgi(&[], &[]);
-    let [u, c] = servers.both().map(|(_, addr)| {
-        ws_session(
-            addr,
-            "/ws/ada",
-            &[],
-            &[
-                Step::Receive,
-                text("hi"),
-                Step::Receive,
-                text("close"),
-                Step::Receive,
-                Step::Receive,
-            ],
-            0,
-        )
-    });
-    crate::frameworks_asgi::assert_same_transcripts(
+    same_transcripts(
         &servers,
         "/ws/ada",
+        &[],
+        &[
+            Step::Receive,
+            text("hi"),
+            Step::Receive,
+            text("close"),
+            Step::Receive,
+            Step::Receive,
+        ],
         &[
             "accepted: 101",
             "text: hello ada",
@@ -440,28 +430,17 @@ fn falcon_asgi_websockets_as_under_uvicorn() {
             "close: 4001 \"\"",
             "end of stream",
         ],
-        &u,
-        &c,
     );
-    let [u, c] = servers.both().map(|(_, addr)| {
-        ws_session(
-            addr,
-            "/ws/bob",
-            &[],
-            &[
-                Step::Receive,
-                Step::Close(Some((4002, "gone"))),
-                Step::Receive,
-            ],
-            0,
-        )
-    });
-    crate::frameworks_asgi::assert_same_transcripts(
+    same_transcripts(
         &servers,
         "/ws/bob",
+        &[],
+        &[
+            Step::Receive,
+            Step::Close(Some((4002, "gone"))),
+            Step::Receive,
+        ],
         &["accepted: 101", "text: hello bob", "close: 4002 \"gone\""],
-        &u,
-        &c,
     );
     crate::frameworks_asgi::wait_for_body(&servers, "/log", "ws disconnected: 4002");
     for path in ["/ws-refuse", "/ws-nowhere"] {

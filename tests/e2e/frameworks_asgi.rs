@@ -279,6 +279,22 @@ pub(crate) fn leave_an_endless_stream(servers: &Servers, path: &str) {
     }
 }
 
+/// Plays `steps` on WebSocket `path` (with `headers`) at both servers, and
+/// checks what uvicorn's said against `expected` and corral's against
+/// uvicorn's ([`assert_same_transcripts`]).
+pub(crate) fn same_transcripts(
+    servers: &Servers,
+    path: &str,
+    headers: &[(&str, &str)],
+    steps: &[Step],
+    expected: &[&str],
+) {
+    let [u, c] = servers
+        .both()
+        .map(|(_, addr)| ws_session(addr, path, headers, steps, 0));
+    assert_same_transcripts(servers, path, expected, &u, &c);
+}
+
 /// That uvicorn's transcript of WebSocket `path`, `u`, is `expected`, and
 /// corral's, `c`, the same.
 pub(crate) fn assert_same_transcripts(

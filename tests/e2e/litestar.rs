@@ -10,7 +10,7 @@
 //! into `.venv`).
 
 use crate::common::compare::*;
-use crate::frameworks_asgi::{Step, same_answers, text, ws_session};
+use crate::frameworks_asgi::{Step, same_answers, same_transcripts, text};
 
 const SPEC: &str = "litestarapp:app";
 
@@ -102,11 +102,7 @@ fn litestar_websocket_handler_as_under_uvicorn() {
             ],
         ),
     ] {
-        let [u, c] = servers
-            .both()
-            .map(|(_, addr)| ws_session(addr, "/ws?name=ada", &[], &steps, 0));
-        assert_eq!(u, expected, "uvicorn\n{}", servers.logs());
-        assert_eq!(c, u, "corral (left), uvicorn (right)\n{}", servers.logs());
+        same_transcripts(&servers, "/ws?name=ada", &[], &steps, &expected);
     }
 }
 

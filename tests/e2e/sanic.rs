@@ -13,7 +13,7 @@
 
 use crate::common::compare::*;
 use crate::frameworks::{FORM_TYPE, file_uploads};
-use crate::frameworks_asgi::{Step, assert_same_transcripts, same_answers, text, ws_session};
+use crate::frameworks_asgi::{Step, same_answers, same_transcripts, text, ws_session};
 
 const SPEC: &str = "sanicapp:app";
 
@@ -110,15 +110,12 @@ fn sanic_websocket_route_as_under_uvicorn() {
         Step::Close(Some((4002, "gone"))),
         Step::Receive,
     ];
-    let [u, c] = servers
-        .both()
-        .map(|(_, addr)| ws_session(addr, "/ws/bob", &[], &steps, 0));
-    assert_same_transcripts(
+    same_transcripts(
         &servers,
         "/ws/bob",
+        &[],
+        &steps,
         &["accepted: 101", "text: hello bob", "close: 4002 \"gone\""],
-        &u,
-        &c,
     );
     crate::frameworks_asgi::wait_for_body(&servers, "/log", "ws ended");
 }
