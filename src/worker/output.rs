@@ -6,7 +6,11 @@
 //! stderr, as under gunicorn. A line the worker marks as the report of an
 //! error it caught (a request's traceback, one line with its line breaks
 //! encoded) is one record at ERROR, with its line breaks, as gunicorn logs
-//! "Error handling request".
+//! "Error handling request". A line it marks as what the app wrote in one
+//! call (a logging record with its traceback: Flask's "Exception on /path",
+//! Django's "Internal Server Error"; a text of several lines) is one record
+//! too, its line breaks kept, at the logging record's level (WARN, ERROR),
+//! INFO as the app's other lines otherwise.
 
 use std::io::Write as _;
 
@@ -19,10 +23,23 @@ pub const TARGET: &str = "app";
 /// Longest line kept; the rest of a longer one is dropped.
 pub const MAX_LINE: usize = 16 * 1024;
 
-/// How the worker marks a line that reports an error it caught (RS, then
-/// [`mark`] and a space), and what stands for each line break in it (US).
-const ERROR_MARK: u8 = 0x1e;
+/// How the worker marks a line of its own: RS, then [`mark`], then a space
+/// (the report of an error it caught) or the level of what the app wrote
+/// in one call (`I`, `W` or `E`: `RecordWriter` in its protocol.py); and
+/// what stands for each line break in it (US).
+const MARKED: u8 = 0x1e;
 const LINE_BREAK: u8 = 0x1f;
+
+/// What a marked line is.
+#[derive(Debug, PartialEq)]
+enum Marked {
+    /// An error the worker caught: one record at ERROR.
+    Report,
+    /// What the app wrote in one call (a logging record with its
+    /// traceback, a text of several lines): one record, at the level of
+    /// the logging record that wrote it, INFO for any other write.
+    Lines(tracing::Level),
+}
 
 /// This corral's mark for its workers' error reports (`CORRAL_LOG_MARK`):
 /// 16 random hex digits, so that a line an app prints (a client's input
@@ -39,11 +56,23 @@ pub fn mark() -> &'static str {
     })
 }
 
-/// The report in `line`, if it carries the mark: what follows it.
-fn report(line: &[u8]) -> Option<&[u8]> {
-    let rest = line.strip_prefix(&[ERROR_MARK])?;
+/// What `line` is, if it carries the mark, and what follows the mark, its
+/// line breaks back.
+fn marked(line: &[u8]) -> Option<(Marked, Vec<u8>)> {
+    let rest = line.strip_prefix(&[MARKED])?;
     let rest = rest.strip_prefix(mark().as_bytes())?;
-    rest.strip_prefix(b" ")
+    let (kind, rest) = match rest.split_first()? {
+        (b' ', rest) => (Marked::Report, rest),
+        (b'I', rest) => (Marked::Lines(tracing::Level::INFO), rest),
+        (b'W', rest) => (Marked::Lines(tracing::Level::WARN), rest),
+        (b'E', rest) => (Marked::Lines(tracing::Level::ERROR), rest),
+        _ => return None,
+    };
+    let rest = rest
+        .iter()
+        .map(|&b| if b == LINE_BREAK { b'\n' } else { b })
+        .collect();
+    Some((kind, rest))
 }
 
 /// Whether lines are written as the app wrote them (see the module docs);
@@ -83,18 +112,27 @@ pub fn forward_as<R: AsyncRead + Unpin + Send + 'static>(
             }
             let raw = RAW.load(std::sync::atomic::Ordering::Relaxed);
             // The worker's own report of an error it caught (a request's
-            // traceback, `log_error` in its protocol.py): its line breaks
-            // back, then one record at ERROR (or, raw, the lines as they
-            // were).
-            if let Some(rest) = report(&line) {
-                let mut rest = rest.to_vec();
-                for b in rest.iter_mut().filter(|b| **b == LINE_BREAK) {
-                    *b = b'\n';
-                }
+            // traceback, `log_error` in its protocol.py), or lines the app
+            // wrote in one call: one record, at ERROR for a report (or,
+            // raw, the lines as they were).
+            if let Some((kind, rest)) = marked(&line) {
                 if !raw {
-                    let report = String::from_utf8_lossy(&rest);
-                    let report = log_lines(report.trim_end_matches(['\n', '\r']));
-                    tracing::error!(target: TARGET, "{who} (pid {pid}): {report}");
+                    let text = String::from_utf8_lossy(&rest);
+                    let text = log_lines(text.trim_end_matches(['\n', '\r']));
+                    match kind {
+                        Marked::Report => {
+                            tracing::error!(target: TARGET, "{who} (pid {pid}): {text}")
+                        }
+                        Marked::Lines(tracing::Level::ERROR) => {
+                            tracing::error!(target: TARGET, "{who} (pid {pid}) {name}: {text}")
+                        }
+                        Marked::Lines(tracing::Level::WARN) => {
+                            tracing::warn!(target: TARGET, "{who} (pid {pid}) {name}: {text}")
+                        }
+                        Marked::Lines(_) => {
+                            tracing::info!(target: TARGET, "{who} (pid {pid}) {name}: {text}")
+                        }
+                    }
                     continue;
                 }
                 line = rest;
@@ -205,6 +243,46 @@ mod tests {
             "\\x1b[2Jcleared\\x0d2026 INFO fake"
         );
         assert_eq!(printable("a\u{85}b"), "a\\x85b");
+    }
+
+    #[test]
+    fn only_lines_with_this_corrals_mark_are_marked() {
+        let line = |kind: &str, text: &[u8]| {
+            let mut l = vec![MARKED];
+            l.extend_from_slice(mark().as_bytes());
+            l.extend_from_slice(kind.as_bytes());
+            l.extend_from_slice(text);
+            l
+        };
+        assert_eq!(
+            marked(&line(" ", b"Error handling request\x1fTraceback")),
+            Some((
+                Marked::Report,
+                b"Error handling request\nTraceback".to_vec()
+            ))
+        );
+        assert_eq!(
+            marked(&line("E", b"ERROR in app\x1fTraceback\x1f  File")),
+            Some((
+                Marked::Lines(tracing::Level::ERROR),
+                b"ERROR in app\nTraceback\n  File".to_vec()
+            ))
+        );
+        assert_eq!(
+            marked(&line("W", b"disk almost full")),
+            Some((
+                Marked::Lines(tracing::Level::WARN),
+                b"disk almost full".to_vec()
+            ))
+        );
+        assert_eq!(
+            marked(&line("I", b"two\x1flines")),
+            Some((Marked::Lines(tracing::Level::INFO), b"two\nlines".to_vec()))
+        );
+        assert_eq!(marked(&line("?", b"a\x1fb")), None);
+        assert_eq!(marked(&line("", b"")), None);
+        assert_eq!(marked(b"\x1e0123456789abcdefE forged\x1fline"), None);
+        assert_eq!(marked(b"plain line"), None);
     }
 
     #[tokio::test]

@@ -896,3 +896,165 @@ fn lines_a_full_disk_loses_are_said_on_stderr_and_counted_in_the_log() {
         .unwrap_or_else(|| panic!("no count before the next line: {log}"));
     assert!(lost >= 4, "{lost}: {log}");
 }
+
+/// What an app writes in one call is one record of corral's log: Flask's
+/// report of an exception in a view ("Exception on /boom [GET]" and its
+/// traceback, which its logging handler writes at once, on stderr), a
+/// `logger.exception` to stdout, a `print()` of a text of several lines.
+/// Lines written one by one stay records of their own, and with
+/// `--app-output raw` the lines go out as the app wrote them. A logging
+/// handler's record at WARNING or ERROR is a record at WARN or ERROR
+/// (`journalctl -p err` and a JSON log's `level` see Flask's 500s). Before,
+/// each line of a traceback was a record: 20 JSON objects for one 500
+/// of a Flask app, the traceback's lines apart from the message they
+/// belong to.
+#[test]
+fn what_the_app_writes_in_one_call_is_one_record() {
+    const APP: &str = r#"
+import logging, sys
+from flask import Flask
+
+# A logger of the app's own to stdout; Flask's logs to stderr, as by default.
+handler = logging.StreamHandler(sys.stdout)
+handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+logging.getLogger("shop").addHandler(handler)
+app = Flask(__name__)
+
+@app.route("/boom")
+def boom():
+    1 / 0
+
+@app.route("/log")
+def log():
+    try:
+        {}["missing"]
+    except KeyError:
+        logging.getLogger("shop").exception("lookup failed")
+    logging.getLogger("shop").warning("stock low")
+    print("first of two\nsecond of two")
+    print("alone", 1)
+    print("alone", 2)
+    return "ok"
+"#;
+    let dir = AppDir::new(&[("app.py", APP)]);
+    let addr = format!("127.0.0.1:{}", crate::common::compare::free_port());
+    let c = Corral::spawn(
+        dir.path(),
+        &["app:app", "-w", "1", "-b", &addr, "--log-format", "json"],
+        &[],
+    );
+    assert!(
+        served_within(&addr, "/log", Duration::from_secs(30)),
+        "never served; log:\n{}",
+        c.log.text()
+    );
+    assert_eq!(request(&addr, "GET", "/boom", &[], b"").status, 500);
+    c.log
+        .wait_for("ZeroDivisionError", Duration::from_secs(10))
+        .unwrap_or_else(|| panic!("no traceback; log:\n{}", c.log.text()));
+    // (level, message) of every record.
+    let records: Vec<(String, String)> = c
+        .log
+        .text()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter_map(|r| {
+            let message = r["fields"]["message"].as_str()?.to_owned();
+            Some((r["level"].as_str()?.to_owned(), message))
+        })
+        .collect();
+    let messages: Vec<&String> = records.iter().map(|(_, m)| m).collect();
+    // The one record that holds `needle`, and its level.
+    let one_at = |needle: &str, level: &str| {
+        let found: Vec<&(String, String)> =
+            records.iter().filter(|(_, m)| m.contains(needle)).collect();
+        assert_eq!(found.len(), 1, "{needle:?} in one record: {records:#?}");
+        assert_eq!(found[0].0, level, "{needle:?}: {records:#?}");
+        found[0].1.clone()
+    };
+    let one = |needle: &str| one_at(needle, "INFO");
+    // Flask's and the app's logging records at their level: ERROR.
+    let flask = one_at("ERROR in app: Exception on /boom [GET]", "ERROR");
+    assert!(
+        flask.contains("stderr: [")
+            && flask.contains("\n  Traceback (most recent call last):\n")
+            && flask.contains("in boom\n")
+            && flask.ends_with("\n  ZeroDivisionError: division by zero"),
+        "{flask}"
+    );
+    let logged = one_at("ERROR shop: lookup failed", "ERROR");
+    assert!(one_at("WARNING shop: stock low", "WARN").ends_with("stdout: WARNING shop: stock low"));
+    assert!(
+        logged.contains("stdout: ERROR shop: lookup failed\n  Traceback")
+            && logged.ends_with("KeyError: 'missing'"),
+        "{logged}"
+    );
+    let printed = one("first of two");
+    assert!(
+        printed.ends_with("stdout: first of two\n  second of two"),
+        "{printed}"
+    );
+    assert!(one("stdout: alone 1").ends_with("alone 1"));
+    assert!(one("stdout: alone 2").ends_with("alone 2"));
+    assert!(
+        !messages.iter().any(|m| m.contains("stderr: Traceback")),
+        "a traceback came line by line: {messages:#?}"
+    );
+    drop(c);
+
+    // Raw: the lines as the app wrote them.
+    let out = dir.path().join("stdout.txt");
+    let err = dir.path().join("stderr.txt");
+    let mut child = std::process::Command::new(corral_bin())
+        .current_dir(dir.path())
+        .args([
+            "app:app",
+            "-w",
+            "1",
+            "-b",
+            &addr,
+            "--app-output",
+            "raw",
+            "--python",
+        ])
+        .arg(python())
+        .env("NO_COLOR", "1")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::fs::File::create(&out).unwrap())
+        .stderr(std::fs::File::create(&err).unwrap())
+        .spawn()
+        .unwrap();
+    let served = served_within(&addr, "/log", Duration::from_secs(30))
+        && request(&addr, "GET", "/boom", &[], b"").status == 500;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let (stdout, stderr) = loop {
+        let stdout = std::fs::read_to_string(&out).unwrap_or_default();
+        let stderr = std::fs::read_to_string(&err).unwrap_or_default();
+        if (stdout.contains("alone 2") && stderr.contains("ZeroDivisionError"))
+            || std::time::Instant::now() > deadline
+        {
+            break (stdout, stderr);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    // SAFETY: the corral this test started.
+    unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
+    let _ = child.wait();
+    assert!(served, "never served; stderr:\n{stderr}");
+    assert!(
+        stdout.contains("ERROR shop: lookup failed\nTraceback (most recent call last):\n  File \"")
+            && stdout
+                .contains("KeyError: 'missing'\nWARNING shop: stock low\nfirst of two\nsecond of two\nalone 1\nalone 2\n"),
+        "stdout:\n{stdout}"
+    );
+    assert!(
+        stderr.contains(
+            "ERROR in app: Exception on /boom [GET]\nTraceback (most recent call last):\n"
+        ) && stderr.contains("\nZeroDivisionError: division by zero\n"),
+        "stderr:\n{stderr}"
+    );
+    assert!(
+        !stdout.contains('\x1e') && !stderr.contains('\x1e'),
+        "a mark in the raw output:\n{stdout}\n{stderr}"
+    );
+}

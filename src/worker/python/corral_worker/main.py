@@ -12,7 +12,8 @@ import time
 import traceback
 
 from .asgi import Lifespan, LifespanFailed, is_asgi, new_event_loop, serve_asgi
-from .protocol import K_BOOT_ERROR, K_BOOT_OK, clip, exiting, run_exit_handlers
+from .protocol import (K_BOOT_ERROR, K_BOOT_OK, clip, exiting, record_streams,
+                       run_exit_handlers)
 from .ring import Ring
 from .wsgi import Connection, GreenWorker, Worker, WsgiRunner, beat
 
@@ -285,6 +286,9 @@ def patched_by_eventlet():
 def main(gevent_error=None):
     """gevent_error: why gevent's monkey-patching failed, when
     [workers] gevent asked for it (the script tries it first)."""
+    # What the app writes in one call is one record of corral's log (a
+    # logging record with its traceback, not one record per line).
+    record_streams()
     fd = int(os.environ.pop("CORRAL_WORKER_FD", "3"))
     # The channel stays with this process: a subprocess the app starts
     # (os.system, a shell) must not hold it open after the worker is gone.

@@ -7,10 +7,13 @@ The K_* numbers are corral's FrameKind; a unit test in protocol.rs reads
 them from this file, so the two cannot drift apart.
 """
 
+import io
 import os
 import re
+import select
 import struct
 import sys
+import threading
 
 HDR = struct.Struct("<IBI")
 U32 = struct.Struct("<I")
@@ -372,6 +375,114 @@ def log(text):
 # environment before the app imports: a line the app prints (a client's
 # input among it) cannot pass for one.
 _MARK = os.environ.pop("CORRAL_LOG_MARK", "")
+_MARK_BYTES = _MARK.encode()
+
+
+# The longest write kept as one record (corral's MAX_LINE, less room for
+# the mark): a longer one goes out as the lines it holds.
+MAX_RECORD = 16 * 1024 - 64
+
+
+class RecordWriter(io.RawIOBase):
+    """What sys.stdout and sys.stderr write into (record_streams): fd 1 or
+    2, the pipe corral reads line by line. What the app writes in one call
+    that holds several lines (a logging record with its traceback, which
+    StreamHandler writes at once; print() of a text of several lines), or
+    that a logging handler writes for a record at WARNING or above, goes
+    out as one line, marked by RS (0x1E), corral's mark and the record's
+    level (I, W or E), its line breaks sent as US (0x1F): one record of
+    corral's log at that level, or, with --app-output raw, the lines again
+    as the app wrote them. Any other line goes out as it is. A write that
+    does not end its line waits for the rest (or a flush, or MAX_RECORD
+    bytes)."""
+
+    def __init__(self, fd):
+        super().__init__()
+        self._fd = fd
+        self._held = b""
+        self._lock = threading.Lock()
+
+    def writable(self):
+        return True
+
+    def fileno(self):
+        return self._fd
+
+    def isatty(self):
+        return os.isatty(self._fd)
+
+    def write(self, b):
+        n = len(b)
+        with self._lock:
+            if self._held:
+                b = self._held + b
+                self._held = b""
+            if b[-1:] != b"\n":
+                if len(b) <= MAX_RECORD:
+                    self._held = bytes(b)
+                    return n
+            elif _MARK and len(b) <= MAX_RECORD:
+                level = record_level(sys._getframe(1))
+                if level != b"I" or b.find(b"\n") != len(b) - 1:
+                    b = bytes(b)
+                    if b"\x1e" not in b and b"\x1f" not in b:
+                        b = (b"\x1e" + _MARK_BYTES + level + b[:-1].replace(b"\n", b"\x1f")
+                             + b"\n")
+            try:
+                done = os.write(self._fd, b)
+            except BlockingIOError:
+                done = 0
+            if done != len(b):
+                self._write(memoryview(b)[done:])
+        return n
+
+    def flush(self):
+        with self._lock:
+            held, self._held = self._held, b""
+            if held:
+                self._write(memoryview(held))
+
+    def _write(self, view):
+        """Writes all of view (a write may take part of it: a full
+        non-blocking pipe)."""
+        while view:
+            try:
+                view = view[os.write(self._fd, view):]
+            except InterruptedError:
+                continue
+            except BlockingIOError:
+                select.select([], [self._fd], [])
+
+
+def record_level(frame):
+    """b"E" when frame is a logging handler's emit() writing a record at
+    ERROR or above (logging.StreamHandler's, which Flask's, Django's and
+    basicConfig's handlers are), b"W" at WARNING, else b"I"."""
+    if frame.f_code.co_name != "emit":
+        return b"I"
+    levelno = getattr(frame.f_locals.get("record"), "levelno", 0)
+    if not isinstance(levelno, int) or levelno < 30:
+        return b"I"
+    return b"E" if levelno >= 40 else b"W"
+
+
+def record_streams():
+    """sys.stdout and sys.stderr over RecordWriter, each write passed on as
+    it is made (write_through, as under PYTHONUNBUFFERED, which corral
+    sets: no line waits for a buffer to fill; and not line_buffering, whose
+    flush after every line break would send a piece without its end), in
+    the encoding and error handler they had. Before the app imports, so
+    that the logging handlers it makes write into them."""
+    for name, fd in (("stdout", 1), ("stderr", 2)):
+        old = getattr(sys, name)
+        try:
+            if old is None or old.fileno() != fd:
+                continue
+        except (AttributeError, ValueError, OSError):
+            continue
+        old.flush()
+        setattr(sys, name, io.TextIOWrapper(RecordWriter(fd), encoding=old.encoding,
+                                            errors=old.errors, write_through=True))
 
 
 def log_error(text):
