@@ -106,9 +106,10 @@ pub struct Drain {
     closing: watch::Sender<bool>,
     open: AtomicUsize,
     idle: Notify,
-    /// corral is about to drain (`shutdown_delay`): HTTP/1.1 answers say
-    /// `Connection: close`, so that clients and proxies that pool
-    /// connections leave them before the drain cuts those that idle.
+    /// corral is about to drain (`shutdown_delay`, and a graceful stop's
+    /// first 300 ms): HTTP/1.1 answers say `Connection: close`, so that
+    /// clients and proxies that pool connections leave them before the
+    /// drain cuts those that idle.
     leaving: std::sync::atomic::AtomicBool,
 }
 
@@ -254,9 +255,14 @@ impl Front {
     }
 
     /// Stops accepting, lets requests in flight finish (idle keep-alive
-    /// connections close at once, WebSockets close with 1001), waiting at
-    /// most `grace`. Returns false when the grace period ran out first.
+    /// connections close after 300 ms, WebSockets close with 1001), waiting
+    /// at most `grace`. Returns false when the grace period ran out first.
     pub async fn shutdown(self, grace: Duration) -> bool {
+        // Every HTTP/1.1 answer from now on closes its connection: a proxy
+        // that pools connections (nginx's upstream keepalive) leaves those
+        // it sends a request on in the next 300 ms, rather than send one
+        // as corral closes them idle (a GET retried, a POST a 502).
+        self.leaving();
         let _ = self.stop.send(true);
         for t in self.accept_tasks {
             let _ = t.await;

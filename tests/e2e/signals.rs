@@ -80,6 +80,53 @@ fn term_finishes_requests_in_flight_then_exits_0_with_no_worker_left() {
 /// sized as the README says (`shutdown_delay` + `graceful_timeout` + a few
 /// seconds) is enough. It once took twice `graceful_timeout`: the front's
 /// drain, then the workers' own graceful stop.
+/// A keep-alive connection that carries a request in a graceful stop's
+/// first moments gets its answer with `Connection: close`, and then its
+/// end: a proxy that pools connections (nginx's upstream keepalive) drops
+/// it after that answer. Before, the answer said nothing, and the proxy
+/// kept the connection to send its next request on, as corral closed it
+/// idle 300 ms later: nginx retried a GET elsewhere and logged the error,
+/// and answered a POST with 502.
+#[test]
+fn term_closes_keep_alive_connections_after_their_next_answer() {
+    use std::io::{BufReader, Read, Write};
+    let (_app, mut c, _) = start(&[]);
+    let get = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n";
+    let mut s = BufReader::new(connect(&c.addr));
+    s.get_ref()
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    s.get_mut().write_all(get).unwrap();
+    let before = read_response(&mut s, false).unwrap();
+    let closes = |r: &Response| {
+        r.headers
+            .iter()
+            .any(|(k, v)| k == "connection" && v.eq_ignore_ascii_case("close"))
+    };
+    assert!(before.status == 200 && !closes(&before), "{before:?}");
+    c.signal(libc::SIGTERM);
+    c.log
+        .wait_for("SIGTERM: graceful stop", Duration::from_secs(10))
+        .unwrap_or_else(|| panic!("no graceful stop; log:\n{}", c.log.text()));
+    std::thread::sleep(Duration::from_millis(50));
+    s.get_mut().write_all(get).unwrap();
+    let during = read_response(&mut s, false).unwrap();
+    assert!(during.status == 200 && closes(&during), "{during:?}");
+    let mut rest = Vec::new();
+    assert_eq!(
+        s.read_to_end(&mut rest).map_err(|e| e.kind()),
+        Ok(0),
+        "the connection ends after the answer"
+    );
+    assert_eq!(
+        c.wait_exit(Duration::from_secs(30))
+            .and_then(|st| st.code()),
+        Some(0),
+        "log:\n{}",
+        c.log.text()
+    );
+}
+
 #[test]
 fn term_gives_up_on_requests_after_graceful_timeout() {
     let (app, mut c, workers) = start(&["--graceful-timeout", "3s"]);
