@@ -375,7 +375,8 @@ def log(text):
 # environment before the app imports: a line the app prints (a client's
 # input among it) cannot pass for one.
 _MARK = os.environ.pop("CORRAL_LOG_MARK", "")
-_MARK_BYTES = _MARK.encode()
+# What starts a line RecordWriter marks.
+_MARK_PREFIX = b"\x1e" + _MARK.encode()
 
 
 # The longest write kept as one record (corral's MAX_LINE, less room for
@@ -400,7 +401,10 @@ class RecordWriter(io.RawIOBase):
         super().__init__()
         self._fd = fd
         self._held = b""
-        self._lock = threading.Lock()
+        # Reentrant: a signal handler that prints (gunicorn's worker_int
+        # hook, the exit handlers' flush) runs in the thread it interrupts,
+        # which may be inside write().
+        self._lock = threading.RLock()
 
     def writable(self):
         return True
@@ -413,30 +417,35 @@ class RecordWriter(io.RawIOBase):
 
     def write(self, b):
         n = len(b)
-        with self._lock:
-            if self._held:
-                b = self._held + b
-                self._held = b""
-            if b[-1:] != b"\n":
-                if len(b) <= MAX_RECORD:
+        if self._held or b[-1:] != b"\n":
+            with self._lock:
+                if self._held:
+                    b = self._held + b
+                    self._held = b""
+                if b[-1:] != b"\n" and len(b) <= MAX_RECORD:
                     self._held = bytes(b)
                     return n
-            elif _MARK and len(b) <= MAX_RECORD:
-                level = record_level(sys._getframe(1))
-                if level != b"I" or b.find(b"\n") != len(b) - 1:
-                    b = bytes(b)
-                    if b"\x1e" not in b and b"\x1f" not in b:
-                        b = (b"\x1e" + _MARK_BYTES + level + b[:-1].replace(b"\n", b"\x1f")
-                             + b"\n")
-            try:
-                done = os.write(self._fd, b)
-            except BlockingIOError:
-                done = 0
-            if done != len(b):
-                self._write(memoryview(b)[done:])
+        # Whole lines (the usual write, which takes no lock).
+        if b[-1:] == b"\n" and _MARK and len(b) <= MAX_RECORD:
+            several = b.find(b"\n") != len(b) - 1
+            frame = sys._getframe(1)
+            level = record_level(frame) if frame.f_code.co_name == "emit" else b"I"
+            if (several or level != b"I") and b"\x1e" not in b and b"\x1f" not in b:
+                if several:
+                    b = b[:-1].replace(b"\n", b"\x1f") + b"\n"
+                b = _MARK_PREFIX + level + b
+        try:
+            done = os.write(self._fd, b)
+        except BlockingIOError:
+            done = 0
+        if done != len(b):
+            self._write(memoryview(b)[done:])
         return n
 
     def flush(self):
+        # After every logging record (StreamHandler flushes): nothing held.
+        if not self._held:
+            return
         with self._lock:
             held, self._held = self._held, b""
             if held:
@@ -455,11 +464,9 @@ class RecordWriter(io.RawIOBase):
 
 
 def record_level(frame):
-    """b"E" when frame is a logging handler's emit() writing a record at
+    """b"E" when frame, a logging handler's emit(), writes a record at
     ERROR or above (logging.StreamHandler's, which Flask's, Django's and
     basicConfig's handlers are), b"W" at WARNING, else b"I"."""
-    if frame.f_code.co_name != "emit":
-        return b"I"
     levelno = getattr(frame.f_locals.get("record"), "levelno", 0)
     if not isinstance(levelno, int) or levelno < 30:
         return b"I"
