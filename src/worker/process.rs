@@ -385,7 +385,6 @@ impl Launcher {
             ]);
         }
         cmd.envs(self.env.iter().map(|(k, v)| (k, v)))
-            .env("CORRAL_LOG_MARK", super::output::mark())
             .env("CORRAL_SLOT", slot.to_string())
             .env("CORRAL_GENERATION", generation.to_string())
             .env("CORRAL_REVISION", info.revision.as_deref().unwrap_or(""))
@@ -402,6 +401,14 @@ impl Launcher {
             })
             .kill_on_drop(false)
             .process_group(0);
+        // The mark of the lines corral reads (see `output`); a worker whose
+        // output goes straight to corral's (`corral check`) gets none, and
+        // writes its lines as they are.
+        if self.capture {
+            cmd.env("CORRAL_LOG_MARK", super::output::mark());
+        } else {
+            cmd.env_remove("CORRAL_LOG_MARK");
+        }
         if let Some(dir) = info.chdir.as_ref().or(self.chdir.as_ref()) {
             cmd.current_dir(dir);
         }

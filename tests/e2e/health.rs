@@ -312,6 +312,29 @@ fn check(dir: &std::path::Path, args: &[&str]) -> (Option<i32>, String, Duration
     (out.status.code(), text, t.elapsed())
 }
 
+/// `corral check`'s worker writes to the terminal, and what its app writes
+/// there on import (a banner of several lines, a warning logged) shows as
+/// the app wrote it: no line marked for corral's log, which nothing reads.
+#[test]
+fn corral_check_shows_what_the_app_writes_as_it_wrote_it() {
+    let app = AppDir::new(&[(
+        "noisy.py",
+        "import logging, sys\n\
+         print('banner\\nsecond line of it')\n\
+         logging.getLogger('noisy').warning('careful:\\n  two lines')\n\
+         def app(environ, start_response):\n\
+         \x20   start_response('200 OK', [])\n\
+         \x20   return [b'ok']\n",
+    )]);
+    let (code, text, _) = check(app.path(), &["noisy:app"]);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(
+        text.contains("banner\nsecond line of it\n") && text.contains("careful:\n  two lines\n"),
+        "{text:?}"
+    );
+    assert!(!text.contains('\x1e') && !text.contains('\x1f'), "{text:?}");
+}
+
 #[test]
 fn corral_check_says_ok_or_shows_the_traceback() {
     let app = AppDir::new(&[

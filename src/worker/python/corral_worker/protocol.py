@@ -498,6 +498,11 @@ def log_error(text):
     as gunicorn logs "Error handling request". One line on stderr, marked
     by a leading RS (0x1E) and corral's mark, its line breaks sent as US
     (0x1F)."""
+    if not _MARK:
+        # Nobody reads the lines (corral check's worker writes to the
+        # terminal): as they are.
+        log(text)
+        return
     line = text.rstrip("\n").replace("\n", "\x1f")
     sys.stderr.write("\x1e" + _MARK + " " + line + "\n")
     sys.stderr.flush()
