@@ -1018,7 +1018,8 @@ fn is_the_journal(stream: impl std::os::fd::AsFd) -> bool {
 /// Each line for the journal begins with its level as syslog's priority
 /// (`<3>` error, `<4>` warning, `<6>` info, `<7>` debug), which journald
 /// takes and strips (systemd's `SyslogLevelPrefix=`, on by default), so
-/// that `journalctl -p warning -u app` shows corral's warnings and errors.
+/// that `journalctl -p warning -u app` shows corral's warnings and errors,
+/// every line of a traceback included.
 struct JournalPriority<F>(F);
 
 impl<S, N, F> tracing_subscriber::fmt::FormatEvent<S, N> for JournalPriority<F>
@@ -1039,8 +1040,19 @@ where
             tracing::Level::INFO => 6,
             _ => 7,
         };
-        write!(writer, "<{priority}>")?;
-        self.0.format_event(ctx, writer, event)
+        // journald makes an entry of every line: each line of a record of
+        // several (a traceback) carries the priority, or `journalctl -p
+        // err` would show a traceback's first line alone.
+        let mut record = String::new();
+        self.0.format_event(
+            ctx,
+            tracing_subscriber::fmt::format::Writer::new(&mut record),
+            event,
+        )?;
+        for line in record.strip_suffix('\n').unwrap_or(&record).split('\n') {
+            writeln!(writer, "<{priority}>{line}")?;
+        }
+        Ok(())
     }
 }
 

@@ -332,6 +332,12 @@ fn under_journald_lines_carry_their_priority_and_no_timestamp_of_their_own() {
         levels.contains("<6>") && (levels.contains("<3>") || levels.contains("<4>")),
         "{text}"
     );
+    // journald makes an entry of each line: every line of the boot's
+    // traceback carries its priority too.
+    assert!(
+        text.contains("  RuntimeError: boom") && text.lines().all(|l| l.starts_with('<')),
+        "{text}"
+    );
     // The variable names another stream: plain lines, with their time.
     let text = run("app:app", false, "all 1 workers in service");
     assert!(!text.contains("<6>"), "{text}");
