@@ -62,6 +62,22 @@ fn served_within(addr: &str, path: &str, timeout: Duration) -> bool {
     }
 }
 
+/// corral serving `app:app` from `dir` with `args` on a port of its own,
+/// once `GET path` answers 200 (the harness reads the address from a text
+/// log line at INFO, which these logs are not): corral and the address.
+fn serving(dir: &std::path::Path, args: &[&str], path: &str) -> (Corral, String) {
+    let addr = format!("127.0.0.1:{}", crate::common::compare::free_port());
+    let mut all = vec!["app:app", "-w", "1", "-b", &addr];
+    all.extend_from_slice(args);
+    let c = Corral::spawn(dir, &all, &[]);
+    assert!(
+        served_within(&addr, path, Duration::from_secs(30)),
+        "never served; log:\n{}",
+        c.log.text()
+    );
+    (c, addr)
+}
+
 /// gunicorn's `loglevel` filters gunicorn's own logger: an app's output,
 /// its tracebacks and the access lines pass whatever it is. A common
 /// production config (`loglevel = "warning"`) once hid every 500's
@@ -79,28 +95,11 @@ def app(environ, start_response):
     return [b"ok"]
 "#,
     )]);
-    let addr = format!("127.0.0.1:{}", crate::common::compare::free_port());
-    let c = Corral::spawn(
+    // corral's own INFO lines (what the harness waits for) are filtered.
+    let (c, addr) = serving(
         app.path(),
-        &[
-            "app:app",
-            "-w",
-            "1",
-            "-b",
-            &addr,
-            "--log-level",
-            "warning",
-            "--access-logfile",
-            "-",
-        ],
-        &[],
-    );
-    // corral's own INFO lines (what the harness waits for) are filtered:
-    // wait for the port instead.
-    assert!(
-        served_within(&addr, "/hello", Duration::from_secs(30)),
-        "never served; log:\n{}",
-        c.log.text()
+        &["--log-level", "warning", "--access-logfile", "-"],
+        "/hello",
     );
     assert_eq!(request(&addr, "GET", "/boom", &[], b"").status, 500);
     c.log
@@ -113,6 +112,52 @@ def app(environ, start_response):
     assert!(log.contains("stdout: the app says /boom"), "{log}");
     assert!(log.contains("Error handling request GET /boom"), "{log}");
     assert!(!log.contains(" INFO all 1 workers in service"), "{log}");
+}
+
+/// corral serving `app:app` in `dir` on `addr` with `--app-output raw`, its
+/// stdout and stderr files of their own; SIGKILLed when dropped.
+struct RawOutput {
+    child: std::process::Child,
+    out: std::path::PathBuf,
+    err: std::path::PathBuf,
+}
+
+impl RawOutput {
+    fn start(dir: &std::path::Path, addr: &str) -> RawOutput {
+        let (out, err) = (dir.join("stdout.txt"), dir.join("stderr.txt"));
+        let child = std::process::Command::new(corral_bin())
+            .current_dir(dir)
+            .args(["app:app", "-w", "1", "-b", addr, "--app-output", "raw"])
+            .arg("--python")
+            .arg(python())
+            .env("NO_COLOR", "1")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::fs::File::create(&out).unwrap())
+            .stderr(std::fs::File::create(&err).unwrap())
+            .spawn()
+            .unwrap();
+        RawOutput { child, out, err }
+    }
+
+    /// The file's text once it holds `needle`, or after 10 s.
+    fn wait_for(path: &std::path::Path, needle: &str) -> String {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let text = std::fs::read_to_string(path).unwrap_or_default();
+            if text.contains(needle) || std::time::Instant::now() > deadline {
+                return text;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for RawOutput {
+    fn drop(&mut self) {
+        // SAFETY: the corral this test started.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGKILL) };
+        let _ = self.child.wait();
+    }
 }
 
 /// `--app-output raw`: what the app prints goes out as it wrote it, its
@@ -133,43 +178,11 @@ def app(environ, start_response):
 "#,
     )]);
     let addr = format!("127.0.0.1:{}", crate::common::compare::free_port());
-    let out = app.path().join("stdout.txt");
-    let err = app.path().join("stderr.txt");
-    let mut child = std::process::Command::new(corral_bin())
-        .current_dir(app.path())
-        .args([
-            "app:app",
-            "-w",
-            "1",
-            "-b",
-            &addr,
-            "--app-output",
-            "raw",
-            "--python",
-        ])
-        .arg(python())
-        .env("NO_COLOR", "1")
-        .stdin(std::process::Stdio::null())
-        .stdout(std::fs::File::create(&out).unwrap())
-        .stderr(std::fs::File::create(&err).unwrap())
-        .spawn()
-        .unwrap();
+    let raw = RawOutput::start(app.path(), &addr);
     let served = served_within(&addr, "/", Duration::from_secs(30));
-    let wait_for = |path: &std::path::Path, needle: &str| {
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        loop {
-            let text = std::fs::read_to_string(path).unwrap_or_default();
-            if text.contains(needle) || std::time::Instant::now() > deadline {
-                return text;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    };
-    let stdout = wait_for(&out, "from the app");
-    let stderr = wait_for(&err, "plain on stderr");
-    // SAFETY: the corral this test started.
-    unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
-    let _ = child.wait();
+    let stdout = RawOutput::wait_for(&raw.out, "from the app");
+    let stderr = RawOutput::wait_for(&raw.err, "plain on stderr");
+    drop(raw);
     assert!(served, "never served; stderr:\n{stderr}");
     assert!(
         stdout
@@ -223,23 +236,10 @@ fn json_logs_are_one_object_per_line() {
 fn json_access_lines_in_a_json_log_are_the_records_fields() {
     let app = AppDir::new(&[("app.py", APP)]);
     // The harness reads the address from a text log line: bind it here.
-    let addr = format!("127.0.0.1:{}", crate::common::compare::free_port());
-    let args = [
-        "app:app",
-        "-w",
-        "1",
-        "-b",
-        &addr,
-        "--log-format",
-        "json",
-        "--access-log",
-        "json",
-    ];
-    let c = Corral::spawn(app.path(), &args, &[]);
-    assert!(
-        served_within(&addr, "/a?b=1", Duration::from_secs(30)),
-        "never served; log:\n{}",
-        c.log.text()
+    let (c, _) = serving(
+        app.path(),
+        &["--log-format", "json", "--access-log", "json"],
+        "/a?b=1",
     );
     let line = c
         .log
@@ -688,27 +688,10 @@ fn a_request_traceback_is_one_error_record() {
          \x20   await send({'type': 'http.response.body', 'body': b'ok'})\n";
     for (app, interface) in [(WSGI, "wsgi"), (ASGI, "asgi")] {
         let dir = AppDir::new(&[("app.py", app)]);
-        // The harness reads the address from a text log line: bind it here.
-        let addr = format!("127.0.0.1:{}", crate::common::compare::free_port());
-        let c = Corral::spawn(
+        let (c, addr) = serving(
             dir.path(),
-            &[
-                "app:app",
-                "-w",
-                "1",
-                "-b",
-                &addr,
-                "--interface",
-                interface,
-                "--log-format",
-                "json",
-            ],
-            &[],
-        );
-        assert!(
-            served_within(&addr, "/", Duration::from_secs(30)),
-            "{interface}: never served; log:\n{}",
-            c.log.text()
+            &["--interface", interface, "--log-format", "json"],
+            "/",
         );
         assert_eq!(request(&addr, "GET", "/boom", &[], b"").status, 500);
         let line = c
@@ -943,17 +926,7 @@ def log():
     return "ok"
 "#;
     let dir = AppDir::new(&[("app.py", APP)]);
-    let addr = format!("127.0.0.1:{}", crate::common::compare::free_port());
-    let c = Corral::spawn(
-        dir.path(),
-        &["app:app", "-w", "1", "-b", &addr, "--log-format", "json"],
-        &[],
-    );
-    assert!(
-        served_within(&addr, "/log", Duration::from_secs(30)),
-        "never served; log:\n{}",
-        c.log.text()
-    );
+    let (c, addr) = serving(dir.path(), &["--log-format", "json"], "/log");
     assert_eq!(request(&addr, "GET", "/boom", &[], b"").status, 500);
     c.log
         .wait_for("ZeroDivisionError", Duration::from_secs(10))
@@ -1009,43 +982,12 @@ def log():
     drop(c);
 
     // Raw: the lines as the app wrote them.
-    let out = dir.path().join("stdout.txt");
-    let err = dir.path().join("stderr.txt");
-    let mut child = std::process::Command::new(corral_bin())
-        .current_dir(dir.path())
-        .args([
-            "app:app",
-            "-w",
-            "1",
-            "-b",
-            &addr,
-            "--app-output",
-            "raw",
-            "--python",
-        ])
-        .arg(python())
-        .env("NO_COLOR", "1")
-        .stdin(std::process::Stdio::null())
-        .stdout(std::fs::File::create(&out).unwrap())
-        .stderr(std::fs::File::create(&err).unwrap())
-        .spawn()
-        .unwrap();
+    let raw = RawOutput::start(dir.path(), &addr);
     let served = served_within(&addr, "/log", Duration::from_secs(30))
         && request(&addr, "GET", "/boom", &[], b"").status == 500;
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    let (stdout, stderr) = loop {
-        let stdout = std::fs::read_to_string(&out).unwrap_or_default();
-        let stderr = std::fs::read_to_string(&err).unwrap_or_default();
-        if (stdout.contains("alone 2") && stderr.contains("ZeroDivisionError"))
-            || std::time::Instant::now() > deadline
-        {
-            break (stdout, stderr);
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    // SAFETY: the corral this test started.
-    unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
-    let _ = child.wait();
+    let stdout = RawOutput::wait_for(&raw.out, "alone 2");
+    let stderr = RawOutput::wait_for(&raw.err, "ZeroDivisionError");
+    drop(raw);
     assert!(served, "never served; stderr:\n{stderr}");
     assert!(
         stdout.contains("ERROR shop: lookup failed\nTraceback (most recent call last):\n  File \"")
