@@ -488,8 +488,15 @@ def record_streams():
         except (AttributeError, ValueError, OSError):
             continue
         old.flush()
+        # Kept: a stream collected closes its fd (sys.__stdout__ holds
+        # Python's own, but not one a sitecustomize put in its place).
+        _REPLACED.append(old)
         setattr(sys, name, io.TextIOWrapper(RecordWriter(fd), encoding=old.encoding,
                                             errors=old.errors, write_through=True))
+
+
+# The streams record_streams replaced.
+_REPLACED = []
 
 
 def log_error(text):
