@@ -104,6 +104,7 @@ fn main() -> ExitCode {
         }
     };
     worker::output::set_raw(cfg.log.app_output == config::AppOutput::Raw);
+    worker::output::set_json(cfg.log.format == config::LogFormat::Json);
     private_fs::set_worker_groups(
         cfg.workers
             .identity

@@ -181,13 +181,29 @@ pub fn printable(text: &str) -> std::borrow::Cow<'_, str> {
     std::borrow::Cow::Owned(out)
 }
 
+/// Whether corral's log is JSON (`--log-format json`); set once at start.
+static JSON: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// `--log-format json`: see [`log_lines`].
+pub fn set_json(json: bool) {
+    JSON.store(json, std::sync::atomic::Ordering::Relaxed);
+}
+
 /// Text of several lines a worker wrote (a traceback), for one record of
 /// corral's log: [`printable_lines`], with every line after the first
-/// indented by two spaces, so that none of them starts a line of the log,
-/// where it could pass for a record of corral's own (a timestamp and a
-/// level the app wrote in its exception's message).
+/// indented by two spaces in a text log, so that none of them starts a
+/// line of the log, where it could pass for a record of corral's own (a
+/// timestamp and a level the app wrote in its exception's message). A
+/// JSON record escapes its line breaks, and keeps the lines as they were:
+/// a traceback as Python wrote it, for tools that parse tracebacks out of
+/// a log.
 pub fn log_lines(text: &str) -> String {
-    printable_lines(text).replace('\n', "\n  ")
+    let text = printable_lines(text);
+    if JSON.load(std::sync::atomic::Ordering::Relaxed) {
+        text
+    } else {
+        text.replace('\n', "\n  ")
+    }
 }
 
 /// [`printable`] for text of several lines (a traceback): its line breaks
