@@ -416,6 +416,9 @@ class RecordWriter(io.RawIOBase):
         return os.isatty(self._fd)
 
     def write(self, b):
+        if type(b) is not bytes:
+            # A memoryview or bytearray (sys.stdout.buffer.write).
+            b = bytes(b)
         n = len(b)
         if self._held or b[-1:] != b"\n":
             with self._lock:
