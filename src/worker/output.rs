@@ -84,6 +84,11 @@ pub fn set_raw(raw: bool) {
     RAW.store(raw, std::sync::atomic::Ordering::Relaxed);
 }
 
+/// Whether lines are written as the app wrote them (see [`set_raw`]).
+pub fn raw() -> bool {
+    RAW.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 /// Logs every line of `stream` as coming from worker `slot` (`pid`).
 pub fn forward<R: AsyncRead + Unpin + Send + 'static>(
     stream: R,
@@ -110,7 +115,7 @@ pub fn forward_as<R: AsyncRead + Unpin + Send + 'static>(
                 Ok(0) | Err(_) => return,
                 Ok(_) => {}
             }
-            let raw = RAW.load(std::sync::atomic::Ordering::Relaxed);
+            let raw = raw();
             // The worker's own report of an error it caught (a request's
             // traceback, `log_error` in its protocol.py), or lines the app
             // wrote in one call: one record, at ERROR for a report (or,

@@ -401,10 +401,11 @@ impl Launcher {
             })
             .kill_on_drop(false)
             .process_group(0);
-        // The mark of the lines corral reads (see `output`); a worker whose
-        // output goes straight to corral's (`corral check`) gets none, and
-        // writes its lines as they are.
-        if self.capture {
+        // The mark of the lines corral logs (see `output`); a worker whose
+        // output goes straight to corral's (`corral check`), or whose lines
+        // corral passes on as written (`app_output = "raw"`), gets none and
+        // writes its lines as they are, through Python's own streams.
+        if self.capture && !super::output::raw() {
             cmd.env("CORRAL_LOG_MARK", super::output::mark());
         } else {
             cmd.env_remove("CORRAL_LOG_MARK");

@@ -482,7 +482,11 @@ def record_streams():
     sets: no line waits for a buffer to fill; and not line_buffering, whose
     flush after every line break would send a piece without its end), in
     the encoding and error handler they had. Before the app imports, so
-    that the logging handlers it makes write into them."""
+    that the logging handlers it makes write into them. Not without a mark:
+    nobody reads the records (corral check's worker writes to the terminal,
+    and with --app-output raw corral passes the lines on as written)."""
+    if not _MARK:
+        return
     for name, fd in (("stdout", 1), ("stderr", 2)):
         old = getattr(sys, name)
         try:
