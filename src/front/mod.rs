@@ -768,6 +768,11 @@ async fn serve(conn: Conn, shared: Arc<Shared>, builders: &Builders, head_timeou
         &peer.http1
     };
     let metrics = shared.metrics.clone();
+    // The peer, for the DEBUG line on a malformed head.
+    let remote = tracing::enabled!(tracing::Level::DEBUG).then(|| match &info.remote_addr {
+        a if a.is_empty() => "a Unix socket's peer".to_owned(),
+        a => a.clone(),
+    });
     let service = {
         let info = Arc::new(info);
         service_fn(move |mut req: http::Request<hyper::body::Incoming>| {
@@ -830,12 +835,24 @@ async fn serve(conn: Conn, shared: Arc<Shared>, builders: &Builders, head_timeou
         let io = TokioIo::new(io);
         let conn = http1.serve_connection(io, service).with_upgrades();
         tokio::pin!(conn);
-        tokio::select! {
-            _ = conn.as_mut() => return,
-            _ = closed(&mut closing) => {}
+        let ended = tokio::select! {
+            ended = conn.as_mut() => ended,
+            _ = closed(&mut closing) => {
+                conn.as_mut().graceful_shutdown();
+                conn.await
+            }
+        };
+        // A head hyper refused (it answered 400 or 431 and closed): counted,
+        // and said at DEBUG, as gunicorn says "Invalid request from ip=".
+        if let Err(e) = ended
+            && e.is_parse()
+        {
+            metrics.malformed(e.is_parse_too_large());
+            tracing::debug!(
+                "invalid request from {}: {e}",
+                remote.as_deref().unwrap_or("?")
+            );
         }
-        conn.as_mut().graceful_shutdown();
-        let _ = conn.await;
     }
 }
 

@@ -31,6 +31,10 @@ impl Default for Metrics {
     }
 }
 
+/// The statuses of `corral_malformed_requests_total`, as [`Metrics::malformed`]
+/// counts them.
+const MALFORMED: [u16; 2] = [400, 431];
+
 /// One shard's counters.
 #[derive(Default)]
 #[repr(align(128))]
@@ -59,6 +63,9 @@ struct Counters {
     http2_floods: AtomicU64,
     /// HTTP/2 requests whose worker got a small response window.
     small_windows: AtomicU64,
+    /// HTTP/1 request heads hyper answered itself, before corral's
+    /// handler: 400 (malformed), 431 (over `max_header_bytes`).
+    malformed: [AtomicU64; 2],
     /// Requests by HTTP version: 1.0 (and 0.9), 1.1, 2.
     by_version: [AtomicU64; 3],
     /// Time requests waited in corral for a worker: counts per bucket (not
@@ -87,6 +94,7 @@ impl Counters {
         add_all(&self.by_version, &other.by_version);
         add_all(&self.queued, &other.queued);
         add_all(&self.gateway_errors, &other.gateway_errors);
+        add_all(&self.malformed, &other.malformed);
         for (t, f) in self.dispatched.iter().zip(&other.dispatched) {
             add_all(t, f);
         }
@@ -286,6 +294,14 @@ impl Metrics {
         self.here().http2_floods.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// hyper answered a request head itself (see [`MALFORMED`]): `too_large`
+    /// for 431, else 400. Counted among the 4xx answers too.
+    pub fn malformed(&self, too_large: bool) {
+        let here = self.here();
+        here.malformed[usize::from(too_large)].fetch_add(1, Ordering::Relaxed);
+        here.by_class[3].fetch_add(1, Ordering::Relaxed);
+    }
+
     pub fn small_window(&self) {
         self.here().small_windows.fetch_add(1, Ordering::Relaxed);
     }
@@ -435,6 +451,19 @@ impl Metrics {
             ),
         ] {
             scalar(out, name, kind, help, value);
+        }
+        header(
+            out,
+            "corral_malformed_requests_total",
+            "counter",
+            "HTTP/1 request heads answered before the app, by status: 400 malformed (a header line without a colon, a bad method, target or version), 431 larger than server.max_header_bytes.",
+        );
+        for (status, count) in MALFORMED.iter().zip(&t.malformed) {
+            let _ = writeln!(
+                out,
+                "corral_malformed_requests_total{{status=\"{status}\"}} {}",
+                load(count)
+            );
         }
         header(
             out,

@@ -999,6 +999,49 @@ fn the_head_size_limit_is_exact() {
     assert_eq!(raw(&c.addr, &head(8 * 1024)).status, 200);
 }
 
+/// Heads hyper answers itself, before corral's handler (a header line
+/// without a colon: 400; one over `max_header_bytes`: 431), are counted in
+/// `/metrics` (`corral_malformed_requests_total` by status, and among the
+/// 4xx answers) and said at DEBUG with the peer, as gunicorn says "Invalid
+/// request from ip=". Before, neither counted nor said them: a client
+/// sending broken requests by the thousand was seen nowhere.
+#[test]
+fn heads_hyper_refuses_are_counted_and_said_at_debug() {
+    let (_app, c) = start(&["--log-level", "debug"]);
+    let four = |c: &Corral| metric(c, "corral_requests_total{class=\"4xx\"}");
+    let before = four(&c);
+    let no_colon = b"GET /pid HTTP/1.1\r\nHost: x\r\nNo colon here\r\n\r\n";
+    assert_eq!(raw(&c.addr, no_colon).status, 400);
+    let big = format!(
+        "GET /pid HTTP/1.1\r\nHost: x\r\nX-Pad: {}\r\n\r\n",
+        "p".repeat(70_000)
+    );
+    assert_eq!(raw(&c.addr, big.as_bytes()).status, 431);
+    c.wait_until("both counted", || {
+        metric(&c, "corral_malformed_requests_total{status=\"400\"}") == 1.0
+            && metric(&c, "corral_malformed_requests_total{status=\"431\"}") == 1.0
+    });
+    assert_eq!(four(&c) - before, 2.0);
+    let line = c
+        .log
+        .wait_for(
+            "invalid request from 127.0.0.1: invalid HTTP header",
+            Duration::from_secs(10),
+        )
+        .unwrap_or_else(|| panic!("not said; log:\n{}", c.log.text()));
+    assert!(line.contains("DEBUG"), "{line}");
+    assert!(
+        c.log
+            .wait_for(
+                "invalid request from 127.0.0.1: message head is too large",
+                Duration::from_secs(10)
+            )
+            .is_some(),
+        "{}",
+        c.log.text()
+    );
+}
+
 // ------------------------------------------------------- forwarded and logs
 
 #[test]
