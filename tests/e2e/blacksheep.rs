@@ -13,7 +13,7 @@
 
 use crate::common::compare::*;
 use crate::frameworks::{FORM_TYPE, file_uploads};
-use crate::frameworks_asgi::{Step, same_answers, same_transcripts, text, ws_session};
+use crate::frameworks_asgi::{Step, hi_then_close, same_answers, same_transcripts, ws_session};
 
 const SPEC: &str = "bsapp:app";
 
@@ -75,14 +75,7 @@ fn blacksheep_routes_bodies_and_errors_as_under_uvicorn() {
 #[test]
 fn blacksheep_websocket_routes_as_under_uvicorn() {
     let servers = start_servers(&[], &[]);
-    let steps = [
-        Step::Receive,
-        text("hi"),
-        Step::Receive,
-        text("close"),
-        Step::Receive,
-        Step::Receive,
-    ];
+    let steps = hi_then_close();
     same_transcripts(
         &servers,
         "/ws/ada",

@@ -15,7 +15,7 @@
 
 use crate::common::compare::*;
 use crate::frameworks::{FORM_TYPE, file_uploads};
-use crate::frameworks_asgi::{Step, same_answers, same_transcripts, text, ws_session};
+use crate::frameworks_asgi::{Step, hi_then_close, same_answers, same_transcripts, ws_session};
 
 use std::time::Duration;
 
@@ -415,14 +415,7 @@ fn falcon_asgi_websockets_as_under_uvicorn() {
         &servers,
         "/ws/ada",
         &[],
-        &[
-            Step::Receive,
-            text("hi"),
-            Step::Receive,
-            text("close"),
-            Step::Receive,
-            Step::Receive,
-        ],
+        &hi_then_close(),
         &[
             "accepted: 101",
             "text: hello ada",

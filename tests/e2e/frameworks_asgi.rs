@@ -243,6 +243,19 @@ pub(crate) fn text(s: &str) -> Step {
     Step::Send(Message::text(s))
 }
 
+/// The session the framework tests play at `/ws/NAME`: the greeting, "hi"
+/// and its echo, then "close" and what follows it.
+pub(crate) fn hi_then_close() -> [Step; 6] {
+    [
+        Step::Receive,
+        text("hi"),
+        Step::Receive,
+        text("close"),
+        Step::Receive,
+        Step::Receive,
+    ]
+}
+
 /// uvicorn (with `uvicorn_args`) and corral (with `corral_args`) on one
 /// copy of `files`, serving `spec` with one worker process each.
 pub(crate) fn beside_uvicorn(

@@ -10,7 +10,7 @@
 //! into `.venv`).
 
 use crate::common::compare::*;
-use crate::frameworks_asgi::{Step, same_answers, same_transcripts, text};
+use crate::frameworks_asgi::{Step, hi_then_close, same_answers, same_transcripts, text};
 
 const SPEC: &str = "litestarapp:app";
 
@@ -76,14 +76,7 @@ fn litestar_websocket_handler_as_under_uvicorn() {
     let servers = start_servers();
     for (steps, expected) in [
         (
-            vec![
-                Step::Receive,
-                text("hi"),
-                Step::Receive,
-                text("close"),
-                Step::Receive,
-                Step::Receive,
-            ],
+            Vec::from(hi_then_close()),
             vec![
                 "accepted: 101",
                 "text: hello ada",

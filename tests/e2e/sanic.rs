@@ -13,7 +13,7 @@
 
 use crate::common::compare::*;
 use crate::frameworks::{FORM_TYPE, file_uploads};
-use crate::frameworks_asgi::{Step, same_answers, same_transcripts, text, ws_session};
+use crate::frameworks_asgi::{Step, hi_then_close, same_answers, same_transcripts, ws_session};
 
 const SPEC: &str = "sanicapp:app";
 
@@ -77,14 +77,7 @@ fn sanic_routes_bodies_and_errors_as_under_uvicorn() {
 #[test]
 fn sanic_websocket_route_as_under_uvicorn() {
     let servers = start_servers();
-    let steps = [
-        Step::Receive,
-        text("hi"),
-        Step::Receive,
-        text("close"),
-        Step::Receive,
-        Step::Receive,
-    ];
+    let steps = hi_then_close();
     let [u, c] = servers
         .both()
         .map(|(_, addr)| ws_session(addr, "/ws/ada", &[], &steps, 0));
