@@ -115,36 +115,10 @@ pub fn forward_as<R: AsyncRead + Unpin + Send + 'static>(
                 Ok(0) | Err(_) => return,
                 Ok(_) => {}
             }
-            let raw = raw();
-            // The worker's own report of an error it caught (a request's
-            // traceback, `log_error` in its protocol.py), or lines the app
-            // wrote in one call: one record, at ERROR for a report (or,
-            // raw, the lines as they were).
-            if let Some((kind, rest)) = marked(&line) {
-                if !raw {
-                    let text = String::from_utf8_lossy(&rest);
-                    let text = log_lines(text.trim_end_matches(['\n', '\r']));
-                    match kind {
-                        Marked::Report => {
-                            tracing::error!(target: TARGET, "{who} (pid {pid}): {text}")
-                        }
-                        Marked::Lines(tracing::Level::ERROR) => {
-                            tracing::error!(target: TARGET, "{who} (pid {pid}) {name}: {text}")
-                        }
-                        Marked::Lines(tracing::Level::WARN) => {
-                            tracing::warn!(target: TARGET, "{who} (pid {pid}) {name}: {text}")
-                        }
-                        Marked::Lines(_) => {
-                            tracing::info!(target: TARGET, "{who} (pid {pid}) {name}: {text}")
-                        }
-                    }
-                    continue;
-                }
-                line = rest;
-            }
-            if raw {
-                // One write per line, queued whole: lines of several
-                // workers never interleave.
+            if raw() {
+                // As the app wrote it (its worker has no mark, so nothing
+                // is marked). One write per line, queued whole: lines of
+                // several workers never interleave.
                 if !line.ends_with(b"\n") {
                     line.push(b'\n');
                 }
@@ -153,6 +127,28 @@ pub fn forward_as<R: AsyncRead + Unpin + Send + 'static>(
                 } else {
                     crate::stdio::stderr().write_all(&line)
                 };
+                continue;
+            }
+            // The worker's own report of an error it caught (a request's
+            // traceback, `log_error` in its protocol.py), or lines the app
+            // wrote in one call: one record, at ERROR for a report.
+            if let Some((kind, rest)) = marked(&line) {
+                let text = String::from_utf8_lossy(&rest);
+                let text = log_lines(text.trim_end_matches(['\n', '\r']));
+                match kind {
+                    Marked::Report => {
+                        tracing::error!(target: TARGET, "{who} (pid {pid}): {text}")
+                    }
+                    Marked::Lines(tracing::Level::ERROR) => {
+                        tracing::error!(target: TARGET, "{who} (pid {pid}) {name}: {text}")
+                    }
+                    Marked::Lines(tracing::Level::WARN) => {
+                        tracing::warn!(target: TARGET, "{who} (pid {pid}) {name}: {text}")
+                    }
+                    Marked::Lines(_) => {
+                        tracing::info!(target: TARGET, "{who} (pid {pid}) {name}: {text}")
+                    }
+                }
                 continue;
             }
             while matches!(line.last(), Some(b'\n' | b'\r')) {

@@ -392,10 +392,9 @@ class RecordWriter(io.RawIOBase):
     that a logging handler writes for a record at WARNING or above, goes
     out as one line, marked by RS (0x1E), corral's mark and the record's
     level (I, W or E), its line breaks sent as US (0x1F): one record of
-    corral's log at that level, or, with --app-output raw, the lines again
-    as the app wrote them. Any other line goes out as it is. A write that
-    does not end its line waits for the rest (or a flush, or MAX_RECORD
-    bytes)."""
+    corral's log at that level. Any other line goes out as it is. A write
+    that does not end its line waits for the rest (or a flush, or
+    MAX_RECORD bytes)."""
 
     def __init__(self, fd):
         super().__init__()
@@ -426,10 +425,10 @@ class RecordWriter(io.RawIOBase):
                     b = self._held + b
                     self._held = b""
                 if b[-1:] != b"\n" and len(b) <= MAX_RECORD:
-                    self._held = bytes(b)
+                    self._held = b
                     return n
         # Whole lines (the usual write, which takes no lock).
-        if b[-1:] == b"\n" and _MARK and len(b) <= MAX_RECORD:
+        if b[-1:] == b"\n" and len(b) <= MAX_RECORD:
             several = b.find(b"\n") != len(b) - 1
             frame = sys._getframe(1)
             level = record_level(frame) if frame.f_code.co_name == "emit" else b"I"
