@@ -21,7 +21,8 @@
 //! As root, corral runs no command (a hook, the rollback hook, the
 //! revision command) whose program, or a file its arguments name, someone
 //! else could change ([`crate::private_fs::untrusted_command`]): a hook in the app's folder, or the
-//! interpreter of a virtualenv the app's user owns, would run that user's
+//! interpreter of a virtualenv the app's user owns, or `python3 -m mod` in
+//! an app folder that user may add a `mod.py` to, would run that user's
 //! code as root. The config is refused at start and at each reload, and a
 //! file changed since is refused when the command would run.
 

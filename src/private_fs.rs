@@ -567,7 +567,10 @@ pub fn which(program: &Path) -> Option<PathBuf> {
 /// argument names (by an absolute path, or relative to `dir`, where the
 /// command runs: `["python3", "hook.py"]` runs `hook.py`), can be changed
 /// by someone other than root (or corral's user), by the file's owner or
-/// mode or through any folder above it. None when corral is not root, or
+/// mode or through any folder above it; or the program is Python and
+/// imports first from a folder someone else may add a module to
+/// ([`python_path_head`]: `["python3", "-m", "mod"]` imports `mod` from
+/// `dir` before the standard library). None when corral is not root, or
 /// when nobody else can.
 pub fn untrusted_command(argv: &[String], dir: Option<&std::path::Path>) -> Option<String> {
     if !nix::unistd::geteuid().is_root() {
@@ -575,6 +578,20 @@ pub fn untrusted_command(argv: &[String], dir: Option<&std::path::Path>) -> Opti
     }
     let (program, args) = argv.split_first()?;
     let program = which(Path::new(program))?;
+    if let Some(head) = python_path_head(&program, args, dir)
+        && let Some(why) = code_folder_not_private(&head)
+    {
+        return Some(format!(
+            "{} puts {} first on its import path, and {why}: anyone who can add a module \
+                 there (a {}.py of their own) could run code as root. Make the folder and the \
+                 folders above it root's and writable by no one else (chown root, chmod go-w), \
+                 give Python -P (3.11 and later: no such folder on the path), or run the \
+                 command as the app's user, e.g. [\"runuser\", \"-u\", \"USER\", \"--\", ...]",
+            program.display(),
+            head.display(),
+            python_module(args).unwrap_or("module"),
+        ));
+    }
     let named = args.iter().filter_map(|a| {
         let path = PathBuf::from(a);
         match dir {
@@ -596,6 +613,77 @@ pub fn untrusted_command(argv: &[String], dir: Option<&std::path::Path>) -> Opti
         }
     }
     None
+}
+
+/// The folder Python puts first on `sys.path` when `program` is a Python
+/// interpreter run with `args` in `dir`, where no file check of
+/// [`untrusted_command`]'s covers it: the working folder for `-m`, `-c`,
+/// `-` and no script at all; a script that is a folder (its
+/// `__main__.py`). None for another program, with `-P` before the `-m` or
+/// `-c` (Python 3.11's "safe path"), and for a script file (its own
+/// folder is checked with it).
+fn python_path_head(program: &Path, args: &[String], dir: Option<&Path>) -> Option<PathBuf> {
+    let name = program.file_name()?.to_str()?;
+    let version = name
+        .strip_prefix("python")
+        .or_else(|| name.strip_prefix("pypy"))?;
+    if !version.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
+        return None;
+    }
+    let cwd = || {
+        dir.map(Path::to_path_buf)
+            .or_else(|| std::env::current_dir().ok())
+    };
+    let mut safe = false;
+    let mut args = args.iter();
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "-" => return if safe { None } else { cwd() },
+            "--" => break,
+            a if a.starts_with("--") => {
+                if a == "--check-hash-based-pycs" {
+                    args.next();
+                }
+            }
+            a if a.starts_with('-') => {
+                for (i, c) in a.char_indices().skip(1) {
+                    match c {
+                        'P' => safe = true,
+                        'm' | 'c' => return if safe { None } else { cwd() },
+                        'W' | 'X' => {
+                            if i + 1 == a.len() {
+                                args.next();
+                            }
+                            break;
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            script => {
+                let script = match dir {
+                    Some(dir) => dir.join(script),
+                    None => PathBuf::from(script),
+                };
+                return script.is_dir().then_some(script);
+            }
+        }
+    }
+    // `--` then the script, or no script: Python reads stdin (closed).
+    match args.next() {
+        Some(script) => {
+            let script = dir.map_or_else(|| PathBuf::from(script), |d| d.join(script));
+            script.is_dir().then_some(script)
+        }
+        None if safe => None,
+        None => cwd(),
+    }
+}
+
+/// The module `-m` names in a Python command's `args`, for a message.
+fn python_module(args: &[String]) -> Option<&str> {
+    let at = args.iter().position(|a| a == "-m")?;
+    args.get(at + 1).map(String::as_str)
 }
 
 /// Why corral, as root, must not run Python code found in the folder
@@ -816,6 +904,37 @@ fn unreachable_path(path: &Path, uid: u32, gid: u32, groups: &[u32], exec: bool)
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn python_imports_first_from_the_working_folder_with_m_and_c_and_from_a_folder_script() {
+        let t = tempfile::tempdir().unwrap();
+        let dir = t.path();
+        std::fs::create_dir(dir.join("pkg")).unwrap();
+        std::fs::write(dir.join("hook.py"), "").unwrap();
+        let head = |program: &str, args: &[&str]| {
+            let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+            python_path_head(Path::new(program), &args, Some(dir))
+        };
+        let cwd = Some(dir.to_path_buf());
+        for python in ["/usr/bin/python3", "python3.11", "python", "/opt/pypy3.10"] {
+            assert_eq!(head(python, &["-m", "mod"]), cwd, "{python}");
+        }
+        assert_eq!(head("python3", &["-u", "-X", "dev", "-Bmmod"]), cwd);
+        assert_eq!(head("python3", &["-W", "error", "-c", "import mod"]), cwd);
+        assert_eq!(head("python3", &["-I", "-m", "mod"]), cwd);
+        assert_eq!(head("python3", &["-"]), cwd);
+        assert_eq!(head("python3", &[]), cwd);
+        assert_eq!(head("python3", &["pkg"]), Some(dir.join("pkg")));
+        assert_eq!(head("python3", &["--", "pkg"]), Some(dir.join("pkg")));
+        // A script file: its folder is checked with the file.
+        assert_eq!(head("python3", &["hook.py", "-m", "x"]), None);
+        // Python 3.11's safe path, and programs that are not Python.
+        assert_eq!(head("python3", &["-P", "-m", "mod"]), None);
+        assert_eq!(head("python3", &["-Pm", "mod"]), None);
+        assert_eq!(head("/usr/bin/python3-config", &["-m"]), None);
+        assert_eq!(head("sh", &["-c", "x"]), None);
+        assert_eq!(head("pythonic", &["-m", "x"]), None);
+    }
 
     #[test]
     fn only_folders_no_one_else_can_write_are_private() {

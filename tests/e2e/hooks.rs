@@ -448,6 +448,68 @@ fn as_root_a_hook_another_user_can_change_is_refused() {
     assert!(said.contains("can be changed by others"), "{said}");
 }
 
+/// As root, a Python hook that imports first from the folder it runs in
+/// (`-m`, `-c`), the app's folder, is refused when another user may add a
+/// module there: `["python3", "-m", "notify"]` imported `notify` from the
+/// app's folder before the standard library, so the app's user ran code as
+/// root. The same hook in a folder of root's runs; the folder given to
+/// another user after the start, it is not run.
+#[test]
+fn as_root_a_python_hook_importing_from_a_folder_another_user_can_change_is_refused() {
+    if !require_root("chown to nobody") {
+        return;
+    }
+    let app = AppDir::new(&[
+        ("site/app.py", APP),
+        ("site/notify.py", "print('notify ran')\n"),
+    ]);
+    let site = app.path().join("site");
+    let chown = |user: &str| {
+        let done = Command::new("chown")
+            .args(["-R", user])
+            .arg(&site)
+            .status()
+            .unwrap();
+        assert!(done.success());
+    };
+    let config = format!(
+        "[app]\nmodule = \"app:app\"\nchdir = \"site\"\n[hooks]\n\
+         on_ready = [\"{0}\", \"-m\", \"notify\"]\non_worker_exit = [\"{0}\", \"-m\", \"notify\"]\n",
+        python()
+    );
+    std::fs::write(app.path().join("corral.toml"), &config).unwrap();
+    chown("nobody");
+    let out = Command::new(corral_bin())
+        .args(["check", "-c", "corral.toml", "--python", &python()])
+        .current_dir(app.path())
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{text}");
+    assert!(
+        text.contains("hooks.on_ready")
+            && text.contains(&format!("puts {} first on its import path", site.display()))
+            && text.contains("a notify.py of their own")
+            && text.contains("give Python -P"),
+        "{text}"
+    );
+    chown("root");
+    let args = ["-c", "corral.toml", "-w", "1", "-b", "127.0.0.1:0"];
+    let c = Corral::start(app.path(), &args, 1);
+    c.log
+        .wait_for("notify ran", Duration::from_secs(10))
+        .unwrap_or_else(|| panic!("the hook ran; log:\n{}", c.log.text()));
+    chown("nobody");
+    assert_eq!(c.get("/exit").status, 200);
+    let line = c
+        .log
+        .wait_for("hook on_worker_exit not run", Duration::from_secs(20))
+        .unwrap_or_else(|| panic!("no refusal; log:\n{}", c.log.text()));
+    assert!(line.contains("first on its import path"), "{line}");
+    assert_eq!(c.log.count("notify ran"), 1, "{}", c.log.text());
+}
+
 /// A reload whose new code fails with a NUL (and an escape sequence) in
 /// its error's message: `CORRAL_REASON` quotes the last line of the
 /// worker's boot error, and an environment variable cannot hold a NUL, so

@@ -437,7 +437,9 @@ impl Resolver<'_> {
             }
         };
         let argv: Vec<String> = [program].into_iter().chain(args.iter().cloned()).collect();
-        if let Some(why) = crate::private_fs::untrusted_command(&argv, None) {
+        // Checked where the command will run: the app's folder.
+        let run_dir = self.flag_dir().to_path_buf();
+        if let Some(why) = crate::private_fs::untrusted_command(&argv, Some(&run_dir)) {
             self.fail(at, why);
             return None;
         }
