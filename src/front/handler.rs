@@ -155,7 +155,15 @@ pub fn handle(
         let forwarded = forwarded::forwarded(&parts.headers, &conn, &shared.forwarded_allow);
         let conn: &ConnInfo = forwarded.as_ref().unwrap_or(&conn);
         let id_text = id.to_str().unwrap_or("-");
-        let mut trace = Trace::default();
+        let mut pending = Pending {
+            shared: &shared,
+            conn,
+            id: id_text,
+            start,
+            logged,
+            trace: Trace::default(),
+            answered: false,
+        };
         let mut side = None;
         let mut resp = match admitted {
             Ok(upgrade) => {
@@ -167,13 +175,16 @@ pub fn handle(
                     start,
                     hangup,
                 };
-                match dispatch(request, body, &shared, &mut trace, &mut side).await {
+                match dispatch(request, body, &shared, &mut pending.trace, &mut side).await {
                     Ok(resp) | Err(Early::Answer(resp)) => resp,
                     Err(Early::Gone) => return Err(ClientGone),
                 }
             }
             Err(resp) => *resp,
         };
+        pending.answered = true;
+        let (logged, trace) = (pending.logged.take(), pending.trace);
+        drop(pending);
         if parts.version == http::Version::HTTP_2 {
             count_canned_body(&mut resp, &shared.outbox);
         }
@@ -230,6 +241,49 @@ pub fn handle(
         id.set_sensitive(true);
         resp.headers_mut().entry(request_id::HEADER).or_insert(id);
         Ok(resp)
+    }
+}
+
+/// A request not answered yet, and what its access line needs. Dropped
+/// unanswered (its client closed the connection, or reset its HTTP/2
+/// stream, before the answer's head), it is counted
+/// (`corral_client_closed_requests_total`) and logged with status 499, as
+/// nginx logs a request its client closed. Before, such a request left no
+/// trace in the access log or in `/metrics`.
+struct Pending<'a> {
+    shared: &'a Shared,
+    conn: &'a ConnInfo,
+    id: &'a str,
+    start: Instant,
+    /// The access log's copy of the head, when the log is on.
+    logged: Option<Box<Parts>>,
+    /// Filled in by [`dispatch`]: the queue wait and the worker.
+    trace: Trace,
+    answered: bool,
+}
+
+/// The access log's status for a request whose client left before its
+/// answer: nginx's "client closed request".
+pub const CLIENT_CLOSED: u16 = 499;
+
+impl Drop for Pending<'_> {
+    fn drop(&mut self) {
+        if self.answered {
+            return;
+        }
+        self.shared.metrics.client_closed();
+        if let (Some(parts), Some(log)) = (&self.logged, &self.shared.access) {
+            log.log(&Entry {
+                remote: &self.conn.remote_addr,
+                parts,
+                status: CLIENT_CLOSED,
+                bytes: Some(0),
+                elapsed: self.start.elapsed(),
+                response: &http::HeaderMap::new(),
+                request_id: self.id,
+                trace: self.trace,
+            });
+        }
     }
 }
 

@@ -52,6 +52,8 @@ struct Counters {
     body_timeouts: AtomicU64,
     /// Connections closed: no response byte taken for `server.send_timeout`.
     send_timeouts: AtomicU64,
+    /// Requests whose client left before the answer's head (logged 499).
+    client_closed: AtomicU64,
     /// Requests a worker gave back unstarted, its threads all held by long
     /// requests, to be sent to another.
     moved: AtomicU64,
@@ -104,6 +106,7 @@ impl Counters {
             (&self.connections_capped, &other.connections_capped),
             (&self.body_timeouts, &other.body_timeouts),
             (&self.send_timeouts, &other.send_timeouts),
+            (&self.client_closed, &other.client_closed),
             (&self.moved, &other.moved),
             (&self.tls_handshake_failures, &other.tls_handshake_failures),
             (&self.proxy_header_refusals, &other.proxy_header_refusals),
@@ -274,6 +277,12 @@ impl Metrics {
         self.here().moved.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// A request whose client closed its connection or reset its stream
+    /// before the answer's head.
+    pub fn client_closed(&self) {
+        self.here().client_closed.fetch_add(1, Ordering::Relaxed);
+    }
+
     pub fn body_timed_out(&self) {
         self.here().body_timeouts.fetch_add(1, Ordering::Relaxed);
     }
@@ -418,6 +427,12 @@ impl Metrics {
                 "counter",
                 "Connections closed: the client took no response byte for server.send_timeout.",
                 load(&t.send_timeouts),
+            ),
+            (
+                "corral_client_closed_requests_total",
+                "counter",
+                "Requests whose client closed its connection or reset its stream before the answer (logged with status 499).",
+                load(&t.client_closed),
             ),
             (
                 "corral_requests_moved_total",
@@ -628,11 +643,13 @@ mod tests {
         m.body_timed_out();
         m.send_timed_out();
         m.send_timed_out();
+        m.client_closed();
         let mut s = String::new();
         m.render(&mut s);
         assert!(s.contains("# TYPE corral_connections_open gauge\ncorral_connections_open 1\n"));
         assert!(s.contains("corral_connections_capped_total 1\n"));
         assert!(s.contains("corral_body_timeouts_total 1\n"));
         assert!(s.contains("corral_send_timeouts_total 2\n"));
+        assert!(s.contains("corral_client_closed_requests_total 1\n"));
     }
 }

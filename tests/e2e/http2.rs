@@ -177,10 +177,25 @@ fn http2_cookie_fields_reach_wsgi_and_asgi_apps_as_one_cookie_header() {
     assert_eq!(String::from_utf8_lossy(&body), "[b'a=1; b=2']");
 }
 
+/// A stream reset before its answer cancels the request (the app sees
+/// `http.disconnect`) and the connection serves on; an HTTP/1.1 client
+/// that closes its connection cancels its request the same way. Each such
+/// request is in the access log with status 499 (nginx's "client closed
+/// request") and in `corral_client_closed_requests_total`: before, a
+/// request its client gave up on left no trace in either.
 #[test]
 fn rst_stream_cancels_its_request_and_the_connection_serves_on() {
     let app = AppDir::new(&[("app.py", ASGI)]);
-    let c = Corral::start(app.path(), &["app:app", "--interface", "asgi"], 1);
+    let args = [
+        "app:app",
+        "--interface",
+        "asgi",
+        "--access-logfile",
+        "-",
+        "--status-bind",
+        "127.0.0.1:0",
+    ];
+    let c = Corral::start(app.path(), &args, 1);
     let mut s = open(&c.addr);
     s.write_all(&get(1, "/slow")).unwrap();
     assert!(wait_file(
@@ -195,6 +210,23 @@ fn rst_stream_cancels_its_request_and_the_connection_serves_on() {
     );
     s.write_all(&get(3, "/")).unwrap();
     assert_eq!(response(&mut s, 3), (true, b"ok 2".to_vec()));
+    c.log
+        .wait_for("\"GET /slow HTTP/2\" 499 0 ", Duration::from_secs(10))
+        .unwrap_or_else(|| {
+            panic!(
+                "no access line for the reset stream; log:\n{}",
+                c.log.text()
+            )
+        });
+    c.log
+        .wait_for("\"GET / HTTP/2\" 200 ", Duration::from_secs(10))
+        .unwrap_or_else(|| panic!("no access line for the answer; log:\n{}", c.log.text()));
+    let closed = |n: u32| {
+        c.status("/metrics")
+            .text()
+            .contains(&format!("\ncorral_client_closed_requests_total {n}\n"))
+    };
+    assert!(closed(1), "{}", c.status("/metrics").text());
     // The same for an HTTP/1.1 client that closes its connection.
     for f in ["started", "cancelled"] {
         std::fs::remove_file(app.path().join(f)).unwrap();
@@ -211,6 +243,15 @@ fn rst_stream_cancels_its_request_and_the_connection_serves_on() {
         &app.path().join("cancelled"),
         Duration::from_secs(10)
     ));
+    c.log
+        .wait_for("\"GET /slow HTTP/1.1\" 499 0 ", Duration::from_secs(10))
+        .unwrap_or_else(|| {
+            panic!(
+                "no access line for the closed request; log:\n{}",
+                c.log.text()
+            )
+        });
+    assert!(closed(2), "{}", c.status("/metrics").text());
 }
 
 #[test]
