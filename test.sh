@@ -4,8 +4,8 @@
 # against), then runs every Rust test, unit and integration, with
 # CORRAL_TEST_PYTHON pointing at that interpreter. Extra args go to cargo test.
 # Then the end-to-end tests whose apps need only the standard library run
-# again on CPython 3.9 and 3.13, which tests/pythons.sh builds into .pythons/
-# (once: about 4 minutes), or on the interpreters CORRAL_TEST_PYTHONS names
+# again on CPython 3.9, 3.13 and 3.14, which tests/pythons.sh builds into .pythons/
+# (once: about 6 minutes), or on the interpreters CORRAL_TEST_PYTHONS names
 # (colon-separated).
 set -euo pipefail
 cd "$(dirname "$0")"

@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Builds the CPythons that tests/e2e/pythons.rs runs corral's workers on,
 # besides the one .venv is made from: the oldest the README promises (3.9)
-# and a newer one (3.13, Debian 13's). Each comes from Debian's source
+# and newer ones (3.13, Debian 13's; 3.14, the newest). Each comes from Debian's source
 # package of it (the upstream tarball as Debian's archive holds it,
 # checked against the SHA-256 below), is built with no optimisation
 # flags and no pip (the worker needs nothing but the standard library),
-# and is run from its build folder: .pythons/3.9/python, .pythons/3.13/python.
+# and is run from its build folder: .pythons/3.9/python, .pythons/3.13/python,
+# .pythons/3.14/python.
 # A version already built is not built again. About 2 minutes each on 2
 # cores; gcc, make, curl and xz are all it needs. DEBIAN_ARCHIVE names
 # another Debian mirror.
@@ -18,6 +19,7 @@ cd "$(dirname "$0")/.."
 PYTHONS=(
     "3.9 python3.9/python3.9_3.9.2.orig.tar.xz 3c2034c54f811448f516668dce09d24008a0716c3a794dd8639b5388cbde247d"
     "3.13 python3.13/python3.13_3.13.5.orig.tar.xz 93e583f243454e6e9e4588ca2c2662206ad961659863277afcdb96801647d640"
+    "3.14 python3.14/python3.14_3.14.6.orig.tar.xz 143b1dddefaec3bd2e21e3b839b34a2b7fb9842272883c576420d605e9f30c63"
 )
 ARCHIVE=${DEBIAN_ARCHIVE:-http://deb.debian.org/debian}/pool/main/p
 

@@ -1,11 +1,12 @@
 //! The worker on the CPythons the README promises (3.9 and newer), with
-//! nothing but the standard library: the oldest (3.9) and a newer one
-//! (3.13) that `tests/pythons.sh` builds from Debian's source packages,
+//! nothing but the standard library: the oldest (3.9) and newer ones
+//! (3.13, Debian 13's, and 3.14, the newest) that `tests/pythons.sh`
+//! builds from Debian's source packages,
 //! beside the 3.11 that `.venv` is made from. `./test.sh` also runs the
 //! end-to-end tests whose apps need only the standard library once more
 //! with each of them (the WSGI and ASGI conformance, WebSocket, streaming,
 //! shared-memory, boot, hook and signal tests); this module checks that
-//! both are there and that each serves WSGI and ASGI.
+//! they are there and that each serves WSGI and ASGI.
 
 use crate::common::*;
 use std::time::Duration;
@@ -85,11 +86,11 @@ async def app(scope, receive, send):
 fn the_worker_serves_wsgi_and_asgi_on_the_oldest_and_a_newer_python_the_readme_promises() {
     let pythons = pythons();
     let versions: Vec<&str> = pythons.iter().map(|(_, v)| v.as_str()).collect();
-    for wanted in ["3.9", "3.13"] {
+    for wanted in ["3.9", "3.13", "3.14"] {
         assert!(
             versions.contains(&wanted),
             "no CPython {wanted} among {pythons:?}: run tests/pythons.sh (./test.sh does; it \
-             builds 3.9 and 3.13 into .pythons/), or name interpreters in CORRAL_TEST_PYTHONS"
+             builds 3.9, 3.13 and 3.14 into .pythons/), or name interpreters in CORRAL_TEST_PYTHONS"
         );
     }
     let app = AppDir::new(&[("app.py", APP), ("asgi_app.py", ASGI_APP)]);
