@@ -20,6 +20,7 @@ mod history;
 mod hooks;
 mod import_gunicorn;
 mod limits;
+mod log_json;
 mod logfile;
 mod memory;
 mod metrics;
@@ -963,8 +964,7 @@ fn init_logging(cfg: &config::LogConfig, tag: &str) -> Result<(), String> {
         .transpose()?;
     match (cfg.format, journal) {
         (config::LogFormat::Json, _) => builder
-            .json()
-            .with_current_span(false)
+            .event_format(log_json::JsonRecord)
             .finish()
             .with(filter.clone())
             .with(counter)

@@ -224,7 +224,15 @@ fn json_logs_are_one_object_per_line() {
             v["timestamp"].is_string() && v["level"].is_string(),
             "{line}"
         );
-        assert!(v["fields"]["message"].is_string(), "{line}");
+        // The message and the level in Cloud Logging's name at the top,
+        // where log platforms look for them.
+        assert!(v["message"].is_string(), "{line}");
+        let severity = match v["level"].as_str().unwrap() {
+            "WARN" => "WARNING",
+            "TRACE" => "DEBUG",
+            level => level,
+        };
+        assert_eq!(v["severity"], severity, "{line}");
     }
     c.signal(libc::SIGTERM);
     c.wait_exit(Duration::from_secs(10));
@@ -246,6 +254,7 @@ fn json_access_lines_in_a_json_log_are_the_records_fields() {
         .wait_for("GET /a?b=1 200", Duration::from_secs(10))
         .unwrap_or_else(|| panic!("no access record:\n{}", c.log.text()));
     let v: serde_json::Value = serde_json::from_str(&line).expect("a JSON record");
+    assert_eq!(v["message"], "GET /a?b=1 200", "{line}");
     let f = &v["fields"];
     assert_eq!(f["method"], "GET", "{line}");
     assert_eq!(f["target"], "/a?b=1", "{line}");
@@ -700,7 +709,8 @@ fn a_request_traceback_is_one_error_record() {
             .unwrap_or_else(|| panic!("{interface}: no report; log:\n{}", c.log.text()));
         let record: serde_json::Value = serde_json::from_str(&line).expect("a JSON record");
         assert_eq!(record["level"], "ERROR", "{interface}: {line}");
-        let message = record["fields"]["message"].as_str().unwrap();
+        assert_eq!(record["severity"], "ERROR", "{interface}: {line}");
+        let message = record["message"].as_str().unwrap();
         assert!(
             message.contains("Traceback (most recent call last):\n")
                 && message.contains("ZeroDivisionError: division by zero"),
@@ -939,7 +949,7 @@ def log():
         .lines()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
         .filter_map(|r| {
-            let message = r["fields"]["message"].as_str()?.to_owned();
+            let message = r["message"].as_str()?.to_owned();
             Some((r["level"].as_str()?.to_owned(), message))
         })
         .collect();
