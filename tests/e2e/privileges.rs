@@ -362,3 +362,59 @@ fn a_user_without_a_home_of_its_own_keeps_its_state_in_tmp() {
         let _ = std::fs::remove_dir(state.parent().unwrap());
     }
 }
+
+/// A worker whose user has reached its limit of processes and threads
+/// (`ulimit -u`; a unit's `TasksMax=`) imports its app but cannot start the
+/// threads that serve it. Its boot fails with the reason and what to do,
+/// in the log as an import error's would. Before, corral said only that
+/// the worker "exited with code 1 while booting, before it could report",
+/// and the worker's own traceback was lost ("lost sys.stderr"): its
+/// output writer asked for a Python frame above it, which the interpreter
+/// printing an uncaught exception as it exits does not have.
+#[test]
+fn a_worker_that_cannot_start_its_threads_fails_its_boot_with_the_reason() {
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::process::CommandExt;
+    if !require_root("to run the workers as nobody, whose processes the limit counts") {
+        return;
+    }
+    let config = "[app]\nmodule = \"app:app\"\npython = \"/usr/bin/python3\"\n[server]\nbind = [\"127.0.0.1:0\"]\n[workers]\ncount = 1\nthreads = 64\nuser = \"nobody\"\n";
+    let app = AppDir::new(&[("app.py", APP), ("corral.toml", config)]);
+    std::fs::set_permissions(app.path(), PermissionsExt::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(app.path().join("app.py"), PermissionsExt::from_mode(0o644)).unwrap();
+    // Root's own processes are not held to it; the worker, as nobody, is:
+    // its 64 threads cannot all start.
+    let c = Corral::spawn_with(
+        app.path(),
+        &["-c", "corral.toml", "--python", "/usr/bin/python3"],
+        &[],
+        |cmd| {
+            // SAFETY: setrlimit is async-signal-safe.
+            unsafe {
+                cmd.pre_exec(|| {
+                    let limit = libc::rlimit {
+                        rlim_cur: 32,
+                        rlim_max: 32,
+                    };
+                    if libc::setrlimit(libc::RLIMIT_NPROC, &limit) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        },
+    );
+    let line = c
+        .log
+        .wait_for("failed to boot", Duration::from_secs(20))
+        .unwrap_or_else(|| panic!("no boot failure; log:\n{}", c.log.text()));
+    assert!(line.contains("worker 0"), "{line}");
+    let log = c.log.text();
+    assert!(
+        log.contains("RuntimeError: can't start new thread")
+            && log.contains("its user has reached its limit of processes and threads (ulimit -u")
+            && !log.contains("before it could report")
+            && !log.contains("lost sys.stderr"),
+        "{log}"
+    );
+}

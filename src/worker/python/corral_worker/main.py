@@ -31,6 +31,19 @@ def takes_two(app):
     return len(positional) == 2 and not any(p.kind == p.VAR_POSITIONAL for p in params)
 
 
+def no_threads(exc):
+    """The boot error of a worker that imported its app but could not start
+    the threads that serve it: its traceback, then what to do (the last
+    line, which corral quotes)."""
+    tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    if "can't start new thread" not in str(exc):
+        return tb
+    return tb + ("the worker could not start its threads: its user has reached its limit of "
+                 "processes and threads (ulimit -u, RLIMIT_NPROC), or the unit's or "
+                 "container's (TasksMax=, --pids-limit); raise it, or run fewer workers or "
+                 "[workers] threads\n")
+
+
 def app_traceback(exc):
     """The traceback of an import error from the app's first frame on, as
     `python -c "import main"` would show it (without the worker's and
@@ -489,13 +502,20 @@ def main(gevent_error=None):
     else:
         worker = Worker(conn, WsgiRunner(conn, app, threads, root_path, software, around,
                                          multiprocess), threads)
-    if gevent:
-        worker.start()
-    else:
-        worker.start(lambda: stop.is_set())
-    if heartbeat > 0:
-        threading.Thread(target=beat, args=(conn, heartbeat), name="corral-heartbeat",
-                         daemon=True).start()
+    try:
+        if gevent:
+            worker.start()
+        else:
+            worker.start(lambda: stop.is_set())
+        if heartbeat > 0:
+            threading.Thread(target=beat, args=(conn, heartbeat), name="corral-heartbeat",
+                             daemon=True).start()
+    except RuntimeError as e:
+        # No thread to be had: a boot error with the reason, as an import
+        # error is, not an exit corral can say nothing about.
+        conn.send(K_BOOT_ERROR, 0, clip(no_threads(e)).encode("utf-8", "replace"))
+        sys.stderr.flush()
+        os._exit(1)
     conn.send(K_BOOT_OK, 0, ('{"pid": %d, "import_ms": %.1f, "interface": "wsgi", '
                              '"transport": "%s", "green": "%s"}'
                              % (os.getpid(), import_ms, "ring" if ring is not None else "socket",

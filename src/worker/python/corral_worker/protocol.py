@@ -430,8 +430,14 @@ class RecordWriter(io.RawIOBase):
         # Whole lines (the usual write, which takes no lock).
         if b[-1:] == b"\n" and len(b) <= MAX_RECORD:
             several = b.find(b"\n") != len(b) - 1
-            frame = sys._getframe(1)
-            level = record_level(frame) if frame.f_code.co_name == "emit" else b"I"
+            try:
+                frame = sys._getframe(1)
+            except ValueError:
+                # Called from C with no Python frame above: the interpreter
+                # printing an uncaught exception as it exits. Raising here
+                # lost that traceback ("lost sys.stderr").
+                frame = None
+            level = record_level(frame) if frame is not None and frame.f_code.co_name == "emit" else b"I"
             if (several or level != b"I") and b"\x1e" not in b and b"\x1f" not in b:
                 if several:
                     b = b[:-1].replace(b"\n", b"\x1f") + b"\n"
