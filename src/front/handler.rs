@@ -264,7 +264,7 @@ struct Pending<'a> {
 
 /// The access log's status for a request whose client left before its
 /// answer: nginx's "client closed request".
-pub const CLIENT_CLOSED: u16 = 499;
+const CLIENT_CLOSED: u16 = 499;
 
 impl Drop for Pending<'_> {
     fn drop(&mut self) {

@@ -404,15 +404,18 @@ fn a_worker_that_cannot_start_its_threads_fails_its_boot_with_the_reason() {
             }
         },
     );
-    let line = c
-        .log
-        .wait_for("failed to boot", Duration::from_secs(20))
-        .unwrap_or_else(|| panic!("no boot failure; log:\n{}", c.log.text()));
-    assert!(line.contains("worker 0"), "{line}");
+    // The record's last line, once it is all there.
+    c.log
+        .wait_for(
+            "its user has reached its limit of processes and threads (ulimit -u",
+            Duration::from_secs(20),
+        )
+        .unwrap_or_else(|| panic!("no boot failure with the reason; log:\n{}", c.log.text()));
     let log = c.log.text();
     assert!(
-        log.contains("RuntimeError: can't start new thread")
-            && log.contains("its user has reached its limit of processes and threads (ulimit -u")
+        log.contains("ERROR worker 0 (pid ")
+            && log.contains(") failed to boot:")
+            && log.contains("RuntimeError: can't start new thread")
             && !log.contains("before it could report")
             && !log.contains("lost sys.stderr"),
         "{log}"
