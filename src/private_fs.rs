@@ -582,12 +582,12 @@ pub fn untrusted_command(argv: &[String], dir: Option<&std::path::Path>) -> Opti
         && let Some(why) = code_folder_not_private(&head)
     {
         return Some(format!(
-            "{} puts {} first on its import path, and {why}: anyone who can add a module \
+            "`{}` puts {} first on Python's import path, and {why}: anyone who can add a module \
                  there (a {}.py of their own) could run code as root. Make the folder and the \
                  folders above it root's and writable by no one else (chown root, chmod go-w), \
                  give Python -P (3.11 and later: no such folder on the path), or run the \
                  command as the app's user, e.g. [\"runuser\", \"-u\", \"USER\", \"--\", ...]",
-            program.display(),
+            argv.join(" ").escape_debug(),
             head.display(),
             python_module(args).unwrap_or("module"),
         ));
@@ -624,6 +624,13 @@ pub fn untrusted_command(argv: &[String], dir: Option<&std::path::Path>) -> Opti
 /// folder is checked with it).
 fn python_path_head(program: &Path, args: &[String], dir: Option<&Path>) -> Option<PathBuf> {
     let name = program.file_name()?.to_str()?;
+    if name == "env" {
+        // `env [NAME=VALUE]... python3 -m mod`: the program env runs.
+        let at = args
+            .iter()
+            .position(|a| !a.contains('=') && !a.starts_with('-'))?;
+        return python_path_head(Path::new(&args[at]), &args[at + 1..], dir);
+    }
     let version = name
         .strip_prefix("python")
         .or_else(|| name.strip_prefix("pypy"))?;
@@ -920,6 +927,8 @@ mod tests {
             assert_eq!(head(python, &["-m", "mod"]), cwd, "{python}");
         }
         assert_eq!(head("python3", &["-u", "-X", "dev", "-Bmmod"]), cwd);
+        assert_eq!(head("/usr/bin/env", &["A=1", "python3", "-m", "mod"]), cwd);
+        assert_eq!(head("/usr/bin/env", &["python3", "hook.py"]), None);
         assert_eq!(head("python3", &["-W", "error", "-c", "import mod"]), cwd);
         assert_eq!(head("python3", &["-I", "-m", "mod"]), cwd);
         assert_eq!(head("python3", &["-"]), cwd);

@@ -489,7 +489,10 @@ fn as_root_a_python_hook_importing_from_a_folder_another_user_can_change_is_refu
     assert!(!out.status.success(), "{text}");
     assert!(
         text.contains("hooks.on_ready")
-            && text.contains(&format!("puts {} first on its import path", site.display()))
+            && text.contains(&format!(
+                "-m notify` puts {} first on Python's import path",
+                site.display()
+            ))
             && text.contains("a notify.py of their own")
             && text.contains("give Python -P"),
         "{text}"
@@ -506,7 +509,7 @@ fn as_root_a_python_hook_importing_from_a_folder_another_user_can_change_is_refu
         .log
         .wait_for("hook on_worker_exit not run", Duration::from_secs(20))
         .unwrap_or_else(|| panic!("no refusal; log:\n{}", c.log.text()));
-    assert!(line.contains("first on its import path"), "{line}");
+    assert!(line.contains("first on Python's import path"), "{line}");
     assert_eq!(c.log.count("notify ran"), 1, "{}", c.log.text());
 }
 
