@@ -164,22 +164,34 @@ pub fn forward_as<R: AsyncRead + Unpin + Send + 'static>(
 /// The line with control characters (but tab) shown as `\xHH` or
 /// `\u{HHHH}`: what an app prints (user input included) cannot move the
 /// cursor, clear the screen or fake a line of corral's own on a terminal.
+/// So are Unicode's line and paragraph separators (U+2028, U+2029), which
+/// some log viewers break lines at, and its bidirectional controls, which
+/// make a terminal show the text after them in another order than it was
+/// written ("Trojan source").
 pub fn printable(text: &str) -> std::borrow::Cow<'_, str> {
-    if !text.chars().any(|c| c.is_control() && c != '\t') {
+    if !text.chars().any(|c| hidden(c) && c != '\t') {
         return std::borrow::Cow::Borrowed(text);
     }
     let mut out = String::with_capacity(text.len() + 8);
     for c in text.chars() {
         match c {
             '\t' => out.push(c),
-            c if c.is_control() && (c as u32) < 0x100 => {
-                out.push_str(&format!("\\x{:02x}", c as u32))
-            }
-            c if c.is_control() => out.push_str(&format!("\\u{{{:04x}}}", c as u32)),
+            c if hidden(c) && (c as u32) < 0x100 => out.push_str(&format!("\\x{:02x}", c as u32)),
+            c if hidden(c) => out.push_str(&format!("\\u{{{:04x}}}", c as u32)),
             c => out.push(c),
         }
     }
     std::borrow::Cow::Owned(out)
+}
+
+/// Whether `c` is shown escaped by [`printable`].
+fn hidden(c: char) -> bool {
+    c.is_control()
+        || matches!(
+            c,
+            '\u{2028}' | '\u{2029}' | '\u{061c}' | '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}'
+                | '\u{2066}'..='\u{2069}'
+        )
 }
 
 /// Whether corral's log is JSON (`--log-format json`); set once at start.
@@ -260,6 +272,11 @@ mod tests {
             "\\x1b[2Jcleared\\x0d2026 INFO fake"
         );
         assert_eq!(printable("a\u{85}b"), "a\\x85b");
+        assert_eq!(
+            printable("a\u{2028}b\u{2029}c\u{202e}d\u{2066}e"),
+            "a\\u{2028}b\\u{2029}c\\u{202e}d\\u{2066}e"
+        );
+        assert_eq!(printable("caf\u{e9} \u{1f600}"), "caf\u{e9} \u{1f600}");
     }
 
     #[test]
