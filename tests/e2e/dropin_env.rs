@@ -519,6 +519,47 @@ fn factories_with_literal_arguments_and_the_factory_flag() {
     }
 }
 
+/// An app factory given without its call (`main:create_app`, as a
+/// FastAPI app is often run under uvicorn) is called, as uvicorn calls it,
+/// with a warning that says how to say so. Before, corral took it for a
+/// WSGI app: `corral check` said OK, and every request got a 500 (with
+/// `-k uvicorn.workers.UvicornWorker`, the boot failed).
+#[test]
+fn an_app_factory_given_without_its_call_is_called_as_uvicorn_does() {
+    let app = AppDir::new(&[("main.py", FACTORY_APP)]);
+    for (args, interface, body) in [
+        (&["main:create_app"][..], "WSGI", "dev True []"),
+        (&["main:make_asgi"], "ASGI", "asgi http"),
+        (
+            &["main:make_asgi", "-k", "uvicorn.workers.UvicornWorker"],
+            "ASGI",
+            "asgi http",
+        ),
+    ] {
+        let spec = args[0];
+        let said = format!(
+            "{spec} takes no arguments, so it is an app factory: it is called and what it \
+             returns is served, as uvicorn does (write \"{spec}()\" or give --factory to say so)"
+        );
+        let check = [&["check"][..], args].concat();
+        let (status, out) = run(app.path(), &[], &check, &[]);
+        assert!(status.success(), "{args:?}: {out}");
+        assert!(
+            out.contains(&format!("OK: {spec} imported in"))
+                && out.contains(&format!("({interface} app"))
+                && out.contains(&said),
+            "{args:?}: {out}"
+        );
+        let args = [args, &["-b", "127.0.0.1:0"]].concat();
+        let mut c = spawn(app.path(), &[], &args, &[]);
+        c.wait_listening();
+        c.wait_in_service(1);
+        let r = c.get("/");
+        assert_eq!((r.status, r.text()), (200, body.to_owned()), "{args:?}");
+        assert!(c.log.text().contains(&said), "{}", c.log.text());
+    }
+}
+
 #[test]
 fn a_factory_that_fails_is_a_boot_failure_that_says_why() {
     let app = AppDir::new(&[("main.py", FACTORY_APP)]);

@@ -106,6 +106,26 @@ def parse_call(text):
     return ".".join(reversed(names)), args, kwargs
 
 
+def takes_no_arguments(obj):
+    """Whether obj can be called with no argument, and takes no positional
+    argument beyond those with defaults: an app factory (create_app()),
+    not an app (app(environ, start_response), app(scope, receive, send)).
+    Not when its signature cannot be read, takes *args (a wrapper that
+    passes on whatever it gets), or it is a coroutine function."""
+    import inspect
+
+    if is_asgi(obj):
+        return False
+    try:
+        sig = inspect.signature(obj)
+        if any(p.kind == p.VAR_POSITIONAL for p in sig.parameters.values()):
+            return False
+        sig.bind()
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
 def load_app(spec, factory=False):
     """Imports "module:attr" and returns the app. "module:factory(args)", or
     factory=True (--factory), calls the attribute and returns what it gives."""
@@ -121,6 +141,15 @@ def load_app(spec, factory=False):
     obj = module
     for part in attr.split("."):
         obj = getattr(obj, part)
+    if not call and takes_no_arguments(obj):
+        # An app takes a request's arguments: one that takes none is an app
+        # factory given without its call, which uvicorn calls (with a
+        # warning) and gunicorn serves, to answer every request with a 500.
+        sys.stderr.write("corral worker: %s:%s takes no arguments, so it is an app factory: "
+                         "it is called and what it returns is served, as uvicorn does (write "
+                         "\"%s:%s()\" or give --factory to say so)\n"
+                         % (module_name, attr, module_name, attr))
+        call = True
     if call:
         if not callable(obj):
             raise TypeError("%s:%s is not callable (got %s), so it cannot be an app factory"
