@@ -189,7 +189,7 @@ pub fn convert_file(
         .args(conf.module.as_deref())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
+        .stderr(Stdio::piped())
         .spawn()
         .map_err(|e| {
             format!(
@@ -204,22 +204,12 @@ pub fn convert_file(
         let _ = stdin.write_all(&source);
     }
     // What a bare fork() of the file's keeps open never ends: the output
-    // is whatever came by 2 s after the interpreter's exit.
-    let mut stdout = child.stdout.take().expect("piped");
-    let read = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-    let (done, ended) = std::sync::mpsc::channel::<()>();
-    std::thread::spawn({
-        let read = read.clone();
-        move || {
-            let mut buf = [0u8; 16384];
-            while let Ok(n @ 1..) = stdout.read(&mut buf) {
-                read.lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .extend_from_slice(&buf[..n]);
-            }
-            let _ = done.send(());
-        }
-    });
+    // is whatever came by 2 s after the interpreter's exit. Its stderr (a
+    // traceback, what the file prints) is kept to be shown where the
+    // error is: `corral reload`'s answer, `/status`, the log; at most
+    // MAX_STDERR of it.
+    let stdout = Captured::of(child.stdout.take().expect("piped"), usize::MAX);
+    let stderr = Captured::of(child.stderr.take().expect("piped"), MAX_STDERR);
     let deadline = Instant::now() + RUN_TIMEOUT;
     let status = loop {
         match child.try_wait() {
@@ -237,8 +227,9 @@ pub fn convert_file(
             Err(e) => return Err(format!("cannot wait for {}: {e}", python.display())),
         }
     };
-    let _ = ended.recv_timeout(Duration::from_secs(2));
-    let stdout = std::mem::take(&mut *read.lock().unwrap_or_else(|e| e.into_inner()));
+    let end = Instant::now() + Duration::from_secs(2);
+    let stdout = stdout.taken(end);
+    let stderr = String::from_utf8_lossy(&stderr.taken(end)).into_owned();
     if !status.success() {
         let path_note = shared_cwd.map_or(String::new(), |why| {
             format!(
@@ -249,10 +240,15 @@ pub fn convert_file(
             )
         });
         return Err(format!(
-            "{} did not run under {} ({status}); its traceback is above{path_note}",
+            "{} did not run under {} ({status}){path_note}:\n{}",
             file.display(),
-            python.display()
+            python.display(),
+            file_traceback(&stderr)
         ));
+    }
+    // What the file printed, as before it was read: on corral's stderr.
+    if !stderr.is_empty() {
+        eprint!("{stderr}");
     }
     let settings: BTreeMap<String, Json> = serde_json::from_slice(&stdout)
         .map_err(|e| format!("unexpected output from {}: {e}", python.display()))?;
@@ -264,6 +260,58 @@ pub fn convert_file(
         conf.module.as_deref(),
         Some(&String::from_utf8_lossy(&source)),
     ))
+}
+
+/// The most of a config file's stderr kept for its error.
+const MAX_STDERR: usize = 64 * 1024;
+
+/// A child's pipe read to its end (or `most` bytes of it) on a thread of
+/// its own.
+struct Captured {
+    read: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
+    ended: std::sync::mpsc::Receiver<()>,
+}
+
+impl Captured {
+    fn of(mut pipe: impl Read + Send + 'static, most: usize) -> Captured {
+        let read = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (done, ended) = std::sync::mpsc::channel::<()>();
+        std::thread::spawn({
+            let read = read.clone();
+            move || {
+                let mut buf = [0u8; 16384];
+                while let Ok(n @ 1..) = pipe.read(&mut buf) {
+                    let mut read = read.lock().unwrap_or_else(|e| e.into_inner());
+                    let room = most.saturating_sub(read.len());
+                    read.extend_from_slice(&buf[..n.min(room)]);
+                }
+                let _ = done.send(());
+            }
+        });
+        Captured { read, ended }
+    }
+
+    /// What was read by the pipe's end, or by `until`.
+    fn taken(self, until: Instant) -> Vec<u8> {
+        let _ = self
+            .ended
+            .recv_timeout(until.saturating_duration_since(Instant::now()));
+        std::mem::take(&mut *self.read.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+}
+
+/// A config file's stderr as its error shows it: without the frames of
+/// the reader corral runs it with (`File "<string>"`, its `-c` script),
+/// so that the traceback starts in the file.
+fn file_traceback(stderr: &str) -> String {
+    let text: Vec<&str> = stderr
+        .lines()
+        .filter(|l| !l.trim_start().starts_with("File \"<string>\""))
+        .collect();
+    if text.is_empty() {
+        return "(it printed nothing)".to_owned();
+    }
+    text.join("\n")
 }
 
 /// The bytes of a gunicorn config file, which is code corral will run: it

@@ -511,6 +511,25 @@ fn a_reload_reads_a_gunicorn_conf_py_again() {
         "{:?}",
         started.elapsed()
     );
+    // A file that raises is refused with its traceback, from the file's
+    // own line, in `reload --wait`'s answer and the log. Before, both said
+    // "its traceback is above", and the traceback had gone to corral's
+    // stderr alone (not to an error log, nor as JSON).
+    let broken = conf("blue", 30) + "workers = undefined_name\n";
+    std::fs::write(app.path().join("gunicorn.conf.py"), broken).unwrap();
+    let (code, out) = reload_wait(&c);
+    assert_eq!(code, Some(1), "{out}");
+    for said in [&out, &c.log.text()] {
+        assert!(
+            said.contains("reload refused")
+                && said.contains("File \"gunicorn.conf.py\", line 5, in <module>")
+                && said.contains("NameError: name 'undefined_name' is not defined")
+                && !said.contains("<string>")
+                && !said.contains("above"),
+            "{said}"
+        );
+    }
+    assert_eq!(c.get("/").text(), "green");
 }
 
 /// Two `reload --wait` close together with a gunicorn.conf.py, whose
