@@ -375,7 +375,24 @@ impl Core {
             out.push(self.publish());
         } else {
             w.enter(State::InService);
+            self.forget_older_boot_error(serial);
             self.entered_service(now, out);
+        }
+    }
+
+    /// A worker in service clears its slot's boot error from before it
+    /// started: a later deploy's success leaves no earlier failure shown in
+    /// `/status` and `corral status` as if it were the slot's state (the
+    /// log keeps it). An error since (the same reload's other try) stays.
+    fn forget_older_boot_error(&mut self, serial: u64) {
+        let Some(w) = self.workers.get(&serial) else {
+            return;
+        };
+        let (slot, started) = (w.slot, w.started);
+        if let Some(slot) = self.slots.get_mut(slot)
+            && slot.last_error.as_ref().is_some_and(|e| e.at < started)
+        {
+            slot.last_error = None;
         }
     }
 
@@ -417,6 +434,7 @@ impl Core {
                     let was = w.state;
                     w.enter(State::InService);
                     w.since = now;
+                    self.forget_older_boot_error(serial);
                     if was == State::Unready {
                         out.push(Action::Log(
                             Level::Info,

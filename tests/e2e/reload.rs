@@ -191,6 +191,28 @@ fn sighup_with_broken_code_keeps_the_old_generation_serving_with_zero_failed_req
         );
         std::thread::sleep(Duration::from_millis(50));
     }
+    // /status shows why the reload failed, on the slot it failed in.
+    let errors = |s: &serde_json::Value| -> Vec<String> {
+        s["slots"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|slot| slot["last_boot_error"]["text"].as_str().map(str::to_owned))
+            .collect()
+    };
+    let failed = errors(&c.status_json());
+    assert!(
+        !failed.is_empty() && failed.iter().all(|e| e.contains("SyntaxError")),
+        "{failed:?}"
+    );
+    // Once a later reload is in service, that error is no slot's state any
+    // more: before, /status and `corral status` showed it (on some slots)
+    // after the good deploy, as if it were current.
+    std::fs::write(app.path().join("app.py"), app_version("v2", 1)).unwrap();
+    c.signal(libc::SIGHUP);
+    wait_log(&c, "reload done: generation 3 is in service");
+    let s = c.status_json();
+    assert_eq!(errors(&s), Vec::<String>::new(), "{s}");
 }
 
 /// `app_version` that holds each request 100 ms and answers "TAG PID".
