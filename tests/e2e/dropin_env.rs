@@ -575,7 +575,7 @@ fn a_factory_that_fails_is_a_boot_failure_that_says_why() {
         ),
         (
             "main:create_app(os.getcwd())",
-            "is not a literal (strings, numbers, True, False, None",
+            "argument os.getcwd() is not a literal (strings, numbers, True, False, None",
         ),
         ("main:create_app(*[1])", "unpacks *args"),
     ] {

@@ -95,7 +95,7 @@ def parse_call(text):
         except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
             raise ValueError(
                 "%r: argument %s is not a literal (strings, numbers, True, False, None, "
-                "tuples, lists, dicts, sets): %s" % (text, ast.dump(arg)[:80], how)) from None
+                "tuples, lists, dicts, sets): %s" % (text, ast.unparse(arg)[:80], how)) from None
 
     args = [literal(a) for a in node.args]
     kwargs = {}
@@ -481,8 +481,9 @@ def main(gevent_error=None):
             asgi = (lifespan, loop, loop_name)
         elif is_asgi(app):
             raise TypeError("%s is an ASGI app (its __call__ is a coroutine function) but "
-                            "interface is \"wsgi\": set interface = \"asgi\" (or \"auto\")"
-                            % spec)
+                            "interface is \"wsgi\" (-k sync, -k gthread or --interface wsgi): "
+                            "set interface = \"asgi\" (or \"auto\"), or give "
+                            "-k uvicorn.workers.UvicornWorker" % spec)
     except LifespanFailed as e:
         tb = "ASGI lifespan startup failed: %s\n" % e
         if e.__cause__ is not None:
