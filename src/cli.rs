@@ -220,6 +220,8 @@ pub enum Action {
 pub fn parse(refused: fn(&str) -> Option<String>) -> Cli {
     use clap::{CommandFactory, FromArgMatches};
     let argv: Vec<OsString> = std::env::args_os().collect();
+    // What the command line itself gives, before the variables add theirs.
+    let given = given_on_command_line(&argv);
     let argv = match std::env::var("GUNICORN_CMD_ARGS") {
         Ok(text) => with_gunicorn_cmd_args(argv, &text, refused).unwrap_or_else(|why| {
             eprintln!("error: GUNICORN_CMD_ARGS: {why}");
@@ -243,15 +245,34 @@ pub fn parse(refused: fn(&str) -> Option<String>) -> Cli {
         Some(("run" | "check", sub)) => sub,
         _ => &matches,
     };
-    let from_env: Vec<String> = Cli::command()
+    let from_env: Vec<(String, String)> = Cli::command()
         .get_arguments()
-        .filter(|arg| {
-            run_matches.value_source(arg.get_id().as_str())
-                == Some(clap::parser::ValueSource::EnvVariable)
-        })
-        .map(|arg| match arg.get_long() {
-            Some(long) => format!("--{long}"),
-            None => arg.get_id().as_str().to_uppercase(),
+        .filter_map(|arg| {
+            let id = arg.get_id().as_str();
+            let flag = match arg.get_long() {
+                Some(long) => format!("--{long}"),
+                None => id.to_uppercase(),
+            };
+            let from = match run_matches.value_source(id)? {
+                clap::parser::ValueSource::EnvVariable => env_name(&flag),
+                // Not on the command line itself: GUNICORN_CMD_ARGS's, or a
+                // UVICORN_* or GRANIAN_* variable's.
+                clap::parser::ValueSource::CommandLine if !given(id) => {
+                    peer_env::variable_for(&flag).unwrap_or_else(|| {
+                        if arg.get_long().is_some() {
+                            format!("{flag} in GUNICORN_CMD_ARGS")
+                        } else {
+                            ["UVICORN_APP", "GRANIAN_APP"]
+                                .into_iter()
+                                .find(|v| std::env::var_os(v).is_some())
+                                .unwrap_or("the environment")
+                                .to_owned()
+                        }
+                    })
+                }
+                _ => return None,
+            };
+            Some((flag, from))
         })
         .collect();
     let run = match &mut cli.command {

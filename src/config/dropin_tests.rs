@@ -311,12 +311,22 @@ fn root_path_from_the_flag_the_file_or_script_name() {
 fn a_value_from_the_environment_is_named_by_its_variable() {
     let args = Overrides {
         workers: Some(WorkerCount::Count(0)),
-        from_env: vec!["--workers".into()],
+        from_env: vec![("--workers".into(), "CORRAL_WORKERS".into())],
         ..app()
     };
     assert_eq!(
         problems("", &args),
         "CORRAL_WORKERS: must be at least 1 (it is the number of worker processes), or \"auto\""
+    );
+    let args = Overrides {
+        workers: Some(WorkerCount::Count(0)),
+        from_env: vec![("--workers".into(), "--workers in GUNICORN_CMD_ARGS".into())],
+        ..app()
+    };
+    assert!(
+        problems("", &args).starts_with("--workers in GUNICORN_CMD_ARGS: must be at least 1"),
+        "{}",
+        problems("", &args)
     );
     let args = Overrides {
         workers: Some(WorkerCount::Count(0)),

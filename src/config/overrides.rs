@@ -719,10 +719,12 @@ pub struct Overrides {
     #[arg(skip)]
     pub peer_meanings: Vec<(String, &'static str, &'static str)>,
 
-    /// The flags ("--workers", "APP") whose value came from their `CORRAL_*`
-    /// environment variable, filled by [`crate::cli::parse`], for error messages.
+    /// The flags ("--workers", "APP") whose value came from the
+    /// environment, each with where, as messages name it: its `CORRAL_*`
+    /// variable, uvicorn's or granian's (`UVICORN_WORKERS`), or
+    /// `--workers in GUNICORN_CMD_ARGS`. Filled by [`crate::cli::parse`].
     #[arg(skip)]
-    pub from_env: Vec<String>,
+    pub from_env: Vec<(String, String)>,
 }
 
 /// `--log-format`.

@@ -44,6 +44,14 @@ fn gunicorn_cmd_args_is_read_below_the_command_line() {
         "{}",
         c.log.text()
     );
+    // The count is said to come from the variable, not the command line.
+    assert!(
+        c.log
+            .text()
+            .contains("starting 3 worker(s) (--workers in GUNICORN_CMD_ARGS)"),
+        "{}",
+        c.log.text()
+    );
     drop(c);
     // A flag on the command line wins over the variable's.
     let mut c = Corral::spawn(app.path(), &["app:app", "--workers", "1"], &env);

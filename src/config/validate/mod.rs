@@ -105,7 +105,7 @@ pub(super) struct Resolver<'a> {
     pub(super) warnings: Vec<String>,
     /// The flags ("--workers", "APP") whose value came from the
     /// environment (`CORRAL_WORKERS`), so that a problem names the variable.
-    pub(super) from_env: &'a [String],
+    pub(super) from_env: &'a [(String, String)],
     /// `app.chdir` (or `--chdir`), once [app] is resolved: gunicorn changes
     /// to it before it opens any file its flags name (see `flag_dir`).
     pub(super) chdir: Option<std::path::PathBuf>,
@@ -120,13 +120,13 @@ impl Resolver<'_> {
         });
     }
 
-    /// A flag, or its `CORRAL_*` variable when that is where the value came
-    /// from.
+    /// A flag, or the variable its value came from (`CORRAL_WORKERS`,
+    /// `UVICORN_WORKERS`, `--workers in GUNICORN_CMD_ARGS`).
     pub(super) fn flag(&self, flag: &str) -> At {
-        if self.from_env.iter().any(|f| f == flag) {
-            return At::flag(&crate::config::env_name(flag));
+        match self.from_env.iter().find(|(f, _)| f == flag) {
+            Some((_, from)) => At::flag(from),
+            None => At::flag(flag),
         }
-        At::flag(flag)
     }
 
     /// [`Resolver::flag`] for one of gunicorn's path flags, whose relative
