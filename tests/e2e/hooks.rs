@@ -43,6 +43,19 @@ fn event(c: &Corral, dir: &Path, name: &str) -> serde_json::Value {
     serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap()
 }
 
+/// What `corral check -c corral.toml` in `dir` printed, once it failed.
+fn check_refused(dir: &Path) -> String {
+    let out = Command::new(corral_bin())
+        .args(["check", "-c", "corral.toml", "--python", &python()])
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{text}");
+    text
+}
+
 fn reload(c: &Corral) -> Output {
     Command::new(corral_bin())
         .args(["reload", "--wait", "--socket"])
@@ -398,14 +411,7 @@ fn as_root_a_hook_another_user_can_change_is_refused() {
         hook.display()
     );
     std::fs::write(app.path().join("corral.toml"), &config).unwrap();
-    let out = Command::new(corral_bin())
-        .args(["check", "-c", "corral.toml", "--python", &python()])
-        .current_dir(app.path())
-        .output()
-        .unwrap();
-    let text =
-        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "{text}");
+    let text = check_refused(app.path());
     assert!(
         text.contains("hooks.on_ready")
             && text.contains(&format!("{} can be changed by others", hook.display()))
@@ -479,14 +485,7 @@ fn as_root_a_python_hook_importing_from_a_folder_another_user_can_change_is_refu
     );
     std::fs::write(app.path().join("corral.toml"), &config).unwrap();
     chown("nobody");
-    let out = Command::new(corral_bin())
-        .args(["check", "-c", "corral.toml", "--python", &python()])
-        .current_dir(app.path())
-        .output()
-        .unwrap();
-    let text =
-        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "{text}");
+    let text = check_refused(app.path());
     assert!(
         text.contains("hooks.on_ready")
             && text.contains(&format!(
