@@ -934,6 +934,10 @@ def log():
     print("alone", 1)
     print("alone", 2)
     print("stream:", type(sys.stdout.buffer).__name__)
+    # A line begun and flushed, then ended by a print of two lines.
+    sys.stdout.write("no end")
+    sys.stdout.flush()
+    print(" then its end\nand a line after")
     return "ok"
 "#;
     let dir = AppDir::new(&[("app.py", APP)]);
@@ -989,6 +993,18 @@ def log():
     assert!(one("stdout: stream:").ends_with("stream: RecordWriter"));
     assert!(one("stdout: alone 1").ends_with("alone 1"));
     assert!(one("stdout: alone 2").ends_with("alone 2"));
+    // A flushed line without its end is ended by what comes next, as the
+    // app wrote it; no mark is ever inside a line. Before, the print that
+    // followed went out marked at the end of the open line: the log showed
+    // the mark and the separators (`no end\x1e...Ithen its end\x1f...`).
+    assert!(one("stdout: no end then its end").ends_with("no end then its end"));
+    assert!(one("stdout: and a line after").ends_with("and a line after"));
+    assert!(
+        !messages
+            .iter()
+            .any(|m| m.contains('\u{1e}') || m.contains("\\x1e") || m.contains("\\x1f")),
+        "{messages:#?}"
+    );
     assert!(
         !messages.iter().any(|m| m.contains("stderr: Traceback")),
         "a traceback came line by line: {messages:#?}"

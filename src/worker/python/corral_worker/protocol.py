@@ -394,12 +394,16 @@ class RecordWriter(io.RawIOBase):
     level (I, W or E), its line breaks sent as US (0x1F): one record of
     corral's log at that level. Any other line goes out as it is. A write
     that does not end its line waits for the rest (or a flush, or
-    MAX_RECORD bytes)."""
+    MAX_RECORD bytes). Once a line went out without its end (flushed, or
+    too long), what follows goes out as it is up to the next line break,
+    which ends that line: a mark is only ever at the start of a line."""
 
     def __init__(self, fd):
         super().__init__()
         self._fd = fd
         self._held = b""
+        # The pipe's last line has no end yet (a partial line flushed).
+        self._open = False
         # Reentrant: a signal handler that prints (gunicorn's worker_int
         # hook, the exit handlers' flush) runs in the thread it interrupts,
         # which may be inside write().
@@ -419,13 +423,30 @@ class RecordWriter(io.RawIOBase):
             # A memoryview or bytearray (sys.stdout.buffer.write).
             b = bytes(b)
         n = len(b)
-        if self._held or b[-1:] != b"\n":
+        if self._open or self._held or b[-1:] != b"\n":
             with self._lock:
+                if self._open:
+                    # The rest of a line already begun: as it is, to its end.
+                    end = b.find(b"\n") + 1
+                    if not end:
+                        self._write(memoryview(b))
+                        return n
+                    self._write(memoryview(b)[:end])
+                    self._open = False
+                    b = b[end:]
+                    if not b:
+                        return n
                 if self._held:
                     b = self._held + b
                     self._held = b""
-                if b[-1:] != b"\n" and len(b) <= MAX_RECORD:
-                    self._held = b
+                if b[-1:] != b"\n":
+                    if len(b) <= MAX_RECORD:
+                        self._held = b
+                    else:
+                        # Too long to hold: its lines as they are, the
+                        # last one without its end yet.
+                        self._write(memoryview(b))
+                        self._open = True
                     return n
         # Whole lines (the usual write, which takes no lock).
         if b[-1:] == b"\n" and len(b) <= MAX_RECORD:
@@ -458,6 +479,7 @@ class RecordWriter(io.RawIOBase):
             held, self._held = self._held, b""
             if held:
                 self._write(memoryview(held))
+                self._open = True
 
     def _write(self, view):
         """Writes all of view (a write may take part of it: a full
