@@ -37,15 +37,21 @@ pub fn forwarded(headers: &HeaderMap, conn: &ConnInfo, allow: &ForwardedAllow) -
 }
 
 /// The scheme a trusted proxy reports: `X-Forwarded-Proto` (its last
-/// value: `https` or `wss`, `http` or `ws`, in any case), else gunicorn's
+/// value, of its last line: the nearest proxy's, whether it appends a
+/// value or a line of its own; `https` or `wss`, `http` or `ws`, in any
+/// case), else gunicorn's
 /// other two default `secure_scheme_headers`, `X-Forwarded-Ssl` (`on`:
 /// https, anything else: http) and `X-Forwarded-Protocol` (`ssl`: https).
 /// None when none is sent; Some(None) when the one sent names no scheme
 /// corral knows (the connection's stands).
 fn forwarded_scheme(headers: &HeaderMap) -> Option<Option<&'static str>> {
+    // The last line: a proxy that adds a line of its own (HAProxy's
+    // `add-header`) adds it after the client's.
     let value = |name: &'static str| {
         headers
-            .get(HeaderName::from_static(name))
+            .get_all(HeaderName::from_static(name))
+            .iter()
+            .next_back()
             .map(|v| v.to_str().unwrap_or("").trim())
     };
     if let Some(proto) = value("x-forwarded-proto") {
@@ -139,6 +145,26 @@ mod tests {
             Some(Some("http"))
         );
         assert_eq!(scheme(&[("x-forwarded-proto", "gopher")]), Some(None));
+        // Two lines: the last is the nearest proxy's, as the last value of
+        // one line is. Before, the first line (the client's) won.
+        assert_eq!(
+            scheme(&[
+                ("x-forwarded-proto", "https"),
+                ("x-forwarded-proto", "http")
+            ]),
+            Some(Some("http"))
+        );
+        assert_eq!(
+            scheme(&[
+                ("x-forwarded-proto", "http"),
+                ("x-forwarded-proto", "https")
+            ]),
+            Some(Some("https"))
+        );
+        assert_eq!(
+            scheme(&[("x-forwarded-ssl", "on"), ("x-forwarded-ssl", "off")]),
+            Some(Some("http"))
+        );
         // Not from a trusted peer: nothing.
         let h = {
             let mut h = HeaderMap::new();

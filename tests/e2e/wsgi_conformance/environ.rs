@@ -214,6 +214,32 @@ fn gunicorns_x_forwarded_ssl_and_protocol_headers_set_the_scheme_from_a_trusted_
     let both = [("X-Forwarded-Proto", "http"), ("X-Forwarded-Ssl", "on")];
     let env = request(s.addr(), "GET", "/p", &both, b"").json();
     assert_eq!(text(&env, "wsgi.url_scheme").as_deref(), Some("http"));
+    // Two lines (a client's, then the one a proxy such as HAProxy's
+    // `add-header` appends): the last one, the nearest proxy's, counts, as
+    // the last value of a single line does. Before, the client's won.
+    for (lines, scheme) in [
+        (
+            [
+                ("X-Forwarded-Proto", "https"),
+                ("X-Forwarded-Proto", "http"),
+            ],
+            "http",
+        ),
+        (
+            [
+                ("X-Forwarded-Proto", "http"),
+                ("X-Forwarded-Proto", "https"),
+            ],
+            "https",
+        ),
+    ] {
+        let env = request(s.addr(), "GET", "/p", &lines, b"").json();
+        assert_eq!(
+            text(&env, "wsgi.url_scheme").as_deref(),
+            Some(scheme),
+            "{lines:?}"
+        );
+    }
     // From a peer that is not trusted: nothing.
     let s = Server::start(ENVIRON_APP, &["--forwarded-allow-ips", ""]);
     let env = request(s.addr(), "GET", "/p", &[("X-Forwarded-Ssl", "on")], b"").json();
