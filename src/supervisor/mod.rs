@@ -628,6 +628,9 @@ impl Supervisor {
         if self.perform(actions) {
             return 0;
         }
+        // /status shows the first generation booting, not an empty
+        // supervisor (pid 0, no slot) until a worker's first report.
+        self.publish_snapshot();
         self.drift_checks = true;
         let watchdog_every = self.systemd.watchdog_interval();
         let mut watchdog =

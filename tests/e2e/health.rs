@@ -151,6 +151,45 @@ fn status_server_reports_health_status_and_metrics() {
     assert_eq!(v["slots"][0]["worker"]["interface"], "wsgi");
 }
 
+/// While the first generation boots (a slow Django or ML import), /status
+/// shows corral and its booting workers. Before, it showed an empty
+/// supervisor, pid 0 and no slot, until a worker's first report:
+/// monitoring read pid 0, and `corral status` said nothing of what booted.
+#[test]
+fn status_shows_the_first_generation_while_it_boots() {
+    let app = AppDir::new(&[(
+        "app.py",
+        "import time\ntime.sleep(90)\n\ndef app(environ, start_response):\n    start_response('200 OK', [])\n    return [b'x']\n",
+    )]);
+    let mut c = Corral::spawn(
+        app.path(),
+        &["app:app", "-w", "2", "--status-bind", "127.0.0.1:0"],
+        &[],
+    );
+    c.wait_listening();
+    // The workers are spawned just after the listeners are up: at most a
+    // moment (the app's import takes 90 s).
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while c.status_json()["generation"] != 1 {
+        assert!(
+            Instant::now() < deadline,
+            "/status never showed generation 1 booting: {}",
+            c.status_json()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let s = c.status_json();
+    assert_eq!(s["supervisor"]["pid"], c.pid(), "{s}");
+    let states: Vec<&str> = s["slots"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|slot| slot["worker"]["state"].as_str().unwrap_or("-"))
+        .collect();
+    assert_eq!(states, ["booting", "booting"], "{s}");
+    assert_eq!(s["readiness"]["booting"], 2, "{s}");
+}
+
 #[test]
 fn corral_status_without_a_running_corral_says_so() {
     let out = Command::new(corral_bin())
