@@ -208,9 +208,14 @@ pub fn handle(
             // The line is written when the body ends (see `body::Logged`),
             // with the bytes sent (none for HEAD, as gunicorn logs it).
             let (log, remote, status) = (log.clone(), conn.remote_addr.clone(), resp.status());
-            // The response's headers only for a format that gives one.
+            // The response's headers only for a format that gives one,
+            // with the X-Request-ID set below, as the client gets them.
             let response = if log.needs_response_headers() {
-                resp.headers().clone()
+                let mut headers = resp.headers().clone();
+                headers
+                    .entry(request_id::HEADER)
+                    .or_insert_with(|| id.clone());
+                headers
             } else {
                 http::HeaderMap::new()
             };

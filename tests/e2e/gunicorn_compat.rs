@@ -125,7 +125,7 @@ fn gunicorn_args(dir: &Path, statsd: &str) -> Vec<String> {
         "--access-logfile",
         &format!("{d}/access.log"),
         "--access-logformat",
-        r#"%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s" %(D)s %({x-served-by}o)s"#,
+        r#"%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s" %(D)s %({x-served-by}o)s %({x-request-id}o)s"#,
         "--error-logfile",
         &format!("{d}/error.log"),
         "--log-level",
@@ -200,12 +200,15 @@ fn a_gunicorn_command_line_runs_with_the_command_renamed() {
         line.starts_with("127.0.0.1 - - ["),
         "gunicorn's atoms, in the access log file: {line}"
     );
+    // The response's X-Request-ID, which corral sets, is among the
+    // response headers `o` reads. Before, it was `-`.
+    let id = r.header("x-request-id").expect("an X-Request-ID");
     assert!(
         line.contains("\"GET /hello?x=1 HTTP/1.1\" 200 10 \"http://ref/\" \"test-agent\" ")
-            && line.ends_with(" app"),
+            && line.ends_with(&format!(" app {id}")),
         "{line}"
     );
-    let micros: u64 = line.split(' ').rev().nth(1).unwrap().parse().unwrap();
+    let micros: u64 = line.split(' ').rev().nth(2).unwrap().parse().unwrap();
     assert!(micros > 0 && micros < 30_000_000, "%(D)s: {line}");
     // The request reached the StatsD agent under gunicorn's name.
     let mut buf = [0u8; 2048];
