@@ -279,14 +279,25 @@ pub fn load(files: &TlsFiles) -> Result<SetConfigs, TlsError> {
             builder.with_client_cert_verifier(Arc::new(ShortChains(verifier)))
         }
     };
-    let mut config = builder.with_single_cert(certs, key).map_err(|e| {
-        rejected(
+    let mut config = builder.with_single_cert(certs, key).map_err(|e| match e {
+        rustls::Error::InconsistentKeys(rustls::InconsistentKeys::KeyMismatch) => {
+            TlsError::Rejected {
+                key: "keyfile",
+                certfile: files.keyfile.clone(),
+                reason: format!(
+                    "is not the key of the certificate in {} (their public keys differ): give \
+                     the key the certificate was made with",
+                    files.certfile.display()
+                ),
+            }
+        }
+        e => rejected(
             "keyfile",
             format!(
                 "{e} (is {} the key of this certificate?)",
                 files.keyfile.display()
             ),
-        )
+        ),
     })?;
     // A clone shares the certificate resolver, the client verifier and
     // the session cache; it differs in its ALPN list alone.

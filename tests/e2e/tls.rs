@@ -481,7 +481,11 @@ fn bad_certificates_and_keys_are_config_errors_that_say_where() {
         ),
         (
             vec!["app:app", "--certfile", "server.pem", "--keyfile", "ca.key"],
-            ["--keyfile", "ca.key", "the key of this certificate"],
+            [
+                "--keyfile: ",
+                "ca.key: is not the key of the certificate in ",
+                "server.pem (their public keys differ)",
+            ],
         ),
         (
             vec![
