@@ -808,7 +808,9 @@ fn find_instance(app: Option<&str>, binds: &[BindAddr]) -> Result<PathBuf, Strin
         }
         _ => Err(pick_one(
             &format!("serve {wanted}"),
-            matches.iter().map(|(s, _)| s.display().to_string()),
+            matches
+                .iter()
+                .map(|(socket, seen)| format!("--socket {}: {seen}", socket.display())),
         )),
     }
 }

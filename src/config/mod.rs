@@ -158,7 +158,8 @@ fn instances_error(place: &Place, found: &[PathBuf]) -> String {
         );
     }
     let mut out = format!(
-        "{} corral instances run here; pick one with -c FILE or --socket PATH:",
+        "{} corral instances run here; pick one with its APP (corral status main:app), \
+         --bind ADDR, -c FILE or --socket PATH:",
         found.len()
     );
     for p in found {

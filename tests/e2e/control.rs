@@ -273,8 +273,10 @@ fn two_instances_side_by_side_are_told_apart_by_app_and_bind() {
     // The app alone is ambiguous here, and says so.
     let out = client(&["status", "app:app"]);
     assert_ne!(out.status.code(), Some(0));
+    // Each with what it serves and where, to pick by.
     assert!(
-        text(&out).contains("2 running corrals serve app:app"),
+        text(&out).contains("2 running corrals serve app:app")
+            && text(&out).contains(&format!(": app:app on {b2}")),
         "{}",
         text(&out)
     );
