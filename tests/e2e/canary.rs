@@ -798,3 +798,80 @@ fn a_canary_with_more_clients_than_places_answers_every_request() {
         "the canary served"
     );
 }
+
+/// A worker added by `corral scale` during a canary starts on the canary's
+/// generation. When the canary ends without taking over (here by `corral
+/// abort`), that worker stops as the canary's own do, and its slot starts
+/// again on the generation that serves on. Before, it stayed in service
+/// on the rejected code, taking its share of requests with no end, while
+/// the log and /status said the old generation kept serving.
+///
+/// A release per folder and a `current` link, as Capistrano-style deploys
+/// do: each generation keeps the folder it started in, so the slot's new
+/// worker of generation 1 runs v1 again (in place, any worker started
+/// after the files changed runs what is on disk, which is what the
+/// rollback hook is for).
+#[test]
+fn a_worker_scaled_up_during_a_canary_goes_when_the_canary_fails() {
+    let dir = AppDir::new(&[
+        ("releases/v1/app.py", &app("v1", false, 1)),
+        ("releases/v2/app.py", &app("v2", false, 40)),
+    ]);
+    let current = dir.path().join("current");
+    std::os::unix::fs::symlink("releases/v1", &current).unwrap();
+    let c = Corral::start(
+        dir.path(),
+        &[
+            "app:app",
+            "-w",
+            "2",
+            "--chdir",
+            "current",
+            "--status-bind",
+            "127.0.0.1:0",
+        ],
+        2,
+    );
+    // The deploy: `current` now leads to v2.
+    let next = dir.path().join("current.next");
+    std::os::unix::fs::symlink("releases/v2", &next).unwrap();
+    std::fs::rename(&next, &current).unwrap();
+    let socket = c.socket.clone();
+    let reload = std::thread::spawn(move || {
+        std::process::Command::new(corral_bin())
+            .args(["reload", "--wait", "--canary", "20%", "--for", "60s"])
+            .arg("--socket")
+            .arg(socket)
+            .output()
+            .unwrap()
+    });
+    c.wait_until("the canary", || {
+        c.status_json()["canary"]["generation"] == 2
+    });
+    let (code, text) = control(&c, &["scale", "3"]);
+    assert_eq!(code, Some(0), "{text}");
+    // The added slot's worker, on generation 2, in service.
+    let slot2_generation = |status: &serde_json::Value| {
+        status["slots"][2]["worker"]["generation"]
+            .as_u64()
+            .unwrap_or(0)
+    };
+    c.wait_until("slot 2 in service", || {
+        let s = c.status_json();
+        s["slots"][2]["worker"]["state"] == "in_service"
+    });
+    assert_eq!(slot2_generation(&c.status_json()), 2);
+    let (code, text) = control(&c, &["abort"]);
+    assert_eq!(code, Some(0), "{text}");
+    let out = reload.join().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    // Slot 2 starts again on generation 1, and then only v1 answers.
+    c.wait_until("slot 2 back on generation 1, in service", || {
+        let s = c.status_json();
+        slot2_generation(&s) == 1 && s["slots"][2]["worker"]["state"] == "in_service"
+    });
+    let bodies: Vec<String> = (0..60).map(|_| c.get("/").text()).collect();
+    assert!(bodies.iter().all(|b| b == "v1"), "{bodies:?}");
+    let s = c.status_json();
+    assert_eq!(s["generation"], 1, "{s}");
+}

@@ -296,6 +296,27 @@ impl Core {
                 });
             }
             self.set_recycling(slot, false);
+            // A slot added by scaling during the reload started on its
+            // generation: that worker goes too, and the slot starts again
+            // on the generation that keeps serving (its exit, asked for,
+            // starts the replacement).
+            if let Some(id) = self.slots[slot].worker
+                && let Some(w) = self.workers.get_mut(&id)
+                && w.generation == r.generation
+                && w.kill_at.is_none()
+            {
+                unpublish |= w.state.live();
+                if finish_requests && w.state.live() {
+                    self.drain(now, id, out);
+                    continue;
+                }
+                w.stop_by(now, now + self.settings.quit_grace);
+                out.push(Action::Signal {
+                    serial: id,
+                    pid: w.pid,
+                    sig: Sig::Quit,
+                });
+            }
         }
         // Spawns of the new generation not reported yet are dropped.
         self.spawning.retain(|_, (_, g)| *g != r.generation);

@@ -370,6 +370,54 @@ fn a_failed_canary_stops_the_new_generation_and_leaves_the_old_untouched() {
     ));
 }
 
+/// A slot added by scaling during a canary starts on the canary's
+/// generation; when the canary fails, that worker stops too and the slot
+/// starts again on the generation that keeps serving. Before, it stayed in
+/// service on the failed code with no end, taking its share of requests,
+/// while the log said the old generation kept serving.
+#[test]
+fn a_slot_scaled_up_during_a_failed_canary_starts_again_on_the_old_generation() {
+    let t0 = Instant::now();
+    let (mut core, old) = running_with(canary(2), t0);
+    let a = core.on_event(
+        t0,
+        Event::Reload {
+            timeout: None,
+            canary: None,
+        },
+    );
+    let new = boot_all(&mut core, &a, t0);
+    core.booted(t0, new[0], 1.0);
+    core.booted(t0, new[1], 1.0);
+    let a = core.on_event(t0, Event::Scale { count: 3 });
+    let added = spawns(&a);
+    assert_eq!(added.iter().map(|s| s.0).collect::<Vec<_>>(), vec![2]);
+    core.spawned(t0, added[0].1, 302);
+    core.booted(t0, added[0].1, 1.0);
+    assert_eq!(core.workers[&added[0].1].generation, 2);
+    let verdict = Err(("canary failed: 5xx".to_string(), None));
+    let a = core.on_event(
+        t0,
+        Event::Canary {
+            generation: 2,
+            verdict,
+        },
+    );
+    // Only the old generation routes; every worker of the failed one
+    // finishes its requests and stops, the added slot's included.
+    assert_eq!(published(&a), Some(old.clone()));
+    assert_eq!(
+        signals(&a),
+        vec![(300, Sig::Term), (301, Sig::Term), (302, Sig::Term)]
+    );
+    // Its replacement is of generation 1.
+    let a = core.exited(t0, added[0].1, Exit::Code(0));
+    let again = spawns(&a);
+    assert_eq!(again.iter().map(|s| s.0).collect::<Vec<_>>(), vec![2]);
+    core.spawned(t0, again[0].1, 303);
+    assert_eq!(core.workers[&again[0].1].generation, 1);
+}
+
 #[test]
 fn a_rolling_canary_keeps_its_first_successors_beside_the_old_workers() {
     let t0 = Instant::now();
