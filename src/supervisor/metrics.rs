@@ -71,7 +71,7 @@ fn render_counts(snap: &Snapshot, out: &mut String) {
         (
             "corral_worker_restarts_total",
             "counter",
-            "Worker processes started again after an exit corral did not ask for (a crash, a timeout, max_memory); not the replacements of reloads, recycling or scaling.",
+            "Worker processes started again after an exit corral did not ask for (a crash, a request's timeout); not the replacements of reloads, recycling (max_requests, max_memory, max_lifetime) or scaling.",
             snap.restarts,
         ),
     ] {
