@@ -424,7 +424,7 @@ pub fn render(v: &Value) -> String {
         tls_sets(tls, &mut out);
     }
     out.push_str(&format!(
-        "ready: {} ({})\n\n",
+        "ready: {} ({})\n",
         if v["ready"].as_bool() == Some(true) {
             "yes"
         } else {
@@ -432,6 +432,12 @@ pub fn render(v: &Value) -> String {
         },
         text(&v["readiness"]["reason"], "")
     ));
+    // How the last deploy ended: a failed or rolled back one is not seen
+    // in a table of healthy workers.
+    if let Some(last) = v["last_reload"].as_str() {
+        out.push_str(&format!("last reload: {}\n", printable(last)));
+    }
+    out.push('\n');
     if let Some(generation) = v["reloading"].as_u64() {
         out.push_str(&format!(
             "reload: generation {generation} is starting beside generation {}\n",
@@ -624,6 +630,7 @@ mod tests {
                               {"address": evil, "tls": false}]},
             "ready": false,
             "readiness": {"reason": evil},
+            "last_reload": format!("generation 2 failed: {evil}"),
             "slots": [
                 {"slot": 0, "worker": null, "restarts": 2, "last_exit": evil,
                  "last_boot_error": {"at": 0.0,
@@ -638,6 +645,10 @@ mod tests {
             assert!(!out.contains(c), "{c:?} reaches the terminal:\n{out}");
         }
         assert!(out.contains(r"\x1b]0;pwned\x07\x1b[2J\x0dfake"), "{out}");
+        assert!(
+            out.contains("\nlast reload: generation 2 failed: \\x1b]0;pwned"),
+            "{out}"
+        );
         // The traceback keeps its lines.
         assert!(
             out.contains("  Traceback (most recent call last):\n    \\x1b]0;"),

@@ -401,6 +401,15 @@ fn canary_ended_by(cmd: &str) -> (Option<i32>, String, Duration, String, Vec<Ans
     assert_eq!(code, Some(0), "{answer}");
     let out = reload.join().unwrap();
     let took = started.elapsed();
+    // `corral status` says how the deploy ended, under the table of
+    // workers: before, nothing in it said that an aborted one had failed.
+    let (code, table) = control(&c, &["status"]);
+    assert_eq!(code, Some(0), "{table}");
+    let ended = match cmd {
+        "abort" => "\nlast reload: generation 2 failed: canary failed: aborted by `corral abort`\n",
+        _ => "\nlast reload: generation 2 in service\n",
+    };
+    assert!(table.contains(ended), "{table}");
     load.wait_answered(100);
     let text = String::from_utf8_lossy(&out.stdout).to_string();
     (out.status.code(), text, took, answer, load.finish(), c)
