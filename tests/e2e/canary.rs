@@ -318,6 +318,19 @@ fn control(c: &Corral, args: &[&str]) -> (Option<i32>, String) {
     (out.status.code(), text)
 }
 
+/// `corral reload --wait --canary 20% --for 60s`, on a thread of its own.
+fn canary_reload_in_background(c: &Corral) -> std::thread::JoinHandle<std::process::Output> {
+    let socket = c.socket.clone();
+    std::thread::spawn(move || {
+        std::process::Command::new(corral_bin())
+            .args(["reload", "--wait", "--canary", "20%", "--for", "60s"])
+            .arg("--socket")
+            .arg(socket)
+            .output()
+            .unwrap()
+    })
+}
+
 /// Starts v1 without a canary in its config, under load; reloads to v2
 /// with `reload --wait --canary 20% --for 60s`, and once v2 has answered
 /// some requests, runs `corral CMD`. Returns reload's exit code, output and
@@ -336,15 +349,7 @@ fn canary_ended_by(cmd: &str) -> (Option<i32>, String, Duration, String, Vec<Ans
     load.wait_answered(100);
     std::fs::write(dir.path().join("app.py"), app("v2", false, 40)).unwrap();
     let started = Instant::now();
-    let socket = c.socket.clone();
-    let reload = std::thread::spawn(move || {
-        std::process::Command::new(corral_bin())
-            .args(["reload", "--wait", "--canary", "20%", "--for", "60s"])
-            .arg("--socket")
-            .arg(socket)
-            .output()
-            .unwrap()
-    });
+    let reload = canary_reload_in_background(&c);
     c.wait_until("the canary to answer", || {
         load.answers.lock().unwrap().iter().any(|a| a.2 == "v2")
     });
@@ -845,15 +850,7 @@ fn a_worker_scaled_up_during_a_canary_goes_when_the_canary_fails() {
     let next = dir.path().join("current.next");
     std::os::unix::fs::symlink("releases/v2", &next).unwrap();
     std::fs::rename(&next, &current).unwrap();
-    let socket = c.socket.clone();
-    let reload = std::thread::spawn(move || {
-        std::process::Command::new(corral_bin())
-            .args(["reload", "--wait", "--canary", "20%", "--for", "60s"])
-            .arg("--socket")
-            .arg(socket)
-            .output()
-            .unwrap()
-    });
+    let reload = canary_reload_in_background(&c);
     c.wait_until("the canary", || {
         c.status_json()["canary"]["generation"] == 2
     });

@@ -279,21 +279,8 @@ impl Core {
         let mut unpublish = false;
         let signals_from = out.len();
         for slot in 0..self.slots.len() {
-            if let Some(next) = self.slots[slot].successor.take()
-                && let Some(w) = self.workers.get_mut(&next)
-            {
-                unpublish |= w.state.live();
-                if finish_requests && w.state.live() {
-                    self.drain(now, next, out);
-                    self.set_recycling(slot, false);
-                    continue;
-                }
-                w.stop_by(now, now + self.settings.quit_grace);
-                out.push(Action::Signal {
-                    serial: next,
-                    pid: w.pid,
-                    sig: Sig::Quit,
-                });
+            if let Some(next) = self.slots[slot].successor.take() {
+                unpublish |= self.stop_unpromoted(now, next, finish_requests, out);
             }
             self.set_recycling(slot, false);
             // A slot added by scaling during the reload started on its
@@ -301,21 +288,12 @@ impl Core {
             // on the generation that keeps serving (its exit, asked for,
             // starts the replacement).
             if let Some(id) = self.slots[slot].worker
-                && let Some(w) = self.workers.get_mut(&id)
-                && w.generation == r.generation
-                && w.kill_at.is_none()
+                && self
+                    .workers
+                    .get(&id)
+                    .is_some_and(|w| w.generation == r.generation && w.kill_at.is_none())
             {
-                unpublish |= w.state.live();
-                if finish_requests && w.state.live() {
-                    self.drain(now, id, out);
-                    continue;
-                }
-                w.stop_by(now, now + self.settings.quit_grace);
-                out.push(Action::Signal {
-                    serial: id,
-                    pid: w.pid,
-                    sig: Sig::Quit,
-                });
+                unpublish |= self.stop_unpromoted(now, id, finish_requests, out);
             }
         }
         // Spawns of the new generation not reported yet are dropped.
@@ -328,6 +306,34 @@ impl Core {
         } else if unpublish {
             out.push(self.publish());
         }
+    }
+
+    /// Stops `serial`, a worker of a reload that ended without taking
+    /// over: with `finish_requests`, one in service finishes its requests
+    /// (SIGTERM, as in a drain); any other gets SIGQUIT. Whether it was
+    /// live (in the routing set).
+    fn stop_unpromoted(
+        &mut self,
+        now: Instant,
+        serial: u64,
+        finish_requests: bool,
+        out: &mut Vec<Action>,
+    ) -> bool {
+        let Some(w) = self.workers.get_mut(&serial) else {
+            return false;
+        };
+        let live = w.state.live();
+        if finish_requests && live {
+            self.drain(now, serial, out);
+        } else {
+            w.stop_by(now, now + self.settings.quit_grace);
+            out.push(Action::Signal {
+                serial,
+                pid: w.pid,
+                sig: Sig::Quit,
+            });
+        }
+        live
     }
 
     /// The deploy policy's verdict on a canary: a pass lets the new
