@@ -641,6 +641,12 @@ fn python_path_head(program: &Path, args: &[String], dir: Option<&Path>) -> Opti
         dir.map(Path::to_path_buf)
             .or_else(|| std::env::current_dir().ok())
     };
+    // A script that is a folder runs its `__main__.py`, the folder first on
+    // the path; a script file's folder is checked with the file.
+    let folder_script = |script: &str| {
+        let script = dir.map_or_else(|| PathBuf::from(script), |d| d.join(script));
+        script.is_dir().then_some(script)
+    };
     let mut safe = false;
     let mut args = args.iter();
     while let Some(arg) = args.next() {
@@ -667,21 +673,12 @@ fn python_path_head(program: &Path, args: &[String], dir: Option<&Path>) -> Opti
                     }
                 }
             }
-            script => {
-                let script = match dir {
-                    Some(dir) => dir.join(script),
-                    None => PathBuf::from(script),
-                };
-                return script.is_dir().then_some(script);
-            }
+            script => return folder_script(script),
         }
     }
     // `--` then the script, or no script: Python reads stdin (closed).
     match args.next() {
-        Some(script) => {
-            let script = dir.map_or_else(|| PathBuf::from(script), |d| d.join(script));
-            script.is_dir().then_some(script)
-        }
+        Some(script) => folder_script(script),
         None if safe => None,
         None => cwd(),
     }

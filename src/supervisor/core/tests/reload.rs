@@ -3,17 +3,23 @@
 
 use super::*;
 
-#[test]
-fn a_reload_moves_traffic_only_when_the_whole_new_generation_is_in_service() {
-    let t0 = Instant::now();
-    let (mut core, old) = running(2, t0);
-    let a = core.on_event(
-        t0,
+/// A reload as `corral reload` asks it: no timeout of its own, the
+/// configured canary.
+fn reload(core: &mut Core, t: Instant) -> Vec<Action> {
+    core.on_event(
+        t,
         Event::Reload {
             timeout: None,
             canary: None,
         },
-    );
+    )
+}
+
+#[test]
+fn a_reload_moves_traffic_only_when_the_whole_new_generation_is_in_service() {
+    let t0 = Instant::now();
+    let (mut core, old) = running(2, t0);
+    let a = reload(&mut core, t0);
     let new = boot_all(&mut core, &a, t0);
     assert_eq!(new.len(), 2, "a successor per slot");
     let a = core.booted(t0, new[0], 1.0);
@@ -53,13 +59,7 @@ fn a_reload_moves_traffic_only_when_the_whole_new_generation_is_in_service() {
 fn a_reload_whose_new_code_fails_to_boot_leaves_the_old_generation_untouched() {
     let t0 = Instant::now();
     let (mut core, old) = running(2, t0);
-    let a = core.on_event(
-        t0,
-        Event::Reload {
-            timeout: None,
-            canary: None,
-        },
-    );
+    let a = reload(&mut core, t0);
     let new = boot_all(&mut core, &a, t0);
     core.booted(t0, new[0], 1.0);
     core.boot_failed(t0, new[1], "Traceback...\nSyntaxError: invalid syntax");
@@ -95,13 +95,7 @@ fn a_reload_whose_new_code_fails_to_boot_leaves_the_old_generation_untouched() {
 fn a_reload_whose_worker_cannot_be_started_fails_at_once_with_the_reason() {
     let t0 = Instant::now();
     let (mut core, old) = running(2, t0);
-    let a = core.on_event(
-        t0,
-        Event::Reload {
-            timeout: None,
-            canary: None,
-        },
-    );
+    let a = reload(&mut core, t0);
     let serial = spawns(&a)[0].1;
     let error = "cannot start `/srv/app/.venv/bin/python` for the worker: No such file or directory (os error 2)";
     let a = core.on_event(
@@ -146,13 +140,7 @@ fn the_reload_after_a_failed_one_names_the_generation_that_really_drains() {
 fn a_reload_that_does_not_come_up_in_time_fails_at_its_deadline() {
     let t0 = Instant::now();
     let (mut core, old) = running(1, t0);
-    let a = core.on_event(
-        t0,
-        Event::Reload {
-            timeout: None,
-            canary: None,
-        },
-    );
+    let a = reload(&mut core, t0);
     boot_all(&mut core, &a, t0);
     assert_eq!(core.next_deadline(), Some(t0 + Duration::from_secs(30)));
     core.on_event(
@@ -217,13 +205,7 @@ fn a_rolling_reload_replaces_one_slot_at_a_time_within_max_surge() {
         core.booted(t0, serial, 1.0);
         old.push(serial);
     }
-    let mut a = core.on_event(
-        t0,
-        Event::Reload {
-            timeout: None,
-            canary: None,
-        },
-    );
+    let mut a = reload(&mut core, t0);
     let mut max_alive = 0;
     for round in 0..3 {
         let s = spawns(&a);
@@ -271,13 +253,7 @@ fn running_with(settings: Settings, t0: Instant) -> (Core, Vec<u64>) {
 fn a_canary_holds_the_switch_until_it_passes() {
     let t0 = Instant::now();
     let (mut core, old) = running_with(canary(2), t0);
-    let a = core.on_event(
-        t0,
-        Event::Reload {
-            timeout: None,
-            canary: None,
-        },
-    );
+    let a = reload(&mut core, t0);
     assert!(a.contains(&Action::Route(Some((2, 100)))), "{a:?}");
     // Its deadline leaves room for the canary's window.
     assert_eq!(
@@ -318,13 +294,7 @@ fn a_canary_holds_the_switch_until_it_passes() {
 fn a_canary_worker_that_dies_in_service_is_said_to_have_booted() {
     let t0 = Instant::now();
     let (mut core, _old) = running_with(canary(2), t0);
-    let a = core.on_event(
-        t0,
-        Event::Reload {
-            timeout: None,
-            canary: None,
-        },
-    );
+    let a = reload(&mut core, t0);
     let new = boot_all(&mut core, &a, t0);
     core.booted(t0, new[0], 1.0);
     core.booted(t0, new[1], 1.0);
@@ -341,13 +311,7 @@ fn a_canary_worker_that_dies_in_service_is_said_to_have_booted() {
 fn a_failed_canary_stops_the_new_generation_and_leaves_the_old_untouched() {
     let t0 = Instant::now();
     let (mut core, old) = running_with(canary(2), t0);
-    let a = core.on_event(
-        t0,
-        Event::Reload {
-            timeout: None,
-            canary: None,
-        },
-    );
+    let a = reload(&mut core, t0);
     let new = boot_all(&mut core, &a, t0);
     core.booted(t0, new[0], 1.0);
     let verdict = Err(("canary failed: 5xx".to_string(), Some("table".to_string())));
@@ -379,13 +343,7 @@ fn a_failed_canary_stops_the_new_generation_and_leaves_the_old_untouched() {
 fn a_slot_scaled_up_during_a_failed_canary_starts_again_on_the_old_generation() {
     let t0 = Instant::now();
     let (mut core, old) = running_with(canary(2), t0);
-    let a = core.on_event(
-        t0,
-        Event::Reload {
-            timeout: None,
-            canary: None,
-        },
-    );
+    let a = reload(&mut core, t0);
     let new = boot_all(&mut core, &a, t0);
     core.booted(t0, new[0], 1.0);
     core.booted(t0, new[1], 1.0);
@@ -428,13 +386,7 @@ fn a_rolling_canary_keeps_its_first_successors_beside_the_old_workers() {
         },
         t0,
     );
-    let a = core.on_event(
-        t0,
-        Event::Reload {
-            timeout: None,
-            canary: None,
-        },
-    );
+    let a = reload(&mut core, t0);
     let new = boot_all(&mut core, &a, t0);
     assert_eq!(new.len(), 1, "max_surge at a time");
     let a = core.booted(t0, new[0], 1.0);
@@ -465,13 +417,7 @@ fn a_stop_during_a_reload_cancels_it_and_is_no_failed_reload() {
         let t0 = Instant::now();
         let t1 = t0 + Duration::from_secs(3);
         let (mut core, old) = running(2, t0);
-        let a = core.on_event(
-            t0,
-            Event::Reload {
-                timeout: None,
-                canary: None,
-            },
-        );
+        let a = reload(&mut core, t0);
         let new = boot_all(&mut core, &a, t0);
         core.booted(t0, new[0], 1.0);
         let mut seen = Vec::new();
@@ -514,13 +460,7 @@ fn a_stop_during_a_reload_cancels_it_and_is_no_failed_reload() {
 fn a_term_within_shutdown_delay_cancels_a_canary_whose_workers_finish_their_requests() {
     let t0 = Instant::now();
     let (mut core, old) = running_with(canary(2), t0);
-    let a = core.on_event(
-        t0,
-        Event::Reload {
-            timeout: None,
-            canary: None,
-        },
-    );
+    let a = reload(&mut core, t0);
     let new = boot_all(&mut core, &a, t0);
     core.booted(t0, new[0], 1.0);
     let a = core.on_event(t0, Event::CancelReload);
@@ -553,13 +493,7 @@ fn a_rolling_reload_starts_no_successor_for_a_slot_scaled_away() {
         },
         t0,
     );
-    let a = core.on_event(
-        t0,
-        Event::Reload {
-            timeout: None,
-            canary: None,
-        },
-    );
+    let a = reload(&mut core, t0);
     let first = boot_all(&mut core, &a, t0);
     core.on_event(t0, Event::Scale { count: 2 });
     core.booted(t0, first[0], 1.0);
@@ -584,13 +518,7 @@ fn a_slot_scaled_away_during_a_reload_does_not_hold_it_back() {
     let (_, third) = spawns(&a)[0];
     core.spawned(t0, third, 102);
     core.booted(t0, third, 1.0);
-    let a = core.on_event(
-        t0,
-        Event::Reload {
-            timeout: None,
-            canary: None,
-        },
-    );
+    let a = reload(&mut core, t0);
     let new = boot_all(&mut core, &a, t0);
     assert_eq!(new.len(), 3);
     core.booted(t0, new[0], 1.0);
