@@ -300,18 +300,14 @@ impl Captured {
     }
 }
 
-/// A config file's stderr as its error shows it: without the frames of
-/// the reader corral runs it with (`File "<string>"`, its `-c` script),
-/// so that the traceback starts in the file.
+/// A config file's stderr as its error shows it (the reader prints an
+/// error's traceback from the file's own frame on).
 fn file_traceback(stderr: &str) -> String {
-    let text: Vec<&str> = stderr
-        .lines()
-        .filter(|l| !l.trim_start().starts_with("File \"<string>\""))
-        .collect();
+    let text = stderr.trim_end();
     if text.is_empty() {
         return "(it printed nothing)".to_owned();
     }
-    text.join("\n")
+    text.to_owned()
 }
 
 /// The bytes of a gunicorn config file, which is code corral will run: it

@@ -12,6 +12,7 @@ sys.path[:] = [p for p in sys.path if p != ""]
 
 import json
 import os
+import traceback
 import types
 
 # The file's path (for __file__ and tracebacks); its bytes come on stdin,
@@ -43,7 +44,15 @@ namespace = {
     "__doc__": None,
     "__package__": package or None,
 }
-exec(compile(source, path, "exec"), namespace)
+try:
+    exec(compile(source, path, "exec"), namespace)
+except SystemExit:
+    raise
+except BaseException as e:
+    # The traceback starts in the file, without this reader's frame (whose
+    # source line Python 3.13+ would show, since it shows -c scripts').
+    traceback.print_exception(type(e), e, e.__traceback__.tb_next)
+    sys.exit(1)
 settings = {}
 for name, value in namespace.items():
     if name.startswith("__") or isinstance(value, types.ModuleType):
