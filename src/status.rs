@@ -478,6 +478,11 @@ pub fn status(state: &StatusState) -> serde_json::Value {
             "in_service": snap.in_service,
             "booting": snap.booting,
             "restarts": snap.restarts,
+            "recycles": crate::supervisor::core::RECYCLE_CAUSES
+                .iter()
+                .zip(snap.recycles)
+                .map(|(cause, n)| (cause.to_string(), json!(n)))
+                .collect::<serde_json::Map<_, _>>(),
             "boot_failures": snap.boot_failures,
             "unready": snap.unready,
             "probe_failures": snap.probe_failures,

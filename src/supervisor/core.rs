@@ -49,6 +49,10 @@ pub use types::{
     ReloadOutcome, Settings, Sig, Slot, State, Worker, exit_of, human,
 };
 
+/// The settings a worker is recycled for, in the order of
+/// [`Core::recycles`]; `/metrics` names them so.
+pub const RECYCLE_CAUSES: [&str; 3] = ["max_requests", "max_memory", "max_lifetime"];
+
 pub struct Core {
     pub settings: Settings,
     pub slots: Vec<Slot>,
@@ -62,7 +66,9 @@ pub struct Core {
     next_serial: u64,
     /// Serials of spawns requested and not yet reported.
     spawning: BTreeMap<u64, (usize, u64)>,
-    pub recycled: u64,
+    /// Recycles begun since the start, by cause: max_requests, max_memory,
+    /// max_lifetime (see [`RECYCLE_CAUSES`]).
+    pub recycles: [u64; 3],
     /// The generation that serves.
     pub generation: u64,
     pub reload: Option<Reload>,
@@ -88,7 +94,7 @@ impl Core {
             panic: false,
             next_serial: 1,
             spawning: BTreeMap::new(),
-            recycled: 0,
+            recycles: [0; 3],
             generation: 1,
             reload: None,
             last_reload: None,

@@ -77,6 +77,15 @@ fn render_counts(snap: &Snapshot, out: &mut String) {
     ] {
         scalar(out, name, kind, help, value);
     }
+    header(
+        out,
+        "corral_worker_recycles_total",
+        "counter",
+        "Workers recycled (a replacement started beside them) by the limit they reached: max_requests, max_memory or max_lifetime.",
+    );
+    for (cause, n) in super::core::RECYCLE_CAUSES.iter().zip(snap.recycles) {
+        let _ = writeln!(out, "corral_worker_recycles_total{{cause=\"{cause}\"}} {n}");
+    }
 }
 
 fn render_reloads(snap: &Snapshot, out: &mut String) {

@@ -48,6 +48,9 @@ pub struct Snapshot {
     /// The app the serving generation runs (a reload may change it).
     pub app: Option<String>,
     pub restarts: u64,
+    /// Recycles begun, by cause (`core::RECYCLE_CAUSES`).
+    #[serde(skip)]
+    pub recycles: [u64; 3],
     /// Reloads by outcome and the Unix time the last one ended, for
     /// /metrics.
     #[serde(skip)]
@@ -204,6 +207,7 @@ pub fn take(
         });
     }
     snap.boot_failures = core.boot_failures;
+    snap.recycles = core.recycles;
     snap.generation = core.generation;
     snap.reloading = core.reload.as_ref().map(|r| r.generation);
     snap.last_reload = core.last_reload.as_ref().map(|r| match r {

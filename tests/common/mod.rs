@@ -407,6 +407,13 @@ impl Corral {
         serde_json::from_slice(&self.status("/status").body).expect("/status is JSON")
     }
 
+    /// One sample of `/metrics`, by its full name (labels included).
+    pub fn metric(&self, name: &str) -> Option<f64> {
+        let text = self.status("/metrics").text();
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+    }
+
     pub fn wait_in_service(&self, n: usize) {
         let needle = format!("all {n} workers in service");
         self.log

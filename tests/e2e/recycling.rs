@@ -40,6 +40,8 @@ fn max_requests_recycles_under_load_without_a_failed_request_or_lost_capacity() 
             "40",
             "--max-requests-jitter",
             "10",
+            "--status-bind",
+            "127.0.0.1:0",
         ],
         2,
     );
@@ -76,6 +78,19 @@ fn max_requests_recycles_under_load_without_a_failed_request_or_lost_capacity() 
         c.log.text()
     );
     assert!(c.log.text().contains("(its limit: "), "the log says why");
+    // Counted by cause, apart from crashes' restarts.
+    let recycles = |cause: &str| {
+        c.metric(&format!(
+            "corral_worker_recycles_total{{cause=\"{cause}\"}}"
+        ))
+    };
+    assert!(
+        recycles("max_requests") >= Some(2.0),
+        "{:?}",
+        recycles("max_requests")
+    );
+    assert_eq!(recycles("max_memory"), Some(0.0));
+    assert_eq!(c.metric("corral_worker_restarts_total"), Some(0.0));
     // Once the load stops, any recycling in progress settles on 2 workers.
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
@@ -129,7 +144,15 @@ fn max_memory_recycles_a_worker_over_the_limit() {
     let app = AppDir::new(&[("app.py", APP)]);
     let c = Corral::start(
         app.path(),
-        &["app:app", "-w", "1", "--max-memory", "200MiB"],
+        &[
+            "app:app",
+            "-w",
+            "1",
+            "--max-memory",
+            "200MiB",
+            "--status-bind",
+            "127.0.0.1:0",
+        ],
         1,
     );
     let first = c.get("/").text();
@@ -155,6 +178,14 @@ fn max_memory_recycles_a_worker_over_the_limit() {
         "{}",
         c.log.text()
     );
+    assert_eq!(
+        c.metric("corral_worker_recycles_total{cause=\"max_memory\"}"),
+        Some(1.0)
+    );
+    assert_eq!(
+        c.status_json()["workers"]["recycles"],
+        serde_json::json!({"max_requests": 0, "max_memory": 1, "max_lifetime": 0})
+    );
 }
 
 #[test]
@@ -163,7 +194,15 @@ fn max_lifetime_recycles_workers_by_age_under_load_without_a_failed_request() {
     // granian's spelling, in seconds.
     let c = Corral::start(
         app.path(),
-        &["app:app", "-w", "2", "--workers-lifetime", "1"],
+        &[
+            "app:app",
+            "-w",
+            "2",
+            "--workers-lifetime",
+            "1",
+            "--status-bind",
+            "127.0.0.1:0",
+        ],
         2,
     );
     let load = CapacityLoad::start(&c.addr, "/slow", 2);
@@ -186,6 +225,8 @@ fn max_lifetime_recycles_workers_by_age_under_load_without_a_failed_request() {
         "the log says why: {}",
         c.log.text()
     );
+    let lifetime = c.metric("corral_worker_recycles_total{cause=\"max_lifetime\"}");
+    assert!(lifetime >= Some(3.0), "{lifetime:?}");
 }
 
 #[test]

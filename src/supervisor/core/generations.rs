@@ -424,24 +424,37 @@ impl Core {
         {
             return;
         }
-        let why = if let Some(limit) = w.recycle_after.filter(|l| requests >= *l) {
-            format!("served {requests} requests (its limit: {limit}, max_requests plus jitter)")
+        // The cause, as an index of RECYCLE_CAUSES, and what the log says.
+        let (cause, why) = if let Some(limit) = w.recycle_after.filter(|l| requests >= *l) {
+            (
+                0,
+                format!(
+                    "served {requests} requests (its limit: {limit}, max_requests plus jitter)"
+                ),
+            )
         } else if let (Some(max), Some(rss)) = (max_memory, rss.filter(|r| Some(*r) > max_memory)) {
-            format!(
-                "uses {} MiB of memory (max_memory {} MiB)",
-                rss / (1 << 20),
-                max / (1 << 20)
+            (
+                1,
+                format!(
+                    "uses {} MiB of memory (max_memory {} MiB)",
+                    rss / (1 << 20),
+                    max / (1 << 20)
+                ),
             )
         } else if w.retire_at.is_some_and(|at| now >= at) {
-            format!(
-                "has served for {} s (max_lifetime {:?}, plus up to a tenth)",
-                now.saturating_duration_since(w.started).as_secs(),
-                self.settings.max_lifetime.unwrap_or_default()
+            (
+                2,
+                format!(
+                    "has served for {} s (max_lifetime {:?}, plus up to a tenth)",
+                    now.saturating_duration_since(w.started).as_secs(),
+                    self.settings.max_lifetime.unwrap_or_default()
+                ),
             )
         } else {
             return;
         };
         w.recycling = true;
+        self.recycles[cause] += 1;
         out.push(Action::Log(
             Level::Info,
             format!(
@@ -480,7 +493,6 @@ impl Core {
             if self.workers.get(&next).map(|w| w.state) != Some(State::InService) {
                 continue;
             }
-            self.recycled += 1;
             self.take_slot(now, slot, next, out);
         }
         if finishing {

@@ -50,7 +50,7 @@ fn max_requests_recycles_with_the_replacement_in_service_first() {
         "no extra worker after the recycled one exits"
     );
     assert_eq!(core.slots[0].worker, Some(new));
-    assert_eq!(core.recycled, 1);
+    assert_eq!(core.recycles, [1, 0, 0], "one recycle, for max_requests");
 }
 
 #[test]
