@@ -117,6 +117,20 @@ async def app(scope, receive, send):
             await send({"type": "http.response.start", "status": 200, "headers": []})
             await send({"type": "http.response.body", "body": b"part1;", "more_body": True})
             raise RuntimeError("failed mid-body")
+        elif path == "/raise-base":
+            # Exceptions that are no Exception, raised by the app itself.
+            class QuotaExceeded(BaseException):
+                pass
+            raise {"cancelled": asyncio.CancelledError, "keyboard": KeyboardInterrupt,
+                   "exit": SystemExit, "custom": QuotaExceeded}[query]("raised by the app")
+        elif path == "/cancel-mid":
+            # A task of its own cancelled (a backend call given up on),
+            # whose CancelledError the app lets through after the head.
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+            await send({"type": "http.response.body", "body": b"part1;", "more_body": True})
+            call = asyncio.ensure_future(asyncio.sleep(1))
+            call.cancel()
+            await call
         elif path == "/start-only":
             await send({"type": "http.response.start", "status": 200, "headers": []})
         elif path == "/inflight":
@@ -349,6 +363,44 @@ fn an_app_that_fails_mid_body_has_what_it_sent_delivered_then_the_body_cut() {
         assert!(text.ends_with("part1;\r\n"), "{text:?}");
     }
     assert_eq!(c.get("/pid").status, 200);
+}
+
+#[test]
+fn an_app_raising_a_base_exception_fails_its_request_alone_as_under_uvicorn() {
+    // A CancelledError of the app's own, KeyboardInterrupt, SystemExit or
+    // a BaseException of its own: a 500 and the traceback, as uvicorn
+    // answers, while the worker serves on. Before, KeyboardInterrupt and
+    // SystemExit ended the worker (every request on it got 502), and the
+    // others were a 502 "the worker died" from a worker still alive.
+    let (_dir, c) = start(&["-w", "1"], 1);
+    let pid = c.get("/pid").text();
+    let slow = {
+        let addr = c.addr.clone();
+        std::thread::spawn(move || request(&addr, "GET", "/sleep?2", &[], b"").text())
+    };
+    wait_in_app(&c);
+    for (kind, logged) in [
+        ("cancelled", "CancelledError: raised by the app"),
+        ("keyboard", "KeyboardInterrupt: raised by the app"),
+        ("exit", "SystemExit: raised by the app"),
+        ("custom", "QuotaExceeded: raised by the app"),
+    ] {
+        let r = c.get(&format!("/raise-base?{kind}"));
+        assert_eq!(r.status, 500, "{kind}: {}", r.text());
+        let seen = c.log.wait_for(logged, Duration::from_secs(10));
+        assert!(seen.is_some(), "{kind}: no {logged:?} in\n{}", c.log.text());
+    }
+    // After the head, the body is cut (no last chunk), not ended as if
+    // whole.
+    let mut s = c.connect();
+    send_request(&mut s, "GET", "/cancel-mid", &[], b"");
+    let mut raw = Vec::new();
+    let _ = s.read_to_end(&mut raw);
+    let text = String::from_utf8_lossy(&raw);
+    assert!(text.starts_with("HTTP/1.1 200"), "{text:?}");
+    assert!(text.ends_with("part1;\r\n"), "{text:?}");
+    assert_eq!(slow.join().unwrap(), "slept", "the request beside them");
+    assert_eq!(c.get("/pid").text(), pid, "the worker was not replaced");
 }
 
 #[test]

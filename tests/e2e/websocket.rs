@@ -66,6 +66,8 @@ async def echo(scope, receive, send):
         text = m.get("text")
         if text == "die":
             os._exit(1)
+        if text == "interrupt":
+            raise KeyboardInterrupt("raised by the app")
         if text == "close":
             await send({"type": "websocket.close", "code": 4001, "reason": "au revoir ✓"})
             return
@@ -497,6 +499,26 @@ async fn websockets_opened_one_at_a_time_spread_over_the_workers() {
             send(&mut ws, Message::Close(None)).await;
         }
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_app_raising_keyboard_interrupt_closes_its_socket_with_1011_and_the_worker_serves_on() {
+    // Any exception of the app's, one that is no Exception too, closes
+    // its socket alone with its traceback logged; KeyboardInterrupt ended
+    // the worker and every socket on it.
+    let (_dir, c) = start(1, &[]);
+    let mut ws = connect(&c, "/echo").await;
+    let pid = pid_of(&hello(&mut ws).await);
+    let mut beside = connect(&c, "/echo").await;
+    hello(&mut beside).await;
+    send(&mut ws, Message::text("interrupt")).await;
+    assert_eq!(expect_close(&mut ws).await.0, 1011);
+    let logged = c.log.wait_for("KeyboardInterrupt: raised by the app", STEP);
+    assert!(logged.is_some(), "{}", c.log.text());
+    send(&mut beside, Message::text("still here")).await;
+    assert_eq!(expect_text(&mut beside).await, "still here");
+    let mut again = connect(&c, "/echo").await;
+    assert_eq!(pid_of(&hello(&mut again).await), pid, "the same worker");
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -507,9 +507,14 @@ class AsgiWorker:
                 # The head is out: an abort, so the body is not taken whole.
                 self.send(K_ABORT, sid, b"the request was cancelled")
                 st.done = True
-        except asyncio_cancelled():
-            pass
-        except Exception:
+        except BaseException as e:
+            if st.cancelled and isinstance(e, asyncio_cancelled()):
+                return  # corral cancelled it (past its timeout: answered 504)
+            # Any other exception is the app's, a BaseException too (a
+            # CancelledError of its own, KeyboardInterrupt, SystemExit):
+            # this request fails alone, as under uvicorn. Let through, the
+            # loop would end the worker and every request on it; taken as
+            # corral's cancel, a cut body would end as if whole.
             tb = traceback.format_exc()
             log_error("Error handling request %s %s\n%s" % (scope["method"], scope["path"], tb))
             if not call.head_sent:
@@ -662,9 +667,12 @@ class AsgiWorker:
             elif st.ws == WS_ACCEPTED:
                 self.send(K_WS_CLOSE, sid, U16.pack(1000))
                 st.done = True
-        except (ClientDisconnected, asyncio_cancelled()):
+        except ClientDisconnected:
             pass
-        except Exception:
+        except BaseException as e:
+            if st.cancelled and isinstance(e, asyncio_cancelled()):
+                return
+            # The app's, a BaseException too (see run_http).
             log_error("Error in WebSocket %s\n%s" % (scope["path"], traceback.format_exc()))
             if st.ws == WS_CONNECTING or st.ws == WS_RESPONSE and not denial[1]:
                 self.error_response(sid)
