@@ -163,6 +163,29 @@ impl Log {
         }
     }
 
+    /// Waits (at most 10 s) for a line with `needle`: corral's lines go
+    /// through a queue and a pipe, so they can arrive after the event a
+    /// client saw (an answer, an exit), and reading `text()` right away races.
+    pub fn has(&self, needle: &str) -> bool {
+        self.wait_for(needle, Duration::from_secs(10)).is_some()
+    }
+
+    /// Waits (at most `timeout`) until at least `n` lines contain `needle`,
+    /// as [`Log::has`] does for one; returns how many do.
+    pub fn wait_count(&self, needle: &str, n: usize, timeout: Duration) -> usize {
+        let (state, cv) = &*self.0;
+        let deadline = Instant::now() + timeout;
+        let mut guard = state.lock().unwrap();
+        loop {
+            let seen = guard.0.iter().filter(|l| l.contains(needle)).count();
+            let now = Instant::now();
+            if seen >= n || now >= deadline {
+                return seen;
+            }
+            guard = cv.wait_timeout(guard, deadline - now).unwrap().0;
+        }
+    }
+
     pub fn count(&self, needle: &str) -> usize {
         self.0
             .0

@@ -244,7 +244,7 @@ fn a_hung_import_shows_its_python_stack_in_status() {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
-    assert!(c.log.text().contains("line 4 in connect"));
+    assert!(c.log.has("line 4 in connect"));
 }
 
 #[test]

@@ -228,11 +228,7 @@ fn a_correct_canary_is_promoted_with_zero_failed_requests() {
         took >= Duration::from_secs(3),
         "not before its window ended: {took:?}"
     );
-    assert!(
-        c.log
-            .text()
-            .contains("canary passed: generation 2 takes over")
-    );
+    assert!(c.log.has("canary passed: generation 2 takes over"));
     let failed: Vec<&Answer> = answers.iter().filter(|a| a.1 != 200).collect();
     assert!(failed.is_empty(), "{failed:?}");
     // Both served during the canary; the new one serves alone after.
@@ -431,7 +427,7 @@ fn corral_promote_ends_a_canary_at_once_and_the_new_generation_takes_over() {
     );
     assert!(answers.iter().all(|a| a.1 == 200));
     assert_eq!(answers.last().unwrap().2, "v2");
-    assert!(c.log.text().contains("promoted by `corral promote`"));
+    assert!(c.log.has("promoted by `corral promote`"));
     assert!(
         c.status_json()["canary"].is_null(),
         "no canary after it ended"
@@ -755,9 +751,7 @@ fn a_healthy_canary_under_steady_keep_alive_load_still_passes() {
     let sent = load.finish();
     assert_eq!(code, Some(0), "{text}");
     assert!(
-        c.log
-            .text()
-            .contains("canary passed: generation 2 takes over"),
+        c.log.has("canary passed: generation 2 takes over"),
         "{}",
         c.log.text()
     );

@@ -432,8 +432,7 @@ fn what_a_killed_corral_leaves_is_passed_over_and_cleared() {
     next.wait_in_service(1);
     assert!(
         next.log
-            .text()
-            .contains("removed 1 worker folder(s) that killed corrals left"),
+            .has("removed 1 worker folder(s) that killed corrals left"),
         "{}",
         next.log.text()
     );

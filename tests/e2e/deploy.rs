@@ -487,7 +487,7 @@ fn the_built_in_symlink_rollback_points_current_back_at_the_last_good_release() 
         "{}",
         c.log.text()
     );
-    assert!(c.log.text().contains("pointed"), "{}", c.log.text());
+    assert!(c.log.has("pointed"), "{}", c.log.text());
     assert_eq!(
         std::fs::canonicalize(r.join("current")).unwrap(),
         std::fs::canonicalize(r.join("releases/r1")).unwrap()
@@ -571,7 +571,7 @@ fn a_respawn_after_the_code_changed_in_place_reports_drift_and_never_takes_the_o
     c.wait_until("drift in /status", || {
         c.status_json()["revision_drift"] == expect.as_str()
     });
-    assert!(c.log.text().contains(&expect));
+    assert!(c.log.has(&expect));
     // The respawn fails (new code), the other worker keeps serving.
     assert!(
         c.log

@@ -399,6 +399,12 @@ fn django_asgi_boots_without_lifespan() {
             (200, "hello from an async view".to_string())
         );
     }
+    // The workers' stderr lines can arrive after the answers.
+    c.log.wait_count(
+        "the app does not support the ASGI lifespan protocol",
+        2,
+        Duration::from_secs(10),
+    );
     let log = c.log.text();
     assert_eq!(log.matches(" booted in ").count(), 2, "{log}");
     // Said once by each worker, as uvicorn says "ASGI 'lifespan' protocol

@@ -375,7 +375,13 @@ fn flags_from_the_environment_between_the_command_line_and_the_file() {
     c.wait_listening();
     c.wait_in_service(2);
     assert!(app.path().join("app.sock").exists(), "{}", c.log.text());
-    assert_eq!(c.log.count("listening on "), 2, "{}", c.log.text());
+    assert_eq!(
+        c.log
+            .wait_count("listening on ", 2, Duration::from_secs(10)),
+        2,
+        "{}",
+        c.log.text()
+    );
     assert_eq!(c.log.count("starting 2 worker(s) (CORRAL_WORKERS)"), 1);
     drop(c);
     // The flag over the environment.
@@ -556,7 +562,7 @@ fn an_app_factory_given_without_its_call_is_called_as_uvicorn_does() {
         c.wait_in_service(1);
         let r = c.get("/");
         assert_eq!((r.status, r.text()), (200, body.to_owned()), "{args:?}");
-        assert!(c.log.text().contains(&said), "{}", c.log.text());
+        assert!(c.log.has(&said), "{}", c.log.text());
     }
 }
 

@@ -104,7 +104,7 @@ fn gevent_workers_serve_many_waiting_requests_from_one_process_and_time_out_a_gr
         1,
     );
     assert!(
-        c.log.text().contains(
+        c.log.has(
             "each worker runs its requests in gevent's greenlets, up to 40 at once \
              (workers.concurrency)"
         ),
@@ -153,8 +153,7 @@ fn gevent_workers_serve_many_waiting_requests_from_one_process_and_time_out_a_gr
         )
         .expect("the greenlet is killed");
     assert!(
-        c.log.text().contains("exceeded the timeout of 3s")
-            && c.log.text().contains("cancelling it"),
+        c.log.has("exceeded the timeout of 3s") && c.log.has("cancelling it"),
         "{}",
         c.log.text()
     );

@@ -281,7 +281,7 @@ fn a_pid_file_naming_a_running_corral_refuses_a_second_and_a_stale_one_is_replac
     let mut first = Corral::start(one.path(), &args, 1);
     assert_eq!(named(), first.pid().to_string());
     let stale = format!("replacing the stale pid file {pid_arg}: pid {me} is now ");
-    assert!(first.log.text().contains(&stale), "{}", first.log.text());
+    assert!(first.log.has(&stale), "{}", first.log.text());
     let mut second = Corral::spawn(two.path(), &["app:app", "--pid", pid_arg], &[]);
     let status = second.wait_exit(Duration::from_secs(20));
     let text = second.log.text();
@@ -318,7 +318,7 @@ fn a_pid_file_naming_a_running_corral_refuses_a_second_and_a_stale_one_is_replac
     let fourth = Corral::start(one.path(), &["app:app", "--pid", pid_arg], 1);
     assert_eq!(named(), fourth.pid().to_string());
     let stale = format!("replacing the stale pid file {pid_arg}: pid {gone_pid} no longer runs");
-    assert!(fourth.log.text().contains(&stale), "{}", fourth.log.text());
+    assert!(fourth.log.has(&stale), "{}", fourth.log.text());
 }
 
 /// Under `--reuse-port` the newer of two corrals on one pid file takes it
@@ -946,7 +946,7 @@ fn reuse_port_lets_the_same_command_start_twice() {
     second.wait_listening();
     second.wait_in_service(1);
     assert!(
-        second.log.text().contains("this one's control socket is"),
+        second.log.has("this one's control socket is"),
         "{}",
         second.log.text()
     );

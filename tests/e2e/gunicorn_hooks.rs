@@ -111,9 +111,7 @@ fn gunicorns_worker_hooks_run_in_each_worker_where_gunicorn_runs_them() {
         c.log.text()
     );
     assert!(
-        c.log
-            .text()
-            .contains(&format!("[INFO] Worker spawned (pid: {pid})")),
+        c.log.has(&format!("[INFO] Worker spawned (pid: {pid})")),
         "server.log.info reaches corral's log: {}",
         c.log.text()
     );
@@ -328,7 +326,7 @@ fn prometheus_clients_child_exit_recipe_runs_after_each_worker_exit_as_it_is() {
     c.wait_listening();
     c.wait_in_service(1);
     assert!(
-        c.log.text().contains(
+        c.log.has(
             "gunicorn.conf.py's child_exit runs in a Python process of corral's beside the workers"
         ),
         "{}",
@@ -414,6 +412,7 @@ fn opentelemetrys_documented_post_fork_set_up_traces_each_worker() {
             .wait_for(&format!("\"served.by\": {pid}"), Duration::from_secs(10))
             .unwrap_or_else(|| panic!("no span from worker {pid}; log:\n{}", c.log.text()));
     }
+    c.log.has("\"name\": \"handle /traced-0\"");
     let log = c.log.text();
     assert!(log.contains("\"name\": \"handle /traced-0\""), "{log}");
     assert!(log.contains("\"service.name\": \"api-service\""), "{log}");
@@ -505,7 +504,7 @@ fn gunicorns_arbiter_hooks_run_in_one_process_beside_the_workers() {
         "{body}"
     );
     assert!(
-        c.log.text().contains(
+        c.log.has(
             "gunicorn.conf.py's on_starting, on_reload, when_ready, child_exit, nworkers_changed, on_exit run in a Python process of corral's beside the workers"
         ),
         "{}",

@@ -272,7 +272,7 @@ fn a_worker_failing_unhealthy_after_probes_leaves_service_and_the_panic_threshol
     c.wait_until("the worker to leave service", || {
         c.status_json()["slots"][0]["worker"]["state"] == "unready"
     });
-    assert!(c.log.text().contains("failed 2 readiness checks in a row"));
+    assert!(c.log.has("failed 2 readiness checks in a row"));
     let s = c.status_json();
     assert_eq!(c.status("/health/ready").status, 503);
     // With no worker in service, the panic threshold routes to the live one
@@ -283,7 +283,7 @@ fn a_worker_failing_unhealthy_after_probes_leaves_service_and_the_panic_threshol
     c.wait_until("the worker to come back", || {
         c.status("/health/ready").status == 200
     });
-    assert!(c.log.text().contains("is ready again"));
+    assert!(c.log.has("is ready again"));
 }
 
 /// The other side of the panic threshold: while `min_in_service` workers

@@ -1055,6 +1055,9 @@ fn a_forwarded_for_that_is_no_address_is_ignored_and_log_lines_are_escaped() {
     let forged = "6.6.6.6 - - [01/Jan/2030:00:00:00 +0000] \"GET /admin HTTP/1.1\" 200 0";
     assert_eq!(remote(forged), "127.0.0.1");
     assert_eq!(remote("<script>alert(1)</script>"), "127.0.0.1");
+    // Their access lines first: those would show a forged address.
+    c.log
+        .wait_count("\"GET /remote HTTP/1.1\"", 4, Duration::from_secs(10));
     assert!(!c.log.text().contains("6.6.6.6"), "{}", c.log.text());
     assert!(!c.log.text().contains("<script>"), "{}", c.log.text());
 

@@ -93,11 +93,7 @@ fn corral_can_drop_its_own_privileges_after_binding() {
     ) else {
         return;
     };
-    assert!(
-        c.log
-            .text()
-            .contains("dropped privileges: corral now runs as nobody")
-    );
+    assert!(c.log.has("dropped privileges: corral now runs as nobody"));
     let status = std::fs::read_to_string(format!("/proc/{}/status", c.pid())).unwrap();
     let uid_line = status.lines().find(|l| l.starts_with("Uid:")).unwrap();
     assert!(

@@ -77,7 +77,7 @@ fn max_requests_recycles_under_load_without_a_failed_request_or_lost_capacity() 
         "a round of 2 requests found fewer than 2 workers; log:\n{}",
         c.log.text()
     );
-    assert!(c.log.text().contains("(its limit: "), "the log says why");
+    assert!(c.log.has("(its limit: "), "the log says why");
     // Counted by cause, apart from crashes' restarts.
     let recycles = |cause: &str| {
         c.metric(&format!(
@@ -174,7 +174,7 @@ fn max_memory_recycles_a_worker_over_the_limit() {
         std::thread::sleep(Duration::from_millis(50));
     }
     assert!(
-        c.log.text().contains("MiB of memory (max_memory 200 MiB)"),
+        c.log.has("MiB of memory (max_memory 200 MiB)"),
         "{}",
         c.log.text()
     );
@@ -219,9 +219,7 @@ fn max_lifetime_recycles_workers_by_age_under_load_without_a_failed_request() {
     );
     assert_eq!(seen.fewest_pids, 2, "capacity fell; log:\n{}", c.log.text());
     assert!(
-        c.log
-            .text()
-            .contains("(max_lifetime 1s, plus up to a tenth)"),
+        c.log.has("(max_lifetime 1s, plus up to a tenth)"),
         "the log says why: {}",
         c.log.text()
     );

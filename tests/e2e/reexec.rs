@@ -428,11 +428,7 @@ fn a_hup_during_a_usr2_hand_over_is_passed_on_to_the_new_corral() {
         );
         std::thread::sleep(Duration::from_millis(200));
     }
-    assert!(
-        c.log.text().contains("during a USR2 hand-over"),
-        "{}",
-        c.log.text()
-    );
+    assert!(c.log.has("during a USR2 hand-over"), "{}", c.log.text());
 }
 
 /// A `corral reload` passed on (as a SIGHUP) to the new corral of a USR2

@@ -154,10 +154,10 @@ fn binds_given_beside_socket_activation_are_named_as_not_used() {
         assert!(Instant::now() < deadline, "nothing listens on {addr}");
         std::thread::sleep(Duration::from_millis(50));
     }
-    let text = std::fs::read_to_string(&log_path).unwrap();
     let said = format!(
         "socket activation: not binding {unused} (--bind): the sockets came from systemd, whose .socket unit (ListenStream=) sets the addresses served"
     );
+    let text = log_with(&log_path, &said);
     assert_eq!(text.matches(&said).count(), 1, "{said} once in:\n{text}");
 }
 

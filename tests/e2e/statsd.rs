@@ -110,8 +110,7 @@ fn gunicorns_metrics_reach_a_udp_agent_with_prefix_and_tags() {
     );
     assert!(
         c.log
-            .text()
-            .contains(&format!("statsd: sending gunicorn's metrics to {target}")),
+            .has(&format!("statsd: sending gunicorn's metrics to {target}")),
         "{}",
         c.log.text()
     );

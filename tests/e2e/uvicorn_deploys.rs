@@ -73,8 +73,7 @@ fn fastapis_uvicorn_command_line_runs_with_the_command_renamed() {
     assert_eq!(r.header("connection"), Some("close"));
     assert!(
         c.log
-            .text()
-            .contains("--proxy-headers accepted (uvicorn's) and changes nothing"),
+            .has("--proxy-headers accepted (uvicorn's) and changes nothing"),
         "{}",
         c.log.text()
     );
@@ -334,8 +333,7 @@ fn waitresss_command_line_from_flasks_docs_runs_with_the_command_renamed() {
     }
     assert!(
         c.log
-            .text()
-            .contains("--send-bytes 18000 accepted (waitress's) and changes nothing"),
+            .has("--send-bytes 18000 accepted (waitress's) and changes nothing"),
         "{}",
         c.log.text()
     );
