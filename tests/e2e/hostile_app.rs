@@ -13,7 +13,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::time::{Duration, Instant};
 
 const WSGI_APP: &str = r#"
-import os, struct
+import os, struct, sys
 from urllib.parse import unquote
 from corral_worker import wsgi as worker  # the corral worker's WSGI side
 
@@ -76,6 +76,13 @@ def app(environ, start_response):
     if path == "/huge-header":
         start_response("200 OK", [("X-Big", "x" * 70_000_000)])
         return [b"huge"]
+    if path == "/many-headers":
+        try:
+            start_response("200 OK", [("X-%x" % i, "") for i in range(int(arg(environ)))])
+        except ValueError as e:
+            start_response("503 Service Unavailable", [], sys.exc_info())
+            return [str(e).encode()]
+        return [b"sent"]
     if path == "/huge-error":
         def body():
             yield b"start"
@@ -594,6 +601,29 @@ fn nothing_an_app_sends_makes_a_frame_over_the_limit() {
 }
 
 #[test]
+fn more_header_fields_than_corral_takes_make_start_response_and_send_raise() {
+    // Past 10,000 fields corral refuses a head: the worker refuses it
+    // first, so the app's own error handling runs (its 503 and message),
+    // as for a head over 1 MiB. Before, 10,001 were a 500 from corral the
+    // app never heard of, and 65,536 a struct.error.
+    for (name, (_dir, c)) in [("WSGI", wsgi()), ("ASGI", asgi())] {
+        let r = c.get("/many-headers?10000");
+        assert_eq!((r.status, r.text()), (200, "sent".into()), "{name}");
+        for n in [10_001, 70_000] {
+            let r = c.get(&format!("/many-headers?{n}"));
+            assert_eq!(
+                (r.status, r.text()),
+                (
+                    503,
+                    format!("{n} response header fields: at most 10000 may go in a response")
+                ),
+                "{name}"
+            );
+        }
+    }
+}
+
+#[test]
 fn a_70_mb_boot_error_is_clipped_and_reported() {
     let dir = AppDir::new(&[("app.py", "raise RuntimeError('x' * 70_000_000)\n")]);
     let c = Corral::start(dir.path(), &["app:app", "-w", "1"], 0);
@@ -641,6 +671,12 @@ async def http(scope, receive, send):
             await body(send, 200, [(b"x-evil", b"a\r\nset-cookie: x")])
         except ValueError as e:
             await body(send, 400, [], str(e).encode())
+    elif path == "/many-headers":
+        n = int(scope["query_string"])
+        try:
+            await body(send, 200, [(b"x-%x" % i, b"") for i in range(n)], b"sent")
+        except ValueError as e:
+            await body(send, 503, [], str(e).encode())
     elif path == "/short":
         await body(send, 200, [(b"content-length", b"1000")], b"x" * 500)
     elif path == "/103":

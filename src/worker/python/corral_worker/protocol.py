@@ -134,12 +134,18 @@ GOOD_NAMES = set()
 GOOD_STATUSES = set()
 # A head bigger than this is refused: no client takes one.
 MAX_HEAD = 1 << 20
+# Nor more header fields than corral takes (protocol.rs's
+# MAX_RESPONSE_FIELDS): refused here, the app's own error handling runs.
+MAX_FIELDS = 10_000
 
 
 def pack_fields(lengths, data):
     """The header count and field lengths (`lengths`: a list with a slot
     for the count, then one length per field), then the fields' bytes."""
     n = len(lengths)
+    if n - 2 > 2 * MAX_FIELDS:
+        raise ValueError("%d response header fields: at most %d may go in a response"
+                         % ((n - 2) >> 1, MAX_FIELDS))
     packer = FIELD_LENGTHS.get(n)
     if packer is None:
         packer = struct.Struct("<H%dI" % (n - 1))
