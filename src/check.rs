@@ -218,6 +218,18 @@ async fn check(cfg: &Config) -> Result<Outcome, String> {
     let deadline = started + cfg.workers.boot_timeout;
     let outcome = tokio::select! {
         ev = boot_report(&mut rx) => match ev {
+            // A report from a process the worker forked, the worker gone
+            // (an app that forks at import and exits, to daemonize): `run`
+            // sees the worker's exit and fails its boot, so does check.
+            Some((_, ControlEvent::Booted(_))) if matches!(child.try_wait(), Ok(Some(_))) => {
+                let how = match child.try_wait() {
+                    Ok(Some(st)) => crate::supervisor::core::exit_of(st).describe(),
+                    _ => "exited".to_string(),
+                };
+                Outcome::Failed(format!(
+                    "the worker {how} while booting; a process it forked (at the app's import) reported in its place, and corral serves only through the worker it started: don't fork and exit at import"
+                ))
+            }
             Some((_, ControlEvent::Booted(info))) => {
                 let boot = started.elapsed();
                 let green = if info.green == "gevent" { " in gevent's greenlets" } else { "" };

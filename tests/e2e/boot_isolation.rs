@@ -113,6 +113,29 @@ fn os_exit_at_import() {
 }
 
 #[test]
+fn an_app_that_forks_and_exits_at_import_fails_its_boot_and_its_check() {
+    // Its child imports on and reports the boot; the worker corral started
+    // is gone. `run` fails the boot; `corral check` said OK.
+    let broken = "import os\nif os.fork() != 0:\n    os._exit(0)";
+    assert_boot_failure(broken, &[], "exited with code 0 while booting");
+    let app = AppDir::new(&[("brokenapp.py", &format!("{broken}\n{OK_APP}"))]);
+    for _ in 0..3 {
+        let out = std::process::Command::new(corral_bin())
+            .args(["check", "--python", &python(), "brokenapp:app"])
+            .current_dir(app.path())
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(out.status.code(), Some(1), "{text}");
+        assert!(
+            text.contains("FAILED: brokenapp:app does not boot")
+                && text.contains("exited with code 0 while booting; a process it forked"),
+            "{text}"
+        );
+    }
+}
+
+#[test]
 fn segfault_at_import() {
     assert_boot_failure("import ctypes\nctypes.string_at(0)", &[], "SIGSEGV");
 }
