@@ -249,8 +249,9 @@ impl Body {
     /// it, as gunicorn and uvicorn send it: corral's length of what was
     /// sent would have made a cut response look complete to the client and
     /// to any cache in front.
-    pub fn short_of(self, declared: u64, sent: u64) -> Body {
-        warn_short(declared, sent);
+    /// `whose`: the request and its worker, for the log.
+    pub fn short_of(self, declared: u64, sent: u64, whose: &str) -> Body {
+        warn_short(declared, sent, whose);
         Body::Short(Box::new(ShortBody {
             body: self,
             ending: None,
@@ -261,8 +262,14 @@ impl Body {
 
 /// Says that the app ended a body of `sent` bytes short of its
 /// Content-Length.
-fn warn_short(declared: u64, sent: u64) {
-    tracing::warn!("the app declared Content-Length: {declared} but sent {sent} bytes");
+fn warn_short(declared: u64, sent: u64, whose: &str) {
+    tracing::warn!("{whose}: the app declared Content-Length: {declared} but sent {sent} bytes");
+}
+
+/// A streamed response's worker, as the log names it (its request is not
+/// kept for a line this rare: the access line has it, with the bytes).
+fn worker_of(s: &StreamBody) -> String {
+    format!("worker {} (pid {})", s.channel.slot, s.channel.pid)
 }
 
 /// Ends a body as `end` says at its next poll, and not at once, so that
@@ -537,7 +544,7 @@ impl http_body::Body for Body {
                         s.relay.release();
                         if let Some(n) = s.declared.filter(|&n| n > s.sent) {
                             // The client sees a cut body.
-                            warn_short(n, s.sent);
+                            warn_short(n, s.sent, &format!("a response of {}", worker_of(s)));
                             return end_after_a_flush(&mut s.ending, cx, BodyError::Short);
                         }
                         s.done = true;
@@ -550,6 +557,13 @@ impl http_body::Body for Body {
                     }
                     Poll::Ready(None) => {
                         s.relay.release();
+                        if s.ending.is_none() {
+                            tracing::error!(
+                                "{} ended mid-response: the client got the head and {} bytes of the body, then a cut",
+                                worker_of(s),
+                                s.sent
+                            );
+                        }
                         end_after_a_flush(&mut s.ending, cx, BodyError::WorkerGone)
                     }
                 }

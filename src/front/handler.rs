@@ -20,8 +20,8 @@ use super::access::{self, Entry, Logger, Trace, WorkerRef};
 use super::body::{Body, KeptBody, Producer, PumpGuard, Relay, StreamBody, watch_stalls};
 use super::hangup::Hangup;
 use super::reply::{
-    bad_app, bad_request, body_timed_out, broken_body, not_a_proxy, plain, refused, too_large,
-    unavailable,
+    BadApp, bad_app, bad_request, body_timed_out, broken_body, not_a_proxy, plain, refused,
+    too_large, unavailable,
 };
 use super::upload::{self, PumpEnd};
 use super::websocket::{self, Upgrade};
@@ -175,10 +175,24 @@ pub fn handle(
                     start,
                     hangup,
                 };
-                match dispatch(request, body, &shared, &mut pending.trace, &mut side).await {
-                    Ok(resp) | Err(Early::Answer(resp)) => resp,
-                    Err(Early::Gone) => return Err(ClientGone),
+                let mut resp =
+                    match dispatch(request, body, &shared, &mut pending.trace, &mut side).await {
+                        Ok(resp) | Err(Early::Answer(resp)) => resp,
+                        Err(Early::Gone) => return Err(ClientGone),
+                    };
+                // Corral's 500 for an invalid response: said with the
+                // request and the worker.
+                if let Some(BadApp(why)) = resp.extensions_mut().remove() {
+                    let worker = pending.trace.worker.map_or(String::new(), |w| {
+                        format!(" on worker {} (pid {})", w.slot, w.pid)
+                    });
+                    tracing::error!(
+                        "request {id_text} {} {}: 500, the app sent an invalid response{worker}: {why}",
+                        parts.method,
+                        access::escape(parts.uri.path().as_bytes()),
+                    );
                 }
+                resp
             }
             Err(resp) => *resp,
         };
@@ -785,7 +799,17 @@ async fn dispatch(
                     Body::full(body)
                 };
                 *resp.body_mut() = match short_of {
-                    Some(declared) => whole.short_of(declared, sent),
+                    Some(declared) => whole.short_of(
+                        declared,
+                        sent,
+                        &format!(
+                            "request {id} {} {} on worker {} (pid {})",
+                            parts.method,
+                            access::escape(parts.uri.path().as_bytes()),
+                            channel.slot,
+                            channel.pid
+                        ),
+                    ),
                     None => whole,
                 };
             }

@@ -9,9 +9,15 @@ use http::{HeaderValue, Response, StatusCode};
 use super::body::Body;
 use crate::metrics::Metrics;
 
+/// Why the app's response was refused, on corral's 500 for it: the
+/// handler logs it with the request and the worker.
+#[derive(Clone)]
+pub struct BadApp(pub String);
+
 pub fn bad_app(why: &str) -> Response<Body> {
-    tracing::error!("the app sent an invalid response: {why}");
-    plain(StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error\n")
+    let mut r = plain(StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error\n");
+    r.extensions_mut().insert(BadApp(why.to_owned()));
+    r
 }
 
 pub fn too_large(max: u64) -> Response<Body> {
