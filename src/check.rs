@@ -99,6 +99,23 @@ pub fn no_interpreter(cfg: &Config) -> Option<String> {
     ))
 }
 
+/// The app's folder (`--chdir`, `app.chdir`) when it is no folder: said
+/// at the start, as gunicorn says "can't chdir", where every worker
+/// failed to start blaming the interpreter and the port answered 503 for
+/// good.
+pub fn no_app_folder(cfg: &Config) -> Option<String> {
+    let dir = cfg.app.chdir.as_ref()?;
+    let why = match std::fs::metadata(dir) {
+        Ok(m) if m.is_dir() => return None,
+        Ok(_) => "is not a folder".to_string(),
+        Err(e) => format!("cannot be entered: {e}"),
+    };
+    Some(format!(
+        "the app's folder {} (--chdir, app.chdir) {why}: give the folder the app is in",
+        dir.display()
+    ))
+}
+
 fn why_no_interpreter(python: &std::path::Path) -> Option<String> {
     let Some(path) = crate::private_fs::which(python) else {
         return Some("is not on PATH".into());
@@ -117,7 +134,10 @@ fn why_no_interpreter(python: &std::path::Path) -> Option<String> {
 /// found without creating anything: the interpreter, and the folders of
 /// the access log and the pid file (`run` exits 2 for each).
 fn start_mistakes(cfg: &Config) -> Vec<String> {
-    let mut found: Vec<String> = no_interpreter(cfg).into_iter().collect();
+    let mut found: Vec<String> = no_app_folder(cfg)
+        .into_iter()
+        .chain(no_interpreter(cfg))
+        .collect();
     let access = cfg.log.access.as_ref().and_then(|a| match &a.target {
         crate::config::AccessTarget::File(path) => Some(path),
         _ => None,

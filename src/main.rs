@@ -363,7 +363,7 @@ async fn run(
     };
     // Not a worker that fails to start again and again, with corral
     // answering 503 for good: a configuration mistake, said before binding.
-    if let Some(why) = check::no_interpreter(&cfg) {
+    if let Some(why) = check::no_app_folder(&cfg).or_else(|| check::no_interpreter(&cfg)) {
         eprintln!("error: {why}");
         return EXIT_CONFIG;
     }

@@ -1112,3 +1112,37 @@ fn the_access_log_on_stderr_and_the_error_log_on_stdout_serve_as_under_gunicorn(
     let out = corral(dir.path(), &check);
     assert_eq!(out.status.code(), Some(0), "{}{}", out.stdout, out.stderr);
 }
+
+#[test]
+fn an_app_folder_that_is_not_there_is_refused_at_the_start_as_gunicorn_refuses_it() {
+    // gunicorn exits at once ("can't chdir"); corral bound its port, then
+    // every worker failed to start blaming the interpreter, and the port
+    // answered 503 for good.
+    let dir = dir_with("main.py", "def app(e, s):\n    pass\n");
+    let python = python();
+    for (args, why) in [
+        (
+            vec![
+                "--chdir",
+                "/nonexistent/app",
+                "main:app",
+                "-b",
+                "127.0.0.1:0",
+            ],
+            "error: the app's folder /nonexistent/app (--chdir, app.chdir) cannot be entered: No such file or directory",
+        ),
+        (
+            vec!["--chdir", "main.py", "main:app", "-b", "127.0.0.1:0"],
+            "(--chdir, app.chdir) is not a folder: give the folder the app is in",
+        ),
+    ] {
+        for check in [false, true] {
+            let mut all = if check { vec!["check"] } else { vec![] };
+            all.extend(["--python", &python]);
+            all.extend(&args);
+            let out = corral(dir.path(), &all);
+            assert_eq!(out.status.code(), Some(2), "{all:?}: {}", out.stderr);
+            assert!(out.stderr.contains(why), "{all:?}: {}", out.stderr);
+        }
+    }
+}
