@@ -209,7 +209,8 @@ pub struct Overrides {
     pub chdir: Option<PathBuf>,
 
     /// Folder to put in front of sys.path; repeat or separate with commas
-    /// [toml: app.pythonpath]
+    /// (each goes in front in turn, as under gunicorn: the last given is
+    /// searched first) [toml: app.pythonpath]
     #[arg(
         long,
         alias = "app-dir",

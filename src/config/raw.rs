@@ -185,8 +185,9 @@ pub(super) struct RawApp {
     /// Folder the workers run in and import the app from, relative to this
     /// file's folder. Default: corral's own working directory.
     pub(super) chdir: Option<Spanned<String>>,
-    /// Folders put in front of sys.path, relative to this file's folder.
-    /// Default none.
+    /// Folders put in front of sys.path, relative to this file's folder,
+    /// searched in the order listed (gunicorn's `--pythonpath a,b` searches
+    /// b first). Default none.
     #[serde(default)]
     pub(super) pythonpath: Vec<Spanned<String>>,
     /// Extra environment variables for the workers (a table of strings),

@@ -934,7 +934,9 @@ fn convert_into(out: &mut Out, settings: &BTreeMap<String, Json>, app: Option<&s
                 out.set(section, key, path);
             }
             "pythonpath" => {
-                let paths = list(v).iter().map(|p| out.path(p)).collect();
+                // gunicorn puts each in front of sys.path in turn: the
+                // last is searched first, first in `[app] pythonpath`.
+                let paths = list(v).iter().rev().map(|p| out.path(p)).collect();
                 out.set("app", "pythonpath", Value::Array(paths));
             }
             "raw_env" => {
@@ -1535,8 +1537,9 @@ mod tests {
             get("log.error_file").as_str(),
             Some("/srv/app/logs/error.log")
         );
-        assert_eq!(get("app.pythonpath")[0].as_str(), Some("/srv/app/src"));
-        assert_eq!(get("app.pythonpath")[1].as_str(), Some("/opt/lib"));
+        // In the order gunicorn searches them: the last given first.
+        assert_eq!(get("app.pythonpath")[0].as_str(), Some("/opt/lib"));
+        assert_eq!(get("app.pythonpath")[1].as_str(), Some("/srv/app/src"));
         assert_eq!(get("log.level").as_str(), Some("warn"));
         assert_eq!(
             get("log.access_format").as_str(),

@@ -818,6 +818,43 @@ fn a_relative_pythonpath_is_in_the_chdir_folder() {
     assert_eq!(c.get("/").status, 200);
 }
 
+/// `--pythonpath a,b` puts each folder in front of sys.path in turn, as
+/// gunicorn does: b is searched first (corral searched a first, and
+/// imported another module of the same name). `[app] pythonpath` is
+/// searched in its order.
+#[test]
+fn pythonpath_folders_are_searched_in_gunicorns_order() {
+    let module = |from: &str| {
+        format!(
+            "def app(environ, start_response):\n    start_response('200 OK', [])\n    return [b'{from}']\n"
+        )
+    };
+    let app = AppDir::new(&[
+        ("pp1/ppmod.py", &module("pp1")),
+        ("pp2/ppmod.py", &module("pp2")),
+        (
+            "corral.toml",
+            "[app]\nmodule = \"ppmod:app\"\npythonpath = [\"pp1\", \"pp2\"]\n",
+        ),
+        ("gunicorn.conf.py", "pythonpath = 'pp1,pp2'\n"),
+    ]);
+    for (args, from) in [
+        (&["ppmod:app", "--pythonpath", "pp1,pp2"][..], "pp2"),
+        (
+            &["ppmod:app", "--pythonpath", "pp1", "--pythonpath", "pp2"][..],
+            "pp2",
+        ),
+        (
+            &["-c", "gunicorn.conf.py", "ppmod:app", "-b", "127.0.0.1:0"][..],
+            "pp2",
+        ),
+        (&["-c", "corral.toml", "-b", "127.0.0.1:0"][..], "pp1"),
+    ] {
+        let c = Corral::start(app.path(), args, 1);
+        assert_eq!(c.get("/").text(), from, "{args:?}");
+    }
+}
+
 /// gunicorn changes to `--chdir` before it opens the files its flags name:
 /// a unit without `WorkingDirectory=` (the current folder `/`) keeps its
 /// pid file, logs and socket beside the app, not at the root of the

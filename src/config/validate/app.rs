@@ -70,9 +70,15 @@ impl Resolver<'_> {
             paths
         } else {
             // As gunicorn, which adds them to sys.path after its chdir: a
-            // relative one is in the --chdir folder.
+            // relative one is in the --chdir folder; and each in front of
+            // the ones before it, so that the last given is searched first
+            // (`[app] pythonpath` is searched in its order).
             let base = self.flag_dir();
-            args.pythonpath.iter().map(|p| absolute(base, p)).collect()
+            args.pythonpath
+                .iter()
+                .rev()
+                .map(|p| absolute(base, p))
+                .collect()
         };
 
         let mut env = BTreeMap::new();
