@@ -112,10 +112,11 @@ fn gevent_workers_serve_many_waiting_requests_from_one_process_and_time_out_a_gr
         c.log.text()
     );
     // Monkey-patched before the app's import, as gunicorn's gevent worker
-    // does; wsgi.multithread is False there too.
+    // does; wsgi.multithread is True, as it sets it (requests run side by
+    // side in the process).
     assert_eq!(
         c.get("/").text(),
-        "patched before import=True multithread=False"
+        "patched before import=True multithread=True"
     );
     let pid = c.worker_pid("/wait?0");
 

@@ -525,10 +525,11 @@ def main(gevent_error=None):
             stop.set()
     around = hooks if hooks is not None and hooks.around_requests() else None
     if gevent:
-        # wsgi.multithread stays False, as under gunicorn's and gevent's own
-        # servers: greenlets are not threads.
+        # wsgi.multithread is True, as gunicorn's gevent worker sets it:
+        # requests run side by side in the process, greenlets though they
+        # are.
         worker = GreenWorker(conn, WsgiRunner(conn, app, 1, root_path, software, around,
-                                                 multiprocess))
+                                                 multiprocess, multithread=True))
     else:
         worker = Worker(conn, WsgiRunner(conn, app, threads, root_path, software, around,
                                          multiprocess), threads)

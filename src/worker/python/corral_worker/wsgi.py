@@ -404,8 +404,9 @@ class WsgiRunner:
     """Runs one WSGI request per call, PEP 3333."""
 
     def __init__(self, conn, app, threads, root, software="corral", hooks=None,
-                 multiprocess=True):
-        """threads: how many requests may run at once (wsgi.multithread);
+                 multiprocess=True, multithread=None):
+        """threads: how many requests may run at once (wsgi.multithread,
+        unless multithread says otherwise: gevent's greenlets);
         multiprocess: more than one worker is configured (gunicorn's
         wsgi.multiprocess)."""
         self.conn = conn
@@ -421,7 +422,7 @@ class WsgiRunner:
             "wsgi.version": (1, 0),
             "wsgi.url_scheme": "http",
             "wsgi.errors": sys.stderr,
-            "wsgi.multithread": threads > 1,
+            "wsgi.multithread": threads > 1 if multithread is None else multithread,
             "wsgi.multiprocess": multiprocess,
             "wsgi.run_once": False,
             # wsgi.input returns b"" at the end of the body, chunked or not
