@@ -298,8 +298,10 @@ pub fn parse(refused: fn(&str) -> Option<String>) -> Cli {
 
 /// The variables corral sets or reads for itself and hands its workers
 /// and hooks, beside its flags' `CORRAL_*` ones (see [`unknown_corral_vars`]).
-pub const INTERNAL_VARS: [&str; 15] = [
+pub const INTERNAL_VARS: [&str; 16] = [
     crate::config::STATUS_TOKEN_ENV,
+    // Set by `python -m corral` for the interpreter that ran it.
+    crate::config::LAUNCHER_PYTHON_ENV,
     "CORRAL_INHERIT",
     "CORRAL_REEXEC_PARENT",
     "CORRAL_TEST_PYTHON",

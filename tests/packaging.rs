@@ -134,6 +134,13 @@ fn the_wheel_puts_corral_into_the_venv_and_python_m_corral_execs_it() {
     unsafe { libc::kill(child.0.id() as i32, libc::SIGTERM) };
     let st = child.0.wait().unwrap();
     assert_eq!(st.code(), Some(0), "{}", log.text());
+    // The variable `python -m corral` sets for corral is no user's typo.
+    log.wait_closed(Duration::from_secs(5));
+    assert!(
+        !log.text().contains("names no flag of corral's"),
+        "{}",
+        log.text()
+    );
 }
 
 /// Installed in a virtualenv and started by its path, with nothing
