@@ -723,6 +723,14 @@ fn resolve(
     let state_dir = env.default_state_dir.for_instance(&instance, None);
     let deploy = r.deploy(&args.deploy_flags, raw.deploy, &state_dir, chdir_given);
     let log = r.log(args, raw.log);
+    if log.access.is_none()
+        && let Some(note) = app
+            .as_ref()
+            .and_then(|a| a.logging.as_ref())
+            .and_then(PythonLogging::unfed_access_logger)
+    {
+        r.warnings.push(note);
+    }
     let hooks = r.hooks(&raw.hooks);
     match app {
         Some(app) if r.problems.is_empty() => Ok(Config {

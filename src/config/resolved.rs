@@ -222,6 +222,35 @@ pub enum PythonLogging {
 }
 
 impl PythonLogging {
+    /// A warning when the configuration sets up gunicorn's `gunicorn.access`
+    /// logger: under gunicorn a logging configuration turns the access log
+    /// on, through that logger; corral writes access lines itself, so the
+    /// logger gets none, and they went nowhere without a word. A file
+    /// another user may change is not read (the workers read it).
+    pub fn unfed_access_logger(&self) -> Option<String> {
+        const LOGGER: &str = "gunicorn.access";
+        let (text, what) = match self {
+            PythonLogging::Dict(text) => (text.clone(), "logconfig_dict".to_string()),
+            PythonLogging::Ini(path) | PythonLogging::Uvicorn(path) | PythonLogging::Json(path) => {
+                let mut options = std::fs::OpenOptions::new();
+                let (file, meta, _) =
+                    crate::private_fs::open_unfollowed(path, options.read(true)).ok()?;
+                if crate::private_fs::writable_by_others(&meta).is_some() || !meta.is_file() {
+                    return None;
+                }
+                let mut text = String::new();
+                std::io::Read::read_to_string(&mut std::io::Read::take(file, 1 << 20), &mut text)
+                    .ok()?;
+                (text, path.display().to_string())
+            }
+        };
+        text.contains(LOGGER).then(|| {
+            format!(
+                "{what} sets up the {LOGGER} logger, which gets no record under corral: corral writes the access log itself, and no access log is on; give --access-logfile FILE (or - for stdout), with --access-logformat or --access-log json for the lines' shape"
+            )
+        })
+    }
+
     /// `logconfig`, `--log-config`: an ini file as gunicorn reads it, or a
     /// JSON or YAML one as uvicorn reads it.
     pub fn by_extension(path: PathBuf) -> PythonLogging {

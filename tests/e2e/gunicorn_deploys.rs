@@ -600,6 +600,38 @@ format = %(process)d %(levelname)s %(name)s %(message)s
         .filter_map(|l| l.split(' ').next())
         .collect();
     assert_eq!(pids.len(), 2, "{text}");
+    // It sets up no gunicorn.access logger: no word about one.
+    assert!(
+        !c.log.text().contains("gunicorn.access"),
+        "{}",
+        c.log.text()
+    );
+    drop(c);
+
+    // One that gives gunicorn.access a handler, as gunicorn's access log
+    // goes through it: that logger gets nothing under corral, which says
+    // so and how to have the lines (they went nowhere without a word).
+    let with_access = ini.replace("keys = root, shop", "keys = root, shop, gunicorn.access")
+        + "\n[logger_gunicorn.access]\nlevel = INFO\nhandlers = file\npropagate = 0\nqualname = gunicorn.access\n";
+    std::fs::write(app.path().join("access.ini"), with_access).unwrap();
+    let warned = "access.ini sets up the gunicorn.access logger, which gets no record under corral: corral writes the access log itself, and no access log is on; give --access-logfile FILE";
+    let c = Corral::start(app.path(), &["app:app", "--log-config", "access.ini"], 1);
+    assert!(c.log.has(warned), "{}", c.log.text());
+    drop(c);
+    let c = Corral::start(
+        app.path(),
+        &[
+            "app:app",
+            "--log-config",
+            "access.ini",
+            "--access-logfile",
+            "-",
+        ],
+        1,
+    );
+    assert_eq!(c.get("/pay").text(), "ok");
+    assert!(c.log.has("\"GET /pay HTTP/1.1\" 200"), "{}", c.log.text());
+    assert!(!c.log.text().contains(warned), "{}", c.log.text());
     drop(c);
 
     // One a worker cannot apply: `corral check` shows why, as for an app
