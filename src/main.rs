@@ -753,6 +753,8 @@ async fn run(
         && only.origin.starts_with("default")
         && let config::BindAddr::Tcp(addr) = &only.addr
         && addr.ip().is_loopback()
+        // Not a socket systemd handed over in its place.
+        && served[0].0 == format!("http://{addr}")
         && let Some(sign) = in_a_container()
     {
         tracing::warn!(

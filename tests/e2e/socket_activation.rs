@@ -161,6 +161,47 @@ fn binds_given_beside_socket_activation_are_named_as_not_used() {
     assert_eq!(text.matches(&said).count(), 1, "{said} once in:\n{text}");
 }
 
+/// In a container (here: a Kubernetes pod's variable), a socket systemd
+/// hands over is what is served: no warning that the default
+/// 127.0.0.1:8000, never bound, is out of reach.
+#[test]
+fn a_socket_activated_corral_in_a_container_does_not_warn_of_the_default_address() {
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let app = AppDir::new(&[("app.py", APP)]);
+    let log_path = app.path().join("corral.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let child = Command::new("systemd-socket-activate")
+        .args(["-l", &addr, "-E", "KUBERNETES_SERVICE_HOST=10.0.0.1"])
+        .arg(corral_bin())
+        .args(["app:app", "--python", &python()])
+        .arg("--socket")
+        .arg(app.path().join("ctl.sock"))
+        .current_dir(app.path())
+        .env_remove("VIRTUAL_ENV")
+        .env_remove("PORT")
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("systemd-socket-activate (Debian package systemd)");
+    let _guard = Killed(child);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if std::net::TcpStream::connect(&addr).is_ok() {
+            assert_eq!(request(&addr, "GET", "/", &[], b"").status, 200);
+            break;
+        }
+        assert!(Instant::now() < deadline, "nothing listens on {addr}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let text = log_with(&log_path, "workers in service");
+    assert!(
+        text.contains(&format!("listening on http://{addr}")),
+        "{text}"
+    );
+    assert!(!text.contains("nothing outside it can connect"), "{text}");
+}
+
 /// The log file's text once it has `needle` (or after 10 s): corral's
 /// lines reach it from a writer thread of their own.
 fn log_with(path: &std::path::Path, needle: &str) -> String {
