@@ -29,6 +29,7 @@ impl Supervisor {
             }
             Msg::Exited(..) | Msg::ExitHoldOver(_) => None,
             Msg::Signal(sig) => self.handle_signal(sig),
+            Msg::FastStop(why) => self.fast_stop(why),
             Msg::Replace(serial, reason) => Some(Event::Replace { serial, reason }),
             Msg::Probed(serial, result) => Some(Event::ProbeResult { serial, result }),
             Msg::HookDone(run) => {
@@ -135,7 +136,7 @@ impl Supervisor {
     fn handle_signal(&mut self, sig: Signal) -> Option<Event> {
         match sig {
             Signal::Term => self.handle_term(),
-            Signal::Int | Signal::Quit => self.handle_fast_stop(sig),
+            Signal::Int | Signal::Quit => self.fast_stop(sig.name()),
             Signal::Hup => self.handle_hup(),
             Signal::Ttin => self.handle_ttin(),
             Signal::Ttou => self.handle_ttou(),
@@ -200,9 +201,10 @@ impl Supervisor {
         self.graceful_stop("shutdown_delay is over")
     }
 
-    /// INT, QUIT: the fast stop, at once.
-    fn handle_fast_stop(&mut self, sig: Signal) -> Option<Event> {
-        tracing::info!("{}: fast stop", sig.name());
+    /// INT, QUIT (`why`: the signal's name), or corral's own reason: the
+    /// fast stop, at once.
+    fn fast_stop(&mut self, why: &str) -> Option<Event> {
+        tracing::info!("{why}: fast stop");
         if self.term == Term::Delaying {
             self.term = Term::Draining;
         }

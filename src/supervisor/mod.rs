@@ -274,6 +274,9 @@ pub enum Msg {
     Exited(u64, std::process::ExitStatus),
     Replace(u64, String),
     Signal(Signal),
+    /// A fast stop corral asks of itself, and why (the log says that, not
+    /// a SIGQUIT no one sent).
+    FastStop(&'static str),
     FrontDrained(bool),
     Probed(u64, Result<(), String>),
     /// The rollback hook finished.

@@ -97,7 +97,7 @@ impl Supervisor {
                         "no worker could boot and exit_on_boot_failure is set: exiting with code {EXIT_BOOT_FAILURE}"
                     );
                     self.exit_code = EXIT_BOOT_FAILURE;
-                    let _ = self.tx.send(Msg::Signal(Signal::Quit));
+                    let _ = self.tx.send(Msg::FastStop("no worker could boot"));
                 }
                 Decision::ReloadFailed { generation, reason } => {
                     self.abandon(generation);

@@ -548,6 +548,15 @@ fn exit_on_boot_failure_exits_with_its_own_code() {
     let st = c.wait_exit(Duration::from_secs(20)).expect("corral exits");
     assert_eq!(st.code(), Some(3), "{}", c.log.text());
     assert!(c.log.text().contains("exit_on_boot_failure"));
+    // Said as corral's own stop, not as a SIGQUIT no one sent.
+    assert!(
+        c.log
+            .text()
+            .contains("INFO no worker could boot: fast stop"),
+        "{}",
+        c.log.text()
+    );
+    assert!(!c.log.text().contains("SIGQUIT"), "{}", c.log.text());
 }
 
 #[test]
