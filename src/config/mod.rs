@@ -356,9 +356,17 @@ impl Env {
     }
 }
 
+/// `-c /dev/null`: no config file at all, not even `./corral.toml` or
+/// `./gunicorn.conf.py`, as gunicorn reads it (the usual way to keep
+/// gunicorn off a gunicorn.conf.py in the working folder).
+pub fn no_file(config: &Path) -> bool {
+    config == Path::new("/dev/null")
+}
+
 /// Reads `--config FILE`, else `./corral.toml` when present, else nothing.
 fn read_file(config: Option<&Path>, cwd: &Path) -> Result<Option<ConfigFile>, ConfigError> {
     match config {
+        Some(path) if no_file(path) => Ok(None),
         // A gunicorn.conf.py (for the client commands): no [control] of
         // its own, but it names the instance.
         Some(path) if matches!(gunicorn_location(path), Ok(Some(_))) => {
@@ -472,6 +480,7 @@ pub fn is_hypercorn_toml(table: &toml::Table) -> bool {
 /// hands the result to [`load`].
 pub fn gunicorn_file(args: &Overrides) -> Result<Option<GunicornConf>, String> {
     match &args.config {
+        Some(path) if no_file(path) => Ok(None),
         Some(path) => gunicorn_location(path),
         None => {
             let Ok(cwd) = std::env::current_dir() else {

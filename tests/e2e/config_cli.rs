@@ -1146,3 +1146,33 @@ fn an_app_folder_that_is_not_there_is_refused_at_the_start_as_gunicorn_refuses_i
         }
     }
 }
+
+#[test]
+fn config_dev_null_reads_no_file_as_gunicorn_takes_it() {
+    // `-c /dev/null` is how a gunicorn command keeps off a gunicorn.conf.py
+    // in its folder (gunicorn warns and serves); corral refused it as a
+    // device.
+    let dir = dir_with(
+        "main.py",
+        "def app(environ, start_response):\n    start_response('200 OK', [])\n    return [b'ok']\n",
+    );
+    std::fs::write(dir.path().join("gunicorn.conf.py"), "workers = 3\n").unwrap();
+    let python = python();
+    let out = corral(dir.path(), &["check", "--python", &python, "main:app"]);
+    assert!(
+        out.status.success() && out.stdout.contains("would start 3 worker(s)"),
+        "{}{}",
+        out.stdout,
+        out.stderr
+    );
+    let out = corral(
+        dir.path(),
+        &["check", "-c", "/dev/null", "--python", &python, "main:app"],
+    );
+    assert!(
+        out.status.success() && out.stdout.contains("would start 1 worker(s): default"),
+        "{}{}",
+        out.stdout,
+        out.stderr
+    );
+}
