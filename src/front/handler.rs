@@ -555,10 +555,27 @@ async fn dispatch(
             }
             Err(NoWorker::Busy) => {
                 shared.metrics.gateway_error(GatewayError::Busy);
+                static SAID: Throttle = Throttle::new();
+                SAID.warn(|more| {
+                    format!(
+                        "request {id} {} {}: 503, all workers are busy: it waited {:?} (the timeout) for one{more}; more workers (-w), threads or a longer timeout would take more at once",
+                        parts.method,
+                        access::escape(parts.uri.path().as_bytes()),
+                        shared.timeout
+                    )
+                });
                 return Err(unavailable("all workers are busy").into());
             }
             Err(NoWorker::QueueFull) => {
                 shared.metrics.gateway_error(GatewayError::QueueFull);
+                static SAID: Throttle = Throttle::new();
+                SAID.warn(|more| {
+                    format!(
+                        "request {id} {} {}: 503, all workers are busy and corral's queue is full{more}; more workers (-w), threads or [server] max_queued would take more at once",
+                        parts.method,
+                        access::escape(parts.uri.path().as_bytes()),
+                    )
+                });
                 return Err(unavailable("all workers are busy and the queue is full").into());
             }
         };
@@ -1200,4 +1217,73 @@ fn is_hop_by_hop(name: &http::HeaderName) -> bool {
         || name == UPGRADE
         || name.as_str() == "keep-alive"
         || name.as_str() == "proxy-connection"
+}
+
+/// A warning that a client can make corral say often (a 503 of a flood):
+/// said at most once every 10 s, with how many were not said since.
+struct Throttle {
+    /// Seconds since [`Throttle::epoch`] at the last line, plus one (0:
+    /// never said).
+    last: std::sync::atomic::AtomicU64,
+    unsaid: std::sync::atomic::AtomicU64,
+}
+
+impl Throttle {
+    const fn new() -> Throttle {
+        Throttle {
+            last: std::sync::atomic::AtomicU64::new(0),
+            unsaid: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    fn epoch() -> Instant {
+        static EPOCH: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+        *EPOCH.get_or_init(Instant::now)
+    }
+
+    /// `line` gets ", and N more since the last such line" (or "").
+    fn warn(&self, line: impl FnOnce(&str) -> String) {
+        let Some(unsaid) = self.due(Self::epoch().elapsed().as_secs()) else {
+            return;
+        };
+        let more = match unsaid {
+            0 => String::new(),
+            n => format!(", and {n} more since the last such line"),
+        };
+        tracing::warn!("{}", line(&more));
+    }
+
+    /// At `secs`: how many went unsaid since the last line, when a line is
+    /// due; else None (and this one counts as unsaid).
+    fn due(&self, secs: u64) -> Option<u64> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let now = secs + 1;
+        let last = self.last.load(Relaxed);
+        if (last != 0 && now < last + 10)
+            || self
+                .last
+                .compare_exchange(last, now, Relaxed, Relaxed)
+                .is_err()
+        {
+            self.unsaid.fetch_add(1, Relaxed);
+            return None;
+        }
+        Some(self.unsaid.swap(0, Relaxed))
+    }
+}
+
+#[cfg(test)]
+mod throttle_tests {
+    use super::Throttle;
+
+    #[test]
+    fn a_line_at_most_every_10_s_with_the_count_of_those_unsaid() {
+        let t = Throttle::new();
+        assert_eq!(t.due(0), Some(0));
+        assert_eq!(t.due(3), None);
+        assert_eq!(t.due(9), None);
+        assert_eq!(t.due(10), Some(2));
+        assert_eq!(t.due(19), None);
+        assert_eq!(t.due(40), Some(1));
+    }
 }

@@ -553,6 +553,17 @@ fn the_concurrency_cap_holds_and_the_queue_is_bounded() {
         t0.elapsed() < Duration::from_secs(1),
         "refused at once, not after waiting"
     );
+    // Said in the log, once for a burst (a flood would flood it): the 503
+    // was in /metrics alone.
+    assert_eq!(c.get("/pid").status, 503);
+    let said = "GET /pid: 503, all workers are busy and corral's queue is full; more workers";
+    assert!(c.log.has(said), "{}", c.log.text());
+    assert_eq!(
+        c.log.count("503, all workers are busy"),
+        1,
+        "{}",
+        c.log.text()
+    );
     let statuses: Vec<u16> = slow.into_iter().map(|t| t.join().unwrap()).collect();
     assert_eq!(
         statuses,
